@@ -1,0 +1,3 @@
+from shallowpi.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""The `platform` command: one subcommand per job, each in shallowpi/commands/.
+
+Every subcommand composes its settings from configs/ (Hydra compose API). Friendly flags
+are sugar for overrides and any `key=value` argument passes through as a Hydra override:
+
+    platform config show --robot humanoid          # == platform config show robot=humanoid
+    platform dataset info kitchen                  # datasets/kitchen.zarr
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from shallowpi.errors import PlatformError
+
+# The one table of subcommands: name -> module. A module provides `add_arguments(parser)`
+# and `run(args) -> int`, and imports its heavy dependencies inside `run`.
+COMMANDS: dict[str, str] = {
+    "config": "shallowpi.commands.config_cmd",
+
+}
+
+EPILOG = """\
+examples:
+  platform dataset list                        stores under the data root (datasets/)
+  platform dataset show kitchen --episode 0    a PNG of one episode's frames and joints
+  platform config show --robot humanoid        the resolved config, as YAML
+
+Any key=value argument is a Hydra override, e.g. `data_root=/mnt/ssd/datasets`.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line, with the valid choices."""
+
+    def error(self, message: str) -> NoReturn:
+        if "unrecognized arguments" in message:
+            options = sorted(
+                {s for a in self._actions for s in a.option_strings if s.startswith("--")}
+            )
+            message = f"{message}; valid options: {', '.join(options) or 'none'}"
+        self.exit(2, f"{self.prog}: error: {message} (try `{self.prog} --help`)\n")
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    *,
+    robot: bool = False,
+    dataset: bool = False,
+    policy: bool = False,
+    jetson: bool = False,
+) -> None:
+    """The friendly flags a subcommand accepts; each maps onto one config override."""
+    if robot:
+        parser.add_argument("--robot", help="robot config (configs/robot/), e.g. arm, humanoid")
+    if dataset:
+        parser.add_argument(
+            "--dataset", help="dataset name (datasets/NAME.zarr under the data root) or a path"
+        )
+    if policy:
+        parser.add_argument("--policy", help="policy preset (configs/policy/), e.g. tiny, small, pi0")
+    if jetson:
+        parser.add_argument("--jetson", help="Jetson profile (configs/jetson/), e.g. orin, thor")
+    parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
+
+
+def overrides_from(args: argparse.Namespace) -> list[str]:
+    """Friendly flags and pass-through `key=value` arguments as Hydra overrides."""
+    overrides = []
+    for flag in ("robot", "policy", "jetson"):
+        value = getattr(args, flag, None)
+        if value:
+            overrides.append(f"{flag}={value}")
+    if getattr(args, "dataset", None):
+        overrides.append(f"dataset={args.dataset}")
+    if getattr(args, "data_root", None):
+        overrides.append(f"data_root={args.data_root}")
+    return overrides + list(getattr(args, "overrides", []))
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="platform",
+        description="Shallow-π: record demonstrations, distill a shallow VLA, deploy it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def _split_overrides(extra: list[str]) -> tuple[list[str], list[str]]:
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra if a not in overrides]
+    return overrides, unknown
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(words)
+    overrides, unknown = _split_overrides(extra)
+    if unknown:
+        # Report against the subcommand's own parser so the error lists its options.
+        sub_parser = _subparser(parser, args.command, words)
+        sub_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = overrides
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _subparser(
+    parser: argparse.ArgumentParser, command: str, words: list[str]
+) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices[command]
+            # Nested subcommands (e.g. `dataset list`) report against the deepest parser.
+            for nested in chosen._actions:
+                if isinstance(nested, argparse._SubParsersAction):
+                    for word in words:
+                        if word in nested.choices:
+                            return nested.choices[word]
+            return chosen
+    return parser

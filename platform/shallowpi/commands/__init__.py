@@ -1,0 +1,1 @@
+"""One module per `platform` subcommand; cli.COMMANDS is the table that names them."""

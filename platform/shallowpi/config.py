@@ -1,0 +1,118 @@
+"""Compose the run configuration from `configs/` with Hydra's compose API.
+
+No `@hydra.main`: the CLI owns argument parsing, Hydra only composes. Nothing changes the
+working directory, and every run writes its resolved config next to its outputs
+(`save_resolved`). Friendly CLI flags are sugar for overrides: `--robot humanoid` is
+`robot=humanoid`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from shallowpi.errors import ConfigError
+
+# platform/shallowpi/config.py -> the checkout's root holds configs/, robots/, datasets/.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def config_dir() -> Path:
+    """Where the Hydra configs live: $SHALLOWPI_CONFIG_DIR, else the checkout's configs/."""
+    path = Path(os.environ.get("SHALLOWPI_CONFIG_DIR", REPO_ROOT / "configs")).resolve()
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(
+            f"no config.yaml in {path}; run from a checkout installed with `pip install -e .` "
+            "or set SHALLOWPI_CONFIG_DIR"
+        )
+    return path
+
+
+def groups() -> list[str]:
+    """Config groups (folders of configs/), e.g. robot, policy, jetson."""
+    return sorted(p.name for p in config_dir().iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def group_choices(group: str) -> list[str]:
+    """The options of one group, e.g. group_choices("robot") -> ["arm", "bimanual", "humanoid"]."""
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _check_override(override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep:
+        raise ConfigError(f"override '{override}' is not key=value (e.g. robot=humanoid fps=50)")
+    key = key.lstrip("+~")
+    if key in groups():
+        choices = group_choices(key)
+        if value not in choices:
+            raise ConfigError(f"unknown {key} '{value}'; choose one of: {', '.join(choices)}")
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose configs/config.yaml with `overrides` (Hydra syntax) into one config."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    for override in overrides:
+        _check_override(override)
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(_one_line_hydra_error(exc, overrides)) from None
+    return cfg
+
+
+def _one_line_hydra_error(exc: Exception, overrides: Sequence[str]) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if f"'{key}'" in str(exc) or f"Could not override '{key}'" in str(exc):
+            top = key.split(".")[0]
+            known = sorted({k for k in _base_keys() if k != "defaults"} | set(groups()))
+            if top not in known:
+                return f"unknown config key '{key}'; top-level keys are: {', '.join(known)}"
+            return f"cannot set '{key}': {text} (see `platform config show`)"
+    return text
+
+
+def _base_keys() -> DictConfig:
+    return OmegaConf.load(config_dir() / "config.yaml")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def save_resolved(cfg: DictConfig, out_dir: Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config beside a run's outputs, so a run can be reproduced."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(to_yaml(cfg))
+    os.replace(tmp, path)
+    return path
+
+
+def data_root(cfg: DictConfig | None = None) -> Path:
+    """The folder that holds `<name>.zarr` stores (config `data_root`, default datasets/)."""
+    root = cfg.data_root if cfg is not None and cfg.get("data_root") else None
+    root = root or os.environ.get("SHALLOWPI_DATA_ROOT") or REPO_ROOT / "datasets"
+    return Path(root).expanduser()
+
+
+def resolve_dataset(name_or_path: str | os.PathLike[str], root: Path | None = None) -> Path:
+    """`kitchen` -> <data_root>/kitchen.zarr; a path (has a slash or ends in .zarr) stays."""
+    text = os.fspath(name_or_path)
+    if not text:
+        raise ConfigError("empty dataset name; pass --dataset NAME or a path to a .zarr store")
+    if "/" in text or text.endswith(".zarr") or text.startswith("."):
+        return Path(text).expanduser()
+    return (root or data_root()) / f"{text}.zarr"

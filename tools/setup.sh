@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Set up a machine for Shallow-pi and run one of the two jobs the README names.
+#
+#   bash tools/setup.sh run    # install, then record on the simulated robot
+#   bash tools/setup.sh test   # install, then lint and run the test suite
+#   bash tools/setup.sh env    # install only; prints the venv path
+#
+# The virtual environment lives outside the checkout, keyed by a hash of pyproject.toml,
+# so a fresh clone (CI clones main anew for every run) reuses the ~6 GB of torch, lerobot
+# and MuJoCo that an earlier run installed, and a changed pyproject.toml gets a new one.
+# SHALLOWPI_VENV overrides the location; SHALLOWPI_PYTHON the interpreter (>= 3.12 for the
+# lerobot extra). `.venv` in the checkout is a link to the venv in use.
+set -euo pipefail
+
+job="${1:-env}"
+shift || true
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+# --- system packages -----------------------------------------------------------------
+# libusb-1.0-0: pyrealsense2's shared library links it. libegl1 + Mesa: MuJoCo renders
+# headless through EGL on the CPU (MUJOCO_GL=egl). libavcodec59 family: torchcodec decodes
+# LeRobot's mp4 videos with it (lerobot falls back to pyav without it, slower).
+apt_packages=(libusb-1.0-0 libegl1 libgl1-mesa-dri libegl-mesa0 libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        say "installing Debian packages: ${missing[*]}"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        say "warning: missing Debian packages (${missing[*]}); install them with apt-get as root"
+    fi
+fi
+
+# --- python ----------------------------------------------------------------------------
+python="${SHALLOWPI_PYTHON:-}"
+if [[ -z "$python" ]]; then
+    for candidate in python3.12 /root/.pyenv/versions/3.12.1/bin/python "$HOME/.pyenv/versions/3.12.1/bin/python" python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+            python="$(command -v "$candidate")"
+            break
+        fi
+    done
+fi
+[[ -n "$python" ]] || { say "error: Python >= 3.12 not found; set SHALLOWPI_PYTHON=/path/to/python3.12"; exit 2; }
+
+key="$( (cat pyproject.toml; "$python" -VV) | sha256sum | cut -c1-12)"
+venv="${SHALLOWPI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/shallowpi/venv-$key}"
+if [[ ! -f "$venv/.complete" ]]; then
+    say "creating $venv (first time: ~3-4 min, ~6 GB; torch comes as a CUDA build)"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e ".[all]"
+    touch "$venv/.complete"
+else
+    # Re-point the editable install at this checkout (CI clones into a new folder).
+    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||
+        "$venv/bin/python" -m pip install -q --no-deps -e .
+fi
+ln -sfn "$venv" .venv
+export PATH="$venv/bin:$PATH"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+export HF_HUB_OFFLINE=1
+
+case "$job" in
+    env)
+        echo "$venv"
+        ;;
+    run)
+        exec bash tools/main_job.sh "$@"
+        ;;
+    test)
+        say "ruff check"
+        ruff check platform tests tools
+        say "pytest"
+        set +e
+        python -m pytest -q "$@"
+        rc=$?
+        # Exit 5 means pytest collected nothing: that is a failure here, not a pass.
+        exit $rc
+        ;;
+    *)
+        say "error: unknown job '$job'; choose one of: run, test, env"
+        exit 2
+        ;;
+esac
