@@ -78,6 +78,7 @@ class ScriptedExpert:
         self._to: dict[str, Pose] = dict(self._from)
         self._grip_from = {key: self.goals[i] for key, i in self._grip.items()}
         self._grip_to = dict(self._grip_from)
+        self._solved: dict[str, Pose] = {}
         self._step = -1
         self._t_in_step = 0.0
         self.t = 0.0
@@ -117,8 +118,11 @@ class ScriptedExpert:
         for key, solver in self._solvers.items():
             pos, rot = interpolate(self._from[key], self._to[key], s)
             idx = self._index[key]
-            q, _ = solver.solve(q_all, pos, rot, self.goals[idx], rest=self._rest[key])
-            self.goals[idx] = q
+            last = self._solved.get(key)
+            if last is None or not (np.allclose(last[0], pos) and np.allclose(last[1], rot)):
+                # A gripper holding still keeps its solution: no IK while it waits.
+                self.goals[idx], _ = solver.solve(q_all, pos, rot, self.goals[idx], rest=self._rest[key])
+                self._solved[key] = (pos, rot)
             g0, g1 = self._grip_from[key], self._grip_to[key]
             self.goals[self._grip[key]] = g0 + (g1 - g0) * s
         return self.goals.copy()
@@ -210,10 +214,11 @@ def plan_handover(twin: SimTwin, task: Handover) -> list[Waypoint]:
     sign = 1.0 if abs(np.angle(np.exp(1j * (heading - grasp_yaw)))) <= np.pi / 2 else -1.0
     carry_yaw = heading if sign > 0 else heading + np.pi
     carry_yaw = nearest_angle(np.array([carry_yaw]), grasp_yaw)
-    meet = (giver_base + taker_base) / 2.0
+    # Meet between the two grippers' start positions (in front of a humanoid's chest,
+    # over the table's middle for facing arms).
+    meet = (twin.site_pose(twin.spec.effectors[g].site)[0][:2] + twin.site_pose(twin.spec.effectors[k].site)[0][:2]) / 2.0
     meet_z = 0.18
     carry = _at(meet - direction * 0.02, meet_z, carry_yaw)
-    tilt = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     angle = -sign * np.pi / 2
     c, s = np.cos(angle), np.sin(angle)
     tilt = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])

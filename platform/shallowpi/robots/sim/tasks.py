@@ -128,8 +128,8 @@ def _bimanual_regions(cube: Region) -> dict[str, Region]:
 def _humanoid_regions(cube: Region) -> dict[str, Region]:
     return {
         "red_cube": cube,
-        "blue_block": Region((-0.2, -0.05), (0.1, 0.22)),
-        "bowl": Region((-0.3, -0.15), (-0.22, -0.1)),
+        "blue_block": Region((-0.3, -0.18), (0.12, 0.22)),
+        "bowl": Region((-0.36, -0.24), (-0.24, -0.12)),
     }
 
 
@@ -163,14 +163,14 @@ def make_tasks(robot: str) -> dict[str, Task]:
             "cube_in_bowl": PickPlace(
                 "cube_in_bowl",
                 "put the red cube in the bowl",
-                _humanoid_regions(Region((-0.32, -0.15), (-0.05, 0.12))),
+                _humanoid_regions(Region((-0.38, -0.24), (-0.06, 0.1))),
                 10.0,
                 effector="right",
             ),
             "handover": Handover(
                 "handover",
                 "hand the red cube from the left hand to the right",
-                _humanoid_regions(Region((-0.32, -0.18), (0.08, 0.2))),
+                _humanoid_regions(Region((-0.38, -0.24), (0.06, 0.2))),
                 12.0,
             ),
         }
