@@ -136,6 +136,11 @@ def import_mujoco() -> Any:
         import mujoco
     except ImportError as exc:
         raise SimError(f"MuJoCo is not importable ({exc}); pip install -e '.[sim]'") from None
+    except RuntimeError as exc:  # e.g. an unknown MUJOCO_GL value
+        raise SimError(
+            f"MuJoCo cannot start: {exc}; use MUJOCO_GL=egl (headless, Debian packages libegl1 "
+            "and libgl1-mesa-dri), osmesa (libosmesa6) or glfw (with a display)"
+        ) from None
     return mujoco
 
 
