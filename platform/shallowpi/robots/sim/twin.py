@@ -167,7 +167,7 @@ class SimTwin:
         self._cameras = {role: self.model.camera(role).id for role in self.spec.cameras}
         self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, self.spec.render_width)
         self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, self.spec.render_height)
-        self.frame_index = 0  # renders of each role so far; the sim's camera frame counter
+        self._clock = 0.0  # the time the caller asked for; data.time follows it in whole steps
 
     def _check_contract(self) -> None:
         # The config's joint names, ranges and camera roles are the contract; say which
@@ -212,9 +212,13 @@ class SimTwin:
         self.data.ctrl[self._actuator] = np.clip(goals, self.spec.lower, self.spec.upper)
 
     def step(self, dt: float) -> None:
-        """Advance simulated time by `dt` (rounded to whole physics steps)."""
-        n = max(1, round(dt / self.model.opt.timestep))
-        self._mj.mj_step(self.model, self.data, nstep=n)
+        """Advance simulated time by `dt`. Physics steps are whole, so each call takes as
+        many as keep the twin's clock on the sum of the `dt`s (1/30 s is 16 or 17 steps
+        of 2 ms), rather than drifting by a rounding error every tick."""
+        self._clock += dt
+        n = round((self._clock - self.data.time) / self.model.opt.timestep)
+        if n > 0:
+            self._mj.mj_step(self.model, self.data, nstep=n)
 
     def reset(self, seed: int | None = None, place_objects: Any = None) -> None:
         """Home pose, goals at home, time zero; `place_objects(twin, rng)` sets the scene."""
@@ -228,7 +232,7 @@ class SimTwin:
         if place_objects is not None:
             place_objects(self, np.random.default_rng(seed))
         mujoco.mj_forward(self.model, self.data)
-        self.frame_index = 0
+        self._clock = 0.0
 
     def home_vector(self) -> np.ndarray:
         return np.array([self.spec.home.get(n, 0.0) for n in self.spec.joint_names])
