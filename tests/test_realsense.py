@@ -109,7 +109,9 @@ def test_reopens_after_silence_and_resumes() -> None:
 
 def test_unknown_serial_is_one_line_error() -> None:
     device = SoftwareRealSense("SW-1", W, H)
-    cam = RealSenseCamera(RealSenseConfig("wrist", "NOPE", W, H, warmup_frames=0), device.open_device)
+    cam = RealSenseCamera(
+        RealSenseConfig("wrist", "NOPE", W, H, warmup_frames=0), device.open_device
+    )
     with pytest.raises(CameraError, match="RealSense NOPE not found") as info:
         cam.start()
     assert "\n" not in str(info.value)
@@ -117,14 +119,18 @@ def test_unknown_serial_is_one_line_error() -> None:
 
 def test_unsupported_resolution_lists_what_the_device_offers() -> None:
     device = SoftwareRealSense("SW-1", W, H)
-    cam = RealSenseCamera(RealSenseConfig("wrist", "SW-1", 640, 480, warmup_frames=0), device.open_device)
+    cam = RealSenseCamera(
+        RealSenseConfig("wrist", "SW-1", 640, 480, warmup_frames=0), device.open_device
+    )
     with pytest.raises(CameraError, match=r"no color stream 640x480@30.*offers: 64x48@30"):
         cam.start()
 
 
 def test_warm_up_drops_the_first_frames() -> None:
     device = SoftwareRealSense("SW-1", W, H)
-    cam = RealSenseCamera(RealSenseConfig("head", "SW-1", W, H, warmup_frames=3), device.open_device)
+    cam = RealSenseCamera(
+        RealSenseConfig("head", "SW-1", W, H, warmup_frames=3), device.open_device
+    )
     stop = threading.Event()
 
     def stream() -> None:

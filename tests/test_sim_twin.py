@@ -11,10 +11,10 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is imported: headless, on the CPU
 pytest.importorskip("mujoco")
 
-from shallowpi import config  # noqa: E402
-from shallowpi.robots.sim.direct import DirectSimRobot  # noqa: E402
-from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
-from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec  # noqa: E402
+from shallowpi import config
+from shallowpi.robots.sim.direct import DirectSimRobot
+from shallowpi.robots.sim.tasks import make_tasks
+from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
 
 ROBOTS = ["arm", "bimanual", "humanoid"]
 
@@ -32,7 +32,9 @@ def test_twin_has_the_configs_joints_limits_and_camera_roles(robot: str) -> None
         assert m.joint(joint.name).range.tolist() == pytest.approx([joint.lower, joint.upper])
         assert m.actuator(joint.name).trntype == 0  # a joint transmission
         assert m.actuator_trnid[m.actuator(joint.name).id, 0] == m.joint(joint.name).id
-        assert m.actuator(joint.name).ctrlrange.tolist() == pytest.approx([joint.lower, joint.upper])
+        assert m.actuator(joint.name).ctrlrange.tolist() == pytest.approx(
+            [joint.lower, joint.upper]
+        )
     assert {m.camera(i).name for i in range(m.ncam)} == set(cfg.cameras)
     # CPU rendering settings are part of the twin.
     assert m.vis.quality.shadowsize == 0 and m.vis.quality.offsamples == 0
@@ -78,7 +80,9 @@ def test_act_clamps_to_limits_and_velocity_and_time_advances() -> None:
         for _ in range(200):
             sent = robot.act(far)
         np.testing.assert_allclose(sent, spec.upper, atol=1e-6)
-        assert robot.twin.time == pytest.approx(201 / spec.fps, abs=0.001)  # within one physics step
+        assert robot.twin.time == pytest.approx(
+            201 / spec.fps, abs=0.001
+        )  # within one physics step
         sent = robot.act({"gripper": -3.0})
         assert sent[spec.joint_names.index("gripper")] == pytest.approx(1.0 - 4.0 / spec.fps)
         with pytest.raises(SimError, match="unknown joints"):
@@ -90,7 +94,10 @@ def test_act_clamps_to_limits_and_velocity_and_time_advances() -> None:
 def test_same_seed_and_actions_give_identical_observations() -> None:
     spec = spec_for("bimanual", 48)
     rng = np.random.default_rng(0)
-    actions = [spec.lower + (spec.upper - spec.lower) * rng.uniform(0.4, 0.6, len(spec.joints)) for _ in range(10)]
+    actions = [
+        spec.lower + (spec.upper - spec.lower) * rng.uniform(0.4, 0.6, len(spec.joints))
+        for _ in range(10)
+    ]
     task = make_tasks("bimanual")["handover"]
 
     def rollout() -> list[dict]:
@@ -106,7 +113,9 @@ def test_same_seed_and_actions_give_identical_observations() -> None:
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x["observation.state"], y["observation.state"])
         for role in spec.cameras:
-            np.testing.assert_array_equal(x[f"observation.images.{role}"], y[f"observation.images.{role}"])
+            np.testing.assert_array_equal(
+                x[f"observation.images.{role}"], y[f"observation.images.{role}"]
+            )
         assert x["timestamp"] == y["timestamp"]
     assert a[-1]["frames"]["top"].sequence == 10
 

@@ -35,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["direct"],
         help="simulation mode: direct (in-process twin); the driver-stack mode comes with the emulated servo chain",
     )
-    parser.add_argument("--size", help="render size WIDTHxHEIGHT (default: the robot config's cameras)")
-    parser.add_argument("--no-render", action="store_true", help="skip cameras (physics and expert only)")
+    parser.add_argument(
+        "--size", help="render size WIDTHxHEIGHT (default: the robot config's cameras)"
+    )
+    parser.add_argument(
+        "--no-render", action="store_true", help="skip cameras (physics and expert only)"
+    )
     parser.add_argument("--video", help="write the episodes' camera views to this .mp4")
     parser.add_argument("--png", help="write a strip of frames of the first episode to this .png")
 

@@ -103,7 +103,9 @@ class OpenCVCamera(ThreadedCamera):
             capture_time = host_time
         self._count += 1
         image = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        return Frame(image=image, capture_time_s=capture_time, sequence=self._count, host_time_s=host_time)
+        return Frame(
+            image=image, capture_time_s=capture_time, sequence=self._count, host_time_s=host_time
+        )
 
     def _close(self) -> None:
         if self._capture is not None:

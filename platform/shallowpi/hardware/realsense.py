@@ -58,7 +58,9 @@ class RealSenseConfig:
 
     def __post_init__(self) -> None:
         if not self.serial:
-            raise CameraError(f"camera '{self.name}': no serial number; list them with rs-enumerate-devices")
+            raise CameraError(
+                f"camera '{self.name}': no serial number; list them with rs-enumerate-devices"
+            )
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
             raise CameraError(f"camera '{self.name}': width, height and fps must be positive")
 
@@ -76,7 +78,9 @@ def find_usb_device(serial: str) -> Any:
             return device
         found.append(number)
     listing = ", ".join(found) if found else "none connected"
-    raise CameraError(f"RealSense {serial} not found (found: {listing}); check the cable and serial")
+    raise CameraError(
+        f"RealSense {serial} not found (found: {listing}); check the cable and serial"
+    )
 
 
 class RealSenseCamera(ThreadedCamera):

@@ -107,7 +107,9 @@ class SoftwareRealSense:
                     )
                 # Depth first: the reader waits on color, then looks for its depth.
                 self.depth_sensor.on_video_frame(
-                    self._frame(np.ascontiguousarray(depth, np.uint16), 2, self.depth_profile, stamp, number)
+                    self._frame(
+                        np.ascontiguousarray(depth, np.uint16), 2, self.depth_profile, stamp, number
+                    )
                 )
             self.color_sensor.on_video_frame(
                 self._frame(np.ascontiguousarray(image), 3, self.color_profile, stamp, number)

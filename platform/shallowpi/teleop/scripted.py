@@ -68,13 +68,18 @@ class ScriptedExpert:
         self.plan = plan
         names = twin.spec.joint_names
         self._solvers = {
-            key: IKSolver(twin._mj, twin.model, e.site, e.joints) for key, e in twin.spec.effectors.items()
+            key: IKSolver(twin._mj, twin.model, e.site, e.joints)
+            for key, e in twin.spec.effectors.items()
         }
-        self._index = {key: [names.index(j) for j in e.joints] for key, e in twin.spec.effectors.items()}
+        self._index = {
+            key: [names.index(j) for j in e.joints] for key, e in twin.spec.effectors.items()
+        }
         self._grip = {key: names.index(e.gripper) for key, e in twin.spec.effectors.items()}
         self._rest = {key: twin.home_vector()[idx] for key, idx in self._index.items()}
         self.goals = twin.joint_goals()
-        self._from: dict[str, Pose] = {key: twin.site_pose(e.site) for key, e in twin.spec.effectors.items()}
+        self._from: dict[str, Pose] = {
+            key: twin.site_pose(e.site) for key, e in twin.spec.effectors.items()
+        }
         self._to: dict[str, Pose] = dict(self._from)
         self._grip_from = {key: self.goals[i] for key, i in self._grip.items()}
         self._grip_to = dict(self._grip_from)
@@ -121,7 +126,9 @@ class ScriptedExpert:
             last = self._solved.get(key)
             if last is None or not (np.allclose(last[0], pos) and np.allclose(last[1], rot)):
                 # A gripper holding still keeps its solution: no IK while it waits.
-                self.goals[idx], _ = solver.solve(q_all, pos, rot, self.goals[idx], rest=self._rest[key])
+                self.goals[idx], _ = solver.solve(
+                    q_all, pos, rot, self.goals[idx], rest=self._rest[key]
+                )
                 self._solved[key] = (pos, rot)
             g0, g1 = self._grip_from[key], self._grip_to[key]
             self.goals[self._grip[key]] = g0 + (g1 - g0) * s
@@ -216,14 +223,19 @@ def plan_handover(twin: SimTwin, task: Handover) -> list[Waypoint]:
     carry_yaw = nearest_angle(np.array([carry_yaw]), grasp_yaw)
     # Meet between the two grippers' start positions (in front of a humanoid's chest,
     # over the table's middle for facing arms).
-    meet = (twin.site_pose(twin.spec.effectors[g].site)[0][:2] + twin.site_pose(twin.spec.effectors[k].site)[0][:2]) / 2.0
+    meet = (
+        twin.site_pose(twin.spec.effectors[g].site)[0][:2]
+        + twin.site_pose(twin.spec.effectors[k].site)[0][:2]
+    ) / 2.0
     meet_z = 0.18
     carry = _at(meet - direction * 0.02, meet_z, carry_yaw)
     angle = -sign * np.pi / 2
     c, s = np.cos(angle), np.sin(angle)
     tilt = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
     present = (np.array([meet[0], meet[1], meet_z]), yaw_down(carry_yaw) @ tilt)
-    taker_yaw = nearest_angle(heading + np.pi / 2 + np.pi * np.arange(2), _radial_yaw(twin, k, meet))
+    taker_yaw = nearest_angle(
+        heading + np.pi / 2 + np.pi * np.arange(2), _radial_yaw(twin, k, meet)
+    )
 
     def above_object(twin: SimTwin) -> Pose:
         pos, _ = twin.body_pose(task.obj)

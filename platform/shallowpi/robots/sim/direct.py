@@ -78,7 +78,11 @@ class DirectSimRobot:
             "action": {"dtype": "float32", "shape": (n,), "names": names},
         }
         for role in self.cameras:
-            out[f"observation.images.{role}"] = {"dtype": "uint8", "shape": (h, w, 3), "names": ["height", "width", "channel"]}
+            out[f"observation.images.{role}"] = {
+                "dtype": "uint8",
+                "shape": (h, w, 3),
+                "names": ["height", "width", "channel"],
+            }
         return out
 
     # -- control -------------------------------------------------------------------------
@@ -118,14 +122,22 @@ class DirectSimRobot:
         if isinstance(action, Mapping):
             unknown = set(action) - set(names)
             if unknown:
-                raise SimError(f"unknown joints {sorted(unknown)} for {self.spec.robot}; joints: {', '.join(names)}")
-            goal = self._last_goal.copy() if self._last_goal is not None else self._twin().joint_goals()
+                raise SimError(
+                    f"unknown joints {sorted(unknown)} for {self.spec.robot}; joints: {', '.join(names)}"
+                )
+            goal = (
+                self._last_goal.copy()
+                if self._last_goal is not None
+                else self._twin().joint_goals()
+            )
             for name, value in action.items():
                 goal[names.index(name)] = float(value)
             return goal
         goal = np.asarray(action, dtype=np.float64).reshape(-1)
         if goal.shape != (len(names),):
-            raise SimError(f"{self.spec.robot}: action has {goal.size} values, expected {len(names)} ({', '.join(names)})")
+            raise SimError(
+                f"{self.spec.robot}: action has {goal.size} values, expected {len(names)} ({', '.join(names)})"
+            )
         if not np.all(np.isfinite(goal)):
             raise SimError(f"{self.spec.robot}: action contains NaN or inf")
         return goal

@@ -44,7 +44,10 @@ class Task:
             region = self.regions[obj]
             for _ in range(1000):
                 xy = np.array([rng.uniform(*region.x), rng.uniform(*region.y)])
-                if all(np.linalg.norm(xy - p) > RADIUS[obj] + RADIUS[o] + 0.01 for o, p in placed.items()):
+                if all(
+                    np.linalg.norm(xy - p) > RADIUS[obj] + RADIUS[o] + 0.01
+                    for o, p in placed.items()
+                ):
                     break
             else:
                 raise SimError(f"task '{self.name}': cannot place {obj} apart from the others")
@@ -137,7 +140,9 @@ def make_tasks(robot: str) -> dict[str, Task]:
     """Fresh task objects for a robot (tasks keep per-episode start poses)."""
     if robot == "arm":
         return {
-            "cube_in_bowl": PickPlace("cube_in_bowl", "put the red cube in the bowl", _arm_regions(), 8.0),
+            "cube_in_bowl": PickPlace(
+                "cube_in_bowl", "put the red cube in the bowl", _arm_regions(), 8.0
+            ),
             "push_block_left": Push(
                 "push_block_left", "push the blue block to the left", _arm_regions(), 8.0
             ),

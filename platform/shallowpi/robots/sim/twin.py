@@ -102,11 +102,15 @@ class TwinSpec:
         cameras = dict(robot_cfg.get("cameras") or {})
         first = next(iter(cameras.values()), {}) if cameras else {}
         joints = tuple(
-            JointSpec(str(j["name"]), float(j["lower"]), float(j["upper"]), float(j["max_velocity"]))
+            JointSpec(
+                str(j["name"]), float(j["lower"]), float(j["upper"]), float(j["max_velocity"])
+            )
             for j in robot_cfg["joints"]
         )
         effectors = {
-            key: EffectorSpec(key, e["site"], tuple(e["joints"]), e["gripper"], tuple(e.get("fingers", ())))
+            key: EffectorSpec(
+                key, e["site"], tuple(e["joints"]), e["gripper"], tuple(e.get("fingers", ()))
+            )
             for key, e in (meta.get("effectors") or {}).items()
         }
         return cls(
@@ -165,8 +169,12 @@ class SimTwin:
         self._dof = np.array([self.model.joint(n).dofadr[0] for n in names])
         self._actuator = np.array([self.model.actuator(n).id for n in names])
         self._cameras = {role: self.model.camera(role).id for role in self.spec.cameras}
-        self.model.vis.global_.offwidth = max(self.model.vis.global_.offwidth, self.spec.render_width)
-        self.model.vis.global_.offheight = max(self.model.vis.global_.offheight, self.spec.render_height)
+        self.model.vis.global_.offwidth = max(
+            self.model.vis.global_.offwidth, self.spec.render_width
+        )
+        self.model.vis.global_.offheight = max(
+            self.model.vis.global_.offheight, self.spec.render_height
+        )
         self._clock = 0.0  # the time the caller asked for; data.time follows it in whole steps
 
     def _check_contract(self) -> None:
@@ -179,7 +187,9 @@ class SimTwin:
         where = self.spec.model_path
         for j in self.spec.joints:
             if j.name not in joints or j.name not in actuators:
-                raise SimError(f"twin {where} lacks joint or actuator '{j.name}' of the robot config")
+                raise SimError(
+                    f"twin {where} lacks joint or actuator '{j.name}' of the robot config"
+                )
             low, high = m.joint(j.name).range
             if not (np.isclose(low, j.lower) and np.isclose(high, j.upper)):
                 raise SimError(
@@ -188,7 +198,9 @@ class SimTwin:
                 )
         for role in self.spec.cameras:
             if role not in cameras:
-                raise SimError(f"twin {where} has no camera '{role}' (camera roles of the robot config)")
+                raise SimError(
+                    f"twin {where} has no camera '{role}' (camera roles of the robot config)"
+                )
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -208,7 +220,9 @@ class SimTwin:
         """Position goals for every joint, clipped to the joint ranges (the actuators' ctrl)."""
         goals = np.asarray(goals, dtype=np.float64)
         if goals.shape != (len(self._actuator),):
-            raise SimError(f"{self.spec.robot}: expected {len(self._actuator)} joint goals, got shape {goals.shape}")
+            raise SimError(
+                f"{self.spec.robot}: expected {len(self._actuator)} joint goals, got shape {goals.shape}"
+            )
         self.data.ctrl[self._actuator] = np.clip(goals, self.spec.lower, self.spec.upper)
 
     def step(self, dt: float) -> None:
@@ -300,7 +314,9 @@ class SimTwin:
 
     def _get_renderer(self) -> Any:
         if self._renderer is None:
-            self._renderer = open_renderer(self._mj, self.model, self.spec.render_height, self.spec.render_width)
+            self._renderer = open_renderer(
+                self._mj, self.model, self.spec.render_height, self.spec.render_width
+            )
         return self._renderer
 
     def close(self) -> None:
@@ -322,4 +338,6 @@ def open_renderer(mujoco: Any, model: Any, height: int, width: int) -> Any:
             )
         else:
             hint = "set MUJOCO_GL=egl (Debian packages libegl1, libgl1-mesa-dri) for headless rendering"
-        raise SimError(f"cannot render with MUJOCO_GL={backend or 'default'} ({text}); {hint}") from None
+        raise SimError(
+            f"cannot render with MUJOCO_GL={backend or 'default'} ({text}); {hint}"
+        ) from None

@@ -32,12 +32,16 @@ class VideoWriter:
         try:
             import cv2
         except ImportError:
-            raise PlatformError("--video needs OpenCV: pip install opencv-python-headless") from None
+            raise PlatformError(
+                "--video needs OpenCV: pip install opencv-python-headless"
+            ) from None
         frame = tile(images)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = frame.shape[:2]
-            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            self._writer = cv2.VideoWriter(
+                str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
+            )
             if not self._writer.isOpened():
                 raise PlatformError(f"cannot write video {self.path}; check the folder is writable")
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -45,7 +49,9 @@ class VideoWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.release()
-            self._tmp.replace(self.path)  # never leave a half-written video under the name asked for
+            self._tmp.replace(
+                self.path
+            )  # never leave a half-written video under the name asked for
 
 
 class StripWriter:
@@ -64,7 +70,11 @@ class StripWriter:
 
         if not self._frames:
             return
-        picks = np.linspace(0, len(self._frames) - 1, min(self.count, len(self._frames))).round().astype(int)
+        picks = (
+            np.linspace(0, len(self._frames) - 1, min(self.count, len(self._frames)))
+            .round()
+            .astype(int)
+        )
         # One row per picked tick: each row is that tick's cameras side by side.
         strip = np.concatenate([self._frames[i] for i in picks], axis=0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
