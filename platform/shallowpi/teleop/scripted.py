@@ -31,6 +31,7 @@ OPEN, CLOSED = 1.0, 0.0
 HOVER_Z = 0.12  # grasp-site heights above the table (m)
 GRASP_Z = 0.022
 CARRY_Z = 0.16
+RELEASE_Z = 0.045  # the held object's bottom ~1.5 cm above the bowl floor
 
 
 @dataclass
@@ -76,6 +77,8 @@ class ScriptedExpert:
         }
         self._grip = {key: names.index(e.gripper) for key, e in twin.spec.effectors.items()}
         self._rest = {key: twin.home_vector()[idx] for key, idx in self._index.items()}
+        self._vmax = twin.spec.max_velocity
+        self._seconds = 0.0
         self.goals = twin.joint_goals()
         self._from: dict[str, Pose] = {
             key: twin.site_pose(e.site) for key, e in twin.spec.effectors.items()
@@ -89,10 +92,6 @@ class ScriptedExpert:
         self.t = 0.0
 
     @property
-    def seconds(self) -> float:
-        return sum(w.seconds for w in self.plan)
-
-    @property
     def done(self) -> bool:
         return self._step >= len(self.plan)
 
@@ -100,24 +99,40 @@ class ScriptedExpert:
         self._step = index
         self._t_in_step = 0.0
         self._from, self._grip_from = dict(self._to), dict(self._grip_to)
+        self._seconds = 0.0
         if index < len(self.plan):
             waypoint = self.plan[index]
             for key, target in waypoint.poses.items():
                 self._to[key] = target(self.twin) if callable(target) else target
             self._grip_to.update(waypoint.grips)
+            self._seconds = max(waypoint.seconds, self._feasible_seconds(waypoint))
+
+    def _feasible_seconds(self, waypoint: Waypoint) -> float:
+        # Stretch a move that would ask a joint for more than 60% of its velocity bound at
+        # the eased profile's peak (pi/2 times the mean): a joint clamped by the robot
+        # lags the others and bends the straight line (a slow lift makes the gripper dip).
+        needed = 0.0
+        q_all = self.twin.data.qpos.copy()
+        for key in waypoint.poses:
+            idx = self._index[key]
+            pos, rot = self._to[key]
+            q, _ = self._solvers[key].solve(q_all, pos, rot, self.goals[idx], rest=self._rest[key], iterations=60)
+            ratio = np.abs(q - self.goals[idx]) / (0.6 * self._vmax[idx])
+            needed = max(needed, float(np.max(ratio)) * np.pi / 2)
+        return needed
 
     def read(self) -> np.ndarray:
         if self._step < 0:
             self._begin(0)
         self.t += self.dt
         self._t_in_step += self.dt
-        while not self.done and self._t_in_step >= self.plan[self._step].seconds:
-            self._t_in_step -= self.plan[self._step].seconds
+        while not self.done and self._t_in_step >= self._seconds:
+            self._t_in_step -= self._seconds
             self._begin(self._step + 1)
         if self.done:
             s = 1.0
         else:
-            s = self._t_in_step / self.plan[self._step].seconds
+            s = self._t_in_step / self._seconds
             s = 0.5 - 0.5 * np.cos(np.pi * s)  # ease in and out
         q_all = self.twin.data.qpos.copy()
         for key, solver in self._solvers.items():
@@ -185,9 +200,12 @@ def plan_pick_place(twin: SimTwin, task: PickPlace) -> list[Waypoint]:
     return [
         *plan,
         Waypoint(1.2, {e: _at(bowl, CARRY_Z, yaw)}),
-        Waypoint(0.5, {e: _at(bowl, 0.1, yaw)}),
-        Waypoint(0.4, grips={e: OPEN}),
-        Waypoint(0.6, {e: _at(bowl, 0.2, yaw)}),
+        # Down until the object nearly touches the bowl's floor; open only part way, so the
+        # fingers stay clear of the walls, and leave straight up.
+        Waypoint(0.6, {e: _at(bowl, RELEASE_Z, yaw)}),
+        Waypoint(0.1),
+        Waypoint(0.4, grips={e: 0.6}),
+        Waypoint(0.7, {e: _at(bowl, CARRY_Z, yaw)}),
     ]
 
 

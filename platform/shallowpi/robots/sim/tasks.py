@@ -39,21 +39,33 @@ class Task:
     start: dict[str, np.ndarray] = field(default_factory=dict, init=False)
 
     def place(self, twin: SimTwin, rng: np.random.Generator) -> None:
-        placed: dict[str, np.ndarray] = {}
-        for obj in OBJECTS:
-            region = self.regions[obj]
-            for _ in range(1000):
-                xy = np.array([rng.uniform(*region.x), rng.uniform(*region.y)])
-                if all(
-                    np.linalg.norm(xy - p) > RADIUS[obj] + RADIUS[o] + 0.01
-                    for o, p in placed.items()
-                ):
-                    break
-            else:
-                raise SimError(f"task '{self.name}': cannot place {obj} apart from the others")
-            placed[obj] = xy
+        for _ in range(100):
+            placed = self._sample(rng)
+            if placed is not None:
+                break
+        else:
+            raise SimError(f"task '{self.name}': object regions too small to place the objects apart")
+        for obj, xy in placed.items():
             twin.set_free_body(obj, [xy[0], xy[1], REST_Z[obj]], yaw=rng.uniform(-np.pi, np.pi))
         self.start = {obj: np.array([*xy, REST_Z[obj]]) for obj, xy in placed.items()}
+
+    def _sample(self, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        # Largest first; a draw that boxes an object in is thrown away whole.
+        placed: dict[str, np.ndarray] = {}
+        for obj in sorted(OBJECTS, key=lambda o: -RADIUS[o]):
+            region = self.regions[obj]
+            for _ in range(50):
+                xy = np.array([rng.uniform(*region.x), rng.uniform(*region.y)])
+                if all(np.linalg.norm(xy - p) > RADIUS[obj] + RADIUS[o] + 0.01 for o, p in placed.items()):
+                    placed[obj] = xy
+                    break
+            else:
+                return None
+        return placed if self._clear(placed) else None
+
+    def _clear(self, placed: dict[str, np.ndarray]) -> bool:
+        """Whether a draw leaves the task doable (e.g. nothing in a push's path)."""
+        return True
 
     def success(self, twin: SimTwin) -> bool:
         raise NotImplementedError
@@ -82,6 +94,21 @@ class Push(Task):
     effector: str = "main"
     direction: tuple[float, float] = (0.0, 1.0)
     distance: float = 0.08
+
+    def _clear(self, placed: dict[str, np.ndarray]) -> bool:
+        # No other object near the pushed one's swept path, nor behind it where the
+        # closed fingers come down (7.5 cm back).
+        direction = np.asarray(self.direction, dtype=float)
+        start = placed[self.obj]
+        for obj, xy in placed.items():
+            if obj == self.obj:
+                continue
+            along = float(np.dot(xy - start, direction))
+            offset = xy - start
+            across = abs(float(direction[0] * offset[1] - direction[1] * offset[0]))
+            if -0.1 - RADIUS[obj] < along < self.distance + 0.1 + RADIUS[obj] and across < RADIUS[obj] + 0.06:
+                return False
+        return True
 
     def success(self, twin: SimTwin) -> bool:
         pos, _ = twin.body_pose(self.obj)
@@ -141,10 +168,10 @@ def make_tasks(robot: str) -> dict[str, Task]:
     if robot == "arm":
         return {
             "cube_in_bowl": PickPlace(
-                "cube_in_bowl", "put the red cube in the bowl", _arm_regions(), 8.0
+                "cube_in_bowl", "put the red cube in the bowl", _arm_regions(), 15.0
             ),
             "push_block_left": Push(
-                "push_block_left", "push the blue block to the left", _arm_regions(), 8.0
+                "push_block_left", "push the blue block to the left", _arm_regions(), 15.0
             ),
         }
     if robot == "bimanual":
@@ -153,13 +180,13 @@ def make_tasks(robot: str) -> dict[str, Task]:
                 "handover",
                 "hand the red cube from the left arm to the right",
                 _bimanual_regions(Region((-0.2, -0.1), (-0.12, 0.12))),
-                12.0,
+                20.0,
             ),
             "cube_in_bowl": PickPlace(
                 "cube_in_bowl",
                 "put the red cube in the bowl",
                 _bimanual_regions(Region((-0.18, -0.08), (-0.12, 0.1))),
-                10.0,
+                15.0,
                 effector="left",
             ),
         }
@@ -169,14 +196,14 @@ def make_tasks(robot: str) -> dict[str, Task]:
                 "cube_in_bowl",
                 "put the red cube in the bowl",
                 _humanoid_regions(Region((-0.38, -0.24), (-0.06, 0.1))),
-                10.0,
+                15.0,
                 effector="right",
             ),
             "handover": Handover(
                 "handover",
                 "hand the red cube from the left hand to the right",
                 _humanoid_regions(Region((-0.38, -0.24), (0.06, 0.2))),
-                12.0,
+                20.0,
             ),
         }
     raise SimError(f"no tasks for robot '{robot}'; robots with a twin: arm, bimanual, humanoid")
