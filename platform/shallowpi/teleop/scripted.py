@@ -69,7 +69,7 @@ class ScriptedExpert:
         self.plan = plan
         names = twin.spec.joint_names
         self._solvers = {
-            key: IKSolver(twin._mj, twin.model, e.site, e.joints)
+            key: IKSolver(twin._mj, twin.model, e.site, e.joints, e.ik_ranges)
             for key, e in twin.spec.effectors.items()
         }
         self._index = {

@@ -8,7 +8,7 @@ posture settles redundant arms (7-DoF humanoid arms) into a natural elbow.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,14 @@ def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 
 class IKSolver:
-    def __init__(self, mujoco: Any, model: Any, site: str, joints: Sequence[str]):
+    def __init__(
+        self,
+        mujoco: Any,
+        model: Any,
+        site: str,
+        joints: Sequence[str],
+        ranges: Mapping[str, tuple[float, float]] | None = None,
+    ):
         self._mj = mujoco
         self.model = model
         self.data = mujoco.MjData(model)
@@ -41,6 +48,9 @@ class IKSolver:
         self.dof = np.array([model.joint(j).dofadr[0] for j in joints])
         self.lower = model.jnt_range[[model.joint(j).id for j in joints], 0]
         self.upper = model.jnt_range[[model.joint(j).id for j in joints], 1]
+        for i, joint in enumerate(joints):
+            if ranges and joint in ranges:
+                self.lower[i], self.upper[i] = ranges[joint]
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 

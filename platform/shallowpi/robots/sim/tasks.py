@@ -139,11 +139,13 @@ def _held(twin: SimTwin, obj: str) -> bool:
     return twin.touching(fingers, obj)
 
 
-def _arm_regions() -> dict[str, Region]:
+def _arm_regions(push: bool = False) -> dict[str, Region]:
+    # The arm reaches 0.23-0.48 m from its pan axis (x = -0.36) with the gripper down.
+    # For the push, the bowl stands out of the way, beyond the block's path.
     return {
-        "red_cube": Region((-0.12, 0.04), (-0.16, 0.16)),
-        "blue_block": Region((-0.12, 0.04), (-0.16, 0.16)),
-        "bowl": Region((-0.1, 0.02), (-0.15, 0.15)),
+        "red_cube": Region((-0.1, 0.05), (-0.15, 0.15)),
+        "blue_block": Region((-0.1, 0.05), (-0.16, 0.04) if push else (-0.15, 0.15)),
+        "bowl": Region((0.12, 0.2), (-0.15, 0.15)) if push else Region((-0.08, 0.04), (-0.14, 0.14)),
     }
 
 
@@ -171,7 +173,7 @@ def make_tasks(robot: str) -> dict[str, Task]:
                 "cube_in_bowl", "put the red cube in the bowl", _arm_regions(), 15.0
             ),
             "push_block_left": Push(
-                "push_block_left", "push the blue block to the left", _arm_regions(), 15.0
+                "push_block_left", "push the blue block to the left", _arm_regions(push=True), 15.0
             ),
         }
     if robot == "bimanual":

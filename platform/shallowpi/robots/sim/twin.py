@@ -46,6 +46,8 @@ class EffectorSpec:
     joints: tuple[str, ...]
     gripper: str
     fingers: tuple[str, ...]
+    # Narrower ranges for the experts' IK than the joints allow, to keep one elbow branch.
+    ik_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
