@@ -116,7 +116,9 @@ class ScriptedExpert:
         for key in waypoint.poses:
             idx = self._index[key]
             pos, rot = self._to[key]
-            q, _ = self._solvers[key].solve(q_all, pos, rot, self.goals[idx], rest=self._rest[key], iterations=60)
+            q, _ = self._solvers[key].solve(
+                q_all, pos, rot, self.goals[idx], rest=self._rest[key], iterations=60
+            )
             ratio = np.abs(q - self.goals[idx]) / (0.6 * self._vmax[idx])
             needed = max(needed, float(np.max(ratio)) * np.pi / 2)
         return needed

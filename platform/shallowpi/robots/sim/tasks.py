@@ -44,7 +44,9 @@ class Task:
             if placed is not None:
                 break
         else:
-            raise SimError(f"task '{self.name}': object regions too small to place the objects apart")
+            raise SimError(
+                f"task '{self.name}': object regions too small to place the objects apart"
+            )
         for obj, xy in placed.items():
             twin.set_free_body(obj, [xy[0], xy[1], REST_Z[obj]], yaw=rng.uniform(-np.pi, np.pi))
         self.start = {obj: np.array([*xy, REST_Z[obj]]) for obj, xy in placed.items()}
@@ -56,7 +58,10 @@ class Task:
             region = self.regions[obj]
             for _ in range(50):
                 xy = np.array([rng.uniform(*region.x), rng.uniform(*region.y)])
-                if all(np.linalg.norm(xy - p) > RADIUS[obj] + RADIUS[o] + 0.01 for o, p in placed.items()):
+                if all(
+                    np.linalg.norm(xy - p) > RADIUS[obj] + RADIUS[o] + 0.01
+                    for o, p in placed.items()
+                ):
                     placed[obj] = xy
                     break
             else:
@@ -106,7 +111,10 @@ class Push(Task):
             along = float(np.dot(xy - start, direction))
             offset = xy - start
             across = abs(float(direction[0] * offset[1] - direction[1] * offset[0]))
-            if -0.1 - RADIUS[obj] < along < self.distance + 0.1 + RADIUS[obj] and across < RADIUS[obj] + 0.06:
+            if (
+                -0.1 - RADIUS[obj] < along < self.distance + 0.1 + RADIUS[obj]
+                and across < RADIUS[obj] + 0.06
+            ):
                 return False
         return True
 
@@ -145,7 +153,9 @@ def _arm_regions(push: bool = False) -> dict[str, Region]:
     return {
         "red_cube": Region((-0.1, 0.05), (-0.15, 0.15)),
         "blue_block": Region((-0.1, 0.05), (-0.16, 0.04) if push else (-0.15, 0.15)),
-        "bowl": Region((0.12, 0.2), (-0.15, 0.15)) if push else Region((-0.08, 0.04), (-0.14, 0.14)),
+        "bowl": Region((0.12, 0.2), (-0.15, 0.15))
+        if push
+        else Region((-0.08, 0.04), (-0.14, 0.14)),
     }
 
 
