@@ -13,10 +13,10 @@ import os
 import sys
 
 import numpy as np
-from store_fixtures import arm_features, synthetic_frame
 
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
+from store_fixtures import arm_features, synthetic_frame
 
 
 def digest(episode: dict[str, np.ndarray]) -> dict[str, str]:

@@ -7,11 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
-from store_fixtures import arm_features, make_store, synthetic_frame
 
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import StoreSettings
 from shallowpi.errors import StoreError
+from store_fixtures import arm_features, make_store, synthetic_frame
 
 
 def test_round_trip_numeric_exact_and_images_close(tmp_path, rng):

@@ -11,15 +11,15 @@ import json
 import random
 import signal
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import subprocess_env
 from crash_writer import digest
-
 from shallowpi.data import EpisodeStore
 
 TRIALS = 30

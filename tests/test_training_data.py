@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from store_fixtures import make_store
 
 from shallowpi.data.training import ChunkDataset
 from shallowpi.data.windows import ChunkWindows
 from shallowpi.errors import StoreError
+from store_fixtures import make_store
 
 
 def test_windows_pad_at_the_episode_end_and_never_cross_it():
@@ -64,5 +64,5 @@ def test_dataloader_workers_decode_images(tmp_path):
 
 def test_dataset_errors_are_one_line(tmp_path):
     make_store(tmp_path / "s.zarr", episodes=1, length=3)
-    with pytest.raises(StoreError, match="no camera observation.images.side"):
+    with pytest.raises(StoreError, match=r"no camera observation\.images\.side"):
         ChunkDataset(tmp_path / "s.zarr", chunk_len=2, image_keys=["observation.images.side"])
