@@ -18,9 +18,34 @@ IMAGE_CODECS = ("jpeg", "jpegxl", "blosc-zstd", "blosc-lz4", "none")
 
 def register_image_codecs() -> None:
     """Make imagecodecs' numcodecs codecs (imagecodecs_jpeg, ...) known to zarr readers."""
-    from imagecodecs.numcodecs import register_codecs
+    from imagecodecs.numcodecs import Jpeg, Jpegxl, register_codecs
 
     register_codecs(verbose=False)
+    for codec_class in (Jpeg, Jpegxl):
+        numcodecs.register_codec(_portable(codec_class))
+
+
+_PORTABLE: dict[type[Codec], type[Codec]] = {}
+
+
+def _portable(codec_class: type[Codec]) -> type[Codec]:
+    """The codec, naming only the settings it was given when zarr writes `.zarray`.
+
+    imagecodecs writes every constructor argument into a codec's config, and new releases
+    add arguments (Jpeg's `fancyupsampling`) that older releases reject when they read the
+    config back. The robot's Python 3.10 has an older imagecodecs than the workstation, so
+    a store names only what it set: {"id": "imagecodecs_jpeg", "level": 90}. Registered
+    under the same codec id, so arrays opened from disk use it too.
+    """
+    if codec_class not in _PORTABLE:
+
+        class Portable(codec_class):
+            def get_config(self) -> dict:
+                return {k: v for k, v in super().get_config().items() if v is not None}
+
+        Portable.__name__ = Portable.__qualname__ = codec_class.__name__
+        _PORTABLE[codec_class] = Portable
+    return _PORTABLE[codec_class]
 
 
 def image_codec(name: str, quality: int = 90) -> Codec | None:
@@ -29,11 +54,11 @@ def image_codec(name: str, quality: int = 90) -> Codec | None:
     if name == "jpeg":
         from imagecodecs.numcodecs import Jpeg
 
-        return Jpeg(level=quality)
+        return _portable(Jpeg)(level=quality)
     if name == "jpegxl":
         from imagecodecs.numcodecs import Jpegxl
 
-        return Jpegxl(level=quality, effort=1)
+        return _portable(Jpegxl)(level=quality, effort=1)
     if name == "blosc-zstd":
         return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
     if name == "blosc-lz4":
