@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from store_fixtures import arm_features, synthetic_frame
 
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import StoreSettings
 from shallowpi.record.writer import BackgroundWriter
+from store_fixtures import arm_features, synthetic_frame
 
 
 def test_episodes_arrive_in_order_and_discards_leave_nothing(tmp_path, rng):
