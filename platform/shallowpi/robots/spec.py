@@ -191,3 +191,25 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
     if direction not in (1, -1):
         raise ConfigError(f"{where}: motor for '{joint}' has direction {direction}; use 1 or -1")
     return MotorSpec(joint, bus, servo_id, model, direction, mode, float(raw.get("metres_per_rad", 1.0)))
+
+
+def parse_ports(text: str) -> dict[str, str]:
+    """--ports value: the emulator's JSON line, a file holding it, or bus=path[,bus=path]."""
+    import json
+    from pathlib import Path
+
+    text = text.strip()
+    if text and not text.startswith("{") and "=" not in text and Path(text).is_file():
+        text = Path(text).read_text().strip().splitlines()[0]
+    if text.startswith("{"):
+        try:
+            ports = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"--ports is not valid JSON ({exc}); paste the first line `platform emulate` prints") from None
+        if not isinstance(ports, dict):
+            raise ConfigError("--ports JSON must be an object: {\"bus\": \"/dev/pts/N\"}")
+        return {str(k): str(v) for k, v in ports.items()}
+    pairs = [item.partition("=") for item in text.split(",") if item]
+    if not pairs or any(not sep for _, sep, _ in pairs):
+        raise ConfigError(f"--ports '{text}': use bus=PATH[,bus=PATH] or the JSON line `platform emulate` prints")
+    return {k: v for k, _, v in pairs}
