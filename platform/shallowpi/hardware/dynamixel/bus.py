@@ -20,6 +20,7 @@ last one raises `BusError` naming the bus, the servo and what to check, e.g.
 from __future__ import annotations
 
 import logging
+import termios
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -171,7 +172,7 @@ class DynamixelBus:
         if self._port is not None:
             try:
                 self._port.closePort()
-            except (SerialException, OSError):
+            except (SerialException, OSError, termios.error):
                 pass  # already gone (unplugged): nothing left to close
             self._port = None
             self._readers.clear()
@@ -434,12 +435,12 @@ class DynamixelBus:
         """Run one SDK call, turning a vanished port into a BusError that says so."""
         try:
             return fn()
-        except (SerialException, OSError) as exc:
+        except (SerialException, OSError, termios.error) as exc:
             port, self._port = self._port, None
             if port is not None:
                 try:
                     port.closePort()
-                except (SerialException, OSError):
+                except (SerialException, OSError, termios.error):
                     pass
             raise BusError(
                 f"{self._where}: the port went away ({_first_line(exc)}); check the USB "
