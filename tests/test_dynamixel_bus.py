@@ -78,16 +78,16 @@ def test_operating_mode_is_set_and_unsupported_modes_refused(chain):
     with make_bus(chain) as bus:
         bus.set_operating_mode(OperatingMode.CURRENT_BASED_POSITION, [2])
         assert chain.servos[2].get("operating_mode") == 5
-        with pytest.raises(BusError, match="servo 1 \\(XL430-W250\\) has no current_based_position mode"):
+        with pytest.raises(BusError, match=r"servo 1 \(XL430-W250\) has no current_based_position mode"):
             bus.set_operating_mode(OperatingMode.CURRENT_BASED_POSITION, [1])
 
 
 def test_status_error_byte_is_reported(chain):
     with make_bus(chain) as bus:
-        with pytest.raises(BusError, match="servo 1 refused the write of model_number"):
+        with pytest.raises(BusError, match=r"servo 1 refused the write of model_number"):
             bus.write_one(1, "model_number", 7)
         bus.set_torque(True, [1])
-        with pytest.raises(BusError, match="servo 1 refused the write of operating_mode"):
+        with pytest.raises(BusError, match=r"servo 1 refused the write of operating_mode"):
             bus.write_one(1, "operating_mode", 1)  # EEPROM with torque on
 
 
@@ -113,7 +113,7 @@ def test_servo_vanishing_mid_run_is_named_after_logged_retries(chain, caplog):
         bus.read(FIELDS)
         chain.mute(2)
         caplog.set_level(logging.WARNING)
-        with pytest.raises(BusError, match="servo 2 \\(XM430-W350\\) did not answer the bulk read of present_current.* after 3 tries"):
+        with pytest.raises(BusError, match=r"servo 2 \(XM430-W350\) did not answer the bulk read of present_current.* after 3 tries"):
             bus.read(FIELDS)
     retries = [r for r in caplog.records if "bulk read" in r.getMessage() and "failed (try" in r.getMessage()]
     assert [r.getMessage().split("(try ")[1][:3] for r in retries] == ["1/3", "2/3", "3/3"]
@@ -121,9 +121,9 @@ def test_servo_vanishing_mid_run_is_named_after_logged_retries(chain, caplog):
 
 def test_corrupted_replies_are_named(chain):
     chain.corrupt(1)
-    with make_bus(chain, {1: "XL430-W250", 2: "XM430-W350"}, retries=2) as bus:
-        with pytest.raises(BusError, match="corrupted replies to the sync read"):
-            bus.read(FIELDS)
+    bus = make_bus(chain, {1: "XL430-W250", 2: "XM430-W350"}, retries=2)
+    with bus, pytest.raises(BusError, match=r"corrupted replies to the sync read"):
+        bus.read(FIELDS)
 
 
 @pytest.mark.parametrize(("servo_id", "word", "words"), [
@@ -148,20 +148,19 @@ def test_port_vanishing_mid_run(chain):
     bus.connect()
     bus.read(["present_position"])
     chain.vanish()
-    with pytest.raises(BusError, match="the port went away .* check the USB cable"):
+    with pytest.raises(BusError, match=r"the port went away .* check the USB cable"):
         bus.read(["present_position"])
     assert not bus.is_connected
     bus.safe_shutdown()  # nothing left to switch off: must not raise
 
 
 def test_missing_port_busy_port_and_wrong_baud(chain):
-    with pytest.raises(BusError, match="cannot open the port"):
+    with pytest.raises(BusError, match=r"cannot open the port"):
         DynamixelBus("test", "/dev/does-not-exist", 1_000_000, MIXED).connect()
-    with make_bus(chain):
-        with pytest.raises(BusError, match="port is busy"):
-            make_bus(chain).connect()
+    with make_bus(chain), pytest.raises(BusError, match=r"port is busy"):
+        make_bus(chain).connect()
     slow = DynamixelBus("test", chain.path, 57_600, {1: "XL430-W250"}, retries=1, latency_timer_ms=2)
-    with slow, pytest.raises(BusError, match="did not answer a ping.* at 57600 baud"):
+    with slow, pytest.raises(BusError, match=r"did not answer a ping.* at 57600 baud"):
         slow.verify()
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dxl_fixtures import robot_spec
 
+from dxl_fixtures import robot_spec
 from shallowpi.hardware.dynamixel.bus import DynamixelBus, wait_until
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot

@@ -9,7 +9,11 @@ from dynamixel_sdk import PacketHandler
 
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel import protocol as p
-from shallowpi.hardware.dynamixel.calibration import JointConverter, MotorCalibration, default_calibration
+from shallowpi.hardware.dynamixel.calibration import (
+    JointConverter,
+    MotorCalibration,
+    default_calibration,
+)
 from shallowpi.hardware.dynamixel.control_table import (
     MODELS,
     OperatingMode,
@@ -39,9 +43,9 @@ def test_hardware_errors_decode_to_words():
 
 
 def test_unknown_model_and_mode_name_the_choices():
-    with pytest.raises(PlatformError, match="known: .*XM430-W350"):
+    with pytest.raises(PlatformError, match=r"known: .*XM430-W350"):
         model_by_name("XM999")
-    with pytest.raises(PlatformError, match="current_based_position"):
+    with pytest.raises(PlatformError, match=r"current_based_position"):
         OperatingMode.parse("torque")
     assert OperatingMode.parse("current-based-position") is OperatingMode.CURRENT_BASED_POSITION
     assert OperatingMode.CURRENT_BASED_POSITION not in model_by_name("XL430-W250").operating_modes

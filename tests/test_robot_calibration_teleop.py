@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from dxl_fixtures import emulated, robot_spec
 
+from dxl_fixtures import emulated, robot_spec
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.robots.calibration import (
     UNCALIBRATED,
@@ -78,16 +78,16 @@ def test_scripted_calibration_records_offsets_ranges_and_gripper_direction(tmp_p
     assert calibration_id("arm", tmp_path) == result.id
     assert load_calibration("arm", tmp_path) == result
     path.write_text("{not json")
-    with pytest.raises(CalibrationError, match="malformed"):
+    with pytest.raises(CalibrationError, match=r"malformed"):
         load_calibration("arm", tmp_path)
 
 
 def test_calibration_refuses_a_gripper_that_never_opened():
-    with emulated("arm") as (spec, chains):
+    with emulated("arm") as (spec, _):
         motors = {m.id: m.model for m in arm_motors(spec, "follower")}
-        with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus:
-            with pytest.raises(CalibrationError, match="gripper 'gripper' .* barely moved"):
-                calibrate(spec, {"follower": bus}, lambda message: None, ["follower"])
+        bus = DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors)
+        with bus, pytest.raises(CalibrationError, match=r"gripper 'gripper' .* barely moved"):
+            calibrate(spec, {"follower": bus}, lambda message: None, ["follower"])
 
 
 def test_leader_follower_maps_leader_pose_into_follower_joint_space():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dxl_fixtures import emulated, robot_spec
 
+from dxl_fixtures import emulated, robot_spec
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.bus import BusError, ServoFaultError
 from shallowpi.hardware.dynamixel.emulator import build_chains
@@ -39,12 +39,12 @@ def test_humanoid_arms_mix_series_and_bimanual_grippers_use_current_based_positi
 
 def test_config_errors_are_one_line_and_name_the_key():
     spec = robot_spec("arm")
-    with pytest.raises(ConfigError, match="unknown bus\\(es\\) nope .* its buses are: follower, leader"):
+    with pytest.raises(ConfigError, match=r"unknown bus\(es\) nope .* its buses are: follower, leader"):
         spec.with_ports({"nope": "/dev/null"})
     raw = {"name": "x", "fps": 30, "joints": [{"name": "a", "lower": 0, "upper": 1, "max_velocity": 1}],
            "buses": {"b": {"port": "/dev/null", "baud": 1000000}},
            "motors": {"a": {"bus": "b", "id": 1, "model": "XL430-W250", "mode": "current"}}}
-    with pytest.raises(ConfigError, match="XL430-W250 \\(joint 'a'\\) has no current mode"):
+    with pytest.raises(ConfigError, match=r"XL430-W250 \(joint 'a'\) has no current mode"):
         RobotSpec.from_config(raw)
     assert parse_ports('{"follower": "/dev/pts/3"}') == {"follower": "/dev/pts/3"}
     assert parse_ports("follower=/dev/pts/3,leader=/dev/pts/4") == {"follower": "/dev/pts/3", "leader": "/dev/pts/4"}
@@ -80,7 +80,7 @@ def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
         for bad in ({"elbow_flex": float("nan")}, np.zeros(3)):
             with pytest.raises(PlatformError):
                 robot.act(bad)
-        with pytest.raises(PlatformError, match="has no joint 'elbow'"):
+        with pytest.raises(PlatformError, match=r"has no joint 'elbow'"):
             robot.act({"elbow": 0.0})
         assert goals == {i: s.get("goal_position") for i, s in chains["follower"].servos.items()}
 
@@ -118,7 +118,7 @@ def test_a_servo_fault_stops_observe_with_the_servo_named():
         with robot:
             robot.observe()
             chains["follower"].hardware_error(4, "overheating")
-            with pytest.raises(ServoFaultError, match="bus 'follower' .* servo 4 \\(XL330-M288\\) reports overheating"):
+            with pytest.raises(ServoFaultError, match=r"bus 'follower' .* servo 4 \(XL330-M288\) reports overheating"):
                 robot.observe()
         assert not any(s.torque for s in chains["follower"].servos.values())
 

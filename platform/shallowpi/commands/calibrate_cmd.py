@@ -32,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
 
     from shallowpi import config
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
-    from shallowpi.robots.calibration import arm_motors, calibrate, load_calibration, save_calibration
+    from shallowpi.robots.calibration import (
+        arm_motors,
+        calibrate,
+        load_calibration,
+        save_calibration,
+    )
     from shallowpi.robots.spec import RobotSpec, parse_ports
 
     spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)

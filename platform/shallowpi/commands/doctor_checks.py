@@ -16,7 +16,7 @@ def serial_ports() -> list[str]:
         from serial.tools import list_ports
 
         found |= {p.device for p in list_ports.comports() if "USB" in p.device or "ACM" in p.device}
-    except Exception:  # noqa: BLE001 - doctor reports, never fails
+    except Exception:
         pass
     return sorted(found)
 
@@ -66,7 +66,7 @@ def camera_report() -> list[str]:
         return ["missing: pyrealsense2 is not installed (pip install 'shallowpi[realsense]')"]
     try:
         devices = list(rs.context().query_devices())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return [f"error: RealSense query failed: {exc}"]
     if not devices:
         return ["missing: no RealSense camera connected"]

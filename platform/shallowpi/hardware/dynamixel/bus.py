@@ -19,6 +19,7 @@ last one raises `BusError` naming the bus, the servo and what to check, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import termios
 import time
@@ -170,10 +171,8 @@ class DynamixelBus:
 
     def disconnect(self) -> None:
         if self._port is not None:
-            try:
+            with contextlib.suppress(SerialException, OSError, termios.error):
                 self._port.closePort()
-            except (SerialException, OSError, termios.error):
-                pass  # already gone (unplugged): nothing left to close
             self._port = None
             self._readers.clear()
 
@@ -438,10 +437,8 @@ class DynamixelBus:
         except (SerialException, OSError, termios.error) as exc:
             port, self._port = self._port, None
             if port is not None:
-                try:
+                with contextlib.suppress(SerialException, OSError, termios.error):
                     port.closePort()
-                except (SerialException, OSError, termios.error):
-                    pass
             raise BusError(
                 f"{self._where}: the port went away ({_first_line(exc)}); check the USB "
                 "cable and the adapter's power, then reconnect"

@@ -25,6 +25,7 @@ a control table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -236,10 +237,8 @@ class ServoChain:
     def _close_fds(self) -> None:
         for fd in (self._master, self._slave):
             if fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self._master = self._slave = -1
 
     def _serve(self) -> None:
@@ -281,10 +280,8 @@ class ServoChain:
         if delay > 0:
             time.sleep(delay)
         self._bus_free_at = end
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._master, frame)
-        except OSError:
-            pass
 
     def _answering(self, servo_id: int) -> EmulatedServo | None:
         servo = self.servos.get(servo_id)

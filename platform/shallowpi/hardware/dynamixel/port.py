@@ -30,7 +30,7 @@ class QuietPortHandler(PortHandler):
         super().__init__(port_name)
         self.latency_timer_ms = latency_timer_ms
 
-    def setupPort(self, cflag_baud: int) -> bool:  # noqa: N802 (SDK's name)
+    def setupPort(self, cflag_baud: int) -> bool:
         ok = super().setupPort(cflag_baud)
         try:
             fcntl.flock(self.ser.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -40,14 +40,14 @@ class QuietPortHandler(PortHandler):
             raise PortBusyError(f"{self.port_name} is locked by another process") from None
         return ok
 
-    def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802
+    def setPacketTimeout(self, packet_length: int) -> None:
         # Same formula as the SDK, with the latency allowance as a parameter.
         self.packet_start_time = self.getCurrentTime()
         self.packet_timeout = (
             self.tx_time_per_byte * packet_length + self.latency_timer_ms * 2.0 + 2.0
         )
 
-    def readPort(self, length: int) -> bytes:  # noqa: N802
+    def readPort(self, length: int) -> bytes:
         data = self.ser.read(length)
         if data:
             return data
