@@ -191,3 +191,52 @@ def test_wire_time_follows_the_baud_rate():
             per_read = (time.perf_counter() - start) / 5
     # 14-byte request + 21-byte reply at 10 bits a byte: at least 6 ms on the wire
     assert per_read >= 35 * 10 / 57_600
+
+
+class Physics:
+    """A stand-in for the MuJoCo twin's joint: its position comes from outside."""
+
+    def __init__(self):
+        self.goals, self.torque, self.q = [], False, 0.25
+
+    def set_torque(self, enabled):
+        self.torque = enabled
+
+    def set_goal(self, position):
+        self.goals.append(position)
+
+    def read(self, now):
+        from shallowpi.hardware.dynamixel.plant import JointState
+
+        return JointState(self.q, 0.0, 0.0)
+
+    def move_to(self, position):
+        self.q = position
+
+
+def test_plants_are_pluggable_for_the_simulation_twin():
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+    from shallowpi.hardware.dynamixel.plant import JointPlant
+
+    plants = {}
+
+    def factory(bus, servo_id, model):
+        plants[(bus, servo_id, model)] = Physics()
+        return plants[(bus, servo_id, model)]
+
+    chains = build_chains({"twin": (1_000_000, {1: "XM430-W350", 2: "YM080-230-R099-RH"})}, factory)
+    try:
+        assert all(isinstance(p, JointPlant) for p in plants.values())
+        x, y = plants[("twin", 1, "XM430-W350")], plants[("twin", 2, "YM080-230-R099-RH")]
+        with DynamixelBus("twin", chains["twin"].path, 1_000_000, {1: "XM430-W350", 2: "YM080-230-R099-RH"}) as bus:
+            position = bus.read(["present_position"])["present_position"]
+            assert position == {1: 2048 + round(0.25 / (2 * 3.141592653589793 / 4096)),
+                                2: round(0.25 / (2 * 3.141592653589793 / 524_288))}
+            bus.set_torque(True)
+            assert x.torque and y.torque
+            bus.write("goal_position", {1: 3072, 2: -131_072})  # a quarter turn each way
+            assert wait_until(lambda: x.goals and y.goals, 2.0)  # writes are not acknowledged
+            assert x.goals[-1] == pytest.approx(3.141592653589793 / 2)
+            assert y.goals[-1] == pytest.approx(-3.141592653589793 / 2)
+    finally:
+        chains["twin"].stop()

@@ -94,3 +94,14 @@ def test_emulate_rejects_a_bad_fault_in_one_line():
     )
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.startswith("error: bad --fault 'melt:follower:1'") and out.stderr.count("\n") == 1
+
+
+def test_calibrate_names_an_unknown_arm_in_one_line(humanoid_emulator):
+    _, first = humanoid_emulator
+    out = subprocess.run(
+        [sys.executable, "-m", "shallowpi", "calibrate", "--robot", "humanoid", "--ports", first.strip(), "--arm", "tail"],
+        capture_output=True, text=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: robot 'humanoid' has no arm 'tail'; arms: left_arm, right_arm, head_lift, leader_left, leader_right")

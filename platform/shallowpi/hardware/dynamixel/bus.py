@@ -23,7 +23,7 @@ import contextlib
 import logging
 import termios
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -37,6 +37,7 @@ from dynamixel_sdk import (
     GroupSyncRead,
     GroupSyncWrite,
     PacketHandler,
+    PortHandler,
 )
 from serial import SerialException
 
@@ -126,6 +127,7 @@ class DynamixelBus:
         *,
         retries: int = 3,
         latency_timer_ms: float = 16.0,
+        port_factory: Callable[[str, float], PortHandler] = QuietPortHandler,
     ) -> None:
         if retries < 1:
             raise PlatformError(f"bus '{name}': retries must be >= 1, got {retries}")
@@ -137,7 +139,8 @@ class DynamixelBus:
         }
         self.retries = retries
         self.latency_timer_ms = latency_timer_ms
-        self._port: QuietPortHandler | None = None
+        self._port_factory = port_factory  # the stock SDK handler, for comparisons
+        self._port: PortHandler | None = None
         self._packets = PacketHandler(2.0)
         self._readers: dict[tuple, GroupSyncRead | GroupBulkRead] = {}
 
@@ -150,7 +153,7 @@ class DynamixelBus:
     def connect(self) -> None:
         if self.is_connected:
             return
-        port = QuietPortHandler(self.port_path, self.latency_timer_ms)
+        port = self._port_factory(self.port_path, self.latency_timer_ms)
         try:
             opened = port.openPort() and port.setBaudRate(self.baud)
         except PortBusyError:
@@ -389,7 +392,7 @@ class DynamixelBus:
     def _where(self) -> str:
         return f"bus '{self.name}' ({self.port_path})"
 
-    def _need_port(self) -> QuietPortHandler:
+    def _need_port(self) -> PortHandler:
         if self._port is None:
             raise BusError(f"{self._where}: not connected; call connect() first")
         return self._port
@@ -436,6 +439,7 @@ class DynamixelBus:
             return fn()
         except (SerialException, OSError, termios.error) as exc:
             port, self._port = self._port, None
+            self._readers.clear()  # they hold the dead port
             if port is not None:
                 with contextlib.suppress(SerialException, OSError, termios.error):
                     port.closePort()
