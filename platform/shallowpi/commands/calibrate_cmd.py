@@ -57,7 +57,16 @@ def run(args: argparse.Namespace) -> int:
             stack.enter_context(bus)  # torque off and close however this ends
             bus.verify()
             buses[arm] = bus
-        result = calibrate(spec, buses, lambda message: input(message + " "), arms, previous)
+        result = calibrate(spec, buses, _ask, arms, previous)
     path = save_calibration(result)
     print(f"calibration {result.id} saved to {path}")
     return 0
+
+
+def _ask(message: str) -> None:
+    from shallowpi.errors import PlatformError
+
+    try:
+        input(message + " ")
+    except EOFError:
+        raise PlatformError("calibration asks questions: run it in a terminal (stdin closed)") from None
