@@ -60,7 +60,10 @@ class EmulatedServo:
         self.id = servo_id
         rpm_limit = self.model.defaults.get("velocity_limit", 200) * self.model.velocity_unit_rpm
         self.plant: JointPlant = plant or TrackingPlant(max_speed=rpm_limit * 2 * math.pi / 60)
+        self._table = self.model.table
         size = max(f.address + f.size for f in self.model.table.values())
+        present = [self.model.field(f) for f in _PRESENT_FIELDS]
+        self._present_span = (min(f.address for f in present), max(f.address + f.size for f in present))
         self.memory = bytearray(size)
         self._fields_at: dict[int, tuple[str, object]] = {}
         for name, fld in self.model.table.items():
@@ -81,12 +84,12 @@ class EmulatedServo:
     # -- raw table access --------------------------------------------------------------
 
     def get(self, name: str) -> int:
-        fld = self.model.field(name)
+        fld = self._table.get(name) or self.model.field(name)
         raw = int.from_bytes(self.memory[fld.address: fld.address + fld.size], "little")
         return fld.from_unsigned(raw)
 
     def set(self, name: str, value: int) -> None:
-        fld = self.model.field(name)
+        fld = self._table.get(name) or self.model.field(name)
         self.memory[fld.address: fld.address + fld.size] = fld.to_unsigned(int(value)).to_bytes(fld.size, "little")
 
     @property
@@ -110,8 +113,8 @@ class EmulatedServo:
     def read(self, address: int, length: int, now: float) -> tuple[int, bytes]:
         if address + length > len(self.memory):
             return p.ERR_DATA_LENGTH, b""
-        if any(address < self.model.field(f).address + self.model.field(f).size
-               and self.model.field(f).address < address + length for f in _PRESENT_FIELDS):
+        first, end = self._present_span
+        if address < end and first < address + length:
             self._refresh(now)
         return 0, bytes(self.memory[address: address + length])
 

@@ -64,6 +64,8 @@ def crc16(data: bytes | bytearray) -> int:
 
 def stuff(body: bytes) -> bytes:
     """Insert FD after every FF FF FD in INSTR..PARAMS (the 4 header bytes precede it)."""
+    if b"\xff\xff\xfd" not in body:
+        return bytes(body)  # the common case, without a Python loop over every byte
     out = bytearray()
     for b in body:
         out.append(b)
@@ -73,6 +75,8 @@ def stuff(body: bytes) -> bytes:
 
 
 def unstuff(body: bytes) -> bytes:
+    if b"\xff\xff\xfd\xfd" not in body:
+        return bytes(body)
     out = bytearray()
     i = 0
     while i < len(body):
