@@ -62,7 +62,9 @@ def test_act_never_exceeds_limits_or_the_velocity_bound():
             assert np.all(sent >= lower - 1e-6) and np.all(sent <= upper + 1e-6)
             assert np.all(np.abs(sent - previous) <= step + 1e-6)
             previous = sent
-        # what reached the servos is what act() returned, within a tick of rounding
+        # what reached the servos is what act() returned, within a tick of rounding.
+        # Goal writes are not acknowledged; a read's reply proves the chain has them.
+        robot.observe()
         follower = chains["follower"]
         for motor, value in zip(spec.motors, previous):
             ticks = follower.servos[motor.id].get("goal_position")
@@ -76,12 +78,14 @@ def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
         index = spec.joint_names.index("gripper")
         assert sent[index] == pytest.approx(start[index] + robot.max_step[index])
         assert np.allclose(np.delete(sent, index), np.delete(start, index))
+        robot.observe()  # the chain has applied every write sent so far
         goals = {i: s.get("goal_position") for i, s in chains["follower"].servos.items()}
         for bad in ({"elbow_flex": float("nan")}, np.zeros(3)):
             with pytest.raises(PlatformError):
                 robot.act(bad)
         with pytest.raises(PlatformError, match=r"has no joint 'elbow'"):
             robot.act({"elbow": 0.0})
+        robot.observe()
         assert goals == {i: s.get("goal_position") for i, s in chains["follower"].servos.items()}
 
 
