@@ -28,12 +28,15 @@ SERVOS = 20
 MODEL = "XM430-W350"
 
 
-def _serve(baud: int, conn, stop) -> None:
+def _serve(baud: int, conn, measure, stop) -> None:
     from shallowpi.hardware.dynamixel.emulator import build_chains
 
     chains = build_chains({"bench": (baud, dict.fromkeys(range(1, SERVOS + 1), MODEL))}, return_delay_time=0)
     conn.send(chains["bench"].path)
+    measure.wait()
+    cpu0 = time.process_time()  # the emulator's CPU over the measured cycles (all threads)
     stop.wait()
+    conn.send(time.process_time() - cpu0)
     chains["bench"].stop()
 
 
@@ -49,8 +52,8 @@ def run_row(baud: int, handler: str, seconds: float, rate_hz: float | None) -> d
 
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    stop = ctx.Event()
-    proc = ctx.Process(target=_serve, args=(baud, child, stop), daemon=True)
+    stop, measure = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_serve, args=(baud, child, measure, stop), daemon=True)
     proc.start()
     try:
         path = parent.recv()
@@ -62,6 +65,7 @@ def run_row(baud: int, handler: str, seconds: float, rate_hz: float | None) -> d
             for _ in range(20):  # warm up: groups built, caches hot
                 bus.read(fields)
             times, failed = [], 0
+            measure.set()
             cpu0, wall0 = time.thread_time(), time.perf_counter()
             next_tick = wall0
             while time.perf_counter() - wall0 < seconds:
@@ -77,6 +81,8 @@ def run_row(baud: int, handler: str, seconds: float, rate_hz: float | None) -> d
                     next_tick += 1.0 / rate_hz
                     time.sleep(max(0.0, next_tick - time.perf_counter()))
             cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+        stop.set()
+        emulator_cpu = parent.recv() if parent.poll(5) else float("nan")
     finally:
         stop.set()
         proc.join(timeout=5)
@@ -86,6 +92,7 @@ def run_row(baud: int, handler: str, seconds: float, rate_hz: float | None) -> d
         "cycles_per_s": len(ms) / wall, "p50_ms": statistics.median(ms),
         "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
         "cpu_percent": 100 * cpu / wall, "cpu_ms_per_cycle": 1000 * cpu / len(ms),
+        "emulator_cpu_ms_per_cycle": 1000 * emulator_cpu / max(1, len(ms) + failed),
     }
 
 
@@ -106,11 +113,12 @@ def main() -> None:
     print(f"{SERVOS} x {MODEL}; machine load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
           f"on {os.cpu_count()} CPUs")
     print(f"{'baud':>9} {'pace':>7} {'handler':>7} {'cycles/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU %':>6} "
-          f"{'CPU ms/cycle':>12} {'failed':>6}")
+          f"{'CPU ms/cycle':>12} {'emulator ms':>11} {'failed':>6}")
     for r in rows:
         pace = f"{r['rate_hz']:.0f} Hz" if r["rate_hz"] else "max"
         print(f"{r['baud']:>9} {pace:>7} {r['handler']:>7} {r['cycles_per_s']:>9.0f} {r['p50_ms']:>7.2f} "
-              f"{r['p99_ms']:>7.2f} {r['cpu_percent']:>6.0f} {r['cpu_ms_per_cycle']:>12.2f} {r['failed_cycles']:>6}")
+              f"{r['p99_ms']:>7.2f} {r['cpu_percent']:>6.0f} {r['cpu_ms_per_cycle']:>12.2f} "
+              f"{r['emulator_cpu_ms_per_cycle']:>11.2f} {r['failed_cycles']:>6}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"servos": SERVOS, "model": MODEL, "cpus": os.cpu_count(), "load_average_before": load_before, "rows": rows}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

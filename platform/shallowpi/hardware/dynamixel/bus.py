@@ -158,8 +158,8 @@ class DynamixelBus:
             opened = port.openPort() and port.setBaudRate(self.baud)
         except PortBusyError:
             raise BusError(
-                f"{self._where}: port is busy; another program (a second `platform` "
-                "process, a ROS node, Dynamixel Wizard) has it open; close that first"
+                f"{self._where}: port is busy: another process holds its lock (a second "
+                "`platform` command, or a program opening it in exclusive mode); close that first"
             ) from None
         except (SerialException, OSError) as exc:
             raise BusError(
