@@ -23,6 +23,9 @@ from shallowpi.errors import PlatformError
 COMMANDS: dict[str, str] = {
     "config": "shallowpi.commands.config_cmd",
     "dataset": "shallowpi.commands.dataset_cmd",
+    "emulate": "shallowpi.commands.emulate_cmd",
+    "calibrate": "shallowpi.commands.calibrate_cmd",
+    "doctor": "shallowpi.commands.doctor_cmd",
 
 }
 
