@@ -53,6 +53,7 @@ class Scene(Protocol):
 
     def reset(self, episode: int) -> None: ...
     def success(self) -> bool | None: ...
+    def done(self) -> bool: ...  # the scripted demonstration is over; end the episode early
 
 
 class OnInterrupt(str, enum.Enum):
@@ -193,7 +194,8 @@ class RecordingSession:
                 self._record_frame(observation, sent, t)
                 frames += 1
                 self.status.episode_time_s = t
-                if t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
+                scene_done = self.scene is not None and self.scene.done()
+                if scene_done or t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
                     self._end_episode(episode, frames, keep=True)
                     recording = False
                     episode += 1
