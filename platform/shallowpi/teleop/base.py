@@ -1,18 +1,23 @@
-"""The `Teleoperator` seam: whatever produces the operator's command each tick."""
+"""The `Teleoperator` seam: anything that says, each tick, where the follower should go.
+
+Leader arms, a keyboard and the twin's scripted experts all implement it, so recording
+runs the same loop whoever is in charge.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 
 @runtime_checkable
 class Teleoperator(Protocol):
-    """`read()` returns follower joint -> target in the follower's units (rad, m, 0..1).
+    """`read()` returns follower joint goals in the follower's units (rad, m, 0..1): by
+    joint name, or a vector in the robot config's joint order.
 
-    It may name only some joints (a leader arm covers its own); the robot holds the rest.
-    It never clamps: limits and velocity bounds are the robot's `act()`'s job.
+    By name it may cover only some joints (a leader arm covers its own); the robot holds
+    the rest. It never clamps: limits and velocity bounds are the robot's `act()`'s job.
     """
 
-    def connect(self) -> None: ...
-    def disconnect(self) -> None: ...
-    def read(self) -> dict[str, float]: ...
+    def read(self) -> dict[str, float] | np.ndarray: ...
