@@ -22,15 +22,12 @@ from shallowpi.errors import PlatformError
 # and `run(args) -> int`, and imports its heavy dependencies inside `run`.
 COMMANDS: dict[str, str] = {
     "config": "shallowpi.commands.config_cmd",
-<<<<<<< HEAD
     "dataset": "shallowpi.commands.dataset_cmd",
+    "record": "shallowpi.commands.record_cmd",
+    "sim": "shallowpi.commands.sim_cmd",
     "emulate": "shallowpi.commands.emulate_cmd",
     "calibrate": "shallowpi.commands.calibrate_cmd",
     "doctor": "shallowpi.commands.doctor_cmd",
-=======
-    "sim": "shallowpi.commands.sim_cmd",
->>>>>>> sim
-
 }
 
 EPILOG = """\
