@@ -127,11 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub_parser = _subparser(parser, args.command, words)
         sub_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = overrides
+    # Our own messages at INFO; other libraries only when something is wrong (or -v).
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("shallowpi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.run(args) or 0)
     except PlatformError as exc:

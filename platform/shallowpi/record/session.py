@@ -125,6 +125,7 @@ class RecordingSession:
         self._summaries: dict[int, EpisodeSummary] = {}
         self._store_base = len(writer.store)  # read before the writer thread commits anything
         self._dropped_at_start = 0
+        self._camera_rates: dict[str, tuple[int, float, float]] = {}
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: end at the next tick (episode saved or discarded per config)."""
@@ -303,7 +304,22 @@ class RecordingSession:
     # --- status ------------------------------------------------------------------------
 
     def _camera_drops(self) -> int:
-        return sum(int(getattr(c, "dropped_frames", 0)) for c in self.cameras.values())
+        return sum(_dropped(c) for c in self.cameras.values())
+
+    def _camera_status(self, observation: Mapping[str, Any]) -> None:
+        """Per camera: measured frame rate (over ~1 s), drops, age of the frame used."""
+        now = time.monotonic()
+        for role, camera in self.cameras.items():
+            stats = getattr(camera, "stats", None)
+            frames = int(getattr(stats, "frames", 0))
+            last_frames, last_time, fps = self._camera_rates.get(role, (frames, now, 0.0))
+            if now - last_time >= 1.0:
+                fps, last_frames, last_time = (frames - last_frames) / (now - last_time), frames, now
+            self._camera_rates[role] = (last_frames, last_time, fps)
+            stamp = observation.get(f"observation.images.{role}.timestamp")
+            wall = observation.get("timestamp")
+            age_ms = (float(wall) - float(stamp)) * 1e3 if stamp is not None and wall is not None else 0.0
+            self.status.cameras[role] = CameraStatus(fps=fps, dropped=_dropped(camera), age_ms=age_ms)
 
     def _update_status(self, state: RecorderState, episode: int, action: Any, observation: Any) -> None:
         status = self.status
@@ -332,12 +348,8 @@ class RecordingSession:
             s.state = "saved"
         status.episodes = list(self._summaries.values())
         self.result.committed = stats.committed
-        for role, camera in self.cameras.items():
-            status.cameras[role] = CameraStatus(
-                fps=float(getattr(camera, "measured_fps", 0.0)),
-                dropped=int(getattr(camera, "dropped_frames", 0)),
-                age_ms=float(getattr(camera, "last_age_ms", 0.0)),
-            )
+        if observation is not None:
+            self._camera_status(observation)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
             for key, value in observation.items():
                 if key.startswith("observation.images.") and not key.endswith(".timestamp"):
@@ -346,6 +358,11 @@ class RecordingSession:
             self._publish(status)
         except Exception:  # a dashboard problem must never stop the recording
             log.exception("status publish failed")
+
+
+def _dropped(camera: Any) -> int:
+    stats = getattr(camera, "stats", None)
+    return int(getattr(stats, "dropped", 0))
 
 
 def thumbnail(image: np.ndarray, width: int = 32) -> Thumbnail:

@@ -86,6 +86,8 @@ class DynamixelRobot:
         self._goal: np.ndarray | None = None
         self._ticks = 0
         self._fault_check_every = fault_check_every or spec.fps
+        # Frames may be a few periods old (camera and loop are not in phase); older is a fault.
+        self.camera_max_age_s = 5.0 / spec.fps
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -149,18 +151,26 @@ class DynamixelRobot:
     # -- the control loop --------------------------------------------------------------
 
     def observe(self) -> dict[str, Any]:
-        """Joint state (and camera frames): {"observation.state", "observation.images.<role>", "timestamp"}."""
+        """Joint state and camera frames: {"observation.state", "observation.images.<role>",
+        "observation.images.<role>.timestamp", "timestamp"}; times on `time.monotonic()`.
+
+        A camera frame older than `camera_max_age_s` raises (a camera that stopped must end
+        the episode, not repeat its last picture)."""
         self._need_connection()
         self._ticks += 1
         if self._ticks % self._fault_check_every == 0:
             self.check_faults()
         obs: dict[str, Any] = {
-            "timestamp": time.time(),
+            "timestamp": time.monotonic(),
             "observation.state": self._read_positions().astype(np.float32),
         }
         for role, camera in self.cameras.items():
-            frame = camera.latest()
+            try:
+                frame = camera.latest(max_age_s=self.camera_max_age_s)
+            except TypeError:  # a plain source without staleness checks
+                frame = camera.latest()
             obs[f"observation.images.{role}"] = getattr(frame, "image", frame)
+            obs[f"observation.images.{role}.timestamp"] = getattr(frame, "host_time_s", obs["timestamp"])
         return obs
 
     def joint_positions(self) -> dict[str, float]:
