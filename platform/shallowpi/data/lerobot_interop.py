@@ -23,6 +23,7 @@ interrupted run leaves no half-written dataset under the requested name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -76,6 +77,21 @@ def _video_backend() -> str:
     except Exception:
         return "pyav"
     return "torchcodec"
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Any:
+    """Hide the progress bar Hugging Face datasets draws for each parquet pass while we
+    work (the caller draws its own through `progress`), then put things back."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:
@@ -143,7 +159,7 @@ def export_lerobot(
     """
     LeRobotDataset = _import_lerobot()
     store_path, out_dir = Path(store_path), Path(out_dir)
-    with EpisodeStore.open(store_path) as store:
+    with EpisodeStore.open(store_path) as store, _quiet_datasets():
         if len(store) == 0:
             raise StoreError(f"{store_path.name} has no episodes to export")
         repo_id = repo_id or f"local/{store_path.stem}"
@@ -260,6 +276,12 @@ def import_lerobot(
     LeRobotDataset = _import_lerobot()
     if store_path.exists():
         raise StoreError(f"{store_path} already exists; choose another dataset name")
+    with _quiet_datasets():
+        return _import(LeRobotDataset, src_dir, store_path, repo_id, progress, settings)
+
+
+def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str | None,
+            progress: Progress | None, settings: StoreSettings | None) -> Path:
     try:
         dataset = LeRobotDataset(
             repo_id or f"local/{src_dir.name}", root=src_dir,
