@@ -16,11 +16,11 @@ import sys
 
 import numpy as np
 import pytest
-from store_fixtures import make_store, synthetic_frame
 
 from shallowpi.data import EpisodeStore
 from shallowpi.data.codecs import IMAGE_CODECS
 from shallowpi.data.store import StoreSettings
+from store_fixtures import make_store, synthetic_frame
 
 CODECS = [c for c in IMAGE_CODECS if c != "none"]
 
