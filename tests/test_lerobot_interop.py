@@ -143,3 +143,16 @@ def test_export_of_a_foreign_store_is_one_line(tmp_path):
     with pytest.raises(PlatformError, match="no dataset at"):
         export_lerobot(tmp_path / "missing.zarr", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_without_lerobot_the_error_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    from shallowpi.data.lerobot_interop import LerobotMissingError, export_lerobot
+
+    make_store(tmp_path / "s.zarr", episodes=1, length=2).close()
+    monkeypatch.setitem(sys.modules, "lerobot.datasets.lerobot_dataset", None)  # import fails
+    with pytest.raises(LerobotMissingError, match=r"pip install -e '\.\[lerobot\]' on Python >= 3\.12") as caught:
+        export_lerobot(tmp_path / "s.zarr", tmp_path / "out")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
