@@ -110,12 +110,12 @@ def test_sigterm_stops_cleanly_and_keeps_the_episode_in_flight(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_loses_at_most_the_episode_in_flight(tmp_path):
-    recorder = _start_recording(tmp_path, "--episodes", "5", "--episode-time-s", "0.5", "--reset-time-s", "0")
+    recorder = _start_recording(tmp_path, "--episodes", "20", "--episode-time-s", "1", "--reset-time-s", "0")
     _wait_for(recorder, "episode 2 saved")
     recorder.send_signal(signal.SIGKILL)
     recorder.communicate(timeout=60)
     store = EpisodeStore.open(tmp_path / "sig.zarr", mode="a")  # cuts the killed episode's tail
-    assert len(store) >= 1  # "saved" means handed to the writer; commits may lag by one
+    assert len(store) >= 2  # "saved" is printed once the writer committed it
     assert store.check() == []
 
 

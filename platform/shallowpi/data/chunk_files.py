@@ -49,18 +49,25 @@ def encode_frame(codec: Codec | None, frame: np.ndarray) -> bytes:
     return bytes(codec.encode(chunk))
 
 
-def _write_one(folder: Path, row: int, frame: np.ndarray, codec: Codec | None) -> None:
+def _write_one(folder: Path, row: int, frame: np.ndarray, codec: Codec | None, durable: bool) -> None:
     path = folder / chunk_name(row, frame.ndim)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as out:
         out.write(encode_frame(codec, frame))
+        if durable:
+            # Synced here, on the pool, while recording goes on: the commit then has
+            # only the directory and the small arrays left to sync.
+            os.fsync(out.fileno())
     os.replace(partial, path)
 
 
-def write_frames(folder: Path, first_row: int, frames: Sequence[np.ndarray], codec: Codec | None) -> None:
+def write_frames(folder: Path, first_row: int, frames: Sequence[np.ndarray], codec: Codec | None,
+                 durable: bool = False) -> None:
     """Encode `frames` in parallel and write them as rows first_row, first_row + 1, ...
-    of the one-frame-per-chunk array in `folder`; returns when all are on disk."""
+    of the one-frame-per-chunk array in `folder`; returns when all are written (and, if
+    `durable`, on stable storage)."""
     folder = Path(folder)
-    futures = [_pool().submit(_write_one, folder, first_row + i, frame, codec) for i, frame in enumerate(frames)]
+    futures = [_pool().submit(_write_one, folder, first_row + i, frame, codec, durable)
+               for i, frame in enumerate(frames)]
     for future in futures:
         future.result()  # re-raises the first failure

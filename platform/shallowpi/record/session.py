@@ -255,7 +255,7 @@ class RecordingSession:
                                extra=extra)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
-            self.status.message = f"episode {episode + 1} saved ({frames} frames)"
+            self.status.message = f"episode {episode + 1} recorded ({frames} frames), saving"
         else:
             self.writer.discard()
             summary.state = "discarded"
@@ -345,7 +345,9 @@ class RecordingSession:
         saved = len(stats.committed)
         kept = [s for _, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
         for s in kept[:saved]:
-            s.state = "saved"
+            if s.state != "saved":
+                s.state = "saved"
+                status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
         status.episodes = list(self._summaries.values())
         self.result.committed = stats.committed
         if observation is not None:
