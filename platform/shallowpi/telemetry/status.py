@@ -7,7 +7,7 @@ robot's computer) needs nothing but this module to read them.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -91,6 +91,10 @@ class RecorderStatus:
     episode_time_limit_s: float = 0.0
     reset_time_left_s: float = 0.0
     joint_names: list[str] = field(default_factory=list)
+    # Joint limits from the robot config, per joint: the dashboard scales its bars to them
+    # (empty: bars span -pi..pi).
+    joint_lower: list[float] = field(default_factory=list)
+    joint_upper: list[float] = field(default_factory=list)
     leader: list[float] = field(default_factory=list)  # teleoperator command, per joint
     follower: list[float] = field(default_factory=list)  # follower state, per joint
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
@@ -108,14 +112,24 @@ class RecorderStatus:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RecorderStatus:
+        """Tolerant of other versions: unknown keys are ignored, missing ones take defaults."""
+        plain = {f.name for f in fields(cls)} - {"state", "cameras", "loop", "writer", "episodes", "thumbnails"}
+        try:
+            state = RecorderState(data.get("state", "idle"))
+        except ValueError:
+            state = RecorderState.IDLE
         return cls(
-            state=RecorderState(data.get("state", "idle")),
-            **{k: data[k] for k in ("robot", "dataset", "task", "episode", "episodes_total", "episode_time_s",
-                                    "episode_time_limit_s", "reset_time_left_s", "joint_names", "leader",
-                                    "follower", "message", "control_allowed") if k in data},
-            cameras={k: CameraStatus(**v) for k, v in data.get("cameras", {}).items()},
-            loop=LoopStatus(**data.get("loop", {})),
-            writer=WriterStatus(**data.get("writer", {})),
-            episodes=[EpisodeSummary(**e) for e in data.get("episodes", [])],
-            thumbnails={k: Thumbnail(**v) for k, v in data.get("thumbnails", {}).items()},
+            state=state,
+            **{k: data[k] for k in plain if k in data},
+            cameras={k: _known(CameraStatus, v) for k, v in data.get("cameras", {}).items()},
+            loop=_known(LoopStatus, data.get("loop", {})),
+            writer=_known(WriterStatus, data.get("writer", {})),
+            episodes=[_known(EpisodeSummary, e) for e in data.get("episodes", [])],
+            thumbnails={k: _known(Thumbnail, v) for k, v in data.get("thumbnails", {}).items()},
         )
+
+
+def _known(cls: type, data: dict[str, Any]) -> Any:
+    """`cls(**data)` keeping only the fields `cls` has (a newer recorder may send more)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
