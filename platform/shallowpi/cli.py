@@ -23,6 +23,7 @@ from shallowpi.errors import PlatformError
 COMMANDS: dict[str, str] = {
     "config": "shallowpi.commands.config_cmd",
     "dataset": "shallowpi.commands.dataset_cmd",
+    "monitor": "shallowpi.commands.monitor_cmd",
 
 }
 

@@ -499,7 +499,8 @@ class TelemetrySubscriber:
                 f"no recorder is publishing at {self.address}; start `platform record` first"
             ) from None
         self._sock = sock
-        self._reader = sock.makefile("rb")
+        self._buffer = bytearray()  # bytes after the last whole line
+        self._pending: collections.deque[bytes] = collections.deque()  # whole lines not yet read
         try:
             self._send({"type": "hello", "protocol": PROTOCOL, "control": control})
             hello = self._read_message()
@@ -517,26 +518,49 @@ class TelemetrySubscriber:
         with self._send_lock:
             self._sock.sendall(_line(message))
 
+    def _read_lines(self) -> list[bytes]:
+        """Block until at least one whole line arrives; return every whole line buffered."""
+        while b"\n" not in self._buffer:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                return []
+            self._buffer += chunk
+            if len(self._buffer) > _MAX_LINE:
+                raise ValueError("telemetry line too long")
+        *lines, rest = bytes(self._buffer).split(b"\n")
+        self._buffer = bytearray(rest)
+        return [line for line in lines if line.strip()]
+
     def _read_message(self) -> dict | None:
-        line = self._reader.readline(_MAX_LINE)
-        if not line:
-            return None
-        return json.loads(line)
+        while not self._pending:
+            lines = self._read_lines()
+            if not lines:
+                return None
+            self._pending.extend(lines)
+        return json.loads(self._pending.popleft())
 
     def __iter__(self) -> Iterator[RecorderStatus]:
         return self
 
     def __next__(self) -> RecorderStatus:
-        """The next status; StopIteration when the publisher goes away or after close()."""
+        """The newest status received; StopIteration when the publisher goes away or after
+        close(). Statuses that queued up in the socket while the reader was busy are
+        skipped (latest wins), so a slow reader sees the present, not a backlog."""
         while not self._closed:
             try:
-                message = self._read_message()
+                if not self._pending:
+                    self._pending.extend(self._read_lines())
+                    if not self._pending:
+                        break
+                newest = None
+                while self._pending:
+                    message = json.loads(self._pending.popleft())
+                    if message.get("type") == "status":
+                        newest = message
             except (OSError, ValueError):
-                message = None
-            if message is None:
                 break
-            if message.get("type") == "status":
-                return RecorderStatus.from_json(message["status"])
+            if newest is not None:
+                return RecorderStatus.from_json(newest["status"])
         self.close()
         raise StopIteration
 
@@ -557,8 +581,6 @@ class TelemetrySubscriber:
         self._closed = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._reader.close()
         with contextlib.suppress(OSError):
             self._sock.close()
 
