@@ -105,7 +105,7 @@ def test_widgets_show_the_telemetry():
         assert "00:12.3 / 00:30.0" in summary and "put the cup on the plate" in summary
         assert "CONTROL" in summary and "READ-ONLY" not in summary
         badge = app.query_one("#summary", Static).content
-        assert "red3" in str(badge.get_style_at_offset(pilot.app.console, 1))  # the REC colour
+        assert badge.get_style_at_offset(pilot.app.console, 1).bgcolor == Color.parse("#d70000")  # REC
 
         joints = text_of(app, "joints").splitlines()
         elbow = next(line for line in joints if line.startswith("left_elbow"))

@@ -93,8 +93,8 @@ class RecorderDashboard(App[None]):
     #left { width: 3fr; }
     #right { width: 2fr; min-width: 38; }
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
-    #joints { height: 1fr; }
-    #episodes { height: auto; max-height: 16; }
+    #joints { height: auto; max-height: 70%; }
+    #episodes { height: 1fr; min-height: 4; }
     #thumbnail { height: auto; min-height: 3; }
     #message { height: 1; padding: 0 1; background: $panel; }
     QuitScreen { align: center middle; }

@@ -14,26 +14,29 @@ from rich.text import Text
 
 from shallowpi.telemetry.status import EpisodeSummary, RecorderState, RecorderStatus, Thumbnail
 
-STATE_STYLES: dict[RecorderState, str] = {
-    RecorderState.IDLE: "bold white on grey35",
-    RecorderState.RECORDING: "bold white on red3",
-    RecorderState.RESETTING: "bold black on yellow3",
-    RecorderState.PAUSED: "bold white on blue",
-    RecorderState.SAVING: "bold black on cyan3",
-    RecorderState.FAULT: "bold white on magenta blink",
-    RecorderState.STOPPED: "bold white on grey23",
+# Style objects, not style strings: Textual's own style parser does not know every rich
+# colour name, and a background it cannot parse is silently dropped.
+STATE_STYLES: dict[RecorderState, Style] = {
+    RecorderState.IDLE: Style(bold=True, color="#ffffff", bgcolor="#5f5f5f"),
+    RecorderState.RECORDING: Style(bold=True, color="#ffffff", bgcolor="#d70000"),
+    RecorderState.RESETTING: Style(bold=True, color="#000000", bgcolor="#d7af00"),
+    RecorderState.PAUSED: Style(bold=True, color="#ffffff", bgcolor="#005fd7"),
+    RecorderState.SAVING: Style(bold=True, color="#000000", bgcolor="#00afaf"),
+    RecorderState.FAULT: Style(bold=True, color="#ffffff", bgcolor="#af00af"),
+    RecorderState.STOPPED: Style(bold=True, color="#ffffff", bgcolor="#3a3a3a"),
 }
-DISCONNECTED_STYLE = "bold white on grey15"
+DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
 HALF_BLOCK = "▀"  # upper half block: foreground = upper pixel, background = lower pixel
 
 
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
+    # Appended as a span, not the Text's base style, so text added after it stays plain.
     if not connected:
-        return Text(" RECORDER DISCONNECTED ", style=DISCONNECTED_STYLE)
+        return Text().append(" RECORDER DISCONNECTED ", style=DISCONNECTED_STYLE)
     if status is None:
-        return Text(" WAITING FOR THE RECORDER ", style=DISCONNECTED_STYLE)
-    return Text(f" {status.state.value.upper()} ", style=STATE_STYLES[status.state])
+        return Text().append(" WAITING FOR THE RECORDER ", style=DISCONNECTED_STYLE)
+    return Text().append(f" {status.state.value.upper()} ", style=STATE_STYLES[status.state])
 
 
 def _clock(seconds: float) -> str:
