@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
+import os
+import pty
+import select
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +41,7 @@ from shallowpi.telemetry.thumbnail import thumbnail_from_image
 from shallowpi.telemetry.transport import StatusMailbox, TelemetryError, TelemetryPublisher
 from shallowpi.tui import render
 from shallowpi.tui.dashboard import QuitScreen, RecorderDashboard
+from shallowpi.tui.launch import spawn_dashboard
 
 pytestmark = pytest.mark.timeout(60)
 SIZE = (140, 45)
@@ -411,3 +419,80 @@ def test_platform_monitor_without_a_recorder_is_a_one_line_error(tmp_path):
     help_text = subprocess.run(platform_cmd("monitor", "--help"), env=subprocess_env(),
                                capture_output=True, text=True, timeout=60).stdout
     assert "--control" in help_text and "platform monitor --address tcp://127.0.0.1:7421" in help_text
+
+
+def test_attached_monitor_waits_for_the_recorder_quits_it_and_exits_with_it(tmp_path):
+    """What `platform record` runs in a child process (shallowpi.tui.launch)."""
+    address = str(tmp_path / "telemetry.sock")
+    stop = threading.Event()
+    holder: dict[str, TelemetryPublisher] = {}
+
+    def start_late() -> None:  # the recorder comes up after its dashboard
+        time.sleep(0.5)
+        holder["publisher"] = TelemetryPublisher(address)
+        holder["thread"] = serve(holder["publisher"], stop)
+
+    threading.Thread(target=start_late).start()
+    app = monitor_cmd.build_app(argparse.Namespace(address=address, control=True, overrides=[],
+                                                   wait_s=10.0, attached=True))
+    publisher = holder["publisher"]
+
+    async def scenario(pilot: Pilot) -> None:
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitScreen)
+        assert not app.screen.query("#detach")  # q here means stop the recording
+        await pilot.press("y")
+        deadline = time.monotonic() + 5
+        while Command.QUIT not in publisher.commands():
+            assert time.monotonic() < deadline, "QUIT did not reach the recorder"
+            await pilot.pause(0.02)
+        stop.set()
+        publisher.close()  # the recorder saved and stopped
+        await wait_for(pilot, lambda: not app.is_running)
+
+    try:
+        run_app(app, scenario)
+    finally:
+        stop.set()
+        publisher.close()
+
+
+def test_spawned_dashboard_runs_on_a_real_terminal_and_exits_with_the_recorder(tmp_path, monkeypatch):
+    """spawn_dashboard on a pseudo-terminal: Textual's real driver, keys typed as bytes."""
+    address = str(tmp_path / "telemetry.sock")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    screen = bytearray()
+
+    def pump(publisher: TelemetryPublisher | None, seconds: float, until: Callable[[], bool]) -> None:
+        # Keep reading: a dashboard whose terminal output is not drained blocks on write.
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            if publisher is not None:
+                publisher.publish(make_status())
+            if select.select([master], [], [], 0.05)[0]:
+                with contextlib.suppress(OSError):
+                    screen.extend(os.read(master, 65536))
+
+    with TelemetryPublisher(address) as publisher:
+        child = spawn_dashboard(address, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        try:
+            pump(publisher, 20, lambda: b"RECORDING" in screen and b"put the cup" in screen)
+            assert b"RECORDING" in screen, screen[-2000:].decode(errors="replace")
+            os.write(master, b"q")
+            pump(publisher, 2, lambda: b"Stop recording and quit?" in screen)
+            os.write(master, b"y")
+            commands: list[Command] = []
+            pump(publisher, 5, lambda: bool(commands.extend(publisher.commands()) or commands))
+            assert commands == [Command.QUIT]
+            publisher.close()
+            pump(None, 10, lambda: child.poll() is not None)
+            assert child.wait(timeout=1) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            os.close(master)

@@ -16,6 +16,7 @@ telemetry.allow_remote_control is true.
 from __future__ import annotations
 
 import argparse
+import time
 
 from shallowpi.cli import overrides_from
 
@@ -32,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--control", action="store_true",
         help="ask for control: keys send commands to the recorder (if it allows remote control)",
     )
+    parser.add_argument(
+        "--wait-s", type=float, default=0.0, metavar="S",
+        help="wait up to S seconds for the recorder to start publishing (default: fail at once)",
+    )
+    # Set by `platform record` when it runs its own dashboard in a child process
+    # (shallowpi.tui.launch): q stops the recording, and the dashboard exits with it.
+    parser.add_argument("--attached", action="store_true", help=argparse.SUPPRESS)
 
 
 def telemetry_address(args: argparse.Namespace) -> str:
@@ -45,17 +53,28 @@ def telemetry_address(args: argparse.Namespace) -> str:
 
 def build_app(args: argparse.Namespace):  # -> RecorderDashboard (imports kept inside)
     """Connect to the recorder and build the dashboard App (the caller runs it)."""
-    from shallowpi.telemetry.transport import TelemetrySubscriber
+    from shallowpi.telemetry.transport import TelemetryError, TelemetrySubscriber
     from shallowpi.tui.dashboard import RecorderDashboard
 
-    subscriber = TelemetrySubscriber(telemetry_address(args), control=args.control)
+    address = telemetry_address(args)
+    deadline = time.monotonic() + max(getattr(args, "wait_s", 0.0), 0.0)
+    while True:
+        try:
+            subscriber = TelemetrySubscriber(address, control=args.control)
+            break
+        except TelemetryError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+    attached = getattr(args, "attached", False)
     reason = ""
     if args.control and not subscriber.control:
         reason = f"read-only: {subscriber.refusal}"
     return RecorderDashboard(
         subscriber,
         subscriber.send if subscriber.control else None,
-        monitor=True,
+        monitor=not attached,
+        exit_when_source_ends=attached,
         read_only_reason=reason,
     )
 

@@ -8,14 +8,20 @@ The dashboard only reads telemetry. It is given
 - a command sink: a callable taking a `Command` (`TelemetrySubscriber.send`,
   `TelemetryPublisher.submit`), or None for a read-only monitor.
 
-Two ways to run it, both supported:
+Three ways to run it, all supported and tested:
 
-- in the recorder's process (`platform record`): the control loop runs in a background
-  thread and publishes into `publisher.local_feed()`; this App runs in the main thread with
-  `send=publisher.submit` and `exit_when_source_ends=True`. When the loop finishes it closes
-  the feed (`publisher.close()` does) and the App exits. A crash of the App ends `run()`
-  in the main thread; the loop thread is untouched and the recorder carries on headless.
-- in its own process (`platform monitor`): over a `TelemetrySubscriber`; when the
+- its own process beside the recorder (recommended for `platform record`):
+  `shallowpi.tui.launch.spawn_dashboard(address)` runs `platform monitor --attached` on the
+  same terminal. The control loop keeps its process (and the GIL) to itself, and a crash
+  of the dashboard cannot touch it. `q` asks, then sends QUIT; the dashboard exits when
+  the publisher closes.
+- in the recorder's process: the control loop runs in a background thread and publishes
+  into `publisher.local_feed()`; this App runs in the main thread with
+  `send=publisher.submit` and `exit_when_source_ends=True`; `publisher.close()` at the end
+  of the loop ends the feed and the App. A crash of the App ends `run()` in the main
+  thread; the loop thread carries on headless. Costly: repaints hold the GIL, and the
+  loop's p99 period suffers (BENCHMARKS.md, "Telemetry and dashboard").
+- `platform monitor` from another terminal, over a `TelemetrySubscriber`: when the
   recorder stops, the dashboard says "recorder disconnected" and stays until `q`.
 
 Threads: the source is read in a `@work(thread=True)` worker, which hands each status to
