@@ -496,3 +496,21 @@ def test_spawned_dashboard_runs_on_a_real_terminal_and_exits_with_the_recorder(t
                 child.kill()
                 child.wait()
             os.close(master)
+
+
+def test_platform_monitor_lines_prints_status_lines_until_the_recorder_stops(tmp_path):
+    address = str(tmp_path / "telemetry.sock")
+    stop = threading.Event()
+    with TelemetryPublisher(address) as publisher:
+        thread = serve(publisher, stop)
+        child = subprocess.Popen(platform_cmd("monitor", "--address", address, "--lines"),
+                                 env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = child.stdout.readline()
+        second = child.stdout.readline()
+        stop.set()
+        thread.join(timeout=5)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    for line in (first, second):
+        assert "recording episode 3/10" in line and "queue 40/64" in line and "wrist_left=25.1fps/3drop" in line
+    assert out.strip().endswith("recorder disconnected")

@@ -7,6 +7,8 @@ dashboard the recorder shows. On the robot's computer over SSH:
   platform monitor                                 watch (read-only: keys send nothing)
   platform monitor --control                       also send start/stop, marks, e-stop, quit
   platform monitor --address tcp://127.0.0.1:7421  a recorder publishing on a loopback port
+  platform monitor --lines                         plain status lines, one a second (scripts,
+                                                   logs; the default when stdout is no terminal)
 
 Quitting the monitor never stops the recording; with --control, `q` asks whether to stop
 the recorder or only detach. The recorder grants control only when
@@ -16,9 +18,15 @@ telemetry.allow_remote_control is true.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from typing import TYPE_CHECKING
 
 from shallowpi.cli import overrides_from
+
+if TYPE_CHECKING:  # imported inside the functions: `platform --help` stays light
+    from shallowpi.telemetry.transport import TelemetrySubscriber
+    from shallowpi.tui.dashboard import RecorderDashboard
 
 HELP = "attach the live dashboard to a running recorder (read-only unless --control)"
 
@@ -37,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--wait-s", type=float, default=0.0, metavar="S",
         help="wait up to S seconds for the recorder to start publishing (default: fail at once)",
     )
+    parser.add_argument(
+        "--lines", action="store_true",
+        help="print one plain status line a second instead of the dashboard",
+    )
     # Set by `platform record` when it runs its own dashboard in a child process
     # (shallowpi.tui.launch): q stops the recording, and the dashboard exits with it.
     parser.add_argument("--attached", action="store_true", help=argparse.SUPPRESS)
@@ -51,21 +63,26 @@ def telemetry_address(args: argparse.Namespace) -> str:
     return str(cfg.telemetry.address)
 
 
-def build_app(args: argparse.Namespace):  # -> RecorderDashboard (imports kept inside)
-    """Connect to the recorder and build the dashboard App (the caller runs it)."""
+def connect(args: argparse.Namespace, control: bool) -> TelemetrySubscriber:
+    """Subscribe to the recorder, waiting up to --wait-s for it to start publishing."""
     from shallowpi.telemetry.transport import TelemetryError, TelemetrySubscriber
-    from shallowpi.tui.dashboard import RecorderDashboard
 
     address = telemetry_address(args)
     deadline = time.monotonic() + max(getattr(args, "wait_s", 0.0), 0.0)
     while True:
         try:
-            subscriber = TelemetrySubscriber(address, control=args.control)
-            break
+            return TelemetrySubscriber(address, control=control)
         except TelemetryError:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.1)
+
+
+def build_app(args: argparse.Namespace) -> RecorderDashboard:
+    """Connect to the recorder and build the dashboard App (the caller runs it)."""
+    from shallowpi.tui.dashboard import RecorderDashboard
+
+    subscriber = connect(args, control=args.control)
     attached = getattr(args, "attached", False)
     reason = ""
     if args.control and not subscriber.control:
@@ -79,7 +96,22 @@ def build_app(args: argparse.Namespace):  # -> RecorderDashboard (imports kept i
     )
 
 
+def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
+    from shallowpi.tui.render import status_line
+
+    with connect(args, control=False) as subscriber:
+        printed_at = 0.0
+        for status in subscriber:
+            if time.monotonic() - printed_at >= interval_s:
+                print(f"{time.strftime('%H:%M:%S')} {status_line(status)}", flush=True)
+                printed_at = time.monotonic()
+    print(f"{time.strftime('%H:%M:%S')} recorder disconnected", flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.lines or not sys.stdout.isatty():
+        return print_lines(args)
     app = build_app(args)
     app.run()
     return 0

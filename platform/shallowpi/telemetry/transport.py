@@ -215,10 +215,11 @@ class TelemetryPublisher:
 
     def _listen(self) -> socket.socket:
         address = self.address
+        if address.path is not None:
+            _remove_stale_socket(address.path)
         sock = socket.socket(address.family, socket.SOCK_STREAM)
         try:
             if address.path is not None:
-                _remove_stale_socket(address.path)
                 Path(address.path).parent.mkdir(parents=True, exist_ok=True)
             else:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -218,3 +218,18 @@ def halfblock(thumbnail: Thumbnail, max_width: int = 48) -> Text:
         if k + 2 < len(rows):
             text.append("\n")
     return text
+
+
+def status_line(status: RecorderStatus) -> str:
+    """One plain line for logs and scripts (`platform monitor --lines`, `record --no-tui`)."""
+    total = status.episodes_total or "∞"
+    cams = " ".join(f"{role}={cam.fps:.1f}fps/{cam.dropped}drop" for role, cam in status.cameras.items())
+    w, lp = status.writer, status.loop
+    clock = (f"reset {status.reset_time_left_s:.1f}s left" if status.state is RecorderState.RESETTING
+             else f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s")
+    saved = sum(e.state != "discarded" for e in status.episodes)
+    line = (f"{status.state.value:<9} episode {status.episode + 1}/{total} {clock} | "
+            f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns} | "
+            f"queue {w.queue_depth}/{w.queue_capacity} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
+            f"bp {w.backpressure_ms:.0f} ms | {cams or 'no cameras'} | kept {saved}")
+    return f"{line} | {status.message}" if status.message else line
