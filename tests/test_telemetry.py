@@ -313,3 +313,12 @@ def test_publisher_feeds_local_mailbox(address):
         assert next(feed).episode == 6
     with pytest.raises(StopIteration):
         next(feed)
+
+
+def test_publisher_from_the_config_block(tmp_path):
+    from shallowpi import config
+
+    cfg = config.compose([f"telemetry.address={tmp_path}/c.sock", "telemetry.allow_remote_control=false"])
+    with TelemetryPublisher.from_config(cfg.telemetry) as publisher:
+        assert str(publisher.address) == f"{tmp_path}/c.sock"
+        assert publisher.allow_control is False and publisher.min_interval_s == pytest.approx(1 / 20)

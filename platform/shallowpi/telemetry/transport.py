@@ -38,9 +38,10 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shallowpi.errors import PlatformError
 from shallowpi.telemetry.status import Command, RecorderStatus
@@ -155,6 +156,15 @@ class TelemetryPublisher:
         self._thread.start()
         log.info("telemetry: publishing at %s (remote control %s)", self.address,
                  "allowed" if allow_control else "off")
+
+    @classmethod
+    def from_config(cls, telemetry: Mapping[str, Any]) -> TelemetryPublisher:
+        """From the config's `telemetry:` block (address, allow_remote_control, max_hz)."""
+        return cls(
+            telemetry.get("address") or None,
+            allow_control=bool(telemetry.get("allow_remote_control", True)),
+            max_hz=float(telemetry.get("max_hz", DEFAULT_MAX_HZ)),
+        )
 
     # -- the control loop's side -------------------------------------------------------
 
