@@ -38,7 +38,12 @@ from shallowpi.telemetry.status import (
     WriterStatus,
 )
 from shallowpi.telemetry.thumbnail import thumbnail_from_image
-from shallowpi.telemetry.transport import StatusMailbox, TelemetryError, TelemetryPublisher
+from shallowpi.telemetry.transport import (
+    StatusMailbox,
+    TelemetryError,
+    TelemetryPublisher,
+    TelemetrySubscriber,
+)
 from shallowpi.tui import render
 from shallowpi.tui.dashboard import QuitScreen, RecorderDashboard
 from shallowpi.tui.launch import spawn_dashboard
@@ -514,3 +519,69 @@ def test_platform_monitor_lines_prints_status_lines_until_the_recorder_stops(tmp
     for line in (first, second):
         assert "recording episode 3/10" in line and "queue 40/64" in line and "wrist_left=25.1fps/3drop" in line
     assert out.strip().endswith("recorder disconnected")
+
+
+def test_camera_key_cycles_thumbnails():
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, [].append)
+    image = camera_image()
+    thumbnails = {"head": thumbnail_from_image(image, 32), "wrist_left": thumbnail_from_image(image[::-1], 32)}
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(thumbnails=thumbnails))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause()
+        panel = app.query_one("#thumbnail", Static)
+        assert panel.border_title.startswith("camera: head")
+        await pilot.press("c")
+        assert panel.border_title.startswith("camera: wrist_left")
+        first = panel.content.get_style_at_offset(pilot.app.console, 0)
+        assert first.color == Color.parse("#ff00c8")  # the flipped image: red + blue on top
+        feed.close()
+
+    run_app(app, scenario)
+
+
+def test_a_crashing_dashboard_leaves_the_recorder_running(tmp_path, monkeypatch):
+    """In-process mode: a rendering bug is reported on screen; an App that dies outright
+    ends only itself, while the loop thread and remote monitors carry on."""
+    address = str(tmp_path / "telemetry.sock")
+    stop = threading.Event()
+    ticks = [0]
+
+    def broken_joints(status: RecorderStatus):
+        raise RuntimeError("a bug in the joints panel")
+
+    def broken_key(self) -> None:
+        raise RuntimeError("a bug in a key handler")
+
+    monkeypatch.setattr(render, "joints", broken_joints)
+    monkeypatch.setattr(RecorderDashboard, "action_next_camera", broken_key)
+    with TelemetryPublisher(address) as publisher:
+        def control_loop() -> None:
+            while not stop.is_set():
+                ticks[0] += 1
+                publisher.publish(make_status(episode_time_s=ticks[0] / 50))
+                time.sleep(0.02)
+
+        loop = threading.Thread(target=control_loop)
+        loop.start()
+        try:
+            app = RecorderDashboard(publisher.local_feed(), publisher.submit, exit_when_source_ends=True)
+
+            async def scenario(pilot: Pilot) -> None:
+                await wait_for(pilot, lambda: "dashboard error" in text_of(app, "message"))
+                assert "a bug in the joints panel" in text_of(app, "message") and app.connected
+                await pilot.press("c")  # the handler raises: Textual ends the App
+                await wait_for(pilot, lambda: not app.is_running)
+
+            with pytest.raises(RuntimeError, match="a bug in a key handler"):
+                run_app(app, scenario)
+            before = ticks[0]
+            with TelemetrySubscriber(address) as monitor:
+                assert next(iter(monitor)).episode == 2
+            time.sleep(0.2)
+            assert loop.is_alive() and ticks[0] > before
+        finally:
+            stop.set()
+            loop.join(timeout=5)

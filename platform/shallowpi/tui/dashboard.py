@@ -152,6 +152,7 @@ class RecorderDashboard(App[None]):
         self.sent: list[Command] = []  # what this dashboard sent, oldest first (for the log)
         self._quitting = False
         self._last_status_message = ""
+        self._logged_errors: set[str] = set()
         self._thumbnail_key: tuple[str, int, Thumbnail] | None = None
         self._shown: dict[str, Text] = {}  # what each panel shows now, to skip repaints
 
@@ -210,8 +211,17 @@ class RecorderDashboard(App[None]):
     def _receive(self, status: RecorderStatus) -> None:
         if not self.is_running:
             return  # shutting down: the widgets may already be gone
-        self.connected = True
-        self.status = status
+        try:
+            self.connected = True
+            self.status = status
+        except Exception as exc:
+            # A bug showing this status: say so and keep the view (the recorder is fine),
+            # rather than let it reach the reader thread and pass for a lost recorder.
+            if str(exc) not in self._logged_errors:  # once per distinct error, not 10 Hz
+                self._logged_errors.add(str(exc))
+                log.exception("dashboard: could not show a status")
+            with contextlib.suppress(Exception):
+                self._show_message(f"dashboard error: {exc} (the recording is not affected)", "bold red")
 
     def _source_ended(self, error: str) -> None:
         self.connected = False
