@@ -322,3 +322,35 @@ def test_publisher_from_the_config_block(tmp_path):
     with TelemetryPublisher.from_config(cfg.telemetry) as publisher:
         assert str(publisher.address) == f"{tmp_path}/c.sock"
         assert publisher.allow_control is False and publisher.min_interval_s == pytest.approx(1 / 20)
+
+
+@pytest.mark.skipif(not os.environ.get("SHALLOWPI_PY310"),
+                    reason="SHALLOWPI_PY310 unset: run through tools/setup.sh test")
+def test_publisher_on_python310_talks_to_a_subscriber_on_this_python(address):
+    """The robot's Python (3.10) publishes; a monitor on the workstation's Python reads."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from shallowpi.telemetry.status import RecorderState, RecorderStatus
+        from shallowpi.telemetry.transport import TelemetryPublisher
+        assert sys.version_info[:2] == (3, 10), sys.version
+        with TelemetryPublisher({address!r}) as publisher:
+            print("ready", flush=True)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                publisher.publish(RecorderStatus(state=RecorderState.PAUSED, episode=4, task="py310"))
+                commands = publisher.commands()
+                if commands:
+                    print("got", commands[0].value, flush=True)
+                    break
+                time.sleep(0.01)
+    """)
+    child = subprocess.Popen([os.environ["SHALLOWPI_PY310"], "-c", script], env=subprocess_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    with TelemetrySubscriber(address, control=True) as subscriber:
+        first = next(iter(subscriber))
+        assert (first.state, first.episode, first.task) == (RecorderState.PAUSED, 4, "py310")
+        subscriber.send(Command.NEXT)
+        out, err = child.communicate(timeout=30)
+    assert child.returncode == 0, err
+    assert out.strip() == "got next"
