@@ -292,6 +292,7 @@ def test_a_broken_source_does_not_crash_the_dashboard():
         await wait_for(pilot, lambda: not app.connected)
         await pilot.pause()
         assert app.is_running and "recorder disconnected" in text_of(app, "message")
+        assert "ConnectionResetError: peer went away" in text_of(app, "message")
         assert "RECORDING" not in text_of(app, "summary")
 
     run_app(app, scenario)
@@ -431,15 +432,18 @@ def test_attached_monitor_waits_for_the_recorder_quits_it_and_exits_with_it(tmp_
     address = str(tmp_path / "telemetry.sock")
     stop = threading.Event()
     holder: dict[str, TelemetryPublisher] = {}
+    started = threading.Event()
 
     def start_late() -> None:  # the recorder comes up after its dashboard
         time.sleep(0.5)
         holder["publisher"] = TelemetryPublisher(address)
-        holder["thread"] = serve(holder["publisher"], stop)
+        serve(holder["publisher"], stop)
+        started.set()
 
     threading.Thread(target=start_late).start()
     app = monitor_cmd.build_app(argparse.Namespace(address=address, control=True, overrides=[],
                                                    wait_s=10.0, attached=True))
+    assert started.wait(timeout=10)
     publisher = holder["publisher"]
 
     async def scenario(pilot: Pilot) -> None:

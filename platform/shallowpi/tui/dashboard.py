@@ -149,8 +149,8 @@ class RecorderDashboard(App[None]):
         self.refresh_hz = max(refresh_hz, 0.1)
         self.read_only_reason = read_only_reason or (
             "read-only monitor: attach with `platform monitor --control` to send commands")
-        self.sent: list[Command] = []  # what this dashboard sent, oldest first (for the log)
         self._quitting = False
+        self._disconnect_reason = ""  # why the source ended, if it broke
         self._last_status_message = ""
         self._logged_errors: set[str] = set()
         self._thumbnail_key: tuple[str, int, Thumbnail] | None = None
@@ -224,6 +224,7 @@ class RecorderDashboard(App[None]):
                 self._show_message(f"dashboard error: {exc} (the recording is not affected)", "bold red")
 
     def _source_ended(self, error: str) -> None:
+        self._disconnect_reason = error
         self.connected = False
         if self.exit_when_source_ends:
             self.exit()
@@ -266,8 +267,9 @@ class RecorderDashboard(App[None]):
     def watch_connected(self, connected: bool) -> None:
         self._show_summary()
         if not connected:
+            reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
             tail = "" if self.exit_when_source_ends else "; press q to leave"
-            self._show_message(f"recorder disconnected{tail}", "bold yellow")
+            self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
 
     def watch_camera_index(self, _index: int) -> None:
         self._show_thumbnail()
@@ -322,7 +324,6 @@ class RecorderDashboard(App[None]):
         except Exception as exc:  # a dead recorder or socket: say so, keep the dashboard
             self._show_message(f"could not send '{command.value}': {exc}", "bold red")
             return False
-        self.sent.append(command)
         self._show_message(f"sent: {command.value}", "green" if command is not Command.ESTOP else "bold red")
         return True
 
