@@ -87,7 +87,7 @@ def text_of(app: RecorderDashboard, widget_id: str) -> str:
     return content.plain if hasattr(content, "plain") else str(content)
 
 
-async def wait_for(pilot: Pilot, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def wait_for(pilot: Pilot, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
     """Let the worker thread's statuses reach the UI (pause() alone does not wait on threads)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
