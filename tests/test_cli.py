@@ -80,3 +80,16 @@ def test_dataset_commands_end_to_end(tmp_path):
     damaged = run("dataset", "check", "both", *root)
     assert damaged.returncode == 1
     assert "action" in damaged.stderr and "Traceback" not in damaged.stderr
+
+
+def test_dataset_names_resolve_under_the_data_root(tmp_path, monkeypatch):
+    from shallowpi import config
+
+    monkeypatch.delenv("SHALLOWPI_DATA_ROOT", raising=False)
+    assert config.resolve_dataset("kitchen") == config.REPO_ROOT / "datasets" / "kitchen.zarr"
+    assert config.resolve_dataset("kitchen", tmp_path) == tmp_path / "kitchen.zarr"
+    assert config.resolve_dataset("runs/kitchen.zarr") == config.Path("runs/kitchen.zarr")
+    monkeypatch.setenv("SHALLOWPI_DATA_ROOT", str(tmp_path))
+    assert config.resolve_dataset("kitchen") == tmp_path / "kitchen.zarr"
+    cfg = config.compose([f"data_root={tmp_path / 'ssd'}"])
+    assert config.data_root(cfg) == tmp_path / "ssd"

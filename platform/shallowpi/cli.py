@@ -23,8 +23,12 @@ from shallowpi.errors import PlatformError
 COMMANDS: dict[str, str] = {
     "config": "shallowpi.commands.config_cmd",
     "dataset": "shallowpi.commands.dataset_cmd",
+    "record": "shallowpi.commands.record_cmd",
+    "sim": "shallowpi.commands.sim_cmd",
+    "emulate": "shallowpi.commands.emulate_cmd",
+    "calibrate": "shallowpi.commands.calibrate_cmd",
+    "doctor": "shallowpi.commands.doctor_cmd",
     "monitor": "shallowpi.commands.monitor_cmd",
-
 }
 
 EPILOG = """\
