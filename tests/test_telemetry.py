@@ -354,3 +354,17 @@ def test_publisher_on_python310_talks_to_a_subscriber_on_this_python(address):
         out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     assert out.strip() == "got next"
+
+
+def test_a_status_updated_in_place_after_publish_is_delivered_as_published(address):
+    """The recorder updates one status object every tick; publish() keeps a snapshot."""
+    live = status(1)
+    with TelemetryPublisher(address) as publisher:
+        publisher.publish(live)
+        live.episode = 2
+        live.leader.append(9.0)
+        live.cameras["late_camera"] = CameraStatus(fps=1.0)
+        with TelemetrySubscriber(address) as subscriber:
+            received = next(iter(subscriber))
+    assert received.episode == 1 and received.leader == [0.1, 0.2]
+    assert set(received.cameras) == {"head"}

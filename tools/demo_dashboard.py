@@ -136,11 +136,10 @@ class SyntheticRecorder:
             if int(t * self.hz) % 6 == 0:  # thumbnails a few times a second, not every tick
                 s.thumbnails = {"head": thumbnail_from_image(scene(t), width=48),
                                 "wrist_left": thumbnail_from_image(scene(t + 1.5)[::-1], width=48)}
-            # A fresh object each tick: the publisher serialises it later, on its own thread.
-            self.publisher.publish(RecorderStatus.from_json(s.to_json()))
+            self.publisher.publish(s)  # a snapshot is taken: updating `s` in place is fine
             next_tick += period
             time.sleep(max(0.0, next_tick - time.monotonic()))
-        self.publisher.publish(RecorderStatus.from_json(self.status.to_json()))
+        self.publisher.publish(self.status)
         time.sleep(0.2)  # let subscribers see the final status
         self.publisher.close()  # ends every feed: an embedded dashboard exits, monitors say so
 

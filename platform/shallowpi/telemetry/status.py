@@ -105,6 +105,27 @@ class RecorderStatus:
     message: str = ""  # last event or fault, for the operator
     control_allowed: bool = True  # False for a read-only monitor
 
+    def snapshot(self) -> RecorderStatus:
+        """A copy another thread may read while the loop keeps updating this one.
+
+        The loop may update one status in place every tick; the publisher's sender thread
+        and an in-process dashboard read what was published later, on their own threads.
+        Every list and dict is copied, so none changes size while another thread iterates
+        it; the records inside (cameras, episodes, thumbnails) are shared: a field the loop
+        assigns later is read whole, old or new. A few µs: cheap enough for every tick.
+        """
+        clone = object.__new__(RecorderStatus)
+        clone.__dict__.update(self.__dict__)
+        clone.joint_names = list(self.joint_names)
+        clone.joint_lower = list(self.joint_lower)
+        clone.joint_upper = list(self.joint_upper)
+        clone.leader = list(self.leader)
+        clone.follower = list(self.follower)
+        clone.cameras = dict(self.cameras)
+        clone.episodes = list(self.episodes)
+        clone.thumbnails = dict(self.thumbnails)
+        return clone
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
