@@ -112,6 +112,9 @@ def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.lines or not sys.stdout.isatty():
         return print_lines(args)
+    from shallowpi.tui.launch import hold_terminal_logs
+
     app = build_app(args)
-    app.run()
+    with hold_terminal_logs():  # a log line written over the dashboard would tear it
+        app.run()
     return 0

@@ -16,9 +16,13 @@ While the dashboard owns the terminal, the recorder must not print to it (log to
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import shallowpi
@@ -56,3 +60,56 @@ def wait_dashboard(process: subprocess.Popen, timeout_s: float = 5.0) -> int | N
         except subprocess.TimeoutExpired:
             process.kill()
             return process.wait()
+
+
+class _HeldRecords(logging.Handler):
+    """Keeps the last records while the dashboard owns the terminal."""
+
+    def __init__(self, capacity: int = 2000) -> None:
+        super().__init__()
+        self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=capacity)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _writes_to_terminal(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    if isinstance(handler, logging.FileHandler) or stream is None:
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def hold_terminal_logs(log_path: Path | None = None) -> Iterator[None]:
+    """Log records bound for the terminal are held (and go to `log_path`), then printed.
+
+    A log line written while a full-screen dashboard draws would tear its screen.
+    """
+    root = logging.getLogger()
+    terminal = [h for h in root.handlers if _writes_to_terminal(h)]
+    held = _HeldRecords()
+    file_handler = None
+    for handler in terminal:
+        root.removeHandler(handler)
+    root.addHandler(held)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_path)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(held)
+        if file_handler is not None:
+            root.removeHandler(file_handler)
+            file_handler.close()
+        for handler in terminal:
+            root.addHandler(handler)
+            for record in held.records:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
