@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "emulate": "shallowpi.commands.emulate_cmd",
     "calibrate": "shallowpi.commands.calibrate_cmd",
     "doctor": "shallowpi.commands.doctor_cmd",
+    "monitor": "shallowpi.commands.monitor_cmd",
 }
 
 EPILOG = """\
