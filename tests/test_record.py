@@ -14,9 +14,9 @@ import time
 
 import numpy as np
 import pytest
+
 from conftest import platform_cmd, subprocess_env
 from dxl_fixtures import emulated
-
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
@@ -27,8 +27,8 @@ from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
-from shallowpi.teleop.leader import LeaderFollower
 from shallowpi.telemetry.status import RecorderState
+from shallowpi.teleop.leader import LeaderFollower
 
 SMALL = "record.sim_size=96x96"
 
@@ -36,7 +36,7 @@ SMALL = "record.sim_size=96x96"
 def record(tmp_path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
-                     "--data-root", str(tmp_path), "--no-tui", SMALL, *args),
+                     "--data-root", str(tmp_path), "--no-tui", SMALL, f"telemetry.address={tmp_path}/t.sock", *args),
         env=subprocess_env(), capture_output=True, text=True, timeout=timeout,
     )
 
@@ -70,7 +70,8 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     assert len(EpisodeStore.open(tmp_path / "demo.zarr")) == 3
     other = subprocess.run(
         platform_cmd("record", "--robot", "humanoid", "--sim", "direct", "--task", "cube_in_bowl",
-                     "--data-root", str(tmp_path), "--dataset", "demo", "--resume", "--no-tui", SMALL),
+                     "--data-root", str(tmp_path), "--dataset", "demo", "--resume", "--no-tui", SMALL,
+                     f"telemetry.address={tmp_path}/t.sock"),
         env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert other.returncode != 0
     assert "recorded with other features" in other.stderr and len(other.stderr.strip().splitlines()) == 1
@@ -79,7 +80,8 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
 def _start_recording(tmp_path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
-                     "--data-root", str(tmp_path), "--dataset", "sig", "--no-tui", SMALL, *args),
+                     "--data-root", str(tmp_path), "--dataset", "sig", "--no-tui", SMALL,
+                     f"telemetry.address={tmp_path}/t.sock", *args),
         env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.record.rig import build_rig
     from shallowpi.record.session import RecordingSession, SessionConfig
     from shallowpi.record.writer import BackgroundWriter
+    from shallowpi.telemetry.transport import TelemetryPublisher
 
     cfg = config.compose(overrides_from(args))
     dataset = args.dataset or cfg.dataset
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     size = _size(rec.sim_size) if args.sim else None
     rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
     store = writer = None
+    closers: list[Any] = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
                                  numeric_chunk_rows=cfg.store.numeric_chunk_rows)
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             store_path.parent.mkdir(parents=True, exist_ok=True)
             store = EpisodeStore.create(store_path, rig.features, settings)
-        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{time.strftime('%Y%m%d-%H%M%S')}.yaml")
+        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
         frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
         writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)))
         fps = float(args.fps or rec.fps or rig.clock.hz)
@@ -95,19 +98,34 @@ def run(args: argparse.Namespace) -> int:
             calibration_id=rig.calibration_id, autostart=True,
         )
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-        reporter = _ProgressLines(session_cfg.episodes) if not use_tui else None
+        # The status always goes out on the telemetry socket, so `platform monitor` can attach.
+        publisher = TelemetryPublisher.from_config(cfg.telemetry)
+        closers.append(publisher.close)
+        if use_tui:
+            publish = publisher.publish
+        else:
+            reporter = _ProgressLines(session_cfg.episodes)
+
+            def publish(status: Any) -> None:
+                publisher.publish(status)
+                reporter.publish(status)
+
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
-                                   scene=rig.scene, cameras=rig.cameras,
-                                   publish=reporter.publish if reporter else None)
+                                   scene=rig.scene, cameras=rig.cameras, publish=publish,
+                                   commands=publisher.commands, joint_limits=rig.joint_limits)
         _stop_on_signals(session)
         if use_tui:
-            result = _run_with_dashboard(session)
+            from shallowpi.tui.recorder_app import run_recorder_dashboard
+
+            result = run_recorder_dashboard(session, publisher, log_path=store_path / ".shallowpi" / f"record-{stamp}.log")
         else:
             result = session.run()
         writer.close()
         committed = writer.stats().committed
         writer = None
     finally:
+        for close in closers:
+            close()
         if writer is not None:
             writer.close()
         if store is not None:
@@ -175,15 +193,3 @@ class _ProgressLines:
               f"p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | writer queue {w.queue_depth}/"
               f"{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, waited {w.backpressure_ms:.0f} ms",
               flush=True)
-
-
-def _run_with_dashboard(session: Any) -> Any:
-    """The control loop on a thread, the dashboard in the main thread (Textual wants it)."""
-    import threading
-
-    from shallowpi.tui.recorder_app import run_recorder_dashboard
-
-    box: dict[str, Any] = {}
-    worker = threading.Thread(target=lambda: box.setdefault("result", session.run()), name="control-loop")
-    return run_recorder_dashboard(session, worker, box)
-

@@ -36,6 +36,7 @@ class Rig:
     calibration_id: str = ""
     scene: Any = None
     cameras: dict[str, Any] = field(default_factory=dict)
+    joint_limits: tuple[list[float], list[float]] | None = None  # (lower, upper), for the dashboard
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -119,7 +120,8 @@ def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int,
     cameras = {role: (spec.render_height, spec.render_width) for role in robot.cameras}
     rig = Rig(robot=robot, teleop=scene, features=record_features(spec.joint_names, cameras),
               joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
-              task_text=task.instruction, calibration_id=f"sim-{robot_name}", scene=scene)
+              task_text=task.instruction, calibration_id=f"sim-{robot_name}", scene=scene,
+              joint_limits=(list(map(float, spec.lower)), list(map(float, spec.upper))))
     rig._closers.append(robot.disconnect)
     return rig
 
@@ -139,7 +141,8 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
               features=record_features(list(spec.joint_names),
                                        {c.role: (c.height, c.width) for c in spec.cameras if c.role in cameras}),
               joint_names=list(spec.joint_names), clock=TickClock(spec.fps), task_text=task,
-              calibration_id=calibration_id(spec.name), cameras=cameras)
+              calibration_id=calibration_id(spec.name), cameras=cameras,
+              joint_limits=([j.lower for j in spec.joints], [j.upper for j in spec.joints]))
     for camera in cameras.values():
         camera.start()
         rig._closers.append(camera.stop)

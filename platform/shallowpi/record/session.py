@@ -105,6 +105,7 @@ class RecordingSession:
         publish: Callable[[RecorderStatus], None] | None = None,
         commands: Callable[[], list[Command]] | None = None,
         cameras: Mapping[str, Any] | None = None,
+        joint_limits: tuple[list[float], list[float]] | None = None,
     ) -> None:
         self.config = config
         self.robot = robot
@@ -121,6 +122,8 @@ class RecordingSession:
             episodes_total=config.episodes, episode_time_limit_s=config.episode_time_s,
             joint_names=list(joint_names), loop=LoopStatus(target_hz=config.fps),
         )
+        if joint_limits is not None:
+            self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
         self._summaries: dict[int, EpisodeSummary] = {}
         self._store_base = len(writer.store)  # read before the writer thread commits anything
@@ -309,6 +312,14 @@ class RecordingSession:
     def _camera_status(self, observation: Mapping[str, Any]) -> None:
         """Per camera: measured frame rate (over ~1 s), drops, age of the frame used."""
         now = time.monotonic()
+        if not self.cameras:
+            # Frames rendered in-process (the twin): one per tick, never dropped or late.
+            p50, _ = self.clock.percentiles_ms()
+            for key in observation:
+                if key.startswith("observation.images.") and not key.endswith(".timestamp"):
+                    role = key.removeprefix("observation.images.")
+                    self.status.cameras[role] = CameraStatus(fps=1e3 / p50 if p50 else 0.0)
+            return
         for role, camera in self.cameras.items():
             stats = getattr(camera, "stats", None)
             frames = int(getattr(stats, "frames", 0))
