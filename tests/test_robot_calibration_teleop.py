@@ -105,7 +105,9 @@ def test_leader_follower_maps_leader_pose_into_follower_joint_space():
             action = teleop.read()
             assert set(action) == set(spec.joint_names)
             for joint, value in pose.items():
-                assert action[joint] == pytest.approx(value, abs=0.01)
+                # pose is the servo shaft's turn; the linear stage moves metres_per_rad per radian.
+                metres_per_rad = next(m.metres_per_rad for m in spec.motors if m.joint == joint) or 1.0
+                assert action[joint] == pytest.approx(value * metres_per_rad, abs=0.01)
             assert action["gripper"] == pytest.approx(0.5, abs=0.01)
             sent = robot.act(action)  # the robot still clamps: shoulder_lift upper is 0.4
             assert np.all(sent <= robot.upper) and np.all(sent >= robot.lower)

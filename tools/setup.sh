@@ -94,6 +94,7 @@ if [[ -n "$py310" && "$job" == test ]]; then
     export SHALLOWPI_PY310="$venv310/bin/python"
 fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
+[[ "$MUJOCO_GL" == egl ]] && export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
 export HF_HUB_OFFLINE=1
 
 case "$job" in
