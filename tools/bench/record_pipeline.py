@@ -139,7 +139,7 @@ def run_rate(fps: int, seconds: float, episode_s: float, workdir: Path) -> dict:
             "loop_p99_ms": float(np.max([p[1] for p in periods])),
             "overruns": int(sum(p[2] for p in periods)),
             "dropped_frames": int(sum(e.dropped_frames for e in infos)),
-            "expected_frames": int(round(wall * fps)),
+            "expected_frames": round(wall * fps),
             "queue_high_water": stats.high_water, "queue_capacity": stats.queue_capacity,
             "backpressure_s": float(sum(e.extra["backpressure_s"] for e in infos)),
             "cpu_share": (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / wall,
