@@ -18,7 +18,7 @@ modeling_pi0 = pytest.importorskip("lerobot.policies.pi0.modeling_pi0")
 
 from shallowpi.policy.config import GemmaConfig, PolicyConfig, VisionConfig  # noqa: E402
 from shallowpi.policy.model import Pi0Model  # noqa: E402
-from shallowpi.policy.weights import convert_state_dict, load_into  # noqa: E402
+from shallowpi.policy.weights import convert_state_dict, key_mapping, load_into  # noqa: E402
 
 # lerobot hard-codes 8 query heads in its joint attention, so the small towers keep 8.
 VLM = dict(width=64, depth=3, mlp_dim=128, num_heads=8, num_kv_heads=1, head_dim=16)
@@ -136,3 +136,22 @@ def test_velocity_and_sampled_actions_match_lerobot(monkeypatch):
     # The cached expert-only path and the joint path give the same velocity.
     cache = ours.prefix_cache(prefix)
     torch.testing.assert_close(ours.denoise_step(cache, state, x_t, t), our_v, atol=1e-5, rtol=1e-5)
+
+
+def test_pi0_preset_has_lerobots_parameter_count():
+    """At full size (meta device: no memory), ours = lerobot's PI0 minus its two unused
+    language-model heads (the VLM's is tied to the embedding; the expert's never runs)."""
+    from lerobot.policies.pi0.configuration_pi0 import PI0Config
+
+    from shallowpi.policy import load_preset
+    from shallowpi.policy.model import count_parameters
+
+    with torch.device("meta"):
+        theirs = modeling_pi0.PI0Pytorch(PI0Config(device="cpu"))
+        ours = Pi0Model(load_preset("pi0"))
+    pwe = theirs.paligemma_with_expert
+    heads = pwe.paligemma.lm_head.weight.numel() + pwe.gemma_expert.lm_head.weight.numel()
+    assert count_parameters(ours) == count_parameters(theirs) - heads
+    mapped = set(key_mapping(ours.cfg).values())
+    theirs_keys = {k for k in theirs.state_dict() if "lm_head" not in k}
+    assert mapped == theirs_keys

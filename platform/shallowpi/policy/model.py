@@ -440,6 +440,19 @@ class Pi0Model(nn.Module):
 
     # -- surgery
 
+    def dead_parameter_names(self) -> list[str]:
+        """Weights no output depends on: the VLM's final norm, and in its last layer all but
+        the key/value path (the prefix's last hidden state is never read; π0 has no text
+        head). The trainer freezes them so DDP sees no unused parameters."""
+        last = f"vlm.layers.{self.cfg.depth - 1}."
+        keep = (f"{last}attn_norm.", f"{last}k_proj.", f"{last}v_proj.")
+        return [
+            name
+            for name, _ in self.named_parameters()
+            if name == "vlm.norm.weight" or (name.startswith(last) and not name.startswith(keep))
+        ]
+
+
     def keep_layers(self, indices: list[int]) -> Pi0Model:
         """A new model whose towers keep joint layers `indices` (same in VLM and expert).
 
