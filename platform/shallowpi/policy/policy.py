@@ -50,6 +50,17 @@ class Features:
     def image_keys(self) -> list[str]:
         return [IMAGE_PREFIX + c for c in self.cameras]
 
+    @classmethod
+    def from_sample(cls, item: dict[str, Any]) -> Features:
+        """The features of one dataset item (lerobot names)."""
+        if STATE not in item or ACTION not in item:
+            raise CheckpointError(
+                f"dataset items lack '{STATE}' or '{ACTION}' (have {sorted(item)}); "
+                "record with a robot that stores joint state and actions"
+            )
+        cams = [k[len(IMAGE_PREFIX) :] for k in item if k.startswith(IMAGE_PREFIX)]
+        return cls(int(item[STATE].shape[-1]), int(item[ACTION].shape[-1]), sorted(cams))
+
     def check_against(self, other: Features, what: str) -> None:
         """Raise one line if `other` (e.g. a dataset's) does not match these."""
         if (self.state_dim, self.action_dim) != (other.state_dim, other.action_dim):
@@ -161,16 +172,28 @@ class Policy(nn.Module):
 
     # -- the interface
 
-    def loss(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
-        """Mean flow-matching loss over real action dims and non-padded steps; and metrics."""
+    def loss_terms(
+        self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Sum of squared velocity errors over real action dims and non-padded steps, and
+        how many elements it sums (the trainer divides by the count over all processes)."""
         prefix, state, _ = self._prefix_and_state(batch)
         actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
         actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
         per_elem = self.model.loss(prefix, state, actions, noise, t)  # [B, C, A]
-        per_elem = per_elem[..., : self.features.action_dim]
+        per_elem = per_elem[..., : self.features.action_dim].float()
         valid = ~torch.as_tensor(batch["action_is_pad"], device=self.device)  # [B, C]
         weights = valid[..., None].float().expand_as(per_elem)
-        loss = (per_elem * weights).sum() / weights.sum().clamp(min=1.0)
+        return (per_elem * weights).sum(), weights.sum()
+
+    def forward(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
+        """What DDP/FSDP wrap: `loss_terms`."""
+        return self.loss_terms(batch, noise, t)
+
+    def loss(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
+        """Mean flow-matching loss over real action dims and non-padded steps; and metrics."""
+        total, count = self.loss_terms(batch, noise, t)
+        loss = total / count.clamp(min=1.0)
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
