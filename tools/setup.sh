@@ -67,6 +67,28 @@ else
 fi
 ln -sfn "$venv" .venv
 export PATH="$venv/bin:$PATH"
+
+# The robot's computer runs JetPack 6's Python 3.10 with the core install only (zarr-python
+# 2, no torch/lerobot). A small second venv lets the tests check the robot side there.
+py310="${SHALLOWPI_PY310_INTERPRETER:-}"
+for candidate in python3.10 /root/.pyenv/versions/3.10.13/bin/python "$HOME/.pyenv/versions/3.10.13/bin/python"; do
+    [[ -n "$py310" ]] && break
+    command -v "$candidate" >/dev/null 2>&1 && py310="$(command -v "$candidate")"
+done
+if [[ -n "$py310" && "$job" == test ]]; then
+    venv310="${venv%/*}/py310-$key"
+    if [[ ! -f "$venv310/.complete" ]]; then
+        say "creating $venv310 (Python 3.10, core install: the robot side)"
+        rm -rf "$venv310"
+        "$py310" -m venv "$venv310"
+        "$venv310/bin/python" -m pip install -q --upgrade pip
+        "$venv310/bin/python" -m pip install -q -e . pytest pytest-timeout
+        touch "$venv310/.complete"
+    else
+        "$venv310/bin/python" -m pip install -q --no-deps -e . 2>/dev/null
+    fi
+    export SHALLOWPI_PY310="$venv310/bin/python"
+fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 export HF_HUB_OFFLINE=1
 

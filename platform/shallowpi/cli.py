@@ -22,6 +22,7 @@ from shallowpi.errors import PlatformError
 # and `run(args) -> int`, and imports its heavy dependencies inside `run`.
 COMMANDS: dict[str, str] = {
     "config": "shallowpi.commands.config_cmd",
+    "dataset": "shallowpi.commands.dataset_cmd",
     "train": "shallowpi.commands.train_cmd",
     "eval": "shallowpi.commands.eval_cmd",
 
