@@ -9,6 +9,7 @@ import os
 import subprocess
 
 import pytest
+
 from conftest import REPO_ROOT, subprocess_env
 
 PY310 = os.environ.get("SHALLOWPI_PY310")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint
@@ -66,6 +67,7 @@ def finetune(
     if len(train_set) == 0:
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
     features = Features.from_sample(train_set[0])
+    torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
     policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)
     policy.set_stats(train_set.stats())
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -266,16 +266,30 @@ class Trainer:
     # -- checkpoints
 
     def _state_dicts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
+        """Full (unsharded) model and optimiser state, optimiser entries keyed by parameter name."""
+        if self.cfg.fsdp and self.dist.world > 1:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
 
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_sd = get_model_state_dict(self.policy, options=opts)
-        optim_sd = get_optimizer_state_dict(self.policy, self.optimizer, options=opts)
-        return model_sd, optim_sd
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return (
+                get_model_state_dict(self.policy, options=opts),
+                get_optimizer_state_dict(self.policy, self.optimizer, options=opts),
+            )
+        names = self._param_names()
+        raw = self.optimizer.state_dict()
+        state = {names[i]: entries for i, entries in raw["state"].items()}
+        groups = [{**g, "params": [names[i] for i in g["params"]]} for g in raw["param_groups"]]
+        return self.policy.state_dict(), {"state": state, "param_groups": groups}
+
+    def _param_names(self) -> dict[int, str]:
+        """Optimizer state index -> parameter name (indices follow the param groups' order)."""
+        by_id = {id(p): n for n, p in self.policy.named_parameters()}
+        ordered = [by_id[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
+        return dict(enumerate(ordered))
 
     def save(self, step: int) -> Path | None:
         """checkpoints/step_XXXXXX: written into a temporary folder, renamed when complete."""
@@ -309,11 +323,6 @@ class Trainer:
     def _load(self, path: Path) -> None:
         from safetensors import safe_open
         from safetensors.torch import load_file
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
 
         saved = Policy.load(path)
         if saved.cfg != self.policy.cfg:
@@ -321,11 +330,28 @@ class Trainer:
         with safe_open(str(path / "train_state.safetensors"), framework="pt") as f:
             meta = f.metadata()
         tensors = load_file(str(path / "train_state.safetensors"))
-        opts = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.policy, saved.state_dict(), options=opts)
-        set_optimizer_state_dict(
-            self.policy, self.optimizer, _unflatten_optimizer(tensors, meta["param_groups"]), options=opts
-        )
+        optim_sd = _unflatten_optimizer(tensors, meta["param_groups"])
+        if self.cfg.fsdp and self.dist.world > 1:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.policy, saved.state_dict(), options=opts)
+            set_optimizer_state_dict(self.policy, self.optimizer, optim_sd, options=opts)
+        else:
+            self.policy.load_state_dict(saved.state_dict())
+            index = {name: i for i, name in self._param_names().items()}
+            raw = self.optimizer.state_dict()
+            raw["state"] = {
+                index[name]: {k: v.to(self.device) if k != "step" else v for k, v in entries.items()}
+                for name, entries in optim_sd["state"].items()
+            }
+            for group, saved_group in zip(raw["param_groups"], optim_sd["param_groups"]):
+                group.update({k: v for k, v in saved_group.items() if k != "params"})
+            self.optimizer.load_state_dict(raw)
         if self.ema is not None:
             self.ema = {k: tensors[f"ema/{k}"].to(self.device) for k in self.ema if f"ema/{k}" in tensors} or self.ema
         self.start_step = int(meta["step"])
