@@ -224,3 +224,12 @@ def test_policy_load_refuses_foreign_files(tmp_path):
     (tmp_path / "bad" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="not a readable"):
         Policy.load(tmp_path / "bad")
+
+
+def test_features_that_do_not_match_the_checkpoint_are_named():
+    trained = Features(state_dim=6, action_dim=6, cameras=["front", "wrist"])
+    trained.check_against(Features(6, 6, ["front", "top", "wrist"]), "dataset d")  # extra camera: fine
+    with pytest.raises(CheckpointError, match="state/action sizes 7/6"):
+        trained.check_against(Features(7, 6, ["front", "wrist"]), "dataset d")
+    with pytest.raises(CheckpointError, match=r"lacks camera\(s\) \['wrist'\]"):
+        trained.check_against(Features(6, 6, ["front"]), "dataset d")

@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
 
     from omegaconf import OmegaConf
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     episodes = store_episodes(store)
     policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(policy_data.get("train", {})) - train_keys)
+    if unknown:
+        raise ConfigError(f"unknown policy.train keys {unknown}; valid: {', '.join(sorted(train_keys))}")
     train_cfg = TrainConfig(**policy_data.get("train", {}), device=args.device, progress=not args.no_progress)
     runs = Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
     run_dir = runs / (args.run_name or f"{store.stem}-{policy_cfg.name}")
