@@ -98,7 +98,7 @@ def _ours() -> Pi0Model:
     return Pi0Model(cfg).eval()
 
 
-def test_velocity_and_sampled_actions_match_lerobot(monkeypatch):
+def test_velocity_and_sampled_actions_match_lerobot(monkeypatch, tmp_path):
     theirs = _small_lerobot(monkeypatch)
     ours = _ours()
     load_into(ours, convert_state_dict(theirs.state_dict(), ours.cfg))
@@ -136,6 +136,28 @@ def test_velocity_and_sampled_actions_match_lerobot(monkeypatch):
     # The cached expert-only path and the joint path give the same velocity.
     cache = ours.prefix_cache(prefix)
     torch.testing.assert_close(ours.denoise_step(cache, state, x_t, t), our_v, atol=1e-5, rtol=1e-5)
+
+    # The same weights through the directory loader, saved the way lerobot saves a policy:
+    # "model."-prefixed keys, and the embedding only as the tied lm_head.
+    from safetensors.torch import save_file
+
+    from shallowpi.policy.weights import load_pi0_directory
+
+    saved = {f"model.{k}": v.contiguous() for k, v in theirs.state_dict().items()
+             if not k.endswith("language_model.embed_tokens.weight")}
+    saved["model.paligemma_with_expert.paligemma.lm_head.weight"] = (
+        theirs.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight.detach().clone()
+    )
+    directory = tmp_path / "pi0_small"
+    directory.mkdir()
+    save_file(saved, str(directory / "model.safetensors"))
+    loaded = load_pi0_directory(directory, ours.cfg).eval()
+    with torch.no_grad():
+        loaded_prefix = loaded.embed_prefix(
+            torch.stack(images, 1), torch.stack(img_masks, 1), tokens, tok_masks
+        )
+        v = loaded.velocity(loaded_prefix, state, x_t, t)
+    torch.testing.assert_close(v, our_v, atol=1e-6, rtol=1e-6)
 
 
 def test_pi0_preset_has_lerobots_parameter_count():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -71,6 +70,7 @@ def ours_fn(model: Pi0Model, images, masks, tokens, tok_mask, state, noise):
 
 
 def timeit(fn, reps: int, warmup: int = 1) -> tuple[float, torch.Tensor]:
+    """Best of `reps` wall-clock runs: on a shared machine the minimum is the least disturbed."""
     with torch.inference_mode():
         for _ in range(warmup):
             out = fn()
@@ -79,7 +79,7 @@ def timeit(fn, reps: int, warmup: int = 1) -> tuple[float, torch.Tensor]:
             t0 = time.perf_counter()
             out = fn()
             times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    return min(times), out
 
 
 def compare(name: str, cfg: PolicyConfig, cameras: int, reps: int, with_lerobot: bool) -> dict:
@@ -130,9 +130,12 @@ def main() -> None:
     ap.add_argument("--pi0-depth", type=int, default=2, help="layers per tower at π0 width")
     ap.add_argument("--pi0-vision-depth", type=int, default=2)
     ap.add_argument("--skip-lerobot", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "policy_latency.json")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     small = load_preset("small")
     pi0 = load_preset("pi0").with_depth(args.pi0_depth)
     pi0 = dataclasses.replace(
