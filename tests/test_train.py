@@ -16,6 +16,16 @@ from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, lates
 from shallowpi.policy import Features, Policy, load_preset
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These models are small: on a shared 2-core machine a second OpenMP thread mostly
+    waits at barriers (5-10x slower under load), so run them on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _cfg(**kw) -> TrainConfig:
     base = dict(steps=8, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, save_every=4,
                 log_every=1, workers=0, progress=False, tensorboard=False)
