@@ -128,10 +128,10 @@ class Policy(nn.Module):
             raise CheckpointError("the policy needs at least one camera (observation.images.*)")
         cfg = PolicyConfig.from_dict({**cfg.to_dict(), "num_cameras": len(features.cameras)})
         self.cfg, self.features = cfg, features
+        self.tokenizer = make_tokenizer(cfg.tokenizer)  # first: a missing file fails fast
         self.model = Pi0Model(cfg)
         self.state_norm = Normalizer(features.state_dim)
         self.action_norm = Normalizer(features.action_dim)
-        self.tokenizer = make_tokenizer(cfg.tokenizer)
 
     def set_stats(self, stats: dict[str, dict[str, Any]]) -> None:
         """Dataset statistics: {"observation.state": {"mean", "std"}, "action": {...}}."""
