@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Headless rendering on the CPU, set before anything imports MuJoCo or PyOpenGL (lerobot
+# does, through gym): PyOpenGL picks its platform once, at import.
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCE_ROOT = REPO_ROOT / "platform"
 

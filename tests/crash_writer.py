@@ -38,6 +38,7 @@ def main(store_path: str, log_path: str, seed: int) -> None:
             log.write(json.dumps(record) + "\n")
             log.flush()
             os.fsync(log.fileno())
+            print(f"committed {info.index}", flush=True)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ def test_dataset_names_resolve_under_the_data_root(tmp_path, monkeypatch):
     assert config.resolve_dataset("kitchen") == config.REPO_ROOT / "datasets" / "kitchen.zarr"
     assert config.resolve_dataset("kitchen", tmp_path) == tmp_path / "kitchen.zarr"
     assert config.resolve_dataset("runs/kitchen.zarr") == config.Path("runs/kitchen.zarr")
+    assert config.resolve_dataset(f"{tmp_path}/new") == tmp_path / "new.zarr"
+    assert config.resolve_dataset(str(tmp_path)) == tmp_path  # an existing folder stays
     monkeypatch.setenv("SHALLOWPI_DATA_ROOT", str(tmp_path))
     assert config.resolve_dataset("kitchen") == tmp_path / "kitchen.zarr"
     cfg = config.compose([f"data_root={tmp_path / 'ssd'}"])

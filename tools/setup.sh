@@ -51,7 +51,8 @@ if [[ -z "$python" ]]; then
 fi
 [[ -n "$python" ]] || { say "error: Python >= 3.12 not found; set SHALLOWPI_PYTHON=/path/to/python3.12"; exit 2; }
 
-key="$( (cat pyproject.toml; "$python" -VV) | sha256sum | cut -c1-12)"
+# Keyed by the dependency lists (not the whole file, so editing tool settings keeps it).
+key="$( (sed -n '/^requires-python/,/^\[project.scripts\]/p' pyproject.toml; "$python" -VV) | sha256sum | cut -c1-12)"
 venv="${SHALLOWPI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/shallowpi/venv-$key}"
 if [[ ! -f "$venv/.complete" ]]; then
     say "creating $venv (first time: ~3-4 min, ~6 GB; torch comes as a CUDA build)"
@@ -73,7 +74,10 @@ export PATH="$venv/bin:$PATH"
 py310="${SHALLOWPI_PY310_INTERPRETER:-}"
 for candidate in python3.10 /root/.pyenv/versions/3.10.13/bin/python "$HOME/.pyenv/versions/3.10.13/bin/python"; do
     [[ -n "$py310" ]] && break
-    command -v "$candidate" >/dev/null 2>&1 && py310="$(command -v "$candidate")"
+    if command -v "$candidate" >/dev/null 2>&1 &&
+        "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then
+        py310="$(command -v "$candidate")"
+    fi
 done
 if [[ -n "$py310" && "$job" == test ]]; then
     venv310="${venv%/*}/py310-$key"
@@ -90,6 +94,7 @@ if [[ -n "$py310" && "$job" == test ]]; then
     export SHALLOWPI_PY310="$venv310/bin/python"
 fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
+[[ "$MUJOCO_GL" == egl ]] && export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
 export HF_HUB_OFFLINE=1
 
 case "$job" in
@@ -101,7 +106,7 @@ case "$job" in
         ;;
     test)
         say "ruff check"
-        ruff check platform tests tools
+        python -m ruff check platform tests tools
         say "pytest"
         set +e
         python -m pytest -q "$@"

@@ -23,9 +23,14 @@ from shallowpi.errors import PlatformError
 COMMANDS: dict[str, str] = {
     "config": "shallowpi.commands.config_cmd",
     "dataset": "shallowpi.commands.dataset_cmd",
+    "record": "shallowpi.commands.record_cmd",
+    "sim": "shallowpi.commands.sim_cmd",
+    "emulate": "shallowpi.commands.emulate_cmd",
+    "calibrate": "shallowpi.commands.calibrate_cmd",
+    "doctor": "shallowpi.commands.doctor_cmd",
+    "monitor": "shallowpi.commands.monitor_cmd",
     "train": "shallowpi.commands.train_cmd",
     "eval": "shallowpi.commands.eval_cmd",
-
 }
 
 EPILOG = """\
@@ -125,11 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub_parser = _subparser(parser, args.command, words)
         sub_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = overrides
+    # Our own messages at INFO; other libraries only when something is wrong (or -v).
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("shallowpi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.run(args) or 0)
     except PlatformError as exc:

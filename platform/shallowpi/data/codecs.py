@@ -58,7 +58,8 @@ def image_codec(name: str, quality: int = 90) -> Codec | None:
     if name == "jpegxl":
         from imagecodecs.numcodecs import Jpegxl
 
-        return _portable(Jpegxl)(level=quality, effort=1)
+        # imagecodecs' Jpegxl is lossless unless told otherwise, whatever the level.
+        return _portable(Jpegxl)(level=quality, effort=1, lossless=False)
     if name == "blosc-zstd":
         return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
     if name == "blosc-lz4":

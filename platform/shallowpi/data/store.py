@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.data import zarr_compat
+from shallowpi.data import chunk_files, zarr_compat
 from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
 from shallowpi.errors import StoreError
@@ -123,6 +123,7 @@ class EpisodeStore:
         self.features: dict[str, Feature] = features_from_json(header["features"])
         self.settings = StoreSettings(**header.get("settings", {}))
         register_image_codecs()
+        self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
         self._episodes = self._read_episodes()
 
     # --- opening -----------------------------------------------------------------------
@@ -373,13 +374,13 @@ class EpisodeStore:
         self._episodes = episodes
         self._ends = np.append(self._ends, np.int64(end))
 
-    def _fsync_array(self, name: str, start: int, stop: int) -> None:
+    def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
         """fsync the chunk files holding rows start:stop of an array, its .zarray and dir."""
         folder = self.path / name
         meta = json.loads((folder / ".zarray").read_text())
         rows = meta["chunks"][0]
         tail = ".0" * (len(meta["shape"]) - 1)
-        for chunk in range(start // rows, (max(stop, start + 1) - 1) // rows + 1):
+        for chunk in range(start // rows, (max(stop, start + 1) - 1) // rows + 1) if chunks else ():
             _fsync_path(folder / f"{chunk}{tail}")
         _fsync_path(folder / ".zarray")
         _fsync_path(folder)
@@ -521,6 +522,7 @@ class EpisodeWriter:
         self._numeric: dict[str, list[np.ndarray]] = {TICK_KEY: []}
         self._images: dict[str, list[np.ndarray]] = {}
         self._image_rows: dict[str, int] = {}
+        self._copied = False  # frames copied as bytes (merge, delete) are not yet synced
         for key, feature in store.features.items():
             self._numeric[key + TIMESTAMP_SUFFIX] = []
             if feature.kind is FeatureKind.IMAGE:
@@ -592,6 +594,7 @@ class EpisodeWriter:
                     self._flush_images(key)
             return
         self._flush_images(key)
+        self._copied = True
         array = store._group["data"][key]
         first = self._start + self._image_rows[key]
         array.resize((first + stop - start, *array.shape[1:]))
@@ -611,8 +614,10 @@ class EpisodeWriter:
             return
         array = self._store._group["data"][key]
         first = self._start + self._image_rows[key]
+        # Shape first, then the chunks (as zarr orders it): a crash leaves a cuttable tail.
         array.resize((first + len(frames), *array.shape[1:]))
-        array[first : first + len(frames)] = np.stack(frames)
+        chunk_files.write_frames(self._store.path / "data" / key, first, frames, self._store._image_codec,
+                                 durable=self._store.settings.durable)
         self._image_rows[key] += len(frames)
         frames.clear()
 
@@ -641,7 +646,9 @@ class EpisodeWriter:
             checksums[key] = _checksum(rows)
         if store.settings.durable:
             for name in store._array_names():
-                store._fsync_array(f"data/{name}", self._start, end)
+                # Camera chunks were synced as they were written (chunk_files).
+                synced = name in self._images and not self._copied
+                store._fsync_array(f"data/{name}", self._start, end, chunks=not synced)
         ticks = np.asarray(self._numeric[TICK_KEY])
         if duration_s is None:
             duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0

@@ -13,6 +13,14 @@ import zarr
 
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
 
+if ZARR_MAJOR >= 3:
+    # zarr 3 skips chunks equal to the fill value, and to know, compares every chunk
+    # with it before encoding: ~6 ms for one 480x640x3 frame, more than the JPEG
+    # encode. Camera frames are never all fill value, so the check only costs (it
+    # cut store writes from ~90 to ~35 frames/s; see BENCHMARKS.md). zarr 2 writes
+    # every chunk by default. The setting is per process and only read at write time.
+    zarr.config.set({"array.write_empty_chunks": True})
+
 
 def open_group(path: Path, mode: str) -> Any:
     if ZARR_MAJOR >= 3:

@@ -53,6 +53,7 @@ class Scene(Protocol):
 
     def reset(self, episode: int) -> None: ...
     def success(self) -> bool | None: ...
+    def done(self) -> bool: ...  # the scripted demonstration is over; end the episode early
 
 
 class OnInterrupt(str, enum.Enum):
@@ -104,6 +105,7 @@ class RecordingSession:
         publish: Callable[[RecorderStatus], None] | None = None,
         commands: Callable[[], list[Command]] | None = None,
         cameras: Mapping[str, Any] | None = None,
+        joint_limits: tuple[list[float], list[float]] | None = None,
     ) -> None:
         self.config = config
         self.robot = robot
@@ -120,10 +122,13 @@ class RecordingSession:
             episodes_total=config.episodes, episode_time_limit_s=config.episode_time_s,
             joint_names=list(joint_names), loop=LoopStatus(target_hz=config.fps),
         )
+        if joint_limits is not None:
+            self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
         self._summaries: dict[int, EpisodeSummary] = {}
         self._store_base = len(writer.store)  # read before the writer thread commits anything
         self._dropped_at_start = 0
+        self._camera_rates: dict[str, tuple[int, float, float]] = {}
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: end at the next tick (episode saved or discarded per config)."""
@@ -193,7 +198,8 @@ class RecordingSession:
                 self._record_frame(observation, sent, t)
                 frames += 1
                 self.status.episode_time_s = t
-                if t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
+                scene_done = self.scene is not None and self.scene.done()
+                if scene_done or t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
                     self._end_episode(episode, frames, keep=True)
                     recording = False
                     episode += 1
@@ -252,7 +258,7 @@ class RecordingSession:
                                extra=extra)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
-            self.status.message = f"episode {episode + 1} saved ({frames} frames)"
+            self.status.message = f"episode {episode + 1} recorded ({frames} frames), saving"
         else:
             self.writer.discard()
             summary.state = "discarded"
@@ -301,7 +307,30 @@ class RecordingSession:
     # --- status ------------------------------------------------------------------------
 
     def _camera_drops(self) -> int:
-        return sum(int(getattr(c, "dropped_frames", 0)) for c in self.cameras.values())
+        return sum(_dropped(c) for c in self.cameras.values())
+
+    def _camera_status(self, observation: Mapping[str, Any]) -> None:
+        """Per camera: measured frame rate (over ~1 s), drops, age of the frame used."""
+        now = time.monotonic()
+        if not self.cameras:
+            # Frames rendered in-process (the twin): one per tick, never dropped or late.
+            p50, _ = self.clock.percentiles_ms()
+            for key in observation:
+                if key.startswith("observation.images.") and not key.endswith(".timestamp"):
+                    role = key.removeprefix("observation.images.")
+                    self.status.cameras[role] = CameraStatus(fps=1e3 / p50 if p50 else 0.0)
+            return
+        for role, camera in self.cameras.items():
+            stats = getattr(camera, "stats", None)
+            frames = int(getattr(stats, "frames", 0))
+            last_frames, last_time, fps = self._camera_rates.get(role, (frames, now, 0.0))
+            if now - last_time >= 1.0:
+                fps, last_frames, last_time = (frames - last_frames) / (now - last_time), frames, now
+            self._camera_rates[role] = (last_frames, last_time, fps)
+            stamp = observation.get(f"observation.images.{role}.timestamp")
+            wall = observation.get("timestamp")
+            age_ms = (float(wall) - float(stamp)) * 1e3 if stamp is not None and wall is not None else 0.0
+            self.status.cameras[role] = CameraStatus(fps=fps, dropped=_dropped(camera), age_ms=age_ms)
 
     def _update_status(self, state: RecorderState, episode: int, action: Any, observation: Any) -> None:
         status = self.status
@@ -327,15 +356,13 @@ class RecordingSession:
         saved = len(stats.committed)
         kept = [s for _, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
         for s in kept[:saved]:
-            s.state = "saved"
+            if s.state != "saved":
+                s.state = "saved"
+                status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
         status.episodes = list(self._summaries.values())
         self.result.committed = stats.committed
-        for role, camera in self.cameras.items():
-            status.cameras[role] = CameraStatus(
-                fps=float(getattr(camera, "measured_fps", 0.0)),
-                dropped=int(getattr(camera, "dropped_frames", 0)),
-                age_ms=float(getattr(camera, "last_age_ms", 0.0)),
-            )
+        if observation is not None:
+            self._camera_status(observation)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
             for key, value in observation.items():
                 if key.startswith("observation.images.") and not key.endswith(".timestamp"):
@@ -344,6 +371,11 @@ class RecordingSession:
             self._publish(status)
         except Exception:  # a dashboard problem must never stop the recording
             log.exception("status publish failed")
+
+
+def _dropped(camera: Any) -> int:
+    stats = getattr(camera, "stats", None)
+    return int(getattr(stats, "dropped", 0))
 
 
 def thumbnail(image: np.ndarray, width: int = 32) -> Thumbnail:

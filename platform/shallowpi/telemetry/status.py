@@ -7,7 +7,7 @@ robot's computer) needs nothing but this module to read them.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -91,6 +91,10 @@ class RecorderStatus:
     episode_time_limit_s: float = 0.0
     reset_time_left_s: float = 0.0
     joint_names: list[str] = field(default_factory=list)
+    # Joint limits from the robot config, per joint: the dashboard scales its bars to them
+    # (empty: bars span -pi..pi).
+    joint_lower: list[float] = field(default_factory=list)
+    joint_upper: list[float] = field(default_factory=list)
     leader: list[float] = field(default_factory=list)  # teleoperator command, per joint
     follower: list[float] = field(default_factory=list)  # follower state, per joint
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
@@ -101,6 +105,27 @@ class RecorderStatus:
     message: str = ""  # last event or fault, for the operator
     control_allowed: bool = True  # False for a read-only monitor
 
+    def snapshot(self) -> RecorderStatus:
+        """A copy another thread may read while the loop keeps updating this one.
+
+        The loop may update one status in place every tick; the publisher's sender thread
+        and an in-process dashboard read what was published later, on their own threads.
+        Every list and dict is copied, so none changes size while another thread iterates
+        it; the records inside (cameras, episodes, thumbnails) are shared: a field the loop
+        assigns later is read whole, old or new. A few µs: cheap enough for every tick.
+        """
+        clone = object.__new__(RecorderStatus)
+        clone.__dict__.update(self.__dict__)
+        clone.joint_names = list(self.joint_names)
+        clone.joint_lower = list(self.joint_lower)
+        clone.joint_upper = list(self.joint_upper)
+        clone.leader = list(self.leader)
+        clone.follower = list(self.follower)
+        clone.cameras = dict(self.cameras)
+        clone.episodes = list(self.episodes)
+        clone.thumbnails = dict(self.thumbnails)
+        return clone
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
@@ -108,14 +133,24 @@ class RecorderStatus:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RecorderStatus:
+        """Tolerant of other versions: unknown keys are ignored, missing ones take defaults."""
+        plain = {f.name for f in fields(cls)} - {"state", "cameras", "loop", "writer", "episodes", "thumbnails"}
+        try:
+            state = RecorderState(data.get("state", "idle"))
+        except ValueError:
+            state = RecorderState.IDLE
         return cls(
-            state=RecorderState(data.get("state", "idle")),
-            **{k: data[k] for k in ("robot", "dataset", "task", "episode", "episodes_total", "episode_time_s",
-                                    "episode_time_limit_s", "reset_time_left_s", "joint_names", "leader",
-                                    "follower", "message", "control_allowed") if k in data},
-            cameras={k: CameraStatus(**v) for k, v in data.get("cameras", {}).items()},
-            loop=LoopStatus(**data.get("loop", {})),
-            writer=WriterStatus(**data.get("writer", {})),
-            episodes=[EpisodeSummary(**e) for e in data.get("episodes", [])],
-            thumbnails={k: Thumbnail(**v) for k, v in data.get("thumbnails", {}).items()},
+            state=state,
+            **{k: data[k] for k in plain if k in data},
+            cameras={k: _known(CameraStatus, v) for k, v in data.get("cameras", {}).items()},
+            loop=_known(LoopStatus, data.get("loop", {})),
+            writer=_known(WriterStatus, data.get("writer", {})),
+            episodes=[_known(EpisodeSummary, e) for e in data.get("episodes", [])],
+            thumbnails={k: _known(Thumbnail, v) for k, v in data.get("thumbnails", {}).items()},
         )
+
+
+def _known(cls: type, data: dict[str, Any]) -> Any:
+    """`cls(**data)` keeping only the fields `cls` has (a newer recorder may send more)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

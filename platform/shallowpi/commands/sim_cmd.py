@@ -1,0 +1,125 @@
+"""Run a robot's scripted expert in its MuJoCo twin: success rate, speed, and a look.
+
+  platform sim --robot humanoid --list                       the humanoid's tasks
+  platform sim --robot humanoid --task cube_in_bowl --episodes 10
+  platform sim --robot arm --task push_block_left --seed 7 --png strip.png
+  platform sim --robot bimanual --task handover --size 224x224 --video handover.mp4
+  platform sim --robot arm --task cube_in_bowl --episodes 100 --no-render   physics only
+
+Each episode resets the twin from its seed (seeds S, S+1, ...), runs the expert through
+`--sim direct` (the in-process robot: observe, then act, one control period of simulated
+time per tick) and judges success at the end. Cameras render on the CPU with
+MUJOCO_GL=egl at the robot config's camera size unless --size says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.errors import PlatformError
+
+HELP = "run scripted experts in the simulation twin; success rate and steps/s"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(parser, robot=True)
+    parser.add_argument("--task", help="task name (see --list)")
+    parser.add_argument("--list", action="store_true", help="list the robot's tasks and exit")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes to run (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    parser.add_argument(
+        "--sim",
+        default="direct",
+        choices=["direct"],
+        help="simulation mode: direct (in-process twin); the driver-stack mode comes with the emulated servo chain",
+    )
+    parser.add_argument(
+        "--size", help="render size WIDTHxHEIGHT (default: the robot config's cameras)"
+    )
+    parser.add_argument(
+        "--no-render", action="store_true", help="skip cameras (physics and expert only)"
+    )
+    parser.add_argument("--video", help="write the episodes' camera views to this .mp4")
+    parser.add_argument("--png", help="write a strip of frames of the first episode to this .png")
+
+
+def _size(text: str | None) -> tuple[int | None, int | None]:
+    if not text:
+        return None, None
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise PlatformError(f"--size '{text}' is not WIDTHxHEIGHT, e.g. 224x224") from None
+    if width <= 0 or height <= 0:
+        raise PlatformError(f"--size '{text}' must be positive, e.g. 224x224")
+    return width, height
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from shallowpi import config
+    from shallowpi.robots.sim.direct import DirectSimRobot, run_expert_episode
+    from shallowpi.robots.sim.tasks import get_task, make_tasks
+    from shallowpi.robots.sim.twin import TwinSpec
+    from shallowpi.robots.sim.views import StripWriter, VideoWriter
+
+    cfg = config.compose(overrides_from(args))
+    robot_name = str(cfg.robot.name)
+    if args.list or not args.task:
+        tasks = make_tasks(robot_name)
+        if not args.list:
+            raise PlatformError(f"pass --task; tasks for {robot_name}: {', '.join(tasks)}")
+        for name, task in tasks.items():
+            print(f"{name:20s} {task.instruction}")
+        return 0
+    if args.episodes < 1:
+        raise PlatformError("--episodes must be at least 1")
+    task = get_task(robot_name, args.task)
+    width, height = _size(args.size)
+    spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+    cameras = () if args.no_render else spec.cameras
+    if args.no_render and (args.video or args.png):
+        raise PlatformError("--video and --png need the cameras; drop --no-render")
+
+    video = VideoWriter(args.video, spec.fps) if args.video else None
+    strip = StripWriter(args.png) if args.png else None
+    results = []
+    started = time.perf_counter()
+    with DirectSimRobot(spec, cameras=cameras) as robot:
+        for episode in range(args.episodes):
+            seed = args.seed + episode
+
+            def on_tick(obs: dict, sent: np.ndarray, first: bool = episode == 0) -> None:
+                images = [obs[f"observation.images.{role}"] for role in cameras]
+                if video is not None:
+                    video.add(images)
+                if strip is not None and first:
+                    strip.add(images)
+
+            result = run_expert_episode(robot, task, seed, on_tick=on_tick if cameras else None)
+            results.append(result)
+            print(
+                f"episode {episode} seed {seed}: {'success' if result.success else 'FAILED'} "
+                f"in {result.steps} steps ({result.steps / result.wall_seconds:.0f} steps/s)",
+                flush=True,
+            )
+    wall = time.perf_counter() - started
+    if video is not None:
+        video.close()
+        print(f"video: {args.video}")
+    if strip is not None:
+        strip.close()
+        print(f"frames: {args.png}")
+    steps = sum(r.steps for r in results)
+    sim_seconds = sum(r.sim_seconds for r in results)
+    successes = sum(r.success for r in results)
+    print(
+        f"{robot_name} / {task.name} ('{task.instruction}'): success {successes}/{len(results)} "
+        f"({100.0 * successes / len(results):.0f}%), {steps / wall:.0f} steps/s, "
+        f"{sim_seconds / wall:.2f}x real time, cameras: {', '.join(cameras) or 'off'}"
+        + (f" at {spec.render_width}x{spec.render_height}" if cameras else "")
+    )
+    return 0

@@ -1,0 +1,232 @@
+"""The `Camera` seam: a device read on its own thread, of which callers see the latest frame.
+
+A camera's reader thread keeps exactly one frame, the newest; the control loop asks for it
+with `latest()`, which never blocks longer than the camera's timeout and raises a one-line
+error naming the camera when the frame is late or stale. Drivers (RealSense, OpenCV)
+subclass `ThreadedCamera` and only say how to open, read one frame and close.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from shallowpi.errors import PlatformError
+
+log = logging.getLogger(__name__)
+
+
+class CameraError(PlatformError):
+    """A camera that cannot be found, opened or read."""
+
+
+class CameraTimeout(CameraError):
+    """No frame (or no fresh frame) arrived in time."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One capture. Times are seconds; `capture_time_s` is the device's clock when it has one.
+
+    image: uint8 HxWx3 RGB. depth: uint16 HxW in units of `depth_scale_m` (aligned to the
+    image), or None. sequence: the device's frame counter (gaps are dropped frames).
+    host_time_s: `time.monotonic()` when the frame reached the host, used for staleness.
+    """
+
+    image: np.ndarray
+    capture_time_s: float
+    sequence: int
+    host_time_s: float
+    depth: np.ndarray | None = None
+    depth_scale_m: float = 0.001
+
+    def depth_m(self) -> np.ndarray | None:
+        """Depth in metres (float32), or None for a color-only camera."""
+        if self.depth is None:
+            return None
+        return self.depth.astype(np.float32) * np.float32(self.depth_scale_m)
+
+
+@runtime_checkable
+class Camera(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def is_running(self) -> bool: ...
+
+    def latest(self, max_age_s: float | None = None, newer_than: int | None = None) -> Frame: ...
+
+
+@dataclass
+class CameraStats:
+    frames: int = 0
+    dropped: int = 0  # gaps in the device's frame counter
+    reopens: int = 0
+    read_errors: int = 0
+
+
+@dataclass
+class ThreadedCamera:
+    """A reader thread that keeps the newest frame; subclasses implement `_open/_read/_close`.
+
+    `_read(timeout_s)` returns a Frame or None (nothing yet). After `max_failures`
+    consecutive failed reads the device is closed and opened again (an unplugged USB
+    camera comes back this way); `latest()` keeps raising a timeout meanwhile.
+    """
+
+    name: str
+    timeout_s: float = 2.0
+    warmup_frames: int = 0
+    max_failures: int = 10
+    stats: CameraStats = field(default_factory=CameraStats, init=False)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._new_frame = threading.Condition(self._lock)
+        self._frame: Frame | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_sequence: int | None = None
+        self._error: str | None = None
+
+    # -- to implement ------------------------------------------------------------------
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, timeout_s: float) -> Frame | None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.is_running:
+            return
+        self._open()
+        self._warm_up()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"camera-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 1.0)
+            self._thread = None
+        self._close()
+        with self._lock:
+            self._frame = None
+            self._last_sequence = None
+
+    def __enter__(self) -> ThreadedCamera:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- reading -----------------------------------------------------------------------
+    def latest(self, max_age_s: float | None = None, newer_than: int | None = None) -> Frame:
+        """The newest frame; waits up to `timeout_s` for one younger than `max_age_s` and
+        with a sequence number above `newer_than` (pass the last one used to never see a
+        frame twice)."""
+        if not self.is_running:
+            raise CameraError(f"camera '{self.name}' is not started; call start() first")
+        deadline = time.monotonic() + self.timeout_s
+        with self._lock:
+            while True:
+                frame = self._frame
+                now = time.monotonic()
+                if frame is not None and self._fresh(frame, now, max_age_s, newer_than):
+                    return frame
+                if now >= deadline:
+                    raise self._late_error(frame, now, max_age_s)
+                self._new_frame.wait(timeout=deadline - now)
+
+    @staticmethod
+    def _fresh(frame: Frame, now: float, max_age_s: float | None, newer_than: int | None) -> bool:
+        if max_age_s is not None and now - frame.host_time_s > max_age_s:
+            return False
+        return newer_than is None or frame.sequence > newer_than
+
+    def _late_error(self, frame: Frame | None, now: float, max_age_s: float | None) -> CameraError:
+        why = f" (last error: {self._error})" if self._error else ""
+        if frame is None:
+            return CameraTimeout(
+                f"camera '{self.name}' gave no frame in {self.timeout_s:.1f} s{why}; "
+                "check its cable and that no other process holds it"
+            )
+        age = now - frame.host_time_s
+        limit = f"max age {max_age_s * 1000:.0f} ms" if max_age_s is not None else "a new frame"
+        return CameraTimeout(
+            f"camera '{self.name}' frame {frame.sequence} is stale ({age * 1000:.0f} ms old, "
+            f"wanted {limit}){why}; check its cable, USB bandwidth and frame rate"
+        )
+
+    def _warm_up(self) -> None:
+        # Auto-exposure settles over the first frames; they are read and dropped here.
+        for _ in range(self.warmup_frames):
+            if self._read(self.timeout_s) is None:
+                raise CameraTimeout(
+                    f"camera '{self.name}' gave no frame during warm-up in {self.timeout_s:.1f} s; "
+                    "check its cable and stream settings"
+                )
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                frame = self._read(min(self.timeout_s, 0.1))
+            except Exception as exc:  # a driver error must not kill the reader thread
+                self._error = f"{type(exc).__name__}: {exc}"
+                self.stats.read_errors += 1
+                frame = None
+            if frame is None:
+                failures += 1
+                if failures >= self.max_failures:
+                    failures = 0
+                    self._reopen()
+                continue
+            failures = 0
+            self._publish(frame)
+
+    def _publish(self, frame: Frame) -> None:
+        with self._lock:
+            if self._last_sequence is not None and frame.sequence > self._last_sequence + 1:
+                self.stats.dropped += frame.sequence - self._last_sequence - 1
+            self._last_sequence = frame.sequence
+            self._frame = frame
+            self.stats.frames += 1
+            self._error = None
+            self._new_frame.notify_all()
+
+    def _reopen(self) -> None:
+        log.warning("camera '%s': no frames, re-opening", self.name)
+        try:
+            self._close()
+            self._open()
+        except Exception as exc:
+            self._error = f"re-open failed: {exc}"
+            log.warning("camera '%s': re-open failed: %s", self.name, exc)
+            self._stop.wait(0.5)
+            return
+        self.stats.reopens += 1
+        with self._lock:
+            # A re-opened device restarts its frame counter: not a drop. Its last frame
+            # predates the silence, so it is not offered again.
+            self._last_sequence = None
+            self._frame = None

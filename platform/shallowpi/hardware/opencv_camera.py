@@ -1,0 +1,113 @@
+"""Plain USB (UVC) cameras through OpenCV, for wrist and scene cameras without depth.
+
+    cam = OpenCVCamera(OpenCVConfig(name="wrist", source="/dev/video0", width=640, height=480))
+    with cam:
+        frame = cam.latest(max_age_s=0.1)
+
+`source` is a device index ("0"), a device path or a video file (tests use a file written
+with cv2.VideoWriter). OpenCV has no device frame counter, so `sequence` counts frames read
+and dropped frames cannot be seen; the capture time is the host's clock when the frame
+was grabbed, or the file position for a video file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shallowpi.hardware.camera import CameraError, Frame, ThreadedCamera
+
+
+@dataclass
+class OpenCVConfig:
+    name: str
+    source: str  # index ("0"), /dev/videoN, or a video file
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    warmup_frames: int = 5
+    timeout_s: float = 2.0
+    max_failures: int = 10
+    loop_file: bool = False  # restart a video file at its end (for soak tests)
+
+    def __post_init__(self) -> None:
+        if self.width <= 0 or self.height <= 0 or self.fps <= 0:
+            raise CameraError(f"camera '{self.name}': width, height and fps must be positive")
+
+
+class OpenCVCamera(ThreadedCamera):
+    def __init__(self, config: OpenCVConfig):
+        super().__init__(
+            name=config.name,
+            timeout_s=config.timeout_s,
+            warmup_frames=config.warmup_frames,
+            max_failures=config.max_failures,
+        )
+        self.config = config
+        self._capture: Any = None
+        self._count = 0
+        self._is_file = not config.source.isdigit() and not config.source.startswith("/dev/")
+
+    def _open(self) -> None:
+        try:
+            import cv2
+        except ImportError:
+            raise CameraError(
+                f"camera '{self.name}': OpenCV is missing; pip install opencv-python-headless"
+            ) from None
+        cfg = self.config
+        source: int | str = int(cfg.source) if cfg.source.isdigit() else cfg.source
+        capture = cv2.VideoCapture(source)
+        if not capture.isOpened():
+            raise CameraError(
+                f"camera '{cfg.name}': cannot open {cfg.source}; check the device exists "
+                "(ls /dev/video*) and that no other process holds it"
+            )
+        if not self._is_file:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+            capture.set(cv2.CAP_PROP_FPS, cfg.fps)
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if (width, height) != (cfg.width, cfg.height):
+            capture.release()
+            raise CameraError(
+                f"camera '{cfg.name}': {cfg.source} gives {width}x{height}, "
+                f"config asks {cfg.width}x{cfg.height}; set the camera's width/height to match"
+            )
+        self._capture = capture
+
+    def _read(self, timeout_s: float) -> Frame | None:
+        import cv2
+
+        capture = self._capture
+        if capture is None:
+            return None
+        ok, bgr = capture.read()
+        if not ok:
+            if self._is_file and self.config.loop_file:
+                capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            else:
+                time.sleep(min(timeout_s, 0.01))
+            return None
+        host_time = time.monotonic()
+        if self._is_file:
+            capture_time = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            # A file reads as fast as it decodes; pace it like the camera it stands in for.
+            time.sleep(1.0 / self.config.fps)
+        else:
+            capture_time = host_time
+        self._count += 1
+        image = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        return Frame(
+            image=image, capture_time_s=capture_time, sequence=self._count, host_time_s=host_time
+        )
+
+    def _close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None

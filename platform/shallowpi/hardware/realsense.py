@@ -1,0 +1,212 @@
+"""Intel RealSense cameras through pyrealsense2's sensor API.
+
+Why not `rs.pipeline`: it cannot open a `software_device`, and the software device is how
+tests, benchmarks and the simulation twin feed frames through this very class. The sensor
+API (open a profile on each sensor, start it into a frame queue) works for USB cameras and
+software devices alike. (`rs.syncer` fed by a software device emits most color and depth
+frames unpaired, so pairing is done here.) Each color frame is paired with the depth frame
+nearest in device time (the sensors' frame counters are independent), composed into a
+frameset and aligned to color with `rs.align`. Dropped frames are counted from gaps in
+the color sensor's frame counter.
+
+    cam = RealSenseCamera(RealSenseConfig(name="head", serial="123456789012", depth=True))
+    with cam:
+        frame = cam.latest(max_age_s=0.1)      # Frame(image, depth, capture_time_s, ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shallowpi.hardware.camera import CameraError, Frame, ThreadedCamera
+
+
+def import_rs() -> Any:
+    try:
+        import pyrealsense2 as rs
+    except ImportError as exc:
+        if "libusb" in str(exc):
+            raise CameraError(
+                "pyrealsense2 needs libusb: install the Debian package libusb-1.0-0 "
+                "(apt-get install libusb-1.0-0)"
+            ) from None
+        raise CameraError(
+            f"pyrealsense2 is not importable ({exc}); install the realsense extra: "
+            "pip install -e '.[realsense]'"
+        ) from None
+    return rs
+
+
+@dataclass
+class RealSenseConfig:
+    name: str  # camera role, e.g. "head"
+    serial: str
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    depth: bool = False
+    align_depth: bool = True  # reproject depth into the color camera
+    warmup_frames: int = 15
+    timeout_s: float = 2.0
+    max_failures: int = 10  # consecutive empty reads before the device is re-opened
+
+    def __post_init__(self) -> None:
+        if not self.serial:
+            raise CameraError(
+                f"camera '{self.name}': no serial number; list them with rs-enumerate-devices"
+            )
+        if self.width <= 0 or self.height <= 0 or self.fps <= 0:
+            raise CameraError(f"camera '{self.name}': width, height and fps must be positive")
+
+
+DeviceOpener = Callable[[str], Any]  # serial -> rs.device
+
+
+def find_usb_device(serial: str) -> Any:
+    """The connected RealSense with this serial number, or a one-line error listing those found."""
+    rs = import_rs()
+    found = []
+    for device in rs.context().query_devices():
+        number = device.get_info(rs.camera_info.serial_number)
+        if number == serial:
+            return device
+        found.append(number)
+    listing = ", ".join(found) if found else "none connected"
+    raise CameraError(
+        f"RealSense {serial} not found (found: {listing}); check the cable and serial"
+    )
+
+
+class RealSenseCamera(ThreadedCamera):
+    def __init__(self, config: RealSenseConfig, open_device: DeviceOpener = find_usb_device):
+        super().__init__(
+            name=config.name,
+            timeout_s=config.timeout_s,
+            warmup_frames=config.warmup_frames,
+            max_failures=config.max_failures,
+        )
+        self.config = config
+        self._open_device = open_device
+        self._rs = import_rs()
+        self._sensors: list[Any] = []
+        self._color_queue: Any = None
+        self._depth_queue: Any = None
+        self._align: Any = None
+        self._depth_scale = 0.001
+        self._pending: tuple[Any, Any] | None = None
+        self._composer: Any = None
+        self._composed: Any = None
+
+    # -- device ------------------------------------------------------------------------
+    def _open(self) -> None:
+        rs, cfg = self._rs, self.config
+        device = self._open_device(cfg.serial)
+        color_sensor, color_profile = self._find_stream(device, rs.stream.color, rs.format.rgb8)
+        self._color_queue = rs.frame_queue(2, keep_frames=True)
+        opened = [(color_sensor, color_profile, self._color_queue)]
+        if cfg.depth:
+            depth_sensor, depth_profile = self._find_stream(device, rs.stream.depth, rs.format.z16)
+            self._depth_queue = rs.frame_queue(2, keep_frames=True)
+            opened.append((depth_sensor, depth_profile, self._depth_queue))
+            self._depth_scale = float(depth_sensor.as_depth_sensor().get_depth_scale())
+            self._align = rs.align(rs.stream.color) if cfg.align_depth else None
+            self._composed = rs.frame_queue(1, keep_frames=True)
+            self._composer = rs.processing_block(self._compose)
+            self._composer.start(self._composed)
+        self._sensors = []
+        try:
+            for sensor, profile, queue in opened:
+                sensor.open(profile)
+                self._sensors.append(sensor)
+                sensor.start(queue)
+        except RuntimeError as exc:
+            self._close()
+            raise CameraError(
+                f"camera '{cfg.name}' (RealSense {cfg.serial}) could not start: {exc}; "
+                "is another process using it?"
+            ) from None
+
+    def _find_stream(self, device: Any, stream: Any, fmt: Any) -> tuple[Any, Any]:
+        cfg = self.config
+        offered = set()
+        for sensor in device.query_sensors():
+            for profile in sensor.get_stream_profiles():
+                if profile.stream_type() != stream:
+                    continue
+                video = profile.as_video_stream_profile()
+                offered.add(f"{video.width()}x{video.height()}@{profile.fps()}")
+                if (
+                    profile.format() == fmt
+                    and video.width() == cfg.width
+                    and video.height() == cfg.height
+                    and profile.fps() == cfg.fps
+                ):
+                    return sensor, profile
+        kind = str(stream).split(".")[-1]
+        raise CameraError(
+            f"camera '{cfg.name}' (RealSense {cfg.serial}) has no {kind} stream "
+            f"{cfg.width}x{cfg.height}@{cfg.fps} {str(fmt).split('.')[-1]} "
+            f"(offers: {', '.join(sorted(offered)) or 'none'})"
+        )
+
+    def _close(self) -> None:
+        for sensor in self._sensors:
+            for call in (sensor.stop, sensor.close):
+                with contextlib.suppress(RuntimeError):  # already stopped, or unplugged
+                    call()
+        self._sensors = []
+        if self._composer is not None:
+            self._composer = None
+
+    # -- frames ------------------------------------------------------------------------
+    def _compose(self, frame: Any, source: Any) -> None:
+        # Runs inside `processing_block.invoke`: turns the pending (color, depth) pair into
+        # a frameset, the only input `rs.align` takes.
+        color, depth = self._pending
+        source.frame_ready(source.allocate_composite_frame([color, depth]))
+
+    def _read(self, timeout_s: float) -> Frame | None:
+        ok, color = self._color_queue.try_wait_for_frame(int(timeout_s * 1000))
+        if not ok:
+            return None
+        host_time = time.monotonic()
+        depth_image = None
+        if self.config.depth:
+            depth = self._matching_depth(color, timeout_s)
+            if depth is None:
+                return None
+            if self._align is not None:
+                self._pending = (color, depth)
+                self._composer.invoke(color)
+                frameset = self._composed.wait_for_frame(int(timeout_s * 1000)).as_frameset()
+                aligned = self._align.process(frameset)
+                color, depth = aligned.get_color_frame(), aligned.get_depth_frame()
+            depth_image = np.asanyarray(depth.get_data()).copy()
+        image = np.asanyarray(color.get_data()).copy()
+        return Frame(
+            image=image,
+            depth=depth_image,
+            depth_scale_m=self._depth_scale,
+            capture_time_s=color.get_timestamp() / 1000.0,
+            sequence=int(color.get_frame_number()),
+            host_time_s=host_time,
+        )
+
+    def _matching_depth(self, color: Any, timeout_s: float) -> Any:
+        # The first depth frame no more than half a period older than the color frame;
+        # older ones are discarded.
+        earliest = color.get_timestamp() - 500.0 / self.config.fps
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(1, int((deadline - time.monotonic()) * 1000))
+            ok, depth = self._depth_queue.try_wait_for_frame(left)
+            if not ok:
+                return None
+            if depth.get_timestamp() >= earliest:
+                return depth

@@ -1,0 +1,185 @@
+"""`--sim direct`: a robot that is the twin, in-process, for fast policy evaluation.
+
+Same surface as the hardware robot: `observe()` gives joint state and camera frames with
+their (simulated) timestamps, `act()` clamps a goal to the joint limits and the velocity
+bound and returns what was sent. Each `act()` advances simulated time by one control
+period (1 / fps), so the robot never runs faster or slower than its clock says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shallowpi.hardware.camera import Frame
+from shallowpi.robots.sim.tasks import Task
+from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
+
+
+class DirectSimRobot:
+    def __init__(self, spec: TwinSpec, cameras: Sequence[str] | None = None):
+        self.spec = spec
+        self.dt = 1.0 / spec.fps
+        self.cameras = tuple(spec.cameras if cameras is None else cameras)
+        for role in self.cameras:
+            if role not in spec.cameras:
+                raise SimError(
+                    f"unknown camera role '{role}' for {spec.robot}; roles: {', '.join(spec.cameras)}"
+                )
+        self.twin: SimTwin | None = None
+        self.tick = 0
+        self._last_goal: np.ndarray | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        return self.twin is not None
+
+    def connect(self) -> None:
+        if self.twin is None:
+            self.twin = SimTwin(self.spec)
+            self.reset()
+
+    def disconnect(self) -> None:
+        if self.twin is not None:
+            self.twin.close()
+            self.twin = None
+
+    def __enter__(self) -> DirectSimRobot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    def _twin(self) -> SimTwin:
+        if self.twin is None:
+            raise SimError(f"sim robot '{self.spec.robot}' is not connected; call connect() first")
+        return self.twin
+
+    def reset(self, seed: int | None = None, task: Task | None = None) -> None:
+        twin = self._twin()
+        twin.reset(seed, task.place if task is not None else None)
+        self.tick = 0
+        self._last_goal = twin.joint_goals()
+
+    # -- features ------------------------------------------------------------------------
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        """Names, shapes and dtypes of what observe() and act() carry (lerobot naming)."""
+        n = len(self.spec.joints)
+        h, w = self.spec.render_height, self.spec.render_width
+        names = self.spec.joint_names
+        out: dict[str, dict[str, Any]] = {
+            "observation.state": {"dtype": "float32", "shape": (n,), "names": names},
+            "action": {"dtype": "float32", "shape": (n,), "names": names},
+        }
+        for role in self.cameras:
+            out[f"observation.images.{role}"] = {
+                "dtype": "uint8",
+                "shape": (h, w, 3),
+                "names": ["height", "width", "channel"],
+            }
+        return out
+
+    # -- control -------------------------------------------------------------------------
+    def observe(self) -> dict[str, Any]:
+        """Joint positions and one frame per camera, all at the current simulated time."""
+        twin = self._twin()
+        stamp = twin.time
+        obs: dict[str, Any] = {
+            "observation.state": twin.joint_positions().astype(np.float32),
+            "timestamp": stamp,
+        }
+        for role in self.cameras:
+            image = twin.render(role)
+            obs[f"observation.images.{role}"] = image
+            obs.setdefault("frames", {})[role] = Frame(
+                image=image, capture_time_s=stamp, sequence=self.tick, host_time_s=stamp
+            )
+        return obs
+
+    def act(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:
+        """Send joint goals (clamped to limits and to max_velocity * dt from the last goal),
+        advance one control period; returns the goals actually sent."""
+        twin = self._twin()
+        goal = self._as_vector(action)
+        last = self._last_goal if self._last_goal is not None else twin.joint_goals()
+        bound = self.spec.max_velocity * self.dt
+        goal = np.clip(goal, last - bound, last + bound)
+        goal = np.clip(goal, self.spec.lower, self.spec.upper)
+        twin.set_joint_goals(goal)
+        twin.step(self.dt)
+        self._last_goal = goal
+        self.tick += 1
+        return goal.astype(np.float32)
+
+    def _as_vector(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:
+        names = self.spec.joint_names
+        if isinstance(action, Mapping):
+            unknown = set(action) - set(names)
+            if unknown:
+                raise SimError(
+                    f"unknown joints {sorted(unknown)} for {self.spec.robot}; joints: {', '.join(names)}"
+                )
+            goal = (
+                self._last_goal.copy()
+                if self._last_goal is not None
+                else self._twin().joint_goals()
+            )
+            for name, value in action.items():
+                goal[names.index(name)] = float(value)
+            return goal
+        goal = np.asarray(action, dtype=np.float64).reshape(-1)
+        if goal.shape != (len(names),):
+            raise SimError(
+                f"{self.spec.robot}: action has {goal.size} values, expected {len(names)} ({', '.join(names)})"
+            )
+        if not np.all(np.isfinite(goal)):
+            raise SimError(f"{self.spec.robot}: action contains NaN or inf")
+        return goal
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    success: bool
+    steps: int
+    sim_seconds: float
+    wall_seconds: float
+
+
+def run_expert_episode(
+    robot: DirectSimRobot,
+    task: Task,
+    seed: int,
+    on_tick: Any = None,
+    settle_s: float = 0.5,
+) -> EpisodeResult:
+    """Reset to `seed`, run the task's scripted expert to the end of its plan (plus
+    `settle_s`) or the task's time limit; success is judged at the end."""
+    import time
+
+    from shallowpi.teleop.scripted import make_expert
+
+    robot.reset(seed, task)
+    twin = robot._twin()
+    expert = make_expert(twin, task)
+    limit = int(task.seconds * robot.spec.fps)
+    settle = int(settle_s * robot.spec.fps)
+    start = time.perf_counter()
+    steps = 0
+    while steps < limit:
+        obs = robot.observe() if on_tick is not None else None
+        sent = robot.act(expert.read())
+        if on_tick is not None:
+            on_tick(obs, sent)
+        steps += 1
+        if expert.done:
+            settle -= 1
+            if settle <= 0:
+                break
+    return EpisodeResult(seed, task.success(twin), steps, twin.time, time.perf_counter() - start)

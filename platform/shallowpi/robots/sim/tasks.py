@@ -1,0 +1,192 @@
+"""Language-described tabletop tasks for the twins: object placement from a seed, and a
+success detector. How to solve each is the scripted expert's business (teleop/scripted.py).
+
+`TASKS` is the one table of tasks: robot -> task name -> task. A task's `instruction` is
+the text recorded with each episode (the policy's language input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shallowpi.robots.sim.twin import SimError, SimTwin
+
+Range = tuple[float, float]
+OBJECTS = ("red_cube", "blue_block", "bowl")
+# Footprint radii (m) used to keep sampled objects apart.
+RADIUS = {"red_cube": 0.03, "blue_block": 0.04, "bowl": 0.085}
+REST_Z = {"red_cube": 0.02, "blue_block": 0.02, "bowl": 0.0}
+
+
+@dataclass(frozen=True)
+class Region:
+    x: Range
+    y: Range
+
+
+@dataclass
+class Task:
+    """Base: places every scene object in its region (rejection-sampled so they do not
+    overlap, random yaw) and remembers the start poses."""
+
+    name: str
+    instruction: str
+    regions: Mapping[str, Region]
+    seconds: float = 10.0  # episode time limit
+    start: dict[str, np.ndarray] = field(default_factory=dict, init=False)
+
+    def place(self, twin: SimTwin, rng: np.random.Generator) -> None:
+        placed: dict[str, np.ndarray] = {}
+        for obj in OBJECTS:
+            region = self.regions[obj]
+            for _ in range(1000):
+                xy = np.array([rng.uniform(*region.x), rng.uniform(*region.y)])
+                if all(
+                    np.linalg.norm(xy - p) > RADIUS[obj] + RADIUS[o] + 0.01
+                    for o, p in placed.items()
+                ):
+                    break
+            else:
+                raise SimError(f"task '{self.name}': cannot place {obj} apart from the others")
+            placed[obj] = xy
+            twin.set_free_body(obj, [xy[0], xy[1], REST_Z[obj]], yaw=rng.uniform(-np.pi, np.pi))
+        self.start = {obj: np.array([*xy, REST_Z[obj]]) for obj, xy in placed.items()}
+
+    def success(self, twin: SimTwin) -> bool:
+        raise NotImplementedError
+
+
+@dataclass
+class PickPlace(Task):
+    """Put `obj` in the bowl with the effector `effector`: the object rests inside the
+    bowl's rim and no finger touches it."""
+
+    obj: str = "red_cube"
+    effector: str = "main"
+
+    def success(self, twin: SimTwin) -> bool:
+        pos, _ = twin.body_pose(self.obj)
+        bowl, _ = twin.body_pose("bowl")
+        inside = np.linalg.norm(pos[:2] - bowl[:2]) < 0.06 and pos[2] < bowl[2] + 0.06
+        return bool(inside and not _held(twin, self.obj))
+
+
+@dataclass
+class Push(Task):
+    """Push `obj` at least `distance` metres along `direction` (world xy) without lifting it."""
+
+    obj: str = "blue_block"
+    effector: str = "main"
+    direction: tuple[float, float] = (0.0, 1.0)
+    distance: float = 0.08
+
+    def success(self, twin: SimTwin) -> bool:
+        pos, _ = twin.body_pose(self.obj)
+        moved = float(np.dot(pos[:2] - self.start[self.obj][:2], self.direction))
+        return bool(moved >= self.distance and pos[2] < 0.03)
+
+
+@dataclass
+class Handover(Task):
+    """Pass `obj` from effector `giver` to `taker`: the taker holds it in the air, alone."""
+
+    obj: str = "red_cube"
+    giver: str = "left"
+    taker: str = "right"
+
+    def success(self, twin: SimTwin) -> bool:
+        pos, _ = twin.body_pose(self.obj)
+        spec = twin.spec.effectors
+        taker = twin.touching([spec[self.taker].fingers[0]], self.obj) and twin.touching(
+            [spec[self.taker].fingers[1]], self.obj
+        )
+        giver = twin.touching(list(spec[self.giver].fingers), self.obj)
+        return bool(taker and not giver and pos[2] > 0.05)
+
+
+def _held(twin: SimTwin, obj: str) -> bool:
+    fingers = [f for e in twin.spec.effectors.values() for f in e.fingers]
+    return twin.touching(fingers, obj)
+
+
+def _arm_regions() -> dict[str, Region]:
+    return {
+        "red_cube": Region((-0.12, 0.04), (-0.16, 0.16)),
+        "blue_block": Region((-0.12, 0.04), (-0.16, 0.16)),
+        "bowl": Region((-0.1, 0.02), (-0.15, 0.15)),
+    }
+
+
+def _bimanual_regions(cube: Region) -> dict[str, Region]:
+    return {
+        "red_cube": cube,
+        "blue_block": Region((-0.05, 0.15), (0.12, 0.22)),
+        "bowl": Region((0.02, 0.14), (-0.16, 0.0)),
+    }
+
+
+def _humanoid_regions(cube: Region) -> dict[str, Region]:
+    return {
+        "red_cube": cube,
+        "blue_block": Region((-0.3, -0.18), (0.12, 0.22)),
+        "bowl": Region((-0.36, -0.24), (-0.24, -0.12)),
+    }
+
+
+def make_tasks(robot: str) -> dict[str, Task]:
+    """Fresh task objects for a robot (tasks keep per-episode start poses)."""
+    if robot == "arm":
+        return {
+            "cube_in_bowl": PickPlace(
+                "cube_in_bowl", "put the red cube in the bowl", _arm_regions(), 8.0
+            ),
+            "push_block_left": Push(
+                "push_block_left", "push the blue block to the left", _arm_regions(), 8.0
+            ),
+        }
+    if robot == "bimanual":
+        return {
+            "handover": Handover(
+                "handover",
+                "hand the red cube from the left arm to the right",
+                _bimanual_regions(Region((-0.2, -0.1), (-0.12, 0.12))),
+                12.0,
+            ),
+            "cube_in_bowl": PickPlace(
+                "cube_in_bowl",
+                "put the red cube in the bowl",
+                _bimanual_regions(Region((-0.18, -0.08), (-0.12, 0.1))),
+                10.0,
+                effector="left",
+            ),
+        }
+    if robot == "humanoid":
+        return {
+            "cube_in_bowl": PickPlace(
+                "cube_in_bowl",
+                "put the red cube in the bowl",
+                _humanoid_regions(Region((-0.38, -0.24), (-0.06, 0.1))),
+                10.0,
+                effector="right",
+            ),
+            "handover": Handover(
+                "handover",
+                "hand the red cube from the left hand to the right",
+                _humanoid_regions(Region((-0.38, -0.24), (0.06, 0.2))),
+                12.0,
+            ),
+        }
+    raise SimError(f"no tasks for robot '{robot}'; robots with a twin: arm, bimanual, humanoid")
+
+
+TASK_ROBOTS = ("arm", "bimanual", "humanoid")
+
+
+def get_task(robot: str, name: str) -> Task:
+    tasks = make_tasks(robot)
+    if name not in tasks:
+        raise SimError(f"unknown task '{name}' for {robot}; tasks: {', '.join(tasks)}")
+    return tasks[name]

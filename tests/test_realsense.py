@@ -1,0 +1,155 @@
+"""RealSenseCamera read through pyrealsense2's software device (the real library, no mocks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyrealsense2", exc_type=ImportError)
+
+from shallowpi.hardware.camera import CameraError, CameraTimeout
+from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
+from shallowpi.hardware.realsense_software import SoftwareRealSense
+
+W, H = 64, 48
+
+
+def make(depth: bool = True, **kw: object) -> tuple[SoftwareRealSense, RealSenseCamera]:
+    device = SoftwareRealSense("SW-1", W, H, fps=30, depth=depth)
+    config = RealSenseConfig("head", "SW-1", W, H, 30, depth=depth, warmup_frames=0, **kw)
+    return device, RealSenseCamera(config, open_device=device.open_device)
+
+
+def pattern(i: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(i)
+    return rng.integers(0, 255, (H, W, 3), dtype=np.uint8), np.full((H, W), 500 + i, np.uint16)
+
+
+def test_frames_arrive_in_order_with_device_timestamps_and_depth() -> None:
+    device, cam = make(align_depth=False)
+    with cam:
+        last = None
+        for i in range(8):
+            image, depth = pattern(i)
+            device.inject(image, depth, timestamp_ms=1000.0 + 40.0 * i)
+            frame = cam.latest(newer_than=last)
+            last = frame.sequence
+            assert frame.sequence == i
+            assert frame.capture_time_s == pytest.approx(1.0 + 0.04 * i)
+            np.testing.assert_array_equal(frame.image, image)
+            np.testing.assert_array_equal(frame.depth, depth)
+            assert frame.depth_m()[0, 0] == pytest.approx((500 + i) / 1000.0)
+        assert cam.stats.dropped == 0
+
+
+def test_aligned_depth_matches_when_streams_share_a_pose() -> None:
+    device, cam = make(align_depth=True)
+    with cam:
+        image, depth = pattern(3)
+        device.inject(image, depth)
+        frame = cam.latest()
+    # Reprojection through identical intrinsics keeps nearly every pixel (edges may go empty).
+    assert frame.depth.shape == (H, W)
+    assert np.mean(frame.depth == depth) > 0.9
+    assert set(np.unique(frame.depth)) <= {0, 503}
+
+
+def test_gaps_in_frame_numbers_count_as_drops() -> None:
+    device, cam = make(depth=False)
+    with cam:
+        last = None
+        for number in (0, 1, 4, 5, 9):
+            device.inject(pattern(number)[0], frame_number=number)
+            last = cam.latest(newer_than=last).sequence
+        assert last == 9
+        assert cam.stats.dropped == 2 + 3
+        assert cam.stats.frames == 5
+
+
+def test_no_frame_times_out_naming_the_camera() -> None:
+    _, cam = make(depth=False, timeout_s=0.3)
+    with cam:
+        t0 = time.monotonic()
+        with pytest.raises(CameraTimeout, match="camera 'head'"):
+            cam.latest()
+        assert 0.25 < time.monotonic() - t0 < 2.0
+
+
+def test_stale_frame_raises_and_fresh_one_passes() -> None:
+    device, cam = make(depth=False, timeout_s=0.3)
+    with cam:
+        device.inject(pattern(0)[0])
+        cam.latest()
+        time.sleep(0.35)
+        with pytest.raises(CameraTimeout, match=r"camera 'head' frame 0 is stale"):
+            cam.latest(max_age_s=0.1)
+        device.inject(pattern(1)[0])
+        assert cam.latest(max_age_s=0.1).sequence == 1
+
+
+def test_reopens_after_silence_and_resumes() -> None:
+    device, cam = make(depth=True, max_failures=3, align_depth=False)
+    with cam:
+        device.inject(*pattern(0))
+        cam.latest()
+        deadline = time.monotonic() + 5.0
+        while cam.stats.reopens == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cam.stats.reopens >= 1
+        # A re-plugged camera restarts its counter; that is not a drop.
+        image, depth = pattern(1)
+        device.inject(image, depth, frame_number=0, timestamp_ms=5000.0)
+        frame = cam.latest(max_age_s=1.0)
+        np.testing.assert_array_equal(frame.image, image)
+        assert cam.stats.dropped == 0
+
+
+def test_unknown_serial_is_one_line_error() -> None:
+    device = SoftwareRealSense("SW-1", W, H)
+    cam = RealSenseCamera(
+        RealSenseConfig("wrist", "NOPE", W, H, warmup_frames=0), device.open_device
+    )
+    with pytest.raises(CameraError, match="RealSense NOPE not found") as info:
+        cam.start()
+    assert "\n" not in str(info.value)
+
+
+def test_unsupported_resolution_lists_what_the_device_offers() -> None:
+    device = SoftwareRealSense("SW-1", W, H)
+    cam = RealSenseCamera(
+        RealSenseConfig("wrist", "SW-1", 640, 480, warmup_frames=0), device.open_device
+    )
+    with pytest.raises(CameraError, match=r"no color stream 640x480@30.*offers: 64x48@30"):
+        cam.start()
+
+
+def test_warm_up_drops_the_first_frames() -> None:
+    device = SoftwareRealSense("SW-1", W, H)
+    cam = RealSenseCamera(
+        RealSenseConfig("head", "SW-1", W, H, warmup_frames=3), device.open_device
+    )
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            device.inject(pattern(device.frame_number)[0])
+            time.sleep(0.02)
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    try:
+        with cam:
+            assert cam.latest().sequence >= 3
+    finally:
+        stop.set()
+        feeder.join()
+
+
+def test_warm_up_without_frames_times_out() -> None:
+    device = SoftwareRealSense("SW-1", W, H)
+    config = RealSenseConfig("head", "SW-1", W, H, warmup_frames=2, timeout_s=0.2)
+    with pytest.raises(CameraTimeout, match="camera 'head' gave no frame during warm-up"):
+        RealSenseCamera(config, device.open_device).start()

@@ -1,0 +1,84 @@
+"""`platform sim` end to end, in a subprocess as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mujoco")
+
+PLATFORM = Path(__file__).resolve().parents[1] / "platform"
+
+
+def platform(*args: str, gl: str = "egl") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(PLATFORM), "MUJOCO_GL": gl}
+    return subprocess.run(
+        [sys.executable, "-m", "shallowpi", "sim", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_lists_tasks() -> None:
+    out = platform("--robot", "humanoid", "--list")
+    assert out.returncode == 0, out.stderr
+    assert (
+        "cube_in_bowl" in out.stdout
+        and "hand the red cube from the left hand to the right" in out.stdout
+    )
+
+
+def test_runs_an_episode_and_writes_a_strip(tmp_path: Path) -> None:
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    out = platform(
+        "--robot",
+        "arm",
+        "--task",
+        "push_block_left",
+        "--seed",
+        "2",
+        "--size",
+        "64x48",
+        "--png",
+        str(strip),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "success 1/1 (100%)" in out.stdout and "steps/s" in out.stdout
+    image = Image.open(strip)
+    assert image.size == (2 * 64, 8 * 48)  # two cameras side by side, eight ticks down
+
+
+@pytest.mark.parametrize(
+    ("args", "gl", "message"),
+    [
+        (
+            ("--robot", "arm", "--task", "stack"),
+            "egl",
+            "error: unknown task 'stack' for arm; tasks: cube_in_bowl, push_block_left",
+        ),
+        (
+            ("--robot", "arm", "--task", "cube_in_bowl", "--size", "big"),
+            "egl",
+            "error: --size 'big' is not WIDTHxHEIGHT",
+        ),
+        (
+            ("--robot", "arm", "--task", "cube_in_bowl"),
+            "bogus",
+            "error: MuJoCo cannot start: invalid value for environment variable MUJOCO_GL: bogus; use MUJOCO_GL=egl",
+        ),
+    ],
+)
+def test_bad_input_is_one_line(args: tuple[str, ...], gl: str, message: str) -> None:
+    out = platform(*args, gl=gl)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(message), out.stderr
+    assert "Traceback" not in out.stderr

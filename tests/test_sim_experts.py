@@ -1,0 +1,46 @@
+"""Every task's scripted expert solves a few seeds in the twin (the 100-seed success rate is
+tools/bench/sim_experts.py). Physics only: cameras are not needed to judge success."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+pytest.importorskip("mujoco")
+
+from shallowpi import config
+from shallowpi.robots.sim.direct import DirectSimRobot, run_expert_episode
+from shallowpi.robots.sim.tasks import make_tasks
+from shallowpi.robots.sim.twin import TwinSpec
+from shallowpi.teleop.base import Teleoperator
+from shallowpi.teleop.scripted import make_expert
+
+CASES = [(robot, task) for robot in ("arm", "bimanual", "humanoid") for task in make_tasks(robot)]
+SEEDS = (1000, 1001)  # not the benchmark's seeds 0..99
+
+
+@pytest.mark.parametrize(("robot", "task_name"), CASES)
+def test_expert_solves_its_task(robot: str, task_name: str) -> None:
+    spec = TwinSpec.from_config(config.compose([f"robot={robot}"]).robot)
+    task = make_tasks(robot)[task_name]
+    with DirectSimRobot(spec, cameras=()) as sim:
+        results = [run_expert_episode(sim, task, seed) for seed in SEEDS]
+    assert all(r.success for r in results), [(r.seed, r.success) for r in results]
+
+
+def test_expert_is_a_teleoperator_giving_goals_within_limits() -> None:
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot)
+    task = make_tasks("arm")["cube_in_bowl"]
+    with DirectSimRobot(spec, cameras=()) as sim:
+        sim.reset(3, task)
+        expert = make_expert(sim.twin, task)
+        assert isinstance(expert, Teleoperator)
+        first = expert.read()
+        assert first.shape == (len(spec.joints),)
+        for _ in range(40):
+            action = expert.read()
+            assert (action >= spec.lower - 1e-9).all() and (action <= spec.upper + 1e-9).all()
+            sim.act(action)
+        assert not task.success(sim.twin)  # 40 ticks in, the cube is not yet in the bowl

@@ -1,0 +1,138 @@
+"""The MuJoCo twins against the robot configs, and the direct sim robot (real MuJoCo)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is imported: headless, on the CPU
+pytest.importorskip("mujoco")
+
+from shallowpi import config
+from shallowpi.robots.sim.direct import DirectSimRobot
+from shallowpi.robots.sim.tasks import make_tasks
+from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
+
+ROBOTS = ["arm", "bimanual", "humanoid"]
+
+
+def spec_for(robot: str, size: int | None = 64) -> TwinSpec:
+    return TwinSpec.from_config(config.compose([f"robot={robot}"]).robot, size, size)
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_twin_has_the_configs_joints_limits_and_camera_roles(robot: str) -> None:
+    cfg = config.compose([f"robot={robot}"]).robot
+    twin = SimTwin(spec_for(robot))
+    m = twin.model
+    for joint in cfg.joints:
+        assert m.joint(joint.name).range.tolist() == pytest.approx([joint.lower, joint.upper])
+        assert m.actuator(joint.name).trntype == 0  # a joint transmission
+        assert m.actuator_trnid[m.actuator(joint.name).id, 0] == m.joint(joint.name).id
+        assert m.actuator(joint.name).ctrlrange.tolist() == pytest.approx(
+            [joint.lower, joint.upper]
+        )
+    assert {m.camera(i).name for i in range(m.ncam)} == set(cfg.cameras)
+    # CPU rendering settings are part of the twin.
+    assert m.vis.quality.shadowsize == 0 and m.vis.quality.offsamples == 0
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_every_camera_renders_the_scene(robot: str) -> None:
+    twin = SimTwin(spec_for(robot, 96))
+    twin.reset(0, next(iter(make_tasks(robot).values())).place)
+    for role in twin.spec.cameras:
+        image = twin.render(role)
+        assert image.shape == (96, 96, 3) and image.dtype == np.uint8
+        assert image.std() > 10  # not a blank frame
+    depth = twin.render_depth(twin.spec.cameras[0])
+    assert depth.shape == (96, 96) and 0.05 < float(np.median(depth)) < 3.0
+    twin.close()
+
+
+def test_reset_places_objects_from_the_seed() -> None:
+    twin = SimTwin(spec_for("arm"))
+    task = make_tasks("arm")["cube_in_bowl"]
+
+    def poses(seed: int) -> np.ndarray:
+        twin.reset(seed, task.place)
+        return np.concatenate([twin.body_pose(b)[0] for b in ("red_cube", "blue_block", "bowl")])
+
+    np.testing.assert_array_equal(poses(3), poses(3))
+    assert not np.allclose(poses(3), poses(4))
+    twin.reset(5, task.place)
+    cube, bowl = twin.body_pose("red_cube")[0], twin.body_pose("bowl")[0]
+    assert np.linalg.norm(cube[:2] - bowl[:2]) > 0.1  # sampled apart
+    assert not task.success(twin)  # nothing is solved at the start
+
+
+def test_act_clamps_to_limits_and_velocity_and_time_advances() -> None:
+    spec = spec_for("arm")
+    with DirectSimRobot(spec, cameras=()) as robot:
+        start = robot.observe()["observation.state"]
+        far = spec.upper + 5.0
+        sent = robot.act(far)
+        step = spec.max_velocity / spec.fps
+        np.testing.assert_allclose(sent, np.minimum(start + step, spec.upper), atol=1e-5)
+        for _ in range(200):
+            sent = robot.act(far)
+        np.testing.assert_allclose(sent, spec.upper, atol=1e-6)
+        assert robot.twin.time == pytest.approx(
+            201 / spec.fps, abs=0.001
+        )  # within one physics step
+        sent = robot.act({"gripper": -3.0})
+        assert sent[spec.joint_names.index("gripper")] == pytest.approx(1.0 - 4.0 / spec.fps)
+        with pytest.raises(SimError, match="unknown joints"):
+            robot.act({"elbow": 0.0})
+        with pytest.raises(SimError, match="action has 3 values, expected 7"):
+            robot.act(np.zeros(3))
+
+
+def test_same_seed_and_actions_give_identical_observations() -> None:
+    spec = spec_for("bimanual", 48)
+    rng = np.random.default_rng(0)
+    actions = [
+        spec.lower + (spec.upper - spec.lower) * rng.uniform(0.4, 0.6, len(spec.joints))
+        for _ in range(10)
+    ]
+    task = make_tasks("bimanual")["handover"]
+
+    def rollout() -> list[dict]:
+        with DirectSimRobot(spec) as robot:
+            robot.reset(11, task)
+            out = []
+            for action in actions:
+                robot.act(action)
+                out.append(robot.observe())
+            return out
+
+    a, b = rollout(), rollout()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["observation.state"], y["observation.state"])
+        for role in spec.cameras:
+            np.testing.assert_array_equal(
+                x[f"observation.images.{role}"], y[f"observation.images.{role}"]
+            )
+        assert x["timestamp"] == y["timestamp"]
+    assert a[-1]["frames"]["top"].sequence == 10
+
+
+def test_one_line_errors_for_unknown_role_task_and_missing_model(tmp_path: Path) -> None:
+    spec = spec_for("arm")
+    with pytest.raises(SimError, match="unknown camera role 'head' for arm; roles: front, wrist"):
+        DirectSimRobot(spec, cameras=["head"])
+    twin = SimTwin(spec)
+    with pytest.raises(SimError, match="unknown camera role 'top'"):
+        twin.render("top")
+    from shallowpi.robots.sim.tasks import get_task
+
+    with pytest.raises(SimError, match="unknown task 'stack' for arm; tasks: cube_in_bowl"):
+        get_task("arm", "stack")
+    (tmp_path / "arm").mkdir()
+    (tmp_path / "arm" / "twin.yaml").write_text("model: twin.xml\n")
+    cfg = config.compose(["robot=arm"]).robot
+    with pytest.raises(SimError, match=r"twin model file .*twin.xml is missing"):
+        TwinSpec.from_config(cfg, robots_dir=tmp_path)

@@ -1,0 +1,75 @@
+"""Scripted expert success rate over many seeds, per robot and task (physics only).
+
+  python tools/bench/sim_experts.py                    # 100 seeds of every task
+  python tools/bench/sim_experts.py --seeds 20 --robots arm
+
+Seeds 0..N-1; success is judged at the end of each episode as in `platform sim`. The
+target is >= 95% per task. Prints a table; writes .bench/sim_experts.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "platform"))
+
+from shallowpi import config  # noqa: E402
+from shallowpi.robots.sim.direct import DirectSimRobot, run_expert_episode  # noqa: E402
+from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
+from shallowpi.robots.sim.twin import TwinSpec  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--robots", nargs="+", default=["arm", "bimanual", "humanoid"])
+    parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--out", default=str(ROOT / ".bench" / "sim_experts.json"))
+    args = parser.parse_args()
+
+    rows = []
+    print(
+        f"{'robot':10s} {'task':16s} {'success':>9s} {'steps/ep':>9s} {'steps/s':>8s}  failed seeds"
+    )
+    for robot in args.robots:
+        spec = TwinSpec.from_config(config.compose([f"robot={robot}"]).robot)
+        for name, task in make_tasks(robot).items():
+            with DirectSimRobot(spec, cameras=()) as sim:
+                t0 = time.perf_counter()
+                results = [run_expert_episode(sim, task, seed) for seed in range(args.seeds)]
+                wall = time.perf_counter() - t0
+            steps = sum(r.steps for r in results)
+            failed = [r.seed for r in results if not r.success]
+            row = {
+                "robot": robot,
+                "task": name,
+                "instruction": task.instruction,
+                "seeds": args.seeds,
+                "success_rate": 1 - len(failed) / args.seeds,
+                "failed_seeds": failed,
+                "steps_per_episode": steps / args.seeds,
+                "steps_per_s": steps / wall,
+            }
+            rows.append(row)
+            print(
+                f"{robot:10s} {name:16s} {100 * row['success_rate']:>8.0f}% {row['steps_per_episode']:>9.0f} "
+                f"{row['steps_per_s']:>8.0f}  {failed}",
+                flush=True,
+            )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
