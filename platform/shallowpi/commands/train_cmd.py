@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, dataset=True, policy=True)
-    parser.add_argument("--run", dest="run_name", help="run folder name under runs/ (default: DATASET-POLICY)")
+    parser.add_argument("--run", dest="run_name", metavar="NAME", help="run folder name under runs/ (default: DATASET-POLICY)")
     parser.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs/)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument("--init", type=Path, help="start from a checkpoint: ours, or a lerobot/openpi π0 directory")
