@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "calibrate": "shallowpi.commands.calibrate_cmd",
     "doctor": "shallowpi.commands.doctor_cmd",
     "monitor": "shallowpi.commands.monitor_cmd",
+    "train": "shallowpi.commands.train_cmd",
+    "eval": "shallowpi.commands.eval_cmd",
 }
 
 EPILOG = """\
