@@ -35,8 +35,12 @@ COMMANDS: dict[str, str] = {
 
 EPILOG = """\
 examples:
+  platform doctor                              what servos, cameras and GPUs this machine has
+  platform record --robot humanoid --sim direct --task cube_in_bowl --dataset kitchen
+                                               record 5 episodes in the simulated twin
   platform dataset list                        stores under the data root (datasets/)
   platform dataset show kitchen --episode 0    a PNG of one episode's frames and joints
+  platform train --dataset kitchen --policy small    train the teacher on them
   platform config show --robot humanoid        the resolved config, as YAML
 
 Any key=value argument is a Hydra override, e.g. `data_root=/mnt/ssd/datasets`.
