@@ -51,7 +51,8 @@ if [[ -z "$python" ]]; then
 fi
 [[ -n "$python" ]] || { say "error: Python >= 3.12 not found; set SHALLOWPI_PYTHON=/path/to/python3.12"; exit 2; }
 
-key="$( (cat pyproject.toml; "$python" -VV) | sha256sum | cut -c1-12)"
+# Keyed by the dependency lists (not the whole file, so editing tool settings keeps it).
+key="$( (sed -n '/^requires-python/,/^\[project.scripts\]/p' pyproject.toml; "$python" -VV) | sha256sum | cut -c1-12)"
 venv="${SHALLOWPI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/shallowpi/venv-$key}"
 if [[ ! -f "$venv/.complete" ]]; then
     say "creating $venv (first time: ~3-4 min, ~6 GB; torch comes as a CUDA build)"
@@ -67,7 +68,33 @@ else
 fi
 ln -sfn "$venv" .venv
 export PATH="$venv/bin:$PATH"
+
+# The robot's computer runs JetPack 6's Python 3.10 with the core install only (zarr-python
+# 2, no torch/lerobot). A small second venv lets the tests check the robot side there.
+py310="${SHALLOWPI_PY310_INTERPRETER:-}"
+for candidate in python3.10 /root/.pyenv/versions/3.10.13/bin/python "$HOME/.pyenv/versions/3.10.13/bin/python"; do
+    [[ -n "$py310" ]] && break
+    if command -v "$candidate" >/dev/null 2>&1 &&
+        "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null; then
+        py310="$(command -v "$candidate")"
+    fi
+done
+if [[ -n "$py310" && "$job" == test ]]; then
+    venv310="${venv%/*}/py310-$key"
+    if [[ ! -f "$venv310/.complete" ]]; then
+        say "creating $venv310 (Python 3.10, core install: the robot side)"
+        rm -rf "$venv310"
+        "$py310" -m venv "$venv310"
+        "$venv310/bin/python" -m pip install -q --upgrade pip
+        "$venv310/bin/python" -m pip install -q -e . pytest pytest-timeout
+        touch "$venv310/.complete"
+    else
+        "$venv310/bin/python" -m pip install -q --no-deps -e . 2>/dev/null
+    fi
+    export SHALLOWPI_PY310="$venv310/bin/python"
+fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
+[[ "$MUJOCO_GL" == egl ]] && export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
 export HF_HUB_OFFLINE=1
 
 case "$job" in
@@ -79,7 +106,7 @@ case "$job" in
         ;;
     test)
         say "ruff check"
-        ruff check platform tests tools
+        python -m ruff check platform tests tools
         say "pytest"
         set +e
         python -m pytest -q "$@"

@@ -22,14 +22,25 @@ from shallowpi.errors import PlatformError
 # and `run(args) -> int`, and imports its heavy dependencies inside `run`.
 COMMANDS: dict[str, str] = {
     "config": "shallowpi.commands.config_cmd",
+    "dataset": "shallowpi.commands.dataset_cmd",
+    "record": "shallowpi.commands.record_cmd",
     "sim": "shallowpi.commands.sim_cmd",
-
+    "emulate": "shallowpi.commands.emulate_cmd",
+    "calibrate": "shallowpi.commands.calibrate_cmd",
+    "doctor": "shallowpi.commands.doctor_cmd",
+    "monitor": "shallowpi.commands.monitor_cmd",
+    "train": "shallowpi.commands.train_cmd",
+    "eval": "shallowpi.commands.eval_cmd",
 }
 
 EPILOG = """\
 examples:
+  platform doctor                              what servos, cameras and GPUs this machine has
+  platform record --robot humanoid --sim direct --task cube_in_bowl --dataset kitchen
+                                               record 5 episodes in the simulated twin
   platform dataset list                        stores under the data root (datasets/)
   platform dataset show kitchen --episode 0    a PNG of one episode's frames and joints
+  platform train --dataset kitchen --policy small    train the teacher on them
   platform config show --robot humanoid        the resolved config, as YAML
 
 Any key=value argument is a Hydra override, e.g. `data_root=/mnt/ssd/datasets`.
@@ -123,11 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub_parser = _subparser(parser, args.command, words)
         sub_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = overrides
+    # Our own messages at INFO; other libraries only when something is wrong (or -v).
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("shallowpi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.run(args) or 0)
     except PlatformError as exc:

@@ -109,10 +109,14 @@ def data_root(cfg: DictConfig | None = None) -> Path:
 
 
 def resolve_dataset(name_or_path: str | os.PathLike[str], root: Path | None = None) -> Path:
-    """`kitchen` -> <data_root>/kitchen.zarr; a path (has a slash or ends in .zarr) stays."""
+    """`kitchen` -> <data_root>/kitchen.zarr; a path (has a slash) is used as given, with
+    `.zarr` added unless it names an existing folder or already ends in it."""
     text = os.fspath(name_or_path)
     if not text:
         raise ConfigError("empty dataset name; pass --dataset NAME or a path to a .zarr store")
-    if "/" in text or text.endswith(".zarr") or text.startswith("."):
-        return Path(text).expanduser()
+    if "/" in text or text.endswith(".zarr"):
+        path = Path(text).expanduser()
+        if path.suffix != ".zarr" and not path.is_dir():
+            path = path.with_name(path.name + ".zarr")
+        return path
     return (root or data_root()) / f"{text}.zarr"

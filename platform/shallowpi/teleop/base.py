@@ -13,7 +13,11 @@ import numpy as np
 
 @runtime_checkable
 class Teleoperator(Protocol):
-    def read(self) -> dict[str, float] | np.ndarray:
-        """The action for this tick: follower joint goals, by joint name or in the robot
-        config's joint order."""
-        ...
+    """`read()` returns follower joint goals in the follower's units (rad, m, 0..1): by
+    joint name, or a vector in the robot config's joint order.
+
+    By name it may cover only some joints (a leader arm covers its own); the robot holds
+    the rest. It never clamps: limits and velocity bounds are the robot's `act()`'s job.
+    """
+
+    def read(self) -> dict[str, float] | np.ndarray: ...

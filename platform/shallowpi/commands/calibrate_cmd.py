@@ -1,0 +1,72 @@
+"""Calibrate a robot's arms: zero pose, joint ranges, gripper travel; saved with a new id.
+
+For each arm (a follower or leader bus), with torque off, you are asked to
+  1. put every joint at its zero pose and close the gripper, then press Enter;
+  2. move every joint through its range and open the gripper fully, then press Enter.
+The result goes to robots/<robot>/calibration.json; its id is stamped on every episode
+recorded afterwards. Arms you do not calibrate keep their previous entries.
+
+examples:
+  platform calibrate --robot arm                    all arms (follower and leader)
+  platform calibrate --robot bimanual --arm leader_left
+  platform calibrate --robot arm --ports '{"follower": "/dev/pts/4", "leader": "/dev/pts/5"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shallowpi.cli import add_config_flags, overrides_from
+
+HELP = "record homing offsets, directions and ranges of a robot's arms"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(parser, robot=True)
+    parser.add_argument("--arm", action="append", metavar="BUS", help="calibrate only this arm (repeatable)")
+    parser.add_argument("--ports", help="bus -> port: the JSON line `platform emulate` prints, or bus=PATH,...")
+
+
+def run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from shallowpi import config
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+    from shallowpi.robots.calibration import (
+        arm_motors,
+        calibrate,
+        load_calibration,
+        save_calibration,
+    )
+    from shallowpi.robots.spec import RobotSpec, parse_ports
+
+    spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)
+    if args.ports:
+        spec = spec.with_ports(parse_ports(args.ports))
+    arms = args.arm or [b for b in spec.buses if arm_motors(spec, b)]
+    previous = load_calibration(spec.name)
+    with ExitStack() as stack:
+        buses = {}
+        for arm in arms:
+            if arm not in spec.buses:
+                from shallowpi.errors import ConfigError
+
+                raise ConfigError(f"robot '{spec.name}' has no arm '{arm}'; arms: {', '.join(spec.buses)}")
+            bus_spec = spec.buses[arm]
+            bus = DynamixelBus(arm, bus_spec.port, bus_spec.baud, {m.id: m.model for m in arm_motors(spec, arm)})
+            stack.enter_context(bus)  # torque off and close however this ends
+            bus.verify()
+            buses[arm] = bus
+        result = calibrate(spec, buses, _ask, arms, previous)
+    path = save_calibration(result)
+    print(f"calibration {result.id} saved to {path}")
+    return 0
+
+
+def _ask(message: str) -> None:
+    from shallowpi.errors import PlatformError
+
+    try:
+        input(message + " ")
+    except EOFError:
+        raise PlatformError("calibration asks questions: run it in a terminal (stdin closed)") from None

@@ -1,0 +1,251 @@
+"""Look after recorded datasets (zarr stores under the data root, datasets/ by default).
+
+  platform dataset list                              every store: episodes, frames, size
+  platform dataset info kitchen                      features and the episode table
+  platform dataset check kitchen                     verify every episode (exit 1 on damage)
+  platform dataset show kitchen --episode 3          PNG: camera strip + joint plots
+  platform dataset delete kitchen --episode 3 5      remove episodes, compact the arrays
+  platform dataset merge kitchen kitchen2 --out all  a new store with both stores' episodes
+  platform dataset export kitchen --to lerobot out/  a LeRobotDataset (needs the lerobot extra)
+  platform dataset import out/ --out kitchen_copy    a local LeRobotDataset into zarr
+
+A dataset is named (kitchen = <data root>/kitchen.zarr) or given as a path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from shallowpi import config
+from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.errors import PlatformError
+
+HELP = "list, inspect, check, plot, edit, export and import recorded datasets"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
+    sub.required = True
+
+    def action(name: str, help: str, store: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if store:
+            p.add_argument("store", help="dataset name (under the data root) or path to a .zarr store")
+        add_config_flags(p)
+        return p
+
+    action("list", "list the stores under the data root", store=False)
+    action("info", "features, metadata and the episode table of a store")
+    check = action("check", "verify every episode; exits 1 naming what is wrong")
+    check.add_argument("--quick", action="store_true", help="decode only each episode's first and last frame")
+    show = action("show", "write a PNG of one episode: camera frames and joint plots")
+    show.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
+    show.add_argument("--out", type=Path, help="PNG path (default: <store>_episode<N>.png here)")
+    delete = action("delete", "delete episodes and compact the store")
+    delete.add_argument("--episode", type=int, nargs="+", required=True, help="episode indices")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    merge = sub.add_parser("merge", help="merge stores with the same features into a new one")
+    merge.add_argument("stores", nargs="+", help="two or more datasets")
+    merge.add_argument("--out", required=True, help="name or path of the new store")
+    add_config_flags(merge)
+    export = action("export", "export a store to another format")
+    export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
+    export.add_argument("dest", type=Path, help="output directory (must not exist)")
+    export.add_argument("--repo-id", help="LeRobot repo id recorded in the export (default: local/<name>)")
+    imp = sub.add_parser("import", help="import a local LeRobotDataset directory into a new store")
+    imp.add_argument("source", type=Path, help="LeRobotDataset root directory")
+    imp.add_argument("--out", required=True, help="name or path of the new store")
+    imp.add_argument("--repo-id", help="repo id of the LeRobot dataset (default: local/<dir name>)")
+    add_config_flags(imp)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config.compose(overrides_from(args))
+    root = config.data_root(cfg)
+
+    def path_of(name: str) -> Path:
+        return config.resolve_dataset(name, root)
+
+    handler = {
+        "list": lambda: _list(root),
+        "info": lambda: _info(path_of(args.store)),
+        "check": lambda: _check(path_of(args.store), quick=args.quick),
+        "show": lambda: _show(path_of(args.store), args.episode, args.out),
+        "delete": lambda: _delete(path_of(args.store), args.episode, args.yes),
+        "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out)),
+        "export": lambda: _export(path_of(args.store), args.dest, args.repo_id),
+        "import": lambda: _import(args.source, path_of(args.out), args.repo_id),
+    }[args.action]
+    return handler()
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped output (scripts, grep) gets full rows instead of rich's 80-column wrap.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar with ETA; yields a `(done, total)` callback."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _list(root: Path) -> int:
+    from rich.table import Table
+
+    from shallowpi.data.store import EpisodeStore, iter_stores
+
+    stores = list(iter_stores(root))
+    if not stores:
+        print(f"no datasets under {root}; record one with `platform record --dataset NAME`")
+        return 0
+    table = Table(title=f"datasets in {root}")
+    for column in ("name", "episodes", "frames", "duration", "success", "tasks", "size"):
+        table.add_column(column, justify="right" if column in ("episodes", "frames", "size") else "left")
+    for path in stores:
+        try:
+            store = EpisodeStore.open(path)
+        except PlatformError as exc:
+            table.add_row(path.stem, "-", "-", "-", "-", f"[red]{exc}[/red]", "-")
+            continue
+        episodes = store.episodes
+        marked = [e.success for e in episodes if e.success is not None]
+        table.add_row(
+            path.stem, str(len(store)), str(store.num_frames),
+            f"{sum(e.duration_s for e in episodes) / 60:.1f} min",
+            f"{sum(marked)}/{len(marked)}" if marked else "-",
+            "; ".join(sorted({e.task for e in episodes}))[:60],
+            _size(store.nbytes_on_disk()),
+        )
+    _console().print(table)
+    return 0
+
+
+def _info(path: Path) -> int:
+    from rich.table import Table
+
+    from shallowpi.data.store import EpisodeStore
+
+    store = EpisodeStore.open(path)
+    console = _console()
+    console.print(f"[bold]{path}[/bold]  {len(store)} episodes, {store.num_frames} frames, "
+                  f"{_size(store.nbytes_on_disk())}, image codec {store.settings.image_codec} "
+                  f"(quality {store.settings.image_quality})")
+    features = Table(title="features")
+    for column in ("key", "kind", "dtype", "shape", "names"):
+        features.add_column(column)
+    for key, feature in store.features.items():
+        names = ", ".join(feature.names)
+        features.add_row(key, feature.kind.value, feature.dtype, str(feature.shape),
+                         names if len(names) < 70 else names[:67] + "...")
+    console.print(features)
+    episodes = Table(title="episodes")
+    for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "calibration"):
+        episodes.add_column(column)
+    for e in store.episodes:
+        mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e.success]
+        episodes.add_row(str(e.index), e.task, e.robot, str(e.length), f"{e.fps:g}",
+                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames), e.calibration_id or "-")
+    console.print(episodes)
+    return 0
+
+
+def _check(path: Path, quick: bool) -> int:
+    from shallowpi.data.store import EpisodeStore
+
+    store = EpisodeStore.open(path)
+    problems = store.check(decode_images=not quick)
+    for problem in problems:
+        print(f"{path.name}: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{path.name}: {len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{path.name}: ok, {len(store)} episodes, {store.num_frames} frames verified")
+    return 0
+
+
+def _show(path: Path, episode: int, out: Path | None) -> int:
+    from shallowpi.data.episode_plot import plot_episode
+    from shallowpi.data.store import EpisodeStore
+
+    store = EpisodeStore.open(path)
+    index = store.episode(episode).index
+    out = out or Path(f"{path.stem}_episode{index}.png")
+    print(plot_episode(store, index, out))
+    return 0
+
+
+def _delete(path: Path, episodes: list[int], yes: bool) -> int:
+    from shallowpi.data.store import EpisodeStore
+
+    store = EpisodeStore.open(path, mode="a")
+    try:
+        doomed = sorted({store.episode(i).index for i in episodes})
+        if not yes:
+            if not sys.stdin.isatty():
+                raise PlatformError("deleting episodes needs confirmation; pass --yes")
+            answer = input(f"delete episode(s) {', '.join(map(str, doomed))} of {path.name}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return 1
+        store.delete_episodes(doomed)
+        print(f"{path.name}: deleted {len(doomed)} episode(s), {len(store)} left")
+    finally:
+        store.close()
+    return 0
+
+
+def _merge(paths: list[Path], out: Path) -> int:
+    from shallowpi.data.store import EpisodeStore
+
+    if len(paths) < 2:
+        raise PlatformError("merge needs two or more stores")
+    sources = [EpisodeStore.open(p) for p in paths]
+    merged = EpisodeStore.merge(sources, out)
+    print(f"{out}: {len(merged)} episodes, {merged.num_frames} frames")
+    merged.close()
+    return 0
+
+
+def _export(path: Path, dest: Path, repo_id: str | None) -> int:
+    from shallowpi.data.lerobot_interop import export_lerobot
+
+    with _progress(f"export {path.name}") as progress:
+        out = export_lerobot(path, dest, repo_id=repo_id, progress=progress)
+    print(out)
+    return 0
+
+
+def _import(source: Path, out: Path, repo_id: str | None) -> int:
+    from shallowpi.data.lerobot_interop import import_lerobot
+
+    with _progress(f"import {source.name}") as progress:
+        store_path = import_lerobot(source, out, repo_id=repo_id, progress=progress)
+    print(store_path)
+    return 0
+
+
+def _size(nbytes: int) -> str:
+    size = float(nbytes)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"

@@ -1,0 +1,41 @@
+"""Check what this machine can reach: servo buses, cameras, torch device, Jetson.
+
+Scans every serial port it finds (or the ones given) at the usual baud rates for
+Dynamixel servos and lists IDs, models, firmware and hardware-error bits; lists
+RealSense cameras; names the torch device; on a Jetson, its model and power mode.
+Missing things are reported, not errors: doctor always answers.
+
+examples:
+  platform doctor
+  platform doctor --port /dev/ttyUSB0 --baud 1000000
+  platform doctor --port /dev/pts/4            a `platform emulate` pty
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list servos, cameras, torch device and Jetson power mode found on this machine"
+
+SCAN_BAUDS = (1_000_000, 4_000_000, 57_600, 2_000_000, 3_000_000)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", action="append", metavar="PATH", help="serial port to scan (repeatable)")
+    parser.add_argument("--baud", type=int, action="append", help=f"baud rate(s) to try (default: {', '.join(map(str, SCAN_BAUDS))})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shallowpi.commands import doctor_checks as checks
+
+    sections = [
+        ("servo buses", checks.servo_report(args.port, tuple(args.baud or SCAN_BAUDS))),
+        ("cameras", checks.camera_report()),
+        ("torch", checks.torch_report()),
+        ("jetson", checks.jetson_report()),
+    ]
+    for title, lines in sections:
+        print(f"{title}:")
+        for line in lines:
+            print(f"  {line}")
+    return 0

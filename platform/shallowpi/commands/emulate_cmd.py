@@ -1,0 +1,86 @@
+"""Emulate a robot's Dynamixel servo chains on pseudo-terminals, to try the stack without servos.
+
+The first line on stdout is one JSON object, bus name -> pty path, e.g.
+  {"follower": "/dev/pts/4", "leader": "/dev/pts/5"}
+Pass it to the driver commands with --ports (or as robot.buses.NAME.port=PATH overrides).
+Serves until Ctrl-C or SIGTERM.
+
+examples:
+  platform emulate --robot humanoid
+  platform emulate --robot arm --return-delay 0     servos pre-set as a configured robot
+  platform emulate --robot arm --fault overload:follower:3
+  PORTS=$(platform emulate --robot arm | head -1)   (in a script: read the first line)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shallowpi.cli import add_config_flags, overrides_from
+
+HELP = "emulate a robot's servo buses on ptys (prints {bus: pty} as JSON first)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(parser, robot=True)
+    parser.add_argument(
+        "--return-delay", type=int, default=None, metavar="UNITS",
+        help="servos' Return Delay Time (2 us units); default: the factory 250",
+    )
+    parser.add_argument(
+        "--fault", action="append", default=[], metavar="KIND:BUS:ID",
+        help="inject a fault at start: missing, mute, corrupt, overload or overheating "
+        "(repeatable), e.g. missing:leader:3",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import signal
+    import sys
+    import threading
+
+    from shallowpi import config
+    from shallowpi.errors import PlatformError
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+    from shallowpi.robots.spec import RobotSpec
+
+    spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)
+    if not spec.buses:
+        raise PlatformError(f"robot '{spec.name}' has no buses: in configs/robot/{spec.name}.yaml")
+    faults = [_parse_fault(text, spec) for text in args.fault]
+    chains = build_chains(spec.bus_motors(), return_delay_time=args.return_delay)
+    stop = threading.Event()
+    try:
+        for kind, bus, servo_id in faults:
+            chain = chains[bus]
+            {"missing": chain.remove, "mute": chain.mute, "corrupt": chain.corrupt}.get(
+                kind, lambda i, k=kind, c=chain: c.hardware_error(i, k)
+            )(servo_id)
+        print(json.dumps({name: chain.path for name, chain in chains.items()}), flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print(f"emulating robot '{spec.name}': {sum(len(c.servos) for c in chains.values())} servos "
+              f"on {len(chains)} buses; Ctrl-C to stop", file=sys.stderr, flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for chain in chains.values():
+            chain.stop()
+    return 0
+
+
+def _parse_fault(text: str, spec) -> tuple[str, str, int]:
+    from shallowpi.errors import PlatformError
+
+    kinds = ("missing", "mute", "corrupt", "overload", "overheating")
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in kinds or parts[1] not in spec.buses or not parts[2].isdigit():
+        raise PlatformError(
+            f"bad --fault '{text}'; use KIND:BUS:ID with KIND in {', '.join(kinds)} and BUS in "
+            f"{', '.join(spec.buses)}"
+        )
+    servo_id = int(parts[2])
+    if servo_id not in spec.bus_motors()[parts[1]][1]:
+        raise PlatformError(f"bad --fault '{text}': no servo {servo_id} on bus '{parts[1]}'")
+    return parts[0], parts[1], servo_id

@@ -1,0 +1,195 @@
+"""Teleoperate and record episodes into a zarr dataset.
+
+  platform record --robot humanoid --dataset kitchen --task "put the red cube in the bowl"
+  platform record --robot humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
+  platform record --robot arm --dataset kitchen --resume --episodes 10
+
+Each episode records for --episode-time-s (or until the scripted expert finishes, in
+simulation), then a reset period of --reset-time-s lets you put the scene back. Frames are
+written by a background writer: the next episode starts when the reset ends, whatever
+the writer still has queued. Ctrl-C or SIGTERM stops cleanly (the episode in flight is
+kept, or discarded with record.on_interrupt=discard); a SIGKILL loses at most that
+episode. In simulation (--sim direct) the twin runs on simulated time and the task's
+scripted expert is the operator; --task names one of the robot's tasks (`platform sim
+--robot R --list`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from shallowpi import config
+from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.errors import PlatformError
+
+HELP = "teleoperate and record episodes (real robot or --sim direct)"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(parser, robot=True, dataset=True)
+    parser.add_argument("--task", help="what the operator does, in words (in simulation: a task name)")
+    parser.add_argument("--sim", nargs="?", const="direct", choices=["direct"],
+                        help="record in the MuJoCo twin: `direct` runs it in-process")
+    parser.add_argument("--episodes", type=int, help="episodes to record (config record.episodes)")
+    parser.add_argument("--episode-time-s", type=float, help="seconds per episode")
+    parser.add_argument("--reset-time-s", type=float, help="seconds between episodes")
+    parser.add_argument("--fps", type=float, help="control and recording rate (default: the robot's)")
+    parser.add_argument("--resume", action="store_true", help="add episodes to an existing dataset")
+    parser.add_argument("--seed", type=int, default=0, help="simulation: seed of the first episode")
+    parser.add_argument("--realtime", action="store_true",
+                        help="simulation: pace ticks at wall-clock speed (default: as fast as it renders)")
+    parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shallowpi.data.store import EpisodeStore, StoreSettings
+    from shallowpi.record.rig import build_rig
+    from shallowpi.record.session import RecordingSession, SessionConfig
+    from shallowpi.record.writer import BackgroundWriter
+    from shallowpi.telemetry.transport import TelemetryPublisher
+
+    cfg = config.compose(overrides_from(args))
+    dataset = args.dataset or cfg.dataset
+    if not dataset:
+        raise PlatformError("name the dataset to record into: --dataset NAME (or a path to a .zarr store)")
+    if not args.task:
+        raise PlatformError("say what the episodes show: --task \"put the red cube in the bowl\"")
+    store_path = config.resolve_dataset(dataset, config.data_root(cfg))
+    if store_path.exists() and not args.resume:
+        raise PlatformError(f"{store_path} already exists; pass --resume to add episodes, or choose another --dataset")
+    if args.resume and not store_path.exists():
+        raise PlatformError(f"--resume: no dataset at {store_path} yet; drop --resume to create it")
+
+    rec = cfg.record
+    size = _size(rec.sim_size) if args.sim else None
+    rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
+    store = writer = None
+    closers: list[Any] = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
+                                 numeric_chunk_rows=cfg.store.numeric_chunk_rows)
+        if args.resume:
+            store = EpisodeStore.open(store_path, mode="a")
+            _check_resume(store, rig.features, cfg.robot.name)
+        else:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            store = EpisodeStore.create(store_path, rig.features, settings)
+        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
+        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
+        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)))
+        fps = float(args.fps or rec.fps or rig.clock.hz)
+        if fps != rig.clock.hz:
+            rig.clock = type(rig.clock)(fps) if not rig.clock.simulated else type(rig.clock)(fps, args.realtime)
+        session_cfg = SessionConfig(
+            task=rig.task_text,
+            episodes=args.episodes or rec.episodes,
+            episode_time_s=args.episode_time_s or rec.episode_time_s,
+            reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
+            fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
+            calibration_id=rig.calibration_id, autostart=True,
+        )
+        use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+        # The status always goes out on the telemetry socket, so `platform monitor` can attach.
+        publisher = TelemetryPublisher.from_config(cfg.telemetry)
+        closers.append(publisher.close)
+        if use_tui:
+            publish = publisher.publish
+        else:
+            reporter = _ProgressLines(session_cfg.episodes)
+
+            def publish(status: Any) -> None:
+                publisher.publish(status)
+                reporter.publish(status)
+
+        session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
+                                   scene=rig.scene, cameras=rig.cameras, publish=publish,
+                                   commands=publisher.commands, joint_limits=rig.joint_limits)
+        _stop_on_signals(session)
+        if use_tui:
+            from shallowpi.tui.recorder_app import run_recorder_dashboard
+
+            result = run_recorder_dashboard(session, publisher, log_path=store_path / ".shallowpi" / f"record-{stamp}.log")
+        else:
+            result = session.run()
+        writer.close()
+        committed = writer.stats().committed
+        writer = None
+    finally:
+        for close in closers:
+            close()
+        if writer is not None:
+            writer.close()
+        if store is not None:
+            store.close()
+        rig.close()
+    marked = [e.success for e in committed if e.success is not None]
+    print(f"recorded {len(committed)} episode(s) into {store_path}"
+          + (f", {sum(marked)}/{len(marked)} successful" if marked else "")
+          + (f", {result.discarded} discarded" if result.discarded else ""))
+    print(f"look at them: platform dataset list --data-root {store_path.parent}   "
+          f"platform dataset show {store_path} --episode 0")
+    if result.fault:
+        print(f"error: recording stopped: {result.fault}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
+    if store.features != features:
+        differ = sorted(set(store.features) ^ set(features)) or sorted(
+            k for k in features if store.features.get(k) != features[k])
+        raise PlatformError(f"{store.path.name} was recorded with other features ({', '.join(differ)}); "
+                            "record into another --dataset")
+    robots = {e.robot for e in store.episodes if e.robot}
+    if robots and robots != {robot}:
+        raise PlatformError(f"{store.path.name} holds episodes of robot {', '.join(sorted(robots))}, not {robot}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise PlatformError(f"record.sim_size '{text}' is not WIDTHxHEIGHT, e.g. 224x224") from None
+    return width, height
+
+
+def _stop_on_signals(session: Any) -> None:
+    def stop(signum: int, frame: Any) -> None:
+        log.info("signal %d: stopping after this tick", signum)
+        session.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+class _ProgressLines:
+    """--no-tui: one line per second and one per event, for logs and scripts."""
+
+    def __init__(self, episodes: int) -> None:
+        self.episodes = episodes
+        self._last_line = 0.0
+        self._last_message = ""
+
+    def publish(self, status: Any) -> None:
+        now = time.monotonic()
+        if status.message != self._last_message:
+            self._last_message = status.message
+            print(f"[record] {status.message}", flush=True)
+        if now - self._last_line < 1.0:
+            return
+        self._last_line = now
+        w, loop = status.writer, status.loop
+        print(f"[record] episode {status.episode + 1}/{self.episodes} {status.state.value} "
+              f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | loop p50 {loop.period_p50_ms:.1f} "
+              f"p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | writer queue {w.queue_depth}/"
+              f"{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, waited {w.backpressure_ms:.0f} ms",
+              flush=True)

@@ -1,0 +1,100 @@
+"""Train or fine-tune the π0 teacher on a recorded dataset.
+
+  platform train --dataset kitchen --policy small            from scratch, runs/kitchen-small/
+  platform train --dataset kitchen --policy small --resume   continue after an interruption
+  platform train --dataset kitchen --policy pi0 --init ~/ckpt/pi0_base
+                                                             fine-tune lerobot/openpi π0 weights
+  platform train --dataset kitchen policy.train.steps=300 policy.train.ema=0.999
+
+The run folder holds the resolved config, the train/held-out split, metrics.jsonl,
+TensorBoard logs (tb/) and checkpoints/step_N/ (safetensors). Held-out episodes (the last
+policy.train.eval_fraction of them) are evaluated at the end: see `platform eval`.
+
+Several GPUs (one process each, DDP; FSDP when policy.train.fsdp=true and on CUDA):
+  torchrun --nproc_per_node 8 -m shallowpi train --dataset kitchen --policy pi0
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from shallowpi.cli import add_config_flags, overrides_from
+
+HELP = "train or fine-tune the π0 teacher on a dataset"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(parser, dataset=True, policy=True)
+    parser.add_argument("--run", dest="run_name", metavar="NAME", help="run folder name under runs/ (default: DATASET-POLICY)")
+    parser.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs/)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    parser.add_argument("--init", type=Path, help="start from a checkpoint: ours, or a lerobot/openpi π0 directory")
+    parser.add_argument("--steps", type=int, help="training steps (== policy.train.steps=N)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.distill.finetune import finetune
+    from shallowpi.distill.trainer import TrainConfig
+    from shallowpi.errors import ConfigError
+    from shallowpi.policy.config import PolicyConfig, model_section
+
+    overrides = overrides_from(args)
+    if args.steps is not None:
+        overrides.append(f"policy.train.steps={args.steps}")
+    cfg = config.compose(overrides)
+    if not cfg.get("dataset"):
+        raise ConfigError("no dataset given; pass --dataset NAME (a store under datasets/) or a path")
+    store = config.resolve_dataset(cfg.dataset, config.data_root(cfg))
+    episodes = store_episodes(store)
+    policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
+    policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(policy_data.get("train", {})) - train_keys)
+    if unknown:
+        raise ConfigError(f"unknown policy.train keys {unknown}; valid: {', '.join(sorted(train_keys))}")
+    train_cfg = TrainConfig(**policy_data.get("train", {}), device=args.device, progress=not args.no_progress)
+    runs = Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
+    run_dir = runs / (args.run_name or f"{store.stem}-{policy_cfg.name}")
+    result = finetune(
+        store, policy_cfg, train_cfg, run_dir,
+        episodes=episodes, make_dataset=chunk_dataset, resume=args.resume,
+        init_from=args.init, resolved_config=cfg,
+    )
+    if result.get("checkpoint"):
+        print(f"checkpoint: {result['checkpoint']}")
+    if "eval" in result:
+        print(json.dumps(result["eval"], indent=2))
+    return 0
+
+
+def store_episodes(store: Path) -> list[int]:
+    """Indices of the committed episodes of a store (a one-line error if none or missing)."""
+    from shallowpi.errors import StoreError
+
+    try:
+        from shallowpi.data.store import EpisodeStore
+    except ImportError:
+        raise StoreError("this checkout has no episode store (shallowpi.data.store)") from None
+
+    with EpisodeStore.open(store) as s:
+        count = len(s)
+    if count == 0:
+        raise StoreError(f"{store} has no episodes; record some first (platform record)")
+    return list(range(count))
+
+
+def chunk_dataset(store: Path, chunk_len: int, episodes: list[int] | None):
+    from shallowpi.data.training import ChunkDataset
+
+    return ChunkDataset(store, chunk_len, episodes=episodes)

@@ -1,0 +1,11 @@
+"""Recorded demonstrations: the zarr episode store, its windowed training dataset, interop.
+
+Three layers, each small (after Diffusion Policy's replay buffer / sampler / dataset):
+`store` keeps episodes crash-safely on disk, `windows` maps a sample index to an
+(observation, action chunk) window, `training` turns windows into torch samples.
+"""
+
+from shallowpi.data.features import Feature, FeatureKind
+from shallowpi.data.store import EpisodeInfo, EpisodeStore, EpisodeWriter
+
+__all__ = ["EpisodeInfo", "EpisodeStore", "EpisodeWriter", "Feature", "FeatureKind"]

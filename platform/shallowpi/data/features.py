@@ -1,0 +1,75 @@
+"""What a store holds: one `Feature` per recorded array (name, dtype, shape, kind).
+
+Names follow lerobot's convention so datasets move between the two without renaming:
+`observation.state`, `action`, `observation.images.<camera role>`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shallowpi.errors import StoreError
+
+
+class FeatureKind(str, enum.Enum):
+    NUMERIC = "numeric"  # state, action, ...: lossless, chunked along time
+    IMAGE = "image"  # HxWx3 uint8 camera frames: one frame a chunk, image codec
+
+
+@dataclass(frozen=True)
+class Feature:
+    dtype: str
+    shape: tuple[int, ...]
+    kind: FeatureKind = FeatureKind.NUMERIC
+    names: tuple[str, ...] = field(default=())  # per-dimension labels, e.g. joint names
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "kind", FeatureKind(self.kind))
+        object.__setattr__(self, "names", tuple(self.names))
+        np.dtype(self.dtype)  # raises TypeError on nonsense
+        if self.kind is FeatureKind.IMAGE and (
+            self.dtype != "uint8" or len(self.shape) != 3 or self.shape[2] not in (1, 3)
+        ):
+            raise StoreError(f"image features are uint8 HxWx3 (or HxWx1), got {self.dtype} {self.shape}")
+        if self.names and len(self.shape) == 1 and len(self.names) != self.shape[0]:
+            raise StoreError(f"{len(self.names)} names for a feature of shape {self.shape}")
+
+    @classmethod
+    def image(cls, height: int, width: int, channels: int = 3) -> Feature:
+        return cls("uint8", (height, width, channels), FeatureKind.IMAGE)
+
+    @classmethod
+    def vector(cls, names: Sequence[str], dtype: str = "float32") -> Feature:
+        return cls(dtype, (len(names),), FeatureKind.NUMERIC, tuple(names))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "shape": list(self.shape), "kind": self.kind.value, "names": list(self.names)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Feature:
+        return cls(data["dtype"], tuple(data["shape"]), FeatureKind(data["kind"]), tuple(data.get("names", ())))
+
+    def check_value(self, key: str, value: np.ndarray) -> np.ndarray:
+        """`value` as this feature's dtype, or a one-line error naming the key."""
+        array = np.asarray(value)
+        if array.shape != self.shape:
+            raise StoreError(f"frame value '{key}' has shape {array.shape}, the store expects {self.shape}")
+        if array.dtype != np.dtype(self.dtype):
+            if self.kind is FeatureKind.IMAGE:
+                raise StoreError(f"frame value '{key}' is {array.dtype}, images must be uint8")
+            array = array.astype(self.dtype)
+        return array
+
+
+def features_to_json(features: Mapping[str, Feature]) -> dict[str, Any]:
+    return {key: feature.to_json() for key, feature in features.items()}
+
+
+def features_from_json(data: Mapping[str, Any]) -> dict[str, Feature]:
+    return {key: Feature.from_json(value) for key, value in data.items()}

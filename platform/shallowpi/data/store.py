@@ -1,0 +1,713 @@
+"""`EpisodeStore`: recorded episodes in one zarr store, crash-safe by construction.
+
+Layout (format version 1, zarr format 2; the README's "Dataset format" is the spec):
+
+    <name>.zarr/
+      .zattrs                   {"shallowpi": {"format", "version", "features", codecs...}}
+      data/<key>                [N, *shape]  each feature, episodes concatenated on axis 0
+      data/<key>.timestamp      [N] float64  when that value was captured (episode clock, s)
+      data/timestamp            [N] float64  the control tick the frame belongs to
+      meta/episode_ends         [E] int64    cumulative: episode i is rows ends[i-1]:ends[i]
+      meta/.zattrs              {"episodes": [...]}  per-episode metadata = commit record
+
+This is Diffusion Policy's replay-buffer layout, so their `ReplayBuffer` (zarr-python 2)
+reads `data/<key>` and `meta/episode_ends` directly.
+
+Crash safety. zarr writes each file by a rename (atomic against a killed process) but
+grows an array's shape before it writes the new chunks, and never fsyncs. So the store
+orders its writes and makes one atomic write the commit point:
+
+    1. frames -> data/* (images while recording, numbers at commit), then fsync them
+    2. meta/episode_ends grows by the episode's end, fsync
+    3. meta/.zattrs gains the episode's metadata          <- commit point (one rename)
+
+The episodes listed in meta/.zattrs are the committed ones; anything in data/ or
+episode_ends past the last committed end is a tail from an episode in flight, ignored
+by readers and cut off by the next writer that opens the store. A SIGKILL or power cut
+at any instant therefore loses at most the episode being recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.data import chunk_files, zarr_compat
+from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
+from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
+from shallowpi.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "shallowpi.episodes"
+FORMAT_VERSION = 1
+TICK_KEY = "timestamp"
+TIMESTAMP_SUFFIX = ".timestamp"
+LOCK_NAME = ".shallowpi.lock"
+COMPACTING_SUFFIX = ".compacting"
+
+
+@dataclass
+class EpisodeInfo:
+    """Per-episode metadata, stored in meta/.zattrs (the commit record)."""
+
+    index: int
+    length: int
+    task: str
+    robot: str = ""
+    calibration_id: str = ""
+    fps: float = 30.0
+    start_time: float = 0.0  # unix time of the first frame
+    duration_s: float = 0.0
+    success: bool | None = None
+    dropped_frames: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. loop overruns, frame ages
+    checksums: dict[str, str] = field(default_factory=dict)  # sha256 of numeric rows
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EpisodeInfo:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    image_codec: str = "jpeg"
+    image_quality: int = 90
+    numeric_chunk_rows: int = 1024
+    image_batch: int = 8  # frames buffered per camera before a write (encoded in parallel)
+    durable: bool = True  # fsync before each commit (power-cut safety); off for benchmarks
+
+
+def _checksum(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class EpisodeStore:
+    """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`."""
+
+    def __init__(self, path: Path, group: Any, writable: bool, lock_fd: int | None) -> None:
+        self.path = path
+        self._group = group
+        self.writable = writable
+        self._lock_fd = lock_fd
+        self._writer: EpisodeWriter | None = None
+        header = self._read_header(group, path)
+        self.features: dict[str, Feature] = features_from_json(header["features"])
+        self.settings = StoreSettings(**header.get("settings", {}))
+        register_image_codecs()
+        self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
+        self._episodes = self._read_episodes()
+
+    # --- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        features: Mapping[str, Feature],
+        settings: StoreSettings | None = None,
+    ) -> EpisodeStore:
+        """A new, empty store at `path` (which must not exist) for these features."""
+        path = Path(path)
+        settings = settings or StoreSettings()
+        if path.exists():
+            raise StoreError(f"{path} already exists; open it, or pick another dataset name")
+        if TICK_KEY in features or any(k.endswith(TIMESTAMP_SUFFIX) for k in features):
+            raise StoreError(f"feature names '{TICK_KEY}' and '*{TIMESTAMP_SUFFIX}' are reserved")
+        if not features:
+            raise StoreError("a store needs at least one feature")
+        image_codec(settings.image_codec, settings.image_quality)  # validate the name early
+        staging = path.with_name(path.name + ".creating")
+        shutil.rmtree(staging, ignore_errors=True)
+        group = zarr_compat.open_group(staging, mode="w")
+        data = group.require_group("data")
+        for key, feature in features.items():
+            cls._create_feature_arrays(data, key, feature, settings)
+        zarr_compat.create_array(data, TICK_KEY, (0,), (settings.numeric_chunk_rows,), "float64", numeric_codec())
+        meta = group.require_group("meta")
+        zarr_compat.create_array(meta, "episode_ends", (0,), (4096,), "int64", None)
+        meta.attrs.put({"episodes": []})
+        group.attrs.put(
+            {
+                "shallowpi": {
+                    "format": FORMAT_NAME,
+                    "version": FORMAT_VERSION,
+                    "features": features_to_json(features),
+                    "settings": dataclasses.asdict(settings),
+                    "created": time.time(),
+                }
+            }
+        )
+        # A store appears under its name complete or not at all.
+        os.replace(staging, path)
+        return cls.open(path, mode="a")
+
+    @staticmethod
+    def _create_feature_arrays(data: Any, key: str, feature: Feature, settings: StoreSettings) -> None:
+        if feature.kind is FeatureKind.IMAGE:
+            chunks = (1, *feature.shape)
+            compressor = image_codec(settings.image_codec, settings.image_quality)
+        else:
+            chunks = (settings.numeric_chunk_rows, *feature.shape)
+            compressor = numeric_codec()
+        zarr_compat.create_array(data, key, (0, *feature.shape), chunks, feature.dtype, compressor)
+        zarr_compat.create_array(
+            data, key + TIMESTAMP_SUFFIX, (0,), (settings.numeric_chunk_rows,), "float64", numeric_codec()
+        )
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> EpisodeStore:
+        """Open an existing store: mode "r" reads, "a" also writes (one writer at a time)."""
+        path = Path(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        if not path.exists():
+            _finish_interrupted_swap(path)
+        if not path.exists():
+            raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
+        if not (path / ".zgroup").is_file():
+            raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
+        lock_fd = _lock(path) if mode == "a" else None
+        try:
+            group = zarr_compat.open_group(path, mode="r+" if mode == "a" else "r")
+            store = cls(path, group, writable=mode == "a", lock_fd=lock_fd)
+            if mode == "a":
+                # We hold the lock, so a compaction copy beside the store is a dead one.
+                shutil.rmtree(path.with_name(path.name + COMPACTING_SUFFIX), ignore_errors=True)
+                store._recover()
+        except StoreError:
+            _unlock(lock_fd)
+            raise
+        except Exception as exc:  # zarr/json errors on a damaged store
+            _unlock(lock_fd)
+            raise StoreError(f"{path} is damaged: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        return store
+
+    @classmethod
+    def open_or_create(
+        cls, path: str | os.PathLike[str], features: Mapping[str, Feature], settings: StoreSettings | None = None
+    ) -> EpisodeStore:
+        """Append to `path` if it exists (same features required), else create it."""
+        path = Path(path)
+        if not path.exists() and not path.with_name(path.name + ".old").exists():
+            return cls.create(path, features, settings)
+        store = cls.open(path, mode="a")
+        if dict(features) != store.features:
+            store.close()
+            raise StoreError(f"{path} holds other features than this robot records; use another --dataset")
+        return store
+
+    @staticmethod
+    def _read_header(group: Any, path: Path) -> dict[str, Any]:
+        header = group.attrs.asdict().get("shallowpi")
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+            raise StoreError(
+                f"{path} is a zarr store but not a Shallow-π episode store; "
+                "bring a LeRobot dataset in with `platform dataset import`"
+            )
+        if int(header.get("version", 0)) > FORMAT_VERSION:
+            raise StoreError(f"{path} has format version {header['version']}; this shallowpi reads up to {FORMAT_VERSION}, upgrade it")
+        return header
+
+    def _read_episodes(self) -> list[EpisodeInfo]:
+        raw = self._group["meta"].attrs.asdict().get("episodes")
+        if not isinstance(raw, list):
+            raise StoreError(f"{self.path}: meta/.zattrs has no episode list; the store is damaged")
+        episodes = [EpisodeInfo.from_json(e) for e in raw]
+        ends = self._group["meta/episode_ends"]
+        if ends.shape[0] < len(episodes):
+            raise StoreError(f"{self.path}: {len(episodes)} episodes committed but meta/episode_ends has {ends.shape[0]}; the store is damaged")
+        self._ends = np.asarray(ends[: len(episodes)], dtype=np.int64)
+        lengths = np.diff(self._ends, prepend=0)
+        for info, length in zip(episodes, lengths):
+            if info.length != length:
+                raise StoreError(f"{self.path}: episode {info.index} has {info.length} frames in its metadata but {length} in meta/episode_ends")
+        return episodes
+
+    def _recover(self) -> None:
+        """Cut any tail a killed writer left past the last committed episode."""
+        for leftover in self.path.rglob("*.partial"):
+            leftover.unlink(missing_ok=True)
+        end = self.num_frames
+        for name in self._array_names():
+            array = self._group["data"][name]
+            if array.shape[0] < end:
+                raise StoreError(f"{self.path}: data/{name} has {array.shape[0]} rows, committed episodes need {end}; the store is damaged")
+            if array.shape[0] > end:
+                log.warning("%s: removing %d frames of data/%s from an episode that was never committed",
+                            self.path.name, array.shape[0] - end, name)
+                array.resize((end, *array.shape[1:]))
+        ends = self._group["meta/episode_ends"]
+        if ends.shape[0] > len(self._episodes):
+            ends.resize((len(self._episodes),))
+
+    def close(self) -> None:
+        if self._writer is not None and self._writer.is_open:
+            self._writer.discard()
+        _unlock(self._lock_fd)
+        self._lock_fd = None
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._episodes)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episodes(self) -> list[EpisodeInfo]:
+        return list(self._episodes)
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self._ends.copy()
+
+    def episode(self, index: int) -> EpisodeInfo:
+        return self._episodes[self._check_index(index)]
+
+    def episode_range(self, index: int) -> tuple[int, int]:
+        index = self._check_index(index)
+        start = int(self._ends[index - 1]) if index > 0 else 0
+        return start, int(self._ends[index])
+
+    def read(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of `data/<key>` (a feature, `<feature>.timestamp` or `timestamp`)."""
+        if key not in self._array_names():
+            raise StoreError(f"{self.path.name} has no array '{key}'; it has: {', '.join(self._array_names())}")
+        stop = min(stop, self.num_frames)
+        return np.asarray(self._group["data"][key][start:stop])
+
+    def read_episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        start, stop = self.episode_range(index)
+        return {key: self.read(key, start, stop) for key in (keys or self._array_names())}
+
+    def _array_names(self) -> list[str]:
+        names = [TICK_KEY]
+        for key in self.features:
+            names += [key, key + TIMESTAMP_SUFFIX]
+        return names
+
+    def _check_index(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise StoreError(f"{self.path.name} has no episode {index}; it has {len(self)} (0..{len(self) - 1})")
+        return index % len(self)
+
+    def array_info(self, key: str) -> dict[str, Any]:
+        """The array's `.zarray` as written on disk (shape, chunks, compressor)."""
+        return json.loads((self.path / "data" / key / ".zarray").read_text())
+
+    def nbytes_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    # --- writing -----------------------------------------------------------------------
+
+    def begin_episode(
+        self,
+        task: str,
+        *,
+        robot: str = "",
+        calibration_id: str = "",
+        fps: float = 30.0,
+        start_time: float | None = None,
+    ) -> EpisodeWriter:
+        """Start recording an episode; frames go in with `add_frame`, then `commit`."""
+        self._require_writable()
+        if self._writer is not None and self._writer.is_open:
+            raise StoreError(f"{self.path.name}: an episode is already being recorded; commit or discard it first")
+        self._writer = EpisodeWriter(self, task, robot, calibration_id, fps,
+                                     time.time() if start_time is None else start_time)
+        return self._writer
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise StoreError(f"{self.path.name} is open read-only; open it with mode='a' to write")
+
+    def _commit(self, info: EpisodeInfo, end: int) -> None:
+        """Steps 2 and 3 of the commit protocol (the frames are already durable)."""
+        ends = self._group["meta/episode_ends"]
+        n = len(self._episodes)
+        ends.resize((n + 1,))
+        ends[n] = end
+        if self.settings.durable:
+            self._fsync_array("meta/episode_ends", n, n + 1)
+        episodes = [*self._episodes, info]
+        self._group["meta"].attrs.put({"episodes": [e.to_json() for e in episodes]})
+        if self.settings.durable:
+            _fsync_path(self.path / "meta" / ".zattrs")
+            _fsync_path(self.path / "meta")
+        self._episodes = episodes
+        self._ends = np.append(self._ends, np.int64(end))
+
+    def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
+        """fsync the chunk files holding rows start:stop of an array, its .zarray and dir."""
+        folder = self.path / name
+        meta = json.loads((folder / ".zarray").read_text())
+        rows = meta["chunks"][0]
+        tail = ".0" * (len(meta["shape"]) - 1)
+        for chunk in range(start // rows, (max(stop, start + 1) - 1) // rows + 1) if chunks else ():
+            _fsync_path(folder / f"{chunk}{tail}")
+        _fsync_path(folder / ".zarray")
+        _fsync_path(folder)
+
+    def _truncate(self, end: int) -> None:
+        for name in self._array_names():
+            array = self._group["data"][name]
+            if array.shape[0] > end:
+                array.resize((end, *array.shape[1:]))
+
+    def set_success(self, index: int, success: bool | None) -> None:
+        """Mark an episode successful or failed after the fact (one atomic metadata write)."""
+        self._require_writable()
+        index = self._check_index(index)
+        self._episodes[index] = dataclasses.replace(self._episodes[index], success=success)
+        self._group["meta"].attrs.put({"episodes": [e.to_json() for e in self._episodes]})
+
+    # --- editing: delete, merge --------------------------------------------------------
+
+    def delete_episodes(self, indices: Sequence[int]) -> None:
+        """Remove episodes and compact the arrays (rewrites the store beside it, then swaps).
+
+        Costs a copy of the kept episodes; camera frames are copied as encoded bytes.
+        """
+        self._require_writable()
+        drop = {self._check_index(i) for i in indices}
+        keep = [i for i in range(len(self)) if i not in drop]
+        staging = self.path.with_name(self.path.name + COMPACTING_SUFFIX)
+        shutil.rmtree(staging, ignore_errors=True)
+        settings = dataclasses.replace(self.settings)
+        with EpisodeStore.create(staging, self.features, settings) as compacted:
+            for i in keep:
+                compacted.append_episode_from(self, i)
+        (staging / ".complete").touch()
+        _fsync_path(staging)
+        self._swap_in(staging)
+
+    def _swap_in(self, staging: Path) -> None:
+        old = self.path.with_name(self.path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        _unlock(self._lock_fd)
+        os.replace(self.path, old)
+        _finish_interrupted_swap(self.path)
+        shutil.rmtree(old, ignore_errors=True)
+        reopened = EpisodeStore.open(self.path, mode="a")
+        self.__dict__.update(reopened.__dict__)
+
+    def append_episode_from(self, source: EpisodeStore, index: int) -> EpisodeInfo:
+        """Copy one committed episode of `source` into this store, crash-safely.
+
+        Frames whose encoding matches this store's are copied as bytes (no re-encode).
+        """
+        self._require_writable()
+        if source.features != self.features:
+            raise StoreError(f"{source.path.name} and {self.path.name} hold different features; they cannot be merged")
+        info = source.episode(index)
+        start, stop = source.episode_range(index)
+        writer = self.begin_episode(info.task, robot=info.robot, calibration_id=info.calibration_id,
+                                    fps=info.fps, start_time=info.start_time)
+        try:
+            writer.add_frames_from(source, start, stop)
+            return writer.commit(success=info.success, dropped_frames=info.dropped_frames,
+                                 extra=info.extra, duration_s=info.duration_s)
+        except BaseException:
+            if writer.is_open:
+                writer.discard()
+            raise
+
+    @classmethod
+    def merge(cls, sources: Sequence[EpisodeStore], out: str | os.PathLike[str]) -> EpisodeStore:
+        """A new store at `out` holding every episode of `sources`, in order."""
+        if not sources:
+            raise StoreError("nothing to merge")
+        first = sources[0]
+        for other in sources[1:]:
+            if other.features != first.features:
+                keys = sorted({k for k, _ in set(other.features.items()) ^ set(first.features.items())})
+                raise StoreError(f"{first.path.name} and {other.path.name} differ in features {', '.join(keys)}; they cannot be merged")
+        merged = cls.create(out, first.features, first.settings)
+        for source in sources:
+            for i in range(len(source)):
+                merged.append_episode_from(source, i)
+        return merged
+
+    # --- checking ----------------------------------------------------------------------
+
+    def check(self, decode_images: bool = True) -> list[str]:
+        """Verify every committed episode; returns the problems found (empty: healthy)."""
+        problems = []
+        end = self.num_frames
+        for name in self._array_names():
+            length = self._group["data"][name].shape[0]
+            if length > end:
+                problems.append(f"data/{name}: {length - end} uncommitted frames past the last episode (removed on the next write)")
+        for info in self._episodes:
+            start, stop = self.episode_range(info.index)
+            where = f"episode {info.index}"
+            for key, expected in info.checksums.items():
+                try:
+                    rows = self.read(key, start, stop)
+                except Exception as exc:
+                    problems.append(f"{where}: cannot read {key}: {exc}")
+                    continue
+                if _checksum(rows) != expected:
+                    problems.append(f"{where}: {key} does not match its checksum from commit time")
+            ticks = self.read(TICK_KEY, start, stop)
+            if not np.all(np.isfinite(ticks)) or np.any(np.diff(ticks) < 0):
+                problems.append(f"{where}: tick timestamps are not finite and non-decreasing")
+            for key, feature in self.features.items():
+                if feature.kind is not FeatureKind.IMAGE:
+                    continue
+                frames = range(start, stop) if decode_images else (start, stop - 1)
+                for row in frames:
+                    try:
+                        frame = self._group["data"][key][row]
+                    except Exception as exc:
+                        problems.append(f"{where}: frame {row - start} of {key} does not decode ({type(exc).__name__})")
+                        break
+                    if frame.shape != feature.shape:
+                        problems.append(f"{where}: frame {row - start} of {key} has shape {frame.shape}")
+                        break
+        return problems
+
+
+class EpisodeWriter:
+    """Frames of one episode on their way into the store; `commit` or `discard` ends it.
+
+    Camera frames are written while recording, in batches (so an episode need not fit in
+    memory); the numeric arrays are small and are written at commit.
+    """
+
+    def __init__(self, store: EpisodeStore, task: str, robot: str, calibration_id: str,
+                 fps: float, start_time: float) -> None:
+        self._store = store
+        self._meta = dict(task=task, robot=robot, calibration_id=calibration_id, fps=float(fps),
+                          start_time=float(start_time))
+        self._start = store.num_frames
+        self._length = 0
+        self._numeric: dict[str, list[np.ndarray]] = {TICK_KEY: []}
+        self._images: dict[str, list[np.ndarray]] = {}
+        self._image_rows: dict[str, int] = {}
+        self._copied = False  # frames copied as bytes (merge, delete) are not yet synced
+        for key, feature in store.features.items():
+            self._numeric[key + TIMESTAMP_SUFFIX] = []
+            if feature.kind is FeatureKind.IMAGE:
+                self._images[key] = []
+                self._image_rows[key] = 0
+            else:
+                self._numeric[key] = []
+        self.is_open = True
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.is_open:
+            self.discard()
+
+    def add_frame(
+        self,
+        values: Mapping[str, np.ndarray],
+        timestamp: float,
+        capture_times: Mapping[str, float] | None = None,
+    ) -> None:
+        """Append one frame: a value for every feature, the tick time (s since the episode
+        began) and, per feature, when it was captured (defaults to the tick time)."""
+        self._require_open()
+        features = self._store.features
+        missing = features.keys() - values.keys()
+        if missing:
+            raise StoreError(f"frame lacks {', '.join(sorted(missing))}")
+        extra = values.keys() - features.keys()
+        if extra:
+            raise StoreError(f"frame has keys the store does not hold: {', '.join(sorted(extra))}")
+        capture_times = capture_times or {}
+        self._numeric[TICK_KEY].append(np.float64(timestamp))
+        for key, feature in features.items():
+            value = feature.check_value(key, values[key])
+            self._numeric[key + TIMESTAMP_SUFFIX].append(np.float64(capture_times.get(key, timestamp)))
+            if feature.kind is FeatureKind.IMAGE:
+                self._images[key].append(value)
+                if len(self._images[key]) >= self._store.settings.image_batch:
+                    self._flush_images(key)
+            else:
+                self._numeric[key].append(value)
+        self._length += 1
+
+    def add_frames_from(self, source: EpisodeStore, start: int, stop: int) -> None:
+        """Append rows start:stop of another store with the same features (merge, delete)."""
+        self._require_open()
+        count = stop - start
+        for key, feature in self._store.features.items():
+            self._numeric[key + TIMESTAMP_SUFFIX].extend(source.read(key + TIMESTAMP_SUFFIX, start, stop))
+            if feature.kind is FeatureKind.IMAGE:
+                self._copy_image_rows(source, key, start, stop)
+            else:
+                self._numeric[key].extend(source.read(key, start, stop))
+        self._numeric[TICK_KEY].extend(source.read(TICK_KEY, start, stop))
+        self._length += count
+
+    def _copy_image_rows(self, source: EpisodeStore, key: str, start: int, stop: int) -> None:
+        store = self._store
+        same_encoding = source.array_info(key)["compressor"] == store.array_info(key)["compressor"]
+        if not same_encoding:
+            for row in range(start, stop):
+                self._images[key].append(source.read(key, row, row + 1)[0])
+                if len(self._images[key]) >= store.settings.image_batch:
+                    self._flush_images(key)
+            return
+        self._flush_images(key)
+        self._copied = True
+        array = store._group["data"][key]
+        first = self._start + self._image_rows[key]
+        array.resize((first + stop - start, *array.shape[1:]))
+        tail = ".0" * len(store.features[key].shape)
+        for offset, row in enumerate(range(start, stop)):
+            src = source.path / "data" / key / f"{row}{tail}"
+            dst = store.path / "data" / key / f"{first + offset}{tail}"
+            # One chunk is one frame, so a frame moves as its encoded bytes.
+            tmp = dst.with_name(dst.name + ".partial")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        self._image_rows[key] += stop - start
+
+    def _flush_images(self, key: str) -> None:
+        frames = self._images[key]
+        if not frames:
+            return
+        array = self._store._group["data"][key]
+        first = self._start + self._image_rows[key]
+        # Shape first, then the chunks (as zarr orders it): a crash leaves a cuttable tail.
+        array.resize((first + len(frames), *array.shape[1:]))
+        chunk_files.write_frames(self._store.path / "data" / key, first, frames, self._store._image_codec,
+                                 durable=self._store.settings.durable)
+        self._image_rows[key] += len(frames)
+        frames.clear()
+
+    def commit(
+        self,
+        success: bool | None = None,
+        dropped_frames: int = 0,
+        extra: Mapping[str, Any] | None = None,
+        duration_s: float | None = None,
+    ) -> EpisodeInfo:
+        """Write the episode and make it visible, atomically; returns its metadata."""
+        self._require_open()
+        if self._length == 0:
+            raise StoreError("cannot commit an episode with no frames; discard it instead")
+        store = self._store
+        end = self._start + self._length
+        checksums = {}
+        data = store._group["data"]
+        for key in self._images:
+            self._flush_images(key)
+        for key, values in self._numeric.items():
+            rows = np.stack(values).astype(data[key].dtype, copy=False)
+            array = data[key]
+            array.resize((end, *array.shape[1:]))
+            array[self._start : end] = rows
+            checksums[key] = _checksum(rows)
+        if store.settings.durable:
+            for name in store._array_names():
+                # Camera chunks were synced as they were written (chunk_files).
+                synced = name in self._images and not self._copied
+                store._fsync_array(f"data/{name}", self._start, end, chunks=not synced)
+        ticks = np.asarray(self._numeric[TICK_KEY])
+        if duration_s is None:
+            duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0
+        info = EpisodeInfo(
+            index=len(store), length=self._length, success=success, dropped_frames=int(dropped_frames),
+            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, **self._meta,
+        )
+        store._commit(info, end)
+        self.is_open = False
+        return info
+
+    def discard(self) -> None:
+        """Drop the episode; the store is as it was before `begin_episode`."""
+        self._require_open()
+        self._store._truncate(self._start)
+        self.is_open = False
+
+    def _require_open(self) -> None:
+        if not self.is_open:
+            raise StoreError("this episode was already committed or discarded")
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StoreError(f"{path.name} is being written by {holder}; stop it or record into another dataset") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _finish_interrupted_swap(path: Path) -> None:
+    """A delete swaps a compacted copy in with two renames; finish a swap cut in between.
+
+    Only called when `path` is missing: the compacted copy goes in if it was complete,
+    else the original comes back.
+    """
+    staging = path.with_name(path.name + COMPACTING_SUFFIX)
+    old = path.with_name(path.name + ".old")
+    if (staging / ".complete").exists():
+        (staging / ".complete").unlink()
+        os.replace(staging, path)
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists():
+        os.replace(old, path)
+
+
+def iter_stores(root: Path) -> Iterator[Path]:
+    """The stores under a data root, by name."""
+    if root.is_dir():
+        yield from sorted(p for p in root.iterdir() if p.suffix == ".zarr" and p.is_dir())

@@ -1,0 +1,94 @@
+"""The torch view of a store: (observation at t, action chunk t..t+H-1, padding, task).
+
+Numbers (state, action) are read into memory once; camera frames are read and decoded
+per sample, inside DataLoader workers. Each worker opens the store itself: zarr's
+event-loop thread does not survive a fork.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from shallowpi.data.features import FeatureKind
+from shallowpi.data.store import EpisodeStore
+from shallowpi.data.windows import ChunkWindows
+from shallowpi.errors import StoreError
+
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+
+
+class ChunkDataset(Dataset):
+    """Items: `observation.state` [S], `observation.images.<role>` uint8 [H, W, 3],
+    `action` [chunk_len, A], `action_is_pad` [chunk_len], `task`, `episode_index`,
+    `frame_index`."""
+
+    def __init__(
+        self,
+        store_path: str | os.PathLike[str],
+        chunk_len: int,
+        episodes: Sequence[int] | None = None,
+        image_keys: Sequence[str] | None = None,
+    ) -> None:
+        self.store_path = Path(store_path)
+        store = EpisodeStore.open(self.store_path)
+        for key in (STATE_KEY, ACTION_KEY):
+            if key not in store.features:
+                raise StoreError(f"{self.store_path.name} has no '{key}' feature; it has {', '.join(store.features)}")
+        if len(store) == 0:
+            raise StoreError(f"{self.store_path.name} has no episodes; record some first")
+        all_images = [k for k, f in store.features.items() if f.kind is FeatureKind.IMAGE]
+        self.image_keys = list(all_images if image_keys is None else image_keys)
+        unknown = set(self.image_keys) - set(all_images)
+        if unknown:
+            raise StoreError(f"{self.store_path.name} has no camera {', '.join(sorted(unknown))}; it has {', '.join(all_images)}")
+        self.features = store.features
+        self.windows = ChunkWindows(store.episode_ends, chunk_len, episodes)
+        self.tasks = [e.task for e in store.episodes]
+        self._state = store.read(STATE_KEY, 0, store.num_frames).astype(np.float32)
+        self._action = store.read(ACTION_KEY, 0, store.num_frames).astype(np.float32)
+        self._store: EpisodeStore | None = None
+        self._store_pid = -1
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _images(self) -> EpisodeStore:
+        if self._store is None or self._store_pid != os.getpid():
+            self._store = EpisodeStore.open(self.store_path)
+            self._store_pid = os.getpid()
+        return self._store
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        window = self.windows[index]
+        item: dict[str, Any] = {
+            STATE_KEY: torch.from_numpy(self._state[window.row]),
+            ACTION_KEY: torch.from_numpy(self._action[window.action_rows]),
+            "action_is_pad": torch.from_numpy(window.is_pad),
+            "task": self.tasks[window.episode],
+            "episode_index": window.episode,
+            "frame_index": window.frame,
+        }
+        if self.image_keys:
+            store = self._images()
+            for key in self.image_keys:
+                item[key] = torch.from_numpy(store.read(key, window.row, window.row + 1)[0])
+        return item
+
+    def stats(self) -> dict[str, dict[str, np.ndarray]]:
+        """Mean, std, min, max of state and action over the chosen episodes (normalization)."""
+        rows = self.windows.rows()
+        out = {}
+        for key, values in ((STATE_KEY, self._state[rows]), (ACTION_KEY, self._action[rows])):
+            out[key] = {
+                "mean": values.mean(0), "std": values.std(0),
+                "min": values.min(0), "max": values.max(0),
+            }
+        return out

@@ -1,0 +1,58 @@
+"""Which rows make one training sample: the observation at t and the actions t..t+H-1.
+
+Pure index arithmetic over `meta/episode_ends`, kept apart from storage and from torch
+so it can be tested exhaustively and reused by any loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from shallowpi.errors import StoreError
+
+
+@dataclass(frozen=True)
+class Window:
+    episode: int  # episode index in the store
+    row: int  # the observation's row in data/*
+    frame: int  # the observation's frame number within its episode
+    action_rows: np.ndarray  # [H] rows of the action chunk, the last row repeated past the end
+    is_pad: np.ndarray  # [H] True where the chunk ran past the episode's end
+
+
+class ChunkWindows:
+    """Every frame of the chosen episodes starts one window of `chunk_len` actions."""
+
+    def __init__(self, episode_ends: np.ndarray, chunk_len: int, episodes: Sequence[int] | None = None) -> None:
+        if chunk_len < 1:
+            raise StoreError(f"chunk length must be >= 1, got {chunk_len}")
+        ends = np.asarray(episode_ends, dtype=np.int64)
+        starts = np.concatenate([[0], ends[:-1]])
+        chosen = np.arange(len(ends)) if episodes is None else np.asarray(list(episodes), dtype=np.int64)
+        if len(chosen) and (chosen.min() < 0 or chosen.max() >= len(ends)):
+            raise StoreError(f"episode indices {chosen.tolist()} out of range 0..{len(ends) - 1}")
+        self.chunk_len = chunk_len
+        self.episodes = chosen
+        self._starts = starts[chosen]
+        self._stops = ends[chosen]
+        self._offsets = np.concatenate([[0], np.cumsum(self._stops - self._starts)])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def rows(self) -> np.ndarray:
+        """Every data row of the chosen episodes, in window order."""
+        return np.concatenate([np.arange(a, b) for a, b in zip(self._starts, self._stops)] or [np.zeros(0, np.int64)])
+
+    def __getitem__(self, index: int) -> Window:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
+        frame = index - int(self._offsets[k])
+        row = int(self._starts[k]) + frame
+        wanted = row + np.arange(self.chunk_len)
+        last = int(self._stops[k]) - 1
+        return Window(int(self.episodes[k]), row, frame, np.minimum(wanted, last), wanted > last)

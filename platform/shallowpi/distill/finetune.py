@@ -1,0 +1,109 @@
+"""Fine-tune (or train from scratch) the π0 teacher on one episode store.
+
+`finetune` is what `platform train` runs: split the store's episodes into train and
+held-out, build the datasets and the policy (normalisation statistics from the training
+split), write the run folder's config and split, train, and evaluate on the held-out
+episodes. The dataset class is a parameter so tests can pass an in-memory one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint
+from shallowpi.policy.config import PolicyConfig
+from shallowpi.policy.policy import Features, Policy
+
+log = logging.getLogger(__name__)
+
+# (store_path, chunk_len, episodes) -> a dataset with the ChunkDataset item contract.
+DatasetFactory = Callable[[Path, int, "list[int] | None"], Dataset]
+
+
+@dataclass
+class Split:
+    train: list[int]
+    held_out: list[int]
+
+    @classmethod
+    def of(cls, episodes: list[int], fraction: float) -> Split:
+        """The last `fraction` of the episodes (at least one, if there are two) are held out."""
+        if not episodes:
+            raise TrainingError("the dataset holds no episodes; record some first (platform record)")
+        n_out = 0 if len(episodes) < 2 else max(1, round(len(episodes) * fraction))
+        return cls(sorted(episodes[: len(episodes) - n_out]), sorted(episodes[len(episodes) - n_out :]))
+
+
+def finetune(
+    store: Path,
+    policy_cfg: PolicyConfig,
+    train_cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    episodes: list[int],
+    make_dataset: DatasetFactory,
+    resume: bool = False,
+    init_from: Path | None = None,
+    resolved_config: Any = None,
+) -> dict[str, Any]:
+    """Train, checkpoint, and evaluate; returns the final metrics and the eval report."""
+    from shallowpi.distill.evaluate import evaluate
+
+    split_path = run_dir / "split.json"
+    if resume and split_path.is_file():
+        data = json.loads(split_path.read_text())
+        split = Split(data["train"], data["held_out"])
+    else:
+        split = Split.of(sorted(episodes), train_cfg.eval_fraction)
+    train_set = make_dataset(store, policy_cfg.chunk_len, split.train)
+    if len(train_set) == 0:
+        raise TrainingError(f"{store} has no training samples in episodes {split.train}")
+    features = Features.from_sample(train_set[0])
+    torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
+    policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)
+    policy.set_stats(train_set.stats())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(
+        policy, train_set, train_cfg, run_dir, resume=resume,
+        run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out)},
+    )
+    if trainer.dist.main:
+        if resolved_config is not None:
+            from shallowpi.config import save_resolved
+
+            save_resolved(resolved_config, run_dir)
+        split_path.write_text(json.dumps({"train": split.train, "held_out": split.held_out}))
+    last = trainer.fit()
+    result: dict[str, Any] = {"train": last, "checkpoint": str(latest_checkpoint(run_dir))}
+    if trainer.dist.main and split.held_out:
+        held_out = make_dataset(store, policy_cfg.chunk_len, split.held_out)
+        report = evaluate(policy, held_out, max_samples=128)
+        result["eval"] = report.to_dict()
+        (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
+        log.info("held-out episodes %s:\n%s", split.held_out, report.table())
+    return result
+
+
+def _initial_policy(
+    cfg: PolicyConfig, features: Features, init_from: Path | None, resuming: Path | None
+) -> Policy:
+    if init_from is None or resuming is not None:
+        return Policy(cfg, features)
+    if (init_from / "model.safetensors").is_file() and "format" in Policy.read_metadata(init_from):
+        start = Policy.load(init_from)
+        start.features.check_against(features, "the dataset")
+        return start
+    # A lerobot/openpi π0 directory: take its model, our features and fresh statistics.
+    from shallowpi.policy.weights import load_pi0_directory
+
+    policy = Policy(cfg, features)
+    policy.model.load_state_dict(load_pi0_directory(init_from, policy.cfg).state_dict())
+    return policy

@@ -1,0 +1,522 @@
+"""`MotorBus`, the seam robots stand on, and `DynamixelBus`, its dynamixel-sdk implementation.
+
+One bus is one serial port (a U2D2, or an emulator's pty) with a known set of servos:
+ID -> model. Values cross this seam in raw control-table units (ticks); conversion to
+radians is calibration's job (calibration.py), one layer up.
+
+Many motors, one transaction: `read(fields, ids)` reads a block of adjacent fields
+(e.g. present current, velocity and position) from every servo in one SYNC_READ, or one
+BULK_READ when the servos on the bus are different series and keep the fields at
+different addresses. `write(field, values)` is one SYNC_WRITE (or BULK_WRITE).
+
+Every transaction is retried a bounded number of times; each failure is logged, and the
+last one raises `BusError` naming the bus, the servo and what to check, e.g.
+
+    bus 'left_arm' (/dev/ttyUSB0): servo 5 (YM080-230-R099-RH) did not answer sync read
+    of present_position after 3 tries; check its power and cable, and that it is set to
+    ID 5 at 1000000 baud
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import termios
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from dynamixel_sdk import (
+    COMM_RX_CORRUPT,
+    COMM_RX_TIMEOUT,
+    COMM_SUCCESS,
+    GroupBulkRead,
+    GroupBulkWrite,
+    GroupSyncRead,
+    GroupSyncWrite,
+    PacketHandler,
+    PortHandler,
+)
+from serial import SerialException
+
+from shallowpi.errors import PlatformError
+from shallowpi.hardware.dynamixel.control_table import (
+    ALERT_BIT,
+    ERROR_ADVICE,
+    ModelSpec,
+    OperatingMode,
+    model_by_name,
+    model_by_number,
+    model_label,
+    span,
+)
+from shallowpi.hardware.dynamixel.port import PortBusyError, QuietPortHandler
+
+log = logging.getLogger(__name__)
+
+
+class BusError(PlatformError):
+    """A bus or a servo on it failed; the message names both and what to check."""
+
+    exit_code = 4
+
+
+class ServoFaultError(BusError):
+    """A servo reports a hardware error (overload, overheating, ...)."""
+
+
+@dataclass(frozen=True)
+class ServoInfo:
+    """What a PING (or broadcast ping) learns about one servo."""
+
+    id: int
+    model_number: int
+    firmware: int | None = None
+
+    @property
+    def model(self) -> ModelSpec | None:
+        return model_by_number(self.model_number)
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name if self.model else f"unknown model {self.model_number}"
+
+
+@runtime_checkable
+class MotorBus(Protocol):
+    """The robot's view of a servo bus (raw units). `DynamixelBus` is the real one."""
+
+    name: str
+
+    @property
+    def is_connected(self) -> bool: ...
+    def connect(self) -> None: ...
+    def disconnect(self) -> None: ...
+    def scan(self) -> dict[int, ServoInfo]: ...
+    def verify(self) -> dict[int, ServoInfo]: ...
+    def read(self, fields: Sequence[str], ids: Iterable[int] | None = None) -> dict[str, dict[int, int]]: ...
+    def write(self, field: str, values: Mapping[int, int]) -> None: ...
+    def read_one(self, servo_id: int, field: str) -> int: ...
+    def write_one(self, servo_id: int, field: str, value: int, *, check_alert: bool = True) -> None: ...
+    def set_torque(self, enabled: bool, ids: Iterable[int] | None = None) -> None: ...
+    def set_operating_mode(self, mode: OperatingMode, ids: Iterable[int]) -> None: ...
+    def hardware_errors(self, ids: Iterable[int] | None = None) -> dict[int, list[str]]: ...
+    def raise_on_hardware_errors(self, ids: Iterable[int] | None = None) -> None: ...
+
+
+class DynamixelBus:
+    """Protocol 2.0 servos on one serial port, through the real dynamixel-sdk.
+
+    `motors` maps ID -> model (a ModelSpec or its name, e.g. "XM430-W350"). Use as a
+    context manager to have torque switched off however the block ends:
+
+        with DynamixelBus("follower", "/dev/ttyUSB0", 1_000_000, {1: "XL430-W250"}) as bus:
+            bus.set_torque(True)
+            bus.write("goal_position", {1: 2048})
+            bus.read(["present_position"])  # {"present_position": {1: 2047}}
+    """
+
+    def __init__(
+        self,
+        name: str,
+        port: str,
+        baud: int,
+        motors: Mapping[int, ModelSpec | str],
+        *,
+        retries: int = 3,
+        latency_timer_ms: float = 16.0,
+        port_factory: Callable[[str, float], PortHandler] = QuietPortHandler,
+    ) -> None:
+        if retries < 1:
+            raise PlatformError(f"bus '{name}': retries must be >= 1, got {retries}")
+        self.name = name
+        self.port_path = port
+        self.baud = baud
+        self.motors: dict[int, ModelSpec] = {
+            int(i): m if isinstance(m, ModelSpec) else model_by_name(m) for i, m in motors.items()
+        }
+        self.retries = retries
+        self.latency_timer_ms = latency_timer_ms
+        self._port_factory = port_factory  # the stock SDK handler, for comparisons
+        self._port: PortHandler | None = None
+        self._packets = PacketHandler(2.0)
+        self._readers: dict[tuple, GroupSyncRead | GroupBulkRead] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def is_connected(self) -> bool:
+        return self._port is not None and self._port.is_open
+
+    def connect(self) -> None:
+        if self.is_connected:
+            return
+        port = self._port_factory(self.port_path, self.latency_timer_ms)
+        try:
+            opened = port.openPort() and port.setBaudRate(self.baud)
+        except PortBusyError:
+            raise BusError(
+                f"{self._where}: port is busy: another process holds its lock (a second "
+                "`platform` command, or a program opening it in exclusive mode); close that first"
+            ) from None
+        except (SerialException, OSError) as exc:
+            raise BusError(
+                f"{self._where}: cannot open the port ({_first_line(exc)}); check the USB "
+                "cable, the device path (`platform doctor` lists ports) and your permissions "
+                "(dialout group)"
+            ) from None
+        if not opened:
+            raise BusError(f"{self._where}: baud rate {self.baud} is not supported by the port")
+        self._port = port
+        log.info("bus %s: opened %s at %d baud", self.name, self.port_path, self.baud)
+
+    def disconnect(self) -> None:
+        if self._port is not None:
+            with contextlib.suppress(SerialException, OSError, termios.error):
+                self._port.closePort()
+            self._port = None
+            self._readers.clear()
+
+    def __enter__(self) -> DynamixelBus:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.safe_shutdown()
+
+    def safe_shutdown(self) -> None:
+        """Torque off (best effort: the port may be the thing that failed), then close."""
+        try:
+            if self.is_connected:
+                self.set_torque(False)
+        except BusError as err:
+            log.warning("bus %s: could not switch torque off on exit: %s", self.name, err)
+        finally:
+            self.disconnect()
+
+    @contextmanager
+    def torque_enabled(self, ids: Iterable[int] | None = None) -> Iterator[None]:
+        """Torque on inside the block, off in `finally`."""
+        self.set_torque(True, ids)
+        try:
+            yield
+        finally:
+            self.set_torque(False, ids)
+
+    # -- discovery ---------------------------------------------------------------------
+
+    def scan(self) -> dict[int, ServoInfo]:
+        """Every servo that answers a broadcast ping: ID -> model and firmware."""
+        found, result = self._call(lambda: self._packets.broadcastPing(self._need_port()))
+        if result not in (COMM_SUCCESS, COMM_RX_TIMEOUT):
+            log.warning("bus %s: broadcast ping: %s", self.name, self._packets.getTxRxResult(result))
+        return {i: ServoInfo(i, model, fw) for i, (model, fw) in sorted(found.items())}
+
+    def ping(self, servo_id: int) -> ServoInfo | None:
+        """One servo's model, or None if it does not answer (after the retries)."""
+        for attempt in range(1, self.retries + 1):
+            model, result, _error = self._call(lambda: self._packets.ping(self._need_port(), servo_id))
+            if result == COMM_SUCCESS:
+                return ServoInfo(servo_id, model)
+            log.warning(
+                "bus %s: ping of servo %d failed (try %d/%d): %s", self.name, servo_id, attempt,
+                self.retries, self._packets.getTxRxResult(result),
+            )
+        return None
+
+    def verify(self) -> dict[int, ServoInfo]:
+        """Check every configured ID answers and is the configured model; else one-line error."""
+        found = {}
+        for servo_id, model in self.motors.items():
+            info = self.ping(servo_id)
+            if info is None:
+                raise BusError(
+                    f"{self._where}: servo {servo_id} ({model.name}) did not answer a ping; "
+                    f"check its power and cable, and that it is set to ID {servo_id} at "
+                    f"{self.baud} baud (`platform doctor --port {self.port_path}` scans the bus)"
+                )
+            if info.model_number != model.number:
+                raise BusError(
+                    f"{self._where}: servo {servo_id} is a {model_label(info.model_number)} but "
+                    f"the config says {model.name} ({model.number}); fix the robot config or "
+                    "the servo's ID"
+                )
+            found[servo_id] = info
+        return found
+
+    # -- reads and writes --------------------------------------------------------------
+
+    def read(
+        self, fields: Sequence[str], ids: Iterable[int] | None = None
+    ) -> dict[str, dict[int, int]]:
+        """Adjacent fields from many servos in one transaction: {field: {id: value}}.
+
+        Values are signed where the field is. Fields must lie close together in the
+        control table (one block is read), e.g. present current, velocity and position.
+        """
+        id_list = self._ids(ids)
+        layout = tuple((i, *span(self.motors[i], fields)) for i in id_list)
+        key = (tuple(fields), layout)
+        group = self._readers.get(key)
+        if group is None:
+            group = self._make_reader(layout)
+            self._readers[key] = group
+        what = f"{'bulk' if isinstance(group, GroupBulkRead) else 'sync'} read of {', '.join(fields)}"
+
+        def transact() -> int:
+            # The SDK keeps each servo's reply in data_dict and stops at the first servo
+            # that fails: empty them first so a failure points at the servo that broke.
+            for servo_id in group.data_dict:
+                if isinstance(group, GroupBulkRead):
+                    group.data_dict[servo_id][0] = []
+                else:
+                    group.data_dict[servo_id] = []
+            return group.txRxPacket()
+
+        self._retry(transact, what, id_list, culprit=lambda: self._first_silent(group, id_list))
+        out: dict[str, dict[int, int]] = {f: {} for f in fields}
+        for servo_id in id_list:
+            model = self.motors[servo_id]
+            for name in fields:
+                fld = model.field(name)
+                raw = group.getData(servo_id, fld.address, fld.size)
+                out[name][servo_id] = fld.from_unsigned(raw)
+        return out
+
+    def write(self, field: str, values: Mapping[int, int]) -> None:
+        """One field on many servos in one SYNC_WRITE (BULK_WRITE across series)."""
+        if not values:
+            return
+        fields = {i: self.motors[self._check_id(i)].field(field) for i in values}
+        layouts = {(f.address, f.size) for f in fields.values()}
+        port = self._need_port()
+        if len(layouts) == 1:
+            address, size = layouts.pop()
+            group = GroupSyncWrite(port, self._packets, address, size)
+            for servo_id, value in values.items():
+                group.addParam(servo_id, _le_bytes(fields[servo_id].to_unsigned(int(value)), size))
+            what = f"sync write of {field}"
+        else:
+            group = GroupBulkWrite(port, self._packets)
+            for servo_id, value in values.items():
+                f = fields[servo_id]
+                group.addParam(servo_id, f.address, f.size, _le_bytes(f.to_unsigned(int(value)), f.size))
+            what = f"bulk write of {field}"
+        self._retry(group.txPacket, what, list(values))
+
+    def write_one(self, servo_id: int, field: str, value: int, *, check_alert: bool = True) -> None:
+        """One field on one servo, acknowledged: the status packet's error byte is checked."""
+        fld = self.motors[self._check_id(servo_id)].field(field)
+        raw = fld.to_unsigned(int(value))
+        writer = {1: self._packets.write1ByteTxRx, 2: self._packets.write2ByteTxRx,
+                  4: self._packets.write4ByteTxRx}[fld.size]
+        error_byte = 0
+
+        def transact() -> int:
+            nonlocal error_byte
+            result, error_byte = self._call(lambda: writer(self._need_port(), servo_id, fld.address, raw))
+            return result
+
+        self._retry(transact, f"write of {field}={value}", [servo_id], culprit=lambda: servo_id)
+        if not check_alert:
+            error_byte &= ~ALERT_BIT
+        self._check_status_error(servo_id, error_byte, f"write of {field}={value}")
+
+    def read_one(self, servo_id: int, field: str) -> int:
+        return self.read([field], [servo_id])[field][servo_id]
+
+    # -- servo state -------------------------------------------------------------------
+
+    def set_torque(self, enabled: bool, ids: Iterable[int] | None = None) -> None:
+        """Torque on or off, servo by servo (acknowledged).
+
+        Switching off goes on through every servo even if one fails, and ignores the
+        hardware-alert bit: a faulted servo must not keep its neighbours powered.
+        """
+        first_error: BusError | None = None
+        for servo_id in self._ids(ids):
+            try:
+                self.write_one(servo_id, "torque_enable", int(enabled), check_alert=enabled)
+            except BusError as err:
+                if enabled or not self.is_connected:
+                    raise
+                first_error = first_error or err
+        if first_error is not None:
+            raise first_error
+
+    def set_operating_mode(self, mode: OperatingMode, ids: Iterable[int]) -> None:
+        """Operating Mode lives in EEPROM: torque goes off for the change."""
+        for servo_id in self._ids(ids):
+            model = self.motors[servo_id]
+            if mode not in model.operating_modes:
+                modes = ", ".join(m.name.lower() for m in sorted(model.operating_modes))
+                raise BusError(
+                    f"{self._where}: servo {servo_id} ({model.name}) has no {mode.name.lower()} "
+                    f"mode; it supports: {modes}"
+                )
+            if self.read_one(servo_id, "operating_mode") != mode:
+                self.write_one(servo_id, "torque_enable", 0)
+                self.write_one(servo_id, "operating_mode", int(mode))
+
+    def hardware_errors(self, ids: Iterable[int] | None = None) -> dict[int, list[str]]:
+        """Servos reporting a hardware error, decoded: {id: ["overload", ...]}; {} if none."""
+        errors: dict[int, list[str]] = {}
+        by_field: dict[str, list[int]] = {}
+        for servo_id in self._ids(ids):
+            by_field.setdefault(self.motors[servo_id].error_field, []).append(servo_id)
+        for field, field_ids in by_field.items():
+            for servo_id, value in self.read([field], field_ids)[field].items():
+                words = self.motors[servo_id].decode_errors(value)
+                if words:
+                    errors[servo_id] = words
+        return errors
+
+    def raise_on_hardware_errors(self, ids: Iterable[int] | None = None) -> None:
+        errors = self.hardware_errors(ids)
+        if errors:
+            servo_id, words = next(iter(errors.items()))
+            raise ServoFaultError(self._fault_message(servo_id, words, len(errors)))
+
+    def reboot(self, servo_id: int) -> None:
+        """Clears a latched hardware error (the servo restarts with torque off)."""
+        self._retry(
+            lambda: self._call(lambda: self._packets.reboot(self._need_port(), servo_id))[0],
+            "reboot", [servo_id], culprit=lambda: servo_id,
+        )
+
+    # -- internals ---------------------------------------------------------------------
+
+    @property
+    def _where(self) -> str:
+        return f"bus '{self.name}' ({self.port_path})"
+
+    def _need_port(self) -> PortHandler:
+        if self._port is None:
+            raise BusError(f"{self._where}: not connected; call connect() first")
+        return self._port
+
+    def _ids(self, ids: Iterable[int] | None) -> list[int]:
+        if ids is None:
+            return sorted(self.motors)
+        return [self._check_id(i) for i in ids]
+
+    def _check_id(self, servo_id: int) -> int:
+        if servo_id not in self.motors:
+            raise BusError(
+                f"{self._where}: servo {servo_id} is not in this bus's config "
+                f"(IDs: {', '.join(map(str, sorted(self.motors)))})"
+            )
+        return servo_id
+
+    def _make_reader(self, layout: tuple[tuple[int, int, int], ...]) -> GroupSyncRead | GroupBulkRead:
+        port = self._need_port()
+        blocks = {(start, length) for _, start, length in layout}
+        if len(blocks) == 1:
+            start, length = blocks.pop()
+            group = GroupSyncRead(port, self._packets, start, length)
+            for servo_id, _, _ in layout:
+                group.addParam(servo_id)
+            return group
+        group = GroupBulkRead(port, self._packets)
+        for servo_id, start, length in layout:
+            group.addParam(servo_id, start, length)
+        return group
+
+    def _first_silent(self, group: GroupSyncRead | GroupBulkRead, ids: list[int]) -> int | None:
+        for servo_id in ids:
+            data = group.data_dict.get(servo_id)
+            if isinstance(group, GroupBulkRead):
+                data = data[0] if data else None
+            if not data:
+                return servo_id
+        return None
+
+    def _call(self, fn):
+        """Run one SDK call, turning a vanished port into a BusError that says so."""
+        try:
+            return fn()
+        except (SerialException, OSError, termios.error) as exc:
+            port, self._port = self._port, None
+            self._readers.clear()  # they hold the dead port
+            if port is not None:
+                with contextlib.suppress(SerialException, OSError, termios.error):
+                    port.closePort()
+            raise BusError(
+                f"{self._where}: the port went away ({_first_line(exc)}); check the USB "
+                "cable and the adapter's power, then reconnect"
+            ) from None
+
+    def _retry(self, transact, what: str, ids: list[int], culprit=None) -> None:
+        result = COMM_SUCCESS
+        for attempt in range(1, self.retries + 1):
+            result = self._call(transact)
+            if result == COMM_SUCCESS:
+                return
+            log.warning(
+                "%s: %s from servos %s failed (try %d/%d): %s", self._where, what,
+                _id_text(ids), attempt, self.retries, self._packets.getTxRxResult(result),
+            )
+        servo_id = culprit() if culprit else None
+        raise BusError(self._failure_message(what, ids, servo_id, result))
+
+    def _failure_message(self, what: str, ids: list[int], servo_id: int | None, result: int) -> str:
+        tries = f"after {self.retries} {'try' if self.retries == 1 else 'tries'}"
+        if servo_id is None:
+            who = f"servos {_id_text(ids)}"
+        else:
+            who = f"servo {servo_id} ({self.motors[servo_id].name})"
+        if result == COMM_RX_CORRUPT:
+            return (
+                f"{self._where}: {who} sent corrupted replies to the {what} {tries}; check the "
+                "cable and connectors, and that nothing else drives the bus"
+            )
+        if result == COMM_RX_TIMEOUT:
+            return (
+                f"{self._where}: {who} did not answer the {what} {tries}; check its power and "
+                f"cable, and that it is set to ID {servo_id if servo_id is not None else '?'} "
+                f"at {self.baud} baud"
+            )
+        return f"{self._where}: {what} failed for {who} {tries}: {self._packets.getTxRxResult(result)}"
+
+    def _check_status_error(self, servo_id: int, error_byte: int, what: str) -> None:
+        if error_byte & ALERT_BIT:
+            words = self.hardware_errors([servo_id]).get(servo_id, ["hardware error"])
+            raise ServoFaultError(self._fault_message(servo_id, words, 1))
+        if error_byte:
+            raise BusError(
+                f"{self._where}: servo {servo_id} refused the {what}: "
+                f"{self._packets.getRxPacketError(error_byte).removeprefix('[RxPacketError] ')}"
+            )
+
+    def _fault_message(self, servo_id: int, words: list[str], count: int) -> str:
+        advice = ERROR_ADVICE.get(words[0], "check the servo, then reboot it")
+        more = f" ({count - 1} more servo(s) report errors)" if count > 1 else ""
+        return (
+            f"{self._where}: servo {servo_id} ({self.motors[servo_id].name}) reports "
+            f"{', '.join(words)}; {advice}{more}"
+        )
+
+
+def _le_bytes(value: int, size: int) -> list[int]:
+    return [(value >> (8 * k)) & 0xFF for k in range(size)]
+
+
+def _id_text(ids: Sequence[int]) -> str:
+    return ",".join(map(str, ids))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.01) -> bool:
+    """Poll `predicate` until it holds or `timeout_s` passes (for moves and tests)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()

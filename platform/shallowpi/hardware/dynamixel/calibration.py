@@ -1,0 +1,89 @@
+"""Ticks <-> joint units, from one motor's calibration.
+
+Three kinds of joint, one formula each (direction is +1 or -1):
+
+    revolute  rad   = direction * (ticks - homing_offset) * 2 pi / ticks_per_turn
+    linear    m     = rad * metres_per_rad                 (a lift on a screw or belt)
+    gripper   0..1  = direction * (ticks - homing_offset) / span_ticks   (0 closed, 1 open)
+
+`homing_offset` is the tick at joint zero (for a gripper: fully closed), `span_ticks`
+the travel from closed to open. The calibration lives in software (the robot's
+calibration file), not in the servos' Homing Offset registers, so it reads the same on
+X- and Y-series and a servo swap needs no EEPROM writes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from shallowpi.errors import PlatformError
+from shallowpi.hardware.dynamixel.control_table import ModelSpec
+
+JOINT_KINDS = ("revolute", "linear", "gripper")
+
+
+@dataclass(frozen=True)
+class MotorCalibration:
+    homing_offset: int  # ticks at joint zero (gripper: closed)
+    direction: int  # +1 or -1
+    range_min: int  # lowest tick seen while calibrating
+    range_max: int  # highest tick seen while calibrating
+    span_ticks: int = 0  # gripper only: closed -> open travel, > 0
+
+    def __post_init__(self) -> None:
+        if self.direction not in (1, -1):
+            raise PlatformError(f"calibration direction must be 1 or -1, got {self.direction}")
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MotorCalibration:
+        return cls(**{k: int(v) for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class JointConverter:
+    """One joint's conversion: model + calibration + kind."""
+
+    model: ModelSpec
+    calibration: MotorCalibration
+    kind: str = "revolute"
+    metres_per_rad: float = 1.0
+
+    def to_joint(self, ticks: int) -> float:
+        c = self.calibration
+        offset = c.direction * (ticks - c.homing_offset)
+        if self.kind == "gripper":
+            return offset / max(c.span_ticks, 1)
+        rad = offset * self.model.radians_per_tick
+        return rad * self.metres_per_rad if self.kind == "linear" else rad
+
+    def to_ticks(self, value: float) -> int:
+        c = self.calibration
+        if self.kind == "gripper":
+            offset = value * c.span_ticks
+        else:
+            rad = value / self.metres_per_rad if self.kind == "linear" else value
+            offset = rad / self.model.radians_per_tick
+        return round(c.homing_offset + c.direction * offset)
+
+    def velocity_to_joint(self, raw_velocity: int) -> float:
+        rad_s = raw_velocity * self.model.velocity_unit_rpm * 2 * math.pi / 60
+        if self.kind == "gripper":
+            return self.calibration.direction * rad_s / (max(self.calibration.span_ticks, 1) * self.model.radians_per_tick)
+        rad_s *= self.calibration.direction
+        return rad_s * self.metres_per_rad if self.kind == "linear" else rad_s
+
+
+def default_calibration(model: ModelSpec, direction: int, kind: str) -> MotorCalibration:
+    """Before anyone calibrated: zero at the centre tick; a gripper opens over a quarter turn."""
+    quarter = model.ticks_per_turn // 4
+    return MotorCalibration(
+        homing_offset=model.center_tick,
+        direction=direction,
+        range_min=model.center_tick - model.ticks_per_turn // 2,
+        range_max=model.center_tick + model.ticks_per_turn // 2 - 1,
+        span_ticks=quarter if kind == "gripper" else 0,
+    )

@@ -1,0 +1,422 @@
+"""Emulated Dynamixel chains that answer Protocol 2.0 on a pseudo-terminal.
+
+The real driver (dynamixel-sdk through `DynamixelBus`) opens the pty's slave path as it
+would a U2D2; a thread on the master side parses instruction packets, runs them against
+per-servo control tables (control_table.MODELS) and writes status packets back.
+
+Timing follows the wire: a request "arrives" n bytes x 10 bits / baud after the host
+wrote it, each servo answers after its Return Delay Time (2 us a unit) and its reply
+takes its own wire time. Sync and bulk reads are answered in order, each servo after
+the previous one, as on a real bus. A host at another baud rate than the chain's gets
+no answer (the emulator compares the pty's termios speed), like a real servo.
+
+Faults, for tests and demos (`ServoChain` methods):
+    remove(id)                the servo is not on the bus: no answer to anything
+    mute(id)                  present but silent: the host times out
+    corrupt(id)               its replies carry a wrong CRC
+    hardware_error(id, word)  "overload", "overheating", ...: alert bit, torque off
+    vanish()                  the port disappears mid-run (USB unplugged)
+
+Motion comes from a `JointPlant` per servo (plant.py): a bounded-speed tracker by
+default, or whatever `plant_factory(bus, id, model_name)` returns, e.g. a MuJoCo
+twin's joint. The servo converts between ticks and shaft radians; the plant never sees
+a control table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import termios
+import threading
+import time
+import tty
+from collections.abc import Iterable, Mapping
+
+from shallowpi.hardware.dynamixel import protocol as p
+from shallowpi.hardware.dynamixel.control_table import (
+    ALERT_BIT,
+    ModelSpec,
+    OperatingMode,
+    baud_code,
+    model_by_name,
+)
+from shallowpi.hardware.dynamixel.plant import JointPlant, PlantFactory, TrackingPlant
+
+log = logging.getLogger(__name__)
+
+_MAX_EARLY_S = 0.0005
+_PRESENT_FIELDS = ("present_position", "present_velocity", "present_current", "realtime_tick")
+
+
+class EmulatedServo:
+    """One servo: a control table in a bytearray, a plant for its shaft, fault flags."""
+
+    def __init__(self, servo_id: int, model: ModelSpec | str, plant: JointPlant | None = None, *,
+                 baud: int = 1_000_000) -> None:
+        self.model = model if isinstance(model, ModelSpec) else model_by_name(model)
+        self.id = servo_id
+        rpm_limit = self.model.defaults.get("velocity_limit", 200) * self.model.velocity_unit_rpm
+        self.plant: JointPlant = plant or TrackingPlant(max_speed=rpm_limit * 2 * math.pi / 60)
+        self._table = self.model.table
+        size = max(f.address + f.size for f in self.model.table.values())
+        present = [self.model.field(f) for f in _PRESENT_FIELDS]
+        self._present_span = (min(f.address for f in present), max(f.address + f.size for f in present))
+        self.memory = bytearray(size)
+        self._fields_at: dict[int, tuple[str, object]] = {}
+        for name, fld in self.model.table.items():
+            for a in range(fld.address, fld.address + fld.size):
+                self._fields_at[a] = (name, fld)
+        self.factory_defaults(baud)
+        self.present = True  # False: not on the bus at all
+        self.muted = False  # True: executes, never answers
+        self.corrupt_crc = False
+
+    def factory_defaults(self, baud: int) -> None:
+        self.memory[:] = bytes(len(self.memory))
+        for name, value in self.model.defaults.items():
+            self.set(name, value)
+        self.set("id", self.id)
+        self.set("baud_rate", baud_code(baud))
+
+    # -- raw table access --------------------------------------------------------------
+
+    def get(self, name: str) -> int:
+        fld = self._table.get(name) or self.model.field(name)
+        raw = int.from_bytes(self.memory[fld.address: fld.address + fld.size], "little")
+        return fld.from_unsigned(raw)
+
+    def set(self, name: str, value: int) -> None:
+        fld = self._table.get(name) or self.model.field(name)
+        self.memory[fld.address: fld.address + fld.size] = fld.to_unsigned(int(value)).to_bytes(fld.size, "little")
+
+    @property
+    def torque(self) -> bool:
+        return bool(self.get("torque_enable"))
+
+    @property
+    def alert(self) -> bool:
+        return self.get(self.model.error_field) != 0
+
+    # -- units -------------------------------------------------------------------------
+
+    def ticks_to_rad(self, ticks: int) -> float:
+        return (ticks - self.model.center_tick) * self.model.radians_per_tick
+
+    def rad_to_ticks(self, rad: float) -> int:
+        return self.model.center_tick + round(rad / self.model.radians_per_tick)
+
+    # -- instructions ------------------------------------------------------------------
+
+    def read(self, address: int, length: int, now: float) -> tuple[int, bytes]:
+        if address + length > len(self.memory):
+            return p.ERR_DATA_LENGTH, b""
+        first, end = self._present_span
+        if address < end and first < address + length:
+            self._refresh(now)
+        return 0, bytes(self.memory[address: address + length])
+
+    def write(self, address: int, data: bytes) -> int:
+        """Apply a write; returns the status error code (0 = done)."""
+        if address + len(data) > len(self.memory):
+            return p.ERR_DATA_LENGTH
+        touched = {self._fields_at[a][0]: self._fields_at[a][1]
+                   for a in range(address, address + len(data)) if a in self._fields_at}
+        for fld in touched.values():
+            if not fld.writable or (fld.eeprom and self.torque):
+                return p.ERR_ACCESS
+        if "goal_position" in touched and self.get("operating_mode") == OperatingMode.POSITION:
+            goal = self._peek("goal_position", address, data)
+            if not self.get("min_position_limit") <= goal <= self.get("max_position_limit"):
+                return p.ERR_DATA_LIMIT
+        if "torque_enable" in touched and self._peek("torque_enable", address, data) and self.alert:
+            return p.ERR_RESULT_FAIL  # a latched hardware error keeps torque off until reboot
+        was_on = self.torque
+        self.memory[address: address + len(data)] = data
+        if "torque_enable" in touched and self.torque != was_on:
+            self.plant.set_torque(self.torque)
+            if self.torque:  # hold where the shaft is, as a servo does when torque comes on
+                self._refresh(time.monotonic())
+                self.set("goal_position", self.get("present_position"))
+        if "goal_position" in touched and self.torque:
+            self.plant.set_goal(self.ticks_to_rad(self.get("goal_position")))
+        return 0
+
+    def reboot(self) -> None:
+        self.set("torque_enable", 0)
+        self.set(self.model.error_field, 0)
+        self.plant.set_torque(False)
+
+    def inject_error(self, word: str) -> None:
+        """Latch a hardware error: the servo drops torque, as its Shutdown setting says."""
+        self.set(self.model.error_field, self.model.error_value(word))
+        self.set("torque_enable", 0)
+        self.plant.set_torque(False)
+
+    def _peek(self, name: str, address: int, data: bytes) -> int:
+        fld = self.model.field(name)
+        merged = bytearray(self.memory)
+        merged[address: address + len(data)] = data
+        return fld.from_unsigned(int.from_bytes(merged[fld.address: fld.address + fld.size], "little"))
+
+    def _refresh(self, now: float) -> None:
+        state = self.plant.read(now)
+        rad_s_per_unit = self.model.velocity_unit_rpm * 2 * math.pi / 60
+        self.set("present_position", self.rad_to_ticks(state.position))
+        self.set("present_velocity", round(state.velocity / rad_s_per_unit))
+        self.set("present_current", round(state.current / self.model.current_unit_a))
+        self.set("realtime_tick", int(now * 1000) % 32768)
+
+
+class ServoChain:
+    """Servos on one emulated bus, served on a pty from a background thread.
+
+        with ServoChain("follower", [EmulatedServo(1, "XL430-W250")]) as chain:
+            bus = DynamixelBus("follower", chain.path, 1_000_000, {1: "XL430-W250"})
+    """
+
+    def __init__(self, name: str, servos: Iterable[EmulatedServo], baud: int = 1_000_000) -> None:
+        self.name = name
+        self.baud = baud
+        self.servos: dict[int, EmulatedServo] = {s.id: s for s in servos}
+        for servo in self.servos.values():
+            servo.set("baud_rate", baud_code(baud))
+        self._byte_time = 10.0 / baud  # 8N1: 10 bits a byte
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)  # no echo, no line editing until a host configures it
+        self.path = os.ttyname(self._slave)
+        self._expected_speed = getattr(termios, f"B{baud}", None)
+        self._deframer = p.Deframer()
+        self._bus_free_at = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # faults are injected from other threads
+        self.packets_served = 0
+
+    def __enter__(self) -> ServoChain:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name=f"dxl-emulator-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        self._close_fds()
+
+    # -- faults ------------------------------------------------------------------------
+
+    def remove(self, servo_id: int) -> None:
+        self.servos[servo_id].present = False
+
+    def mute(self, servo_id: int, muted: bool = True) -> None:
+        self.servos[servo_id].muted = muted
+
+    def corrupt(self, servo_id: int, corrupted: bool = True) -> None:
+        self.servos[servo_id].corrupt_crc = corrupted
+
+    def hardware_error(self, servo_id: int, word: str) -> None:
+        with self._lock:
+            self.servos[servo_id].inject_error(word)
+
+    def vanish(self) -> None:
+        """The adapter is unplugged: the pty goes away under the host's feet."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        self._close_fds()
+
+    # -- serving -----------------------------------------------------------------------
+
+    def _close_fds(self) -> None:
+        for fd in (self._master, self._slave):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._master = self._slave = -1
+
+    def _serve(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._master], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                data = os.read(self._master, 4096)
+            except OSError:
+                time.sleep(0.01)  # no host has the port open
+                continue
+            arrived = time.monotonic()
+            if not self._host_speed_matches():
+                continue  # garbage to a servo listening at another baud rate
+            for packet in self._deframer.feed(data):
+                with self._lock:
+                    self._bus_free_at = max(self._bus_free_at, arrived) + packet.wire_bytes * self._byte_time
+                    replies = self._handle(packet, arrived)
+                self._send_burst(replies)
+                self.packets_served += 1
+
+    def _host_speed_matches(self) -> bool:
+        if self._expected_speed is None:
+            return True
+        try:
+            speed = termios.tcgetattr(self._slave)[5]
+        except termios.error:
+            return True
+        return speed == self._expected_speed
+
+    def _send_burst(self, replies: list[tuple[EmulatedServo, bytes]]) -> None:
+        """Write replies at their wire times, several per write when they fall close together.
+
+        A sleep costs ~0.1 ms of scheduler overshoot and every write wakes the host, so
+        inside a burst (a sync read of 20 servos) replies go out in batches up to
+        _MAX_EARLY_S ahead of their wire time; the last one always waits for its own,
+        so a transaction is never shorter than the wire makes it.
+        """
+        pending = bytearray()
+        for servo, frame in replies:
+            start = self._bus_free_at + 2e-6 * servo.get("return_delay_time")
+            self._bus_free_at = start + len(frame) * self._byte_time
+            ahead = self._bus_free_at - time.monotonic()
+            if ahead > _MAX_EARLY_S:
+                self._write(pending)
+                pending.clear()
+                time.sleep(ahead - _MAX_EARLY_S)
+            pending += frame
+        ahead = self._bus_free_at - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        self._write(pending)
+
+    def _write(self, data: bytes | bytearray) -> None:
+        if data:
+            with contextlib.suppress(OSError):
+                os.write(self._master, bytes(data))
+
+    def _answering(self, servo_id: int) -> EmulatedServo | None:
+        servo = self.servos.get(servo_id)
+        return servo if servo is not None and servo.present else None
+
+    def _status(self, servo: EmulatedServo, error: int, params: bytes = b"") -> list[tuple[EmulatedServo, bytes]]:
+        if servo.muted:
+            return []
+        if servo.alert:
+            error |= ALERT_BIT
+        return [(servo, p.status(servo.id, error, params, corrupt_crc=servo.corrupt_crc))]
+
+    def _handle(self, pkt: p.Packet, now: float) -> list[tuple[EmulatedServo, bytes]]:
+        if pkt.servo_id == p.BROADCAST_ID:
+            return self._handle_broadcast(pkt, now)
+        servo = self._answering(pkt.servo_id)
+        if servo is None:
+            return []
+        if not pkt.crc_ok:
+            return self._status(servo, p.ERR_CRC)
+        level = servo.get("status_return_level")
+        ins, prm = pkt.instruction, pkt.params
+        if ins == p.PING:
+            model = servo.model.number
+            return self._status(servo, 0, bytes([model & 0xFF, model >> 8, servo.get("firmware_version")]))
+        if ins == p.READ:
+            if len(prm) != 4:
+                return self._status(servo, p.ERR_DATA_LENGTH)
+            error, data = servo.read(_u16(prm, 0), _u16(prm, 2), now)
+            return self._status(servo, error, data) if level >= 1 else []
+        if ins == p.WRITE:
+            if len(prm) < 3:
+                return self._status(servo, p.ERR_DATA_LENGTH)
+            error = servo.write(_u16(prm, 0), prm[2:])
+            return self._status(servo, error) if level >= 2 else []
+        if ins == p.REBOOT:
+            replies = self._status(servo, 0)
+            servo.reboot()
+            return replies
+        if ins == p.FACTORY_RESET:
+            # Refused on purpose: an emulator that forgets its IDs mid-session breaks every
+            # later step; the host sees what a servo that cannot comply answers.
+            return self._status(servo, p.ERR_RESULT_FAIL)
+        return self._status(servo, p.ERR_INSTRUCTION)
+
+    def _handle_broadcast(self, pkt: p.Packet, now: float) -> list[tuple[EmulatedServo, bytes]]:
+        if not pkt.crc_ok:
+            return []
+        ins, prm = pkt.instruction, pkt.params
+        replies: list[tuple[EmulatedServo, bytes]] = []
+        if ins == p.PING:
+            for servo_id in sorted(self.servos):
+                servo = self._answering(servo_id)
+                if servo is not None:
+                    model = servo.model.number
+                    replies += self._status(servo, 0, bytes([model & 0xFF, model >> 8, servo.get("firmware_version")]))
+        elif ins == p.SYNC_READ:
+            address, length = _u16(prm, 0), _u16(prm, 2)
+            for servo_id in prm[4:]:
+                # Each servo answers after hearing the previous one: a silent servo
+                # leaves the rest of the chain waiting, and the host times out there.
+                servo = self._answering(servo_id)
+                if servo is None or servo.muted:
+                    break
+                error, data = servo.read(address, length, now)
+                replies += self._status(servo, error, data)
+        elif ins == p.BULK_READ:
+            for k in range(0, len(prm) - 4, 5):
+                servo = self._answering(prm[k])
+                if servo is None or servo.muted:
+                    break
+                error, data = servo.read(_u16(prm, k + 1), _u16(prm, k + 3), now)
+                replies += self._status(servo, error, data)
+        elif ins == p.SYNC_WRITE:
+            address, length = _u16(prm, 0), _u16(prm, 2)
+            for k in range(4, len(prm) - length, length + 1):
+                servo = self._answering(prm[k])
+                if servo is not None:
+                    servo.write(address, prm[k + 1: k + 1 + length])
+        elif ins == p.BULK_WRITE:
+            k = 0
+            while k + 5 <= len(prm):
+                servo_id, address, length = prm[k], _u16(prm, k + 1), _u16(prm, k + 3)
+                servo = self._answering(servo_id)
+                if servo is not None:
+                    servo.write(address, prm[k + 5: k + 5 + length])
+                k += 5 + length
+        return replies
+
+
+def _u16(data: bytes, offset: int) -> int:
+    return data[offset] | (data[offset + 1] << 8)
+
+
+def build_chains(
+    buses: Mapping[str, tuple[int, Mapping[int, str]]],
+    plant_factory: PlantFactory | None = None,
+    *,
+    return_delay_time: int | None = None,
+) -> dict[str, ServoChain]:
+    """One chain per bus: {bus name: (baud, {id: model name})} -> started chains.
+
+    `return_delay_time` overrides the factory default (250 units = 0.5 ms a reply),
+    as a configured robot would have it.
+    """
+    chains = {}
+    for bus_name, (baud, motors) in buses.items():
+        servos = []
+        for servo_id, model_name in motors.items():
+            plant = plant_factory(bus_name, servo_id, model_name) if plant_factory else None
+            servo = EmulatedServo(servo_id, model_name, plant, baud=baud)
+            if return_delay_time is not None:
+                servo.set("return_delay_time", return_delay_time)
+            servos.append(servo)
+        chains[bus_name] = ServoChain(bus_name, servos, baud)
+        chains[bus_name].start()
+    return chains

@@ -1,0 +1,58 @@
+"""A dynamixel-sdk PortHandler that waits for replies in the kernel instead of spinning.
+
+The SDK opens the port non-blocking (pyserial `timeout=0`) and polls `readPort` in a tight
+loop until the status packet is complete or the packet timeout passes: one core at 100 %
+for as long as the bus thread waits (measured in tools/bench/bus_cycle.py). Here an empty
+read blocks in `select()` until a byte arrives or the SDK's own deadline comes, so the
+wait costs nothing and the reply is seen within microseconds of its arrival.
+
+Two more things the stock handler does not do:
+- the packet timeout's USB latency allowance is a parameter (the SDK hard-codes 16 ms,
+  the FTDI default; a U2D2 set to 1 ms, or a pty, needs far less), and
+- the port is locked with `flock`, so a second process gets "port busy" instead of two
+  programs interleaving packets on one bus.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import select
+
+from dynamixel_sdk import PortHandler
+
+
+class PortBusyError(OSError):
+    """Another process holds the port's lock."""
+
+
+class QuietPortHandler(PortHandler):
+    def __init__(self, port_name: str, latency_timer_ms: float = 16.0) -> None:
+        super().__init__(port_name)
+        self.latency_timer_ms = latency_timer_ms
+
+    def setupPort(self, cflag_baud: int) -> bool:
+        ok = super().setupPort(cflag_baud)
+        try:
+            fcntl.flock(self.ser.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.ser.close()
+            self.is_open = False
+            raise PortBusyError(f"{self.port_name} is locked by another process") from None
+        return ok
+
+    def setPacketTimeout(self, packet_length: int) -> None:
+        # Same formula as the SDK, with the latency allowance as a parameter.
+        self.packet_start_time = self.getCurrentTime()
+        self.packet_timeout = (
+            self.tx_time_per_byte * packet_length + self.latency_timer_ms * 2.0 + 2.0
+        )
+
+    def readPort(self, length: int) -> bytes:
+        data = self.ser.read(length)
+        if data:
+            return data
+        remaining_ms = self.packet_timeout - self.getTimeSinceStart()
+        if remaining_ms > 0:
+            select.select([self.ser.fileno()], [], [], remaining_ms / 1000.0)
+            data = self.ser.read(length)
+        return data

@@ -1,0 +1,166 @@
+"""Sizes of the π0-architecture policy: one dataclass tree, presets in configs/policy/.
+
+`PolicyConfig` holds three towers (vision encoder, VLM decoder, action expert) and the
+flow-matching settings. Every size (pi0, small, tiny) is the same code with other numbers.
+The VLM and the expert attend jointly at every layer, so they share depth, head count and
+head size; `__post_init__` checks that, and every other mistake a preset can make.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from shallowpi.errors import ConfigError
+
+
+@dataclass
+class VisionConfig:
+    """SigLIP-style ViT: patches -> pre-LayerNorm encoder -> linear projection to the VLM width."""
+
+    width: int = 1152
+    depth: int = 27
+    mlp_dim: int = 4304
+    num_heads: int = 16
+    patch_size: int = 14
+    image_size: int = 224
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ConfigError(
+                f"vision.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
+        if self.width % self.num_heads:
+            raise ConfigError(f"vision.width {self.width} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass
+class GemmaConfig:
+    """One Gemma decoder tower: RMSNorm, multi-query attention with RoPE, GeGLU MLP."""
+
+    width: int = 2048
+    depth: int = 18
+    mlp_dim: int = 16384
+    num_heads: int = 8
+    num_kv_heads: int = 1
+    head_dim: int = 256
+
+    def __post_init__(self) -> None:
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
+        if self.depth < 1:
+            raise ConfigError(f"depth must be >= 1, got {self.depth}")
+
+
+@dataclass
+class PolicyConfig:
+    """Everything that fixes the shapes of the model's weights, plus flow-matching settings."""
+
+    name: str = "pi0"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    vlm: GemmaConfig = field(default_factory=GemmaConfig)
+    expert: GemmaConfig = field(
+        default_factory=lambda: GemmaConfig(width=1024, mlp_dim=4096)
+    )
+    vocab_size: int = 257152
+    # Cameras the prefix holds, in order; a camera missing from an observation is masked out.
+    num_cameras: int = 3
+    max_text_tokens: int = 48
+    # Padded state/action sizes (openpi's max_state_dim/max_action_dim); real data is shorter.
+    state_dim: int = 32
+    action_dim: int = 32
+    chunk_len: int = 50
+    # Flow matching: t ~ Beta(alpha, beta) * scale + offset; t=1 is noise, t=0 is data.
+    time_beta_alpha: float = 1.5
+    time_beta_beta: float = 1.0
+    time_scale: float = 0.999
+    time_offset: float = 0.001
+    time_min_period: float = 4e-3
+    time_max_period: float = 4.0
+    num_steps: int = 10
+    # "bytes" = built-in byte-level tokenizer; otherwise a path to tokenizer.json or *.model.
+    tokenizer: str = "bytes"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
+        if isinstance(self.vlm, dict):
+            self.vlm = GemmaConfig(**self.vlm)
+        if isinstance(self.expert, dict):
+            self.expert = GemmaConfig(**self.expert)
+        vlm, exp = self.vlm, self.expert
+        shared = ("depth", "num_heads", "num_kv_heads", "head_dim")
+        for key in shared:
+            if getattr(vlm, key) != getattr(exp, key):
+                raise ConfigError(
+                    f"vlm.{key}={getattr(vlm, key)} but expert.{key}={getattr(exp, key)}; the two "
+                    "towers attend jointly at every layer, so depth, heads and head_dim must match"
+                )
+        if exp.width % 2:
+            raise ConfigError(f"expert.width must be even (sinusoidal time embedding), got {exp.width}")
+        if self.num_cameras < 1 or self.chunk_len < 1 or self.num_steps < 1:
+            raise ConfigError("num_cameras, chunk_len and num_steps must be >= 1")
+
+    @property
+    def depth(self) -> int:
+        return self.vlm.depth
+
+    @property
+    def prefix_len(self) -> int:
+        return self.num_cameras * self.vision.num_patches + self.max_text_tokens
+
+    @property
+    def suffix_len(self) -> int:
+        return 1 + self.chunk_len  # state token + action tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown policy config keys {unknown}; valid keys: {', '.join(sorted(known))}"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:  # a bad key inside vision/vlm/expert
+            raise ConfigError(f"bad policy config: {exc}") from None
+
+    def with_depth(self, depth: int) -> PolicyConfig:
+        """The same model with `depth` layers in both the VLM and the expert (a student's shape)."""
+        return dataclasses.replace(
+            self,
+            vlm=dataclasses.replace(self.vlm, depth=depth),
+            expert=dataclasses.replace(self.expert, depth=depth),
+        )
+
+
+def load_preset(name: str) -> PolicyConfig:
+    """configs/policy/<name>.yaml as a PolicyConfig (without the rest of the run config)."""
+    from omegaconf import OmegaConf
+
+    from shallowpi.config import config_dir, group_choices
+
+    path = config_dir() / "policy" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown policy '{name}'; choose one of: {', '.join(group_choices('policy'))}"
+        )
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    return PolicyConfig.from_dict(model_section(data))
+
+
+def model_section(data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a policy config group that define the model (drops training-only keys)."""
+    known = {f.name for f in dataclasses.fields(PolicyConfig)}
+    return {k: v for k, v in data.items() if k in known}

@@ -1,0 +1,482 @@
+"""The π0 architecture in plain PyTorch: one code path for every size.
+
+A PaliGemma-style prefix (SigLIP ViT -> image tokens, language tokens, Gemma decoder) and an
+action expert (a second, narrower Gemma of the same depth) whose tokens attend, at every
+layer, to the keys and values of the prefix. The expert predicts the flow-matching velocity
+of a noisy action chunk; sampling integrates it with Euler steps from noise (t=1) to data
+(t=0). Read top-down: norms and RoPE -> one Gemma layer -> towers -> vision -> masks ->
+the model (embed_prefix, embed_suffix, velocity, loss, prefix_cache, denoise_step,
+sample_actions).
+
+Axis legend used in shape comments:
+    B batch             N cameras           H, W image height/width (pixels)
+    P prefix tokens     S suffix tokens     T = P + S, all tokens
+    L text tokens       C chunk length      A action (or state) dim, padded
+    D tower width       F MLP width         h query heads   k kv heads   E head dim
+
+Layer indexing: `vlm.layers[i]` and `expert.layers[i]` form joint layer i. A student keeps
+the same index set in both towers (see `keep_layers`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shallowpi.policy.config import GemmaConfig, PolicyConfig, VisionConfig
+
+# Added to attention logits where a query may not look. Finite, not -inf: a fully masked
+# row (a padded token) then softmaxes to uniform instead of NaN, and there is headroom
+# below float32's minimum so adding a logit cannot overflow (same value as openpi).
+MASK_VALUE = -2.3819763e38
+ROPE_BASE = 10_000.0
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+class RMSNorm(nn.Module):
+    """Gemma's RMSNorm: statistics in float32, scale stored as (1 + weight), weight init 0."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x32 * (1.0 + self.weight.float())).type_as(x)
+
+
+def rope_tables(positions: Tensor, head_dim: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin tables for rotary embeddings. positions [B, T] -> cos, sin [B, 1, T, E]."""
+    inv_freq = 1.0 / ROPE_BASE ** (
+        torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    )  # [E/2]
+    angles = positions.float()[..., None] * inv_freq  # [B, T, E/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [B, T, E]
+    return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (i, i + E/2) of x [B, heads, T, E] by the position's angle."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """Scaled dot-product attention, multi-query aware.
+
+    q [B, h, Tq, E], k/v [B, k, Tk, E] (k divides h), bias [B, 1, Tq, Tk] additive -> [B, Tq, h*E].
+    """
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias.to(q.dtype), enable_gqa=k.shape[1] != q.shape[1]
+    )  # [B, h, Tq, E]
+    return out.transpose(1, 2).flatten(2)
+
+
+def gelu_tanh(x: Tensor) -> Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+# ----------------------------------------------------------------------------- Gemma
+
+
+class GeGLU(nn.Module):
+    """Gemma's gated MLP: down(gelu(gate(x)) * up(x))."""
+
+    def __init__(self, width: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.up_proj = nn.Linear(width, mlp_dim, bias=False)
+        self.down_proj = nn.Linear(mlp_dim, width, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
+        return self.down_proj(gelu_tanh(self.gate_proj(x)) * self.up_proj(x))
+
+
+class GemmaLayer(nn.Module):
+    """One pre-norm decoder layer, split in two halves around attention.
+
+    The attention itself is not here: in π0 the VLM and the expert each project their own
+    tokens to q/k/v (`qkv`), the keys and values of both towers are attended to jointly,
+    and each tower finishes its tokens with its own output projection and MLP (`finish`).
+    """
+
+    def __init__(self, cfg: GemmaConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.attn_norm = RMSNorm(cfg.width)
+        self.q_proj = nn.Linear(cfg.width, cfg.num_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.width, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.width, bias=False)
+        self.mlp_norm = RMSNorm(cfg.width)
+        self.mlp = GeGLU(cfg.width, cfg.mlp_dim)
+
+    def qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, T, D] -> q [B, h, T, E], k and v [B, k, T, E], RoPE applied to q and k."""
+        B, T, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def finish(self, x: Tensor, attn_out: Tensor) -> Tensor:
+        """Residual around attention, then around the MLP. x [B, T, D], attn_out [B, T, h*E]."""
+        x = x + self.o_proj(attn_out.to(x.dtype))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GemmaTower(nn.Module):
+    """A stack of Gemma layers (a list, so a student can keep a subset) and a final norm."""
+
+    def __init__(self, cfg: GemmaConfig, vocab_size: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        # Only the VLM reads text; the expert's inputs are projected, not embedded.
+        self.embed_tokens = nn.Embedding(vocab_size, cfg.width) if vocab_size else None
+        self.layers = nn.ModuleList(GemmaLayer(cfg) for _ in range(cfg.depth))
+        self.norm = RMSNorm(cfg.width)
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """tokens [B, L] -> [B, L, D], scaled by sqrt(D) as Gemma does."""
+        emb = self.embed_tokens(tokens)
+        return emb * torch.tensor(math.sqrt(self.cfg.width), dtype=emb.dtype)
+
+
+# ----------------------------------------------------------------------------- vision
+
+
+class VisionLayer(nn.Module):
+    """SigLIP encoder layer: pre-LayerNorm multi-head attention and GELU MLP, with biases."""
+
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.norm1 = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.q_proj = nn.Linear(cfg.width, cfg.width)
+        self.k_proj = nn.Linear(cfg.width, cfg.width)
+        self.v_proj = nn.Linear(cfg.width, cfg.width)
+        self.o_proj = nn.Linear(cfg.width, cfg.width)
+        self.norm2 = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.fc1 = nn.Linear(cfg.width, cfg.mlp_dim)
+        self.fc2 = nn.Linear(cfg.mlp_dim, cfg.width)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
+        B, T, D = x.shape
+        h = self.norm1(x)
+        q, k, v = (
+            proj(h).view(B, T, self.num_heads, D // self.num_heads).transpose(1, 2)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )  # [B, h, T, E] each
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, D)
+        x = x + self.o_proj(attn)
+        return x + self.fc2(gelu_tanh(self.fc1(self.norm2(x))))
+
+
+class VisionEncoder(nn.Module):
+    """Image [B, 3, H, W] in [-1, 1] -> tokens [B, num_patches, D_vlm]."""
+
+    def __init__(self, cfg: VisionConfig, out_width: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.pos_embed = nn.Embedding(cfg.num_patches, cfg.width)
+        self.layers = nn.ModuleList(VisionLayer(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
+        self.projector = nn.Linear(cfg.width, out_width)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # [B, patches, Dv]
+        x = x + self.pos_embed.weight
+        for layer in self.layers:
+            x = layer(x)
+        return self.projector(self.norm(x))  # [B, patches, D_vlm]
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def block_causal_mask(pad: Tensor, blocks: Tensor) -> Tensor:
+    """Which token may attend to which: bool [B, T, T] (query, key).
+
+    `blocks` [B, T] is 1 where a new block starts and 0 where a token joins the block
+    before it; a token sees every valid token whose block is not later than its own.
+    `pad` [B, T] is False for padding, which nothing sees. In π0 the prefix (images + text)
+    is one block, the state token a second and the action chunk a third:
+
+        tokens:  img img txt | state | act act act        blocks: 0 0 0 1 1 0 0
+                 img img txt   state   act act act
+        img      1   1   1     .       .   .   .          prefix: bidirectional, blind
+        img      1   1   1     .       .   .   .                  to the suffix, so its
+        txt      1   1   1     .       .   .   .                  keys/values can be cached
+        state    1   1   1     1       .   .   .          state: sees prefix + itself
+        act      1   1   1     1       1   1   1          actions: see everything,
+        act      1   1   1     1       1   1   1                   bidirectional in-chunk
+        act      1   1   1     1       1   1   1
+
+    With a padded text token (pad = 1 1 0 1 1 1 1) column 3 is all '.', and so is row 3.
+    """
+    level = torch.cumsum(blocks, dim=1)  # [B, T]
+    visible = level[:, None, :] <= level[:, :, None]  # [B, T(query), T(key)]
+    return visible & pad[:, None, :] & pad[:, :, None]
+
+
+def mask_to_bias(mask: Tensor) -> Tensor:
+    """bool [B, Tq, Tk] -> additive float32 bias [B, 1, Tq, Tk] for `attend`."""
+    zero = torch.zeros((), dtype=torch.float32, device=mask.device)
+    return torch.where(mask, zero, MASK_VALUE)[:, None]
+
+
+def time_embedding(t: Tensor, dim: int, min_period: float, max_period: float) -> Tensor:
+    """Sinusoidal embedding of flow-matching time t [B] -> [B, dim] (sin half, cos half)."""
+    dtype = torch.float64 if t.device.type != "mps" else torch.float32
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=dtype, device=t.device)
+    period = min_period * (max_period / min_period) ** fraction  # [dim/2]
+    angle = t.to(dtype)[:, None] * (2 * math.pi / period)  # [B, dim/2]
+    return torch.cat([angle.sin(), angle.cos()], dim=1).to(t.dtype)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Prefix:
+    """The embedded prefix of one batch: tokens [B, P, D_vlm], pad [B, P], blocks [B, P]."""
+
+    embs: Tensor
+    pad: Tensor
+    blocks: Tensor
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys and values of the prefix, in buffers with room for the suffix.
+
+    keys[i], values[i]: [B, k, P + S, E]. `prefix_cache` fills [:P] once; every
+    `denoise_step` overwrites [P:] with the suffix's own keys and values in place, so the
+    prefix part is never copied (lerobot clones the whole cache at each of the 10 steps).
+    `bias` [B, 1, S, P + S] is the suffix rows of the block-causal mask, `positions` [B, S]
+    the suffix's RoPE positions; both depend on the padding only, not on the step.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    prefix_len: int
+    bias: Tensor
+    positions: Tensor
+
+
+class Pi0Model(nn.Module):
+    """π0: VLM prefix + action expert, trained by flow matching, sampled by Euler steps."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vision = VisionEncoder(cfg.vision, out_width=cfg.vlm.width)
+        self.vlm = GemmaTower(cfg.vlm, vocab_size=cfg.vocab_size)
+        self.expert = GemmaTower(cfg.expert)
+        d = cfg.expert.width
+        self.state_proj = nn.Linear(cfg.state_dim, d)
+        self.action_in_proj = nn.Linear(cfg.action_dim, d)
+        self.action_time_mlp_in = nn.Linear(2 * d, d)
+        self.action_time_mlp_out = nn.Linear(d, d)
+        self.action_out_proj = nn.Linear(d, cfg.action_dim)
+
+    # -- inputs -> tokens
+
+    def embed_prefix(
+        self, images: Tensor, image_masks: Tensor, tokens: Tensor, token_masks: Tensor
+    ) -> Prefix:
+        """images [B, N, 3, H, W] in [-1, 1], image_masks [B, N], tokens/token_masks [B, L]."""
+        B, N = images.shape[:2]
+        img = self.vision(images.flatten(0, 1))  # [B*N, patches, D]
+        img = img.view(B, N * img.shape[1], -1)  # [B, N*patches, D], camera-major
+        img_pad = image_masks.repeat_interleave(img.shape[1] // N, dim=1)  # [B, N*patches]
+        txt = self.vlm.embed(tokens)  # [B, L, D]
+        embs = torch.cat([img, txt.to(img.dtype)], dim=1)  # [B, P, D]
+        pad = torch.cat([img_pad, token_masks], dim=1)  # [B, P]
+        return Prefix(embs, pad, torch.zeros_like(pad, dtype=torch.long))
+
+    def embed_suffix(self, state: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """state [B, A], noisy actions x_t [B, C, A], time t [B] -> tokens [B, S, D], pad, blocks."""
+        B, C, _ = x_t.shape
+        state_tok = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # [B, 1, D]
+        act = self.action_in_proj(x_t)  # [B, C, D]
+        temb = time_embedding(t, act.shape[-1], self.cfg.time_min_period, self.cfg.time_max_period)
+        temb = temb.to(act.dtype)[:, None].expand_as(act)  # [B, C, D]
+        act = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([act, temb], -1))))
+        embs = torch.cat([state_tok, act.to(state_tok.dtype)], dim=1)  # [B, S, D]
+        pad = torch.ones(B, 1 + C, dtype=torch.bool, device=x_t.device)
+        blocks = torch.zeros(B, 1 + C, dtype=torch.long, device=x_t.device)
+        blocks[:, :2] = 1  # state opens a block, the first action token another
+        return embs, pad, blocks
+
+    # -- the joint forward (training and teacher velocities)
+
+    def velocity(self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """Predicted velocity v [B, C, A] at noisy actions x_t [B, C, A] and time t [B].
+
+        All T = P + S tokens pass through the towers together: at each layer i the VLM
+        projects the prefix tokens and expert layer i the suffix tokens, both attend over
+        all keys under the block-causal mask, and each tower finishes its own tokens.
+        """
+        suffix, s_pad, s_blocks = self.embed_suffix(state, x_t, t)
+        pad = torch.cat([prefix.pad, s_pad], dim=1)  # [B, T]
+        bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
+        positions = torch.cumsum(pad, dim=1) - 1  # [B, T]; padding does not advance them
+        cos, sin = rope_tables(positions, self.cfg.vlm.head_dim, prefix.embs.dtype)
+        P = prefix.embs.shape[1]
+        x_pre, x_suf = prefix.embs, suffix
+        for vlm_layer, exp_layer in zip(self.vlm.layers, self.expert.layers):
+            q1, k1, v1 = vlm_layer.qkv(x_pre, cos[:, :, :P], sin[:, :, :P])
+            q2, k2, v2 = exp_layer.qkv(x_suf, cos[:, :, P:], sin[:, :, P:])
+            out = attend(
+                torch.cat([q1, q2.to(q1.dtype)], 2),
+                torch.cat([k1, k2.to(k1.dtype)], 2),
+                torch.cat([v1, v2.to(v1.dtype)], 2),
+                bias,
+            )  # [B, T, h*E]
+            x_pre = vlm_layer.finish(x_pre, out[:, :P])
+            x_suf = exp_layer.finish(x_suf, out[:, P:])
+        x_suf = self.expert.norm(x_suf)  # the prefix's output is never read: no VLM head
+        return self.action_out_proj(x_suf[:, -self.cfg.chunk_len :].float())
+
+    def loss(
+        self,
+        prefix: Prefix,
+        state: Tensor,
+        actions: Tensor,
+        noise: Tensor | None = None,
+        t: Tensor | None = None,
+    ) -> Tensor:
+        """Flow-matching loss per element [B, C, A] (mean it, or mask padding first).
+
+        x_t = t * noise + (1 - t) * actions moves from data (t=0) to noise (t=1) at constant
+        velocity u = noise - actions; the model regresses u. t ~ Beta(1.5, 1) scaled into
+        (0.001, 1), which weights the noisier times as π0 does.
+        """
+        if noise is None:
+            noise = torch.randn_like(actions)
+        if t is None:
+            t = self.sample_time(actions.shape[0], actions.device)
+        tt = t[:, None, None]
+        x_t = tt * noise + (1 - tt) * actions
+        v = self.velocity(prefix, state, x_t, t)
+        return F.mse_loss(v, noise - actions, reduction="none")
+
+    def sample_time(self, batch: int, device: torch.device) -> Tensor:
+        cfg = self.cfg
+        beta = torch.distributions.Beta(
+            torch.tensor(cfg.time_beta_alpha), torch.tensor(cfg.time_beta_beta)
+        )
+        return (beta.sample((batch,)) * cfg.time_scale + cfg.time_offset).to(device)
+
+    # -- sampling: prefix once, then the expert alone at every Euler step
+
+    @torch.no_grad()
+    def prefix_cache(self, prefix: Prefix) -> KVCache:
+        """Run the VLM over the prefix once; keep each layer's keys and values."""
+        B, P, _ = prefix.embs.shape
+        S = self.cfg.suffix_len
+        s_pad = torch.ones(B, S, dtype=torch.bool, device=prefix.pad.device)
+        s_blocks = torch.zeros(B, S, dtype=torch.long, device=prefix.pad.device)
+        s_blocks[:, :2] = 1
+        pad = torch.cat([prefix.pad, s_pad], 1)  # [B, T]
+        bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
+        positions = torch.cumsum(pad, dim=1) - 1  # [B, T]
+        cos, sin = rope_tables(positions[:, :P], self.cfg.vlm.head_dim, prefix.embs.dtype)
+        cfg = self.cfg.vlm
+        keys, values = [], []
+        x = prefix.embs
+        for layer in self.vlm.layers:
+            q, k, v = layer.qkv(x, cos, sin)  # k, v [B, k, P, E]
+            key_buf = k.new_empty(B, cfg.num_kv_heads, P + S, cfg.head_dim)
+            val_buf = v.new_empty(B, cfg.num_kv_heads, P + S, cfg.head_dim)
+            key_buf[:, :, :P], val_buf[:, :, :P] = k, v
+            keys.append(key_buf)
+            values.append(val_buf)
+            x = layer.finish(x, attend(q, k, v, bias[:, :, :P, :P]))
+        return KVCache(keys, values, P, bias[:, :, P:], positions[:, P:])
+
+    @torch.no_grad()
+    def denoise_step(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        """Velocity [B, C, A] from the expert alone, its queries over cached prefix keys."""
+        x, _, _ = self.embed_suffix(state, x_t, t)  # [B, S, D]
+        cos, sin = rope_tables(cache.positions, self.cfg.expert.head_dim, x.dtype)
+        P = cache.prefix_len
+        for i, layer in enumerate(self.expert.layers):
+            q, k, v = layer.qkv(x, cos, sin)  # q [B, h, S, E], k/v [B, k, S, E]
+            cache.keys[i][:, :, P:] = k  # the suffix slots only; [:P] is untouched
+            cache.values[i][:, :, P:] = v
+            x = layer.finish(x, attend(q, cache.keys[i], cache.values[i], cache.bias))
+        x = self.expert.norm(x)
+        return self.action_out_proj(x[:, -self.cfg.chunk_len :].float())
+
+    @torch.no_grad()
+    def sample_actions(
+        self, prefix: Prefix, state: Tensor, noise: Tensor | None = None, num_steps: int | None = None
+    ) -> Tensor:
+        """Integrate dx/dt = v from noise at t=1 to actions at t=0. -> [B, C, A]."""
+        B = state.shape[0]
+        steps = num_steps or self.cfg.num_steps
+        if noise is None:
+            noise = torch.randn(B, self.cfg.chunk_len, self.cfg.action_dim, device=state.device)
+        cache = self.prefix_cache(prefix)
+        dt = -1.0 / steps
+        x = noise.float()
+        for step in range(steps):
+            t = torch.full((B,), 1.0 + step * dt, dtype=torch.float32, device=state.device)
+            x = x + dt * self.denoise_step(cache, state, x, t)
+        return x
+
+    # -- surgery
+
+    def dead_parameter_names(self) -> list[str]:
+        """Weights no output depends on: the VLM's final norm, and in its last layer all but
+        the key/value path (the prefix's last hidden state is never read; π0 has no text
+        head). The trainer freezes them so DDP sees no unused parameters."""
+        last = f"vlm.layers.{self.cfg.depth - 1}."
+        keep = (f"{last}attn_norm.", f"{last}k_proj.", f"{last}v_proj.")
+        return [
+            name
+            for name, _ in self.named_parameters()
+            if name == "vlm.norm.weight" or (name.startswith(last) and not name.startswith(keep))
+        ]
+
+
+    def keep_layers(self, indices: list[int]) -> Pi0Model:
+        """A new model whose towers keep joint layers `indices` (same in VLM and expert).
+
+        Shares no storage with self: the student's weights are copies, and every copied
+        tensor's shape is checked by load_state_dict(strict=True).
+        """
+        depth = self.cfg.depth
+        if not indices or sorted(set(indices)) != list(indices) or indices[-1] >= depth:
+            raise ValueError(f"layer indices must be increasing and < {depth}, got {indices}")
+        student = Pi0Model(self.cfg.with_depth(len(indices))).to(
+            next(self.parameters()).device, next(self.parameters()).dtype
+        )
+        state = {}
+        for name, tensor in self.state_dict().items():
+            tower, _, rest = name.partition(".layers.")
+            if tower in ("vlm", "expert") and rest:
+                teacher_idx, _, tail = rest.partition(".")
+                if int(teacher_idx) not in indices:
+                    continue
+                name = f"{tower}.layers.{indices.index(int(teacher_idx))}.{tail}"
+            state[name] = tensor.clone()
+        student.load_state_dict(state, strict=True)
+        return student
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,267 @@
+"""`Policy`: the π0 model plus everything between it and recorded data.
+
+Batches arrive as the training dataset yields them (lerobot feature names):
+    observation.state            float32 [B, S_real]
+    observation.images.<role>    uint8   [B, H, W, 3]
+    action                       float32 [B, C, A_real]   (training only)
+    action_is_pad                bool    [B, C]            (training only)
+    task                         list[str] (or one str)
+The policy normalises state and action with the dataset's mean/std (kept as buffers, so
+they travel inside the checkpoint), zero-pads them to the model's widths, resizes and
+rescales the images to [-1, 1], tokenises the task, and calls the model.
+
+Checkpoints: a directory with `model.safetensors`; its header metadata holds the format
+tag, the PolicyConfig and the features (camera roles, real state/action sizes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from shallowpi.policy.config import PolicyConfig
+from shallowpi.policy.model import Pi0Model
+from shallowpi.policy.tokenizer import make_tokenizer, tokenize
+from shallowpi.policy.weights import CheckpointError
+
+FORMAT = "shallowpi-policy"
+FORMAT_VERSION = "1"
+STATE = "observation.state"
+ACTION = "action"
+IMAGE_PREFIX = "observation.images."
+
+
+@dataclass
+class Features:
+    """What the policy reads and writes, fixed at training time."""
+
+    state_dim: int
+    action_dim: int
+    cameras: list[str]  # camera roles, in prefix order
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [IMAGE_PREFIX + c for c in self.cameras]
+
+    @classmethod
+    def from_sample(cls, item: dict[str, Any]) -> Features:
+        """The features of one dataset item (lerobot names)."""
+        if STATE not in item or ACTION not in item:
+            raise CheckpointError(
+                f"dataset items lack '{STATE}' or '{ACTION}' (have {sorted(item)}); "
+                "record with a robot that stores joint state and actions"
+            )
+        cams = [k[len(IMAGE_PREFIX) :] for k in item if k.startswith(IMAGE_PREFIX)]
+        return cls(int(item[STATE].shape[-1]), int(item[ACTION].shape[-1]), sorted(cams))
+
+    def check_against(self, other: Features, what: str) -> None:
+        """Raise one line if `other` (e.g. a dataset's) does not match these."""
+        if (self.state_dim, self.action_dim) != (other.state_dim, other.action_dim):
+            raise CheckpointError(
+                f"{what} has state/action sizes {other.state_dim}/{other.action_dim} but the "
+                f"checkpoint expects {self.state_dim}/{self.action_dim}; use a matching dataset"
+            )
+        missing = [c for c in self.cameras if c not in other.cameras]
+        if missing:
+            raise CheckpointError(
+                f"{what} lacks camera(s) {missing} the checkpoint was trained on "
+                f"(has {other.cameras})"
+            )
+
+
+class Normalizer(nn.Module):
+    """x -> (x - mean) / std per dimension, and back. Stats are buffers (saved, not trained)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set(self, mean: Any, std: Any) -> None:
+        self.mean.copy_(torch.as_tensor(np.asarray(mean), dtype=torch.float32))
+        # A joint that never moved has std 0: leave it unscaled rather than divide by ~0.
+        std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
+        self.std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, x: Tensor) -> Tensor:
+        return x * self.std + self.mean
+
+
+def resize_with_pad(images: Tensor, size: int) -> Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, size, size] in [-1, 1], aspect kept, black bars."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0  # [B, 3, H, W]
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        x = F.pad(x, (left, size - nw - left, top, size - nh - top))
+    return x * 2.0 - 1.0
+
+
+def pad_last(x: Tensor, dim: int) -> Tensor:
+    return F.pad(x, (0, dim - x.shape[-1])) if x.shape[-1] < dim else x
+
+
+class Policy(nn.Module):
+    """π0 over recorded features: `loss(batch)` for training, `sample_actions(obs)` to act."""
+
+    def __init__(self, cfg: PolicyConfig, features: Features) -> None:
+        super().__init__()
+        if features.state_dim > cfg.state_dim or features.action_dim > cfg.action_dim:
+            raise CheckpointError(
+                f"data has state/action sizes {features.state_dim}/{features.action_dim}, above the "
+                f"model's {cfg.state_dim}/{cfg.action_dim}; raise policy.state_dim/action_dim"
+            )
+        if not features.cameras:
+            raise CheckpointError("the policy needs at least one camera (observation.images.*)")
+        cfg = PolicyConfig.from_dict({**cfg.to_dict(), "num_cameras": len(features.cameras)})
+        self.cfg, self.features = cfg, features
+        self.tokenizer = make_tokenizer(cfg.tokenizer)  # first: a missing file fails fast
+        self.model = Pi0Model(cfg)
+        self.state_norm = Normalizer(features.state_dim)
+        self.action_norm = Normalizer(features.action_dim)
+
+    def set_stats(self, stats: dict[str, dict[str, Any]]) -> None:
+        """Dataset statistics: {"observation.state": {"mean", "std"}, "action": {...}}."""
+        self.state_norm.set(stats[STATE]["mean"], stats[STATE]["std"])
+        self.action_norm.set(stats[ACTION]["mean"], stats[ACTION]["std"])
+
+    @property
+    def device(self) -> torch.device:
+        return self.state_norm.mean.device
+
+    # -- inputs
+
+    def _prefix_and_state(self, obs: dict[str, Any]):
+        state = torch.as_tensor(obs[STATE], dtype=torch.float32, device=self.device)
+        batched = state.ndim == 2
+        if not batched:
+            state = state[None]
+        B = state.shape[0]
+        images, masks = [], []
+        for key in self.features.image_keys:
+            if key in obs:
+                img = torch.as_tensor(obs[key], device=self.device)
+                img = img if batched else img[None]
+                images.append(resize_with_pad(img, self.cfg.vision.image_size))
+                masks.append(torch.ones(B, dtype=torch.bool, device=self.device))
+            else:  # a camera that dropped out: a blank image nothing attends to
+                size = self.cfg.vision.image_size
+                images.append(-torch.ones(B, 3, size, size, device=self.device))
+                masks.append(torch.zeros(B, dtype=torch.bool, device=self.device))
+        task = obs.get("task", "")
+        texts = [task] * B if isinstance(task, str) else list(task)
+        tokens, tok_mask = tokenize(self.tokenizer, texts, self.cfg.max_text_tokens)
+        prefix = self.model.embed_prefix(
+            torch.stack(images, 1), torch.stack(masks, 1), tokens.to(self.device), tok_mask.to(self.device)
+        )
+        state = pad_last(self.state_norm(state), self.cfg.state_dim)
+        return prefix, state, batched
+
+    # -- the interface
+
+    def loss_terms(
+        self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Sum of squared velocity errors over real action dims and non-padded steps, and
+        how many elements it sums (the trainer divides by the count over all processes)."""
+        prefix, state, _ = self._prefix_and_state(batch)
+        actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
+        actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
+        per_elem = self.model.loss(prefix, state, actions, noise, t)  # [B, C, A]
+        per_elem = per_elem[..., : self.features.action_dim].float()
+        valid = ~torch.as_tensor(batch["action_is_pad"], device=self.device)  # [B, C]
+        weights = valid[..., None].float().expand_as(per_elem)
+        return (per_elem * weights).sum(), weights.sum()
+
+    def forward(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
+        """What DDP/FSDP wrap: `loss_terms`."""
+        return self.loss_terms(batch, noise, t)
+
+    def loss(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
+        """Mean flow-matching loss over real action dims and non-padded steps; and metrics."""
+        total, count = self.loss_terms(batch, noise, t)
+        loss = total / count.clamp(min=1.0)
+        return loss, {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def sample_actions(
+        self, obs: dict[str, Any], noise: Tensor | None = None, num_steps: int | None = None
+    ) -> Tensor:
+        """One action chunk in the robot's units: [B, C, A_real] (or [C, A_real] unbatched)."""
+        prefix, state, batched = self._prefix_and_state(obs)
+        x = self.model.sample_actions(prefix, state, noise, num_steps)  # [B, C, A]
+        actions = self.action_norm.inverse(x[..., : self.features.action_dim])
+        return actions if batched else actions[0]
+
+    # -- checkpoints
+
+    def save(self, directory: Path, extra_metadata: dict[str, str] | None = None) -> Path:
+        """Write directory/model.safetensors atomically (tmp + rename); never pickles."""
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "model.safetensors"
+        tmp = directory / "model.safetensors.tmp"
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": json.dumps(self.cfg.to_dict()),
+            "features": json.dumps(asdict(self.features)),
+            **(extra_metadata or {}),
+        }
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Policy:
+        """A checkpoint directory (or its model.safetensors) written by `save`."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path).expanduser()
+        file = path / "model.safetensors" if path.is_dir() else path
+        if not file.is_file():
+            raise CheckpointError(f"no policy checkpoint at {path} (expected model.safetensors)")
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as exc:  # safetensors raises its own error types for a bad header
+            raise CheckpointError(f"{file} is not a readable safetensors file ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{file} is not a shallowpi policy checkpoint (format {meta.get('format')!r}); "
+                "for lerobot/openpi π0 weights use policy.weights.load_pi0_directory"
+            )
+        cfg = PolicyConfig.from_dict(json.loads(meta["config"]))
+        features = Features(**json.loads(meta["features"]))
+        policy = cls(cfg, features)
+        state = load_file(str(file))
+        own = policy.state_dict()
+        if set(state) != set(own) or any(own[k].shape != v.shape for k, v in state.items()):
+            raise CheckpointError(f"{file} does not match the architecture its header describes")
+        policy.load_state_dict(state, strict=True)
+        return policy.to(device).eval()
+
+    @staticmethod
+    def read_metadata(path: str | Path) -> dict[str, str]:
+        from safetensors import safe_open
+
+        path = Path(path)
+        file = path / "model.safetensors" if path.is_dir() else path
+        with safe_open(str(file), framework="pt") as f:
+            return f.metadata() or {}

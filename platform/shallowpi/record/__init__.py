@@ -1,0 +1,1 @@
+"""Teleoperation recording: the fixed-rate loop, episode flow, and the background writer."""

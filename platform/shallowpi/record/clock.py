@@ -1,0 +1,91 @@
+"""Tick clocks for the control loop: wall-clock for a real robot, simulated for the twin.
+
+Both measure the loop's real period (p50/p99) and count overruns, so the dashboard shows
+how well the loop keeps its rate whichever clock drives it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+
+
+class TickClock:
+    """Fixed-rate ticks on the monotonic clock. A late tick counts as an overrun and the
+    schedule restarts from now (no burst of catch-up ticks)."""
+
+    simulated = False
+
+    def __init__(self, hz: float, window: int = 600) -> None:
+        self.period = 1.0 / hz
+        self.hz = hz
+        self._periods: deque[float] = deque(maxlen=window)
+        self.overruns = 0
+        self.ticks = 0
+        self._last = time.monotonic()
+        self._deadline = self._last + self.period
+
+    def wait(self) -> None:
+        """Sleep until the next tick is due; measures the period that just ended."""
+        now = time.monotonic()
+        if now > self._deadline + 0.1 * self.period:
+            self.overruns += 1
+            self._deadline = now
+        else:
+            # Sleep most of the way, then spin the last half millisecond: sleep() wakes late.
+            remaining = self._deadline - now
+            if remaining > 0.0015:
+                time.sleep(remaining - 0.001)
+            while time.monotonic() < self._deadline:
+                pass
+        now = time.monotonic()
+        self._periods.append(now - self._last)
+        self._last = now
+        self._deadline += self.period
+        self.ticks += 1
+
+    def tick_time(self, episode_start_tick: int, episode_start_s: float) -> float:
+        """Seconds since the episode began, on this clock."""
+        return time.monotonic() - episode_start_s
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def percentiles_ms(self) -> tuple[float, float]:
+        if not self._periods:
+            return 0.0, 0.0
+        p50, p99 = np.percentile(np.fromiter(self._periods, float), [50, 99])
+        return float(p50 * 1e3), float(p99 * 1e3)
+
+    def reset_stats(self) -> None:
+        self._periods.clear()
+        self.overruns = 0
+
+
+class SimulatedClock(TickClock):
+    """The twin's clock: each tick is exactly one period of simulated time. A slow render
+    slows the episode down instead of dropping or duplicating frames; `realtime` caps the
+    pace at wall-clock speed so an operator can watch."""
+
+    simulated = True
+
+    def __init__(self, hz: float, realtime: bool = False, window: int = 600) -> None:
+        super().__init__(hz, window)
+        self.realtime = realtime
+
+    def wait(self) -> None:
+        if self.realtime:
+            super().wait()
+            return
+        now = time.monotonic()
+        self._periods.append(now - self._last)
+        self._last = now
+        self.ticks += 1
+
+    def tick_time(self, episode_start_tick: int, episode_start_s: float) -> float:
+        return (self.ticks - episode_start_tick) * self.period
+
+    def now(self) -> float:
+        return self.ticks * self.period

@@ -1,0 +1,168 @@
+"""Assemble what a recording needs from the config: robot, teleoperator, scene and clock.
+
+Three rigs, one loop:
+- hardware: Dynamixel followers + leader arms + RealSense cameras, wall-clock ticks;
+- `--sim direct`: the MuJoCo twin in-process, a scripted expert as the teleoperator,
+  simulated time (a slow render slows the episode, it never drops a frame);
+- `--sim` (driver stack): the same twin behind emulated servo chains and software
+  RealSense devices, so the recording exercises the real drivers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from shallowpi.data.features import Feature
+from shallowpi.errors import PlatformError
+from shallowpi.record.clock import SimulatedClock, TickClock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rig:
+    robot: Any
+    teleop: Any
+    features: dict[str, Feature]
+    joint_names: list[str]
+    clock: TickClock
+    task_text: str
+    calibration_id: str = ""
+    scene: Any = None
+    cameras: dict[str, Any] = field(default_factory=dict)
+    joint_limits: tuple[list[float], list[float]] | None = None  # (lower, upper), for the dashboard
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception as exc:  # closing must reach every device
+                log.warning("closing the rig: %s", exc)
+        self._closers.clear()
+
+
+def record_features(joint_names: list[str], cameras: dict[str, tuple[int, int]]) -> dict[str, Feature]:
+    """What a recording stores: state, action (both per joint) and each camera's frames."""
+    features = {
+        "observation.state": Feature.vector(joint_names),
+        "action": Feature.vector(joint_names),
+    }
+    for role, (height, width) in cameras.items():
+        features[f"observation.images.{role}"] = Feature.image(height, width)
+    return features
+
+
+def build_rig(cfg: DictConfig, sim: str | None, task: str, seed: int = 0,
+              size: tuple[int, int] | None = None, realtime: bool = False) -> Rig:
+    if sim == "direct":
+        return _direct_sim_rig(cfg, task, seed, size, realtime)
+    if sim == "stack":
+        raise PlatformError("--sim through the emulated driver stack is not wired into recording yet; "
+                            "use --sim direct")
+    return _hardware_rig(cfg, task)
+
+
+class ExpertScene:
+    """The twin's task around a scripted expert: reset per episode from `seed + episode`,
+    success judged by the task, done when the expert's plan ends (plus a short settle)."""
+
+    def __init__(self, robot: Any, task: Any, seed: int, fps: float, settle_s: float = 0.5) -> None:
+        self.robot, self.task, self.seed = robot, task, seed
+        self._settle_ticks = int(settle_s * fps)
+        self.expert: Any = None
+        self._left = self._settle_ticks
+
+    def reset(self, episode: int) -> None:
+        from shallowpi.teleop.scripted import make_expert
+
+        self.robot.reset(self.seed + episode, self.task)
+        self.expert = make_expert(self.robot.twin, self.task)
+        self._left = self._settle_ticks
+
+    def read(self) -> np.ndarray:
+        """The teleoperator's side: the expert's next goal (holds still before a reset)."""
+        if self.expert is None:
+            return self.robot.twin.joint_goals()
+        action = self.expert.read()
+        if self.expert.done:
+            self._left -= 1
+        return action
+
+    def done(self) -> bool:
+        return self.expert is not None and self.expert.done and self._left <= 0
+
+    def success(self) -> bool:
+        return bool(self.task.success(self.robot.twin))
+
+
+def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,
+                    realtime: bool) -> Rig:
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.tasks import get_task, make_tasks
+    from shallowpi.robots.sim.twin import TwinSpec
+
+    robot_name = cfg.robot.name
+    tasks = make_tasks(robot_name)
+    by_text = {t.instruction: name for name, t in tasks.items()}
+    task = get_task(robot_name, by_text.get(task_name, task_name))
+    width, height = size or (None, None)
+    spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+    robot = DirectSimRobot(spec)
+    robot.connect()
+    scene = ExpertScene(robot, task, seed, spec.fps)
+    cameras = {role: (spec.render_height, spec.render_width) for role in robot.cameras}
+    rig = Rig(robot=robot, teleop=scene, features=record_features(spec.joint_names, cameras),
+              joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
+              task_text=task.instruction, calibration_id=f"sim-{robot_name}", scene=scene,
+              joint_limits=(list(map(float, spec.lower)), list(map(float, spec.upper))))
+    rig._closers.append(robot.disconnect)
+    return rig
+
+
+def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
+    from shallowpi.robots.calibration import calibration_id, load_calibration
+    from shallowpi.robots.dynamixel_robot import DynamixelRobot
+    from shallowpi.robots.spec import RobotSpec
+    from shallowpi.teleop.leader import LeaderFollower
+
+    spec = RobotSpec.from_config(cfg.robot)
+    calibration = load_calibration(spec.name)
+    cameras = _hardware_cameras(cfg)
+    robot = DynamixelRobot(spec, calibration, cameras=cameras)
+    teleop = LeaderFollower(spec, calibration)
+    rig = Rig(robot=robot, teleop=teleop,
+              features=record_features(list(spec.joint_names),
+                                       {c.role: (c.height, c.width) for c in spec.cameras if c.role in cameras}),
+              joint_names=list(spec.joint_names), clock=TickClock(spec.fps), task_text=task,
+              calibration_id=calibration_id(spec.name), cameras=cameras,
+              joint_limits=([j.lower for j in spec.joints], [j.upper for j in spec.joints]))
+    for camera in cameras.values():
+        camera.start()
+        rig._closers.append(camera.stop)
+    robot.connect()
+    rig._closers.append(robot.disconnect)
+    teleop.connect()
+    rig._closers.append(teleop.disconnect)
+    return rig
+
+
+def _hardware_cameras(cfg: DictConfig) -> dict[str, Any]:
+    """RealSense cameras by serial number from `robot.cameras.<role>.serial`."""
+    roles = cfg.robot.get("cameras") or {}
+    cameras = {}
+    for role, camera_cfg in roles.items():
+        serial = camera_cfg.get("serial")
+        if not serial:
+            continue
+        from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
+
+        cameras[role] = RealSenseCamera(RealSenseConfig(name=role, serial=str(serial), width=camera_cfg.width,
+                                                        height=camera_cfg.height, fps=camera_cfg.fps))
+    return cameras

@@ -1,0 +1,386 @@
+"""`RecordingSession`: the fixed-rate teleoperation loop and the episode flow around it.
+
+Each tick: commands from the dashboard -> `teleop.read()` -> `robot.act()` (clamped by the
+robot) -> `robot.observe()` -> the frame goes to the background writer -> status out.
+Between episodes a reset period runs the same loop without recording, so the operator can
+put the scene back. Nothing in the loop waits on the disk or the screen: the writer and
+the dashboard have their own threads, and the status sink only keeps the latest status.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from shallowpi.data.store import EpisodeInfo
+from shallowpi.errors import PlatformError
+from shallowpi.record.clock import TickClock
+from shallowpi.record.writer import BackgroundWriter
+from shallowpi.telemetry.status import (
+    CameraStatus,
+    Command,
+    EpisodeSummary,
+    LoopStatus,
+    RecorderState,
+    RecorderStatus,
+    Thumbnail,
+    WriterStatus,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Robot(Protocol):
+    name: str
+
+    def observe(self) -> dict[str, Any]: ...
+    def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray: ...
+
+
+class Teleoperator(Protocol):
+    def read(self) -> Mapping[str, float]: ...
+
+
+class Scene(Protocol):
+    """What a simulated (or scripted) setup adds: a reset per episode, a success check."""
+
+    def reset(self, episode: int) -> None: ...
+    def success(self) -> bool | None: ...
+    def done(self) -> bool: ...  # the scripted demonstration is over; end the episode early
+
+
+class OnInterrupt(str, enum.Enum):
+    SAVE = "save"
+    DISCARD = "discard"
+
+
+@dataclass
+class SessionConfig:
+    task: str
+    episodes: int = 5
+    episode_time_s: float = 20.0
+    reset_time_s: float = 5.0
+    fps: float = 30.0
+    autostart: bool = True  # headless runs start at once; the dashboard waits for a key
+    on_interrupt: OnInterrupt = OnInterrupt.SAVE  # what Ctrl-C / SIGTERM does to the episode in flight
+    thumbnail_every: int = 6  # ticks between dashboard thumbnails
+    robot: str = ""
+    dataset: str = ""
+    calibration_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.episode_time_s <= 0 or self.reset_time_s < 0 or self.fps <= 0:
+            raise PlatformError(
+                "episodes >= 1, episode time > 0, reset time >= 0 and fps > 0 are needed; "
+                f"got {self.episodes}, {self.episode_time_s}, {self.reset_time_s}, {self.fps}"
+            )
+        self.on_interrupt = OnInterrupt(self.on_interrupt)
+
+
+@dataclass
+class SessionResult:
+    committed: list[EpisodeInfo] = field(default_factory=list)
+    discarded: int = 0
+    fault: str = ""
+    interrupted: bool = False
+
+
+class RecordingSession:
+    def __init__(
+        self,
+        config: SessionConfig,
+        robot: Robot,
+        teleop: Teleoperator,
+        writer: BackgroundWriter,
+        clock: TickClock,
+        joint_names: list[str],
+        scene: Scene | None = None,
+        publish: Callable[[RecorderStatus], None] | None = None,
+        commands: Callable[[], list[Command]] | None = None,
+        cameras: Mapping[str, Any] | None = None,
+        joint_limits: tuple[list[float], list[float]] | None = None,
+    ) -> None:
+        self.config = config
+        self.robot = robot
+        self.teleop = teleop
+        self.writer = writer
+        self.clock = clock
+        self.scene = scene
+        self.cameras = dict(cameras or {})
+        self._publish = publish or (lambda status: None)
+        self._commands = commands or list
+        self._stop = threading.Event()
+        self.status = RecorderStatus(
+            robot=config.robot, dataset=config.dataset, task=config.task,
+            episodes_total=config.episodes, episode_time_limit_s=config.episode_time_s,
+            joint_names=list(joint_names), loop=LoopStatus(target_hz=config.fps),
+        )
+        if joint_limits is not None:
+            self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
+        self.result = SessionResult()
+        self._summaries: dict[int, EpisodeSummary] = {}
+        self._store_base = len(writer.store)  # read before the writer thread commits anything
+        self._dropped_at_start = 0
+        self._camera_rates: dict[str, tuple[int, float, float]] = {}
+
+    def request_stop(self) -> None:
+        """Ctrl-C / SIGTERM: end at the next tick (episode saved or discarded per config)."""
+        self._stop.set()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> SessionResult:
+        cfg = self.config
+        episode = 0
+        state = RecorderState.IDLE
+        recording = False
+        start_tick, start_s, reset_until = 0, 0.0, 0.0
+        frames = 0
+        if cfg.autostart:
+            state, recording, start_tick, start_s, frames = self._begin(episode)
+        while True:
+            if self._stop.is_set():
+                if recording:
+                    self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
+                self.result.interrupted = True
+                break
+            for command in self._commands():
+                if command is Command.QUIT:
+                    self._stop.set()
+                elif command is Command.ESTOP:
+                    self._estop(recording, episode, frames)
+                    return self._finish(RecorderState.FAULT)
+                elif command is Command.START and state in (RecorderState.IDLE, RecorderState.PAUSED,
+                                                            RecorderState.RESETTING):
+                    if not recording:
+                        state, recording, start_tick, start_s, frames = self._begin(episode)
+                elif command is Command.PAUSE and recording:
+                    self._end_episode(episode, frames, keep=False)
+                    recording, state = False, RecorderState.PAUSED
+                    self.status.message = f"paused: episode {episode} discarded; press space to record it again"
+                elif command in (Command.STOP, Command.DISCARD, Command.RERECORD) and recording:
+                    keep = command is Command.STOP
+                    self._end_episode(episode, frames, keep=keep)
+                    recording = False
+                    if keep:
+                        episode += 1
+                    if episode >= cfg.episodes:
+                        self._stop.set()
+                    else:
+                        state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
+                        if command is Command.RERECORD:
+                            state, recording, start_tick, start_s, frames = self._begin(episode)
+                elif command is Command.NEXT and state is RecorderState.RESETTING:
+                    reset_until = self.clock.now()
+                elif command in (Command.SUCCESS, Command.FAILURE):
+                    self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
+            if self._stop.is_set():
+                continue
+
+            try:
+                action = self.teleop.read()
+                sent = self.robot.act(action)
+                observation = self.robot.observe()
+            except PlatformError as fault:
+                self._fault(fault, recording, episode, frames)
+                return self._finish(RecorderState.FAULT)
+
+            now = self.clock.now()
+            if recording:
+                t = self.clock.tick_time(start_tick, start_s)
+                self._record_frame(observation, sent, t)
+                frames += 1
+                self.status.episode_time_s = t
+                scene_done = self.scene is not None and self.scene.done()
+                if scene_done or t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
+                    self._end_episode(episode, frames, keep=True)
+                    recording = False
+                    episode += 1
+                    if episode >= cfg.episodes:
+                        self._stop.set()
+                    else:
+                        state, reset_until = RecorderState.RESETTING, now + cfg.reset_time_s
+            elif state is RecorderState.RESETTING:
+                self.status.reset_time_left_s = max(0.0, reset_until - now)
+                if now >= reset_until:
+                    state, recording, start_tick, start_s, frames = self._begin(episode)
+            self._update_status(state, episode, action, observation)
+            self.clock.wait()
+        return self._finish(RecorderState.STOPPED)
+
+    # --- episode flow ------------------------------------------------------------------
+
+    def _begin(self, episode: int) -> tuple[RecorderState, bool, int, float, int]:
+        if self.scene is not None:
+            self.scene.reset(episode)
+        self.writer.begin(episode, self.config.task, robot=self.config.robot,
+                          calibration_id=self.config.calibration_id, fps=self.config.fps,
+                          start_time=time.time())
+        self.clock.reset_stats()
+        self._dropped_at_start = self._camera_drops()
+        self._summaries[episode] = EpisodeSummary(episode, 0, 0.0, None, "recording")
+        self.status.message = f"recording episode {episode + 1}/{self.config.episodes}"
+        return RecorderState.RECORDING, True, self.clock.ticks, self.clock.now(), 0
+
+    def _record_frame(self, observation: Mapping[str, Any], sent: np.ndarray, t: float) -> None:
+        values: dict[str, np.ndarray] = {"observation.state": observation["observation.state"],
+                                         "action": np.asarray(sent, np.float32)}
+        captured: dict[str, float] = {}
+        wall = observation.get("timestamp")
+        for key, value in observation.items():
+            if key.startswith("observation.images.") and not key.endswith(".timestamp"):
+                values[key] = value
+                stamp = observation.get(key + ".timestamp")
+                if stamp is not None and wall is not None:
+                    # Capture time on the episode clock: the tick's time minus the frame's age.
+                    captured[key] = t - (float(wall) - float(stamp))
+        waited = self.writer.add_frame(values, t, captured)
+        if waited > 0:
+            self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
+
+    def _end_episode(self, episode: int, frames: int, keep: bool) -> None:
+        summary = self._summaries[episode]
+        if keep and frames > 0:
+            success = self.scene.success() if self.scene is not None else None
+            if summary.success is not None:
+                success = summary.success
+            p50, p99 = self.clock.percentiles_ms()
+            extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
+                     "backpressure_s": self.writer.stats().backpressure_s}
+            self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,
+                               extra=extra)
+            summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
+            summary.state = "saving"
+            self.status.message = f"episode {episode + 1} recorded ({frames} frames), saving"
+        else:
+            self.writer.discard()
+            summary.state = "discarded"
+            self.result.discarded += 1
+            self.status.message = f"episode {episode + 1} discarded"
+
+    def _mark(self, episode: int, success: bool) -> None:
+        summary = self._summaries.get(episode)
+        if summary is None:
+            return
+        summary.success = success  # applied at commit if the episode is still recording
+        if summary.state in ("saving", "saved"):
+            # Kept episodes reach the store in order, after those it held at the start.
+            kept = [k for k, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
+            self.writer.mark(self._store_base + kept.index(episode), success)
+
+    def _fault(self, fault: PlatformError, recording: bool, episode: int, frames: int) -> None:
+        log.error("fault: %s", fault)
+        self.result.fault = str(fault)
+        if recording:
+            self._end_episode(episode, frames, keep=False)
+        self.status.message = f"FAULT: {fault}; robot is safe, episodes already saved are kept"
+        self._safe_state()
+
+    def _estop(self, recording: bool, episode: int, frames: int) -> None:
+        if recording:
+            self._end_episode(episode, frames, keep=False)
+        self.result.fault = "e-stop pressed"
+        self.status.message = "E-STOP: torque off; episodes already saved are kept"
+        torque_off = getattr(self.robot, "torque_off", None) or getattr(self.robot, "disconnect", None)
+        if torque_off is not None:
+            torque_off()
+
+    def _safe_state(self) -> None:
+        hold = getattr(self.robot, "hold", None)
+        try:
+            if hold is not None:
+                hold()
+        except PlatformError as exc:
+            log.warning("could not hold position: %s", exc)
+
+    def _finish(self, state: RecorderState) -> SessionResult:
+        self._update_status(state, self.status.episode, None, None)
+        return self.result
+
+    # --- status ------------------------------------------------------------------------
+
+    def _camera_drops(self) -> int:
+        return sum(_dropped(c) for c in self.cameras.values())
+
+    def _camera_status(self, observation: Mapping[str, Any]) -> None:
+        """Per camera: measured frame rate (over ~1 s), drops, age of the frame used."""
+        now = time.monotonic()
+        if not self.cameras:
+            # Frames rendered in-process (the twin): one per tick, never dropped or late.
+            p50, _ = self.clock.percentiles_ms()
+            for key in observation:
+                if key.startswith("observation.images.") and not key.endswith(".timestamp"):
+                    role = key.removeprefix("observation.images.")
+                    self.status.cameras[role] = CameraStatus(fps=1e3 / p50 if p50 else 0.0)
+            return
+        for role, camera in self.cameras.items():
+            stats = getattr(camera, "stats", None)
+            frames = int(getattr(stats, "frames", 0))
+            last_frames, last_time, fps = self._camera_rates.get(role, (frames, now, 0.0))
+            if now - last_time >= 1.0:
+                fps, last_frames, last_time = (frames - last_frames) / (now - last_time), frames, now
+            self._camera_rates[role] = (last_frames, last_time, fps)
+            stamp = observation.get(f"observation.images.{role}.timestamp")
+            wall = observation.get("timestamp")
+            age_ms = (float(wall) - float(stamp)) * 1e3 if stamp is not None and wall is not None else 0.0
+            self.status.cameras[role] = CameraStatus(fps=fps, dropped=_dropped(camera), age_ms=age_ms)
+
+    def _update_status(self, state: RecorderState, episode: int, action: Any, observation: Any) -> None:
+        status = self.status
+        status.state = state
+        status.episode = min(episode, self.config.episodes - 1)
+        if observation is not None:
+            status.follower = [float(v) for v in observation["observation.state"]]
+        if action is not None:
+            if isinstance(action, Mapping):
+                index = {n: i for i, n in enumerate(status.joint_names)}
+                leader = list(status.follower) or [0.0] * len(index)
+                for name, value in action.items():
+                    if name in index:
+                        leader[index[name]] = float(value)
+                status.leader = leader
+            else:
+                status.leader = [float(v) for v in np.asarray(action).reshape(-1)]
+        p50, p99 = self.clock.percentiles_ms()
+        status.loop = LoopStatus(self.config.fps, p50, p99, self.clock.overruns)
+        stats = self.writer.stats()
+        status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
+                                     self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
+        saved = len(stats.committed)
+        kept = [s for _, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
+        for s in kept[:saved]:
+            if s.state != "saved":
+                s.state = "saved"
+                status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
+        status.episodes = list(self._summaries.values())
+        self.result.committed = stats.committed
+        if observation is not None:
+            self._camera_status(observation)
+        if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
+            for key, value in observation.items():
+                if key.startswith("observation.images.") and not key.endswith(".timestamp"):
+                    status.thumbnails[key.removeprefix("observation.images.")] = thumbnail(value)
+        try:
+            self._publish(status)
+        except Exception:  # a dashboard problem must never stop the recording
+            log.exception("status publish failed")
+
+
+def _dropped(camera: Any) -> int:
+    stats = getattr(camera, "stats", None)
+    return int(getattr(stats, "dropped", 0))
+
+
+def thumbnail(image: np.ndarray, width: int = 32) -> Thumbnail:
+    """A tiny nearest-neighbour copy of a frame for the dashboard's half-block view."""
+    image = np.asarray(image)
+    step = max(1, image.shape[1] // width)
+    small = np.ascontiguousarray(image[::step, ::step, :3])
+    return Thumbnail(int(small.shape[0]), int(small.shape[1]), small.tobytes().hex())

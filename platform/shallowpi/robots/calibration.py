@@ -1,0 +1,177 @@
+"""Calibration: where each joint's zero is, which way it turns, how far it goes.
+
+Recorded per arm (one arm = one bus: a follower or a leader) by `calibrate()`, stored
+in robots/<name>/calibration.json with an id that every recorded episode carries
+(`calibration_id(robot)`), so data taken under different calibrations never mix
+unnoticed.
+
+The procedure is two prompts per arm, torque off:
+  1. zero pose: every joint at its zero, grippers closed -> homing offsets;
+  2. sweep: move every joint through its range and open the grippers fully while the
+     bus is sampled -> ranges, and each gripper's opening direction and travel.
+Prompts go through a callback, so the CLI asks a person (`input`) and tests script the
+motion (move the emulated shafts, then return).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from shallowpi.errors import PlatformError
+from shallowpi.hardware.dynamixel.bus import MotorBus
+from shallowpi.hardware.dynamixel.calibration import (
+    JointConverter,
+    MotorCalibration,
+    default_calibration,
+)
+from shallowpi.robots.spec import MotorSpec, RobotSpec
+
+log = logging.getLogger(__name__)
+
+UNCALIBRATED = "uncalibrated"
+Prompt = Callable[[str], object]
+
+
+class CalibrationError(PlatformError):
+    """A calibration file that is missing, malformed or for another robot."""
+
+
+@dataclass(frozen=True)
+class RobotCalibration:
+    """Calibration of every arm of one robot: arm (bus) -> joint -> MotorCalibration."""
+
+    id: str
+    robot: str
+    arms: Mapping[str, Mapping[str, MotorCalibration]] = field(default_factory=dict)
+    created: str = ""
+
+    def for_motor(self, motor: MotorSpec, kind: str) -> MotorCalibration:
+        found = self.arms.get(motor.bus, {}).get(motor.joint)
+        return found or default_calibration(motor.model, motor.direction, kind)
+
+    def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
+        return JointConverter(motor.model, self.for_motor(motor, kind), kind, motor.metres_per_rad)
+
+    def to_json(self) -> str:
+        arms = {a: {j: c.to_dict() for j, c in joints.items()} for a, joints in self.arms.items()}
+        return json.dumps({"id": self.id, "robot": self.robot, "created": self.created, "arms": arms}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "calibration") -> RobotCalibration:
+        try:
+            data = json.loads(text)
+            arms = {a: {j: MotorCalibration.from_dict(c) for j, c in joints.items()} for a, joints in data["arms"].items()}
+            return cls(str(data["id"]), str(data["robot"]), arms, str(data.get("created", "")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CalibrationError(f"{where} is malformed ({exc}); run `platform calibrate` again") from None
+
+
+def robots_dir() -> Path:
+    from shallowpi.config import REPO_ROOT
+
+    return Path(os.environ.get("SHALLOWPI_ROBOTS_DIR", REPO_ROOT / "robots"))
+
+
+def calibration_path(robot: str, root: Path | None = None) -> Path:
+    return (root or robots_dir()) / robot / "calibration.json"
+
+
+def load_calibration(robot: str, root: Path | None = None) -> RobotCalibration:
+    """The robot's recorded calibration, or the uncalibrated default (id 'uncalibrated')."""
+    path = calibration_path(robot, root)
+    if not path.is_file():
+        return RobotCalibration(UNCALIBRATED, robot)
+    calibration = RobotCalibration.from_json(path.read_text(), str(path))
+    if calibration.robot != robot:
+        raise CalibrationError(f"{path} is for robot '{calibration.robot}', not '{robot}'; move it or recalibrate")
+    return calibration
+
+
+def calibration_id(robot: str, root: Path | None = None) -> str:
+    """The id recorded episodes carry: the current calibration's, or 'uncalibrated'."""
+    return load_calibration(robot, root).id
+
+
+def save_calibration(calibration: RobotCalibration, root: Path | None = None) -> Path:
+    path = calibration_path(calibration.robot, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(calibration.to_json() + "\n")
+    os.replace(tmp, path)  # never a half-written calibration
+    return path
+
+
+def arm_motors(spec: RobotSpec, arm: str) -> list[MotorSpec]:
+    return [m for m in [*spec.motors, *(m for leader in spec.leaders for m in leader.motors)] if m.bus == arm]
+
+
+def calibrate(
+    spec: RobotSpec,
+    buses: Mapping[str, MotorBus],
+    prompt: Prompt,
+    arms: Iterable[str] | None = None,
+    previous: RobotCalibration | None = None,
+) -> RobotCalibration:
+    """Run the two-step procedure on each arm; returns a new calibration with a new id.
+
+    Arms not calibrated this time keep their entries from `previous`.
+    """
+    kinds = {j.name: j.kind for j in spec.joints}
+    chosen = list(arms) if arms is not None else list(buses)
+    result = {a: dict(j) for a, j in (previous.arms if previous else {}).items()}
+    for arm in chosen:
+        motors = arm_motors(spec, arm)
+        if not motors:
+            raise CalibrationError(f"robot '{spec.name}' has no arm (bus) named '{arm}'; arms: {', '.join(buses)}")
+        bus = buses[arm]
+        ids = [m.id for m in motors]
+        bus.set_torque(False, ids)
+        prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
+        zero = bus.read(["present_position"], ids)["present_position"]
+        low, high = dict(zero), dict(zero)
+        stop = threading.Event()
+
+        def sample(bus=bus, ids=ids, low=low, high=high, stop=stop) -> None:
+            while not stop.is_set():
+                for servo_id, tick in bus.read(["present_position"], ids)["present_position"].items():
+                    low[servo_id] = min(low[servo_id], tick)
+                    high[servo_id] = max(high[servo_id], tick)
+                stop.wait(0.02)
+
+        sampler = threading.Thread(target=sample, name=f"calibrate-{arm}", daemon=True)
+        sampler.start()
+        try:
+            prompt(f"[{arm}] Move every joint through its whole range and open the gripper fully, then press Enter")
+        finally:
+            stop.set()
+            sampler.join()
+        # One last reading so the final pose counts even if the sampler slept through it.
+        for servo_id, tick in bus.read(["present_position"], ids)["present_position"].items():
+            low[servo_id], high[servo_id] = min(low[servo_id], tick), max(high[servo_id], tick)
+        result[arm] = {m.joint: _motor_calibration(m, kinds.get(m.joint, "revolute"), zero[m.id], low[m.id], high[m.id]) for m in motors}
+    created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    body = json.dumps({a: {j: c.to_dict() for j, c in js.items()} for a, js in result.items()}, sort_keys=True)
+    new_id = f"{spec.name}-{created}-{hashlib.sha256(body.encode()).hexdigest()[:6]}"
+    return RobotCalibration(new_id, spec.name, result, created)
+
+
+def _motor_calibration(motor: MotorSpec, kind: str, zero: int, low: int, high: int) -> MotorCalibration:
+    if kind != "gripper":
+        return MotorCalibration(zero, motor.direction, low, high)
+    # The gripper opens toward whichever end of its sweep lies farther from closed.
+    up, down = high - zero, zero - low
+    if max(up, down) < 10:
+        raise CalibrationError(
+            f"gripper '{motor.joint}' (bus '{motor.bus}', ID {motor.id}) barely moved during the "
+            "sweep; open it fully while the second prompt waits"
+        )
+    direction, span = (1, up) if up >= down else (-1, down)
+    return MotorCalibration(zero, direction, low, high, span)

@@ -1,0 +1,247 @@
+"""`DynamixelRobot`: the one robot class; arm, bimanual and humanoid are its configs.
+
+    robot = DynamixelRobot(RobotSpec.from_config(cfg.robot), load_calibration("arm"))
+    with robot:                              # connect; torque off on the way out
+        obs = robot.observe()                # {"observation.state": float32[n], ...}
+        sent = robot.act({"gripper": 0.5})   # clamped; returns the goal actually sent
+
+Safety lives in `act`: every goal is clipped to the joint limits and moved at most
+`max_velocity / fps` from the previous goal per call (one control tick), BEFORE any
+byte reaches a bus; joints not named in a partial action hold their last goal. The
+servos are checked for hardware errors once a second of ticks; a fault raises
+`ServoFaultError` naming the bus, the servo and what to check.
+
+Cameras are a hook: `cameras` maps a role (configs/robot/*.yaml `cameras:`) to any
+object with `latest()` returning a frame (an array, or an object with `.image`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from shallowpi.errors import PlatformError
+from shallowpi.hardware.dynamixel.bus import DynamixelBus, MotorBus
+from shallowpi.hardware.dynamixel.calibration import JointConverter
+from shallowpi.robots.calibration import RobotCalibration
+from shallowpi.robots.spec import MotorSpec, RobotSpec
+
+log = logging.getLogger(__name__)
+
+
+class CameraSource(Protocol):
+    def latest(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One recorded feature: dtype, shape and (for vectors) the name of each entry."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    names: tuple[str, ...] | None = None
+
+
+BusFactory = Callable[[str, str, int, Mapping[int, Any]], MotorBus]
+
+
+def _default_bus_factory(name: str, port: str, baud: int, motors: Mapping[int, Any]) -> MotorBus:
+    return DynamixelBus(name, port, baud, motors)
+
+
+class DynamixelRobot:
+    def __init__(
+        self,
+        spec: RobotSpec,
+        calibration: RobotCalibration,
+        *,
+        cameras: Mapping[str, CameraSource] | None = None,
+        bus_factory: BusFactory = _default_bus_factory,
+        fault_check_every: int | None = None,
+    ) -> None:
+        if not spec.motors:
+            raise PlatformError(f"robot '{spec.name}' has no motors: add motors: to configs/robot/{spec.name}.yaml")
+        self.spec = spec
+        self.calibration = calibration
+        self.cameras: dict[str, CameraSource] = dict(cameras or {})
+        kinds = {j.name: j.kind for j in spec.joints}
+        self._motors: dict[str, MotorSpec] = {m.joint: m for m in spec.motors}
+        self._convert: dict[str, JointConverter] = {
+            m.joint: calibration.converter(m, kinds[m.joint]) for m in spec.motors
+        }
+        self.buses: dict[str, MotorBus] = {}
+        for bus_name in spec.follower_buses():
+            bus = spec.buses[bus_name]
+            motors = {m.id: m.model for m in spec.motors if m.bus == bus_name}
+            self.buses[bus_name] = bus_factory(bus_name, bus.port, bus.baud, motors)
+        self.lower = np.array([j.lower for j in spec.joints], dtype=np.float64)
+        self.upper = np.array([j.upper for j in spec.joints], dtype=np.float64)
+        self.max_step = np.array([j.max_velocity for j in spec.joints], dtype=np.float64) / spec.fps
+        self._index = {name: i for i, name in enumerate(spec.joint_names)}
+        self._goal: np.ndarray | None = None
+        self._ticks = 0
+        self._fault_check_every = fault_check_every or spec.fps
+        # Frames may be a few periods old (camera and loop are not in phase); older is a fault.
+        self.camera_max_age_s = 5.0 / spec.fps
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.buses) and all(b.is_connected for b in self.buses.values())
+
+    def connect(self) -> None:
+        """Open every bus, check IDs and models, set modes, torque on holding the present pose."""
+        try:
+            for bus_name, bus in self.buses.items():
+                bus.connect()
+                bus.verify()
+                ids = [m.id for m in self.spec.motors if m.bus == bus_name]
+                bus.set_torque(False, ids)
+                for servo_id in ids:
+                    # Replies without the factory 0.5 ms pause: ten servos' replies fit in
+                    # the time one would otherwise take. EEPROM, so only when it differs.
+                    if bus.read_one(servo_id, "return_delay_time") != 0:
+                        bus.write_one(servo_id, "return_delay_time", 0)
+                for motor in self.spec.motors:
+                    if motor.bus == bus_name:
+                        bus.set_operating_mode(motor.mode, [motor.id])
+                bus.raise_on_hardware_errors(ids)
+            self._goal = np.clip(self._read_positions(), self.lower, self.upper)
+            # Hold the clipped present pose first, so torque-on never jumps.
+            self._send(self._goal)
+            for bus in self.buses.values():
+                bus.set_torque(True)
+        except BaseException:
+            self.disconnect()
+            raise
+        log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
+
+    def disconnect(self) -> None:
+        """Torque off on every bus (each tried even if one fails), then close."""
+        errors = []
+        for bus in self.buses.values():
+            try:
+                if bus.is_connected:
+                    bus.set_torque(False)
+            except PlatformError as err:
+                errors.append(err)
+            finally:
+                bus.disconnect()
+        self._goal = None
+        for err in errors:
+            log.warning("robot %s: torque off failed: %s", self.name, err)
+
+    def __enter__(self) -> DynamixelRobot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    # -- the control loop --------------------------------------------------------------
+
+    def observe(self) -> dict[str, Any]:
+        """Joint state and camera frames: {"observation.state", "observation.images.<role>",
+        "observation.images.<role>.timestamp", "timestamp"}; times on `time.monotonic()`.
+
+        A camera frame older than `camera_max_age_s` raises (a camera that stopped must end
+        the episode, not repeat its last picture)."""
+        self._need_connection()
+        self._ticks += 1
+        if self._ticks % self._fault_check_every == 0:
+            self.check_faults()
+        obs: dict[str, Any] = {
+            "timestamp": time.monotonic(),
+            "observation.state": self._read_positions().astype(np.float32),
+        }
+        for role, camera in self.cameras.items():
+            try:
+                frame = camera.latest(max_age_s=self.camera_max_age_s)
+            except TypeError:  # a plain source without staleness checks
+                frame = camera.latest()
+            obs[f"observation.images.{role}"] = getattr(frame, "image", frame)
+            obs[f"observation.images.{role}.timestamp"] = getattr(frame, "host_time_s", obs["timestamp"])
+        return obs
+
+    def joint_positions(self) -> dict[str, float]:
+        self._need_connection()
+        return dict(zip(self.spec.joint_names, self._read_positions().tolist()))
+
+    def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
+        """Clamp to limits and the per-tick velocity bound, send, return what was sent."""
+        previous = self._need_connection()
+        target = previous.copy()
+        if isinstance(action, Mapping):
+            for name, value in action.items():
+                if name not in self._index:
+                    raise PlatformError(f"robot '{self.name}' has no joint '{name}'; joints: {', '.join(self.spec.joint_names)}")
+                target[self._index[name]] = float(value)
+        else:
+            values = np.asarray(action, dtype=np.float64).reshape(-1)
+            if values.shape != target.shape:
+                raise PlatformError(f"action has {values.size} values; robot '{self.name}' has {target.size} joints")
+            target = values.copy()
+        if not np.all(np.isfinite(target)):
+            bad = [n for n, v in zip(self.spec.joint_names, target) if not np.isfinite(v)]
+            raise PlatformError(f"action for robot '{self.name}' is not finite at {', '.join(bad)}; nothing sent")
+        target = np.clip(target, self.lower, self.upper)
+        goal = previous + np.clip(target - previous, -self.max_step, self.max_step)
+        goal = np.clip(goal, self.lower, self.upper)
+        self._send(goal)
+        self._goal = goal
+        return goal.astype(np.float32)
+
+    def check_faults(self) -> None:
+        for bus in self.buses.values():
+            bus.raise_on_hardware_errors()
+
+    # -- description -------------------------------------------------------------------
+
+    def features(self) -> dict[str, Feature]:
+        names = tuple(self.spec.joint_names)
+        out = {
+            "observation.state": Feature("float32", (len(names),), names),
+            "action": Feature("float32", (len(names),), names),
+        }
+        for cam in self.spec.cameras:
+            out[f"observation.images.{cam.role}"] = Feature("uint8", (cam.height, cam.width, 3))
+        return out
+
+    def limits(self) -> dict[str, tuple[float, float, float]]:
+        """joint -> (lower, upper, max velocity per second)."""
+        return {j.name: (j.lower, j.upper, j.max_velocity) for j in self.spec.joints}
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _need_connection(self) -> np.ndarray:
+        """The last goal sent; raises if the robot is not connected."""
+        if self._goal is None:
+            raise PlatformError(f"robot '{self.name}' is not connected; call connect() first")
+        return self._goal
+
+    def _read_positions(self) -> np.ndarray:
+        out = np.zeros(len(self._index))
+        for bus_name, bus in self.buses.items():
+            motors = [m for m in self.spec.motors if m.bus == bus_name]
+            ticks = bus.read(["present_position"], [m.id for m in motors])["present_position"]
+            for m in motors:
+                out[self._index[m.joint]] = self._convert[m.joint].to_joint(ticks[m.id])
+        return out
+
+    def _send(self, goal: np.ndarray) -> None:
+        for bus_name, bus in self.buses.items():
+            values = {
+                m.id: self._convert[m.joint].to_ticks(float(goal[self._index[m.joint]]))
+                for m in self.spec.motors if m.bus == bus_name
+            }
+            bus.write("goal_position", values)

@@ -1,0 +1,215 @@
+"""A robot's description, read and checked from its config (configs/robot/<name>.yaml).
+
+    joints    name, limits, velocity bound (the contract shared with the twin and the data)
+    cameras   role -> width, height, fps
+    buses     name -> serial port and baud rate
+    motors    joint -> bus, servo ID, model, drive direction, operating mode
+    leaders   leader arm name -> bus and joint -> leader motor
+
+Everything is validated here, once, with one-line errors that name the key to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode, model_by_name
+
+
+@dataclass(frozen=True)
+class JointSpec:
+    name: str
+    lower: float
+    upper: float
+    max_velocity: float  # joint units per second
+    kind: str = "revolute"  # revolute | linear | gripper
+
+
+@dataclass(frozen=True)
+class MotorSpec:
+    joint: str
+    bus: str
+    id: int
+    model: ModelSpec
+    direction: int = 1
+    mode: OperatingMode = OperatingMode.POSITION
+    metres_per_rad: float = 1.0
+
+
+@dataclass(frozen=True)
+class BusSpec:
+    name: str
+    port: str
+    baud: int
+
+
+@dataclass(frozen=True)
+class LeaderSpec:
+    name: str
+    bus: str
+    motors: tuple[MotorSpec, ...]
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    role: str
+    width: int
+    height: int
+    fps: int
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    name: str
+    fps: int
+    joints: tuple[JointSpec, ...]
+    cameras: tuple[CameraSpec, ...]
+    buses: Mapping[str, BusSpec]
+    motors: tuple[MotorSpec, ...]  # follower, in joint order
+    leaders: tuple[LeaderSpec, ...] = field(default=())
+
+    @property
+    def joint_names(self) -> list[str]:
+        return [j.name for j in self.joints]
+
+    def follower_buses(self) -> list[str]:
+        return list(dict.fromkeys(m.bus for m in self.motors))
+
+    def bus_motors(self) -> dict[str, tuple[int, dict[int, str]]]:
+        """Every bus, followers and leaders: {bus: (baud, {id: model name})} (the emulator's input)."""
+        out: dict[str, tuple[int, dict[int, str]]] = {
+            name: (bus.baud, {}) for name, bus in self.buses.items()
+        }
+        for motor in [*self.motors, *(m for leader in self.leaders for m in leader.motors)]:
+            out[motor.bus][1][motor.id] = motor.model.name
+        return out
+
+    def with_ports(self, ports: Mapping[str, str]) -> RobotSpec:
+        """The same robot with some buses on other ports (e.g. an emulator's ptys)."""
+        unknown = set(ports) - set(self.buses)
+        if unknown:
+            raise ConfigError(
+                f"unknown bus(es) {', '.join(sorted(unknown))} for robot '{self.name}'; "
+                f"its buses are: {', '.join(self.buses)}"
+            )
+        buses = {n: BusSpec(n, ports.get(n, b.port), b.baud) for n, b in self.buses.items()}
+        return RobotSpec(self.name, self.fps, self.joints, self.cameras, buses, self.motors, self.leaders)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> RobotSpec:
+        """From the composed config's `robot` node (an OmegaConf node or a plain dict)."""
+        data = _plain(cfg)
+        name = data.get("name", "?")
+        where = f"configs/robot/{name}.yaml"
+        try:
+            joints = tuple(
+                JointSpec(
+                    name=j["name"], lower=float(j["lower"]), upper=float(j["upper"]),
+                    max_velocity=float(j["max_velocity"]), kind=_kind(j["name"], data, j),
+                )
+                for j in data["joints"]
+            )
+            cameras = tuple(
+                CameraSpec(role, int(c["width"]), int(c["height"]), int(c.get("fps", data["fps"])))
+                for role, c in (data.get("cameras") or {}).items()
+            )
+            buses = {n: BusSpec(n, str(b["port"]), int(b["baud"])) for n, b in (data.get("buses") or {}).items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: malformed joints/cameras/buses entry ({exc})") from None
+        names = [j.name for j in joints]
+        for j in joints:
+            if not j.lower < j.upper or j.max_velocity <= 0:
+                raise ConfigError(f"{where}: joint '{j.name}' needs lower < upper and max_velocity > 0")
+        raw_motors = data.get("motors") or {}
+        missing = [n for n in names if n not in raw_motors]
+        if raw_motors and missing:
+            raise ConfigError(f"{where}: joints without a motor: {', '.join(missing)}; add them under motors:")
+        extra = [n for n in raw_motors if n not in names]
+        if extra:
+            raise ConfigError(f"{where}: motors for unknown joints: {', '.join(extra)}; joints are: {', '.join(names)}")
+        motors = tuple(_motor(n, raw_motors[n], None, buses, where) for n in names if n in raw_motors)
+        leaders = []
+        for leader_name, raw in (data.get("leaders") or {}).items():
+            bus = raw.get("bus")
+            unknown = [n for n in raw.get("motors", {}) if n not in names]
+            if unknown:
+                raise ConfigError(f"{where}: leader '{leader_name}' names unknown joints: {', '.join(unknown)}")
+            leaders.append(LeaderSpec(leader_name, bus, tuple(
+                _motor(n, m, bus, buses, where) for n, m in raw["motors"].items()
+            )))
+        seen: dict[tuple[str, int], str] = {}
+        for m in [*motors, *(m for leader in leaders for m in leader.motors)]:
+            key = (m.bus, m.id)
+            if key in seen:
+                raise ConfigError(f"{where}: ID {m.id} on bus '{m.bus}' is used by both {seen[key]} and {m.joint}")
+            seen[key] = m.joint
+        return cls(name, int(data.get("fps", 30)), joints, cameras, buses, motors, tuple(leaders))
+
+
+def _plain(cfg: Any) -> dict:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - omegaconf is a core dependency
+        pass
+    return dict(cfg)
+
+
+def _kind(name: str, data: dict, joint: dict) -> str:
+    motor = (data.get("motors") or {}).get(name) or {}
+    if joint.get("kind"):
+        return joint["kind"]
+    if name.endswith("gripper"):
+        return "gripper"
+    if "metres_per_rad" in motor:
+        return "linear"
+    return "revolute"
+
+
+def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[str, BusSpec], where: str) -> MotorSpec:
+    bus = raw.get("bus", bus)
+    if bus not in buses:
+        raise ConfigError(f"{where}: motor for '{joint}' is on bus '{bus}', which is not under buses: ({', '.join(buses)})")
+    try:
+        model = model_by_name(str(raw["model"]))
+        mode = OperatingMode.parse(raw.get("mode", "position"))
+        servo_id = int(raw["id"])
+    except KeyError as exc:
+        raise ConfigError(f"{where}: motor for '{joint}' lacks {exc}") from None
+    except PlatformError as exc:
+        raise ConfigError(f"{where}: motor for '{joint}': {exc}") from None
+    if not 0 <= servo_id <= 252:
+        raise ConfigError(f"{where}: motor for '{joint}' has ID {servo_id}; IDs are 0..252")
+    if mode not in model.operating_modes:
+        raise ConfigError(f"{where}: {model.name} (joint '{joint}') has no {mode.name.lower()} mode")
+    direction = int(raw.get("direction", 1))
+    if direction not in (1, -1):
+        raise ConfigError(f"{where}: motor for '{joint}' has direction {direction}; use 1 or -1")
+    return MotorSpec(joint, bus, servo_id, model, direction, mode, float(raw.get("metres_per_rad", 1.0)))
+
+
+def parse_ports(text: str) -> dict[str, str]:
+    """--ports value: the emulator's JSON line, a file holding it, or bus=path[,bus=path]."""
+    import json
+    from pathlib import Path
+
+    text = text.strip()
+    if text and not text.startswith("{") and "=" not in text and Path(text).is_file():
+        text = Path(text).read_text().strip().splitlines()[0]
+    if text.startswith("{"):
+        try:
+            ports = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"--ports is not valid JSON ({exc}); paste the first line `platform emulate` prints") from None
+        if not isinstance(ports, dict):
+            raise ConfigError("--ports JSON must be an object: {\"bus\": \"/dev/pts/N\"}")
+        return {str(k): str(v) for k, v in ports.items()}
+    pairs = [item.partition("=") for item in text.split(",") if item]
+    if not pairs or any(not sep for _, sep, _ in pairs):
+        raise ConfigError(f"--ports '{text}': use bus=PATH[,bus=PATH] or the JSON line `platform emulate` prints")
+    return {k: v for k, _, v in pairs}

@@ -1,0 +1,156 @@
+"""What the recorder publishes every tick, and the commands a dashboard may send back.
+
+Plain dataclasses that travel as JSON, so a monitor on another machine (over SSH on the
+robot's computer) needs nothing but this module to read them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+class RecorderState(str, enum.Enum):
+    IDLE = "idle"  # connected, waiting for the operator to start
+    RECORDING = "recording"
+    RESETTING = "resetting"  # between episodes: the scene is being reset, nothing recorded
+    PAUSED = "paused"
+    SAVING = "saving"  # the writer is still flushing; the next episode may already start
+    FAULT = "fault"  # a servo or camera failed: robot held or torque off, see `message`
+    STOPPED = "stopped"
+
+
+class Command(str, enum.Enum):
+    """Keys on the dashboard map to these; the recorder acts on them at the next tick."""
+
+    START = "start"  # start recording (from idle/paused)
+    STOP = "stop"  # end the episode now and keep it
+    NEXT = "next"  # skip the rest of the reset period
+    RERECORD = "rerecord"  # discard the episode in flight and record it again
+    DISCARD = "discard"  # discard the episode in flight
+    SUCCESS = "success"  # mark the current (or last) episode successful
+    FAILURE = "failure"  # mark it failed
+    PAUSE = "pause"
+    QUIT = "quit"  # stop after saving (the dashboard asks for confirmation first)
+    ESTOP = "estop"  # torque off now
+
+
+@dataclass
+class CameraStatus:
+    fps: float = 0.0  # measured frame rate
+    dropped: int = 0  # frames lost by the camera (sequence-number gaps) this episode
+    age_ms: float = 0.0  # age of the frame used at the last tick
+
+
+@dataclass
+class LoopStatus:
+    target_hz: float = 30.0
+    period_p50_ms: float = 0.0
+    period_p99_ms: float = 0.0
+    overruns: int = 0  # ticks that took longer than the period, this episode
+
+
+@dataclass
+class WriterStatus:
+    queue_depth: int = 0  # frames waiting to be encoded/written
+    queue_capacity: int = 0
+    high_water: int = 0
+    mb_per_s: float = 0.0
+    backpressure_ms: float = 0.0  # total time the loop waited on a full queue, this episode
+    pending_episodes: int = 0  # episodes handed to the writer, not yet committed
+
+
+@dataclass
+class EpisodeSummary:
+    index: int
+    frames: int
+    duration_s: float
+    success: bool | None = None
+    state: str = "saved"  # saving | saved | discarded
+
+
+@dataclass
+class Thumbnail:
+    """A small RGB frame for half-block rendering: `rgb` is height*width*3 bytes, hex."""
+
+    height: int
+    width: int
+    rgb: str
+
+
+@dataclass
+class RecorderStatus:
+    state: RecorderState = RecorderState.IDLE
+    robot: str = ""
+    dataset: str = ""
+    task: str = ""
+    episode: int = 0  # index of the episode being recorded (0-based within this session)
+    episodes_total: int = 0
+    episode_time_s: float = 0.0
+    episode_time_limit_s: float = 0.0
+    reset_time_left_s: float = 0.0
+    joint_names: list[str] = field(default_factory=list)
+    # Joint limits from the robot config, per joint: the dashboard scales its bars to them
+    # (empty: bars span -pi..pi).
+    joint_lower: list[float] = field(default_factory=list)
+    joint_upper: list[float] = field(default_factory=list)
+    leader: list[float] = field(default_factory=list)  # teleoperator command, per joint
+    follower: list[float] = field(default_factory=list)  # follower state, per joint
+    cameras: dict[str, CameraStatus] = field(default_factory=dict)
+    loop: LoopStatus = field(default_factory=LoopStatus)
+    writer: WriterStatus = field(default_factory=WriterStatus)
+    episodes: list[EpisodeSummary] = field(default_factory=list)
+    thumbnails: dict[str, Thumbnail] = field(default_factory=dict)
+    message: str = ""  # last event or fault, for the operator
+    control_allowed: bool = True  # False for a read-only monitor
+
+    def snapshot(self) -> RecorderStatus:
+        """A copy another thread may read while the loop keeps updating this one.
+
+        The loop may update one status in place every tick; the publisher's sender thread
+        and an in-process dashboard read what was published later, on their own threads.
+        Every list and dict is copied, so none changes size while another thread iterates
+        it; the records inside (cameras, episodes, thumbnails) are shared: a field the loop
+        assigns later is read whole, old or new. A few µs: cheap enough for every tick.
+        """
+        clone = object.__new__(RecorderStatus)
+        clone.__dict__.update(self.__dict__)
+        clone.joint_names = list(self.joint_names)
+        clone.joint_lower = list(self.joint_lower)
+        clone.joint_upper = list(self.joint_upper)
+        clone.leader = list(self.leader)
+        clone.follower = list(self.follower)
+        clone.cameras = dict(self.cameras)
+        clone.episodes = list(self.episodes)
+        clone.thumbnails = dict(self.thumbnails)
+        return clone
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RecorderStatus:
+        """Tolerant of other versions: unknown keys are ignored, missing ones take defaults."""
+        plain = {f.name for f in fields(cls)} - {"state", "cameras", "loop", "writer", "episodes", "thumbnails"}
+        try:
+            state = RecorderState(data.get("state", "idle"))
+        except ValueError:
+            state = RecorderState.IDLE
+        return cls(
+            state=state,
+            **{k: data[k] for k in plain if k in data},
+            cameras={k: _known(CameraStatus, v) for k, v in data.get("cameras", {}).items()},
+            loop=_known(LoopStatus, data.get("loop", {})),
+            writer=_known(WriterStatus, data.get("writer", {})),
+            episodes=[_known(EpisodeSummary, e) for e in data.get("episodes", [])],
+            thumbnails={k: _known(Thumbnail, v) for k, v in data.get("thumbnails", {}).items()},
+        )
+
+
+def _known(cls: type, data: dict[str, Any]) -> Any:
+    """`cls(**data)` keeping only the fields `cls` has (a newer recorder may send more)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

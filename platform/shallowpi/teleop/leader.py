@@ -1,0 +1,82 @@
+"""Leader-follower teleoperation: the operator moves leader arms, the followers copy them.
+
+Leader and follower are calibrated to the same joint zero and direction, so mapping is
+in joint space: leader ticks -> (leader calibration) -> joint value -> follower joint.
+Grippers map opening to opening (both 0 closed .. 1 open), optionally through a gain
+and offset (a leader handle that never quite closes), then clipped to 0..1.
+Leader torque stays off: they are moved by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from shallowpi.hardware.dynamixel.bus import DynamixelBus, MotorBus
+from shallowpi.robots.calibration import RobotCalibration
+from shallowpi.robots.spec import LeaderSpec, RobotSpec
+
+
+@dataclass(frozen=True)
+class GripperMap:
+    """follower opening = clip(gain * leader opening + offset, 0, 1)."""
+
+    gain: float = 1.0
+    offset: float = 0.0
+
+    def __call__(self, leader_opening: float) -> float:
+        return min(1.0, max(0.0, self.gain * leader_opening + self.offset))
+
+
+class LeaderFollower:
+    def __init__(
+        self,
+        spec: RobotSpec,
+        calibration: RobotCalibration,
+        leaders: Iterable[str] | None = None,
+        *,
+        gripper_map: GripperMap | None = None,
+        buses: Mapping[str, MotorBus] | None = None,
+    ) -> None:
+        chosen = set(leaders) if leaders is not None else {leader.name for leader in spec.leaders}
+        self.leaders: list[LeaderSpec] = [leader for leader in spec.leaders if leader.name in chosen]
+        if not self.leaders:
+            from shallowpi.errors import ConfigError
+
+            raise ConfigError(f"robot '{spec.name}' has no leader arms named {sorted(chosen)}; add leaders: to its config")
+        kinds = {j.name: j.kind for j in spec.joints}
+        self.gripper_map = gripper_map or GripperMap()
+        self._kinds = kinds
+        self._convert = {m.joint: calibration.converter(m, kinds[m.joint]) for leader in self.leaders for m in leader.motors}
+        self.buses: dict[str, MotorBus] = dict(buses or {})
+        for leader in self.leaders:
+            if leader.bus not in self.buses:
+                bus = spec.buses[leader.bus]
+                self.buses[leader.bus] = DynamixelBus(leader.bus, bus.port, bus.baud, {m.id: m.model for m in leader.motors})
+
+    def connect(self) -> None:
+        for leader in self.leaders:
+            bus = self.buses[leader.bus]
+            bus.connect()
+            bus.verify()
+            bus.set_torque(False)
+
+    def disconnect(self) -> None:
+        for bus in self.buses.values():
+            bus.disconnect()
+
+    def __enter__(self) -> LeaderFollower:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    def read(self) -> dict[str, float]:
+        action: dict[str, float] = {}
+        for leader in self.leaders:
+            ticks = self.buses[leader.bus].read(["present_position"], [m.id for m in leader.motors])["present_position"]
+            for m in leader.motors:
+                value = self._convert[m.joint].to_joint(ticks[m.id])
+                action[m.joint] = self.gripper_map(value) if self._kinds[m.joint] == "gripper" else value
+        return action

@@ -1,0 +1,1 @@
+"""Textual dashboards. They only read telemetry and send commands through a sink."""

@@ -1,0 +1,368 @@
+"""The recorder's live dashboard: shows a RecorderStatus stream, sends Commands.
+
+The dashboard only reads telemetry. It is given
+
+- a status source: anything iterable whose iteration blocks until the next status and
+  ends when the recorder goes away (`TelemetrySubscriber`, `StatusMailbox`); if it has a
+  `close()`, the dashboard calls it on exit so a blocked read wakes up;
+- a command sink: a callable taking a `Command` (`TelemetrySubscriber.send`,
+  `TelemetryPublisher.submit`), or None for a read-only monitor.
+
+Three ways to run it, all supported and tested:
+
+- its own process beside the recorder (recommended for `platform record`):
+  `shallowpi.tui.launch.spawn_dashboard(address)` runs `platform monitor --attached` on the
+  same terminal. The control loop keeps its process (and the GIL) to itself, and a crash
+  of the dashboard cannot touch it. `q` asks, then sends QUIT; the dashboard exits when
+  the publisher closes.
+- in the recorder's process: the control loop runs in a background thread and publishes
+  into `publisher.local_feed()`; this App runs in the main thread with
+  `send=publisher.submit` and `exit_when_source_ends=True`; `publisher.close()` at the end
+  of the loop ends the feed and the App. A crash of the App ends `run()` in the main
+  thread; the loop thread carries on headless. Costly: repaints hold the GIL, and the
+  loop's p99 period suffers (BENCHMARKS.md, "Telemetry and dashboard").
+- `platform monitor` from another terminal, over a `TelemetrySubscriber`: when the
+  recorder stops, the dashboard says "recorder disconnected" and stays until `q`.
+
+Threads: the source is read in a `@work(thread=True)` worker, which hands each status to
+the UI thread with `call_from_thread`; widgets are touched only on the UI thread, through
+the `status` reactive and its watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Label, Static
+
+from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Thumbnail
+from shallowpi.tui import render
+
+log = logging.getLogger(__name__)
+
+CommandSink = Callable[[Command], None]
+
+
+class QuitScreen(ModalScreen[str]):
+    """Ask before quitting: the answer is the id of the button pressed (or "cancel")."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,n", "answer('cancel')", "cancel"),
+        Binding("y", "answer('quit')", "yes, quit"),
+    ]
+
+    def __init__(self, question: str, choices: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.question = question
+        self.choices = choices  # (id, label, button variant)
+
+    def compose(self) -> ComposeResult:
+        with Grid(id="quit-dialog"):
+            yield Label(self.question, id="quit-question")
+            with Horizontal(id="quit-buttons"):
+                for choice_id, label, variant in self.choices:
+                    yield Button(label, id=choice_id, variant=variant)  # type: ignore[arg-type]
+                yield Button("Cancel (n)", id="cancel", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or "cancel")
+
+    def action_answer(self, answer: str) -> None:
+        self.dismiss(answer)
+
+
+class RecorderDashboard(App[None]):
+    """Live view of a recorder; keys send Commands to it (unless read-only)."""
+
+    TITLE = "Shallow-π recorder"
+    CSS = """
+    Screen { layout: vertical; }
+    #summary { height: 3; padding: 0 1; background: $boost; }
+    #body { height: 1fr; }
+    #left { width: 3fr; }
+    #right { width: 2fr; min-width: 38; }
+    .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
+    #joints { height: auto; max-height: 70%; }
+    #episodes { height: 1fr; min-height: 4; }
+    #thumbnail { height: auto; min-height: 3; }
+    #message { height: 1; padding: 0 1; background: $panel; }
+    QuitScreen { align: center middle; }
+    #quit-dialog {
+        grid-size: 1 2; grid-rows: auto 3; padding: 1 2; width: 72; height: auto;
+        border: thick $error; background: $surface;
+    }
+    #quit-buttons { height: 3; align: center middle; }
+    #quit-buttons Button { margin: 0 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_recording", "start/stop"),
+        Binding("n", "command('next')", "next"),
+        Binding("r", "command('rerecord')", "re-record"),
+        Binding("d", "command('discard')", "discard"),
+        Binding("s", "command('success')", "success"),
+        Binding("f", "command('failure')", "failure"),
+        Binding("p", "command('pause')", "pause"),
+        Binding("e", "command('estop')", "E-STOP"),
+        Binding("c", "next_camera", "camera"),
+        Binding("q", "request_quit", "quit"),
+        Binding("ctrl+c", "request_quit", "quit", show=False, priority=True),
+    ]
+
+    status: reactive[RecorderStatus | None] = reactive(None, always_update=True, init=False)
+    connected: reactive[bool] = reactive(True, init=False)
+    camera_index: reactive[int] = reactive(0, init=False)
+
+    def __init__(
+        self,
+        source: Iterable[RecorderStatus],
+        send: CommandSink | None = None,
+        *,
+        monitor: bool = False,
+        exit_when_source_ends: bool = False,
+        read_only_reason: str = "",
+        refresh_hz: float = 10.0,
+    ) -> None:
+        """`send=None` makes the dashboard read-only; `monitor=True` means quitting may
+        detach the dashboard without stopping the recorder (a separate process)."""
+        super().__init__()
+        self.source = source
+        self.send = send
+        self.monitor = monitor
+        self.exit_when_source_ends = exit_when_source_ends
+        self.refresh_hz = max(refresh_hz, 0.1)
+        self.read_only_reason = read_only_reason or (
+            "read-only monitor: attach with `platform monitor --control` to send commands")
+        self._quitting = False
+        self._disconnect_reason = ""  # why the source ended, if it broke
+        self._last_status_message = ""
+        self._logged_errors: set[str] = set()
+        self._thumbnail_key: tuple[str, int, Thumbnail] | None = None
+        self._shown: dict[str, Text] = {}  # what each panel shows now, to skip repaints
+
+    # -- layout ------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(render.summary(None, True, self.control), id="summary")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield Static("", id="joints", classes="panel")
+                yield Static("", id="episodes", classes="panel")
+            with Vertical(id="right"):
+                yield Static("", id="thumbnail", classes="panel")
+                yield Static("", id="cameras", classes="panel")
+                yield Static("", id="loop", classes="panel")
+                yield Static("", id="writer", classes="panel")
+        yield Static("waiting for the recorder's first status…", id="message")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        titles = {"joints": "leader vs follower", "episodes": "episodes", "thumbnail": "camera",
+                  "cameras": "cameras", "loop": "control loop", "writer": "writer"}
+        for widget_id, title in titles.items():
+            self.query_one(f"#{widget_id}", Static).border_title = title
+        self._read_source()
+
+    # -- the source, on a worker thread ------------------------------------------------
+
+    @work(thread=True, exit_on_error=False, name="telemetry reader")
+    def _read_source(self) -> None:
+        error = ""
+        shown_at = 0.0
+        try:
+            for status in self.source:
+                # At most refresh_hz repaints: a repaint is ~10-30 ms of Python on the UI
+                # thread, and in `platform record` that thread shares the GIL with the loop.
+                # The sources are latest-wins, so waiting here only skips stale statuses.
+                wait = shown_at + 1.0 / self.refresh_hz - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                shown_at = time.monotonic()
+                if not self._deliver(self._receive, status):
+                    return  # the app is shutting down
+        except Exception as exc:  # a broken source must not take the dashboard down
+            log.warning("dashboard: status source failed", exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
+        self._deliver(self._source_ended, error)
+
+    def _deliver(self, callback: Callable[..., Any], *args: Any) -> bool:
+        try:
+            self.call_from_thread(callback, *args)
+            return True
+        except (RuntimeError, asyncio.CancelledError):
+            return False  # the app stopped between two statuses
+
+    def _receive(self, status: RecorderStatus) -> None:
+        if not self.is_running:
+            return  # shutting down: the widgets may already be gone
+        try:
+            self.connected = True
+            self.status = status
+        except Exception as exc:
+            # A bug showing this status: say so and keep the view (the recorder is fine),
+            # rather than let it reach the reader thread and pass for a lost recorder.
+            if str(exc) not in self._logged_errors:  # once per distinct error, not 10 Hz
+                self._logged_errors.add(str(exc))
+                log.exception("dashboard: could not show a status")
+            with contextlib.suppress(Exception):
+                self._show_message(f"dashboard error: {exc} (the recording is not affected)", "bold red")
+
+    def _source_ended(self, error: str) -> None:
+        self._disconnect_reason = error
+        self.connected = False
+        if self.exit_when_source_ends:
+            self.exit()
+
+    def on_unmount(self) -> None:
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            try:
+                close()  # wakes the worker if it is blocked reading
+            except Exception:
+                log.debug("dashboard: closing the source failed", exc_info=True)
+
+    # -- live values -------------------------------------------------------------------
+
+    @property
+    def control(self) -> bool:
+        """Whether keys send commands: a sink was given and the recorder allows it."""
+        status = self.status
+        return self.send is not None and (status is None or status.control_allowed)
+
+    def watch_status(self, status: RecorderStatus | None) -> None:
+        if status is None:
+            return
+        with contextlib.suppress(NoMatches):  # a status that arrived while the screen closed
+            self._show_status(status)
+
+    def _show_status(self, status: RecorderStatus) -> None:
+        self._show_summary()
+        self._update("joints", render.joints(status))
+        self._update("episodes", render.episodes(status))
+        self._update("cameras", render.cameras(status))
+        self._update("loop", render.loop(status))
+        self._update("writer", render.writer(status))
+        self._show_thumbnail()
+        if status.message and status.message != self._last_status_message:
+            # Shown when it changes, so a key's feedback is not overwritten at 20 Hz.
+            self._show_message(status.message, "bold red" if status.state is RecorderState.FAULT else "")
+        self._last_status_message = status.message
+
+    def watch_connected(self, connected: bool) -> None:
+        self._show_summary()
+        if not connected:
+            reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
+            tail = "" if self.exit_when_source_ends else "; press q to leave"
+            self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
+
+    def watch_camera_index(self, _index: int) -> None:
+        self._show_thumbnail()
+
+    def _update(self, widget_id: str, content: Text) -> None:
+        """Repaint a panel only if its text changed; re-layout only if its height did.
+
+        Textual's layout pass is most of the cost of an update (~tens of ms): skipping it
+        keeps the dashboard cheap on the robot's computer, beside the control loop.
+        """
+        previous = self._shown.get(widget_id)
+        if previous is not None and previous == content:
+            return
+        self._shown[widget_id] = content
+        same_height = previous is not None and previous.plain.count("\n") == content.plain.count("\n")
+        self.query_one(f"#{widget_id}", Static).update(content, layout=not same_height)
+
+    def _show_summary(self) -> None:
+        self._update("summary", render.summary(self.status, self.connected, self.control))
+
+    def _show_thumbnail(self) -> None:
+        widget = self.query_one("#thumbnail", Static)
+        thumbnails = self.status.thumbnails if self.status else {}
+        if not thumbnails:
+            self._update("thumbnail", Text("no thumbnail", style="dim"))
+            return
+        roles = sorted(thumbnails)
+        role = roles[self.camera_index % len(roles)]
+        width = max(8, widget.size.width or 48)
+        key = (role, width, thumbnails[role])
+        if key == self._thumbnail_key:
+            return  # same pixels: skip building ~400 styled cells
+        self._thumbnail_key = key
+        widget.border_title = f"camera: {role}" + (" (c: next)" if len(roles) > 1 else "")
+        self._update("thumbnail", render.halfblock(thumbnails[role], max_width=width))
+
+    def _show_message(self, message: str, style: str = "") -> None:
+        self._update("message", Text(message, style=style))
+
+    # -- keys --------------------------------------------------------------------------
+
+    def _send(self, command: Command) -> bool:
+        if not self.control:
+            self._show_message(self.read_only_reason, "bold yellow")
+            self.notify(self.read_only_reason, severity="warning", timeout=3)
+            return False
+        if not self.connected:
+            self._show_message(f"recorder disconnected: '{command.value}' not sent", "bold yellow")
+            return False
+        try:
+            self.send(command)  # type: ignore[misc] - control implies a sink
+        except Exception as exc:  # a dead recorder or socket: say so, keep the dashboard
+            self._show_message(f"could not send '{command.value}': {exc}", "bold red")
+            return False
+        self._show_message(f"sent: {command.value}", "green" if command is not Command.ESTOP else "bold red")
+        return True
+
+    def action_command(self, name: str) -> None:
+        self._send(Command(name))
+
+    def action_toggle_recording(self) -> None:
+        recording = self.status is not None and self.status.state is RecorderState.RECORDING
+        self._send(Command.STOP if recording else Command.START)
+
+    def action_next_camera(self) -> None:
+        self.camera_index += 1
+
+    def action_request_quit(self) -> None:
+        if self._quitting:
+            return
+        if not self.control or not self.connected:
+            self.exit()  # a read-only or orphaned view stops nothing by leaving
+            return
+        choices = [("quit", "Stop the recorder (y)", "error")]
+        question = "Stop recording and quit? The recorder saves what it has and closes the store."
+        if self.monitor:
+            choices.append(("detach", "Detach this monitor", "default"))
+            question = "Stop the recorder, or only detach this monitor (the recording goes on)?"
+        self._quitting = True
+        self.push_screen(QuitScreen(question, choices), self._quit_answered)
+
+    def _quit_answered(self, answer: str | None) -> None:
+        self._quitting = False
+        if answer == "quit" and self._send(Command.QUIT):
+            self._show_message("stopping: the recorder saves what it has, then "
+                               + ("disconnects" if self.monitor else "exits"), "bold yellow")
+        elif answer == "detach":
+            self.exit()
+
+    def request_exit(self) -> None:
+        """Thread-safe: end the App from another thread (e.g. the control loop's)."""
+        if self._thread_id == threading.get_ident():
+            self.exit()
+            return
+        with contextlib.suppress(RuntimeError, asyncio.CancelledError):
+            self.call_from_thread(self.exit)  # RuntimeError: not running, nothing to stop

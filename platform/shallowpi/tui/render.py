@@ -1,0 +1,235 @@
+"""RecorderStatus -> rich Text, one function a panel: pure, so tests read them directly.
+
+Each function returns `rich.text.Text`; the dashboard puts it in a Static. Colours say
+what needs the operator: red is a problem now (fault, dropped frames, a loop over its
+period, a nearly full write queue), yellow is a warning, dim is idle.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.style import Style
+from rich.text import Text
+
+from shallowpi.telemetry.status import EpisodeSummary, RecorderState, RecorderStatus, Thumbnail
+
+# Style objects, not style strings: Textual's own style parser does not know every rich
+# colour name, and a background it cannot parse is silently dropped.
+STATE_STYLES: dict[RecorderState, Style] = {
+    RecorderState.IDLE: Style(bold=True, color="#ffffff", bgcolor="#5f5f5f"),
+    RecorderState.RECORDING: Style(bold=True, color="#ffffff", bgcolor="#d70000"),
+    RecorderState.RESETTING: Style(bold=True, color="#000000", bgcolor="#d7af00"),
+    RecorderState.PAUSED: Style(bold=True, color="#ffffff", bgcolor="#005fd7"),
+    RecorderState.SAVING: Style(bold=True, color="#000000", bgcolor="#00afaf"),
+    RecorderState.FAULT: Style(bold=True, color="#ffffff", bgcolor="#af00af"),
+    RecorderState.STOPPED: Style(bold=True, color="#ffffff", bgcolor="#3a3a3a"),
+}
+DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
+BAR_WIDTH = 16
+HALF_BLOCK = "▀"  # upper half block: foreground = upper pixel, background = lower pixel
+
+
+def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
+    # Appended as a span, not the Text's base style, so text added after it stays plain.
+    if not connected:
+        return Text().append(" RECORDER DISCONNECTED ", style=DISCONNECTED_STYLE)
+    if status is None:
+        return Text().append(" WAITING FOR THE RECORDER ", style=DISCONNECTED_STYLE)
+    return Text().append(f" {status.state.value.upper()} ", style=STATE_STYLES[status.state])
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    return f"{int(seconds // 60):02d}:{seconds % 60:04.1f}"
+
+
+def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Text:
+    """The top line: state, episode n/N, timer against the limit, task, robot, dataset."""
+    text = state_badge(status, connected)
+    if status is None:
+        return text
+    total = str(status.episodes_total) if status.episodes_total else "∞"
+    text.append(f"  episode {status.episode + 1}/{total}", style="bold")
+    if status.state is RecorderState.RESETTING:
+        text.append(f"  reset {_clock(status.reset_time_left_s)} left", style="yellow")
+    else:
+        text.append(f"  {_clock(status.episode_time_s)}", style="bold")
+        if status.episode_time_limit_s:
+            text.append(f" / {_clock(status.episode_time_limit_s)}")
+    text.append("\n")
+    text.append("task: ", style="dim")
+    text.append(status.task or "-", style="italic")
+    text.append("   robot: ", style="dim")
+    text.append(status.robot or "-")
+    text.append("   dataset: ", style="dim")
+    text.append(status.dataset or "-")
+    text.append("   ")
+    text.append("CONTROL" if control else "READ-ONLY", style="bold green" if control else "bold yellow")
+    return text
+
+
+def _bar(value: float, lower: float, upper: float, width: int = BAR_WIDTH) -> int:
+    """Cell index (0..width-1) of `value` on a bar spanning lower..upper."""
+    if not math.isfinite(value) or upper <= lower:
+        return 0
+    fraction = (min(max(value, lower), upper) - lower) / (upper - lower)
+    return min(int(fraction * width), width - 1)
+
+
+def joints(status: RecorderStatus) -> Text:
+    """Leader (command) vs follower (state) per joint: numbers, error, and a position bar.
+
+    On the bar `L` marks the leader and `F` the follower (`#` where both share a cell), so
+    a follower lagging or stuck behind its leader shows at a glance.
+    """
+    text = Text()
+    names = status.joint_names or [f"j{i}" for i in range(max(len(status.leader), len(status.follower)))]
+    if not names:
+        return Text("no joint data yet", style="dim")
+    width = min(max(len(n) for n in names), 22)
+    text.append(f"{'joint':<{width}}  {'leader':>7} {'follower':>8} {'error':>6}  position\n", style="bold")
+    for i, name in enumerate(names):
+        lead = status.leader[i] if i < len(status.leader) else math.nan
+        follow = status.follower[i] if i < len(status.follower) else math.nan
+        lower = status.joint_lower[i] if i < len(status.joint_lower) else -math.pi
+        upper = status.joint_upper[i] if i < len(status.joint_upper) else math.pi
+        error = lead - follow
+        span = (upper - lower) or 1.0
+        error_style = "red" if abs(error) > 0.1 * span else ("yellow" if abs(error) > 0.03 * span else "")
+        text.append(f"{name[:width]:<{width}}  {lead:>7.3f} {follow:>8.3f} ")
+        text.append(f"{error:>+6.3f}", style=error_style)
+        cells = ["·"] * BAR_WIDTH
+        lead_cell, follow_cell = _bar(lead, lower, upper), _bar(follow, lower, upper)
+        cells[lead_cell] = "L"
+        cells[follow_cell] = "#" if follow_cell == lead_cell else "F"
+        text.append("  ")
+        for cell in cells:
+            style = {"L": "bold cyan", "F": "bold magenta", "#": "bold green"}.get(cell, "dim")
+            text.append(cell, style=style)
+        text.append("\n")
+    text.rstrip()
+    return text
+
+
+def cameras(status: RecorderStatus) -> Text:
+    if not status.cameras:
+        return Text("no cameras", style="dim")
+    text = Text()
+    text.append(f"{'camera':<12} {'fps':>6} {'drops':>6} {'age ms':>7}\n", style="bold")
+    target = status.loop.target_hz
+    for role, cam in status.cameras.items():
+        text.append(f"{role[:12]:<12} ")
+        text.append(f"{cam.fps:>6.1f}", style="yellow" if target and cam.fps < 0.9 * target else "")
+        text.append(f" {cam.dropped:>6d}", style="bold red" if cam.dropped else "green")
+        text.append(f" {cam.age_ms:>7.1f}\n", style="yellow" if target and cam.age_ms > 2000 / target else "")
+    text.rstrip()
+    return text
+
+
+def loop(status: RecorderStatus) -> Text:
+    lp = status.loop
+    period_ms = 1000.0 / lp.target_hz if lp.target_hz else 0.0
+    text = Text()
+    text.append("loop ", style="bold")
+    text.append(f"{lp.target_hz:.0f} Hz ({period_ms:.1f} ms)\n")
+    text.append(f"period p50 {lp.period_p50_ms:6.2f} ms  p99 ")
+    text.append(f"{lp.period_p99_ms:6.2f} ms", style="bold red" if period_ms and lp.period_p99_ms > 1.1 * period_ms else "")
+    text.append("\noverruns ")
+    text.append(f"{lp.overruns}", style="bold red" if lp.overruns else "green")
+    return text
+
+
+def writer(status: RecorderStatus) -> Text:
+    """Write queue depth against capacity, high-water mark, throughput and back-pressure."""
+    w = status.writer
+    fill = w.queue_depth / w.queue_capacity if w.queue_capacity else 0.0
+    style = "red" if fill > 0.8 else ("yellow" if fill > 0.5 else "green")
+    filled = min(round(fill * BAR_WIDTH), BAR_WIDTH)
+    text = Text()
+    text.append("write queue ", style="bold")
+    text.append("█" * filled, style=style)
+    text.append("░" * (BAR_WIDTH - filled), style="dim")
+    text.append(f" {w.queue_depth}/{w.queue_capacity}\n")
+    text.append(f"high water {w.high_water}   {w.mb_per_s:.1f} MB/s   episodes pending {w.pending_episodes}\n")
+    text.append("backpressure ")
+    text.append(f"{w.backpressure_ms:.0f} ms", style="bold red" if w.backpressure_ms else "green")
+    if w.backpressure_ms or fill > 0.8:
+        text.append("  disk falling behind: the loop waits on the writer", style="bold red")
+    return text
+
+
+def _episode_mark(episode: EpisodeSummary) -> tuple[str, str]:
+    if episode.state == "discarded":
+        return "✗ discarded", "dim strike"
+    if episode.success is True:
+        return "✓ success", "bold green"
+    if episode.success is False:
+        return "✗ failure", "bold red"
+    return "· unmarked", "dim"
+
+
+def episodes(status: RecorderStatus, last: int = 12) -> Text:
+    """The session's episodes, newest last: index, success mark, frames, length, state."""
+    if not status.episodes:
+        return Text("no episodes yet", style="dim")
+    text = Text()
+    shown = status.episodes[-last:]
+    if len(status.episodes) > len(shown):
+        text.append(f"… {len(status.episodes) - len(shown)} earlier\n", style="dim")
+    for episode in shown:
+        mark, style = _episode_mark(episode)
+        text.append(f"#{episode.index:<4d} ")
+        text.append(f"{mark:<12}", style=style)
+        text.append(f" {episode.frames:>6d} frames {episode.duration_s:>6.1f} s  ")
+        text.append(episode.state, style="cyan" if episode.state == "saving" else "dim")
+        text.append("\n")
+    text.rstrip()
+    return text
+
+
+def halfblock(thumbnail: Thumbnail, max_width: int = 48) -> Text:
+    """An RGB thumbnail as rows of `▀`: each character cell shows two pixels stacked.
+
+    The upper pixel is the foreground colour and the lower one the background, so a
+    W x H image takes W x ceil(H/2) cells. Wider images are subsampled to `max_width`.
+    """
+    try:
+        pixels = bytes.fromhex(thumbnail.rgb)
+    except ValueError:
+        return Text("bad thumbnail", style="red")
+    width, height = thumbnail.width, thumbnail.height
+    if width <= 0 or height <= 0 or len(pixels) < width * height * 3:
+        return Text("bad thumbnail", style="red")
+    step = max(1, math.ceil(width / max_width))
+    columns = range(0, width, step)
+    rows = list(range(0, height, step))
+
+    def rgb(y: int, x: int) -> str:
+        i = (y * width + x) * 3
+        return f"#{pixels[i]:02x}{pixels[i + 1]:02x}{pixels[i + 2]:02x}"
+
+    text = Text(no_wrap=True, overflow="crop")
+    for k in range(0, len(rows), 2):
+        upper, lower = rows[k], rows[k + 1] if k + 1 < len(rows) else None
+        for x in columns:
+            style = Style(color=rgb(upper, x), bgcolor=rgb(lower, x) if lower is not None else None)
+            text.append(HALF_BLOCK, style=style)
+        if k + 2 < len(rows):
+            text.append("\n")
+    return text
+
+
+def status_line(status: RecorderStatus) -> str:
+    """One plain line for logs and scripts (`platform monitor --lines`, `record --no-tui`)."""
+    total = status.episodes_total or "∞"
+    cams = " ".join(f"{role}={cam.fps:.1f}fps/{cam.dropped}drop" for role, cam in status.cameras.items())
+    w, lp = status.writer, status.loop
+    clock = (f"reset {status.reset_time_left_s:.1f}s left" if status.state is RecorderState.RESETTING
+             else f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s")
+    saved = sum(e.state != "discarded" for e in status.episodes)
+    line = (f"{status.state.value:<9} episode {status.episode + 1}/{total} {clock} | "
+            f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns} | "
+            f"queue {w.queue_depth}/{w.queue_capacity} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
+            f"bp {w.backpressure_ms:.0f} ms | {cams or 'no cameras'} | kept {saved}")
+    return f"{line} | {status.message}" if status.message else line

@@ -1,0 +1,37 @@
+"""Shared fixtures. Tests run against the checkout's platform/ (pytest `pythonpath`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Headless rendering on the CPU, set before anything imports MuJoCo or PyOpenGL (lerobot
+# does, through gym): PyOpenGL picks its platform once, at import.
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = REPO_ROOT / "platform"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for `python -m shallowpi` subprocesses that use this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SOURCE_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("MUJOCO_GL", "egl")
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra)
+    return env
+
+
+def platform_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shallowpi", *args]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,25 @@
+"""Shared helpers for the Dynamixel tests: robot specs and emulated chains on ptys."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from shallowpi import config
+from shallowpi.hardware.dynamixel.emulator import build_chains
+from shallowpi.robots.spec import RobotSpec
+
+
+def robot_spec(name: str) -> RobotSpec:
+    return RobotSpec.from_config(config.compose([f"robot={name}"]).robot)
+
+
+@contextmanager
+def emulated(name: str, plant_factory=None):
+    """(spec pointed at the emulator's ptys, {bus: chain}); chains stop on exit."""
+    spec = robot_spec(name)
+    chains = build_chains(spec.bus_motors(), plant_factory)
+    try:
+        yield spec.with_ports({bus: chain.path for bus, chain in chains.items()}), chains
+    finally:
+        for chain in chains.values():
+            chain.stop()

@@ -1,0 +1,71 @@
+"""An in-memory stand-in with the item contract of shallowpi.data.training.ChunkDataset.
+
+Items: observation.state float32 [S], observation.images.<role> uint8 [H, W, 3],
+action float32 [C, A], action_is_pad bool [C], task str, episode_index, frame_index.
+The task is learnable: each step moves every joint a fixed fraction of the way to a target
+that depends on the episode, and the target is drawn into the image as a bright column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class FakeChunks(Dataset):
+    def __init__(
+        self,
+        episodes: int = 6,
+        length: int = 20,
+        chunk_len: int = 4,
+        dims: int = 2,
+        size: tuple[int, int] = (12, 16),
+        cameras: tuple[str, ...] = ("front",),
+        select: list[int] | None = None,
+        nan: bool = False,
+    ) -> None:
+        rng = np.random.default_rng(0)
+        self.chunk_len, self.size, self.cameras = chunk_len, size, cameras
+        self.targets = rng.uniform(-1, 1, (episodes, dims)).astype(np.float32)
+        self.states = []
+        for e in range(episodes):
+            x = np.zeros(dims, np.float32)
+            traj = []
+            for _ in range(length + 1):
+                traj.append(x.copy())
+                x = x + 0.3 * (self.targets[e] - x)
+            self.states.append(np.stack(traj))  # [length + 1, dims]
+        keep = select if select is not None else list(range(episodes))
+        self.index = [(e, f) for e in keep for f in range(length)]
+        self.length, self.nan = length, nan
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        e, f = self.index[i]
+        traj = self.states[e]
+        steps = np.arange(f + 1, f + 1 + self.chunk_len)
+        action = traj[np.minimum(steps, self.length)]
+        img = np.zeros((*self.size, 3), np.uint8)
+        col = int((self.targets[e][0] + 1) / 2 * (self.size[1] - 1))
+        img[:, col, :] = 255
+        item = {
+            "observation.state": torch.from_numpy(traj[f].copy()),
+            "action": torch.from_numpy(action.copy()) * (float("nan") if self.nan else 1.0),
+            "action_is_pad": torch.from_numpy(steps > self.length),
+            "task": "reach the target",
+            "episode_index": e,
+            "frame_index": f,
+        }
+        for cam in self.cameras:
+            item[f"observation.images.{cam}"] = torch.from_numpy(img)
+        return item
+
+    def stats(self) -> dict:
+        states = np.concatenate(self.states)
+        return {
+            key: {"mean": states.mean(0), "std": states.std(0), "min": states.min(0), "max": states.max(0)}
+            for key in ("observation.state", "action")
+        }

@@ -1,0 +1,49 @@
+"""Small synthetic stores for tests: a 6-joint arm with two cameras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from shallowpi.data import EpisodeStore, Feature
+from shallowpi.data.store import StoreSettings
+
+JOINTS = [f"joint_{i}" for i in range(6)]
+
+
+def arm_features(height: int = 24, width: int = 32) -> dict[str, Feature]:
+    return {
+        "observation.state": Feature.vector(JOINTS),
+        "action": Feature.vector(JOINTS),
+        "observation.images.front": Feature.image(height, width),
+        "observation.images.wrist": Feature.image(height, width),
+    }
+
+
+def synthetic_frame(rng: np.random.Generator, t: int, height: int = 24, width: int = 32) -> dict[str, np.ndarray]:
+    """A frame whose state follows a smooth curve, so plots and windows mean something."""
+    phase = t / 10.0
+    state = np.sin(phase + np.arange(6)).astype(np.float32)
+    # Smooth images compress like camera frames; a moving bar makes frames differ.
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, :, 0] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+    image[:, (t * 2) % width, :] = 255
+    return {
+        "observation.state": state,
+        "action": (state + 0.01 * rng.standard_normal(6)).astype(np.float32),
+        "observation.images.front": image,
+        "observation.images.wrist": image[::-1].copy(),
+    }
+
+
+def make_store(path: Path, episodes: int = 3, length: int = 20, seed: int = 0,
+               settings: StoreSettings | None = None, task: str = "put the red cube in the bowl") -> EpisodeStore:
+    rng = np.random.default_rng(seed)
+    store = EpisodeStore.create(path, arm_features(), settings or StoreSettings(durable=False))
+    for e in range(episodes):
+        writer = store.begin_episode(task, robot="arm", calibration_id="cal-test", fps=30)
+        for t in range(length + e):
+            writer.add_frame(synthetic_frame(rng, t), t / 30.0)
+        writer.commit(success=e % 2 == 0)
+    return store

@@ -1,0 +1,243 @@
+"""DynamixelBus on the real dynamixel-sdk against the emulated chain on a pty: reads,
+writes, scan, torque, modes, and every injected fault."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+from dynamixel_sdk import COMM_SUCCESS, PacketHandler, PortHandler
+
+from shallowpi.hardware.dynamixel.bus import BusError, DynamixelBus, ServoFaultError, wait_until
+from shallowpi.hardware.dynamixel.control_table import OperatingMode
+from shallowpi.hardware.dynamixel.emulator import EmulatedServo, ServoChain
+
+MIXED = {1: "XL430-W250", 2: "XM430-W350", 3: "YM080-230-R099-RH"}
+FIELDS = ["present_current", "present_velocity", "present_position"]
+
+
+@pytest.fixture
+def chain():
+    servos = [EmulatedServo(i, m) for i, m in MIXED.items()]
+    for s in servos:
+        s.set("return_delay_time", 0)
+    with ServoChain("test", servos, baud=1_000_000) as c:
+        yield c
+
+
+def make_bus(chain, motors=None, **kw) -> DynamixelBus:
+    # The stock 16 ms USB-latency allowance: a loaded 2-core CI machine can hold the
+    # emulator thread off the CPU for several milliseconds.
+    return DynamixelBus("test", chain.path, 1_000_000, motors or MIXED, **kw)
+
+
+def test_scan_lists_ids_models_and_firmware(chain):
+    with make_bus(chain) as bus:
+        found = bus.scan()
+    assert {i: (s.model_name, s.firmware) for i, s in found.items()} == {
+        1: ("XL430-W250", 52), 2: ("XM430-W350", 52), 3: ("YM080-230-R099-RH", 40)}
+
+
+def test_sync_read_and_write_move_same_series_servos(chain):
+    with make_bus(chain) as bus:
+        bus.set_torque(True, [1, 2])
+        bus.write("goal_position", {1: 2548, 2: 1548})  # one SYNC_WRITE: both at 116
+        assert wait_until(lambda: bus.read(["present_position"], [1, 2])["present_position"] == {1: 2548, 2: 1548}, 2.0)
+        state = bus.read(FIELDS, [1, 2])  # one SYNC_READ
+        assert set(state) == set(FIELDS) and set(state["present_position"]) == {1, 2}
+
+
+def test_bulk_read_and_write_span_x_and_y_series(chain):
+    with make_bus(chain) as bus:
+        bus.set_torque(True)
+        # Y keeps Goal Position at 532, X at 116: the write must be a BULK_WRITE
+        bus.write("goal_position", {1: 2148, 3: -5000})
+        assert wait_until(lambda: bus.read(["present_position"])["present_position"] == {1: 2148, 2: 2048, 3: -5000}, 2.0)
+        assert chain.servos[3].get("goal_position") == -5000  # signed on the Y-series
+        state = bus.read(FIELDS)
+        assert state["present_position"][3] == -5000
+
+
+def test_byte_stuffing_survives_the_round_trip(chain):
+    value = 0x00FDFFFF  # little-endian FF FF FD 00: a header inside the parameters
+    with make_bus(chain) as bus:
+        bus.write_one(2, "profile_velocity", value)
+        assert bus.read_one(2, "profile_velocity") == value
+
+
+def test_context_manager_turns_torque_off_even_on_error(chain):
+    with pytest.raises(RuntimeError), make_bus(chain) as bus:
+        bus.set_torque(True)
+        assert all(s.torque for s in chain.servos.values())
+        raise RuntimeError("operator code failed")
+    assert not any(s.torque for s in chain.servos.values())
+    assert not bus.is_connected
+
+
+def test_operating_mode_is_set_and_unsupported_modes_refused(chain):
+    with make_bus(chain) as bus:
+        bus.set_operating_mode(OperatingMode.CURRENT_BASED_POSITION, [2])
+        assert chain.servos[2].get("operating_mode") == 5
+        with pytest.raises(BusError, match=r"servo 1 \(XL430-W250\) has no current_based_position mode"):
+            bus.set_operating_mode(OperatingMode.CURRENT_BASED_POSITION, [1])
+
+
+def test_status_error_byte_is_reported(chain):
+    with make_bus(chain) as bus:
+        with pytest.raises(BusError, match=r"servo 1 refused the write of model_number"):
+            bus.write_one(1, "model_number", 7)
+        bus.set_torque(True, [1])
+        with pytest.raises(BusError, match=r"servo 1 refused the write of operating_mode"):
+            bus.write_one(1, "operating_mode", 1)  # EEPROM with torque on
+
+
+def test_verify_names_a_missing_servo(chain):
+    chain.remove(2)
+    with make_bus(chain, retries=2) as bus, pytest.raises(BusError) as err:
+        bus.verify()
+    message = str(err.value)
+    assert "\n" not in message
+    assert "bus 'test'" in message and "servo 2 (XM430-W350) did not answer" in message
+
+
+def test_model_mismatch_against_config_is_one_line(chain):
+    with make_bus(chain, {1: "XL430-W250", 2: "XM540-W270", 3: "YM080-230-R099-RH"}) as bus, pytest.raises(BusError) as err:
+        bus.verify()
+    assert str(err.value) == (
+        f"bus 'test' ({chain.path}): servo 2 is a XM430-W350 (model 1020) but the config says "
+        "XM540-W270 (1120); fix the robot config or the servo's ID")
+
+
+def test_servo_vanishing_mid_run_is_named_after_logged_retries(chain, caplog):
+    with make_bus(chain, retries=3) as bus:
+        bus.read(FIELDS)
+        chain.mute(2)
+        caplog.set_level(logging.WARNING)
+        with pytest.raises(BusError, match=r"servo 2 \(XM430-W350\) did not answer the bulk read of present_current.* after 3 tries"):
+            bus.read(FIELDS)
+    retries = [r for r in caplog.records if "bulk read" in r.getMessage() and "failed (try" in r.getMessage()]
+    assert [r.getMessage().split("(try ")[1][:3] for r in retries] == ["1/3", "2/3", "3/3"]
+
+
+def test_corrupted_replies_are_named(chain):
+    chain.corrupt(1)
+    bus = make_bus(chain, {1: "XL430-W250", 2: "XM430-W350"}, retries=2)
+    with bus, pytest.raises(BusError, match=r"corrupted replies to the sync read"):
+        bus.read(FIELDS)
+
+
+@pytest.mark.parametrize(("servo_id", "word", "words"), [
+    (2, "overload", "overload"), (1, "overheating", "overheating"), (3, "overheating", "motor overheating")])
+def test_hardware_error_bits_raise_with_advice(chain, servo_id, word, words):
+    with make_bus(chain) as bus:
+        bus.set_torque(True)
+        chain.hardware_error(servo_id, word)
+        assert bus.hardware_errors() == {servo_id: [words]}
+        with pytest.raises(ServoFaultError, match=f"servo {servo_id} .* reports {words}; .*reboot"):
+            bus.raise_on_hardware_errors()
+        # the status packet's alert bit also surfaces on an acknowledged write
+        with pytest.raises(ServoFaultError):
+            bus.write_one(servo_id, "led", 1)
+        assert not chain.servos[servo_id].torque  # the servo dropped torque itself
+        bus.reboot(servo_id)
+        assert bus.hardware_errors() == {}
+
+
+def test_port_vanishing_mid_run(chain):
+    bus = make_bus(chain)
+    bus.connect()
+    bus.read(["present_position"])
+    chain.vanish()
+    with pytest.raises(BusError, match=r"the port went away .* check the USB cable"):
+        bus.read(["present_position"])
+    assert not bus.is_connected
+    bus.safe_shutdown()  # nothing left to switch off: must not raise
+
+
+def test_missing_port_busy_port_and_wrong_baud(chain):
+    with pytest.raises(BusError, match=r"cannot open the port"):
+        DynamixelBus("test", "/dev/does-not-exist", 1_000_000, MIXED).connect()
+    with make_bus(chain), pytest.raises(BusError, match=r"port is busy"):
+        make_bus(chain).connect()
+    slow = DynamixelBus("test", chain.path, 57_600, {1: "XL430-W250"}, retries=1)
+    with slow, pytest.raises(BusError, match=r"did not answer a ping.* at 57600 baud"):
+        slow.verify()
+
+
+def test_reboot_and_factory_reset_refusal_through_the_raw_sdk(chain):
+    port, packets = PortHandler(chain.path), PacketHandler(2.0)
+    assert port.openPort() and port.setBaudRate(1_000_000)
+    try:
+        result, error = packets.factoryReset(port, 1, 0xFF)
+        assert result == COMM_SUCCESS and error == 0x01  # refused: result fail
+        assert chain.servos[1].get("id") == 1
+        model, result, _ = packets.ping(port, 3)
+        assert (model, result) == (4150, COMM_SUCCESS)
+        result, error = packets.reboot(port, 2)
+        assert (result, error) == (COMM_SUCCESS, 0)
+    finally:
+        port.closePort()
+
+
+def test_wire_time_follows_the_baud_rate():
+    servo = EmulatedServo(1, "XL430-W250", baud=57_600)
+    servo.set("return_delay_time", 0)
+    with ServoChain("slow", [servo], baud=57_600) as slow:
+        bus = DynamixelBus("slow", slow.path, 57_600, {1: "XL430-W250"})
+        with bus:
+            start = time.perf_counter()
+            for _ in range(5):
+                bus.read(FIELDS)
+            per_read = (time.perf_counter() - start) / 5
+    # 14-byte request + 21-byte reply at 10 bits a byte: at least 6 ms on the wire
+    assert per_read >= 35 * 10 / 57_600
+
+
+class Physics:
+    """A stand-in for the MuJoCo twin's joint: its position comes from outside."""
+
+    def __init__(self):
+        self.goals, self.torque, self.q = [], False, 0.25
+
+    def set_torque(self, enabled):
+        self.torque = enabled
+
+    def set_goal(self, position):
+        self.goals.append(position)
+
+    def read(self, now):
+        from shallowpi.hardware.dynamixel.plant import JointState
+
+        return JointState(self.q, 0.0, 0.0)
+
+    def move_to(self, position):
+        self.q = position
+
+
+def test_plants_are_pluggable_for_the_simulation_twin():
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+    from shallowpi.hardware.dynamixel.plant import JointPlant
+
+    plants = {}
+
+    def factory(bus, servo_id, model):
+        plants[(bus, servo_id, model)] = Physics()
+        return plants[(bus, servo_id, model)]
+
+    chains = build_chains({"twin": (1_000_000, {1: "XM430-W350", 2: "YM080-230-R099-RH"})}, factory)
+    try:
+        assert all(isinstance(p, JointPlant) for p in plants.values())
+        x, y = plants[("twin", 1, "XM430-W350")], plants[("twin", 2, "YM080-230-R099-RH")]
+        with DynamixelBus("twin", chains["twin"].path, 1_000_000, {1: "XM430-W350", 2: "YM080-230-R099-RH"}) as bus:
+            position = bus.read(["present_position"])["present_position"]
+            assert position == {1: 2048 + round(0.25 / (2 * 3.141592653589793 / 4096)),
+                                2: round(0.25 / (2 * 3.141592653589793 / 524_288))}
+            bus.set_torque(True)
+            assert x.torque and y.torque
+            bus.write("goal_position", {1: 3072, 2: -131_072})  # a quarter turn each way
+            assert wait_until(lambda: x.goals and y.goals, 2.0)  # writes are not acknowledged
+            assert x.goals[-1] == pytest.approx(3.141592653589793 / 2)
+            assert y.goals[-1] == pytest.approx(-3.141592653589793 / 2)
+    finally:
+        chains["twin"].stop()

@@ -1,0 +1,133 @@
+"""`run_recorder_dashboard`: a session runs to its end beside its dashboard, in a child
+process on a (pseudo-)terminal or in this process, and terminal logging is held."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import os
+import pty
+import select
+import struct
+import termios
+import threading
+import time
+
+import pytest
+
+from shallowpi.telemetry.status import Command, RecorderState
+from shallowpi.telemetry.transport import TelemetryPublisher
+from shallowpi.tui.launch import hold_terminal_logs
+from shallowpi.tui.recorder_app import run_recorder_dashboard
+from test_dashboard import make_status
+
+pytestmark = pytest.mark.timeout(90)
+log = logging.getLogger("test.session")
+
+
+class FakeSession:
+    """Stands in for RecordingSession: a 50 Hz loop that publishes and obeys commands."""
+
+    def __init__(self, publisher: TelemetryPublisher, max_ticks: int = 10_000) -> None:
+        self.publisher = publisher
+        self.max_ticks = max_ticks
+        self.stop = threading.Event()
+        self.seen: list[Command] = []
+        self.thread_name = ""
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    def run(self) -> str:
+        self.thread_name = threading.current_thread().name
+        status = make_status()
+        for tick in range(self.max_ticks):
+            commands = self.publisher.commands()
+            self.seen += commands
+            if Command.QUIT in commands or self.stop.is_set():
+                break
+            status.episode_time_s = tick / 50
+            self.publisher.publish(status)  # one status updated in place, as the recorder does
+            if tick == 5:
+                log.warning("a warning logged while the dashboard owns the terminal")
+            time.sleep(0.02)
+        status.state = RecorderState.STOPPED
+        self.publisher.publish(status)
+        return f"ran {tick} ticks"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def terminal_log_handler():
+    stream = FakeTerminal()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+def test_in_process_dashboard_ends_with_the_session(tmp_path):
+    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
+    session = FakeSession(publisher, max_ticks=40)
+    with terminal_log_handler() as terminal:
+        result = run_recorder_dashboard(session, publisher, in_process=True, headless=True,
+                                        log_path=tmp_path / "record.log")
+        assert result == "ran 39 ticks"
+        assert session.thread_name == "control-loop"
+    assert not (tmp_path / "telemetry.sock").exists(), "the publisher was closed"
+    # The warning was held while the dashboard ran, then printed; and written to the log file.
+    assert "a warning logged while the dashboard owns the terminal" in terminal.getvalue()
+    assert "a warning logged" in (tmp_path / "record.log").read_text()
+
+
+def test_held_logs_do_not_reach_the_terminal_while_held():
+    with terminal_log_handler() as terminal:
+        with hold_terminal_logs():
+            log.warning("held back")
+            assert terminal.getvalue() == ""
+        assert "held back" in terminal.getvalue()
+
+
+def test_child_dashboard_on_a_terminal_quits_the_session(tmp_path, monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
+    session = FakeSession(publisher)
+    screen = bytearray()
+    done = threading.Event()
+
+    def operator() -> None:  # reads the screen; types q, then y, once the dashboard shows
+        typed = b""
+        while not done.is_set():
+            if select.select([master], [], [], 0.05)[0]:
+                try:
+                    screen.extend(os.read(master, 65536))
+                except OSError:
+                    return
+            if not typed and b"RECORDING" in screen:
+                os.write(master, typed := b"q")
+            elif typed == b"q" and b"Stop recording and quit?" in screen:
+                os.write(master, typed := b"y")
+
+    reader = threading.Thread(target=operator, daemon=True)
+    reader.start()
+    try:
+        result = run_recorder_dashboard(session, publisher, popen={
+            "stdin": slave, "stdout": slave, "stderr": slave, "start_new_session": True})
+    finally:
+        done.set()
+        reader.join(timeout=5)
+        os.close(slave)
+        os.close(master)
+    assert session.seen == [Command.QUIT], screen[-3000:].decode(errors="replace")
+    assert result.startswith("ran ") and session.thread_name == "MainThread"

@@ -1,0 +1,136 @@
+"""Calibration (scripted through the prompt callback), its file and id, and teleoperation:
+leader arms mapped into the follower's joint space, keyboard jogging."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from dxl_fixtures import emulated, robot_spec
+from shallowpi.hardware.dynamixel.bus import DynamixelBus
+from shallowpi.robots.calibration import (
+    UNCALIBRATED,
+    CalibrationError,
+    arm_motors,
+    calibrate,
+    calibration_id,
+    load_calibration,
+    save_calibration,
+)
+from shallowpi.robots.dynamixel_robot import DynamixelRobot
+from shallowpi.teleop.base import Teleoperator
+from shallowpi.teleop.keyboard import KeyboardJog
+from shallowpi.teleop.leader import GripperMap, LeaderFollower
+
+ZERO = {i: 0.05 * i for i in range(1, 8)}  # shaft angle (rad) at each joint's zero pose
+
+
+class ScriptedOperator:
+    """Plays the person at the prompts: poses the emulated leader arm by hand."""
+
+    def __init__(self, chain):
+        self.chain, self.prompts = chain, []
+
+    def __call__(self, message: str) -> None:
+        self.prompts.append(message)
+        servos = self.chain.servos
+        if "zero pose" in message:
+            for i, servo in servos.items():
+                servo.plant.move_to(ZERO[i])
+        else:  # the sweep: each joint to both ends; the gripper opens toward negative ticks
+            for end in (1.0, -1.0):
+                for i, servo in servos.items():
+                    servo.plant.move_to(ZERO[i] - 0.8 if i == 7 else ZERO[i] + end)
+                time.sleep(0.15)
+            for i, servo in servos.items():
+                servo.plant.move_to(ZERO[i])
+
+
+def _calibrate_leader(spec, chains):
+    operator = ScriptedOperator(chains["leader"])
+    motors = {m.id: m.model for m in arm_motors(spec, "leader")}
+    with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus:
+        result = calibrate(spec, {"leader": bus}, operator, ["leader"])
+    return result, operator
+
+
+def test_scripted_calibration_records_offsets_ranges_and_gripper_direction(tmp_path):
+    with emulated("arm") as (spec, chains):
+        result, operator = _calibrate_leader(spec, chains)
+    assert len(operator.prompts) == 2 and all(p.startswith("[leader]") for p in operator.prompts)
+    leader = result.arms["leader"]
+    tick = spec.leaders[0].motors[0].model.radians_per_tick
+    for m in spec.leaders[0].motors:
+        c = leader[m.joint]
+        assert c.homing_offset == pytest.approx(2048 + ZERO[m.id] / tick, abs=1)
+        if m.joint == "gripper":
+            assert (c.direction, c.span_ticks) == (-1, pytest.approx(0.8 / tick, abs=2))
+        else:
+            assert c.range_max - c.homing_offset == pytest.approx(1.0 / tick, abs=2)
+            assert c.homing_offset - c.range_min == pytest.approx(1.0 / tick, abs=2)
+    assert result.id.startswith("arm-") and "follower" not in result.arms
+
+    assert calibration_id("arm", tmp_path) == UNCALIBRATED
+    path = save_calibration(result, tmp_path)
+    assert path == tmp_path / "arm" / "calibration.json"
+    assert calibration_id("arm", tmp_path) == result.id
+    assert load_calibration("arm", tmp_path) == result
+    path.write_text("{not json")
+    with pytest.raises(CalibrationError, match=r"malformed"):
+        load_calibration("arm", tmp_path)
+
+
+def test_calibration_refuses_a_gripper_that_never_opened():
+    with emulated("arm") as (spec, _):
+        motors = {m.id: m.model for m in arm_motors(spec, "follower")}
+        bus = DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors)
+        with bus, pytest.raises(CalibrationError, match=r"gripper 'gripper' .* barely moved"):
+            calibrate(spec, {"follower": bus}, lambda message: None, ["follower"])
+
+
+def test_leader_follower_maps_leader_pose_into_follower_joint_space():
+    with emulated("arm") as (spec, chains):
+        calibration, _ = _calibrate_leader(spec, chains)
+        leader_servos = chains["leader"].servos
+        pose = {"shoulder_pan": 0.3, "shoulder_lift": 0.2, "elbow_flex": -0.4, "wrist_flex": 0.1,
+                "wrist_yaw": -0.2, "wrist_roll": 0.5}
+        for m in spec.leaders[0].motors:
+            opening = -0.4  # gripper half open: it opens toward negative ticks
+            leader_servos[m.id].plant.move_to(ZERO[m.id] + (opening if m.joint == "gripper" else pose[m.joint]))
+        with LeaderFollower(spec, calibration, gripper_map=GripperMap(gain=1.0)) as teleop, \
+                DynamixelRobot(spec, calibration) as robot:
+            assert isinstance(teleop, Teleoperator)
+            action = teleop.read()
+            assert set(action) == set(spec.joint_names)
+            for joint, value in pose.items():
+                # pose is the servo shaft's turn; the linear stage moves metres_per_rad per radian.
+                metres_per_rad = next(m.metres_per_rad for m in spec.motors if m.joint == joint) or 1.0
+                assert action[joint] == pytest.approx(value * metres_per_rad, abs=0.01)
+            assert action["gripper"] == pytest.approx(0.5, abs=0.01)
+            sent = robot.act(action)  # the robot still clamps: shoulder_lift upper is 0.4
+            assert np.all(sent <= robot.upper) and np.all(sent >= robot.lower)
+        assert not any(s.torque for s in leader_servos.values())
+
+
+def test_gripper_map_clips_to_the_opening_range():
+    squeeze = GripperMap(gain=1.25, offset=-0.1)
+    assert squeeze(0.0) == 0.0 and squeeze(1.0) == 1.0 and squeeze(0.5) == pytest.approx(0.525)
+
+
+def test_keyboard_jog_moves_the_selected_joint_within_limits():
+    spec = robot_spec("humanoid")
+    pressed: list[str] = []
+    jog = KeyboardJog(spec.joints, {n: 0.0 for n in spec.joint_names}, lambda: [pressed.pop(0) for _ in list(pressed)])
+    pressed += ["w", "w", "]", "s"]
+    target = jog.read()
+    step = (3.1 + 3.1) / 50
+    assert target["left_shoulder_pitch"] == pytest.approx(2 * step)
+    assert target["left_shoulder_roll"] == pytest.approx(-step)
+    jog.selected = spec.joint_names.index("lift")
+    pressed += ["s"] * 5  # lift starts at its lower limit: stays there
+    assert jog.read()["lift"] == 0.0
+    pressed += ["]", "0"]  # wraps to the first joint, then back to its start
+    target = jog.read()
+    assert jog.selected == 0 and target["left_shoulder_pitch"] == 0.0

@@ -1,0 +1,138 @@
+"""DynamixelRobot on emulated chains: configs, observe/act, clamping, faults, features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dxl_fixtures import emulated, robot_spec
+from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.hardware.dynamixel.bus import BusError, ServoFaultError
+from shallowpi.hardware.dynamixel.emulator import build_chains
+from shallowpi.robots.calibration import RobotCalibration
+from shallowpi.robots.dynamixel_robot import DynamixelRobot
+from shallowpi.robots.spec import RobotSpec, parse_ports
+
+UNCALIBRATED = RobotCalibration("uncalibrated", "any")
+
+
+@pytest.mark.parametrize("name", ["arm", "bimanual", "humanoid"])
+def test_every_joint_has_a_motor_and_the_contract_is_kept(name):
+    spec = robot_spec(name)
+    assert [m.joint for m in spec.motors] == spec.joint_names
+    assert all(m.bus in spec.buses for m in spec.motors)
+    assert spec.leaders, "every robot has leader arms"
+    kinds = {j.name: j.kind for j in spec.joints}
+    assert {n for n, k in kinds.items() if k == "gripper"} == {n for n in spec.joint_names if n.endswith("gripper")}
+
+
+def test_humanoid_arms_mix_series_and_bimanual_grippers_use_current_based_position():
+    humanoid = robot_spec("humanoid")
+    left_arm = {m.model.series for m in humanoid.motors if m.bus == "left_arm"}
+    assert left_arm == {"X", "Y"}  # so reads on it are bulk reads
+    assert humanoid.motors[humanoid.joint_names.index("lift")].metres_per_rad > 0
+    bimanual = robot_spec("bimanual")
+    grippers = [m for m in bimanual.motors if m.joint.endswith("gripper")]
+    assert {m.mode.name for m in grippers} == {"CURRENT_BASED_POSITION"}
+    assert {m.model.name for m in bimanual.motors} == {"XM540-W270", "XM430-W350"}
+
+
+def test_config_errors_are_one_line_and_name_the_key():
+    spec = robot_spec("arm")
+    with pytest.raises(ConfigError, match=r"unknown bus\(es\) nope .* its buses are: follower, leader"):
+        spec.with_ports({"nope": "/dev/null"})
+    raw = {"name": "x", "fps": 30, "joints": [{"name": "a", "lower": 0, "upper": 1, "max_velocity": 1}],
+           "buses": {"b": {"port": "/dev/null", "baud": 1000000}},
+           "motors": {"a": {"bus": "b", "id": 1, "model": "XL430-W250", "mode": "current"}}}
+    with pytest.raises(ConfigError, match=r"XL430-W250 \(joint 'a'\) has no current mode"):
+        RobotSpec.from_config(raw)
+    assert parse_ports('{"follower": "/dev/pts/3"}') == {"follower": "/dev/pts/3"}
+    assert parse_ports("follower=/dev/pts/3,leader=/dev/pts/4") == {"follower": "/dev/pts/3", "leader": "/dev/pts/4"}
+
+
+def test_act_never_exceeds_limits_or_the_velocity_bound():
+    rng = np.random.default_rng(0)
+    with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        lower, upper, step = robot.lower, robot.upper, robot.max_step
+        previous = robot.observe()["observation.state"].astype(np.float64)
+        previous = np.clip(previous, lower, upper)
+        for _ in range(40):
+            wild = rng.uniform(-10, 10, size=len(lower))  # far outside every limit
+            sent = robot.act(wild).astype(np.float64)
+            assert np.all(sent >= lower - 1e-6) and np.all(sent <= upper + 1e-6)
+            assert np.all(np.abs(sent - previous) <= step + 1e-6)
+            previous = sent
+        # what reached the servos is what act() returned, within a tick of rounding.
+        # Goal writes are not acknowledged; a read's reply proves the chain has them.
+        robot.observe()
+        follower = chains["follower"]
+        for motor, value in zip(spec.motors, previous):
+            ticks = follower.servos[motor.id].get("goal_position")
+            assert robot._convert[motor.joint].to_joint(ticks) == pytest.approx(value, abs=motor.model.radians_per_tick)
+
+
+def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
+    with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        start = robot.act({})
+        sent = robot.act({"gripper": 1.0})
+        index = spec.joint_names.index("gripper")
+        assert sent[index] == pytest.approx(start[index] + robot.max_step[index])
+        assert np.allclose(np.delete(sent, index), np.delete(start, index))
+        robot.observe()  # the chain has applied every write sent so far
+        goals = {i: s.get("goal_position") for i, s in chains["follower"].servos.items()}
+        for bad in ({"elbow_flex": float("nan")}, np.zeros(3)):
+            with pytest.raises(PlatformError):
+                robot.act(bad)
+        with pytest.raises(PlatformError, match=r"has no joint 'elbow'"):
+            robot.act({"elbow": 0.0})
+        robot.observe()
+        assert goals == {i: s.get("goal_position") for i, s in chains["follower"].servos.items()}
+
+
+def test_features_and_limits_follow_the_config():
+    spec = robot_spec("bimanual")
+    robot = DynamixelRobot(spec, UNCALIBRATED)
+    features = robot.features()
+    assert features["observation.state"].shape == (14,) and features["action"].dtype == "float32"
+    assert features["observation.state"].names == tuple(spec.joint_names)
+    assert features["observation.images.top"].shape == (480, 640, 3)
+    assert robot.limits()["left_gripper"] == (0.0, 1.0, 4.0)
+
+
+def test_model_mismatch_against_config_fails_connect_in_one_line():
+    spec = robot_spec("arm")
+    buses = spec.bus_motors()
+    buses["follower"][1][3] = "XM430-W350"  # the servo on the bench is not what the config says
+    chains = build_chains(buses)
+    try:
+        robot = DynamixelRobot(spec.with_ports({b: c.path for b, c in chains.items()}), UNCALIBRATED)
+        with pytest.raises(BusError) as err:
+            robot.connect()
+        assert "\n" not in str(err.value)
+        assert "servo 3 is a XM430-W350 (model 1020) but the config says XL330-M288" in str(err.value)
+        assert not robot.is_connected
+    finally:
+        for chain in chains.values():
+            chain.stop()
+
+
+def test_a_servo_fault_stops_observe_with_the_servo_named():
+    with emulated("arm") as (spec, chains):
+        robot = DynamixelRobot(spec, UNCALIBRATED, fault_check_every=1)
+        with robot:
+            robot.observe()
+            chains["follower"].hardware_error(4, "overheating")
+            with pytest.raises(ServoFaultError, match=r"bus 'follower' .* servo 4 \(XL330-M288\) reports overheating"):
+                robot.observe()
+        assert not any(s.torque for s in chains["follower"].servos.values())
+
+
+def test_cameras_hook_feeds_observations():
+    class StillCamera:
+        def latest(self):
+            return np.zeros((480, 640, 3), np.uint8)
+
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, cameras={"front": StillCamera()}) as robot:
+        obs = robot.observe()
+        assert obs["observation.images.front"].shape == (480, 640, 3)
+        assert obs["observation.state"].dtype == np.float32

@@ -1,0 +1,187 @@
+"""EpisodeStore: round trips, commit/discard, delete, merge, check, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from shallowpi.data import EpisodeStore, Feature
+from shallowpi.data.store import StoreSettings
+from shallowpi.errors import StoreError
+from store_fixtures import arm_features, make_store, synthetic_frame
+
+
+def test_round_trip_numeric_exact_and_images_close(tmp_path, rng):
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False))
+    frames = [synthetic_frame(rng, t) for t in range(25)]
+    writer = store.begin_episode("stack the blocks", robot="arm", calibration_id="c1", fps=30)
+    for t, frame in enumerate(frames):
+        writer.add_frame(frame, t / 30, capture_times={"observation.images.front": t / 30 - 0.01})
+    info = writer.commit(success=True, dropped_frames=2, extra={"overruns": 1})
+
+    reopened = EpisodeStore.open(tmp_path / "s.zarr")
+    assert len(reopened) == 1 and reopened.num_frames == 25
+    episode = reopened.read_episode(0)
+    np.testing.assert_array_equal(episode["observation.state"], np.stack([f["observation.state"] for f in frames]))
+    np.testing.assert_array_equal(episode["action"], np.stack([f["action"] for f in frames]))
+    np.testing.assert_allclose(episode["observation.images.front.timestamp"], np.arange(25) / 30 - 0.01)
+    np.testing.assert_allclose(episode["observation.state.timestamp"], np.arange(25) / 30)
+    images = episode["observation.images.front"].astype(float)
+    truth = np.stack([f["observation.images.front"] for f in frames]).astype(float)
+    assert np.abs(images - truth).mean() < 6  # JPEG at quality 90 on smooth frames
+    stored = reopened.episode(0)
+    assert stored == info
+    assert (stored.task, stored.robot, stored.calibration_id, stored.success, stored.dropped_frames) == (
+        "stack the blocks", "arm", "c1", True, 2)
+    assert stored.extra == {"overruns": 1}
+    assert stored.duration_s == pytest.approx(25 / 30)
+
+
+def test_replay_buffer_layout_reads_with_zarr_format_2(tmp_path):
+    import zarr
+
+    make_store(tmp_path / "s.zarr", episodes=3, length=10).close()
+    # zarr-python 2 (Python 3.10) has no zarr_format argument: format 2 is all it knows.
+    version = {"zarr_format": 2} if int(zarr.__version__.split(".")[0]) >= 3 else {}
+    root = zarr.open(str(tmp_path / "s.zarr"), mode="r", **version)
+    np.testing.assert_array_equal(root["meta/episode_ends"][:], [10, 21, 33])
+    assert root["data/observation.state"].shape == (33, 6)
+    assert root["data/observation.images.front"].chunks == (1, 24, 32, 3)
+    zarray = json.loads((tmp_path / "s.zarr" / "data" / "observation.images.front" / ".zarray").read_text())
+    assert zarray["compressor"] == {"id": "imagecodecs_jpeg", "level": 90}  # portable to older imagecodecs
+
+
+def test_discard_and_uncommitted_tail_leave_committed_episodes(tmp_path, rng):
+    store = make_store(tmp_path / "s.zarr", episodes=2)
+    before = store.read_episode(1)
+    writer = store.begin_episode("spill")
+    for t in range(30):  # more than one image batch reaches the disk
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    writer.discard()
+    assert store.num_frames == 41
+    assert store._group["data/observation.images.front"].shape[0] == 41
+
+    writer = store.begin_episode("killed mid-episode")
+    for t in range(30):
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    store._lock_fd, lock = None, store._lock_fd  # simulate a dead writer: lock released
+    import os
+    os.close(lock)
+    assert store._group["data/observation.images.front"].shape[0] > 41
+    reader = EpisodeStore.open(tmp_path / "s.zarr")
+    assert len(reader) == 2  # readers ignore the tail
+    assert "uncommitted" in " ".join(reader.check())
+    recovered = EpisodeStore.open(tmp_path / "s.zarr", mode="a")
+    assert recovered._group["data/observation.images.front"].shape[0] == 41
+    assert recovered.check() == []
+    after = recovered.read_episode(1)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_delete_compacts_and_keeps_the_rest_identical(tmp_path):
+    store = make_store(tmp_path / "s.zarr", episodes=4, length=10)
+    kept = [store.read_episode(i) for i in (0, 2, 3)]
+    infos = [store.episode(i) for i in (0, 2, 3)]
+    store.delete_episodes([1])
+    assert len(store) == 3
+    assert list(store.episode_ends) == [10, 22, 35]
+    for i, (episode, info) in enumerate(zip(kept, infos)):
+        for key, value in store.read_episode(i).items():
+            np.testing.assert_array_equal(value, episode[key])  # images copied as bytes
+        assert store.episode(i).task == info.task and store.episode(i).index == i
+    assert store.check() == []
+    assert not (tmp_path / "s.zarr.compacting").exists() and not (tmp_path / "s.zarr.old").exists()
+
+
+def test_interrupted_delete_swap_is_finished_on_open(tmp_path):
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=5)
+    store.close()
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.compacting")
+    (tmp_path / "s.zarr.compacting" / ".complete").touch()
+    (tmp_path / "s.zarr").rename(tmp_path / "s.zarr.old")  # killed between the two renames
+    assert len(EpisodeStore.open(tmp_path / "s.zarr", mode="a")) == 2
+    assert not (tmp_path / "s.zarr.old").exists()
+
+
+def test_merge_requires_same_features(tmp_path):
+    a = make_store(tmp_path / "a.zarr", episodes=2, length=5, task="task a")
+    b = make_store(tmp_path / "b.zarr", episodes=1, length=7, task="task b")
+    merged = EpisodeStore.merge([a, b], tmp_path / "ab.zarr")
+    assert [e.task for e in merged.episodes] == ["task a", "task a", "task b"]
+    np.testing.assert_array_equal(merged.read_episode(2)["action"], b.read_episode(0)["action"])
+    other = EpisodeStore.create(tmp_path / "c.zarr", {"action": Feature.vector(["x"])})
+    with pytest.raises(StoreError, match="differ in features"):
+        EpisodeStore.merge([a, other], tmp_path / "ac.zarr")
+
+
+def test_merge_reencodes_when_codecs_differ(tmp_path):
+    a = make_store(tmp_path / "a.zarr", episodes=1, length=5)
+    b = make_store(tmp_path / "b.zarr", episodes=1, length=5,
+                   settings=StoreSettings(image_codec="blosc-lz4", durable=False))
+    merged = EpisodeStore.merge([b, a], tmp_path / "ba.zarr")
+    np.testing.assert_array_equal(merged.read_episode(1)["observation.images.front"],
+                                  a.read_episode(0)["observation.images.front"])
+    assert merged.check() == []
+
+
+def test_check_names_a_corrupted_episode(tmp_path):
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=5)
+    store._group["data/action"][7] = np.full(6, 9.0, np.float32)  # silent bit rot in episode 1
+    frame = tmp_path / "s.zarr" / "data" / "observation.images.front" / "2.0.0.0"
+    frame.write_bytes(b"not a jpeg")
+    problems = store.check()
+    assert any(p.startswith("episode 1: action does not match") for p in problems)
+    assert any("episode 0: frame 2 of observation.images.front does not decode" in p for p in problems)
+
+
+def test_one_writer_at_a_time(tmp_path):
+    store = make_store(tmp_path / "s.zarr", episodes=1, length=3)
+    with pytest.raises(StoreError, match="being written by pid"):
+        EpisodeStore.open(tmp_path / "s.zarr", mode="a")
+    store.close()
+    EpisodeStore.open(tmp_path / "s.zarr", mode="a").close()
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: None, "no dataset at"),
+        (lambda p: p.mkdir(), "is not a zarr store"),
+        (lambda p: (p.mkdir(), (p / ".zgroup").write_text('{"zarr_format": 2}')), "not a Shallow-π episode store"),
+        (lambda p: (p.mkdir(), (p / ".zgroup").write_text("{truncated")), "is damaged"),
+    ],
+)
+def test_bad_stores_give_one_line_errors(tmp_path, setup, message):
+    path = tmp_path / "bad.zarr"
+    setup(path)
+    with pytest.raises(StoreError, match=message) as err:
+        EpisodeStore.open(path)
+    assert "\n" not in str(err.value)
+
+
+def test_truncated_metadata_is_named(tmp_path):
+    make_store(tmp_path / "s.zarr", episodes=2, length=4).close()
+    meta = tmp_path / "s.zarr" / "meta" / ".zattrs"
+    episodes = json.loads(meta.read_text())["episodes"]
+    episodes[0]["length"] = 99
+    meta.write_text(json.dumps({"episodes": episodes}))
+    with pytest.raises(StoreError, match="episode 0 has 99 frames"):
+        EpisodeStore.open(tmp_path / "s.zarr")
+
+
+def test_bad_frames_and_episode_indices(tmp_path, rng):
+    store = make_store(tmp_path / "s.zarr", episodes=1, length=3)
+    with pytest.raises(StoreError, match="has no episode 5; it has 1"):
+        store.episode(5)
+    writer = store.begin_episode("t")
+    frame = synthetic_frame(rng, 0)
+    with pytest.raises(StoreError, match="lacks action"):
+        writer.add_frame({k: v for k, v in frame.items() if k != "action"}, 0.0)
+    with pytest.raises(StoreError, match="has shape"):
+        writer.add_frame({**frame, "action": np.zeros(7)}, 0.0)
+    with pytest.raises(StoreError, match="no frames"):
+        writer.commit()

@@ -1,0 +1,80 @@
+"""SIGKILL a recording writer at random moments; every committed episode must survive.
+
+One store lives through all trials, as a lab's dataset would through many crashes: each
+trial reopens it (cutting the dead writer's tail), records until killed, and then every
+episode ever logged as committed is compared against its checksums from commit time.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import subprocess_env
+from crash_writer import digest
+from shallowpi.data import EpisodeStore
+
+TRIALS = 30
+
+
+def _committed(log: Path) -> dict[int, dict]:
+    if not log.exists():
+        return {}
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {r["index"]: r for r in records}
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path):
+    store_path, log = tmp_path / "crash.zarr", tmp_path / "commits.jsonl"
+    env = subprocess_env(PYTHONPATH=subprocess_env()["PYTHONPATH"] + ":" + str(Path(__file__).parent))
+    chooser = random.Random(1234)
+    episodes_seen = []
+    waited_for = 0  # commits the test saw before killing: a lower bound on the episodes
+    unlogged: set[int] = set()  # committed, then killed before the writer logged it
+    for trial in range(TRIALS):
+        writer = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "crash_writer.py"), str(store_path), str(log), str(trial)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        assert writer.stdout.readline().strip() == b"ready", writer.stderr.read().decode()[-2000:]
+        # Let it commit 0-2 episodes (so the dataset grows however slow the machine is),
+        # then kill it anywhere: in a frame, an image flush, a commit or the log write.
+        waits = chooser.choice([0, 1, 1, 2])
+        waited_for += waits
+        for _ in range(waits):
+            assert writer.stdout.readline().startswith(b"committed"), writer.stderr.read().decode()[-2000:]
+        time.sleep(chooser.uniform(0.0, 0.5))
+        writer.send_signal(signal.SIGKILL)
+        _, stderr = writer.communicate(timeout=30)
+        assert writer.returncode == -signal.SIGKILL, f"writer died on its own: {stderr.decode()[-2000:]}"
+
+        committed = _committed(log)
+        store = EpisodeStore.open(store_path, mode="a")  # recovery runs here
+        try:
+            # Logged commits are all there; each kill adds at most one unlogged episode, the
+            # one it interrupted between commit and logging, and that is the newest.
+            new_unlogged = set(range(len(store))) - committed.keys() - unlogged
+            assert new_unlogged <= {len(store) - 1}
+            unlogged |= new_unlogged
+            assert committed.keys() <= set(range(len(store)))
+            assert store.check(decode_images=False) == []  # every frame is decoded once, below
+            for index, record in committed.items():
+                assert store.episode(index).length == record["length"]
+                assert digest(store.read_episode(index)) == record["digest"], f"episode {index} changed"
+            episodes_seen.append(len(store))
+        finally:
+            store.close()
+    with EpisodeStore.open(store_path) as store:
+        assert store.check(decode_images=True) == []
+    # The kills landed at different moments, so the dataset grew by different amounts.
+    assert episodes_seen[-1] >= waited_for > 0
+    assert len(set(np.diff(episodes_seen))) > 1

@@ -1,0 +1,160 @@
+"""The trainer on an in-memory dataset: checkpoints, resume, errors, learning, DDP on gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from policy_fakes import FakeChunks
+from shallowpi.distill.evaluate import evaluate
+from shallowpi.distill.finetune import finetune
+from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint, lr_at
+from shallowpi.policy import Features, Policy, load_preset
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These models are small: on a shared 2-core machine a second OpenMP thread mostly
+    waits at barriers (5-10x slower under load), so run them on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=8, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, save_every=4,
+                log_every=1, workers=0, progress=False, tensorboard=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _policy(data) -> Policy:
+    torch.manual_seed(0)
+    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
+    policy.set_stats(data.stats())
+    return policy
+
+
+def _losses(run: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    cfg = _cfg(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) < lr_at(9, cfg) < 1.0
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
+
+
+def test_checkpoints_are_complete_and_never_overwritten(tmp_path):
+    data = FakeChunks()
+    Trainer(_policy(data), data, _cfg(), tmp_path).fit()
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
+    assert ckpts == ["step_000004", "step_000008"]
+    assert latest_checkpoint(tmp_path).name == "step_000008"
+    assert Policy.load(latest_checkpoint(tmp_path)).features == Features.from_sample(data[0])
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(_policy(data), data, _cfg(), tmp_path)
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        Trainer(_policy(data), data, _cfg(), tmp_path / "empty", resume=True)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _DiesAt(FakeChunks):
+    """Raises while loading the batch of step `die_step` (batch 4, so item index >= 4*step)."""
+
+    def __init__(self, calls_before_death: int) -> None:
+        super().__init__()
+        self.calls = calls_before_death
+
+    def __getitem__(self, i):
+        self.calls -= 1
+        if self.calls < 0:
+            raise _Interrupt
+        return super().__getitem__(i)
+
+
+def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path):
+    data = FakeChunks()
+    Trainer(_policy(data), data, _cfg(ema=0.9), tmp_path / "straight").fit()
+    dying = _DiesAt(calls_before_death=4 * 6 + 2)  # dies inside step 6, after the step-4 save
+    with pytest.raises(_Interrupt):
+        Trainer(_policy(data), dying, _cfg(ema=0.9), tmp_path / "resumed").fit()
+    assert latest_checkpoint(tmp_path / "resumed").name == "step_000004"
+    assert [s for s, _ in _losses(tmp_path / "resumed")] == [0, 1, 2, 3, 4, 5]
+    # A fresh process would rebuild the policy from scratch: the checkpoint must carry all state.
+    Trainer(_policy(FakeChunks()), data, _cfg(ema=0.9), tmp_path / "resumed", resume=True).fit()
+    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    assert [s for s, _ in resumed] == list(range(8))
+    for (_, a), (_, b) in zip(straight, resumed):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    a = Policy.load(tmp_path / "straight" / "checkpoints" / "step_000008" / "ema")
+    b = Policy.load(tmp_path / "resumed" / "checkpoints" / "step_000008" / "ema")
+    for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5, msg=k)
+
+
+def test_nan_loss_stops_with_one_line(tmp_path):
+    data = FakeChunks(nan=True)
+    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
+    with pytest.raises(TrainingError, match="loss became nan at step 0"):
+        Trainer(policy, data, _cfg(), tmp_path).fit()
+    assert latest_checkpoint(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_finetune_learns_beyond_the_mean_action_baseline(tmp_path):
+    def make(store, chunk, episodes):
+        return FakeChunks(episodes=16, chunk_len=chunk, select=episodes)
+
+    result = finetune(
+        tmp_path / "store.zarr", load_preset("tiny"),
+        _cfg(steps=200, batch_size=16, lr=3e-3, warmup_steps=10, save_every=200, log_every=50),
+        tmp_path / "run", episodes=list(range(16)), make_dataset=make,
+    )
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["held_out"] == [14, 15]
+    report = result["eval"]
+    assert report["ratio"] < 0.6, report
+    # Evaluating the saved checkpoint gives the same numbers (fixed noise seed).
+    again = evaluate(Policy.load(result["checkpoint"]), make(None, 4, [14, 15]), max_samples=128)
+    assert again.policy_mse == pytest.approx(report["policy_mse"], rel=1e-4)
+
+
+def _ddp_worker(rank: int, world: int, run: str, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    data = FakeChunks()
+    Trainer(_policy(data), data, _cfg(steps=4, save_every=4), Path(run)).fit()
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    data = FakeChunks()
+    Trainer(_policy(data), data, _cfg(steps=4, save_every=4), tmp_path / "one").fit()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "two"), port), nprocs=2, join=True)
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert [s for s, _ in two] == [0, 1, 2, 3]
+    for (_, a), (_, b) in zip(one, two):
+        assert a == pytest.approx(b, rel=1e-4)
+    w1 = Policy.load(tmp_path / "one" / "checkpoints" / "step_000004").state_dict()
+    w2 = Policy.load(tmp_path / "two" / "checkpoints" / "step_000004").state_dict()
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3, msg=k)

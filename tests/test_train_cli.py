@@ -1,0 +1,90 @@
+"""`platform train` / `platform eval` end to end on a real episode store, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import platform_cmd, subprocess_env
+from store_fixtures import make_store
+
+# tiny models are all overhead: one thread avoids OpenMP spin-waits on a shared 2-core box.
+ENV = subprocess_env(OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "arm.zarr"
+    make_store(path, episodes=4, length=16).close()
+    return path
+
+
+def _train(store: Path, runs: Path, name: str, *extra: str, **kw) -> subprocess.CompletedProcess:
+    args = ["train", "--dataset", str(store), "--policy", "tiny", "--runs-dir", str(runs),
+            "--run", name, "--no-progress", "policy.train.log_every=1", *extra]
+    return subprocess.run(platform_cmd(*args), env=ENV, capture_output=True, text=True, **kw)
+
+
+def _losses(run: Path) -> list[tuple[int, float]]:
+    rows = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    return [(r["step"], r["loss"]) for r in rows]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_same_loss_curve(store, tmp_path):
+    steps = ["policy.train.steps=30", "policy.train.save_every=5"]
+    done = _train(store, tmp_path, "straight", *steps, timeout=300)
+    assert done.returncode == 0, done.stderr
+    straight = tmp_path / "straight"
+    assert (straight / "config.yaml").is_file() and (straight / "tb").is_dir()
+    assert json.loads((straight / "split.json").read_text()) == {"train": [0, 1, 2], "held_out": [3]}
+    assert "policy_mse" in done.stdout
+
+    cmd = platform_cmd("train", "--dataset", str(store), "--policy", "tiny", "--runs-dir",
+                       str(tmp_path), "--run", "killed", "--no-progress", "policy.train.log_every=1",
+                       *steps)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = tmp_path / "killed" / "checkpoints" / "last"
+    deadline = time.monotonic() + 120
+    while not marker.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.is_file()
+    killed_at = marker.read_text()
+    assert killed_at != "step_000030", "the run finished before it could be killed"
+
+    again = _train(store, tmp_path, "killed", *steps)
+    assert again.returncode != 0 and "--resume" in again.stderr  # no silent overwrite
+    resumed = _train(store, tmp_path, "killed", "--resume", *steps, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _losses(straight), _losses(tmp_path / "killed")
+    assert [s for s, _ in b] == list(range(30))
+    for (_, x), (_, y) in zip(a, b):
+        assert x == pytest.approx(y, rel=1e-5, abs=1e-7)
+
+    ckpt = straight / "checkpoints" / "step_000030"
+    report = tmp_path / "eval.json"
+    ev = subprocess.run(platform_cmd("eval", "--policy", str(ckpt), "--dataset", str(store), "--json", str(report)),
+                        env=ENV, capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0, ev.stderr
+    assert "episodes [3]" in ev.stdout and json.loads(report.read_text())["samples"] > 0
+
+
+def test_one_line_errors(store, tmp_path):
+    missing = _train(tmp_path / "nope.zarr", tmp_path, "x", timeout=120)
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == [missing.stderr.strip()]
+    assert "no dataset at" in missing.stderr
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    ev = subprocess.run(platform_cmd("eval", "--policy", str(foreign), "--dataset", str(store)),
+                        env=ENV, capture_output=True, text=True, timeout=120)
+    assert ev.returncode != 0 and ev.stderr.startswith("error: ") and "Traceback" not in ev.stderr

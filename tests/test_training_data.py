@@ -1,0 +1,68 @@
+"""Windows over episode boundaries and the torch dataset, with DataLoader workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shallowpi.data.training import ChunkDataset
+from shallowpi.data.windows import ChunkWindows
+from shallowpi.errors import StoreError
+from store_fixtures import make_store
+
+
+def test_windows_pad_at_the_episode_end_and_never_cross_it():
+    windows = ChunkWindows(np.array([3, 7]), chunk_len=4)
+    assert len(windows) == 7
+    last_of_first = windows[2]
+    assert (last_of_first.episode, last_of_first.row, last_of_first.frame) == (0, 2, 2)
+    assert last_of_first.action_rows.tolist() == [2, 2, 2, 2]
+    assert last_of_first.is_pad.tolist() == [False, True, True, True]
+    first_of_second = windows[3]
+    assert (first_of_second.episode, first_of_second.row, first_of_second.frame) == (1, 3, 0)
+    assert first_of_second.action_rows.tolist() == [3, 4, 5, 6]
+    assert not first_of_second.is_pad.any()
+
+
+def test_windows_over_chosen_episodes():
+    windows = ChunkWindows(np.array([3, 7, 9]), chunk_len=2, episodes=[2, 0])
+    assert len(windows) == 5
+    assert [windows[i].row for i in range(5)] == [7, 8, 0, 1, 2]
+    with pytest.raises(StoreError, match="out of range"):
+        ChunkWindows(np.array([3]), 2, episodes=[1])
+
+
+def test_dataset_items_match_the_store(tmp_path):
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=10)
+    dataset = ChunkDataset(tmp_path / "s.zarr", chunk_len=5)
+    assert len(dataset) == store.num_frames == 21
+    item = dataset[12]  # episode 1, frame 2
+    episode = store.read_episode(1)
+    assert (item["episode_index"], item["frame_index"], item["task"]) == (1, 2, "put the red cube in the bowl")
+    np.testing.assert_array_equal(item["observation.state"].numpy(), episode["observation.state"][2])
+    np.testing.assert_array_equal(item["action"].numpy(), episode["action"][2:7])
+    np.testing.assert_array_equal(item["observation.images.wrist"].numpy(), episode["observation.images.wrist"][2])
+    end = dataset[20]
+    assert end["action_is_pad"].tolist() == [False, True, True, True, True]
+    np.testing.assert_array_equal(end["action"].numpy(), np.repeat(episode["action"][-1:], 5, axis=0))
+    stats = dataset.stats()
+    all_actions = store.read("action", 0, 21)
+    np.testing.assert_allclose(stats["action"]["mean"], all_actions.mean(0), rtol=1e-5)
+
+
+def test_dataloader_workers_decode_images(tmp_path):
+    make_store(tmp_path / "s.zarr", episodes=2, length=8)
+    dataset = ChunkDataset(tmp_path / "s.zarr", chunk_len=3, image_keys=["observation.images.front"])
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, shuffle=False)
+    batches = list(loader)
+    images = torch.cat([b["observation.images.front"] for b in batches])
+    assert images.shape == (17, 24, 32, 3) and images.dtype == torch.uint8
+    np.testing.assert_array_equal(images[9].numpy(), dataset[9]["observation.images.front"].numpy())
+    assert "observation.images.wrist" not in batches[0]
+
+
+def test_dataset_errors_are_one_line(tmp_path):
+    make_store(tmp_path / "s.zarr", episodes=1, length=3)
+    with pytest.raises(StoreError, match=r"no camera observation\.images\.side"):
+        ChunkDataset(tmp_path / "s.zarr", chunk_len=2, image_keys=["observation.images.side"])

@@ -1,0 +1,90 @@
+"""Training throughput of a policy preset on this machine: samples per second.
+
+Times the trainer's own optimisation step (forward, backward, clipping, AdamW, schedule)
+on synthetic batches already in memory, so the number is the model's, not the loader's.
+Images are 96x128 (resized to the preset's resolution inside the policy, as in training).
+
+    python tools/bench/policy_train.py                       # small, batch 16, 2 cameras
+    python tools/bench/policy_train.py --policy tiny --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "platform"))
+
+from shallowpi.distill.trainer import TrainConfig, Trainer  # noqa: E402
+from shallowpi.policy import Features, Policy, load_preset  # noqa: E402
+
+
+class Synthetic(Dataset):
+    def __init__(self, n: int, chunk: int, dims: int, cameras: list[str]) -> None:
+        self.n, self.chunk, self.dims, self.cameras = n, chunk, dims, cameras
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(i)
+        item = {
+            "observation.state": torch.randn(self.dims, generator=g),
+            "action": torch.randn(self.chunk, self.dims, generator=g),
+            "action_is_pad": torch.zeros(self.chunk, dtype=torch.bool),
+            "task": "put the red cube in the bowl",
+        }
+        for cam in self.cameras:
+            item[f"observation.images.{cam}"] = torch.randint(0, 255, (96, 128, 3), dtype=torch.uint8, generator=g)
+        return item
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", default="small")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--cameras", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "policy_train.json")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_preset(args.policy)
+    cams = ["front", "wrist", "left", "right"][: args.cameras]
+    data = Synthetic(args.batch, cfg.chunk_len, 6, cams)
+    policy = Policy(cfg, Features(6, 6, cams))
+    train_cfg = TrainConfig(steps=1000, batch_size=args.batch, workers=0, progress=False,
+                            tensorboard=False, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(policy, data, train_cfg, Path(tmp))
+        batch = torch.utils.data.default_collate([data[i] for i in range(args.batch)])
+        trainer._step(0, batch, args.batch)  # warm-up
+        times = []
+        for step in range(1, args.steps + 1):
+            t0 = time.perf_counter()
+            trainer._step(step, batch, args.batch)
+            times.append(time.perf_counter() - t0)
+    step_s = min(times)  # least disturbed by other processes on a shared machine
+    params = sum(p.numel() for p in policy.parameters())
+    result = {"policy": args.policy, "batch": args.batch, "cameras": args.cameras,
+              "threads": torch.get_num_threads(), "params": params,
+              "step_s": step_s, "samples_per_s": args.batch / step_s}
+    print(f"{'policy':8} {'params':>10} {'batch':>6} {'threads':>8} {'step s':>8} {'samples/s':>10}")
+    print(f"{args.policy:8} {params:10,d} {args.batch:6d} {torch.get_num_threads():8d} "
+          f"{step_s:8.3f} {result['samples_per_s']:10.1f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
