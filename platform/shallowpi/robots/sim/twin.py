@@ -111,7 +111,12 @@ class TwinSpec:
         )
         effectors = {
             key: EffectorSpec(
-                key, e["site"], tuple(e["joints"]), e["gripper"], tuple(e.get("fingers", ()))
+                key,
+                e["site"],
+                tuple(e["joints"]),
+                e["gripper"],
+                tuple(e.get("fingers", ())),
+                {j: (float(r[0]), float(r[1])) for j, r in (e.get("ik_ranges") or {}).items()},
             )
             for key, e in (meta.get("effectors") or {}).items()
         }
