@@ -55,7 +55,7 @@ fi
 key="$( (sed -n '/^requires-python/,/^\[project.scripts\]/p' pyproject.toml; "$python" -VV) | sha256sum | cut -c1-12)"
 venv="${SHALLOWPI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/shallowpi/venv-$key}"
 if [[ ! -f "$venv/.complete" ]]; then
-    say "creating $venv (first time: ~3-4 min, ~6 GB; torch comes as a CUDA build)"
+    say "creating $venv (first time: ~6 min, ~6 GB; torch comes as a CUDA build)"
     rm -rf "$venv"
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
