@@ -46,14 +46,29 @@ class _TickCamera:
         self.robot = robot
 
     def latest(self, max_age_s: float | None = None) -> Frame:
+        # `max_age_s` is wall-clock staleness, a hardware concern: here the frame of this tick
+        # is by definition current, however long the host took to get to it.
         tick = self.robot.tick
-        frame = self.camera.latest(max_age_s=max_age_s, newer_than=tick - 1)
+        frame = self.camera.latest(newer_than=tick - 1)
         if frame.sequence != tick:
             raise SimError(
                 f"camera '{self.camera.name}' delivered frame {frame.sequence} at tick {tick}; "
                 "the software RealSense fell out of lock-step"
             )
         return frame
+
+
+# The emulated servos share the host's CPUs with the renderer and the dataset writer: a
+# reply can be late by a scheduler slice, which on a real bus would mean a fault. Simulated
+# time does not advance while the driver waits, so give the packet timeout room (it costs
+# nothing when replies are prompt: the port waits in select(), not in a loop).
+SIM_BUS_LATENCY_MS = 250.0
+
+
+def _sim_bus(name: str, port: str, baud: int, motors: Mapping[int, Any]) -> Any:
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+
+    return DynamixelBus(name, port, baud, motors, latency_timer_ms=SIM_BUS_LATENCY_MS)
 
 
 class StackSimRobot:
@@ -104,7 +119,7 @@ class StackSimRobot:
             for camera in self.cameras.values():
                 camera.start()
             ported = self.spec.with_ports({bus: chain.path for bus, chain in self._chains.items()})
-            driver = DynamixelRobot(ported, self.calibration,
+            driver = DynamixelRobot(ported, self.calibration, bus_factory=_sim_bus,
                                     cameras={role: _TickCamera(c, self) for role, c in self.cameras.items()})
             driver.connect()
             self.driver = driver
