@@ -26,6 +26,40 @@ from shallowpi.robots.sim.twin import TwinSpec
 from shallowpi.robots.spec import RobotSpec
 
 
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_twin_plant_converts_like_the_driver(calibrated: bool) -> None:
+    """A goal the driver writes in ticks lands on the twin's joint in joint units, and the
+    joint's position reads back as the same ticks: the plant inverts `JointConverter`."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+    from shallowpi.hardware.dynamixel.emulator import EmulatedServo
+    from shallowpi.robots.sim.plants import TwinJoints, twin_plant_factory
+    from shallowpi.robots.sim.twin import SimTwin
+
+    cfg = config.compose(["robot=arm"]).robot
+    spec = RobotSpec.from_config(cfg)
+    arms = {}
+    if calibrated:  # off-centre zeros, reversed directions, a narrower gripper span
+        arms = {"follower": {m.joint: MotorCalibration(m.model.center_tick + 37 * (m.id - 4), -1, 0, 4095,
+                                                       700 if m.joint == "gripper" else 0)
+                             for m in spec.motors}}
+    calibration = RobotCalibration("test" if calibrated else UNCALIBRATED, "arm", arms)
+    kinds = {j.name: j.kind for j in spec.joints}
+    twin = SimTwin(TwinSpec.from_config(cfg, 32, 32))
+    twin.reset()
+    factory = twin_plant_factory(spec, calibration, TwinJoints(twin))
+    for i, motor in enumerate(spec.motors):
+        converter = calibration.converter(motor, kinds[motor.joint])
+        servo = EmulatedServo(motor.id, motor.model, factory(motor.bus, motor.id, motor.model.name))
+        joint = spec.joints[i]
+        for value in np.linspace(joint.lower, joint.upper, 7)[1:-1]:
+            ticks = converter.to_ticks(value)
+            servo.plant.set_goal(servo.ticks_to_rad(ticks))
+            assert twin.joint_goals()[i] == pytest.approx(converter.to_joint(ticks), abs=1e-9)
+            twin.data.qpos[twin.model.joint(motor.joint).qposadr[0]] = converter.to_joint(ticks)
+            assert servo.rad_to_ticks(servo.plant.read(0.0).position) == ticks
+    twin.close()
+
+
 def test_stack_and_direct_observe_the_same_for_the_same_seed_and_actions() -> None:
     cfg = config.compose(["robot=arm"]).robot
     twin_spec = TwinSpec.from_config(cfg, 64, 48)

@@ -201,7 +201,7 @@ class DynamixelRobot:
         self._goal = goal
         return goal.astype(np.float32)
 
-    def hold(self) -> np.ndarray:
+    def adopt_present_pose(self) -> np.ndarray:
         """Take the present pose (clipped to the limits) as the goal, for joints moved by
         something other than act(): a scene reset in simulation, a hand with torque off.
         The next act() is velocity-bounded from here, not from the stale goal."""

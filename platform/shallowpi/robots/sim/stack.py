@@ -160,7 +160,7 @@ class StackSimRobot:
         driver = self._need()
         with self._joints.lock:
             self.twin.reset(seed, task.place if task is not None else None)
-        driver.hold()
+        driver.adopt_present_pose()
         self._settle_buses()
         # Holding sends the read-back (tick-quantised) pose; the scene starts from the exact
         # home goals, as in `--sim direct`. No physics ran in between.
