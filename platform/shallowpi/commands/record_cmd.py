@@ -10,7 +10,7 @@ simulation), then a reset period of --reset-time-s lets you put the scene back. 
 written by a background writer: the next episode starts when the reset ends, whatever
 the writer still has queued. Ctrl-C or SIGTERM stops cleanly (the episode in flight is
 kept, or discarded with record.on_interrupt=discard); a SIGKILL loses at most that
-episode. In simulation (--sim direct) the twin runs on simulated time and the task's
+episode. In simulation (--sim [direct|stack]) the twin runs on simulated time and the task's
 scripted expert is the operator; --task names one of the robot's tasks (`platform sim
 --robot R --list`). --sim stack puts the real drivers in the loop: DynamixelRobot talks to
 emulated servo chains on ptys whose servos are the twin's joints, and the cameras are read

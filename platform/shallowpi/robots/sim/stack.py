@@ -19,8 +19,11 @@ order is the simulation's:
                (`newer_than` the previous one), so no frame is duplicated or skipped
                however long a render takes.
 
-Joint states are quantised to servo ticks (the driver reads integers), which is the only
-difference from `--sim direct` for the same seed and actions.
+Goals and states cross the bus as whole servo ticks, as on the robot. So for the same seed
+and actions, `--sim direct` and `--sim stack` agree up to that quantisation: with goals on
+the servo grid both twins run the same physics and render the same pixels, and the states
+differ by at most half a tick (tests/test_sim_stack.py); goals off the grid are rounded to
+the nearest tick, which can move the physics by as much.
 """
 
 from __future__ import annotations
