@@ -2,6 +2,7 @@
 
   platform record --robot humanoid --dataset kitchen --task "put the red cube in the bowl"
   platform record --robot humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
+  platform record --robot arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
   platform record --robot arm --dataset kitchen --resume --episodes 10
 
 Each episode records for --episode-time-s (or until the scripted expert finishes, in
@@ -9,9 +10,12 @@ simulation), then a reset period of --reset-time-s lets you put the scene back. 
 written by a background writer: the next episode starts when the reset ends, whatever
 the writer still has queued. Ctrl-C or SIGTERM stops cleanly (the episode in flight is
 kept, or discarded with record.on_interrupt=discard); a SIGKILL loses at most that
-episode. In simulation (--sim direct) the twin runs on simulated time and the task's
+episode. In simulation (--sim [direct|stack]) the twin runs on simulated time and the task's
 scripted expert is the operator; --task names one of the robot's tasks (`platform sim
---robot R --list`).
+--robot R --list`). --sim stack puts the real drivers in the loop: DynamixelRobot talks to
+emulated servo chains on ptys whose servos are the twin's joints, and the cameras are read
+through RealSenseCamera from software devices fed with the renders; same ticks, same
+simulated time, joint states quantised to servo ticks.
 """
 
 from __future__ import annotations
@@ -29,15 +33,17 @@ from shallowpi import config
 from shallowpi.cli import add_config_flags, overrides_from
 from shallowpi.errors import PlatformError
 
-HELP = "teleoperate and record episodes (real robot or --sim direct)"
+HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, robot=True, dataset=True)
     parser.add_argument("--task", help="what the operator does, in words (in simulation: a task name)")
-    parser.add_argument("--sim", nargs="?", const="direct", choices=["direct"],
-                        help="record in the MuJoCo twin: `direct` runs it in-process")
+    parser.add_argument("--sim", nargs="?", const="direct", choices=["direct", "stack"],
+                        help="record in the MuJoCo twin: `direct` runs it in-process (the default); "
+                             "`stack` runs it behind emulated servo chains and software RealSenses, "
+                             "through the real drivers")
     parser.add_argument("--episodes", type=int, help="episodes to record (config record.episodes)")
     parser.add_argument("--episode-time-s", type=float, help="seconds per episode")
     parser.add_argument("--reset-time-s", type=float, help="seconds between episodes")

@@ -4,8 +4,8 @@ Three rigs, one loop:
 - hardware: Dynamixel followers + leader arms + RealSense cameras, wall-clock ticks;
 - `--sim direct`: the MuJoCo twin in-process, a scripted expert as the teleoperator,
   simulated time (a slow render slows the episode, it never drops a frame);
-- `--sim` (driver stack): the same twin behind emulated servo chains and software
-  RealSense devices, so the recording exercises the real drivers.
+- `--sim stack`: the same twin behind emulated servo chains and software RealSense
+  devices, driven by `DynamixelRobot`, so the recording exercises the real drivers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from shallowpi.data.features import Feature
-from shallowpi.errors import PlatformError
 from shallowpi.record.clock import SimulatedClock, TickClock
 
 log = logging.getLogger(__name__)
@@ -64,8 +63,7 @@ def build_rig(cfg: DictConfig, sim: str | None, task: str, seed: int = 0,
     if sim == "direct":
         return _direct_sim_rig(cfg, task, seed, size, realtime)
     if sim == "stack":
-        raise PlatformError("--sim through the emulated driver stack is not wired into recording yet; "
-                            "use --sim direct")
+        return _stack_sim_rig(cfg, task, seed, size, realtime)
     return _hardware_rig(cfg, task)
 
 
@@ -102,9 +100,7 @@ class ExpertScene:
         return bool(self.task.success(self.robot.twin))
 
 
-def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,
-                    realtime: bool) -> Rig:
-    from shallowpi.robots.sim.direct import DirectSimRobot
+def _sim_task_and_spec(cfg: DictConfig, task_name: str, size: tuple[int, int] | None) -> tuple[Any, Any]:
     from shallowpi.robots.sim.tasks import get_task, make_tasks
     from shallowpi.robots.sim.twin import TwinSpec
 
@@ -113,17 +109,44 @@ def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int,
     by_text = {t.instruction: name for name, t in tasks.items()}
     task = get_task(robot_name, by_text.get(task_name, task_name))
     width, height = size or (None, None)
-    spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
-    robot = DirectSimRobot(spec)
-    robot.connect()
+    return task, TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+
+
+def _sim_rig(cfg: DictConfig, robot: Any, task: Any, spec: Any, seed: int, realtime: bool,
+             cameras: dict[str, Any] | None = None) -> Rig:
     scene = ExpertScene(robot, task, seed, spec.fps)
-    cameras = {role: (spec.render_height, spec.render_width) for role in robot.cameras}
-    rig = Rig(robot=robot, teleop=scene, features=record_features(spec.joint_names, cameras),
+    shapes = {role: (spec.render_height, spec.render_width) for role in spec.cameras}
+    rig = Rig(robot=robot, teleop=scene, features=record_features(spec.joint_names, shapes),
               joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
-              task_text=task.instruction, calibration_id=f"sim-{robot_name}", scene=scene,
+              task_text=task.instruction, calibration_id=f"sim-{cfg.robot.name}", scene=scene,
+              cameras=cameras or {},
               joint_limits=(list(map(float, spec.lower)), list(map(float, spec.upper))))
     rig._closers.append(robot.disconnect)
     return rig
+
+
+def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,
+                    realtime: bool) -> Rig:
+    from shallowpi.robots.sim.direct import DirectSimRobot
+
+    task, spec = _sim_task_and_spec(cfg, task_name, size)
+    robot = DirectSimRobot(spec)
+    robot.connect()
+    return _sim_rig(cfg, robot, task, spec, seed, realtime)
+
+
+def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,
+                   realtime: bool) -> Rig:
+    """The twin behind emulated servo chains and software RealSenses, driven by
+    `DynamixelRobot` (robots/sim/stack.py); the session also sees the RealSense drivers,
+    so their dropped-frame counts land in each episode's record."""
+    from shallowpi.robots.sim.stack import StackSimRobot
+    from shallowpi.robots.spec import RobotSpec
+
+    task, spec = _sim_task_and_spec(cfg, task_name, size)
+    robot = StackSimRobot(RobotSpec.from_config(cfg.robot), spec)
+    robot.connect()
+    return _sim_rig(cfg, robot, task, spec, seed, realtime, cameras=dict(robot.cameras))
 
 
 def _hardware_rig(cfg: DictConfig, task: str) -> Rig:

@@ -201,6 +201,15 @@ class DynamixelRobot:
         self._goal = goal
         return goal.astype(np.float32)
 
+    def adopt_present_pose(self) -> np.ndarray:
+        """Take the present pose (clipped to the limits) as the goal, for joints moved by
+        something other than act(): a scene reset in simulation, a hand with torque off.
+        The next act() is velocity-bounded from here, not from the stale goal."""
+        self._need_connection()
+        self._goal = np.clip(self._read_positions(), self.lower, self.upper)
+        self._send(self._goal)
+        return self._goal.astype(np.float32)
+
     def check_faults(self) -> None:
         for bus in self.buses.values():
             bus.raise_on_hardware_errors()

@@ -1,0 +1,114 @@
+"""`--sim stack`: the twin through the real drivers (DynamixelRobot over emulated servo
+chains, RealSenseCamera over software devices) gives what `--sim direct` gives, up to
+servo-tick quantisation, and records a dataset that `platform dataset check` accepts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+pytest.importorskip("mujoco")
+pytest.importorskip("pyrealsense2", exc_type=ImportError)
+
+from conftest import platform_cmd, subprocess_env
+from shallowpi import config
+from shallowpi.data import EpisodeStore
+from shallowpi.robots.calibration import UNCALIBRATED, RobotCalibration
+from shallowpi.robots.sim.direct import DirectSimRobot
+from shallowpi.robots.sim.plants import quantum
+from shallowpi.robots.sim.stack import StackSimRobot
+from shallowpi.robots.sim.tasks import make_tasks
+from shallowpi.robots.sim.twin import TwinSpec
+from shallowpi.robots.spec import RobotSpec
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_twin_plant_converts_like_the_driver(calibrated: bool) -> None:
+    """A goal the driver writes in ticks lands on the twin's joint in joint units, and the
+    joint's position reads back as the same ticks: the plant inverts `JointConverter`."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+    from shallowpi.hardware.dynamixel.emulator import EmulatedServo
+    from shallowpi.robots.sim.plants import TwinJoints, twin_plant_factory
+    from shallowpi.robots.sim.twin import SimTwin
+
+    cfg = config.compose(["robot=arm"]).robot
+    spec = RobotSpec.from_config(cfg)
+    arms = {}
+    if calibrated:  # off-centre zeros, reversed directions, a narrower gripper span
+        arms = {"follower": {m.joint: MotorCalibration(m.model.center_tick + 37 * (m.id - 4), -1, 0, 4095,
+                                                       700 if m.joint == "gripper" else 0)
+                             for m in spec.motors}}
+    calibration = RobotCalibration("test" if calibrated else UNCALIBRATED, "arm", arms)
+    kinds = {j.name: j.kind for j in spec.joints}
+    twin = SimTwin(TwinSpec.from_config(cfg, 32, 32))
+    twin.reset()
+    factory = twin_plant_factory(spec, calibration, TwinJoints(twin))
+    for i, motor in enumerate(spec.motors):
+        converter = calibration.converter(motor, kinds[motor.joint])
+        servo = EmulatedServo(motor.id, motor.model, factory(motor.bus, motor.id, motor.model.name))
+        joint = spec.joints[i]
+        for value in np.linspace(joint.lower, joint.upper, 7)[1:-1]:
+            ticks = converter.to_ticks(value)
+            servo.plant.set_goal(servo.ticks_to_rad(ticks))
+            assert twin.joint_goals()[i] == pytest.approx(converter.to_joint(ticks), abs=1e-9)
+            twin.data.qpos[twin.model.joint(motor.joint).qposadr[0]] = converter.to_joint(ticks)
+            assert servo.rad_to_ticks(servo.plant.read(0.0).position) == ticks
+    twin.close()
+
+
+def test_stack_and_direct_observe_the_same_for_the_same_seed_and_actions() -> None:
+    cfg = config.compose(["robot=arm"]).robot
+    twin_spec = TwinSpec.from_config(cfg, 64, 48)
+    task = make_tasks("arm")["cube_in_bowl"]
+    with StackSimRobot(RobotSpec.from_config(cfg), twin_spec) as stack, DirectSimRobot(twin_spec) as direct:
+        stack.reset(7, task)
+        direct.reset(7, task)
+        tick = quantum(stack.spec, stack.calibration)  # one servo tick in joint units
+        home = direct.twin.joint_goals()
+        sweep = np.array([0.03, 0.002, -0.03, 0.04, 0.03, -0.05, 0.03])  # within the velocity bound
+        served = sum(c.packets_served for c in stack._chains.values())
+        for k in range(25):
+            # Goals on the servo grid reach the twin unchanged through the ticks, so both
+            # twins run the same physics; the driver still reads back whole ticks.
+            goal = np.round((home + sweep * np.sin(k / 5)) / tick) * tick
+            np.testing.assert_allclose(stack.act(goal), direct.act(goal), atol=1e-9)
+            a, b = stack.observe(), direct.observe()
+            np.testing.assert_allclose(a["observation.state"], b["observation.state"], rtol=0,
+                                       atol=0.5 * tick.max() + 1e-7)
+            assert np.all(np.abs(a["observation.state"] - b["observation.state"]) <= 0.5 * tick + 1e-7)
+            assert a["timestamp"] == pytest.approx(b["timestamp"], abs=1e-12)
+            for role in twin_spec.cameras:
+                np.testing.assert_array_equal(a[f"observation.images.{role}"], b[f"observation.images.{role}"])
+        # The state moved, and it came over the bus; every rendered frame was read once.
+        assert np.abs(b["observation.state"] - home).max() > 0.01
+        assert sum(c.packets_served for c in stack._chains.values()) > served + 2 * 25
+        assert all(c.stats.dropped == 0 for c in stack.cameras.values())
+
+
+@pytest.mark.slow
+def test_record_through_the_stack_is_checked_and_successful(tmp_path) -> None:
+    run = subprocess.run(
+        platform_cmd("record", "--robot", "arm", "--sim", "stack", "--task", "cube_in_bowl", "--episodes", "1",
+                     "--no-tui", "record.sim_size=64x64", f"telemetry.address={tmp_path}/t.sock",
+                     "--data-root", str(tmp_path), "--dataset", "d"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    check = subprocess.run(platform_cmd("dataset", "check", "d", "--data-root", str(tmp_path)),
+                           env=subprocess_env(), capture_output=True, text=True)
+    assert check.returncode == 0 and "ok, 1 episodes" in check.stdout, check.stdout + check.stderr
+    store = EpisodeStore.open(tmp_path / "d.zarr")
+    (summary,) = store.episodes
+    assert summary.success is True and summary.length > 60
+    episode = store.read_episode(0)
+    np.testing.assert_allclose(np.diff(episode["timestamp"]), 1 / 30, rtol=1e-6)  # simulated time
+    assert episode["observation.images.wrist"].shape[1:] == (64, 64, 3)
+    # States are what the driver read: whole servo ticks of each joint.
+    spec = RobotSpec.from_config(config.compose(["robot=arm"]).robot)
+    ticks = episode["observation.state"] / quantum(spec, RobotCalibration(UNCALIBRATED, "arm"))
+    np.testing.assert_allclose(ticks, np.round(ticks), atol=1e-2)
+    assert summary.dropped_frames == 0  # counted by the RealSense drivers from frame numbers
