@@ -94,7 +94,11 @@ def run(args: argparse.Namespace) -> int:
         writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)))
         fps = float(args.fps or rec.fps or rig.clock.hz)
         if fps != rig.clock.hz:
-            rig.clock = type(rig.clock)(fps) if not rig.clock.simulated else type(rig.clock)(fps, args.realtime)
+            if rig.clock.simulated:
+                # The twin steps one period of its own rate per tick; change both together.
+                raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
+                                    f"use robot.fps={fps:g} instead of --fps")
+            rig.clock = type(rig.clock)(fps)
         session_cfg = SessionConfig(
             task=rig.task_text,
             episodes=args.episodes or rec.episodes,

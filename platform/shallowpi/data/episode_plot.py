@@ -58,12 +58,19 @@ def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: i
                 ax.plot(ticks, action[:, j], lw=1.0, ls="--", label="action")
             ax.set_title(joint_names[j], fontsize=8)
             ax.tick_params(labelsize=7)
+            # A joint that barely moved shows as a flat line, not as magnified noise.
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+            values = state[:, j] if action is None else np.concatenate([state[:, j], action[:, j]])
+            low, high = float(values.min()), float(values.max())
+            if high - low < 0.02:
+                middle = (low + high) / 2
+                ax.set_ylim(middle - 0.05, middle + 0.05)
             if j == 0:
                 ax.legend(fontsize=7, loc="best")
     success = {True: "success", False: "failure", None: "unmarked"}[info.success]
     fig.suptitle(f"{store.path.name} episode {index}: \"{info.task}\" - {info.length} frames, "
                  f"{info.duration_s:.1f} s, {success}, {info.dropped_frames} dropped", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)
