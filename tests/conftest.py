@@ -35,3 +35,15 @@ def platform_cmd(*args: str) -> list[str]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small models on a shared 2-core machine: a second OpenMP thread mostly waits at
+    barriers (5-10x slower under load), so policy tests run on one."""
+    import torch  # not at the top: the Python 3.10 robot-side run has no torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,14 +21,7 @@ SIGLIP_SO400M_VISION = 412_442_352
 PALIGEMMA_EXTRA_VOCAB = 1_152
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These models are small: on a shared 2-core machine a second OpenMP thread mostly
-    waits at barriers (5-10x slower under load), so run them on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pi0_preset_matches_published_sizes_on_meta_device():

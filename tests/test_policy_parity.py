@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytestmark = pytest.mark.lerobot
+pytestmark = [pytest.mark.lerobot, pytest.mark.usefixtures("one_torch_thread")]
 
 modeling_pi0 = pytest.importorskip("lerobot.policies.pi0.modeling_pi0")
 
@@ -28,14 +28,6 @@ VOCAB = 257152  # lerobot fixes PaliGemma's vocabulary
 CHUNK, ACT, STATE, TEXT = 6, 8, 8, 5
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These models are small: on a shared 2-core machine a second OpenMP thread mostly
-    waits at barriers (5-10x slower under load), so run them on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _small_lerobot(monkeypatch):

@@ -15,15 +15,7 @@ from shallowpi.distill.finetune import finetune
 from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint, lr_at
 from shallowpi.policy import Features, Policy, load_preset
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These models are small: on a shared 2-core machine a second OpenMP thread mostly
-    waits at barriers (5-10x slower under load), so run them on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(**kw) -> TrainConfig:
