@@ -145,7 +145,8 @@ class RecordingSession:
         frames = 0
         if cfg.autostart:
             state, recording, start_tick, start_s, frames = self._begin(episode)
-        while True:
+        finished = False  # all episodes recorded (as opposed to stopped early)
+        while not finished:
             if self._stop.is_set():
                 if recording:
                     self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
@@ -172,7 +173,7 @@ class RecordingSession:
                     if keep:
                         episode += 1
                     if episode >= cfg.episodes:
-                        self._stop.set()
+                        finished = True
                     else:
                         state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
                         if command is Command.RERECORD:
@@ -181,7 +182,7 @@ class RecordingSession:
                     reset_until = self.clock.now()
                 elif command in (Command.SUCCESS, Command.FAILURE):
                     self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
-            if self._stop.is_set():
+            if self._stop.is_set() or finished:
                 continue
 
             try:
@@ -204,7 +205,7 @@ class RecordingSession:
                     recording = False
                     episode += 1
                     if episode >= cfg.episodes:
-                        self._stop.set()
+                        finished = True
                     else:
                         state, reset_until = RecorderState.RESETTING, now + cfg.reset_time_s
             elif state is RecorderState.RESETTING:
