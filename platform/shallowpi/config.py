@@ -120,3 +120,14 @@ def resolve_dataset(name_or_path: str | os.PathLike[str], root: Path | None = No
             path = path.with_name(path.name + ".zarr")
         return path
     return (root or data_root()) / f"{text}.zarr"
+
+
+def parse_size(text: str, name: str) -> tuple[int, int]:
+    """"224x224" -> (width, height); `name` is the flag or key, for the one-line error."""
+    try:
+        width, height = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"{name} '{text}' is not WIDTHxHEIGHT, e.g. 224x224") from None
+    if width <= 0 or height <= 0:
+        raise ConfigError(f"{name} '{text}' must be positive, e.g. 224x224")
+    return width, height

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError(f"--resume: no dataset at {store_path} yet; drop --resume to create it")
 
     rec = cfg.record
-    size = _size(rec.sim_size) if args.sim else None
+    size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
     rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
     store = writer = None
     closers: list[Any] = []
@@ -162,14 +162,6 @@ def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
     robots = {e.robot for e in store.episodes if e.robot}
     if robots and robots != {robot}:
         raise PlatformError(f"{store.path.name} holds episodes of robot {', '.join(sorted(robots))}, not {robot}")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise PlatformError(f"record.sim_size '{text}' is not WIDTHxHEIGHT, e.g. 224x224") from None
-    return width, height
 
 
 def _stop_on_signals(session: Any) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from shallowpi import config
 from shallowpi.cli import add_config_flags, overrides_from
 from shallowpi.errors import PlatformError
 
@@ -46,21 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _size(text: str | None) -> tuple[int | None, int | None]:
-    if not text:
-        return None, None
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise PlatformError(f"--size '{text}' is not WIDTHxHEIGHT, e.g. 224x224") from None
-    if width <= 0 or height <= 0:
-        raise PlatformError(f"--size '{text}' must be positive, e.g. 224x224")
-    return width, height
+    return config.parse_size(text, "--size") if text else (None, None)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from shallowpi import config
     from shallowpi.robots.sim.direct import DirectSimRobot, run_expert_episode
     from shallowpi.robots.sim.tasks import get_task, make_tasks
     from shallowpi.robots.sim.twin import TwinSpec

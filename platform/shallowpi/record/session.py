@@ -30,9 +30,9 @@ from shallowpi.telemetry.status import (
     LoopStatus,
     RecorderState,
     RecorderStatus,
-    Thumbnail,
     WriterStatus,
 )
+from shallowpi.telemetry.thumbnail import thumbnail_from_image
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ class RecordingSession:
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
             for key, value in observation.items():
                 if key.startswith("observation.images.") and not key.endswith(".timestamp"):
-                    status.thumbnails[key.removeprefix("observation.images.")] = thumbnail(value)
+                    status.thumbnails[key.removeprefix("observation.images.")] = thumbnail_from_image(np.asarray(value))
         try:
             self._publish(status)
         except Exception:  # a dashboard problem must never stop the recording
@@ -377,11 +377,3 @@ class RecordingSession:
 def _dropped(camera: Any) -> int:
     stats = getattr(camera, "stats", None)
     return int(getattr(stats, "dropped", 0))
-
-
-def thumbnail(image: np.ndarray, width: int = 32) -> Thumbnail:
-    """A tiny nearest-neighbour copy of a frame for the dashboard's half-block view."""
-    image = np.asarray(image)
-    step = max(1, image.shape[1] // width)
-    small = np.ascontiguousarray(image[::step, ::step, :3])
-    return Thumbnail(int(small.shape[0]), int(small.shape[1]), small.tobytes().hex())
