@@ -1,4 +1,4 @@
-"""The trainer on an in-memory dataset: checkpoints, resume, errors, learning, DDP on gloo."""
+"""The trainer on an in-memory dataset: checkpoints, resume, errors, learning, DDP and FSDP on gloo."""
 
 from __future__ import annotations
 
@@ -119,34 +119,55 @@ def test_finetune_learns_beyond_the_mean_action_baseline(tmp_path):
     assert again.policy_mse == pytest.approx(report["policy_mse"], rel=1e-4)
 
 
-def _ddp_worker(rank: int, world: int, run: str, port: int) -> None:
+def _ddp_worker(rank: int, world: int, run: str, port: int, fsdp: bool, resume: bool) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     data = FakeChunks()
-    Trainer(_policy(data), data, _cfg(steps=4, save_every=4), Path(run)).fit()
+    Trainer(_policy(data), data, _cfg(steps=4, save_every=2, fsdp=fsdp), Path(run), resume=resume).fit()
     import torch.distributed as dist
 
     dist.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path, fsdp):
+    data = FakeChunks()
+    Trainer(_policy(data), data, _cfg(steps=4, save_every=2), tmp_path / "one").fit()
+    _spawn_two(tmp_path / "two", fsdp)
+    one = _losses(tmp_path / "one")
+    assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1, 2, 3]
+    for (_, a), (_, b) in zip(one, _losses(tmp_path / "two")):
+        assert a == pytest.approx(b, rel=1e-4)
+    _assert_same_weights(tmp_path / "one", tmp_path / "two", "step_000004")
+    if not fsdp:
+        return
+    # Sharded resume: as if killed after step 2's checkpoint, the two processes load the
+    # full state from it, shard it, and replay steps 2-3 to the same weights.
+    checkpoints = tmp_path / "two" / "checkpoints"
+    (checkpoints / "step_000004").rename(tmp_path / "step_000004.first")
+    (checkpoints / "last").write_text("step_000002")
+    _spawn_two(tmp_path / "two", fsdp, resume=True)
+    assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1, 2, 3]
+    for (_, a), (_, b) in zip(one, _losses(tmp_path / "two")):
+        assert a == pytest.approx(b, rel=1e-4)
+    _assert_same_weights(tmp_path / "one", tmp_path / "two", "step_000004")
+
+
+def _spawn_two(run: Path, fsdp: bool, resume: bool = False) -> None:
     import socket
 
     import torch.multiprocessing as mp
 
-    data = FakeChunks()
-    Trainer(_policy(data), data, _cfg(steps=4, save_every=4), tmp_path / "one").fit()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "two"), port), nprocs=2, join=True)
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert [s for s, _ in two] == [0, 1, 2, 3]
-    for (_, a), (_, b) in zip(one, two):
-        assert a == pytest.approx(b, rel=1e-4)
-    w1 = Policy.load(tmp_path / "one" / "checkpoints" / "step_000004").state_dict()
-    w2 = Policy.load(tmp_path / "two" / "checkpoints" / "step_000004").state_dict()
+    mp.spawn(_ddp_worker, args=(2, str(run), port, fsdp, resume), nprocs=2, join=True)
+
+
+def _assert_same_weights(a: Path, b: Path, step: str) -> None:
+    w1 = Policy.load(a / "checkpoints" / step).state_dict()
+    w2 = Policy.load(b / "checkpoints" / step).state_dict()
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3, msg=k)

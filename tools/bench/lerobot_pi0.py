@@ -17,7 +17,11 @@ import torch
 from shallowpi.policy.config import PolicyConfig
 
 
-def small_lerobot_pi0(cfg: PolicyConfig):
+def small_lerobot_pi0(cfg: PolicyConfig, device: str = "cpu", dtype: str = "float32"):
+    """lerobot's PI0Pytorch at `cfg`'s sizes, random weights (N(0, 0.02)), built on `device`.
+
+    dtype "bfloat16" is lerobot's own mixed recipe (towers in bf16; vision encoder, norms
+    and projections in float32)."""
     from lerobot.policies.pi0 import modeling_pi0
     from lerobot.policies.pi0.configuration_pi0 import PI0Config
     from transformers import PaliGemmaConfig
@@ -60,10 +64,11 @@ def small_lerobot_pi0(cfg: PolicyConfig):
     lcfg = PI0Config(
         chunk_size=cfg.chunk_len, n_action_steps=cfg.chunk_len, max_state_dim=cfg.state_dim,
         max_action_dim=cfg.action_dim, image_resolution=(cfg.vision.image_size,) * 2,
-        dtype="float32", device="cpu", num_inference_steps=cfg.num_steps,
+        dtype=dtype, device=device, num_inference_steps=cfg.num_steps,
         tokenizer_max_length=cfg.max_text_tokens,
     )
     with ExitStack() as stack:
+        stack.enter_context(torch.device(device))  # allocate on the GPU: no 3B-parameter CPU init
         stack.enter_context(mock.patch.object(modeling_pi0, "get_gemma_config", get_gemma_config))
         stack.enter_context(mock.patch.object(modeling_pi0, "CONFIG_MAPPING", mapping))
         stack.enter_context(

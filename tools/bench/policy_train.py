@@ -6,11 +6,19 @@ Images are 96x128 (resized to the preset's resolution inside the policy, as in t
 
     python tools/bench/policy_train.py                       # small, batch 16, 2 cameras
     python tools/bench/policy_train.py --policy tiny --batch 8
+    torchrun --nproc_per_node 1 tools/bench/policy_train.py --policy pi0 --device cuda \
+        --fsdp --cameras 3 --batch 8                         # full-size π0, FSDP, bf16 autocast
+
+Under torchrun every process runs its share of the global batch (FSDP or DDP, as
+`platform train` does); rank 0 prints. The pi0 preset's PaliGemma tokenizer file is swapped
+for the byte-level one here (its ids fit in the 257,152-token vocabulary): the text path
+costs the same.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -55,32 +63,45 @@ def main() -> None:
     ap.add_argument("--cameras", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "policy_train.json")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--fsdp", action="store_true", help="shard with FSDP (under torchrun)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_preset(args.policy)
+    cfg = dataclasses.replace(load_preset(args.policy), tokenizer="bytes")
     cams = ["front", "wrist", "left", "right"][: args.cameras]
     data = Synthetic(args.batch, cfg.chunk_len, 6, cams)
+    torch.manual_seed(0)
     policy = Policy(cfg, Features(6, 6, cams))
     train_cfg = TrainConfig(steps=1000, batch_size=args.batch, workers=0, progress=False,
-                            tensorboard=False, device="cpu")
+                            tensorboard=False, device=args.device, fsdp=args.fsdp)
+    params = sum(p.numel() for p in policy.parameters())
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(policy, data, train_cfg, Path(tmp))
-        batch = torch.utils.data.default_collate([data[i] for i in range(args.batch)])
-        trainer._step(0, batch, args.batch)  # warm-up
+        world, rank = trainer.dist.world, trainer.dist.rank
+        share = args.batch // world
+        batch = torch.utils.data.default_collate([data[i] for i in range(rank * share, (rank + 1) * share)])
+        losses = [trainer._step(0, batch, share)["loss"]]  # warm-up
         times = []
         for step in range(1, args.steps + 1):
             t0 = time.perf_counter()
-            trainer._step(step, batch, args.batch)
+            losses.append(trainer._step(step, batch, share)["loss"])  # .item() inside: synchronised
             times.append(time.perf_counter() - t0)
     step_s = min(times)  # least disturbed by other processes on a shared machine
-    params = sum(p.numel() for p in policy.parameters())
+    gpu = trainer.device.type == "cuda"
     result = {"policy": args.policy, "batch": args.batch, "cameras": args.cameras,
-              "threads": torch.get_num_threads(), "params": params,
-              "step_s": step_s, "samples_per_s": args.batch / step_s}
-    print(f"{'policy':8} {'params':>10} {'batch':>6} {'threads':>8} {'step s':>8} {'samples/s':>10}")
-    print(f"{args.policy:8} {params:10,d} {args.batch:6d} {torch.get_num_threads():8d} "
-          f"{step_s:8.3f} {result['samples_per_s']:10.1f}")
+              "device": torch.cuda.get_device_name() if gpu else "cpu", "processes": world,
+              "fsdp": args.fsdp, "threads": torch.get_num_threads(), "params": params,
+              "step_s": step_s, "samples_per_s": args.batch / step_s, "losses": losses,
+              "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}
+    if rank != 0:
+        return
+    print(f"{'policy':8} {'params':>14} {'batch':>6} {'device':>12} {'procs':>6} {'fsdp':>5} "
+          f"{'step s':>8} {'samples/s':>10} {'peak GiB':>9}")
+    peak = f"{result['peak_gib']:9.1f}" if gpu else f"{'-':>9}"
+    print(f"{args.policy:8} {params:14,d} {args.batch:6d} {result['device'][:12]:>12} {world:6d} "
+          f"{args.fsdp!s:>5} {step_s:8.3f} {result['samples_per_s']:10.1f} {peak}")
+    print("losses", " ".join(f"{x:.4f}" for x in losses))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -93,6 +93,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 class Dist:
     rank: int = 0
     world: int = 1
+    # In a torch.distributed process group (launched by torchrun), even as its only process.
+    grouped: bool = False
 
     @property
     def main(self) -> bool:
@@ -100,15 +102,16 @@ class Dist:
 
 
 def init_distributed(device: torch.device) -> Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    """Join the process group when launched by torchrun (or anything else that sets RANK,
+    WORLD_SIZE and MASTER_ADDR). A single torchrun process joins too, so FSDP runs the same
+    code on one GPU as on eight; a plain `platform train` is not grouped."""
+    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ):
         return Dist()
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size())
+    return Dist(dist.get_rank(), dist.get_world_size(), grouped=True)
 
 
 def all_reduce_sum(x: Tensor, d: Dist) -> Tensor:
@@ -248,15 +251,21 @@ class Trainer:
             self._load(existing)
 
     def _wrap(self, policy: Policy) -> nn.Module:
-        if self.dist.world == 1:
+        if not self.dist.grouped:
             return policy
         if self.cfg.fsdp:
-            from torch.distributed.fsdp import fully_shard
+            from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
-            # Shard layer by layer, so only one layer's full weights exist at a time.
-            for tower in (policy.model.vision, policy.model.vlm, policy.model.expert):
+            # Shard layer by layer, so only one layer's full weights exist at a time. The
+            # joint forward enters a Gemma layer through qkv() and finish(), not forward():
+            # registered, they gather the layer's weights the way forward() would.
+            for layer in policy.model.vision.layers:
+                fully_shard(layer)
+            for tower in (policy.model.vlm, policy.model.expert):
                 for layer in tower.layers:
                     fully_shard(layer)
+                    register_fsdp_forward_method(layer, "qkv")
+                    register_fsdp_forward_method(layer, "finish")
             return fully_shard(policy)
         from torch.nn.parallel import DistributedDataParallel
 
@@ -267,7 +276,7 @@ class Trainer:
 
     def _state_dicts(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Full (unsharded) model and optimiser state, optimiser entries keyed by parameter name."""
-        if self.cfg.fsdp and self.dist.world > 1:
+        if self.cfg.fsdp and self.dist.grouped:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 get_model_state_dict,
@@ -331,7 +340,7 @@ class Trainer:
             meta = f.metadata()
         tensors = load_file(str(path / "train_state.safetensors"))
         optim_sd = _unflatten_optimizer(tensors, meta["param_groups"])
-        if self.cfg.fsdp and self.dist.world > 1:
+        if self.cfg.fsdp and self.dist.grouped:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
                 set_model_state_dict,

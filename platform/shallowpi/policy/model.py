@@ -264,15 +264,31 @@ class KVCache:
     keys[i], values[i]: [B, k, P + S, E]. `prefix_cache` fills [:P] once; every
     `denoise_step` overwrites [P:] with the suffix's own keys and values in place, so the
     prefix part is never copied (lerobot clones the whole cache at each of the 10 steps).
-    `bias` [B, 1, S, P + S] is the suffix rows of the block-causal mask, `positions` [B, S]
-    the suffix's RoPE positions; both depend on the padding only, not on the step.
+    `bias` [B, 1, S, P + S] is the suffix rows of the block-causal mask and `cos`/`sin`
+    [B, 1, S, E] the suffix's RoPE tables; they depend on the padding only, not on the step,
+    so they are computed once per chunk too.
     """
 
     keys: list[Tensor]
     values: list[Tensor]
     prefix_len: int
     bias: Tensor
-    positions: Tensor
+    cos: Tensor
+    sin: Tensor
+
+    @classmethod
+    def empty(cls, cfg: PolicyConfig, batch: int, prefix_len: int, dtype: torch.dtype,
+              device: torch.device) -> KVCache:
+        """Buffers for `prefix_cache(..., into=)`: fixed addresses a CUDA graph can replay over."""
+        T, S, g = prefix_len + cfg.suffix_len, cfg.suffix_len, cfg.vlm
+
+        def kv() -> list[Tensor]:
+            return [torch.zeros(batch, g.num_kv_heads, T, g.head_dim, dtype=dtype, device=device)
+                    for _ in range(cfg.depth)]
+
+        table = torch.zeros(batch, 1, S, g.head_dim, dtype=dtype, device=device)
+        bias = torch.zeros(batch, 1, S, T, dtype=torch.float32, device=device)
+        return cls(kv(), kv(), prefix_len, bias, table, table.clone())
 
 
 class Pi0Model(nn.Module):
@@ -298,7 +314,7 @@ class Pi0Model(nn.Module):
     ) -> Prefix:
         """images [B, N, 3, H, W] in [-1, 1], image_masks [B, N], tokens/token_masks [B, L]."""
         B, N = images.shape[:2]
-        img = self.vision(images.flatten(0, 1))  # [B*N, patches, D]
+        img = self.vision(images.flatten(0, 1).to(self.vision.patch_embed.weight.dtype))  # [B*N, patches, D]
         img = img.view(B, N * img.shape[1], -1)  # [B, N*patches, D], camera-major
         img_pad = image_masks.repeat_interleave(img.shape[1] // N, dim=1)  # [B, N*patches]
         txt = self.vlm.embed(tokens)  # [B, L, D]
@@ -310,7 +326,7 @@ class Pi0Model(nn.Module):
         """state [B, A], noisy actions x_t [B, C, A], time t [B] -> tokens [B, S, D], pad, blocks."""
         B, C, _ = x_t.shape
         state_tok = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # [B, 1, D]
-        act = self.action_in_proj(x_t)  # [B, C, D]
+        act = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))  # [B, C, D]
         temb = time_embedding(t, act.shape[-1], self.cfg.time_min_period, self.cfg.time_max_period)
         temb = temb.to(act.dtype)[:, None].expand_as(act)  # [B, C, D]
         act = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([act, temb], -1))))
@@ -383,8 +399,12 @@ class Pi0Model(nn.Module):
     # -- sampling: prefix once, then the expert alone at every Euler step
 
     @torch.no_grad()
-    def prefix_cache(self, prefix: Prefix) -> KVCache:
-        """Run the VLM over the prefix once; keep each layer's keys and values."""
+    def prefix_cache(self, prefix: Prefix, into: KVCache | None = None) -> KVCache:
+        """Run the VLM over the prefix once; keep each layer's keys and values.
+
+        With `into` (a `KVCache.empty` of the same shape) the results are written into its
+        buffers instead of new ones, so their addresses never change.
+        """
         B, P, _ = prefix.embs.shape
         S = self.cfg.suffix_len
         s_pad = torch.ones(B, S, dtype=torch.bool, device=prefix.pad.device)
@@ -393,33 +413,36 @@ class Pi0Model(nn.Module):
         pad = torch.cat([prefix.pad, s_pad], 1)  # [B, T]
         bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
         positions = torch.cumsum(pad, dim=1) - 1  # [B, T]
-        cos, sin = rope_tables(positions[:, :P], self.cfg.vlm.head_dim, prefix.embs.dtype)
-        cfg = self.cfg.vlm
-        keys, values = [], []
-        x = prefix.embs
-        for layer in self.vlm.layers:
-            q, k, v = layer.qkv(x, cos, sin)  # k, v [B, k, P, E]
-            key_buf = k.new_empty(B, cfg.num_kv_heads, P + S, cfg.head_dim)
-            val_buf = v.new_empty(B, cfg.num_kv_heads, P + S, cfg.head_dim)
+        dtype = self.vlm.layers[0].q_proj.weight.dtype
+        cos, sin = rope_tables(positions, self.cfg.vlm.head_dim, dtype)
+        if into is None:
+            into = KVCache.empty(self.cfg, B, P, dtype, prefix.embs.device)
+        if into.prefix_len != P or into.keys[0].shape[0] != B:
+            raise ValueError(f"cache holds batch {into.keys[0].shape[0]}, prefix {into.prefix_len}; "
+                             f"got batch {B}, prefix {P}")
+        into.bias.copy_(bias[:, :, P:])
+        into.cos.copy_(cos[:, :, P:])
+        into.sin.copy_(sin[:, :, P:])
+        x = prefix.embs.to(self.vlm.layers[0].q_proj.weight.dtype)
+        for layer, key_buf, val_buf in zip(self.vlm.layers, into.keys, into.values):
+            q, k, v = layer.qkv(x, cos[:, :, :P], sin[:, :, :P])  # k, v [B, k, P, E]
             key_buf[:, :, :P], val_buf[:, :, :P] = k, v
-            keys.append(key_buf)
-            values.append(val_buf)
             x = layer.finish(x, attend(q, k, v, bias[:, :, :P, :P]))
-        return KVCache(keys, values, P, bias[:, :, P:], positions[:, P:])
+        return into
 
     @torch.no_grad()
     def denoise_step(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Velocity [B, C, A] from the expert alone, its queries over cached prefix keys."""
         x, _, _ = self.embed_suffix(state, x_t, t)  # [B, S, D]
-        cos, sin = rope_tables(cache.positions, self.cfg.expert.head_dim, x.dtype)
+        x = x.to(self.expert.layers[0].q_proj.weight.dtype)
         P = cache.prefix_len
         for i, layer in enumerate(self.expert.layers):
-            q, k, v = layer.qkv(x, cos, sin)  # q [B, h, S, E], k/v [B, k, S, E]
+            q, k, v = layer.qkv(x, cache.cos, cache.sin)  # q [B, h, S, E], k/v [B, k, S, E]
             cache.keys[i][:, :, P:] = k  # the suffix slots only; [:P] is untouched
             cache.values[i][:, :, P:] = v
             x = layer.finish(x, attend(q, cache.keys[i], cache.values[i], cache.bias))
         x = self.expert.norm(x)
-        return self.action_out_proj(x[:, -self.cfg.chunk_len :].float())
+        return self.action_out_proj(x[:, -self.cfg.chunk_len :].to(self.action_out_proj.weight.dtype)).float()
 
     @torch.no_grad()
     def sample_actions(
@@ -437,6 +460,21 @@ class Pi0Model(nn.Module):
             t = torch.full((B,), 1.0 + step * dt, dtype=torch.float32, device=state.device)
             x = x + dt * self.denoise_step(cache, state, x, t)
         return x
+
+    # -- precision
+
+    def cast_towers(self, dtype: torch.dtype, vision: bool = True) -> Pi0Model:
+        """VLM, expert and (with `vision`) the vision encoder in `dtype`, e.g. bfloat16 on
+        a GPU; in place.
+
+        The state, action and time projections stay in float32, as openpi and lerobot keep
+        them: they read and write the flow-matching state itself, which the Euler steps
+        integrate in float32. lerobot's bfloat16 mode keeps the vision encoder in float32
+        too (`vision=False` does the same).
+        """
+        for tower in (self.vision, self.vlm, self.expert) if vision else (self.vlm, self.expert):
+            tower.to(dtype)
+        return self
 
     # -- surgery
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.model import Pi0Model
+from shallowpi.policy.sampler import ChunkSampler
 from shallowpi.policy.tokenizer import make_tokenizer, tokenize
 from shallowpi.policy.weights import CheckpointError
 
@@ -132,6 +133,7 @@ class Policy(nn.Module):
         self.model = Pi0Model(cfg)
         self.state_norm = Normalizer(features.state_dim)
         self.action_norm = Normalizer(features.action_dim)
+        self._sampler: ChunkSampler | None = None
 
     def set_stats(self, stats: dict[str, dict[str, Any]]) -> None:
         """Dataset statistics: {"observation.state": {"mean", "std"}, "action": {...}}."""
@@ -196,13 +198,40 @@ class Policy(nn.Module):
         loss = total / count.clamp(min=1.0)
         return loss, {"loss": loss.detach()}
 
+    def prepare_inference(self, dtype: torch.dtype | None = None, cuda_graph: bool = True) -> Policy:
+        """Freeze for acting: eval mode, towers in `dtype` (e.g. bfloat16 on a GPU), and a
+        `ChunkSampler` (fused weights, CUDA graph on a GPU) behind `sample_actions`.
+
+        The sampler holds a snapshot of the weights; `train()` drops it, so a policy that
+        goes back to training never acts on stale weights.
+        """
+        self.eval()
+        if dtype is not None:
+            self.model.cast_towers(dtype)
+        self._sampler = ChunkSampler(self.model, cuda_graph=cuda_graph)
+        return self
+
+    def train(self, mode: bool = True) -> Policy:
+        if mode:
+            self._sampler = None
+        return super().train(mode)
+
     @torch.no_grad()
     def sample_actions(
         self, obs: dict[str, Any], noise: Tensor | None = None, num_steps: int | None = None
     ) -> Tensor:
-        """One action chunk in the robot's units: [B, C, A_real] (or [C, A_real] unbatched)."""
+        """One action chunk in the robot's units: [B, C, A_real] (or [C, A_real] unbatched).
+
+        Through the fast `ChunkSampler` after `prepare_inference()`, else the reference
+        `Pi0Model.sample_actions`; both give the same chunk for the same noise.
+        """
         prefix, state, batched = self._prefix_and_state(obs)
-        x = self.model.sample_actions(prefix, state, noise, num_steps)  # [B, C, A]
+        if self._sampler is None:
+            x = self.model.sample_actions(prefix, state, noise, num_steps)  # [B, C, A]
+        else:
+            if noise is None:
+                noise = torch.randn(state.shape[0], self.cfg.chunk_len, self.cfg.action_dim, device=self.device)
+            x = self._sampler(prefix, state, noise, num_steps)
         actions = self.action_norm.inverse(x[..., : self.features.action_dim])
         return actions if batched else actions[0]
 

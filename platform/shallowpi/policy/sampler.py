@@ -1,0 +1,148 @@
+"""Fast action-chunk sampling: the path the robot's executor runs.
+
+`Pi0Model.sample_actions` is the reference, written to be read. `ChunkSampler` computes the
+same chunk (checked against it in tests/test_policy_sampler.py) with what matters at batch 1:
+
+- The expert's q/k/v projections are one matmul, and so are gate/up: the same weights,
+  concatenated once when the sampler is built. Fewer, larger GEMMs.
+- Nothing that is constant over the Euler steps is recomputed per step: the prefix keys and
+  values, the suffix's mask rows and RoPE tables live in the `KVCache`, filled once a chunk.
+- On CUDA the Euler loop (`num_steps` x depth expert layers, ~20 kernels a layer) is captured
+  once as a CUDA graph and replayed: one launch per chunk instead of thousands. At batch 1
+  a GPU otherwise spends the expert's time waiting on Python and kernel launches, which is
+  where most of lerobot's PI0 latency goes.
+
+The fused weights are a snapshot taken when the sampler is built: build a new one after the
+weights change (`Policy.prepare_inference` does; going back to `train()` drops it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from shallowpi.policy.model import (
+    GemmaLayer,
+    KVCache,
+    Pi0Model,
+    Prefix,
+    apply_rope,
+    attend,
+    gelu_tanh,
+)
+
+
+class FusedExpertLayer:
+    """One expert layer's weights, fused for inference (plain tensors: nothing trains here)."""
+
+    def __init__(self, layer: GemmaLayer) -> None:
+        self.heads, self.kv_heads, self.head_dim = layer.num_heads, layer.num_kv_heads, layer.head_dim
+        self.eps = layer.attn_norm.eps
+        # Gemma scales by (1 + weight); statistics in float32, like RMSNorm.
+        self.attn_scale = (1.0 + layer.attn_norm.weight.detach()).float()
+        self.mlp_scale = (1.0 + layer.mlp_norm.weight.detach()).float()
+        self.w_qkv = torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight]).detach()
+        self.w_o = layer.o_proj.weight.detach()
+        self.w_gate_up = torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]).detach()
+        self.w_down = layer.mlp.down_proj.weight.detach()
+        self.split = [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim]
+
+    def _norm(self, x: Tensor, scale: Tensor) -> Tensor:
+        return F.rms_norm(x.float(), scale.shape, scale, self.eps).to(x.dtype)
+
+    def __call__(self, x: Tensor, cache: KVCache, index: int) -> Tensor:
+        """x [B, S, D] -> [B, S, D]; writes this layer's suffix keys/values into the cache."""
+        B, S, _ = x.shape
+        q, k, v = F.linear(self._norm(x, self.attn_scale), self.w_qkv).split(self.split, dim=-1)
+        q = apply_rope(q.view(B, S, self.heads, self.head_dim).transpose(1, 2), cache.cos, cache.sin)
+        k = apply_rope(k.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2), cache.cos, cache.sin)
+        P = cache.prefix_len
+        cache.keys[index][:, :, P:] = k
+        cache.values[index][:, :, P:] = v.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
+        x = x + F.linear(attend(q, cache.keys[index], cache.values[index], cache.bias), self.w_o)
+        gate, up = F.linear(self._norm(x, self.mlp_scale), self.w_gate_up).chunk(2, dim=-1)
+        return x + F.linear(gelu_tanh(gate) * up, self.w_down)
+
+
+@dataclass
+class _Graph:
+    """A captured Euler loop and the fixed buffers it reads and writes."""
+
+    graph: torch.cuda.CUDAGraph
+    cache: KVCache
+    state: Tensor
+    noise: Tensor
+    out: Tensor
+
+
+class ChunkSampler:
+    """`sampler(prefix, state, noise) -> actions [B, C, A]`, equal to `model.sample_actions`.
+
+    model       a Pi0Model in eval mode; its towers may be cast (`Pi0Model.cast_towers`)
+    cuda_graph  capture the Euler loop as a CUDA graph when the model is on a GPU (one graph
+                per batch size and step count, captured on first use)
+    """
+
+    def __init__(self, model: Pi0Model, *, num_steps: int | None = None, cuda_graph: bool = True) -> None:
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.num_steps = num_steps or model.cfg.num_steps
+        self.layers = [FusedExpertLayer(layer) for layer in model.expert.layers]
+        self.dtype = model.expert.layers[0].q_proj.weight.dtype
+        self.device = model.expert.layers[0].q_proj.weight.device
+        self.use_graph = cuda_graph and self.device.type == "cuda"
+        self._graphs: dict[tuple[int, int], _Graph] = {}
+
+    @torch.inference_mode()
+    def __call__(self, prefix: Prefix, state: Tensor, noise: Tensor, num_steps: int | None = None) -> Tensor:
+        steps = num_steps or self.num_steps
+        if not self.use_graph:
+            return self._integrate(self.model.prefix_cache(prefix), state, noise.float(), steps)
+        B = state.shape[0]
+        g = self._graphs.get((B, steps)) or self._capture(B, prefix.embs.shape[1], steps)
+        self.model.prefix_cache(prefix, into=g.cache)
+        g.state.copy_(state)
+        g.noise.copy_(noise)
+        g.graph.replay()
+        return g.out.clone()
+
+    def _velocity(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+        model = self.model
+        x, _, _ = model.embed_suffix(state, x_t, t)  # [B, S, D]
+        x = x.to(self.dtype)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cache, i)
+        x = model.expert.norm(x[:, -self.cfg.chunk_len :])
+        return model.action_out_proj(x.to(model.action_out_proj.weight.dtype)).float()
+
+    def _integrate(self, cache: KVCache, state: Tensor, noise: Tensor, steps: int) -> Tensor:
+        """Euler from t=1 (noise) to t=0, as Pi0Model.sample_actions."""
+        B, dt = state.shape[0], -1.0 / steps
+        x = noise
+        for step in range(steps):
+            t = torch.full((B,), 1.0 + step * dt, dtype=torch.float32, device=state.device)
+            x = x + dt * self._velocity(cache, state, x, t)
+        return x
+
+    def _capture(self, batch: int, prefix_len: int, steps: int) -> _Graph:
+        cfg, dev = self.cfg, self.device
+        cache = KVCache.empty(cfg, batch, prefix_len, self.dtype, dev)
+        state = torch.zeros(batch, cfg.state_dim, device=dev)
+        noise = torch.zeros(batch, cfg.chunk_len, cfg.action_dim, device=dev)
+        # Warm up on a side stream first (lazy kernel/library initialisation must not be
+        # captured), then record one whole Euler loop.
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._integrate(cache, state, noise, steps)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self._integrate(cache, state, noise, steps)
+        captured = _Graph(graph, cache, state, noise, out)
+        self._graphs[(batch, steps)] = captured
+        return captured
