@@ -72,7 +72,8 @@ def main() -> None:
     cams = ["front", "wrist", "left", "right"][: args.cameras]
     data = Synthetic(args.batch, cfg.chunk_len, 6, cams)
     torch.manual_seed(0)
-    policy = Policy(cfg, Features(6, 6, cams))
+    with torch.device("cuda" if args.device == "cuda" else "cpu"):  # a 3B model inits faster there
+        policy = Policy(cfg, Features(6, 6, cams))
     train_cfg = TrainConfig(steps=1000, batch_size=args.batch, workers=0, progress=False,
                             tensorboard=False, device=args.device, fsdp=args.fsdp)
     params = sum(p.numel() for p in policy.parameters())

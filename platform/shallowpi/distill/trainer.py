@@ -455,12 +455,13 @@ class Trainer:
 
 
 def _pick_device(name: str) -> torch.device:
+    """"auto" is the GPU when there is one; under torchrun each process takes its LOCAL_RANK's."""
     if name == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
     return torch.device(name)
 
 
