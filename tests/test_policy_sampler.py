@@ -25,6 +25,7 @@ def _model(device: str = "cpu") -> Pi0Model:
 
 
 def _inputs(model: Pi0Model, B: int = 3, seed: int = 0):
+    """(images, image_masks, tokens, token_masks), state, noise on the model's device."""
     cfg, dev = model.cfg, next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     s = cfg.vision.image_size
@@ -32,41 +33,40 @@ def _inputs(model: Pi0Model, B: int = 3, seed: int = 0):
     # Prompts of different lengths: the padded text tokens must stay masked in both paths.
     texts = ["pick", "place the cube in the bowl", ""][:B]
     tokens, mask = tokenize(ByteTokenizer(), texts, cfg.max_text_tokens)
-    with torch.no_grad():
-        prefix = model.embed_prefix(
-            images.to(dev), torch.ones(B, cfg.num_cameras, dtype=torch.bool, device=dev),
-            tokens.to(dev), mask.to(dev),
-        )
+    raw = (images.to(dev), torch.ones(B, cfg.num_cameras, dtype=torch.bool, device=dev), tokens.to(dev), mask.to(dev))
     state = torch.randn(B, cfg.state_dim, generator=g).to(dev)
     noise = torch.randn(B, cfg.chunk_len, cfg.action_dim, generator=g).to(dev)
-    return prefix, state, noise
+    return raw, state, noise
+
+
+def _reference(model: Pi0Model, raw, state, noise, num_steps: int | None = None):
+    with torch.no_grad():
+        return model.sample_actions(model.embed_prefix(*raw), state, noise=noise, num_steps=num_steps)
 
 
 def test_sampler_gives_the_reference_chunk():
     model = _model()
     sampler = ChunkSampler(model)
-    prefix, state, noise = _inputs(model)
-    expected = model.sample_actions(prefix, state, noise=noise)
-    torch.testing.assert_close(sampler(prefix, state, noise), expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        sampler(prefix, state, noise, num_steps=4), model.sample_actions(prefix, state, noise, num_steps=4),
-        atol=1e-5, rtol=1e-5,
-    )
+    raw, state, noise = _inputs(model)
+    torch.testing.assert_close(sampler(*raw, state, noise), _reference(model, raw, state, noise),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sampler(*raw, state, noise, num_steps=4),
+                               _reference(model, raw, state, noise, num_steps=4), atol=1e-5, rtol=1e-5)
 
 
 def test_bfloat16_towers_stay_close_to_float32_and_return_float32():
     model = _model()
-    prefix32, state, noise = _inputs(model)
-    expected = model.sample_actions(prefix32, state, noise=noise)
+    raw, state, noise = _inputs(model)
+    expected = _reference(model, raw, state, noise)
     model.cast_towers(torch.bfloat16)
     assert model.vlm.layers[0].q_proj.weight.dtype == torch.bfloat16
+    assert model.vision.layers[0].fc1.weight.dtype == torch.bfloat16
     assert model.action_out_proj.weight.dtype == torch.float32
-    prefix16, _, _ = _inputs(model)
-    got = ChunkSampler(model)(prefix16, state, noise)
+    got = ChunkSampler(model)(*raw, state, noise)
     assert got.dtype == torch.float32
     # bf16 keeps 8 bits of mantissa: chunks agree to a few hundredths, not to float32's 1e-6.
     assert (got - expected).abs().max() < 0.1 * expected.abs().max()
-    torch.testing.assert_close(got, model.sample_actions(prefix16, state, noise=noise), atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got, _reference(model, raw, state, noise), atol=2e-2, rtol=2e-2)
 
 
 def _policy() -> Policy:
@@ -103,12 +103,12 @@ def test_cuda_graph_replays_the_reference_chunk_for_new_inputs():
     graphed, eager = ChunkSampler(model), ChunkSampler(model, cuda_graph=False)
     assert graphed.use_graph and not eager.use_graph
     for seed in (0, 1):  # a second call must read the new inputs, not replay the first's
-        prefix, state, noise = _inputs(model, seed=seed)
-        reference = model.sample_actions(prefix, state, noise=noise)
-        torch.testing.assert_close(graphed(prefix, state, noise), reference, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(eager(prefix, state, noise), reference, atol=1e-4, rtol=1e-4)
-    prefix, state, noise = _inputs(model, B=1)  # another batch size: a graph of its own
-    torch.testing.assert_close(graphed(prefix, state, noise), model.sample_actions(prefix, state, noise=noise),
+        raw, state, noise = _inputs(model, seed=seed)
+        reference = _reference(model, raw, state, noise)
+        torch.testing.assert_close(graphed(*raw, state, noise), reference, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(eager(*raw, state, noise), reference, atol=1e-4, rtol=1e-4)
+    raw, state, noise = _inputs(model, B=1)  # another batch size: a graph of its own
+    torch.testing.assert_close(graphed(*raw, state, noise), _reference(model, raw, state, noise),
                                atol=1e-4, rtol=1e-4)
     assert len(graphed._graphs) == 2
 
@@ -116,6 +116,6 @@ def test_cuda_graph_replays_the_reference_chunk_for_new_inputs():
 @cuda
 def test_bfloat16_cuda_graph_matches_bfloat16_reference():
     model = _model("cuda").cast_towers(torch.bfloat16)
-    prefix, state, noise = _inputs(model)
-    reference = model.sample_actions(prefix, state, noise=noise)
-    torch.testing.assert_close(ChunkSampler(model)(prefix, state, noise), reference, atol=2e-2, rtol=2e-2)
+    raw, state, noise = _inputs(model)
+    torch.testing.assert_close(ChunkSampler(model)(*raw, state, noise), _reference(model, raw, state, noise),
+                               atol=2e-2, rtol=2e-2)

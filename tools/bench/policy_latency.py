@@ -3,9 +3,9 @@
 (a) One observation -> one chunk (10 Euler steps, 50 actions), from images/text/state to
     actions, at the `small` preset and at π0 width (Gemma 2B + 300M expert, So400m vision;
     full depth on a GPU, reduced depth on a CPU). Both models hold the same weights (copied
-    through policy/weights.py's key mapping) and get the same noise. Three of our paths:
+    through policy/weights.py's key mapping) and get the same noise. Two of our paths:
     `reference` (Pi0Model.sample_actions, the readable one) and `sampler` (ChunkSampler:
-    fused weights, and on CUDA the Euler loop as one CUDA graph: what the executor runs);
+    fused weights, and on CUDA the whole chunk as one CUDA graph: what the executor runs);
     the speed-up is lerobot / sampler. max |Δa| compares sampler and lerobot actions.
 (b) The sampler at `small` (CPU) or π0 size (GPU) with k of 18 layers kept in both towers,
     beside the ideal ratio from FLOP counts (the vision encoder does not shrink).
@@ -66,11 +66,12 @@ def inputs(cfg: PolicyConfig, cameras: int, device: str, seed: int = 0):
 
 
 def ours_fn(model: Pi0Model, sampler: ChunkSampler | None, images, masks, tokens, tok_mask, state, noise):
+    raw = (torch.stack(images, 1), torch.stack(masks, 1), tokens, tok_mask)
+
     def run():
-        prefix = model.embed_prefix(torch.stack(images, 1), torch.stack(masks, 1), tokens, tok_mask)
         if sampler is None:
-            return model.sample_actions(prefix, state, noise=noise)
-        return sampler(prefix, state, noise)
+            return model.sample_actions(model.embed_prefix(*raw), state, noise=noise)
+        return sampler(*raw, state, noise)
 
     return run
 

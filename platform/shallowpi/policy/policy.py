@@ -147,6 +147,11 @@ class Policy(nn.Module):
     # -- inputs
 
     def _prefix_and_state(self, obs: dict[str, Any]):
+        model_inputs, state, batched = self._model_inputs(obs)
+        return self.model.embed_prefix(*model_inputs), state, batched
+
+    def _model_inputs(self, obs: dict[str, Any]):
+        """(images [B, N, 3, H, W], image masks, tokens, token masks), normalised state, batched?"""
         state = torch.as_tensor(obs[STATE], dtype=torch.float32, device=self.device)
         batched = state.ndim == 2
         if not batched:
@@ -166,11 +171,9 @@ class Policy(nn.Module):
         task = obs.get("task", "")
         texts = [task] * B if isinstance(task, str) else list(task)
         tokens, tok_mask = tokenize(self.tokenizer, texts, self.cfg.max_text_tokens)
-        prefix = self.model.embed_prefix(
-            torch.stack(images, 1), torch.stack(masks, 1), tokens.to(self.device), tok_mask.to(self.device)
-        )
+        model_inputs = (torch.stack(images, 1), torch.stack(masks, 1), tokens.to(self.device), tok_mask.to(self.device))
         state = pad_last(self.state_norm(state), self.cfg.state_dim)
-        return prefix, state, batched
+        return model_inputs, state, batched
 
     # -- the interface
 
@@ -225,13 +228,14 @@ class Policy(nn.Module):
         Through the fast `ChunkSampler` after `prepare_inference()`, else the reference
         `Pi0Model.sample_actions`; both give the same chunk for the same noise.
         """
-        prefix, state, batched = self._prefix_and_state(obs)
+        model_inputs, state, batched = self._model_inputs(obs)
         if self._sampler is None:
+            prefix = self.model.embed_prefix(*model_inputs)
             x = self.model.sample_actions(prefix, state, noise, num_steps)  # [B, C, A]
         else:
             if noise is None:
                 noise = torch.randn(state.shape[0], self.cfg.chunk_len, self.cfg.action_dim, device=self.device)
-            x = self._sampler(prefix, state, noise, num_steps)
+            x = self._sampler(*model_inputs, state, noise.to(self.device), num_steps)
         actions = self.action_norm.inverse(x[..., : self.features.action_dim])
         return actions if batched else actions[0]
 

@@ -7,10 +7,10 @@ same chunk (checked against it in tests/test_policy_sampler.py) with what matter
   concatenated once when the sampler is built. Fewer, larger GEMMs.
 - Nothing that is constant over the Euler steps is recomputed per step: the prefix keys and
   values, the suffix's mask rows and RoPE tables live in the `KVCache`, filled once a chunk.
-- On CUDA the Euler loop (`num_steps` x depth expert layers, ~20 kernels a layer) is captured
-  once as a CUDA graph and replayed: one launch per chunk instead of thousands. At batch 1
-  a GPU otherwise spends the expert's time waiting on Python and kernel launches, which is
-  where most of lerobot's PI0 latency goes.
+- On CUDA the whole chunk (vision encoder, VLM prefix, then `num_steps` x depth expert
+  layers, ~20 kernels a layer) is captured once as a CUDA graph and replayed: one launch per
+  chunk instead of thousands. At batch 1 a GPU otherwise spends most of a chunk waiting on
+  Python and kernel launches, which is where most of lerobot's PI0 latency goes.
 
 The fused weights are a snapshot taken when the sampler is built: build a new one after the
 weights change (`Policy.prepare_inference` does; going back to `train()` drops it).
@@ -28,7 +28,6 @@ from shallowpi.policy.model import (
     GemmaLayer,
     KVCache,
     Pi0Model,
-    Prefix,
     apply_rope,
     attend,
     gelu_tanh,
@@ -69,21 +68,26 @@ class FusedExpertLayer:
 
 @dataclass
 class _Graph:
-    """A captured Euler loop and the fixed buffers it reads and writes."""
+    """A captured chunk computation and the fixed buffers it reads and writes."""
 
     graph: torch.cuda.CUDAGraph
-    cache: KVCache
-    state: Tensor
-    noise: Tensor
+    inputs: tuple[Tensor, ...]
     out: Tensor
+
+    def replay(self, *values: Tensor) -> Tensor:
+        for buffer, value in zip(self.inputs, values):
+            buffer.copy_(value)
+        self.graph.replay()
+        return self.out.clone()
 
 
 class ChunkSampler:
-    """`sampler(prefix, state, noise) -> actions [B, C, A]`, equal to `model.sample_actions`.
+    """`sampler(images, image_masks, tokens, token_masks, state, noise) -> actions [B, C, A]`,
+    equal to `model.sample_actions(model.embed_prefix(...), state, noise)`.
 
     model       a Pi0Model in eval mode; its towers may be cast (`Pi0Model.cast_towers`)
-    cuda_graph  capture the Euler loop as a CUDA graph when the model is on a GPU (one graph
-                per batch size and step count, captured on first use)
+    cuda_graph  on a GPU, capture the whole chunk (vision, prefix, Euler loop) as one CUDA
+                graph, per input shape and step count, on first use
     """
 
     def __init__(self, model: Pi0Model, *, num_steps: int | None = None, cuda_graph: bool = True) -> None:
@@ -94,20 +98,27 @@ class ChunkSampler:
         self.dtype = model.expert.layers[0].q_proj.weight.dtype
         self.device = model.expert.layers[0].q_proj.weight.device
         self.use_graph = cuda_graph and self.device.type == "cuda"
-        self._graphs: dict[tuple[int, int], _Graph] = {}
+        self._graphs: dict[tuple, _Graph] = {}
 
     @torch.inference_mode()
-    def __call__(self, prefix: Prefix, state: Tensor, noise: Tensor, num_steps: int | None = None) -> Tensor:
+    def __call__(
+        self, images: Tensor, image_masks: Tensor, tokens: Tensor, token_masks: Tensor,
+        state: Tensor, noise: Tensor, num_steps: int | None = None,
+    ) -> Tensor:
+        """images [B, N, 3, H, W] in [-1, 1], image_masks [B, N], tokens/token_masks [B, L],
+        state [B, S] and noise [B, C, A] as Pi0Model takes them."""
         steps = num_steps or self.num_steps
+        inputs = (images, image_masks, tokens, token_masks, state, noise.float())
         if not self.use_graph:
-            return self._integrate(self.model.prefix_cache(prefix), state, noise.float(), steps)
-        B = state.shape[0]
-        g = self._graphs.get((B, steps)) or self._capture(B, prefix.embs.shape[1], steps)
-        self.model.prefix_cache(prefix, into=g.cache)
-        g.state.copy_(state)
-        g.noise.copy_(noise)
-        g.graph.replay()
-        return g.out.clone()
+            return self._chunk(*inputs, steps=steps)
+        key = (*(tuple(x.shape) for x in inputs), steps)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(inputs, steps)
+        return self._graphs[key].replay(*inputs)
+
+    def _chunk(self, images, image_masks, tokens, token_masks, state, noise, *, steps: int) -> Tensor:
+        prefix = self.model.embed_prefix(images, image_masks, tokens, token_masks)
+        return self._integrate(self.model.prefix_cache(prefix), state, noise, steps)
 
     def _velocity(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         model = self.model
@@ -127,22 +138,18 @@ class ChunkSampler:
             x = x + dt * self._velocity(cache, state, x, t)
         return x
 
-    def _capture(self, batch: int, prefix_len: int, steps: int) -> _Graph:
-        cfg, dev = self.cfg, self.device
-        cache = KVCache.empty(cfg, batch, prefix_len, self.dtype, dev)
-        state = torch.zeros(batch, cfg.state_dim, device=dev)
-        noise = torch.zeros(batch, cfg.chunk_len, cfg.action_dim, device=dev)
+    def _capture(self, example: tuple[Tensor, ...], steps: int) -> _Graph:
+        static = tuple(x.detach().clone() for x in example)  # fixed addresses, replayed over
         # Warm up on a side stream first (lazy kernel/library initialisation must not be
-        # captured), then record one whole Euler loop.
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
+        # captured), then record one whole chunk. Its intermediates (the KV cache too) live
+        # in the graph's own memory pool, at the same addresses every replay.
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                self._integrate(cache, state, noise, steps)
-        torch.cuda.current_stream(dev).wait_stream(side)
+                self._chunk(*static, steps=steps)
+        torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self._integrate(cache, state, noise, steps)
-        captured = _Graph(graph, cache, state, noise, out)
-        self._graphs[(batch, steps)] = captured
-        return captured
+            out = self._chunk(*static, steps=steps)
+        return _Graph(graph, static, out)
