@@ -8,7 +8,9 @@
     fused weights, and on CUDA the whole chunk as one CUDA graph: what the executor runs);
     the speed-up is lerobot / sampler. max |Δa| compares sampler and lerobot actions.
 (b) The sampler at `small` (CPU) or π0 size (GPU) with k of 18 layers kept in both towers,
-    beside the ideal ratio from FLOP counts (the vision encoder does not shrink).
+    beside the ideal ratio from FLOP counts (the vision encoder does not shrink). In bfloat16
+    every tower, vision too, is bf16 here: what a student is deployed at (the all-bf16
+    column of (a) is the same for the teacher).
 
     python tools/bench/policy_latency.py --threads 1             # CPU, JSON in .bench/
     python tools/bench/policy_latency.py --device cuda --dtype bfloat16
@@ -99,10 +101,10 @@ def build_ours(cfg: PolicyConfig, device: str) -> Pi0Model:
         return Pi0Model(cfg).eval()
 
 
-def cast(model: Pi0Model, dtype: str) -> Pi0Model:
-    # lerobot's bfloat16 recipe keeps the vision encoder in float32; do the same, so the
-    # comparison is of the same arithmetic.
-    return model.cast_towers(torch.bfloat16, vision=False) if dtype == "bfloat16" else model
+def cast(model: Pi0Model, dtype: str, vision: bool = False) -> Pi0Model:
+    # lerobot's bfloat16 recipe keeps the vision encoder in float32; the comparison does the
+    # same, so it is of the same arithmetic. `vision=True` is what we deploy: every tower bf16.
+    return model.cast_towers(torch.bfloat16, vision=vision) if dtype == "bfloat16" else model
 
 
 def compare(name: str, cfg: PolicyConfig, cameras: int, reps: int, args) -> dict:
@@ -131,6 +133,9 @@ def compare(name: str, cfg: PolicyConfig, cameras: int, reps: int, args) -> dict
     if not args.skip_lerobot:
         row["max_abs_diff"] = float((a_ours - a_theirs).abs().max())
         row["speedup"] = row["lerobot_s"] / row["sampler_s"]
+    if args.dtype == "bfloat16":
+        cast(ours, args.dtype, vision=True)
+        row["sampler_all_bf16_s"], _ = timeit(ours_fn(ours, ChunkSampler(ours), *x), reps)
     del ours
     return row
 
@@ -141,7 +146,7 @@ def depth_sweep(cfg: PolicyConfig, cameras: int, layers: list[int], reps: int, a
     rows = []
     for k in layers:
         c = cfg.with_depth(k)
-        model = cast(build_ours(c, args.device), args.dtype)
+        model = cast(build_ours(c, args.device), args.dtype, vision=True)
         seconds, _ = timeit(ours_fn(model, ChunkSampler(model), *inputs(c, cameras, args.device)), reps)
         rows.append({"layers": k, "sampler_s": seconds,
                      "ideal_ratio": chunk_flops(c, cameras, c.max_text_tokens, c.num_steps) / base_flops})
@@ -195,14 +200,17 @@ def main() -> None:
     print(f"(a) one chunk: {small.num_steps} Euler steps x {small.chunk_len} actions, batch 1, "
           f"{result['device']}, {args.dtype}" + ("" if gpu else f", {torch.get_num_threads()} threads"))
     print(f"{'config':40} {'GFLOP':>8} {'reference ms':>13} {'sampler ms':>11} {'lerobot ms':>11} "
-          f"{'speed-up':>9} {'max |Δa|':>9}")
+          f"{'speed-up':>9} {'max |Δa|':>9} {'all-bf16 ms':>12}")
     for r in result["chunk"]:
         lr = f"{r['lerobot_s'] * 1e3:11.2f}" if "lerobot_s" in r else f"{'-':>11}"
         sp = f"{r['speedup']:8.2f}x" if "speedup" in r else f"{'-':>9}"
         diff = f"{r['max_abs_diff']:9.1e}" if "max_abs_diff" in r else f"{'-':>9}"
+        bf = f"{r['sampler_all_bf16_s'] * 1e3:12.2f}" if "sampler_all_bf16_s" in r else f"{'-':>12}"
         print(f"{r['config']:40} {r['gflops']:8.1f} {r['reference_s'] * 1e3:13.2f} "
-              f"{r['sampler_s'] * 1e3:11.2f} {lr} {sp} {diff}")
-    print(f"\n(b) {result['depth_config']}, layers kept in both towers (vision encoder unchanged)")
+              f"{r['sampler_s'] * 1e3:11.2f} {lr} {sp} {diff} {bf}")
+    precision = "every tower bf16" if args.dtype == "bfloat16" else args.dtype
+    print(f"\n(b) {result['depth_config']}, sampler, {precision}, layers kept in both towers "
+          "(vision encoder unchanged)")
     print(f"{'layers':>6} {'sampler ms':>11} {'measured':>9} {'ideal (FLOPs)':>14}")
     for r in result["depth"]:
         print(f"{r['layers']:6d} {r['sampler_s'] * 1e3:11.2f} {r['measured_ratio']:9.3f} {r['ideal_ratio']:14.3f}")

@@ -4,7 +4,8 @@
 same chunk (checked against it in tests/test_policy_sampler.py) with what matters at batch 1:
 
 - The expert's q/k/v projections are one matmul, and so are gate/up: the same weights,
-  concatenated once when the sampler is built. Fewer, larger GEMMs.
+  concatenated once when the sampler is built. Fewer, larger GEMMs. Its attention (50-odd
+  queries, one key/value head) is two small matmuls rather than a flash kernel.
 - Nothing that is constant over the Euler steps is recomputed per step: the prefix keys and
   values, the suffix's mask rows and RoPE tables live in the `KVCache`, filled once a chunk.
 - On CUDA the whole chunk (vision encoder, VLM prefix, then `num_steps` x depth expert
@@ -34,6 +35,21 @@ from shallowpi.policy.model import (
 )
 
 
+def attend_few_queries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """`model.attend` for a short suffix over one shared key/value head (π0's multi-query).
+
+    q [B, h, S, E], k/v [B, 1, T, E], bias [B, 1, S, T] -> [B, S, h*E]. All h*S queries meet
+    the one key head in a single matmul; softmax in float32. At S=51 queries a fused flash
+    kernel, which tiles for long sequences, took ~80 µs a call on an H200 against ~20 µs for
+    these few small kernels (tools/bench/policy_latency.py; 180 calls a chunk at π0 size).
+    """
+    B, h, S, E = q.shape
+    scores = torch.bmm(q.reshape(B, h * S, E), k[:, 0].transpose(1, 2)).view(B, h, S, -1)
+    weights = torch.softmax(scores.float() * E**-0.5 + bias, dim=-1).to(v.dtype)
+    out = torch.bmm(weights.view(B, h * S, -1), v[:, 0]).view(B, h, S, E)
+    return out.transpose(1, 2).flatten(2)
+
+
 class FusedExpertLayer:
     """One expert layer's weights, fused for inference (plain tensors: nothing trains here)."""
 
@@ -61,7 +77,8 @@ class FusedExpertLayer:
         P = cache.prefix_len
         cache.keys[index][:, :, P:] = k
         cache.values[index][:, :, P:] = v.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
-        x = x + F.linear(attend(q, cache.keys[index], cache.values[index], cache.bias), self.w_o)
+        mqa = attend_few_queries if self.kv_heads == 1 else attend
+        x = x + F.linear(mqa(q, cache.keys[index], cache.values[index], cache.bias), self.w_o)
         gate, up = F.linear(self._norm(x, self.mlp_scale), self.w_gate_up).chunk(2, dim=-1)
         return x + F.linear(gelu_tanh(gate) * up, self.w_down)
 
