@@ -34,7 +34,7 @@ class SimTarget:
     task: Task
     size: tuple[int, int] | None  # render width, height; None: the config's record.sim_size
     fps: float | None = None  # the store's recording rate, to check against the twin's
-    sources: dict[str, str] = field(default_factory=dict)  # robot/task/size -> flag | store
+    sources: dict[str, str] = field(default_factory=dict)  # robot/task/size -> the flag or the store
 
 
 @dataclass
@@ -74,7 +74,7 @@ def sim_target(
     where = f"store {store}" if facts is not None else ""
     sources = {}
     if robot:
-        sources["robot"] = "flag"
+        sources["robot"] = "--robot"
     elif facts is not None and len(facts.robots) == 1:
         robot, sources["robot"] = next(iter(facts.robots)), where
     else:
@@ -82,7 +82,7 @@ def sim_target(
         raise SimError(f"cannot tell which robot to simulate ({found}); pass --robot NAME")
     tasks = make_tasks(robot)  # a robot without tasks raises, naming those with a twin
     if task:
-        sources["task"] = "flag"
+        sources["task"] = "--task"
     elif facts is not None and len(facts.tasks) == 1:
         task, sources["task"] = next(iter(facts.tasks)), where
     else:
@@ -94,11 +94,11 @@ def sim_target(
     name = task if task in tasks else by_text.get(task)
     if name is None:
         raise SimError(
-            f"unknown task '{task}' for the {robot} twin ({sources['task']}); "
+            f"unknown task '{task}' for the {robot} twin (from {sources['task']}); "
             f"pass --task NAME, one of: {', '.join(tasks)}"
         )
     if size is not None:
-        sources["size"] = "flag"
+        sources["size"] = "--sim-size"
     elif facts is not None and facts.size is not None:
         size, sources["size"] = facts.size, where
     fps = next(iter(facts.fps)) if facts is not None and len(facts.fps) == 1 else None
