@@ -160,6 +160,7 @@ def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path
         ("state size", "state/action sizes 6/6 but the arm twin has 7 joints"),
         ("no store", "cannot tell which robot to simulate (the checkpoint names no store); pass --robot"),
         ("no twin", "no tasks for robot 'octopus'; robots with a twin: arm, bimanual, humanoid"),
+        ("fps", "the training store was recorded at 30 Hz, the arm twin runs at 15 Hz; pass robot.fps=30"),
         ("offline needs a dataset", "pass --dataset NAME for the offline action error, or --sim"),
     ],
 )
@@ -172,6 +173,7 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
         "state size": lambda: [str(_tiny_checkpoint(tmp_path, 6, ["front"], store)), "--sim"],
         "no store": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["front"], None)), "--sim"],
         "no twin": lambda: [ckpt, "--sim", "--robot", "octopus"],
+        "fps": lambda: [ckpt, "--sim", "robot.fps=15"],
         "offline needs a dataset": lambda: [ckpt],
     }[case]()
     assert main(["eval", "--policy", *args, "--no-progress"]) == 2

@@ -106,7 +106,7 @@ def sim_target(
 
 
 def _no_store(store: Path | None) -> str:
-    return f"its training store {store} is not here" if store else "the checkpoint names no store"
+    return f"store {store} is not here" if store else "the checkpoint names no store"
 
 
 def check_fits(features: Features, spec: TwinSpec, store_fps: float | None = None) -> None:
