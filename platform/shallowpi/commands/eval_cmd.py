@@ -1,12 +1,30 @@
-"""Offline evaluation of a policy checkpoint: action error vs a mean-action baseline.
+"""Evaluate a policy checkpoint: offline action error, or success rate in the twin (--sim).
 
   platform eval --policy runs/kitchen-small/checkpoints/step_001500 --dataset kitchen
   platform eval --policy CKPT --dataset kitchen --episodes 18 19    chosen episodes
   platform eval --policy CKPT --dataset other_store                 every episode of it
 
-By default the held-out episodes recorded with the checkpoint (its training split) are
-used when the dataset is the one it was trained on, else every episode. Errors are in the
-robot's units (radians; grippers 0..1) over the predicted chunk's non-padded steps.
+  platform eval --policy CKPT --sim                     10 episodes of the store's task
+  platform eval --policy CKPT --sim --sim-episodes 50 --json sim.json
+  platform eval --policy CKPT --sim --png looks/ --video looks/   a filmstrip, an .mp4 each
+  platform eval --policy CKPT --sim --robot arm --task push_block_left --sim-size 64x64
+  platform eval --policy CKPT --sim --replan-every 10 --episode-time-s 5   quick look
+
+Offline: by default the held-out episodes recorded with the checkpoint (its training
+split) are used when the dataset is the one it was trained on, else every episode. Errors
+are in the robot's units (radians; grippers 0..1) over the predicted chunk's non-padded
+steps.
+
+--sim: runs the policy in closed loop in the robot's MuJoCo twin (in-process, simulated
+time): observe, predict an action chunk, execute its first --replan-every actions (default
+half the chunk), observe again, until the task's time limit or until the task's success
+detector has held for a second; success is that detector at the last tick. Each chunk's
+first action is dropped: the recorder stores an observation with the action sent just
+before it, so a chunk starts with the goal already reached. Robot, task and camera size are those the checkpoint's
+training store recorded (or the store given with --dataset); --robot, --task and
+--sim-size override them. Episodes use seeds --seed, --seed+1, ... (default from 1000:
+`platform record` used 0, 1, ... for the training scenes). Rendering runs on the CPU with
+MUJOCO_GL=egl.
 """
 
 from __future__ import annotations
@@ -16,30 +34,57 @@ from pathlib import Path
 
 from shallowpi.cli import overrides_from
 
-HELP = "offline action error of a policy checkpoint on held-out episodes"
+HELP = "offline action error of a policy checkpoint, or its success rate in the twin (--sim)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", type=Path, required=True, help="checkpoint folder (holds model.safetensors)")
-    parser.add_argument("--dataset", required=True, help="dataset name (datasets/NAME.zarr) or a path")
+    parser.add_argument("--dataset", help="dataset name (datasets/NAME.zarr) or a path; with --sim, "
+                                          "the store whose robot and task to use (default: the training store)")
     parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
     parser.add_argument("--episodes", type=int, nargs="+", help="episode indices to evaluate")
     parser.add_argument("--samples", type=int, default=256, help="at most this many samples (default 256)")
     parser.add_argument("--steps", type=int, help="Euler steps (default: the checkpoint's, 10)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--device", default="cpu", help="run the policy on cpu, cuda, cuda:1 (default: cpu)")
+    sim = parser.add_argument_group("in the simulation twin (--sim)")
+    sim.add_argument("--sim", action="store_true", help="success rate in the robot's twin instead")
+    sim.add_argument("--sim-episodes", type=int, default=10, metavar="N", help="episodes to run (default 10)")
+    sim.add_argument("--seed", type=int, default=1000, help="seed of the first episode (default 1000)")
+    sim.add_argument("--robot", help="robot to simulate (default: the training store's)")
+    sim.add_argument("--task", help="task name (default: the training store's; `platform sim --list`)")
+    sim.add_argument("--sim-size", metavar="WxH", help="render size (default: the training store's)")
+    sim.add_argument("--replan-every", type=int, metavar="K",
+                     help="actions executed from each predicted chunk (default: half the chunk)")
+    sim.add_argument("--episode-time-s", type=float, help="stop episodes sooner than the task's time limit")
+    sim.add_argument("--video", type=Path, metavar="DIR", help="write an .mp4 of each episode here")
+    sim.add_argument("--png", type=Path, metavar="DIR", help="write a filmstrip .png of each episode here")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    from shallowpi import config
+    from shallowpi.errors import ConfigError
+
+    if args.sim:
+        return run_sim(args)
+    for flag in ("robot", "task", "sim_size", "replan_every", "episode_time_s", "video", "png"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')} belongs to --sim; add --sim")
+    if not args.dataset:
+        raise ConfigError("pass --dataset NAME for the offline action error, or --sim for the twin")
+    cfg = config.compose(overrides_from(argparse.Namespace(data_root=args.data_root, overrides=args.overrides)))
+    return run_offline(args, config.resolve_dataset(args.dataset, config.data_root(cfg)))
+
+
+def run_offline(args: argparse.Namespace, store: Path) -> int:
     import json
 
-    from shallowpi import config
     from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
     from shallowpi.distill.evaluate import evaluate
     from shallowpi.policy.policy import Features, Policy
 
-    cfg = config.compose(overrides_from(argparse.Namespace(data_root=args.data_root, overrides=[])))
-    store = config.resolve_dataset(args.dataset, config.data_root(cfg))
-    policy = Policy.load(args.policy)
+    policy = Policy.load(args.policy, device=args.device)
     meta = Policy.read_metadata(args.policy)
     episodes = args.episodes
     if episodes is None:
@@ -52,5 +97,64 @@ def run(args: argparse.Namespace) -> int:
     print(f"episodes {episodes}")
     print(report.table())
     if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    import json
+
+    from shallowpi import config
+    from shallowpi.distill.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
+    from shallowpi.distill.sim_eval import SimEvalConfig, View, evaluate_in_sim
+    from shallowpi.errors import ConfigError
+    from shallowpi.policy.policy import Policy
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.twin import TwinSpec
+    from shallowpi.robots.sim.views import StripWriter, VideoWriter
+
+    eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed,
+                             replan_every=args.replan_every, max_seconds=args.episode_time_s)
+    policy = Policy.load(args.policy, device=args.device)
+    meta = Policy.read_metadata(args.policy)
+    root_cfg = config.compose(overrides_from(argparse.Namespace(data_root=args.data_root, overrides=[])))
+    store = (config.resolve_dataset(args.dataset, config.data_root(root_cfg)) if args.dataset
+             else Path(meta["dataset"]) if meta.get("dataset") else None)
+    size = config.parse_size(args.sim_size, "--sim-size") if args.sim_size else None
+    target = sim_target(store, args.robot, args.task, size)
+    # The robot's config (joints, limits, cameras, fps) is what the twin is built from;
+    # key=value overrides still apply (e.g. robot.fps=15).
+    cfg = config.compose([f"robot={target.robot}", *overrides_from(argparse.Namespace(
+        data_root=args.data_root, overrides=args.overrides))])
+    width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
+    spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+    check_fits(policy.features, spec, target.fps)
+    chunk_policy = CheckpointPolicy(policy, num_steps=args.steps)
+    if eval_cfg.replan_every is None:
+        eval_cfg.replan_every = max(1, chunk_policy.chunk_len // 2)
+    elif eval_cfg.replan_every > chunk_policy.chunk_len:
+        raise ConfigError(f"--replan-every {eval_cfg.replan_every} is more than the "
+                          f"{chunk_policy.chunk_len} actions a chunk of this checkpoint gives")
+
+    def views(seed: int) -> list[View]:
+        looks: list[View] = []
+        if args.video:
+            looks.append(VideoWriter(args.video / f"seed_{seed:04d}.mp4", spec.fps))
+        if args.png:
+            looks.append(StripWriter(args.png / f"seed_{seed:04d}.png"))
+        return looks
+
+    with DirectSimRobot(spec, cameras=policy.features.cameras) as robot:
+        report = evaluate_in_sim(robot, target.task, chunk_policy, eval_cfg, views=views,
+                                 progress=not args.no_progress)
+    report.context = {"checkpoint": str(args.policy), "store": str(store) if store else None,
+                      "sources": target.sources, "seed_start": eval_cfg.seed_start,
+                      "chunk_actions": chunk_policy.chunk_len}
+    print(report.table())
+    for folder, what in ((args.video, "videos"), (args.png, "filmstrips")):
+        if folder:
+            print(f"{what}: {folder}/seed_*")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=2))
     return 0

@@ -1,0 +1,308 @@
+"""Success rate of a policy in the simulation twin: closed loop, one action chunk at a time.
+
+Each episode resets the twin from its seed, then repeats: observe -> the policy predicts an
+action chunk -> the robot executes the first `replan_every` actions of it, one control
+period each, without looking -> observe again. This is how π0 runs on a robot: a chunk
+is cheap to execute open loop and expensive to predict, and executing only its first
+part keeps the policy reacting to what happened (a whole 50-step chunk is 1.7 s at 30 Hz
+of not looking; replanning every step makes the arm jitter between samples and costs 50x
+the inference). Half the chunk is the default.
+
+Success is the task's own detector, judged at the episode's last tick exactly as for the
+scripted expert (`run_expert_episode`). An episode runs to the task's time limit, or ends
+early once the detector has said "success" continuously for `stop_after_success_s`: a
+success that holds that long is the one the end-of-episode judge would see had the policy
+stood still, and it saves simulating (and rendering) the rest.
+
+The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys plus
+`task`, the instruction text) to a [C, A] array of joint goals in robot units, the first of
+which is sent next. `distill/sim_checkpoint.py` wraps a trained checkpoint as one; tests
+wrap the scripted expert. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from shallowpi.errors import ConfigError
+from shallowpi.robots.sim.direct import DirectSimRobot, EpisodeResult
+from shallowpi.robots.sim.tasks import Task
+from shallowpi.robots.sim.twin import SimError
+
+log = logging.getLogger(__name__)
+
+
+class ChunkPolicy(Protocol):
+    def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """Observation (unbatched, lerobot keys + `task`) -> [C, A] joint goals, next first."""
+        ...
+
+
+@runtime_checkable
+class EpisodeAware(Protocol):
+    """A policy that wants to know when an episode starts (noise seed, internal state)."""
+
+    def reset(self, seed: int) -> None: ...
+
+
+@dataclass
+class SimEvalConfig:
+    episodes: int = 10
+    # Seeds seed_start .. seed_start + episodes - 1. `platform record` uses 0, 1, ...; the
+    # default keeps evaluation scenes apart from the training scenes.
+    seed_start: int = 1000
+    replan_every: int | None = None  # actions executed per chunk; None: half the chunk
+    max_seconds: float | None = None  # cap below the task's own time limit (quick looks)
+    stop_after_success_s: float | None = 1.0  # None: always run to the time limit
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"the number of sim episodes must be at least 1, got {self.episodes}")
+        if self.replan_every is not None and self.replan_every < 1:
+            raise ConfigError(f"replan every must be at least 1 action, got {self.replan_every}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ConfigError(f"the episode time must be positive, got {self.max_seconds}")
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.seed_start, self.seed_start + self.episodes))
+
+
+@dataclass
+class PolicyEpisode(EpisodeResult):
+    replans: int = 0
+    inference_ms_p50: float = 0.0
+    ended: str = "time limit"  # or "success held"
+
+
+def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.ndarray:
+    chunk = np.asarray(policy(obs), dtype=np.float64)
+    if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] != joints:
+        raise SimError(f"the policy returned actions of shape {chunk.shape}; expected [chunk, {joints}]")
+    return chunk
+
+
+def run_policy_episode(
+    robot: DirectSimRobot,
+    task: Task,
+    policy: ChunkPolicy,
+    seed: int,
+    cfg: SimEvalConfig,
+    watch: Callable[[Mapping[str, Any]], None] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> PolicyEpisode:
+    """One closed-loop episode. `watch` sees an observation after every tick (so the
+    twin renders every tick: only for videos); `on_step` is told of every tick."""
+    robot.reset(seed, task)
+    if isinstance(policy, EpisodeAware):
+        policy.reset(seed)
+    twin = robot.twin
+    fps = robot.spec.fps
+    seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
+    limit = int(seconds * fps)  # as run_expert_episode counts it
+    hold = None if cfg.stop_after_success_s is None else max(1, round(cfg.stop_after_success_s * fps))
+    joints = len(robot.spec.joints)
+    start = time.perf_counter()
+    inference: list[float] = []
+    steps = held = 0
+    obs: Mapping[str, Any] | None = None
+    ended = "time limit"
+    while steps < limit and ended == "time limit":
+        if obs is None:
+            obs = robot.observe()
+        t0 = time.perf_counter()
+        chunk = _chunk_of(policy, {**obs, "task": task.instruction}, joints)
+        inference.append(time.perf_counter() - t0)
+        every = cfg.replan_every or max(1, len(chunk) // 2)
+        for action in chunk[: min(every, limit - steps)]:
+            robot.act(action)
+            steps += 1
+            obs = robot.observe() if watch is not None else None
+            if watch is not None:
+                watch(obs)
+            if on_step is not None:
+                on_step()
+            if hold is not None:
+                held = held + 1 if task.success(twin) else 0
+                if held >= hold:
+                    ended = "success held"
+                    break
+    return PolicyEpisode(
+        seed, task.success(twin), steps, twin.time, time.perf_counter() - start,
+        replans=len(inference),
+        inference_ms_p50=1e3 * float(np.median(inference)) if inference else 0.0,
+        ended=ended,
+    )
+
+
+@dataclass
+class SimEvalReport:
+    robot: str
+    task: str
+    instruction: str
+    cameras: list[str]
+    render_size: tuple[int, int]  # width, height
+    replan_every: int | None
+    episodes: list[PolicyEpisode]
+    wall_seconds: float
+    # Where robot, task and render size came from, the checkpoint, ...: set by the caller.
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def successes(self) -> int:
+        return sum(e.success for e in self.episodes)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / max(len(self.episodes), 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.context,
+            "robot": self.robot,
+            "task": self.task,
+            "instruction": self.instruction,
+            "cameras": self.cameras,
+            "render_size": list(self.render_size),
+            "replan_every": self.replan_every,
+            "success_rate": self.success_rate,
+            "successes": self.successes,
+            "wall_seconds": self.wall_seconds,
+            "episodes": [asdict(e) for e in self.episodes],
+        }
+
+    def table(self) -> str:
+        w, h = self.render_size
+        every = "half the chunk" if self.replan_every is None else f"{self.replan_every} actions"
+        lines = [
+            f"{self.robot} / {self.task} ('{self.instruction}'), replanning every {every}, "
+            f"cameras {', '.join(self.cameras)} at {w}x{h}",
+            f"{'seed':>6} {'result':8} {'steps':>6} {'sim s':>6} {'wall s':>7} {'replans':>7} {'infer p50 ms':>12}",
+        ]
+        for e in self.episodes:
+            result = "success" if e.success else "FAIL"
+            lines.append(
+                f"{e.seed:>6} {result:8} {e.steps:>6} {e.sim_seconds:>6.1f} {e.wall_seconds:>7.1f} "
+                f"{e.replans:>7} {e.inference_ms_p50:>12.1f}"
+            )
+        n = len(self.episodes)
+        lines.append(
+            f"success {self.successes}/{n} ({100.0 * self.success_rate:.0f}%), {self.wall_seconds:.1f} s wall"
+        )
+        return "\n".join(lines)
+
+
+class View(Protocol):
+    """Something that looks at an episode: robots/sim/views.py's VideoWriter, StripWriter."""
+
+    def add(self, images: Sequence[np.ndarray]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def evaluate_in_sim(
+    robot: DirectSimRobot,
+    task: Task,
+    policy: ChunkPolicy,
+    cfg: SimEvalConfig,
+    views: Callable[[int], list[View]] | None = None,
+    progress: bool = False,
+) -> SimEvalReport:
+    """`cfg.episodes` episodes on a connected robot; `views(seed)` gives each episode's
+    viewers (a video, a filmstrip), fed every tick's camera images in role order."""
+    started = time.perf_counter()
+    fps = robot.spec.fps
+    seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
+    bar = _Progress(len(cfg.seeds) * int(seconds * fps), enabled=progress)
+    episodes: list[PolicyEpisode] = []
+    try:
+        keys = [f"observation.images.{role}" for role in robot.cameras]
+        for seed in cfg.seeds:
+            looking = views(seed) if views is not None else []
+
+            def watch(obs: Mapping[str, Any], looking: list[View] = looking) -> None:
+                images = [obs[k] for k in keys]
+                for view in looking:
+                    view.add(images)
+
+            before = bar.completed
+            try:
+                result = run_policy_episode(
+                    robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step
+                )
+            finally:
+                for view in looking:
+                    view.close()
+            episodes.append(result)
+            # An episode that ended early leaves its remaining ticks: count them as done.
+            bar.advance_to(before + int(seconds * fps))
+            bar.note(f"{sum(e.success for e in episodes)}/{len(episodes)} succeeded")
+            log.debug("seed %d: %s in %d steps", seed, "success" if result.success else "failed", result.steps)
+    finally:
+        bar.close()
+    spec = robot.spec
+    return SimEvalReport(
+        robot=spec.robot,
+        task=task.name,
+        instruction=task.instruction,
+        cameras=list(robot.cameras),
+        render_size=(spec.render_width, spec.render_height),
+        replan_every=cfg.replan_every,
+        episodes=episodes,
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+class _Progress:
+    """Ticks done of all episodes' ticks, with ETA (rich, on stderr so stdout keeps the
+    table); silent when off. The trainer's bar is its own private class, with training's
+    columns, so this is a sibling rather than a reuse."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.completed = 0
+        self._bar: Any = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("sim eval"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True),
+        )
+        self._task = self._bar.add_task("sim", total=total, info="")
+        self._bar.start()
+
+    def step(self) -> None:
+        self.advance_to(self.completed + 1)
+
+    def advance_to(self, completed: int) -> None:
+        self.completed = completed
+        if self._bar is not None:
+            self._bar.update(self._task, completed=completed)
+
+    def note(self, info: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, info=info)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

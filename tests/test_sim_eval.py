@@ -1,0 +1,181 @@
+"""`platform eval --sim`: the closed loop is right (the scripted expert, fed through it a
+chunk at a time, succeeds; a policy that holds still fails), and a checkpoint trained on
+a recorded sim store is evaluated end to end through the CLI, with one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+pytest.importorskip("mujoco")
+
+from conftest import platform_cmd, subprocess_env
+from shallowpi import config
+from shallowpi.cli import main
+from shallowpi.distill.sim_eval import SimEvalConfig, evaluate_in_sim, run_policy_episode
+from shallowpi.robots.sim.direct import DirectSimRobot
+from shallowpi.robots.sim.tasks import get_task
+from shallowpi.robots.sim.twin import SimError, TwinSpec
+from shallowpi.teleop.scripted import make_expert
+
+SEEDS_THE_EXPERT_SOLVES = 1000  # and 1001: tests/test_sim_experts.py
+LIMIT = 450  # cube_in_bowl: 15 s at 30 Hz
+
+
+class ExpertChunks:
+    """A ChunkPolicy that is the scripted expert: each call reads its next `k` goals."""
+
+    def __init__(self, robot: DirectSimRobot, task, k: int) -> None:
+        self.robot, self.task, self.k = robot, task, k
+        self.calls = 0
+
+    def reset(self, seed: int) -> None:
+        self.expert = make_expert(self.robot.twin, self.task)
+
+    def __call__(self, obs) -> np.ndarray:
+        self.calls += 1
+        assert obs["task"] == self.task.instruction
+        return np.stack([self.expert.read() for _ in range(self.k)])
+
+
+def hold_start_pose(obs) -> np.ndarray:
+    return np.repeat(np.asarray(obs["observation.state"])[None], 10, axis=0)
+
+
+@pytest.fixture(scope="module")
+def arm() -> TwinSpec:
+    return TwinSpec.from_config(config.compose(["robot=arm"]).robot)
+
+
+def test_the_expert_through_the_chunked_loop_succeeds_and_holding_still_fails(arm):
+    task = get_task("arm", "cube_in_bowl")
+    with DirectSimRobot(arm, cameras=()) as robot:  # physics only: the expert needs no camera
+        expert = ExpertChunks(robot, task, k=8)
+        report = evaluate_in_sim(robot, task, expert, SimEvalConfig(episodes=2, seed_start=1000, replan_every=8))
+        still = evaluate_in_sim(robot, task, hold_start_pose, SimEvalConfig(episodes=1, seed_start=1000))
+    assert [e.seed for e in report.episodes] == [1000, 1001]
+    assert report.success_rate == 1.0 and report.successes == 2
+    for e in report.episodes:
+        # Ended once success had held a second, long before the time limit.
+        assert e.ended == "success held" and 150 < e.steps < LIMIT
+        assert e.replans == -(-e.steps // 8)  # one chunk per 8 ticks, the last one cut short
+        assert e.sim_seconds == pytest.approx(e.steps / 30, abs=2e-3)  # whole 2 ms physics steps
+    assert expert.calls == sum(e.replans for e in report.episodes)
+    assert still.success_rate == 0.0
+    assert still.episodes[0].steps == LIMIT and still.episodes[0].ended == "time limit"
+    assert still.episodes[0].replans == LIMIT // 5  # default: half of the 10-action chunk
+
+
+def test_episodes_respect_the_time_limit_and_success_is_judged_at_the_end(arm):
+    task = get_task("arm", "cube_in_bowl")
+    with DirectSimRobot(arm, cameras=()) as robot:
+        # No early stop: the expert runs to the task's time limit and is judged there.
+        full = run_policy_episode(robot, task, ExpertChunks(robot, task, 25), 1000,
+                                  SimEvalConfig(episodes=1, replan_every=25, stop_after_success_s=None))
+        # A chunk longer than the time left is cut at the limit.
+        short = run_policy_episode(robot, task, ExpertChunks(robot, task, 25), 1000,
+                                   SimEvalConfig(episodes=1, replan_every=25, max_seconds=2.0))
+        with pytest.raises(SimError, match="shape"):
+            run_policy_episode(robot, task, lambda obs: np.zeros(7), 1000, SimEvalConfig(episodes=1))
+    assert full.success and full.steps == LIMIT and full.ended == "time limit"
+    assert full.sim_seconds == pytest.approx(15.0, abs=2e-3)  # whole 2 ms physics steps
+    assert short.steps == 60 and short.replans == 3 and not short.success
+
+
+# -- a real checkpoint, through the CLI -------------------------------------------------------
+
+SIZE = (40, 32)  # width, height: small, and not the config's default, so its source shows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Two 1-second expert episodes recorded in the twin, and `tiny` trained on them."""
+    import torch
+
+    root = tmp_path_factory.mktemp("simeval")
+    recorded = subprocess.run(
+        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
+                     "--data-root", str(root), "--dataset", "demo", "--episodes", "2",
+                     "--episode-time-s", "1", "--reset-time-s", "0", "--no-tui",
+                     f"record.sim_size={SIZE[0]}x{SIZE[1]}", f"telemetry.address={root}/t.sock"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=120,
+    )
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--dataset", str(root / "demo.zarr"), "--policy", "tiny", "--runs-dir",
+                     str(root / "runs"), "--run", "tiny", "--steps", "4", "--no-progress"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return {"root": root, "store": root / "demo.zarr",
+            "ckpt": root / "runs" / "tiny" / "checkpoints" / "step_000004"}
+
+
+def test_eval_sim_end_to_end_takes_robot_task_and_size_from_the_store(trained, tmp_path, capsys, one_torch_thread):
+    report_path = tmp_path / "sim.json"
+    code = main(["eval", "--policy", str(trained["ckpt"]), "--sim", "--sim-episodes", "1",
+                 "--episode-time-s", "1", "--json", str(report_path), "--png", str(tmp_path / "looks"),
+                 "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert "arm / cube_in_bowl" in out and f"success {report['successes']}/1" in out
+    assert (report["robot"], report["task"]) == ("arm", "cube_in_bowl")
+    assert report["instruction"] == "put the red cube in the bowl"
+    assert report["store"] == str(trained["store"])
+    assert set(report["sources"]) == {"robot", "task", "size"}
+    assert all(source.startswith("store ") for source in report["sources"].values())
+    assert report["render_size"] == list(SIZE) and report["cameras"] == ["front", "wrist"]
+    # tiny's chunk is 4 actions; the first is dropped (recorded before the observation).
+    assert report["chunk_actions"] == 3 and report["replan_every"] == 1
+    (episode,) = report["episodes"]
+    assert episode["seed"] == 1000 and episode["steps"] == 30 and episode["replans"] == 30
+    assert episode["sim_seconds"] == pytest.approx(1.0, abs=2e-3)  # whole 2 ms physics steps
+    assert episode["wall_seconds"] > 0 and episode["inference_ms_p50"] > 0
+    assert report["success_rate"] == float(episode["success"])
+    assert (tmp_path / "looks" / "seed_1000.png").stat().st_size > 0
+
+
+def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path | None) -> Path:
+    from shallowpi.policy.config import load_preset
+    from shallowpi.policy.policy import Features, Policy
+
+    meta = {"dataset": str(dataset)} if dataset else {}
+    Policy(load_preset("tiny"), Features(state, state, cameras)).save(folder, extra_metadata=meta)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("unknown task", "unknown task 'fly' for the arm twin (from --task); pass --task NAME, one of: cube_in_bowl"),
+        ("camera", "trained on camera(s) ['overhead'] that the arm twin lacks"),
+        ("state size", "state/action sizes 6/6 but the arm twin has 7 joints"),
+        ("no store", "cannot tell which robot to simulate (the checkpoint names no store); pass --robot"),
+        ("no twin", "no tasks for robot 'octopus'; robots with a twin: arm, bimanual, humanoid"),
+        ("fps", "the training store was recorded at 30 Hz, the arm twin runs at 15 Hz; pass robot.fps=30"),
+        ("offline needs a dataset", "pass --dataset NAME for the offline action error, or --sim"),
+    ],
+)
+def test_one_line_errors(case, expected, trained, tmp_path, capsys):
+    store = trained["store"]
+    ckpt = str(trained["ckpt"])
+    args = {  # built lazily: each case writes its own checkpoint
+        "unknown task": lambda: [ckpt, "--sim", "--task", "fly"],
+        "camera": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["overhead"], store)), "--sim"],
+        "state size": lambda: [str(_tiny_checkpoint(tmp_path, 6, ["front"], store)), "--sim"],
+        "no store": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["front"], None)), "--sim"],
+        "no twin": lambda: [ckpt, "--sim", "--robot", "octopus"],
+        "fps": lambda: [ckpt, "--sim", "robot.fps=15"],
+        "offline needs a dataset": lambda: [ckpt],
+    }[case]()
+    assert main(["eval", "--policy", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
