@@ -84,7 +84,8 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     from shallowpi.distill.evaluate import evaluate
     from shallowpi.policy.policy import Features, Policy
 
-    policy = Policy.load(args.policy, device=args.device)
+    # Evaluated through the fast sampler: the path the robot's executor runs.
+    policy = Policy.load(args.policy, device=args.device).prepare_inference()
     meta = Policy.read_metadata(args.policy)
     episodes = args.episodes
     if episodes is None:
@@ -115,7 +116,8 @@ def run_sim(args: argparse.Namespace) -> int:
 
     eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed,
                              replan_every=args.replan_every, max_seconds=args.episode_time_s)
-    policy = Policy.load(args.policy, device=args.device)
+    # Evaluated through the fast sampler: the path the robot's executor runs.
+    policy = Policy.load(args.policy, device=args.device).prepare_inference()
     meta = Policy.read_metadata(args.policy)
     root_cfg = config.compose(overrides_from(argparse.Namespace(data_root=args.data_root, overrides=[])))
     store = (config.resolve_dataset(args.dataset, config.data_root(root_cfg)) if args.dataset

@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from shallowpi.distill.progress import ProgressBar
 from shallowpi.errors import ConfigError
 from shallowpi.robots.sim.direct import DirectSimRobot, EpisodeResult
 from shallowpi.robots.sim.tasks import Task
@@ -219,7 +220,7 @@ def evaluate_in_sim(
     started = time.perf_counter()
     fps = robot.spec.fps
     seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
-    bar = _Progress(len(cfg.seeds) * int(seconds * fps), enabled=progress)
+    bar = ProgressBar("sim eval", len(cfg.seeds) * int(seconds * fps), enabled=progress)
     episodes: list[PolicyEpisode] = []
     try:
         keys = [f"observation.images.{role}" for role in robot.cameras]
@@ -241,8 +242,7 @@ def evaluate_in_sim(
                     view.close()
             episodes.append(result)
             # An episode that ended early leaves its remaining ticks: count them as done.
-            bar.advance_to(before + int(seconds * fps))
-            bar.note(f"{sum(e.success for e in episodes)}/{len(episodes)} succeeded")
+            bar.update(before + int(seconds * fps), f"{sum(e.success for e in episodes)}/{len(episodes)} succeeded")
             log.debug("seed %d: %s in %d steps", seed, "success" if result.success else "failed", result.steps)
     finally:
         bar.close()
@@ -257,52 +257,3 @@ def evaluate_in_sim(
         episodes=episodes,
         wall_seconds=time.perf_counter() - started,
     )
-
-
-class _Progress:
-    """Ticks done of all episodes' ticks, with ETA (rich, on stderr so stdout keeps the
-    table); silent when off. The trainer's bar is its own private class, with training's
-    columns, so this is a sibling rather than a reuse."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.completed = 0
-        self._bar: Any = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("sim eval"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=Console(stderr=True),
-        )
-        self._task = self._bar.add_task("sim", total=total, info="")
-        self._bar.start()
-
-    def step(self) -> None:
-        self.advance_to(self.completed + 1)
-
-    def advance_to(self, completed: int) -> None:
-        self.completed = completed
-        if self._bar is not None:
-            self._bar.update(self._task, completed=completed)
-
-    def note(self, info: str) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, info=info)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()

@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from shallowpi.distill.progress import ProgressBar
 from shallowpi.errors import PlatformError
 from shallowpi.policy.policy import Policy
 
@@ -382,7 +382,7 @@ class Trainer:
         writer = self._tensorboard() if d.main else None
         if d.main:
             _truncate_metrics(metrics_path, self.start_step)
-        progress = _Progress(cfg.steps, self.start_step, enabled=d.main and cfg.progress)
+        progress = ProgressBar("train", cfg.steps, self.start_step, enabled=d.main and cfg.progress)
         share = cfg.batch_size // d.world
         last: dict[str, float] = {}
         self.policy.train()
@@ -396,7 +396,7 @@ class Trainer:
                     if writer is not None:
                         for key, value in last.items():
                             writer.add_scalar(f"train/{key}", value, step)
-                progress.update(step + 1, last)
+                progress.update(step + 1, f"loss {last['loss']:.4f} lr {last['lr']:.2e}")
                 if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                     self.save(step + 1)
         finally:
@@ -475,43 +475,3 @@ def _truncate_metrics(path: Path, start: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < start]
     path.write_text("".join(line + "\n" for line in keep))
-
-
-class _Progress:
-    """A progress bar with ETA and the current losses (rich, on stderr); silent when off."""
-
-    def __init__(self, total: int, start: int, enabled: bool) -> None:
-        self._bar = None
-        self._t0, self._start = time.monotonic(), start
-        if not enabled:
-            return
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            transient=False,
-        )
-        self._task = self._bar.add_task("train", total=total, completed=start, info="")
-        self._bar.start()
-
-    def update(self, step: int, metrics: dict[str, float]) -> None:
-        if self._bar is None:
-            return
-        info = f"loss {metrics.get('loss', float('nan')):.4f} lr {metrics.get('lr', 0):.2e}"
-        self._bar.update(self._task, completed=step, info=info)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
