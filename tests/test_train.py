@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -145,14 +146,18 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path,
         return
     # Sharded resume: as if killed after step 2's checkpoint, the two processes load the
     # full state from it, shard it, and replay steps 2-3 to the same weights.
+    # The checkpoint is one gathered file: a single plain process resumes it just as well.
     checkpoints = tmp_path / "two" / "checkpoints"
     (checkpoints / "step_000004").rename(tmp_path / "step_000004.first")
     (checkpoints / "last").write_text("step_000002")
+    shutil.copytree(tmp_path / "two", tmp_path / "single")
     _spawn_two(tmp_path / "two", fsdp, resume=True)
-    assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1, 2, 3]
-    for (_, a), (_, b) in zip(one, _losses(tmp_path / "two")):
-        assert a == pytest.approx(b, rel=1e-4)
-    _assert_same_weights(tmp_path / "one", tmp_path / "two", "step_000004")
+    Trainer(_policy(data), data, _cfg(steps=4, save_every=2, fsdp=True), tmp_path / "single", resume=True).fit()
+    for run in ("two", "single"):
+        assert [s for s, _ in _losses(tmp_path / run)] == [0, 1, 2, 3]
+        for (_, a), (_, b) in zip(one, _losses(tmp_path / run)):
+            assert a == pytest.approx(b, rel=1e-4)
+        _assert_same_weights(tmp_path / "one", tmp_path / run, "step_000004")
 
 
 def _spawn_two(run: Path, fsdp: bool, resume: bool = False) -> None:
