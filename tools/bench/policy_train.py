@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--fsdp", action="store_true", help="shard with FSDP (under torchrun)")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,7 +76,7 @@ def main() -> None:
     with torch.device("cuda" if args.device == "cuda" else "cpu"):  # a 3B model inits faster there
         policy = Policy(cfg, Features(6, 6, cams))
     train_cfg = TrainConfig(steps=1000, batch_size=args.batch, workers=0, progress=False,
-                            tensorboard=False, device=args.device, fsdp=args.fsdp)
+                            tensorboard=False, device=args.device, fsdp=args.fsdp, bf16=not args.fp32)
     params = sum(p.numel() for p in policy.parameters())
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(policy, data, train_cfg, Path(tmp))
@@ -92,7 +93,7 @@ def main() -> None:
     gpu = trainer.device.type == "cuda"
     result = {"policy": args.policy, "batch": args.batch, "cameras": args.cameras,
               "device": torch.cuda.get_device_name() if gpu else "cpu", "processes": world,
-              "fsdp": args.fsdp, "threads": torch.get_num_threads(), "params": params,
+              "fsdp": args.fsdp, "bf16": not args.fp32, "threads": torch.get_num_threads(), "params": params,
               "step_s": step_s, "samples_per_s": args.batch / step_s, "losses": losses,
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}
     if rank != 0:

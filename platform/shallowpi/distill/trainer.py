@@ -65,6 +65,7 @@ class TrainConfig:
     save_every: int = 250
     workers: int = 1
     fsdp: bool = False
+    bf16: bool = True  # autocast matmuls to bfloat16 on CUDA (weights and optimizer stay float32)
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -414,7 +415,7 @@ class Trainer:
         )
         rows = slice(d.rank * share, (d.rank + 1) * share)
         batch = _to_device(batch, self.device)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and self.device.type == "cuda")
         with autocast:
             total, count = self.module(batch, noise[rows].to(self.device), t[rows].to(self.device))
         # Normalise by the count over all ranks, so DDP's gradient mean equals one process's.
