@@ -279,7 +279,7 @@ class KVCache:
     @classmethod
     def empty(cls, cfg: PolicyConfig, batch: int, prefix_len: int, dtype: torch.dtype,
               device: torch.device) -> KVCache:
-        """Buffers for `prefix_cache(..., into=)`: fixed addresses a CUDA graph can replay over."""
+        """Zeroed buffers for a prefix of `prefix_len` tokens and the suffix after it."""
         T, S, g = prefix_len + cfg.suffix_len, cfg.suffix_len, cfg.vlm
 
         def kv() -> list[Tensor]:
@@ -399,12 +399,8 @@ class Pi0Model(nn.Module):
     # -- sampling: prefix once, then the expert alone at every Euler step
 
     @torch.no_grad()
-    def prefix_cache(self, prefix: Prefix, into: KVCache | None = None) -> KVCache:
-        """Run the VLM over the prefix once; keep each layer's keys and values.
-
-        With `into` (a `KVCache.empty` of the same shape) the results are written into its
-        buffers instead of new ones, so their addresses never change.
-        """
+    def prefix_cache(self, prefix: Prefix) -> KVCache:
+        """Run the VLM over the prefix once; keep each layer's keys and values."""
         B, P, _ = prefix.embs.shape
         S = self.cfg.suffix_len
         s_pad = torch.ones(B, S, dtype=torch.bool, device=prefix.pad.device)
@@ -415,20 +411,16 @@ class Pi0Model(nn.Module):
         positions = torch.cumsum(pad, dim=1) - 1  # [B, T]
         dtype = self.vlm.layers[0].q_proj.weight.dtype
         cos, sin = rope_tables(positions, self.cfg.vlm.head_dim, dtype)
-        if into is None:
-            into = KVCache.empty(self.cfg, B, P, dtype, prefix.embs.device)
-        if into.prefix_len != P or into.keys[0].shape[0] != B:
-            raise ValueError(f"cache holds batch {into.keys[0].shape[0]}, prefix {into.prefix_len}; "
-                             f"got batch {B}, prefix {P}")
-        into.bias.copy_(bias[:, :, P:])
-        into.cos.copy_(cos[:, :, P:])
-        into.sin.copy_(sin[:, :, P:])
-        x = prefix.embs.to(self.vlm.layers[0].q_proj.weight.dtype)
-        for layer, key_buf, val_buf in zip(self.vlm.layers, into.keys, into.values):
+        cache = KVCache.empty(self.cfg, B, P, dtype, prefix.embs.device)
+        cache.bias.copy_(bias[:, :, P:])
+        cache.cos.copy_(cos[:, :, P:])
+        cache.sin.copy_(sin[:, :, P:])
+        x = prefix.embs.to(dtype)
+        for layer, key_buf, val_buf in zip(self.vlm.layers, cache.keys, cache.values):
             q, k, v = layer.qkv(x, cos[:, :, :P], sin[:, :, :P])  # k, v [B, k, P, E]
             key_buf[:, :, :P], val_buf[:, :, :P] = k, v
             x = layer.finish(x, attend(q, k, v, bias[:, :, :P, :P]))
-        return into
+        return cache
 
     @torch.no_grad()
     def denoise_step(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
