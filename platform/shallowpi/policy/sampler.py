@@ -39,9 +39,10 @@ def attend_few_queries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
     """`model.attend` for a short suffix over one shared key/value head (π0's multi-query).
 
     q [B, h, S, E], k/v [B, 1, T, E], bias [B, 1, S, T] -> [B, S, h*E]. All h*S queries meet
-    the one key head in a single matmul; softmax in float32. At S=51 queries a fused flash
-    kernel, which tiles for long sequences, took ~80 µs a call on an H200 against ~20 µs for
-    these few small kernels (tools/bench/policy_latency.py; 180 calls a chunk at π0 size).
+    the one key head in a single matmul; softmax in float32. At S=51 queries the fused flash
+    kernel SDPA picks on an H200 (it tiles for long sequences) took ~80 µs a call, 180 calls
+    a full-size chunk; these few small kernels took the chunk from 44.6 to 36.6 ms
+    (BENCHMARKS.md, Policy).
     """
     B, h, S, E = q.shape
     scores = torch.bmm(q.reshape(B, h * S, E), k[:, 0].transpose(1, 2)).view(B, h, S, -1)
