@@ -133,10 +133,10 @@ def test_eval_sim_end_to_end_takes_robot_task_and_size_from_the_store(trained, t
     assert set(report["sources"]) == {"robot", "task", "size"}
     assert all(source.startswith("store ") for source in report["sources"].values())
     assert report["render_size"] == list(SIZE) and report["cameras"] == ["front", "wrist"]
-    # tiny's chunk is 4 actions; the first is dropped (recorded before the observation).
-    assert report["chunk_actions"] == 3 and report["replan_every"] == 1
+    # tiny's chunk is 4 actions, half of which run before the next prediction.
+    assert report["chunk_actions"] == 4 and report["replan_every"] == 2
     (episode,) = report["episodes"]
-    assert episode["seed"] == 1000 and episode["steps"] == 30 and episode["replans"] == 30
+    assert episode["seed"] == 1000 and episode["steps"] == 30 and episode["replans"] == 15
     assert episode["sim_seconds"] == pytest.approx(1.0, abs=2e-3)  # whole 2 ms physics steps
     assert episode["wall_seconds"] > 0 and episode["inference_ms_p50"] > 0
     assert report["success_rate"] == float(episode["success"])

@@ -66,3 +66,63 @@ def test_dataset_errors_are_one_line(tmp_path):
     make_store(tmp_path / "s.zarr", episodes=1, length=3)
     with pytest.raises(StoreError, match=r"no camera observation\.images\.side"):
         ChunkDataset(tmp_path / "s.zarr", chunk_len=2, image_keys=["observation.images.side"])
+
+
+def test_windows_can_start_one_row_after_the_observation():
+    windows = ChunkWindows(np.array([3, 7]), chunk_len=3, action_offset=1)
+    assert windows[0].action_rows.tolist() == [1, 2, 2]
+    assert windows[0].is_pad.tolist() == [False, False, True]
+    assert windows[2].is_pad.all()  # the last observation of an episode has no action after it
+    assert windows[3].action_rows.tolist() == [4, 5, 6]
+
+
+def _as_format_1(path) -> None:
+    """Rewrite a store's header as one recorded before 2026-11-29 (action before observation)."""
+    from shallowpi.data import zarr_compat
+
+    group = zarr_compat.open_group(path, mode="r+")
+    header = group.attrs.asdict()["shallowpi"]
+    group.attrs.put({"shallowpi": {**header, "version": 1}})
+
+
+def test_format_1_stores_train_on_the_actions_that_followed_each_observation(tmp_path):
+    from shallowpi.data import EpisodeStore
+    from store_fixtures import arm_features
+
+    make_store(tmp_path / "old.zarr", episodes=2, length=10).close()
+    make_store(tmp_path / "new.zarr", episodes=1, length=10).close()
+    _as_format_1(tmp_path / "old.zarr")
+    with EpisodeStore.open(tmp_path / "old.zarr") as old:
+        assert (old.version, old.action_offset) == (1, 1)
+        episode = old.read_episode(1)
+    item = ChunkDataset(tmp_path / "old.zarr", chunk_len=5)[12]  # episode 1, frame 2
+    np.testing.assert_array_equal(item["observation.state"].numpy(), episode["observation.state"][2])
+    np.testing.assert_array_equal(item["action"].numpy(), episode["action"][3:8])
+    # Appending today's recordings, or merging with a format-2 store, would mix the pairings.
+    with pytest.raises(StoreError, match=r"format 1 .* record into another --dataset"):
+        EpisodeStore.open_or_create(tmp_path / "old.zarr", arm_features())
+    with (
+        EpisodeStore.open(tmp_path / "old.zarr") as old,
+        EpisodeStore.open(tmp_path / "new.zarr") as new,
+        pytest.raises(StoreError, match="pair actions with observations differently"),
+    ):
+        EpisodeStore.merge([old, new], tmp_path / "mixed.zarr")
+    assert not (tmp_path / "mixed.zarr").exists()
+    # Compaction keeps the store's format (and so its pairing).
+    with EpisodeStore.open(tmp_path / "old.zarr", mode="a") as old:
+        old.delete_episodes([0])
+    with EpisodeStore.open(tmp_path / "old.zarr") as old:
+        assert old.version == 1 and len(old) == 1
+
+
+def test_format_1_exports_pair_each_observation_with_the_next_action(tmp_path):
+    from shallowpi.data import EpisodeStore
+    from shallowpi.data.lerobot_interop import _following_actions
+
+    make_store(tmp_path / "old.zarr", episodes=1, length=10).close()
+    _as_format_1(tmp_path / "old.zarr")
+    with EpisodeStore.open(tmp_path / "old.zarr") as old:
+        actions = old.read("action", 0, 10)
+        # Read in blocks as the export does, the last block a single row.
+        got = np.concatenate([_following_actions(old, a, b, 10) for a, b in ((0, 4), (4, 9), (9, 10))])
+    np.testing.assert_array_equal(got, np.concatenate([actions[1:], actions[-1:]]))

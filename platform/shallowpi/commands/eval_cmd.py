@@ -18,10 +18,8 @@ steps.
 --sim: runs the policy in closed loop in the robot's MuJoCo twin (in-process, simulated
 time): observe, predict an action chunk, execute its first --replan-every actions (default
 half the chunk), observe again, until the task's time limit or until the task's success
-detector has held for a second; success is that detector at the last tick. Each chunk's
-first action is dropped: the recorder stores an observation with the action sent just
-before it, so a chunk starts with the goal already reached. Robot, task and camera size are those the checkpoint's
-training store recorded (or the store given with --dataset); --robot, --task and
+detector has held for a second; success is that detector at the last tick. Robot, task
+and camera size are those the checkpoint's training store recorded (or the store given with --dataset); --robot, --task and
 --sim-size override them. Episodes use seeds --seed, --seed+1, ... (default from 1000:
 `platform record` used 0, 1, ... for the training scenes). Rendering runs on the CPU with
 MUJOCO_GL=egl.

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             store = EpisodeStore.open(store_path, mode="a")
             _check_resume(store, rig.features, cfg.robot.name)
+            store.check_recordable()
         else:
             store_path.parent.mkdir(parents=True, exist_ok=True)
             store = EpisodeStore.create(store_path, rig.features, settings)

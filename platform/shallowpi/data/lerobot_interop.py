@@ -180,7 +180,10 @@ def export_lerobot(
                 for info in store.episodes:
                     start, stop = store.episode_range(info.index)
                     for block in range(start, stop, READ_BLOCK):
-                        rows = {k: store.read(k, block, min(block + READ_BLOCK, stop)) for k in keys}
+                        end = min(block + READ_BLOCK, stop)
+                        rows = {k: store.read(k, block, end) for k in keys}
+                        if store.action_offset and "action" in rows:
+                            rows["action"] = _following_actions(store, block, end, stop)
                         for i in range(len(rows[keys[0]])):
                             dataset.add_frame({**{k: rows[k][i] for k in keys}, "task": info.task})
                             done += 1
@@ -193,6 +196,15 @@ def export_lerobot(
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return out_dir
+
+
+def _following_actions(store: EpisodeStore, start: int, end: int, stop: int) -> np.ndarray:
+    """Rows start..end of a format-1 store's actions as lerobot pairs them: the action sent
+    after each observation, i.e. one row later (the episode's last action repeated)."""
+    offset = store.action_offset
+    actions = store.read("action", min(start + offset, stop - 1), min(end + offset, stop))
+    missing = (end - start) - len(actions)
+    return np.concatenate([actions, np.repeat(actions[-1:], missing, axis=0)]) if missing else actions
 
 
 # --- import ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`EpisodeStore`: recorded episodes in one zarr store, crash-safe by construction.
 
-Layout (format version 1, zarr format 2; the README's "Dataset format" is the spec):
+Layout (format version 2, zarr format 2; the README's "Dataset format" is the spec):
 
     <name>.zarr/
       .zattrs                   {"shallowpi": {"format", "version", "features", codecs...}}
@@ -53,7 +53,10 @@ from shallowpi.errors import StoreError
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "shallowpi.episodes"
-FORMAT_VERSION = 1
+# 2: row t holds the observation at tick t and the action sent after it (lerobot's order).
+# 1: row t held the action sent at tick t and the observation read after it; still read
+#    (training windows and exports shift its actions by one row), never appended to.
+FORMAT_VERSION = 2
 TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 LOCK_NAME = ".shallowpi.lock"
@@ -120,6 +123,7 @@ class EpisodeStore:
         self._lock_fd = lock_fd
         self._writer: EpisodeWriter | None = None
         header = self._read_header(group, path)
+        self.version = int(header.get("version", 1))
         self.features: dict[str, Feature] = features_from_json(header["features"])
         self.settings = StoreSettings(**header.get("settings", {}))
         register_image_codecs()
@@ -134,8 +138,12 @@ class EpisodeStore:
         path: str | os.PathLike[str],
         features: Mapping[str, Feature],
         settings: StoreSettings | None = None,
+        version: int = FORMAT_VERSION,
     ) -> EpisodeStore:
-        """A new, empty store at `path` (which must not exist) for these features."""
+        """A new, empty store at `path` (which must not exist) for these features.
+
+        `version` is for copies of an older store (compaction, merge), which keep its
+        row convention; new recordings are always FORMAT_VERSION."""
         path = Path(path)
         settings = settings or StoreSettings()
         if path.exists():
@@ -159,7 +167,7 @@ class EpisodeStore:
             {
                 "shallowpi": {
                     "format": FORMAT_NAME,
-                    "version": FORMAT_VERSION,
+                    "version": version,
                     "features": features_to_json(features),
                     "settings": dataclasses.asdict(settings),
                     "created": time.time(),
@@ -223,7 +231,25 @@ class EpisodeStore:
         if dict(features) != store.features:
             store.close()
             raise StoreError(f"{path} holds other features than this robot records; use another --dataset")
+        try:
+            store.check_recordable()
+        except StoreError:
+            store.close()
+            raise
         return store
+
+    @property
+    def action_offset(self) -> int:
+        """Rows from an observation to the first action that followed it: 0, or 1 in format 1."""
+        return 1 if self.version < 2 else 0
+
+    def check_recordable(self) -> None:
+        """New episodes may go into this store only if it pairs rows the way they are recorded now."""
+        if self.version < FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path.name} is format {self.version} (each action stored with the observation "
+                f"after it); recordings are format {FORMAT_VERSION} now; record into another --dataset"
+            )
 
     @staticmethod
     def _read_header(group: Any, path: Path) -> dict[str, Any]:
@@ -411,7 +437,7 @@ class EpisodeStore:
         staging = self.path.with_name(self.path.name + COMPACTING_SUFFIX)
         shutil.rmtree(staging, ignore_errors=True)
         settings = dataclasses.replace(self.settings)
-        with EpisodeStore.create(staging, self.features, settings) as compacted:
+        with EpisodeStore.create(staging, self.features, settings, version=self.version) as compacted:
             for i in keep:
                 compacted.append_episode_from(self, i)
         (staging / ".complete").touch()
@@ -436,6 +462,9 @@ class EpisodeStore:
         self._require_writable()
         if source.features != self.features:
             raise StoreError(f"{source.path.name} and {self.path.name} hold different features; they cannot be merged")
+        if source.version != self.version:
+            raise StoreError(f"{source.path.name} is format {source.version} and {self.path.name} format "
+                             f"{self.version}: they pair actions with observations differently; keep them apart")
         info = source.episode(index)
         start, stop = source.episode_range(index)
         writer = self.begin_episode(info.task, robot=info.robot, calibration_id=info.calibration_id,
@@ -459,7 +488,10 @@ class EpisodeStore:
             if other.features != first.features:
                 keys = sorted({k for k, _ in set(other.features.items()) ^ set(first.features.items())})
                 raise StoreError(f"{first.path.name} and {other.path.name} differ in features {', '.join(keys)}; they cannot be merged")
-        merged = cls.create(out, first.features, first.settings)
+            if other.version != first.version:
+                raise StoreError(f"{first.path.name} is format {first.version} and {other.path.name} format "
+                                 f"{other.version}: they pair actions with observations differently; keep them apart")
+        merged = cls.create(out, first.features, first.settings, version=first.version)
         for source in sources:
             for i in range(len(source)):
                 merged.append_episode_from(source, i)

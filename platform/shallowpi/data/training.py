@@ -50,7 +50,7 @@ class ChunkDataset(Dataset):
         if unknown:
             raise StoreError(f"{self.store_path.name} has no camera {', '.join(sorted(unknown))}; it has {', '.join(all_images)}")
         self.features = store.features
-        self.windows = ChunkWindows(store.episode_ends, chunk_len, episodes)
+        self.windows = ChunkWindows(store.episode_ends, chunk_len, episodes, action_offset=store.action_offset)
         self.tasks = [e.task for e in store.episodes]
         self._state = store.read(STATE_KEY, 0, store.num_frames).astype(np.float32)
         self._action = store.read(ACTION_KEY, 0, store.num_frames).astype(np.float32)

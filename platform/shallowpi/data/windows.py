@@ -1,5 +1,8 @@
 """Which rows make one training sample: the observation at t and the actions t..t+H-1.
 
+(In a format-1 store row t's action was sent *before* its observation: `action_offset=1`
+takes t+1..t+H, the actions that followed it.)
+
 Pure index arithmetic over `meta/episode_ends`, kept apart from storage and from torch
 so it can be tested exhaustively and reused by any loader.
 """
@@ -26,7 +29,13 @@ class Window:
 class ChunkWindows:
     """Every frame of the chosen episodes starts one window of `chunk_len` actions."""
 
-    def __init__(self, episode_ends: np.ndarray, chunk_len: int, episodes: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        episode_ends: np.ndarray,
+        chunk_len: int,
+        episodes: Sequence[int] | None = None,
+        action_offset: int = 0,
+    ) -> None:
         if chunk_len < 1:
             raise StoreError(f"chunk length must be >= 1, got {chunk_len}")
         ends = np.asarray(episode_ends, dtype=np.int64)
@@ -35,6 +44,7 @@ class ChunkWindows:
         if len(chosen) and (chosen.min() < 0 or chosen.max() >= len(ends)):
             raise StoreError(f"episode indices {chosen.tolist()} out of range 0..{len(ends) - 1}")
         self.chunk_len = chunk_len
+        self.action_offset = action_offset
         self.episodes = chosen
         self._starts = starts[chosen]
         self._stops = ends[chosen]
@@ -53,6 +63,6 @@ class ChunkWindows:
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
         frame = index - int(self._offsets[k])
         row = int(self._starts[k]) + frame
-        wanted = row + np.arange(self.chunk_len)
+        wanted = row + self.action_offset + np.arange(self.chunk_len)
         last = int(self._stops[k]) - 1
         return Window(int(self.episodes[k]), row, frame, np.minimum(wanted, last), wanted > last)

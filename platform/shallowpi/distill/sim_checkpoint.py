@@ -6,10 +6,9 @@ checkpoint names its store; each episode names its robot, task text and fps, the
 features give the image size). A flag overrides each; a store that is gone (a checkpoint
 copied to another machine) leaves the flags.
 
-How: `CheckpointPolicy` samples a chunk from the observation and drops its first action.
-A recorded row pairs the observation with the action sent just *before* it (the recorder
-acts, then observes), so a chunk predicted from the observation at t starts with the goal
-that produced it; the next goal to send is the chunk's second.
+How: `CheckpointPolicy` samples a chunk from the observation; its first action is the one
+to send now, as in training (a stored row pairs an observation with the action sent after
+it; format-1 stores are shifted to the same pairing when they are read for training).
 """
 
 from __future__ import annotations
@@ -134,19 +133,17 @@ def check_fits(features: Features, spec: TwinSpec, store_fps: float | None = Non
 
 
 class CheckpointPolicy:
-    """`Policy` as a ChunkPolicy: numpy chunk in robot units, first action dropped (see the
-    module docstring), fixed noise per episode seed so one evaluation repeats exactly."""
+    """`Policy` as a ChunkPolicy: numpy chunk in robot units, fixed noise per episode seed so
+    one evaluation repeats exactly."""
 
-    def __init__(self, policy: Policy, num_steps: int | None = None, skip: int = 1) -> None:
-        if not 0 <= skip < policy.cfg.chunk_len:
-            raise CheckpointError(f"cannot skip {skip} of a {policy.cfg.chunk_len}-action chunk")
-        self.policy, self.num_steps, self.skip = policy.eval(), num_steps, skip
+    def __init__(self, policy: Policy, num_steps: int | None = None) -> None:
+        self.policy, self.num_steps = policy.eval(), num_steps
         self._noise = torch.Generator().manual_seed(0)
 
     @property
     def chunk_len(self) -> int:
         """Actions per returned chunk."""
-        return self.policy.cfg.chunk_len - self.skip
+        return self.policy.cfg.chunk_len
 
     def reset(self, seed: int) -> None:
         self._noise = torch.Generator().manual_seed(seed)
@@ -158,4 +155,4 @@ class CheckpointPolicy:
         chunk = self.policy.sample_actions(
             dict(observation), noise=noise.to(self.policy.device), num_steps=self.num_steps
         )  # [C, A]
-        return chunk[self.skip :].float().cpu().numpy()
+        return chunk.float().cpu().numpy()

@@ -1,7 +1,9 @@
 """`RecordingSession`: the fixed-rate teleoperation loop and the episode flow around it.
 
-Each tick: commands from the dashboard -> `teleop.read()` -> `robot.act()` (clamped by the
-robot) -> `robot.observe()` -> the frame goes to the background writer -> status out.
+Each tick: commands from the dashboard -> `robot.observe()` -> `teleop.read()` ->
+`robot.act()` (clamped by the robot) -> the frame (that observation, the action sent after
+it) goes to the background writer -> status out. Observing first is lerobot's order: row t
+pairs what the robot saw with what it was told to do next, which is what a policy learns.
 Between episodes a reset period runs the same loop without recording, so the operator can
 put the scene back. Nothing in the loop waits on the disk or the screen: the writer and
 the dashboard have their own threads, and the status sink only keeps the latest status.
@@ -186,9 +188,9 @@ class RecordingSession:
                 continue
 
             try:
+                observation = self.robot.observe()
                 action = self.teleop.read()
                 sent = self.robot.act(action)
-                observation = self.robot.observe()
             except PlatformError as fault:
                 self._fault(fault, recording, episode, frames)
                 return self._finish(RecorderState.FAULT)
