@@ -462,9 +462,7 @@ class EpisodeStore:
         self._require_writable()
         if source.features != self.features:
             raise StoreError(f"{source.path.name} and {self.path.name} hold different features; they cannot be merged")
-        if source.version != self.version:
-            raise StoreError(f"{source.path.name} is format {source.version} and {self.path.name} format "
-                             f"{self.version}: they pair actions with observations differently; keep them apart")
+        _check_same_pairing(self, source)
         info = source.episode(index)
         start, stop = source.episode_range(index)
         writer = self.begin_episode(info.task, robot=info.robot, calibration_id=info.calibration_id,
@@ -488,9 +486,7 @@ class EpisodeStore:
             if other.features != first.features:
                 keys = sorted({k for k, _ in set(other.features.items()) ^ set(first.features.items())})
                 raise StoreError(f"{first.path.name} and {other.path.name} differ in features {', '.join(keys)}; they cannot be merged")
-            if other.version != first.version:
-                raise StoreError(f"{first.path.name} is format {first.version} and {other.path.name} format "
-                                 f"{other.version}: they pair actions with observations differently; keep them apart")
+            _check_same_pairing(first, other)
         merged = cls.create(out, first.features, first.settings, version=first.version)
         for source in sources:
             for i in range(len(source)):
@@ -701,6 +697,12 @@ class EpisodeWriter:
     def _require_open(self) -> None:
         if not self.is_open:
             raise StoreError("this episode was already committed or discarded")
+
+
+def _check_same_pairing(a: EpisodeStore, b: EpisodeStore) -> None:
+    if a.version != b.version:
+        raise StoreError(f"{a.path.name} is format {a.version} and {b.path.name} format {b.version}: "
+                         "they pair actions with observations differently; keep them apart")
 
 
 def _lock(path: Path) -> int:

@@ -70,25 +70,16 @@ def sim_target(
 ) -> SimTarget:
     """Robot, task and render size: each from its flag if given, else from the store."""
     facts = StoreFacts.read(store) if store is not None and store.exists() else None
-    where = f"store {store}" if facts is not None else ""
     sources = {}
-    if robot:
-        sources["robot"] = "--robot"
-    elif facts is not None and len(facts.robots) == 1:
-        robot, sources["robot"] = next(iter(facts.robots)), where
-    else:
-        found = f"{store} records robots {sorted(facts.robots) or 'none'}" if facts else _no_store(store)
-        raise SimError(f"cannot tell which robot to simulate ({found}); pass --robot NAME")
+    robot, sources["robot"] = _given_or_recorded(
+        robot, "--robot", facts and facts.robots, store, "robots",
+        "cannot tell which robot to simulate ({found}); pass --robot NAME",
+    )
     tasks = make_tasks(robot)  # a robot without tasks raises, naming those with a twin
-    if task:
-        sources["task"] = "--task"
-    elif facts is not None and len(facts.tasks) == 1:
-        task, sources["task"] = next(iter(facts.tasks)), where
-    else:
-        found = f"{store} records tasks {sorted(facts.tasks) or 'none'}" if facts else _no_store(store)
-        raise SimError(
-            f"cannot tell which task to run ({found}); pass --task NAME, one of: {', '.join(tasks)}"
-        )
+    task, sources["task"] = _given_or_recorded(
+        task, "--task", facts and facts.tasks, store, "tasks",
+        "cannot tell which task to run ({found}); pass --task NAME, one of: " + ", ".join(tasks),
+    )
     by_text = {t.instruction: name for name, t in tasks.items()}
     name = task if task in tasks else by_text.get(task)
     if name is None:
@@ -99,9 +90,22 @@ def sim_target(
     if size is not None:
         sources["size"] = "--sim-size"
     elif facts is not None and facts.size is not None:
-        size, sources["size"] = facts.size, where
+        size, sources["size"] = facts.size, f"store {store}"
     fps = next(iter(facts.fps)) if facts is not None and len(facts.fps) == 1 else None
     return SimTarget(robot, tasks[name], size, fps, sources)
+
+
+def _given_or_recorded(
+    given: str | None, flag: str, recorded: set[str] | None, store: Path | None, what: str, error: str
+) -> tuple[str, str]:
+    """The flag's value, else the store's one recorded value; (value, where it came from).
+    `recorded` is None when there is no store to read; `error` gets the reason as {found}."""
+    if given:
+        return given, flag
+    if recorded is not None and len(recorded) == 1:
+        return next(iter(recorded)), f"store {store}"
+    found = f"{store} records {what} {sorted(recorded) or 'none'}" if recorded is not None else _no_store(store)
+    raise SimError(error.format(found=found))
 
 
 def _no_store(store: Path | None) -> str:

@@ -21,6 +21,7 @@ the same index set in both towers (see `keep_layers`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -245,6 +246,16 @@ def time_embedding(t: Tensor, dim: int, min_period: float, max_period: float) ->
     return torch.cat([angle.sin(), angle.cos()], dim=1).to(t.dtype)
 
 
+def euler_integrate(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor, steps: int) -> Tensor:
+    """Integrate dx/dt = velocity(x, t) from x = noise at t=1 to t=0 in `steps` Euler steps."""
+    B, dt = noise.shape[0], -1.0 / steps
+    x = noise
+    for step in range(steps):
+        t = torch.full((B,), 1.0 + step * dt, dtype=torch.float32, device=noise.device)
+        x = x + dt * velocity(x, t)
+    return x
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -446,12 +457,7 @@ class Pi0Model(nn.Module):
         if noise is None:
             noise = torch.randn(B, self.cfg.chunk_len, self.cfg.action_dim, device=state.device)
         cache = self.prefix_cache(prefix)
-        dt = -1.0 / steps
-        x = noise.float()
-        for step in range(steps):
-            t = torch.full((B,), 1.0 + step * dt, dtype=torch.float32, device=state.device)
-            x = x + dt * self.denoise_step(cache, state, x, t)
-        return x
+        return euler_integrate(lambda x, t: self.denoise_step(cache, state, x, t), noise.float(), steps)
 
     # -- precision
 

@@ -31,6 +31,7 @@ from shallowpi.policy.model import (
     Pi0Model,
     apply_rope,
     attend,
+    euler_integrate,
     gelu_tanh,
 )
 
@@ -136,7 +137,8 @@ class ChunkSampler:
 
     def _chunk(self, images, image_masks, tokens, token_masks, state, noise, *, steps: int) -> Tensor:
         prefix = self.model.embed_prefix(images, image_masks, tokens, token_masks)
-        return self._integrate(self.model.prefix_cache(prefix), state, noise, steps)
+        cache = self.model.prefix_cache(prefix)
+        return euler_integrate(lambda x, t: self._velocity(cache, state, x, t), noise, steps)
 
     def _velocity(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         model = self.model
@@ -146,15 +148,6 @@ class ChunkSampler:
             x = layer(x, cache, i)
         x = model.expert.norm(x[:, -self.cfg.chunk_len :])
         return model.action_out_proj(x.to(model.action_out_proj.weight.dtype)).float()
-
-    def _integrate(self, cache: KVCache, state: Tensor, noise: Tensor, steps: int) -> Tensor:
-        """Euler from t=1 (noise) to t=0, as Pi0Model.sample_actions."""
-        B, dt = state.shape[0], -1.0 / steps
-        x = noise
-        for step in range(steps):
-            t = torch.full((B,), 1.0 + step * dt, dtype=torch.float32, device=state.device)
-            x = x + dt * self._velocity(cache, state, x, t)
-        return x
 
     def _capture(self, example: tuple[Tensor, ...], steps: int) -> _Graph:
         static = tuple(x.detach().clone() for x in example)  # fixed addresses, replayed over
