@@ -45,10 +45,13 @@ only. Pure numpy: the robot's core install (Python 3.10, no torch) imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +97,15 @@ class ActionSelectionConfig:
             raise ConfigError(f"the delay window must hold at least 1 measurement, got {self.delay_window}")
         if self.initial_delay < 0:
             raise ConfigError(f"the initial inference delay must be >= 0 ticks, got {self.initial_delay}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> ActionSelectionConfig:
+        """From configs/config.yaml's `action_selection` (a DictConfig or a dict)."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown action_selection keys {unknown}; known: {', '.join(known)}")
+        return cls(**{key: section[key] for key in section})
 
     def every(self, chunk_len: int) -> int:
         """K for chunks of `chunk_len` actions: the set value, else the strategy's default."""
