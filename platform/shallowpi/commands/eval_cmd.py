@@ -23,9 +23,9 @@ detector has held for a second; success is that detector at the last tick. --str
 picks how each tick's action comes from the chunks, exactly as the executor does
 (`action_selection` in configs/config.yaml: replan, ensemble, rtc); --delay-ticks makes
 each chunk arrive that many control periods after its observation, as a slow inference
-would on the robot. Robot, task
-and camera size are those the checkpoint's training store recorded (or the store given with --dataset); --robot, --task and
---sim-size override them. Episodes use seeds --seed, --seed+1, ... (default from 1000:
+would on the robot. Robot, task and camera size are those the checkpoint's training
+store recorded (or the store given with --dataset); --robot, --task and --sim-size
+override them. Episodes use seeds --seed, --seed+1, ... (default from 1000:
 `platform record` used 0, 1, ... for the training scenes). Rendering runs on the CPU with
 MUJOCO_GL=egl.
 """
