@@ -6,8 +6,8 @@ layer (what Shallow-π distils) and at every layer, a KL term on them added to t
 and one chunk through `sample_actions` (the reference sampling path).
 
 `--baseline DIR` also loads DIR/platform/shallowpi/policy/model.py (another checkout, e.g.
-`git worktree add --detach /tmp/base main`), gives it the same weights and times its `velocity` and
-`sample_actions` in the same process: before/after on the same inputs. The cases run
+`git worktree add --detach /tmp/base main`), gives it the same weights and times its
+`velocity` and `sample_actions` in the same process: before/after on the same inputs. The cases run
 round-robin, one repetition each in turn, and each keeps its best: on a shared machine
 the load then falls on every case alike.
 

@@ -211,7 +211,8 @@ class SimEvalReport:
         lines = [
             f"{self.robot} / {self.task} ('{self.instruction}'), {sel.strategy.value}: a chunk every "
             f"{every}{delay}, cameras {', '.join(self.cameras)} at {w}x{h}",
-            f"{'seed':>6} {'result':8} {'steps':>6} {'sim s':>6} {'wall s':>7} {'replans':>7} {'holds':>5} {'infer p50 ms':>12}",
+            f"{'seed':>6} {'result':8} {'steps':>6} {'sim s':>6} {'wall s':>7} {'replans':>7} "
+            f"{'holds':>5} {'infer p50 ms':>12}",
         ]
         for e in self.episodes:
             result = "success" if e.success else "FAIL"

@@ -88,7 +88,9 @@ class ActionSelectionConfig:
             self.strategy = Strategy(self.strategy)
         except ValueError:
             choices = ", ".join(s.value for s in Strategy)
-            raise ConfigError(f"unknown action selection strategy '{self.strategy}'; choose one of: {choices}") from None
+            raise ConfigError(
+                f"unknown action selection strategy '{self.strategy}'; choose one of: {choices}"
+            ) from None
         if self.replan_every is not None and self.replan_every < 1:
             raise ConfigError(f"replan every must be at least 1 action, got {self.replan_every}")
         if not math.isfinite(self.ensemble_coeff):
@@ -242,7 +244,8 @@ class ActionSelector:
         if actions.ndim != 2 or len(actions) == 0:
             raise ValueError(f"a chunk must be [H, A] with H >= 1, got shape {actions.shape}")
         if self._chunks and actions.shape != self._chunks[-1].actions.shape:
-            raise ValueError(f"chunk of shape {actions.shape} after chunks of {self._chunks[-1].actions.shape}")
+            before = self._chunks[-1].actions.shape
+            raise ValueError(f"chunk of shape {actions.shape} after chunks of {before}")
         if self._deliveries > 0:
             self._delays.append(self.tick - request.tick)
         self._deliveries += 1
