@@ -206,7 +206,8 @@ class SimEvalReport:
     def table(self) -> str:
         w, h = self.render_size
         sel = self.selection
-        every = "half the chunk" if sel.replan_every is None else f"{sel.replan_every} actions"
+        k = sel.replan_every
+        every = "half the chunk" if k is None else f"{k} action{'s' if k != 1 else ''}"
         delay = f", {self.delay_ticks} ticks' inference delay" if self.delay_ticks else ""
         lines = [
             f"{self.robot} / {self.task} ('{self.instruction}'), {sel.strategy.value}: a chunk every "
