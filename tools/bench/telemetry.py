@@ -65,7 +65,7 @@ print(json.dumps({"count": count, "seconds": time.time() - start, "ages": ages})
 MONITOR = """
 import asyncio, sys
 from shallowpi.telemetry.transport import TelemetrySubscriber
-from shallowpi.tui.dashboard import RecorderDashboard
+from shallowpi.tui.recorder_dashboard import RecorderDashboard
 sub = TelemetrySubscriber(sys.argv[1], control=True)
 app = RecorderDashboard(sub, sub.send, monitor=True, exit_when_source_ends=True)
 async def show():
@@ -153,7 +153,7 @@ def run_scenario(name: str, hz: float, seconds: float, readers: int = 0, stuck: 
         loop = threading.Thread(target=control_loop, args=(publisher, hz, seconds, result))
         loop.start()
         if dashboard == "embedded":
-            from shallowpi.tui.dashboard import RecorderDashboard
+            from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
             app = RecorderDashboard(publisher.local_feed(), publisher.submit, exit_when_source_ends=True)
 

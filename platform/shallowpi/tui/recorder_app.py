@@ -70,7 +70,7 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher,
 
 
 def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, headless: bool) -> ResultT:
-    from shallowpi.tui.dashboard import RecorderDashboard
+    from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
     outcome: dict[str, Any] = {}
 
