@@ -1,5 +1,6 @@
-"""Telemetry transport over real sockets: latest-wins delivery, slow and crashed
-subscribers, the command path and read-only refusal."""
+"""Telemetry transport over real ZeroMQ sockets: latest-wins delivery, slow and crashed
+subscribers, the command path and read-only refusal, default addresses per user and
+robot, the status envelope."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -25,6 +27,7 @@ from shallowpi.telemetry.status import (
     RecorderStatus,
     Thumbnail,
 )
+from shallowpi.telemetry import envelope
 from shallowpi.telemetry.transport import (
     SEND_HWM,
     Address,
@@ -32,6 +35,8 @@ from shallowpi.telemetry.transport import (
     TelemetryError,
     TelemetryPublisher,
     TelemetrySubscriber,
+    default_address,
+    resolve_address,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -317,12 +322,14 @@ def test_socket_file_lifecycle(address):
     os.unlink(address)
     stale.bind(address)  # a real socket file nobody listens on
     stale.close()
-    with TelemetryPublisher(address):
-        assert Path(address).is_socket()
-        assert oct(os.stat(address).st_mode & 0o777) == "0o600"
-        with pytest.raises(TelemetryError, match="already publishing"):
+    with TelemetryPublisher(address) as publisher:
+        assert publisher.status_address == f"{address}.status"
+        for path in (address, f"{address}.status"):
+            assert Path(path).is_socket()
+            assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+        with pytest.raises(TelemetryError, match=r"already publishing.*pass telemetry.address=PATH"):
             TelemetryPublisher(address)
-    assert not os.path.exists(address)
+    assert not os.path.exists(address) and not os.path.exists(f"{address}.status")
 
 
 def test_local_mailbox_is_latest_wins_and_ends_on_close():
@@ -404,3 +411,62 @@ def test_a_status_updated_in_place_after_publish_is_delivered_as_published(addre
             received = next(iter(subscriber))
     assert received.episode == 1 and received.leader == [0.1, 0.2]
     assert set(received.cameras) == {"head"}
+
+
+def test_default_address_is_per_user_and_robot(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert default_address("arm") == str(tmp_path / "shallowpi" / "arm.sock")
+    assert default_address("humanoid") != default_address("arm")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert default_address("arm") == f"{tempfile.gettempdir()}/shallowpi-{os.getuid()}/arm.sock"
+    assert resolve_address(None, "arm") == default_address("arm")
+    assert resolve_address(f"{tmp_path}/x.sock", "arm") == f"{tmp_path}/x.sock"
+
+
+def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refused(tmp_path, monkeypatch):
+    from shallowpi import config
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    telemetry = config.compose([]).telemetry
+    assert telemetry.address is None  # the default: per user and robot
+    with TelemetryPublisher.from_config(telemetry, robot="arm") as arm, \
+            TelemetryPublisher.from_config(telemetry, robot="humanoid") as humanoid:
+        folder = tmp_path / "shallowpi"
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+        assert {str(arm.address), str(humanoid.address)} == {str(folder / "arm.sock"), str(folder / "humanoid.sock")}
+        arm.publish(status(1))
+        humanoid.publish(status(2))
+        with TelemetrySubscriber(default_address("arm")) as a, TelemetrySubscriber(default_address("humanoid")) as h:
+            assert (next(iter(a)).episode, next(iter(h)).episode) == (1, 2)
+        with pytest.raises(TelemetryError) as info:
+            TelemetryPublisher.from_config(telemetry, robot="arm")
+        assert str(info.value) == (f"a recorder is already publishing at {folder / 'arm.sock'}; stop it, "
+                                   "or pass telemetry.address=PATH (another socket path) to publish beside it")
+        with TelemetrySubscriber(default_address("arm")) as still:  # the refused one took nothing
+            assert next(iter(still)).episode == 1
+    assert list(folder.iterdir()) == []
+
+
+def test_fallback_folder_of_another_user_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shared = tmp_path / f"shallowpi-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # as if someone else made it world-writable for us
+    with pytest.raises(TelemetryError, match=r"is not private to this user.*telemetry.address=PATH"):
+        TelemetryPublisher(default_address("arm"))
+
+
+def test_status_envelope_names_its_kind_and_refuses_others():
+    frame = envelope.encode(status(4), seq=9)
+    assert json.loads(frame)["kind"] == "recorder" and json.loads(frame)["seq"] == 9
+    seq, decoded = envelope.decode(frame, RecorderStatus)
+    assert (seq, decoded) == (9, status(4))
+    assert envelope.STATUS_TYPES["recorder"] is RecorderStatus
+    other = json.dumps({"kind": "executor", "seq": 1, "status": {}}).encode()
+    with pytest.raises(envelope.EnvelopeError, match="expected 'recorder' statuses, received 'executor'"):
+        envelope.decode(other, RecorderStatus)
+    with pytest.raises(envelope.EnvelopeError, match="unknown telemetry status kind 'executor'"):
+        envelope.status_type("executor")
+    with pytest.raises(envelope.EnvelopeError, match="unknown telemetry status kind"):
+        TelemetryPublisher("/nonexistent/never-bound.sock", kind="executor")
