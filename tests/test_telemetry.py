@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import subprocess_env
+from shallowpi.telemetry import envelope
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -27,7 +28,6 @@ from shallowpi.telemetry.status import (
     RecorderStatus,
     Thumbnail,
 )
-from shallowpi.telemetry import envelope
 from shallowpi.telemetry.transport import (
     SEND_HWM,
     Address,

@@ -3,7 +3,7 @@
 The session's status goes out through a TelemetryPublisher (which is also what
 `platform monitor` attaches to), and its commands come back from it:
 
-    publisher = TelemetryPublisher.from_config(cfg.telemetry)
+    publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
     session = RecordingSession(..., publish=publisher.publish, commands=publisher.commands)
     result = run_recorder_dashboard(session, publisher)      # closes the publisher
 
