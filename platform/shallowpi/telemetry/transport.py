@@ -17,11 +17,8 @@ Two sockets, both bound by the publisher:
     status    XPUB (a PUB that also sees who subscribes) at `<address>.status` for a Unix
               socket, or any free loopback port for TCP.
 
-Addresses (loopback only; the robot's computer is reached over SSH, not the network):
-
-    /run/user/1000/shallowpi/arm.sock     a Unix socket path (unix:// prefix optional); the
-                                          default, per user and per robot: default_address()
-    tcp://127.0.0.1:7421                  a loopback TCP port (0: any free port)
+Addresses (address.py): a Unix socket path, by default one per user and robot, or a
+loopback TCP port.
 
 Messages are single JSON frames (CONFLATE keeps single-part messages only):
 
@@ -46,147 +43,41 @@ import contextlib
 import json
 import logging
 import os
-import re
-import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from shallowpi.errors import PlatformError
 from shallowpi.telemetry import envelope
+from shallowpi.telemetry.address import (
+    Address,
+    TelemetryError,
+    default_address,
+    ensure_private_dir,
+    listening,
+    loopback_ipv6,
+    resolve_address,
+)
 from shallowpi.telemetry.envelope import EnvelopeError, Status
+from shallowpi.telemetry.mailbox import DEFAULT_MAX_HZ, StatusMailbox
 from shallowpi.telemetry.status import Command
+
+__all__ = ["SEND_HWM", "Address", "StatusMailbox", "TelemetryError", "TelemetryPublisher",
+           "TelemetrySubscriber", "default_address", "resolve_address"]
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = 2
-DEFAULT_MAX_HZ = 20.0
 # Statuses the publisher may hold for one subscriber that does not keep up; then it skips.
 SEND_HWM = 2
 _MAX_CONTROL_MESSAGE = 64 << 10  # a bigger hello or command is garbage: ZeroMQ drops the peer
 _MAX_STATUS_MESSAGE = 64 << 20  # a subscriber's guard against a runaway publisher
 _MAX_PENDING_COMMANDS = 256  # commands nobody drains are dropped oldest-first, with a warning
 _CLOSE_LINGER_MS = 200  # on close, time for the last status / a last command to leave
-
-StatusT = TypeVar("StatusT", bound=Status)
-
-
-class TelemetryError(PlatformError):
-    """No publisher at the address, a bad address, or a command from a read-only monitor."""
-
-
-def runtime_dir() -> Path:
-    """This user's folder for telemetry sockets: $XDG_RUNTIME_DIR/shallowpi (per user,
-    tmpfs, mode 0700), else /tmp/shallowpi-<uid>."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and os.path.isdir(xdg):
-        return Path(xdg) / "shallowpi"
-    return Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
-
-
-def default_address(robot: str) -> str:
-    """The socket a recorder of `robot` publishes on by default: one per user and robot,
-    so two robots recorded from one computer (or two users) never collide."""
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", robot or "robot")
-    return str(runtime_dir() / f"{name}.sock")
-
-
-def resolve_address(configured: str | None, robot: str) -> str:
-    """`telemetry.address` if set, else the default for `robot`."""
-    return str(configured).strip() if configured and str(configured).strip() else default_address(robot)
-
-
-@dataclass(frozen=True)
-class Address:
-    """A parsed telemetry address: a Unix socket path or a loopback TCP host and port."""
-
-    path: str | None = None
-    host: str | None = None
-    port: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> Address:
-        text = (text or "").strip()
-        if not text:
-            raise TelemetryError("empty telemetry address; pass telemetry.address=PATH or tcp://127.0.0.1:PORT")
-        if text.startswith("tcp://"):
-            host, sep, port = text[len("tcp://"):].rpartition(":")
-            host = host.strip("[]")
-            if not sep or not port.isdigit():
-                raise TelemetryError(f"telemetry address '{text}' needs a port, e.g. tcp://127.0.0.1:7421")
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                raise TelemetryError(
-                    f"telemetry address '{text}' is not loopback; use tcp://127.0.0.1:PORT "
-                    "(reach the robot over SSH) or a Unix socket path"
-                )
-            return cls(host="127.0.0.1" if host == "localhost" else host, port=int(port))
-        if text.startswith("unix://"):
-            text = text[len("unix://"):]
-        if "://" in text:
-            raise TelemetryError(f"telemetry address '{text}' is neither a socket path nor tcp://127.0.0.1:PORT")
-        return cls(path=str(Path(text).expanduser()))
-
-    @property
-    def family(self) -> int:
-        if self.path is not None:
-            return socket.AF_UNIX
-        return socket.AF_INET6 if ":" in (self.host or "") else socket.AF_INET
-
-    @property
-    def sockaddr(self) -> str | tuple[str, int]:
-        return self.path if self.path is not None else (self.host or "127.0.0.1", self.port)
-
-    @property
-    def endpoint(self) -> str:
-        """The ZeroMQ endpoint: ipc://PATH or tcp://HOST:PORT."""
-        if self.path is not None:
-            return f"ipc://{self.path}"
-        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
-        return f"tcp://{host}:{self.port}"
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return self.path
-        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def _listening(address: Address, timeout_s: float = 0.5) -> bool:
-    """Whether a process accepts connections at `address` (a plain socket connect)."""
-    if address.path is not None and not os.path.exists(address.path):
-        return False
-    probe = socket.socket(address.family, socket.SOCK_STREAM)
-    probe.settimeout(timeout_s)
-    try:
-        probe.connect(address.sockaddr)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
-def _ensure_private_dir(folder: Path) -> None:
-    """Create the socket folder (0700); refuse the shared /tmp fallback if another user owns it."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder == runtime_dir():
-        info = folder.stat()
-        if info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise TelemetryError(
-                f"{folder} is not private to this user (owner uid {info.st_uid}, mode "
-                f"{oct(info.st_mode & 0o777)}); remove it, or pass telemetry.address=PATH"
-            )
-
-
-def _loopback_ipv6(address: Address) -> bool:
-    return address.path is None and ":" in (address.host or "")
 
 
 class TelemetryPublisher:
@@ -326,19 +217,19 @@ class TelemetryPublisher:
             for taken in (address, status):
                 # libzmq unlinks an existing socket file when it binds: ask first, so a
                 # second recorder never steals a running one's socket.
-                if _listening(taken):
+                if listening(taken):
                     raise TelemetryError(
                         f"a recorder is already publishing at {taken.path}; stop it, or pass "
                         "telemetry.address=PATH (another socket path) to publish beside it"
                     )
-            _ensure_private_dir(Path(address.path).parent)
+            ensure_private_dir(Path(address.path).parent)
         else:
             status = Address(host=address.host, port=0)
         self._router = self._context.socket(zmq.ROUTER)
         self._xpub = self._context.socket(zmq.XPUB)
         for sock in (self._router, self._xpub):
             sock.linger = _CLOSE_LINGER_MS
-            if _loopback_ipv6(address):
+            if loopback_ipv6(address):
                 sock.ipv6 = True
         self._router.maxmsgsize = _MAX_CONTROL_MESSAGE
         self._router.sndhwm = 16  # replies to a peer that does not read are dropped, never block
@@ -487,54 +378,6 @@ class TelemetryPublisher:
         self.statuses_sent += 1
 
 
-class StatusMailbox(Generic[StatusT]):
-    """A one-slot, latest-wins status handoff to a reader in the same process.
-
-    `publish()` never blocks on the reader; iterating blocks until a status newer than the
-    last one read arrives (at most `max_hz` a second) and ends after `close()`.
-    """
-
-    def __init__(self, max_hz: float = DEFAULT_MAX_HZ) -> None:
-        self.min_interval_s = 1.0 / max_hz if max_hz > 0 else 0.0
-        self._cond = threading.Condition()
-        self._status: StatusT | None = None
-        self._fresh = False
-        self._closed = False
-        self._last_read = 0.0
-
-    def publish(self, status: StatusT) -> None:
-        # The lock is only ever held for a few assignments, never across I/O.
-        with self._cond:
-            self._status, self._fresh = status, True
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __iter__(self) -> Iterator[StatusT]:
-        return self
-
-    def __next__(self) -> StatusT:
-        wait = self._last_read + self.min_interval_s - time.monotonic()
-        if wait > 0:
-            with self._cond:
-                self._cond.wait_for(lambda: self._closed, timeout=wait)
-        with self._cond:
-            self._cond.wait_for(lambda: self._fresh or self._closed)
-            if self._closed:
-                raise StopIteration
-            self._fresh = False
-            self._last_read = time.monotonic()
-            assert self._status is not None  # _fresh is only set together with a status
-            return self._status
-
-
 class TelemetrySubscriber:
     """Connect to a publisher; iterate its statuses; send commands if granted control.
 
@@ -564,7 +407,7 @@ class TelemetrySubscriber:
         self._state_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._read_lock = threading.RLock()
-        if not _listening(self.address):
+        if not listening(self.address):
             raise TelemetryError(f"no recorder is publishing at {self.address}; start `platform record` first")
         self._context = zmq.Context()
         try:
@@ -574,7 +417,7 @@ class TelemetrySubscriber:
             raise
 
     def _connect(self, timeout_s: float) -> None:
-        ipv6 = _loopback_ipv6(self.address)
+        ipv6 = loopback_ipv6(self.address)
         dealer = self._dealer = self._context.socket(zmq.DEALER)
         dealer.linger = _CLOSE_LINGER_MS * 5  # a command sent just before close() still leaves
         dealer.maxmsgsize = _MAX_CONTROL_MESSAGE
