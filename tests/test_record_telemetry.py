@@ -46,6 +46,13 @@ def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_befor
         monitor.terminate()
         monitor.communicate(timeout=30)
         assert re.search(r"(recording|resetting) +episode [12]/3 ", line), line
+        # Watching a robot nobody records: one line, naming the robot that is recording.
+        nobody = subprocess.run(platform_cmd("monitor", "--robot", "humanoid", "--lines"), env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert nobody.returncode == 2
+        assert nobody.stderr.strip() == (
+            f"error: no recorder is publishing at {run / 'shallowpi' / 'humanoid.sock'}; start "
+            "`platform record` first (recording now: arm; attach with `platform monitor --robot arm`)")
 
         # A second recorder of the same robot: one line naming the override, and nothing
         # created, so retrying says the same (not "already exists").

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import subprocess_env
 from shallowpi.telemetry import envelope
+from shallowpi.telemetry.address import live_robots
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -434,6 +435,7 @@ def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refus
         folder = tmp_path / "shallowpi"
         assert oct(folder.stat().st_mode & 0o777) == "0o700"
         assert {str(arm.address), str(humanoid.address)} == {str(folder / "arm.sock"), str(folder / "humanoid.sock")}
+        assert live_robots() == ["arm", "humanoid"]
         arm.publish(status(1))
         humanoid.publish(status(2))
         with TelemetrySubscriber(default_address("arm")) as a, TelemetrySubscriber(default_address("humanoid")) as h:

@@ -83,10 +83,22 @@ def connect(args: argparse.Namespace, control: bool) -> TelemetrySubscriber:
     while True:
         try:
             return TelemetrySubscriber(address, control=control)
-        except TelemetryError:
+        except TelemetryError as exc:
             if time.monotonic() >= deadline:
-                raise
+                if getattr(args, "address", None) or "no recorder is publishing" not in str(exc):
+                    raise
+                raise TelemetryError(f"{exc}{_other_recorders()}") from None
             time.sleep(0.1)
+
+
+def _other_recorders() -> str:
+    """A hint naming the robots whose recorders publish on their default sockets now."""
+    from shallowpi.telemetry.address import live_robots
+
+    robots = live_robots()
+    if not robots:
+        return ""
+    return f" (recording now: {', '.join(robots)}; attach with `platform monitor --robot {robots[0]}`)"
 
 
 def _dashboard_for(kind: str) -> type[App]:

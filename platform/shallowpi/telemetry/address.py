@@ -40,6 +40,15 @@ def default_address(robot: str) -> str:
     return str(runtime_dir() / f"{name}.sock")
 
 
+def live_robots() -> list[str]:
+    """Robots whose recorder publishes on its default socket now (for error messages)."""
+    folder = runtime_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(path.stem for path in folder.glob("*.sock")
+                  if listening(Address(path=str(path)), timeout_s=0.1))
+
+
 def resolve_address(configured: str | None, robot: str) -> str:
     """`telemetry.address` if set, else the default for `robot`."""
     return str(configured).strip() if configured and str(configured).strip() else default_address(robot)
