@@ -119,8 +119,9 @@ class TelemetryPublisher:
             raise
         self._thread = threading.Thread(target=self._serve, name="telemetry-sender", daemon=True)
         self._thread.start()
-        log.info("telemetry: publishing %s statuses at %s (remote control %s)", kind, self.address,
-                 "allowed" if allow_control else "off")
+        # Debug, not info: a command that fails after this must still print one line only.
+        log.debug("telemetry: publishing %s statuses at %s (remote control %s)", kind, self.address,
+                  "allowed" if allow_control else "off")
 
     @classmethod
     def from_config(cls, telemetry: Mapping[str, Any], robot: str, kind: str = "recorder") -> TelemetryPublisher:
