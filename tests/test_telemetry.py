@@ -472,3 +472,49 @@ def test_status_envelope_names_its_kind_and_refuses_others():
         envelope.status_type("executor")
     with pytest.raises(envelope.EnvelopeError, match="unknown telemetry status kind"):
         TelemetryPublisher("/nonexistent/never-bound.sock", kind="executor")
+
+
+def test_a_killed_publisher_ends_the_subscription(address):
+    """No goodbye from a SIGKILLed recorder: ZeroMQ's disconnect event ends the iteration."""
+    script = textwrap.dedent(f"""
+        import time
+        from shallowpi.telemetry.status import RecorderStatus
+        from shallowpi.telemetry.transport import TelemetryPublisher
+        publisher = TelemetryPublisher({address!r})
+        print("ready", flush=True)
+        episode = 0
+        while True:
+            episode += 1
+            publisher.publish(RecorderStatus(episode=episode))
+            time.sleep(0.01)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], env=subprocess_env(),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        subscriber = TelemetrySubscriber(address)
+        assert next(iter(subscriber)).episode > 0
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        reader = Reader(subscriber)
+        reader.start()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "the subscription must end when the publisher dies"
+        with pytest.raises(TelemetryError, match="no recorder is publishing"):
+            TelemetrySubscriber(address)  # the dead recorder's socket file answers nobody
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+def test_a_subscriber_refuses_a_status_kind_it_does_not_know(address, monkeypatch):
+    """A newer publisher (another kind) gives one line, not a hang or a traceback."""
+    monkeypatch.setitem(envelope.STATUS_TYPES, "executor", RecorderStatus)
+    with TelemetryPublisher(address, kind="executor"):
+        monkeypatch.delitem(envelope.STATUS_TYPES, "executor")
+        with pytest.raises(TelemetryError) as info:
+            TelemetrySubscriber(address)
+    assert str(info.value) == (f"{address}: unknown telemetry status kind 'executor' (this version "
+                               "knows: recorder); update shallowpi on this side")
