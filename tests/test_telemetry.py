@@ -232,7 +232,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_publish(address):
             publisher.publish(RecorderStatus(**{**big.__dict__, "episode": -1}))
             out, _ = stalled.communicate(timeout=30)
             stale = [line for line in out.splitlines() if line.split()[1] != "-1"]
-            assert 1 <= len(stale) <= SEND_HWM + 12, len(stale)
+            assert 1 <= len(stale) <= SEND_HWM + 8, len(stale)  # measured: 2 of 100
             assert len(stale) < sent_while_stalled / 4
         finally:
             if stalled.poll() is None:

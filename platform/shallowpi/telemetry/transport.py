@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOL = 2
 # Statuses the publisher may hold for one subscriber that does not keep up; then it skips.
-SEND_HWM = 2
+SEND_HWM = 1
 _MAX_CONTROL_MESSAGE = 64 << 10  # a bigger hello or command is garbage: ZeroMQ drops the peer
 _MAX_STATUS_MESSAGE = 64 << 20  # a subscriber's guard against a runaway publisher
 _MAX_PENDING_COMMANDS = 256  # commands nobody drains are dropped oldest-first, with a warning
