@@ -64,6 +64,7 @@ class Address:
 
     @classmethod
     def parse(cls, text: str) -> Address:
+        """A path (unix:// optional) or tcp://LOOPBACK:PORT; TelemetryError for anything else."""
         text = (text or "").strip()
         if not text:
             raise TelemetryError("empty telemetry address; pass telemetry.address=PATH or tcp://127.0.0.1:PORT")
@@ -97,10 +98,7 @@ class Address:
     @property
     def endpoint(self) -> str:
         """The ZeroMQ endpoint: ipc://PATH or tcp://HOST:PORT."""
-        if self.path is not None:
-            return f"ipc://{self.path}"
-        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
-        return f"tcp://{host}:{self.port}"
+        return f"ipc://{self.path}" if self.path is not None else str(self)
 
     def __str__(self) -> str:
         if self.path is not None:
