@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from policy_fakes import FakeChunks
-from shallowpi.distill.evaluate import evaluate
-from shallowpi.distill.finetune import finetune
-from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint, lr_at
 from shallowpi.policy import Features, Policy, load_preset
+from shallowpi.train.finetune import finetune
+from shallowpi.train.offline_eval import evaluate
+from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint, lr_at
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

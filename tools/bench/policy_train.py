@@ -31,8 +31,8 @@ from torch.utils.data import Dataset
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from shallowpi.distill.trainer import TrainConfig, Trainer  # noqa: E402
 from shallowpi.policy import Features, Policy, load_preset  # noqa: E402
+from shallowpi.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 class Synthetic(Dataset):

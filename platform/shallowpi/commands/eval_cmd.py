@@ -79,8 +79,8 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     import json
 
     from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
-    from shallowpi.distill.evaluate import evaluate
     from shallowpi.policy.policy import Features, Policy
+    from shallowpi.train.offline_eval import evaluate
 
     # Evaluated through the fast sampler: the path the robot's executor runs.
     policy = Policy.load(args.policy, device=args.device).prepare_inference()
@@ -104,9 +104,9 @@ def run_sim(args: argparse.Namespace) -> int:
     import json
 
     from shallowpi import config
-    from shallowpi.distill.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
-    from shallowpi.distill.sim_eval import SimEvalConfig, View, evaluate_in_sim
     from shallowpi.errors import ConfigError
+    from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
+    from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
     from shallowpi.policy.policy import Policy
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.twin import TwinSpec

@@ -44,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from shallowpi import config
-    from shallowpi.distill.finetune import finetune
-    from shallowpi.distill.trainer import TrainConfig
     from shallowpi.errors import ConfigError
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.finetune import finetune
+    from shallowpi.train.trainer import TrainConfig
 
     overrides = overrides_from(args)
     if args.steps is not None:

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
+from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def finetune(
     resolved_config: Any = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, and evaluate; returns the final metrics and the eval report."""
-    from shallowpi.distill.evaluate import evaluate
+    from shallowpi.train.offline_eval import evaluate
 
     split_path = run_dir / "split.json"
     if resume and split_path.is_file():

@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from shallowpi.distill.progress import ProgressBar
 from shallowpi.errors import PlatformError
 from shallowpi.policy.policy import Policy
+from shallowpi.train.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
