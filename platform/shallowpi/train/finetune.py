@@ -20,7 +20,10 @@ from torch.utils.data import Dataset
 
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
-from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint
+from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.errors import TrainingError
+from shallowpi.train.objective import FlowMatchingObjective
+from shallowpi.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ def finetune(
     policy.set_stats(train_set.stats())
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
-        policy, train_set, train_cfg, run_dir, resume=resume,
+        FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out)},
     )
     if trainer.dist.main:
