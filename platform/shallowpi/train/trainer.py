@@ -66,6 +66,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float | None = None
     eval_fraction: float = 0.1
+    require_held_out: bool = False  # refuse (instead of warn) when no episode is left to hold out
+    skip_nonfinite: bool = False  # skip windows touching NaN/inf state or action (instead of refusing)
     log_every: int = 10
     save_every: int = 250
     workers: int = 1
