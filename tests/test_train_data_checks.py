@@ -68,7 +68,7 @@ def test_a_store_mixing_frame_rates_is_refused_in_one_line(tmp_path):
     message = str(err.value)
     assert "\n" not in message
     assert "mixed.zarr mixes frame rates (15 fps in episodes 2; 30 fps in episodes 0, 1, 3)" in message
-    assert "train on one rate" in message
+    assert "train on one rate: a copy without the others (platform dataset delete COPY --episode 2)" in message
 
 
 def test_mixed_calibration_ids_are_a_warning(tmp_path, caplog):

@@ -79,9 +79,12 @@ def _check_one_rate(store: Path, fps: list[tuple[int, float]]) -> None:
     groups = _grouped([(e, float(f)) for e, f in fps])
     if len(groups) > 1:
         parts = "; ".join(f"{f:g} fps in episodes {_episode_list(eps)}" for f, eps in sorted(groups.items()))
+        keep = max(groups, key=lambda f: len(groups[f]))
+        others = sorted(e for f, eps in groups.items() if f != keep for e in eps)
         raise TrainingError(
             f"{store.name} mixes frame rates ({parts}): an action chunk would span different times; "
-            "train on one rate (copy those episodes into their own store, or record a new dataset)"
+            f"train on one rate: a copy without the others (platform dataset delete COPY --episode "
+            f"{' '.join(map(str, others))}) or a new dataset"
         )
 
 
