@@ -54,7 +54,7 @@ __all__ = ["StepBatches", "TrainConfig", "Trainer", "TrainingError", "latest_che
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (configs/policy/<preset>.yaml `train:` section)."""
+    """Training settings: optimisation, data checks, logging (configs/policy/<preset>.yaml `train:`)."""
 
     steps: int = 1500
     batch_size: int = 32
