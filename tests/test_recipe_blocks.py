@@ -88,6 +88,17 @@ def test_min_max_scaling_round_trip_and_absolute_gripper():
     torch.testing.assert_close(norm.inverse(y), x)
 
 
+def test_a_joint_that_barely_moved_is_not_scaled_up_by_its_tiny_spread():
+    """The arm's passive wrist roll moves 0.0017 rad (std) in the expert's demonstrations;
+    scaled by that, a 0.05 rad nudge in closed loop reaches the model as ~30 std."""
+    norm = Normalizer(2)
+    norm.set([0.0, 0.0], [0.3, 0.0017])
+    nudged = norm(torch.tensor([[0.0, 0.05]]))
+    assert nudged[0, 1] == pytest.approx(5.0)  # 0.05 / the 0.01 floor, not 0.05 / 0.0017
+    norm.set_range([-0.003, 0.0], [0.001, 0.0])  # min-max: a 4 mrad range, a joint that never moved
+    assert norm.std.tolist() == pytest.approx([0.01, 0.01])
+
+
 def test_the_policy_scales_by_the_range_with_minmax():
     data = FakeChunks()
     cfg = dataclasses.replace(load_preset("tiny"), normalization="minmax")
