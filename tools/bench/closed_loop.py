@@ -50,7 +50,8 @@ def record(robot: str, store: Path, episodes: int, size: str, noise: float, log:
     """Every task of the robot into one store; returns the wall seconds it took."""
     start = time.perf_counter()
     for seed, task in enumerate(make_tasks(robot)):
-        done = platform("record", "--robot", robot, "--sim", "direct", "--task", task, "--data-root",
+        more = ["--resume"] if store.exists() else []  # the second task adds to the store
+        done = platform("record", "--robot", robot, "--sim", "direct", "--task", task, *more, "--data-root",
                         str(store.parent), "--dataset", store.stem, "--episodes", str(episodes),
                         "--reset-time-s", "0", "--no-tui", "--seed", str(10_000 * seed),
                         f"record.sim_size={size}", f"record.sim_noise={noise}",
