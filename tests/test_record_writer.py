@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import re
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import StoreSettings
-from shallowpi.record.writer import BackgroundWriter
+from shallowpi.record.writer import BackgroundWriter, WriterError
 from store_fixtures import arm_features, synthetic_frame
 
 
@@ -51,5 +60,95 @@ def test_writer_failure_reaches_the_loop(tmp_path, rng):
     writer.add_frame({"action": np.zeros(6)}, 0.0)  # lacks features: the writer thread fails
     writer._thread.join(10)
     assert not writer.alive and "lacks" in writer.stats().error
-    with pytest.raises(RuntimeError, match="writer stopped"):
+    with pytest.raises(WriterError, match=r"s\.zarr failed: frame lacks"):
         writer.add_frame(synthetic_frame(rng, 0), 0.0)
+    assert writer.failure is not None and "lacks" in str(writer.failure)
+
+
+# --- failures of the disk under the writer --------------------------------------------------
+
+
+@contextmanager
+def small_disk(path: Path, size: str):
+    """A real file system of `size` (tmpfs), so the writer meets a real ENOSPC; needs the
+    right to mount (root), else the test is skipped."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _noise_frame(rng, t: int) -> dict[str, np.ndarray]:
+    frame = synthetic_frame(rng, t, 96, 128)
+    frame["observation.images.front"] = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)  # ~30 KB as JPEG
+    return frame
+
+
+def test_a_full_disk_stops_the_writer_with_one_line_and_keeps_committed_episodes(tmp_path, rng, caplog):
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        store = EpisodeStore.create(disk / "s.zarr", arm_features(96, 128), StoreSettings(image_batch=2))
+        writer = BackgroundWriter(store, capacity_frames=4)
+        writer.begin(0, "fits", fps=30)
+        for t in range(5):
+            writer.add_frame(_noise_frame(rng, t), t / 30)
+        writer.commit()
+        writer.begin(1, "does not fit", fps=30)
+        with pytest.raises(WriterError) as raised:
+            for t in range(400):  # ~12 MB of frames into 1 MB
+                writer.add_frame(_noise_frame(rng, t), t / 30)
+        writer.close(10)
+        assert not writer.alive
+        message = str(raised.value)
+        assert message == str(writer.failure) and "\n" not in message
+        assert message.startswith(f"writing {disk / 's.zarr'} failed: the disk is full (ENOSPC")
+        assert message.endswith("free space or record into another --data-root")
+        # One line in the log, no traceback.
+        assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
+        assert [info.index for info in writer.stats().committed] == [0]
+        store.close()
+        kept = EpisodeStore.open(disk / "s.zarr")
+        assert len(kept) == 1 and kept.episode(0).task == "fits" and kept.check() == []
+
+
+@pytest.mark.parametrize("code, words", [
+    (errno.EIO, "an I/O error (EIO at "),
+    (errno.EACCES, "permission denied (EACCES at "),
+    (errno.ENOSPC, "the disk is full (ENOSPC at "),
+    (errno.EROFS, "the file system is read-only (EROFS at "),
+])
+def test_an_os_error_in_the_writer_thread_is_one_line_naming_it(tmp_path, rng, monkeypatch, caplog, code, words):
+    """The OS error raised where the bytes meet the file system (the rename that publishes
+    a chunk file: the chunk writer's and zarr's own), mid-episode."""
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False, image_batch=2))
+    writer = BackgroundWriter(store, capacity_frames=4)
+    writer.begin(0, "kept", fps=30)
+    for t in range(4):
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    writer.commit()
+    while writer.stats().pending_episodes:
+        time.sleep(0.01)
+    replace = os.replace
+
+    def failing_replace(src, dst, *args, **kwargs):
+        if "data" in Path(dst).parts:
+            raise OSError(code, os.strerror(code), str(dst))
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    writer.begin(1, "lost", fps=30)
+    with pytest.raises(WriterError, match=re.escape(words)):
+        for t in range(50):
+            writer.add_frame(synthetic_frame(rng, t), t / 30)
+            time.sleep(0.005)
+    writer.close(10)
+    monkeypatch.setattr(os, "replace", replace)
+    assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
+    assert [info.task for info in writer.stats().committed] == ["kept"]
+    store.close()
+    reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")  # cuts what episode 1 left
+    assert len(reopened) == 1 and reopened.check() == []

@@ -1,11 +1,13 @@
 """`RecordingSession`: the fixed-rate teleoperation loop and the episode flow around it.
 
-Each tick: commands from the dashboard -> `robot.observe()` -> `teleop.read()` ->
-`robot.act()` (clamped by the robot) -> the frame (that observation, the action sent after
-it) goes to the background writer -> status out. Observing first is lerobot's order: row t
-pairs what the robot saw with what it was told to do next, which is what a policy learns.
-Between episodes a reset period runs the same loop without recording, so the operator can
-put the scene back. Nothing in the loop waits on the disk or the screen: the writer and
+Each tick: commands from the dashboard -> (an episode begins here, if one is due) ->
+`robot.observe()` -> `teleop.read()` -> `robot.act()` (clamped by the robot) -> the frame
+(that observation, the action sent after it) goes to the background writer -> status out.
+Observing first is lerobot's order: row t pairs what the robot saw with what it was told
+to do next, which is what a policy learns. An episode begins at the top of a tick, before
+that tick observes, so every episode's first row is its own t = 0 and it holds
+`round(episode_time_s * fps)` rows. Between episodes a reset period runs the same loop
+without recording, so the operator can put the scene back. Nothing in the loop waits on the disk or the screen: the writer and
 the dashboard have their own threads, and the status sink only keeps the latest status.
 """
 
@@ -24,6 +26,7 @@ import numpy as np
 from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import TickClock
+from shallowpi.record.disk import DiskBudget
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.telemetry.status import (
     CameraStatus,
@@ -56,6 +59,7 @@ class Scene(Protocol):
     def reset(self, episode: int) -> None: ...
     def success(self) -> bool | None: ...
     def done(self) -> bool: ...  # the scripted demonstration is over; end the episode early
+    def metadata(self) -> dict[str, Any]: ...  # stored in the episode's `extra` (e.g. its seed)
 
 
 class OnInterrupt(str, enum.Enum):
@@ -85,6 +89,11 @@ class SessionConfig:
             )
         self.on_interrupt = OnInterrupt(self.on_interrupt)
 
+    @property
+    def episode_rows(self) -> int:
+        """Rows in a full-length episode: round(episode_time_s * fps), at least one."""
+        return max(1, round(self.episode_time_s * self.fps))
+
 
 @dataclass
 class SessionResult:
@@ -108,6 +117,7 @@ class RecordingSession:
         commands: Callable[[], list[Command]] | None = None,
         cameras: Mapping[str, Any] | None = None,
         joint_limits: tuple[list[float], list[float]] | None = None,
+        disk: DiskBudget | None = None,
     ) -> None:
         self.config = config
         self.robot = robot
@@ -115,6 +125,7 @@ class RecordingSession:
         self.writer = writer
         self.clock = clock
         self.scene = scene
+        self.disk = disk
         self.cameras = dict(cameras or {})
         self._publish = publish or (lambda status: None)
         self._commands = commands or list
@@ -145,75 +156,76 @@ class RecordingSession:
         recording = False
         start_tick, start_s, reset_until = 0, 0.0, 0.0
         frames = 0
-        if cfg.autostart:
-            state, recording, start_tick, start_s, frames = self._begin(episode)
+        self.clock.restart()
+        if cfg.autostart:  # the first episode begins at the first tick, as every other one
+            state, reset_until = RecorderState.RESETTING, self.clock.now()
         finished = False  # all episodes recorded (as opposed to stopped early)
         while not finished:
-            if self._stop.is_set():
-                if recording:
-                    self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
-                self.result.interrupted = True
-                break
-            for command in self._commands():
-                if command is Command.QUIT:
-                    self._stop.set()
-                elif command is Command.ESTOP:
-                    self._estop(recording, episode, frames)
-                    return self._finish(RecorderState.FAULT)
-                elif command is Command.START and state in (RecorderState.IDLE, RecorderState.PAUSED,
-                                                            RecorderState.RESETTING):
-                    if not recording:
-                        state, recording, start_tick, start_s, frames = self._begin(episode)
-                elif command is Command.PAUSE and recording:
-                    self._end_episode(episode, frames, keep=False)
-                    recording, state = False, RecorderState.PAUSED
-                    self.status.message = f"paused: episode {episode} discarded; press space to record it again"
-                elif command in (Command.STOP, Command.DISCARD, Command.RERECORD) and recording:
-                    keep = command is Command.STOP
-                    self._end_episode(episode, frames, keep=keep)
-                    recording = False
-                    if keep:
-                        episode += 1
-                    if episode >= cfg.episodes:
-                        finished = True
-                    else:
-                        state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
-                        if command is Command.RERECORD:
+            try:  # a PlatformError anywhere in the tick (servo, camera, writer, disk) is a fault
+                self._raise_writer_failure()
+                if self._stop.is_set():
+                    if recording:
+                        self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
+                    self.result.interrupted = True
+                    break
+                for command in self._commands():
+                    if command is Command.QUIT:
+                        self._stop.set()
+                    elif command is Command.ESTOP:
+                        self._estop(recording, episode, frames)
+                        return self._finish(RecorderState.FAULT)
+                    elif command is Command.START and state in (RecorderState.IDLE, RecorderState.PAUSED,
+                                                                RecorderState.RESETTING):
+                        if not recording:
                             state, recording, start_tick, start_s, frames = self._begin(episode)
-                elif command is Command.NEXT and state is RecorderState.RESETTING:
-                    reset_until = self.clock.now()
-                elif command in (Command.SUCCESS, Command.FAILURE):
-                    self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
-            if self._stop.is_set() or finished:
-                continue
+                    elif command is Command.PAUSE and recording:
+                        self._end_episode(episode, frames, keep=False)
+                        recording, state = False, RecorderState.PAUSED
+                        self.status.message = f"paused: episode {episode} discarded; press space to record it again"
+                    elif command in (Command.STOP, Command.DISCARD, Command.RERECORD) and recording:
+                        keep = command is Command.STOP
+                        self._end_episode(episode, frames, keep=keep)
+                        recording = False
+                        if keep:
+                            episode += 1
+                        if episode >= cfg.episodes:
+                            finished = True
+                        else:
+                            state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
+                            if command is Command.RERECORD:
+                                state, recording, start_tick, start_s, frames = self._begin(episode)
+                    elif command is Command.NEXT and state is RecorderState.RESETTING:
+                        reset_until = self.clock.now()
+                    elif command in (Command.SUCCESS, Command.FAILURE):
+                        self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
+                if self._stop.is_set() or finished:
+                    continue
 
-            try:
+                if state is RecorderState.RESETTING and not recording and self.clock.now() >= reset_until:
+                    # Before this tick observes: the observation below is the episode's t = 0.
+                    state, recording, start_tick, start_s, frames = self._begin(episode)
                 observation = self.robot.observe()
                 action = self.teleop.read()
                 sent = self.robot.act(action)
+                if recording:
+                    t = self.clock.tick_time(start_tick, start_s)
+                    self._record_frame(observation, sent, t)
+                    frames += 1
+                    self.status.episode_time_s = t
+                    scene_done = self.scene is not None and self.scene.done()
+                    if scene_done or frames >= cfg.episode_rows:
+                        self._end_episode(episode, frames, keep=True)
+                        recording = False
+                        episode += 1
+                        if episode >= cfg.episodes:
+                            finished = True
+                        else:
+                            state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
+                elif state is RecorderState.RESETTING:
+                    self.status.reset_time_left_s = max(0.0, reset_until - self.clock.now())
             except PlatformError as fault:
                 self._fault(fault, recording, episode, frames)
                 return self._finish(RecorderState.FAULT)
-
-            now = self.clock.now()
-            if recording:
-                t = self.clock.tick_time(start_tick, start_s)
-                self._record_frame(observation, sent, t)
-                frames += 1
-                self.status.episode_time_s = t
-                scene_done = self.scene is not None and self.scene.done()
-                if scene_done or t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
-                    self._end_episode(episode, frames, keep=True)
-                    recording = False
-                    episode += 1
-                    if episode >= cfg.episodes:
-                        finished = True
-                    else:
-                        state, reset_until = RecorderState.RESETTING, now + cfg.reset_time_s
-            elif state is RecorderState.RESETTING:
-                self.status.reset_time_left_s = max(0.0, reset_until - now)
-                if now >= reset_until:
-                    state, recording, start_tick, start_s, frames = self._begin(episode)
             self._update_status(state, episode, action, observation)
             self.clock.wait()
         return self._finish(RecorderState.STOPPED)
@@ -221,6 +233,11 @@ class RecordingSession:
     # --- episode flow ------------------------------------------------------------------
 
     def _begin(self, episode: int) -> tuple[RecorderState, bool, int, float, int]:
+        """Start `episode` in the current tick, before it observes; raises `DiskSpaceError`
+        (nothing started) when the disk has no room for it."""
+        if self.disk is not None:
+            # Episodes still queued for the writer have not taken their space yet.
+            self.disk.check_room(episode, queued=self.writer.stats().pending_episodes)
         if self.scene is not None:
             self.scene.reset(episode)
         self.writer.begin(episode, self.config.task, robot=self.config.robot,
@@ -230,7 +247,7 @@ class RecordingSession:
         self._dropped_at_start = self._camera_drops()
         self._summaries[episode] = EpisodeSummary(episode, 0, 0.0, None, "recording")
         self.status.message = f"recording episode {episode + 1}/{self.config.episodes}"
-        return RecorderState.RECORDING, True, self.clock.ticks, self.clock.now(), 0
+        return RecorderState.RECORDING, True, self.clock.ticks, self.clock.tick_start_s(), 0
 
     def _record_frame(self, observation: Mapping[str, Any], sent: np.ndarray, t: float) -> None:
         values: dict[str, np.ndarray] = {"observation.state": observation["observation.state"],
@@ -250,6 +267,10 @@ class RecordingSession:
 
     def _end_episode(self, episode: int, frames: int, keep: bool) -> None:
         summary = self._summaries[episode]
+        if self.writer.failure is not None:  # nothing more reaches the store
+            summary.state = "discarded"
+            self.result.discarded += 1
+            return
         if keep and frames > 0:
             success = self.scene.success() if self.scene is not None else None
             if summary.success is not None:
@@ -257,6 +278,8 @@ class RecordingSession:
             p50, p99 = self.clock.percentiles_ms()
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
                      "backpressure_s": self.writer.stats().backpressure_s}
+            if self.scene is not None:
+                extra.update(self.scene.metadata())
             self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,
                                extra=extra)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
@@ -294,6 +317,11 @@ class RecordingSession:
         torque_off = getattr(self.robot, "torque_off", None) or getattr(self.robot, "disconnect", None)
         if torque_off is not None:
             torque_off()
+
+    def _raise_writer_failure(self) -> None:
+        """A writer that stopped (disk full, I/O error) is a fault like a servo's."""
+        if self.writer.failure is not None:
+            raise self.writer.failure
 
     def _safe_state(self) -> None:
         hold = getattr(self.robot, "hold", None)
