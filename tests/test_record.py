@@ -7,6 +7,7 @@ RealSenseCamera reading pyrealsense2's software device.
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import subprocess
 import threading
@@ -67,7 +68,9 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     assert again.returncode != 0 and "already exists; pass --resume" in again.stderr
     resumed = record(tmp_path, "--dataset", "demo", "--episodes", "1", "--reset-time-s", "0", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert len(EpisodeStore.open(tmp_path / "demo.zarr")) == 3
+    resumed_store = EpisodeStore.open(tmp_path / "demo.zarr")
+    assert len(resumed_store) == 3
+    assert [e.extra["seed"] for e in resumed_store.episodes] == [0, 1, 2]  # the resumed run's scene is new
     other = subprocess.run(
         platform_cmd("record", "--robot", "humanoid", "--sim", "direct", "--task", "cube_in_bowl",
                      "--data-root", str(tmp_path), "--dataset", "demo", "--resume", "--no-tui", SMALL,
@@ -75,6 +78,44 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
         env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert other.returncode != 0
     assert "recorded with other features" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+def _episode_digest(store: EpisodeStore, index: int) -> str:
+    episode = store.read_episode(index)
+    return hashlib.sha256(b"".join(np.ascontiguousarray(episode[k]).tobytes() for k in sorted(episode))).hexdigest()
+
+
+@pytest.mark.slow
+def test_sim_episodes_start_at_zero_hold_their_rows_and_never_repeat_a_scene(tmp_path):
+    """Every episode, the first of a run, those after a reset period, after none, and those
+    of a resumed run, starts with its own t = 0 row, the observation right after its scene
+    was reset, and holds round(1 s x 30 Hz) = 30 rows; each has its own seed."""
+    first = record(tmp_path, "--dataset", "exact", "--episodes", "3", "--episode-time-s", "1", "--reset-time-s", "0.2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = record(tmp_path, "--dataset", "exact", "--episodes", "2", "--episode-time-s", "1", "--reset-time-s", "0",
+                     "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    store = EpisodeStore.open(tmp_path / "exact.zarr")
+    assert len(store) == 5 and store.check() == []
+    first_rows = []
+    for index in range(5):
+        episode = store.read_episode(index)
+        assert store.episode(index).length == 30
+        np.testing.assert_allclose(episode["timestamp"], np.arange(30) / 30, rtol=0, atol=1e-9)
+        first_rows.append(episode["observation.state"][0])
+    # Row 0 is the arm at home, as reset left it, before the expert moved it (exact in the twin).
+    for row in first_rows[1:]:
+        np.testing.assert_array_equal(row, first_rows[0])
+    assert [e.extra["seed"] for e in store.episodes] == [0, 1, 2, 3, 4]
+    assert len({_episode_digest(store, i) for i in range(5)}) == 5
+    starts = [store.episode_range(i)[0] for i in range(5)]
+    scenes = {store.read("observation.images.front", row, row + 1).tobytes() for row in starts}
+    assert len(scenes) == 5  # five different scenes, from the first frame on
+
+    repeated = record(tmp_path, "--dataset", "exact", "--episodes", "1", "--resume", "--seed", "3")
+    assert repeated.returncode != 0 and len(repeated.stderr.strip().splitlines()) == 1
+    assert "already holds the scenes of seed(s) 3" in repeated.stderr and "continue from seed 5" in repeated.stderr
+    assert len(EpisodeStore.open(tmp_path / "exact.zarr")) == 5
 
 
 def _start_recording(tmp_path, *args: str) -> subprocess.Popen:
@@ -176,6 +217,25 @@ def _run_until_fault(session, inject):
     loop.join(60)
     assert not loop.is_alive(), "the loop did not stop on the fault"
     return box["result"]
+
+
+@pytest.mark.parametrize("reset_s", [0.0, 0.2])
+@pytest.mark.slow
+def test_hardware_episodes_start_at_zero_and_hold_their_rows(tmp_path, reset_s):
+    """On the wall clock too: each episode's first row is t = 0 and it holds round(0.5 s x
+    30 Hz) = 15 rows (within one), whether a reset period separates episodes or not."""
+    with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
+        config = SessionConfig(task="wave", episodes=3, episode_time_s=0.5, reset_time_s=reset_s, fps=30,
+                               robot=spec.name)
+        session = RecordingSession(config, rig.robot, rig.teleop, rig.writer, TickClock(30),
+                                   list(spec.joint_names), cameras={"front": rig.camera})
+        result = session.run()
+        rig.writer.close()
+        assert not result.fault and len(rig.store) == 3 and rig.store.check() == []
+        for index in range(3):
+            ticks = rig.store.read_episode(index, ["timestamp"])["timestamp"]
+            assert ticks[0] == 0.0 and abs(len(ticks) - 15) <= 1
+            assert np.all(np.diff(ticks) > 0) and ticks[-1] < 0.5
 
 
 @pytest.mark.slow

@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             store_path.parent.mkdir(parents=True, exist_ok=True)
             store = EpisodeStore.create(store_path, rig.features, settings)
-        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
         if rig.scene is not None:  # simulation: every episode of a store gets its own scene
             rig.scene.seed = first_seed(store, args.seed, args.episodes or rec.episodes)
+        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
         fps = float(args.fps or rec.fps or rig.clock.hz)
         if fps != rig.clock.hz:
             if rig.clock.simulated:

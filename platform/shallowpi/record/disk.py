@@ -44,7 +44,7 @@ def raw_frame_bytes(features: Mapping[str, Feature]) -> int:
 
 
 def episode_disk_bytes(store: Any, index: int) -> int:
-    """Bytes episode `index` of `store` takes on disk: its camera chunk files as stored
+    """Bytes episode `index` of `store` takes on disk: its camera chunk files as allocated
     (one frame a chunk), its numeric rows at their raw size (an upper bound; they are a
     small part)."""
     start, stop = store.episode_range(index)
@@ -58,9 +58,11 @@ def episode_disk_bytes(store: Any, index: int) -> int:
         folder = Path(store.path) / "data" / key
         for row in range(start, stop):
             try:
-                total += os.stat(folder / chunk_name(row, len(feature.shape))).st_size
+                stat = os.stat(folder / chunk_name(row, len(feature.shape)))
             except FileNotFoundError:
                 continue  # an all-zero chunk zarr did not write
+            # What the file system allocates (whole blocks), which small frames exceed by far.
+            total += max(stat.st_size, getattr(stat, "st_blocks", 0) * 512)
     return total
 
 
