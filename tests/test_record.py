@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import platform_cmd, subprocess_env
+from disk_fixtures import small_disk
 from dxl_fixtures import emulated
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
@@ -116,6 +117,32 @@ def test_sim_episodes_start_at_zero_hold_their_rows_and_never_repeat_a_scene(tmp
     assert repeated.returncode != 0 and len(repeated.stderr.strip().splitlines()) == 1
     assert "already holds the scenes of seed(s) 3" in repeated.stderr and "continue from seed 5" in repeated.stderr
     assert len(EpisodeStore.open(tmp_path / "exact.zarr")) == 5
+
+
+@pytest.mark.parametrize("size, args, kept, why", [
+    # No room for the first episode: the writer meets ENOSPC mid-episode.
+    ("256k", [], "no episode of this run was saved (those already in full.zarr are intact)",
+     "failed: the disk is full (ENOSPC); free space or record into another --data-root"),
+    # Room for one: measured after it, the second is refused before it starts.
+    ("512k", ["--realtime", "--reset-time-s", "1"], "kept 1 episode(s) of this run: episode 0 of full.zarr",
+     "no room for episode 2: "),
+])
+@pytest.mark.slow
+def test_a_full_disk_ends_the_recording_with_one_line_saying_what_was_kept(tmp_path, size, args, kept, why):
+    with small_disk(tmp_path / "disk", size) as disk:
+        run = subprocess.run(
+            platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui", SMALL,
+                         "--data-root", str(disk), "--dataset", "full", "--episodes", "3", "--episode-time-s", "1",
+                         "--reset-time-s", "0", "record.disk_reserve_mb=0", f"telemetry.address={tmp_path}/t.sock",
+                         *args),
+            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1, run.stderr[-3000:]
+        assert "Traceback" not in run.stderr
+        assert "disk: " in run.stderr and " fit" in run.stderr  # the start-up estimate
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: recording stopped: ") and why in last and last.endswith(kept), last
+        store = EpisodeStore.open(disk / "full.zarr")
+        assert len(store) == (0 if size == "256k" else 1) and store.check() == []
 
 
 def _start_recording(tmp_path, *args: str) -> subprocess.Popen:

@@ -6,14 +6,13 @@ import errno
 import logging
 import os
 import re
-import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from disk_fixtures import small_disk
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import StoreSettings
 from shallowpi.record.writer import BackgroundWriter, WriterError
@@ -66,21 +65,6 @@ def test_writer_failure_reaches_the_loop(tmp_path, rng):
 
 
 # --- failures of the disk under the writer --------------------------------------------------
-
-
-@contextmanager
-def small_disk(path: Path, size: str):
-    """A real file system of `size` (tmpfs), so the writer meets a real ENOSPC; needs the
-    right to mount (root), else the test is skipped."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def _noise_frame(rng, t: int) -> dict[str, np.ndarray]:

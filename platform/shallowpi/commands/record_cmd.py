@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         if len(store):
             disk.learn(store, len(store) - 1)
         log.info("%s", disk.describe())
-        disk.check_room(0)
+        if disk.measured:  # a resumed store: refuse before anything runs (unmeasured, the session warns)
+            disk.check_room(0)
         frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
         writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)),
                                   on_commit=lambda info: disk.learn(store, info.index))
