@@ -8,6 +8,7 @@ RealSenseCamera reading pyrealsense2's software device.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import signal
 import subprocess
 import threading
@@ -19,17 +20,18 @@ import pytest
 from conftest import platform_cmd, subprocess_env
 from disk_fixtures import small_disk
 from dxl_fixtures import emulated
+from shallowpi import config
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 from shallowpi.record.clock import TickClock
-from shallowpi.record.rig import record_features
+from shallowpi.record.rig import build_rig, record_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
-from shallowpi.telemetry.status import RecorderState
+from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.teleop.leader import LeaderFollower
 
 SMALL = "record.sim_size=96x96"
@@ -143,6 +145,34 @@ def test_a_full_disk_ends_the_recording_with_one_line_saying_what_was_kept(tmp_p
         assert last.startswith("error: recording stopped: ") and why in last and last.endswith(kept), last
         store = EpisodeStore.open(disk / "full.zarr")
         assert len(store) == (0 if size == "256k" else 1) and store.check() == []
+
+
+def test_dashboard_commands_begin_episodes_at_zero_and_marks_reach_the_store(tmp_path):
+    """The operator's flow in the twin: start, stop, mark, start, re-record, stop, mark,
+    quit. Each started episode begins at t = 0 in the tick of the key; marks land on the
+    right stored episode; a re-recorded attempt is replaced, not listed."""
+    rig = build_rig(config.compose(["robot=arm"]), "direct", "cube_in_bowl", size=(32, 32))
+    store = EpisodeStore.create(tmp_path / "keys.zarr", rig.features, StoreSettings(durable=False))
+    writer = BackgroundWriter(store)
+    script = {0: [Command.START], 10: [Command.STOP], 11: [Command.SUCCESS], 15: [Command.START],
+              20: [Command.RERECORD], 30: [Command.STOP], 31: [Command.FAILURE], 32: [Command.QUIT]}
+    ticks = itertools.count()
+    session = RecordingSession(
+        SessionConfig(task=rig.task_text, episodes=5, episode_time_s=10, reset_time_s=100, fps=30, autostart=False),
+        rig.robot, rig.teleop, writer, rig.clock, rig.joint_names, scene=rig.scene,
+        commands=lambda: script.get(next(ticks), []))
+    try:
+        result = session.run()
+        writer.close()
+    finally:
+        rig.close()
+    assert result.interrupted and result.discarded == 1 and not result.fault
+    assert len(store) == 2 and store.check() == []
+    for index in range(2):
+        np.testing.assert_allclose(store.read_episode(index)["timestamp"], np.arange(10) / 30, atol=1e-9)
+    assert [e.success for e in store.episodes] == [True, False]
+    assert [e.extra["seed"] for e in store.episodes] == [0, 1]
+    assert [(e.index, e.frames) for e in session.status.episodes] == [(0, 10), (1, 10)]
 
 
 def _start_recording(tmp_path, *args: str) -> subprocess.Popen:

@@ -93,7 +93,7 @@ def test_a_full_disk_stops_the_writer_with_one_line_and_keeps_committed_episodes
         assert message.endswith("free space or record into another --data-root")
         # One line in the log, no traceback.
         assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
-        assert [info.index for info in writer.stats().committed] == [0]
+        assert [info.index for info in writer.committed()] == [0]
         store.close()
         kept = EpisodeStore.open(disk / "s.zarr")
         assert len(kept) == 1 and kept.episode(0).task == "fits" and kept.check() == []
@@ -132,7 +132,7 @@ def test_an_os_error_in_the_writer_thread_is_one_line_naming_it(tmp_path, rng, m
     writer.close(10)
     monkeypatch.setattr(os, "replace", replace)
     assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
-    assert [info.task for info in writer.stats().committed] == ["kept"]
+    assert [info.task for info in writer.committed()] == ["kept"]
     store.close()
     reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")  # cuts what episode 1 left
     assert len(reopened) == 1 and reopened.check() == []

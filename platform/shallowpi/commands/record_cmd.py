@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         writer.close()
         if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
             result.fault = str(writer.failure)
-        committed = writer.stats().committed
+        committed = writer.committed()
         writer = None
     finally:
         for close in closers:

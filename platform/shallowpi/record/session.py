@@ -17,6 +17,7 @@ import enum
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -138,7 +139,13 @@ class RecordingSession:
         if joint_limits is not None:
             self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
-        self._summaries: dict[int, EpisodeSummary] = {}
+        # Nothing a tick does grows with the session's length (a long recording keeps its
+        # memory and its tick time flat): episode summaries are appended to the status once,
+        # and kept episodes wait in `_saving` until the writer reports them committed.
+        self._saving: deque[EpisodeSummary] = deque()
+        self._saved_seen = 0  # commits the writer reported so far
+        self._kept = 0  # episodes this session handed to the writer to commit
+        self._store_index: dict[int, int] = {}  # episode -> its index in the store (the last few)
         self._store_base = len(writer.store)  # read before the writer thread commits anything
         self._dropped_at_start = 0
         self._camera_rates: dict[str, tuple[int, float, float]] = {}
@@ -245,7 +252,12 @@ class RecordingSession:
                           start_time=time.time())
         self.clock.reset_stats()
         self._dropped_at_start = self._camera_drops()
-        self._summaries[episode] = EpisodeSummary(episode, 0, 0.0, None, "recording")
+        summary = EpisodeSummary(episode, 0, 0.0, None, "recording")
+        episodes = self.status.episodes
+        if episodes and episodes[-1].index == episode:
+            episodes[-1] = summary  # the attempt before (paused, discarded) is replaced
+        else:
+            episodes.append(summary)
         self.status.message = f"recording episode {episode + 1}/{self.config.episodes}"
         return RecorderState.RECORDING, True, self.clock.ticks, self.clock.tick_start_s(), 0
 
@@ -265,8 +277,15 @@ class RecordingSession:
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
 
+    def _summary(self, episode: int) -> EpisodeSummary | None:
+        for summary in reversed(self.status.episodes[-4:]):  # only recent episodes are asked for
+            if summary.index == episode:
+                return summary
+        return None
+
     def _end_episode(self, episode: int, frames: int, keep: bool) -> None:
-        summary = self._summaries[episode]
+        summary = self._summary(episode)
+        assert summary is not None, f"episode {episode} never began"
         if self.writer.failure is not None:  # nothing more reaches the store
             summary.state = "discarded"
             self.result.discarded += 1
@@ -284,6 +303,12 @@ class RecordingSession:
                                extra=extra)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
+            self._saving.append(summary)
+            # Kept episodes reach the store in order, after those it held at the start.
+            self._store_index[episode] = self._store_base + self._kept
+            self._kept += 1
+            for old in [e for e in self._store_index if e < episode - 2]:
+                del self._store_index[old]
             self.status.message = f"episode {episode + 1} recorded ({frames} frames), saving"
         else:
             self.writer.discard()
@@ -292,14 +317,12 @@ class RecordingSession:
             self.status.message = f"episode {episode + 1} discarded"
 
     def _mark(self, episode: int, success: bool) -> None:
-        summary = self._summaries.get(episode)
+        summary = self._summary(episode)
         if summary is None:
             return
         summary.success = success  # applied at commit if the episode is still recording
-        if summary.state in ("saving", "saved"):
-            # Kept episodes reach the store in order, after those it held at the start.
-            kept = [k for k, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
-            self.writer.mark(self._store_base + kept.index(episode), success)
+        if summary.state in ("saving", "saved") and episode in self._store_index:
+            self.writer.mark(self._store_index[episode], success)
 
     def _fault(self, fault: PlatformError, recording: bool, episode: int, frames: int) -> None:
         log.error("fault: %s", fault)
@@ -332,6 +355,7 @@ class RecordingSession:
             log.warning("could not hold position: %s", exc)
 
     def _finish(self, state: RecorderState) -> SessionResult:
+        self.result.committed = self.writer.committed()  # those written so far; the writer may go on
         self._update_status(state, self.status.episode, None, None)
         return self.result
 
@@ -384,14 +408,11 @@ class RecordingSession:
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
-        saved = len(stats.committed)
-        kept = [s for _, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
-        for s in kept[:saved]:
-            if s.state != "saved":
-                s.state = "saved"
-                status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
-        status.episodes = list(self._summaries.values())
-        self.result.committed = stats.committed
+        while self._saved_seen < stats.committed_count and self._saving:
+            s = self._saving.popleft()
+            s.state = "saved"
+            self._saved_seen += 1
+            status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
         if observation is not None:
             self._camera_status(observation)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:

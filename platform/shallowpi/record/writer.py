@@ -14,6 +14,7 @@ servo's. Episodes committed before it are kept; the one being written is dropped
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -21,13 +22,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from shallowpi.data.store import EpisodeInfo, EpisodeStore
 from shallowpi.errors import PlatformError
+from shallowpi.record.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class WriterStats:
     bytes_written: int = 0
     backpressure_s: float = 0.0  # time add_frame spent waiting for room, this episode
     pending_episodes: int = 0
-    committed: list[EpisodeInfo] = field(default_factory=list)
+    committed_count: int = 0  # episodes committed so far (`committed()` lists them)
     error: str = ""  # the failure's one line, once the writer stopped on one
 
 
@@ -121,12 +123,15 @@ class BackgroundWriter:
         store: EpisodeStore,
         capacity_frames: int = 256,
         on_commit: Callable[[EpisodeInfo], None] | None = None,
+        release_memory: bool = True,
     ) -> None:
         self.store = store
+        self._release_memory = release_memory
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity_frames)
         self._on_commit = on_commit
         self._lock = threading.Lock()
         self._stats = WriterStats(queue_capacity=capacity_frames)
+        self._committed: list[EpisodeInfo] = []
         self._failure: WriterError | None = None
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
@@ -158,10 +163,16 @@ class BackgroundWriter:
         self._put(_Mark(store_index, success))
 
     def stats(self) -> WriterStats:
+        """A copy of the counters (cheap: the loop reads it every tick)."""
         with self._lock:
-            stats = WriterStats(**{**self._stats.__dict__, "committed": list(self._stats.committed)})
+            stats = dataclasses.replace(self._stats)
         stats.queue_depth = self._queue.qsize()
         return stats
+
+    def committed(self) -> list[EpisodeInfo]:
+        """The episodes committed so far, in order."""
+        with self._lock:
+            return list(self._committed)
 
     def mb_per_s(self) -> float:
         elapsed = max(time.monotonic() - self._started, 1e-6)
@@ -257,6 +268,9 @@ class BackgroundWriter:
         with self._lock:
             self._stats.pending_episodes -= 1
             if info is not None:
-                self._stats.committed.append(info)
+                self._committed.append(info)
+                self._stats.committed_count += 1
         if info is not None and self._on_commit is not None:
             self._on_commit(info)
+        if self._release_memory:
+            release_free_memory()
