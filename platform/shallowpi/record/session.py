@@ -7,8 +7,10 @@ Observing first is lerobot's order: row t pairs what the robot saw with what it 
 to do next, which is what a policy learns. An episode begins at the top of a tick, before
 that tick observes, so every episode's first row is its own t = 0 and it holds
 `round(episode_time_s * fps)` rows. Between episodes a reset period runs the same loop
-without recording, so the operator can put the scene back. Nothing in the loop waits on the disk or the screen: the writer and
-the dashboard have their own threads, and the status sink only keeps the latest status.
+without recording, so the operator can put the scene back. Nothing in the loop waits on
+the disk or the screen: the writer and the dashboard have their own threads, and the
+status sink only keeps the latest status. Nothing a tick does grows with the number of
+episodes recorded, so a long session keeps its tick time and its memory.
 """
 
 from __future__ import annotations
@@ -139,9 +141,9 @@ class RecordingSession:
         if joint_limits is not None:
             self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
-        # Nothing a tick does grows with the session's length (a long recording keeps its
-        # memory and its tick time flat): episode summaries are appended to the status once,
-        # and kept episodes wait in `_saving` until the writer reports them committed.
+        # Episode summaries are appended to the status once (the dashboards list them), kept
+        # episodes wait in `_saving` until the writer reports them committed.
+        self._recording = EpisodeSummary(0, 0, 0.0)  # the episode begun last
         self._saving: deque[EpisodeSummary] = deque()
         self._saved_seen = 0  # commits the writer reported so far
         self._kept = 0  # episodes this session handed to the writer to commit
@@ -252,7 +254,7 @@ class RecordingSession:
                           start_time=time.time())
         self.clock.reset_stats()
         self._dropped_at_start = self._camera_drops()
-        summary = EpisodeSummary(episode, 0, 0.0, None, "recording")
+        summary = self._recording = EpisodeSummary(episode, 0, 0.0, None, "recording")
         episodes = self.status.episodes
         if episodes and episodes[-1].index == episode:
             episodes[-1] = summary  # the attempt before (paused, discarded) is replaced
@@ -284,8 +286,7 @@ class RecordingSession:
         return None
 
     def _end_episode(self, episode: int, frames: int, keep: bool) -> None:
-        summary = self._summary(episode)
-        assert summary is not None, f"episode {episode} never began"
+        summary = self._recording
         if self.writer.failure is not None:  # nothing more reaches the store
             summary.state = "discarded"
             self.result.discarded += 1
