@@ -23,16 +23,18 @@ from dxl_fixtures import emulated
 from shallowpi import config
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
+from shallowpi.errors import PlatformError
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 from shallowpi.record.clock import TickClock
-from shallowpi.record.rig import build_rig, record_features
+from shallowpi.record.rig import build_rig, first_seed, record_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
 from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.teleop.leader import LeaderFollower
+from store_fixtures import make_store, synthetic_frame
 
 SMALL = "record.sim_size=96x96"
 
@@ -173,6 +175,18 @@ def test_dashboard_commands_begin_episodes_at_zero_and_marks_reach_the_store(tmp
     assert [e.success for e in store.episodes] == [True, False]
     assert [e.extra["seed"] for e in store.episodes] == [0, 1]
     assert [(e.index, e.frames) for e in session.status.episodes] == [(0, 10), (1, 10)]
+
+
+def test_first_seed_continues_past_every_stored_scene(tmp_path):
+    store = make_store(tmp_path / "old.zarr", episodes=3)  # recorded before seeds were stored: 0, 1, 2
+    assert first_seed(store, None, 5) == 3
+    assert first_seed(store, 40, 5) == 40  # an explicit seed clear of the stored ones
+    writer = store.begin_episode("t", fps=30)
+    writer.add_frame(synthetic_frame(np.random.default_rng(0), 0), 0.0)
+    writer.commit(extra={"seed": 17})
+    assert first_seed(store, None, 5) == 18
+    with pytest.raises(PlatformError, match="already holds the scenes of seed"):
+        first_seed(store, 15, 5)  # 15..19 holds 17
 
 
 def _start_recording(tmp_path, *args: str) -> subprocess.Popen:

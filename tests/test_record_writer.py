@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from disk_fixtures import small_disk
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import StoreSettings
+from shallowpi.record.disk import DiskBudget, DiskSpaceError, raw_frame_bytes
 from shallowpi.record.writer import BackgroundWriter, WriterError
 from store_fixtures import arm_features, synthetic_frame
 
@@ -136,3 +138,30 @@ def test_an_os_error_in_the_writer_thread_is_one_line_naming_it(tmp_path, rng, m
     store.close()
     reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")  # cuts what episode 1 left
     assert len(reopened) == 1 and reopened.check() == []
+
+
+def test_the_disk_budget_measures_episodes_and_refuses_one_that_cannot_fit(tmp_path, rng):
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        store = EpisodeStore.create(disk / "s.zarr", arm_features(96, 128), StoreSettings(durable=False))
+        budget = DiskBudget(store.path, store.features, episode_rows=10, reserve_bytes=0)
+        assert not budget.measured and budget.frame_bytes() == raw_frame_bytes(store.features)
+        for episode in range(2):  # the first also creates the numeric chunk files: measure the second
+            used_before = shutil.disk_usage(disk).used
+            writer = store.begin_episode("one", fps=30)
+            for t in range(10):
+                writer.add_frame(_noise_frame(rng, t), t / 30)
+            writer.commit()
+            budget.learn(store, episode)
+        # Measured: what the episode took on the disk (its camera files), within 20 %.
+        taken = shutil.disk_usage(disk).used - used_before
+        assert budget.measured and 0.8 * taken <= budget.episode_bytes() <= 1.2 * taken
+        fit = budget.episodes_that_fit()
+        assert fit == int(shutil.disk_usage(disk).free // budget.episode_bytes()) and fit >= 1
+        assert f"about {fit} fit" in budget.describe()
+        budget.check_room(1)  # room: nothing raised
+        with pytest.raises(DiskSpaceError, match=rf"no room for episode 2: .* {fit} episode\(s\) still being written"):
+            budget.check_room(1, queued=fit)  # what the writer still holds takes the rest
+        ballast = disk / "ballast"
+        ballast.write_bytes(b"\0" * int(shutil.disk_usage(disk).free - budget.episode_bytes() / 2))
+        with pytest.raises(DiskSpaceError, match="free space or record into another --data-root"):
+            budget.check_room(1)
