@@ -86,14 +86,20 @@ _OS_FAILURES: dict[int, tuple[str, str]] = {
 }
 
 
-def describe_failure(exc: BaseException, store_path: os.PathLike[str] | str) -> WriterError:
-    """One line for a failure in the writer thread: the store, the OS error and its file,
-    and the way out. An `OSError` anywhere in the exception's chain is what is named."""
-    name = os.fspath(store_path)
+def _os_error(exc: BaseException) -> OSError | None:
+    """The `OSError` behind `exc` (itself, or anywhere in its chain: zarr may wrap it)."""
     seen: BaseException | None = exc
     while seen is not None and not isinstance(seen, OSError):
         seen = seen.__cause__ or seen.__context__
-    if isinstance(seen, OSError) and seen.errno is not None:
+    return seen if isinstance(seen, OSError) and seen.errno is not None else None
+
+
+def describe_failure(exc: BaseException, store_path: os.PathLike[str] | str) -> WriterError:
+    """One line for a failure in the writer thread: the store, the OS error and its file,
+    and the way out."""
+    name = os.fspath(store_path)
+    seen = _os_error(exc)
+    if seen is not None:
         what, fix = _OS_FAILURES.get(seen.errno, (os.strerror(seen.errno), "check the disk"))
         code = errno.errorcode.get(seen.errno, str(seen.errno))
         where = f" at {seen.filename}" if seen.filename else ""
@@ -248,7 +254,7 @@ class BackgroundWriter:
                     self.store.set_success(item.store_index, item.success)
         except Exception as exc:  # the loop sees it through `failure`
             failure = describe_failure(exc, self.store.path)
-            if isinstance(exc, (OSError, PlatformError)):
+            if _os_error(exc) is not None or isinstance(exc, PlatformError):
                 log.error("%s", failure)
                 log.debug("writer failure", exc_info=exc)
             else:  # not the disk: a bug, keep its traceback
