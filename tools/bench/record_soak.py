@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import tempfile
@@ -64,7 +63,7 @@ def soak(robot: str, sim: str, episodes: int, episode_time_s: float, size: str, 
     RecordingSession._begin = measured_begin  # type: ignore[method-assign]
     start = time.monotonic()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the progress lines: run, not shown
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # progress lines: run, not kept
             code = cli.main(argv)
     finally:
         RecordingSession._begin = begin  # type: ignore[method-assign]
