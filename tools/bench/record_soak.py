@@ -7,7 +7,8 @@ begins. Before it reads, it waits until the writer has committed every episode b
 frames still queued for the disk are not a leak (the queue is bounded by
 `record.queue_mb`), and a writer that falls behind the loop on a busy machine would
 otherwise show up as growth. The slope is a least-squares fit of RSS against the episode
-number over the episodes after warm-up; the target is no growth.
+number over the episodes after warm-up; beside it, the growth between the medians of the
+first and last 20 samples, which single-sample spikes do not move. Target: no growth.
 
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/record_soak.py --robot humanoid --episodes 200
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/record_soak.py --robot arm --sim stack --episodes 100
@@ -43,6 +44,16 @@ def slope_kb(episodes: list[int], rss: list[float]) -> float:
     return float(np.polyfit(np.asarray(episodes, float), np.asarray(rss), 1)[0] * 1024)
 
 
+def median_growth_kb(episodes: list[int], rss: list[float], window: int = 20) -> float:
+    """KB per episode between the medians of the first and last `window` samples: the
+    trend without the single-sample spikes of a busy allocator."""
+    if len(episodes) < 2 * window:
+        return float("nan")
+    first, last = float(np.median(rss[:window])), float(np.median(rss[-window:]))
+    span = float(np.median(episodes[-window:]) - np.median(episodes[:window]))
+    return (last - first) * 1024 / span
+
+
 def soak(robot: str, sim: str, episodes: int, episode_time_s: float, size: str, workdir: Path) -> dict:
     samples: list[tuple[int, float]] = []
     waited = [0.0]
@@ -76,7 +87,8 @@ def soak(robot: str, sim: str, episodes: int, episode_time_s: float, size: str, 
     return {"robot": robot, "sim": sim, "episodes": episodes, "episode_time_s": episode_time_s, "size": size,
             "warmup_episodes": warm, "rss_first_mb": samples[0][1],
             "rss_after_warmup_mb": ys[0], "rss_last_mb": ys[-1],
-            "slope_kb_per_episode": slope_kb(xs, ys), "wall_seconds": wall, "waited_for_writer_s": waited[0],
+            "slope_kb_per_episode": slope_kb(xs, ys), "median_growth_kb_per_episode": median_growth_kb(xs, ys),
+            "wall_seconds": wall, "waited_for_writer_s": waited[0],
             "rss_by_episode": samples}
 
 
@@ -92,10 +104,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="record-soak-") as tmp:
         row = soak(args.robot, args.sim, args.episodes, args.episode_time_s, args.size, Path(tmp))
     print(f"\n{'robot':<9} {'sim':<6} {'episodes':>8} {'warm-up':>7} {'RSS first':>9} {'after warm-up':>13} "
-          f"{'last':>7} {'slope KB/ep':>11} {'wall s':>7}")
+          f"{'last':>7} {'slope KB/ep':>11} {'median growth KB/ep':>19} {'wall s':>7}")
     print(f"{row['robot']:<9} {row['sim']:<6} {row['episodes']:>8} {row['warmup_episodes']:>7} "
           f"{row['rss_first_mb']:>8.1f}M {row['rss_after_warmup_mb']:>12.1f}M {row['rss_last_mb']:>6.1f}M "
-          f"{row['slope_kb_per_episode']:>11.1f} {row['wall_seconds']:>7.0f}")
+          f"{row['slope_kb_per_episode']:>11.1f} {row['median_growth_kb_per_episode']:>19.1f} "
+          f"{row['wall_seconds']:>7.0f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": [row], "load_average": os.getloadavg()}, indent=2))
     print(f"wrote {args.out}")
