@@ -87,7 +87,7 @@ def check_store(
     for name in array_names(store):
         if name in layout.rows and not _is_image(store, name):
             _check_numeric(store, name, layout, report)
-    _check_frames(store, layout, decode_images, workers or os.cpu_count() or 1, pool, progress, report)
+    _check_frames(store, layout, decode_images, workers or _cores(), pool, progress, report)
     return report
 
 
@@ -218,7 +218,7 @@ def _check_frames(store: EpisodeStore, layout: Layout, decode_all: bool, workers
         rows = range(store.num_frames)
     else:
         rows = sorted({row for start, stop in spans for row in (start, stop - 1)})
-    tasks = []
+    tasks = []  # (camera, arguments of chunk_files.undecodable_frames): one frame a chunk
     for key in [k for k in store.features if _is_image(store, k) and k in layout.rows]:
         info = store.array_info(key)
         frame_nbytes = int(np.prod(info["chunks"])) * np.dtype(info["dtype"]).itemsize
@@ -237,14 +237,19 @@ def _check_frames(store: EpisodeStore, layout: Layout, decode_all: bool, workers
     if not tasks:
         return
     with _executor(pool, min(workers, len(tasks))) as executor:
-        futures = [(key, executor.submit(chunk_files.undecodable_frames, *args)) for key, args in tasks]
-        for (key, args), (_, future) in zip(tasks, futures):
+        futures = [(key, len(args[1]), executor.submit(chunk_files.undecodable_frames, *args)) for key, args in tasks]
+        for key, count, future in futures:
             for row, what in future.result():
                 episode = int(np.searchsorted(store.episode_ends, row, side="right"))
                 report.problems.append(f"episode {episode}: frame {row - spans[episode][0]} of {key} {what}")
-            done += len(args[1])
+            done += count
             if progress:
                 progress(done, total)
+
+
+def _cores() -> int:
+    """Cores this process may run on (a container or taskset may allow fewer than exist)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _executor(pool: str, workers: int) -> Executor:
