@@ -54,11 +54,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _stores_under(root: Path) -> list[Path]:
+    """The episode stores under `root` (zarr groups with the shallowpi header; plain zarr
+    groups that tests write to compare chunks are not stores)."""
     stores = []
     for folder, subfolders, _ in os.walk(root):
-        stores += [Path(folder, name) for name in subfolders if name.endswith(".zarr")]
+        stores += [Path(folder, name) for name in subfolders
+                   if name.endswith(".zarr") and '"shallowpi"' in _text(Path(folder, name, ".zattrs"))]
         subfolders[:] = [name for name in subfolders if not name.endswith(".zarr")]  # not into chunks
     return sorted(stores)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 @pytest.fixture(autouse=True)

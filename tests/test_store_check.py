@@ -189,11 +189,15 @@ def _store_with_episodes(path: Path, *specs: tuple[float, str]) -> EpisodeStore:
 
 
 @pytest.mark.damaged_store
-def test_check_refuses_mixed_frame_rates(tmp_path):
+def test_check_and_train_refuse_mixed_frame_rates(tmp_path):
+    from shallowpi.commands.train_cmd import store_episodes
+
     _store_with_episodes(tmp_path / "s.zarr", (30, "c"), (30, "c"), (15, "c")).close()
     result = _check_cli(tmp_path / "s.zarr")
     assert result.returncode == 1
     assert "episodes mix frame rates: 30 Hz (episodes 0-1), 15 Hz (episode 2)" in result.stderr
+    with pytest.raises(StoreError, match=r"mix frame rates: 30 Hz \(episodes 0-1\), 15 Hz \(episode 2\)"):
+        store_episodes(tmp_path / "s.zarr")  # train, and eval through the same opening
 
 
 def test_check_warns_on_mixed_calibrations_unless_the_store_allows_them(tmp_path):

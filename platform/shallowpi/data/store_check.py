@@ -5,8 +5,9 @@ In order, cheapest first:
 1. layout (store_layout): every array as long as meta/episode_ends, every chunk file of
    every committed row present; a live writer's episode in flight, or a killed writer's
    tail, is reported as such and judged no further.
-2. the episodes agree: one frame rate (a training window must not span two), one
-   calibration (a warning, unless the store records that mixing was allowed).
+2. the episodes agree: one frame rate (a training window must not span two; `train`
+   refuses too), one calibration (a warning, unless the store records that mixing was
+   allowed).
 3. numbers: each array decodes, matches its checksum from commit time, holds no NaN/inf
    (reported by episode, array and row; stores written before the writer flagged them
    are scanned all the same), tick times never go backwards.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -33,7 +34,7 @@ from shallowpi.data import chunk_files
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.finite import RowRanges, describe_indices, describe_ranges, nonfinite_ranges
 from shallowpi.data.store import TICK_KEY, EpisodeStore
-from shallowpi.data.store_layout import Layout, Tail, array_names, scan_layout
+from shallowpi.data.store_layout import Layout, Tail, array_names, mixed_rates, scan_layout
 from shallowpi.errors import StoreError
 
 Progress = Callable[[int, int], None]  # (frames done, frames in total)
@@ -130,30 +131,17 @@ def repair_store(store_path: os.PathLike[str] | str) -> Tail:
 
 
 def _check_mixing(store: EpisodeStore, report: CheckReport) -> None:
-    episodes = store.episodes
-    by_fps = _group(episodes, lambda e: float(e.fps))
-    if len(by_fps) > 1:
-        report.problems.append(
-            f"episodes mix frame rates: {_groups_text(by_fps, lambda fps: f'{fps:g} Hz')}; a training window "
-            "would span different times: keep one rate per dataset (`dataset delete` the others)")
-    by_calibration = _group(episodes, lambda e: e.calibration_id)
+    if rates := mixed_rates(store):
+        report.problems.append(rates)
+    by_calibration: dict[str, list[int]] = {}
+    for episode in store.episodes:
+        by_calibration.setdefault(episode.calibration_id, []).append(episode.index)
     if len(by_calibration) > 1 and not _header(store).get(ALLOW_MIXED_CALIBRATION):
+        ids = ", ".join(f"{calibration or '(none)'} (episode{'s' if len(indices) > 1 else ''} "
+                        f"{describe_indices(indices)})" for calibration, indices in by_calibration.items())
         report.warnings.append(
-            f"episodes mix calibration ids: {_groups_text(by_calibration, lambda c: c or '(none)')}; the same joint "
-            "value may mean different poses in them (re-record, or record the store with "
-            "--allow-mixed-calibration if the calibrations agree)")
-
-
-def _group(episodes: Sequence[Any], key: Callable[[Any], Any]) -> dict[Any, list[int]]:
-    groups: dict[Any, list[int]] = {}
-    for episode in episodes:
-        groups.setdefault(key(episode), []).append(episode.index)
-    return groups
-
-
-def _groups_text(groups: dict[Any, list[int]], name: Callable[[Any], str]) -> str:
-    return ", ".join(f"{name(value)} (episode{'s' if len(indices) > 1 else ''} {describe_indices(indices)})"
-                     for value, indices in groups.items())
+            f"episodes mix calibration ids: {ids}; the same joint value may mean different poses in them "
+            "(re-record, or record the store with --allow-mixed-calibration if the calibrations agree)")
 
 
 def _header(store: EpisodeStore) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The cheap half of a store check: every array long enough, every chunk file present.
+"""The cheap half of a store check: every array long enough, every chunk file present,
+one frame rate.
 
 zarr reads a missing chunk file as zeros and an array shorter than `meta/episode_ends` as
 fewer rows, so a damaged store would otherwise train on blank frames and zero actions.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+from collections.abc import Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,14 +127,32 @@ def layout_problems(store: EpisodeStore) -> list[str]:
     return scan_layout(store).problems
 
 
+def mixed_rates(store: EpisodeStore) -> str | None:
+    """The problem with a store whose episodes were recorded at different frame rates
+    (rows of one window would span different times), or None if they agree."""
+    by_fps: dict[float, list[int]] = {}
+    for episode in store.episodes:
+        by_fps.setdefault(float(episode.fps), []).append(episode.index)
+    if len(by_fps) < 2:
+        return None
+    rates = ", ".join(f"{fps:g} Hz ({_plural('episode', indices)} {describe_indices(indices)})"
+                      for fps, indices in by_fps.items())
+    return (f"episodes mix frame rates: {rates}; a dataset holds one rate (a window of rows is a span of "
+            "time): `platform dataset delete` the others, or record them into another dataset")
+
+
 def require_intact(store: EpisodeStore) -> None:
     """Raise a one-line StoreError naming the array and rows if any committed row is
-    missing (an array shorter than meta/episode_ends, or a chunk file gone).
+    missing (an array shorter than meta/episode_ends, or a chunk file gone), or if the
+    episodes mix frame rates.
 
-    The cheap part of `dataset check`: what `train`, `export` and `eval` run before
-    reading a store as data, so zarr's zero fill never passes for recorded values.
+    The cheap part of `dataset check` (no decoding): what `train`, `export` and `eval`
+    run before reading a store as data, so zarr's zero fill never passes for recorded
+    values.
     """
     problems = layout_problems(store)
+    if rates := mixed_rates(store):
+        problems.append(rates)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"{store.path.name} is damaged: {problems[0]}{more}; "
@@ -172,7 +192,7 @@ def _row_ranges(chunks: list[int], chunk_rows: int, rows: int) -> RowRanges:
 def _missing_chunks(name: str, count: int, ranges: RowRanges, ends: np.ndarray) -> str:
     episodes = sorted({e for start, stop in ranges for e in _episode_indices(ends, start, stop)})
     return (f"data/{name}: {count} chunk file{'s' if count > 1 else ''} missing, rows {describe_ranges(ranges)} "
-            f"(episode{'s' if len(episodes) > 1 else ''} {describe_indices(episodes)}) would read as zeros")
+            f"({_plural('episode', episodes)} {describe_indices(episodes)}) would read as zeros")
 
 
 def _episode_indices(ends: np.ndarray, start: int, stop: int) -> range:
@@ -182,4 +202,8 @@ def _episode_indices(ends: np.ndarray, start: int, stop: int) -> range:
 
 def _episodes_of(ends: np.ndarray, start: int, stop: int) -> str:
     episodes = list(_episode_indices(ends, start, stop))
-    return f"episode{'s' if len(episodes) > 1 else ''} {describe_indices(episodes)}"
+    return f"{_plural('episode', episodes)} {describe_indices(episodes)}"
+
+
+def _plural(noun: str, items: Sized) -> str:
+    return noun + "s" if len(items) > 1 else noun
