@@ -162,6 +162,9 @@ def test_writer_records_nonfinite_rows_and_check_names_them(tmp_path, caplog):
     result = _check_cli(tmp_path / "s.zarr")
     assert result.returncode == 1
     assert "s.zarr: episode 1: observation.state holds NaN/inf at rows 3, 7-8 (of 12)" in result.stderr
+    info = subprocess.run(platform_cmd("dataset", "info", str(tmp_path / "s.zarr")), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert "observation.state rows 3, 7-8" in info.stdout  # the episode table shows the writer's record
 
 
 @pytest.mark.damaged_store

@@ -145,6 +145,7 @@ def _list(root: Path) -> int:
 def _info(path: Path) -> int:
     from rich.table import Table
 
+    from shallowpi.data.finite import describe_ranges
     from shallowpi.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)
@@ -161,12 +162,14 @@ def _info(path: Path) -> int:
                          names if len(names) < 70 else names[:67] + "...")
     console.print(features)
     episodes = Table(title="episodes")
-    for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "calibration"):
+    for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "calibration", "NaN/inf"):
         episodes.add_column(column)
     for e in store.episodes:
         mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e.success]
+        nonfinite = "; ".join(f"{key} rows {describe_ranges(rows)}" for key, rows in e.nonfinite.items())
         episodes.add_row(str(e.index), e.task, e.robot, str(e.length), f"{e.fps:g}",
-                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames), e.calibration_id or "-")
+                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames), e.calibration_id or "-",
+                         f"[red]{nonfinite}[/red]" if nonfinite else "-")
     console.print(episodes)
     return 0
 
