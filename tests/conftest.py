@@ -50,7 +50,7 @@ def one_torch_thread():
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "damaged_store: damages stores on purpose, so they are not checked after it")
+    config.addinivalue_line("markers", "bad_store: writes stores that `dataset check` rejects, on purpose; they are not checked after it")
 
 
 def _stores_under(root: Path) -> list[Path]:
@@ -74,10 +74,10 @@ def _text(path: Path) -> str:
 @pytest.fixture(autouse=True)
 def stores_written_check_clean(request: pytest.FixtureRequest):
     """`dataset check` finds nothing wrong in any store a test leaves in its tmp_path
-    (tests that damage stores on purpose carry the `damaged_store` mark)."""
+    (tests that damage stores on purpose carry the `bad_store` mark)."""
     yield
     tmp_path = getattr(request.node, "funcargs", {}).get("tmp_path")
-    if tmp_path is None or request.node.get_closest_marker("damaged_store"):
+    if tmp_path is None or request.node.get_closest_marker("bad_store"):
         return
     stores = _stores_under(tmp_path)
     if not stores:

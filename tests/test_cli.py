@@ -55,7 +55,7 @@ def test_bad_input_answers_in_one_line(args, expected):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.damaged_store  # it ends by damaging a store, to see check name it
+@pytest.mark.bad_store  # it ends by damaging a store, to see check name it
 def test_dataset_commands_end_to_end(tmp_path):
     make_store(tmp_path / "kitchen.zarr", episodes=3, length=12).close()
     root = ["--data-root", str(tmp_path)]

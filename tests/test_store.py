@@ -130,7 +130,7 @@ def test_merge_reencodes_when_codecs_differ(tmp_path):
     assert merged.check() == []
 
 
-@pytest.mark.damaged_store
+@pytest.mark.bad_store
 def test_check_names_a_corrupted_episode(tmp_path):
     store = make_store(tmp_path / "s.zarr", episodes=2, length=5)
     store._group["data/action"][7] = np.full(6, 9.0, np.float32)  # silent bit rot in episode 1
@@ -149,7 +149,7 @@ def test_one_writer_at_a_time(tmp_path):
     EpisodeStore.open(tmp_path / "s.zarr", mode="a").close()
 
 
-@pytest.mark.damaged_store
+@pytest.mark.bad_store
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
@@ -167,7 +167,7 @@ def test_bad_stores_give_one_line_errors(tmp_path, setup, message):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.damaged_store
+@pytest.mark.bad_store
 def test_truncated_metadata_is_named(tmp_path):
     make_store(tmp_path / "s.zarr", episodes=2, length=4).close()
     meta = tmp_path / "s.zarr" / "meta" / ".zattrs"

@@ -145,7 +145,7 @@ def _list(root: Path) -> int:
 def _info(path: Path) -> int:
     from rich.table import Table
 
-    from shallowpi.data.finite import describe_ranges
+    from shallowpi.data.row_ranges import describe_ranges
     from shallowpi.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)

@@ -48,7 +48,8 @@ import numpy as np
 from shallowpi.data import chunk_files, zarr_compat
 from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
-from shallowpi.data.finite import describe_ranges, nonfinite_ranges
+from shallowpi.data.nonfinite import nonfinite_ranges
+from shallowpi.data.row_ranges import describe_ranges
 from shallowpi.errors import StoreError
 
 log = logging.getLogger(__name__)

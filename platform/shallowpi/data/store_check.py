@@ -5,9 +5,9 @@ In order, cheapest first:
 1. layout (store_layout): every array as long as meta/episode_ends, every chunk file of
    every committed row present; a live writer's episode in flight, or a killed writer's
    tail, is reported as such and judged no further.
-2. the episodes agree: one frame rate (a training window must not span two; `train`
-   refuses too), one calibration (a warning, unless the store records that mixing was
-   allowed).
+2. the episodes agree: one frame rate (a training window must not span two), one
+   calibration (a warning, unless the store records that mixing was allowed); `train`
+   judges the same (train/store_checks.py).
 3. numbers: each array decodes, matches its checksum from commit time, holds no NaN/inf
    (reported by episode, array and row; stores written before the writer flagged them
    are scanned all the same), tick times never go backwards.
@@ -32,9 +32,10 @@ import numpy as np
 
 from shallowpi.data import chunk_files
 from shallowpi.data.features import FeatureKind
-from shallowpi.data.finite import RowRanges, describe_indices, describe_ranges, nonfinite_ranges
-from shallowpi.data.store import TICK_KEY, EpisodeStore
-from shallowpi.data.store_layout import Layout, Tail, array_names, mixed_rates, scan_layout
+from shallowpi.data.nonfinite import nonfinite_ranges
+from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
+from shallowpi.data.store import TICK_KEY, EpisodeInfo, EpisodeStore
+from shallowpi.data.store_layout import Layout, Tail, array_names, scan_layout
 from shallowpi.errors import StoreError
 
 Progress = Callable[[int, int], None]  # (frames done, frames in total)
@@ -92,24 +93,6 @@ def check_store(
     return report
 
 
-def nonfinite_rows(store: EpisodeStore) -> dict[int, dict[str, RowRanges]]:
-    """episode -> array -> [start, stop) rows within the episode holding NaN or inf, over
-    every numeric array (features and their timestamps); {} when all are finite.
-
-    Scans the data (numbers only, no camera frames), so stores written before the
-    writer recorded `EpisodeInfo.nonfinite` are covered too."""
-    found: dict[int, dict[str, RowRanges]] = {}
-    ends = store.episode_ends
-    for name in array_names(store):
-        if _is_image(store, name):
-            continue
-        values = store.read(name, 0, store.num_frames)
-        for index, (start, stop) in enumerate(_episode_spans(ends)):
-            if ranges := nonfinite_ranges(values[start:stop]):
-                found.setdefault(index, {})[name] = ranges
-    return found
-
-
 def repair_store(store_path: os.PathLike[str] | str) -> Tail:
     """Remove what a stopped writer left past the last committed episode, recording
     nothing; returns what was removed (empty if there was nothing).
@@ -131,17 +114,31 @@ def repair_store(store_path: os.PathLike[str] | str) -> Tail:
 
 
 def _check_mixing(store: EpisodeStore, report: CheckReport) -> None:
-    if rates := mixed_rates(store):
-        report.problems.append(rates)
-    by_calibration: dict[str, list[int]] = {}
-    for episode in store.episodes:
-        by_calibration.setdefault(episode.calibration_id, []).append(episode.index)
+    by_fps = _grouped(store, lambda e: float(e.fps))
+    if len(by_fps) > 1:
+        rates = _groups_text(by_fps, lambda fps: f"{fps:g} Hz")
+        report.problems.append(
+            f"episodes mix frame rates: {rates}; a window of rows would span different times: keep one rate "
+            "a dataset (`platform dataset delete` the others in a copy, or record them into another dataset)")
+    by_calibration = _grouped(store, lambda e: e.calibration_id)
     if len(by_calibration) > 1 and not _header(store).get(ALLOW_MIXED_CALIBRATION):
-        ids = ", ".join(f"{calibration or '(none)'} (episode{'s' if len(indices) > 1 else ''} "
-                        f"{describe_indices(indices)})" for calibration, indices in by_calibration.items())
+        ids = _groups_text(by_calibration, lambda calibration: calibration or "(none)")
         report.warnings.append(
             f"episodes mix calibration ids: {ids}; the same joint value may mean different poses in them "
             "(re-record, or record the store with --allow-mixed-calibration if the calibrations agree)")
+
+
+def _grouped(store: EpisodeStore, key: Callable[[EpisodeInfo], Any]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for episode in store.episodes:
+        groups.setdefault(key(episode), []).append(episode.index)
+    return groups
+
+
+def _groups_text(groups: dict[Any, list[int]], name: Callable[[Any], str]) -> str:
+    """'30 Hz (episodes 0-1), 15 Hz (episode 2)'."""
+    return ", ".join(f"{name(value)} (episode{'s' if len(indices) > 1 else ''} {describe_indices(indices)})"
+                     for value, indices in groups.items())
 
 
 def _header(store: EpisodeStore) -> dict[str, Any]:

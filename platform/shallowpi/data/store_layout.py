@@ -1,11 +1,10 @@
-"""The cheap half of a store check: every array long enough, every chunk file present,
-one frame rate.
+"""The cheap half of a store check: every array long enough, every chunk file present.
 
 zarr reads a missing chunk file as zeros and an array shorter than `meta/episode_ends` as
 fewer rows, so a damaged store would otherwise train on blank frames and zero actions.
-This looks only at file names and `.zarray` shapes (no decoding): ~0.1 s for 100k
-frames, so `train`, `export` and `eval` run it on every store they open
-(`require_intact`); `dataset check` runs it first and then decodes everything.
+This looks only at file names and `.zarray` shapes (one directory listing an array, no
+decoding; BENCHMARKS.md has its cost), so `train`, `export` and `eval` run it on every
+store they open (`require_intact`); `dataset check` runs it first, then decodes all.
 
 It also tells what lies past the last committed episode (`Tail`): frames of an episode
 in flight while a writer holds the store's lock, or the leftovers of a writer that was
@@ -18,13 +17,13 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
-from collections.abc import Sized
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from shallowpi.data.finite import RowRanges, describe_indices, describe_ranges
+from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
 from shallowpi.data.store import LOCK_NAME, TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
 from shallowpi.errors import StoreError
 
@@ -127,32 +126,15 @@ def layout_problems(store: EpisodeStore) -> list[str]:
     return scan_layout(store).problems
 
 
-def mixed_rates(store: EpisodeStore) -> str | None:
-    """The problem with a store whose episodes were recorded at different frame rates
-    (rows of one window would span different times), or None if they agree."""
-    by_fps: dict[float, list[int]] = {}
-    for episode in store.episodes:
-        by_fps.setdefault(float(episode.fps), []).append(episode.index)
-    if len(by_fps) < 2:
-        return None
-    rates = ", ".join(f"{fps:g} Hz ({_plural('episode', indices)} {describe_indices(indices)})"
-                      for fps, indices in by_fps.items())
-    return (f"episodes mix frame rates: {rates}; a dataset holds one rate (a window of rows is a span of "
-            "time): `platform dataset delete` the others, or record them into another dataset")
-
-
 def require_intact(store: EpisodeStore) -> None:
     """Raise a one-line StoreError naming the array and rows if any committed row is
-    missing (an array shorter than meta/episode_ends, or a chunk file gone), or if the
-    episodes mix frame rates.
+    missing (an array shorter than meta/episode_ends, or a chunk file gone).
 
     The cheap part of `dataset check` (no decoding): what `train`, `export` and `eval`
     run before reading a store as data, so zarr's zero fill never passes for recorded
     values.
     """
     problems = layout_problems(store)
-    if rates := mixed_rates(store):
-        problems.append(rates)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"{store.path.name} is damaged: {problems[0]}{more}; "
@@ -170,11 +152,15 @@ def _chunk_files(folder: Path, info: dict) -> tuple[set[str], str]:
         return set(), separator
 
 
-def _chunk_keys(info: dict, rows: int, separator: str) -> list[tuple[int, str]]:
+def _chunk_keys(info: dict, rows: int, separator: str) -> Iterator[tuple[int, str]]:
     """(chunk index on axis 0, file key) of every chunk that holds one of the first `rows` rows."""
     shape, chunks = info["shape"], info["chunks"]
-    per_axis = [range(-(-rows // chunks[0]))] + [range(-(-s // c)) for s, c in zip(shape[1:], chunks[1:])]
-    return [(index[0], separator.join(map(str, index))) for index in itertools.product(*per_axis)]
+    along_time = range(-(-rows // chunks[0]))
+    others = list(itertools.product(*(range(-(-s // c)) for s, c in zip(shape[1:], chunks[1:]))))
+    if others == [(0,) * (len(shape) - 1)]:  # chunked along time only: the store's own layout
+        tail = f"{separator}0" * (len(shape) - 1)
+        return ((i, f"{i}{tail}") for i in along_time)
+    return ((i, separator.join(map(str, (i, *rest)))) for i in along_time for rest in others)
 
 
 def _row_ranges(chunks: list[int], chunk_rows: int, rows: int) -> RowRanges:

@@ -1,9 +1,7 @@
-"""Where recorded numbers are NaN or infinite, as row ranges.
+"""Row (or episode) numbers as [start, stop) ranges, and as people read them: "3, 7-9".
 
-One NaN in `observation.state` turns a training loss into NaN at step 0, so the writer
-records which rows of which array hold non-finite values (`EpisodeInfo.nonfinite`), and
-`dataset check` and training name them. Ranges keep that record small: a camera that
-stalled for a minute is one [start, stop) pair, not 1,800 row numbers.
+Reports name rows by range so that a camera that stalled for a minute is one [start, stop)
+pair in a message or in an episode's metadata, not 1,800 numbers.
 """
 
 from __future__ import annotations
@@ -15,16 +13,9 @@ import numpy as np
 RowRanges = list[list[int]]  # [[start, stop), ...], ascending, rows within an episode
 
 
-def nonfinite_ranges(rows: np.ndarray) -> RowRanges:
-    """The [start, stop) runs of rows (axis 0) holding any NaN or +-inf; [] for integer
-    and boolean arrays, which cannot hold them."""
-    rows = np.asarray(rows)
-    if rows.ndim == 0 or not np.issubdtype(rows.dtype, np.inexact):
-        return []
-    bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
-    if not bad.any():
-        return []
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], bad.view(np.int8), [0]))))
+def ranges_of(mask: np.ndarray) -> RowRanges:
+    """The [start, stop) runs of True in a [N] bool mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, bool).view(np.int8), [0]))))
     return [[int(start), int(stop)] for start, stop in zip(edges[::2], edges[1::2])]
 
 
