@@ -282,3 +282,32 @@ def test_after_a_kill_check_names_the_tail_and_repair_trims_it(tmp_path):
             for key, value in store.read_episode(i).items():
                 np.testing.assert_array_equal(value, episode[key])
     assert repair_store(path).empty  # nothing left to do
+
+
+@pytest.mark.slow
+def test_check_beside_a_real_recording_then_after_killing_it(tmp_path):
+    """`platform record` in the twin, checked while it records and after a kill -9."""
+    recorder = subprocess.Popen(
+        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
+                     "--data-root", str(tmp_path), "--dataset", "live", "--no-tui", "record.sim_size=96x96",
+                     f"telemetry.address={tmp_path}/t.sock", "--episodes", "50", "--episode-time-s", "1",
+                     "--reset-time-s", "0"),
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "episode 1 saved" not in (line := recorder.stdout.readline()):
+            assert line or recorder.poll() is None, recorder.stderr.read()[-2000:]
+        for _ in range(3):  # whatever the recorder is doing at that moment
+            result = _check_cli(tmp_path / "live.zarr")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert f"being recorded by pid {recorder.pid}: checked the" in result.stdout
+            assert "problem" not in result.stderr
+    finally:
+        recorder.send_signal(signal.SIGKILL)
+        recorder.communicate(timeout=60)
+    killed = _check_cli(tmp_path / "live.zarr")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert "being recorded" not in killed.stdout and " ok, " in killed.stdout
+    repair_store(tmp_path / "live.zarr")
+    with EpisodeStore.open(tmp_path / "live.zarr") as store:
+        report = check_store(store)
+    assert report.problems == [] and report.notes == [] and len(store) >= 2
