@@ -102,10 +102,11 @@ def scan_layout(store: EpisodeStore) -> Layout:
         folder = store.path / "data" / name
         try:
             info = store.array_info(name)
-        except (OSError, ValueError) as exc:
+            rows = int(info["shape"][0])
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             layout.problems.append(f"data/{name} has no readable .zarray ({type(exc).__name__}); the array is lost")
             continue
-        rows = layout.rows[name] = int(info["shape"][0])
+        layout.rows[name] = rows
         if rows < end:
             layout.problems.append(
                 f"data/{name} has {rows} rows but meta/episode_ends commits {end}: rows "
