@@ -47,3 +47,18 @@ def make_store(path: Path, episodes: int = 3, length: int = 20, seed: int = 0,
             writer.add_frame(synthetic_frame(rng, t), t / 30.0)
         writer.commit(success=e % 2 == 0)
     return store
+
+
+def as_layout_1(path: Path, version: int = 2) -> None:
+    """Rewrite a closed store's metadata as a store written before layout 2 was: every
+    episode's metadata in one list in meta/.zattrs, no episodes/ folder, no commit record."""
+    import json
+    import shutil
+
+    episodes = [json.loads((path / "episodes" / f"{i}.json").read_text())
+                for i in range(json.loads((path / "meta" / ".zattrs").read_text())["commit"]["episodes"])]
+    (path / "meta" / ".zattrs").write_text(json.dumps({"episodes": episodes}))
+    shutil.rmtree(path / "episodes")
+    attrs = json.loads((path / ".zattrs").read_text())
+    header = {k: v for k, v in attrs["shallowpi"].items() if k != "layout"}
+    (path / ".zattrs").write_text(json.dumps({**attrs, "shallowpi": {**header, "version": version}}))

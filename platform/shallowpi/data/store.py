@@ -350,6 +350,9 @@ class EpisodeStore:
         except Exception as exc:  # zarr/json errors on a damaged store
             _unlock(lock_fd)
             raise StoreError(f"{path} is damaged: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        except BaseException:  # interrupted: the lock goes, the pid stays (a writer died)
+            _unlock(lock_fd)
+            raise
         return store
 
     @classmethod
