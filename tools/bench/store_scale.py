@@ -46,7 +46,13 @@ import numpy as np
 
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data import store as store_module
-from shallowpi.data.store import TICK_KEY, TIMESTAMP_SUFFIX, EpisodeInfo, StoreSettings, StoreSummary
+from shallowpi.data.store import (
+    TICK_KEY,
+    TIMESTAMP_SUFFIX,
+    EpisodeInfo,
+    StoreSettings,
+    StoreSummary,
+)
 
 JOINTS = [f"joint_{i}" for i in range(6)]
 FEATURES = {"observation.state": Feature.vector(JOINTS), "action": Feature.vector(JOINTS)}
@@ -146,7 +152,7 @@ def measure(path: Path, repeats: int, layout_1: bool) -> dict[str, float]:
         out[f"commit{'_durable' if durable else ''}_ms"] = median_ms(commit, repeats)
         commit.store.close()  # type: ignore[attr-defined]
     start = time.perf_counter()
-    EpisodeStore.open(path).episodes
+    _ = EpisodeStore.open(path).episodes
     out["all_meta_ms"] = (time.perf_counter() - start) * 1e3
     if layout_1:
         copy = path.with_name(path.stem + "-layout1.zarr")

@@ -49,7 +49,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -63,9 +62,13 @@ import numpy as np
 from shallowpi.data import chunk_files, zarr_compat
 from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
+from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["EpisodeInfo", "EpisodeStore", "EpisodeWriter", "StoreSettings", "StoreSummary", "check_mixing",
+           "iter_stores", "mixed_fps"]
 
 FORMAT_NAME = "shallowpi.episodes"
 # 3: as 2, with the metadata in layout 2 (one file an episode, a small commit record).
@@ -107,87 +110,6 @@ class EpisodeInfo:
     def from_json(cls, data: Mapping[str, Any]) -> EpisodeInfo:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True)
-class StoreSummary:
-    """What the committed episodes were recorded with, as sorted distinct values.
-
-    Kept in the commit record, so the rules on what may join a store (one fps, one
-    calibration unless mixing was allowed) cost the same at any store size.
-    """
-
-    fps: tuple[float, ...] = ()
-    calibration_ids: tuple[str, ...] = ()
-    robots: tuple[str, ...] = ()
-    allow_mixed_calibration: bool = False  # set by --allow-mixed-calibration, never unset
-
-    def with_episode(self, info: EpisodeInfo) -> StoreSummary:
-        return dataclasses.replace(
-            self,
-            fps=tuple(sorted({*self.fps, float(info.fps)})),
-            calibration_ids=tuple(sorted({*self.calibration_ids, info.calibration_id} - {""})),
-            robots=tuple(sorted({*self.robots, info.robot} - {""})),
-        )
-
-    @classmethod
-    def of_episodes(cls, episodes: Iterable[EpisodeInfo], allow_mixed_calibration: bool = False) -> StoreSummary:
-        summary = cls(allow_mixed_calibration=allow_mixed_calibration)
-        for info in episodes:
-            summary = summary.with_episode(info)
-        return summary
-
-    def to_json(self) -> dict[str, Any]:
-        return {"fps": list(self.fps), "calibration_ids": list(self.calibration_ids),
-                "robots": list(self.robots), "allow_mixed_calibration": self.allow_mixed_calibration}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> StoreSummary:
-        return cls(fps=tuple(float(f) for f in data.get("fps", ())),
-                   calibration_ids=tuple(str(c) for c in data.get("calibration_ids", ())),
-                   robots=tuple(str(r) for r in data.get("robots", ())),
-                   allow_mixed_calibration=bool(data.get("allow_mixed_calibration", False)))
-
-
-def mixed_fps(episodes: Iterable[EpisodeInfo]) -> list[float]:
-    """The distinct recording rates of `episodes`, sorted; more than one means the store
-    mixes rates (training windows would then span different times)."""
-    return sorted({float(e.fps) for e in episodes})
-
-
-def _same_fps(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
-
-
-def check_mixing(held: StoreSummary, held_name: str, fps: Iterable[float], calibration_ids: Iterable[str],
-                 new_name: str, allow_mixed_calibration: bool = False) -> None:
-    """Refuse to add episodes at `fps` with `calibration_ids` (described as `new_name`)
-    to the store `held_name`, whose committed episodes `held` describes.
-
-    The one rule every path that adds episodes goes through (record, --resume, merge,
-    import): one fps a store, always (a training chunk of 50 rows must span one time);
-    one calibration id a store unless mixing is allowed, by `allow_mixed_calibration` or
-    by the store's own record of an earlier permission (under another calibration the
-    same joint value is another pose). An empty store takes anything, and an empty
-    calibration id (not known: a LeRobot import) is compared with none. Raises
-    StoreError naming both values and the way out.
-    """
-    fps, calibration_ids = sorted({float(f) for f in fps}), sorted(set(calibration_ids) - {""})
-    if any(not _same_fps(a, b) for a in held.fps for b in fps):
-        raise StoreError(f"{held_name} holds episodes at {_rates(held.fps)} fps, {new_name} at {_rates(fps)} fps; "
-                         "one store keeps one rate: use a new dataset")
-    if allow_mixed_calibration or held.allow_mixed_calibration:
-        return
-    if held.calibration_ids and calibration_ids and set(held.calibration_ids) != set(calibration_ids):
-        ours, theirs = ", ".join(held.calibration_ids), ", ".join(calibration_ids)
-        raise StoreError(
-            f"{held_name} holds episodes of calibration {ours}, {new_name} of calibration {theirs} "
-            "(one joint value, two poses); use a new dataset, or pass --allow-mixed-calibration "
-            "to mix them (recorded in the store)")
-
-
-def _rates(fps: Iterable[float]) -> str:
-    return ", ".join(f"{f:g}" for f in fps)
 
 
 @dataclass(frozen=True)
@@ -247,12 +169,15 @@ class EpisodeStore:
         self.settings = StoreSettings(**header.get("settings", {}))
         register_image_codecs()
         self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
+        self._arrays: dict[str, Any] = {}
         self._infos: dict[int, EpisodeInfo] = {}
         self._ends_loaded: np.ndarray | None = None
         if self.layout >= 2:
             self._read_commit_record()
         else:
-            self._read_layout_1()
+            from shallowpi.data.store_layout1 import read_layout_1
+
+            read_layout_1(self)
 
     # --- opening -----------------------------------------------------------------------
 
@@ -343,7 +268,9 @@ class EpisodeStore:
                 shutil.rmtree(path.with_name(path.name + COMPACTING_SUFFIX), ignore_errors=True)
                 store._recover(sweep=died)
                 if store.layout < LAYOUT:
-                    store._move_to_layout_2()
+                    from shallowpi.data.store_layout1 import move_to_layout_2
+
+                    move_to_layout_2(store)
         except StoreError:
             _unlock(lock_fd)
             raise
@@ -419,54 +346,9 @@ class EpisodeStore:
             raise StoreError(f"{self.path}: meta/.zattrs has no commit record; the store is damaged")
         self._count, self._frames = int(record["episodes"]), int(record["frames"])
         self.summary = StoreSummary.from_json(record)
-        ends = self._group["meta/episode_ends"]
+        ends = self._array("meta/episode_ends")
         if ends.shape[0] < self._count:
             raise StoreError(f"{self.path}: {self._count} episodes committed but meta/episode_ends has {ends.shape[0]}; the store is damaged")
-
-    def _read_layout_1(self) -> None:
-        raw = _read_json(self.path / "meta" / ".zattrs").get("episodes")
-        if not isinstance(raw, list):
-            raise StoreError(f"{self.path}: meta/.zattrs has no episode list; the store is damaged")
-        episodes = [EpisodeInfo.from_json(e) for e in raw]
-        ends = self._group["meta/episode_ends"]
-        if ends.shape[0] < len(episodes):
-            raise StoreError(f"{self.path}: {len(episodes)} episodes committed but meta/episode_ends has {ends.shape[0]}; the store is damaged")
-        self._ends_loaded = np.asarray(ends[: len(episodes)], dtype=np.int64)
-        lengths = np.diff(self._ends_loaded, prepend=0)
-        for info, length in zip(episodes, lengths):
-            if info.length != length:
-                raise StoreError(f"{self.path}: episode {info.index} has {info.length} frames in its metadata but {length} in meta/episode_ends")
-        self._infos = dict(enumerate(episodes))
-        self._count = len(episodes)
-        self._frames = int(self._ends_loaded[-1]) if len(episodes) else 0
-        self.summary = StoreSummary.of_episodes(episodes)
-
-    def _move_to_layout_2(self) -> None:
-        """Rewrite a layout-1 store's metadata as layout 2 (once; costs one pass).
-
-        The per-episode files and the commit record go in first, while the header still
-        says layout 1 and readers use the list; the header's replace switches layouts.
-        A kill before it leaves layout 1 intact, and the next writable open starts over."""
-        durable = self.settings.durable
-        folder = self.path / EPISODES_DIR
-        folder.mkdir(exist_ok=True)
-        episodes = self._episodes
-        for info in episodes:
-            _write_json(folder / f"{info.index}.json", info.to_json(), durable=False)
-        if durable:
-            for info in episodes:
-                _fsync_path(folder / f"{info.index}.json")
-            _fsync_path(folder)
-        meta = self.path / "meta" / ".zattrs"
-        _write_json(meta, {"episodes": [e.to_json() for e in episodes],
-                           "commit": _commit_record(self._count, self._frames, self.summary)}, durable)
-        header = _read_json(self.path / ".zattrs")
-        version = 1 if self.version < 2 else FORMAT_VERSION
-        header["shallowpi"] = {**header["shallowpi"], "version": version, "layout": LAYOUT}
-        _write_json(self.path / ".zattrs", header, durable)  # <- the switch
-        self.version, self.layout = version, LAYOUT
-        self._write_commit_record(self._count, self._frames, self.summary)  # drops the old list
-        log.info("%s: moved %d episodes' metadata to one file each (store layout 2)", self.path.name, len(episodes))
 
     def _recover(self, sweep: bool = False) -> None:
         """Cut any tail a killed writer left past the last committed episode.
@@ -478,14 +360,14 @@ class EpisodeStore:
                 leftover.unlink(missing_ok=True)
         end = self.num_frames
         for name in self._array_names():
-            array = self._group["data"][name]
+            array = self._array(f"data/{name}")
             if array.shape[0] < end:
                 raise StoreError(f"{self.path}: data/{name} has {array.shape[0]} rows, committed episodes need {end}; the store is damaged")
             if array.shape[0] > end:
                 log.warning("%s: removing %d frames of data/%s from an episode that was never committed",
                             self.path.name, array.shape[0] - end, name)
                 array.resize((end, *array.shape[1:]))
-        ends = self._group["meta/episode_ends"]
+        ends = self._array("meta/episode_ends")
         if ends.shape[0] > len(self):
             ends.resize((len(self),))
         # Commits are one at a time, so at most the next episode's file can be a leftover.
@@ -529,7 +411,7 @@ class EpisodeStore:
     def _ends(self) -> np.ndarray:
         """meta/episode_ends of the committed episodes, read on first use (8 bytes an episode)."""
         if self._ends_loaded is None:
-            ends = np.asarray(self._group["meta/episode_ends"][: self._count], dtype=np.int64)
+            ends = np.asarray(self._array("meta/episode_ends")[: self._count], dtype=np.int64)
             if len(ends) and (int(ends[-1]) != self._frames or np.any(np.diff(ends, prepend=0) < 0)):
                 raise StoreError(f"{self.path}: meta/episode_ends does not end at the {self._frames} committed frames "
                                  "or is not increasing; the store is damaged")
@@ -570,11 +452,19 @@ class EpisodeStore:
         if key not in self._array_names():
             raise StoreError(f"{self.path.name} has no array '{key}'; it has: {', '.join(self._array_names())}")
         stop = min(stop, self.num_frames)
-        return np.asarray(self._group["data"][key][start:stop])
+        return np.asarray(self._array(f"data/{key}")[start:stop])
 
     def read_episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         start, stop = self.episode_range(index)
         return {key: self.read(key, start, stop) for key in (keys or self._array_names())}
+
+    def _array(self, name: str) -> Any:
+        """The zarr array at `name` ("data/<key>", "meta/episode_ends"), looked up once:
+        a lookup reads its .zarray (~3 ms in zarr 3), and only this store resizes it."""
+        array = self._arrays.get(name)
+        if array is None:
+            array = self._arrays[name] = self._group[name]
+        return array
 
     def _array_names(self) -> list[str]:
         names = [TICK_KEY]
@@ -630,7 +520,7 @@ class EpisodeStore:
     def _commit(self, info: EpisodeInfo, end: int) -> None:
         """Steps 2 to 4 of the commit protocol (the frames are already durable)."""
         durable = self.settings.durable
-        ends = self._group["meta/episode_ends"]
+        ends = self._array("meta/episode_ends")
         n = len(self)
         ends.resize((n + 1,))
         ends[n] = end
@@ -662,7 +552,7 @@ class EpisodeStore:
 
     def _truncate(self, end: int) -> None:
         for name in self._array_names():
-            array = self._group["data"][name]
+            array = self._array(f"data/{name}")
             if array.shape[0] > end:
                 array.resize((end, *array.shape[1:]))
 
@@ -826,7 +716,7 @@ class EpisodeWriter:
             return
         self._flush_images(key)
         self._copied = True
-        array = store._group["data"][key]
+        array = store._array(f"data/{key}")
         first = self._start + self._image_rows[key]
         array.resize((first + stop - start, *array.shape[1:]))
         tail = ".0" * len(store.features[key].shape)
@@ -843,7 +733,7 @@ class EpisodeWriter:
         frames = self._images[key]
         if not frames:
             return
-        array = self._store._group["data"][key]
+        array = self._store._array(f"data/{key}")
         first = self._start + self._image_rows[key]
         # Shape first, then the chunks (as zarr orders it): a crash leaves a cuttable tail.
         array.resize((first + len(frames), *array.shape[1:]))
@@ -866,12 +756,11 @@ class EpisodeWriter:
         store = self._store
         end = self._start + self._length
         checksums = {}
-        data = store._group["data"]
         for key in self._images:
             self._flush_images(key)
         for key, values in self._numeric.items():
-            rows = np.stack(values).astype(data[key].dtype, copy=False)
-            array = data[key]
+            array = store._array(f"data/{key}")
+            rows = np.stack(values).astype(array.dtype, copy=False)
             array.resize((end, *array.shape[1:]))
             array[self._start : end] = rows
             checksums[key] = _checksum(rows)
