@@ -37,8 +37,9 @@ being recorded.
 
 Layout 1 (format versions 1 and 2) kept every episode's metadata as one list in
 meta/.zattrs, rewritten at each commit: such stores are read as they are and moved to
-layout 2 the first time they are opened for writing (the header switch is the one
-atomic step; an interrupted move is redone).
+layout 2 the first time they are opened for writing (data/store_layout1.py). Beside
+this module: what may join a store (store_rules.py), delete, copy and merge
+(store_edit.py).
 """
 
 from __future__ import annotations
