@@ -9,7 +9,7 @@ import yaml
 
 from conftest import platform_cmd, subprocess_env
 from shallowpi.cli import main
-from store_fixtures import make_store
+from store_fixtures import make_store, stamp_episode
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -103,8 +103,7 @@ def test_dataset_merge_refuses_mixing_fps_or_calibration_in_one_line(tmp_path):
     root = ["--data-root", str(tmp_path)]
     make_store(tmp_path / "a.zarr", episodes=1, length=4).close()  # 30 fps, calibration cal-test
     make_store(tmp_path / "b.zarr", episodes=1, length=4).close()
-    episode_file = tmp_path / "b.zarr" / "episodes" / "0.json"
-    _stamp(tmp_path / "b.zarr", episode_file, calibration_id="cal-new")
+    stamp_episode(tmp_path / "b.zarr", 0, calibration_id="cal-new")
     refused = run("dataset", "merge", "a", "b", "--out", "ab", *root)
     assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "calibration cal-test" in refused.stderr and "cal-new" in refused.stderr
@@ -113,20 +112,8 @@ def test_dataset_merge_refuses_mixing_fps_or_calibration_in_one_line(tmp_path):
     assert allowed.returncode == 0, allowed.stderr
     assert EpisodeStore.open(tmp_path / "ab.zarr").summary.allow_mixed_calibration
 
-    _stamp(tmp_path / "b.zarr", episode_file, calibration_id="cal-test", fps=15.0)
+    stamp_episode(tmp_path / "b.zarr", 0, calibration_id="cal-test", fps=15.0)
     slow = run("dataset", "merge", "a", "b", "--out", "slow", "--allow-mixed-calibration", *root)
     assert slow.returncode != 0 and len(slow.stderr.strip().splitlines()) == 1, slow.stderr
     assert "a.zarr holds episodes at 30 fps, b.zarr at 15 fps" in slow.stderr and "new dataset" in slow.stderr
 
-
-def _stamp(store, episode_file, **fields) -> None:
-    """Make a store's one episode look recorded with other settings (its file and the
-    commit record's summary), as a store recorded elsewhere would be."""
-    import json
-
-    info = {**json.loads(episode_file.read_text()), **fields}
-    episode_file.write_text(json.dumps(info))
-    meta = store / "meta" / ".zattrs"
-    record = json.loads(meta.read_text())["commit"]
-    record.update(fps=[info["fps"]], calibration_ids=[info["calibration_id"]])
-    meta.write_text(json.dumps({"commit": record}))

@@ -29,6 +29,7 @@ from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
 from shallowpi.telemetry.status import RecorderState
 from shallowpi.teleop.leader import LeaderFollower
+from store_fixtures import stamp_episode
 
 SMALL = "record.sim_size=96x96"
 
@@ -79,8 +80,6 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.slow
 def test_resume_refuses_another_fps_or_calibration_unless_allowed(tmp_path):
-    import json
-
     short = ("--dataset", "demo", "--episodes", "1", "--reset-time-s", "0", "--episode-time-s", "0.5")
     first = record(tmp_path, *short)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -90,10 +89,7 @@ def test_resume_refuses_another_fps_or_calibration_unless_allowed(tmp_path):
 
     # The store's episode as if recorded under an earlier calibration of the robot.
     store = tmp_path / "demo.zarr"
-    info = json.loads((store / "episodes" / "0.json").read_text())
-    (store / "episodes" / "0.json").write_text(json.dumps({**info, "calibration_id": "cal-before"}))
-    record_ = json.loads((store / "meta" / ".zattrs").read_text())
-    (store / "meta" / ".zattrs").write_text(json.dumps({"commit": {**record_["commit"], "calibration_ids": ["cal-before"]}}))
+    stamp_episode(store, 0, calibration_id="cal-before")
     recalibrated = record(tmp_path, *short, "--resume")
     assert recalibrated.returncode != 0 and len(recalibrated.stderr.strip().splitlines()) == 1
     assert "calibration cal-before, this recording of calibration sim-arm" in recalibrated.stderr
