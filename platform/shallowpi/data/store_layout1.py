@@ -47,6 +47,8 @@ def move_to_layout_2(store: EpisodeStore) -> None:
     kill before it leaves layout 1 intact, and the next writable open starts over.
     Format 2 becomes 3; format 1 stays 1 (the version names its row pairing).
     """
+    layout_2.log.warning("%s: moving the metadata of %d episodes to one file each (store layout 2), once",
+                         store.path.name, len(store))
     durable = store.settings.durable
     folder = store.path / EPISODES_DIR
     folder.mkdir(exist_ok=True)
@@ -67,5 +69,3 @@ def move_to_layout_2(store: EpisodeStore) -> None:
     layout_2._write_json(store.path / ".zattrs", header, durable)  # <- the switch
     store.version, store.layout = version, LAYOUT
     store._write_commit_record(len(store), store.num_frames, store.summary)  # drops the old list
-    layout_2.log.info("%s: moved %d episodes' metadata to one file each (store layout 2)",
-                      store.path.name, len(episodes))
