@@ -111,6 +111,8 @@ def test_dataset_merge_refuses_mixing_fps_or_calibration_in_one_line(tmp_path):
     allowed = run("dataset", "merge", "a", "b", "--out", "ab", "--allow-mixed-calibration", *root)
     assert allowed.returncode == 0, allowed.stderr
     assert EpisodeStore.open(tmp_path / "ab.zarr").summary.allow_mixed_calibration
+    info = run("dataset", "info", "ab", *root)
+    assert "mixed calibration ids allowed (--allow-mixed-calibration): cal-new, cal-test" in info.stdout
 
     stamp_episode(tmp_path / "b.zarr", 0, calibration_id="cal-test", fps=15.0)
     slow = run("dataset", "merge", "a", "b", "--out", "slow", "--allow-mixed-calibration", *root)

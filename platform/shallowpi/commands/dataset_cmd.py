@@ -151,6 +151,9 @@ def _info(path: Path) -> int:
     console.print(f"[bold]{path}[/bold]  {len(store)} episodes, {store.num_frames} frames, "
                   f"{_size(store.nbytes_on_disk())}, image codec {store.settings.image_codec} "
                   f"(quality {store.settings.image_quality})")
+    if store.summary.allow_mixed_calibration:
+        console.print("mixed calibration ids allowed (--allow-mixed-calibration): "
+                      + ", ".join(store.summary.calibration_ids))
     features = Table(title="features")
     for column in ("key", "kind", "dtype", "shape", "names"):
         features.add_column(column)
