@@ -20,13 +20,12 @@ from conftest import platform_cmd, subprocess_env
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
 from shallowpi.data.store_check import (
-    ALLOW_MIXED_CALIBRATION,
     check_store,
     repair_store,
 )
-from shallowpi.data.store_layout import layout_problems, require_intact
+from shallowpi.data.store_files import file_problems, require_intact
 from shallowpi.errors import StoreError
-from store_fixtures import arm_features, make_store, synthetic_frame
+from store_fixtures import make_store, stamp_episode, synthetic_frame
 
 TESTS = Path(__file__).parent
 
@@ -52,7 +51,7 @@ def test_missing_chunk_files_are_named_by_array_and_rows(tmp_path):
     with EpisodeStore.open(path) as store:
         assert store.read("action", 32, 48).sum() == 0  # what zarr would hand to training
         problems = check_store(store).problems
-        assert layout_problems(store) == problems  # the cheap scan already names both
+        assert file_problems(store) == problems  # the cheap scan already names both
     assert problems == [
         "data/action: 1 chunk file missing, rows 32-47 (episodes 1-2) would read as zeros",
         "data/observation.images.front: 1 chunk file missing, rows 5 (episode 0) would read as zeros",
@@ -179,20 +178,17 @@ def test_check_scans_the_data_of_stores_written_before_the_writer_flagged(tmp_pa
 # --- item 2, check side: what cannot be mixed ---------------------------------------------
 
 
-def _store_with_episodes(path: Path, *specs: tuple[float, str]) -> EpisodeStore:
-    rng = np.random.default_rng(0)
-    store = EpisodeStore.create(path, arm_features(), StoreSettings(durable=False))
-    for fps, calibration in specs:
-        writer = store.begin_episode("t", robot="arm", calibration_id=calibration, fps=fps)
-        for t in range(4):
-            writer.add_frame(synthetic_frame(rng, t), t / fps)
-        writer.commit()
-    return store
+def _store_with_episodes(path: Path, *specs: tuple[float, str]) -> None:
+    """A closed store whose episodes were recorded at these (fps, calibration id): as
+    written elsewhere or before the store refused to mix them."""
+    make_store(path, episodes=len(specs), length=4).close()
+    for index, (fps, calibration) in enumerate(specs):
+        stamp_episode(path, index, fps=fps, calibration_id=calibration)
 
 
 @pytest.mark.bad_store
 def test_check_refuses_mixed_frame_rates(tmp_path):
-    _store_with_episodes(tmp_path / "s.zarr", (30, "c"), (30, "c"), (15, "c")).close()
+    _store_with_episodes(tmp_path / "s.zarr", (30, "c"), (30, "c"), (15, "c"))
     result = _check_cli(tmp_path / "s.zarr")
     assert result.returncode == 1
     assert "episodes mix frame rates: 30 Hz (episodes 0-1), 15 Hz (episode 2)" in result.stderr
@@ -200,14 +196,13 @@ def test_check_refuses_mixed_frame_rates(tmp_path):
 
 def test_check_warns_on_mixed_calibrations_unless_the_store_allows_them(tmp_path):
     path = tmp_path / "s.zarr"
-    _store_with_episodes(path, (30, "cal-a"), (30, "cal-b"), (30, "cal-a")).close()
+    _store_with_episodes(path, (30, "cal-a"), (30, "cal-b"), (30, "cal-a"), (30, ""))
     result = _check_cli(path)
     assert result.returncode == 0
-    assert "warning: episodes mix calibration ids: cal-a (episodes 0, 2), cal-b (episode 1)" in result.stderr
-    attrs = json.loads((path / ".zattrs").read_text())
-    attrs["shallowpi"][ALLOW_MIXED_CALIBRATION] = True
-    (path / ".zattrs").write_text(json.dumps(attrs))
-    with EpisodeStore.open(path) as store:
+    # An episode without a calibration id (a LeRobot import) is compared with none.
+    assert "warning: episodes mix calibration ids: cal-a (episodes 0, 2), cal-b (episode 1);" in result.stderr
+    with EpisodeStore.open(path, mode="a") as store:
+        store.allow_mixed_calibration()  # what --allow-mixed-calibration records
         assert check_store(store).warnings == []
 
 

@@ -38,7 +38,7 @@ from store_write import CAMERAS, features
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
 from shallowpi.data.store_check import check_store
-from shallowpi.data.store_layout import require_intact
+from shallowpi.data.store_files import require_intact
 
 LAB_FRAMES = 112_000  # issue 10's 3.2 GB store: 571 episodes, 3 cameras
 

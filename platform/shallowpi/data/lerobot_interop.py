@@ -36,7 +36,7 @@ import numpy as np
 
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import EpisodeStore, StoreSettings
-from shallowpi.data.store_layout import require_intact
+from shallowpi.data.store_files import require_intact
 from shallowpi.errors import PlatformError, StoreError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 In order, cheapest first:
 
-1. layout (store_layout): every array as long as meta/episode_ends, every chunk file of
+1. files (store_files): every array as long as meta/episode_ends, every chunk file of
    every committed row present; a live writer's episode in flight, or a killed writer's
    tail, is reported as such and judged no further.
 2. the episodes agree: one frame rate (a training window must not span two), one
@@ -20,7 +20,6 @@ Everything judged is committed: a check running beside a recording exits clean.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -35,16 +34,14 @@ from shallowpi.data.features import FeatureKind
 from shallowpi.data.nonfinite import nonfinite_ranges
 from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
 from shallowpi.data.store import TICK_KEY, EpisodeInfo, EpisodeStore
-from shallowpi.data.store_layout import Layout, Tail, array_names, scan_layout
+from shallowpi.data.store_files import FileScan, Tail, array_names, scan_files
+from shallowpi.data.store_rules import mixed_fps
 from shallowpi.errors import StoreError
 
 Progress = Callable[[int, int], None]  # (frames done, frames in total)
 # Frames a worker decodes per task: large enough to amortise the hand-off, small enough
 # for a smooth progress bar.
 DECODE_BATCH = 64
-# The header key (in .zattrs "shallowpi") a store sets when it was told to accept
-# episodes of different calibrations (`--allow-mixed-calibration`).
-ALLOW_MIXED_CALIBRATION = "allow_mixed_calibration"
 
 
 @dataclass
@@ -80,16 +77,16 @@ def check_store(
     in the report, each line naming the array, episode and rows.
     """
     report = CheckReport(len(store), store.num_frames)
-    layout = scan_layout(store)
-    report.problems += layout.problems
-    if layout.tail.writer is not None or not layout.tail.empty:
-        report.tail = layout.tail
-        report.notes.append(layout.tail.describe(store))
+    files = scan_files(store)
+    report.problems += files.problems
+    if files.tail.writer is not None or not files.tail.empty:
+        report.tail = files.tail
+        report.notes.append(files.tail.describe(store))
     _check_mixing(store, report)
     for name in array_names(store):
-        if name in layout.rows and not _is_image(store, name):
-            _check_numeric(store, name, layout, report)
-    _check_frames(store, layout, decode_images, workers or _cores(), pool, progress, report)
+        if name in files.rows and not _is_image(store, name):
+            _check_numeric(store, name, files, report)
+    _check_frames(store, files, decode_images, workers or _cores(), pool, progress, report)
     return report
 
 
@@ -100,7 +97,7 @@ def repair_store(store_path: os.PathLike[str] | str) -> Tail:
     Raises StoreError if a writer is live (its episode is not a leftover) or if the store
     is damaged in a way trimming cannot mend (an array shorter than its episodes)."""
     with EpisodeStore.open(store_path) as store:
-        tail = scan_layout(store).tail
+        tail = scan_files(store).tail
     if tail.writer is not None:
         raise StoreError(f"{store.path.name} is being recorded by {tail.writer}; its episode in flight "
                          "is no leftover: stop the recording, then repair")
@@ -114,18 +111,20 @@ def repair_store(store_path: os.PathLike[str] | str) -> Tail:
 
 
 def _check_mixing(store: EpisodeStore, report: CheckReport) -> None:
-    by_fps = _grouped(store, lambda e: float(e.fps))
-    if len(by_fps) > 1:
-        rates = _groups_text(by_fps, lambda fps: f"{fps:g} Hz")
+    """The rules of store_rules, judged on episodes already in the store (older stores,
+    or ones written elsewhere, may break them)."""
+    if len(mixed_fps(store.episodes)) > 1:
+        rates = _groups_text(_grouped(store, lambda e: float(e.fps)), lambda fps: f"{fps:g} Hz")
         report.problems.append(
             f"episodes mix frame rates: {rates}; a window of rows would span different times: keep one rate "
             "a dataset (`platform dataset delete` the others in a copy, or record them into another dataset)")
-    by_calibration = _grouped(store, lambda e: e.calibration_id)
-    if len(by_calibration) > 1 and not _header(store).get(ALLOW_MIXED_CALIBRATION):
-        ids = _groups_text(by_calibration, lambda calibration: calibration or "(none)")
+    # An episode without a calibration id (a LeRobot import) is compared with none.
+    by_calibration = {c: i for c, i in _grouped(store, lambda e: e.calibration_id).items() if c}
+    if len(by_calibration) > 1 and not store.summary.allow_mixed_calibration:
+        ids = _groups_text(by_calibration, str)
         report.warnings.append(
             f"episodes mix calibration ids: {ids}; the same joint value may mean different poses in them "
-            "(re-record, or record the store with --allow-mixed-calibration if the calibrations agree)")
+            "(re-record, or accept it with --allow-mixed-calibration on the next `record --resume`)")
 
 
 def _grouped(store: EpisodeStore, key: Callable[[EpisodeInfo], Any]) -> dict[Any, list[int]]:
@@ -141,14 +140,6 @@ def _groups_text(groups: dict[Any, list[int]], name: Callable[[Any], str]) -> st
                      for value, indices in groups.items())
 
 
-def _header(store: EpisodeStore) -> dict[str, Any]:
-    try:
-        header = json.loads((store.path / ".zattrs").read_text()).get("shallowpi", {})
-    except (OSError, ValueError):
-        return {}
-    return header if isinstance(header, dict) else {}
-
-
 # --- numbers ----------------------------------------------------------------------------
 
 
@@ -156,12 +147,12 @@ def _is_image(store: EpisodeStore, name: str) -> bool:
     return name in store.features and store.features[name].kind is FeatureKind.IMAGE
 
 
-def _check_numeric(store: EpisodeStore, name: str, layout: Layout, report: CheckReport) -> None:
+def _check_numeric(store: EpisodeStore, name: str, files: FileScan, report: CheckReport) -> None:
     """Decode `name` block by block, then judge each episode whose rows all decoded."""
     info = store.array_info(name)
-    end, block = min(layout.rows[name], store.num_frames), int(info["chunks"][0])
+    end, block = min(files.rows[name], store.num_frames), int(info["chunks"][0])
     values = np.zeros((end, *info["shape"][1:]), dtype=np.dtype(info["dtype"]))
-    lost: RowRanges = list(layout.missing.get(name, []))  # named by the layout scan already
+    lost: RowRanges = list(files.missing.get(name, []))  # named by the files scan already
     for start in range(0, end, block):
         stop = min(start + block, end)
         if any(a <= start and stop <= b for a, b in lost):
@@ -196,7 +187,7 @@ def _episode_spans(ends: np.ndarray) -> list[tuple[int, int]]:
 # --- camera frames ----------------------------------------------------------------------
 
 
-def _check_frames(store: EpisodeStore, layout: Layout, decode_all: bool, workers: int, pool: str,
+def _check_frames(store: EpisodeStore, files: FileScan, decode_all: bool, workers: int, pool: str,
                   progress: Progress | None, report: CheckReport) -> None:
     spans = _episode_spans(store.episode_ends)
     if decode_all:
@@ -204,13 +195,13 @@ def _check_frames(store: EpisodeStore, layout: Layout, decode_all: bool, workers
     else:
         rows = sorted({row for start, stop in spans for row in (start, stop - 1)})
     tasks = []  # (camera, arguments of chunk_files.undecodable_frames): one frame a chunk
-    for key in [k for k in store.features if _is_image(store, k) and k in layout.rows]:
+    for key in [k for k in store.features if _is_image(store, k) and k in files.rows]:
         info = store.array_info(key)
         frame_nbytes = int(np.prod(info["chunks"])) * np.dtype(info["dtype"]).itemsize
-        # Rows the layout scan named (no row, or no chunk file) are not read again.
+        # Rows the files scan named (no row, or no chunk file) are not read again.
         missing = np.zeros(store.num_frames, bool)
-        missing[min(layout.rows[key], store.num_frames):] = True
-        for a, b in layout.missing.get(key, []):
+        missing[min(files.rows[key], store.num_frames):] = True
+        for a, b in files.missing.get(key, []):
             missing[a:b] = True
         present = [r for r in rows if not missing[r]]
         for i in range(0, len(present), DECODE_BATCH):

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.store import EpisodeStore
-from shallowpi.data.store_layout import require_intact
+from shallowpi.data.store_files import require_intact
 from shallowpi.data.windows import ChunkWindows
 from shallowpi.errors import StoreError
 

@@ -24,10 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
-from shallowpi.data.store import LOCK_NAME, TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
+from shallowpi.data.store import LOCK_NAME, PARTIAL_SUFFIX, TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
 from shallowpi.errors import StoreError
-
-PARTIAL_SUFFIX = ".partial"  # a chunk file being written (renamed into place when whole)
 
 
 def array_names(store: EpisodeStore) -> list[str]:
@@ -67,8 +65,8 @@ class Tail:
 
 
 @dataclass
-class Layout:
-    """What file names and shapes say about a store: damage, and the tail past it."""
+class FileScan:
+    """What a store's file names and array shapes say: damage, and the tail past it."""
 
     problems: list[str] = field(default_factory=list)
     tail: Tail = field(default_factory=Tail)
@@ -93,38 +91,38 @@ def writer_holding(path: Path) -> str | None:
         os.close(fd)
 
 
-def scan_layout(store: EpisodeStore) -> Layout:
+def scan_files(store: EpisodeStore) -> FileScan:
     """Lengths and chunk files of every array against the committed episodes."""
     end = store.num_frames
     ends = store.episode_ends
-    layout = Layout(tail=Tail(writer=writer_holding(store.path)))
+    scan = FileScan(tail=Tail(writer=writer_holding(store.path)))
     for name in array_names(store):
         folder = store.path / "data" / name
         try:
             info = store.array_info(name)
             rows = int(info["shape"][0])
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-            layout.problems.append(f"data/{name} has no readable .zarray ({type(exc).__name__}); the array is lost")
+            scan.problems.append(f"data/{name} has no readable .zarray ({type(exc).__name__}); the array is lost")
             continue
-        layout.rows[name] = rows
+        scan.rows[name] = rows
         if rows < end:
-            layout.problems.append(
+            scan.problems.append(
                 f"data/{name} has {rows} rows but meta/episode_ends commits {end}: rows "
                 f"{describe_ranges([[rows, end]])} ({_episodes_of(ends, rows, end)}) are missing")
         elif rows > end:
-            layout.tail.rows[name] = rows - end
+            scan.tail.rows[name] = rows - end
         names, separator = _chunk_files(folder, info)
-        layout.tail.partial_files += sum(n.endswith(PARTIAL_SUFFIX) for n in names)
+        scan.tail.partial_files += sum(n.endswith(PARTIAL_SUFFIX) for n in names)
         chunks = sorted({c for c, key in _chunk_keys(info, min(rows, end), separator) if key not in names})
         if chunks:
-            missing = layout.missing[name] = _row_ranges(chunks, int(info["chunks"][0]), min(rows, end))
-            layout.problems.append(_missing_chunks(name, len(chunks), missing, ends))
-    return layout
+            missing = scan.missing[name] = _row_ranges(chunks, int(info["chunks"][0]), min(rows, end))
+            scan.problems.append(_missing_chunks(name, len(chunks), missing, ends))
+    return scan
 
 
-def layout_problems(store: EpisodeStore) -> list[str]:
+def file_problems(store: EpisodeStore) -> list[str]:
     """Damage visible without decoding (short arrays, missing chunk files); [] if none."""
-    return scan_layout(store).problems
+    return scan_files(store).problems
 
 
 def require_intact(store: EpisodeStore) -> None:
@@ -135,7 +133,7 @@ def require_intact(store: EpisodeStore) -> None:
     run before reading a store as data, so zarr's zero fill never passes for recorded
     values.
     """
-    problems = layout_problems(store)
+    problems = file_problems(store)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"{store.path.name} is damaged: {problems[0]}{more}; "
