@@ -43,7 +43,7 @@ def test_every_robot_implements_the_one_contract():
 
 
 def test_hold_sets_every_goal_to_the_present_position_mid_motion():
-    with emulated("bimanual") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+    with emulated("bimanual") as (spec, _), DynamixelRobot(spec, UNCALIBRATED) as robot:
         # Send every servo far away behind the robot's back (its velocity bound would make
         # act() too slow to see motion); they are moving when hold() comes.
         for bus in robot.buses.values():
@@ -222,7 +222,7 @@ def test_estop_switches_torque_off_on_every_servo_and_says_it_was_confirmed(tmp_
     def commands():
         return [Command.ESTOP] if pressed.is_set() else []
 
-    with emulated("arm") as (spec, chains):
+    with emulated("arm") as (spec, _):
         rec = _Recording(tmp_path, spec, commands=commands)
         time.sleep(0.3)
         pressed.set()
