@@ -495,9 +495,10 @@ class DynamixelBus:
         and the rest of the exchange drained, so a late reply cannot answer the retry."""
         port = self._port
         drain = getattr(port, "drain", None)
-        if drain is not None:
+        if drain is not None and (result != COMM_RX_TIMEOUT or getattr(port, "received", b"")):
             # The servos after the one that failed still answer: wait until the line has
             # been quiet for a USB latency period (capped: a pty or a tuned U2D2 needs less).
+            # Nothing received at all after a timeout: no exchange is in flight to wait for.
             self._call(lambda: drain(min(self.latency_timer_ms, 20.0) / 1000.0 + 0.002))
         if result != COMM_RX_CORRUPT:
             return ""

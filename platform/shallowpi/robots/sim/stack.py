@@ -182,10 +182,9 @@ class StackSimRobot(Robot):
         return sent
 
     def hold(self) -> np.ndarray:
-        """The driver's hold over the emulated buses: goals := present positions, read back."""
-        held = self._need().hold()
-        self._settle_buses()
-        return held
+        """The driver's hold over the emulated buses: goals := present positions, read back
+        (the read-back is a round trip, so the chain has applied them)."""
+        return self._need().hold()
 
     def torque_off(self) -> None:
         """The driver's torque off on every emulated bus (servos acknowledge each write);
