@@ -101,3 +101,11 @@ def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_
     store = EpisodeStore.open(tmp_path / "cams.zarr")
     assert len(store) == 1 and not any(k.startswith("observation.images.") for k in store.features)
     assert store.check() == []
+
+
+def test_no_cameras_is_refused_in_simulation_rather_than_ignored(tmp_path):
+    out = subprocess.run(platform_cmd("record", "--robot", "arm", "--sim", "--task", "cube_in_bowl", "--dataset", "x",
+                                      "--data-root", str(tmp_path), "--no-cameras", "--no-tui"),
+                         env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and out.stderr.startswith("error: --no-cameras is for the robot's cameras")
+    assert not (tmp_path / "x.zarr").exists()

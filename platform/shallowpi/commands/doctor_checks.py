@@ -147,6 +147,7 @@ def camera_report() -> list[str]:
                 if dev.supports(getattr(rs.camera_info, k))}
         lines.append(f"ok: {info.get('name', '?')} serial {info.get('serial_number', '?')} "
                      f"firmware {info.get('firmware_version', '?')}")
+    lines.append("a camera role records this camera with robot.cameras.ROLE.serial=SERIAL")
     return lines
 
 

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError("name the dataset to record into: --dataset NAME (or a path to a .zarr store)")
     if not args.task:
         raise PlatformError("say what the episodes show: --task \"put the red cube in the bowl\"")
+    if args.no_cameras and args.sim:
+        raise PlatformError("--no-cameras is for the robot's cameras; the twin always renders its own: drop it with --sim")
     store_path = config.resolve_dataset(dataset, config.data_root(cfg))
     if store_path.exists() and not args.resume:
         raise PlatformError(f"{store_path} already exists; pass --resume to add episodes, or choose another --dataset")
