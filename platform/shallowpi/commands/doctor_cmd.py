@@ -34,11 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.cli import overrides_from
     from shallowpi.commands import doctor_checks as checks
+    from shallowpi.errors import PlatformError
     from shallowpi.robots.spec import RobotSpec
 
-    spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)
+    try:
+        spec, problem = RobotSpec.from_config(config.compose(overrides_from(args)).robot), []
+    except PlatformError as err:  # doctor always answers: scan without the comparison
+        spec, problem = None, [f"error: robot config: {err} (servos not compared with a config)"]
     sections = [
-        ("servo buses", checks.servo_report(args.port, tuple(args.baud or SCAN_BAUDS), spec)),
+        ("servo buses", problem + checks.servo_report(args.port, tuple(args.baud or SCAN_BAUDS), spec)),
         ("cameras", checks.camera_report()),
         ("torch", checks.torch_report()),
         ("jetson", checks.jetson_report()),
