@@ -18,7 +18,7 @@ pytest.importorskip("mujoco")
 from conftest import platform_cmd, subprocess_env
 from shallowpi import config
 from shallowpi.cli import main
-from shallowpi.distill.sim_eval import SimEvalConfig, evaluate_in_sim, run_policy_episode
+from shallowpi.evaluate.sim_eval import SimEvalConfig, evaluate_in_sim, run_policy_episode
 from shallowpi.robots.sim.direct import DirectSimRobot
 from shallowpi.robots.sim.tasks import get_task
 from shallowpi.robots.sim.twin import SimError, TwinSpec

@@ -11,7 +11,9 @@
   platform eval --policy CKPT --sim --replan-every 10 --episode-time-s 5   quick look
 
 Offline: by default the held-out episodes recorded with the checkpoint (its training
-split) are used when the dataset is the one it was trained on, else every episode. Errors
+split) are used when the dataset is the one it was trained on, else every episode; the
+report says which they are (held-out, training episodes when none was held out, or another
+store's). Errors
 are in the robot's units (radians; grippers 0..1) over the predicted chunk's non-padded
 steps.
 
@@ -79,34 +81,58 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     import json
 
     from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
-    from shallowpi.distill.evaluate import evaluate
     from shallowpi.policy.policy import Features, Policy
+    from shallowpi.train.offline_eval import evaluate
 
     # Evaluated through the fast sampler: the path the robot's executor runs.
     policy = Policy.load(args.policy, device=args.device).prepare_inference()
     meta = Policy.read_metadata(args.policy)
-    episodes = args.episodes
-    if episodes is None:
-        same_store = Path(meta.get("dataset", "")).resolve() == store.resolve()
-        episodes = json.loads(meta["held_out"]) if same_store and meta.get("held_out") else None
-        episodes = episodes or store_episodes(store)
+    same_store = Path(meta.get("dataset", "")).resolve() == store.resolve()
+    held_out = json.loads(meta["held_out"]) if same_store and "held_out" in meta else None
+    trained = json.loads(meta["train"]) if same_store and "train" in meta else None
+    episodes = args.episodes or held_out or store_episodes(store)
+    what = describe_episodes(episodes, store, same_store, held_out, trained)
     dataset = chunk_dataset(store, policy.cfg.chunk_len, episodes)
     policy.features.check_against(Features.from_sample(dataset[0]), f"dataset {store.name}")
-    report = evaluate(policy, dataset, max_samples=args.samples, num_steps=args.steps)
-    print(f"episodes {episodes}")
+    report = evaluate(policy, dataset, max_samples=args.samples, num_steps=args.steps, data=what)
     print(report.table())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2))
     return 0
 
 
+def describe_episodes(
+    episodes: list[int], store: Path, same_store: bool, held_out: list[int] | None, trained: list[int] | None
+) -> str:
+    """What the evaluated episodes are to the checkpoint, said plainly: held-out, training
+    (the policy has seen them), or another store's. `held_out`/`trained`: the checkpoint's
+    split (None when unknown: another store, or a checkpoint older than the record)."""
+    from shallowpi.commands.train_cmd import store_episodes
+
+    if not same_store:
+        return f"episodes {episodes} of {store.name} (not the training store)"
+    if held_out is not None and set(episodes) <= set(held_out):
+        return f"held-out episodes {episodes}"
+    if trained is None and held_out is not None:  # older checkpoints record the held-out side only
+        trained = sorted(set(store_episodes(store)) - set(held_out))
+    seen = sorted(set(episodes) & set(trained or []))
+    if trained is None:
+        return f"episodes {episodes} (the checkpoint does not say which it was trained on)"
+    none_held = " (no held-out episodes)" if held_out == [] else ""
+    if seen == sorted(episodes):
+        return f"training episodes {episodes}{none_held}"
+    if seen:
+        return f"episodes {episodes} (the policy was trained on {seen})"
+    return f"episodes {episodes} (not trained on)"
+
+
 def run_sim(args: argparse.Namespace) -> int:
     import json
 
     from shallowpi import config
-    from shallowpi.distill.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
-    from shallowpi.distill.sim_eval import SimEvalConfig, View, evaluate_in_sim
     from shallowpi.errors import ConfigError
+    from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
+    from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
     from shallowpi.policy.policy import Policy
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.twin import TwinSpec

@@ -16,7 +16,7 @@ stood still, and it saves simulating (and rendering) the rest.
 
 The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys plus
 `task`, the instruction text) to a [C, A] array of joint goals in robot units, the first of
-which is sent next. `distill/sim_checkpoint.py` wraps a trained checkpoint as one; tests
+which is sent next. `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
 wrap the scripted expert. Nothing here imports torch.
 """
 
@@ -30,11 +30,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from shallowpi.distill.progress import ProgressBar
 from shallowpi.errors import ConfigError
 from shallowpi.robots.sim.direct import DirectSimRobot, EpisodeResult
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError
+from shallowpi.train.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
