@@ -159,10 +159,13 @@ def test_stack_twin_holds_and_switches_torque_off_through_the_emulated_buses(twi
 
 
 class _Recording:
-    """The arm on emulated chains (no camera), recording in a thread until it stops."""
+    """The arm on emulated chains (no camera), connected; `start()` records in a thread.
+
+    Each test sets its fault up before the loop starts, so the fault under test is the
+    first thing the loop meets (on a loaded machine an emulated bus can also time out)."""
 
     def __init__(self, tmp_path, spec, commands=None):
-        self.robot = DynamixelRobot(spec, UNCALIBRATED)
+        self.robot = DynamixelRobot(spec, UNCALIBRATED, fault_check_every=1)
         self.teleop = LeaderFollower(spec, UNCALIBRATED)
         self.store = EpisodeStore.create(tmp_path / "safety.zarr", record_features(list(spec.joint_names), {}),
                                          StoreSettings(durable=False))
@@ -175,7 +178,10 @@ class _Recording:
                                         list(spec.joint_names), commands=commands)
         self.result = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
         self._thread.start()
+        return self
 
     def _run(self):
         self.result = self.session.run()
@@ -193,9 +199,8 @@ class _Recording:
 def test_a_fault_says_the_robot_is_safe_only_once_hold_is_confirmed(tmp_path):
     with emulated("arm") as (spec, chains):
         rec = _Recording(tmp_path, spec)
-        time.sleep(0.5)
         chains["follower"].hardware_error(4, "overload")
-        result = rec.wait()
+        result = rec.start().wait()
     assert "servo 4" in result.fault and "robot is safe: holding position" in result.fault
     assert rec.session.status.state is RecorderState.FAULT
     assert "robot is safe: holding position" in rec.session.status.message
@@ -205,9 +210,8 @@ def test_a_fault_says_the_robot_is_safe_only_once_hold_is_confirmed(tmp_path):
 def test_a_fault_that_defeats_hold_and_torque_off_says_so_and_what_to_do(tmp_path):
     with emulated("arm") as (spec, chains):
         rec = _Recording(tmp_path, spec)
-        time.sleep(0.5)
         chains["follower"].vanish()  # the adapter is unplugged: nothing can reach the servos
-        result = rec.wait()
+        result = rec.start().wait()
     message = rec.session.status.message
     assert "robot is safe" not in message and "robot is safe" not in result.fault
     assert "NOT confirmed safe" in message and "could not hold position" in message
@@ -224,8 +228,8 @@ def test_estop_switches_torque_off_on_every_servo_and_says_it_was_confirmed(tmp_
 
     with emulated("arm") as (spec, _):
         rec = _Recording(tmp_path, spec, commands=commands)
-        time.sleep(0.3)
         pressed.set()
+        rec.start()
         assert wait_until(lambda: rec.result is not None, 30)
         torque = registers(rec.robot, "torque_enable")  # still connected after the e-stop
         result = rec.wait()

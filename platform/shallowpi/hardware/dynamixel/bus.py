@@ -230,6 +230,7 @@ class DynamixelBus:
             if result == COMM_SUCCESS:
                 return ServoInfo(servo_id, model), result, ""
             detail = self._after_failure(result)
+            result = COMM_RX_CORRUPT if detail else result
             log.warning(
                 "bus %s: ping of servo %d failed (try %d/%d): %s%s", self.name, servo_id, attempt,
                 self.retries, self._packets.getTxRxResult(result), f" ({detail})" if detail else "",
@@ -482,6 +483,7 @@ class DynamixelBus:
             if result == COMM_SUCCESS:
                 return
             detail = self._after_failure(result)
+            result = COMM_RX_CORRUPT if detail else result
             log.warning(
                 "%s: %s from servos %s failed (try %d/%d): %s%s", self._where, what,
                 _id_text(ids), attempt, self.retries, self._packets.getTxRxResult(result),
@@ -495,15 +497,15 @@ class DynamixelBus:
         and the rest of the exchange drained, so a late reply cannot answer the retry."""
         port = self._port
         drain = getattr(port, "drain", None)
-        if drain is not None and (result != COMM_RX_TIMEOUT or getattr(port, "received", b"")):
-            # The servos after the one that failed still answer: wait until the line has
-            # been quiet for a USB latency period (capped: a pty or a tuned U2D2 needs less).
-            # Nothing received at all after a timeout: no exchange is in flight to wait for.
+        if drain is not None:
+            # The servos after the one that failed still answer, and a reply that missed its
+            # timeout may still come: wait until the line has been quiet for a USB latency
+            # period (capped: a pty or a tuned U2D2 needs less), so neither answers the retry.
             self._call(lambda: drain(min(self.latency_timer_ms, 20.0) / 1000.0 + 0.002))
-        if result != COMM_RX_CORRUPT:
-            return ""
+        # A packet that is not a status packet is skipped by the SDK, which may then time
+        # out: the servo did answer, wrongly, so it is named as malformed either way.
         received = bytes(getattr(port, "received", b""))
-        return describe_reply(received) or self._packets.last_malformed
+        return describe_reply(received) or (self._packets.last_malformed if result == COMM_RX_CORRUPT else "")
 
     def _failure_message(self, what: str, ids: list[int], servo_id: int | None, result: int,
                          detail: str = "") -> str:
