@@ -88,9 +88,17 @@ def run(args: argparse.Namespace) -> int:
 
     rec = cfg.record
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
-    rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
+    # The telemetry socket first: a second recorder of this robot fails here, before it
+    # connects to anything or creates a store. The status always goes out on it, so
+    # `platform monitor --robot R` can attach.
+    publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
+    try:
+        rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
+    except BaseException:
+        publisher.close()
+        raise
     store = writer = None
-    closers: list[Any] = []
+    closers: list[Any] = [publisher.close]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
@@ -121,9 +129,6 @@ def run(args: argparse.Namespace) -> int:
             calibration_id=rig.calibration_id, autostart=True,
         )
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-        # The status always goes out on the telemetry socket, so `platform monitor` can attach.
-        publisher = TelemetryPublisher.from_config(cfg.telemetry)
-        closers.append(publisher.close)
         if use_tui:
             publish = publisher.publish
         else:
