@@ -497,10 +497,11 @@ class DynamixelBus:
         and the rest of the exchange drained, so a late reply cannot answer the retry."""
         port = self._port
         drain = getattr(port, "drain", None)
-        if drain is not None:
-            # The servos after the one that failed still answer, and a reply that missed its
-            # timeout may still come: wait until the line has been quiet for a USB latency
-            # period (capped: a pty or a tuned U2D2 needs less), so neither answers the retry.
+        if drain is not None and result == COMM_RX_CORRUPT:
+            # The servos after the one that sent a bad reply still answer: wait until the
+            # line has been quiet for a USB latency period (capped: a pty or a tuned U2D2
+            # needs less), so their replies cannot answer the retry. After a timeout the
+            # chain has stopped at the silent servo; the loop's tick is not spent waiting.
             self._call(lambda: drain(min(self.latency_timer_ms, 20.0) / 1000.0 + 0.002))
         # A packet that is not a status packet is skipped by the SDK, which may then time
         # out: the servo did answer, wrongly, so it is named as malformed either way.
