@@ -36,6 +36,7 @@ import numpy as np
 
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import EpisodeStore, StoreSettings
+from shallowpi.data.store_files import require_intact
 from shallowpi.errors import PlatformError, StoreError
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def export_lerobot(
     LeRobotDataset = _import_lerobot()
     store_path, out_dir = Path(store_path), Path(out_dir)
     with EpisodeStore.open(store_path) as store, _quiet_datasets():
+        require_intact(store)  # zarr would read a missing chunk as zeros
         if len(store) == 0:
             raise StoreError(f"{store_path.name} has no episodes to export")
         repo_id = repo_id or f"local/{store_path.stem}"
