@@ -4,7 +4,7 @@ A recording allocates and frees the same buffers episode after episode (renders,
 frames, the twin's scratch data, the store's metadata), on several threads. glibc keeps
 what is freed in its heaps, and with allocations of many sizes from many threads those
 heaps fragment: the recorder's resident size crept up by ~20 KB an episode although the
-Python heap stayed flat (BENCHMARKS.md, "Recorder memory"). `malloc_trim` returns the
+Python heap grew far slower (BENCHMARKS.md, Recording (e)). `malloc_trim` returns the
 free pages of every heap; called between episodes, on the writer's thread, it keeps the
 resident size flat (~0.1 ms, at most a few ms).
 """

@@ -122,7 +122,11 @@ class WriterStats:
 
 
 class BackgroundWriter:
-    """Owns `store` from its own thread. Call `begin`, `add_frame`..., then `commit`/`discard`."""
+    """Owns `store` from its own thread. Call `begin`, `add_frame`..., then `commit`/`discard`.
+
+    After each episode it hands the allocator's free pages back to the OS
+    (`release_memory`, record/memory.py), so a long session's resident size stays flat.
+    """
 
     def __init__(
         self,
