@@ -171,7 +171,7 @@ def choose_video_codec(store: EpisodeStore) -> str:
         for width, height in sorted(set(sizes.values())):
             if (codec, width, height) not in _refusals:
                 _refusals[codec, width, height] = encoder_refusal(codec, encoder.pix_fmt, options, width, height)
-        refused = {k: _refusals[codec, *size] for k, size in sizes.items() if _refusals[codec, *size]}
+        refused = {k: _refusals[(codec, w, h)] for k, (w, h) in sizes.items() if _refusals[(codec, w, h)]}
         if not refused:
             if codec != VIDEO_CODECS[0]:
                 log.warning("%s: %s cannot encode %s (%s); exporting the cameras as %s video instead",

@@ -63,8 +63,9 @@ def _encode_a_few(codec: str, pix_fmt: str, options: dict[str, str], width: int,
         with av.open(buffer, "r") as container:
             decoded = sum(1 for _ in container.decode(video=0))
     except Exception as exc:  # av's errors: the encoder said no
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return first
+        if "avcodec_open2" in str(exc):  # FFmpeg's wording for "these settings, no"
+            return "refuses this size"
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if decoded != PROBE_FRAMES:
         return f"{decoded} of {PROBE_FRAMES} frames came back"
     return None
