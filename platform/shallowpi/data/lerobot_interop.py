@@ -7,7 +7,9 @@ names across the move. What does not cross:
 - export: lerobot derives each frame's timestamp from its index and one integer fps, so
   the store's measured tick and capture times stay behind, as do the per-episode
   success flag, calibration id and dropped-frame count (lerobot has no column for them).
-  Cameras become AV1 mp4 (lossy on top of the store's own codec).
+  Cameras become AV1 mp4 (lossy on top of the store's own codec), or H.264 where the
+  AV1 encoder cannot take their size (`choose_video_codec`). The export is verified
+  against the store before it is moved into place (`verify_lerobot_export`).
 - import: per-frame task text is kept per episode (the first frame's; the distinct tasks
   go to `extra["tasks"]` when an episode has several). Non-numeric columns (language
   annotations) are skipped.
@@ -18,7 +20,9 @@ imported, and a directory that is not a LeRobotDataset is refused before lerobot
 think of fetching it from a hub.
 
 Both functions write beside their destination and rename it into place at the end, so an
-interrupted run leaves no half-written dataset under the requested name.
+interrupted run leaves no half-written dataset under the requested name. Export encodes in
+a child process (`shallowpi.data.isolated`), so that a crash of the native encoder removes
+the staging folder and ends in one line instead of killing the command.
 """
 
 from __future__ import annotations
@@ -248,12 +252,16 @@ def _export_into(store_path: Path, staging: Path, repo_id: str, fps: int, codec:
             # datasets/video_utils.py, StreamingVideoEncoder) puts each frame on a
             # 30-frame queue with a 0.1 s timeout and drops the frame when the queue is
             # full, logging a warning and carrying on; the episode is then saved with a
-            # shorter video. An export feeds frames as fast as the store reads, faster
-            # than SVT-AV1 encodes on a loaded machine, which is how 1 export in 13 here
-            # wrote 857 front frames for 858 rows. lerobot's other path writes each frame
-            # as a PNG and encodes the episode's PNGs after it: slower, but it never
-            # gives up on a frame for lack of time (a PNG that fails to write is only
-            # logged by lerobot, so the verification below counts frames either way).
+            # shorter video. An export feeds frames as fast as the store reads them.
+            # Seen here (tools/bench/lerobot_streaming_drops.py, BENCHMARKS.md): 150 rows
+            # of three 1280x720 cameras fed on one core shared with two busy loops came
+            # out as videos of 139-140 frames, with only warnings, in 1 run of 6 (SVT-AV1
+            # buffers frames of its own, so a drop needs a stall of the encoder); that is
+            # how 1 export in 13 wrote 857 front frames for 858 rows. lerobot's
+            # other path writes each frame as a PNG and encodes the episode's PNGs after
+            # it: slower, but it never gives up on a frame for lack of time (a PNG that
+            # fails to write is only logged by lerobot, so verify_lerobot_export counts
+            # the frames either way).
             streaming_encoding=False,
         )
         try:
