@@ -223,3 +223,26 @@ def test_a_read_only_data_root_gives_one_line(args, names, tmp_path):
     pattern = rf"^error: cannot write {re.escape(str(ro))}/{re.escape(path)}: (the file system is read-only|permission denied); "
     assert re.search(pattern + rf"make it writable or give {argument} on another disk$", lines[-1]), lines[-1]
     assert sorted(p.relative_to(ro) for p in ro.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("EROFS", "the file system is read-only; make it writable or give --out on another disk"),
+        ("EACCES", "permission denied; make it writable or give --out on another disk"),
+        ("ENOSPC", "no space left on the device; free space there or give --out on another disk"),
+        ("EDQUOT", "the disk quota is exceeded; free space there or give --out on another disk"),
+    ],
+)
+def test_file_system_refusals_name_the_path_and_the_flag(code, expected, tmp_path):
+    import argparse
+    import errno
+
+    from shallowpi.cli import file_system_error
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    args = parser.parse_args(["--out", str(tmp_path / "x.png")])
+    error = OSError(getattr(errno, code), "whatever", str(tmp_path / "x.png.tmp"))
+    assert file_system_error(error, args, parser) == f"cannot write {tmp_path}/x.png.tmp: {expected}"
+    assert file_system_error(OSError(errno.EIO, "I/O error", "/x"), args, parser) is None  # a bug: traceback

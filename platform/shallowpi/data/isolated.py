@@ -38,8 +38,8 @@ def run_isolated(target: Callable[..., Any], *args: Any, what: str,
     """`target(*args, progress=...)` in a spawned child process; returns its result.
 
     `target` must be importable by name (a module-level function) and its arguments and
-    result picklable. A `PlatformError` raised in the child is raised here as it was; any
-    other exception is a bug and comes back as a RuntimeError carrying the child's
+    result picklable. A `PlatformError` or `OSError` raised in the child is raised here as
+    it was; any other exception is a bug and comes back as a RuntimeError carrying the child's
     traceback. `what` names the work for `ChildCrashed` ("the video encoder ..."). Ctrl-C
     reaches the child too (same process group); here it stops the child and re-raises.
     """
@@ -98,6 +98,11 @@ def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...]) 
             pickle.loads(pickle.dumps(exc))
         except Exception:  # a subclass with its own __init__: keep the message
             exc = PlatformError(str(exc))
+        sender.send(("error", exc))
+    except OSError as exc:
+        # The disk said no (read-only, full, permission): the parent's caller words that
+        # for the user; the child's traceback rides along as a note for any other errno.
+        exc.add_note(f"in the child process:\n{traceback.format_exc()}")
         sender.send(("error", exc))
     except KeyboardInterrupt:
         pass  # the parent saw Ctrl-C too and says so

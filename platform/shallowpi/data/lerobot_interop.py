@@ -255,7 +255,7 @@ def _export_into(store_path: Path, staging: Path, repo_id: str, fps: int, codec:
             # shorter video. An export feeds frames as fast as the store reads them.
             # Seen here (tools/bench/lerobot_streaming_drops.py, BENCHMARKS.md): 150 rows
             # of three 1280x720 cameras fed on one core shared with two busy loops came
-            # out as videos of 139-140 frames, with only warnings, in 1 run of 6 (SVT-AV1
+            # out as videos of 139-140 frames, with only warnings, in 1 run of 5 (SVT-AV1
             # buffers frames of its own, so a drop needs a stall of the encoder); that is
             # how 1 export in 13 wrote 857 front frames for 858 rows. lerobot's
             # other path writes each frame as a PNG and encodes the episode's PNGs after
