@@ -13,6 +13,7 @@ through a pipe: progress calls, then its result or its error.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import signal
 import traceback
@@ -88,7 +89,11 @@ def _death(exitcode: int | None) -> str:
 
 
 def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    parent = os.getppid()
+
     def progress(done: int, total: int) -> None:
+        if os.getppid() != parent:  # the parent was killed (-9): nobody will use the work
+            raise SystemExit(1)
         sender.send(("progress", (done, total)))
 
     try:
@@ -102,10 +107,11 @@ def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...]) 
     except OSError as exc:
         # The disk said no (read-only, full, permission): the parent's caller words that
         # for the user; the child's traceback rides along as a note for any other errno.
-        exc.add_note(f"in the child process:\n{traceback.format_exc()}")
+        if hasattr(exc, "add_note"):  # Python >= 3.11
+            exc.add_note(f"in the child process:\n{traceback.format_exc()}")
         sender.send(("error", exc))
-    except KeyboardInterrupt:
-        pass  # the parent saw Ctrl-C too and says so
+    except (KeyboardInterrupt, SystemExit):
+        pass  # the parent saw Ctrl-C too and says so, or is gone
     except BaseException:
         sender.send(("bug", traceback.format_exc()))
     finally:
