@@ -44,9 +44,10 @@ from shallowpi.telemetry.transport import (
     TelemetryPublisher,
     TelemetrySubscriber,
 )
-from shallowpi.tui import render
-from shallowpi.tui.dashboard import QuitScreen, RecorderDashboard
+from shallowpi.tui import panels
+from shallowpi.tui import recorder_render as render
 from shallowpi.tui.launch import spawn_dashboard
+from shallowpi.tui.recorder_dashboard import QuitScreen, RecorderDashboard
 
 pytestmark = pytest.mark.timeout(60)
 SIZE = (140, 45)
@@ -336,15 +337,15 @@ def test_halfblock_pixels_and_subsampling():
     # 2 wide x 4 high: rows red, green, blue, white -> 2 cells wide, 2 cells high.
     rows = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
     rgb = bytes(c for row in rows for _ in range(2) for c in row).hex()
-    text = render.halfblock(Thumbnail(height=4, width=2, rgb=rgb))
+    text = panels.halfblock(Thumbnail(height=4, width=2, rgb=rgb))
     assert text.plain == "▀▀\n▀▀"
     styles = [text.get_style_at_offset(Console(), i) for i in (0, 3)]
     assert (styles[0].color, styles[0].bgcolor) == (Color.parse("#ff0000"), Color.parse("#00ff00"))
     assert (styles[1].color, styles[1].bgcolor) == (Color.parse("#0000ff"), Color.parse("#ffffff"))
     wide = thumbnail_from_image(np.zeros((60, 160, 3), np.uint8), width=120)
     assert wide.width == 120 and wide.height % 2 == 0 and abs(wide.height - 45) <= 1  # aspect kept
-    assert max(len(line) for line in render.halfblock(wide, max_width=40).plain.splitlines()) == 40
-    assert render.halfblock(Thumbnail(2, 2, "zz")).plain == "bad thumbnail"
+    assert max(len(line) for line in panels.halfblock(wide, max_width=40).plain.splitlines()) == 40
+    assert panels.halfblock(Thumbnail(2, 2, "zz")).plain == "bad thumbnail"
 
 
 def serve(publisher: TelemetryPublisher, stop: threading.Event) -> threading.Thread:

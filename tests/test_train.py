@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from policy_fakes import FakeChunks
-from shallowpi.distill.evaluate import evaluate
-from shallowpi.distill.finetune import finetune
-from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint, lr_at
 from shallowpi.policy import Features, Policy, load_preset
+from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.finetune import finetune
+from shallowpi.train.objective import FlowMatchingObjective
+from shallowpi.train.offline_eval import evaluate
+from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError, lr_at
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -45,15 +47,15 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 
 def test_checkpoints_are_complete_and_never_overwritten(tmp_path):
     data = FakeChunks()
-    Trainer(_policy(data), data, _cfg(), tmp_path).fit()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path).fit()
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
     assert ckpts == ["step_000004", "step_000008"]
     assert latest_checkpoint(tmp_path).name == "step_000008"
     assert Policy.load(latest_checkpoint(tmp_path)).features == Features.from_sample(data[0])
     with pytest.raises(TrainingError, match="--resume"):
-        Trainer(_policy(data), data, _cfg(), tmp_path)
+        Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path)
     with pytest.raises(TrainingError, match="nothing to resume"):
-        Trainer(_policy(data), data, _cfg(), tmp_path / "empty", resume=True)
+        Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path / "empty", resume=True)
 
 
 class _Interrupt(Exception):
@@ -76,14 +78,14 @@ class _DiesAt(FakeChunks):
 
 def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path):
     data = FakeChunks()
-    Trainer(_policy(data), data, _cfg(ema=0.9), tmp_path / "straight").fit()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(ema=0.9), tmp_path / "straight").fit()
     dying = _DiesAt(calls_before_death=4 * 6 + 2)  # dies inside step 6, after the step-4 save
     with pytest.raises(_Interrupt):
-        Trainer(_policy(data), dying, _cfg(ema=0.9), tmp_path / "resumed").fit()
+        Trainer(FlowMatchingObjective(_policy(data)), dying, _cfg(ema=0.9), tmp_path / "resumed").fit()
     assert latest_checkpoint(tmp_path / "resumed").name == "step_000004"
     assert [s for s, _ in _losses(tmp_path / "resumed")] == [0, 1, 2, 3, 4, 5]
     # A fresh process would rebuild the policy from scratch: the checkpoint must carry all state.
-    Trainer(_policy(FakeChunks()), data, _cfg(ema=0.9), tmp_path / "resumed", resume=True).fit()
+    Trainer(FlowMatchingObjective(_policy(FakeChunks())), data, _cfg(ema=0.9), tmp_path / "resumed", resume=True).fit()
     straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert [s for s, _ in resumed] == list(range(8))
     for (_, a), (_, b) in zip(straight, resumed):
@@ -98,7 +100,7 @@ def test_nan_loss_stops_with_one_line(tmp_path):
     data = FakeChunks(nan=True)
     policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
     with pytest.raises(TrainingError, match="loss became nan at step 0"):
-        Trainer(policy, data, _cfg(), tmp_path).fit()
+        Trainer(FlowMatchingObjective(policy), data, _cfg(), tmp_path).fit()
     assert latest_checkpoint(tmp_path) is None
 
 
@@ -125,7 +127,7 @@ def _ddp_worker(rank: int, world: int, run: str, port: int, fsdp: bool, resume: 
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     data = FakeChunks()
-    Trainer(_policy(data), data, _cfg(steps=4, save_every=2, fsdp=fsdp), Path(run), resume=resume).fit()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, save_every=2, fsdp=fsdp), Path(run), resume=resume).fit()
     import torch.distributed as dist
 
     dist.destroy_process_group()
@@ -135,7 +137,7 @@ def _ddp_worker(rank: int, world: int, run: str, port: int, fsdp: bool, resume: 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path, fsdp):
     data = FakeChunks()
-    Trainer(_policy(data), data, _cfg(steps=4, save_every=2), tmp_path / "one").fit()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, save_every=2), tmp_path / "one").fit()
     _spawn_two(tmp_path / "two", fsdp)
     one = _losses(tmp_path / "one")
     assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1, 2, 3]
@@ -152,7 +154,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path,
     (checkpoints / "last").write_text("step_000002")
     shutil.copytree(tmp_path / "two", tmp_path / "single")
     _spawn_two(tmp_path / "two", fsdp, resume=True)
-    Trainer(_policy(data), data, _cfg(steps=4, save_every=2, fsdp=True), tmp_path / "single", resume=True).fit()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, save_every=2, fsdp=True), tmp_path / "single", resume=True).fit()
     for run in ("two", "single"):
         assert [s for s, _ in _losses(tmp_path / run)] == [0, 1, 2, 3]
         for (_, a), (_, b) in zip(one, _losses(tmp_path / run)):

@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument("--screenshot", type=Path, help="save an SVG screenshot (headless) and exit")
     args = parser.parse_args()
 
-    from shallowpi.tui.dashboard import RecorderDashboard
+    from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
     with TelemetryPublisher(args.address) as publisher:
         recorder = SyntheticRecorder(publisher)

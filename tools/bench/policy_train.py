@@ -31,8 +31,9 @@ from torch.utils.data import Dataset
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from shallowpi.distill.trainer import TrainConfig, Trainer  # noqa: E402
 from shallowpi.policy import Features, Policy, load_preset  # noqa: E402
+from shallowpi.train.objective import FlowMatchingObjective  # noqa: E402
+from shallowpi.train.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 class Synthetic(Dataset):
@@ -79,7 +80,7 @@ def main() -> None:
                             tensorboard=False, device=args.device, fsdp=args.fsdp, bf16=not args.fp32)
     params = sum(p.numel() for p in policy.parameters())
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(policy, data, train_cfg, Path(tmp))
+        trainer = Trainer(FlowMatchingObjective(policy), data, train_cfg, Path(tmp))
         world, rank = trainer.dist.world, trainer.dist.rank
         share = args.batch // world
         batch = torch.utils.data.default_collate([data[i] for i in range(rank * share, (rank + 1) * share)])

@@ -6,7 +6,8 @@ Scenarios, each a loop thread ticking at --hz and publishing a humanoid-sized st
 (11 joints, 3 cameras, a 48x36 thumbnail refreshed twice a second):
 
   no subscribers            the publisher alone
-  3 readers + 1 stuck       3 subscriber processes reading, 1 connection that never reads
+  3 readers + 1 stuck       3 subscriber processes reading, 1 subscriber process frozen
+                            (SIGSTOP) after its first status: it never reads again
   dashboard in a child      the Textual dashboard (headless) in its own process, over a
     process                 TelemetrySubscriber, as `platform monitor` runs it
   embedded dashboard        the dashboard in this process (main thread, headless), reading
@@ -26,7 +27,8 @@ import argparse
 import asyncio
 import json
 import math
-import socket
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,10 +64,20 @@ for status in sub:
 print(json.dumps({"count": count, "seconds": time.time() - start, "ages": ages}), flush=True)
 """
 
+STUCK = """
+import sys, zmq
+sub = zmq.Context().socket(zmq.SUB)
+sub.setsockopt(zmq.SUBSCRIBE, b"")
+sub.connect("ipc://" + sys.argv[1])
+sub.recv()
+print("got one", flush=True)
+sub.recv()  # frozen before it gets here
+"""
+
 MONITOR = """
 import asyncio, sys
 from shallowpi.telemetry.transport import TelemetrySubscriber
-from shallowpi.tui.dashboard import RecorderDashboard
+from shallowpi.tui.recorder_dashboard import RecorderDashboard
 sub = TelemetrySubscriber(sys.argv[1], control=True)
 app = RecorderDashboard(sub, sub.send, monitor=True, exit_when_source_ends=True)
 async def show():
@@ -128,24 +140,28 @@ def run_scenario(name: str, hz: float, seconds: float, readers: int = 0, stuck: 
     address = str(Path(tempfile.mkdtemp(prefix="shallowpi-bench-")) / "telemetry.sock")
     result: dict = {}
     env_path = str(ROOT / "platform")
+    env = {"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"}
     with TelemetryPublisher(address) as publisher:
         children = [subprocess.Popen([sys.executable, "-c", READER, address], stdout=subprocess.PIPE,
-                                     text=True, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+                                     text=True, env=env)
                     for _ in range(readers)]
         blocker = None
         if stuck:
-            blocker = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            blocker.connect(address)
-            blocker.sendall(b'{"type": "hello", "protocol": 1}\n')
+            blocker = subprocess.Popen([sys.executable, "-c", STUCK, publisher.status_address],
+                                       stdout=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + 10
         while publisher.subscriber_count < readers + int(stuck) and time.monotonic() < deadline:
             time.sleep(0.01)
         monitor = None
         if dashboard == "process":
             monitor = subprocess.Popen([sys.executable, "-c", MONITOR, address],
-                                       env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+                                       env=env)
             while publisher.subscriber_count < readers + int(stuck) + 1 and time.monotonic() < deadline + 10:
                 time.sleep(0.01)
+        if blocker is not None:
+            publisher.publish(make_status(0, thumbnail_from_image(np.zeros((48, 64, 3), np.uint8))))
+            blocker.stdout.readline()
+            os.kill(blocker.pid, signal.SIGSTOP)  # connected, subscribed, and now never reads
         default_interval = sys.getswitchinterval()
         if switch_interval_s:
             sys.setswitchinterval(switch_interval_s)
@@ -153,7 +169,7 @@ def run_scenario(name: str, hz: float, seconds: float, readers: int = 0, stuck: 
         loop = threading.Thread(target=control_loop, args=(publisher, hz, seconds, result))
         loop.start()
         if dashboard == "embedded":
-            from shallowpi.tui.dashboard import RecorderDashboard
+            from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
             app = RecorderDashboard(publisher.local_feed(), publisher.submit, exit_when_source_ends=True)
 
@@ -167,7 +183,8 @@ def run_scenario(name: str, hz: float, seconds: float, readers: int = 0, stuck: 
         cpu_share = (time.process_time() - cpu0) / (time.monotonic() - wall0)
         sys.setswitchinterval(default_interval)
         if blocker is not None:
-            blocker.close()
+            os.kill(blocker.pid, signal.SIGKILL)
+            blocker.wait()
     if monitor is not None:
         monitor.wait(timeout=30)
     reports = [json.loads(child.communicate(timeout=30)[0]) for child in children]

@@ -1,10 +1,12 @@
 """Attach the live dashboard to a running recorder, from another terminal.
 
-The recorder (`platform record`) publishes its status on a local socket
-(`telemetry.address` in configs/config.yaml); this command subscribes and shows the same
-dashboard the recorder shows. On the robot's computer over SSH:
+The recorder (`platform record`) publishes its status on a local socket, by default one
+per user and robot ($XDG_RUNTIME_DIR/shallowpi/<robot>.sock; `telemetry.address`
+overrides it); this command subscribes and shows the dashboard for the kind of status it
+receives. On the robot's computer over SSH:
 
-  platform monitor                                 watch (read-only: keys send nothing)
+  platform monitor                                 watch the default robot's recorder (read-only)
+  platform monitor --robot humanoid                watch the humanoid's recorder
   platform monitor --control                       also send start/stop, marks, e-stop, quit
   platform monitor --address tcp://127.0.0.1:7421  a recorder publishing on a loopback port
   platform monitor --lines                         plain status lines, one a second (scripts,
@@ -20,22 +22,29 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from shallowpi.cli import overrides_from
+from shallowpi.errors import PlatformError
 
 if TYPE_CHECKING:  # imported inside the functions: `platform --help` stays light
+    from textual.app import App
+
     from shallowpi.telemetry.transport import TelemetrySubscriber
-    from shallowpi.tui.dashboard import RecorderDashboard
 
 HELP = "attach the live dashboard to a running recorder (read-only unless --control)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--robot",
+        help="the robot whose recorder to watch: finds its default socket (configs/robot/ name)",
+    )
+    parser.add_argument(
         "--address",
         help="the recorder's telemetry socket path or tcp://127.0.0.1:PORT "
-        "(default: telemetry.address in the config)",
+        "(default: telemetry.address in the config, else the --robot's default socket)",
     )
     parser.add_argument(
         "--control", action="store_true",
@@ -55,12 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def telemetry_address(args: argparse.Namespace) -> str:
+    """--address, else `telemetry.address`, else the default socket of the robot."""
     if getattr(args, "address", None):
         return args.address
     from shallowpi import config
+    from shallowpi.telemetry.transport import resolve_address
 
     cfg = config.compose(overrides_from(args))
-    return str(cfg.telemetry.address)
+    return resolve_address(cfg.telemetry.address, cfg.robot.name)
 
 
 def connect(args: argparse.Namespace, control: bool) -> TelemetrySubscriber:
@@ -72,22 +83,54 @@ def connect(args: argparse.Namespace, control: bool) -> TelemetrySubscriber:
     while True:
         try:
             return TelemetrySubscriber(address, control=control)
-        except TelemetryError:
+        except TelemetryError as exc:
             if time.monotonic() >= deadline:
-                raise
+                if getattr(args, "address", None) or "no recorder is publishing" not in str(exc):
+                    raise
+                raise TelemetryError(f"{exc}{_other_recorders()}") from None
             time.sleep(0.1)
 
 
-def build_app(args: argparse.Namespace) -> RecorderDashboard:
-    """Connect to the recorder and build the dashboard App (the caller runs it)."""
-    from shallowpi.tui.dashboard import RecorderDashboard
+def _other_recorders() -> str:
+    """A hint naming the robots whose recorders publish on their default sockets now."""
+    from shallowpi.telemetry.address import live_robots
 
+    robots = live_robots()
+    if not robots:
+        return ""
+    return f" (recording now: {', '.join(robots)}; attach with `platform monitor --robot {robots[0]}`)"
+
+
+def _dashboard_for(kind: str) -> type[App]:
+    """The dashboard App for a status kind (one line a kind, beside envelope.STATUS_TYPES)."""
+    if kind == "recorder":
+        from shallowpi.tui.recorder_dashboard import RecorderDashboard
+
+        return RecorderDashboard
+    raise PlatformError(f"no dashboard for '{kind}' statuses yet; use `platform monitor --lines`")
+
+
+def _status_line_for(kind: str) -> Callable[[Any], str]:
+    if kind == "recorder":
+        from shallowpi.tui.recorder_render import status_line
+
+        return status_line
+    return lambda status: str(status.to_json())
+
+
+def build_app(args: argparse.Namespace) -> App:
+    """Connect to the publisher and build the dashboard App for its kind (the caller runs it)."""
     subscriber = connect(args, control=args.control)
+    try:
+        dashboard = _dashboard_for(subscriber.kind)
+    except PlatformError:
+        subscriber.close()
+        raise
     attached = getattr(args, "attached", False)
     reason = ""
     if args.control and not subscriber.control:
         reason = f"read-only: {subscriber.refusal}"
-    return RecorderDashboard(
+    return dashboard(
         subscriber,
         subscriber.send if subscriber.control else None,
         monitor=not attached,
@@ -97,9 +140,8 @@ def build_app(args: argparse.Namespace) -> RecorderDashboard:
 
 
 def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
-    from shallowpi.tui.render import status_line
-
     with connect(args, control=False) as subscriber:
+        status_line = _status_line_for(subscriber.kind)
         printed_at = 0.0
         for status in subscriber:
             if time.monotonic() - printed_at >= interval_s:

@@ -48,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode-time-s", type=float, help="seconds per episode")
     parser.add_argument("--reset-time-s", type=float, help="seconds between episodes")
     parser.add_argument("--fps", type=float, help="control and recording rate (default: the robot's)")
-    parser.add_argument("--resume", action="store_true", help="add episodes to an existing dataset")
+    parser.add_argument("--resume", action="store_true",
+                        help="add episodes to an existing dataset (same features, robot and fps; same calibration "
+                             "unless --allow-mixed-calibration)")
+    parser.add_argument("--allow-mixed-calibration", action="store_true",
+                        help="let --resume add episodes of another calibration id; recorded in the store")
     parser.add_argument("--seed", type=int, default=0, help="simulation: seed of the first episode")
     parser.add_argument("--realtime", action="store_true",
                         help="simulation: pace ticks at wall-clock speed (default: as fast as it renders)")
@@ -76,23 +80,19 @@ def run(args: argparse.Namespace) -> int:
 
     rec = cfg.record
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
-    rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
+    # The telemetry socket first: a second recorder of this robot fails here, before it
+    # connects to anything or creates a store. The status always goes out on it, so
+    # `platform monitor --robot R` can attach.
+    publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
+    try:
+        rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
+    except BaseException:
+        publisher.close()
+        raise
     store = writer = None
-    closers: list[Any] = []
+    closers: list[Any] = [publisher.close]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
-        settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
-                                 numeric_chunk_rows=cfg.store.numeric_chunk_rows)
-        if args.resume:
-            store = EpisodeStore.open(store_path, mode="a")
-            _check_resume(store, rig.features, cfg.robot.name)
-            store.check_recordable()
-        else:
-            store_path.parent.mkdir(parents=True, exist_ok=True)
-            store = EpisodeStore.create(store_path, rig.features, settings)
-        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
-        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
-        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)))
         fps = float(args.fps or rec.fps or rig.clock.hz)
         if fps != rig.clock.hz:
             if rig.clock.simulated:
@@ -100,6 +100,21 @@ def run(args: argparse.Namespace) -> int:
                 raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
                                     f"use robot.fps={fps:g} instead of --fps")
             rig.clock = type(rig.clock)(fps)
+        settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
+                                 numeric_chunk_rows=cfg.store.numeric_chunk_rows)
+        if args.resume:
+            store = EpisodeStore.open(store_path, mode="a")
+            _check_resume(store, rig.features, cfg.robot.name)
+            store.check_recordable(fps=fps, calibration_id=rig.calibration_id,
+                                   allow_mixed_calibration=args.allow_mixed_calibration)
+            if args.allow_mixed_calibration:
+                store.allow_mixed_calibration()
+        else:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            store = EpisodeStore.create(store_path, rig.features, settings)
+        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
+        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
+        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)))
         session_cfg = SessionConfig(
             task=rig.task_text,
             episodes=args.episodes or rec.episodes,
@@ -109,9 +124,6 @@ def run(args: argparse.Namespace) -> int:
             calibration_id=rig.calibration_id, autostart=True,
         )
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-        # The status always goes out on the telemetry socket, so `platform monitor` can attach.
-        publisher = TelemetryPublisher.from_config(cfg.telemetry)
-        closers.append(publisher.close)
         if use_tui:
             publish = publisher.publish
         else:
@@ -160,7 +172,7 @@ def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
             k for k in features if store.features.get(k) != features[k])
         raise PlatformError(f"{store.path.name} was recorded with other features ({', '.join(differ)}); "
                             "record into another --dataset")
-    robots = {e.robot for e in store.episodes if e.robot}
+    robots = set(store.summary.robots)
     if robots and robots != {robot}:
         raise PlatformError(f"{store.path.name} holds episodes of robot {', '.join(sorted(robots))}, not {robot}")
 

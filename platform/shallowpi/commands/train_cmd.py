@@ -8,7 +8,13 @@
 
 The run folder holds the resolved config, the train/held-out split, metrics.jsonl,
 TensorBoard logs (tb/) and checkpoints/step_N/ (safetensors). Held-out episodes (the last
-policy.train.eval_fraction of them) are evaluated at the end: see `platform eval`.
+policy.train.eval_fraction of them) are evaluated at the end: see `platform eval`. With a
+single episode none is held out: a warning says so, the evaluation is labelled as one on
+training episodes, and policy.train.require_held_out=true refuses such a run instead.
+
+Before step 0 the store is checked: episodes of different fps are refused, different
+calibration ids warned about, and NaN/inf in observation.state or action named by feature,
+episode and row (policy.train.skip_nonfinite=true skips the windows touching them instead).
 
 Several GPUs (one process each, DDP; FSDP when policy.train.fsdp=true and on CUDA):
   torchrun --nproc_per_node 8 -m shallowpi train --dataset kitchen --policy pi0
@@ -44,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from shallowpi import config
-    from shallowpi.distill.finetune import finetune
-    from shallowpi.distill.trainer import TrainConfig
     from shallowpi.errors import ConfigError
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.finetune import finetune
+    from shallowpi.train.store_checks import checked_factory
+    from shallowpi.train.trainer import TrainConfig
 
     overrides = overrides_from(args)
     if args.steps is not None:
@@ -66,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
     train_cfg = TrainConfig(**policy_data.get("train", {}), device=args.device, progress=not args.no_progress)
     runs = Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
     run_dir = runs / (args.run_name or f"{store.stem}-{policy_cfg.name}")
+    # Mixed frame rates refuse, mixed calibrations warn, NaN/inf are named (or skipped).
+    make_dataset = checked_factory(store, episodes, chunk_dataset, train_cfg.skip_nonfinite)
     result = finetune(
         store, policy_cfg, train_cfg, run_dir,
-        episodes=episodes, make_dataset=chunk_dataset, resume=args.resume,
+        episodes=episodes, make_dataset=make_dataset, resume=args.resume,
         init_from=args.init, resolved_config=cfg,
     )
     if result.get("checkpoint"):

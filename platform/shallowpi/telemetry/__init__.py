@@ -3,8 +3,11 @@
 The publisher never blocks its control loop: it keeps the latest status and a sender
 thread delivers it; a slow subscriber skips statuses, it never slows the loop.
 
-- status.py     what is published (RecorderStatus) and what a dashboard sends (Command)
-- transport.py  TelemetryPublisher / TelemetrySubscriber over a Unix socket or loopback
-                TCP, and StatusMailbox for a reader in the same process
+- status.py     what the recorder publishes (RecorderStatus), the parts every status kind
+                shares (CameraStatus, LoopStatus, Thumbnail), what a dashboard sends (Command)
+- envelope.py   any status kind on the wire: {"kind", "seq", "status"}, STATUS_TYPES
+- transport.py  TelemetryPublisher / TelemetrySubscriber over ZeroMQ
+- address.py    where: a Unix socket (by default one per user and robot) or loopback TCP
+- mailbox.py    StatusMailbox, the same latest-wins handoff to a reader in this process
 - thumbnail.py  a camera frame shrunk to a Thumbnail for the dashboard
 """

@@ -1,14 +1,15 @@
 """What the recorder publishes every tick, and the commands a dashboard may send back.
 
-Plain dataclasses that travel as JSON, so a monitor on another machine (over SSH on the
-robot's computer) needs nothing but this module to read them.
+Plain dataclasses that travel as JSON (inside envelope.py's typed envelope), so a monitor
+needs nothing but this module to read them. `CameraStatus`, `LoopStatus` and `Thumbnail`
+are shared by every status kind with a control loop and cameras (recorder, executor).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 
 class RecorderState(str, enum.Enum):
@@ -81,6 +82,10 @@ class Thumbnail:
 
 @dataclass
 class RecorderStatus:
+    """What `platform record` publishes every tick (telemetry kind "recorder")."""
+
+    kind: ClassVar[str] = "recorder"
+
     state: RecorderState = RecorderState.IDLE
     robot: str = ""
     dataset: str = ""

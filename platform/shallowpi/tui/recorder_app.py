@@ -3,7 +3,7 @@
 The session's status goes out through a TelemetryPublisher (which is also what
 `platform monitor` attaches to), and its commands come back from it:
 
-    publisher = TelemetryPublisher.from_config(cfg.telemetry)
+    publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
     session = RecordingSession(..., publish=publisher.publish, commands=publisher.commands)
     result = run_recorder_dashboard(session, publisher)      # closes the publisher
 
@@ -70,7 +70,7 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher,
 
 
 def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, headless: bool) -> ResultT:
-    from shallowpi.tui.dashboard import RecorderDashboard
+    from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
     outcome: dict[str, Any] = {}
 

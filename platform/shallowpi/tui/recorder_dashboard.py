@@ -1,5 +1,8 @@
 """The recorder's live dashboard: shows a RecorderStatus stream, sends Commands.
 
+Its recorder-only panels are in recorder_render.py; the loop, camera and thumbnail panels
+come from panels.py, which the executor's dashboard shares.
+
 The dashboard only reads telemetry. It is given
 
 - a status source: anything iterable whose iteration blocks until the next status and
@@ -50,7 +53,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Thumbnail
-from shallowpi.tui import render
+from shallowpi.tui import panels
+from shallowpi.tui import recorder_render as render
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +157,7 @@ class RecorderDashboard(App[None]):
         self._disconnect_reason = ""  # why the source ended, if it broke
         self._last_status_message = ""
         self._logged_errors: set[str] = set()
-        self._thumbnail_key: tuple[str, int, Thumbnail] | None = None
+        self._thumbnail_key: tuple[str, int, Thumbnail | None] | None = None
         self._shown: dict[str, Text] = {}  # what each panel shows now, to skip repaints
 
     # -- layout ------------------------------------------------------------------------
@@ -255,8 +259,8 @@ class RecorderDashboard(App[None]):
         self._show_summary()
         self._update("joints", render.joints(status))
         self._update("episodes", render.episodes(status))
-        self._update("cameras", render.cameras(status))
-        self._update("loop", render.loop(status))
+        self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz))
+        self._update("loop", panels.loop(status.loop))
         self._update("writer", render.writer(status))
         self._show_thumbnail()
         if status.message and status.message != self._last_status_message:
@@ -293,18 +297,16 @@ class RecorderDashboard(App[None]):
     def _show_thumbnail(self) -> None:
         widget = self.query_one("#thumbnail", Static)
         thumbnails = self.status.thumbnails if self.status else {}
-        if not thumbnails:
-            self._update("thumbnail", Text("no thumbnail", style="dim"))
-            return
-        roles = sorted(thumbnails)
-        role = roles[self.camera_index % len(roles)]
         width = max(8, widget.size.width or 48)
-        key = (role, width, thumbnails[role])
+        roles = sorted(thumbnails)
+        role = roles[self.camera_index % len(roles)] if roles else ""
+        key = (role, width, thumbnails.get(role))
         if key == self._thumbnail_key:
             return  # same pixels: skip building ~400 styled cells
         self._thumbnail_key = key
-        widget.border_title = f"camera: {role}" + (" (c: next)" if len(roles) > 1 else "")
-        self._update("thumbnail", render.halfblock(thumbnails[role], max_width=width))
+        title, picture = panels.thumbnail(thumbnails, self.camera_index, max_width=width)
+        widget.border_title = title
+        self._update("thumbnail", picture)
 
     def _show_message(self, message: str, style: str = "") -> None:
         self._update("message", Text(message, style=style))

@@ -23,19 +23,22 @@ class EvalReport:
     policy_mse: float
     baseline_mae: float
     baseline_mse: float
+    # What the samples are, said plainly: "held-out episodes [14, 15]", or "training
+    # episodes [0] (no held-out episodes)" when the policy has seen them.
+    data: str = "evaluated episodes"
 
     @property
     def ratio(self) -> float:
         """Policy MSE over baseline MSE: < 1 means better than predicting the mean."""
         return self.policy_mse / max(self.baseline_mse, 1e-12)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return {**asdict(self), "ratio": self.ratio}
 
     def table(self) -> str:
         return "\n".join(
             [
-                f"held-out samples   {self.samples}",
+                f"{self.data}: {self.samples} samples",
                 f"{'':18} {'MAE':>10} {'MSE':>10}",
                 f"{'policy':18} {self.policy_mae:10.4f} {self.policy_mse:10.4f}",
                 f"{'mean-action':18} {self.baseline_mae:10.4f} {self.baseline_mse:10.4f}",
@@ -53,8 +56,10 @@ def evaluate(
     batch_size: int = 16,
     seed: int = 0,
     num_steps: int | None = None,
+    data: str = "evaluated episodes",
 ) -> EvalReport:
-    """Evaluate on up to `max_samples` evenly spaced samples of `dataset`."""
+    """Evaluate on up to `max_samples` evenly spaced samples of `dataset`; `data` names
+    what they are in the report (held-out or training episodes)."""
     n = len(dataset)
     stride = max(1, n // max_samples)
     subset = Subset(dataset, list(range(0, n, stride))[:max_samples])
@@ -83,4 +88,5 @@ def evaluate(
         policy_mse=sums["ps"] / count,
         baseline_mae=sums["ba"] / count,
         baseline_mse=sums["bs"] / count,
+        data=data,
     )

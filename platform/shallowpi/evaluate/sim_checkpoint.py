@@ -1,5 +1,5 @@
 """A trained checkpoint in the twin: what to evaluate it on, and the checkpoint as a
-`ChunkPolicy` (distill/sim_eval.py).
+`ChunkPolicy` (evaluate/sim_eval.py).
 
 What: the robot, task and camera size the checkpoint's training store recorded (the
 checkpoint names its store; each episode names its robot, task text and fps, the store's

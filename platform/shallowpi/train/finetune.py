@@ -1,9 +1,11 @@
 """Fine-tune (or train from scratch) the π0 teacher on one episode store.
 
 `finetune` is what `platform train` runs: split the store's episodes into train and
-held-out, build the datasets and the policy (normalisation statistics from the training
-split), write the run folder's config and split, train, and evaluate on the held-out
-episodes. The dataset class is a parameter so tests can pass an in-memory one.
+held-out (saying so when none is left to hold out), build the datasets and the policy
+(normalisation statistics from the training split), write the run folder's config and
+split, train, and evaluate on the held-out episodes (on the training episodes, labelled
+as such, when there are none). The dataset class is a parameter so tests can pass an
+in-memory one; `platform train` passes one checked by train/store_checks.py.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from shallowpi.distill.trainer import TrainConfig, Trainer, TrainingError, latest_checkpoint
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
+from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.errors import TrainingError
+from shallowpi.train.objective import FlowMatchingObjective
+from shallowpi.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +40,36 @@ class Split:
 
     @classmethod
     def of(cls, episodes: list[int], fraction: float) -> Split:
-        """The last `fraction` of the episodes (at least one, if there are two) are held out."""
+        """The last `fraction` of the episodes (at least one, if there are two) are held out.
+        Raises TrainingError when no episode is left to train on."""
         if not episodes:
             raise TrainingError("the dataset holds no episodes; record some first (platform record)")
         n_out = 0 if len(episodes) < 2 else max(1, round(len(episodes) * fraction))
+        if n_out >= len(episodes):
+            raise TrainingError(
+                f"policy.train.eval_fraction={fraction} holds out all {len(episodes)} episodes, leaving "
+                "none to train on; lower it"
+            )
         return cls(sorted(episodes[: len(episodes) - n_out]), sorted(episodes[len(episodes) - n_out :]))
+
+    def check_held_out(self, store: Path, require: bool) -> None:
+        """Say so when no episode is held out (one episode): the final evaluation then
+        scores training episodes. Raises TrainingError instead when `require`."""
+        if self.held_out:
+            return
+        msg = (
+            f"{store.name}: {len(self.train)} episode(s), none held out, so the evaluation scores "
+            "training episodes and says nothing about new scenes; record more episodes"
+        )
+        if require:
+            raise TrainingError(f"{msg} (policy.train.require_held_out=true)")
+        log.warning("%s (policy.train.require_held_out=true refuses this)", msg)
+
+    def eval_episodes(self) -> tuple[list[int], str]:
+        """The episodes to evaluate on, and what they are, said plainly."""
+        if self.held_out:
+            return self.held_out, f"held-out episodes {self.held_out}"
+        return self.train, f"training episodes {self.train} (no held-out episodes)"
 
 
 def finetune(
@@ -55,7 +85,7 @@ def finetune(
     resolved_config: Any = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, and evaluate; returns the final metrics and the eval report."""
-    from shallowpi.distill.evaluate import evaluate
+    from shallowpi.train.offline_eval import evaluate
 
     split_path = run_dir / "split.json"
     if resume and split_path.is_file():
@@ -63,6 +93,7 @@ def finetune(
         split = Split(data["train"], data["held_out"])
     else:
         split = Split.of(sorted(episodes), train_cfg.eval_fraction)
+    split.check_held_out(store, train_cfg.require_held_out)
     train_set = make_dataset(store, policy_cfg.chunk_len, split.train)
     if len(train_set) == 0:
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
@@ -72,8 +103,8 @@ def finetune(
     policy.set_stats(train_set.stats())
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
-        policy, train_set, train_cfg, run_dir, resume=resume,
-        run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out)},
+        FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
+        run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train)},
     )
     if trainer.dist.main:
         if resolved_config is not None:
@@ -83,12 +114,12 @@ def finetune(
         split_path.write_text(json.dumps({"train": split.train, "held_out": split.held_out}))
     last = trainer.fit()
     result: dict[str, Any] = {"train": last, "checkpoint": str(latest_checkpoint(run_dir))}
-    if trainer.dist.main and split.held_out:
-        held_out = make_dataset(store, policy_cfg.chunk_len, split.held_out)
-        report = evaluate(policy, held_out, max_samples=128)
+    if trainer.dist.main:
+        eval_episodes, what = split.eval_episodes()
+        report = evaluate(policy, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
         result["eval"] = report.to_dict()
         (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
-        log.info("held-out episodes %s:\n%s", split.held_out, report.table())
+        log.info("%s:\n%s", what, report.table())
     return result
 
 

@@ -1,8 +1,8 @@
-"""RecorderStatus -> rich Text, one function a panel: pure, so tests read them directly.
+"""The recorder dashboard's own panels: RecorderStatus -> rich Text, one function a panel.
 
-Each function returns `rich.text.Text`; the dashboard puts it in a Static. Colours say
-what needs the operator: red is a problem now (fault, dropped frames, a loop over its
-period, a nearly full write queue), yellow is a warning, dim is idle.
+Pure, so tests read them directly; the panels every dashboard shares (loop period,
+cameras, thumbnails) are in panels.py. Colours say what needs the operator: red is a
+problem now (fault, a nearly full write queue), yellow is a warning, dim is idle.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from rich.style import Style
 from rich.text import Text
 
-from shallowpi.telemetry.status import EpisodeSummary, RecorderState, RecorderStatus, Thumbnail
+from shallowpi.telemetry.status import EpisodeSummary, RecorderState, RecorderStatus
 
 # Style objects, not style strings: Textual's own style parser does not know every rich
 # colour name, and a background it cannot parse is silently dropped.
@@ -27,7 +27,6 @@ STATE_STYLES: dict[RecorderState, Style] = {
 }
 DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
-HALF_BLOCK = "▀"  # upper half block: foreground = upper pixel, background = lower pixel
 
 
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
@@ -112,34 +111,6 @@ def joints(status: RecorderStatus) -> Text:
     return text
 
 
-def cameras(status: RecorderStatus) -> Text:
-    if not status.cameras:
-        return Text("no cameras", style="dim")
-    text = Text()
-    text.append(f"{'camera':<12} {'fps':>6} {'drops':>6} {'age ms':>7}\n", style="bold")
-    target = status.loop.target_hz
-    for role, cam in status.cameras.items():
-        text.append(f"{role[:12]:<12} ")
-        text.append(f"{cam.fps:>6.1f}", style="yellow" if target and cam.fps < 0.9 * target else "")
-        text.append(f" {cam.dropped:>6d}", style="bold red" if cam.dropped else "green")
-        text.append(f" {cam.age_ms:>7.1f}\n", style="yellow" if target and cam.age_ms > 2000 / target else "")
-    text.rstrip()
-    return text
-
-
-def loop(status: RecorderStatus) -> Text:
-    lp = status.loop
-    period_ms = 1000.0 / lp.target_hz if lp.target_hz else 0.0
-    text = Text()
-    text.append("loop ", style="bold")
-    text.append(f"{lp.target_hz:.0f} Hz ({period_ms:.1f} ms)\n")
-    text.append(f"period p50 {lp.period_p50_ms:6.2f} ms  p99 ")
-    text.append(f"{lp.period_p99_ms:6.2f} ms", style="bold red" if period_ms and lp.period_p99_ms > 1.1 * period_ms else "")
-    text.append("\noverruns ")
-    text.append(f"{lp.overruns}", style="bold red" if lp.overruns else "green")
-    return text
-
-
 def writer(status: RecorderStatus) -> Text:
     """Write queue depth against capacity, high-water mark, throughput and back-pressure."""
     w = status.writer
@@ -185,38 +156,6 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
         text.append(episode.state, style="cyan" if episode.state == "saving" else "dim")
         text.append("\n")
     text.rstrip()
-    return text
-
-
-def halfblock(thumbnail: Thumbnail, max_width: int = 48) -> Text:
-    """An RGB thumbnail as rows of `▀`: each character cell shows two pixels stacked.
-
-    The upper pixel is the foreground colour and the lower one the background, so a
-    W x H image takes W x ceil(H/2) cells. Wider images are subsampled to `max_width`.
-    """
-    try:
-        pixels = bytes.fromhex(thumbnail.rgb)
-    except ValueError:
-        return Text("bad thumbnail", style="red")
-    width, height = thumbnail.width, thumbnail.height
-    if width <= 0 or height <= 0 or len(pixels) < width * height * 3:
-        return Text("bad thumbnail", style="red")
-    step = max(1, math.ceil(width / max_width))
-    columns = range(0, width, step)
-    rows = list(range(0, height, step))
-
-    def rgb(y: int, x: int) -> str:
-        i = (y * width + x) * 3
-        return f"#{pixels[i]:02x}{pixels[i + 1]:02x}{pixels[i + 2]:02x}"
-
-    text = Text(no_wrap=True, overflow="crop")
-    for k in range(0, len(rows), 2):
-        upper, lower = rows[k], rows[k + 1] if k + 1 < len(rows) else None
-        for x in columns:
-            style = Style(color=rgb(upper, x), bgcolor=rgb(lower, x) if lower is not None else None)
-            text.append(HALF_BLOCK, style=style)
-        if k + 2 < len(rows):
-            text.append("\n")
     return text
 
 

@@ -1,0 +1,138 @@
+"""Where telemetry lives: addresses (a Unix socket path or a loopback TCP port), the default
+socket per user and robot, and a plain-socket probe for a live publisher.
+
+    /run/user/1000/shallowpi/arm.sock     a Unix socket path (unix:// prefix optional); the
+                                          default, per user and per robot: default_address()
+    tcp://127.0.0.1:7421                  a loopback TCP port (0: any free port)
+
+Loopback only: the robot's computer is reached over SSH, not the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from shallowpi.errors import PlatformError
+
+
+class TelemetryError(PlatformError):
+    """No publisher at the address, a bad address, or a command from a read-only monitor."""
+
+
+def runtime_dir() -> Path:
+    """This user's folder for telemetry sockets: $XDG_RUNTIME_DIR/shallowpi (per user,
+    tmpfs, mode 0700), else /tmp/shallowpi-<uid>."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return Path(xdg) / "shallowpi"
+    return Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
+
+
+def default_address(robot: str) -> str:
+    """The socket a recorder of `robot` publishes on by default: one per user and robot,
+    so two robots recorded from one computer (or two users) never collide."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", robot or "robot")
+    return str(runtime_dir() / f"{name}.sock")
+
+
+def live_robots() -> list[str]:
+    """Robots whose recorder publishes on its default socket now (for error messages)."""
+    folder = runtime_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(path.stem for path in folder.glob("*.sock")
+                  if listening(Address(path=str(path)), timeout_s=0.1))
+
+
+def resolve_address(configured: str | None, robot: str) -> str:
+    """`telemetry.address` if set, else the default for `robot`."""
+    return str(configured).strip() if configured and str(configured).strip() else default_address(robot)
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed telemetry address: a Unix socket path or a loopback TCP host and port."""
+
+    path: str | None = None
+    host: str | None = None
+    port: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """A path (unix:// optional) or tcp://LOOPBACK:PORT; TelemetryError for anything else."""
+        text = (text or "").strip()
+        if not text:
+            raise TelemetryError("empty telemetry address; pass telemetry.address=PATH or tcp://127.0.0.1:PORT")
+        if text.startswith("tcp://"):
+            host, sep, port = text[len("tcp://"):].rpartition(":")
+            host = host.strip("[]")
+            if not sep or not port.isdigit():
+                raise TelemetryError(f"telemetry address '{text}' needs a port, e.g. tcp://127.0.0.1:7421")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise TelemetryError(
+                    f"telemetry address '{text}' is not loopback; use tcp://127.0.0.1:PORT "
+                    "(reach the robot over SSH) or a Unix socket path"
+                )
+            return cls(host="127.0.0.1" if host == "localhost" else host, port=int(port))
+        if text.startswith("unix://"):
+            text = text[len("unix://"):]
+        if "://" in text:
+            raise TelemetryError(f"telemetry address '{text}' is neither a socket path nor tcp://127.0.0.1:PORT")
+        return cls(path=str(Path(text).expanduser()))
+
+    @property
+    def family(self) -> int:
+        if self.path is not None:
+            return socket.AF_UNIX
+        return socket.AF_INET6 if ":" in (self.host or "") else socket.AF_INET
+
+    @property
+    def sockaddr(self) -> str | tuple[str, int]:
+        return self.path if self.path is not None else (self.host or "127.0.0.1", self.port)
+
+    @property
+    def endpoint(self) -> str:
+        """The ZeroMQ endpoint: ipc://PATH or tcp://HOST:PORT."""
+        return f"ipc://{self.path}" if self.path is not None else str(self)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        host = f"[{self.host}]" if ":" in (self.host or "") else self.host
+        return f"tcp://{host}:{self.port}"
+
+
+def listening(address: Address, timeout_s: float = 0.5) -> bool:
+    """Whether a process accepts connections at `address` (a plain socket connect)."""
+    if address.path is not None and not os.path.exists(address.path):
+        return False
+    probe = socket.socket(address.family, socket.SOCK_STREAM)
+    probe.settimeout(timeout_s)
+    try:
+        probe.connect(address.sockaddr)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def ensure_private_dir(folder: Path) -> None:
+    """Create the socket folder (0700); refuse the shared /tmp fallback if another user owns it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder == runtime_dir():
+        info = folder.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise TelemetryError(
+                f"{folder} is not private to this user (owner uid {info.st_uid}, mode "
+                f"{oct(info.st_mode & 0o777)}); remove it, or pass telemetry.address=PATH"
+            )
+
+
+def loopback_ipv6(address: Address) -> bool:
+    return address.path is None and ":" in (address.host or "")

@@ -1,0 +1,59 @@
+"""A one-slot, latest-wins status handoff between two threads of one process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+DEFAULT_MAX_HZ = 20.0
+StatusT = TypeVar("StatusT")
+
+
+class StatusMailbox(Generic[StatusT]):
+    """A one-slot, latest-wins status handoff to a reader in the same process.
+
+    `publish()` never blocks on the reader; iterating blocks until a status newer than the
+    last one read arrives (at most `max_hz` a second) and ends after `close()`.
+    """
+
+    def __init__(self, max_hz: float = DEFAULT_MAX_HZ) -> None:
+        self.min_interval_s = 1.0 / max_hz if max_hz > 0 else 0.0
+        self._cond = threading.Condition()
+        self._status: StatusT | None = None
+        self._fresh = False
+        self._closed = False
+        self._last_read = 0.0
+
+    def publish(self, status: StatusT) -> None:
+        # The lock is only ever held for a few assignments, never across I/O.
+        with self._cond:
+            self._status, self._fresh = status, True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __iter__(self) -> Iterator[StatusT]:
+        return self
+
+    def __next__(self) -> StatusT:
+        wait = self._last_read + self.min_interval_s - time.monotonic()
+        if wait > 0:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed, timeout=wait)
+        with self._cond:
+            self._cond.wait_for(lambda: self._fresh or self._closed)
+            if self._closed:
+                raise StopIteration
+            self._fresh = False
+            self._last_read = time.monotonic()
+            assert self._status is not None  # _fresh is only set together with a status
+            return self._status

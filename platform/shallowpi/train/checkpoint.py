@@ -1,0 +1,169 @@
+"""Run checkpoints: the trained policy, its optimiser state and EMA, written atomically.
+
+    checkpoints/step_000250/model.safetensors        the trained Policy (Policy.load reads it)
+    checkpoints/step_000250/train_state.safetensors  optimiser state keyed by parameter name,
+                                                     ema/<name> tensors, metadata: step,
+                                                     param_groups (JSON)
+    checkpoints/step_000250/ema/                     the EMA weights as a Policy (with ema on)
+    checkpoints/last                                 name of the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary folder and renamed when complete, then
+`last` is replaced: a kill at any instant leaves the previous checkpoint as the newest.
+The state is always the full (unsharded) one, keyed by parameter name, so a run resumes
+under any number of processes, with or without FSDP. Only the trained policy is saved:
+an objective's frozen modules are inputs of the run, not its result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from shallowpi.policy.policy import Policy
+from shallowpi.train.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or None."""
+    marker = run_dir / "checkpoints" / "last"
+    if not marker.is_file():
+        return None
+    path = run_dir / "checkpoints" / marker.read_text().strip()
+    return path if (path / "train_state.safetensors").is_file() else None
+
+
+@dataclass
+class Checkpointer:
+    """Saves and restores `policy` (as trained: plain, DDP-wrapped or FSDP-sharded in place)
+    and `optimizer`. `sharded`: the policy is FSDP-sharded in a process group, so state is
+    gathered and scattered with torch.distributed.checkpoint (every process must call)."""
+
+    run_dir: Path
+    policy: Policy
+    optimizer: torch.optim.Optimizer
+    sharded: bool
+    main: bool  # this process writes files
+    metadata: dict[str, str]
+
+    def full_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Full model and optimiser state, optimiser entries keyed by parameter name."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return (
+                get_model_state_dict(self.policy, options=opts),
+                get_optimizer_state_dict(self.policy, self.optimizer, options=opts),
+            )
+        names = self._param_names()
+        raw = self.optimizer.state_dict()
+        state = {names[i]: entries for i, entries in raw["state"].items()}
+        groups = [{**g, "params": [names[i] for i in g["params"]]} for g in raw["param_groups"]]
+        return self.policy.state_dict(), {"state": state, "param_groups": groups}
+
+    def _param_names(self) -> dict[int, str]:
+        """Optimizer state index -> parameter name (indices follow the param groups' order)."""
+        by_id = {id(p): n for n, p in self.policy.named_parameters()}
+        ordered = [by_id[id(p)] for g in self.optimizer.param_groups for p in g["params"]]
+        return dict(enumerate(ordered))
+
+    def save(self, step: int, ema: dict[str, Tensor] | None = None, ema_rate: float | None = None) -> Path | None:
+        """checkpoints/step_XXXXXX on the main process (None elsewhere). Raises
+        TrainingError if that checkpoint exists (a checkpoint is never overwritten)."""
+        from safetensors.torch import save_file
+
+        model_sd, optim_sd = self.full_state()  # collective under FSDP: every rank calls it
+        if not self.main:
+            return None
+        ckpt_root = self.run_dir / "checkpoints"
+        final = ckpt_root / f"step_{step:06d}"
+        if final.exists():
+            raise TrainingError(f"{final} exists; refusing to overwrite a checkpoint")
+        tmp = ckpt_root / f".tmp_step_{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        meta = {"step": str(step), **self.metadata}
+        snapshot = Policy(self.policy.cfg, self.policy.features)
+        snapshot.load_state_dict(model_sd, strict=True)
+        snapshot.save(tmp, meta)
+        tensors, groups = _flatten_optimizer(optim_sd)
+        if ema is not None:
+            tensors.update({f"ema/{k}": v.cpu().contiguous() for k, v in ema.items()})
+            ema_policy = Policy(self.policy.cfg, self.policy.features)
+            ema_policy.load_state_dict({k: v.cpu() for k, v in ema.items()})
+            ema_policy.save(tmp / "ema", {**meta, "ema": str(ema_rate)})
+        save_file(tensors, str(tmp / "train_state.safetensors"), metadata={"step": str(step), "param_groups": groups})
+        tmp.rename(final)
+        marker = ckpt_root / "last.tmp"
+        marker.write_text(final.name)
+        marker.replace(ckpt_root / "last")
+        return final
+
+    def load(self, path: Path, device: torch.device) -> tuple[int, dict[str, Tensor]]:
+        """Restore model and optimiser from `path`; returns its step and the saved EMA
+        tensors (name -> tensor, empty without EMA). Raises TrainingError when the
+        checkpoint's policy config differs from the run's."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        saved = Policy.load(path)
+        if saved.cfg != self.policy.cfg:
+            raise TrainingError(f"{path} was trained with another policy config; resume with the same preset")
+        with safe_open(str(path / "train_state.safetensors"), framework="pt") as f:
+            meta = f.metadata()
+        tensors = load_file(str(path / "train_state.safetensors"))
+        optim_sd = _unflatten_optimizer(tensors, meta["param_groups"])
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.policy, saved.state_dict(), options=opts)
+            set_optimizer_state_dict(self.policy, self.optimizer, optim_sd, options=opts)
+        else:
+            self.policy.load_state_dict(saved.state_dict())
+            index = {name: i for i, name in self._param_names().items()}
+            raw = self.optimizer.state_dict()
+            raw["state"] = {
+                index[name]: {k: v.to(device) if k != "step" else v for k, v in entries.items()}
+                for name, entries in optim_sd["state"].items()
+            }
+            for group, saved_group in zip(raw["param_groups"], optim_sd["param_groups"]):
+                group.update({k: v for k, v in saved_group.items() if k != "params"})
+            self.optimizer.load_state_dict(raw)
+        ema = {k[len("ema/"):]: v.to(device) for k, v in tensors.items() if k.startswith("ema/")}
+        step = int(meta["step"])
+        log.info("resumed from %s at step %d", path, step)
+        return step, ema
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], str]:
+    tensors = {}
+    for fqn, entries in state["state"].items():
+        for key, value in entries.items():
+            tensors[f"opt/{fqn}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], groups: str) -> dict[str, Any]:
+    state: dict[str, dict[str, Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt/"):
+            _, fqn, key = name.split("/", 2)
+            state.setdefault(fqn, {})[key] = value
+    return {"state": state, "param_groups": json.loads(groups)}

@@ -1,0 +1,87 @@
+"""Distributed training setup: the process group, the device of each process, and the
+trained policy wrapped for it (DDP, or FSDP sharded layer by layer).
+
+Only the trained policy is wrapped: an objective's frozen modules (a teacher) stay plain
+modules on every process, whole, outside any gradient synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from shallowpi.policy.policy import Policy
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    # In a torch.distributed process group (launched by torchrun), even as its only process.
+    grouped: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str) -> torch.device:
+    """"auto" is the GPU when there is one; under torchrun each process takes its LOCAL_RANK's."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(name)
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group when launched by torchrun (or anything else that sets RANK,
+    WORLD_SIZE and MASTER_ADDR). A single torchrun process joins too, so FSDP runs the same
+    code on one GPU as on eight; a plain `platform train` is not grouped."""
+    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ):
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), grouped=True)
+
+
+def all_reduce_sum(x: Tensor, d: Dist) -> Tensor:
+    """Sum of `x` over every process (a copy; `x` itself is untouched)."""
+    if d.world > 1:
+        import torch.distributed as dist
+
+        x = x.clone()
+        dist.all_reduce(x)
+    return x
+
+
+def wrap_policy(policy: Policy, d: Dist, fsdp: bool, device: torch.device) -> nn.Module:
+    """The module the loop calls: `policy` itself outside a process group, else DDP around
+    it, or (fsdp) the policy sharded in place, layer by layer, so only one layer's full
+    weights exist at a time."""
+    if not d.grouped:
+        return policy
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        # The joint forward enters a Gemma layer through qkv() and finish(), not forward():
+        # registered, they gather the layer's weights the way forward() would.
+        for layer in policy.model.vision.layers:
+            fully_shard(layer)
+        for tower in (policy.model.vlm, policy.model.expert):
+            for layer in tower.layers:
+                fully_shard(layer)
+                register_fsdp_forward_method(layer, "qkv")
+                register_fsdp_forward_method(layer, "finish")
+        return fully_shard(policy)
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(policy, device_ids=ids)

@@ -1,0 +1,316 @@
+"""The training loop: one `Objective` (train/objective.py) minimised over one dataset.
+
+The teacher's flow matching and the distiller's three-term loss run through this one loop,
+for one process or many (torchrun: DDP, or FSDP at full size; train/distributed.py). What
+makes a run reproducible and resumable is that nothing random depends on history:
+- batch b of step s is a fixed slice of a permutation seeded by (seed, epoch);
+- the flow-matching noise and time of step s come from generators seeded by (seed, s),
+  drawn for the whole global batch and sliced per rank (objective.step_noise).
+So a run killed at any point and resumed from its last checkpoint replays the same loss
+curve, N processes on a global batch compute the same losses as one process, and two
+objectives with the same noise spec (a student and its teacher) see the same draws.
+
+Run folder layout (never overwritten; a second run into the same folder needs --resume):
+    config.yaml                 resolved config of the run
+    split.json                  train / held-out episode indices
+    metrics.jsonl               one line per logged step (step, loss, lr, grad_norm, the
+                                objective's named terms)
+    tb/                         TensorBoard events
+    checkpoints/step_000250/    model.safetensors (a Policy), train_state.safetensors
+    checkpoints/last            name of the newest complete checkpoint (train/checkpoint.py)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
+from shallowpi.train.distributed import (
+    Dist,
+    all_reduce_sum,
+    init_distributed,
+    pick_device,
+    wrap_policy,
+)
+from shallowpi.train.errors import TrainingError
+from shallowpi.train.objective import Objective, step_noise
+from shallowpi.train.progress import ProgressBar
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StepBatches", "TrainConfig", "Trainer", "TrainingError", "latest_checkpoint", "lr_at"]
+
+
+@dataclass
+class TrainConfig:
+    """Training settings: optimisation, data checks, logging (configs/policy/<preset>.yaml `train:`)."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: Sequence[float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    ema: float | None = None
+    eval_fraction: float = 0.1
+    require_held_out: bool = False  # refuse (instead of warn) when no episode is left to hold out
+    skip_nonfinite: bool = False  # skip windows touching NaN/inf state or action (instead of refusing)
+    log_every: int = 10
+    save_every: int = 250
+    workers: int = 1
+    fsdp: bool = False
+    bf16: bool = True  # autocast matmuls to bfloat16 on CUDA (weights and optimizer stay float32)
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    tensorboard: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise TrainingError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise TrainingError(f"ema must be in (0, 1) or null, got {self.ema}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+class StepBatches(Sampler[list[int]]):
+    """Index lists for steps start..steps-1: this rank's share of each global batch.
+
+    Global sample g (= step * batch + j) is position g % n of a permutation seeded by
+    (seed, g // n): epochs reshuffle, and any step's batch is known without replaying.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, start: int, steps: int, d: Dist) -> None:
+        if batch % d.world:
+            raise TrainingError(f"batch_size {batch} is not divisible by {d.world} processes")
+        self.n, self.batch, self.seed, self.start, self.steps, self.d = n, batch, seed, start, steps, d
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def global_batch(self, step: int) -> list[int]:
+        g = np.arange(step * self.batch, (step + 1) * self.batch)
+        return [int(self._perm(int(i // self.n))[i % self.n]) for i in g]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        share = self.batch // self.d.world
+        for step in range(self.start, self.steps):
+            yield self.global_batch(step)[self.d.rank * share : (self.d.rank + 1) * share]
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Minimises `objective` over `train_set`, training `objective.policy`.
+
+    Owns the loop: data order, each step's noise and time, the optimiser (the trained
+    policy's parameters only), schedule, EMA, gradient clipping, logs (metrics.jsonl,
+    TensorBoard, progress bar) and checkpoints. Raises TrainingError for an empty dataset,
+    a run folder that already holds checkpoints (without resume), nothing to resume, an
+    objective with trainable parameters outside its policy, and a non-finite loss.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        train_set: Dataset,
+        cfg: TrainConfig,
+        run_dir: Path,
+        *,
+        resume: bool = False,
+        run_metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.device = pick_device(cfg.device)
+        self.dist = init_distributed(self.device)
+        self.objective = objective.to(self.device)
+        self.policy = objective.policy
+        self.noise_spec = objective.noise_spec()
+        self.train_set = train_set
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if len(train_set) == 0:
+            raise TrainingError("the training split holds no samples; record more episodes")
+        existing = latest_checkpoint(run_dir)
+        if existing is None and resume:
+            raise TrainingError(f"nothing to resume in {run_dir} (no complete checkpoint)")
+        if existing is not None and not resume:
+            raise TrainingError(
+                f"run folder {run_dir} already holds checkpoints; pass --resume to continue it "
+                "or --run NAME for a new run (nothing was overwritten)"
+            )
+        _check_frozen(objective)
+        for name in self.policy.model.dead_parameter_names():
+            self.policy.model.get_parameter(name).requires_grad_(False)
+        # Only the trained policy is wrapped: frozen modules stay whole on every process.
+        self.module = wrap_policy(self.policy, self.dist, cfg.fsdp, self.device)
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=1e-8,
+        )
+        self.checkpoints = Checkpointer(
+            run_dir, self.policy, self.optimizer, sharded=cfg.fsdp and self.dist.grouped,
+            main=self.dist.main, metadata=run_metadata or {},
+        )
+        self.ema: dict[str, Tensor] | None = None
+        if cfg.ema:
+            self.ema = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        self.start_step = 0
+        if existing is not None:
+            self.start_step, saved_ema = self.checkpoints.load(existing, self.device)
+            if self.ema is not None and saved_ema:
+                self.ema = {k: saved_ema.get(k, v) for k, v in self.ema.items()}
+
+    def save(self, step: int) -> Path | None:
+        """checkpoints/step_XXXXXX (train/checkpoint.py); every process must call it."""
+        return self.checkpoints.save(step, self.ema, self.cfg.ema)
+
+    # -- the loop
+
+    def fit(self) -> dict[str, float]:
+        """Run steps start_step..cfg.steps-1; returns the last step's logged numbers."""
+        cfg, d = self.cfg, self.dist
+        sampler = StepBatches(len(self.train_set), cfg.batch_size, cfg.seed, self.start_step, cfg.steps, d)
+        loader = DataLoader(
+            self.train_set,
+            batch_sampler=sampler,
+            num_workers=cfg.workers,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
+        metrics_path = self.run_dir / "metrics.jsonl"
+        writer = self._tensorboard() if d.main else None
+        if d.main:
+            _truncate_metrics(metrics_path, self.start_step)
+        progress = ProgressBar("train", cfg.steps, self.start_step, enabled=d.main and cfg.progress)
+        share = cfg.batch_size // d.world
+        last: dict[str, float] = {}
+        self.objective.train()
+        try:
+            for step, batch in enumerate(loader, start=self.start_step):
+                last = self._step(step, batch, share)
+                if d.main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+                    with metrics_path.open("a") as f:
+                        f.write(json.dumps({"step": step, **last}) + "\n")
+                    if writer is not None:
+                        for key, value in last.items():
+                            writer.add_scalar(f"train/{key}", value, step)
+                progress.update(step + 1, f"loss {last['loss']:.4f} lr {last['lr']:.2e}")
+                if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                    self.save(step + 1)
+        finally:
+            progress.close()
+            if writer is not None:
+                writer.close()
+        return last
+
+    def _step(self, step: int, batch: dict[str, Any], share: int) -> dict[str, float]:
+        cfg, d = self.cfg, self.dist
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        noise, t = step_noise(step, cfg.seed, cfg.batch_size, self.noise_spec)
+        rows = slice(d.rank * share, (d.rank + 1) * share)
+        batch = _to_device(batch, self.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and self.device.type == "cuda")
+        with autocast:
+            out = self.objective.loss(self.module, batch, noise[rows].to(self.device), t[rows].to(self.device))
+        # Normalise by the count over all ranks, so DDP's gradient mean equals one process's.
+        global_count = all_reduce_sum(out.count.detach().float(), d)
+        loss = out.total * d.world / global_count
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad], cfg.grad_clip
+        )
+        # The total and each named term, summed over ranks in one collective.
+        names = list(out.terms)
+        sums = torch.stack([out.total.detach().float(), *(out.terms[n].detach().float() for n in names)])
+        means = (all_reduce_sum(sums, d) / global_count).tolist()
+        reported = means[0]
+        if not math.isfinite(reported):
+            last = latest_checkpoint(self.run_dir)
+            raise TrainingError(
+                f"loss became {reported} at step {step}; lower policy.train.lr or check the data"
+                + (f" (last good checkpoint: {last})" if last else "")
+            )
+        self.optimizer.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for k, v in self.policy.state_dict().items():
+                    if v.dtype.is_floating_point:
+                        self.ema[k].lerp_(v, 1.0 - cfg.ema)
+        return {"loss": reported, "lr": lr_at(step, cfg), "grad_norm": float(grad_norm), **dict(zip(names, means[1:]))}
+
+    def _tensorboard(self):
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("tensorboard is not installed (training extra); no TensorBoard logs")
+            return None
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_step)
+
+
+def _check_frozen(objective: Objective) -> None:
+    """Every parameter outside the trained policy must be frozen: the optimiser would never
+    see it, so a trainable one is a bug in the objective, not something to train silently."""
+    trained = {id(p) for p in objective.policy.parameters()}
+    loose = [n for n, p in objective.named_parameters() if id(p) not in trained and p.requires_grad]
+    if loose:
+        raise TrainingError(
+            f"objective {type(objective).__name__} has trainable parameters outside its policy "
+            f"({', '.join(loose[:3])}{', ...' if len(loose) > 3 else ''}); freeze them (train.objective.freeze)"
+        )
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """On resume, drop lines logged after the checkpoint (they will be logged again)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < start]
+    path.write_text("".join(line + "\n" for line in keep))

@@ -1,0 +1,90 @@
+"""Panels every dashboard with a control loop and cameras shows (recorder, executor).
+
+Pure functions from the shared status parts (`LoopStatus`, `CameraStatus`, `Thumbnail`)
+to `rich.text.Text`, so tests read them directly and each dashboard puts them in a
+Static. Colours say what needs the operator: red is a problem now (dropped frames, a loop
+over its period), yellow a warning, dim idle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from rich.style import Style
+from rich.text import Text
+
+from shallowpi.telemetry.status import CameraStatus, LoopStatus, Thumbnail
+
+HALF_BLOCK = "▀"  # upper half block: foreground = upper pixel, background = lower pixel
+
+
+def loop(lp: LoopStatus) -> Text:
+    """Target rate and period, measured period p50/p99 (red past 1.1 periods), overruns."""
+    period_ms = 1000.0 / lp.target_hz if lp.target_hz else 0.0
+    text = Text()
+    text.append("loop ", style="bold")
+    text.append(f"{lp.target_hz:.0f} Hz ({period_ms:.1f} ms)\n")
+    text.append(f"period p50 {lp.period_p50_ms:6.2f} ms  p99 ")
+    text.append(f"{lp.period_p99_ms:6.2f} ms", style="bold red" if period_ms and lp.period_p99_ms > 1.1 * period_ms else "")
+    text.append("\noverruns ")
+    text.append(f"{lp.overruns}", style="bold red" if lp.overruns else "green")
+    return text
+
+
+def cameras(cams: Mapping[str, CameraStatus], target_hz: float) -> Text:
+    """Per camera: measured fps (yellow under 90 % of the loop's rate), dropped frames,
+    and the age of the frame the loop used (yellow past two loop periods)."""
+    if not cams:
+        return Text("no cameras", style="dim")
+    text = Text()
+    text.append(f"{'camera':<12} {'fps':>6} {'drops':>6} {'age ms':>7}\n", style="bold")
+    for role, cam in cams.items():
+        text.append(f"{role[:12]:<12} ")
+        text.append(f"{cam.fps:>6.1f}", style="yellow" if target_hz and cam.fps < 0.9 * target_hz else "")
+        text.append(f" {cam.dropped:>6d}", style="bold red" if cam.dropped else "green")
+        text.append(f" {cam.age_ms:>7.1f}\n", style="yellow" if target_hz and cam.age_ms > 2000 / target_hz else "")
+    text.rstrip()
+    return text
+
+
+def thumbnail(thumbnails: Mapping[str, Thumbnail], index: int, max_width: int) -> tuple[str, Text]:
+    """(panel title, picture) for camera number `index` (cycling, roles in name order)."""
+    if not thumbnails:
+        return "camera", Text("no thumbnail", style="dim")
+    roles = sorted(thumbnails)
+    role = roles[index % len(roles)]
+    title = f"camera: {role}" + (" (c: next)" if len(roles) > 1 else "")
+    return title, halfblock(thumbnails[role], max_width=max_width)
+
+
+def halfblock(thumbnail: Thumbnail, max_width: int = 48) -> Text:
+    """An RGB thumbnail as rows of `▀`: each character cell shows two pixels stacked.
+
+    The upper pixel is the foreground colour and the lower one the background, so a
+    W x H image takes W x ceil(H/2) cells. Wider images are subsampled to `max_width`.
+    """
+    try:
+        pixels = bytes.fromhex(thumbnail.rgb)
+    except ValueError:
+        return Text("bad thumbnail", style="red")
+    width, height = thumbnail.width, thumbnail.height
+    if width <= 0 or height <= 0 or len(pixels) < width * height * 3:
+        return Text("bad thumbnail", style="red")
+    step = max(1, math.ceil(width / max_width))
+    columns = range(0, width, step)
+    rows = list(range(0, height, step))
+
+    def rgb(y: int, x: int) -> str:
+        i = (y * width + x) * 3
+        return f"#{pixels[i]:02x}{pixels[i + 1]:02x}{pixels[i + 2]:02x}"
+
+    text = Text(no_wrap=True, overflow="crop")
+    for k in range(0, len(rows), 2):
+        upper, lower = rows[k], rows[k + 1] if k + 1 < len(rows) else None
+        for x in columns:
+            style = Style(color=rgb(upper, x), bgcolor=rgb(lower, x) if lower is not None else None)
+            text.append(HALF_BLOCK, style=style)
+        if k + 2 < len(rows):
+            text.append("\n")
+    return text
