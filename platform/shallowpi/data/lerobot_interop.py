@@ -213,7 +213,7 @@ def export_lerobot(
     nothing is left at `out_dir` or beside it.
     """
     _import_lerobot()  # the one-line "install the extra" before anything is made
-    from shallowpi.data.isolated import run_isolated
+    from shallowpi.data.isolated import ChildCrashed, run_isolated
 
     store_path, out_dir = Path(store_path), Path(out_dir)
     with EpisodeStore.open(store_path) as store:
@@ -223,9 +223,13 @@ def export_lerobot(
         fps = _dataset_fps(store)
         codec = choose_video_codec(store) if _camera_sizes(store.features) else VIDEO_CODECS[0]
     staging = _claim_destination(out_dir, "export directory")
+    what = f"exporting {store_path.name} ({codec} video encoder)"
     try:
-        run_isolated(_export_into, store_path, staging, repo_id, fps, codec,
-                     what=f"exporting {store_path.name} ({codec} video encoder)", progress=progress)
+        try:
+            run_isolated(_export_into, store_path, staging, repo_id, fps, codec, what=what, progress=progress)
+        except ChildCrashed as exc:
+            raise ChildCrashed(what, f"{exc.how}; nothing was written to {out_dir} and the store is untouched: "
+                                     "run it again, and report it if it repeats") from None
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
