@@ -241,8 +241,12 @@ def _export_into(store_path: Path, staging: Path, repo_id: str, fps: int, codec:
                  progress: Progress | None = None) -> None:
     """The export itself, run in a child process by `export_lerobot`."""
     LeRobotDataset = _import_lerobot()
+    import av
     from lerobot.configs.video import RGBEncoderConfig
 
+    # lerobot hands FFmpeg's log back to FFmpeg's own printer after each video, which then
+    # prints x264's statistics and the muxer's notes on stderr for every episode.
+    av.logging.set_libav_level(av.logging.ERROR)
     with EpisodeStore.open(store_path) as store, _quiet_datasets():
         robot = next((e.robot for e in store.episodes if e.robot), None)
         keys = list(store.features)

@@ -45,6 +45,8 @@ def _encode_a_few(codec: str, pix_fmt: str, options: dict[str, str], width: int,
     os.environ.setdefault("SVT_LOG", "1")
     import av
 
+    av.logging.set_libav_level(av.logging.ERROR)  # x264 reports its statistics otherwise
+
     # Gradients that move, like camera frames: a blank frame can take paths real ones do not.
     x = np.linspace(0, 255, width)[None, :, None]
     y = np.linspace(0, 255, height)[:, None, None]
