@@ -4,6 +4,13 @@
   platform record --robot humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
   platform record --robot arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
   platform record --robot arm --dataset kitchen --resume --episodes 10
+  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \
+      --dataset try --task wave --no-cameras        on `platform emulate`'s servos
+
+On the robot every camera role of the config is recorded: a role names its RealSense by
+robot.cameras.ROLE.serial (`platform doctor` lists the serials); a single role without
+one takes the single connected camera no other role names, and says so; otherwise the
+recording does not start. --no-cameras records joint states only.
 
 Each episode records for --episode-time-s (or until the scripted expert finishes, in
 simulation), then a reset period of --reset-time-s lets you put the scene back. Frames are
@@ -57,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--realtime", action="store_true",
                         help="simulation: pace ticks at wall-clock speed (default: as fast as it renders)")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
+    parser.add_argument("--no-cameras", action="store_true",
+                        help="on the robot: record joint states only (record.allow_no_cameras=true); "
+                             "without it, every camera role of the config must find its camera")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,12 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.record.writer import BackgroundWriter
     from shallowpi.telemetry.transport import TelemetryPublisher
 
-    cfg = config.compose(overrides_from(args))
+    cfg = config.compose(overrides_from(args) + (["record.allow_no_cameras=true"] if args.no_cameras else []))
     dataset = args.dataset or cfg.dataset
     if not dataset:
         raise PlatformError("name the dataset to record into: --dataset NAME (or a path to a .zarr store)")
     if not args.task:
         raise PlatformError("say what the episodes show: --task \"put the red cube in the bowl\"")
+    if args.no_cameras and args.sim:
+        raise PlatformError("--no-cameras is for the robot's cameras; the twin always renders its own: drop it with --sim")
     store_path = config.resolve_dataset(dataset, config.data_root(cfg))
     if store_path.exists() and not args.resume:
         raise PlatformError(f"{store_path} already exists; pass --resume to add episodes, or choose another --dataset")
