@@ -50,6 +50,8 @@ def test_the_robot_executes_noisy_goals_and_reports_the_clean_ones():
             recorded = noisy.act(goal)
             np.testing.assert_allclose(recorded, np.clip(goal, spec.lower, spec.upper), atol=1e-6)
             offsets.append(noisy.executed - recorded)
+        held = noisy.hold()  # the session's safe state goes to the robot itself, noise-free
+        np.testing.assert_allclose(held, robot.twin.joint_goals(), atol=1e-6)
     offsets = np.array(offsets)
     assert np.all(offsets[:, gripper] == 0)  # grippers are left alone
     moving = [i for i in range(len(spec.joint_names)) if i != gripper]

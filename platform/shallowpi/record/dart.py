@@ -32,6 +32,8 @@ from shallowpi.errors import ConfigError
 class SimRobot(Protocol):
     def observe(self) -> dict[str, Any]: ...
     def act(self, action: np.ndarray) -> np.ndarray: ...
+    def hold(self) -> np.ndarray: ...
+    def torque_off(self) -> None: ...
     def disconnect(self) -> None: ...
 
 
@@ -88,6 +90,13 @@ class NoisyExecution:
         clean = np.clip(np.asarray(action, dtype=np.float64), self.lower, self.upper)
         self.executed = self.robot.act(clean + self.noise())
         return clean.astype(np.float32)
+
+    def hold(self) -> np.ndarray:
+        """Safety is never noisy: holding position is the robot's own."""
+        return self.robot.hold()
+
+    def torque_off(self) -> None:
+        self.robot.torque_off()
 
     def disconnect(self) -> None:
         self.robot.disconnect()
