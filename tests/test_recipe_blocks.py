@@ -82,6 +82,7 @@ def test_min_max_scaling_round_trip_and_absolute_gripper():
     # joint in [-0.4, 1.2], a gripper that opens and closes fully, a joint that never moved
     norm.set_range([-0.4, 0.0, 0.5], [1.2, 1.0, 0.5])
     x = torch.tensor([[-0.4, 0.0, 0.5], [1.2, 1.0, 0.5], [0.4, 0.25, 0.5]])
+    assert norm.std[2] == 1.0
     y = norm(x)
     torch.testing.assert_close(y[:2], torch.tensor([[-1.0, -1.0, 0.0], [1.0, 1.0, 0.0]]))
     assert y[2, 1] == pytest.approx(-0.5)  # the gripper's absolute 0..1, as -1..1
@@ -96,7 +97,7 @@ def test_a_joint_that_barely_moved_is_not_scaled_up_by_its_tiny_spread():
     nudged = norm(torch.tensor([[0.0, 0.05]]))
     assert nudged[0, 1] == pytest.approx(5.0)  # 0.05 / the 0.01 floor, not 0.05 / 0.0017
     norm.set_range([-0.003, 0.0], [0.001, 0.0])  # min-max: a 4 mrad range, a joint that never moved
-    assert norm.std.tolist() == pytest.approx([0.01, 0.01])
+    assert norm.std.tolist() == pytest.approx([0.01, 1.0])  # floored; never moved: unscaled
 
 
 def test_the_policy_scales_by_the_range_with_minmax():

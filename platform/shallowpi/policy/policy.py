@@ -93,12 +93,13 @@ class Normalizer(nn.Module):
 
     def set(self, mean: Any, std: Any) -> None:
         self.mean.copy_(torch.as_tensor(np.asarray(mean), dtype=torch.float32))
-        # A joint that barely moved in the demonstrations (the arm's passive wrist roll:
-        # std 0.0017 rad) must not be scaled up by its tiny spread: in closed loop a 0.05
-        # rad nudge would reach the model as 30 standard deviations. The scale is floored
-        # at MIN_SCALE robot units (0.6 degrees, 1 cm, 1 % of a gripper's travel).
+        # A joint that never moved has std 0: leave it unscaled rather than divide by ~0.
+        # One that barely moved (the arm's passive wrist roll: std 0.0017 rad) must not be
+        # scaled up by its tiny spread either: in closed loop a 0.05 rad nudge would reach
+        # the model as 30 standard deviations. Its scale is floored at MIN_SCALE robot
+        # units (0.6 degrees, 1 cm, 1 % of a gripper's travel).
         std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
-        self.std.copy_(std.clamp(min=MIN_SCALE))
+        self.std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std.clamp(min=MIN_SCALE)))
 
     def set_range(self, low: Any, high: Any) -> None:
         """Min-max scaling: [low, high] -> [-1, 1] per dimension (the same two buffers: the
