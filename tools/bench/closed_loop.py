@@ -101,16 +101,19 @@ def main() -> None:
     store = args.store or out / f"{args.robot}.zarr"
     record_s = 0.0 if args.store else record(args.robot, store, args.episodes, args.size, args.sim_noise, log)
     run = out / "run"
+    started = time.time()
     train_s = train(store, args.policy, run, args.minutes, args.save_every, args.set, log)
     rows = []
     checkpoints = sorted((run / "checkpoints").glob("step_*"))
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] if checkpoints else []
-    per_step = train_s / max(1, metrics[-1]["step"] + 1) if metrics else 0.0
+    last_step = int(checkpoints[-1].name.split("_")[1]) if checkpoints else 0
+    per_step = (checkpoints[-1].stat().st_mtime - started) / last_step if checkpoints else 0.0
     for ckpt in checkpoints:
         step = int(ckpt.name.split("_")[1])
+        # Training time to this checkpoint, start-up (dataset, model) included.
+        minutes = (ckpt.stat().st_mtime - started) / 60
         for report in evaluate(ckpt, args.eval_episodes, out / f"eval_{ckpt.name}.json", log):
             n = len(report["episodes"])
-            rows.append({"step": step, "train_minutes": step * per_step / 60, "task": report["task"],
+            rows.append({"step": step, "train_minutes": minutes, "task": report["task"],
                          "successes": report["successes"], "episodes": n, "interval95": report["interval95"],
                          "other_task_instead": report["other_task_instead"]})
     print(f"{args.robot}, {args.policy}: recorded in {record_s / 60:.1f} min, trained {train_s / 60:.1f} min "
