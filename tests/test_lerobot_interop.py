@@ -277,3 +277,39 @@ def test_import_into_a_read_only_data_root_is_one_line(exported, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {ro}/back.zarr")
     assert list(ro.iterdir()) == []
+
+
+def test_the_neighbour_check_needs_a_neighbour_the_codec_tells_apart():
+    """Numbers of a 16x16 twin recording's last frame of episode 0 through H.264: the
+    decoded frame is 13.1 from its row, 11.5 from the row before, which is only 4.4 from
+    it in the store (below the codec's error): no shift. A row as far from its own as
+    a shifted video's is."""
+    from shallowpi.data.lerobot_interop import frame_mismatch
+
+    assert not frame_mismatch(np.array([11.5, 13.1, 18.3]), np.array([4.4, 0.0, 13.8]), 1)
+    assert frame_mismatch(np.array([2.0, 9.0, 14.0]), np.array([9.5, 0.0, 12.0]), 1)  # shifted by one
+    assert frame_mismatch(np.array([40.0, 40.0]), np.array([0.0, 1.0]), 0)  # far from everything
+
+
+@pytest.mark.slow
+def test_a_16x16_twin_recording_exports_through_the_cli(tmp_path):
+    """The issue's scenario end to end: a 16x16 store of the simulated arm. Its renders
+    change little from row to row, less than H.264's error at that size; the export
+    must pass its own verification (it refused every time, "run the export again")."""
+    import subprocess
+
+    from conftest import platform_cmd, subprocess_env
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(platform_cmd(*args, "--data-root", str(tmp_path)), env=subprocess_env(),
+                              capture_output=True, text=True, timeout=600)
+
+    recorded = run("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui",
+                   "--dataset", "s16", "--episodes", "2", "--episode-time-s", "1", "--reset-time-s", "0",
+                   "record.sim_size=16x16", f"telemetry.address={tmp_path}/t.sock")
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    exported = run("dataset", "export", "s16", str(tmp_path / "lr"), "--to", "lerobot")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "Traceback" not in exported.stderr
+    dataset = _load_with_lerobot(tmp_path / "lr")
+    assert len(dataset) == EpisodeStore.open(tmp_path / "s16.zarr").num_frames == 60
