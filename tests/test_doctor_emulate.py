@@ -65,3 +65,25 @@ def test_emulate_help_names_the_port_override_that_record_takes():
     # and record takes exactly that override
     cfg = config.compose(["robot=arm", "robot.buses.follower.port=/dev/pts/9"])
     assert RobotSpec.from_config(cfg.robot).buses["follower"].port == "/dev/pts/9"
+
+
+def test_servos_that_answered_the_scan_are_listed_when_their_error_bits_cannot_be_read(monkeypatch):
+    """A reply missed after the scan (servo 2 goes silent; on a loaded machine, one late
+    reply did it) used to turn the whole port into one "error: servo 1 did not answer"
+    line: no servo list, no comparison with the config."""
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+
+    scan = DynamixelBus.scan
+    with emulated("arm") as (spec, chains):
+        def scan_then_mute(bus):
+            found = scan(bus)
+            chains["follower"].mute(2)
+            return found
+
+        monkeypatch.setattr(DynamixelBus, "scan", scan_then_mute)
+        lines = servo_report([spec.buses["follower"].port], BAUD, robot_spec("arm"))
+    text = "\n".join(lines)
+    assert lines[0] == f"ok: {spec.buses['follower'].port} at 1000000 baud: 7 servo(s)", text
+    assert "    ID   1  XL430-W250         firmware 52  errors unread" in lines
+    assert any(line.startswith("    warning: hardware error bits unread: ") and "servo 2" in line for line in lines), text
+    assert lines[-1] == "    ok: bus 'follower' of robot 'arm': all 7 configured servos answer", text

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shallowpi.hardware.dynamixel.bus import ServoInfo
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus, ServoInfo
     from shallowpi.robots.spec import RobotSpec
 
 
@@ -51,11 +51,13 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                 if not found:
                     continue
                 bus.motors = {i: s.model for i, s in found.items() if s.model is not None}
-                errors = bus.hardware_errors() if bus.motors else {}
+                errors, unread = _error_bits(bus)
                 lines.append(f"ok: {port} at {baud} baud: {len(found)} servo(s)")
                 for servo_id, info in found.items():
-                    state = ", ".join(errors.get(servo_id, [])) or "no errors"
+                    state = ", ".join(errors.get(servo_id, [])) or ("errors unread" if unread else "no errors")
                     lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {info.firmware}  {state}")
+                if unread:
+                    lines.append(f"    warning: hardware error bits unread: {unread}")
                 if spec is not None:
                     lines += compare_with_config(port, baud, found, spec)
                 break
@@ -70,6 +72,22 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
             if spec is not None and (bus := _bus_at(port, spec)) is not None:
                 lines += compare_with_config(port, None, {}, spec, bus)
     return lines
+
+
+def _error_bits(bus: DynamixelBus) -> tuple[dict[int, list[str]], str]:
+    """The hardware error bits of the servos the scan found, or ({}, why) when they could
+    not be read: the servos answered the scan, so what they are is still reported."""
+    from shallowpi.errors import PlatformError
+
+    if not bus.motors:
+        return {}, ""
+    # The scan tries each baud once to stay quick where nothing answers; these servos did
+    # answer, so a reply missed now (a busy machine) is retried like any bus read.
+    bus.retries = 3
+    try:
+        return bus.hardware_errors(), ""
+    except PlatformError as err:
+        return {}, str(err)
 
 
 def compare_with_config(port: str, baud: int | None, found: dict[int, ServoInfo], spec: RobotSpec,
