@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 
 import pytest
@@ -180,6 +181,11 @@ def test_record_into_an_odd_dataset_name_and_root(tmp_path):
                  f"telemetry.address={tmp_path}/t.sock")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (root / f"{ODD_NAMES[1]}.zarr").is_dir()
+    # The closing hint pastes back into a shell: each path one argument, however odd.
+    hint = result.stdout.strip().splitlines()[-1].removeprefix("look at them: ")
+    listed, shown = (shlex.split(part) for part in hint.split("   "))
+    assert listed == ["platform", "dataset", "list", "--data-root", str(root)]
+    assert shown == ["platform", "dataset", "show", str(root / f"{ODD_NAMES[1]}.zarr"), "--episode", "0"]
 
 
 def _run_read_only(folder, *args: str) -> subprocess.CompletedProcess:

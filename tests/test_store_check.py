@@ -8,6 +8,7 @@ tail are what they are, not damage; mixed frame rates are refused.
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -115,6 +116,12 @@ def test_train_export_and_eval_refuse_a_bad_store(tmp_path):
     assert run.returncode == 3, run.stderr[-2000:]
     assert "data/action: 1 chunk file missing" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "runs").exists()
+    # The command the line points at finds the store wherever it lies (no --data-root needed).
+    hint = shlex.split(run.stderr.strip().splitlines()[-1].split("`")[1])
+    assert hint == ["platform", "dataset", "check", str(path)]
+    listed = subprocess.run(platform_cmd(*hint[1:]), env=subprocess_env(), capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path.parent)
+    assert listed.returncode == 1 and "data/action: 1 chunk file missing" in listed.stdout + listed.stderr
 
 
 @pytest.mark.bad_store

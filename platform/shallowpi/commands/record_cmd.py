@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import signal
 import sys
 import time
@@ -185,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"recorded {len(committed)} episode(s) into {store_path}"
           + (f", {sum(marked)}/{len(marked)} successful" if marked else "")
           + (f", {result.discarded} discarded" if result.discarded else ""))
-    print(f"look at them: platform dataset list --data-root {store_path.parent}   "
-          f"platform dataset show {store_path} --episode 0")
+    # Quoted: a path with spaces or shell characters is pasted back as one argument.
+    print(f"look at them: platform dataset list --data-root {shlex.quote(str(store_path.parent))}   "
+          f"platform dataset show {shlex.quote(str(store_path))} --episode 0")
     if result.fault:
         print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
         return 1

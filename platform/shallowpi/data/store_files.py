@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import shlex
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +138,7 @@ def require_intact(store: EpisodeStore) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StoreError(f"{store.path.name} is damaged: {problems[0]}{more}; "
-                         f"`platform dataset check {store.path.stem}` lists it all")
+                         f"`platform dataset check {shlex.quote(str(store.path))}` lists it all")
 
 
 def _chunk_files(folder: Path, info: dict) -> tuple[set[str], str]:
