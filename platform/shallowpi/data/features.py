@@ -15,6 +15,11 @@ import numpy as np
 
 from shallowpi.errors import StoreError
 
+# lerobot's names; robots/observation.py's `lerobot_row` is the one place observations get them.
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+IMAGE_PREFIX = "observation.images."
+
 
 class FeatureKind(str, enum.Enum):
     NUMERIC = "numeric"  # state, action, ...: lossless, chunked along time
@@ -65,6 +70,16 @@ class Feature:
                 raise StoreError(f"frame value '{key}' is {array.dtype}, images must be uint8")
             array = array.astype(self.dtype)
         return array
+
+
+def robot_features(joint_names: Sequence[str], cameras: Mapping[str, tuple[int, int]]) -> dict[str, Feature]:
+    """What a robot's episodes store: state and action [J] (named per joint) and each camera
+    role's frames uint8 [H, W, 3]; `cameras` maps role -> (height, width). The one builder
+    of a recording's features: the recorder, the evaluation's stores and the benchmarks use it."""
+    features = {STATE_KEY: Feature.vector(list(joint_names)), ACTION_KEY: Feature.vector(list(joint_names))}
+    for role, (height, width) in cameras.items():
+        features[IMAGE_PREFIX + role] = Feature.image(height, width)
+    return features
 
 
 def features_to_json(features: Mapping[str, Feature]) -> dict[str, Any]:
