@@ -22,12 +22,12 @@ from disk_fixtures import small_disk
 from dxl_fixtures import emulated
 from shallowpi import config
 from shallowpi.data import EpisodeStore
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import StoreSettings
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 from shallowpi.record.clock import TickClock
-from shallowpi.data.features import robot_features
 from shallowpi.record.rig import build_rig, first_seed
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter

@@ -13,10 +13,10 @@ import pytest
 
 from dxl_fixtures import emulated
 from shallowpi.data import EpisodeStore
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import StoreSettings
 from shallowpi.hardware.dynamixel.bus import wait_until
 from shallowpi.record.clock import TickClock
-from shallowpi.data.features import robot_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.base import Robot, RobotError, SafeStateError

@@ -13,10 +13,10 @@ pytest.importorskip("mujoco")
 from shallowpi import config
 from shallowpi.robots.sim.direct import DirectSimRobot
 from shallowpi.robots.sim.episode import ScriptedAgent, run_episode
+from shallowpi.robots.sim.experts import make_expert
 from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.robots.sim.twin import TwinSpec
 from shallowpi.teleop.base import Teleoperator
-from shallowpi.robots.sim.experts import make_expert
 
 CASES = [(robot, task) for robot in ("arm", "bimanual", "humanoid") for task in make_tasks(robot)]
 SEEDS = (1000, 1001)  # not the benchmark's seeds 0..99

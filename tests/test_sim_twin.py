@@ -137,3 +137,22 @@ def test_one_line_errors_for_unknown_role_task_and_missing_model(tmp_path: Path)
     cfg = config.compose(["robot=arm"]).robot
     with pytest.raises(SimError, match=r"twin model file .*twin.xml is missing"):
         TwinSpec.from_config(cfg, robots_dir=tmp_path)
+
+
+def test_the_twin_takes_the_robots_own_checked_spec():
+    from omegaconf import OmegaConf
+
+    from shallowpi.errors import ConfigError
+    from shallowpi.robots.spec import RobotSpec
+
+    cfg = config.compose(["robot=arm"]).robot
+    robot = RobotSpec.from_config(cfg)
+    twin = TwinSpec.from_config(cfg)
+    assert twin.joints == robot.joints and twin.fps == robot.fps  # the same JointSpecs, kinds included
+    assert twin.cameras == tuple(c.role for c in robot.cameras)
+    assert (twin.render_height, twin.render_width) == robot.camera_shapes()[twin.cameras[0]]
+    bad = OmegaConf.to_container(cfg, resolve=True)
+    bad["joints"][0]["upper"] = bad["joints"][0]["lower"] - 0.1
+    # The robot config's checks run for the twin too (they were skipped before).
+    with pytest.raises(ConfigError, match=f"joint '{bad['joints'][0]['name']}' needs lower < upper"):
+        TwinSpec.from_config(bad)

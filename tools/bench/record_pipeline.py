@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from shallowpi import config
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import EpisodeStore, StoreSettings
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 from shallowpi.record.clock import TickClock
-from shallowpi.data.features import robot_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.calibration import RobotCalibration

@@ -131,15 +131,17 @@ def _reaches(first: int, episodes: int, seeds: range) -> bool:
 
 
 def _sim_task_and_spec(cfg: DictConfig, task_name: str, size: tuple[int, int] | None) -> tuple[Any, Any]:
+    """The task and the twin's spec, built from the robot's own (checked) `RobotSpec`."""
     from shallowpi.robots.sim.tasks import get_task, make_tasks
     from shallowpi.robots.sim.twin import TwinSpec
+    from shallowpi.robots.spec import RobotSpec
 
     robot_name = cfg.robot.name
     tasks = make_tasks(robot_name)
     by_text = {t.instruction: name for name, t in tasks.items()}
     task = get_task(robot_name, by_text.get(task_name, task_name))
     width, height = size or (None, None)
-    return task, TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+    return task, TwinSpec.from_robot(RobotSpec.from_config(cfg.robot), render_width=width, render_height=height)
 
 
 def _sim_rig(cfg: DictConfig, robot: Any, task: Any, spec: Any, seed: int, realtime: bool,
