@@ -109,6 +109,8 @@ def test_record_through_the_stack_is_checked_and_successful(tmp_path) -> None:
     episode = store.read_episode(0)
     np.testing.assert_allclose(np.diff(episode["timestamp"]), 1 / 30, rtol=1e-6)  # simulated time
     assert episode["observation.images.wrist"].shape[1:] == (64, 64, 3)
+    # Each frame is its tick's render: captured at the tick, on the same (simulated) clock.
+    np.testing.assert_allclose(episode["observation.images.wrist.timestamp"], episode["timestamp"], atol=1e-9)
     # States are what the driver read: whole servo ticks of each joint.
     spec = RobotSpec.from_config(config.compose(["robot=arm"]).robot)
     ticks = episode["observation.state"] / quantum(spec, RobotCalibration(UNCALIBRATED, "arm"))

@@ -22,8 +22,8 @@ judge would see had the policy stood still, and it saves simulating (and renderi
 rest.
 
 The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys, made
-by robots/observation.py's `lerobot_row`, plus `task`, the instruction text) to a [C, A] array of joint goals in robot units, the first of
-which is sent next. `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
+by robots/observation.py's `lerobot_row`, plus `task`, the instruction text) to a [C, A]
+array of joint goals in robot units, the first of which is sent next. `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
 wrap the scripted expert. Nothing here imports torch.
 """
 
