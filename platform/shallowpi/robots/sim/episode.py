@@ -37,6 +37,7 @@ import numpy as np
 from shallowpi.robots.observation import Observation
 from shallowpi.robots.sim.experts import ScriptedExpert, make_expert
 from shallowpi.robots.sim.tasks import Task
+from shallowpi.robots.sim.twin import SimError
 
 # eval --sim's held-out scenes start at 1000 (its default --seed); recordings use the seeds
 # below and, past them, from the range's end on.
@@ -83,7 +84,8 @@ class ScriptedAgent:
         self.expert = make_expert(robot.twin, task)
 
     def next_goal(self, observe: Callable[[], Observation]) -> np.ndarray:
-        assert self.expert is not None, "begin() first"  # a programming error, not user data
+        if self.expert is None:
+            raise SimError("the scripted agent has no episode: Episode.start() begins it")
         return self.expert.read()
 
     @property
