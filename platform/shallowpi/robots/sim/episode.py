@@ -176,12 +176,13 @@ class Episode:
         every act (so every tick renders: only for videos); `on_step` is told of every tick."""
         if self.limit == 0:
             self.ended = "time limit"
-        seen: list[Observation | None] = [None]  # this tick's observation, once made
+        seen: Observation | None = None  # this tick's observation, once made
 
         def observe() -> Observation:
-            if seen[0] is None:
-                seen[0] = self.robot.observe()
-            return seen[0]
+            nonlocal seen
+            if seen is None:
+                seen = self.robot.observe()
+            return seen
 
         sent = self.robot.twin.joint_positions()  # holding before the first goal keeps the pose
         while not self.ended:
@@ -189,9 +190,9 @@ class Episode:
             sent = self.robot.act(sent if goal is None else goal)
             # No physics runs between this act and the next tick's goal: the observation
             # watched now is the one the agent sees next, made once.
-            seen[0] = self.robot.observe() if watch is not None else None
+            seen = None
             if watch is not None:
-                watch(seen[0])
+                watch(observe())
             if on_step is not None:
                 on_step()
             self.over()
