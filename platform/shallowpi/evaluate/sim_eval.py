@@ -21,9 +21,18 @@ for `stop_after_success_s`: a success that holds that long is the one the end-of
 judge would see had the policy stood still, and it saves simulating (and rendering) the
 rest.
 
+The robot is the twin in-process (`--sim direct`, robots/sim/direct.py) or behind the
+emulated servo chains and software RealSenses (`--sim stack`, robots/sim/stack.py): the
+same loop, the policy then driving the real drivers as it would on the robot.
+
+Language: in a robot's scenes the objects of its other tasks are present too, so each
+episode also asks the other tasks' detectors whether the policy did one of them instead
+of the task it was told (`other_tasks`); the report counts those per instruction.
+
 The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys, made
 by robots/observation.py's `lerobot_row`, plus `task`, the instruction text) to a [C, A]
-array of joint goals in robot units, the first of which is sent next. `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
+array of joint goals in robot units, the first of which is sent next.
+`evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
 wrap the scripted expert. Nothing here imports torch.
 """
 
@@ -38,12 +47,13 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from shallowpi.errors import ConfigError
+from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
 from shallowpi.robots.observation import Observation, lerobot_row
-from shallowpi.robots.sim.direct import DirectSimRobot
-from shallowpi.robots.sim.episode import EVAL_SEEDS, Episode, EpisodeResult, EpisodeRules, SimRobot
+from shallowpi.robots.sim.episode import EVAL_SEEDS, Episode, EpisodeResult, EpisodeRules
+from shallowpi.robots.sim.episode import SimRobot as EpisodeRobot
 from shallowpi.robots.sim.tasks import Task
-from shallowpi.robots.sim.twin import SimError
+from shallowpi.robots.sim.twin import SimError, SimTwin
 from shallowpi.train.progress import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -53,6 +63,13 @@ class ChunkPolicy(Protocol):
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observation (unbatched, lerobot keys + `task`) -> [C, A] joint goals, next first."""
         ...
+
+
+class SimRobot(EpisodeRobot, Protocol):
+    """What the loop needs of a robot: DirectSimRobot or StackSimRobot (an episode's
+    robot, robots/sim/episode.py, with its camera roles)."""
+
+    cameras: Any  # camera roles, in order (a sequence, or a dict keyed by role)
 
 
 @runtime_checkable
@@ -93,6 +110,9 @@ class PolicyEpisode(EpisodeResult):
     holds: int = 0  # ticks with no action to run (the first chunk still computing, a late one)
     inference_ms_p50: float = 0.0
     ended: str = "time limit"  # or "success held"
+    # The robot's other tasks, judged on the same scene at the end: True where the policy
+    # did that one (its detector says success), whatever it was told.
+    other_tasks: dict[str, bool] = field(default_factory=dict)
 
 
 def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.ndarray:
@@ -143,17 +163,19 @@ class PolicyAgent:
 
 
 def run_policy_episode(
-    robot: DirectSimRobot,
+    robot: SimRobot,
     task: Task,
     policy: ChunkPolicy,
     seed: int,
     cfg: SimEvalConfig,
     watch: Callable[[Observation], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    others: Sequence[Task] = (),
 ) -> PolicyEpisode:
     """One closed-loop episode through the episode runner (robots/sim/episode.py).
     `watch` sees an observation after every tick (so the twin renders every tick: only
-    for videos); `on_step` is told of every tick."""
+    for videos); `on_step` is told of every tick; `others` (the robot's other tasks) are
+    judged on the scene at the end."""
     agent = PolicyAgent(policy, cfg)
     seconds = None if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
     rules = EpisodeRules(seconds=seconds, stop_after_success_s=cfg.stop_after_success_s)
@@ -165,7 +187,15 @@ def run_policy_episode(
         holds=agent.holds,
         inference_ms_p50=1e3 * float(np.median(agent.inference)) if agent.inference else 0.0,
         ended=episode.ended or "time limit",
+        other_tasks={other.name: _judge_other(other, task, robot.twin) for other in others},
     )
+
+
+def _judge_other(other: Task, told: Task, twin: SimTwin) -> bool:
+    """Whether `other`'s detector says success on the scene `told` placed (a push measures
+    from where the block started, so it is given this scene's start poses)."""
+    other.start = dict(told.start)
+    return bool(other.success(twin))
 
 
 @dataclass
@@ -190,6 +220,16 @@ class SimEvalReport:
     def success_rate(self) -> float:
         return self.successes / max(len(self.episodes), 1)
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95 % Wilson interval of the success rate."""
+        return wilson_interval(self.successes, len(self.episodes))
+
+    def other_task_counts(self) -> dict[str, int]:
+        """Per other task: episodes that failed the told task and did that one instead."""
+        names = sorted({n for e in self.episodes for n in e.other_tasks})
+        return {n: sum(e.other_tasks.get(n, False) and not e.success for e in self.episodes) for n in names}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.context,
@@ -203,6 +243,8 @@ class SimEvalReport:
             "delay_ticks": self.delay_ticks,
             "success_rate": self.success_rate,
             "successes": self.successes,
+            "interval95": list(self.interval),
+            "other_task_instead": self.other_task_counts(),
             "wall_seconds": self.wall_seconds,
             "episodes": [asdict(e) for e in self.episodes],
         }
@@ -226,9 +268,9 @@ class SimEvalReport:
                 f"{e.replans:>7} {e.holds:>5} {e.inference_ms_p50:>12.1f}"
             )
         n = len(self.episodes)
-        lines.append(
-            f"success {self.successes}/{n} ({100.0 * self.success_rate:.0f}%), {self.wall_seconds:.1f} s wall"
-        )
+        lines.append(f"success {rate_with_interval(self.successes, n)}, {self.wall_seconds:.1f} s wall")
+        for name, count in self.other_task_counts().items():
+            lines.append(f"did {name} instead: {count}/{n}")
         return "\n".join(lines)
 
 
@@ -241,17 +283,22 @@ class View(Protocol):
 
 
 def evaluate_in_sim(
-    robot: DirectSimRobot,
+    robot: SimRobot,
     task: Task,
     policy: ChunkPolicy,
     cfg: SimEvalConfig,
     views: Callable[[int], list[View]] | None = None,
     progress: bool = False,
+    others: Sequence[Task] = (),
 ) -> SimEvalReport:
     """`cfg.episodes` episodes on a connected robot; `views(seed)` gives each episode's
-    viewers (a video, a filmstrip), fed every tick's camera images in role order."""
+    viewers (a video, a filmstrip), fed every tick's camera images in role order;
+    `others` are the robot's other tasks, judged at the end of each episode."""
     started = time.perf_counter()
-    fps = robot.spec.fps
+    if robot.twin is None:
+        raise SimError("the sim robot is not connected; connect() it (or use it as a context manager)")
+    spec = robot.twin.spec
+    fps = spec.fps
     seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
     bar = ProgressBar("sim eval", len(cfg.seeds) * int(seconds * fps), enabled=progress)
     episodes: list[PolicyEpisode] = []
@@ -267,7 +314,8 @@ def evaluate_in_sim(
             before = bar.completed
             try:
                 result = run_policy_episode(
-                    robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step
+                    robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step,
+                    others=others,
                 )
             finally:
                 for view in looking:
@@ -278,7 +326,6 @@ def evaluate_in_sim(
             log.debug("seed %d: %s in %d steps", seed, "success" if result.success else "failed", result.steps)
     finally:
         bar.close()
-    spec = robot.spec
     return SimEvalReport(
         robot=spec.robot,
         task=task.name,

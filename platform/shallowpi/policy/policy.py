@@ -6,9 +6,11 @@ Batches arrive as the training dataset yields them (lerobot feature names):
     action                       float32 [B, C, A_real]   (training only)
     action_is_pad                bool    [B, C]            (training only)
     task                         list[str] (or one str)
-The policy normalises state and action with the dataset's mean/std (kept as buffers, so
-they travel inside the checkpoint), zero-pads them to the model's widths, resizes and
-rescales the images to [-1, 1], tokenises the task, and calls the model.
+The policy normalises state and action with the dataset's mean/std or min/max
+(`cfg.normalization`; kept as buffers, so they travel inside the checkpoint), zero-pads
+them to the model's widths, crops (randomly in training, centred otherwise:
+`cfg.crop_scale`), resizes and rescales the images to [-1, 1], tokenises the task (never
+cutting it), and calls the model.
 
 Checkpoints: a directory with `model.safetensors`; its header metadata holds the format
 tag, the PolicyConfig and the features (camera roles, real state/action sizes).
@@ -26,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shallowpi.policy.augment import crop
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.model import Pi0Model
 from shallowpi.policy.sampler import ChunkSampler
-from shallowpi.policy.tokenizer import make_tokenizer, tokenize
+from shallowpi.policy.tokenizer import check_prompt, make_tokenizer, tokenize
 from shallowpi.policy.weights import CheckpointError
 
 FORMAT = "shallowpi-policy"
@@ -77,6 +80,9 @@ class Features:
             )
 
 
+MIN_SCALE = 1e-2  # the smallest per-dimension scale of state and action (robot units)
+
+
 class Normalizer(nn.Module):
     """x -> (x - mean) / std per dimension, and back. Stats are buffers (saved, not trained)."""
 
@@ -88,8 +94,19 @@ class Normalizer(nn.Module):
     def set(self, mean: Any, std: Any) -> None:
         self.mean.copy_(torch.as_tensor(np.asarray(mean), dtype=torch.float32))
         # A joint that never moved has std 0: leave it unscaled rather than divide by ~0.
+        # One that barely moved (the arm's passive wrist roll: std 0.0017 rad) must not be
+        # scaled up by its tiny spread either: in closed loop a 0.05 rad nudge would reach
+        # the model as 30 standard deviations. Its scale is floored at MIN_SCALE robot
+        # units (0.6 degrees, 1 cm, 1 % of a gripper's travel).
         std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
-        self.std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std))
+        self.std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std.clamp(min=MIN_SCALE)))
+
+    def set_range(self, low: Any, high: Any) -> None:
+        """Min-max scaling: [low, high] -> [-1, 1] per dimension (the same two buffers: the
+        centre as `mean`, the half range as `std`)."""
+        low = np.asarray(low, dtype=np.float64)
+        high = np.asarray(high, dtype=np.float64)
+        self.set((low + high) / 2, (high - low) / 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -129,16 +146,20 @@ class Policy(nn.Module):
             raise CheckpointError("the policy needs at least one camera (observation.images.*)")
         cfg = PolicyConfig.from_dict({**cfg.to_dict(), "num_cameras": len(features.cameras)})
         self.cfg, self.features = cfg, features
-        self.tokenizer = make_tokenizer(cfg.tokenizer)  # first: a missing file fails fast
+        self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocabulary)  # first: a missing file fails fast
         self.model = Pi0Model(cfg)
         self.state_norm = Normalizer(features.state_dim)
         self.action_norm = Normalizer(features.action_dim)
         self._sampler: ChunkSampler | None = None
 
     def set_stats(self, stats: dict[str, dict[str, Any]]) -> None:
-        """Dataset statistics: {"observation.state": {"mean", "std"}, "action": {...}}."""
-        self.state_norm.set(stats[STATE]["mean"], stats[STATE]["std"])
-        self.action_norm.set(stats[ACTION]["mean"], stats[ACTION]["std"])
+        """Dataset statistics: {"observation.state": {"mean", "std", "min", "max"}, "action":
+        {...}}; which are used is `cfg.normalization`."""
+        for key, norm in ((STATE, self.state_norm), (ACTION, self.action_norm)):
+            if self.cfg.normalization == "minmax":
+                norm.set_range(stats[key]["min"], stats[key]["max"])
+            else:
+                norm.set(stats[key]["mean"], stats[key]["std"])
 
     @property
     def device(self) -> torch.device:
@@ -162,6 +183,7 @@ class Policy(nn.Module):
             if key in obs:
                 img = torch.as_tensor(obs[key], device=self.device)
                 img = img if batched else img[None]
+                img = crop(img, self.cfg.crop_scale, random=self.training)
                 images.append(resize_with_pad(img, self.cfg.vision.image_size))
                 masks.append(torch.ones(B, dtype=torch.bool, device=self.device))
             else:  # a camera that dropped out: a blank image nothing attends to
@@ -170,6 +192,8 @@ class Policy(nn.Module):
                 masks.append(torch.zeros(B, dtype=torch.bool, device=self.device))
         task = obs.get("task", "")
         texts = [task] * B if isinstance(task, str) else list(task)
+        for text in set(texts):  # never cut an instruction silently
+            check_prompt(self.tokenizer, text, self.cfg.max_text_tokens)
         tokens, tok_mask = tokenize(self.tokenizer, texts, self.cfg.max_text_tokens)
         model_inputs = (torch.stack(images, 1), torch.stack(masks, 1), tokens.to(self.device), tok_mask.to(self.device))
         state = pad_last(self.state_norm(state), self.cfg.state_dim)
