@@ -267,8 +267,12 @@ class Trainer:
         reported = means[0]
         if not math.isfinite(reported):
             last = latest_checkpoint(self.run_dir)
+            # Name the term(s) that went bad: with several, which one is the lead to follow.
+            bad = [f"{n} = {v}" for n, v in zip(names, means[1:]) if not math.isfinite(v)]
             raise TrainingError(
-                f"loss became {reported} at step {step}; lower policy.train.lr or check the data"
+                f"loss became {reported} at step {step}"
+                + (f" (term {', '.join(bad)})" if bad else "")
+                + "; lower policy.train.lr or check the data"
                 + (f" (last good checkpoint: {last})" if last else "")
             )
         self.optimizer.step()
