@@ -132,9 +132,9 @@ def test_bad_settings_are_refused_in_one_line():
         _objective(LossWeights(), pairs={2: 3})
     with pytest.raises(ConfigError, match="attention layer 4 is outside the teacher's layers 0-3"):
         _objective(LossWeights(), pairs={1: 4})
-    with pytest.raises(ConfigError, match="every distill.weights term is 0"):
+    with pytest.raises(ConfigError, match=r"every distill\.weights term is 0"):
         LossWeights(0.0, 0.0, 0.0)
-    with pytest.raises(ConfigError, match="distill.weights.output must be >= 0"):
+    with pytest.raises(ConfigError, match=r"distill\.weights\.output must be >= 0"):
         LossWeights(1.0, -1.0, 0.0)
     assert AttentionPairs.from_config(None, [0, 3, 7, 10, 14, 17]).pairs == {3: 10}
     data = FakeChunks()
