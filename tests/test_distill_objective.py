@@ -3,6 +3,8 @@ on the same draws, attention KL against an explicit softmax, NaN named by term."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -142,3 +144,63 @@ def test_bad_settings_are_refused_in_one_line():
     from shallowpi.policy.weights import CheckpointError
     with pytest.raises(CheckpointError, match="differ from the teacher's"):
         DistillationObjective(other, teacher_policy(data), LossWeights(), AttentionPairs({0: 0}))
+
+
+def _distill_run(run: Path, fsdp: bool = False) -> Trainer:
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    objective, data = _objective(LossWeights())
+    teacher_before = {k: v.clone() for k, v in objective.teacher.state_dict().items()}
+    cfg = TrainConfig(steps=3, batch_size=4, lr=3e-3, warmup_steps=1, save_every=3, log_every=1, workers=0,
+                      progress=False, tensorboard=False, fsdp=fsdp)
+    trainer = Trainer(objective, data, cfg, run)
+    trainer.fit()
+    teacher = objective.teacher  # whole, plain and unchanged on every process
+    assert not isinstance(teacher, FSDPModule) and not any(isinstance(p, DTensor) for p in teacher.parameters())
+    assert not teacher.training
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, teacher_before[k]), k
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not optimised & {id(p) for p in teacher.parameters()}
+    return trainer
+
+
+def _distill_worker(rank: int, world: int, run: str, port: int, fsdp: bool) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    _distill_run(Path(run), fsdp=fsdp)
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_gloo_processes_distill_like_one(tmp_path, fsdp):
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_distill_worker, args=(2, str(tmp_path / "two"), port, fsdp), nprocs=2, join=True)
+    _distill_run(tmp_path / "one")
+    one, two = ([json.loads(x) for x in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+                for r in ("one", "two"))
+    assert len(one) == len(two) == 3
+    for x, y in zip(one, two):
+        for key in ("loss", "task", "output", "attention"):
+            assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-7), (x["step"], key)
+    # The checkpoints are the same student. Except the vision encoder's key biases: softmax
+    # is shift-invariant, so their gradient is zero up to rounding, which Adam normalises
+    # into full-size steps of either sign (the same in any run, but not across reductions).
+    a = Policy.load(tmp_path / "one" / "checkpoints" / "step_000003").state_dict()
+    b = Policy.load(tmp_path / "two" / "checkpoints" / "step_000003").state_dict()
+    differ = [k for k in a if not torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4)]
+    assert all(k.startswith("model.vision.layers.") and k.endswith("k_proj.bias") for k in differ), differ
