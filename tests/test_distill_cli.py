@@ -124,3 +124,41 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other)
     assert "expects" in error("--run", "arm-tiny-student1", "--resume", "--teacher", str(other))
     assert not (distilled["runs"] / "bad" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_the_report_runs_teacher_and_student_on_every_task_of_the_twin(tmp_path):
+    import subprocess
+
+    from conftest import platform_cmd, subprocess_env
+
+    recorded = subprocess.run(
+        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
+                     "--data-root", str(tmp_path), "--dataset", "demo", "--episodes", "2",
+                     "--episode-time-s", "1", "--reset-time-s", "0", "--no-tui",
+                     "record.sim_size=40x32", f"telemetry.address={tmp_path}/distill-t.sock"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    args = ["distill", "--dataset", str(tmp_path / "demo.zarr"), "--runs-dir", str(tmp_path / "runs"),
+            *QUICK, "distill.sim_episodes=1", "distill.sim_episode_time_s=0.3"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "demo-tiny-student1"
+    summary = json.loads((run / "report.json").read_text())
+    rows = {(r["task"], r["model"]): r for r in summary["closed_loop"]}
+    assert set(rows) == {(t, m) for t in ("cube_in_bowl", "push_block_left") for m in ("teacher", "student")}
+    for r in rows.values():
+        lo, hi = r["interval"]
+        assert r["episodes"] == 1 and 0.0 <= lo < hi <= 1.0
+    report = (run / "report.md").read_text()
+    assert "| push_block_left | student |" in report and "95 % Wilson interval" in report
+    assert (run / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_wilson_intervals():
+    from shallowpi.distill.report import wilson_interval
+
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
