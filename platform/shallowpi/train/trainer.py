@@ -233,7 +233,8 @@ class Trainer:
                     if writer is not None:
                         for key, value in last.items():
                             writer.add_scalar(f"train/{key}", value, step)
-                progress.update(step + 1, f"loss {last['loss']:.4f} lr {last['lr']:.2e}")
+                terms = "".join(f" {k} {v:.4f}" for k, v in last.items() if k not in ("loss", "lr", "grad_norm"))
+                progress.update(step + 1, f"loss {last['loss']:.4f}{terms} lr {last['lr']:.2e}")
                 if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                     self.save(step + 1)
         finally:
