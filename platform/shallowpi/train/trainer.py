@@ -233,7 +233,8 @@ class Trainer:
                     if writer is not None:
                         for key, value in last.items():
                             writer.add_scalar(f"train/{key}", value, step)
-                terms = "".join(f" {k} {v:.4f}" for k, v in last.items() if k not in ("loss", "lr", "grad_norm"))
+                named = {k: v for k, v in last.items() if k not in ("loss", "lr", "grad_norm")}
+                terms = "".join(f" {k} {v:.4f}" for k, v in named.items()) if len(named) > 1 else ""
                 progress.update(step + 1, f"loss {last['loss']:.4f}{terms} lr {last['lr']:.2e}")
                 if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                     self.save(step + 1)
