@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _time(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of fn() over `repeats` calls, after one warm-up."""
+    """Fastest of `repeats` calls of fn(), after one warm-up, in seconds."""
     fn()
     _sync(device)
     times = []
@@ -56,7 +55,7 @@ def _time(fn, repeats: int, device: torch.device) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times)  # least disturbed by other processes on a shared machine
 
 
 def meta_flops(policy: str, layers: int, cameras: int) -> dict[str, float]:
@@ -120,7 +119,6 @@ def main() -> None:
     device = torch.device(args.device)
     batch = torch.utils.data.default_collate([data[i] for i in range(args.batch)])
     base = dict(steps=1000, batch_size=args.batch, workers=0, progress=False, tensorboard=False, device=args.device)
-    steps = {}
     with tempfile.TemporaryDirectory() as tmp:
         objectives = {
             "plain student step": FlowMatchingObjective(build_student(teacher, kept)[0]),
@@ -128,18 +126,24 @@ def main() -> None:
                 build_student(teacher, kept)[0], teacher, LossWeights(1, 1, 0), pairs),
             "distill, all three terms": DistillationObjective(student, teacher, LossWeights(), pairs),
         }
-        trainers = {}
-        for i, (name, objective) in enumerate(objectives.items()):
-            trainer = Trainer(objective, data, TrainConfig(**base), Path(tmp) / str(i))
-            trainers[name] = trainer
-            on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            counter = iter(range(10**6))
-            steps[name] = _time(lambda t=trainer, b=on_device, c=counter: t._step(next(c), b, args.batch),
-                                args.repeats, device)
+        on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        trainers = {name: Trainer(objective, data, TrainConfig(**base), Path(tmp) / str(i))
+                    for i, (name, objective) in enumerate(objectives.items())}
+        # Round robin, one step of each per round: a shared machine's load drifts over
+        # minutes, and it should weigh on every row alike.
+        times: dict[str, list[float]] = {name: [] for name in trainers}
+        for step in range(args.repeats + 1):
+            for name, trainer in trainers.items():
+                _sync(device)
+                t0 = time.perf_counter()
+                trainer._step(step, on_device, args.batch)
+                _sync(device)
+                if step:  # the first round warms up
+                    times[name].append(time.perf_counter() - t0)
+        steps = {name: min(ts) for name, ts in times.items()}
         # Where the distillation step's time goes.
         distiller = objectives["distill, all three terms"]
         assert isinstance(distiller, DistillationObjective)
-        on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         noise, t = step_noise(0, 0, args.batch, distiller.noise_spec())
         noise, t = noise.to(device), t.to(device)
         inputs = distiller.policy.model_inputs(on_device)
