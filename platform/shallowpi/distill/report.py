@@ -144,17 +144,27 @@ class TaskSuccess:
 def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_seconds: float | None,
                 progress: bool = False) -> list[TaskSuccess]:
     """Every task of the store's robot, each policy `episodes` episodes (seeds 1000..) in
-    the twin, as `platform eval --sim` runs them. Raises the twin's one-line errors (no
-    robot recorded, cameras the twin lacks)."""
+    the twin, as `platform eval --sim` runs them, at the store's camera size. Raises the
+    twin's one-line errors (no single robot recorded, cameras the twin lacks)."""
     from shallowpi import config
-    from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
+    from shallowpi.evaluate.sim_checkpoint import (
+        CheckpointPolicy,
+        StoreFacts,
+        check_fits,
+        sim_target,
+    )
     from shallowpi.evaluate.sim_eval import SimEvalConfig, evaluate_in_sim
     from shallowpi.policy.action_selection import ActionSelectionConfig
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.tasks import make_tasks
-    from shallowpi.robots.sim.twin import TwinSpec
+    from shallowpi.robots.sim.twin import SimError, TwinSpec
 
-    target = sim_target(store)
+    # The store names the robot; every task of its twin is run, not only the recorded one.
+    robots = StoreFacts.read(store).robots
+    if len(robots) != 1:
+        raise SimError(f"{store} records robots {sorted(robots) or 'none'}; cannot tell which twin to run")
+    robot_name = next(iter(robots))
+    target = sim_target(store, robot=robot_name, task=next(iter(make_tasks(robot_name))))
     cfg = config.compose([f"robot={target.robot}"])
     width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
