@@ -104,7 +104,7 @@ def main() -> None:
     if args.flops_only:
         flops = meta_flops(args.policy, args.layers, args.cameras)
         print(f"{args.policy} {load_preset(args.policy).depth} -> {args.layers}, {args.cameras} cameras, per sample: " + ", ".join(
-            f"{k} {v:.3f}" if "ratio" in k else f"{k} {v:,.1f}" for k, v in flops.items()))
+            f"{k} {v:.3f}" if "ratio" in k else f"{k} {v:,.4g}" for k, v in flops.items()))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
