@@ -9,7 +9,7 @@ import yaml
 
 from conftest import platform_cmd, subprocess_env
 from shallowpi.cli import main
-from store_fixtures import make_store
+from store_fixtures import make_store, stamp_episode
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -95,3 +95,27 @@ def test_dataset_names_resolve_under_the_data_root(tmp_path, monkeypatch):
     assert config.resolve_dataset("kitchen") == tmp_path / "kitchen.zarr"
     cfg = config.compose([f"data_root={tmp_path / 'ssd'}"])
     assert config.data_root(cfg) == tmp_path / "ssd"
+
+
+def test_dataset_merge_refuses_mixing_fps_or_calibration_in_one_line(tmp_path):
+    from shallowpi.data import EpisodeStore
+
+    root = ["--data-root", str(tmp_path)]
+    make_store(tmp_path / "a.zarr", episodes=1, length=4).close()  # 30 fps, calibration cal-test
+    make_store(tmp_path / "b.zarr", episodes=1, length=4).close()
+    stamp_episode(tmp_path / "b.zarr", 0, calibration_id="cal-new")
+    refused = run("dataset", "merge", "a", "b", "--out", "ab", *root)
+    assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "calibration cal-test" in refused.stderr and "cal-new" in refused.stderr
+    assert "--allow-mixed-calibration" in refused.stderr and not (tmp_path / "ab.zarr").exists()
+    allowed = run("dataset", "merge", "a", "b", "--out", "ab", "--allow-mixed-calibration", *root)
+    assert allowed.returncode == 0, allowed.stderr
+    assert EpisodeStore.open(tmp_path / "ab.zarr").summary.allow_mixed_calibration
+    info = run("dataset", "info", "ab", *root)
+    assert "mixed calibration ids allowed (--allow-mixed-calibration): cal-new, cal-test" in info.stdout
+
+    stamp_episode(tmp_path / "b.zarr", 0, calibration_id="cal-test", fps=15.0)
+    slow = run("dataset", "merge", "a", "b", "--out", "slow", "--allow-mixed-calibration", *root)
+    assert slow.returncode != 0 and len(slow.stderr.strip().splitlines()) == 1, slow.stderr
+    assert "a.zarr holds episodes at 30 fps, b.zarr at 15 fps" in slow.stderr and "new dataset" in slow.stderr
+

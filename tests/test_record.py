@@ -29,6 +29,7 @@ from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
 from shallowpi.telemetry.status import RecorderState
 from shallowpi.teleop.leader import LeaderFollower
+from store_fixtures import stamp_episode
 
 SMALL = "record.sim_size=96x96"
 
@@ -75,6 +76,31 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
         env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert other.returncode != 0
     assert "recorded with other features" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_resume_refuses_another_fps_or_calibration_unless_allowed(tmp_path):
+    short = ("--dataset", "demo", "--episodes", "1", "--reset-time-s", "0", "--episode-time-s", "0.5")
+    first = record(tmp_path, *short)
+    assert first.returncode == 0, first.stderr[-3000:]
+    slower = record(tmp_path, *short, "--resume", "robot.fps=15")
+    assert slower.returncode != 0 and len(slower.stderr.strip().splitlines()) == 1, slower.stderr[-2000:]
+    assert "holds episodes at 30 fps, this recording at 15 fps" in slower.stderr and "new dataset" in slower.stderr
+
+    # The store's episode as if recorded under an earlier calibration of the robot.
+    store = tmp_path / "demo.zarr"
+    stamp_episode(store, 0, calibration_id="cal-before")
+    recalibrated = record(tmp_path, *short, "--resume")
+    assert recalibrated.returncode != 0 and len(recalibrated.stderr.strip().splitlines()) == 1
+    assert "calibration cal-before, this recording of calibration sim-arm" in recalibrated.stderr
+    assert "--allow-mixed-calibration" in recalibrated.stderr
+    assert len(EpisodeStore.open(store)) == 1  # refused before anything was written
+
+    allowed = record(tmp_path, *short, "--resume", "--allow-mixed-calibration")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    resumed = EpisodeStore.open(store)
+    assert [e.calibration_id for e in resumed.episodes] == ["cal-before", "sim-arm"]
+    assert resumed.summary.allow_mixed_calibration  # the permission is part of the store
 
 
 def _start_recording(tmp_path, *args: str) -> subprocess.Popen:

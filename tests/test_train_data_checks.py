@@ -24,19 +24,20 @@ from shallowpi.policy import load_preset
 from shallowpi.train.finetune import Split, finetune
 from shallowpi.train.store_checks import FiniteWindows, checked_factory, screen_store
 from shallowpi.train.trainer import TrainConfig, TrainingError
-from store_fixtures import arm_features, synthetic_frame
+from store_fixtures import arm_features, stamp_episode, synthetic_frame
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _store(path: Path, episodes: list[dict], length: int = 12) -> Path:
     """Episodes of the test arm; each dict may set fps, calibration_id and `nan`: a list of
-    (feature, frame) whose row gets a NaN (or `inf`: infinities)."""
+    (feature, frame) whose row gets a NaN (or `inf`: infinities). A store refuses to mix
+    fps or calibration ids, so mixed ones are stamped afterwards, as in a store written
+    before it refused."""
     rng = np.random.default_rng(0)
     with EpisodeStore.create(path, arm_features(), StoreSettings(durable=False)) as store:
         for spec in episodes:
-            writer = store.begin_episode("reach", robot="arm", calibration_id=spec.get("calibration_id", "cal-a"),
-                                         fps=spec.get("fps", 30))
+            writer = store.begin_episode("reach", robot="arm", calibration_id="cal-a", fps=30)
             for t in range(length):
                 frame = synthetic_frame(rng, t)
                 for feature, row in spec.get("nan", []):
@@ -49,6 +50,8 @@ def _store(path: Path, episodes: list[dict], length: int = 12) -> Path:
                         frame[feature][0] = np.inf
                 writer.add_frame(frame, t / 30.0)
             writer.commit(success=True)
+    for index, spec in enumerate(episodes):
+        stamp_episode(path, index, fps=float(spec.get("fps", 30)), calibration_id=spec.get("calibration_id", "cal-a"))
     return path
 
 

@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge = sub.add_parser("merge", help="merge stores with the same features into a new one")
     merge.add_argument("stores", nargs="+", help="two or more datasets")
     merge.add_argument("--out", required=True, help="name or path of the new store")
+    merge.add_argument("--allow-mixed-calibration", action="store_true",
+                       help="merge stores of different calibration ids (recorded in the new store); "
+                            "stores of different fps never merge")
     add_config_flags(merge)
     export = action("export", "export a store to another format")
     export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         "check": lambda: _check(path_of(args.store), quick=args.quick),
         "show": lambda: _show(path_of(args.store), args.episode, args.out),
         "delete": lambda: _delete(path_of(args.store), args.episode, args.yes),
-        "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out)),
+        "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out), args.allow_mixed_calibration),
         "export": lambda: _export(path_of(args.store), args.dest, args.repo_id),
         "import": lambda: _import(args.source, path_of(args.out), args.repo_id),
     }[args.action]
@@ -148,6 +151,9 @@ def _info(path: Path) -> int:
     console.print(f"[bold]{path}[/bold]  {len(store)} episodes, {store.num_frames} frames, "
                   f"{_size(store.nbytes_on_disk())}, image codec {store.settings.image_codec} "
                   f"(quality {store.settings.image_quality})")
+    if store.summary.allow_mixed_calibration:
+        console.print("mixed calibration ids allowed (--allow-mixed-calibration): "
+                      + ", ".join(store.summary.calibration_ids))
     features = Table(title="features")
     for column in ("key", "kind", "dtype", "shape", "names"):
         features.add_column(column)
@@ -212,13 +218,13 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
     return 0
 
 
-def _merge(paths: list[Path], out: Path) -> int:
+def _merge(paths: list[Path], out: Path, allow_mixed_calibration: bool = False) -> int:
     from shallowpi.data.store import EpisodeStore
 
     if len(paths) < 2:
         raise PlatformError("merge needs two or more stores")
     sources = [EpisodeStore.open(p) for p in paths]
-    merged = EpisodeStore.merge(sources, out)
+    merged = EpisodeStore.merge(sources, out, allow_mixed_calibration=allow_mixed_calibration)
     print(f"{out}: {len(merged)} episodes, {merged.num_frames} frames")
     merged.close()
     return 0

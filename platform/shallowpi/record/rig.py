@@ -151,13 +151,14 @@ def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, 
 
 def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
     from shallowpi.robots.calibration import calibration_id, load_calibration
+    from shallowpi.robots.cameras import realsense_cameras
     from shallowpi.robots.dynamixel_robot import DynamixelRobot
     from shallowpi.robots.spec import RobotSpec
     from shallowpi.teleop.leader import LeaderFollower
 
     spec = RobotSpec.from_config(cfg.robot)
     calibration = load_calibration(spec.name)
-    cameras = _hardware_cameras(cfg)
+    cameras = realsense_cameras(spec, allow_none=bool(cfg.record.get("allow_no_cameras", False)))
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
     teleop = LeaderFollower(spec, calibration)
     rig = Rig(robot=robot, teleop=teleop,
@@ -166,26 +167,15 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
               joint_names=list(spec.joint_names), clock=TickClock(spec.fps), task_text=task,
               calibration_id=calibration_id(spec.name), cameras=cameras,
               joint_limits=([j.lower for j in spec.joints], [j.upper for j in spec.joints]))
-    for camera in cameras.values():
-        camera.start()
-        rig._closers.append(camera.stop)
-    robot.connect()
-    rig._closers.append(robot.disconnect)
-    teleop.connect()
-    rig._closers.append(teleop.disconnect)
+    try:
+        for camera in cameras.values():
+            camera.start()
+            rig._closers.append(camera.stop)
+        robot.connect()
+        rig._closers.append(robot.disconnect)
+        teleop.connect()
+        rig._closers.append(teleop.disconnect)
+    except BaseException:
+        rig.close()  # what started must stop: the error is the one line the operator sees
+        raise
     return rig
-
-
-def _hardware_cameras(cfg: DictConfig) -> dict[str, Any]:
-    """RealSense cameras by serial number from `robot.cameras.<role>.serial`."""
-    roles = cfg.robot.get("cameras") or {}
-    cameras = {}
-    for role, camera_cfg in roles.items():
-        serial = camera_cfg.get("serial")
-        if not serial:
-            continue
-        from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
-
-        cameras[role] = RealSenseCamera(RealSenseConfig(name=role, serial=str(serial), width=camera_cfg.width,
-                                                        height=camera_cfg.height, fps=camera_cfg.fps))
-    return cameras

@@ -25,6 +25,7 @@ from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import TickClock
 from shallowpi.record.writer import BackgroundWriter
+from shallowpi.robots.base import Robot
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -37,13 +38,6 @@ from shallowpi.telemetry.status import (
 from shallowpi.telemetry.thumbnail import thumbnail_from_image
 
 log = logging.getLogger(__name__)
-
-
-class Robot(Protocol):
-    name: str
-
-    def observe(self) -> dict[str, Any]: ...
-    def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray: ...
 
 
 class Teleoperator(Protocol):
@@ -280,28 +274,38 @@ class RecordingSession:
 
     def _fault(self, fault: PlatformError, recording: bool, episode: int, frames: int) -> None:
         log.error("fault: %s", fault)
-        self.result.fault = str(fault)
         if recording:
             self._end_episode(episode, frames, keep=False)
-        self.status.message = f"FAULT: {fault}; robot is safe, episodes already saved are kept"
-        self._safe_state()
+        safety = self._safe_state()
+        self.result.fault = f"{fault}; {safety}"
+        self.status.message = f"FAULT: {fault}; {safety}; episodes already saved are kept"
 
     def _estop(self, recording: bool, episode: int, frames: int) -> None:
         if recording:
             self._end_episode(episode, frames, keep=False)
-        self.result.fault = "e-stop pressed"
-        self.status.message = "E-STOP: torque off; episodes already saved are kept"
-        torque_off = getattr(self.robot, "torque_off", None) or getattr(self.robot, "disconnect", None)
-        if torque_off is not None:
-            torque_off()
-
-    def _safe_state(self) -> None:
-        hold = getattr(self.robot, "hold", None)
         try:
-            if hold is not None:
-                hold()
+            self.robot.torque_off()
+            safety = "torque off, robot is safe"
         except PlatformError as exc:
-            log.warning("could not hold position: %s", exc)
+            log.error("e-stop: %s", exc)
+            safety = f"torque off FAILED ({exc}); cut the servo power now"
+        self.result.fault = f"e-stop pressed; {safety}"
+        self.status.message = f"E-STOP: {safety}; episodes already saved are kept"
+
+    def _safe_state(self) -> str:
+        """Hold position, else torque off; says which was confirmed, or what failed and what to do."""
+        try:
+            self.robot.hold()
+            return "robot is safe: holding position"
+        except PlatformError as hold_error:
+            log.error("could not hold position: %s", hold_error)
+            try:
+                self.robot.torque_off()
+                return f"robot is safe: torque off (could not hold position: {hold_error})"
+            except PlatformError as off_error:
+                log.error("could not switch torque off: %s", off_error)
+                return (f"robot NOT confirmed safe: could not hold position ({hold_error}) nor switch "
+                        f"torque off ({off_error}); cut the servo power before going near the robot")
 
     def _finish(self, state: RecorderState) -> SessionResult:
         self._update_status(state, self.status.episode, None, None)
