@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     teacher = args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, make_dataset,
                                            args.init, cfg)
-    run_dir = runs / (args.run_name or f"{store.stem}-{policy_cfg.name}-student{dcfg.layers}")
+    run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
                      resume=args.resume, resolved_config=cfg)
     print(f"teacher: {teacher}")
@@ -115,3 +115,15 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, make_datase
     done = latest_checkpoint(run_dir)
     assert done is not None
     return done
+
+
+def _preset_of(checkpoint: Path) -> str:
+    """The preset name a teacher checkpoint was built from (its header's config)."""
+    import json
+
+    from shallowpi.policy.policy import Policy
+
+    try:
+        return json.loads(Policy.read_metadata(checkpoint)["config"])["name"]
+    except Exception:  # safetensors raises its own types; any failure means "not readable"
+        return "teacher"  # unreadable: load_teacher names the problem in one line

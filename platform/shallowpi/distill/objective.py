@@ -157,6 +157,10 @@ class DistillationObjective(Objective):
                 terms["attention"] = kl.mean() * count  # its mean on the others' scale
         total = sum(getattr(w, name) * value for name, value in terms.items())
         assert isinstance(total, Tensor)
+        if not (w.task or w.output):
+            # Attention alone reaches no weight above the paired layer; DDP would wait for
+            # their gradients forever. A zero through the velocity gives them exact zeros.
+            total = total + 0.0 * out.velocity.sum()
         return LossTerms(total, count, {name: value.detach() for name, value in terms.items()})
 
     @torch.no_grad()
