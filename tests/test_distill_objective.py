@@ -15,7 +15,7 @@ from shallowpi.distill.objective import AttentionPairs, DistillationObjective, L
 from shallowpi.distill.student import build_student
 from shallowpi.errors import ConfigError
 from shallowpi.policy.policy import Policy
-from shallowpi.train.objective import step_noise
+from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -206,3 +206,18 @@ def test_two_gloo_processes_distill_like_one(tmp_path, fsdp, weights):
     b = Policy.load(tmp_path / "two" / "checkpoints" / "step_000003").state_dict()
     differ = [k for k in a if not torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4)]
     assert all(k.startswith("model.vision.layers.") and k.endswith("k_proj.bias") for k in differ), differ
+
+
+def test_flow_outputs_reproduce_the_training_loss():
+    """Policy.model_inputs + flow_outputs (what the distiller reads) compute exactly what
+    loss_terms (what the teacher trained on) does."""
+    data = FakeChunks()
+    policy = teacher_policy(data, depth=2)
+    batch = batch_of(data, [0, 19, 20, 41])  # 19 and 41: chunks running past the episode end
+    noise, t = step_noise(2, 0, 4, NoiseSpec.of(policy.cfg))
+    with torch.no_grad():
+        total, count = policy.loss_terms(batch, noise, t)
+        out = policy(policy.model_inputs(batch), noise, t, attention_layers=[])
+    assert torch.equal(out.weights.sum(), count) and count < 4 * 4 * 2  # padded steps excluded
+    torch.testing.assert_close(((out.velocity - out.target).square() * out.weights).sum(), total)
+    assert out.weights[..., 2:].sum() == 0  # the padded action dims never count
