@@ -63,6 +63,7 @@ class NoiseSpec:
 
     @classmethod
     def of(cls, cfg: PolicyConfig) -> NoiseSpec:
+        """The spec a policy's config implies (chunk, action size, `time_*` settings)."""
         return cls(cfg.chunk_len, cfg.action_dim, cfg.time_beta_alpha, cfg.time_beta_beta,
                    cfg.time_scale, cfg.time_offset)
 

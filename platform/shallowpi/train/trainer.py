@@ -116,6 +116,7 @@ class StepBatches(Sampler[list[int]]):
         return self._perms[epoch]
 
     def global_batch(self, step: int) -> list[int]:
+        """All `batch` sample indices of `step`, across every rank (this rank takes a slice)."""
         g = np.arange(step * self.batch, (step + 1) * self.batch)
         return [int(self._perm(int(i // self.n))[i % self.n]) for i in g]
 
