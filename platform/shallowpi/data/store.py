@@ -170,7 +170,8 @@ def _read_json(path: Path) -> Any:
 class EpisodeStore:
     """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`.
 
-    Rows are frames: `read(key, start, stop)` returns [stop - start, *feature.shape], and
+    Rows are frames: `read(key, start, stop)` returns [stop - start, *feature.shape] (stop
+    clipped to `num_frames`), and
     episode i is rows `episode_range(i)`. A store opened with mode "a" holds an exclusive
     `flock` on it until `close()` (one writer per store, any number of readers). Errors are
     StoreError with a one-line message naming the store and, for damage, what is wrong.

@@ -231,7 +231,9 @@ def _judge_other(other: Task, told: Task, twin: SimTwin) -> bool:
 class SimEvalReport:
     """Every episode of one evaluation, with its success rate and 95 % Wilson interval.
 
-    `to_dict()` is the JSON written beside a run; `table()` the text printed for people.
+    `to_dict()` is one task's entry in what `platform eval --sim --json` writes (the
+    caller's `context` first);
+    `table()` is the text printed for people.
     """
 
     robot: str

@@ -92,7 +92,6 @@ class ServoInfo:
 class MotorBus(Protocol):
     """The robot's view of a servo bus (raw units). `DynamixelBus` is the real one.
 
-
     Contract for every implementation: values are raw control-table integers (ticks, signed
     where the field is), fields are snake_case e-manual names, `ids=None` means every
     configured servo, and a failure after the implementation's retries raises `BusError`
@@ -133,7 +132,7 @@ class MotorBus(Protocol):
         ...
 
     def read_one(self, servo_id: int, field: str) -> int:
-        """One field of one servo, acknowledged."""
+        """One field of one servo from one READ; a refusal in its status packet raises."""
         ...
 
     def write_one(self, servo_id: int, field: str, value: int, *, check_alert: bool = True) -> None:
@@ -169,7 +168,8 @@ class DynamixelBus:
             bus.read(["present_position"])  # {"present_position": {1: 2047}}
 
     Not thread-safe: it holds no lock, and two threads transacting at once would interleave
-    packets on the wire; one thread (the robot's loop) owns a bus. Errors: `BusError` for
+    packets on the wire; one thread at a time uses a bus (the robot's loop, or calibration's
+    sampler while the main thread waits). Errors: `BusError` for
     an unknown servo ID, a port that cannot be opened or went away, or a transaction that
     fails `retries` times; `ServoFaultError` for a hardware alert; PlatformError for a
     field the model lacks or `retries < 1`.

@@ -45,7 +45,7 @@ class MotorCalibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> MotorCalibration:
-        """From a calibration file's entry; values are coerced to int (TypeError on unknown keys)."""
+        """From a calibration file's entry, values coerced to int; TypeError on unknown keys."""
         return cls(**{k: int(v) for k, v in data.items()})
 
 
