@@ -60,8 +60,8 @@ def crc16(data: bytes | bytearray) -> int:
     """Protocol 2.0's CRC-16 of `data` (header through the last parameter), as an int 0..0xFFFF.
 
     Polynomial 0x8005, init 0, not reflected, no final XOR (the catalogue's CRC-16/UMTS, also
-    called BUYPASS: crc16(b"123456789") == 0xFEE8). Table-driven, as in the e-manual's
-    Protocol 2.0 "CRC" section. It goes on the wire little-endian (CRC_L, CRC_H).
+    called BUYPASS: crc16(b"123456789") == 0xFEE8). Table-driven, as the e-manual's
+    https://emanual.robotis.com/docs/en/dxl/crc/ computes it. On the wire little-endian.
     """
     crc = 0
     for b in data:
