@@ -22,12 +22,22 @@ IMAGE_PREFIX = "observation.images."
 
 
 class FeatureKind(str, enum.Enum):
+    """How a feature is chunked and compressed (see codecs.py); the value is stored in JSON."""
+
     NUMERIC = "numeric"  # state, action, ...: lossless, chunked along time
     IMAGE = "image"  # HxWx3 uint8 camera frames: one frame a chunk, image codec
 
 
 @dataclass(frozen=True)
 class Feature:
+    """One recorded array's per-frame description: the store holds it as [N, *shape].
+
+    `dtype` is a numpy dtype name. Raises TypeError for a dtype numpy does not know,
+    StoreError for an image that is not uint8 [H, W, 3] or [H, W, 1], and for `names`
+    whose count differs from a vector's length. `to_json`/`from_json` round-trip it
+    through the store's header.
+    """
+
     dtype: str
     shape: tuple[int, ...]
     kind: FeatureKind = FeatureKind.NUMERIC
@@ -47,10 +57,12 @@ class Feature:
 
     @classmethod
     def image(cls, height: int, width: int, channels: int = 3) -> Feature:
+        """A camera feature: uint8 [height, width, channels] in pixels."""
         return cls("uint8", (height, width, channels), FeatureKind.IMAGE)
 
     @classmethod
     def vector(cls, names: Sequence[str], dtype: str = "float32") -> Feature:
+        """A numeric [D] feature, D = len(names), one label per dimension (joint names)."""
         return cls(dtype, (len(names),), FeatureKind.NUMERIC, tuple(names))
 
     def to_json(self) -> dict[str, Any]:

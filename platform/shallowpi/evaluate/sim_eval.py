@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 
 class ChunkPolicy(Protocol):
+    """What the loop evaluates: observation -> [C, A] joint goals (robot units), C >= 1."""
+
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observation (unbatched, lerobot keys + `task`) -> [C, A] joint goals, next first."""
         ...
@@ -76,11 +78,19 @@ class SimRobot(EpisodeRobot, Protocol):
 class EpisodeAware(Protocol):
     """A policy that wants to know when an episode starts (noise seed, internal state)."""
 
-    def reset(self, seed: int) -> None: ...
+    def reset(self, seed: int) -> None:
+        """Called before each episode with its scene seed, before the first observation."""
+        ...
 
 
 @dataclass
 class SimEvalConfig:
+    """How many episodes, from which seeds, and how actions are chosen and delayed.
+
+    Times in seconds of simulated time. Raises ConfigError for `episodes < 1`,
+    `delay_ticks < 0` or a non-positive `max_seconds`.
+    """
+
     episodes: int = 10
     # Seeds seed_start .. seed_start + episodes - 1. The default is the first held-out
     # scene (robots/sim/episode.py's EVAL_SEEDS), which `platform record` never uses.
@@ -106,6 +116,9 @@ class SimEvalConfig:
 
 @dataclass
 class PolicyEpisode(EpisodeResult):
+    """One closed-loop episode's result: `replans` counts policy calls (chunks asked for),
+    `inference_ms_p50` the median wall time of one call, ms."""
+
     replans: int = 0
     holds: int = 0  # ticks with no action to run (the first chunk still computing, a late one)
     inference_ms_p50: float = 0.0
@@ -200,6 +213,13 @@ def _judge_other(other: Task, told: Task, twin: SimTwin) -> bool:
 
 @dataclass
 class SimEvalReport:
+    """Every episode of one evaluation, with its success rate and 95 % Wilson interval.
+
+    `to_dict()` is one task's entry in what `platform eval --sim --json` writes (the
+    caller's `context` first);
+    `table()` is the text printed for people.
+    """
+
     robot: str
     task: str
     instruction: str
@@ -218,6 +238,7 @@ class SimEvalReport:
 
     @property
     def success_rate(self) -> float:
+        """Fraction of episodes the task's detector judged successful (0 with no episodes)."""
         return self.successes / max(len(self.episodes), 1)
 
     @property
@@ -277,9 +298,13 @@ class SimEvalReport:
 class View(Protocol):
     """Something that looks at an episode: robots/sim/views.py's VideoWriter, StripWriter."""
 
-    def add(self, images: Sequence[np.ndarray]) -> None: ...
+    def add(self, images: Sequence[np.ndarray]) -> None:
+        """One tick's camera frames, uint8 [H, W, 3] each, in the robot's camera-role order."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """The episode is over (called even when it raised): finish and release files."""
+        ...
 
 
 def evaluate_in_sim(
@@ -293,7 +318,11 @@ def evaluate_in_sim(
 ) -> SimEvalReport:
     """`cfg.episodes` episodes on a connected robot; `views(seed)` gives each episode's
     viewers (a video, a filmstrip), fed every tick's camera images in role order;
-    `others` are the robot's other tasks, judged at the end of each episode."""
+    `others` are the robot's other tasks, judged at the end of each episode.
+
+    Raises SimError when the robot is not connected or the policy's chunk has the wrong
+    shape. `progress` draws a progress bar on stderr, counted in ticks.
+    """
     started = time.perf_counter()
     if robot.twin is None:
         raise SimError("the sim robot is not connected; connect() it (or use it as a context manager)")
