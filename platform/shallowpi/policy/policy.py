@@ -19,6 +19,7 @@ tag, the PolicyConfig and the features (camera roles, real state/action sizes).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 
 from shallowpi.policy.augment import crop
 from shallowpi.policy.config import PolicyConfig
-from shallowpi.policy.model import Pi0Model
+from shallowpi.policy.model import Pi0Model, Prefix
 from shallowpi.policy.sampler import ChunkSampler
 from shallowpi.policy.tokenizer import check_prompt, make_tokenizer, tokenize
 from shallowpi.policy.weights import CheckpointError
@@ -81,6 +82,40 @@ class Features:
 
 
 MIN_SCALE = 1e-2  # the smallest per-dimension scale of state and action (robot units)
+
+@dataclass
+class ModelInputs:
+    """A batch as the model reads it, before any weight touches it: the same for every
+    policy with the same features, normaliser statistics and sizes (a teacher and the
+    student cut from it), so one preparation serves both.
+
+    images [B, N, 3, H, W] in [-1, 1], image_masks [B, N] (False: camera missing),
+    tokens / token_masks [B, L], state [B, S] normalised and zero-padded; with actions:
+    actions [B, C, A] normalised and zero-padded, weights [B, C, A] 1.0 on the real action
+    dims of non-padded steps (0 elsewhere: what a loss sums over).
+    """
+
+    images: Tensor
+    image_masks: Tensor
+    tokens: Tensor
+    token_masks: Tensor
+    state: Tensor
+    actions: Tensor | None = None
+    weights: Tensor | None = None
+
+
+@dataclass
+class FlowOutputs:
+    """One flow-matching forward: velocity and target [B, C, A], weights [B, C, A] (as in
+    ModelInputs), x_t [B, C, A] the noisy chunk it was evaluated at, and the action
+    queries' attention over the prefix keys at the requested joint layers
+    ({layer: [B, h, C, P]}, see Pi0Model.velocity_with_attention)."""
+
+    velocity: Tensor
+    target: Tensor
+    weights: Tensor
+    x_t: Tensor
+    attention: dict[int, Tensor]
 
 
 class Normalizer(nn.Module):
@@ -199,6 +234,33 @@ class Policy(nn.Module):
         state = pad_last(self.state_norm(state), self.cfg.state_dim)
         return model_inputs, state, batched
 
+    def model_inputs(self, batch: dict[str, Any]) -> ModelInputs:
+        """A training batch (with `action` and `action_is_pad`) as the model reads it:
+        images resized, task tokenised, state and actions normalised and padded."""
+        (images, image_masks, tokens, token_masks), state, _ = self._model_inputs(batch)
+        actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
+        actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
+        valid = ~torch.as_tensor(batch["action_is_pad"], device=self.device)  # [B, C]
+        weights = torch.zeros_like(actions)
+        weights[..., : self.features.action_dim] = valid[..., None].float()
+        return ModelInputs(images, image_masks, tokens, token_masks, state, actions, weights)
+
+    def embed(self, inputs: ModelInputs) -> Prefix:
+        """The prefix tokens of prepared inputs (runs the vision encoder and text embedding)."""
+        return self.model.embed_prefix(inputs.images, inputs.image_masks, inputs.tokens, inputs.token_masks)
+
+    def flow_outputs(
+        self, inputs: ModelInputs, noise: Tensor, t: Tensor, attention_layers: Collection[int] = ()
+    ) -> FlowOutputs:
+        """The velocity at x_t = t * noise + (1 - t) * actions, its target noise - actions,
+        and the attention maps of `attention_layers`. noise [B, C, A], t [B]. Raises
+        ConfigError for an attention layer this model does not have."""
+        assert inputs.actions is not None and inputs.weights is not None, "model_inputs() of a training batch"
+        tt = t[:, None, None]
+        x_t = tt * noise + (1 - tt) * inputs.actions  # [B, C, A]
+        v, maps = self.model.velocity_with_attention(self.embed(inputs), inputs.state, x_t, t, attention_layers)
+        return FlowOutputs(v.float(), noise - inputs.actions, inputs.weights, x_t, maps)
+
     # -- the interface
 
     def loss_terms(
@@ -215,9 +277,21 @@ class Policy(nn.Module):
         weights = valid[..., None].float().expand_as(per_elem)
         return (per_elem * weights).sum(), weights.sum()
 
-    def forward(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
-        """What DDP/FSDP wrap: `loss_terms`."""
-        return self.loss_terms(batch, noise, t)
+    def forward(
+        self,
+        batch: dict[str, Any] | ModelInputs,
+        noise: Tensor | None = None,
+        t: Tensor | None = None,
+        attention_layers: Collection[int] | None = None,
+    ):
+        """What DDP/FSDP wrap. `loss_terms(batch, noise, t)` -> (sum, count); or, given
+        `attention_layers` (possibly empty) and prepared `ModelInputs`, `flow_outputs`
+        (what the distiller needs: velocity, target and attention maps)."""
+        if attention_layers is None:
+            assert isinstance(batch, dict), "loss_terms takes a batch dict"
+            return self.loss_terms(batch, noise, t)
+        assert isinstance(batch, ModelInputs) and noise is not None and t is not None
+        return self.flow_outputs(batch, noise, t, attention_layers)
 
     def loss(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
         """Mean flow-matching loss over real action dims and non-padded steps; and metrics."""
