@@ -72,7 +72,7 @@ def test_an_array_shorter_than_its_episodes_is_named(tmp_path):
         with pytest.raises(StoreError, match=r"data/observation.state has 60 rows but meta/episode_ends commits 63: "
                                              r"rows 60-62 \(episode 2\) are missing") as err:
             require_intact(store)
-    assert "\n" not in str(err.value) and "dataset check s" in str(err.value)
+    assert "\n" not in str(err.value) and f"`platform dataset check {path}` lists it all" in str(err.value)
     assert problems == [
         "data/observation.state has 60 rows but meta/episode_ends commits 63: rows 60-62 (episode 2) are missing"]
 
