@@ -150,6 +150,23 @@ def test_a_full_disk_ends_the_recording_with_one_line_saying_what_was_kept(tmp_p
         assert len(store) == (0 if size == "256k" else 1) and store.check() == []
 
 
+def test_a_disk_below_the_reserve_is_refused_before_a_store_is_made(tmp_path):
+    """1 MB free against the default 32 MB reserve: no estimate is needed to know no episode
+    may start. It used to warn ("at least 0 fit"), make the store, record one episode and
+    then stop on the same reserve; the retry then met "already exists"."""
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        run = subprocess.run(
+            platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui", SMALL,
+                         "--data-root", str(disk), "--dataset", "full", "--episodes", "2", "--episode-time-s", "1",
+                         "--reset-time-s", "0", f"telemetry.address={tmp_path}/t.sock"),
+            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr[-3000:]
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "MB free at " in last and "below the 32.0 MB that stay free" in last
+        assert last.endswith("free space or record into another --data-root"), last
+        assert list(disk.iterdir()) == []
+
+
 def test_dashboard_commands_begin_episodes_at_zero_and_marks_reach_the_store(tmp_path):
     """The operator's flow in the twin: start, stop, mark, start, re-record, stop, mark,
     quit. Each started episode begins at t = 0 in the tick of the key; marks land on the

@@ -165,3 +165,13 @@ def test_the_disk_budget_measures_episodes_and_refuses_one_that_cannot_fit(tmp_p
         ballast.write_bytes(b"\0" * int(shutil.disk_usage(disk).free - budget.episode_bytes() / 2))
         with pytest.raises(DiskSpaceError, match="free space or record into another --data-root"):
             budget.check_room(1)
+        # Unmeasured, an episode too large for the estimate only warns, but free space
+        # below the reserve is known without one: refused, also before the store exists.
+        unmeasured = DiskBudget(disk / "new.zarr", store.features, episode_rows=10, reserve_bytes=0)
+        unmeasured.check_room(0)
+        unmeasured.require_reserve()
+        reserved = DiskBudget(disk / "new.zarr", store.features, episode_rows=10, reserve_bytes=10**9)
+        with pytest.raises(DiskSpaceError, match=r"MB free at .*, below the 1.0 GB that stay free"):
+            reserved.require_reserve()
+        with pytest.raises(DiskSpaceError, match="no room for episode 1: "):
+            reserved.check_room(0)

@@ -118,6 +118,17 @@ def run(args: argparse.Namespace) -> int:
             rig.clock = type(rig.clock)(fps)
         settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
                                  numeric_chunk_rows=cfg.store.numeric_chunk_rows)
+        session_cfg = SessionConfig(
+            task=rig.task_text,
+            episodes=args.episodes or rec.episodes,
+            episode_time_s=args.episode_time_s or rec.episode_time_s,
+            reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
+            fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
+            calibration_id=rig.calibration_id, autostart=True,
+        )
+        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows,
+                          reserve_bytes=int(rec.disk_reserve_mb * 1e6))
+        disk.require_reserve()  # before a store is made: a full disk leaves nothing behind
         if args.resume:
             store = EpisodeStore.open(store_path, mode="a")
             _check_resume(store, rig.features, cfg.robot.name)
@@ -131,16 +142,6 @@ def run(args: argparse.Namespace) -> int:
         if rig.scene is not None:  # simulation: every episode of a store gets its own scene
             rig.scene.seed = first_seed(store, args.seed, args.episodes or rec.episodes)
         config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
-        session_cfg = SessionConfig(
-            task=rig.task_text,
-            episodes=args.episodes or rec.episodes,
-            episode_time_s=args.episode_time_s or rec.episode_time_s,
-            reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
-            fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
-            calibration_id=rig.calibration_id, autostart=True,
-        )
-        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows,
-                          reserve_bytes=int(rec.disk_reserve_mb * 1e6))
         if len(store):
             disk.learn(store, len(store) - 1)
         log.info("%s", disk.describe())

@@ -95,7 +95,19 @@ class DiskBudget:
         return self.frame_bytes() * self.episode_rows
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.path).free
+        path = self.path
+        while not path.exists() and path != path.parent:  # a new store: the folder it will be made in
+            path = path.parent
+        return shutil.disk_usage(path).free
+
+    def require_reserve(self) -> None:
+        """Raise `DiskSpaceError` if the free space is already below the reserve: then no
+        episode may start, whatever it turns out to take (checked before a store is made)."""
+        free = self.free_bytes()
+        if free < self.reserve_bytes:
+            raise DiskSpaceError(f"{_mb(free)} free at {self.path.parent}, below the {_mb(self.reserve_bytes)} "
+                                 "that stay free (record.disk_reserve_mb): no episode fits; free space or record "
+                                 "into another --data-root")
 
     def episodes_that_fit(self, queued: int = 0) -> int:
         """Full-length episodes the free space holds beyond the reserve, after `queued`
@@ -122,13 +134,14 @@ class DiskBudget:
 
     def check_room(self, episode: int, queued: int = 0) -> None:
         """Raise `DiskSpaceError` if episode `episode` (0-based, this session) cannot fit.
-        Unmeasured, the estimate is an upper bound: it warns and lets the episode start."""
+        Unmeasured, the estimate is an upper bound: it warns and lets the episode start,
+        unless the free space is below the reserve already."""
         if self.episodes_that_fit(queued) >= 1:
             return
         line = (f"no room for episode {episode + 1}: {_mb(self.free_bytes())} free at {self.path}, "
                 f"{queued} episode(s) still being written, an episode takes ~{_mb(self.episode_bytes())} "
                 f"and {_mb(self.reserve_bytes)} stay free (record.disk_reserve_mb)")
-        if not self.measured:
+        if not self.measured and self.free_bytes() >= self.reserve_bytes:
             log.warning("%s (uncompressed; starting anyway, it is likely smaller)", line)
             return
         raise DiskSpaceError(f"{line}; free space or record into another --data-root")
