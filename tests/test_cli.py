@@ -39,7 +39,7 @@ def test_config_show_composes_robot_and_overrides(capsys):
     ("args", "expected"),
     [
         (["config", "show", "--robot", "octopus"], "unknown robot 'octopus'; choose one of: arm, bimanual, humanoid"),
-        (["config", "show", "--jetson", "nano"], "unknown jetson 'nano'; choose one of: orin, thor"),
+        (["config", "show", "--jetson", "nano"], "unknown jetson 'nano'; choose one of: cpu, cuda, orin, thor"),
         (["config", "show", "wheels.count=4"], "unknown config key 'wheels.count'"),
         (["config", "show", "--robto", "arm"], "unrecognized arguments: --robto arm; valid options:"),
         (["dataset", "info", "no_such_dataset"], "no dataset at"),
