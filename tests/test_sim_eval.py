@@ -19,6 +19,7 @@ from conftest import platform_cmd, subprocess_env
 from shallowpi import config
 from shallowpi.cli import main
 from shallowpi.evaluate.sim_eval import SimEvalConfig, evaluate_in_sim, run_policy_episode
+from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.robots.sim.direct import DirectSimRobot
 from shallowpi.robots.sim.tasks import get_task
 from shallowpi.robots.sim.twin import SimError, TwinSpec
@@ -57,7 +58,8 @@ def test_the_expert_through_the_chunked_loop_succeeds_and_holding_still_fails(ar
     task = get_task("arm", "cube_in_bowl")
     with DirectSimRobot(arm, cameras=()) as robot:  # physics only: the expert needs no camera
         expert = ExpertChunks(robot, task, k=8)
-        report = evaluate_in_sim(robot, task, expert, SimEvalConfig(episodes=2, seed_start=1000, replan_every=8))
+        every_8 = ActionSelectionConfig(replan_every=8)
+        report = evaluate_in_sim(robot, task, expert, SimEvalConfig(episodes=2, seed_start=1000, selection=every_8))
         still = evaluate_in_sim(robot, task, hold_start_pose, SimEvalConfig(episodes=1, seed_start=1000))
     assert [e.seed for e in report.episodes] == [1000, 1001]
     assert report.success_rate == 1.0 and report.successes == 2
@@ -74,18 +76,35 @@ def test_the_expert_through_the_chunked_loop_succeeds_and_holding_still_fails(ar
 
 def test_episodes_respect_the_time_limit_and_success_is_judged_at_the_end(arm):
     task = get_task("arm", "cube_in_bowl")
+    every_25 = ActionSelectionConfig(replan_every=25)
     with DirectSimRobot(arm, cameras=()) as robot:
         # No early stop: the expert runs to the task's time limit and is judged there.
         full = run_policy_episode(robot, task, ExpertChunks(robot, task, 25), 1000,
-                                  SimEvalConfig(episodes=1, replan_every=25, stop_after_success_s=None))
+                                  SimEvalConfig(episodes=1, selection=every_25, stop_after_success_s=None))
         # A chunk longer than the time left is cut at the limit.
         short = run_policy_episode(robot, task, ExpertChunks(robot, task, 25), 1000,
-                                   SimEvalConfig(episodes=1, replan_every=25, max_seconds=2.0))
+                                   SimEvalConfig(episodes=1, selection=every_25, max_seconds=2.0))
         with pytest.raises(SimError, match="shape"):
             run_policy_episode(robot, task, lambda obs: np.zeros(7), 1000, SimEvalConfig(episodes=1))
     assert full.success and full.steps == LIMIT and full.ended == "time limit"
     assert full.sim_seconds == pytest.approx(15.0, abs=2e-3)  # whole 2 ms physics steps
     assert short.steps == 60 and short.replans == 3 and not short.success
+
+
+@pytest.mark.parametrize(("strategy", "every", "delay", "replans"), [
+    ("replan", 5, 0, 12),  # 60 ticks, a chunk every 5
+    ("rtc", 5, 3, 12),  # 3 ticks held for the first chunk, then 57 steps: chunks at 0, 5, .., 55
+    ("ensemble", 1, 2, 30),  # each chunk asked for as the one before arrives: every 2 ticks
+])
+def test_each_strategy_runs_through_the_loop_with_an_inference_delay(arm, strategy, every, delay, replans):
+    task = get_task("arm", "cube_in_bowl")
+    cfg = SimEvalConfig(episodes=1, selection=ActionSelectionConfig(strategy, replan_every=every),
+                        delay_ticks=delay, max_seconds=2.0)
+    with DirectSimRobot(arm, cameras=()) as robot:
+        episode = run_policy_episode(robot, task, hold_start_pose, 1000, cfg)
+    # The robot holds only while the first chunk is computed: with K + delay <= the chunk,
+    # each later chunk arrives before the one running is used up.
+    assert episode.steps == 60 and episode.holds == delay and episode.replans == replans
 
 
 # -- a real checkpoint, through the CLI -------------------------------------------------------
@@ -143,6 +162,19 @@ def test_eval_sim_end_to_end_takes_robot_task_and_size_from_the_store(trained, t
     assert (tmp_path / "looks" / "seed_1000.png").stat().st_size > 0
 
 
+def test_eval_sim_runs_the_strategy_the_robot_would(trained, tmp_path, one_torch_thread):
+    report_path = tmp_path / "rtc.json"
+    assert main(["eval", "--policy", str(trained["ckpt"]), "--sim", "--sim-episodes", "1", "--episode-time-s", "1",
+                 "--strategy", "rtc", "--replan-every", "2", "--delay-ticks", "2", "--json", str(report_path),
+                 "--no-progress"]) == 0
+    report = json.loads(report_path.read_text())
+    assert (report["strategy"], report["replan_every"], report["delay_ticks"]) == ("rtc", 2, 2)
+    (episode,) = report["episodes"]
+    # tiny's 4-action chunks, one every 2 actions, each arriving 2 ticks late: the robot
+    # holds for the first only; chunks asked for at ticks 0, 4, 6, .., 28.
+    assert episode["steps"] == 30 and episode["holds"] == 2 and episode["replans"] == 14
+
+
 def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path | None) -> Path:
     from shallowpi.policy.config import load_preset
     from shallowpi.policy.policy import Features, Policy
@@ -162,6 +194,8 @@ def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path
         ("no twin", "no tasks for robot 'octopus'; robots with a twin: arm, bimanual, humanoid"),
         ("fps", "the training store was recorded at 30 Hz, the arm twin runs at 15 Hz; pass robot.fps=30"),
         ("offline needs a dataset", "pass --dataset NAME for the offline action error, or --sim"),
+        ("strategy without --sim", "--strategy belongs to --sim; add --sim"),
+        ("unknown strategy", "unknown action selection strategy 'blend'; choose one of: replan, ensemble, rtc"),
     ],
 )
 def test_one_line_errors(case, expected, trained, tmp_path, capsys):
@@ -175,6 +209,8 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
         "no twin": lambda: [ckpt, "--sim", "--robot", "octopus"],
         "fps": lambda: [ckpt, "--sim", "robot.fps=15"],
         "offline needs a dataset": lambda: [ckpt],
+        "strategy without --sim": lambda: [ckpt, "--strategy", "rtc"],
+        "unknown strategy": lambda: [ckpt, "--sim", "action_selection.strategy=blend"],
     }[case]()
     assert main(["eval", "--policy", *args, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()

@@ -9,6 +9,7 @@
   platform eval --policy CKPT --sim --png looks/ --video looks/   a filmstrip, an .mp4 each
   platform eval --policy CKPT --sim --robot arm --task push_block_left --sim-size 64x64
   platform eval --policy CKPT --sim --replan-every 10 --episode-time-s 5   quick look
+  platform eval --policy CKPT --sim --strategy rtc --delay-ticks 3   as the robot runs it
 
 Offline: by default the held-out episodes recorded with the checkpoint (its training
 split) are used when the dataset is the one it was trained on, else every episode; the
@@ -20,9 +21,13 @@ steps.
 --sim: runs the policy in closed loop in the robot's MuJoCo twin (in-process, simulated
 time): observe, predict an action chunk, execute its first --replan-every actions (default
 half the chunk), observe again, until the task's time limit or until the task's success
-detector has held for a second; success is that detector at the last tick. Robot, task
-and camera size are those the checkpoint's training store recorded (or the store given with --dataset); --robot, --task and
---sim-size override them. Episodes use seeds --seed, --seed+1, ... (default from 1000:
+detector has held for a second; success is that detector at the last tick. --strategy
+picks how each tick's action comes from the chunks, exactly as the executor does
+(`action_selection` in configs/config.yaml: replan, ensemble, rtc); --delay-ticks makes
+each chunk arrive that many control periods after its observation, as a slow inference
+would on the robot. Robot, task and camera size are those the checkpoint's training
+store recorded (or the store given with --dataset); --robot, --task and --sim-size
+override them. Episodes use seeds --seed, --seed+1, ... (default from 1000:
 `platform record` used 0, 1, ... for the training scenes). Rendering runs on the CPU with
 MUJOCO_GL=egl.
 """
@@ -55,7 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--task", help="task name (default: the training store's; `platform sim --list`)")
     sim.add_argument("--sim-size", metavar="WxH", help="render size (default: the training store's)")
     sim.add_argument("--replan-every", type=int, metavar="K",
-                     help="actions executed from each predicted chunk (default: half the chunk)")
+                     help="a new chunk every K actions (default: half the chunk; 1 for ensemble)")
+    sim.add_argument("--strategy", choices=["replan", "ensemble", "rtc"],
+                     help="how each tick's action comes from the chunks (default: action_selection.strategy)")
+    sim.add_argument("--delay-ticks", type=int, metavar="N",
+                     help="simulated inference latency in control periods (default 0)")
     sim.add_argument("--episode-time-s", type=float, help="stop episodes sooner than the task's time limit")
     sim.add_argument("--video", type=Path, metavar="DIR", help="write an .mp4 of each episode here")
     sim.add_argument("--png", type=Path, metavar="DIR", help="write a filmstrip .png of each episode here")
@@ -68,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sim:
         return run_sim(args)
-    for flag in ("robot", "task", "sim_size", "replan_every", "episode_time_s", "video", "png"):
+    for flag in ("robot", "task", "sim_size", "replan_every", "strategy", "delay_ticks", "episode_time_s",
+                 "video", "png"):
         if getattr(args, flag) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')} belongs to --sim; add --sim")
     if not args.dataset:
@@ -133,13 +143,12 @@ def run_sim(args: argparse.Namespace) -> int:
     from shallowpi.errors import ConfigError
     from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
     from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
+    from shallowpi.policy.action_selection import ActionSelectionConfig
     from shallowpi.policy.policy import Policy
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.twin import TwinSpec
     from shallowpi.robots.sim.views import StripWriter, VideoWriter
 
-    eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed,
-                             replan_every=args.replan_every, max_seconds=args.episode_time_s)
     # Evaluated through the fast sampler: the path the robot's executor runs.
     policy = Policy.load(args.policy, device=args.device).prepare_inference()
     meta = Policy.read_metadata(args.policy)
@@ -150,17 +159,22 @@ def run_sim(args: argparse.Namespace) -> int:
     target = sim_target(store, args.robot, args.task, size)
     # The robot's config (joints, limits, cameras, fps) is what the twin is built from;
     # key=value overrides still apply (e.g. robot.fps=15).
+    # --strategy and --replan-every are sugar for action_selection.* overrides.
+    selection_flags = [f"action_selection.{key}={value}" for key, value in
+                       (("strategy", args.strategy), ("replan_every", args.replan_every)) if value is not None]
     cfg = config.compose([f"robot={target.robot}", *overrides_from(argparse.Namespace(
-        data_root=args.data_root, overrides=args.overrides))])
+        data_root=args.data_root, overrides=args.overrides)), *selection_flags])
     width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(policy.features, spec, target.fps)
     chunk_policy = CheckpointPolicy(policy, num_steps=args.steps)
-    if eval_cfg.replan_every is None:
-        eval_cfg.replan_every = max(1, chunk_policy.chunk_len // 2)
-    elif eval_cfg.replan_every > chunk_policy.chunk_len:
-        raise ConfigError(f"--replan-every {eval_cfg.replan_every} is more than the "
+    selection = ActionSelectionConfig.from_config(cfg.action_selection)
+    if selection.replan_every is not None and selection.replan_every > chunk_policy.chunk_len:
+        raise ConfigError(f"--replan-every {selection.replan_every} is more than the "
                           f"{chunk_policy.chunk_len} actions a chunk of this checkpoint gives")
+    selection.replan_every = selection.every(chunk_policy.chunk_len)
+    eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed, selection=selection,
+                             delay_ticks=args.delay_ticks or 0, max_seconds=args.episode_time_s)
 
     def views(seed: int) -> list[View]:
         looks: list[View] = []

@@ -8,6 +8,12 @@ part keeps the policy reacting to what happened (a whole 50-step chunk is 1.7 s 
 of not looking; replanning every step makes the arm jitter between samples and costs 50x
 the inference). Half the chunk is the default.
 
+Which action runs at each tick is decided by the executor's own bookkeeping
+(policy/action_selection.py: replanning as above, temporal ensembling, or real-time
+chunking), so this measures what the robot runs. `delay_ticks` simulates inference
+latency: a chunk asked for at tick n is used from tick n + delay_ticks on, the robot
+running the chunk before meanwhile (or holding, with none).
+
 Success is the task's own detector, judged at the episode's last tick exactly as for the
 scripted expert (`run_expert_episode`). An episode runs to the task's time limit, or ends
 early once the detector has said "success" continuously for `stop_after_success_s`: a
@@ -31,6 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from shallowpi.errors import ConfigError
+from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
 from shallowpi.robots.sim.direct import DirectSimRobot, EpisodeResult
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError
@@ -58,15 +65,17 @@ class SimEvalConfig:
     # Seeds seed_start .. seed_start + episodes - 1. `platform record` uses 0, 1, ...; the
     # default keeps evaluation scenes apart from the training scenes.
     seed_start: int = 1000
-    replan_every: int | None = None  # actions executed per chunk; None: half the chunk
+    # Replan every K (None: half the chunk), ensemble or rtc: policy/action_selection.py.
+    selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
+    delay_ticks: int = 0  # simulated inference latency, in control periods
     max_seconds: float | None = None  # cap below the task's own time limit (quick looks)
     stop_after_success_s: float | None = 1.0  # None: always run to the time limit
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ConfigError(f"the number of sim episodes must be at least 1, got {self.episodes}")
-        if self.replan_every is not None and self.replan_every < 1:
-            raise ConfigError(f"replan every must be at least 1 action, got {self.replan_every}")
+        if self.delay_ticks < 0:
+            raise ConfigError(f"the inference delay must be >= 0 ticks, got {self.delay_ticks}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"the episode time must be positive, got {self.max_seconds}")
 
@@ -78,6 +87,7 @@ class SimEvalConfig:
 @dataclass
 class PolicyEpisode(EpisodeResult):
     replans: int = 0
+    holds: int = 0  # ticks with no action to run (the first chunk still computing, a late one)
     inference_ms_p50: float = 0.0
     ended: str = "time limit"  # or "success held"
 
@@ -111,32 +121,44 @@ def run_policy_episode(
     joints = len(robot.spec.joints)
     start = time.perf_counter()
     inference: list[float] = []
-    steps = held = 0
+    steps = held = holds = 0
     obs: Mapping[str, Any] | None = None
     ended = "time limit"
+    selector = ActionSelector(cfg.selection)
+    arriving = None  # (request, chunk, the tick it arrives)
+    goal = twin.joint_positions()  # what holding position sends until a chunk has run
     while steps < limit and ended == "time limit":
-        if obs is None:
-            obs = robot.observe()
-        t0 = time.perf_counter()
-        chunk = _chunk_of(policy, {**obs, "task": task.instruction}, joints)
-        inference.append(time.perf_counter() - t0)
-        every = cfg.replan_every or max(1, len(chunk) // 2)
-        for action in chunk[: min(every, limit - steps)]:
-            robot.act(action)
-            steps += 1
-            obs = robot.observe() if watch is not None else None
-            if watch is not None:
-                watch(obs)
-            if on_step is not None:
-                on_step()
-            if hold is not None:
-                held = held + 1 if task.success(twin) else 0
-                if held >= hold:
-                    ended = "success held"
-                    break
+        if arriving is not None and steps >= arriving[2]:
+            selector.deliver(arriving[0], arriving[1])
+            arriving = None
+        if selector.wants_chunk():
+            request = selector.request()
+            if obs is None:
+                obs = robot.observe()
+            t0 = time.perf_counter()
+            chunk = _chunk_of(policy, {**obs, "task": task.instruction}, joints)
+            inference.append(time.perf_counter() - t0)
+            if cfg.delay_ticks == 0:
+                selector.deliver(request, chunk)
+            else:
+                arriving = (request, chunk, steps + cfg.delay_ticks)
+        action = selector.next_action()
+        holds += action is None
+        goal = robot.act(goal if action is None else action)
+        steps += 1
+        obs = robot.observe() if watch is not None else None
+        if watch is not None:
+            watch(obs)
+        if on_step is not None:
+            on_step()
+        if hold is not None:
+            held = held + 1 if task.success(twin) else 0
+            if held >= hold:
+                ended = "success held"
     return PolicyEpisode(
         seed, task.success(twin), steps, twin.time, time.perf_counter() - start,
         replans=len(inference),
+        holds=holds,
         inference_ms_p50=1e3 * float(np.median(inference)) if inference else 0.0,
         ended=ended,
     )
@@ -149,7 +171,8 @@ class SimEvalReport:
     instruction: str
     cameras: list[str]
     render_size: tuple[int, int]  # width, height
-    replan_every: int | None
+    selection: ActionSelectionConfig
+    delay_ticks: int
     episodes: list[PolicyEpisode]
     wall_seconds: float
     # Where robot, task and render size came from, the checkpoint, ...: set by the caller.
@@ -171,7 +194,9 @@ class SimEvalReport:
             "instruction": self.instruction,
             "cameras": self.cameras,
             "render_size": list(self.render_size),
-            "replan_every": self.replan_every,
+            "strategy": self.selection.strategy.value,
+            "replan_every": self.selection.replan_every,
+            "delay_ticks": self.delay_ticks,
             "success_rate": self.success_rate,
             "successes": self.successes,
             "wall_seconds": self.wall_seconds,
@@ -180,17 +205,21 @@ class SimEvalReport:
 
     def table(self) -> str:
         w, h = self.render_size
-        every = "half the chunk" if self.replan_every is None else f"{self.replan_every} actions"
+        sel = self.selection
+        k = sel.replan_every
+        every = "half the chunk" if k is None else f"{k} action{'s' if k != 1 else ''}"
+        delay = f", {self.delay_ticks} ticks' inference delay" if self.delay_ticks else ""
         lines = [
-            f"{self.robot} / {self.task} ('{self.instruction}'), replanning every {every}, "
-            f"cameras {', '.join(self.cameras)} at {w}x{h}",
-            f"{'seed':>6} {'result':8} {'steps':>6} {'sim s':>6} {'wall s':>7} {'replans':>7} {'infer p50 ms':>12}",
+            f"{self.robot} / {self.task} ('{self.instruction}'), {sel.strategy.value}: a chunk every "
+            f"{every}{delay}, cameras {', '.join(self.cameras)} at {w}x{h}",
+            f"{'seed':>6} {'result':8} {'steps':>6} {'sim s':>6} {'wall s':>7} {'replans':>7} "
+            f"{'holds':>5} {'infer p50 ms':>12}",
         ]
         for e in self.episodes:
             result = "success" if e.success else "FAIL"
             lines.append(
                 f"{e.seed:>6} {result:8} {e.steps:>6} {e.sim_seconds:>6.1f} {e.wall_seconds:>7.1f} "
-                f"{e.replans:>7} {e.inference_ms_p50:>12.1f}"
+                f"{e.replans:>7} {e.holds:>5} {e.inference_ms_p50:>12.1f}"
             )
         n = len(self.episodes)
         lines.append(
@@ -253,7 +282,8 @@ def evaluate_in_sim(
         instruction=task.instruction,
         cameras=list(robot.cameras),
         render_size=(spec.render_width, spec.render_height),
-        replan_every=cfg.replan_every,
+        selection=cfg.selection,
+        delay_ticks=cfg.delay_ticks,
         episodes=episodes,
         wall_seconds=time.perf_counter() - started,
     )

@@ -5,8 +5,8 @@ action expert (a second, narrower Gemma of the same depth) whose tokens attend, 
 layer, to the keys and values of the prefix. The expert predicts the flow-matching velocity
 of a noisy action chunk; sampling integrates it with Euler steps from noise (t=1) to data
 (t=0). Read top-down: norms and RoPE -> one Gemma layer -> towers -> vision -> masks ->
-the model (embed_prefix, embed_suffix, velocity, loss, prefix_cache, denoise_step,
-sample_actions).
+the model (embed_prefix, embed_suffix, velocity, velocity_with_attention, loss,
+prefix_cache, denoise_step, sample_actions).
 
 Axis legend used in shape comments:
     B batch             N cameras           H, W image height/width (pixels)
@@ -21,13 +21,14 @@ the same index set in both towers (see `keep_layers`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shallowpi.errors import ConfigError
 from shallowpi.policy.config import GemmaConfig, PolicyConfig, VisionConfig
 
 # Added to attention logits where a query may not look. Finite, not -inf: a fully masked
@@ -80,6 +81,18 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
         q, k, v, attn_mask=bias.to(q.dtype), enable_gqa=k.shape[1] != q.shape[1]
     )  # [B, h, Tq, E]
     return out.transpose(1, 2).flatten(2)
+
+
+def attention_probs(q: Tensor, k: Tensor, bias: Tensor) -> Tensor:
+    """The softmax `attend` applies, written out: softmax(q k^T / sqrt(E) + bias) in float32.
+
+    q [B, h, Tq, E], k [B, k, Tk, E] (query head i reads key head i // (h / k), as SDPA's
+    enable_gqa does), bias [B, 1, Tq, Tk] additive -> probabilities [B, h, Tq, Tk].
+    """
+    if k.shape[1] != q.shape[1]:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # [B, h, Tk, E]
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return torch.softmax(scores + bias, dim=-1)
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
@@ -356,16 +369,46 @@ class Pi0Model(nn.Module):
         projects the prefix tokens and expert layer i the suffix tokens, both attend over
         all keys under the block-causal mask, and each tower finishes its own tokens.
         """
+        return self._joint_forward(prefix, state, x_t, t, ())[0]
+
+    def velocity_with_attention(
+        self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, layers: Collection[int]
+    ) -> tuple[Tensor, dict[int, Tensor]]:
+        """`velocity`, and at each joint layer in `layers` the action queries' attention over
+        the vision-language keys, for attention distillation (Shallow-π).
+
+        -> v [B, C, A] (the same tensor `velocity` computes, bit for bit), and
+        {layer: probabilities [B, h, C, P]}: for each of the C action tokens (the state
+        token excluded) and each query head, a distribution over the P prefix keys (image
+        and text tokens), softmax(q k^T / sqrt(E)) over those keys alone; padded keys get 0
+        and each row sums to 1. It is the layer's attention row restricted to the prefix
+        and renormalised (the rest of the row is the suffix keys). Explicit and in float32,
+        differentiable; the layer's own output still comes from the fused attention.
+        Raises ConfigError for a layer outside 0 .. depth - 1.
+        """
+        wanted = set(layers)
+        outside = sorted(i for i in wanted if not 0 <= i < self.cfg.depth)
+        if outside:
+            raise ConfigError(f"attention layer(s) {outside} outside this model's joint layers "
+                              f"0-{self.cfg.depth - 1}; pick layers it has")
+        return self._joint_forward(prefix, state, x_t, t, wanted)
+
+    def _joint_forward(
+        self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, wanted: Collection[int]
+    ) -> tuple[Tensor, dict[int, Tensor]]:
         suffix, s_pad, s_blocks = self.embed_suffix(state, x_t, t)
         pad = torch.cat([prefix.pad, s_pad], dim=1)  # [B, T]
         bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
         positions = torch.cumsum(pad, dim=1) - 1  # [B, T]; padding does not advance them
         cos, sin = rope_tables(positions, self.cfg.vlm.head_dim, prefix.embs.dtype)
-        P = prefix.embs.shape[1]
+        P, C = prefix.embs.shape[1], self.cfg.chunk_len
         x_pre, x_suf = prefix.embs, suffix
-        for vlm_layer, exp_layer in zip(self.vlm.layers, self.expert.layers):
+        maps: dict[int, Tensor] = {}
+        for i, (vlm_layer, exp_layer) in enumerate(zip(self.vlm.layers, self.expert.layers)):
             q1, k1, v1 = vlm_layer.qkv(x_pre, cos[:, :, :P], sin[:, :, :P])
             q2, k2, v2 = exp_layer.qkv(x_suf, cos[:, :, P:], sin[:, :, P:])
+            if i in wanted:  # the action queries (the last C) over the prefix keys
+                maps[i] = attention_probs(q2[:, :, -C:], k1, bias[:, :, -C:, :P])  # [B, h, C, P]
             out = attend(
                 torch.cat([q1, q2.to(q1.dtype)], 2),
                 torch.cat([k1, k2.to(k1.dtype)], 2),
@@ -375,7 +418,7 @@ class Pi0Model(nn.Module):
             x_pre = vlm_layer.finish(x_pre, out[:, :P])
             x_suf = exp_layer.finish(x_suf, out[:, P:])
         x_suf = self.expert.norm(x_suf)  # the prefix's output is never read: no VLM head
-        return self.action_out_proj(x_suf[:, -self.cfg.chunk_len :].float())
+        return self.action_out_proj(x_suf[:, -self.cfg.chunk_len :].float()), maps
 
     def loss(
         self,
