@@ -155,3 +155,39 @@ def test_tensorrt_backend_up_to_the_import(bundle):
         return
     backend = make_backend("tensorrt", bundle, BackendOptions(device="cuda", precision="fp32"))
     assert backend.engine_path.is_file()
+
+
+NO_TORCH = """
+import sys, json
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "lerobot", "safetensors"):
+            raise ImportError(f"{name} is blocked: the robot side must not need it")
+sys.meta_path.insert(0, Block())
+import numpy as np
+from shallowpi.deploy.bundle import Bundle
+from shallowpi.deploy.backends import make_backend, BackendOptions
+import shallowpi.deploy.executor, shallowpi.deploy.jetson
+backend = make_backend("onnxruntime", Bundle.load(sys.argv[1]), BackendOptions(threads=1))
+backend.reset(3)
+obs = {"observation.state": np.array(json.loads(sys.argv[2]), np.float32),
+       "observation.images.front": np.full((24, 32, 3), 128, np.uint8), "task": "pick up the cube"}
+print(json.dumps(backend.infer(obs).tolist()))
+"""
+
+
+def test_the_robot_side_runs_the_onnx_backend_without_torch(bundle, backends):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    state = [0.1, -0.2, 0.3, 0.0, 0.5, -0.5, 0.2]
+    result = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle.path), json.dumps(state)],
+                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    backends["torch"].reset(3)
+    obs = {"observation.state": np.array(state, np.float32),
+           "observation.images.front": np.full((24, 32, 3), 128, np.uint8), "task": "pick up the cube"}
+    assert np.abs(np.array(json.loads(result.stdout)) - backends["torch"].infer(obs)).max() <= 1e-4
