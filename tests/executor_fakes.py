@@ -26,8 +26,8 @@ class ServoFault(PlatformError):
 class CountingRobot:
     def __init__(self, joints: int = 2, fps: float = 30.0, max_step: float = 100.0,
                  fault_at: int | None = None, frozen_frames: tuple[int, int] | None = None) -> None:
-        self.spec = SimpleNamespace(fps=fps, robot="counting", joint_names=[f"j{i}" for i in range(joints)],
-                                    lower=np.full(joints, -1e3), upper=np.full(joints, 1e3))
+        self.spec = SimpleNamespace(fps=fps, robot="counting", joints=[
+            SimpleNamespace(name=f"j{i}", lower=-1e3, upper=1e3) for i in range(joints)])
         self.position = np.full(joints, -1.0, np.float32)
         self.max_step, self.fault_at, self.frozen_frames = max_step, fault_at, frozen_frames
         self.ticks = 0

@@ -12,6 +12,7 @@ import pytest
 from executor_fakes import CountingRobot, StepBackend
 from shallowpi.deploy.executor import Executor, ExecutorConfig
 from shallowpi.errors import ConfigError
+from shallowpi.policy.action_selection import ActionSelectionConfig
 
 
 def commands(report) -> list[float]:
@@ -20,11 +21,13 @@ def commands(report) -> list[float]:
     return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
 
 
-def run(strategy="async", latencies=(0.0,), ticks=60, chunk_len=8, realtime=False, robot=None, warm=True, **cfg):
+def run(strategy="async", latencies=(0.0,), ticks=60, chunk_len=8, realtime=False, robot=None, warm=True,
+        replan_every=None):
     robot = robot or CountingRobot()
     backend = StepBackend(chunk_len, latencies)
     executor = Executor(robot, backend, ExecutorConfig(strategy=strategy, realtime=realtime, seam_bound=2.0,
-                                                       warmup_runs=2, **cfg))
+                                                       warmup_runs=2,
+                                                       selection=ActionSelectionConfig(replan_every=replan_every)))
     if warm:
         executor.warm_up("count")
     return executor, executor.run_episode("count", ticks), robot, backend

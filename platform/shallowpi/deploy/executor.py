@@ -82,11 +82,12 @@ SELECTION = {Strategy.SYNC: Selection.REPLAN, Strategy.ASYNC: Selection.REPLAN,
 
 @dataclass
 class ExecutorConfig:
-    """configs/config.yaml `deploy:`.
+    """configs/config.yaml `deploy:` (and `action_selection:` for K, m and the delay window).
 
     strategy          sync | async | ensemble | rtc (module docstring)
-    replan_every      K actions between chunks; None: half the chunk (1 for ensemble)
-    ensemble_coeff    ACT's m (policy/action_selection.py)
+    selection         replan_every (K), ensemble_coeff (m), delay_window: the shared action
+                      selection settings (policy/action_selection.py); its strategy and
+                      initial delay are set from `strategy` and the warm-up
     max_frame_age_s   the watchdog holds when the newest camera frame is older than this
     seam_bound        largest jump (joint units: rad, m, 0..1) allowed between the last
                       command and the first action of a newly arrived chunk
@@ -98,8 +99,7 @@ class ExecutorConfig:
     """
 
     strategy: Strategy | str = Strategy.RTC
-    replan_every: int | None = None
-    ensemble_coeff: float = 0.01
+    selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
     max_frame_age_s: float = 0.25
     seam_bound: float = 0.25
     warmup_runs: int = 3
@@ -119,20 +119,20 @@ class ExecutorConfig:
             raise ConfigError(f"deploy.injected_delay_s must be >= 0, got {self.injected_delay_s}")
         if self.warmup_runs < 2:  # the first run is the cold one; the last one is measured
             raise ConfigError(f"deploy.warmup_runs must be at least 2, got {self.warmup_runs}")
-        if self.replan_every is not None and self.replan_every < 1:
-            raise ConfigError(f"deploy.replan_every must be at least 1, got {self.replan_every}")
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> ExecutorConfig:
-        known = [f.name for f in dataclasses.fields(cls)]
+    def from_config(cls, section: Mapping[str, Any], selection: Mapping[str, Any] | None = None) -> ExecutorConfig:
+        """From configs/config.yaml's `deploy` and `action_selection` sections."""
+        known = [f.name for f in dataclasses.fields(cls) if f.name != "selection"]
         unknown = sorted(set(section) - set(known))
         if unknown:
             raise ConfigError(f"unknown deploy keys {unknown}; known: {', '.join(known)}")
-        return cls(**dict(section))
+        base = ActionSelectionConfig.from_config(selection or {})
+        return cls(**dict(section), selection=base)
 
-    def selection(self, initial_delay: int) -> ActionSelectionConfig:
-        return ActionSelectionConfig(SELECTION[self.strategy], self.replan_every, self.ensemble_coeff,
-                                     initial_delay=initial_delay)
+    def selection_for(self, initial_delay: int) -> ActionSelectionConfig:
+        """The selector's settings: this strategy, an initial delay measured at warm-up."""
+        return dataclasses.replace(self.selection, strategy=SELECTION[self.strategy], initial_delay=initial_delay)
 
 
 @dataclass
@@ -180,12 +180,11 @@ class Executor:
         self._publish = publish or (lambda status: None)
         self._stop = threading.Event()
         self._estop = threading.Event()
-        spec = robot.spec
+        spec = robot.spec  # a twin's TwinSpec or a robot's RobotSpec: both list their joints
         self.status = ExecutorStatus(
-            robot=getattr(spec, "robot", ""), strategy=cfg.strategy.value, backend=backend.name,
-            joint_names=list(getattr(spec, "joint_names", [])),
-            joint_lower=[float(x) for x in getattr(spec, "lower", [])],
-            joint_upper=[float(x) for x in getattr(spec, "upper", [])],
+            robot=getattr(spec, "robot", None) or getattr(spec, "name", ""), strategy=cfg.strategy.value,
+            backend=backend.name, joint_names=[j.name for j in spec.joints],
+            joint_lower=[float(j.lower) for j in spec.joints], joint_upper=[float(j.upper) for j in spec.joints],
         )
         self.status.loop.target_hz = self.fps
         self.safety: SafetyCounts = self.status.safety
@@ -230,7 +229,7 @@ class Executor:
         cfg, robot = self.cfg, self.robot
         self.backend.reset(seed)
         report = EpisodeReport(seed, None)
-        selector = ActionSelector(cfg.selection(self.initial_delay))
+        selector = ActionSelector(cfg.selection_for(self.initial_delay))
         runner: Any = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
                        else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
         clock = TickClock(self.fps) if cfg.realtime else SimulatedClock(self.fps)
@@ -265,7 +264,7 @@ class Executor:
                     self.safety.stale_frames += 1
                     report.stale_frames += 1
                     if selector.queue_depth or selector.pending:  # chunks from before: drop them
-                        selector = ActionSelector(cfg.selection(selector.delay_estimate))
+                        selector = ActionSelector(cfg.selection_for(selector.delay_estimate))
                 action = None if stale else selector.next_action()
                 try:
                     if action is None:
