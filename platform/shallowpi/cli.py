@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "shallowpi.commands.monitor_cmd",
     "train": "shallowpi.commands.train_cmd",
     "eval": "shallowpi.commands.eval_cmd",
+    "deploy": "shallowpi.commands.deploy_cmd",
 }
 
 EPILOG = """\

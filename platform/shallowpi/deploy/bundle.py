@@ -76,6 +76,7 @@ class Bundle:
     tokenizer: str  # "bytes" or the path of the bundle's tokenizer file
     graphs: dict[str, Path]
     digest: str  # sha256 over the manifest's file table: names the bundle's exact contents
+    checkpoint_digest: str  # sha256 of the checkpoint's model.safetensors it was built from
 
     @property
     def weights(self) -> Path:
@@ -106,6 +107,7 @@ class Bundle:
             tokenizer=str(path / tokenizer) if tokenizer else config["policy"]["tokenizer"],
             graphs=graphs,
             digest=table_digest(files),
+            checkpoint_digest=files["model.safetensors"]["sha256"],
         )
 
 
