@@ -315,7 +315,7 @@ class _Recorder:
         self.path, self.cameras, self._t0 = path, cameras, 0.0
 
     def begin(self, task: str, robot: str, fps: float) -> Any:
-        self.store.begin_episode(task, robot=robot, calibration_id=f"sim-{robot}", fps=fps)
+        self.episode = self.store.begin_episode(task, robot=robot, calibration_id=f"sim-{robot}", fps=fps)
         self._t0 = -1.0
 
         def on_tick(obs: dict[str, Any], sent: np.ndarray) -> None:
@@ -325,12 +325,12 @@ class _Recorder:
                       "action": np.asarray(sent, np.float32)}
             for role in self.cameras:
                 values[f"observation.images.{role}"] = obs[f"observation.images.{role}"]
-            self.store.add_frame(values, stamp - self._t0)
+            self.episode.add_frame(values, stamp - self._t0)
 
         return on_tick
 
     def end(self, success: bool | None) -> None:
-        self.store.commit(success=success)
+        self.episode.commit(success=success)
 
     def close(self) -> None:
         self.store.close()
