@@ -167,3 +167,7 @@ def test_the_executor_status_travels_as_a_telemetry_envelope():
     seq, decoded = envelope.decode(envelope.encode(status, seq=3), ExecutorStatus)
     assert seq == 3 and decoded == status
     assert ExecutorStatus.from_json({"state": "from the future", "unknown": 1}).state.value == "warming"
+    from shallowpi.tui.executor_render import status_line
+
+    line = status_line(status)
+    assert line.startswith("RUNNING  episode 1/0") and "rtc on steps" in line and "faults 0" in line

@@ -286,15 +286,22 @@ def _summary(reports: list[Any], executor: Any) -> dict[str, Any]:
 
 
 class _Lines:
-    """--no-tui: a line when the status message changes (warm-up, faults)."""
+    """--no-tui: a line when the status message changes (warm-up, faults), and the status
+    line (tui/executor_render.py, as `platform monitor --lines` prints it) every 2 s."""
 
-    def __init__(self, episodes: int) -> None:
-        self.episodes, self._message = episodes, ""
+    def __init__(self, episodes: int, every_s: float = 2.0) -> None:
+        self.episodes, self.every_s = episodes, every_s
+        self._message, self._printed = "", 0.0
 
     def publish(self, status: Any) -> None:
+        from shallowpi.tui.executor_render import status_line
+
         if status.message and status.message != self._message:
             self._message = status.message
             print(f"[deploy] {status.message}", flush=True)
+        if status.state.value in ("running", "hold") and time.monotonic() - self._printed >= self.every_s:
+            self._printed = time.monotonic()
+            print(f"[deploy] {status_line(status)}", flush=True)
 
 
 class _Recorder:

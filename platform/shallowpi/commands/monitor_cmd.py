@@ -115,6 +115,10 @@ def _status_line_for(kind: str) -> Callable[[Any], str]:
         from shallowpi.tui.recorder_render import status_line
 
         return status_line
+    if kind == "executor":
+        from shallowpi.tui.executor_render import status_line as executor_line
+
+        return executor_line
     return lambda status: str(status.to_json())
 
 
