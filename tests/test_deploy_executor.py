@@ -171,3 +171,19 @@ def test_the_executor_status_travels_as_a_telemetry_envelope():
 
     line = status_line(status)
     assert line.startswith("RUNNING  episode 1/0") and "rtc on steps" in line and "faults 0" in line
+
+
+def test_a_failed_inference_holds_the_robot_and_reports_the_error():
+    class Failing(StepBackend):
+        def infer(self, obs, inpainting=None):
+            if self.calls >= 3:  # after the warm-up and one good chunk
+                raise RuntimeError("onnxruntime: out of memory")
+            return super().infer(obs, inpainting)
+
+    robot = CountingRobot()
+    executor = Executor(robot, Failing(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        executor.run_episode("count", 60)
+    assert robot.calls[-1] == "hold" and executor.status.state.value == "fault"
+    assert "out of memory" in executor.status.message

@@ -299,6 +299,13 @@ class Executor:
                     if succeeded >= stop_after_success_ticks:
                         report.ended = "success held"
                         break
+        except BaseException as exc:  # a failed inference, a bug: never leave a goal moving
+            self._set(ExecutorState.FAULT, f"stopped by {type(exc).__name__}: {exc}")
+            try:
+                robot.hold()
+            except PlatformError as hold_exc:
+                log.error("hold failed: %s", hold_exc)
+            raise
         finally:
             runner.close()
         if self._estop.is_set():
