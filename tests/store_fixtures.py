@@ -47,3 +47,36 @@ def make_store(path: Path, episodes: int = 3, length: int = 20, seed: int = 0,
             writer.add_frame(synthetic_frame(rng, t), t / 30.0)
         writer.commit(success=e % 2 == 0)
     return store
+
+
+def as_layout_1(path: Path, version: int = 2) -> None:
+    """Rewrite a closed store's metadata as a store written before layout 2 was: every
+    episode's metadata in one list in meta/.zattrs, no episodes/ folder, no commit record."""
+    import json
+    import shutil
+
+    episodes = [json.loads((path / "episodes" / f"{i}.json").read_text())
+                for i in range(json.loads((path / "meta" / ".zattrs").read_text())["commit"]["episodes"])]
+    (path / "meta" / ".zattrs").write_text(json.dumps({"episodes": episodes}))
+    shutil.rmtree(path / "episodes")
+    attrs = json.loads((path / ".zattrs").read_text())
+    header = {k: v for k, v in attrs["shallowpi"].items() if k != "layout"}
+    (path / ".zattrs").write_text(json.dumps({**attrs, "shallowpi": {**header, "version": version}}))
+
+
+def stamp_episode(path: Path, index: int, **fields) -> None:
+    """Make episode `index` of the closed store at `path` look recorded with other metadata
+    (fps, calibration_id, ...), as in a store written elsewhere or before the store refused
+    to mix them: rewrites its episodes/<i>.json and the commit record's summary."""
+    import json
+
+    from shallowpi.data.store import EpisodeInfo, StoreSummary
+
+    info = path / "episodes" / f"{index}.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), **fields}))
+    meta = path / "meta" / ".zattrs"
+    record = json.loads(meta.read_text())["commit"]
+    episodes = [EpisodeInfo.from_json(json.loads((path / "episodes" / f"{i}.json").read_text()))
+                for i in range(record["episodes"])]
+    summary = StoreSummary.of_episodes(episodes, record.get("allow_mixed_calibration", False))
+    meta.write_text(json.dumps({"commit": {**record, **summary.to_json()}}))

@@ -28,6 +28,7 @@ CODECS = [c for c in IMAGE_CODECS if c != "none"]
 # codecs registered the way UMI does, episodes cut with episode_ends.
 READER = r"""
 import sys
+import warnings
 import numpy as np
 import zarr
 from imagecodecs.numcodecs import register_codecs
@@ -36,6 +37,14 @@ assert "shallowpi" not in sys.modules
 register_codecs(verbose=False)
 for path, out in zip(sys.argv[1::2], sys.argv[2::2]):
     root = zarr.open(path, mode="r", zarr_format=2)
+    # ReplayBuffer.copy_from_store loads every member of meta/ as an array; zarr warns
+    # about (and DP would trip on) anything there that is not one.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        members = list(root["meta"].keys())
+        arrays = [key for key, _ in root["meta"].arrays()]
+    if members != arrays or "episode_ends" not in arrays:
+        raise SystemExit(f"{path}: meta/ holds {members}, arrays {arrays}")
     ends = root["meta"]["episode_ends"][:]
     episodes = {}
     for key, array in root["data"].arrays():

@@ -10,8 +10,9 @@ import pytest
 
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import StoreSettings
+from shallowpi.data.store_check import check_store
 from shallowpi.errors import StoreError
-from store_fixtures import arm_features, make_store, synthetic_frame
+from store_fixtures import arm_features, as_layout_1, make_store, synthetic_frame
 
 
 def test_round_trip_numeric_exact_and_images_close(tmp_path, rng):
@@ -73,7 +74,8 @@ def test_discard_and_uncommitted_tail_leave_committed_episodes(tmp_path, rng):
     assert store._group["data/observation.images.front"].shape[0] > 41
     reader = EpisodeStore.open(tmp_path / "s.zarr")
     assert len(reader) == 2  # readers ignore the tail
-    assert "uncommitted" in " ".join(reader.check())
+    report = check_store(reader)
+    assert report.problems == [] and "uncommitted" in " ".join(report.notes)  # a tail is no damage
     recovered = EpisodeStore.open(tmp_path / "s.zarr", mode="a")
     assert recovered._group["data/observation.images.front"].shape[0] == 41
     assert recovered.check() == []
@@ -128,6 +130,7 @@ def test_merge_reencodes_when_codecs_differ(tmp_path):
     assert merged.check() == []
 
 
+@pytest.mark.bad_store
 def test_check_names_a_corrupted_episode(tmp_path):
     store = make_store(tmp_path / "s.zarr", episodes=2, length=5)
     store._group["data/action"][7] = np.full(6, 9.0, np.float32)  # silent bit rot in episode 1
@@ -146,6 +149,7 @@ def test_one_writer_at_a_time(tmp_path):
     EpisodeStore.open(tmp_path / "s.zarr", mode="a").close()
 
 
+@pytest.mark.bad_store
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
@@ -163,14 +167,151 @@ def test_bad_stores_give_one_line_errors(tmp_path, setup, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.bad_store
 def test_truncated_metadata_is_named(tmp_path):
     make_store(tmp_path / "s.zarr", episodes=2, length=4).close()
+    as_layout_1(tmp_path / "s.zarr")
     meta = tmp_path / "s.zarr" / "meta" / ".zattrs"
     episodes = json.loads(meta.read_text())["episodes"]
     episodes[0]["length"] = 99
     meta.write_text(json.dumps({"episodes": episodes}))
     with pytest.raises(StoreError, match="episode 0 has 99 frames"):
         EpisodeStore.open(tmp_path / "s.zarr")
+
+
+@pytest.mark.bad_store
+def test_wrong_episode_metadata_is_named_when_read(tmp_path):
+    """Layout 2 reads an episode's metadata when asked for it (so opening costs the same
+    at any size), and checks it against meta/episode_ends then."""
+    make_store(tmp_path / "s.zarr", episodes=2, length=4).close()
+    info = tmp_path / "s.zarr" / "episodes" / "0.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "length": 99}))
+    store = EpisodeStore.open(tmp_path / "s.zarr")
+    assert store.episode(1).length == 5
+    with pytest.raises(StoreError, match="episode 0 has 99 frames") as err:
+        _ = store.episodes
+    assert "\n" not in str(err.value)
+    info.write_text("{trunc")
+    with pytest.raises(StoreError, match=r"metadata of episode 0 \(episodes/0.json\) does not read"):
+        EpisodeStore.open(tmp_path / "s.zarr").episode(0)
+
+
+def test_commit_rewrites_only_files_of_constant_size(tmp_path, rng):
+    """The commit record does not grow with the episodes, and an episode's file is
+    written once: a commit costs the same at any store size (tools/bench/store_scale.py)."""
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False))
+    sizes = []
+    for _ in range(40):
+        writer = store.begin_episode("t", robot="arm", calibration_id="c", fps=30)
+        writer.add_frame(synthetic_frame(rng, 0), 0.0)
+        writer.commit()
+        sizes.append((tmp_path / "s.zarr" / "meta" / ".zattrs").stat().st_size)
+    assert max(sizes) - min(sizes) <= 2  # the counts gain a digit, nothing else grows
+    first_episode = (tmp_path / "s.zarr" / "episodes" / "0.json").stat().st_mtime_ns
+    store.close()
+    reopened = EpisodeStore.open(tmp_path / "s.zarr")
+    assert len(reopened) == 40 and reopened.num_frames == 40
+    assert reopened._infos == {} and reopened._ends_loaded is None  # nothing per-episode read
+    assert reopened.episode(39).index == 39
+    assert (tmp_path / "s.zarr" / "episodes" / "0.json").stat().st_mtime_ns == first_episode
+
+
+def test_layout_1_stores_read_as_they_are_and_move_on_first_write(tmp_path, rng):
+    make_store(tmp_path / "s.zarr", episodes=3, length=4).close()
+    before = EpisodeStore.open(tmp_path / "s.zarr")
+    episodes, data = before.episodes, [before.read_episode(i) for i in range(3)]
+    as_layout_1(tmp_path / "s.zarr")
+    old = EpisodeStore.open(tmp_path / "s.zarr")
+    assert (old.layout, old.version, old.episodes) == (1, 2, episodes)
+    assert old.summary.calibration_ids == ("cal-test",)
+    assert not (tmp_path / "s.zarr" / "episodes").exists()  # a reader changes nothing
+    with EpisodeStore.open(tmp_path / "s.zarr", mode="a") as moved:
+        assert (moved.layout, moved.version, moved.episodes) == (2, 3, episodes)
+        writer = moved.begin_episode("next", robot="arm", calibration_id="cal-test", fps=30)
+        writer.add_frame(synthetic_frame(rng, 0), 0.0)
+        writer.commit()
+    assert "episodes" not in json.loads((tmp_path / "s.zarr" / "meta" / ".zattrs").read_text())
+    after = EpisodeStore.open(tmp_path / "s.zarr")
+    assert after.episodes[:3] == episodes and len(after) == 4
+    for i in range(3):
+        for key, value in after.read_episode(i).items():
+            np.testing.assert_array_equal(value, data[i][key])
+    assert after.check() == []
+
+
+@pytest.mark.parametrize("fail_at", range(1, 8))
+def test_a_move_to_layout_2_cut_at_any_write_loses_nothing(tmp_path, monkeypatch, fail_at):
+    """Kill the move after each of its file writes (the per-episode files, the commit
+    record, the header switch, the final record): the store reads whole every time, and
+    the next writable open finishes the move."""
+    from shallowpi.data import store as store_module
+
+    make_store(tmp_path / "s.zarr", episodes=4, length=3).close()
+    episodes = EpisodeStore.open(tmp_path / "s.zarr").episodes
+    as_layout_1(tmp_path / "s.zarr")
+    real_write, writes = store_module._write_json, []
+
+    def dying_write(path, value, durable):
+        writes.append(path)
+        if len(writes) == fail_at:
+            raise KeyboardInterrupt  # stands in for the kill: nothing after it runs
+        real_write(path, value, durable)
+
+    monkeypatch.setattr(store_module, "_write_json", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        EpisodeStore.open(tmp_path / "s.zarr", mode="a")
+    monkeypatch.setattr(store_module, "_write_json", real_write)
+    assert EpisodeStore.open(tmp_path / "s.zarr").episodes == episodes  # a reader, mid-move
+    with EpisodeStore.open(tmp_path / "s.zarr", mode="a") as moved:
+        assert moved.layout == 2 and moved.episodes == episodes
+        assert moved.check() == []
+
+
+def test_episodes_of_another_fps_or_calibration_are_refused(tmp_path, rng):
+    store = make_store(tmp_path / "s.zarr", episodes=1, length=3)  # 30 fps, calibration cal-test
+    with pytest.raises(StoreError, match=r"holds episodes at 30 fps, this episode at 15 fps; .* new dataset"):
+        store.begin_episode("t", robot="arm", calibration_id="cal-test", fps=15)
+    with pytest.raises(StoreError, match=r"calibration cal-test, this episode of calibration cal-new .* "
+                                         r"--allow-mixed-calibration"):
+        store.begin_episode("t", robot="arm", calibration_id="cal-new", fps=30)
+    store.allow_mixed_calibration()
+    writer = store.begin_episode("t", robot="arm", calibration_id="cal-new", fps=30)
+    writer.add_frame(synthetic_frame(rng, 0), 0.0)
+    writer.commit()
+    with pytest.raises(StoreError, match="at 30 fps, this episode at 15 fps"):  # fps never mix
+        store.begin_episode("t", robot="arm", calibration_id="cal-new", fps=15)
+    store.close()
+    reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")
+    assert reopened.summary.allow_mixed_calibration
+    assert reopened.summary.calibration_ids == ("cal-new", "cal-test") and reopened.summary.fps == (30.0,)
+    reopened.delete_episodes([0])  # a compaction keeps the permission
+    assert reopened.summary.allow_mixed_calibration and reopened.summary.calibration_ids == ("cal-new",)
+
+
+def test_merge_refuses_another_fps_or_calibration_unless_allowed(tmp_path, rng):
+    def store_at(name, fps, calibration):
+        store = EpisodeStore.create(tmp_path / name, arm_features(), StoreSettings(durable=False))
+        writer = store.begin_episode("t", robot="arm", calibration_id=calibration, fps=fps)
+        writer.add_frame(synthetic_frame(rng, 0), 0.0)
+        writer.commit()
+        return store
+
+    a, slow, recalibrated = store_at("a.zarr", 30, "c1"), store_at("slow.zarr", 15, "c1"), store_at("r.zarr", 30, "c2")
+    with pytest.raises(StoreError, match=r"a.zarr holds episodes at 30 fps, slow.zarr at 15 fps") as err:
+        EpisodeStore.merge([a, slow], tmp_path / "out.zarr")
+    assert "\n" not in str(err.value)
+    with pytest.raises(StoreError, match=r"a.zarr holds episodes at 30 fps, slow.zarr at 15 fps"):
+        EpisodeStore.merge([a, slow], tmp_path / "out.zarr", allow_mixed_calibration=True)
+    with pytest.raises(StoreError, match=r"a.zarr holds episodes of calibration c1, r.zarr of calibration c2"):
+        EpisodeStore.merge([a, recalibrated], tmp_path / "out.zarr")
+    assert not (tmp_path / "out.zarr").exists()
+    merged = EpisodeStore.merge([a, recalibrated], tmp_path / "out.zarr", allow_mixed_calibration=True)
+    assert [e.calibration_id for e in merged.episodes] == ["c1", "c2"]
+    merged.close()
+    assert EpisodeStore.open(tmp_path / "out.zarr").summary.allow_mixed_calibration
+    # A store that allowed mixing passes the permission on to what it merges into.
+    again = EpisodeStore.merge([EpisodeStore.open(tmp_path / "out.zarr"), a], tmp_path / "again.zarr")
+    assert again.summary.allow_mixed_calibration and len(again) == 3
 
 
 def test_bad_frames_and_episode_indices(tmp_path, rng):

@@ -21,6 +21,9 @@ import pytest
 from conftest import subprocess_env
 from crash_writer import digest
 from shallowpi.data import EpisodeStore
+from shallowpi.data.store import StoreSettings
+from shallowpi.data.store_check import check_store
+from store_fixtures import as_layout_1, make_store
 
 TRIALS = 30
 
@@ -39,7 +42,14 @@ def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path)
     chooser = random.Random(1234)
     episodes_seen = []
     waited_for = 0  # commits the test saw before killing: a lower bound on the episodes
-    unlogged: set[int] = set()  # committed, then killed before the writer logged it
+    # The dataset starts as a layout-1 store (metadata in one list), as one recorded before
+    # layout 2 would: the first writer moves it, and its episodes must survive every kill.
+    old = make_store(store_path, episodes=2, length=6, settings=StoreSettings(durable=True, image_batch=4,
+                                                                            numeric_chunk_rows=64))
+    old_digests = [digest(old.read_episode(i)) for i in range(2)]
+    old.close()
+    as_layout_1(store_path)
+    unlogged: set[int] = {0, 1}  # committed, then killed before the writer logged it (or not by it)
     for trial in range(TRIALS):
         writer = subprocess.Popen(
             [sys.executable, str(Path(__file__).parent / "crash_writer.py"), str(store_path), str(log), str(trial)],
@@ -58,6 +68,10 @@ def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path)
         assert writer.returncode == -signal.SIGKILL, f"writer died on its own: {stderr.decode()[-2000:]}"
 
         committed = _committed(log)
+        with EpisodeStore.open(store_path) as reader:  # before recovery: the dead writer's tail is there
+            report = check_store(reader, decode_images=False)
+            assert report.problems == [], report.problems  # a tail is no damage: `dataset check` exits 0
+            assert report.tail is None or report.tail.writer is None
         store = EpisodeStore.open(store_path, mode="a")  # recovery runs here
         try:
             # Logged commits are all there; each kill adds at most one unlogged episode, the
@@ -67,6 +81,8 @@ def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path)
             unlogged |= new_unlogged
             assert committed.keys() <= set(range(len(store)))
             assert store.check(decode_images=False) == []  # every frame is decoded once, below
+            assert store.layout == 2
+            assert [digest(store.read_episode(i)) for i in range(2)] == old_digests
             for index, record in committed.items():
                 assert store.episode(index).length == record["length"]
                 assert digest(store.read_episode(index)) == record["digest"], f"episode {index} changed"

@@ -8,6 +8,11 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shallowpi.hardware.dynamixel.bus import ServoInfo
+    from shallowpi.robots.spec import RobotSpec
 
 
 def serial_ports() -> list[str]:
@@ -21,11 +26,15 @@ def serial_ports() -> list[str]:
     return sorted(found)
 
 
-def servo_report(ports: Sequence[str] | None, bauds: Sequence[int]) -> list[str]:
+def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotSpec | None = None) -> list[str]:
+    """Servos on each port (ID, model, firmware, errors), compared with `spec`'s buses."""
     from shallowpi.errors import PlatformError
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
 
-    ports = list(ports or serial_ports())
+    if not ports:
+        configured = [b.port for b in spec.buses.values() if os.path.exists(b.port)] if spec else []
+        ports = sorted(set(serial_ports()) | set(configured))
+    ports = list(ports)
     if not ports:
         return ["missing: no serial ports (/dev/ttyUSB*, /dev/ttyACM*): no U2D2 plugged in? "
                 "(`platform emulate` gives ptys to try with --port)"]
@@ -47,6 +56,8 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int]) -> list[str]
                 for servo_id, info in found.items():
                     state = ", ".join(errors.get(servo_id, [])) or "no errors"
                     lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {info.firmware}  {state}")
+                if spec is not None:
+                    lines += compare_with_config(port, baud, found, spec)
                 break
             except PlatformError as err:
                 lines.append(f"error: {port} at {baud} baud: {err}")
@@ -56,7 +67,67 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int]) -> list[str]
         else:
             lines.append(f"missing: {port}: no servo answered at {', '.join(map(str, bauds))} baud "
                          "(check servo power and the baud rate)")
+            if spec is not None and (bus := _bus_at(port, spec)) is not None:
+                lines += compare_with_config(port, None, {}, spec, bus)
     return lines
+
+
+def compare_with_config(port: str, baud: int | None, found: dict[int, ServoInfo], spec: RobotSpec,
+                        bus: str | None = None) -> list[str]:
+    """What answers on `port` against the robot's config: the bus it is (the one configured
+    at this port, else the one whose IDs and models match best), then its configured IDs
+    that did not answer, wrong models, unexpected IDs and a baud rate other than configured."""
+    lines = []
+    if bus is None and (bus := _bus_at(port, spec)) is None:
+        alike = _best_buses(found, spec)
+        if not alike:
+            return [f"    not a bus of robot '{spec.name}' ({', '.join(spec.buses)}): no configured ID and "
+                    "model answers here; pass --robot NAME to compare with another robot"]
+        bus = alike[0]
+        if len(alike) > 1:
+            lines.append(f"    buses {', '.join(alike)} of robot '{spec.name}' are configured alike; "
+                         f"compared with '{bus}'")
+    where = f"configs/robot/{spec.name}.yaml"
+    expected = _expected(spec, bus)
+    missing = [i for i in expected if i not in found]
+    wrong = [i for i in expected if i in found and found[i].model_name != expected[i][0]]
+    extra = [i for i in found if i not in expected]
+    configured_baud = spec.buses[bus].baud
+    if missing:
+        ids = ", ".join(f"ID {i} ({expected[i][0]}, {expected[i][1]})" for i in missing)
+        lines.append(f"    missing: bus '{bus}' of robot '{spec.name}' expects {ids}: no answer; check "
+                     f"power and cable, and the servo's ID and baud rate ({baud or configured_baud})")
+    for i in wrong:
+        lines.append(f"    wrong model: ID {i} is a {found[i].model_name}, {where} says {expected[i][0]} "
+                     f"({expected[i][1]}); fix the config or the servo's ID")
+    if extra:
+        lines.append(f"    unexpected: ID {', '.join(map(str, extra))} answer(s) but {where} has no such "
+                     f"servo on bus '{bus}'")
+    if baud is not None and baud != configured_baud:
+        lines.append(f"    baud: the servos answer at {baud}, {where} says {configured_baud} for bus '{bus}'; "
+                     "fix one of them")
+    if not (missing or wrong or extra) and baud in (None, configured_baud):
+        lines.append(f"    ok: bus '{bus}' of robot '{spec.name}': all {len(expected)} configured servos answer")
+    return lines
+
+
+def _expected(spec: RobotSpec, bus: str) -> dict[int, tuple[str, str]]:
+    """{servo id: (model name, joint)} configured on `bus`, followers and leaders."""
+    motors = [*spec.motors, *(m for leader in spec.leaders for m in leader.motors)]
+    return {m.id: (m.model.name, m.joint) for m in sorted(motors, key=lambda m: m.id) if m.bus == bus}
+
+
+def _bus_at(port: str, spec: RobotSpec) -> str | None:
+    real = os.path.realpath(port)
+    return next((name for name, b in spec.buses.items() if os.path.realpath(b.port) == real), None)
+
+
+def _best_buses(found: dict[int, ServoInfo], spec: RobotSpec) -> list[str]:
+    """The buses with the most configured (ID, model) pairs among those found; [] if none."""
+    scores = {name: sum(1 for i, (model, _) in _expected(spec, name).items()
+                        if i in found and found[i].model_name == model) for name in spec.buses}
+    best = max(scores.values(), default=0)
+    return [name for name, score in scores.items() if score == best] if best > 0 else []
 
 
 def camera_report() -> list[str]:
@@ -76,6 +147,7 @@ def camera_report() -> list[str]:
                 if dev.supports(getattr(rs.camera_info, k))}
         lines.append(f"ok: {info.get('name', '?')} serial {info.get('serial_number', '?')} "
                      f"firmware {info.get('firmware_version', '?')}")
+    lines.append("a camera role records this camera with robot.cameras.ROLE.serial=SERIAL")
     return lines
 
 

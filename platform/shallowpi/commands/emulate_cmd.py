@@ -2,7 +2,11 @@
 
 The first line on stdout is one JSON object, bus name -> pty path, e.g.
   {"follower": "/dev/pts/4", "leader": "/dev/pts/5"}
-Pass it to the driver commands with --ports (or as robot.buses.NAME.port=PATH overrides).
+`platform record` (and every command that reads the robot config) takes the ports as
+config overrides robot.buses.NAME.port=PATH, one per bus; stderr prints the line, e.g.
+  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 --dataset try --task wave
+`platform calibrate` also takes the JSON line as --ports '{...}'; `platform doctor --port
+/dev/pts/4 --robot arm` compares the servos that answer with the robot's config.
 Serves until Ctrl-C or SIGTERM.
 
 examples:
@@ -19,6 +23,10 @@ import argparse
 from shallowpi.cli import add_config_flags, overrides_from
 
 HELP = "emulate a robot's servo buses on ptys (prints {bus: pty} as JSON first)"
+# missing: not on the bus; mute: never answers; corrupt: bad CRC; the malformed kinds (valid
+# CRC, wrong shape: short, empty, long, wrong-id, wrong-instruction); a hardware error.
+FAULTS = ("missing", "mute", "corrupt", "short", "empty", "long", "wrong-id", "wrong-instruction",
+          "overload", "overheating")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fault", action="append", default=[], metavar="KIND:BUS:ID",
-        help="inject a fault at start: missing, mute, corrupt, overload or overheating "
-        "(repeatable), e.g. missing:leader:3",
+        help=f"inject a fault at start: {', '.join(FAULTS)} (repeatable), e.g. missing:leader:3",
     )
 
 
@@ -42,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from shallowpi import config
     from shallowpi.errors import PlatformError
-    from shallowpi.hardware.dynamixel.emulator import build_chains
+    from shallowpi.hardware.dynamixel.emulator import MALFORMED, build_chains
     from shallowpi.robots.spec import RobotSpec
 
     spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)
@@ -54,10 +61,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         for kind, bus, servo_id in faults:
             chain = chains[bus]
-            {"missing": chain.remove, "mute": chain.mute, "corrupt": chain.corrupt}.get(
-                kind, lambda i, k=kind, c=chain: c.hardware_error(i, k)
-            )(servo_id)
+            if kind in MALFORMED:
+                chain.malform(servo_id, kind)
+            else:
+                {"missing": chain.remove, "mute": chain.mute, "corrupt": chain.corrupt}.get(
+                    kind, lambda i, k=kind, c=chain: c.hardware_error(i, k)
+                )(servo_id)
         print(json.dumps({name: chain.path for name, chain in chains.items()}), flush=True)
+        overrides = " ".join(f"robot.buses.{name}.port={chain.path}" for name, chain in chains.items())
+        print(f"record on them: platform record --robot {spec.name} {overrides} --dataset NAME --task TEXT",
+              file=sys.stderr, flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         print(f"emulating robot '{spec.name}': {sum(len(c.servos) for c in chains.values())} servos "
@@ -73,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def _parse_fault(text: str, spec) -> tuple[str, str, int]:
     from shallowpi.errors import PlatformError
 
-    kinds = ("missing", "mute", "corrupt", "overload", "overheating")
+    kinds = FAULTS
     parts = text.split(":")
     if len(parts) != 3 or parts[0] not in kinds or parts[1] not in spec.buses or not parts[2].isdigit():
         raise PlatformError(

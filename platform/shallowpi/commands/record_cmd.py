@@ -4,6 +4,13 @@
   platform record --robot humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
   platform record --robot arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
   platform record --robot arm --dataset kitchen --resume --episodes 10
+  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \
+      --dataset try --task wave --no-cameras        on `platform emulate`'s servos
+
+On the robot every camera role of the config is recorded: a role names its RealSense by
+robot.cameras.ROLE.serial (`platform doctor` lists the serials); a single role without
+one takes the single connected camera no other role names, and says so; otherwise the
+recording does not start. --no-cameras records joint states only.
 
 Each episode records for --episode-time-s (or until the scripted expert finishes, in
 simulation), then a reset period of --reset-time-s lets you put the scene back. Frames are
@@ -48,26 +55,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode-time-s", type=float, help="seconds per episode")
     parser.add_argument("--reset-time-s", type=float, help="seconds between episodes")
     parser.add_argument("--fps", type=float, help="control and recording rate (default: the robot's)")
-    parser.add_argument("--resume", action="store_true", help="add episodes to an existing dataset")
-    parser.add_argument("--seed", type=int, default=0, help="simulation: seed of the first episode")
+    parser.add_argument("--resume", action="store_true",
+                        help="add episodes to an existing dataset (same features, robot and fps; same calibration "
+                             "unless --allow-mixed-calibration)")
+    parser.add_argument("--allow-mixed-calibration", action="store_true",
+                        help="let --resume add episodes of another calibration id; recorded in the store")
+    parser.add_argument("--seed", type=int,
+                        help="simulation: seed of the first episode (default: 0, or with --resume one past "
+                             "the seeds already in the dataset)")
     parser.add_argument("--realtime", action="store_true",
                         help="simulation: pace ticks at wall-clock speed (default: as fast as it renders)")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
+    parser.add_argument("--no-cameras", action="store_true",
+                        help="on the robot: record joint states only (record.allow_no_cameras=true); "
+                             "without it, every camera role of the config must find its camera")
 
 
 def run(args: argparse.Namespace) -> int:
     from shallowpi.data.store import EpisodeStore, StoreSettings
-    from shallowpi.record.rig import build_rig
+    from shallowpi.record.disk import DiskBudget
+    from shallowpi.record.rig import build_rig, first_seed
     from shallowpi.record.session import RecordingSession, SessionConfig
     from shallowpi.record.writer import BackgroundWriter
     from shallowpi.telemetry.transport import TelemetryPublisher
 
-    cfg = config.compose(overrides_from(args))
+    cfg = config.compose(overrides_from(args) + (["record.allow_no_cameras=true"] if args.no_cameras else []))
     dataset = args.dataset or cfg.dataset
     if not dataset:
         raise PlatformError("name the dataset to record into: --dataset NAME (or a path to a .zarr store)")
     if not args.task:
         raise PlatformError("say what the episodes show: --task \"put the red cube in the bowl\"")
+    if args.no_cameras and args.sim:
+        raise PlatformError("--no-cameras is for the robot's cameras; the twin always renders its own: drop it with --sim")
     store_path = config.resolve_dataset(dataset, config.data_root(cfg))
     if store_path.exists() and not args.resume:
         raise PlatformError(f"{store_path} already exists; pass --resume to add episodes, or choose another --dataset")
@@ -81,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     # `platform monitor --robot R` can attach.
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
     try:
-        rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
+        rig = build_rig(cfg, args.sim, args.task, seed=args.seed or 0, size=size, realtime=args.realtime)
     except BaseException:
         publisher.close()
         raise
@@ -89,18 +108,6 @@ def run(args: argparse.Namespace) -> int:
     closers: list[Any] = [publisher.close]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
-        settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
-                                 numeric_chunk_rows=cfg.store.numeric_chunk_rows)
-        if args.resume:
-            store = EpisodeStore.open(store_path, mode="a")
-            _check_resume(store, rig.features, cfg.robot.name)
-            store.check_recordable()
-        else:
-            store_path.parent.mkdir(parents=True, exist_ok=True)
-            store = EpisodeStore.create(store_path, rig.features, settings)
-        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
-        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
-        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)))
         fps = float(args.fps or rec.fps or rig.clock.hz)
         if fps != rig.clock.hz:
             if rig.clock.simulated:
@@ -108,6 +115,21 @@ def run(args: argparse.Namespace) -> int:
                 raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
                                     f"use robot.fps={fps:g} instead of --fps")
             rig.clock = type(rig.clock)(fps)
+        settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
+                                 numeric_chunk_rows=cfg.store.numeric_chunk_rows)
+        if args.resume:
+            store = EpisodeStore.open(store_path, mode="a")
+            _check_resume(store, rig.features, cfg.robot.name)
+            store.check_recordable(fps=fps, calibration_id=rig.calibration_id,
+                                   allow_mixed_calibration=args.allow_mixed_calibration)
+            if args.allow_mixed_calibration:
+                store.allow_mixed_calibration()
+        else:
+            store_path.parent.mkdir(parents=True, exist_ok=True)
+            store = EpisodeStore.create(store_path, rig.features, settings)
+        if rig.scene is not None:  # simulation: every episode of a store gets its own scene
+            rig.scene.seed = first_seed(store, args.seed, args.episodes or rec.episodes)
+        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
         session_cfg = SessionConfig(
             task=rig.task_text,
             episodes=args.episodes or rec.episodes,
@@ -116,6 +138,16 @@ def run(args: argparse.Namespace) -> int:
             fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
             calibration_id=rig.calibration_id, autostart=True,
         )
+        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows,
+                          reserve_bytes=int(rec.disk_reserve_mb * 1e6))
+        if len(store):
+            disk.learn(store, len(store) - 1)
+        log.info("%s", disk.describe())
+        if disk.measured:  # a resumed store: refuse before anything runs (unmeasured, the session warns)
+            disk.check_room(0)
+        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
+        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)),
+                                  on_commit=lambda info: disk.learn(store, info.index))
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
         if use_tui:
             publish = publisher.publish
@@ -128,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
                                    scene=rig.scene, cameras=rig.cameras, publish=publish,
-                                   commands=publisher.commands, joint_limits=rig.joint_limits)
+                                   commands=publisher.commands, joint_limits=rig.joint_limits, disk=disk)
         _stop_on_signals(session)
         if use_tui:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
@@ -137,7 +169,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = session.run()
         writer.close()
-        committed = writer.stats().committed
+        if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
+            result.fault = str(writer.failure)
+        committed = writer.committed()
         writer = None
     finally:
         for close in closers:
@@ -154,9 +188,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"look at them: platform dataset list --data-root {store_path.parent}   "
           f"platform dataset show {store_path} --episode 0")
     if result.fault:
-        print(f"error: recording stopped: {result.fault}", file=sys.stderr)
+        print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _kept(committed: list[Any], store_path: Any) -> str:
+    """What a stopped recording kept, for its last line."""
+    if not committed:
+        return f"no episode of this run was saved (those already in {store_path.name} are intact)"
+    first, last = committed[0].index, committed[-1].index
+    span = f"episode {first}" if first == last else f"episodes {first}-{last}"
+    return f"kept {len(committed)} episode(s) of this run: {span} of {store_path.name}"
 
 
 def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
@@ -165,7 +208,7 @@ def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
             k for k in features if store.features.get(k) != features[k])
         raise PlatformError(f"{store.path.name} was recorded with other features ({', '.join(differ)}); "
                             "record into another --dataset")
-    robots = {e.robot for e in store.episodes if e.robot}
+    robots = set(store.summary.robots)
     if robots and robots != {robot}:
         raise PlatformError(f"{store.path.name} holds episodes of robot {', '.join(sorted(robots))}, not {robot}")
 

@@ -3,6 +3,8 @@
 Three layers, each small (after Diffusion Policy's replay buffer / sampler / dataset):
 `store` keeps episodes crash-safely on disk, `windows` maps a sample index to an
 (observation, action chunk) window, `training` turns windows into torch samples.
+Beside the store: `store_rules` (what may join a store), `store_edit` (delete, copy,
+merge), `store_layout1` (stores written before layout 2).
 """
 
 from shallowpi.data.features import Feature, FeatureKind

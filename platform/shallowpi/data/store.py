@@ -1,17 +1,19 @@
 """`EpisodeStore`: recorded episodes in one zarr store, crash-safe by construction.
 
-Layout (format version 2, zarr format 2; the README's "Dataset format" is the spec):
+Layout (format version 3, zarr format 2; the README's "Dataset format" is the spec):
 
     <name>.zarr/
-      .zattrs                   {"shallowpi": {"format", "version", "features", codecs...}}
+      .zattrs                   {"shallowpi": {"format", "version", "layout": 2, "features", ...}}
       data/<key>                [N, *shape]  each feature, episodes concatenated on axis 0
       data/<key>.timestamp      [N] float64  when that value was captured (episode clock, s)
       data/timestamp            [N] float64  the control tick the frame belongs to
       meta/episode_ends         [E] int64    cumulative: episode i is rows ends[i-1]:ends[i]
-      meta/.zattrs              {"episodes": [...]}  per-episode metadata = commit record
+      meta/.zattrs              {"commit": {"episodes": E, "frames": N, ...}}  the commit record
+      episodes/<i>.json         episode i's metadata, written once (set_success rewrites it)
 
 This is Diffusion Policy's replay-buffer layout, so their `ReplayBuffer` (zarr-python 2)
-reads `data/<key>` and `meta/episode_ends` directly.
+reads `data/<key>` and `meta/episode_ends` directly; `meta/` holds nothing but zarr
+entries (their copy loads every array in it), so the per-episode files sit beside it.
 
 Crash safety. zarr writes each file by a rename (atomic against a killed process) but
 grows an array's shape before it writes the new chunks, and never fsyncs. So the store
@@ -19,12 +21,25 @@ orders its writes and makes one atomic write the commit point:
 
     1. frames -> data/* (images while recording, numbers at commit), then fsync them
     2. meta/episode_ends grows by the episode's end, fsync
-    3. meta/.zattrs gains the episode's metadata          <- commit point (one rename)
+    3. episodes/<E>.json holds the episode's metadata, fsync
+    4. meta/.zattrs says E + 1 episodes                  <- commit point (one rename)
 
-The episodes listed in meta/.zattrs are the committed ones; anything in data/ or
-episode_ends past the last committed end is a tail from an episode in flight, ignored
-by readers and cut off by the next writer that opens the store. A SIGKILL or power cut
-at any instant therefore loses at most the episode being recorded.
+Every write is the same size whatever the store holds, so a commit costs the same at
+10 or 100,000 episodes, and so does opening: the commit record gives the episode and
+frame counts, `episode_ends` and the per-episode files are read when first asked for.
+The commit record also keeps what every episode must agree on (fps, calibration ids,
+robots), so the rule that a store never mixes them needs no pass over the episodes.
+
+Anything in data/, episode_ends or episodes/ past the commit record's counts is a tail
+from an episode in flight, ignored by readers and cut off by the next writer that opens
+the store. A SIGKILL or power cut at any instant therefore loses at most the episode
+being recorded.
+
+Layout 1 (format versions 1 and 2) kept every episode's metadata as one list in
+meta/.zattrs, rewritten at each commit: such stores are read as they are and moved to
+layout 2 the first time they are opened for writing (data/store_layout1.py). Beside
+this module: what may join a store (store_rules.py), delete, copy and merge
+(store_edit.py).
 """
 
 from __future__ import annotations
@@ -48,24 +63,35 @@ import numpy as np
 from shallowpi.data import chunk_files, zarr_compat
 from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
+from shallowpi.data.nonfinite import nonfinite_ranges
+from shallowpi.data.row_ranges import describe_ranges
+from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.errors import StoreError
 
 log = logging.getLogger(__name__)
 
+__all__ = ["EpisodeInfo", "EpisodeStore", "EpisodeWriter", "StoreSettings", "StoreSummary", "check_mixing",
+           "iter_stores", "mixed_fps"]
+
 FORMAT_NAME = "shallowpi.episodes"
+# 3: as 2, with the metadata in layout 2 (one file an episode, a small commit record).
 # 2: row t holds the observation at tick t and the action sent after it (lerobot's order).
 # 1: row t held the action sent at tick t and the observation read after it; still read
 #    (training windows and exports shift its actions by one row), never appended to.
-FORMAT_VERSION = 2
+#    A format-1 store moved to layout 2 keeps version 1: the version names its rows.
+FORMAT_VERSION = 3
+LAYOUT = 2
 TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 LOCK_NAME = ".shallowpi.lock"
+EPISODES_DIR = "episodes"
 COMPACTING_SUFFIX = ".compacting"
+PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass
 class EpisodeInfo:
-    """Per-episode metadata, stored in meta/.zattrs (the commit record)."""
+    """Per-episode metadata, stored in episodes/<index>.json."""
 
     index: int
     length: int
@@ -79,6 +105,8 @@ class EpisodeInfo:
     dropped_frames: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. loop overruns, frame ages
     checksums: dict[str, str] = field(default_factory=dict)  # sha256 of numeric rows
+    # array -> [start, stop) row ranges (within the episode) holding NaN or inf
+    nonfinite: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,6 +141,23 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def _write_json(path: Path, value: Any, durable: bool) -> None:
+    """Replace `path` with `value` as JSON in one rename (synced first if `durable`)."""
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    with open(partial, "w") as out:
+        json.dump(value, out)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
+    os.replace(partial, path)
+    if durable:
+        _fsync_path(path.parent)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
 class EpisodeStore:
     """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`."""
 
@@ -122,13 +167,22 @@ class EpisodeStore:
         self.writable = writable
         self._lock_fd = lock_fd
         self._writer: EpisodeWriter | None = None
-        header = self._read_header(group, path)
+        header = self._read_header(path)
         self.version = int(header.get("version", 1))
+        self.layout = int(header.get("layout", 1))
         self.features: dict[str, Feature] = features_from_json(header["features"])
         self.settings = StoreSettings(**header.get("settings", {}))
         register_image_codecs()
         self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
-        self._episodes = self._read_episodes()
+        self._arrays: dict[str, Any] = {}
+        self._infos: dict[int, EpisodeInfo] = {}
+        self._ends_loaded: np.ndarray | None = None
+        if self.layout >= 2:
+            self._read_commit_record()
+        else:
+            from shallowpi.data.store_layout1 import read_layout_1
+
+            read_layout_1(self)
 
     # --- opening -----------------------------------------------------------------------
 
@@ -142,10 +196,11 @@ class EpisodeStore:
     ) -> EpisodeStore:
         """A new, empty store at `path` (which must not exist) for these features.
 
-        `version` is for copies of an older store (compaction, merge), which keep its
-        row convention; new recordings are always FORMAT_VERSION."""
+        `version` 1 is for copies of a format-1 store (compaction), which keep its row
+        convention; anything else writes today's format."""
         path = Path(path)
         settings = settings or StoreSettings()
+        version = 1 if version < 2 else FORMAT_VERSION
         if path.exists():
             raise StoreError(f"{path} already exists; open it, or pick another dataset name")
         if TICK_KEY in features or any(k.endswith(TIMESTAMP_SUFFIX) for k in features):
@@ -162,12 +217,14 @@ class EpisodeStore:
         zarr_compat.create_array(data, TICK_KEY, (0,), (settings.numeric_chunk_rows,), "float64", numeric_codec())
         meta = group.require_group("meta")
         zarr_compat.create_array(meta, "episode_ends", (0,), (4096,), "int64", None)
-        meta.attrs.put({"episodes": []})
+        meta.attrs.put({"commit": _commit_record(0, 0, StoreSummary())})
+        (staging / EPISODES_DIR).mkdir()
         group.attrs.put(
             {
                 "shallowpi": {
                     "format": FORMAT_NAME,
                     "version": version,
+                    "layout": LAYOUT,
                     "features": features_to_json(features),
                     "settings": dataclasses.asdict(settings),
                     "created": time.time(),
@@ -193,7 +250,11 @@ class EpisodeStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], mode: str = "r") -> EpisodeStore:
-        """Open an existing store: mode "r" reads, "a" also writes (one writer at a time)."""
+        """Open an existing store: mode "r" reads, "a" also writes (one writer at a time).
+
+        Costs the same at any number of episodes, except the first writable open of a
+        layout-1 store (which moves its metadata to layout 2) and one after a writer was
+        killed (which looks for its half-written files)."""
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -203,20 +264,27 @@ class EpisodeStore:
             raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
         if not (path / ".zgroup").is_file():
             raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
-        lock_fd = _lock(path) if mode == "a" else None
+        lock_fd, died = _lock(path) if mode == "a" else (None, False)
         try:
             group = zarr_compat.open_group(path, mode="r+" if mode == "a" else "r")
             store = cls(path, group, writable=mode == "a", lock_fd=lock_fd)
             if mode == "a":
                 # We hold the lock, so a compaction copy beside the store is a dead one.
                 shutil.rmtree(path.with_name(path.name + COMPACTING_SUFFIX), ignore_errors=True)
-                store._recover()
+                store._recover(sweep=died)
+                if store.layout < LAYOUT:
+                    from shallowpi.data.store_layout1 import move_to_layout_2
+
+                    move_to_layout_2(store)
         except StoreError:
             _unlock(lock_fd)
             raise
         except Exception as exc:  # zarr/json errors on a damaged store
             _unlock(lock_fd)
             raise StoreError(f"{path} is damaged: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        except BaseException:  # interrupted: the lock goes, the pid stays (a writer died)
+            _unlock(lock_fd)
+            raise
         return store
 
     @classmethod
@@ -243,62 +311,77 @@ class EpisodeStore:
         """Rows from an observation to the first action that followed it: 0, or 1 in format 1."""
         return 1 if self.version < 2 else 0
 
-    def check_recordable(self) -> None:
-        """New episodes may go into this store only if it pairs rows the way they are recorded now."""
-        if self.version < FORMAT_VERSION:
+    def check_recordable(self, fps: float | None = None, calibration_id: str | None = None,
+                         allow_mixed_calibration: bool = False) -> None:
+        """New episodes may go into this store only if it pairs rows the way they are
+        recorded now and, when given, they share its fps and calibration id (see
+        `check_mixing`; `allow_mixed_calibration` lifts the calibration rule, and
+        `allow_mixed_calibration()` records that in the store). Raises StoreError."""
+        if self.action_offset:
             raise StoreError(
                 f"{self.path.name} is format {self.version} (each action stored with the observation "
                 f"after it); recordings are format {FORMAT_VERSION} now; record into another --dataset"
             )
+        check_mixing(self.summary, self.path.name, [] if fps is None else [fps],
+                     [] if calibration_id is None else [calibration_id], "this recording",
+                     allow_mixed_calibration)
 
-    @staticmethod
-    def _read_header(group: Any, path: Path) -> dict[str, Any]:
-        header = group.attrs.asdict().get("shallowpi")
+    def allow_mixed_calibration(self) -> None:
+        """Record in the store that its episodes may differ in calibration id (one atomic
+        write of the commit record; `dataset info` shows it, nothing unsets it)."""
+        self._require_writable()
+        if not self.summary.allow_mixed_calibration:
+            self._write_commit_record(len(self), self.num_frames,
+                                      dataclasses.replace(self.summary, allow_mixed_calibration=True))
+
+    def _read_header(self, path: Path) -> dict[str, Any]:
+        header = _read_json(path / ".zattrs").get("shallowpi") if (path / ".zattrs").is_file() else None
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
             raise StoreError(
                 f"{path} is a zarr store but not a Shallow-π episode store; "
                 "bring a LeRobot dataset in with `platform dataset import`"
             )
-        if int(header.get("version", 0)) > FORMAT_VERSION:
+        if int(header.get("version", 0)) > FORMAT_VERSION or int(header.get("layout", 1)) > LAYOUT:
             raise StoreError(f"{path} has format version {header['version']}; this shallowpi reads up to {FORMAT_VERSION}, upgrade it")
         return header
 
-    def _read_episodes(self) -> list[EpisodeInfo]:
-        raw = self._group["meta"].attrs.asdict().get("episodes")
-        if not isinstance(raw, list):
-            raise StoreError(f"{self.path}: meta/.zattrs has no episode list; the store is damaged")
-        episodes = [EpisodeInfo.from_json(e) for e in raw]
-        ends = self._group["meta/episode_ends"]
-        if ends.shape[0] < len(episodes):
-            raise StoreError(f"{self.path}: {len(episodes)} episodes committed but meta/episode_ends has {ends.shape[0]}; the store is damaged")
-        self._ends = np.asarray(ends[: len(episodes)], dtype=np.int64)
-        lengths = np.diff(self._ends, prepend=0)
-        for info, length in zip(episodes, lengths):
-            if info.length != length:
-                raise StoreError(f"{self.path}: episode {info.index} has {info.length} frames in its metadata but {length} in meta/episode_ends")
-        return episodes
+    def _read_commit_record(self) -> None:
+        record = _read_json(self.path / "meta" / ".zattrs").get("commit")
+        if not isinstance(record, dict):
+            raise StoreError(f"{self.path}: meta/.zattrs has no commit record; the store is damaged")
+        self._count, self._frames = int(record["episodes"]), int(record["frames"])
+        self.summary = StoreSummary.from_json(record)
+        ends = self._array("meta/episode_ends")
+        if ends.shape[0] < self._count:
+            raise StoreError(f"{self.path}: {self._count} episodes committed but meta/episode_ends has {ends.shape[0]}; the store is damaged")
 
-    def _recover(self) -> None:
-        """Cut any tail a killed writer left past the last committed episode."""
-        for leftover in self.path.rglob("*.partial"):
-            leftover.unlink(missing_ok=True)
+    def _recover(self, sweep: bool = False) -> None:
+        """Cut any tail a killed writer left past the last committed episode.
+
+        `sweep`: the last writer died holding the lock, so look for its `.partial` files
+        everywhere (a pass over every file of the store, only after a crash)."""
+        if sweep:
+            for leftover in self.path.rglob("*" + PARTIAL_SUFFIX):
+                leftover.unlink(missing_ok=True)
         end = self.num_frames
         for name in self._array_names():
-            array = self._group["data"][name]
+            array = self._array(f"data/{name}")
             if array.shape[0] < end:
                 raise StoreError(f"{self.path}: data/{name} has {array.shape[0]} rows, committed episodes need {end}; the store is damaged")
             if array.shape[0] > end:
                 log.warning("%s: removing %d frames of data/%s from an episode that was never committed",
                             self.path.name, array.shape[0] - end, name)
                 array.resize((end, *array.shape[1:]))
-        ends = self._group["meta/episode_ends"]
-        if ends.shape[0] > len(self._episodes):
-            ends.resize((len(self._episodes),))
+        ends = self._array("meta/episode_ends")
+        if ends.shape[0] > len(self):
+            ends.resize((len(self),))
+        # Commits are one at a time, so at most the next episode's file can be a leftover.
+        (self.path / EPISODES_DIR / f"{len(self)}.json").unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._writer is not None and self._writer.is_open:
             self._writer.discard()
-        _unlock(self._lock_fd)
+        _unlock(self._lock_fd, clean=True)
         self._lock_fd = None
 
     def __enter__(self) -> EpisodeStore:
@@ -310,22 +393,59 @@ class EpisodeStore:
     # --- reading -----------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._episodes)
+        return self._count
 
     @property
     def num_frames(self) -> int:
-        return int(self._ends[-1]) if len(self._ends) else 0
+        return self._frames
 
     @property
     def episodes(self) -> list[EpisodeInfo]:
-        return list(self._episodes)
+        """Every committed episode's metadata (reads each one's file on first use)."""
+        return self._episodes
+
+    @property
+    def _episodes(self) -> list[EpisodeInfo]:
+        return [self.episode(i) for i in range(len(self))]
 
     @property
     def episode_ends(self) -> np.ndarray:
         return self._ends.copy()
 
+    @property
+    def _ends(self) -> np.ndarray:
+        """meta/episode_ends of the committed episodes, read on first use (8 bytes an episode)."""
+        if self._ends_loaded is None:
+            ends = np.asarray(self._array("meta/episode_ends")[: self._count], dtype=np.int64)
+            if len(ends) and (int(ends[-1]) != self._frames or np.any(np.diff(ends, prepend=0) < 0)):
+                raise StoreError(f"{self.path}: meta/episode_ends does not end at the {self._frames} committed frames "
+                                 "or is not increasing; the store is damaged")
+            self._ends_loaded = ends
+        return self._ends_loaded
+
     def episode(self, index: int) -> EpisodeInfo:
-        return self._episodes[self._check_index(index)]
+        index = self._check_index(index)
+        info = self._infos.get(index)
+        if info is None:
+            info = self._load_episode(index)
+            self._infos[index] = info
+        return info
+
+    def _load_episode(self, index: int) -> EpisodeInfo:
+        path = self.path / EPISODES_DIR / f"{index}.json"
+        try:
+            info = EpisodeInfo.from_json(_read_json(path))
+        except (OSError, ValueError, TypeError) as exc:
+            raise StoreError(f"{self.path}: metadata of episode {index} ({EPISODES_DIR}/{index}.json) "
+                             f"does not read ({type(exc).__name__}); the store is damaged") from exc
+        if info.index != index:
+            raise StoreError(f"{self.path}: {EPISODES_DIR}/{index}.json describes episode {info.index}; "
+                             "the store is damaged")
+        start, stop = self.episode_range(index)
+        if info.length != stop - start:
+            raise StoreError(f"{self.path}: episode {index} has {info.length} frames in its metadata but "
+                             f"{stop - start} in meta/episode_ends")
+        return info
 
     def episode_range(self, index: int) -> tuple[int, int]:
         index = self._check_index(index)
@@ -337,11 +457,19 @@ class EpisodeStore:
         if key not in self._array_names():
             raise StoreError(f"{self.path.name} has no array '{key}'; it has: {', '.join(self._array_names())}")
         stop = min(stop, self.num_frames)
-        return np.asarray(self._group["data"][key][start:stop])
+        return np.asarray(self._array(f"data/{key}")[start:stop])
 
     def read_episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         start, stop = self.episode_range(index)
         return {key: self.read(key, start, stop) for key in (keys or self._array_names())}
+
+    def _array(self, name: str) -> Any:
+        """The zarr array at `name` ("data/<key>", "meta/episode_ends"), looked up once:
+        a lookup reads its .zarray (~3 ms in zarr 3), and only this store resizes it."""
+        array = self._arrays.get(name)
+        if array is None:
+            array = self._arrays[name] = self._group[name]
+        return array
 
     def _array_names(self) -> list[str]:
         names = [TICK_KEY]
@@ -372,7 +500,17 @@ class EpisodeStore:
         fps: float = 30.0,
         start_time: float | None = None,
     ) -> EpisodeWriter:
-        """Start recording an episode; frames go in with `add_frame`, then `commit`."""
+        """Start recording an episode; frames go in with `add_frame`, then `commit`.
+
+        Raises StoreError if the store holds episodes at another fps, or of another
+        calibration id without `allow_mixed_calibration()` (see `check_mixing`)."""
+        self._require_writable()
+        check_mixing(self.summary, self.path.name, [fps], [calibration_id], "this episode")
+        return self._begin_unchecked(task, robot=robot, calibration_id=calibration_id, fps=fps, start_time=start_time)
+
+    def _begin_unchecked(self, task: str, *, robot: str = "", calibration_id: str = "", fps: float = 30.0,
+                         start_time: float | None = None) -> EpisodeWriter:
+        """`begin_episode` without the mixing rule: for copies of a whole store (compaction)."""
         self._require_writable()
         if self._writer is not None and self._writer.is_open:
             raise StoreError(f"{self.path.name}: an episode is already being recorded; commit or discard it first")
@@ -385,20 +523,26 @@ class EpisodeStore:
             raise StoreError(f"{self.path.name} is open read-only; open it with mode='a' to write")
 
     def _commit(self, info: EpisodeInfo, end: int) -> None:
-        """Steps 2 and 3 of the commit protocol (the frames are already durable)."""
-        ends = self._group["meta/episode_ends"]
-        n = len(self._episodes)
+        """Steps 2 to 4 of the commit protocol (the frames are already durable)."""
+        durable = self.settings.durable
+        ends = self._array("meta/episode_ends")
+        n = len(self)
         ends.resize((n + 1,))
         ends[n] = end
-        if self.settings.durable:
+        if durable:
             self._fsync_array("meta/episode_ends", n, n + 1)
-        episodes = [*self._episodes, info]
-        self._group["meta"].attrs.put({"episodes": [e.to_json() for e in episodes]})
-        if self.settings.durable:
-            _fsync_path(self.path / "meta" / ".zattrs")
-            _fsync_path(self.path / "meta")
-        self._episodes = episodes
-        self._ends = np.append(self._ends, np.int64(end))
+        _write_json(self.path / EPISODES_DIR / f"{n}.json", info.to_json(), durable)
+        summary = self.summary.with_episode(info)
+        if self._ends_loaded is not None:
+            self._ends_loaded = np.append(self._ends_loaded, np.int64(end))
+        self._write_commit_record(n + 1, end, summary)
+        self._infos[n] = info
+
+    def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary) -> None:
+        """Replace meta/.zattrs: the one write that makes episodes visible."""
+        _write_json(self.path / "meta" / ".zattrs", {"commit": _commit_record(episodes, frames, summary)},
+                    self.settings.durable)
+        self._count, self._frames, self.summary = episodes, frames, summary
 
     def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
         """fsync the chunk files holding rows start:stop of an array, its .zarray and dir."""
@@ -413,7 +557,7 @@ class EpisodeStore:
 
     def _truncate(self, end: int) -> None:
         for name in self._array_names():
-            array = self._group["data"][name]
+            array = self._array(f"data/{name}")
             if array.shape[0] > end:
                 array.resize((end, *array.shape[1:]))
 
@@ -421,116 +565,40 @@ class EpisodeStore:
         """Mark an episode successful or failed after the fact (one atomic metadata write)."""
         self._require_writable()
         index = self._check_index(index)
-        self._episodes[index] = dataclasses.replace(self._episodes[index], success=success)
-        self._group["meta"].attrs.put({"episodes": [e.to_json() for e in self._episodes]})
+        info = dataclasses.replace(self.episode(index), success=success)
+        _write_json(self.path / EPISODES_DIR / f"{index}.json", info.to_json(), self.settings.durable)
+        self._infos[index] = info
 
-    # --- editing: delete, merge --------------------------------------------------------
+    # --- editing: delete, merge (data/store_edit.py) -------------------------------------
 
     def delete_episodes(self, indices: Sequence[int]) -> None:
-        """Remove episodes and compact the arrays (rewrites the store beside it, then swaps).
+        """Remove episodes and compact the arrays: see `store_edit.delete_episodes`."""
+        from shallowpi.data.store_edit import delete_episodes
 
-        Costs a copy of the kept episodes; camera frames are copied as encoded bytes.
-        """
-        self._require_writable()
-        drop = {self._check_index(i) for i in indices}
-        keep = [i for i in range(len(self)) if i not in drop]
-        staging = self.path.with_name(self.path.name + COMPACTING_SUFFIX)
-        shutil.rmtree(staging, ignore_errors=True)
-        settings = dataclasses.replace(self.settings)
-        with EpisodeStore.create(staging, self.features, settings, version=self.version) as compacted:
-            for i in keep:
-                compacted.append_episode_from(self, i)
-        (staging / ".complete").touch()
-        _fsync_path(staging)
-        self._swap_in(staging)
-
-    def _swap_in(self, staging: Path) -> None:
-        old = self.path.with_name(self.path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        _unlock(self._lock_fd)
-        os.replace(self.path, old)
-        _finish_interrupted_swap(self.path)
-        shutil.rmtree(old, ignore_errors=True)
-        reopened = EpisodeStore.open(self.path, mode="a")
-        self.__dict__.update(reopened.__dict__)
+        delete_episodes(self, indices)
 
     def append_episode_from(self, source: EpisodeStore, index: int) -> EpisodeInfo:
-        """Copy one committed episode of `source` into this store, crash-safely.
+        """Copy one committed episode of `source` in: see `store_edit.append_episode_from`."""
+        from shallowpi.data.store_edit import append_episode_from
 
-        Frames whose encoding matches this store's are copied as bytes (no re-encode).
-        """
-        self._require_writable()
-        if source.features != self.features:
-            raise StoreError(f"{source.path.name} and {self.path.name} hold different features; they cannot be merged")
-        _check_same_pairing(self, source)
-        info = source.episode(index)
-        start, stop = source.episode_range(index)
-        writer = self.begin_episode(info.task, robot=info.robot, calibration_id=info.calibration_id,
-                                    fps=info.fps, start_time=info.start_time)
-        try:
-            writer.add_frames_from(source, start, stop)
-            return writer.commit(success=info.success, dropped_frames=info.dropped_frames,
-                                 extra=info.extra, duration_s=info.duration_s)
-        except BaseException:
-            if writer.is_open:
-                writer.discard()
-            raise
+        return append_episode_from(self, source, index)
 
     @classmethod
-    def merge(cls, sources: Sequence[EpisodeStore], out: str | os.PathLike[str]) -> EpisodeStore:
-        """A new store at `out` holding every episode of `sources`, in order."""
-        if not sources:
-            raise StoreError("nothing to merge")
-        first = sources[0]
-        for other in sources[1:]:
-            if other.features != first.features:
-                keys = sorted({k for k, _ in set(other.features.items()) ^ set(first.features.items())})
-                raise StoreError(f"{first.path.name} and {other.path.name} differ in features {', '.join(keys)}; they cannot be merged")
-            _check_same_pairing(first, other)
-        merged = cls.create(out, first.features, first.settings, version=first.version)
-        for source in sources:
-            for i in range(len(source)):
-                merged.append_episode_from(source, i)
-        return merged
+    def merge(cls, sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
+              allow_mixed_calibration: bool = False) -> EpisodeStore:
+        """A new store at `out` holding every episode of `sources`: see `store_edit.merge`."""
+        from shallowpi.data.store_edit import merge
+
+        return merge(sources, out, allow_mixed_calibration=allow_mixed_calibration)
 
     # --- checking ----------------------------------------------------------------------
 
     def check(self, decode_images: bool = True) -> list[str]:
-        """Verify every committed episode; returns the problems found (empty: healthy)."""
-        problems = []
-        end = self.num_frames
-        for name in self._array_names():
-            length = self._group["data"][name].shape[0]
-            if length > end:
-                problems.append(f"data/{name}: {length - end} uncommitted frames past the last episode (removed on the next write)")
-        for info in self._episodes:
-            start, stop = self.episode_range(info.index)
-            where = f"episode {info.index}"
-            for key, expected in info.checksums.items():
-                try:
-                    rows = self.read(key, start, stop)
-                except Exception as exc:
-                    problems.append(f"{where}: cannot read {key}: {exc}")
-                    continue
-                if _checksum(rows) != expected:
-                    problems.append(f"{where}: {key} does not match its checksum from commit time")
-            ticks = self.read(TICK_KEY, start, stop)
-            if not np.all(np.isfinite(ticks)) or np.any(np.diff(ticks) < 0):
-                problems.append(f"{where}: tick timestamps are not finite and non-decreasing")
-            for key, feature in self.features.items():
-                if feature.kind is not FeatureKind.IMAGE:
-                    continue
-                frames = range(start, stop) if decode_images else (start, stop - 1)
-                for row in frames:
-                    try:
-                        frame = self._group["data"][key][row]
-                    except Exception as exc:
-                        problems.append(f"{where}: frame {row - start} of {key} does not decode ({type(exc).__name__})")
-                        break
-                    if frame.shape != feature.shape:
-                        problems.append(f"{where}: frame {row - start} of {key} has shape {frame.shape}")
-                        break
-        return problems
+        """The damage `store_check.check_store` finds in the committed episodes (empty:
+        healthy); a tail past them, in flight or left by a kill, is not damage."""
+        from shallowpi.data.store_check import check_store  # it reads the store: no import cycle
+
+        return check_store(self, decode_images=decode_images).problems
 
 
 class EpisodeWriter:
@@ -623,7 +691,7 @@ class EpisodeWriter:
             return
         self._flush_images(key)
         self._copied = True
-        array = store._group["data"][key]
+        array = store._array(f"data/{key}")
         first = self._start + self._image_rows[key]
         array.resize((first + stop - start, *array.shape[1:]))
         tail = ".0" * len(store.features[key].shape)
@@ -640,7 +708,7 @@ class EpisodeWriter:
         frames = self._images[key]
         if not frames:
             return
-        array = self._store._group["data"][key]
+        array = self._store._array(f"data/{key}")
         first = self._start + self._image_rows[key]
         # Shape first, then the chunks (as zarr orders it): a crash leaves a cuttable tail.
         array.resize((first + len(frames), *array.shape[1:]))
@@ -662,16 +730,21 @@ class EpisodeWriter:
             raise StoreError("cannot commit an episode with no frames; discard it instead")
         store = self._store
         end = self._start + self._length
-        checksums = {}
-        data = store._group["data"]
+        checksums: dict[str, str] = {}
+        nonfinite: dict[str, list[list[int]]] = {}
         for key in self._images:
             self._flush_images(key)
         for key, values in self._numeric.items():
-            rows = np.stack(values).astype(data[key].dtype, copy=False)
-            array = data[key]
+            array = store._array(f"data/{key}")
+            rows = np.stack(values).astype(array.dtype, copy=False)
             array.resize((end, *array.shape[1:]))
             array[self._start : end] = rows
             checksums[key] = _checksum(rows)
+            if ranges := nonfinite_ranges(rows):
+                nonfinite[key] = ranges
+                # Kept, as recorded: `dataset check` and training name these rows.
+                log.warning("%s episode %d: %s holds NaN/inf at rows %s", store.path.name, len(store),
+                            key, describe_ranges(ranges))
         if store.settings.durable:
             for name in store._array_names():
                 # Camera chunks were synced as they were written (chunk_files).
@@ -682,7 +755,8 @@ class EpisodeWriter:
             duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0
         info = EpisodeInfo(
             index=len(store), length=self._length, success=success, dropped_frames=int(dropped_frames),
-            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, **self._meta,
+            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, nonfinite=nonfinite,
+            **self._meta,
         )
         store._commit(info, end)
         self.is_open = False
@@ -699,13 +773,13 @@ class EpisodeWriter:
             raise StoreError("this episode was already committed or discarded")
 
 
-def _check_same_pairing(a: EpisodeStore, b: EpisodeStore) -> None:
-    if a.version != b.version:
-        raise StoreError(f"{a.path.name} is format {a.version} and {b.path.name} format {b.version}: "
-                         "they pair actions with observations differently; keep them apart")
+def _commit_record(episodes: int, frames: int, summary: StoreSummary) -> dict[str, Any]:
+    return {"episodes": episodes, "frames": frames, **summary.to_json()}
 
 
-def _lock(path: Path) -> int:
+def _lock(path: Path) -> tuple[int, bool]:
+    """Take the store's writer lock; returns its fd and whether the last writer died
+    holding it (it left its pid in the file, which a clean close empties)."""
     fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -713,14 +787,18 @@ def _lock(path: Path) -> int:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise StoreError(f"{path.name} is being written by {holder}; stop it or record into another dataset") from None
+    died = os.fstat(fd).st_size > 0
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}".encode())
-    return fd
+    return fd, died
 
 
-def _unlock(fd: int | None) -> None:
+def _unlock(fd: int | None, clean: bool = False) -> None:
+    """Release the lock; `clean`: the writer closed the store as it should."""
     if fd is not None:
         with contextlib.suppress(OSError):
+            if clean:
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 

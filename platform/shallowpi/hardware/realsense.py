@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,20 +66,56 @@ class RealSenseConfig:
 
 
 DeviceOpener = Callable[[str], Any]  # serial -> rs.device
+DeviceLister = Callable[[], Sequence[Any]]  # -> the rs.devices connected now
 
 
-def find_usb_device(serial: str) -> Any:
+def connected_devices() -> list[Any]:
+    """The RealSense devices on USB now (`platform doctor` lists their serials)."""
+    return list(import_rs().context().query_devices())
+
+
+def device_serial(device: Any) -> str:
+    return str(device.get_info(import_rs().camera_info.serial_number))
+
+
+def find_usb_device(serial: str, devices: DeviceLister = connected_devices) -> Any:
     """The connected RealSense with this serial number, or a one-line error listing those found."""
-    rs = import_rs()
     found = []
-    for device in rs.context().query_devices():
-        number = device.get_info(rs.camera_info.serial_number)
+    for device in devices():
+        number = device_serial(device)
         if number == serial:
             return device
         found.append(number)
     listing = ", ".join(found) if found else "none connected"
     raise CameraError(
         f"RealSense {serial} not found (found: {listing}); check the cable and serial"
+    )
+
+
+def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Camera role -> serial number: configured serials as they are; a single role without
+    one gets the single connected camera no other role names. Returns (serials, notes to
+    show the operator). Anything else is a CameraError naming the roles and the fix: a
+    camera is never dropped without a word."""
+    serials = {role: str(s) for role, s in wanted.items() if s}
+    unset = [role for role, s in wanted.items() if not s]
+    if not unset:
+        return serials, []
+    free = [s for s in connected if s not in serials.values()]
+    if len(unset) == 1 and len(free) == 1:
+        role, serial = unset[0], free[0]
+        serials[role] = serial
+        return serials, [f"camera '{role}': no serial in the robot config; using the one RealSense connected "
+                         f"that no other role names ({serial}); robot.cameras.{role}.serial={serial} pins it"]
+    roles = ", ".join(f"'{r}'" for r in unset)
+    if free:
+        found = f"{len(free)} unassigned RealSense(s) are connected ({', '.join(free)})"
+    else:
+        found = "no unassigned RealSense is connected"
+    raise CameraError(
+        f"camera {roles} of the robot config {'has' if len(unset) == 1 else 'have'} no serial and {found}; "
+        f"set robot.cameras.{unset[0]}.serial=SERIAL{' (one per role)' if len(unset) > 1 else ''} "
+        "(`platform doctor` lists the serials), or record without cameras: --no-cameras"
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from shallowpi.data.features import Feature
+from shallowpi.errors import PlatformError
 from shallowpi.record.clock import SimulatedClock, TickClock
 
 log = logging.getLogger(__name__)
@@ -68,19 +69,22 @@ def build_rig(cfg: DictConfig, sim: str | None, task: str, seed: int = 0,
 
 
 class ExpertScene:
-    """The twin's task around a scripted expert: reset per episode from `seed + episode`,
-    success judged by the task, done when the expert's plan ends (plus a short settle)."""
+    """The twin's task around a scripted expert: reset per episode from `seed + episode`
+    (a re-recorded episode gets its scene again), success judged by the task, done when the
+    expert's plan ends (plus a short settle). The seed goes into the episode's metadata."""
 
     def __init__(self, robot: Any, task: Any, seed: int, fps: float, settle_s: float = 0.5) -> None:
         self.robot, self.task, self.seed = robot, task, seed
         self._settle_ticks = int(settle_s * fps)
         self.expert: Any = None
         self._left = self._settle_ticks
+        self._episode_seed: int | None = None
 
     def reset(self, episode: int) -> None:
         from shallowpi.teleop.scripted import make_expert
 
-        self.robot.reset(self.seed + episode, self.task)
+        self._episode_seed = self.seed + episode
+        self.robot.reset(self._episode_seed, self.task)
         self.expert = make_expert(self.robot.twin, self.task)
         self._left = self._settle_ticks
 
@@ -98,6 +102,28 @@ class ExpertScene:
 
     def success(self) -> bool:
         return bool(self.task.success(self.robot.twin))
+
+    def metadata(self) -> dict[str, Any]:
+        return {"seed": self._episode_seed}
+
+
+def first_seed(store: Any, requested: int | None, episodes: int) -> int:
+    """Seed of a simulated session's first episode, so that no two episodes of `store` share
+    a scene: `requested` if given, else one past the largest seed in the store (episodes
+    stored without a seed count as seeds 0..n-1, the default of the recorder that wrote
+    them). Raises `PlatformError` when a requested range repeats a seed already stored."""
+    stored = store.episodes
+    used = {int(e.extra["seed"]) for e in stored if e.extra.get("seed") is not None}
+    unseeded = sum(1 for e in stored if e.extra.get("seed") is None)
+    following = max([s + 1 for s in used] + [unseeded])
+    if requested is None:
+        return following
+    repeated = sorted(used & set(range(requested, requested + episodes)))
+    if repeated:
+        shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+        raise PlatformError(f"--seed {requested}: {store.path.name} already holds the scenes of seed(s) {shown}; "
+                            f"drop --seed to continue from seed {following}")
+    return requested
 
 
 def _sim_task_and_spec(cfg: DictConfig, task_name: str, size: tuple[int, int] | None) -> tuple[Any, Any]:
@@ -151,13 +177,14 @@ def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, 
 
 def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
     from shallowpi.robots.calibration import calibration_id, load_calibration
+    from shallowpi.robots.cameras import realsense_cameras
     from shallowpi.robots.dynamixel_robot import DynamixelRobot
     from shallowpi.robots.spec import RobotSpec
     from shallowpi.teleop.leader import LeaderFollower
 
     spec = RobotSpec.from_config(cfg.robot)
     calibration = load_calibration(spec.name)
-    cameras = _hardware_cameras(cfg)
+    cameras = realsense_cameras(spec, allow_none=bool(cfg.record.get("allow_no_cameras", False)))
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
     teleop = LeaderFollower(spec, calibration)
     rig = Rig(robot=robot, teleop=teleop,
@@ -166,26 +193,15 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
               joint_names=list(spec.joint_names), clock=TickClock(spec.fps), task_text=task,
               calibration_id=calibration_id(spec.name), cameras=cameras,
               joint_limits=([j.lower for j in spec.joints], [j.upper for j in spec.joints]))
-    for camera in cameras.values():
-        camera.start()
-        rig._closers.append(camera.stop)
-    robot.connect()
-    rig._closers.append(robot.disconnect)
-    teleop.connect()
-    rig._closers.append(teleop.disconnect)
+    try:
+        for camera in cameras.values():
+            camera.start()
+            rig._closers.append(camera.stop)
+        robot.connect()
+        rig._closers.append(robot.disconnect)
+        teleop.connect()
+        rig._closers.append(teleop.disconnect)
+    except BaseException:
+        rig.close()  # what started must stop: the error is the one line the operator sees
+        raise
     return rig
-
-
-def _hardware_cameras(cfg: DictConfig) -> dict[str, Any]:
-    """RealSense cameras by serial number from `robot.cameras.<role>.serial`."""
-    roles = cfg.robot.get("cameras") or {}
-    cameras = {}
-    for role, camera_cfg in roles.items():
-        serial = camera_cfg.get("serial")
-        if not serial:
-            continue
-        from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
-
-        cameras[role] = RealSenseCamera(RealSenseConfig(name=role, serial=str(serial), width=camera_cfg.width,
-                                                        height=camera_cfg.height, fps=camera_cfg.fps))
-    return cameras

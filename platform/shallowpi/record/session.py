@@ -1,12 +1,16 @@
 """`RecordingSession`: the fixed-rate teleoperation loop and the episode flow around it.
 
-Each tick: commands from the dashboard -> `robot.observe()` -> `teleop.read()` ->
-`robot.act()` (clamped by the robot) -> the frame (that observation, the action sent after
-it) goes to the background writer -> status out. Observing first is lerobot's order: row t
-pairs what the robot saw with what it was told to do next, which is what a policy learns.
-Between episodes a reset period runs the same loop without recording, so the operator can
-put the scene back. Nothing in the loop waits on the disk or the screen: the writer and
-the dashboard have their own threads, and the status sink only keeps the latest status.
+Each tick: commands from the dashboard -> (an episode begins here, if one is due) ->
+`robot.observe()` -> `teleop.read()` -> `robot.act()` (clamped by the robot) -> the frame
+(that observation, the action sent after it) goes to the background writer -> status out.
+Observing first is lerobot's order: row t pairs what the robot saw with what it was told
+to do next, which is what a policy learns. An episode begins at the top of a tick, before
+that tick observes, so every episode's first row is its own t = 0 and it holds
+`round(episode_time_s * fps)` rows. Between episodes a reset period runs the same loop
+without recording, so the operator can put the scene back. Nothing in the loop waits on
+the disk or the screen: the writer and the dashboard have their own threads, and the
+status sink only keeps the latest status. Nothing a tick does grows with the number of
+episodes recorded, so a long session keeps its tick time and its memory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import enum
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,7 +29,9 @@ import numpy as np
 from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import TickClock
+from shallowpi.record.disk import DiskBudget
 from shallowpi.record.writer import BackgroundWriter
+from shallowpi.robots.base import Robot
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -39,13 +46,6 @@ from shallowpi.telemetry.thumbnail import thumbnail_from_image
 log = logging.getLogger(__name__)
 
 
-class Robot(Protocol):
-    name: str
-
-    def observe(self) -> dict[str, Any]: ...
-    def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray: ...
-
-
 class Teleoperator(Protocol):
     def read(self) -> Mapping[str, float]: ...
 
@@ -56,6 +56,7 @@ class Scene(Protocol):
     def reset(self, episode: int) -> None: ...
     def success(self) -> bool | None: ...
     def done(self) -> bool: ...  # the scripted demonstration is over; end the episode early
+    def metadata(self) -> dict[str, Any]: ...  # stored in the episode's `extra` (e.g. its seed)
 
 
 class OnInterrupt(str, enum.Enum):
@@ -85,6 +86,11 @@ class SessionConfig:
             )
         self.on_interrupt = OnInterrupt(self.on_interrupt)
 
+    @property
+    def episode_rows(self) -> int:
+        """Rows in a full-length episode: round(episode_time_s * fps), at least one."""
+        return max(1, round(self.episode_time_s * self.fps))
+
 
 @dataclass
 class SessionResult:
@@ -108,6 +114,7 @@ class RecordingSession:
         commands: Callable[[], list[Command]] | None = None,
         cameras: Mapping[str, Any] | None = None,
         joint_limits: tuple[list[float], list[float]] | None = None,
+        disk: DiskBudget | None = None,
     ) -> None:
         self.config = config
         self.robot = robot
@@ -115,6 +122,7 @@ class RecordingSession:
         self.writer = writer
         self.clock = clock
         self.scene = scene
+        self.disk = disk
         self.cameras = dict(cameras or {})
         self._publish = publish or (lambda status: None)
         self._commands = commands or list
@@ -127,7 +135,13 @@ class RecordingSession:
         if joint_limits is not None:
             self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
-        self._summaries: dict[int, EpisodeSummary] = {}
+        # Episode summaries are appended to the status once (the dashboards list them), kept
+        # episodes wait in `_saving` until the writer reports them committed.
+        self._recording = EpisodeSummary(0, 0, 0.0)  # the episode begun last
+        self._saving: deque[EpisodeSummary] = deque()
+        self._saved_seen = 0  # commits the writer reported so far
+        self._kept = 0  # episodes this session handed to the writer to commit
+        self._store_index: dict[int, int] = {}  # episode -> its index in the store (the last few)
         self._store_base = len(writer.store)  # read before the writer thread commits anything
         self._dropped_at_start = 0
         self._camera_rates: dict[str, tuple[int, float, float]] = {}
@@ -145,75 +159,76 @@ class RecordingSession:
         recording = False
         start_tick, start_s, reset_until = 0, 0.0, 0.0
         frames = 0
-        if cfg.autostart:
-            state, recording, start_tick, start_s, frames = self._begin(episode)
+        self.clock.restart()
+        if cfg.autostart:  # the first episode begins at the first tick, as every other one
+            state, reset_until = RecorderState.RESETTING, self.clock.now()
         finished = False  # all episodes recorded (as opposed to stopped early)
         while not finished:
-            if self._stop.is_set():
-                if recording:
-                    self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
-                self.result.interrupted = True
-                break
-            for command in self._commands():
-                if command is Command.QUIT:
-                    self._stop.set()
-                elif command is Command.ESTOP:
-                    self._estop(recording, episode, frames)
-                    return self._finish(RecorderState.FAULT)
-                elif command is Command.START and state in (RecorderState.IDLE, RecorderState.PAUSED,
-                                                            RecorderState.RESETTING):
-                    if not recording:
-                        state, recording, start_tick, start_s, frames = self._begin(episode)
-                elif command is Command.PAUSE and recording:
-                    self._end_episode(episode, frames, keep=False)
-                    recording, state = False, RecorderState.PAUSED
-                    self.status.message = f"paused: episode {episode} discarded; press space to record it again"
-                elif command in (Command.STOP, Command.DISCARD, Command.RERECORD) and recording:
-                    keep = command is Command.STOP
-                    self._end_episode(episode, frames, keep=keep)
-                    recording = False
-                    if keep:
-                        episode += 1
-                    if episode >= cfg.episodes:
-                        finished = True
-                    else:
-                        state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
-                        if command is Command.RERECORD:
+            try:  # a PlatformError anywhere in the tick (servo, camera, writer, disk) is a fault
+                self._raise_writer_failure()
+                if self._stop.is_set():
+                    if recording:
+                        self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
+                    self.result.interrupted = True
+                    break
+                for command in self._commands():
+                    if command is Command.QUIT:
+                        self._stop.set()
+                    elif command is Command.ESTOP:
+                        self._estop(recording, episode, frames)
+                        return self._finish(RecorderState.FAULT)
+                    elif command is Command.START and state in (RecorderState.IDLE, RecorderState.PAUSED,
+                                                                RecorderState.RESETTING):
+                        if not recording:
                             state, recording, start_tick, start_s, frames = self._begin(episode)
-                elif command is Command.NEXT and state is RecorderState.RESETTING:
-                    reset_until = self.clock.now()
-                elif command in (Command.SUCCESS, Command.FAILURE):
-                    self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
-            if self._stop.is_set() or finished:
-                continue
+                    elif command is Command.PAUSE and recording:
+                        self._end_episode(episode, frames, keep=False)
+                        recording, state = False, RecorderState.PAUSED
+                        self.status.message = f"paused: episode {episode} discarded; press space to record it again"
+                    elif command in (Command.STOP, Command.DISCARD, Command.RERECORD) and recording:
+                        keep = command is Command.STOP
+                        self._end_episode(episode, frames, keep=keep)
+                        recording = False
+                        if keep:
+                            episode += 1
+                        if episode >= cfg.episodes:
+                            finished = True
+                        else:
+                            state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
+                            if command is Command.RERECORD:
+                                state, recording, start_tick, start_s, frames = self._begin(episode)
+                    elif command is Command.NEXT and state is RecorderState.RESETTING:
+                        reset_until = self.clock.now()
+                    elif command in (Command.SUCCESS, Command.FAILURE):
+                        self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
+                if self._stop.is_set() or finished:
+                    continue
 
-            try:
+                if state is RecorderState.RESETTING and not recording and self.clock.now() >= reset_until:
+                    # Before this tick observes: the observation below is the episode's t = 0.
+                    state, recording, start_tick, start_s, frames = self._begin(episode)
                 observation = self.robot.observe()
                 action = self.teleop.read()
                 sent = self.robot.act(action)
+                if recording:
+                    t = self.clock.tick_time(start_tick, start_s)
+                    self._record_frame(observation, sent, t)
+                    frames += 1
+                    self.status.episode_time_s = t
+                    scene_done = self.scene is not None and self.scene.done()
+                    if scene_done or frames >= cfg.episode_rows:
+                        self._end_episode(episode, frames, keep=True)
+                        recording = False
+                        episode += 1
+                        if episode >= cfg.episodes:
+                            finished = True
+                        else:
+                            state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
+                elif state is RecorderState.RESETTING:
+                    self.status.reset_time_left_s = max(0.0, reset_until - self.clock.now())
             except PlatformError as fault:
                 self._fault(fault, recording, episode, frames)
                 return self._finish(RecorderState.FAULT)
-
-            now = self.clock.now()
-            if recording:
-                t = self.clock.tick_time(start_tick, start_s)
-                self._record_frame(observation, sent, t)
-                frames += 1
-                self.status.episode_time_s = t
-                scene_done = self.scene is not None and self.scene.done()
-                if scene_done or t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
-                    self._end_episode(episode, frames, keep=True)
-                    recording = False
-                    episode += 1
-                    if episode >= cfg.episodes:
-                        finished = True
-                    else:
-                        state, reset_until = RecorderState.RESETTING, now + cfg.reset_time_s
-            elif state is RecorderState.RESETTING:
-                self.status.reset_time_left_s = max(0.0, reset_until - now)
-                if now >= reset_until:
-                    state, recording, start_tick, start_s, frames = self._begin(episode)
             self._update_status(state, episode, action, observation)
             self.clock.wait()
         return self._finish(RecorderState.STOPPED)
@@ -221,6 +236,11 @@ class RecordingSession:
     # --- episode flow ------------------------------------------------------------------
 
     def _begin(self, episode: int) -> tuple[RecorderState, bool, int, float, int]:
+        """Start `episode` in the current tick, before it observes; raises `DiskSpaceError`
+        (nothing started) when the disk has no room for it."""
+        if self.disk is not None:
+            # Episodes still queued for the writer have not taken their space yet.
+            self.disk.check_room(episode, queued=self.writer.stats().pending_episodes)
         if self.scene is not None:
             self.scene.reset(episode)
         self.writer.begin(episode, self.config.task, robot=self.config.robot,
@@ -228,9 +248,14 @@ class RecordingSession:
                           start_time=time.time())
         self.clock.reset_stats()
         self._dropped_at_start = self._camera_drops()
-        self._summaries[episode] = EpisodeSummary(episode, 0, 0.0, None, "recording")
+        summary = self._recording = EpisodeSummary(episode, 0, 0.0, None, "recording")
+        episodes = self.status.episodes
+        if episodes and episodes[-1].index == episode:
+            episodes[-1] = summary  # the attempt before (paused, discarded) is replaced
+        else:
+            episodes.append(summary)
         self.status.message = f"recording episode {episode + 1}/{self.config.episodes}"
-        return RecorderState.RECORDING, True, self.clock.ticks, self.clock.now(), 0
+        return RecorderState.RECORDING, True, self.clock.ticks, self.clock.tick_start_s(), 0
 
     def _record_frame(self, observation: Mapping[str, Any], sent: np.ndarray, t: float) -> None:
         values: dict[str, np.ndarray] = {"observation.state": observation["observation.state"],
@@ -248,8 +273,18 @@ class RecordingSession:
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
 
+    def _summary(self, episode: int) -> EpisodeSummary | None:
+        for summary in reversed(self.status.episodes[-4:]):  # only recent episodes are asked for
+            if summary.index == episode:
+                return summary
+        return None
+
     def _end_episode(self, episode: int, frames: int, keep: bool) -> None:
-        summary = self._summaries[episode]
+        summary = self._recording
+        if self.writer.failure is not None:  # nothing more reaches the store
+            summary.state = "discarded"
+            self.result.discarded += 1
+            return
         if keep and frames > 0:
             success = self.scene.success() if self.scene is not None else None
             if summary.success is not None:
@@ -257,10 +292,18 @@ class RecordingSession:
             p50, p99 = self.clock.percentiles_ms()
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
                      "backpressure_s": self.writer.stats().backpressure_s}
+            if self.scene is not None:
+                extra.update(self.scene.metadata())
             self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,
                                extra=extra)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
+            self._saving.append(summary)
+            # Kept episodes reach the store in order, after those it held at the start.
+            self._store_index[episode] = self._store_base + self._kept
+            self._kept += 1
+            for old in [e for e in self._store_index if e < episode - 2]:
+                del self._store_index[old]
             self.status.message = f"episode {episode + 1} recorded ({frames} frames), saving"
         else:
             self.writer.discard()
@@ -269,41 +312,55 @@ class RecordingSession:
             self.status.message = f"episode {episode + 1} discarded"
 
     def _mark(self, episode: int, success: bool) -> None:
-        summary = self._summaries.get(episode)
+        summary = self._summary(episode)
         if summary is None:
             return
         summary.success = success  # applied at commit if the episode is still recording
-        if summary.state in ("saving", "saved"):
-            # Kept episodes reach the store in order, after those it held at the start.
-            kept = [k for k, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
-            self.writer.mark(self._store_base + kept.index(episode), success)
+        if summary.state in ("saving", "saved") and episode in self._store_index:
+            self.writer.mark(self._store_index[episode], success)
 
     def _fault(self, fault: PlatformError, recording: bool, episode: int, frames: int) -> None:
         log.error("fault: %s", fault)
-        self.result.fault = str(fault)
         if recording:
             self._end_episode(episode, frames, keep=False)
-        self.status.message = f"FAULT: {fault}; robot is safe, episodes already saved are kept"
-        self._safe_state()
+        safety = self._safe_state()
+        self.result.fault = f"{fault}; {safety}"
+        self.status.message = f"FAULT: {fault}; {safety}; episodes already saved are kept"
 
     def _estop(self, recording: bool, episode: int, frames: int) -> None:
         if recording:
             self._end_episode(episode, frames, keep=False)
-        self.result.fault = "e-stop pressed"
-        self.status.message = "E-STOP: torque off; episodes already saved are kept"
-        torque_off = getattr(self.robot, "torque_off", None) or getattr(self.robot, "disconnect", None)
-        if torque_off is not None:
-            torque_off()
-
-    def _safe_state(self) -> None:
-        hold = getattr(self.robot, "hold", None)
         try:
-            if hold is not None:
-                hold()
+            self.robot.torque_off()
+            safety = "torque off, robot is safe"
         except PlatformError as exc:
-            log.warning("could not hold position: %s", exc)
+            log.error("e-stop: %s", exc)
+            safety = f"torque off FAILED ({exc}); cut the servo power now"
+        self.result.fault = f"e-stop pressed; {safety}"
+        self.status.message = f"E-STOP: {safety}; episodes already saved are kept"
+
+    def _raise_writer_failure(self) -> None:
+        """A writer that stopped (disk full, I/O error) is a fault like a servo's."""
+        if self.writer.failure is not None:
+            raise self.writer.failure
+
+    def _safe_state(self) -> str:
+        """Hold position, else torque off; says which was confirmed, or what failed and what to do."""
+        try:
+            self.robot.hold()
+            return "robot is safe: holding position"
+        except PlatformError as hold_error:
+            log.error("could not hold position: %s", hold_error)
+            try:
+                self.robot.torque_off()
+                return f"robot is safe: torque off (could not hold position: {hold_error})"
+            except PlatformError as off_error:
+                log.error("could not switch torque off: %s", off_error)
+                return (f"robot NOT confirmed safe: could not hold position ({hold_error}) nor switch "
+                        f"torque off ({off_error}); cut the servo power before going near the robot")
 
     def _finish(self, state: RecorderState) -> SessionResult:
+        self.result.committed = self.writer.committed()  # those written so far; the writer may go on
         self._update_status(state, self.status.episode, None, None)
         return self.result
 
@@ -356,14 +413,11 @@ class RecordingSession:
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
-        saved = len(stats.committed)
-        kept = [s for _, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
-        for s in kept[:saved]:
-            if s.state != "saved":
-                s.state = "saved"
-                status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
-        status.episodes = list(self._summaries.values())
-        self.result.committed = stats.committed
+        while self._saved_seen < stats.committed_count and self._saving:
+            s = self._saving.popleft()
+            s.state = "saved"
+            self._saved_seen += 1
+            status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
         if observation is not None:
             self._camera_status(observation)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:

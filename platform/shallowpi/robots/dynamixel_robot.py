@@ -4,12 +4,16 @@
     with robot:                              # connect; torque off on the way out
         obs = robot.observe()                # {"observation.state": float32[n], ...}
         sent = robot.act({"gripper": 0.5})   # clamped; returns the goal actually sent
+        robot.hold()                         # goals := present position, read back
+        robot.torque_off()                   # every bus tried; act() refuses until connect()
 
 Safety lives in `act`: every goal is clipped to the joint limits and moved at most
 `max_velocity / fps` from the previous goal per call (one control tick), BEFORE any
 byte reaches a bus; joints not named in a partial action hold their last goal. The
 servos are checked for hardware errors once a second of ticks; a fault raises
-`ServoFaultError` naming the bus, the servo and what to check.
+`ServoFaultError` naming the bus, the servo and what to check. `hold()` and
+`torque_off()` (the `Robot` contract, robots/base.py) confirm what they did: goals are
+read back after a hold, and each torque-off write is acknowledged by its servo.
 
 Cameras are a hook: `cameras` maps a role (configs/robot/*.yaml `cameras:`) to any
 object with `latest()` returning a frame (an array, or an object with `.image`).
@@ -28,6 +32,7 @@ import numpy as np
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.bus import DynamixelBus, MotorBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
+from shallowpi.robots.base import Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
@@ -54,7 +59,7 @@ def _default_bus_factory(name: str, port: str, baud: int, motors: Mapping[int, A
     return DynamixelBus(name, port, baud, motors)
 
 
-class DynamixelRobot:
+class DynamixelRobot(Robot):
     def __init__(
         self,
         spec: RobotSpec,
@@ -84,6 +89,7 @@ class DynamixelRobot:
         self.max_step = np.array([j.max_velocity for j in spec.joints], dtype=np.float64) / spec.fps
         self._index = {name: i for i, name in enumerate(spec.joint_names)}
         self._goal: np.ndarray | None = None
+        self._torque_off = False  # set by torque_off(); act() refuses until connect()
         self._ticks = 0
         self._fault_check_every = fault_check_every or spec.fps
         # Frames may be a few periods old (camera and loop are not in phase); older is a fault.
@@ -121,32 +127,60 @@ class DynamixelRobot:
             self._send(self._goal)
             for bus in self.buses.values():
                 bus.set_torque(True)
+            self._torque_off = False
         except BaseException:
             self.disconnect()
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
 
     def disconnect(self) -> None:
-        """Torque off on every bus (each tried even if one fails), then close."""
-        errors = []
-        for bus in self.buses.values():
-            try:
-                if bus.is_connected:
-                    bus.set_torque(False)
-            except PlatformError as err:
-                errors.append(err)
-            finally:
+        """Torque off on every open bus (each tried even if one fails; failures logged), then close."""
+        try:
+            failures = self._switch_torque_off([b for b in self.buses.values() if b.is_connected])
+        finally:
+            for bus in self.buses.values():
                 bus.disconnect()
-        self._goal = None
-        for err in errors:
-            log.warning("robot %s: torque off failed: %s", self.name, err)
+            self._goal = None
+        for failure in failures:
+            log.warning("robot %s: torque off failed: %s", self.name, failure)
 
-    def __enter__(self) -> DynamixelRobot:
-        self.connect()
-        return self
+    def torque_off(self) -> None:
+        """Torque off on every bus, each tried even if one fails; each servo acknowledges.
 
-    def __exit__(self, *exc: object) -> None:
-        self.disconnect()
+        Raises SafeStateError naming every bus that failed (and its first failing servo).
+        The buses stay open; act() refuses until connect()."""
+        self._torque_off = True  # first: even a partial failure must stop act()
+        failures = self._switch_torque_off(list(self.buses.values()))
+        if failures:
+            raise SafeStateError(
+                f"robot '{self.name}': torque off failed on {len(failures)} of {len(self.buses)} "
+                f"bus(es): {' | '.join(failures)}; cut the servo power before going near the robot"
+            )
+        log.info("robot %s: torque off on every bus", self.name)
+
+    def hold(self) -> np.ndarray:
+        """Every goal := the present position (clipped to the limits), then read back.
+
+        Returns float32[J], the pose held. Raises SafeStateError if a bus fails or a servo's
+        Goal Position does not read back as sent (e.g. it refused the write)."""
+        self._need_connection()
+        try:
+            goal = np.clip(self._read_positions(), self.lower, self.upper)
+            sent = self._send(goal)
+            wrong = []
+            for bus_name, values in sent.items():
+                back = self.buses[bus_name].read(["goal_position"], list(values))["goal_position"]
+                wrong += [f"bus '{bus_name}' servo {i} reads {back[i]}, sent {v}"
+                          for i, v in values.items() if back[i] != v]
+        except PlatformError as err:
+            raise SafeStateError(f"robot '{self.name}': could not hold position: {err}") from None
+        if wrong:
+            raise SafeStateError(
+                f"robot '{self.name}': hold not confirmed, goal position {', '.join(wrong)}; "
+                "check those servos (`platform doctor`)"
+            )
+        self._goal = goal
+        return goal.astype(np.float32)
 
     # -- the control loop --------------------------------------------------------------
 
@@ -180,6 +214,8 @@ class DynamixelRobot:
     def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
         """Clamp to limits and the per-tick velocity bound, send, return what was sent."""
         previous = self._need_connection()
+        if self._torque_off:
+            raise RobotError(f"robot '{self.name}': torque is off (e-stop or fault); connect() again to drive it")
         target = previous.copy()
         if isinstance(action, Mapping):
             for name, value in action.items():
@@ -205,10 +241,7 @@ class DynamixelRobot:
         """Take the present pose (clipped to the limits) as the goal, for joints moved by
         something other than act(): a scene reset in simulation, a hand with torque off.
         The next act() is velocity-bounded from here, not from the stale goal."""
-        self._need_connection()
-        self._goal = np.clip(self._read_positions(), self.lower, self.upper)
-        self._send(self._goal)
-        return self._goal.astype(np.float32)
+        return self.hold()
 
     def check_faults(self) -> None:
         for bus in self.buses.values():
@@ -235,7 +268,7 @@ class DynamixelRobot:
     def _need_connection(self) -> np.ndarray:
         """The last goal sent; raises if the robot is not connected."""
         if self._goal is None:
-            raise PlatformError(f"robot '{self.name}' is not connected; call connect() first")
+            raise RobotError(f"robot '{self.name}' is not connected; call connect() first")
         return self._goal
 
     def _read_positions(self) -> np.ndarray:
@@ -247,10 +280,27 @@ class DynamixelRobot:
                 out[self._index[m.joint]] = self._convert[m.joint].to_joint(ticks[m.id])
         return out
 
-    def _send(self, goal: np.ndarray) -> None:
+    def _send(self, goal: np.ndarray) -> dict[str, dict[int, int]]:
+        """Write goals [J] (joint units); returns what went out, {bus: {servo id: ticks}}."""
+        sent = {}
         for bus_name, bus in self.buses.items():
             values = {
                 m.id: self._convert[m.joint].to_ticks(float(goal[self._index[m.joint]]))
                 for m in self.spec.motors if m.bus == bus_name
             }
             bus.write("goal_position", values)
+            sent[bus_name] = values
+        return sent
+
+    def _switch_torque_off(self, buses: list[MotorBus]) -> list[str]:
+        """Torque off on each bus, every one tried; returns one line per bus that failed."""
+        failures = []
+        for bus in buses:
+            if not bus.is_connected:
+                failures.append(f"bus '{bus.name}': not connected")
+                continue
+            try:
+                bus.set_torque(False)
+            except PlatformError as err:
+                failures.append(str(err))
+        return failures

@@ -59,6 +59,7 @@ class CameraSpec:
     width: int
     height: int
     fps: int
+    serial: str | None = None  # RealSense serial number; None: the one connected, if unambiguous
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,8 @@ class RobotSpec:
                 for j in data["joints"]
             )
             cameras = tuple(
-                CameraSpec(role, int(c["width"]), int(c["height"]), int(c.get("fps", data["fps"])))
+                CameraSpec(role, int(c["width"]), int(c["height"]), int(c.get("fps", data["fps"])),
+                           str(c["serial"]) if c.get("serial") else None)
                 for role, c in (data.get("cameras") or {}).items()
             )
             buses = {n: BusSpec(n, str(b["port"]), int(b["baud"])) for n, b in (data.get("buses") or {}).items()}

@@ -15,6 +15,9 @@ last one raises `BusError` naming the bus, the servo and what to check, e.g.
     bus 'left_arm' (/dev/ttyUSB0): servo 5 (YM080-230-R099-RH) did not answer sync read
     of present_position after 3 tries; check its power and cable, and that it is set to
     ID 5 at 1000000 baud
+
+A reply of the wrong shape (too short, too long, from another ID, not a status packet)
+is a corrupt reply like a bad CRC (replies.py): retried, then named with what was wrong.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from dynamixel_sdk import (
     GroupBulkWrite,
     GroupSyncRead,
     GroupSyncWrite,
-    PacketHandler,
     PortHandler,
 )
 from serial import SerialException
@@ -53,6 +55,7 @@ from shallowpi.hardware.dynamixel.control_table import (
     span,
 )
 from shallowpi.hardware.dynamixel.port import PortBusyError, QuietPortHandler
+from shallowpi.hardware.dynamixel.replies import StrictPacketHandler, describe_reply
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +144,7 @@ class DynamixelBus:
         self.latency_timer_ms = latency_timer_ms
         self._port_factory = port_factory  # the stock SDK handler, for comparisons
         self._port: PortHandler | None = None
-        self._packets = PacketHandler(2.0)
+        self._packets = StrictPacketHandler()
         self._readers: dict[tuple, GroupSyncRead | GroupBulkRead] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -216,21 +219,31 @@ class DynamixelBus:
 
     def ping(self, servo_id: int) -> ServoInfo | None:
         """One servo's model, or None if it does not answer (after the retries)."""
+        return self._ping(servo_id)[0]
+
+    def _ping(self, servo_id: int) -> tuple[ServoInfo | None, int, str]:
+        """(model or None, last SDK result, what was wrong with the last bad reply)."""
+        result, detail = COMM_SUCCESS, ""
         for attempt in range(1, self.retries + 1):
+            self._packets.last_malformed = ""
             model, result, _error = self._call(lambda: self._packets.ping(self._need_port(), servo_id))
             if result == COMM_SUCCESS:
-                return ServoInfo(servo_id, model)
+                return ServoInfo(servo_id, model), result, ""
+            detail = self._after_failure(result)
+            result = COMM_RX_CORRUPT if detail else result
             log.warning(
-                "bus %s: ping of servo %d failed (try %d/%d): %s", self.name, servo_id, attempt,
-                self.retries, self._packets.getTxRxResult(result),
+                "bus %s: ping of servo %d failed (try %d/%d): %s%s", self.name, servo_id, attempt,
+                self.retries, self._packets.getTxRxResult(result), f" ({detail})" if detail else "",
             )
-        return None
+        return None, result, detail
 
     def verify(self) -> dict[int, ServoInfo]:
         """Check every configured ID answers and is the configured model; else one-line error."""
         found = {}
         for servo_id, model in self.motors.items():
-            info = self.ping(servo_id)
+            info, result, detail = self._ping(servo_id)
+            if info is None and result == COMM_RX_CORRUPT:
+                raise BusError(self._failure_message("ping", [servo_id], servo_id, result, detail))
             if info is None:
                 raise BusError(
                     f"{self._where}: servo {servo_id} ({model.name}) did not answer a ping; "
@@ -325,7 +338,21 @@ class DynamixelBus:
         self._check_status_error(servo_id, error_byte, f"write of {field}={value}")
 
     def read_one(self, servo_id: int, field: str) -> int:
-        return self.read([field], [servo_id])[field][servo_id]
+        """One field of one servo in one READ instruction (signed where the field is)."""
+        fld = self.motors[self._check_id(servo_id)].field(field)
+        data: list[int] = []
+        error_byte = 0
+
+        def transact() -> int:
+            nonlocal data, error_byte
+            data, result, error_byte = self._call(
+                lambda: self._packets.readTxRx(self._need_port(), servo_id, fld.address, fld.size))
+            return result
+
+        self._retry(transact, f"read of {field}", [servo_id], culprit=lambda: servo_id)
+        # As in a sync read, the alert bit is not this read's business (hardware_errors() is).
+        self._check_status_error(servo_id, error_byte & ~ALERT_BIT, f"read of {field}")
+        return fld.from_unsigned(int.from_bytes(bytes(data), "little"))
 
     # -- servo state -------------------------------------------------------------------
 
@@ -449,24 +476,53 @@ class DynamixelBus:
             ) from None
 
     def _retry(self, transact, what: str, ids: list[int], culprit=None) -> None:
-        result = COMM_SUCCESS
+        result, detail = COMM_SUCCESS, ""
         for attempt in range(1, self.retries + 1):
+            self._packets.last_malformed = ""
             result = self._call(transact)
             if result == COMM_SUCCESS:
                 return
+            detail = self._after_failure(result)
+            result = COMM_RX_CORRUPT if detail else result
             log.warning(
-                "%s: %s from servos %s failed (try %d/%d): %s", self._where, what,
+                "%s: %s from servos %s failed (try %d/%d): %s%s", self._where, what,
                 _id_text(ids), attempt, self.retries, self._packets.getTxRxResult(result),
+                f" ({detail})" if detail else "",
             )
         servo_id = culprit() if culprit else None
-        raise BusError(self._failure_message(what, ids, servo_id, result))
+        raise BusError(self._failure_message(what, ids, servo_id, result, detail))
 
-    def _failure_message(self, what: str, ids: list[int], servo_id: int | None, result: int) -> str:
+    def _after_failure(self, result: int) -> str:
+        """After a failed exchange: what was wrong with the reply (if it was malformed),
+        and the rest of the exchange drained, so a late reply cannot answer the retry."""
+        port = self._port
+        drain = getattr(port, "drain", None)
+        if drain is not None and result == COMM_RX_CORRUPT:
+            # The servos after the one that sent a bad reply still answer: wait until the
+            # line has been quiet for a USB latency period (capped: a pty or a tuned U2D2
+            # needs less), so their replies cannot answer the retry. After a timeout the
+            # chain has stopped at the silent servo; the loop's tick is not spent waiting.
+            self._call(lambda: drain(min(self.latency_timer_ms, 20.0) / 1000.0 + 0.002))
+        # A packet that is not a status packet is skipped by the SDK, which may then time
+        # out: the servo did answer, wrongly, so it is named as malformed either way.
+        received = bytes(getattr(port, "received", b""))
+        return describe_reply(received) or (self._packets.last_malformed if result == COMM_RX_CORRUPT else "")
+
+    def _failure_message(self, what: str, ids: list[int], servo_id: int | None, result: int,
+                         detail: str = "") -> str:
         tries = f"after {self.retries} {'try' if self.retries == 1 else 'tries'}"
         if servo_id is None:
             who = f"servos {_id_text(ids)}"
         else:
             who = f"servo {servo_id} ({self.motors[servo_id].name})"
+        if result == COMM_RX_CORRUPT and detail:
+            if detail.startswith("a reply from ID"):
+                check = ("check that no two servos share an ID (`platform doctor` scans the bus) and "
+                         "that nothing else drives the bus")
+            else:
+                check = ("check that nothing else drives the bus (another program or controller, an "
+                         "adapter echoing requests) and that the servo speaks Protocol 2.0")
+            return f"{self._where}: {who} sent malformed replies to the {what} {tries} (last: {detail}); {check}"
         if result == COMM_RX_CORRUPT:
             return (
                 f"{self._where}: {who} sent corrupted replies to the {what} {tries}; check the "

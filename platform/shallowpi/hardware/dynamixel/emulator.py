@@ -14,6 +14,10 @@ Faults, for tests and demos (`ServoChain` methods):
     remove(id)                the servo is not on the bus: no answer to anything
     mute(id)                  present but silent: the host times out
     corrupt(id)               its replies carry a wrong CRC
+    malform(id, kind)         its replies have a valid CRC but the wrong shape (MALFORMED):
+                              "short" one byte missing, "empty" the error byte alone,
+                              "long" one byte extra, "wrong-id" the next ID's,
+                              "wrong-instruction" not a status packet
     hardware_error(id, word)  "overload", "overheating", ...: alert bit, torque off
     vanish()                  the port disappears mid-run (USB unplugged)
 
@@ -48,6 +52,7 @@ from shallowpi.hardware.dynamixel.plant import JointPlant, PlantFactory, Trackin
 log = logging.getLogger(__name__)
 
 _MAX_EARLY_S = 0.0005
+MALFORMED = ("short", "empty", "long", "wrong-id", "wrong-instruction")
 _PRESENT_FIELDS = ("present_position", "present_velocity", "present_current", "realtime_tick")
 
 
@@ -73,6 +78,7 @@ class EmulatedServo:
         self.present = True  # False: not on the bus at all
         self.muted = False  # True: executes, never answers
         self.corrupt_crc = False
+        self.malformed: str | None = None  # one of MALFORMED
 
     def factory_defaults(self, baud: int) -> None:
         self.memory[:] = bytes(len(self.memory))
@@ -224,6 +230,12 @@ class ServoChain:
     def corrupt(self, servo_id: int, corrupted: bool = True) -> None:
         self.servos[servo_id].corrupt_crc = corrupted
 
+    def malform(self, servo_id: int, kind: str | None) -> None:
+        """Every reply of this servo has the shape `kind` (MALFORMED) from now; None ends it."""
+        if kind is not None and kind not in MALFORMED:
+            raise ValueError(f"unknown malformed reply kind '{kind}'; kinds: {', '.join(MALFORMED)}")
+        self.servos[servo_id].malformed = kind
+
     def hardware_error(self, servo_id: int, word: str) -> None:
         with self._lock:
             self.servos[servo_id].inject_error(word)
@@ -313,7 +325,20 @@ class ServoChain:
             return []
         if servo.alert:
             error |= ALERT_BIT
-        return [(servo, p.status(servo.id, error, params, corrupt_crc=servo.corrupt_crc))]
+        if servo.malformed is None:
+            return [(servo, p.status(servo.id, error, params, corrupt_crc=servo.corrupt_crc))]
+        body, servo_id, instruction = bytes([error]) + params, servo.id, p.STATUS
+        if servo.malformed == "short":
+            body = body[:-1]
+        elif servo.malformed == "empty":
+            body = body[:1]
+        elif servo.malformed == "long":
+            body += b"\x00"
+        elif servo.malformed == "wrong-id":
+            servo_id = servo.id % 252 + 1
+        else:  # wrong-instruction: what an adapter echoing the host's READ would send back
+            instruction = p.READ
+        return [(servo, p.encode(servo_id, instruction, body, corrupt_crc=servo.corrupt_crc))]
 
     def _handle(self, pkt: p.Packet, now: float) -> list[tuple[EmulatedServo, bytes]]:
         if pkt.servo_id == p.BROADCAST_ID:

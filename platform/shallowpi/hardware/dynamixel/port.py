@@ -6,17 +6,22 @@ for as long as the bus thread waits (measured in tools/bench/bus_cycle.py). Here
 read blocks in `select()` until a byte arrives or the SDK's own deadline comes, so the
 wait costs nothing and the reply is seen within microseconds of its arrival.
 
-Two more things the stock handler does not do:
+More things the stock handler does not do:
 - the packet timeout's USB latency allowance is a parameter (the SDK hard-codes 16 ms,
   the FTDI default; a U2D2 set to 1 ms, or a pty, needs far less), and
 - the port is locked with `flock`, so a second process gets "port busy" instead of two
-  programs interleaving packets on one bus.
+  programs interleaving packets on one bus;
+- the bytes of the exchange in flight are kept (`received`, cleared when the next
+  instruction goes out), so a rejected reply can be described in the error message;
+- `drain()` lets the rest of a failed exchange arrive and drops it, so stale replies
+  (the servos after the one that failed still answer) do not answer the retry.
 """
 
 from __future__ import annotations
 
 import fcntl
 import select
+import time
 
 from dynamixel_sdk import PortHandler
 
@@ -29,6 +34,7 @@ class QuietPortHandler(PortHandler):
     def __init__(self, port_name: str, latency_timer_ms: float = 16.0) -> None:
         super().__init__(port_name)
         self.latency_timer_ms = latency_timer_ms
+        self.received = bytearray()
 
     def setupPort(self, cflag_baud: int) -> bool:
         ok = super().setupPort(cflag_baud)
@@ -47,12 +53,32 @@ class QuietPortHandler(PortHandler):
             self.tx_time_per_byte * packet_length + self.latency_timer_ms * 2.0 + 2.0
         )
 
+    def clearPort(self) -> None:
+        super().clearPort()  # the SDK calls this before every instruction packet
+        self.received.clear()
+
     def readPort(self, length: int) -> bytes:
         data = self.ser.read(length)
-        if data:
-            return data
-        remaining_ms = self.packet_timeout - self.getTimeSinceStart()
-        if remaining_ms > 0:
-            select.select([self.ser.fileno()], [], [], remaining_ms / 1000.0)
-            data = self.ser.read(length)
+        if not data:
+            remaining_ms = self.packet_timeout - self.getTimeSinceStart()
+            if remaining_ms > 0:
+                select.select([self.ser.fileno()], [], [], remaining_ms / 1000.0)
+                data = self.ser.read(length)
+        self.received += data
         return data
+
+    def drain(self, quiet_s: float, limit_s: float = 0.2) -> int:
+        """Read and drop bytes until none came for `quiet_s` (at most `limit_s` in all);
+        returns how many were dropped (they are kept in `received`)."""
+        deadline = time.monotonic() + limit_s
+        dropped = 0
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.ser.fileno()], [], [], quiet_s)
+            if not ready:
+                break
+            data = self.ser.read(4096)
+            if not data:
+                break
+            self.received += data
+            dropped += len(data)
+        return dropped

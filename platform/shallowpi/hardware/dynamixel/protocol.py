@@ -1,4 +1,5 @@
-"""Protocol 2.0 framing, written from the spec for the emulator (the driver uses the SDK's).
+"""Protocol 2.0 framing, written from the spec for the emulator (the driver uses the SDK's,
+and this deframer only to describe a rejected reply).
 
     FF FF FD 00 | ID | LEN_L LEN_H | INSTR | PARAMS... | CRC_L CRC_H
 

@@ -4,6 +4,9 @@ Same surface as the hardware robot: `observe()` gives joint state and camera fra
 their (simulated) timestamps, `act()` clamps a goal to the joint limits and the velocity
 bound and returns what was sent. Each `act()` advances simulated time by one control
 period (1 / fps), so the robot never runs faster or slower than its clock says.
+`hold()` and `torque_off()` complete the `Robot` contract (robots/base.py); the twin's
+actuators have no limp mode, so torque off holds the present pose, and act() refuses
+until connect(), as on the hardware.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from shallowpi.hardware.camera import Frame
+from shallowpi.robots.base import Robot, RobotError
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
 
 
-class DirectSimRobot:
+class DirectSimRobot(Robot):
     def __init__(self, spec: TwinSpec, cameras: Sequence[str] | None = None):
         self.spec = spec
         self.dt = 1.0 / spec.fps
@@ -32,8 +36,13 @@ class DirectSimRobot:
         self.twin: SimTwin | None = None
         self.tick = 0
         self._last_goal: np.ndarray | None = None
+        self._torque_off = False
 
     # -- lifecycle -----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.spec.robot
+
     @property
     def is_connected(self) -> bool:
         return self.twin is not None
@@ -42,18 +51,12 @@ class DirectSimRobot:
         if self.twin is None:
             self.twin = SimTwin(self.spec)
             self.reset()
+        self._torque_off = False
 
     def disconnect(self) -> None:
         if self.twin is not None:
             self.twin.close()
             self.twin = None
-
-    def __enter__(self) -> DirectSimRobot:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.disconnect()
 
     def _twin(self) -> SimTwin:
         if self.twin is None:
@@ -106,6 +109,8 @@ class DirectSimRobot:
         """Send joint goals (clamped to limits and to max_velocity * dt from the last goal),
         advance one control period; returns the goals actually sent."""
         twin = self._twin()
+        if self._torque_off:
+            raise RobotError(f"sim robot '{self.name}': torque is off (e-stop or fault); connect() again to drive it")
         goal = self._as_vector(action)
         last = self._last_goal if self._last_goal is not None else twin.joint_goals()
         bound = self.spec.max_velocity * self.dt
@@ -116,6 +121,20 @@ class DirectSimRobot:
         self._last_goal = goal
         self.tick += 1
         return goal.astype(np.float32)
+
+    def hold(self) -> np.ndarray:
+        """Every joint's goal := its present position (clipped to the limits); returns
+        float32[J]. Simulated time does not advance."""
+        twin = self._twin()
+        goal = np.clip(twin.joint_positions(), self.spec.lower, self.spec.upper)
+        twin.set_joint_goals(goal)
+        self._last_goal = goal
+        return goal.astype(np.float32)
+
+    def torque_off(self) -> None:
+        """The twin's actuators cannot go limp: hold the present pose and refuse act()."""
+        self.hold()
+        self._torque_off = True
 
     def _as_vector(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:
         names = self.spec.joint_names

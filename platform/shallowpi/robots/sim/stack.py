@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.hardware.camera import Frame
+from shallowpi.robots.base import Robot
 from shallowpi.robots.calibration import UNCALIBRATED, RobotCalibration
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
@@ -74,7 +75,7 @@ def _sim_bus(name: str, port: str, baud: int, motors: Mapping[int, Any]) -> Any:
     return DynamixelBus(name, port, baud, motors, latency_timer_ms=SIM_BUS_LATENCY_MS)
 
 
-class StackSimRobot:
+class StackSimRobot(Robot):
     def __init__(self, spec: RobotSpec, twin_spec: TwinSpec, calibration: RobotCalibration | None = None,
                  camera_timeout_s: float = 10.0) -> None:
         if list(spec.joint_names) != list(twin_spec.joint_names):
@@ -99,11 +100,16 @@ class StackSimRobot:
 
     # -- lifecycle -----------------------------------------------------------------------
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def is_connected(self) -> bool:
         return self.driver is not None
 
     def connect(self) -> None:
         if self.driver is not None:
+            self.driver.connect()  # re-arms after torque_off(); verifies the buses again
             return
         from shallowpi.hardware.dynamixel.emulator import build_chains
         from shallowpi.robots.dynamixel_robot import DynamixelRobot
@@ -145,13 +151,6 @@ class StackSimRobot:
             self.twin.close()
             self.twin = None
 
-    def __enter__(self) -> StackSimRobot:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.disconnect()
-
     def _need(self) -> Any:
         if self.driver is None or self.twin is None:
             raise SimError(f"sim robot '{self.spec.name}' is not connected; call connect() first")
@@ -181,6 +180,16 @@ class StackSimRobot:
         self._joints.step(self.dt)
         self._publish()
         return sent
+
+    def hold(self) -> np.ndarray:
+        """The driver's hold over the emulated buses: goals := present positions, read back
+        (the read-back is a round trip, so the chain has applied them)."""
+        return self._need().hold()
+
+    def torque_off(self) -> None:
+        """The driver's torque off on every emulated bus (servos acknowledge each write);
+        the twin's joints keep their last goal (no limp mode), act() refuses until connect()."""
+        self._need().torque_off()
 
     def observe(self) -> dict[str, Any]:
         obs = self._need().observe()

@@ -1,0 +1,129 @@
+"""Editing whole stores: delete episodes (by compaction), copy episodes between stores, merge.
+
+Each edit goes through the same crash-safe commit as a recording (data/store.py). A
+delete writes the kept episodes into `<name>.zarr.compacting` beside the store and swaps
+it in with two renames; `EpisodeStore.open` finishes a swap cut between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from shallowpi.data.store import (
+    COMPACTING_SUFFIX,
+    EpisodeInfo,
+    EpisodeStore,
+    _finish_interrupted_swap,
+    _fsync_path,
+    _unlock,
+    check_mixing,
+)
+from shallowpi.errors import StoreError
+
+
+def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
+    """Remove episodes from `store` (open for writing) and compact its arrays.
+
+    Costs a copy of the kept episodes; camera frames are copied as encoded bytes. The
+    copy keeps the store's format (and so its row pairing) and what it allowed to mix.
+    Raises StoreError on an index the store does not have.
+    """
+    store._require_writable()
+    drop = {store._check_index(i) for i in indices}
+    keep = [i for i in range(len(store)) if i not in drop]
+    staging = store.path.with_name(store.path.name + COMPACTING_SUFFIX)
+    shutil.rmtree(staging, ignore_errors=True)
+    settings = dataclasses.replace(store.settings)
+    with EpisodeStore.create(staging, store.features, settings, version=store.version) as compacted:
+        if store.summary.allow_mixed_calibration:
+            compacted.allow_mixed_calibration()
+        for i in keep:
+            _copy_episode(compacted, store, i, checked=False)
+    (staging / ".complete").touch()
+    _fsync_path(staging)
+    _swap_in(store, staging)
+
+
+def _swap_in(store: EpisodeStore, staging: Path) -> None:
+    """Replace the store's folder with `staging` and reopen `store` on it, in place."""
+    old = store.path.with_name(store.path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    _unlock(store._lock_fd, clean=True)
+    os.replace(store.path, old)
+    _finish_interrupted_swap(store.path)
+    shutil.rmtree(old, ignore_errors=True)
+    reopened = EpisodeStore.open(store.path, mode="a")
+    store.__dict__.update(reopened.__dict__)
+
+
+def append_episode_from(store: EpisodeStore, source: EpisodeStore, index: int) -> EpisodeInfo:
+    """Copy one committed episode of `source` into `store`, crash-safely.
+
+    Frames whose encoding matches this store's are copied as bytes (no re-encode).
+    Raises StoreError if the stores differ in features or row pairing, or the episode's
+    fps or calibration may not join `store` (`check_mixing`).
+    """
+    return _copy_episode(store, source, index, checked=True)
+
+
+def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked: bool) -> EpisodeInfo:
+    store._require_writable()
+    if source.features != store.features:
+        raise StoreError(f"{source.path.name} and {store.path.name} hold different features; they cannot be merged")
+    check_same_pairing(store, source)
+    info = source.episode(index)
+    start, stop = source.episode_range(index)
+    begin = store.begin_episode if checked else store._begin_unchecked
+    writer = begin(info.task, robot=info.robot, calibration_id=info.calibration_id,
+                   fps=info.fps, start_time=info.start_time)
+    try:
+        writer.add_frames_from(source, start, stop)
+        return writer.commit(success=info.success, dropped_frames=info.dropped_frames,
+                             extra=info.extra, duration_s=info.duration_s)
+    except BaseException:
+        if writer.is_open:
+            writer.discard()
+        raise
+
+
+def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
+          allow_mixed_calibration: bool = False) -> EpisodeStore:
+    """A new store at `out` holding every episode of `sources`, in order.
+
+    Refused before anything is written when the sources differ in features, row pairing
+    or fps, or in calibration id unless `allow_mixed_calibration` (then recorded in the
+    new store, as it is when a source already allowed it). Raises StoreError.
+    """
+    if not sources:
+        raise StoreError("nothing to merge")
+    first = sources[0]
+    held = first.summary
+    for k, other in enumerate(sources[1:], start=1):
+        if other.features != first.features:
+            keys = sorted({k for k, _ in set(other.features.items()) ^ set(first.features.items())})
+            raise StoreError(f"{first.path.name} and {other.path.name} differ in features {', '.join(keys)}; they cannot be merged")
+        check_same_pairing(first, other)
+        allowed = allow_mixed_calibration or other.summary.allow_mixed_calibration
+        check_mixing(held, " + ".join(s.path.name for s in sources[:k]), other.summary.fps,
+                     other.summary.calibration_ids, other.path.name, allowed)
+        held = dataclasses.replace(held, fps=tuple(sorted({*held.fps, *other.summary.fps})),
+                                   calibration_ids=tuple(sorted({*held.calibration_ids, *other.summary.calibration_ids})),
+                                   allow_mixed_calibration=held.allow_mixed_calibration or allowed)
+    merged = EpisodeStore.create(out, first.features, first.settings, version=first.version)
+    if len(held.calibration_ids) > 1 or held.allow_mixed_calibration:
+        merged.allow_mixed_calibration()
+    for source in sources:
+        for i in range(len(source)):
+            append_episode_from(merged, source, i)
+    return merged
+
+
+def check_same_pairing(a: EpisodeStore, b: EpisodeStore) -> None:
+    """Raise StoreError if `a` and `b` pair actions with observations differently."""
+    if a.action_offset != b.action_offset:
+        raise StoreError(f"{a.path.name} is format {a.version} and {b.path.name} format {b.version}: "
+                         "they pair actions with observations differently; keep them apart")

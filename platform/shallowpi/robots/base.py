@@ -1,0 +1,95 @@
+"""`Robot`: the one contract every robot implements, hardware or twin.
+
+    with robot:                        # connect(); disconnect() (torque off) however it ends
+        obs = robot.observe()          # joint state + camera frames, timestamped
+        sent = robot.act(goal)         # clamped to limits and the velocity bound; what was sent
+        robot.hold()                   # every goal := present position, confirmed
+        robot.torque_off()             # every bus tried; raises naming those that failed
+
+The recorder calls `hold()` after a fault and `torque_off()` on an e-stop; the executor's
+watchdog calls them when inference is late or a servo faults. Both confirm what they did
+or raise `SafeStateError` saying what failed, so no caller reports a robot as safe when
+it is not. After `torque_off()`, `act()` refuses until the robot is connected again: a
+stale command must never re-arm a robot the operator stopped.
+
+Implemented by `DynamixelRobot` (robots/dynamixel_robot.py; arm, bimanual, humanoid) and
+the twins (`DirectSimRobot`, robots/sim/direct.py; `StackSimRobot`, robots/sim/stack.py).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from shallowpi.errors import PlatformError
+
+
+class RobotError(PlatformError):
+    """A robot used wrongly (not connected, torque off, bad action)."""
+
+    exit_code = 4
+
+
+class SafeStateError(RobotError):
+    """`hold()` or `torque_off()` could not be confirmed; the message says where and what to do."""
+
+
+class Robot(ABC):
+    """Buses + cameras + limits behind connect/observe/act/hold/torque_off.
+
+    `spec` describes the robot (joint names in order, limits, fps, cameras); the action
+    and the state are vectors [J] in that joint order, in joint units (radians, metres,
+    0..1 gripper opening).
+    """
+
+    spec: Any
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """The robot's config name (arm, bimanual, humanoid)."""
+
+    @property
+    @abstractmethod
+    def is_connected(self) -> bool: ...
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Open the devices and hold the present pose (torque on); raises PlatformError."""
+
+    @abstractmethod
+    def disconnect(self) -> None:
+        """Torque off (best effort, logged), then close every device; never raises."""
+
+    @abstractmethod
+    def observe(self) -> dict[str, Any]:
+        """{"observation.state": float32[J], "observation.images.<role>": uint8[H, W, 3], ...,
+        "timestamp": s}; raises PlatformError on a bus, servo or camera fault."""
+
+    @abstractmethod
+    def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
+        """Clamp to limits and the per-tick velocity bound, send; returns float32[J] sent.
+
+        A mapping names some joints (the others keep their goal); an array gives all J.
+        Raises RobotError when not connected or after `torque_off()`."""
+
+    @abstractmethod
+    def hold(self) -> np.ndarray:
+        """Set every goal to the present position (clipped to the limits) and confirm it;
+        returns float32[J] held. Raises SafeStateError if it cannot be confirmed."""
+
+    @abstractmethod
+    def torque_off(self) -> None:
+        """Disable torque on every bus, trying each even if one fails; raises
+        SafeStateError naming the buses (and servos) that failed. The robot stays
+        connected (observe() still works); act() refuses until connect()."""
+
+    def __enter__(self) -> Robot:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()

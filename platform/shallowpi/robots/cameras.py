@@ -1,0 +1,54 @@
+"""A robot's cameras from its config: every role gets a camera, or start-up says why not.
+
+    cameras = realsense_cameras(spec)                    # {role: RealSenseCamera}, not started
+    cameras = realsense_cameras(spec, allow_none=True)   # {}: recording joint states only
+
+A role with `serial` (robot.cameras.ROLE.serial) uses that camera; a single role without
+one uses the single connected RealSense no other role names, and says so; anything else is
+a one-line CameraError naming the role and how to set it (`platform doctor` lists the
+serials). Only an explicit `allow_none` (record --no-cameras) records without cameras.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shallowpi.hardware.realsense import (
+    DeviceLister,
+    RealSenseCamera,
+    RealSenseConfig,
+    assign_serials,
+    connected_devices,
+    device_serial,
+    find_usb_device,
+)
+from shallowpi.robots.spec import RobotSpec
+
+log = logging.getLogger(__name__)
+
+
+def realsense_cameras(spec: RobotSpec, *, allow_none: bool = False,
+                      devices: DeviceLister = connected_devices) -> dict[str, RealSenseCamera]:
+    """{role: RealSenseCamera} for every camera role of `spec` (cameras not started).
+
+    `devices` lists the RealSense devices present (USB by default; tests pass software
+    devices). Raises CameraError when a role cannot be given a camera."""
+    if not spec.cameras:
+        return {}
+    if allow_none:
+        log.warning("recording without cameras (--no-cameras): roles %s are not recorded",
+                    ", ".join(c.role for c in spec.cameras))
+        return {}
+    wanted = {c.role: c.serial for c in spec.cameras}
+    # Only roles without a serial need the list (and pyrealsense2) before the cameras start.
+    connected = [device_serial(d) for d in devices()] if None in wanted.values() else []
+    serials, notes = assign_serials(wanted, connected)
+    for note in notes:
+        log.info("%s", note)
+    return {
+        c.role: RealSenseCamera(
+            RealSenseConfig(name=c.role, serial=serials[c.role], width=c.width, height=c.height, fps=c.fps),
+            open_device=lambda serial: find_usb_device(serial, devices),
+        )
+        for c in spec.cameras
+    }

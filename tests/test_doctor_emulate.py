@@ -1,0 +1,67 @@
+"""`platform doctor --port` compares the servos that answer with the robot's config and
+names what is missing; `platform emulate` names the override `record` takes for ports."""
+
+from __future__ import annotations
+
+import subprocess
+
+from omegaconf import OmegaConf
+
+from conftest import platform_cmd, subprocess_env
+from dxl_fixtures import emulated, robot_spec
+from shallowpi import config
+from shallowpi.commands.doctor_checks import servo_report
+from shallowpi.robots.spec import RobotSpec
+
+BAUD = (1_000_000,)
+
+
+def test_doctor_names_the_configured_ids_that_do_not_answer():
+    with emulated("arm") as (spec, chains):
+        chains["follower"].remove(3)
+        out = subprocess.run(
+            platform_cmd("doctor", "--port", spec.buses["follower"].port, "--baud", "1000000", "--robot", "arm"),
+            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert ("missing: bus 'follower' of robot 'arm' expects ID 3 (XL330-M288, elbow_flex): no answer; "
+            "check power and cable, and the servo's ID and baud rate (1000000)") in out.stdout
+
+
+def test_doctor_reports_wrong_models_unexpected_ids_and_another_baud_rate():
+    arm = robot_spec("arm")
+    with emulated("arm") as (spec, chains):
+        port = spec.buses["leader"].port
+        assert servo_report([port], BAUD, arm)[-1] == "    ok: bus 'leader' of robot 'arm': all 7 configured servos answer"
+        chains["leader"].remove(2)
+        chains["leader"].remove(6)
+        lines = servo_report([port], BAUD, arm)
+        assert ("    missing: bus 'leader' of robot 'arm' expects ID 2 (XL330-M077, shoulder_lift), "
+                "ID 6 (XL330-M077, wrist_roll): no answer") in "\n".join(lines)
+        # the same servos against a config that calls servo 7 another model, has no servo 5
+        # and another baud rate
+        other = OmegaConf.to_container(config.compose(["robot=arm", "robot.motors.gripper.model=XM430-W350",
+                                                      "robot.buses.follower.baud=57600"]).robot)
+        other["joints"] = [j for j in other["joints"] if j["name"] != "wrist_yaw"]
+        del other["motors"]["wrist_yaw"], other["leaders"]["leader"]["motors"]["wrist_yaw"]
+        follower = servo_report([spec.buses["follower"].port], BAUD, RobotSpec.from_config(other))
+    text = "\n".join(follower)
+    assert "wrong model: ID 7 is a XL330-M288, configs/robot/arm.yaml says XM430-W350 (gripper)" in text
+    assert "unexpected: ID 5 answer(s) but configs/robot/arm.yaml has no such servo on bus 'follower'" in text
+    assert "baud: the servos answer at 1000000, configs/robot/arm.yaml says 57600 for bus 'follower'" in text
+
+
+def test_doctor_says_when_the_servos_are_not_this_robots():
+    with emulated("arm") as (spec, _):
+        lines = servo_report([spec.buses["leader"].port], BAUD, robot_spec("bimanual"))
+    assert lines[-1].startswith("    not a bus of robot 'bimanual'") and "--robot NAME" in lines[-1]
+
+
+def test_emulate_help_names_the_port_override_that_record_takes():
+    out = subprocess.run(platform_cmd("emulate", "--help"), env=subprocess_env(), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0
+    assert "robot.buses.NAME.port=PATH" in out.stdout
+    assert "platform record --robot arm robot.buses.follower.port=" in out.stdout
+    # and record takes exactly that override
+    cfg = config.compose(["robot=arm", "robot.buses.follower.port=/dev/pts/9"])
+    assert RobotSpec.from_config(cfg.robot).buses["follower"].port == "/dev/pts/9"

@@ -1,0 +1,238 @@
+"""The `Robot` contract (robots/base.py): hold() and torque_off() on the Dynamixel robot
+against emulated servos (registers read back through dynamixel-sdk), on both twins, and
+the recorder's fault and e-stop messages that depend on them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dxl_fixtures import emulated
+from shallowpi.data import EpisodeStore
+from shallowpi.data.store import StoreSettings
+from shallowpi.hardware.dynamixel.bus import wait_until
+from shallowpi.record.clock import TickClock
+from shallowpi.record.rig import record_features
+from shallowpi.record.session import RecordingSession, SessionConfig
+from shallowpi.record.writer import BackgroundWriter
+from shallowpi.robots.base import Robot, RobotError, SafeStateError
+from shallowpi.robots.calibration import RobotCalibration
+from shallowpi.robots.dynamixel_robot import DynamixelRobot
+from shallowpi.telemetry.status import Command, RecorderState
+from shallowpi.teleop.leader import LeaderFollower
+
+UNCALIBRATED = RobotCalibration("uncalibrated", "any")
+
+
+def registers(robot: DynamixelRobot, field: str) -> dict[str, dict[int, int]]:
+    """`field` of every follower servo, read through the robot's own dynamixel-sdk buses."""
+    return {name: bus.read([field])[field] for name, bus in robot.buses.items()}
+
+
+def test_every_robot_implements_the_one_contract():
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.stack import StackSimRobot
+
+    for cls in (DynamixelRobot, DirectSimRobot, StackSimRobot):
+        assert issubclass(cls, Robot)
+        assert not cls.__abstractmethods__, f"{cls.__name__} leaves {cls.__abstractmethods__} unimplemented"
+
+
+def test_hold_sets_every_goal_to_the_present_position_mid_motion():
+    with emulated("bimanual") as (spec, _), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        # Send every servo far away behind the robot's back (its velocity bound would make
+        # act() too slow to see motion); they are moving when hold() comes.
+        for bus in robot.buses.values():
+            present = bus.read(["present_position"])["present_position"]
+            bus.write("goal_position", {i: p + 600 for i, p in present.items()})
+        time.sleep(0.05)
+        before = registers(robot, "present_position")
+        held = robot.hold()
+        goals = registers(robot, "goal_position")
+        for name in robot.buses:
+            for servo_id, goal in goals[name].items():
+                # the goal is where the servo was while hold() ran, not where it was going
+                assert before[name][servo_id] <= goal < before[name][servo_id] + 600
+        time.sleep(0.1)
+        after = registers(robot, "present_position")
+        assert all(abs(after[n][i] - goals[n][i]) <= 1 for n in goals for i in goals[n]), "servos kept moving"
+        np.testing.assert_allclose(robot.observe()["observation.state"], held, atol=0.01)
+        # the next act() is velocity-bounded from the held pose
+        sent = robot.act(held + 10.0)
+        assert np.all(np.abs(sent - held) <= robot.max_step + 1e-6)
+
+
+def test_hold_that_a_servo_refuses_is_not_reported_as_confirmed():
+    with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        servo = chains["follower"].servos[3]
+        # Its position limits now exclude where it stands: it refuses (silently, a sync
+        # write has no reply) the goal hold() sends, and keeps its old one.
+        servo.set("goal_position", 1000)
+        servo.set("min_position_limit", 3000)
+        with pytest.raises(SafeStateError, match=r"hold not confirmed.*bus 'follower' servo 3 reads 1000, sent 20\d\d"):
+            robot.hold()
+        chains["follower"].mute(5)
+        with pytest.raises(SafeStateError, match=r"could not hold position: .*servo 5 .*did not answer"):
+            robot.hold()
+
+
+def test_torque_off_tries_every_bus_and_names_the_one_that_failed():
+    with emulated("bimanual") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        assert all(v == 1 for regs in registers(robot, "torque_enable").values() for v in regs.values())
+        chains["follower_left"].remove(2)  # the FIRST bus fails, on its second servo
+        with pytest.raises(SafeStateError) as err:
+            robot.torque_off()
+        message = str(err.value)
+        assert "\n" not in message
+        assert "1 of 2 bus(es)" in message and "'follower_left'" in message and "servo 2" in message
+        assert "cut the servo power" in message
+        chains["follower_left"].servos[2].present = True  # plugged back in, still powered
+        torque = registers(robot, "torque_enable")
+        assert set(torque["follower_right"].values()) == {0}, "a failing bus stopped the others"
+        assert torque["follower_left"] == {1: 0, 2: 1, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0}
+        with pytest.raises(RobotError, match="torque is off"):
+            robot.act(robot.observe()["observation.state"])
+        robot.torque_off()  # every servo answers now: confirmed
+        assert all(v == 0 for regs in registers(robot, "torque_enable").values() for v in regs.values())
+        robot.connect()  # re-arms
+        assert all(v == 1 for regs in registers(robot, "torque_enable").values() for v in regs.values())
+        robot.act(robot.observe()["observation.state"])
+
+
+@pytest.fixture(scope="module")
+def twin_env():
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    pytest.importorskip("mujoco")
+
+
+def test_direct_twin_holds_and_refuses_to_act_after_torque_off(twin_env):
+    from shallowpi import config
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.twin import TwinSpec
+
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot, 32, 32)
+    with DirectSimRobot(spec, cameras=()) as robot:
+        start = robot.observe()["observation.state"]
+        for _ in range(5):
+            robot.act(start + 1.0)  # moving: goals run ahead of the joints
+        twin = robot.twin
+        assert not np.allclose(twin.joint_goals(), twin.joint_positions(), atol=1e-3)
+        held = robot.hold()
+        np.testing.assert_allclose(twin.joint_goals(), np.clip(twin.joint_positions(), spec.lower, spec.upper))
+        np.testing.assert_allclose(held, twin.joint_goals(), atol=1e-6)
+        robot.torque_off()
+        with pytest.raises(RobotError, match="torque is off"):
+            robot.act(held)
+        robot.connect()
+        robot.act(held)
+
+
+@pytest.mark.slow
+def test_stack_twin_holds_and_switches_torque_off_through_the_emulated_buses(twin_env):
+    pytest.importorskip("pyrealsense2", exc_type=ImportError)
+    from shallowpi import config
+    from shallowpi.robots.sim.stack import StackSimRobot
+    from shallowpi.robots.sim.twin import TwinSpec
+    from shallowpi.robots.spec import RobotSpec
+
+    cfg = config.compose(["robot=arm"]).robot
+    with StackSimRobot(RobotSpec.from_config(cfg), TwinSpec.from_config(cfg, 32, 32)) as robot:
+        start = robot.observe()["observation.state"]
+        for _ in range(3):
+            robot.act(start + 1.0)
+        held = robot.hold()
+        driver = robot.driver
+        present = registers(driver, "present_position")
+        assert registers(driver, "goal_position") == present
+        np.testing.assert_allclose(robot.observe()["observation.state"], held, atol=0.01)
+        robot.torque_off()
+        assert set(registers(driver, "torque_enable")["follower"].values()) == {0}
+        with pytest.raises(RobotError, match="torque is off"):
+            robot.act(held)
+
+
+# -- the recorder's messages ---------------------------------------------------------------
+
+
+class _Recording:
+    """The arm on emulated chains (no camera), connected; `start()` records in a thread.
+
+    Each test sets its fault up before the loop starts, so the fault under test is the
+    first thing the loop meets (on a loaded machine an emulated bus can also time out)."""
+
+    def __init__(self, tmp_path, spec, commands=None):
+        self.robot = DynamixelRobot(spec, UNCALIBRATED, fault_check_every=1)
+        self.teleop = LeaderFollower(spec, UNCALIBRATED)
+        self.store = EpisodeStore.create(tmp_path / "safety.zarr", record_features(list(spec.joint_names), {}),
+                                         StoreSettings(durable=False))
+        self.writer = BackgroundWriter(self.store)
+        config = SessionConfig(task="wave", episodes=3, episode_time_s=5.0, reset_time_s=0.0, fps=30,
+                               robot=spec.name)
+        self.robot.connect()
+        self.teleop.connect()
+        self.session = RecordingSession(config, self.robot, self.teleop, self.writer, TickClock(30),
+                                        list(spec.joint_names), commands=commands)
+        self.result = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def _run(self):
+        self.result = self.session.run()
+
+    def wait(self):
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the loop did not stop"
+        self.teleop.disconnect()
+        self.robot.disconnect()
+        self.writer.close()
+        return self.result
+
+
+@pytest.mark.slow
+def test_a_fault_says_the_robot_is_safe_only_once_hold_is_confirmed(tmp_path):
+    with emulated("arm") as (spec, chains):
+        rec = _Recording(tmp_path, spec)
+        chains["follower"].hardware_error(4, "overload")
+        result = rec.start().wait()
+    assert "servo 4" in result.fault and "robot is safe: holding position" in result.fault
+    assert rec.session.status.state is RecorderState.FAULT
+    assert "robot is safe: holding position" in rec.session.status.message
+
+
+@pytest.mark.slow
+def test_a_fault_that_defeats_hold_and_torque_off_says_so_and_what_to_do(tmp_path):
+    with emulated("arm") as (spec, chains):
+        rec = _Recording(tmp_path, spec)
+        chains["follower"].vanish()  # the adapter is unplugged: nothing can reach the servos
+        result = rec.start().wait()
+    message = rec.session.status.message
+    assert "robot is safe" not in message and "robot is safe" not in result.fault
+    assert "NOT confirmed safe" in message and "could not hold position" in message
+    assert "torque off" in message and "cut the servo power" in message
+    assert "\n" not in result.fault
+
+
+@pytest.mark.slow
+def test_estop_switches_torque_off_on_every_servo_and_says_it_was_confirmed(tmp_path):
+    pressed = threading.Event()
+
+    def commands():
+        return [Command.ESTOP] if pressed.is_set() else []
+
+    with emulated("arm") as (spec, _):
+        rec = _Recording(tmp_path, spec, commands=commands)
+        pressed.set()
+        rec.start()
+        assert wait_until(lambda: rec.result is not None, 30)
+        torque = registers(rec.robot, "torque_enable")  # still connected after the e-stop
+        result = rec.wait()
+    assert set(torque["follower"].values()) == {0}
+    assert result.fault == "e-stop pressed; torque off, robot is safe"
+    assert rec.session.status.message.startswith("E-STOP: torque off, robot is safe")
