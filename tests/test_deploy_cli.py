@@ -15,17 +15,6 @@ from conftest import platform_cmd, subprocess_env
 SIZE = (40, 32)
 
 
-def _twin_has_the_robot_contract() -> bool:
-    from shallowpi.robots.sim.direct import DirectSimRobot
-
-    return hasattr(DirectSimRobot, "hold")
-
-
-# The executor holds through Robot.hold (robots/base.py, helper "hardware"): until that
-# branch is on main the twin lacks it.
-pytestmark = pytest.mark.skipif(not _twin_has_the_robot_contract(), reason="the twin lacks Robot.hold: merge robots/base.py first")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """Two 1-second expert episodes recorded in the twin, and `tiny` trained on them."""

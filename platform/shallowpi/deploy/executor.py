@@ -64,6 +64,7 @@ from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
 from shallowpi.policy.action_selection import Strategy as Selection
 from shallowpi.record.clock import SimulatedClock, TickClock
+from shallowpi.robots.base import Robot
 from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ class Executor:
     publish  called with the live ExecutorStatus every tick (telemetry)
     """
 
-    def __init__(self, robot: Any, backend: Backend, cfg: ExecutorConfig, fps: float | None = None,
+    def __init__(self, robot: Robot, backend: Backend, cfg: ExecutorConfig, fps: float | None = None,
                  publish: Callable[[ExecutorStatus], None] | None = None) -> None:
         self.robot, self.backend, self.cfg = robot, backend, cfg
         self.fps = float(fps or robot.spec.fps)
