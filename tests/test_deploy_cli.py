@@ -109,3 +109,38 @@ def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert "(stopped," in out and "faults 0" in out
+
+
+def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it(trained):
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    proc = subprocess.Popen(
+        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--episodes", "1",
+                     "--episode-time-s", "6", "--realtime", f"telemetry.address={trained['root']}/tui.sock"),
+        env=subprocess_env(OMP_NUM_THREADS="1", TERM="xterm-256color"), stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    screen = bytearray()
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:  # drain: a full pty blocks the writers
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "commanded vs measured" in text and "control loop" in text, text[-3000:]  # the dashboard drew
+    assert "episode 1/1 seed 1000:" in text and "success " in text.split("episode 1/1 seed 1000:")[-1]

@@ -27,9 +27,11 @@ Robot, task and camera size come from the checkpoint's training store, as for
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,16 +100,27 @@ def run(args: argparse.Namespace) -> int:
     robot = _twin_robot(args.sim, cfg, spec, bundle.cameras)
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
     recorder = _Recorder(args.record, cfg, spec, bundle.cameras) if args.record else None
+    use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     lines = _Lines(args.episodes)
     executor: Executor | None = None
+    dashboard = None
+    held_output: list[str] = []  # episode lines wait while the dashboard owns the terminal
+
+    def say(line: str) -> None:
+        if dashboard is not None:
+            held_output.append(line)
+        else:
+            print(line, flush=True)
 
     def publish(status: Any) -> None:
         publisher.publish(status)
         for command in publisher.commands():
             _obey(executor, command)
-        lines.publish(status)
+        if dashboard is None:
+            lines.publish(status)
 
     reports = []
+    quiet = contextlib.ExitStack()
     try:
         robot.connect()
         executor = Executor(robot, backend, exec_cfg, fps=spec.fps, publish=publish)
@@ -119,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
         warm = executor.warm_up(task.instruction)
         print(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
               f"{executor.initial_delay} ticks", flush=True)
+        if use_tui:  # its own process: repaints must not take the GIL from the loop
+            from shallowpi.tui.launch import hold_terminal_logs, spawn_dashboard
+
+            quiet.enter_context(hold_terminal_logs())
+            dashboard = spawn_dashboard(str(publisher.address))
         for episode in range(args.episodes):
             if executor.stopped:
                 break
@@ -133,9 +151,16 @@ def run(args: argparse.Namespace) -> int:
                 recorder.end(report.success)
             executor.status.successes += bool(report.success)
             reports.append(report)
-            print(_episode_line(episode, args.episodes, report), flush=True)
+            say(_episode_line(episode, args.episodes, report))
     finally:
         publisher.close()
+        if dashboard is not None:
+            from shallowpi.tui.launch import wait_dashboard
+
+            wait_dashboard(dashboard)
+        quiet.close()
+        for line in held_output:
+            print(line)
         if recorder:
             recorder.close()
         robot.disconnect()

@@ -107,6 +107,10 @@ def _dashboard_for(kind: str) -> type[App]:
         from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
         return RecorderDashboard
+    if kind == "executor":
+        from shallowpi.tui.executor_dashboard import ExecutorDashboard
+
+        return ExecutorDashboard
     raise PlatformError(f"no dashboard for '{kind}' statuses yet; use `platform monitor --lines`")
 
 
