@@ -14,6 +14,14 @@ from shallowpi.data.store import TICK_KEY, EpisodeStore
 
 
 def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: int = 8) -> Path:
+    """Write episode `index` as a PNG at `out` (parents created); returns `out`.
+
+    One row of `frames_per_strip` evenly spaced frames per camera, titled with the tick time
+    (s); then one small plot per joint of `observation.state` (or the first vector
+    feature) against time, with `action` dashed when it has as many columns. Uses
+    matplotlib's Agg backend (switches the process to it). Raises StoreError for an episode
+    the store does not have (negative indices count from the end).
+    """
     import matplotlib
 
     matplotlib.use("Agg")

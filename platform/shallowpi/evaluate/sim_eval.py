@@ -14,15 +14,25 @@ chunking), so this measures what the robot runs. `delay_ticks` simulates inferen
 latency: a chunk asked for at tick n is used from tick n + delay_ticks on, the robot
 running the chunk before meanwhile (or holding, with none).
 
-Success is the task's own detector, judged at the episode's last tick exactly as for the
-scripted expert (`run_expert_episode`). An episode runs to the task's time limit, or ends
-early once the detector has said "success" continuously for `stop_after_success_s`: a
-success that holds that long is the one the end-of-episode judge would see had the policy
-stood still, and it saves simulating (and rendering) the rest.
+Episodes run through the same runner as the scripted expert's (robots/sim/episode.py):
+success is the task's own detector, judged at the episode's last tick. An episode runs to
+the task's time limit, or ends early once the detector has said "success" continuously
+for `stop_after_success_s`: a success that holds that long is the one the end-of-episode
+judge would see had the policy stood still, and it saves simulating (and rendering) the
+rest.
 
-The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys plus
-`task`, the instruction text) to a [C, A] array of joint goals in robot units, the first of
-which is sent next. `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
+The robot is the twin in-process (`--sim direct`, robots/sim/direct.py) or behind the
+emulated servo chains and software RealSenses (`--sim stack`, robots/sim/stack.py): the
+same loop, the policy then driving the real drivers as it would on the robot.
+
+Language: in a robot's scenes the objects of its other tasks are present too, so each
+episode also asks the other tasks' detectors whether the policy did one of them instead
+of the task it was told (`other_tasks`); the report counts those per instruction.
+
+The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys, made
+by robots/observation.py's `lerobot_row`, plus `task`, the instruction text) to a [C, A]
+array of joint goals in robot units, the first of which is sent next.
+`evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
 wrap the scripted expert. Nothing here imports torch.
 """
 
@@ -37,34 +47,54 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from shallowpi.errors import ConfigError
+from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
-from shallowpi.robots.sim.direct import DirectSimRobot, EpisodeResult
+from shallowpi.robots.observation import Observation, lerobot_row
+from shallowpi.robots.sim.episode import EVAL_SEEDS, Episode, EpisodeResult, EpisodeRules
+from shallowpi.robots.sim.episode import SimRobot as EpisodeRobot
 from shallowpi.robots.sim.tasks import Task
-from shallowpi.robots.sim.twin import SimError
+from shallowpi.robots.sim.twin import SimError, SimTwin
 from shallowpi.train.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
 
 class ChunkPolicy(Protocol):
+    """What the loop evaluates: observation -> [C, A] joint goals (robot units), C >= 1."""
+
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observation (unbatched, lerobot keys + `task`) -> [C, A] joint goals, next first."""
         ...
+
+
+class SimRobot(EpisodeRobot, Protocol):
+    """What the loop needs of a robot: DirectSimRobot or StackSimRobot (an episode's
+    robot, robots/sim/episode.py, with its camera roles)."""
+
+    cameras: Any  # camera roles, in order (a sequence, or a dict keyed by role)
 
 
 @runtime_checkable
 class EpisodeAware(Protocol):
     """A policy that wants to know when an episode starts (noise seed, internal state)."""
 
-    def reset(self, seed: int) -> None: ...
+    def reset(self, seed: int) -> None:
+        """Called before each episode with its scene seed, before the first observation."""
+        ...
 
 
 @dataclass
 class SimEvalConfig:
+    """How many episodes, from which seeds, and how actions are chosen and delayed.
+
+    Times in seconds of simulated time. Raises ConfigError for `episodes < 1`,
+    `delay_ticks < 0` or a non-positive `max_seconds`.
+    """
+
     episodes: int = 10
-    # Seeds seed_start .. seed_start + episodes - 1. `platform record` uses 0, 1, ...; the
-    # default keeps evaluation scenes apart from the training scenes.
-    seed_start: int = 1000
+    # Seeds seed_start .. seed_start + episodes - 1. The default is the first held-out
+    # scene (robots/sim/episode.py's EVAL_SEEDS), which `platform record` never uses.
+    seed_start: int = EVAL_SEEDS.start
     # Replan every K (None: half the chunk), ensemble or rtc: policy/action_selection.py.
     selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
     delay_ticks: int = 0  # simulated inference latency, in control periods
@@ -86,10 +116,16 @@ class SimEvalConfig:
 
 @dataclass
 class PolicyEpisode(EpisodeResult):
+    """One closed-loop episode's result: `replans` counts policy calls (chunks asked for),
+    `inference_ms_p50` the median wall time of one call, ms."""
+
     replans: int = 0
     holds: int = 0  # ticks with no action to run (the first chunk still computing, a late one)
     inference_ms_p50: float = 0.0
     ended: str = "time limit"  # or "success held"
+    # The robot's other tasks, judged on the same scene at the end: True where the policy
+    # did that one (its detector says success), whatever it was told.
+    other_tasks: dict[str, bool] = field(default_factory=dict)
 
 
 def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.ndarray:
@@ -99,73 +135,91 @@ def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.nd
     return chunk
 
 
+class PolicyAgent:
+    """A `ChunkPolicy` behind the executor's action selection, as an episode `Agent`
+    (robots/sim/episode.py): a chunk asked for at tick n is used from tick n + delay_ticks."""
+
+    def __init__(self, policy: ChunkPolicy, cfg: SimEvalConfig) -> None:
+        self.policy, self.cfg = policy, cfg
+        self.finished = False  # a policy has no plan that ends
+        self.inference: list[float] = []
+        self.holds = 0
+
+    def begin(self, robot: SimRobot, task: Task, seed: int) -> None:
+        if isinstance(self.policy, EpisodeAware):
+            self.policy.reset(seed)
+        self.task, self.joints = task, len(robot.spec.joints)
+        self.selector = ActionSelector(self.cfg.selection)
+        self.arriving: tuple[Any, np.ndarray, int] | None = None  # (request, chunk, the tick it arrives)
+        self.tick = 0
+        self.inference, self.holds = [], 0
+
+    def next_goal(self, observe: Callable[[], Observation]) -> np.ndarray | None:
+        selector, delay = self.selector, self.cfg.delay_ticks
+        if self.arriving is not None and self.tick >= self.arriving[2]:
+            selector.deliver(self.arriving[0], self.arriving[1])
+            self.arriving = None
+        if selector.wants_chunk():
+            request = selector.request()
+            inputs = {**lerobot_row(observe()).values, "task": self.task.instruction}
+            t0 = time.perf_counter()
+            chunk = _chunk_of(self.policy, inputs, self.joints)
+            self.inference.append(time.perf_counter() - t0)
+            if delay == 0:
+                selector.deliver(request, chunk)
+            else:
+                self.arriving = (request, chunk, self.tick + delay)
+        self.tick += 1
+        action = selector.next_action()
+        self.holds += action is None
+        return action
+
+
 def run_policy_episode(
-    robot: DirectSimRobot,
+    robot: SimRobot,
     task: Task,
     policy: ChunkPolicy,
     seed: int,
     cfg: SimEvalConfig,
-    watch: Callable[[Mapping[str, Any]], None] | None = None,
+    watch: Callable[[Observation], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    others: Sequence[Task] = (),
 ) -> PolicyEpisode:
-    """One closed-loop episode. `watch` sees an observation after every tick (so the
-    twin renders every tick: only for videos); `on_step` is told of every tick."""
-    robot.reset(seed, task)
-    if isinstance(policy, EpisodeAware):
-        policy.reset(seed)
-    twin = robot.twin
-    fps = robot.spec.fps
-    seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
-    limit = int(seconds * fps)  # as run_expert_episode counts it
-    hold = None if cfg.stop_after_success_s is None else max(1, round(cfg.stop_after_success_s * fps))
-    joints = len(robot.spec.joints)
-    start = time.perf_counter()
-    inference: list[float] = []
-    steps = held = holds = 0
-    obs: Mapping[str, Any] | None = None
-    ended = "time limit"
-    selector = ActionSelector(cfg.selection)
-    arriving = None  # (request, chunk, the tick it arrives)
-    goal = twin.joint_positions()  # what holding position sends until a chunk has run
-    while steps < limit and ended == "time limit":
-        if arriving is not None and steps >= arriving[2]:
-            selector.deliver(arriving[0], arriving[1])
-            arriving = None
-        if selector.wants_chunk():
-            request = selector.request()
-            if obs is None:
-                obs = robot.observe()
-            t0 = time.perf_counter()
-            chunk = _chunk_of(policy, {**obs, "task": task.instruction}, joints)
-            inference.append(time.perf_counter() - t0)
-            if cfg.delay_ticks == 0:
-                selector.deliver(request, chunk)
-            else:
-                arriving = (request, chunk, steps + cfg.delay_ticks)
-        action = selector.next_action()
-        holds += action is None
-        goal = robot.act(goal if action is None else action)
-        steps += 1
-        obs = robot.observe() if watch is not None else None
-        if watch is not None:
-            watch(obs)
-        if on_step is not None:
-            on_step()
-        if hold is not None:
-            held = held + 1 if task.success(twin) else 0
-            if held >= hold:
-                ended = "success held"
+    """One closed-loop episode through the episode runner (robots/sim/episode.py).
+    `watch` sees an observation after every tick (so the twin renders every tick: only
+    for videos); `on_step` is told of every tick; `others` (the robot's other tasks) are
+    judged on the scene at the end."""
+    agent = PolicyAgent(policy, cfg)
+    seconds = None if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
+    rules = EpisodeRules(seconds=seconds, stop_after_success_s=cfg.stop_after_success_s)
+    episode = Episode.start(robot, task, agent, seed, rules)
+    result = episode.run(watch=watch, on_step=on_step)
     return PolicyEpisode(
-        seed, task.success(twin), steps, twin.time, time.perf_counter() - start,
-        replans=len(inference),
-        holds=holds,
-        inference_ms_p50=1e3 * float(np.median(inference)) if inference else 0.0,
-        ended=ended,
+        **asdict(result),
+        replans=len(agent.inference),
+        holds=agent.holds,
+        inference_ms_p50=1e3 * float(np.median(agent.inference)) if agent.inference else 0.0,
+        ended=episode.ended or "time limit",
+        other_tasks={other.name: _judge_other(other, task, robot.twin) for other in others},
     )
+
+
+def _judge_other(other: Task, told: Task, twin: SimTwin) -> bool:
+    """Whether `other`'s detector says success on the scene `told` placed (a push measures
+    from where the block started, so it is given this scene's start poses)."""
+    other.start = dict(told.start)
+    return bool(other.success(twin))
 
 
 @dataclass
 class SimEvalReport:
+    """Every episode of one evaluation, with its success rate and 95 % Wilson interval.
+
+    `to_dict()` is one task's entry in what `platform eval --sim --json` writes (the
+    caller's `context` first);
+    `table()` is the text printed for people.
+    """
+
     robot: str
     task: str
     instruction: str
@@ -184,7 +238,18 @@ class SimEvalReport:
 
     @property
     def success_rate(self) -> float:
+        """Fraction of episodes the task's detector judged successful (0 with no episodes)."""
         return self.successes / max(len(self.episodes), 1)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95 % Wilson interval of the success rate."""
+        return wilson_interval(self.successes, len(self.episodes))
+
+    def other_task_counts(self) -> dict[str, int]:
+        """Per other task: episodes that failed the told task and did that one instead."""
+        names = sorted({n for e in self.episodes for n in e.other_tasks})
+        return {n: sum(e.other_tasks.get(n, False) and not e.success for e in self.episodes) for n in names}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -199,6 +264,8 @@ class SimEvalReport:
             "delay_ticks": self.delay_ticks,
             "success_rate": self.success_rate,
             "successes": self.successes,
+            "interval95": list(self.interval),
+            "other_task_instead": self.other_task_counts(),
             "wall_seconds": self.wall_seconds,
             "episodes": [asdict(e) for e in self.episodes],
         }
@@ -222,49 +289,62 @@ class SimEvalReport:
                 f"{e.replans:>7} {e.holds:>5} {e.inference_ms_p50:>12.1f}"
             )
         n = len(self.episodes)
-        lines.append(
-            f"success {self.successes}/{n} ({100.0 * self.success_rate:.0f}%), {self.wall_seconds:.1f} s wall"
-        )
+        lines.append(f"success {rate_with_interval(self.successes, n)}, {self.wall_seconds:.1f} s wall")
+        for name, count in self.other_task_counts().items():
+            lines.append(f"did {name} instead: {count}/{n}")
         return "\n".join(lines)
 
 
 class View(Protocol):
     """Something that looks at an episode: robots/sim/views.py's VideoWriter, StripWriter."""
 
-    def add(self, images: Sequence[np.ndarray]) -> None: ...
+    def add(self, images: Sequence[np.ndarray]) -> None:
+        """One tick's camera frames, uint8 [H, W, 3] each, in the robot's camera-role order."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """The episode is over (called even when it raised): finish and release files."""
+        ...
 
 
 def evaluate_in_sim(
-    robot: DirectSimRobot,
+    robot: SimRobot,
     task: Task,
     policy: ChunkPolicy,
     cfg: SimEvalConfig,
     views: Callable[[int], list[View]] | None = None,
     progress: bool = False,
+    others: Sequence[Task] = (),
 ) -> SimEvalReport:
     """`cfg.episodes` episodes on a connected robot; `views(seed)` gives each episode's
-    viewers (a video, a filmstrip), fed every tick's camera images in role order."""
+    viewers (a video, a filmstrip), fed every tick's camera images in role order;
+    `others` are the robot's other tasks, judged at the end of each episode.
+
+    Raises SimError when the robot is not connected or the policy's chunk has the wrong
+    shape. `progress` draws a progress bar on stderr, counted in ticks.
+    """
     started = time.perf_counter()
-    fps = robot.spec.fps
+    if robot.twin is None:
+        raise SimError("the sim robot is not connected; connect() it (or use it as a context manager)")
+    spec = robot.twin.spec
+    fps = spec.fps
     seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
     bar = ProgressBar("sim eval", len(cfg.seeds) * int(seconds * fps), enabled=progress)
     episodes: list[PolicyEpisode] = []
     try:
-        keys = [f"observation.images.{role}" for role in robot.cameras]
         for seed in cfg.seeds:
             looking = views(seed) if views is not None else []
 
-            def watch(obs: Mapping[str, Any], looking: list[View] = looking) -> None:
-                images = [obs[k] for k in keys]
+            def watch(obs: Observation, looking: list[View] = looking) -> None:
+                images = [obs.frames[role].image for role in robot.cameras]
                 for view in looking:
                     view.add(images)
 
             before = bar.completed
             try:
                 result = run_policy_episode(
-                    robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step
+                    robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step,
+                    others=others,
                 )
             finally:
                 for view in looking:
@@ -275,7 +355,6 @@ def evaluate_in_sim(
             log.debug("seed %d: %s in %d steps", seed, "success" if result.success else "failed", result.steps)
     finally:
         bar.close()
-    spec = robot.spec
     return SimEvalReport(
         robot=spec.robot,
         task=task.name,

@@ -147,6 +147,10 @@ class FiniteWindows(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.dataset[int(self.index[i])]
 
+    def task_texts(self) -> list[str]:
+        """The wrapped dataset's: every chosen episode's text, even one left with no window."""
+        return self.dataset.task_texts()
+
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes' finite rows."""
         rows = self.dataset.windows.rows()
