@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from shallowpi.errors import PlatformError
-from shallowpi.hardware.camera import Frame
+from shallowpi.robots.observation import Frame, Observation
 
 
 class ServoFault(PlatformError):
@@ -34,7 +34,7 @@ class CountingRobot:
         self.calls: list[str] = []  # hold, torque_off, in order
         self.torque = True
 
-    def observe(self) -> dict:
+    def observe(self) -> Observation:
         if self.fault_at is not None and self.ticks >= self.fault_at:
             raise ServoFault(f"servo 3 on bus arm reports an overload at tick {self.ticks}")
         now = self.ticks / self.spec.fps
@@ -42,10 +42,7 @@ class CountingRobot:
         if self.frozen_frames and self.frozen_frames[0] <= self.ticks < self.frozen_frames[1]:
             capture = self.frozen_frames[0] / self.spec.fps  # the camera stopped delivering
         image = np.zeros((8, 8, 3), np.uint8)
-        return {"observation.state": self.position.copy(), "observation.images.front": image,
-                "frames": {"front": Frame(image=image, capture_time_s=capture, sequence=self.ticks,
-                                          host_time_s=capture)},
-                "timestamp": now}
+        return Observation(now, self.position.copy(), {"front": Frame(image, capture, self.ticks)})
 
     def act(self, goal) -> np.ndarray:
         if not self.torque:

@@ -94,8 +94,11 @@ def run(args: argparse.Namespace) -> int:
     if backend_name == "torch" and profile.device == "cuda" and not _has_cuda():
         options.device = "cpu"
     backend = make_backend(backend_name, bundle, options)
+    task = target.tasks[0]
+    if len(target.tasks) > 1:
+        print(f"the store records {len(target.tasks)} tasks; running {task.name} (choose with --task)", flush=True)
     print(f"backend {backend_name} on {options.device} ({options.precision}), strategy {exec_cfg.strategy.value}, "
-          f"{target.robot} / {target.task.name} at {spec.fps} Hz", flush=True)
+          f"{target.robot} / {task.name} at {spec.fps} Hz", flush=True)
 
     robot = _twin_robot(args.sim, cfg, spec, bundle.cameras)
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
@@ -126,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
         executor = Executor(robot, backend, exec_cfg, fps=spec.fps, publish=publish)
         executor.status.profile, executor.status.episodes_total = profile.name, args.episodes
         _stop_on_signals(executor)
-        task = target.task
         seconds = task.seconds if args.episode_time_s is None else min(task.seconds, args.episode_time_s)
         robot.reset(args.seed, task)
         warm = executor.warm_up(task.instruction)
@@ -350,14 +352,13 @@ class _Recorder:
         self.episode = self.store.begin_episode(task, robot=robot, calibration_id=f"sim-{robot}", fps=fps)
         self._t0 = -1.0
 
-        def on_tick(obs: dict[str, Any], sent: np.ndarray) -> None:
-            stamp = float(obs["timestamp"])
-            self._t0 = stamp if self._t0 < 0 else self._t0
-            values = {"observation.state": np.asarray(obs["observation.state"], np.float32),
-                      "action": np.asarray(sent, np.float32)}
-            for role in self.cameras:
-                values[f"observation.images.{role}"] = obs[f"observation.images.{role}"]
-            self.episode.add_frame(values, stamp - self._t0)
+        def on_tick(obs: Any, sent: np.ndarray) -> None:
+            from shallowpi.robots.observation import lerobot_row
+
+            self._t0 = obs.time_s if self._t0 < 0 else self._t0
+            row = lerobot_row(obs, obs.time_s - self._t0)  # on the episode's clock
+            values = {**row.values, "action": np.asarray(sent, np.float32)}
+            self.episode.add_frame(values, row.timestamp, row.capture_times)
 
         return on_tick
 

@@ -65,6 +65,7 @@ from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelec
 from shallowpi.policy.action_selection import Strategy as Selection
 from shallowpi.record.clock import SimulatedClock, TickClock
 from shallowpi.robots.base import Robot
+from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
 
 log = logging.getLogger(__name__)
@@ -159,13 +160,9 @@ class EpisodeReport:
     sent: list[np.ndarray] = field(default_factory=list, repr=False)  # every command, in order
 
 
-def frame_age_s(obs: Mapping[str, Any]) -> float:
-    """Age of the oldest of the newest frames (one per camera) at the observation's time."""
-    frames = obs.get("frames") or {}
-    stamp = obs.get("timestamp")
-    if not frames or stamp is None:
-        return 0.0
-    return max(float(stamp) - f.capture_time_s for f in frames.values())
+def policy_input(obs: Observation, task: str) -> dict[str, Any]:
+    """What a backend reads: the observation under lerobot's names, plus the task text."""
+    return {**lerobot_row(obs).values, "task": task}
 
 
 class Executor:
@@ -213,8 +210,7 @@ class Executor:
         """Compute `warmup_runs` chunks on a real observation before the robot moves; the
         last one's latency (+ injected delay) sets the initial delay estimate in ticks."""
         self._set(ExecutorState.WARMING, f"warming up {self.backend.name}")
-        obs = self.robot.observe()
-        times = self.backend.warm_up({**obs, "task": task}, self.cfg.warmup_runs)
+        times = self.backend.warm_up(policy_input(self.robot.observe(), task), self.cfg.warmup_runs)
         self.initial_delay = max(1, math.ceil((times[-1] + self.cfg.injected_delay_s) * self.fps))
         log.info("%s warm: %.0f ms a chunk, initial delay %d ticks", self.backend.name, 1e3 * times[-1],
                  self.initial_delay)
@@ -224,7 +220,7 @@ class Executor:
 
     def run_episode(self, task: str, max_ticks: int, seed: int = 0,
                     success: Callable[[], bool] | None = None, stop_after_success_ticks: int | None = None,
-                    on_tick: Callable[[Mapping[str, Any], np.ndarray], None] | None = None) -> EpisodeReport:
+                    on_tick: Callable[[Observation, np.ndarray], None] | None = None) -> EpisodeReport:
         """Run until `max_ticks`, `success()` has held `stop_after_success_ticks` ticks, stop,
         e-stop or a fault. `on_tick(observation, sent)` sees every tick (recording)."""
         cfg, robot = self.cfg, self.robot
@@ -251,7 +247,7 @@ class Executor:
                 except PlatformError as exc:
                     self._fault(exc, report)
                     break
-                stale = frame_age_s(obs) > cfg.max_frame_age_s
+                stale = obs.oldest_frame_s() > cfg.max_frame_age_s
                 # Deliver before asking: a chunk arriving on the tick the next one is due
                 # must be in place when the selector decides.
                 for done in runner.poll(selector.tick):
@@ -319,11 +315,11 @@ class Executor:
         report.overruns = clock.overruns
         return report
 
-    def _request(self, selector: ActionSelector, runner: Any, obs: Mapping[str, Any], task: str) -> list[Done]:
+    def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str) -> list[Done]:
         request = selector.request()
         guidance = request.guidance
         inpainting = Inpainting.hard_prefix(guidance.target, guidance.frozen) if guidance is not None else None
-        runner.submit(request, {**obs, "task": task}, inpainting)
+        runner.submit(request, policy_input(obs, task), inpainting)
         return runner.wait() if self.cfg.strategy is Strategy.SYNC else []
 
     def _deliver(self, selector: ActionSelector, done: Done, report: EpisodeReport) -> bool:
@@ -381,12 +377,12 @@ class Executor:
             self.status.message = message
         self._publish(self.status)
 
-    def _tick_status(self, obs: Mapping[str, Any], sent: np.ndarray, selector: ActionSelector,
+    def _tick_status(self, obs: Observation, sent: np.ndarray, selector: ActionSelector,
                      clock: TickClock, holding: bool, chunk_time: float | None) -> None:
         s = self.status
         s.state = ExecutorState.HOLD if holding else ExecutorState.RUNNING
         s.commanded = [float(x) for x in sent]
-        s.measured = [float(x) for x in np.asarray(obs["observation.state"]).reshape(-1)]
+        s.measured = [float(x) for x in np.asarray(obs.state).reshape(-1)]
         s.queue_depth = selector.queue_depth
         s.delay_ticks = selector.delay_estimate
         s.chunk_age_ms = 0.0 if chunk_time is None else 1e3 * (clock.now() - chunk_time)
