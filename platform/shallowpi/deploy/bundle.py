@@ -41,6 +41,7 @@ class BundleError(PlatformError):
 
 
 def sha256_of(path: Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(block):
@@ -56,9 +57,11 @@ class NormStats:
     std: np.ndarray  # [D] float32
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Robot units -> the model's: (x - mean) / std, float32 [..., D]."""
         return (np.asarray(x, np.float32) - self.mean) / self.std
 
     def denormalize(self, x: np.ndarray) -> np.ndarray:
+        """The model's units -> robot units: x * std + mean, float32 [..., D]."""
         return np.asarray(x, np.float32) * self.std + self.mean
 
 
@@ -80,10 +83,12 @@ class Bundle:
 
     @property
     def weights(self) -> Path:
+        """The checkpoint's model.safetensors inside the bundle (the torch backend's input)."""
         return self.path / "model.safetensors"
 
     @property
     def cameras(self) -> list[str]:
+        """Camera roles the policy reads, in prefix order."""
         return list(self.features["cameras"])
 
     @classmethod
@@ -116,6 +121,7 @@ def _stats(entry: dict[str, list[float]]) -> NormStats:
 
 
 def table_digest(files: dict[str, dict[str, Any]]) -> str:
+    """sha256 of the manifest's file table: one name for the bundle's exact contents."""
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 

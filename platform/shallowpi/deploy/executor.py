@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 
 
 class Strategy(str, Enum):
+    """How chunks become actions (module docstring)."""
+
     SYNC = "sync"
     ASYNC = "async"
     ENSEMBLE = "ensemble"
@@ -202,6 +204,7 @@ class Executor:
 
     @property
     def stopped(self) -> bool:
+        """Whether stop() or estop() was called (or a fault stopped it)."""
         return self._stop.is_set()
 
     # -- warm-up

@@ -72,6 +72,8 @@ class ChunkGraph(nn.Module):
 
 
 class PrefixGraph(nn.Module):
+    """The VLM prefix -> the KV cache (module docstring, graph `prefix`)."""
+
     def __init__(self, model: Pi0Model) -> None:
         super().__init__()
         self.model = model
@@ -82,6 +84,8 @@ class PrefixGraph(nn.Module):
 
 
 class StepGraph(nn.Module):
+    """One denoising step over a given KV cache (module docstring, graph `step`)."""
+
     def __init__(self, model: Pi0Model, prefix_len: int) -> None:
         super().__init__()
         self.model, self.prefix_len = model, prefix_len

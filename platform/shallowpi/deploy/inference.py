@@ -52,11 +52,13 @@ class ThreadedInference:
         self._thread.start()
 
     def submit(self, request: ChunkRequest, obs: Mapping[str, Any], inpainting: Inpainting | None) -> None:
+        """Start a chunk for `request` from `obs` (lerobot keys + task)."""
         with self._wake:
             self._job = (request, obs, inpainting, time.perf_counter())
             self._wake.notify_all()
 
     def poll(self, tick: int) -> list[Done]:
+        """Chunks that have arrived by `tick` (each once)."""
         with self._wake:
             done, self._done = self._done, []
         return done
@@ -86,6 +88,7 @@ class ThreadedInference:
                 self._wake.notify_all()
 
     def close(self) -> None:
+        """Stop: nothing more arrives."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
@@ -100,6 +103,7 @@ class LockstepInference:
         self._arriving: list[tuple[int, Done]] = []
 
     def submit(self, request: ChunkRequest, obs: Mapping[str, Any], inpainting: Inpainting | None) -> None:
+        """Start a chunk for `request` from `obs` (lerobot keys + task)."""
         t0 = time.perf_counter()
         try:
             chunk, error = self.backend.infer(obs, inpainting), None
@@ -110,14 +114,17 @@ class LockstepInference:
         self._arriving.append((request.tick + ticks, Done(request, chunk, latency, error)))
 
     def poll(self, tick: int) -> list[Done]:
+        """Chunks that have arrived by `tick` (each once)."""
         due = [d for t, d in self._arriving if t <= tick]
         self._arriving = [(t, d) for t, d in self._arriving if t > tick]
         return due
 
     def wait(self, timeout_s: float | None = None) -> list[Done]:
+        """The submitted chunk now (the synchronous strategy)."""
         done = [d for _, d in self._arriving]
         self._arriving = []
         return done
 
     def close(self) -> None:
+        """Stop: nothing more arrives."""
         self._arriving = []

@@ -50,10 +50,12 @@ class JetsonProfile:
 
     @property
     def is_jetson(self) -> bool:
+        """Whether this describes a Jetson (a profile with an SoC, a machine with L4T)."""
         return self.compatible is not None
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> JetsonProfile:
+        """From a jetson config group (a dict or DictConfig); ConfigError on an unknown key."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
@@ -87,6 +89,7 @@ class Machine:
 
     @property
     def is_jetson(self) -> bool:
+        """Whether this describes a Jetson (a profile with an SoC, a machine with L4T)."""
         return self.l4t is not None
 
     @property
@@ -95,6 +98,7 @@ class Machine:
         return next((MODULES[c] for c in self.compatible if c in MODULES), None)
 
     def describe(self) -> str:
+        """The operator's name for it: <model> (L4T <release>)."""
         name = self.model or (f"a Jetson {self.module}" if self.module else "a Jetson")
         return f"{name} (L4T {self.l4t})" if self.l4t else name
 

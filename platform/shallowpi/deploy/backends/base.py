@@ -47,6 +47,7 @@ class Inpainting:
 
     @classmethod
     def hard_prefix(cls, target: np.ndarray, frozen: int) -> Inpainting:
+        """target [C, A] robot units; the first `frozen` rows must equal it, the rest are free."""
         weight = np.zeros(len(target))
         weight[:frozen] = 1.0
         return cls(np.asarray(target), weight)
@@ -87,6 +88,7 @@ class Backend(ABC):
         self._rng = np.random.default_rng(seed)
 
     def noise(self) -> np.ndarray:
+        """float32 [1, C, A] standard normal from this backend's generator."""
         return self._rng.standard_normal((1, self.chunk_len, self.action_dim)).astype(np.float32)
 
     def infer(self, obs: Mapping[str, Any], inpainting: Inpainting | None = None,

@@ -78,6 +78,8 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
 
 
 class OnnxRuntimeBackend(Backend):
+    """The bundle's ONNX graphs in ONNX Runtime sessions (module docstring)."""
+
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:

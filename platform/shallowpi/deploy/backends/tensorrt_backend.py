@@ -56,6 +56,8 @@ def import_tensorrt():
 
 
 class TensorRTBackend(Backend):
+    """The chunk graph as a TensorRT engine, built once per key and cached (module docstring)."""
+
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:

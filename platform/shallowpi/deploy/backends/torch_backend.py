@@ -22,6 +22,8 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": to
 
 
 class TorchBackend(Backend):
+    """The checkpoint's weights in torch: ChunkSampler, or the inpainted chunk (module docstring)."""
+
     name = "torch"
 
     def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:
