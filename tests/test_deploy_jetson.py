@@ -88,3 +88,13 @@ def test_every_profile_loads_and_an_unknown_one_names_the_choices():
         assert JetsonProfile.load(name).name == name
     with pytest.raises(ConfigError, match="unknown jetson profile 'nano'; choose one of: cpu, cuda, orin, thor"):
         JetsonProfile.load("nano")
+
+
+def test_doctor_reports_the_same_detection(tmp_path):
+    from shallowpi.commands.doctor_checks import jetson_report
+
+    assert jetson_report(tmp_path / "empty") == ["not a Jetson (no /etc/nv_tegra_release)"]
+    root = fake_jetson(tmp_path / "orin", "nvidia,tegra234", "NVIDIA Jetson AGX Orin", mode="15W")
+    report = jetson_report(root)
+    assert report[0] == "ok: NVIDIA Jetson AGX Orin (L4T R36 (release), REVISION: 4.0)"
+    assert report[1] == "power mode: 15W" and "`sudo nvpmodel -m 0` (power mode 15W -> MAXN)" in report[2]
