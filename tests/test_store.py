@@ -216,6 +216,28 @@ def test_commit_rewrites_only_files_of_constant_size(tmp_path, rng):
     assert (tmp_path / "s.zarr" / "episodes" / "0.json").stat().st_mtime_ns == first_episode
 
 
+def test_a_writable_store_keeps_a_bounded_number_of_episodes_in_memory(tmp_path, rng, monkeypatch):
+    """A recorder commits for hours into one open store: the metadata it keeps must not
+    grow with the episodes (issue 10 item 17), while every episode still reads back."""
+    from shallowpi.data import store as store_module
+
+    monkeypatch.setattr(store_module, "WRITER_CACHED_EPISODES", 4)
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False))
+    for e in range(10):
+        writer = store.begin_episode(f"task {e}", robot="arm", calibration_id="c", fps=30)
+        writer.add_frame(synthetic_frame(rng, 0), 0.0)
+        writer.commit(success=e % 2 == 0)
+        store.episode(0)  # a reader in the recording process (the disk budget reads the newest)
+        assert len(store._infos) <= 4
+    store.set_success(1, True)
+    assert len(store._infos) <= 4
+    assert [i.task for i in store.episodes] == [f"task {e}" for e in range(10)]  # read back from disk
+    assert store.episode(1).success is True and len(store._infos) <= 4
+    store.close()
+    with EpisodeStore.open(tmp_path / "s.zarr") as reader:  # a reader caches what it reads
+        assert len(reader.episodes) == 10 and len(reader._infos) == 10
+
+
 def test_layout_1_stores_read_as_they_are_and_move_on_first_write(tmp_path, rng):
     make_store(tmp_path / "s.zarr", episodes=3, length=4).close()
     before = EpisodeStore.open(tmp_path / "s.zarr")

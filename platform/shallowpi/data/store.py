@@ -86,6 +86,7 @@ TIMESTAMP_SUFFIX = ".timestamp"
 LOCK_NAME = ".shallowpi.lock"
 EPISODES_DIR = "episodes"
 COMPACTING_SUFFIX = ".compacting"
+WRITER_CACHED_EPISODES = 256  # episode metadata a writable store keeps in memory
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -455,8 +456,15 @@ class EpisodeStore:
         info = self._infos.get(index)
         if info is None:
             info = self._load_episode(index)
-            self._infos[index] = info
+            self._remember(index, info)
         return info
+
+    def _remember(self, index: int, info: EpisodeInfo) -> None:
+        self._infos[index] = info
+        # A recorder keeps its store open for hours, one commit an episode: what it caches
+        # must not grow with the store (BENCHMARKS.md, record_soak). Readers cache all.
+        if self.writable and len(self._infos) > WRITER_CACHED_EPISODES:
+            del self._infos[next(iter(self._infos))]
 
     def _load_episode(self, index: int) -> EpisodeInfo:
         path = self.path / EPISODES_DIR / f"{index}.json"
@@ -567,7 +575,7 @@ class EpisodeStore:
         if self._ends_loaded is not None:
             self._ends_loaded = np.append(self._ends_loaded, np.int64(end))
         self._write_commit_record(n + 1, end, summary)
-        self._infos[n] = info
+        self._remember(n, info)
 
     def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary) -> None:
         """Replace meta/.zattrs: the one write that makes episodes visible."""
@@ -598,7 +606,7 @@ class EpisodeStore:
         index = self._check_index(index)
         info = dataclasses.replace(self.episode(index), success=success)
         _write_json(self.path / EPISODES_DIR / f"{index}.json", info.to_json(), self.settings.durable)
-        self._infos[index] = info
+        self._remember(index, info)
 
     # --- editing: delete, merge (data/store_edit.py) -------------------------------------
 
