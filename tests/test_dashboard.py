@@ -115,7 +115,7 @@ def test_widgets_show_the_telemetry():
         await wait_for(pilot, lambda: app.status is not None)
         await pilot.pause()
         summary = text_of(app, "summary")
-        assert "RECORDING" in summary and "episode 3/10" in summary
+        assert "RECORDING" in summary and "episode 2 (3/10 of this run)" in summary
         assert "00:12.3 / 00:30.0" in summary and "put the cup on the plate" in summary
         assert "CONTROL" in summary and "READ-ONLY" not in summary
         badge = app.query_one("#summary", Static).content
@@ -153,7 +153,7 @@ def test_widgets_show_the_telemetry():
         await wait_for(pilot, lambda: app.status.state is RecorderState.RESETTING)
         await pilot.pause()
         assert "RESETTING" in text_of(app, "summary") and "reset 00:04.5 left" in text_of(app, "summary")
-        assert "episode 4/10" in text_of(app, "summary")
+        assert "episode 3 (4/10 of this run)" in text_of(app, "summary")
         feed.close()
 
     run_app(app, scenario)
@@ -263,7 +263,7 @@ def test_source_ending_shows_disconnected_and_keeps_the_app():
         await pilot.pause()
         assert "recorder disconnected" in text_of(app, "message")
         # The badge says so; the last known episode stays on screen for the operator.
-        assert text_of(app, "summary").startswith(" RECORDER DISCONNECTED   episode 3/10")
+        assert text_of(app, "summary").startswith(" RECORDER DISCONNECTED   episode 2 (3/10 of this run)")
         await pilot.press("s")
         assert sent == [] and app.is_running
         await pilot.press("q")  # nothing left to stop: q just leaves
@@ -372,7 +372,7 @@ def test_platform_monitor_with_control_against_a_real_publisher(tmp_path):
         async def scenario(pilot: Pilot) -> None:
             await wait_for(pilot, lambda: app.status is not None)
             await pilot.pause()
-            assert "episode 3/10" in text_of(app, "summary") and "CONTROL" in text_of(app, "summary")
+            assert "episode 2 (3/10 of this run)" in text_of(app, "summary") and "CONTROL" in text_of(app, "summary")
             await pilot.press("s")
             await pilot.press("q")
             assert isinstance(app.screen, QuitScreen)
@@ -522,7 +522,7 @@ def test_platform_monitor_lines_prints_status_lines_until_the_recorder_stops(tmp
     out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     for line in (first, second):
-        assert "recording episode 3/10" in line and "queue 40/64" in line and "wrist_left=25.1fps/3drop" in line
+        assert "recording episode 2 (3/10 of this run)" in line and "queue 40/64" in line and "wrist_left=25.1fps/3drop" in line
     assert out.strip().endswith("recorder disconnected")
 
 

@@ -125,7 +125,7 @@ def _wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> Non
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_and_keeps_the_episode_in_flight(tmp_path):
     recorder = _start_recording(tmp_path, "--episodes", "3", "--episode-time-s", "60", "--realtime")
-    _wait_for(recorder, "recording episode 1/3")
+    _wait_for(recorder, "recording episode 0 (1/3 of this run)")
     time.sleep(1.5)
     recorder.send_signal(signal.SIGTERM)
     out, err = recorder.communicate(timeout=60)
@@ -139,7 +139,7 @@ def test_sigterm_stops_cleanly_and_keeps_the_episode_in_flight(tmp_path):
 @pytest.mark.slow
 def test_sigkill_loses_at_most_the_episode_in_flight(tmp_path):
     recorder = _start_recording(tmp_path, "--episodes", "20", "--episode-time-s", "1", "--reset-time-s", "0")
-    _wait_for(recorder, "episode 2 saved")
+    _wait_for(recorder, "episode 1 saved")
     recorder.send_signal(signal.SIGKILL)
     recorder.communicate(timeout=60)
     store = EpisodeStore.open(tmp_path / "sig.zarr", mode="a")  # cuts the killed episode's tail

@@ -156,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = session.run()
         writer.close()
-        committed = writer.stats().committed
         writer = None
+        # The store, not the session's notes: marks and deletes made after saving are in it.
+        committed = store.episodes[session.first_episode:]
+        total = len(store)
     finally:
         for close in closers:
             close()
@@ -166,16 +168,31 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
         rig.close()
-    marked = [e.success for e in committed if e.success is not None]
-    print(f"recorded {len(committed)} episode(s) into {store_path}"
-          + (f", {sum(marked)}/{len(marked)} successful" if marked else "")
-          + (f", {result.discarded} discarded" if result.discarded else ""))
-    print(f"look at them: platform dataset list --data-root {store_path.parent}   "
-          f"platform dataset show {store_path} --episode 0")
+    print(final_summary(committed, result, store_path, total))
     if result.fault:
         print(f"error: recording stopped: {result.fault}", file=sys.stderr)
         return 1
     return 0
+
+
+def final_summary(committed: list[Any], result: Any, store_path: Any, total: int) -> str:
+    """What this run left in the store, read back from it, and a command that can show it."""
+    marked = [e.success for e in committed if e.success is not None]
+    if committed:
+        first, last = committed[0].index, committed[-1].index
+        span = f"episode {first}" if first == last else f"episodes {first}-{last}"
+        text = f"recorded {len(committed)} episode(s) into {store_path} ({span}; it holds {total})"
+    else:
+        text = f"recorded no episode into {store_path} (it holds {total})"
+    text += (f", {sum(marked)}/{len(marked)} successful" if marked else "")
+    text += (f", {result.discarded} take(s) discarded" if result.discarded else "")
+    text += (f", {result.deleted} deleted after saving" if result.deleted else "")
+    if committed:
+        text += (f"\nlook at them: platform dataset list --data-root {store_path.parent}   "
+                 f"platform dataset show {store_path} --episode {committed[-1].index}")
+    elif total:
+        text += f"\nlook at the store: platform dataset show {store_path} --episode {total - 1}"
+    return text
 
 
 def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
@@ -207,6 +224,8 @@ class _ProgressLines:
         self._last_message = ""
 
     def publish(self, status: Any) -> None:
+        from shallowpi.tui.recorder_render import run_position
+
         now = time.monotonic()
         if status.message != self._last_message:
             self._last_message = status.message
@@ -215,7 +234,7 @@ class _ProgressLines:
             return
         self._last_line = now
         w, loop = status.writer, status.loop
-        print(f"[record] episode {status.episode + 1}/{self.episodes} {status.state.value} "
+        print(f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
               f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | loop p50 {loop.period_p50_ms:.1f} "
               f"p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | writer queue {w.queue_depth}/"
               f"{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, waited {w.backpressure_ms:.0f} ms",

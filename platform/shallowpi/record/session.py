@@ -26,6 +26,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.record.clock import TickClock
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.base import Robot
+from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -86,6 +87,7 @@ class SessionResult:
     discarded: int = 0
     fault: str = ""
     interrupted: bool = False
+    deleted: int = 0  # episodes this run saved, then deleted with d / r
 
 
 class RecordingSession:
@@ -121,10 +123,27 @@ class RecordingSession:
         if joint_limits is not None:
             self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
-        self._summaries: dict[int, EpisodeSummary] = {}
+        # Episodes are numbered by their index in the store, on every screen and line: the
+        # next one kept is store index `_store_base + _episode` (kept ones commit in order).
+        self._summaries: dict[int, EpisodeSummary] = {}  # store index -> its latest take
         self._store_base = len(writer.store)  # read before the writer thread commits anything
+        self.status.first_episode = self.status.episode = self._store_base
+        self._state = RecorderState.IDLE
+        self._recording = False
+        self._finished = False  # every episode asked for is saved (as opposed to stopped early)
+        self._episode = 0  # episodes this run has kept so far
+        self._frames = 0  # frames of the take in flight
+        self._start_tick, self._start_s = 0, 0.0
+        self._reset_until = 0.0
+        self._held_reset_s = 0.0  # the reset countdown left when p held it
+        self._last_saved: int | None = None  # store index of the episode d / r / s / f act on
         self._dropped_at_start = 0
         self._camera_rates: dict[str, tuple[int, float, float]] = {}
+
+    @property
+    def first_episode(self) -> int:
+        """Store index of this run's first episode (the store's length when it began)."""
+        return self._store_base
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: end at the next tick (episode saved or discarded per config)."""
@@ -133,52 +152,21 @@ class RecordingSession:
     # --- the loop ----------------------------------------------------------------------
 
     def run(self) -> SessionResult:
+        """Record until every episode is saved, a stop, an e-stop or a fault; never raises
+        for a device fault (`result.fault` says what happened and how the robot was left)."""
         cfg = self.config
-        episode = 0
-        state = RecorderState.IDLE
-        recording = False
-        start_tick, start_s, reset_until = 0, 0.0, 0.0
-        frames = 0
         if cfg.autostart:
-            state, recording, start_tick, start_s, frames = self._begin(episode)
-        finished = False  # all episodes recorded (as opposed to stopped early)
-        while not finished:
+            self._begin()
+        while not self._finished:
             if self._stop.is_set():
-                if recording:
-                    self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
+                if self._recording:
+                    self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE)
                 self.result.interrupted = True
                 break
             for command in self._commands():
-                if command is Command.QUIT:
-                    self._stop.set()
-                elif command is Command.ESTOP:
-                    self._estop(recording, episode, frames)
+                if self._on_command(command):
                     return self._finish(RecorderState.FAULT)
-                elif command is Command.START and state in (RecorderState.IDLE, RecorderState.PAUSED,
-                                                            RecorderState.RESETTING):
-                    if not recording:
-                        state, recording, start_tick, start_s, frames = self._begin(episode)
-                elif command is Command.PAUSE and recording:
-                    self._end_episode(episode, frames, keep=False)
-                    recording, state = False, RecorderState.PAUSED
-                    self.status.message = f"paused: episode {episode} discarded; press space to record it again"
-                elif command in (Command.STOP, Command.DISCARD, Command.RERECORD) and recording:
-                    keep = command is Command.STOP
-                    self._end_episode(episode, frames, keep=keep)
-                    recording = False
-                    if keep:
-                        episode += 1
-                    if episode >= cfg.episodes:
-                        finished = True
-                    else:
-                        state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
-                        if command is Command.RERECORD:
-                            state, recording, start_tick, start_s, frames = self._begin(episode)
-                elif command is Command.NEXT and state is RecorderState.RESETTING:
-                    reset_until = self.clock.now()
-                elif command in (Command.SUCCESS, Command.FAILURE):
-                    self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
-            if self._stop.is_set() or finished:
+            if self._stop.is_set() or self._finished:
                 continue
 
             try:
@@ -186,45 +174,123 @@ class RecordingSession:
                 action = self.teleop.read()
                 sent = self.robot.act(action)
             except PlatformError as fault:
-                self._fault(fault, recording, episode, frames)
+                self._fault(fault)
                 return self._finish(RecorderState.FAULT)
 
             now = self.clock.now()
-            if recording:
-                t = self.clock.tick_time(start_tick, start_s)
+            if self._recording:
+                t = self.clock.tick_time(self._start_tick, self._start_s)
                 self._record_frame(observation, sent, t)
-                frames += 1
+                self._frames += 1
                 self.status.episode_time_s = t
+                self._summaries[self._store_index].frames = self._frames
+                self._summaries[self._store_index].duration_s = self._frames / cfg.fps
                 scene_done = self.scene is not None and self.scene.done()
                 if scene_done or t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
-                    self._end_episode(episode, frames, keep=True)
-                    recording = False
-                    episode += 1
-                    if episode >= cfg.episodes:
-                        finished = True
-                    else:
-                        state, reset_until = RecorderState.RESETTING, now + cfg.reset_time_s
-            elif state is RecorderState.RESETTING:
-                self.status.reset_time_left_s = max(0.0, reset_until - now)
-                if now >= reset_until:
-                    state, recording, start_tick, start_s, frames = self._begin(episode)
-            self._update_status(state, episode, action, observation)
+                    self._keep_and_continue(RecorderState.RESETTING)
+            elif self._state is RecorderState.RESETTING:
+                self.status.reset_time_left_s = max(0.0, self._reset_until - now)
+                if now >= self._reset_until:
+                    self._begin()
+            self._update_status(self._state, action, observation)
             self.clock.wait()
         return self._finish(RecorderState.STOPPED)
 
+    # --- keys: telemetry/keys.py is the table, this is what each entry does ------------
+
+    def _on_command(self, command: Command) -> bool:
+        """Act on one dashboard command as the key table says; True when it ends the
+        session with a fault (e-stop). A command with no meaning in the state says so."""
+        state = self._state
+        if command is Command.ESTOP:
+            self._estop()
+            return True
+        if keys.effect(command, state) is None:
+            self.status.message = keys.ignored(command, state)
+            return False
+        if command is Command.QUIT:
+            self._stop.set()
+        elif command in (Command.START, Command.NEXT):
+            self._begin()
+        elif command is Command.STOP:
+            self._keep_and_continue(RecorderState.RESETTING)
+        elif command is Command.PAUSE:
+            if state is RecorderState.RECORDING:
+                self._keep_and_continue(RecorderState.PAUSED)
+                self._held_reset_s = self.config.reset_time_s
+            elif state is RecorderState.RESETTING:
+                self._held_reset_s = max(0.0, self._reset_until - self.clock.now())
+                self._state = RecorderState.PAUSED
+                self.status.message = (f"paused: reset held with {self._held_reset_s:.1f} s left; "
+                                       "p resumes it, space records the next episode")
+            else:
+                self._state = RecorderState.RESETTING
+                self._reset_until = self.clock.now() + self._held_reset_s
+                self.status.message = f"reset resumed: {self._held_reset_s:.1f} s left"
+        elif command is Command.DISCARD and state is RecorderState.RECORDING:
+            self._end_episode(keep=False)
+            self._reset(RecorderState.RESETTING)
+        elif command is Command.RERECORD and state is RecorderState.RECORDING:
+            self._end_episode(keep=False)
+            self._begin()
+        elif command in (Command.DISCARD, Command.RERECORD):
+            if self._delete_last_saved() and command is Command.RERECORD:
+                self._begin()
+        elif command in (Command.SUCCESS, Command.FAILURE):
+            self._mark(command is Command.SUCCESS)
+        return False
+
+    def _keep_and_continue(self, then: RecorderState) -> None:
+        """Save the take; the next state is `then` (a reset or a pause), or the end."""
+        self._end_episode(keep=True)
+        if self._episode >= self.config.episodes:
+            self._finished = True
+        else:
+            self._reset(then)
+
+    def _reset(self, state: RecorderState) -> None:
+        self._state = state
+        self._reset_until = self.clock.now() + self.config.reset_time_s
+        self.status.reset_time_left_s = self.config.reset_time_s
+
+    def _delete_last_saved(self) -> bool:
+        """d / r between takes: delete the episode this run saved last; False (and says
+        why) if there is none."""
+        index = self._last_saved
+        if index is None:
+            self.status.message = ("nothing to delete: no episode of this run is saved"
+                                   + (" (the last one was deleted already)" if self._episode else ""))
+            return False
+        self.writer.delete(index)
+        self._summaries[index].state = "deleted"
+        self._last_saved = None
+        self._episode -= 1
+        self.result.deleted += 1
+        self.status.message = f"episode {index} deleted from the store; it will be recorded again"
+        return True
+
     # --- episode flow ------------------------------------------------------------------
 
-    def _begin(self, episode: int) -> tuple[RecorderState, bool, int, float, int]:
+    @property
+    def _store_index(self) -> int:
+        """Store index of the take in flight (or of the next one)."""
+        return self._store_base + self._episode
+
+    def _begin(self) -> None:
+        episode = self._episode
         if self.scene is not None:
             self.scene.reset(episode)
-        self.writer.begin(episode, self.config.task, robot=self.config.robot,
+        self.writer.begin(self._store_index, self.config.task, robot=self.config.robot,
                           calibration_id=self.config.calibration_id, fps=self.config.fps,
                           start_time=time.time())
         self.clock.reset_stats()
         self._dropped_at_start = self._camera_drops()
-        self._summaries[episode] = EpisodeSummary(episode, 0, 0.0, None, "recording")
-        self.status.message = f"recording episode {episode + 1}/{self.config.episodes}"
-        return RecorderState.RECORDING, True, self.clock.ticks, self.clock.now(), 0
+        index = self._store_index
+        self._summaries[index] = EpisodeSummary(index, 0, 0.0, None, "recording")  # replaces a discarded take
+        self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
+        self._state, self._recording, self._frames = RecorderState.RECORDING, True, 0
+        self._start_tick, self._start_s = self.clock.ticks, self.clock.now()
+        self.status.episode_time_s = 0.0
 
     def _record_frame(self, observation: Mapping[str, Any], sent: np.ndarray, t: float) -> None:
         values: dict[str, np.ndarray] = {"observation.state": observation["observation.state"],
@@ -242,8 +308,11 @@ class RecordingSession:
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
 
-    def _end_episode(self, episode: int, frames: int, keep: bool) -> None:
-        summary = self._summaries[episode]
+    def _end_episode(self, keep: bool) -> None:
+        """End the take in flight: hand it to the writer to commit, or discard it."""
+        index, frames = self._store_index, self._frames
+        summary = self._summaries[index]
+        self._recording = False
         if keep and frames > 0:
             success = self.scene.success() if self.scene is not None else None
             if summary.success is not None:
@@ -255,34 +324,41 @@ class RecordingSession:
                                extra=extra)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
-            self.status.message = f"episode {episode + 1} recorded ({frames} frames), saving"
+            self._last_saved = index
+            self._episode += 1
+            self.status.message = f"episode {index} recorded ({frames} frames), saving"
         else:
             self.writer.discard()
             summary.state = "discarded"
             self.result.discarded += 1
-            self.status.message = f"episode {episode + 1} discarded"
+            self.status.message = f"episode {index}: take discarded"
 
-    def _mark(self, episode: int, success: bool) -> None:
-        summary = self._summaries.get(episode)
-        if summary is None:
+    def _mark(self, success: bool) -> None:
+        """s / f: the take in flight (stored with it at commit), else the episode saved last."""
+        index = self._store_index if self._recording else self._last_saved
+        word = "successful" if success else "failed"
+        if index is None:
+            self.status.message = "nothing to mark: no episode of this run is saved"
             return
-        summary.success = success  # applied at commit if the episode is still recording
+        summary = self._summaries[index]
+        summary.success = success
         if summary.state in ("saving", "saved"):
-            # Kept episodes reach the store in order, after those it held at the start.
-            kept = [k for k, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
-            self.writer.mark(self._store_base + kept.index(episode), success)
+            self.writer.mark(index, success)  # after its commit: the writer works in order
+            self.status.message = f"episode {index} marked {word} in the store"
+        else:
+            self.status.message = f"episode {index} marked {word} (stored with it)"
 
-    def _fault(self, fault: PlatformError, recording: bool, episode: int, frames: int) -> None:
+    def _fault(self, fault: PlatformError) -> None:
         log.error("fault: %s", fault)
-        if recording:
-            self._end_episode(episode, frames, keep=False)
+        if self._recording:
+            self._end_episode(keep=False)
         safety = self._safe_state()
         self.result.fault = f"{fault}; {safety}"
         self.status.message = f"FAULT: {fault}; {safety}; episodes already saved are kept"
 
-    def _estop(self, recording: bool, episode: int, frames: int) -> None:
-        if recording:
-            self._end_episode(episode, frames, keep=False)
+    def _estop(self) -> None:
+        if self._recording:
+            self._end_episode(keep=False)
         try:
             self.robot.torque_off()
             safety = "torque off, robot is safe"
@@ -308,7 +384,7 @@ class RecordingSession:
                         f"torque off ({off_error}); cut the servo power before going near the robot")
 
     def _finish(self, state: RecorderState) -> SessionResult:
-        self._update_status(state, self.status.episode, None, None)
+        self._update_status(state, None, None)
         return self.result
 
     # --- status ------------------------------------------------------------------------
@@ -339,10 +415,11 @@ class RecordingSession:
             age_ms = (float(wall) - float(stamp)) * 1e3 if stamp is not None and wall is not None else 0.0
             self.status.cameras[role] = CameraStatus(fps=fps, dropped=_dropped(camera), age_ms=age_ms)
 
-    def _update_status(self, state: RecorderState, episode: int, action: Any, observation: Any) -> None:
+    def _update_status(self, state: RecorderState, action: Any, observation: Any) -> None:
         status = self.status
         status.state = state
-        status.episode = min(episode, self.config.episodes - 1)
+        # The take in flight, else the next one; once all are saved, the last one saved.
+        status.episode = self._store_index - (1 if self._finished else 0)
         if observation is not None:
             status.follower = [float(v) for v in observation["observation.state"]]
         if action is not None:
@@ -360,12 +437,11 @@ class RecordingSession:
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
-        saved = len(stats.committed)
-        kept = [s for _, s in sorted(self._summaries.items()) if s.state in ("saving", "saved")]
-        for s in kept[:saved]:
-            if s.state != "saved":
+        committed = {(e.index, e.length) for e in stats.committed}
+        for s in self._summaries.values():
+            if s.state == "saving" and (s.index, s.frames) in committed:
                 s.state = "saved"
-                status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
+                status.message = f"episode {s.index} saved ({s.frames} frames)"
         status.episodes = list(self._summaries.values())
         self.result.committed = stats.committed
         if observation is not None:

@@ -57,6 +57,11 @@ class _Mark:
     success: bool | None
 
 
+@dataclass
+class _Delete:
+    store_index: int
+
+
 _STOP = object()
 
 
@@ -114,6 +119,13 @@ class BackgroundWriter:
     def mark(self, store_index: int, success: bool | None) -> None:
         """Set an already committed episode's success flag (after the queue drains to it)."""
         self._put(_Mark(store_index, success))
+
+    def delete(self, store_index: int) -> None:
+        """Delete a committed episode from the store (after the queue drains to it).
+
+        Compacts the store (`EpisodeStore.delete_episodes`: a copy of the episodes kept) on
+        the writer thread; the loop goes on, later frames wait in the queue meanwhile."""
+        self._put(_Delete(store_index))
 
     def stats(self) -> WriterStats:
         with self._lock:
@@ -182,6 +194,10 @@ class BackgroundWriter:
                     self._episode_done(None)
                 elif isinstance(item, _Mark):
                     self.store.set_success(item.store_index, item.success)
+                elif isinstance(item, _Delete):
+                    self.store.delete_episodes([item.store_index])
+                    with self._lock:
+                        self._stats.committed = [e for e in self._stats.committed if e.index != item.store_index]
         except Exception as exc:  # the loop sees it through `alive` and `stats().error`
             log.exception("episode writer failed")
             with self._lock:

@@ -64,11 +64,11 @@ class WriterStatus:
 
 @dataclass
 class EpisodeSummary:
-    index: int
-    frames: int
+    index: int  # in the store
+    frames: int  # so far, while it records
     duration_s: float
     success: bool | None = None
-    state: str = "saved"  # saving | saved | discarded
+    state: str = "saved"  # recording | saving | saved | discarded (a take) | deleted (d / r after saving)
 
 
 @dataclass
@@ -90,8 +90,12 @@ class RecorderStatus:
     robot: str = ""
     dataset: str = ""
     task: str = ""
-    episode: int = 0  # index of the episode being recorded (0-based within this session)
-    episodes_total: int = 0
+    # Episodes are numbered by their index in the store, everywhere: `episode` is the take
+    # in flight (or the next one), `first_episode` the first this run records, so this run
+    # is at take episode - first_episode + 1 of episodes_total.
+    episode: int = 0
+    first_episode: int = 0
+    episodes_total: int = 0  # episodes this run records
     episode_time_s: float = 0.0
     episode_time_limit_s: float = 0.0
     reset_time_left_s: float = 0.0

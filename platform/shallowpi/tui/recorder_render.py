@@ -43,13 +43,19 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds // 60):02d}:{seconds % 60:04.1f}"
 
 
+def run_position(status: RecorderStatus) -> str:
+    """'3/5 of this run': which take of this run the status's episode is."""
+    total = str(status.episodes_total) if status.episodes_total else "∞"
+    return f"{status.episode - status.first_episode + 1}/{total} of this run"
+
+
 def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Text:
     """The top line: state, episode n/N, timer against the limit, task, robot, dataset."""
     text = state_badge(status, connected)
     if status is None:
         return text
-    total = str(status.episodes_total) if status.episodes_total else "∞"
-    text.append(f"  episode {status.episode + 1}/{total}", style="bold")
+    text.append(f"  episode {status.episode}", style="bold")
+    text.append(f" ({run_position(status)})")
     if status.state is RecorderState.RESETTING:
         text.append(f"  reset {_clock(status.reset_time_left_s)} left", style="yellow")
     else:
@@ -161,13 +167,12 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
 
 def status_line(status: RecorderStatus) -> str:
     """One plain line for logs and scripts (`platform monitor --lines`, `record --no-tui`)."""
-    total = status.episodes_total or "∞"
     cams = " ".join(f"{role}={cam.fps:.1f}fps/{cam.dropped}drop" for role, cam in status.cameras.items())
     w, lp = status.writer, status.loop
     clock = (f"reset {status.reset_time_left_s:.1f}s left" if status.state is RecorderState.RESETTING
              else f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s")
-    saved = sum(e.state != "discarded" for e in status.episodes)
-    line = (f"{status.state.value:<9} episode {status.episode + 1}/{total} {clock} | "
+    saved = sum(e.state == "saved" for e in status.episodes)
+    line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | "
             f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns} | "
             f"queue {w.queue_depth}/{w.queue_capacity} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
             f"bp {w.backpressure_ms:.0f} ms | {cams or 'no cameras'} | kept {saved}")
