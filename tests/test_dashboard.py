@@ -192,10 +192,12 @@ def test_keys_send_commands():
         assert sent == [Command.START]
         feed.publish(make_status(RecorderState.RECORDING))
         await wait_for(pilot, lambda: app.status.state is RecorderState.RECORDING)
-        await pilot.press("space", "n", "r", "d", "s", "f", "p", "e")
-        assert sent[1:] == [Command.STOP, Command.NEXT, Command.RERECORD, Command.DISCARD,
+        await pilot.press("space", "r", "d", "s", "f", "p", "e")
+        assert sent[1:] == [Command.STOP, Command.RERECORD, Command.DISCARD,
                             Command.SUCCESS, Command.FAILURE, Command.PAUSE, Command.ESTOP]
-        assert "sent: estop" in text_of(app, "message")
+        assert "e: torque off now" in text_of(app, "message")
+        await pilot.press("n")  # no meaning while recording: said, not sent
+        assert len(sent) == 8 and "n (next) ignored while recording" in text_of(app, "message")
         feed.close()
 
     run_app(app, scenario)
@@ -554,7 +556,7 @@ def test_a_crashing_dashboard_leaves_the_recorder_running(tmp_path, monkeypatch)
     stop = threading.Event()
     ticks = [0]
 
-    def broken_joints(status: RecorderStatus):
+    def broken_joints(status: RecorderStatus, **_):
         raise RuntimeError("a bug in the joints panel")
 
     def broken_key(self) -> None:

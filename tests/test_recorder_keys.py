@@ -49,7 +49,7 @@ def test_a_key_with_no_meaning_says_so_and_changes_nothing(tmp_path, state):
     for command in ignored:
         tick = AT[state]
         script = {**reach(state), tick: [command], tick + 3: [Command.QUIT]}
-        _, _, store, seen = run_script(tmp_path / command.value, script,
+        _, _, _store, seen = run_script(tmp_path / command.value, script,
                                        autostart=state is not RecorderState.IDLE)
         before, after = at(seen, tick - 1), at(seen, tick)
         assert before[1] is state, (command, before)
@@ -120,7 +120,7 @@ def test_r_and_d_while_recording_discard_the_take(tmp_path):
 
 def test_marks_after_saving_are_what_the_store_holds(tmp_path):
     script = {5: [Command.FAILURE], 40: [Command.SUCCESS], 80: [Command.FAILURE]}
-    session, _, store, seen = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
+    _session, _, store, seen = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
     assert "episode 0 marked successful in the store" in at(seen, 40)[2]
     assert "episode 1 marked failed (stored with it)" in at(seen, 80)[2]
     assert [e.success for e in store.episodes] == [True, False]  # f on the take, then s after saving
@@ -136,7 +136,7 @@ def test_n_and_space_end_the_reset_and_idle(tmp_path):
 @pytest.mark.parametrize("state", keys.STATES, ids=lambda s: s.value)
 def test_e_stop_in_every_state_switches_torque_off_and_ends_with_a_fault(tmp_path, state):
     script = {**reach(state), AT[state]: [Command.ESTOP]}
-    session, arm, store, seen = run_script(tmp_path, script, autostart=state is not RecorderState.IDLE)
+    session, arm, store, _seen = run_script(tmp_path, script, autostart=state is not RecorderState.IDLE)
     assert arm.torque_offs == 1
     assert session.status.state is RecorderState.FAULT and session.result.fault.startswith("e-stop pressed")
     assert session.status.message.startswith("E-STOP: torque off")

@@ -27,6 +27,10 @@ STATE_STYLES: dict[RecorderState, Style] = {
 }
 DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
+JOINTS_WITH_BARS = 56  # panel width (cells) below which joints are shown without their bar
+KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
+                               ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),
+                               ("c", "camera"), ("q", "quit")]
 
 
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
@@ -62,6 +66,7 @@ def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Te
         text.append(f"  {_clock(status.episode_time_s)}", style="bold")
         if status.episode_time_limit_s:
             text.append(f" / {_clock(status.episode_time_limit_s)}")
+    text.append_text(safety(status))
     text.append("\n")
     text.append("task: ", style="dim")
     text.append(status.task or "-", style="italic")
@@ -82,7 +87,32 @@ def _bar(value: float, lower: float, upper: float, width: int = BAR_WIDTH) -> in
     return min(int(fraction * width), width - 1)
 
 
-def joints(status: RecorderStatus) -> Text:
+def keys_line() -> Text:
+    """Every key and what it does, wrapping onto a second line on a narrow terminal
+    (what each does in each state: telemetry/keys.py, `platform record --help`)."""
+    text = Text()
+    for i, (key, label) in enumerate(KEYS):
+        if i:
+            text.append("  ")
+        text.append(f" {key} ", style="bold reverse" if key != "e" else "bold #ffffff on #d70000")
+        text.append(f" {label}")
+    return text
+
+
+def safety(status: RecorderStatus) -> Text:
+    """What needs the operator now, for the top line: fault, back-pressure, camera drops."""
+    text = Text()
+    if status.state is RecorderState.FAULT:
+        text.append("  FAULT: see below", style="bold #ffffff on #af00af")
+    if status.writer.backpressure_ms:
+        text.append(f"  disk behind: waited {status.writer.backpressure_ms:.0f} ms", style="bold red")
+    dropped = sum(cam.dropped for cam in status.cameras.values())
+    if dropped:
+        text.append(f"  {dropped} camera frames dropped", style="bold yellow")
+    return text
+
+
+def joints(status: RecorderStatus, bars: bool = True) -> Text:
     """Leader (command) vs follower (state) per joint: numbers, error, and a position bar.
 
     On the bar `L` marks the leader and `F` the follower (`#` where both share a cell), so
@@ -93,7 +123,8 @@ def joints(status: RecorderStatus) -> Text:
     if not names:
         return Text("no joint data yet", style="dim")
     width = min(max(len(n) for n in names), 22)
-    text.append(f"{'joint':<{width}}  {'leader':>7} {'follower':>8} {'error':>6}  position\n", style="bold")
+    text.append(f"{'joint':<{width}}  {'leader':>7} {'follower':>8} {'error':>6}" + ("  position" if bars else "")
+                + "\n", style="bold")
     for i, name in enumerate(names):
         lead = status.leader[i] if i < len(status.leader) else math.nan
         follow = status.follower[i] if i < len(status.follower) else math.nan
@@ -104,6 +135,9 @@ def joints(status: RecorderStatus) -> Text:
         error_style = "red" if abs(error) > 0.1 * span else ("yellow" if abs(error) > 0.03 * span else "")
         text.append(f"{name[:width]:<{width}}  {lead:>7.3f} {follow:>8.3f} ")
         text.append(f"{error:>+6.3f}", style=error_style)
+        if not bars:
+            text.append("\n")
+            continue
         cells = ["·"] * BAR_WIDTH
         lead_cell, follow_cell = _bar(lead, lower, upper), _bar(follow, lower, upper)
         cells[lead_cell] = "L"
@@ -157,8 +191,8 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
     for episode in shown:
         mark, style = _episode_mark(episode)
         text.append(f"#{episode.index:<4d} ")
-        text.append(f"{mark:<12}", style=style)
-        text.append(f" {episode.frames:>6d} frames {episode.duration_s:>6.1f} s  ")
+        text.append(f"{mark:<11}", style=style)
+        text.append(f" {episode.frames:>5d} fr {episode.duration_s:>5.1f} s ")
         text.append(episode.state, style="cyan" if episode.state == "saving" else "dim")
         text.append("\n")
     text.rstrip()
