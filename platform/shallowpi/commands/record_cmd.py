@@ -136,14 +136,18 @@ def run(args: argparse.Namespace) -> int:
             calibration_id=rig.calibration_id, autostart=True,
         )
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-        if use_tui:
-            publish = publisher.publish
-        else:
-            reporter = _ProgressLines(session_cfg.episodes)
+        reporter = _ProgressLines(session_cfg.episodes)
+        reporter.on = not use_tui  # and from the moment a dashboard dies
 
-            def publish(status: Any) -> None:
-                publisher.publish(status)
+        def publish(status: Any) -> None:
+            publisher.publish(status)
+            if reporter.on:
                 reporter.publish(status)
+
+        def dashboard_lost(why: str) -> None:
+            print(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; "
+                  f"`platform monitor --control` attaches a dashboard)", flush=True)
+            reporter.on = True
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
                                    scene=rig.scene, cameras=rig.cameras, publish=publish,
@@ -152,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
         if use_tui:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
 
-            result = run_recorder_dashboard(session, publisher, log_path=store_path / ".shallowpi" / f"record-{stamp}.log")
+            result = run_recorder_dashboard(session, publisher, on_dashboard_lost=dashboard_lost,
+                                            log_path=store_path / ".shallowpi" / f"record-{stamp}.log")
         else:
             result = session.run()
         writer.close()
@@ -220,6 +225,7 @@ class _ProgressLines:
 
     def __init__(self, episodes: int) -> None:
         self.episodes = episodes
+        self.on = True
         self._last_line = 0.0
         self._last_message = ""
 
