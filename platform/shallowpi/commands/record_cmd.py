@@ -44,16 +44,47 @@ HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack
 log = logging.getLogger(__name__)
 
 
+def _record_defaults() -> dict[str, Any]:
+    """configs/config.yaml's `record` section, for --help (plain YAML: no Hydra on --help)."""
+    import yaml
+
+    try:
+        return dict(yaml.safe_load((config.config_dir() / "config.yaml").read_text()).get("record") or {})
+    except (OSError, PlatformError, AttributeError, yaml.YAMLError):
+        return {}
+
+
+def help_epilog() -> str:
+    """The dashboard's keys in every state, and where to watch a recording from."""
+    from shallowpi.telemetry import keys
+
+    return (
+        "dashboard keys (a key with no meaning in a state says \"ignored while <state>\"; c shows the\n"
+        "next camera). Episodes are numbered as the store numbers them, everywhere:\n"
+        f"{keys.table()}\n\n"
+        "watch or drive a running recorder from another terminal (e.g. over SSH):\n"
+        "  platform monitor --robot R [--control]      the same dashboard\n"
+        "  platform monitor --robot R --lines          one plain status line a second"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = _record_defaults()
+    parser.epilog = help_epilog()
     add_config_flags(parser, robot=True, dataset=True)
     parser.add_argument("--task", help="what the operator does, in words (in simulation: a task name)")
     parser.add_argument("--sim", nargs="?", const="direct", choices=["direct", "stack"],
                         help="record in the MuJoCo twin: `direct` runs it in-process (the default); "
                              "`stack` runs it behind emulated servo chains and software RealSenses, "
                              "through the real drivers")
-    parser.add_argument("--episodes", type=int, help="episodes to record (config record.episodes)")
-    parser.add_argument("--episode-time-s", type=float, help="seconds per episode")
-    parser.add_argument("--reset-time-s", type=float, help="seconds between episodes")
+    parser.add_argument("--episodes", type=int,
+                        help=f"episodes to record in this run (default {defaults.get('episodes', '?')}: record.episodes)")
+    parser.add_argument("--episode-time-s", type=float,
+                        help=f"seconds per episode (default {defaults.get('episode_time_s', '?')}: "
+                             "record.episode_time_s)")
+    parser.add_argument("--reset-time-s", type=float,
+                        help=f"seconds between episodes to reset the scene (default {defaults.get('reset_time_s', '?')}: "
+                             "record.reset_time_s)")
     parser.add_argument("--fps", type=float, help="control and recording rate (default: the robot's)")
     parser.add_argument("--resume", action="store_true",
                         help="add episodes to an existing dataset (same features, robot and fps; same calibration "
