@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -521,11 +522,35 @@ def test_platform_monitor_lines_prints_status_lines_until_the_recorder_stops(tmp
         second = child.stdout.readline()
         stop.set()
         thread.join(timeout=5)
+        publisher.publish(make_status(RecorderState.STOPPED))  # a clean stop's last status
+        time.sleep(0.3)
     out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     for line in (first, second):
         assert "recording episode 2 (3/10 of this run)" in line and "queue 40/64" in line and "wrist_left=25.1fps/3drop" in line
-    assert out.strip().endswith("recorder disconnected")
+        assert "kept 1 |" in line  # the saved episode only, not the one still saving
+    assert out.strip().endswith("recorder stopped")
+
+
+def test_platform_monitor_lines_says_stale_and_tells_a_vanished_recorder_from_a_fault(tmp_path):
+    address = str(tmp_path / "telemetry.sock")
+    with TelemetryPublisher(address) as publisher:
+        publisher.publish(make_status())
+        child = subprocess.Popen(platform_cmd("monitor", "--address", address, "--lines"),
+                                 env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = [child.stdout.readline() for _ in range(5)]  # one a second, nothing new after the first
+    out, err = child.communicate(timeout=30)
+    assert not lines[0].split(" ", 1)[1].startswith("STALE") and re.search(r"STALE: no status for \d+ s; last: recording", lines[4]), lines
+    assert child.returncode == 3, err
+    assert "recorder vanished without a final status" in out.strip().splitlines()[-1]
+
+    with TelemetryPublisher(address) as publisher:
+        publisher.publish(make_status(RecorderState.FAULT, message="E-STOP: torque off, robot is safe"))
+        child = subprocess.Popen(platform_cmd("monitor", "--address", address, "--lines"),
+                                 env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        child.stdout.readline()
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 1 and out.strip().endswith("recorder ended on a fault: E-STOP: torque off, robot is safe")
 
 
 def test_camera_key_cycles_thumbnails():

@@ -186,3 +186,43 @@ def _screen_text(app: RecorderDashboard) -> str:
     svg = app.export_screenshot()
     runs = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
     return re.sub(r"\s+", " ", html.unescape("".join(runs)).replace("\xa0", " "))  # wrapped lines join
+
+
+def test_simulated_time_loop_paused_cameras_and_growing_episode_rows(tmp_path):
+    from shallowpi.tui import panels
+    from shallowpi.tui import recorder_render as render
+
+    loop = make_status().loop
+    loop.simulated, loop.period_p50_ms = True, 70.0
+    shown = panels.loop(loop).plain
+    assert "simulated time" in shown and "overrun" not in shown.replace("no deadline to overrun", "")
+    assert "sim-time loop" in render.status_line(make_status(loop=loop))
+    paused = panels.cameras(make_status().cameras, 30.0, paused=True).plain
+    assert "paused" in paused and "29.8" not in paused
+
+    # A real session: the row of the take in flight counts frames and seconds as it grows.
+    store = open_store(tmp_path / "grow.zarr")
+    rows: list[tuple[int, float]] = []
+    session, _, writer = make_session(store, episodes=1, episode_time_s=1.0,
+                                      publish=lambda s: rows.append((s.episodes[-1].frames,
+                                                                     s.episodes[-1].duration_s)))
+    session.run()
+    writer.close()
+    assert rows[9] == (10, pytest.approx(10 / 30)) and rows[19][0] == 20
+    assert session.status.loop.simulated
+
+
+def test_the_monitor_says_recorder_stopped_after_a_clean_stop():
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, None, monitor=True)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.STOPPED))
+        await wait_for(pilot, lambda: app.status is not None)
+        feed.close()
+        await wait_for(pilot, lambda: not app.connected)
+        await pilot.pause()
+        assert text_of(app, "message") == "recorder stopped; press q to leave"
+        assert text_of(app, "summary").startswith(" RECORDER STOPPED ")
+
+    run_app(app, scenario)

@@ -271,8 +271,10 @@ class _ProgressLines:
             return
         self._last_line = now
         w, loop = status.writer, status.loop
+        timing = (f"sim-time loop, wall p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms a tick"
+                  if loop.simulated else
+                  f"loop p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns")
         print(f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
-              f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | loop p50 {loop.period_p50_ms:.1f} "
-              f"p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | writer queue {w.queue_depth}/"
+              f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | {timing} | writer queue {w.queue_depth}/"
               f"{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, waited {w.backpressure_ms:.0f} ms",
               flush=True)

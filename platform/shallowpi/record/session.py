@@ -433,7 +433,8 @@ class RecordingSession:
             else:
                 status.leader = [float(v) for v in np.asarray(action).reshape(-1)]
         p50, p99 = self.clock.percentiles_ms()
-        status.loop = LoopStatus(self.config.fps, p50, p99, self.clock.overruns)
+        status.loop = LoopStatus(self.config.fps, p50, p99, self.clock.overruns,
+                                 simulated=bool(getattr(self.clock, "simulated", False)))
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
@@ -444,8 +445,13 @@ class RecordingSession:
                 status.message = f"episode {s.index} saved ({s.frames} frames)"
         status.episodes = list(self._summaries.values())
         self.result.committed = stats.committed
-        if observation is not None:
+        if observation is not None and state is not RecorderState.PAUSED:
             self._camera_status(observation)
+        elif state is RecorderState.PAUSED:
+            # Nothing is recorded: no rate to show, and none carried into the next take.
+            self._camera_rates.clear()
+            for role, camera in status.cameras.items():
+                status.cameras[role] = CameraStatus(fps=0.0, dropped=camera.dropped, age_ms=0.0)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
             for key, value in observation.items():
                 if key.startswith("observation.images.") and not key.endswith(".timestamp"):

@@ -50,6 +50,9 @@ class LoopStatus:
     period_p50_ms: float = 0.0
     period_p99_ms: float = 0.0
     overruns: int = 0  # ticks that took longer than the period, this episode
+    # True in simulation: a tick is one period of simulated time, however long it takes on
+    # the wall clock, so the measured period is the rendering speed, and nothing overruns.
+    simulated: bool = False
 
 
 @dataclass

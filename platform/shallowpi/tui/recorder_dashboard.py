@@ -306,7 +306,8 @@ class RecorderDashboard(App[None]):
         joints_width = self.query_one("#joints", Static).content_region.width or 80
         self._update("joints", render.joints(status, bars=joints_width >= render.JOINTS_WITH_BARS))
         self._update("episodes", render.episodes(status))
-        self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz))
+        self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz,
+                                               paused=status.state is RecorderState.PAUSED))
         self._update("loop", panels.loop(status.loop))
         self._update("writer", render.writer(status))
         self._show_thumbnail()
@@ -329,7 +330,12 @@ class RecorderDashboard(App[None]):
         if not connected:
             reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
             tail = "" if self.exit_when_source_ends else "; press q to leave"
-            self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
+            if self.status is not None and self.status.state is RecorderState.STOPPED and not reason:
+                self._show_message(f"recorder stopped{tail}", "bold")
+            elif self.status is not None and self.status.state is RecorderState.FAULT:
+                self._show_message(f"recorder ended on a fault: {self.status.message}{tail}", "bold red")
+            else:
+                self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
 
     def on_resize(self, event: Resize) -> None:
         compact = event.size.width < 110 or event.size.height < 36

@@ -36,7 +36,8 @@ KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
     # Appended as a span, not the Text's base style, so text added after it stays plain.
     if not connected:
-        return Text().append(" RECORDER DISCONNECTED ", style=DISCONNECTED_STYLE)
+        stopped = status is not None and status.state is RecorderState.STOPPED
+        return Text().append(" RECORDER STOPPED " if stopped else " RECORDER DISCONNECTED ", style=DISCONNECTED_STYLE)
     if status is None:
         return Text().append(" WAITING FOR THE RECORDER ", style=DISCONNECTED_STYLE)
     return Text().append(f" {status.state.value.upper()} ", style=STATE_STYLES[status.state])
@@ -206,8 +207,9 @@ def status_line(status: RecorderStatus) -> str:
     clock = (f"reset {status.reset_time_left_s:.1f}s left" if status.state is RecorderState.RESETTING
              else f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s")
     saved = sum(e.state == "saved" for e in status.episodes)
-    line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | "
-            f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns} | "
+    loop = (f"sim-time loop, wall p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms a tick" if lp.simulated
+            else f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns}")
+    line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | {loop} | "
             f"queue {w.queue_depth}/{w.queue_capacity} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
             f"bp {w.backpressure_ms:.0f} ms | {cams or 'no cameras'} | kept {saved}")
     return f"{line} | {status.message}" if status.message else line
