@@ -47,3 +47,45 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "bad_store: writes stores that `dataset check` rejects, on purpose; they are not checked after it")
+
+
+def _stores_under(root: Path) -> list[Path]:
+    """The episode stores under `root` (zarr groups with the shallowpi header; plain zarr
+    groups that tests write to compare chunks are not stores)."""
+    stores = []
+    for folder, subfolders, _ in os.walk(root):
+        stores += [Path(folder, name) for name in subfolders
+                   if name.endswith(".zarr") and '"shallowpi"' in _text(Path(folder, name, ".zattrs"))]
+        subfolders[:] = [name for name in subfolders if not name.endswith(".zarr")]  # not into chunks
+    return sorted(stores)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.fixture(autouse=True)
+def stores_written_check_clean(request: pytest.FixtureRequest):
+    """`dataset check` finds nothing wrong in any store a test leaves in its tmp_path
+    (tests that damage stores on purpose carry the `bad_store` mark)."""
+    yield
+    tmp_path = getattr(request.node, "funcargs", {}).get("tmp_path")
+    if tmp_path is None or request.node.get_closest_marker("bad_store"):
+        return
+    stores = _stores_under(tmp_path)
+    if not stores:
+        return
+    from shallowpi.data.store import EpisodeStore
+    from shallowpi.data.store_check import check_store
+
+    for path in stores:
+        with EpisodeStore.open(path) as store:
+            problems = check_store(store, workers=2).problems
+        assert problems == [], f"dataset check of {path.name}, written by this test: {problems}"

@@ -55,6 +55,7 @@ def test_bad_input_answers_in_one_line(args, expected):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.bad_store  # it ends by damaging a store, to see check name it
 def test_dataset_commands_end_to_end(tmp_path):
     make_store(tmp_path / "kitchen.zarr", episodes=3, length=12).close()
     root = ["--data-root", str(tmp_path)]
@@ -97,6 +98,157 @@ def test_dataset_names_resolve_under_the_data_root(tmp_path, monkeypatch):
     assert config.data_root(cfg) == tmp_path / "ssd"
 
 
+# Names a user may give: non-ASCII, spaces, quotes, a comma, and what looks like Hydra syntax.
+ODD_NAMES = ("dä 台 'x\"y", "küche, 台所 ${oc.env:HOME}")
+
+
+def _commands_with(flag: str) -> list[list[str]]:
+    """Every subcommand (and dataset action) whose parser takes `flag`."""
+    import argparse
+
+    from shallowpi.cli import build_parser
+
+    found = []
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not nested and any(flag in a.option_strings for a in parser._actions):
+            found.append(words)
+        for action in nested:
+            for name, child in action.choices.items():
+                walk(child, [*words, name])
+
+    walk(build_parser(), [])
+    return found
+
+
+def _required_positionals(words: list[str]) -> list[str]:
+    extra = {"dataset merge": ["a", "b", "--out", "c"], "dataset import": ["src", "--out", "c"],
+             "dataset export": ["a", "--to", "lerobot", "dest"], "dataset delete": ["a", "--episode", "0"]}
+    if " ".join(words) in extra:
+        return extra[" ".join(words)]
+    return ["a"] if words[:1] == ["dataset"] and words[1:] != ["list"] else []
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_every_command_takes_any_path_in_dataset_and_data_root(name, tmp_path):
+    from shallowpi import config
+    from shallowpi.cli import build_parser, overrides_from
+
+    root = str(tmp_path / name)
+    with_root, with_dataset = _commands_with("--data-root"), _commands_with("--dataset")
+    assert ["record"] in with_root and ["train"] in with_dataset and ["dataset", "export"] in with_root
+    for words in with_root:
+        if words == ["eval"]:  # --policy there is a checkpoint folder: end to end below
+            continue
+        argv = [*words, *_required_positionals(words), "--data-root", root]
+        if words in with_dataset:
+            argv += ["--dataset", name]
+        args, _ = build_parser().parse_known_args(argv)
+        args.overrides = []
+        cfg = config.compose(overrides_from(args))
+        assert config.data_root(cfg) == tmp_path / name, words
+        if words in with_dataset:
+            assert cfg.dataset == name, words
+            assert config.resolve_dataset(cfg.dataset, config.data_root(cfg)) == tmp_path / name / f"{name}.zarr"
+
+
+def test_odd_paths_end_to_end(tmp_path):
+    root = tmp_path / ODD_NAMES[0]
+    make_store(root / f"{ODD_NAMES[1]}.zarr", episodes=2, length=4).close()
+    flags = ["--data-root", str(root)]
+    listing = run("dataset", "list", *flags)
+    assert listing.returncode == 0 and "台所" in listing.stdout, listing.stderr
+    check = run("dataset", "check", ODD_NAMES[1], *flags)
+    assert check.returncode == 0 and "ok, 2 episodes" in check.stdout, check.stderr
+    shown = yaml.safe_load(run("config", "show", "--dataset", ODD_NAMES[1], *flags).stdout)
+    assert (shown["dataset"], shown["data_root"]) == (ODD_NAMES[1], str(root))
+    # train and eval reach the store by that name (and say it is not a training store, or
+    # missing), instead of failing in Hydra's lexer.
+    for command in (["train", "--dataset", "nowhere ü"], ["eval", "--dataset", "nowhere ü", "--policy", str(tmp_path / "no ckpt ü")]):
+        result = run(*command, *flags)
+        assert "LexerNoViableAlt" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_record_into_an_odd_dataset_name_and_root(tmp_path):
+    root = tmp_path / ODD_NAMES[0]
+    result = run("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui",
+                 "--dataset", ODD_NAMES[1], "--data-root", str(root), "--episodes", "1",
+                 "--episode-time-s", "0.2", "--reset-time-s", "0", "record.sim_size=32x32",
+                 f"telemetry.address={tmp_path}/t.sock")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (root / f"{ODD_NAMES[1]}.zarr").is_dir()
+
+
+def _run_read_only(folder, *args: str) -> subprocess.CompletedProcess:
+    from read_only import read_only_command
+
+    command = read_only_command(folder, platform_cmd(*args))
+    if command is None:
+        pytest.skip("cannot make a folder read-only here (root without mount rights)")
+    return subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui", "--dataset", "new",
+          "--episodes", "1", "--episode-time-s", "0.2", "--reset-time-s", "0", "record.sim_size=32x32",
+          "telemetry.address={tmp}/t.sock", "--data-root", "{ro}"], "new.zarr.creating: .*--data-root"),
+        (["dataset", "merge", "kitchen", "kitchen", "--out", "both", "--data-root", "{ro}"],
+         "both.zarr.creating: .*--data-root"),
+        (["dataset", "delete", "kitchen", "--episode", "0", "--yes", "--data-root", "{ro}"],
+         "kitchen.zarr/.shallowpi.lock: .*--data-root"),
+        (["dataset", "show", "kitchen", "--out", "{ro}/ep.png", "--data-root", "{ro}"], "ep.png: .*--out"),
+        (["dataset", "export", "kitchen", "--to", "lerobot", "{ro}/lr", "--data-root", "{ro}"], "lr.partial: .*DEST"),
+        (["sim", "--robot", "arm", "--task", "cube_in_bowl", "--size", "32x32", "--png", "{ro}/s.png"],
+         "s.png.tmp: .*--png"),
+        (["train", "--dataset", "kitchen", "--data-root", "{ro}", "--runs-dir", "{ro}/runs", "--policy", "tiny",
+          "--steps", "1", "--device", "cpu", "--no-progress"], "runs: .*--runs-dir"),
+    ],
+    ids=["record", "merge", "delete", "show", "export", "sim-png", "train"],
+)
+def test_a_read_only_data_root_gives_one_line(args, names, tmp_path):
+    import re
+
+    ro = tmp_path / "ro"
+    make_store(ro / "kitchen.zarr", episodes=2, length=4).close()
+    before = sorted(p.relative_to(ro) for p in ro.rglob("*"))
+    result = _run_read_only(ro, *(a.format(ro=ro, tmp=tmp_path) for a in args))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and lines, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    path, argument = names.split(": .*")
+    pattern = rf"^error: cannot write {re.escape(str(ro))}/{re.escape(path)}: (the file system is read-only|permission denied); "
+    assert re.search(pattern + rf"make it writable or give {argument} on another disk$", lines[-1]), lines[-1]
+    assert sorted(p.relative_to(ro) for p in ro.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("EROFS", "the file system is read-only; make it writable or give --out on another disk"),
+        ("EACCES", "permission denied; make it writable or give --out on another disk"),
+        ("ENOSPC", "no space left on the device; free space there or give --out on another disk"),
+        ("EDQUOT", "the disk quota is exceeded; free space there or give --out on another disk"),
+    ],
+)
+def test_file_system_refusals_name_the_path_and_the_flag(code, expected, tmp_path):
+    import argparse
+    import errno
+
+    from shallowpi.cli import file_system_error
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    args = parser.parse_args(["--out", str(tmp_path / "x.png")])
+    error = OSError(getattr(errno, code), "whatever", str(tmp_path / "x.png.tmp"))
+    assert file_system_error(error, args, parser) == f"cannot write {tmp_path}/x.png.tmp: {expected}"
+    assert file_system_error(OSError(errno.EIO, "I/O error", "/x"), args, parser) is None  # a bug: traceback
+
+
 def test_dataset_merge_refuses_mixing_fps_or_calibration_in_one_line(tmp_path):
     from shallowpi.data import EpisodeStore
 
@@ -118,4 +270,3 @@ def test_dataset_merge_refuses_mixing_fps_or_calibration_in_one_line(tmp_path):
     slow = run("dataset", "merge", "a", "b", "--out", "slow", "--allow-mixed-calibration", *root)
     assert slow.returncode != 0 and len(slow.stderr.strip().splitlines()) == 1, slow.stderr
     assert "a.zarr holds episodes at 30 fps, b.zarr at 15 fps" in slow.stderr and "new dataset" in slow.stderr
-

@@ -116,7 +116,7 @@ def test_keys_against_a_real_session_do_what_the_store_shows(tmp_path):
         await pilot.pause(0.3)
         await pilot.press("p")  # save the take, hold
         await wait_for(pilot, state_is(RecorderState.PAUSED, 1))
-        await wait_for(pilot, lambda: len(writer.stats().committed) == 1)
+        await wait_for(pilot, lambda: len(writer.committed()) == 1)
         await pilot.press("d")  # delete it from the store; still paused, episode 0 next
         await wait_for(pilot, state_is(RecorderState.PAUSED, 0))
         await wait_for(pilot, lambda: "episode 0 deleted from the store" in text_of(app, "message"))

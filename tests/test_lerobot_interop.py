@@ -156,3 +156,124 @@ def test_without_lerobot_the_error_says_how_to_install_it(tmp_path, monkeypatch)
         export_lerobot(tmp_path / "s.zarr", tmp_path / "out")
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "out").exists()
+
+
+def _store_of_size(path, height: int, width: int, episodes: int = 2, length: int = 5):
+    from shallowpi.data.store import StoreSettings
+    from store_fixtures import arm_features, synthetic_frame
+
+    rng = np.random.default_rng(0)
+    store = EpisodeStore.create(path, arm_features(height, width), StoreSettings(durable=False))
+    for e in range(episodes):
+        writer = store.begin_episode("tiny", robot="arm", fps=30)
+        for t in range(length + e):
+            writer.add_frame(synthetic_frame(rng, t, height, width), t / 30.0)
+        writer.commit()
+    store.close()
+    return path
+
+
+def test_cameras_too_small_for_av1_are_exported_as_h264(tmp_path):
+    """16x16 made SVT-AV1 die of SIGFPE (exit 136, a .partial left); H.264 takes it."""
+    from shallowpi.data.lerobot_interop import export_lerobot
+
+    _store_of_size(tmp_path / "tiny.zarr", 16, 16)
+    out = export_lerobot(tmp_path / "tiny.zarr", tmp_path / "lr", repo_id=REPO_ID)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["features"]["observation.images.front"]["info"]["video.codec"] == "h264"
+    source, dataset = EpisodeStore.open(tmp_path / "tiny.zarr"), _load_with_lerobot(out)
+    assert len(dataset) == source.num_frames == 11
+    for row in range(len(dataset)):
+        image = dataset[row]["observation.images.front"].numpy().transpose(1, 2, 0) * 255.0
+        assert np.abs(image - source.read("observation.images.front", row, row + 1)[0]).mean() < 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr", "tiny.zarr"]
+
+
+def test_sizes_no_encoder_takes_are_refused_in_one_line(tmp_path):
+    from shallowpi.data.lerobot_interop import export_lerobot
+
+    _store_of_size(tmp_path / "odd.zarr", 15, 15)  # AV1: SIGFPE; H.264: odd sizes refused
+    with pytest.raises(PlatformError, match=r"no video encoder takes its camera sizes \(libsvtav1: "
+                                            r"observation\.images\.front 15x15: crashed \(SIGFPE\); h264: observation\.images\.front 15x15: "
+                                            r"refuses this size\); record at") as caught:
+        export_lerobot(tmp_path / "odd.zarr", tmp_path / "lr")
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.zarr"]
+
+
+def test_an_encoder_crash_mid_export_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """The crash itself, unprevented: force AV1 on 16x16 frames. The child dies of SIGFPE
+    inside SVT-AV1; the command gets one line and no .partial folder."""
+    from shallowpi.data import lerobot_interop
+    from shallowpi.data.isolated import ChildCrashed
+
+    _store_of_size(tmp_path / "tiny.zarr", 16, 16)
+    monkeypatch.setattr(lerobot_interop, "choose_video_codec", lambda store: "libsvtav1")
+    with pytest.raises(ChildCrashed, match=r"exporting tiny\.zarr \(libsvtav1 video encoder\) crashed \(SIGFPE\)") as caught:
+        lerobot_interop.export_lerobot(tmp_path / "tiny.zarr", tmp_path / "lr")
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.zarr"]
+
+
+def test_a_child_killed_by_a_signal_is_one_line():
+    import signal
+
+    from native_crash import die_of
+    from shallowpi.data.isolated import ChildCrashed, run_isolated
+
+    seen: list[tuple[int, int]] = []
+    with pytest.raises(ChildCrashed, match=r"^the test work crashed \(SIGSEGV\)$"):
+        run_isolated(die_of, signal.SIGSEGV, what="the test work", progress=lambda *p: seen.append(p))
+    assert seen == [(1, 2)]
+
+
+def _drop_last_frame(video, into):
+    """Re-mux `video` without its last frame: what a frame-dropping encoder leaves."""
+    import av
+
+    with av.open(str(video)) as source:
+        packets = [p for p in source.demux(source.streams.video[0]) if p.dts is not None]
+        with av.open(str(into), "w", format="mp4") as sink:
+            stream = sink.add_stream_from_template(template=source.streams.video[0], opaque=True)
+            stream.time_base = source.streams.video[0].time_base
+            for packet in packets[:-1]:
+                packet.stream = stream
+                sink.mux(packet)
+
+
+def test_verification_refuses_a_video_one_frame_short(exported, tmp_path):
+    import shutil
+
+    from shallowpi.data.lerobot_interop import verify_lerobot_export
+
+    root, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with EpisodeStore.open(root / "src.zarr") as store:
+        verify_lerobot_export(store, copy, REPO_ID)  # the export as written passes
+        video = next((copy / "videos" / "observation.images.front").rglob("*.mp4"))
+        _drop_last_frame(video, tmp_path / "short.mp4")
+        shutil.move(tmp_path / "short.mp4", video)
+        with pytest.raises(PlatformError, match=r"episode 2 has 10 rows but its observation\.images\.front "
+                                                r"video holds 9 frames") as caught:
+            verify_lerobot_export(store, copy, REPO_ID)
+    assert "\n" not in str(caught.value)
+
+
+def test_import_into_a_read_only_data_root_is_one_line(exported, tmp_path):
+    import subprocess
+
+    from conftest import platform_cmd, subprocess_env
+    from read_only import read_only_command
+
+    _, out, _ = exported
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    command = read_only_command(ro, platform_cmd("dataset", "import", str(out), "--out", "back",
+                                                 "--repo-id", REPO_ID, "--data-root", str(ro)))
+    if command is None:
+        pytest.skip("cannot make a folder read-only here (root without mount rights)")
+    result = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot write {ro}/back.zarr")
+    assert list(ro.iterdir()) == []

@@ -7,6 +7,8 @@ RealSenseCamera reading pyrealsense2's software device.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import signal
 import subprocess
 import threading
@@ -16,20 +18,23 @@ import numpy as np
 import pytest
 
 from conftest import platform_cmd, subprocess_env
+from disk_fixtures import small_disk
 from dxl_fixtures import emulated
+from shallowpi import config
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
+from shallowpi.errors import PlatformError
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 from shallowpi.record.clock import TickClock
-from shallowpi.record.rig import record_features
+from shallowpi.record.rig import build_rig, first_seed, record_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
-from shallowpi.telemetry.status import RecorderState
+from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.teleop.leader import LeaderFollower
-from store_fixtures import stamp_episode
+from store_fixtures import make_store, stamp_episode, synthetic_frame
 
 SMALL = "record.sim_size=96x96"
 
@@ -68,7 +73,9 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     assert again.returncode != 0 and "already exists; pass --resume" in again.stderr
     resumed = record(tmp_path, "--dataset", "demo", "--episodes", "1", "--reset-time-s", "0", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert len(EpisodeStore.open(tmp_path / "demo.zarr")) == 3
+    resumed_store = EpisodeStore.open(tmp_path / "demo.zarr")
+    assert len(resumed_store) == 3
+    assert [e.extra["seed"] for e in resumed_store.episodes] == [0, 1, 2]  # the resumed run's scene is new
     other = subprocess.run(
         platform_cmd("record", "--robot", "humanoid", "--sim", "direct", "--task", "cube_in_bowl",
                      "--data-root", str(tmp_path), "--dataset", "demo", "--resume", "--no-tui", SMALL,
@@ -76,6 +83,110 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
         env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert other.returncode != 0
     assert "recorded with other features" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+
+
+def _episode_digest(store: EpisodeStore, index: int) -> str:
+    episode = store.read_episode(index)
+    return hashlib.sha256(b"".join(np.ascontiguousarray(episode[k]).tobytes() for k in sorted(episode))).hexdigest()
+
+
+@pytest.mark.slow
+def test_sim_episodes_start_at_zero_hold_their_rows_and_never_repeat_a_scene(tmp_path):
+    """Every episode, the first of a run, those after a reset period, after none, and those
+    of a resumed run, starts with its own t = 0 row, the observation right after its scene
+    was reset, and holds round(1 s x 30 Hz) = 30 rows; each has its own seed."""
+    first = record(tmp_path, "--dataset", "exact", "--episodes", "3", "--episode-time-s", "1", "--reset-time-s", "0.2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = record(tmp_path, "--dataset", "exact", "--episodes", "2", "--episode-time-s", "1", "--reset-time-s", "0",
+                     "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    store = EpisodeStore.open(tmp_path / "exact.zarr")
+    assert len(store) == 5 and store.check() == []
+    first_rows = []
+    for index in range(5):
+        episode = store.read_episode(index)
+        assert store.episode(index).length == 30
+        np.testing.assert_allclose(episode["timestamp"], np.arange(30) / 30, rtol=0, atol=1e-9)
+        first_rows.append(episode["observation.state"][0])
+    # Row 0 is the arm at home, as reset left it, before the expert moved it (exact in the twin).
+    for row in first_rows[1:]:
+        np.testing.assert_array_equal(row, first_rows[0])
+    assert [e.extra["seed"] for e in store.episodes] == [0, 1, 2, 3, 4]
+    assert len({_episode_digest(store, i) for i in range(5)}) == 5
+    starts = [store.episode_range(i)[0] for i in range(5)]
+    scenes = {store.read("observation.images.front", row, row + 1).tobytes() for row in starts}
+    assert len(scenes) == 5  # five different scenes, from the first frame on
+
+    repeated = record(tmp_path, "--dataset", "exact", "--episodes", "1", "--resume", "--seed", "3")
+    assert repeated.returncode != 0 and len(repeated.stderr.strip().splitlines()) == 1
+    assert "already holds the scenes of seed(s) 3" in repeated.stderr and "continue from seed 5" in repeated.stderr
+    assert len(EpisodeStore.open(tmp_path / "exact.zarr")) == 5
+
+
+@pytest.mark.parametrize("size, args, kept, why", [
+    # No room for the first episode: the writer meets ENOSPC mid-episode.
+    ("256k", [], "no episode of this run was saved (those already in full.zarr are intact)",
+     "failed: the disk is full (ENOSPC); free space or record into another --data-root"),
+    # Room for one: measured after it, the second is refused before it starts.
+    ("512k", ["--realtime", "--reset-time-s", "1"], "kept 1 episode(s) of this run: episode 0 of full.zarr",
+     "no room for episode 1: "),
+])
+@pytest.mark.slow
+def test_a_full_disk_ends_the_recording_with_one_line_saying_what_was_kept(tmp_path, size, args, kept, why):
+    with small_disk(tmp_path / "disk", size) as disk:
+        run = subprocess.run(
+            platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui", SMALL,
+                         "--data-root", str(disk), "--dataset", "full", "--episodes", "3", "--episode-time-s", "1",
+                         "--reset-time-s", "0", "record.disk_reserve_mb=0", f"telemetry.address={tmp_path}/t.sock",
+                         *args),
+            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1, run.stderr[-3000:]
+        assert "Traceback" not in run.stderr
+        assert "disk: " in run.stderr and " fit" in run.stderr  # the start-up estimate
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: recording stopped: ") and why in last and last.endswith(kept), last
+        store = EpisodeStore.open(disk / "full.zarr")
+        assert len(store) == (0 if size == "256k" else 1) and store.check() == []
+
+
+def test_dashboard_commands_begin_episodes_at_zero_and_marks_reach_the_store(tmp_path):
+    """The operator's flow in the twin: start, stop, mark, start, re-record, stop, mark,
+    quit. Each started episode begins at t = 0 in the tick of the key; marks land on the
+    right stored episode; a re-recorded attempt is replaced, not listed."""
+    rig = build_rig(config.compose(["robot=arm"]), "direct", "cube_in_bowl", size=(32, 32))
+    store = EpisodeStore.create(tmp_path / "keys.zarr", rig.features, StoreSettings(durable=False))
+    writer = BackgroundWriter(store)
+    script = {0: [Command.START], 10: [Command.STOP], 11: [Command.SUCCESS], 15: [Command.START],
+              20: [Command.RERECORD], 30: [Command.STOP], 31: [Command.FAILURE], 32: [Command.QUIT]}
+    ticks = itertools.count()
+    session = RecordingSession(
+        SessionConfig(task=rig.task_text, episodes=5, episode_time_s=10, reset_time_s=100, fps=30, autostart=False),
+        rig.robot, rig.teleop, writer, rig.clock, rig.joint_names, scene=rig.scene,
+        commands=lambda: script.get(next(ticks), []))
+    try:
+        result = session.run()
+        writer.close()
+    finally:
+        rig.close()
+    assert result.interrupted and result.discarded == 1 and not result.fault
+    assert len(store) == 2 and store.check() == []
+    for index in range(2):
+        np.testing.assert_allclose(store.read_episode(index)["timestamp"], np.arange(10) / 30, atol=1e-9)
+    assert [e.success for e in store.episodes] == [True, False]
+    assert [e.extra["seed"] for e in store.episodes] == [0, 1]
+    assert [(e.index, e.frames) for e in session.status.episodes] == [(0, 10), (1, 10)]
+
+
+def test_first_seed_continues_past_every_stored_scene(tmp_path):
+    store = make_store(tmp_path / "old.zarr", episodes=3)  # recorded before seeds were stored: 0, 1, 2
+    assert first_seed(store, None, 5) == 3
+    assert first_seed(store, 40, 5) == 40  # an explicit seed clear of the stored ones
+    writer = store.begin_episode("t", fps=30)
+    writer.add_frame(synthetic_frame(np.random.default_rng(0), 0), 0.0)
+    writer.commit(extra={"seed": 17})
+    assert first_seed(store, None, 5) == 18
+    with pytest.raises(PlatformError, match="already holds the scenes of seed"):
+        first_seed(store, 15, 5)  # 15..19 holds 17
 
 
 @pytest.mark.slow
@@ -202,6 +313,25 @@ def _run_until_fault(session, inject):
     loop.join(60)
     assert not loop.is_alive(), "the loop did not stop on the fault"
     return box["result"]
+
+
+@pytest.mark.parametrize("reset_s", [0.0, 0.2])
+@pytest.mark.slow
+def test_hardware_episodes_start_at_zero_and_hold_their_rows(tmp_path, reset_s):
+    """On the wall clock too: each episode's first row is t = 0 and it holds round(0.5 s x
+    30 Hz) = 15 rows (within one), whether a reset period separates episodes or not."""
+    with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
+        config = SessionConfig(task="wave", episodes=3, episode_time_s=0.5, reset_time_s=reset_s, fps=30,
+                               robot=spec.name)
+        session = RecordingSession(config, rig.robot, rig.teleop, rig.writer, TickClock(30),
+                                   list(spec.joint_names), cameras={"front": rig.camera})
+        result = session.run()
+        rig.writer.close()
+        assert not result.fault and len(rig.store) == 3 and rig.store.check() == []
+        for index in range(3):
+            ticks = rig.store.read_episode(index, ["timestamp"])["timestamp"]
+            assert ticks[0] == 0.0 and abs(len(ticks) - 15) <= 1
+            assert np.all(np.diff(ticks) > 0)  # a late tick (an overrun) delays the rows after it
 
 
 @pytest.mark.slow

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from disk_fixtures import small_disk
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import StoreSettings
-from shallowpi.record.writer import BackgroundWriter
+from shallowpi.record.disk import DiskBudget, DiskSpaceError, raw_frame_bytes
+from shallowpi.record.writer import BackgroundWriter, WriterError
 from store_fixtures import arm_features, synthetic_frame
 
 
@@ -51,5 +61,107 @@ def test_writer_failure_reaches_the_loop(tmp_path, rng):
     writer.add_frame({"action": np.zeros(6)}, 0.0)  # lacks features: the writer thread fails
     writer._thread.join(10)
     assert not writer.alive and "lacks" in writer.stats().error
-    with pytest.raises(RuntimeError, match="writer stopped"):
+    with pytest.raises(WriterError, match=r"s\.zarr failed: frame lacks"):
         writer.add_frame(synthetic_frame(rng, 0), 0.0)
+    assert writer.failure is not None and "lacks" in str(writer.failure)
+
+
+# --- failures of the disk under the writer --------------------------------------------------
+
+
+def _noise_frame(rng, t: int) -> dict[str, np.ndarray]:
+    frame = synthetic_frame(rng, t, 96, 128)
+    frame["observation.images.front"] = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)  # ~30 KB as JPEG
+    return frame
+
+
+def test_a_full_disk_stops_the_writer_with_one_line_and_keeps_committed_episodes(tmp_path, rng, caplog):
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        store = EpisodeStore.create(disk / "s.zarr", arm_features(96, 128), StoreSettings(image_batch=2))
+        writer = BackgroundWriter(store, capacity_frames=4)
+        writer.begin(0, "fits", fps=30)
+        for t in range(5):
+            writer.add_frame(_noise_frame(rng, t), t / 30)
+        writer.commit()
+        writer.begin(1, "does not fit", fps=30)
+        with pytest.raises(WriterError) as raised:
+            for t in range(400):  # ~12 MB of frames into 1 MB
+                writer.add_frame(_noise_frame(rng, t), t / 30)
+        writer.close(10)
+        assert not writer.alive
+        message = str(raised.value)
+        assert message == str(writer.failure) and "\n" not in message
+        assert message.startswith(f"writing {disk / 's.zarr'} failed: the disk is full (ENOSPC")
+        assert message.endswith("free space or record into another --data-root")
+        # One line in the log, no traceback.
+        assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
+        assert [info.index for info in writer.committed()] == [0]
+        store.close()
+        kept = EpisodeStore.open(disk / "s.zarr")
+        assert len(kept) == 1 and kept.episode(0).task == "fits" and kept.check() == []
+
+
+@pytest.mark.parametrize("code, words", [
+    (errno.EIO, "an I/O error (EIO at "),
+    (errno.EACCES, "permission denied (EACCES at "),
+    (errno.ENOSPC, "the disk is full (ENOSPC at "),
+    (errno.EROFS, "the file system is read-only (EROFS at "),
+])
+def test_an_os_error_in_the_writer_thread_is_one_line_naming_it(tmp_path, rng, monkeypatch, caplog, code, words):
+    """The OS error raised where the bytes meet the file system (the rename that publishes
+    a chunk file: the chunk writer's and zarr's own), mid-episode."""
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False, image_batch=2))
+    writer = BackgroundWriter(store, capacity_frames=4)
+    writer.begin(0, "kept", fps=30)
+    for t in range(4):
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    writer.commit()
+    while writer.stats().pending_episodes:
+        time.sleep(0.01)
+    replace = os.replace
+
+    def failing_replace(src, dst, *args, **kwargs):
+        if "data" in Path(dst).parts:
+            raise OSError(code, os.strerror(code), str(dst))
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    writer.begin(1, "lost", fps=30)
+    with pytest.raises(WriterError, match=re.escape(words)):
+        for t in range(50):
+            writer.add_frame(synthetic_frame(rng, t), t / 30)
+            time.sleep(0.005)
+    writer.close(10)
+    monkeypatch.setattr(os, "replace", replace)
+    assert not [r for r in caplog.records if r.exc_info and r.levelno >= logging.INFO]
+    assert [info.task for info in writer.committed()] == ["kept"]
+    store.close()
+    reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")  # cuts what episode 1 left
+    assert len(reopened) == 1 and reopened.check() == []
+
+
+def test_the_disk_budget_measures_episodes_and_refuses_one_that_cannot_fit(tmp_path, rng):
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        store = EpisodeStore.create(disk / "s.zarr", arm_features(96, 128), StoreSettings(durable=False))
+        budget = DiskBudget(store.path, store.features, episode_rows=10, reserve_bytes=0)
+        assert not budget.measured and budget.frame_bytes() == raw_frame_bytes(store.features)
+        for episode in range(2):  # the first also creates the numeric chunk files: measure the second
+            used_before = shutil.disk_usage(disk).used
+            writer = store.begin_episode("one", fps=30)
+            for t in range(10):
+                writer.add_frame(_noise_frame(rng, t), t / 30)
+            writer.commit()
+            budget.learn(store, episode)
+        # Measured: what the episode took on the disk (its camera files), within 20 %.
+        taken = shutil.disk_usage(disk).used - used_before
+        assert budget.measured and 0.8 * taken <= budget.episode_bytes() <= 1.2 * taken
+        fit = budget.episodes_that_fit()
+        assert fit == int(shutil.disk_usage(disk).free // budget.episode_bytes()) and fit >= 1
+        assert f"about {fit} fit" in budget.describe()
+        budget.check_room(1)  # room: nothing raised
+        with pytest.raises(DiskSpaceError, match=rf"no room for episode 1: .* {fit} episode\(s\) still being written"):
+            budget.check_room(1, queued=fit)  # what the writer still holds takes the rest
+        ballast = disk / "ballast"
+        ballast.write_bytes(b"\0" * int(shutil.disk_usage(disk).free - budget.episode_bytes() / 2))
+        with pytest.raises(DiskSpaceError, match="free space or record into another --data-root"):
+            budget.check_room(1)

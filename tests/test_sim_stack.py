@@ -112,3 +112,24 @@ def test_record_through_the_stack_is_checked_and_successful(tmp_path) -> None:
     ticks = episode["observation.state"] / quantum(spec, RobotCalibration(UNCALIBRATED, "arm"))
     np.testing.assert_allclose(ticks, np.round(ticks), atol=1e-2)
     assert summary.dropped_frames == 0  # counted by the RealSense drivers from frame numbers
+
+
+@pytest.mark.slow
+def test_stack_episodes_start_at_zero_and_hold_their_rows(tmp_path) -> None:
+    """Through the real drivers too: each episode's first row is t = 0, read right after
+    its scene was reset, and a 1 s episode holds 30 rows, back to back without a reset."""
+    run = subprocess.run(
+        platform_cmd("record", "--robot", "arm", "--sim", "stack", "--task", "cube_in_bowl", "--episodes", "2",
+                     "--episode-time-s", "1", "--reset-time-s", "0", "--no-tui", "record.sim_size=32x32",
+                     f"telemetry.address={tmp_path}/t.sock", "--data-root", str(tmp_path), "--dataset", "exact"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    store = EpisodeStore.open(tmp_path / "exact.zarr")
+    assert len(store) == 2 and store.check() == []
+    first, second = store.read_episode(0), store.read_episode(1)
+    for episode in (first, second):
+        np.testing.assert_allclose(episode["timestamp"], np.arange(30) / 30, rtol=0, atol=1e-9)
+    # Both start at home as the bus reads it (same ticks), before the expert moved the arm.
+    np.testing.assert_array_equal(first["observation.state"][0], second["observation.state"][0])
+    assert [e.extra["seed"] for e in store.episodes] == [0, 1]

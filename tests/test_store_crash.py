@@ -22,6 +22,7 @@ from conftest import subprocess_env
 from crash_writer import digest
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
+from shallowpi.data.store_check import check_store
 from store_fixtures import as_layout_1, make_store
 
 TRIALS = 30
@@ -67,6 +68,10 @@ def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path)
         assert writer.returncode == -signal.SIGKILL, f"writer died on its own: {stderr.decode()[-2000:]}"
 
         committed = _committed(log)
+        with EpisodeStore.open(store_path) as reader:  # before recovery: the dead writer's tail is there
+            report = check_store(reader, decode_images=False)
+            assert report.problems == [], report.problems  # a tail is no damage: `dataset check` exits 0
+            assert report.tail is None or report.tail.writer is None
         store = EpisodeStore.open(store_path, mode="a")  # recovery runs here
         try:
             # Logged commits are all there; each kill adds at most one unlogged episode, the

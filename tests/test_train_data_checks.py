@@ -64,6 +64,7 @@ def _cfg(**kw) -> TrainConfig:
 # ----------------------------------------------------------------------------- frame rate, calibration
 
 
+@pytest.mark.bad_store
 def test_a_store_mixing_frame_rates_is_refused_in_one_line(tmp_path):
     store = _store(tmp_path / "mixed.zarr", [{"fps": 30}, {"fps": 30}, {"fps": 15}, {"fps": 30}])
     with pytest.raises(TrainingError) as err:
@@ -85,6 +86,7 @@ def test_mixed_calibration_ids_are_a_warning(tmp_path, caplog):
 # ----------------------------------------------------------------------------- non-finite values
 
 
+@pytest.mark.bad_store
 def test_non_finite_values_are_named_by_feature_episode_and_row(tmp_path):
     store = _store(tmp_path / "nan.zarr", [
         {}, {"nan": [("observation.state", 5)]}, {"inf": [("action", 3), ("action", 4)]},
@@ -101,6 +103,7 @@ def test_non_finite_values_are_named_by_feature_episode_and_row(tmp_path):
     assert "policy.train.skip_nonfinite=true" in message
 
 
+@pytest.mark.bad_store
 def test_skip_nonfinite_drops_exactly_the_windows_that_touch_them_and_trains(tmp_path, caplog):
     store = _store(tmp_path / "nan.zarr", [
         {}, {"nan": [("observation.state", 5)]}, {"inf": [("action", 3)]}, {},
@@ -146,6 +149,7 @@ def test_find_nonfinite_by_episode():
     assert not bad_rows(np.zeros((3, 2), np.int64)).any()
 
 
+@pytest.mark.bad_store
 @pytest.mark.slow
 def test_train_names_non_finite_values_before_step_0(tmp_path):
     store = _store(tmp_path / "nan.zarr", [{}, {}, {"nan": [("action", 7)]}])

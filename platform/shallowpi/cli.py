@@ -10,10 +10,13 @@ are sugar for overrides and any `key=value` argument passes through as a Hydra o
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from shallowpi.errors import PlatformError
@@ -82,16 +85,23 @@ def add_config_flags(
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:
-    """Friendly flags and pass-through `key=value` arguments as Hydra overrides."""
+    """Friendly flags and pass-through `key=value` arguments as Hydra overrides.
+
+    `--dataset` and `--data-root` are paths, which may hold anything a file name can
+    (spaces, quotes, commas, `ü`, `台`, `${`): they go in quoted, so Hydra's override
+    grammar reads them as one literal string.
+    """
+    from shallowpi.config import quote_override_value
+
     overrides = []
     for flag in ("robot", "policy", "jetson"):
         value = getattr(args, flag, None)
         if value:
             overrides.append(f"{flag}={value}")
     if getattr(args, "dataset", None):
-        overrides.append(f"dataset={args.dataset}")
+        overrides.append(f"dataset={quote_override_value(args.dataset)}")
     if getattr(args, "data_root", None):
-        overrides.append(f"data_root={args.data_root}")
+        overrides.append(f"data_root={quote_override_value(args.data_root)}")
     return overrides + list(getattr(args, "overrides", []))
 
 
@@ -146,9 +156,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        message = file_system_error(exc, args, _subparser(parser, args.command, words))
+        if message is None:
+            raise  # not the user's disk: a bug, keep the traceback
+        print(f"error: {message}", file=sys.stderr)
+        return PlatformError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+# Errors of the disk a command writes to, not of the command: what went wrong, in words.
+FILE_SYSTEM_ERRORS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+}
+
+
+def file_system_error(exc: OSError, args: argparse.Namespace,
+                      parser: argparse.ArgumentParser | None = None) -> str | None:
+    """One line for an OSError that the disk, not the code, caused (read-only, permission,
+    full), naming the path and the argument that chose it; None for any other OSError.
+
+    Every command creates files (stores, locks, runs, PNGs, exports) in many places; this
+    one boundary turns all of their file-system refusals into the same message.
+    """
+    reason = FILE_SYSTEM_ERRORS.get(exc.errno or 0)
+    if reason is None:
+        return None
+    raw = exc.filename if exc.filename is not None else exc.filename2
+    if raw is None:
+        return f"{reason} ({exc.strerror}); choose a writable location"
+    path = os.fsdecode(raw)
+    argument = _argument_choosing(Path(path), args, parser)
+    where = f"give {argument} on another disk" if argument else "choose another location"
+    fix = f"free space there or {where}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
+        f"make it writable or {where}")
+    return f"cannot write {path}: {reason}; {fix}"
+
+
+def _argument_choosing(path: Path, args: argparse.Namespace,
+                       parser: argparse.ArgumentParser | None) -> str | None:
+    """How the user named the folder or file that holds `path` (`--data-root`, `DEST`, ...),
+    the deepest one if several do; None if no argument did."""
+    spelled = {}
+    if parser is not None:
+        for action in parser._actions:
+            spelled[action.dest] = max(action.option_strings, key=len) if action.option_strings else (
+                action.metavar if isinstance(action.metavar, str) else action.dest.upper())
+    target = path.expanduser().absolute()
+    best: tuple[int, str] | None = None
+    for name, value in vars(args).items():
+        if not isinstance(value, (str, Path)) or not str(value) or name in ("command", "action", "run"):
+            continue
+        chosen = Path(value).expanduser().absolute()
+        # A staging or temporary sibling (`out.partial`, `x.png.tmp`) counts as the file.
+        sibling = target.parent == chosen.parent and target.name.startswith(chosen.name)
+        holds = target == chosen or chosen in target.parents or sibling
+        if holds and (best is None or len(chosen.parts) > best[0]):
+            best = (len(chosen.parts), spelled.get(name, "--" + name.replace("_", "-")))
+    return best[1] if best else None
 
 
 def _subparser(

@@ -53,6 +53,20 @@ def _check_override(override: str) -> None:
             raise ConfigError(f"unknown {key} '{value}'; choose one of: {', '.join(choices)}")
 
 
+def quote_override_value(value: str | os.PathLike[str]) -> str:
+    """`value` as one literal Hydra override value, whatever it holds.
+
+    Hydra's unquoted values take ASCII letters, digits and a few signs only, so a path with
+    `ü`, `台`, a space, a comma or a quote fails in its lexer; inside quotes anything goes
+    once quotes (and backslashes before them) are escaped, which Hydra's own QuotedString
+    does. `${` would still start an interpolation in a quoted value, so it is escaped too.
+    """
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    text = os.fspath(value).replace("${", "\\${")
+    return QuotedString(text=text, quote=Quote.single).with_quotes()
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose configs/config.yaml with `overrides` (Hydra syntax) into one config."""
     from hydra import compose as hydra_compose

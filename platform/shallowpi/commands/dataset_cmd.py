@@ -3,6 +3,7 @@
   platform dataset list                              every store: episodes, frames, size
   platform dataset info kitchen                      features and the episode table
   platform dataset check kitchen                     verify every episode (exit 1 on damage)
+  platform dataset repair kitchen                    remove a killed recording's uncommitted tail
   platform dataset show kitchen --episode 3          PNG: camera strip + joint plots
   platform dataset delete kitchen --episode 3 5      remove episodes, compact the arrays
   platform dataset merge kitchen kitchen2 --out all  a new store with both stores' episodes
@@ -42,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action("info", "features, metadata and the episode table of a store")
     check = action("check", "verify every episode; exits 1 naming what is wrong")
     check.add_argument("--quick", action="store_true", help="decode only each episode's first and last frame")
+    check.add_argument("--workers", type=int, help="frames decoded at once (default: one per core)")
+    action("repair", "remove the uncommitted frames a stopped recording left past the last episode")
     show = action("show", "write a PNG of one episode: camera frames and joint plots")
     show.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
     show.add_argument("--out", type=Path, help="PNG path (default: <store>_episode<N>.png here)")
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     handler = {
         "list": lambda: _list(root),
         "info": lambda: _info(path_of(args.store)),
-        "check": lambda: _check(path_of(args.store), quick=args.quick),
+        "check": lambda: _check(path_of(args.store), quick=args.quick, workers=args.workers),
+        "repair": lambda: _repair(path_of(args.store)),
         "show": lambda: _show(path_of(args.store), args.episode, args.out),
         "delete": lambda: _delete(path_of(args.store), args.episode, args.yes),
         "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out), args.allow_mixed_calibration),
@@ -144,6 +148,7 @@ def _list(root: Path) -> int:
 def _info(path: Path) -> int:
     from rich.table import Table
 
+    from shallowpi.data.row_ranges import describe_ranges
     from shallowpi.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)
@@ -163,27 +168,48 @@ def _info(path: Path) -> int:
                          names if len(names) < 70 else names[:67] + "...")
     console.print(features)
     episodes = Table(title="episodes")
-    for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "calibration"):
+    for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "calibration", "NaN/inf"):
         episodes.add_column(column)
     for e in store.episodes:
         mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e.success]
+        nonfinite = "; ".join(f"{key} rows {describe_ranges(rows)}" for key, rows in e.nonfinite.items())
         episodes.add_row(str(e.index), e.task, e.robot, str(e.length), f"{e.fps:g}",
-                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames), e.calibration_id or "-")
+                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames), e.calibration_id or "-",
+                         f"[red]{nonfinite}[/red]" if nonfinite else "-")
     console.print(episodes)
     return 0
 
 
-def _check(path: Path, quick: bool) -> int:
+def _check(path: Path, quick: bool, workers: int | None) -> int:
     from shallowpi.data.store import EpisodeStore
+    from shallowpi.data.store_check import check_store
 
-    store = EpisodeStore.open(path)
-    problems = store.check(decode_images=not quick)
-    for problem in problems:
+    if workers is not None and workers < 1:
+        raise PlatformError(f"--workers must be 1 or more, not {workers}")
+    with EpisodeStore.open(path) as store, _progress(f"check {path.name}") as progress:
+        report = check_store(store, decode_images=not quick, workers=workers, progress=progress)
+    for note in report.notes:
+        print(f"{path.name}: {note}")
+    for warning in report.warnings:
+        print(f"{path.name}: warning: {warning}", file=sys.stderr)
+    for problem in report.problems:
         print(f"{path.name}: {problem}", file=sys.stderr)
-    if problems:
-        print(f"{path.name}: {len(problems)} problem(s) found", file=sys.stderr)
+    if report.problems:
+        print(f"{path.name}: {len(report.problems)} problem(s) found", file=sys.stderr)
         return 1
-    print(f"{path.name}: ok, {len(store)} episodes, {store.num_frames} frames verified")
+    print(f"{path.name}: ok, {report.episodes} episodes, {report.frames} frames verified")
+    return 0
+
+
+def _repair(path: Path) -> int:
+    from shallowpi.data.store_check import repair_store
+
+    removed = repair_store(path)
+    if removed.empty:
+        print(f"{path.name}: nothing to repair, no uncommitted frames past the last episode")
+    else:
+        print(f"{path.name}: removed {removed.frames} uncommitted frames ({removed.partial_files} unfinished "
+              f"chunk files) past the last episode; every committed episode is as it was")
     return 0
 
 

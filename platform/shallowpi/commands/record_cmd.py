@@ -91,7 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "unless --allow-mixed-calibration)")
     parser.add_argument("--allow-mixed-calibration", action="store_true",
                         help="let --resume add episodes of another calibration id; recorded in the store")
-    parser.add_argument("--seed", type=int, default=0, help="simulation: seed of the first episode")
+    parser.add_argument("--seed", type=int,
+                        help="simulation: seed of the first episode (default: 0, or with --resume one past "
+                             "the seeds already in the dataset)")
     parser.add_argument("--realtime", action="store_true",
                         help="simulation: pace ticks at wall-clock speed (default: as fast as it renders)")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
@@ -102,7 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from shallowpi.data.store import EpisodeStore, StoreSettings
-    from shallowpi.record.rig import build_rig
+    from shallowpi.record.disk import DiskBudget
+    from shallowpi.record.rig import build_rig, first_seed
     from shallowpi.record.session import RecordingSession, SessionConfig
     from shallowpi.record.writer import BackgroundWriter
     from shallowpi.telemetry.transport import TelemetryPublisher
@@ -128,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     # `platform monitor --robot R` can attach.
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
     try:
-        rig = build_rig(cfg, args.sim, args.task, seed=args.seed, size=size, realtime=args.realtime)
+        rig = build_rig(cfg, args.sim, args.task, seed=args.seed or 0, size=size, realtime=args.realtime)
     except BaseException:
         publisher.close()
         raise
@@ -155,9 +158,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             store_path.parent.mkdir(parents=True, exist_ok=True)
             store = EpisodeStore.create(store_path, rig.features, settings)
+        if rig.scene is not None:  # simulation: every episode of a store gets its own scene
+            rig.scene.seed = first_seed(store, args.seed, args.episodes or rec.episodes)
         config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
-        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
-        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)))
         session_cfg = SessionConfig(
             task=rig.task_text,
             episodes=args.episodes or rec.episodes,
@@ -166,6 +169,16 @@ def run(args: argparse.Namespace) -> int:
             fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
             calibration_id=rig.calibration_id, autostart=True,
         )
+        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows,
+                          reserve_bytes=int(rec.disk_reserve_mb * 1e6))
+        if len(store):
+            disk.learn(store, len(store) - 1)
+        log.info("%s", disk.describe())
+        if disk.measured:  # a resumed store: refuse before anything runs (unmeasured, the session warns)
+            disk.check_room(len(store))
+        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
+        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)),
+                                  on_commit=lambda info: disk.learn(store, info.index))
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
         reporter = _ProgressLines(session_cfg.episodes)
         reporter.on = not use_tui  # and from the moment a dashboard dies
@@ -182,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
                                    scene=rig.scene, cameras=rig.cameras, publish=publish,
-                                   commands=publisher.commands, joint_limits=rig.joint_limits)
+                                   commands=publisher.commands, joint_limits=rig.joint_limits, disk=disk)
         _stop_on_signals(session)
         if use_tui:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
@@ -192,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = session.run()
         writer.close()
+        if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
+            result.fault = str(writer.failure)
         writer = None
         # The store, not the session's notes: marks and deletes made after saving are in it.
         committed = store.episodes[session.first_episode:]
@@ -206,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         rig.close()
     print(final_summary(committed, result, store_path, total))
     if result.fault:
-        print(f"error: recording stopped: {result.fault}", file=sys.stderr)
+        print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
         return 1
     return 0
 
@@ -229,6 +244,15 @@ def final_summary(committed: list[Any], result: Any, store_path: Any, total: int
     elif total:
         text += f"\nlook at the store: platform dataset show {store_path} --episode {total - 1}"
     return text
+
+
+def _kept(committed: list[Any], store_path: Any) -> str:
+    """What a stopped recording kept, for its last line."""
+    if not committed:
+        return f"no episode of this run was saved (those already in {store_path.name} are intact)"
+    first, last = committed[0].index, committed[-1].index
+    span = f"episode {first}" if first == last else f"episodes {first}-{last}"
+    return f"kept {len(committed)} episode(s) of this run: {span} of {store_path.name}"
 
 
 def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:

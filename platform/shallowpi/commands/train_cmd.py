@@ -96,7 +96,10 @@ def store_episodes(store: Path) -> list[int]:
     except ImportError:
         raise StoreError("this checkout has no episode store (shallowpi.data.store)") from None
 
+    from shallowpi.data.store_files import require_intact
+
     with EpisodeStore.open(store) as s:
+        require_intact(s)  # before a run folder exists: a damaged store writes nothing
         count = len(s)
     if count == 0:
         raise StoreError(f"{store} has no episodes; record some first (platform record)")

@@ -1,4 +1,5 @@
-"""Camera frames written straight to their zarr chunk files, encoded on a thread pool.
+"""Camera frames written straight to their zarr chunk files, encoded on a thread pool,
+and read back the same way to verify them (`dataset check`).
 
 A camera array holds one frame per chunk, so a frame's chunk file is just the codec's
 output for that frame, named `<row>.0.0.0` (zarr format 2, "." separator). Writing it
@@ -14,14 +15,19 @@ to cut.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numcodecs
 import numpy as np
 from numcodecs.abc import Codec
+from numcodecs.compat import ensure_ndarray_like
+
+from shallowpi.data.codecs import register_image_codecs
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -71,3 +77,44 @@ def write_frames(folder: Path, first_row: int, frames: Sequence[np.ndarray], cod
                for i, frame in enumerate(frames)]
     for future in futures:
         future.result()  # re-raises the first failure
+
+
+_DECODERS: dict[str, tuple[Codec | None, list[Codec]]] = {}
+
+
+def _decoder(compressor: dict | None, filters: Sequence[dict] | None) -> tuple[Codec | None, list[Codec]]:
+    key = json.dumps([compressor, filters], sort_keys=True)
+    if key not in _DECODERS:
+        register_image_codecs()
+        _DECODERS[key] = (numcodecs.get_codec(compressor) if compressor else None,
+                          [numcodecs.get_codec(f) for f in filters or ()])
+    return _DECODERS[key]
+
+
+def undecodable_frames(folder: str, rows: Sequence[int], frame_ndim: int, frame_nbytes: int,
+                       compressor: dict | None, filters: Sequence[dict] | None = None) -> list[tuple[int, str]]:
+    """(row, what is wrong) for each of `rows` whose chunk file in `folder` does not decode
+    to a frame of `frame_nbytes` bytes, with the codec named by the array's `.zarray`.
+
+    Reads the files as zarr would, without zarr: a top-level function of plain arguments,
+    so a process pool can run it as well as a thread pool (imagecodecs and Blosc release
+    the GIL while decoding)."""
+    codec, filter_codecs = _decoder(compressor, filters)
+    bad = []
+    for row in rows:
+        path = Path(folder) / chunk_name(row, frame_ndim)
+        try:
+            data = path.read_bytes()
+            decoded = codec.decode(data) if codec is not None else data
+            for f in reversed(filter_codecs):
+                decoded = f.decode(decoded)
+            nbytes = ensure_ndarray_like(decoded).nbytes
+        except FileNotFoundError:
+            bad.append((row, "is missing"))
+            continue
+        except Exception as exc:  # any codec error means the same: this frame is lost
+            bad.append((row, f"does not decode ({type(exc).__name__})"))
+            continue
+        if nbytes != frame_nbytes:
+            bad.append((row, f"decodes to {nbytes} bytes, not a {frame_nbytes}-byte frame"))
+    return bad

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shallowpi.data.row_ranges import RowRanges, ranges_of
 from shallowpi.data.windows import ChunkWindows
 
 
@@ -33,6 +34,12 @@ def bad_rows(values: np.ndarray) -> np.ndarray:
     if not np.issubdtype(values.dtype, np.floating):
         return np.zeros(len(values), dtype=bool)
     return ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+
+
+def nonfinite_ranges(values: np.ndarray) -> RowRanges:
+    """The [start, stop) runs of rows of `values` [N, ...] holding a non-finite number
+    (what the writer records per episode and array); [] when all are finite."""
+    return ranges_of(bad_rows(values)) if len(values) else []
 
 
 def find_nonfinite(

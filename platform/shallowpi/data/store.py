@@ -63,6 +63,8 @@ import numpy as np
 from shallowpi.data import chunk_files, zarr_compat
 from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
+from shallowpi.data.nonfinite import nonfinite_ranges
+from shallowpi.data.row_ranges import describe_ranges
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.errors import StoreError
 
@@ -103,6 +105,8 @@ class EpisodeInfo:
     dropped_frames: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. loop overruns, frame ages
     checksums: dict[str, str] = field(default_factory=dict)  # sha256 of numeric rows
+    # array -> [start, stop) row ranges (within the episode) holding NaN or inf
+    nonfinite: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -590,41 +594,11 @@ class EpisodeStore:
     # --- checking ----------------------------------------------------------------------
 
     def check(self, decode_images: bool = True) -> list[str]:
-        """Verify every committed episode; returns the problems found (empty: healthy)."""
-        problems = []
-        end = self.num_frames
-        for name in self._array_names():
-            length = self._group["data"][name].shape[0]
-            if length > end:
-                problems.append(f"data/{name}: {length - end} uncommitted frames past the last episode (removed on the next write)")
-        for info in self._episodes:
-            start, stop = self.episode_range(info.index)
-            where = f"episode {info.index}"
-            for key, expected in info.checksums.items():
-                try:
-                    rows = self.read(key, start, stop)
-                except Exception as exc:
-                    problems.append(f"{where}: cannot read {key}: {exc}")
-                    continue
-                if _checksum(rows) != expected:
-                    problems.append(f"{where}: {key} does not match its checksum from commit time")
-            ticks = self.read(TICK_KEY, start, stop)
-            if not np.all(np.isfinite(ticks)) or np.any(np.diff(ticks) < 0):
-                problems.append(f"{where}: tick timestamps are not finite and non-decreasing")
-            for key, feature in self.features.items():
-                if feature.kind is not FeatureKind.IMAGE:
-                    continue
-                frames = range(start, stop) if decode_images else (start, stop - 1)
-                for row in frames:
-                    try:
-                        frame = self._group["data"][key][row]
-                    except Exception as exc:
-                        problems.append(f"{where}: frame {row - start} of {key} does not decode ({type(exc).__name__})")
-                        break
-                    if frame.shape != feature.shape:
-                        problems.append(f"{where}: frame {row - start} of {key} has shape {frame.shape}")
-                        break
-        return problems
+        """The damage `store_check.check_store` finds in the committed episodes (empty:
+        healthy); a tail past them, in flight or left by a kill, is not damage."""
+        from shallowpi.data.store_check import check_store  # it reads the store: no import cycle
+
+        return check_store(self, decode_images=decode_images).problems
 
 
 class EpisodeWriter:
@@ -756,7 +730,8 @@ class EpisodeWriter:
             raise StoreError("cannot commit an episode with no frames; discard it instead")
         store = self._store
         end = self._start + self._length
-        checksums = {}
+        checksums: dict[str, str] = {}
+        nonfinite: dict[str, list[list[int]]] = {}
         for key in self._images:
             self._flush_images(key)
         for key, values in self._numeric.items():
@@ -765,6 +740,11 @@ class EpisodeWriter:
             array.resize((end, *array.shape[1:]))
             array[self._start : end] = rows
             checksums[key] = _checksum(rows)
+            if ranges := nonfinite_ranges(rows):
+                nonfinite[key] = ranges
+                # Kept, as recorded: `dataset check` and training name these rows.
+                log.warning("%s episode %d: %s holds NaN/inf at rows %s", store.path.name, len(store),
+                            key, describe_ranges(ranges))
         if store.settings.durable:
             for name in store._array_names():
                 # Camera chunks were synced as they were written (chunk_files).
@@ -775,7 +755,8 @@ class EpisodeWriter:
             duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0
         info = EpisodeInfo(
             index=len(store), length=self._length, success=success, dropped_frames=int(dropped_frames),
-            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, **self._meta,
+            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, nonfinite=nonfinite,
+            **self._meta,
         )
         store._commit(info, end)
         self.is_open = False

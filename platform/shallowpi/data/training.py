@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.store import EpisodeStore
+from shallowpi.data.store_files import require_intact
 from shallowpi.data.windows import ChunkWindows
 from shallowpi.errors import StoreError
 
@@ -39,6 +40,7 @@ class ChunkDataset(Dataset):
     ) -> None:
         self.store_path = Path(store_path)
         store = EpisodeStore.open(self.store_path)
+        require_intact(store)  # zarr would read a missing chunk as zeros
         for key in (STATE_KEY, ACTION_KEY):
             if key not in store.features:
                 raise StoreError(f"{self.store_path.name} has no '{key}' feature; it has {', '.join(store.features)}")

@@ -24,6 +24,12 @@ class TickClock:
         self._periods: deque[float] = deque(maxlen=window)
         self.overruns = 0
         self.ticks = 0
+        self._last = time.monotonic()  # when the current tick began
+        self._deadline = self._last + self.period
+
+    def restart(self) -> None:
+        """The loop starts now: the current tick begins now and the next is due one period
+        later (the time spent connecting before the loop is no overrun)."""
         self._last = time.monotonic()
         self._deadline = self._last + self.period
 
@@ -46,9 +52,15 @@ class TickClock:
         self._deadline += self.period
         self.ticks += 1
 
+    def tick_start_s(self) -> float:
+        """When the current tick began, on this clock: an episode that begins in this tick
+        has this as its t = 0."""
+        return self._last
+
     def tick_time(self, episode_start_tick: int, episode_start_s: float) -> float:
-        """Seconds since the episode began, on this clock."""
-        return time.monotonic() - episode_start_s
+        """Seconds from the episode's first tick to the start of the current one: the row's
+        time, 0 for the episode's first row."""
+        return self._last - episode_start_s
 
     def now(self) -> float:
         return time.monotonic()
@@ -83,6 +95,9 @@ class SimulatedClock(TickClock):
         self._periods.append(now - self._last)
         self._last = now
         self.ticks += 1
+
+    def tick_start_s(self) -> float:
+        return self.ticks * self.period
 
     def tick_time(self, episode_start_tick: int, episode_start_s: float) -> float:
         return (self.ticks - episode_start_tick) * self.period

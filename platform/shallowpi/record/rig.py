@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from shallowpi.data.features import Feature
+from shallowpi.errors import PlatformError
 from shallowpi.record.clock import SimulatedClock, TickClock
 
 log = logging.getLogger(__name__)
@@ -68,19 +69,22 @@ def build_rig(cfg: DictConfig, sim: str | None, task: str, seed: int = 0,
 
 
 class ExpertScene:
-    """The twin's task around a scripted expert: reset per episode from `seed + episode`,
-    success judged by the task, done when the expert's plan ends (plus a short settle)."""
+    """The twin's task around a scripted expert: reset per episode from `seed + episode`
+    (a re-recorded episode gets its scene again), success judged by the task, done when the
+    expert's plan ends (plus a short settle). The seed goes into the episode's metadata."""
 
     def __init__(self, robot: Any, task: Any, seed: int, fps: float, settle_s: float = 0.5) -> None:
         self.robot, self.task, self.seed = robot, task, seed
         self._settle_ticks = int(settle_s * fps)
         self.expert: Any = None
         self._left = self._settle_ticks
+        self._episode_seed: int | None = None
 
     def reset(self, episode: int) -> None:
         from shallowpi.teleop.scripted import make_expert
 
-        self.robot.reset(self.seed + episode, self.task)
+        self._episode_seed = self.seed + episode
+        self.robot.reset(self._episode_seed, self.task)
         self.expert = make_expert(self.robot.twin, self.task)
         self._left = self._settle_ticks
 
@@ -98,6 +102,28 @@ class ExpertScene:
 
     def success(self) -> bool:
         return bool(self.task.success(self.robot.twin))
+
+    def metadata(self) -> dict[str, Any]:
+        return {"seed": self._episode_seed}
+
+
+def first_seed(store: Any, requested: int | None, episodes: int) -> int:
+    """Seed of a simulated session's first episode, so that no two episodes of `store` share
+    a scene: `requested` if given, else one past the largest seed in the store (episodes
+    stored without a seed count as seeds 0..n-1, the default of the recorder that wrote
+    them). Raises `PlatformError` when a requested range repeats a seed already stored."""
+    stored = store.episodes
+    used = {int(e.extra["seed"]) for e in stored if e.extra.get("seed") is not None}
+    unseeded = sum(1 for e in stored if e.extra.get("seed") is None)
+    following = max([s + 1 for s in used] + [unseeded])
+    if requested is None:
+        return following
+    repeated = sorted(used & set(range(requested, requested + episodes)))
+    if repeated:
+        shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+        raise PlatformError(f"--seed {requested}: {store.path.name} already holds the scenes of seed(s) {shown}; "
+                            f"drop --seed to continue from seed {following}")
+    return requested
 
 
 def _sim_task_and_spec(cfg: DictConfig, task_name: str, size: tuple[int, int] | None) -> tuple[Any, Any]:

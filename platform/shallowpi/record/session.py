@@ -1,12 +1,16 @@
 """`RecordingSession`: the fixed-rate teleoperation loop and the episode flow around it.
 
-Each tick: commands from the dashboard -> `robot.observe()` -> `teleop.read()` ->
-`robot.act()` (clamped by the robot) -> the frame (that observation, the action sent after
-it) goes to the background writer -> status out. Observing first is lerobot's order: row t
-pairs what the robot saw with what it was told to do next, which is what a policy learns.
-Between episodes a reset period runs the same loop without recording, so the operator can
-put the scene back. Nothing in the loop waits on the disk or the screen: the writer and
-the dashboard have their own threads, and the status sink only keeps the latest status.
+Each tick: commands from the dashboard -> (an episode begins here, if one is due) ->
+`robot.observe()` -> `teleop.read()` -> `robot.act()` (clamped by the robot) -> the frame
+(that observation, the action sent after it) goes to the background writer -> status out.
+Observing first is lerobot's order: row t pairs what the robot saw with what it was told
+to do next, which is what a policy learns. An episode begins at the top of a tick, before
+that tick observes, so every episode's first row is its own t = 0 and it holds
+`round(episode_time_s * fps)` rows. Between episodes a reset period runs the same loop
+without recording, so the operator can put the scene back. Nothing in the loop waits on
+the disk or the screen: the writer and the dashboard have their own threads, and the
+status sink only keeps the latest status. Nothing a tick does grows with the number of
+episodes recorded, so a long session keeps its tick time and its memory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import enum
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +29,7 @@ import numpy as np
 from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import TickClock
+from shallowpi.record.disk import DiskBudget
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.base import Robot
 from shallowpi.telemetry import keys
@@ -51,6 +57,7 @@ class Scene(Protocol):
     def reset(self, episode: int) -> None: ...
     def success(self) -> bool | None: ...
     def done(self) -> bool: ...  # the scripted demonstration is over; end the episode early
+    def metadata(self) -> dict[str, Any]: ...  # stored in the episode's `extra` (e.g. its seed)
 
 
 class OnInterrupt(str, enum.Enum):
@@ -80,6 +87,11 @@ class SessionConfig:
             )
         self.on_interrupt = OnInterrupt(self.on_interrupt)
 
+    @property
+    def episode_rows(self) -> int:
+        """Rows in a full-length episode: round(episode_time_s * fps), at least one."""
+        return max(1, round(self.episode_time_s * self.fps))
+
 
 @dataclass
 class SessionResult:
@@ -104,6 +116,7 @@ class RecordingSession:
         commands: Callable[[], list[Command]] | None = None,
         cameras: Mapping[str, Any] | None = None,
         joint_limits: tuple[list[float], list[float]] | None = None,
+        disk: DiskBudget | None = None,
     ) -> None:
         self.config = config
         self.robot = robot
@@ -111,6 +124,7 @@ class RecordingSession:
         self.writer = writer
         self.clock = clock
         self.scene = scene
+        self.disk = disk
         self.cameras = dict(cameras or {})
         self._publish = publish or (lambda status: None)
         self._commands = commands or list
@@ -124,8 +138,13 @@ class RecordingSession:
             self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
         # Episodes are numbered by their index in the store, on every screen and line: the
-        # next one kept is store index `_store_base + _episode` (kept ones commit in order).
-        self._summaries: dict[int, EpisodeSummary] = {}  # store index -> its latest take
+        # next one kept is store index `_store_base + _episode` (kept ones commit in order,
+        # and only the one saved last is ever deleted). Episode summaries are appended to
+        # the status once (the dashboards list them), kept episodes wait in `_saving` until
+        # the writer reports them committed.
+        self._take = EpisodeSummary(0, 0, 0.0)  # the take begun last
+        self._saving: deque[EpisodeSummary] = deque()
+        self._saved_seen = 0  # commits the writer reported so far
         self._store_base = len(writer.store)  # read before the writer thread commits anything
         self.status.first_episode = self.status.episode = self._store_base
         self._state = RecorderState.IDLE
@@ -136,7 +155,7 @@ class RecordingSession:
         self._start_tick, self._start_s = 0, 0.0
         self._reset_until = 0.0
         self._held_reset_s = 0.0  # the reset countdown left when p held it
-        self._last_saved: int | None = None  # store index of the episode d / r / s / f act on
+        self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
         self._dropped_at_start = 0
         self._camera_rates: dict[str, tuple[int, float, float]] = {}
 
@@ -153,45 +172,48 @@ class RecordingSession:
 
     def run(self) -> SessionResult:
         """Record until every episode is saved, a stop, an e-stop or a fault; never raises
-        for a device fault (`result.fault` says what happened and how the robot was left)."""
+        for a device or disk fault (`result.fault` says what happened and how the robot
+        was left)."""
         cfg = self.config
-        if cfg.autostart:
-            self._begin()
+        self.clock.restart()
+        if cfg.autostart:  # the first episode begins at the first tick, as every other one
+            self._state, self._reset_until = RecorderState.RESETTING, self.clock.now()
         while not self._finished:
-            if self._stop.is_set():
-                if self._recording:
-                    self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE)
-                self.result.interrupted = True
-                break
-            for command in self._commands():
-                if self._on_command(command):
-                    return self._finish(RecorderState.FAULT)
-            if self._stop.is_set() or self._finished:
-                continue
+            try:  # a PlatformError anywhere in the tick (servo, camera, writer, disk) is a fault
+                self._raise_writer_failure()
+                if self._stop.is_set():
+                    if self._recording:
+                        self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE)
+                    self.result.interrupted = True
+                    break
+                for command in self._commands():
+                    if self._on_command(command):
+                        return self._finish(RecorderState.FAULT)
+                if self._stop.is_set() or self._finished:
+                    continue
 
-            try:
+                if (self._state is RecorderState.RESETTING and not self._recording
+                        and self.clock.now() >= self._reset_until):
+                    # Before this tick observes: the observation below is the episode's t = 0.
+                    self._begin()
                 observation = self.robot.observe()
                 action = self.teleop.read()
                 sent = self.robot.act(action)
+                if self._recording:
+                    t = self.clock.tick_time(self._start_tick, self._start_s)
+                    self._record_frame(observation, sent, t)
+                    self._frames += 1
+                    self.status.episode_time_s = t
+                    # The row of the take in flight grows with it on the dashboards.
+                    self._take.frames, self._take.duration_s = self._frames, self._frames / cfg.fps
+                    scene_done = self.scene is not None and self.scene.done()
+                    if scene_done or self._frames >= cfg.episode_rows:
+                        self._keep_and_continue(RecorderState.RESETTING)
+                elif self._state is RecorderState.RESETTING:
+                    self.status.reset_time_left_s = max(0.0, self._reset_until - self.clock.now())
             except PlatformError as fault:
                 self._fault(fault)
                 return self._finish(RecorderState.FAULT)
-
-            now = self.clock.now()
-            if self._recording:
-                t = self.clock.tick_time(self._start_tick, self._start_s)
-                self._record_frame(observation, sent, t)
-                self._frames += 1
-                self.status.episode_time_s = t
-                self._summaries[self._store_index].frames = self._frames
-                self._summaries[self._store_index].duration_s = self._frames / cfg.fps
-                scene_done = self.scene is not None and self.scene.done()
-                if scene_done or t + 1.0 / cfg.fps >= cfg.episode_time_s - 1e-9:
-                    self._keep_and_continue(RecorderState.RESETTING)
-            elif self._state is RecorderState.RESETTING:
-                self.status.reset_time_left_s = max(0.0, self._reset_until - now)
-                if now >= self._reset_until:
-                    self._begin()
             self._update_status(self._state, action, observation)
             self.clock.wait()
         return self._finish(RecorderState.STOPPED)
@@ -215,18 +237,7 @@ class RecordingSession:
         elif command is Command.STOP:
             self._keep_and_continue(RecorderState.RESETTING)
         elif command is Command.PAUSE:
-            if state is RecorderState.RECORDING:
-                self._keep_and_continue(RecorderState.PAUSED)
-                self._held_reset_s = self.config.reset_time_s
-            elif state is RecorderState.RESETTING:
-                self._held_reset_s = max(0.0, self._reset_until - self.clock.now())
-                self._state = RecorderState.PAUSED
-                self.status.message = (f"paused: reset held with {self._held_reset_s:.1f} s left; "
-                                       "p resumes it, space records the next episode")
-            else:
-                self._state = RecorderState.RESETTING
-                self._reset_until = self.clock.now() + self._held_reset_s
-                self.status.message = f"reset resumed: {self._held_reset_s:.1f} s left"
+            self._pause_or_resume(state)
         elif command is Command.DISCARD and state is RecorderState.RECORDING:
             self._end_episode(keep=False)
             self._reset(RecorderState.RESETTING)
@@ -239,6 +250,22 @@ class RecordingSession:
         elif command in (Command.SUCCESS, Command.FAILURE):
             self._mark(command is Command.SUCCESS)
         return False
+
+    def _pause_or_resume(self, state: RecorderState) -> None:
+        """p: recording -> save the take and hold; resetting -> hold the countdown; paused
+        -> the countdown goes on from where it was held. Nothing recorded is lost."""
+        if state is RecorderState.RECORDING:
+            self._keep_and_continue(RecorderState.PAUSED)
+            self._held_reset_s = self.config.reset_time_s
+        elif state is RecorderState.RESETTING:
+            self._held_reset_s = max(0.0, self._reset_until - self.clock.now())
+            self._state = RecorderState.PAUSED
+            self.status.message = (f"paused: reset held with {self._held_reset_s:.1f} s left; "
+                                   "p resumes it, space records the next episode")
+        else:
+            self._state = RecorderState.RESETTING
+            self._reset_until = self.clock.now() + self._held_reset_s
+            self.status.message = f"reset resumed: {self._held_reset_s:.1f} s left"
 
     def _keep_and_continue(self, then: RecorderState) -> None:
         """Save the take; the next state is `then` (a reset or a pause), or the end."""
@@ -254,42 +281,51 @@ class RecordingSession:
         self.status.reset_time_left_s = self.config.reset_time_s
 
     def _delete_last_saved(self) -> bool:
-        """d / r between takes: delete the episode this run saved last; False (and says
-        why) if there is none."""
-        index = self._last_saved
-        if index is None:
+        """d / r between takes: delete the episode this run saved last from the store;
+        False (and says why) if there is none."""
+        summary = self._last_saved
+        if summary is None:
             self.status.message = ("nothing to delete: no episode of this run is saved"
-                                   + (" (the last one was deleted already)" if self._episode else ""))
+                                   + (" (the last one was deleted already)" if self.result.deleted else ""))
             return False
-        self.writer.delete(index)
-        self._summaries[index].state = "deleted"
+        self.writer.delete(summary.index)  # after its commit: the writer works in order
+        summary.state = "deleted"
         self._last_saved = None
         self._episode -= 1
         self.result.deleted += 1
-        self.status.message = f"episode {index} deleted from the store; it will be recorded again"
+        self.status.message = f"episode {summary.index} deleted from the store; it will be recorded again"
         return True
-
-    # --- episode flow ------------------------------------------------------------------
 
     @property
     def _store_index(self) -> int:
         """Store index of the take in flight (or of the next one)."""
         return self._store_base + self._episode
 
+    # --- episode flow ------------------------------------------------------------------
+
     def _begin(self) -> None:
-        episode = self._episode
+        """Start the next episode in the current tick, before it observes; raises
+        `DiskSpaceError` (nothing started) when the disk has no room for it."""
+        episode, index = self._episode, self._store_index
+        if self.disk is not None:
+            # Episodes still queued for the writer have not taken their space yet.
+            self.disk.check_room(index, queued=self.writer.stats().pending_episodes)
         if self.scene is not None:
             self.scene.reset(episode)
-        self.writer.begin(self._store_index, self.config.task, robot=self.config.robot,
+        self.writer.begin(index, self.config.task, robot=self.config.robot,
                           calibration_id=self.config.calibration_id, fps=self.config.fps,
                           start_time=time.time())
         self.clock.reset_stats()
         self._dropped_at_start = self._camera_drops()
-        index = self._store_index
-        self._summaries[index] = EpisodeSummary(index, 0, 0.0, None, "recording")  # replaces a discarded take
+        summary = self._take = EpisodeSummary(index, 0, 0.0, None, "recording")
+        episodes = self.status.episodes
+        if episodes and episodes[-1].index == index:
+            episodes[-1] = summary  # the take before (discarded, or deleted after saving) is replaced
+        else:
+            episodes.append(summary)
         self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
         self._state, self._recording, self._frames = RecorderState.RECORDING, True, 0
-        self._start_tick, self._start_s = self.clock.ticks, self.clock.now()
+        self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
         self.status.episode_time_s = 0.0
 
     def _record_frame(self, observation: Mapping[str, Any], sent: np.ndarray, t: float) -> None:
@@ -310,9 +346,12 @@ class RecordingSession:
 
     def _end_episode(self, keep: bool) -> None:
         """End the take in flight: hand it to the writer to commit, or discard it."""
-        index, frames = self._store_index, self._frames
-        summary = self._summaries[index]
+        summary, frames = self._take, self._frames
         self._recording = False
+        if self.writer.failure is not None:  # nothing more reaches the store
+            summary.state = "discarded"
+            self.result.discarded += 1
+            return
         if keep and frames > 0:
             success = self.scene.success() if self.scene is not None else None
             if summary.success is not None:
@@ -320,33 +359,35 @@ class RecordingSession:
             p50, p99 = self.clock.percentiles_ms()
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
                      "backpressure_s": self.writer.stats().backpressure_s}
+            if self.scene is not None:
+                extra.update(self.scene.metadata())
             self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,
                                extra=extra)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
-            self._last_saved = index
+            self._saving.append(summary)
+            self._last_saved = summary
             self._episode += 1
-            self.status.message = f"episode {index} recorded ({frames} frames), saving"
+            self.status.message = f"episode {summary.index} recorded ({frames} frames), saving"
         else:
             self.writer.discard()
             summary.state = "discarded"
             self.result.discarded += 1
-            self.status.message = f"episode {index}: take discarded"
+            self.status.message = f"episode {summary.index}: take discarded"
 
     def _mark(self, success: bool) -> None:
         """s / f: the take in flight (stored with it at commit), else the episode saved last."""
-        index = self._store_index if self._recording else self._last_saved
+        summary = self._take if self._recording else self._last_saved
         word = "successful" if success else "failed"
-        if index is None:
+        if summary is None:
             self.status.message = "nothing to mark: no episode of this run is saved"
             return
-        summary = self._summaries[index]
         summary.success = success
         if summary.state in ("saving", "saved"):
-            self.writer.mark(index, success)  # after its commit: the writer works in order
-            self.status.message = f"episode {index} marked {word} in the store"
+            self.writer.mark(summary.index, success)  # after its commit: the writer works in order
+            self.status.message = f"episode {summary.index} marked {word} in the store"
         else:
-            self.status.message = f"episode {index} marked {word} (stored with it)"
+            self.status.message = f"episode {summary.index} marked {word} (stored with it)"
 
     def _fault(self, fault: PlatformError) -> None:
         log.error("fault: %s", fault)
@@ -368,6 +409,11 @@ class RecordingSession:
         self.result.fault = f"e-stop pressed; {safety}"
         self.status.message = f"E-STOP: {safety}; episodes already saved are kept"
 
+    def _raise_writer_failure(self) -> None:
+        """A writer that stopped (disk full, I/O error) is a fault like a servo's."""
+        if self.writer.failure is not None:
+            raise self.writer.failure
+
     def _safe_state(self) -> str:
         """Hold position, else torque off; says which was confirmed, or what failed and what to do."""
         try:
@@ -384,6 +430,7 @@ class RecordingSession:
                         f"torque off ({off_error}); cut the servo power before going near the robot")
 
     def _finish(self, state: RecorderState) -> SessionResult:
+        self.result.committed = self.writer.committed()  # those written so far; the writer may go on
         self._update_status(state, None, None)
         return self.result
 
@@ -438,13 +485,13 @@ class RecordingSession:
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
-        committed = {(e.index, e.length) for e in stats.committed}
-        for s in self._summaries.values():
-            if s.state == "saving" and (s.index, s.frames) in committed:
-                s.state = "saved"
-                status.message = f"episode {s.index} saved ({s.frames} frames)"
-        status.episodes = list(self._summaries.values())
-        self.result.committed = stats.committed
+        while self._saved_seen < stats.committed_count and self._saving:
+            s = self._saving.popleft()
+            self._saved_seen += 1
+            if s.state == "deleted":
+                continue  # committed, then deleted (d / r between takes)
+            s.state = "saved"
+            status.message = f"episode {s.index} saved ({s.frames} frames)"
         if observation is not None and state is not RecorderState.PAUSED:
             self._camera_status(observation)
         elif state is RecorderState.PAUSED:

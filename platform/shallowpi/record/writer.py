@@ -5,21 +5,31 @@ the disk falls behind, the queue fills and `add_frame` blocks until there is roo
 is back-pressure, measured (`backpressure_s`) and shown on the dashboard, never a silent
 drop. Episodes are committed in order; the next episode may start while the previous
 one is still being written.
+
+A failure in the writer thread (disk full, an I/O error, a permission error) stops the
+writer and becomes `failure`, a `WriterError` with one line that names the store, what
+the operating system said and what to do; the control loop turns it into a fault like a
+servo's. Episodes committed before it are kept; the one being written is dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from shallowpi.data.store import EpisodeInfo, EpisodeStore
+from shallowpi.errors import PlatformError
+from shallowpi.record.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,45 @@ class _Delete:
 _STOP = object()
 
 
+class WriterError(PlatformError):
+    """The episode writer stopped: the disk is full, failing or not writable."""
+
+
+# errno -> (what happened, what to do), for the failures a disk gives a recorder.
+_OS_FAILURES: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("the disk is full", "free space or record into another --data-root"),
+    errno.EDQUOT: ("the disk quota is used up", "free space or record into another --data-root"),
+    errno.EIO: ("an I/O error", "check the drive and its cable (`dmesg`), then record into another --data-root"),
+    errno.EACCES: ("permission denied", "make the dataset writable by this user, or record into another --data-root"),
+    errno.EPERM: ("operation not permitted",
+                  "make the dataset writable by this user, or record into another --data-root"),
+    errno.EROFS: ("the file system is read-only", "remount it read-write, or record into another --data-root"),
+}
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The `OSError` behind `exc` (itself, or anywhere in its chain: zarr may wrap it)."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, OSError):
+        seen = seen.__cause__ or seen.__context__
+    return seen if isinstance(seen, OSError) and seen.errno is not None else None
+
+
+def describe_failure(exc: BaseException, store_path: os.PathLike[str] | str) -> WriterError:
+    """One line for a failure in the writer thread: the store, the OS error and its file,
+    and the way out."""
+    name = os.fspath(store_path)
+    seen = _os_error(exc)
+    if seen is not None:
+        what, fix = _OS_FAILURES.get(seen.errno, (os.strerror(seen.errno), "check the disk"))
+        code = errno.errorcode.get(seen.errno, str(seen.errno))
+        where = f" at {seen.filename}" if seen.filename else ""
+        return WriterError(f"writing {name} failed: {what} ({code}{where}); {fix}")
+    if isinstance(exc, PlatformError):
+        return WriterError(f"writing {name} failed: {exc}")
+    return WriterError(f"writing {name} failed: {type(exc).__name__}: {exc}")
+
+
 @dataclass
 class WriterStats:
     queue_depth: int = 0
@@ -73,24 +122,32 @@ class WriterStats:
     bytes_written: int = 0
     backpressure_s: float = 0.0  # time add_frame spent waiting for room, this episode
     pending_episodes: int = 0
-    committed: list[EpisodeInfo] = field(default_factory=list)
-    error: str = ""
+    committed_count: int = 0  # episodes committed so far (`committed()` lists them)
+    error: str = ""  # the failure's one line, once the writer stopped on one
 
 
 class BackgroundWriter:
-    """Owns `store` from its own thread. Call `begin`, `add_frame`..., then `commit`/`discard`."""
+    """Owns `store` from its own thread. Call `begin`, `add_frame`..., then `commit`/`discard`.
+
+    After each episode it hands the allocator's free pages back to the OS
+    (`release_memory`, record/memory.py), so a long session's resident size stays flat.
+    """
 
     def __init__(
         self,
         store: EpisodeStore,
         capacity_frames: int = 256,
         on_commit: Callable[[EpisodeInfo], None] | None = None,
+        release_memory: bool = True,
     ) -> None:
         self.store = store
+        self._release_memory = release_memory
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity_frames)
         self._on_commit = on_commit
         self._lock = threading.Lock()
         self._stats = WriterStats(queue_capacity=capacity_frames)
+        self._committed: list[EpisodeInfo] = []
+        self._failure: WriterError | None = None
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
         self._thread.start()
@@ -128,27 +185,44 @@ class BackgroundWriter:
         self._put(_Delete(store_index))
 
     def stats(self) -> WriterStats:
+        """A copy of the counters (cheap: the loop reads it every tick)."""
         with self._lock:
-            stats = WriterStats(**{**self._stats.__dict__, "committed": list(self._stats.committed)})
+            stats = dataclasses.replace(self._stats)
         stats.queue_depth = self._queue.qsize()
         return stats
+
+    def committed(self) -> list[EpisodeInfo]:
+        """The episodes committed so far, in order."""
+        with self._lock:
+            return list(self._committed)
 
     def mb_per_s(self) -> float:
         elapsed = max(time.monotonic() - self._started, 1e-6)
         return self.stats().bytes_written / elapsed / 1e6
 
     def close(self, timeout: float | None = None) -> None:
-        """Finish everything queued (an open episode is discarded), then stop the thread."""
-        self._queue.put(_STOP)
+        """Finish everything queued (an open episode is discarded), then stop the thread.
+        After a failure there is nothing left to finish: `failure` says why."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(_STOP, timeout=0.5)
+                break
+            except queue.Full:
+                continue
         self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def failure(self) -> WriterError | None:
+        """Why the writer stopped early (None while it runs, or after a clean close)."""
+        return self._failure
+
     def _put(self, item: Any) -> float:
         if not self._thread.is_alive():
-            raise RuntimeError(f"the episode writer stopped: {self._stats.error or 'closed'}")
+            raise self._failure or WriterError("the episode writer is closed")
         try:
             self._queue.put_nowait(item)
             waited = 0.0
@@ -160,7 +234,7 @@ class BackgroundWriter:
                     break
                 except queue.Full:
                     if not self._thread.is_alive():
-                        raise RuntimeError(f"the episode writer stopped: {self._stats.error}") from None
+                        raise (self._failure or WriterError("the episode writer is closed")) from None
             waited = time.monotonic() - start
         with self._lock:
             self._stats.backpressure_s += waited
@@ -197,19 +271,32 @@ class BackgroundWriter:
                 elif isinstance(item, _Delete):
                     self.store.delete_episodes([item.store_index])
                     with self._lock:
-                        self._stats.committed = [e for e in self._stats.committed if e.index != item.store_index]
-        except Exception as exc:  # the loop sees it through `alive` and `stats().error`
-            log.exception("episode writer failed")
+                        self._committed = [e for e in self._committed if e.index != item.store_index]
+        except Exception as exc:  # the loop sees it through `failure`
+            failure = describe_failure(exc, self.store.path)
+            if _os_error(exc) is not None or isinstance(exc, PlatformError):
+                log.error("%s", failure)
+                log.debug("writer failure", exc_info=exc)
+            else:  # not the disk: a bug, keep its traceback
+                log.exception("episode writer failed")
             with self._lock:
-                self._stats.error = f"{type(exc).__name__}: {exc}"
+                self._stats.error = str(failure)
+            self._failure = failure
         finally:
             if writer is not None and writer.is_open:
-                writer.discard()
+                try:
+                    writer.discard()
+                except Exception as exc:  # e.g. no room left to shrink the arrays: the next open cuts the tail
+                    log.warning("could not drop the unfinished episode from %s (%s); the next open of the "
+                                "store removes it", self.store.path, exc)
 
     def _episode_done(self, info: EpisodeInfo | None) -> None:
         with self._lock:
             self._stats.pending_episodes -= 1
             if info is not None:
-                self._stats.committed.append(info)
+                self._committed.append(info)
+                self._stats.committed_count += 1
         if info is not None and self._on_commit is not None:
             self._on_commit(info)
+        if self._release_memory:
+            release_free_memory()

@@ -1,0 +1,194 @@
+"""The cheap half of a store check: every array long enough, every chunk file present.
+
+zarr reads a missing chunk file as zeros and an array shorter than `meta/episode_ends` as
+fewer rows, so a damaged store would otherwise train on blank frames and zero actions.
+This looks only at file names and `.zarray` shapes (one directory listing an array, no
+decoding; BENCHMARKS.md has its cost), so `train`, `export` and `eval` run it on every
+store they open (`require_intact`); `dataset check` runs it first, then decodes all.
+
+It also tells what lies past the last committed episode (`Tail`): frames of an episode
+in flight while a writer holds the store's lock, or the leftovers of a writer that was
+killed, which the next writer (or `platform dataset repair`) removes. Neither harms a
+committed episode, so neither is damage.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+from collections.abc import Iterator, Sized
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
+from shallowpi.data.store import LOCK_NAME, PARTIAL_SUFFIX, TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
+from shallowpi.errors import StoreError
+
+
+def array_names(store: EpisodeStore) -> list[str]:
+    """Every array under data/: the tick times, each feature and its capture times."""
+    names = [TICK_KEY]
+    for key in store.features:
+        names += [key, key + TIMESTAMP_SUFFIX]
+    return names
+
+
+@dataclass
+class Tail:
+    """What lies past the last committed episode."""
+
+    rows: dict[str, int] = field(default_factory=dict)  # array -> rows past the committed end
+    partial_files: int = 0  # chunk files a writer had not finished
+    writer: str | None = None  # "pid 1234" while a writer holds the lock, else None
+
+    @property
+    def frames(self) -> int:
+        return max(self.rows.values(), default=0)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows and not self.partial_files
+
+    def describe(self, store: EpisodeStore) -> str:
+        """One line: in flight (a writer is live) or left behind (repairable)."""
+        committed = f"{len(store)} committed episodes"
+        if self.writer is not None:
+            flight = f", {self.frames} frames of the next in flight" if self.frames else ""
+            return f"being recorded by {self.writer}: checked the {committed}{flight}"
+        leftovers = f"{self.frames} uncommitted frames" if self.frames else f"{self.partial_files} unfinished chunk files"
+        return (f"{leftovers} past the last committed episode, left by a writer that stopped before "
+                f"committing (no committed episode is affected); the next recording removes them, "
+                f"or `platform dataset repair {store.path.stem}` now")
+
+
+@dataclass
+class FileScan:
+    """What a store's file names and array shapes say: damage, and the tail past it."""
+
+    problems: list[str] = field(default_factory=list)
+    tail: Tail = field(default_factory=Tail)
+    rows: dict[str, int] = field(default_factory=dict)  # array -> rows on disk (readable arrays)
+    missing: dict[str, RowRanges] = field(default_factory=dict)  # array -> committed rows without a chunk file
+
+
+def writer_holding(path: Path) -> str | None:
+    """'pid 1234' if a writer holds the store's lock now, else None (nothing is created)."""
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def scan_files(store: EpisodeStore) -> FileScan:
+    """Lengths and chunk files of every array against the committed episodes."""
+    end = store.num_frames
+    ends = store.episode_ends
+    scan = FileScan(tail=Tail(writer=writer_holding(store.path)))
+    for name in array_names(store):
+        folder = store.path / "data" / name
+        try:
+            info = store.array_info(name)
+            rows = int(info["shape"][0])
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            scan.problems.append(f"data/{name} has no readable .zarray ({type(exc).__name__}); the array is lost")
+            continue
+        scan.rows[name] = rows
+        if rows < end:
+            scan.problems.append(
+                f"data/{name} has {rows} rows but meta/episode_ends commits {end}: rows "
+                f"{describe_ranges([[rows, end]])} ({_episodes_of(ends, rows, end)}) are missing")
+        elif rows > end:
+            scan.tail.rows[name] = rows - end
+        names, separator = _chunk_files(folder, info)
+        scan.tail.partial_files += sum(n.endswith(PARTIAL_SUFFIX) for n in names)
+        chunks = sorted({c for c, key in _chunk_keys(info, min(rows, end), separator) if key not in names})
+        if chunks:
+            missing = scan.missing[name] = _row_ranges(chunks, int(info["chunks"][0]), min(rows, end))
+            scan.problems.append(_missing_chunks(name, len(chunks), missing, ends))
+    return scan
+
+
+def file_problems(store: EpisodeStore) -> list[str]:
+    """Damage visible without decoding (short arrays, missing chunk files); [] if none."""
+    return scan_files(store).problems
+
+
+def require_intact(store: EpisodeStore) -> None:
+    """Raise a one-line StoreError naming the array and rows if any committed row is
+    missing (an array shorter than meta/episode_ends, or a chunk file gone).
+
+    The cheap part of `dataset check` (no decoding): what `train`, `export` and `eval`
+    run before reading a store as data, so zarr's zero fill never passes for recorded
+    values.
+    """
+    problems = file_problems(store)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise StoreError(f"{store.path.name} is damaged: {problems[0]}{more}; "
+                         f"`platform dataset check {store.path.stem}` lists it all")
+
+
+def _chunk_files(folder: Path, info: dict) -> tuple[set[str], str]:
+    """The names in an array's folder (relative chunk keys for '/'-separated arrays)."""
+    separator = info.get("dimension_separator") or "."
+    try:
+        if separator == ".":
+            return {entry.name for entry in os.scandir(folder)}, separator
+        return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}, separator
+    except FileNotFoundError:
+        return set(), separator
+
+
+def _chunk_keys(info: dict, rows: int, separator: str) -> Iterator[tuple[int, str]]:
+    """(chunk index on axis 0, file key) of every chunk that holds one of the first `rows` rows."""
+    shape, chunks = info["shape"], info["chunks"]
+    along_time = range(-(-rows // chunks[0]))
+    others = list(itertools.product(*(range(-(-s // c)) for s, c in zip(shape[1:], chunks[1:]))))
+    if others == [(0,) * (len(shape) - 1)]:  # chunked along time only: the store's own layout
+        tail = f"{separator}0" * (len(shape) - 1)
+        return ((i, f"{i}{tail}") for i in along_time)
+    return ((i, separator.join(map(str, (i, *rest)))) for i in along_time for rest in others)
+
+
+def _row_ranges(chunks: list[int], chunk_rows: int, rows: int) -> RowRanges:
+    """The rows that sorted chunk indices hold, as merged [start, stop) ranges."""
+    ranges: RowRanges = []
+    for c in chunks:
+        start, stop = c * chunk_rows, min((c + 1) * chunk_rows, rows)
+        if ranges and ranges[-1][1] == start:
+            ranges[-1][1] = stop
+        else:
+            ranges.append([start, stop])
+    return ranges
+
+
+def _missing_chunks(name: str, count: int, ranges: RowRanges, ends: np.ndarray) -> str:
+    episodes = sorted({e for start, stop in ranges for e in _episode_indices(ends, start, stop)})
+    return (f"data/{name}: {count} chunk file{'s' if count > 1 else ''} missing, rows {describe_ranges(ranges)} "
+            f"({_plural('episode', episodes)} {describe_indices(episodes)}) would read as zeros")
+
+
+def _episode_indices(ends: np.ndarray, start: int, stop: int) -> range:
+    """The episodes holding rows start:stop, given cumulative ends."""
+    return range(int(np.searchsorted(ends, start, side="right")), int(np.searchsorted(ends, stop - 1, side="right")) + 1)
+
+
+def _episodes_of(ends: np.ndarray, start: int, stop: int) -> str:
+    episodes = list(_episode_indices(ends, start, stop))
+    return f"{_plural('episode', episodes)} {describe_indices(episodes)}"
+
+
+def _plural(noun: str, items: Sized) -> str:
+    return noun + "s" if len(items) > 1 else noun

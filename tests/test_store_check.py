@@ -1,0 +1,308 @@
+"""`dataset check` and the store's validity (issue 10: items 2, 3, 8, 10, 11).
+
+A damaged store is named by array and rows and never read as data; NaN/inf are reported
+by episode, array and row; a live recording's episode in flight and a killed writer's
+tail are what they are, not damage; mixed frame rates are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import platform_cmd, subprocess_env
+from shallowpi.data import EpisodeStore
+from shallowpi.data.store import StoreSettings
+from shallowpi.data.store_check import (
+    check_store,
+    repair_store,
+)
+from shallowpi.data.store_files import file_problems, require_intact
+from shallowpi.errors import StoreError
+from store_fixtures import make_store, stamp_episode, synthetic_frame
+
+TESTS = Path(__file__).parent
+
+
+def _check_cli(path: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run(platform_cmd("dataset", "check", str(path), *flags), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def _chunk(path: Path, key: str, name: str) -> Path:
+    return path / "data" / key / name
+
+
+# --- item 10: a damaged store is never read as data --------------------------------------
+
+
+@pytest.mark.bad_store
+def test_missing_chunk_files_are_named_by_array_and_rows(tmp_path):
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=3, length=20, settings=StoreSettings(durable=False, numeric_chunk_rows=16)).close()
+    _chunk(path, "action", "2.0").unlink()  # rows 32-47: episodes 1 and 2
+    _chunk(path, "observation.images.front", "5.0.0.0").unlink()  # frame 5 of episode 0
+    with EpisodeStore.open(path) as store:
+        assert store.read("action", 32, 48).sum() == 0  # what zarr would hand to training
+        problems = check_store(store).problems
+        assert file_problems(store) == problems  # the cheap scan already names both
+    assert problems == [
+        "data/action: 1 chunk file missing, rows 32-47 (episodes 1-2) would read as zeros",
+        "data/observation.images.front: 1 chunk file missing, rows 5 (episode 0) would read as zeros",
+    ]
+
+
+@pytest.mark.bad_store
+def test_an_array_shorter_than_its_episodes_is_named(tmp_path):
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=3, length=20).close()  # 63 rows
+    zarray = _chunk(path, "observation.state", ".zarray")
+    meta = json.loads(zarray.read_text())
+    meta["shape"][0] = 60
+    zarray.write_text(json.dumps(meta))
+    with EpisodeStore.open(path) as store:
+        problems = check_store(store).problems
+        with pytest.raises(StoreError, match=r"data/observation.state has 60 rows but meta/episode_ends commits 63: "
+                                             r"rows 60-62 \(episode 2\) are missing") as err:
+            require_intact(store)
+    assert "\n" not in str(err.value) and "dataset check s" in str(err.value)
+    assert problems == [
+        "data/observation.state has 60 rows but meta/episode_ends commits 63: rows 60-62 (episode 2) are missing"]
+
+
+@pytest.mark.bad_store
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_every_frame_is_decoded_on_a_pool(tmp_path, pool):
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=2, length=10).close()
+    _chunk(path, "observation.images.front", "3.0.0.0").write_bytes(b"not a jpeg")
+    whole = _chunk(path, "observation.images.wrist", "14.0.0.0")
+    whole.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])  # cut off mid-file
+    seen = []
+    with EpisodeStore.open(path) as store:
+        report = check_store(store, workers=2, pool=pool, progress=lambda done, total: seen.append((done, total)))
+        quick = check_store(store, decode_images=False)
+    assert [p.split(" does not")[0].split(" decodes")[0] for p in report.problems] == [
+        "episode 0: frame 3 of observation.images.front",
+        "episode 1: frame 4 of observation.images.wrist",
+    ]
+    assert seen[0] == (0, 2 * 21) and seen[-1] == (2 * 21, 2 * 21)  # every frame of both cameras
+    assert quick.problems == []  # --quick reads each episode's first and last frame only
+
+
+@pytest.mark.bad_store
+def test_train_export_and_eval_refuse_a_bad_store(tmp_path):
+    from shallowpi.commands.train_cmd import store_episodes
+    from shallowpi.data.training import ChunkDataset
+
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=2, length=10).close()
+    _chunk(path, "action", "0.0").unlink()
+    message = r"s.zarr is damaged: data/action: 1 chunk file missing, rows 0-20 \(episodes 0-1\)"
+    with pytest.raises(StoreError, match=message):
+        store_episodes(path)  # train, before its run folder exists
+    with pytest.raises(StoreError, match=message):
+        ChunkDataset(path, chunk_len=4)  # train's and eval's dataset
+    run = subprocess.run(platform_cmd("train", "--dataset", str(path), "--policy", "tiny", "--runs-dir",
+                                      str(tmp_path / "runs"), "--steps", "1", "--no-progress"),
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert "data/action: 1 chunk file missing" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.bad_store
+def test_export_refuses_a_bad_store_and_leaves_nothing(tmp_path):
+    pytest.importorskip("lerobot", reason="needs the lerobot extra (Python >= 3.12)")
+    from shallowpi.data.lerobot_interop import export_lerobot
+
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=2, length=10).close()
+    _chunk(path, "observation.images.front", "12.0.0.0").unlink()
+    with pytest.raises(StoreError, match=r"data/observation.images.front: 1 chunk file missing, rows 12 \(episode 1\)"):
+        export_lerobot(path, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+
+
+# --- item 3: non-finite numbers never enter unnoticed ------------------------------------
+
+
+def _store_with_nan(path: Path) -> EpisodeStore:
+    rng = np.random.default_rng(0)
+    store = make_store(path, episodes=1, length=10)
+    writer = store.begin_episode("t", robot="arm", calibration_id="cal-test", fps=30)
+    for t in range(12):
+        frame = synthetic_frame(rng, t)
+        if t in (3, 7, 8):
+            frame["observation.state"][2] = np.nan if t != 8 else np.inf
+        writer.add_frame(frame, t / 30)
+    writer.commit()
+    return store
+
+
+@pytest.mark.bad_store
+def test_writer_records_nonfinite_rows_and_check_names_them(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        store = _store_with_nan(tmp_path / "s.zarr")
+    assert store.episode(1).nonfinite == {"observation.state": [[3, 4], [7, 9]]}
+    assert store.episode(0).nonfinite == {}
+    assert "episode 1: observation.state holds NaN/inf at rows 3, 7-8" in caplog.text
+    report = check_store(store)
+    assert report.problems == ["episode 1: observation.state holds NaN/inf at rows 3, 7-8 (of 12)"]
+    assert report.nonfinite == {1: {"observation.state": [[3, 4], [7, 9]]}}
+    store.close()
+    result = _check_cli(tmp_path / "s.zarr")
+    assert result.returncode == 1
+    assert "s.zarr: episode 1: observation.state holds NaN/inf at rows 3, 7-8 (of 12)" in result.stderr
+    info = subprocess.run(platform_cmd("dataset", "info", str(tmp_path / "s.zarr")), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert "observation.state rows 3, 7-8" in info.stdout  # the episode table shows the writer's record
+
+
+@pytest.mark.bad_store
+def test_check_scans_the_data_of_stores_written_before_the_writer_flagged(tmp_path):
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=10)
+    assert store.episode(1).nonfinite == {}  # as an older writer left it: nothing recorded
+    store._group["data/action"][14] = np.full(6, np.nan, np.float32)  # row 4 of episode 1
+    report = check_store(store)
+    assert "episode 1: action holds NaN/inf at rows 4 (of 11)" in report.problems
+    assert report.nonfinite == {1: {"action": [[4, 5]]}}
+
+
+# --- item 2, check side: what cannot be mixed ---------------------------------------------
+
+
+def _store_with_episodes(path: Path, *specs: tuple[float, str]) -> None:
+    """A closed store whose episodes were recorded at these (fps, calibration id): as
+    written elsewhere or before the store refused to mix them."""
+    make_store(path, episodes=len(specs), length=4).close()
+    for index, (fps, calibration) in enumerate(specs):
+        stamp_episode(path, index, fps=fps, calibration_id=calibration)
+
+
+@pytest.mark.bad_store
+def test_check_refuses_mixed_frame_rates(tmp_path):
+    _store_with_episodes(tmp_path / "s.zarr", (30, "c"), (30, "c"), (15, "c"))
+    result = _check_cli(tmp_path / "s.zarr")
+    assert result.returncode == 1
+    assert "episodes mix frame rates: 30 Hz (episodes 0-1), 15 Hz (episode 2)" in result.stderr
+
+
+def test_check_warns_on_mixed_calibrations_unless_the_store_allows_them(tmp_path):
+    path = tmp_path / "s.zarr"
+    _store_with_episodes(path, (30, "cal-a"), (30, "cal-b"), (30, "cal-a"), (30, ""))
+    result = _check_cli(path)
+    assert result.returncode == 0
+    # An episode without a calibration id (a LeRobot import) is compared with none.
+    assert "warning: episodes mix calibration ids: cal-a (episodes 0, 2), cal-b (episode 1);" in result.stderr
+    with EpisodeStore.open(path, mode="a") as store:
+        store.allow_mixed_calibration()  # what --allow-mixed-calibration records
+        assert check_store(store).warnings == []
+
+
+# --- items 8 and 11: a recording in flight, a killed recording ---------------------------
+
+
+def _start_inflight_writer(path: Path, committed: int, frames: int) -> subprocess.Popen:
+    env = subprocess_env(PYTHONPATH=subprocess_env()["PYTHONPATH"] + ":" + str(TESTS))
+    writer = subprocess.Popen([sys.executable, str(TESTS / "inflight_writer.py"), str(path), str(committed), str(frames)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert writer.stdout.readline().strip() == b"in flight", writer.stderr.read().decode()[-2000:]
+    return writer
+
+
+def test_check_during_a_recording_judges_only_committed_episodes(tmp_path):
+    path = tmp_path / "live.zarr"
+    writer = _start_inflight_writer(path, committed=2, frames=12)
+    try:
+        result = _check_cli(path)
+        assert result.returncode == 0, result.stderr
+        assert f"live.zarr: being recorded by pid {writer.pid}: checked the 2 committed episodes, " \
+               "12 frames of the next in flight" in result.stdout
+        assert "ok, 2 episodes, 20 frames verified" in result.stdout
+        with pytest.raises(StoreError, match=f"being recorded by pid {writer.pid}"):
+            repair_store(path)  # a live episode is no leftover
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+
+
+def test_check_beside_a_writer_committing_all_the_time(tmp_path):
+    """The recorder's rhythm, checked at whatever moment: never a problem."""
+    path, log = tmp_path / "busy.zarr", tmp_path / "commits.jsonl"
+    env = subprocess_env(PYTHONPATH=subprocess_env()["PYTHONPATH"] + ":" + str(TESTS))
+    writer = subprocess.Popen([sys.executable, str(TESTS / "crash_writer.py"), str(path), str(log), "7"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline().strip() == b"ready", writer.stderr.read().decode()[-2000:]
+        assert writer.stdout.readline().startswith(b"committed")
+        for _ in range(8):
+            with EpisodeStore.open(path) as store:
+                report = check_store(store)
+            assert report.problems == [] and report.tail is not None
+            assert report.tail.writer == f"pid {writer.pid}"
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+
+
+def test_after_a_kill_check_names_the_tail_and_repair_trims_it(tmp_path):
+    path = tmp_path / "killed.zarr"
+    writer = _start_inflight_writer(path, committed=2, frames=12)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    result = _check_cli(path)
+    assert result.returncode == 0, result.stderr
+    assert ("killed.zarr: 12 uncommitted frames past the last committed episode, left by a writer that stopped "
+            "before committing (no committed episode is affected); the next recording removes them, or "
+            "`platform dataset repair killed` now") in result.stdout
+    assert "ok, 2 episodes, 20 frames verified" in result.stdout
+    with EpisodeStore.open(path) as store:
+        before = [store.read_episode(i) for i in range(2)]
+    repaired = subprocess.run(platform_cmd("dataset", "repair", str(path)), env=subprocess_env(),
+                              capture_output=True, text=True, timeout=120)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "removed 12 uncommitted frames" in repaired.stdout
+    with EpisodeStore.open(path) as store:
+        report = check_store(store)
+        assert report.problems == [] and report.notes == [] and report.tail is None
+        assert len(store) == 2 and store.array_info("observation.images.front")["shape"][0] == 20
+        for i, episode in enumerate(before):
+            for key, value in store.read_episode(i).items():
+                np.testing.assert_array_equal(value, episode[key])
+    assert repair_store(path).empty  # nothing left to do
+
+
+@pytest.mark.slow
+def test_check_beside_a_real_recording_then_after_killing_it(tmp_path):
+    """`platform record` in the twin, checked while it records and after a kill -9."""
+    recorder = subprocess.Popen(
+        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
+                     "--data-root", str(tmp_path), "--dataset", "live", "--no-tui", "record.sim_size=96x96",
+                     f"telemetry.address={tmp_path}/t.sock", "--episodes", "50", "--episode-time-s", "1",
+                     "--reset-time-s", "0"),
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "episode 1 saved" not in (line := recorder.stdout.readline()):
+            assert line or recorder.poll() is None, recorder.stderr.read()[-2000:]
+        for _ in range(3):  # whatever the recorder is doing at that moment
+            result = _check_cli(tmp_path / "live.zarr")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert f"being recorded by pid {recorder.pid}: checked the" in result.stdout
+            assert "problem" not in result.stderr
+    finally:
+        recorder.send_signal(signal.SIGKILL)
+        recorder.communicate(timeout=60)
+    killed = _check_cli(tmp_path / "live.zarr")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert "being recorded" not in killed.stdout and " ok, " in killed.stdout
+    repair_store(tmp_path / "live.zarr")
+    with EpisodeStore.open(tmp_path / "live.zarr") as store:
+        report = check_store(store)
+    assert report.problems == [] and report.notes == [] and len(store) >= 2
