@@ -51,7 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     delete = action("delete", "delete episodes and compact the store")
     delete.add_argument("--episode", type=int, nargs="+", required=True, help="episode indices")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    merge = sub.add_parser("merge", help="merge stores with the same features into a new one")
+    merge = sub.add_parser(
+        "merge", help="merge stores with the same features into a new one",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Copy every episode of two or more stores, in the order given, into a new store.\n"
+                    "The stores must have the same features and fps; the sources are not changed.",
+        epilog="example:\n  platform dataset merge kitchen kitchen2 --out all   all.zarr: kitchen's episodes, "
+               "then kitchen2's")
     merge.add_argument("stores", nargs="+", help="two or more datasets")
     merge.add_argument("--out", required=True, help="name or path of the new store")
     merge.add_argument("--allow-mixed-calibration", action="store_true",
@@ -62,7 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
     export.add_argument("dest", type=Path, help="output directory (must not exist)")
     export.add_argument("--repo-id", help="LeRobot repo id recorded in the export (default: local/<name>)")
-    imp = sub.add_parser("import", help="import a local LeRobotDataset directory into a new store")
+    imp = sub.add_parser(
+        "import", help="import a local LeRobotDataset directory into a new store",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a LeRobotDataset from a local directory (its meta/, data/ and videos/) and\n"
+                    "write its episodes into a new zarr store; needs the lerobot extra.",
+        epilog="example:\n  platform dataset import ~/lerobot/pusht --out pusht   datasets/pusht.zarr from "
+               "a local copy")
     imp.add_argument("source", type=Path, help="LeRobotDataset root directory")
     imp.add_argument("--out", required=True, help="name or path of the new store")
     imp.add_argument("--repo-id", help="repo id of the LeRobot dataset (default: local/<dir name>)")

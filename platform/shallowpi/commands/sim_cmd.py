@@ -25,7 +25,7 @@ HELP = "run scripted experts in the simulation twin; success rate and steps/s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_flags(parser, robot=True)
+    add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument("--task", help="task name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the robot's tasks and exit")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (default 1)")
