@@ -180,8 +180,9 @@ class BackgroundWriter:
     def delete(self, store_index: int) -> None:
         """Delete a committed episode from the store (after the queue drains to it).
 
-        Compacts the store (`EpisodeStore.delete_episodes`: a copy of the episodes kept) on
-        the writer thread; the loop goes on, later frames wait in the queue meanwhile."""
+        The last episode goes in place, at the cost of that episode alone
+        (`EpisodeStore.drop_last_episode`); any other compacts the store (a copy of every
+        episode kept) while later frames wait in the queue."""
         self._put(_Delete(store_index))
 
     def stats(self) -> WriterStats:
@@ -269,7 +270,10 @@ class BackgroundWriter:
                 elif isinstance(item, _Mark):
                     self.store.set_success(item.store_index, item.success)
                 elif isinstance(item, _Delete):
-                    self.store.delete_episodes([item.store_index])
+                    if item.store_index == len(self.store) - 1:
+                        self.store.drop_last_episode()
+                    else:
+                        self.store.delete_episodes([item.store_index])
                     with self._lock:
                         self._committed = [e for e in self._committed if e.index != item.store_index]
         except Exception as exc:  # the loop sees it through `failure`
