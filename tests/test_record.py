@@ -73,6 +73,10 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     assert again.returncode != 0 and "already exists; pass --resume" in again.stderr
     resumed = record(tmp_path, "--dataset", "demo", "--episodes", "1", "--reset-time-s", "0", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # One number everywhere, the store's: after --resume this run's episode is 2.
+    assert "[record] recording episode 2 (1/1 of this run)" in resumed.stdout
+    assert "[record] episode 2 recorded (" in resumed.stdout
+    assert "(episode 2; it holds 3)" in resumed.stdout and "--episode 2" in resumed.stdout
     resumed_store = EpisodeStore.open(tmp_path / "demo.zarr")
     assert len(resumed_store) == 3
     assert [e.extra["seed"] for e in resumed_store.episodes] == [0, 1, 2]  # the resumed run's scene is new
