@@ -141,3 +141,16 @@ def test_e_stop_in_every_state_switches_torque_off_and_ends_with_a_fault(tmp_pat
     assert session.status.state is RecorderState.FAULT and session.result.fault.startswith("e-stop pressed")
     assert session.status.message.startswith("E-STOP: torque off")
     assert len(store) == (0 if state in (RecorderState.IDLE, RecorderState.RECORDING) else 1)
+
+
+def test_the_final_summary_reads_marks_and_deletes_back_from_the_store(tmp_path):
+    from shallowpi.commands.record_cmd import final_summary
+
+    # Episode 0 marked failed while recording, successful after saving, then deleted with
+    # d and recorded again (unmarked); episode 1 marked successful while recording.
+    script = {5: [Command.FAILURE], 35: [Command.SUCCESS], 40: [Command.DISCARD], 125: [Command.SUCCESS]}
+    session, _, store, _ = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
+    text = final_summary(store.episodes[session.first_episode:], session.result, store.path, len(store))
+    assert text.splitlines()[0] == (f"recorded 2 episode(s) into {store.path} (episodes 0-1; it holds 2), "
+                                    "1/1 successful, 1 deleted after saving")
+    assert text.splitlines()[1].endswith(f"platform dataset show {store.path} --episode 1")
