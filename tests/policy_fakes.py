@@ -63,6 +63,9 @@ class FakeChunks(Dataset):
             item[f"observation.images.{cam}"] = torch.from_numpy(img)
         return item
 
+    def task_texts(self) -> list[str]:
+        return ["reach the target"]
+
     def stats(self) -> dict:
         states = np.concatenate(self.states)
         return {

@@ -137,21 +137,36 @@ def trained(tmp_path_factory) -> dict[str, Path]:
             "ckpt": root / "runs" / "tiny" / "checkpoints" / "step_000004"}
 
 
-def test_eval_sim_end_to_end_takes_robot_task_and_size_from_the_store(trained, tmp_path, capsys, one_torch_thread):
+def test_eval_sim_end_to_end_takes_robot_and_size_from_the_store_and_runs_every_task(
+    trained, tmp_path, capsys, one_torch_thread
+):
     report_path = tmp_path / "sim.json"
     code = main(["eval", "--policy", str(trained["ckpt"]), "--sim", "--sim-episodes", "1",
                  "--episode-time-s", "1", "--json", str(report_path), "--png", str(tmp_path / "looks"),
-                 "--no-progress"])
+                 "--video", str(tmp_path / "videos"), "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
-    report = json.loads(report_path.read_text())
-    assert "arm / cube_in_bowl" in out and f"success {report['successes']}/1" in out
-    assert (report["robot"], report["task"]) == ("arm", "cube_in_bowl")
+    whole = json.loads(report_path.read_text())
+    assert whole["robot"] == "arm" and whole["sim"] == "direct"
+    # Every task of the arm, one report (and one summary row) each, in the robot's order.
+    assert [r["task"] for r in whole["tasks"]] == ["cube_in_bowl", "push_block_left"]
+    report, push = whole["tasks"]
+    assert "arm / cube_in_bowl" in out and "arm / push_block_left" in out
+    assert f"success {report['successes']}/1" in out and "95 % CI" in out
+    assert [line.split()[0] for line in out.splitlines() if line.startswith(("cube_in_bowl ", "push_block_left "))] \
+        == ["cube_in_bowl", "push_block_left"]
     assert report["instruction"] == "put the red cube in the bowl"
+    assert push["instruction"] == "push the blue block to the left"
     assert report["store"] == str(trained["store"])
     assert set(report["sources"]) == {"robot", "task", "size"}
-    assert all(source.startswith("store ") for source in report["sources"].values())
+    assert report["sources"]["robot"].startswith("store ") and report["sources"]["size"].startswith("store ")
+    assert report["sources"]["task"] == "every task of the arm twin"
     assert report["render_size"] == list(SIZE) and report["cameras"] == ["front", "wrist"]
+    # The interval beside the rate, and the other task judged on the same scene.
+    low, high = report["interval95"]
+    assert 0.0 <= low <= report["success_rate"] <= high <= 1.0 and high - low > 0.5  # one episode
+    assert report["other_task_instead"] == {"push_block_left": 0}
+    assert set(report["episodes"][0]["other_tasks"]) == {"push_block_left"}
     # tiny's chunk is 4 actions, half of which run before the next prediction.
     assert report["chunk_actions"] == 4 and report["replan_every"] == 2
     (episode,) = report["episodes"]
@@ -159,7 +174,26 @@ def test_eval_sim_end_to_end_takes_robot_task_and_size_from_the_store(trained, t
     assert episode["sim_seconds"] == pytest.approx(1.0, abs=2e-3)  # whole 2 ms physics steps
     assert episode["wall_seconds"] > 0 and episode["inference_ms_p50"] > 0
     assert report["success_rate"] == float(episode["success"])
-    assert (tmp_path / "looks" / "seed_1000.png").stat().st_size > 0
+    for name in ("cube_in_bowl", "push_block_left"):
+        assert (tmp_path / "looks" / f"{name}_seed_1000.png").stat().st_size > 0
+        video = tmp_path / "videos" / f"{name}_seed_1000.mp4"
+        assert video.stat().st_size > 0
+        _assert_video_frames(video, frames=30, size=SIZE)
+
+
+def _assert_video_frames(path: Path, frames: int, size: tuple[int, int]) -> None:
+    """The .mp4 decodes to one frame a tick, the cameras side by side."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    shapes = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        shapes.append(frame.shape)
+    capture.release()
+    assert shapes == [(size[1], 2 * size[0], 3)] * frames  # two cameras side by side
 
 
 def test_eval_sim_runs_the_strategy_the_robot_would(trained, tmp_path, one_torch_thread):
@@ -167,7 +201,7 @@ def test_eval_sim_runs_the_strategy_the_robot_would(trained, tmp_path, one_torch
     assert main(["eval", "--policy", str(trained["ckpt"]), "--sim", "--sim-episodes", "1", "--episode-time-s", "1",
                  "--strategy", "rtc", "--replan-every", "2", "--delay-ticks", "2", "--json", str(report_path),
                  "--no-progress"]) == 0
-    report = json.loads(report_path.read_text())
+    (report, _) = json.loads(report_path.read_text())["tasks"]
     assert (report["strategy"], report["replan_every"], report["delay_ticks"]) == ("rtc", 2, 2)
     (episode,) = report["episodes"]
     # tiny's 4-action chunks, one every 2 actions, each arriving 2 ticks late: the robot
@@ -215,3 +249,39 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
     assert main(["eval", "--policy", *args, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+
+
+def test_eval_sim_stack_drives_the_emulated_servos_and_software_realsenses(trained, tmp_path, one_torch_thread):
+    pytest.importorskip("pyrealsense2")
+    paths = {mode: tmp_path / f"{mode}.json" for mode in ("direct", "stack")}
+    for mode, path in paths.items():
+        assert main(["eval", "--policy", str(trained["ckpt"]), "--sim", mode, "--task", "cube_in_bowl",
+                     "--sim-episodes", "1", "--episode-time-s", "0.5", "--json", str(path), "--no-progress"]) == 0
+    direct, stack = ((json.loads(p.read_text())["sim"], json.loads(p.read_text())["tasks"]) for p in paths.values())
+    assert (direct[0], stack[0]) == ("direct", "stack")
+    (d,), (s,) = direct[1], stack[1]
+    assert d["sources"]["task"] == s["sources"]["task"] == "--task"
+    # The same closed loop through the real drivers: same ticks, same number of chunks.
+    assert (s["episodes"][0]["steps"], s["episodes"][0]["replans"]) == (15, 8)
+    assert (d["episodes"][0]["steps"], d["episodes"][0]["replans"]) == (15, 8)
+
+
+def test_unknown_sim_mode_is_one_line(trained, capsys):
+    assert main(["eval", "--policy", str(trained["ckpt"]), "--sim", "hardware", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: unknown --sim mode 'hardware'; choose one of: direct, stack"
+
+
+@pytest.mark.parametrize(("k", "n", "low", "high"), [
+    (9, 10, 0.5958, 0.9821),  # the closed form (Wilson 1927), evaluated independently
+    (0, 10, 0.0, 0.2775),
+    (10, 10, 0.7225, 1.0),
+    (90, 100, 0.8256, 0.9448),
+])
+def test_wilson_interval_matches_published_values(k, n, low, high):
+    from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
+
+    assert wilson_interval(k, n) == pytest.approx((low, high), abs=1e-4)
+    assert rate_with_interval(9, 10) == "9/10 (90 %, 95 % CI 60-98 %)"
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "shallowpi.commands.doctor_cmd",
     "monitor": "shallowpi.commands.monitor_cmd",
     "train": "shallowpi.commands.train_cmd",
+    "distill": "shallowpi.commands.distill_cmd",
     "eval": "shallowpi.commands.eval_cmd",
 }
 
@@ -44,6 +45,7 @@ examples:
   platform dataset list                        stores under the data root (datasets/)
   platform dataset show kitchen --episode 0    a PNG of one episode's frames and joints
   platform train --dataset kitchen --policy small    train the teacher on them
+  platform distill --dataset kitchen --policy small  cut and train a 6-layer student
   platform config show --robot humanoid        the resolved config, as YAML
 
 Any key=value argument is a Hydra override, e.g. `data_root=/mnt/ssd/datasets`.

@@ -35,6 +35,23 @@ from shallowpi.policy import Features, Policy, load_preset  # noqa: E402
 from shallowpi.train.objective import FlowMatchingObjective  # noqa: E402
 from shallowpi.train.trainer import TrainConfig, Trainer  # noqa: E402
 
+TASK = "put the red cube in the bowl"
+
+
+def preset(name: str, settings: list[str]):
+    """The preset with `key=value` settings (`vision.patch_size=8`, `crop_scale=1.0`)."""
+    from omegaconf import OmegaConf
+
+    from shallowpi.policy.config import PolicyConfig
+    from shallowpi.policy.tokenizer import build_vocabulary
+
+    data = load_preset(name).to_dict()
+    merged = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(settings))
+    cfg = PolicyConfig.from_dict(OmegaConf.to_container(merged))
+    if cfg.tokenizer == "words":  # built from the store's task texts in `platform train`
+        return dataclasses.replace(cfg, vocabulary=build_vocabulary([TASK]))
+    return dataclasses.replace(cfg, tokenizer="bytes")
+
 
 class Synthetic(Dataset):
     def __init__(self, n: int, chunk: int, dims: int, cameras: list[str]) -> None:
@@ -49,7 +66,7 @@ class Synthetic(Dataset):
             "observation.state": torch.randn(self.dims, generator=g),
             "action": torch.randn(self.chunk, self.dims, generator=g),
             "action_is_pad": torch.zeros(self.chunk, dtype=torch.bool),
-            "task": "put the red cube in the bowl",
+            "task": TASK,
         }
         for cam in self.cameras:
             item[f"observation.images.{cam}"] = torch.randint(0, 255, (96, 128, 3), dtype=torch.uint8, generator=g)
@@ -67,10 +84,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--fsdp", action="store_true", help="shard with FSDP (under torchrun)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="preset settings to change, e.g. vision.patch_size=8 chunk_len=50")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = dataclasses.replace(load_preset(args.policy), tokenizer="bytes")
+    cfg = preset(args.policy, args.set)
     cams = ["front", "wrist", "left", "right"][: args.cameras]
     data = Synthetic(args.batch, cfg.chunk_len, 6, cams)
     torch.manual_seed(0)
@@ -92,7 +111,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
     step_s = min(times)  # least disturbed by other processes on a shared machine
     gpu = trainer.device.type == "cuda"
-    result = {"policy": args.policy, "batch": args.batch, "cameras": args.cameras,
+    result = {"policy": args.policy, "settings": args.set, "batch": args.batch, "cameras": args.cameras,
               "device": torch.cuda.get_device_name() if gpu else "cpu", "processes": world,
               "fsdp": args.fsdp, "bf16": not args.fp32, "threads": torch.get_num_threads(), "params": params,
               "step_s": step_s, "samples_per_s": args.batch / step_s, "losses": losses,

@@ -4,7 +4,8 @@
   platform eval --policy CKPT --dataset kitchen --episodes 18 19    chosen episodes
   platform eval --policy CKPT --dataset other_store                 every episode of it
 
-  platform eval --policy CKPT --sim                     10 episodes of the store's task
+  platform eval --policy CKPT --sim                     10 episodes of each task of the robot
+  platform eval --policy CKPT --sim stack               through the emulated servos and RealSenses
   platform eval --policy CKPT --sim --sim-episodes 50 --json sim.json
   platform eval --policy CKPT --sim --png looks/ --video looks/   a filmstrip, an .mp4 each
   platform eval --policy CKPT --sim --robot arm --task push_block_left --sim-size 64x64
@@ -18,16 +19,20 @@ store's). Errors
 are in the robot's units (radians; grippers 0..1) over the predicted chunk's non-padded
 steps.
 
---sim: runs the policy in closed loop in the robot's MuJoCo twin (in-process, simulated
-time): observe, predict an action chunk, execute its first --replan-every actions (default
+--sim: runs the policy in closed loop in the robot's MuJoCo twin (`direct`, the default:
+in-process; `stack`: behind emulated Dynamixel chains and software RealSense cameras, the
+drivers the robot runs; both on simulated time): observe, predict an action chunk, execute its first --replan-every actions (default
 half the chunk), observe again, until the task's time limit or until the task's success
-detector has held for a second; success is that detector at the last tick. --strategy
+detector has held for a second; success is that detector at the last tick, reported with
+its 95 % Wilson interval, and beside it how often the policy did another of the robot's
+tasks instead of the one it was told (every task's objects are on the table). --strategy
 picks how each tick's action comes from the chunks, exactly as the executor does
 (`action_selection` in configs/config.yaml: replan, ensemble, rtc); --delay-ticks makes
 each chunk arrive that many control periods after its observation, as a slow inference
-would on the robot. Robot, task and camera size are those the checkpoint's training
-store recorded (or the store given with --dataset); --robot, --task and --sim-size
-override them. Episodes use seeds --seed, --seed+1, ... (default from 1000:
+would on the robot. Robot and camera size are those the checkpoint's training store
+recorded (or the store given with --dataset), the tasks every task of that robot, one row
+each; --robot, --task and --sim-size override them. Camera frames pass through the
+training store's image codec before the policy (as the training loader decoded them). Episodes use seeds --seed, --seed+1, ... (default from 1000:
 `platform record` used 0, 1, ... for the training scenes). Rendering runs on the CPU with
 MUJOCO_GL=egl.
 """
@@ -39,6 +44,7 @@ from pathlib import Path
 
 from shallowpi.cli import overrides_from
 
+SIM_MODES = ("direct", "stack")
 HELP = "offline action error of a policy checkpoint, or its success rate in the twin (--sim)"
 
 
@@ -53,7 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--device", default="cpu", help="run the policy on cpu, cuda, cuda:1 (default: cpu)")
     sim = parser.add_argument_group("in the simulation twin (--sim)")
-    sim.add_argument("--sim", action="store_true", help="success rate in the robot's twin instead")
+    # Not `choices=`: `--sim robot.fps=15` must leave the override alone (see `run`).
+    sim.add_argument("--sim", nargs="?", const="direct", metavar="{direct,stack}",
+                     help="success rate in the robot's twin instead: direct (default, in-process) or "
+                          "stack (through the emulated servos and software RealSenses)")
     sim.add_argument("--sim-episodes", type=int, default=10, metavar="N", help="episodes to run (default 10)")
     sim.add_argument("--seed", type=int, default=1000, help="seed of the first episode (default 1000)")
     sim.add_argument("--robot", help="robot to simulate (default: the training store's)")
@@ -75,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.errors import ConfigError
 
+    if args.sim is not None and args.sim not in SIM_MODES:
+        if "=" not in args.sim:
+            raise ConfigError(f"unknown --sim mode '{args.sim}'; choose one of: {', '.join(SIM_MODES)}")
+        # `--sim key=value`: argparse took the override for the mode.
+        args.overrides, args.sim = [args.sim, *args.overrides], "direct"
     if args.sim:
         return run_sim(args)
     for flag in ("robot", "task", "sim_size", "replan_every", "strategy", "delay_ticks", "episode_time_s",
@@ -140,12 +154,13 @@ def run_sim(args: argparse.Namespace) -> int:
     import json
 
     from shallowpi import config
+    from shallowpi.data.codecs import image_codec
     from shallowpi.errors import ConfigError
+    from shallowpi.evaluate.interval import rate_with_interval
     from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
     from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
     from shallowpi.policy.action_selection import ActionSelectionConfig
     from shallowpi.policy.policy import Policy
-    from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.twin import TwinSpec
     from shallowpi.robots.sim.views import StripWriter, VideoWriter
 
@@ -167,7 +182,8 @@ def run_sim(args: argparse.Namespace) -> int:
     width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(policy.features, spec, target.fps)
-    chunk_policy = CheckpointPolicy(policy, num_steps=args.steps)
+    codec = image_codec(*target.image_codec) if target.image_codec else None
+    chunk_policy = CheckpointPolicy(policy, num_steps=args.steps, image_codec=codec)
     selection = ActionSelectionConfig.from_config(cfg.action_selection)
     if selection.replan_every is not None and selection.replan_every > chunk_policy.chunk_len:
         raise ConfigError(f"--replan-every {selection.replan_every} is more than the "
@@ -175,26 +191,52 @@ def run_sim(args: argparse.Namespace) -> int:
     selection.replan_every = selection.every(chunk_policy.chunk_len)
     eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed, selection=selection,
                              delay_ticks=args.delay_ticks or 0, max_seconds=args.episode_time_s)
+    several = len(target.tasks) > 1
 
-    def views(seed: int) -> list[View]:
-        looks: list[View] = []
-        if args.video:
-            looks.append(VideoWriter(args.video / f"seed_{seed:04d}.mp4", spec.fps))
-        if args.png:
-            looks.append(StripWriter(args.png / f"seed_{seed:04d}.png"))
-        return looks
+    def views_of(task_name: str):
+        def views(seed: int) -> list[View]:
+            stem = f"{task_name}_seed_{seed:04d}" if several else f"seed_{seed:04d}"
+            looks: list[View] = []
+            if args.video:
+                looks.append(VideoWriter(args.video / f"{stem}.mp4", spec.fps))
+            if args.png:
+                looks.append(StripWriter(args.png / f"{stem}.png"))
+            return looks
+        return views
 
-    with DirectSimRobot(spec, cameras=policy.features.cameras) as robot:
-        report = evaluate_in_sim(robot, target.task, chunk_policy, eval_cfg, views=views,
-                                 progress=not args.no_progress)
-    report.context = {"checkpoint": str(args.policy), "store": str(store) if store else None,
-                      "sources": target.sources, "seed_start": eval_cfg.seed_start,
-                      "chunk_actions": chunk_policy.chunk_len}
-    print(report.table())
+    reports = []
+    with _sim_robot(args.sim, cfg, spec, policy.features.cameras) as robot:
+        for task in target.tasks:
+            report = evaluate_in_sim(robot, task, chunk_policy, eval_cfg, views=views_of(task.name),
+                                     progress=not args.no_progress, others=target.others(task))
+            report.context = {"checkpoint": str(args.policy), "store": str(store) if store else None,
+                              "sources": target.sources, "seed_start": eval_cfg.seed_start,
+                              "chunk_actions": chunk_policy.chunk_len, "sim": args.sim}
+            reports.append(report)
+            print(report.table())
+    if several:
+        print(f"\n{'task':<18} {'success (95 % Wilson interval)':<34} other task instead")
+        for r in reports:
+            n = len(r.episodes)
+            instead = ", ".join(f"{k} {v}/{n}" for k, v in r.other_task_counts().items()) or "-"
+            print(f"{r.task:<18} {rate_with_interval(r.successes, n):<34} {instead}")
     for folder, what in ((args.video, "videos"), (args.png, "filmstrips")):
         if folder:
-            print(f"{what}: {folder}/seed_*")
+            print(f"{what}: {folder}/*seed_*")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_dict(), indent=2))
+        args.json.write_text(json.dumps({"robot": target.robot, "sim": args.sim,
+                                         "tasks": [r.to_dict() for r in reports]}, indent=2))
     return 0
+
+
+def _sim_robot(mode: str, cfg, spec, cameras: list[str]):
+    """The twin in-process (`direct`) or behind the real drivers (`stack`), unconnected."""
+    if mode == "stack":
+        from shallowpi.robots.sim.stack import StackSimRobot
+        from shallowpi.robots.spec import RobotSpec
+
+        return StackSimRobot(RobotSpec.from_config(cfg.robot), spec)
+    from shallowpi.robots.sim.direct import DirectSimRobot
+
+    return DirectSimRobot(spec, cameras=cameras)

@@ -9,6 +9,7 @@ them (Diffusion Policy and UMI register imagecodecs the same way).
 from __future__ import annotations
 
 import numcodecs
+import numpy as np
 from numcodecs.abc import Codec
 
 from shallowpi.errors import StoreError
@@ -71,3 +72,13 @@ def image_codec(name: str, quality: int = 90) -> Codec | None:
 
 def numeric_codec() -> Codec:
     return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def as_stored(codec: Codec | None, frame: np.ndarray) -> np.ndarray:
+    """`frame` as a training loader reads it back from a store written with `codec`
+    (uint8 [H, W, C] -> the same shape): a live frame passed through this is what the
+    policy saw in training, JPEG artefacts included."""
+    if codec is None:
+        return frame
+    chunk = np.ascontiguousarray(frame)[np.newaxis]  # the stored chunk's shape, [1, H, W, C]
+    return np.asarray(codec.decode(codec.encode(chunk))).reshape(frame.shape).astype(frame.dtype, copy=False)

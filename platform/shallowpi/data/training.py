@@ -84,6 +84,10 @@ class ChunkDataset(Dataset):
                 item[key] = torch.from_numpy(store.read(key, window.row, window.row + 1)[0])
         return item
 
+    def task_texts(self) -> list[str]:
+        """The distinct task texts of the chosen episodes, sorted."""
+        return sorted({self.tasks[int(e)] for e in self.windows.episodes})
+
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes (normalization)."""
         rows = self.windows.rows()

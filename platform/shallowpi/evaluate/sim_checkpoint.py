@@ -1,10 +1,16 @@
 """A trained checkpoint in the twin: what to evaluate it on, and the checkpoint as a
 `ChunkPolicy` (evaluate/sim_eval.py).
 
-What: the robot, task and camera size the checkpoint's training store recorded (the
-checkpoint names its store; each episode names its robot, task text and fps, the store's
-features give the image size). A flag overrides each; a store that is gone (a checkpoint
-copied to another machine) leaves the flags.
+What: the robot and camera size the checkpoint's training store recorded (the checkpoint
+names its store; each episode names its robot and fps, the store's features give the
+image size), and every task of that robot (a language-conditioned policy is judged on
+each instruction, one row each). A flag overrides each; a store that is gone (a
+checkpoint copied to another machine) leaves the flags.
+
+What the policy sees: camera frames pass through the training store's image codec (JPEG
+at 90 by default) before the policy, so the closed loop feeds the policy what training
+fed it (a JPEG round trip moves a 64x64 render by ~3/255 per pixel on average; the
+mean of that is measured in BENCHMARKS.md "Closed loop").
 
 How: `CheckpointPolicy` samples a chunk from the observation; its first action is the one
 to send now, as in training (a stored row pairs an observation with the action sent after
@@ -20,7 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from numcodecs.abc import Codec
 
+from shallowpi.data.codecs import as_stored
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.robots.sim.tasks import Task, make_tasks
@@ -30,10 +38,16 @@ from shallowpi.robots.sim.twin import SimError, TwinSpec
 @dataclass
 class SimTarget:
     robot: str
-    task: Task
+    tasks: list[Task]  # evaluated in this order, one report each
     size: tuple[int, int] | None  # render width, height; None: the config's record.sim_size
     fps: float | None = None  # the store's recording rate, to check against the twin's
     sources: dict[str, str] = field(default_factory=dict)  # robot/task/size -> the flag or the store
+    image_codec: tuple[str, int] | None = None  # the store's (codec name, quality) for frames
+    all_tasks: dict[str, Task] = field(default_factory=dict)  # every task of the robot, by name
+
+    def others(self, task: Task) -> list[Task]:
+        """The robot's tasks other than `task` (fresh objects: a task keeps its start poses)."""
+        return [t for name, t in make_tasks(self.robot).items() if name != task.name]
 
 
 @dataclass
@@ -44,6 +58,7 @@ class StoreFacts:
     tasks: set[str]  # task texts
     fps: set[float]
     size: tuple[int, int] | None  # width, height of its (first) camera
+    image_codec: tuple[str, int] | None = None  # codec name and quality of its camera frames
 
     @classmethod
     def read(cls, path: Path) -> StoreFacts:
@@ -53,12 +68,14 @@ class StoreFacts:
         with EpisodeStore.open(path) as store:
             episodes = store.episodes
             images = [f for f in store.features.values() if f.kind is FeatureKind.IMAGE]
+            codec = (store.settings.image_codec, store.settings.image_quality)
         size = (images[0].shape[1], images[0].shape[0]) if images else None
         return cls(
             {e.robot for e in episodes if e.robot},
             {e.task for e in episodes if e.task},
             {float(e.fps) for e in episodes},
             size,
+            codec if images else None,
         )
 
 
@@ -68,7 +85,8 @@ def sim_target(
     task: str | None = None,
     size: tuple[int, int] | None = None,
 ) -> SimTarget:
-    """Robot, task and render size: each from its flag if given, else from the store."""
+    """Robot, tasks and render size: each from its flag if given, else from the store (the
+    tasks: every task of the robot, the policy being told each in turn)."""
     facts = StoreFacts.read(store) if store is not None and store.exists() else None
     sources = {}
     robot, sources["robot"] = _given_or_recorded(
@@ -76,23 +94,24 @@ def sim_target(
         "cannot tell which robot to simulate ({found}); pass --robot NAME",
     )
     tasks = make_tasks(robot)  # a robot without tasks raises, naming those with a twin
-    task, sources["task"] = _given_or_recorded(
-        task, "--task", facts and facts.tasks, store, "tasks",
-        "cannot tell which task to run ({found}); pass --task NAME, one of: " + ", ".join(tasks),
-    )
-    by_text = {t.instruction: name for name, t in tasks.items()}
-    name = task if task in tasks else by_text.get(task)
-    if name is None:
-        raise SimError(
-            f"unknown task '{task}' for the {robot} twin (from {sources['task']}); "
-            f"pass --task NAME, one of: {', '.join(tasks)}"
-        )
+    if task:
+        by_text = {t.instruction: name for name, t in tasks.items()}
+        name = task if task in tasks else by_text.get(task)
+        if name is None:
+            raise SimError(
+                f"unknown task '{task}' for the {robot} twin (from --task); "
+                f"pass --task NAME, one of: {', '.join(tasks)}"
+            )
+        chosen, sources["task"] = [tasks[name]], "--task"
+    else:
+        chosen, sources["task"] = list(tasks.values()), f"every task of the {robot} twin"
     if size is not None:
         sources["size"] = "--sim-size"
     elif facts is not None and facts.size is not None:
         size, sources["size"] = facts.size, f"store {store}"
     fps = next(iter(facts.fps)) if facts is not None and len(facts.fps) == 1 else None
-    return SimTarget(robot, tasks[name], size, fps, sources)
+    codec = facts.image_codec if facts is not None else None
+    return SimTarget(robot, chosen, size, fps, sources, codec, tasks)
 
 
 def _given_or_recorded(
@@ -138,10 +157,12 @@ def check_fits(features: Features, spec: TwinSpec, store_fps: float | None = Non
 
 class CheckpointPolicy:
     """`Policy` as a ChunkPolicy: numpy chunk in robot units, fixed noise per episode seed so
-    one evaluation repeats exactly."""
+    one evaluation repeats exactly. `image_codec` (a numcodecs codec, the training store's)
+    is applied to each camera frame first, as the training loader's decode did."""
 
-    def __init__(self, policy: Policy, num_steps: int | None = None) -> None:
+    def __init__(self, policy: Policy, num_steps: int | None = None, image_codec: Codec | None = None) -> None:
         self.policy, self.num_steps = policy.eval(), num_steps
+        self.image_codec = image_codec
         self._noise = torch.Generator().manual_seed(0)
 
     @property
@@ -152,11 +173,19 @@ class CheckpointPolicy:
     def reset(self, seed: int) -> None:
         self._noise = torch.Generator().manual_seed(seed)
 
+    def model_observation(self, observation: Mapping[str, Any]) -> dict[str, Any]:
+        """The observation as the policy gets it: frames through the store's codec."""
+        obs = dict(observation)
+        for key in self.policy.features.image_keys:
+            if key in obs:
+                obs[key] = as_stored(self.image_codec, np.asarray(obs[key]))
+        return obs
+
     @torch.no_grad()
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
         cfg = self.policy.cfg
         noise = torch.randn(1, cfg.chunk_len, cfg.action_dim, generator=self._noise)
         chunk = self.policy.sample_actions(
-            dict(observation), noise=noise.to(self.policy.device), num_steps=self.num_steps
+            self.model_observation(observation), noise=noise.to(self.policy.device), num_steps=self.num_steps
         )  # [C, A]
         return chunk.float().cpu().numpy()

@@ -20,6 +20,14 @@ early once the detector has said "success" continuously for `stop_after_success_
 success that holds that long is the one the end-of-episode judge would see had the policy
 stood still, and it saves simulating (and rendering) the rest.
 
+The robot is the twin in-process (`--sim direct`, robots/sim/direct.py) or behind the
+emulated servo chains and software RealSenses (`--sim stack`, robots/sim/stack.py): the
+same loop, the policy then driving the real drivers as it would on the robot.
+
+Language: in a robot's scenes the objects of its other tasks are present too, so each
+episode also asks the other tasks' detectors whether the policy did one of them instead
+of the task it was told (`other_tasks`); the report counts those per instruction.
+
 The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys plus
 `task`, the instruction text) to a [C, A] array of joint goals in robot units, the first of
 which is sent next. `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
@@ -37,10 +45,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from shallowpi.errors import ConfigError
+from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
-from shallowpi.robots.sim.direct import DirectSimRobot, EpisodeResult
+from shallowpi.robots.sim.direct import EpisodeResult
 from shallowpi.robots.sim.tasks import Task
-from shallowpi.robots.sim.twin import SimError
+from shallowpi.robots.sim.twin import SimError, SimTwin
 from shallowpi.train.progress import ProgressBar
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,19 @@ class ChunkPolicy(Protocol):
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observation (unbatched, lerobot keys + `task`) -> [C, A] joint goals, next first."""
         ...
+
+
+class SimRobot(Protocol):
+    """What the loop needs of a robot: DirectSimRobot or StackSimRobot."""
+
+    twin: SimTwin | None
+    cameras: Any  # camera roles, in order (a sequence, or a dict keyed by role)
+
+    def reset(self, seed: int | None = None, task: Task | None = None) -> None: ...
+
+    def observe(self) -> dict[str, Any]: ...
+
+    def act(self, action: np.ndarray) -> np.ndarray: ...
 
 
 @runtime_checkable
@@ -90,6 +112,9 @@ class PolicyEpisode(EpisodeResult):
     holds: int = 0  # ticks with no action to run (the first chunk still computing, a late one)
     inference_ms_p50: float = 0.0
     ended: str = "time limit"  # or "success held"
+    # The robot's other tasks, judged on the same scene at the end: True where the policy
+    # did that one (its detector says success), whatever it was told.
+    other_tasks: dict[str, bool] = field(default_factory=dict)
 
 
 def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.ndarray:
@@ -100,25 +125,28 @@ def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.nd
 
 
 def run_policy_episode(
-    robot: DirectSimRobot,
+    robot: SimRobot,
     task: Task,
     policy: ChunkPolicy,
     seed: int,
     cfg: SimEvalConfig,
     watch: Callable[[Mapping[str, Any]], None] | None = None,
     on_step: Callable[[], None] | None = None,
+    others: Sequence[Task] = (),
 ) -> PolicyEpisode:
     """One closed-loop episode. `watch` sees an observation after every tick (so the
-    twin renders every tick: only for videos); `on_step` is told of every tick."""
+    twin renders every tick: only for videos); `on_step` is told of every tick; `others`
+    (the robot's other tasks) are judged on the scene at the end."""
     robot.reset(seed, task)
     if isinstance(policy, EpisodeAware):
         policy.reset(seed)
     twin = robot.twin
-    fps = robot.spec.fps
+    assert twin is not None  # reset() connected it
+    fps = twin.spec.fps
     seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
     limit = int(seconds * fps)  # as run_expert_episode counts it
     hold = None if cfg.stop_after_success_s is None else max(1, round(cfg.stop_after_success_s * fps))
-    joints = len(robot.spec.joints)
+    joints = len(twin.spec.joints)
     start = time.perf_counter()
     inference: list[float] = []
     steps = held = holds = 0
@@ -161,7 +189,15 @@ def run_policy_episode(
         holds=holds,
         inference_ms_p50=1e3 * float(np.median(inference)) if inference else 0.0,
         ended=ended,
+        other_tasks={other.name: _judge_other(other, task, twin) for other in others},
     )
+
+
+def _judge_other(other: Task, told: Task, twin: SimTwin) -> bool:
+    """Whether `other`'s detector says success on the scene `told` placed (a push measures
+    from where the block started, so it is given this scene's start poses)."""
+    other.start = dict(told.start)
+    return bool(other.success(twin))
 
 
 @dataclass
@@ -186,6 +222,16 @@ class SimEvalReport:
     def success_rate(self) -> float:
         return self.successes / max(len(self.episodes), 1)
 
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95 % Wilson interval of the success rate."""
+        return wilson_interval(self.successes, len(self.episodes))
+
+    def other_task_counts(self) -> dict[str, int]:
+        """Per other task: episodes that failed the told task and did that one instead."""
+        names = sorted({n for e in self.episodes for n in e.other_tasks})
+        return {n: sum(e.other_tasks.get(n, False) and not e.success for e in self.episodes) for n in names}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.context,
@@ -199,6 +245,8 @@ class SimEvalReport:
             "delay_ticks": self.delay_ticks,
             "success_rate": self.success_rate,
             "successes": self.successes,
+            "interval95": list(self.interval),
+            "other_task_instead": self.other_task_counts(),
             "wall_seconds": self.wall_seconds,
             "episodes": [asdict(e) for e in self.episodes],
         }
@@ -222,9 +270,9 @@ class SimEvalReport:
                 f"{e.replans:>7} {e.holds:>5} {e.inference_ms_p50:>12.1f}"
             )
         n = len(self.episodes)
-        lines.append(
-            f"success {self.successes}/{n} ({100.0 * self.success_rate:.0f}%), {self.wall_seconds:.1f} s wall"
-        )
+        lines.append(f"success {rate_with_interval(self.successes, n)}, {self.wall_seconds:.1f} s wall")
+        for name, count in self.other_task_counts().items():
+            lines.append(f"did {name} instead: {count}/{n}")
         return "\n".join(lines)
 
 
@@ -237,17 +285,22 @@ class View(Protocol):
 
 
 def evaluate_in_sim(
-    robot: DirectSimRobot,
+    robot: SimRobot,
     task: Task,
     policy: ChunkPolicy,
     cfg: SimEvalConfig,
     views: Callable[[int], list[View]] | None = None,
     progress: bool = False,
+    others: Sequence[Task] = (),
 ) -> SimEvalReport:
     """`cfg.episodes` episodes on a connected robot; `views(seed)` gives each episode's
-    viewers (a video, a filmstrip), fed every tick's camera images in role order."""
+    viewers (a video, a filmstrip), fed every tick's camera images in role order;
+    `others` are the robot's other tasks, judged at the end of each episode."""
     started = time.perf_counter()
-    fps = robot.spec.fps
+    if robot.twin is None:
+        raise SimError("the sim robot is not connected; connect() it (or use it as a context manager)")
+    spec = robot.twin.spec
+    fps = spec.fps
     seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
     bar = ProgressBar("sim eval", len(cfg.seeds) * int(seconds * fps), enabled=progress)
     episodes: list[PolicyEpisode] = []
@@ -264,7 +317,8 @@ def evaluate_in_sim(
             before = bar.completed
             try:
                 result = run_policy_episode(
-                    robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step
+                    robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step,
+                    others=others,
                 )
             finally:
                 for view in looking:
@@ -275,7 +329,6 @@ def evaluate_in_sim(
             log.debug("seed %d: %s in %d steps", seed, "success" if result.success else "failed", result.steps)
     finally:
         bar.close()
-    spec = robot.spec
     return SimEvalReport(
         robot=spec.robot,
         task=task.name,

@@ -25,8 +25,14 @@ class VisionConfig:
     num_heads: int = 16
     patch_size: int = 14
     image_size: int = 224
+    # "patch": SigLIP's one patchify convolution; "conv": stride-2 3x3 convolutions first
+    # (policy/conv_stem.py), the same token grid, for small models trained from scratch.
+    stem: str = "patch"
+    stem_channels: int = 16  # the conv stem's first layer; doubling each layer up to width
 
     def __post_init__(self) -> None:
+        if self.stem not in ("patch", "conv"):
+            raise ConfigError(f"unknown vision.stem '{self.stem}'; choose one of: patch, conv")
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"vision.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
@@ -85,8 +91,18 @@ class PolicyConfig:
     time_min_period: float = 4e-3
     time_max_period: float = 4.0
     num_steps: int = 10
-    # "bytes" = built-in byte-level tokenizer; otherwise a path to tokenizer.json or *.model.
+    # "bytes" = built-in byte-level tokenizer; "words" = one token a word of `vocabulary`
+    # (built from the training store's task texts by `platform train`); otherwise a path
+    # to tokenizer.json or *.model.
     tokenizer: str = "bytes"
+    vocabulary: list[str] = field(default_factory=list)
+    # Each camera frame is cropped to this fraction of its sides before the resize: at a
+    # random place in training, centred at inference (policy/augment.py). 1.0: off.
+    crop_scale: float = 1.0
+    # State and action scaling: "meanstd" (x - mean) / std, or "minmax" to [-1, 1] over the
+    # training data's range (a 0..1 gripper that opens and closes fully keeps its absolute
+    # scale: 0 -> -1, 1 -> 1, whatever fraction of the time it is closed).
+    normalization: str = "meanstd"
 
     def __post_init__(self) -> None:
         if isinstance(self.vision, dict):
@@ -105,6 +121,15 @@ class PolicyConfig:
                 )
         if exp.width % 2:
             raise ConfigError(f"expert.width must be even (sinusoidal time embedding), got {exp.width}")
+        if self.tokenizer == "words" and self.vocabulary and len(self.vocabulary) + 3 > self.vocab_size:
+            raise ConfigError(
+                f"the task texts have {len(self.vocabulary)} distinct words, more than vocab_size "
+                f"{self.vocab_size} - 3 special tokens holds; raise policy.vocab_size"
+            )
+        if self.normalization not in ("meanstd", "minmax"):
+            raise ConfigError(f"unknown policy.normalization '{self.normalization}'; choose one of: meanstd, minmax")
+        if not 0.0 < self.crop_scale <= 1.0:
+            raise ConfigError(f"policy.crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.num_cameras < 1 or self.chunk_len < 1 or self.num_steps < 1:
             raise ConfigError("num_cameras, chunk_len and num_steps must be >= 1")
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from shallowpi.errors import ConfigError
 from shallowpi.policy.config import GemmaConfig, PolicyConfig, VisionConfig
+from shallowpi.policy.conv_stem import ConvStem
 
 # Added to attention logits where a query may not look. Finite, not -inf: a fully masked
 # row (a padded token) then softmaxes to uniform instead of NaN, and there is headroom
@@ -202,7 +203,10 @@ class VisionEncoder(nn.Module):
     def __init__(self, cfg: VisionConfig, out_width: int) -> None:
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        if cfg.stem == "conv":  # policy/conv_stem.py: same token grid, convolutions first
+            self.patch_embed = ConvStem(cfg.width, cfg.patch_size, cfg.stem_channels)
+        else:
+            self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.pos_embed = nn.Embedding(cfg.num_patches, cfg.width)
         self.layers = nn.ModuleList(VisionLayer(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)

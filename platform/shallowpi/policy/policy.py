@@ -6,9 +6,11 @@ Batches arrive as the training dataset yields them (lerobot feature names):
     action                       float32 [B, C, A_real]   (training only)
     action_is_pad                bool    [B, C]            (training only)
     task                         list[str] (or one str)
-The policy normalises state and action with the dataset's mean/std (kept as buffers, so
-they travel inside the checkpoint), zero-pads them to the model's widths, resizes and
-rescales the images to [-1, 1], tokenises the task, and calls the model.
+The policy normalises state and action with the dataset's mean/std or min/max
+(`cfg.normalization`; kept as buffers, so they travel inside the checkpoint), zero-pads
+them to the model's widths, crops (randomly in training, centred otherwise:
+`cfg.crop_scale`), resizes and rescales the images to [-1, 1], tokenises the task (never
+cutting it), and calls the model.
 
 Checkpoints: a directory with `model.safetensors`; its header metadata holds the format
 tag, the PolicyConfig and the features (camera roles, real state/action sizes).
@@ -17,6 +19,7 @@ tag, the PolicyConfig and the features (camera roles, real state/action sizes).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shallowpi.policy.augment import crop
 from shallowpi.policy.config import PolicyConfig
-from shallowpi.policy.model import Pi0Model
+from shallowpi.policy.model import Pi0Model, Prefix
 from shallowpi.policy.sampler import ChunkSampler
-from shallowpi.policy.tokenizer import make_tokenizer, tokenize
+from shallowpi.policy.tokenizer import check_prompt, make_tokenizer, tokenize
 from shallowpi.policy.weights import CheckpointError
 
 FORMAT = "shallowpi-policy"
@@ -77,6 +81,43 @@ class Features:
             )
 
 
+MIN_SCALE = 1e-2  # the smallest per-dimension scale of state and action (robot units)
+
+@dataclass
+class ModelInputs:
+    """A batch as the model reads it, before any weight touches it: the same for every
+    policy with the same features, normaliser statistics and sizes (a teacher and the
+    student cut from it), so one preparation serves both.
+
+    images [B, N, 3, H, W] in [-1, 1], image_masks [B, N] (False: camera missing),
+    tokens / token_masks [B, L], state [B, S] normalised and zero-padded; with actions:
+    actions [B, C, A] normalised and zero-padded, weights [B, C, A] 1.0 on the real action
+    dims of non-padded steps (0 elsewhere: what a loss sums over).
+    """
+
+    images: Tensor
+    image_masks: Tensor
+    tokens: Tensor
+    token_masks: Tensor
+    state: Tensor
+    actions: Tensor | None = None
+    weights: Tensor | None = None
+
+
+@dataclass
+class FlowOutputs:
+    """One flow-matching forward: velocity and target [B, C, A], weights [B, C, A] (as in
+    ModelInputs), x_t [B, C, A] the noisy chunk it was evaluated at, and the action
+    queries' attention over the prefix keys at the requested joint layers
+    ({layer: [B, h, C, P]}, see Pi0Model.velocity_with_attention)."""
+
+    velocity: Tensor
+    target: Tensor
+    weights: Tensor
+    x_t: Tensor
+    attention: dict[int, Tensor]
+
+
 class Normalizer(nn.Module):
     """x -> (x - mean) / std per dimension, and back. Stats are buffers (saved, not trained)."""
 
@@ -88,8 +129,19 @@ class Normalizer(nn.Module):
     def set(self, mean: Any, std: Any) -> None:
         self.mean.copy_(torch.as_tensor(np.asarray(mean), dtype=torch.float32))
         # A joint that never moved has std 0: leave it unscaled rather than divide by ~0.
+        # One that barely moved (the arm's passive wrist roll: std 0.0017 rad) must not be
+        # scaled up by its tiny spread either: in closed loop a 0.05 rad nudge would reach
+        # the model as 30 standard deviations. Its scale is floored at MIN_SCALE robot
+        # units (0.6 degrees, 1 cm, 1 % of a gripper's travel).
         std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
-        self.std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std))
+        self.std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std.clamp(min=MIN_SCALE)))
+
+    def set_range(self, low: Any, high: Any) -> None:
+        """Min-max scaling: [low, high] -> [-1, 1] per dimension (the same two buffers: the
+        centre as `mean`, the half range as `std`)."""
+        low = np.asarray(low, dtype=np.float64)
+        high = np.asarray(high, dtype=np.float64)
+        self.set((low + high) / 2, (high - low) / 2)
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -129,16 +181,20 @@ class Policy(nn.Module):
             raise CheckpointError("the policy needs at least one camera (observation.images.*)")
         cfg = PolicyConfig.from_dict({**cfg.to_dict(), "num_cameras": len(features.cameras)})
         self.cfg, self.features = cfg, features
-        self.tokenizer = make_tokenizer(cfg.tokenizer)  # first: a missing file fails fast
+        self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocabulary)  # first: a missing file fails fast
         self.model = Pi0Model(cfg)
         self.state_norm = Normalizer(features.state_dim)
         self.action_norm = Normalizer(features.action_dim)
         self._sampler: ChunkSampler | None = None
 
     def set_stats(self, stats: dict[str, dict[str, Any]]) -> None:
-        """Dataset statistics: {"observation.state": {"mean", "std"}, "action": {...}}."""
-        self.state_norm.set(stats[STATE]["mean"], stats[STATE]["std"])
-        self.action_norm.set(stats[ACTION]["mean"], stats[ACTION]["std"])
+        """Dataset statistics: {"observation.state": {"mean", "std", "min", "max"}, "action":
+        {...}}; which are used is `cfg.normalization`."""
+        for key, norm in ((STATE, self.state_norm), (ACTION, self.action_norm)):
+            if self.cfg.normalization == "minmax":
+                norm.set_range(stats[key]["min"], stats[key]["max"])
+            else:
+                norm.set(stats[key]["mean"], stats[key]["std"])
 
     @property
     def device(self) -> torch.device:
@@ -162,6 +218,7 @@ class Policy(nn.Module):
             if key in obs:
                 img = torch.as_tensor(obs[key], device=self.device)
                 img = img if batched else img[None]
+                img = crop(img, self.cfg.crop_scale, random=self.training)
                 images.append(resize_with_pad(img, self.cfg.vision.image_size))
                 masks.append(torch.ones(B, dtype=torch.bool, device=self.device))
             else:  # a camera that dropped out: a blank image nothing attends to
@@ -170,10 +227,39 @@ class Policy(nn.Module):
                 masks.append(torch.zeros(B, dtype=torch.bool, device=self.device))
         task = obs.get("task", "")
         texts = [task] * B if isinstance(task, str) else list(task)
+        for text in set(texts):  # never cut an instruction silently
+            check_prompt(self.tokenizer, text, self.cfg.max_text_tokens)
         tokens, tok_mask = tokenize(self.tokenizer, texts, self.cfg.max_text_tokens)
         model_inputs = (torch.stack(images, 1), torch.stack(masks, 1), tokens.to(self.device), tok_mask.to(self.device))
         state = pad_last(self.state_norm(state), self.cfg.state_dim)
         return model_inputs, state, batched
+
+    def model_inputs(self, batch: dict[str, Any]) -> ModelInputs:
+        """A training batch (with `action` and `action_is_pad`) as the model reads it:
+        images resized, task tokenised, state and actions normalised and padded."""
+        (images, image_masks, tokens, token_masks), state, _ = self._model_inputs(batch)
+        actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
+        actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
+        valid = ~torch.as_tensor(batch["action_is_pad"], device=self.device)  # [B, C]
+        weights = torch.zeros_like(actions)
+        weights[..., : self.features.action_dim] = valid[..., None].float()
+        return ModelInputs(images, image_masks, tokens, token_masks, state, actions, weights)
+
+    def embed(self, inputs: ModelInputs) -> Prefix:
+        """The prefix tokens of prepared inputs (runs the vision encoder and text embedding)."""
+        return self.model.embed_prefix(inputs.images, inputs.image_masks, inputs.tokens, inputs.token_masks)
+
+    def flow_outputs(
+        self, inputs: ModelInputs, noise: Tensor, t: Tensor, attention_layers: Collection[int] = ()
+    ) -> FlowOutputs:
+        """The velocity at x_t = t * noise + (1 - t) * actions, its target noise - actions,
+        and the attention maps of `attention_layers`. noise [B, C, A], t [B]. Raises
+        ConfigError for an attention layer this model does not have."""
+        assert inputs.actions is not None and inputs.weights is not None, "model_inputs() of a training batch"
+        tt = t[:, None, None]
+        x_t = tt * noise + (1 - tt) * inputs.actions  # [B, C, A]
+        v, maps = self.model.velocity_with_attention(self.embed(inputs), inputs.state, x_t, t, attention_layers)
+        return FlowOutputs(v.float(), noise - inputs.actions, inputs.weights, x_t, maps)
 
     # -- the interface
 
@@ -191,9 +277,21 @@ class Policy(nn.Module):
         weights = valid[..., None].float().expand_as(per_elem)
         return (per_elem * weights).sum(), weights.sum()
 
-    def forward(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
-        """What DDP/FSDP wrap: `loss_terms`."""
-        return self.loss_terms(batch, noise, t)
+    def forward(
+        self,
+        batch: dict[str, Any] | ModelInputs,
+        noise: Tensor | None = None,
+        t: Tensor | None = None,
+        attention_layers: Collection[int] | None = None,
+    ):
+        """What DDP/FSDP wrap. `loss_terms(batch, noise, t)` -> (sum, count); or, given
+        `attention_layers` (possibly empty) and prepared `ModelInputs`, `flow_outputs`
+        (what the distiller needs: velocity, target and attention maps)."""
+        if attention_layers is None:
+            assert isinstance(batch, dict), "loss_terms takes a batch dict"
+            return self.loss_terms(batch, noise, t)
+        assert isinstance(batch, ModelInputs) and noise is not None and t is not None
+        return self.flow_outputs(batch, noise, t, attention_layers)
 
     def loss(self, batch: dict[str, Any], noise: Tensor | None = None, t: Tensor | None = None):
         """Mean flow-matching loss over real action dims and non-padded steps; and metrics."""

@@ -1,15 +1,23 @@
 """Task text -> token ids, from a local file only (nothing is fetched at run time).
 
 `ByteTokenizer` serves the small presets: UTF-8 bytes shifted past two specials, vocabulary
-258. For π0 weights, the PaliGemma vocabulary is read from a local `tokenizer.json`
+258. `WordTokenizer` (`tokenizer: words`) has one token per word of the training store's
+task texts, its vocabulary built at training and saved with the checkpoint (in its
+config): "hand the red cube from the left arm to the right" is 12 tokens instead of 50
+bytes, so a small prefix holds the whole instruction. For π0 weights, the PaliGemma vocabulary is read from a local `tokenizer.json`
 (Hugging Face `tokenizers`) or a sentencepiece `*.model` file.
 
-π0's prompt is the task text followed by a newline, after a BOS token, padded (or cut) to
-`max_len`; the mask is False on padding.
+π0's prompt is the task text followed by a newline, after a BOS token, padded to
+`max_len`; the mask is False on padding. A prompt longer than `max_len` is cut by
+`tokenize` (its contract is a fixed width) but never silently on the policy's path:
+`check_prompts` refuses it, and two different task texts that encode alike, before
+training starts; the policy refuses an over-long prompt at inference too.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -40,6 +48,42 @@ class ByteTokenizer:
         return bytes(i - 2 for i in ids if i >= 2).decode("utf-8", errors="replace")
 
 
+WORD = re.compile(r"[\w']+")
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words of a task text (punctuation and spacing ignored)."""
+    return WORD.findall(text.lower())
+
+
+def build_vocabulary(texts: Iterable[str]) -> list[str]:
+    """Every word of `texts`, sorted (so the same texts give the same ids on any machine)."""
+    return sorted({w for t in texts for w in words_of(t)})
+
+
+class WordTokenizer:
+    """One id a word: 0 padding, 1 BOS, 2 unknown word, then the vocabulary in order."""
+
+    pad_id = 0
+    bos_id = 1
+    unk_id = 2
+
+    def __init__(self, vocabulary: Sequence[str]) -> None:
+        self.vocabulary = list(vocabulary)
+        self._ids = {w: i + 3 for i, w in enumerate(self.vocabulary)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary) + 3
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids.get(w, self.unk_id) for w in words_of(text)]
+
+    def unknown(self, text: str) -> list[str]:
+        """Words of `text` outside the vocabulary (each becomes the unknown token)."""
+        return [w for w in words_of(text) if w not in self._ids]
+
+
 class FileTokenizer:
     """A local tokenizer.json or sentencepiece .model (PaliGemma's: BOS 2, PAD 0)."""
 
@@ -68,10 +112,18 @@ class FileTokenizer:
         return list(self._encode(text))
 
 
-def make_tokenizer(spec: str) -> Tokenizer:
-    """`bytes` -> ByteTokenizer; otherwise a path to tokenizer.json or a .model file."""
+def make_tokenizer(spec: str, vocabulary: Sequence[str] = ()) -> Tokenizer:
+    """`bytes` -> ByteTokenizer; `words` -> WordTokenizer over `vocabulary` (ConfigError if
+    empty); otherwise a path to tokenizer.json or a .model file."""
     if spec == "bytes":
         return ByteTokenizer()
+    if spec == "words":
+        if not vocabulary:
+            raise ConfigError(
+                "policy.tokenizer=words has no vocabulary; it is built from the store's task texts "
+                "by `platform train` (or set policy.vocabulary)"
+            )
+        return WordTokenizer(vocabulary)
     path = Path(spec).expanduser()
     if not path.is_file():
         raise ConfigError(
@@ -81,12 +133,50 @@ def make_tokenizer(spec: str) -> Tokenizer:
     return FileTokenizer(path)
 
 
+def prompt_ids(tok: Tokenizer, text: str) -> list[int]:
+    """The whole prompt of one task text: BOS, the text, a newline (π0's format)."""
+    return [tok.bos_id, *tok.encode(text.strip() + "\n")]
+
+
+def check_prompt(tok: Tokenizer, text: str, max_len: int) -> None:
+    """ConfigError (one line) if the prompt of `text` does not fit `max_len` tokens."""
+    n = len(prompt_ids(tok, text))
+    if n > max_len:
+        raise ConfigError(
+            f"the instruction '{text}' is {n} tokens with BOS, over the policy's text budget of "
+            f"{max_len} (it would be cut); raise policy.max_text_tokens to {n} or use policy.tokenizer=words"
+        )
+
+
+def check_prompts(tok: Tokenizer, texts: Iterable[str], max_len: int) -> None:
+    """Refuse (ConfigError, one line) task texts that would be cut or that encode to the
+    same tokens as another: the policy could not tell those instructions apart."""
+    seen: dict[tuple[int, ...], str] = {}
+    for text in sorted(set(texts)):
+        check_prompt(tok, text, max_len)
+        ids = tuple(prompt_ids(tok, text))
+        if ids in seen:
+            raise ConfigError(
+                f"tasks '{seen[ids]}' and '{text}' encode to the same tokens, so the policy cannot "
+                "tell them apart; reword one, or use a tokenizer that separates them"
+            )
+        seen[ids] = text
+    if isinstance(tok, WordTokenizer):
+        unknown = sorted({w for t in texts for w in tok.unknown(t)})
+        if unknown:
+            raise ConfigError(
+                f"task words {unknown} are not in the policy's word vocabulary; train on a store "
+                "that holds these instructions"
+            )
+
+
 def tokenize(tok: Tokenizer, texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:
-    """Prompts -> ids [B, max_len] (long) and mask [B, max_len] (bool, False on padding)."""
+    """Prompts -> ids [B, max_len] (long) and mask [B, max_len] (bool, False on padding).
+    A prompt longer than `max_len` is cut: call `check_prompts` first where that matters."""
     ids = torch.full((len(texts), max_len), tok.pad_id, dtype=torch.long)
     mask = torch.zeros(len(texts), max_len, dtype=torch.bool)
     for row, text in enumerate(texts):
-        seq = [tok.bos_id, *tok.encode(text.strip() + "\n")][:max_len]
+        seq = prompt_ids(tok, text)[:max_len]
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = True
     return ids, mask

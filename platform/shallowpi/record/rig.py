@@ -73,8 +73,10 @@ class ExpertScene:
     (a re-recorded episode gets its scene again), success judged by the task, done when the
     expert's plan ends (plus a short settle). The seed goes into the episode's metadata."""
 
-    def __init__(self, robot: Any, task: Any, seed: int, fps: float, settle_s: float = 0.5) -> None:
+    def __init__(self, robot: Any, task: Any, seed: int, fps: float, settle_s: float = 0.5,
+                 noise: Any = None) -> None:
         self.robot, self.task, self.seed = robot, task, seed
+        self.noise = noise  # a NoisyExecution (record/dart.py) around the robot, or None
         self._settle_ticks = int(settle_s * fps)
         self.expert: Any = None
         self._left = self._settle_ticks
@@ -85,6 +87,8 @@ class ExpertScene:
 
         self._episode_seed = self.seed + episode
         self.robot.reset(self._episode_seed, self.task)
+        if self.noise is not None:
+            self.noise.reset_noise(self._episode_seed)
         self.expert = make_expert(self.robot.twin, self.task)
         self._left = self._settle_ticks
 
@@ -140,15 +144,31 @@ def _sim_task_and_spec(cfg: DictConfig, task_name: str, size: tuple[int, int] | 
 
 def _sim_rig(cfg: DictConfig, robot: Any, task: Any, spec: Any, seed: int, realtime: bool,
              cameras: dict[str, Any] | None = None) -> Rig:
-    scene = ExpertScene(robot, task, seed, spec.fps)
+    noise = _dart_noise(cfg, robot, spec)
+    scene = ExpertScene(robot, task, seed, spec.fps, noise=noise)
     shapes = {role: (spec.render_height, spec.render_width) for role in spec.cameras}
-    rig = Rig(robot=robot, teleop=scene, features=record_features(spec.joint_names, shapes),
+    rig = Rig(robot=noise or robot, teleop=scene, features=record_features(spec.joint_names, shapes),
               joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
               task_text=task.instruction, calibration_id=f"sim-{cfg.robot.name}", scene=scene,
               cameras=cameras or {},
               joint_limits=(list(map(float, spec.lower)), list(map(float, spec.upper))))
     rig._closers.append(robot.disconnect)
     return rig
+
+
+def _dart_noise(cfg: DictConfig, robot: Any, spec: Any) -> Any:
+    """`record.sim_noise` > 0: the robot executes the expert's goals plus noise while the
+    clean goals are recorded (record/dart.py); None when off."""
+    scale = float(cfg.record.get("sim_noise", 0.0) or 0.0)
+    if scale == 0.0:
+        return None
+    from shallowpi.record.dart import NoisyExecution
+
+    grippers = [e.gripper for e in spec.effectors.values()]
+    log.info("DART noise: %.3g of each joint's range, correlation time %.2g s", scale,
+             cfg.record.get("sim_noise_tau_s", 0.5))
+    return NoisyExecution(robot, spec.lower, spec.upper, spec.joint_names, scale,
+                          float(cfg.record.get("sim_noise_tau_s", 0.5)), spec.fps, quiet=grippers)
 
 
 def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,

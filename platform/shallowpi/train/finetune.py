@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
+from shallowpi.policy.tokenizer import build_vocabulary, check_prompts
 from shallowpi.train.checkpoint import latest_checkpoint
 from shallowpi.train.errors import TrainingError
 from shallowpi.train.objective import FlowMatchingObjective
@@ -29,7 +30,8 @@ from shallowpi.train.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
-# (store_path, chunk_len, episodes) -> a dataset with the ChunkDataset item contract.
+# (store_path, chunk_len, episodes) -> a dataset with the ChunkDataset contract: its items,
+# `stats()` and `task_texts()`.
 DatasetFactory = Callable[[Path, int, "list[int] | None"], Dataset]
 
 
@@ -98,8 +100,12 @@ def finetune(
     if len(train_set) == 0:
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
     features = Features.from_sample(train_set[0])
+    texts = train_set.task_texts()
+    policy_cfg = _with_vocabulary(policy_cfg, texts)
     torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
     policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)
+    # No instruction cut, no two that encode alike: refused before step 0, in one line.
+    check_prompts(policy.tokenizer, texts, policy.cfg.max_text_tokens)
     policy.set_stats(train_set.stats())
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
@@ -121,6 +127,15 @@ def finetune(
         (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
         log.info("%s:\n%s", what, report.table())
     return result
+
+
+def _with_vocabulary(cfg: PolicyConfig, texts: list[str]) -> PolicyConfig:
+    """With tokenizer=words and no vocabulary yet: the config with one built from `texts`
+    (it travels in the checkpoint's config)."""
+    if cfg.tokenizer == "words" and not cfg.vocabulary:
+        cfg = PolicyConfig.from_dict({**cfg.to_dict(), "vocabulary": build_vocabulary(texts)})
+        log.info("word vocabulary of %d words from %d task texts", len(cfg.vocabulary), len(texts))
+    return cfg
 
 
 def _initial_policy(

@@ -147,6 +147,9 @@ class FiniteWindows(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.dataset[int(self.index[i])]
 
+    def task_texts(self) -> list[str]:
+        return self.dataset.task_texts()
+
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes' finite rows."""
         rows = self.dataset.windows.rows()

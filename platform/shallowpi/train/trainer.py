@@ -233,7 +233,9 @@ class Trainer:
                     if writer is not None:
                         for key, value in last.items():
                             writer.add_scalar(f"train/{key}", value, step)
-                progress.update(step + 1, f"loss {last['loss']:.4f} lr {last['lr']:.2e}")
+                named = {k: v for k, v in last.items() if k not in ("loss", "lr", "grad_norm")}
+                terms = "".join(f" {k} {v:.4f}" for k, v in named.items()) if len(named) > 1 else ""
+                progress.update(step + 1, f"loss {last['loss']:.4f}{terms} lr {last['lr']:.2e}")
                 if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
                     self.save(step + 1)
         finally:
@@ -267,8 +269,12 @@ class Trainer:
         reported = means[0]
         if not math.isfinite(reported):
             last = latest_checkpoint(self.run_dir)
+            # Name the term(s) that went bad: with several, which one is the lead to follow.
+            bad = [f"{n} = {v}" for n, v in zip(names, means[1:]) if not math.isfinite(v)]
             raise TrainingError(
-                f"loss became {reported} at step {step}; lower policy.train.lr or check the data"
+                f"loss became {reported} at step {step}"
+                + (f" (term {', '.join(bad)})" if bad else "")
+                + "; lower policy.train.lr or check the data"
                 + (f" (last good checkpoint: {last})" if last else "")
             )
         self.optimizer.step()

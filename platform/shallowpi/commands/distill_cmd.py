@@ -1,0 +1,129 @@
+"""Distil the π0 teacher into a shallow student (Shallow-π): k of its layers in both towers.
+
+  platform distill --dataset kitchen                    teacher first if needed, 6-layer student
+  platform distill --dataset kitchen --teacher runs/kitchen-small/checkpoints/step_001500
+  platform distill --dataset kitchen --layers 4 --select greedy
+  platform distill --dataset kitchen distill.weights.attention=0 distill.weights.output=0
+                                                        the task-loss-only ablation
+  platform distill --dataset kitchen --resume           continue after an interruption
+
+Without --teacher, the teacher is the run `platform train --dataset NAME --policy P` makes
+(runs/NAME-P): reused if complete, continued if interrupted, trained first (from --init
+when given, else from scratch) through the same path as `platform train` if absent. The
+student's run folder (default runs/NAME-P-studentK) holds what a training run holds
+(config.yaml, metrics.jsonl with the task/output/attention terms, tb/, checkpoints/ as
+ordinary policy checkpoints that also record the teacher's sha256, the kept layers and the
+loss weights), distill.json, and report.md with its plots. Settings: configs/distill/
+(any `distill.KEY=VALUE` override); --steps sets the student's steps.
+
+Several GPUs (DDP; FSDP with policy.train.fsdp=true), the teacher whole on each:
+  torchrun --nproc_per_node 8 -m shallowpi distill --dataset kitchen --teacher CKPT
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from shallowpi.cli import add_config_flags, overrides_from
+
+HELP = "distil the teacher into a k-layer student (trains the teacher first if needed)"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_flags(parser, dataset=True, policy=True)
+    parser.add_argument("--teacher", type=Path, metavar="CKPT", help="teacher checkpoint folder (default: train or reuse runs/DATASET-POLICY)")
+    parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
+    parser.add_argument("--layers", type=int, metavar="K", help="joint layers the student keeps (== distill.layers=K)")
+    parser.add_argument("--select", help="which layers: uniform, first, greedy (== distill.select=...)")
+    parser.add_argument("--run", dest="run_name", metavar="NAME", help="student run folder name (default: DATASET-POLICY-studentK)")
+    parser.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs/)")
+    parser.add_argument("--resume", action="store_true", help="continue the student's run from its last checkpoint")
+    parser.add_argument("--init", type=Path, help="teacher training starts from this checkpoint (ours or lerobot/openpi π0)")
+    parser.add_argument("--steps", type=int, help="student training steps (== distill.steps=N)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
+    from shallowpi.distill.distiller import distill
+    from shallowpi.distill.settings import DistillConfig
+    from shallowpi.errors import ConfigError
+    from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.store_checks import checked_factory
+    from shallowpi.train.trainer import TrainConfig
+
+    overrides = overrides_from(args)
+    for key, value in (("layers", args.layers), ("select", args.select), ("steps", args.steps),
+                       ("teacher_sha256", args.teacher_sha256)):
+        if value is not None:
+            overrides.append(f"distill.{key}={value}")
+    cfg = config.compose(overrides)
+    if not cfg.get("dataset"):
+        raise ConfigError("no dataset given; pass --dataset NAME (a store under datasets/) or a path")
+    store = config.resolve_dataset(cfg.dataset, config.data_root(cfg))
+    episodes = store_episodes(store)
+    policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
+    dcfg = DistillConfig.from_dict(OmegaConf.to_container(cfg.distill, resolve=True))
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    for where, keys in (("policy.train", policy_data.get("train", {})), ("distill.train", dcfg.train)):
+        unknown = sorted(set(keys) - train_keys)
+        if unknown:
+            raise ConfigError(f"unknown {where} keys {unknown}; valid: {', '.join(sorted(train_keys))}")
+    flags = {"device": args.device, "progress": not args.no_progress}
+    teacher_train = TrainConfig(**policy_data.get("train", {}), **flags)
+    student_train = TrainConfig(**{**policy_data.get("train", {}), **dcfg.train,
+                                   **({"steps": dcfg.steps} if dcfg.steps else {}), **flags})
+    make_dataset = checked_factory(store, episodes, chunk_dataset, teacher_train.skip_nonfinite)
+    runs = Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
+    policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
+
+    teacher = args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, make_dataset,
+                                           args.init, cfg)
+    run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
+    result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
+                     resume=args.resume, resolved_config=cfg)
+    print(f"teacher: {teacher}")
+    print(f"student: {result['checkpoint']} (teacher layers {result['distill']['kept_layers']})")
+    if result["report"]:
+        print(f"report: {result['report']}")
+    return 0
+
+
+def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, make_dataset, init, cfg) -> Path:
+    """The teacher `platform train` would make: reused when complete, continued when
+    interrupted, trained when absent. Returns its last checkpoint."""
+    from shallowpi.train.checkpoint import latest_checkpoint
+    from shallowpi.train.finetune import finetune
+
+    run_dir = runs / f"{store.stem}-{policy_cfg.name}"
+    last = latest_checkpoint(run_dir)
+    if last is not None and int(last.name.removeprefix("step_")) >= train_cfg.steps:
+        log.info("teacher: reusing %s", last)
+        return last
+    log.info("teacher: %s %s", "continuing" if last else "training", run_dir)
+    finetune(store, policy_cfg, train_cfg, run_dir, episodes=episodes, make_dataset=make_dataset,
+             resume=last is not None, init_from=init, resolved_config=cfg)
+    done = latest_checkpoint(run_dir)
+    assert done is not None
+    return done
+
+
+def _preset_of(checkpoint: Path) -> str:
+    """The preset name a teacher checkpoint was built from (its header's config)."""
+    import json
+
+    from shallowpi.policy.policy import Policy
+
+    try:
+        return json.loads(Policy.read_metadata(checkpoint)["config"])["name"]
+    except Exception:  # safetensors raises its own types; any failure means "not readable"
+        return "teacher"  # unreadable: load_teacher names the problem in one line

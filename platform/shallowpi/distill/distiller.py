@@ -1,0 +1,201 @@
+"""Distil a teacher checkpoint into a k-layer student on one episode store.
+
+`distill` is what `platform distill` runs once it has a teacher: check the teacher (its
+hash, its features against the dataset), take the teacher's train / held-out split, choose
+the layers (greedy measures them on held-out windows), cut the student, train it with the
+distillation objective through the one training loop (train/trainer.py: same data order,
+noise, checkpoints, DDP/FSDP, logs), then write the report.
+
+The student's checkpoints are ordinary policy checkpoints (eval, eval --sim and deploy load
+them without the teacher); their header also records the teacher checkpoint's path and
+sha256, the kept layer indices, the loss weights and the attention pairing. The run folder
+adds distill.json: the same facts, the surgery's parameter counts, and how each selection
+strategy's student starts (velocity error against the teacher before training).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from shallowpi.distill.objective import AttentionPairs, DistillationObjective
+from shallowpi.distill.settings import DistillConfig
+from shallowpi.distill.student import (
+    SELECTIONS,
+    Probe,
+    build_student,
+    check_student_depth,
+    layer_view,
+    select_layers,
+)
+from shallowpi.policy.policy import Features, Policy
+from shallowpi.policy.weights import CheckpointError
+from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.finetune import DatasetFactory, Split
+from shallowpi.train.objective import NoiseSpec, step_noise
+from shallowpi.train.trainer import TrainConfig, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_sha256(checkpoint: Path) -> str:
+    """sha256 of a policy checkpoint's model.safetensors (a folder or the file itself)."""
+    file = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
+    if not file.is_file():
+        raise CheckpointError(f"no teacher checkpoint at {checkpoint} (expected model.safetensors)")
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_teacher(checkpoint: Path, expected_sha256: str | None, what: str = "--teacher-sha256") -> tuple[Policy, str]:
+    """The teacher policy (eval mode, CPU) and its sha256; CheckpointError if the hash is not
+    the expected one (`what` says where the expectation came from)."""
+    sha = checkpoint_sha256(checkpoint)
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise CheckpointError(
+            f"teacher checkpoint {checkpoint} has sha256 {sha[:16]}... but {what} expects "
+            f"{expected_sha256[:16]}...; it changed or is another checkpoint: pass the right one"
+        )
+    return Policy.load(checkpoint), sha
+
+
+def probe_windows(dataset: Dataset, policy: Policy, count: int, seed: int = 0) -> Probe:
+    """`count` evenly spaced windows of `dataset` with fixed noise and time: the inputs on
+    which layer subsets are compared with the full teacher."""
+    n = len(dataset)
+    picks = list(range(0, n, max(1, n // count)))[:count]
+    batch = default_collate([dataset[i] for i in picks])
+    inputs = policy.model_inputs(batch)
+    noise, t = step_noise(0, seed, len(picks), NoiseSpec.of(policy.cfg))
+    tt = t[:, None, None]
+    x_t = tt * noise + (1 - tt) * inputs.actions
+    with torch.no_grad():
+        prefix = policy.embed(inputs)
+    return Probe(prefix, inputs.state, x_t, t, inputs.weights)
+
+
+@torch.no_grad()
+def selection_errors(teacher: Policy, k: int, probe: Probe, chosen: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
+    """Each selection strategy's layers and the velocity MSE (normalised units, real dims)
+    of the uncut student against the teacher on `probe`: how each starts."""
+    model = teacher.model
+    reference = model.velocity(probe.prefix, probe.state, probe.x_t, probe.t)
+    denom = probe.weights.sum().clamp(min=1.0)
+    out = {}
+    for strategy in SELECTIONS:
+        kept = chosen.get(strategy) or select_layers(strategy, model, k, probe)[0]
+        v = layer_view(model, kept).velocity(probe.prefix, probe.state, probe.x_t, probe.t)
+        out[strategy] = {"layers": kept, "velocity_mse": float(((v - reference).square() * probe.weights).sum() / denom)}
+    return out
+
+
+def distill(
+    store: Path,
+    teacher_checkpoint: Path,
+    dcfg: DistillConfig,
+    train_cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    episodes: list[int],
+    make_dataset: DatasetFactory,
+    resume: bool = False,
+    resolved_config: Any = None,
+) -> dict[str, Any]:
+    """Cut, train and report; returns {"checkpoint", "train" (last logged numbers),
+    "report" (path or None), "distill" (what distill.json holds)}.
+
+    Raises CheckpointError for a teacher failing its hash (given, or recorded by the run
+    being resumed) or whose features do not match the dataset; ConfigError for k outside
+    1..depth-1 or an attention layer outside either model; TrainingError as the trainer does
+    (NaN loss with the term named).
+    """
+    facts_path = run_dir / "distill.json"
+    recorded = json.loads(facts_path.read_text()) if resume and facts_path.is_file() else None
+    expected, what = dcfg.teacher_sha256, "distill.teacher_sha256"
+    if recorded is not None and expected is None:
+        expected, what = recorded["teacher_sha256"], f"the run being resumed ({facts_path})"
+    teacher, sha = load_teacher(teacher_checkpoint, expected, what)
+    check_student_depth(teacher.cfg.depth, dcfg.layers)
+
+    split = _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction)
+    split.check_held_out(store, train_cfg.require_held_out)
+    train_set = make_dataset(store, teacher.cfg.chunk_len, split.train)
+    teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
+    eval_episodes, eval_what = split.eval_episodes()
+    eval_set = make_dataset(store, teacher.cfg.chunk_len, eval_episodes)
+
+    if recorded is not None:
+        kept, comparison, greedy = recorded["kept_layers"], recorded["selections"], recorded.get("greedy")
+    else:
+        probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
+        kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, probe)
+        greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
+        comparison = selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept})
+    student, surgery = build_student(teacher, kept)
+    log.info("%s", surgery.summary())
+    pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)
+    objective = DistillationObjective(student, teacher, dcfg.weights, pairs)
+    facts = {
+        "teacher": str(teacher_checkpoint),
+        "teacher_sha256": sha,
+        "selection": dcfg.select,
+        "kept_layers": kept,
+        "loss_weights": dcfg.weights.to_dict(),
+        "attention_pairs": pairs.to_list(),
+        "surgery": {k: v for k, v in vars(surgery).items() if k != "kept"},
+        "selections": comparison,
+        "greedy": greedy,
+        "split": {"train": split.train, "held_out": split.held_out},
+    }
+    metadata = {
+        "dataset": str(store),
+        "held_out": json.dumps(split.held_out),
+        "train": json.dumps(split.train),
+        "teacher": str(teacher_checkpoint),
+        "teacher_sha256": sha,
+        "kept_layers": json.dumps(kept),
+        "loss_weights": json.dumps(dcfg.weights.to_dict()),
+        "attention_pairs": json.dumps(pairs.to_list()),
+        "selection": dcfg.select,
+    }
+    torch.manual_seed(train_cfg.seed)
+    trainer = Trainer(objective, train_set, train_cfg, run_dir, resume=resume, run_metadata=metadata)
+    if trainer.dist.main:
+        if resolved_config is not None:
+            from shallowpi.config import save_resolved
+
+            save_resolved(resolved_config, run_dir)
+        facts_path.write_text(json.dumps(facts, indent=2))
+        (run_dir / "split.json").write_text(json.dumps(facts["split"]))
+    last = trainer.fit()
+    result: dict[str, Any] = {"train": last, "checkpoint": str(latest_checkpoint(run_dir)), "distill": facts,
+                              "report": None}
+    if trainer.dist.main and dcfg.report:
+        from shallowpi.distill.report import write_report
+
+        teacher.cpu()
+        student = Policy.load(latest_checkpoint(run_dir))  # what was saved, as eval loads it
+        result["report"] = str(write_report(
+            run_dir, teacher, student, facts, dcfg, eval_set, eval_what, store, resolved_config,
+        ))
+    return result
+
+
+def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float) -> Split:
+    """The teacher's own split when it was trained on this store (so the held-out episodes
+    stay unseen by both), else a fresh one."""
+    meta = Policy.read_metadata(teacher_checkpoint)
+    same = Path(meta.get("dataset", "")).resolve() == store.resolve()
+    if same and "train" in meta and "held_out" in meta:
+        return Split(json.loads(meta["train"]), json.loads(meta["held_out"]))
+    return Split.of(sorted(episodes), fraction)
+

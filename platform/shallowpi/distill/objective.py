@@ -1,0 +1,173 @@
+"""The distillation loss: task + output distillation + attention distillation (Shallow-π).
+
+On one step's shared draws (noise and time from train/objective.step_noise, so student and
+teacher see the same x_t = t * noise + (1 - t) * actions):
+
+    task       sum (v_S - (noise - actions))^2     the flow-matching target, as the teacher trained
+    output     sum (v_S - v_T)^2                    the frozen teacher's velocity on the same x_t, t
+    attention  KL(p_T || p_S), per action query and head, averaged; p = the action queries'
+               attention over the vision-language keys (Pi0Model.velocity_with_attention)
+               at paired layers (student layer s matches teacher layer t, from the config)
+
+Squared errors sum over the real action dims of non-padded steps (the count the trainer
+divides by); the attention term is its mean KL times that count, so every term is on the
+per-element scale the logs show. Each term has a weight; weight 0 switches it off (it is
+not computed, and with output and attention both off the teacher does not run at all:
+the task-only ablation is plain training of the student). Only the action queries'
+attention is distilled: the paper reports that distilling every token's attention
+collapsed training.
+
+The teacher runs once per step, in eval mode, without gradients, on the same prepared
+inputs as the student (images resized and text tokenised once: `Policy.model_inputs`);
+only its prefix embedding is its own, since the student's vision encoder trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from shallowpi.errors import ConfigError
+from shallowpi.policy.policy import FlowOutputs, Policy
+from shallowpi.policy.weights import CheckpointError
+from shallowpi.train.objective import LossTerms, Objective, freeze
+
+TERMS = ("task", "output", "attention")
+
+
+@dataclass
+class LossWeights:
+    """Weight of each term; 0 switches a term off."""
+
+    task: float = 1.0
+    output: float = 1.0
+    attention: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in TERMS:
+            value = getattr(self, name)
+            if not value >= 0.0:  # also refuses NaN
+                raise ConfigError(f"distill.weights.{name} must be >= 0, got {value}")
+        if not any(getattr(self, n) for n in TERMS):
+            raise ConfigError("every distill.weights term is 0; switch at least one on")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class AttentionPairs:
+    """Which teacher layer each distilled student layer matches: {student: teacher}."""
+
+    pairs: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def default(cls, kept: list[int]) -> AttentionPairs:
+        """One middle student layer, paired with the teacher layer it was copied from."""
+        s = len(kept) // 2
+        return cls({s: kept[s]})
+
+    @classmethod
+    def from_config(cls, value: Any, kept: list[int]) -> AttentionPairs:
+        """null -> default; else [[student, teacher], ...]."""
+        if value is None:
+            return cls.default(kept)
+        try:
+            pairs = {int(s): int(t) for s, t in value}
+        except (TypeError, ValueError):
+            raise ConfigError(f"distill.attention_pairs must be [[student_layer, teacher_layer], ...], got {value}") from None
+        return cls(pairs)
+
+    def check(self, student_depth: int, teacher_depth: int) -> None:
+        """One line for a pair outside either model's layers."""
+        for s, t in self.pairs.items():
+            if not 0 <= s < student_depth:
+                raise ConfigError(
+                    f"attention layer {s} is outside the student's layers 0-{student_depth - 1}; "
+                    "fix distill.attention_pairs"
+                )
+            if not 0 <= t < teacher_depth:
+                raise ConfigError(
+                    f"attention layer {t} is outside the teacher's layers 0-{teacher_depth - 1}; "
+                    "fix distill.attention_pairs"
+                )
+
+    def to_list(self) -> list[list[int]]:
+        return [[s, t] for s, t in sorted(self.pairs.items())]
+
+
+def attention_kl(teacher: Tensor, student: Tensor) -> Tensor:
+    """KL(teacher || student) per row: probabilities [..., P] -> [...]. Keys both give
+    probability 0 (padding) add nothing; a student 0 where the teacher is not is clamped
+    to 1e-30 (a large, finite penalty) rather than inf."""
+    t = teacher.float()
+    log_t = t.clamp_min(1e-30).log()
+    log_s = student.float().clamp_min(1e-30).log()
+    return (t * (log_t - log_s)).sum(-1)
+
+
+class DistillationObjective(Objective):
+    """Student (`self.policy`, trained) against a frozen teacher (`self.teacher`).
+
+    Raises CheckpointError when the two policies read different features or normalise with
+    different statistics (the shared prepared inputs would be wrong for one of them), and
+    ConfigError for an attention pair outside either model.
+    """
+
+    def __init__(self, student: Policy, teacher: Policy, weights: LossWeights, pairs: AttentionPairs) -> None:
+        super().__init__(student)
+        if student.features != teacher.features:
+            raise CheckpointError(
+                f"student features {student.features} differ from the teacher's {teacher.features}; "
+                "build the student from this teacher (distill.student.build_student)"
+            )
+        for a, b in ((student.state_norm, teacher.state_norm), (student.action_norm, teacher.action_norm)):
+            if not all(torch.equal(x, y.to(x.device)) for x, y in zip(a.buffers(), b.buffers())):
+                raise CheckpointError("student and teacher normalise with different statistics; copy the teacher's")
+        pairs.check(student.cfg.depth, teacher.cfg.depth)
+        self.teacher = freeze(teacher)
+        self.weights, self.pairs = weights, pairs
+
+    @property
+    def uses_teacher(self) -> bool:
+        return bool(self.weights.output or self.weights.attention)
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], noise: Tensor, t: Tensor) -> LossTerms:
+        w = self.weights
+        inputs = self.policy.model_inputs(batch)
+        student_layers = list(self.pairs.pairs) if w.attention else []
+        out: FlowOutputs = model(inputs, noise, t, attention_layers=student_layers)
+        weights = out.weights  # [B, C, A]
+        count = weights.sum()
+        terms: dict[str, Tensor] = {}
+        if w.task:
+            terms["task"] = ((out.velocity - out.target).square() * weights).sum()
+        if self.uses_teacher:
+            teacher_out = self._teacher(inputs, noise, t)
+            if w.output:
+                terms["output"] = ((out.velocity - teacher_out.velocity).square() * weights).sum()
+            if w.attention:
+                kl = torch.stack([
+                    attention_kl(teacher_out.attention[tl], out.attention[sl]).mean(dim=(1, 2))  # [B]
+                    for sl, tl in self.pairs.pairs.items()
+                ]).mean(0)  # [B]
+                terms["attention"] = kl.mean() * count  # its mean on the others' scale
+        total = sum(getattr(w, name) * value for name, value in terms.items())
+        assert isinstance(total, Tensor)
+        if not (w.task or w.output):
+            # Attention alone reaches no weight above the paired layer; DDP would wait for
+            # their gradients forever. A zero through the velocity gives them exact zeros.
+            total = total + 0.0 * out.velocity.sum()
+        return LossTerms(total, count, {name: value.detach() for name, value in terms.items()})
+
+    @torch.no_grad()
+    def _teacher(self, inputs, noise: Tensor, t: Tensor) -> FlowOutputs:
+        layers = list(self.pairs.pairs.values()) if self.weights.attention else []
+        return self.teacher.flow_outputs(inputs, noise, t, attention_layers=layers)
+
+    def describe(self) -> dict[str, Any]:
+        """Weights and pairing, for run metadata and the report."""
+        return {"weights": self.weights.to_dict(), "attention_pairs": self.pairs.to_list()}

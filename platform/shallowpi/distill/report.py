@@ -1,0 +1,340 @@
+"""The distillation report: runs/<name>/report.md with PNG plots beside it.
+
+Sections: what was cut (layers, parameter counts, the attention pairing, how each selection
+strategy's student starts); loss per term over steps (loss_terms.png); offline action error
+on held-out episodes, per joint, student and teacher against the ground truth and the
+student against the teacher (action_error.png); closed-loop success of teacher and student
+in the twin on every task of the robot, with 95 % Wilson intervals (success.png); one
+chunk's latency and FLOPs, teacher vs student, the measured ratio beside the FLOP-ideal
+one; the resolved config.
+
+Everything is measured on the CPU of the machine that ran the distillation (the GPU
+numbers belong to BENCHMARKS.md); closed-loop episodes use seeds 1000.. like `eval --sim`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from shallowpi.distill.settings import DistillConfig
+from shallowpi.errors import PlatformError
+from shallowpi.policy.model import count_parameters
+from shallowpi.policy.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (well-behaved at 0/n and n/n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def loss_plot(metrics: Path, png: Path) -> dict[str, float]:
+    """Each logged term (and the weighted total) over steps; returns the last values."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    last = {}
+    for key in ("loss", "task", "output", "attention"):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, label="total (weighted)" if key == "loss" else key)
+            last[key] = values[-1]
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("per action element")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return last
+
+
+# ----------------------------------------------------------------------------- offline error
+
+
+@torch.no_grad()
+def action_errors(teacher: Policy, student: Policy, dataset: Dataset, max_samples: int = 64,
+                  seed: int = 0) -> dict[str, list[float]]:
+    """Per-joint mean absolute error (robot units) over non-padded steps of up to
+    `max_samples` evenly spaced windows: teacher and student against the recorded actions,
+    and student against teacher; both sample from the same noise."""
+    n = len(dataset)
+    subset = Subset(dataset, list(range(0, n, max(1, n // max_samples)))[:max_samples])
+    gen = torch.Generator().manual_seed(seed)
+    sums = {"teacher_vs_truth": 0.0, "student_vs_truth": 0.0, "student_vs_teacher": 0.0}
+    count = 0.0
+    for batch in DataLoader(subset, batch_size=16):
+        B = batch["action"].shape[0]
+        noise = torch.randn(B, teacher.cfg.chunk_len, teacher.cfg.action_dim, generator=gen)
+        a_t = teacher.sample_actions(batch, noise=noise).cpu()
+        a_s = student.sample_actions(batch, noise=noise).cpu()
+        truth = batch["action"].float()
+        valid = (~batch["action_is_pad"])[..., None].float()  # [B, C, 1]
+        for key, (x, y) in {"teacher_vs_truth": (a_t, truth), "student_vs_truth": (a_s, truth),
+                            "student_vs_teacher": (a_s, a_t)}.items():
+            sums[key] = sums[key] + ((x - y).abs() * valid).sum(dim=(0, 1)).numpy()
+        count += float(valid.sum())
+    return {k: (np.asarray(v) / max(count, 1.0)).tolist() for k, v in sums.items()}
+
+
+def error_plot(errors: dict[str, list[float]], png: Path) -> None:
+    plt = _pyplot()
+    joints = len(errors["teacher_vs_truth"])
+    fig, ax = plt.subplots(figsize=(max(6, joints), 4))
+    width = 0.27
+    for i, (key, label) in enumerate((("teacher_vs_truth", "teacher vs ground truth"),
+                                      ("student_vs_truth", "student vs ground truth"),
+                                      ("student_vs_teacher", "student vs teacher"))):
+        ax.bar(np.arange(joints) + (i - 1) * width, errors[key], width, label=label)
+    ax.set_xticks(range(joints), [f"j{j}" for j in range(joints)])
+    ax.set_ylabel("mean absolute error (robot units)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- closed loop
+
+
+@dataclass
+class TaskSuccess:
+    task: str
+    model: str  # "teacher" | "student"
+    successes: int
+    episodes: int
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.successes, self.episodes)
+
+
+def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_seconds: float | None,
+                progress: bool = False) -> list[TaskSuccess]:
+    """Every task of the store's robot, each policy `episodes` episodes (seeds 1000..) in
+    the twin, as `platform eval --sim` runs them, at the store's camera size. Raises the
+    twin's one-line errors (no single robot recorded, cameras the twin lacks)."""
+    from shallowpi import config
+    from shallowpi.evaluate.sim_checkpoint import (
+        CheckpointPolicy,
+        StoreFacts,
+        check_fits,
+        sim_target,
+    )
+    from shallowpi.evaluate.sim_eval import SimEvalConfig, evaluate_in_sim
+    from shallowpi.policy.action_selection import ActionSelectionConfig
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.tasks import make_tasks
+    from shallowpi.robots.sim.twin import SimError, TwinSpec
+
+    # The store names the robot; every task of its twin is run, not only the recorded one.
+    robots = StoreFacts.read(store).robots
+    if len(robots) != 1:
+        raise SimError(f"{store} records robots {sorted(robots) or 'none'}; cannot tell which twin to run")
+    robot_name = next(iter(robots))
+    target = sim_target(store, robot=robot_name, task=next(iter(make_tasks(robot_name))))
+    cfg = config.compose([f"robot={target.robot}"])
+    width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
+    spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+    results = []
+    any_policy = next(iter(policies.values()))
+    check_fits(any_policy.features, spec, target.fps)
+    with DirectSimRobot(spec, cameras=any_policy.features.cameras) as robot:
+        for task in make_tasks(target.robot).values():
+            for name, policy in policies.items():
+                chunk_policy = CheckpointPolicy(policy)
+                selection = ActionSelectionConfig.from_config(cfg.action_selection)
+                selection.replan_every = selection.every(chunk_policy.chunk_len)
+                eval_cfg = SimEvalConfig(episodes=episodes, selection=selection, max_seconds=max_seconds)
+                report = evaluate_in_sim(robot, task, chunk_policy, eval_cfg, progress=progress)
+                results.append(TaskSuccess(task.name, name, report.successes, len(report.episodes)))
+                log.info("%s on %s: %d/%d", name, task.name, report.successes, len(report.episodes))
+    return results
+
+
+def success_plot(results: list[TaskSuccess], png: Path) -> None:
+    plt = _pyplot()
+    tasks = sorted({r.task for r in results})
+    fig, ax = plt.subplots(figsize=(max(5, 2.5 * len(tasks)), 4))
+    for i, model in enumerate(("teacher", "student")):
+        rows = [next(r for r in results if r.task == t and r.model == model) for t in tasks]
+        rates = [r.successes / r.episodes for r in rows]
+        lo = [rate - r.interval[0] for rate, r in zip(rates, rows)]
+        hi = [r.interval[1] - rate for rate, r in zip(rates, rows)]
+        ax.bar(np.arange(len(tasks)) + (i - 0.5) * 0.4, rates, 0.4, yerr=[lo, hi], capsize=4, label=model)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (95 % Wilson interval)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+@dataclass
+class Cost:
+    params: int
+    chunk_ms: float  # median wall time of one chunk, batch 1, after prepare_inference
+    gflops: float  # one chunk (prefix + every Euler step), counted by torch's FlopCounterMode
+
+
+def chunk_cost(policy: Policy, observation: dict[str, Any], repeats: int) -> Cost:
+    """Parameters, FLOPs and latency of one action chunk for one observation. Counts FLOPs
+    on the reference path, then times the fast sampler (the path the robot runs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    policy.eval()
+    noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        policy.sample_actions(observation, noise=noise)
+    flops = counter.get_total_flops()
+    policy.prepare_inference()
+    policy.sample_actions(observation, noise=noise)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        policy.sample_actions(observation, noise=noise)
+        times.append(time.perf_counter() - start)
+    return Cost(count_parameters(policy), 1e3 * statistics.median(times), flops / 1e9)
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _guard(what: str, fn: Callable[[], Any]) -> tuple[Any, str | None]:
+    """Run one section; a one-line platform error becomes the section's text, not a crash
+    (the student checkpoint is already saved; a twin that cannot run is not a failed run)."""
+    try:
+        return fn(), None
+    except PlatformError as exc:
+        log.warning("report: %s not measured: %s", what, exc)
+        return None, str(exc)
+
+
+def write_report(
+    run_dir: Path,
+    teacher: Policy,
+    student: Policy,
+    facts: dict[str, Any],
+    dcfg: DistillConfig,
+    eval_set: Dataset,
+    eval_what: str,
+    store: Path,
+    resolved_config: Any = None,
+) -> Path:
+    """Measure and write run_dir/report.md (+ PNGs, + report.json); returns its path."""
+    teacher.eval()
+    student.eval()
+    lines = [f"# Distillation report: {run_dir.name}", ""]
+    s = facts["surgery"]
+    lines += [
+        "## The cut", "",
+        f"- teacher: `{facts['teacher']}` (sha256 `{facts['teacher_sha256']}`), {s['teacher_depth']} joint layers",
+        f"- student: teacher layers **{facts['kept_layers']}** in both towers (selection `{facts['selection']}`)",
+        f"- parameters: teacher {s['teacher_params']:,}, student {s['student_params']:,} "
+        f"({s['student_params'] / s['teacher_params']:.1%}); {s['copied_params']:,} copied, {s['dropped_params']:,} dropped",
+        f"- loss weights: {facts['loss_weights']}",
+        f"- attention pairing [student layer, teacher layer]: {facts['attention_pairs']}",
+        "",
+        "How each selection strategy's student starts (before training): velocity MSE against the",
+        "teacher on held-out probe windows, normalised units.", "",
+        "| selection | layers | velocity MSE vs teacher |", "|---|---|---|",
+    ]
+    for name, row in facts["selections"].items():
+        lines.append(f"| {name} | {row['layers']} | {row['velocity_mse']:.4g} |")
+    if facts.get("greedy"):
+        lines += ["", f"greedy removal order {facts['greedy']['dropped']}, subset MSE after each "
+                  f"{[round(x, 5) for x in facts['greedy']['velocity_mse']]}"]
+
+    summary: dict[str, Any] = {"facts": facts}
+    last = loss_plot(run_dir / "metrics.jsonl", run_dir / "loss_terms.png")
+    summary["last_losses"] = last
+    lines += ["", "## Loss per term", "", "![losses](loss_terms.png)", "",
+              "Last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()), ""]
+
+    errors = action_errors(teacher, student, eval_set)
+    summary["action_error"] = errors
+    error_plot(errors, run_dir / "action_error.png")
+    lines += [f"## Offline action error ({eval_what})", "", "![action error](action_error.png)", "",
+              "| joint | teacher vs truth | student vs truth | student vs teacher |", "|---|---|---|---|"]
+    for j in range(len(errors["teacher_vs_truth"])):
+        lines.append(f"| {j} | {errors['teacher_vs_truth'][j]:.4f} | {errors['student_vs_truth'][j]:.4f} | "
+                     f"{errors['student_vs_teacher'][j]:.4f} |")
+    lines += ["", "Mean absolute error in the robot's units (radians; grippers 0..1), same noise for both.", ""]
+
+    lines += ["## Closed loop in the twin", ""]
+    if dcfg.sim_episodes == 0:
+        lines.append("Not run (distill.sim_episodes=0).")
+    else:
+        results, why = _guard("closed-loop success", lambda: closed_loop(
+            {"teacher": teacher, "student": student}, store, dcfg.sim_episodes, dcfg.sim_episode_time_s))
+        if results is None:
+            lines.append(f"Not run: {why}")
+        else:
+            success_plot(results, run_dir / "success.png")
+            summary["closed_loop"] = [
+                {**vars(r), "interval": list(r.interval)} for r in results]
+            cap = f", episodes capped at {dcfg.sim_episode_time_s} s" if dcfg.sim_episode_time_s else ""
+            lines += ["![success](success.png)", "",
+                      f"{dcfg.sim_episodes} episode(s) per task and model (seeds 1000..){cap}.", "",
+                      "| task | model | success | 95 % Wilson interval |", "|---|---|---|---|"]
+            for r in results:
+                lo, hi = r.interval
+                lines.append(f"| {r.task} | {r.model} | {r.successes}/{r.episodes} | [{lo:.2f}, {hi:.2f}] |")
+    lines.append("")
+
+    sample = {k: v for k, v in eval_set[0].items() if k not in ("action", "action_is_pad")}
+    costs = {name: chunk_cost(p, sample, dcfg.latency_repeats) for name, p in (("teacher", teacher), ("student", student))}
+    summary["cost"] = {k: vars(v) for k, v in costs.items()}
+    t, st = costs["teacher"], costs["student"]
+    lines += ["## Cost of one chunk (this CPU, batch 1)", "",
+              "| | parameters | MFLOPs / chunk | latency ms (median) |", "|---|---|---|---|",
+              f"| teacher | {t.params:,} | {t.gflops * 1e3:.4g} | {t.chunk_ms:.2f} |",
+              f"| student | {st.params:,} | {st.gflops * 1e3:.4g} | {st.chunk_ms:.2f} |", "",
+              f"Student / teacher: FLOP-ideal latency ratio {st.gflops / t.gflops:.3f}, measured "
+              f"{st.chunk_ms / t.chunk_ms:.3f} (parameters {st.params / t.params:.3f}). FLOPs count the "
+              "prefix pass and every Euler step (torch FlopCounterMode); the vision encoder is not cut, "
+              "so the ideal ratio is above k/L.", ""]
+    if resolved_config is not None:
+        from shallowpi.config import to_yaml
+
+        lines += ["## Resolved config", "", "```yaml", to_yaml(resolved_config).rstrip(), "```", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    (run_dir / "report.json").write_text(json.dumps(summary, indent=2))
+    return path

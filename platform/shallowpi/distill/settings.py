@@ -1,0 +1,50 @@
+"""`DistillConfig`: the `distill:` section of the config (configs/distill/default.yaml)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from shallowpi.distill.objective import LossWeights
+from shallowpi.distill.student import SELECTIONS
+from shallowpi.errors import ConfigError
+
+
+@dataclass
+class DistillConfig:
+    """What to cut and how to train it; see configs/distill/default.yaml for each key."""
+
+    layers: int = 6
+    select: str = "uniform"
+    probe_windows: int = 32
+    weights: LossWeights = field(default_factory=LossWeights)
+    attention_pairs: list[list[int]] | None = None
+    steps: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    teacher_sha256: str | None = None
+    report: bool = True
+    sim_episodes: int = 10
+    sim_episode_time_s: float | None = None
+    latency_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            unknown = sorted(set(self.weights) - {"task", "output", "attention"})
+            if unknown:
+                raise ConfigError(f"unknown distill.weights keys {unknown}; valid: task, output, attention")
+            self.weights = LossWeights(**self.weights)
+        if self.select not in SELECTIONS:
+            raise ConfigError(f"unknown distill.select '{self.select}'; choose one of: {', '.join(SELECTIONS)}")
+        if self.probe_windows < 1 or self.sim_episodes < 0 or self.latency_repeats < 1:
+            raise ConfigError("distill.probe_windows and latency_repeats must be >= 1, sim_episodes >= 0")
+        if self.teacher_sha256 is not None:
+            self.teacher_sha256 = str(self.teacher_sha256).lower()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown distill keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        return cls(**data)

@@ -1,0 +1,102 @@
+"""DART-style demonstrations: the robot executes the expert's goals plus noise, the store
+records the expert's clean goals (Laskey et al. 2017, "DART: Noise Injection for Robust
+Imitation Learning").
+
+A policy trained on clean demonstrations never sees the states its own small errors lead
+to, nor what to do there (covariate shift). Perturbing what the robot *executes* makes
+the demonstrations visit those states, and because the expert keeps planning from the
+true scene while its clean goals are what is stored, the labels there say how to get
+back. Used for the scripted experts in the twin (`record.sim_noise`), where the expert
+is a program; a human teleoperator corrects by themselves.
+
+The noise is an Ornstein-Uhlenbeck process per joint (correlation time `tau_s`): i.i.d.
+noise on position goals is mostly filtered out by the servos' own tracking, a slowly
+drifting offset moves the arm off the expert's path the way a policy's bias would.
+Its standard deviation is `scale` times each joint's range (upper - lower); grippers are
+left alone (a gripper that opens mid-grasp teaches dropping, not recovering).
+
+`NoisyExecution` wraps the recording robot: `act(goal)` sends `goal + noise` and returns
+the clean goal clamped to the joint limits, which the session records as the action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from shallowpi.errors import ConfigError
+
+
+class SimRobot(Protocol):
+    def observe(self) -> dict[str, Any]: ...
+    def act(self, action: np.ndarray) -> np.ndarray: ...
+    def hold(self) -> np.ndarray: ...
+    def torque_off(self) -> None: ...
+    def disconnect(self) -> None: ...
+
+
+class OUNoise:
+    """Per-joint Ornstein-Uhlenbeck noise: x += -x dt / tau + sigma sqrt(2 dt / tau) N(0, 1),
+    stationary std `sigma` [J], starting from 0 each `reset`."""
+
+    def __init__(self, sigma: np.ndarray, tau_s: float, dt: float, seed: int = 0) -> None:
+        if tau_s <= 0 or dt <= 0:
+            raise ConfigError(f"the noise needs a positive correlation time and period, got {tau_s}, {dt}")
+        self.sigma = np.asarray(sigma, dtype=np.float64)
+        self.decay = np.exp(-dt / tau_s)
+        self.rng = np.random.default_rng(seed)
+        self.x = np.zeros_like(self.sigma)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.x = np.zeros_like(self.sigma)
+
+    def __call__(self) -> np.ndarray:
+        # The exact discretisation keeps the stationary std at sigma for any dt / tau.
+        self.x = self.decay * self.x + self.sigma * np.sqrt(1 - self.decay**2) * self.rng.standard_normal(self.x.shape)
+        return self.x.copy()
+
+
+class NoisyExecution:
+    """A robot that executes goals + noise and reports the clean goals as sent.
+
+    `lower`/`upper` [J] are the joint limits; `quiet` the joints left without noise (grippers).
+    """
+
+    def __init__(self, robot: SimRobot, lower: Sequence[float], upper: Sequence[float], joint_names: Sequence[str],
+                 scale: float, tau_s: float, fps: float, quiet: Sequence[str] = (), seed: int = 0) -> None:
+        if scale < 0:
+            raise ConfigError(f"record.sim_noise must be >= 0 (a fraction of each joint's range), got {scale}")
+        self.robot = robot
+        self.lower, self.upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+        self.joint_names = list(joint_names)
+        sigma = scale * (self.upper - self.lower)
+        sigma[[self.joint_names.index(j) for j in quiet]] = 0.0
+        self.noise = OUNoise(sigma, tau_s, 1.0 / fps, seed)
+        self.executed: np.ndarray | None = None  # the last goal actually sent (for tests, telemetry)
+
+    def reset_noise(self, seed: int) -> None:
+        """A fresh noise stream for an episode (call with the episode's scene seed)."""
+        self.noise.reset(seed)
+
+    def observe(self) -> dict[str, Any]:
+        return self.robot.observe()
+
+    def act(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:
+        if isinstance(action, Mapping):
+            raise ConfigError("record.sim_noise needs the expert's goals as a vector, not a mapping")
+        clean = np.clip(np.asarray(action, dtype=np.float64), self.lower, self.upper)
+        self.executed = self.robot.act(clean + self.noise())
+        return clean.astype(np.float32)
+
+    def hold(self) -> np.ndarray:
+        """Safety is never noisy: holding position is the robot's own."""
+        return self.robot.hold()
+
+    def torque_off(self) -> None:
+        self.robot.torque_off()
+
+    def disconnect(self) -> None:
+        self.robot.disconnect()

@@ -1,0 +1,164 @@
+"""`platform distill` end to end on a real episode store (tiny preset, a few steps): the
+teacher trained through `platform train`'s path then reused, the student an ordinary
+checkpoint with the distillation recorded in it, the report, resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shallowpi.cli import main
+from shallowpi.policy import Features, Policy, load_preset
+from store_fixtures import make_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+QUICK = ["--policy", "tiny", "--no-progress", "--layers", "1", "policy.train.steps=4", "policy.train.save_every=2",
+         "distill.sim_episodes=0", "distill.latency_repeats=2", "distill.probe_windows=4"]
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("distill")
+    store = root / "arm.zarr"
+    make_store(store, episodes=4, length=12).close()
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["distill", "--dataset", str(store), "--runs-dir", str(root / "runs"), *QUICK]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return {"root": root, "store": store, "runs": root / "runs", "student": root / "runs" / "arm-tiny-student1",
+            "teacher": root / "runs" / "arm-tiny" / "checkpoints" / "step_000004"}
+
+
+def _distill(d, *extra: str) -> int:
+    return main(["distill", "--dataset", str(d["store"]), "--runs-dir", str(d["runs"]), *QUICK, *extra])
+
+
+def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher(distilled, capsys):
+    from shallowpi.distill.distiller import checkpoint_sha256
+
+    ckpt = distilled["student"] / "checkpoints" / "step_000004"
+    student = Policy.load(ckpt)  # no teacher needed
+    assert student.cfg.depth == 1 and student.cfg.vlm.depth == student.cfg.expert.depth == 1
+    meta = Policy.read_metadata(ckpt)
+    assert meta["teacher_sha256"] == checkpoint_sha256(distilled["teacher"])
+    assert json.loads(meta["kept_layers"]) == [0]
+    assert json.loads(meta["loss_weights"]) == {"task": 1.0, "output": 1.0, "attention": 1.0}
+    assert json.loads(meta["attention_pairs"]) == [[0, 0]]
+    rows = [json.loads(x) for x in (distilled["student"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert all({"task", "output", "attention"} <= set(r) for r in rows)
+    # `platform eval` loads it and scores the teacher's held-out episode.
+    assert main(["eval", "--policy", str(ckpt), "--dataset", str(distilled["store"])]) == 0
+    assert "held-out episodes [3]" in capsys.readouterr().out
+
+
+def test_the_report_has_every_section_and_its_plots(distilled):
+    run = distilled["student"]
+    report = (run / "report.md").read_text()
+    for heading in ("## The cut", "## Loss per term", "## Offline action error (held-out episodes [3])",
+                    "## Closed loop in the twin", "## Cost of one chunk", "## Resolved config"):
+        assert heading in report
+    assert "attention pairing [student layer, teacher layer]: [[0, 0]]" in report
+    for png in ("loss_terms.png", "action_error.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((run / "report.json").read_text())
+    assert len(summary["action_error"]["student_vs_truth"]) == 6  # per joint
+    cost = summary["cost"]
+    assert cost["student"]["params"] < cost["teacher"]["params"]
+    assert 0 < cost["student"]["gflops"] < cost["teacher"]["gflops"]
+    facts = json.loads((run / "distill.json").read_text())
+    assert set(facts["selections"]) == {"uniform", "first", "greedy"}
+
+
+def test_the_teacher_run_is_reused_not_retrained(distilled, capsys):
+    before = (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns
+    assert _distill(distilled, "--run", "again", "distill.report=false",
+                    "distill.weights.attention=0", "distill.weights.output=0") == 0
+    assert (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns == before
+    assert not (distilled["runs"] / "arm-tiny" / "checkpoints" / "step_000006").exists()
+    rows = [json.loads(x) for x in (distilled["runs"] / "again" / "metrics.jsonl").read_text().splitlines()]
+    assert all("output" not in r and "attention" not in r for r in rows)  # the task-only ablation
+    assert f"teacher: {distilled['teacher']}" in capsys.readouterr().out
+
+
+def test_resume_replays_the_same_loss_curve(distilled):
+    straight = distilled["student"]
+    killed = distilled["runs"] / "killed"
+    shutil.copytree(straight, killed)
+    # As if killed after the step-2 checkpoint: the newer one never completed.
+    shutil.rmtree(killed / "checkpoints" / "step_000004")
+    (killed / "checkpoints" / "last").write_text("step_000002")
+    assert _distill(distilled, "--run", "killed", "distill.report=false") != 0  # no silent overwrite
+    assert _distill(distilled, "--run", "killed", "--resume", "distill.report=false") == 0
+    a, b = ([json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()] for r in (straight, killed))
+    assert [r["step"] for r in b] == [0, 1, 2, 3]
+    for x, y in zip(a, b):
+        for key in ("loss", "task", "output", "attention"):
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-7), (x["step"], key)
+
+
+def test_one_line_errors(distilled, tmp_path, capsys):
+    def error(*extra: str) -> str:
+        assert _distill(distilled, "--run", "bad", *extra) != 0
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err, err
+        return err
+
+    assert "keeps 1 to 1 of the teacher's 2 layers, got distill.layers=2" in error("--layers", "2")
+    assert "keeps 1 to 1 of the teacher's 2 layers, got distill.layers=0" in error("--layers", "0")
+    assert "attention layer 1 is outside the student's layers 0-0" in error("distill.attention_pairs=[[1,1]]")
+    assert "sha256" in error("--teacher", str(distilled["teacher"]), "--teacher-sha256", "0" * 64)
+    other = tmp_path / "other"
+    cfg = load_preset("tiny")
+    Policy(cfg, Features(3, 3, ["front", "wrist"])).save(other)
+    err = error("--teacher", str(other))
+    assert "has state/action sizes 6/6 but the checkpoint expects 3/3" in err
+    # A resumed run refuses a teacher other than the one it was distilled from.
+    Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other)
+    assert "expects" in error("--run", "arm-tiny-student1", "--resume", "--teacher", str(other))
+    assert not (distilled["runs"] / "bad" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_the_report_runs_teacher_and_student_on_every_task_of_the_twin(tmp_path):
+    import subprocess
+
+    from conftest import platform_cmd, subprocess_env
+
+    recorded = subprocess.run(
+        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
+                     "--data-root", str(tmp_path), "--dataset", "demo", "--episodes", "2",
+                     "--episode-time-s", "1", "--reset-time-s", "0", "--no-tui",
+                     "record.sim_size=40x32", f"telemetry.address={tmp_path}/distill-t.sock"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    args = ["distill", "--dataset", str(tmp_path / "demo.zarr"), "--runs-dir", str(tmp_path / "runs"),
+            *QUICK, "distill.sim_episodes=1", "distill.sim_episode_time_s=0.3"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "demo-tiny-student1"
+    summary = json.loads((run / "report.json").read_text())
+    rows = {(r["task"], r["model"]): r for r in summary["closed_loop"]}
+    assert set(rows) == {(t, m) for t in ("cube_in_bowl", "push_block_left") for m in ("teacher", "student")}
+    for r in rows.values():
+        lo, hi = r["interval"]
+        assert r["episodes"] == 1 and 0.0 <= lo < hi <= 1.0
+    report = (run / "report.md").read_text()
+    assert "| push_block_left | student |" in report and "95 % Wilson interval" in report
+    assert (run / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_wilson_intervals():
+    from shallowpi.distill.report import wilson_interval
+
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
