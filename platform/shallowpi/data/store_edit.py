@@ -16,6 +16,7 @@ from pathlib import Path
 
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
+    EPISODES_DIR,
     EpisodeInfo,
     EpisodeStore,
     _finish_interrupted_swap,
@@ -75,7 +76,11 @@ def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
     store._write_commit_record(count - 1, end, kept)
     store._infos.pop(count - 1, None)
     store._ends_loaded = None
-    store._recover()
+    # The same cuts as the recovery after a killed writer (`EpisodeStore._recover`), without
+    # its warning: this tail was committed, and is removed on purpose.
+    store._truncate(end)
+    store._array("meta/episode_ends").resize((count - 1,))
+    (store.path / EPISODES_DIR / f"{count - 1}.json").unlink(missing_ok=True)
     return info
 
 
