@@ -3,17 +3,19 @@ recorder's episode flow, keys and numbering: the real writer, store and clock.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from shallowpi.data import EpisodeStore
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import StoreSettings
 from shallowpi.record.clock import SimulatedClock
-from shallowpi.record.rig import record_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
+from shallowpi.robots.observation import Observation
 from shallowpi.telemetry.status import Command
 
 JOINTS = ["shoulder", "elbow", "gripper"]
@@ -29,8 +31,8 @@ class FakeArm:
         self.torque_offs = 0
         self.holds = 0
 
-    def observe(self) -> dict[str, np.ndarray]:
-        return {"observation.state": self.position.copy()}
+    def observe(self) -> Observation:
+        return Observation(time_s=time.monotonic(), state=self.position.copy())
 
     def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
         if isinstance(action, Mapping):
@@ -57,7 +59,7 @@ class SineTeleop:
 def open_store(path: Path) -> EpisodeStore:
     if path.exists():
         return EpisodeStore.open(path, mode="a")
-    return EpisodeStore.create(path, record_features(JOINTS, {}), StoreSettings(durable=False))
+    return EpisodeStore.create(path, robot_features(JOINTS, {}), StoreSettings(durable=False))
 
 
 def make_session(store: EpisodeStore, *, episodes: int = 3, episode_time_s: float = 1.0,

@@ -7,18 +7,14 @@ from pathlib import Path
 import numpy as np
 
 from shallowpi.data import EpisodeStore, Feature
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import StoreSettings
 
 JOINTS = [f"joint_{i}" for i in range(6)]
 
 
 def arm_features(height: int = 24, width: int = 32) -> dict[str, Feature]:
-    return {
-        "observation.state": Feature.vector(JOINTS),
-        "action": Feature.vector(JOINTS),
-        "observation.images.front": Feature.image(height, width),
-        "observation.images.wrist": Feature.image(height, width),
-    }
+    return robot_features(JOINTS, {"front": (height, width), "wrist": (height, width)})
 
 
 def synthetic_frame(rng: np.random.Generator, t: int, height: int = 24, width: int = 32) -> dict[str, np.ndarray]:

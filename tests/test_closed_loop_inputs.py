@@ -28,6 +28,7 @@ from shallowpi.data.training import ChunkDataset
 from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy
 from shallowpi.policy.config import load_preset
 from shallowpi.policy.policy import Features, Policy
+from shallowpi.robots.observation import lerobot_row
 from shallowpi.robots.sim.direct import DirectSimRobot
 from shallowpi.robots.sim.tasks import get_task
 from shallowpi.robots.sim.twin import TwinSpec
@@ -73,7 +74,7 @@ def test_a_replayed_episode_gives_the_model_the_inputs_training_gave_it(store):
         live_error, raw_error = [], []
         for row in range(len(dataset)):
             item = dataset[row]
-            obs = {**robot.observe(), "task": task.instruction}
+            obs = {**lerobot_row(robot.observe()).values, "task": task.instruction}  # as eval --sim gives it
             # The state is the one recorded, to float rounding (the recorder's reset leaves
             # MuJoCo's solver warm start ~1e-11 rad apart from a fresh one).
             np.testing.assert_allclose(obs["observation.state"], item["observation.state"].numpy(), atol=1e-6)

@@ -17,9 +17,9 @@ from shallowpi import config
 from shallowpi.data.store import EpisodeStore
 from shallowpi.record.dart import NoisyExecution, OUNoise
 from shallowpi.robots.sim.direct import DirectSimRobot
+from shallowpi.robots.sim.experts import make_expert
 from shallowpi.robots.sim.tasks import get_task
 from shallowpi.robots.sim.twin import TwinSpec
-from shallowpi.teleop.scripted import make_expert
 
 
 def test_ou_noise_has_the_stationary_std_and_repeats_per_seed():

@@ -62,13 +62,13 @@ def test_emulate_prints_ports_first_then_a_driver_moves_every_joint(humanoid_emu
 
     robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", "humanoid"))
     with robot:
-        start = robot.observe()["observation.state"]
+        start = robot.observe().state
         target = np.clip(start + 0.2, robot.lower, robot.upper)
         for _ in range(40):  # > 0.2 / max_step ticks, so every joint gets there
             sent = robot.act(target)
         assert np.allclose(sent, target, atol=1e-6)
-        reached = wait_until(lambda: np.allclose(robot.observe()["observation.state"], target, atol=0.01), 5.0)
-        state = robot.observe()["observation.state"]
+        reached = wait_until(lambda: np.allclose(robot.observe().state, target, atol=0.01), 5.0)
+        state = robot.observe().state
         assert reached, dict(zip(spec.joint_names, state - target))
     assert proc.poll() is None  # still serving
 

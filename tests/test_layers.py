@@ -23,9 +23,9 @@ BASE = {"errors", "config", "__init__"}
 # Beside the stages: only the recorder, executor and commands (tier >= 3) publish or show
 # status; telemetry and tui import only each other and the base.
 BESIDE = {"telemetry", "tui"}
-# Known, scheduled for removal: the scripted experts in teleop/ read the twin (issue 11 item 5
-# moves them beside it, into robots/sim/).
-KNOWN = {("robots", "teleop")}
+# Known upward imports, scheduled for removal: none left (the scripted experts, which read
+# the twin, moved beside it into robots/sim/experts.py).
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _stage_imports() -> list[tuple[str, str, str]]:

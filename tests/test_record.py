@@ -22,12 +22,13 @@ from disk_fixtures import small_disk
 from dxl_fixtures import emulated
 from shallowpi import config
 from shallowpi.data import EpisodeStore
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import StoreSettings
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 from shallowpi.record.clock import TickClock
-from shallowpi.record.rig import build_rig, first_seed, record_features
+from shallowpi.record.rig import build_rig, first_seed
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.calibration import RobotCalibration
@@ -193,6 +194,26 @@ def test_first_seed_continues_past_every_stored_scene(tmp_path):
         first_seed(store, 15, 5)  # 15..19 holds 17
 
 
+def test_recordings_never_take_the_scenes_eval_sim_holds_out(tmp_path):
+    from shallowpi.evaluate.sim_eval import SimEvalConfig
+    from shallowpi.robots.sim.episode import EVAL_SEEDS
+
+    assert SimEvalConfig().seeds[0] == EVAL_SEEDS.start == 1000  # eval --sim's default scenes
+    store = make_store(tmp_path / "near.zarr", episodes=0)
+    assert first_seed(store, None, 1000) == 0  # seeds 0..999: clear of the held-out ones
+    writer = store.begin_episode("t", fps=30)
+    writer.add_frame(synthetic_frame(np.random.default_rng(0), 0), 0.0)
+    writer.commit(extra={"seed": 990})
+    # A resumed session of 20 episodes would reach 1000..1010: it records past the range.
+    assert first_seed(store, None, 20) == EVAL_SEEDS.stop
+    assert first_seed(store, None, 9) == 991  # 991..999 still fits below
+    with pytest.raises(PlatformError, match=r"--seed 995 .* eval --sim's held-out scenes") as err:
+        first_seed(store, 995, 10)
+    assert "\n" not in str(err.value)
+    with pytest.raises(PlatformError, match="held-out"):
+        first_seed(store, 1000, 1)
+
+
 @pytest.mark.slow
 def test_resume_refuses_another_fps_or_calibration_unless_allowed(tmp_path):
     short = ("--dataset", "demo", "--episodes", "1", "--reset-time-s", "0", "--episode-time-s", "0.5")
@@ -273,7 +294,7 @@ class _Rig:
         calibration = RobotCalibration("uncalibrated", spec.name)
         self.robot = DynamixelRobot(spec, calibration, cameras={"front": self.camera})
         self.teleop = LeaderFollower(spec, calibration)
-        features = record_features(list(spec.joint_names), {"front": (48, 64)})
+        features = robot_features(spec.joint_names, {"front": (48, 64)})
         self.store = EpisodeStore.create(tmp_path / "faults.zarr", features, StoreSettings(durable=False))
         self.committed = threading.Event()
         self.writer = BackgroundWriter(self.store, on_commit=lambda info: self.committed.set())

@@ -13,10 +13,10 @@ import pytest
 
 from dxl_fixtures import emulated
 from shallowpi.data import EpisodeStore
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import StoreSettings
 from shallowpi.hardware.dynamixel.bus import wait_until
 from shallowpi.record.clock import TickClock
-from shallowpi.record.rig import record_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
@@ -60,7 +60,7 @@ def test_hold_sets_every_goal_to_the_present_position_mid_motion():
         time.sleep(0.1)
         after = registers(robot, "present_position")
         assert all(abs(after[n][i] - goals[n][i]) <= 1 for n in goals for i in goals[n]), "servos kept moving"
-        np.testing.assert_allclose(robot.observe()["observation.state"], held, atol=0.01)
+        np.testing.assert_allclose(robot.observe().state, held, atol=0.01)
         # the next act() is velocity-bounded from the held pose
         sent = robot.act(held + 10.0)
         assert np.all(np.abs(sent - held) <= robot.max_step + 1e-6)
@@ -95,12 +95,12 @@ def test_torque_off_tries_every_bus_and_names_the_one_that_failed():
         assert set(torque["follower_right"].values()) == {0}, "a failing bus stopped the others"
         assert torque["follower_left"] == {1: 0, 2: 1, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0}
         with pytest.raises(RobotError, match="torque is off"):
-            robot.act(robot.observe()["observation.state"])
+            robot.act(robot.observe().state)
         robot.torque_off()  # every servo answers now: confirmed
         assert all(v == 0 for regs in registers(robot, "torque_enable").values() for v in regs.values())
         robot.connect()  # re-arms
         assert all(v == 1 for regs in registers(robot, "torque_enable").values() for v in regs.values())
-        robot.act(robot.observe()["observation.state"])
+        robot.act(robot.observe().state)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_direct_twin_holds_and_refuses_to_act_after_torque_off(twin_env):
 
     spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot, 32, 32)
     with DirectSimRobot(spec, cameras=()) as robot:
-        start = robot.observe()["observation.state"]
+        start = robot.observe().state
         for _ in range(5):
             robot.act(start + 1.0)  # moving: goals run ahead of the joints
         twin = robot.twin
@@ -141,14 +141,14 @@ def test_stack_twin_holds_and_switches_torque_off_through_the_emulated_buses(twi
 
     cfg = config.compose(["robot=arm"]).robot
     with StackSimRobot(RobotSpec.from_config(cfg), TwinSpec.from_config(cfg, 32, 32)) as robot:
-        start = robot.observe()["observation.state"]
+        start = robot.observe().state
         for _ in range(3):
             robot.act(start + 1.0)
         held = robot.hold()
         driver = robot.driver
         present = registers(driver, "present_position")
         assert registers(driver, "goal_position") == present
-        np.testing.assert_allclose(robot.observe()["observation.state"], held, atol=0.01)
+        np.testing.assert_allclose(robot.observe().state, held, atol=0.01)
         robot.torque_off()
         assert set(registers(driver, "torque_enable")["follower"].values()) == {0}
         with pytest.raises(RobotError, match="torque is off"):
@@ -167,7 +167,7 @@ class _Recording:
     def __init__(self, tmp_path, spec, commands=None):
         self.robot = DynamixelRobot(spec, UNCALIBRATED, fault_check_every=1)
         self.teleop = LeaderFollower(spec, UNCALIBRATED)
-        self.store = EpisodeStore.create(tmp_path / "safety.zarr", record_features(list(spec.joint_names), {}),
+        self.store = EpisodeStore.create(tmp_path / "safety.zarr", robot_features(spec.joint_names, {}),
                                          StoreSettings(durable=False))
         self.writer = BackgroundWriter(self.store)
         config = SessionConfig(task="wave", episodes=3, episode_time_s=5.0, reset_time_s=0.0, fps=30,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from dxl_fixtures import emulated, robot_spec
+from shallowpi.data.features import robot_features
 from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.hardware.camera import Frame
 from shallowpi.hardware.dynamixel.bus import BusError, ServoFaultError
 from shallowpi.hardware.dynamixel.emulator import build_chains
 from shallowpi.robots.calibration import RobotCalibration
@@ -54,7 +58,7 @@ def test_act_never_exceeds_limits_or_the_velocity_bound():
     rng = np.random.default_rng(0)
     with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
         lower, upper, step = robot.lower, robot.upper, robot.max_step
-        previous = robot.observe()["observation.state"].astype(np.float64)
+        previous = robot.observe().state.astype(np.float64)
         previous = np.clip(previous, lower, upper)
         for _ in range(40):
             wild = rng.uniform(-10, 10, size=len(lower))  # far outside every limit
@@ -92,7 +96,7 @@ def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
 def test_features_and_limits_follow_the_config():
     spec = robot_spec("bimanual")
     robot = DynamixelRobot(spec, UNCALIBRATED)
-    features = robot.features()
+    features = robot_features(spec.joint_names, spec.camera_shapes())  # the one builder of a store's features
     assert features["observation.state"].shape == (14,) and features["action"].dtype == "float32"
     assert features["observation.state"].names == tuple(spec.joint_names)
     assert features["observation.images.top"].shape == (480, 640, 3)
@@ -134,5 +138,26 @@ def test_cameras_hook_feeds_observations():
 
     with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, cameras={"front": StillCamera()}) as robot:
         obs = robot.observe()
-        assert obs["observation.images.front"].shape == (480, 640, 3)
-        assert obs["observation.state"].dtype == np.float32
+        assert obs.frames["front"].image.shape == (480, 640, 3)
+        assert obs.state.dtype == np.float32
+        assert obs.frames["front"].time_s == obs.time_s  # a bare image counts as captured now
+
+
+def test_frames_keep_their_arrival_time_so_the_watchdog_sees_their_age():
+    class LateCamera:
+        def __init__(self) -> None:
+            self.sequence = 0
+
+        def latest(self, max_age_s: float | None = None) -> Frame:
+            self.sequence += 1
+            # Arrived 40 ms ago on the host; the device's own clock is another clock entirely.
+            return Frame(np.zeros((48, 64, 3), np.uint8), capture_time_s=123456.0, sequence=self.sequence,
+                         host_time_s=time.monotonic() - 0.040)
+
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, cameras={"wrist": LateCamera()}) as robot:
+        first, second = robot.observe(), robot.observe()
+    assert second.frames["wrist"].sequence == first.frames["wrist"].sequence + 1
+    age = second.frame_ages_s()["wrist"]
+    # The tick's time is taken before the bus read, the frame fetched after it: a little
+    # under 40 ms, never more.
+    assert 0.020 < age <= 0.040 and second.oldest_frame_s() == age

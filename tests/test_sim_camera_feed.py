@@ -39,8 +39,8 @@ def test_realsense_path_gives_the_direct_renders() -> None:
                     frame = cam.latest(newer_than=last[role])
                     last[role] = frame.sequence
                     assert frame.sequence == tick
-                    assert frame.capture_time_s == pytest.approx(direct["timestamp"], abs=1e-6)
-                    np.testing.assert_array_equal(frame.image, direct[f"observation.images.{role}"])
+                    assert frame.capture_time_s == pytest.approx(direct.time_s, abs=1e-6)
+                    np.testing.assert_array_equal(frame.image, direct.frames[role].image)
                     metres = robot.twin.render_depth(role)
                     np.testing.assert_allclose(frame.depth_m(), metres, atol=0.0006)
             assert all(cam.stats.dropped == 0 for cam in cameras.values())

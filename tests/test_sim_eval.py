@@ -21,9 +21,9 @@ from shallowpi.cli import main
 from shallowpi.evaluate.sim_eval import SimEvalConfig, evaluate_in_sim, run_policy_episode
 from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.robots.sim.direct import DirectSimRobot
+from shallowpi.robots.sim.experts import make_expert
 from shallowpi.robots.sim.tasks import get_task
 from shallowpi.robots.sim.twin import SimError, TwinSpec
-from shallowpi.teleop.scripted import make_expert
 
 SEEDS_THE_EXPERT_SOLVES = 1000  # and 1001: tests/test_sim_experts.py
 LIMIT = 450  # cube_in_bowl: 15 s at 30 Hz

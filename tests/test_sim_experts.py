@@ -11,11 +11,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("mujoco")
 
 from shallowpi import config
-from shallowpi.robots.sim.direct import DirectSimRobot, run_expert_episode
+from shallowpi.robots.sim.direct import DirectSimRobot
+from shallowpi.robots.sim.episode import ScriptedAgent, run_episode
+from shallowpi.robots.sim.experts import make_expert
 from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.robots.sim.twin import TwinSpec
 from shallowpi.teleop.base import Teleoperator
-from shallowpi.teleop.scripted import make_expert
 
 CASES = [(robot, task) for robot in ("arm", "bimanual", "humanoid") for task in make_tasks(robot)]
 SEEDS = (1000, 1001)  # not the benchmark's seeds 0..99
@@ -26,7 +27,7 @@ def test_expert_solves_its_task(robot: str, task_name: str) -> None:
     spec = TwinSpec.from_config(config.compose([f"robot={robot}"]).robot)
     task = make_tasks(robot)[task_name]
     with DirectSimRobot(spec, cameras=()) as sim:
-        results = [run_expert_episode(sim, task, seed) for seed in SEEDS]
+        results = [run_episode(sim, task, ScriptedAgent(), seed) for seed in SEEDS]
     assert all(r.success for r in results), [(r.seed, r.success) for r in results]
 
 

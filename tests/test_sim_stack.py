@@ -77,14 +77,16 @@ def test_stack_and_direct_observe_the_same_for_the_same_seed_and_actions() -> No
             goal = np.round((home + sweep * np.sin(k / 5)) / tick) * tick
             np.testing.assert_allclose(stack.act(goal), direct.act(goal), atol=1e-9)
             a, b = stack.observe(), direct.observe()
-            np.testing.assert_allclose(a["observation.state"], b["observation.state"], rtol=0,
+            np.testing.assert_allclose(a.state, b.state, rtol=0,
                                        atol=0.5 * tick.max() + 1e-7)
-            assert np.all(np.abs(a["observation.state"] - b["observation.state"]) <= 0.5 * tick + 1e-7)
-            assert a["timestamp"] == pytest.approx(b["timestamp"], abs=1e-12)
+            assert np.all(np.abs(a.state - b.state) <= 0.5 * tick + 1e-7)
+            assert a.time_s == pytest.approx(b.time_s, abs=1e-12)
             for role in twin_spec.cameras:
-                np.testing.assert_array_equal(a[f"observation.images.{role}"], b[f"observation.images.{role}"])
+                np.testing.assert_array_equal(a.frames[role].image, b.frames[role].image)
+            # Both on simulated time: each frame is this tick's render, captured at the tick.
+            assert a.frame_ages_s() == b.frame_ages_s() == {role: 0.0 for role in twin_spec.cameras}
         # The state moved, and it came over the bus; every rendered frame was read once.
-        assert np.abs(b["observation.state"] - home).max() > 0.01
+        assert np.abs(b.state - home).max() > 0.01
         assert sum(c.packets_served for c in stack._chains.values()) > served + 2 * 25
         assert all(c.stats.dropped == 0 for c in stack.cameras.values())
 
@@ -107,6 +109,8 @@ def test_record_through_the_stack_is_checked_and_successful(tmp_path) -> None:
     episode = store.read_episode(0)
     np.testing.assert_allclose(np.diff(episode["timestamp"]), 1 / 30, rtol=1e-6)  # simulated time
     assert episode["observation.images.wrist"].shape[1:] == (64, 64, 3)
+    # Each frame is its tick's render: captured at the tick, on the same (simulated) clock.
+    np.testing.assert_allclose(episode["observation.images.wrist.timestamp"], episode["timestamp"], atol=1e-9)
     # States are what the driver read: whole servo ticks of each joint.
     spec = RobotSpec.from_config(config.compose(["robot=arm"]).robot)
     ticks = episode["observation.state"] / quantum(spec, RobotCalibration(UNCALIBRATED, "arm"))

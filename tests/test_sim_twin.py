@@ -12,6 +12,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before MuJoCo is imported: headless
 pytest.importorskip("mujoco")
 
 from shallowpi import config
+from shallowpi.robots.observation import Observation
 from shallowpi.robots.sim.direct import DirectSimRobot
 from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
@@ -72,7 +73,7 @@ def test_reset_places_objects_from_the_seed() -> None:
 def test_act_clamps_to_limits_and_velocity_and_time_advances() -> None:
     spec = spec_for("arm")
     with DirectSimRobot(spec, cameras=()) as robot:
-        start = robot.observe()["observation.state"]
+        start = robot.observe().state
         far = spec.upper + 5.0
         sent = robot.act(far)
         step = spec.max_velocity / spec.fps
@@ -100,7 +101,7 @@ def test_same_seed_and_actions_give_identical_observations() -> None:
     ]
     task = make_tasks("bimanual")["handover"]
 
-    def rollout() -> list[dict]:
+    def rollout() -> list[Observation]:
         with DirectSimRobot(spec) as robot:
             robot.reset(11, task)
             out = []
@@ -111,13 +112,13 @@ def test_same_seed_and_actions_give_identical_observations() -> None:
 
     a, b = rollout(), rollout()
     for x, y in zip(a, b):
-        np.testing.assert_array_equal(x["observation.state"], y["observation.state"])
+        np.testing.assert_array_equal(x.state, y.state)
         for role in spec.cameras:
             np.testing.assert_array_equal(
-                x[f"observation.images.{role}"], y[f"observation.images.{role}"]
+                x.frames[role].image, y.frames[role].image
             )
-        assert x["timestamp"] == y["timestamp"]
-    assert a[-1]["frames"]["top"].sequence == 10
+        assert x.time_s == y.time_s
+    assert a[-1].frames["top"].sequence == 10
 
 
 def test_one_line_errors_for_unknown_role_task_and_missing_model(tmp_path: Path) -> None:
@@ -136,3 +137,22 @@ def test_one_line_errors_for_unknown_role_task_and_missing_model(tmp_path: Path)
     cfg = config.compose(["robot=arm"]).robot
     with pytest.raises(SimError, match=r"twin model file .*twin.xml is missing"):
         TwinSpec.from_config(cfg, robots_dir=tmp_path)
+
+
+def test_the_twin_takes_the_robots_own_checked_spec():
+    from omegaconf import OmegaConf
+
+    from shallowpi.errors import ConfigError
+    from shallowpi.robots.spec import RobotSpec
+
+    cfg = config.compose(["robot=arm"]).robot
+    robot = RobotSpec.from_config(cfg)
+    twin = TwinSpec.from_config(cfg)
+    assert twin.joints == robot.joints and twin.fps == robot.fps  # the same JointSpecs, kinds included
+    assert twin.cameras == tuple(c.role for c in robot.cameras)
+    assert (twin.render_height, twin.render_width) == robot.camera_shapes()[twin.cameras[0]]
+    bad = OmegaConf.to_container(cfg, resolve=True)
+    bad["joints"][0]["upper"] = bad["joints"][0]["lower"] - 0.1
+    # The robot config's checks run for the twin too (they were skipped before).
+    with pytest.raises(ConfigError, match=f"joint '{bad['joints'][0]['name']}' needs lower < upper"):
+        TwinSpec.from_config(bad)

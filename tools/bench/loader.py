@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from camera_frames import render_pool
 
-from shallowpi.data import EpisodeStore, Feature
+from shallowpi.data import EpisodeStore
+from shallowpi.data.features import IMAGE_PREFIX, robot_features
 from shallowpi.data.store import StoreSettings
 
 CAMERA = "observation.images.front"
@@ -44,8 +45,7 @@ TARGET_RATIO = 3.0
 
 def build_store(path: Path, episodes: int, episode_len: int, height: int, width: int, pool: int) -> None:
     joints = [f"joint_{i}" for i in range(DOF)]
-    features = {"observation.state": Feature.vector(joints), "action": Feature.vector(joints),
-                CAMERA: Feature.image(height, width)}
+    features = robot_features(joints, {CAMERA.removeprefix(IMAGE_PREFIX): (height, width)})
     frames = render_pool(1, pool, height, width)[0]
     rng = np.random.default_rng(0)
     with EpisodeStore.create(path, features, StoreSettings(durable=False)) as store:

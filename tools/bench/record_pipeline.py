@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from shallowpi import config
+from shallowpi.data.features import robot_features
 from shallowpi.data.store import EpisodeStore, StoreSettings
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 from shallowpi.record.clock import TickClock
-from shallowpi.record.rig import record_features
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.calibration import RobotCalibration
@@ -91,7 +91,7 @@ def run_rate(fps: int, seconds: float, episode_s: float, workdir: Path) -> dict:
         robot = DynamixelRobot(spec, calibration, cameras=cameras)
         teleop = LeaderFollower(spec, calibration)
         store = EpisodeStore.create(workdir / f"bench{fps}.zarr",
-                                    record_features(list(spec.joint_names), {r: (HEIGHT, WIDTH) for r in ROLES}),
+                                    robot_features(spec.joint_names, {r: (HEIGHT, WIDTH) for r in ROLES}),
                                     StoreSettings(durable=True))
         writer = BackgroundWriter(store, capacity_frames=int(512e6 // (3 * HEIGHT * WIDTH * 3)))
         episodes = max(1, round(seconds / episode_s))

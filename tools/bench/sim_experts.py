@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
 from shallowpi import config  # noqa: E402
-from shallowpi.robots.sim.direct import DirectSimRobot, run_expert_episode  # noqa: E402
+from shallowpi.robots.sim.direct import DirectSimRobot  # noqa: E402
+from shallowpi.robots.sim.episode import ScriptedAgent, run_episode  # noqa: E402
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
 from shallowpi.robots.sim.twin import TwinSpec  # noqa: E402
 
@@ -44,7 +45,7 @@ def main() -> int:
         for name, task in make_tasks(robot).items():
             with DirectSimRobot(spec, cameras=()) as sim:
                 t0 = time.perf_counter()
-                results = [run_expert_episode(sim, task, seed) for seed in range(args.seeds)]
+                results = [run_episode(sim, task, ScriptedAgent(), seed) for seed in range(args.seeds)]
                 wall = time.perf_counter() - t0
             steps = sum(r.steps for r in results)
             failed = [r.seed for r in results if not r.success]

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 from shallowpi import config  # noqa: E402
 from shallowpi.robots.sim.direct import DirectSimRobot  # noqa: E402
+from shallowpi.robots.sim.experts import make_expert  # noqa: E402
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
 from shallowpi.robots.sim.twin import TwinSpec  # noqa: E402
-from shallowpi.teleop.scripted import make_expert  # noqa: E402
 
 SIZES = [(224, 224), (640, 480)]
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from camera_frames import render_pool
 
 from shallowpi.data import EpisodeStore, Feature
+from shallowpi.data.features import IMAGE_PREFIX, robot_features
 from shallowpi.data.store import StoreSettings
 
 CAMERAS = ("observation.images.front", "observation.images.left_wrist", "observation.images.right_wrist")
@@ -40,9 +41,7 @@ TARGET_FPS = 90.0
 
 def features(height: int, width: int) -> dict[str, Feature]:
     joints = [f"joint_{i}" for i in range(DOF)]
-    out = {"observation.state": Feature.vector(joints), "action": Feature.vector(joints)}
-    out.update({key: Feature.image(height, width) for key in CAMERAS})
-    return out
+    return robot_features(joints, {key.removeprefix(IMAGE_PREFIX): (height, width) for key in CAMERAS})
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

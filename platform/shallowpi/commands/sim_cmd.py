@@ -52,9 +52,9 @@ def _size(text: str | None) -> tuple[int | None, int | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from shallowpi.robots.sim.direct import DirectSimRobot, run_expert_episode
+    from shallowpi.robots.observation import Observation
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.episode import ScriptedAgent, run_episode
     from shallowpi.robots.sim.tasks import get_task, make_tasks
     from shallowpi.robots.sim.twin import TwinSpec
     from shallowpi.robots.sim.views import StripWriter, VideoWriter
@@ -85,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
         for episode in range(args.episodes):
             seed = args.seed + episode
 
-            def on_tick(obs: dict, sent: np.ndarray) -> None:
-                images = [obs[f"observation.images.{role}"] for role in cameras]
+            def watch(obs: Observation) -> None:
+                images = [obs.frames[role].image for role in cameras]
                 if video is not None:
                     video.add(images)
                 if strip is not None:
                     strip.add(images)
 
-            result = run_expert_episode(robot, task, seed, on_tick=on_tick if cameras else None)
+            result = run_episode(robot, task, ScriptedAgent(), seed, watch=watch if cameras else None)
             results.append(result)
             if strip is not None:
                 strip.end_episode(f"episode {episode}  seed {seed}  {'success' if result.success else 'FAILED'}  "

@@ -71,6 +71,7 @@ def image_codec(name: str, quality: int = 90) -> Codec | None:
 
 
 def numeric_codec() -> Codec:
+    """Lossless Blosc zstd level 3 with byte shuffle, for every non-image array."""
     return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
 
 

@@ -43,7 +43,9 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
     time in seconds), then state (solid) and action (dashed) per joint against time in
     seconds, each y axis in the joint's unit (`units`: joint name -> unit; "joint units"
     where unknown). Joints that never moved are listed in one line of text, with their
-    value, instead of as flat plots."""
+    value, instead of as flat plots. Uses matplotlib's Agg backend (switches the process
+    to it). Raises StoreError for an episode the store does not have (negative indices
+    count from the end)."""
     import matplotlib
 
     matplotlib.use("Agg")

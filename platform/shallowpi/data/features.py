@@ -15,14 +15,29 @@ import numpy as np
 
 from shallowpi.errors import StoreError
 
+# lerobot's names; robots/observation.py's `lerobot_row` is the one place observations get them.
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+IMAGE_PREFIX = "observation.images."
+
 
 class FeatureKind(str, enum.Enum):
+    """How a feature is chunked and compressed (see codecs.py); the value is stored in JSON."""
+
     NUMERIC = "numeric"  # state, action, ...: lossless, chunked along time
     IMAGE = "image"  # HxWx3 uint8 camera frames: one frame a chunk, image codec
 
 
 @dataclass(frozen=True)
 class Feature:
+    """One recorded array's per-frame description: the store holds it as [N, *shape].
+
+    `dtype` is a numpy dtype name. Raises TypeError for a dtype numpy does not know,
+    StoreError for an image that is not uint8 [H, W, 3] or [H, W, 1], and for `names`
+    whose count differs from a vector's length. `to_json`/`from_json` round-trip it
+    through the store's header.
+    """
+
     dtype: str
     shape: tuple[int, ...]
     kind: FeatureKind = FeatureKind.NUMERIC
@@ -42,10 +57,12 @@ class Feature:
 
     @classmethod
     def image(cls, height: int, width: int, channels: int = 3) -> Feature:
+        """A camera feature: uint8 [height, width, channels] in pixels."""
         return cls("uint8", (height, width, channels), FeatureKind.IMAGE)
 
     @classmethod
     def vector(cls, names: Sequence[str], dtype: str = "float32") -> Feature:
+        """A numeric [D] feature, D = len(names), one label per dimension (joint names)."""
         return cls(dtype, (len(names),), FeatureKind.NUMERIC, tuple(names))
 
     def to_json(self) -> dict[str, Any]:
@@ -65,6 +82,16 @@ class Feature:
                 raise StoreError(f"frame value '{key}' is {array.dtype}, images must be uint8")
             array = array.astype(self.dtype)
         return array
+
+
+def robot_features(joint_names: Sequence[str], cameras: Mapping[str, tuple[int, int]]) -> dict[str, Feature]:
+    """What a robot's episodes store: state and action [J] (named per joint) and each camera
+    role's frames uint8 [H, W, 3]; `cameras` maps role -> (height, width). The one builder
+    of a recording's features: the recorder, the evaluation's stores and the benchmarks use it."""
+    features = {STATE_KEY: Feature.vector(list(joint_names)), ACTION_KEY: Feature.vector(list(joint_names))}
+    for role, (height, width) in cameras.items():
+        features[IMAGE_PREFIX + role] = Feature.image(height, width)
+    return features
 
 
 def features_to_json(features: Mapping[str, Feature]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class NonFinite:
     rows: tuple[int, ...]  # frame numbers within the episode
 
     def describe(self, limit: int = 3) -> str:
+        """'action episode 4 rows 10, 11, 12 (+5 more)': at most `limit` rows named."""
         shown = ", ".join(str(r) for r in self.rows[:limit])
         more = f" (+{len(self.rows) - limit} more)" if len(self.rows) > limit else ""
         return f"{self.feature} episode {self.episode} row{'s' if len(self.rows) > 1 else ''} {shown}{more}"

@@ -20,6 +20,7 @@ def ranges_of(mask: np.ndarray) -> RowRanges:
 
 
 def count_rows(ranges: Sequence[Sequence[int]]) -> int:
+    """Rows covered by [start, stop) ranges (assumed disjoint, as `ranges_of` makes them)."""
     return sum(stop - start for start, stop in ranges)
 
 

@@ -113,12 +113,21 @@ class EpisodeInfo:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EpisodeInfo:
+        """From episodes/<i>.json; keys this version does not know are ignored, so a store
+        written by a newer version still reads (TypeError when a required key is missing)."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
 class StoreSettings:
+    """How a store writes, fixed at creation and kept in its header.
+
+    `image_codec` is one of codecs.IMAGE_CODECS and `image_quality` its 0-100 quality
+    (jpeg/jpegxl only); `numeric_chunk_rows` is the chunk length along time (rows) of
+    every numeric array. An unknown codec name raises StoreError at `EpisodeStore.create`.
+    """
+
     image_codec: str = "jpeg"
     image_quality: int = 90
     numeric_chunk_rows: int = 1024
@@ -159,7 +168,14 @@ def _read_json(path: Path) -> Any:
 
 
 class EpisodeStore:
-    """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`."""
+    """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`.
+
+    Rows are frames: `read(key, start, stop)` returns [stop - start, *feature.shape] (stop
+    clipped to `num_frames`), and
+    episode i is rows `episode_range(i)`. A store opened with mode "a" holds an exclusive
+    `flock` on it until `close()` (one writer per store, any number of readers). Errors are
+    StoreError with a one-line message naming the store and, for damage, what is wrong.
+    """
 
     def __init__(self, path: Path, group: Any, writable: bool, lock_fd: int | None) -> None:
         self.path = path
@@ -379,6 +395,7 @@ class EpisodeStore:
         (self.path / EPISODES_DIR / f"{len(self)}.json").unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Discard an episode still being written (never committed), release the write lock."""
         if self._writer is not None and self._writer.is_open:
             self._writer.discard()
         _unlock(self._lock_fd, clean=True)
@@ -397,6 +414,7 @@ class EpisodeStore:
 
     @property
     def num_frames(self) -> int:
+        """Committed frames (rows) over all episodes; a tail in flight is not counted."""
         return self._frames
 
     @property
@@ -410,6 +428,10 @@ class EpisodeStore:
 
     @property
     def episode_ends(self) -> np.ndarray:
+        """[E] int64 cumulative row ends of the committed episodes (a copy: safe to modify).
+
+        Raises StoreError when meta/episode_ends disagrees with the commit record.
+        """
         return self._ends.copy()
 
     @property
@@ -424,6 +446,11 @@ class EpisodeStore:
         return self._ends_loaded
 
     def episode(self, index: int) -> EpisodeInfo:
+        """Episode `index`'s metadata (negative counts from the end), cached after first read.
+
+        Raises StoreError for an index out of range, or when episodes/<i>.json is unreadable
+        or disagrees with meta/episode_ends.
+        """
         index = self._check_index(index)
         info = self._infos.get(index)
         if info is None:
@@ -448,6 +475,7 @@ class EpisodeStore:
         return info
 
     def episode_range(self, index: int) -> tuple[int, int]:
+        """Episode `index`'s rows as [start, stop); StoreError for an index out of range."""
         index = self._check_index(index)
         start = int(self._ends[index - 1]) if index > 0 else 0
         return start, int(self._ends[index])
@@ -460,6 +488,8 @@ class EpisodeStore:
         return np.asarray(self._array(f"data/{key}")[start:stop])
 
     def read_episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Episode `index`'s rows of `keys` (default: every array, timestamps included):
+        {key: [T, *shape]} with T its length. Images are decoded, so this can be large."""
         start, stop = self.episode_range(index)
         return {key: self.read(key, start, stop) for key in (keys or self._array_names())}
 
@@ -487,6 +517,7 @@ class EpisodeStore:
         return json.loads((self.path / "data" / key / ".zarray").read_text())
 
     def nbytes_on_disk(self) -> int:
+        """Bytes of every file under the store's folder (an uncommitted tail included)."""
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
     # --- writing -----------------------------------------------------------------------

@@ -59,6 +59,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """No problems (warnings, notes and non-finite rows do not count)."""
         return not self.problems
 
 

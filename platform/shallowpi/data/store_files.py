@@ -46,6 +46,7 @@ class Tail:
 
     @property
     def frames(self) -> int:
+        """Frames of the uncommitted episode: the most rows any array has past the end."""
         return max(self.rows.values(), default=0)
 
     @property

@@ -34,6 +34,7 @@ class StoreSummary:
     allow_mixed_calibration: bool = False  # set by --allow-mixed-calibration, never unset
 
     def with_episode(self, info: EpisodeInfo) -> StoreSummary:
+        """A new summary that includes `info` (empty calibration ids and robots are skipped)."""
         return dataclasses.replace(
             self,
             fps=tuple(sorted({*self.fps, float(info.fps)})),

@@ -19,6 +19,8 @@ from shallowpi.errors import StoreError
 
 @dataclass(frozen=True)
 class Window:
+    """One training sample's rows: the observation at `row`, actions at `action_rows` [H]."""
+
     episode: int  # episode index in the store
     row: int  # the observation's row in data/*
     frame: int  # the observation's frame number within its episode
@@ -27,7 +29,13 @@ class Window:
 
 
 class ChunkWindows:
-    """Every frame of the chosen episodes starts one window of `chunk_len` actions."""
+    """Every frame of the chosen episodes starts one window of `chunk_len` actions.
+
+    `episode_ends` is meta/episode_ends ([E] cumulative row ends). A chunk that runs past
+    its episode repeats the last row and marks the rest in `is_pad` (as lerobot's
+    `action_is_pad`), so every frame is a sample. Raises StoreError for
+    `chunk_len < 1` or an episode index out of range; `windows[i]` raises IndexError.
+    """
 
     def __init__(
         self,

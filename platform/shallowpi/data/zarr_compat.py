@@ -23,6 +23,7 @@ if ZARR_MAJOR >= 3:
 
 
 def open_group(path: Path, mode: str) -> Any:
+    """The zarr group at `path`, in zarr format 2 whichever zarr-python is installed."""
     if ZARR_MAJOR >= 3:
         return zarr.open_group(str(path), mode=mode, zarr_format=2)
     return zarr.open_group(str(path), mode=mode)
@@ -30,6 +31,8 @@ def open_group(path: Path, mode: str) -> Any:
 
 def create_array(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
                  dtype: str, compressor: Any) -> Any:
+    """A zarr format 2 array with one numcodecs `compressor` (None: raw), fill value 0
+    and '.'-separated chunk keys (`data/<key>/0.0.0`), the layout both versions read."""
     if ZARR_MAJOR >= 3:
         return group.create_array(
             name, shape=shape, chunks=chunks, dtype=dtype, compressors=compressor,

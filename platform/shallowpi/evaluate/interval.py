@@ -14,7 +14,11 @@ Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """(low, high) of the 95 % Wilson score interval of successes/n, as fractions in [0, 1].
-    n = 0 gives (0, 1): nothing is known. Raises ValueError for counts outside 0..n."""
+    n = 0 gives (0, 1): nothing is known. Raises ValueError for counts outside 0..n.
+
+    `z` is the normal quantile (Z95 for 95 %). Source: E. B. Wilson, "Probable inference,
+    the law of succession, and statistical inference", JASA 22 (1927), 209-212.
+    """
     if n < 0 or not 0 <= successes <= max(n, 0):
         raise ValueError(f"successes must be in 0..n, got {successes}/{n}")
     if n == 0:

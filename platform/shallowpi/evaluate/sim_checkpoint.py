@@ -37,6 +37,8 @@ from shallowpi.robots.sim.twin import SimError, TwinSpec
 
 @dataclass
 class SimTarget:
+    """What `sim_target` decided to evaluate a checkpoint on, and where each answer came from."""
+
     robot: str
     tasks: list[Task]  # evaluated in this order, one report each
     size: tuple[int, int] | None  # render width, height; None: the config's record.sim_size
@@ -62,6 +64,10 @@ class StoreFacts:
 
     @classmethod
     def read(cls, path: Path) -> StoreFacts:
+        """Open the store read-only and collect its facts (reads every episode's metadata).
+
+        Raises StoreError when the store cannot be opened or is damaged.
+        """
         from shallowpi.data.features import FeatureKind
         from shallowpi.data.store import EpisodeStore
 
@@ -171,6 +177,7 @@ class CheckpointPolicy:
         return self.policy.cfg.chunk_len
 
     def reset(self, seed: int) -> None:
+        """Reseed the noise chunks are sampled from: one seed, one sequence of noises."""
         self._noise = torch.Generator().manual_seed(seed)
 
     def model_observation(self, observation: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,12 @@ chunking), so this measures what the robot runs. `delay_ticks` simulates inferen
 latency: a chunk asked for at tick n is used from tick n + delay_ticks on, the robot
 running the chunk before meanwhile (or holding, with none).
 
-Success is the task's own detector, judged at the episode's last tick exactly as for the
-scripted expert (`run_expert_episode`). An episode runs to the task's time limit, or ends
-early once the detector has said "success" continuously for `stop_after_success_s`: a
-success that holds that long is the one the end-of-episode judge would see had the policy
-stood still, and it saves simulating (and rendering) the rest.
+Episodes run through the same runner as the scripted expert's (robots/sim/episode.py):
+success is the task's own detector, judged at the episode's last tick. An episode runs to
+the task's time limit, or ends early once the detector has said "success" continuously
+for `stop_after_success_s`: a success that holds that long is the one the end-of-episode
+judge would see had the policy stood still, and it saves simulating (and rendering) the
+rest.
 
 The robot is the twin in-process (`--sim direct`, robots/sim/direct.py) or behind the
 emulated servo chains and software RealSenses (`--sim stack`, robots/sim/stack.py): the
@@ -28,9 +29,10 @@ Language: in a robot's scenes the objects of its other tasks are present too, so
 episode also asks the other tasks' detectors whether the policy did one of them instead
 of the task it was told (`other_tasks`); the report counts those per instruction.
 
-The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys plus
-`task`, the instruction text) to a [C, A] array of joint goals in robot units, the first of
-which is sent next. `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
+The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot keys, made
+by robots/observation.py's `lerobot_row`, plus `task`, the instruction text) to a [C, A]
+array of joint goals in robot units, the first of which is sent next.
+`evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
 wrap the scripted expert. Nothing here imports torch.
 """
 
@@ -47,7 +49,9 @@ import numpy as np
 from shallowpi.errors import ConfigError
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
-from shallowpi.robots.sim.direct import EpisodeResult
+from shallowpi.robots.observation import Observation, lerobot_row
+from shallowpi.robots.sim.episode import EVAL_SEEDS, Episode, EpisodeResult, EpisodeRules
+from shallowpi.robots.sim.episode import SimRobot as EpisodeRobot
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError, SimTwin
 from shallowpi.train.progress import ProgressBar
@@ -56,37 +60,41 @@ log = logging.getLogger(__name__)
 
 
 class ChunkPolicy(Protocol):
+    """What the loop evaluates: observation -> [C, A] joint goals (robot units), C >= 1."""
+
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observation (unbatched, lerobot keys + `task`) -> [C, A] joint goals, next first."""
         ...
 
 
-class SimRobot(Protocol):
-    """What the loop needs of a robot: DirectSimRobot or StackSimRobot."""
+class SimRobot(EpisodeRobot, Protocol):
+    """What the loop needs of a robot: DirectSimRobot or StackSimRobot (an episode's
+    robot, robots/sim/episode.py, with its camera roles)."""
 
-    twin: SimTwin | None
     cameras: Any  # camera roles, in order (a sequence, or a dict keyed by role)
-
-    def reset(self, seed: int | None = None, task: Task | None = None) -> None: ...
-
-    def observe(self) -> dict[str, Any]: ...
-
-    def act(self, action: np.ndarray) -> np.ndarray: ...
 
 
 @runtime_checkable
 class EpisodeAware(Protocol):
     """A policy that wants to know when an episode starts (noise seed, internal state)."""
 
-    def reset(self, seed: int) -> None: ...
+    def reset(self, seed: int) -> None:
+        """Called before each episode with its scene seed, before the first observation."""
+        ...
 
 
 @dataclass
 class SimEvalConfig:
+    """How many episodes, from which seeds, and how actions are chosen and delayed.
+
+    Times in seconds of simulated time. Raises ConfigError for `episodes < 1`,
+    `delay_ticks < 0` or a non-positive `max_seconds`.
+    """
+
     episodes: int = 10
-    # Seeds seed_start .. seed_start + episodes - 1. `platform record` uses 0, 1, ...; the
-    # default keeps evaluation scenes apart from the training scenes.
-    seed_start: int = 1000
+    # Seeds seed_start .. seed_start + episodes - 1. The default is the first held-out
+    # scene (robots/sim/episode.py's EVAL_SEEDS), which `platform record` never uses.
+    seed_start: int = EVAL_SEEDS.start
     # Replan every K (None: half the chunk), ensemble or rtc: policy/action_selection.py.
     selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
     delay_ticks: int = 0  # simulated inference latency, in control periods
@@ -108,6 +116,9 @@ class SimEvalConfig:
 
 @dataclass
 class PolicyEpisode(EpisodeResult):
+    """One closed-loop episode's result: `replans` counts policy calls (chunks asked for),
+    `inference_ms_p50` the median wall time of one call, ms."""
+
     replans: int = 0
     holds: int = 0  # ticks with no action to run (the first chunk still computing, a late one)
     inference_ms_p50: float = 0.0
@@ -124,72 +135,72 @@ def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.nd
     return chunk
 
 
+class PolicyAgent:
+    """A `ChunkPolicy` behind the executor's action selection, as an episode `Agent`
+    (robots/sim/episode.py): a chunk asked for at tick n is used from tick n + delay_ticks."""
+
+    def __init__(self, policy: ChunkPolicy, cfg: SimEvalConfig) -> None:
+        self.policy, self.cfg = policy, cfg
+        self.finished = False  # a policy has no plan that ends
+        self.inference: list[float] = []
+        self.holds = 0
+
+    def begin(self, robot: SimRobot, task: Task, seed: int) -> None:
+        if isinstance(self.policy, EpisodeAware):
+            self.policy.reset(seed)
+        self.task, self.joints = task, len(robot.spec.joints)
+        self.selector = ActionSelector(self.cfg.selection)
+        self.arriving: tuple[Any, np.ndarray, int] | None = None  # (request, chunk, the tick it arrives)
+        self.tick = 0
+        self.inference, self.holds = [], 0
+
+    def next_goal(self, observe: Callable[[], Observation]) -> np.ndarray | None:
+        selector, delay = self.selector, self.cfg.delay_ticks
+        if self.arriving is not None and self.tick >= self.arriving[2]:
+            selector.deliver(self.arriving[0], self.arriving[1])
+            self.arriving = None
+        if selector.wants_chunk():
+            request = selector.request()
+            inputs = {**lerobot_row(observe()).values, "task": self.task.instruction}
+            t0 = time.perf_counter()
+            chunk = _chunk_of(self.policy, inputs, self.joints)
+            self.inference.append(time.perf_counter() - t0)
+            if delay == 0:
+                selector.deliver(request, chunk)
+            else:
+                self.arriving = (request, chunk, self.tick + delay)
+        self.tick += 1
+        action = selector.next_action()
+        self.holds += action is None
+        return action
+
+
 def run_policy_episode(
     robot: SimRobot,
     task: Task,
     policy: ChunkPolicy,
     seed: int,
     cfg: SimEvalConfig,
-    watch: Callable[[Mapping[str, Any]], None] | None = None,
+    watch: Callable[[Observation], None] | None = None,
     on_step: Callable[[], None] | None = None,
     others: Sequence[Task] = (),
 ) -> PolicyEpisode:
-    """One closed-loop episode. `watch` sees an observation after every tick (so the
-    twin renders every tick: only for videos); `on_step` is told of every tick; `others`
-    (the robot's other tasks) are judged on the scene at the end."""
-    robot.reset(seed, task)
-    if isinstance(policy, EpisodeAware):
-        policy.reset(seed)
-    twin = robot.twin
-    assert twin is not None  # reset() connected it
-    fps = twin.spec.fps
-    seconds = task.seconds if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
-    limit = int(seconds * fps)  # as run_expert_episode counts it
-    hold = None if cfg.stop_after_success_s is None else max(1, round(cfg.stop_after_success_s * fps))
-    joints = len(twin.spec.joints)
-    start = time.perf_counter()
-    inference: list[float] = []
-    steps = held = holds = 0
-    obs: Mapping[str, Any] | None = None
-    ended = "time limit"
-    selector = ActionSelector(cfg.selection)
-    arriving = None  # (request, chunk, the tick it arrives)
-    goal = twin.joint_positions()  # what holding position sends until a chunk has run
-    while steps < limit and ended == "time limit":
-        if arriving is not None and steps >= arriving[2]:
-            selector.deliver(arriving[0], arriving[1])
-            arriving = None
-        if selector.wants_chunk():
-            request = selector.request()
-            if obs is None:
-                obs = robot.observe()
-            t0 = time.perf_counter()
-            chunk = _chunk_of(policy, {**obs, "task": task.instruction}, joints)
-            inference.append(time.perf_counter() - t0)
-            if cfg.delay_ticks == 0:
-                selector.deliver(request, chunk)
-            else:
-                arriving = (request, chunk, steps + cfg.delay_ticks)
-        action = selector.next_action()
-        holds += action is None
-        goal = robot.act(goal if action is None else action)
-        steps += 1
-        obs = robot.observe() if watch is not None else None
-        if watch is not None:
-            watch(obs)
-        if on_step is not None:
-            on_step()
-        if hold is not None:
-            held = held + 1 if task.success(twin) else 0
-            if held >= hold:
-                ended = "success held"
+    """One closed-loop episode through the episode runner (robots/sim/episode.py).
+    `watch` sees an observation after every tick (so the twin renders every tick: only
+    for videos); `on_step` is told of every tick; `others` (the robot's other tasks) are
+    judged on the scene at the end."""
+    agent = PolicyAgent(policy, cfg)
+    seconds = None if cfg.max_seconds is None else min(task.seconds, cfg.max_seconds)
+    rules = EpisodeRules(seconds=seconds, stop_after_success_s=cfg.stop_after_success_s)
+    episode = Episode.start(robot, task, agent, seed, rules)
+    result = episode.run(watch=watch, on_step=on_step)
     return PolicyEpisode(
-        seed, task.success(twin), steps, twin.time, time.perf_counter() - start,
-        replans=len(inference),
-        holds=holds,
-        inference_ms_p50=1e3 * float(np.median(inference)) if inference else 0.0,
-        ended=ended,
-        other_tasks={other.name: _judge_other(other, task, twin) for other in others},
+        **asdict(result),
+        replans=len(agent.inference),
+        holds=agent.holds,
+        inference_ms_p50=1e3 * float(np.median(agent.inference)) if agent.inference else 0.0,
+        ended=episode.ended or "time limit",
+        other_tasks={other.name: _judge_other(other, task, robot.twin) for other in others},
     )
 
 
@@ -202,6 +213,13 @@ def _judge_other(other: Task, told: Task, twin: SimTwin) -> bool:
 
 @dataclass
 class SimEvalReport:
+    """Every episode of one evaluation, with its success rate and 95 % Wilson interval.
+
+    `to_dict()` is one task's entry in what `platform eval --sim --json` writes (the
+    caller's `context` first);
+    `table()` is the text printed for people.
+    """
+
     robot: str
     task: str
     instruction: str
@@ -220,6 +238,7 @@ class SimEvalReport:
 
     @property
     def success_rate(self) -> float:
+        """Fraction of episodes the task's detector judged successful (0 with no episodes)."""
         return self.successes / max(len(self.episodes), 1)
 
     @property
@@ -279,9 +298,13 @@ class SimEvalReport:
 class View(Protocol):
     """Something that looks at an episode: robots/sim/views.py's VideoWriter, StripWriter."""
 
-    def add(self, images: Sequence[np.ndarray]) -> None: ...
+    def add(self, images: Sequence[np.ndarray]) -> None:
+        """One tick's camera frames, uint8 [H, W, 3] each, in the robot's camera-role order."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """The episode is over (called even when it raised): finish and release files."""
+        ...
 
 
 def evaluate_in_sim(
@@ -295,7 +318,11 @@ def evaluate_in_sim(
 ) -> SimEvalReport:
     """`cfg.episodes` episodes on a connected robot; `views(seed)` gives each episode's
     viewers (a video, a filmstrip), fed every tick's camera images in role order;
-    `others` are the robot's other tasks, judged at the end of each episode."""
+    `others` are the robot's other tasks, judged at the end of each episode.
+
+    Raises SimError when the robot is not connected or the policy's chunk has the wrong
+    shape. `progress` draws a progress bar on stderr, counted in ticks.
+    """
     started = time.perf_counter()
     if robot.twin is None:
         raise SimError("the sim robot is not connected; connect() it (or use it as a context manager)")
@@ -305,12 +332,11 @@ def evaluate_in_sim(
     bar = ProgressBar("sim eval", len(cfg.seeds) * int(seconds * fps), enabled=progress)
     episodes: list[PolicyEpisode] = []
     try:
-        keys = [f"observation.images.{role}" for role in robot.cameras]
         for seed in cfg.seeds:
             looking = views(seed) if views is not None else []
 
-            def watch(obs: Mapping[str, Any], looking: list[View] = looking) -> None:
-                images = [obs[k] for k in keys]
+            def watch(obs: Observation, looking: list[View] = looking) -> None:
+                images = [obs.frames[role].image for role in robot.cameras]
                 for view in looking:
                     view.add(images)
 

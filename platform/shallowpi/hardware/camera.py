@@ -54,20 +54,36 @@ class Frame:
 
 @runtime_checkable
 class Camera(Protocol):
+    """What the control loop needs of a camera; `ThreadedCamera` is the implementation."""
+
     name: str
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Open the device and start reading; CameraError if it cannot be opened."""
+        ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop reading and release the device; the latest frame is forgotten."""
+        ...
 
     @property
-    def is_running(self) -> bool: ...
+    def is_running(self) -> bool:
+        """True between a successful `start()` and `stop()`."""
+        ...
 
-    def latest(self, max_age_s: float | None = None, newer_than: int | None = None) -> Frame: ...
+    def latest(self, max_age_s: float | None = None, newer_than: int | None = None) -> Frame:
+        """The newest frame, at most `max_age_s` old and with `sequence > newer_than`.
+
+        Raises CameraError when not started, CameraTimeout when no such frame arrives
+        within the camera's timeout.
+        """
+        ...
 
 
 @dataclass
 class CameraStats:
+    """Counters kept by the reader thread since construction (not reset by stop/start)."""
+
     frames: int = 0
     dropped: int = 0  # gaps in the device's frame counter
     reopens: int = 0
@@ -81,6 +97,11 @@ class ThreadedCamera:
     `_read(timeout_s)` returns a Frame or None (nothing yet). After `max_failures`
     consecutive failed reads the device is closed and opened again (an unplugged USB
     camera comes back this way); `latest()` keeps raising a timeout meanwhile.
+
+    Threads: `latest()` may be called from any thread (a lock and a condition guard the
+    frame); `start()`/`stop()` belong to one owner. The reader thread is a daemon. Any
+    exception a driver's `_read` raises is counted in `stats.read_errors`, kept for the
+    next timeout's message, and treated as a failed read.
     """
 
     name: str
@@ -114,6 +135,11 @@ class ThreadedCamera:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        """Open the device, read and drop `warmup_frames`, then start the reader thread.
+
+        A no-op when running. Raises the driver's CameraError when the device cannot be
+        opened, CameraTimeout when a warm-up frame does not come within `timeout_s`.
+        """
         if self.is_running:
             return
         self._open()
@@ -123,6 +149,7 @@ class ThreadedCamera:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the thread (waits up to `timeout_s + 1` s), close the device, drop the frame."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.timeout_s + 1.0)
@@ -143,7 +170,11 @@ class ThreadedCamera:
     def latest(self, max_age_s: float | None = None, newer_than: int | None = None) -> Frame:
         """The newest frame; waits up to `timeout_s` for one younger than `max_age_s` and
         with a sequence number above `newer_than` (pass the last one used to never see a
-        frame twice)."""
+        frame twice).
+
+        Raises CameraError when not started; CameraTimeout, naming the camera and the
+        frame's age, when no frame fits by the deadline. Thread-safe.
+        """
         if not self.is_running:
             raise CameraError(f"camera '{self.name}' is not started; call start() first")
         deadline = time.monotonic() + self.timeout_s

@@ -23,6 +23,11 @@ from shallowpi.hardware.camera import CameraError, Frame, ThreadedCamera
 
 @dataclass
 class OpenCVConfig:
+    """One UVC camera or video file; sizes in pixels, `timeout_s` in seconds.
+
+    Raises CameraError when width, height or fps is not positive.
+    """
+
     name: str
     source: str  # index ("0"), /dev/videoN, or a video file
     width: int = 640
@@ -39,6 +44,12 @@ class OpenCVConfig:
 
 
 class OpenCVCamera(ThreadedCamera):
+    """A `ThreadedCamera` over cv2.VideoCapture; frames are uint8 [H, W, 3] RGB, no depth.
+
+    Opening raises CameraError when OpenCV is missing, the source cannot be opened, or a
+    device does not deliver the configured width x height (a file's size must match too).
+    """
+
     def __init__(self, config: OpenCVConfig):
         super().__init__(
             name=config.name,

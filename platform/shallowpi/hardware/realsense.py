@@ -28,6 +28,7 @@ from shallowpi.hardware.camera import CameraError, Frame, ThreadedCamera
 
 
 def import_rs() -> Any:
+    """The pyrealsense2 module, or CameraError saying what to install (libusb or the extra)."""
     try:
         import pyrealsense2 as rs
     except ImportError as exc:
@@ -45,6 +46,11 @@ def import_rs() -> Any:
 
 @dataclass
 class RealSenseConfig:
+    """One RealSense by serial number; color (and depth) at width x height px and fps Hz.
+
+    Raises CameraError for an empty serial or a non-positive width, height or fps.
+    """
+
     name: str  # camera role, e.g. "head"
     serial: str
     width: int = 640
@@ -120,6 +126,15 @@ def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str]) -
 
 
 class RealSenseCamera(ThreadedCamera):
+    """A `ThreadedCamera` on a RealSense (USB or `rs.software_device`, via `open_device`).
+
+    Frames: image uint8 [H, W, 3] RGB; with `depth`, uint16 [H, W] in units of the depth
+    sensor's scale (m), aligned to color when `align_depth`; `capture_time_s` is the color
+    frame's device timestamp (ms -> s), `sequence` its frame counter. Opening raises
+    CameraError when the serial is not found (via `find_usb_device`), the device lacks the
+    configured stream, or a sensor cannot start (e.g. another process holds it).
+    """
+
     def __init__(self, config: RealSenseConfig, open_device: DeviceOpener = find_usb_device):
         super().__init__(
             name=config.name,

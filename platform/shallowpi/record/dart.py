@@ -22,15 +22,16 @@ the clean goal clamped to the joint limits, which the session records as the act
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from shallowpi.errors import ConfigError
+from shallowpi.robots.observation import Observation
 
 
 class SimRobot(Protocol):
-    def observe(self) -> dict[str, Any]: ...
+    def observe(self) -> Observation: ...
     def act(self, action: np.ndarray) -> np.ndarray: ...
     def hold(self) -> np.ndarray: ...
     def torque_off(self) -> None: ...
@@ -81,7 +82,7 @@ class NoisyExecution:
         """A fresh noise stream for an episode (call with the episode's scene seed)."""
         self.noise.reset(seed)
 
-    def observe(self) -> dict[str, Any]:
+    def observe(self) -> Observation:
         return self.robot.observe()
 
     def act(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:

@@ -11,6 +11,7 @@ Three rigs, one loop:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from shallowpi.data.features import Feature
+from shallowpi.data.features import Feature, robot_features
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import SimulatedClock, TickClock
 
@@ -48,17 +49,6 @@ class Rig:
         self._closers.clear()
 
 
-def record_features(joint_names: list[str], cameras: dict[str, tuple[int, int]]) -> dict[str, Feature]:
-    """What a recording stores: state, action (both per joint) and each camera's frames."""
-    features = {
-        "observation.state": Feature.vector(joint_names),
-        "action": Feature.vector(joint_names),
-    }
-    for role, (height, width) in cameras.items():
-        features[f"observation.images.{role}"] = Feature.image(height, width)
-    return features
-
-
 def build_rig(cfg: DictConfig, sim: str | None, task: str, seed: int = 0,
               size: tuple[int, int] | None = None, realtime: bool = False) -> Rig:
     if sim == "direct":
@@ -69,59 +59,67 @@ def build_rig(cfg: DictConfig, sim: str | None, task: str, seed: int = 0,
 
 
 class ExpertScene:
-    """The twin's task around a scripted expert: reset per episode from `seed + episode`
-    (a re-recorded episode gets its scene again), success judged by the task, done when the
-    expert's plan ends (plus a short settle). The seed goes into the episode's metadata."""
+    """The twin's task around a scripted expert, one `Episode` (robots/sim/episode.py) per
+    recorded episode: reset from `seed + episode` (a re-recorded episode gets its scene
+    again), done when the expert's plan ends (plus a short settle), success judged by the
+    task. The recorder's loop owns the ticks and the episode length. The seed goes into
+    the episode's metadata."""
 
-    def __init__(self, robot: Any, task: Any, seed: int, fps: float, settle_s: float = 0.5,
-                 noise: Any = None) -> None:
+    def __init__(self, robot: Any, task: Any, seed: int, settle_s: float = 0.5, noise: Any = None) -> None:
+        from shallowpi.robots.sim.episode import EpisodeRules
+
         self.robot, self.task, self.seed = robot, task, seed
         self.noise = noise  # a NoisyExecution (record/dart.py) around the robot, or None
-        self._settle_ticks = int(settle_s * fps)
-        self.expert: Any = None
-        self._left = self._settle_ticks
-        self._episode_seed: int | None = None
+        self.rules = EpisodeRules(seconds=math.inf, settle_s=settle_s)  # the recorder ends episodes
+        self.episode: Any = None
 
     def reset(self, episode: int) -> None:
-        from shallowpi.teleop.scripted import make_expert
+        from shallowpi.robots.sim.episode import Episode, ScriptedAgent
 
-        self._episode_seed = self.seed + episode
-        self.robot.reset(self._episode_seed, self.task)
+        self.episode = Episode.start(self.robot, self.task, ScriptedAgent(), self.seed + episode, self.rules)
         if self.noise is not None:
-            self.noise.reset_noise(self._episode_seed)
-        self.expert = make_expert(self.robot.twin, self.task)
-        self._left = self._settle_ticks
+            self.noise.reset_noise(self.episode.seed)
 
     def read(self) -> np.ndarray:
         """The teleoperator's side: the expert's next goal (holds still before a reset)."""
-        if self.expert is None:
+        if self.episode is None:
             return self.robot.twin.joint_goals()
-        action = self.expert.read()
-        if self.expert.done:
-            self._left -= 1
-        return action
+        return self.episode.next_goal(self.robot.observe)
 
     def done(self) -> bool:
-        return self.expert is not None and self.expert.done and self._left <= 0
+        return self.episode is not None and self.episode.over()
 
     def success(self) -> bool:
         return bool(self.task.success(self.robot.twin))
 
     def metadata(self) -> dict[str, Any]:
-        return {"seed": self._episode_seed}
+        return {"seed": None if self.episode is None else self.episode.seed}
 
 
 def first_seed(store: Any, requested: int | None, episodes: int) -> int:
     """Seed of a simulated session's first episode, so that no two episodes of `store` share
-    a scene: `requested` if given, else one past the largest seed in the store (episodes
-    stored without a seed count as seeds 0..n-1, the default of the recorder that wrote
-    them). Raises `PlatformError` when a requested range repeats a seed already stored."""
+    a scene and none is one of `eval --sim`'s held-out scenes (`EVAL_SEEDS`,
+    robots/sim/episode.py): `requested` if given, else one past the largest seed in the
+    store (episodes stored without a seed count as seeds 0..n-1, the default of the
+    recorder that wrote them), moved past the held-out range when the session would reach
+    into it. Raises `PlatformError` when a requested range repeats a stored seed or
+    reaches into the held-out range."""
+    from shallowpi.robots.sim.episode import EVAL_SEEDS
+
     stored = store.episodes
     used = {int(e.extra["seed"]) for e in stored if e.extra.get("seed") is not None}
     unseeded = sum(1 for e in stored if e.extra.get("seed") is None)
     following = max([s + 1 for s in used] + [unseeded])
+    if _reaches(following, episodes, EVAL_SEEDS):
+        log.info("seeds %d..%d are eval --sim's held-out scenes: this session records from seed %d",
+                 EVAL_SEEDS.start, EVAL_SEEDS.stop - 1, EVAL_SEEDS.stop)
+        following = max(following, EVAL_SEEDS.stop)
     if requested is None:
         return following
+    if _reaches(requested, episodes, EVAL_SEEDS):
+        raise PlatformError(f"--seed {requested} with {episodes} episode(s) reaches seeds {EVAL_SEEDS.start}.."
+                            f"{EVAL_SEEDS.stop - 1}, eval --sim's held-out scenes; drop --seed to continue "
+                            f"from seed {following}")
     repeated = sorted(used & set(range(requested, requested + episodes)))
     if repeated:
         shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
@@ -130,24 +128,31 @@ def first_seed(store: Any, requested: int | None, episodes: int) -> int:
     return requested
 
 
+def _reaches(first: int, episodes: int, seeds: range) -> bool:
+    """Whether seeds first .. first + episodes - 1 include any of `seeds`."""
+    return first < seeds.stop and first + episodes > seeds.start
+
+
 def _sim_task_and_spec(cfg: DictConfig, task_name: str, size: tuple[int, int] | None) -> tuple[Any, Any]:
+    """The task and the twin's spec, built from the robot's own (checked) `RobotSpec`."""
     from shallowpi.robots.sim.tasks import get_task, make_tasks
     from shallowpi.robots.sim.twin import TwinSpec
+    from shallowpi.robots.spec import RobotSpec
 
     robot_name = cfg.robot.name
     tasks = make_tasks(robot_name)
     by_text = {t.instruction: name for name, t in tasks.items()}
     task = get_task(robot_name, by_text.get(task_name, task_name))
     width, height = size or (None, None)
-    return task, TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+    return task, TwinSpec.from_robot(RobotSpec.from_config(cfg.robot), render_width=width, render_height=height)
 
 
 def _sim_rig(cfg: DictConfig, robot: Any, task: Any, spec: Any, seed: int, realtime: bool,
              cameras: dict[str, Any] | None = None) -> Rig:
     noise = _dart_noise(cfg, robot, spec)
-    scene = ExpertScene(robot, task, seed, spec.fps, noise=noise)
+    scene = ExpertScene(robot, task, seed, noise=noise)
     shapes = {role: (spec.render_height, spec.render_width) for role in spec.cameras}
-    rig = Rig(robot=noise or robot, teleop=scene, features=record_features(spec.joint_names, shapes),
+    rig = Rig(robot=noise or robot, teleop=scene, features=robot_features(spec.joint_names, shapes),
               joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
               task_text=task.instruction, calibration_id=f"sim-{cfg.robot.name}", scene=scene,
               cameras=cameras or {},
@@ -208,8 +213,8 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
     teleop = LeaderFollower(spec, calibration)
     rig = Rig(robot=robot, teleop=teleop,
-              features=record_features(list(spec.joint_names),
-                                       {c.role: (c.height, c.width) for c in spec.cameras if c.role in cameras}),
+              features=robot_features(spec.joint_names,
+                                      {role: hw for role, hw in spec.camera_shapes().items() if role in cameras}),
               joint_names=list(spec.joint_names), clock=TickClock(spec.fps), task_text=task,
               calibration_id=calibration_id(spec.name), cameras=cameras,
               joint_limits=([j.lower for j in spec.joints], [j.upper for j in spec.joints]))

@@ -26,12 +26,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shallowpi.data.features import ACTION_KEY
 from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import TickClock
 from shallowpi.record.disk import DiskBudget
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.base import Robot
+from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import (
     CameraStatus,
@@ -328,19 +330,10 @@ class RecordingSession:
         self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
         self.status.episode_time_s = 0.0
 
-    def _record_frame(self, observation: Mapping[str, Any], sent: np.ndarray, t: float) -> None:
-        values: dict[str, np.ndarray] = {"observation.state": observation["observation.state"],
-                                         "action": np.asarray(sent, np.float32)}
-        captured: dict[str, float] = {}
-        wall = observation.get("timestamp")
-        for key, value in observation.items():
-            if key.startswith("observation.images.") and not key.endswith(".timestamp"):
-                values[key] = value
-                stamp = observation.get(key + ".timestamp")
-                if stamp is not None and wall is not None:
-                    # Capture time on the episode clock: the tick's time minus the frame's age.
-                    captured[key] = t - (float(wall) - float(stamp))
-        waited = self.writer.add_frame(values, t, captured)
+    def _record_frame(self, observation: Observation, sent: np.ndarray, t: float) -> None:
+        row = lerobot_row(observation, t)  # on the episode clock; each frame keeps its age
+        waited = self.writer.add_frame({**row.values, ACTION_KEY: np.asarray(sent, np.float32)},
+                                       row.timestamp, row.capture_times)
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
 
@@ -439,17 +432,16 @@ class RecordingSession:
     def _camera_drops(self) -> int:
         return sum(_dropped(c) for c in self.cameras.values())
 
-    def _camera_status(self, observation: Mapping[str, Any]) -> None:
+    def _camera_status(self, observation: Observation) -> None:
         """Per camera: measured frame rate (over ~1 s), drops, age of the frame used."""
         now = time.monotonic()
         if not self.cameras:
             # Frames rendered in-process (the twin): one per tick, never dropped or late.
             p50, _ = self.clock.percentiles_ms()
-            for key in observation:
-                if key.startswith("observation.images.") and not key.endswith(".timestamp"):
-                    role = key.removeprefix("observation.images.")
-                    self.status.cameras[role] = CameraStatus(fps=1e3 / p50 if p50 else 0.0)
+            for role in observation.frames:
+                self.status.cameras[role] = CameraStatus(fps=1e3 / p50 if p50 else 0.0)
             return
+        ages = observation.frame_ages_s()
         for role, camera in self.cameras.items():
             stats = getattr(camera, "stats", None)
             frames = int(getattr(stats, "frames", 0))
@@ -457,18 +449,16 @@ class RecordingSession:
             if now - last_time >= 1.0:
                 fps, last_frames, last_time = (frames - last_frames) / (now - last_time), frames, now
             self._camera_rates[role] = (last_frames, last_time, fps)
-            stamp = observation.get(f"observation.images.{role}.timestamp")
-            wall = observation.get("timestamp")
-            age_ms = (float(wall) - float(stamp)) * 1e3 if stamp is not None and wall is not None else 0.0
+            age_ms = ages.get(role, 0.0) * 1e3
             self.status.cameras[role] = CameraStatus(fps=fps, dropped=_dropped(camera), age_ms=age_ms)
 
-    def _update_status(self, state: RecorderState, action: Any, observation: Any) -> None:
+    def _update_status(self, state: RecorderState, action: Any, observation: Observation | None) -> None:
         status = self.status
         status.state = state
         # The take in flight, else the next one; once all are saved, the last one saved.
         status.episode = self._store_index - (1 if self._finished else 0)
         if observation is not None:
-            status.follower = [float(v) for v in observation["observation.state"]]
+            status.follower = [float(v) for v in observation.state]
         if action is not None:
             if isinstance(action, Mapping):
                 index = {n: i for i, n in enumerate(status.joint_names)}
@@ -500,9 +490,8 @@ class RecordingSession:
             for role, camera in status.cameras.items():
                 status.cameras[role] = CameraStatus(fps=0.0, dropped=camera.dropped, age_ms=0.0)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
-            for key, value in observation.items():
-                if key.startswith("observation.images.") and not key.endswith(".timestamp"):
-                    status.thumbnails[key.removeprefix("observation.images.")] = thumbnail_from_image(np.asarray(value))
+            for role, frame in observation.frames.items():
+                status.thumbnails[role] = thumbnail_from_image(frame.image)
         try:
             self._publish(status)
         except Exception:  # a dashboard problem must never stop the recording

@@ -1,7 +1,7 @@
 """`Robot`: the one contract every robot implements, hardware or twin.
 
     with robot:                        # connect(); disconnect() (torque off) however it ends
-        obs = robot.observe()          # joint state + camera frames, timestamped
+        obs = robot.observe()          # Observation: tick time, state [J], frames with capture times
         sent = robot.act(goal)         # clamped to limits and the velocity bound; what was sent
         robot.hold()                   # every goal := present position, confirmed
         robot.torque_off()             # every bus tried; raises naming those that failed
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.errors import PlatformError
+from shallowpi.robots.observation import Observation
 
 
 class RobotError(PlatformError):
@@ -65,9 +66,10 @@ class Robot(ABC):
         """Torque off (best effort, logged), then close every device; never raises."""
 
     @abstractmethod
-    def observe(self) -> dict[str, Any]:
-        """{"observation.state": float32[J], "observation.images.<role>": uint8[H, W, 3], ...,
-        "timestamp": s}; raises PlatformError on a bus, servo or camera fault."""
+    def observe(self) -> Observation:
+        """The tick's time, joint state float32[J] and each camera role's frame with its
+        capture time (robots/observation.py); raises PlatformError on a bus, servo or
+        camera fault."""
 
     @abstractmethod
     def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:

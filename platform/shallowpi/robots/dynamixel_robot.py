@@ -2,7 +2,7 @@
 
     robot = DynamixelRobot(RobotSpec.from_config(cfg.robot), load_calibration("arm"))
     with robot:                              # connect; torque off on the way out
-        obs = robot.observe()                # {"observation.state": float32[n], ...}
+        obs = robot.observe()                # Observation: obs.state float32[J], obs.frames
         sent = robot.act({"gripper": 0.5})   # clamped; returns the goal actually sent
         robot.hold()                         # goals := present position, read back
         robot.torque_off()                   # every bus tried; act() refuses until connect()
@@ -16,7 +16,7 @@ servos are checked for hardware errors once a second of ticks; a fault raises
 read back after a hold, and each torque-off write is acknowledged by its servo.
 
 Cameras are a hook: `cameras` maps a role (configs/robot/*.yaml `cameras:`) to any
-object with `latest()` returning a frame (an array, or an object with `.image`).
+object with `latest()` returning a frame (hardware/camera.py's `Frame`, or a bare image).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +33,7 @@ from shallowpi.hardware.dynamixel.bus import DynamixelBus, MotorBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import RobotCalibration
+from shallowpi.robots.observation import Frame, Observation
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,6 @@ log = logging.getLogger(__name__)
 
 class CameraSource(Protocol):
     def latest(self) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One recorded feature: dtype, shape and (for vectors) the name of each entry."""
-
-    dtype: str
-    shape: tuple[int, ...]
-    names: tuple[str, ...] | None = None
 
 
 BusFactory = Callable[[str, str, int, Mapping[int, Any]], MotorBus]
@@ -184,9 +175,10 @@ class DynamixelRobot(Robot):
 
     # -- the control loop --------------------------------------------------------------
 
-    def observe(self) -> dict[str, Any]:
-        """Joint state and camera frames: {"observation.state", "observation.images.<role>",
-        "observation.images.<role>.timestamp", "timestamp"}; times on `time.monotonic()`.
+    def observe(self) -> Observation:
+        """Joint state [J] and each camera's latest frame, on `time.monotonic()`: a frame's
+        time is when it reached the host (`Frame.host_time_s`), so its age is what the
+        loop really sees. A bare image from a plain source counts as captured now.
 
         A camera frame older than `camera_max_age_s` raises (a camera that stopped must end
         the episode, not repeat its last picture)."""
@@ -194,18 +186,18 @@ class DynamixelRobot(Robot):
         self._ticks += 1
         if self._ticks % self._fault_check_every == 0:
             self.check_faults()
-        obs: dict[str, Any] = {
-            "timestamp": time.monotonic(),
-            "observation.state": self._read_positions().astype(np.float32),
-        }
+        now = time.monotonic()
+        state = self._read_positions().astype(np.float32)
+        frames: dict[str, Frame] = {}
         for role, camera in self.cameras.items():
             try:
-                frame = camera.latest(max_age_s=self.camera_max_age_s)
+                got = camera.latest(max_age_s=self.camera_max_age_s)
             except TypeError:  # a plain source without staleness checks
-                frame = camera.latest()
-            obs[f"observation.images.{role}"] = getattr(frame, "image", frame)
-            obs[f"observation.images.{role}.timestamp"] = getattr(frame, "host_time_s", obs["timestamp"])
-        return obs
+                got = camera.latest()
+            depth = got.depth_m() if getattr(got, "depth", None) is not None else None
+            frames[role] = Frame(image=getattr(got, "image", got), time_s=float(getattr(got, "host_time_s", now)),
+                                 sequence=int(getattr(got, "sequence", self._ticks)), depth=depth)
+        return Observation(now, state, frames)
 
     def joint_positions(self) -> dict[str, float]:
         self._need_connection()
@@ -248,16 +240,6 @@ class DynamixelRobot(Robot):
             bus.raise_on_hardware_errors()
 
     # -- description -------------------------------------------------------------------
-
-    def features(self) -> dict[str, Feature]:
-        names = tuple(self.spec.joint_names)
-        out = {
-            "observation.state": Feature("float32", (len(names),), names),
-            "action": Feature("float32", (len(names),), names),
-        }
-        for cam in self.spec.cameras:
-            out[f"observation.images.{cam.role}"] = Feature("uint8", (cam.height, cam.width, 3))
-        return out
 
     def limits(self) -> dict[str, tuple[float, float, float]]:
         """joint -> (lower, upper, max velocity per second)."""

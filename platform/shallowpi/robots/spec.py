@@ -76,6 +76,11 @@ class RobotSpec:
     def joint_names(self) -> list[str]:
         return [j.name for j in self.joints]
 
+    def camera_shapes(self) -> dict[str, tuple[int, int]]:
+        """{role: (height, width)} of every camera, in config order (data/features.py's
+        `robot_features` takes it)."""
+        return {c.role: (c.height, c.width) for c in self.cameras}
+
     def follower_buses(self) -> list[str]:
         return list(dict.fromkeys(m.bus for m in self.motors))
 

@@ -87,12 +87,14 @@ class Address:
 
     @property
     def family(self) -> int:
+        """The socket family: AF_UNIX for a path, AF_INET6 for an IPv6 host, else AF_INET."""
         if self.path is not None:
             return socket.AF_UNIX
         return socket.AF_INET6 if ":" in (self.host or "") else socket.AF_INET
 
     @property
     def sockaddr(self) -> str | tuple[str, int]:
+        """What `socket.connect` takes for `family`: the path, or (host, port)."""
         return self.path if self.path is not None else (self.host or "127.0.0.1", self.port)
 
     @property
@@ -135,4 +137,5 @@ def ensure_private_dir(folder: Path) -> None:
 
 
 def loopback_ipv6(address: Address) -> bool:
+    """True for tcp://[::1]:PORT: ZeroMQ sockets need `ipv6 = True` to bind or connect there."""
     return address.path is None and ":" in (address.host or "")

@@ -35,7 +35,9 @@ class Status(Protocol):
         """A copy another thread may read while its owner keeps updating this one."""
         ...
 
-    def to_json(self) -> dict[str, Any]: ...
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types only (enums as their values); `from_json` reads it back."""
+        ...
 
     @classmethod
     def from_json(cls: type[StatusT], data: dict[str, Any]) -> StatusT:

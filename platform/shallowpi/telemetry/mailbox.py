@@ -28,12 +28,17 @@ class StatusMailbox(Generic[StatusT]):
         self._last_read = 0.0
 
     def publish(self, status: StatusT) -> None:
+        """Replace the slot's status (an unread one is dropped) and wake the reader.
+
+        Stores the object itself, not a copy: pass a snapshot the publisher will not mutate.
+        """
         # The lock is only ever held for a few assignments, never across I/O.
         with self._cond:
             self._status, self._fresh = status, True
             self._cond.notify_all()
 
     def close(self) -> None:
+        """End iteration: a reader waiting in `__next__` gets StopIteration; idempotent."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 
 class RecorderState(str, enum.Enum):
+    """The recorder's phase, as the dashboard shows it; travels as its string value."""
+
     IDLE = "idle"  # connected, waiting for the operator to start
     RECORDING = "recording"
     RESETTING = "resetting"  # between episodes: the scene is being reset, nothing recorded
@@ -39,6 +41,8 @@ class Command(str, enum.Enum):
 
 @dataclass
 class CameraStatus:
+    """One camera's health as the recording loop sees it (per camera role)."""
+
     fps: float = 0.0  # measured frame rate
     dropped: int = 0  # frames lost by the camera (sequence-number gaps) this episode
     age_ms: float = 0.0  # age of the frame used at the last tick
@@ -46,6 +50,8 @@ class CameraStatus:
 
 @dataclass
 class LoopStatus:
+    """Control-loop timing: the measured tick period's median and 99th percentile, ms."""
+
     target_hz: float = 30.0
     period_p50_ms: float = 0.0
     period_p99_ms: float = 0.0
@@ -57,6 +63,8 @@ class LoopStatus:
 
 @dataclass
 class WriterStatus:
+    """The background episode writer's queue, in frames, and its throughput (MB/s)."""
+
     queue_depth: int = 0  # frames waiting to be encoded/written
     queue_capacity: int = 0
     high_water: int = 0
@@ -67,6 +75,8 @@ class WriterStatus:
 
 @dataclass
 class EpisodeSummary:
+    """One episode in the dashboard's list; `index` is its number in the store."""
+
     index: int  # in the store
     frames: int  # so far, while it records
     duration_s: float
@@ -139,6 +149,7 @@ class RecorderStatus:
         return clone
 
     def to_json(self) -> dict[str, Any]:
+        """Nested dataclasses as dicts and `state` as its value: what `from_json` reads."""
         data = asdict(self)
         data["state"] = self.state.value
         return data

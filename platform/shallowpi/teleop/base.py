@@ -1,7 +1,7 @@
 """The `Teleoperator` seam: anything that says, each tick, where the follower should go.
 
-Leader arms, a keyboard and the twin's scripted experts all implement it, so recording
-runs the same loop whoever is in charge.
+Leader arms, a keyboard and the twin's scripted experts (robots/sim/experts.py) all
+implement it, so recording runs the same loop whoever is in charge.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from shallowpi.policy.policy import Policy
 
 @dataclass
 class Dist:
+    """This process's place in the run: `rank` of `world` processes (0 of 1 unlaunched)."""
+
     rank: int = 0
     world: int = 1
     # In a torch.distributed process group (launched by torchrun), even as its only process.
@@ -25,6 +27,7 @@ class Dist:
 
     @property
     def main(self) -> bool:
+        """Rank 0: the one process that logs, shows progress and writes checkpoints."""
         return self.rank == 0
 
 

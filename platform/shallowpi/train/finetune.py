@@ -37,6 +37,8 @@ DatasetFactory = Callable[[Path, int, "list[int] | None"], Dataset]
 
 @dataclass
 class Split:
+    """Episode indices to train on and to hold out for offline evaluation."""
+
     train: list[int]
     held_out: list[int]
 

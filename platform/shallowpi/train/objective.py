@@ -52,6 +52,10 @@ class NoiseSpec:
     noise: [B, chunk_len, action_dim] standard normal. time: Beta(alpha, beta) * scale +
     offset, in (0, 1]. Two objectives with equal specs draw equal noise and time for the
     same (seed, step): a student and its teacher see the same draws.
+
+    The defaults (PolicyConfig: Beta(1.5, 1) * 0.999 + 0.001, t = 1 pure noise) are π0's
+    time distribution, weighted toward the noisy end (Black et al. 2024, "π0: A
+    Vision-Language-Action Flow Model"; openpi's `Pi0.compute_loss`).
     """
 
     chunk_len: int
@@ -63,6 +67,7 @@ class NoiseSpec:
 
     @classmethod
     def of(cls, cfg: PolicyConfig) -> NoiseSpec:
+        """The spec a policy's config implies (chunk, action size, `time_*` settings)."""
         return cls(cfg.chunk_len, cfg.action_dim, cfg.time_beta_alpha, cfg.time_beta_beta,
                    cfg.time_scale, cfg.time_offset)
 

@@ -18,6 +18,13 @@ from shallowpi.policy.policy import Policy
 
 @dataclass
 class EvalReport:
+    """Action error of a policy on held-out samples, against predicting the mean action.
+
+    MAE/MSE are per action element in robot units (rad, m, gripper 0..1), over the real
+    (not padded) steps of each chunk; the baseline always predicts the policy's training
+    mean action (`policy.action_norm.mean`).
+    """
+
     samples: int
     policy_mae: float
     policy_mse: float

@@ -8,6 +8,12 @@ from typing import Any
 
 
 class ProgressBar:
+    """A rich progress bar on stderr, started on construction; a no-op when not `enabled`.
+
+    `completed` is kept either way, so callers can read it back. Call `close()` (in a
+    `finally`) to stop the bar's refresh thread and leave the terminal clean.
+    """
+
     def __init__(self, label: str, total: int, completed: int = 0, enabled: bool = True) -> None:
         self.completed = completed
         self._bar: Any = None
@@ -36,6 +42,7 @@ class ProgressBar:
         self._bar.start()
 
     def update(self, completed: int, info: str | None = None) -> None:
+        """Set the done count (absolute, not a delta); `info` replaces the free-text field."""
         self.completed = completed
         if self._bar is not None:
             fields = {} if info is None else {"info": info}

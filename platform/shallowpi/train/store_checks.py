@@ -148,6 +148,7 @@ class FiniteWindows(Dataset):
         return self.dataset[int(self.index[i])]
 
     def task_texts(self) -> list[str]:
+        """The wrapped dataset's: every chosen episode's text, even one left with no window."""
         return self.dataset.task_texts()
 
     def stats(self) -> dict[str, dict[str, np.ndarray]]:

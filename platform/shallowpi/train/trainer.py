@@ -87,7 +87,8 @@ class TrainConfig:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps."""
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps (held there
+    after). The cosine schedule is SGDR's without restarts (Loshchilov & Hutter, 2017)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
@@ -116,6 +117,7 @@ class StepBatches(Sampler[list[int]]):
         return self._perms[epoch]
 
     def global_batch(self, step: int) -> list[int]:
+        """All `batch` sample indices of `step`, across every rank (this rank takes a slice)."""
         g = np.arange(step * self.batch, (step + 1) * self.batch)
         return [int(self._perm(int(i // self.n))[i % self.n]) for i in g]
 

@@ -80,6 +80,7 @@ class ServoInfo:
 
     @property
     def model(self) -> ModelSpec | None:
+        """The control table for `model_number`, or None for a model this driver lacks."""
         return model_by_number(self.model_number)
 
     @property
@@ -89,24 +90,70 @@ class ServoInfo:
 
 @runtime_checkable
 class MotorBus(Protocol):
-    """The robot's view of a servo bus (raw units). `DynamixelBus` is the real one."""
+    """The robot's view of a servo bus (raw units). `DynamixelBus` is the real one.
+
+    Contract for every implementation: values are raw control-table integers (ticks, signed
+    where the field is), fields are snake_case e-manual names, `ids=None` means every
+    configured servo, and a failure after the implementation's retries raises `BusError`
+    (`ServoFaultError` when a servo reports a hardware error) with a one-line message.
+    """
 
     name: str
 
     @property
-    def is_connected(self) -> bool: ...
-    def connect(self) -> None: ...
-    def disconnect(self) -> None: ...
-    def scan(self) -> dict[int, ServoInfo]: ...
-    def verify(self) -> dict[int, ServoInfo]: ...
-    def read(self, fields: Sequence[str], ids: Iterable[int] | None = None) -> dict[str, dict[int, int]]: ...
-    def write(self, field: str, values: Mapping[int, int]) -> None: ...
-    def read_one(self, servo_id: int, field: str) -> int: ...
-    def write_one(self, servo_id: int, field: str, value: int, *, check_alert: bool = True) -> None: ...
-    def set_torque(self, enabled: bool, ids: Iterable[int] | None = None) -> None: ...
-    def set_operating_mode(self, mode: OperatingMode, ids: Iterable[int]) -> None: ...
-    def hardware_errors(self, ids: Iterable[int] | None = None) -> dict[int, list[str]]: ...
-    def raise_on_hardware_errors(self, ids: Iterable[int] | None = None) -> None: ...
+    def is_connected(self) -> bool:
+        """True while the port is open (False again after a port that vanished)."""
+        ...
+
+    def connect(self) -> None:
+        """Open the port; a no-op when connected. BusError if it cannot be opened."""
+        ...
+
+    def disconnect(self) -> None:
+        """Close the port without touching torque; never raises."""
+        ...
+
+    def scan(self) -> dict[int, ServoInfo]:
+        """Every servo that answers a broadcast ping, ID -> info, configured or not."""
+        ...
+
+    def verify(self) -> dict[int, ServoInfo]:
+        """Every configured ID answers and is the configured model, else BusError."""
+        ...
+
+    def read(
+        self, fields: Sequence[str], ids: Iterable[int] | None = None
+    ) -> dict[str, dict[int, int]]:
+        """Nearby fields from many servos in one transaction: {field: {id: value}}."""
+        ...
+
+    def write(self, field: str, values: Mapping[int, int]) -> None:
+        """One field on many servos in one unacknowledged transaction: {id: value}."""
+        ...
+
+    def read_one(self, servo_id: int, field: str) -> int:
+        """One field of one servo from one READ; a refusal in its status packet raises."""
+        ...
+
+    def write_one(self, servo_id: int, field: str, value: int, *, check_alert: bool = True) -> None:
+        """One field on one servo, acknowledged; `check_alert=False` ignores the alert bit."""
+        ...
+
+    def set_torque(self, enabled: bool, ids: Iterable[int] | None = None) -> None:
+        """Torque Enable on or off; switching off must reach every servo even if one fails."""
+        ...
+
+    def set_operating_mode(self, mode: OperatingMode, ids: Iterable[int]) -> None:
+        """Set Operating Mode (an EEPROM field: torque goes off where it changes)."""
+        ...
+
+    def hardware_errors(self, ids: Iterable[int] | None = None) -> dict[int, list[str]]:
+        """Decoded hardware errors of the servos that report one: {id: ["overload", ...]}."""
+        ...
+
+    def raise_on_hardware_errors(self, ids: Iterable[int] | None = None) -> None:
+        """ServoFaultError naming the first faulted servo (and how many more), if any."""
+        ...
 
 
 class DynamixelBus:
@@ -119,6 +166,13 @@ class DynamixelBus:
             bus.set_torque(True)
             bus.write("goal_position", {1: 2048})
             bus.read(["present_position"])  # {"present_position": {1: 2047}}
+
+    Not thread-safe: it holds no lock, and two threads transacting at once would interleave
+    packets on the wire; one thread at a time uses a bus (the robot's loop, or calibration's
+    sampler while the main thread waits). Errors: `BusError` for
+    an unknown servo ID, a port that cannot be opened or went away, or a transaction that
+    fails `retries` times; `ServoFaultError` for a hardware alert; PlatformError for a
+    field the model lacks or `retries < 1`.
     """
 
     def __init__(
@@ -151,9 +205,16 @@ class DynamixelBus:
 
     @property
     def is_connected(self) -> bool:
+        """True while the port is open; a port that vanished mid-transaction resets it."""
         return self._port is not None and self._port.is_open
 
     def connect(self) -> None:
+        """Open and lock the port at `baud`; a no-op when already connected.
+
+        Does not ping the servos (`verify()` does). Raises BusError when another process
+        holds the port's lock, when the port cannot be opened (cable, path, permissions),
+        or when the baud rate is not supported.
+        """
         if self.is_connected:
             return
         port = self._port_factory(self.port_path, self.latency_timer_ms)
@@ -176,6 +237,7 @@ class DynamixelBus:
         log.info("bus %s: opened %s at %d baud", self.name, self.port_path, self.baud)
 
     def disconnect(self) -> None:
+        """Close the port, leaving torque as it is (`safe_shutdown` switches it off first)."""
         if self._port is not None:
             with contextlib.suppress(SerialException, OSError, termios.error):
                 self._port.closePort()
@@ -401,6 +463,7 @@ class DynamixelBus:
         return errors
 
     def raise_on_hardware_errors(self, ids: Iterable[int] | None = None) -> None:
+        """ServoFaultError naming the first faulted servo, its errors and advice, if any."""
         errors = self.hardware_errors(ids)
         if errors:
             servo_id, words = next(iter(errors.items()))

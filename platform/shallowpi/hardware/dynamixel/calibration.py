@@ -25,6 +25,11 @@ JOINT_KINDS = ("revolute", "linear", "gripper")
 
 @dataclass(frozen=True)
 class MotorCalibration:
+    """One motor's calibration, in raw ticks; see the module docstring for the formulas.
+
+    Raises PlatformError if `direction` is not +1 or -1.
+    """
+
     homing_offset: int  # ticks at joint zero (gripper: closed)
     direction: int  # +1 or -1
     range_min: int  # lowest tick seen while calibrating
@@ -40,6 +45,7 @@ class MotorCalibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> MotorCalibration:
+        """From a calibration file's entry, values coerced to int; TypeError on unknown keys."""
         return cls(**{k: int(v) for k, v in data.items()})
 
 
@@ -53,6 +59,10 @@ class JointConverter:
     metres_per_rad: float = 1.0
 
     def to_joint(self, ticks: int) -> float:
+        """Raw position ticks -> rad (revolute), m (linear) or 0..1 open fraction (gripper).
+
+        Not clamped: a gripper past its calibrated travel reads below 0 or above 1.
+        """
         c = self.calibration
         offset = c.direction * (ticks - c.homing_offset)
         if self.kind == "gripper":
@@ -61,6 +71,10 @@ class JointConverter:
         return rad * self.metres_per_rad if self.kind == "linear" else rad
 
     def to_ticks(self, value: float) -> int:
+        """Inverse of `to_joint` (rad, m or 0..1 -> ticks), rounded to the nearest tick.
+
+        Not clamped here: position limits are the robot's job.
+        """
         c = self.calibration
         if self.kind == "gripper":
             offset = value * c.span_ticks
@@ -70,6 +84,8 @@ class JointConverter:
         return round(c.homing_offset + c.direction * offset)
 
     def velocity_to_joint(self, raw_velocity: int) -> float:
+        """Present Velocity (signed, in the model's `velocity_unit_rpm` ticks) -> rad/s,
+        m/s (linear) or open-fraction/s (gripper), with the calibration's direction."""
         rad_s = raw_velocity * self.model.velocity_unit_rpm * 2 * math.pi / 60
         if self.kind == "gripper":
             return self.calibration.direction * rad_s / (max(self.calibration.span_ticks, 1) * self.model.radians_per_tick)

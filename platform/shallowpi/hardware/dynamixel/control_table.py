@@ -30,6 +30,11 @@ class OperatingMode(IntEnum):
 
     @classmethod
     def parse(cls, text: str | int) -> OperatingMode:
+        """A config value -> mode: the register value (int) or a name ("extended-position").
+
+        Raises PlatformError listing the names for an unknown name, ValueError for an
+        unknown int.
+        """
         if isinstance(text, int):
             return cls(text)
         try:
@@ -50,9 +55,14 @@ class Field:
     eeprom: bool = False
 
     def to_unsigned(self, value: int) -> int:
+        """Two's complement into `size` bytes (-1 -> 0xFFFFFFFF for a 4-byte field).
+
+        Wraps silently: a value out of the field's range is not an error here.
+        """
         return value & ((1 << (8 * self.size)) - 1)
 
     def from_unsigned(self, raw: int) -> int:
+        """Raw register bytes (as an unsigned int) -> value, sign-extended if `signed`."""
         bits = 8 * self.size
         if self.signed and raw >= 1 << (bits - 1):
             return raw - (1 << bits)
@@ -268,6 +278,7 @@ class ModelSpec:
     manual: str = ""
 
     def field(self, name: str) -> Field:
+        """The named field (snake_case e-manual name); PlatformError naming the manual if absent."""
         try:
             return self.table[name]
         except KeyError:
@@ -387,6 +398,7 @@ def model_by_name(name: str) -> ModelSpec:
 
 
 def model_by_number(number: int) -> ModelSpec | None:
+    """The model a PING reports (Model Number register), or None if this driver lacks it."""
     return MODELS.get(number)
 
 
@@ -404,6 +416,10 @@ def span(model: ModelSpec, names: list[str] | tuple[str, ...]) -> tuple[int, int
 
 
 def baud_code(baud: int) -> int:
+    """Bits per second -> the Baud Rate register's code (1_000_000 -> 3).
+
+    Raises PlatformError listing the supported rates.
+    """
     for code, bps in BAUD_CODES.items():
         if bps == baud:
             return code

@@ -81,6 +81,7 @@ class EmulatedServo:
         self.malformed: str | None = None  # one of MALFORMED
 
     def factory_defaults(self, baud: int) -> None:
+        """Zero the table, then load the model's defaults, this servo's ID and `baud`'s code."""
         self.memory[:] = bytes(len(self.memory))
         for name, value in self.model.defaults.items():
             self.set(name, value)
@@ -90,11 +91,13 @@ class EmulatedServo:
     # -- raw table access --------------------------------------------------------------
 
     def get(self, name: str) -> int:
+        """A field's stored value (signed where the field is), without refreshing Present *."""
         fld = self._table.get(name) or self.model.field(name)
         raw = int.from_bytes(self.memory[fld.address: fld.address + fld.size], "little")
         return fld.from_unsigned(raw)
 
     def set(self, name: str, value: int) -> None:
+        """Store a value, bypassing access rules and the plant (a test's or the emulator's hand)."""
         fld = self._table.get(name) or self.model.field(name)
         self.memory[fld.address: fld.address + fld.size] = fld.to_unsigned(int(value)).to_bytes(fld.size, "little")
 
@@ -109,6 +112,7 @@ class EmulatedServo:
     # -- units -------------------------------------------------------------------------
 
     def ticks_to_rad(self, ticks: int) -> float:
+        """Position ticks -> shaft rad, 0 at the model's centre tick (no calibration)."""
         return (ticks - self.model.center_tick) * self.model.radians_per_tick
 
     def rad_to_ticks(self, rad: float) -> int:
@@ -117,6 +121,8 @@ class EmulatedServo:
     # -- instructions ------------------------------------------------------------------
 
     def read(self, address: int, length: int, now: float) -> tuple[int, bytes]:
+        """A READ instruction: (status error code, bytes). Refreshes the Present * fields from
+        the plant at `now` (monotonic s) when the block overlaps them."""
         if address + length > len(self.memory):
             return p.ERR_DATA_LENGTH, b""
         first, end = self._present_span
@@ -151,6 +157,7 @@ class EmulatedServo:
         return 0
 
     def reboot(self) -> None:
+        """The REBOOT instruction's effect: latched error cleared, torque off."""
         self.set("torque_enable", 0)
         self.set(self.model.error_field, 0)
         self.plant.set_torque(False)
@@ -209,10 +216,12 @@ class ServoChain:
         self.stop()
 
     def start(self) -> None:
+        """Start answering on `path` from a daemon thread."""
         self._thread = threading.Thread(target=self._serve, name=f"dxl-emulator-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the serving thread (waits up to 2 s for it), then close both ends of the pty."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -225,9 +234,11 @@ class ServoChain:
         self.servos[servo_id].present = False
 
     def mute(self, servo_id: int, muted: bool = True) -> None:
+        """The servo still executes instructions but never answers (the host times out)."""
         self.servos[servo_id].muted = muted
 
     def corrupt(self, servo_id: int, corrupted: bool = True) -> None:
+        """The servo's replies carry a wrong CRC (every bit flipped) until called with False."""
         self.servos[servo_id].corrupt_crc = corrupted
 
     def malform(self, servo_id: int, kind: str | None) -> None:
@@ -237,6 +248,10 @@ class ServoChain:
         self.servos[servo_id].malformed = kind
 
     def hardware_error(self, servo_id: int, word: str) -> None:
+        """Latch a hardware error ("overload", ...): alert bit on, torque off until reboot.
+
+        Raises PlatformError for a word the model cannot report. Safe from any thread.
+        """
         with self._lock:
             self.servos[servo_id].inject_error(word)
 

@@ -33,6 +33,8 @@ from typing import Protocol, runtime_checkable
 
 @dataclass(frozen=True)
 class JointState:
+    """The shaft's state at one instant, SI at the output shaft (0 rad = the centre tick)."""
+
     position: float  # rad
     velocity: float  # rad/s
     current: float  # A
@@ -40,10 +42,27 @@ class JointState:
 
 @runtime_checkable
 class JointPlant(Protocol):
-    def set_torque(self, enabled: bool) -> None: ...
-    def set_goal(self, position: float) -> None: ...
-    def read(self, now: float) -> JointState: ...
-    def move_to(self, position: float) -> None: ...
+    """The physics behind one emulated servo (see the module docstring for the contract).
+
+    Called from the emulator's bus thread and, for `move_to`, from the operator's thread:
+    implementations must be safe to call from both.
+    """
+
+    def set_torque(self, enabled: bool) -> None:
+        """Torque on (hold the current position, then track goals) or off (go limp)."""
+        ...
+
+    def set_goal(self, position: float) -> None:
+        """New goal, rad at the output shaft; followed only while torque is on."""
+        ...
+
+    def read(self, now: float) -> JointState:
+        """The state at `now` (time.monotonic() s); may advance a kinematic plant."""
+        ...
+
+    def move_to(self, position: float) -> None:
+        """Put the shaft at `position` rad directly, as a hand moving the joint would."""
+        ...
 
 
 # (bus name, servo id, model name) -> the plant that moves that servo.
@@ -51,7 +70,11 @@ PlantFactory = Callable[[str, int, str], JointPlant]
 
 
 class TrackingPlant:
-    """Kinematic servo: heads for the goal at `max_speed` rad/s while torque is on."""
+    """Kinematic servo: heads for the goal at `max_speed` rad/s while torque is on.
+
+    Position only integrates inside `read(now)` (no physics between reads); the reported
+    current is `amps_per_rad_s * |velocity|` (A), a stand-in for load. Thread-safe.
+    """
 
     def __init__(self, position: float = 0.0, max_speed: float = 6.0, amps_per_rad_s: float = 0.05) -> None:
         self.max_speed = max_speed

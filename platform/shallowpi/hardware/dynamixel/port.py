@@ -31,12 +31,22 @@ class PortBusyError(OSError):
 
 
 class QuietPortHandler(PortHandler):
+    """dynamixel-sdk's PortHandler with a blocking wait, a lock file and a reply log.
+
+    A drop-in for the SDK's handler (see the module docstring); `latency_timer_ms` is the
+    USB latency allowance in the packet timeout. Like the SDK's, it is not thread-safe.
+    """
+
     def __init__(self, port_name: str, latency_timer_ms: float = 16.0) -> None:
         super().__init__(port_name)
         self.latency_timer_ms = latency_timer_ms
         self.received = bytearray()
 
     def setupPort(self, cflag_baud: int) -> bool:
+        """The SDK's setup, then an exclusive non-blocking `flock` on the port.
+
+        Raises PortBusyError (the port closed again) when another process holds the lock.
+        """
         ok = super().setupPort(cflag_baud)
         try:
             fcntl.flock(self.ser.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -47,6 +57,7 @@ class QuietPortHandler(PortHandler):
         return ok
 
     def setPacketTimeout(self, packet_length: int) -> None:
+        """Deadline for a reply of `packet_length` bytes: wire time + 2 x latency + 2 ms."""
         # Same formula as the SDK, with the latency allowance as a parameter.
         self.packet_start_time = self.getCurrentTime()
         self.packet_timeout = (
@@ -58,6 +69,8 @@ class QuietPortHandler(PortHandler):
         self.received.clear()
 
     def readPort(self, length: int) -> bytes:
+        """Up to `length` bytes; when none are waiting, blocks in select() until one arrives
+        or the packet deadline passes (then may return b"", as the SDK expects)."""
         data = self.ser.read(length)
         if not data:
             remaining_ms = self.packet_timeout - self.getTimeSinceStart()

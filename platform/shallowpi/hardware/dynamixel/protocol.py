@@ -57,6 +57,12 @@ _CRC_TABLE = _crc_table()
 
 
 def crc16(data: bytes | bytearray) -> int:
+    """Protocol 2.0's CRC-16 of `data` (header through the last parameter), as an int 0..0xFFFF.
+
+    Polynomial 0x8005, init 0, not reflected, no final XOR (the catalogue's CRC-16/UMTS, also
+    called BUYPASS: crc16(b"123456789") == 0xFEE8). Table-driven, as the e-manual's
+    https://emanual.robotis.com/docs/en/dxl/crc/ computes it. On the wire little-endian.
+    """
     crc = 0
     for b in data:
         crc = ((crc << 8) ^ _CRC_TABLE[((crc >> 8) ^ b) & 0xFF]) & 0xFFFF
@@ -76,6 +82,7 @@ def stuff(body: bytes) -> bytes:
 
 
 def unstuff(body: bytes) -> bytes:
+    """Undo `stuff`: drop the FD that follows each FF FF FD in a received INSTR..PARAMS."""
     if b"\xff\xff\xfd\xfd" not in body:
         return bytes(body)
     out = bytearray()
@@ -90,6 +97,12 @@ def unstuff(body: bytes) -> bytes:
 
 
 def encode(servo_id: int, instruction: int, params: bytes = b"", *, corrupt_crc: bool = False) -> bytes:
+    """One whole packet: header, ID, LEN, stuffed INSTR + params, CRC.
+
+    `params` are raw bytes (multi-byte values little-endian, as the spec has them);
+    `corrupt_crc` flips every CRC bit, for the emulator's fault injection. Example, the
+    e-manual's PING of ID 1: encode(1, PING) == FF FF FD 00 01 03 00 01 19 4E.
+    """
     body = stuff(bytes([instruction]) + params)
     length = len(body) + 2
     frame = HEADER + bytes([servo_id, length & 0xFF, length >> 8]) + body
@@ -98,11 +111,15 @@ def encode(servo_id: int, instruction: int, params: bytes = b"", *, corrupt_crc:
 
 
 def status(servo_id: int, error: int, params: bytes = b"", *, corrupt_crc: bool = False) -> bytes:
+    """A status packet (INSTR 0x55): `error` is the error byte (ERR_* | 0x80 for an alert)."""
     return encode(servo_id, STATUS, bytes([error]) + params, corrupt_crc=corrupt_crc)
 
 
 @dataclass(frozen=True)
 class Packet:
+    """One deframed packet; `params` are unstuffed and exclude INSTR (for a status packet
+    they start with the error byte). A bad CRC is reported in `crc_ok`, not raised."""
+
     servo_id: int
     instruction: int
     params: bytes
@@ -117,6 +134,10 @@ class Deframer:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[Packet]:
+        """Append `data`; return the packets it completed (possibly none), oldest first.
+
+        A partial packet stays buffered for the next call. Never raises on malformed input.
+        """
         self._buf += data
         packets = []
         while True:

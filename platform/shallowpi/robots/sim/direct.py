@@ -12,13 +12,11 @@ until connect(), as on the hardware.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from shallowpi.hardware.camera import Frame
 from shallowpi.robots.base import Robot, RobotError
+from shallowpi.robots.observation import Frame, Observation
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
 
@@ -69,41 +67,14 @@ class DirectSimRobot(Robot):
         self.tick = 0
         self._last_goal = twin.joint_goals()
 
-    # -- features ------------------------------------------------------------------------
-    @property
-    def features(self) -> dict[str, dict[str, Any]]:
-        """Names, shapes and dtypes of what observe() and act() carry (lerobot naming)."""
-        n = len(self.spec.joints)
-        h, w = self.spec.render_height, self.spec.render_width
-        names = self.spec.joint_names
-        out: dict[str, dict[str, Any]] = {
-            "observation.state": {"dtype": "float32", "shape": (n,), "names": names},
-            "action": {"dtype": "float32", "shape": (n,), "names": names},
-        }
-        for role in self.cameras:
-            out[f"observation.images.{role}"] = {
-                "dtype": "uint8",
-                "shape": (h, w, 3),
-                "names": ["height", "width", "channel"],
-            }
-        return out
-
     # -- control -------------------------------------------------------------------------
-    def observe(self) -> dict[str, Any]:
-        """Joint positions and one frame per camera, all at the current simulated time."""
+    def observe(self) -> Observation:
+        """Joint positions and one frame per camera, all at the current simulated time
+        (a render is of this instant: every frame's age is 0); frame number = tick."""
         twin = self._twin()
         stamp = twin.time
-        obs: dict[str, Any] = {
-            "observation.state": twin.joint_positions().astype(np.float32),
-            "timestamp": stamp,
-        }
-        for role in self.cameras:
-            image = twin.render(role)
-            obs[f"observation.images.{role}"] = image
-            obs.setdefault("frames", {})[role] = Frame(
-                image=image, capture_time_s=stamp, sequence=self.tick, host_time_s=stamp
-            )
-        return obs
+        frames = {role: Frame(image=twin.render(role), time_s=stamp, sequence=self.tick) for role in self.cameras}
+        return Observation(stamp, twin.joint_positions().astype(np.float32), frames)
 
     def act(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:
         """Send joint goals (clamped to limits and to max_velocity * dt from the last goal),
@@ -160,45 +131,3 @@ class DirectSimRobot(Robot):
         if not np.all(np.isfinite(goal)):
             raise SimError(f"{self.spec.robot}: action contains NaN or inf")
         return goal
-
-
-@dataclass
-class EpisodeResult:
-    seed: int
-    success: bool
-    steps: int
-    sim_seconds: float
-    wall_seconds: float
-
-
-def run_expert_episode(
-    robot: DirectSimRobot,
-    task: Task,
-    seed: int,
-    on_tick: Any = None,
-    settle_s: float = 0.5,
-) -> EpisodeResult:
-    """Reset to `seed`, run the task's scripted expert to the end of its plan (plus
-    `settle_s`) or the task's time limit; success is judged at the end."""
-    import time
-
-    from shallowpi.teleop.scripted import make_expert
-
-    robot.reset(seed, task)
-    twin = robot._twin()
-    expert = make_expert(twin, task)
-    limit = int(task.seconds * robot.spec.fps)
-    settle = int(settle_s * robot.spec.fps)
-    start = time.perf_counter()
-    steps = 0
-    while steps < limit:
-        obs = robot.observe() if on_tick is not None else None
-        sent = robot.act(expert.read())
-        if on_tick is not None:
-            on_tick(obs, sent)
-        steps += 1
-        if expert.done:
-            settle -= 1
-            if settle <= 0:
-                break
-    return EpisodeResult(seed, task.success(twin), steps, twin.time, time.perf_counter() - start)

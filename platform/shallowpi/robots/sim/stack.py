@@ -29,6 +29,7 @@ the nearest tick, which can move the physics by as much.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ import numpy as np
 from shallowpi.hardware.camera import Frame
 from shallowpi.robots.base import Robot
 from shallowpi.robots.calibration import UNCALIBRATED, RobotCalibration
+from shallowpi.robots.observation import Observation
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
 from shallowpi.robots.spec import RobotSpec
@@ -191,10 +193,12 @@ class StackSimRobot(Robot):
         the twin's joints keep their last goal (no limp mode), act() refuses until connect()."""
         self._need().torque_off()
 
-    def observe(self) -> dict[str, Any]:
+    def observe(self) -> Observation:
+        """The driver's observation on simulated time, like `--sim direct`: the frames are
+        this tick's renders (`_TickCamera` checks their number), so each is of this instant."""
         obs = self._need().observe()
-        obs["timestamp"] = self.twin.time  # simulated time, like `--sim direct`
-        return obs
+        now = self.twin.time
+        return Observation(now, obs.state, {role: replace(f, time_s=now) for role, f in obs.frames.items()})
 
     def _publish(self) -> None:
         self.tick += 1  # frame numbers never repeat, across episodes too

@@ -1,5 +1,5 @@
 """Language-described tabletop tasks for the twins: object placement from a seed, and a
-success detector. How to solve each is the scripted expert's business (teleop/scripted.py).
+success detector. How to solve each is the scripted expert's business (robots/sim/experts.py).
 
 `TASKS` is the one table of tasks: robot -> task name -> task. A task's `instruction` is
 the text recorded with each episode (the policy's language input).

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.errors import PlatformError
+from shallowpi.robots.spec import JointSpec, RobotSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 ROBOTS_DIR = REPO_ROOT / "robots"
@@ -27,14 +28,6 @@ ROBOTS_DIR = REPO_ROOT / "robots"
 
 class SimError(PlatformError):
     """A twin that cannot be loaded or rendered, or a task or camera role it lacks."""
-
-
-@dataclass(frozen=True)
-class JointSpec:
-    name: str
-    lower: float
-    upper: float
-    max_velocity: float
 
 
 @dataclass(frozen=True)
@@ -52,6 +45,10 @@ class EffectorSpec:
 
 @dataclass(frozen=True)
 class TwinSpec:
+    """A robot's twin: its joints, fps and camera roles are the robot's own (`RobotSpec`,
+    robots/spec.py, read and checked once); the model, home pose, effectors and render
+    size are the twin's (robots/<name>/twin.yaml)."""
+
     robot: str
     model_path: Path
     joints: tuple[JointSpec, ...]
@@ -88,27 +85,33 @@ class TwinSpec:
         depth: bool = False,
         robots_dir: Path = ROBOTS_DIR,
     ) -> TwinSpec:
-        """The twin of a robot config (`cfg.robot`); renders at the cameras' configured size
-        unless `render_width/height` say otherwise (224x224 for fast policy evaluation)."""
+        """The twin of a robot config (`cfg.robot`), checked as the robot's own
+        (`RobotSpec.from_config`; raises ConfigError); see `from_robot`."""
+        return cls.from_robot(RobotSpec.from_config(robot_cfg), render_width, render_height, depth, robots_dir)
+
+    @classmethod
+    def from_robot(
+        cls,
+        spec: RobotSpec,
+        render_width: int | None = None,
+        render_height: int | None = None,
+        depth: bool = False,
+        robots_dir: Path = ROBOTS_DIR,
+    ) -> TwinSpec:
+        """The twin of `spec`; renders at the first camera's configured size unless
+        `render_width/height` say otherwise (224x224 for fast policy evaluation).
+        Raises SimError when the twin's files are missing."""
         import yaml
 
-        name = str(robot_cfg["name"])
-        folder = robots_dir / name
+        folder = robots_dir / spec.name
         meta_path = folder / "twin.yaml"
         if not meta_path.is_file():
-            raise SimError(f"robot '{name}' has no twin: {meta_path} is missing")
+            raise SimError(f"robot '{spec.name}' has no twin: {meta_path} is missing")
         meta = yaml.safe_load(meta_path.read_text())
         model_path = folder / meta.get("model", "twin.xml")
         if not model_path.is_file():
             raise SimError(f"twin model file {model_path} is missing; restore it from git")
-        cameras = dict(robot_cfg.get("cameras") or {})
-        first = next(iter(cameras.values()), {}) if cameras else {}
-        joints = tuple(
-            JointSpec(
-                str(j["name"]), float(j["lower"]), float(j["upper"]), float(j["max_velocity"])
-            )
-            for j in robot_cfg["joints"]
-        )
+        first = spec.cameras[0] if spec.cameras else None
         effectors = {
             key: EffectorSpec(
                 key,
@@ -121,15 +124,15 @@ class TwinSpec:
             for key, e in (meta.get("effectors") or {}).items()
         }
         return cls(
-            robot=name,
+            robot=spec.name,
             model_path=model_path,
-            joints=joints,
-            cameras=tuple(cameras),
-            fps=int(robot_cfg.get("fps", 30)),
+            joints=spec.joints,
+            cameras=tuple(c.role for c in spec.cameras),
+            fps=spec.fps,
             home={str(k): float(v) for k, v in (meta.get("home") or {}).items()},
             effectors=effectors,
-            render_width=int(render_width or first.get("width", 640)),
-            render_height=int(render_height or first.get("height", 480)),
+            render_width=int(render_width or (first.width if first else 640)),
+            render_height=int(render_height or (first.height if first else 480)),
             depth=depth,
         )
 

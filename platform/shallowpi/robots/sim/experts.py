@@ -1,16 +1,21 @@
-"""Scripted experts for the simulation twin's tasks: Teleoperators that solve a task.
+"""Scripted experts for the simulation twin's tasks: twin knowledge that solves a task.
 
-An expert reads the twin's true object poses (it is privileged; a policy never is),
-plans a few Cartesian waypoints for each gripper (hover, descend, close, lift, ...) and,
-every tick, follows the straight line between them through damped-least-squares IK
+They live beside the twin because they are made of it: an expert reads the twin's true
+object poses (it is privileged; a policy never is) and uses its IK. It plans a few
+Cartesian waypoints for each gripper (hover, descend, close, lift, ...) and, every tick,
+follows the straight line between them through damped-least-squares IK
 (`robots/sim/ik.py`). `read()` returns goals for every joint in the robot config's order,
-so the expert drives the follower exactly as a leader arm would. A waypoint's target may
+so the expert drives the follower exactly as a leader arm would (it is a `Teleoperator`,
+teleop/base.py, by shape). A waypoint's target may
 be a function of the twin, evaluated when the waypoint begins, so later moves aim at
 where an object really is, not where it was at the start.
 
     expert = make_expert(twin, task)      # after twin.reset(seed, task.place)
     while not expert.done:
         robot.act(expert.read())
+
+(`run_episode(robot, task, ScriptedAgent(), seed)` in robots/sim/episode.py does this with
+the reset, the settling and the judging.)
 """
 
 from __future__ import annotations
