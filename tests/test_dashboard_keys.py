@@ -226,3 +226,12 @@ def test_the_monitor_says_recorder_stopped_after_a_clean_stop():
         assert text_of(app, "summary").startswith(" RECORDER STOPPED ")
 
     run_app(app, scenario)
+
+
+def test_the_last_status_before_close_reaches_the_reader_and_nothing_after():
+    feed = StatusMailbox(max_hz=0)
+    feed.publish(make_status(RecorderState.FAULT, message="E-STOP: torque off"))
+    feed.close()  # the recorder ends right after its final status
+    feed.publish(make_status(RecorderState.RECORDING))  # too late: ignored
+    received = list(feed)
+    assert [s.state for s in received] == [RecorderState.FAULT]

@@ -34,6 +34,8 @@ class StatusMailbox(Generic[StatusT]):
         """
         # The lock is only ever held for a few assignments, never across I/O.
         with self._cond:
+            if self._closed:
+                return  # the reader is gone or going: nothing after close is delivered
             self._status, self._fresh = status, True
             self._cond.notify_all()
 
@@ -57,7 +59,7 @@ class StatusMailbox(Generic[StatusT]):
                 self._cond.wait_for(lambda: self._closed, timeout=wait)
         with self._cond:
             self._cond.wait_for(lambda: self._fresh or self._closed)
-            if not self._fresh:  # closed; a status published just before close still goes out
+            if not self._fresh:  # closed; the status published last before close still goes out
                 raise StopIteration
             self._fresh = False
             self._last_read = time.monotonic()
