@@ -39,3 +39,12 @@ def test_robot_side_cli_runs_on_python310(tmp_path):
                             env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ok, 2 episodes" in result.stdout
+
+
+@needs_py310
+def test_deploy_robot_side_imports_on_python310():
+    code = ("import shallowpi.deploy.bundle, shallowpi.deploy.jetson, shallowpi.deploy.executor, "
+            "shallowpi.deploy.preprocess, shallowpi.deploy.backends.base; print('ok')")
+    result = subprocess.run([PY310, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

@@ -468,10 +468,11 @@ def test_status_envelope_names_its_kind_and_refuses_others():
     other = json.dumps({"kind": "executor", "seq": 1, "status": {}}).encode()
     with pytest.raises(envelope.EnvelopeError, match="expected 'recorder' statuses, received 'executor'"):
         envelope.decode(other, RecorderStatus)
-    with pytest.raises(envelope.EnvelopeError, match="unknown telemetry status kind 'executor'"):
-        envelope.status_type("executor")
+    assert envelope.STATUS_TYPES["executor"].kind == "executor"
+    with pytest.raises(envelope.EnvelopeError, match="unknown telemetry status kind 'planner'"):
+        envelope.status_type("planner")
     with pytest.raises(envelope.EnvelopeError, match="unknown telemetry status kind"):
-        TelemetryPublisher("/nonexistent/never-bound.sock", kind="executor")
+        TelemetryPublisher("/nonexistent/never-bound.sock", kind="planner")
 
 
 def test_a_killed_publisher_ends_the_subscription(address):

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "train": "shallowpi.commands.train_cmd",
     "distill": "shallowpi.commands.distill_cmd",
     "eval": "shallowpi.commands.eval_cmd",
+    "deploy": "shallowpi.commands.deploy_cmd",
 }
 
 EPILOG = """\

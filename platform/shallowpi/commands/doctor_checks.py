@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,20 +161,15 @@ def torch_report() -> list[str]:
     return [f"ok: torch {torch.__version__} on CPU only (no CUDA device)"]
 
 
-def jetson_report() -> list[str]:
-    release = Path("/etc/nv_tegra_release")
-    if not release.is_file():
+def jetson_report(root: Path | None = None) -> list[str]:
+    """What deploy/jetson.py reads (L4T, module, power mode, GPU clock), and what to change
+    for full speed: one detection for `doctor` and `deploy`."""
+    from shallowpi.deploy.jetson import JetsonProfile, detect, full_speed_advice
+
+    machine = detect(root or Path("/"))
+    if not machine.is_jetson:
         return ["not a Jetson (no /etc/nv_tegra_release)"]
-    lines = [f"ok: L4T {release.read_text().splitlines()[0].strip()}"]
-    model = Path("/proc/device-tree/model")
-    if model.is_file():
-        lines.append(f"model: {model.read_bytes().rstrip(bytes(1)).decode(errors='replace')}")
-    if shutil.which("nvpmodel"):
-        try:
-            out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=5).stdout
-            lines.append(f"power mode: {' '.join(out.split())}")
-        except (OSError, subprocess.SubprocessError) as exc:
-            lines.append(f"power mode: nvpmodel failed ({exc})")
-    else:
-        lines.append("missing: nvpmodel not found; power mode unknown")
+    lines = [f"ok: {machine.describe()}", f"power mode: {machine.power_mode or 'unknown (nvpmodel not found)'}"]
+    if machine.module:
+        lines.append(full_speed_advice(machine, JetsonProfile.load(machine.module)))
     return lines

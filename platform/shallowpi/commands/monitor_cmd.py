@@ -112,6 +112,10 @@ def _dashboard_for(kind: str) -> type[App]:
         from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
         return RecorderDashboard
+    if kind == "executor":
+        from shallowpi.tui.executor_dashboard import ExecutorDashboard
+
+        return ExecutorDashboard
     raise PlatformError(f"no dashboard for '{kind}' statuses yet; use `platform monitor --lines`")
 
 
@@ -120,6 +124,10 @@ def _status_line_for(kind: str) -> Callable[[Any], str]:
         from shallowpi.tui.recorder_render import status_line
 
         return status_line
+    if kind == "executor":
+        from shallowpi.tui.executor_render import status_line as executor_line
+
+        return executor_line
     return lambda status: str(status.to_json())
 
 

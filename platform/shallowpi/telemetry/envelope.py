@@ -20,6 +20,7 @@ import json
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from shallowpi.errors import PlatformError
+from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.telemetry.status import RecorderStatus
 
 StatusT = TypeVar("StatusT", bound="Status")
@@ -49,6 +50,7 @@ class Status(Protocol):
 # what it receives with the class named here.
 STATUS_TYPES: dict[str, type[Status]] = {
     RecorderStatus.kind: RecorderStatus,
+    ExecutorStatus.kind: ExecutorStatus,
 }
 
 

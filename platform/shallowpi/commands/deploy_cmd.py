@@ -1,0 +1,370 @@
+"""Run a policy on the robot's twin through the on-device executor: bundle, backend, loop.
+
+  platform deploy --policy runs/kitchen-small/checkpoints/step_001500 --jetson thor --sim
+  platform deploy --policy CKPT --jetson orin --sim stack --episodes 3 --no-tui
+  platform deploy --policy CKPT --sim --strategy sync|async|ensemble|rtc --delay-ms 300
+  platform deploy --policy CKPT --sim --backend torch --record deployed --json run.json
+
+What happens: the Jetson profile (configs/jetson/, --jetson) is checked against this
+machine (one line: what to change for full speed, or that this is not that Jetson and the
+best local backend runs instead); the checkpoint becomes a deploy bundle (weights, stats,
+config, exported ONNX graphs, sha256 manifest; kept next to it as CKPT.bundle and reused
+while it verifies; --policy may also name a bundle); the backend is warmed up while the
+robot holds its pose; then each episode runs the executor at the robot's rate: inference
+on its own thread, the action chosen by --strategy, every command clamped by the robot, a
+watchdog holding position when no action is due or a frame is stale, a bound on the jump
+at each chunk seam. It prints success, inference latency, the loop's period and the
+safety counts; the live status goes out as telemetry (`platform monitor` attaches).
+
+--sim direct runs the twin in-process, --sim stack behind emulated servos and software
+RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
+each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
+(--realtime paces the loop by the wall clock instead, inference truly beside it).
+Robot, task and camera size come from the checkpoint's training store, as for
+`platform eval --sim`; --robot, --task override them. Ctrl-C / SIGTERM stop cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.cli import add_config_flags, overrides_from
+
+log = logging.getLogger(__name__)
+
+HELP = "run a policy on the robot's twin through the on-device executor (bundle, backend, watchdog)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", type=Path, required=True,
+                        help="checkpoint folder (model.safetensors) or a deploy bundle folder")
+    add_config_flags(parser, robot=True, jetson=True)
+    parser.add_argument("--sim", nargs="?", const="direct", choices=["direct", "stack"],
+                        help="run in the MuJoCo twin: direct (in-process, default) or stack (emulated drivers)")
+    parser.add_argument("--task", help="task name or instruction (default: the training store's)")
+    parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (default 1000)")
+    parser.add_argument("--episode-time-s", type=float, help="stop episodes sooner than the task's limit")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"],
+                        help="override the profile's backend")
+    parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
+                        help="action selection (default: deploy.strategy, rtc)")
+    parser.add_argument("--replan-every", type=int, metavar="K", help="a new chunk every K actions")
+    parser.add_argument("--delay-ms", type=float, help="inject this much inference delay (experiments)")
+    parser.add_argument("--realtime", action="store_true", help="--sim: pace the loop by the wall clock")
+    parser.add_argument("--bundle", type=Path, help="where to keep the bundle (default: CKPT.bundle)")
+    parser.add_argument("--record", metavar="DATASET", help="store the executed episodes in this dataset")
+    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
+
+
+def run(args: argparse.Namespace) -> int:
+    from shallowpi import config
+    from shallowpi.deploy.backends import BackendOptions, make_backend
+    from shallowpi.deploy.executor import Executor
+    from shallowpi.deploy.jetson import detect, plan
+    from shallowpi.errors import ConfigError, PlatformError
+    from shallowpi.telemetry.transport import TelemetryPublisher
+
+    if not args.sim:
+        raise PlatformError("this version deploys to the twin only: add --sim (direct or stack); "
+                            "the hardware path (DynamixelRobot + RealSense) is not wired to the executor yet")
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
+    base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
+                                                            overrides=args.overrides)))
+    decision = plan(str(base.jetson.name), detect(_sysroot()), cuda=_has_cuda())
+    print(decision.message, flush=True)
+    profile = decision.profile
+    backend_name = args.backend or profile.backend
+    bundle = _bundle(args, backend_name)
+    target, cfg, spec = _twin_target(args, bundle, base)
+    exec_cfg = _executor_config(args, cfg)
+    options = BackendOptions(device=profile.device, precision=profile.precision, providers=profile.providers)
+    if backend_name == "torch" and profile.device == "cuda" and not _has_cuda():
+        options.device = "cpu"
+    backend = make_backend(backend_name, bundle, options)
+    task = target.tasks[0]
+    if len(target.tasks) > 1:
+        print(f"the store records {len(target.tasks)} tasks; running {task.name} (choose with --task)", flush=True)
+    print(f"backend {backend_name} on {options.device} ({options.precision}), strategy {exec_cfg.strategy.value}, "
+          f"{target.robot} / {task.name} at {spec.fps} Hz", flush=True)
+
+    robot = _twin_robot(args.sim, cfg, spec, bundle.cameras)
+    publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
+    recorder = _Recorder(args.record, cfg, spec, bundle.cameras) if args.record else None
+    use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+    lines = _Lines(args.episodes)
+    executor: Executor | None = None
+    dashboard = None
+    held_output: list[str] = []  # episode lines wait while the dashboard owns the terminal
+
+    def say(line: str) -> None:
+        if dashboard is not None:
+            held_output.append(line)
+        else:
+            print(line, flush=True)
+
+    def publish(status: Any) -> None:
+        publisher.publish(status)
+        for command in publisher.commands():
+            _obey(executor, command)
+        if dashboard is None:
+            lines.publish(status)
+
+    reports = []
+    quiet = contextlib.ExitStack()
+    try:
+        robot.connect()
+        executor = Executor(robot, backend, exec_cfg, fps=spec.fps, publish=publish)
+        executor.status.profile, executor.status.episodes_total = profile.name, args.episodes
+        _stop_on_signals(executor)
+        seconds = task.seconds if args.episode_time_s is None else min(task.seconds, args.episode_time_s)
+        robot.reset(args.seed, task)
+        warm = executor.warm_up(task.instruction)
+        print(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
+              f"{executor.initial_delay} ticks", flush=True)
+        if use_tui:  # its own process: repaints must not take the GIL from the loop
+            from shallowpi.tui.launch import hold_terminal_logs, spawn_dashboard
+
+            quiet.enter_context(hold_terminal_logs())
+            dashboard = spawn_dashboard(str(publisher.address))
+        for episode in range(args.episodes):
+            if executor.stopped:
+                break
+            seed = args.seed + episode
+            robot.reset(seed, task)
+            executor.status.episode = episode
+            on_tick = recorder.begin(task.instruction, cfg.robot.name, spec.fps) if recorder else None
+            report = executor.run_episode(task.instruction, int(seconds * spec.fps), seed,
+                                          success=lambda: bool(task.success(robot.twin)),
+                                          stop_after_success_ticks=int(spec.fps), on_tick=on_tick)
+            if recorder:
+                recorder.end(report.success)
+            executor.status.successes += bool(report.success)
+            reports.append(report)
+            say(_episode_line(episode, args.episodes, report))
+    finally:
+        publisher.close()
+        if dashboard is not None:
+            from shallowpi.tui.launch import wait_dashboard
+
+            wait_dashboard(dashboard)
+        quiet.close()
+        for line in held_output:
+            print(line)
+        if recorder:
+            recorder.close()
+        robot.disconnect()
+    summary = _summary(reports, executor)
+    print(summary["line"])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**summary, "profile": profile.name, "plan": decision.message,
+                                         "backend": backend_name, "strategy": exec_cfg.strategy.value,
+                                         "delay_ms": args.delay_ms or 0.0, "bundle": str(bundle.path)}, indent=2))
+    faults = executor.safety.faults if executor else 0
+    return 1 if faults else 0
+
+
+def _sysroot() -> Path:
+    import os
+
+    return Path(os.environ.get("SHALLOWPI_SYSROOT", "/"))  # tests point it at fake system files
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _bundle(args: argparse.Namespace, backend: str) -> Any:
+    """--policy as a bundle (it holds a manifest) or a checkpoint made into one (reused
+    while it verifies and holds the graph the backend needs)."""
+    from shallowpi.deploy.bundle import MANIFEST, Bundle, BundleError, build_bundle
+
+    if (args.policy / MANIFEST).is_file():
+        return Bundle.load(args.policy)
+    graphs = () if backend == "torch" else ("chunk",)
+    out = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
+    if out.exists():
+        try:
+            bundle = Bundle.load(out)
+            same = bundle.checkpoint_digest == _sha(args.policy / "model.safetensors")
+            if same and all(g in bundle.graphs for g in graphs):
+                print(f"bundle {out} (verified)", flush=True)
+                return bundle
+        except BundleError as exc:
+            log.warning("rebuilding %s: %s", out, exc)
+    print(f"building the deploy bundle {out} ({', '.join(graphs) or 'no'} graphs)", flush=True)
+    t0 = time.perf_counter()
+    bundle = build_bundle(args.policy, out, graphs=graphs, overwrite=True)
+    print(f"bundle built in {time.perf_counter() - t0:.0f} s", flush=True)
+    return bundle
+
+
+def _sha(path: Path) -> str:
+    from shallowpi.deploy.bundle import sha256_of
+
+    return sha256_of(path) if path.is_file() else ""
+
+
+def _twin_target(args: argparse.Namespace, bundle: Any, base: Any) -> tuple[Any, Any, Any]:
+    from shallowpi import config
+    from shallowpi.evaluate.sim_checkpoint import check_fits, sim_target
+    from shallowpi.policy.policy import Features
+    from shallowpi.robots.sim.twin import TwinSpec
+
+    store = bundle.checkpoint_metadata.get("dataset")
+    target = sim_target(Path(store) if store else None, args.robot, args.task, None)
+    cfg = config.compose([f"robot={target.robot}", *overrides_from(argparse.Namespace(
+        jetson=args.jetson, data_root=args.data_root, overrides=args.overrides))])
+    width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
+    spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
+    check_fits(Features(**bundle.features), spec, target.fps)
+    return target, cfg, spec
+
+
+def _executor_config(args: argparse.Namespace, cfg: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    from shallowpi.deploy.executor import ExecutorConfig
+
+    section = OmegaConf.to_container(cfg.deploy, resolve=True)
+    selection = OmegaConf.to_container(cfg.action_selection, resolve=True)
+    if args.strategy:
+        section["strategy"] = args.strategy
+    if args.replan_every:
+        selection["replan_every"] = args.replan_every
+    if args.delay_ms is not None:
+        section["injected_delay_s"] = args.delay_ms / 1e3
+    section["realtime"] = bool(args.realtime)  # the twin: simulated time unless asked
+    return ExecutorConfig.from_config(section, selection)
+
+
+def _twin_robot(sim: str, cfg: Any, spec: Any, cameras: list[str]) -> Any:
+    if sim == "stack":
+        from shallowpi.robots.sim.stack import StackSimRobot
+        from shallowpi.robots.spec import RobotSpec
+
+        return StackSimRobot(RobotSpec.from_config(cfg.robot), spec)
+    from shallowpi.robots.sim.direct import DirectSimRobot
+
+    return DirectSimRobot(spec, cameras=cameras)
+
+
+def _obey(executor: Any, command: Any) -> None:
+    from shallowpi.telemetry.status import Command
+
+    if executor is None:
+        return
+    if command is Command.ESTOP:
+        executor.estop()
+    elif command in (Command.STOP, Command.QUIT):
+        executor.stop()
+
+
+def _stop_on_signals(executor: Any) -> None:
+    def stop(signum: int, frame: Any) -> None:
+        log.info("signal %d: stopping after this tick", signum)
+        executor.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _episode_line(index: int, total: int, r: Any) -> str:
+    result = "success" if r.success else "FAIL"
+    lat = np.percentile(r.latency_ms, [50, 99]) if r.latency_ms else (0.0, 0.0)
+    return (f"episode {index + 1}/{total} seed {r.seed}: {result} ({r.ended}, {r.ticks} ticks) | "
+            f"{r.chunks} chunks, inference p50 {lat[0]:.0f} p99 {lat[1]:.0f} ms, delay "
+            f"{max(r.delays, default=0)} ticks max | holds {r.holds}, seam trips {r.seam_trips}, "
+            f"clamps {r.clamps}, stale frames {r.stale_frames}")
+
+
+def _summary(reports: list[Any], executor: Any) -> dict[str, Any]:
+    latencies = [x for r in reports for x in r.latency_ms]
+    p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (0.0, 0.0)
+    successes = sum(bool(r.success) for r in reports)
+    loop_p99 = max((r.period_p99_ms for r in reports), default=0.0)
+    safety = executor.safety if executor else None
+    counts = {k: getattr(safety, k, 0) for k in ("clamps", "seam_trips", "holds", "stale_frames", "faults")}
+    line = (f"success {successes}/{len(reports)} | inference p50 {p50:.0f} ms, p99 {p99:.0f} ms | loop p99 "
+            f"{loop_p99:.1f} ms, {sum(r.overruns for r in reports)} overruns | safety: "
+            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    return {"line": line, "successes": successes, "episodes": len(reports), "inference_p50_ms": float(p50),
+            "inference_p99_ms": float(p99), "loop_p99_ms": loop_p99, "safety": counts,
+            "per_episode": [{"seed": r.seed, "success": r.success, "ended": r.ended, "ticks": r.ticks,
+                             "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
+                             "delays": r.delays, "latency_ms": r.latency_ms} for r in reports]}
+
+
+class _Lines:
+    """--no-tui: a line when the status message changes (warm-up, faults), and the status
+    line (tui/executor_render.py, as `platform monitor --lines` prints it) every 2 s."""
+
+    def __init__(self, episodes: int, every_s: float = 2.0) -> None:
+        self.episodes, self.every_s = episodes, every_s
+        self._message, self._printed = "", 0.0
+
+    def publish(self, status: Any) -> None:
+        from shallowpi.tui.executor_render import status_line
+
+        if status.message and status.message != self._message:
+            self._message = status.message
+            print(f"[deploy] {status.message}", flush=True)
+        if status.state.value in ("running", "hold") and time.monotonic() - self._printed >= self.every_s:
+            self._printed = time.monotonic()
+            print(f"[deploy] {status_line(status)}", flush=True)
+
+
+class _Recorder:
+    """--record: the executed episodes in a normal store (observation, the command sent)."""
+
+    def __init__(self, dataset: str, cfg: Any, spec: Any, cameras: list[str]) -> None:
+        from shallowpi import config
+        from shallowpi.data.features import Feature
+        from shallowpi.data.store import EpisodeStore
+
+        path = config.resolve_dataset(dataset, config.data_root(cfg))
+        features = {"observation.state": Feature.vector(spec.joint_names),
+                    "action": Feature.vector(spec.joint_names)}
+        for role in cameras:
+            features[f"observation.images.{role}"] = Feature.image(spec.render_height, spec.render_width)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = EpisodeStore.open(path, mode="a") if path.exists() else EpisodeStore.create(path, features)
+        self.path, self.cameras, self._t0 = path, cameras, 0.0
+
+    def begin(self, task: str, robot: str, fps: float) -> Any:
+        self.episode = self.store.begin_episode(task, robot=robot, calibration_id=f"sim-{robot}", fps=fps)
+        self._t0 = -1.0
+
+        def on_tick(obs: Any, sent: np.ndarray) -> None:
+            from shallowpi.robots.observation import lerobot_row
+
+            self._t0 = obs.time_s if self._t0 < 0 else self._t0
+            row = lerobot_row(obs, obs.time_s - self._t0)  # on the episode's clock
+            values = {**row.values, "action": np.asarray(sent, np.float32)}
+            self.episode.add_frame(values, row.timestamp, row.capture_times)
+
+        return on_tick
+
+    def end(self, success: bool | None) -> None:
+        self.episode.commit(success=success)
+
+    def close(self) -> None:
+        self.store.close()
+        print(f"recorded into {self.path}")

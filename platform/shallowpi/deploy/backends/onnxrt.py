@@ -1,0 +1,121 @@
+"""ONNX Runtime backend: the bundle's graphs on the CPU, CUDA or TensorRT execution provider.
+
+graph "chunk" runs the unrolled chunk graph (one call a chunk, inpainting inside);
+"split" runs the prefix graph once and the step graph per Euler step (inpainting in numpy),
+which costs a copy of the KV cache in and out of each step but exports and builds faster.
+The TensorRT provider caches its engines under `cache_dir`, in a folder keyed by the
+bundle's digest, TensorRT's version and the GPU (tensorrt_backend.engine_key).
+
+No torch here: this is the robot's backend on a Jetson without a torch wheel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
+from shallowpi.deploy.bundle import Bundle
+from shallowpi.deploy.inpaint import inpainted_euler
+from shallowpi.deploy.preprocess import ModelInputs
+
+log = logging.getLogger(__name__)
+
+CHUNK_INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
+CACHE = ("cache_keys", "cache_values", "cache_bias", "cache_cos", "cache_sin")
+
+
+class SplitGraphs:
+    """prefix + step sessions as one chunk function (shared with export_onnx.parity)."""
+
+    def __init__(self, prefix: Any, step: Any, num_steps: int) -> None:
+        self.prefix, self.step, self.num_steps = prefix, step, num_steps
+
+    def __call__(self, prefix_inputs: Mapping[str, np.ndarray], state: np.ndarray, noise: np.ndarray,
+                 target: np.ndarray | None = None, weight: np.ndarray | None = None) -> np.ndarray:
+        cache = dict(zip(CACHE, self.prefix.run(None, dict(prefix_inputs))))
+
+        def velocity(x: np.ndarray, t: float) -> np.ndarray:
+            feed = {"x_t": x.astype(np.float32), "t": np.full((x.shape[0],), t, np.float32), "state": state, **cache}
+            return self.step.run(None, feed)[0]
+
+        target = np.zeros_like(noise) if target is None else target
+        weight = np.zeros((*noise.shape[:2], 1), np.float32) if weight is None else weight
+        return inpainted_euler(velocity, noise, target, weight, self.num_steps).astype(np.float32)
+
+
+def session_options(providers: tuple[str, ...], options: BackendOptions, bundle: Bundle) -> list[Any]:
+    """The providers ONNX Runtime has, in the asked order, with TensorRT's precision and
+    engine cache set. Logs the ones it lacks; raises BackendError if none is left."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    chosen: list[Any] = []
+    for name in providers:
+        if name not in available:
+            log.warning("onnxruntime here lacks %s (has %s); skipping it", name, ", ".join(available))
+            continue
+        if name == "TensorrtExecutionProvider":
+            from shallowpi.deploy.backends.tensorrt_backend import engine_cache_dir
+
+            chosen.append((name, {
+                "trt_fp16_enable": options.precision in ("fp16", "bf16", "fp8"),
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(engine_cache_dir(bundle, options)),
+            }))
+        else:
+            chosen.append(name)
+    if not chosen:
+        raise BackendError(
+            f"none of the providers {list(providers)} is in this onnxruntime (has {available}); "
+            "pass --backend-providers CPUExecutionProvider or install onnxruntime-gpu"
+        )
+    return chosen
+
+
+class OnnxRuntimeBackend(Backend):
+    """The bundle's ONNX graphs in ONNX Runtime sessions (module docstring)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:
+        super().__init__(bundle, options)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendError("the onnxruntime backend needs onnxruntime: pip install onnxruntime "
+                               "(onnxruntime-gpu on a CUDA machine; NVIDIA's wheel on a Jetson)") from None
+        graph = self.options.graph
+        needed = ["chunk"] if graph == "chunk" else ["prefix", "step"]
+        if graph not in ("chunk", "split"):
+            raise BackendError(f"unknown graph '{graph}'; choose chunk or split")
+        missing = [g for g in needed if g not in bundle.graphs]
+        if missing:
+            raise BackendError(f"bundle {bundle.path} has no {', '.join(missing)} graph; rebuild it with "
+                               f"--graphs {','.join(needed)}")
+        so = ort.SessionOptions()
+        if self.options.threads:
+            so.intra_op_num_threads = self.options.threads
+        providers = session_options(self.options.providers, self.options, bundle)
+
+        def session(name: str) -> Any:
+            return ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
+
+        self.providers = [p if isinstance(p, str) else p[0] for p in providers]
+        steps = bundle.config.get("num_steps", 10)
+        if graph == "chunk":
+            self._session = session("chunk")
+        else:
+            self._split = SplitGraphs(session("prefix"), session("step"), steps)
+
+    def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        prefix = {"images": inputs.images, "image_masks": inputs.image_masks,
+                  "tokens": inputs.tokens, "token_masks": inputs.token_masks}
+        if self.options.graph == "split":
+            return self._split(prefix, inputs.state, noise, target, weight)
+        feed = {**prefix, "state": inputs.state, "noise": noise, "target": target, "weight": weight}
+        return self._session.run(None, feed)[0]

@@ -1,0 +1,122 @@
+"""TensorRT backend: an engine built from the bundle's chunk graph, cached on disk.
+
+Engines are specific to the TensorRT version and the GPU, so the cache key is the bundle's
+digest + TensorRT's version + the GPU's name + the precision (`engine_key`); a cached
+engine is reused only when all four match, and building one takes minutes on a Jetson, so
+it happens in `warm_up` time, never while the robot moves. Precision by profile: fp16 on
+Orin; bf16/fp8 on Thor (FP8 needs the quantised graph, which this export does not produce
+yet: fp8 builds fp16 and says so). Softmax, norms and RoPE stay float32 as exported.
+
+`tensorrt` is imported only here, and a machine without it gets a one-line BackendError
+naming the onnxruntime backend instead. Device memory comes from torch's CUDA allocator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
+from shallowpi.deploy.bundle import Bundle
+from shallowpi.deploy.preprocess import ModelInputs
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
+
+
+def engine_key(bundle_digest: str, trt_version: str, gpu: str, precision: str) -> str:
+    """The cache name of an engine: changes whenever any of the four does."""
+    return hashlib.sha256(f"{bundle_digest}|{trt_version}|{gpu}|{precision}".encode()).hexdigest()[:24]
+
+
+def engine_cache_dir(bundle: Bundle, options: BackendOptions) -> Path:
+    """Where this bundle's engines live: options.cache_dir, else ~/.cache/shallowpi/engines,
+    one folder a bundle digest (onnxruntime's TensorRT provider keys inside it itself)."""
+    root = Path(options.cache_dir or os.environ.get("SHALLOWPI_ENGINE_CACHE", "~/.cache/shallowpi/engines"))
+    path = root.expanduser() / bundle.digest[:24]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def import_tensorrt():
+    """The tensorrt module, or BackendError saying what to use instead."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise BackendError(
+            "tensorrt is not importable here; on a Jetson it comes with JetPack (python3-libnvinfer), "
+            "on x86 `pip install tensorrt`; or run --backend onnxruntime"
+        ) from None
+    return tensorrt
+
+
+class TensorRTBackend(Backend):
+    """The chunk graph as a TensorRT engine, built once per key and cached (module docstring)."""
+
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:
+        super().__init__(bundle, options)
+        trt = import_tensorrt()
+        import torch  # device buffers
+
+        if not torch.cuda.is_available():
+            raise BackendError("the tensorrt backend needs a CUDA GPU; run --backend onnxruntime")
+        if "chunk" not in bundle.graphs:
+            raise BackendError(f"bundle {bundle.path} has no chunk graph; rebuild it with --graphs chunk")
+        self._torch, self._trt = torch, trt
+        gpu = torch.cuda.get_device_name()
+        precision = self.options.precision
+        key = engine_key(bundle.digest, trt.__version__, gpu, precision)
+        path = engine_cache_dir(bundle, self.options) / f"{key}.engine"
+        logger = trt.Logger(trt.Logger.WARNING)
+        if not path.is_file():
+            log.info("building a TensorRT engine for %s (%s, %s); minutes on a Jetson", bundle.path, gpu, precision)
+            path.write_bytes(self._build(trt, logger, bundle.graphs["chunk"], precision))
+        runtime = trt.Runtime(logger)
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        self.context = self.engine.create_execution_context()
+        self.engine_path = path
+
+    @staticmethod
+    def _build(trt, logger, onnx_path: Path, precision: str) -> bytes:
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_path.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
+        config = builder.create_builder_config()
+        if precision in ("fp16", "fp8"):
+            if precision == "fp8":
+                log.warning("fp8 needs a quantised graph, which this export does not produce: building fp16")
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif precision == "bf16":
+            config.set_flag(trt.BuilderFlag.BF16)
+        engine = builder.build_serialized_network(network, config)
+        if engine is None:
+            raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
+        return bytes(engine)
+
+    def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        feed = {"images": inputs.images, "image_masks": inputs.image_masks, "tokens": inputs.tokens,
+                "token_masks": inputs.token_masks, "state": inputs.state, "noise": noise,
+                "target": target, "weight": weight}
+        keep = []
+        for name in INPUTS:
+            buffer = torch.from_numpy(np.ascontiguousarray(feed[name])).cuda()
+            keep.append(buffer)
+            self.context.set_tensor_address(name, buffer.data_ptr())
+        out = torch.empty(noise.shape, dtype=torch.float32, device="cuda")
+        self.context.set_tensor_address("actions", out.data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise BackendError("TensorRT failed to run the chunk engine")
+        stream.synchronize()
+        return out.cpu().numpy()

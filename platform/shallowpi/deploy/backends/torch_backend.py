@@ -1,0 +1,56 @@
+"""torch backend: the checkpoint's weights through `ChunkSampler` (CUDA graphs on CUDA).
+
+Plain chunks go through the fast sampler; an inpainted chunk (real-time chunking) through
+the same unrolled computation the ONNX chunk graph is traced from (export_onnx.ChunkGraph).
+Precision: bf16 / fp16 cast the towers on a GPU (`Policy.prepare_inference`); on the CPU
+the model stays float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
+from shallowpi.deploy.bundle import Bundle
+from shallowpi.deploy.export_onnx import ChunkGraph
+from shallowpi.deploy.preprocess import ModelInputs
+from shallowpi.policy.policy import Policy
+from shallowpi.policy.sampler import ChunkSampler
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
+
+
+class TorchBackend(Backend):
+    """The checkpoint's weights in torch: ChunkSampler, or the inpainted chunk (module docstring)."""
+
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:
+        super().__init__(bundle, options)
+        device = torch.device(self.options.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendError(f"device {device} asked for but torch sees no CUDA GPU; use --device cpu")
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        policy = Policy.load(bundle.weights, device=device)
+        dtype = DTYPES.get(self.options.precision) if device.type == "cuda" else None
+        if dtype is not None:
+            policy.model.cast_towers(dtype)
+        self.device, self.model = device, policy.model.eval()
+        self.sampler = ChunkSampler(self.model, num_steps=bundle.config.get("num_steps"),
+                                    cuda_graph=self.options.cuda_graph)
+        self.inpainted = ChunkGraph(self.model, self.sampler.num_steps)
+
+    @torch.inference_mode()
+    def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+
+        args = (t(inputs.images), t(inputs.image_masks), t(inputs.tokens), t(inputs.token_masks),
+                t(inputs.state), t(noise))
+        if weight.any():
+            x = self.inpainted(*args, t(target), t(weight))
+        else:
+            x = self.sampler(*args)
+        return x.float().cpu().numpy()

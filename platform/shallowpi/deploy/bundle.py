@@ -1,0 +1,228 @@
+"""A deploy bundle: everything the robot needs to run a policy, checked before it runs.
+
+    bundle/
+      manifest.json        format, version, and {file: {sha256, bytes}} for every file below
+      config.json          the policy config, features, the checkpoint's metadata
+      stats.json           normalisation mean/std of state and action (robot units)
+      tokenizer.json       only for a file tokenizer (PaliGemma's); "bytes" needs none
+      model.safetensors    the checkpoint's weights (the torch backend loads these)
+      graphs/*.onnx        exported graphs (deploy/export_onnx.py): chunk, prefix, step
+
+`build_bundle` writes into a sibling temporary folder and renames it into place, so a
+failed export never leaves a half-written bundle. `Bundle.load` recomputes every file's
+size and sha256 against the manifest and refuses a truncated, modified or missing file in
+one line naming it: a robot must not run weights nobody built.
+
+This module imports without torch (the robot side); building a bundle needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.errors import PlatformError
+
+FORMAT = "shallowpi-deploy-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+GRAPH_NAMES = ("chunk", "prefix", "step")
+
+
+class BundleError(PlatformError):
+    """A deploy bundle that is missing, tampered with, truncated or of another format."""
+
+
+def sha256_of(path: Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-dimension mean and std (std already floored as the policy's Normalizer does)."""
+
+    mean: np.ndarray  # [D] float32
+    std: np.ndarray  # [D] float32
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Robot units -> the model's: (x - mean) / std, float32 [..., D]."""
+        return (np.asarray(x, np.float32) - self.mean) / self.std
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        """The model's units -> robot units: x * std + mean, float32 [..., D]."""
+        return np.asarray(x, np.float32) * self.std + self.mean
+
+
+@dataclass
+class Bundle:
+    """A verified bundle. `config` is the PolicyConfig as a dict (torch-free), `features`
+    {state_dim, action_dim, cameras}, `graphs` {name: path} of the exported ONNX files."""
+
+    path: Path
+    config: dict[str, Any]
+    features: dict[str, Any]
+    checkpoint_metadata: dict[str, str]
+    state_stats: NormStats
+    action_stats: NormStats
+    tokenizer: str  # "bytes" or the path of the bundle's tokenizer file
+    graphs: dict[str, Path]
+    digest: str  # sha256 over the manifest's file table: names the bundle's exact contents
+    checkpoint_digest: str  # sha256 of the checkpoint's model.safetensors it was built from
+
+    @property
+    def weights(self) -> Path:
+        """The checkpoint's model.safetensors inside the bundle (the torch backend's input)."""
+        return self.path / "model.safetensors"
+
+    @property
+    def cameras(self) -> list[str]:
+        """Camera roles the policy reads, in prefix order."""
+        return list(self.features["cameras"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Verify every file against the manifest, then read the small ones.
+
+        Raises BundleError naming the first missing, truncated or modified file."""
+        path = Path(path).expanduser()
+        files = verify(path)
+        config = json.loads((path / "config.json").read_text())
+        stats = json.loads((path / "stats.json").read_text())
+        tokenizer = config.get("tokenizer_file")
+        graphs = {Path(name).stem: path / name for name in files if name.startswith("graphs/")}
+        return cls(
+            path=path,
+            config=config["policy"],
+            features=config["features"],
+            checkpoint_metadata=config.get("checkpoint_metadata", {}),
+            state_stats=_stats(stats["observation.state"]),
+            action_stats=_stats(stats["action"]),
+            tokenizer=str(path / tokenizer) if tokenizer else config["policy"]["tokenizer"],
+            graphs=graphs,
+            digest=table_digest(files),
+            checkpoint_digest=files["model.safetensors"]["sha256"],
+        )
+
+
+def _stats(entry: dict[str, list[float]]) -> NormStats:
+    return NormStats(np.asarray(entry["mean"], np.float32), np.asarray(entry["std"], np.float32))
+
+
+def table_digest(files: dict[str, dict[str, Any]]) -> str:
+    """sha256 of the manifest's file table: one name for the bundle's exact contents."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def verify(path: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's file table, after checking every file's size and sha256."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path} is not a deploy bundle (no {MANIFEST}); build one with `platform deploy`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); rebuild the bundle") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path} is a {manifest.get('format')!r} v{manifest.get('version')} bundle; this "
+            f"platform reads {FORMAT} v{FORMAT_VERSION}: rebuild it from the checkpoint"
+        )
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    for name, entry in files.items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"bundle file {file} is missing; rebuild the bundle")
+        size = file.stat().st_size
+        if size != entry["bytes"]:
+            raise BundleError(
+                f"bundle file {file} is truncated or padded ({size} bytes, the manifest says "
+                f"{entry['bytes']}); copy it again or rebuild the bundle"
+            )
+        if sha256_of(file) != entry["sha256"]:
+            raise BundleError(
+                f"bundle file {file} was modified (sha256 differs from the manifest); "
+                "copy it again or rebuild the bundle"
+            )
+    return files
+
+
+def write_manifest(path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Hash every file under `path` (but the manifest) into path/manifest.json."""
+    files = {
+        str(f.relative_to(path)): {"sha256": sha256_of(f), "bytes": f.stat().st_size}
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and f.name != MANIFEST
+    }
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "files": files, **(extra or {})}
+    (path / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def build_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    graphs: tuple[str, ...] = GRAPH_NAMES,
+    num_steps: int | None = None,
+    overwrite: bool = False,
+) -> Bundle:
+    """Checkpoint folder -> bundle at `out` (weights, stats, config, tokenizer, ONNX graphs).
+
+    `graphs` names which graphs to export (see export_onnx.py); () exports none (the torch
+    backend needs none). Raises BundleError if `out` exists and `overwrite` is False,
+    CheckpointError for a checkpoint that does not load, ExportError if an export fails.
+    """
+    from shallowpi.deploy.export_onnx import export_graphs
+    from shallowpi.policy.policy import Policy
+
+    checkpoint, out = Path(checkpoint).expanduser(), Path(out).expanduser()
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} already exists; pass another --bundle folder or delete it")
+    policy = Policy.load(checkpoint)
+    tmp = out.with_name(f".{out.name}.building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copyfile(checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint,
+                        tmp / "model.safetensors")
+        config: dict[str, Any] = {
+            "policy": policy.cfg.to_dict(),
+            "features": {"state_dim": policy.features.state_dim, "action_dim": policy.features.action_dim,
+                         "cameras": list(policy.features.cameras)},
+            "checkpoint": str(checkpoint.resolve()),
+            "checkpoint_metadata": {k: v for k, v in Policy.read_metadata(checkpoint).items()
+                                    if k not in ("config", "features")},
+            "num_steps": num_steps or policy.cfg.num_steps,
+        }
+        if policy.cfg.tokenizer != "bytes":
+            tok = Path(policy.cfg.tokenizer).expanduser()
+            shutil.copyfile(tok, tmp / f"tokenizer{tok.suffix}")
+            config["tokenizer_file"] = f"tokenizer{tok.suffix}"
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+        stats = {
+            key: {"mean": norm.mean.tolist(), "std": norm.std.tolist()}
+            for key, norm in (("observation.state", policy.state_norm), ("action", policy.action_norm))
+        }
+        (tmp / "stats.json").write_text(json.dumps(stats))
+        if graphs:
+            (tmp / "graphs").mkdir()
+            export_graphs(policy, tmp / "graphs", graphs, num_steps=config["num_steps"])
+        write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Bundle.load(out)

@@ -1,0 +1,398 @@
+"""The executor: a fixed-rate control loop that sends a policy's actions, with inference
+beside it and a watchdog in front of the robot.
+
+Per tick (period 1 / fps):
+
+    observe                       -> joint state + frames; a fault: hold, torque off, stop
+    chunks that arrived           -> ActionSelector.deliver (takes over at the count of
+                                     actions sent since its observation: measured, never
+                                     an index from a latency estimate)
+    a chunk due and frames fresh  -> request it from this observation (rtc: with the
+                                     current chunk's committed actions to inpaint)
+    the action for this tick      -> seam bound -> Robot.act (clamps: limits, velocity)
+    none (queue dry, stale frame) -> Robot.hold once, then keep sending the held pose
+
+Strategies (`ExecutorConfig.strategy`):
+    sync      the reference: the loop waits for each chunk (the robot stands still while
+              it is computed), then executes K of its actions
+    async     replan every K actions on the inference thread; the new chunk takes over
+              where the robot has got to
+    ensemble  a chunk every K actions, overlapping predictions averaged (ACT)
+    rtc       real-time chunking: async, and the next chunk is made to agree with the
+              actions that run while it is computed (hard-prefix inpainting: no backend
+              here has gradients for guidance)
+
+The faults of lerobot 0.6.1's real-time chunking, and what prevents each here:
+  - it indexes the new chunk by its latency estimate: skipped actions, or a jump on the
+    first chunk -> the selector indexes by the actions actually consumed, and the first
+    chunk (which arrives while the robot holds) starts at its index 0
+  - it zero-pads the frozen prefix in normalised space, so the seam decodes to the dataset
+    mean -> the inpainting target is the current chunk in robot units, padded with its
+    last pose, normalised by the backend with the bundle's statistics
+  - cold-start latency inflates its delay estimate -> the backend is warmed up before the
+    robot moves, the first chunk's delay is not counted, and the initial estimate is the
+    warmed-up latency (measured)
+
+Safety: every command goes through Robot.act (limits and velocity); at a seam (the first
+action of a newly arrived chunk) a jump from the last command above `seam_bound` is
+counted, and the commands ramp to the new chunk at `seam_bound` a tick until they reach
+it; the watchdog holds when no action is due or the newest frame is older than
+`max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
+frame); a servo or camera fault holds, then turns torque off; `stop()` (SIGINT, SIGTERM)
+ends the loop at the next tick and `estop()` turns torque off at the next tick.
+
+Robot-side: imports without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from shallowpi.deploy.backends.base import Backend, Inpainting
+from shallowpi.deploy.inference import Done, LockstepInference, ThreadedInference
+from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
+from shallowpi.policy.action_selection import Strategy as Selection
+from shallowpi.record.clock import SimulatedClock, TickClock
+from shallowpi.robots.base import Robot
+from shallowpi.robots.observation import Observation, lerobot_row
+from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
+
+log = logging.getLogger(__name__)
+
+
+class Strategy(str, Enum):
+    """How chunks become actions (module docstring)."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    ENSEMBLE = "ensemble"
+    RTC = "rtc"
+
+
+SELECTION = {Strategy.SYNC: Selection.REPLAN, Strategy.ASYNC: Selection.REPLAN,
+             Strategy.ENSEMBLE: Selection.ENSEMBLE, Strategy.RTC: Selection.RTC}
+
+
+@dataclass
+class ExecutorConfig:
+    """configs/config.yaml `deploy:` (and `action_selection:` for K, m and the delay window).
+
+    strategy          sync | async | ensemble | rtc (module docstring)
+    selection         replan_every (K), ensemble_coeff (m), delay_window: the shared action
+                      selection settings (policy/action_selection.py); its strategy and
+                      initial delay are set from `strategy` and the warm-up
+    max_frame_age_s   the watchdog holds when the newest camera frame is older than this
+    seam_bound        largest jump (joint units: rad, m, 0..1) allowed between the last
+                      command and the first action of a newly arrived chunk
+    warmup_runs       chunks computed before the robot moves (>= 2: the first is cold, the
+                      last one's latency is the initial delay estimate)
+    injected_delay_s  added to every inference (the delay experiment; 0 on a robot)
+    realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
+                      chunk arriving ceil(measured latency x fps) ticks after its request
+    """
+
+    strategy: Strategy | str = Strategy.RTC
+    selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
+    max_frame_age_s: float = 0.25
+    seam_bound: float = 0.25
+    warmup_runs: int = 3
+    injected_delay_s: float = 0.0
+    realtime: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            self.strategy = Strategy(self.strategy)
+        except ValueError:
+            raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
+                              f"{', '.join(s.value for s in Strategy)}") from None
+        for name in ("max_frame_age_s", "seam_bound"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
+        if self.injected_delay_s < 0:
+            raise ConfigError(f"deploy.injected_delay_s must be >= 0, got {self.injected_delay_s}")
+        if self.warmup_runs < 2:  # the first run is the cold one; the last one is measured
+            raise ConfigError(f"deploy.warmup_runs must be at least 2, got {self.warmup_runs}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], selection: Mapping[str, Any] | None = None) -> ExecutorConfig:
+        """From configs/config.yaml's `deploy` and `action_selection` sections."""
+        known = [f.name for f in dataclasses.fields(cls) if f.name != "selection"]
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown deploy keys {unknown}; known: {', '.join(known)}")
+        base = ActionSelectionConfig.from_config(selection or {})
+        return cls(**dict(section), selection=base)
+
+    def selection_for(self, initial_delay: int) -> ActionSelectionConfig:
+        """The selector's settings: this strategy, an initial delay measured at warm-up."""
+        return dataclasses.replace(self.selection, strategy=SELECTION[self.strategy], initial_delay=initial_delay)
+
+
+@dataclass
+class EpisodeReport:
+    """One episode as the executor ran it. Latencies in ms, delays in ticks (measured)."""
+
+    seed: int
+    success: bool | None
+    ticks: int = 0
+    steps: int = 0  # actions sent from chunks
+    chunks: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+    delays: list[int] = field(default_factory=list)
+    holds: int = 0
+    hold_ticks: int = 0
+    seam_trips: int = 0
+    max_seam_jump: float = 0.0
+    clamps: int = 0
+    stale_frames: int = 0
+    period_p99_ms: float = 0.0
+    overruns: int = 0
+    ended: str = "time limit"  # success held | stopped | e-stop | fault
+    sent: list[np.ndarray] = field(default_factory=list, repr=False)  # every command, in order
+
+
+def policy_input(obs: Observation, task: str) -> dict[str, Any]:
+    """What a backend reads: the observation under lerobot's names, plus the task text."""
+    return {**lerobot_row(obs).values, "task": task}
+
+
+class Executor:
+    """Runs a backend on a connected robot. `fps` defaults to the robot's spec.
+
+    publish  called with the live ExecutorStatus every tick (telemetry)
+    """
+
+    def __init__(self, robot: Robot, backend: Backend, cfg: ExecutorConfig, fps: float | None = None,
+                 publish: Callable[[ExecutorStatus], None] | None = None) -> None:
+        self.robot, self.backend, self.cfg = robot, backend, cfg
+        self.fps = float(fps or robot.spec.fps)
+        self._publish = publish or (lambda status: None)
+        self._stop = threading.Event()
+        self._estop = threading.Event()
+        spec = robot.spec  # a twin's TwinSpec or a robot's RobotSpec: both list their joints
+        self.status = ExecutorStatus(
+            robot=getattr(spec, "robot", None) or getattr(spec, "name", ""), strategy=cfg.strategy.value,
+            backend=backend.name, joint_names=[j.name for j in spec.joints],
+            joint_lower=[float(j.lower) for j in spec.joints], joint_upper=[float(j.upper) for j in spec.joints],
+        )
+        self.status.loop.target_hz = self.fps
+        self.safety: SafetyCounts = self.status.safety
+        self.initial_delay = 0  # ticks, from the warmed-up latency
+        self._latencies: deque[float] = deque(maxlen=120)
+
+    # -- control from other threads (signal handlers, telemetry commands)
+
+    def stop(self) -> None:
+        """End at the next tick: hold, then torque off."""
+        self._stop.set()
+
+    def estop(self) -> None:
+        """Torque off at the next tick."""
+        self._estop.set()
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether stop() or estop() was called (or a fault stopped it)."""
+        return self._stop.is_set()
+
+    # -- warm-up
+
+    def warm_up(self, task: str) -> list[float]:
+        """Compute `warmup_runs` chunks on a real observation before the robot moves; the
+        last one's latency (+ injected delay) sets the initial delay estimate in ticks."""
+        self._set(ExecutorState.WARMING, f"warming up {self.backend.name}")
+        times = self.backend.warm_up(policy_input(self.robot.observe(), task), self.cfg.warmup_runs)
+        self.initial_delay = max(1, math.ceil((times[-1] + self.cfg.injected_delay_s) * self.fps))
+        log.info("%s warm: %.0f ms a chunk, initial delay %d ticks", self.backend.name, 1e3 * times[-1],
+                 self.initial_delay)
+        return times
+
+    # -- one episode
+
+    def run_episode(self, task: str, max_ticks: int, seed: int = 0,
+                    success: Callable[[], bool] | None = None, stop_after_success_ticks: int | None = None,
+                    on_tick: Callable[[Observation, np.ndarray], None] | None = None) -> EpisodeReport:
+        """Run until `max_ticks`, `success()` has held `stop_after_success_ticks` ticks, stop,
+        e-stop or a fault. `on_tick(observation, sent)` sees every tick (recording)."""
+        cfg, robot = self.cfg, self.robot
+        self.backend.reset(seed)
+        report = EpisodeReport(seed, None)
+        selector = ActionSelector(cfg.selection_for(self.initial_delay))
+        runner: Any = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
+                       else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
+        clock = TickClock(self.fps) if cfg.realtime else SimulatedClock(self.fps)
+        self.status.task = task
+        held = robot.hold()
+        holding = True  # nothing to send until the first chunk (not a watchdog hold)
+        last = held
+        seam: str | bool = False  # "new": a chunk just arrived; "limiting": still ramping to it
+        succeeded, chunk_time = 0, None
+        try:
+            for _ in range(max_ticks):
+                if self._stop.is_set():
+                    report.ended = "e-stop" if self._estop.is_set() else "stopped"
+                    break
+                clock.wait()
+                try:
+                    obs = robot.observe()
+                except PlatformError as exc:
+                    self._fault(exc, report)
+                    break
+                stale = obs.oldest_frame_s() > cfg.max_frame_age_s
+                # Deliver before asking: a chunk arriving on the tick the next one is due
+                # must be in place when the selector decides.
+                for done in runner.poll(selector.tick):
+                    if self._deliver(selector, done, report):
+                        seam, chunk_time = "new", clock.now() - done.latency_s
+                if not stale and selector.wants_chunk():
+                    for done in self._request(selector, runner, obs, task):  # sync: here and now
+                        if self._deliver(selector, done, report):
+                            seam, chunk_time = "new", clock.now()
+                if stale:
+                    self.safety.stale_frames += 1
+                    report.stale_frames += 1
+                    if selector.queue_depth or selector.pending:  # chunks from before: drop them
+                        selector = ActionSelector(cfg.selection_for(selector.delay_estimate))
+                action = None if stale else selector.next_action()
+                try:
+                    if action is None:
+                        if not holding:
+                            held, holding = robot.hold(), True
+                            report.holds += 1
+                            self.safety.holds += 1
+                        report.hold_ticks += 1
+                        sent = robot.act(held)
+                    else:
+                        action = np.asarray(action, np.float32)
+                        if seam:  # limit every command until the new chunk is within reach
+                            action, limited = self._bound_seam(action, last, report, first=seam == "new")
+                            seam = "limiting" if limited else False
+                        sent = robot.act(action)
+                        report.steps += 1
+                        if np.abs(sent - action).max() > 1e-5:
+                            report.clamps += 1
+                            self.safety.clamps += 1
+                        holding = False
+                except PlatformError as exc:
+                    self._fault(exc, report)
+                    break
+                last = np.asarray(sent, np.float32)
+                report.sent.append(last)
+                report.ticks += 1
+                if on_tick is not None:
+                    on_tick(obs, last)
+                self._tick_status(obs, last, selector, clock, holding, chunk_time)
+                if success is not None and stop_after_success_ticks:
+                    succeeded = succeeded + 1 if success() else 0
+                    if succeeded >= stop_after_success_ticks:
+                        report.ended = "success held"
+                        break
+        except BaseException as exc:  # a failed inference, a bug: never leave a goal moving
+            self._set(ExecutorState.FAULT, f"stopped by {type(exc).__name__}: {exc}")
+            try:
+                robot.hold()
+            except PlatformError as hold_exc:
+                log.error("hold failed: %s", hold_exc)
+            raise
+        finally:
+            runner.close()
+        if self._estop.is_set():
+            self._torque_off(report)
+        elif report.ended != "fault":
+            robot.hold()
+        report.success = success() if success is not None else None
+        report.delays = selector.measured_delays
+        report.period_p99_ms = clock.percentiles_ms()[1]
+        report.overruns = clock.overruns
+        return report
+
+    def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str) -> list[Done]:
+        request = selector.request()
+        guidance = request.guidance
+        inpainting = Inpainting.hard_prefix(guidance.target, guidance.frozen) if guidance is not None else None
+        runner.submit(request, policy_input(obs, task), inpainting)
+        return runner.wait() if self.cfg.strategy is Strategy.SYNC else []
+
+    def _deliver(self, selector: ActionSelector, done: Done, report: EpisodeReport) -> bool:
+        if done.request is not selector.pending:  # asked before the watchdog dropped the chunks
+            return False
+        if done.error is not None:
+            raise done.error
+        selector.deliver(done.request, done.chunk)
+        report.chunks += 1
+        report.latency_ms.append(1e3 * done.latency_s)
+        self._latencies.append(1e3 * done.latency_s)
+        return True
+
+    def _bound_seam(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport,
+                    first: bool) -> tuple[np.ndarray, bool]:
+        """Limit the step from the last command to `seam_bound`; (command, limited?). A
+        trip is counted at the seam's first action; later ones ramp towards the chunk."""
+        jump = float(np.abs(action - last).max())
+        if first:
+            report.max_seam_jump = max(report.max_seam_jump, jump)
+        if jump <= self.cfg.seam_bound:
+            return action, False
+        if first:
+            report.seam_trips += 1
+            self.safety.seam_trips += 1
+            log.warning("seam jump %.3f > bound %.3f: ramping to the new chunk", jump, self.cfg.seam_bound)
+        return last + np.clip(action - last, -self.cfg.seam_bound, self.cfg.seam_bound), True
+
+    # -- faults and safe states
+
+    def _fault(self, exc: PlatformError, report: EpisodeReport) -> None:
+        self.safety.faults += 1
+        report.ended = "fault"
+        log.error("fault: %s; holding, then torque off", exc)
+        try:
+            self.robot.hold()
+        except PlatformError as hold_exc:
+            log.error("hold failed: %s", hold_exc)
+        self._torque_off(report)
+        self._set(ExecutorState.FAULT, f"fault: {exc}")
+        self._stop.set()
+
+    def _torque_off(self, report: EpisodeReport) -> None:
+        try:
+            self.robot.torque_off()
+        except PlatformError as exc:
+            log.error("torque off failed: %s", exc)
+            self.status.message = f"TORQUE OFF FAILED: {exc}"
+
+    # -- status
+
+    def _set(self, state: ExecutorState, message: str | None = None) -> None:
+        self.status.state = state
+        if message is not None:
+            self.status.message = message
+        self._publish(self.status)
+
+    def _tick_status(self, obs: Observation, sent: np.ndarray, selector: ActionSelector,
+                     clock: TickClock, holding: bool, chunk_time: float | None) -> None:
+        s = self.status
+        s.state = ExecutorState.HOLD if holding else ExecutorState.RUNNING
+        s.commanded = [float(x) for x in sent]
+        s.measured = [float(x) for x in np.asarray(obs.state).reshape(-1)]
+        s.queue_depth = selector.queue_depth
+        s.delay_ticks = selector.delay_estimate
+        s.chunk_age_ms = 0.0 if chunk_time is None else 1e3 * (clock.now() - chunk_time)
+        if self._latencies:
+            s.inference_ms = list(self._latencies)[-60:]
+            s.inference_p50_ms, s.inference_p99_ms = (float(x) for x in np.percentile(self._latencies, [50, 99]))
+        s.loop.period_p50_ms, s.loop.period_p99_ms = clock.percentiles_ms()
+        s.loop.overruns = clock.overruns
+        self._publish(s)
+

@@ -1,0 +1,204 @@
+"""Export a policy to ONNX: the whole chunk, or its prefix and denoise step apart.
+
+Three graphs, all at batch 1 and fixed shapes (a robot runs one observation at a time):
+
+    chunk   images [1, N, 3, S, S], image_masks [1, N], tokens [1, L], token_masks [1, L],
+            state [1, A_s], noise [1, C, A], target [1, C, A], weight [1, C, 1]
+            -> actions [1, C, A]: every Euler step unrolled, with hard-prefix inpainting
+            (deploy/inpaint.py; weight 0 is plain sampling). One call a chunk.
+    prefix  images, image_masks, tokens, token_masks
+            -> cache_keys, cache_values [depth, 1, k, P + S, E], cache_bias [1, 1, S, P + S],
+            cache_cos, cache_sin [1, 1, S, E]:
+            the KV cache of `Pi0Model.prefix_cache` (the suffix slots zero)
+    step    x_t [1, C, A], t [1], state, cache_* -> velocity [1, C, A]:
+            `Pi0Model.denoise_step`
+
+Actions are in the model's normalised, padded units; the backend converts. Each graph is
+traced from the model's own methods (nothing re-implemented here), checked with
+onnx.checker, and run in ONNX Runtime against torch on the same inputs and noise: a max
+|difference| above `PARITY_TOL` (float32) refuses the export.
+
+Uses torch's dynamo exporter (onnxscript): the TorchScript one cannot trace the KV cache's
+in-place writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from shallowpi.deploy.inpaint import inpainted_euler
+from shallowpi.errors import PlatformError
+from shallowpi.policy.model import KVCache, Pi0Model
+from shallowpi.policy.policy import Policy
+
+log = logging.getLogger(__name__)
+
+PARITY_TOL = 1e-4
+OPSET = 18
+CHUNK_INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
+PREFIX_INPUTS = ("images", "image_masks", "tokens", "token_masks")
+CACHE = ("cache_keys", "cache_values", "cache_bias", "cache_cos", "cache_sin")
+STEP_INPUTS = ("x_t", "t", "state", *CACHE)
+
+
+class ExportError(PlatformError):
+    """An export that failed, or whose graph disagrees with torch."""
+
+
+class ChunkGraph(nn.Module):
+    """The whole chunk with hard-prefix inpainting (module docstring)."""
+
+    def __init__(self, model: Pi0Model, num_steps: int) -> None:
+        super().__init__()
+        self.model, self.num_steps = model, num_steps
+
+    def forward(self, images: Tensor, image_masks: Tensor, tokens: Tensor, token_masks: Tensor,
+                state: Tensor, noise: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        m = self.model
+        cache = m.prefix_cache(m.embed_prefix(images, image_masks, tokens, token_masks))
+
+        def velocity(x: Tensor, t: float) -> Tensor:
+            return m.denoise_step(cache, state, x, torch.full((x.shape[0],), t, device=x.device))
+
+        return inpainted_euler(velocity, noise, target, weight, self.num_steps)
+
+
+class PrefixGraph(nn.Module):
+    """The VLM prefix -> the KV cache (module docstring, graph `prefix`)."""
+
+    def __init__(self, model: Pi0Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, image_masks: Tensor, tokens: Tensor, token_masks: Tensor):
+        cache = self.model.prefix_cache(self.model.embed_prefix(images, image_masks, tokens, token_masks))
+        return torch.stack(cache.keys), torch.stack(cache.values), cache.bias, cache.cos, cache.sin
+
+
+class StepGraph(nn.Module):
+    """One denoising step over a given KV cache (module docstring, graph `step`)."""
+
+    def __init__(self, model: Pi0Model, prefix_len: int) -> None:
+        super().__init__()
+        self.model, self.prefix_len = model, prefix_len
+
+    def forward(self, x_t: Tensor, t: Tensor, state: Tensor, keys: Tensor, values: Tensor,
+                bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        # The step writes its suffix keys/values into the cache; clone so the graph's
+        # inputs stay inputs (the exporter functionalises the in-place writes).
+        cache = KVCache(list(keys.clone().unbind(0)), list(values.clone().unbind(0)), self.prefix_len, bias, cos, sin)
+        return self.model.denoise_step(cache, state, x_t, t)
+
+
+def example_inputs(policy: Policy, seed: int = 0) -> dict[str, Tensor]:
+    """Random batch-1 inputs of every graph's shapes (images in [-1, 1], some text padding)."""
+    cfg = policy.cfg
+    g = torch.Generator().manual_seed(seed)
+    S, L, C, A = cfg.vision.image_size, cfg.max_text_tokens, cfg.chunk_len, cfg.action_dim
+    token_masks = torch.arange(L)[None] < max(1, L // 2)
+    weight = torch.zeros(1, C, 1)
+    weight[:, : C // 3] = 1.0
+    return {
+        "images": torch.rand(1, cfg.num_cameras, 3, S, S, generator=g) * 2 - 1,
+        "image_masks": torch.ones(1, cfg.num_cameras, dtype=torch.bool),
+        "tokens": torch.randint(2, cfg.vocab_size, (1, L), generator=g),
+        "token_masks": token_masks,
+        "state": torch.randn(1, cfg.state_dim, generator=g),
+        "noise": torch.randn(1, C, A, generator=g),
+        "target": torch.randn(1, C, A, generator=g),
+        "weight": weight,
+    }
+
+
+def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Iterable[str],
+            outputs: Iterable[str]) -> None:
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the dynamo exporter's dependency; fail here, by name)
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs {exc.name}: pip install 'shallowpi[export]'") from None
+    for noisy in ("onnx_ir", "onnxscript"):  # one INFO line per folded constant
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    chatter = io.StringIO()  # the exporter prints progress lines; keep them for the log
+    with torch.no_grad(), contextlib.redirect_stdout(chatter):
+        program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
+                                    input_names=list(inputs), output_names=list(outputs),
+                                    external_data=False, verbose=False)
+    log.debug("%s", chatter.getvalue())
+    program.save(str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def export_graphs(policy: Policy, out: Path, graphs: Iterable[str] = ("chunk", "prefix", "step"),
+                  num_steps: int | None = None, check: bool = True) -> dict[str, Path]:
+    """Write out/<name>.onnx for each graph; with `check`, refuse one that differs from
+    torch by more than PARITY_TOL. Returns {name: path}. Raises ExportError."""
+    model = policy.model.float().eval()
+    steps = num_steps or policy.cfg.num_steps
+    x = example_inputs(policy)
+    written: dict[str, Path] = {}
+    for name in graphs:
+        path = out / f"{name}.onnx"
+        if name == "chunk":
+            _export(ChunkGraph(model, steps), tuple(x[k] for k in CHUNK_INPUTS), path, CHUNK_INPUTS, ["actions"])
+        elif name == "prefix":
+            _export(PrefixGraph(model), tuple(x[k] for k in PREFIX_INPUTS), path, PREFIX_INPUTS, CACHE)
+        elif name == "step":
+            with torch.no_grad():
+                cache = PrefixGraph(model)(*(x[k] for k in PREFIX_INPUTS))
+            args = (x["noise"], torch.full((1,), 0.7), x["state"], *cache)
+            _export(StepGraph(model, policy.cfg.prefix_len), args, path, STEP_INPUTS, ["velocity"])
+        else:
+            raise ExportError(f"unknown graph '{name}'; choose from chunk, prefix, step")
+        written[name] = path
+    if check:
+        for name, diff in parity(policy, written, steps).items():
+            if not diff <= PARITY_TOL:
+                raise ExportError(
+                    f"the exported {name} graph differs from torch by {diff:.2e} (> {PARITY_TOL:g}); "
+                    "report this with the checkpoint's config"
+                )
+            log.info("%s graph: max |onnx - torch| = %.2e", name, diff)
+    return written
+
+
+def parity(policy: Policy, graphs: dict[str, Path], num_steps: int | None = None, seed: int = 1) -> dict[str, float]:
+    """Max |ONNX Runtime - torch| (float32) per graph, on random inputs and noise of `seed`.
+
+    chunk is compared twice, plain (weight 0) against `Pi0Model.sample_actions` and
+    inpainted against the same inpainting in torch; prefix+step as the Euler loop they make
+    (the split backend's path) against `sample_actions`."""
+    import onnxruntime as ort
+
+    model, steps = policy.model.float().eval(), num_steps or policy.cfg.num_steps
+    x = example_inputs(policy, seed)
+    feed = {k: v.numpy() for k, v in x.items()}
+    with torch.no_grad():
+        plain = model.sample_actions(model.embed_prefix(*(x[k] for k in PREFIX_INPUTS)), x["state"], x["noise"], steps)
+        inpainted = ChunkGraph(model, steps)(*(x[k] for k in CHUNK_INPUTS))
+    result: dict[str, float] = {}
+
+    def session(name: str) -> ort.InferenceSession:
+        return ort.InferenceSession(str(graphs[name]), providers=["CPUExecutionProvider"])
+
+    if "chunk" in graphs:
+        chunk = session("chunk")
+        zero = {**{k: feed[k] for k in CHUNK_INPUTS}, "weight": np.zeros_like(feed["weight"])}
+        result["chunk"] = float(np.abs(chunk.run(None, zero)[0] - plain.numpy()).max())
+        got = chunk.run(None, {k: feed[k] for k in CHUNK_INPUTS})[0]
+        result["chunk (inpainted)"] = float(np.abs(got - inpainted.numpy()).max())
+    if "prefix" in graphs and "step" in graphs:
+        from shallowpi.deploy.backends.onnxrt import SplitGraphs
+
+        split = SplitGraphs(session("prefix"), session("step"), steps)
+        got = split({k: feed[k] for k in PREFIX_INPUTS}, feed["state"], feed["noise"])
+        result["prefix+step"] = float(np.abs(got - plain.numpy()).max())
+    return result

@@ -1,0 +1,38 @@
+"""Euler sampling with hard-prefix inpainting: the gradient-free form of real-time chunking.
+
+Real-time chunking (Black et al. 2025) makes the next chunk agree with the actions that
+will run while it is computed. Its guidance needs the velocity's gradient; a backend
+without gradients (an ONNX or TensorRT graph) instead overwrites, before every Euler step,
+the rows that must agree with where the flow would be had it started from them:
+
+    x_t[i] <- w_i * (t * noise[i] + (1 - t) * target[i]) + (1 - w_i) * x_t[i]
+
+and the result's rows with the target itself. w_i = 1 on the frozen prefix (hard), 0
+elsewhere; weights in between blend (a softer seam). With w = 0 everywhere this is exactly
+`policy.model.euler_integrate`. `target` is in the model's normalised units: convert from
+robot units first, never zero-pad (zero is the dataset mean, lerobot 0.6.1's seam fault).
+
+Generic over numpy arrays and torch tensors (only arithmetic): the ONNX chunk graph traces
+it, and the split-graph backend runs it in numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+X = TypeVar("X")
+
+
+def inpainted_euler(velocity: Callable[[X, float], X], noise: X, target: X, weight: X, steps: int) -> X:
+    """Integrate dx/dt = velocity(x, t) from noise (t=1) to t=0 in `steps` Euler steps.
+
+    noise, target [B, C, A]; weight [B, C, 1] in [0, 1] (broadcast over A). -> [B, C, A].
+    """
+    dt = -1.0 / steps
+    x = noise
+    for step in range(steps):
+        t = 1.0 + step * dt
+        x = weight * (t * noise + (1.0 - t) * target) + (1.0 - weight) * x
+        x = x + dt * velocity(x, t)
+    return weight * target + (1.0 - weight) * x

@@ -1,0 +1,185 @@
+"""Jetson profiles (configs/jetson/) and what this machine is.
+
+A profile says which backend, precision and execution providers a target runs; `detect`
+reads what the machine is: the L4T release (/etc/nv_tegra_release), the module
+(/proc/device-tree/model and .../compatible: tegra234 is Orin, tegra264 Thor), the power
+mode (`nvpmodel -q`) and whether the GPU clock is at its maximum (devfreq). `plan` puts
+the two together: the profile to run with and one line for the operator, which says what
+to change for full speed on the named Jetson, or that this machine is not it (then the
+best local profile runs: cuda with a GPU, else cpu).
+
+Every path is read under `root` ("/" on a robot), so tests point it at fake system files.
+No torch: this runs on the robot before anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shallowpi.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# compatible string -> profile name of the module that carries it
+MODULES = {"nvidia,tegra234": "orin", "nvidia,tegra264": "thor"}
+
+
+@dataclass(frozen=True)
+class JetsonProfile:
+    """One configs/jetson/<name>.yaml. backend: torch | onnxruntime | tensorrt; precision:
+    fp32 | fp16 | bf16 | fp8; providers: onnxruntime's, in order of preference."""
+
+    name: str
+    backend: str
+    device: str
+    precision: str
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    jetpack: int | None = None
+    python: str | None = None
+    gpu_arch: str | None = None
+    memory_gb: int | None = None
+    compatible: str | None = None
+    full_speed_mode: str | None = None
+
+    @property
+    def is_jetson(self) -> bool:
+        """Whether this describes a Jetson (a profile with an SoC, a machine with L4T)."""
+        return self.compatible is not None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> JetsonProfile:
+        """From a jetson config group (a dict or DictConfig); ConfigError on an unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ConfigError(f"unknown jetson profile keys {unknown}; known: {', '.join(sorted(known))}")
+        data = dict(section)
+        data["providers"] = tuple(data.get("providers") or ("CPUExecutionProvider",))
+        return cls(**data)
+
+    @classmethod
+    def load(cls, name: str) -> JetsonProfile:
+        """configs/jetson/<name>.yaml. Raises ConfigError naming the profiles there are."""
+        from omegaconf import OmegaConf
+
+        from shallowpi.config import config_dir, group_choices
+
+        path = config_dir() / "jetson" / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown jetson profile '{name}'; choose one of: {', '.join(group_choices('jetson'))}")
+        return cls.from_config(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+
+
+@dataclass
+class Machine:
+    """What `detect` found. Every field None when not a Jetson (or not readable)."""
+
+    l4t: str | None = None  # e.g. "R36 (release), REVISION: 4.0"
+    model: str | None = None  # e.g. "NVIDIA Jetson AGX Orin Developer Kit"
+    compatible: list[str] = field(default_factory=list)
+    power_mode: str | None = None  # e.g. "MAXN", "30W"
+    gpu_freq: tuple[int, int] | None = None  # current, maximum (Hz)
+
+    @property
+    def is_jetson(self) -> bool:
+        """Whether this describes a Jetson (a profile with an SoC, a machine with L4T)."""
+        return self.l4t is not None
+
+    @property
+    def module(self) -> str | None:
+        """The profile name of this module (orin, thor), or None."""
+        return next((MODULES[c] for c in self.compatible if c in MODULES), None)
+
+    def describe(self) -> str:
+        """The operator's name for it: <model> (L4T <release>)."""
+        name = self.model or (f"a Jetson {self.module}" if self.module else "a Jetson")
+        return f"{name} (L4T {self.l4t})" if self.l4t else name
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_bytes().rstrip(b"\0\n").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def detect(root: Path = Path("/")) -> Machine:
+    """Read the system files under `root`; never raises (a missing file leaves None)."""
+    release = _read(root / "etc/nv_tegra_release")
+    if release is None:
+        return Machine()
+    l4t = release.splitlines()[0].lstrip("# ").split(", GCID")[0] if release else "unknown"
+    compatible = (_read(root / "proc/device-tree/compatible") or "").split("\0")
+    return Machine(l4t, _read(root / "proc/device-tree/model"), [c for c in compatible if c],
+                   _power_mode(root), _gpu_freq(root))
+
+
+def _power_mode(root: Path) -> str | None:
+    """`nvpmodel -q` prints "NV Power Mode: MAXN" then the mode's number."""
+    exe = next((p for p in (root / "usr/sbin/nvpmodel", root / "usr/bin/nvpmodel") if os.access(p, os.X_OK)), None)
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([str(exe), "-q"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("nvpmodel -q failed (%s); power mode unknown", exc)
+        return None
+    for line in out.splitlines():
+        if "Power Mode" in line:
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _gpu_freq(root: Path) -> tuple[int, int] | None:
+    """The integrated GPU's devfreq node (gv11b, ga10b, gb10b...): current and max clock."""
+    for node in sorted((root / "sys/class/devfreq").glob("*")):
+        if "gpu" in node.name or node.name.split(".")[-1].startswith("g"):
+            cur, top = _read(node / "cur_freq"), _read(node / "max_freq")
+            if cur and top and cur.isdigit() and top.isdigit():
+                return int(cur), int(top)
+    return None
+
+
+def full_speed_advice(machine: Machine, profile: JetsonProfile) -> str:
+    """One line: what to change for full speed, or that it already runs at it."""
+    changes = []
+    if profile.full_speed_mode and machine.power_mode != profile.full_speed_mode:
+        changes.append(f"`sudo nvpmodel -m 0` (power mode {machine.power_mode or 'unknown'} -> {profile.full_speed_mode})")
+    if machine.gpu_freq is None or machine.gpu_freq[0] < machine.gpu_freq[1]:
+        clock = "unknown" if machine.gpu_freq is None else f"{machine.gpu_freq[0] / 1e6:.0f} of {machine.gpu_freq[1] / 1e6:.0f} MHz"
+        changes.append(f"`sudo jetson_clocks` (GPU clock {clock})")
+    if not changes:
+        return f"{machine.describe()}: full speed ({machine.power_mode}, clocks at maximum)"
+    return f"{machine.describe()}: for full speed run " + " and ".join(changes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The profile to run with, and the one line that says why."""
+
+    profile: JetsonProfile
+    message: str
+    on_target: bool  # this machine is the Jetson the command named
+
+
+def plan(asked: str, machine: Machine, cuda: bool) -> Plan:
+    """`--jetson asked` on `machine`. On the named Jetson: its profile and the full-speed
+    line. Elsewhere: the best local profile (another Jetson's own; else cuda when `cuda`,
+    else cpu) and a line saying so. A workstation profile (cpu, cuda) is taken as asked."""
+    profile = JetsonProfile.load(asked)
+    if not profile.is_jetson:
+        return Plan(profile, f"profile {asked}: {profile.backend} on {profile.device} ({profile.precision})", True)
+    if machine.is_jetson and machine.module == asked:
+        return Plan(profile, full_speed_advice(machine, profile), True)
+    local = JetsonProfile.load(machine.module or ("cuda" if cuda else "cpu"))
+    what = f"{machine.describe()}, not a Jetson {asked}" if machine.is_jetson else \
+        f"this machine is not a Jetson {asked} (no /etc/nv_tegra_release)"
+    return Plan(local, f"{what}: running the best local backend, {local.backend} on {local.device} "
+                       f"(profile {local.name})", False)

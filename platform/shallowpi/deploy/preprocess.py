@@ -1,0 +1,128 @@
+"""Observation -> model inputs in numpy, for backends that run without torch.
+
+The same transformations as `Policy._model_inputs` (policy/policy.py), so an ONNX graph fed
+from here computes what the torch policy computes (tests/test_deploy_export.py compares):
+
+    images  uint8 [H, W, 3] per camera -> float32 [1, N, 3, S, S] in [-1, 1], aspect kept,
+            black bars, antialiased bilinear resize (torch's `antialias=True`, PIL's filter)
+    task    text -> BOS + UTF-8 bytes/pieces of "task\\n", padded to L: int64 [1, L], bool mask
+    state   robot units [S_real] -> normalised, zero-padded to the model's S: float32 [1, S]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.deploy.bundle import Bundle
+
+STATE = "observation.state"
+IMAGE_PREFIX = "observation.images."
+
+
+def _aa_weights(in_size: int, out_size: int) -> np.ndarray:
+    """[out, in] interpolation matrix of a triangle filter widened by the downscale factor
+    (antialiasing), centred as align_corners=False; rows sum to 1."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)  # the bilinear filter's support (1), widened when shrinking
+    inv = 1.0 / support
+    matrix = np.zeros((out_size, in_size), np.float64)
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        j = np.arange(lo, hi)
+        w = np.maximum(0.0, 1.0 - np.abs((j - center + 0.5) * inv))
+        matrix[i, lo:hi] = w / w.sum()
+    return matrix
+
+
+def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [3, size, size] in [-1, 1] (policy.resize_with_pad)."""
+    x = np.asarray(image, np.float32).transpose(2, 0, 1) / 255.0  # [3, H, W]
+    h, w = x.shape[1:]
+    if (h, w) != (size, size):
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = np.einsum("oh,chw,pw->cop", _aa_weights(h, nh), x, _aa_weights(w, nw)).astype(np.float32)
+        top, left = (size - nh) // 2, (size - nw) // 2
+        x = np.pad(x, ((0, 0), (top, size - nh - top), (left, size - nw - left)))
+    return x * 2.0 - 1.0
+
+
+class TextTokens:
+    """Task text -> (ids int64 [1, L], mask bool [1, L]) as policy.tokenizer.tokenize does:
+    BOS, the text stripped plus a newline, cut or padded to L. `spec` is "bytes" (ids =
+    byte + 2, pad 0, BOS 1) or a tokenizer.json read with `tokenizers` (no torch)."""
+
+    def __init__(self, spec: str, max_len: int) -> None:
+        self.max_len = max_len
+        if spec == "bytes":
+            self.pad_id, self.bos_id = 0, 1
+            self._encode = lambda text: [b + 2 for b in text.encode("utf-8")]
+        elif Path(spec).suffix == ".json":
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(spec)
+            self.bos_id = tok.token_to_id("<bos>") or 2
+            self.pad_id = tok.token_to_id("<pad>") or 0
+            self._encode = lambda text: tok.encode(text, add_special_tokens=False).ids
+        else:
+            import sentencepiece
+
+            sp = sentencepiece.SentencePieceProcessor(model_file=spec)
+            self.bos_id, self.pad_id = sp.bos_id(), max(sp.pad_id(), 0)
+            self._encode = sp.encode
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        if text not in self._cache:  # one task for a whole episode: encode it once
+            seq = [self.bos_id, *self._encode(text.strip() + "\n")][: self.max_len]
+            ids = np.full((1, self.max_len), self.pad_id, np.int64)
+            mask = np.zeros((1, self.max_len), bool)
+            ids[0, : len(seq)], mask[0, : len(seq)] = seq, True
+            self._cache[text] = (ids, mask)
+        return self._cache[text]
+
+
+@dataclass
+class ModelInputs:
+    """One observation as the exported graphs take it (batch 1)."""
+
+    images: np.ndarray  # float32 [1, N, 3, S, S]
+    image_masks: np.ndarray  # bool [1, N]
+    tokens: np.ndarray  # int64 [1, L]
+    token_masks: np.ndarray  # bool [1, L]
+    state: np.ndarray  # float32 [1, S_model], normalised and padded
+
+
+class Preprocessor:
+    """`Preprocessor(bundle)(observation) -> ModelInputs`. A camera missing from the
+    observation is a blank image nothing attends to, as in the torch policy."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        cfg = bundle.config
+        self.size = cfg["vision"]["image_size"]
+        self.state_dim = cfg["state_dim"]
+        self.cameras = bundle.cameras
+        self.state_stats = bundle.state_stats
+        self.tokens = TextTokens(bundle.tokenizer, cfg["max_text_tokens"])
+
+    def __call__(self, obs: Mapping[str, Any]) -> ModelInputs:
+        images, masks = [], []
+        for role in self.cameras:
+            img = obs.get(IMAGE_PREFIX + role)
+            if img is None:
+                images.append(-np.ones((3, self.size, self.size), np.float32))
+            else:
+                images.append(resize_with_pad(img, self.size))
+            masks.append(img is not None)
+        state = self.state_stats.normalize(obs[STATE])
+        padded = np.zeros((1, self.state_dim), np.float32)
+        padded[0, : state.shape[-1]] = state
+        tokens, token_masks = self.tokens(str(obs.get("task", "")))
+        return ModelInputs(np.stack(images)[None], np.asarray([masks]), tokens, token_masks, padded)

@@ -1,0 +1,91 @@
+"""What `platform deploy` publishes every tick (telemetry kind "executor").
+
+Plain dataclasses that travel as JSON, like the recorder's status; the loop, camera and
+joint fields reuse telemetry/status.py's records so one dashboard panel shows either.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from shallowpi.telemetry.status import LoopStatus, _known
+
+
+class ExecutorState(str, enum.Enum):
+    WARMING = "warming"  # backend warming up; the robot holds its pose
+    RUNNING = "running"  # actions from chunks reach the robot
+    HOLD = "hold"  # watchdog: no action due or the newest frame too old; goals = present pose
+    FAULT = "fault"  # a servo or camera failed: held, then torque off
+    STOPPED = "stopped"  # stopped by the operator (Ctrl-C, SIGTERM, e-stop)
+    DONE = "done"  # every episode ran
+
+
+@dataclass
+class SafetyCounts:
+    """Since the executor started."""
+
+    clamps: int = 0  # commands the robot changed (joint limits, velocity bound)
+    seam_trips: int = 0  # seam jumps above the bound (the command was limited to it)
+    holds: int = 0  # times the watchdog held position
+    stale_frames: int = 0  # ticks whose newest camera frame was older than the bound
+    faults: int = 0  # servo/camera faults (each: hold, then torque off)
+
+
+@dataclass
+class ExecutorStatus:
+    kind: ClassVar[str] = "executor"
+
+    state: ExecutorState = ExecutorState.WARMING
+    robot: str = ""
+    task: str = ""
+    strategy: str = ""
+    backend: str = ""
+    profile: str = ""
+    episode: int = 0
+    episodes_total: int = 0
+    successes: int = 0
+    episode_time_s: float = 0.0
+    inference_ms: list[float] = field(default_factory=list)  # recent chunks, oldest first
+    inference_p50_ms: float = 0.0
+    inference_p99_ms: float = 0.0
+    delay_ticks: int = 0  # the delay estimate (from measured consumption)
+    chunk_age_ms: float = 0.0  # since the observation the executing chunk was computed from
+    queue_depth: int = 0  # actions left in the newest chunk
+    loop: LoopStatus = field(default_factory=LoopStatus)
+    joint_names: list[str] = field(default_factory=list)
+    joint_lower: list[float] = field(default_factory=list)
+    joint_upper: list[float] = field(default_factory=list)
+    commanded: list[float] = field(default_factory=list)  # sent at the last tick
+    measured: list[float] = field(default_factory=list)  # joint state at the last tick
+    safety: SafetyCounts = field(default_factory=SafetyCounts)
+    message: str = ""
+    control_allowed: bool = True
+
+    def snapshot(self) -> ExecutorStatus:
+        """A copy another thread may read while the loop updates this one (lists copied)."""
+        clone = object.__new__(ExecutorStatus)
+        clone.__dict__.update(self.__dict__)
+        for name in ("inference_ms", "joint_names", "joint_lower", "joint_upper", "commanded", "measured"):
+            setattr(clone, name, list(getattr(self, name)))
+        clone.safety = SafetyCounts(**asdict(self.safety))
+        clone.loop = LoopStatus(**asdict(self.loop))
+        return clone
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExecutorStatus:
+        """Tolerant of other versions: unknown keys are ignored, missing ones take defaults."""
+        plain = {f.name for f in fields(cls)} - {"state", "loop", "safety"}
+        try:
+            state = ExecutorState(data.get("state", "warming"))
+        except ValueError:
+            state = ExecutorState.WARMING
+        return cls(state=state, **{k: data[k] for k in plain if k in data},
+                   loop=_known(LoopStatus, data.get("loop", {})),
+                   safety=_known(SafetyCounts, data.get("safety", {})))

@@ -1,0 +1,145 @@
+"""The executor's live dashboard: shows an ExecutorStatus stream; `e` sends an e-stop.
+
+Same contract as the recorder's (tui/recorder_dashboard.py): a status source that blocks
+until the next status and ends when the executor goes away, read on a worker thread and
+handed to the UI thread; a command sink or None (read-only). The loop panel is shared
+(tui/panels.py); the executor's own panels are in executor_render.py. `platform monitor`
+shows it for "executor" publishers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
+from textual.reactive import reactive
+from textual.widgets import Footer, Static
+
+from shallowpi.telemetry.executor_status import ExecutorStatus
+from shallowpi.telemetry.status import Command
+from shallowpi.tui import executor_render as render
+from shallowpi.tui import panels
+
+
+class ExecutorDashboard(App[None]):
+    TITLE = "Shallow-π executor"
+    CSS = """
+    #summary { height: 3; padding: 0 1; background: $boost; }
+    #body { height: 1fr; }
+    #left { width: 3fr; }
+    #right { width: 2fr; min-width: 34; }
+    .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
+    #message { height: 1; padding: 0 1; background: $panel; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("e", "estop", "E-STOP"),
+        Binding("s", "stop", "stop"),
+        Binding("q", "quit", "quit"),
+    ]
+
+    status: reactive[ExecutorStatus | None] = reactive(None, always_update=True, init=False)
+    connected: reactive[bool] = reactive(True, init=False)
+
+    def __init__(self, source: Iterable[ExecutorStatus], send: Callable[[Command], None] | None = None, *,
+                 monitor: bool = False, exit_when_source_ends: bool = False, read_only_reason: str = "") -> None:
+        super().__init__()
+        self.source, self.send = source, send
+        self.monitor, self.exit_when_source_ends = monitor, exit_when_source_ends
+        self.read_only_reason = read_only_reason or "read-only: attach with `platform monitor --control`"
+
+    def compose(self) -> ComposeResult:
+        yield Static(render.summary(None, True), id="summary")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield Static("", id="joints", classes="panel")
+            with Vertical(id="right"):
+                yield Static("", id="inference", classes="panel")
+                yield Static("", id="loop", classes="panel")
+                yield Static("", id="safety", classes="panel")
+        yield Static("waiting for the executor's first status…", id="message")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for widget_id, title in (("joints", "commanded vs measured"), ("inference", "inference"),
+                                 ("loop", "control loop"), ("safety", "safety")):
+            self.query_one(f"#{widget_id}", Static).border_title = title
+        self._read_source()
+
+    @work(thread=True, exit_on_error=False, name="telemetry reader")
+    def _read_source(self) -> None:
+        try:
+            for status in self.source:
+                if not self._deliver(self._receive, status):
+                    return
+        except Exception:  # a broken source must not take the dashboard down
+            pass
+        self._deliver(self._source_ended)
+
+    def _deliver(self, callback: Callable[..., Any], *args: Any) -> bool:
+        try:
+            self.call_from_thread(callback, *args)
+            return True
+        except (RuntimeError, asyncio.CancelledError):
+            return False
+
+    def _receive(self, status: ExecutorStatus) -> None:
+        if self.is_running:
+            self.connected = True
+            self.status = status
+
+    def _source_ended(self) -> None:
+        self.connected = False
+        if self.exit_when_source_ends:
+            self.exit()
+
+    def on_unmount(self) -> None:
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+
+    def watch_status(self, status: ExecutorStatus | None) -> None:
+        if status is None:
+            return
+        with contextlib.suppress(NoMatches):
+            self._set("summary", render.summary(status, self.connected))
+            self._set("joints", render.joints(status))
+            self._set("inference", render.inference(status))
+            self._set("loop", panels.loop(status.loop))
+            self._set("safety", render.safety(status))
+            if status.message:
+                self._set("message", Text(status.message, style="bold red" if status.state.value == "fault" else ""))
+
+    def watch_connected(self, connected: bool) -> None:
+        if not connected:
+            with contextlib.suppress(NoMatches):
+                self._set("summary", render.summary(self.status, False))
+                self._set("message", Text("executor disconnected; press q to leave", style="bold yellow"))
+
+    def _set(self, widget_id: str, content: Text) -> None:
+        self.query_one(f"#{widget_id}", Static).update(content)
+
+    def _send(self, command: Command) -> None:
+        if self.send is None or (self.status is not None and not self.status.control_allowed):
+            self._set("message", Text(self.read_only_reason, style="bold yellow"))
+            return
+        try:
+            self.send(command)
+        except Exception as exc:
+            self._set("message", Text(f"could not send '{command.value}': {exc}", style="bold red"))
+            return
+        self._set("message", Text(f"sent: {command.value}", style="bold red" if command is Command.ESTOP else "green"))
+
+    def action_estop(self) -> None:
+        self._send(Command.ESTOP)
+
+    def action_stop(self) -> None:
+        self._send(Command.STOP)

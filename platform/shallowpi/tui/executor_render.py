@@ -1,0 +1,85 @@
+"""The executor's status as text: one line for logs and `platform monitor --lines`, and
+the panels of its dashboard (tui/executor_dashboard.py)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from shallowpi.telemetry.executor_status import ExecutorStatus
+
+
+def status_line(s: ExecutorStatus) -> str:
+    """State, episode, inference p50/p99, delay, queue, chunk age, loop p99, safety counts."""
+    safety, loop = s.safety, s.loop
+    return (f"{s.state.value.upper():8} episode {s.episode + 1}/{s.episodes_total} ({s.successes} ok) "
+            f"{s.strategy} on {s.backend} | inference p50 {s.inference_p50_ms:.0f} p99 {s.inference_p99_ms:.0f} ms, "
+            f"delay {s.delay_ticks} ticks, queue {s.queue_depth}, chunk age {s.chunk_age_ms:.0f} ms | loop p99 "
+            f"{loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | clamps {safety.clamps}, seam trips "
+            f"{safety.seam_trips}, holds {safety.holds}, stale {safety.stale_frames}, faults {safety.faults}")
+
+
+# -- panels of the executor's dashboard (pure: status -> Text, so tests read them) ----------
+
+SPARK = "▁▂▃▄▅▆▇█"
+STATE_STYLE = {"running": "bold white on green", "hold": "bold black on yellow", "fault": "bold white on red",
+               "warming": "bold black on cyan", "stopped": "bold white on blue", "done": "bold white on blue"}
+
+
+def summary(s: ExecutorStatus | None, connected: bool) -> Text:
+    """State badge, robot and task, episode and successes, strategy on backend (profile)."""
+    text = Text()
+    if s is None:
+        return text.append(" WAITING ", style="bold black on white").append(" for the executor's first status")
+    if not connected:
+        text.append(" DISCONNECTED ", style="bold white on red")
+    text.append(f" {s.state.value.upper()} ", style=STATE_STYLE.get(s.state.value, "bold"))
+    text.append(f"  {s.robot} / {s.task}\n", style="bold")
+    text.append(f"episode {s.episode + 1}/{s.episodes_total}, {s.successes} succeeded  |  {s.strategy} on "
+                f"{s.backend} (profile {s.profile})")
+    return text
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """Recent values as block characters scaled to their own min..max."""
+    values = values[-width:]
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * len(SPARK)))] for v in values)
+
+
+def inference(s: ExecutorStatus) -> Text:
+    """Latency sparkline with p50/p99, the delay estimate, queue depth and chunk age."""
+    text = Text()
+    text.append(sparkline(s.inference_ms) + "\n", style="cyan")
+    text.append(f"p50 {s.inference_p50_ms:6.1f} ms  p99 {s.inference_p99_ms:6.1f} ms\n")
+    text.append(f"delay {s.delay_ticks} ticks  queue ")
+    text.append(f"{s.queue_depth}", style="bold red" if s.queue_depth == 0 and s.state.value == "running" else "")
+    text.append(f"  chunk age {s.chunk_age_ms:.0f} ms")
+    return text
+
+
+def joints(s: ExecutorStatus) -> Text:
+    """Commanded vs measured per joint, and their difference."""
+    text = Text()
+    text.append(f"{'joint':<16} {'command':>8} {'measured':>9} {'error':>7}\n", style="bold")
+    for name, cmd, meas in zip(s.joint_names, s.commanded, s.measured):
+        err = cmd - meas
+        text.append(f"{name[:16]:<16} {cmd:>8.3f} {meas:>9.3f} ")
+        text.append(f"{err:>+7.3f}\n", style="yellow" if abs(err) > 0.2 else "")
+    text.rstrip()
+    return text
+
+
+def safety(s: ExecutorStatus) -> Text:
+    """Clamps, seam trips, watchdog holds, stale frames, faults (red when non-zero)."""
+    text = Text()
+    for label, value in (("clamps", s.safety.clamps), ("seam trips", s.safety.seam_trips),
+                         ("holds", s.safety.holds), ("stale frames", s.safety.stale_frames),
+                         ("faults", s.safety.faults)):
+        bad = value and label in ("seam trips", "faults", "stale frames")
+        text.append(f"{label:<13}")
+        text.append(f"{value:>6}\n", style="bold red" if bad else ("yellow" if value else "green"))
+    text.rstrip()
+    return text

@@ -1,0 +1,94 @@
+"""A robot and a policy small enough to read every action the executor sends.
+
+`CountingRobot` implements the Robot contract in memory (limits, a velocity bound, hold,
+torque off, injectable faults and frozen frames). `StepBackend` answers every observation
+with the chunk "the next H step numbers": the robot starts at -1 and its state is the last
+command, so after o actions 0..o-1 the chunk is o, o+1, ... . An executor that indexes
+chunks by the actions actually consumed sends 0, 1, 2, ... whatever the latency; one that
+trusts a latency estimate skips or repeats numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from shallowpi.errors import PlatformError
+from shallowpi.robots.observation import Frame, Observation
+
+
+class ServoFault(PlatformError):
+    pass
+
+
+class CountingRobot:
+    def __init__(self, joints: int = 2, fps: float = 30.0, max_step: float = 100.0,
+                 fault_at: int | None = None, frozen_frames: tuple[int, int] | None = None) -> None:
+        self.spec = SimpleNamespace(fps=fps, robot="counting", joints=[
+            SimpleNamespace(name=f"j{i}", lower=-1e3, upper=1e3) for i in range(joints)])
+        self.position = np.full(joints, -1.0, np.float32)
+        self.max_step, self.fault_at, self.frozen_frames = max_step, fault_at, frozen_frames
+        self.ticks = 0
+        self.calls: list[str] = []  # hold, torque_off, in order
+        self.torque = True
+
+    def observe(self) -> Observation:
+        if self.fault_at is not None and self.ticks >= self.fault_at:
+            raise ServoFault(f"servo 3 on bus arm reports an overload at tick {self.ticks}")
+        now = self.ticks / self.spec.fps
+        capture = now
+        if self.frozen_frames and self.frozen_frames[0] <= self.ticks < self.frozen_frames[1]:
+            capture = self.frozen_frames[0] / self.spec.fps  # the camera stopped delivering
+        image = np.zeros((8, 8, 3), np.uint8)
+        return Observation(now, self.position.copy(), {"front": Frame(image, capture, self.ticks)})
+
+    def act(self, goal) -> np.ndarray:
+        if not self.torque:
+            raise PlatformError("torque is off")
+        goal = np.asarray(goal, np.float32)
+        goal = np.clip(goal, self.position - self.max_step, self.position + self.max_step)
+        self.position = goal.astype(np.float32)
+        self.ticks += 1
+        return self.position.copy()
+
+    def hold(self) -> np.ndarray:
+        self.calls.append("hold")
+        return self.position.copy()
+
+    def torque_off(self) -> None:
+        self.calls.append("torque_off")
+        self.torque = False
+
+
+class StepBackend:
+    """chunk[j] = (last command + 1 + j) on every joint; `latencies` (s) per call, cycling
+    on its last value; records each call's inpainting."""
+
+    name = "steps"
+
+    def __init__(self, chunk_len: int = 8, latencies: tuple[float, ...] = (0.0,), offset: float = 0.0) -> None:
+        self.chunk_len, self.latencies, self.offset = chunk_len, list(latencies), offset
+        self.calls = 0
+        self.inpaintings: list = []
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def warm_up(self, obs, runs: int) -> list[float]:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            self.infer(obs)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    def infer(self, obs, inpainting=None) -> np.ndarray:
+        latency = self.latencies[min(self.calls, len(self.latencies) - 1)]
+        self.calls += 1
+        self.inpaintings.append(inpainting)
+        time.sleep(latency)
+        start = float(obs["observation.state"][0]) + 1.0 + self.offset
+        values = start + np.arange(self.chunk_len, dtype=np.float32)
+        return np.repeat(values[:, None], len(obs["observation.state"]), axis=1)

@@ -1,0 +1,146 @@
+"""`platform deploy` end to end: a checkpoint trained in the twin, run by the executor there."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import platform_cmd, subprocess_env
+
+SIZE = (40, 32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """Two 1-second expert episodes recorded in the twin, and `tiny` trained on them."""
+    root = tmp_path_factory.mktemp("deploy")
+    recorded = subprocess.run(
+        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl",
+                     "--data-root", str(root), "--dataset", "demo", "--episodes", "2",
+                     "--episode-time-s", "1", "--reset-time-s", "0", "--no-tui",
+                     f"record.sim_size={SIZE[0]}x{SIZE[1]}", f"telemetry.address={root}/r.sock"),
+        env=subprocess_env(), capture_output=True, text=True, timeout=180,
+    )
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    trainer = subprocess.run(
+        platform_cmd("train", "--dataset", str(root / "demo.zarr"), "--policy", "tiny", "--runs-dir",
+                     str(root / "runs"), "--run", "tiny", "--steps", "4", "--no-progress"),
+        env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300,
+    )
+    assert trainer.returncode == 0, trainer.stderr[-2000:]
+    return {"root": root, "ckpt": root / "runs" / "tiny" / "checkpoints" / "step_000004"}
+
+
+def deploy(trained, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--episodes", "1", "--episode-time-s", "1",
+                     "--no-tui", f"telemetry.address={trained['root']}/d.sock", *args),
+        env=subprocess_env(OMP_NUM_THREADS="1", **(env or {})), capture_output=True, text=True, timeout=timeout)
+
+
+def test_deploy_thor_on_this_machine_runs_the_twin_with_the_best_local_backend(trained, tmp_path):
+    pytest.importorskip("onnxscript", reason="onnxscript (torch's ONNX exporter) not installed: pip install 'shallowpi[export]'")
+    report = tmp_path / "run.json"
+    result = deploy(trained, "--jetson", "thor", "--sim", "--json", str(report),
+                    env={"SHALLOWPI_SYSROOT": str(tmp_path)})  # an empty root: not a Jetson
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.splitlines()[0] == ("this machine is not a Jetson thor (no /etc/nv_tegra_release): running the "
+                                   "best local backend, onnxruntime on cpu (profile cpu)")
+    assert "building the deploy bundle" in out and "backend onnxruntime on cpu" in out
+    assert ("episode 1/1 seed 1000:" in out and "success 0/1 |" in out) or "success 1/1 |" in out
+    data = json.loads(report.read_text())
+    assert data["episodes"] == 1 and data["strategy"] == "rtc" and data["profile"] == "cpu"
+    assert set(data["safety"]) == {"clamps", "seam_trips", "holds", "stale_frames", "faults"}
+    assert data["safety"]["faults"] == 0 and data["per_episode"][0]["ticks"] > 0
+    bundle = trained["ckpt"].with_name(trained["ckpt"].name + ".bundle")
+    assert (bundle / "manifest.json").is_file() and (bundle / "graphs" / "chunk.onnx").is_file()
+
+    # the bundle is reused while it verifies; a tampered one given as --policy is refused
+    again = deploy(trained, "--sim", "--backend", "onnxruntime", "--strategy", "sync")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"bundle {bundle} (verified)" in again.stdout and "building" not in again.stdout
+    (bundle / "stats.json").write_text((bundle / "stats.json").read_text().replace("0", "1", 1))
+    refused = subprocess.run(platform_cmd("deploy", "--policy", str(bundle), "--sim", "--no-tui"),
+                             env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0
+    assert "stats.json was modified" in refused.stderr
+
+
+def test_deploy_stack_with_torch_records_the_executed_episode(trained, tmp_path):
+    result = deploy(trained, "--sim", "stack", "--backend", "torch", "--strategy", "async",
+                    "--data-root", str(tmp_path), "--record", "executed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "backend torch on cpu" in result.stdout and "episode 1/1" in result.stdout
+    info = subprocess.run(platform_cmd("dataset", "info", str(tmp_path / "executed.zarr")),
+                          env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "1 episode" in info.stdout, info.stdout + info.stderr
+
+
+def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_path):
+    from shallowpi.telemetry.executor_status import ExecutorStatus
+    from shallowpi.telemetry.transport import TelemetrySubscriber
+
+    address = str(tmp_path / "live.sock")
+    proc = subprocess.Popen(
+        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--realtime",
+                     "--episodes", "5", "--no-tui", f"telemetry.address={address}"),
+        env=subprocess_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not Path(address).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seen = None
+        with TelemetrySubscriber(address, connect_timeout_s=60) as sub:
+            for status in sub:
+                if isinstance(status, ExecutorStatus) and status.state.value == "running":
+                    seen = status
+                    break
+        assert seen is not None and seen.strategy == "rtc" and len(seen.commanded) == len(seen.joint_names)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "(stopped," in out and "faults 0" in out
+
+
+def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it(trained):
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    proc = subprocess.Popen(
+        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--episodes", "1",
+                     "--episode-time-s", "6", "--realtime", f"telemetry.address={trained['root']}/tui.sock"),
+        env=subprocess_env(OMP_NUM_THREADS="1", TERM="xterm-256color"), stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    screen = bytearray()
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:  # drain: a full pty blocks the writers
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "commanded vs measured" in text and "control loop" in text, text[-3000:]  # the dashboard drew
+    assert "episode 1/1 seed 1000:" in text and "success " in text.split("episode 1/1 seed 1000:")[-1]

@@ -1,0 +1,193 @@
+"""ONNX export and the backends: every path computes the torch policy's chunk.
+
+The bundle (chunk, prefix and step graphs of the tiny preset) is exported once per module;
+the export itself refuses a graph whose parity exceeds 1e-4 (export_onnx.PARITY_TOL).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deploy_fixtures import observation, tiny_checkpoint
+
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed: pip install 'shallowpi[export]'")
+pytest.importorskip("onnxscript", reason="onnxscript (torch's ONNX exporter) not installed: pip install 'shallowpi[export]'")
+
+from shallowpi.deploy.backends import BackendError, BackendOptions, Inpainting, make_backend
+from shallowpi.deploy.bundle import Bundle, build_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Bundle:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("export")
+    try:
+        yield build_bundle(tiny_checkpoint(root / "ckpt"), root / "bundle")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_every_graph_passes_the_checker_and_matches_torch_within_1e4(bundle):
+    import onnx
+
+    from shallowpi.deploy.export_onnx import PARITY_TOL, parity
+    from shallowpi.policy import Policy
+
+    assert set(bundle.graphs) == {"chunk", "prefix", "step"}
+    for path in bundle.graphs.values():
+        onnx.checker.check_model(str(path), full_check=True)
+    diffs = parity(Policy.load(bundle.weights), bundle.graphs, seed=7)
+    assert set(diffs) == {"chunk", "chunk (inpainted)", "prefix+step"}
+    assert all(d <= PARITY_TOL for d in diffs.values()), diffs
+
+
+def test_numpy_preprocessing_equals_the_torch_policys(bundle, rng):
+    from shallowpi.deploy.preprocess import Preprocessor
+    from shallowpi.policy import Policy
+
+    policy = Policy.load(bundle.weights)
+    for size in [(24, 32), (16, 16), (40, 12), (8, 8)]:  # shrink, same, tall, grow
+        obs = observation(rng, size=size)
+        (images, image_masks, tokens, token_masks), state, _ = policy._model_inputs(obs)
+        got = Preprocessor(bundle)(obs)
+        assert np.abs(got.images - images.numpy()).max() < 1e-5, size
+        assert (got.image_masks == image_masks.numpy()).all()
+        assert (got.tokens == tokens.numpy()).all() and (got.token_masks == token_masks.numpy()).all()
+        assert np.abs(got.state - state.numpy()).max() < 1e-6
+
+
+def test_a_missing_camera_is_masked_out_as_in_the_policy(bundle, rng):
+    from shallowpi.deploy.preprocess import Preprocessor
+
+    obs = observation(rng)
+    del obs["observation.images.front"]
+    got = Preprocessor(bundle)(obs)
+    assert not got.image_masks.any() and (got.images == -1).all()
+
+
+@pytest.fixture(scope="module")
+def backends(bundle):
+    return {
+        "torch": make_backend("torch", bundle),
+        "onnxruntime": make_backend("onnxruntime", bundle, BackendOptions(threads=1)),
+        "onnxruntime split": make_backend("onnxruntime", bundle, BackendOptions(graph="split", threads=1)),
+    }
+
+
+def test_every_backend_gives_the_policys_chunk_for_the_same_noise(bundle, backends, rng):
+    import torch
+
+    from shallowpi.policy import Policy
+
+    obs = observation(rng)
+    policy = Policy.load(bundle.weights)
+    chunks = {}
+    for name, backend in backends.items():
+        backend.reset(3)
+        chunks[name] = backend.infer(obs)
+    backends["torch"].reset(3)
+    noise = torch.from_numpy(backends["torch"].noise())
+    reference = policy.sample_actions(obs, noise=noise).numpy()  # the reference path, [C, A_real]
+    assert reference.shape == (4, 7)
+    for name, chunk in chunks.items():
+        assert chunk.shape == reference.shape and chunk.dtype == np.float32
+        assert np.abs(chunk - reference).max() <= 1e-4, name
+
+
+def test_inpainting_keeps_the_frozen_prefix_and_backends_agree(backends, rng):
+    obs = observation(rng)
+    target = rng.normal(0, 1, (4, 7)).astype(np.float32)
+    inpainting = Inpainting.hard_prefix(target, frozen=2)
+    chunks = {}
+    for name, backend in backends.items():
+        backend.reset(5)
+        chunks[name] = backend.infer(obs, inpainting)
+        # the frozen rows are the target, in robot units (normalised and back, no zero padding)
+        assert np.abs(chunks[name][:2] - target[:2]).max() < 1e-5, name
+    backends["torch"].reset(5)
+    free = backends["torch"].infer(obs)
+    assert np.abs(free[:2] - target[:2]).max() > 1e-2  # without it they would differ
+    for name, chunk in chunks.items():
+        assert np.abs(chunk - chunks["torch"]).max() <= 1e-4, name
+
+
+def test_warm_up_runs_chunks_before_the_robot_moves(backends, rng):
+    times = backends["onnxruntime"].warm_up(observation(rng), runs=2)
+    assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_backend_errors_name_the_fix(bundle, tmp_path):
+    with pytest.raises(BackendError, match="unknown backend 'tflite'; choose one of: torch, onnxruntime, tensorrt"):
+        make_backend("tflite", bundle)
+    with pytest.raises(BackendError, match=r"none of the providers .* install onnxruntime-gpu"):
+        make_backend("onnxruntime", bundle, BackendOptions(providers=("NoSuchExecutionProvider",)))
+    bare = build_bundle(bundle.path.parent / "ckpt", tmp_path / "bare", graphs=())
+    with pytest.raises(BackendError, match="has no chunk graph; rebuild it with --graphs chunk"):
+        make_backend("onnxruntime", bare)
+
+
+def test_tensorrt_engines_are_keyed_by_bundle_version_gpu_and_precision():
+    from shallowpi.deploy.backends.tensorrt_backend import engine_key
+
+    base = ("a" * 64, "10.3.0", "Orin", "fp16")
+    keys = {engine_key(*base)}
+    for i, other in enumerate(("b" * 64, "10.4.0", "Thor", "bf16")):
+        keys.add(engine_key(*base[:i], other, *base[i + 1 :]))
+    assert len(keys) == 5 and engine_key(*base) == engine_key(*base)
+
+
+def test_tensorrt_backend_up_to_the_import(bundle):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match=r"tensorrt is not importable here.*--backend onnxruntime"):
+            make_backend("tensorrt", bundle)
+        pytest.skip("tensorrt is not importable here: the engine build runs on a GPU machine or a Jetson")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendError, match="needs a CUDA GPU"):
+            make_backend("tensorrt", bundle)
+        return
+    backend = make_backend("tensorrt", bundle, BackendOptions(device="cuda", precision="fp32"))
+    assert backend.engine_path.is_file()
+
+
+NO_TORCH = """
+import sys, json
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers", "lerobot", "safetensors"):
+            raise ImportError(f"{name} is blocked: the robot side must not need it")
+sys.meta_path.insert(0, Block())
+import numpy as np
+from shallowpi.deploy.bundle import Bundle
+from shallowpi.deploy.backends import make_backend, BackendOptions
+import shallowpi.deploy.executor, shallowpi.deploy.jetson
+backend = make_backend("onnxruntime", Bundle.load(sys.argv[1]), BackendOptions(threads=1))
+backend.reset(3)
+obs = {"observation.state": np.array(json.loads(sys.argv[2]), np.float32),
+       "observation.images.front": np.full((24, 32, 3), 128, np.uint8), "task": "pick up the cube"}
+print(json.dumps(backend.infer(obs).tolist()))
+"""
+
+
+def test_the_robot_side_runs_the_onnx_backend_without_torch(bundle, backends):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    state = [0.1, -0.2, 0.3, 0.0, 0.5, -0.5, 0.2]
+    result = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle.path), json.dumps(state)],
+                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    backends["torch"].reset(3)
+    obs = {"observation.state": np.array(state, np.float32),
+           "observation.images.front": np.full((24, 32, 3), 128, np.uint8), "task": "pick up the cube"}
+    assert np.abs(np.array(json.loads(result.stdout)) - backends["torch"].infer(obs)).max() <= 1e-4

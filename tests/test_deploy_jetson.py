@@ -1,0 +1,100 @@
+"""Jetson detection against fake system files (a root-directory override), and the plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shallowpi.deploy.jetson import JetsonProfile, Machine, detect, plan
+from shallowpi.errors import ConfigError
+
+ORIN_RELEASE = "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13\n"
+
+
+def fake_jetson(root: Path, compatible: str, model: str, mode: str = "MAXN",
+                freq: tuple[int, int] = (1300500000, 1300500000), release: str = ORIN_RELEASE) -> Path:
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/nv_tegra_release").write_text(release)
+    tree = root / "proc/device-tree"
+    tree.mkdir(parents=True)
+    (tree / "model").write_bytes(model.encode() + b"\0")
+    (tree / "compatible").write_bytes(f"nvidia,p3737-0000+p3701-0005\0{compatible}\0".encode())
+    sbin = root / "usr/sbin"
+    sbin.mkdir(parents=True)
+    (sbin / "nvpmodel").write_text(f"#!/bin/sh\necho 'NV Power Mode: {mode}'\necho 0\n")
+    (sbin / "nvpmodel").chmod(0o755)
+    gpu = root / "sys/class/devfreq/17000000.ga10b"
+    gpu.mkdir(parents=True)
+    (gpu / "cur_freq").write_text(f"{freq[0]}\n")
+    (gpu / "max_freq").write_text(f"{freq[1]}\n")
+    return root
+
+
+def test_an_orin_at_full_speed(tmp_path):
+    root = fake_jetson(tmp_path, "nvidia,tegra234", "NVIDIA Jetson AGX Orin Developer Kit")
+    machine = detect(root)
+    assert machine.l4t == "R36 (release), REVISION: 4.0"
+    assert machine.module == "orin" and machine.power_mode == "MAXN"
+    result = plan("orin", machine, cuda=True)
+    assert result.on_target and result.profile.backend == "tensorrt" and result.profile.precision == "fp16"
+    assert result.message == ("NVIDIA Jetson AGX Orin Developer Kit (L4T R36 (release), REVISION: 4.0): "
+                              "full speed (MAXN, clocks at maximum)")
+
+
+def test_an_orin_in_a_low_power_mode_with_floating_clocks_is_told_what_to_change(tmp_path):
+    root = fake_jetson(tmp_path, "nvidia,tegra234", "NVIDIA Jetson AGX Orin", mode="30W",
+                       freq=(306000000, 1300500000))
+    message = plan("orin", detect(root), cuda=True).message
+    assert "\n" not in message
+    assert "`sudo nvpmodel -m 0` (power mode 30W -> MAXN)" in message
+    assert "`sudo jetson_clocks` (GPU clock 306 of 1300 MHz)" in message
+
+
+def test_a_thor_is_recognised_by_its_soc(tmp_path):
+    root = fake_jetson(tmp_path, "nvidia,tegra264", "NVIDIA Jetson AGX Thor Developer Kit",
+                       release="# R38 (release), REVISION: 2.0, GCID: 1\n")
+    result = plan("thor", detect(root), cuda=True)
+    assert result.on_target and result.profile.name == "thor" and result.profile.precision == "bf16"
+
+
+def test_another_jetson_says_so_and_runs_its_own_profile(tmp_path):
+    root = fake_jetson(tmp_path, "nvidia,tegra234", "NVIDIA Jetson AGX Orin")
+    result = plan("thor", detect(root), cuda=True)
+    assert not result.on_target and result.profile.name == "orin"
+    assert result.message.startswith("NVIDIA Jetson AGX Orin (L4T R36 (release), REVISION: 4.0), not a Jetson thor")
+
+
+@pytest.mark.parametrize("cuda, profile, backend", [(False, "cpu", "onnxruntime"), (True, "cuda", "torch")])
+def test_not_a_jetson_says_so_in_one_line_and_runs_the_best_local_backend(tmp_path, cuda, profile, backend):
+    machine = detect(tmp_path)  # an empty root: no /etc/nv_tegra_release
+    assert machine == Machine() and not machine.is_jetson
+    result = plan("thor", machine, cuda=cuda)
+    assert not result.on_target and result.profile.name == profile and result.profile.backend == backend
+    assert result.message == (f"this machine is not a Jetson thor (no /etc/nv_tegra_release): running the "
+                              f"best local backend, {backend} on {result.profile.device} (profile {profile})")
+
+
+def test_a_jetson_without_nvpmodel_or_devfreq_still_plans(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/nv_tegra_release").write_text(ORIN_RELEASE)
+    machine = detect(tmp_path)
+    assert machine.is_jetson and machine.module is None and machine.power_mode is None
+    assert "not a Jetson orin" in plan("orin", machine, cuda=False).message
+
+
+def test_every_profile_loads_and_an_unknown_one_names_the_choices():
+    for name in ("orin", "thor", "cpu", "cuda"):
+        assert JetsonProfile.load(name).name == name
+    with pytest.raises(ConfigError, match="unknown jetson profile 'nano'; choose one of: cpu, cuda, orin, thor"):
+        JetsonProfile.load("nano")
+
+
+def test_doctor_reports_the_same_detection(tmp_path):
+    from shallowpi.commands.doctor_checks import jetson_report
+
+    assert jetson_report(tmp_path / "empty") == ["not a Jetson (no /etc/nv_tegra_release)"]
+    root = fake_jetson(tmp_path / "orin", "nvidia,tegra234", "NVIDIA Jetson AGX Orin", mode="15W")
+    report = jetson_report(root)
+    assert report[0] == "ok: NVIDIA Jetson AGX Orin (L4T R36 (release), REVISION: 4.0)"
+    assert report[1] == "power mode: 15W" and "`sudo nvpmodel -m 0` (power mode 15W -> MAXN)" in report[2]

@@ -1,0 +1,67 @@
+"""The executor's dashboard: shows what an ExecutorStatus says; `e` sends an e-stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from textual.widgets import Static
+
+from shallowpi.commands.monitor_cmd import _dashboard_for
+from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
+from shallowpi.telemetry.mailbox import StatusMailbox
+from shallowpi.telemetry.status import Command, LoopStatus
+from shallowpi.tui.executor_dashboard import ExecutorDashboard
+
+
+def make_status(**changes) -> ExecutorStatus:
+    status = ExecutorStatus(
+        state=ExecutorState.RUNNING, robot="arm", task="put the cube in the bowl", strategy="rtc",
+        backend="onnxruntime", profile="cpu", episode=1, episodes_total=3, successes=1,
+        inference_ms=[30.0, 32.0, 50.0, 31.0], inference_p50_ms=31.5, inference_p99_ms=49.4, delay_ticks=2,
+        chunk_age_ms=120.0, queue_depth=17, loop=LoopStatus(target_hz=30.0, period_p50_ms=33.3, period_p99_ms=36.0),
+        joint_names=["waist", "shoulder"], commanded=[0.5, -0.25], measured=[0.45, 0.1],
+        safety=SafetyCounts(clamps=4, seam_trips=0, holds=1, stale_frames=0, faults=0))
+    for key, value in changes.items():
+        setattr(status, key, value)
+    return status
+
+
+def text_of(app: ExecutorDashboard, widget_id: str) -> str:
+    content = app.query_one(f"#{widget_id}", Static).content
+    return content.plain if hasattr(content, "plain") else str(content)
+
+
+def test_the_dashboard_shows_the_executor_and_sends_an_estop():
+    feed = StatusMailbox(max_hz=0)
+    sent: list[Command] = []
+    app = ExecutorDashboard(feed, sent.append)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            feed.publish(make_status())
+            deadline = time.monotonic() + 10
+            while app.status is None and time.monotonic() < deadline:
+                await pilot.pause(0.02)
+            await pilot.pause()
+            summary = text_of(app, "summary")
+            assert "RUNNING" in summary and "episode 2/3, 1 succeeded" in summary and "rtc on onnxruntime" in summary
+            shoulder = next(line for line in text_of(app, "joints").splitlines() if line.startswith("shoulder"))
+            assert shoulder.split()[1:] == ["-0.250", "0.100", "-0.350"]
+            inference = text_of(app, "inference")
+            assert "p50   31.5 ms" in inference and "queue 17" in inference and "delay 2 ticks" in inference
+            assert "p99  36.00 ms" in text_of(app, "loop")
+            assert "clamps" in text_of(app, "safety") and "holds" in text_of(app, "safety")
+            await pilot.press("e")
+            assert sent == [Command.ESTOP] and "sent: estop" in text_of(app, "message")
+            feed.publish(make_status(state=ExecutorState.HOLD))
+            deadline = time.monotonic() + 10
+            while "HOLD" not in text_of(app, "summary") and time.monotonic() < deadline:
+                await pilot.pause(0.02)
+            assert "HOLD" in text_of(app, "summary")
+
+    asyncio.run(scenario())
+
+
+def test_platform_monitor_picks_the_executor_dashboard():
+    assert _dashboard_for("executor") is ExecutorDashboard
