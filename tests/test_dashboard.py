@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -115,7 +116,7 @@ def test_widgets_show_the_telemetry():
         await wait_for(pilot, lambda: app.status is not None)
         await pilot.pause()
         summary = text_of(app, "summary")
-        assert "RECORDING" in summary and "episode 3/10" in summary
+        assert "RECORDING" in summary and "episode 2 (3/10 of this run)" in summary
         assert "00:12.3 / 00:30.0" in summary and "put the cup on the plate" in summary
         assert "CONTROL" in summary and "READ-ONLY" not in summary
         badge = app.query_one("#summary", Static).content
@@ -153,7 +154,7 @@ def test_widgets_show_the_telemetry():
         await wait_for(pilot, lambda: app.status.state is RecorderState.RESETTING)
         await pilot.pause()
         assert "RESETTING" in text_of(app, "summary") and "reset 00:04.5 left" in text_of(app, "summary")
-        assert "episode 4/10" in text_of(app, "summary")
+        assert "episode 3 (4/10 of this run)" in text_of(app, "summary")
         feed.close()
 
     run_app(app, scenario)
@@ -192,10 +193,12 @@ def test_keys_send_commands():
         assert sent == [Command.START]
         feed.publish(make_status(RecorderState.RECORDING))
         await wait_for(pilot, lambda: app.status.state is RecorderState.RECORDING)
-        await pilot.press("space", "n", "r", "d", "s", "f", "p", "e")
-        assert sent[1:] == [Command.STOP, Command.NEXT, Command.RERECORD, Command.DISCARD,
+        await pilot.press("space", "r", "d", "s", "f", "p", "e")
+        assert sent[1:] == [Command.STOP, Command.RERECORD, Command.DISCARD,
                             Command.SUCCESS, Command.FAILURE, Command.PAUSE, Command.ESTOP]
-        assert "sent: estop" in text_of(app, "message")
+        assert "e: torque off now" in text_of(app, "message")
+        await pilot.press("n")  # no meaning while recording: said, not sent
+        assert len(sent) == 8 and "n (next) ignored while recording" in text_of(app, "message")
         feed.close()
 
     run_app(app, scenario)
@@ -263,7 +266,7 @@ def test_source_ending_shows_disconnected_and_keeps_the_app():
         await pilot.pause()
         assert "recorder disconnected" in text_of(app, "message")
         # The badge says so; the last known episode stays on screen for the operator.
-        assert text_of(app, "summary").startswith(" RECORDER DISCONNECTED   episode 3/10")
+        assert text_of(app, "summary").startswith(" RECORDER DISCONNECTED   episode 2 (3/10 of this run)")
         await pilot.press("s")
         assert sent == [] and app.is_running
         await pilot.press("q")  # nothing left to stop: q just leaves
@@ -372,7 +375,7 @@ def test_platform_monitor_with_control_against_a_real_publisher(tmp_path):
         async def scenario(pilot: Pilot) -> None:
             await wait_for(pilot, lambda: app.status is not None)
             await pilot.pause()
-            assert "episode 3/10" in text_of(app, "summary") and "CONTROL" in text_of(app, "summary")
+            assert "episode 2 (3/10 of this run)" in text_of(app, "summary") and "CONTROL" in text_of(app, "summary")
             await pilot.press("s")
             await pilot.press("q")
             assert isinstance(app.screen, QuitScreen)
@@ -519,11 +522,35 @@ def test_platform_monitor_lines_prints_status_lines_until_the_recorder_stops(tmp
         second = child.stdout.readline()
         stop.set()
         thread.join(timeout=5)
+        publisher.publish(make_status(RecorderState.STOPPED))  # a clean stop's last status
+        time.sleep(0.3)
     out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     for line in (first, second):
-        assert "recording episode 3/10" in line and "queue 40/64" in line and "wrist_left=25.1fps/3drop" in line
-    assert out.strip().endswith("recorder disconnected")
+        assert "recording episode 2 (3/10 of this run)" in line and "queue 40/64" in line and "wrist_left=25.1fps/3drop" in line
+        assert "kept 1 |" in line  # the saved episode only, not the one still saving
+    assert out.strip().endswith("recorder stopped")
+
+
+def test_platform_monitor_lines_says_stale_and_tells_a_vanished_recorder_from_a_fault(tmp_path):
+    address = str(tmp_path / "telemetry.sock")
+    with TelemetryPublisher(address) as publisher:
+        publisher.publish(make_status())
+        child = subprocess.Popen(platform_cmd("monitor", "--address", address, "--lines"),
+                                 env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = [child.stdout.readline() for _ in range(5)]  # one a second, nothing new after the first
+    out, err = child.communicate(timeout=30)
+    assert not lines[0].split(" ", 1)[1].startswith("STALE") and re.search(r"STALE: no status for \d+ s; last: recording", lines[4]), lines
+    assert child.returncode == 3, err
+    assert "recorder vanished without a final status" in out.strip().splitlines()[-1]
+
+    with TelemetryPublisher(address) as publisher:
+        publisher.publish(make_status(RecorderState.FAULT, message="E-STOP: torque off, robot is safe"))
+        child = subprocess.Popen(platform_cmd("monitor", "--address", address, "--lines"),
+                                 env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        child.stdout.readline()
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 1 and out.strip().endswith("recorder ended on a fault: E-STOP: torque off, robot is safe")
 
 
 def test_camera_key_cycles_thumbnails():
@@ -554,7 +581,7 @@ def test_a_crashing_dashboard_leaves_the_recorder_running(tmp_path, monkeypatch)
     stop = threading.Event()
     ticks = [0]
 
-    def broken_joints(status: RecorderStatus):
+    def broken_joints(status: RecorderStatus, **_):
         raise RuntimeError("a bug in the joints panel")
 
     def broken_key(self) -> None:

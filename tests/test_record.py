@@ -74,6 +74,10 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     assert again.returncode != 0 and "already exists; pass --resume" in again.stderr
     resumed = record(tmp_path, "--dataset", "demo", "--episodes", "1", "--reset-time-s", "0", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # One number everywhere, the store's: after --resume this run's episode is 2.
+    assert "[record] recording episode 2 (1/1 of this run)" in resumed.stdout
+    assert "[record] episode 2 recorded (" in resumed.stdout
+    assert "(episode 2; it holds 3)" in resumed.stdout and "--episode 2" in resumed.stdout
     resumed_store = EpisodeStore.open(tmp_path / "demo.zarr")
     assert len(resumed_store) == 3
     assert [e.extra["seed"] for e in resumed_store.episodes] == [0, 1, 2]  # the resumed run's scene is new
@@ -130,7 +134,7 @@ def test_sim_episodes_start_at_zero_hold_their_rows_and_never_repeat_a_scene(tmp
      "failed: the disk is full (ENOSPC); free space or record into another --data-root"),
     # Room for one: measured after it, the second is refused before it starts.
     ("512k", ["--realtime", "--reset-time-s", "1"], "kept 1 episode(s) of this run: episode 0 of full.zarr",
-     "no room for episode 2: "),
+     "no room for episode 1: "),
 ])
 @pytest.mark.slow
 def test_a_full_disk_ends_the_recording_with_one_line_saying_what_was_kept(tmp_path, size, args, kept, why):
@@ -274,7 +278,7 @@ def _wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> Non
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_and_keeps_the_episode_in_flight(tmp_path):
     recorder = _start_recording(tmp_path, "--episodes", "3", "--episode-time-s", "60", "--realtime")
-    _wait_for(recorder, "recording episode 1/3")
+    _wait_for(recorder, "recording episode 0 (1/3 of this run)")
     time.sleep(1.5)
     recorder.send_signal(signal.SIGTERM)
     out, err = recorder.communicate(timeout=60)
@@ -288,7 +292,7 @@ def test_sigterm_stops_cleanly_and_keeps_the_episode_in_flight(tmp_path):
 @pytest.mark.slow
 def test_sigkill_loses_at_most_the_episode_in_flight(tmp_path):
     recorder = _start_recording(tmp_path, "--episodes", "20", "--episode-time-s", "1", "--reset-time-s", "0")
-    _wait_for(recorder, "episode 2 saved")
+    _wait_for(recorder, "episode 1 saved")
     recorder.send_signal(signal.SIGKILL)
     recorder.communicate(timeout=60)
     store = EpisodeStore.open(tmp_path / "sig.zarr", mode="a")  # cuts the killed episode's tail

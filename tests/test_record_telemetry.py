@@ -35,7 +35,7 @@ def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_befor
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while "recording episode 1" not in first.stdout.readline():
+        while "recording episode 0" not in first.stdout.readline():
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-2000:]
         assert socket_path.is_socket()
 
@@ -45,7 +45,7 @@ def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_befor
         line = monitor.stdout.readline()
         monitor.terminate()
         monitor.communicate(timeout=30)
-        assert re.search(r"(recording|resetting) +episode [12]/3 ", line), line
+        assert re.search(r"(recording|resetting) +episode [01] \([12]/3 of this run\) ", line), line
         # Watching a robot nobody records: one line, naming the robot that is recording.
         nobody = subprocess.run(platform_cmd("monitor", "--robot", "humanoid", "--lines"), env=env,
                                 capture_output=True, text=True, timeout=60)

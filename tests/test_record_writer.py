@@ -159,7 +159,7 @@ def test_the_disk_budget_measures_episodes_and_refuses_one_that_cannot_fit(tmp_p
         assert fit == int(shutil.disk_usage(disk).free // budget.episode_bytes()) and fit >= 1
         assert f"about {fit} fit" in budget.describe()
         budget.check_room(1)  # room: nothing raised
-        with pytest.raises(DiskSpaceError, match=rf"no room for episode 2: .* {fit} episode\(s\) still being written"):
+        with pytest.raises(DiskSpaceError, match=rf"no room for episode 1: .* {fit} episode\(s\) still being written"):
             budget.check_room(1, queued=fit)  # what the writer still holds takes the rest
         ballast = disk / "ballast"
         ballast.write_bytes(b"\0" * int(shutil.disk_usage(disk).free - budget.episode_bytes() / 2))

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from shallowpi.robots.sim.views import StripWriter
 
 pytest.importorskip("mujoco")
 
@@ -53,7 +56,23 @@ def test_runs_an_episode_and_writes_a_strip(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "success 1/1 (100%)" in out.stdout and "steps/s" in out.stdout
     image = Image.open(strip)
-    assert image.size == (2 * 64, 8 * 48)  # two cameras side by side, eight ticks down
+    # Two cameras side by side, eight ticks down, beside a time column, under a title line
+    # and the cameras' names.
+    margin, top = StripWriter.MARGIN_W, StripWriter.TITLE_H + StripWriter.ROLES_H
+    assert image.size == (margin + 2 * 64, top + 8 * 48)
+    labels = np.asarray(image)
+    assert labels[:top, :].max() > 150 and labels[top:, :margin].max() > 150  # text in the bands
+
+
+def test_strip_covers_every_episode_asked_for(tmp_path: Path) -> None:
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    out = platform("--robot", "arm", "--task", "push_block_left", "--seed", "2", "--episodes", "2",
+                   "--size", "64x48", "--png", str(strip))
+    assert out.returncode == 0, out.stderr
+    margin, top = StripWriter.MARGIN_W, StripWriter.TITLE_H + StripWriter.ROLES_H
+    assert Image.open(strip).size == (margin + 2 * 64, 2 * (top + 8 * 48))  # one block an episode
 
 
 @pytest.mark.parametrize(

@@ -72,19 +72,23 @@ def add_config_flags(
     dataset: bool = False,
     policy: bool = False,
     jetson: bool = False,
+    data_root: bool = True,
 ) -> None:
-    """The friendly flags a subcommand accepts; each maps onto one config override."""
+    """The friendly flags a subcommand accepts; each maps onto one config override.
+    `data_root=False` for commands that read or write no dataset: they do not offer it."""
     if robot:
         parser.add_argument("--robot", help="robot config (configs/robot/), e.g. arm, humanoid")
     if dataset:
         parser.add_argument(
-            "--dataset", help="dataset name (datasets/NAME.zarr under the data root) or a path"
+            "--dataset", help="dataset name (NAME.zarr under the data root) or a path, used as given "
+            "(with .zarr added unless it ends in .zarr or names an existing folder)"
         )
     if policy:
         parser.add_argument("--policy", help="policy preset (configs/policy/), e.g. tiny, small, pi0")
     if jetson:
         parser.add_argument("--jetson", help="Jetson profile (configs/jetson/), e.g. orin, thor")
-    parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
+    if data_root:
+        parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:

@@ -22,7 +22,7 @@ HELP = "record homing offsets, directions and ranges of a robot's arms"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_flags(parser, robot=True)
+    add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument("--arm", action="append", metavar="BUS", help="calibrate only this arm (repeatable)")
     parser.add_argument("--ports", help="bus -> port: the JSON line `platform emulate` prints, or bus=PATH,...")
 

@@ -18,9 +18,18 @@ HELP = "show the resolved configuration or the config groups"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     sub.required = True
-    show = sub.add_parser("show", help="print the resolved config as YAML")
+    show = sub.add_parser(
+        "show", help="print the resolved config as YAML", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the whole configuration a command would run with, after every flag and\n"
+                    "key=value override, as YAML.",
+        epilog="example:\n  platform config show --robot humanoid record.episodes=10   the humanoid's config, "
+               "10 episodes a run")
     add_config_flags(show, robot=True, dataset=True, policy=True, jetson=True)
-    sub.add_parser("groups", help="list config groups and their choices")
+    sub.add_parser(
+        "groups", help="list config groups and their choices", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List the config groups (folders of configs/) and the choices in each: the names\n"
+                    "--robot, --policy and --jetson take.",
+        epilog="example:\n  platform config groups        e.g. robot: arm, humanoid")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@
   platform dataset check kitchen                     verify every episode (exit 1 on damage)
   platform dataset repair kitchen                    remove a killed recording's uncommitted tail
   platform dataset show kitchen --episode 3          PNG: camera strip + joint plots
+  platform dataset view kitchen --episode 3          the episode in the Rerun viewer
+  platform dataset view kitchen --episode 3 --save ep3.rrd   ...or an .rrd file (no display)
   platform dataset delete kitchen --episode 3 5      remove episodes, compact the arrays
   platform dataset merge kitchen kitchen2 --out all  a new store with both stores' episodes
   platform dataset export kitchen --to lerobot out/  a LeRobotDataset (needs the lerobot extra)
@@ -48,10 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show = action("show", "write a PNG of one episode: camera frames and joint plots")
     show.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
     show.add_argument("--out", type=Path, help="PNG path (default: <store>_episode<N>.png here)")
+    view = action("view", "log one episode to Rerun: cameras, every joint's state and action, task, outcome")
+    view.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
+    view.add_argument("--save", type=Path, metavar="FILE.rrd",
+                      help="write a Rerun recording instead of opening the viewer (`rerun FILE.rrd` opens it)")
     delete = action("delete", "delete episodes and compact the store")
     delete.add_argument("--episode", type=int, nargs="+", required=True, help="episode indices")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    merge = sub.add_parser("merge", help="merge stores with the same features into a new one")
+    merge = sub.add_parser(
+        "merge", help="merge stores with the same features into a new one",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Copy every episode of two or more stores, in the order given, into a new store.\n"
+                    "The stores must have the same features and fps; the sources are not changed.",
+        epilog="example:\n  platform dataset merge kitchen kitchen2 --out all   all.zarr: kitchen's episodes, "
+               "then kitchen2's")
     merge.add_argument("stores", nargs="+", help="two or more datasets")
     merge.add_argument("--out", required=True, help="name or path of the new store")
     merge.add_argument("--allow-mixed-calibration", action="store_true",
@@ -62,7 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
     export.add_argument("dest", type=Path, help="output directory (must not exist)")
     export.add_argument("--repo-id", help="LeRobot repo id recorded in the export (default: local/<name>)")
-    imp = sub.add_parser("import", help="import a local LeRobotDataset directory into a new store")
+    imp = sub.add_parser(
+        "import", help="import a local LeRobotDataset directory into a new store",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read a LeRobotDataset from a local directory (its meta/, data/ and videos/) and\n"
+                    "write its episodes into a new zarr store; needs the lerobot extra.",
+        epilog="example:\n  platform dataset import ~/lerobot/pusht --out pusht   datasets/pusht.zarr from "
+               "a local copy")
     imp.add_argument("source", type=Path, help="LeRobotDataset root directory")
     imp.add_argument("--out", required=True, help="name or path of the new store")
     imp.add_argument("--repo-id", help="repo id of the LeRobot dataset (default: local/<dir name>)")
@@ -82,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "check": lambda: _check(path_of(args.store), quick=args.quick, workers=args.workers),
         "repair": lambda: _repair(path_of(args.store)),
         "show": lambda: _show(path_of(args.store), args.episode, args.out),
+        "view": lambda: _view(path_of(args.store), args.episode, args.save),
         "delete": lambda: _delete(path_of(args.store), args.episode, args.yes),
         "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out), args.allow_mixed_calibration),
         "export": lambda: _export(path_of(args.store), args.dest, args.repo_id),
@@ -218,10 +237,39 @@ def _show(path: Path, episode: int, out: Path | None) -> int:
     from shallowpi.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)
-    index = store.episode(episode).index
-    out = out or Path(f"{path.stem}_episode{index}.png")
-    print(plot_episode(store, index, out))
+    info = store.episode(episode)
+    out = out or Path(f"{path.stem}_episode{info.index}.png")
+    print(plot_episode(store, info.index, out, units=joint_units(info.robot)))
     return 0
+
+
+def _view(path: Path, episode: int, save: Path | None) -> int:
+    from shallowpi.data.episode_rerun import view_episode
+    from shallowpi.data.store import EpisodeStore
+
+    store = EpisodeStore.open(path)
+    info = store.episode(episode)
+    logged = view_episode(store, info.index, save, units=joint_units(info.robot))
+    cameras = sum(p.startswith("cameras/") for p in logged)
+    joints = len({p.split("/")[1] for p in logged if p.startswith("joints/")})
+    where = f"wrote {save} (open it with `rerun {save}`)" if save else "sent to the Rerun viewer"
+    print(f"episode {info.index} of {path.name}: {info.length} frames, {cameras} camera(s), {joints} joint(s); {where}")
+    return 0
+
+
+def joint_units(robot: str) -> dict[str, str]:
+    """Joint name -> unit, from the robot's config (rad, m, gripper opening 0-1); empty
+    for a robot this checkout has no config for (an imported dataset): plots say "joint units"."""
+    from shallowpi.data.episode_plot import UNIT_OF_KIND
+    from shallowpi.robots.spec import RobotSpec
+
+    if not robot:
+        return {}
+    try:
+        spec = RobotSpec.from_config(config.compose([f"robot={robot}"]).robot)
+    except PlatformError:  # not a robot of this checkout: no units, the plot says so
+        return {}
+    return {j.name: UNIT_OF_KIND.get(j.kind, "joint units") for j in spec.joints}
 
 
 def _delete(path: Path, episodes: list[int], yes: bool) -> int:

@@ -30,7 +30,7 @@ FAULTS = ("missing", "mute", "corrupt", "short", "empty", "long", "wrong-id", "w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_flags(parser, robot=True)
+    add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument(
         "--return-delay", type=int, default=None, metavar="UNITS",
         help="servos' Return Delay Time (2 us units); default: the factory 250",

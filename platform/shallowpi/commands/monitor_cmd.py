@@ -12,6 +12,10 @@ receives. On the robot's computer over SSH:
   platform monitor --lines                         plain status lines, one a second (scripts,
                                                    logs; the default when stdout is no terminal)
 
+--lines says "STALE" with the age when statuses stop coming, and ends with how the
+recorder ended: exit 0 "recorder stopped" (a clean stop), 1 "recorder ended on a fault"
+(fault or E-STOP), 3 "recorder vanished" (its stream ended without a final status).
+
 Quitting the monitor never stops the recording; with --control, `q` asks whether to stop
 the recorder or only detach. The recorder grants control only when
 telemetry.allow_remote_control is true.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -147,16 +152,53 @@ def build_app(args: argparse.Namespace) -> App:
     )
 
 
+STALE_AFTER_S = 3.0  # no status for this long: the line says the last one is stale
+EXIT_STOPPED, EXIT_FAULT, EXIT_VANISHED = 0, 1, 3
+
+
 def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
+    """One line a second: the newest status, or that it is stale and how old; at the end,
+    how the recorder ended. Exit 0: it stopped cleanly; 1: it ended on a fault or E-STOP;
+    3: it vanished (its stream ended without a final status: killed, crashed)."""
     with connect(args, control=False) as subscriber:
         status_line = _status_line_for(subscriber.kind)
-        printed_at = 0.0
-        for status in subscriber:
-            if time.monotonic() - printed_at >= interval_s:
-                print(f"{time.strftime('%H:%M:%S')} {status_line(status)}", flush=True)
-                printed_at = time.monotonic()
-    print(f"{time.strftime('%H:%M:%S')} recorder disconnected", flush=True)
-    return 0
+        latest: dict[str, Any] = {}
+        ended = threading.Event()
+
+        def read() -> None:
+            try:
+                for status in subscriber:
+                    latest["status"], latest["at"] = status, time.monotonic()
+            finally:
+                ended.set()
+
+        threading.Thread(target=read, name="telemetry reader", daemon=True).start()
+        printed: Any = None
+        while not ended.wait(interval_s if printed is not None else 0.05):
+            status = latest.get("status")
+            if status is None:
+                continue
+            age = time.monotonic() - latest["at"]
+            stale = f"STALE: no status for {age:.0f} s; last: " if age > STALE_AFTER_S else ""
+            print(f"{time.strftime('%H:%M:%S')} {stale}{status_line(status)}", flush=True)
+            printed = status
+        last = latest.get("status")
+    return _say_how_it_ended(last, latest.get("at"))
+
+
+def _say_how_it_ended(last: Any, at: float | None) -> int:
+    stamp = time.strftime("%H:%M:%S")
+    state = getattr(getattr(last, "state", None), "value", None)
+    if state == "stopped":
+        print(f"{stamp} recorder stopped", flush=True)
+        return EXIT_STOPPED
+    if state == "fault":
+        print(f"{stamp} recorder ended on a fault: {last.message}", flush=True)
+        return EXIT_FAULT
+    seen = (f"its last status ({state}) {time.monotonic() - at:.0f} s ago" if at is not None
+            else "no status received")
+    print(f"{stamp} recorder vanished without a final status (killed or crashed?); {seen}", flush=True)
+    return EXIT_VANISHED
 
 
 def run(args: argparse.Namespace) -> int:

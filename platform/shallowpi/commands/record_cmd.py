@@ -45,16 +45,47 @@ HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack
 log = logging.getLogger(__name__)
 
 
+def _record_defaults() -> dict[str, Any]:
+    """configs/config.yaml's `record` section, for --help (plain YAML: no Hydra on --help)."""
+    import yaml
+
+    try:
+        return dict(yaml.safe_load((config.config_dir() / "config.yaml").read_text()).get("record") or {})
+    except (OSError, PlatformError, AttributeError, yaml.YAMLError):
+        return {}
+
+
+def help_epilog() -> str:
+    """The dashboard's keys in every state, and where to watch a recording from."""
+    from shallowpi.telemetry import keys
+
+    return (
+        "dashboard keys (a key with no meaning in a state says \"ignored while <state>\"; c shows the\n"
+        "next camera). Episodes are numbered as the store numbers them, everywhere:\n"
+        f"{keys.table()}\n\n"
+        "watch or drive a running recorder from another terminal (e.g. over SSH):\n"
+        "  platform monitor --robot R [--control]      the same dashboard\n"
+        "  platform monitor --robot R --lines          one plain status line a second"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = _record_defaults()
+    parser.epilog = help_epilog()
     add_config_flags(parser, robot=True, dataset=True)
     parser.add_argument("--task", help="what the operator does, in words (in simulation: a task name)")
     parser.add_argument("--sim", nargs="?", const="direct", choices=["direct", "stack"],
                         help="record in the MuJoCo twin: `direct` runs it in-process (the default); "
                              "`stack` runs it behind emulated servo chains and software RealSenses, "
                              "through the real drivers")
-    parser.add_argument("--episodes", type=int, help="episodes to record (config record.episodes)")
-    parser.add_argument("--episode-time-s", type=float, help="seconds per episode")
-    parser.add_argument("--reset-time-s", type=float, help="seconds between episodes")
+    parser.add_argument("--episodes", type=int,
+                        help=f"episodes to record in this run (default {defaults.get('episodes', '?')}: record.episodes)")
+    parser.add_argument("--episode-time-s", type=float,
+                        help=f"seconds per episode (default {defaults.get('episode_time_s', '?')}: "
+                             "record.episode_time_s)")
+    parser.add_argument("--reset-time-s", type=float,
+                        help=f"seconds between episodes to reset the scene (default {defaults.get('reset_time_s', '?')}: "
+                             "record.reset_time_s)")
     parser.add_argument("--fps", type=float, help="control and recording rate (default: the robot's)")
     parser.add_argument("--resume", action="store_true",
                         help="add episodes to an existing dataset (same features, robot and fps; same calibration "
@@ -146,19 +177,23 @@ def run(args: argparse.Namespace) -> int:
             disk.learn(store, len(store) - 1)
         log.info("%s", disk.describe())
         if disk.measured:  # a resumed store: refuse before anything runs (unmeasured, the session warns)
-            disk.check_room(0)
+            disk.check_room(len(store))
         frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
         writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)),
                                   on_commit=lambda info: disk.learn(store, info.index))
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-        if use_tui:
-            publish = publisher.publish
-        else:
-            reporter = _ProgressLines(session_cfg.episodes)
+        reporter = _ProgressLines(session_cfg.episodes)
+        reporter.on = not use_tui  # and from the moment a dashboard dies
 
-            def publish(status: Any) -> None:
-                publisher.publish(status)
+        def publish(status: Any) -> None:
+            publisher.publish(status)
+            if reporter.on:
                 reporter.publish(status)
+
+        def dashboard_lost(why: str) -> None:
+            print(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; "
+                  f"`platform monitor --control` attaches a dashboard)", flush=True)
+            reporter.on = True
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
                                    scene=rig.scene, cameras=rig.cameras, publish=publish,
@@ -167,14 +202,17 @@ def run(args: argparse.Namespace) -> int:
         if use_tui:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
 
-            result = run_recorder_dashboard(session, publisher, log_path=store_path / ".shallowpi" / f"record-{stamp}.log")
+            result = run_recorder_dashboard(session, publisher, on_dashboard_lost=dashboard_lost,
+                                            log_path=store_path / ".shallowpi" / f"record-{stamp}.log")
         else:
             result = session.run()
         writer.close()
         if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
             result.fault = str(writer.failure)
-        committed = writer.committed()
         writer = None
+        # The store, not the session's notes: marks and deletes made after saving are in it.
+        committed = store.episodes[session.first_episode:]
+        total = len(store)
     finally:
         for close in closers:
             close()
@@ -183,17 +221,33 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
         rig.close()
-    marked = [e.success for e in committed if e.success is not None]
-    print(f"recorded {len(committed)} episode(s) into {store_path}"
-          + (f", {sum(marked)}/{len(marked)} successful" if marked else "")
-          + (f", {result.discarded} discarded" if result.discarded else ""))
-    # Quoted: a path with spaces or shell characters is pasted back as one argument.
-    print(f"look at them: platform dataset list --data-root {shlex.quote(str(store_path.parent))}   "
-          f"platform dataset show {shlex.quote(str(store_path))} --episode 0")
+    print(final_summary(committed, result, store_path, total))
     if result.fault:
         print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
         return 1
     return 0
+
+
+def final_summary(committed: list[Any], result: Any, store_path: Any, total: int) -> str:
+    """What this run left in the store, read back from it, and a command that can show it."""
+    marked = [e.success for e in committed if e.success is not None]
+    if committed:
+        first, last = committed[0].index, committed[-1].index
+        span = f"episode {first}" if first == last else f"episodes {first}-{last}"
+        text = f"recorded {len(committed)} episode(s) into {store_path} ({span}; it holds {total})"
+    else:
+        text = f"recorded no episode into {store_path} (it holds {total})"
+    text += (f", {sum(marked)}/{len(marked)} successful" if marked else "")
+    text += (f", {result.discarded} take(s) discarded" if result.discarded else "")
+    text += (f", {result.deleted} deleted after saving" if result.deleted else "")
+    # Quoted: a path with spaces or shell characters is pasted back as one argument.
+    root, store = shlex.quote(str(store_path.parent)), shlex.quote(str(store_path))
+    if committed:
+        text += (f"\nlook at them: platform dataset list --data-root {root}   "
+                 f"platform dataset show {store} --episode {committed[-1].index}")
+    elif total:
+        text += f"\nlook at the store: platform dataset show {store} --episode {total - 1}"
+    return text
 
 
 def _kept(committed: list[Any], store_path: Any) -> str:
@@ -230,10 +284,13 @@ class _ProgressLines:
 
     def __init__(self, episodes: int) -> None:
         self.episodes = episodes
+        self.on = True
         self._last_line = 0.0
         self._last_message = ""
 
     def publish(self, status: Any) -> None:
+        from shallowpi.tui.recorder_render import run_position
+
         now = time.monotonic()
         if status.message != self._last_message:
             self._last_message = status.message
@@ -242,8 +299,10 @@ class _ProgressLines:
             return
         self._last_line = now
         w, loop = status.writer, status.loop
-        print(f"[record] episode {status.episode + 1}/{self.episodes} {status.state.value} "
-              f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | loop p50 {loop.period_p50_ms:.1f} "
-              f"p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | writer queue {w.queue_depth}/"
+        timing = (f"sim-time loop, wall p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms a tick"
+                  if loop.simulated else
+                  f"loop p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns")
+        print(f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
+              f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | {timing} | writer queue {w.queue_depth}/"
               f"{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, waited {w.backpressure_ms:.0f} ms",
               flush=True)

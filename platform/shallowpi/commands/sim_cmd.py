@@ -25,7 +25,7 @@ HELP = "run scripted experts in the simulation twin; success rate and steps/s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_flags(parser, robot=True)
+    add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument("--task", help="task name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the robot's tasks and exit")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (default 1)")
@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-render", action="store_true", help="skip cameras (physics and expert only)"
     )
     parser.add_argument("--video", help="write the episodes' camera views to this .mp4")
-    parser.add_argument("--png", help="write a strip of frames of the first episode to this .png")
+    parser.add_argument("--png", help="write frames of every episode to this .png: 8 ticks an episode, each "
+                                      "block titled with its episode, seed and result, cameras and times labelled")
 
 
 def _size(text: str | None) -> tuple[int | None, int | None]:
@@ -77,22 +78,25 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError("--video and --png need the cameras; drop --no-render")
 
     video = VideoWriter(args.video, spec.fps) if args.video else None
-    strip = StripWriter(args.png) if args.png else None
+    strip = StripWriter(args.png, roles=cameras, fps=spec.fps) if args.png else None
     results = []
     started = time.perf_counter()
     with DirectSimRobot(spec, cameras=cameras) as robot:
         for episode in range(args.episodes):
             seed = args.seed + episode
 
-            def watch(obs: Observation, first: bool = episode == 0) -> None:
+            def watch(obs: Observation) -> None:
                 images = [obs.frames[role].image for role in cameras]
                 if video is not None:
                     video.add(images)
-                if strip is not None and first:
+                if strip is not None:
                     strip.add(images)
 
             result = run_episode(robot, task, ScriptedAgent(), seed, watch=watch if cameras else None)
             results.append(result)
+            if strip is not None:
+                strip.end_episode(f"episode {episode}  seed {seed}  {'success' if result.success else 'FAILED'}  "
+                                  f"{result.sim_seconds:.1f} s")
             print(
                 f"episode {episode} seed {seed}: {'success' if result.success else 'FAILED'} "
                 f"in {result.steps} steps ({result.steps / result.wall_seconds:.0f} steps/s)",

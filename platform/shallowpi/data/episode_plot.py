@@ -6,27 +6,52 @@ People would rather look than read: `platform dataset show` writes this PNG.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.store import TICK_KEY, EpisodeStore
 
+UNIT_OF_KIND = {"revolute": "rad", "linear": "m", "gripper": "opening, 0-1"}
+FLAT = 1e-3  # a joint whose state and action span less than this never moved: one line of text
 
-def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: int = 8) -> Path:
-    """Write episode `index` as a PNG at `out` (parents created); returns `out`.
 
-    One row of `frames_per_strip` evenly spaced frames per camera, titled with the tick time
-    (s); then one small plot per joint of `observation.state` (or the first vector
-    feature) against time, with `action` dashed when it has as many columns. Uses
-    matplotlib's Agg backend (switches the process to it). Raises StoreError for an episode
-    the store does not have (negative indices count from the end).
-    """
+def flat_joints(state: np.ndarray, action: np.ndarray | None) -> list[int]:
+    """Indices of the joints (columns of `state`, T x J) that never moved, in state or action."""
+    values = state if action is None or action.shape != state.shape else np.concatenate([state, action])
+    if len(values) == 0:
+        return []
+    return [j for j in range(values.shape[1]) if float(np.ptp(values[:, j])) < FLAT]
+
+
+def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: int = 8,
+                 units: dict[str, str] | None = None) -> Path:
+    """Write `episode_figure` as a PNG at `out`; returns `out`."""
+    import matplotlib.pyplot as plt
+
+    fig = episode_figure(store, index, frames_per_strip, units)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
+                   units: dict[str, str] | None = None) -> Any:
+    """A matplotlib Figure of episode `index`: one strip of frames per camera (each titled with its
+    time in seconds), then state (solid) and action (dashed) per joint against time in
+    seconds, each y axis in the joint's unit (`units`: joint name -> unit; "joint units"
+    where unknown). Joints that never moved are listed in one line of text, with their
+    value, instead of as flat plots. Uses matplotlib's Agg backend (switches the process
+    to it). Raises StoreError for an episode the store does not have (negative indices
+    count from the end)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    units = units or {}
     info = store.episode(index)
     start, stop = store.episode_range(index)
     cameras = [k for k, f in store.features.items() if f.kind is FeatureKind.IMAGE]
@@ -36,12 +61,20 @@ def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: i
     n_joints = store.features[state_key].shape[0] if state_key else 0
     if not joint_names:
         joint_names = [f"{state_key}[{i}]" for i in range(n_joints)]
+    state = store.read(state_key, start, stop) if state_key else np.zeros((stop - start, 0))
+    action = store.read("action", start, stop) if state_key and "action" in vectors else None
+    if action is not None and action.shape[1] != n_joints:
+        action = None
+    still = flat_joints(state, action)
+    moving = [j for j in range(n_joints) if j not in still]
 
     plot_cols = 4
-    plot_rows = -(-n_joints // plot_cols) if n_joints else 0
-    fig = plt.figure(figsize=(2.2 * max(frames_per_strip, plot_cols * 2) / 1.1, 1.6 * len(cameras) + 2.0 * plot_rows + 0.8))
-    grid = fig.add_gridspec(len(cameras) + plot_rows, max(frames_per_strip, plot_cols),
-                            height_ratios=[1.2] * len(cameras) + [1.4] * plot_rows)
+    plot_rows = -(-len(moving) // plot_cols) if moving else 0
+    text_rows = 1 if still else 0
+    fig = plt.figure(figsize=(2.2 * max(frames_per_strip, plot_cols * 2) / 1.1,
+                              1.6 * len(cameras) + 2.2 * plot_rows + 0.5 * text_rows + 0.8))
+    grid = fig.add_gridspec(len(cameras) + plot_rows + text_rows, max(frames_per_strip, plot_cols),
+                            height_ratios=[1.2] * len(cameras) + [1.5] * plot_rows + [0.3] * text_rows)
     ticks = store.read(TICK_KEY, start, stop)
     picks = np.unique(np.linspace(start, stop - 1, frames_per_strip).round().astype(int))
     for row, key in enumerate(cameras):
@@ -53,33 +86,29 @@ def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: i
             if col == 0:
                 ax.set_ylabel(key.removeprefix("observation.images."), fontsize=8)
             if row == 0:
-                ax.set_title(f"t={ticks[frame_row - start]:.1f}s", fontsize=8)
-    if state_key:
-        state = store.read(state_key, start, stop)
-        action = store.read("action", start, stop) if "action" in vectors else None
-        span = max(frames_per_strip, plot_cols) // plot_cols
-        for j in range(n_joints):
-            r, c = divmod(j, plot_cols)
-            ax = fig.add_subplot(grid[len(cameras) + r, c * span : (c + 1) * span])
-            ax.plot(ticks, state[:, j], lw=1.2, label="state")
-            if action is not None and action.shape[1] == n_joints:
-                ax.plot(ticks, action[:, j], lw=1.0, ls="--", label="action")
-            ax.set_title(joint_names[j], fontsize=8)
-            ax.tick_params(labelsize=7)
-            # A joint that barely moved shows as a flat line, not as magnified noise.
-            ax.ticklabel_format(axis="y", useOffset=False, style="plain")
-            values = state[:, j] if action is None else np.concatenate([state[:, j], action[:, j]])
-            low, high = float(values.min()), float(values.max())
-            if high - low < 0.02:
-                middle = (low + high) / 2
-                ax.set_ylim(middle - 0.05, middle + 0.05)
-            if j == 0:
-                ax.legend(fontsize=7, loc="best")
+                ax.set_title(f"t = {ticks[frame_row - start]:.1f} s", fontsize=8)
+    span = max(frames_per_strip, plot_cols) // plot_cols
+    for n, j in enumerate(moving):
+        r, c = divmod(n, plot_cols)
+        ax = fig.add_subplot(grid[len(cameras) + r, c * span : (c + 1) * span])
+        ax.plot(ticks, state[:, j], lw=1.2, label="state")
+        if action is not None:
+            ax.plot(ticks, action[:, j], lw=1.0, ls="--", label="action")
+        ax.set_title(joint_names[j], fontsize=8)
+        ax.set_xlabel("time (s)", fontsize=7)
+        ax.set_ylabel(units.get(joint_names[j], "joint units"), fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        if n == 0:
+            ax.legend(fontsize=7, loc="best")
+    if still:
+        ax = fig.add_subplot(grid[len(cameras) + plot_rows, :])
+        ax.axis("off")
+        held = ", ".join(f"{joint_names[j]} {state[0, j]:.3g}" + (f" {units[joint_names[j]]}" if joint_names[j] in units else "")
+                         for j in still)
+        ax.text(0, 0.5, f"never moved ({len(still)} joint(s)): {held}", fontsize=8, va="center", wrap=True)
     success = {True: "success", False: "failure", None: "unmarked"}[info.success]
     fig.suptitle(f"{store.path.name} episode {index}: \"{info.task}\" - {info.length} frames, "
                  f"{info.duration_s:.1f} s, {success}, {info.dropped_frames} dropped", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return fig

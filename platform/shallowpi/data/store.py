@@ -616,6 +616,12 @@ class EpisodeStore:
 
         delete_episodes(self, indices)
 
+    def drop_last_episode(self) -> EpisodeInfo:
+        """Remove the last episode in place, cheaply: see `store_edit.drop_last_episode`."""
+        from shallowpi.data.store_edit import drop_last_episode
+
+        return drop_last_episode(self)
+
     def append_episode_from(self, source: EpisodeStore, index: int) -> EpisodeInfo:
         """Copy one committed episode of `source` in: see `store_edit.append_episode_from`."""
         from shallowpi.data.store_edit import append_episode_from

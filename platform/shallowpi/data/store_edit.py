@@ -1,4 +1,5 @@
-"""Editing whole stores: delete episodes (by compaction), copy episodes between stores, merge.
+"""Editing whole stores: delete episodes (by compaction), drop the last one (in place),
+copy episodes between stores, merge.
 
 Each edit goes through the same crash-safe commit as a recording (data/store.py). A
 delete writes the kept episodes into `<name>.zarr.compacting` beside the store and swaps
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
+    EPISODES_DIR,
     EpisodeInfo,
     EpisodeStore,
     _finish_interrupted_swap,
@@ -22,6 +24,7 @@ from shallowpi.data.store import (
     _unlock,
     check_mixing,
 )
+from shallowpi.data.store_rules import StoreSummary
 from shallowpi.errors import StoreError
 
 
@@ -46,6 +49,39 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     (staging / ".complete").touch()
     _fsync_path(staging)
     _swap_in(store, staging)
+
+
+def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
+    """Remove the store's last episode in place, at the cost of that episode alone.
+
+    What the recorder's d / r between takes do: no compaction (which copies every episode
+    kept). One atomic write of the commit record makes the store one episode shorter;
+    what is left past it (its frames, its episode_ends row, its metadata file) is then cut
+    exactly as after a killed writer, and a crash in between leaves what the next open
+    cuts the same way. Returns the removed episode's metadata; StoreError on an empty store.
+    """
+    store._require_writable()
+    count = len(store)
+    if count == 0:
+        raise StoreError(f"{store.path.name} holds no episode to drop")
+    if store.layout < 2:  # no commit record to shorten: compact instead
+        info = store.episode(count - 1)
+        delete_episodes(store, [count - 1])
+        return info
+    info = store.episode(count - 1)
+    end = int(store._ends[count - 2]) if count > 1 else 0
+    # The distinct fps / calibration / robots of the episodes kept: one small file each.
+    kept = StoreSummary.of_episodes((store.episode(i) for i in range(count - 1)),
+                                    allow_mixed_calibration=store.summary.allow_mixed_calibration)
+    store._write_commit_record(count - 1, end, kept)
+    store._infos.pop(count - 1, None)
+    store._ends_loaded = None
+    # The same cuts as the recovery after a killed writer (`EpisodeStore._recover`), without
+    # its warning: this tail was committed, and is removed on purpose.
+    store._truncate(end)
+    store._array("meta/episode_ends").resize((count - 1,))
+    (store.path / EPISODES_DIR / f"{count - 1}.json").unlink(missing_ok=True)
+    return info
 
 
 def _swap_in(store: EpisodeStore, staging: Path) -> None:

@@ -133,12 +133,12 @@ class DiskBudget:
                 f"{fit} fit")
 
     def check_room(self, episode: int, queued: int = 0) -> None:
-        """Raise `DiskSpaceError` if episode `episode` (0-based, this session) cannot fit.
+        """Raise `DiskSpaceError` if episode `episode` (its index in the store) cannot fit.
         Unmeasured, the estimate is an upper bound: it warns and lets the episode start,
         unless the free space is below the reserve already."""
         if self.episodes_that_fit(queued) >= 1:
             return
-        line = (f"no room for episode {episode + 1}: {_mb(self.free_bytes())} free at {self.path}, "
+        line = (f"no room for episode {episode}: {_mb(self.free_bytes())} free at {self.path}, "
                 f"{queued} episode(s) still being written, an episode takes ~{_mb(self.episode_bytes())} "
                 f"and {_mb(self.reserve_bytes)} stay free (record.disk_reserve_mb)")
         if not self.measured and self.free_bytes() >= self.reserve_bytes:

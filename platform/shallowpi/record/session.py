@@ -34,6 +34,7 @@ from shallowpi.record.disk import DiskBudget
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.base import Robot
 from shallowpi.robots.observation import Observation, lerobot_row
+from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -100,6 +101,7 @@ class SessionResult:
     discarded: int = 0
     fault: str = ""
     interrupted: bool = False
+    deleted: int = 0  # episodes this run saved, then deleted with d / r
 
 
 class RecordingSession:
@@ -137,16 +139,32 @@ class RecordingSession:
         if joint_limits is not None:
             self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])
         self.result = SessionResult()
-        # Episode summaries are appended to the status once (the dashboards list them), kept
-        # episodes wait in `_saving` until the writer reports them committed.
-        self._recording = EpisodeSummary(0, 0, 0.0)  # the episode begun last
+        # Episodes are numbered by their index in the store, on every screen and line: the
+        # next one kept is store index `_store_base + _episode` (kept ones commit in order,
+        # and only the one saved last is ever deleted). Episode summaries are appended to
+        # the status once (the dashboards list them), kept episodes wait in `_saving` until
+        # the writer reports them committed.
+        self._take = EpisodeSummary(0, 0, 0.0)  # the take begun last
         self._saving: deque[EpisodeSummary] = deque()
         self._saved_seen = 0  # commits the writer reported so far
-        self._kept = 0  # episodes this session handed to the writer to commit
-        self._store_index: dict[int, int] = {}  # episode -> its index in the store (the last few)
         self._store_base = len(writer.store)  # read before the writer thread commits anything
+        self.status.first_episode = self.status.episode = self._store_base
+        self._state = RecorderState.IDLE
+        self._recording = False
+        self._finished = False  # every episode asked for is saved (as opposed to stopped early)
+        self._episode = 0  # episodes this run has kept so far
+        self._frames = 0  # frames of the take in flight
+        self._start_tick, self._start_s = 0, 0.0
+        self._reset_until = 0.0
+        self._held_reset_s = 0.0  # the reset countdown left when p held it
+        self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
         self._dropped_at_start = 0
         self._camera_rates: dict[str, tuple[int, float, float]] = {}
+
+    @property
+    def first_episode(self) -> int:
+        """Store index of this run's first episode (the store's length when it began)."""
+        return self._store_base
 
     def request_stop(self) -> None:
         """Ctrl-C / SIGTERM: end at the next tick (episode saved or discarded per config)."""
@@ -155,109 +173,162 @@ class RecordingSession:
     # --- the loop ----------------------------------------------------------------------
 
     def run(self) -> SessionResult:
+        """Record until every episode is saved, a stop, an e-stop or a fault; never raises
+        for a device or disk fault (`result.fault` says what happened and how the robot
+        was left)."""
         cfg = self.config
-        episode = 0
-        state = RecorderState.IDLE
-        recording = False
-        start_tick, start_s, reset_until = 0, 0.0, 0.0
-        frames = 0
         self.clock.restart()
         if cfg.autostart:  # the first episode begins at the first tick, as every other one
-            state, reset_until = RecorderState.RESETTING, self.clock.now()
-        finished = False  # all episodes recorded (as opposed to stopped early)
-        while not finished:
+            self._state, self._reset_until = RecorderState.RESETTING, self.clock.now()
+        while not self._finished:
             try:  # a PlatformError anywhere in the tick (servo, camera, writer, disk) is a fault
                 self._raise_writer_failure()
                 if self._stop.is_set():
-                    if recording:
-                        self._end_episode(episode, frames, keep=cfg.on_interrupt is OnInterrupt.SAVE)
+                    if self._recording:
+                        self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE)
                     self.result.interrupted = True
                     break
                 for command in self._commands():
-                    if command is Command.QUIT:
-                        self._stop.set()
-                    elif command is Command.ESTOP:
-                        self._estop(recording, episode, frames)
+                    if self._on_command(command):
                         return self._finish(RecorderState.FAULT)
-                    elif command is Command.START and state in (RecorderState.IDLE, RecorderState.PAUSED,
-                                                                RecorderState.RESETTING):
-                        if not recording:
-                            state, recording, start_tick, start_s, frames = self._begin(episode)
-                    elif command is Command.PAUSE and recording:
-                        self._end_episode(episode, frames, keep=False)
-                        recording, state = False, RecorderState.PAUSED
-                        self.status.message = f"paused: episode {episode} discarded; press space to record it again"
-                    elif command in (Command.STOP, Command.DISCARD, Command.RERECORD) and recording:
-                        keep = command is Command.STOP
-                        self._end_episode(episode, frames, keep=keep)
-                        recording = False
-                        if keep:
-                            episode += 1
-                        if episode >= cfg.episodes:
-                            finished = True
-                        else:
-                            state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
-                            if command is Command.RERECORD:
-                                state, recording, start_tick, start_s, frames = self._begin(episode)
-                    elif command is Command.NEXT and state is RecorderState.RESETTING:
-                        reset_until = self.clock.now()
-                    elif command in (Command.SUCCESS, Command.FAILURE):
-                        self._mark(episode if recording else episode - 1, command is Command.SUCCESS)
-                if self._stop.is_set() or finished:
+                if self._stop.is_set() or self._finished:
                     continue
 
-                if state is RecorderState.RESETTING and not recording and self.clock.now() >= reset_until:
+                if (self._state is RecorderState.RESETTING and not self._recording
+                        and self.clock.now() >= self._reset_until):
                     # Before this tick observes: the observation below is the episode's t = 0.
-                    state, recording, start_tick, start_s, frames = self._begin(episode)
+                    self._begin()
                 observation = self.robot.observe()
                 action = self.teleop.read()
                 sent = self.robot.act(action)
-                if recording:
-                    t = self.clock.tick_time(start_tick, start_s)
+                if self._recording:
+                    t = self.clock.tick_time(self._start_tick, self._start_s)
                     self._record_frame(observation, sent, t)
-                    frames += 1
+                    self._frames += 1
                     self.status.episode_time_s = t
+                    # The row of the take in flight grows with it on the dashboards.
+                    self._take.frames, self._take.duration_s = self._frames, self._frames / cfg.fps
                     scene_done = self.scene is not None and self.scene.done()
-                    if scene_done or frames >= cfg.episode_rows:
-                        self._end_episode(episode, frames, keep=True)
-                        recording = False
-                        episode += 1
-                        if episode >= cfg.episodes:
-                            finished = True
-                        else:
-                            state, reset_until = RecorderState.RESETTING, self.clock.now() + cfg.reset_time_s
-                elif state is RecorderState.RESETTING:
-                    self.status.reset_time_left_s = max(0.0, reset_until - self.clock.now())
+                    if scene_done or self._frames >= cfg.episode_rows:
+                        self._keep_and_continue(RecorderState.RESETTING)
+                elif self._state is RecorderState.RESETTING:
+                    self.status.reset_time_left_s = max(0.0, self._reset_until - self.clock.now())
             except PlatformError as fault:
-                self._fault(fault, recording, episode, frames)
+                self._fault(fault)
                 return self._finish(RecorderState.FAULT)
-            self._update_status(state, episode, action, observation)
+            self._update_status(self._state, action, observation)
             self.clock.wait()
         return self._finish(RecorderState.STOPPED)
 
+    # --- keys: telemetry/keys.py is the table, this is what each entry does ------------
+
+    def _on_command(self, command: Command) -> bool:
+        """Act on one dashboard command as the key table says; True when it ends the
+        session with a fault (e-stop). A command with no meaning in the state says so."""
+        state = self._state
+        if command is Command.ESTOP:
+            self._estop()
+            return True
+        if keys.effect(command, state) is None:
+            self.status.message = keys.ignored(command, state)
+            return False
+        if command is Command.QUIT:
+            self._stop.set()
+        elif command in (Command.START, Command.NEXT):
+            self._begin()
+        elif command is Command.STOP:
+            self._keep_and_continue(RecorderState.RESETTING)
+        elif command is Command.PAUSE:
+            self._pause_or_resume(state)
+        elif command is Command.DISCARD and state is RecorderState.RECORDING:
+            self._end_episode(keep=False)
+            self._reset(RecorderState.RESETTING)
+        elif command is Command.RERECORD and state is RecorderState.RECORDING:
+            self._end_episode(keep=False)
+            self._begin()
+        elif command in (Command.DISCARD, Command.RERECORD):
+            if self._delete_last_saved() and command is Command.RERECORD:
+                self._begin()
+        elif command in (Command.SUCCESS, Command.FAILURE):
+            self._mark(command is Command.SUCCESS)
+        return False
+
+    def _pause_or_resume(self, state: RecorderState) -> None:
+        """p: recording -> save the take and hold; resetting -> hold the countdown; paused
+        -> the countdown goes on from where it was held. Nothing recorded is lost."""
+        if state is RecorderState.RECORDING:
+            self._keep_and_continue(RecorderState.PAUSED)
+            self._held_reset_s = self.config.reset_time_s
+        elif state is RecorderState.RESETTING:
+            self._held_reset_s = max(0.0, self._reset_until - self.clock.now())
+            self._state = RecorderState.PAUSED
+            self.status.message = (f"paused: reset held with {self._held_reset_s:.1f} s left; "
+                                   "p resumes it, space records the next episode")
+        else:
+            self._state = RecorderState.RESETTING
+            self._reset_until = self.clock.now() + self._held_reset_s
+            self.status.message = f"reset resumed: {self._held_reset_s:.1f} s left"
+
+    def _keep_and_continue(self, then: RecorderState) -> None:
+        """Save the take; the next state is `then` (a reset or a pause), or the end."""
+        self._end_episode(keep=True)
+        if self._episode >= self.config.episodes:
+            self._finished = True
+        else:
+            self._reset(then)
+
+    def _reset(self, state: RecorderState) -> None:
+        self._state = state
+        self._reset_until = self.clock.now() + self.config.reset_time_s
+        self.status.reset_time_left_s = self.config.reset_time_s
+
+    def _delete_last_saved(self) -> bool:
+        """d / r between takes: delete the episode this run saved last from the store;
+        False (and says why) if there is none."""
+        summary = self._last_saved
+        if summary is None:
+            self.status.message = ("nothing to delete: no episode of this run is saved"
+                                   + (" (the last one was deleted already)" if self.result.deleted else ""))
+            return False
+        self.writer.delete(summary.index)  # after its commit: the writer works in order
+        summary.state = "deleted"
+        self._last_saved = None
+        self._episode -= 1
+        self.result.deleted += 1
+        self.status.message = f"episode {summary.index} deleted from the store; it will be recorded again"
+        return True
+
+    @property
+    def _store_index(self) -> int:
+        """Store index of the take in flight (or of the next one)."""
+        return self._store_base + self._episode
+
     # --- episode flow ------------------------------------------------------------------
 
-    def _begin(self, episode: int) -> tuple[RecorderState, bool, int, float, int]:
-        """Start `episode` in the current tick, before it observes; raises `DiskSpaceError`
-        (nothing started) when the disk has no room for it."""
+    def _begin(self) -> None:
+        """Start the next episode in the current tick, before it observes; raises
+        `DiskSpaceError` (nothing started) when the disk has no room for it."""
+        episode, index = self._episode, self._store_index
         if self.disk is not None:
             # Episodes still queued for the writer have not taken their space yet.
-            self.disk.check_room(episode, queued=self.writer.stats().pending_episodes)
+            self.disk.check_room(index, queued=self.writer.stats().pending_episodes)
         if self.scene is not None:
             self.scene.reset(episode)
-        self.writer.begin(episode, self.config.task, robot=self.config.robot,
+        self.writer.begin(index, self.config.task, robot=self.config.robot,
                           calibration_id=self.config.calibration_id, fps=self.config.fps,
                           start_time=time.time())
         self.clock.reset_stats()
         self._dropped_at_start = self._camera_drops()
-        summary = self._recording = EpisodeSummary(episode, 0, 0.0, None, "recording")
+        summary = self._take = EpisodeSummary(index, 0, 0.0, None, "recording")
         episodes = self.status.episodes
-        if episodes and episodes[-1].index == episode:
-            episodes[-1] = summary  # the attempt before (paused, discarded) is replaced
+        if episodes and episodes[-1].index == index:
+            episodes[-1] = summary  # the take before (discarded, or deleted after saving) is replaced
         else:
             episodes.append(summary)
-        self.status.message = f"recording episode {episode + 1}/{self.config.episodes}"
-        return RecorderState.RECORDING, True, self.clock.ticks, self.clock.tick_start_s(), 0
+        self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
+        self._state, self._recording, self._frames = RecorderState.RECORDING, True, 0
+        self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
+        self.status.episode_time_s = 0.0
 
     def _record_frame(self, observation: Observation, sent: np.ndarray, t: float) -> None:
         row = lerobot_row(observation, t)  # on the episode clock; each frame keeps its age
@@ -266,14 +337,10 @@ class RecordingSession:
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
 
-    def _summary(self, episode: int) -> EpisodeSummary | None:
-        for summary in reversed(self.status.episodes[-4:]):  # only recent episodes are asked for
-            if summary.index == episode:
-                return summary
-        return None
-
-    def _end_episode(self, episode: int, frames: int, keep: bool) -> None:
-        summary = self._recording
+    def _end_episode(self, keep: bool) -> None:
+        """End the take in flight: hand it to the writer to commit, or discard it."""
+        summary, frames = self._take, self._frames
+        self._recording = False
         if self.writer.failure is not None:  # nothing more reaches the store
             summary.state = "discarded"
             self.result.discarded += 1
@@ -292,37 +359,40 @@ class RecordingSession:
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
             self._saving.append(summary)
-            # Kept episodes reach the store in order, after those it held at the start.
-            self._store_index[episode] = self._store_base + self._kept
-            self._kept += 1
-            for old in [e for e in self._store_index if e < episode - 2]:
-                del self._store_index[old]
-            self.status.message = f"episode {episode + 1} recorded ({frames} frames), saving"
+            self._last_saved = summary
+            self._episode += 1
+            self.status.message = f"episode {summary.index} recorded ({frames} frames), saving"
         else:
             self.writer.discard()
             summary.state = "discarded"
             self.result.discarded += 1
-            self.status.message = f"episode {episode + 1} discarded"
+            self.status.message = f"episode {summary.index}: take discarded"
 
-    def _mark(self, episode: int, success: bool) -> None:
-        summary = self._summary(episode)
+    def _mark(self, success: bool) -> None:
+        """s / f: the take in flight (stored with it at commit), else the episode saved last."""
+        summary = self._take if self._recording else self._last_saved
+        word = "successful" if success else "failed"
         if summary is None:
+            self.status.message = "nothing to mark: no episode of this run is saved"
             return
-        summary.success = success  # applied at commit if the episode is still recording
-        if summary.state in ("saving", "saved") and episode in self._store_index:
-            self.writer.mark(self._store_index[episode], success)
+        summary.success = success
+        if summary.state in ("saving", "saved"):
+            self.writer.mark(summary.index, success)  # after its commit: the writer works in order
+            self.status.message = f"episode {summary.index} marked {word} in the store"
+        else:
+            self.status.message = f"episode {summary.index} marked {word} (stored with it)"
 
-    def _fault(self, fault: PlatformError, recording: bool, episode: int, frames: int) -> None:
+    def _fault(self, fault: PlatformError) -> None:
         log.error("fault: %s", fault)
-        if recording:
-            self._end_episode(episode, frames, keep=False)
+        if self._recording:
+            self._end_episode(keep=False)
         safety = self._safe_state()
         self.result.fault = f"{fault}; {safety}"
         self.status.message = f"FAULT: {fault}; {safety}; episodes already saved are kept"
 
-    def _estop(self, recording: bool, episode: int, frames: int) -> None:
-        if recording:
-            self._end_episode(episode, frames, keep=False)
+    def _estop(self) -> None:
+        if self._recording:
+            self._end_episode(keep=False)
         try:
             self.robot.torque_off()
             safety = "torque off, robot is safe"
@@ -354,7 +424,7 @@ class RecordingSession:
 
     def _finish(self, state: RecorderState) -> SessionResult:
         self.result.committed = self.writer.committed()  # those written so far; the writer may go on
-        self._update_status(state, self.status.episode, None, None)
+        self._update_status(state, None, None)
         return self.result
 
     # --- status ------------------------------------------------------------------------
@@ -382,11 +452,11 @@ class RecordingSession:
             age_ms = ages.get(role, 0.0) * 1e3
             self.status.cameras[role] = CameraStatus(fps=fps, dropped=_dropped(camera), age_ms=age_ms)
 
-    def _update_status(self, state: RecorderState, episode: int, action: Any,
-                       observation: Observation | None) -> None:
+    def _update_status(self, state: RecorderState, action: Any, observation: Observation | None) -> None:
         status = self.status
         status.state = state
-        status.episode = min(episode, self.config.episodes - 1)
+        # The take in flight, else the next one; once all are saved, the last one saved.
+        status.episode = self._store_index - (1 if self._finished else 0)
         if observation is not None:
             status.follower = [float(v) for v in observation.state]
         if action is not None:
@@ -400,17 +470,25 @@ class RecordingSession:
             else:
                 status.leader = [float(v) for v in np.asarray(action).reshape(-1)]
         p50, p99 = self.clock.percentiles_ms()
-        status.loop = LoopStatus(self.config.fps, p50, p99, self.clock.overruns)
+        status.loop = LoopStatus(self.config.fps, p50, p99, self.clock.overruns,
+                                 simulated=bool(getattr(self.clock, "simulated", False)))
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
         while self._saved_seen < stats.committed_count and self._saving:
             s = self._saving.popleft()
-            s.state = "saved"
             self._saved_seen += 1
-            status.message = f"episode {s.index + 1} saved ({s.frames} frames)"
-        if observation is not None:
+            if s.state == "deleted":
+                continue  # committed, then deleted (d / r between takes)
+            s.state = "saved"
+            status.message = f"episode {s.index} saved ({s.frames} frames)"
+        if observation is not None and state is not RecorderState.PAUSED:
             self._camera_status(observation)
+        elif state is RecorderState.PAUSED:
+            # Nothing is recorded: no rate to show, and none carried into the next take.
+            self._camera_rates.clear()
+            for role, camera in status.cameras.items():
+                status.cameras[role] = CameraStatus(fps=0.0, dropped=camera.dropped, age_ms=0.0)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
             for role, frame in observation.frames.items():
                 status.thumbnails[role] = thumbnail_from_image(frame.image)

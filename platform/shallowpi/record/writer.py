@@ -67,6 +67,11 @@ class _Mark:
     success: bool | None
 
 
+@dataclass
+class _Delete:
+    store_index: int
+
+
 _STOP = object()
 
 
@@ -172,6 +177,14 @@ class BackgroundWriter:
         """Set an already committed episode's success flag (after the queue drains to it)."""
         self._put(_Mark(store_index, success))
 
+    def delete(self, store_index: int) -> None:
+        """Delete a committed episode from the store (after the queue drains to it).
+
+        The last episode goes in place, at the cost of that episode alone
+        (`EpisodeStore.drop_last_episode`); any other compacts the store (a copy of every
+        episode kept) while later frames wait in the queue."""
+        self._put(_Delete(store_index))
+
     def stats(self) -> WriterStats:
         """A copy of the counters (cheap: the loop reads it every tick)."""
         with self._lock:
@@ -256,6 +269,13 @@ class BackgroundWriter:
                     self._episode_done(None)
                 elif isinstance(item, _Mark):
                     self.store.set_success(item.store_index, item.success)
+                elif isinstance(item, _Delete):
+                    if item.store_index == len(self.store) - 1:
+                        self.store.drop_last_episode()
+                    else:
+                        self.store.delete_episodes([item.store_index])
+                    with self._lock:
+                        self._committed = [e for e in self._committed if e.index != item.store_index]
         except Exception as exc:  # the loop sees it through `failure`
             failure = describe_failure(exc, self.store.path)
             if _os_error(exc) is not None or isinstance(exc, PlatformError):

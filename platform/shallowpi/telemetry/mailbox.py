@@ -15,7 +15,8 @@ class StatusMailbox(Generic[StatusT]):
     """A one-slot, latest-wins status handoff to a reader in the same process.
 
     `publish()` never blocks on the reader; iterating blocks until a status newer than the
-    last one read arrives (at most `max_hz` a second) and ends after `close()`.
+    last one read arrives (at most `max_hz` a second) and ends after `close()`, once the
+    last status published before it was read (a final fault must reach the screen).
     """
 
     def __init__(self, max_hz: float = DEFAULT_MAX_HZ) -> None:
@@ -33,6 +34,8 @@ class StatusMailbox(Generic[StatusT]):
         """
         # The lock is only ever held for a few assignments, never across I/O.
         with self._cond:
+            if self._closed:
+                return  # the reader is gone or going: nothing after close is delivered
             self._status, self._fresh = status, True
             self._cond.notify_all()
 
@@ -56,7 +59,7 @@ class StatusMailbox(Generic[StatusT]):
                 self._cond.wait_for(lambda: self._closed, timeout=wait)
         with self._cond:
             self._cond.wait_for(lambda: self._fresh or self._closed)
-            if self._closed:
+            if not self._fresh:  # closed; the status published last before close still goes out
                 raise StopIteration
             self._fresh = False
             self._last_read = time.monotonic()

@@ -56,6 +56,9 @@ class LoopStatus:
     period_p50_ms: float = 0.0
     period_p99_ms: float = 0.0
     overruns: int = 0  # ticks that took longer than the period, this episode
+    # True in simulation: a tick is one period of simulated time, however long it takes on
+    # the wall clock, so the measured period is the rendering speed, and nothing overruns.
+    simulated: bool = False
 
 
 @dataclass
@@ -72,13 +75,13 @@ class WriterStatus:
 
 @dataclass
 class EpisodeSummary:
-    """One recent episode in the dashboard's list; `index` is its number in the store."""
+    """One episode in the dashboard's list; `index` is its number in the store."""
 
-    index: int
-    frames: int
+    index: int  # in the store
+    frames: int  # so far, while it records
     duration_s: float
     success: bool | None = None
-    state: str = "saved"  # recording | saving | saved | discarded
+    state: str = "saved"  # recording | saving | saved | discarded (a take) | deleted (d / r after saving)
 
 
 @dataclass
@@ -100,8 +103,12 @@ class RecorderStatus:
     robot: str = ""
     dataset: str = ""
     task: str = ""
-    episode: int = 0  # index of the episode being recorded (0-based within this session)
-    episodes_total: int = 0
+    # Episodes are numbered by their index in the store, everywhere: `episode` is the take
+    # in flight (or the next one), `first_episode` the first this run records, so this run
+    # is at take episode - first_episode + 1 of episodes_total.
+    episode: int = 0
+    first_episode: int = 0
+    episodes_total: int = 0  # episodes this run records
     episode_time_s: float = 0.0
     episode_time_limit_s: float = 0.0
     reset_time_left_s: float = 0.0

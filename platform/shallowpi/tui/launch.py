@@ -22,8 +22,11 @@ import logging
 import os
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import shallowpi
 
@@ -60,6 +63,54 @@ def wait_dashboard(process: subprocess.Popen, timeout_s: float = 5.0) -> int | N
         except subprocess.TimeoutExpired:
             process.kill()
             return process.wait()
+
+
+# What a full-screen app switches on and must switch off again: the alternate screen, a
+# hidden cursor, mouse reporting (all modes), bracketed paste, focus events, and the kitty
+# keyboard protocol. Written when the dashboard died without its own clean-up.
+_RESET_SEQUENCES = ("\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l"
+                    "\x1b[?2004l\x1b[?1004l\x1b[<u\x1b[0m\r\n")
+
+
+@dataclass
+class TerminalState:
+    """The terminal's modes before the dashboard took it, to put back if it dies.
+
+    A dashboard killed by SIGKILL leaves raw mode (no echo, no Ctrl-C signal) and its
+    alternate screen behind; `restore()` gives the operator their terminal back."""
+
+    in_fd: int | None
+    out_fd: int | None
+    attributes: list[Any] | None
+
+    @classmethod
+    def save(cls, stdin: Any = None, stdout: Any = None) -> TerminalState:
+        in_fd, out_fd = _fd(stdin, sys.stdin), _fd(stdout, sys.stdout)
+        attributes = None
+        if in_fd is not None and os.isatty(in_fd):
+            with contextlib.suppress(termios.error, OSError):
+                attributes = termios.tcgetattr(in_fd)
+        return cls(in_fd, out_fd, attributes)
+
+    def restore(self) -> None:
+        """Put the saved modes back and leave the dashboard's screen; never raises."""
+        if self.attributes is not None and self.in_fd is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(self.in_fd, termios.TCSAFLUSH, self.attributes)
+        if self.out_fd is not None and os.isatty(self.out_fd):
+            with contextlib.suppress(OSError):
+                os.write(self.out_fd, _RESET_SEQUENCES.encode())
+
+
+def _fd(given: Any, default: Any) -> int | None:
+    """A file descriptor from an fd, a file, or the default stream; None if there is none."""
+    target = default if given is None else given
+    if isinstance(target, int):
+        return target
+    try:
+        return target.fileno()
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class _HeldRecords(logging.Handler):

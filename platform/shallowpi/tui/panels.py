@@ -20,10 +20,18 @@ HALF_BLOCK = "▀"  # upper half block: foreground = upper pixel, background = l
 
 
 def loop(lp: LoopStatus) -> Text:
-    """Target rate and period, measured period p50/p99 (red past 1.1 periods), overruns."""
+    """Target rate and period, measured period p50/p99 (red past 1.1 periods), overruns.
+
+    On simulated time the measured period is how fast the twin renders, not a deadline
+    the loop keeps or misses: the panel says so instead of colouring it as late."""
     period_ms = 1000.0 / lp.target_hz if lp.target_hz else 0.0
     text = Text()
     text.append("loop ", style="bold")
+    if lp.simulated:
+        text.append(f"{lp.target_hz:.0f} Hz of simulated time ({period_ms:.1f} ms a tick)\n")
+        text.append(f"wall time a tick p50 {lp.period_p50_ms:6.2f} ms  p99 {lp.period_p99_ms:6.2f} ms\n")
+        text.append("the twin's speed; no deadline to overrun", style="dim")
+        return text
     text.append(f"{lp.target_hz:.0f} Hz ({period_ms:.1f} ms)\n")
     text.append(f"period p50 {lp.period_p50_ms:6.2f} ms  p99 ")
     text.append(f"{lp.period_p99_ms:6.2f} ms", style="bold red" if period_ms and lp.period_p99_ms > 1.1 * period_ms else "")
@@ -32,16 +40,20 @@ def loop(lp: LoopStatus) -> Text:
     return text
 
 
-def cameras(cams: Mapping[str, CameraStatus], target_hz: float) -> Text:
+def cameras(cams: Mapping[str, CameraStatus], target_hz: float, paused: bool = False) -> Text:
     """Per camera: measured fps (yellow under 90 % of the loop's rate), dropped frames,
-    and the age of the frame the loop used (yellow past two loop periods)."""
+    and the age of the frame the loop used (yellow past two loop periods). `paused`:
+    nothing is recorded, so no rate is shown (a '-' instead of a stale or idle rate)."""
     if not cams:
         return Text("no cameras", style="dim")
     text = Text()
     text.append(f"{'camera':<12} {'fps':>6} {'drops':>6} {'age ms':>7}\n", style="bold")
     for role, cam in cams.items():
         text.append(f"{role[:12]:<12} ")
-        text.append(f"{cam.fps:>6.1f}", style="yellow" if target_hz and cam.fps < 0.9 * target_hz else "")
+        if paused:
+            text.append(f"{'paused':>6}", style="dim")
+        else:
+            text.append(f"{cam.fps:>6.1f}", style="yellow" if target_hz and cam.fps < 0.9 * target_hz else "")
         text.append(f" {cam.dropped:>6d}", style="bold red" if cam.dropped else "green")
         text.append(f" {cam.age_ms:>7.1f}\n", style="yellow" if target_hz and cam.age_ms > 2000 / target_hz else "")
     text.rstrip()

@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from shallowpi.telemetry.transport import TelemetryPublisher
-from shallowpi.tui.launch import hold_terminal_logs, spawn_dashboard, wait_dashboard
+from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard, wait_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def run_recorder_dashboard(
     log_path: Path | None = None,
     popen: Mapping[str, Any] | None = None,
     headless: bool = False,
+    on_dashboard_lost: Callable[[str], None] | None = None,
 ) -> ResultT:
     """Run `session` to its end with the dashboard on this terminal; return its result.
 
@@ -50,23 +51,59 @@ def run_recorder_dashboard(
     ends, the publisher is closed, which ends the dashboard. A dashboard that crashes or
     is closed early leaves the session running headless. While the dashboard owns the
     terminal, log records meant for it are held and printed afterwards (and written to
-    `log_path` as they happen, if given). `popen` and `headless` are for tests.
+    `log_path` as they happen, if given). A dashboard that dies before the session ends
+    (killed, crashed) gives the terminal back as it was, and `on_dashboard_lost(why)` is
+    called so the caller can go on with plain lines. A session that ends in a fault waits
+    for the operator to acknowledge it on the dashboard. `popen` and `headless` are for tests.
     """
     with hold_terminal_logs(log_path):
         if in_process:
             return _run_in_process(session, publisher, headless=headless)
-        return _run_with_child(session, publisher, popen or {})
+        return _run_with_child(session, publisher, popen or {}, on_dashboard_lost)
 
 
-def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher,
-                    popen: Mapping[str, Any]) -> ResultT:
+ACKNOWLEDGE_WAIT_S = 3600.0  # a fault stays on the dashboard this long, waiting for a key
+
+
+def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, popen: Mapping[str, Any],
+                    on_dashboard_lost: Callable[[str], None] | None) -> ResultT:
+    terminal = TerminalState.save(popen.get("stdin"), popen.get("stdout"))
     child = spawn_dashboard(str(publisher.address), control=True, **popen)
+    session_over = threading.Event()
+
+    def watch() -> None:
+        """The dashboard gone while the session runs: restore the terminal, say so."""
+        while not session_over.wait(0.1):
+            code = child.poll()
+            if code is None:
+                continue
+            if not session_over.is_set():
+                terminal.restore()
+                why = f"the dashboard exited (code {code})" if code >= 0 else f"the dashboard was killed (signal {-code})"
+                log.warning("%s; the recording goes on", why)
+                if on_dashboard_lost is not None:
+                    on_dashboard_lost(why)
+            return
+
+    watcher = threading.Thread(target=watch, name="dashboard-watch", daemon=True)
+    watcher.start()
+    result: Any = None
     try:
-        return session.run()
+        result = session.run()
+        return result
     finally:
+        session_over.set()
+        watcher.join()
         time.sleep(0.15)  # let the final status (stopped / fault) reach the dashboard
         publisher.close()
-        wait_dashboard(child)
+        # A fault is on the dashboard until acknowledged: the process ends after that.
+        faulted = bool(getattr(result, "fault", ""))
+        try:
+            code = wait_dashboard(child, timeout_s=ACKNOWLEDGE_WAIT_S if faulted else 5.0)
+        except KeyboardInterrupt:
+            code = wait_dashboard(child, timeout_s=1.0)
+        if code != 0:
+            terminal.restore()  # it died or was stopped: whatever it left on the terminal goes
 
 
 def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, headless: bool) -> ResultT:

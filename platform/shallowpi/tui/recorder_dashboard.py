@@ -48,10 +48,12 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.events import Resize
 from textual.reactive import reactive
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Label, Static
+from textual.widgets import Button, Label, Static
 
+from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Thumbnail
 from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
@@ -92,21 +94,55 @@ class QuitScreen(ModalScreen[str]):
         self.dismiss(answer)
 
 
+class AcknowledgeScreen(ModalScreen[None]):
+    """A fault or E-STOP: stays on screen until the operator acknowledges it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter,space,escape,ctrl+c", "acknowledge", "acknowledge", priority=True),
+    ]
+
+    def __init__(self, title: str, message: str) -> None:
+        super().__init__()
+        self.title_text = title
+        self.message = message
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="ack-dialog"):
+            yield Label(self.title_text, id="ack-title")
+            yield Label(self.message, id="ack-message")
+            yield Button("Acknowledge (enter)", id="ack", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#ack", Button).focus()
+
+    def on_button_pressed(self, _event: Button.Pressed) -> None:
+        self.dismiss(None)
+
+    def action_acknowledge(self) -> None:
+        self.dismiss(None)
+
+
 class RecorderDashboard(App[None]):
     """Live view of a recorder; keys send Commands to it (unless read-only)."""
 
     TITLE = "Shallow-π recorder"
     CSS = """
     Screen { layout: vertical; }
-    #summary { height: 3; padding: 0 1; background: $boost; }
+    #summary { height: auto; padding: 0 1; background: $boost; }
     #body { height: 1fr; }
     #left { width: 3fr; }
-    #right { width: 2fr; min-width: 38; }
+    #right { width: 2fr; min-width: 38; overflow-y: auto; }
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
-    #joints { height: auto; max-height: 70%; }
+    #joints { height: auto; max-height: 70%; overflow-y: auto; }
     #episodes { height: 1fr; min-height: 4; }
     #thumbnail { height: auto; min-height: 3; }
-    #message { height: 1; padding: 0 1; background: $panel; }
+    #message { height: auto; max-height: 2; padding: 0 1; background: $panel; }
+    #keys { height: auto; padding: 0 1; background: $boost; }
+    /* Small terminals (under 110x36): no thumbnail, joints scroll in what is left, so
+       the keys, the state and the writer's back-pressure stay on screen. */
+    .-compact #thumbnail { display: none; }
+    .-compact #joints { height: 1fr; max-height: 100%; }
+    .-compact #episodes { height: auto; max-height: 6; min-height: 3; }
     QuitScreen { align: center middle; }
     #quit-dialog {
         grid-size: 1 2; grid-rows: auto 3; padding: 1 2; width: 72; height: auto;
@@ -114,6 +150,13 @@ class RecorderDashboard(App[None]):
     }
     #quit-buttons { height: 3; align: center middle; }
     #quit-buttons Button { margin: 0 1; }
+    AcknowledgeScreen { align: center middle; }
+    #ack-dialog {
+        padding: 1 2; width: 90%; max-width: 100; height: auto;
+        border: thick $error; background: $surface;
+    }
+    #ack-title { text-style: bold; color: $text; background: $error; width: 100%; padding: 0 1; }
+    #ack-message { margin: 1 0; width: 100%; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_recording", "start/stop"),
@@ -159,6 +202,8 @@ class RecorderDashboard(App[None]):
         self._logged_errors: set[str] = set()
         self._thumbnail_key: tuple[str, int, Thumbnail | None] | None = None
         self._shown: dict[str, Text] = {}  # what each panel shows now, to skip repaints
+        self._acknowledging = False  # a fault is on screen, waiting for the operator
+        self._source_over = False
 
     # -- layout ------------------------------------------------------------------------
 
@@ -174,7 +219,7 @@ class RecorderDashboard(App[None]):
                 yield Static("", id="loop", classes="panel")
                 yield Static("", id="writer", classes="panel")
         yield Static("waiting for the recorder's first status…", id="message")
-        yield Footer()
+        yield Static(render.keys_line(), id="keys")
 
     def on_mount(self) -> None:
         titles = {"joints": "leader vs follower", "episodes": "episodes", "thumbnail": "camera",
@@ -229,9 +274,10 @@ class RecorderDashboard(App[None]):
 
     def _source_ended(self, error: str) -> None:
         self._disconnect_reason = error
+        self._source_over = True
         self.connected = False
-        if self.exit_when_source_ends:
-            self.exit()
+        if self.exit_when_source_ends and not self._acknowledging:
+            self.exit()  # after a fault, only once the operator acknowledged it
 
     def on_unmount(self) -> None:
         close = getattr(self.source, "close", None)
@@ -257,9 +303,11 @@ class RecorderDashboard(App[None]):
 
     def _show_status(self, status: RecorderStatus) -> None:
         self._show_summary()
-        self._update("joints", render.joints(status))
+        joints_width = self.query_one("#joints", Static).content_region.width or 80
+        self._update("joints", render.joints(status, bars=joints_width >= render.JOINTS_WITH_BARS))
         self._update("episodes", render.episodes(status))
-        self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz))
+        self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz,
+                                               paused=status.state is RecorderState.PAUSED))
         self._update("loop", panels.loop(status.loop))
         self._update("writer", render.writer(status))
         self._show_thumbnail()
@@ -267,13 +315,35 @@ class RecorderDashboard(App[None]):
             # Shown when it changes, so a key's feedback is not overwritten at 20 Hz.
             self._show_message(status.message, "bold red" if status.state is RecorderState.FAULT else "")
         self._last_status_message = status.message
+        if status.state is RecorderState.FAULT and not self._acknowledging:
+            self._acknowledging = True
+            title = "E-STOP" if status.message.startswith("E-STOP") else "FAULT: the recording stopped"
+            self.push_screen(AcknowledgeScreen(title, status.message), self._acknowledged)
+
+    def _acknowledged(self, _answer: None) -> None:
+        self._show_message(f"acknowledged: {self.status.message if self.status else ''}", "bold red")
+        if self._source_over and self.exit_when_source_ends:
+            self.exit()
 
     def watch_connected(self, connected: bool) -> None:
         self._show_summary()
         if not connected:
             reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
             tail = "" if self.exit_when_source_ends else "; press q to leave"
-            self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
+            if self.status is not None and self.status.state is RecorderState.STOPPED and not reason:
+                self._show_message(f"recorder stopped{tail}", "bold")
+            elif self.status is not None and self.status.state is RecorderState.FAULT:
+                self._show_message(f"recorder ended on a fault: {self.status.message}{tail}", "bold red")
+            else:
+                self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
+
+    def on_resize(self, event: Resize) -> None:
+        compact = event.size.width < 110 or event.size.height < 36
+        self.set_class(compact, "-compact")
+        self._shown.pop("joints", None)  # the bars come and go with the width
+        if self.status is not None:
+            with contextlib.suppress(NoMatches):
+                self._show_status(self.status)
 
     def watch_camera_index(self, _index: int) -> None:
         self._show_thumbnail()
@@ -326,15 +396,33 @@ class RecorderDashboard(App[None]):
         except Exception as exc:  # a dead recorder or socket: say so, keep the dashboard
             self._show_message(f"could not send '{command.value}': {exc}", "bold red")
             return False
-        self._show_message(f"sent: {command.value}", "green" if command is not Command.ESTOP else "bold red")
+        state = self.status.state if self.status else None
+        effect = keys.effect(command, state) if state in keys.STATES else None
+        answer = f"{keys.KEY[command]}: {effect}" if effect else f"sent: {command.value}"
+        self._show_message(answer, "green" if command is not Command.ESTOP else "bold red")
+        return True
+
+    def _ignored(self, command: Command) -> bool:
+        """Says so, and sends nothing, if `command` has no meaning in the shown state (the
+        recorder checks again: the state may have moved on since)."""
+        if self.status is None or command is Command.ESTOP:
+            return False  # before the first status, or an e-stop: always send
+        state = self.status.state
+        if state in keys.STATES and keys.effect(command, state) is not None:
+            return False
+        self._show_message(keys.ignored(command, state), "bold yellow")
         return True
 
     def action_command(self, name: str) -> None:
-        self._send(Command(name))
+        command = Command(name)
+        if not self._ignored(command):
+            self._send(command)
 
     def action_toggle_recording(self) -> None:
         recording = self.status is not None and self.status.state is RecorderState.RECORDING
-        self._send(Command.STOP if recording else Command.START)
+        command = Command.STOP if recording else Command.START
+        if not self._ignored(command):
+            self._send(command)
 
     def action_next_camera(self) -> None:
         self.camera_index += 1

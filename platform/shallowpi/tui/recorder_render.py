@@ -27,12 +27,17 @@ STATE_STYLES: dict[RecorderState, Style] = {
 }
 DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
+JOINTS_WITH_BARS = 56  # panel width (cells) below which joints are shown without their bar
+KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
+                               ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),
+                               ("c", "camera"), ("q", "quit")]
 
 
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
     # Appended as a span, not the Text's base style, so text added after it stays plain.
     if not connected:
-        return Text().append(" RECORDER DISCONNECTED ", style=DISCONNECTED_STYLE)
+        stopped = status is not None and status.state is RecorderState.STOPPED
+        return Text().append(" RECORDER STOPPED " if stopped else " RECORDER DISCONNECTED ", style=DISCONNECTED_STYLE)
     if status is None:
         return Text().append(" WAITING FOR THE RECORDER ", style=DISCONNECTED_STYLE)
     return Text().append(f" {status.state.value.upper()} ", style=STATE_STYLES[status.state])
@@ -43,19 +48,26 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds // 60):02d}:{seconds % 60:04.1f}"
 
 
+def run_position(status: RecorderStatus) -> str:
+    """'3/5 of this run': which take of this run the status's episode is."""
+    total = str(status.episodes_total) if status.episodes_total else "∞"
+    return f"{status.episode - status.first_episode + 1}/{total} of this run"
+
+
 def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Text:
     """The top line: state, episode n/N, timer against the limit, task, robot, dataset."""
     text = state_badge(status, connected)
     if status is None:
         return text
-    total = str(status.episodes_total) if status.episodes_total else "∞"
-    text.append(f"  episode {status.episode + 1}/{total}", style="bold")
+    text.append(f"  episode {status.episode}", style="bold")
+    text.append(f" ({run_position(status)})")
     if status.state is RecorderState.RESETTING:
         text.append(f"  reset {_clock(status.reset_time_left_s)} left", style="yellow")
     else:
         text.append(f"  {_clock(status.episode_time_s)}", style="bold")
         if status.episode_time_limit_s:
             text.append(f" / {_clock(status.episode_time_limit_s)}")
+    text.append_text(safety(status))
     text.append("\n")
     text.append("task: ", style="dim")
     text.append(status.task or "-", style="italic")
@@ -76,7 +88,32 @@ def _bar(value: float, lower: float, upper: float, width: int = BAR_WIDTH) -> in
     return min(int(fraction * width), width - 1)
 
 
-def joints(status: RecorderStatus) -> Text:
+def keys_line() -> Text:
+    """Every key and what it does, wrapping onto a second line on a narrow terminal
+    (what each does in each state: telemetry/keys.py, `platform record --help`)."""
+    text = Text()
+    for i, (key, label) in enumerate(KEYS):
+        if i:
+            text.append("  ")
+        text.append(f" {key} ", style="bold reverse" if key != "e" else "bold #ffffff on #d70000")
+        text.append(f" {label}")
+    return text
+
+
+def safety(status: RecorderStatus) -> Text:
+    """What needs the operator now, for the top line: fault, back-pressure, camera drops."""
+    text = Text()
+    if status.state is RecorderState.FAULT:
+        text.append("  FAULT: see below", style="bold #ffffff on #af00af")
+    if status.writer.backpressure_ms:
+        text.append(f"  disk behind: waited {status.writer.backpressure_ms:.0f} ms", style="bold red")
+    dropped = sum(cam.dropped for cam in status.cameras.values())
+    if dropped:
+        text.append(f"  {dropped} camera frames dropped", style="bold yellow")
+    return text
+
+
+def joints(status: RecorderStatus, bars: bool = True) -> Text:
     """Leader (command) vs follower (state) per joint: numbers, error, and a position bar.
 
     On the bar `L` marks the leader and `F` the follower (`#` where both share a cell), so
@@ -87,7 +124,8 @@ def joints(status: RecorderStatus) -> Text:
     if not names:
         return Text("no joint data yet", style="dim")
     width = min(max(len(n) for n in names), 22)
-    text.append(f"{'joint':<{width}}  {'leader':>7} {'follower':>8} {'error':>6}  position\n", style="bold")
+    text.append(f"{'joint':<{width}}  {'leader':>7} {'follower':>8} {'error':>6}" + ("  position" if bars else "")
+                + "\n", style="bold")
     for i, name in enumerate(names):
         lead = status.leader[i] if i < len(status.leader) else math.nan
         follow = status.follower[i] if i < len(status.follower) else math.nan
@@ -98,6 +136,9 @@ def joints(status: RecorderStatus) -> Text:
         error_style = "red" if abs(error) > 0.1 * span else ("yellow" if abs(error) > 0.03 * span else "")
         text.append(f"{name[:width]:<{width}}  {lead:>7.3f} {follow:>8.3f} ")
         text.append(f"{error:>+6.3f}", style=error_style)
+        if not bars:
+            text.append("\n")
+            continue
         cells = ["·"] * BAR_WIDTH
         lead_cell, follow_cell = _bar(lead, lower, upper), _bar(follow, lower, upper)
         cells[lead_cell] = "L"
@@ -151,8 +192,8 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
     for episode in shown:
         mark, style = _episode_mark(episode)
         text.append(f"#{episode.index:<4d} ")
-        text.append(f"{mark:<12}", style=style)
-        text.append(f" {episode.frames:>6d} frames {episode.duration_s:>6.1f} s  ")
+        text.append(f"{mark:<11}", style=style)
+        text.append(f" {episode.frames:>5d} fr {episode.duration_s:>5.1f} s ")
         text.append(episode.state, style="cyan" if episode.state == "saving" else "dim")
         text.append("\n")
     text.rstrip()
@@ -161,14 +202,14 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
 
 def status_line(status: RecorderStatus) -> str:
     """One plain line for logs and scripts (`platform monitor --lines`, `record --no-tui`)."""
-    total = status.episodes_total or "∞"
     cams = " ".join(f"{role}={cam.fps:.1f}fps/{cam.dropped}drop" for role, cam in status.cameras.items())
     w, lp = status.writer, status.loop
     clock = (f"reset {status.reset_time_left_s:.1f}s left" if status.state is RecorderState.RESETTING
              else f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s")
-    saved = sum(e.state != "discarded" for e in status.episodes)
-    line = (f"{status.state.value:<9} episode {status.episode + 1}/{total} {clock} | "
-            f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns} | "
+    saved = sum(e.state == "saved" for e in status.episodes)
+    loop = (f"sim-time loop, wall p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms a tick" if lp.simulated
+            else f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns}")
+    line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | {loop} | "
             f"queue {w.queue_depth}/{w.queue_capacity} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
             f"bp {w.backpressure_ms:.0f} ms | {cams or 'no cameras'} | kept {saved}")
     return f"{line} | {status.message}" if status.message else line

@@ -55,19 +55,28 @@ class VideoWriter:
 
 
 class StripWriter:
-    """Keeps every tick of one episode, writes `count` evenly spaced ones side by side."""
+    """Keeps every tick of an episode, writes `count` evenly spaced ones, one row a tick
+    (that tick's cameras side by side), one block an episode, blocks stacked down.
 
-    def __init__(self, path: str | Path, count: int = 8):
+    With `roles` (the camera order of the images) and `fps`, each block is labelled: a
+    title line (`end_episode(title)`: e.g. episode, seed and result), the camera above
+    each column, and each row's time in seconds in a left margin."""
+
+    TITLE_H, ROLES_H, MARGIN_W = 14, 12, 54  # pixels: title line, camera names, time column
+
+    def __init__(self, path: str | Path, count: int = 8, roles: Sequence[str] = (), fps: float = 0.0):
         self.path = Path(path)
         self.count = count
+        self.roles = tuple(roles)
+        self.fps = fps
         self._frames: list[np.ndarray] = []
+        self._blocks: list[np.ndarray] = []
 
     def add(self, images: Sequence[np.ndarray]) -> None:
         self._frames.append(tile(images))
 
-    def close(self) -> None:
-        from PIL import Image
-
+    def end_episode(self, title: str = "") -> None:
+        """Close the current episode's block (nothing if it has no frames)."""
         if not self._frames:
             return
         picks = (
@@ -75,8 +84,37 @@ class StripWriter:
             .round()
             .astype(int)
         )
-        # One row per picked tick: each row is that tick's cameras side by side.
-        strip = np.concatenate([self._frames[i] for i in picks], axis=0)
+        rows = [self._frames[i] for i in picks]
+        self._frames = []
+        block = np.concatenate(rows, axis=0)
+        self._blocks.append(self._labelled(block, picks, title) if self.roles else block)
+
+    def _labelled(self, block: np.ndarray, picks: np.ndarray, title: str) -> np.ndarray:
+        from PIL import Image, ImageDraw
+
+        rows = len(picks)
+        row_h, width = block.shape[0] // rows, block.shape[1]
+        top = self.TITLE_H + self.ROLES_H
+        canvas = Image.new("RGB", (self.MARGIN_W + width, top + block.shape[0]), (24, 24, 24))
+        canvas.paste(Image.fromarray(block), (self.MARGIN_W, top))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((3, 1), title, fill=(255, 255, 255))
+        column = width // len(self.roles)
+        for k, role in enumerate(self.roles):
+            draw.text((self.MARGIN_W + k * column + 3, self.TITLE_H), role, fill=(200, 200, 120))
+        for r, tick in enumerate(picks):
+            seconds = f"t={tick / self.fps:.1f}s" if self.fps else f"tick {tick}"
+            draw.text((3, top + r * row_h + row_h // 2 - 5), seconds, fill=(180, 220, 255))
+        return np.asarray(canvas)
+
+    def close(self) -> None:
+        from PIL import Image
+
+        self.end_episode()
+        if not self._blocks:
+            return
+        width = max(b.shape[1] for b in self._blocks)
+        strip = np.concatenate([np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0))) for b in self._blocks], axis=0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         Image.fromarray(strip).save(tmp, format="PNG")

@@ -1,0 +1,105 @@
+"""What each dashboard key does in each recorder state: the one table.
+
+The recorder acts on a command only where this table gives it an effect and answers
+"<key> ignored while <state>" everywhere else; the dashboard shows the same answer at
+once, `record --help` and the README print the table. Episodes are numbered as the store
+numbers them, so "the episode just saved" is the one `platform dataset show --episode N`
+shows.
+
+    state       what runs                              leaves by
+    idle        nothing (a dashboard start waits)      space / n
+    recording   a take: frames go to the store         its time, space, p, d, r
+    resetting   the reset countdown, nothing recorded  its end, space / n, r
+    paused      nothing: the countdown is held         space / n, p, r
+"""
+
+from __future__ import annotations
+
+from shallowpi.telemetry.status import Command, RecorderState
+
+IDLE, RECORDING, RESETTING, PAUSED = (RecorderState.IDLE, RecorderState.RECORDING,
+                                      RecorderState.RESETTING, RecorderState.PAUSED)
+STATES: tuple[RecorderState, ...] = (IDLE, RECORDING, RESETTING, PAUSED)
+
+# The key on the dashboard for each command (space is start or stop, by state).
+KEY: dict[Command, str] = {
+    Command.START: "space", Command.STOP: "space", Command.NEXT: "n", Command.RERECORD: "r",
+    Command.DISCARD: "d", Command.SUCCESS: "s", Command.FAILURE: "f", Command.PAUSE: "p",
+    Command.QUIT: "q", Command.ESTOP: "e",
+}
+
+_JUST_SAVED = "the episode this run saved last"
+_EVERY_STATE = (IDLE, RECORDING, RESETTING, PAUSED)
+
+EFFECTS: dict[Command, dict[RecorderState, str]] = {
+    Command.START: {
+        IDLE: "record the next episode now",
+        RESETTING: "end the reset, record the next episode now",
+        PAUSED: "record the next episode now",
+    },
+    Command.STOP: {RECORDING: "end the take and save it; the reset follows"},
+    Command.NEXT: {
+        IDLE: "record the next episode now",
+        RESETTING: "skip the rest of the reset, record the next episode now",
+        PAUSED: "record the next episode now",
+    },
+    Command.RERECORD: {
+        RECORDING: "discard the take, record the same episode again now",
+        RESETTING: f"delete {_JUST_SAVED} from the store, record it again now",
+        PAUSED: f"delete {_JUST_SAVED} from the store, record it again now",
+    },
+    Command.DISCARD: {
+        RECORDING: "discard the take; after the reset the same episode is recorded again",
+        RESETTING: f"delete {_JUST_SAVED} from the store; the reset goes on",
+        PAUSED: f"delete {_JUST_SAVED} from the store; still paused",
+    },
+    Command.SUCCESS: {
+        RECORDING: "mark the take successful (stored with it)",
+        RESETTING: f"mark {_JUST_SAVED} successful in the store",
+        PAUSED: f"mark {_JUST_SAVED} successful in the store",
+    },
+    Command.FAILURE: {
+        RECORDING: "mark the take failed (stored with it)",
+        RESETTING: f"mark {_JUST_SAVED} failed in the store",
+        PAUSED: f"mark {_JUST_SAVED} failed in the store",
+    },
+    Command.PAUSE: {
+        RECORDING: "end the take and save it, then hold: no countdown until space or p",
+        RESETTING: "hold the reset countdown where it is",
+        PAUSED: "resume the reset countdown where it was held",
+    },
+    Command.QUIT: {state: "stop: the take in flight is saved (record.on_interrupt), the store closed"
+                   for state in _EVERY_STATE},
+    Command.ESTOP: {state: "torque off now, the take discarded; the recorder ends with an error"
+                    for state in _EVERY_STATE},
+}
+
+
+def effect(command: Command, state: RecorderState) -> str | None:
+    """What `command` does in `state`, or None where it has no meaning there."""
+    return EFFECTS[command].get(state)
+
+
+def ignored(command: Command, state: RecorderState) -> str:
+    """The answer to a key with no meaning in `state`, naming the keys that do act."""
+    acting = sorted({KEY[c] for c, by_state in EFFECTS.items()
+                     if state in by_state and c not in (Command.QUIT, Command.ESTOP)})
+    hint = f" (here: {', '.join(acting)})" if acting else ""
+    return f"{KEY[command]} ({command.value}) ignored while {state.value}{hint}"
+
+
+def table() -> str:
+    """The key/state table as plain text, for `record --help` and the README: per key,
+    what it does in each state it acts in; in any other state it is ignored, and says so."""
+    order = [Command.START, Command.STOP, Command.NEXT, Command.RERECORD, Command.DISCARD,
+             Command.SUCCESS, Command.FAILURE, Command.PAUSE, Command.QUIT, Command.ESTOP]
+    lines = []
+    for command in order:
+        lines.append(f"  {KEY[command]} ({command.value})")
+        if command in (Command.QUIT, Command.ESTOP):
+            lines.append(f"      {'any':<10} {EFFECTS[command][IDLE]}")
+            continue
+        for state in STATES:
+            if state in EFFECTS[command]:
+                lines.append(f"      {state.value:<10} {EFFECTS[command][state]}")
+    return "\n".join(lines)

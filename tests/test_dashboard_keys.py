@@ -1,0 +1,237 @@
+"""Every dashboard key in every recorder state, through Textual's Pilot: what is sent, what
+the operator reads; then the same keys against a real RecordingSession, checked in the
+store; and the dashboard at 100x30 and 80x24."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import threading
+
+import pytest
+from textual.pilot import Pilot
+
+from recorder_fixtures import make_session, open_store
+from shallowpi.telemetry import keys
+from shallowpi.telemetry.status import Command, RecorderState
+from shallowpi.telemetry.transport import StatusMailbox, TelemetryPublisher
+from shallowpi.tui.recorder_dashboard import AcknowledgeScreen, QuitScreen, RecorderDashboard
+from test_dashboard import make_status, text_of, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+KEY_COMMANDS = {"n": Command.NEXT, "r": Command.RERECORD, "d": Command.DISCARD, "s": Command.SUCCESS,
+                "f": Command.FAILURE, "p": Command.PAUSE}
+
+
+def run_app(app: RecorderDashboard, scenario, size=(140, 45)) -> None:
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await scenario(pilot)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("state", list(RecorderState), ids=lambda s: s.value)
+def test_every_key_in_every_state_acts_or_says_why_not(state):
+    feed = StatusMailbox(max_hz=0)
+    sent: list[Command] = []
+    app = RecorderDashboard(feed, sent.append)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(state))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause()
+        if state is RecorderState.FAULT:  # the fault is acknowledged first (its own test below)
+            await wait_for(pilot, lambda: isinstance(app.screen, AcknowledgeScreen))
+            await pilot.press("enter")
+        space = Command.STOP if state is RecorderState.RECORDING else Command.START
+        for key, command in [*KEY_COMMANDS.items(), ("space", space)]:
+            before = len(sent)
+            await pilot.press(key)
+            effect = keys.effect(command, state) if state in keys.STATES else None
+            message = text_of(app, "message")
+            if effect is None:
+                assert len(sent) == before, (key, state)
+                assert message == keys.ignored(command, state), (key, state, message)
+            else:
+                assert sent[before:] == [command], (key, state)
+                assert message == f"{keys.KEY[command]}: {effect}"
+        # q asks first in every state; e is always sent.
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+        await pilot.press("escape")
+        await pilot.press("e")
+        assert sent[-1] is Command.ESTOP
+        feed.close()
+
+    run_app(app, scenario)
+
+
+def test_a_fault_stays_on_screen_until_acknowledged_even_after_the_recorder_ended():
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda command: None, exit_when_source_ends=True)
+    message = "E-STOP: torque off, robot is safe; episodes already saved are kept"
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.FAULT, message=message))
+        await wait_for(pilot, lambda: isinstance(app.screen, AcknowledgeScreen))
+        feed.close()  # the recorder ends: the dashboard stays until the operator answers
+        await wait_for(pilot, lambda: not app.connected)
+        await pilot.pause(0.3)
+        assert app.is_running and isinstance(app.screen, AcknowledgeScreen)
+        shown = " ".join(str(label.render()) for label in app.screen.query("Label"))
+        assert "E-STOP" in shown and "torque off" in shown
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.is_running)
+
+    run_app(app, scenario)
+
+
+def test_keys_against_a_real_session_do_what_the_store_shows(tmp_path):
+    """p saves and holds, d deletes the episode just saved, space/r record again, s marks
+    the saved episode in the store, e ends it all with torque off and an acknowledgement."""
+    store = open_store(tmp_path / "keys.zarr")
+    publisher = TelemetryPublisher(str(tmp_path / "t.sock"))
+    session, arm, writer = make_session(store, episodes=3, episode_time_s=60, reset_time_s=60, realtime=True,
+                                        publish=publisher.publish, commands=publisher.commands)
+    box: dict[str, object] = {}
+
+    def loop() -> None:
+        try:
+            box["result"] = session.run()
+        finally:
+            publisher.close()
+
+    app = RecorderDashboard(publisher.local_feed(), publisher.submit, exit_when_source_ends=True)
+
+    def state_is(state: RecorderState, episode: int | None = None):
+        return lambda: (app.status is not None and app.status.state is state
+                        and (episode is None or app.status.episode == episode))
+
+    async def scenario(pilot: Pilot) -> None:
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        await wait_for(pilot, state_is(RecorderState.RECORDING, 0))
+        await pilot.pause(0.3)
+        await pilot.press("p")  # save the take, hold
+        await wait_for(pilot, state_is(RecorderState.PAUSED, 1))
+        await wait_for(pilot, lambda: len(writer.committed()) == 1)
+        await pilot.press("d")  # delete it from the store; still paused, episode 0 next
+        await wait_for(pilot, state_is(RecorderState.PAUSED, 0))
+        await wait_for(pilot, lambda: "episode 0 deleted from the store" in text_of(app, "message"))
+        await pilot.press("s")  # nothing saved now: says so
+        await wait_for(pilot, lambda: "nothing to mark" in text_of(app, "message"))
+        await pilot.press("space")
+        await wait_for(pilot, state_is(RecorderState.RECORDING, 0))
+        await pilot.pause(0.3)
+        await pilot.press("space")  # save, reset
+        await wait_for(pilot, state_is(RecorderState.RESETTING, 1))
+        await pilot.press("s")
+        await wait_for(pilot, lambda: "episode 0 marked successful in the store" in text_of(app, "message"))
+        await pilot.press("n")  # end the reset
+        await wait_for(pilot, state_is(RecorderState.RECORDING, 1))
+        await pilot.pause(0.3)
+        await pilot.press("space")
+        await wait_for(pilot, state_is(RecorderState.RESETTING, 2))
+        await pilot.press("r")  # delete episode 1, record it again now
+        await wait_for(pilot, state_is(RecorderState.RECORDING, 1))
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, AcknowledgeScreen))
+        thread.join(10)
+        await pilot.pause(0.3)
+        assert app.is_running  # until acknowledged
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.is_running)
+
+    run_app(app, scenario)
+    writer.close()
+    assert arm.torque_offs == 1 and box["result"].fault.startswith("e-stop pressed")
+    assert len(store) == 1 and store.episode(0).success is True and store.check() == []
+    rows = {e.index: e.state for e in session.status.episodes}
+    assert rows == {0: "saved", 1: "discarded"}
+
+
+@pytest.mark.parametrize("size", [(200, 50), (100, 30), (80, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda command: None)
+    many_joints = [f"joint_{i}" for i in range(28)]  # a humanoid's worth
+
+    async def scenario(pilot: Pilot) -> None:
+        status = make_status(RecorderState.RECORDING, joint_names=many_joints, leader=[0.1] * 28,
+                             follower=[0.0] * 28, joint_lower=[-1.0] * 28, joint_upper=[1.0] * 28,
+                             message="FAULT: servo 3 overload")
+        status.writer.backpressure_ms = 120.0
+        feed.publish(status)
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.2)
+        screen = _screen_text(app)
+        for shown in ("RECORDING", "episode 2", "space", "E-STOP", "quit", "disk behind: waited 120 ms",
+                      "camera frames dropped", "FAULT: servo 3"):
+            assert shown in screen, (size, shown, screen)
+        for name in ("summary", "joints", "episodes", "message", "keys"):  # on screen, whole
+            widget = app.query_one(f"#{name}")
+            assert widget.region.height > 0 and widget.region.bottom <= size[1], (size, name, widget.region)
+        # The right column scrolls to what does not fit (its warnings are in the top line).
+        right = app.query_one("#right")
+        assert right.region.bottom <= size[1] and right.virtual_size.height >= right.region.height
+        feed.close()
+
+    run_app(app, scenario, size=size)
+
+
+def _screen_text(app: RecorderDashboard) -> str:
+    """What the terminal shows, as plain text: the text runs of Textual's SVG screenshot."""
+    svg = app.export_screenshot()
+    runs = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape("".join(runs)).replace("\xa0", " "))  # wrapped lines join
+
+
+def test_simulated_time_loop_paused_cameras_and_growing_episode_rows(tmp_path):
+    from shallowpi.tui import panels
+    from shallowpi.tui import recorder_render as render
+
+    loop = make_status().loop
+    loop.simulated, loop.period_p50_ms = True, 70.0
+    shown = panels.loop(loop).plain
+    assert "simulated time" in shown and "overrun" not in shown.replace("no deadline to overrun", "")
+    assert "sim-time loop" in render.status_line(make_status(loop=loop))
+    paused = panels.cameras(make_status().cameras, 30.0, paused=True).plain
+    assert "paused" in paused and "29.8" not in paused
+
+    # A real session: the row of the take in flight counts frames and seconds as it grows.
+    store = open_store(tmp_path / "grow.zarr")
+    rows: list[tuple[int, float]] = []
+    session, _, writer = make_session(store, episodes=1, episode_time_s=1.0,
+                                      publish=lambda s: rows.append((s.episodes[-1].frames,
+                                                                     s.episodes[-1].duration_s)))
+    session.run()
+    writer.close()
+    assert rows[9] == (10, pytest.approx(10 / 30)) and rows[19][0] == 20
+    assert session.status.loop.simulated
+
+
+def test_the_monitor_says_recorder_stopped_after_a_clean_stop():
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, None, monitor=True)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.STOPPED))
+        await wait_for(pilot, lambda: app.status is not None)
+        feed.close()
+        await wait_for(pilot, lambda: not app.connected)
+        await pilot.pause()
+        assert text_of(app, "message") == "recorder stopped; press q to leave"
+        assert text_of(app, "summary").startswith(" RECORDER STOPPED ")
+
+    run_app(app, scenario)
+
+
+def test_the_last_status_before_close_reaches_the_reader_and_nothing_after():
+    feed = StatusMailbox(max_hz=0)
+    feed.publish(make_status(RecorderState.FAULT, message="E-STOP: torque off"))
+    feed.close()  # the recorder ends right after its final status
+    feed.publish(make_status(RecorderState.RECORDING))  # too late: ignored
+    received = list(feed)
+    assert [s.state for s in received] == [RecorderState.FAULT]

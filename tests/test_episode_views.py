@@ -1,0 +1,80 @@
+"""How an operator looks at a recorded episode: `dataset show` (PNG: axes in seconds and
+the joint's unit, joints that never moved as one line of text) and `dataset view` (Rerun:
+every camera and every joint's state and action on the episode's time line)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import platform_cmd, subprocess_env
+from shallowpi.data import EpisodeStore
+from shallowpi.data.episode_plot import episode_figure, flat_joints
+from shallowpi.data.store import StoreSettings
+from store_fixtures import JOINTS, arm_features, synthetic_frame
+
+STILL = {4, 5}  # joints that never move in `still_store`
+
+
+def still_store(path):
+    rng = np.random.default_rng(0)
+    store = EpisodeStore.create(path, arm_features(), StoreSettings(durable=False))
+    writer = store.begin_episode("wave", robot="arm", fps=30)
+    for t in range(25):
+        frame = synthetic_frame(rng, t)
+        for key in ("observation.state", "action"):
+            frame[key] = frame[key].copy()
+            frame[key][sorted(STILL)] = 0.25
+        writer.add_frame(frame, t / 30)
+    writer.commit(success=True)
+    return store
+
+
+def test_show_labels_its_axes_and_lists_joints_that_never_moved(tmp_path):
+    import matplotlib.pyplot as plt
+
+    store = still_store(tmp_path / "s.zarr")
+    state = store.read("observation.state", 0, 25)
+    assert set(flat_joints(state, store.read("action", 0, 25))) == STILL
+    fig = episode_figure(store, 0, units={"joint_0": "rad", "joint_1": "m"})
+    plots = [ax for ax in fig.axes if ax.get_lines()]
+    assert sorted(ax.get_title() for ax in plots) == [JOINTS[j] for j in range(6) if j not in STILL]
+    assert all(ax.get_xlabel() == "time (s)" for ax in plots)
+    units = {ax.get_title(): ax.get_ylabel() for ax in plots}
+    assert units["joint_0"] == "rad" and units["joint_1"] == "m" and units["joint_2"] == "joint units"
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts == ["never moved (2 joint(s)): joint_4 0.25, joint_5 0.25"]
+    strip_titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert strip_titles[0] == "t = 0.0 s" and all(re.fullmatch(r"t = \d+\.\d s|", t) for t in strip_titles)
+    plt.close(fig)
+
+
+def test_view_saves_a_rerun_recording_holding_every_camera_and_joint(tmp_path):
+    pytest.importorskip("rerun")
+    from rerun.chunk import RrdReader
+
+    still_store(tmp_path / "s.zarr").close()
+    rrd = tmp_path / "ep0.rrd"
+    run = subprocess.run(platform_cmd("dataset", "view", str(tmp_path / "s.zarr"), "--episode", "0", "--save", str(rrd)),
+                         env=subprocess_env(DISPLAY="", WAYLAND_DISPLAY=""), capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "25 frames, 2 camera(s), 6 joint(s); wrote" in run.stdout
+
+    recording = RrdReader(rrd).stream().collect()
+    paths = set(recording.schema().entity_paths())
+    expected = {"/cameras/front", "/cameras/wrist", "/task", "/outcome"}
+    expected |= {f"/joints/{name}/{leaf}" for name in JOINTS for leaf in ("state", "action")}
+    assert expected <= paths, expected - paths
+    rows = dict(re.findall(r"^(\S+) rows=(\d+)", recording.summary(), flags=re.M))
+    assert all(int(rows[p]) == 25 for p in expected if p.startswith(("/cameras", "/joints"))), rows
+
+    # No display and no --save: one line saying what to do.
+    bare = subprocess.run(platform_cmd("dataset", "view", str(tmp_path / "s.zarr")),
+                          env=subprocess_env(DISPLAY="", WAYLAND_DISPLAY=""), capture_output=True, text=True,
+                          timeout=300)
+    assert bare.returncode != 0 and len(bare.stderr.strip().splitlines()) == 1
+    assert "no display" in bare.stderr and "--save FILE.rrd" in bare.stderr

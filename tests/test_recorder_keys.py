@@ -1,0 +1,156 @@
+"""The recorder's key/state table (telemetry/keys.py) acted out by a real RecordingSession:
+every command in every state either does what the table says, checked in the store, or
+answers "ignored while <state>" and changes nothing. Episodes are numbered by store index."""
+
+from __future__ import annotations
+
+import pytest
+
+from recorder_fixtures import TickScript, make_session, open_store
+from shallowpi.telemetry import keys
+from shallowpi.telemetry.status import Command, RecorderState
+
+pytestmark = pytest.mark.timeout(120)
+FPS = 30
+EPISODE_TICKS = 30  # 1 s episodes
+# Ticks at which the session is in each state (reset 10 s: it lasts 300 ticks).
+AT = {RecorderState.IDLE: 2, RecorderState.RECORDING: 10, RecorderState.RESETTING: 40,
+      RecorderState.PAUSED: 50}
+
+
+def run_script(tmp_path, script: dict[int, list[Command]], *, autostart: bool = True, episodes: int = 3,
+               reset_time_s: float = 10.0, store_name: str = "keys.zarr"):
+    """Run a session to its end; returns (session, arm, store, [(tick, state, message, episode)])."""
+    store = open_store(tmp_path / store_name)
+    seen: list[tuple[int, RecorderState, str, int]] = []
+    commands = TickScript(script)
+    session, arm, writer = make_session(store, episodes=episodes, reset_time_s=reset_time_s, autostart=autostart,
+                                        commands=commands,
+                                        publish=lambda s: seen.append((commands.tick - 1, s.state, s.message,
+                                                                       s.episode)))
+    session.run()
+    writer.close()
+    return session, arm, store, seen
+
+
+def at(seen, tick):
+    return next(entry for entry in seen if entry[0] == tick)
+
+
+def reach(state: RecorderState) -> dict[int, list[Command]]:
+    """Commands that bring a session (autostart unless IDLE) into `state` by AT[state]."""
+    return {AT[RecorderState.PAUSED] - 5: [Command.PAUSE]} if state is RecorderState.PAUSED else {}
+
+
+@pytest.mark.parametrize("state", keys.STATES, ids=lambda s: s.value)
+def test_a_key_with_no_meaning_says_so_and_changes_nothing(tmp_path, state):
+    ignored = [c for c in Command if keys.effect(c, state) is None]
+    assert ignored, state
+    for command in ignored:
+        tick = AT[state]
+        script = {**reach(state), tick: [command], tick + 3: [Command.QUIT]}
+        _, _, _store, seen = run_script(tmp_path / command.value, script,
+                                       autostart=state is not RecorderState.IDLE)
+        before, after = at(seen, tick - 1), at(seen, tick)
+        assert before[1] is state, (command, before)
+        assert after[1] is state and after[3] == before[3], (command, after)
+        assert after[2] == keys.ignored(command, state)
+        assert f"ignored while {state.value}" in after[2]
+
+
+def test_space_p_space_and_numbering_by_store_index_after_resume(tmp_path):
+    # A store already holding two episodes: this run's are 2, 3 on every line.
+    run_script(tmp_path, {}, episodes=2, reset_time_s=0.0)[2].close()
+    session, _, store, seen = run_script(tmp_path, {5: [Command.STOP], 8: [Command.START]}, episodes=2,
+                                         reset_time_s=10.0)
+    assert len(store) == 4 and session.first_episode == 2
+    messages = [m for _, _, m, _ in seen]
+    assert "recording episode 2 (1/2 of this run)" in messages
+    assert any(m.startswith("episode 2 recorded (5 frames)") for m in messages)
+    assert "recording episode 3 (2/2 of this run)" in messages
+    assert {e.index for e in session.status.episodes} == {2, 3}
+    assert [e.length for e in store.episodes[2:]] == [5, EPISODE_TICKS]
+
+
+def test_p_while_recording_saves_the_take_and_holds_until_space(tmp_path):
+    script = {10: [Command.PAUSE], 400: [Command.START]}
+    _, _, store, seen = run_script(tmp_path, script, episodes=2)
+    assert store.episode(0).length == 10  # nothing lost: the take up to p is saved
+    # Held far past the 10 s reset: no countdown runs while paused.
+    assert all(state is RecorderState.PAUSED for tick, state, _, _ in seen if 11 <= tick < 400)
+    assert at(seen, 400)[1] is RecorderState.RECORDING and at(seen, 400)[3] == 1
+    assert len(store) == 2
+
+
+def test_p_during_the_reset_holds_the_countdown_and_p_resumes_it(tmp_path):
+    # Episode 0 ends at tick 30; the 10 s reset would end at tick 330. Held from 40 to 500.
+    script = {40: [Command.PAUSE], 500: [Command.PAUSE]}
+    _, _, store, seen = run_script(tmp_path, script, episodes=2)
+    assert all(state is RecorderState.PAUSED for tick, state, _, _ in seen if 40 <= tick < 500)
+    assert "held with 9.6 s left" in at(seen, 40)[2]
+    started = next(tick for tick, state, _, _ in seen if tick > 500 and state is RecorderState.RECORDING)
+    assert started - 500 == pytest.approx(9.6 * FPS, abs=2)  # the countdown went on where it stopped
+    assert len(store) == 2
+
+
+def test_d_during_the_reset_deletes_the_episode_just_saved_and_records_it_again(tmp_path):
+    script = {40: [Command.DISCARD], 45: [Command.DISCARD]}
+    session, _, store, seen = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
+    assert "episode 0 deleted from the store" in at(seen, 40)[2]
+    assert at(seen, 45)[2].startswith("nothing to delete")  # a second d deletes nothing more
+    assert len(store) == 2 and session.result.deleted == 1  # two episodes kept, as asked
+    assert store.check() == []
+    assert at(seen, 40)[3] == 0  # the next take is episode 0 again
+
+
+def test_r_during_the_reset_deletes_and_records_the_same_index_now(tmp_path):
+    session, _, store, seen = run_script(tmp_path, {40: [Command.RERECORD]}, episodes=2)
+    assert at(seen, 40)[1] is RecorderState.RECORDING and at(seen, 40)[3] == 0
+    assert len(store) == 2 and session.result.deleted == 1 and store.check() == []
+
+
+def test_r_and_d_while_recording_discard_the_take(tmp_path):
+    script = {10: [Command.RERECORD], 20: [Command.DISCARD]}
+    session, _, store, seen = run_script(tmp_path, script, episodes=1, reset_time_s=1.0)
+    assert at(seen, 10)[1] is RecorderState.RECORDING  # again at once
+    assert at(seen, 20)[1] is RecorderState.RESETTING  # after the reset
+    assert session.result.discarded == 2 and len(store) == 1
+    assert store.episode(0).length == session.status.episodes[-1].frames >= EPISODE_TICKS - 1
+
+
+def test_marks_after_saving_are_what_the_store_holds(tmp_path):
+    script = {5: [Command.FAILURE], 40: [Command.SUCCESS], 80: [Command.FAILURE]}
+    _session, _, store, seen = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
+    assert "episode 0 marked successful in the store" in at(seen, 40)[2]
+    assert "episode 1 marked failed (stored with it)" in at(seen, 80)[2]
+    assert [e.success for e in store.episodes] == [True, False]  # f on the take, then s after saving
+
+
+def test_n_and_space_end_the_reset_and_idle(tmp_path):
+    _, _, store, seen = run_script(tmp_path, {2: [Command.NEXT], 40: [Command.NEXT]}, autostart=False, episodes=2)
+    assert at(seen, 1)[1] is RecorderState.IDLE and at(seen, 2)[1] is RecorderState.RECORDING
+    assert at(seen, 40)[1] is RecorderState.RECORDING and at(seen, 40)[3] == 1
+    assert len(store) == 2
+
+
+@pytest.mark.parametrize("state", keys.STATES, ids=lambda s: s.value)
+def test_e_stop_in_every_state_switches_torque_off_and_ends_with_a_fault(tmp_path, state):
+    script = {**reach(state), AT[state]: [Command.ESTOP]}
+    session, arm, store, _seen = run_script(tmp_path, script, autostart=state is not RecorderState.IDLE)
+    assert arm.torque_offs == 1
+    assert session.status.state is RecorderState.FAULT and session.result.fault.startswith("e-stop pressed")
+    assert session.status.message.startswith("E-STOP: torque off")
+    assert len(store) == (0 if state in (RecorderState.IDLE, RecorderState.RECORDING) else 1)
+
+
+def test_the_final_summary_reads_marks_and_deletes_back_from_the_store(tmp_path):
+    from shallowpi.commands.record_cmd import final_summary
+
+    # Episode 0 marked failed while recording, successful after saving, then deleted with
+    # d and recorded again (unmarked); episode 1 marked successful while recording.
+    script = {5: [Command.FAILURE], 35: [Command.SUCCESS], 40: [Command.DISCARD], 125: [Command.SUCCESS]}
+    session, _, store, _ = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
+    text = final_summary(store.episodes[session.first_episode:], session.result, store.path, len(store))
+    assert text.splitlines()[0] == (f"recorded 2 episode(s) into {store.path} (episodes 0-1; it holds 2), "
+                                    "1/1 successful, 1 deleted after saving")
+    assert text.splitlines()[1].endswith(f"platform dataset show {store.path} --episode 1")
