@@ -59,13 +59,13 @@ def soak(robot: str, sim: str, episodes: int, episode_time_s: float, size: str, 
     waited = [0.0]
     begin = RecordingSession._begin
 
-    def measured_begin(session: RecordingSession, episode: int) -> tuple:
+    def measured_begin(session: RecordingSession) -> None:
         start = time.monotonic()
         while session.writer.stats().pending_episodes and session.writer.alive:
             time.sleep(0.002)
         waited[0] += time.monotonic() - start
-        samples.append((episode, rss_mb()))
-        return begin(session, episode)
+        samples.append((len(samples), rss_mb()))  # episodes of this run, in order
+        begin(session)
 
     argv = ["record", "--robot", robot, "--sim", sim, "--task", "cube_in_bowl", "--episodes", str(episodes),
             "--episode-time-s", str(episode_time_s), "--reset-time-s", "0", "--no-tui",

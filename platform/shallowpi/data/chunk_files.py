@@ -20,7 +20,6 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numcodecs
 import numpy as np
@@ -55,9 +54,12 @@ def encode_frame(codec: Codec | None, frame: np.ndarray) -> bytes:
     return bytes(codec.encode(chunk))
 
 
-def _write_one(folder: Path, row: int, frame: np.ndarray, codec: Codec | None, durable: bool) -> None:
-    path = folder / chunk_name(row, frame.ndim)
-    partial = path.with_name(path.name + ".partial")
+def _write_one(folder: str, row: int, frame: np.ndarray, codec: Codec | None, durable: bool) -> None:
+    # Plain strings, not pathlib: pathlib interns every name it parses, and on Python 3.12
+    # interned strings are never freed, so a recording leaked every chunk file's name
+    # (~0.5 KB an episode of 3 cameras; tools/bench/record_soak.py).
+    path = os.path.join(folder, chunk_name(row, frame.ndim))
+    partial = path + ".partial"
     with open(partial, "wb") as out:
         out.write(encode_frame(codec, frame))
         if durable:
@@ -67,12 +69,12 @@ def _write_one(folder: Path, row: int, frame: np.ndarray, codec: Codec | None, d
     os.replace(partial, path)
 
 
-def write_frames(folder: Path, first_row: int, frames: Sequence[np.ndarray], codec: Codec | None,
+def write_frames(folder: str | os.PathLike[str], first_row: int, frames: Sequence[np.ndarray], codec: Codec | None,
                  durable: bool = False) -> None:
     """Encode `frames` in parallel and write them as rows first_row, first_row + 1, ...
     of the one-frame-per-chunk array in `folder`; returns when all are written (and, if
     `durable`, on stable storage)."""
-    folder = Path(folder)
+    folder = os.fspath(folder)
     futures = [_pool().submit(_write_one, folder, first_row + i, frame, codec, durable)
                for i, frame in enumerate(frames)]
     for future in futures:
@@ -102,9 +104,10 @@ def undecodable_frames(folder: str, rows: Sequence[int], frame_ndim: int, frame_
     codec, filter_codecs = _decoder(compressor, filters)
     bad = []
     for row in rows:
-        path = Path(folder) / chunk_name(row, frame_ndim)
+        path = os.path.join(folder, chunk_name(row, frame_ndim))  # a str: see _write_one
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as file:
+                data = file.read()
             decoded = codec.decode(data) if codec is not None else data
             for f in reversed(filter_codecs):
                 decoded = f.decode(decoded)

@@ -21,6 +21,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.record.memory import release_free_memory
 
 log = logging.getLogger(__name__)
+COMMITTED_KEPT = 256  # committed episodes the writer remembers (the newest)
 
 
 @dataclass
@@ -146,7 +148,8 @@ class BackgroundWriter:
         self._on_commit = on_commit
         self._lock = threading.Lock()
         self._stats = WriterStats(queue_capacity=capacity_frames)
-        self._committed: list[EpisodeInfo] = []
+        # The newest commits only: a recorder runs for hours, and the store holds them all.
+        self._committed: deque[EpisodeInfo] = deque(maxlen=COMMITTED_KEPT)
         self._failure: WriterError | None = None
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
@@ -193,7 +196,8 @@ class BackgroundWriter:
         return stats
 
     def committed(self) -> list[EpisodeInfo]:
-        """The episodes committed so far, in order."""
+        """The episodes committed so far, in order: the newest `COMMITTED_KEPT` of them
+        (`stats().committed_count` counts all; the store lists every one)."""
         with self._lock:
             return list(self._committed)
 
@@ -275,7 +279,8 @@ class BackgroundWriter:
                     else:
                         self.store.delete_episodes([item.store_index])
                     with self._lock:
-                        self._committed = [e for e in self._committed if e.index != item.store_index]
+                        kept = [e for e in self._committed if e.index != item.store_index]
+                        self._committed = deque(kept, maxlen=COMMITTED_KEPT)
         except Exception as exc:  # the loop sees it through `failure`
             failure = describe_failure(exc, self.store.path)
             if _os_error(exc) is not None or isinstance(exc, PlatformError):
