@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "distill": "shallowpi.commands.distill_cmd",
     "eval": "shallowpi.commands.eval_cmd",
     "deploy": "shallowpi.commands.deploy_cmd",
+    "demo": "shallowpi.commands.demo_cmd",
 }
 
 EPILOG = """\
@@ -47,6 +48,7 @@ examples:
   platform dataset show kitchen --episode 0    a PNG of one episode's frames and joints
   platform train --dataset kitchen --policy small    train the teacher on them
   platform distill --dataset kitchen --policy small  cut and train a 6-layer student
+  platform demo --quick                        the whole loop on the simulated arm, in minutes
   platform config show --robot humanoid        the resolved config, as YAML
 
 Any key=value argument is a Hydra override, e.g. `data_root=/mnt/ssd/datasets`.
@@ -141,9 +143,12 @@ def _split_overrides(extra: list[str]) -> tuple[list[str], list[str]]:
     return overrides, unknown
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    words = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+def parse_command(words: Sequence[str], parser: Parser | None = None) -> argparse.Namespace:
+    """`platform WORDS...` parsed: the subcommand's flags, `args.overrides` (its `key=value`
+    words) and `args.run` (the subcommand's `run`). A bad command line exits (code 2) with
+    one line, as argparse does. `platform demo` runs the other commands through this."""
+    words = list(words)
+    parser = parser or build_parser()
     args, extra = parser.parse_known_args(words)
     overrides, unknown = _split_overrides(extra)
     if unknown:
@@ -151,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub_parser = _subparser(parser, args.command, words)
         sub_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = overrides
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parse_command(words, parser)
     # Our own messages at INFO; other libraries only when something is wrong (or -v).
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

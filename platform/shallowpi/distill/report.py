@@ -211,11 +211,13 @@ class Cost:
     params: int
     chunk_ms: float  # median wall time of one chunk, batch 1, after prepare_inference
     gflops: float  # one chunk (prefix + every Euler step), counted by torch's FlopCounterMode
+    chunk_ms_p99: float = 0.0  # 99th percentile of the same timings
 
 
 def chunk_cost(policy: Policy, observation: dict[str, Any], repeats: int) -> Cost:
-    """Parameters, FLOPs and latency of one action chunk for one observation. Counts FLOPs
-    on the reference path, then times the fast sampler (the path the robot runs)."""
+    """Parameters, FLOPs and latency (median and p99 of `repeats` chunks, after one warm-up)
+    of one action chunk for one observation. Counts FLOPs on the reference path, then times
+    the fast sampler (the path the robot runs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     policy.eval()
@@ -230,7 +232,8 @@ def chunk_cost(policy: Policy, observation: dict[str, Any], repeats: int) -> Cos
         start = time.perf_counter()
         policy.sample_actions(observation, noise=noise)
         times.append(time.perf_counter() - start)
-    return Cost(count_parameters(policy), 1e3 * statistics.median(times), flops / 1e9)
+    return Cost(count_parameters(policy), 1e3 * statistics.median(times), flops / 1e9,
+                1e3 * float(np.percentile(times, 99)))
 
 
 # ----------------------------------------------------------------------------- the report

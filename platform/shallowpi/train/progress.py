@@ -1,23 +1,36 @@
 """The progress bar of long policy work (training, evaluation in the twin): done of total,
 elapsed, ETA and one free-text field for the current numbers. rich, on stderr, so a
-command's stdout keeps only its results; silent when disabled (other ranks, tests, logs)."""
+command's stdout keeps only its results; silent when disabled (other ranks, tests, logs).
+
+Without a terminal (a log file, CI, `platform demo` piped) rich draws nothing until the
+end, so a 10-minute training would look hung: there, a plain line every `every_s` says
+the same (done of total, elapsed, ETA, the numbers)."""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+import time
+from typing import Any, TextIO
 
 
 class ProgressBar:
     """A rich progress bar on stderr, started on construction; a no-op when not `enabled`.
+    Where stderr is not a terminal: a plain line every `every_s` seconds instead.
 
     `completed` is kept either way, so callers can read it back. Call `close()` (in a
     `finally`) to stop the bar's refresh thread and leave the terminal clean.
     """
 
-    def __init__(self, label: str, total: int, completed: int = 0, enabled: bool = True) -> None:
+    def __init__(self, label: str, total: int, completed: int = 0, enabled: bool = True,
+                 every_s: float = 30.0, stream: TextIO | None = None) -> None:
         self.completed = completed
         self._bar: Any = None
+        self._lines: _PlainLines | None = None
         if not enabled:
+            return
+        stream = stream or sys.stderr
+        if not stream.isatty():
+            self._lines = _PlainLines(label, total, completed, every_s, stream)
             return
         from rich.console import Console
         from rich.progress import (
@@ -36,7 +49,7 @@ class ProgressBar:
             TextColumn("eta"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
-            console=Console(stderr=True),
+            console=Console(file=stream),
         )
         self._task = self._bar.add_task(label, total=total, completed=completed, info="")
         self._bar.start()
@@ -47,6 +60,8 @@ class ProgressBar:
         if self._bar is not None:
             fields = {} if info is None else {"info": info}
             self._bar.update(self._task, completed=completed, **fields)
+        if self._lines is not None:
+            self._lines.update(completed, info)
 
     def step(self) -> None:
         self.update(self.completed + 1)
@@ -54,3 +69,36 @@ class ProgressBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+        if self._lines is not None:
+            self._lines.close()
+
+
+class _PlainLines:
+    """`label done/total, elapsed, eta, info` every `every_s` seconds, and once at the end."""
+
+    def __init__(self, label: str, total: int, start: int, every_s: float, stream: TextIO) -> None:
+        self.label, self.total, self.start, self.every_s, self.stream = label, total, start, every_s, stream
+        self.t0 = self.last = time.monotonic()
+        self.done, self.info = start, ""
+
+    def update(self, completed: int, info: str | None) -> None:
+        self.done, self.info = completed, self.info if info is None else info
+        if time.monotonic() - self.last >= self.every_s:
+            self._print()
+
+    def close(self) -> None:
+        if self.done != self.start:
+            self._print()
+
+    def _print(self) -> None:
+        self.last = time.monotonic()
+        elapsed = self.last - self.t0
+        rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = f"{_clock((self.total - self.done) / rate)}" if rate > 0 else "?"
+        info = f" {self.info}" if self.info else ""
+        print(f"{self.label} {self.done}/{self.total} {_clock(elapsed)} eta {eta}{info}", file=self.stream, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,106 @@
+"""The whole loop on the simulated robot, no hardware: record, teacher, student, evaluate, deploy.
+
+  platform demo                      the default sizes (<= 20 minutes on a 2-core machine)
+  platform demo --quick              a first look at every stage (<= 5 minutes; the student
+                                     trains far too briefly to be expected to succeed)
+  platform demo --teacher CKPT       distil a given teacher instead of training one
+  platform demo demo.episodes=40 demo.teacher_steps=3000 demo.train.batch_size=16
+
+Six stages, each one of the platform's own commands, all under one folder (--out, default
+demo/<robot>-<profile>/ in the checkout):
+
+  1 record    `platform record --sim direct`: the robot's scripted experts demonstrate
+              every task in the MuJoCo twin (DART noise, demo.sim_noise) -> <robot>.zarr
+  2 teacher   `platform train` (preset demo.policy, default `teacher`: 18 + 18 layers)
+              -> teacher/ ; or --teacher CKPT, used as given
+  3 student   `platform distill --teacher`: 6 of its layers in both towers, trained with
+              task + output + attention distillation -> student6/ (report.md inside)
+  4 evaluate  `platform eval --sim` of teacher and student on every task, unseen seeds,
+              95 % Wilson intervals -> eval_teacher.json, eval_student.json
+  5 deploy    `platform deploy --sim`: the student through the on-device executor in the
+              twin, with its dashboard on a terminal (--no-tui: plain lines) -> deploy_student.json
+  6 summary   teacher vs student: success per task with its interval, chunk latency
+              p50/p99, speed-up, parameters -> demo.md, demo.png, demo.json
+
+A second run starts where the first ended: the store only gets the episodes it is short of,
+a finished training or distillation is reused (an interrupted one continues from its last
+checkpoint), an evaluation is reused while its checkpoint and settings are the same.
+Every size is in configs/demo/ (default.yaml, quick.yaml); any `demo.KEY=VALUE` changes
+one, any other `key=value` passes to every command (e.g. telemetry.address=/tmp/d.sock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HELP = "the whole loop on the simulated robot: record, train, distil, evaluate, deploy, compare"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="a first look in <= 5 minutes (== demo=quick; the student may not succeed)")
+    parser.add_argument("--robot", help="the simulated robot (== demo.robot=...; default arm)")
+    parser.add_argument("--teacher", type=Path, metavar="CKPT",
+                        help="distil this teacher checkpoint instead of training one")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="the folder holding every stage's output (default: demo/<robot>-<profile>/)")
+    parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboards")
+
+
+def run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.commands.demo_stages import Demo, DemoConfig, duration
+    from shallowpi.commands.demo_summary import chunk_latency, markdown, picture, summarize, table
+
+    started = time.perf_counter()
+    # The demo's own settings: profile first, then every user override (demo.* included).
+    demo_words = (["demo=quick"] if args.quick else []) + ([f"demo.robot={args.robot}"] if args.robot else [])
+    cfg = config.compose(demo_words + list(args.overrides))
+    settings = DemoConfig.from_dict(OmegaConf.to_container(cfg.demo, resolve=True))
+    out = (args.out or config.REPO_ROOT / "demo" / f"{settings.robot}-{settings.name}").absolute()
+    # The commands get the user's overrides except the demo's own keys (they compose the
+    # same config, so demo.* would be harmless, but they are not theirs to read).
+    passed = [o for o in args.overrides if not o.partition("=")[0].lstrip("+~").startswith("demo")]
+    tui = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
+    demo = Demo(settings, out, passed, tui, given_teacher=args.teacher)
+    print(f"[demo] {settings.name} profile on the simulated {settings.robot}, everything under {out}", flush=True)
+    if args.quick:
+        print(f"[demo] --quick: {settings.teacher_steps} teacher and {settings.student_steps} student steps on "
+              f"{settings.episodes} demonstrations a task, a first look at every stage: expect little or no "
+              "success from this teacher and student (the default run trains "
+              f"{_default_ratio(settings, config)} longer)", flush=True)
+
+    demo.record()
+    teacher = demo.teacher()
+    student = demo.student(teacher)
+    evals = {"teacher": demo.evaluate("teacher", teacher), "student": demo.evaluate("student", student)}
+    deployed = demo.deploy(student)
+    checkpoints = {"teacher": teacher, "student": student}
+    with demo.stage("summary", f"chunk latency ({settings.latency_repeats} chunks a model), table and picture"):
+        latency = chunk_latency(checkpoints, demo.store, settings.latency_repeats, out / "latency.json")
+        summary = summarize(checkpoints, evals, deployed, latency, demo.book.entries,
+                            OmegaConf.to_container(cfg.demo, resolve=True))
+        (out / "demo.json").write_text(json.dumps(summary, indent=2))
+        picture(summary, out / "demo.png")
+        links = {"recorded demonstrations": str(demo.store), "teacher": str(teacher), "student": str(student),
+                 "distillation report": str(out / f"student{settings.layers}" / "report.md"),
+                 "closed-loop reports": str(out / "eval_*.json"), "executor run": str(out / "deploy_student.json")}
+        (out / "demo.md").write_text(markdown(summary, links))
+    print()
+    print(table(summary))
+    print(f"\n[demo] finished in {duration(time.perf_counter() - started)}: {out / 'demo.md'}, "
+          f"{out / 'demo.png'}, {out / 'demo.json'}")
+    return 0
+
+
+def _default_ratio(quick: Any, config: Any) -> str:
+    """How much longer the default profile trains the teacher than `quick`, e.g. '10x'."""
+    default = config.compose(["demo=default"]).demo.teacher_steps
+    return f"{default / quick.teacher_steps:.0f}x"

@@ -1,0 +1,413 @@
+"""The stages of `platform demo`, each one of the platform's own commands run in this process.
+
+    record    `platform record --sim direct`, every task of the robot, into OUT/<robot>.zarr
+    teacher   `platform train` into OUT/teacher/ (or the checkpoint given with --teacher)
+    student   `platform distill --teacher ...` into OUT/student<K>/
+    evaluate  `platform eval --sim --json` of teacher and student: OUT/eval_<model>.json
+    deploy    `platform deploy --sim --json` of the student: OUT/deploy_student.json
+
+Every stage first looks at what an earlier run left in OUT and does only what is missing,
+through the commands' own resume paths: the store gets the episodes it is short of
+(`record --resume`, which continues past the stored seeds), an interrupted training or
+distillation continues from its last checkpoint (`--resume`), a finished one is reused, and
+an evaluation's JSON is reused while the checkpoint and its settings are the same.
+OUT/stages.json records what each stage was made with and how long it took; a trained
+stage whose settings changed since (steps, preset, the data it saw, the teacher) is not
+silently replaced: the run stops with one line naming the folder to remove.
+
+The commands run in-process (no new interpreter and torch import per stage) through
+`cli.parse_command`, so their one-line errors reach `platform`'s own handler unchanged;
+the signal handlers a command installs (record and deploy stop cleanly on Ctrl-C) are put
+back when it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shallowpi.errors import ConfigError, PlatformError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("record", "teacher", "student", "evaluate", "deploy", "summary")
+
+
+@dataclass
+class DemoConfig:
+    """The size of every stage: the `demo:` section (configs/demo/default.yaml, quick.yaml),
+    where each key is described."""
+
+    name: str = "default"
+    robot: str = "arm"
+    policy: str = "teacher"
+    episodes: int = 20
+    sim_size: str = "64x64"
+    sim_noise: float = 0.005
+    record_time_s: float | None = None
+    teacher_steps: int = 1500
+    student_steps: int = 600
+    layers: int = 6
+    eval_episodes: int = 5
+    eval_time_s: float | None = None
+    deploy_episodes: int = 2
+    deploy_backend: str | None = None
+    latency_repeats: int = 20
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("episodes", "teacher_steps", "student_steps", "layers", "eval_episodes", "deploy_episodes",
+                    "latency_repeats"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"demo.{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("record_time_s", "eval_time_s"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"demo.{key} must be positive (or null for the task's limit), got {value}")
+        if self.sim_noise < 0:
+            raise ConfigError(f"demo.sim_noise must be >= 0, got {self.sim_noise}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DemoConfig:
+        """From the composed `demo:` section; ConfigError names an unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown demo keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def train_overrides(self, steps: int) -> list[str]:
+        """`policy.train.*` overrides for a run of `steps` steps: the demo's `train` keys, and
+        a checkpoint every quarter of the run (an interrupted run loses at most that)."""
+        keys = {"save_every": max(1, math.ceil(steps / 4)), **self.train}
+        return [f"policy.train.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in keys.items()]
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+class StageBook:
+    """OUT/stages.json: per stage, the settings it was made with and its wall seconds.
+
+    Written at a stage's start (settings) and end (seconds), atomically, so a run killed in
+    the middle still knows what the half-made stage was made with."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def settings(self, stage: str) -> dict[str, Any] | None:
+        return self.entries.get(stage, {}).get("settings")
+
+    def seconds(self, stage: str) -> float | None:
+        return self.entries.get(stage, {}).get("seconds")
+
+    def require_same(self, stage: str, settings: dict[str, Any], folder: Path) -> None:
+        """Raise ConfigError when `folder` (the stage's output) was made with other settings
+        than `settings`; remember `settings` otherwise."""
+        before = self.settings(stage)
+        if folder.exists() and before is not None and before != settings:
+            changed = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}"
+                                for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
+            raise ConfigError(f"{folder} was made with other settings ({changed}); remove it to redo the "
+                              f"{stage} stage (and those after it), or give another --out")
+        self.begin(stage, settings)
+
+    def begin(self, stage: str, settings: dict[str, Any]) -> None:
+        entry = self.entries.setdefault(stage, {})
+        if entry.get("settings") != settings:
+            entry.update(settings=settings, seconds=None)
+        self._save()
+
+    def finish(self, stage: str, seconds: float) -> None:
+        self.entries.setdefault(stage, {})["seconds"] = round(seconds, 1)
+        self._save()
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=2))
+        tmp.replace(self.path)
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3 min 05 s'."""
+    seconds = round(seconds)
+    return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def invoke(*words: str) -> None:
+    """`platform WORDS...`, run in this process. The command's PlatformError passes through
+    (one line at `platform`'s handler); a non-zero exit code becomes one. Signal handlers
+    the command installed are restored afterwards."""
+    from shallowpi.cli import parse_command
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    log.debug("platform %s", " ".join(words))
+    try:
+        args = parse_command(words)
+        code = int(args.run(args) or 0)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    if code:
+        raise PlatformError(f"`platform {words[0]}` ended with exit code {code} (its messages are above)")
+
+
+def checkpoint_weights(checkpoint: Path) -> Path:
+    """The weights to use of a training checkpoint: its EMA average when the run kept one."""
+    ema = checkpoint / "ema"
+    return ema if (ema / "model.safetensors").is_file() else checkpoint
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.removeprefix("step_")) if checkpoint is not None else 0
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+@dataclass
+class Demo:
+    """One demo folder and the settings of this run. `overrides`: the user's `key=value`
+    arguments, passed to every command after the demo's own (so they win)."""
+
+    cfg: DemoConfig
+    out: Path
+    overrides: list[str]
+    tui: bool
+    given_teacher: Path | None = None
+    say: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.book = StageBook(self.out / "stages.json")
+        self.store = self.out / f"{self.cfg.robot}.zarr"
+
+    # -- printing
+
+    def _line(self, stage: str, text: str) -> None:
+        self.say(f"[demo] {STAGES.index(stage) + 1}/{len(STAGES)} {stage}: {text}")
+
+    @contextmanager
+    def stage(self, stage: str, what: str, key: str | None = None) -> Iterator[dict[str, str]]:
+        """Prints the start line, then the end line with the time (and the block's `note`),
+        or where it stopped; records the seconds in stages.json under `key` (default: the
+        stage)."""
+        self._line(stage, what)
+        t0 = time.perf_counter()
+        result = {"note": ""}
+        try:
+            yield result
+        except BaseException:
+            self._line(stage, f"stopped after {duration(time.perf_counter() - t0)}; `platform demo` "
+                              "with the same settings continues from here")
+            raise
+        seconds = time.perf_counter() - t0
+        self.book.finish(key or stage, seconds)
+        self._line(stage, f"done in {duration(seconds)}" + (f": {result['note']}" if result["note"] else ""))
+
+    def reused(self, stage: str, what: str, key: str | None = None) -> None:
+        earlier = self.book.seconds(key or stage)
+        self._line(stage, f"reused {what}" + (f" (made in {duration(earlier)} by an earlier run)" if earlier else ""))
+
+    # -- 1. record
+
+    def record(self) -> None:
+        """Every task of the robot gets `cfg.episodes` scripted demonstrations in the store
+        (only the missing ones are recorded). Raises PlatformError when a recording stopped
+        short (Ctrl-C saves the episode in flight and ends it)."""
+        from shallowpi.robots.sim.tasks import make_tasks
+
+        cfg = self.cfg
+        tasks = make_tasks(cfg.robot)
+        have = self._episodes_per_task()
+        missing = {name: cfg.episodes - have.get(task.instruction, 0) for name, task in tasks.items()}
+        missing = {name: n for name, n in missing.items() if n > 0}
+        total = sum(have.values())
+        if not missing:
+            self.reused("record", f"{self.store} ({total} episodes, at least {cfg.episodes} of each task)")
+            return
+        noise = f", DART noise {cfg.sim_noise:g}" if cfg.sim_noise else ""
+        plan = ", ".join(f"{n} of {name}" for name, n in missing.items())
+        with self.stage("record", f"{plan} on the simulated {cfg.robot} ({cfg.sim_size}{noise}), the scripted "
+                                  f"expert driving, into {self.store}") as result:
+            for name, count in missing.items():
+                invoke("record", "--robot", cfg.robot, "--sim", "direct", "--task", name,
+                       "--dataset", str(self.store), "--episodes", str(count), "--reset-time-s", "0",
+                       *(["--resume"] if self.store.exists() else []), *([] if self.tui else ["--no-tui"]),
+                       *(["--episode-time-s", str(cfg.record_time_s)] if cfg.record_time_s else []),
+                       *self._unless_given(f"record.sim_size={cfg.sim_size}", f"record.sim_noise={cfg.sim_noise}"),
+                       *self.overrides)
+                now = self._episodes_per_task().get(tasks[name].instruction, 0)
+                if now < cfg.episodes:
+                    raise PlatformError(f"the recording of {name} stopped at {now} of {cfg.episodes} episodes; "
+                                        "run `platform demo` again to record the rest")
+            after = self._episodes_per_task()
+            result["note"] = f"{self.store.name} holds {sum(after.values())} episodes"
+
+    def _episodes_per_task(self) -> dict[str, int]:
+        """Episodes in the store by task text (empty when there is no store yet)."""
+        from shallowpi.data.store import EpisodeStore
+
+        if not self.store.exists():
+            return {}
+        counts: dict[str, int] = {}
+        with EpisodeStore.open(self.store) as store:
+            for episode in store.episodes:
+                counts[episode.task] = counts.get(episode.task, 0) + 1
+        return counts
+
+    def _unless_given(self, *overrides: str) -> list[str]:
+        """The demo's own overrides, except those the user set (theirs come later and win,
+        but the record of settings should show one value)."""
+        given = {o.partition("=")[0] for o in self.overrides}
+        return [o for o in overrides if o.partition("=")[0] not in given]
+
+    # -- 2. teacher
+
+    def teacher(self) -> Path:
+        """The teacher checkpoint: the one given, or `platform train`'s run in OUT/teacher
+        (reused when finished, continued when interrupted). Returns the weights to use
+        (the EMA average when kept)."""
+        from shallowpi.distill.distiller import checkpoint_sha256
+        from shallowpi.train.checkpoint import latest_checkpoint
+
+        cfg = self.cfg
+        run = self.out / "teacher"
+        if self.given_teacher is not None:
+            given = self.given_teacher.expanduser().resolve()
+            self.book.require_same("teacher", {"given": str(given), "sha256": checkpoint_sha256(given)}, run)
+            self._line("teacher", f"using the given checkpoint {given} (no training)")
+            return given
+        settings = {"policy": cfg.policy, "steps": cfg.teacher_steps, "episodes": sum(self._episodes_per_task().values()),
+                    "overrides": self._relevant(self.teacher_overrides, ("policy",))}
+        self.book.require_same("teacher", settings, run)
+        last = latest_checkpoint(run)
+        if checkpoint_step(last) >= cfg.teacher_steps:
+            assert last is not None
+            self.reused("teacher", f"{checkpoint_weights(last)}")
+            return checkpoint_weights(last)
+        what = f"continue {run} from step {checkpoint_step(last)}" if last else f"train into {run}"
+        with self.stage("teacher", f"`platform train --policy {cfg.policy}`, {cfg.teacher_steps} steps: {what}") as result:
+            invoke("train", "--dataset", str(self.store), "--policy", cfg.policy, "--runs-dir", str(self.out),
+                   "--run", run.name, "--steps", str(cfg.teacher_steps), *(["--resume"] if last else []),
+                   *self.teacher_overrides)
+            done = latest_checkpoint(run)
+            if checkpoint_step(done) < cfg.teacher_steps:
+                raise PlatformError(f"the teacher's training in {run} ended before step {cfg.teacher_steps}")
+            assert done is not None
+            result["note"] = str(checkpoint_weights(done))
+        return checkpoint_weights(done)
+
+    @property
+    def teacher_overrides(self) -> list[str]:
+        return [*self.cfg.train_overrides(self.cfg.teacher_steps), *self.overrides]
+
+    @staticmethod
+    def _relevant(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
+        """The overrides that change what a stage makes (not, e.g., telemetry.address)."""
+        return [o for o in overrides if o.partition("=")[0].split(".")[0] in prefixes]
+
+    # -- 3. student
+
+    def student(self, teacher: Path) -> Path:
+        """`platform distill --teacher` into OUT/student<K> (reused when finished, continued
+        when interrupted). Returns the student's weights (EMA when kept)."""
+        from shallowpi.distill.distiller import checkpoint_sha256
+        from shallowpi.train.checkpoint import latest_checkpoint
+
+        cfg = self.cfg
+        run = self.out / f"student{cfg.layers}"
+        overrides = [*cfg.train_overrides(cfg.student_steps), "distill.sim_episodes=0",
+                     f"distill.latency_repeats={min(cfg.latency_repeats, 5)}", *self.overrides]
+        settings = {"teacher_sha256": checkpoint_sha256(teacher), "layers": cfg.layers, "steps": cfg.student_steps,
+                    "policy": cfg.policy, "overrides": self._relevant(overrides, ("policy", "distill"))}
+        self.book.require_same("student", settings, run)
+        last = latest_checkpoint(run)
+        if checkpoint_step(last) >= cfg.student_steps and (run / "report.md").is_file():
+            assert last is not None
+            self.reused("student", f"{checkpoint_weights(last)}")
+            return checkpoint_weights(last)
+        what = f"continue {run} from step {checkpoint_step(last)}" if last else f"into {run}"
+        with self.stage("student", f"`platform distill`: {cfg.layers} of the teacher's layers, {cfg.student_steps} "
+                                   f"steps {what}") as result:
+            invoke("distill", "--dataset", str(self.store), "--teacher", str(teacher), "--policy", cfg.policy,
+                   "--runs-dir", str(self.out), "--run", run.name, "--layers", str(cfg.layers),
+                   "--steps", str(cfg.student_steps), *(["--resume"] if last else []), *overrides)
+            done = latest_checkpoint(run)
+            assert done is not None
+            result["note"] = f"{checkpoint_weights(done)}; report {run / 'report.md'}"
+        return checkpoint_weights(done)
+
+    # -- 4. evaluate
+
+    def evaluate(self, model: str, checkpoint: Path) -> dict[str, Any]:
+        """`platform eval --sim` on every task of the robot: OUT/eval_<model>.json (reused
+        while the checkpoint and the settings are the same). Returns its content."""
+        from shallowpi.distill.distiller import checkpoint_sha256
+
+        cfg = self.cfg
+        path = self.out / f"eval_{model}.json"
+        stage = f"eval_{model}"
+        settings = {"sha256": checkpoint_sha256(checkpoint), "episodes": cfg.eval_episodes,
+                    "time_s": cfg.eval_time_s, "overrides": self._relevant(self.overrides, ("action_selection", "robot"))}
+        if path.is_file() and self.book.settings(stage) == settings:
+            self.reused("evaluate", f"{path}", key=stage)
+            return json.loads(path.read_text())
+        self.book.begin(stage, settings)
+        cap = f", at most {cfg.eval_time_s:g} s each" if cfg.eval_time_s else ""
+        with self.stage("evaluate", f"the {model} in closed loop, {cfg.eval_episodes} unseen seeds per task{cap}",
+                        key=stage) as result:
+            invoke("eval", "--policy", str(checkpoint), "--sim", "--dataset", str(self.store),
+                   "--sim-episodes", str(cfg.eval_episodes), "--json", str(path),
+                   *(["--episode-time-s", str(cfg.eval_time_s)] if cfg.eval_time_s else []), *self.overrides)
+            tasks = json.loads(path.read_text())["tasks"]
+            result["note"] = ", ".join(f"{t['task']} {t['successes']}/{len(t['episodes'])}" for t in tasks)
+        return json.loads(path.read_text())
+
+    # -- 5. deploy
+
+    def deploy(self, student: Path) -> dict[str, Any]:
+        """`platform deploy --sim`: the student through the executor (dashboard on a
+        terminal): OUT/deploy_student.json (reused like an evaluation). Returns its content.
+        Raises PlatformError when the executor stopped early or reported a fault."""
+        from shallowpi.distill.distiller import checkpoint_sha256
+
+        cfg = self.cfg
+        path = self.out / "deploy_student.json"
+        settings = {"sha256": checkpoint_sha256(student), "episodes": cfg.deploy_episodes, "time_s": cfg.eval_time_s,
+                    "backend": cfg.deploy_backend,
+                    "overrides": self._relevant(self.overrides, ("deploy", "action_selection", "jetson", "robot"))}
+        if path.is_file() and self.book.settings("deploy") == settings:
+            self.reused("deploy", f"{path}")
+            return json.loads(path.read_text())
+        self.book.begin("deploy", settings)
+        from shallowpi.robots.sim.tasks import make_tasks
+
+        task = next(iter(make_tasks(cfg.robot)))
+        backend = cfg.deploy_backend or "the Jetson profile's backend"
+        with self.stage("deploy", f"the student on the twin through the executor ({backend}), "
+                                  f"{cfg.deploy_episodes} episode(s) of {task}") as result:
+            invoke("deploy", "--policy", str(student), "--sim", "--task", task, "--episodes", str(cfg.deploy_episodes),
+                   "--json", str(path), *(["--backend", cfg.deploy_backend] if cfg.deploy_backend else []),
+                   *(["--episode-time-s", str(cfg.eval_time_s)] if cfg.eval_time_s else []),
+                   *([] if self.tui else ["--no-tui"]), *self.overrides)
+            report = json.loads(path.read_text())
+            if report["episodes"] < cfg.deploy_episodes:
+                path.unlink()
+                raise PlatformError(f"the executor stopped after {report['episodes']} of {cfg.deploy_episodes} "
+                                    "episodes; run `platform demo` again to deploy")
+            result["note"] = f"{report['successes']}/{report['episodes']} successful"
+            report["task"] = task
+            path.write_text(json.dumps(report, indent=2))
+        return report

@@ -1,0 +1,152 @@
+"""The end of `platform demo`: teacher vs student in one table, one picture and one JSON.
+
+Per model: joint layers, parameters, success on every task of the robot in closed loop
+(`eval --sim`'s counts with their 95 % Wilson interval), one action chunk's latency p50 and
+p99 on this machine (distill/report.py's `chunk_cost`: batch 1, the sampler the robot runs,
+after a warm-up, on a recorded observation) and the speed-up over the teacher; then the
+student as the executor ran it (`deploy --sim`: success, inference p50/p99 on its backend).
+
+    OUT/demo.json   every number below (and each stage's settings and wall time)
+    OUT/demo.md     the table, the picture, the commands' own reports
+    OUT/demo.png    success per task with interval whiskers; chunk latency p50 with p99 whiskers
+
+The latency is cached in OUT/latency.json for the same two checkpoints and repeats.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
+
+MODELS = ("teacher", "student")
+
+
+def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int, cache: Path) -> dict[str, dict[str, Any]]:
+    """Per model: parameters, layers, GFLOPs, chunk latency p50/p99 (ms) on one recorded
+    observation of `store`. Reads `cache` when it holds these checkpoints and repeats."""
+    from shallowpi.data.training import ChunkDataset
+    from shallowpi.distill.distiller import checkpoint_sha256
+    from shallowpi.distill.report import chunk_cost
+    from shallowpi.policy.policy import Policy
+
+    key = {name: checkpoint_sha256(path) for name, path in checkpoints.items()} | {"repeats": repeats}
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        if cached.get("key") == key:
+            return cached["models"]
+    models = {}
+    for name, path in checkpoints.items():
+        policy = Policy.load(path).eval()
+        sample = ChunkDataset(store, policy.cfg.chunk_len, [0])[0]
+        observation = {k: v for k, v in sample.items() if k not in ("action", "action_is_pad")}
+        cost = chunk_cost(policy, observation, repeats)
+        models[name] = {"layers": policy.cfg.depth, "parameters": cost.params, "gflops": cost.gflops,
+                        "chunk_ms_p50": cost.chunk_ms, "chunk_ms_p99": cost.chunk_ms_p99}
+    cache.write_text(json.dumps({"key": key, "models": models}, indent=2))
+    return models
+
+
+def summarize(checkpoints: dict[str, Path], evals: dict[str, dict[str, Any]], deploy: dict[str, Any],
+              latency: dict[str, dict[str, Any]], stages: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """demo.json's content: one row per model (tasks with intervals, latency, speed-up) and
+    the deployed student."""
+    teacher_ms = latency["teacher"]["chunk_ms_p50"]
+    rows = []
+    for name in MODELS:
+        tasks = []
+        for t in evals[name]["tasks"]:
+            n = len(t["episodes"])
+            tasks.append({"task": t["task"], "instruction": t["instruction"], "successes": t["successes"],
+                          "episodes": n, "success_rate": t["successes"] / n if n else 0.0,
+                          "interval95": list(wilson_interval(t["successes"], n)),
+                          "other_task_instead": t.get("other_task_instead", {})})
+        lat = latency[name]
+        rows.append({"model": name, "checkpoint": str(checkpoints[name]), **lat, "tasks": tasks,
+                     "speedup": teacher_ms / lat["chunk_ms_p50"] if lat["chunk_ms_p50"] else None})
+    deployed = {k: deploy.get(k) for k in ("backend", "profile", "strategy", "successes", "episodes",
+                                            "inference_p50_ms", "inference_p99_ms", "loop_p99_ms", "safety")}
+    deployed["task"] = deploy.get("task")
+    return {"robot": evals["teacher"].get("robot"), "settings": settings, "models": rows, "deployed_student": deployed,
+            "stages": stages}
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The summary as plain-text columns, one row per model, then the deployed student."""
+    rows = summary["models"]
+    tasks = [t["task"] for t in rows[0]["tasks"]]
+    width = max(34, *(len(t) for t in tasks))
+    head = f"{'model':<8} {'layers':>6} {'parameters':>11}  " + "  ".join(f"{t:<{width}}" for t in tasks)
+    head += f"  {'chunk p50 / p99 ms':>18} {'speed-up':>8}"
+    lines = [head]
+    for r in rows:
+        cells = "  ".join(f"{rate_with_interval(t['successes'], t['episodes']):<{width}}" for t in r["tasks"])
+        latency = f"{r['chunk_ms_p50']:.1f} / {r['chunk_ms_p99']:.1f}"
+        speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+        lines.append(f"{r['model']:<8} {r['layers']:>6} {r['parameters']:>11,}  {cells}  {latency:>18} {speedup:>8}")
+    d = summary["deployed_student"]
+    if d.get("episodes"):
+        lines.append(f"student through the executor ({d['backend']}, {d['strategy']}): success "
+                     f"{rate_with_interval(d['successes'], d['episodes'])}, inference p50 {d['inference_p50_ms']:.1f} "
+                     f"ms, p99 {d['inference_p99_ms']:.1f} ms, loop p99 {d['loop_p99_ms']:.1f} ms")
+    return "\n".join(lines)
+
+
+def markdown(summary: dict[str, Any], links: dict[str, str]) -> str:
+    """demo.md: the table as Markdown, the picture and where each stage's report is."""
+    rows = summary["models"]
+    tasks = [t["task"] for t in rows[0]["tasks"]]
+    lines = [f"# Shallow-π demo: {summary['robot']}", "", "![teacher vs student](demo.png)", "",
+             "| model | layers | parameters | " + " | ".join(f"{t} (95 % Wilson)" for t in tasks)
+             + " | chunk p50 / p99 (ms) | speed-up |",
+             "|---|---:|---:|" + "---|" * len(tasks) + "---:|---:|"]
+    for r in rows:
+        cells = " | ".join(rate_with_interval(t["successes"], t["episodes"]) for t in r["tasks"])
+        speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+        lines.append(f"| {r['model']} | {r['layers']} | {r['parameters']:,} | {cells} | "
+                     f"{r['chunk_ms_p50']:.1f} / {r['chunk_ms_p99']:.1f} | {speedup} |")
+    lines += ["", "Chunk latency: one observation to one action chunk, batch 1, on this machine's CPU "
+              "(the torch sampler); success: `platform eval --sim` on unseen seeds (from 1000).", ""]
+    lines += [f"- {what}: `{where}`" for what, where in links.items()]
+    return "\n".join(lines) + "\n"
+
+
+def picture(summary: dict[str, Any], png: Path) -> None:
+    """Success per task (bars, 95 % Wilson whiskers) and chunk latency (p50 bars, p99
+    whiskers), teacher beside student."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = summary["models"]
+    tasks = [t["task"] for t in rows[0]["tasks"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [max(2, len(tasks)), 1.4]})
+    colors = {"teacher": "#4c72b0", "student": "#dd8452"}
+    for i, r in enumerate(rows):
+        rates = np.array([t["success_rate"] for t in r["tasks"]])
+        low = np.array([t["interval95"][0] for t in r["tasks"]])
+        high = np.array([t["interval95"][1] for t in r["tasks"]])
+        left.bar(np.arange(len(tasks)) + (i - 0.5) * 0.38, rates, 0.38, yerr=[rates - low, high - rates], capsize=5,
+                 color=colors[r["model"]], label=f"{r['model']} ({r['layers']} layers, {r['parameters'] / 1e6:.2f} M)")
+    left.set_xticks(range(len(tasks)), tasks)
+    left.set_ylim(0, 1.05)
+    left.set_ylabel("success rate (95 % Wilson interval)")
+    left.set_title(f"closed loop in the {summary['robot']} twin ({rows[0]['tasks'][0]['episodes']} seeds a task)")
+    left.legend(loc="upper right", fontsize=8)
+    p50 = [r["chunk_ms_p50"] for r in rows]
+    p99 = [r["chunk_ms_p99"] for r in rows]
+    right.bar(range(len(rows)), p50, 0.6, yerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], capsize=5,
+              color=[colors[r["model"]] for r in rows])
+    for i, r in enumerate(rows):
+        right.text(i, p50[i] / 2, f"{p50[i]:.0f} ms" + (f"\n{r['speedup']:.1f}x" if i and r["speedup"] else ""),
+                   ha="center", va="center", color="white", fontsize=9)
+    right.set_xticks(range(len(rows)), [r["model"] for r in rows])
+    right.set_ylabel("one action chunk, ms (p50, whisker p99)")
+    right.set_title("chunk latency, this CPU")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
