@@ -83,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
     evals = {"teacher": demo.evaluate("teacher", teacher), "student": demo.evaluate("student", student)}
     deployed = demo.deploy(student)
     checkpoints = {"teacher": teacher, "student": student}
-    with demo.stage("summary", f"chunk latency ({settings.latency_repeats} chunks a model), table and picture"):
-        latency = chunk_latency(checkpoints, demo.store, settings.latency_repeats, out / "latency.json")
+    with demo.stage("summary", f"chunk latency ({settings.latency_repeats} chunks a model), table and picture") as result:
+        latency, cached = chunk_latency(checkpoints, demo.store, settings.latency_repeats, out / "latency.json")
+        result["note"] = "latency reused from latency.json" if cached else ""
         summary = summarize(checkpoints, evals, deployed, latency, demo.book.entries,
                             OmegaConf.to_container(cfg.demo, resolve=True))
         (out / "demo.json").write_text(json.dumps(summary, indent=2))

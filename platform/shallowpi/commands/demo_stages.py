@@ -40,6 +40,10 @@ from shallowpi.errors import ConfigError, PlatformError
 log = logging.getLogger(__name__)
 
 STAGES = ("record", "teacher", "student", "evaluate", "deploy", "summary")
+# Settings that change neither the weights nor the measurements: a change of them is no
+# reason to redo a stage (save_every also follows the steps).
+BOOKKEEPING = {"policy.train.save_every", "policy.train.log_every", "policy.train.workers",
+               "policy.train.tensorboard", "distill.latency_repeats", "distill.sim_episodes"}
 
 
 @dataclass
@@ -116,7 +120,7 @@ class StageBook:
         than `settings`; remember `settings` otherwise."""
         before = self.settings(stage)
         if folder.exists() and before is not None and before != settings:
-            changed = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}"
+            changed = ", ".join(_change(k, before.get(k), settings.get(k))
                                 for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
             raise ConfigError(f"{folder} was made with other settings ({changed}); remove it to redo the "
                               f"{stage} stage (and those after it), or give another --out")
@@ -137,6 +141,14 @@ class StageBook:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.entries, indent=2))
         tmp.replace(self.path)
+
+
+def _change(key: str, before: Any, now: Any) -> str:
+    """'steps 4 -> 5'; for lists only what differs: 'overrides -[a] +[b]'."""
+    if isinstance(before, list) and isinstance(now, list):
+        gone, new = [x for x in before if x not in now], [x for x in now if x not in before]
+        return f"{key} " + " ".join(f"{sign}{items}" for sign, items in (("-", gone), ("+", new)) if items)
+    return f"{key} {before!r} -> {now!r}"
 
 
 def duration(seconds: float) -> str:
@@ -297,8 +309,8 @@ class Demo:
             assert last is not None
             self.reused("teacher", f"{checkpoint_weights(last)}")
             return checkpoint_weights(last)
-        what = f"continue {run} from step {checkpoint_step(last)}" if last else f"train into {run}"
-        with self.stage("teacher", f"`platform train --policy {cfg.policy}`, {cfg.teacher_steps} steps: {what}") as result:
+        what = f"continuing {run} from step {checkpoint_step(last)}" if last else f"into {run}"
+        with self.stage("teacher", f"`platform train --policy {cfg.policy}`, {cfg.teacher_steps} steps, {what}") as result:
             invoke("train", "--dataset", str(self.store), "--policy", cfg.policy, "--runs-dir", str(self.out),
                    "--run", run.name, "--steps", str(cfg.teacher_steps), *(["--resume"] if last else []),
                    *self.teacher_overrides)
@@ -315,8 +327,10 @@ class Demo:
 
     @staticmethod
     def _relevant(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
-        """The overrides that change what a stage makes (not, e.g., telemetry.address)."""
-        return [o for o in overrides if o.partition("=")[0].split(".")[0] in prefixes]
+        """The overrides that change what a stage makes: under `prefixes`, and not one that
+        only changes how often it saves or logs, or what the report times."""
+        return [o for o in overrides if o.partition("=")[0].split(".")[0] in prefixes
+                and o.partition("=")[0].lstrip("+~") not in BOOKKEEPING]
 
     # -- 3. student
 
@@ -328,8 +342,9 @@ class Demo:
 
         cfg = self.cfg
         run = self.out / f"student{cfg.layers}"
-        overrides = [*cfg.train_overrides(cfg.student_steps), "distill.sim_episodes=0",
-                     f"distill.latency_repeats={min(cfg.latency_repeats, 5)}", *self.overrides]
+        # The report's closed loop is stage 4's job; its latency table a glance (the summary times more).
+        overrides = [*cfg.train_overrides(cfg.student_steps), "distill.sim_episodes=0", "distill.latency_repeats=5",
+                     *self.overrides]
         settings = {"teacher_sha256": checkpoint_sha256(teacher), "layers": cfg.layers, "steps": cfg.student_steps,
                     "policy": cfg.policy, "overrides": self._relevant(overrides, ("policy", "distill"))}
         self.book.require_same("student", settings, run)
@@ -338,9 +353,9 @@ class Demo:
             assert last is not None
             self.reused("student", f"{checkpoint_weights(last)}")
             return checkpoint_weights(last)
-        what = f"continue {run} from step {checkpoint_step(last)}" if last else f"into {run}"
+        what = f"continuing {run} from step {checkpoint_step(last)}" if last else f"into {run}"
         with self.stage("student", f"`platform distill`: {cfg.layers} of the teacher's layers, {cfg.student_steps} "
-                                   f"steps {what}") as result:
+                                   f"steps, {what}") as result:
             invoke("distill", "--dataset", str(self.store), "--teacher", str(teacher), "--policy", cfg.policy,
                    "--runs-dir", str(self.out), "--run", run.name, "--layers", str(cfg.layers),
                    "--steps", str(cfg.student_steps), *(["--resume"] if last else []), *overrides)

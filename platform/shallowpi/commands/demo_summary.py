@@ -24,9 +24,11 @@ from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 MODELS = ("teacher", "student")
 
 
-def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int, cache: Path) -> dict[str, dict[str, Any]]:
+def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int,
+                  cache: Path) -> tuple[dict[str, dict[str, Any]], bool]:
     """Per model: parameters, layers, GFLOPs, chunk latency p50/p99 (ms) on one recorded
-    observation of `store`. Reads `cache` when it holds these checkpoints and repeats."""
+    observation of `store`; and whether that came from `cache` (which is read when it holds
+    these checkpoints and repeats, and written otherwise)."""
     from shallowpi.data.training import ChunkDataset
     from shallowpi.distill.distiller import checkpoint_sha256
     from shallowpi.distill.report import chunk_cost
@@ -36,7 +38,7 @@ def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int, cache
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
-            return cached["models"]
+            return cached["models"], True
     models = {}
     for name, path in checkpoints.items():
         policy = Policy.load(path).eval()
@@ -46,7 +48,7 @@ def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int, cache
         models[name] = {"layers": policy.cfg.depth, "parameters": cost.params, "gflops": cost.gflops,
                         "chunk_ms_p50": cost.chunk_ms, "chunk_ms_p99": cost.chunk_ms_p99}
     cache.write_text(json.dumps({"key": key, "models": models}, indent=2))
-    return models
+    return models, False
 
 
 def summarize(checkpoints: dict[str, Path], evals: dict[str, dict[str, Any]], deploy: dict[str, Any],
@@ -114,8 +116,8 @@ def markdown(summary: dict[str, Any], links: dict[str, str]) -> str:
 
 
 def picture(summary: dict[str, Any], png: Path) -> None:
-    """Success per task (bars, 95 % Wilson whiskers) and chunk latency (p50 bars, p99
-    whiskers), teacher beside student."""
+    """Success per task (bars, 95 % Wilson whiskers, k/n above) and chunk latency (p50 bars,
+    p99 whiskers): teacher beside student, and the student as the executor ran it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,29 +126,37 @@ def picture(summary: dict[str, Any], png: Path) -> None:
 
     rows = summary["models"]
     tasks = [t["task"] for t in rows[0]["tasks"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [max(2, len(tasks)), 1.4]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [max(2, len(tasks)), 1.6]})
     colors = {"teacher": "#4c72b0", "student": "#dd8452"}
     for i, r in enumerate(rows):
+        x = np.arange(len(tasks)) + (i - 0.5) * 0.38
         rates = np.array([t["success_rate"] for t in r["tasks"]])
         low = np.array([t["interval95"][0] for t in r["tasks"]])
         high = np.array([t["interval95"][1] for t in r["tasks"]])
-        left.bar(np.arange(len(tasks)) + (i - 0.5) * 0.38, rates, 0.38, yerr=[rates - low, high - rates], capsize=5,
-                 color=colors[r["model"]], label=f"{r['model']} ({r['layers']} layers, {r['parameters'] / 1e6:.2f} M)")
+        left.bar(x, rates, 0.38, yerr=[rates - low, high - rates], capsize=5, color=colors[r["model"]],
+                 label=f"{r['model']} ({r['layers']} layers, {r['parameters'] / 1e6:.2f} M parameters)")
+        for xi, t in zip(x, r["tasks"]):
+            left.text(xi, 0.02, f"{t['successes']}/{t['episodes']}", ha="center", va="bottom", fontsize=9)
+    seeds = rows[0]["tasks"][0]["episodes"]
     left.set_xticks(range(len(tasks)), tasks)
     left.set_ylim(0, 1.05)
     left.set_ylabel("success rate (95 % Wilson interval)")
-    left.set_title(f"closed loop in the {summary['robot']} twin ({rows[0]['tasks'][0]['episodes']} seeds a task)")
+    left.set_title(f"closed loop in the {summary['robot']} twin, {seeds} unseen seed{'s' if seeds != 1 else ''} a task")
     left.legend(loc="upper right", fontsize=8)
-    p50 = [r["chunk_ms_p50"] for r in rows]
-    p99 = [r["chunk_ms_p99"] for r in rows]
-    right.bar(range(len(rows)), p50, 0.6, yerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], capsize=5,
-              color=[colors[r["model"]] for r in rows])
-    for i, r in enumerate(rows):
-        right.text(i, p50[i] / 2, f"{p50[i]:.0f} ms" + (f"\n{r['speedup']:.1f}x" if i and r["speedup"] else ""),
-                   ha="center", va="center", color="white", fontsize=9)
-    right.set_xticks(range(len(rows)), [r["model"] for r in rows])
+    bars = [(r["model"], r["chunk_ms_p50"], r["chunk_ms_p99"], colors[r["model"]]) for r in rows]
+    deployed = summary["deployed_student"]
+    if deployed.get("episodes"):
+        bars.append((f"student\n(executor, {deployed['backend']})", deployed["inference_p50_ms"],
+                     deployed["inference_p99_ms"], "#c44e52"))
+    p50 = [b[1] for b in bars]
+    right.bar(range(len(bars)), p50, 0.6, yerr=[[0] * len(bars), [b[2] - b[1] for b in bars]], capsize=5,
+              color=[b[3] for b in bars])
+    for i, value in enumerate(p50):
+        speedup = f"\n{p50[0] / value:.1f}x" if i and value else ""
+        right.text(i, value / 2, f"{value:.0f} ms{speedup}", ha="center", va="center", color="white", fontsize=9)
+    right.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
     right.set_ylabel("one action chunk, ms (p50, whisker p99)")
-    right.set_title("chunk latency, this CPU")
+    right.set_title("chunk latency on this CPU")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

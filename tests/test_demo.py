@@ -1,0 +1,163 @@
+"""`platform demo` end to end at a tiny size: every stage's output, the teacher-vs-student
+table, picture and JSON; a second run reuses every stage; an interrupted distillation
+continues; a given teacher is not trained; changed settings stop in one line.
+
+The size: the `tiny` preset at 18 layers (so the cut is 18 -> 6), 2 demonstrations of 2 s a
+task at 32x32, 4 training steps each, one closed-loop episode of 1 s a task and model, one
+deployed episode on the torch backend (no ONNX export). ~1 CPU-minute on one thread."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shallowpi.cli import main
+
+TINY = ["--no-tui", "demo.policy=tiny", "policy.vlm.depth=18", "policy.expert.depth=18", "demo.episodes=2",
+        "demo.record_time_s=2", "demo.teacher_steps=4", "demo.student_steps=4", "demo.eval_episodes=1",
+        "demo.eval_time_s=1", "demo.deploy_episodes=1", "demo.deploy_backend=torch", "demo.latency_repeats=3",
+        "demo.sim_size=32x32"]
+TASKS = {"cube_in_bowl", "push_block_left"}
+
+
+def demo(out: Path, *extra: str) -> tuple[int, str]:
+    """`platform demo` into `out` on one torch thread; (exit code, stdout)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            code = main(["demo", "--out", str(out), *TINY, f"telemetry.address={out.parent}/demo-{out.name}.sock",
+                         *extra])
+    finally:
+        torch.set_num_threads(threads)
+    return code, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("demo") / "arm"
+    code, printed = demo(out)
+    assert code == 0, printed[-3000:]
+    return {"out": out, "printed": printed}
+
+
+def test_every_stage_leaves_its_output_and_says_how_long_it_took(first):
+    out, printed = first["out"], first["printed"]
+    for stage in ("record", "teacher", "student", "evaluate", "deploy", "summary"):
+        assert f"/6 {stage}: done in " in printed, stage
+    assert (out / "arm.zarr" / "meta").is_dir()
+    assert (out / "teacher" / "checkpoints" / "step_000004" / "ema" / "model.safetensors").is_file()
+    assert (out / "student6" / "checkpoints" / "step_000004" / "model.safetensors").is_file()
+    assert (out / "student6" / "report.md").is_file()
+    for name in ("eval_teacher.json", "eval_student.json", "deploy_student.json", "latency.json", "stages.json",
+                 "demo.md"):
+        assert (out / name).is_file(), name
+    assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![teacher vs student](demo.png)" in (out / "demo.md").read_text()
+    stages = json.loads((out / "stages.json").read_text())
+    assert all(stages[s]["seconds"] > 0 for s in ("record", "teacher", "student", "eval_teacher", "deploy"))
+
+
+def test_the_table_compares_teacher_and_student(first):
+    summary = json.loads((first["out"] / "demo.json").read_text())
+    teacher, student = summary["models"]
+    assert (teacher["model"], teacher["layers"], student["model"], student["layers"]) == ("teacher", 18, "student", 6)
+    assert 0 < student["parameters"] < teacher["parameters"]
+    for row in (teacher, student):
+        assert {t["task"] for t in row["tasks"]} == TASKS
+        for t in row["tasks"]:
+            low, high = t["interval95"]
+            assert t["episodes"] == 1 and 0 <= t["successes"] <= 1 and 0.0 <= low <= t["success_rate"] <= high <= 1.0
+        assert 0 < row["chunk_ms_p50"] <= row["chunk_ms_p99"]
+    assert teacher["speedup"] == pytest.approx(1.0)
+    assert student["speedup"] == pytest.approx(teacher["chunk_ms_p50"] / student["chunk_ms_p50"])
+    deployed = summary["deployed_student"]
+    assert (deployed["episodes"], deployed["backend"], deployed["task"]) == (1, "torch", "cube_in_bowl")
+    assert deployed["inference_p99_ms"] >= deployed["inference_p50_ms"] > 0
+    assert summary["settings"]["teacher_steps"] == 4 and summary["stages"]["teacher"]["settings"]["steps"] == 4
+    table = first["printed"].split("[demo] 6/6 summary: done")[1]
+    assert "chunk p50 / p99 ms" in table and "\nteacher " in table and "\nstudent " in table
+    assert "student through the executor (torch" in table
+
+
+def test_a_second_run_reuses_every_stage(first):
+    out = first["out"]
+    made = [out / "teacher" / "checkpoints" / "step_000004" / "model.safetensors",
+            out / "student6" / "checkpoints" / "step_000004" / "model.safetensors",
+            out / "eval_teacher.json", out / "eval_student.json", out / "deploy_student.json", out / "latency.json",
+            out / "arm.zarr" / "meta" / ".zattrs"]
+    before = {p: p.stat().st_mtime_ns for p in made}
+    code, printed = demo(out)
+    assert code == 0, printed[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in made} == before
+    for stage in ("1/6 record", "2/6 teacher", "3/6 student", "4/6 evaluate", "5/6 deploy"):
+        assert f"[demo] {stage}: reused " in printed, stage
+    assert printed.count("4/6 evaluate: reused") == 2
+    assert "done in" not in printed.split("6/6 summary")[0]  # nothing before the summary ran
+    assert not (out / "teacher" / "checkpoints" / "step_000005").exists()
+
+
+def test_an_interrupted_distillation_continues_from_its_last_checkpoint(first, tmp_path):
+    out = tmp_path / "arm"
+    shutil.copytree(first["out"], out)
+    checkpoints = out / "student6" / "checkpoints"
+    shutil.rmtree(checkpoints / "step_000004")
+    (checkpoints / "last").write_text("step_000003")  # as a kill after step 3's checkpoint leaves it
+    code, printed = demo(out)
+    assert code == 0, printed[-3000:]
+    assert "[demo] 2/6 teacher: reused " in printed
+    assert f"steps, continuing {out / 'student6'} from step 3" in printed
+    assert (checkpoints / "step_000004" / "model.safetensors").is_file()
+    assert json.loads((out / "demo.json").read_text())["models"][1]["checkpoint"].startswith(str(checkpoints))
+
+
+def test_a_given_teacher_is_distilled_not_trained(first, tmp_path):
+    out = tmp_path / "given"
+    out.mkdir()
+    shutil.copytree(first["out"] / "arm.zarr", out / "arm.zarr")  # the demonstrations, not re-recorded
+    teacher = first["out"] / "teacher" / "checkpoints" / "step_000004" / "ema"
+    code, printed = demo(out, "--teacher", str(teacher))
+    assert code == 0, printed[-3000:]
+    assert f"[demo] 2/6 teacher: using the given checkpoint {teacher}" in printed
+    assert "[demo] 1/6 record: reused" in printed
+    assert not (out / "teacher").exists()
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["models"][0]["checkpoint"] == str(teacher)
+    assert json.loads((out / "student6" / "distill.json").read_text())["teacher"] == str(teacher)
+
+
+def test_a_trained_stage_with_changed_settings_stops_in_one_line(first, capsys):
+    code, _ = demo(first["out"], "demo.teacher_steps=5")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {first['out'] / 'teacher'} was made with other settings (steps 4 -> 5)")
+    assert "remove it to redo the teacher stage" in err
+
+
+def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
+    for extra, expected in ((["demo.episodes=0"], "demo.episodes must be at least 1, got 0"),
+                            (["+demo.epochs=3"], "unknown demo keys ['epochs']")):
+        assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_progress_prints_plain_lines_without_a_terminal():
+    from shallowpi.train.progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar("train", 10, enabled=True, every_s=0.0, stream=stream)
+    bar.update(4, "loss 0.5")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("train 4/10 0:00:00 eta ") and lines[0].endswith(" loss 0.5")
+    assert len(lines) == 2  # and once at the end
