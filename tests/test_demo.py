@@ -134,12 +134,16 @@ def test_a_given_teacher_is_distilled_not_trained(first, tmp_path):
     assert json.loads((out / "student6" / "distill.json").read_text())["teacher"] == str(teacher)
 
 
-def test_a_trained_stage_with_changed_settings_stops_in_one_line(first, capsys):
-    code, _ = demo(first["out"], "demo.teacher_steps=5")
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith(f"error: {first['out'] / 'teacher'} was made with other settings (steps 4 -> 5)")
-    assert "remove it to redo the teacher stage" in err
+def test_a_made_stage_with_changed_settings_stops_in_one_line(first, capsys):
+    out = first["out"]
+    for extra, folder, change in ((["demo.teacher_steps=5"], out / "teacher", "steps 4 -> 5"),
+                                  (["demo.sim_size=40x32"], out / "arm.zarr", "sim_size '32x32' -> '40x32'")):
+        code, _ = demo(out, *extra)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: {folder} was made with other settings ({change})"), err
+        assert "remove it to redo the" in err
+    assert json.loads((out / "stages.json").read_text())["teacher"]["settings"]["steps"] == 4
 
 
 def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):

@@ -198,7 +198,7 @@ class Demo:
     overrides: list[str]
     tui: bool
     given_teacher: Path | None = None
-    say: Callable[[str], None] = print
+    say: Callable[[str], None] = field(default=lambda text: print(text, flush=True))
 
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +241,11 @@ class Demo:
         from shallowpi.robots.sim.tasks import make_tasks
 
         cfg = self.cfg
+        # What the episodes are: a store of other renders or noise is not extended or reused.
+        self.book.require_same("record", {"robot": cfg.robot, "sim_size": cfg.sim_size, "sim_noise": cfg.sim_noise,
+                                          "record_time_s": cfg.record_time_s,
+                                          "overrides": self._relevant(self.overrides, ("record", "robot"))},
+                               self.store)
         tasks = make_tasks(cfg.robot)
         have = self._episodes_per_task()
         missing = {name: cfg.episodes - have.get(task.instruction, 0) for name, task in tasks.items()}
