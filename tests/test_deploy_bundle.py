@@ -80,3 +80,39 @@ def test_building_over_an_existing_bundle_is_refused_and_a_failed_build_leaves_n
     with pytest.raises(CheckpointError):
         build_bundle(tmp_path / "no-such-ckpt", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_the_teacher_recipes_inputs_deploy_as_the_policy_reads_them(tmp_path, rng):
+    """The `teacher` preset's switches reach the robot side: a word tokenizer (its
+    vocabulary in the config, no file to copy), the centre crop at inference, min-max
+    scaling. The numpy preprocessing every backend runs equals the torch policy's inputs."""
+    import torch
+
+    from deploy_fixtures import observation
+    from shallowpi.deploy.preprocess import Preprocessor
+    from shallowpi.policy import Features, Policy, PolicyConfig, load_preset
+    from shallowpi.policy.tokenizer import WordTokenizer, build_vocabulary, prompt_ids
+    from shallowpi.robots.sim.tasks import make_tasks
+
+    texts = [t.instruction for robot in ("arm", "bimanual", "humanoid") for t in make_tasks(robot).values()]
+    cfg = PolicyConfig.from_dict({**load_preset("tiny").to_dict(), "tokenizer": "words", "crop_scale": 0.9,
+                                  "normalization": "minmax", "vocabulary": build_vocabulary(texts)})
+    torch.manual_seed(0)
+    policy = Policy(cfg, Features(7, 7, ["front"]))
+    low = rng.normal(-1, 0.2, 7)
+    policy.set_stats({key: {"mean": np.zeros(7), "std": np.ones(7), "min": low, "max": low + rng.uniform(0.5, 2, 7)}
+                      for key in ("observation.state", "action")})
+    policy.save(tmp_path / "ckpt")
+    bundle = build_bundle(tmp_path / "ckpt", tmp_path / "bundle", graphs=())
+    assert bundle.tokenizer == "words" and not list(bundle.path.glob("tokenizer*"))
+    policy = Policy.load(bundle.weights).eval()
+    preprocess = Preprocessor(bundle)
+    words = WordTokenizer(cfg.vocabulary)
+    for size, task in zip([(24, 32), (64, 64), (41, 13)], [*texts[:2], "put the GREEN cube, in the bowl!"]):
+        obs = {**observation(rng, size=size), "task": task}
+        (images, _, tokens, token_masks), state, _ = policy._model_inputs(obs)
+        got = preprocess(obs)
+        assert np.abs(got.images - images.numpy()).max() < 1e-5, size
+        assert (got.tokens == tokens.numpy()).all() and (got.token_masks == token_masks.numpy()).all(), task
+        assert got.tokens[0, : int(got.token_masks.sum())].tolist() == prompt_ids(words, task)[: cfg.max_text_tokens]
+        assert np.abs(got.state - state.numpy()).max() < 1e-6

@@ -76,7 +76,7 @@ class Bundle:
     checkpoint_metadata: dict[str, str]
     state_stats: NormStats
     action_stats: NormStats
-    tokenizer: str  # "bytes" or the path of the bundle's tokenizer file
+    tokenizer: str  # "bytes", "words" (vocabulary in `config`) or the path of the bundle's tokenizer file
     graphs: dict[str, Path]
     digest: str  # sha256 over the manifest's file table: names the bundle's exact contents
     checkpoint_digest: str  # sha256 of the checkpoint's model.safetensors it was built from
@@ -205,7 +205,8 @@ def build_bundle(
                                     if k not in ("config", "features")},
             "num_steps": num_steps or policy.cfg.num_steps,
         }
-        if policy.cfg.tokenizer != "bytes":
+        # bytes and words need no file: the word vocabulary is part of the policy's config.
+        if policy.cfg.tokenizer not in ("bytes", "words"):
             tok = Path(policy.cfg.tokenizer).expanduser()
             shutil.copyfile(tok, tmp / f"tokenizer{tok.suffix}")
             config["tokenizer_file"] = f"tokenizer{tok.suffix}"

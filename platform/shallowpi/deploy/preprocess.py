@@ -3,15 +3,17 @@
 The same transformations as `Policy._model_inputs` (policy/policy.py), so an ONNX graph fed
 from here computes what the torch policy computes (tests/test_deploy_export.py compares):
 
-    images  uint8 [H, W, 3] per camera -> float32 [1, N, 3, S, S] in [-1, 1], aspect kept,
-            black bars, antialiased bilinear resize (torch's `antialias=True`, PIL's filter)
-    task    text -> BOS + UTF-8 bytes/pieces of "task\\n", padded to L: int64 [1, L], bool mask
+    images  uint8 [H, W, 3] per camera -> the centre crop of `crop_scale` of each side (as
+            at inference) -> float32 [1, N, 3, S, S] in [-1, 1], aspect kept, black bars,
+            antialiased bilinear resize (torch's `antialias=True`, PIL's filter)
+    task    text -> BOS + UTF-8 bytes/words/pieces of "task\\n", padded to L: int64 [1, L], bool mask
     state   robot units [S_real] -> normalised, zero-padded to the model's S: float32 [1, S]
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,15 @@ def _aa_weights(in_size: int, out_size: int) -> np.ndarray:
     return matrix
 
 
+def center_crop(image: np.ndarray, scale: float) -> np.ndarray:
+    """[H, W, C] -> the centred [round(scale H), round(scale W), C] (policy/augment.py's
+    `crop` at inference; scale 1 returns the image)."""
+    H, W = image.shape[:2]
+    h, w = max(1, round(scale * H)), max(1, round(scale * W))
+    top, left = (H - h) // 2, (W - w) // 2
+    return image[top : top + h, left : left + w]
+
+
 def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 [H, W, 3] -> float32 [3, size, size] in [-1, 1] (policy.resize_with_pad)."""
     x = np.asarray(image, np.float32).transpose(2, 0, 1) / 255.0  # [3, H, W]
@@ -54,16 +65,26 @@ def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
     return x * 2.0 - 1.0
 
 
+# A word as policy/tokenizer.py's `words_of` reads one (that module needs torch; the robot
+# side does not have it). tests/test_deploy_bundle.py checks both give the same ids.
+WORD = re.compile(r"[\w']+")
+
+
 class TextTokens:
     """Task text -> (ids int64 [1, L], mask bool [1, L]) as policy.tokenizer.tokenize does:
     BOS, the text stripped plus a newline, cut or padded to L. `spec` is "bytes" (ids =
-    byte + 2, pad 0, BOS 1) or a tokenizer.json read with `tokenizers` (no torch)."""
+    byte + 2, pad 0, BOS 1), "words" (pad 0, BOS 1, unknown 2, then `vocabulary` in order),
+    or a tokenizer.json read with `tokenizers` (no torch)."""
 
-    def __init__(self, spec: str, max_len: int) -> None:
+    def __init__(self, spec: str, max_len: int, vocabulary: Sequence[str] = ()) -> None:
         self.max_len = max_len
         if spec == "bytes":
             self.pad_id, self.bos_id = 0, 1
             self._encode = lambda text: [b + 2 for b in text.encode("utf-8")]
+        elif spec == "words":
+            self.pad_id, self.bos_id = 0, 1
+            ids = {word: i + 3 for i, word in enumerate(vocabulary)}
+            self._encode = lambda text: [ids.get(word, 2) for word in WORD.findall(text.lower())]
         elif Path(spec).suffix == ".json":
             from tokenizers import Tokenizer
 
@@ -110,7 +131,8 @@ class Preprocessor:
         self.state_dim = cfg["state_dim"]
         self.cameras = bundle.cameras
         self.state_stats = bundle.state_stats
-        self.tokens = TextTokens(bundle.tokenizer, cfg["max_text_tokens"])
+        self.crop_scale = float(cfg.get("crop_scale", 1.0))
+        self.tokens = TextTokens(bundle.tokenizer, cfg["max_text_tokens"], cfg.get("vocabulary") or ())
 
     def __call__(self, obs: Mapping[str, Any]) -> ModelInputs:
         images, masks = [], []
@@ -119,7 +141,7 @@ class Preprocessor:
             if img is None:
                 images.append(-np.ones((3, self.size, self.size), np.float32))
             else:
-                images.append(resize_with_pad(img, self.size))
+                images.append(resize_with_pad(center_crop(np.asarray(img), self.crop_scale), self.size))
             masks.append(img is not None)
         state = self.state_stats.normalize(obs[STATE])
         padded = np.zeros((1, self.state_dim), np.float32)
