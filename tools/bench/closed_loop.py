@@ -49,11 +49,13 @@ def platform(*args: str, log: Path | None = None, timeout: float | None = None) 
 def record(robot: str, store: Path, episodes: int, size: str, noise: float, log: Path) -> float:
     """Every task of the robot into one store; returns the wall seconds it took."""
     start = time.perf_counter()
-    for seed, task in enumerate(make_tasks(robot)):
-        more = ["--resume"] if store.exists() else []  # the second task adds to the store
+    for task in make_tasks(robot):
+        # The second task adds to the store, its scenes continuing the first's seeds (record
+        # never takes eval --sim's held-out seeds).
+        more = ["--resume"] if store.exists() else []
         done = platform("record", "--robot", robot, "--sim", "direct", "--task", task, *more, "--data-root",
                         str(store.parent), "--dataset", store.stem, "--episodes", str(episodes),
-                        "--reset-time-s", "0", "--no-tui", "--seed", str(10_000 * seed),
+                        "--reset-time-s", "0", "--no-tui",
                         f"record.sim_size={size}", f"record.sim_noise={noise}",
                         f"telemetry.address=/tmp/closed-loop-{os.getpid()}.sock", log=log)
         if done.returncode:
