@@ -388,7 +388,8 @@ class Demo:
             return json.loads(path.read_text())
         self.book.begin(stage, settings)
         cap = f", at most {cfg.eval_time_s:g} s each" if cfg.eval_time_s else ""
-        with self.stage("evaluate", f"the {model} in closed loop, {cfg.eval_episodes} unseen seeds per task{cap}",
+        seeds = f"{cfg.eval_episodes} unseen seed{'s' if cfg.eval_episodes != 1 else ''}"
+        with self.stage("evaluate", f"the {model} in closed loop, {seeds} per task{cap}",
                         key=stage) as result:
             invoke("eval", "--policy", str(checkpoint), "--sim", "--dataset", str(self.store),
                    "--sim-episodes", str(cfg.eval_episodes), "--json", str(path),
@@ -419,7 +420,7 @@ class Demo:
         task = next(iter(make_tasks(cfg.robot)))
         backend = cfg.deploy_backend or "the Jetson profile's backend"
         with self.stage("deploy", f"the student on the twin through the executor ({backend}), "
-                                  f"{cfg.deploy_episodes} episode(s) of {task}") as result:
+                                  f"{cfg.deploy_episodes} episode{'s' if cfg.deploy_episodes != 1 else ''} of {task}") as result:
             invoke("deploy", "--policy", str(student), "--sim", "--task", task, "--episodes", str(cfg.deploy_episodes),
                    "--json", str(path), *(["--backend", cfg.deploy_backend] if cfg.deploy_backend else []),
                    *(["--episode-time-s", str(cfg.eval_time_s)] if cfg.eval_time_s else []),
