@@ -110,9 +110,11 @@ class StageBook:
         self.entries: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else {}
 
     def settings(self, stage: str) -> dict[str, Any] | None:
+        """What `stage` was last made with (None: never recorded)."""
         return self.entries.get(stage, {}).get("settings")
 
     def seconds(self, stage: str) -> float | None:
+        """Wall seconds `stage` took when it last finished (None: not finished with these settings)."""
         return self.entries.get(stage, {}).get("seconds")
 
     def require_same(self, stage: str, settings: dict[str, Any], folder: Path) -> None:
@@ -127,12 +129,14 @@ class StageBook:
         self.begin(stage, settings)
 
     def begin(self, stage: str, settings: dict[str, Any]) -> None:
+        """Record `settings` for `stage` (its time is forgotten when they changed)."""
         entry = self.entries.setdefault(stage, {})
         if entry.get("settings") != settings:
             entry.update(settings=settings, seconds=None)
         self._save()
 
     def finish(self, stage: str, seconds: float) -> None:
+        """Record that `stage` finished after `seconds` of wall time."""
         self.entries.setdefault(stage, {})["seconds"] = round(seconds, 1)
         self._save()
 
@@ -182,6 +186,7 @@ def checkpoint_weights(checkpoint: Path) -> Path:
 
 
 def checkpoint_step(checkpoint: Path | None) -> int:
+    """The step of a `checkpoints/step_N` folder; 0 for none."""
     return int(checkpoint.name.removeprefix("step_")) if checkpoint is not None else 0
 
 
@@ -229,6 +234,7 @@ class Demo:
         self._line(stage, f"done in {duration(seconds)}" + (f": {result['note']}" if result["note"] else ""))
 
     def reused(self, stage: str, what: str, key: str | None = None) -> None:
+        """One line: `stage` reuses `what`, and how long it took when it was made."""
         earlier = self.book.seconds(key or stage)
         self._line(stage, f"reused {what}" + (f" (made in {duration(earlier)} by an earlier run)" if earlier else ""))
 
@@ -328,6 +334,7 @@ class Demo:
 
     @property
     def teacher_overrides(self) -> list[str]:
+        """`platform train`'s overrides: the demo's training keys, then the user's."""
         return [*self.cfg.train_overrides(self.cfg.teacher_steps), *self.overrides]
 
     @staticmethod
