@@ -163,5 +163,9 @@ def test_progress_prints_plain_lines_without_a_terminal():
     bar.update(4, "loss 0.5")
     bar.close()
     lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("train 4/10 0:00:00 eta ") and lines[0].endswith(" loss 0.5")
-    assert len(lines) == 2  # and once at the end
+    assert len(lines) == 1 and lines[0].startswith("train 4/10 0:00:00 eta ") and lines[0].endswith(" loss 0.5")
+    quiet = io.StringIO()
+    bar = ProgressBar("train", 10, enabled=True, every_s=3600.0, stream=quiet)
+    bar.update(7, "loss 0.4")
+    bar.close()
+    assert quiet.getvalue().splitlines() == [quiet.getvalue().strip()] and " 7/10 " in quiet.getvalue()

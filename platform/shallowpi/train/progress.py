@@ -79,7 +79,7 @@ class _PlainLines:
     def __init__(self, label: str, total: int, start: int, every_s: float, stream: TextIO) -> None:
         self.label, self.total, self.start, self.every_s, self.stream = label, total, start, every_s, stream
         self.t0 = self.last = time.monotonic()
-        self.done, self.info = start, ""
+        self.done, self.info, self.printed = start, "", start
 
     def update(self, completed: int, info: str | None) -> None:
         self.done, self.info = completed, self.info if info is None else info
@@ -87,11 +87,11 @@ class _PlainLines:
             self._print()
 
     def close(self) -> None:
-        if self.done != self.start:
+        if self.done != self.printed:  # the last state, unless the last line said it
             self._print()
 
     def _print(self) -> None:
-        self.last = time.monotonic()
+        self.last, self.printed = time.monotonic(), self.done
         elapsed = self.last - self.t0
         rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
         eta = f"{_clock((self.total - self.done) / rate)}" if rate > 0 else "?"
