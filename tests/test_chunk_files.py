@@ -84,3 +84,14 @@ def test_other_layouts_are_left_to_zarr():
     assert FrameLayout.of("cam", {**info, "dimension_separator": "/"}) is None
     assert FrameLayout.of("cam", {**info, "order": "F"}) is None
     assert FrameLayout.of("cam", {**info, "filters": [{"id": "delta", "dtype": "u1"}]}) is None
+
+
+def test_a_forked_child_reads_many_frames(tmp_path, rng):
+    import multiprocessing
+
+    array, _, layout = _zarr_camera(tmp_path, rng, "jpeg")
+    read_frames(layout, 0, 6)  # the parent's pool has threads now; a fork copies it without them
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        frames = pool.apply_async(read_frames, (layout, 0, 6)).get(timeout=60)
+    np.testing.assert_array_equal(frames, array[:])

@@ -36,15 +36,19 @@ from shallowpi.data.codecs import register_image_codecs
 from shallowpi.errors import StoreError
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = -1
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _POOL
+    # A forked child (a DataLoader worker) inherits the pool without its threads, and a
+    # job handed to it would wait forever: each process makes its own.
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or os.getpid() != _POOL_PID:
             _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                        thread_name_prefix="shallowpi-encode")
+            _POOL_PID = os.getpid()
         return _POOL
 
 
