@@ -120,9 +120,13 @@ def time_stages(zarr_set, lerobot_set, samples: int, batch_size: int, seed: int)
         torch.from_numpy(zarr_set._state[window.row]), torch.from_numpy(zarr_set._action[window.action_rows])
 
     encoded = {row: read_file(row) for row in rows}
+    # One torch thread, as in a DataLoader worker: on a busy machine torch's intra-op threads
+    # wait on each other and would time the scheduler, not the work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     batch = [zarr_set[row] for row in rows[:batch_size]]
     zarr_set[rows[0]], lerobot_set[rows[0]]  # first-call costs out of the way
-    return {
+    stages = {
         "window + state/action rows": _median_ms(numbers, rows),
         "chunk file read": _median_ms(read_file, rows),
         "JPEG decode (imagecodecs)": _median_ms(lambda row: imagecodecs.jpeg8_decode(encoded[row]), rows),
@@ -132,6 +136,8 @@ def time_stages(zarr_set, lerobot_set, samples: int, batch_size: int, seed: int)
         "collate, per sample": _median_ms(default_collate, [batch] * 8) / batch_size,
         "lerobot __getitem__ (whole sample)": _median_ms(lerobot_set.__getitem__, rows),
     }
+    torch.set_num_threads(threads)
+    return stages
 
 
 def main(argv: list[str] | None = None) -> int:
