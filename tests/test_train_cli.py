@@ -76,6 +76,32 @@ def test_kill_and_resume_gives_the_same_loss_curve(store, tmp_path):
     assert "episodes [3]" in ev.stdout and json.loads(report.read_text())["samples"] > 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_the_step_it_stopped_at_and_resume_continues_there(store, tmp_path, sig):
+    """Ctrl-C (or a scheduler's SIGTERM) between checkpoints used to lose every step since the
+    last one: the run now finishes its step, saves it and says how to continue."""
+    steps = ["policy.train.steps=100000", "policy.train.save_every=100000"]
+    cmd = platform_cmd("train", "--dataset", str(store), "--policy", "tiny", "--runs-dir", str(tmp_path),
+                       "--run", "stopped", "--no-progress", "policy.train.log_every=1", *steps)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while (not metrics.is_file() or metrics.read_text().count("\n") < 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    step = int(last.split("after step ")[1].split(";")[0])
+    assert last == (f"error: training stopped by {sig.name} after step {step}; checkpoint step_{step:06d} "
+                    "saved: continue with --resume"), last
+    assert (tmp_path / "stopped" / "checkpoints" / "last").read_text() == f"step_{step:06d}"
+    assert [s for s, _ in _losses(tmp_path / "stopped")] == list(range(step))
+    resumed = _train(store, tmp_path, "stopped", "--resume", f"policy.train.steps={step + 2}", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [s for s, _ in _losses(tmp_path / "stopped")] == list(range(step + 2))
+
+
 def test_one_line_errors(store, tmp_path):
     missing = _train(tmp_path / "nope.zarr", tmp_path, "x", timeout=120)
     assert missing.returncode != 0

@@ -20,9 +20,9 @@ cameras); the training is the `--minutes` asked for; an evaluation episode 5-20 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,11 +67,19 @@ def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, 
           log: Path) -> float:
     """Train until `minutes` have passed (the run keeps its checkpoints); wall seconds."""
     start = time.perf_counter()
-    # Past the budget the run is stopped: the time is the point, its checkpoints are evaluated.
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        platform("train", "--dataset", str(store), "--policy", policy, "--runs-dir", str(run.parent), "--run",
-                 run.name, "--no-progress", f"policy.train.save_every={save_every}", *settings,
-                 log=log, timeout=minutes * 60)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    with open(log, "a") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "shallowpi", "train", "--dataset", str(store), "--policy",
+                                 policy, "--runs-dir", str(run.parent), "--run", run.name, "--no-progress",
+                                 f"policy.train.save_every={save_every}", *settings],
+                                env=env, stdout=sink, stderr=subprocess.STDOUT)
+        # Past the budget the run is stopped with SIGINT: it saves the step it reached (the
+        # time is the point; its checkpoints are evaluated).
+        try:
+            proc.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
     return time.perf_counter() - start
 
 

@@ -44,6 +44,7 @@ from shallowpi.train.distributed import (
     wrap_policy,
 )
 from shallowpi.train.errors import TrainingError
+from shallowpi.train.interrupt import StopRequest, TrainingInterrupted
 from shallowpi.train.objective import Objective, step_noise
 from shallowpi.train.progress import ProgressBar
 
@@ -84,6 +85,30 @@ class TrainConfig:
             raise TrainingError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise TrainingError(f"ema must be in (0, 1) or null, got {self.ema}")
+
+
+def _until_stopped(batches: Iterator[tuple[int, Any]], stop: StopRequest) -> Iterator[tuple[int, Any]]:
+    """The loader's batches; ends quietly if a stop was requested and fetching then fails
+    (Ctrl-C in a terminal also reaches the loader's workers, which exit)."""
+    while True:
+        try:
+            item = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stop.requested:
+                return
+            raise
+        yield item
+
+
+def ema_decay(step: int, rate: float) -> float:
+    """The EMA's decay at optimizer step `step` (0-based): `rate`, warmed up as
+    min(rate, (1 + step) / (10 + step)) (TensorFlow's ExponentialMovingAverage with
+    num_updates). Without the warm-up the random initialization keeps weight rate**step:
+    13 % of the teacher's averaged weights at step 2000 with rate 0.999, which then failed
+    in closed loop where the raw weights did not."""
+    return min(rate, (1.0 + step) / (10.0 + step))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -225,26 +250,43 @@ class Trainer:
         progress = ProgressBar("train", cfg.steps, self.start_step, enabled=d.main and cfg.progress)
         share = cfg.batch_size // d.world
         last: dict[str, float] = {}
+        done = saved = self.start_step  # steps completed; the step last checkpointed
         self.objective.train()
+        stop = StopRequest(enabled=d.world == 1)
         try:
-            for step, batch in enumerate(loader, start=self.start_step):
-                last = self._step(step, batch, share)
-                if d.main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-                    with metrics_path.open("a") as f:
-                        f.write(json.dumps({"step": step, **last}) + "\n")
-                    if writer is not None:
-                        for key, value in last.items():
-                            writer.add_scalar(f"train/{key}", value, step)
-                named = {k: v for k, v in last.items() if k not in ("loss", "lr", "grad_norm")}
-                terms = "".join(f" {k} {v:.4f}" for k, v in named.items()) if len(named) > 1 else ""
-                progress.update(step + 1, f"loss {last['loss']:.4f}{terms} lr {last['lr']:.2e}")
-                if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-                    self.save(step + 1)
+            with stop:
+                for step, batch in _until_stopped(enumerate(loader, start=self.start_step), stop):
+                    last = self._step(step, batch, share)
+                    done = step + 1
+                    self._log(step, last, metrics_path, writer, progress)
+                    if done % cfg.save_every == 0 or done == cfg.steps:
+                        self.save(done)
+                        saved = done
+                    if stop.requested:
+                        break
+            if stop.requested:
+                if done > saved:
+                    self.save(done)
+                where = f"; checkpoint step_{done:06d} saved: continue with --resume" if done else ""
+                raise TrainingInterrupted(f"training stopped by {stop.signal_name} after step {done}{where}")
         finally:
             progress.close()
             if writer is not None:
                 writer.close()
         return last
+
+    def _log(self, step: int, last: dict[str, float], metrics_path: Path, writer: Any, progress: ProgressBar) -> None:
+        """metrics.jsonl and TensorBoard every log_every steps; the progress bar every step."""
+        cfg = self.cfg
+        if self.dist.main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            with metrics_path.open("a") as f:
+                f.write(json.dumps({"step": step, **last}) + "\n")
+            if writer is not None:
+                for key, value in last.items():
+                    writer.add_scalar(f"train/{key}", value, step)
+        named = {k: v for k, v in last.items() if k not in ("loss", "lr", "grad_norm")}
+        terms = "".join(f" {k} {v:.4f}" for k, v in named.items()) if len(named) > 1 else ""
+        progress.update(step + 1, f"loss {last['loss']:.4f}{terms} lr {last['lr']:.2e}")
 
     def _step(self, step: int, batch: dict[str, Any], share: int) -> dict[str, float]:
         cfg, d = self.cfg, self.dist
@@ -281,10 +323,11 @@ class Trainer:
             )
         self.optimizer.step()
         if self.ema is not None:
+            weight = 1.0 - ema_decay(step, cfg.ema)
             with torch.no_grad():
                 for k, v in self.policy.state_dict().items():
                     if v.dtype.is_floating_point:
-                        self.ema[k].lerp_(v, 1.0 - cfg.ema)
+                        self.ema[k].lerp_(v, weight)
         return {"loss": reported, "lr": lr_at(step, cfg), "grad_norm": float(grad_norm), **dict(zip(names, means[1:]))}
 
     def _tensorboard(self):

@@ -1,0 +1,57 @@
+"""Ctrl-C or SIGTERM during training: finish the step, save a checkpoint, stop.
+
+A run stopped between checkpoints used to lose every step since the last one (up to
+`save_every`). `StopRequest` turns the first SIGINT/SIGTERM into a flag the loop reads
+between steps, so the optimizer, EMA and data order stay consistent and `--resume`
+continues exactly; a second signal restores the default handlers and stops at once.
+Only a single process installs it: under torchrun every rank would have to agree on the
+step at which to save, which the launcher's own signal handling does not give.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from shallowpi.train.errors import TrainingError
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class TrainingInterrupted(TrainingError):
+    """The run stopped on a signal after saving its last completed step."""
+
+    exit_code = 130
+
+
+class StopRequest:
+    """A context manager: `requested` turns true on the first SIGINT/SIGTERM (`signal_name`
+    says which). Installs nothing when `enabled` is false or off the main thread (Python
+    only delivers signals there)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if self.enabled:
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:  # asked twice: no more waiting for the step
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
