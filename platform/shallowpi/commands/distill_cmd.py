@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.settings import DistillConfig
     from shallowpi.errors import ConfigError
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
 
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
                      resume=args.resume, resolved_config=cfg)
+    close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     print(f"teacher: {teacher}")
     print(f"student: {result['checkpoint']} (teacher layers {result['distill']['kept_layers']})")
     if result["report"]:

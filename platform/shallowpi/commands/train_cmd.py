@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.errors import ConfigError
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.distributed import close_distributed
     from shallowpi.train.finetune import finetune
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         episodes=episodes, make_dataset=make_dataset, resume=args.resume,
         init_from=args.init, resolved_config=cfg,
     )
+    close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     if result.get("checkpoint"):
         print(f"checkpoint: {result['checkpoint']}")
     if "eval" in result:
