@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from shallowpi.evaluate.interval import rate_with_interval  # noqa: E402
+from shallowpi.evaluate.interval import rate_with_interval, wilson_interval  # noqa: E402
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
 
 
@@ -49,11 +49,13 @@ def platform(*args: str, log: Path | None = None, timeout: float | None = None) 
 def record(robot: str, store: Path, episodes: int, size: str, noise: float, log: Path) -> float:
     """Every task of the robot into one store; returns the wall seconds it took."""
     start = time.perf_counter()
-    for seed, task in enumerate(make_tasks(robot)):
-        more = ["--resume"] if store.exists() else []  # the second task adds to the store
+    for task in make_tasks(robot):
+        # The second task adds to the store, its scenes continuing the first's seeds (record
+        # never takes eval --sim's held-out seeds).
+        more = ["--resume"] if store.exists() else []
         done = platform("record", "--robot", robot, "--sim", "direct", "--task", task, *more, "--data-root",
                         str(store.parent), "--dataset", store.stem, "--episodes", str(episodes),
-                        "--reset-time-s", "0", "--no-tui", "--seed", str(10_000 * seed),
+                        "--reset-time-s", "0", "--no-tui",
                         f"record.sim_size={size}", f"record.sim_noise={noise}",
                         f"telemetry.address=/tmp/closed-loop-{os.getpid()}.sock", log=log)
         if done.returncode:
@@ -73,11 +75,39 @@ def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, 
     return time.perf_counter() - start
 
 
-def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path) -> list[dict]:
+def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int = 2) -> list[dict]:
+    """`eval --sim` on every task, the seeds split over `workers` processes (one thread each);
+    returns one report per task, the workers' episodes merged and the interval recomputed."""
     weights = checkpoint / "ema" if (checkpoint / "ema").is_dir() else checkpoint
-    platform("eval", "--policy", str(weights), "--sim", "--sim-episodes", str(episodes), "--no-progress",
-             "--json", str(out), log=log)
-    return json.loads(out.read_text())["tasks"] if out.is_file() else []
+    shares = [episodes // workers + (i < episodes % workers) for i in range(workers)]
+    starts = [1000 + sum(shares[:i]) for i in range(workers)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+           "OMP_NUM_THREADS": "1"}
+    parts = [out.with_suffix(f".{i}.json") for i in range(workers)]
+    with open(log, "a") as sink:
+        procs = [subprocess.Popen([sys.executable, "-m", "shallowpi", "eval", "--policy", str(weights), "--sim",
+                                   "--sim-episodes", str(n), "--seed", str(start), "--no-progress", "--json", str(part)],
+                                  env=env, stdout=sink, stderr=subprocess.STDOUT)
+                 for n, start, part in zip(shares, starts, parts, strict=True) if n]
+        for proc in procs:
+            proc.wait()
+    merged: dict[str, dict] = {}
+    for part in parts:
+        if not part.is_file():
+            continue
+        for report in json.loads(part.read_text())["tasks"]:
+            into = merged.setdefault(report["task"], {**report, "episodes": [], "successes": 0,
+                                                      "other_task_instead": {}})
+            into["episodes"] += report["episodes"]
+            into["successes"] += report["successes"]
+            for task, n in report["other_task_instead"].items():
+                into["other_task_instead"][task] = into["other_task_instead"].get(task, 0) + n
+    for report in merged.values():
+        n = len(report["episodes"])
+        report["success_rate"] = report["successes"] / n if n else 0.0
+        report["interval95"] = list(wilson_interval(report["successes"], n))
+    out.write_text(json.dumps({"tasks": list(merged.values())}, indent=2))
+    return list(merged.values())
 
 
 def main() -> None:
@@ -90,7 +120,11 @@ def main() -> None:
     ap.add_argument("--store", type=Path, help="reuse this store instead of recording")
     ap.add_argument("--minutes", type=float, default=60.0, help="training budget (default 60)")
     ap.add_argument("--save-every", type=int, default=1000)
-    ap.add_argument("--eval-episodes", type=int, default=100, help="unseen seeds per task (default 100)")
+    ap.add_argument("--eval-episodes", type=int, default=100,
+                    help="unseen seeds per task for the last checkpoint (default 100)")
+    ap.add_argument("--curve-episodes", type=int, default=20,
+                    help="unseen seeds per task for the earlier checkpoints, the curve (default 20)")
+    ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training overrides (policy.*)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "closed_loop")
     args = ap.parse_args()
@@ -109,9 +143,10 @@ def main() -> None:
     per_step = (checkpoints[-1].stat().st_mtime - started) / last_step if checkpoints else 0.0
     for ckpt in checkpoints:
         step = int(ckpt.name.split("_")[1])
+        episodes = args.eval_episodes if ckpt == checkpoints[-1] else args.curve_episodes
         # Training time to this checkpoint, start-up (dataset, model) included.
         minutes = (ckpt.stat().st_mtime - started) / 60
-        for report in evaluate(ckpt, args.eval_episodes, out / f"eval_{ckpt.name}.json", log):
+        for report in evaluate(ckpt, episodes, out / f"eval_{ckpt.name}.json", log, args.eval_workers):
             n = len(report["episodes"])
             rows.append({"step": step, "train_minutes": minutes, "task": report["task"],
                          "successes": report["successes"], "episodes": n, "interval95": report["interval95"],

@@ -140,7 +140,7 @@ def _checksum(rows: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
 
 
-def _fsync_path(path: Path) -> None:
+def _fsync_path(path: str | Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -151,9 +151,19 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _write_json(path: Path, value: Any, durable: bool) -> None:
+def _file_in(folder: str | os.PathLike[str], name: str) -> str:
+    """`folder/name` as a plain string, for the names a store makes per episode or frame.
+
+    pathlib interns every name it parses and on Python 3.12 interned strings are never
+    freed, so a `Path` built per episode (`episodes/1234.json`) or per frame leaks its name
+    for the life of the process: a recorder's store stays open for hours (record_soak).
+    """
+    return os.path.join(folder, name)
+
+
+def _write_json(path: str | Path, value: Any, durable: bool) -> None:
     """Replace `path` with `value` as JSON in one rename (synced first if `durable`)."""
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    partial = os.fspath(path) + PARTIAL_SUFFIX
     with open(partial, "w") as out:
         json.dump(value, out)
         if durable:
@@ -161,11 +171,12 @@ def _write_json(path: Path, value: Any, durable: bool) -> None:
             os.fsync(out.fileno())
     os.replace(partial, path)
     if durable:
-        _fsync_path(path.parent)
+        _fsync_path(os.path.dirname(path))
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+def _read_json(path: str | Path) -> Any:
+    with open(path) as file:
+        return json.load(file)
 
 
 class EpisodeStore:
@@ -393,7 +404,8 @@ class EpisodeStore:
         if ends.shape[0] > len(self):
             ends.resize((len(self),))
         # Commits are one at a time, so at most the next episode's file can be a leftover.
-        (self.path / EPISODES_DIR / f"{len(self)}.json").unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(_file_in(self.path / EPISODES_DIR, f"{len(self)}.json"))
 
     def close(self) -> None:
         """Discard an episode still being written (never committed), release the write lock."""
@@ -467,7 +479,7 @@ class EpisodeStore:
             del self._infos[next(iter(self._infos))]
 
     def _load_episode(self, index: int) -> EpisodeInfo:
-        path = self.path / EPISODES_DIR / f"{index}.json"
+        path = _file_in(self.path / EPISODES_DIR, f"{index}.json")
         try:
             info = EpisodeInfo.from_json(_read_json(path))
         except (OSError, ValueError, TypeError) as exc:
@@ -570,7 +582,7 @@ class EpisodeStore:
         ends[n] = end
         if durable:
             self._fsync_array("meta/episode_ends", n, n + 1)
-        _write_json(self.path / EPISODES_DIR / f"{n}.json", info.to_json(), durable)
+        _write_json(_file_in(self.path / EPISODES_DIR, f"{n}.json"), info.to_json(), durable)
         summary = self.summary.with_episode(info)
         if self._ends_loaded is not None:
             self._ends_loaded = np.append(self._ends_loaded, np.int64(end))
@@ -590,7 +602,7 @@ class EpisodeStore:
         rows = meta["chunks"][0]
         tail = ".0" * (len(meta["shape"]) - 1)
         for chunk in range(start // rows, (max(stop, start + 1) - 1) // rows + 1) if chunks else ():
-            _fsync_path(folder / f"{chunk}{tail}")
+            _fsync_path(_file_in(folder, f"{chunk}{tail}"))
         _fsync_path(folder / ".zarray")
         _fsync_path(folder)
 
@@ -605,7 +617,7 @@ class EpisodeStore:
         self._require_writable()
         index = self._check_index(index)
         info = dataclasses.replace(self.episode(index), success=success)
-        _write_json(self.path / EPISODES_DIR / f"{index}.json", info.to_json(), self.settings.durable)
+        _write_json(_file_in(self.path / EPISODES_DIR, f"{index}.json"), info.to_json(), self.settings.durable)
         self._remember(index, info)
 
     # --- editing: delete, merge (data/store_edit.py) -------------------------------------
@@ -740,11 +752,12 @@ class EpisodeWriter:
         first = self._start + self._image_rows[key]
         array.resize((first + stop - start, *array.shape[1:]))
         tail = ".0" * len(store.features[key].shape)
+        src_folder, dst_folder = source.path / "data" / key, store.path / "data" / key
         for offset, row in enumerate(range(start, stop)):
-            src = source.path / "data" / key / f"{row}{tail}"
-            dst = store.path / "data" / key / f"{first + offset}{tail}"
+            src = _file_in(src_folder, f"{row}{tail}")
+            dst = _file_in(dst_folder, f"{first + offset}{tail}")
             # One chunk is one frame, so a frame moves as its encoded bytes.
-            tmp = dst.with_name(dst.name + ".partial")
+            tmp = dst + ".partial"
             shutil.copyfile(src, tmp)
             os.replace(tmp, dst)
         self._image_rows[key] += stop - start

@@ -55,10 +55,11 @@ def episode_disk_bytes(store: Any, index: int) -> int:
         if feature.kind is not FeatureKind.IMAGE:
             continue
         total += 8 * (stop - start)  # the frame's capture time
-        folder = Path(store.path) / "data" / key
+        # Plain strings: a Path per frame would intern every chunk name for good (data/chunk_files.py).
+        folder = os.path.join(store.path, "data", key)
         for row in range(start, stop):
             try:
-                stat = os.stat(folder / chunk_name(row, len(feature.shape)))
+                stat = os.stat(os.path.join(folder, chunk_name(row, len(feature.shape))))
             except FileNotFoundError:
                 continue  # an all-zero chunk zarr did not write
             # What the file system allocates (whole blocks), which small frames exceed by far.

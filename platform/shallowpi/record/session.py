@@ -36,6 +36,7 @@ from shallowpi.robots.base import Robot
 from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import (
+    EPISODES_KEPT,
     CameraStatus,
     Command,
     EpisodeSummary,
@@ -291,6 +292,7 @@ class RecordingSession:
                                    + (" (the last one was deleted already)" if self.result.deleted else ""))
             return False
         self.writer.delete(summary.index)  # after its commit: the writer works in order
+        self.status.episodes_saved -= summary.state == "saved"
         summary.state = "deleted"
         self._last_saved = None
         self._episode -= 1
@@ -325,6 +327,9 @@ class RecordingSession:
             episodes[-1] = summary  # the take before (discarded, or deleted after saving) is replaced
         else:
             episodes.append(summary)
+            if len(episodes) > EPISODES_KEPT:
+                episodes.pop(0)
+                self.status.episodes_earlier += 1
         self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
         self._state, self._recording, self._frames = RecorderState.RECORDING, True, 0
         self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
@@ -481,6 +486,7 @@ class RecordingSession:
             if s.state == "deleted":
                 continue  # committed, then deleted (d / r between takes)
             s.state = "saved"
+            status.episodes_saved += 1
             status.message = f"episode {s.index} saved ({s.frames} frames)"
         if observation is not None and state is not RecorderState.PAUSED:
             self._camera_status(observation)

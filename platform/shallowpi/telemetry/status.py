@@ -94,6 +94,10 @@ class Thumbnail:
     rgb: str
 
 
+# Episode summaries a recorder status carries: the dashboard lists the newest dozen.
+EPISODES_KEPT = 100
+
+
 @dataclass
 class RecorderStatus:
     """What `platform record` publishes every tick (telemetry kind "recorder")."""
@@ -123,7 +127,11 @@ class RecorderStatus:
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
     loop: LoopStatus = field(default_factory=LoopStatus)
     writer: WriterStatus = field(default_factory=WriterStatus)
+    # The newest EPISODES_KEPT episodes of the run (a session may record thousands, and the
+    # status is copied and published every tick); the ones dropped off the front are counted.
     episodes: list[EpisodeSummary] = field(default_factory=list)
+    episodes_earlier: int = 0  # episodes of this run no longer in `episodes`
+    episodes_saved: int = 0  # episodes of this run in the store (committed, not deleted)
     thumbnails: dict[str, Thumbnail] = field(default_factory=dict)
     message: str = ""  # last event or fault, for the operator
     control_allowed: bool = True  # False for a read-only monitor

@@ -187,8 +187,9 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
         return Text("no episodes yet", style="dim")
     text = Text()
     shown = status.episodes[-last:]
-    if len(status.episodes) > len(shown):
-        text.append(f"… {len(status.episodes) - len(shown)} earlier\n", style="dim")
+    earlier = status.episodes_earlier + len(status.episodes) - len(shown)
+    if earlier:
+        text.append(f"… {earlier} earlier\n", style="dim")
     for episode in shown:
         mark, style = _episode_mark(episode)
         text.append(f"#{episode.index:<4d} ")
@@ -206,7 +207,7 @@ def status_line(status: RecorderStatus) -> str:
     w, lp = status.writer, status.loop
     clock = (f"reset {status.reset_time_left_s:.1f}s left" if status.state is RecorderState.RESETTING
              else f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s")
-    saved = sum(e.state == "saved" for e in status.episodes)
+    saved = status.episodes_saved
     loop = (f"sim-time loop, wall p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms a tick" if lp.simulated
             else f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns}")
     line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | {loop} | "
