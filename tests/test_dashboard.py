@@ -76,6 +76,7 @@ def make_status(state: RecorderState = RecorderState.RECORDING, **changes) -> Re
                             backpressure_ms=0.0, pending_episodes=1),
         episodes=[EpisodeSummary(index=0, frames=900, duration_s=30.0, success=True),
                   EpisodeSummary(index=1, frames=450, duration_s=15.0, success=False, state="saving")],
+        episodes_saved=1,  # the session counts commits as the writer reports them
         thumbnails={"head": thumbnail_from_image(camera_image(), width=32)},
         message="episode 1 handed to the writer",
     )

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import shallowpi.policy.model as model_module
+from dist_checks import leave_group
 from distill_fixtures import batch_of, teacher_policy
 from policy_fakes import FakeChunks
 from shallowpi.distill.objective import AttentionPairs, DistillationObjective, LossWeights
@@ -173,9 +174,7 @@ def _distill_worker(rank: int, world: int, run: str, port: int, fsdp: bool, weig
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     _distill_run(Path(run), fsdp=fsdp, weights=weights)
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
+    leave_group()
 
 
 @pytest.mark.slow

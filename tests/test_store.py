@@ -53,6 +53,11 @@ def test_replay_buffer_layout_reads_with_zarr_format_2(tmp_path):
     assert root["data/observation.images.front"].chunks == (1, 24, 32, 3)
     zarray = json.loads((tmp_path / "s.zarr" / "data" / "observation.images.front" / ".zarray").read_text())
     assert zarray["compressor"] == {"id": "imagecodecs_jpeg", "level": 90}  # portable to older imagecodecs
+    # The store reads camera frames without zarr (chunk_files); they are zarr's frames.
+    store, camera = EpisodeStore.open(tmp_path / "s.zarr"), "observation.images.front"
+    np.testing.assert_array_equal(store.read(camera, 0, 33), root[f"data/{camera}"][:])
+    np.testing.assert_array_equal(store.read(camera, 17, 18), root[f"data/{camera}"][17:18])
+    np.testing.assert_array_equal(store.read(camera, 30, 99), root[f"data/{camera}"][30:33])
 
 
 def test_discard_and_uncommitted_tail_leave_committed_episodes(tmp_path, rng):

@@ -106,6 +106,25 @@ def test_status_json_round_trip_ignores_unknown_fields():
     assert parsed.episode == 3 and parsed.state is RecorderState.IDLE
 
 
+def test_executor_status_json_round_trip_ignores_unknown_fields():
+    from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
+    from shallowpi.telemetry.status import LoopStatus
+
+    original = ExecutorStatus(state=ExecutorState.HOLD, robot="arm", episode=2, inference_ms=[30.5, 31.0],
+                              loop=LoopStatus(target_hz=50.0, overruns=3), joint_names=["a", "b"],
+                              safety=SafetyCounts(clamps=4, holds=1), message="late chunk")
+    data = json.loads(json.dumps(original.to_json()))
+    assert ExecutorStatus.from_json(data) == original
+    data["added_by_a_newer_executor"] = 1
+    data["safety"]["new_counter"] = 5
+    data["loop"]["new_metric"] = 2.0
+    parsed = ExecutorStatus.from_json(data)
+    assert parsed == original
+    del data["safety"], data["state"]
+    parsed = ExecutorStatus.from_json(data)
+    assert parsed.safety == SafetyCounts() and parsed.state is ExecutorState.WARMING and parsed.loop.overruns == 3
+
+
 def test_subscribers_get_the_newest_status_at_a_bounded_rate(address):
     with TelemetryPublisher(address, max_hz=20) as publisher:
         readers = [Reader(TelemetrySubscriber(address)) for _ in range(2)]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dist_checks import leave_group
 from policy_fakes import FakeChunks
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import latest_checkpoint
@@ -128,9 +129,7 @@ def _ddp_worker(rank: int, world: int, run: str, port: int, fsdp: bool, resume: 
     torch.set_num_threads(1)
     data = FakeChunks()
     Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, save_every=2, fsdp=fsdp), Path(run), resume=resume).fit()
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
+    leave_group()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from dist_checks import leave_group
 from policy_fakes import FakeChunks
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import latest_checkpoint
@@ -161,9 +162,7 @@ def _teacher_worker(rank: int, world: int, run: str, port: int, fsdp: bool) -> N
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     _run_with_teacher(Path(run), fsdp=fsdp)
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
+    leave_group()
 
 
 @pytest.mark.slow

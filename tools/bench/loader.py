@@ -12,6 +12,12 @@ the same run:
 Worker start-up (the first batch) is not timed. Each loader runs `--repeats` times,
 alternating, and the best run counts (the machine is shared).
 
+Then "where the time goes": one process, no workers, ms per sample (the median over
+`--stage-samples` random samples, the best of 5 rounds) for each stage of a zarr sample
+(window lookup and the state/action rows, the chunk file read, the JPEG decode, a frame
+read through the store, the same frame through zarr-python, the whole `__getitem__`, the
+collate of a batch) and a whole lerobot `__getitem__`.
+
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/loader.py
 
 Target: zarr >= 3x lerobot. Needs the lerobot extra.
@@ -77,6 +83,63 @@ def time_loader(dataset, batches: int, batch_size: int, workers: int, seed: int)
             "action_shape": list(actions.shape), "image_shape": list(batch[CAMERA].shape)}
 
 
+def _median_ms(fn, items: list, rounds: int = 5) -> float:
+    """The best of `rounds` medians of fn(item) over `items`, in ms (a shared machine's
+    other jobs only ever add time)."""
+    medians = []
+    for _ in range(rounds):
+        times = []
+        for item in items:
+            start = time.perf_counter()
+            fn(item)
+            times.append(time.perf_counter() - start)
+        medians.append(float(np.median(times)))
+    return 1e3 * min(medians)
+
+
+def time_stages(zarr_set, lerobot_set, samples: int, batch_size: int, seed: int) -> dict[str, float]:
+    """ms per sample of each stage of a zarr sample, in this process (see the docstring)."""
+    import imagecodecs
+    import torch
+    from torch.utils.data import default_collate
+
+    from shallowpi.data.chunk_files import chunk_name
+
+    rng = np.random.default_rng(seed)
+    rows = [int(i) for i in rng.integers(0, len(zarr_set), samples)]
+    store = zarr_set._images()
+    folder = os.path.join(store.path, "data", CAMERA)
+    zarr_array = store._array(f"data/{CAMERA}")  # zarr-python's own read, for comparison
+
+    def read_file(row: int) -> bytes:
+        with open(os.path.join(folder, chunk_name(row, 3)), "rb") as file:
+            return file.read()
+
+    def numbers(row: int) -> None:
+        window = zarr_set.windows[row]
+        torch.from_numpy(zarr_set._state[window.row]), torch.from_numpy(zarr_set._action[window.action_rows])
+
+    encoded = {row: read_file(row) for row in rows}
+    # One torch thread, as in a DataLoader worker: on a busy machine torch's intra-op threads
+    # wait on each other and would time the scheduler, not the work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    batch = [zarr_set[row] for row in rows[:batch_size]]
+    zarr_set[rows[0]], lerobot_set[rows[0]]  # first-call costs out of the way
+    stages = {
+        "window + state/action rows": _median_ms(numbers, rows),
+        "chunk file read": _median_ms(read_file, rows),
+        "JPEG decode (imagecodecs)": _median_ms(lambda row: imagecodecs.jpeg8_decode(encoded[row]), rows),
+        "frame via EpisodeStore.read": _median_ms(lambda row: store.read(CAMERA, row, row + 1), rows),
+        "frame via zarr-python": _median_ms(lambda row: zarr_array[row:row + 1], rows),
+        "zarr __getitem__ (whole sample)": _median_ms(zarr_set.__getitem__, rows),
+        "collate, per sample": _median_ms(default_collate, [batch] * 8) / batch_size,
+        "lerobot __getitem__ (whole sample)": _median_ms(lerobot_set.__getitem__, rows),
+    }
+    torch.set_num_threads(threads)
+    return stages
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=4)
@@ -86,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=30, help="timed batches per run")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--stage-samples", type=int, default=60, help="samples per stage round (0: skip)")
     parser.add_argument("--pool", type=int, default=60, help="rendered frames to cycle through")
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=640)
@@ -121,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(run)
                 print(f"  {name:8s} run {repeat + 1}: {run['samples_per_s']:7.1f} samples/s "
                       f"(action {run['action_shape']}, image {run['image_shape']})", flush=True)
+        stages = time_stages(zarr_set, lerobot_set, args.stage_samples, args.batch_size, seed=1) if args.stage_samples else {}
         store_bytes = EpisodeStore.open(store_path).nbytes_on_disk()
         lerobot_bytes = sum(f.stat().st_size for f in lerobot_dir.rglob("*") if f.is_file())
     finally:
@@ -132,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'loader':8s} {'samples/s':>10s} {'MB on disk':>11s}")
     print(f"{'zarr':8s} {best['zarr']['samples_per_s']:10.1f} {store_bytes / 2**20:11.1f}")
     print(f"{'lerobot':8s} {best['lerobot']['samples_per_s']:10.1f} {lerobot_bytes / 2**20:11.1f}")
+    if stages:
+        print("\nwhere the time goes (one process, ms per sample, best of 5 medians)")
+        for name, ms in stages.items():
+            print(f"  {name:36s} {ms:7.3f}")
     print(f"zarr / lerobot = {ratio:.2f}x  (target >= {TARGET_RATIO:.0f}x: {'ok' if ratio >= TARGET_RATIO else 'MISSED'})")
     result = {
         "config": {**{k: v for k, v in vars(args).items() if k not in ("dir", "out")},
@@ -140,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         "zarr": {**best["zarr"], "all": [r["samples_per_s"] for r in runs["zarr"]], "bytes": store_bytes},
         "lerobot": {**best["lerobot"], "all": [r["samples_per_s"] for r in runs["lerobot"]], "bytes": lerobot_bytes},
         "ratio": ratio,
+        "stages_ms": stages,
+        "load_average": os.getloadavg(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

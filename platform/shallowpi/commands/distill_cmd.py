@@ -27,6 +27,7 @@ import logging
 from pathlib import Path
 
 from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.commands.train_cmd import add_training_flags
 
 HELP = "distil the teacher into a k-layer student (trains the teacher first if needed)"
 log = logging.getLogger(__name__)
@@ -38,26 +39,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
     parser.add_argument("--layers", type=int, metavar="K", help="joint layers the student keeps (== distill.layers=K)")
     parser.add_argument("--select", help="which layers: uniform, first, greedy (== distill.select=...)")
-    parser.add_argument("--run", dest="run_name", metavar="NAME", help="student run folder name (default: DATASET-POLICY-studentK)")
-    parser.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs/)")
-    parser.add_argument("--resume", action="store_true", help="continue the student's run from its last checkpoint")
-    parser.add_argument("--init", type=Path, help="teacher training starts from this checkpoint (ours or lerobot/openpi π0)")
-    parser.add_argument("--steps", type=int, help="student training steps (== distill.steps=N)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_training_flags(
+        parser,
+        run="student run folder name (default: DATASET-POLICY-studentK)",
+        resume="continue the student's run from its last checkpoint",
+        init="teacher training starts from this checkpoint (ours or lerobot/openpi π0)",
+        steps="student training steps (== distill.steps=N)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from omegaconf import OmegaConf
 
     from shallowpi import config
-    from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
+    from shallowpi.commands.train_cmd import (
+        check_train_keys,
+        chunk_dataset,
+        resolve_training_store,
+        run_settings,
+        runs_folder,
+    )
     from shallowpi.distill.distiller import distill
     from shallowpi.distill.settings import DistillConfig
-    from shallowpi.errors import ConfigError
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
 
@@ -67,23 +72,17 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"distill.{key}={value}")
     cfg = config.compose(overrides)
-    if not cfg.get("dataset"):
-        raise ConfigError("no dataset given; pass --dataset NAME (a store under datasets/) or a path")
-    store = config.resolve_dataset(cfg.dataset, config.data_root(cfg))
-    episodes = store_episodes(store)
+    store, episodes = resolve_training_store(cfg)
     policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
     dcfg = DistillConfig.from_dict(OmegaConf.to_container(cfg.distill, resolve=True))
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
-    for where, keys in (("policy.train", policy_data.get("train", {})), ("distill.train", dcfg.train)):
-        unknown = sorted(set(keys) - train_keys)
-        if unknown:
-            raise ConfigError(f"unknown {where} keys {unknown}; valid: {', '.join(sorted(train_keys))}")
-    flags = {"device": args.device, "progress": not args.no_progress}
+    check_train_keys("policy.train", policy_data.get("train", {}))
+    check_train_keys("distill.train", dcfg.train)
+    flags = run_settings(args)
     teacher_train = TrainConfig(**policy_data.get("train", {}), **flags)
     student_train = TrainConfig(**{**policy_data.get("train", {}), **dcfg.train,
                                    **({"steps": dcfg.steps} if dcfg.steps else {}), **flags})
     make_dataset = checked_factory(store, episodes, chunk_dataset, teacher_train.skip_nonfinite)
-    runs = Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
+    runs = runs_folder(args)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
 
     teacher = args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, make_dataset,
@@ -91,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
                      resume=args.resume, resolved_config=cfg)
+    close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     print(f"teacher: {teacher}")
     print(f"student: {result['checkpoint']} (teacher layers {result['distill']['kept_layers']})")
     if result["report"]:

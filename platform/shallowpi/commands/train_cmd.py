@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from shallowpi.cli import add_config_flags, overrides_from
 
@@ -34,24 +36,74 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, dataset=True, policy=True)
-    parser.add_argument("--run", dest="run_name", metavar="NAME", help="run folder name under runs/ (default: DATASET-POLICY)")
+    add_training_flags(
+        parser,
+        run="run folder name under runs/ (default: DATASET-POLICY)",
+        resume="continue the run from its last checkpoint",
+        init="start from a checkpoint: ours, or a lerobot/openpi π0 directory",
+        steps="training steps (== policy.train.steps=N)",
+    )
+
+
+def add_training_flags(parser: argparse.ArgumentParser, *, run: str, resume: str, init: str, steps: str) -> None:
+    """The run flags `platform train` and `platform distill` share (--run, --runs-dir,
+    --resume, --init, --steps, --device, --no-progress). The help texts of the four whose
+    meaning depends on the command's run are given; read them back with `runs_folder`
+    and `run_settings`."""
+    parser.add_argument("--run", dest="run_name", metavar="NAME", help=run)
     parser.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs/)")
-    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    parser.add_argument("--init", type=Path, help="start from a checkpoint: ours, or a lerobot/openpi π0 directory")
-    parser.add_argument("--steps", type=int, help="training steps (== policy.train.steps=N)")
+    parser.add_argument("--resume", action="store_true", help=resume)
+    parser.add_argument("--init", type=Path, help=init)
+    parser.add_argument("--steps", type=int, help=steps)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
-def run(args: argparse.Namespace) -> int:
+def runs_folder(args: argparse.Namespace) -> Path:
+    """The folder holding run folders: --runs-dir, else runs/ in the checkout."""
+    from shallowpi import config
+
+    return Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields the flags set (--device, --no-progress)."""
+    return {"device": args.device, "progress": not args.no_progress}
+
+
+def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
+    """The composed config's dataset as a store path and its committed episodes. Raises
+    ConfigError without a dataset, StoreError for a missing, damaged or empty store."""
+    from shallowpi import config
+    from shallowpi.errors import ConfigError
+
+    if not cfg.get("dataset"):
+        raise ConfigError("no dataset given; pass --dataset NAME (a store under datasets/) or a path")
+    store = config.resolve_dataset(cfg.dataset, config.data_root(cfg))
+    return store, store_episodes(store)
+
+
+def check_train_keys(where: str, keys: Iterable[str]) -> None:
+    """Raises ConfigError naming the keys of a `train:` section (`where`) that TrainConfig lacks."""
     import dataclasses
+
+    from shallowpi.errors import ConfigError
+    from shallowpi.train.trainer import TrainConfig
+
+    valid = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(keys) - valid)
+    if unknown:
+        raise ConfigError(f"unknown {where} keys {unknown}; valid: {', '.join(sorted(valid))}")
+
+
+def run(args: argparse.Namespace) -> int:
     import json
 
     from omegaconf import OmegaConf
 
     from shallowpi import config
-    from shallowpi.errors import ConfigError
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.distributed import close_distributed
     from shallowpi.train.finetune import finetune
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
@@ -60,19 +112,12 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"policy.train.steps={args.steps}")
     cfg = config.compose(overrides)
-    if not cfg.get("dataset"):
-        raise ConfigError("no dataset given; pass --dataset NAME (a store under datasets/) or a path")
-    store = config.resolve_dataset(cfg.dataset, config.data_root(cfg))
-    episodes = store_episodes(store)
+    store, episodes = resolve_training_store(cfg)
     policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
-    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(policy_data.get("train", {})) - train_keys)
-    if unknown:
-        raise ConfigError(f"unknown policy.train keys {unknown}; valid: {', '.join(sorted(train_keys))}")
-    train_cfg = TrainConfig(**policy_data.get("train", {}), device=args.device, progress=not args.no_progress)
-    runs = Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
-    run_dir = runs / (args.run_name or f"{store.stem}-{policy_cfg.name}")
+    check_train_keys("policy.train", policy_data.get("train", {}))
+    train_cfg = TrainConfig(**policy_data.get("train", {}), **run_settings(args))
+    run_dir = runs_folder(args) / (args.run_name or f"{store.stem}-{policy_cfg.name}")
     # Mixed frame rates refuse, mixed calibrations warn, NaN/inf are named (or skipped).
     make_dataset = checked_factory(store, episodes, chunk_dataset, train_cfg.skip_nonfinite)
     result = finetune(
@@ -80,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         episodes=episodes, make_dataset=make_dataset, resume=args.resume,
         init_from=args.init, resolved_config=cfg,
     )
+    close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     if result.get("checkpoint"):
         print(f"checkpoint: {result['checkpoint']}")
     if "eval" in result:

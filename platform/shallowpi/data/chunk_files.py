@@ -1,11 +1,16 @@
 """Camera frames written straight to their zarr chunk files, encoded on a thread pool,
-and read back the same way to verify them (`dataset check`).
+and read back the same way, for training and to verify them (`dataset check`).
 
 A camera array holds one frame per chunk, so a frame's chunk file is just the codec's
 output for that frame, named `<row>.0.0.0` (zarr format 2, "." separator). Writing it
 directly skips zarr-python 3's per-chunk asyncio machinery, which costs the store more
 CPU than the JPEG encode itself (BENCHMARKS.md, "Episode store"), and lets the frames of
 a batch encode in parallel: imagecodecs and Blosc release the GIL while they work.
+
+Reading skips zarr too. zarr-python 3 reads one chunk through its event-loop thread and
+two executor hand-offs (file read, then decode): ~1 ms of a ~2 ms frame read on an idle
+machine, and on a loaded one each hand-off waits for the scheduler, so a training loader
+spent more time waking threads than decoding JPEG (BENCHMARKS.md, "Loader").
 
 Each file appears by an atomic rename of a `.partial` file, as zarr's own local store
 does; the store's recovery deletes `.partial` leftovers. The caller grows the array's
@@ -20,6 +25,7 @@ import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numcodecs
 import numpy as np
@@ -27,17 +33,22 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_ndarray_like
 
 from shallowpi.data.codecs import register_image_codecs
+from shallowpi.errors import StoreError
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = -1
 _POOL_LOCK = threading.Lock()
 
 
 def _pool() -> ThreadPoolExecutor:
-    global _POOL
+    # A forked child (a DataLoader worker) inherits the pool without its threads, and a
+    # job handed to it would wait forever: each process makes its own.
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or os.getpid() != _POOL_PID:
             _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2),
                                        thread_name_prefix="shallowpi-encode")
+            _POOL_PID = os.getpid()
         return _POOL
 
 
@@ -121,3 +132,66 @@ def undecodable_frames(folder: str, rows: Sequence[int], frame_ndim: int, frame_
         if nbytes != frame_nbytes:
             bad.append((row, f"decodes to {nbytes} bytes, not a {frame_nbytes}-byte frame"))
     return bad
+
+
+@dataclass(frozen=True)
+class FrameLayout:
+    """How an array that holds one frame per chunk lies on disk, from its `.zarray`."""
+
+    folder: str  # the array's folder (a str: see _write_one)
+    shape: tuple[int, ...]  # one frame, e.g. (H, W, C)
+    dtype: np.dtype
+    compressor: dict | None  # the numcodecs config; None: raw bytes
+    fill_value: int | float
+
+    @classmethod
+    def of(cls, folder: str | os.PathLike[str], info: dict) -> FrameLayout | None:
+        """The layout of the array whose `.zarray` is `info`, or None when its files are not
+        one C-order frame a file under "."-separated names with no filters (then read it
+        through zarr)."""
+        shape, chunks = list(info["shape"]), list(info["chunks"])
+        if (chunks != [1, *shape[1:]] or info.get("order", "C") != "C" or info.get("filters")
+                or (info.get("dimension_separator") or ".") != "."):
+            return None
+        return cls(os.fspath(folder), tuple(shape[1:]), np.dtype(info["dtype"]), info.get("compressor"),
+                   info.get("fill_value") or 0)
+
+    def chunk_path(self, row: int) -> str:
+        return os.path.join(self.folder, chunk_name(row, len(self.shape)))
+
+
+def read_frame(layout: FrameLayout, row: int) -> np.ndarray:
+    """Row `row` decoded, a writable array of `layout.shape`, the same values zarr reads
+    (a missing chunk file reads as the fill value, as in zarr: `require_intact` is the
+    guard against that). Decodes in the calling thread; StoreError if the file does not
+    decode to one frame."""
+    codec, _ = _decoder(layout.compressor, None)
+    path = layout.chunk_path(row)
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return np.full(layout.shape, layout.fill_value, layout.dtype)
+    try:
+        decoded = ensure_ndarray_like(codec.decode(data) if codec is not None else data)
+        frame = decoded.reshape(-1).view(layout.dtype).reshape(layout.shape)
+    except Exception as exc:  # any codec or size error means the same: this frame is lost
+        raise StoreError(f"{path} does not decode to a {'x'.join(map(str, layout.shape))} frame "
+                         f"({type(exc).__name__}); `platform dataset check` lists every damaged frame") from exc
+    # The codec's own output is ours to hand out (no copy); raw or Blosc bytes are read-only.
+    return frame if frame.flags.writeable else frame.copy()
+
+
+def read_frames(layout: FrameLayout, start: int, stop: int) -> np.ndarray:
+    """Rows start:stop, [stop - start, *layout.shape]; one row decodes in this thread (a
+    training sample: no hand-off), more decode in parallel on the encode pool."""
+    if stop - start == 1:
+        return read_frame(layout, start)[np.newaxis]
+    out = np.empty((max(stop - start, 0), *layout.shape), layout.dtype)
+
+    def fill(row: int) -> None:
+        out[row - start] = read_frame(layout, row)
+
+    for future in [_pool().submit(fill, row) for row in range(start, stop)]:
+        future.result()  # re-raises the first failure
+    return out

@@ -203,6 +203,7 @@ class EpisodeStore:
         register_image_codecs()
         self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
         self._arrays: dict[str, Any] = {}
+        self._frame_layouts: dict[str, chunk_files.FrameLayout | None] = {}
         self._infos: dict[int, EpisodeInfo] = {}
         self._ends_loaded: np.ndarray | None = None
         if self.layout >= 2:
@@ -505,7 +506,21 @@ class EpisodeStore:
         if key not in self._array_names():
             raise StoreError(f"{self.path.name} has no array '{key}'; it has: {', '.join(self._array_names())}")
         stop = min(stop, self.num_frames)
+        layout = self._frame_layout(key)
+        if layout is not None and 0 <= start <= stop:
+            return chunk_files.read_frames(layout, start, stop)
         return np.asarray(self._array(f"data/{key}")[start:stop])
+
+    def _frame_layout(self, key: str) -> chunk_files.FrameLayout | None:
+        """A camera array's files, for reading its frames without zarr (chunk_files); None
+        for numbers, and for a camera array laid out otherwise. Read once: a writer
+        resizes an array but never changes its layout."""
+        if key not in self._frame_layouts:
+            feature = self.features.get(key)
+            is_image = feature is not None and feature.kind is FeatureKind.IMAGE
+            self._frame_layouts[key] = (chunk_files.FrameLayout.of(self.path / "data" / key, self.array_info(key))
+                                        if is_image else None)
+        return self._frame_layouts[key]
 
     def read_episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Episode `index`'s rows of `keys` (default: every array, timestamps included):

@@ -7,10 +7,10 @@ joint fields reuse telemetry/status.py's records so one dashboard panel shows ei
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from shallowpi.telemetry.status import LoopStatus, _known
+from shallowpi.telemetry.status import LoopStatus, record_of, status_from_json, status_to_json
 
 
 class ExecutorState(str, enum.Enum):
@@ -74,18 +74,9 @@ class ExecutorStatus:
         return clone
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        return data
+        return status_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutorStatus:
         """Tolerant of other versions: unknown keys are ignored, missing ones take defaults."""
-        plain = {f.name for f in fields(cls)} - {"state", "loop", "safety"}
-        try:
-            state = ExecutorState(data.get("state", "warming"))
-        except ValueError:
-            state = ExecutorState.WARMING
-        return cls(state=state, **{k: data[k] for k in plain if k in data},
-                   loop=_known(LoopStatus, data.get("loop", {})),
-                   safety=_known(SafetyCounts, data.get("safety", {})))
+        return status_from_json(cls, data, {"loop": record_of(LoopStatus), "safety": record_of(SafetyCounts)})

@@ -8,8 +8,9 @@ are shared by every status kind with a control loop and cameras (recorder, execu
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 
 class RecorderState(str, enum.Enum):
@@ -158,30 +159,66 @@ class RecorderStatus:
 
     def to_json(self) -> dict[str, Any]:
         """Nested dataclasses as dicts and `state` as its value: what `from_json` reads."""
-        data = asdict(self)
-        data["state"] = self.state.value
-        return data
+        return status_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RecorderStatus:
         """Tolerant of other versions: unknown keys are ignored, missing ones take defaults."""
-        plain = {f.name for f in fields(cls)} - {"state", "cameras", "loop", "writer", "episodes", "thumbnails"}
-        try:
-            state = RecorderState(data.get("state", "idle"))
-        except ValueError:
-            state = RecorderState.IDLE
-        return cls(
-            state=state,
-            **{k: data[k] for k in plain if k in data},
-            cameras={k: _known(CameraStatus, v) for k, v in data.get("cameras", {}).items()},
-            loop=_known(LoopStatus, data.get("loop", {})),
-            writer=_known(WriterStatus, data.get("writer", {})),
-            episodes=[_known(EpisodeSummary, e) for e in data.get("episodes", [])],
-            thumbnails={k: _known(Thumbnail, v) for k, v in data.get("thumbnails", {}).items()},
-        )
+        return status_from_json(cls, data, {
+            "cameras": dict_of(CameraStatus),
+            "loop": record_of(LoopStatus),
+            "writer": record_of(WriterStatus),
+            "episodes": list_of(EpisodeSummary),
+            "thumbnails": dict_of(Thumbnail),
+        })
+
+
+# ------------------------------------------------- JSON for every status kind (recorder, executor)
+
+StatusT = TypeVar("StatusT")
+Reader = Callable[[Any], Any]
+
+
+def status_to_json(status: Any) -> dict[str, Any]:
+    """A status dataclass as plain JSON types: nested dataclasses as dicts, its `state`
+    enum as the enum's value."""
+    data = asdict(status)
+    data["state"] = status.state.value
+    return data
+
+
+def status_from_json(cls: type[StatusT], data: dict[str, Any], nested: dict[str, Reader]) -> StatusT:
+    """`cls` back from `status_to_json`'s dict, tolerant of other versions: unknown keys
+    are ignored, missing ones take the field's default, and a `state` this version does
+    not know is the default state. `nested` names the fields that hold records, each with
+    how to read it (record_of, dict_of, list_of); the other fields are taken as they are."""
+    by_name = {f.name: f for f in fields(cls)}
+    default_state = by_name["state"].default
+    try:
+        state = type(default_state)(data.get("state", default_state.value))
+    except ValueError:
+        state = default_state
+    values = {k: data[k] for k in by_name.keys() - {"state", *nested} if k in data}
+    values.update({k: read(data[k]) for k, read in nested.items() if k in data})
+    return cls(state=state, **values)
+
+
+def record_of(cls: type) -> Reader:
+    """Reads one record of `cls` (its fields this version knows)."""
+    return lambda data: _known(cls, data)
+
+
+def dict_of(cls: type) -> Reader:
+    """Reads a dict of `cls` records, keyed by name (a camera role, for instance)."""
+    return lambda data: {k: _known(cls, v) for k, v in data.items()}
+
+
+def list_of(cls: type) -> Reader:
+    """Reads a list of `cls` records."""
+    return lambda data: [_known(cls, v) for v in data]
 
 
 def _known(cls: type, data: dict[str, Any]) -> Any:
-    """`cls(**data)` keeping only the fields `cls` has (a newer recorder may send more)."""
+    """`cls(**data)` keeping only the fields `cls` has (a newer publisher may send more)."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in data.items() if k in names})

@@ -7,6 +7,7 @@ modules on every process, whole, outside any gradient synchronisation.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -51,8 +52,62 @@ def init_distributed(device: torch.device) -> Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        # torch.distributed.nn.functional binds `group=group.WORLD` as default arguments
+        # when it is first imported. DDP and FSDP import it (through torch._dynamo) on
+        # first use: imported after the group exists, it would hold the group for the
+        # life of the process, so destroy_process_group could not free it (see
+        # close_distributed). Imported first, its defaults are None.
+        import torch.distributed.nn  # noqa: F401
+
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), grouped=True)
+
+
+def barrier(d: Dist, device: torch.device) -> None:
+    """Wait until every process of the group gets here (nothing outside a group)."""
+    if not d.grouped:
+        return
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        dist.barrier(device_ids=[device.index])
+    else:
+        dist.barrier()
+
+
+def close_distributed() -> None:
+    """Leave the process group and join its threads (nothing outside a group). Every
+    process calls it once, after its last collective (Trainer.fit ends with a barrier), when
+    its work succeeded (after an error a peer may never get here; torchrun stops the rest).
+
+    Why: a group left to interpreter exit keeps gloo's worker threads (NCCL's watchdog)
+    running through finalization, where a thread dropping its last reference to a tensor
+    needs the GIL of a dying interpreter, and the process aborts after its work is done
+    ("terminate called without an active exception", SIGABRT). destroy_process_group joins
+    those threads only when it drops the group's last reference, so the references torch
+    keeps elsewhere are dropped too (see init_distributed and _forget_mesh_groups).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    # A finished run's FSDP-sharded modules are reference cycles holding the group.
+    gc.collect()
+    dist.destroy_process_group()
+    _forget_mesh_groups()
+
+
+def _forget_mesh_groups() -> None:
+    """FSDP's device meshes outlive the run in DTensor's caches (sharding propagation,
+    redistribution plans), each still holding the destroyed group in its `_pg_registry`:
+    empty those, so the group's last reference goes now."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    for obj in gc.get_objects():
+        if isinstance(obj, DeviceMesh):
+            registry = getattr(obj, "_pg_registry", None)
+            if isinstance(registry, dict):
+                registry.clear()
 
 
 def all_reduce_sum(x: Tensor, d: Dist) -> Tensor:

@@ -39,6 +39,7 @@ from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
 from shallowpi.train.distributed import (
     Dist,
     all_reduce_sum,
+    barrier,
     init_distributed,
     pick_device,
     wrap_policy,
@@ -273,6 +274,10 @@ class Trainer:
             progress.close()
             if writer is not None:
                 writer.close()
+        # Every process leaves together, with the last checkpoint written (only the main
+        # process writes it): whatever a process does next (read that checkpoint, evaluate,
+        # leave the group) no peer is still in a collective with it.
+        barrier(d, self.device)
         return last
 
     def _log(self, step: int, last: dict[str, float], metrics_path: Path, writer: Any, progress: ProgressBar) -> None:
