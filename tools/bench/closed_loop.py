@@ -12,6 +12,7 @@ JSON; every step is the platform's own CLI, so the numbers are what a user gets.
     python tools/bench/closed_loop.py --robot bimanual --episodes 80 --sim-noise 0.005 \\
         --policy teacher --set policy.train.batch_size=64 --eval-episodes 100
     python tools/bench/closed_loop.py --robot arm --store /tmp/arm.zarr --minutes 10   # reuse a store
+    python tools/bench/closed_loop.py --robot arm --run RUN --weights raw --checkpoints 3000 6000 --eval-episodes 50
 
 Cost on a 2-core machine: recording ~2.5 s of CPU a demonstration at 64x64 (two
 cameras); the training is the `--minutes` asked for; an evaluation episode 5-20 s.
@@ -83,10 +84,10 @@ def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, 
     return time.perf_counter() - start
 
 
-def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int = 2) -> list[dict]:
+def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int = 2, ema: bool = True) -> list[dict]:
     """`eval --sim` on every task, the seeds split over `workers` processes (one thread each);
     returns one report per task, the workers' episodes merged and the interval recomputed."""
-    weights = checkpoint / "ema" if (checkpoint / "ema").is_dir() else checkpoint
+    weights = checkpoint / "ema" if ema and (checkpoint / "ema").is_dir() else checkpoint
     shares = [episodes // workers + (i < episodes % workers) for i in range(workers)]
     starts = [1000 + sum(shares[:i]) for i in range(workers)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
@@ -133,6 +134,11 @@ def main() -> None:
     ap.add_argument("--curve-episodes", type=int, default=20,
                     help="unseen seeds per task for the earlier checkpoints, the curve (default 20)")
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
+    ap.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                    help="evaluate the EMA weights when a checkpoint has them (default) or the raw ones")
+    ap.add_argument("--run", type=Path, help="only evaluate this finished run's checkpoints (RUN/checkpoints)")
+    ap.add_argument("--checkpoints", nargs="*", type=int, metavar="STEP",
+                    help="evaluate only these steps (default: every checkpoint)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training overrides (policy.*)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "closed_loop")
     args = ap.parse_args()
@@ -141,12 +147,19 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "log.txt"
     store = args.store or out / f"{args.robot}.zarr"
-    record_s = 0.0 if args.store else record(args.robot, store, args.episodes, args.size, args.sim_noise, log)
-    run = out / "run"
-    started = time.time()
-    train_s = train(store, args.policy, run, args.minutes, args.save_every, args.set, log)
+    if args.run:  # evaluate a finished run's checkpoints: no recording, no training
+        record_s = train_s = 0.0
+        run = args.run
+        started = (run / "config.yaml").stat().st_mtime
+    else:
+        record_s = 0.0 if args.store else record(args.robot, store, args.episodes, args.size, args.sim_noise, log)
+        run = out / "run"
+        started = time.time()
+        train_s = train(store, args.policy, run, args.minutes, args.save_every, args.set, log)
     rows = []
     checkpoints = sorted((run / "checkpoints").glob("step_*"))
+    if args.checkpoints:
+        checkpoints = [c for c in checkpoints if int(c.name.split("_")[1]) in args.checkpoints]
     last_step = int(checkpoints[-1].name.split("_")[1]) if checkpoints else 0
     per_step = (checkpoints[-1].stat().st_mtime - started) / last_step if checkpoints else 0.0
     for ckpt in checkpoints:
@@ -154,7 +167,8 @@ def main() -> None:
         episodes = args.eval_episodes if ckpt == checkpoints[-1] else args.curve_episodes
         # Training time to this checkpoint, start-up (dataset, model) included.
         minutes = (ckpt.stat().st_mtime - started) / 60
-        for report in evaluate(ckpt, episodes, out / f"eval_{ckpt.name}.json", log, args.eval_workers):
+        for report in evaluate(ckpt, episodes, out / f"eval_{ckpt.name}.json", log, args.eval_workers,
+                               ema=args.weights == "ema"):
             n = len(report["episodes"])
             rows.append({"step": step, "train_minutes": minutes, "task": report["task"],
                          "successes": report["successes"], "episodes": n, "interval95": report["interval95"],
