@@ -4,6 +4,11 @@ The CLI prints a `PlatformError` as `error: <message>` and exits non-zero withou
 traceback; anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
 
 class PlatformError(Exception):
     """A problem the user can fix: bad input, missing device, corrupt file."""
@@ -13,6 +18,15 @@ class PlatformError(Exception):
 
 class ConfigError(PlatformError):
     """An unknown config option, group choice or key."""
+
+
+def refuse_unknown_keys(section: str, keys: Iterable[str], settings: type) -> None:
+    """ConfigError naming the keys of a config section (`section`, e.g. "distill") that the
+    dataclass `settings` has no field for, with the valid ones."""
+    valid = {f.name for f in dataclasses.fields(settings)}
+    unknown = sorted(set(keys) - valid)
+    if unknown:
+        raise ConfigError(f"unknown {section} keys {unknown}; valid keys: {', '.join(sorted(valid))}")
 
 
 class StoreError(PlatformError):

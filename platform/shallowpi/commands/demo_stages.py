@@ -23,7 +23,6 @@ back when it returns.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.errors import ConfigError, PlatformError, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +82,7 @@ class DemoConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DemoConfig:
         """From the composed `demo:` section; ConfigError names an unknown key."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown demo keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys("demo", data, cls)
         return cls(**data)
 
     def train_overrides(self, steps: int) -> list[str]:

@@ -85,15 +85,10 @@ def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
 
 def check_train_keys(where: str, keys: Iterable[str]) -> None:
     """Raises ConfigError naming the keys of a `train:` section (`where`) that TrainConfig lacks."""
-    import dataclasses
-
-    from shallowpi.errors import ConfigError
+    from shallowpi.errors import refuse_unknown_keys
     from shallowpi.train.trainer import TrainConfig
 
-    valid = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(keys) - valid)
-    if unknown:
-        raise ConfigError(f"unknown {where} keys {unknown}; valid: {', '.join(sorted(valid))}")
+    refuse_unknown_keys(where, keys, TrainConfig)
 
 
 def run(args: argparse.Namespace) -> int:

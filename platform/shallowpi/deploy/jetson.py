@@ -14,7 +14,6 @@ No torch: this runs on the robot before anything else.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import subprocess
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,7 @@ class JetsonProfile:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> JetsonProfile:
         """From a jetson config group (a dict or DictConfig); ConfigError on an unknown key."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise ConfigError(f"unknown jetson profile keys {unknown}; known: {', '.join(sorted(known))}")
+        refuse_unknown_keys("jetson profile", section, cls)
         data = dict(section)
         data["providers"] = tuple(data.get("providers") or ("CPUExecutionProvider",))
         return cls(**data)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from shallowpi.distill.objective import LossWeights
 from shallowpi.distill.student import SELECTIONS
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, refuse_unknown_keys
 
 
 @dataclass
@@ -43,8 +42,5 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown distill keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        refuse_unknown_keys("distill", data, cls)
         return cls(**data)
