@@ -43,106 +43,92 @@ def _controlling_terminal() -> None:  # runs in the child after setsid: the pty 
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-@pytest.mark.slow
-def test_killing_the_dashboard_gives_the_terminal_back_and_ctrl_c_stops_the_recorder(tmp_path):
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-    before = termios.tcgetattr(slave)
-    recorder = subprocess.Popen(
-        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--realtime",
-                     "--data-root", str(tmp_path), "--dataset", "death", "--episodes", "2",
-                     "--episode-time-s", "120", "record.sim_size=64x64", f"telemetry.address={tmp_path}/t.sock"),
-        env=subprocess_env(TERM="xterm-256color"), stdin=slave, stdout=slave, stderr=slave,
-        start_new_session=True, preexec_fn=_controlling_terminal)
-    screen = bytearray()
+class PtyRecorder:
+    """`platform record` of two long arm episodes in the twin on a pseudo-terminal of
+    `rows` x `cols`, the way an operator starts it; `screen` collects what it printed."""
 
-    def read_until(needle: bytes, timeout_s: float) -> None:
+    def __init__(self, tmp_path: Path, dataset: str, rows: int, cols: int) -> None:
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.modes_before = termios.tcgetattr(self.slave)
+        self.process = subprocess.Popen(
+            platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--realtime",
+                         "--data-root", str(tmp_path), "--dataset", dataset, "--episodes", "2",
+                         "--episode-time-s", "120", "record.sim_size=64x64", f"telemetry.address={tmp_path}/t.sock"),
+            env=subprocess_env(TERM="xterm-256color"), stdin=self.slave, stdout=self.slave, stderr=self.slave,
+            start_new_session=True, preexec_fn=_controlling_terminal)
+        self.screen = bytearray()
+
+    def read_until(self, needle: bytes, timeout_s: float) -> None:
+        """Read the terminal until `needle` shows; fails if the recorder exits or time runs out."""
         deadline = time.monotonic() + timeout_s
-        while needle not in screen:
-            assert time.monotonic() < deadline and recorder.poll() is None, (
-                needle, recorder.poll(), screen[-3000:].decode(errors="replace"))
-            if select.select([master], [], [], 0.1)[0]:
-                screen.extend(os.read(master, 65536))
+        while needle not in self.screen:
+            assert time.monotonic() < deadline and self.process.poll() is None, (
+                needle, self.process.poll(), self.screen[-3000:].decode(errors="replace"))
+            if select.select([self.master], [], [], 0.1)[0]:
+                self.screen.extend(os.read(self.master, 65536))
 
-    try:
-        read_until(b"RECORDING", 180)
-        child = _dashboard_child(recorder.pid)
-        assert child is not None
-        raw = termios.tcgetattr(slave)
-        assert not raw[3] & termios.ISIG, "the dashboard owns the terminal in raw mode"
-        os.kill(child, signal.SIGKILL)
-        read_until(b"the dashboard was killed (signal 9)", 30)
-        read_until(b"[record] episode 0 (1/2 of this run) recording", 30)  # plain lines go on
-        modes = termios.tcgetattr(slave)
-        for flag in (termios.ISIG, termios.ICANON, termios.ECHO):
-            assert modes[3] & flag == before[3] & flag, flag
-        assert b"\x1b[?1049l" in screen  # the alternate screen left
-        os.write(master, b"\x03")  # Ctrl-C, typed: a signal again
-        deadline = time.monotonic() + 120
-        while recorder.poll() is None and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.1)[0]:
-                screen.extend(os.read(master, 65536))
-        assert recorder.returncode == 0, screen[-3000:].decode(errors="replace")
-        while select.select([master], [], [], 0.2)[0]:
+    def read_until_exit(self, timeout_s: float) -> None:
+        """Read the terminal while the recorder runs (at most `timeout_s`), then what is left."""
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if select.select([self.master], [], [], 0.1)[0]:
+                self.screen.extend(os.read(self.master, 65536))
+        while select.select([self.master], [], [], 0.2)[0]:
             try:
-                screen.extend(os.read(master, 65536))
+                self.screen.extend(os.read(self.master, 65536))
             except OSError:
                 break
-        assert b"recorded 1 episode(s)" in screen
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.slave)
+        os.close(self.master)
+
+
+@pytest.mark.slow
+def test_killing_the_dashboard_gives_the_terminal_back_and_ctrl_c_stops_the_recorder(tmp_path):
+    rec = PtyRecorder(tmp_path, "death", rows=40, cols=140)
+    try:
+        rec.read_until(b"RECORDING", 180)
+        child = _dashboard_child(rec.process.pid)
+        assert child is not None
+        raw = termios.tcgetattr(rec.slave)
+        assert not raw[3] & termios.ISIG, "the dashboard owns the terminal in raw mode"
+        os.kill(child, signal.SIGKILL)
+        rec.read_until(b"the dashboard was killed (signal 9)", 30)
+        rec.read_until(b"[record] episode 0 (1/2 of this run) recording", 30)  # plain lines go on
+        modes = termios.tcgetattr(rec.slave)
+        for flag in (termios.ISIG, termios.ICANON, termios.ECHO):
+            assert modes[3] & flag == rec.modes_before[3] & flag, flag
+        assert b"\x1b[?1049l" in rec.screen  # the alternate screen left
+        os.write(rec.master, b"\x03")  # Ctrl-C, typed: a signal again
+        rec.read_until_exit(120)
+        assert rec.process.returncode == 0, rec.screen[-3000:].decode(errors="replace")
+        assert b"recorded 1 episode(s)" in rec.screen
     finally:
-        if recorder.poll() is None:
-            recorder.kill()
-            recorder.wait()
-        os.close(slave)
-        os.close(master)
+        rec.close()
     store = EpisodeStore.open(tmp_path / "death.zarr")
     assert len(store) == 1 and store.check() == []
 
 
 @pytest.mark.slow
 def test_e_stop_stays_on_screen_until_acknowledged_then_one_line_and_a_failing_exit(tmp_path):
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    recorder = subprocess.Popen(
-        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--realtime",
-                     "--data-root", str(tmp_path), "--dataset", "estop", "--episodes", "2",
-                     "--episode-time-s", "120", "record.sim_size=64x64", f"telemetry.address={tmp_path}/t.sock"),
-        env=subprocess_env(TERM="xterm-256color"), stdin=slave, stdout=slave, stderr=slave,
-        start_new_session=True, preexec_fn=_controlling_terminal)
-    screen = bytearray()
-
-    def read_until(needle: bytes, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while needle not in screen:
-            assert time.monotonic() < deadline and recorder.poll() is None, (
-                needle, recorder.poll(), screen[-3000:].decode(errors="replace"))
-            if select.select([master], [], [], 0.1)[0]:
-                screen.extend(os.read(master, 65536))
-
+    rec = PtyRecorder(tmp_path, "estop", rows=30, cols=100)
     try:
-        read_until(b"RECORDING", 180)
-        os.write(master, b"e")
-        read_until(b"Acknowledge", 30)
+        rec.read_until(b"RECORDING", 180)
+        os.write(rec.master, b"e")
+        rec.read_until(b"Acknowledge", 30)
         time.sleep(3.0)  # the recorder's loop is over; the process waits for the operator
-        assert recorder.poll() is None
-        mark = len(screen)
-        os.write(master, b"\r")
-        deadline = time.monotonic() + 60
-        while recorder.poll() is None and time.monotonic() < deadline:
-            if select.select([master], [], [], 0.1)[0]:
-                screen.extend(os.read(master, 65536))
-        while select.select([master], [], [], 0.2)[0]:
-            try:
-                screen.extend(os.read(master, 65536))
-            except OSError:
-                break
+        assert rec.process.poll() is None
+        mark = len(rec.screen)
+        os.write(rec.master, b"\r")
+        rec.read_until_exit(60)
     finally:
-        if recorder.poll() is None:
-            recorder.kill()
-            recorder.wait()
-        os.close(slave)
-        os.close(master)
-    tail = screen[mark:].decode(errors="replace")
-    assert recorder.returncode == 1, tail
+        rec.close()
+    tail = rec.screen[mark:].decode(errors="replace")
+    assert rec.process.returncode == 1, tail
     assert "error: recording stopped: e-stop pressed; torque off" in tail
     assert "recorded no episode" in tail and "--episode" not in tail  # no command that cannot work
