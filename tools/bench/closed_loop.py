@@ -36,8 +36,14 @@ from shallowpi.evaluate.interval import rate_with_interval, wilson_interval  # n
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
 
 
+def platform_env(**extra: str) -> dict[str, str]:
+    """The environment the platform's commands run in: this checkout's package, headless MuJoCo."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+            **extra}
+
+
 def platform(*args: str, log: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = platform_env()
     out = open(log, "a") if log else subprocess.PIPE  # noqa: SIM115 (closed below)
     try:
         return subprocess.run([sys.executable, "-m", "shallowpi", *args], env=env, stdout=out,
@@ -68,7 +74,7 @@ def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, 
           log: Path) -> float:
     """Train until `minutes` have passed (the run keeps its checkpoints); wall seconds."""
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = platform_env()
     with open(log, "a") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "shallowpi", "train", "--dataset", str(store), "--policy",
                                  policy, "--runs-dir", str(run.parent), "--run", run.name, "--no-progress",
@@ -90,8 +96,7 @@ def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int
     weights = checkpoint / "ema" if ema and (checkpoint / "ema").is_dir() else checkpoint
     shares = [episodes // workers + (i < episodes % workers) for i in range(workers)]
     starts = [1000 + sum(shares[:i]) for i in range(workers)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
-           "OMP_NUM_THREADS": "1"}
+    env = platform_env(OMP_NUM_THREADS="1")
     parts = [out.with_suffix(f".{i}.json") for i in range(workers)]
     with open(log, "a") as sink:
         procs = [subprocess.Popen([sys.executable, "-m", "shallowpi", "eval", "--policy", str(weights), "--sim",
