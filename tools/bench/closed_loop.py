@@ -90,17 +90,22 @@ def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, 
     return time.perf_counter() - start
 
 
-def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int = 2, ema: bool = True) -> list[dict]:
-    """`eval --sim` on every task, the seeds split over `workers` processes (one thread each);
-    returns one report per task, the workers' episodes merged and the interval recomputed."""
+def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int = 2, ema: bool = True,
+             first_seed: int = 1000, extra: tuple[str, ...] = ()) -> list[dict]:
+    """`eval --sim` on every task for seeds first_seed.. first_seed + episodes - 1, split over
+    `workers` processes (one thread each); `extra` goes to every `platform eval`. Returns one
+    report per task, the workers' episodes merged and the interval recomputed."""
     weights = checkpoint / "ema" if ema and (checkpoint / "ema").is_dir() else checkpoint
     shares = [episodes // workers + (i < episodes % workers) for i in range(workers)]
-    starts = [1000 + sum(shares[:i]) for i in range(workers)]
+    starts = [first_seed + sum(shares[:i]) for i in range(workers)]
     env = platform_env(OMP_NUM_THREADS="1")
     parts = [out.with_suffix(f".{i}.json") for i in range(workers)]
+    for part in parts:  # a worker that dies must not leave an earlier attempt's episodes behind
+        part.unlink(missing_ok=True)
     with open(log, "a") as sink:
         procs = [subprocess.Popen([sys.executable, "-m", "shallowpi", "eval", "--policy", str(weights), "--sim",
-                                   "--sim-episodes", str(n), "--seed", str(start), "--no-progress", "--json", str(part)],
+                                   "--sim-episodes", str(n), "--seed", str(start), "--no-progress", "--json", str(part),
+                                   *extra],
                                   env=env, stdout=sink, stderr=subprocess.STDOUT)
                  for n, start, part in zip(shares, starts, parts, strict=True) if n]
         for proc in procs:

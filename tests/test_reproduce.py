@@ -1,0 +1,89 @@
+"""tools/bench/reproduce.py: the Shallow-π reproduction's stages are cached and resume (issue 16)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tools" / "bench" / "reproduce.py"
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stage_runs_once_and_an_interrupted_one_runs_again(reproduce, tmp_path):
+    stages = reproduce.Stages(tmp_path / "stages", "arm")
+    calls = []
+
+    def work():
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of a stage
+        return {"value": 7}
+
+    with pytest.raises(KeyboardInterrupt):
+        stages.run("train_teacher", work)
+    assert not (tmp_path / "stages" / "train_teacher.json").exists()  # not done: no result
+    first = stages.run("train_teacher", work)
+    again = stages.run("train_teacher", work)
+    assert len(calls) == 2 and first["value"] == again["value"] == 7
+    # The minutes of both attempts count: the interrupted one's work was not free.
+    ledger = (tmp_path / "stages" / "train_teacher.seconds").read_text().split()
+    assert len(ledger) == 2 and again["seconds"] == pytest.approx(sum(map(float, ledger)))
+
+
+def test_each_robot_has_the_papers_rows(reproduce):
+    arm = {name: reproduce.ROWS[name] for name in reproduce.ROBOT_ROWS["arm"]}
+    assert {r.layers for r in arm.values() if r.name.startswith("shallow")} == {9, 6, 4, 3}
+    assert (arm["task6"].output, arm["task6"].attention) == (0, 0)  # task loss only
+    assert (arm["kd6"].output, arm["kd6"].attention) == (1, 0)  # task + output distillation
+    assert not arm["cut6"].trained
+    assert reproduce.ROBOT_ROWS["humanoid"] == ["teacher", "shallow6", "task6"]
+
+
+@pytest.mark.slow
+def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missing(tmp_path):
+    out = tmp_path / "repro"
+    cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "teacher", "cut6", "--episodes", "1",
+           "--teacher-steps", "2", "--eval-episodes", "2", "--block", "1", "--eval-time-s", "1",
+           "--eval-workers", "1", "--latency-repeats", "1", "--out", str(out),
+           "--set", "policy.train.batch_size=2", "policy.train.warmup_steps=0", "policy.train.workers=0"]
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((out / "reproduce.json").read_text())["results"][0]
+    rows = {r["row"]: r for r in result["rows"]}
+    assert rows["teacher"]["layers"] == 18 and rows["cut6"]["layers"] == 6
+    for row in rows.values():
+        assert set(row["tasks"]) == {"cube_in_bowl", "push_block_left"}
+        assert all(t["episodes"] == 2 for t in row["tasks"].values())
+    assert rows["cut6"]["params"] < rows["teacher"]["params"]
+    assert rows["cut6"]["flop_ideal_speedup"] > 1.5
+    assert "| 6 layers, cut, not trained |" in (out / "table.md").read_text()
+    assert (out / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
+
+    # Lose the student's evaluation of its second block of seeds, as a kill would: the rerun
+    # evaluates that block alone and trains nothing.
+    stages = out / "arm" / "stages"
+    (stages / "eval_cut6.json").unlink()
+    blocks = out / "arm" / "eval" / "cut6"
+    (blocks / "seeds_1001-1001.json").unlink()
+    kept = {p: p.stat().st_mtime_ns for p in [*stages.glob("*.json"), blocks / "seeds_1000-1000.json"]}
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p.name != "eval_cut6.json" and "latency" not in p.name)
+    assert (blocks / "seeds_1001-1001.json").is_file() and (stages / "eval_cut6.json").is_file()
+    assert "eval_cut6 ..." in again.stdout and "train_" not in again.stdout

@@ -1,0 +1,338 @@
+"""The Shallow-π experiment at the twins' scale, resumable (issue 16; BENCHMARKS.md "Reproduction").
+
+For each robot: record scripted demonstrations of all its tasks into one store, train one
+language-conditioned teacher on them, cut and train the students of the paper's ablation
+(arXiv 2601.20262: all three losses, task loss only, task + output distillation, the cut
+without training, and other depths), evaluate every model in closed loop on the same unseen
+seeds, time one chunk of every model in one process, and write the table and two plots.
+
+    python tools/bench/reproduce.py                                  # arm and humanoid, every row
+    python tools/bench/reproduce.py --robots arm --rows teacher shallow6 task6
+    python tools/bench/reproduce.py --set policy.train.batch_size=16 --teacher-steps 18000
+
+Rows (`--rows`, default every row of the robot: arm all, the others teacher/shallow6/task6):
+
+    teacher    the 18-layer teacher            shallow9/6/4/3  k layers, all three losses
+    task6/4    k layers, task loss only        kd6             task + output distillation
+    cut6       the 6-layer cut, no training (saved through the same path with lr 0)
+
+Resumable: every stage writes its result as JSON under --out when it finishes, and a rerun
+of the same command skips it; an interrupted training continues from its last checkpoint
+(`--resume`), an interrupted evaluation from its last finished block of `--block` seeds.
+Delete a stage's JSON to redo it. The minutes a stage took add up over interrupted attempts.
+
+Cost on the 2-core machine, every row of arm and humanoid: recording ~7 minutes a robot, a
+teacher ~60 minutes, a 2,000-step student ~12, an evaluation episode 3-20 s (the seeds are
+spread over `--eval-workers` processes, one a core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
+from closed_loop import ROOT, evaluate, platform, record
+
+from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model of the table: the teacher (layers=None) or a student cut to `layers`."""
+
+    name: str
+    layers: int | None = None
+    task: float = 1.0  # the distillation loss weights (distill.weights.*)
+    output: float = 1.0
+    attention: float = 1.0
+    trained: bool = True
+
+    def describe(self) -> str:
+        if self.layers is None:
+            return "teacher"
+        if not self.trained:
+            return f"{self.layers} layers, cut, not trained"
+        terms = [n for n, w in (("task", self.task), ("output", self.output), ("attention", self.attention)) if w]
+        return f"{self.layers} layers, " + " + ".join(terms)
+
+
+ROWS = {r.name: r for r in [
+    Row("teacher"),
+    Row("shallow9", 9), Row("shallow6", 6), Row("shallow4", 4), Row("shallow3", 3),
+    Row("task6", 6, output=0, attention=0), Row("task4", 4, output=0, attention=0),
+    Row("kd6", 6, attention=0),
+    Row("cut6", 6, trained=False),
+]}
+ROBOT_ROWS = {"arm": list(ROWS), "humanoid": ["teacher", "shallow6", "task6"],
+              "bimanual": ["teacher", "shallow6", "task6"]}
+
+
+class Stages:
+    """Results on disk, one JSON per finished stage: run a stage only when its file is missing."""
+
+    def __init__(self, folder: Path, label: str) -> None:
+        self.folder, self.label = folder, label
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        done = self.folder / f"{name}.json"
+        if done.is_file():
+            return json.loads(done.read_text())
+        ledger = self.folder / f"{name}.seconds"  # wall time of every attempt, kept across interruptions
+        print(f"[{time.strftime('%H:%M:%S')}] {self.label}: {name} ...", flush=True)
+        start = time.perf_counter()
+        try:
+            result = work()
+        finally:
+            with open(ledger, "a") as f:
+                f.write(f"{time.perf_counter() - start:.1f}\n")
+        result["seconds"] = sum(float(x) for x in ledger.read_text().split())
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(done)  # a stage is done only once its whole result is on disk
+        return result
+
+
+def _last_checkpoint(run: Path) -> Path:
+    steps = sorted((run / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not steps:
+        raise SystemExit(f"{run} has no checkpoint; see its log")
+    return steps[-1]
+
+
+def _has_checkpoint(run: Path) -> bool:
+    return any((run / "checkpoints").glob("step_*"))
+
+
+def train_teacher(store: Path, run: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
+    resume = ["--resume"] if _has_checkpoint(run) else []
+    done = platform("train", "--dataset", str(store), "--policy", args.policy, "--runs-dir", str(run.parent),
+                    "--run", run.name, "--steps", str(args.teacher_steps), "--no-progress", *resume, *args.set,
+                    log=log)
+    if done.returncode:
+        raise SystemExit(f"training the teacher failed; see {log}")
+    return {"checkpoint": str(_last_checkpoint(run))}
+
+
+def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argparse.Namespace,
+                  log: Path) -> dict[str, Any]:
+    steps = args.student_steps if row.trained else 1
+    untrained = [] if row.trained else ["+distill.train.lr=0", "+distill.train.min_lr=0", "+distill.train.warmup_steps=0"]
+    resume = ["--resume"] if _has_checkpoint(run) else []
+    done = platform("distill", "--dataset", str(store), "--policy", args.policy, "--teacher", str(teacher),
+                    "--layers", str(row.layers), "--runs-dir", str(run.parent), "--run", run.name,
+                    "--steps", str(steps), "--no-progress", *resume, *args.set,
+                    f"distill.weights.task={row.task}", f"distill.weights.output={row.output}",
+                    f"distill.weights.attention={row.attention}", "distill.sim_episodes=0",
+                    "distill.compare_selections=false", "distill.latency_repeats=3", *untrained, log=log)
+    if done.returncode:
+        raise SystemExit(f"distilling {row.name} failed; see {log}")
+    facts = json.loads((run / "distill.json").read_text())
+    return {"checkpoint": str(_last_checkpoint(run)), "kept_layers": facts["kept_layers"],
+            "loss_weights": facts["loss_weights"]}
+
+
+def evaluate_row(checkpoint: Path, folder: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
+    """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable blocks."""
+    folder.mkdir(parents=True, exist_ok=True)
+    per_task: dict[str, dict[str, Any]] = {}
+    extra = ("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()
+    for first in range(0, args.eval_episodes, args.block):
+        n = min(args.block, args.eval_episodes - first)
+        block = folder / f"seeds_{1000 + first}-{1000 + first + n - 1}.json"
+        if block.is_file():
+            reports = json.loads(block.read_text())["tasks"]
+        else:
+            reports = evaluate(checkpoint, n, folder / "part.json", log, args.eval_workers,
+                               first_seed=1000 + first, extra=extra)
+            if sum(len(r["episodes"]) for r in reports) == 0:
+                raise SystemExit(f"evaluating {checkpoint} failed; see {log}")
+            block.write_text(json.dumps({"tasks": reports}))
+        for r in reports:
+            into = per_task.setdefault(r["task"], {"successes": 0, "episodes": 0, "other_task_instead": 0})
+            into["successes"] += r["successes"]
+            into["episodes"] += len(r["episodes"])
+            into["other_task_instead"] += sum(r["other_task_instead"].values())
+    for r in per_task.values():
+        r["interval95"] = list(wilson_interval(r["successes"], r["episodes"]))
+    return {"tasks": per_task}
+
+
+def time_chunks(store: Path, checkpoints: dict[str, Path], repeats: int) -> dict[str, Any]:
+    """One chunk of every model on one observation, in this one process and interleaved
+    (model after model, `repeats` rounds), so load that comes and goes on the shared machine
+    falls on every model alike; FLOPs counted on the reference path."""
+    import numpy as np
+    import torch
+
+    from shallowpi.data.training import ChunkDataset
+    from shallowpi.distill.report import chunk_cost
+    from shallowpi.policy.policy import Policy
+
+    torch.set_num_threads(1)
+    policies = {name: Policy.load(checkpoint) for name, checkpoint in checkpoints.items()}
+    first = next(iter(policies.values()))
+    item = ChunkDataset(store, first.cfg.chunk_len, episodes=[0])[0]
+    sample = {k: v for k, v in item.items() if k not in ("action", "action_is_pad")}
+    costs = {name: chunk_cost(policy, sample, 1) for name, policy in policies.items()}  # + warm-up
+    times: dict[str, list[float]] = {name: [] for name in policies}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for name, policy in policies.items():
+                noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
+                start = time.perf_counter()
+                policy.sample_actions(sample, noise=noise)
+                times[name].append(time.perf_counter() - start)
+    return {"threads": 1, "repeats": repeats, "models": {
+        name: {"depth": policies[name].cfg.depth, "params": costs[name].params, "gflops": costs[name].gflops,
+               "p50_ms": 1e3 * float(np.median(times[name])), "p99_ms": 1e3 * float(np.percentile(times[name], 99))}
+        for name in policies}}
+
+
+def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
+    folder = args.out / robot
+    log = folder / "log.txt"
+    stages = Stages(folder / "stages", robot)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = folder / f"{robot}.zarr"
+
+    def record_store() -> dict[str, Any]:
+        shutil.rmtree(store, ignore_errors=True)  # an interrupted recording starts over (minutes, not hours)
+        record(robot, store, args.episodes, args.size, args.sim_noise, log)
+        return {"store": str(store)}
+
+    recorded = stages.run("record", record_store)
+    rows = [ROWS[n] for n in ROBOT_ROWS[robot] if not args.rows or n in args.rows]
+    trained: dict[str, dict[str, Any]] = {}
+    teacher = stages.run("train_teacher", lambda: train_teacher(store, folder / "runs" / "teacher", args, log))
+    for row in rows:
+        if row.layers is None:
+            trained[row.name] = teacher
+        else:
+            trained[row.name] = stages.run(f"train_{row.name}", lambda row=row: train_student(
+                row, store, Path(teacher["checkpoint"]), folder / "runs" / row.name, args, log))
+    evals = {row.name: stages.run(f"eval_{row.name}", lambda row=row: evaluate_row(
+        Path(trained[row.name]["checkpoint"]), folder / "eval" / row.name, args, log)) for row in rows}
+    # The teacher is always timed: every speed-up is against it, measured in the same process.
+    checkpoints = {"teacher": Path(teacher["checkpoint"])} | {r.name: Path(trained[r.name]["checkpoint"]) for r in rows}
+    costs = stages.run("latency_" + "_".join(sorted(checkpoints)),
+                       lambda: time_chunks(store, checkpoints, args.latency_repeats))["models"]
+    ref = costs["teacher"]
+    table = []
+    for row in rows:
+        cost = costs[row.name]
+        table.append({
+            "row": row.name, "model": row.describe(), "layers": cost["depth"],
+            "tasks": evals[row.name]["tasks"], "params": cost["params"], "p50_ms": cost["p50_ms"],
+            "p99_ms": cost["p99_ms"], "gflops": cost["gflops"],
+            "speedup": ref["p50_ms"] / cost["p50_ms"], "flop_ideal_speedup": ref["gflops"] / cost["gflops"],
+            "train_minutes": trained[row.name]["seconds"] / 60,
+        })
+    return {"robot": robot, "store": str(store), "record_minutes": recorded["seconds"] / 60,
+            "teacher_depth": ref["depth"], "rows": table}
+
+
+def write_table(results: list[dict[str, Any]], folder: Path) -> str:
+    lines = []
+    for result in results:
+        tasks = sorted({t for row in result["rows"] for t in row["tasks"]})
+        lines += [f"### {result['robot']} (recorded in {result['record_minutes']:.1f} min)", "",
+                  "| model | " + " | ".join(tasks) + " | chunk p50 / p99 ms | speed-up (FLOP-ideal) | parameters | "
+                  "training min |", "|---|" + "---|" * len(tasks) + "---:|---:|---:|---:|"]
+        for row in result["rows"]:
+            cells = [rate_with_interval(row["tasks"][t]["successes"], row["tasks"][t]["episodes"])
+                     if t in row["tasks"] else "-" for t in tasks]
+            speed = f"{row['speedup']:.2f}x ({row['flop_ideal_speedup']:.2f}x)"
+            lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['p50_ms']:.1f} / {row['p99_ms']:.1f} | "
+                         f"{speed} | {row['params']:,} | {row['train_minutes']:.1f} |")
+        lines.append("")
+    text = "\n".join(lines)
+    (folder / "table.md").write_text(text)
+    return text
+
+
+def plot(results: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """success_vs_layers.png (all-loss students and the teacher, task-only as open markers) and
+    latency_vs_layers.png (measured p50 beside the FLOP-ideal line from the teacher)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
+    for result in results:
+        rows = result["rows"]
+        full = sorted((r for r in rows if r["row"] == "teacher" or r["row"].startswith("shallow")),
+                      key=lambda r: r["layers"])
+        for task in sorted({t for r in rows for t in r["tasks"]}):
+            pts = [(r["layers"], r["tasks"][task]) for r in full if task in r["tasks"]]
+            rate = [t["successes"] / t["episodes"] for _, t in pts]
+            lo = [rt - t["interval95"][0] for rt, (_, t) in zip(rate, pts)]
+            hi = [t["interval95"][1] - rt for rt, (_, t) in zip(rate, pts)]
+            line = ax_s.errorbar([k for k, _ in pts], rate, yerr=[lo, hi], marker="o", capsize=3,
+                                 label=f"{result['robot']} {task}")
+            task_only = [(r["layers"], r["tasks"][task]) for r in rows if r["row"].startswith("task") and task in r["tasks"]]
+            if task_only:
+                ax_s.scatter([k for k, _ in task_only], [t["successes"] / t["episodes"] for _, t in task_only],
+                             facecolors="none", edgecolors=line[0].get_color(), s=60)
+        teacher = next((r for r in rows if r["row"] == "teacher"), None)
+        ax_l.plot([r["layers"] for r in full], [r["p50_ms"] for r in full], "o-", label=f"{result['robot']} measured p50")
+        if teacher:
+            ax_l.plot([r["layers"] for r in full], [teacher["p50_ms"] * r["gflops"] / teacher["gflops"] for r in full],
+                      "--", label=f"{result['robot']} FLOP-ideal")
+    ax_s.set(xlabel="joint layers kept (of the teacher's)", ylabel="closed-loop success",
+             title="success vs layers (open: task loss only)", ylim=(-0.02, 1.02))
+    ax_l.set(xlabel="joint layers kept", ylabel="ms per chunk (this CPU, 1 thread)", title="latency vs layers")
+    for ax in (ax_s, ax_l):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = folder / "reproduce.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return [png]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--robots", nargs="+", default=["arm", "humanoid"], choices=sorted(ROBOT_ROWS))
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), help="only these rows (default: the robot's)")
+    ap.add_argument("--policy", default="teacher", help="the teacher's preset (configs/policy/)")
+    ap.add_argument("--episodes", type=int, default=80, help="demonstrations per task (default 80)")
+    ap.add_argument("--size", default="64x64", help="camera renders WxH (default 64x64)")
+    ap.add_argument("--sim-noise", type=float, default=0.005, help="DART noise while recording (default 0.005)")
+    ap.add_argument("--teacher-steps", type=int, default=6000)
+    ap.add_argument("--student-steps", type=int, default=2000)
+    ap.add_argument("--eval-episodes", type=int, default=200, help="unseen seeds per task and model (default 200)")
+    ap.add_argument("--eval-time-s", type=float, help="cap each evaluated episode (quick looks only)")
+    ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
+    ap.add_argument("--block", type=int, default=50, help="seeds per resumable evaluation block (default 50)")
+    ap.add_argument("--latency-repeats", type=int, default=30)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides for the teacher's and the students' training (policy.*)")
+    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # training beside evaluation: 2 threads collapse
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = [reproduce_robot(robot, args) for robot in args.robots]
+    text = write_table(results, args.out)
+    pngs = plot(results, args.out)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    (args.out / "reproduce.json").write_text(json.dumps({"settings": settings, "results": results,
+                                                          "load_average": os.getloadavg()}, indent=2))
+    print(text)
+    print(f"wrote {args.out / 'reproduce.json'}, {args.out / 'table.md'}, " + ", ".join(str(p) for p in pngs))
+
+
+if __name__ == "__main__":
+    main()
