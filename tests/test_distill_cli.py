@@ -79,12 +79,13 @@ def test_the_report_has_every_section_and_its_plots(distilled):
 
 def test_the_teacher_run_is_reused_not_retrained(distilled, capsys):
     before = (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns
-    assert _distill(distilled, "--run", "again", "distill.report=false",
+    assert _distill(distilled, "--run", "again", "distill.report=false", "distill.compare_selections=false",
                     "distill.weights.attention=0", "distill.weights.output=0") == 0
     assert (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns == before
     assert not (distilled["runs"] / "arm-tiny" / "checkpoints" / "step_000006").exists()
     rows = [json.loads(x) for x in (distilled["runs"] / "again" / "metrics.jsonl").read_text().splitlines()]
     assert all("output" not in r and "attention" not in r for r in rows)  # the task-only ablation
+    assert set(json.loads((distilled["runs"] / "again" / "distill.json").read_text())["selections"]) == {"uniform"}
     assert f"teacher: {distilled['teacher']}" in capsys.readouterr().out
 
 
@@ -153,12 +154,3 @@ def test_the_report_runs_teacher_and_student_on_every_task_of_the_twin(tmp_path)
     report = (run / "report.md").read_text()
     assert "| push_block_left | student |" in report and "95 % Wilson interval" in report
     assert (run / "success.png").read_bytes()[:4] == b"\x89PNG"
-
-
-def test_wilson_intervals():
-    from shallowpi.distill.report import wilson_interval
-
-    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
-    assert wilson_interval(0, 0) == (0.0, 1.0)

@@ -84,14 +84,16 @@ def probe_windows(dataset: Dataset, policy: Policy, count: int, seed: int = 0) -
 
 
 @torch.no_grad()
-def selection_errors(teacher: Policy, k: int, probe: Probe, chosen: dict[str, list[int]]) -> dict[str, dict[str, Any]]:
-    """Each selection strategy's layers and the velocity MSE (normalised units, real dims)
-    of the uncut student against the teacher on `probe`: how each starts."""
+def selection_errors(teacher: Policy, k: int, probe: Probe, chosen: dict[str, list[int]],
+                     strategies: tuple[str, ...] = SELECTIONS) -> dict[str, dict[str, Any]]:
+    """Each of `strategies`' layers and the velocity MSE (normalised units, real dims) of the
+    uncut student against the teacher on `probe`: how each starts. Layers already chosen
+    are reused; greedy costs O(depth^2) passes over the probe."""
     model = teacher.model
     reference = model.velocity(probe.prefix, probe.state, probe.x_t, probe.t)
     denom = probe.weights.sum().clamp(min=1.0)
     out = {}
-    for strategy in SELECTIONS:
+    for strategy in strategies:
         kept = chosen.get(strategy) or select_layers(strategy, model, k, probe)[0]
         v = layer_view(model, kept).velocity(probe.prefix, probe.state, probe.x_t, probe.t)
         out[strategy] = {"layers": kept, "velocity_mse": float(((v - reference).square() * probe.weights).sum() / denom)}
@@ -139,7 +141,8 @@ def distill(
         probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
         kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, probe)
         greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
-        comparison = selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept})
+        others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
+        comparison = selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept}, others)
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
     pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -30,20 +29,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from shallowpi.distill.settings import DistillConfig
 from shallowpi.errors import PlatformError
+from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.policy.model import count_parameters
 from shallowpi.policy.policy import Policy
 
 log = logging.getLogger(__name__)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate (well-behaved at 0/n and n/n)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _pyplot():

@@ -17,6 +17,7 @@ class DistillConfig:
     layers: int = 6
     select: str = "uniform"
     probe_windows: int = 32
+    compare_selections: bool = True
     weights: LossWeights = field(default_factory=LossWeights)
     attention_pairs: list[list[int]] | None = None
     steps: int | None = None
