@@ -21,6 +21,13 @@ from typing import NoReturn
 
 from shallowpi.errors import PlatformError
 
+# numpy's OpenBLAS runs every matrix product on a pool of one thread per core whose threads
+# spin waiting for each other: beside a control loop, an inference thread or a training run
+# on the same cores, the deploy preprocessing's 1-ms image resize took 100+ ms at the median
+# (BENCHMARKS.md "Deployment"). The platform's numpy products are small; torch and ONNX
+# Runtime keep their own pools. Set before any command imports numpy; a user's value wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # The one table of subcommands: name -> module. A module provides `add_arguments(parser)`
 # and `run(args) -> int`, and imports its heavy dependencies inside `run`.
 COMMANDS: dict[str, str] = {

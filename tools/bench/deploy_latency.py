@@ -13,6 +13,9 @@
 (b) The control loop at 30 Hz while inference runs beside it: the executor (rtc, realtime)
     on the twin (`arm`, 64x64 renders) with the student's bundle on onnxruntime: period
     p50/p99, overruns, holds, seam trips.
+(d) The robot side's preprocessing of one observation (numpy `Preprocessor`: each camera
+    cropped and resized to the model's size, the state normalised, the task tokenised) at the
+    twins' 64x64 renders and a RealSense's 640x480, beside the chunk it feeds.
 (c) Expected chunk latency on a Jetson from FLOPs and bytes moved (a roofline bound, not a
     measurement): at π0 size (Gemma 2B + 300M expert, SigLIP So400m, 3 cameras), teacher
     and 6-layer student, fp16 weights; vision and VLM weights read once a chunk, the expert's
@@ -141,6 +144,22 @@ def loop_under_inference(bundle_path: Path, seconds: float) -> dict:
             "inference_p50_ms": float(np.median(report.latency_ms)), "delays": report.delays}
 
 
+def preprocess_rows(bundle, repeats: int) -> list[dict]:
+    """(d): ms for one observation through the bundle's Preprocessor, per camera size."""
+    from shallowpi.deploy.preprocess import IMAGE_PREFIX, STATE, Preprocessor
+
+    preprocess = Preprocessor(bundle)
+    rng = np.random.default_rng(0)
+    rows = []
+    for h, w in ((64, 64), (480, 640)):
+        obs = {IMAGE_PREFIX + cam: rng.integers(0, 256, (h, w, 3), np.uint8) for cam in bundle.cameras}
+        obs |= {STATE: np.zeros(len(bundle.state_stats.mean), np.float32), "task": "put the red cube in the bowl"}
+        p50, best = timed(lambda obs=obs: preprocess(obs), repeats)
+        rows.append({"frame": f"{w}x{h}", "cameras": len(bundle.cameras), "p50_ms": p50, "min_ms": best})
+        print(f"preprocess {w}x{h} x{len(bundle.cameras)} cameras: p50 {p50:.2f} ms", flush=True)
+    return rows
+
+
 def roofline() -> list[dict]:
     """(c): FLOPs and bytes of one chunk at π0 size -> lower bounds on a Jetson."""
     rows = []
@@ -213,6 +232,7 @@ def main() -> None:
             for m, p in by if p.startswith("onnxruntime")}
         print("student / teacher:", {p: round(v, 2) for p, v in result["student_over_teacher"].items()})
         print("onnxruntime / torch sampler:", {k: round(v, 2) for k, v in result["onnxruntime_over_sampler"].items()})
+        result["preprocess"] = preprocess_rows(bundle, args.repeats)
         result["loop"] = loop_under_inference(bundle.path, args.loop_seconds)
         print("loop:", result["loop"])
     result["roofline"] = roofline()

@@ -12,6 +12,7 @@ from here computes what the torch policy computes (tests/test_deploy_export.py c
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ STATE = "observation.state"
 IMAGE_PREFIX = "observation.images."
 
 
+@functools.lru_cache(maxsize=64)
 def _aa_weights(in_size: int, out_size: int) -> np.ndarray:
-    """[out, in] interpolation matrix of a triangle filter widened by the downscale factor
-    (antialiasing), centred as align_corners=False; rows sum to 1."""
+    """float32 [out, in] interpolation matrix of a triangle filter widened by the downscale
+    factor (antialiasing), centred as align_corners=False; rows sum to 1. Cached (read-only):
+    a camera's size does not change between frames."""
     scale = in_size / out_size
     support = max(scale, 1.0)  # the bilinear filter's support (1), widened when shrinking
     inv = 1.0 / support
@@ -40,6 +43,8 @@ def _aa_weights(in_size: int, out_size: int) -> np.ndarray:
         j = np.arange(lo, hi)
         w = np.maximum(0.0, 1.0 - np.abs((j - center + 0.5) * inv))
         matrix[i, lo:hi] = w / w.sum()
+    matrix = matrix.astype(np.float32)
+    matrix.setflags(write=False)
     return matrix
 
 
@@ -54,12 +59,15 @@ def center_crop(image: np.ndarray, scale: float) -> np.ndarray:
 
 def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 [H, W, 3] -> float32 [3, size, size] in [-1, 1] (policy.resize_with_pad)."""
-    x = np.asarray(image, np.float32).transpose(2, 0, 1) / 255.0  # [3, H, W]
+    # Contiguous channel planes: numpy's matmul takes a slow non-BLAS loop on strided views.
+    x = np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1), dtype=np.float32) / 255.0  # [3, H, W]
     h, w = x.shape[1:]
     if (h, w) != (size, size):
         scale = size / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        x = np.einsum("oh,chw,pw->cop", _aa_weights(h, nh), x, _aa_weights(w, nw)).astype(np.float32)
+        # Two matrix products: rows, then columns. (A three-operand einsum is evaluated as one
+        # loop over all five indices: 230 ms a 64x64 camera instead of 0.1.)
+        x = _aa_weights(h, nh) @ x @ _aa_weights(w, nw).T  # [3, nh, nw]
         top, left = (size - nh) // 2, (size - nw) // 2
         x = np.pad(x, ((0, 0), (top, size - nh - top), (left, size - nw - left)))
     return x * 2.0 - 1.0
