@@ -1,0 +1,124 @@
+"""Action selection under inference delay in the twin: the real-time-chunking experiment at our scale.
+
+Runs `platform deploy --sim` (the on-device executor, simulated time) for every strategy
+(synchronous, asynchronous replanning, temporal ensembling, real-time chunking) at every
+injected delay, on every task of the robot, on the same seeds, and prints success with 95 %
+Wilson intervals beside the safety counts (seam trips, watchdog holds) and the delays the
+executor measured. After Black et al., "Real-Time Execution of Action Chunking Flow Policies"
+(arXiv 2506.07339), whose simulated benchmark injects delay the same way.
+
+    python tools/bench/deploy_strategies.py --policy RUN/checkpoints/step_002000/ema
+    python tools/bench/deploy_strategies.py --policy CKPT --strategies sync rtc --delays-ms 0 300 --episodes 50
+
+Every cell (strategy, delay, task, seed share) is one `platform deploy` whose JSON is kept
+under --out: a rerun skips finished cells. The cells run `--workers` at a time, one thread
+each. The bundle is built once before them (ONNX export takes minutes on this CPU; the
+torch backend needs none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
+from closed_loop import ROOT, platform_env
+
+from shallowpi.evaluate.interval import rate_with_interval
+from shallowpi.robots.sim.tasks import make_tasks
+
+
+def deploy(policy: Path, out: Path, log: Path, *args: str) -> subprocess.CompletedProcess:
+    """One `platform deploy --sim` on its own telemetry socket, one thread."""
+    socket = f"telemetry.address=/tmp/deploy-strategies-{os.getpid()}-{out.stem}.sock"
+    with open(log, "a") as sink:
+        return subprocess.run([sys.executable, "-m", "shallowpi", "deploy", "--policy", str(policy), "--sim",
+                               "--no-tui", "--json", str(out), *args, socket],
+                              env=platform_env(OMP_NUM_THREADS="1"), stdout=sink, stderr=subprocess.STDOUT,
+                              check=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", type=Path, required=True, help="checkpoint (or its ema/ folder) or deploy bundle")
+    ap.add_argument("--robot", default="arm", help="the robot whose tasks to run (default arm)")
+    ap.add_argument("--strategies", nargs="+", default=["sync", "async", "ensemble", "rtc"])
+    ap.add_argument("--delays-ms", nargs="+", type=float, default=[0, 100, 300])
+    ap.add_argument("--episodes", type=int, default=20, help="seeds per task and cell (default 20)")
+    ap.add_argument("--workers", type=int, default=2, help="cells at a time (default 2, one a core)")
+    ap.add_argument("--backend", default="torch", help="deploy backend (default torch: no export)")
+    ap.add_argument("--episode-time-s", type=float, help="cap each episode (quick looks only)")
+    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "deploy_strategies")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "log.txt"
+    tasks = list(make_tasks(args.robot))
+    common = ["--backend", args.backend, "--robot", args.robot]
+    if args.episode_time_s:
+        common += ["--episode-time-s", f"{args.episode_time_s:g}"]
+
+    # The bundle first, alone: parallel cells would each try to export it.
+    if deploy(args.policy, args.out / "warm.json", log, *common, "--episodes", "1").returncode:
+        raise SystemExit(f"deploy failed; see {log}")
+
+    shares = [args.episodes // args.workers + (i < args.episodes % args.workers) for i in range(args.workers)]
+    cells = []
+    for strategy in args.strategies:
+        for delay in args.delays_ms:
+            for task in tasks:
+                for i, n in enumerate(shares):
+                    if n:
+                        seed = 1000 + sum(shares[:i])
+                        path = args.out / f"{strategy}-{delay:g}ms-{task}-{seed}.json"
+                        cells.append((path, ["--strategy", strategy, "--delay-ms", f"{delay:g}", "--task", task,
+                                             "--episodes", str(n), "--seed", str(seed)]))
+    todo = [(p, a) for p, a in cells if not p.is_file()]
+    print(f"{len(cells)} cells, {len(todo)} to run ({args.episodes} seeds a task, {args.workers} at a time)", flush=True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as pool:
+        done = pool.map(lambda cell: (cell[0], deploy(args.policy, cell[0], log, *common, *cell[1])), todo)
+        for path, result in done:
+            if result.returncode or not path.is_file():
+                raise SystemExit(f"{path.name} failed; see {log}")
+    minutes = (time.perf_counter() - start) / 60
+
+    rows = []
+    for strategy in args.strategies:
+        for delay in args.delays_ms:
+            row = {"strategy": strategy, "delay_ms": delay, "tasks": {}, "seam_trips": 0, "holds": 0,
+                   "max_seam_jump": 0.0, "delays": []}
+            for task in tasks:
+                parts = [json.loads(p.read_text()) for p, _ in cells if p.name.startswith(f"{strategy}-{delay:g}ms-{task}-")]
+                episodes = [e for part in parts for e in part["per_episode"]]
+                row["tasks"][task] = {"successes": sum(bool(e["success"]) for e in episodes), "episodes": len(episodes)}
+                row["seam_trips"] += sum(e["seam_trips"] for e in episodes)
+                row["holds"] += sum(e["holds"] for e in episodes)
+                row["max_seam_jump"] = max([row["max_seam_jump"], *(e["max_seam_jump"] for e in episodes)])
+                row["delays"] += [d for e in episodes for d in e["delays"]]
+            rows.append(row)
+    print(f"\n{args.policy} on {args.robot}, backend {args.backend}; {minutes:.1f} min")
+    print(f"{'strategy':<9} {'delay':>6}  " + "  ".join(f"{t:<34}" for t in tasks)
+          + f"{'seam trips':>11} {'holds':>6} {'max jump':>9} {'delay ticks':>12}")
+    for r in rows:
+        cells_txt = "  ".join(f"{rate_with_interval(r['tasks'][t]['successes'], r['tasks'][t]['episodes']):<34}"
+                              for t in tasks)
+        ticks = f"{min(r['delays'], default=0)}-{max(r['delays'], default=0)}"
+        print(f"{r['strategy']:<9} {r['delay_ms']:>4.0f}ms  {cells_txt}{r['seam_trips']:>11} {r['holds']:>6} "
+              f"{r['max_seam_jump']:>9.3f} {ticks:>12}")
+    for r in rows:
+        r["delays"] = sorted(set(r["delays"]))
+    result = {"policy": str(args.policy), "robot": args.robot, "backend": args.backend, "episodes": args.episodes,
+              "minutes": minutes, "load_average": os.getloadavg(), "rows": rows}
+    (args.out / "deploy_strategies.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out / 'deploy_strategies.json'}")
+
+
+if __name__ == "__main__":
+    main()
