@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -161,15 +162,53 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path,
         _assert_same_weights(tmp_path / "one", tmp_path / run, "step_000004")
 
 
-def _spawn_two(run: Path, fsdp: bool, resume: bool = False) -> None:
-    import socket
+def _finetune_worker(rank: int, world: int, run: str, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
 
+    def make(store, chunk, episodes):
+        return FakeChunks(episodes=8, chunk_len=chunk, select=episodes)
+
+    result = finetune(Path(run) / "store.zarr", load_preset("tiny"), _cfg(steps=2, save_every=2, fsdp=True),
+                      Path(run) / "run", episodes=list(range(8)), make_dataset=make)
+    if rank == 0:
+        (Path(run) / "eval.json").write_text(json.dumps(result["eval"]))
+    leave_group()
+
+
+@pytest.mark.slow
+def test_a_sharded_finetune_ends_with_rank_0_scoring_the_saved_checkpoint(tmp_path):
+    # Rank 0 used to evaluate its FSDP-sharded policy after rank 1 had left the group: the
+    # forward's all-gather failed (or, on other backends, could wait forever).
     import torch.multiprocessing as mp
+
+    context = mp.spawn(_finetune_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=False)
+    deadline = time.monotonic() + 240
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two processes did not finish in 240 s (rank 0 waiting on a collective?)")
+    report = json.loads((tmp_path / "eval.json").read_text())
+    held_out = json.loads((tmp_path / "run" / "split.json").read_text())["held_out"]
+    single = evaluate(Policy.load(latest_checkpoint(tmp_path / "run")),
+                      FakeChunks(episodes=8, chunk_len=4, select=held_out), max_samples=128)
+    assert report["policy_mse"] == pytest.approx(single.policy_mse, rel=1e-4)
+
+
+def _free_port() -> int:
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, str(run), port, fsdp, resume), nprocs=2, join=True)
+        return s.getsockname()[1]
+
+
+def _spawn_two(run: Path, fsdp: bool, resume: bool = False) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(run), _free_port(), fsdp, resume), nprocs=2, join=True)
 
 
 def _assert_same_weights(a: Path, b: Path, step: str) -> None:

@@ -123,8 +123,12 @@ def finetune(
     last = trainer.fit()
     result: dict[str, Any] = {"train": last, "checkpoint": str(latest_checkpoint(run_dir))}
     if trainer.dist.main:
+        # A sharded policy's forward gathers weights from every rank, and the others have
+        # left: rank 0 scores the saved checkpoint instead, whole, as `platform eval` loads it.
+        sharded = train_cfg.fsdp and trainer.dist.grouped
+        scored = Policy.load(latest_checkpoint(run_dir), device=trainer.device) if sharded else policy
         eval_episodes, what = split.eval_episodes()
-        report = evaluate(policy, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
+        report = evaluate(scored, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
         result["eval"] = report.to_dict()
         (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
         log.info("%s:\n%s", what, report.table())
