@@ -45,7 +45,7 @@ def test_the_conv_stem_in_the_model_and_its_refusals():
     vision = Pi0Model(cfg).vision
     assert isinstance(vision.patch_embed, ConvStem)
     tokens = vision(torch.randn(2, 3, 64, 64))
-    assert tokens.shape == (2, cfg.vision.num_patches, cfg.vlm.width) == (2, 16, 128)
+    assert tokens.shape == (2, cfg.vision.num_patches, cfg.vlm.width) == (2, 16, 64)
     with pytest.raises(ConfigError, match="power-of-two patch_size"):
         ConvStem(32, 12)
     with pytest.raises(ConfigError, match=r"unknown vision\.stem 'resnet'"):
