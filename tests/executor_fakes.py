@@ -33,6 +33,7 @@ class CountingRobot:
         self.ticks = 0
         self.calls: list[str] = []  # hold, torque_off, in order
         self.torque = True
+        self.clamped = 0  # commands this robot changed, by any amount
 
     def observe(self) -> Observation:
         if self.fault_at is not None and self.ticks >= self.fault_at:
@@ -47,8 +48,9 @@ class CountingRobot:
     def act(self, goal) -> np.ndarray:
         if not self.torque:
             raise PlatformError("torque is off")
-        goal = np.asarray(goal, np.float32)
-        goal = np.clip(goal, self.position - self.max_step, self.position + self.max_step)
+        asked = np.asarray(goal, np.float32)
+        goal = np.clip(asked, self.position - self.max_step, self.position + self.max_step)
+        self.clamped += bool((goal != asked).any())
         self.position = goal.astype(np.float32)
         self.ticks += 1
         return self.position.copy()

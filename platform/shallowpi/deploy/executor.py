@@ -95,6 +95,9 @@ class ExecutorConfig:
     max_frame_age_s   the watchdog holds when the newest camera frame is older than this
     seam_bound        largest jump (joint units: rad, m, 0..1) allowed between the last
                       command and the first action of a newly arrived chunk
+    clamp_tolerance   a command the robot changed by more than this (joint units) counts as
+                      a clamp; smaller corrections are applied all the same, not counted (a
+                      policy a hair past the limit its demonstrations sat on, every tick)
     warmup_runs       chunks computed before the robot moves (>= 2: the first is cold, the
                       last one's latency is the initial delay estimate)
     injected_delay_s  added to every inference (the delay experiment; 0 on a robot)
@@ -106,6 +109,7 @@ class ExecutorConfig:
     selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
     max_frame_age_s: float = 0.25
     seam_bound: float = 0.25
+    clamp_tolerance: float = 0.01
     warmup_runs: int = 3
     injected_delay_s: float = 0.0
     realtime: bool = True
@@ -116,7 +120,7 @@ class ExecutorConfig:
         except ValueError:
             raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
                               f"{', '.join(s.value for s in Strategy)}") from None
-        for name in ("max_frame_age_s", "seam_bound"):
+        for name in ("max_frame_age_s", "seam_bound", "clamp_tolerance"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
         if self.injected_delay_s < 0:
@@ -281,7 +285,7 @@ class Executor:
                             seam = "limiting" if limited else False
                         sent = robot.act(action)
                         report.steps += 1
-                        if np.abs(sent - action).max() > 1e-5:
+                        if np.abs(sent - action).max() > cfg.clamp_tolerance:
                             report.clamps += 1
                             self.safety.clamps += 1
                         holding = False

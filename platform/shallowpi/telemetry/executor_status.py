@@ -26,7 +26,7 @@ class ExecutorState(str, enum.Enum):
 class SafetyCounts:
     """Since the executor started."""
 
-    clamps: int = 0  # commands the robot changed (joint limits, velocity bound)
+    clamps: int = 0  # commands the robot changed by more than deploy.clamp_tolerance (limits, velocity bound)
     seam_trips: int = 0  # seam jumps above the bound (the command was limited to it)
     holds: int = 0  # times the watchdog held position
     stale_frames: int = 0  # ticks whose newest camera frame was older than the bound
