@@ -13,6 +13,7 @@ from executor_fakes import CountingRobot, StepBackend
 from shallowpi.deploy.executor import Executor, ExecutorConfig
 from shallowpi.errors import ConfigError
 from shallowpi.policy.action_selection import ActionSelectionConfig
+from shallowpi.record.clock import LOOP_SWITCH_INTERVAL_S
 
 
 def commands(report) -> list[float]:
@@ -192,3 +193,23 @@ def test_a_failed_inference_holds_the_robot_and_reports_the_error():
         executor.run_episode("count", 60)
     assert robot.calls[-1] == "hold" and executor.status.state.value == "fault"
     assert "out of memory" in executor.status.message
+
+
+def test_a_wall_clock_episode_bounds_the_gil_hand_over_and_restores_it():
+    import sys
+
+    class Watching(CountingRobot):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[float] = []
+
+        def observe(self):
+            self.seen.append(sys.getswitchinterval())
+            return super().observe()
+
+    before = sys.getswitchinterval()
+    _, report, robot, _ = run("rtc", realtime=True, ticks=6, robot=Watching())
+    assert report.ticks == 6 and set(robot.seen[-6:]) == {LOOP_SWITCH_INTERVAL_S}  # (warm-up observes first)
+    assert sys.getswitchinterval() == before
+    _, _, robot, _ = run("rtc", realtime=False, ticks=3, robot=Watching())
+    assert robot.seen[-1] == before  # simulated time: nothing to hand over in time

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -27,7 +28,7 @@ from shallowpi.data.store import StoreSettings
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
 from shallowpi.hardware.realsense_software import SoftwareRealSense
-from shallowpi.record.clock import TickClock
+from shallowpi.record.clock import LOOP_SWITCH_INTERVAL_S, TickClock
 from shallowpi.record.rig import build_rig, first_seed
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
@@ -367,9 +368,13 @@ def test_hardware_episodes_start_at_zero_and_hold_their_rows(tmp_path, reset_s):
                                robot=spec.name)
         session = RecordingSession(config, rig.robot, rig.teleop, rig.writer, TickClock(30),
                                    list(spec.joint_names), cameras={"front": rig.camera})
+        seen, observe, before = [], rig.robot.observe, sys.getswitchinterval()
+        rig.robot.observe = lambda: (seen.append(sys.getswitchinterval()), observe())[1]
         result = session.run()
         rig.writer.close()
         assert not result.fault and len(rig.store) == 3 and rig.store.check() == []
+        # The loop bounds the GIL hand-over beside the encoder threads, then restores it.
+        assert set(seen) == {LOOP_SWITCH_INTERVAL_S} and sys.getswitchinterval() == before
         for index in range(3):
             ticks = rig.store.read_episode(index, ["timestamp"])["timestamp"]
             assert ticks[0] == 0.0 and abs(len(ticks) - 15) <= 1

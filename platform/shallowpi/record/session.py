@@ -29,7 +29,7 @@ import numpy as np
 from shallowpi.data.features import ACTION_KEY
 from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
-from shallowpi.record.clock import TickClock
+from shallowpi.record.clock import TickClock, prompt_gil_handover
 from shallowpi.record.disk import DiskBudget
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.base import Robot
@@ -177,6 +177,10 @@ class RecordingSession:
         """Record until every episode is saved, a stop, an e-stop or a fault; never raises
         for a device or disk fault (`result.fault` says what happened and how the robot
         was left)."""
+        with prompt_gil_handover(not getattr(self.clock, "simulated", False)):  # beside the encoder threads
+            return self._loop()
+
+    def _loop(self) -> SessionResult:
         cfg = self.config
         self.clock.restart()
         if cfg.autostart:  # the first episode begins at the first tick, as every other one
