@@ -4,6 +4,7 @@ under every delay from 0 to K and under chunks that arrive late."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 
@@ -205,13 +206,17 @@ def test_a_late_chunk_takes_over_at_the_actions_actually_consumed():
     # The 9-tick chunk: the old chunk had H - K = 5 actions left, the robot ran them and
     # held 4 ticks; the new chunk takes over at index 5 (consumed), not 9 (elapsed).
     assert takeovers[4] == H - K
-    assert selector.measured_delays[:4] == [1, 1, 3, 9]
+    # Measured from consumption, each once; the window (10) has dropped the first two 1s.
+    assert selector.measured_delays == [3, 9] + [1] * 8
     holds = [n for n, a in enumerate(actions) if a is None]
     assert len(holds) == 4 and holds == list(range(holds[0], holds[0] + 4))
     sent = [a[0] for a in actions if a is not None]
     assert sent == list(range(len(sent)))  # still every step once, in order
     # The next request, at once: the estimate is now 9, capped by the 3 actions left.
     assert requests[5].step == requests[4].step + H - K and requests[5].guidance.frozen == 3
+    # With an estimate of 9 ticks against chunks of 8, every chunk is asked for as soon as
+    # the one before arrives: waiting for K actions would only run the queue dry.
+    assert [r.step for r in requests[5:9]] == [17, 18, 19, 20]
 
 
 def test_initial_delay_is_used_until_a_delay_is_measured():
@@ -270,3 +275,15 @@ def test_imports_without_torch():
     result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[1. 2.]"
+
+
+def test_a_chunk_is_asked_for_early_enough_to_arrive_before_the_last_one_runs_out():
+    # H = 20, K = 15, a steady 8-tick delay: asked after K actions, each chunk would arrive 3
+    # ticks after the one before ran out (the robot holding); asked after H - d = 12, none is
+    # late. (With K = H / 2, the default, this only binds when H < 2d, and then one chunk in
+    # flight cannot keep up however early it is asked for: the chunk must be longer.)
+    H, K, d = 20, 15, 8
+    selector = ActionSelector(ActionSelectionConfig("replan", replan_every=K, initial_delay=d))
+    actions, requests, _ = drive(selector, lambda s: plan(s, H), ticks=120, delay_of=lambda n: d)
+    assert [b.step - a.step for a, b in itertools.pairwise(requests[1:])] == [H - d] * (len(requests) - 2)
+    assert all(a is not None for a in actions[d:])  # after the first chunk's arrival, no hold

@@ -198,14 +198,17 @@ class ActionSelector:
 
     def wants_chunk(self) -> bool:
         """Whether to start an inference now: none pending, and K actions sent since the
-        newest chunk's observation (or it is used up, or there is none)."""
+        newest chunk's observation or no more than the delay estimate d left in it (asked
+        later, the next chunk arrives after this one ran out and the robot holds; this binds
+        when K > H - d), or no chunk at all."""
         if self.pending is not None:
             return False
         if not self._chunks:
             return True
         newest = self._chunks[-1]
-        every = self.cfg.every(len(newest.actions))
-        return self.step - newest.start >= min(every, len(newest.actions))
+        H = len(newest.actions)
+        due = min(self.cfg.every(H), H - self.delay_estimate)
+        return self.step - newest.start >= due
 
     def request(self) -> ChunkRequest:
         """Record an inference started on the observation taken now. Raises RuntimeError
