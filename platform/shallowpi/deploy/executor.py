@@ -230,6 +230,12 @@ class Executor:
                     on_tick: Callable[[Observation, np.ndarray], None] | None = None) -> EpisodeReport:
         """Run until `max_ticks`, `success()` has held `stop_after_success_ticks` ticks, stop,
         e-stop or a fault. `on_tick(observation, sent)` sees every tick (recording)."""
+        with prompt_gil_handover(self.cfg.realtime):  # the inference thread runs Python too
+            return self._run_episode(task, max_ticks, seed, success, stop_after_success_ticks, on_tick)
+
+    def _run_episode(self, task: str, max_ticks: int, seed: int, success: Callable[[], bool] | None,
+                     stop_after_success_ticks: int | None,
+                     on_tick: Callable[[Observation, np.ndarray], None] | None) -> EpisodeReport:
         cfg, robot = self.cfg, self.robot
         self.backend.reset(seed)
         report = EpisodeReport(seed, None)
@@ -244,66 +250,65 @@ class Executor:
         seam: str | bool = False  # "new": a chunk just arrived; "limiting": still ramping to it
         succeeded, chunk_time = 0, None
         try:
-            with prompt_gil_handover(cfg.realtime):  # the inference thread runs Python too
-                for _ in range(max_ticks):
-                    if self._stop.is_set():
-                        report.ended = "e-stop" if self._estop.is_set() else "stopped"
-                        break
-                    clock.wait()
-                    try:
-                        obs = robot.observe()
-                    except PlatformError as exc:
-                        self._fault(exc, report)
-                        break
-                    stale = obs.oldest_frame_s() > cfg.max_frame_age_s
-                    # Deliver before asking: a chunk arriving on the tick the next one is due
-                    # must be in place when the selector decides.
-                    for done in runner.poll(selector.tick):
+            for _ in range(max_ticks):
+                if self._stop.is_set():
+                    report.ended = "e-stop" if self._estop.is_set() else "stopped"
+                    break
+                clock.wait()
+                try:
+                    obs = robot.observe()
+                except PlatformError as exc:
+                    self._fault(exc, report)
+                    break
+                stale = obs.oldest_frame_s() > cfg.max_frame_age_s
+                # Deliver before asking: a chunk arriving on the tick the next one is due
+                # must be in place when the selector decides.
+                for done in runner.poll(selector.tick):
+                    if self._deliver(selector, done, report):
+                        seam, chunk_time = "new", clock.now() - done.latency_s
+                if not stale and selector.wants_chunk():
+                    for done in self._request(selector, runner, obs, task):  # sync: here and now
                         if self._deliver(selector, done, report):
-                            seam, chunk_time = "new", clock.now() - done.latency_s
-                    if not stale and selector.wants_chunk():
-                        for done in self._request(selector, runner, obs, task):  # sync: here and now
-                            if self._deliver(selector, done, report):
-                                seam, chunk_time = "new", clock.now()
-                    if stale:
-                        self.safety.stale_frames += 1
-                        report.stale_frames += 1
-                        if selector.queue_depth or selector.pending:  # chunks from before: drop them
-                            selector = ActionSelector(cfg.selection_for(selector.delay_estimate))
-                    action = None if stale else selector.next_action()
-                    try:
-                        if action is None:
-                            if not holding:
-                                held, holding = robot.hold(), True
-                                report.holds += 1
-                                self.safety.holds += 1
-                            report.hold_ticks += 1
-                            sent = robot.act(held)
-                        else:
-                            action = np.asarray(action, np.float32)
-                            if seam:  # limit every command until the new chunk is within reach
-                                action, limited = self._bound_seam(action, last, report, first=seam == "new")
-                                seam = "limiting" if limited else False
-                            sent = robot.act(action)
-                            report.steps += 1
-                            if np.abs(sent - action).max() > cfg.clamp_tolerance:
-                                report.clamps += 1
-                                self.safety.clamps += 1
-                            holding = False
-                    except PlatformError as exc:
-                        self._fault(exc, report)
+                            seam, chunk_time = "new", clock.now()
+                if stale:
+                    self.safety.stale_frames += 1
+                    report.stale_frames += 1
+                    if selector.queue_depth or selector.pending:  # chunks from before: drop them
+                        selector = ActionSelector(cfg.selection_for(selector.delay_estimate))
+                action = None if stale else selector.next_action()
+                try:
+                    if action is None:
+                        if not holding:
+                            held, holding = robot.hold(), True
+                            report.holds += 1
+                            self.safety.holds += 1
+                        report.hold_ticks += 1
+                        sent = robot.act(held)
+                    else:
+                        action = np.asarray(action, np.float32)
+                        if seam:  # limit every command until the new chunk is within reach
+                            action, limited = self._bound_seam(action, last, report, first=seam == "new")
+                            seam = "limiting" if limited else False
+                        sent = robot.act(action)
+                        report.steps += 1
+                        if np.abs(sent - action).max() > cfg.clamp_tolerance:
+                            report.clamps += 1
+                            self.safety.clamps += 1
+                        holding = False
+                except PlatformError as exc:
+                    self._fault(exc, report)
+                    break
+                last = np.asarray(sent, np.float32)
+                report.sent.append(last)
+                report.ticks += 1
+                if on_tick is not None:
+                    on_tick(obs, last)
+                self._tick_status(obs, last, selector, clock, holding, chunk_time)
+                if success is not None and stop_after_success_ticks:
+                    succeeded = succeeded + 1 if success() else 0
+                    if succeeded >= stop_after_success_ticks:
+                        report.ended = "success held"
                         break
-                    last = np.asarray(sent, np.float32)
-                    report.sent.append(last)
-                    report.ticks += 1
-                    if on_tick is not None:
-                        on_tick(obs, last)
-                    self._tick_status(obs, last, selector, clock, holding, chunk_time)
-                    if success is not None and stop_after_success_ticks:
-                        succeeded = succeeded + 1 if success() else 0
-                        if succeeded >= stop_after_success_ticks:
-                            report.ended = "success held"
-                            break
         except BaseException as exc:  # a failed inference, a bug: never leave a goal moving
             self._set(ExecutorState.FAULT, f"stopped by {type(exc).__name__}: {exc}")
             try:
