@@ -77,9 +77,9 @@ def main() -> None:
                     if n:
                         seed = 1000 + sum(shares[:i])
                         path = args.out / f"{strategy}-{delay:g}ms-{task}-{seed}.json"
-                        cells.append((path, ["--strategy", strategy, "--delay-ms", f"{delay:g}", "--task", task,
+                        cells.append(((strategy, delay, task), path, ["--strategy", strategy, "--delay-ms", f"{delay:g}", "--task", task,
                                              "--episodes", str(n), "--seed", str(seed)]))
-    todo = [(p, a) for p, a in cells if not p.is_file()]
+    todo = [(p, a) for _, p, a in cells if not p.is_file()]
     print(f"{len(cells)} cells, {len(todo)} to run ({args.episodes} seeds a task, {args.workers} at a time)", flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.workers) as pool:
@@ -95,7 +95,7 @@ def main() -> None:
             row = {"strategy": strategy, "delay_ms": delay, "tasks": {}, "seam_trips": 0, "holds": 0,
                    "max_seam_jump": 0.0, "delays": []}
             for task in tasks:
-                parts = [json.loads(p.read_text()) for p, _ in cells if p.name.startswith(f"{strategy}-{delay:g}ms-{task}-")]
+                parts = [json.loads(p.read_text()) for key, p, _ in cells if key == (strategy, delay, task)]
                 episodes = [e for part in parts for e in part["per_episode"]]
                 row["tasks"][task] = {"successes": sum(bool(e["success"]) for e in episodes), "episodes": len(episodes)}
                 row["seam_trips"] += sum(e["seam_trips"] for e in episodes)
