@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -276,3 +278,16 @@ def test_dataset_merge_refuses_mixing_fps_or_calibration_in_one_line(tmp_path):
     slow = run("dataset", "merge", "a", "b", "--out", "slow", "--allow-mixed-calibration", *root)
     assert slow.returncode != 0 and len(slow.stderr.strip().splitlines()) == 1, slow.stderr
     assert "a.zarr holds episodes at 30 fps, b.zarr at 15 fps" in slow.stderr and "new dataset" in slow.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="counts threads through Linux /proc on a machine with 2+ cores")
+def test_platform_processes_run_numpy_products_on_one_thread():
+    # numpy's OpenBLAS pool (a spinning thread per core) made the robot side's image resize
+    # 100x slower beside other work; the CLI entry pins it before numpy loads.
+    probe = ("import os, shallowpi.cli, numpy as np\n"
+             "np.ones((256, 256), np.float32) @ np.ones((256, 256), np.float32)\n"
+             "print(len(os.listdir('/proc/self/task')))")
+    env = {k: v for k, v in subprocess_env().items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    threads = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert int(threads.stdout) == 1

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import subprocess_env
 from deploy_fixtures import tiny_checkpoint
 from shallowpi.deploy.bundle import Bundle, BundleError, build_bundle
 
@@ -121,15 +117,3 @@ def test_the_teacher_recipes_inputs_deploy_as_the_policy_reads_them(tmp_path, rn
         assert got.tokens[0, : int(got.token_masks.sum())].tolist() == prompt_ids(words, task)[: cfg.max_text_tokens]
         assert np.abs(got.state - state.numpy()).max() < 1e-6
 
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
-                    reason="counts threads through Linux /proc on a machine with 2+ cores")
-def test_platform_processes_run_numpy_products_on_one_thread():
-    # numpy's OpenBLAS pool (a spinning thread per core) made the robot side's image resize
-    # 100x slower beside other work; the CLI entry pins it before numpy loads.
-    probe = ("import os, shallowpi.cli, numpy as np\n"
-             "np.ones((256, 256), np.float32) @ np.ones((256, 256), np.float32)\n"
-             "print(len(os.listdir('/proc/self/task')))")
-    env = {k: v for k, v in subprocess_env().items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
-    threads = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    assert int(threads.stdout) == 1
