@@ -8,18 +8,23 @@ import numpy as np
 
 
 def tiny_checkpoint(folder: Path, state: int = 7, cameras: tuple[str, ...] = ("front",),
-                    meta: dict[str, str] | None = None, depth: int | None = None) -> Path:
+                    meta: dict[str, str] | None = None, depth: int | None = None,
+                    task_conditioning: str = "tokens") -> Path:
+    import dataclasses
+
     import torch
 
     from shallowpi.policy import Features, Policy, load_preset
 
     torch.manual_seed(0)
-    cfg = load_preset("tiny")
+    cfg = dataclasses.replace(load_preset("tiny"), task_conditioning=task_conditioning)
     policy = Policy(cfg.with_depth(depth) if depth else cfg, Features(state, state, list(cameras)))
-    with torch.no_grad():  # Gemma norms start at zero: give them a scale so every path matters
-        for name, p in policy.model.named_parameters():
+    with torch.no_grad():  # Gemma norms and the conditioning start at zero: give them a
+        for name, p in policy.model.named_parameters():  # scale so every path matters
             if name.endswith("norm.weight") or "_norm." in name:
                 p.normal_(0.0, 0.2)
+            elif name.startswith(("instruction_proj.", "vision.film.")):
+                p.normal_(0.0, 0.1)
     rng = np.random.default_rng(0)
     policy.set_stats({key: {"mean": rng.normal(0, 0.5, state), "std": rng.uniform(0.2, 1.0, state)}
                       for key in ("observation.state", "action")})

@@ -161,6 +161,19 @@ def test_velocity_and_sampled_actions_match_lerobot(monkeypatch, tmp_path):
         v = loaded.velocity(loaded_prefix, state, x_t, t)
     torch.testing.assert_close(v, our_v, atol=1e-6, rtol=1e-6)
 
+    # A π0 checkpoint has no instruction-conditioning weights: a conditioned model
+    # initialised from it keeps them at zero and computes that π0's velocity field.
+    import dataclasses
+
+    for mode in ("film", "expert"):
+        conditioned = load_pi0_directory(directory, dataclasses.replace(ours.cfg, task_conditioning=mode)).eval()
+        with torch.no_grad():
+            cond_prefix = conditioned.embed_prefix(
+                torch.stack(images, 1), torch.stack(img_masks, 1), tokens, tok_masks
+            )
+            v = conditioned.velocity(cond_prefix, state, x_t, t)
+        torch.testing.assert_close(v, our_v, atol=1e-6, rtol=1e-6)
+
 
 def test_pi0_preset_has_lerobots_parameter_count():
     """At full size (meta device: no memory), ours = lerobot's PI0 minus its two unused

@@ -9,7 +9,9 @@ Three graphs, all at batch 1 and fixed shapes (a robot runs one observation at a
     prefix  images, image_masks, tokens, token_masks
             -> cache_keys, cache_values [depth, 1, k, P + S, E], cache_bias [1, 1, S, P + S],
             cache_cos, cache_sin [1, 1, S, E]:
-            the KV cache of `Pi0Model.prefix_cache` (the suffix slots zero)
+            the KV cache of `Pi0Model.prefix_cache` (the suffix slots zero); and
+            cache_instruction [1, D_vlm] when the expert reads the instruction directly
+            (`task_conditioning: expert`)
     step    x_t [1, C, A], t [1], state, cache_* -> velocity [1, C, A]:
             `Pi0Model.denoise_step`
 
@@ -46,7 +48,13 @@ OPSET = 18
 CHUNK_INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
 PREFIX_INPUTS = ("images", "image_masks", "tokens", "token_masks")
 CACHE = ("cache_keys", "cache_values", "cache_bias", "cache_cos", "cache_sin")
-STEP_INPUTS = ("x_t", "t", "state", *CACHE)
+STEP_INPUTS = ("x_t", "t", "state")
+
+
+def cache_names(model: Pi0Model) -> tuple[str, ...]:
+    """The prefix graph's outputs, which the step graph takes back: the KV cache, and the
+    pooled instruction when the expert reads it (`Prefix.instruction`)."""
+    return (*CACHE, "cache_instruction") if model.instruction_proj is not None else CACHE
 
 
 class ExportError(PlatformError):
@@ -80,7 +88,8 @@ class PrefixGraph(nn.Module):
 
     def forward(self, images: Tensor, image_masks: Tensor, tokens: Tensor, token_masks: Tensor):
         cache = self.model.prefix_cache(self.model.embed_prefix(images, image_masks, tokens, token_masks))
-        return torch.stack(cache.keys), torch.stack(cache.values), cache.bias, cache.cos, cache.sin
+        out = (torch.stack(cache.keys), torch.stack(cache.values), cache.bias, cache.cos, cache.sin)
+        return out if cache.instruction is None else (*out, cache.instruction)
 
 
 class StepGraph(nn.Module):
@@ -91,10 +100,11 @@ class StepGraph(nn.Module):
         self.model, self.prefix_len = model, prefix_len
 
     def forward(self, x_t: Tensor, t: Tensor, state: Tensor, keys: Tensor, values: Tensor,
-                bias: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+                bias: Tensor, cos: Tensor, sin: Tensor, instruction: Tensor | None = None) -> Tensor:
         # The step writes its suffix keys/values into the cache; clone so the graph's
         # inputs stay inputs (the exporter functionalises the in-place writes).
-        cache = KVCache(list(keys.clone().unbind(0)), list(values.clone().unbind(0)), self.prefix_len, bias, cos, sin)
+        cache = KVCache(list(keys.clone().unbind(0)), list(values.clone().unbind(0)), self.prefix_len,
+                        bias, cos, sin, instruction)
         return self.model.denoise_step(cache, state, x_t, t)
 
 
@@ -150,12 +160,13 @@ def export_graphs(policy: Policy, out: Path, graphs: Iterable[str] = ("chunk", "
         if name == "chunk":
             _export(ChunkGraph(model, steps), tuple(x[k] for k in CHUNK_INPUTS), path, CHUNK_INPUTS, ["actions"])
         elif name == "prefix":
-            _export(PrefixGraph(model), tuple(x[k] for k in PREFIX_INPUTS), path, PREFIX_INPUTS, CACHE)
+            _export(PrefixGraph(model), tuple(x[k] for k in PREFIX_INPUTS), path, PREFIX_INPUTS, cache_names(model))
         elif name == "step":
             with torch.no_grad():
                 cache = PrefixGraph(model)(*(x[k] for k in PREFIX_INPUTS))
             args = (x["noise"], torch.full((1,), 0.7), x["state"], *cache)
-            _export(StepGraph(model, policy.cfg.prefix_len), args, path, STEP_INPUTS, ["velocity"])
+            inputs = (*STEP_INPUTS, *cache_names(model))
+            _export(StepGraph(model, policy.cfg.prefix_len), args, path, inputs, ["velocity"])
         else:
             raise ExportError(f"unknown graph '{name}'; choose from chunk, prefix, step")
         written[name] = path

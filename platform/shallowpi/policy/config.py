@@ -14,6 +14,10 @@ from typing import Any
 
 from shallowpi.errors import ConfigError
 
+# How the instruction reaches the actions besides the prefix's text tokens
+# (policy/conditioning.py says what each does).
+TASK_CONDITIONING = ("tokens", "film", "expert")
+
 
 @dataclass
 class VisionConfig:
@@ -103,6 +107,9 @@ class PolicyConfig:
     # training data's range (a 0..1 gripper that opens and closes fully keeps its absolute
     # scale: 0 -> -1, 1 -> 1, whatever fraction of the time it is closed).
     normalization: str = "meanstd"
+    # How the instruction reaches the actions besides the prefix's text tokens
+    # (policy/conditioning.py): "tokens" (π0 as published), "film", "expert".
+    task_conditioning: str = "tokens"
 
     def __post_init__(self) -> None:
         if isinstance(self.vision, dict):
@@ -128,6 +135,9 @@ class PolicyConfig:
             )
         if self.normalization not in ("meanstd", "minmax"):
             raise ConfigError(f"unknown policy.normalization '{self.normalization}'; choose one of: meanstd, minmax")
+        if self.task_conditioning not in TASK_CONDITIONING:
+            raise ConfigError(f"unknown policy.task_conditioning '{self.task_conditioning}'; "
+                              f"choose one of: {', '.join(TASK_CONDITIONING)}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise ConfigError(f"policy.crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.num_cameras < 1 or self.chunk_len < 1 or self.num_steps < 1:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from shallowpi.errors import ConfigError
+from shallowpi.policy.conditioning import FiLM, pooled_instruction, repeat_per_camera, zero_linear
 from shallowpi.policy.config import GemmaConfig, PolicyConfig, VisionConfig
 from shallowpi.policy.conv_stem import ConvStem
 
@@ -200,7 +201,7 @@ class VisionLayer(nn.Module):
 class VisionEncoder(nn.Module):
     """Image [B, 3, H, W] in [-1, 1] -> tokens [B, num_patches, D_vlm]."""
 
-    def __init__(self, cfg: VisionConfig, out_width: int) -> None:
+    def __init__(self, cfg: VisionConfig, out_width: int, film: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
         if cfg.stem == "conv":  # policy/conv_stem.py: same token grid, convolutions first
@@ -211,10 +212,17 @@ class VisionEncoder(nn.Module):
         self.layers = nn.ModuleList(VisionLayer(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
         self.projector = nn.Linear(cfg.width, out_width)
+        # policy/conditioning.py: the instruction (pooled VLM text embedding) modulates
+        # the tokens before the ViT layers when task_conditioning is "film".
+        self.film = FiLM(out_width, cfg.width) if film else None
 
-    def forward(self, images: Tensor) -> Tensor:
+    def forward(self, images: Tensor, instruction: Tensor | None = None) -> Tensor:
+        """images [B, 3, H, W]; instruction [B, D_vlm] (required with FiLM, else ignored)."""
         x = self.patch_embed(images).flatten(2).transpose(1, 2)  # [B, patches, Dv]
         x = x + self.pos_embed.weight
+        if self.film is not None:
+            assert instruction is not None, "a FiLM vision encoder needs the pooled instruction"
+            x = self.film(x, instruction)
         for layer in self.layers:
             x = layer(x)
         return self.projector(self.norm(x))  # [B, patches, D_vlm]
@@ -278,11 +286,14 @@ def euler_integrate(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
 
 @dataclass
 class Prefix:
-    """The embedded prefix of one batch: tokens [B, P, D_vlm], pad [B, P], blocks [B, P]."""
+    """The embedded prefix of one batch: tokens [B, P, D_vlm], pad [B, P], blocks [B, P];
+    and the pooled instruction [B, D_vlm] when the action expert reads it directly
+    (`task_conditioning: expert`), else None."""
 
     embs: Tensor
     pad: Tensor
     blocks: Tensor
+    instruction: Tensor | None = None
 
 
 @dataclass
@@ -294,7 +305,7 @@ class KVCache:
     prefix part is never copied (lerobot clones the whole cache at each of the 10 steps).
     `bias` [B, 1, S, P + S] is the suffix rows of the block-causal mask and `cos`/`sin`
     [B, 1, S, E] the suffix's RoPE tables; they depend on the padding only, not on the step,
-    so they are computed once per chunk too.
+    so they are computed once per chunk too. `instruction` is the prefix's (`Prefix`).
     """
 
     keys: list[Tensor]
@@ -303,6 +314,7 @@ class KVCache:
     bias: Tensor
     cos: Tensor
     sin: Tensor
+    instruction: Tensor | None = None
 
     @classmethod
     def empty(cls, cfg: PolicyConfig, batch: int, prefix_len: int, dtype: torch.dtype,
@@ -325,7 +337,7 @@ class Pi0Model(nn.Module):
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.vision = VisionEncoder(cfg.vision, out_width=cfg.vlm.width)
+        self.vision = VisionEncoder(cfg.vision, out_width=cfg.vlm.width, film=cfg.task_conditioning == "film")
         self.vlm = GemmaTower(cfg.vlm, vocab_size=cfg.vocab_size)
         self.expert = GemmaTower(cfg.expert)
         d = cfg.expert.width
@@ -334,6 +346,9 @@ class Pi0Model(nn.Module):
         self.action_time_mlp_in = nn.Linear(2 * d, d)
         self.action_time_mlp_out = nn.Linear(d, d)
         self.action_out_proj = nn.Linear(d, cfg.action_dim)
+        self.instruction_proj = None
+        if cfg.task_conditioning == "expert":  # policy/conditioning.py
+            self.instruction_proj = zero_linear(cfg.vlm.width, d)
 
     # -- inputs -> tokens
 
@@ -342,20 +357,33 @@ class Pi0Model(nn.Module):
     ) -> Prefix:
         """images [B, N, 3, H, W] in [-1, 1], image_masks [B, N], tokens/token_masks [B, L]."""
         B, N = images.shape[:2]
-        img = self.vision(images.flatten(0, 1).to(self.vision.patch_embed.weight.dtype))  # [B*N, patches, D]
+        txt = self.vlm.embed(tokens)  # [B, L, D]
+        pooled = pooled_instruction(txt, token_masks)  # [B, D]
+        film = repeat_per_camera(pooled, N) if self.vision.film is not None else None  # [B*N, D]
+        img = self.vision(images.flatten(0, 1).to(self.vision.patch_embed.weight.dtype), film)
         img = img.view(B, N * img.shape[1], -1)  # [B, N*patches, D], camera-major
         img_pad = image_masks.repeat_interleave(img.shape[1] // N, dim=1)  # [B, N*patches]
-        txt = self.vlm.embed(tokens)  # [B, L, D]
         embs = torch.cat([img, txt.to(img.dtype)], dim=1)  # [B, P, D]
         pad = torch.cat([img_pad, token_masks], dim=1)  # [B, P]
-        return Prefix(embs, pad, torch.zeros_like(pad, dtype=torch.long))
+        instruction = pooled if self.instruction_proj is not None else None
+        return Prefix(embs, pad, torch.zeros_like(pad, dtype=torch.long), instruction)
 
-    def embed_suffix(self, state: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """state [B, A], noisy actions x_t [B, C, A], time t [B] -> tokens [B, S, D], pad, blocks."""
+    def embed_suffix(
+        self, state: Tensor, x_t: Tensor, t: Tensor, instruction: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """state [B, A], noisy actions x_t [B, C, A], time t [B] -> tokens [B, S, D], pad, blocks.
+
+        With `task_conditioning: expert` the pooled instruction [B, D_vlm] (`Prefix`) is
+        projected and added to the time embedding, so every action token carries it into
+        the expert directly (policy/conditioning.py); it is ignored otherwise.
+        """
         B, C, _ = x_t.shape
         state_tok = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # [B, 1, D]
         act = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))  # [B, C, D]
         temb = time_embedding(t, act.shape[-1], self.cfg.time_min_period, self.cfg.time_max_period)
+        if self.instruction_proj is not None:
+            assert instruction is not None, "task_conditioning 'expert' needs the prefix's instruction"
+            temb = temb + self.instruction_proj(instruction.to(self.instruction_proj.weight.dtype))
         temb = temb.to(act.dtype)[:, None].expand_as(act)  # [B, C, D]
         act = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([act, temb], -1))))
         embs = torch.cat([state_tok, act.to(state_tok.dtype)], dim=1)  # [B, S, D]
@@ -400,7 +428,7 @@ class Pi0Model(nn.Module):
     def _joint_forward(
         self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, wanted: Collection[int]
     ) -> tuple[Tensor, dict[int, Tensor]]:
-        suffix, s_pad, s_blocks = self.embed_suffix(state, x_t, t)
+        suffix, s_pad, s_blocks = self.embed_suffix(state, x_t, t, prefix.instruction)
         pad = torch.cat([prefix.pad, s_pad], dim=1)  # [B, T]
         bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
         positions = torch.cumsum(pad, dim=1) - 1  # [B, T]; padding does not advance them
@@ -473,6 +501,7 @@ class Pi0Model(nn.Module):
         cache.bias.copy_(bias[:, :, P:])
         cache.cos.copy_(cos[:, :, P:])
         cache.sin.copy_(sin[:, :, P:])
+        cache.instruction = prefix.instruction
         x = prefix.embs.to(dtype)
         for layer, key_buf, val_buf in zip(self.vlm.layers, cache.keys, cache.values):
             q, k, v = layer.qkv(x, cos[:, :, :P], sin[:, :, :P])  # k, v [B, k, P, E]
@@ -483,7 +512,7 @@ class Pi0Model(nn.Module):
     @torch.no_grad()
     def denoise_step(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Velocity [B, C, A] from the expert alone, its queries over cached prefix keys."""
-        x, _, _ = self.embed_suffix(state, x_t, t)  # [B, S, D]
+        x, _, _ = self.embed_suffix(state, x_t, t, cache.instruction)  # [B, S, D]
         x = x.to(self.expert.layers[0].q_proj.weight.dtype)
         P = cache.prefix_len
         for i, layer in enumerate(self.expert.layers):

@@ -142,7 +142,7 @@ class ChunkSampler:
 
     def _velocity(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         model = self.model
-        x, _, _ = model.embed_suffix(state, x_t, t)  # [B, S, D]
+        x, _, _ = model.embed_suffix(state, x_t, t, cache.instruction)  # [B, S, D]
         x = x.to(self.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, cache, i)

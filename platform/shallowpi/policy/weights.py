@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from shallowpi.errors import PlatformError
+from shallowpi.policy.conditioning import CONDITIONING_WEIGHTS
 from shallowpi.policy.config import GemmaConfig, PolicyConfig, VisionConfig
 from shallowpi.policy.model import Pi0Model
 
@@ -141,8 +142,11 @@ def convert_state_dict(theirs: dict[str, Tensor], cfg: PolicyConfig) -> dict[str
 
 
 def load_into(model: Pi0Model, ours: dict[str, Tensor]) -> None:
-    """Copy `ours` into `model`, naming the first shape mismatch in one line."""
+    """Copy `ours` into `model`, naming the first shape mismatch in one line. The model's
+    instruction conditioning (policy/conditioning.py), which π0 checkpoints lack, keeps
+    its zero initialisation."""
     own = model.state_dict()
+    ours = {**{k: v for k, v in own.items() if k.startswith(CONDITIONING_WEIGHTS)}, **ours}
     for key, value in ours.items():
         if key in own and own[key].shape != value.shape:
             raise CheckpointError(

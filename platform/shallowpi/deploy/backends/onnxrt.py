@@ -26,18 +26,22 @@ from shallowpi.deploy.preprocess import ModelInputs
 log = logging.getLogger(__name__)
 
 CHUNK_INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
-CACHE = ("cache_keys", "cache_values", "cache_bias", "cache_cos", "cache_sin")
 
 
 class SplitGraphs:
-    """prefix + step sessions as one chunk function (shared with export_onnx.parity)."""
+    """prefix + step sessions as one chunk function (shared with export_onnx.parity).
+
+    The prefix graph's outputs (the KV cache, and the pooled instruction for a policy
+    whose expert reads it) go back into every step under their own names.
+    """
 
     def __init__(self, prefix: Any, step: Any, num_steps: int) -> None:
         self.prefix, self.step, self.num_steps = prefix, step, num_steps
 
     def __call__(self, prefix_inputs: Mapping[str, np.ndarray], state: np.ndarray, noise: np.ndarray,
                  target: np.ndarray | None = None, weight: np.ndarray | None = None) -> np.ndarray:
-        cache = dict(zip(CACHE, self.prefix.run(None, dict(prefix_inputs))))
+        names = [out.name for out in self.prefix.get_outputs()]
+        cache = dict(zip(names, self.prefix.run(None, dict(prefix_inputs))))
 
         def velocity(x: np.ndarray, t: float) -> np.ndarray:
             feed = {"x_t": x.astype(np.float32), "t": np.full((x.shape[0],), t, np.float32), "state": state, **cache}
