@@ -161,6 +161,13 @@ def test_bad_settings_are_refused_in_one_line():
         ExecutorConfig(strategy="fast")
     with pytest.raises(ConfigError, match="seam_bound must be positive"):
         ExecutorConfig(seam_bound=0)
+    # `selection` is a field but not a deploy key: it comes from the action_selection section.
+    for section in ({"stratgy": "rtc"}, {"selection": {}}):
+        with pytest.raises(ConfigError, match=rf"unknown deploy keys \['{next(iter(section))}'\]; valid keys: .*strategy") as err:
+            ExecutorConfig.from_config(section)
+        assert "selection" not in str(err.value).partition("valid keys:")[2]
+    with pytest.raises(ConfigError, match=r"unknown action_selection keys \['horizon'\]; valid keys: .*replan_every"):
+        ExecutorConfig.from_config({"strategy": "rtc"}, {"horizon": 3})
 
 
 def test_the_executor_status_travels_as_a_telemetry_envelope():

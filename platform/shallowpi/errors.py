@@ -20,10 +20,11 @@ class ConfigError(PlatformError):
     """An unknown config option, group choice or key."""
 
 
-def refuse_unknown_keys(section: str, keys: Iterable[str], settings: type) -> None:
+def refuse_unknown_keys(section: str, keys: Iterable[str], settings: type, exclude: Iterable[str] = ()) -> None:
     """ConfigError naming the keys of a config section (`section`, e.g. "distill") that the
-    dataclass `settings` has no field for, with the valid ones."""
-    valid = {f.name for f in dataclasses.fields(settings)}
+    dataclass `settings` has no field for, with the valid ones. Fields in `exclude` are
+    not the section's to set (they come from another section)."""
+    valid = {f.name for f in dataclasses.fields(settings)} - set(exclude)
     unknown = sorted(set(keys) - valid)
     if unknown:
         raise ConfigError(f"unknown {section} keys {unknown}; valid keys: {', '.join(sorted(valid))}")

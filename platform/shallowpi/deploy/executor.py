@@ -60,7 +60,7 @@ import numpy as np
 
 from shallowpi.deploy.backends.base import Backend, Inpainting
 from shallowpi.deploy.inference import Done, LockstepInference, ThreadedInference
-from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.errors import ConfigError, PlatformError, refuse_unknown_keys
 from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
 from shallowpi.policy.action_selection import Strategy as Selection
 from shallowpi.record.clock import SimulatedClock, TickClock, prompt_gil_handover
@@ -131,10 +131,7 @@ class ExecutorConfig:
     @classmethod
     def from_config(cls, section: Mapping[str, Any], selection: Mapping[str, Any] | None = None) -> ExecutorConfig:
         """From configs/config.yaml's `deploy` and `action_selection` sections."""
-        known = [f.name for f in dataclasses.fields(cls) if f.name != "selection"]
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown deploy keys {unknown}; known: {', '.join(known)}")
+        refuse_unknown_keys("deploy", section, cls, exclude=("selection",))  # its own section
         base = ActionSelectionConfig.from_config(selection or {})
         return cls(**dict(section), selection=base)
 

@@ -45,7 +45,6 @@ only. Pure numpy: the robot's core install (Python 3.10, no torch) imports it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -55,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, refuse_unknown_keys
 
 
 class Strategy(str, Enum):
@@ -103,10 +102,7 @@ class ActionSelectionConfig:
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> ActionSelectionConfig:
         """From configs/config.yaml's `action_selection` (a DictConfig or a dict)."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown action_selection keys {unknown}; known: {', '.join(known)}")
+        refuse_unknown_keys("action_selection", section, cls)
         return cls(**{key: section[key] for key in section})
 
     def every(self, chunk_len: int) -> int:

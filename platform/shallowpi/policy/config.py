@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, refuse_unknown_keys
 
 # How the instruction reaches the actions besides the prefix's text tokens
 # (policy/conditioning.py says what each does).
@@ -160,12 +160,7 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown policy config keys {unknown}; valid keys: {', '.join(sorted(known))}"
-            )
+        refuse_unknown_keys("policy config", data, cls)
         try:
             return cls(**data)
         except TypeError as exc:  # a bad key inside vision/vlm/expert
