@@ -18,7 +18,7 @@ import pytest
 
 from shallowpi.cli import main
 
-TINY = ["--no-tui", "demo.policy=tiny", "policy.vlm.depth=18", "policy.expert.depth=18", "demo.episodes=2",
+TINY = ["--no-tui", "demo.teacher=train", "demo.policy=tiny", "policy.vlm.depth=18", "policy.expert.depth=18", "demo.episodes=2",
         "demo.record_time_s=2", "demo.teacher_steps=4", "demo.student_steps=4", "demo.eval_episodes=1",
         "demo.eval_time_s=1", "demo.deploy_episodes=1", "demo.deploy_backend=torch", "demo.latency_repeats=3",
         "demo.sim_size=32x32"]
@@ -148,7 +148,10 @@ def test_a_made_stage_with_changed_settings_stops_in_one_line(first, capsys):
 
 def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
     for extra, expected in ((["demo.episodes=0"], "demo.episodes must be at least 1, got 0"),
-                            (["+demo.epochs=3"], "unknown demo keys ['epochs']")):
+                            (["+demo.epochs=3"], "unknown demo keys ['epochs']"),
+                            (["demo.teacher=shipped", "demo.robot=humanoid"],
+                             "no teacher ships for the simulated humanoid"),
+                            ([f"demo.teacher={tmp_path}"], f"demo.teacher={tmp_path}: no model.safetensors there")):
         assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err

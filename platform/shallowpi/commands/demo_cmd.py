@@ -12,7 +12,8 @@ demo/<robot>-<profile>/ in the checkout):
   1 record    `platform record --sim direct`: the robot's scripted experts demonstrate
               every task in the MuJoCo twin (DART noise, demo.sim_noise) -> <robot>.zarr
   2 teacher   `platform train` (preset demo.policy, default `teacher`: 18 + 18 layers)
-              -> teacher/ ; or --teacher CKPT, used as given
+              -> teacher/ ; or used as given: --teacher CKPT, demo.teacher=CKPT, or
+              demo.teacher=shipped (robots/<robot>/teacher/, the project's own)
   3 student   `platform distill --teacher`: 6 of its layers in both towers, trained with
               task + output + attention distillation -> student6/ (report.md inside)
   4 evaluate  `platform eval --sim` of teacher and student on every task, unseen seeds,
@@ -69,14 +70,13 @@ def run(args: argparse.Namespace) -> int:
     # same config, so demo.* would be harmless, but they are not theirs to read).
     passed = [o for o in args.overrides if not o.partition("=")[0].lstrip("+~").startswith("demo")]
     tui = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
-    demo = Demo(settings, out, passed, tui, given_teacher=args.teacher)
+    demo = Demo(settings, out, passed, tui, given_teacher=args.teacher or settings.given_teacher())
     print(f"[demo] {settings.name} profile on the simulated {settings.robot}, everything under {out}", flush=True)
     quick = settings.name == "quick"
     if quick:
         print(f"[demo] --quick: {settings.teacher_steps} teacher and {settings.student_steps} student steps on "
               f"{settings.episodes} demonstrations a task, a first look at every stage: expect little or no "
-              "success from this teacher and student (the default run trains "
-              f"{_default_ratio(settings, config)} longer)", flush=True)
+              f"success from this teacher and student ({_default_run(settings, config)})", flush=True)
 
     demo.record()
     teacher = demo.teacher()
@@ -105,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_ratio(quick: Any, config: Any) -> str:
-    """How much longer the default profile trains the teacher than `quick`, e.g. '10x'."""
-    default = config.compose(["demo=default"]).demo.teacher_steps
-    return f"{default / quick.teacher_steps:.0f}x"
+def _default_run(quick: Any, config: Any) -> str:
+    """What the default profile does instead of `quick`'s brief training, in a few words."""
+    default = config.compose(["demo=default"]).demo
+    student = f"{default.student_steps / quick.student_steps:.0f}x the student steps"
+    if default.teacher == "shipped":
+        return f"the default run distils the teacher the project ships, with {student}"
+    return f"the default run trains the teacher {default.teacher_steps / quick.teacher_steps:.0f}x longer, {student}"

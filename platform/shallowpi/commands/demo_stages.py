@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shallowpi.config import REPO_ROOT
 from shallowpi.errors import ConfigError, PlatformError, refuse_unknown_keys
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class DemoConfig:
     name: str = "default"
     robot: str = "arm"
     policy: str = "teacher"
+    teacher: str = "train"
     episodes: int = 20
     sim_size: str = "64x64"
     sim_noise: float = 0.005
@@ -78,6 +80,24 @@ class DemoConfig:
                 raise ConfigError(f"demo.{key} must be positive (or null for the task's limit), got {value}")
         if self.sim_noise < 0:
             raise ConfigError(f"demo.sim_noise must be >= 0, got {self.sim_noise}")
+
+    def given_teacher(self) -> Path | None:
+        """The teacher checkpoint `teacher` names: None for "train" (train one), the
+        project's own for "shipped" (robots/<robot>/teacher/), else the folder given.
+        Raises ConfigError when no teacher ships for the robot or the folder has none."""
+        if self.teacher == "train":
+            return None
+        if self.teacher == "shipped":
+            folder = REPO_ROOT / "robots" / self.robot / "teacher"
+            if not (folder / "model.safetensors").is_file():
+                raise ConfigError(f"no teacher ships for the simulated {self.robot} ({folder} has none); "
+                                  "demo.teacher=train trains one")
+            return folder
+        folder = Path(self.teacher).expanduser()
+        if not (folder / "model.safetensors").is_file():
+            raise ConfigError(f"demo.teacher={self.teacher}: no model.safetensors there; give a checkpoint "
+                              "folder, or shipped, or train")
+        return folder
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DemoConfig:
@@ -306,7 +326,9 @@ class Demo:
         if self.given_teacher is not None:
             given = self.given_teacher.expanduser().resolve()
             self.book.require_same("teacher", {"given": str(given), "sha256": checkpoint_sha256(given)}, run)
-            self._line("teacher", f"using the given checkpoint {given} (no training)")
+            shipped = given.parent.parent == REPO_ROOT / "robots" and given.name == "teacher"
+            self._line("teacher", f"using the teacher the project ships, {given} (no training; its README.md "
+                                  "says how it was made)" if shipped else f"using the given checkpoint {given} (no training)")
             return given
         settings = {"policy": cfg.policy, "steps": cfg.teacher_steps, "episodes": sum(self._episodes_per_task().values()),
                     "overrides": self._relevant(self.teacher_overrides, ("policy",))}
