@@ -172,3 +172,26 @@ def test_progress_prints_plain_lines_without_a_terminal():
     bar.update(7, "loss 0.4")
     bar.close()
     assert quiet.getvalue().splitlines() == [quiet.getvalue().strip()] and " 7/10 " in quiet.getvalue()
+
+
+def test_the_shipped_arm_teacher_fits_the_twin_and_says_how_it_was_made():
+    from shallowpi import config
+    from shallowpi.commands.demo_stages import DemoConfig
+    from shallowpi.evaluate.sim_checkpoint import check_fits
+    from shallowpi.policy import Policy
+    from shallowpi.policy.tokenizer import check_prompts
+    from shallowpi.robots.sim.tasks import make_tasks
+    from shallowpi.robots.sim.twin import TwinSpec
+
+    folder = DemoConfig(teacher="shipped", robot="arm").given_teacher()
+    assert folder == config.REPO_ROOT / "robots" / "arm" / "teacher"
+    policy = Policy.load(folder)
+    check_fits(policy.features, TwinSpec.from_config(config.compose(["robot=arm"]).robot))
+    assert policy.cfg.depth == 18 and policy.cfg.name == "teacher"
+    instructions = [task.instruction for task in make_tasks("arm").values()]
+    # it reads every instruction whole, word by word, and tells them apart
+    check_prompts(policy.tokenizer, instructions, policy.cfg.max_text_tokens)
+    assert {word for text in instructions for word in text.split()} <= set(policy.cfg.vocabulary)
+    meta = Policy.read_metadata(folder)
+    assert "closed_loop.py" in meta["made_by"] and not {"dataset", "train", "held_out"} & set(meta)
+    assert config.compose(["demo=default"]).demo.teacher == "shipped"

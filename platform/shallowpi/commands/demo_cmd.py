@@ -1,19 +1,21 @@
 """The whole loop on the simulated robot, no hardware: record, teacher, student, evaluate, deploy.
 
-  platform demo                      the default sizes (<= 20 minutes on a 2-core machine)
-  platform demo --quick              a first look at every stage (<= 5 minutes; the student
-                                     trains far too briefly to be expected to succeed)
-  platform demo --teacher CKPT       distil a given teacher instead of training one
-  platform demo demo.episodes=40 demo.teacher_steps=3000 demo.train.batch_size=16
+  platform demo                      the default sizes (<= 20 minutes on a 2-core machine),
+                                     distilling the teacher the project ships
+  platform demo --quick              a first look at every stage (<= 5 minutes; trains its own
+                                     teacher and student far too briefly to succeed)
+  platform demo --teacher CKPT       distil a given teacher
+  platform demo demo.teacher=train demo.teacher_steps=9000   train the teacher here (~1 hour)
 
 Six stages, each one of the platform's own commands, all under one folder (--out, default
 demo/<robot>-<profile>/ in the checkout):
 
   1 record    `platform record --sim direct`: the robot's scripted experts demonstrate
               every task in the MuJoCo twin (DART noise, demo.sim_noise) -> <robot>.zarr
-  2 teacher   `platform train` (preset demo.policy, default `teacher`: 18 + 18 layers)
-              -> teacher/ ; or used as given: --teacher CKPT, demo.teacher=CKPT, or
-              demo.teacher=shipped (robots/<robot>/teacher/, the project's own)
+  2 teacher   the one the project ships (demo.teacher=shipped, the default profile's:
+              robots/<robot>/teacher/, its README.md says how it was made); or
+              `platform train` (demo.teacher=train, preset demo.policy) -> teacher/ ; or
+              --teacher CKPT / demo.teacher=CKPT, used as given
   3 student   `platform distill --teacher`: 6 of its layers in both towers, trained with
               task + output + attention distillation -> student6/ (report.md inside)
   4 evaluate  `platform eval --sim` of teacher and student on every task, unseen seeds,
@@ -39,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-HELP = "the whole loop on the simulated robot: record, train, distil, evaluate, deploy, compare"
+HELP = "the whole loop on the simulated robot: record, teacher, distil, evaluate, deploy, compare"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
