@@ -358,7 +358,10 @@ class Pi0Model(nn.Module):
         """images [B, N, 3, H, W] in [-1, 1], image_masks [B, N], tokens/token_masks [B, L]."""
         B, N = images.shape[:2]
         txt = self.vlm.embed(tokens)  # [B, L, D]
-        pooled = pooled_instruction(txt, token_masks)  # [B, D]
+        # π0 itself ("tokens") reads the instruction through attention only: pool only when
+        # a conditioning path reads the pooled vector.
+        reads_pooled = self.vision.film is not None or self.instruction_proj is not None
+        pooled = pooled_instruction(txt, token_masks) if reads_pooled else None  # [B, D]
         film = repeat_per_camera(pooled, N) if self.vision.film is not None else None  # [B*N, D]
         img = self.vision(images.flatten(0, 1).to(self.vision.patch_embed.weight.dtype), film)
         img = img.view(B, N * img.shape[1], -1)  # [B, N*patches, D], camera-major
