@@ -81,6 +81,10 @@ class DemoConfig:
         if self.sim_noise < 0:
             raise ConfigError(f"demo.sim_noise must be >= 0, got {self.sim_noise}")
 
+    def shipped_teacher(self) -> Path:
+        """Where the project's own teacher for this robot lives: robots/<robot>/teacher/."""
+        return REPO_ROOT / "robots" / self.robot / "teacher"
+
     def given_teacher(self) -> Path | None:
         """The teacher checkpoint `teacher` names: None for "train" (train one), the
         project's own for "shipped" (robots/<robot>/teacher/), else the folder given.
@@ -88,7 +92,7 @@ class DemoConfig:
         if self.teacher == "train":
             return None
         if self.teacher == "shipped":
-            folder = REPO_ROOT / "robots" / self.robot / "teacher"
+            folder = self.shipped_teacher()
             if not (folder / "model.safetensors").is_file():
                 raise ConfigError(f"no teacher ships for the simulated {self.robot} ({folder} has none); "
                                   "demo.teacher=train trains one")
@@ -326,7 +330,7 @@ class Demo:
         if self.given_teacher is not None:
             given = self.given_teacher.expanduser().resolve()
             self.book.require_same("teacher", {"given": str(given), "sha256": checkpoint_sha256(given)}, run)
-            shipped = given.parent.parent == REPO_ROOT / "robots" and given.name == "teacher"
+            shipped = given == cfg.shipped_teacher().resolve()
             self._line("teacher", f"using the teacher the project ships, {given} (no training; its README.md "
                                   "says how it was made)" if shipped else f"using the given checkpoint {given} (no training)")
             return given
