@@ -58,6 +58,8 @@ def test_deploy_thor_on_this_machine_runs_the_twin_with_the_best_local_backend(t
     assert data["episodes"] == 1 and data["strategy"] == "rtc" and data["profile"] == "cpu"
     assert set(data["safety"]) == {"clamps", "seam_trips", "holds", "stale_frames", "faults"}
     assert data["safety"]["faults"] == 0 and data["per_episode"][0]["ticks"] > 0
+    episode = data["per_episode"][0]
+    assert sum(episode["clamped_joints"].values()) >= episode["clamps"] == data["safety"]["clamps"]
     bundle = trained["ckpt"].with_name(trained["ckpt"].name + ".bundle")
     assert (bundle / "manifest.json").is_file() and (bundle / "graphs" / "chunk.onnx").is_file()
 

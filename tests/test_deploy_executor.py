@@ -130,6 +130,8 @@ def test_the_seam_bound_limits_and_counts_a_jump():
 def test_the_robot_clamps_are_counted_beyond_a_tolerance():
     _, report, _, _ = run("async", robot=CountingRobot(max_step=0.5), ticks=30)
     assert report.clamps > 0
+    # Every joint follows the same step numbers here, so each was clamped on every counted tick.
+    assert report.clamped_joints == {"j0": report.clamps, "j1": report.clamps}
     # A trained arm policy sits a hair past the shoulder limit its demonstrations touched:
     # the robot clamps those commands all the same, but they are not what an operator's
     # clamp count is for (it read 40 % of ticks).

@@ -43,7 +43,7 @@ run() {
         "$py" -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())" 2>&1 | tail -1
         "$py" -c "import tensorrt as t; print('tensorrt', t.__version__)" 2>&1 | tail -1
     } | tee "$out/log.txt"
-    "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$data"/wheels/*.whl || exit 1
+    "$py" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" "$data"/wheels/*.whl || exit 1
     export PYTHONPATH="$site"
     "$py" -c "import imagecodecs" 2>/dev/null || export PYTHONPATH="$PWD/tools/bench/device_shims:$site"
     "$py" -c "import tarfile; tarfile.open('$data/store.tar.xz').extractall('/tmp/store', filter='data')" || exit 1

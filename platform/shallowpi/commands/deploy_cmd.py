@@ -292,7 +292,16 @@ def _episode_line(index: int, total: int, r: Any) -> str:
     return (f"episode {index + 1}/{total} seed {r.seed}: {result} ({r.ended}, {r.ticks} ticks) | "
             f"{r.chunks} chunks, inference p50 {lat[0]:.0f} p99 {lat[1]:.0f} ms, delay "
             f"{max(r.delays, default=0)} ticks max | holds {r.holds}, seam trips {r.seam_trips}, "
-            f"clamps {r.clamps}, stale frames {r.stale_frames}")
+            f"clamps {r.clamps}{_by_joint(r.clamped_joints)}, stale frames {r.stale_frames}")
+
+
+def _by_joint(counts: dict[str, int], shown: int = 3) -> str:
+    """' (gripper 50, shoulder_lift 8)': the joints clamped most, so an operator knows which
+    limit the policy presses on."""
+    if not counts:
+        return ""
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:shown]
+    return " (" + ", ".join(f"{name} {n}" for name, n in top) + (", ..." if len(counts) > shown else "") + ")"
 
 
 def _summary(reports: list[Any], executor: Any) -> dict[str, Any]:
@@ -309,6 +318,7 @@ def _summary(reports: list[Any], executor: Any) -> dict[str, Any]:
             "inference_p99_ms": float(p99), "loop_p99_ms": loop_p99, "safety": counts,
             "per_episode": [{"seed": r.seed, "success": r.success, "ended": r.ended, "ticks": r.ticks,
                              "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
+                             "clamps": r.clamps, "clamped_joints": r.clamped_joints,
                              "delays": r.delays, "latency_ms": r.latency_ms} for r in reports]}
 
 

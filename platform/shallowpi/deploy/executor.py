@@ -156,6 +156,7 @@ class EpisodeReport:
     seam_trips: int = 0
     max_seam_jump: float = 0.0
     clamps: int = 0
+    clamped_joints: dict[str, int] = field(default_factory=dict)  # ticks each joint was clamped
     stale_frames: int = 0
     period_p99_ms: float = 0.0
     overruns: int = 0
@@ -288,9 +289,13 @@ class Executor:
                             seam = "limiting" if limited else False
                         sent = robot.act(action)
                         report.steps += 1
-                        if np.abs(sent - action).max() > cfg.clamp_tolerance:
+                        clamped = np.flatnonzero(np.abs(sent - action) > cfg.clamp_tolerance)
+                        if clamped.size:  # which joints: a limit the policy presses on, or a seam
                             report.clamps += 1
                             self.safety.clamps += 1
+                            for i in clamped:
+                                name = self.status.joint_names[i]
+                                report.clamped_joints[name] = report.clamped_joints.get(name, 0) + 1
                         holding = False
                 except PlatformError as exc:
                     self._fault(exc, report)
