@@ -1,8 +1,9 @@
 """Several training recipes at once under one wall-clock budget: a lent GPU's sweep.
 
 A small policy (the twins' `teacher` preset: 1.4 M parameters) leaves a big GPU idle, its
-step bound by the host launching ~2,000 small kernels, so one GPU trains several recipes in
-parallel about as fast as one. Each `--variant NAME:KEY=VALUE,...` is one `platform train`
+step bound by the host issuing ~10,000 small ops (on an H200: 155-166 ms a step alone,
+176-191 ms with six runs sharing it), so one GPU trains several recipes in parallel about
+as fast as one. Each `--variant NAME:KEY=VALUE,...` is one `platform train`
 run on the same store; all start together. After `--check-after` seconds each run's step
 rate is read from its metrics.jsonl; a run whose asked steps would not end before the
 budget is restarted with as many steps as fit (so its cosine schedule still ends at
@@ -11,7 +12,8 @@ going is stopped with SIGINT and keeps the step it reached.
 
 The runs stay in `--runs-dir`; with `--pack DIR` each run's last checkpoint (its EMA
 weights, else its raw ones; config, metrics, log; no optimizer state) goes to
-DIR/NAME.tar.gz, one file a run, for a device machine that returns only a few files. Evaluate them afterwards in closed loop:
+DIR/NAME.tar.gz, one file a run, for a device machine that returns only a few files.
+Evaluate them afterwards in closed loop:
 
     python tools/bench/train_sweep.py --dataset arm.zarr --minutes 7 --pack $OUT \\
         --variant seed1:policy.train.seed=1 --variant b128:policy.train.batch_size=128
@@ -74,9 +76,8 @@ class Run:
     steps: int
     proc: subprocess.Popen | None = None
     launched: float = 0.0
-    first_log: tuple[float, int] | None = None  # (time, step) of its first metrics line
     restarted: bool = False
-    samples: list[tuple[float, int]] = field(default_factory=list)
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, step) as each step is first seen
 
     @property
     def log(self) -> Path:
@@ -96,9 +97,9 @@ class Run:
 
     def seconds_per_step(self) -> float | None:
         """From the first logged step to the newest, so start-up is not counted."""
-        if self.first_log is None or not self.samples:
+        if not self.samples:
             return None
-        (t0, s0), (t1, s1) = self.first_log, self.samples[-1]
+        (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]
         return (t1 - t0) / (s1 - s0) if s1 > s0 else None
 
 
@@ -106,6 +107,8 @@ def launch(run: Run, dataset: Path, policy: str, device: str) -> None:
     """Start `platform train` for the run (its folder emptied first), output to run.log."""
     if run.folder.exists():
         shutil.rmtree(run.folder)
+    # Not closed_loop.platform_env: it replaces PYTHONPATH, and on a device machine the
+    # carried wheels are on it.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "platform"),
                                                                      os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "shallowpi", "train", "--dataset", str(dataset), "--policy", policy,
@@ -117,18 +120,15 @@ def launch(run: Run, dataset: Path, policy: str, device: str) -> None:
     sink.flush()
     run.proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
     sink.close()
-    run.launched, run.first_log, run.samples = time.monotonic(), None, []
+    run.launched, run.samples = time.monotonic(), []
 
 
 def poll(run: Run) -> None:
     step = run.last_step()
     if step is None:
         return
-    now = time.monotonic()
-    if run.first_log is None:
-        run.first_log = (now, step)
     if not run.samples or step != run.samples[-1][1]:  # when a step is first seen, for the rate
-        run.samples.append((now, step))
+        run.samples.append((time.monotonic(), step))
 
 
 def pack(run: Run, into: Path) -> Path | None:
@@ -195,9 +195,9 @@ def main() -> None:
             checked = True
             for run in runs:
                 rate = run.seconds_per_step()
-                if run.proc.poll() is not None or rate is None or run.first_log is None:
+                if run.proc.poll() is not None or rate is None:
                     continue
-                startup = run.first_log[0] - run.launched
+                startup = run.samples[0][0] - run.launched
                 end = now + (run.steps - run.samples[-1][1]) * rate
                 if end <= deadline - 20:  # 20 s for the last save and the held-out evaluation
                     continue
