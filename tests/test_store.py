@@ -271,12 +271,14 @@ def test_a_move_to_layout_2_cut_at_any_write_loses_nothing(tmp_path, monkeypatch
     """Kill the move after each of its file writes (the per-episode files, the commit
     record, the header switch, the final record): the store reads whole every time, and
     the next writable open finishes the move."""
+    from shallowpi.data import durable_io, store_layout1
     from shallowpi.data import store as store_module
 
     make_store(tmp_path / "s.zarr", episodes=4, length=3).close()
     episodes = EpisodeStore.open(tmp_path / "s.zarr").episodes
     as_layout_1(tmp_path / "s.zarr")
-    real_write, writes = store_module._write_json, []
+    real_write, writes = durable_io.write_json, []
+    writers = (store_module, store_layout1)  # the modules whose writes the move makes
 
     def dying_write(path, value, durable):
         writes.append(path)
@@ -284,10 +286,13 @@ def test_a_move_to_layout_2_cut_at_any_write_loses_nothing(tmp_path, monkeypatch
             raise KeyboardInterrupt  # stands in for the kill: nothing after it runs
         real_write(path, value, durable)
 
-    monkeypatch.setattr(store_module, "_write_json", dying_write)
+    for module in writers:
+        monkeypatch.setattr(module, "write_json", dying_write)
     with pytest.raises(KeyboardInterrupt):
         EpisodeStore.open(tmp_path / "s.zarr", mode="a")
-    monkeypatch.setattr(store_module, "_write_json", real_write)
+    assert len(writes) == fail_at
+    for module in writers:
+        monkeypatch.setattr(module, "write_json", real_write)
     assert EpisodeStore.open(tmp_path / "s.zarr").episodes == episodes  # a reader, mid-move
     with EpisodeStore.open(tmp_path / "s.zarr", mode="a") as moved:
         assert moved.layout == 2 and moved.episodes == episodes

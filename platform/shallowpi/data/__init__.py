@@ -3,11 +3,13 @@
 Three layers, each small (after Diffusion Policy's replay buffer / sampler / dataset):
 `store` keeps episodes crash-safely on disk, `windows` maps a sample index to an
 (observation, action chunk) window, `training` turns windows into torch samples.
-Beside the store: `store_rules` (what may join a store), `store_edit` (delete, copy,
-merge), `store_layout1` (stores written before layout 2).
+Beside the store: `episode_writer` (one episode's frames), `durable_io` (atomic writes, the
+writer lock), `store_rules` (what may join a store), `store_edit` (delete, copy, merge),
+`store_layout1` (stores written before layout 2).
 """
 
+from shallowpi.data.episode_writer import EpisodeWriter
 from shallowpi.data.features import Feature, FeatureKind
-from shallowpi.data.store import EpisodeInfo, EpisodeStore, EpisodeWriter
+from shallowpi.data.store import EpisodeInfo, EpisodeStore
 
 __all__ = ["EpisodeInfo", "EpisodeStore", "EpisodeWriter", "Feature", "FeatureKind"]

@@ -38,7 +38,8 @@ being recorded.
 Layout 1 (format versions 1 and 2) kept every episode's metadata as one list in
 meta/.zattrs, rewritten at each commit: such stores are read as they are and moved to
 layout 2 the first time they are opened for writing (data/store_layout1.py). Beside
-this module: what may join a store (store_rules.py), delete, copy and merge
+this module: writing one episode (episode_writer.py), the atomic writes and the writer
+lock (durable_io.py), what may join a store (store_rules.py), delete, copy and merge
 (store_edit.py).
 """
 
@@ -46,8 +47,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -56,21 +55,31 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shallowpi.data import chunk_files, zarr_compat
 from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
+from shallowpi.data.durable_io import (
+    PARTIAL_SUFFIX,
+    file_in,
+    fsync_path,
+    read_json,
+    release_writer_lock,
+    take_writer_lock,
+    write_json,
+)
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
-from shallowpi.data.nonfinite import nonfinite_ranges
-from shallowpi.data.row_ranges import describe_ranges
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.errors import StoreError
 
+if TYPE_CHECKING:
+    from shallowpi.data.episode_writer import EpisodeWriter
+
 log = logging.getLogger(__name__)
 
-__all__ = ["EpisodeInfo", "EpisodeStore", "EpisodeWriter", "StoreSettings", "StoreSummary", "check_mixing",
+__all__ = ["EpisodeInfo", "EpisodeStore", "StoreSettings", "StoreSummary", "check_mixing",
            "iter_stores", "mixed_fps"]
 
 FORMAT_NAME = "shallowpi.episodes"
@@ -83,11 +92,9 @@ FORMAT_VERSION = 3
 LAYOUT = 2
 TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
-LOCK_NAME = ".shallowpi.lock"
 EPISODES_DIR = "episodes"
 COMPACTING_SUFFIX = ".compacting"
 WRITER_CACHED_EPISODES = 256  # episode metadata a writable store keeps in memory
-PARTIAL_SUFFIX = ".partial"
 
 
 @dataclass
@@ -134,49 +141,6 @@ class StoreSettings:
     numeric_chunk_rows: int = 1024
     image_batch: int = 8  # frames buffered per camera before a write (encoded in parallel)
     durable: bool = True  # fsync before each commit (power-cut safety); off for benchmarks
-
-
-def _checksum(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
-
-
-def _fsync_path(path: str | Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_in(folder: str | os.PathLike[str], name: str) -> str:
-    """`folder/name` as a plain string, for the names a store makes per episode or frame.
-
-    pathlib interns every name it parses and on Python 3.12 interned strings are never
-    freed, so a `Path` built per episode (`episodes/1234.json`) or per frame leaks its name
-    for the life of the process: a recorder's store stays open for hours (record_soak).
-    """
-    return os.path.join(folder, name)
-
-
-def _write_json(path: str | Path, value: Any, durable: bool) -> None:
-    """Replace `path` with `value` as JSON in one rename (synced first if `durable`)."""
-    partial = os.fspath(path) + PARTIAL_SUFFIX
-    with open(partial, "w") as out:
-        json.dump(value, out)
-        if durable:
-            out.flush()
-            os.fsync(out.fileno())
-    os.replace(partial, path)
-    if durable:
-        _fsync_path(os.path.dirname(path))
-
-
-def _read_json(path: str | Path) -> Any:
-    with open(path) as file:
-        return json.load(file)
 
 
 class EpisodeStore:
@@ -246,7 +210,7 @@ class EpisodeStore:
         zarr_compat.create_array(data, TICK_KEY, (0,), (settings.numeric_chunk_rows,), "float64", numeric_codec())
         meta = group.require_group("meta")
         zarr_compat.create_array(meta, "episode_ends", (0,), (4096,), "int64", None)
-        meta.attrs.put({"commit": _commit_record(0, 0, StoreSummary())})
+        meta.attrs.put({"commit": commit_record(0, 0, StoreSummary())})
         (staging / EPISODES_DIR).mkdir()
         group.attrs.put(
             {
@@ -293,7 +257,7 @@ class EpisodeStore:
             raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
         if not (path / ".zgroup").is_file():
             raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
-        lock_fd, died = _lock(path) if mode == "a" else (None, False)
+        lock_fd, died = take_writer_lock(path) if mode == "a" else (None, False)
         try:
             group = zarr_compat.open_group(path, mode="r+" if mode == "a" else "r")
             store = cls(path, group, writable=mode == "a", lock_fd=lock_fd)
@@ -306,13 +270,13 @@ class EpisodeStore:
 
                     move_to_layout_2(store)
         except StoreError:
-            _unlock(lock_fd)
+            release_writer_lock(lock_fd)
             raise
         except Exception as exc:  # zarr/json errors on a damaged store
-            _unlock(lock_fd)
+            release_writer_lock(lock_fd)
             raise StoreError(f"{path} is damaged: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         except BaseException:  # interrupted: the lock goes, the pid stays (a writer died)
-            _unlock(lock_fd)
+            release_writer_lock(lock_fd)
             raise
         return store
 
@@ -364,7 +328,7 @@ class EpisodeStore:
                                       dataclasses.replace(self.summary, allow_mixed_calibration=True))
 
     def _read_header(self, path: Path) -> dict[str, Any]:
-        header = _read_json(path / ".zattrs").get("shallowpi") if (path / ".zattrs").is_file() else None
+        header = read_json(path / ".zattrs").get("shallowpi") if (path / ".zattrs").is_file() else None
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
             raise StoreError(
                 f"{path} is a zarr store but not a Shallow-π episode store; "
@@ -375,7 +339,7 @@ class EpisodeStore:
         return header
 
     def _read_commit_record(self) -> None:
-        record = _read_json(self.path / "meta" / ".zattrs").get("commit")
+        record = read_json(self.path / "meta" / ".zattrs").get("commit")
         if not isinstance(record, dict):
             raise StoreError(f"{self.path}: meta/.zattrs has no commit record; the store is damaged")
         self._count, self._frames = int(record["episodes"]), int(record["frames"])
@@ -406,13 +370,13 @@ class EpisodeStore:
             ends.resize((len(self),))
         # Commits are one at a time, so at most the next episode's file can be a leftover.
         with contextlib.suppress(FileNotFoundError):
-            os.remove(_file_in(self.path / EPISODES_DIR, f"{len(self)}.json"))
+            os.remove(file_in(self.path / EPISODES_DIR, f"{len(self)}.json"))
 
     def close(self) -> None:
         """Discard an episode still being written (never committed), release the write lock."""
         if self._writer is not None and self._writer.is_open:
             self._writer.discard()
-        _unlock(self._lock_fd, clean=True)
+        release_writer_lock(self._lock_fd, clean=True)
         self._lock_fd = None
 
     def __enter__(self) -> EpisodeStore:
@@ -480,9 +444,9 @@ class EpisodeStore:
             del self._infos[next(iter(self._infos))]
 
     def _load_episode(self, index: int) -> EpisodeInfo:
-        path = _file_in(self.path / EPISODES_DIR, f"{index}.json")
+        path = file_in(self.path / EPISODES_DIR, f"{index}.json")
         try:
-            info = EpisodeInfo.from_json(_read_json(path))
+            info = EpisodeInfo.from_json(read_json(path))
         except (OSError, ValueError, TypeError) as exc:
             raise StoreError(f"{self.path}: metadata of episode {index} ({EPISODES_DIR}/{index}.json) "
                              f"does not read ({type(exc).__name__}); the store is damaged") from exc
@@ -580,6 +544,8 @@ class EpisodeStore:
         self._require_writable()
         if self._writer is not None and self._writer.is_open:
             raise StoreError(f"{self.path.name}: an episode is already being recorded; commit or discard it first")
+        from shallowpi.data.episode_writer import EpisodeWriter  # it imports this module
+
         self._writer = EpisodeWriter(self, task, robot, calibration_id, fps,
                                      time.time() if start_time is None else start_time)
         return self._writer
@@ -597,7 +563,7 @@ class EpisodeStore:
         ends[n] = end
         if durable:
             self._fsync_array("meta/episode_ends", n, n + 1)
-        _write_json(_file_in(self.path / EPISODES_DIR, f"{n}.json"), info.to_json(), durable)
+        write_json(file_in(self.path / EPISODES_DIR, f"{n}.json"), info.to_json(), durable)
         summary = self.summary.with_episode(info)
         if self._ends_loaded is not None:
             self._ends_loaded = np.append(self._ends_loaded, np.int64(end))
@@ -606,7 +572,7 @@ class EpisodeStore:
 
     def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary) -> None:
         """Replace meta/.zattrs: the one write that makes episodes visible."""
-        _write_json(self.path / "meta" / ".zattrs", {"commit": _commit_record(episodes, frames, summary)},
+        write_json(self.path / "meta" / ".zattrs", {"commit": commit_record(episodes, frames, summary)},
                     self.settings.durable)
         self._count, self._frames, self.summary = episodes, frames, summary
 
@@ -617,9 +583,9 @@ class EpisodeStore:
         rows = meta["chunks"][0]
         tail = ".0" * (len(meta["shape"]) - 1)
         for chunk in range(start // rows, (max(stop, start + 1) - 1) // rows + 1) if chunks else ():
-            _fsync_path(_file_in(folder, f"{chunk}{tail}"))
-        _fsync_path(folder / ".zarray")
-        _fsync_path(folder)
+            fsync_path(file_in(folder, f"{chunk}{tail}"))
+        fsync_path(folder / ".zarray")
+        fsync_path(folder)
 
     def _truncate(self, end: int) -> None:
         for name in self._array_names():
@@ -632,7 +598,7 @@ class EpisodeStore:
         self._require_writable()
         index = self._check_index(index)
         info = dataclasses.replace(self.episode(index), success=success)
-        _write_json(_file_in(self.path / EPISODES_DIR, f"{index}.json"), info.to_json(), self.settings.durable)
+        write_json(file_in(self.path / EPISODES_DIR, f"{index}.json"), info.to_json(), self.settings.durable)
         self._remember(index, info)
 
     # --- editing: delete, merge (data/store_edit.py) -------------------------------------
@@ -673,207 +639,9 @@ class EpisodeStore:
         return check_store(self, decode_images=decode_images).problems
 
 
-class EpisodeWriter:
-    """Frames of one episode on their way into the store; `commit` or `discard` ends it.
-
-    Camera frames are written while recording, in batches (so an episode need not fit in
-    memory); the numeric arrays are small and are written at commit.
-    """
-
-    def __init__(self, store: EpisodeStore, task: str, robot: str, calibration_id: str,
-                 fps: float, start_time: float) -> None:
-        self._store = store
-        self._meta = dict(task=task, robot=robot, calibration_id=calibration_id, fps=float(fps),
-                          start_time=float(start_time))
-        self._start = store.num_frames
-        self._length = 0
-        self._numeric: dict[str, list[np.ndarray]] = {TICK_KEY: []}
-        self._images: dict[str, list[np.ndarray]] = {}
-        self._image_rows: dict[str, int] = {}
-        self._copied = False  # frames copied as bytes (merge, delete) are not yet synced
-        for key, feature in store.features.items():
-            self._numeric[key + TIMESTAMP_SUFFIX] = []
-            if feature.kind is FeatureKind.IMAGE:
-                self._images[key] = []
-                self._image_rows[key] = 0
-            else:
-                self._numeric[key] = []
-        self.is_open = True
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __enter__(self) -> EpisodeWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        if self.is_open:
-            self.discard()
-
-    def add_frame(
-        self,
-        values: Mapping[str, np.ndarray],
-        timestamp: float,
-        capture_times: Mapping[str, float] | None = None,
-    ) -> None:
-        """Append one frame: a value for every feature, the tick time (s since the episode
-        began) and, per feature, when it was captured (defaults to the tick time)."""
-        self._require_open()
-        features = self._store.features
-        missing = features.keys() - values.keys()
-        if missing:
-            raise StoreError(f"frame lacks {', '.join(sorted(missing))}")
-        extra = values.keys() - features.keys()
-        if extra:
-            raise StoreError(f"frame has keys the store does not hold: {', '.join(sorted(extra))}")
-        capture_times = capture_times or {}
-        self._numeric[TICK_KEY].append(np.float64(timestamp))
-        for key, feature in features.items():
-            value = feature.check_value(key, values[key])
-            self._numeric[key + TIMESTAMP_SUFFIX].append(np.float64(capture_times.get(key, timestamp)))
-            if feature.kind is FeatureKind.IMAGE:
-                self._images[key].append(value)
-                if len(self._images[key]) >= self._store.settings.image_batch:
-                    self._flush_images(key)
-            else:
-                self._numeric[key].append(value)
-        self._length += 1
-
-    def add_frames_from(self, source: EpisodeStore, start: int, stop: int) -> None:
-        """Append rows start:stop of another store with the same features (merge, delete)."""
-        self._require_open()
-        count = stop - start
-        for key, feature in self._store.features.items():
-            self._numeric[key + TIMESTAMP_SUFFIX].extend(source.read(key + TIMESTAMP_SUFFIX, start, stop))
-            if feature.kind is FeatureKind.IMAGE:
-                self._copy_image_rows(source, key, start, stop)
-            else:
-                self._numeric[key].extend(source.read(key, start, stop))
-        self._numeric[TICK_KEY].extend(source.read(TICK_KEY, start, stop))
-        self._length += count
-
-    def _copy_image_rows(self, source: EpisodeStore, key: str, start: int, stop: int) -> None:
-        store = self._store
-        same_encoding = source.array_info(key)["compressor"] == store.array_info(key)["compressor"]
-        if not same_encoding:
-            for row in range(start, stop):
-                self._images[key].append(source.read(key, row, row + 1)[0])
-                if len(self._images[key]) >= store.settings.image_batch:
-                    self._flush_images(key)
-            return
-        self._flush_images(key)
-        self._copied = True
-        array = store._array(f"data/{key}")
-        first = self._start + self._image_rows[key]
-        array.resize((first + stop - start, *array.shape[1:]))
-        tail = ".0" * len(store.features[key].shape)
-        src_folder, dst_folder = source.path / "data" / key, store.path / "data" / key
-        for offset, row in enumerate(range(start, stop)):
-            src = _file_in(src_folder, f"{row}{tail}")
-            dst = _file_in(dst_folder, f"{first + offset}{tail}")
-            # One chunk is one frame, so a frame moves as its encoded bytes.
-            tmp = dst + ".partial"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        self._image_rows[key] += stop - start
-
-    def _flush_images(self, key: str) -> None:
-        frames = self._images[key]
-        if not frames:
-            return
-        array = self._store._array(f"data/{key}")
-        first = self._start + self._image_rows[key]
-        # Shape first, then the chunks (as zarr orders it): a crash leaves a cuttable tail.
-        array.resize((first + len(frames), *array.shape[1:]))
-        chunk_files.write_frames(self._store.path / "data" / key, first, frames, self._store._image_codec,
-                                 durable=self._store.settings.durable)
-        self._image_rows[key] += len(frames)
-        frames.clear()
-
-    def commit(
-        self,
-        success: bool | None = None,
-        dropped_frames: int = 0,
-        extra: Mapping[str, Any] | None = None,
-        duration_s: float | None = None,
-    ) -> EpisodeInfo:
-        """Write the episode and make it visible, atomically; returns its metadata."""
-        self._require_open()
-        if self._length == 0:
-            raise StoreError("cannot commit an episode with no frames; discard it instead")
-        store = self._store
-        end = self._start + self._length
-        checksums: dict[str, str] = {}
-        nonfinite: dict[str, list[list[int]]] = {}
-        for key in self._images:
-            self._flush_images(key)
-        for key, values in self._numeric.items():
-            array = store._array(f"data/{key}")
-            rows = np.stack(values).astype(array.dtype, copy=False)
-            array.resize((end, *array.shape[1:]))
-            array[self._start : end] = rows
-            checksums[key] = _checksum(rows)
-            if ranges := nonfinite_ranges(rows):
-                nonfinite[key] = ranges
-                # Kept, as recorded: `dataset check` and training name these rows.
-                log.warning("%s episode %d: %s holds NaN/inf at rows %s", store.path.name, len(store),
-                            key, describe_ranges(ranges))
-        if store.settings.durable:
-            for name in store._array_names():
-                # Camera chunks were synced as they were written (chunk_files).
-                synced = name in self._images and not self._copied
-                store._fsync_array(f"data/{name}", self._start, end, chunks=not synced)
-        ticks = np.asarray(self._numeric[TICK_KEY])
-        if duration_s is None:
-            duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0
-        info = EpisodeInfo(
-            index=len(store), length=self._length, success=success, dropped_frames=int(dropped_frames),
-            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, nonfinite=nonfinite,
-            **self._meta,
-        )
-        store._commit(info, end)
-        self.is_open = False
-        return info
-
-    def discard(self) -> None:
-        """Drop the episode; the store is as it was before `begin_episode`."""
-        self._require_open()
-        self._store._truncate(self._start)
-        self.is_open = False
-
-    def _require_open(self) -> None:
-        if not self.is_open:
-            raise StoreError("this episode was already committed or discarded")
-
-
-def _commit_record(episodes: int, frames: int, summary: StoreSummary) -> dict[str, Any]:
+def commit_record(episodes: int, frames: int, summary: StoreSummary) -> dict[str, Any]:
+    """The value of meta/.zattrs["commit"]: the counts and what every episode agrees on."""
     return {"episodes": episodes, "frames": frames, **summary.to_json()}
-
-
-def _lock(path: Path) -> tuple[int, bool]:
-    """Take the store's writer lock; returns its fd and whether the last writer died
-    holding it (it left its pid in the file, which a clean close empties)."""
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise StoreError(f"{path.name} is being written by {holder}; stop it or record into another dataset") from None
-    died = os.fstat(fd).st_size > 0
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()}".encode())
-    return fd, died
-
-
-def _unlock(fd: int | None, clean: bool = False) -> None:
-    """Release the lock; `clean`: the writer closed the store as it should."""
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            if clean:
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
 
 def _finish_interrupted_swap(path: Path) -> None:

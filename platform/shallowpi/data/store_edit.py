@@ -14,14 +14,13 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from shallowpi.data.durable_io import fsync_path, release_writer_lock
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
     EPISODES_DIR,
     EpisodeInfo,
     EpisodeStore,
     _finish_interrupted_swap,
-    _fsync_path,
-    _unlock,
     check_mixing,
 )
 from shallowpi.data.store_rules import StoreSummary
@@ -47,7 +46,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
         for i in keep:
             _copy_episode(compacted, store, i, checked=False)
     (staging / ".complete").touch()
-    _fsync_path(staging)
+    fsync_path(staging)
     _swap_in(store, staging)
 
 
@@ -88,7 +87,7 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
     """Replace the store's folder with `staging` and reopen `store` on it, in place."""
     old = store.path.with_name(store.path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
-    _unlock(store._lock_fd, clean=True)
+    release_writer_lock(store._lock_fd, clean=True)
     os.replace(store.path, old)
     _finish_interrupted_swap(store.path)
     shutil.rmtree(old, ignore_errors=True)

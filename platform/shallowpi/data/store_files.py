@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from shallowpi.data.durable_io import LOCK_NAME, PARTIAL_SUFFIX
 from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
-from shallowpi.data.store import LOCK_NAME, PARTIAL_SUFFIX, TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
+from shallowpi.data.store import TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
 from shallowpi.errors import StoreError
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from shallowpi.data import store as layout_2
+from shallowpi.data.durable_io import fsync_path, read_json, write_json
 from shallowpi.data.store import EPISODES_DIR, FORMAT_VERSION, LAYOUT, EpisodeInfo, EpisodeStore
 from shallowpi.data.store_rules import StoreSummary
 from shallowpi.errors import StoreError
@@ -21,7 +22,7 @@ from shallowpi.errors import StoreError
 def read_layout_1(store: EpisodeStore) -> None:
     """Fill `store`'s counts, metadata and summary from a layout-1 meta/.zattrs (all of it:
     that layout has no other way). Raises StoreError when it disagrees with episode_ends."""
-    raw = layout_2._read_json(store.path / "meta" / ".zattrs").get("episodes")
+    raw = read_json(store.path / "meta" / ".zattrs").get("episodes")
     if not isinstance(raw, list):
         raise StoreError(f"{store.path}: meta/.zattrs has no episode list; the store is damaged")
     episodes = [EpisodeInfo.from_json(e) for e in raw]
@@ -54,18 +55,18 @@ def move_to_layout_2(store: EpisodeStore) -> None:
     folder.mkdir(exist_ok=True)
     episodes = store.episodes
     for info in episodes:
-        layout_2._write_json(folder / f"{info.index}.json", info.to_json(), durable=False)
+        write_json(folder / f"{info.index}.json", info.to_json(), durable=False)
     if durable:
         # Synced from many threads at once: the file system commits concurrent syncs together.
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(layout_2._fsync_path, (folder / f"{info.index}.json" for info in episodes)))
-        layout_2._fsync_path(folder)
-    record = layout_2._commit_record(len(store), store.num_frames, store.summary)
-    layout_2._write_json(store.path / "meta" / ".zattrs",
+            list(pool.map(fsync_path, (folder / f"{info.index}.json" for info in episodes)))
+        fsync_path(folder)
+    record = layout_2.commit_record(len(store), store.num_frames, store.summary)
+    write_json(store.path / "meta" / ".zattrs",
                          {"episodes": [e.to_json() for e in episodes], "commit": record}, durable)
-    header = layout_2._read_json(store.path / ".zattrs")
+    header = read_json(store.path / ".zattrs")
     version = 1 if store.version < 2 else FORMAT_VERSION
     header["shallowpi"] = {**header["shallowpi"], "version": version, "layout": LAYOUT}
-    layout_2._write_json(store.path / ".zattrs", header, durable)  # <- the switch
+    write_json(store.path / ".zattrs", header, durable)  # <- the switch
     store.version, store.layout = version, LAYOUT
     store._write_commit_record(len(store), store.num_frames, store.summary)  # drops the old list

@@ -1,0 +1,100 @@
+"""The file operations a store's crash safety rests on: atomic JSON, fsync, the writer lock.
+
+`EpisodeStore` (data/store.py) orders its writes so that one atomic rename is the commit
+point; these are the pieces it orders. A JSON file is replaced by writing `name.partial`,
+syncing it and renaming it over `name` (POSIX rename is atomic against a killed process;
+the folder is synced after, so the rename survives a power cut). The writer lock is an
+`flock` on `.shallowpi.lock`, which holds the writer's pid while it writes: a lock file
+that is not empty when taken means the last writer died holding the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.errors import StoreError
+
+LOCK_NAME = ".shallowpi.lock"
+PARTIAL_SUFFIX = ".partial"
+
+
+def checksum(rows: np.ndarray) -> str:
+    """sha256 (hex) of an array's bytes in C order: what EpisodeInfo.checksums records."""
+    return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a folder by path; a path that does not exist is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_in(folder: str | os.PathLike[str], name: str) -> str:
+    """`folder/name` as a plain string, for the names a store makes per episode or frame.
+
+    pathlib interns every name it parses and on Python 3.12 interned strings are never
+    freed, so a `Path` built per episode (`episodes/1234.json`) or per frame leaks its name
+    for the life of the process: a recorder's store stays open for hours (record_soak).
+    """
+    return os.path.join(folder, name)
+
+
+def write_json(path: str | Path, value: Any, durable: bool) -> None:
+    """Replace `path` with `value` as JSON in one rename (synced first if `durable`)."""
+    partial = os.fspath(path) + PARTIAL_SUFFIX
+    with open(partial, "w") as out:
+        json.dump(value, out)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
+    os.replace(partial, path)
+    if durable:
+        fsync_path(os.path.dirname(path))
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in `path` (FileNotFoundError, json.JSONDecodeError as raised)."""
+    with open(path) as file:
+        return json.load(file)
+
+
+def take_writer_lock(folder: Path) -> tuple[int, bool]:
+    """Take the store's writer lock; returns its fd and whether the last writer died
+    holding it (it left its pid in the file, which a clean close empties).
+
+    Raises StoreError naming the holder's pid when another process writes the store."""
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise StoreError(f"{folder.name} is being written by {holder}; stop it or record into another dataset") from None
+    died = os.fstat(fd).st_size > 0
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    return fd, died
+
+
+def release_writer_lock(fd: int | None, clean: bool = False) -> None:
+    """Release the lock; `clean`: the writer closed the store as it should (the pid goes)."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            if clean:
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

@@ -1,0 +1,204 @@
+"""`EpisodeWriter`: one episode's frames on their way into an `EpisodeStore`.
+
+`EpisodeStore.begin_episode` returns one; `add_frame` buffers a tick, `commit` writes the
+episode and makes it visible with the store's commit protocol (data/store.py), `discard`
+leaves the store as it was. Camera frames go to disk in batches while recording, each
+frame its own chunk file (data/chunk_files.py); the numeric rows are small and wait for
+the commit, which records their sha256 and any NaN/inf rows in the episode's metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shallowpi.data import chunk_files
+from shallowpi.data.durable_io import PARTIAL_SUFFIX, checksum, file_in
+from shallowpi.data.features import FeatureKind
+from shallowpi.data.nonfinite import nonfinite_ranges
+from shallowpi.data.row_ranges import describe_ranges
+from shallowpi.data.store import TICK_KEY, TIMESTAMP_SUFFIX, EpisodeInfo
+from shallowpi.errors import StoreError
+
+if TYPE_CHECKING:
+    from shallowpi.data.store import EpisodeStore
+
+log = logging.getLogger(__name__)
+
+
+class EpisodeWriter:
+    """Frames of one episode on their way into the store; `commit` or `discard` ends it.
+
+    Camera frames are written while recording, in batches (so an episode need not fit in
+    memory); the numeric arrays are small and are written at commit.
+    """
+
+    def __init__(self, store: EpisodeStore, task: str, robot: str, calibration_id: str,
+                 fps: float, start_time: float) -> None:
+        self._store = store
+        self._meta = dict(task=task, robot=robot, calibration_id=calibration_id, fps=float(fps),
+                          start_time=float(start_time))
+        self._start = store.num_frames
+        self._length = 0
+        self._numeric: dict[str, list[np.ndarray]] = {TICK_KEY: []}
+        self._images: dict[str, list[np.ndarray]] = {}
+        self._image_rows: dict[str, int] = {}
+        self._copied = False  # frames copied as bytes (merge, delete) are not yet synced
+        for key, feature in store.features.items():
+            self._numeric[key + TIMESTAMP_SUFFIX] = []
+            if feature.kind is FeatureKind.IMAGE:
+                self._images[key] = []
+                self._image_rows[key] = 0
+            else:
+                self._numeric[key] = []
+        self.is_open = True
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __enter__(self) -> EpisodeWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.is_open:
+            self.discard()
+
+    def add_frame(
+        self,
+        values: Mapping[str, np.ndarray],
+        timestamp: float,
+        capture_times: Mapping[str, float] | None = None,
+    ) -> None:
+        """Append one frame: a value for every feature, the tick time (s since the episode
+        began) and, per feature, when it was captured (defaults to the tick time)."""
+        self._require_open()
+        features = self._store.features
+        missing = features.keys() - values.keys()
+        if missing:
+            raise StoreError(f"frame lacks {', '.join(sorted(missing))}")
+        extra = values.keys() - features.keys()
+        if extra:
+            raise StoreError(f"frame has keys the store does not hold: {', '.join(sorted(extra))}")
+        capture_times = capture_times or {}
+        self._numeric[TICK_KEY].append(np.float64(timestamp))
+        for key, feature in features.items():
+            value = feature.check_value(key, values[key])
+            self._numeric[key + TIMESTAMP_SUFFIX].append(np.float64(capture_times.get(key, timestamp)))
+            if feature.kind is FeatureKind.IMAGE:
+                self._images[key].append(value)
+                if len(self._images[key]) >= self._store.settings.image_batch:
+                    self._flush_images(key)
+            else:
+                self._numeric[key].append(value)
+        self._length += 1
+
+    def add_frames_from(self, source: EpisodeStore, start: int, stop: int) -> None:
+        """Append rows start:stop of another store with the same features (merge, delete)."""
+        self._require_open()
+        count = stop - start
+        for key, feature in self._store.features.items():
+            self._numeric[key + TIMESTAMP_SUFFIX].extend(source.read(key + TIMESTAMP_SUFFIX, start, stop))
+            if feature.kind is FeatureKind.IMAGE:
+                self._copy_image_rows(source, key, start, stop)
+            else:
+                self._numeric[key].extend(source.read(key, start, stop))
+        self._numeric[TICK_KEY].extend(source.read(TICK_KEY, start, stop))
+        self._length += count
+
+    def _copy_image_rows(self, source: EpisodeStore, key: str, start: int, stop: int) -> None:
+        store = self._store
+        same_encoding = source.array_info(key)["compressor"] == store.array_info(key)["compressor"]
+        if not same_encoding:
+            for row in range(start, stop):
+                self._images[key].append(source.read(key, row, row + 1)[0])
+                if len(self._images[key]) >= store.settings.image_batch:
+                    self._flush_images(key)
+            return
+        self._flush_images(key)
+        self._copied = True
+        array = store._array(f"data/{key}")
+        first = self._start + self._image_rows[key]
+        array.resize((first + stop - start, *array.shape[1:]))
+        tail = ".0" * len(store.features[key].shape)
+        src_folder, dst_folder = source.path / "data" / key, store.path / "data" / key
+        for offset, row in enumerate(range(start, stop)):
+            src = file_in(src_folder, f"{row}{tail}")
+            dst = file_in(dst_folder, f"{first + offset}{tail}")
+            # One chunk is one frame, so a frame moves as its encoded bytes.
+            tmp = dst + PARTIAL_SUFFIX
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        self._image_rows[key] += stop - start
+
+    def _flush_images(self, key: str) -> None:
+        frames = self._images[key]
+        if not frames:
+            return
+        array = self._store._array(f"data/{key}")
+        first = self._start + self._image_rows[key]
+        # Shape first, then the chunks (as zarr orders it): a crash leaves a cuttable tail.
+        array.resize((first + len(frames), *array.shape[1:]))
+        chunk_files.write_frames(self._store.path / "data" / key, first, frames, self._store._image_codec,
+                                 durable=self._store.settings.durable)
+        self._image_rows[key] += len(frames)
+        frames.clear()
+
+    def commit(
+        self,
+        success: bool | None = None,
+        dropped_frames: int = 0,
+        extra: Mapping[str, Any] | None = None,
+        duration_s: float | None = None,
+    ) -> EpisodeInfo:
+        """Write the episode and make it visible, atomically; returns its metadata."""
+        self._require_open()
+        if self._length == 0:
+            raise StoreError("cannot commit an episode with no frames; discard it instead")
+        store = self._store
+        end = self._start + self._length
+        checksums: dict[str, str] = {}
+        nonfinite: dict[str, list[list[int]]] = {}
+        for key in self._images:
+            self._flush_images(key)
+        for key, values in self._numeric.items():
+            array = store._array(f"data/{key}")
+            rows = np.stack(values).astype(array.dtype, copy=False)
+            array.resize((end, *array.shape[1:]))
+            array[self._start : end] = rows
+            checksums[key] = checksum(rows)
+            if ranges := nonfinite_ranges(rows):
+                nonfinite[key] = ranges
+                # Kept, as recorded: `dataset check` and training name these rows.
+                log.warning("%s episode %d: %s holds NaN/inf at rows %s", store.path.name, len(store),
+                            key, describe_ranges(ranges))
+        if store.settings.durable:
+            for name in store._array_names():
+                # Camera chunks were synced as they were written (chunk_files).
+                synced = name in self._images and not self._copied
+                store._fsync_array(f"data/{name}", self._start, end, chunks=not synced)
+        ticks = np.asarray(self._numeric[TICK_KEY])
+        if duration_s is None:
+            duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0
+        info = EpisodeInfo(
+            index=len(store), length=self._length, success=success, dropped_frames=int(dropped_frames),
+            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, nonfinite=nonfinite,
+            **self._meta,
+        )
+        store._commit(info, end)
+        self.is_open = False
+        return info
+
+    def discard(self) -> None:
+        """Drop the episode; the store is as it was before `begin_episode`."""
+        self._require_open()
+        self._store._truncate(self._start)
+        self.is_open = False
+
+    def _require_open(self) -> None:
+        if not self.is_open:
+            raise StoreError("this episode was already committed or discarded")
