@@ -84,15 +84,18 @@ class TickClock:
         return self._last - episode_start_s
 
     def now(self) -> float:
+        """Seconds on the monotonic clock."""
         return time.monotonic()
 
     def percentiles_ms(self) -> tuple[float, float]:
+        """p50 and p99 (ms) of the periods in the window; (0, 0) before the first."""
         if not self._periods:
             return 0.0, 0.0
         p50, p99 = np.percentile(np.fromiter(self._periods, float), [50, 99])
         return float(p50 * 1e3), float(p99 * 1e3)
 
     def reset_stats(self) -> None:
+        """Forget the measured periods and the overruns (the tick count and schedule stay)."""
         self._periods.clear()
         self.overruns = 0
 
@@ -109,6 +112,8 @@ class SimulatedClock(TickClock):
         self.realtime = realtime
 
     def wait(self) -> None:
+        """End the tick without sleeping (`realtime`: paced as `TickClock.wait`); measures the
+        wall time the tick took."""
         if self.realtime:
             super().wait()
             return
@@ -118,10 +123,13 @@ class SimulatedClock(TickClock):
         self.ticks += 1
 
     def tick_start_s(self) -> float:
+        """Simulated time at the current tick's start: ticks * period (s)."""
         return self.ticks * self.period
 
     def tick_time(self, episode_start_tick: int, episode_start_s: float) -> float:
+        """Simulated seconds from the episode's first tick to the current one: whole periods."""
         return (self.ticks - episode_start_tick) * self.period
 
     def now(self) -> float:
+        """Simulated seconds: ticks * period."""
         return self.ticks * self.period

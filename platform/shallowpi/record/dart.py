@@ -31,11 +31,22 @@ from shallowpi.robots.observation import Observation
 
 
 class SimRobot(Protocol):
-    def observe(self) -> Observation: ...
-    def act(self, action: np.ndarray) -> np.ndarray: ...
-    def hold(self) -> np.ndarray: ...
-    def torque_off(self) -> None: ...
-    def disconnect(self) -> None: ...
+    """What `NoisyExecution` wraps: the `Robot` methods a recording uses (robots/base.py)."""
+
+    def observe(self) -> Observation:
+        """This tick's observation."""
+
+    def act(self, action: np.ndarray) -> np.ndarray:
+        """Send joint goals [J]; returns float32 [J] sent."""
+
+    def hold(self) -> np.ndarray:
+        """Every goal := the present position; returns float32 [J] held."""
+
+    def torque_off(self) -> None:
+        """Torque off; `act()` refuses until connected again."""
+
+    def disconnect(self) -> None:
+        """Torque off, then close the devices."""
 
 
 class OUNoise:
@@ -51,6 +62,7 @@ class OUNoise:
         self.x = np.zeros_like(self.sigma)
 
     def reset(self, seed: int) -> None:
+        """Back to 0, with a fresh random stream from `seed`."""
         self.rng = np.random.default_rng(seed)
         self.x = np.zeros_like(self.sigma)
 
@@ -83,9 +95,12 @@ class NoisyExecution:
         self.noise.reset(seed)
 
     def observe(self) -> Observation:
+        """The wrapped robot's observation."""
         return self.robot.observe()
 
     def act(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:
+        """Send the goal clipped to the limits, plus noise; returns that clean clipped goal,
+        float32 [J] (`executed` keeps what the robot sent). Raises ConfigError for a mapping."""
         if isinstance(action, Mapping):
             raise ConfigError("record.sim_noise needs the expert's goals as a vector, not a mapping")
         clean = np.clip(np.asarray(action, dtype=np.float64), self.lower, self.upper)
@@ -97,7 +112,9 @@ class NoisyExecution:
         return self.robot.hold()
 
     def torque_off(self) -> None:
+        """The wrapped robot's torque off."""
         self.robot.torque_off()
 
     def disconnect(self) -> None:
+        """Disconnect the wrapped robot."""
         self.robot.disconnect()

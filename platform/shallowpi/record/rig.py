@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Rig:
+    """What a recording runs: robot, teleoperator (leader arms or an `ExpertScene`), dataset
+    features, clock, task text and calibration id; the twin's scene, the cameras, the joint
+    limits for the dashboard. `close()` stops what was started."""
+
     robot: Any
     teleop: Any
     features: dict[str, Feature]
@@ -41,6 +45,7 @@ class Rig:
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
+        """Stop what was started, in reverse order; each is tried, failures logged."""
         for closer in reversed(self._closers):
             try:
                 closer()
@@ -51,6 +56,9 @@ class Rig:
 
 def build_rig(cfg: DictConfig, sim: str | None, task: str, seed: int = 0,
               size: tuple[int, int] | None = None, realtime: bool = False) -> Rig:
+    """The connected rig for `sim` ("direct", "stack", or None: the hardware). `seed`, `size`
+    ((width, height) of the renders) and `realtime` are for the twin only; there `task` is a
+    task name or instruction, on the hardware the text recorded."""
     if sim == "direct":
         return _direct_sim_rig(cfg, task, seed, size, realtime)
     if sim == "stack":
@@ -74,6 +82,8 @@ class ExpertScene:
         self.episode: Any = None
 
     def reset(self, episode: int) -> None:
+        """Begin recorded episode `episode`: the scene of seed `seed + episode`, a fresh scripted
+        expert, and the noise (if any) reseeded with that seed."""
         from shallowpi.robots.sim.episode import Episode, ScriptedAgent
 
         self.episode = Episode.start(self.robot, self.task, ScriptedAgent(), self.seed + episode, self.rules)
@@ -87,12 +97,15 @@ class ExpertScene:
         return self.episode.next_goal(self.robot.observe)
 
     def done(self) -> bool:
+        """Whether the episode is over: the expert's plan ended and the scene settled."""
         return self.episode is not None and self.episode.over()
 
     def success(self) -> bool:
+        """The task's detector on the twin now."""
         return bool(self.task.success(self.robot.twin))
 
     def metadata(self) -> dict[str, Any]:
+        """The episode's extra metadata: its scene `seed` (None before the first reset)."""
         return {"seed": None if self.episode is None else self.episode.seed}
 
 

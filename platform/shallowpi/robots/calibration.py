@@ -54,18 +54,23 @@ class RobotCalibration:
     created: str = ""
 
     def for_motor(self, motor: MotorSpec, kind: str) -> MotorCalibration:
+        """`motor`'s calibration on its arm, or the uncalibrated default for a `kind` joint."""
         found = self.arms.get(motor.bus, {}).get(motor.joint)
         return found or default_calibration(motor.model, motor.direction, kind)
 
     def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
+        """Ticks <-> joint units for `motor`, a `kind` (revolute, linear, gripper) joint."""
         return JointConverter(motor.model, self.for_motor(motor, kind), kind, motor.metres_per_rad)
 
     def to_json(self) -> str:
+        """The calibration file's text: indented JSON."""
         arms = {a: {j: c.to_dict() for j, c in joints.items()} for a, joints in self.arms.items()}
         return json.dumps({"id": self.id, "robot": self.robot, "created": self.created, "arms": arms}, indent=2)
 
     @classmethod
     def from_json(cls, text: str, where: str = "calibration") -> RobotCalibration:
+        """From a calibration file's text (`where` names it in errors); raises CalibrationError
+        when it is malformed."""
         try:
             data = json.loads(text)
             arms = {a: {j: MotorCalibration.from_dict(c) for j, c in joints.items()} for a, joints in data["arms"].items()}
@@ -75,12 +80,14 @@ class RobotCalibration:
 
 
 def robots_dir() -> Path:
+    """The robots folder: $SHALLOWPI_ROBOTS_DIR, else robots/ in the repository."""
     from shallowpi.config import REPO_ROOT
 
     return Path(os.environ.get("SHALLOWPI_ROBOTS_DIR", REPO_ROOT / "robots"))
 
 
 def calibration_path(robot: str, root: Path | None = None) -> Path:
+    """<root>/<robot>/calibration.json; `root` defaults to `robots_dir()`."""
     return (root or robots_dir()) / robot / "calibration.json"
 
 
@@ -101,6 +108,7 @@ def calibration_id(robot: str, root: Path | None = None) -> str:
 
 
 def save_calibration(calibration: RobotCalibration, root: Path | None = None) -> Path:
+    """Write the robot's calibration file whole (a .tmp file, then a rename); returns its path."""
     path = calibration_path(calibration.robot, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -110,6 +118,7 @@ def save_calibration(calibration: RobotCalibration, root: Path | None = None) ->
 
 
 def arm_motors(spec: RobotSpec, arm: str) -> list[MotorSpec]:
+    """The motors on bus `arm`, follower or leader."""
     return [m for m in [*spec.motors, *(m for leader in spec.leaders for m in leader.motors)] if m.bus == arm]
 
 

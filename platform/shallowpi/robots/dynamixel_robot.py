@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 
 class CameraSource(Protocol):
-    def latest(self) -> Any: ...
+    """A camera as the robot reads it (`latest(max_age_s=...)` is tried first)."""
+
+    def latest(self) -> Any:
+        """The newest frame: a hardware/camera.py `Frame`, or a bare image."""
 
 
 BusFactory = Callable[[str, str, int, Mapping[int, Any]], MotorBus]
@@ -51,6 +54,9 @@ def _default_bus_factory(name: str, port: str, baud: int, motors: Mapping[int, A
 
 
 class DynamixelRobot(Robot):
+    """The `Robot` of any config: Dynamixel followers on the config's buses, cameras as hooks
+    (see the module docstring). Raises PlatformError when the config has no motors."""
+
     def __init__(
         self,
         spec: RobotSpec,
@@ -90,10 +96,12 @@ class DynamixelRobot(Robot):
 
     @property
     def name(self) -> str:
+        """The robot's config name."""
         return self.spec.name
 
     @property
     def is_connected(self) -> bool:
+        """Whether every follower bus is open."""
         return bool(self.buses) and all(b.is_connected for b in self.buses.values())
 
     def connect(self) -> None:
@@ -200,6 +208,7 @@ class DynamixelRobot(Robot):
         return Observation(now, state, frames)
 
     def joint_positions(self) -> dict[str, float]:
+        """Present joint positions by name, in joint units; RobotError when not connected."""
         self._need_connection()
         return dict(zip(self.spec.joint_names, self._read_positions().tolist()))
 
@@ -236,6 +245,7 @@ class DynamixelRobot(Robot):
         return self.hold()
 
     def check_faults(self) -> None:
+        """Raise ServoFaultError for the first servo that reports a hardware error, bus by bus."""
         for bus in self.buses.values():
             bus.raise_on_hardware_errors()
 

@@ -21,6 +21,9 @@ from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode,
 
 @dataclass(frozen=True)
 class JointSpec:
+    """One joint: limits in joint units (rad; m for a linear joint; 0 closed .. 1 open for a
+    gripper) and its velocity bound."""
+
     name: str
     lower: float
     upper: float
@@ -30,6 +33,9 @@ class JointSpec:
 
 @dataclass(frozen=True)
 class MotorSpec:
+    """The servo of one joint: bus, ID, model, `direction` (+1 or -1), operating mode, and
+    metres per shaft radian (linear joints)."""
+
     joint: str
     bus: str
     id: int
@@ -41,6 +47,8 @@ class MotorSpec:
 
 @dataclass(frozen=True)
 class BusSpec:
+    """A servo bus: its serial port and baud rate."""
+
     name: str
     port: str
     baud: int
@@ -48,6 +56,8 @@ class BusSpec:
 
 @dataclass(frozen=True)
 class LeaderSpec:
+    """A leader arm: its bus and its motors, one per joint it leads."""
+
     name: str
     bus: str
     motors: tuple[MotorSpec, ...]
@@ -55,6 +65,8 @@ class LeaderSpec:
 
 @dataclass(frozen=True)
 class CameraSpec:
+    """A camera role: width and height (pixels), fps, RealSense serial."""
+
     role: str
     width: int
     height: int
@@ -64,6 +76,9 @@ class CameraSpec:
 
 @dataclass(frozen=True)
 class RobotSpec:
+    """A robot, checked (`from_config`): fps, joints in order, cameras, buses, follower motors
+    and leader arms."""
+
     name: str
     fps: int
     joints: tuple[JointSpec, ...]
@@ -74,6 +89,7 @@ class RobotSpec:
 
     @property
     def joint_names(self) -> list[str]:
+        """Joint names, in config order."""
         return [j.name for j in self.joints]
 
     def camera_shapes(self) -> dict[str, tuple[int, int]]:
@@ -82,6 +98,7 @@ class RobotSpec:
         return {c.role: (c.height, c.width) for c in self.cameras}
 
     def follower_buses(self) -> list[str]:
+        """The buses of the follower motors, each once, in joint order."""
         return list(dict.fromkeys(m.bus for m in self.motors))
 
     def bus_motors(self) -> dict[str, tuple[int, dict[int, str]]]:

@@ -30,6 +30,8 @@ from shallowpi.tui import panels
 
 
 class ExecutorDashboard(App[None]):
+    """Live view of an executor; `e` sends E-STOP and `s` STOP (unless read-only), `q` leaves."""
+
     TITLE = "Shallow-π executor"
     CSS = """
     #summary { height: 3; padding: 0 1; background: $boost; }
@@ -56,6 +58,8 @@ class ExecutorDashboard(App[None]):
         self.read_only_reason = read_only_reason or "read-only: attach with `platform monitor --control`"
 
     def compose(self) -> ComposeResult:
+        """The widgets: summary; joints (left); inference, loop and safety (right); message
+        line; footer."""
         yield Static(render.summary(None, True), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="left"):
@@ -68,6 +72,7 @@ class ExecutorDashboard(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        """Title the panels and start reading the source on a worker thread."""
         for widget_id, title in (("joints", "commanded vs measured"), ("inference", "inference"),
                                  ("loop", "control loop"), ("safety", "safety")):
             self.query_one(f"#{widget_id}", Static).border_title = title
@@ -101,12 +106,14 @@ class ExecutorDashboard(App[None]):
             self.exit()
 
     def on_unmount(self) -> None:
+        """Close the source, if it has `close()`, so a worker blocked reading it wakes up."""
         close = getattr(self.source, "close", None)
         if callable(close):
             with contextlib.suppress(Exception):
                 close()
 
     def watch_status(self, status: ExecutorStatus | None) -> None:
+        """Show a new status in every panel, and its message if it has one."""
         if status is None:
             return
         with contextlib.suppress(NoMatches):
@@ -119,6 +126,7 @@ class ExecutorDashboard(App[None]):
                 self._set("message", Text(status.message, style="bold red" if status.state.value == "fault" else ""))
 
     def watch_connected(self, connected: bool) -> None:
+        """When the source has ended, say the executor disconnected."""
         if not connected:
             with contextlib.suppress(NoMatches):
                 self._set("summary", render.summary(self.status, False))
@@ -139,7 +147,9 @@ class ExecutorDashboard(App[None]):
         self._set("message", Text(f"sent: {command.value}", style="bold red" if command is Command.ESTOP else "green"))
 
     def action_estop(self) -> None:
+        """`e`: send E-STOP (refused, with a message, when read-only)."""
         self._send(Command.ESTOP)
 
     def action_stop(self) -> None:
+        """`s`: send STOP (refused, with a message, when read-only)."""
         self._send(Command.STOP)

@@ -77,6 +77,7 @@ class QuitScreen(ModalScreen[str]):
         self.choices = choices  # (id, label, button variant)
 
     def compose(self) -> ComposeResult:
+        """The dialog: the question, one button per choice, then Cancel."""
         with Grid(id="quit-dialog"):
             yield Label(self.question, id="quit-question")
             with Horizontal(id="quit-buttons"):
@@ -85,12 +86,15 @@ class QuitScreen(ModalScreen[str]):
                 yield Button("Cancel (n)", id="cancel", variant="primary")
 
     def on_mount(self) -> None:
+        """Focus Cancel, so a stray Enter does not quit."""
         self.query_one("#cancel", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
+        """Dismiss with the pressed button's id as the answer."""
         self.dismiss(event.button.id or "cancel")
 
     def action_answer(self, answer: str) -> None:
+        """Dismiss with `answer`: the `y` (quit) and `n`/escape (cancel) keys."""
         self.dismiss(answer)
 
 
@@ -107,18 +111,22 @@ class AcknowledgeScreen(ModalScreen[None]):
         self.message = message
 
     def compose(self) -> ComposeResult:
+        """The dialog: title, message, Acknowledge button."""
         with Vertical(id="ack-dialog"):
             yield Label(self.title_text, id="ack-title")
             yield Label(self.message, id="ack-message")
             yield Button("Acknowledge (enter)", id="ack", variant="error")
 
     def on_mount(self) -> None:
+        """Focus the Acknowledge button."""
         self.query_one("#ack", Button).focus()
 
     def on_button_pressed(self, _event: Button.Pressed) -> None:
+        """Acknowledged: close the dialog."""
         self.dismiss(None)
 
     def action_acknowledge(self) -> None:
+        """Acknowledged by key (enter, space, escape, ctrl+c): close the dialog."""
         self.dismiss(None)
 
 
@@ -208,6 +216,8 @@ class RecorderDashboard(App[None]):
     # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
+        """The widgets: summary; joints and episodes (left); thumbnail, cameras, loop and writer
+        (right); message line; keys line."""
         yield Static(render.summary(None, True, self.control), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="left"):
@@ -222,6 +232,7 @@ class RecorderDashboard(App[None]):
         yield Static(render.keys_line(), id="keys")
 
     def on_mount(self) -> None:
+        """Title the panels and start reading the source on a worker thread."""
         titles = {"joints": "leader vs follower", "episodes": "episodes", "thumbnail": "camera",
                   "cameras": "cameras", "loop": "control loop", "writer": "writer"}
         for widget_id, title in titles.items():
@@ -280,6 +291,8 @@ class RecorderDashboard(App[None]):
             self.exit()  # after a fault, only once the operator acknowledged it
 
     def on_unmount(self) -> None:
+        """Close the source, if it has `close()`, so a worker blocked reading it wakes up;
+        a failure is logged, not raised."""
         close = getattr(self.source, "close", None)
         if callable(close):
             try:
@@ -296,6 +309,8 @@ class RecorderDashboard(App[None]):
         return self.send is not None and (status is None or status.control_allowed)
 
     def watch_status(self, status: RecorderStatus | None) -> None:
+        """Show a new status in every panel (a FAULT also opens `AcknowledgeScreen`); one
+        that arrives while the screen closes is dropped."""
         if status is None:
             return
         with contextlib.suppress(NoMatches):  # a status that arrived while the screen closed
@@ -326,6 +341,8 @@ class RecorderDashboard(App[None]):
             self.exit()
 
     def watch_connected(self, connected: bool) -> None:
+        """Refresh the summary; when the source has ended, say how: the recorder stopped,
+        ended on a fault, or disconnected (with the error, if the source broke)."""
         self._show_summary()
         if not connected:
             reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
@@ -338,6 +355,8 @@ class RecorderDashboard(App[None]):
                 self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
 
     def on_resize(self, event: Resize) -> None:
+        """Compact layout under 110x36 (no thumbnail, joints scroll); repaint the panels, the
+        joints' bars being shown only when wide enough."""
         compact = event.size.width < 110 or event.size.height < 36
         self.set_class(compact, "-compact")
         self._shown.pop("joints", None)  # the bars come and go with the width
@@ -346,6 +365,7 @@ class RecorderDashboard(App[None]):
                 self._show_status(self.status)
 
     def watch_camera_index(self, _index: int) -> None:
+        """Show the thumbnail of the newly chosen camera."""
         self._show_thumbnail()
 
     def _update(self, widget_id: str, content: Text) -> None:
@@ -414,20 +434,26 @@ class RecorderDashboard(App[None]):
         return True
 
     def action_command(self, name: str) -> None:
+        """Send the `Command` whose value is `name`, unless it means nothing in the shown state."""
         command = Command(name)
         if not self._ignored(command):
             self._send(command)
 
     def action_toggle_recording(self) -> None:
+        """Space: STOP while recording, START otherwise (unless it means nothing in the shown
+        state)."""
         recording = self.status is not None and self.status.state is RecorderState.RECORDING
         command = Command.STOP if recording else Command.START
         if not self._ignored(command):
             self._send(command)
 
     def action_next_camera(self) -> None:
+        """Show the next camera role's thumbnail (wraps around)."""
         self.camera_index += 1
 
     def action_request_quit(self) -> None:
+        """q / ctrl+c: leave at once when read-only or disconnected; otherwise ask
+        (`QuitScreen`) whether to stop the recorder or, for a monitor, only detach."""
         if self._quitting:
             return
         if not self.control or not self.connected:

@@ -22,6 +22,9 @@ from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
 
 
 class DirectSimRobot(Robot):
+    """The twin as a `Robot`, in-process; renders only the camera roles of `cameras` (all
+    by default). Raises SimError for a role the twin lacks."""
+
     def __init__(self, spec: TwinSpec, cameras: Sequence[str] | None = None):
         self.spec = spec
         self.dt = 1.0 / spec.fps
@@ -39,19 +42,24 @@ class DirectSimRobot(Robot):
     # -- lifecycle -----------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The robot's config name."""
         return self.spec.robot
 
     @property
     def is_connected(self) -> bool:
+        """Whether the twin is loaded (between `connect()` and `disconnect()`)."""
         return self.twin is not None
 
     def connect(self) -> None:
+        """Load and reset the twin, the first time (SimError if it does not load); re-arms
+        `act()` after `torque_off()`."""
         if self.twin is None:
             self.twin = SimTwin(self.spec)
             self.reset()
         self._torque_off = False
 
     def disconnect(self) -> None:
+        """Free the twin and its renderer; the next `connect()` loads a new one."""
         if self.twin is not None:
             self.twin.close()
             self.twin = None
@@ -62,6 +70,8 @@ class DirectSimRobot(Robot):
         return self.twin
 
     def reset(self, seed: int | None = None, task: Task | None = None) -> None:
+        """Reset the twin (home pose; `task`'s objects placed from `seed`), tick 0, goals at home.
+        Raises SimError when not connected."""
         twin = self._twin()
         twin.reset(seed, task.place if task is not None else None)
         self.tick = 0

@@ -50,11 +50,14 @@ class SimRobot(Protocol):
     spec: Any  # .fps
     twin: Any  # SimTwin: the task's detector and the experts read it
 
-    def reset(self, seed: int | None = None, task: Task | None = None) -> None: ...
+    def reset(self, seed: int | None = None, task: Task | None = None) -> None:
+        """Reset the twin: home pose, `task`'s objects placed from `seed`."""
 
-    def observe(self) -> Observation: ...
+    def observe(self) -> Observation:
+        """This tick's observation (renders the cameras)."""
 
-    def act(self, action: np.ndarray) -> np.ndarray: ...
+    def act(self, action: np.ndarray) -> np.ndarray:
+        """Send joint goals [J] and advance one control period; returns float32 [J] sent."""
 
 
 class Agent(Protocol):
@@ -81,15 +84,19 @@ class ScriptedAgent:
         self.expert: ScriptedExpert | None = None
 
     def begin(self, robot: SimRobot, task: Task, seed: int) -> None:
+        """Plan the task's expert from the just-reset twin; SimError if the task has none."""
         self.expert = make_expert(robot.twin, task)
 
     def next_goal(self, observe: Callable[[], Observation]) -> np.ndarray:
+        """The expert's joint goals for this tick (`observe` is never called); SimError
+        before `begin`."""
         if self.expert is None:
             raise SimError("the scripted agent has no episode: Episode.start() begins it")
         return self.expert.read()
 
     @property
     def finished(self) -> bool:
+        """Whether the expert's plan has ended."""
         return self.expert is not None and self.expert.done
 
 
@@ -107,6 +114,9 @@ class EpisodeRules:
 
 @dataclass
 class EpisodeResult:
+    """How an episode went: its seed, success judged at the end, ticks, simulated seconds,
+    and wall seconds since the `Episode` was made."""
+
     seed: int
     success: bool
     steps: int
@@ -167,6 +177,7 @@ class Episode:
         return bool(self.task.success(self.robot.twin))
 
     def result(self) -> EpisodeResult:
+        """The `EpisodeResult` so far, success judged on the twin now."""
         return EpisodeResult(self.seed, self.success(), self.steps, float(self.robot.twin.time),
                              time.perf_counter() - self._started)
 

@@ -41,6 +41,10 @@ RELEASE_Z = 0.045  # the held object's bottom ~1.5 cm above the bowl floor
 
 @dataclass
 class Waypoint:
+    """One leg of a plan: over `seconds` (s, stretched when a joint would move too fast),
+    each named effector goes in a straight line to its target pose and each named gripper to
+    its opening (0 closed .. 1 open)."""
+
     seconds: float
     poses: dict[str, Target] = field(default_factory=dict)
     grips: dict[str, float] = field(default_factory=dict)
@@ -61,6 +65,8 @@ def interpolate(a: Pose, b: Pose, s: float) -> Pose:
 
 
 def nearest_angle(candidates: np.ndarray, reference: float) -> float:
+    """The candidate angle (rad) nearest `reference` modulo 2 pi, unwrapped to within pi of
+    `reference`."""
     wrapped = np.angle(np.exp(1j * (candidates - reference)))
     return float(reference + wrapped[np.argmin(np.abs(wrapped))])
 
@@ -98,6 +104,7 @@ class ScriptedExpert:
 
     @property
     def done(self) -> bool:
+        """Whether every waypoint has been followed."""
         return self._step >= len(self.plan)
 
     def _begin(self, index: int) -> None:
@@ -129,6 +136,8 @@ class ScriptedExpert:
         return needed
 
     def read(self) -> np.ndarray:
+        """Joint goals float64 [J] for the next tick, advancing the plan by `dt`: IK along the
+        eased straight line between waypoints, grippers interpolated; the final goals once done."""
         if self._step < 0:
             self._begin(0)
         self.t += self.dt
@@ -201,6 +210,8 @@ def _pick(twin: SimTwin, effector: str, obj: str) -> tuple[list[Waypoint], float
 
 
 def plan_pick_place(twin: SimTwin, task: PickPlace) -> list[Waypoint]:
+    """Pick `task.obj`, carry it over the bowl, lower it almost to the bowl's floor, open
+    part way and lift clear."""
     e = task.effector
     plan, yaw = _pick(twin, e, task.obj)
     bowl, _ = twin.body_pose("bowl")
@@ -217,6 +228,8 @@ def plan_pick_place(twin: SimTwin, task: PickPlace) -> list[Waypoint]:
 
 
 def plan_push(twin: SimTwin, task: Push) -> list[Waypoint]:
+    """Closed fingers down 7.5 cm behind `task.obj`, then along `task.direction` to
+    `task.distance` + 4.5 cm past its start, then up."""
     e = task.effector
     pos, _ = twin.body_pose(task.obj)
     direction = np.array(task.direction, dtype=float)
@@ -235,6 +248,8 @@ def plan_push(twin: SimTwin, task: Push) -> list[Waypoint]:
 
 
 def plan_handover(twin: SimTwin, task: Handover) -> list[Waypoint]:
+    """The giver picks `task.obj` and presents it, tilted toward the taker, between the two
+    grippers; the taker grasps it, the giver lets go and backs off, the taker lifts it."""
     g, k = task.giver, task.taker
     plan, grasp_yaw = _pick(twin, g, task.obj)
     giver_base, taker_base = _base_xy(twin, g), _base_xy(twin, k)

@@ -40,19 +40,24 @@ class TwinJoints:
         self._index = {name: i for i, name in enumerate(twin.spec.joint_names)}
 
     def index(self, joint: str) -> int:
+        """Index of joint `joint` in the twin's joint vectors; KeyError for an unknown name."""
         return self._index[joint]
 
     def set_goal(self, joint: int, value: float) -> None:
+        """Set joint number `joint`'s goal to `value` (joint units), clipped to its range;
+        the other goals stay."""
         with self.lock:
             goals = self.twin.joint_goals()
             goals[joint] = value
             self.twin.set_joint_goals(goals)  # clipped to the joint's range, as the actuator is
 
     def state(self, joint: int) -> tuple[float, float]:
+        """Joint number `joint`'s (position, velocity), in joint units."""
         with self.lock:
             return float(self.twin.joint_positions()[joint]), float(self.twin.joint_velocities()[joint])
 
     def step(self, dt: float) -> None:
+        """Advance the twin `dt` s of simulated time; only the simulation loop calls it."""
         with self.lock:
             self.twin.step(dt)
 
@@ -78,9 +83,11 @@ class ShaftScale:
             self.scale = 1.0
 
     def to_joint(self, shaft: float) -> float:
+        """Shaft rad -> joint units."""
         return self.direction * (shaft - self.zero) * self.scale
 
     def to_shaft(self, joint: float) -> float:
+        """Joint units -> shaft rad (the inverse of `to_joint`)."""
         return self.zero + self.direction * joint / self.scale
 
 
@@ -95,12 +102,16 @@ class TwinJointPlant:
         self.scale = scale
 
     def set_torque(self, enabled: bool) -> None:
+        """Ignored: the twin's actuator always tracks its goal."""
         pass
 
     def set_goal(self, position: float) -> None:
+        """The goal (shaft rad) becomes the joint's actuator goal, in joint units."""
         self.joints.set_goal(self._index, self.scale.to_joint(position))
 
     def read(self, now: float) -> JointState:
+        """The joint's simulated position and velocity at the shaft (rad, rad/s), current 0;
+        `now` is not used."""
         # `now` is the emulator's wall clock; the twin keeps its own (simulated) time.
         position, velocity = self.joints.state(self._index)
         shaft = self.scale.to_shaft(position)
@@ -108,6 +119,7 @@ class TwinJointPlant:
         return JointState(shaft, shaft_velocity, 0.0)
 
     def move_to(self, position: float) -> None:
+        """Teleport the joint to shaft `position` (rad); its goal stays as it was."""
         # A hand on a simulated joint: teleport it (the next step's physics takes over).
         with self.joints.lock:
             twin = self.joints.twin

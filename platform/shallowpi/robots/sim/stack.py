@@ -78,6 +78,9 @@ def _sim_bus(name: str, port: str, baud: int, motors: Mapping[int, Any]) -> Any:
 
 
 class StackSimRobot(Robot):
+    """The twin behind the real drivers (see the module docstring). Raises SimError when the
+    twin's joints differ from the config's or a joint has no motor."""
+
     def __init__(self, spec: RobotSpec, twin_spec: TwinSpec, calibration: RobotCalibration | None = None,
                  camera_timeout_s: float = 10.0) -> None:
         if list(spec.joint_names) != list(twin_spec.joint_names):
@@ -103,13 +106,17 @@ class StackSimRobot(Robot):
     # -- lifecycle -----------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The robot's config name."""
         return self.spec.name
 
     @property
     def is_connected(self) -> bool:
+        """Whether the driver is up (between `connect()` and `disconnect()`)."""
         return self.driver is not None
 
     def connect(self) -> None:
+        """Start the twin, the emulated follower chains, the cameras and the driver, then
+        `reset()`; a failure stops what started. Connected already: re-arm the driver."""
         if self.driver is not None:
             self.driver.connect()  # re-arms after torque_off(); verifies the buses again
             return
@@ -140,6 +147,7 @@ class StackSimRobot(Robot):
             raise
 
     def disconnect(self) -> None:
+        """Disconnect the driver (torque off), stop the cameras and the chains, free the twin."""
         if self.driver is not None:
             self.driver.disconnect()
             self.driver = None

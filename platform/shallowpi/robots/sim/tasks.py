@@ -23,6 +23,8 @@ REST_Z = {"red_cube": 0.02, "blue_block": 0.02, "bowl": 0.0}
 
 @dataclass(frozen=True)
 class Region:
+    """Where an object's centre may be placed: world `x` and `y` ranges (m)."""
+
     x: Range
     y: Range
 
@@ -39,6 +41,8 @@ class Task:
     start: dict[str, np.ndarray] = field(default_factory=dict, init=False)
 
     def place(self, twin: SimTwin, rng: np.random.Generator) -> None:
+        """Place every object in its region, apart, at a random yaw, and keep the start positions
+        in `start`. Raises SimError when 100 draws could not place them apart."""
         for _ in range(100):
             placed = self._sample(rng)
             if placed is not None:
@@ -73,6 +77,7 @@ class Task:
         return True
 
     def success(self, twin: SimTwin) -> bool:
+        """The task's success detector on the twin now (each task defines it)."""
         raise NotImplementedError
 
 
@@ -85,6 +90,8 @@ class PickPlace(Task):
     effector: str = "main"
 
     def success(self, twin: SimTwin) -> bool:
+        """The object's centre is within 6 cm (xy) of the bowl's and less than 6 cm above it, and
+        no finger touches it."""
         pos, _ = twin.body_pose(self.obj)
         bowl, _ = twin.body_pose("bowl")
         inside = np.linalg.norm(pos[:2] - bowl[:2]) < 0.06 and pos[2] < bowl[2] + 0.06
@@ -119,6 +126,8 @@ class Push(Task):
         return True
 
     def success(self, twin: SimTwin) -> bool:
+        """The object's displacement from its start, dotted with `direction`, is at least
+        `distance`, and its centre is less than 3 cm up."""
         pos, _ = twin.body_pose(self.obj)
         moved = float(np.dot(pos[:2] - self.start[self.obj][:2], self.direction))
         return bool(moved >= self.distance and pos[2] < 0.03)
@@ -133,6 +142,8 @@ class Handover(Task):
     taker: str = "right"
 
     def success(self, twin: SimTwin) -> bool:
+        """The taker's first two fingers both touch the object, no finger of the giver does, and
+        its centre is more than 5 cm up."""
         pos, _ = twin.body_pose(self.obj)
         spec = twin.spec.effectors
         taker = twin.touching([spec[self.taker].fingers[0]], self.obj) and twin.touching(
@@ -225,6 +236,7 @@ TASK_ROBOTS = ("arm", "bimanual", "humanoid")
 
 
 def get_task(robot: str, name: str) -> Task:
+    """A fresh task `name` of `robot` (`make_tasks`); SimError for an unknown task or robot."""
     tasks = make_tasks(robot)
     if name not in tasks:
         raise SimError(f"unknown task '{name}' for {robot}; tasks: {', '.join(tasks)}")

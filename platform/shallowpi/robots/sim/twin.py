@@ -62,18 +62,22 @@ class TwinSpec:
 
     @property
     def joint_names(self) -> list[str]:
+        """Joint names, in the robot config's order."""
         return [j.name for j in self.joints]
 
     @property
     def lower(self) -> np.ndarray:
+        """Lower joint limits [J] float64, in joint units (rad, m, or gripper opening 0..1)."""
         return np.array([j.lower for j in self.joints])
 
     @property
     def upper(self) -> np.ndarray:
+        """Upper joint limits [J] float64, in joint units (rad, m, or gripper opening 0..1)."""
         return np.array([j.upper for j in self.joints])
 
     @property
     def max_velocity(self) -> np.ndarray:
+        """Joint velocity bounds [J] float64, joint units per second."""
         return np.array([j.max_velocity for j in self.joints])
 
     @classmethod
@@ -145,6 +149,8 @@ def check_gl_backend() -> None:
 
 
 def import_mujoco() -> Any:
+    """The `mujoco` module, after `check_gl_backend()`. Raises SimError when MuJoCo is not
+    installed or cannot start (e.g. an unknown MUJOCO_GL)."""
     check_gl_backend()
     try:
         import mujoco
@@ -215,15 +221,19 @@ class SimTwin:
     # -- state ---------------------------------------------------------------------------
     @property
     def time(self) -> float:
+        """Simulated time (s): `data.time`, a whole number of physics steps."""
         return float(self.data.time)
 
     def joint_positions(self) -> np.ndarray:
+        """Joint positions [J] float64 (a copy), in joint units."""
         return self.data.qpos[self._qpos].copy()
 
     def joint_velocities(self) -> np.ndarray:
+        """Joint velocities [J] float64 (a copy), joint units per second."""
         return self.data.qvel[self._dof].copy()
 
     def joint_goals(self) -> np.ndarray:
+        """The actuators' position goals [J] float64 (a copy)."""
         return self.data.ctrl[self._actuator].copy()
 
     def set_joint_goals(self, goals: Sequence[float] | np.ndarray) -> None:
@@ -259,6 +269,7 @@ class SimTwin:
         self._clock = 0.0
 
     def home_vector(self) -> np.ndarray:
+        """The home pose [J] from twin.yaml's `home`; a joint it does not name is at 0."""
         return np.array([self.spec.home.get(n, 0.0) for n in self.spec.joint_names])
 
     def _couple_fingers(self, effector: EffectorSpec, opening: float) -> None:
@@ -273,6 +284,8 @@ class SimTwin:
         return b.xpos.copy(), b.xmat.reshape(3, 3).copy()
 
     def set_free_body(self, body: str, pos: Sequence[float], yaw: float = 0.0) -> None:
+        """Put a free body at `pos` (world x, y, z in m), turned `yaw` rad about z, at rest;
+        its pose reads back after the next `mj_forward` or step."""
         joint = self.model.body(body).jntadr[0]
         adr = self.model.jnt_qposadr[joint]
         dof = self.model.jnt_dofadr[joint]
@@ -281,6 +294,7 @@ class SimTwin:
         self.data.qvel[dof : dof + 6] = 0.0
 
     def site_pose(self, site: str) -> tuple[np.ndarray, np.ndarray]:
+        """World position and 3x3 rotation of a site."""
         s = self.data.site(site)
         return s.xpos.copy(), s.xmat.reshape(3, 3).copy()
 
@@ -330,12 +344,15 @@ class SimTwin:
         return self._renderer
 
     def close(self) -> None:
+        """Free the renderer, if one was opened (a later render opens a new one)."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
 
 
 def open_renderer(mujoco: Any, model: Any, height: int, width: int) -> Any:
+    """A `mujoco.Renderer` of `width` x `height` pixels. Raises SimError, naming the packages
+    or MUJOCO_GL value to try, when the GL backend cannot start."""
     try:
         return mujoco.Renderer(model, height=height, width=width)
     except Exception as exc:

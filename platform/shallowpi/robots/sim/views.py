@@ -14,12 +14,16 @@ from shallowpi.errors import PlatformError
 
 
 def tile(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Images [H, W, 3] side by side, left to right; shorter ones padded black at the bottom."""
     height = max(im.shape[0] for im in images)
     padded = [np.pad(im, ((0, height - im.shape[0]), (0, 0), (0, 0))) for im in images]
     return np.concatenate(padded, axis=1)
 
 
 class VideoWriter:
+    """An .mp4 of tiled camera images at `fps`, written under a temporary name and moved onto
+    `path` by `close()`. Raises PlatformError when `path` is not an .mp4."""
+
     def __init__(self, path: str | Path, fps: int):
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
@@ -29,6 +33,8 @@ class VideoWriter:
         self._tmp = self.path.with_name(self.path.name + ".tmp.mp4")
 
     def add(self, images: Sequence[np.ndarray]) -> None:
+        """Append one frame: RGB uint8 `images` [H, W, 3], tiled. The first frame sets the video's
+        size. Raises PlatformError without OpenCV or when the file cannot be opened."""
         try:
             import cv2
         except ImportError:
@@ -47,6 +53,7 @@ class VideoWriter:
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
+        """Finish the video and move it onto `path` (nothing if no frame was added)."""
         if self._writer is not None:
             self._writer.release()
             self._tmp.replace(
@@ -73,6 +80,7 @@ class StripWriter:
         self._blocks: list[np.ndarray] = []
 
     def add(self, images: Sequence[np.ndarray]) -> None:
+        """Keep one tick: RGB uint8 `images` [H, W, 3] in camera-role order, tiled."""
         self._frames.append(tile(images))
 
     def end_episode(self, title: str = "") -> None:
@@ -108,6 +116,8 @@ class StripWriter:
         return np.asarray(canvas)
 
     def close(self) -> None:
+        """End the current episode and write the PNG onto `path` (via a temporary file);
+        nothing without frames."""
         from PIL import Image
 
         self.end_episode()
