@@ -84,3 +84,23 @@ def test_record_sim_noise_records_clean_goals_through_the_cli(tmp_path):
             robot.act(action)
         replayed = robot.twin.joint_positions()
     assert np.abs(replayed - noisy["observation.state"][-1]).max() > 1e-3
+
+
+def test_a_twin_whose_rig_fails_to_build_is_disconnected(monkeypatch):
+    """A bad record.sim_noise is refused after the twin connected: the rig builder must
+    disconnect it before the error goes on (as the hardware rig stops what it started)."""
+    from shallowpi.errors import ConfigError
+    from shallowpi.record.rig import build_rig
+
+    disconnected = []
+    real = DirectSimRobot.disconnect
+
+    def spy(self):
+        disconnected.append(self)
+        real(self)
+
+    monkeypatch.setattr(DirectSimRobot, "disconnect", spy)
+    cfg = config.compose(["robot=arm", "record.sim_noise=-1", "record.sim_size=32x32"])
+    with pytest.raises(ConfigError, match="sim_noise must be >= 0"):
+        build_rig(cfg, "direct", "cube_in_bowl", size=(32, 32))
+    assert len(disconnected) == 1 and not disconnected[0].is_connected

@@ -131,6 +131,34 @@ def test_direct_twin_holds_and_refuses_to_act_after_torque_off(twin_env):
         robot.act(held)
 
 
+def test_a_non_finite_goal_is_refused_as_a_vector_or_a_mapping_and_nothing_moves(twin_env):
+    """The direct twin and the Dynamixel robot (the stack twin drives the latter) refuse a
+    NaN or inf goal in either form `act()` takes, before any actuator sees it."""
+    from shallowpi import config
+    from shallowpi.errors import PlatformError
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.twin import TwinSpec
+
+    def refused(robot: Robot, goals_now) -> None:
+        before = goals_now()
+        joint = robot.spec.joint_names[1]
+        for bad in (float("nan"), float("inf")):
+            vector = robot.observe().state.astype(np.float64)
+            vector[1] = bad
+            for action in (vector, {joint: bad}):
+                with pytest.raises(PlatformError, match=r"NaN or inf|not finite"):
+                    robot.act(action)
+                assert goals_now() == before, f"{type(robot).__name__} moved on {action!r}"
+
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot, 32, 32)
+    with DirectSimRobot(spec, cameras=()) as robot:
+        robot.hold()
+        refused(robot, lambda: robot.twin.joint_goals().tolist())
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        robot.hold()
+        refused(robot, lambda: registers(robot, "goal_position"))
+
+
 @pytest.mark.slow
 def test_stack_twin_holds_and_switches_torque_off_through_the_emulated_buses(twin_env):
     pytest.importorskip("pyrealsense2", exc_type=ImportError)

@@ -133,7 +133,7 @@ def test_a_servo_fault_stops_observe_with_the_servo_named():
 
 def test_cameras_hook_feeds_observations():
     class StillCamera:
-        def latest(self):
+        def latest(self, max_age_s: float | None = None):
             return np.zeros((480, 640, 3), np.uint8)
 
     with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, cameras={"front": StillCamera()}) as robot:
@@ -141,6 +141,24 @@ def test_cameras_hook_feeds_observations():
         assert obs.frames["front"].image.shape == (480, 640, 3)
         assert obs.state.dtype == np.float32
         assert obs.frames["front"].time_s == obs.time_s  # a bare image counts as captured now
+
+
+def test_a_camera_that_fails_inside_latest_is_not_read_again_without_its_age_check():
+    """An error raised by the camera itself (here a TypeError) reaches the caller; the
+    robot once caught TypeError to call `latest()` again without `max_age_s`."""
+
+    class BrokenCamera:
+        calls = 0
+
+        def latest(self, max_age_s: float | None = None):
+            self.calls += 1
+            raise TypeError("frame buffer of the wrong type")
+
+    camera = BrokenCamera()
+    with (emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, cameras={"front": camera}) as robot,
+          pytest.raises(TypeError, match="wrong type")):
+        robot.observe()
+    assert camera.calls == 1
 
 
 def test_frames_keep_their_arrival_time_so_the_watchdog_sees_their_age():

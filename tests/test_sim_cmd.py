@@ -101,3 +101,26 @@ def test_bad_input_is_one_line(args: tuple[str, ...], gl: str, message: str) -> 
     lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(message), out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_video_writer_refuses_a_frame_of_another_size_and_closes_once(tmp_path: Path) -> None:
+    """OpenCV drops a frame of another size without a word, so the writer refuses it; a
+    second close() (an error path closing again) leaves the finished video as it is."""
+    cv2 = pytest.importorskip("cv2")
+    from shallowpi.errors import PlatformError
+    from shallowpi.robots.sim.views import VideoWriter
+
+    path = tmp_path / "episode.mp4"
+    video = VideoWriter(path, fps=10)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    for _ in range(3):
+        video.add([frame, frame])  # two cameras side by side: 48 x 128
+    with pytest.raises(PlatformError, match=r"frame of \(48, 64\) after frames of \(48, 128\)"):
+        video.add([frame])
+    video.close()
+    video.close()
+    capture = cv2.VideoCapture(str(path))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))) == (128, 48)
+    capture.release()
+    assert not list(tmp_path.glob("*.tmp.mp4"))

@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -22,6 +22,9 @@ from omegaconf import DictConfig
 from shallowpi.data.features import Feature, robot_features
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import SimulatedClock, TickClock
+
+if TYPE_CHECKING:
+    from shallowpi.robots.base import Robot
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +199,7 @@ def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int,
     task, spec = _sim_task_and_spec(cfg, task_name, size)
     robot = DirectSimRobot(spec)
     robot.connect()
-    return _sim_rig(cfg, robot, task, spec, seed, realtime)
+    return _connected_sim_rig(robot, lambda: _sim_rig(cfg, robot, task, spec, seed, realtime))
 
 
 def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,
@@ -210,7 +213,17 @@ def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, 
     task, spec = _sim_task_and_spec(cfg, task_name, size)
     robot = StackSimRobot(RobotSpec.from_config(cfg.robot), spec)
     robot.connect()
-    return _sim_rig(cfg, robot, task, spec, seed, realtime, cameras=dict(robot.cameras))
+    return _connected_sim_rig(robot, lambda: _sim_rig(cfg, robot, task, spec, seed, realtime, cameras=dict(robot.cameras)))
+
+
+def _connected_sim_rig(robot: Robot, build: Callable[[], Rig]) -> Rig:
+    """`build()`'s rig for a connected twin; a twin whose rig fails to build (a bad
+    record.sim_noise, say) is disconnected before the error goes on, as the hardware rig's is."""
+    try:
+        return build()
+    except BaseException:
+        robot.disconnect()
+        raise
 
 
 def _hardware_rig(cfg: DictConfig, task: str) -> Rig:

@@ -40,10 +40,11 @@ log = logging.getLogger(__name__)
 
 
 class CameraSource(Protocol):
-    """A camera as the robot reads it (`latest(max_age_s=...)` is tried first)."""
+    """A camera as the robot reads it: hardware/camera.py's drivers, the stack twin's cameras."""
 
-    def latest(self) -> Any:
-        """The newest frame: a hardware/camera.py `Frame`, or a bare image."""
+    def latest(self, max_age_s: float | None = None) -> Any:
+        """The newest frame: a hardware/camera.py `Frame`, or a bare image. A source that
+        checks staleness raises when its newest frame is older than `max_age_s` (s)."""
 
 
 BusFactory = Callable[[str, str, int, Mapping[int, Any]], MotorBus]
@@ -198,10 +199,7 @@ class DynamixelRobot(Robot):
         state = self._read_positions().astype(np.float32)
         frames: dict[str, Frame] = {}
         for role, camera in self.cameras.items():
-            try:
-                got = camera.latest(max_age_s=self.camera_max_age_s)
-            except TypeError:  # a plain source without staleness checks
-                got = camera.latest()
+            got = camera.latest(max_age_s=self.camera_max_age_s)
             depth = got.depth_m() if getattr(got, "depth", None) is not None else None
             frames[role] = Frame(image=getattr(got, "image", got), time_s=float(getattr(got, "host_time_s", now)),
                                  sequence=int(getattr(got, "sequence", self._ticks)), depth=depth)

@@ -132,12 +132,12 @@ class DirectSimRobot(Robot):
             )
             for name, value in action.items():
                 goal[names.index(name)] = float(value)
-            return goal
-        goal = np.asarray(action, dtype=np.float64).reshape(-1)
-        if goal.shape != (len(names),):
-            raise SimError(
-                f"{self.spec.robot}: action has {goal.size} values, expected {len(names)} ({', '.join(names)})"
-            )
-        if not np.all(np.isfinite(goal)):
+        else:
+            goal = np.asarray(action, dtype=np.float64).reshape(-1)
+            if goal.shape != (len(names),):
+                raise SimError(
+                    f"{self.spec.robot}: action has {goal.size} values, expected {len(names)} ({', '.join(names)})"
+                )
+        if not np.all(np.isfinite(goal)):  # a vector or a mapping: neither may reach the actuators
             raise SimError(f"{self.spec.robot}: action contains NaN or inf")
         return goal

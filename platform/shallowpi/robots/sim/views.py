@@ -30,6 +30,7 @@ class VideoWriter:
             raise PlatformError(f"--video {self.path}: write an .mp4 file")
         self.fps = fps
         self._writer = None
+        self._size: tuple[int, int] | None = None
         self._tmp = self.path.with_name(self.path.name + ".tmp.mp4")
 
     def add(self, images: Sequence[np.ndarray]) -> None:
@@ -45,20 +46,22 @@ class VideoWriter:
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = frame.shape[:2]
-            self._writer = cv2.VideoWriter(
-                str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
-            )
-            if not self._writer.isOpened():
+            writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not writer.isOpened():
                 raise PlatformError(f"cannot write video {self.path}; check the folder is writable")
+            self._writer, self._size = writer, (h, w)
+        if frame.shape[:2] != self._size:  # OpenCV drops such a frame without a word
+            raise PlatformError(f"video {self.path}: frame of {frame.shape[:2]} after frames of {self._size}")
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
-        """Finish the video and move it onto `path` (nothing if no frame was added)."""
+        """Finish the video and move it onto `path` (nothing if no frame was added); a second
+        call does nothing."""
         if self._writer is not None:
             self._writer.release()
-            self._tmp.replace(
-                self.path
-            )  # never leave a half-written video under the name asked for
+            self._writer = None
+            # Written under a temporary name: never a half-written video under the name asked for.
+            self._tmp.replace(self.path)
 
 
 class StripWriter:
