@@ -178,7 +178,7 @@ def test_the_shipped_arm_teacher_fits_the_twin_and_says_how_it_was_made():
     from shallowpi import config
     from shallowpi.commands.demo_stages import DemoConfig
     from shallowpi.evaluate.sim_checkpoint import check_fits
-    from shallowpi.policy import Policy
+    from shallowpi.policy import Policy, load_preset
     from shallowpi.policy.tokenizer import check_prompts
     from shallowpi.robots.sim.tasks import make_tasks
     from shallowpi.robots.sim.twin import TwinSpec
@@ -188,6 +188,10 @@ def test_the_shipped_arm_teacher_fits_the_twin_and_says_how_it_was_made():
     policy = Policy.load(folder)
     check_fits(policy.features, TwinSpec.from_config(config.compose(["robot=arm"]).robot))
     assert policy.cfg.depth == 18 and policy.cfg.name == "teacher"
+    # shipped from the preset as it is: a preset change (chunks of 40) means a new teacher
+    preset = load_preset("teacher")
+    for key in ("chunk_len", "vision", "vlm", "expert", "crop_scale", "normalization", "task_conditioning"):
+        assert getattr(policy.cfg, key) == getattr(preset, key), f"the shipped teacher's {key} is not the preset's"
     instructions = [task.instruction for task in make_tasks("arm").values()]
     # it reads every instruction whole, word by word, and tells them apart
     check_prompts(policy.tokenizer, instructions, policy.cfg.max_text_tokens)
