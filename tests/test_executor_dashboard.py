@@ -65,3 +65,25 @@ def test_the_dashboard_shows_the_executor_and_sends_an_estop():
 
 def test_platform_monitor_picks_the_executor_dashboard():
     assert _dashboard_for("executor") is ExecutorDashboard
+
+
+def test_a_broken_source_says_why_the_executor_disconnected():
+    """A status source that raises ends the feed: the dashboard stays up, names the error."""
+
+    def broken():
+        yield make_status()
+        raise ConnectionResetError("peer went away")
+
+    app = ExecutorDashboard(broken())
+
+    async def scenario() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            deadline = time.monotonic() + 10
+            while app.connected and time.monotonic() < deadline:
+                await pilot.pause(0.02)
+            await pilot.pause()
+            message = text_of(app, "message")
+            assert app.is_running and "executor disconnected" in message
+            assert "ConnectionResetError: peer went away" in message
+
+    asyncio.run(scenario())

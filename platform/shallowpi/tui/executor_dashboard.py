@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -27,6 +28,8 @@ from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.telemetry.status import Command
 from shallowpi.tui import executor_render as render
 from shallowpi.tui import panels
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorDashboard(App[None]):
@@ -56,6 +59,7 @@ class ExecutorDashboard(App[None]):
         self.source, self.send = source, send
         self.monitor, self.exit_when_source_ends = monitor, exit_when_source_ends
         self.read_only_reason = read_only_reason or "read-only: attach with `platform monitor --control`"
+        self._disconnect_reason = ""  # why the status source ended, when it failed
 
     def compose(self) -> ComposeResult:
         """The widgets: summary; joints (left); inference, loop and safety (right); message
@@ -80,13 +84,15 @@ class ExecutorDashboard(App[None]):
 
     @work(thread=True, exit_on_error=False, name="telemetry reader")
     def _read_source(self) -> None:
+        error = ""
         try:
             for status in self.source:
                 if not self._deliver(self._receive, status):
                     return
-        except Exception:  # a broken source must not take the dashboard down
-            pass
-        self._deliver(self._source_ended)
+        except Exception as exc:  # a broken source must not take the dashboard down
+            log.warning("dashboard: status source failed", exc_info=True)
+            error = f"{type(exc).__name__}: {exc}"
+        self._deliver(self._source_ended, error)
 
     def _deliver(self, callback: Callable[..., Any], *args: Any) -> bool:
         try:
@@ -100,7 +106,8 @@ class ExecutorDashboard(App[None]):
             self.connected = True
             self.status = status
 
-    def _source_ended(self) -> None:
+    def _source_ended(self, error: str = "") -> None:
+        self._disconnect_reason = error
         self.connected = False
         if self.exit_when_source_ends:
             self.exit()
@@ -130,7 +137,8 @@ class ExecutorDashboard(App[None]):
         if not connected:
             with contextlib.suppress(NoMatches):
                 self._set("summary", render.summary(self.status, False))
-                self._set("message", Text("executor disconnected; press q to leave", style="bold yellow"))
+                reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
+                self._set("message", Text(f"executor disconnected{reason}; press q to leave", style="bold yellow"))
 
     def _set(self, widget_id: str, content: Text) -> None:
         self.query_one(f"#{widget_id}", Static).update(content)
