@@ -35,7 +35,9 @@ class EpisodeWriter:
     """Frames of one episode on their way into the store; `commit` or `discard` ends it.
 
     Camera frames are written while recording, in batches (so an episode need not fit in
-    memory); the numeric arrays are small and are written at commit.
+    memory); the numeric arrays are small and are written at commit. Made only by
+    `EpisodeStore.begin_episode`, whose write steps (`_commit`, `_truncate`, `_fsync_array`)
+    it calls: the store owns the commit protocol, the writer owns the episode's frames.
     """
 
     def __init__(self, store: EpisodeStore, task: str, robot: str, calibration_id: str,
