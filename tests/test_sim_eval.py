@@ -285,3 +285,14 @@ def test_wilson_interval_matches_published_values(k, n, low, high):
     assert rate_with_interval(9, 10) == "9/10 (90 %, 95 % CI 60-98 %)"
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
+
+
+def test_wilson_interval_always_holds_the_rate():
+    """Every k/n sits inside its own interval, exactly: 10/10's high once came out as
+    1 - 2**-53, and the demo's picture refused the negative error bar it made."""
+    from shallowpi.evaluate.interval import wilson_interval
+
+    for n in range(1, 301):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)

@@ -27,7 +27,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p exactly; in floating point n/n gave a high of 1 - 2**-53 < p,
+    # a negative error bar for whoever draws p with its interval.
+    return max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p))
 
 
 def rate_with_interval(successes: int, n: int) -> str:
