@@ -9,11 +9,9 @@ shows it for "executor" publishers.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -28,8 +26,7 @@ from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.telemetry.status import Command
 from shallowpi.tui import executor_render as render
 from shallowpi.tui import panels
-
-log = logging.getLogger(__name__)
+from shallowpi.tui.status_feed import close_source, pump_statuses
 
 
 class ExecutorDashboard(App[None]):
@@ -84,22 +81,7 @@ class ExecutorDashboard(App[None]):
 
     @work(thread=True, exit_on_error=False, name="telemetry reader")
     def _read_source(self) -> None:
-        error = ""
-        try:
-            for status in self.source:
-                if not self._deliver(self._receive, status):
-                    return
-        except Exception as exc:  # a broken source must not take the dashboard down
-            log.warning("dashboard: status source failed", exc_info=True)
-            error = f"{type(exc).__name__}: {exc}"
-        self._deliver(self._source_ended, error)
-
-    def _deliver(self, callback: Callable[..., Any], *args: Any) -> bool:
-        try:
-            self.call_from_thread(callback, *args)
-            return True
-        except (RuntimeError, asyncio.CancelledError):
-            return False
+        pump_statuses(self, self.source, self._receive, self._source_ended)
 
     def _receive(self, status: ExecutorStatus) -> None:
         if self.is_running:
@@ -114,10 +96,7 @@ class ExecutorDashboard(App[None]):
 
     def on_unmount(self) -> None:
         """Close the source, if it has `close()`, so a worker blocked reading it wakes up."""
-        close = getattr(self.source, "close", None)
-        if callable(close):
-            with contextlib.suppress(Exception):
-                close()
+        close_source(self.source)
 
     def watch_status(self, status: ExecutorStatus | None) -> None:
         """Show a new status in every panel, and its message if it has one."""

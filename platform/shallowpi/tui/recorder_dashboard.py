@@ -38,9 +38,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -57,6 +56,7 @@ from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Thumbnail
 from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
+from shallowpi.tui.status_feed import close_source, pump_statuses
 
 log = logging.getLogger(__name__)
 
@@ -243,30 +243,9 @@ class RecorderDashboard(App[None]):
 
     @work(thread=True, exit_on_error=False, name="telemetry reader")
     def _read_source(self) -> None:
-        error = ""
-        shown_at = 0.0
-        try:
-            for status in self.source:
-                # At most refresh_hz repaints: a repaint is ~10-30 ms of Python on the UI
-                # thread, and in `platform record` that thread shares the GIL with the loop.
-                # The sources are latest-wins, so waiting here only skips stale statuses.
-                wait = shown_at + 1.0 / self.refresh_hz - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                shown_at = time.monotonic()
-                if not self._deliver(self._receive, status):
-                    return  # the app is shutting down
-        except Exception as exc:  # a broken source must not take the dashboard down
-            log.warning("dashboard: status source failed", exc_info=True)
-            error = f"{type(exc).__name__}: {exc}"
-        self._deliver(self._source_ended, error)
-
-    def _deliver(self, callback: Callable[..., Any], *args: Any) -> bool:
-        try:
-            self.call_from_thread(callback, *args)
-            return True
-        except (RuntimeError, asyncio.CancelledError):
-            return False  # the app stopped between two statuses
+        # At most refresh_hz repaints: a repaint is ~10-30 ms of Python on the UI thread,
+        # and in `platform record` that thread shares the GIL with the loop.
+        pump_statuses(self, self.source, self._receive, self._source_ended, 1.0 / self.refresh_hz)
 
     def _receive(self, status: RecorderStatus) -> None:
         if not self.is_running:
@@ -293,12 +272,7 @@ class RecorderDashboard(App[None]):
     def on_unmount(self) -> None:
         """Close the source, if it has `close()`, so a worker blocked reading it wakes up;
         a failure is logged, not raised."""
-        close = getattr(self.source, "close", None)
-        if callable(close):
-            try:
-                close()  # wakes the worker if it is blocked reading
-            except Exception:
-                log.debug("dashboard: closing the source failed", exc_info=True)
+        close_source(self.source)
 
     # -- live values -------------------------------------------------------------------
 
