@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -22,9 +22,6 @@ from omegaconf import DictConfig
 from shallowpi.data.features import Feature, robot_features
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import SimulatedClock, TickClock
-
-if TYPE_CHECKING:
-    from shallowpi.robots.base import Robot
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +162,20 @@ def _sim_task_and_spec(cfg: DictConfig, task_name: str, size: tuple[int, int] | 
 
 def _sim_rig(cfg: DictConfig, robot: Any, task: Any, spec: Any, seed: int, realtime: bool,
              cameras: dict[str, Any] | None = None) -> Rig:
-    noise = _dart_noise(cfg, robot, spec)
-    scene = ExpertScene(robot, task, seed, noise=noise)
-    shapes = {role: (spec.render_height, spec.render_width) for role in spec.cameras}
-    rig = Rig(robot=noise or robot, teleop=scene, features=robot_features(spec.joint_names, shapes),
-              joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
-              task_text=task.instruction, calibration_id=f"sim-{cfg.robot.name}", scene=scene,
-              cameras=cameras or {},
-              joint_limits=(list(map(float, spec.lower)), list(map(float, spec.upper))))
+    """The rig around a connected twin; the twin is disconnected if the rig fails to build
+    (a bad record.sim_noise, say), as the hardware rig stops what it started."""
+    try:
+        noise = _dart_noise(cfg, robot, spec)
+        scene = ExpertScene(robot, task, seed, noise=noise)
+        shapes = {role: (spec.render_height, spec.render_width) for role in spec.cameras}
+        rig = Rig(robot=noise or robot, teleop=scene, features=robot_features(spec.joint_names, shapes),
+                  joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
+                  task_text=task.instruction, calibration_id=f"sim-{cfg.robot.name}", scene=scene,
+                  cameras=cameras or {},
+                  joint_limits=(list(map(float, spec.lower)), list(map(float, spec.upper))))
+    except BaseException:
+        robot.disconnect()
+        raise
     rig._closers.append(robot.disconnect)
     return rig
 
@@ -199,7 +202,7 @@ def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int,
     task, spec = _sim_task_and_spec(cfg, task_name, size)
     robot = DirectSimRobot(spec)
     robot.connect()
-    return _connected_sim_rig(robot, lambda: _sim_rig(cfg, robot, task, spec, seed, realtime))
+    return _sim_rig(cfg, robot, task, spec, seed, realtime)
 
 
 def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,
@@ -213,17 +216,7 @@ def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, 
     task, spec = _sim_task_and_spec(cfg, task_name, size)
     robot = StackSimRobot(RobotSpec.from_config(cfg.robot), spec)
     robot.connect()
-    return _connected_sim_rig(robot, lambda: _sim_rig(cfg, robot, task, spec, seed, realtime, cameras=dict(robot.cameras)))
-
-
-def _connected_sim_rig(robot: Robot, build: Callable[[], Rig]) -> Rig:
-    """`build()`'s rig for a connected twin; a twin whose rig fails to build (a bad
-    record.sim_noise, say) is disconnected before the error goes on, as the hardware rig's is."""
-    try:
-        return build()
-    except BaseException:
-        robot.disconnect()
-        raise
+    return _sim_rig(cfg, robot, task, spec, seed, realtime, cameras=dict(robot.cameras))
 
 
 def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
