@@ -9,9 +9,10 @@ import time
 import pytest
 from dynamixel_sdk import COMM_SUCCESS, PacketHandler, PortHandler
 
-from shallowpi.hardware.dynamixel.bus import BusError, DynamixelBus, ServoFaultError, wait_until
+from shallowpi.hardware.dynamixel.bus import DynamixelBus, wait_until
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.emulator import EmulatedServo, ServoChain
+from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError
 
 MIXED = {1: "XL430-W250", 2: "XM430-W350", 3: "YM080-230-R099-RH"}
 FIELDS = ["present_current", "present_velocity", "present_position"]

@@ -11,8 +11,9 @@ import re
 
 import pytest
 
-from shallowpi.hardware.dynamixel.bus import BusError, DynamixelBus
+from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.emulator import MALFORMED, EmulatedServo, ServoChain
+from shallowpi.hardware.dynamixel.motor_bus import BusError
 
 MIXED = {1: "XL430-W250", 2: "XM430-W350", 3: "YM080-230-R099-RH"}
 X_ONLY = {1: "XL430-W250", 2: "XM430-W350"}

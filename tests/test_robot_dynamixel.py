@@ -11,8 +11,8 @@ from dxl_fixtures import emulated, robot_spec
 from shallowpi.data.features import robot_features
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.camera import Frame
-from shallowpi.hardware.dynamixel.bus import BusError, ServoFaultError
 from shallowpi.hardware.dynamixel.emulator import build_chains
+from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
 from shallowpi.robots.spec import RobotSpec, parse_ports

@@ -47,7 +47,8 @@ def _stock_port(path: str, _latency_ms: float):
 
 
 def run_row(baud: int, handler: str, seconds: float, rate_hz: float | None) -> dict:
-    from shallowpi.hardware.dynamixel.bus import BusError, DynamixelBus
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+    from shallowpi.hardware.dynamixel.motor_bus import BusError
     from shallowpi.hardware.dynamixel.port import QuietPortHandler
 
     ctx = mp.get_context("spawn")

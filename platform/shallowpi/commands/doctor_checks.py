@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shallowpi.hardware.dynamixel.bus import DynamixelBus, ServoInfo
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+    from shallowpi.hardware.dynamixel.motor_bus import ServoInfo
     from shallowpi.robots.spec import RobotSpec
 
 

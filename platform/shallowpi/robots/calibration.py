@@ -26,12 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from shallowpi.errors import PlatformError
-from shallowpi.hardware.dynamixel.bus import MotorBus
 from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,
     MotorCalibration,
     default_calibration,
 )
+from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from shallowpi.errors import PlatformError
-from shallowpi.hardware.dynamixel.bus import DynamixelBus, MotorBus
+from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
+from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.observation import Frame, Observation

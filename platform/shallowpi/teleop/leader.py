@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from shallowpi.hardware.dynamixel.bus import DynamixelBus, MotorBus
+from shallowpi.hardware.dynamixel.bus import DynamixelBus
+from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.spec import LeaderSpec, RobotSpec
 

@@ -1,4 +1,4 @@
-"""`MotorBus`, the seam robots stand on, and `DynamixelBus`, its dynamixel-sdk implementation.
+"""`DynamixelBus`: the `MotorBus` (motor_bus.py) of Protocol 2.0 servos, through dynamixel-sdk.
 
 One bus is one serial port (a U2D2, or an emulator's pty) with a known set of servos:
 ID -> model. Values cross this seam in raw control-table units (ticks); conversion to
@@ -28,8 +28,6 @@ import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from dynamixel_sdk import (
     COMM_RX_CORRUPT,
@@ -50,110 +48,14 @@ from shallowpi.hardware.dynamixel.control_table import (
     ModelSpec,
     OperatingMode,
     model_by_name,
-    model_by_number,
     model_label,
     span,
 )
+from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError, ServoInfo
 from shallowpi.hardware.dynamixel.port import PortBusyError, QuietPortHandler
 from shallowpi.hardware.dynamixel.replies import StrictPacketHandler, describe_reply
 
 log = logging.getLogger(__name__)
-
-
-class BusError(PlatformError):
-    """A bus or a servo on it failed; the message names both and what to check."""
-
-    exit_code = 4
-
-
-class ServoFaultError(BusError):
-    """A servo reports a hardware error (overload, overheating, ...)."""
-
-
-@dataclass(frozen=True)
-class ServoInfo:
-    """What a PING (or broadcast ping) learns about one servo."""
-
-    id: int
-    model_number: int
-    firmware: int | None = None
-
-    @property
-    def model(self) -> ModelSpec | None:
-        """The control table for `model_number`, or None for a model this driver lacks."""
-        return model_by_number(self.model_number)
-
-    @property
-    def model_name(self) -> str:
-        return self.model.name if self.model else f"unknown model {self.model_number}"
-
-
-@runtime_checkable
-class MotorBus(Protocol):
-    """The robot's view of a servo bus (raw units). `DynamixelBus` is the real one.
-
-    Contract for every implementation: values are raw control-table integers (ticks, signed
-    where the field is), fields are snake_case e-manual names, `ids=None` means every
-    configured servo, and a failure after the implementation's retries raises `BusError`
-    (`ServoFaultError` when a servo reports a hardware error) with a one-line message.
-    """
-
-    name: str
-
-    @property
-    def is_connected(self) -> bool:
-        """True while the port is open (False again after a port that vanished)."""
-        ...
-
-    def connect(self) -> None:
-        """Open the port; a no-op when connected. BusError if it cannot be opened."""
-        ...
-
-    def disconnect(self) -> None:
-        """Close the port without touching torque; never raises."""
-        ...
-
-    def scan(self) -> dict[int, ServoInfo]:
-        """Every servo that answers a broadcast ping, ID -> info, configured or not."""
-        ...
-
-    def verify(self) -> dict[int, ServoInfo]:
-        """Every configured ID answers and is the configured model, else BusError."""
-        ...
-
-    def read(
-        self, fields: Sequence[str], ids: Iterable[int] | None = None
-    ) -> dict[str, dict[int, int]]:
-        """Nearby fields from many servos in one transaction: {field: {id: value}}."""
-        ...
-
-    def write(self, field: str, values: Mapping[int, int]) -> None:
-        """One field on many servos in one unacknowledged transaction: {id: value}."""
-        ...
-
-    def read_one(self, servo_id: int, field: str) -> int:
-        """One field of one servo from one READ; a refusal in its status packet raises."""
-        ...
-
-    def write_one(self, servo_id: int, field: str, value: int, *, check_alert: bool = True) -> None:
-        """One field on one servo, acknowledged; `check_alert=False` ignores the alert bit."""
-        ...
-
-    def set_torque(self, enabled: bool, ids: Iterable[int] | None = None) -> None:
-        """Torque Enable on or off; switching off must reach every servo even if one fails."""
-        ...
-
-    def set_operating_mode(self, mode: OperatingMode, ids: Iterable[int]) -> None:
-        """Set Operating Mode (an EEPROM field: torque goes off where it changes)."""
-        ...
-
-    def hardware_errors(self, ids: Iterable[int] | None = None) -> dict[int, list[str]]:
-        """Decoded hardware errors of the servos that report one: {id: ["overload", ...]}."""
-        ...
-
-    def raise_on_hardware_errors(self, ids: Iterable[int] | None = None) -> None:
-        """ServoFaultError naming the first faulted servo (and how many more), if any."""
-        ...
 
 
 class DynamixelBus:
