@@ -87,3 +87,43 @@ def test_a_broken_source_says_why_the_executor_disconnected():
             assert "ConnectionResetError: peer went away" in message
 
     asyncio.run(scenario())
+
+
+def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_detaches():
+    """Leaving the dashboard `platform deploy` opened must not leave the robot running with
+    no view: `q` sends STOP and the app exits when the stream ends. A monitor detaches."""
+    feed = StatusMailbox(max_hz=0)
+    sent: list[Command] = []
+    app = ExecutorDashboard(feed, sent.append, monitor=False)
+
+    async def deploys_own() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            feed.publish(make_status())
+            deadline = time.monotonic() + 10
+            while app.status is None and time.monotonic() < deadline:
+                await pilot.pause(0.02)
+            await pilot.press("q")
+            await pilot.pause()
+            assert sent == [Command.STOP] and app.is_running
+            assert "stopping" in text_of(app, "message")
+            feed.close()  # the executor stopped: its stream ends
+            deadline = time.monotonic() + 10
+            while app.is_running and time.monotonic() < deadline:
+                await pilot.pause(0.02)
+            assert not app.is_running
+
+    asyncio.run(deploys_own())
+
+    feed = StatusMailbox(max_hz=0)
+    sent.clear()
+    monitor = ExecutorDashboard(feed, sent.append, monitor=True)
+
+    async def monitoring() -> None:
+        async with monitor.run_test(size=(140, 40)) as pilot:
+            feed.publish(make_status())
+            await pilot.pause(0.1)
+            await pilot.press("q")
+            await pilot.pause()
+            assert sent == [] and not monitor.is_running
+
+    asyncio.run(monitoring())

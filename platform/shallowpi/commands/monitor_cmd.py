@@ -16,9 +16,10 @@ receives. On the robot's computer over SSH:
 recorder ended: exit 0 "recorder stopped" (a clean stop), 1 "recorder ended on a fault"
 (fault or E-STOP), 3 "recorder vanished" (its stream ended without a final status).
 
-Quitting the monitor never stops the recording; with --control, `q` asks whether to stop
-the recorder or only detach. The recorder grants control only when
-telemetry.allow_remote_control is true.
+Quitting the monitor never stops the recording or the executor; with --control, `q` on a
+recorder asks whether to stop it or only detach. The recorder grants control only when
+telemetry.allow_remote_control is true. (The dashboard `platform deploy` opens itself is
+different: `q` there stops the executor, which holds the robot, then leaves.)
 """
 
 from __future__ import annotations

@@ -30,7 +30,10 @@ from shallowpi.tui.status_feed import close_source, pump_statuses
 
 
 class ExecutorDashboard(App[None]):
-    """Live view of an executor; `e` sends E-STOP and `s` STOP (unless read-only), `q` leaves."""
+    """Live view of an executor; `e` sends E-STOP and `s` STOP (unless read-only). `q` in the
+    dashboard `platform deploy` opened (monitor=False) stops the executor and leaves when it
+    has stopped: the robot must not go on with no view and no keys; in `platform monitor`
+    (monitor=True) it only detaches."""
 
     TITLE = "Shallow-π executor"
     CSS = """
@@ -57,6 +60,7 @@ class ExecutorDashboard(App[None]):
         self.monitor, self.exit_when_source_ends = monitor, exit_when_source_ends
         self.read_only_reason = read_only_reason or "read-only: attach with `platform monitor --control`"
         self._disconnect_reason = ""  # why the status source ended, when it failed
+        self._stopping = False  # `q` sent STOP; a second `q` leaves at once
 
     def compose(self) -> ComposeResult:
         """The widgets: summary; joints (left); inference, loop and safety (right); message
@@ -122,20 +126,37 @@ class ExecutorDashboard(App[None]):
     def _set(self, widget_id: str, content: Text) -> None:
         self.query_one(f"#{widget_id}", Static).update(content)
 
-    def _send(self, command: Command) -> None:
+    def _send(self, command: Command) -> bool:
+        """Send a command; False (and the message line says why) when read-only or it failed."""
         if self.send is None or (self.status is not None and not self.status.control_allowed):
             self._set("message", Text(self.read_only_reason, style="bold yellow"))
-            return
+            return False
         try:
             self.send(command)
         except Exception as exc:
             self._set("message", Text(f"could not send '{command.value}': {exc}", style="bold red"))
-            return
+            return False
         self._set("message", Text(f"sent: {command.value}", style="bold red" if command is Command.ESTOP else "green"))
+        return True
 
     def action_estop(self) -> None:
         """`e`: send E-STOP (refused, with a message, when read-only)."""
         self._send(Command.ESTOP)
+
+    async def action_quit(self) -> None:
+        """`q`: a monitor detaches; the deploy's own dashboard sends STOP and leaves when the
+        executor has stopped (its stream ends), or at once when read-only, disconnected, or
+        on a second `q`."""
+        can_stop = self.send is not None and self.connected and (self.status is None or self.status.control_allowed)
+        if self.monitor or not can_stop or self._stopping:
+            self.exit()
+            return
+        self._stopping = True  # a second `q` leaves, whether or not this one got through
+        if not self._send(Command.STOP):
+            return  # the message line says why
+        self.exit_when_source_ends = True
+        self._set("message", Text("stopping: the executor holds the robot, then exits (q again: leave now)",
+                                  style="bold yellow"))
 
     def action_stop(self) -> None:
         """`s`: send STOP (refused, with a message, when read-only)."""
