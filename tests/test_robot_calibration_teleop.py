@@ -77,9 +77,14 @@ def test_scripted_calibration_records_offsets_ranges_and_gripper_direction(tmp_p
     assert path == tmp_path / "arm" / "calibration.json"
     assert calibration_id("arm", tmp_path) == result.id
     assert load_calibration("arm", tmp_path) == result
-    path.write_text("{not json")
-    with pytest.raises(CalibrationError, match=r"malformed"):
-        load_calibration("arm", tmp_path)
+    # Every malformed shape is one CalibrationError, never a bare AttributeError or the like.
+    for text in ("{not json", "[]", '{"id": "a", "robot": "arm", "arms": []}',
+                 '{"id": "a", "robot": "arm", "arms": {"follower": [1]}}',
+                 '{"id": "a", "robot": "arm", "arms": {"follower": {"gripper": 3}}}',
+                 '{"id": "a", "robot": "arm", "arms": {"follower": {"gripper": {"bogus": 1}}}}'):
+        path.write_text(text)
+        with pytest.raises(CalibrationError, match=r"malformed"):
+            load_calibration("arm", tmp_path)
 
 
 def test_calibration_refuses_a_gripper_that_never_opened():

@@ -45,3 +45,15 @@ def test_expert_is_a_teleoperator_giving_goals_within_limits() -> None:
             assert (action >= spec.lower - 1e-9).all() and (action <= spec.upper + 1e-9).all()
             sim.act(action)
         assert not task.success(sim.twin)  # 40 ticks in, the cube is not yet in the bowl
+
+
+def test_a_push_direction_is_a_unit_vector_and_zero_is_refused() -> None:
+    """Success is metres along the direction: (0, 3) must mean what (0, 1) means."""
+    from shallowpi.robots.sim.tasks import Push
+    from shallowpi.robots.sim.twin import SimError
+
+    push = Push("push", "push it", {}, direction=(0.0, 3.0), distance=0.08)
+    assert push.direction == pytest.approx((0.0, 1.0))
+    assert Push("push", "push it", {}, direction=(3.0, 4.0)).direction == pytest.approx((0.6, 0.8))
+    with pytest.raises(SimError, match="nonzero"):
+        Push("push", "push it", {}, direction=(0.0, 0.0))

@@ -75,7 +75,7 @@ class RobotCalibration:
             data = json.loads(text)
             arms = {a: {j: MotorCalibration.from_dict(c) for j, c in joints.items()} for a, joints in data["arms"].items()}
             return cls(str(data["id"]), str(data["robot"]), arms, str(data.get("created", "")))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CalibrationError(f"{where} is malformed ({exc}); run `platform calibrate` again") from None
 
 

@@ -107,6 +107,14 @@ class Push(Task):
     direction: tuple[float, float] = (0.0, 1.0)
     distance: float = 0.08
 
+    def __post_init__(self) -> None:
+        # success() and the clear-path check measure metres along it: a unit vector, or
+        # (0, 2) would count every centimetre twice. SimError for a zero direction.
+        norm = float(np.hypot(*self.direction))
+        if not norm > 0:
+            raise SimError(f"push direction must be a nonzero xy vector, got {self.direction}")
+        self.direction = (self.direction[0] / norm, self.direction[1] / norm)
+
     def _clear(self, placed: dict[str, np.ndarray]) -> bool:
         # No other object near the pushed one's swept path, nor behind it where the
         # closed fingers come down (7.5 cm back).
