@@ -23,11 +23,11 @@ def commands(report) -> list[float]:
 
 
 def run(strategy="async", latencies=(0.0,), ticks=60, chunk_len=8, realtime=False, robot=None, warm=True,
-        replan_every=None):
+        replan_every=None, rtc_mask="soft"):
     robot = robot or CountingRobot()
     backend = StepBackend(chunk_len, latencies)
     executor = Executor(robot, backend, ExecutorConfig(strategy=strategy, realtime=realtime, seam_bound=2.0,
-                                                       warmup_runs=2,
+                                                       warmup_runs=2, rtc_mask=rtc_mask,
                                                        selection=ActionSelectionConfig(replan_every=replan_every)))
     if warm:
         executor.warm_up("count")
@@ -76,11 +76,29 @@ def test_rtc_inpaints_towards_the_current_chunk_in_robot_units_never_zeros():
     assert guided
     for inpainting in guided:
         target = inpainting.target[:, 0]
-        frozen = int(inpainting.weight.sum())
+        frozen = int((inpainting.weight == 1.0).sum())
         assert frozen >= 1 and set(inpainting.weight[:frozen]) == {1.0}
         overlap = 8 - 4  # K = 4 of 8 sent before the request
         assert list(np.diff(target[:overlap])) == [1.0] * (overlap - 1)  # the chunk's own steps
         assert (target[overlap:] == target[overlap - 1]).all() and (target != 0).any()
+
+
+@pytest.mark.parametrize("mask", ["soft", "hard"])
+def test_rtc_masks_the_overlap_softly_or_only_its_frozen_prefix(mask):
+    # soft: the frozen prefix at 1, then RTC's decaying weights over the rest of the overlap
+    # (a cross-fade onto the new chunk); hard: 1 on the frozen prefix, 0 after.
+    _, report, _, backend = run("rtc", latencies=(0.0, 0.1), chunk_len=16, ticks=60, replan_every=8, rtc_mask=mask)
+    guided = [p for p in backend.inpaintings[1:] if p is not None]
+    assert guided and report.seam_trips == 0
+    for inpainting in guided:
+        weight = inpainting.weight
+        frozen = int((weight == 1.0).sum())  # the measured delay, 3-4 ticks
+        assert 1 <= frozen < 8 and (weight[:frozen] == 1.0).all() and (weight[8:] == 0.0).all()  # overlap 16 - K
+        between = weight[frozen:8]
+        if mask == "soft":
+            assert len(between) and ((between > 0) & (between < 1)).all() and (np.diff(between) < 0).all()
+        else:
+            assert (between == 0.0).all()
 
 
 def test_zero_watchdog_holds_at_nominal_latency():

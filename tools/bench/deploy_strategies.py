@@ -9,6 +9,7 @@ executor measured. After Black et al., "Real-Time Execution of Action Chunking F
 
     python tools/bench/deploy_strategies.py --policy RUN/checkpoints/step_002000/ema
     python tools/bench/deploy_strategies.py --policy CKPT --strategies sync rtc --delays-ms 0 300 --episodes 50
+    python tools/bench/deploy_strategies.py --policy CKPT --strategies rtc --set deploy.rtc_mask=hard --out DIR
 
 Every cell (strategy, delay, task, seed share) is one `platform deploy` whose JSON is kept
 under --out: a rerun skips finished cells. The cells run `--workers` at a time, one thread
@@ -35,12 +36,13 @@ from shallowpi.evaluate.interval import rate_with_interval
 from shallowpi.robots.sim.tasks import make_tasks
 
 
-def deploy(policy: Path, out: Path, log: Path, *args: str) -> subprocess.CompletedProcess:
-    """One `platform deploy --sim` on its own telemetry socket, one thread."""
+def deploy(policy: Path, out: Path, log: Path, *args: str, overrides: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """One `platform deploy --sim` on its own telemetry socket, one thread; `overrides`
+    (KEY=VALUE) go last, with the socket's."""
     socket = f"telemetry.address=/tmp/deploy-strategies-{os.getpid()}-{out.stem}.sock"
     with open(log, "a") as sink:
         return subprocess.run([sys.executable, "-m", "shallowpi", "deploy", "--policy", str(policy), "--sim",
-                               "--no-tui", "--json", str(out), *args, socket],
+                               "--no-tui", "--json", str(out), *args, *overrides, socket],
                               env=platform_env(OMP_NUM_THREADS="1"), stdout=sink, stderr=subprocess.STDOUT,
                               check=False)
 
@@ -55,17 +57,20 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="cells at a time (default 2, one a core)")
     ap.add_argument("--backend", default="torch", help="deploy backend (default torch: no export)")
     ap.add_argument("--episode-time-s", type=float, help="cap each episode (quick looks only)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="overrides for every cell, e.g. deploy.rtc_mask=hard (give each variant its own --out)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "deploy_strategies")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "log.txt"
     tasks = list(make_tasks(args.robot))
     common = ["--backend", args.backend, "--robot", args.robot]
+    overrides = tuple(args.set)
     if args.episode_time_s:
         common += ["--episode-time-s", f"{args.episode_time_s:g}"]
 
     # The bundle first, alone: parallel cells would each try to export it.
-    if deploy(args.policy, args.out / "warm.json", log, *common, "--episodes", "1").returncode:
+    if deploy(args.policy, args.out / "warm.json", log, *common, "--episodes", "1", overrides=overrides).returncode:
         raise SystemExit(f"deploy failed; see {log}")
 
     shares = [args.episodes // args.workers + (i < args.episodes % args.workers) for i in range(args.workers)]
@@ -83,7 +88,7 @@ def main() -> None:
     print(f"{len(cells)} cells, {len(todo)} to run ({args.episodes} seeds a task, {args.workers} at a time)", flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.workers) as pool:
-        done = pool.map(lambda cell: (cell[0], deploy(args.policy, cell[0], log, *common, *cell[1])), todo)
+        done = pool.map(lambda cell: (cell[0], deploy(args.policy, cell[0], log, *common, *cell[1], overrides=overrides)), todo)
         for path, result in done:
             if result.returncode or not path.is_file():
                 raise SystemExit(f"{path.name} failed; see {log}")
@@ -103,7 +108,7 @@ def main() -> None:
                 row["max_seam_jump"] = max([row["max_seam_jump"], *(e["max_seam_jump"] for e in episodes)])
                 row["delays"] += [d for e in episodes for d in e["delays"]]
             rows.append(row)
-    print(f"\n{args.policy} on {args.robot}, backend {args.backend}; {minutes:.1f} min")
+    print(f"\n{args.policy} on {args.robot}, backend {args.backend} {' '.join(args.set)}; {minutes:.1f} min")
     print(f"{'strategy':<9} {'delay':>6}  " + "  ".join(f"{t:<34}" for t in tasks)
           + f"{'seam trips':>11} {'holds':>6} {'max jump':>9} {'delay ticks':>12}")
     for r in rows:
@@ -114,7 +119,8 @@ def main() -> None:
               f"{r['max_seam_jump']:>9.3f} {ticks:>12}")
     for r in rows:
         r["delays"] = sorted(set(r["delays"]))
-    result = {"policy": str(args.policy), "robot": args.robot, "backend": args.backend, "episodes": args.episodes,
+    result = {"policy": str(args.policy), "robot": args.robot, "backend": args.backend, "overrides": args.set,
+              "episodes": args.episodes,
               "minutes": minutes, "load_average": os.getloadavg(), "rows": rows}
     (args.out / "deploy_strategies.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'deploy_strategies.json'}")

@@ -19,8 +19,10 @@ Strategies (`ExecutorConfig.strategy`):
               where the robot has got to
     ensemble  a chunk every K actions, overlapping predictions averaged (ACT)
     rtc       real-time chunking: async, and the next chunk is made to agree with the
-              actions that run while it is computed (hard-prefix inpainting: no backend
-              here has gradients for guidance)
+              actions that run while it is computed, and to fade from the current chunk
+              into its own plan over the rest of the overlap (`rtc_mask`: soft, RTC's
+              weights; hard, the frozen prefix alone). Inpainting, not guidance: no
+              backend here has gradients
 
 The faults of lerobot 0.6.1's real-time chunking, and what prevents each here:
   - it indexes the new chunk by its latency estimate: skipped actions, or a jump on the
@@ -100,6 +102,11 @@ class ExecutorConfig:
                       policy a hair past the limit its demonstrations sat on, every tick)
     warmup_runs       chunks computed before the robot moves (>= 2: the first is cold, the
                       last one's latency is the initial delay estimate)
+    rtc_mask          rtc only: `soft` inpaints the whole overlap with the current chunk under
+                      real-time chunking's decaying weights (1 on the frozen prefix, then
+                      falling to 0 at the overlap's end: the seam is a cross-fade), `hard`
+                      only the frozen prefix (the new chunk free from its first unfrozen
+                      action on, which is where a change of plan shows as a jump)
     injected_delay_s  added to every inference (the delay experiment; 0 on a robot)
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
@@ -111,6 +118,7 @@ class ExecutorConfig:
     seam_bound: float = 0.25
     clamp_tolerance: float = 0.01
     warmup_runs: int = 3
+    rtc_mask: str = "soft"
     injected_delay_s: float = 0.0
     realtime: bool = True
 
@@ -123,6 +131,8 @@ class ExecutorConfig:
         for name in ("max_frame_age_s", "seam_bound", "clamp_tolerance"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
+        if self.rtc_mask not in ("soft", "hard"):
+            raise ConfigError(f"deploy.rtc_mask must be soft or hard, got '{self.rtc_mask}'")
         if self.injected_delay_s < 0:
             raise ConfigError(f"deploy.injected_delay_s must be >= 0, got {self.injected_delay_s}")
         if self.warmup_runs < 2:  # the first run is the cold one; the last one is measured
@@ -333,7 +343,10 @@ class Executor:
     def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str) -> list[Done]:
         request = selector.request()
         guidance = request.guidance
-        inpainting = Inpainting.hard_prefix(guidance.target, guidance.frozen) if guidance is not None else None
+        inpainting = None
+        if guidance is not None:
+            inpainting = (Inpainting(guidance.target, guidance.weights) if self.cfg.rtc_mask == "soft"
+                          else Inpainting.hard_prefix(guidance.target, guidance.frozen))
         runner.submit(request, policy_input(obs, task), inpainting)
         return runner.wait() if self.cfg.strategy is Strategy.SYNC else []
 

@@ -1,4 +1,4 @@
-"""Euler sampling with hard-prefix inpainting: the gradient-free form of real-time chunking.
+"""Euler sampling with inpainting: the gradient-free form of real-time chunking.
 
 Real-time chunking (Black et al. 2025) makes the next chunk agree with the actions that
 will run while it is computed. Its guidance needs the velocity's gradient; a backend
@@ -7,10 +7,14 @@ the rows that must agree with where the flow would be had it started from them:
 
     x_t[i] <- w_i * (t * noise[i] + (1 - t) * target[i]) + (1 - w_i) * x_t[i]
 
-and the result's rows with the target itself. w_i = 1 on the frozen prefix (hard), 0
-elsewhere; weights in between blend (a softer seam). With w = 0 everywhere this is exactly
+and the result's rows blend with the target by the same weight. w_i = 1 on the frozen
+prefix; after it, the executor's default (`deploy.rtc_mask: soft`) gives RTC's decaying
+weights over the rest of the overlap, so the new chunk fades from the current one into its
+own plan, and `hard` gives 0 (the new chunk free from its first unfrozen action, where a
+change of plan shows as a jump at the seam). With w = 0 everywhere this is exactly
 `policy.model.euler_integrate`. `target` is in the model's normalised units: convert from
-robot units first, never zero-pad (zero is the dataset mean, lerobot 0.6.1's seam fault).
+robot units first, never zero-pad (zero decodes to the dataset mean, or under min-max
+scaling the middle of its range: lerobot 0.6.1's seam fault).
 
 Generic over numpy arrays and torch tensors (only arithmetic): the ONNX chunk graph traces
 it, and the split-graph backend runs it in numpy.

@@ -7,7 +7,7 @@ generator the caller can reseed, so two backends given the same seed see the sam
 and can be compared action for action.
 
 Real-time chunking needs the next chunk to agree with actions already committed; none of
-these backends has gradients, so `infer` takes an `Inpainting` (hard prefix, inpaint.py).
+these backends has gradients, so `infer` takes an `Inpainting` (a weight a row, inpaint.py).
 
 Names -> classes in one table (`BACKENDS`), imported lazily: the onnxruntime backend must
 load on a robot without torch.
