@@ -66,6 +66,8 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports a bad command line in one line, with the valid choices."""
 
     def error(self, message: str) -> NoReturn:
+        """Exit with code 2 and one line on stderr; an unrecognised option also lists the
+        parser's valid `--` options."""
         if "unrecognized arguments" in message:
             options = sorted(
                 {s for a in self._actions for s in a.option_strings if s.startswith("--")}
@@ -122,6 +124,10 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 
 
 def build_parser() -> Parser:
+    """The top-level parser with one subparser per entry of COMMANDS; each sets `args.run`.
+
+    Imports every command module (each keeps its heavy imports inside `run`).
+    """
     parser = Parser(
         prog="platform",
         description="Shallow-π: record demonstrations, distill a shallow VLA, deploy it.",
@@ -167,6 +173,12 @@ def parse_command(words: Sequence[str], parser: Parser | None = None) -> argpars
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `platform ARGV...` (default: sys.argv[1:]) and return the exit code.
+
+    A PlatformError prints `error: ...` and returns its `exit_code`; an OSError the disk
+    caused (see `file_system_error`) prints one line and returns 2; any other OSError is
+    re-raised with its traceback. Ctrl-C returns 130.
+    """
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parse_command(words, parser)

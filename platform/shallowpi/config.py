@@ -102,6 +102,7 @@ def _base_keys() -> DictConfig:
 
 
 def to_yaml(cfg: DictConfig) -> str:
+    """`cfg` as YAML text, interpolations resolved."""
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 

@@ -22,12 +22,19 @@ HELP = "record homing offsets, directions and ranges of a robot's arms"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --robot, --arm (repeatable) and --ports."""
     add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument("--arm", action="append", metavar="BUS", help="calibrate only this arm (repeatable)")
     parser.add_argument("--ports", help="bus -> port: the JSON line `platform emulate` prints, or bus=PATH,...")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Calibrate the chosen arms (default: every arm with motors) and save the result.
+
+    Returns 0. Raises ConfigError for an --arm the robot lacks, PlatformError when stdin is
+    closed (the steps wait for Enter); the buses' own errors pass through. Torque is off and
+    every bus closed however it ends.
+    """
     from contextlib import ExitStack
 
     from shallowpi import config

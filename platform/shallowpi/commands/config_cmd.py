@@ -16,6 +16,7 @@ HELP = "show the resolved configuration or the config groups"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `show` and `groups` actions; `show` takes the config flags."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     sub.required = True
     show = sub.add_parser(
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the config groups and their choices, or the resolved config as YAML. Returns 0."""
     if args.action == "groups":
         for group in config.groups():
             print(f"{group}: {', '.join(config.group_choices(group))}")

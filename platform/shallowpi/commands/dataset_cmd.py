@@ -31,6 +31,8 @@ HELP = "list, inspect, check, plot, edit, export and import recorded datasets"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one subparser per action: list, info, check, repair, show, view, delete, merge,
+    export, import."""
     sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     sub.required = True
 
@@ -88,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the chosen action on the named store(s); returns its exit code.
+
+    `check` returns 1 when an episode is damaged, `delete` returns 1 when the user declines.
+    PlatformError for bad input (e.g. --workers < 1, `merge` with one store, `delete`
+    without --yes when stdin is not a terminal).
+    """
     cfg = config.compose(overrides_from(args))
     root = config.data_root(cfg)
 

@@ -45,6 +45,7 @@ HELP = "the whole loop on the simulated robot: record, teacher, distil, evaluate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --quick, --robot, --teacher, --out and --no-tui."""
     parser.add_argument("--quick", action="store_true",
                         help="a first look in <= 5 minutes (== demo=quick; the student may not succeed)")
     parser.add_argument("--robot", help="the simulated robot (== demo.robot=...; default arm)")
@@ -56,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the six demo stages under one folder and print the teacher/student summary.
+
+    Writes demo.json, demo.png and demo.md there; each stage reuses what an earlier run left.
+    Returns 0; a stage's own error passes through.
+    """
     from omegaconf import OmegaConf
 
     from shallowpi import config

@@ -46,6 +46,7 @@ HELP = "run a policy on the robot's twin through the on-device executor (bundle,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --policy, the robot and Jetson flags, and the executor's flags."""
     parser.add_argument("--policy", type=Path, required=True,
                         help="checkpoint folder (model.safetensors) or a deploy bundle folder")
     add_config_flags(parser, robot=True, jetson=True)
@@ -69,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Deploy the policy in the twin for --episodes episodes and print a summary.
+
+    Returns 1 when the safety layer counted a fault, else 0. Raises PlatformError without
+    --sim (no hardware path yet) and ConfigError for --episodes < 1. The robot is
+    disconnected and telemetry closed however it ends.
+    """
     from shallowpi import config
     from shallowpi.deploy.backends import BackendOptions, make_backend
     from shallowpi.deploy.executor import Executor

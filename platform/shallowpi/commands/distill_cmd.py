@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the dataset and policy flags, the teacher and layer flags, and the shared
+    training flags."""
     add_config_flags(parser, dataset=True, policy=True)
     parser.add_argument("--teacher", type=Path, metavar="CKPT", help="teacher checkpoint folder (default: train or reuse runs/DATASET-POLICY)")
     parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
@@ -49,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Distil the teacher (given, or trained/reused under runs/) into a k-layer student.
+
+    Returns 0. Raises ConfigError for an unknown key in a `train:` section or no dataset,
+    StoreError for a missing, damaged or empty store.
+    """
     from omegaconf import OmegaConf
 
     from shallowpi import config

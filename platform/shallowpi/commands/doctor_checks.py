@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 
 def serial_ports() -> list[str]:
+    """USB serial devices, sorted: /dev/ttyUSB*, /dev/ttyACM*, and pyserial's USB/ACM ports
+    if pyserial is installed."""
     found = set(glob.glob("/dev/ttyUSB*")) | set(glob.glob("/dev/ttyACM*"))
     try:
         from serial.tools import list_ports
@@ -148,6 +150,7 @@ def _best_buses(found: dict[int, ServoInfo], spec: RobotSpec) -> list[str]:
 
 
 def camera_report() -> list[str]:
+    """One line per connected RealSense (name, serial, firmware), or why none is listed."""
     try:
         import pyrealsense2 as rs
     except ImportError:
@@ -169,6 +172,7 @@ def camera_report() -> list[str]:
 
 
 def torch_report() -> list[str]:
+    """The torch version and its device (CUDA, Apple MPS or CPU), or that torch is missing."""
     try:
         import torch
     except ImportError:

@@ -25,12 +25,18 @@ SCAN_BAUDS = (1_000_000, 4_000_000, 57_600, 2_000_000, 3_000_000)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --port, --baud (both repeatable) and --robot."""
     parser.add_argument("--port", action="append", metavar="PATH", help="serial port to scan (repeatable)")
     parser.add_argument("--baud", type=int, action="append", help=f"baud rate(s) to try (default: {', '.join(map(str, SCAN_BAUDS))})")
     parser.add_argument("--robot", help="robot config to compare the servos with (configs/robot/), e.g. arm")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print the servo, camera, torch and Jetson reports. Always returns 0.
+
+    A robot config that fails to load is reported; the servos are then listed without the
+    comparison.
+    """
     from shallowpi import config
     from shallowpi.cli import overrides_from
     from shallowpi.commands import doctor_checks as checks

@@ -30,6 +30,7 @@ FAULTS = ("missing", "mute", "corrupt", "short", "empty", "long", "wrong-id", "w
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --robot, --return-delay and --fault (repeatable)."""
     add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument(
         "--return-delay", type=int, default=None, metavar="UNITS",
@@ -42,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve the robot's emulated servo chains on ptys until SIGINT or SIGTERM.
+
+    Prints `{bus: pty}` as JSON on stdout first. Returns 0. Raises PlatformError for a robot
+    without buses or a malformed --fault. The chains are stopped on exit.
+    """
     import json
     import signal
     import sys

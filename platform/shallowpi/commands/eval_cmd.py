@@ -49,6 +49,7 @@ HELP = "offline action error of a policy checkpoint, or its success rate in the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the offline flags and the `--sim` group."""
     parser.add_argument("--policy", type=Path, required=True, help="checkpoint folder (holds model.safetensors)")
     parser.add_argument("--dataset", help="dataset name (datasets/NAME.zarr) or a path; with --sim, "
                                           "the store whose robot and task to use (default: the training store)")
@@ -81,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Dispatch to `run_sim` (--sim) or `run_offline`; returns its exit code.
+
+    `--sim key=value` is taken as `--sim direct` plus that override. Raises ConfigError for
+    an unknown --sim mode, a --sim-only flag without --sim, or no --dataset offline.
+    """
     from shallowpi import config
     from shallowpi.errors import ConfigError
 
@@ -102,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_offline(args: argparse.Namespace, store: Path) -> int:
+    """Print the policy's action error on `store`'s episodes; returns 0.
+
+    Episodes: --episodes, else the checkpoint's held-out ones when `store` is its training
+    store, else all. Errors are in the robot's units (rad; grippers 0..1). Writes --json if
+    given. Raises CheckpointError when the dataset's features do not fit the policy.
+    """
     import json
 
     from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
@@ -151,6 +163,12 @@ def describe_episodes(
 
 
 def run_sim(args: argparse.Namespace) -> int:
+    """Run the policy in closed loop in the twin on each target task and print success rates.
+
+    One report per task (95 % Wilson interval); writes --json, videos and filmstrips if
+    asked. Returns 0. Raises ConfigError when --replan-every exceeds the chunk length,
+    CheckpointError when the policy does not fit the robot.
+    """
     import json
 
     from shallowpi import config

@@ -43,6 +43,7 @@ HELP = "attach the live dashboard to a running recorder (read-only unless --cont
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --robot, --address, --control, --wait-s and --lines (and the hidden --attached)."""
     parser.add_argument(
         "--robot",
         help="the robot whose recorder to watch: finds its default socket (configs/robot/ name)",
@@ -203,6 +204,11 @@ def _say_how_it_ended(last: Any, at: float | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Show the dashboard, or print status lines with --lines or when stdout is no terminal.
+
+    Returns 0 after the dashboard; with lines, the code of how the recorder ended
+    (EXIT_STOPPED, EXIT_FAULT or EXIT_VANISHED).
+    """
     if args.lines or not sys.stdout.isatty():
         return print_lines(args)
     from shallowpi.tui.launch import hold_terminal_logs

@@ -70,6 +70,8 @@ def help_epilog() -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the record flags; the help shows the config's `record` defaults and the
+    dashboard keys."""
     defaults = _record_defaults()
     parser.epilog = help_epilog()
     add_config_flags(parser, robot=True, dataset=True)
@@ -104,6 +106,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Record episodes into the dataset with the dashboard or plain progress lines.
+
+    Returns 1 when the recording stopped on a fault (the episodes committed so far are kept),
+    else 0. Raises PlatformError for a missing --dataset or --task, a store that exists
+    without --resume (or is missing with it), --no-cameras with --sim, or --fps in
+    simulation; the disk-budget checks raise before a store is created.
+    """
     from shallowpi.data.store import EpisodeStore, StoreSettings
     from shallowpi.record.disk import DiskBudget
     from shallowpi.record.rig import build_rig, first_seed

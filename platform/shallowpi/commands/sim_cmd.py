@@ -25,6 +25,8 @@ HELP = "run scripted experts in the simulation twin; success rate and steps/s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --robot, --task, --list, --episodes, --seed, --sim, --size, --no-render, --video
+    and --png."""
     add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument("--task", help="task name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the robot's tasks and exit")
@@ -52,6 +54,12 @@ def _size(text: str | None) -> tuple[int | None, int | None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """List the robot's tasks, or run the scripted expert for --episodes and print the
+    success rate and speed (steps/s, times real time). Returns 0.
+
+    Raises PlatformError without --task, for --episodes < 1, or for --video/--png with
+    --no-render.
+    """
     from shallowpi.robots.observation import Observation
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.episode import ScriptedAgent, run_episode

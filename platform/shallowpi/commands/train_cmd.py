@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the dataset and policy flags and the shared training flags."""
     add_config_flags(parser, dataset=True, policy=True)
     add_training_flags(
         parser,
@@ -92,6 +93,12 @@ def check_train_keys(where: str, keys: Iterable[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the policy on the dataset's episodes in runs/NAME (or --run); returns 0.
+
+    Prints the last checkpoint and the held-out evaluation. Raises ConfigError for no
+    dataset or an unknown `policy.train` key, StoreError for a missing, damaged or empty
+    store.
+    """
     import json
 
     from omegaconf import OmegaConf
@@ -148,6 +155,8 @@ def store_episodes(store: Path) -> list[int]:
 
 
 def chunk_dataset(store: Path, chunk_len: int, episodes: list[int] | None):
+    """A ChunkDataset of `store`'s `episodes` (None: all), each item's action a
+    [chunk_len, A] window."""
     from shallowpi.data.training import ChunkDataset
 
     return ChunkDataset(store, chunk_len, episodes=episodes)

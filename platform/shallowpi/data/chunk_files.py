@@ -157,6 +157,7 @@ class FrameLayout:
                    info.get("fill_value") or 0)
 
     def chunk_path(self, row: int) -> str:
+        """Path of the chunk file holding frame `row`."""
         return os.path.join(self.folder, chunk_name(row, len(self.shape)))
 
 

@@ -66,10 +66,13 @@ class Feature:
         return cls(dtype, (len(names),), FeatureKind.NUMERIC, tuple(names))
 
     def to_json(self) -> dict[str, Any]:
+        """This feature as a JSON-ready dict (dtype, shape, kind, names)."""
         return {"dtype": self.dtype, "shape": list(self.shape), "kind": self.kind.value, "names": list(self.names)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Feature:
+        """The feature `to_json` wrote; `names` may be absent. KeyError for a missing key,
+        ValueError for an unknown kind."""
         return cls(data["dtype"], tuple(data["shape"]), FeatureKind(data["kind"]), tuple(data.get("names", ())))
 
     def check_value(self, key: str, value: np.ndarray) -> np.ndarray:
@@ -95,8 +98,10 @@ def robot_features(joint_names: Sequence[str], cameras: Mapping[str, tuple[int, 
 
 
 def features_to_json(features: Mapping[str, Feature]) -> dict[str, Any]:
+    """Every feature as `Feature.to_json`, keyed by name."""
     return {key: feature.to_json() for key, feature in features.items()}
 
 
 def features_from_json(data: Mapping[str, Any]) -> dict[str, Feature]:
+    """The inverse of `features_to_json`."""
     return {key: Feature.from_json(value) for key, value in data.items()}

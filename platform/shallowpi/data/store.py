@@ -117,6 +117,7 @@ class EpisodeInfo:
     nonfinite: dict[str, list[list[int]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """Every field as a JSON-ready dict, as episodes/<index>.json holds it."""
         return dataclasses.asdict(self)
 
     @classmethod

@@ -53,6 +53,7 @@ class Tail:
 
     @property
     def empty(self) -> bool:
+        """True when nothing lies past the last committed episode."""
         return not self.rows and not self.partial_files
 
     def describe(self, store: EpisodeStore) -> str:

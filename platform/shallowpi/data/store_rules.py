@@ -44,17 +44,20 @@ class StoreSummary:
 
     @classmethod
     def of_episodes(cls, episodes: Iterable[EpisodeInfo], allow_mixed_calibration: bool = False) -> StoreSummary:
+        """The summary of `episodes`, built one `with_episode` at a time."""
         summary = cls(allow_mixed_calibration=allow_mixed_calibration)
         for info in episodes:
             summary = summary.with_episode(info)
         return summary
 
     def to_json(self) -> dict[str, Any]:
+        """This summary as a JSON-ready dict, as the commit record holds it."""
         return {"fps": list(self.fps), "calibration_ids": list(self.calibration_ids),
                 "robots": list(self.robots), "allow_mixed_calibration": self.allow_mixed_calibration}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StoreSummary:
+        """The summary `to_json` wrote; a missing key reads as empty (or False)."""
         return cls(fps=tuple(float(f) for f in data.get("fps", ())),
                    calibration_ids=tuple(str(c) for c in data.get("calibration_ids", ())),
                    robots=tuple(str(r) for r in data.get("robots", ())),

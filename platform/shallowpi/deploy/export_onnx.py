@@ -4,8 +4,9 @@ Three graphs, all at batch 1 and fixed shapes (a robot runs one observation at a
 
     chunk   images [1, N, 3, S, S], image_masks [1, N], tokens [1, L], token_masks [1, L],
             state [1, A_s], noise [1, C, A], target [1, C, A], weight [1, C, 1]
-            -> actions [1, C, A]: every Euler step unrolled, with hard-prefix inpainting
-            (deploy/inpaint.py; weight 0 is plain sampling). One call a chunk.
+            -> actions [1, C, A]: every Euler step unrolled, inpainting each row towards
+            target by its weight (deploy/inpaint.py: 1 a frozen row, between 0 and 1
+            real-time chunking's soft mask, 0 plain sampling). One call a chunk.
     prefix  images, image_masks, tokens, token_masks
             -> cache_keys, cache_values [depth, 1, k, P + S, E], cache_bias [1, 1, S, P + S],
             cache_cos, cache_sin [1, 1, S, E]:
@@ -62,7 +63,7 @@ class ExportError(PlatformError):
 
 
 class ChunkGraph(nn.Module):
-    """The whole chunk with hard-prefix inpainting (module docstring)."""
+    """The whole chunk, inpainted row by row by `weight` (module docstring)."""
 
     def __init__(self, model: Pi0Model, num_steps: int) -> None:
         super().__init__()
@@ -70,6 +71,11 @@ class ChunkGraph(nn.Module):
 
     def forward(self, images: Tensor, image_masks: Tensor, tokens: Tensor, token_masks: Tensor,
                 state: Tensor, noise: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        """One action chunk from one observation; shapes as in the module docstring.
+
+        Runs `num_steps` Euler steps over the prefix's KV cache; rows with `weight` 1 follow
+        `target` (hard-prefix inpainting, deploy/inpaint.py). -> actions [1, C, A], normalised.
+        """
         m = self.model
         cache = m.prefix_cache(m.embed_prefix(images, image_masks, tokens, token_masks))
 
@@ -87,6 +93,8 @@ class PrefixGraph(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor, image_masks: Tensor, tokens: Tensor, token_masks: Tensor):
+        """The prefix's KV cache as a tuple: keys, values [depth, 1, k, P + S, E], bias, cos,
+        sin, and the pooled instruction [1, D_vlm] when the expert reads it."""
         cache = self.model.prefix_cache(self.model.embed_prefix(images, image_masks, tokens, token_masks))
         out = (torch.stack(cache.keys), torch.stack(cache.values), cache.bias, cache.cos, cache.sin)
         return out if cache.instruction is None else (*out, cache.instruction)
@@ -101,6 +109,9 @@ class StepGraph(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, state: Tensor, keys: Tensor, values: Tensor,
                 bias: Tensor, cos: Tensor, sin: Tensor, instruction: Tensor | None = None) -> Tensor:
+        """The velocity [1, C, A] at x_t [1, C, A], time t [1], over the cache `PrefixGraph`
+        returned (`instruction` only when the expert reads it). The cache inputs are cloned,
+        not written."""
         # The step writes its suffix keys/values into the cache; clone so the graph's
         # inputs stay inputs (the exporter functionalises the in-place writes).
         cache = KVCache(list(keys.clone().unbind(0)), list(values.clone().unbind(0)), self.prefix_len,

@@ -55,6 +55,7 @@ class LossWeights:
             raise ConfigError("every distill.weights term is 0; switch at least one on")
 
     def to_dict(self) -> dict[str, float]:
+        """The three weights as {term: weight}."""
         return asdict(self)
 
 
@@ -96,6 +97,7 @@ class AttentionPairs:
                 )
 
     def to_list(self) -> list[list[int]]:
+        """The pairs as [[student, teacher], ...], sorted by student layer (the config's form)."""
         return [[s, t] for s, t in sorted(self.pairs.items())]
 
 
@@ -133,9 +135,16 @@ class DistillationObjective(Objective):
 
     @property
     def uses_teacher(self) -> bool:
+        """True when the output or attention term is on, so the teacher runs each step."""
         return bool(self.weights.output or self.weights.attention)
 
     def loss(self, model: nn.Module, batch: dict[str, Any], noise: Tensor, t: Tensor) -> LossTerms:
+        """The weighted sum of the task, output and attention terms (module docstring).
+
+        noise [B, C, A] and t [B] are shared by student and teacher. The squared errors sum over
+        non-padded action elements; the attention term is its mean KL times that count. Terms
+        with weight 0 are not computed; the teacher runs only when `uses_teacher`.
+        """
         w = self.weights
         inputs = self.policy.model_inputs(batch)
         student_layers = list(self.pairs.pairs) if w.attention else []

@@ -100,6 +100,7 @@ def action_errors(teacher: Policy, student: Policy, dataset: Dataset, max_sample
 
 
 def error_plot(errors: dict[str, list[float]], png: Path) -> None:
+    """Write a bar chart of the per-joint errors `action_errors` returned (robot units) to `png`."""
     plt = _pyplot()
     joints = len(errors["teacher_vs_truth"])
     fig, ax = plt.subplots(figsize=(max(6, joints), 4))
@@ -121,6 +122,8 @@ def error_plot(errors: dict[str, list[float]], png: Path) -> None:
 
 @dataclass
 class TaskSuccess:
+    """Closed-loop successes of one model on one task in the twin."""
+
     task: str
     model: str  # "teacher" | "student"
     successes: int
@@ -128,6 +131,7 @@ class TaskSuccess:
 
     @property
     def interval(self) -> tuple[float, float]:
+        """(low, high) of the 95 % Wilson interval of the success rate, fractions in [0, 1]."""
         return wilson_interval(self.successes, self.episodes)
 
 
@@ -175,6 +179,9 @@ def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_sec
 
 
 def success_plot(results: list[TaskSuccess], png: Path) -> None:
+    """Write a bar chart of each task's success rate, teacher beside student, with 95 %
+    Wilson error bars, to `png`. Each task needs a row of both models (StopIteration
+    otherwise)."""
     plt = _pyplot()
     tasks = sorted({r.task for r in results})
     fig, ax = plt.subplots(figsize=(max(5, 2.5 * len(tasks)), 4))
@@ -198,6 +205,8 @@ def success_plot(results: list[TaskSuccess], png: Path) -> None:
 
 @dataclass
 class Cost:
+    """What one action chunk costs a policy at batch 1, measured by `chunk_cost`."""
+
     params: int
     chunk_ms: float  # median wall time of one chunk, batch 1, after prepare_inference
     gflops: float  # one chunk (prefix + every Euler step), counted by torch's FlopCounterMode

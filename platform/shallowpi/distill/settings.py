@@ -43,5 +43,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
+        """The config from the `distill:` section; ConfigError for an unknown key or a bad
+        value."""
         refuse_unknown_keys("distill", data, cls)
         return cls(**data)

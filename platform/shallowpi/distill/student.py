@@ -52,6 +52,7 @@ def uniform_layers(depth: int, k: int) -> list[int]:
 
 
 def first_layers(depth: int, k: int) -> list[int]:
+    """Layers 0 .. k-1 (the released code's VLM choice; an ablation)."""
     return list(range(k))
 
 
@@ -148,6 +149,7 @@ class Surgery:
     dropped_params: int  # the teacher's weights in the layers left out
 
     def summary(self) -> str:
+        """One line: the layers kept and the parameters copied and dropped."""
         return (
             f"student keeps teacher layers {self.kept} of 0-{self.teacher_depth - 1} in both towers: "
             f"{self.copied_params:,} parameters copied, {self.dropped_params:,} dropped "

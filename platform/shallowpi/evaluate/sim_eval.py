@@ -111,6 +111,7 @@ class SimEvalConfig:
 
     @property
     def seeds(self) -> list[int]:
+        """The episodes' seeds: seed_start, seed_start + 1, ... (`episodes` of them)."""
         return list(range(self.seed_start, self.seed_start + self.episodes))
 
 
@@ -146,6 +147,8 @@ class PolicyAgent:
         self.holds = 0
 
     def begin(self, robot: SimRobot, task: Task, seed: int) -> None:
+        """A new episode: reset the policy (if it is `EpisodeAware`) with `seed`, start a fresh
+        action selector, and clear the tick count, inference times and holds."""
         if isinstance(self.policy, EpisodeAware):
             self.policy.reset(seed)
         self.task, self.joints = task, len(robot.spec.joints)
@@ -155,6 +158,12 @@ class PolicyAgent:
         self.inference, self.holds = [], 0
 
     def next_goal(self, observe: Callable[[], Observation]) -> np.ndarray | None:
+        """This tick's action [J] (robot units), or None to hold while no chunk covers it.
+
+        Delivers a chunk whose `delay_ticks` have passed, then asks the policy for a new one
+        when the selector wants it (timing the call). Raises SimError when the policy returns
+        a chunk that is not [chunk, J].
+        """
         selector, delay = self.selector, self.cfg.delay_ticks
         if self.arriving is not None and self.tick >= self.arriving[2]:
             selector.deliver(self.arriving[0], self.arriving[1])
@@ -234,6 +243,7 @@ class SimEvalReport:
 
     @property
     def successes(self) -> int:
+        """How many episodes the task's detector judged successful."""
         return sum(e.success for e in self.episodes)
 
     @property
@@ -252,6 +262,8 @@ class SimEvalReport:
         return {n: sum(e.other_tasks.get(n, False) and not e.success for e in self.episodes) for n in names}
 
     def to_dict(self) -> dict[str, Any]:
+        """This task's JSON entry: the caller's `context`, the settings, success rate and
+        95 % interval, other tasks done instead, and every episode's fields."""
         return {
             **self.context,
             "robot": self.robot,
@@ -271,6 +283,9 @@ class SimEvalReport:
         }
 
     def table(self) -> str:
+        """A text table: a header line with the settings, one row per episode (seed, result,
+        steps, sim and wall seconds, replans, holds, median inference ms), then the success
+        rate with its interval and any other task done instead."""
         w, h = self.render_size
         sel = self.selection
         k = sel.replan_every

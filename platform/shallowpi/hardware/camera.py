@@ -132,6 +132,7 @@ class ThreadedCamera:
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def is_running(self) -> bool:
+        """True while the reader thread is alive."""
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:

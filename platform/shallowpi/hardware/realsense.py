@@ -81,6 +81,7 @@ def connected_devices() -> list[Any]:
 
 
 def device_serial(device: Any) -> str:
+    """The serial number of an rs.device. CameraError if pyrealsense2 is missing."""
     return str(device.get_info(import_rs().camera_info.serial_number))
 
 

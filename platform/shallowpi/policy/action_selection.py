@@ -58,6 +58,8 @@ from shallowpi.errors import ConfigError, refuse_unknown_keys
 
 
 class Strategy(str, Enum):
+    """How each tick's action comes from the chunks: replan, ensemble or rtc (module docstring)."""
+
     REPLAN = "replan"
     ENSEMBLE = "ensemble"
     RTC = "rtc"

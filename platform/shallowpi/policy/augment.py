@@ -17,6 +17,8 @@ from shallowpi.errors import ConfigError
 
 
 def crop_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(h, w) of a `scale` crop of a height x width image, each side at least 1 pixel.
+    ConfigError unless 0 < scale <= 1."""
     if not 0.0 < scale <= 1.0:
         raise ConfigError(f"policy.crop_scale must be in (0, 1], got {scale}")
     return max(1, round(scale * height)), max(1, round(scale * width))

@@ -61,6 +61,7 @@ class FiLM(nn.Module):
         self.proj = zero_linear(cond_dim, 2 * width)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """x [B, T, D] modulated per channel by cond [B, D_cond] -> [B, T, D], x's dtype."""
         gamma, beta = self.proj(cond.to(self.proj.weight.dtype)).chunk(2, dim=-1)  # [B, D] each
         return x * (1 + gamma[:, None]) + beta[:, None]
 

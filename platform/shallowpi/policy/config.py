@@ -46,6 +46,7 @@ class VisionConfig:
 
     @property
     def num_patches(self) -> int:
+        """Image tokens per camera: (image_size / patch_size)^2."""
         return (self.image_size // self.patch_size) ** 2
 
 
@@ -145,21 +146,27 @@ class PolicyConfig:
 
     @property
     def depth(self) -> int:
+        """Joint layers: the VLM's depth (the expert's is the same)."""
         return self.vlm.depth
 
     @property
     def prefix_len(self) -> int:
+        """Prefix tokens P: every camera's patches, then the text tokens."""
         return self.num_cameras * self.vision.num_patches + self.max_text_tokens
 
     @property
     def suffix_len(self) -> int:
+        """Suffix tokens S: one state token and `chunk_len` action tokens."""
         return 1 + self.chunk_len  # state token + action tokens
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field as nested plain dicts (what a checkpoint's header stores)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
+        """The config `to_dict` wrote, or a preset's model keys. ConfigError for an unknown key
+        (also inside vision/vlm/expert) or a size that fails the checks."""
         refuse_unknown_keys("policy config", data, cls)
         try:
             return cls(**data)

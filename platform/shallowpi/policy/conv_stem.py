@@ -54,4 +54,5 @@ class ConvStem(nn.Module):
         return self.proj.weight
 
     def forward(self, images: Tensor) -> Tensor:
+        """images [B, 3, H, W] -> [B, width, H / patch_size, W / patch_size]."""
         return self.proj(self.convs(images))  # [B, width, H / p, W / p]

@@ -52,6 +52,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [..., D] normalised by its root mean square over D, in float32; returns x's dtype."""
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (x32 * (1.0 + self.weight.float())).type_as(x)
@@ -98,6 +99,7 @@ def attention_probs(q: Tensor, k: Tensor, bias: Tensor) -> Tensor:
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
+    """GELU with the tanh approximation, as Gemma and SigLIP use it."""
     return F.gelu(x, approximate="tanh")
 
 
@@ -114,6 +116,7 @@ class GeGLU(nn.Module):
         self.down_proj = nn.Linear(mlp_dim, width, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
+        """x [B, T, D] -> [B, T, D], through a gated hidden layer [B, T, F]."""
         return self.down_proj(gelu_tanh(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -187,6 +190,7 @@ class VisionLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.mlp_dim, cfg.width)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, T, D] -> [B, T, D]
+        """x [B, T, D] -> [B, T, D]: bidirectional attention over all T tokens, then the MLP."""
         B, T, D = x.shape
         h = self.norm1(x)
         q, k, v = (
@@ -479,6 +483,8 @@ class Pi0Model(nn.Module):
         return F.mse_loss(v, noise - actions, reduction="none")
 
     def sample_time(self, batch: int, device: torch.device) -> Tensor:
+        """Flow-matching times t [batch] float32 on `device`: Beta(time_beta_alpha,
+        time_beta_beta) * time_scale + time_offset, drawn from torch's global generator."""
         cfg = self.cfg
         beta = torch.distributions.Beta(
             torch.tensor(cfg.time_beta_alpha), torch.tensor(cfg.time_beta_beta)
@@ -594,4 +600,5 @@ class Pi0Model(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
+    """The number of parameter elements in `module`, trainable or not."""
     return sum(p.numel() for p in module.parameters())

@@ -53,6 +53,7 @@ class Features:
 
     @property
     def image_keys(self) -> list[str]:
+        """The cameras' dataset keys, `observation.images.<role>`, in prefix order."""
         return [IMAGE_PREFIX + c for c in self.cameras]
 
     @classmethod
@@ -127,6 +128,8 @@ class Normalizer(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     def set(self, mean: Any, std: Any) -> None:
+        """Set the per-dimension mean and std [dim] (robot units). A std below 1e-4 becomes 1
+        (a joint that never moved); any other is floored at MIN_SCALE."""
         self.mean.copy_(torch.as_tensor(np.asarray(mean), dtype=torch.float32))
         # A joint that never moved has std 0: leave it unscaled rather than divide by ~0.
         # One that barely moved (the arm's passive wrist roll: std 0.0017 rad) must not be
@@ -144,9 +147,11 @@ class Normalizer(nn.Module):
         self.set((low + high) / 2, (high - low) / 2)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x [..., dim] in robot units -> normalised units."""
         return (x - self.mean) / self.std
 
     def inverse(self, x: Tensor) -> Tensor:
+        """x [..., dim] in normalised units -> robot units."""
         return x * self.std + self.mean
 
 
@@ -164,6 +169,8 @@ def resize_with_pad(images: Tensor, size: int) -> Tensor:
 
 
 def pad_last(x: Tensor, dim: int) -> Tensor:
+    """x zero-padded on the right of its last axis to `dim`; unchanged if already that
+    wide or wider."""
     return F.pad(x, (0, dim - x.shape[-1])) if x.shape[-1] < dim else x
 
 
@@ -198,6 +205,7 @@ class Policy(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device the policy's buffers live on."""
         return self.state_norm.mean.device
 
     # -- inputs
@@ -313,6 +321,8 @@ class Policy(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> Policy:
+        """nn.Module.train; switching to training drops the inference sampler (its weights
+        would go stale)."""
         if mode:
             self._sampler = None
         return super().train(mode)
@@ -390,6 +400,9 @@ class Policy(nn.Module):
 
     @staticmethod
     def read_metadata(path: str | Path) -> dict[str, str]:
+        """The header metadata of a checkpoint directory (or its model.safetensors), e.g.
+        `config`, `features`, `dataset`, `held_out`, as strings; no weights are read. The
+        safetensors error passes through for a missing or unreadable file."""
         from safetensors import safe_open
 
         path = Path(path)

@@ -28,10 +28,14 @@ from shallowpi.errors import ConfigError
 
 
 class Tokenizer(Protocol):
+    """Text -> token ids, with the ids of padding and BOS (`make_tokenizer` builds one)."""
+
     pad_id: int
     bos_id: int
 
-    def encode(self, text: str) -> list[int]: ...
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text` alone: no BOS, no padding."""
+        ...
 
 
 class ByteTokenizer:
@@ -42,9 +46,11 @@ class ByteTokenizer:
     vocab_size = 258
 
     def encode(self, text: str) -> list[int]:
+        """The UTF-8 bytes of `text`, each + 2; no BOS."""
         return [b + 2 for b in text.encode("utf-8")]
 
     def decode(self, ids: list[int]) -> str:
+        """The text of `ids`, dropping pad and BOS; invalid UTF-8 becomes U+FFFD."""
         return bytes(i - 2 for i in ids if i >= 2).decode("utf-8", errors="replace")
 
 
@@ -74,9 +80,12 @@ class WordTokenizer:
 
     @property
     def vocab_size(self) -> int:
+        """Vocabulary words plus the three specials (pad, BOS, unknown)."""
         return len(self.vocabulary) + 3
 
     def encode(self, text: str) -> list[int]:
+        """One id a lower-case word of `text` (`unk_id` for a word outside the vocabulary);
+        no BOS."""
         return [self._ids.get(w, self.unk_id) for w in words_of(text)]
 
     def unknown(self, text: str) -> list[str]:
@@ -109,6 +118,7 @@ class FileTokenizer:
             self.bos_id, self.pad_id = self._tok.bos_id(), max(self._tok.pad_id(), 0)
 
     def encode(self, text: str) -> list[int]:
+        """The ids of `text`, without special tokens."""
         return list(self._encode(text))
 
 

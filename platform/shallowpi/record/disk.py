@@ -85,6 +85,7 @@ class DiskBudget:
 
     @property
     def measured(self) -> bool:
+        """True once a committed episode has been measured (until then the raw size stands in)."""
         return bool(self._measured)
 
     def frame_bytes(self) -> float:
@@ -93,9 +94,12 @@ class DiskBudget:
             return max(self._measured) if self._measured else float(self.raw_frame_bytes)
 
     def episode_bytes(self) -> float:
+        """Bytes a full-length episode is expected to take: `frame_bytes()` x episode_rows."""
         return self.frame_bytes() * self.episode_rows
 
     def free_bytes(self) -> int:
+        """Free bytes on the file system of `path`, or of its nearest existing parent (a
+        store not created yet). OSError from `shutil.disk_usage` passes through."""
         path = self.path
         while not path.exists() and path != path.parent:  # a new store: the folder it will be made in
             path = path.parent

@@ -51,25 +51,51 @@ log = logging.getLogger(__name__)
 
 
 class Teleoperator(Protocol):
-    def read(self) -> Mapping[str, float]: ...
+    """Whoever says where the follower goes each tick (teleop/base.py has the full seam)."""
+
+    def read(self) -> Mapping[str, float]:
+        """This tick's follower goals in joint units (rad, m, gripper 0..1), by joint name."""
+        ...
 
 
 class Scene(Protocol):
     """What a simulated (or scripted) setup adds: a reset per episode, a success check."""
 
-    def reset(self, episode: int) -> None: ...
-    def success(self) -> bool | None: ...
-    def done(self) -> bool: ...  # the scripted demonstration is over; end the episode early
-    def metadata(self) -> dict[str, Any]: ...  # stored in the episode's `extra` (e.g. its seed)
+    def reset(self, episode: int) -> None:
+        """Set up the scene of this run's `episode`-th kept episode (0 first; a re-recorded
+        take gets the same number), before its first tick."""
+        ...
+
+    def success(self) -> bool | None:
+        """Whether the task succeeded, judged when the episode ends; None if unknown."""
+        ...
+
+    def done(self) -> bool:
+        """The scripted demonstration is over: end the episode early."""
+        ...
+
+    def metadata(self) -> dict[str, Any]:
+        """Stored in the episode's `extra` (e.g. its seed)."""
+        ...
 
 
 class OnInterrupt(str, enum.Enum):
+    """What Ctrl-C or SIGTERM does to the episode being recorded: save it or discard it."""
+
     SAVE = "save"
     DISCARD = "discard"
 
 
 @dataclass
 class SessionConfig:
+    """What one recording run does: `episodes` takes of `episode_time_s` seconds at `fps`
+    Hz, `reset_time_s` seconds apart. `robot`, `dataset` and `calibration_id` label the
+    episodes and the status.
+
+    Raises PlatformError unless episodes >= 1, episode time > 0, reset time >= 0 and
+    fps > 0; ValueError for an unknown `on_interrupt`.
+    """
+
     task: str
     episodes: int = 5
     episode_time_s: float = 20.0
@@ -98,6 +124,9 @@ class SessionConfig:
 
 @dataclass
 class SessionResult:
+    """How a run ended: the episodes it committed, how many it discarded or deleted, the
+    fault's one line (empty if none), and whether Ctrl-C or SIGTERM stopped it."""
+
     committed: list[EpisodeInfo] = field(default_factory=list)
     discarded: int = 0
     fault: str = ""
@@ -106,6 +135,15 @@ class SessionResult:
 
 
 class RecordingSession:
+    """The teleoperation loop at `config.fps` and the episode flow around it (module docstring).
+
+    Each tick observes `robot`, reads `teleop`, sends the action and hands the frame to
+    `writer`; statuses go to `publish`, dashboard commands come from `commands`. `scene`
+    (simulation) resets each episode and judges its success; `disk`, if given, refuses an
+    episode the disk has no room for. Episodes are numbered by their store index. Single
+    threaded: only `request_stop` may be called from another thread or a signal handler.
+    """
+
     def __init__(
         self,
         config: SessionConfig,

@@ -118,6 +118,8 @@ def describe_failure(exc: BaseException, store_path: os.PathLike[str] | str) -> 
 
 @dataclass
 class WriterStats:
+    """The writer's counters, copied by `BackgroundWriter.stats()`; queue sizes are in frames."""
+
     queue_depth: int = 0
     queue_capacity: int = 0
     high_water: int = 0
@@ -158,6 +160,9 @@ class BackgroundWriter:
     # --- the control loop's side -------------------------------------------------------
 
     def begin(self, episode: int, task: str, **kwargs: Any) -> None:
+        """Queue the start of episode `episode` (its store index) with its `task`; `kwargs`
+        (robot, calibration_id, fps, start_time) go to `EpisodeStore.begin_episode`. Raises
+        the writer's `failure` (a WriterError) once it has stopped."""
         with self._lock:
             self._stats.pending_episodes += 1
             self._stats.backpressure_s = 0.0
@@ -171,9 +176,14 @@ class BackgroundWriter:
 
     def commit(self, success: bool | None = None, dropped_frames: int = 0,
                extra: Mapping[str, Any] | None = None) -> None:
+        """Queue the end of the open episode, kept with its success flag, dropped-frame count and
+        extra metadata. An episode with no frames is discarded instead. Raises the writer's
+        `failure` once it has stopped."""
         self._put(_Commit(success, dropped_frames, dict(extra or {})))
 
     def discard(self) -> None:
+        """Queue dropping the open episode's frames. Raises the writer's `failure` once it
+        has stopped."""
         self._put(_Discard())
 
     def mark(self, store_index: int, success: bool | None) -> None:
@@ -202,6 +212,8 @@ class BackgroundWriter:
             return list(self._committed)
 
     def mb_per_s(self) -> float:
+        """Frame bytes handed to the store per second since the writer started, in MB/s
+        (1e6 bytes; uncompressed sizes, not bytes on disk)."""
         elapsed = max(time.monotonic() - self._started, 1e-6)
         return self.stats().bytes_written / elapsed / 1e6
 
@@ -218,6 +230,7 @@ class BackgroundWriter:
 
     @property
     def alive(self) -> bool:
+        """True while the writer thread runs (False after `close()` or a failure)."""
         return self._thread.is_alive()
 
     @property

@@ -55,7 +55,9 @@ class Robot(ABC):
 
     @property
     @abstractmethod
-    def is_connected(self) -> bool: ...
+    def is_connected(self) -> bool:
+        """True between a successful `connect()` and `disconnect()`."""
+        ...
 
     @abstractmethod
     def connect(self) -> None:

@@ -14,6 +14,8 @@ from shallowpi.telemetry.status import LoopStatus, record_of, status_from_json, 
 
 
 class ExecutorState(str, enum.Enum):
+    """The executor's phase, as the dashboard shows it; travels as its string value."""
+
     WARMING = "warming"  # backend warming up; the robot holds its pose
     RUNNING = "running"  # actions from chunks reach the robot
     HOLD = "hold"  # watchdog: no action due or the newest frame too old; goals = present pose
@@ -35,6 +37,12 @@ class SafetyCounts:
 
 @dataclass
 class ExecutorStatus:
+    """What `platform deploy` publishes every tick (telemetry kind "executor").
+
+    Times in ms unless the name says s; joint lists are in the robot's joint order and units
+    (rad, m, gripper 0..1).
+    """
+
     kind: ClassVar[str] = "executor"
 
     state: ExecutorState = ExecutorState.WARMING
@@ -74,6 +82,7 @@ class ExecutorStatus:
         return clone
 
     def to_json(self) -> dict[str, Any]:
+        """Nested dataclasses as dicts and `state` as its value: what `from_json` reads."""
         return status_to_json(self)
 
     @classmethod

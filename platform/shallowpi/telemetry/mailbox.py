@@ -47,6 +47,7 @@ class StatusMailbox(Generic[StatusT]):
 
     @property
     def closed(self) -> bool:
+        """True once `close()` has been called."""
         return self._closed
 
     def __iter__(self) -> Iterator[StatusT]:

@@ -20,4 +20,6 @@ class Teleoperator(Protocol):
     the rest. It never clamps: limits and velocity bounds are the robot's `act()`'s job.
     """
 
-    def read(self) -> dict[str, float] | np.ndarray: ...
+    def read(self) -> dict[str, float] | np.ndarray:
+        """This tick's follower goals (see the class docstring)."""
+        ...

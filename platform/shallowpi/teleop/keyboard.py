@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class KeyboardJog:
+    """A `Teleoperator` that jogs one joint at a time from key presses (module docstring).
+
+    The target starts at `start` (joint name -> joint units) and each step is 1 /
+    `steps_per_range` of the selected joint's range, clipped to its limits. KeyError if
+    `start` lacks a joint.
+    """
+
     def __init__(
         self,
         joints: Sequence[JointSpec],
@@ -37,17 +44,21 @@ class KeyboardJog:
         self._step = {j.name: (j.upper - j.lower) / steps_per_range for j in self.joints}
 
     def connect(self) -> None:
+        """Nothing to open: the keys come from `keys`."""
         pass
 
     def disconnect(self) -> None:
+        """Nothing to close (`TerminalKeys.close` restores the terminal)."""
         pass
 
     def read(self) -> dict[str, float]:
+        """Apply the keys pressed since the last call; the target of every joint, by name."""
         for key in self.keys():
             self.press(key)
         return dict(self.target)
 
     def press(self, key: str) -> None:
+        """Apply one key (`[`, `]`, `w`, `s`, `0`); any other key is ignored."""
         joint = self.joints[self.selected]
         if key == "]":
             self.selected = (self.selected + 1) % len(self.joints)
@@ -82,6 +93,7 @@ class TerminalKeys:
         return keys
 
     def close(self) -> None:
+        """Put the terminal's saved mode back (leave cbreak mode)."""
         import termios
 
         termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)

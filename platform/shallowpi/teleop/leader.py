@@ -30,6 +30,14 @@ class GripperMap:
 
 
 class LeaderFollower:
+    """A `Teleoperator` reading leader arms by hand: each leader motor's position,
+    converted by the calibration, is the goal of the follower joint it names.
+
+    `leaders` picks leader arms by name (default: all of the spec's). `buses` supplies
+    buses (tests, emulators); the others are opened from the spec. Raises ConfigError when
+    no leader matches.
+    """
+
     def __init__(
         self,
         spec: RobotSpec,
@@ -56,6 +64,8 @@ class LeaderFollower:
                 self.buses[leader.bus] = DynamixelBus(leader.bus, bus.port, bus.baud, {m.id: m.model for m in leader.motors})
 
     def connect(self) -> None:
+        """Open each leader's bus, check its servos (`verify`) and switch their torque off.
+        Raises BusError on a bus or servo fault."""
         for leader in self.leaders:
             bus = self.buses[leader.bus]
             bus.connect()
@@ -63,6 +73,7 @@ class LeaderFollower:
             bus.set_torque(False)
 
     def disconnect(self) -> None:
+        """Close every leader bus, leaving torque as it is (off)."""
         for bus in self.buses.values():
             bus.disconnect()
 
@@ -74,6 +85,9 @@ class LeaderFollower:
         self.disconnect()
 
     def read(self) -> dict[str, float]:
+        """Follower goals by joint name, in joint units (rad, m; grippers 0..1 through
+        `gripper_map`), from one position read per leader arm. Raises BusError on a failed
+        read."""
         action: dict[str, float] = {}
         for leader in self.leaders:
             ticks = self.buses[leader.bus].read(["present_position"], [m.id for m in leader.motors])["present_position"]

@@ -126,6 +126,8 @@ class FlowMatchingObjective(Objective):
     summed over real action dims and non-padded steps (`Policy.loss_terms`)."""
 
     def loss(self, model: nn.Module, batch: dict[str, Any], noise: Tensor, t: Tensor) -> LossTerms:
+        """`model(batch, noise, t)`: the summed squared velocity error and its element count;
+        logged as the `flow_matching` term."""
         total, count = model(batch, noise, t)
         return LossTerms(total, count, {"flow_matching": total.detach()})
 

@@ -40,9 +40,11 @@ class EvalReport:
         return self.policy_mse / max(self.baseline_mse, 1e-12)
 
     def to_dict(self) -> dict[str, float | str]:
+        """Every field and the MSE ratio, for JSON."""
         return {**asdict(self), "ratio": self.ratio}
 
     def table(self) -> str:
+        """The report as text: samples, MAE and MSE of policy and baseline, and the MSE ratio."""
         return "\n".join(
             [
                 f"{self.data}: {self.samples} samples",

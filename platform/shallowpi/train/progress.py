@@ -64,9 +64,11 @@ class ProgressBar:
             self._lines.update(completed, info)
 
     def step(self) -> None:
+        """Count one more done."""
         self.update(self.completed + 1)
 
     def close(self) -> None:
+        """Stop the bar (or print the last plain line if it is not printed yet)."""
         if self._bar is not None:
             self._bar.stop()
         if self._lines is not None:

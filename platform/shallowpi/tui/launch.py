@@ -85,6 +85,8 @@ class TerminalState:
 
     @classmethod
     def save(cls, stdin: Any = None, stdout: Any = None) -> TerminalState:
+        """The modes of `stdin`/`stdout` (fds or files; default the process's own) now.
+        Attributes stay None when stdin is no terminal."""
         in_fd, out_fd = _fd(stdin, sys.stdin), _fd(stdout, sys.stdout)
         attributes = None
         if in_fd is not None and os.isatty(in_fd):

@@ -31,8 +31,15 @@ ResultT = TypeVar("ResultT", covariant=True)
 
 
 class Session(Protocol[ResultT]):
-    def run(self) -> ResultT: ...
-    def request_stop(self) -> None: ...
+    """What the dashboard runs beside: a `RecordingSession`, or a stand-in in tests."""
+
+    def run(self) -> ResultT:
+        """Run the session to its end and return its result (blocks)."""
+        ...
+
+    def request_stop(self) -> None:
+        """Ask `run` to end soon; safe from another thread."""
+        ...
 
 
 def run_recorder_dashboard(

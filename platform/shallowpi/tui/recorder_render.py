@@ -34,6 +34,9 @@ KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re
 
 
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
+    """The state as a coloured badge, e.g. ` RECORDING `. Not connected: ` RECORDER STOPPED `
+    when the last status said stopped, else ` RECORDER DISCONNECTED `; no status yet:
+    ` WAITING FOR THE RECORDER `."""
     # Appended as a span, not the Text's base style, so text added after it stays plain.
     if not connected:
         stopped = status is not None and status.state is RecorderState.STOPPED

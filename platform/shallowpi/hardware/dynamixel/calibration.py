@@ -41,6 +41,7 @@ class MotorCalibration:
             raise PlatformError(f"calibration direction must be 1 or -1, got {self.direction}")
 
     def to_dict(self) -> dict[str, int]:
+        """The fields as a dict of ints, as the calibration file stores them."""
         return asdict(self)
 
     @classmethod

@@ -288,10 +288,13 @@ class ModelSpec:
 
     @property
     def radians_per_tick(self) -> float:
+        """One position tick in rad: 2 pi / ticks_per_turn."""
         return 2 * math.pi / self.ticks_per_turn
 
     @property
     def error_field(self) -> str:
+        """The hardware-error register's field: `hardware_error_status` on X-series,
+        `error_code` on Y."""
         return "hardware_error_status" if self.series == "X" else "error_code"
 
     def decode_errors(self, value: int) -> list[str]:
@@ -403,6 +406,8 @@ def model_by_number(number: int) -> ModelSpec | None:
 
 
 def model_label(number: int) -> str:
+    """Name and number for messages, e.g. `XM430-W350 (model 1020)`; `unknown model N` for
+    a number this driver lacks."""
     model = MODELS.get(number)
     return f"{model.name} (model {number})" if model else f"unknown model {number}"
 

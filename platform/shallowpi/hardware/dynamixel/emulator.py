@@ -103,10 +103,12 @@ class EmulatedServo:
 
     @property
     def torque(self) -> bool:
+        """True when Torque Enable is set."""
         return bool(self.get("torque_enable"))
 
     @property
     def alert(self) -> bool:
+        """True when the hardware-error register is non-zero (replies then carry the alert bit)."""
         return self.get(self.model.error_field) != 0
 
     # -- units -------------------------------------------------------------------------
@@ -116,6 +118,8 @@ class EmulatedServo:
         return (ticks - self.model.center_tick) * self.model.radians_per_tick
 
     def rad_to_ticks(self, rad: float) -> int:
+        """Shaft rad -> position ticks, rounded; 0 rad is the model's centre tick (no
+        calibration)."""
         return self.model.center_tick + round(rad / self.model.radians_per_tick)
 
     # -- instructions ------------------------------------------------------------------
@@ -231,6 +235,8 @@ class ServoChain:
     # -- faults ------------------------------------------------------------------------
 
     def remove(self, servo_id: int) -> None:
+        """Take the servo off the bus: it neither executes nor answers. KeyError for an
+        unknown id."""
         self.servos[servo_id].present = False
 
     def mute(self, servo_id: int, muted: bool = True) -> None:

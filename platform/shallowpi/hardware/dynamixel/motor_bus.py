@@ -44,6 +44,7 @@ class ServoInfo:
 
     @property
     def model_name(self) -> str:
+        """The model's name, or "unknown model N" when this driver lacks it."""
         return self.model.name if self.model else f"unknown model {self.model_number}"
 
 

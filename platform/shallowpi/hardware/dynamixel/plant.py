@@ -87,22 +87,28 @@ class TrackingPlant:
         self._lock = threading.Lock()  # the operator's hand and the bus thread both move it
 
     def set_torque(self, enabled: bool) -> None:
+        """Torque on or off; turning it on makes the goal the current position (the servo holds)."""
         with self._lock:
             self._torque = enabled
             if enabled:
                 self._goal = self._position  # a servo holds where it is when torque comes on
 
     def set_goal(self, position: float) -> None:
+        """New goal, rad at the output shaft; followed only while torque is on."""
         with self._lock:
             self._goal = position
 
     def move_to(self, position: float) -> None:
+        """Put the shaft at `position` rad; with torque off the goal follows, so it stays there."""
         with self._lock:
             self._position = position
             if not self._torque:
                 self._goal = position
 
     def read(self, now: float) -> JointState:
+        """The state at `now` (monotonic s): with torque on, the position first moves toward
+        the goal by at most `max_speed` x the time since the last read. The first read only
+        starts the clock."""
         with self._lock:
             dt = 0.0 if self._last is None else max(0.0, now - self._last)
             self._last = now

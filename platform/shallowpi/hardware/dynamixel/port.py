@@ -65,6 +65,7 @@ class QuietPortHandler(PortHandler):
         )
 
     def clearPort(self) -> None:
+        """The SDK's flush, and `received` cleared: a new exchange starts."""
         super().clearPort()  # the SDK calls this before every instruction packet
         self.received.clear()
 

@@ -22,10 +22,17 @@ from shallowpi.robots.sim.twin import SimTwin
 
 
 def sim_serial(role: str) -> str:
+    """The serial number of a camera role's software RealSense: `SIM-<role>`."""
     return f"SIM-{role}"
 
 
 class SimCameraFeed:
+    """The twin's cameras as software RealSense devices, one per camera role of its spec.
+
+    `depth` (default: the spec's) also injects depth frames, uint16 in DEPTH_SCALE_M metre
+    units. Read them through `cameras()`; call `publish(tick)` after each twin step.
+    """
+
     def __init__(self, twin: SimTwin, depth: bool | None = None):
         self.twin = twin
         spec = twin.spec

@@ -32,6 +32,13 @@ def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 
 class IKSolver:
+    """Damped least-squares IK for one site over the named joints (the module docstring;
+    Wampler 1986, Nakamura & Hanafusa 1986).
+
+    Joint limits come from the model, or from `ranges` (rad, or m for slide joints) where
+    given. Works on its own MjData, so solving never touches the simulation's state.
+    """
+
     def __init__(
         self,
         mujoco: Any,
