@@ -106,6 +106,31 @@ def test_nan_loss_stops_with_one_line(tmp_path):
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_the_baseline_is_the_samples_mean_action_whatever_the_normalisation():
+    """The offline baseline predicts the evaluated samples' mean action: its MSE is their
+    variance per element. Under min-max scaling the normaliser's centre is the middle of
+    the range (a weaker baseline); the report must not depend on it."""
+    import dataclasses
+
+    import numpy as np
+
+    data = FakeChunks(episodes=4, chunk_len=4)
+    actions = np.stack([data[i]["action"].numpy() for i in range(len(data))])  # [N, C, A]
+    valid = ~np.stack([data[i]["action_is_pad"].numpy() for i in range(len(data))])
+    real = actions[valid]  # [M, A]
+    expected = float(((real - real.mean(0)) ** 2).mean())
+    stats = {key: {"mean": real.mean(0), "std": real.std(0), "min": real.min(0) - 0.5, "max": real.max(0) + 2.0}
+             for key in ("observation.state", "action")}
+    reports = []
+    for normalization in ("minmax", "meanstd"):
+        cfg = dataclasses.replace(load_preset("tiny"), normalization=normalization)
+        policy = Policy(cfg, Features.from_sample(data[0]))
+        policy.set_stats(stats)
+        reports.append(evaluate(policy, data, max_samples=len(data)))
+    assert [r.baseline_mse for r in reports] == pytest.approx([expected, expected], rel=1e-5)
+    assert reports[0].baseline_mae == pytest.approx(reports[1].baseline_mae, rel=1e-6)
+
+
 @pytest.mark.slow
 def test_finetune_learns_beyond_the_mean_action_baseline(tmp_path):
     def make(store, chunk, episodes):
