@@ -227,6 +227,18 @@ def test_policy_load_refuses_foreign_files(tmp_path):
     (tmp_path / "bad" / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(CheckpointError, match="not a readable"):
         Policy.load(tmp_path / "bad")
+    # read_metadata (eval reads it after load) fails the same way, never with a traceback
+    for path, message in ((tmp_path / "missing", "no policy checkpoint"), (tmp_path / "bad", "not a readable")):
+        with pytest.raises(CheckpointError, match=message):
+            Policy.read_metadata(path)
+
+
+def test_a_checkpoint_path_with_a_tilde_loads_and_reads_its_header(tmp_path, monkeypatch):
+    # `--policy=~/ckpt` reaches us unexpanded (bash expands ~ only at a word's start)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    Policy(load_preset("tiny"), _features()).save(tmp_path / "ckpt")
+    assert Policy.load("~/ckpt").cfg == load_preset("tiny")
+    assert "config" in Policy.read_metadata("~/ckpt")
 
 
 def test_features_that_do_not_match_the_checkpoint_are_named():

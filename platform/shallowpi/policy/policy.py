@@ -370,19 +370,12 @@ class Policy(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> Policy:
-        """A checkpoint directory (or its model.safetensors) written by `save`."""
-        from safetensors import safe_open
+        """A checkpoint directory (or its model.safetensors) written by `save`. `~` expands.
+        CheckpointError for a missing or unreadable file, another format, or weights that do
+        not match the architecture the header describes."""
         from safetensors.torch import load_file
 
-        path = Path(path).expanduser()
-        file = path / "model.safetensors" if path.is_dir() else path
-        if not file.is_file():
-            raise CheckpointError(f"no policy checkpoint at {path} (expected model.safetensors)")
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # safetensors raises its own error types for a bad header
-            raise CheckpointError(f"{file} is not a readable safetensors file ({exc})") from None
+        file, meta = _checkpoint_header(path)
         if meta.get("format") != FORMAT:
             raise CheckpointError(
                 f"{file} is not a shallowpi policy checkpoint (format {meta.get('format')!r}); "
@@ -401,11 +394,22 @@ class Policy(nn.Module):
     @staticmethod
     def read_metadata(path: str | Path) -> dict[str, str]:
         """The header metadata of a checkpoint directory (or its model.safetensors), e.g.
-        `config`, `features`, `dataset`, `held_out`, as strings; no weights are read. The
-        safetensors error passes through for a missing or unreadable file."""
-        from safetensors import safe_open
+        `config`, `features`, `dataset`, `held_out`, as strings; no weights are read. `~`
+        expands; CheckpointError for a missing or unreadable file, as `load` says it."""
+        return _checkpoint_header(path)[1]
 
-        path = Path(path)
-        file = path / "model.safetensors" if path.is_dir() else path
+
+def _checkpoint_header(path: str | Path) -> tuple[Path, dict[str, str]]:
+    """(model.safetensors path, its header metadata) of a checkpoint directory or file;
+    CheckpointError, in one line, when it is missing or not a readable safetensors file."""
+    from safetensors import safe_open
+
+    path = Path(path).expanduser()
+    file = path / "model.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(f"no policy checkpoint at {path} (expected model.safetensors)")
+    try:
         with safe_open(str(file), framework="pt") as f:
-            return f.metadata() or {}
+            return file, f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{file} is not a readable safetensors file ({exc})") from None
