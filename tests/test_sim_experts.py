@@ -57,3 +57,26 @@ def test_a_push_direction_is_a_unit_vector_and_zero_is_refused() -> None:
     assert Push("push", "push it", {}, direction=(3.0, 4.0)).direction == pytest.approx((0.6, 0.8))
     with pytest.raises(SimError, match="nonzero"):
         Push("push", "push it", {}, direction=(0.0, 0.0))
+
+
+def test_ik_reports_the_error_of_the_joints_it_returns_when_it_runs_out_of_iterations() -> None:
+    import mujoco
+    import numpy as np
+
+    from shallowpi.robots.sim.ik import IKSolver
+
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot)
+    with DirectSimRobot(spec, cameras=()) as sim:
+        twin = sim.twin
+        effector = twin.spec.effectors["main"]
+        solver = IKSolver(mujoco, twin.model, effector.site, effector.joints, effector.ik_ranges)
+        names = twin.spec.joint_names
+        start = twin.home_vector()[[names.index(j) for j in effector.joints]]
+        target = twin.data.site_xpos[solver.site] + np.array([0.1, -0.05, 0.08])
+        q, err = solver.solve(twin.data.qpos.copy(), target, np.eye(3), start, iterations=2)
+        data = mujoco.MjData(twin.model)
+        data.qpos[:] = twin.data.qpos
+        data.qpos[solver.qpos] = q
+        mujoco.mj_kinematics(twin.model, data)
+        assert err == pytest.approx(float(np.linalg.norm(target - data.site_xpos[solver.site])), abs=1e-9)
+        assert err > 1e-3  # two iterations do not converge on a 14 cm move

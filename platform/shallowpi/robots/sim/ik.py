@@ -73,7 +73,8 @@ class IKSolver:
         rot_weight: float = 0.4,
     ) -> tuple[np.ndarray, float]:
         """Joint values (this solver's joints) putting the site at `pos`/`rot`, starting from
-        `q_start`; other joints stay at `q_all` (the full qpos). Returns (q, position error)."""
+        `q_start`; other joints stay at `q_all` (the full qpos). Returns (q, the site's
+        distance from `pos` at that q, metres)."""
         mj, m, d = self._mj, self.model, self.data
         d.qpos[:] = q_all
         q = np.array(q_start, dtype=np.float64)
@@ -100,4 +101,8 @@ class IKSolver:
             if step > 0.3:
                 dq *= 0.3 / step
             q = np.clip(q + dq, self.lower, self.upper)
+        else:  # out of iterations: the error reported must be the returned q's, not the last iterate's
+            d.qpos[self.qpos] = q
+            mj.mj_kinematics(m, d)
+            err_pos = float(np.linalg.norm(pos - d.site_xpos[self.site]))
         return q, err_pos
