@@ -46,6 +46,8 @@ def test_instructions_that_encode_alike_are_refused():
         check_prompts(words, ["put the red cube in the bowl", "Put the red cube in the bowl."], 16)
     with pytest.raises(ConfigError, match=r"task words \['blue'\] are not in the policy's word vocabulary"):
         check_prompts(words, ["put the blue cube in the bowl"], 16)
+    with pytest.raises(ConfigError, match=r"task words \['blue'\]"):  # texts given as a one-shot iterator
+        check_prompts(words, iter(["put the blue cube in the bowl"]), 16)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "teacher"])

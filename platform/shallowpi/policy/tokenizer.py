@@ -161,8 +161,9 @@ def check_prompt(tok: Tokenizer, text: str, max_len: int) -> None:
 def check_prompts(tok: Tokenizer, texts: Iterable[str], max_len: int) -> None:
     """Refuse (ConfigError, one line) task texts that would be cut or that encode to the
     same tokens as another: the policy could not tell those instructions apart."""
+    texts = sorted(set(texts))  # once: an iterator would be spent before the vocabulary check
     seen: dict[tuple[int, ...], str] = {}
-    for text in sorted(set(texts)):
+    for text in texts:
         check_prompt(tok, text, max_len)
         ids = tuple(prompt_ids(tok, text))
         if ids in seen:

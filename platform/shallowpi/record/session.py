@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 class Teleoperator(Protocol):
     """Whoever says where the follower goes each tick (teleop/base.py has the full seam)."""
 
-    def read(self) -> Mapping[str, float]:
-        """This tick's follower goals in joint units (rad, m, gripper 0..1), by joint name."""
+    def read(self) -> Mapping[str, float] | np.ndarray:
+        """This tick's follower goals in joint units (rad, m, gripper 0..1): by joint name, or
+        float [J] in the robot config's joint order (a scripted expert's)."""
         ...
 
 
