@@ -25,19 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shallowpi.policy.model import (
-    GemmaLayer,
-    KVCache,
-    Pi0Model,
-    apply_rope,
-    attend,
-    euler_integrate,
-    gelu_tanh,
-)
+from shallowpi.policy.gemma import GemmaLayer, apply_rope, attend, gelu_tanh
+from shallowpi.policy.model import KVCache, Pi0Model, euler_integrate
 
 
 def attend_few_queries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
-    """`model.attend` for a short suffix over one shared key/value head (π0's multi-query).
+    """`gemma.attend` for a short suffix over one shared key/value head (π0's multi-query).
 
     q [B, h, S, E], k/v [B, 1, T, E], bias [B, 1, S, T] -> [B, S, h*E]. All h*S queries meet
     the one key head in a single matmul; softmax in float32. At S=51 queries the fused flash
