@@ -146,3 +146,61 @@ def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it
     assert proc.returncode == 0, text[-3000:]
     assert "commanded vs measured" in text and "control loop" in text, text[-3000:]  # the dashboard drew
     assert "episode 1/1 seed 1000:" in text and "success " in text.split("episode 1/1 seed 1000:")[-1]
+
+
+def test_a_dashboard_that_dies_stops_the_executor_and_gives_the_terminal_back(trained):
+    """Killed (or left with `q` when read-only), the deploy's dashboard takes the operator's
+    view and keys with it: the executor stops, holding the robot, and lines print again."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import signal
+    import struct
+    import termios
+    from pathlib import Path
+
+    socket = f"{trained['root']}/tui-dies.sock"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    proc = subprocess.Popen(
+        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--episodes", "3",
+                     "--episode-time-s", "60", "--realtime", f"telemetry.address={socket}"),
+        env=subprocess_env(OMP_NUM_THREADS="1", TERM="xterm-256color"), stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+
+    def dashboard_pid() -> int | None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if b"monitor" in cmdline and socket.encode() in cmdline:
+                    return int(entry.name)
+        return None
+
+    screen = bytearray()
+    killed = False
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:  # drain: a full pty blocks the writers
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+            if not killed and b"control loop" in screen and (pid := dashboard_pid()):
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = screen.decode(errors="replace")
+    assert killed and proc.returncode == 0, text[-3000:]
+    assert "the dashboard was killed (signal 9); stopping the executor: it holds the robot" in text, text[-3000:]
+    after = text.split("stopping the executor")[-1]
+    assert "episode 1/3 seed 1000:" in after and "(stopped," in after  # one episode, cut short
+    assert "episode 2/3" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from textual.widgets import Static
 
 from shallowpi.commands.monitor_cmd import _dashboard_for
@@ -89,12 +90,14 @@ def test_a_broken_source_says_why_the_executor_disconnected():
     asyncio.run(scenario())
 
 
-def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_detaches():
+@pytest.mark.parametrize("key", ["q", "ctrl+c"])
+def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_detaches(key):
     """Leaving the dashboard `platform deploy` opened must not leave the robot running with
-    no view: `q` sends STOP and the app exits when the stream ends. A monitor detaches."""
+    no view: `q` sends STOP and the app exits when the stream ends. A monitor detaches.
+    Built as monitor_cmd.build_app builds each (attached: exit_when_source_ends)."""
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = ExecutorDashboard(feed, sent.append, monitor=False)
+    app = ExecutorDashboard(feed, sent.append, monitor=False, exit_when_source_ends=True)
 
     async def deploys_own() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
@@ -102,7 +105,7 @@ def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_de
             deadline = time.monotonic() + 10
             while app.status is None and time.monotonic() < deadline:
                 await pilot.pause(0.02)
-            await pilot.press("q")
+            await pilot.press(key)
             await pilot.pause()
             assert sent == [Command.STOP] and app.is_running
             assert "stopping" in text_of(app, "message")
@@ -114,16 +117,17 @@ def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_de
 
     asyncio.run(deploys_own())
 
-    feed = StatusMailbox(max_hz=0)
-    sent.clear()
-    monitor = ExecutorDashboard(feed, sent.append, monitor=True)
+    for send, monitor in ((None, False), (sent.append, True)):  # read-only own dashboard; a monitor
+        feed = StatusMailbox(max_hz=0)
+        sent.clear()
+        other = ExecutorDashboard(feed, send, monitor=monitor, exit_when_source_ends=not monitor)
 
-    async def monitoring() -> None:
-        async with monitor.run_test(size=(140, 40)) as pilot:
-            feed.publish(make_status())
-            await pilot.pause(0.1)
-            await pilot.press("q")
-            await pilot.pause()
-            assert sent == [] and not monitor.is_running
+        async def leaves_at_once(other=other, feed=feed) -> None:
+            async with other.run_test(size=(140, 40)) as pilot:
+                feed.publish(make_status())
+                await pilot.pause(0.1)
+                await pilot.press(key)
+                await pilot.pause()
+                assert sent == [] and not other.is_running
 
-    asyncio.run(monitoring())
+        asyncio.run(leaves_at_once())

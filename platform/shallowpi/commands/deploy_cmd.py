@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     lines = _Lines(args.episodes)
     executor: Executor | None = None
     dashboard = None
+    terminal = None  # the terminal's modes before the dashboard took it
     held_output: list[str] = []  # episode lines wait while the dashboard owns the terminal
 
     def say(line: str) -> None:
@@ -123,9 +124,12 @@ def run(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     def publish(status: Any) -> None:
+        nonlocal dashboard
         publisher.publish(status)
         for command in publisher.commands():
             _obey(executor, command)
+        if dashboard is not None and dashboard.poll() is not None:  # one waitpid a tick
+            dashboard = _dashboard_lost(dashboard, terminal, executor, held_output)
         if dashboard is None:
             lines.publish(status)
 
@@ -142,9 +146,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
               f"{executor.initial_delay} ticks", flush=True)
         if use_tui:  # its own process: repaints must not take the GIL from the loop
-            from shallowpi.tui.launch import hold_terminal_logs, spawn_dashboard
+            from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 
             quiet.enter_context(hold_terminal_logs())
+            terminal = TerminalState.save()
             dashboard = spawn_dashboard(str(publisher.address))
         for episode in range(args.episodes):
             if executor.stopped:
@@ -271,6 +276,24 @@ def _twin_robot(sim: str, cfg: Any, spec: Any, cameras: list[str]) -> Any:
     from shallowpi.robots.sim.direct import DirectSimRobot
 
     return DirectSimRobot(spec, cameras=cameras)
+
+
+def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: list[str]) -> None:
+    """The deploy's dashboard exited while the executor runs (`q` when read-only, a crash, a
+    kill): the operator has lost the view and the keys, so the executor stops (it holds the
+    robot), the terminal is put back as it was, and the held lines print. Returns None, the
+    dashboard's new value."""
+    code = dashboard.returncode
+    terminal.restore()
+    why = f"the dashboard exited (code {code})" if code >= 0 else f"the dashboard was killed (signal {-code})"
+    if executor is not None and not executor.stopped:
+        executor.stop()
+        why += "; stopping the executor: it holds the robot"
+    print(why, flush=True)
+    for line in held_output:
+        print(line, flush=True)
+    held_output.clear()
+    return None
 
 
 def _obey(executor: Any, command: Any) -> None:

@@ -104,7 +104,8 @@ class ExecutorConfig:
                       last one's latency is the initial delay estimate)
     rtc_mask          rtc only: `soft` inpaints the whole overlap with the current chunk under
                       real-time chunking's decaying weights (1 on the frozen prefix, then
-                      falling to 0 at the overlap's end: the seam is a cross-fade), `hard`
+                      falling towards 0 across the overlap, 0 after it: the seam is a
+                      cross-fade), `hard`
                       only the frozen prefix (the new chunk free from its first unfrozen
                       action on, which is where a change of plan shows as a jump)
     injected_delay_s  added to every inference (the delay experiment; 0 on a robot)
@@ -206,7 +207,7 @@ class Executor:
     # -- control from other threads (signal handlers, telemetry commands)
 
     def stop(self) -> None:
-        """End at the next tick: hold, then torque off."""
+        """End at the next tick, holding the robot's pose (torque stays on: `estop` cuts it)."""
         self._stop.set()
 
     def estop(self) -> None:

@@ -73,8 +73,9 @@ class ChunkGraph(nn.Module):
                 state: Tensor, noise: Tensor, target: Tensor, weight: Tensor) -> Tensor:
         """One action chunk from one observation; shapes as in the module docstring.
 
-        Runs `num_steps` Euler steps over the prefix's KV cache; rows with `weight` 1 follow
-        `target` (hard-prefix inpainting, deploy/inpaint.py). -> actions [1, C, A], normalised.
+        Runs `num_steps` Euler steps over the prefix's KV cache; each row is pulled towards
+        `target` by its `weight` (1: equals it; deploy/inpaint.py). -> actions [1, C, A],
+        normalised.
         """
         m = self.model
         cache = m.prefix_cache(m.embed_prefix(images, image_masks, tokens, token_masks))

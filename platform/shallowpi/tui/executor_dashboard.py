@@ -44,10 +44,16 @@ class ExecutorDashboard(App[None]):
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
     #message { height: 1; padding: 0 1; background: $panel; }
     """
+    # One `q`, two meanings: check_action shows the one that applies (the deploy's own
+    # dashboard stops the robot it leaves; a monitor only detaches).
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "estop", "E-STOP"),
         Binding("s", "stop", "stop"),
-        Binding("q", "quit", "quit"),
+        Binding("q", "stop_and_quit", "stop + quit"),
+        Binding("q", "quit", "detach"),
+        # Ctrl-C reaches a raw-mode app as a key: the same as q, as SIGINT would be without it
+        Binding("ctrl+c", "stop_and_quit", "stop + quit", show=False, priority=True),
+        Binding("ctrl+c", "quit", "detach", show=False, priority=True),
     ]
 
     status: reactive[ExecutorStatus | None] = reactive(None, always_update=True, init=False)
@@ -143,12 +149,21 @@ class ExecutorDashboard(App[None]):
         """`e`: send E-STOP (refused, with a message, when read-only)."""
         self._send(Command.ESTOP)
 
-    async def action_quit(self) -> None:
-        """`q`: a monitor detaches; the deploy's own dashboard sends STOP and leaves when the
-        executor has stopped (its stream ends), or at once when read-only, disconnected, or
-        on a second `q`."""
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """`q` is stop_and_quit in the deploy's own dashboard, quit (detach) in a monitor."""
+        if action == "stop_and_quit":
+            return not self.monitor
+        if action == "quit":
+            return self.monitor
+        return True
+
+    def action_stop_and_quit(self) -> None:
+        """`q` in the deploy's own dashboard: send STOP and leave when the executor has
+        stopped (its stream ends); leave at once when read-only, disconnected, or on a
+        second `q`. The deploy stops the executor whenever its dashboard exits early
+        (commands/deploy_cmd.py), so no path leaves the robot running without a view."""
         can_stop = self.send is not None and self.connected and (self.status is None or self.status.control_allowed)
-        if self.monitor or not can_stop or self._stopping:
+        if not can_stop or self._stopping:
             self.exit()
             return
         self._stopping = True  # a second `q` leaves, whether or not this one got through

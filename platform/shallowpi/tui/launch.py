@@ -35,8 +35,10 @@ def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0,
                     **popen: object) -> subprocess.Popen:
     """Start `platform monitor --attached` on this terminal, attached to `address`.
 
-    `q` in it asks, then sends QUIT; it exits when the publisher closes. Ctrl-C typed in
-    the terminal reaches the dashboard as a key (raw mode), which asks the same question.
+    It exits when the publisher closes. In the recorder's, `q` (or Ctrl-C, which reaches
+    the dashboard as a key in raw mode) asks, then sends QUIT; in the executor's, `q` sends
+    STOP. A caller watches the child: one that dies early must not leave the loop running
+    unseen (the recorder goes on with plain lines, the executor stops).
     `popen` goes to subprocess.Popen (tests give it a pseudo-terminal as stdin/stdout).
     """
     command = [sys.executable, "-m", "shallowpi", "monitor", "--address", address, "--attached",
