@@ -16,6 +16,7 @@ pytest.importorskip("onnxscript", reason="onnxscript (torch's ONNX exporter) not
 
 from shallowpi.deploy.backends import BackendError, BackendOptions, Inpainting, make_backend
 from shallowpi.deploy.bundle import Bundle, build_bundle
+from shallowpi.policy.action_selection import rtc_weights
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +99,15 @@ def test_every_backend_gives_the_policys_chunk_for_the_same_noise(bundle, backen
         assert np.abs(chunk - reference).max() <= 1e-4, name
 
 
-def test_inpainting_keeps_the_frozen_prefix_and_backends_agree(backends, rng):
+@pytest.mark.parametrize("mask", ["hard", "soft"])
+def test_inpainting_keeps_the_frozen_prefix_and_backends_agree(backends, rng, mask):
     obs = observation(rng)
     target = rng.normal(0, 1, (4, 7)).astype(np.float32)
-    inpainting = Inpainting.hard_prefix(target, frozen=2)
+    # soft: the executor's default, real-time chunking's weights (1, 1, then 0.37 and 0.08
+    # over the overlap's last two rows), so each backend blends rows it does not freeze
+    inpainting = (Inpainting.hard_prefix(target, frozen=2) if mask == "hard"
+                  else Inpainting(target, rtc_weights(4, frozen=2, overlap=4)))
+    assert mask == "hard" or 0 < inpainting.weight[2] < 1
     chunks = {}
     for name, backend in backends.items():
         backend.reset(5)

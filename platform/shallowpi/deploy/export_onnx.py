@@ -128,6 +128,9 @@ def example_inputs(policy: Policy, seed: int = 0) -> dict[str, Tensor]:
     token_masks = torch.arange(L)[None] < max(1, L // 2)
     weight = torch.zeros(1, C, 1)
     weight[:, : C // 3] = 1.0
+    # and a fractional ramp after the frozen rows, as real-time chunking's soft mask gives
+    ramp = torch.linspace(0.9, 0.1, max(0, C // 2 - C // 3))
+    weight[0, C // 3 : C // 3 + len(ramp), 0] = ramp
     return {
         "images": torch.rand(1, cfg.num_cameras, 3, S, S, generator=g) * 2 - 1,
         "image_masks": torch.ones(1, cfg.num_cameras, dtype=torch.bool),
