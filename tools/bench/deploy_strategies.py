@@ -3,7 +3,8 @@
 Runs `platform deploy --sim` (the on-device executor, simulated time) for every strategy
 (synchronous, asynchronous replanning, temporal ensembling, real-time chunking) at every
 injected delay, on every task of the robot, on the same seeds, and prints success with 95 %
-Wilson intervals beside the safety counts (seam trips, watchdog holds) and the delays the
+Wilson intervals beside the safety counts (seam trips, watchdog holds), the largest jump
+onto a new chunk ("max jump") and between any two ticks ("max step"), and the delays the
 executor measured. After Black et al., "Real-Time Execution of Action Chunking Flow Policies"
 (arXiv 2506.07339), whose simulated benchmark injects delay the same way.
 
@@ -63,6 +64,12 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "log.txt"
+    # A rerun skips finished cells: they must have been run with the same overrides.
+    marker = args.out / "overrides.json"
+    if marker.is_file() and json.loads(marker.read_text()) != args.set:
+        raise SystemExit(f"{args.out} holds cells run with --set {' '.join(json.loads(marker.read_text())) or '(none)'}; "
+                         "give this variant its own --out")
+    marker.write_text(json.dumps(args.set))
     tasks = list(make_tasks(args.robot))
     common = ["--backend", args.backend, "--robot", args.robot]
     overrides = tuple(args.set)
@@ -98,7 +105,7 @@ def main() -> None:
     for strategy in args.strategies:
         for delay in args.delays_ms:
             row = {"strategy": strategy, "delay_ms": delay, "tasks": {}, "seam_trips": 0, "holds": 0,
-                   "max_seam_jump": 0.0, "delays": []}
+                   "max_seam_jump": 0.0, "max_step": 0.0, "delays": []}
             for task in tasks:
                 parts = [json.loads(p.read_text()) for key, p, _ in cells if key == (strategy, delay, task)]
                 episodes = [e for part in parts for e in part["per_episode"]]
@@ -106,17 +113,19 @@ def main() -> None:
                 row["seam_trips"] += sum(e["seam_trips"] for e in episodes)
                 row["holds"] += sum(e["holds"] for e in episodes)
                 row["max_seam_jump"] = max([row["max_seam_jump"], *(e["max_seam_jump"] for e in episodes)])
+                # any tick's jump, not only a seam's first action (cells from before lack it)
+                row["max_step"] = max([row["max_step"], *(e.get("max_step", float("nan")) for e in episodes)])
                 row["delays"] += [d for e in episodes for d in e["delays"]]
             rows.append(row)
     print(f"\n{args.policy} on {args.robot}, backend {args.backend} {' '.join(args.set)}; {minutes:.1f} min")
     print(f"{'strategy':<9} {'delay':>6}  " + "  ".join(f"{t:<34}" for t in tasks)
-          + f"{'seam trips':>11} {'holds':>6} {'max jump':>9} {'delay ticks':>12}")
+          + f"{'seam trips':>11} {'holds':>6} {'max jump':>9} {'max step':>9} {'delay ticks':>12}")
     for r in rows:
         cells_txt = "  ".join(f"{rate_with_interval(r['tasks'][t]['successes'], r['tasks'][t]['episodes']):<34}"
                               for t in tasks)
         ticks = f"{min(r['delays'], default=0)}-{max(r['delays'], default=0)}"
         print(f"{r['strategy']:<9} {r['delay_ms']:>4.0f}ms  {cells_txt}{r['seam_trips']:>11} {r['holds']:>6} "
-              f"{r['max_seam_jump']:>9.3f} {ticks:>12}")
+              f"{r['max_seam_jump']:>9.3f} {r['max_step']:>9.3f} {ticks:>12}")
     for r in rows:
         r["delays"] = sorted(set(r["delays"]))
     result = {"policy": str(args.policy), "robot": args.robot, "backend": args.backend, "overrides": args.set,

@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**summary, "profile": profile.name, "plan": decision.message,
                                          "backend": backend_name, "strategy": exec_cfg.strategy.value,
+                                         "rtc_mask": exec_cfg.rtc_mask, "seam_bound": exec_cfg.seam_bound,
                                          "delay_ms": args.delay_ms or 0.0, "bundle": str(bundle.path)}, indent=2))
     faults = executor.safety.faults if executor else 0
     return 1 if faults else 0
@@ -348,6 +349,7 @@ def _summary(reports: list[Any], executor: Any) -> dict[str, Any]:
             "inference_p99_ms": float(p99), "loop_p99_ms": loop_p99, "safety": counts,
             "per_episode": [{"seed": r.seed, "success": r.success, "ended": r.ended, "ticks": r.ticks,
                              "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
+                             "max_step": r.max_step,
                              "clamps": r.clamps, "clamped_joints": r.clamped_joints,
                              "delays": r.delays, "latency_ms": r.latency_ms} for r in reports]}
 

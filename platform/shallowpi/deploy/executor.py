@@ -174,6 +174,15 @@ class EpisodeReport:
     ended: str = "time limit"  # success held | stopped | e-stop | fault
     sent: list[np.ndarray] = field(default_factory=list, repr=False)  # every command, in order
 
+    @property
+    def max_step(self) -> float:
+        """The largest change of any joint's command from one tick to the next, over the
+        whole episode (joint units a tick): a seam smoothed at its first action must not
+        hide a jump a few ticks later."""
+        if len(self.sent) < 2:
+            return 0.0
+        return float(np.abs(np.diff(np.stack(self.sent), axis=0)).max())
+
 
 def policy_input(obs: Observation, task: str) -> dict[str, Any]:
     """What a backend reads: the observation under lerobot's names, plus the task text."""
