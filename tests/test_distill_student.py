@@ -45,6 +45,7 @@ def test_all_layers_uniformly_kept_is_the_teacher():
     batch = batch_of(data, [0, 7, 30])
     assert torch.equal(_velocity(student, batch), _velocity(teacher, batch))
     assert surgery.copied_params == surgery.teacher_params and surgery.dropped_params == 0
+    assert student.action_mean is not None and (student.action_mean == teacher.action_mean).all()  # its baseline
     # No shared storage: training the student never moves the teacher.
     assert not {p.data_ptr() for p in student.parameters()} & {p.data_ptr() for p in teacher.parameters()}
 

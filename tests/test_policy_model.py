@@ -213,6 +213,7 @@ def test_policy_save_load_roundtrip_keeps_stats_and_actions(tmp_path):
     b = loaded.sample_actions(obs, noise=noise)
     assert a.shape == (4, 2) and torch.equal(a, b)
     assert torch.equal(loaded.action_norm.std, torch.tensor([0.5, 1.0]))  # std 0 -> 1
+    assert loaded.action_mean.tolist() == [5.0, -5.0]  # the offline baseline, in the header
 
 
 def test_policy_load_refuses_foreign_files(tmp_path):

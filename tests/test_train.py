@@ -106,10 +106,10 @@ def test_nan_loss_stops_with_one_line(tmp_path):
     assert latest_checkpoint(tmp_path) is None
 
 
-def test_the_baseline_is_the_samples_mean_action_whatever_the_normalisation():
-    """The offline baseline predicts the evaluated samples' mean action: its MSE is their
-    variance per element. Under min-max scaling the normaliser's centre is the middle of
-    the range (a weaker baseline); the report must not depend on it."""
+def test_the_baseline_is_the_training_mean_action_whatever_the_normalisation():
+    """The offline baseline predicts the training set's mean action (kept by set_stats and
+    in the checkpoint), not the normaliser's centre, which under min-max is the middle of
+    the range; a policy without it falls back to the evaluated samples' own mean."""
     import dataclasses
 
     import numpy as np
@@ -118,8 +118,8 @@ def test_the_baseline_is_the_samples_mean_action_whatever_the_normalisation():
     actions = np.stack([data[i]["action"].numpy() for i in range(len(data))])  # [N, C, A]
     valid = ~np.stack([data[i]["action_is_pad"].numpy() for i in range(len(data))])
     real = actions[valid]  # [M, A]
-    expected = float(((real - real.mean(0)) ** 2).mean())
-    stats = {key: {"mean": real.mean(0), "std": real.std(0), "min": real.min(0) - 0.5, "max": real.max(0) + 2.0}
+    train_mean = real.mean(0) + np.array([0.1, -0.2], np.float32)  # as if from other episodes
+    stats = {key: {"mean": train_mean, "std": real.std(0), "min": real.min(0) - 0.5, "max": real.max(0) + 2.0}
              for key in ("observation.state", "action")}
     reports = []
     for normalization in ("minmax", "meanstd"):
@@ -127,8 +127,13 @@ def test_the_baseline_is_the_samples_mean_action_whatever_the_normalisation():
         policy = Policy(cfg, Features.from_sample(data[0]))
         policy.set_stats(stats)
         reports.append(evaluate(policy, data, max_samples=len(data)))
+    expected = float(((real - train_mean) ** 2).mean())
     assert [r.baseline_mse for r in reports] == pytest.approx([expected, expected], rel=1e-5)
-    assert reports[0].baseline_mae == pytest.approx(reports[1].baseline_mae, rel=1e-6)
+    assert reports[0].baseline == "training mean action"
+    policy.action_mean = None  # a checkpoint from before the mean was kept
+    old = evaluate(policy, data, max_samples=len(data))
+    assert old.baseline_mse == pytest.approx(float(((real - real.mean(0)) ** 2).mean()), rel=1e-5)
+    assert "evaluated samples" in old.baseline and "evaluated samples" in old.table()
 
 
 @pytest.mark.slow

@@ -179,6 +179,7 @@ def build_student(teacher: Policy, kept: list[int]) -> tuple[Policy, Surgery]:
     student.model.load_state_dict(cut.state_dict(), strict=True)
     student.state_norm.load_state_dict(teacher.state_norm.state_dict())
     student.action_norm.load_state_dict(teacher.action_norm.state_dict())
+    student.action_mean = teacher.action_mean
 
     # Check, do not trust: each student layer, in both towers, is the teacher layer it names,
     # and everything outside the layers is the teacher's.

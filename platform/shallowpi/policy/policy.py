@@ -192,11 +192,17 @@ class Policy(nn.Module):
         self.model = Pi0Model(cfg)
         self.state_norm = Normalizer(features.state_dim)
         self.action_norm = Normalizer(features.action_dim)
+        # The training set's mean action [A] (robot units): the offline evaluation's
+        # baseline. Not the normaliser's centre, which under min-max is the range's middle.
+        # In the checkpoint's header; None for checkpoints written before it was kept.
+        self.action_mean: np.ndarray | None = None
         self._sampler: ChunkSampler | None = None
 
     def set_stats(self, stats: dict[str, dict[str, Any]]) -> None:
         """Dataset statistics: {"observation.state": {"mean", "std", "min", "max"}, "action":
-        {...}}; which are used is `cfg.normalization`."""
+        {...}}; which are used is `cfg.normalization`. The action mean is kept either way
+        (`action_mean`)."""
+        self.action_mean = np.asarray(stats[ACTION]["mean"], dtype=np.float32)
         for key, norm in ((STATE, self.state_norm), (ACTION, self.action_norm)):
             if self.cfg.normalization == "minmax":
                 norm.set_range(stats[key]["min"], stats[key]["max"])
@@ -361,6 +367,7 @@ class Policy(nn.Module):
             "version": FORMAT_VERSION,
             "config": json.dumps(self.cfg.to_dict()),
             "features": json.dumps(asdict(self.features)),
+            **({"action_mean": json.dumps(self.action_mean.tolist())} if self.action_mean is not None else {}),
             **(extra_metadata or {}),
         }
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -389,6 +396,8 @@ class Policy(nn.Module):
         if set(state) != set(own) or any(own[k].shape != v.shape for k, v in state.items()):
             raise CheckpointError(f"{file} does not match the architecture its header describes")
         policy.load_state_dict(state, strict=True)
+        if "action_mean" in meta:
+            policy.action_mean = np.asarray(json.loads(meta["action_mean"]), dtype=np.float32)
         return policy.to(device).eval()
 
     @staticmethod

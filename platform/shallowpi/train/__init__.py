@@ -4,5 +4,5 @@ teacher on an episode store, and offline evaluation (action error on held-out ep
 `trainer` runs the loop for any `objective.Objective`; `distributed` joins the process
 group and wraps the trained module; `checkpoint` writes and reads run checkpoints;
 `finetune` is what `platform train` runs; `offline_eval` scores a policy against a
-mean-action baseline (the evaluated samples' own mean); `progress` is the progress bar of long policy work.
+mean-action baseline (the training set's); `progress` is the progress bar of long policy work.
 """

@@ -2,11 +2,12 @@
 
 For each evaluated sample the policy predicts a chunk from the observation (fixed noise
 seed, so two evaluations of one checkpoint agree); the error is taken in the robot's units
-over the non-padded steps. The baseline predicts, at every step, the mean action of the
-evaluated samples themselves (per dimension, over their real steps): the best constant
-prediction in MSE, whatever the policy's normalisation. A policy that learned nothing from
-the observation scores about the same. (It is not the normaliser's centre: under min-max
-scaling that is the middle of the action range, a weaker baseline that flattered the ratio.)
+over the non-padded steps. The baseline predicts, at every step, the training set's mean
+action (`Policy.action_mean`, kept in the checkpoint): a policy that learned nothing from
+the observation scores about the same. A checkpoint written before that was kept falls back
+to the mean action of the evaluated samples themselves (a slightly stronger constant: it
+has seen them), and the report says so. Never the normaliser's centre: under min-max
+scaling that is the middle of the action range, a weaker baseline that flattered the ratio.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class EvalReport:
     """Action error of a policy on held-out samples, against predicting the mean action.
 
     MAE/MSE are per action element in robot units (rad, m, gripper 0..1), over the real
-    (not padded) steps of each chunk; the baseline always predicts the evaluated samples'
-    mean action (module docstring).
+    (not padded) steps of each chunk; the baseline always predicts one mean action, the
+    training set's or, for an old checkpoint, the evaluated samples' (`baseline` says which).
     """
 
     samples: int
@@ -36,6 +37,7 @@ class EvalReport:
     # What the samples are, said plainly: "held-out episodes [14, 15]", or "training
     # episodes [0] (no held-out episodes)" when the policy has seen them.
     data: str = "evaluated episodes"
+    baseline: str = "training mean action"
 
     @property
     def ratio(self) -> float:
@@ -43,7 +45,8 @@ class EvalReport:
         return self.policy_mse / max(self.baseline_mse, 1e-12)
 
     def to_dict(self) -> dict[str, float | str]:
-        """Every field and the MSE ratio, for JSON."""
+        """Every field and the MSE ratio, for JSON (reports written before 2026-12-01 lack
+        `baseline`: they divided by the normaliser's centre)."""
         return {**asdict(self), "ratio": self.ratio}
 
     def table(self) -> str:
@@ -53,7 +56,7 @@ class EvalReport:
                 f"{self.data}: {self.samples} samples",
                 f"{'':18} {'MAE':>10} {'MSE':>10}",
                 f"{'policy':18} {self.policy_mae:10.4f} {self.policy_mse:10.4f}",
-                f"{'mean-action':18} {self.baseline_mae:10.4f} {self.baseline_mse:10.4f}",
+                f"{'mean action':18} {self.baseline_mae:10.4f} {self.baseline_mse:10.4f}  ({self.baseline})",
                 f"MSE ratio (policy / baseline) {self.ratio:.3f}",
             ]
         )
@@ -95,7 +98,11 @@ def evaluate(
         valids.append(valid.flatten(0, 1))
     count = max(sums["count"], 1.0)
     target, valid = torch.cat(targets), torch.cat(valids)  # [N, A]
-    mean = (target * valid).sum(0) / valid.sum(0).clamp(min=1.0)
+    if policy.action_mean is not None:
+        mean, baseline = torch.as_tensor(policy.action_mean, dtype=target.dtype), "training mean action"
+    else:
+        mean = (target * valid).sum(0) / valid.sum(0).clamp(min=1.0)
+        baseline = "mean action of the evaluated samples (the checkpoint predates a stored training mean)"
     err_b = (mean - target) * valid
     return EvalReport(
         samples=len(subset),
@@ -104,4 +111,5 @@ def evaluate(
         baseline_mae=err_b.abs().sum().item() / count,
         baseline_mse=err_b.square().sum().item() / count,
         data=data,
+        baseline=baseline,
     )
