@@ -291,3 +291,31 @@ def test_platform_processes_run_numpy_products_on_one_thread():
     env = {k: v for k, v in subprocess_env().items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
     threads = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert int(threads.stdout) == 1
+
+
+def test_every_path_flag_expands_a_tilde(monkeypatch, tmp_path):
+    """`--policy=~/ckpt` reaches argparse with its tilde (the shell expands ~ only at a
+    word's start): every flag that takes a path expands it, so none names a folder `~`."""
+    import argparse
+    from pathlib import Path
+
+    from shallowpi.cli import build_parser, user_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path_flags = []
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, [*words, name])
+            elif action.type is Path:
+                raise AssertionError(f"{' '.join(words)} {action.option_strings}: type=Path keeps '~'")
+            elif action.type is user_path:
+                path_flags.append((words, action))
+
+    walk(build_parser(), [])
+    flags = {f"{' '.join(w)} {a.option_strings[0] if a.option_strings else a.dest}" for w, a in path_flags}
+    assert {"eval --policy", "deploy --policy", "distill --teacher", "train --init", "train --runs-dir"} <= flags
+    args, _ = build_parser().parse_known_args(["eval", "--policy=~/ckpt"])
+    assert args.policy == tmp_path / "ckpt"

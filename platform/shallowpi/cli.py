@@ -76,6 +76,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (try `{self.prog} --help`)\n")
 
 
+def user_path(text: str) -> Path:
+    """argparse type for a path: `~` expanded. The shell expands it only at a word's start,
+    so `--policy=~/ckpt` arrives with its tilde and would name a folder called `~`."""
+    return Path(text).expanduser()
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser,
     *,

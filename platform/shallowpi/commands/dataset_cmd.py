@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from shallowpi import config
-from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.cli import add_config_flags, overrides_from, user_path
 from shallowpi.errors import PlatformError
 
 HELP = "list, inspect, check, plot, edit, export and import recorded datasets"
@@ -51,10 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action("repair", "remove the uncommitted frames a stopped recording left past the last episode")
     show = action("show", "write a PNG of one episode: camera frames and joint plots")
     show.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
-    show.add_argument("--out", type=Path, help="PNG path (default: <store>_episode<N>.png here)")
+    show.add_argument("--out", type=user_path, help="PNG path (default: <store>_episode<N>.png here)")
     view = action("view", "log one episode to Rerun: cameras, every joint's state and action, task, outcome")
     view.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
-    view.add_argument("--save", type=Path, metavar="FILE.rrd",
+    view.add_argument("--save", type=user_path, metavar="FILE.rrd",
                       help="write a Rerun recording instead of opening the viewer (`rerun FILE.rrd` opens it)")
     delete = action("delete", "delete episodes and compact the store")
     delete.add_argument("--episode", type=int, nargs="+", required=True, help="episode indices")
@@ -74,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(merge)
     export = action("export", "export a store to another format")
     export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
-    export.add_argument("dest", type=Path, help="output directory (must not exist)")
+    export.add_argument("dest", type=user_path, help="output directory (must not exist)")
     export.add_argument("--repo-id", help="LeRobot repo id recorded in the export (default: local/<name>)")
     imp = sub.add_parser(
         "import", help="import a local LeRobotDataset directory into a new store",
@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     "write its episodes into a new zarr store; needs the lerobot extra.",
         epilog="example:\n  platform dataset import ~/lerobot/pusht --out pusht   datasets/pusht.zarr from "
                "a local copy")
-    imp.add_argument("source", type=Path, help="LeRobotDataset root directory")
+    imp.add_argument("source", type=user_path, help="LeRobotDataset root directory")
     imp.add_argument("--out", required=True, help="name or path of the new store")
     imp.add_argument("--repo-id", help="repo id of the LeRobot dataset (default: local/<dir name>)")
     add_config_flags(imp)

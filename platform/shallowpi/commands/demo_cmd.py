@@ -38,8 +38,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from shallowpi.cli import user_path
 
 HELP = "the whole loop on the simulated robot: record, teacher, distil, evaluate, deploy, compare"
 
@@ -49,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a first look in <= 5 minutes (== demo=quick; the student may not succeed)")
     parser.add_argument("--robot", help="the simulated robot (== demo.robot=...; default arm)")
-    parser.add_argument("--teacher", type=Path, metavar="CKPT",
+    parser.add_argument("--teacher", type=user_path, metavar="CKPT",
                         help="distil this teacher checkpoint instead of training one")
-    parser.add_argument("--out", type=Path, metavar="DIR",
+    parser.add_argument("--out", type=user_path, metavar="DIR",
                         help="the folder holding every stage's output (default: demo/<robot>-<profile>/)")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboards")
 

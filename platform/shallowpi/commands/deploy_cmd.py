@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.cli import add_config_flags, overrides_from, user_path
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ HELP = "run a policy on the robot's twin through the on-device executor (bundle,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --policy, the robot and Jetson flags, and the executor's flags."""
-    parser.add_argument("--policy", type=Path, required=True,
+    parser.add_argument("--policy", type=user_path, required=True,
                         help="checkpoint folder (model.safetensors) or a deploy bundle folder")
     add_config_flags(parser, robot=True, jetson=True)
     parser.add_argument("--sim", nargs="?", const="direct", choices=["direct", "stack"],
@@ -63,9 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replan-every", type=int, metavar="K", help="a new chunk every K actions")
     parser.add_argument("--delay-ms", type=float, help="inject this much inference delay (experiments)")
     parser.add_argument("--realtime", action="store_true", help="--sim: pace the loop by the wall clock")
-    parser.add_argument("--bundle", type=Path, help="where to keep the bundle (default: CKPT.bundle)")
+    parser.add_argument("--bundle", type=user_path, help="where to keep the bundle (default: CKPT.bundle)")
     parser.add_argument("--record", metavar="DATASET", help="store the executed episodes in this dataset")
-    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
 
 

@@ -26,7 +26,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.cli import add_config_flags, overrides_from, user_path
 from shallowpi.commands.train_cmd import add_training_flags
 
 HELP = "distil the teacher into a k-layer student (trains the teacher first if needed)"
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the dataset and policy flags, the teacher and layer flags, and the shared
     training flags."""
     add_config_flags(parser, dataset=True, policy=True)
-    parser.add_argument("--teacher", type=Path, metavar="CKPT", help="teacher checkpoint folder (default: train or reuse runs/DATASET-POLICY)")
+    parser.add_argument("--teacher", type=user_path, metavar="CKPT", help="teacher checkpoint folder (default: train or reuse runs/DATASET-POLICY)")
     parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
     parser.add_argument("--layers", type=int, metavar="K", help="joint layers the student keeps (== distill.layers=K)")
     parser.add_argument("--select", help="which layers: uniform, first, greedy (== distill.select=...)")

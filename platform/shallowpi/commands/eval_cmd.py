@@ -42,7 +42,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shallowpi.cli import overrides_from
+from shallowpi.cli import overrides_from, user_path
 
 SIM_MODES = ("direct", "stack")
 HELP = "offline action error of a policy checkpoint, or its success rate in the twin (--sim)"
@@ -50,14 +50,14 @@ HELP = "offline action error of a policy checkpoint, or its success rate in the 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the offline flags and the `--sim` group."""
-    parser.add_argument("--policy", type=Path, required=True, help="checkpoint folder (holds model.safetensors)")
+    parser.add_argument("--policy", type=user_path, required=True, help="checkpoint folder (holds model.safetensors)")
     parser.add_argument("--dataset", help="dataset name (datasets/NAME.zarr) or a path; with --sim, "
                                           "the store whose robot and task to use (default: the training store)")
     parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
     parser.add_argument("--episodes", type=int, nargs="+", help="episode indices to evaluate")
     parser.add_argument("--samples", type=int, default=256, help="at most this many samples (default 256)")
     parser.add_argument("--steps", type=int, help="Euler steps (default: the checkpoint's, 10)")
-    parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
     parser.add_argument("--device", default="cpu", help="run the policy on cpu, cuda, cuda:1 (default: cpu)")
     sim = parser.add_argument_group("in the simulation twin (--sim)")
     # Not `choices=`: `--sim robot.fps=15` must leave the override alone (see `run`).
@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--delay-ticks", type=int, metavar="N",
                      help="simulated inference latency in control periods (default 0)")
     sim.add_argument("--episode-time-s", type=float, help="stop episodes sooner than the task's time limit")
-    sim.add_argument("--video", type=Path, metavar="DIR", help="write an .mp4 of each episode here")
-    sim.add_argument("--png", type=Path, metavar="DIR", help="write a filmstrip .png of each episode here")
+    sim.add_argument("--video", type=user_path, metavar="DIR", help="write an .mp4 of each episode here")
+    sim.add_argument("--png", type=user_path, metavar="DIR", help="write a filmstrip .png of each episode here")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

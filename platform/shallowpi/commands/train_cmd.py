@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.cli import add_config_flags, overrides_from, user_path
 
 HELP = "train or fine-tune the π0 teacher on a dataset"
 log = logging.getLogger(__name__)
@@ -52,9 +52,9 @@ def add_training_flags(parser: argparse.ArgumentParser, *, run: str, resume: str
     meaning depends on the command's run are given; read them back with `runs_folder`
     and `run_settings`."""
     parser.add_argument("--run", dest="run_name", metavar="NAME", help=run)
-    parser.add_argument("--runs-dir", default=None, help="folder holding run folders (default: runs/)")
+    parser.add_argument("--runs-dir", type=user_path, default=None, help="folder holding run folders (default: runs/)")
     parser.add_argument("--resume", action="store_true", help=resume)
-    parser.add_argument("--init", type=Path, help=init)
+    parser.add_argument("--init", type=user_path, help=init)
     parser.add_argument("--steps", type=int, help=steps)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
