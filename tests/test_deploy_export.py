@@ -121,9 +121,17 @@ def test_inpainting_keeps_the_frozen_prefix_and_backends_agree(backends, rng, ma
         assert np.abs(chunk - chunks["torch"]).max() <= 1e-4, name
 
 
-def test_warm_up_runs_chunks_before_the_robot_moves(backends, rng):
+def test_warm_up_runs_chunks_before_the_robot_moves(backends, rng, monkeypatch):
     times = backends["onnxruntime"].warm_up(observation(rng), runs=2)
     assert len(times) == 2 and all(t > 0 for t in times)
+    # the inpainted path too (every rtc chunk after the first), last: its time is the
+    # executor's first delay estimate
+    backend, asked = backends["torch"], []
+    infer = backend.infer
+    monkeypatch.setattr(backend, "infer", lambda obs, inpainting=None, noise=None: (
+        asked.append(inpainting), infer(obs, inpainting, noise=noise))[1])
+    backend.warm_up(observation(rng), runs=3)
+    assert asked[0] is None and all(a is not None and 0 < a.weight.max() <= 1 for a in asked[1:]) and len(asked) == 3
 
 
 def test_backend_errors_name_the_fix(bundle, tmp_path):

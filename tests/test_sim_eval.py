@@ -49,6 +49,22 @@ def hold_start_pose(obs) -> np.ndarray:
     return np.repeat(np.asarray(obs["observation.state"])[None], 10, axis=0)
 
 
+class HoldAndInpaint:
+    """Holds the start pose; asked to inpaint, blends towards the target by the weights
+    (the arithmetic's final step) and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, obs) -> np.ndarray:
+        return hold_start_pose(obs)
+
+    def inpainted(self, obs, target, weight) -> np.ndarray:
+        self.asked.append((np.asarray(target), np.asarray(weight)))
+        free = hold_start_pose(obs)
+        return weight[:, None] * target + (1 - weight[:, None]) * free
+
+
 @pytest.fixture(scope="module")
 def arm() -> TwinSpec:
     return TwinSpec.from_config(config.compose(["robot=arm"]).robot)
@@ -100,11 +116,24 @@ def test_each_strategy_runs_through_the_loop_with_an_inference_delay(arm, strate
     task = get_task("arm", "cube_in_bowl")
     cfg = SimEvalConfig(episodes=1, selection=ActionSelectionConfig(strategy, replan_every=every),
                         delay_ticks=delay, max_seconds=2.0)
+    policy = HoldAndInpaint()
     with DirectSimRobot(arm, cameras=()) as robot:
-        episode = run_policy_episode(robot, task, hold_start_pose, 1000, cfg)
+        episode = run_policy_episode(robot, task, policy, 1000, cfg)
+        if strategy == "rtc":  # a policy that cannot inpaint is refused, in one line
+            with pytest.raises(SimError, match="strategy rtc needs a policy that inpaints"):
+                run_policy_episode(robot, task, hold_start_pose, 1000, cfg)
     # The robot holds only while the first chunk is computed: with K + delay <= the chunk,
     # each later chunk arrives before the one running is used up.
     assert episode.steps == 60 and episode.holds == delay and episode.replans == replans
+    # rtc: every chunk after the first is asked to agree with the running one: weights that
+    # fall across the overlap, and once a delay has been measured (the first chunk's is
+    # not counted) a frozen prefix of that many ticks at weight 1
+    assert len(policy.asked) == (replans - 1 if strategy == "rtc" else 0)
+    for _target, weight in policy.asked:
+        assert (np.diff(weight) <= 0).all() and 0 < weight[0] <= 1 and weight[-1] == 0
+    if strategy == "rtc":
+        weight = policy.asked[-1][1]
+        assert weight[:delay].tolist() == [1.0] * delay and weight[delay] < 1
 
 
 # -- a real checkpoint, through the CLI -------------------------------------------------------
