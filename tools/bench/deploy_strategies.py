@@ -4,7 +4,8 @@ Runs `platform deploy --sim` (the on-device executor, simulated time) for every 
 (synchronous, asynchronous replanning, temporal ensembling, real-time chunking) at every
 injected delay, on every task of the robot, on the same seeds, and prints success with 95 %
 Wilson intervals beside the safety counts (seam trips, watchdog holds), the largest jump
-onto a new chunk ("max jump") and between any two ticks ("max step"), and the delays the
+onto a new chunk ("max jump") and between any two consecutive actions the selection chose
+(before the seam ramp and the robot's clamps: "max step"), and the delays the
 executor measured. After Black et al., "Real-Time Execution of Action Chunking Flow Policies"
 (arXiv 2506.07339), whose simulated benchmark injects delay the same way.
 

@@ -166,6 +166,10 @@ class EpisodeReport:
     hold_ticks: int = 0
     seam_trips: int = 0
     max_seam_jump: float = 0.0
+    # The largest change of any joint between two consecutive actions the selection chose
+    # (before the seam ramp and the robot's clamps, which bound what is sent): a seam
+    # smoothed at its first action must not hide a jump a few ticks later.
+    max_step: float = 0.0
     clamps: int = 0
     clamped_joints: dict[str, int] = field(default_factory=dict)  # ticks each joint was clamped
     stale_frames: int = 0
@@ -174,14 +178,6 @@ class EpisodeReport:
     ended: str = "time limit"  # success held | stopped | e-stop | fault
     sent: list[np.ndarray] = field(default_factory=list, repr=False)  # every command, in order
 
-    @property
-    def max_step(self) -> float:
-        """The largest change of any joint's command from one tick to the next, over the
-        whole episode (joint units a tick): a seam smoothed at its first action must not
-        hide a jump a few ticks later."""
-        if len(self.sent) < 2:
-            return 0.0
-        return float(np.abs(np.diff(np.stack(self.sent), axis=0)).max())
 
 
 def policy_input(obs: Observation, task: str) -> dict[str, Any]:
@@ -267,6 +263,7 @@ class Executor:
         last = held
         seam: str | bool = False  # "new": a chunk just arrived; "limiting": still ramping to it
         succeeded, chunk_time = 0, None
+        chosen: np.ndarray | None = None  # the last action the selection chose
         try:
             for _ in range(max_ticks):
                 if self._stop.is_set():
@@ -294,6 +291,10 @@ class Executor:
                     if selector.queue_depth or selector.pending:  # chunks from before: drop them
                         selector = ActionSelector(cfg.selection_for(selector.delay_estimate))
                 action = None if stale else selector.next_action()
+                if action is not None:
+                    if chosen is not None:
+                        report.max_step = max(report.max_step, float(np.abs(action - chosen).max()))
+                    chosen = np.asarray(action, np.float32)
                 try:
                     if action is None:
                         if not holding:
