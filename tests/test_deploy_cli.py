@@ -113,7 +113,9 @@ def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_
     assert "(stopped," in out and "faults 0" in out
 
 
-def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it(trained):
+def _deploy_on_a_terminal(trained, socket: str, *args: str, watch=None) -> tuple[int, str]:
+    """`platform deploy --sim --realtime` on a pseudo-terminal 140x40 (so its dashboard runs);
+    `watch(screen)` sees the output so far after each read. -> (exit code, the output)."""
     import fcntl
     import os
     import pty
@@ -124,8 +126,8 @@ def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
     proc = subprocess.Popen(
-        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--episodes", "1",
-                     "--episode-time-s", "6", "--realtime", f"telemetry.address={trained['root']}/tui.sock"),
+        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--realtime", *args,
+                     f"telemetry.address={socket}"),
         env=subprocess_env(OMP_NUM_THREADS="1", TERM="xterm-256color"), stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     screen = bytearray()
@@ -137,13 +139,20 @@ def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it
                     screen += os.read(master, 65536)
                 except OSError:
                     break
+            if watch is not None:
+                watch(screen)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    text = screen.decode(errors="replace")
-    assert proc.returncode == 0, text[-3000:]
+    return proc.returncode, screen.decode(errors="replace")
+
+
+def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it(trained):
+    code, text = _deploy_on_a_terminal(trained, f"{trained['root']}/tui.sock", "--episodes", "1",
+                                       "--episode-time-s", "6")
+    assert code == 0, text[-3000:]
     assert "commanded vs measured" in text and "control loop" in text, text[-3000:]  # the dashboard drew
     assert "episode 1/1 seed 1000:" in text and "success " in text.split("episode 1/1 seed 1000:")[-1]
 
@@ -151,55 +160,30 @@ def test_on_a_terminal_the_dashboard_runs_beside_the_executor_and_closes_with_it
 def test_a_dashboard_that_dies_stops_the_executor_and_gives_the_terminal_back(trained):
     """Killed (or left with `q` when read-only), the deploy's dashboard takes the operator's
     view and keys with it: the executor stops, holding the robot, and lines print again."""
-    import fcntl
     import os
-    import pty
-    import select
     import signal
-    import struct
-    import termios
     from pathlib import Path
 
     socket = f"{trained['root']}/tui-dies.sock"
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-    proc = subprocess.Popen(
-        platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--episodes", "3",
-                     "--episode-time-s", "60", "--realtime", f"telemetry.address={socket}"),
-        env=subprocess_env(OMP_NUM_THREADS="1", TERM="xterm-256color"), stdin=slave, stdout=slave, stderr=slave)
-    os.close(slave)
+    killed = []
 
-    def dashboard_pid() -> int | None:
-        for entry in Path("/proc").iterdir():
+    def kill_the_dashboard_once_drawn(screen: bytearray) -> None:
+        if killed or b"control loop" not in screen:
+            return
+        for entry in Path("/proc").iterdir():  # the child `platform monitor` on this socket
             if entry.name.isdigit():
                 try:
                     cmdline = (entry / "cmdline").read_bytes().split(b"\0")
                 except OSError:
                     continue
                 if b"monitor" in cmdline and socket.encode() in cmdline:
-                    return int(entry.name)
-        return None
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed.append(int(entry.name))
+                    return
 
-    screen = bytearray()
-    killed = False
-    deadline = time.monotonic() + 300
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:  # drain: a full pty blocks the writers
-            if select.select([master], [], [], 0.1)[0]:
-                try:
-                    screen += os.read(master, 65536)
-                except OSError:
-                    break
-            if not killed and b"control loop" in screen and (pid := dashboard_pid()):
-                os.kill(pid, signal.SIGKILL)
-                killed = True
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    text = screen.decode(errors="replace")
-    assert killed and proc.returncode == 0, text[-3000:]
+    code, text = _deploy_on_a_terminal(trained, socket, "--episodes", "3", "--episode-time-s", "60",
+                                       watch=kill_the_dashboard_once_drawn)
+    assert killed and code == 0, text[-3000:]
     assert "the dashboard was killed (signal 9); stopping the executor: it holds the robot" in text, text[-3000:]
     after = text.split("stopping the executor")[-1]
     assert "episode 1/3 seed 1000:" in after and "(stopped," in after  # one episode, cut short

@@ -33,6 +33,13 @@ def text_of(app: ExecutorDashboard, widget_id: str) -> str:
     return content.plain if hasattr(content, "plain") else str(content)
 
 
+async def until(pilot, condition, timeout_s: float = 10.0) -> None:
+    """Let the app run until `condition()` holds (or the timeout passes)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        await pilot.pause(0.02)
+
+
 def test_the_dashboard_shows_the_executor_and_sends_an_estop():
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
@@ -41,9 +48,7 @@ def test_the_dashboard_shows_the_executor_and_sends_an_estop():
     async def scenario() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
             feed.publish(make_status())
-            deadline = time.monotonic() + 10
-            while app.status is None and time.monotonic() < deadline:
-                await pilot.pause(0.02)
+            await until(pilot, lambda: app.status is not None)
             await pilot.pause()
             summary = text_of(app, "summary")
             assert "RUNNING" in summary and "episode 2/3, 1 succeeded" in summary and "rtc on onnxruntime" in summary
@@ -56,9 +61,7 @@ def test_the_dashboard_shows_the_executor_and_sends_an_estop():
             await pilot.press("e")
             assert sent == [Command.ESTOP] and "sent: estop" in text_of(app, "message")
             feed.publish(make_status(state=ExecutorState.HOLD))
-            deadline = time.monotonic() + 10
-            while "HOLD" not in text_of(app, "summary") and time.monotonic() < deadline:
-                await pilot.pause(0.02)
+            await until(pilot, lambda: "HOLD" in text_of(app, "summary"))
             assert "HOLD" in text_of(app, "summary")
 
     asyncio.run(scenario())
@@ -79,9 +82,7 @@ def test_a_broken_source_says_why_the_executor_disconnected():
 
     async def scenario() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
-            deadline = time.monotonic() + 10
-            while app.connected and time.monotonic() < deadline:
-                await pilot.pause(0.02)
+            await until(pilot, lambda: not app.connected)
             await pilot.pause()
             message = text_of(app, "message")
             assert app.is_running and "executor disconnected" in message
@@ -102,17 +103,13 @@ def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_de
     async def deploys_own() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
             feed.publish(make_status())
-            deadline = time.monotonic() + 10
-            while app.status is None and time.monotonic() < deadline:
-                await pilot.pause(0.02)
+            await until(pilot, lambda: app.status is not None)
             await pilot.press(key)
             await pilot.pause()
             assert sent == [Command.STOP] and app.is_running
             assert "stopping" in text_of(app, "message")
             feed.close()  # the executor stopped: its stream ends
-            deadline = time.monotonic() + 10
-            while app.is_running and time.monotonic() < deadline:
-                await pilot.pause(0.02)
+            await until(pilot, lambda: not app.is_running)
             assert not app.is_running
 
     asyncio.run(deploys_own())
