@@ -249,3 +249,27 @@ def test_features_that_do_not_match_the_checkpoint_are_named():
         trained.check_against(Features(7, 6, ["front", "wrist"]), "dataset d")
     with pytest.raises(CheckpointError, match=r"lacks camera\(s\) \['wrist'\]"):
         trained.check_against(Features(6, 6, ["front"]), "dataset d")
+
+
+def test_sample_actions_inpaints_like_the_deploy_backends():
+    """`inpaint=(target, weight)`: rows of weight 1 come out as the target (robot units),
+    weight 0 everywhere is the plain chunk, and fractional rows differ from both."""
+    torch.manual_seed(0)
+    policy = Policy(load_preset("tiny"), _features()).eval()
+    policy.set_stats({
+        "observation.state": {"mean": np.zeros(3), "std": np.ones(3)},
+        "action": {"mean": np.array([1.0, -1.0]), "std": np.array([0.5, 2.0])},
+    })
+    with torch.no_grad():
+        for p in policy.model.parameters():  # RMSNorm scales start at 0; randomise
+            p.add_(torch.randn_like(p) * 0.1)
+    obs = {k: v[0] for k, v in _batch().items() if k.startswith("observation")} | {"task": "pick"}
+    noise = torch.randn(1, 4, 8)
+    target = np.array([[0.3, 0.4], [0.5, 0.6], [0.7, 0.8], [0.9, 1.0]], np.float32)
+    with torch.no_grad():
+        plain = policy.sample_actions(obs, noise=noise)
+        none = policy.sample_actions(obs, noise=noise, inpaint=(target, np.zeros(4)))
+        soft = policy.sample_actions(obs, noise=noise, inpaint=(target, np.array([1.0, 1.0, 0.4, 0.0])))
+    assert torch.allclose(none, plain, atol=1e-6)
+    assert np.abs(soft[:2].numpy() - target[:2]).max() < 1e-5
+    assert (soft[2] - plain[2]).abs().max() > 1e-3 and (soft[2] - torch.from_numpy(target[2])).abs().max() > 1e-3

@@ -5,7 +5,7 @@ Three graphs, all at batch 1 and fixed shapes (a robot runs one observation at a
     chunk   images [1, N, 3, S, S], image_masks [1, N], tokens [1, L], token_masks [1, L],
             state [1, A_s], noise [1, C, A], target [1, C, A], weight [1, C, 1]
             -> actions [1, C, A]: every Euler step unrolled, inpainting each row towards
-            target by its weight (deploy/inpaint.py: 1 a frozen row, between 0 and 1
+            target by its weight (policy/inpaint.py: 1 a frozen row, between 0 and 1
             real-time chunking's soft mask, 0 plain sampling). One call a chunk.
     prefix  images, image_masks, tokens, token_masks
             -> cache_keys, cache_values [depth, 1, k, P + S, E], cache_bias [1, 1, S, P + S],
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from shallowpi.deploy.inpaint import inpainted_euler
 from shallowpi.errors import PlatformError
+from shallowpi.policy.inpaint import inpainted_euler
 from shallowpi.policy.model import KVCache, Pi0Model
 from shallowpi.policy.policy import Policy
 
@@ -74,7 +74,7 @@ class ChunkGraph(nn.Module):
         """One action chunk from one observation; shapes as in the module docstring.
 
         Runs `num_steps` Euler steps over the prefix's KV cache; each row is pulled towards
-        `target` by its `weight` (1: equals it; deploy/inpaint.py). -> actions [1, C, A],
+        `target` by its `weight` (1: equals it; policy/inpaint.py). -> actions [1, C, A],
         normalised.
         """
         m = self.model

@@ -190,9 +190,20 @@ class CheckpointPolicy:
 
     @torch.no_grad()
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """One chunk [C, A_real] float32, robot units, from the next noise of the episode."""
+        return self._sample(observation, None)
+
+    @torch.no_grad()
+    def inpainted(self, observation: Mapping[str, Any], target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """The chunk made to agree with `target` [C, A_real] (robot units) row by row by
+        `weight` [C] (real-time chunking, as the deploy backends inpaint)."""
+        return self._sample(observation, (target, weight))
+
+    def _sample(self, observation: Mapping[str, Any], inpaint: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
         cfg = self.policy.cfg
         noise = torch.randn(1, cfg.chunk_len, cfg.action_dim, generator=self._noise)
         chunk = self.policy.sample_actions(
-            self.model_observation(observation), noise=noise.to(self.policy.device), num_steps=self.num_steps
+            self.model_observation(observation), noise=noise.to(self.policy.device), num_steps=self.num_steps,
+            inpaint=inpaint,
         )  # [C, A]
         return chunk.float().cpu().numpy()

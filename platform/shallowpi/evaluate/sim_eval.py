@@ -33,7 +33,9 @@ The loop takes any `ChunkPolicy`: a callable from an observation dict (lerobot k
 by robots/observation.py's `lerobot_row`, plus `task`, the instruction text) to a [C, A]
 array of joint goals in robot units, the first of which is sent next.
 `evaluate/sim_checkpoint.py` wraps a trained checkpoint as one; tests
-wrap the scripted expert. Nothing here imports torch.
+wrap the scripted expert. Strategy rtc needs an `InpaintingPolicy` (a checkpoint is one):
+each chunk is made to agree with the running one under real-time chunking's soft mask, as
+the executor's deploy backends do by default. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ import numpy as np
 
 from shallowpi.errors import ConfigError
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
-from shallowpi.policy.action_selection import ActionSelectionConfig, ActionSelector
+from shallowpi.policy.action_selection import (
+    ActionSelectionConfig,
+    ActionSelector,
+    Guidance,
+    Strategy,
+)
 from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.robots.sim.episode import EVAL_SEEDS, Episode, EpisodeResult, EpisodeRules
 from shallowpi.robots.sim.episode import SimRobot as EpisodeRobot
@@ -64,6 +71,15 @@ class ChunkPolicy(Protocol):
 
     def __call__(self, observation: Mapping[str, Any]) -> np.ndarray:
         """Observation (unbatched, lerobot keys + `task`) -> [C, A] joint goals, next first."""
+        ...
+
+
+@runtime_checkable
+class InpaintingPolicy(Protocol):
+    """A ChunkPolicy that can make its chunk agree with another (real-time chunking)."""
+
+    def inpainted(self, observation: Mapping[str, Any], target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Like `__call__`, each row pulled towards `target` [C, A] by `weight` [C] in [0, 1]."""
         ...
 
 
@@ -129,8 +145,15 @@ class PolicyEpisode(EpisodeResult):
     other_tasks: dict[str, bool] = field(default_factory=dict)
 
 
-def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int) -> np.ndarray:
-    chunk = np.asarray(policy(obs), dtype=np.float64)
+def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int, guidance: Guidance | None = None) -> np.ndarray:
+    # rtc: the chunk agrees with the running one under real-time chunking's soft mask, as
+    # the executor's default (deploy.rtc_mask: soft) has the deploy backends inpaint it
+    if guidance is None:
+        raw = policy(obs)
+    else:
+        assert isinstance(policy, InpaintingPolicy)  # PolicyAgent.begin refused any other
+        raw = policy.inpainted(obs, guidance.target, guidance.weights)
+    chunk = np.asarray(raw, dtype=np.float64)
     if chunk.ndim != 2 or chunk.shape[0] < 1 or chunk.shape[1] != joints:
         raise SimError(f"the policy returned actions of shape {chunk.shape}; expected [chunk, {joints}]")
     return chunk
@@ -149,6 +172,9 @@ class PolicyAgent:
     def begin(self, robot: SimRobot, task: Task, seed: int) -> None:
         """A new episode: reset the policy (if it is `EpisodeAware`) with `seed`, start a fresh
         action selector, and clear the tick count, inference times and holds."""
+        if self.cfg.selection.strategy is Strategy.RTC and not isinstance(self.policy, InpaintingPolicy):
+            raise SimError(f"strategy rtc needs a policy that inpaints its chunk (a checkpoint does); "
+                           f"{type(self.policy).__name__} does not: use replan or ensemble")
         if isinstance(self.policy, EpisodeAware):
             self.policy.reset(seed)
         self.task, self.joints = task, len(robot.spec.joints)
@@ -172,7 +198,7 @@ class PolicyAgent:
             request = selector.request()
             inputs = {**lerobot_row(observe()).values, "task": self.task.instruction}
             t0 = time.perf_counter()
-            chunk = _chunk_of(self.policy, inputs, self.joints)
+            chunk = _chunk_of(self.policy, inputs, self.joints, request.guidance)
             self.inference.append(time.perf_counter() - t0)
             if delay == 0:
                 selector.deliver(request, chunk)

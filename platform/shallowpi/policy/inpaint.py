@@ -17,7 +17,9 @@ robot units first, never zero-pad (zero decodes to the dataset mean, or under mi
 scaling the middle of its range: lerobot 0.6.1's seam fault).
 
 Generic over numpy arrays and torch tensors (only arithmetic): the ONNX chunk graph traces
-it, and the split-graph backend runs it in numpy.
+it, the split-graph backend runs it in numpy, and `Policy.sample_actions(inpaint=...)` in
+torch (`platform eval --sim --strategy rtc`). Here in policy/ and torch-free: the robot side
+imports it without torch.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from shallowpi.policy.augment import crop
 from shallowpi.policy.config import PolicyConfig
+from shallowpi.policy.inpaint import inpainted_euler
 from shallowpi.policy.model import Pi0Model, Prefix
 from shallowpi.policy.sampler import ChunkSampler
 from shallowpi.policy.tokenizer import check_prompt, make_tokenizer, tokenize
@@ -335,15 +336,21 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def sample_actions(
-        self, obs: dict[str, Any], noise: Tensor | None = None, num_steps: int | None = None
+        self, obs: dict[str, Any], noise: Tensor | None = None, num_steps: int | None = None,
+        inpaint: tuple[Any, Any] | None = None,
     ) -> Tensor:
         """One action chunk in the robot's units: [B, C, A_real] (or [C, A_real] unbatched).
 
         Through the fast `ChunkSampler` after `prepare_inference()`, else the reference
-        `Pi0Model.sample_actions`; both give the same chunk for the same noise.
+        `Pi0Model.sample_actions`; both give the same chunk for the same noise. `inpaint`
+        = (target [C, A_real] robot units, weight [C] in [0, 1]): real-time chunking's
+        inpainting (policy/inpaint.py), the same arithmetic the deploy backends run; the
+        rows of weight 1 come out equal to the target.
         """
         model_inputs, state, batched = self._model_inputs(obs)
-        if self._sampler is None:
+        if inpaint is not None:
+            x = self._inpainted(model_inputs, state, noise, num_steps, *inpaint)
+        elif self._sampler is None:
             prefix = self.model.embed_prefix(*model_inputs)
             x = self.model.sample_actions(prefix, state, noise, num_steps)  # [B, C, A]
         else:
@@ -352,6 +359,25 @@ class Policy(nn.Module):
             x = self._sampler(*model_inputs, state, noise.to(self.device), num_steps)
         actions = self.action_norm.inverse(x[..., : self.features.action_dim])
         return actions if batched else actions[0]
+
+    def _inpainted(self, model_inputs: tuple, state: Tensor, noise: Tensor | None, num_steps: int | None,
+                   target: Any, weight: Any) -> Tensor:
+        B, C, A = state.shape[0], self.cfg.chunk_len, self.cfg.action_dim
+        if noise is None:
+            noise = torch.randn(B, C, A, device=self.device)
+        goal = torch.as_tensor(np.asarray(target, np.float32)[:C], device=self.device)  # [<=C, A_real]
+        if len(goal) < C:  # pad with its last row, never zeros (zero is the dataset's centre)
+            goal = torch.cat([goal, goal[-1:].expand(C - len(goal), -1)])
+        goal = pad_last(self.action_norm(goal), A)[None].expand(B, C, A)
+        weight = np.asarray(weight, np.float32)[:C]
+        w = torch.zeros(B, C, 1, device=self.device)  # rows past the weights: free
+        w[:, : len(weight), 0] = torch.as_tensor(weight, device=self.device)
+        cache = self.model.prefix_cache(self.model.embed_prefix(*model_inputs))
+
+        def velocity(x: Tensor, t: float) -> Tensor:
+            return self.model.denoise_step(cache, state, x, torch.full((B,), t, device=self.device))
+
+        return inpainted_euler(velocity, noise.to(self.device).float(), goal, w, num_steps or self.cfg.num_steps)
 
     # -- checkpoints
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
 from shallowpi.deploy.bundle import Bundle
-from shallowpi.deploy.inpaint import inpainted_euler
 from shallowpi.deploy.preprocess import ModelInputs
+from shallowpi.policy.inpaint import inpainted_euler
 
 log = logging.getLogger(__name__)
 
