@@ -87,3 +87,20 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p.name != "eval_cut6.json" and "latency" not in p.name)
     assert (blocks / "seeds_1001-1001.json").is_file() and (stages / "eval_cut6.json").is_file()
     assert "eval_cut6 ..." in again.stdout and "train_" not in again.stdout
+
+    # A teacher trained elsewhere (--teacher arm=CKPT): nothing trains it; students are cut from it.
+    given = out / "arm" / "runs" / "teacher" / "checkpoints"
+    given = sorted(given.glob("step_*"))[-1]
+    other = tmp_path / "given"
+    cmd_given = [*cmd[: cmd.index("--out")], "--out", str(other), "--teacher", f"arm={given}"]
+    cmd_given[cmd_given.index("teacher")] = "cut6"  # --rows cut6 cut6: the teacher row is timed anyway
+    done = subprocess.run(cmd_given, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "given_teacher ..." in done.stdout and "train_teacher" not in done.stdout
+    assert json.loads((other / "arm" / "stages" / "given_teacher.json").read_text())["checkpoint"] == str(given)
+
+
+def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--teacher", f"arm={tmp_path}", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--teacher arm=" in done.stderr and "holds model.safetensors" in done.stderr

@@ -9,6 +9,7 @@ seeds, time one chunk of every model in one process, and write the table and two
     python tools/bench/reproduce.py                                  # arm and humanoid, every row
     python tools/bench/reproduce.py --robots arm --rows teacher shallow6 task6
     python tools/bench/reproduce.py --set policy.train.batch_size=16 --teacher-steps 18000
+    python tools/bench/reproduce.py --robots arm --teacher arm=robots/arm/teacher   # the shipped teacher
 
 Rows (`--rows`, default every row of the robot: arm all, the others teacher/shallow6/task6):
 
@@ -116,9 +117,9 @@ def _has_checkpoint(run: Path) -> bool:
 
 def train_teacher(store: Path, run: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     resume = ["--resume"] if _has_checkpoint(run) else []
+    steps = ["--steps", str(args.teacher_steps)] if args.teacher_steps else []  # default: the preset's
     done = platform("train", "--dataset", str(store), "--policy", args.policy, "--runs-dir", str(run.parent),
-                    "--run", run.name, "--steps", str(args.teacher_steps), "--no-progress", *resume, *args.set,
-                    log=log)
+                    "--run", run.name, *steps, "--no-progress", *resume, *args.set, log=log)
     if done.returncode:
         raise SystemExit(f"training the teacher failed; see {log}")
     return {"checkpoint": str(_last_checkpoint(run))}
@@ -214,7 +215,11 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     recorded = stages.run("record", record_store)
     rows = [ROWS[n] for n in ROBOT_ROWS[robot] if not args.rows or n in args.rows]
     trained: dict[str, dict[str, Any]] = {}
-    teacher = stages.run("train_teacher", lambda: train_teacher(store, folder / "runs" / "teacher", args, log))
+    given = args.teachers.get(robot)
+    if given is not None:  # trained elsewhere (e.g. robots/arm/teacher): every student is cut from it
+        teacher = stages.run("given_teacher", lambda: {"checkpoint": str(given), "given": True})
+    else:
+        teacher = stages.run("train_teacher", lambda: train_teacher(store, folder / "runs" / "teacher", args, log))
     for row in rows:
         if row.layers is None:
             trained[row.name] = teacher
@@ -236,7 +241,8 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
             "tasks": evals[row.name]["tasks"], "params": cost["params"], "p50_ms": cost["p50_ms"],
             "p99_ms": cost["p99_ms"], "gflops": cost["gflops"],
             "speedup": ref["p50_ms"] / cost["p50_ms"], "flop_ideal_speedup": ref["gflops"] / cost["gflops"],
-            "train_minutes": trained[row.name]["seconds"] / 60,
+            # None: a teacher given with --teacher, trained elsewhere
+            "train_minutes": None if trained[row.name].get("given") else trained[row.name]["seconds"] / 60,
         })
     return {"robot": robot, "store": str(store), "record_minutes": recorded["seconds"] / 60,
             "teacher_depth": ref["depth"], "rows": table}
@@ -253,8 +259,9 @@ def write_table(results: list[dict[str, Any]], folder: Path) -> str:
             cells = [rate_with_interval(row["tasks"][t]["successes"], row["tasks"][t]["episodes"])
                      if t in row["tasks"] else "-" for t in tasks]
             speed = f"{row['speedup']:.2f}x ({row['flop_ideal_speedup']:.2f}x)"
+            minutes = "given" if row["train_minutes"] is None else f"{row['train_minutes']:.1f}"
             lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['p50_ms']:.1f} / {row['p99_ms']:.1f} | "
-                         f"{speed} | {row['params']:,} | {row['train_minutes']:.1f} |")
+                         f"{speed} | {row['params']:,} | {minutes} |")
         lines.append("")
     text = "\n".join(lines)
     (folder / "table.md").write_text(text)
@@ -311,7 +318,10 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=80, help="demonstrations per task (default 80)")
     ap.add_argument("--size", default="64x64", help="camera renders WxH (default 64x64)")
     ap.add_argument("--sim-noise", type=float, default=0.005, help="DART noise while recording (default 0.005)")
-    ap.add_argument("--teacher-steps", type=int, default=6000)
+    ap.add_argument("--teacher-steps", type=int, help="the teacher's training steps (default: the preset's)")
+    ap.add_argument("--teacher", action="append", default=[], metavar="ROBOT=CKPT",
+                    help="use this trained teacher for ROBOT instead of training one, e.g. "
+                         "arm=robots/arm/teacher (its training minutes are then not in the table)")
     ap.add_argument("--student-steps", type=int, default=2000)
     ap.add_argument("--eval-episodes", type=int, default=200, help="unseen seeds per task and model (default 200)")
     ap.add_argument("--eval-time-s", type=float, help="cap each evaluated episode (quick looks only)")
@@ -322,6 +332,13 @@ def main() -> None:
                     help="overrides for the teacher's and the students' training (policy.*)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce")
     args = ap.parse_args()
+    args.teachers = {}
+    for item in args.teacher:
+        robot, sep, ckpt = item.partition("=")
+        if not sep or robot not in ROBOT_ROWS or not (Path(ckpt) / "model.safetensors").is_file():
+            ap.error(f"--teacher {item}: expected ROBOT=CKPT with ROBOT one of {', '.join(sorted(ROBOT_ROWS))} "
+                     "and CKPT a checkpoint folder (holds model.safetensors)")
+        args.teachers[robot] = Path(ckpt).expanduser().resolve()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # training beside evaluation: 2 threads collapse
     args.out.mkdir(parents=True, exist_ok=True)
     results = [reproduce_robot(robot, args) for robot in args.robots]
@@ -329,7 +346,7 @@ def main() -> None:
     pngs = plot(results, args.out)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     (args.out / "reproduce.json").write_text(json.dumps({"settings": settings, "results": results,
-                                                          "load_average": os.getloadavg()}, indent=2))
+                                                          "load_average": os.getloadavg()}, indent=2, default=str))
     print(text)
     print(f"wrote {args.out / 'reproduce.json'}, {args.out / 'table.md'}, " + ", ".join(str(p) for p in pngs))
 
