@@ -121,17 +121,21 @@ def test_the_baseline_is_the_training_mean_action_whatever_the_normalisation():
     train_mean = real.mean(0) + np.array([0.1, -0.2], np.float32)  # as if from other episodes
     stats = {key: {"mean": train_mean, "std": real.std(0), "min": real.min(0) - 0.5, "max": real.max(0) + 2.0}
              for key in ("observation.state", "action")}
-    reports = []
+    policies = {}
     for normalization in ("minmax", "meanstd"):
         cfg = dataclasses.replace(load_preset("tiny"), normalization=normalization)
-        policy = Policy(cfg, Features.from_sample(data[0]))
-        policy.set_stats(stats)
-        reports.append(evaluate(policy, data, max_samples=len(data)))
+        policies[normalization] = Policy(cfg, Features.from_sample(data[0]))
+        policies[normalization].set_stats(stats)
+    reports = [evaluate(policy, data, max_samples=len(data)) for policy in policies.values()]
     expected = float(((real - train_mean) ** 2).mean())
     assert [r.baseline_mse for r in reports] == pytest.approx([expected, expected], rel=1e-5)
     assert reports[0].baseline == "training mean action"
-    policy.action_mean = None  # a checkpoint from before the mean was kept
-    old = evaluate(policy, data, max_samples=len(data))
+    # Checkpoints from before the mean was kept: under mean/std the normaliser's centre is
+    # that mean; under min-max the evaluated samples' own mean stands in, and says so.
+    for policy in policies.values():
+        policy.action_mean = None
+    assert evaluate(policies["meanstd"], data, max_samples=len(data)).baseline_mse == pytest.approx(expected, rel=1e-5)
+    old = evaluate(policies["minmax"], data, max_samples=len(data))
     assert old.baseline_mse == pytest.approx(float(((real - real.mean(0)) ** 2).mean()), rel=1e-5)
     assert "evaluated samples" in old.baseline and "evaluated samples" in old.table()
 

@@ -4,9 +4,10 @@ For each evaluated sample the policy predicts a chunk from the observation (fixe
 seed, so two evaluations of one checkpoint agree); the error is taken in the robot's units
 over the non-padded steps. The baseline predicts, at every step, the training set's mean
 action (`Policy.action_mean`, kept in the checkpoint): a policy that learned nothing from
-the observation scores about the same. A checkpoint written before that was kept falls back
-to the mean action of the evaluated samples themselves (a slightly stronger constant: it
-has seen them), and the report says so. Never the normaliser's centre: under min-max
+the observation scores about the same. A checkpoint written before that was kept uses its
+normaliser's centre under mean/std scaling (the same mean), and under min-max falls back to
+the mean action of the evaluated samples themselves (a slightly stronger constant: it has
+seen them), and the report says so. Never the normaliser's centre: under min-max
 scaling that is the middle of the action range, a weaker baseline that flattered the ratio.
 """
 
@@ -100,6 +101,8 @@ def evaluate(
     target, valid = torch.cat(targets), torch.cat(valids)  # [N, A]
     if policy.action_mean is not None:
         mean, baseline = torch.as_tensor(policy.action_mean, dtype=target.dtype), "training mean action"
+    elif policy.cfg.normalization != "minmax":  # an older checkpoint: its normaliser's centre is the mean
+        mean, baseline = policy.action_norm.mean.cpu()[: target.shape[-1]], "training mean action"
     else:
         mean = (target * valid).sum(0) / valid.sum(0).clamp(min=1.0)
         baseline = "mean action of the evaluated samples (the checkpoint predates a stored training mean)"
