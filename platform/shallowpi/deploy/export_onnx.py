@@ -38,7 +38,6 @@ import torch
 from torch import Tensor, nn
 
 from shallowpi.errors import PlatformError
-from shallowpi.policy.inpaint import inpainted_euler
 from shallowpi.policy.model import KVCache, Pi0Model
 from shallowpi.policy.policy import Policy
 
@@ -77,13 +76,8 @@ class ChunkGraph(nn.Module):
         `target` by its `weight` (1: equals it; policy/inpaint.py). -> actions [1, C, A],
         normalised.
         """
-        m = self.model
-        cache = m.prefix_cache(m.embed_prefix(images, image_masks, tokens, token_masks))
-
-        def velocity(x: Tensor, t: float) -> Tensor:
-            return m.denoise_step(cache, state, x, torch.full((x.shape[0],), t, device=x.device))
-
-        return inpainted_euler(velocity, noise, target, weight, self.num_steps)
+        prefix = self.model.embed_prefix(images, image_masks, tokens, token_masks)
+        return self.model.sample_inpainted(prefix, state, noise, target, weight, self.num_steps)
 
 
 class PrefixGraph(nn.Module):

@@ -39,6 +39,7 @@ from shallowpi.policy.gemma import (
     attention_probs,
     rope_tables,
 )
+from shallowpi.policy.inpaint import inpainted_euler
 from shallowpi.policy.siglip import VisionEncoder
 
 # ----------------------------------------------------------------------------- masks
@@ -352,6 +353,18 @@ class Pi0Model(nn.Module):
             noise = torch.randn(B, self.cfg.chunk_len, self.cfg.action_dim, device=state.device)
         cache = self.prefix_cache(prefix)
         return euler_integrate(lambda x, t: self.denoise_step(cache, state, x, t), noise.float(), steps)
+
+    def sample_inpainted(self, prefix: Prefix, state: Tensor, noise: Tensor, target: Tensor, weight: Tensor,
+                         num_steps: int | None = None) -> Tensor:
+        """`sample_actions` with real-time chunking's inpainting (policy/inpaint.py): target
+        [B, C, A] normalised, weight [B, C, 1] in [0, 1] (1: the row equals the target).
+        -> [B, C, A]. The deploy chunk graph traces this; `Policy.sample_actions` runs it."""
+        cache = self.prefix_cache(prefix)
+
+        def velocity(x: Tensor, t: float) -> Tensor:
+            return self.denoise_step(cache, state, x, torch.full((x.shape[0],), t, device=x.device))
+
+        return inpainted_euler(velocity, noise, target, weight, num_steps or self.cfg.num_steps)
 
     # -- precision
 

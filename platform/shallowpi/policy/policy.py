@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from shallowpi.policy.augment import crop
 from shallowpi.policy.config import PolicyConfig
-from shallowpi.policy.inpaint import inpainted_euler
 from shallowpi.policy.model import Pi0Model, Prefix
 from shallowpi.policy.sampler import ChunkSampler
 from shallowpi.policy.tokenizer import check_prompt, make_tokenizer, tokenize
@@ -372,12 +371,8 @@ class Policy(nn.Module):
         weight = np.asarray(weight, np.float32)[:C]
         w = torch.zeros(B, C, 1, device=self.device)  # rows past the weights: free
         w[:, : len(weight), 0] = torch.as_tensor(weight, device=self.device)
-        cache = self.model.prefix_cache(self.model.embed_prefix(*model_inputs))
-
-        def velocity(x: Tensor, t: float) -> Tensor:
-            return self.model.denoise_step(cache, state, x, torch.full((B,), t, device=self.device))
-
-        return inpainted_euler(velocity, noise.to(self.device).float(), goal, w, num_steps or self.cfg.num_steps)
+        prefix = self.model.embed_prefix(*model_inputs)
+        return self.model.sample_inpainted(prefix, state, noise.to(self.device).float(), goal, w, num_steps)
 
     # -- checkpoints
 
