@@ -284,9 +284,11 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
     kill): the operator has lost the view and the keys, so the executor stops (it holds the
     robot), the terminal is put back as it was, and the held lines print. Returns None, the
     dashboard's new value."""
+    from shallowpi.tui.launch import describe_exit
+
     code = dashboard.returncode
     terminal.restore()
-    why = f"the dashboard exited (code {code})" if code >= 0 else f"the dashboard was killed (signal {-code})"
+    why = describe_exit(code)
     if executor is not None and not executor.stopped:
         executor.stop()
         why += "; stopping the executor: it holds the robot"

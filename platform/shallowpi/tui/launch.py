@@ -54,6 +54,11 @@ def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0,
     return subprocess.Popen(command, env=env, **popen)  # type: ignore[call-overload]
 
 
+def describe_exit(code: int) -> str:
+    """A dashboard child's exit status in words: 'exited (code N)' or 'was killed (signal N)'."""
+    return f"the dashboard exited (code {code})" if code >= 0 else f"the dashboard was killed (signal {-code})"
+
+
 def wait_dashboard(process: subprocess.Popen, timeout_s: float = 5.0) -> int | None:
     """Wait for the dashboard to exit after the publisher closed; terminate it if it hangs."""
     try:

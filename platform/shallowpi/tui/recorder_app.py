@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from shallowpi.telemetry.transport import TelemetryPublisher
-from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard, wait_dashboard
+from shallowpi.tui.launch import (
+    TerminalState,
+    describe_exit,
+    hold_terminal_logs,
+    spawn_dashboard,
+    wait_dashboard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +92,7 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
                 continue
             if not session_over.is_set():
                 terminal.restore()
-                why = f"the dashboard exited (code {code})" if code >= 0 else f"the dashboard was killed (signal {-code})"
+                why = describe_exit(code)
                 log.warning("%s; the recording goes on", why)
                 if on_dashboard_lost is not None:
                     on_dashboard_lost(why)
