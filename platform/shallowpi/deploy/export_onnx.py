@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from shallowpi.errors import PlatformError
+from shallowpi.policy.action_selection import rtc_weights
 from shallowpi.policy.model import KVCache, Pi0Model
 from shallowpi.policy.policy import Policy
 
@@ -120,11 +121,8 @@ def example_inputs(policy: Policy, seed: int = 0) -> dict[str, Tensor]:
     g = torch.Generator().manual_seed(seed)
     S, L, C, A = cfg.vision.image_size, cfg.max_text_tokens, cfg.chunk_len, cfg.action_dim
     token_masks = torch.arange(L)[None] < max(1, L // 2)
-    weight = torch.zeros(1, C, 1)
-    weight[:, : C // 3] = 1.0
-    # and a fractional ramp after the frozen rows, as real-time chunking's soft mask gives
-    ramp = torch.linspace(0.9, 0.1, max(0, C // 2 - C // 3))
-    weight[0, C // 3 : C // 3 + len(ramp), 0] = ramp
+    # real-time chunking's soft mask: a frozen third, then fractional weights to half the chunk
+    weight = torch.from_numpy(rtc_weights(C, C // 3, C // 2)).float().view(1, C, 1)
     return {
         "images": torch.rand(1, cfg.num_cameras, 3, S, S, generator=g) * 2 - 1,
         "image_masks": torch.ones(1, cfg.num_cameras, dtype=torch.bool),

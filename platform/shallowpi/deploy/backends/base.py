@@ -28,6 +28,7 @@ import numpy as np
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs, Preprocessor
 from shallowpi.errors import PlatformError
+from shallowpi.policy.action_selection import rtc_weights
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +112,15 @@ class Backend(ABC):
         real-time chunking after the first is: that path (the torch backend's inpainted
         graph) must not be cold on the robot either, and the last time, which the
         executor takes as its first delay estimate, is a steady-state one."""
-        times, first = [], None
+        times: list[float] = []
         noise = np.zeros((1, self.chunk_len, self.action_dim), np.float32)
-        for i in range(runs):
-            inpainting = None
-            if first is not None:
-                half = max(1, len(first) // 2)
-                weight = np.zeros(len(first))
-                weight[:half] = np.linspace(1.0, 0.0, half, endpoint=False)
-                inpainting = Inpainting(first, weight)
+        inpainting = None
+        for _ in range(runs):
             t0 = time.perf_counter()
             chunk = self.infer(obs, inpainting, noise=noise)
             times.append(time.perf_counter() - t0)
-            first = chunk if i == 0 else first
+            if inpainting is None:  # the rest agree with the first, as rtc's chunks do
+                inpainting = Inpainting(chunk, rtc_weights(len(chunk), 1, max(1, len(chunk) // 2)))
         log.info("%s warmed up: %s ms", self.name, ", ".join(f"{1e3 * t:.0f}" for t in times))
         return times
 
