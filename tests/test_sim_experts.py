@@ -18,14 +18,14 @@ from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.robots.sim.twin import TwinSpec
 from shallowpi.teleop.base import Teleoperator
 
-CASES = [(robot, task) for robot in ("arm", "bimanual", "humanoid") for task in make_tasks(robot)]
+CASES = [(robot, task) for robot in ("arm", "bimanual", "humanoid") for task in make_tasks(robot, checks=True)]
 SEEDS = (1000, 1001)  # not the benchmark's seeds 0..99
 
 
 @pytest.mark.parametrize(("robot", "task_name"), CASES)
 def test_expert_solves_its_task(robot: str, task_name: str) -> None:
     spec = TwinSpec.from_config(config.compose([f"robot={robot}"]).robot)
-    task = make_tasks(robot)[task_name]
+    task = make_tasks(robot, checks=True)[task_name]
     with DirectSimRobot(spec, cameras=()) as sim:
         results = [run_episode(sim, task, ScriptedAgent(), seed) for seed in SEEDS]
     assert all(r.success for r in results), [(r.seed, r.success) for r in results]
@@ -45,6 +45,16 @@ def test_expert_is_a_teleoperator_giving_goals_within_limits() -> None:
             assert (action >= spec.lower - 1e-9).all() and (action <= spec.upper + 1e-9).all()
             sim.act(action)
         assert not task.success(sim.twin)  # 40 ticks in, the cube is not yet in the bowl
+
+
+def test_a_check_task_is_evaluated_when_named_never_by_default() -> None:
+    # eval --sim's "every task of the robot" (and a demo, the benchmarks) must not gain the
+    # CI's easy reach as a row of the arm's success table.
+    from shallowpi.evaluate.sim_checkpoint import sim_target
+
+    assert [t.name for t in sim_target(None, "arm").tasks] == ["cube_in_bowl", "push_block_left"]
+    assert [t.name for t in sim_target(None, "arm", "reach_cube").tasks] == ["reach_cube"]
+    assert [t.name for t in sim_target(None, "arm", "reach over the red cube").tasks] == ["reach_cube"]
 
 
 def test_a_push_direction_is_a_unit_vector_and_zero_is_refused() -> None:

@@ -101,14 +101,16 @@ def sim_target(
     )
     tasks = make_tasks(robot)  # a robot without tasks raises, naming those with a twin
     if task:
-        by_text = {t.instruction: name for name, t in tasks.items()}
-        name = task if task in tasks else by_text.get(task)
+        # A check task (tasks.CHECK_TASKS) is evaluated when named, never by default.
+        named = make_tasks(robot, checks=True)
+        by_text = {t.instruction: name for name, t in named.items()}
+        name = task if task in named else by_text.get(task)
         if name is None:
             raise SimError(
                 f"unknown task '{task}' for the {robot} twin (from --task); "
-                f"pass --task NAME, one of: {', '.join(tasks)}"
+                f"pass --task NAME, one of: {', '.join(named)}"
             )
-        chosen, sources["task"] = [tasks[name]], "--task"
+        chosen, sources["task"] = [named[name]], "--task"
     else:
         chosen, sources["task"] = list(tasks.values()), f"every task of the {robot} twin"
     if size is not None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shallowpi.robots.sim.ik import IKSolver, rotation_error, yaw_down
-from shallowpi.robots.sim.tasks import Handover, PickPlace, Push, Task
+from shallowpi.robots.sim.tasks import Handover, PickPlace, Push, Reach, Task
 from shallowpi.robots.sim.twin import SimError, SimTwin
 
 Pose = tuple[np.ndarray, np.ndarray]  # world position, 3x3 rotation of the grasp site
@@ -247,6 +247,18 @@ def plan_push(twin: SimTwin, task: Push) -> list[Waypoint]:
     ]
 
 
+def plan_reach(twin: SimTwin, task: Reach) -> list[Waypoint]:
+    """The open gripper to `task.height` over `task.obj`, pointing away from the arm's base
+    (not turned to the object's yaw, which a policy would have to read from the images),
+    then hold."""
+    e = task.effector
+    pos, _ = twin.body_pose(task.obj)
+    return [
+        Waypoint(1.5, {e: _at(pos, task.height, _radial_yaw(twin, e, pos[:2]))}, {e: OPEN}),
+        Waypoint(0.5),
+    ]
+
+
 def plan_handover(twin: SimTwin, task: Handover) -> list[Waypoint]:
     """The giver picks `task.obj` and presents it, tilted toward the taker, between the two
     grippers; the taker grasps it, the giver lets go and backs off, the taker lifts it."""
@@ -310,6 +322,7 @@ PLANNERS: dict[type, Callable[..., list[Waypoint]]] = {
     PickPlace: plan_pick_place,
     Push: plan_push,
     Handover: plan_handover,
+    Reach: plan_reach,
 }
 
 
