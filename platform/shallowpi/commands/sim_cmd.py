@@ -73,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
         tasks = make_tasks(robot_name)
         if not args.list:
             raise PlatformError(f"pass --task; tasks for {robot_name}: {', '.join(tasks)}")
-        for name, task in tasks.items():
-            print(f"{name:20s} {task.instruction}")
+        for name, task in make_tasks(robot_name, checks=True).items():
+            note = "" if name in tasks else "   (check task: for tests, never a default)"
+            print(f"{name:20s} {task.instruction}{note}")
         return 0
     if args.episodes < 1:
         raise PlatformError("--episodes must be at least 1")
