@@ -78,6 +78,7 @@ def store(tmp_path_factory) -> Path:
     return root / "reach.zarr"
 
 
+@pytest.mark.slow
 def test_a_policy_trained_on_ten_demonstrations_succeeds_where_an_untrained_one_fails(store, tmp_path):
     untrained = _train(store, tmp_path / "runs", "untrained", 1, "policy.train.lr=0", "policy.train.min_lr=0")
     trained = _train(store, tmp_path / "runs", "reach", STEPS)
