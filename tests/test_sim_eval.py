@@ -238,6 +238,16 @@ def test_eval_sim_runs_the_strategy_the_robot_would(trained, tmp_path, one_torch
     assert episode["steps"] == 30 and episode["holds"] == 2 and episode["replans"] == 14
 
 
+def test_eval_sim_scenes_shared_runs_every_task_and_judges_the_other_one(trained, tmp_path, one_torch_thread):
+    report_path = tmp_path / "shared.json"
+    assert main(["eval", "--policy", str(trained["ckpt"]), "--sim", "--sim-episodes", "1", "--episode-time-s", "0.2",
+                 "--scenes", "shared", "--json", str(report_path), "--no-progress"]) == 0
+    reports = json.loads(report_path.read_text())["tasks"]
+    assert [r["task"] for r in reports] == ["cube_in_bowl", "push_block_left"]
+    assert {r["scenes"] for r in reports} == {"shared"}
+    assert {tuple(r["other_task_instead"]) for r in reports} == {("push_block_left",), ("cube_in_bowl",)}
+
+
 def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path | None) -> Path:
     from shallowpi.policy.config import load_preset
     from shallowpi.policy.policy import Features, Policy

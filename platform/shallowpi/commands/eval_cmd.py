@@ -11,6 +11,7 @@
   platform eval --policy CKPT --sim --robot arm --task push_block_left --sim-size 64x64
   platform eval --policy CKPT --sim --replan-every 10 --episode-time-s 5   quick look
   platform eval --policy CKPT --sim --strategy rtc --delay-ticks 3   as the robot runs it
+  platform eval --policy CKPT --sim --scenes shared    every task doable: does it follow the words?
 
 Offline: by default the held-out episodes recorded with the checkpoint (its training
 split) are used when the dataset is the one it was trained on, else every episode; the
@@ -25,7 +26,9 @@ drivers the robot runs; both on simulated time): observe, predict an action chun
 half the chunk), observe again, until the task's time limit or until the task's success
 detector has held for a second; success is that detector at the last tick, reported with
 its 95 % Wilson interval, and beside it how often the policy did another of the robot's
-tasks instead of the one it was told (every task's objects are on the table). --strategy
+tasks instead of the one it was told (every task's objects are on the table; with
+`--scenes shared` every task is doable in every scene, so only the instruction says which
+to do). --strategy
 picks how each tick's action comes from the chunks, exactly as the executor does
 (`action_selection` in configs/config.yaml: replan, ensemble, rtc); --delay-ticks makes
 each chunk arrive that many control periods after its observation, as a slow inference
@@ -69,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--robot", help="robot to simulate (default: the training store's)")
     sim.add_argument("--task", help="task name (default: the training store's; `platform sim --list`)")
     sim.add_argument("--sim-size", metavar="WxH", help="render size (default: the training store's)")
+    sim.add_argument("--scenes", choices=["own", "shared"], default="own",
+                     help="each task's own scenes (default), or scenes where every task of the robot is "
+                          "doable, so following the instruction is what tells them apart")
     sim.add_argument("--replan-every", type=int, metavar="K",
                      help="a new chunk every K actions (default: half the chunk; 1 for ensemble)")
     sim.add_argument("--strategy", choices=["replan", "ensemble", "rtc"],
@@ -189,7 +195,7 @@ def run_sim(args: argparse.Namespace) -> int:
     store = (config.resolve_dataset(args.dataset, config.data_root(root_cfg)) if args.dataset
              else Path(meta["dataset"]) if meta.get("dataset") else None)
     size = config.parse_size(args.sim_size, "--sim-size") if args.sim_size else None
-    target = sim_target(store, args.robot, args.task, size)
+    target = sim_target(store, args.robot, args.task, size, shared=args.scenes == "shared")
     # The robot's config (joints, limits, cameras, fps) is what the twin is built from;
     # key=value overrides still apply (e.g. robot.fps=15).
     # --strategy and --replan-every are sugar for action_selection.* overrides.
@@ -229,7 +235,7 @@ def run_sim(args: argparse.Namespace) -> int:
                                      progress=not args.no_progress, others=target.others(task))
             report.context = {"checkpoint": str(args.policy), "store": str(store) if store else None,
                               "sources": target.sources, "seed_start": eval_cfg.seed_start,
-                              "chunk_actions": chunk_policy.chunk_len, "sim": args.sim}
+                              "chunk_actions": chunk_policy.chunk_len, "sim": args.sim, "scenes": args.scenes}
             reports.append(report)
             print(report.table())
     if several:

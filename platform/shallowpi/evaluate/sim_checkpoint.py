@@ -90,19 +90,21 @@ def sim_target(
     robot: str | None = None,
     task: str | None = None,
     size: tuple[int, int] | None = None,
+    shared: bool = False,
 ) -> SimTarget:
     """Robot, tasks and render size: each from its flag if given, else from the store (the
-    tasks: every task of the robot, the policy being told each in turn)."""
+    tasks: every task of the robot, the policy being told each in turn). `shared`: the
+    tasks draw one scene distribution in which each of them is doable (`make_tasks`)."""
     facts = StoreFacts.read(store) if store is not None and store.exists() else None
     sources = {}
     robot, sources["robot"] = _given_or_recorded(
         robot, "--robot", facts and facts.robots, store, "robots",
         "cannot tell which robot to simulate ({found}); pass --robot NAME",
     )
-    tasks = make_tasks(robot)  # a robot without tasks raises, naming those with a twin
+    tasks = make_tasks(robot, shared=shared)  # a robot without tasks raises, naming those with a twin
     if task:
         # A check task (tasks.CHECK_TASKS) is evaluated when named, never by default.
-        named = make_tasks(robot, checks=True)
+        named = make_tasks(robot, checks=True, shared=shared)
         by_text = {t.instruction: name for name, t in named.items()}
         name = task if task in named else by_text.get(task)
         if name is None:

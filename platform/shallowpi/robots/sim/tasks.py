@@ -7,8 +7,8 @@ the text recorded with each episode (the policy's language input).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -38,6 +38,9 @@ class Task:
     instruction: str
     regions: Mapping[str, Region]
     seconds: float = 10.0  # episode time limit
+    # A further condition on a draw (object name -> xy), besides the task's own `_clear`:
+    # shared scenes (`make_tasks(..., shared=True)`) require every task's to hold.
+    scene_rule: Callable[[dict[str, np.ndarray]], bool] | None = field(default=None, kw_only=True)
     start: dict[str, np.ndarray] = field(default_factory=dict, init=False)
 
     def place(self, twin: SimTwin, rng: np.random.Generator) -> None:
@@ -70,7 +73,8 @@ class Task:
                     break
             else:
                 return None
-        return placed if self._clear(placed) else None
+        ok = self._clear(placed) and (self.scene_rule is None or self.scene_rule(placed))
+        return placed if ok else None
 
     def _clear(self, placed: dict[str, np.ndarray]) -> bool:
         """Whether a draw leaves the task doable (e.g. nothing in a push's path)."""
@@ -195,6 +199,17 @@ def _arm_regions(push: bool = False) -> dict[str, Region]:
     }
 
 
+def _arm_shared_regions() -> dict[str, Region]:
+    # The push (+y, 8 cm, fingers down 7.5 cm behind) needs ~0.19 m clear behind the block
+    # for the bowl's 8.5 cm radius, and the bowl cannot stand far enough across the path
+    # within reach: so the block starts near y = 0 and the bowl stands behind it (-y).
+    return {
+        "red_cube": Region((-0.1, 0.05), (-0.15, 0.15)),
+        "blue_block": Region((-0.1, 0.05), (-0.02, 0.04)),
+        "bowl": Region((-0.06, 0.02), (-0.24, -0.21)),
+    }
+
+
 def _bimanual_regions(cube: Region) -> dict[str, Region]:
     return {
         "red_cube": cube,
@@ -211,11 +226,25 @@ def _humanoid_regions(cube: Region) -> dict[str, Region]:
     }
 
 
-def make_tasks(robot: str, *, checks: bool = False) -> dict[str, Task]:
+def make_tasks(robot: str, *, checks: bool = False, shared: bool = False) -> dict[str, Task]:
     """Fresh task objects for a robot (tasks keep per-episode start poses): its benchmark
     tasks, and with `checks` also the easy ones kept for testing the pipeline (`CHECK_TASKS`),
-    which no default (eval's every task, a demo, a benchmark) includes."""
+    which no default (eval's every task, a demo, a benchmark) includes.
+
+    `shared`: every benchmark task draws the same scene for a seed, one in which each of them
+    is doable, so a policy told one instruction could have done another (the language
+    check: `platform eval --sim --scenes shared`). On the bimanual and humanoid twins a
+    task's own scenes already are (the cube's regions overlap and the other objects stand
+    alike); the arm's are not: a push scene puts the bowl out of reach, a cube-in-bowl
+    scene may block the block's path. Its shared scenes (`_arm_shared_regions`) keep the
+    bowl within reach but behind the block's push, and only draws that leave the push path
+    clear.
+    """
     tasks = _benchmark_tasks(robot)
+    if shared and robot == "arm":
+        regions = _arm_shared_regions()
+        push = tasks["push_block_left"]
+        tasks = {name: replace(task, regions=regions, scene_rule=push._clear) for name, task in tasks.items()}
     return {**tasks, **_check_tasks(robot)} if checks else tasks
 
 
