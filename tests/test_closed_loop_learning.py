@@ -9,9 +9,9 @@ with the same dataset statistics but untrained weights (trained at learning rate
 the bar: it fails, so a success here says the recording, the training, the normalisation
 and the action selection line up well enough to drive the arm where the demonstrations went.
 
-Measured when written (2-core CPU, seeds 2000-2009): five recordings or training seeds
-succeeded 10, 10, 10, 9 and 10 times in 10 after 800 steps (7-10 after 600); untrained
-0/10. Hence the bar of 6. With two joints of the policy's chunk swapped on the way to
+Measured when written (2-core CPU, 10 unseen seeds each): three recordings trained 600
+steps succeeded 10, 10 and 7 times in 10; two training seeds at step 800 (of 1,000) 10 and
+9; untrained 0/10 (BENCHMARKS.md, "CI test"). Hence the bar of 6. With two joints of the policy's chunk swapped on the way to
 the robot the trained policy scored 0/10. The reach is forgiving of timing: a chunk
 played back to front (its later actions first) still passed, which
 tests/test_action_selection.py pins instead.

@@ -103,7 +103,7 @@ def sim_target(
     )
     tasks = make_tasks(robot, shared=shared)  # a robot without tasks raises, naming those with a twin
     if task:
-        # A check task (tasks.CHECK_TASKS) is evaluated when named, never by default.
+        # A check task (make_tasks(checks=True)) is evaluated when named, never by default.
         named = make_tasks(robot, checks=True, shared=shared)
         by_text = {t.instruction: name for name, t in named.items()}
         name = task if task in named else by_text.get(task)

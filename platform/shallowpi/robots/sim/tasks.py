@@ -1,8 +1,12 @@
 """Language-described tabletop tasks for the twins: object placement from a seed, and a
 success detector. How to solve each is the scripted expert's business (robots/sim/experts.py).
 
-`TASKS` is the one table of tasks: robot -> task name -> task. A task's `instruction` is
-the text recorded with each episode (the policy's language input).
+`make_tasks(robot)` is the one table of tasks: task name -> task, fresh objects each call.
+A task's `instruction` is the text recorded with each episode (the policy's language
+input). Besides a robot's benchmark tasks there are check tasks (`checks=True`: the arm's
+easy `reach_cube`, for the CI's closed-loop learning test), evaluated only when named, and
+shared scenes (`shared=True`: one scene per seed in which every task is doable, for
+checking that a policy does what it is told).
 """
 
 from __future__ import annotations
@@ -228,8 +232,8 @@ def _humanoid_regions(cube: Region) -> dict[str, Region]:
 
 def make_tasks(robot: str, *, checks: bool = False, shared: bool = False) -> dict[str, Task]:
     """Fresh task objects for a robot (tasks keep per-episode start poses): its benchmark
-    tasks, and with `checks` also the easy ones kept for testing the pipeline (`CHECK_TASKS`),
-    which no default (eval's every task, a demo, a benchmark) includes.
+    tasks, and with `checks` also the easy ones kept for testing the pipeline (the arm's
+    `reach_cube`), which no default (eval's every task, a demo, a benchmark) includes.
 
     `shared`: every benchmark task draws the same scene for a seed, one in which each of them
     is doable, so a policy told one instruction could have done another (the language
@@ -248,15 +252,12 @@ def make_tasks(robot: str, *, checks: bool = False, shared: bool = False) -> dic
     return {**tasks, **_check_tasks(robot)} if checks else tasks
 
 
-# An easy task per robot, for the CI's closed-loop test (tests/test_closed_loop_learning.py):
-# every object within 1 cm of its own spot (the yaws still random), so a few demonstrations
-# of one short reach teach it in a minute of CPU, and a policy that learned nothing fails it.
-# With the bowl and block anywhere, a tiny policy fitted the demonstrations' scenes offline
-# and turned back home in unseen ones.
-CHECK_TASKS = ("reach_cube",)
-
-
 def _check_tasks(robot: str) -> dict[str, Task]:
+    # The arm's easy task for the CI's closed-loop test (tests/test_closed_loop_learning.py):
+    # every object within 1 cm of its own spot (the yaws still random), so a few
+    # demonstrations of one short reach teach it in a minute of CPU, and a policy that
+    # learned nothing fails it. With the bowl and block anywhere, a tiny policy fitted the
+    # demonstrations' scenes offline and turned back home in unseen ones.
     if robot != "arm":
         return {}
     regions = {
