@@ -71,6 +71,9 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
         assert set(row["tasks"]) == {"cube_in_bowl", "push_block_left"}
         assert all(t["episodes"] == 2 for t in row["tasks"].values())
     assert rows["cut6"]["params"] < rows["teacher"]["params"]
+    # The teacher the students are cut from is the one judged: the EMA weights it kept.
+    teacher = json.loads((out / "arm" / "stages" / "train_teacher.json").read_text())["checkpoint"]
+    assert Path(teacher).name == "ema" and Path(teacher).parent.name == "step_000002"
     assert rows["cut6"]["flop_ideal_speedup"] > 1.5
     assert "| 6 layers, cut, not trained |" in (out / "table.md").read_text()
     assert (out / "reproduce.png").read_bytes()[:4] == b"\x89PNG"

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, platform, record
 
+from shallowpi.commands.demo_stages import checkpoint_weights
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 
 
@@ -105,10 +106,12 @@ class Stages:
 
 
 def _last_checkpoint(run: Path) -> Path:
+    """The last checkpoint's weights: its EMA average when the run kept one (the `teacher`
+    preset does, and is judged by it), else the raw weights."""
     steps = sorted((run / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
     if not steps:
         raise SystemExit(f"{run} has no checkpoint; see its log")
-    return steps[-1]
+    return checkpoint_weights(steps[-1])
 
 
 def _has_checkpoint(run: Path) -> bool:
