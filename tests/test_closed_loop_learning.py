@@ -11,10 +11,10 @@ and the action selection line up well enough to drive the arm where the demonstr
 
 Measured when written (2-core CPU, 10 unseen seeds each): three recordings trained 600
 steps succeeded 10, 10 and 7 times in 10; two training seeds at step 800 (of 1,000) 10 and
-9; untrained 0/10 (BENCHMARKS.md, "CI test"). Hence the bar of 6. With two joints of the policy's chunk swapped on the way to
-the robot the trained policy scored 0/10. The reach is forgiving of timing: a chunk
-played back to front (its later actions first) still passed, which
-tests/test_action_selection.py pins instead.
+9; untrained 0/10 (BENCHMARKS.md, "CI test"). Hence the bar of 6. With two joints of the
+policy's chunk swapped on the way to the robot the trained policy scored 0/10. The reach
+is forgiving of timing: a chunk played back to front (its later actions first) still
+passed, which tests/test_action_selection.py pins instead.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
+from shallowpi.commands.demo_stages import checkpoint_weights  # noqa: E402
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval  # noqa: E402
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
 
@@ -95,7 +96,7 @@ def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int
     """`eval --sim` on every task for seeds first_seed.. first_seed + episodes - 1, split over
     `workers` processes (one thread each); `extra` goes to every `platform eval`. Returns one
     report per task, the workers' episodes merged and the interval recomputed."""
-    weights = checkpoint / "ema" if ema and (checkpoint / "ema").is_dir() else checkpoint
+    weights = checkpoint_weights(checkpoint) if ema else checkpoint
     shares = [episodes // workers + (i < episodes % workers) for i in range(workers)]
     starts = [first_seed + sum(shares[:i]) for i in range(workers)]
     env = platform_env(OMP_NUM_THREADS="1")
