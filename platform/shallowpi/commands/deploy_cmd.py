@@ -1,9 +1,10 @@
-"""Run a policy on the robot's twin through the on-device executor: bundle, backend, loop.
+"""Run a policy through the on-device executor, on the robot or its twin: bundle, backend, loop.
 
   platform deploy --policy runs/kitchen-small/checkpoints/step_001500 --jetson thor --sim
   platform deploy --policy CKPT --jetson orin --sim stack --episodes 3 --no-tui
   platform deploy --policy CKPT --sim --strategy sync|async|ensemble|rtc --delay-ms 300
   platform deploy --policy CKPT --sim --backend torch --record deployed --json run.json
+  platform deploy --policy CKPT.bundle --jetson orin --robot arm --task "put the cube in the bowl"
 
 What happens: the Jetson profile (configs/jetson/, --jetson) is checked against this
 machine (one line: what to change for full speed, or that this is not that Jetson and the
@@ -16,6 +17,10 @@ watchdog holding position when no action is due or a frame is stale, a bound on 
 at each chunk seam. It prints success, inference latency, the loop's period and the
 safety counts; the live status goes out as telemetry (`platform monitor` attaches).
 
+Without --sim it drives the robot of --robot (configs/robot/) on its configured ports
+(override them as robot.buses.NAME.port=PATH) with its RealSense cameras, on the wall
+clock; --task is the instruction; between episodes the robot holds for --reset-time-s
+while the scene is set; success is not judged (keep the episodes with --record).
 --sim direct runs the twin in-process, --sim stack behind emulated servos and software
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
 each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
@@ -33,6 +38,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,7 @@ from shallowpi.cli import add_config_flags, overrides_from, user_path
 
 log = logging.getLogger(__name__)
 
-HELP = "run a policy on the robot's twin through the on-device executor (bundle, backend, watchdog)"
+HELP = "run a policy on the robot or its twin through the on-device executor (bundle, backend, watchdog)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,11 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint folder (model.safetensors) or a deploy bundle folder")
     add_config_flags(parser, robot=True, jetson=True)
     parser.add_argument("--sim", nargs="?", const="direct", choices=["direct", "stack"],
-                        help="run in the MuJoCo twin: direct (in-process, default) or stack (emulated drivers)")
-    parser.add_argument("--task", help="task name or instruction (default: the training store's)")
+                        help="run in the MuJoCo twin: direct (in-process, default) or stack (emulated drivers); "
+                             "without it, drive the robot")
+    parser.add_argument("--task", help="task name or instruction (twin: default the training store's); "
+                                       "on the robot, the instruction (required)")
     parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (default 1000)")
-    parser.add_argument("--episode-time-s", type=float, help="stop episodes sooner than the task's limit")
+    parser.add_argument("--episode-time-s", type=float,
+                        help="episode length, s (twin: at most the task's limit; robot: default record.episode_time_s)")
+    parser.add_argument("--reset-time-s", type=float,
+                        help="robot: seconds it holds between episodes while the scene is set "
+                             "(default record.reset_time_s)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"],
                         help="override the profile's backend")
     parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
@@ -69,25 +81,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Deploy the policy in the twin for --episodes episodes and print a summary.
+def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None = None) -> int:
+    """Deploy the policy for --episodes episodes, on the twin (--sim) or the robot, and
+    print a summary. `camera_devices` lists the RealSense devices on the robot (default:
+    USB; tests pass pyrealsense2 software devices).
 
-    Returns 1 when the safety layer counted a fault, else 0. Raises PlatformError without
-    --sim (no hardware path yet) and ConfigError for --episodes < 1. The robot is
-    disconnected and telemetry closed however it ends.
+    Returns 1 when the safety layer counted a fault, else 0. Raises ConfigError for
+    --episodes < 1 or a policy that does not fit the robot, and the drivers' one-line
+    errors. The robot is disconnected (torque off) and telemetry closed however it ends.
     """
     from shallowpi import config
+    from shallowpi.commands.deploy_targets import robot_target, twin_target
     from shallowpi.deploy.backends import BackendOptions, make_backend
     from shallowpi.deploy.executor import Executor
     from shallowpi.deploy.jetson import detect, plan
-    from shallowpi.errors import ConfigError, PlatformError
+    from shallowpi.errors import ConfigError
     from shallowpi.telemetry.transport import TelemetryPublisher
 
-    if not args.sim:
-        raise PlatformError("this version deploys to the twin only: add --sim (direct or stack); "
-                            "the hardware path (DynamixelRobot + RealSense) is not wired to the executor yet")
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.realtime and not args.sim:
+        raise ConfigError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
     decision = plan(str(base.jetson.name), detect(_sysroot()), cuda=_has_cuda())
@@ -95,21 +109,22 @@ def run(args: argparse.Namespace) -> int:
     profile = decision.profile
     backend_name = args.backend or profile.backend
     bundle = _bundle(args, backend_name)
-    target, cfg, spec = _twin_target(args, bundle, base)
-    exec_cfg = _executor_config(args, cfg)
+    target = twin_target(args, bundle, base) if args.sim else robot_target(args, bundle, camera_devices)
+    cfg = target.cfg
+    exec_cfg = _executor_config(args, cfg, realtime=bool(args.realtime or not args.sim))
     options = BackendOptions(device=profile.device, precision=profile.precision, providers=profile.providers)
     if backend_name == "torch" and profile.device == "cuda" and not _has_cuda():
         options.device = "cpu"
     backend = make_backend(backend_name, bundle, options)
-    task = target.tasks[0]
-    if len(target.tasks) > 1:
-        print(f"the store records {len(target.tasks)} tasks; running {task.name} (choose with --task)", flush=True)
+    if target.tasks_recorded > 1:
+        print(f"the store records {target.tasks_recorded} tasks; running {target.task.name} (choose with --task)",
+              flush=True)
     print(f"backend {backend_name} on {options.device} ({options.precision}), strategy {exec_cfg.strategy.value}, "
-          f"{target.robot} / {task.name} at {spec.fps} Hz", flush=True)
+          f"{target.description} at {target.fps:g} Hz", flush=True)
 
-    robot = _twin_robot(args.sim, cfg, spec, bundle.cameras)
+    robot = target.robot
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
-    recorder = _Recorder(args.record, cfg, spec, bundle.cameras) if args.record else None
+    recorder = _Recorder(args.record, cfg, target, bundle.cameras) if args.record else None
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     lines = _Lines(args.episodes)
     executor: Executor | None = None
@@ -133,16 +148,20 @@ def run(args: argparse.Namespace) -> int:
         if dashboard is None:
             lines.publish(status)
 
+    def waiting() -> bool:  # between episodes on the robot: stop and e-stop still obeyed
+        for command in publisher.commands():
+            _obey(executor, command)
+        return executor is not None and executor.stopped
+
     reports = []
     quiet = contextlib.ExitStack()
     try:
-        robot.connect()
-        executor = Executor(robot, backend, exec_cfg, fps=spec.fps, publish=publish)
+        target.connect()
+        executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish)
         executor.status.profile, executor.status.episodes_total = profile.name, args.episodes
-        _stop_on_signals(executor)
-        seconds = task.seconds if args.episode_time_s is None else min(task.seconds, args.episode_time_s)
-        robot.reset(args.seed, task)
-        warm = executor.warm_up(task.instruction)
+        quiet.callback(_restore_signals, _stop_on_signals(executor))
+        target.start_episode(args.seed, 0, say, waiting)
+        warm = executor.warm_up(target.instruction)
         print(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
               f"{executor.initial_delay} ticks", flush=True)
         if use_tui:  # its own process: repaints must not take the GIL from the loop
@@ -155,12 +174,14 @@ def run(args: argparse.Namespace) -> int:
             if executor.stopped:
                 break
             seed = args.seed + episode
-            robot.reset(seed, task)
+            target.start_episode(seed, episode, say, waiting)
+            if executor.stopped:  # stopped while the robot held for the reset
+                break
             executor.status.episode = episode
-            on_tick = recorder.begin(task.instruction, cfg.robot.name, spec.fps) if recorder else None
-            report = executor.run_episode(task.instruction, int(seconds * spec.fps), seed,
-                                          success=lambda: bool(task.success(robot.twin)),
-                                          stop_after_success_ticks=int(spec.fps), on_tick=on_tick)
+            on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps) if recorder else None
+            report = executor.run_episode(target.instruction, int(target.episode_s * target.fps), seed,
+                                          success=target.success_check(),
+                                          stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:
                 recorder.end(report.success)
             executor.status.successes += bool(report.success)
@@ -177,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         if recorder:
             recorder.close()
-        robot.disconnect()
+        target.disconnect()
     summary = _summary(reports, executor)
     print(summary["line"])
     if args.json:
@@ -235,23 +256,7 @@ def _sha(path: Path) -> str:
     return sha256_of(path) if path.is_file() else ""
 
 
-def _twin_target(args: argparse.Namespace, bundle: Any, base: Any) -> tuple[Any, Any, Any]:
-    from shallowpi import config
-    from shallowpi.evaluate.sim_checkpoint import check_fits, sim_target
-    from shallowpi.policy.policy import Features
-    from shallowpi.robots.sim.twin import TwinSpec
-
-    store = bundle.checkpoint_metadata.get("dataset")
-    target = sim_target(Path(store) if store else None, args.robot, args.task, None)
-    cfg = config.compose([f"robot={target.robot}", *overrides_from(argparse.Namespace(
-        jetson=args.jetson, data_root=args.data_root, overrides=args.overrides))])
-    width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
-    spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
-    check_fits(Features(**bundle.features), spec, target.fps)
-    return target, cfg, spec
-
-
-def _executor_config(args: argparse.Namespace, cfg: Any) -> Any:
+def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:
     from omegaconf import OmegaConf
 
     from shallowpi.deploy.executor import ExecutorConfig
@@ -264,19 +269,8 @@ def _executor_config(args: argparse.Namespace, cfg: Any) -> Any:
         selection["replan_every"] = args.replan_every
     if args.delay_ms is not None:
         section["injected_delay_s"] = args.delay_ms / 1e3
-    section["realtime"] = bool(args.realtime)  # the twin: simulated time unless asked
+    section["realtime"] = realtime  # the twin runs on its own time unless asked
     return ExecutorConfig.from_config(section, selection)
-
-
-def _twin_robot(sim: str, cfg: Any, spec: Any, cameras: list[str]) -> Any:
-    if sim == "stack":
-        from shallowpi.robots.sim.stack import StackSimRobot
-        from shallowpi.robots.spec import RobotSpec
-
-        return StackSimRobot(RobotSpec.from_config(cfg.robot), spec)
-    from shallowpi.robots.sim.direct import DirectSimRobot
-
-    return DirectSimRobot(spec, cameras=cameras)
 
 
 def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: list[str]) -> None:
@@ -310,17 +304,22 @@ def _obey(executor: Any, command: Any) -> None:
         executor.stop()
 
 
-def _stop_on_signals(executor: Any) -> None:
+def _stop_on_signals(executor: Any) -> dict[int, Any]:
+    """SIGTERM and SIGINT stop the executor at its next tick; returns the handlers replaced."""
     def stop(signum: int, frame: Any) -> None:
         log.info("signal %d: stopping after this tick", signum)
         executor.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _episode_line(index: int, total: int, r: Any) -> str:
-    result = "success" if r.success else "FAIL"
+    result = "not judged" if r.success is None else "success" if r.success else "FAIL"
     lat = np.percentile(r.latency_ms, [50, 99]) if r.latency_ms else (0.0, 0.0)
     return (f"episode {index + 1}/{total} seed {r.seed}: {result} ({r.ended}, {r.ticks} ticks) | "
             f"{r.chunks} chunks, inference p50 {lat[0]:.0f} p99 {lat[1]:.0f} ms, delay "
@@ -341,13 +340,16 @@ def _summary(reports: list[Any], executor: Any) -> dict[str, Any]:
     latencies = [x for r in reports for x in r.latency_ms]
     p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (0.0, 0.0)
     successes = sum(bool(r.success) for r in reports)
+    judged = [r for r in reports if r.success is not None]
+    outcome = (f"success {successes}/{len(reports)}" if len(judged) == len(reports)
+               else f"{len(reports)} episodes, success not judged on the robot")
     loop_p99 = max((r.period_p99_ms for r in reports), default=0.0)
     safety = executor.safety if executor else None
     counts = {k: getattr(safety, k, 0) for k in ("clamps", "seam_trips", "holds", "stale_frames", "faults")}
-    line = (f"success {successes}/{len(reports)} | inference p50 {p50:.0f} ms, p99 {p99:.0f} ms | loop p99 "
+    line = (f"{outcome} | inference p50 {p50:.0f} ms, p99 {p99:.0f} ms | loop p99 "
             f"{loop_p99:.1f} ms, {sum(r.overruns for r in reports)} overruns | safety: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
-    return {"line": line, "successes": successes, "episodes": len(reports), "inference_p50_ms": float(p50),
+    return {"line": line, "successes": successes if judged else None, "episodes": len(reports), "inference_p50_ms": float(p50),
             "inference_p99_ms": float(p99), "loop_p99_ms": loop_p99, "safety": counts,
             "per_episode": [{"seed": r.seed, "success": r.success, "ended": r.ended, "ticks": r.ticks,
                              "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
@@ -376,24 +378,27 @@ class _Lines:
 
 
 class _Recorder:
-    """--record: the executed episodes in a normal store (observation, the command sent)."""
+    """--record: the executed episodes in a normal store (observation, the command sent),
+    with the target's calibration id (the twin's: `sim-<robot>`)."""
 
-    def __init__(self, dataset: str, cfg: Any, spec: Any, cameras: list[str]) -> None:
+    def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str]) -> None:
         from shallowpi import config
         from shallowpi.data.features import Feature
         from shallowpi.data.store import EpisodeStore
 
         path = config.resolve_dataset(dataset, config.data_root(cfg))
-        features = {"observation.state": Feature.vector(spec.joint_names),
-                    "action": Feature.vector(spec.joint_names)}
+        features = {"observation.state": Feature.vector(target.joint_names),
+                    "action": Feature.vector(target.joint_names)}
+        shapes = target.camera_shapes
         for role in cameras:
-            features[f"observation.images.{role}"] = Feature.image(spec.render_height, spec.render_width)
+            features[f"observation.images.{role}"] = Feature.image(*shapes[role])
         path.parent.mkdir(parents=True, exist_ok=True)
         self.store = EpisodeStore.open(path, mode="a") if path.exists() else EpisodeStore.create(path, features)
         self.path, self.cameras, self._t0 = path, cameras, 0.0
+        self.calibration_id = target.calibration_id
 
     def begin(self, task: str, robot: str, fps: float) -> Any:
-        self.episode = self.store.begin_episode(task, robot=robot, calibration_id=f"sim-{robot}", fps=fps)
+        self.episode = self.store.begin_episode(task, robot=robot, calibration_id=self.calibration_id, fps=fps)
         self._t0 = -1.0
 
         def on_tick(obs: Any, sent: np.ndarray) -> None:
