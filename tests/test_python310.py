@@ -43,8 +43,11 @@ def test_robot_side_cli_runs_on_python310(tmp_path):
 
 @needs_py310
 def test_deploy_robot_side_imports_on_python310():
+    # `platform deploy` on the robot (no --sim) goes through commands/deploy_targets.py too.
     code = ("import shallowpi.deploy.bundle, shallowpi.deploy.jetson, shallowpi.deploy.executor, "
-            "shallowpi.deploy.preprocess, shallowpi.deploy.backends.base; print('ok')")
+            "shallowpi.deploy.preprocess, shallowpi.deploy.backends.base, shallowpi.commands.deploy_cmd, "
+            "shallowpi.commands.deploy_targets, shallowpi.robots.dynamixel_robot, shallowpi.robots.cameras; "
+            "print('ok')")
     result = subprocess.run([PY310, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"

@@ -109,7 +109,7 @@ case "$job" in
         python -m ruff check platform tests tools
         say "pytest"
         set +e
-        python -m pytest -q "$@"
+        python -m pytest -q --durations=20 "$@"
         rc=$?
         # Exit 5 means pytest collected nothing: that is a failure here, not a pass.
         exit $rc
