@@ -207,7 +207,10 @@ def test_the_executor_status_travels_as_a_telemetry_envelope():
     from shallowpi.tui.executor_render import status_line
 
     line = status_line(status)
-    assert line.startswith("RUNNING  episode 1/0") and "rtc on steps" in line and "faults 0" in line
+    assert line.startswith("RUNNING  episode 1/0 (0 ok)") and "rtc on steps" in line and "faults 0" in line
+    status.success_judged = False  # on the robot: no detector, so no count to show
+    assert "(success not judged)" in status_line(status) and " ok)" not in status_line(status)
+    assert envelope.decode(envelope.encode(status, seq=4), ExecutorStatus)[1].success_judged is False
 
 
 def test_a_failed_inference_holds_the_robot_and_reports_the_error():

@@ -70,6 +70,18 @@ def test_zero_cameras_connected_for_one_unnamed_role():
         realsense_cameras(arm("+robot.cameras.wrist.serial=SW-W"), devices=lambda: [])
 
 
+def test_a_policy_reading_fewer_cameras_opens_only_those_and_never_takes_a_pinned_one():
+    """`platform deploy` opens the roles its policy reads. Here it reads 'front' (no serial);
+    'wrist' is pinned to SW-W. With only SW-W connected, front must not take the wrist's
+    camera; with SW-F connected too, front gets SW-F and the wrist camera is not opened."""
+    wrist, front = SoftwareRealSense("SW-W", 64, 48), SoftwareRealSense("SW-F", 64, 48)
+    spec = arm("+robot.cameras.wrist.serial=SW-W")
+    with pytest.raises(CameraError, match="camera 'front' of the robot config has no serial and no unassigned"):
+        realsense_cameras(spec, devices=lambda: [wrist.device], roles=["front"])
+    cameras = realsense_cameras(spec, devices=lambda: [wrist.device, front.device], roles=["front"])
+    assert {role: c.config.serial for role, c in cameras.items()} == {"front": "SW-F"}
+
+
 def test_recording_without_cameras_is_explicit():
     assert realsense_cameras(arm(), allow_none=True, devices=lambda: []) == {}
     assert assign_serials({"front": "A", "wrist": "B"}, []) == ({"front": "A", "wrist": "B"}, [])

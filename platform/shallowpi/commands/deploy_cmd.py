@@ -19,8 +19,9 @@ safety counts; the live status goes out as telemetry (`platform monitor` attache
 
 Without --sim it drives the robot of --robot (configs/robot/) on its configured ports
 (override them as robot.buses.NAME.port=PATH) with its RealSense cameras, on the wall
-clock; --task is the instruction; between episodes the robot holds for --reset-time-s
-while the scene is set; success is not judged (keep the episodes with --record).
+clock; --task is the instruction; before each episode the robot holds for --reset-time-s
+while the scene is set; success is not judged (keep the episodes with --record). An
+uncalibrated robot is refused unless --allow-uncalibrated.
 --sim direct runs the twin in-process, --sim stack behind emulated servos and software
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
 each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
@@ -66,8 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode-time-s", type=float,
                         help="episode length, s (twin: at most the task's limit; robot: default record.episode_time_s)")
     parser.add_argument("--reset-time-s", type=float,
-                        help="robot: seconds it holds between episodes while the scene is set "
+                        help="robot: seconds it holds before each episode while the scene is set "
                              "(default record.reset_time_s)")
+    parser.add_argument("--allow-uncalibrated", action="store_true",
+                        help="robot: run without a calibration file (raw servo angles; emulated servos)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"],
                         help="override the profile's backend")
     parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
@@ -102,6 +105,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.realtime and not args.sim:
         raise ConfigError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
+    if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated):
+        raise ConfigError("--reset-time-s and --allow-uncalibrated are for the robot: the twin resets itself")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
     decision = plan(str(base.jetson.name), detect(_sysroot()), cuda=_has_cuda())
@@ -148,9 +153,11 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         if dashboard is None:
             lines.publish(status)
 
-    def waiting() -> bool:  # between episodes on the robot: stop and e-stop still obeyed
+    def waiting() -> bool:  # while the robot holds before an episode: stop and e-stop obeyed
         for command in publisher.commands():
             _obey(executor, command)
+        if executor is not None and executor.estopped and robot.is_connected:
+            robot.torque_off()  # now, not after the cleanup
         return executor is not None and executor.stopped
 
     reports = []
@@ -159,8 +166,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         target.connect()
         executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish)
         executor.status.profile, executor.status.episodes_total = profile.name, args.episodes
+        executor.status.success_judged = not target.on_hardware
         quiet.callback(_restore_signals, _stop_on_signals(executor))
-        target.start_episode(args.seed, 0, say, waiting)
+        target.prepare(args.seed)
         warm = executor.warm_up(target.instruction)
         print(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
               f"{executor.initial_delay} ticks", flush=True)
@@ -183,23 +191,25 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                                           success=target.success_check(),
                                           stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:
-                recorder.end(report.success)
+                recorder.end(report.success, report.ended)
             executor.status.successes += bool(report.success)
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))
     finally:
-        publisher.close()
-        if dashboard is not None:
-            from shallowpi.tui.launch import wait_dashboard
+        try:
+            target.disconnect()  # first: torque off whatever else the cleanup meets
+        finally:
+            publisher.close()
+            if dashboard is not None:
+                from shallowpi.tui.launch import wait_dashboard
 
-            wait_dashboard(dashboard)
-        quiet.close()
-        for line in held_output:
-            print(line)
-        if recorder:
-            recorder.close()
-        target.disconnect()
-    summary = _summary(reports, executor)
+                wait_dashboard(dashboard)
+            quiet.close()  # the signal handlers go back only once the robot is off
+            for line in held_output:
+                print(line)
+            if recorder:
+                recorder.close()
+    summary = _summary(reports, executor, judged=not target.on_hardware)
     print(summary["line"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -336,20 +346,21 @@ def _by_joint(counts: dict[str, int], shown: int = 3) -> str:
     return " (" + ", ".join(f"{name} {n}" for name, n in top) + (", ..." if len(counts) > shown else "") + ")"
 
 
-def _summary(reports: list[Any], executor: Any) -> dict[str, Any]:
+def _summary(reports: list[Any], executor: Any, judged: bool) -> dict[str, Any]:
+    """The run's closing line and its JSON; `judged`: success was detected (the twin), so
+    `successes` is a count, else None."""
     latencies = [x for r in reports for x in r.latency_ms]
     p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (0.0, 0.0)
     successes = sum(bool(r.success) for r in reports)
-    judged = [r for r in reports if r.success is not None]
-    outcome = (f"success {successes}/{len(reports)}" if len(judged) == len(reports)
-               else f"{len(reports)} episodes, success not judged on the robot")
+    outcome = f"success {successes}/{len(reports)}" if judged else f"{len(reports)} episodes, success not judged"
     loop_p99 = max((r.period_p99_ms for r in reports), default=0.0)
     safety = executor.safety if executor else None
     counts = {k: getattr(safety, k, 0) for k in ("clamps", "seam_trips", "holds", "stale_frames", "faults")}
     line = (f"{outcome} | inference p50 {p50:.0f} ms, p99 {p99:.0f} ms | loop p99 "
             f"{loop_p99:.1f} ms, {sum(r.overruns for r in reports)} overruns | safety: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
-    return {"line": line, "successes": successes if judged else None, "episodes": len(reports), "inference_p50_ms": float(p50),
+    return {"line": line, "successes": successes if judged else None, "episodes": len(reports),
+            "inference_p50_ms": float(p50),
             "inference_p99_ms": float(p99), "loop_p99_ms": loop_p99, "safety": counts,
             "per_episode": [{"seed": r.seed, "success": r.success, "ended": r.ended, "ticks": r.ticks,
                              "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
@@ -411,8 +422,10 @@ class _Recorder:
 
         return on_tick
 
-    def end(self, success: bool | None) -> None:
-        self.episode.commit(success=success)
+    def end(self, success: bool | None, ended: str) -> None:
+        """Commit the episode; `ended` (time up, success held, stopped, e-stop, fault) goes in
+        its metadata, so a review tells a stopped episode from a finished one."""
+        self.episode.commit(success=success, extra={"ended": ended})
 
     def close(self) -> None:
         self.store.close()

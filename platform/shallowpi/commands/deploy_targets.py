@@ -7,15 +7,17 @@ it succeeded:
   training store, as `platform eval --sim`; each episode resets the scene from its seed and
   the task's detector judges success.
 - `RobotTarget` (no `--sim`): `DynamixelRobot` on the config's follower buses with the
-  RealSense cameras the policy reads, the robot's calibration, wall-clock ticks. Between
-  episodes the robot holds its pose for `--reset-time-s` while the operator sets the
-  scene; success is the operator's to judge (None: review the episodes `--record` keeps).
+  RealSense cameras the policy reads, the robot's calibration, wall-clock ticks. Before
+  every episode, the first included, the robot holds its pose for `--reset-time-s` while
+  the operator sets the scene; success is the operator's to judge (None: review the
+  episodes `--record` keeps). Refused before any port opens: a policy whose sizes or
+  cameras are not the robot's, a training store recorded at another rate, and (unless
+  `--allow-uncalibrated`) a robot without a calibration file.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +81,10 @@ class TwinTarget:
         """Stop what `connect` started."""
         self.robot.disconnect()
 
+    def prepare(self, seed: int) -> None:
+        """Before the warm-up: the first episode's scene, so the warm-up sees a real frame."""
+        self.robot.reset(seed, self.task)
+
     def start_episode(self, seed: int, episode: int, say: Say, waiting: Waiting) -> None:
         """Reset the scene from `seed` (the same seed, the same scene as `eval --sim`)."""
         self.robot.reset(seed, self.task)
@@ -135,8 +141,8 @@ class RobotTarget:
         failure stops what started; the error is the line the operator sees."""
         try:
             for camera in self.cameras.values():
+                self._started.append(camera)  # before start(): one that fails half-open is stopped too
                 camera.start()
-                self._started.append(camera)
             self.robot.connect()
         except BaseException:
             self.disconnect()
@@ -151,15 +157,18 @@ class RobotTarget:
                 camera.stop()
             self._started.clear()
 
+    def prepare(self, seed: int) -> None:
+        """Before the warm-up: nothing to set; the robot holds the pose it was found in."""
+
     def start_episode(self, seed: int, episode: int, say: Say, waiting: Waiting) -> None:
-        """Hold the pose for the reset time while the operator sets the scene (not before the
-        first episode: the warm-up gave that time), asking `waiting()` every 0.1 s whether
-        to stop early."""
-        if episode == 0 or self.reset_s <= 0:
-            return
+        """Hold the pose for the reset time while the operator sets the scene, the first
+        episode too (the robot never moves straight out of the warm-up), asking
+        `waiting()` every 0.1 s whether to stop instead."""
         self.robot.hold()
+        if self.reset_s <= 0:
+            return
         end = time.monotonic() + self.reset_s
-        say(f"reset the scene: episode {episode + 1} starts in {self.reset_s:g} s (the robot holds)")
+        say(f"set the scene: episode {episode + 1} starts in {self.reset_s:g} s (the robot holds)")
         while (left := end - time.monotonic()) > 0 and not waiting():
             time.sleep(min(0.1, left))
 
@@ -203,8 +212,9 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
     """The robot of `--robot` (or the config's default) on its configured ports, with the
     cameras the policy reads. `camera_devices` lists RealSense devices (default: USB; tests
     pass pyrealsense2 software devices). Raises ConfigError (no --task, a policy that does
-    not fit the robot) or the drivers' errors (a camera not found), each one line. Imports
-    neither torch nor MuJoCo: this runs on the robot's computer."""
+    not fit the robot or its rate, an uncalibrated robot without --allow-uncalibrated) or
+    the drivers' errors (a camera not found), each one line, before any port opens.
+    Imports neither torch nor MuJoCo: this runs on the robot's computer."""
     from shallowpi import config
     from shallowpi.hardware.realsense import connected_devices
     from shallowpi.robots.calibration import UNCALIBRATED, load_calibration
@@ -219,15 +229,54 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
     _check_fits_robot(bundle.features, spec)
     calibration = load_calibration(spec.name)
     if calibration.id == UNCALIBRATED:
-        print(f"warning: robot '{spec.name}' is not calibrated: joint positions are raw servo angles "
-              f"about the centre tick; run `platform calibrate --robot {spec.name}` first", flush=True)
-    # Only the cameras the policy reads: serials are then assigned among fewer roles.
-    reads = dataclasses.replace(spec, cameras=tuple(c for c in spec.cameras if c.role in bundle.cameras))
-    cameras = realsense_cameras(reads, devices=camera_devices or connected_devices)
+        if not args.allow_uncalibrated:
+            raise ConfigError(
+                f"robot '{spec.name}' has no calibration file, so joint positions would be raw servo angles "
+                f"and its joint limits would guard nothing; run `platform calibrate --robot {spec.name}` "
+                "(or pass --allow-uncalibrated, e.g. on emulated servos)")
+        print(f"warning: robot '{spec.name}' is not calibrated (--allow-uncalibrated): joint positions are "
+              "raw servo angles about the centre tick", flush=True)
+    _check_training_store(bundle, spec, args.task)
+    cameras = realsense_cameras(spec, devices=camera_devices or connected_devices, roles=bundle.cameras)
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
     episode_s = float(args.episode_time_s if args.episode_time_s is not None else cfg.record.episode_time_s)
     reset_s = float(args.reset_time_s if args.reset_time_s is not None else cfg.record.reset_time_s)
     return RobotTarget(robot, cfg, spec, cameras, args.task, episode_s, reset_s)
+
+
+def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
+    """Against the store the policy was trained on, when this machine has it: its rate must
+    be the robot's (a chunk recorded at 15 Hz played at 30 Hz runs twice as fast: a
+    ConfigError); a camera of another aspect ratio than the training frames, or an
+    instruction the store never recorded, is said in a line (the policy letterboxes frames
+    to a square, so another aspect shifts the black bars it was trained with)."""
+    from pathlib import Path
+
+    from shallowpi.data.store import EpisodeStore
+
+    recorded = bundle.checkpoint_metadata.get("dataset")
+    if not recorded or not Path(recorded).is_dir():
+        print("the policy's training store is not on this machine: its frame rate and camera sizes "
+              f"are not checked against the robot's ({spec.fps} Hz)", flush=True)
+        return
+    with EpisodeStore.open(recorded) as store:
+        episodes = store.episodes
+        rates = sorted({float(e.fps) for e in episodes})
+        tasks = sorted({e.task for e in episodes})
+        shapes = {key: feature.shape[:2] for key, feature in store.features.items()
+                  if key.startswith("observation.images.")}
+    if rates and any(abs(r - spec.fps) > 1e-6 for r in rates):
+        raise ConfigError(f"the policy was trained on episodes recorded at {', '.join(f'{r:g}' for r in rates)} Hz "
+                          f"but robot '{spec.name}' runs at {spec.fps} Hz; pass robot.fps=RATE to match")
+    for role, (height, width) in spec.camera_shapes().items():
+        trained = shapes.get(f"observation.images.{role}")
+        if trained and abs(trained[1] / trained[0] - width / height) > 0.01:
+            print(f"warning: camera '{role}' gives {width}x{height} frames but the policy was trained on "
+                  f"{trained[1]}x{trained[0]}: another aspect ratio, so other black bars around the image",
+                  flush=True)
+    if tasks and instruction not in tasks:
+        print(f"note: the training store never recorded the instruction {instruction!r}; it holds "
+              + "; ".join(repr(t) for t in tasks[:5]), flush=True)
 
 
 def _check_fits_robot(features: dict[str, Any], spec: Any) -> None:

@@ -225,6 +225,11 @@ class Executor:
         """Whether stop() or estop() was called (or a fault stopped it)."""
         return self._stop.is_set()
 
+    @property
+    def estopped(self) -> bool:
+        """Whether estop() was called: torque must go off, not only the loop stop."""
+        return self._estop.is_set()
+
     # -- warm-up
 
     def warm_up(self, task: str) -> list[float]:

@@ -12,6 +12,7 @@ serials). Only an explicit `allow_none` (record --no-cameras) records without ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from shallowpi.hardware.realsense import (
     DeviceLister,
@@ -28,21 +29,27 @@ log = logging.getLogger(__name__)
 
 
 def realsense_cameras(spec: RobotSpec, *, allow_none: bool = False,
-                      devices: DeviceLister = connected_devices) -> dict[str, RealSenseCamera]:
-    """{role: RealSenseCamera} for every camera role of `spec` (cameras not started).
+                      devices: DeviceLister = connected_devices,
+                      roles: Collection[str] | None = None) -> dict[str, RealSenseCamera]:
+    """{role: RealSenseCamera} for every camera role of `spec`, or only `roles` (a policy
+    that reads fewer cameras than the robot has); cameras not started. A serial another
+    role pins stays that role's even when that role is not opened, so a free camera is
+    never one meant elsewhere.
 
     `devices` lists the RealSense devices present (USB by default; tests pass software
     devices). Raises CameraError when a role cannot be given a camera."""
-    if not spec.cameras:
+    opened = [c for c in spec.cameras if roles is None or c.role in roles]
+    if not opened:
         return {}
     if allow_none:
         log.warning("recording without cameras (--no-cameras): roles %s are not recorded",
                     ", ".join(c.role for c in spec.cameras))
         return {}
-    wanted = {c.role: c.serial for c in spec.cameras}
+    wanted = {c.role: c.serial for c in opened}
+    pinned_elsewhere = {c.serial for c in spec.cameras if c not in opened and c.serial}
     # Only roles without a serial need the list (and pyrealsense2) before the cameras start.
     connected = [device_serial(d) for d in devices()] if None in wanted.values() else []
-    serials, notes = assign_serials(wanted, connected)
+    serials, notes = assign_serials(wanted, [s for s in connected if s not in pinned_elsewhere])
     for note in notes:
         log.info("%s", note)
     return {
@@ -50,5 +57,5 @@ def realsense_cameras(spec: RobotSpec, *, allow_none: bool = False,
             RealSenseConfig(name=c.role, serial=serials[c.role], width=c.width, height=c.height, fps=c.fps),
             open_device=lambda serial: find_usb_device(serial, devices),
         )
-        for c in spec.cameras
+        for c in opened
     }

@@ -54,6 +54,7 @@ class ExecutorStatus:
     episode: int = 0
     episodes_total: int = 0
     successes: int = 0
+    success_judged: bool = True  # False on the robot: no detector there, `successes` stays 0
     episode_time_s: float = 0.0
     inference_ms: list[float] = field(default_factory=list)  # recent chunks, oldest first
     inference_p50_ms: float = 0.0

@@ -11,11 +11,16 @@ from shallowpi.telemetry.executor_status import ExecutorStatus
 def status_line(s: ExecutorStatus) -> str:
     """State, episode, inference p50/p99, delay, queue, chunk age, loop p99, safety counts."""
     safety, loop = s.safety, s.loop
-    return (f"{s.state.value.upper():8} episode {s.episode + 1}/{s.episodes_total} ({s.successes} ok) "
+    return (f"{s.state.value.upper():8} episode {s.episode + 1}/{s.episodes_total} ({_successes(s, 'ok')}) "
             f"{s.strategy} on {s.backend} | inference p50 {s.inference_p50_ms:.0f} p99 {s.inference_p99_ms:.0f} ms, "
             f"delay {s.delay_ticks} ticks, queue {s.queue_depth}, chunk age {s.chunk_age_ms:.0f} ms | loop p99 "
             f"{loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | clamps {safety.clamps}, seam trips "
             f"{safety.seam_trips}, holds {safety.holds}, stale {safety.stale_frames}, faults {safety.faults}")
+
+
+def _successes(s: ExecutorStatus, word: str) -> str:
+    """'3 ok', or 'success not judged' on the robot, where nothing detects it."""
+    return f"{s.successes} {word}" if s.success_judged else "success not judged"
 
 
 # -- panels of the executor's dashboard (pure: status -> Text, so tests read them) ----------
@@ -34,7 +39,7 @@ def summary(s: ExecutorStatus | None, connected: bool) -> Text:
         text.append(" DISCONNECTED ", style="bold white on red")
     text.append(f" {s.state.value.upper()} ", style=STATE_STYLE.get(s.state.value, "bold"))
     text.append(f"  {s.robot} / {s.task}\n", style="bold")
-    text.append(f"episode {s.episode + 1}/{s.episodes_total}, {s.successes} succeeded  |  {s.strategy} on "
+    text.append(f"episode {s.episode + 1}/{s.episodes_total}, {_successes(s, 'succeeded')}  |  {s.strategy} on "
                 f"{s.backend} (profile {s.profile})")
     return text
 
