@@ -114,7 +114,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     profile = decision.profile
     backend_name = args.backend or profile.backend
     bundle = _bundle(args, backend_name)
-    target = twin_target(args, bundle, base) if args.sim else robot_target(args, bundle, camera_devices)
+    target = twin_target(args, bundle) if args.sim else robot_target(args, bundle, camera_devices)
     cfg = target.cfg
     exec_cfg = _executor_config(args, cfg, realtime=bool(args.realtime or not args.sim))
     options = BackendOptions(device=profile.device, precision=profile.precision, providers=profile.providers)

@@ -177,7 +177,7 @@ class RobotTarget:
         return None
 
 
-def twin_target(args: argparse.Namespace, bundle: Any, base: Any) -> TwinTarget:
+def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     """Robot, task and render size from the checkpoint's training store (flags override),
     checked against the policy's features. Raises CheckpointError / SimError in one line."""
     from pathlib import Path
