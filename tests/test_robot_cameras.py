@@ -76,8 +76,9 @@ def test_a_policy_reading_fewer_cameras_opens_only_those_and_never_takes_a_pinne
     camera; with SW-F connected too, front gets SW-F and the wrist camera is not opened."""
     wrist, front = SoftwareRealSense("SW-W", 64, 48), SoftwareRealSense("SW-F", 64, 48)
     spec = arm("+robot.cameras.wrist.serial=SW-W")
-    with pytest.raises(CameraError, match="camera 'front' of the robot config has no serial and no unassigned"):
+    with pytest.raises(CameraError, match="camera 'front' of the robot config has no serial and no unassigned") as err:
         realsense_cameras(spec, devices=lambda: [wrist.device], roles=["front"])
+    assert "--no-cameras" not in str(err.value)  # a record flag: the policy needs its cameras
     cameras = realsense_cameras(spec, devices=lambda: [wrist.device, front.device], roles=["front"])
     assert {role: c.config.serial for role, c in cameras.items()} == {"front": "SW-F"}
 

@@ -99,11 +99,12 @@ def find_usb_device(serial: str, devices: DeviceLister = connected_devices) -> A
     )
 
 
-def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str],
+                   otherwise: str = "or record without cameras: --no-cameras") -> tuple[dict[str, str], list[str]]:
     """Camera role -> serial number: configured serials as they are; a single role without
     one gets the single connected camera no other role names. Returns (serials, notes to
-    show the operator). Anything else is a CameraError naming the roles and the fix: a
-    camera is never dropped without a word."""
+    show the operator). Anything else is a CameraError naming the roles and the fix (and
+    `otherwise`, the caller's way around, if any): a camera is never dropped without a word."""
     serials = {role: str(s) for role, s in wanted.items() if s}
     unset = [role for role, s in wanted.items() if not s]
     if not unset:
@@ -122,7 +123,7 @@ def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str]) -
     raise CameraError(
         f"camera {roles} of the robot config {'has' if len(unset) == 1 else 'have'} no serial and {found}; "
         f"set robot.cameras.{unset[0]}.serial=SERIAL{' (one per role)' if len(unset) > 1 else ''} "
-        "(`platform doctor` lists the serials), or record without cameras: --no-cameras"
+        "(`platform doctor` lists the serials)" + (f", {otherwise}" if otherwise else "")
     )
 
 

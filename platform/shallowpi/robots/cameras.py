@@ -49,7 +49,10 @@ def realsense_cameras(spec: RobotSpec, *, allow_none: bool = False,
     pinned_elsewhere = {c.serial for c in spec.cameras if c not in opened and c.serial}
     # Only roles without a serial need the list (and pyrealsense2) before the cameras start.
     connected = [device_serial(d) for d in devices()] if None in wanted.values() else []
-    serials, notes = assign_serials(wanted, [s for s in connected if s not in pinned_elsewhere])
+    free = [s for s in connected if s not in pinned_elsewhere]
+    # Recording may go without cameras (--no-cameras); a policy cannot run without those it reads.
+    serials, notes = assign_serials(wanted, free, otherwise="" if roles is not None else
+                                    "or record without cameras: --no-cameras")
     for note in notes:
         log.info("%s", note)
     return {
