@@ -22,6 +22,7 @@ Without --sim it drives the robot of --robot (configs/robot/) on its configured 
 clock; --task is the instruction; before each episode the robot holds for --reset-time-s
 while the scene is set; success is not judged (keep the episodes with --record). An
 uncalibrated robot is refused unless --allow-uncalibrated.
+
 --sim direct runs the twin in-process, --sim stack behind emulated servos and software
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
 each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
