@@ -1,5 +1,7 @@
 """What the policy's scene cameras see at its 64x64 input: the humanoid's head camera and the
-bimanual's top camera as shipped, against their earlier placement and lighting.
+bimanual's top camera as shipped, against the placement and lighting tried in the ninth
+session (BENCHMARKS.md "Closed loop": the humanoid trained with it did worse, so the twins
+keep the shipped cameras).
 
 For each view, the first frame of cube_in_bowl on seeds 1000-1007: how many pixels show the
 red cube (red > 120, green and blue < 80), how many the yellow bowl, and the share of
@@ -28,25 +30,27 @@ from shallowpi.robots.sim.twin import ROBOTS_DIR, TwinSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = range(1000, 1008)
-# The placements before the ninth session: (robot, camera, XML text now -> then, twin.yaml home changes).
-EARLIER = {
-    ("humanoid", "head"): ([('fovy="60"/>', 'fovy="75"/>')], {"head_tilt": 0.6}),
-    ("bimanual", "top"): ([('pos="0 0 0.75" xyaxes="1 0 0 0 1 0" fovy="58"', 'pos="0 0 1.05" xyaxes="1 0 0 0 1 0" fovy="58"'),
-                           ('<headlight ambient="0.4 0.4 0.4" diffuse="0.1 0.1 0.1" specular="0 0 0"/>',
-                            '<headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4"/>')], {}),
+# The placements tried: (robot, camera) -> (XML text shipped -> tried, twin.yaml home changes).
+TRIED = {
+    ("humanoid", "head"): ([('<camera name="head" pos="0.055 0 0" xyaxes="0 -1 0 0.5 0 0.866" fovy="75"/>',
+                             '<camera name="head" pos="0.055 0 0" xyaxes="0 -1 0 0.5 0 0.866" fovy="60"/>')],
+                           {"head_tilt": 0.3}),
+    ("bimanual", "top"): ([('pos="0 0 1.05" xyaxes="1 0 0 0 1 0" fovy="58"', 'pos="0 0 0.75" xyaxes="1 0 0 0 1 0" fovy="58"'),
+                           ('<headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4"/>',
+                            '<headlight ambient="0.4 0.4 0.4" diffuse="0.1 0.1 0.1" specular="0 0 0"/>')], {}),
 }
 
 
 def robots_dir_with(robot: str, subs: list[tuple[str, str]], home: dict[str, float]) -> Path:
-    """A copy of robots/ with `robot`'s twin edited back to an earlier placement."""
+    """A copy of robots/ with `robot`'s twin edited to the tried placement."""
     root = Path(tempfile.mkdtemp()) / "robots"
     shutil.copytree(ROBOTS_DIR, root)
     xml_path, meta_path = root / robot / "twin.xml", root / robot / "twin.yaml"
     xml = xml_path.read_text()
-    for now, then in subs:
-        if now not in xml:
-            raise SystemExit(f"{robot}/twin.xml no longer holds {now!r}: update EARLIER in this script")
-        xml = xml.replace(now, then)
+    for shipped, tried in subs:
+        if shipped not in xml:
+            raise SystemExit(f"{robot}/twin.xml no longer holds {shipped!r}: update TRIED in this script")
+        xml = xml.replace(shipped, tried)
     xml_path.write_text(xml)
     meta = yaml.safe_load(meta_path.read_text())
     meta["home"].update(home)
@@ -81,8 +85,8 @@ def main() -> None:
     ap.add_argument("--picture", type=Path, default=ROOT / "docs" / "cameras_64px.png")
     args = ap.parse_args()
     rows, strips = [], []
-    for (robot, camera), (subs, home) in EARLIER.items():
-        for when, robots_dir in (("before", robots_dir_with(robot, subs, home)), ("now", ROBOTS_DIR)):
+    for (robot, camera), (subs, home) in TRIED.items():
+        for when, robots_dir in (("shipped", ROBOTS_DIR), ("tried", robots_dir_with(robot, subs, home))):
             frames = first_frames(robot, camera, robots_dir)
             rows.append({"robot": robot, "camera": camera, "placement": when, **measure(frames)})
             strips.append((f"{robot} {camera}, {when}", np.concatenate(frames[:3], 1)))
