@@ -122,9 +122,6 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     if backend_name == "torch" and profile.device == "cuda" and not _has_cuda():
         options.device = "cpu"
     backend = make_backend(backend_name, bundle, options)
-    if target.tasks_recorded > 1:
-        print(f"the store records {target.tasks_recorded} tasks; running {target.task.name} (choose with --task)",
-              flush=True)
     print(f"backend {backend_name} on {options.device} ({options.precision}), strategy {exec_cfg.strategy.value}, "
           f"{target.description} at {target.fps:g} Hz", flush=True)
 

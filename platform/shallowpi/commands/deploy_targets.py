@@ -39,7 +39,6 @@ class TwinTarget:
     cfg: Any
     spec: Any
     task: Any
-    tasks_recorded: int
     episode_s: float
     on_hardware = False
 
@@ -106,7 +105,6 @@ class RobotTarget:
     instruction: str
     episode_s: float
     reset_s: float
-    tasks_recorded: int = 1
     on_hardware = True
     _started: list[Any] = field(default_factory=list)
 
@@ -194,6 +192,8 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(Features(**bundle.features), spec, target.fps)
     task = target.tasks[0]
+    if len(target.tasks) > 1:
+        print(f"the store records {len(target.tasks)} tasks; running {task.name} (choose with --task)", flush=True)
     seconds = task.seconds if args.episode_time_s is None else min(task.seconds, args.episode_time_s)
     if args.sim == "stack":
         from shallowpi.robots.sim.stack import StackSimRobot
@@ -204,7 +204,7 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
         from shallowpi.robots.sim.direct import DirectSimRobot
 
         robot = DirectSimRobot(spec, cameras=bundle.cameras)
-    return TwinTarget(robot, cfg, spec, task, len(target.tasks), seconds)
+    return TwinTarget(robot, cfg, spec, task, seconds)
 
 
 def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable[[], list[Any]] | None = None
