@@ -261,11 +261,11 @@ def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path
     ("case", "expected"),
     [
         ("unknown task", "unknown task 'fly' for the arm twin (from --task); pass --task NAME, one of: cube_in_bowl"),
-        ("camera", "trained on camera(s) ['overhead'] that the arm twin lacks"),
+        ("camera", "the policy reads camera(s) ['overhead'] that the arm twin lacks (it has ['front', 'wrist'])"),
         ("state size", "state/action sizes 6/6 but the arm twin has 7 joints"),
         ("no store", "cannot tell which robot to simulate (the checkpoint names no store); pass --robot"),
         ("no twin", "no tasks for robot 'octopus'; robots with a twin: arm, bimanual, humanoid"),
-        ("fps", "the training store was recorded at 30 Hz, the arm twin runs at 15 Hz; pass robot.fps=30"),
+        ("fps", "the policy was trained on episodes recorded at 30 Hz but the arm twin runs at 15 Hz; pass robot.fps=30"),
         ("offline needs a dataset", "pass --dataset NAME for the offline action error, or --sim"),
         ("strategy without --sim", "--strategy belongs to --sim; add --sim"),
         ("unknown strategy", "unknown action selection strategy 'blend'; choose one of: replan, ensemble, rtc"),

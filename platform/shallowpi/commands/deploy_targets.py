@@ -25,6 +25,7 @@ from typing import Any
 
 from shallowpi.cli import overrides_from
 from shallowpi.errors import ConfigError
+from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch
 
 Say = Callable[[str], None]
 Waiting = Callable[[], bool]  # called while the robot waits; True: stop waiting (a stop or e-stop came)
@@ -265,9 +266,8 @@ def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
         tasks = sorted({e.task for e in episodes})
         shapes = {key: feature.shape[:2] for key, feature in store.features.items()
                   if key.startswith("observation.images.")}
-    if rates and any(abs(r - spec.fps) > 1e-6 for r in rates):
-        raise ConfigError(f"the policy was trained on episodes recorded at {', '.join(f'{r:g}' for r in rates)} Hz "
-                          f"but robot '{spec.name}' runs at {spec.fps} Hz; pass robot.fps=RATE to match")
+    if problem := rate_mismatch(rates, spec.fps, f"robot '{spec.name}'"):
+        raise ConfigError(f"{problem}; pass robot.fps=RATE to match")
     for role, (height, width) in spec.camera_shapes().items():
         trained = shapes.get(f"observation.images.{role}")
         if trained and abs(trained[1] / trained[0] - width / height) > 0.01:
@@ -280,21 +280,13 @@ def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
 
 
 def _check_fits_robot(features: dict[str, Any], spec: Any) -> None:
-    """One line if the policy cannot drive this robot: its state/action sizes against the
-    robot's joints, its cameras against the robot's camera roles."""
-    joints = len(spec.joints)
-    if (features["state_dim"], features["action_dim"]) != (joints, joints):
-        raise ConfigError(
-            f"the policy has state/action sizes {features['state_dim']}/{features['action_dim']} but robot "
-            f"'{spec.name}' has {joints} joints; deploy it on the robot it was trained on (--robot NAME)"
-        )
-    roles = [c.role for c in spec.cameras]
-    missing = [c for c in features["cameras"] if c not in roles]
-    if missing:
-        raise ConfigError(
-            f"the policy reads camera(s) {missing} that robot '{spec.name}' lacks (it has {roles}); "
-            f"add them under cameras: in configs/robot/{spec.name}.yaml"
-        )
+    """One line if the policy cannot drive this robot (`policy/fit.py`): its state/action
+    sizes against the robot's joints, its cameras against the robot's camera roles."""
+    robot = f"robot '{spec.name}'"
+    if problem := size_mismatch(features["state_dim"], features["action_dim"], len(spec.joints), robot):
+        raise ConfigError(f"{problem}; deploy it on the robot it was trained on (--robot NAME)")
+    if problem := missing_cameras(features["cameras"], [c.role for c in spec.cameras], robot):
+        raise ConfigError(f"{problem}; add them under cameras: in configs/robot/{spec.name}.yaml")
 
 
 def _flag_overrides(args: argparse.Namespace, robot: bool) -> list[str]:

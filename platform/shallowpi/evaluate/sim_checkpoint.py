@@ -29,6 +29,7 @@ import torch
 from numcodecs.abc import Codec
 
 from shallowpi.data.codecs import as_stored
+from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.robots.sim.tasks import Task, make_tasks
@@ -142,27 +143,16 @@ def _no_store(store: Path | None) -> str:
 
 
 def check_fits(features: Features, spec: TwinSpec, store_fps: float | None = None) -> None:
-    """One line if the checkpoint cannot drive this twin."""
-    joints = len(spec.joints)
-    if (features.state_dim, features.action_dim) != (joints, joints):
-        raise CheckpointError(
-            f"the checkpoint has state/action sizes {features.state_dim}/{features.action_dim} but "
-            f"the {spec.robot} twin has {joints} joints; evaluate it on the robot it was trained "
-            "on (--robot NAME)"
-        )
-    missing = [c for c in features.cameras if c not in spec.cameras]
-    if missing:
-        raise CheckpointError(
-            f"the checkpoint was trained on camera(s) {missing} that the {spec.robot} twin lacks "
-            f"(it has {list(spec.cameras)}); evaluate it on the robot it was trained on (--robot NAME)"
-        )
-    if store_fps is not None and abs(store_fps - spec.fps) > 1e-6:
-        # The twin steps one period of its own rate per action: a chunk recorded at another
-        # rate would play back faster or slower than it was shown.
-        raise CheckpointError(
-            f"the training store was recorded at {store_fps:g} Hz, the {spec.robot} twin runs at "
-            f"{spec.fps} Hz; pass robot.fps={store_fps:g}"
-        )
+    """One line if the checkpoint cannot drive this twin (`policy/fit.py`: state/action
+    sizes, cameras, and the training store's rate when given): a CheckpointError."""
+    twin = f"the {spec.robot} twin"
+    if problem := size_mismatch(features.state_dim, features.action_dim, len(spec.joints), twin):
+        raise CheckpointError(f"{problem}; evaluate it on the robot it was trained on (--robot NAME)")
+    if problem := missing_cameras(features.cameras, list(spec.cameras), twin):
+        raise CheckpointError(f"{problem}; evaluate it on the robot it was trained on (--robot NAME)")
+    # The twin steps one period of its own rate per action.
+    if store_fps is not None and (problem := rate_mismatch([store_fps], spec.fps, twin)):
+        raise CheckpointError(f"{problem}; pass robot.fps={store_fps:g}")
 
 
 class CheckpointPolicy:

@@ -1,0 +1,44 @@
+"""Whether a trained policy can drive a robot: its state/action sizes against the robot's
+joints, the cameras it reads against the robot's camera roles, the rate its demonstrations
+were recorded at against the robot's control rate.
+
+`platform eval --sim` (a twin) and `platform deploy` (a twin, or the robot itself) ask the
+same three questions before anything moves; each answer is one line naming the mismatch,
+and the caller adds the remedy that fits its command and raises its own error. Plain
+values in, no torch: the robot side (Python 3.10, no training dependencies) imports this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+
+def size_mismatch(state_dim: int, action_dim: int, joints: int, robot: str) -> str | None:
+    """Why a policy with these state/action sizes cannot drive `robot` (a phrase such as
+    "robot 'arm'" or "the arm twin") with `joints` joints, or None when it can. Both sizes
+    must equal the joint count: one absolute target a joint, gripper included."""
+    if (state_dim, action_dim) == (joints, joints):
+        return None
+    return f"the policy has state/action sizes {state_dim}/{action_dim} but {robot} has {joints} joints"
+
+
+def missing_cameras(cameras: Sequence[str], roles: Sequence[str], robot: str) -> str | None:
+    """Why a policy reading `cameras` (role names, in its input order) cannot run on `robot`
+    whose cameras are `roles`, or None when each one it reads is there. Extra robot cameras
+    are fine: the policy's input order picks the ones it reads."""
+    missing = [c for c in cameras if c not in roles]
+    if not missing:
+        return None
+    return f"the policy reads camera(s) {missing} that {robot} lacks (it has {list(roles)})"
+
+
+def rate_mismatch(recorded_hz: Iterable[float], robot_hz: float, robot: str) -> str | None:
+    """Why demonstrations recorded at `recorded_hz` (one entry an episode, or the store's
+    rate) cannot be replayed on `robot` running at `robot_hz`, or None when every rate is
+    the robot's. A chunk is one action a control period: recorded at 15 Hz and played at
+    30 Hz it runs twice as fast as it was shown."""
+    rates = sorted({float(r) for r in recorded_hz})
+    if all(abs(r - robot_hz) <= 1e-6 for r in rates):
+        return None
+    shown = ", ".join(f"{r:g}" for r in rates)
+    return f"the policy was trained on episodes recorded at {shown} Hz but {robot} runs at {robot_hz:g} Hz"
