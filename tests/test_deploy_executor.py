@@ -213,6 +213,22 @@ def test_the_executor_status_travels_as_a_telemetry_envelope():
     assert envelope.decode(envelope.encode(status, seq=4), ExecutorStatus)[1].success_judged is False
 
 
+def test_the_reset_before_an_episode_is_published_with_its_countdown_and_cleared_when_it_runs():
+    from shallowpi.tui.executor_render import summary
+
+    executor, _, _, _ = run("rtc", latencies=(0.01,), ticks=5)
+    executor.status.episode = 1
+    executor.resetting(10.0, 7.2)
+    status = executor.status.snapshot()
+    assert status.state.value == "reset" and status.reset_left_s == pytest.approx(7.2)
+    assert status.message == "set the scene: episode 2 starts in 10 s (the robot holds)"
+    assert "RESET" in summary(status, connected=True).plain
+    assert "the episode starts in 8 s" in summary(status, connected=True).plain
+    executor.run_episode("pick", max_ticks=3)
+    assert executor.status.state.value == "running" and executor.status.message == ""
+    assert "starts in" not in summary(executor.status, connected=True).plain
+
+
 def test_a_failed_inference_holds_the_robot_and_reports_the_error():
     class Failing(StepBackend):
         def infer(self, obs, inpainting=None):

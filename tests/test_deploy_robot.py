@@ -97,28 +97,39 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
 
 
 @pytest.mark.slow
-def test_a_stop_while_the_robot_holds_for_the_scene_ends_the_run_at_once_with_torque_off(tmp_path, capsys):
-    """SIGINT during the 30 s hold before the first episode stops the run within a couple
-    of seconds, not at the hold's end: no episode, torque off, exit 0, and the signal
-    handlers are the caller's again afterwards."""
+def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_stop_ends_it(tmp_path, capsys):
+    """During the 30 s hold before the first episode the executor publishes state "reset"
+    with the seconds left, falling as the hold goes on (the dashboard shows the countdown);
+    SIGINT inside the hold stops the run within a couple of seconds, not at the hold's end:
+    no episode, torque off, exit 0, and the signal handlers are the caller's again."""
+    from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
+    from shallowpi.telemetry.transport import TelemetrySubscriber
+
     arm = robot_spec("arm")
     ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
     handler_before = signal.getsignal(signal.SIGINT)
     sent_at: list[float] = []
+    countdown: list[float] = []
     with emulated("arm") as (spec, chains), _FrontCamera() as camera:
         servos = list(chains["follower"].servos.values())
 
-        def interrupt_inside_the_hold() -> None:
+        def watch_the_countdown_then_interrupt() -> None:
+            address = tmp_path / "deploy.sock"
             deadline = time.monotonic() + 120
-            while not all(s.torque for s in servos) and time.monotonic() < deadline:
-                time.sleep(0.05)  # torque on: connected; the warm-up (~1 s) then the hold
-            time.sleep(4.0)
+            while not address.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with TelemetrySubscriber(str(address), connect_timeout_s=60) as sub:
+                for status in sub:
+                    if isinstance(status, ExecutorStatus) and status.state is ExecutorState.RESET:
+                        countdown.append(status.reset_left_s)
+                        if countdown[0] - countdown[-1] >= 2.0 or time.monotonic() > deadline:
+                            break
             sent_at.append(time.monotonic())
             os.kill(os.getpid(), signal.SIGINT)
 
         args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "2",
                                            "--reset-time-s", "30", "--allow-uncalibrated"))
-        watcher = threading.Thread(target=interrupt_inside_the_hold, daemon=True)
+        watcher = threading.Thread(target=watch_the_countdown_then_interrupt, daemon=True)
         watcher.start()
         code = args.run(args, camera_devices=lambda: [camera.device.device])
         ended_at = time.monotonic()
@@ -127,6 +138,8 @@ def test_a_stop_while_the_robot_holds_for_the_scene_ends_the_run_at_once_with_to
     out = capsys.readouterr().out
     assert code == 0, out
     assert "set the scene: episode 1 starts in 30 s" in out
+    assert countdown and 25 < countdown[0] <= 30, countdown[:3]
+    assert countdown[0] - countdown[-1] >= 2.0 and countdown == sorted(countdown, reverse=True)
     assert sent_at and ended_at - sent_at[0] < 2.0, "the stop waited for the hold to end"
     assert not any(torque_after)
     assert signal.getsignal(signal.SIGINT) is handler_before

@@ -151,12 +151,13 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         if dashboard is None:
             lines.publish(status)
 
-    def waiting() -> bool:  # while the robot holds before an episode: stop and e-stop obeyed
-        for command in publisher.commands():
-            _obey(executor, command)
-        if executor is not None and executor.estopped and robot.is_connected:
+    def waiting(reset_s: float, left_s: float) -> bool:  # the robot holds before an episode
+        if executor is None:
+            return False
+        executor.resetting(reset_s, left_s)  # published: the dashboard counts down, commands obeyed
+        if executor.estopped and robot.is_connected:
             robot.torque_off()  # now, not after the cleanup
-        return executor is not None and executor.stopped
+        return executor.stopped
 
     reports = []
     quiet = contextlib.ExitStack()
@@ -180,10 +181,10 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             if executor.stopped:
                 break
             seed = args.seed + episode
-            target.start_episode(seed, episode, say, waiting)
+            executor.status.episode = episode
+            target.start_episode(seed, waiting)
             if executor.stopped:  # stopped while the robot held for the reset
                 break
-            executor.status.episode = episode
             on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps) if recorder else None
             report = executor.run_episode(target.instruction, int(target.episode_s * target.fps), seed,
                                           success=target.success_check(),

@@ -27,8 +27,9 @@ from shallowpi.cli import overrides_from
 from shallowpi.errors import ConfigError
 from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch
 
-Say = Callable[[str], None]
-Waiting = Callable[[], bool]  # called while the robot waits; True: stop waiting (a stop or e-stop came)
+# Called every 0.1 s while the robot holds before an episode, with the hold's length and the
+# seconds left; True: stop waiting (a stop or e-stop came).
+Waiting = Callable[[float, float], bool]
 
 
 @dataclass
@@ -85,7 +86,7 @@ class TwinTarget:
         """Before the warm-up: the first episode's scene, so the warm-up sees a real frame."""
         self.robot.reset(seed, self.task)
 
-    def start_episode(self, seed: int, episode: int, say: Say, waiting: Waiting) -> None:
+    def start_episode(self, seed: int, waiting: Waiting) -> None:
         """Reset the scene from `seed` (the same seed, the same scene as `eval --sim`)."""
         self.robot.reset(seed, self.task)
 
@@ -159,16 +160,13 @@ class RobotTarget:
     def prepare(self, seed: int) -> None:
         """Before the warm-up: nothing to set; the robot holds the pose it was found in."""
 
-    def start_episode(self, seed: int, episode: int, say: Say, waiting: Waiting) -> None:
+    def start_episode(self, seed: int, waiting: Waiting) -> None:
         """Hold the pose for the reset time while the operator sets the scene, the first
         episode too (the robot never moves straight out of the warm-up), asking
-        `waiting()` every 0.1 s whether to stop instead."""
+        `waiting(reset_s, seconds_left)` every 0.1 s whether to stop instead."""
         self.robot.hold()
-        if self.reset_s <= 0:
-            return
         end = time.monotonic() + self.reset_s
-        say(f"set the scene: episode {episode + 1} starts in {self.reset_s:g} s (the robot holds)")
-        while (left := end - time.monotonic()) > 0 and not waiting():
+        while (left := end - time.monotonic()) > 0 and not waiting(self.reset_s, left):
             time.sleep(min(0.1, left))
 
     def success_check(self) -> None:

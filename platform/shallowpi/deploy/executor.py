@@ -242,6 +242,14 @@ class Executor:
                  self.initial_delay)
         return times
 
+    def resetting(self, reset_s: float, left_s: float) -> None:
+        """Publish that the robot holds for `reset_s` seconds before episode
+        `status.episode` while the operator sets the scene, `left_s` of them still to go:
+        the dashboard counts down, and a stop or e-stop sent meanwhile is obeyed."""
+        self.status.reset_left_s = max(0.0, left_s)
+        self._set(ExecutorState.RESET,
+                  f"set the scene: episode {self.status.episode + 1} starts in {reset_s:g} s (the robot holds)")
+
     # -- one episode
 
     def run_episode(self, task: str, max_ticks: int, seed: int = 0,
@@ -263,6 +271,7 @@ class Executor:
                        else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
         clock = TickClock(self.fps) if cfg.realtime else SimulatedClock(self.fps)
         self.status.task = task
+        self.status.message, self.status.reset_left_s = "", 0.0  # the warm-up's or the reset's is over
         held = robot.hold()
         holding = True  # nothing to send until the first chunk (not a watchdog hold)
         last = held

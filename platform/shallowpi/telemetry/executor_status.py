@@ -17,6 +17,7 @@ class ExecutorState(str, enum.Enum):
     """The executor's phase, as the dashboard shows it; travels as its string value."""
 
     WARMING = "warming"  # backend warming up; the robot holds its pose
+    RESET = "reset"  # on the robot, before an episode: it holds while the operator sets the scene
     RUNNING = "running"  # actions from chunks reach the robot
     HOLD = "hold"  # watchdog: no action due or the newest frame too old; goals = present pose
     FAULT = "fault"  # a servo or camera failed: held, then torque off
@@ -56,6 +57,7 @@ class ExecutorStatus:
     successes: int = 0
     success_judged: bool = True  # False on the robot: no detector there, `successes` stays 0
     episode_time_s: float = 0.0
+    reset_left_s: float = 0.0  # state reset: seconds until the episode starts
     inference_ms: list[float] = field(default_factory=list)  # recent chunks, oldest first
     inference_p50_ms: float = 0.0
     inference_p99_ms: float = 0.0

@@ -3,6 +3,8 @@ the panels of its dashboard (tui/executor_dashboard.py)."""
 
 from __future__ import annotations
 
+import math
+
 from rich.text import Text
 
 from shallowpi.telemetry.executor_status import ExecutorStatus
@@ -27,7 +29,8 @@ def _successes(s: ExecutorStatus, word: str) -> str:
 
 SPARK = "▁▂▃▄▅▆▇█"
 STATE_STYLE = {"running": "bold white on green", "hold": "bold black on yellow", "fault": "bold white on red",
-               "warming": "bold black on cyan", "stopped": "bold white on blue", "done": "bold white on blue"}
+               "warming": "bold black on cyan", "reset": "bold black on cyan", "stopped": "bold white on blue",
+               "done": "bold white on blue"}
 
 
 def summary(s: ExecutorStatus | None, connected: bool) -> Text:
@@ -41,6 +44,8 @@ def summary(s: ExecutorStatus | None, connected: bool) -> Text:
     text.append(f"  {s.robot} / {s.task}\n", style="bold")
     text.append(f"episode {s.episode + 1}/{s.episodes_total}, {_successes(s, 'succeeded')}  |  {s.strategy} on "
                 f"{s.backend} (profile {s.profile})")
+    if s.state.value == "reset":
+        text.append(f"\nset the scene: the episode starts in {math.ceil(s.reset_left_s)} s", style="bold")
     return text
 
 
