@@ -188,26 +188,36 @@ class Pi0Model(nn.Module):
     def embed_suffix(
         self, state: Tensor, x_t: Tensor, t: Tensor, instruction: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """state [B, A], noisy actions x_t [B, C, A], time t [B] -> tokens [B, S, D], pad, blocks.
+        """state [B, A], noisy actions x_t [B, C, A], time t [B] -> tokens [B, S, D], pad, blocks:
+        the state token, then one token an action (`embed_state`, `embed_actions`)."""
+        B, C, _ = x_t.shape
+        state_tok = self.embed_state(state)
+        embs = torch.cat([state_tok, self.embed_actions(x_t, t, instruction).to(state_tok.dtype)], dim=1)
+        pad = torch.ones(B, 1 + C, dtype=torch.bool, device=x_t.device)
+        blocks = torch.zeros(B, 1 + C, dtype=torch.long, device=x_t.device)
+        blocks[:, :2] = 1  # state opens a block, the first action token another
+        return embs, pad, blocks
+
+    def embed_state(self, state: Tensor) -> Tensor:
+        """state [B, A] (normalised) -> the state token [B, 1, D]. The same at every Euler
+        step of a chunk: the fast sampler computes it once."""
+        return self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]
+
+    def embed_actions(self, x_t: Tensor, t: Tensor, instruction: Tensor | None = None) -> Tensor:
+        """Noisy actions x_t [B, C, A] at time t [B] -> action tokens [B, C, D]: each action
+        projected, concatenated with t's sinusoidal embedding and mixed by a two-layer MLP.
 
         With `task_conditioning: expert` the pooled instruction [B, D_vlm] (`Prefix`) is
         projected and added to the time embedding, so every action token carries it into
         the expert directly (policy/conditioning.py); it is ignored otherwise.
         """
-        B, C, _ = x_t.shape
-        state_tok = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # [B, 1, D]
         act = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))  # [B, C, D]
         temb = time_embedding(t, act.shape[-1], self.cfg.time_min_period, self.cfg.time_max_period)
         if self.instruction_proj is not None:
             assert instruction is not None, "task_conditioning 'expert' needs the prefix's instruction"
             temb = temb + self.instruction_proj(instruction.to(self.instruction_proj.weight.dtype))
         temb = temb.to(act.dtype)[:, None].expand_as(act)  # [B, C, D]
-        act = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([act, temb], -1))))
-        embs = torch.cat([state_tok, act.to(state_tok.dtype)], dim=1)  # [B, S, D]
-        pad = torch.ones(B, 1 + C, dtype=torch.bool, device=x_t.device)
-        blocks = torch.zeros(B, 1 + C, dtype=torch.long, device=x_t.device)
-        blocks[:, :2] = 1  # state opens a block, the first action token another
-        return embs, pad, blocks
+        return self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([act, temb], -1))))
 
     # -- the joint forward (training and teacher velocities)
 

@@ -7,7 +7,8 @@ same chunk (checked against it in tests/test_policy_sampler.py) with what matter
   concatenated once when the sampler is built. Fewer, larger GEMMs. Its attention (50-odd
   queries, one key/value head) is two small matmuls rather than a flash kernel.
 - Nothing that is constant over the Euler steps is recomputed per step: the prefix keys and
-  values, the suffix's mask rows and RoPE tables live in the `KVCache`, filled once a chunk.
+  values, the suffix's mask rows and RoPE tables live in the `KVCache`, filled once a chunk,
+  and the state token is embedded once.
 - On CUDA the whole chunk (vision encoder, VLM prefix, then `num_steps` x depth expert
   layers, ~20 kernels a layer) is captured once as a CUDA graph and replayed: one launch per
   chunk instead of thousands. At batch 1 a GPU otherwise spends most of a chunk waiting on
@@ -131,12 +132,13 @@ class ChunkSampler:
     def _chunk(self, images, image_masks, tokens, token_masks, state, noise, *, steps: int) -> Tensor:
         prefix = self.model.embed_prefix(images, image_masks, tokens, token_masks)
         cache = self.model.prefix_cache(prefix)
-        return euler_integrate(lambda x, t: self._velocity(cache, state, x, t), noise, steps)
+        state_token = self.model.embed_state(state)  # [B, 1, D], constant over the Euler steps
+        return euler_integrate(lambda x, t: self._velocity(cache, state_token, x, t), noise, steps)
 
-    def _velocity(self, cache: KVCache, state: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    def _velocity(self, cache: KVCache, state_token: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         model = self.model
-        x, _, _ = model.embed_suffix(state, x_t, t, cache.instruction)  # [B, S, D]
-        x = x.to(self.dtype)
+        actions = model.embed_actions(x_t, t, cache.instruction)  # [B, C, D]
+        x = torch.cat([state_token, actions.to(state_token.dtype)], dim=1).to(self.dtype)  # [B, S, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, cache, i)
         x = model.expert.norm(x[:, -self.cfg.chunk_len :])
