@@ -27,7 +27,7 @@ MAX_IMAGE_MEAN_ABS_ERROR = 6.0
 def exported(tmp_path_factory):
     """A 3-episode store and its export, made once for the module (video encoding is
     the slow part)."""
-    from shallowpi.data.lerobot_interop import export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
 
     root = tmp_path_factory.mktemp("interop")
     make_store(root / "src.zarr", episodes=3, length=8).close()
@@ -78,7 +78,7 @@ def test_progress_counts_every_frame(exported):
 
 
 def test_import_brings_the_export_back(exported, tmp_path):
-    from shallowpi.data.lerobot_interop import import_lerobot
+    from shallowpi.data.lerobot_import import import_lerobot
 
     root, out, _ = exported
     calls: list[tuple[int, int]] = []
@@ -103,7 +103,7 @@ def test_import_brings_the_export_back(exported, tmp_path):
 
 
 def test_export_refuses_an_occupied_directory_in_one_line(exported, tmp_path):
-    from shallowpi.data.lerobot_interop import export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
 
     root, out, _ = exported
     with pytest.raises(PlatformError, match="already exists") as caught:
@@ -113,7 +113,7 @@ def test_export_refuses_an_occupied_directory_in_one_line(exported, tmp_path):
 
 
 def test_import_of_missing_or_foreign_directories_is_one_line(tmp_path):
-    from shallowpi.data.lerobot_interop import import_lerobot
+    from shallowpi.data.lerobot_import import import_lerobot
 
     with pytest.raises(PlatformError, match="no LeRobot dataset at") as missing:
         import_lerobot(tmp_path / "nowhere", tmp_path / "a.zarr")
@@ -130,7 +130,7 @@ def test_import_of_missing_or_foreign_directories_is_one_line(tmp_path):
 
 
 def test_a_store_is_not_a_lerobot_dataset(exported, tmp_path):
-    from shallowpi.data.lerobot_interop import import_lerobot
+    from shallowpi.data.lerobot_import import import_lerobot
 
     root, _, _ = exported
     with pytest.raises(PlatformError, match="not a LeRobotDataset"):
@@ -138,7 +138,7 @@ def test_a_store_is_not_a_lerobot_dataset(exported, tmp_path):
 
 
 def test_export_of_a_foreign_store_is_one_line(tmp_path):
-    from shallowpi.data.lerobot_interop import export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
 
     with pytest.raises(PlatformError, match="no dataset at"):
         export_lerobot(tmp_path / "missing.zarr", tmp_path / "out")
@@ -148,7 +148,8 @@ def test_export_of_a_foreign_store_is_one_line(tmp_path):
 def test_without_lerobot_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     import sys
 
-    from shallowpi.data.lerobot_interop import LerobotMissingError, export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
+    from shallowpi.data.lerobot_interop import LerobotMissingError
 
     make_store(tmp_path / "s.zarr", episodes=1, length=2).close()
     monkeypatch.setitem(sys.modules, "lerobot.datasets.lerobot_dataset", None)  # import fails
@@ -175,7 +176,7 @@ def _store_of_size(path, height: int, width: int, episodes: int = 2, length: int
 
 def test_cameras_too_small_for_av1_are_exported_as_h264(tmp_path):
     """16x16 made SVT-AV1 die of SIGFPE (exit 136, a .partial left); H.264 takes it."""
-    from shallowpi.data.lerobot_interop import export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
 
     _store_of_size(tmp_path / "tiny.zarr", 16, 16)
     out = export_lerobot(tmp_path / "tiny.zarr", tmp_path / "lr", repo_id=REPO_ID)
@@ -190,7 +191,7 @@ def test_cameras_too_small_for_av1_are_exported_as_h264(tmp_path):
 
 
 def test_sizes_no_encoder_takes_are_refused_in_one_line(tmp_path):
-    from shallowpi.data.lerobot_interop import export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
 
     _store_of_size(tmp_path / "odd.zarr", 15, 15)  # AV1: SIGFPE; H.264: odd sizes refused
     with pytest.raises(PlatformError, match=r"no video encoder takes its camera sizes \(libsvtav1: "
@@ -204,13 +205,13 @@ def test_sizes_no_encoder_takes_are_refused_in_one_line(tmp_path):
 def test_an_encoder_crash_mid_export_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     """The crash itself, unprevented: force AV1 on 16x16 frames. The child dies of SIGFPE
     inside SVT-AV1; the command gets one line and no .partial folder."""
-    from shallowpi.data import lerobot_interop
+    from shallowpi.data import lerobot_export
     from shallowpi.data.isolated import ChildCrashed
 
     _store_of_size(tmp_path / "tiny.zarr", 16, 16)
-    monkeypatch.setattr(lerobot_interop, "choose_video_codec", lambda store: "libsvtav1")
+    monkeypatch.setattr(lerobot_export, "choose_video_codec", lambda store: "libsvtav1")
     with pytest.raises(ChildCrashed, match=r"exporting tiny\.zarr \(libsvtav1 video encoder\) crashed \(SIGFPE\)") as caught:
-        lerobot_interop.export_lerobot(tmp_path / "tiny.zarr", tmp_path / "lr")
+        lerobot_export.export_lerobot(tmp_path / "tiny.zarr", tmp_path / "lr")
     assert "\n" not in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.zarr"]
 
@@ -244,7 +245,7 @@ def _drop_last_frame(video, into):
 def test_verification_refuses_a_video_one_frame_short(exported, tmp_path):
     import shutil
 
-    from shallowpi.data.lerobot_interop import verify_lerobot_export
+    from shallowpi.data.lerobot_verify import verify_lerobot_export
 
     root, out, _ = exported
     copy = tmp_path / "copy"
@@ -284,7 +285,7 @@ def test_the_neighbour_check_needs_a_neighbour_the_codec_tells_apart():
     decoded frame is 13.1 from its row, 11.5 from the row before, which is only 4.4 from
     it in the store (below the codec's error): no shift. A row as far from its own as
     a shifted video's is."""
-    from shallowpi.data.lerobot_interop import frame_mismatch
+    from shallowpi.data.lerobot_verify import frame_mismatch
 
     assert not frame_mismatch(np.array([11.5, 13.1, 18.3]), np.array([4.4, 0.0, 13.8]), 1)
     assert frame_mismatch(np.array([2.0, 9.0, 14.0]), np.array([9.5, 0.0, 12.0]), 1)  # shifted by one

@@ -127,7 +127,7 @@ def test_train_export_and_eval_refuse_a_bad_store(tmp_path):
 @pytest.mark.bad_store
 def test_export_refuses_a_bad_store_and_leaves_nothing(tmp_path):
     pytest.importorskip("lerobot", reason="needs the lerobot extra (Python >= 3.12)")
-    from shallowpi.data.lerobot_interop import export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
 
     path = tmp_path / "s.zarr"
     make_store(path, episodes=2, length=10).close()

@@ -117,7 +117,7 @@ def test_format_1_stores_train_on_the_actions_that_followed_each_observation(tmp
 
 def test_format_1_exports_pair_each_observation_with_the_next_action(tmp_path):
     from shallowpi.data import EpisodeStore
-    from shallowpi.data.lerobot_interop import _following_actions
+    from shallowpi.data.lerobot_export import _following_actions
 
     make_store(tmp_path / "old.zarr", episodes=1, length=10).close()
     _as_format_1(tmp_path / "old.zarr")

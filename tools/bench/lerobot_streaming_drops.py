@@ -8,7 +8,7 @@ the episode's video comes out shorter than its rows, and lerobot later pairs row
 wrong frames. `--busy N` runs N busy loops pinned, with this process, to CPU 0: the load
 of a shared machine, made repeatable.
 
-This is why `platform dataset export` does not stream (shallowpi.data.lerobot_interop).
+This is why `platform dataset export` does not stream (shallowpi.data.lerobot_export).
 
     PYTHONPATH=platform python tools/bench/lerobot_streaming_drops.py --busy 2
 

@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(".bench/loader.json"))
     args = parser.parse_args(argv)
 
-    from shallowpi.data.lerobot_interop import _video_backend, export_lerobot  # sets HF_HUB_OFFLINE
+    from shallowpi.data.lerobot_export import export_lerobot  # sets HF_HUB_OFFLINE
+    from shallowpi.data.lerobot_interop import _video_backend
     from shallowpi.data.training import ChunkDataset
 
     root = Path(tempfile.mkdtemp(prefix="loader-bench-", dir=args.dir))

@@ -313,7 +313,7 @@ def _merge(paths: list[Path], out: Path, allow_mixed_calibration: bool = False) 
 
 
 def _export(path: Path, dest: Path, repo_id: str | None) -> int:
-    from shallowpi.data.lerobot_interop import export_lerobot
+    from shallowpi.data.lerobot_export import export_lerobot
 
     with _progress(f"export {path.name}") as progress:
         out = export_lerobot(path, dest, repo_id=repo_id, progress=progress)
@@ -322,7 +322,7 @@ def _export(path: Path, dest: Path, repo_id: str | None) -> int:
 
 
 def _import(source: Path, out: Path, repo_id: str | None) -> int:
-    from shallowpi.data.lerobot_interop import import_lerobot
+    from shallowpi.data.lerobot_import import import_lerobot
 
     with _progress(f"import {source.name}") as progress:
         store_path = import_lerobot(source, out, repo_id=repo_id, progress=progress)

@@ -1,0 +1,170 @@
+"""Import a local LeRobotDataset into a new `EpisodeStore` (`import_lerobot`).
+
+lerobot's features become store features (`store_features`), its frames are decoded by
+lerobot and re-encoded with the store's image codec, one episode at a time. What export
+and import share lives in `shallowpi.data.lerobot_interop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.data.features import Feature, FeatureKind
+from shallowpi.data.lerobot_interop import (
+    STAGING_SUFFIX,
+    Progress,
+    _import_lerobot,
+    _quiet_datasets,
+    _report,
+    _video_backend,
+)
+from shallowpi.data.store import EpisodeStore, StoreSettings
+from shallowpi.errors import PlatformError, StoreError
+
+log = logging.getLogger(__name__)
+
+# Columns every LeRobotDataset has, filled in by lerobot itself.
+LEROBOT_BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+
+
+def _check_lerobot_dir(src_dir: Path) -> None:
+    if not src_dir.is_dir():
+        raise PlatformError(f"no LeRobot dataset at {src_dir}; give the directory that holds meta/info.json")
+    if not (src_dir / "meta" / "info.json").is_file():
+        raise PlatformError(f"{src_dir} is not a LeRobotDataset (no meta/info.json); give a lerobot v3 dataset directory")
+
+
+def _names(raw: Any, length: int) -> tuple[str, ...]:
+    """lerobot writes names as a list, a one-entry dict of lists, or null."""
+    if isinstance(raw, dict) and len(raw) == 1:
+        raw = next(iter(raw.values()))
+    if isinstance(raw, (list, tuple)) and len(raw) == length and all(isinstance(n, str) for n in raw):
+        return tuple(raw)
+    return ()
+
+
+def _image_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(height, width, channels), whichever order lerobot's names say the shape is in."""
+    shape = tuple(int(s) for s in spec["shape"])
+    names = list(spec.get("names") or [])
+    if len(shape) == 3 and names[:1] == ["channels"]:
+        return shape[1], shape[2], shape[0]
+    if len(shape) != 3:
+        raise StoreError(f"a camera of shape {shape} is not an image this store can hold")
+    return shape[0], shape[1], shape[2]
+
+
+def store_features(lerobot_spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Feature]:
+    """lerobot features as store features; bookkeeping and text columns are left out."""
+    features: dict[str, Feature] = {}
+    for key, spec in lerobot_spec.items():
+        dtype = spec.get("dtype")
+        if key in LEROBOT_BOOKKEEPING:
+            continue
+        if dtype in ("video", "image"):
+            features[key] = Feature.image(*_image_shape(spec))
+            continue
+        try:
+            np.dtype(dtype)
+        except TypeError:
+            log.info("skipping lerobot column %s of dtype %s: not numeric", key, dtype)
+            continue
+        shape = tuple(int(s) for s in spec["shape"])
+        names = _names(spec.get("names"), shape[0]) if len(shape) == 1 else ()
+        features[key] = Feature(str(np.dtype(dtype)), shape, FeatureKind.NUMERIC, names)
+    return features
+
+
+def _to_store_value(feature: Feature, value: Any) -> np.ndarray:
+    array = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+    if feature.kind is FeatureKind.IMAGE:
+        height, width, channels = feature.shape
+        if array.shape == (channels, height, width):  # lerobot hands out CHW tensors
+            array = array.transpose(1, 2, 0)
+        if array.dtype != np.uint8:  # float frames in [0, 1]
+            array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(array)
+    return array.reshape(feature.shape).astype(feature.dtype, copy=False)
+
+
+def import_lerobot(
+    src_dir: Path,
+    store_path: Path,
+    repo_id: str | None = None,
+    progress: Progress | None = None,
+    settings: StoreSettings | None = None,
+) -> Path:
+    """Read the local LeRobotDataset in `src_dir` into a new store at `store_path`
+    (which must not exist); returns `store_path`.
+
+    Camera frames are decoded by lerobot and re-encoded with the store's image codec
+    (`settings`, the store's defaults if None).
+    """
+    src_dir, store_path = Path(src_dir), Path(store_path)
+    _check_lerobot_dir(src_dir)
+    LeRobotDataset = _import_lerobot()
+    if store_path.exists():
+        raise StoreError(f"{store_path} already exists; choose another dataset name")
+    with _quiet_datasets():
+        return _import(LeRobotDataset, src_dir, store_path, repo_id, progress, settings)
+
+
+def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str | None,
+            progress: Progress | None, settings: StoreSettings | None) -> Path:
+    try:
+        dataset = LeRobotDataset(
+            repo_id or f"local/{src_dir.name}", root=src_dir,
+            video_backend=_video_backend(), return_uint8=True,
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise PlatformError(f"{src_dir} could not be read as a LeRobotDataset: {type(exc).__name__}: {first}") from exc
+    features = store_features(dataset.meta.features)
+    if not features:
+        raise StoreError(f"{src_dir} has no numeric or camera features to import")
+    episode_of_row = np.asarray(dataset.hf_dataset["episode_index"])
+    robot = dataset.meta.robot_type or ""
+
+    staging = store_path.with_name(store_path.name + STAGING_SUFFIX)
+    shutil.rmtree(staging, ignore_errors=True)
+    total = len(dataset)
+    _report(progress, 0, total)
+    try:
+        with EpisodeStore.create(staging, features, settings) as store:
+            row = 0
+            while row < total:
+                episode = int(episode_of_row[row])
+                stop = row
+                while stop < total and int(episode_of_row[stop]) == episode:
+                    stop += 1
+                _import_episode(dataset, store, features, row, stop, robot)
+                row = stop
+                _report(progress, row, total)
+        os.replace(staging, store_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return store_path
+
+
+def _import_episode(dataset: Any, store: EpisodeStore, features: Mapping[str, Feature],
+                    start: int, stop: int, robot: str) -> None:
+    first = dataset[start]
+    tasks = [str(first.get("task", ""))]
+    writer = store.begin_episode(tasks[0], robot=robot, fps=float(dataset.fps))
+    with writer:  # discards the episode if anything below raises
+        for index in range(start, stop):
+            item = first if index == start else dataset[index]
+            task = str(item.get("task", ""))
+            if task not in tasks:
+                tasks.append(task)
+            values = {key: _to_store_value(feature, item[key]) for key, feature in features.items()}
+            writer.add_frame(values, float(item["timestamp"]))
+        writer.commit(extra={"tasks": tasks} if len(tasks) > 1 else None)

@@ -1,0 +1,126 @@
+"""Check a LeRobotDataset export against the store it came from (`verify_lerobot_export`).
+
+An encoder that drops a frame leaves a video shorter than its rows, and lerobot then pairs
+rows with the wrong frames without a word; so an export counts every video's frames and
+decodes a few against the store before `shallowpi.data.lerobot_export` moves it into place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.data.lerobot_interop import _import_lerobot
+from shallowpi.data.store import EpisodeStore
+from shallowpi.errors import StoreError
+
+# Episodes whose first and last frames are decoded and compared with the store.
+VERIFY_EPISODES = 8
+# Mean absolute error (0-255) a decoded frame may have against its own row: far above
+# what AV1 or H.264 at lerobot's quality leave on camera frames (< 6 on the test frames),
+# far below a black, missing or foreign frame.
+MAX_FRAME_ERROR = 32.0
+# A decoded frame must be at least this close to its own row as to the rows beside it,
+# so that a video shifted by one frame is caught wherever neighbouring frames differ.
+NEIGHBOUR_MARGIN = 1.0
+
+
+def verify_lerobot_export(store: EpisodeStore, root: Path, repo_id: str) -> None:
+    """Check that the LeRobotDataset at `root` holds `store`'s episodes frame for frame:
+    as many episodes and rows, every episode's video frames (counted in the mp4, at the
+    timestamps lerobot will ask for) as many as its rows, and the first and last frame of
+    a few episodes decoded by lerobot closest to their own rows of the store.
+
+    Raises StoreError naming the episode, the camera and the counts or errors.
+    """
+    LeRobotDataset = _import_lerobot()
+    dataset = LeRobotDataset(repo_id, root=root, video_backend="pyav", return_uint8=True)
+    episodes = store.episodes
+    name = store.path.name
+    if dataset.num_episodes != len(episodes) or dataset.num_frames != store.num_frames:
+        raise StoreError(f"export of {name} is incomplete: {dataset.num_episodes} episodes and "
+                         f"{dataset.num_frames} rows for the store's {len(episodes)} and {store.num_frames}")
+    fps = dataset.fps
+    frame_times: dict[Path, np.ndarray] = {}
+    first_rows = np.concatenate([[0], np.cumsum([e.length for e in episodes])])
+    for position, info in enumerate(episodes):
+        entry = dataset.meta.episodes[position]
+        if int(entry["length"]) != info.length:
+            raise StoreError(f"export of {name}: episode {info.index} has {entry['length']} rows "
+                             f"for the store's {info.length}")
+        for key in dataset.meta.video_keys:
+            path = root / dataset.meta.get_video_file_path(position, key)
+            if path not in frame_times:
+                frame_times[path] = _frame_times(path)
+            start = float(entry[f"videos/{key}/from_timestamp"])
+            stop = float(entry[f"videos/{key}/to_timestamp"])
+            times = frame_times[path]
+            half = 0.5 / fps
+            frames = int(np.count_nonzero((times >= start - half) & (times < stop - half)))
+            if frames != info.length or round((stop - start) * fps) != info.length:
+                raise StoreError(
+                    f"export of {name}: episode {info.index} has {info.length} rows but its {key} video "
+                    f"holds {frames} frames ({stop - start:.3f} s at {fps} fps); lerobot would pair rows "
+                    "with the wrong frames, so nothing was exported: run the export again"
+                )
+    sample = np.unique(np.linspace(0, len(episodes) - 1, min(VERIFY_EPISODES, len(episodes))).round().astype(int))
+    for position in sample:
+        info = episodes[int(position)]
+        start, stop = store.episode_range(info.index)
+        for offset in (0, info.length - 1):
+            _compare_frame(dataset, store, int(first_rows[position]) + offset, start + offset, info.index)
+
+
+def _frame_times(path: Path) -> np.ndarray:
+    """Presentation times (s) of every frame in an mp4, read from its packets (no decoding)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        times = [float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None]
+    return np.sort(np.asarray(times))
+
+
+def _compare_frame(dataset: Any, store: EpisodeStore, row: int, store_row: int, episode: int) -> None:
+    """The frame lerobot returns for `row` must match store row `store_row` and be no
+    farther from it than from the store rows beside it."""
+    try:
+        item = dataset[row]
+    except Exception as exc:  # lerobot's decoder refuses a timestamp it cannot find
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"export of {store.path.name}: lerobot cannot read row {row} "
+                         f"(episode {episode}): {first}") from None
+    for key in dataset.meta.video_keys:
+        got = np.asarray(item[key]).transpose(1, 2, 0).astype(np.float32)  # CHW uint8 -> HWC
+        lo, hi = max(store_row - 1, 0), min(store_row + 2, store.num_frames)
+        rows = store.read(key, lo, hi).astype(np.float32)
+        errors = np.abs(rows - got[None]).mean(axis=(1, 2, 3))
+        gaps = np.abs(rows - rows[store_row - lo][None]).mean(axis=(1, 2, 3))
+        own = errors[store_row - lo]
+        if frame_mismatch(errors, gaps, store_row - lo):
+            raise StoreError(
+                f"export of {store.path.name}: {key} frame of row {row} (episode {episode}) differs from "
+                f"its row by {own:.1f} levels (rows beside it: {', '.join(f'{e:.1f}' for e in errors)}); "
+                "nothing was exported: run the export again"
+            )
+
+
+def frame_mismatch(errors: np.ndarray, gaps: np.ndarray, own: int) -> bool:
+    """Whether a decoded frame is not its row's: `errors[i]` is its mean absolute error
+    (0-255) against store row i of a few consecutive rows, `gaps[i]` that row's against
+    the frame's own row `own`.
+
+    It is not when it is far from its row (MAX_FRAME_ERROR), or when a neighbouring row
+    matches it better although that row is told apart from its own through the codec
+    (gap above the codec's error on it): a video shifted by a frame. A neighbour closer to
+    the own row than the codec's error is no evidence either way: on tiny or still frames
+    (16x16 renders at H.264's quality: error ~12, consecutive rows ~4 apart) such a
+    neighbour often matches a little better by chance, every export the same.
+    """
+    if errors[own] > MAX_FRAME_ERROR:
+        return True
+    return any(errors[i] + NEIGHBOUR_MARGIN < errors[own] and gaps[i] > errors[i]
+               for i in range(len(errors)) if i != own)
+
