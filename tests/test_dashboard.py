@@ -28,6 +28,9 @@ from textual.widgets import Button, Static
 
 from conftest import platform_cmd, subprocess_env
 from shallowpi.commands import monitor_cmd
+from shallowpi.telemetry.address import TelemetryError
+from shallowpi.telemetry.mailbox import StatusMailbox
+from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -38,13 +41,8 @@ from shallowpi.telemetry.status import (
     Thumbnail,
     WriterStatus,
 )
+from shallowpi.telemetry.subscriber import TelemetrySubscriber
 from shallowpi.telemetry.thumbnail import thumbnail_from_image
-from shallowpi.telemetry.transport import (
-    StatusMailbox,
-    TelemetryError,
-    TelemetryPublisher,
-    TelemetrySubscriber,
-)
 from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
 from shallowpi.tui.launch import spawn_dashboard

@@ -14,8 +14,9 @@ from textual.pilot import Pilot
 
 from recorder_fixtures import make_session, open_store
 from shallowpi.telemetry import keys
+from shallowpi.telemetry.mailbox import StatusMailbox
+from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState
-from shallowpi.telemetry.transport import StatusMailbox, TelemetryPublisher
 from shallowpi.tui.recorder_dashboard import AcknowledgeScreen, QuitScreen, RecorderDashboard
 from test_dashboard import make_status, text_of, wait_for
 

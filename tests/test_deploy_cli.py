@@ -86,7 +86,7 @@ def test_deploy_stack_with_torch_records_the_executed_episode(trained, tmp_path)
 
 def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_path):
     from shallowpi.telemetry.executor_status import ExecutorStatus
-    from shallowpi.telemetry.transport import TelemetrySubscriber
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
 
     address = str(tmp_path / "live.sock")
     proc = subprocess.Popen(

@@ -103,7 +103,7 @@ def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_sto
     SIGINT inside the hold stops the run within a couple of seconds, not at the hold's end:
     no episode, torque off, exit 0, and the signal handlers are the caller's again."""
     from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
-    from shallowpi.telemetry.transport import TelemetrySubscriber
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
 
     arm = robot_spec("arm")
     ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))

@@ -17,8 +17,8 @@ import time
 
 import pytest
 
+from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState
-from shallowpi.telemetry.transport import TelemetryPublisher
 from shallowpi.tui.launch import hold_terminal_logs
 from shallowpi.tui.recorder_app import run_recorder_dashboard
 from test_dashboard import make_status

@@ -20,7 +20,15 @@ import pytest
 
 from conftest import subprocess_env
 from shallowpi.telemetry import envelope
-from shallowpi.telemetry.address import live_robots
+from shallowpi.telemetry.address import (
+    Address,
+    TelemetryError,
+    default_address,
+    live_robots,
+    resolve_address,
+)
+from shallowpi.telemetry.mailbox import StatusMailbox
+from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import (
     CameraStatus,
     Command,
@@ -29,16 +37,8 @@ from shallowpi.telemetry.status import (
     RecorderStatus,
     Thumbnail,
 )
-from shallowpi.telemetry.transport import (
-    SEND_HWM,
-    Address,
-    StatusMailbox,
-    TelemetryError,
-    TelemetryPublisher,
-    TelemetrySubscriber,
-    default_address,
-    resolve_address,
-)
+from shallowpi.telemetry.subscriber import TelemetrySubscriber
+from shallowpi.telemetry.transport import SEND_HWM
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -164,7 +164,7 @@ def test_tcp_loopback_with_any_free_port():
 def test_subscriber_in_another_process_reads_and_commands(address):
     script = textwrap.dedent(f"""
         from shallowpi.telemetry.status import Command
-        from shallowpi.telemetry.transport import TelemetrySubscriber
+        from shallowpi.telemetry.subscriber import TelemetrySubscriber
         sub = TelemetrySubscriber({address!r}, control=True)
         seen = []
         for status in sub:
@@ -263,7 +263,7 @@ def test_a_subscriber_that_never_reads_does_not_slow_publish(address):
 
 def test_a_crashed_subscriber_does_not_affect_the_publisher(address):
     script = textwrap.dedent(f"""
-        from shallowpi.telemetry.transport import TelemetrySubscriber
+        from shallowpi.telemetry.subscriber import TelemetrySubscriber
         sub = TelemetrySubscriber({address!r}, control=True)
         for status in sub:
             print(status.episode, flush=True)
@@ -394,7 +394,7 @@ def test_publisher_on_python310_talks_to_a_subscriber_on_this_python(address):
     script = textwrap.dedent(f"""
         import sys, time
         from shallowpi.telemetry.status import RecorderState, RecorderStatus
-        from shallowpi.telemetry.transport import TelemetryPublisher
+        from shallowpi.telemetry.publisher import TelemetryPublisher
         assert sys.version_info[:2] == (3, 10), sys.version
         with TelemetryPublisher({address!r}) as publisher:
             print("ready", flush=True)
@@ -499,7 +499,7 @@ def test_a_killed_publisher_ends_the_subscription(address):
     script = textwrap.dedent(f"""
         import time
         from shallowpi.telemetry.status import RecorderStatus
-        from shallowpi.telemetry.transport import TelemetryPublisher
+        from shallowpi.telemetry.publisher import TelemetryPublisher
         publisher = TelemetryPublisher({address!r})
         print("ready", flush=True)
         episode = 0

@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
+from shallowpi.telemetry.address import TelemetryError  # noqa: E402
 from shallowpi.telemetry.status import RecorderState  # noqa: E402
-from shallowpi.telemetry.transport import TelemetryError, TelemetrySubscriber  # noqa: E402
+from shallowpi.telemetry.subscriber import TelemetrySubscriber  # noqa: E402
 from shallowpi.tui.recorder_dashboard import RecorderDashboard  # noqa: E402
 
 

@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "platform"))
 
+from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import (
     CameraStatus,
     LoopStatus,
@@ -48,14 +49,13 @@ from shallowpi.telemetry.status import (
     WriterStatus,
 )
 from shallowpi.telemetry.thumbnail import thumbnail_from_image
-from shallowpi.telemetry.transport import TelemetryPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
 JOINTS = [f"joint_{i}" for i in range(11)]
 
 READER = """
 import json, sys, time
-from shallowpi.telemetry.transport import TelemetrySubscriber
+from shallowpi.telemetry.subscriber import TelemetrySubscriber
 sub = TelemetrySubscriber(sys.argv[1])
 count, ages, start = 0, [], time.time()
 for status in sub:
@@ -76,7 +76,7 @@ sub.recv()  # frozen before it gets here
 
 MONITOR = """
 import asyncio, sys
-from shallowpi.telemetry.transport import TelemetrySubscriber
+from shallowpi.telemetry.subscriber import TelemetrySubscriber
 from shallowpi.tui.recorder_dashboard import RecorderDashboard
 sub = TelemetrySubscriber(sys.argv[1], control=True)
 app = RecorderDashboard(sub, sub.send, monitor=True, exit_when_source_ends=True)

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     from shallowpi.deploy.executor import Executor
     from shallowpi.deploy.jetson import detect, plan
     from shallowpi.errors import ConfigError
-    from shallowpi.telemetry.transport import TelemetryPublisher
+    from shallowpi.telemetry.publisher import TelemetryPublisher
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")

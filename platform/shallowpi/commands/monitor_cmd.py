@@ -37,7 +37,7 @@ from shallowpi.errors import PlatformError
 if TYPE_CHECKING:  # imported inside the functions: `platform --help` stays light
     from textual.app import App
 
-    from shallowpi.telemetry.transport import TelemetrySubscriber
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
 
 HELP = "attach the live dashboard to a running recorder (read-only unless --control)"
 
@@ -75,7 +75,7 @@ def telemetry_address(args: argparse.Namespace) -> str:
     if getattr(args, "address", None):
         return args.address
     from shallowpi import config
-    from shallowpi.telemetry.transport import resolve_address
+    from shallowpi.telemetry.address import resolve_address
 
     cfg = config.compose(overrides_from(args))
     return resolve_address(cfg.telemetry.address, cfg.robot.name)
@@ -83,7 +83,8 @@ def telemetry_address(args: argparse.Namespace) -> str:
 
 def connect(args: argparse.Namespace, control: bool) -> TelemetrySubscriber:
     """Subscribe to the recorder, waiting up to --wait-s for it to start publishing."""
-    from shallowpi.telemetry.transport import TelemetryError, TelemetrySubscriber
+    from shallowpi.telemetry.address import TelemetryError
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
 
     address = telemetry_address(args)
     deadline = time.monotonic() + max(getattr(args, "wait_s", 0.0), 0.0)

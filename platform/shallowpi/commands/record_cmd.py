@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.record.rig import build_rig, first_seed
     from shallowpi.record.session import RecordingSession, SessionConfig
     from shallowpi.record.writer import BackgroundWriter
-    from shallowpi.telemetry.transport import TelemetryPublisher
+    from shallowpi.telemetry.publisher import TelemetryPublisher
 
     cfg = config.compose(overrides_from(args) + (["record.allow_no_cameras=true"] if args.no_cameras else []))
     dataset = args.dataset or cfg.dataset

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from shallowpi.telemetry.transport import TelemetryPublisher
+from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.tui.launch import (
     TerminalState,
     describe_exit,

@@ -1,0 +1,351 @@
+"""TelemetryPublisher: the recorder's or executor's side of the telemetry protocol (transport.py).
+
+The control loop calls `TelemetryPublisher.publish(status)` every tick. That call only
+stores a snapshot: no byte is serialised and no socket is touched on the loop's thread.
+One sender thread owns the ZeroMQ sockets; at most `max_hz` times a second it encodes the
+newest status and hands it to a PUB socket, which never blocks (see transport.py for what
+a subscriber that does not keep up gets).
+
+In-process, the recorder's own dashboard reads through `StatusMailbox` (the same
+latest-wins handoff without a socket) and sends commands with `TelemetryPublisher.submit`,
+so the control loop drains one command queue, `commands()`, whoever sent them.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from shallowpi.telemetry import envelope
+from shallowpi.telemetry.address import (
+    Address,
+    TelemetryError,
+    ensure_private_dir,
+    listening,
+    loopback_ipv6,
+    resolve_address,
+)
+from shallowpi.telemetry.envelope import Status
+from shallowpi.telemetry.mailbox import DEFAULT_MAX_HZ, StatusMailbox
+from shallowpi.telemetry.status import Command
+from shallowpi.telemetry.transport import (
+    _CLOSE_LINGER_MS,
+    _MAX_CONTROL_MESSAGE,
+    PROTOCOL,
+    SEND_HWM,
+)
+
+__all__ = ["TelemetryPublisher"]
+
+log = logging.getLogger(__name__)
+
+_MAX_PENDING_COMMANDS = 256  # commands nobody drains are dropped oldest-first, with a warning
+
+
+class TelemetryPublisher:
+    """Serve the newest status to every subscriber; collect their commands.
+
+    The control loop calls `publish(status)` each tick and `commands()` to drain what
+    dashboards asked for. `publish` keeps a snapshot; the sender thread serialises it
+    later, on its own thread, so the loop never pays for JSON or sockets. `kind` names
+    the status type published (a key of `envelope.STATUS_TYPES`).
+
+    Raises TelemetryError if another publisher serves the address or it cannot be bound.
+    """
+
+    def __init__(self, address: str, allow_control: bool = True, max_hz: float = DEFAULT_MAX_HZ,
+                 kind: str = "recorder") -> None:
+        self.address = Address.parse(address)
+        self.kind = kind
+        envelope.status_type(kind)  # an unknown kind fails here, not in a subscriber
+        self.allow_control = allow_control
+        self.min_interval_s = 1.0 / max_hz if max_hz > 0 else 0.0
+        # Written by publish() on the loop's thread, read by the sender: a tuple swap is
+        # atomic under the GIL, so neither side takes a lock.
+        self._latest: tuple[int, Status] | None = None
+        self._seq = 0
+        self._commands: collections.deque[Command] = collections.deque()
+        self._mailboxes: list[StatusMailbox] = []
+        # The sender thread's state (read elsewhere only as plain ints).
+        self._subscribers = 0
+        self._granted: set[bytes] = set()  # DEALER identities that asked for control and got it
+        self._sent_seq = -1
+        self._sent_at = 0.0
+        self.statuses_sent = 0
+        self._stop = threading.Event()
+        self._context = zmq.Context()
+        try:
+            self._bind()
+        except BaseException:
+            self._context.destroy(linger=0)
+            raise
+        self._thread = threading.Thread(target=self._serve, name="telemetry-sender", daemon=True)
+        self._thread.start()
+        # Debug, not info: a command that fails after this must still print one line only.
+        log.debug("telemetry: publishing %s statuses at %s (remote control %s)", kind, self.address,
+                  "allowed" if allow_control else "off")
+
+    @classmethod
+    def from_config(cls, telemetry: Mapping[str, Any], robot: str, kind: str = "recorder") -> TelemetryPublisher:
+        """From the config's `telemetry:` block (address, allow_remote_control, max_hz);
+        a null address means the default for `robot` (see default_address)."""
+        return cls(
+            resolve_address(telemetry.get("address"), robot),
+            allow_control=bool(telemetry.get("allow_remote_control", True)),
+            max_hz=float(telemetry.get("max_hz", DEFAULT_MAX_HZ)),
+            kind=kind,
+        )
+
+    # -- the control loop's side -------------------------------------------------------
+
+    def publish(self, status: Status) -> None:
+        """Make `status` the newest one. Never blocks, never raises.
+
+        Takes a snapshot (~5 µs), so the loop may keep updating the same status in place.
+        """
+        try:
+            status = status.snapshot()
+        except Exception:  # not a status we know: publish it as it is
+            log.debug("telemetry: could not snapshot a status", exc_info=True)
+        self._seq += 1
+        self._latest = (self._seq, status)
+        for mailbox in self._mailboxes:
+            mailbox.publish(status)
+
+    def commands(self) -> list[Command]:
+        """Commands received since the last call, oldest first (never blocks)."""
+        drained = []
+        while True:
+            try:
+                drained.append(self._commands.popleft())
+            except IndexError:
+                return drained
+
+    # -- in-process dashboards ---------------------------------------------------------
+
+    def submit(self, command: Command) -> None:
+        """Queue a command from an in-process dashboard (thread-safe): the sink for one."""
+        self._queue_command(Command(command))
+
+    def local_feed(self, max_hz: float = DEFAULT_MAX_HZ) -> StatusMailbox:
+        """A latest-wins status feed for a dashboard in this process (see StatusMailbox)."""
+        mailbox: StatusMailbox = StatusMailbox(max_hz=max_hz)
+        self._mailboxes = [*self._mailboxes, mailbox]  # copy-on-write: publish() iterates it
+        if self._latest is not None:
+            mailbox.publish(self._latest[1])
+        return mailbox
+
+    @property
+    def subscriber_count(self) -> int:
+        """Status subscribers connected now (ZeroMQ tells the XPUB of each join and leave)."""
+        return self._subscribers
+
+    @property
+    def status_address(self) -> str:
+        """Where statuses are published (what a subscriber's hello is told)."""
+        return self._status_address
+
+    def close(self) -> None:
+        """Send the newest status if not yet sent, stop serving, remove the socket files.
+        Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        with contextlib.suppress(zmq.ZMQError):
+            self._wake_w.send(b"", zmq.NOBLOCK)
+        self._thread.join(timeout=2.0)
+        for mailbox in self._mailboxes:
+            mailbox.close()
+        with contextlib.suppress(zmq.ZMQError):
+            self._wake_w.close(linger=0)
+        if not self._thread.is_alive():
+            self._context.term()
+        for path in self._files:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def __enter__(self) -> TelemetryPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sockets -----------------------------------------------------------------------
+
+    def _bind(self) -> None:
+        address = self.address
+        self._files: list[str] = []
+        if address.path is not None:
+            status = Address(path=f"{address.path}.status")
+            for taken in (address, status):
+                # libzmq unlinks an existing socket file when it binds: ask first, so a
+                # second recorder never steals a running one's socket.
+                if listening(taken):
+                    raise TelemetryError(
+                        f"a recorder is already publishing at {taken.path}; stop it, or pass "
+                        "telemetry.address=PATH (another socket path) to publish beside it"
+                    )
+            ensure_private_dir(Path(address.path).parent)
+        else:
+            status = Address(host=address.host, port=0)
+        self._router = self._context.socket(zmq.ROUTER)
+        self._xpub = self._context.socket(zmq.XPUB)
+        for sock in (self._router, self._xpub):
+            sock.linger = _CLOSE_LINGER_MS
+            if loopback_ipv6(address):
+                sock.ipv6 = True
+        self._router.maxmsgsize = _MAX_CONTROL_MESSAGE
+        self._router.sndhwm = 16  # replies to a peer that does not read are dropped, never block
+        self._xpub.sndhwm = SEND_HWM
+        self._xpub.setsockopt(zmq.XPUB_VERBOSER, 1)  # every join and leave, to count subscribers
+        try:
+            self._router.bind(address.endpoint)
+            if address.path is not None:
+                self._files.append(address.path)
+                self._xpub.bind(status.endpoint)
+                self._files.append(status.path)  # type: ignore[arg-type]
+                for path in self._files:
+                    os.chmod(path, 0o600)  # only this user may watch or steer the robot
+            else:
+                port = self._xpub.bind_to_random_port(status.endpoint.rsplit(":", 1)[0])
+                status = Address(host=address.host, port=port)
+        except (zmq.ZMQError, OSError) as exc:
+            for path in self._files:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise TelemetryError(
+                f"cannot publish telemetry at {address}: {exc}; is another recorder running? "
+                "pass telemetry.address=PATH (another socket path or tcp://127.0.0.1:PORT)"
+            ) from None
+        if address.path is None and address.port == 0:
+            # tcp://127.0.0.1:0 asks for any free port: report the one we got.
+            endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.address = Address(host=address.host, port=int(endpoint.rsplit(":", 1)[1]))
+        self._status_address = str(status)
+        # close() wakes the sender through an in-process pair.
+        self._wake_r = self._context.socket(zmq.PAIR)
+        self._wake_w = self._context.socket(zmq.PAIR)
+        wake = f"inproc://telemetry-wake-{id(self)}"
+        self._wake_r.bind(wake)
+        self._wake_w.connect(wake)
+
+    # -- the sender thread -------------------------------------------------------------
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        for sock in (self._router, self._xpub, self._wake_r):
+            poller.register(sock, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(self._next_timeout_ms()))
+                if self._router in ready:
+                    self._receive()
+                if self._xpub in ready:
+                    self._track_subscriptions()
+                self._deliver()
+            self._deliver(final=True)
+        except Exception:  # the sender must never take the recorder down
+            log.exception("telemetry: sender thread failed; subscribers disconnected")
+        finally:
+            for sock in (self._router, self._xpub, self._wake_r):
+                sock.close()
+
+    def _next_timeout_ms(self) -> int:
+        """Sleep until a newer status may go out (bounded), or 50 ms when nothing is due."""
+        latest = self._latest
+        if latest is None or not self._subscribers:
+            return 50
+        due_ms = round((self._sent_at + self.min_interval_s - time.monotonic()) * 1e3)
+        if latest[0] == self._sent_seq:
+            return max(5, min(50, due_ms))  # sent: a newer status is probably a tick away
+        return max(1, min(50, due_ms))
+
+    def _track_subscriptions(self) -> None:
+        while True:
+            try:
+                event = self._xpub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event[:1] == b"\x01":
+                self._subscribers += 1
+                self._sent_seq = -1  # a newcomer gets the newest status now, not at the next tick
+                log.info("telemetry: subscriber connected (%d now)", self._subscribers)
+            elif event[:1] == b"\x00":
+                self._subscribers = max(0, self._subscribers - 1)
+                log.info("telemetry: subscriber disconnected (%d left)", self._subscribers)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                continue  # not from a DEALER speaking this protocol
+            identity, raw = frames
+            try:
+                message = json.loads(raw)
+                kind = message["type"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("telemetry: ignored a message that is not a telemetry message")
+                continue
+            if kind == "hello":
+                self._hello(identity, bool(message.get("control", False)))
+            elif kind == "command":
+                if identity not in self._granted:
+                    log.warning("telemetry: ignored a command from a read-only subscriber")
+                    continue
+                try:
+                    command = Command(message.get("command"))
+                except ValueError:
+                    log.warning("telemetry: ignored unknown command %r", message.get("command"))
+                    continue
+                self._queue_command(command)
+
+    def _hello(self, identity: bytes, wants_control: bool) -> None:
+        granted = wants_control and self.allow_control
+        if granted:
+            self._granted.add(identity)
+        reply: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL, "kind": self.kind,
+                                 "status": self._status_address, "control": granted}
+        if wants_control and not self.allow_control:
+            reply["reason"] = ("this recorder does not accept remote commands "
+                               "(telemetry.allow_remote_control is false)")
+        with contextlib.suppress(zmq.Again):
+            self._router.send_multipart([identity, json.dumps(reply).encode()], zmq.NOBLOCK)
+
+    def _queue_command(self, command: Command) -> None:
+        if len(self._commands) >= _MAX_PENDING_COMMANDS:
+            self._commands.popleft()
+            log.warning("telemetry: command queue full (nobody drains commands()); dropped the oldest")
+        self._commands.append(command)
+
+    def _deliver(self, final: bool = False) -> None:
+        """Send the newest status if there is a subscriber, it is new, and it is due."""
+        latest = self._latest
+        if latest is None or not self._subscribers or latest[0] == self._sent_seq:
+            return
+        now = time.monotonic()
+        if not final and now - self._sent_at < self.min_interval_s:
+            return
+        seq, status = latest
+        try:
+            frame = envelope.encode(status, seq)
+        except Exception:  # a status mutated while we read it: skip this one
+            log.debug("telemetry: could not serialise a status", exc_info=True)
+            return
+        # XPUB never blocks: a subscriber whose queue is full (SEND_HWM) misses this one.
+        with contextlib.suppress(zmq.Again):
+            self._xpub.send(frame, zmq.NOBLOCK, copy=False)
+        self._sent_seq, self._sent_at = seq, now
+        self.statuses_sent += 1
