@@ -122,6 +122,11 @@ def test_skip_nonfinite_drops_exactly_the_windows_that_touch_them_and_trains(tmp
         assert torch.isfinite(data[i]["observation.state"]).all() and torch.isfinite(data[i]["action"]).all()
     stats = data.stats()
     assert all(np.isfinite(v).all() for s in stats.values() for v in s.values())
+    # policy.actions=delta: the offsets' statistics over the kept windows only, finite too
+    offsets = np.concatenate([(item["action"] - item["observation.state"][None, :6]).numpy()[~item["action_is_pad"].numpy()]
+                              for item in (data[i] for i in range(len(data)))])
+    delta = data.stats(delta_dims=range(6))["action"]
+    assert np.allclose(delta["mean"], offsets.mean(0), atol=1e-5) and np.allclose(delta["max"], offsets.max(0))
 
     run = finetune(store, load_preset("tiny"), _cfg(), tmp_path / "run", episodes=[0, 1, 2, 3], make_dataset=make)
     assert np.isfinite(run["train"]["loss"]) and np.isfinite(run["eval"]["policy_mse"])

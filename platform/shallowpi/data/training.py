@@ -21,6 +21,7 @@ from shallowpi.data.store import EpisodeStore
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.windows import ChunkWindows
 from shallowpi.errors import StoreError
+from shallowpi.policy.action_space import mask_of, offset_stats
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
@@ -88,8 +89,14 @@ class ChunkDataset(Dataset):
         """The distinct task texts of the chosen episodes, sorted."""
         return sorted({self.tasks[int(e)] for e in self.windows.episodes})
 
-    def stats(self) -> dict[str, dict[str, np.ndarray]]:
-        """Mean, std, min, max of state and action over the chosen episodes (normalization)."""
+    def joint_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The store's per-dimension names of state and action (empty when it has none)."""
+        return self.features[STATE_KEY].names, self.features[ACTION_KEY].names
+
+    def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
+        """Mean, std, min, max of state and action over the chosen episodes (normalization).
+        With `delta_dims` (policy.actions=delta) the action's are over what the model
+        predicts: every chunk entry, offset from its window's state on those dimensions."""
         rows = self.windows.rows()
         out = {}
         for key, values in ((STATE_KEY, self._state[rows]), (ACTION_KEY, self._action[rows])):
@@ -97,4 +104,8 @@ class ChunkDataset(Dataset):
                 "mean": values.mean(0), "std": values.std(0),
                 "min": values.min(0), "max": values.max(0),
             }
+        if delta_dims:
+            obs_rows, action_rows, is_pad = self.windows.chunk_rows()
+            out[ACTION_KEY] = offset_stats(self._state, self._action, obs_rows, action_rows, is_pad,
+                                           mask_of(delta_dims, self._action.shape[1]))
         return out

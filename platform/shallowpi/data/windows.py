@@ -65,6 +65,15 @@ class ChunkWindows:
         """Every data row of the chosen episodes, in window order."""
         return np.concatenate([np.arange(a, b) for a, b in zip(self._starts, self._stops)] or [np.zeros(0, np.int64)])
 
+    def chunk_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every window at once, in window order: observation rows [W], action rows [W, H]
+        and is_pad [W, H], as `windows[i]` gives them one at a time."""
+        rows = self.rows()
+        last = np.concatenate([np.full(b - a, b - 1) for a, b in zip(self._starts, self._stops)]
+                              or [np.zeros(0, np.int64)])
+        wanted = rows[:, None] + self.action_offset + np.arange(self.chunk_len)[None]
+        return rows, np.minimum(wanted, last[:, None]), wanted > last[:, None]
+
     def __getitem__(self, index: int) -> Window:
         if not 0 <= index < len(self):
             raise IndexError(index)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shallowpi.errors import ConfigError, refuse_unknown_keys
+from shallowpi.policy.action_space import ACTION_SPACES
 
 # How the instruction reaches the actions besides the prefix's text tokens
 # (policy/conditioning.py says what each does).
@@ -111,6 +112,12 @@ class PolicyConfig:
     # How the instruction reaches the actions besides the prefix's text tokens
     # (policy/conditioning.py): "tokens" (π0 as published), "film", "expert".
     task_conditioning: str = "tokens"
+    # "absolute": the model predicts joint targets; "delta": every joint but the grippers as
+    # an offset from the chunk's state (policy/action_space.py, openpi's ALOHA recipe).
+    # `delta_dims` (the offset action dimensions) is filled by `platform train` from the
+    # store's joint names and saved with the checkpoint.
+    actions: str = "absolute"
+    delta_dims: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.vision, dict):
@@ -139,6 +146,10 @@ class PolicyConfig:
         if self.task_conditioning not in TASK_CONDITIONING:
             raise ConfigError(f"unknown policy.task_conditioning '{self.task_conditioning}'; "
                               f"choose one of: {', '.join(TASK_CONDITIONING)}")
+        if self.actions not in ACTION_SPACES:
+            raise ConfigError(f"unknown policy.actions '{self.actions}'; choose one of: {', '.join(ACTION_SPACES)}")
+        if self.delta_dims and self.actions != "delta":
+            raise ConfigError(f"policy.delta_dims {self.delta_dims} belong to policy.actions=delta, not '{self.actions}'")
         if not 0.0 < self.crop_scale <= 1.0:
             raise ConfigError(f"policy.crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.num_cameras < 1 or self.chunk_len < 1 or self.num_steps < 1:

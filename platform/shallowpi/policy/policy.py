@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from shallowpi.policy.action_space import mask_of, offsets_from, targets_from
 from shallowpi.policy.augment import crop
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.model import Pi0Model, Prefix
@@ -192,6 +193,10 @@ class Policy(nn.Module):
         self.model = Pi0Model(cfg)
         self.state_norm = Normalizer(features.state_dim)
         self.action_norm = Normalizer(features.action_dim)
+        # 1.0 on the action dimensions predicted as offsets from the state (policy.actions=
+        # delta), 0.0 on absolute ones; from the config, so not saved with the weights.
+        self.register_buffer("delta_mask", torch.from_numpy(mask_of(cfg.delta_dims, features.action_dim)),
+                             persistent=False)
         # The training set's mean action [A] (robot units): the offline evaluation's
         # baseline. Not the normaliser's centre, which under min-max is the range's middle.
         # In the checkpoint's header; None for checkpoints written before it was kept.
@@ -253,6 +258,7 @@ class Policy(nn.Module):
         images resized, task tokenised, state and actions normalised and padded."""
         (images, image_masks, tokens, token_masks), state, _ = self._model_inputs(batch)
         actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
+        actions = offsets_from(actions, self._robot_state(batch), self.delta_mask)  # what the model predicts
         actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
         valid = ~torch.as_tensor(batch["action_is_pad"], device=self.device)  # [B, C]
         weights = torch.zeros_like(actions)
@@ -284,6 +290,7 @@ class Policy(nn.Module):
         how many elements it sums (the trainer divides by the count over all processes)."""
         prefix, state, _ = self._prefix_and_state(batch)
         actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
+        actions = offsets_from(actions, self._robot_state(batch), self.delta_mask)  # what the model predicts
         actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
         per_elem = self.model.loss(prefix, state, actions, noise, t)  # [B, C, A]
         per_elem = per_elem[..., : self.features.action_dim].float()
@@ -348,7 +355,7 @@ class Policy(nn.Module):
         """
         model_inputs, state, batched = self._model_inputs(obs)
         if inpaint is not None:
-            x = self._inpainted(model_inputs, state, noise, num_steps, *inpaint)
+            x = self._inpainted(model_inputs, state, self._robot_state(obs), noise, num_steps, *inpaint)
         elif self._sampler is None:
             prefix = self.model.embed_prefix(*model_inputs)
             x = self.model.sample_actions(prefix, state, noise, num_steps)  # [B, C, A]
@@ -356,18 +363,26 @@ class Policy(nn.Module):
             if noise is None:
                 noise = torch.randn(state.shape[0], self.cfg.chunk_len, self.cfg.action_dim, device=self.device)
             x = self._sampler(*model_inputs, state, noise.to(self.device), num_steps)
-        actions = self.action_norm.inverse(x[..., : self.features.action_dim])
+        predicted = self.action_norm.inverse(x[..., : self.features.action_dim])
+        actions = targets_from(predicted, self._robot_state(obs), self.delta_mask)  # absolute, robot units
         return actions if batched else actions[0]
 
-    def _inpainted(self, model_inputs: tuple, state: Tensor, noise: Tensor | None, num_steps: int | None,
-                   target: Any, weight: Any) -> Tensor:
+    def _robot_state(self, obs: dict[str, Any]) -> Tensor:
+        """The observation's joint state in robot units, [B, A_real]: what delta actions are
+        offsets from."""
+        state = torch.as_tensor(obs[STATE], dtype=torch.float32, device=self.device)
+        return (state if state.ndim == 2 else state[None])[:, : self.features.action_dim]
+
+    def _inpainted(self, model_inputs: tuple, state: Tensor, robot_state: Tensor, noise: Tensor | None,
+                   num_steps: int | None, target: Any, weight: Any) -> Tensor:
         B, C, A = state.shape[0], self.cfg.chunk_len, self.cfg.action_dim
         if noise is None:
             noise = torch.randn(B, C, A, device=self.device)
         goal = torch.as_tensor(np.asarray(target, np.float32)[:C], device=self.device)  # [<=C, A_real]
         if len(goal) < C:  # pad with its last row, never zeros (zero is the dataset's centre)
             goal = torch.cat([goal, goal[-1:].expand(C - len(goal), -1)])
-        goal = pad_last(self.action_norm(goal), A)[None].expand(B, C, A)
+        goal = offsets_from(goal[None].expand(B, C, -1), robot_state, self.delta_mask)  # what the model predicts
+        goal = pad_last(self.action_norm(goal), A)
         weight = np.asarray(weight, np.float32)[:C]
         w = torch.zeros(B, C, 1, device=self.device)  # rows past the weights: free
         w[:, : len(weight), 0] = torch.as_tensor(weight, device=self.device)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from shallowpi.policy.action_space import delta_dims
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.tokenizer import build_vocabulary, check_prompts
@@ -103,12 +104,12 @@ def finetune(
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
     features = Features.from_sample(train_set[0])
     texts = train_set.task_texts()
-    policy_cfg = _with_vocabulary(policy_cfg, texts)
+    policy_cfg = _with_delta_dims(_with_vocabulary(policy_cfg, texts), train_set)
     torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
     policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)
     # No instruction cut, no two that encode alike: refused before step 0, in one line.
     check_prompts(policy.tokenizer, texts, policy.cfg.max_text_tokens)
-    policy.set_stats(train_set.stats())
+    policy.set_stats(train_set.stats(delta_dims=policy.cfg.delta_dims))
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
@@ -133,6 +134,17 @@ def finetune(
         (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
         log.info("%s:\n%s", what, report.table())
     return result
+
+
+def _with_delta_dims(cfg: PolicyConfig, train_set: Any) -> PolicyConfig:
+    """With actions=delta and no delta_dims yet: the config with the store's non-gripper
+    joints as the offset dimensions (policy/action_space.py; ConfigError when the actions
+    do not command the state's joints)."""
+    if cfg.actions == "delta" and not cfg.delta_dims:
+        dims = delta_dims(*train_set.joint_names())
+        cfg = PolicyConfig.from_dict({**cfg.to_dict(), "delta_dims": dims})
+        log.info("delta actions: %d of the joints as offsets from the chunk's state, the rest absolute", len(dims))
+    return cfg
 
 
 def _with_vocabulary(cfg: PolicyConfig, texts: list[str]) -> PolicyConfig:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from shallowpi.data.nonfinite import NonFinite, bad_rows, find_nonfinite, windows_touching
+from shallowpi.policy.action_space import mask_of, offset_stats
 from shallowpi.train.errors import TrainingError
 from shallowpi.train.finetune import DatasetFactory
 
@@ -151,12 +153,24 @@ class FiniteWindows(Dataset):
         """The wrapped dataset's: every chosen episode's text, even one left with no window."""
         return self.dataset.task_texts()
 
-    def stats(self) -> dict[str, dict[str, np.ndarray]]:
-        """Mean, std, min, max of state and action over the chosen episodes' finite rows."""
+    def joint_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The wrapped dataset's state and action names."""
+        return self.dataset.joint_names()
+
+    def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
+        """Mean, std, min, max of state and action over the chosen episodes' finite rows;
+        with `delta_dims`, the action's over the kept windows' chunks, offset from their
+        state on those dimensions (`ChunkDataset.stats`)."""
         rows = self.dataset.windows.rows()
         out = {}
         for key in (STATE_KEY, ACTION_KEY):
             finite = rows[~self.screen.bad(key)[rows]]
             values = self.screen.arrays[key][finite].astype(np.float32)
             out[key] = {"mean": values.mean(0), "std": values.std(0), "min": values.min(0), "max": values.max(0)}
+        if delta_dims:
+            obs_rows, action_rows, is_pad = self.dataset.windows.chunk_rows()
+            kept = self.index  # windows that touch no non-finite value
+            state, action = (self.screen.arrays[k].astype(np.float32) for k in (STATE_KEY, ACTION_KEY))
+            out[ACTION_KEY] = offset_stats(state, action, obs_rows[kept], action_rows[kept], is_pad[kept],
+                                           mask_of(delta_dims, action.shape[1]))
         return out

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from shallowpi.deploy.bundle import Bundle
-from shallowpi.deploy.preprocess import ModelInputs, Preprocessor
+from shallowpi.deploy.preprocess import STATE, ModelInputs, Preprocessor
 from shallowpi.errors import PlatformError
 from shallowpi.policy.action_selection import rtc_weights
+from shallowpi.policy.action_space import mask_of, offsets_from, targets_from
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class Backend(ABC):
         cfg = bundle.config
         self.chunk_len, self.action_dim = cfg["chunk_len"], cfg["action_dim"]
         self.real_action_dim = bundle.features["action_dim"]
+        # policy.actions=delta: these dimensions are predicted as offsets from the state.
+        self.delta_mask = mask_of(cfg.get("delta_dims", []), self.real_action_dim)
         self._rng = np.random.default_rng(0)
 
     def reset(self, seed: int) -> None:
@@ -96,14 +99,17 @@ class Backend(ABC):
               noise: np.ndarray | None = None) -> np.ndarray:
         """Observation (lerobot keys + `task`) -> actions float32 [C, A_real], robot units."""
         inputs = self.preprocess(obs)
+        state = np.asarray(obs[STATE], np.float32)[: self.real_action_dim]  # robot units
         target = np.zeros((1, self.chunk_len, self.action_dim), np.float32)
         weight = np.zeros((1, self.chunk_len, 1), np.float32)
         if inpainting is not None:
             n = min(len(inpainting.target), self.chunk_len)
-            target[0, :n, : self.real_action_dim] = self.bundle.action_stats.normalize(inpainting.target[:n])
+            goal = offsets_from(np.asarray(inpainting.target[:n], np.float32), state, self.delta_mask)
+            target[0, :n, : self.real_action_dim] = self.bundle.action_stats.normalize(goal)
             weight[0, :n, 0] = inpainting.weight[:n]
         x = self._chunk(inputs, self.noise() if noise is None else noise, target, weight)  # [1, C, A]
-        return self.bundle.action_stats.denormalize(x[0, :, : self.real_action_dim])
+        predicted = self.bundle.action_stats.denormalize(x[0, :, : self.real_action_dim])
+        return targets_from(predicted, state, self.delta_mask)
 
     def warm_up(self, obs: Mapping[str, Any], runs: int = 3) -> list[float]:
         """Run `runs` chunks (allocation, kernel selection, engine build, CUDA graph capture
