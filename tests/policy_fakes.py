@@ -66,7 +66,12 @@ class FakeChunks(Dataset):
     def task_texts(self) -> list[str]:
         return ["reach the target"]
 
-    def stats(self) -> dict:
+    def joint_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        names = tuple(f"joint_{i}" for i in range(self.states[0].shape[1]))
+        return names, names
+
+    def stats(self, delta_dims=()) -> dict:
+        assert not delta_dims, "the fake reaches absolute targets only"
         states = np.concatenate(self.states)
         return {
             key: {"mean": states.mean(0), "std": states.std(0), "min": states.min(0), "max": states.max(0)}

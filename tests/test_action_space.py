@@ -4,6 +4,8 @@ and absolute targets out of every path (torch policy, RTC inpainting, deploy bac
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from shallowpi.data.windows import ChunkWindows
 from shallowpi.errors import ConfigError
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.policy.action_space import delta_dims, mask_of, offsets_from, targets_from
+from shallowpi.policy.weights import CheckpointError
 from store_fixtures import make_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,6 +43,23 @@ def test_delta_dims_skip_grippers_and_need_actions_on_the_states_joints():
     assert delta_dims([*ARM, "base_x"], ARM) == [0, 1, 2, 3, 4, 5]  # extra state after the joints: fine
     with pytest.raises(ConfigError, match=r"policy\.actions=delta needs actions that command the state's joints"):
         delta_dims(ARM, list(reversed(ARM)))
+    with pytest.raises(ConfigError, match="needs the store's joint names"):
+        delta_dims((), ())  # a store imported without names
+    with pytest.raises(ConfigError, match="is a gripper"):
+        delta_dims(["gripper"], ["gripper"])
+
+
+def test_offset_dimensions_are_checked_where_they_are_set():
+    tiny = load_preset("tiny")
+    for dims in ([0, 0], [-1], [tiny.action_dim]):
+        with pytest.raises(ConfigError, match="must be distinct action indices"):
+            dataclasses.replace(tiny, actions="delta", delta_dims=dims)
+    with pytest.raises(ConfigError, match=r"belong to policy\.actions=delta"):
+        dataclasses.replace(tiny, delta_dims=[0])
+    with pytest.raises(CheckpointError, match=r"without policy\.delta_dims"):
+        Policy(dataclasses.replace(tiny, actions="delta"), Features(7, 7, ["front"]))
+    with pytest.raises(CheckpointError, match="reach past the data's 7 actions"):
+        Policy(dataclasses.replace(tiny, actions="delta", delta_dims=[0, 7]), Features(7, 7, ["front"]))
 
 
 def test_chunk_rows_are_every_window_at_once():
@@ -69,6 +89,7 @@ def test_the_action_statistics_are_over_what_the_model_predicts(tmp_path):
         assert np.allclose(stats[key], expected, atol=1e-5), key
     plain = data.stats()["action"]
     assert not np.allclose(plain["mean"], stats["mean"])  # the offsets are not the rows
+    assert np.allclose(stats["row_mean"], plain["mean"], atol=1e-5)  # the absolute mean, for the baseline
 
 
 def _delta_policy(actions: str = "delta") -> Policy:
@@ -111,6 +132,12 @@ def test_a_delta_policy_trains_on_offsets_and_inpaints_towards_absolute_targets(
     mask = np.array([1, 1, 1, 1, 1, 1, 0], np.float32)
     offsets = torch.from_numpy(batch["action"] - batch["observation.state"][:, None] * mask)
     assert torch.allclose(inputs.actions[..., :7], policy.action_norm(offsets), atol=1e-5)
+    # the trainer's own path (loss_terms) learns the same targets as the distiller's (model_inputs)
+    noise, t = torch.randn(inputs.actions.shape), torch.tensor([0.3, 0.8])
+    total, count = policy.loss_terms(batch, noise, t)
+    out = policy.flow_outputs(inputs, noise, t)
+    expected = (((out.velocity - out.target) ** 2)[..., :7]).sum()
+    assert torch.allclose(total, expected, rtol=1e-4) and count == 2 * policy.cfg.chunk_len * 7
     obs = observation(rng)
     target = rng.normal(size=(policy.cfg.chunk_len, 7)).astype(np.float32)
     weight = np.r_[np.ones(2), np.zeros(policy.cfg.chunk_len - 2)].astype(np.float32)
@@ -133,15 +160,15 @@ def test_the_deploy_backend_adds_the_state_back_as_the_policy_does(tmp_path):
     with torch.no_grad():
         reference = Policy.load(tmp_path / "ckpt").sample_actions(obs, noise=torch.from_numpy(noise)).numpy()
     assert np.abs(chunk - reference).max() <= 1e-4
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["version"] == 2  # older readers refuse it
     target = chunk + np.float32(0.5)
     frozen = backend.infer(obs, Inpainting.hard_prefix(target, frozen=2), noise=noise)
     assert np.abs(frozen[:2] - target[:2]).max() < 1e-4
 
 
 def test_training_with_delta_actions_saves_the_offset_joints_and_their_statistics(tmp_path):
-    import json
-
     from shallowpi.commands.train_cmd import chunk_dataset
+    from shallowpi.train.errors import TrainingError
     from shallowpi.train.finetune import finetune
     from shallowpi.train.trainer import TrainConfig
 
@@ -155,4 +182,10 @@ def test_training_with_delta_actions_saves_the_offset_joints_and_their_statistic
     episodes = json.loads((tmp_path / "run" / "split.json").read_text())["train"]
     expected = ChunkDataset(tmp_path / "s.zarr", cfg.chunk_len, episodes, image_keys=[]).stats(delta_dims=range(6))
     assert np.allclose(policy.action_norm.mean.numpy(), expected["action"]["mean"], atol=1e-5)
+    # the offline baseline stays the training mean *absolute* action
+    rows = ChunkDataset(tmp_path / "s.zarr", cfg.chunk_len, episodes, image_keys=[]).stats()["action"]["mean"]
+    assert np.allclose(policy.action_mean, rows, atol=1e-5)
     assert np.isfinite(run["eval"]["policy_mse"])
+    with pytest.raises(TrainingError, match="predicts delta actions"):  # --init keeps its own action space
+        finetune(tmp_path / "s.zarr", load_preset("tiny"), train, tmp_path / "run2", episodes=[0, 1, 2, 3],
+                 make_dataset=chunk_dataset, init_from=Path(run["checkpoint"]))

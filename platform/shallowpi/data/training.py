@@ -96,7 +96,8 @@ class ChunkDataset(Dataset):
     def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes (normalization).
         With `delta_dims` (policy.actions=delta) the action's are over what the model
-        predicts: every chunk entry, offset from its window's state on those dimensions."""
+        predicts: every chunk entry, offset from its window's state on those dimensions, and
+        `row_mean` keeps the mean absolute action (policy/action_space.py `offset_stats`)."""
         rows = self.windows.rows()
         out = {}
         for key, values in ((STATE_KEY, self._state[rows]), (ACTION_KEY, self._action[rows])):
@@ -105,7 +106,6 @@ class ChunkDataset(Dataset):
                 "min": values.min(0), "max": values.max(0),
             }
         if delta_dims:
-            obs_rows, action_rows, is_pad = self.windows.chunk_rows()
-            out[ACTION_KEY] = offset_stats(self._state, self._action, obs_rows, action_rows, is_pad,
+            out[ACTION_KEY] = offset_stats(self._state, self._action, self.windows,
                                            mask_of(delta_dims, self._action.shape[1]))
         return out

@@ -65,12 +65,13 @@ class ChunkWindows:
         """Every data row of the chosen episodes, in window order."""
         return np.concatenate([np.arange(a, b) for a, b in zip(self._starts, self._stops)] or [np.zeros(0, np.int64)])
 
-    def chunk_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every window at once, in window order: observation rows [W], action rows [W, H]
-        and is_pad [W, H], as `windows[i]` gives them one at a time."""
-        rows = self.rows()
-        last = np.concatenate([np.full(b - a, b - 1) for a, b in zip(self._starts, self._stops)]
-                              or [np.zeros(0, np.int64)])
+    def chunk_rows(self, index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Windows `index` (default: all) at once, in that order: observation rows [W],
+        action rows [W, H] and is_pad [W, H], as `windows[i]` gives them one at a time."""
+        index = np.arange(len(self)) if index is None else np.asarray(index, dtype=np.int64)
+        k = np.searchsorted(self._offsets, index, side="right") - 1
+        rows = self._starts[k] + (index - self._offsets[k])
+        last = self._stops[k] - 1
         wanted = rows[:, None] + self.action_offset + np.arange(self.chunk_len)[None]
         return rows, np.minimum(wanted, last[:, None]), wanted > last[:, None]
 

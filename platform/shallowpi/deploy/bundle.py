@@ -3,7 +3,8 @@
     bundle/
       manifest.json        format, version, and {file: {sha256, bytes}} for every file below
       config.json          the policy config, features, the checkpoint's metadata
-      stats.json           normalisation mean/std of state and action (robot units)
+      stats.json           normalisation mean/std of state and action (robot units; under
+                           policy.actions=delta the action's are over the offsets from the state)
       tokenizer.json       only for a file tokenizer (PaliGemma's); "bytes" needs none
       model.safetensors    the checkpoint's weights (the torch backend loads these)
       graphs/*.onnx        exported graphs (deploy/export_onnx.py): chunk, prefix, step
@@ -31,7 +32,11 @@ import numpy as np
 from shallowpi.errors import PlatformError
 
 FORMAT = "shallowpi-deploy-bundle"
-FORMAT_VERSION = 1
+# v2: the policy may predict offsets from the state (policy.actions=delta, config.json's
+# policy.delta_dims). A reader from before v2 would send those offsets as joint targets, so
+# such a bundle is written as v2, which it refuses; every other bundle stays v1.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 GRAPH_NAMES = ("chunk", "prefix", "step")
 
@@ -134,10 +139,10 @@ def verify(path: Path) -> dict[str, dict[str, Any]]:
         manifest = json.loads(manifest_path.read_text())
     except ValueError as exc:
         raise BundleError(f"{manifest_path} is not valid JSON ({exc}); rebuild the bundle") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
+    if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE_VERSIONS:
         raise BundleError(
             f"{path} is a {manifest.get('format')!r} v{manifest.get('version')} bundle; this "
-            f"platform reads {FORMAT} v{FORMAT_VERSION}: rebuild it from the checkpoint"
+            f"platform reads {FORMAT} v{'/'.join(map(str, READABLE_VERSIONS))}: rebuild it from the checkpoint"
         )
     files: dict[str, dict[str, Any]] = manifest["files"]
     for name, entry in files.items():
@@ -158,14 +163,15 @@ def verify(path: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
-def write_manifest(path: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Hash every file under `path` (but the manifest) into path/manifest.json."""
+def write_manifest(path: Path, extra: dict[str, Any] | None = None, version: int = 1) -> dict[str, Any]:
+    """Hash every file under `path` (but the manifest) into path/manifest.json, as a bundle
+    of format `version` (2 for a policy that predicts offsets: FORMAT_VERSION's comment)."""
     files = {
         str(f.relative_to(path)): {"sha256": sha256_of(f), "bytes": f.stat().st_size}
         for f in sorted(path.rglob("*"))
         if f.is_file() and f.name != MANIFEST
     }
-    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "files": files, **(extra or {})}
+    manifest = {"format": FORMAT, "version": version, "files": files, **(extra or {})}
     (path / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -219,7 +225,8 @@ def build_bundle(
         if graphs:
             (tmp / "graphs").mkdir()
             export_graphs(policy, tmp / "graphs", graphs, num_steps=config["num_steps"])
-        write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                       version=2 if policy.cfg.delta_dims else 1)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

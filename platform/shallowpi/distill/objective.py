@@ -129,6 +129,9 @@ class DistillationObjective(Objective):
         for a, b in ((student.state_norm, teacher.state_norm), (student.action_norm, teacher.action_norm)):
             if not all(torch.equal(x, y.to(x.device)) for x, y in zip(a.buffers(), b.buffers())):
                 raise CheckpointError("student and teacher normalise with different statistics; copy the teacher's")
+        if student.cfg.delta_dims != teacher.cfg.delta_dims:  # the output term compares like with like
+            raise CheckpointError(f"the student predicts offsets on dimensions {student.cfg.delta_dims}, the teacher "
+                                  f"on {teacher.cfg.delta_dims}; build the student from this teacher")
         pairs.check(student.cfg.depth, teacher.cfg.depth)
         self.teacher = freeze(teacher)
         self.weights, self.pairs = weights, pairs

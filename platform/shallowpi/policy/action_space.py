@@ -22,11 +22,14 @@ names); `mask` [A] is 1.0 on the offset dimensions and 0.0 on the absolute ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from shallowpi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shallowpi.data.windows import ChunkWindows
 
 ACTION_SPACES = ("absolute", "delta")
 X = TypeVar("X")
@@ -34,14 +37,22 @@ X = TypeVar("X")
 
 def delta_dims(state_names: Sequence[str], action_names: Sequence[str]) -> list[int]:
     """The action dimensions predicted as offsets: every joint whose name does not say
-    "gripper". ConfigError (one line) when the actions do not command the state's joints in
-    the state's order, so that no offset could be taken."""
+    "gripper" (the store keeps joint names, not the robot spec's joint kinds). ConfigError
+    (one line) when the store names no joints, when the actions do not command the state's
+    joints in the state's order (no offset could be taken), or when every joint is a gripper."""
+    if not action_names:
+        raise ConfigError("policy.actions=delta needs the store's joint names (its action feature has none); "
+                          "train with policy.actions=absolute")
     if list(action_names) != list(state_names)[: len(action_names)]:
         raise ConfigError(
             f"policy.actions=delta needs actions that command the state's joints in its order; the store's "
             f"actions are {list(action_names)} and its state {list(state_names)}; train with policy.actions=absolute"
         )
-    return [i for i, name in enumerate(action_names) if "gripper" not in name.lower()]
+    dims = [i for i, name in enumerate(action_names) if "gripper" not in name.lower()]
+    if not dims:
+        raise ConfigError(f"policy.actions=delta: every action of {list(action_names)} is a gripper, "
+                          "which stays absolute; train with policy.actions=absolute")
+    return dims
 
 
 def mask_of(dims: Sequence[int], action_dim: int) -> np.ndarray:
@@ -63,23 +74,23 @@ def targets_from(predicted: X, state: X, mask: X) -> X:
     return predicted + state[..., None, :] * mask  # type: ignore[operator, index]
 
 
-def offset_stats(state: np.ndarray, action: np.ndarray, obs_rows: np.ndarray, action_rows: np.ndarray,
-                 is_pad: np.ndarray, mask: np.ndarray, block: int = 4096) -> dict[str, np.ndarray]:
+def offset_stats(state: np.ndarray, action: np.ndarray, windows: ChunkWindows, mask: np.ndarray,
+                 index: np.ndarray | None = None, block: int = 4096) -> dict[str, np.ndarray]:
     """Mean, std, min, max [A] of what the model is trained to predict: every unpadded
-    entry of every window's chunk, offset from the window's state on the masked dimensions.
+    entry of the chunk of every window in `index` (default: all of `windows`), offset from
+    the window's state on the masked dimensions; and `row_mean` [A], the mean absolute
+    action over the same windows' rows (the offline evaluation's baseline stays absolute).
 
-    state [N_rows, S] and action [N_rows, A] are a store's columns; obs_rows [W] the
-    windows' observation rows, action_rows and is_pad [W, C] their chunks'
-    (`ChunkWindows.chunk_rows`). Blocks of `block` windows keep the memory at
-    block x C x A floats.
+    state [N_rows, S] and action [N_rows, A] are a store's columns. Blocks of `block`
+    windows keep the memory at a few block x C x A arrays.
     """
     A = action.shape[1]
+    index = np.arange(len(windows)) if index is None else np.asarray(index)
     count, total, squares = 0, np.zeros(A), np.zeros(A)
     low, high = np.full(A, np.inf), np.full(A, -np.inf)
-    for start in range(0, len(obs_rows), block):
-        rows, chunk = obs_rows[start:start + block], action_rows[start:start + block]
-        keep = ~is_pad[start:start + block]
-        values = offsets_from(action[chunk], state[rows, :A], mask)[keep].astype(np.float64)  # [n, A]
+    for start in range(0, len(index), block):
+        rows, chunk, is_pad = windows.chunk_rows(index[start:start + block])
+        values = offsets_from(action[chunk], state[rows, :A], mask)[~is_pad].astype(np.float64)  # [n, A]
         count += len(values)
         total += values.sum(0)
         squares += (values**2).sum(0)
@@ -89,5 +100,6 @@ def offset_stats(state: np.ndarray, action: np.ndarray, obs_rows: np.ndarray, ac
         raise ConfigError("no action chunk to take offset statistics from")
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    row_mean = action[windows.chunk_rows(index)[0]].astype(np.float64).mean(0)
     return {key: value.astype(np.float32) for key, value in
-            (("mean", mean), ("std", std), ("min", low), ("max", high))}
+            (("mean", mean), ("std", std), ("min", low), ("max", high), ("row_mean", row_mean))}

@@ -150,6 +150,8 @@ class PolicyConfig:
             raise ConfigError(f"unknown policy.actions '{self.actions}'; choose one of: {', '.join(ACTION_SPACES)}")
         if self.delta_dims and self.actions != "delta":
             raise ConfigError(f"policy.delta_dims {self.delta_dims} belong to policy.actions=delta, not '{self.actions}'")
+        if len(set(self.delta_dims)) != len(self.delta_dims) or any(not 0 <= d < self.action_dim for d in self.delta_dims):
+            raise ConfigError(f"policy.delta_dims {self.delta_dims} must be distinct action indices in 0..{self.action_dim - 1}")
         if not 0.0 < self.crop_scale <= 1.0:
             raise ConfigError(f"policy.crop_scale must be in (0, 1], got {self.crop_scale}")
         if self.num_cameras < 1 or self.chunk_len < 1 or self.num_steps < 1:

@@ -188,6 +188,11 @@ class Policy(nn.Module):
         if not features.cameras:
             raise CheckpointError("the policy needs at least one camera (observation.images.*)")
         cfg = PolicyConfig.from_dict({**cfg.to_dict(), "num_cameras": len(features.cameras)})
+        if cfg.actions == "delta" and not cfg.delta_dims:
+            raise CheckpointError("policy.actions=delta without policy.delta_dims: `platform train` fills them from "
+                                  "the store's joint names; a policy built by hand must name them")
+        if any(d >= features.action_dim for d in cfg.delta_dims):
+            raise CheckpointError(f"policy.delta_dims {cfg.delta_dims} reach past the data's {features.action_dim} actions")
         self.cfg, self.features = cfg, features
         self.tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocabulary)  # first: a missing file fails fast
         self.model = Pi0Model(cfg)
@@ -207,7 +212,8 @@ class Policy(nn.Module):
         """Dataset statistics: {"observation.state": {"mean", "std", "min", "max"}, "action":
         {...}}; which are used is `cfg.normalization`. The action mean is kept either way
         (`action_mean`)."""
-        self.action_mean = np.asarray(stats[ACTION]["mean"], dtype=np.float32)
+        # Under delta actions the action statistics are the offsets'; the baseline stays absolute.
+        self.action_mean = np.asarray(stats[ACTION].get("row_mean", stats[ACTION]["mean"]), dtype=np.float32)
         for key, norm in ((STATE, self.state_norm), (ACTION, self.action_norm)):
             if self.cfg.normalization == "minmax":
                 norm.set_range(stats[key]["min"], stats[key]["max"])
@@ -257,13 +263,18 @@ class Policy(nn.Module):
         """A training batch (with `action` and `action_is_pad`) as the model reads it:
         images resized, task tokenised, state and actions normalised and padded."""
         (images, image_masks, tokens, token_masks), state, _ = self._model_inputs(batch)
-        actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
-        actions = offsets_from(actions, self._robot_state(batch), self.delta_mask)  # what the model predicts
-        actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
+        actions = self._action_targets(batch)
         valid = ~torch.as_tensor(batch["action_is_pad"], device=self.device)  # [B, C]
         weights = torch.zeros_like(actions)
         weights[..., : self.features.action_dim] = valid[..., None].float()
         return ModelInputs(images, image_masks, tokens, token_masks, state, actions, weights)
+
+    def _action_targets(self, batch: dict[str, Any]) -> Tensor:
+        """A batch's action chunks [B, C, A_real] (robot units) as the model learns them:
+        offsets from the state where policy.actions=delta, normalised, zero-padded [B, C, A]."""
+        actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
+        actions = offsets_from(actions, self._robot_state(batch), self.delta_mask)
+        return pad_last(self.action_norm(actions), self.cfg.action_dim)
 
     def embed(self, inputs: ModelInputs) -> Prefix:
         """The prefix tokens of prepared inputs (runs the vision encoder and text embedding)."""
@@ -289,9 +300,7 @@ class Policy(nn.Module):
         """Sum of squared velocity errors over real action dims and non-padded steps, and
         how many elements it sums (the trainer divides by the count over all processes)."""
         prefix, state, _ = self._prefix_and_state(batch)
-        actions = torch.as_tensor(batch[ACTION], dtype=torch.float32, device=self.device)
-        actions = offsets_from(actions, self._robot_state(batch), self.delta_mask)  # what the model predicts
-        actions = pad_last(self.action_norm(actions), self.cfg.action_dim)  # [B, C, A]
+        actions = self._action_targets(batch)
         per_elem = self.model.loss(prefix, state, actions, noise, t)  # [B, C, A]
         per_elem = per_elem[..., : self.features.action_dim].float()
         valid = ~torch.as_tensor(batch["action_is_pad"], device=self.device)  # [B, C]

@@ -97,12 +97,14 @@ class Checkpointer:
         meta = {"step": str(step), **self.metadata}
         snapshot = Policy(self.policy.cfg, self.policy.features)
         snapshot.load_state_dict(model_sd, strict=True)
+        snapshot.action_mean = self.policy.action_mean  # not a weight: the offline baseline, in the header
         snapshot.save(tmp, meta)
         tensors, groups = _flatten_optimizer(optim_sd)
         if ema is not None:
             tensors.update({f"ema/{k}": v.cpu().contiguous() for k, v in ema.items()})
             ema_policy = Policy(self.policy.cfg, self.policy.features)
             ema_policy.load_state_dict({k: v.cpu() for k, v in ema.items()})
+            ema_policy.action_mean = self.policy.action_mean
             ema_policy.save(tmp / "ema", {**meta, "ema": str(ema_rate)})
         save_file(tensors, str(tmp / "train_state.safetensors"), metadata={"step": str(step), "param_groups": groups})
         tmp.rename(final)

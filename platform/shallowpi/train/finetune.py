@@ -32,7 +32,7 @@ from shallowpi.train.trainer import TrainConfig, Trainer
 log = logging.getLogger(__name__)
 
 # (store_path, chunk_len, episodes) -> a dataset with the ChunkDataset contract: its items,
-# `stats()` and `task_texts()`.
+# `stats(delta_dims=)`, `task_texts()` and `joint_names()`.
 DatasetFactory = Callable[[Path, int, "list[int] | None"], Dataset]
 
 
@@ -137,13 +137,17 @@ def finetune(
 
 
 def _with_delta_dims(cfg: PolicyConfig, train_set: Any) -> PolicyConfig:
-    """With actions=delta and no delta_dims yet: the config with the store's non-gripper
-    joints as the offset dimensions (policy/action_space.py; ConfigError when the actions
-    do not command the state's joints)."""
-    if cfg.actions == "delta" and not cfg.delta_dims:
-        dims = delta_dims(*train_set.joint_names())
+    """With actions=delta: the store's joints are checked (policy/action_space.py: the
+    actions must command the state's joints; ConfigError otherwise) and, unless the config
+    names them, its non-gripper joints become the offset dimensions."""
+    if cfg.actions != "delta":
+        return cfg
+    names = train_set.joint_names()[1]
+    dims = delta_dims(*train_set.joint_names())
+    if not cfg.delta_dims:
         cfg = PolicyConfig.from_dict({**cfg.to_dict(), "delta_dims": dims})
-        log.info("delta actions: %d of the joints as offsets from the chunk's state, the rest absolute", len(dims))
+    log.info("delta actions: %s as offsets from the chunk's state, the rest absolute",
+             ", ".join(names[d] for d in cfg.delta_dims if d < len(names)))
     return cfg
 
 
@@ -164,6 +168,11 @@ def _initial_policy(
     if (init_from / "model.safetensors").is_file() and "format" in Policy.read_metadata(init_from):
         start = Policy.load(init_from)
         start.features.check_against(features, "the dataset")
+        if (start.cfg.actions, start.cfg.delta_dims) != (cfg.actions, cfg.delta_dims):
+            raise TrainingError(
+                f"--init {init_from} predicts {start.cfg.actions} actions (offset dimensions {start.cfg.delta_dims}) "
+                f"but this run asks for {cfg.actions} ({cfg.delta_dims}); pass policy.actions={start.cfg.actions}"
+            )
         return start
     # A lerobot/openpi π0 directory: take its model, our features and fresh statistics.
     from shallowpi.policy.weights import load_pi0_directory

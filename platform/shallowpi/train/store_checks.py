@@ -167,10 +167,8 @@ class FiniteWindows(Dataset):
             finite = rows[~self.screen.bad(key)[rows]]
             values = self.screen.arrays[key][finite].astype(np.float32)
             out[key] = {"mean": values.mean(0), "std": values.std(0), "min": values.min(0), "max": values.max(0)}
-        if delta_dims:
-            obs_rows, action_rows, is_pad = self.dataset.windows.chunk_rows()
-            kept = self.index  # windows that touch no non-finite value
+        if delta_dims:  # over the kept windows: none touches a non-finite value
             state, action = (self.screen.arrays[k].astype(np.float32) for k in (STATE_KEY, ACTION_KEY))
-            out[ACTION_KEY] = offset_stats(state, action, obs_rows[kept], action_rows[kept], is_pad[kept],
-                                           mask_of(delta_dims, action.shape[1]))
+            out[ACTION_KEY] = offset_stats(state, action, self.dataset.windows, mask_of(delta_dims, action.shape[1]),
+                                           index=self.index)
         return out
