@@ -109,3 +109,28 @@ def test_ik_reports_the_error_of_the_joints_it_returns_when_it_runs_out_of_itera
         mujoco.mj_kinematics(twin.model, data)
         assert err == pytest.approx(float(np.linalg.norm(target - data.site_xpos[solver.site])), abs=1e-9)
         assert err > 1e-3  # two iterations do not converge on a 14 cm move
+
+
+@pytest.mark.parametrize("retries", [2, 0])
+def test_a_grasp_that_misses_is_tried_again_where_the_object_now_lies(retries, monkeypatch) -> None:
+    """The cube moved 5 cm after the expert planned its grasp: the fingers close on nothing.
+    The expert sees the cube still on the table after the lift and grasps it again from
+    where it lies, and the episode succeeds; with no retries allowed it fails."""
+    from shallowpi.robots.sim import experts
+
+    monkeypatch.setattr(experts, "RETRIES", retries)
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot)
+    task = make_tasks("arm")["cube_in_bowl"]
+    with DirectSimRobot(spec, cameras=()) as sim:
+        sim.reset(1000, task)
+        expert = make_expert(sim.twin, task)
+        pos, _ = sim.twin.body_pose("red_cube")
+        sim.twin.set_free_body("red_cube", pos + [0.0, 0.05, 0.0])
+        ticks = 0
+        while not expert.done and ticks < 2000:
+            sim.act(expert.read())
+            ticks += 1
+        for _ in range(30):  # let the cube settle in the bowl
+            sim.act(expert.read())
+        assert task.success(sim.twin) == (retries > 0)
+        assert len(expert.plan) > 13 if retries else len(expert.plan) == 11

@@ -37,17 +37,24 @@ HOVER_Z = 0.12  # grasp-site heights above the table (m)
 GRASP_Z = 0.022
 CARRY_Z = 0.16
 RELEASE_Z = 0.045  # the held object's bottom ~1.5 cm above the bowl floor
+# After the lift, an object whose centre is still below this is on the table: the grasp
+# missed (the DART noise pushed the fingers off it, or it moved), and the expert tries again
+# from where it lies, up to RETRIES times. The demonstrations then hold recoveries.
+HELD_Z = 0.06
+RETRIES = 2
 
 
 @dataclass
 class Waypoint:
     """One leg of a plan: over `seconds` (s, stretched when a joint would move too fast),
     each named effector goes in a straight line to its target pose and each named gripper to
-    its opening (0 closed .. 1 open)."""
+    its opening (0 closed .. 1 open). `then`, when set, is asked as the leg begins and may
+    return legs to run before the rest of the plan (a grasp that missed is tried again)."""
 
     seconds: float
     poses: dict[str, Target] = field(default_factory=dict)
     grips: dict[str, float] = field(default_factory=dict)
+    then: Callable[[SimTwin], list[Waypoint]] | None = None
 
 
 def _rotate(rot: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
@@ -77,7 +84,7 @@ class ScriptedExpert:
     def __init__(self, twin: SimTwin, plan: list[Waypoint], dt: float | None = None):
         self.twin = twin
         self.dt = dt if dt is not None else 1.0 / twin.spec.fps
-        self.plan = plan
+        self.plan = list(plan)  # a retry inserts legs: never the caller's list
         names = twin.spec.joint_names
         self._solvers = {
             key: IKSolver(twin._mj, twin.model, e.site, e.joints, e.ik_ranges)
@@ -114,6 +121,8 @@ class ScriptedExpert:
         self._seconds = 0.0
         if index < len(self.plan):
             waypoint = self.plan[index]
+            if waypoint.then is not None:
+                self.plan[index + 1:index + 1] = waypoint.then(self.twin)
             for key, target in waypoint.poses.items():
                 self._to[key] = target(self.twin) if callable(target) else target
             self._grip_to.update(waypoint.grips)
@@ -196,16 +205,27 @@ def _at(xy: np.ndarray, z: float, yaw: float) -> Pose:
     return np.array([xy[0], xy[1], z]), yaw_down(yaw)
 
 
-def _pick(twin: SimTwin, effector: str, obj: str) -> tuple[list[Waypoint], float]:
+def _pick(twin: SimTwin, effector: str, obj: str, retries: int | None = None) -> tuple[list[Waypoint], float]:
+    """Hover over `obj`, descend, close, lift; then, while `retries` (default RETRIES) last,
+    check that the object came up and if not open and grasp it again where it now lies."""
+    retries = RETRIES if retries is None else retries
     pos, _ = twin.body_pose(obj)
     yaw = _grasp_yaw(twin, effector, obj)
     e = effector
+
+    def again(twin: SimTwin) -> list[Waypoint]:
+        if retries <= 0 or twin.body_pose(obj)[0][2] > HELD_Z:
+            return []
+        legs, _ = _pick(twin, e, obj, retries - 1)  # planned from where the object lies now
+        return [Waypoint(0.3, grips={e: OPEN}), *legs]
+
     return [
         Waypoint(1.0, {e: _at(pos, HOVER_Z, yaw)}, {e: OPEN}),
         Waypoint(0.7, {e: _at(pos, GRASP_Z, yaw)}),
         Waypoint(0.1),
         Waypoint(0.5, grips={e: CLOSED}),
         Waypoint(0.6, {e: _at(pos, CARRY_Z, yaw)}),
+        Waypoint(0.0, then=again),
     ], yaw
 
 
