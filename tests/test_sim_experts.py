@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -125,7 +126,7 @@ def test_a_grasp_that_misses_is_tried_again_where_the_object_now_lies(retries, m
         sim.reset(1000, task)
         expert = make_expert(sim.twin, task)
         pos, _ = sim.twin.body_pose("red_cube")
-        sim.twin.set_free_body("red_cube", pos + [0.0, 0.05, 0.0])
+        sim.twin.set_free_body("red_cube", pos + np.array([0.0, 0.05, 0.0]))
         ticks = 0
         while not expert.done and ticks < 2000:
             sim.act(expert.read())
