@@ -203,3 +203,23 @@ def test_eval_says_what_the_evaluated_episodes_are(tmp_path):
     assert describe_episodes([1, 3], store, True, [3], [0, 1, 2]) == "episodes [1, 3] (the policy was trained on [1])"
     assert describe_episodes([4], store, True, [3], [0, 1, 2]) == "episodes [4] (not trained on)"
     assert describe_episodes([0, 1], other, False, None, None) == "episodes [0, 1] of o.zarr (not the training store)"
+
+
+def test_successful_only_trains_on_the_episodes_not_marked_failed(tmp_path):
+    from shallowpi import config
+    from shallowpi.commands.train_cmd import resolve_training_store
+    from shallowpi.errors import StoreError
+    from store_fixtures import make_store
+
+    make_store(tmp_path / "mixed.zarr", episodes=4).close()  # episodes 0 and 2 succeeded, 1 and 3 failed
+    base = ["policy=tiny", f"dataset={tmp_path / 'mixed.zarr'}"]
+    assert resolve_training_store(config.compose(base))[1] == [0, 1, 2, 3]
+    assert resolve_training_store(config.compose([*base, "policy.train.successful_only=true"]))[1] == [0, 2]
+    with EpisodeStore.create(tmp_path / "failed.zarr", arm_features(), StoreSettings(durable=False)) as store:
+        writer = store.begin_episode("reach", robot="arm", calibration_id="cal-a", fps=30)
+        for t in range(5):
+            writer.add_frame(synthetic_frame(np.random.default_rng(0), t), t / 30.0)
+        writer.commit(success=False)
+    with pytest.raises(StoreError, match="no episode marked successful"):
+        resolve_training_store(config.compose(["policy=tiny", f"dataset={tmp_path / 'failed.zarr'}",
+                                               "policy.train.successful_only=true"]))

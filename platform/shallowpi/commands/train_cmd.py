@@ -73,15 +73,30 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
-    """The composed config's dataset as a store path and its committed episodes. Raises
-    ConfigError without a dataset, StoreError for a missing, damaged or empty store."""
+    """The composed config's dataset as a store path and the committed episodes to train
+    on: all of them, or with policy.train.successful_only those not marked failed. Raises
+    ConfigError without a dataset, StoreError for a missing, damaged or empty store, or one
+    with no successful episode when only those are asked for."""
     from shallowpi import config
-    from shallowpi.errors import ConfigError
+    from shallowpi.errors import ConfigError, StoreError
 
     if not cfg.get("dataset"):
         raise ConfigError("no dataset given; pass --dataset NAME (a store under datasets/) or a path")
     store = config.resolve_dataset(cfg.dataset, config.data_root(cfg))
-    return store, store_episodes(store)
+    episodes = store_episodes(store)
+    if not cfg.policy.get("train", {}).get("successful_only", False):
+        return store, episodes
+    from shallowpi.data.store import EpisodeStore
+
+    with EpisodeStore.open(store) as s:
+        kept = [i for i in episodes if s.episode(i).success is not False]
+    if not kept:
+        raise StoreError(f"{store} has no episode marked successful; train on all of them "
+                         "(policy.train.successful_only=false)")
+    if len(kept) < len(episodes):
+        log.info("training on the %d of %d episodes not marked failed (policy.train.successful_only)",
+                 len(kept), len(episodes))
+    return store, kept
 
 
 def check_train_keys(where: str, keys: Iterable[str]) -> None:

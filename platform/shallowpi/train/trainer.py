@@ -70,6 +70,9 @@ class TrainConfig:
     eval_fraction: float = 0.1
     require_held_out: bool = False  # refuse (instead of warn) when no episode is left to hold out
     skip_nonfinite: bool = False  # skip windows touching NaN/inf state or action (instead of refusing)
+    # Train on the episodes marked successful only: a demonstration that failed (a scripted
+    # expert's grasp lost under DART noise) teaches the failure. Unjudged episodes are kept.
+    successful_only: bool = False
     log_every: int = 10
     save_every: int = 250
     workers: int = 1
