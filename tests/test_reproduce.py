@@ -45,6 +45,23 @@ def test_a_stage_runs_once_and_an_interrupted_one_runs_again(reproduce, tmp_path
     assert len(ledger) == 2 and again["seconds"] == pytest.approx(sum(map(float, ledger)))
 
 
+def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce):
+    """The table says, for students evaluated on the same seeds, how many seeds only one of
+    them solved and the exact McNemar p; rows without per-seed outcomes are skipped."""
+    def row(name, model, cube, push):
+        return {"row": name, "model": model, "tasks": {
+            "cube": {"seeds": {str(s): s in cube for s in range(10)}},
+            "push": {"seeds": {str(s): s in push for s in range(10)}}}}
+
+    rows = [row("shallow6", "all losses", cube={0, 1, 2, 3}, push={0, 1, 2, 3, 4, 5, 6, 7}),
+            row("task6", "task only", cube={0, 1, 2, 9}, push={0})]
+    (line,) = reproduce.paired_lines(rows, ["cube", "push"])[1:]
+    assert "cube 1 against 1 (p = 1.000)" in line and "push 7 against 0 (p = 0.016)" in line
+    assert "all tasks 8 against 1 (p = 0.039)" in line
+    del rows[1]["tasks"]["push"]["seeds"]  # evaluated before outcomes were kept per seed
+    assert reproduce.paired_lines(rows, ["cube", "push"]) == []
+
+
 def test_each_robot_has_the_papers_rows(reproduce):
     arm = {name: reproduce.ROWS[name] for name in reproduce.ROBOT_ROWS["arm"]}
     assert {r.layers for r in arm.values() if r.name.startswith("shallow")} == {9, 6, 4, 3}

@@ -335,3 +335,16 @@ def test_wilson_interval_always_holds_the_rate():
         for k in range(n + 1):
             low, high = wilson_interval(k, n)
             assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)
+
+
+def test_the_paired_p_value_is_the_exact_sign_test_on_the_seeds_that_differ():
+    from math import comb
+
+    from shallowpi.evaluate.interval import paired_p_value
+
+    assert paired_p_value(0, 0) == 1.0 and paired_p_value(3, 3) == 1.0
+    assert paired_p_value(7, 0) == pytest.approx(2 / 2**7)  # 7 of 7 one way
+    assert paired_p_value(20, 7) == pytest.approx(2 * sum(comb(27, i) for i in range(8)) / 2**27)
+    assert paired_p_value(20, 7) == paired_p_value(7, 20) and 0.01 < paired_p_value(20, 7) < 0.02
+    with pytest.raises(ValueError):
+        paired_p_value(-1, 2)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from closed_loop import ROOT, evaluate, platform, record
 
 from shallowpi.commands.demo_stages import checkpoint_weights
-from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
+from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,12 @@ def evaluate_row(checkpoint: Path, folder: Path, args: argparse.Namespace, log: 
                 raise SystemExit(f"evaluating {checkpoint} failed; see {log}")
             block.write_text(json.dumps({"tasks": reports}))
         for r in reports:
-            into = per_task.setdefault(r["task"], {"successes": 0, "episodes": 0, "other_task_instead": 0})
+            into = per_task.setdefault(r["task"], {"successes": 0, "episodes": 0, "other_task_instead": 0,
+                                                   "seeds": {}})
             into["successes"] += r["successes"]
             into["episodes"] += len(r["episodes"])
             into["other_task_instead"] += sum(r["other_task_instead"].values())
+            into["seeds"].update({str(e["seed"]): bool(e["success"]) for e in r["episodes"]})  # for paired tests
     for r in per_task.values():
         r["interval95"] = list(wilson_interval(r["successes"], r["episodes"]))
     return {"tasks": per_task}
@@ -265,10 +267,45 @@ def write_table(results: list[dict[str, Any]], folder: Path) -> str:
             minutes = "given" if row["train_minutes"] is None else f"{row['train_minutes']:.1f}"
             lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['p50_ms']:.1f} / {row['p99_ms']:.1f} | "
                          f"{speed} | {row['params']:,} | {minutes} |")
-        lines.append("")
+        lines += ["", *paired_lines(result["rows"], tasks), ""]
     text = "\n".join(lines)
     (folder / "table.md").write_text(text)
     return text
+
+
+# Rows compared seed by seed: distillation against the same student trained on the task
+# loss alone (issue 14/16's "distillation above task-only at 6 and 4 layers").
+PAIRS = (("shallow6", "task6"), ("shallow4", "task4"), ("kd6", "task6"))
+
+
+def paired_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """For each pair of PAIRS evaluated on the same seeds: per task and over all tasks, the
+    seeds only the first row solved, those only the second solved, and the exact McNemar p
+    (evaluate/interval.py `paired_p_value`). Rows evaluated before per-seed outcomes were
+    kept are skipped."""
+    by_name = {row["row"]: row for row in rows}
+    out = []
+    for a, b in PAIRS:
+        if a not in by_name or b not in by_name:
+            continue
+        cells, total_a, total_b = [], 0, 0
+        for task in tasks:
+            seeds_a = by_name[a]["tasks"].get(task, {}).get("seeds")
+            seeds_b = by_name[b]["tasks"].get(task, {}).get("seeds")
+            if not seeds_a or not seeds_b:
+                break
+            common = seeds_a.keys() & seeds_b.keys()
+            only_a = sum(seeds_a[s] and not seeds_b[s] for s in common)
+            only_b = sum(seeds_b[s] and not seeds_a[s] for s in common)
+            total_a, total_b = total_a + only_a, total_b + only_b
+            cells.append(f"{task} {only_a} against {only_b} (p = {paired_p_value(only_a, only_b):.3f})")
+        else:  # every task had per-seed outcomes
+            cells.append(f"all tasks {total_a} against {total_b} (p = {paired_p_value(total_a, total_b):.3f})")
+            out.append(f"- {by_name[a]['model']} against {by_name[b]['model']}, seeds solved by one of the two only: "
+                       + "; ".join(cells))
+    if out:
+        out.insert(0, "Same seeds, compared seed by seed (exact McNemar, two-sided):")
+    return out
 
 
 def plot(results: list[dict[str, Any]], folder: Path) -> list[Path]:

@@ -1,8 +1,12 @@
-"""How sure a success rate is: the Wilson score interval.
+"""How sure a success rate is (the Wilson score interval), and whether one policy beats
+another on the same seeds (the exact McNemar test).
 
 With 10-100 episodes a success rate alone misleads (9/10 and 90/100 are both "90 %"); the
 Wilson interval is the usual one for a binomial proportion at small n (it stays inside
-[0, 1] and is not degenerate at 0/n or n/n, unlike the normal approximation).
+[0, 1] and is not degenerate at 0/n or n/n, unlike the normal approximation). Two policies
+evaluated on the same seeds are compared seed by seed: only the seeds where exactly one of
+them succeeded say which is better, and two overlapping intervals can still hide a clear
+difference there.
 """
 
 from __future__ import annotations
@@ -37,3 +41,22 @@ def rate_with_interval(successes: int, n: int) -> str:
     low, high = wilson_interval(successes, n)
     rate = successes / n if n else 0.0
     return f"{successes}/{n} ({100 * rate:.0f} %, 95 % CI {100 * low:.0f}-{100 * high:.0f} %)"
+
+
+def paired_p_value(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for two policies run on the same seeds: `only_a`
+    seeds succeeded with A alone, `only_b` with B alone (seeds where both or neither
+    succeeded say nothing). Under "A and B are equally good" each such seed goes either way
+    with probability 1/2, so this is the binomial sign test on only_a of only_a + only_b.
+    1.0 when no seed differs. Raises ValueError for a negative count.
+
+    Source: Q. McNemar, "Note on the sampling error of the difference between correlated
+    proportions or percentages", Psychometrika 12 (1947), 153-157 (its exact form).
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"counts must be >= 0, got {only_a} and {only_b}")
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
