@@ -64,6 +64,35 @@ def test_each_term_changes_the_gradient_and_weight_zero_removes_it():
     torch.testing.assert_close(doubled, 2 * alone["output"][0], atol=1e-5, rtol=1e-4)
 
 
+def test_a_teacher_fraction_runs_the_teacher_on_the_first_samples_only(monkeypatch):
+    """teacher_fraction 0.5 of a batch of 4: the teacher sees samples 0-1; the output term is
+    the squared error over those two, scaled to the batch's count; the task term is the
+    whole batch's, unchanged. A fraction outside (0, 1] is refused."""
+    objective, data = _objective(LossWeights(1.0, 1.0, 1.0))
+    objective.teacher_fraction = 0.5
+    seen = []
+    teacher_forward = objective._teacher
+    monkeypatch.setattr(objective, "_teacher", lambda inputs, noise, t: seen.append(len(t)) or teacher_forward(inputs, noise, t))
+    batch = batch_of(data, [0, 5, 22, 47])
+    noise, t = step_noise(0, 0, 4, objective.noise_spec())
+    with torch.no_grad():
+        half = objective.loss(objective.policy, batch, noise, t).terms
+        inputs = objective.policy.model_inputs(batch)
+        student = objective.policy.flow_outputs(inputs, noise, t)
+        teacher = objective.teacher.flow_outputs(inputs.first(2), noise[:2], t[:2])
+    assert seen == [2]
+    weights = inputs.weights
+    expected = ((student.velocity[:2] - teacher.velocity).square() * weights[:2]).sum() * weights.sum() / weights[:2].sum()
+    torch.testing.assert_close(half["output"], expected, rtol=1e-4, atol=1e-6)
+    objective.teacher_fraction = 1.0
+    with torch.no_grad():
+        whole = objective.loss(objective.policy, batch, noise, t).terms
+    torch.testing.assert_close(half["task"], whole["task"])
+    assert not torch.allclose(half["output"], whole["output"])
+    with pytest.raises(ConfigError, match="teacher_fraction must be in"):
+        DistillationObjective(objective.policy, objective.teacher, LossWeights(), AttentionPairs({1: 3}), 0.0)
+
+
 def _explicit_attend(record: list[torch.Tensor]):
     """Joint attention written out (einsum, kv heads repeated by hand), keeping every call's
     whole [B, h, T, T] probability matrix."""

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 sys.path.insert(0, str(ROOT / "tools" / "bench"))
 
-from policy_train import Synthetic  # noqa: E402
+from policy_train import Synthetic, preset  # noqa: E402
 
 from shallowpi.distill.objective import AttentionPairs, DistillationObjective, LossWeights  # noqa: E402
 from shallowpi.distill.student import build_student, uniform_layers  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = dataclasses.replace(load_preset(args.policy), tokenizer="bytes")
+    cfg = preset(args.policy, [])  # the preset's own tokenizer (a word vocabulary from the task text)
     cams = ["front", "wrist", "left", "right"][: args.cameras]
     data = Synthetic(args.batch, cfg.chunk_len, 6, cams)
     torch.manual_seed(0)
@@ -125,6 +125,8 @@ def main() -> None:
             "distill, task + output": DistillationObjective(
                 build_student(teacher, kept)[0], teacher, LossWeights(1, 1, 0), pairs),
             "distill, all three terms": DistillationObjective(student, teacher, LossWeights(), pairs),
+            "distill, all three, teacher on half the batch": DistillationObjective(
+                build_student(teacher, kept)[0], teacher, LossWeights(), pairs, teacher_fraction=0.5),
         }
         on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         trainers = {name: Trainer(objective, data, TrainConfig(**base), Path(tmp) / str(i))

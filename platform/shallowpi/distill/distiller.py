@@ -146,7 +146,7 @@ def distill(
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
     pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)
-    objective = DistillationObjective(student, teacher, dcfg.weights, pairs)
+    objective = DistillationObjective(student, teacher, dcfg.weights, pairs, dcfg.teacher_fraction)
     facts = {
         "teacher": str(teacher_checkpoint),
         "teacher_sha256": sha,

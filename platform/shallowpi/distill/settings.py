@@ -20,6 +20,7 @@ class DistillConfig:
     compare_selections: bool = True
     weights: LossWeights = field(default_factory=LossWeights)
     attention_pairs: list[list[int]] | None = None
+    teacher_fraction: float = 1.0
     steps: int | None = None
     train: dict[str, Any] = field(default_factory=dict)
     teacher_sha256: str | None = None

@@ -18,6 +18,7 @@ tag, the PolicyConfig and the features (camera roles, real state/action sizes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Collection
 from dataclasses import asdict, dataclass
@@ -104,6 +105,11 @@ class ModelInputs:
     state: Tensor
     actions: Tensor | None = None
     weights: Tensor | None = None
+
+    def first(self, m: int) -> ModelInputs:
+        """The first m samples of the batch (views, no copy)."""
+        values = (getattr(self, f.name) for f in dataclasses.fields(self))  # astuple would deep-copy
+        return ModelInputs(*(None if x is None else x[:m] for x in values))
 
 
 @dataclass
