@@ -114,11 +114,14 @@ def test_a_delta_policys_chunk_moves_with_the_state_and_its_gripper_does_not(act
     obs = observation(np.random.default_rng(2))
     moved = {**obs, "observation.state": obs["observation.state"] + np.float32(0.3)}
     noise = torch.randn(1, policy.cfg.chunk_len, policy.cfg.action_dim, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        a, b = (policy.sample_actions(o, noise=noise).numpy() for o in (obs, moved))
-    shift = b - a
     expected = 0.3 if actions == "delta" else 0.0
-    assert np.allclose(shift[:, :6], expected, atol=1e-5) and np.allclose(shift[:, 6], 0.0, atol=1e-5)
+    for path in ("reference", "fast sampler"):  # Pi0Model.sample_actions, then ChunkSampler
+        if path == "fast sampler":
+            policy.prepare_inference()
+        with torch.no_grad():
+            a, b = (policy.sample_actions(o, noise=noise).numpy() for o in (obs, moved))
+        shift = b - a
+        assert np.allclose(shift[:, :6], expected, atol=1e-5) and np.allclose(shift[:, 6], 0.0, atol=1e-5), path
 
 
 def test_a_delta_policy_trains_on_offsets_and_inpaints_towards_absolute_targets():
