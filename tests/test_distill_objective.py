@@ -249,3 +249,28 @@ def test_flow_outputs_reproduce_the_training_loss():
     assert torch.equal(out.weights.sum(), count) and count < 4 * 4 * 2  # padded steps excluded
     torch.testing.assert_close(((out.velocity - out.target).square() * out.weights).sum(), total)
     assert out.weights[..., 2:].sum() == 0  # the padded action dims never count
+
+
+def test_a_bad_teacher_fraction_is_refused_with_the_settings_before_any_teacher_trains():
+    from shallowpi.distill.settings import DistillConfig
+
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=r"distill\.teacher_fraction must be in"):
+            DistillConfig(teacher_fraction=bad)
+    assert DistillConfig(teacher_fraction=0.5).teacher_fraction == 0.5
+
+
+def test_the_students_split_keeps_the_teachers_held_out_episodes_and_only_the_allowed_ones(tmp_path):
+    import json
+
+    from deploy_fixtures import tiny_checkpoint
+    from shallowpi.distill.distiller import _split_of
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    meta = {"dataset": str(store), "train": json.dumps([0, 1, 2, 3]), "held_out": json.dumps([4])}
+    teacher = tiny_checkpoint(tmp_path / "teacher", meta=meta)
+    split = _split_of(teacher, store, [0, 2, 3, 4], 0.1)  # episode 1 failed: successful_only left it out
+    assert (split.train, split.held_out) == ([0, 2, 3], [4])
+    other = _split_of(teacher, tmp_path / "other.zarr", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 0.1)
+    assert other.held_out == [9] and 9 not in other.train

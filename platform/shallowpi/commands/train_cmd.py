@@ -76,7 +76,7 @@ def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
     """The composed config's dataset as a store path and the committed episodes to train
     on: all of them, or with policy.train.successful_only those not marked failed. Raises
     ConfigError without a dataset, StoreError for a missing, damaged or empty store, or one
-    with no successful episode when only those are asked for."""
+    whose every episode is marked failed when only the others are asked for."""
     from shallowpi import config
     from shallowpi.errors import ConfigError, StoreError
 
@@ -91,7 +91,7 @@ def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
     with EpisodeStore.open(store) as s:
         kept = [i for i in episodes if s.episode(i).success is not False]
     if not kept:
-        raise StoreError(f"{store} has no episode marked successful; train on all of them "
+        raise StoreError(f"every episode of {store} is marked failed; train on all of them "
                          "(policy.train.successful_only=false)")
     if len(kept) < len(episodes):
         log.info("training on the %d of %d episodes not marked failed (policy.train.successful_only)",

@@ -195,10 +195,12 @@ def distill(
 
 def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float) -> Split:
     """The teacher's own split when it was trained on this store (so the held-out episodes
-    stay unseen by both), else a fresh one."""
+    stay unseen by both), else a fresh one. Either way the student trains only on
+    `episodes` (those policy.train.successful_only keeps, when it is set)."""
     meta = Policy.read_metadata(teacher_checkpoint)
     same = Path(meta.get("dataset", "")).resolve() == store.resolve()
     if same and "train" in meta and "held_out" in meta:
-        return Split(json.loads(meta["train"]), json.loads(meta["held_out"]))
+        allowed = set(episodes)
+        return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"]))
     return Split.of(sorted(episodes), fraction)
 

@@ -39,6 +39,8 @@ class DistillConfig:
             raise ConfigError(f"unknown distill.select '{self.select}'; choose one of: {', '.join(SELECTIONS)}")
         if self.probe_windows < 1 or self.sim_episodes < 0 or self.latency_repeats < 1:
             raise ConfigError("distill.probe_windows and latency_repeats must be >= 1, sim_episodes >= 0")
+        if not 0.0 < self.teacher_fraction <= 1.0:  # here, before a teacher is trained for it
+            raise ConfigError(f"distill.teacher_fraction must be in (0, 1], got {self.teacher_fraction}")
         if self.teacher_sha256 is not None:
             self.teacher_sha256 = str(self.teacher_sha256).lower()
 
