@@ -62,6 +62,22 @@ def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce):
     assert reproduce.paired_lines(rows, ["cube", "push"]) == []
 
 
+def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, tmp_path):
+    import argparse
+
+    def args(**changes):
+        base = dict(policy="teacher", episodes=80, size="64x64", sim_noise=0.005, teacher_steps=None,
+                    student_steps=2000, set=[], teachers={})
+        return argparse.Namespace(**(base | changes))
+
+    reproduce.check_recipe(tmp_path / "arm", "arm", args())
+    reproduce.check_recipe(tmp_path / "arm", "arm", args())  # the same recipe: fine
+    with pytest.raises(SystemExit, match="made with student_steps=2000, this run asks for 500; pass another --out"):
+        reproduce.check_recipe(tmp_path / "arm", "arm", args(student_steps=500))
+    with pytest.raises(SystemExit, match="made with teacher=None"):
+        reproduce.check_recipe(tmp_path / "arm", "arm", args(teachers={"arm": tmp_path / "t"}))
+
+
 def test_each_robot_has_the_papers_rows(reproduce):
     arm = {name: reproduce.ROWS[name] for name in reproduce.ROBOT_ROWS["arm"]}
     assert {r.layers for r in arm.values() if r.name.startswith("shallow")} == {9, 6, 4, 3}

@@ -21,6 +21,9 @@ Resumable: every stage writes its result as JSON under --out when it finishes, a
 of the same command skips it; an interrupted training continues from its last checkpoint
 (`--resume`), an interrupted evaluation from its last finished block of `--block` seeds.
 Delete a stage's JSON to redo it. The minutes a stage took add up over interrupted attempts.
+Stages are named by row, not by recipe: a rerun may add rows, robots or seeds, but one that
+changes the recipe (steps, episodes, noise, size, --set, the given teacher) is refused;
+give it another --out.
 
 Cost on the 2-core machine, every row of arm and humanoid: recording ~7 minutes a robot, a
 teacher ~60 minutes, a 2,000-step student ~12, an evaluation episode 3-20 s (the seeds are
@@ -205,8 +208,33 @@ def time_chunks(store: Path, checkpoints: dict[str, Path], repeats: int) -> dict
         for name in policies}}
 
 
+# What each cached stage was made with: a rerun into the same folder must not mix recipes.
+# (Rows, robots, the seed count and the evaluation's workers may change between reruns.)
+RECIPE = ("policy", "episodes", "size", "sim_noise", "teacher_steps", "student_steps", "set")
+
+
+def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
+    """Write folder/recipe.json on the first run; on a rerun, SystemExit in one line when
+    the recipe differs from the one the cached stages were made with (a 500-step student
+    must not be read back as the 2,000-step one)."""
+    teacher = args.teachers.get(robot)
+    recipe = {key: getattr(args, key) for key in RECIPE} | {"teacher": str(teacher) if teacher else None}
+    path = folder / "recipe.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [key for key in recipe if before.get(key) != recipe[key]]
+        if changed:
+            key = changed[0]
+            raise SystemExit(f"{folder} holds stages made with {key}={before.get(key)!r}, this run asks for "
+                             f"{recipe[key]!r}; pass another --out (or delete the folder)")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(recipe, indent=1))
+
+
 def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     folder = args.out / robot
+    check_recipe(folder, robot, args)
     log = folder / "log.txt"
     stages = Stages(folder / "stages", robot)
     folder.mkdir(parents=True, exist_ok=True)
