@@ -1,5 +1,6 @@
 """Chunk latency of the Shallow-π students against their teacher, beside the FLOP-ideal ratio
-(issue 14's target: the 6-layer student's measured ratio within 5 % of the ideal).
+(the target, BENCHMARKS.md "Distillation" (c): the 6-layer student's measured ratio within
+5 % of the ideal).
 
 The students are the teacher's uniform cuts (distill/student.py: the same layers a
 distillation keeps; latency does not depend on what they learned). One chunk of every model
@@ -36,11 +37,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--teacher", type=Path, required=True, help="teacher checkpoint folder")
-    ap.add_argument("--store", type=Path, required=True, help="a store of the teacher's robot (one observation is used)")
+    ap.add_argument("--store", type=Path, required=True,
+                    help="a store of the teacher's robot, e.g. .bench/reproduce/arm/arm.zarr (one observation is used)")
     ap.add_argument("--layers", type=int, nargs="+", default=[6, 4], help="student depths (default 6 4)")
     ap.add_argument("--repeats", type=int, default=20, help="rounds a block (default 20)")
     ap.add_argument("--blocks", type=int, default=6, help="estimates (default 6)")
-    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "latency_ratio.json")
+    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "latency_ratio.json", help="JSON written here")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
