@@ -70,6 +70,7 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
                     student_steps=2000, set=[], teachers={})
         return argparse.Namespace(**(base | changes))
 
+    (tmp_path / "arm").mkdir()
     reproduce.check_recipe(tmp_path / "arm", "arm", args())
     reproduce.check_recipe(tmp_path / "arm", "arm", args())  # the same recipe: fine
     with pytest.raises(SystemExit, match="made with student_steps=2000, this run asks for 500; pass another --out"):

@@ -214,9 +214,9 @@ RECIPE = ("policy", "episodes", "size", "sim_noise", "teacher_steps", "student_s
 
 
 def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
-    """Write folder/recipe.json on the first run; on a rerun, SystemExit in one line when
-    the recipe differs from the one the cached stages were made with (a 500-step student
-    must not be read back as the 2,000-step one)."""
+    """Write folder/recipe.json (the folder exists) on the first run; on a rerun, SystemExit
+    in one line when the recipe differs from the one the cached stages were made with (a
+    500-step student must not be read back as the 2,000-step one)."""
     teacher = args.teachers.get(robot)
     recipe = {key: getattr(args, key) for key in RECIPE} | {"teacher": str(teacher) if teacher else None}
     path = folder / "recipe.json"
@@ -228,16 +228,15 @@ def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
             raise SystemExit(f"{folder} holds stages made with {key}={before.get(key)!r}, this run asks for "
                              f"{recipe[key]!r}; pass another --out (or delete the folder)")
     else:
-        folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(recipe, indent=1))
 
 
 def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     folder = args.out / robot
+    folder.mkdir(parents=True, exist_ok=True)
     check_recipe(folder, robot, args)
     log = folder / "log.txt"
     stages = Stages(folder / "stages", robot)
-    folder.mkdir(parents=True, exist_ok=True)
     store = folder / f"{robot}.zarr"
 
     def record_store() -> dict[str, Any]:

@@ -78,9 +78,6 @@ class ChunkWindows:
     def __getitem__(self, index: int) -> Window:
         if not 0 <= index < len(self):
             raise IndexError(index)
+        (row,), (action_rows,), (is_pad,) = self.chunk_rows(np.array([index]))
         k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        frame = index - int(self._offsets[k])
-        row = int(self._starts[k]) + frame
-        wanted = row + self.action_offset + np.arange(self.chunk_len)
-        last = int(self._stops[k]) - 1
-        return Window(int(self.episodes[k]), row, frame, np.minimum(wanted, last), wanted > last)
+        return Window(int(self.episodes[k]), int(row), int(row - self._starts[k]), action_rows, is_pad)

@@ -45,6 +45,13 @@ from shallowpi.train.objective import LossTerms, Objective, freeze
 TERMS = ("task", "output", "attention")
 
 
+def check_teacher_fraction(fraction: float) -> float:
+    """`fraction` if it is a share of a batch, (0, 1]; else ConfigError (one line)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"distill.teacher_fraction must be in (0, 1], got {fraction}")
+    return fraction
+
+
 @dataclass
 class LossWeights:
     """Weight of each term; 0 switches a term off."""
@@ -129,9 +136,7 @@ class DistillationObjective(Objective):
     def __init__(self, student: Policy, teacher: Policy, weights: LossWeights, pairs: AttentionPairs,
                  teacher_fraction: float = 1.0) -> None:
         super().__init__(student)
-        if not 0.0 < teacher_fraction <= 1.0:
-            raise ConfigError(f"distill.teacher_fraction must be in (0, 1], got {teacher_fraction}")
-        self.teacher_fraction = teacher_fraction
+        self.teacher_fraction = check_teacher_fraction(teacher_fraction)
         if student.features != teacher.features:
             raise CheckpointError(
                 f"student features {student.features} differ from the teacher's {teacher.features}; "

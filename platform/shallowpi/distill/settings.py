@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shallowpi.distill.objective import LossWeights
+from shallowpi.distill.objective import LossWeights, check_teacher_fraction
 from shallowpi.distill.student import SELECTIONS
 from shallowpi.errors import ConfigError, refuse_unknown_keys
 
@@ -39,8 +39,7 @@ class DistillConfig:
             raise ConfigError(f"unknown distill.select '{self.select}'; choose one of: {', '.join(SELECTIONS)}")
         if self.probe_windows < 1 or self.sim_episodes < 0 or self.latency_repeats < 1:
             raise ConfigError("distill.probe_windows and latency_repeats must be >= 1, sim_episodes >= 0")
-        if not 0.0 < self.teacher_fraction <= 1.0:  # here, before a teacher is trained for it
-            raise ConfigError(f"distill.teacher_fraction must be in (0, 1], got {self.teacher_fraction}")
+        check_teacher_fraction(self.teacher_fraction)  # here, before a teacher is trained for it
         if self.teacher_sha256 is not None:
             self.teacher_sha256 = str(self.teacher_sha256).lower()
 

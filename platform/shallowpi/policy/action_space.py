@@ -88,8 +88,10 @@ def offset_stats(state: np.ndarray, action: np.ndarray, windows: ChunkWindows, m
     index = np.arange(len(windows)) if index is None else np.asarray(index)
     count, total, squares = 0, np.zeros(A), np.zeros(A)
     low, high = np.full(A, np.inf), np.full(A, -np.inf)
+    row_total = np.zeros(A)  # the windows' own (absolute) actions, for row_mean
     for start in range(0, len(index), block):
         rows, chunk, is_pad = windows.chunk_rows(index[start:start + block])
+        row_total += action[rows].astype(np.float64).sum(0)
         values = offsets_from(action[chunk], state[rows, :A], mask)[~is_pad].astype(np.float64)  # [n, A]
         count += len(values)
         total += values.sum(0)
@@ -100,6 +102,6 @@ def offset_stats(state: np.ndarray, action: np.ndarray, windows: ChunkWindows, m
         raise ConfigError("no action chunk to take offset statistics from")
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-    row_mean = action[windows.chunk_rows(index)[0]].astype(np.float64).mean(0)
+    row_mean = row_total / len(index)
     return {key: value.astype(np.float32) for key, value in
             (("mean", mean), ("std", std), ("min", low), ("max", high), ("row_mean", row_mean))}
