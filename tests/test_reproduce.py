@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "bench" / "reproduce.py"
@@ -66,7 +67,7 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
     import argparse
 
     def args(**changes):
-        base = dict(policy="teacher", episodes=80, size="64x64", sim_noise=0.005, teacher_steps=None,
+        base = dict(policy="teacher", episodes=80, size="64x64", sim_noise=0.005, task_noise=None, teacher_steps=None,
                     student_steps=2000, set=[], teachers={})
         return argparse.Namespace(**(base | changes))
 
@@ -75,6 +76,8 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
     reproduce.check_recipe(tmp_path / "arm", "arm", args())  # the same recipe: fine
     with pytest.raises(SystemExit, match="made with student_steps=2000, this run asks for 500; pass another --out"):
         reproduce.check_recipe(tmp_path / "arm", "arm", args(student_steps=500))
+    with pytest.raises(SystemExit, match="made with task_noise=None"):
+        reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise=["cube_in_bowl=0.01"]))
     with pytest.raises(SystemExit, match="made with teacher=None"):
         reproduce.check_recipe(tmp_path / "arm", "arm", args(teachers={"arm": tmp_path / "t"}))
 
@@ -93,11 +96,14 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     out = tmp_path / "repro"
     cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "teacher", "cut6", "--episodes", "1",
            "--teacher-steps", "2", "--eval-episodes", "2", "--block", "1", "--eval-time-s", "1",
-           "--eval-workers", "1", "--latency-repeats", "1", "--out", str(out),
+           "--eval-workers", "1", "--latency-repeats", "1", "--out", str(out), "--task-noise", "push_block_left=0.02",
            "--set", "policy.train.batch_size=2", "policy.train.warmup_steps=0", "policy.train.workers=0"]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Each task recorded at its own DART noise: cube_in_bowl (first) at --sim-noise's default.
+    recordings = sorted((out / "arm" / "arm.zarr" / ".shallowpi").glob("record-*.yaml"))
+    assert [OmegaConf.load(r).record.sim_noise for r in recordings] == [0.005, 0.02]
     result = json.loads((out / "reproduce.json").read_text())["results"][0]
     rows = {r["row"]: r for r in result["rows"]}
     assert rows["teacher"]["layers"] == 18 and rows["cut6"]["layers"] == 6
@@ -141,3 +147,12 @@ def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--teacher", f"arm={tmp_path}", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--teacher arm=" in done.stderr and "holds model.safetensors" in done.stderr
+
+
+def test_a_task_noise_must_name_one_of_the_robots_tasks(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--robots", "arm", "--task-noise", "handover=0.01",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "--task-noise handover: not a task of arm (tasks: cube_in_bowl" in done.stderr
+    done = subprocess.run([sys.executable, str(SCRIPT), "--task-noise", "cube_in_bowl", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "expected TASK=NOISE" in done.stderr

@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
-from closed_loop import ROOT, evaluate, platform, record
+from closed_loop import ROOT, check_task_noise, evaluate, platform, record, task_noise
 
 from shallowpi.commands.demo_stages import checkpoint_weights
 from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
@@ -210,7 +210,7 @@ def time_chunks(store: Path, checkpoints: dict[str, Path], repeats: int) -> dict
 
 # What each cached stage was made with: a rerun into the same folder must not mix recipes.
 # (Rows, robots, the seed count and the evaluation's workers may change between reruns.)
-RECIPE = ("policy", "episodes", "size", "sim_noise", "teacher_steps", "student_steps", "set")
+RECIPE = ("policy", "episodes", "size", "sim_noise", "task_noise", "teacher_steps", "student_steps", "set")
 
 
 def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
@@ -241,7 +241,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def record_store() -> dict[str, Any]:
         shutil.rmtree(store, ignore_errors=True)  # an interrupted recording starts over (minutes, not hours)
-        record(robot, store, args.episodes, args.size, args.sim_noise, log)
+        record(robot, store, args.episodes, args.size, args.sim_noise, log, task_noise(args.task_noise))
         return {"store": str(store)}
 
     recorded = stages.run("record", record_store)
@@ -385,6 +385,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=80, help="demonstrations per task (default 80)")
     ap.add_argument("--size", default="64x64", help="camera renders WxH (default 64x64)")
     ap.add_argument("--sim-noise", type=float, default=0.005, help="DART noise while recording (default 0.005)")
+    ap.add_argument("--task-noise", nargs="*", metavar="TASK=NOISE",
+                    help="a task's own DART noise, e.g. cube_in_bowl=0.01 (the others keep --sim-noise)")
     ap.add_argument("--teacher-steps", type=int, help="the teacher's training steps (default: the preset's)")
     ap.add_argument("--teacher", action="append", default=[], metavar="ROBOT=CKPT",
                     help="use this trained teacher for ROBOT instead of training one, e.g. "
@@ -399,6 +401,7 @@ def main() -> None:
                     help="overrides for the teacher's and the students' training (policy.*)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce")
     args = ap.parse_args()
+    check_task_noise(task_noise(args.task_noise), args.robots)
     args.teachers = {}
     for item in args.teacher:
         robot, sep, ckpt = item.partition("=")
