@@ -377,6 +377,7 @@ class _Lines:
         self._message, self._printed = "", 0.0
 
     def publish(self, status: Any) -> None:
+        """Print the status message if it changed, and the status line when 2 s have passed."""
         from shallowpi.tui.executor_render import status_line
 
         if status.message and status.message != self._message:
@@ -408,6 +409,7 @@ class _Recorder:
         self.calibration_id = target.calibration_id
 
     def begin(self, task: str, robot: str, fps: float) -> Any:
+        """Open a new episode in the store for the ticks that follow."""
         self.episode = self.store.begin_episode(task, robot=robot, calibration_id=self.calibration_id, fps=fps)
         self._t0 = -1.0
 
@@ -427,5 +429,6 @@ class _Recorder:
         self.episode.commit(success=success, extra={"ended": ended})
 
     def close(self) -> None:
+        """Close the store (its last episode committed) and say where it is."""
         self.store.close()
         print(f"recorded into {self.path}")

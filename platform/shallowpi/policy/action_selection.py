@@ -170,6 +170,7 @@ class _Chunk:
     actions: np.ndarray  # [H, A]
 
     def at(self, step: int) -> np.ndarray | None:
+        """The chunk's action [A] for control step `step`; None outside the chunk."""
         j = step - self.start
         return self.actions[j] if 0 <= j < len(self.actions) else None
 

@@ -88,6 +88,7 @@ class _Graph:
     out: Tensor
 
     def replay(self, *values: Tensor) -> Tensor:
+        """Copy `values` into the captured inputs, replay the graph; its output buffer."""
         for buffer, value in zip(self.inputs, values):
             buffer.copy_(value)
         self.graph.replay()

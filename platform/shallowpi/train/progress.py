@@ -84,11 +84,13 @@ class _PlainLines:
         self.done, self.info, self.printed = start, "", start
 
     def update(self, completed: int, info: str | None) -> None:
+        """As `Progress.update`; prints when `every_s` have passed since the last line."""
         self.done, self.info = completed, self.info if info is None else info
         if time.monotonic() - self.last >= self.every_s:
             self._print()
 
     def close(self) -> None:
+        """Print the last state unless the last line already said it."""
         if self.done != self.printed:  # the last state, unless the last line said it
             self._print()
 

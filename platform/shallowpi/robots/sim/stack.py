@@ -52,6 +52,7 @@ class _TickCamera:
         self.robot = robot
 
     def latest(self, max_age_s: float | None = None) -> Frame:
+        """This tick's frame from the software RealSense; SimError if it is another tick's."""
         # `max_age_s` is wall-clock staleness, a hardware concern: here the frame of this tick
         # is by definition current, however long the host took to get to it.
         tick = self.robot.tick
