@@ -135,3 +135,33 @@ def test_a_grasp_that_misses_is_tried_again_where_the_object_now_lies(retries, m
             sim.act(expert.read())
         assert task.success(sim.twin) == (retries > 0)
         assert len(expert.plan) > 13 if retries else len(expert.plan) == 11
+
+
+@pytest.mark.parametrize("retries", [2, 0])
+def test_a_taker_that_closes_off_the_object_grasps_it_again_before_the_giver_lets_go(retries, monkeypatch) -> None:
+    """The humanoid's taker approaches with its shoulder roll 0.1 rad off (as DART noise
+    would put it) and closes off the cube's centre. Before the giver opens, the expert sees
+    that, opens the taker and closes it on the cube again, now on target: the handover
+    succeeds. With no retries allowed the giver lets go of a cube the taker does not hold."""
+    from shallowpi.robots.sim import experts
+
+    monkeypatch.setattr(experts, "RETRIES", retries)
+    spec = TwinSpec.from_config(config.compose(["robot=humanoid"]).robot)
+    task = make_tasks("humanoid")["handover"]
+    joint = spec.joint_names.index(spec.effectors[task.taker].joints[1])
+    with DirectSimRobot(spec, cameras=()) as sim:
+        sim.reset(1000, task)
+        expert = make_expert(sim.twin, task)
+        taker_check = [i for i, leg in enumerate(expert.plan) if leg.then][1]  # the first is the pick's
+        planned = len(expert.plan)
+        ticks = 0
+        while not expert.done and ticks < 3000:
+            goal = expert.read().copy()
+            if expert.leg < taker_check:
+                goal[joint] += 0.1
+            sim.act(goal)
+            ticks += 1
+        for _ in range(30):
+            sim.act(expert.read())
+        assert task.success(sim.twin) == (retries > 0)
+        assert len(expert.plan) > planned if retries else len(expert.plan) == planned

@@ -2,9 +2,13 @@
 
   python tools/bench/sim_experts.py                    # 100 seeds of every task
   python tools/bench/sim_experts.py --seeds 20 --robots arm
+  python tools/bench/sim_experts.py --robots humanoid --tasks handover --sim-noise 0.0075
 
 Seeds 0..N-1; success is judged at the end of each episode as in `platform sim`. The
-target is >= 95% per task. Prints a table; writes .bench/sim_experts.json.
+target is >= 95% per task. `--sim-noise` runs the experts under the DART noise a recording
+with `record.sim_noise` adds (record/dart.py, the same seed per episode): how much noise a
+task's expert survives, i.e. how many demonstrations a noisy recording keeps.
+Prints a table; writes .bench/sim_experts.json.
 """
 
 from __future__ import annotations
@@ -21,10 +25,20 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
 from shallowpi import config  # noqa: E402
+from shallowpi.record.dart import NoisyExecution  # noqa: E402
 from shallowpi.robots.sim.direct import DirectSimRobot  # noqa: E402
-from shallowpi.robots.sim.episode import ScriptedAgent, run_episode  # noqa: E402
+from shallowpi.robots.sim.episode import Episode, EpisodeResult, ScriptedAgent, run_episode  # noqa: E402
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
 from shallowpi.robots.sim.twin import TwinSpec  # noqa: E402
+
+
+def run_noisy(sim: DirectSimRobot, task, seed: int, noisy: NoisyExecution) -> EpisodeResult:
+    """One expert episode with `noisy` executing its goals (the recorder's DART path)."""
+    episode = Episode.start(sim, task, ScriptedAgent(), seed)
+    noisy.reset_noise(seed)
+    while not episode.over():
+        noisy.act(episode.next_goal(sim.observe))
+    return episode.result()
 
 
 def main() -> int:
@@ -32,7 +46,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--robots", nargs="+", default=["arm", "bimanual", "humanoid"])
+    parser.add_argument("--tasks", nargs="+", help="only these tasks (default: each robot's)")
     parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--sim-noise", type=float, default=0.0, help="DART noise (record.sim_noise), default 0")
+    parser.add_argument("--sim-noise-tau-s", type=float, default=0.5, help="its correlation time (default 0.5)")
     parser.add_argument("--out", default=str(ROOT / ".bench" / "sim_experts.json"))
     args = parser.parse_args()
 
@@ -42,10 +59,18 @@ def main() -> int:
     )
     for robot in args.robots:
         spec = TwinSpec.from_config(config.compose([f"robot={robot}"]).robot)
+        grippers = [e.gripper for e in spec.effectors.values()]
         for name, task in make_tasks(robot).items():
+            if args.tasks and name not in args.tasks:
+                continue
             with DirectSimRobot(spec, cameras=()) as sim:
                 t0 = time.perf_counter()
-                results = [run_episode(sim, task, ScriptedAgent(), seed) for seed in range(args.seeds)]
+                if args.sim_noise:
+                    noisy = NoisyExecution(sim, spec.lower, spec.upper, spec.joint_names, args.sim_noise,
+                                           args.sim_noise_tau_s, spec.fps, quiet=grippers)
+                    results = [run_noisy(sim, task, seed, noisy) for seed in range(args.seeds)]
+                else:
+                    results = [run_episode(sim, task, ScriptedAgent(), seed) for seed in range(args.seeds)]
                 wall = time.perf_counter() - t0
             steps = sum(r.steps for r in results)
             failed = [r.seed for r in results if not r.success]
@@ -54,6 +79,7 @@ def main() -> int:
                 "task": name,
                 "instruction": task.instruction,
                 "seeds": args.seeds,
+                "sim_noise": args.sim_noise,
                 "success_rate": 1 - len(failed) / args.seeds,
                 "failed_seeds": failed,
                 "steps_per_episode": steps / args.seeds,

@@ -42,6 +42,11 @@ RELEASE_Z = 0.045  # the held object's bottom ~1.5 cm above the bowl floor
 # from where it lies, up to RETRIES times. The demonstrations then hold recoveries.
 HELD_Z = 0.06
 RETRIES = 2
+# A taker's grasp the giver may let go of: both fingers on the object and its centre within
+# these distances (m) of the grasp site along the site's x (along the fingers' faces) and z
+# (the approach) axes. Under DART noise, grasps that touched with both fingers but held the
+# cube off-centre (2.5-8 cm) lost it when the giver let go or backed off.
+TAKE_TOLERANCE = (0.025, 0.03)
 
 
 @dataclass
@@ -113,6 +118,11 @@ class ScriptedExpert:
     def done(self) -> bool:
         """Whether every waypoint has been followed."""
         return self._step >= len(self.plan)
+
+    @property
+    def leg(self) -> int:
+        """The index in `plan` of the leg under way (-1 before the first `read`)."""
+        return self._step
 
     def _begin(self, index: int) -> None:
         self._step = index
@@ -205,6 +215,17 @@ def _at(xy: np.ndarray, z: float, yaw: float) -> Pose:
     return np.array([xy[0], xy[1], z]), yaw_down(yaw)
 
 
+def _holds(twin: SimTwin, effector: str, obj: str) -> bool:
+    """Whether `effector`'s two fingers both touch `obj` with its centre within
+    TAKE_TOLERANCE of the grasp site (a grip that will carry it, not one at its edge)."""
+    spec = twin.spec.effectors[effector]
+    if not all(twin.touching([finger], obj) for finger in spec.fingers[:2]):
+        return False
+    site, rot = twin.site_pose(spec.site)
+    offset = rot.T @ (twin.body_pose(obj)[0] - site)  # in the site's frame
+    return bool(abs(offset[0]) <= TAKE_TOLERANCE[0] and abs(offset[2]) <= TAKE_TOLERANCE[1])
+
+
 def _pick(twin: SimTwin, effector: str, obj: str, retries: int | None = None) -> tuple[list[Waypoint], float]:
     """Hover over `obj`, descend, close, lift; then, while `retries` (default RETRIES) last,
     check that the object came up and if not open and grasp it again where it now lies."""
@@ -281,7 +302,8 @@ def plan_reach(twin: SimTwin, task: Reach) -> list[Waypoint]:
 
 def plan_handover(twin: SimTwin, task: Handover) -> list[Waypoint]:
     """The giver picks `task.obj` and presents it, tilted toward the taker, between the two
-    grippers; the taker grasps it, the giver lets go and backs off, the taker lifts it."""
+    grippers; the taker grasps it (again, up to RETRIES times, while it does not hold it:
+    `_holds`), the giver lets go and backs off, the taker lifts it."""
     g, k = task.giver, task.taker
     plan, grasp_yaw = _pick(twin, g, task.obj)
     giver_base, taker_base = _base_xy(twin, g), _base_xy(twin, k)
@@ -325,13 +347,26 @@ def plan_handover(twin: SimTwin, task: Handover) -> list[Waypoint]:
         pos, _ = twin.site_pose(twin.spec.effectors[k].site)
         return _at(pos + np.array([*direction, 0.0]) * 0.08, pos[2] + 0.06, taker_yaw)
 
+    def take(retries: int) -> list[Waypoint]:
+        # Before the giver lets go, the taker must hold the object (`_holds`); if not (the
+        # noise put its fingers off it), open, back off and close on it again.
+        def again(twin: SimTwin) -> list[Waypoint]:
+            if retries <= 0 or _holds(twin, k, task.obj):
+                return []
+            return [Waypoint(0.3, grips={k: OPEN}), Waypoint(0.5, {k: above_object}), *take(retries - 1)]
+
+        return [
+            Waypoint(0.7, {k: at_object}),
+            Waypoint(0.5, grips={k: CLOSED}),
+            Waypoint(0.0, then=again),
+        ]
+
     return [
         *plan,
         Waypoint(1.2, {g: carry}),
         Waypoint(0.8, {g: present}),
         Waypoint(1.0, {k: above_object}, {k: OPEN}),
-        Waypoint(0.7, {k: at_object}),
-        Waypoint(0.5, grips={k: CLOSED}),
+        *take(RETRIES),
         Waypoint(0.4, grips={g: OPEN}),
         Waypoint(0.6, {g: away}),
         Waypoint(0.8, {k: lift}),
