@@ -67,7 +67,7 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
     import argparse
 
     def args(**changes):
-        base = dict(policy="teacher", episodes=80, size="64x64", sim_noise=0.005, task_noise=None, teacher_steps=None,
+        base = dict(policy="teacher", episodes=80, size="64x64", sim_noise=0.005, task_noise={}, teacher_steps=None,
                     student_steps=2000, set=[], teachers={})
         return argparse.Namespace(**(base | changes))
 
@@ -77,7 +77,9 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
     with pytest.raises(SystemExit, match="made with student_steps=2000, this run asks for 500; pass another --out"):
         reproduce.check_recipe(tmp_path / "arm", "arm", args(student_steps=500))
     with pytest.raises(SystemExit, match="made with task_noise=None"):
-        reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise=["cube_in_bowl=0.01"]))
+        reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise={"cube_in_bowl": 0.01}))
+    # Another robot's task noise is not this robot's recipe: the arm's folder still matches.
+    reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise={"handover": 0.005}))
     with pytest.raises(SystemExit, match="made with teacher=None"):
         reproduce.check_recipe(tmp_path / "arm", "arm", args(teachers={"arm": tmp_path / "t"}))
 
@@ -153,6 +155,7 @@ def test_a_task_noise_must_name_one_of_the_robots_tasks(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--robots", "arm", "--task-noise", "handover=0.01",
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "--task-noise handover: not a task of arm (tasks: cube_in_bowl" in done.stderr
-    done = subprocess.run([sys.executable, str(SCRIPT), "--task-noise", "cube_in_bowl", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "expected TASK=NOISE" in done.stderr
+    for item in ("cube_in_bowl", "cube_in_bowl=nan", "cube_in_bowl=-0.01"):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--task-noise", item, "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and f"--task-noise {item}: expected TASK=NOISE" in done.stderr

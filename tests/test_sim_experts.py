@@ -152,16 +152,24 @@ def test_a_taker_that_closes_off_the_object_grasps_it_again_before_the_giver_let
     with DirectSimRobot(spec, cameras=()) as sim:
         sim.reset(1000, task)
         expert = make_expert(sim.twin, task)
-        taker_check = [i for i, leg in enumerate(expert.plan) if leg.then][1]  # the first is the pick's
+        pick_check, taker_check = [leg for leg in expert.plan if leg.then]
         planned = len(expert.plan)
+
+        def position(leg: experts.Waypoint) -> int:  # by identity: retries insert legs before later ones
+            return next(i for i, other in enumerate(expert.plan) if other is leg)
+
+        gap = position(taker_check) - position(pick_check)
         ticks = 0
         while not expert.done and ticks < 3000:
             goal = expert.read().copy()
-            if expert.leg < taker_check:
+            if expert.leg < position(taker_check):  # the taker's first approach
                 goal[joint] += 0.1
             sim.act(goal)
             ticks += 1
         for _ in range(30):
             sim.act(expert.read())
         assert task.success(sim.twin) == (retries > 0)
-        assert len(expert.plan) > planned if retries else len(expert.plan) == planned
+        # The giver's pick held (nothing inserted before its check); the taker's legs were.
+        inserted = len(expert.plan) - planned
+        assert position(taker_check) - position(pick_check) == gap
+        assert inserted > 0 if retries else inserted == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -54,30 +55,35 @@ def platform(*args: str, log: Path | None = None, timeout: float | None = None) 
             out.close()
 
 
-def task_noise(items: list[str] | None) -> dict[str, float]:
-    """`--task-noise TASK=NOISE ...` -> {task: DART noise}; SystemExit in one line on a malformed
-    item. A task's own noise lets one store hold each task at what its expert survives (the
-    humanoid's cube_in_bowl recovers from 0.01, its handover fails at it: BENCHMARKS.md)."""
-    noise = {}
+def parse_task_noise(items: list[str] | None, robots: list[str]) -> dict[str, float]:
+    """`--task-noise TASK=NOISE ...` -> {task: DART noise}, a task's noise applying to every
+    robot of the run that has the task. SystemExit in one line on a malformed item, a noise
+    that is not a finite number >= 0, a task named twice, or a task none of `robots` has (a
+    typo would otherwise record that task at `--sim-noise` without a word). A task's own noise
+    lets one store hold each task at what its expert survives (the humanoid's cube_in_bowl
+    recovers from 0.01, its handover fails at it: BENCHMARKS.md "Closed loop")."""
+    tasks = {task for robot in robots for task in make_tasks(robot)}
+    noise: dict[str, float] = {}
     for item in items or []:
-        task, sep, value = item.partition("=")
+        task, _, value = item.partition("=")
         try:
-            noise[task] = float(value) if sep and task else -1.0
+            level = float(value)
         except ValueError:
-            noise[task] = -1.0
-        if noise[task] < 0:
+            level = math.nan
+        if not (task and math.isfinite(level) and level >= 0):
             raise SystemExit(f"--task-noise {item}: expected TASK=NOISE with NOISE >= 0, e.g. cube_in_bowl=0.01")
+        if task in noise:
+            raise SystemExit(f"--task-noise names {task} twice")
+        if task not in tasks:
+            raise SystemExit(f"--task-noise {task}: not a task of {' or '.join(robots)} "
+                             f"(tasks: {', '.join(sorted(tasks))})")
+        noise[task] = level
     return noise
 
 
-def check_task_noise(noise: dict[str, float], robots: list[str]) -> None:
-    """SystemExit in one line when a task in `noise` is none of `robots`' (a typo would
-    otherwise record that task at the default noise without a word)."""
-    tasks = {task for robot in robots for task in make_tasks(robot)}
-    unknown = sorted(set(noise) - tasks)
-    if unknown:
-        raise SystemExit(f"--task-noise {unknown[0]}: not a task of {' or '.join(robots)} "
-                         f"(tasks: {', '.join(sorted(tasks))})")
+def noise_of(robot: str, per_task: dict[str, float]) -> dict[str, float]:
+    """The entries of `per_task` that are `robot`'s tasks."""
+    return {task: level for task, level in per_task.items() if task in make_tasks(robot)}
 
 
 def record(robot: str, store: Path, episodes: int, size: str, noise: float, log: Path,
@@ -166,7 +172,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=80, help="demonstrations per task (default 80)")
     ap.add_argument("--size", default="64x64", help="render size WxH (default 64x64)")
     ap.add_argument("--sim-noise", type=float, default=0.0, help="record.sim_noise (DART), default 0")
-    ap.add_argument("--task-noise", nargs="*", metavar="TASK=NOISE", help="a task's own DART noise")
+    ap.add_argument("--task-noise", nargs="*", metavar="TASK=NOISE",
+                    help="a task's own DART noise, e.g. cube_in_bowl=0.01 (the others keep --sim-noise)")
     ap.add_argument("--store", type=Path, help="reuse this store instead of recording")
     ap.add_argument("--minutes", type=float, default=60.0, help="training budget (default 60)")
     ap.add_argument("--save-every", type=int, default=1000)
@@ -183,7 +190,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training overrides (policy.*)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "closed_loop")
     args = ap.parse_args()
-    check_task_noise(task_noise(args.task_noise), [args.robot])
+    args.task_noise = parse_task_noise(args.task_noise, [args.robot])
 
     out = args.out / f"{args.robot}-{args.policy}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +202,7 @@ def main() -> None:
         started = (run / "config.yaml").stat().st_mtime
     else:
         record_s = 0.0 if args.store else record(args.robot, store, args.episodes, args.size, args.sim_noise, log,
-                                                             task_noise(args.task_noise))
+                                                             args.task_noise)
         run = out / "run"
         started = time.time()
         train_s = train(store, args.policy, run, args.minutes, args.save_every, args.set, log)
@@ -224,7 +231,7 @@ def main() -> None:
         print(f"{r['step']:>6} {r['train_minutes']:>9.1f} {r['task']:<18} "
               f"{rate_with_interval(r['successes'], r['episodes']):<32} {instead}")
     result = {"robot": args.robot, "policy": args.policy, "episodes_per_task": args.episodes,
-              "sim_noise": args.sim_noise, "task_noise": task_noise(args.task_noise), "settings": args.set,
+              "sim_noise": args.sim_noise, "task_noise": args.task_noise, "settings": args.set,
               "record_s": record_s, "train_s": train_s,
               "step_s": per_step, "rows": rows, "threads": os.environ.get("OMP_NUM_THREADS"),
               "load_average": os.getloadavg()}

@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
-from closed_loop import ROOT, check_task_noise, evaluate, platform, record, task_noise
+from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
 
 from shallowpi.commands.demo_stages import checkpoint_weights
 from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
@@ -219,6 +219,9 @@ def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
     500-step student must not be read back as the 2,000-step one)."""
     teacher = args.teachers.get(robot)
     recipe = {key: getattr(args, key) for key in RECIPE} | {"teacher": str(teacher) if teacher else None}
+    # This robot's own task noises only (another robot's must not bar a rerun of this one);
+    # None without any, as folders made before the flag existed read.
+    recipe["task_noise"] = noise_of(robot, args.task_noise) or None
     path = folder / "recipe.json"
     if path.is_file():
         before = json.loads(path.read_text())
@@ -241,7 +244,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def record_store() -> dict[str, Any]:
         shutil.rmtree(store, ignore_errors=True)  # an interrupted recording starts over (minutes, not hours)
-        record(robot, store, args.episodes, args.size, args.sim_noise, log, task_noise(args.task_noise))
+        record(robot, store, args.episodes, args.size, args.sim_noise, log, noise_of(robot, args.task_noise))
         return {"store": str(store)}
 
     recorded = stages.run("record", record_store)
@@ -386,7 +389,8 @@ def main() -> None:
     ap.add_argument("--size", default="64x64", help="camera renders WxH (default 64x64)")
     ap.add_argument("--sim-noise", type=float, default=0.005, help="DART noise while recording (default 0.005)")
     ap.add_argument("--task-noise", nargs="*", metavar="TASK=NOISE",
-                    help="a task's own DART noise, e.g. cube_in_bowl=0.01 (the others keep --sim-noise)")
+                    help="a task's own DART noise, e.g. cube_in_bowl=0.01, for every robot of the run "
+                         "that has the task (the other tasks keep --sim-noise)")
     ap.add_argument("--teacher-steps", type=int, help="the teacher's training steps (default: the preset's)")
     ap.add_argument("--teacher", action="append", default=[], metavar="ROBOT=CKPT",
                     help="use this trained teacher for ROBOT instead of training one, e.g. "
@@ -401,7 +405,7 @@ def main() -> None:
                     help="overrides for the teacher's and the students' training (policy.*)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce")
     args = ap.parse_args()
-    check_task_noise(task_noise(args.task_noise), args.robots)
+    args.task_noise = parse_task_noise(args.task_noise, args.robots)
     args.teachers = {}
     for item in args.teacher:
         robot, sep, ckpt = item.partition("=")

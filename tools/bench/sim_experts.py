@@ -6,8 +6,9 @@
 
 Seeds 0..N-1; success is judged at the end of each episode as in `platform sim`. The
 target is >= 95% per task. `--sim-noise` runs the experts under the DART noise a recording
-with `record.sim_noise` adds (record/dart.py, the same seed per episode): how much noise a
-task's expert survives, i.e. how many demonstrations a noisy recording keeps.
+with `record.sim_noise` adds (record/dart.py, the same seed per episode): the success at
+that noise level, about the share of demonstrations a noisy recording keeps (episodes end
+at the task's time limit, as in eval; the recorder's episodes may run to 20 s).
 Prints a table; writes .bench/sim_experts.json.
 """
 
@@ -28,11 +29,11 @@ from shallowpi import config  # noqa: E402
 from shallowpi.record.dart import NoisyExecution  # noqa: E402
 from shallowpi.robots.sim.direct import DirectSimRobot  # noqa: E402
 from shallowpi.robots.sim.episode import Episode, EpisodeResult, ScriptedAgent, run_episode  # noqa: E402
-from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
+from shallowpi.robots.sim.tasks import Task, make_tasks  # noqa: E402
 from shallowpi.robots.sim.twin import TwinSpec  # noqa: E402
 
 
-def run_noisy(sim: DirectSimRobot, task, seed: int, noisy: NoisyExecution) -> EpisodeResult:
+def run_noisy(sim: DirectSimRobot, task: Task, seed: int, noisy: NoisyExecution) -> EpisodeResult:
     """One expert episode with `noisy` executing its goals (the recorder's DART path)."""
     episode = Episode.start(sim, task, ScriptedAgent(), seed)
     noisy.reset_noise(seed)
@@ -52,6 +53,10 @@ def main() -> int:
     parser.add_argument("--sim-noise-tau-s", type=float, default=0.5, help="its correlation time (default 0.5)")
     parser.add_argument("--out", default=str(ROOT / ".bench" / "sim_experts.json"))
     args = parser.parse_args()
+    known = {task for robot in args.robots for task in make_tasks(robot)}
+    unknown = sorted(set(args.tasks or []) - known)
+    if unknown:
+        parser.error(f"--tasks {unknown[0]}: not a task of {' or '.join(args.robots)} ({', '.join(sorted(known))})")
 
     rows = []
     print(

@@ -377,7 +377,7 @@ class _Lines:
         self._message, self._printed = "", 0.0
 
     def publish(self, status: Any) -> None:
-        """Print the status message if it changed, and the status line when 2 s have passed."""
+        """Print the status message if it changed, and the status line every `every_s` while running or holding."""
         from shallowpi.tui.executor_render import status_line
 
         if status.message and status.message != self._message:
@@ -429,6 +429,6 @@ class _Recorder:
         self.episode.commit(success=success, extra={"ended": ended})
 
     def close(self) -> None:
-        """Close the store (its last episode committed) and say where it is."""
+        """Close the store (an episode `end` did not commit is discarded) and say where it is."""
         self.store.close()
         print(f"recorded into {self.path}")

@@ -298,7 +298,7 @@ class _ProgressLines:
         self._last_message = ""
 
     def publish(self, status: Any) -> None:
-        """A line a second while recording, and one for each new status message."""
+        """A status line at most once a second, and one for each new status message."""
         from shallowpi.tui.recorder_render import run_position
 
         now = time.monotonic()

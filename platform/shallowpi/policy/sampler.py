@@ -88,7 +88,7 @@ class _Graph:
     out: Tensor
 
     def replay(self, *values: Tensor) -> Tensor:
-        """Copy `values` into the captured inputs, replay the graph; its output buffer."""
+        """Copy `values` into the captured inputs and replay the graph; returns a copy of its output."""
         for buffer, value in zip(self.inputs, values):
             buffer.copy_(value)
         self.graph.replay()

@@ -91,7 +91,7 @@ class _PlainLines:
 
     def close(self) -> None:
         """Print the last state unless the last line already said it."""
-        if self.done != self.printed:  # the last state, unless the last line said it
+        if self.done != self.printed:
             self._print()
 
     def _print(self) -> None:

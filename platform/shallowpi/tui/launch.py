@@ -130,7 +130,7 @@ class _HeldRecords(logging.Handler):
         self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=capacity)
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Keep `record` (the oldest goes past `capacity`)."""
+        """Keep `record`; the oldest is dropped beyond `capacity`."""
         self.records.append(record)
 
 

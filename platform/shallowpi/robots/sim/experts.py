@@ -43,9 +43,10 @@ RELEASE_Z = 0.045  # the held object's bottom ~1.5 cm above the bowl floor
 HELD_Z = 0.06
 RETRIES = 2
 # A taker's grasp the giver may let go of: both fingers on the object and its centre within
-# these distances (m) of the grasp site along the site's x (along the fingers' faces) and z
-# (the approach) axes. Under DART noise, grasps that touched with both fingers but held the
-# cube off-centre (2.5-8 cm) lost it when the giver let go or backed off.
+# these distances (m) of the grasp site along the site's x (across the fingers' closing
+# direction) and z (the approach) axes; along y, the closing direction, both fingers
+# touching centres it. Under DART noise, grasps that touched with both fingers but held the
+# cube 2.5-8 cm off-centre lost it when the giver let go or backed off.
 TAKE_TOLERANCE = (0.025, 0.03)
 
 
