@@ -69,6 +69,7 @@ def test_record_sim_noise_records_clean_goals_through_the_cli(tmp_path):
         )
         assert done.returncode == 0, done.stderr[-2000:]
         with EpisodeStore.open(tmp_path / f"{name}.zarr") as store:
+            assert store.episode(0).extra["sim_noise"] == noise  # each episode says its noise
             return store.read_episode(0, ["observation.state", "action"])
 
     clean, noisy = record("clean", 0.0), record("noisy", 0.03)

@@ -45,7 +45,7 @@ def test_the_recorders_scene_and_the_runner_run_the_same_episode(robot):
         ticks += 1
         if scene.done():
             break
-    assert ticks == result.steps and scene.success() and scene.metadata() == {"seed": SEED}
+    assert ticks == result.steps and scene.success() and scene.metadata() == {"seed": SEED, "sim_noise": 0.0}
     np.testing.assert_array_equal(robot.twin.joint_positions(), final)
 
 

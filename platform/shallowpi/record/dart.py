@@ -82,7 +82,7 @@ class NoisyExecution:
                  scale: float, tau_s: float, fps: float, quiet: Sequence[str] = (), seed: int = 0) -> None:
         if scale < 0:
             raise ConfigError(f"record.sim_noise must be >= 0 (a fraction of each joint's range), got {scale}")
-        self.robot = robot
+        self.robot, self.scale = robot, scale
         self.lower, self.upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
         self.joint_names = list(joint_names)
         sigma = scale * (self.upper - self.lower)

@@ -105,8 +105,11 @@ class ExpertScene:
         return bool(self.task.success(self.robot.twin))
 
     def metadata(self) -> dict[str, Any]:
-        """The episode's extra metadata: its scene `seed` (None before the first reset)."""
-        return {"seed": None if self.episode is None else self.episode.seed}
+        """The episode's extra metadata: its scene `seed` (None before the first reset) and the
+        DART noise it was recorded under (`sim_noise`, 0 for clean demonstrations): one store
+        may hold each task at its own noise."""
+        return {"seed": None if self.episode is None else self.episode.seed,
+                "sim_noise": 0.0 if self.noise is None else self.noise.scale}
 
 
 def first_seed(store: Any, requested: int | None, episodes: int) -> int:
