@@ -210,7 +210,7 @@ def time_chunks(store: Path, checkpoints: dict[str, Path], repeats: int) -> dict
 
 # What each cached stage was made with: a rerun into the same folder must not mix recipes.
 # (Rows, robots, the seed count and the evaluation's workers may change between reruns.)
-RECIPE = ("policy", "episodes", "size", "sim_noise", "task_noise", "teacher_steps", "student_steps", "set")
+RECIPE = ("policy", "episodes", "size", "sim_noise", "teacher_steps", "student_steps", "set")
 
 
 def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
@@ -218,10 +218,10 @@ def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
     in one line when the recipe differs from the one the cached stages were made with (a
     500-step student must not be read back as the 2,000-step one)."""
     teacher = args.teachers.get(robot)
-    recipe = {key: getattr(args, key) for key in RECIPE} | {"teacher": str(teacher) if teacher else None}
-    # This robot's own task noises only (another robot's must not bar a rerun of this one);
-    # None without any, as folders made before the flag existed read.
-    recipe["task_noise"] = noise_of(robot, args.task_noise) or None
+    # The task noises are this robot's own only (another robot's must not bar a rerun of this
+    # one); None without any, as folders made before the flag existed read.
+    recipe = {key: getattr(args, key) for key in RECIPE} | {
+        "task_noise": noise_of(robot, args.task_noise) or None, "teacher": str(teacher) if teacher else None}
     path = folder / "recipe.json"
     if path.is_file():
         before = json.loads(path.read_text())

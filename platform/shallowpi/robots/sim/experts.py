@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shallowpi.robots.sim.ik import IKSolver, rotation_error, yaw_down
-from shallowpi.robots.sim.tasks import Handover, PickPlace, Push, Reach, Task
+from shallowpi.robots.sim.tasks import Handover, PickPlace, Push, Reach, Task, pinched
 from shallowpi.robots.sim.twin import SimError, SimTwin
 
 Pose = tuple[np.ndarray, np.ndarray]  # world position, 3x3 rotation of the grasp site
@@ -219,10 +219,9 @@ def _at(xy: np.ndarray, z: float, yaw: float) -> Pose:
 def _holds(twin: SimTwin, effector: str, obj: str) -> bool:
     """Whether `effector`'s two fingers both touch `obj` with its centre within
     TAKE_TOLERANCE of the grasp site (a grip that will carry it, not one at its edge)."""
-    spec = twin.spec.effectors[effector]
-    if not all(twin.touching([finger], obj) for finger in spec.fingers[:2]):
+    if not pinched(twin, effector, obj):
         return False
-    site, rot = twin.site_pose(spec.site)
+    site, rot = twin.site_pose(twin.spec.effectors[effector].site)
     offset = rot.T @ (twin.body_pose(obj)[0] - site)  # in the site's frame
     return bool(abs(offset[0]) <= TAKE_TOLERANCE[0] and abs(offset[2]) <= TAKE_TOLERANCE[1])
 

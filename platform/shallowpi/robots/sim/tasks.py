@@ -178,12 +178,15 @@ class Handover(Task):
         """The taker's first two fingers both touch the object, no finger of the giver does, and
         its centre is more than 5 cm up."""
         pos, _ = twin.body_pose(self.obj)
-        spec = twin.spec.effectors
-        taker = twin.touching([spec[self.taker].fingers[0]], self.obj) and twin.touching(
-            [spec[self.taker].fingers[1]], self.obj
-        )
-        giver = twin.touching(list(spec[self.giver].fingers), self.obj)
-        return bool(taker and not giver and pos[2] > 0.05)
+        giver = twin.touching(list(twin.spec.effectors[self.giver].fingers), self.obj)
+        return bool(pinched(twin, self.taker, self.obj) and not giver and pos[2] > 0.05)
+
+
+def pinched(twin: SimTwin, effector: str, obj: str) -> bool:
+    """Whether `effector`'s first two fingers both touch `obj` (one touching finger only
+    pushes it)."""
+    fingers = twin.spec.effectors[effector].fingers
+    return twin.touching([fingers[0]], obj) and twin.touching([fingers[1]], obj)
 
 
 def _held(twin: SimTwin, obj: str) -> bool:
