@@ -13,8 +13,8 @@ from shallowpi.data.store import StoreSettings
 JOINTS = [f"joint_{i}" for i in range(6)]
 
 
-def arm_features(height: int = 24, width: int = 32) -> dict[str, Feature]:
-    return robot_features(JOINTS, {"front": (height, width), "wrist": (height, width)})
+def arm_features(height: int = 24, width: int = 32, kinds: tuple[str, ...] = ()) -> dict[str, Feature]:
+    return robot_features(JOINTS, {"front": (height, width), "wrist": (height, width)}, kinds)
 
 
 def synthetic_frame(rng: np.random.Generator, t: int, height: int = 24, width: int = 32) -> dict[str, np.ndarray]:
@@ -34,9 +34,10 @@ def synthetic_frame(rng: np.random.Generator, t: int, height: int = 24, width: i
 
 
 def make_store(path: Path, episodes: int = 3, length: int = 20, seed: int = 0,
-               settings: StoreSettings | None = None, task: str = "put the red cube in the bowl") -> EpisodeStore:
+               settings: StoreSettings | None = None, task: str = "put the red cube in the bowl",
+               kinds: tuple[str, ...] = ()) -> EpisodeStore:
     rng = np.random.default_rng(seed)
-    store = EpisodeStore.create(path, arm_features(), settings or StoreSettings(durable=False))
+    store = EpisodeStore.create(path, arm_features(kinds=kinds), settings or StoreSettings(durable=False))
     for e in range(episodes):
         writer = store.begin_episode(task, robot="arm", calibration_id="cal-test", fps=30)
         for t in range(length + e):

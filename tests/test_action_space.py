@@ -49,6 +49,33 @@ def test_delta_dims_skip_grippers_and_need_actions_on_the_states_joints():
         delta_dims(["gripper"], ["gripper"])
 
 
+def test_the_recorded_joint_kinds_say_which_joints_are_grippers():
+    """A robot spec may name its gripper anything (`kind: gripper`); the store keeps the
+    kinds beside the names, and they decide. Only a store without them falls back to names."""
+    hand = ["shoulder", "elbow", "hand"]
+    assert delta_dims(hand, hand) == [0, 1, 2]  # by name alone the hand would be an offset
+    assert delta_dims(hand, hand, ("revolute", "revolute", "gripper")) == [0, 1]
+    assert delta_dims(ARM, ARM, ("revolute",) * 7) == list(range(7))  # the kinds win over a name
+
+
+def test_a_store_keeps_joint_kinds_and_an_older_store_without_them_still_takes_episodes(tmp_path):
+    from shallowpi.data.features import Feature, robot_features
+    from shallowpi.data.store import EpisodeStore
+    from shallowpi.errors import StoreError
+
+    kinds = ("revolute", "revolute", "gripper")
+    EpisodeStore.create(tmp_path / "k.zarr", robot_features(["a", "b", "hand"], {}, kinds)).close()
+    reopened = EpisodeStore.open(tmp_path / "k.zarr")
+    assert reopened.features["action"].kinds == kinds and reopened.features["observation.state"].kinds == kinds
+    # kinds take no part in equality: a store recorded before they were kept matches today's features
+    assert robot_features(["a", "b", "hand"], {}) == robot_features(["a", "b", "hand"], {}, kinds)
+    assert "kinds" not in Feature.vector(["a"]).to_json()  # written only when known, as older stores read it
+    with pytest.raises(StoreError, match="unknown joint kind"):
+        Feature.vector(["a"], kinds=["wheel"])
+    with pytest.raises(StoreError, match="2 joint kinds for a feature of shape"):
+        Feature.vector(["a"], kinds=["revolute", "gripper"])
+
+
 def test_offset_dimensions_are_checked_where_they_are_set():
     tiny = load_preset("tiny")
     for dims in ([0, 0], [-1], [tiny.action_dim]):
@@ -175,15 +202,16 @@ def test_training_with_delta_actions_saves_the_offset_joints_and_their_statistic
     from shallowpi.train.finetune import finetune
     from shallowpi.train.trainer import TrainConfig
 
-    make_store(tmp_path / "s.zarr", episodes=4, length=12).close()
+    # joint_5 is this arm's gripper by the kind the recorder stored, not by its name
+    make_store(tmp_path / "s.zarr", episodes=4, length=12, kinds=("revolute",) * 5 + ("gripper",)).close()
     cfg = dataclasses.replace(load_preset("tiny"), actions="delta")
     train = TrainConfig(steps=2, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, save_every=2, log_every=1,
                         workers=0, progress=False, tensorboard=False)
     run = finetune(tmp_path / "s.zarr", cfg, train, tmp_path / "run", episodes=[0, 1, 2, 3], make_dataset=chunk_dataset)
     policy = Policy.load(run["checkpoint"])
-    assert policy.cfg.actions == "delta" and policy.cfg.delta_dims == [0, 1, 2, 3, 4, 5]  # no gripper on this arm
+    assert policy.cfg.actions == "delta" and policy.cfg.delta_dims == [0, 1, 2, 3, 4]
     episodes = json.loads((tmp_path / "run" / "split.json").read_text())["train"]
-    expected = ChunkDataset(tmp_path / "s.zarr", cfg.chunk_len, episodes, image_keys=[]).stats(delta_dims=range(6))
+    expected = ChunkDataset(tmp_path / "s.zarr", cfg.chunk_len, episodes, image_keys=[]).stats(delta_dims=range(5))
     assert np.allclose(policy.action_norm.mean.numpy(), expected["action"]["mean"], atol=1e-5)
     # the offline baseline stays the training mean *absolute* action
     rows = ChunkDataset(tmp_path / "s.zarr", cfg.chunk_len, episodes, image_keys=[]).stats()["action"]["mean"]

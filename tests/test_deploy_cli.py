@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import platform_cmd, subprocess_env
+from shallowpi.data.store import EpisodeStore
 
 SIZE = (40, 32)
 
@@ -82,6 +83,8 @@ def test_deploy_stack_with_torch_records_the_executed_episode(trained, tmp_path)
     info = subprocess.run(platform_cmd("dataset", "info", str(tmp_path / "executed.zarr")),
                           env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "1 episode" in info.stdout, info.stdout + info.stderr
+    executed = EpisodeStore.open(tmp_path / "executed.zarr")  # the same features a recording of the robot has
+    assert executed.features["action"].kinds == ("revolute", "linear") + ("revolute",) * 4 + ("gripper",)
 
 
 def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_path):

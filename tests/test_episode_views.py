@@ -52,6 +52,18 @@ def test_show_labels_its_axes_and_lists_joints_that_never_moved(tmp_path):
     plt.close(fig)
 
 
+def test_units_come_from_the_recorded_joint_kinds_then_from_the_robot_config(tmp_path):
+    from shallowpi.commands.dataset_cmd import joint_units
+
+    kinds = ("revolute", "revolute", "linear", "revolute", "revolute", "gripper")
+    recorded = EpisodeStore.create(tmp_path / "k.zarr", arm_features(kinds=kinds), StoreSettings(durable=False))
+    units = joint_units(recorded, robot="no-such-robot")
+    assert [units[j] for j in JOINTS] == ["rad", "rad", "m", "rad", "rad", "opening, 0-1"]
+    older = EpisodeStore.create(tmp_path / "o.zarr", arm_features(), StoreSettings(durable=False))
+    assert joint_units(older, robot="no-such-robot") == {}  # neither says: the plot writes "joint units"
+    assert joint_units(older, robot="arm")["gripper"] == "opening, 0-1"  # the arm's config says
+
+
 def test_view_saves_a_rerun_recording_holding_every_camera_and_joint(tmp_path):
     pytest.importorskip("rerun")
     from rerun.chunk import RrdReader

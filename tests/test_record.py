@@ -62,6 +62,9 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     assert [e.task for e in store.episodes] == ["put the red cube in the bowl"] * 2
     assert all(e.robot == "arm" and e.success is True and e.length > 60 for e in store.episodes)
     assert {"loop_p50_ms", "loop_p99_ms", "loop_overruns", "backpressure_s"} <= store.episode(0).extra.keys()
+    # the robot spec's joint kinds travel with the names (the arm's shoulder rides a linear
+    # stage): training tells the gripper by them, plots the units
+    assert store.features["action"].kinds == ("revolute", "linear") + ("revolute",) * 4 + ("gripper",)
     episode = store.read_episode(1)
     assert episode["observation.images.front"].shape[1:] == (96, 96, 3)
     ticks = episode["timestamp"]

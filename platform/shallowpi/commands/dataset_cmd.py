@@ -22,10 +22,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, overrides_from, user_path
 from shallowpi.errors import PlatformError
+
+if TYPE_CHECKING:
+    from shallowpi.data.store import EpisodeStore
 
 HELP = "list, inspect, check, plot, edit, export and import recorded datasets"
 
@@ -247,7 +251,7 @@ def _show(path: Path, episode: int, out: Path | None) -> int:
     store = EpisodeStore.open(path)
     info = store.episode(episode)
     out = out or Path(f"{path.stem}_episode{info.index}.png")
-    print(plot_episode(store, info.index, out, units=joint_units(info.robot)))
+    print(plot_episode(store, info.index, out, units=joint_units(store, info.robot)))
     return 0
 
 
@@ -257,7 +261,7 @@ def _view(path: Path, episode: int, save: Path | None) -> int:
 
     store = EpisodeStore.open(path)
     info = store.episode(episode)
-    logged = view_episode(store, info.index, save, units=joint_units(info.robot))
+    logged = view_episode(store, info.index, save, units=joint_units(store, info.robot))
     cameras = sum(p.startswith("cameras/") for p in logged)
     joints = len({p.split("/")[1] for p in logged if p.startswith("joints/")})
     where = f"wrote {save} (open it with `rerun {save}`)" if save else "sent to the Rerun viewer"
@@ -265,12 +269,17 @@ def _view(path: Path, episode: int, save: Path | None) -> int:
     return 0
 
 
-def joint_units(robot: str) -> dict[str, str]:
-    """Joint name -> unit, from the robot's config (rad, m, gripper opening 0-1); empty
-    for a robot this checkout has no config for (an imported dataset): plots say "joint units"."""
+def joint_units(store: EpisodeStore, robot: str) -> dict[str, str]:
+    """Joint name -> unit (rad, m, gripper opening 0-1): from the joint kinds the store
+    recorded, else from the robot's config in this checkout; empty when neither says (an
+    imported dataset): plots then say "joint units"."""
     from shallowpi.data.episode_plot import UNIT_OF_KIND
+    from shallowpi.data.features import STATE_KEY
     from shallowpi.robots.spec import RobotSpec
 
+    state = store.features[STATE_KEY]
+    if state.kinds:
+        return {name: UNIT_OF_KIND[kind] for name, kind in zip(state.names, state.kinds)}
     if not robot:
         return {}
     try:

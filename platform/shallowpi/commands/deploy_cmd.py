@@ -4,7 +4,8 @@
   platform deploy --policy CKPT --jetson orin --sim stack --episodes 3 --no-tui
   platform deploy --policy CKPT --sim --strategy sync|async|ensemble|rtc --delay-ms 300
   platform deploy --policy CKPT --sim --backend torch --record deployed --json run.json
-  platform deploy --policy CKPT.bundle --jetson orin --robot arm --task "put the cube in the bowl"
+  platform deploy --policy CKPT.bundle --jetson orin --backend onnxruntime --robot arm
+      --task "put the red cube in the bowl"             on the robot, the bundle built beforehand
 
 What happens: the Jetson profile (configs/jetson/, --jetson) is checked against this
 machine (one line: what to change for full speed, or that this is not that Jetson and the
@@ -394,15 +395,12 @@ class _Recorder:
 
     def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str]) -> None:
         from shallowpi import config
-        from shallowpi.data.features import Feature
+        from shallowpi.data.features import robot_features
         from shallowpi.data.store import EpisodeStore
 
         path = config.resolve_dataset(dataset, config.data_root(cfg))
-        features = {"observation.state": Feature.vector(target.joint_names),
-                    "action": Feature.vector(target.joint_names)}
-        shapes = target.camera_shapes
-        for role in cameras:
-            features[f"observation.images.{role}"] = Feature.image(*shapes[role])
+        features = robot_features(target.joint_names, {role: target.camera_shapes[role] for role in cameras},
+                                  target.joint_kinds)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.store = EpisodeStore.open(path, mode="a") if path.exists() else EpisodeStore.create(path, features)
         self.path, self.cameras, self._t0 = path, cameras, 0.0

@@ -74,6 +74,11 @@ class TwinTarget:
         """Joint names in state/action order."""
         return list(self.spec.joint_names)
 
+    @property
+    def joint_kinds(self) -> list[str]:
+        """Each joint's kind (revolute, linear, gripper), in `joint_names`' order."""
+        return list(self.spec.joint_kinds)
+
     def connect(self) -> None:
         """Start the twin (and, for `stack`, its emulated servos and cameras)."""
         self.robot.connect()
@@ -135,6 +140,11 @@ class RobotTarget:
     def joint_names(self) -> list[str]:
         """Joint names in state/action order."""
         return list(self.spec.joint_names)
+
+    @property
+    def joint_kinds(self) -> list[str]:
+        """Each joint's kind (revolute, linear, gripper), in `joint_names`' order."""
+        return list(self.spec.joint_kinds)
 
     def connect(self) -> None:
         """Start the cameras, then the servos (torque on, holding the present pose). A
@@ -222,7 +232,7 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
     from shallowpi.robots.spec import RobotSpec
 
     if not args.task:
-        raise ConfigError("on the robot, pass the instruction to give the policy: --task \"put the cube in the bowl\"")
+        raise ConfigError("on the robot, pass the instruction to give the policy: --task \"put the red cube in the bowl\"")
     cfg = config.compose(_flag_overrides(args, robot=True))
     spec = RobotSpec.from_config(cfg.robot)
     _check_fits_robot(bundle.features, spec)

@@ -19,6 +19,8 @@ from shallowpi.errors import StoreError
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.images."
+# A joint's kind as the robot spec gives it (robots/spec.py `JointSpec.kind`).
+JOINT_KINDS = ("revolute", "linear", "gripper")
 
 
 class FeatureKind(str, enum.Enum):
@@ -32,21 +34,26 @@ class FeatureKind(str, enum.Enum):
 class Feature:
     """One recorded array's per-frame description: the store holds it as [N, *shape].
 
-    `dtype` is a numpy dtype name. Raises TypeError for a dtype numpy does not know,
-    StoreError for an image that is not uint8 [H, W, 3] or [H, W, 1], and for `names`
-    whose count differs from a vector's length. `to_json`/`from_json` round-trip it
-    through the store's header.
+    `dtype` is a numpy dtype name. `kinds` are a joint vector's per-dimension joint kinds
+    (JOINT_KINDS) from the robot spec, empty where unknown (stores recorded before they
+    were kept, lerobot imports); they take no part in equality, so such a store still
+    takes new episodes. Raises TypeError for a dtype numpy does not know, StoreError for an
+    image that is not uint8 [H, W, 3] or [H, W, 1], for `names` or `kinds` whose count
+    differs from a vector's length and for an unknown kind. `to_json`/`from_json`
+    round-trip it through the store's header.
     """
 
     dtype: str
     shape: tuple[int, ...]
     kind: FeatureKind = FeatureKind.NUMERIC
     names: tuple[str, ...] = field(default=())  # per-dimension labels, e.g. joint names
+    kinds: tuple[str, ...] = field(default=(), compare=False)  # per-dimension joint kinds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "kind", FeatureKind(self.kind))
         object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
         np.dtype(self.dtype)  # raises TypeError on nonsense
         if self.kind is FeatureKind.IMAGE and (
             self.dtype != "uint8" or len(self.shape) != 3 or self.shape[2] not in (1, 3)
@@ -54,6 +61,11 @@ class Feature:
             raise StoreError(f"image features are uint8 HxWx3 (or HxWx1), got {self.dtype} {self.shape}")
         if self.names and len(self.shape) == 1 and len(self.names) != self.shape[0]:
             raise StoreError(f"{len(self.names)} names for a feature of shape {self.shape}")
+        if self.kinds and (len(self.shape) != 1 or len(self.kinds) != self.shape[0]):
+            raise StoreError(f"{len(self.kinds)} joint kinds for a feature of shape {self.shape}")
+        unknown = sorted(set(self.kinds) - set(JOINT_KINDS))
+        if unknown:
+            raise StoreError(f"unknown joint kind(s) {unknown}; a joint is one of {', '.join(JOINT_KINDS)}")
 
     @classmethod
     def image(cls, height: int, width: int, channels: int = 3) -> Feature:
@@ -61,19 +73,24 @@ class Feature:
         return cls("uint8", (height, width, channels), FeatureKind.IMAGE)
 
     @classmethod
-    def vector(cls, names: Sequence[str], dtype: str = "float32") -> Feature:
-        """A numeric [D] feature, D = len(names), one label per dimension (joint names)."""
-        return cls(dtype, (len(names),), FeatureKind.NUMERIC, tuple(names))
+    def vector(cls, names: Sequence[str], dtype: str = "float32", kinds: Sequence[str] = ()) -> Feature:
+        """A numeric [D] feature, D = len(names), one label per dimension (joint names) and,
+        for joints, optionally each one's kind (JOINT_KINDS)."""
+        return cls(dtype, (len(names),), FeatureKind.NUMERIC, tuple(names), tuple(kinds))
 
     def to_json(self) -> dict[str, Any]:
-        """This feature as a JSON-ready dict (dtype, shape, kind, names)."""
-        return {"dtype": self.dtype, "shape": list(self.shape), "kind": self.kind.value, "names": list(self.names)}
+        """This feature as a JSON-ready dict (dtype, shape, kind, names, and kinds when known)."""
+        out = {"dtype": self.dtype, "shape": list(self.shape), "kind": self.kind.value, "names": list(self.names)}
+        if self.kinds:  # absent otherwise, as older stores wrote it
+            out["kinds"] = list(self.kinds)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Feature:
-        """The feature `to_json` wrote; `names` may be absent. KeyError for a missing key,
-        ValueError for an unknown kind."""
-        return cls(data["dtype"], tuple(data["shape"]), FeatureKind(data["kind"]), tuple(data.get("names", ())))
+        """The feature `to_json` wrote; `names` and `kinds` may be absent. KeyError for a
+        missing key, ValueError for an unknown feature kind."""
+        return cls(data["dtype"], tuple(data["shape"]), FeatureKind(data["kind"]), tuple(data.get("names", ())),
+                   tuple(data.get("kinds", ())))
 
     def check_value(self, key: str, value: np.ndarray) -> np.ndarray:
         """`value` as this feature's dtype, or a one-line error naming the key."""
@@ -87,11 +104,14 @@ class Feature:
         return array
 
 
-def robot_features(joint_names: Sequence[str], cameras: Mapping[str, tuple[int, int]]) -> dict[str, Feature]:
-    """What a robot's episodes store: state and action [J] (named per joint) and each camera
-    role's frames uint8 [H, W, 3]; `cameras` maps role -> (height, width). The one builder
-    of a recording's features: the recorder, the evaluation's stores and the benchmarks use it."""
-    features = {STATE_KEY: Feature.vector(list(joint_names)), ACTION_KEY: Feature.vector(list(joint_names))}
+def robot_features(joint_names: Sequence[str], cameras: Mapping[str, tuple[int, int]],
+                   joint_kinds: Sequence[str] = ()) -> dict[str, Feature]:
+    """What a robot's episodes store: state and action [J] (named per joint, with each
+    joint's kind when given: training tells grippers by it) and each camera role's frames
+    uint8 [H, W, 3]; `cameras` maps role -> (height, width). The one builder of a
+    recording's features: the recorder, the evaluation's stores and the benchmarks use it."""
+    joints = Feature.vector(list(joint_names), kinds=joint_kinds)
+    features = {STATE_KEY: joints, ACTION_KEY: joints}
     for role, (height, width) in cameras.items():
         features[IMAGE_PREFIX + role] = Feature.image(height, width)
     return features

@@ -93,6 +93,11 @@ class ChunkDataset(Dataset):
         """The store's per-dimension names of state and action (empty when it has none)."""
         return self.features[STATE_KEY].names, self.features[ACTION_KEY].names
 
+    def action_kinds(self) -> tuple[str, ...]:
+        """The robot spec's kind of each action joint (revolute, linear, gripper), as the
+        recorder stored it; empty for a store that does not say (older, or imported)."""
+        return self.features[ACTION_KEY].kinds
+
     def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes (normalization).
         With `delta_dims` (policy.actions=delta) the action's are over what the model

@@ -35,11 +35,13 @@ ACTION_SPACES = ("absolute", "delta")
 X = TypeVar("X")
 
 
-def delta_dims(state_names: Sequence[str], action_names: Sequence[str]) -> list[int]:
-    """The action dimensions predicted as offsets: every joint whose name does not say
-    "gripper" (the store keeps joint names, not the robot spec's joint kinds). ConfigError
-    (one line) when the store names no joints, when the actions do not command the state's
-    joints in the state's order (no offset could be taken), or when every joint is a gripper."""
+def delta_dims(state_names: Sequence[str], action_names: Sequence[str], action_kinds: Sequence[str] = ()) -> list[int]:
+    """The action dimensions predicted as offsets: every joint but the grippers. A gripper
+    is what the robot spec calls one (`action_kinds`, which the recorder stores with the
+    joint names) or, for a store that does not say (older, or imported from lerobot), a
+    joint whose name says "gripper". ConfigError (one line) when the store names no joints,
+    when the actions do not command the state's joints in the state's order (no offset
+    could be taken), or when every joint is a gripper."""
     if not action_names:
         raise ConfigError("policy.actions=delta needs the store's joint names (its action feature has none); "
                           "train with policy.actions=absolute")
@@ -48,7 +50,10 @@ def delta_dims(state_names: Sequence[str], action_names: Sequence[str]) -> list[
             f"policy.actions=delta needs actions that command the state's joints in its order; the store's "
             f"actions are {list(action_names)} and its state {list(state_names)}; train with policy.actions=absolute"
         )
-    dims = [i for i, name in enumerate(action_names) if "gripper" not in name.lower()]
+    if action_kinds:
+        dims = [i for i, kind in enumerate(action_kinds) if kind != "gripper"]
+    else:
+        dims = [i for i, name in enumerate(action_names) if "gripper" not in name.lower()]
     if not dims:
         raise ConfigError(f"policy.actions=delta: every action of {list(action_names)} is a gripper, "
                           "which stays absolute; train with policy.actions=absolute")

@@ -115,7 +115,8 @@ class PolicyConfig:
     # "absolute": the model predicts joint targets; "delta": every joint but the grippers as
     # an offset from the chunk's state (policy/action_space.py, openpi's ALOHA recipe).
     # `delta_dims` (the offset action dimensions) is filled by `platform train` from the
-    # store's joint names and saved with the checkpoint.
+    # joint kinds the store recorded (its joint names for an older store) and saved with
+    # the checkpoint.
     actions: str = "absolute"
     delta_dims: list[int] = field(default_factory=list)
 

@@ -171,7 +171,8 @@ def _sim_rig(cfg: DictConfig, robot: Any, task: Any, spec: Any, seed: int, realt
         noise = _dart_noise(cfg, robot, spec)
         scene = ExpertScene(robot, task, seed, noise=noise)
         shapes = {role: (spec.render_height, spec.render_width) for role in spec.cameras}
-        rig = Rig(robot=noise or robot, teleop=scene, features=robot_features(spec.joint_names, shapes),
+        features = robot_features(spec.joint_names, shapes, spec.joint_kinds)
+        rig = Rig(robot=noise or robot, teleop=scene, features=features,
                   joint_names=list(spec.joint_names), clock=SimulatedClock(spec.fps, realtime=realtime),
                   task_text=task.instruction, calibration_id=f"sim-{cfg.robot.name}", scene=scene,
                   cameras=cameras or {},
@@ -223,7 +224,7 @@ def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, 
 
 
 def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
-    from shallowpi.robots.calibration import calibration_id, load_calibration
+    from shallowpi.robots.calibration import UNCALIBRATED, calibration_path, load_calibration
     from shallowpi.robots.cameras import realsense_cameras
     from shallowpi.robots.dynamixel_robot import DynamixelRobot
     from shallowpi.robots.spec import RobotSpec
@@ -231,14 +232,21 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
 
     spec = RobotSpec.from_config(cfg.robot)
     calibration = load_calibration(spec.name)
+    if calibration.id == UNCALIBRATED:
+        # Said before anything moves: episodes carry this id for good (a later calibration
+        # cannot be resumed into the store) and `deploy` refuses such a robot by default.
+        log.warning("robot '%s' has no calibration (%s): episodes are recorded as '%s'; run "
+                    "`platform calibrate --robot %s` first", spec.name, calibration_path(spec.name),
+                    UNCALIBRATED, spec.name)
     cameras = realsense_cameras(spec, allow_none=bool(cfg.record.get("allow_no_cameras", False)))
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
     teleop = LeaderFollower(spec, calibration)
     rig = Rig(robot=robot, teleop=teleop,
               features=robot_features(spec.joint_names,
-                                      {role: hw for role, hw in spec.camera_shapes().items() if role in cameras}),
+                                      {role: hw for role, hw in spec.camera_shapes().items() if role in cameras},
+                                      spec.joint_kinds),
               joint_names=list(spec.joint_names), clock=TickClock(spec.fps), task_text=task,
-              calibration_id=calibration_id(spec.name), cameras=cameras,
+              calibration_id=calibration.id, cameras=cameras,
               joint_limits=([j.lower for j in spec.joints], [j.upper for j in spec.joints]))
     try:
         for camera in cameras.values():

@@ -92,6 +92,11 @@ class RobotSpec:
         """Joint names, in config order."""
         return [j.name for j in self.joints]
 
+    @property
+    def joint_kinds(self) -> list[str]:
+        """Each joint's kind (revolute, linear, gripper), in `joint_names`' order."""
+        return [j.kind for j in self.joints]
+
     def camera_shapes(self) -> dict[str, tuple[int, int]]:
         """{role: (height, width)} of every camera, in config order (data/features.py's
         `robot_features` takes it)."""

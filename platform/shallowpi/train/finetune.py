@@ -32,7 +32,8 @@ from shallowpi.train.trainer import TrainConfig, Trainer
 log = logging.getLogger(__name__)
 
 # (store_path, chunk_len, episodes) -> a dataset with the ChunkDataset contract: its items,
-# `stats(delta_dims=)`, `task_texts()` and `joint_names()`.
+# `stats(delta_dims=)`, `task_texts()`, `joint_names()` and, with policy.actions=delta,
+# `action_kinds()`.
 DatasetFactory = Callable[[Path, int, "list[int] | None"], Dataset]
 
 
@@ -143,7 +144,7 @@ def _with_delta_dims(cfg: PolicyConfig, train_set: Any) -> PolicyConfig:
     if cfg.actions != "delta":
         return cfg
     names = train_set.joint_names()[1]
-    dims = delta_dims(*train_set.joint_names())
+    dims = delta_dims(*train_set.joint_names(), train_set.action_kinds())
     if not cfg.delta_dims:
         cfg = PolicyConfig.from_dict({**cfg.to_dict(), "delta_dims": dims})
     log.info("delta actions: %s as offsets from the chunk's state, the rest absolute",

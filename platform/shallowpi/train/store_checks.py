@@ -157,6 +157,10 @@ class FiniteWindows(Dataset):
         """The wrapped dataset's state and action names."""
         return self.dataset.joint_names()
 
+    def action_kinds(self) -> tuple[str, ...]:
+        """The wrapped dataset's joint kinds of the action (empty when the store does not say)."""
+        return self.dataset.action_kinds()
+
     def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes' finite rows;
         with `delta_dims`, the action's over the kept windows' chunks, offset from their

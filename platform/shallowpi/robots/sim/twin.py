@@ -66,6 +66,11 @@ class TwinSpec:
         return [j.name for j in self.joints]
 
     @property
+    def joint_kinds(self) -> list[str]:
+        """Each joint's kind (revolute, linear, gripper), in `joint_names`' order."""
+        return [j.kind for j in self.joints]
+
+    @property
     def lower(self) -> np.ndarray:
         """Lower joint limits [J] float64, in joint units (rad, m, or gripper opening 0..1)."""
         return np.array([j.lower for j in self.joints])
