@@ -137,10 +137,12 @@ def test_warm_up_runs_chunks_before_the_robot_moves(backends, rng, monkeypatch):
 def test_backend_errors_name_the_fix(bundle, tmp_path):
     with pytest.raises(BackendError, match="unknown backend 'tflite'; choose one of: torch, onnxruntime, tensorrt"):
         make_backend("tflite", bundle)
-    with pytest.raises(BackendError, match=r"none of the providers .* install onnxruntime-gpu"):
+    with pytest.raises(BackendError, match=r"none of the providers .* pass jetson\.providers=\[CPUExecutionProvider\] "
+                       "or install onnxruntime-gpu"):
         make_backend("onnxruntime", bundle, BackendOptions(providers=("NoSuchExecutionProvider",)))
     bare = build_bundle(bundle.path.parent / "ckpt", tmp_path / "bare", graphs=())
-    with pytest.raises(BackendError, match="has no chunk graph; rebuild it with --graphs chunk"):
+    with pytest.raises(BackendError, match=r"has no chunk graph \(it was built for the torch backend\); rebuild it "
+                       r"from the checkpoint: platform deploy --policy CKPT --backend onnxruntime"):
         make_backend("onnxruntime", bare)
 
 

@@ -101,7 +101,8 @@ def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_
                 platform_cmd("record", "--robot", "arm", *ports, "--dataset", "cams", "--data-root", str(tmp_path),
                              "--task", "wave", "--episodes", "1", "--episode-time-s", "0.5", "--reset-time-s", "0",
                              "--no-tui", f"telemetry.address={tmp_path}/t.sock", *extra),
-                env=subprocess_env(), capture_output=True, text=True, timeout=240)
+                env=subprocess_env(SHALLOWPI_ROBOTS_DIR=str(tmp_path / "robots")),  # no calibration there
+                capture_output=True, text=True, timeout=240)
 
         refused = record()
         assert refused.returncode != 0
@@ -111,8 +112,10 @@ def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_
         done = record("--no-cameras")
         assert done.returncode == 0, done.stderr[-2000:]
         assert "recording without cameras" in done.stderr
+        assert "robot 'arm' has no calibration" in done.stderr and "platform calibrate --robot arm" in done.stderr
     store = EpisodeStore.open(tmp_path / "cams.zarr")
     assert len(store) == 1 and not any(k.startswith("observation.images.") for k in store.features)
+    assert store.episode(0).calibration_id == "uncalibrated"
     assert store.check() == []
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job of `bash tools/setup.sh run`: the product's whole loop on the simulated arm,
 # no hardware needed: `platform demo` records scripted demonstrations of the robot's tasks
-# in its MuJoCo twin, trains the 18-layer teacher, distils the 6-layer student, evaluates
+# in its MuJoCo twin, takes the shipped 18-layer teacher (robots/arm/teacher; or trains one:
+# demo.teacher=train), distils the 6-layer student, evaluates
 # both in closed loop, runs the student through the on-device executor and ends with a
 # teacher-vs-student table and picture (demo/arm-default/demo.md, demo.png, demo.json).
 # A second run reuses every finished stage. Arguments pass to `platform demo`, e.g.

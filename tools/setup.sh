@@ -41,7 +41,9 @@ fi
 # --- python ----------------------------------------------------------------------------
 python="${SHALLOWPI_PYTHON:-}"
 if [[ -z "$python" ]]; then
-    for candidate in python3.12 /root/.pyenv/versions/3.12.1/bin/python "$HOME/.pyenv/versions/3.12.1/bin/python" python3; do
+    # python3.12 on PATH, then any pyenv 3.12.x (newest first), then python3 if it is >= 3.12
+    for candidate in python3.12 $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python \
+                                       /root/.pyenv/versions/3.12*/bin/python 2>/dev/null | sort -rV) python3; do
         if command -v "$candidate" >/dev/null 2>&1 &&
             "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
             python="$(command -v "$candidate")"

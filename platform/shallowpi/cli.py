@@ -94,7 +94,7 @@ def add_config_flags(
     """The friendly flags a subcommand accepts; each maps onto one config override.
     `data_root=False` for commands that read or write no dataset: they do not offer it."""
     if robot:
-        parser.add_argument("--robot", help="robot config (configs/robot/), e.g. arm, humanoid")
+        parser.add_argument("--robot", help="robot config (configs/robot/): arm, bimanual or humanoid")
     if dataset:
         parser.add_argument(
             "--dataset", help="dataset name (NAME.zarr under the data root) or a path, used as given "

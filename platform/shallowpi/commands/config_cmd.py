@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "groups", help="list config groups and their choices", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="List the config groups (folders of configs/) and the choices in each: the names\n"
                     "--robot, --policy and --jetson take.",
-        epilog="example:\n  platform config groups        e.g. robot: arm, humanoid")
+        epilog="example:\n  platform config groups        e.g. robot: arm, bimanual, humanoid")
 
 
 def run(args: argparse.Namespace) -> int:

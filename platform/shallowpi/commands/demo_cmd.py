@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a first look in <= 5 minutes (== demo=quick; the student may not succeed)")
     parser.add_argument("--robot", help="the simulated robot (== demo.robot=...; default arm)")
     parser.add_argument("--teacher", type=user_path, metavar="CKPT",
-                        help="distil this teacher checkpoint instead of training one")
+                        help="distil this teacher checkpoint instead of the one shipped in robots/<robot>/teacher "
+                             "(demo.teacher=train trains one here)")
     parser.add_argument("--out", type=user_path, metavar="DIR",
                         help="the folder holding every stage's output (default: demo/<robot>-<profile>/)")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboards")

@@ -3,7 +3,7 @@
   platform record --robot humanoid --dataset kitchen --task "put the red cube in the bowl"
   platform record --robot humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
   platform record --robot arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
-  platform record --robot arm --dataset kitchen --resume --episodes 10
+  platform record --robot arm --dataset kitchen --task "put the red cube in the bowl" --resume --episodes 10
   platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \
       --dataset try --task wave --no-cameras        on `platform emulate`'s servos
 

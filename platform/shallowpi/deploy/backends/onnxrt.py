@@ -76,7 +76,7 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
     if not chosen:
         raise BackendError(
             f"none of the providers {list(providers)} is in this onnxruntime (has {available}); "
-            "pass --backend-providers CPUExecutionProvider or install onnxruntime-gpu"
+            "pass jetson.providers=[CPUExecutionProvider] or install onnxruntime-gpu"
         )
     return chosen
 
@@ -99,8 +99,9 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"unknown graph '{graph}'; choose chunk or split")
         missing = [g for g in needed if g not in bundle.graphs]
         if missing:
-            raise BackendError(f"bundle {bundle.path} has no {', '.join(missing)} graph; rebuild it with "
-                               f"--graphs {','.join(needed)}")
+            raise BackendError(f"bundle {bundle.path} has no {', '.join(missing)} graph (it was built for the "
+                               "torch backend); rebuild it from the checkpoint: platform deploy --policy CKPT "
+                               "--backend onnxruntime")
         so = ort.SessionOptions()
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads

@@ -63,12 +63,17 @@ class TensorRTBackend(Backend):
     def __init__(self, bundle: Bundle, options: BackendOptions | None = None) -> None:
         super().__init__(bundle, options)
         trt = import_tensorrt()
-        import torch  # device buffers
+        try:
+            import torch  # device buffers
+        except ImportError:  # the robot-side install has no torch: ONNX Runtime's TensorRT provider needs none
+            raise BackendError("the tensorrt backend needs torch for its GPU buffers and this install has none; "
+                               "run --backend onnxruntime (its TensorRT execution provider builds the engine)") from None
 
         if not torch.cuda.is_available():
             raise BackendError("the tensorrt backend needs a CUDA GPU; run --backend onnxruntime")
         if "chunk" not in bundle.graphs:
-            raise BackendError(f"bundle {bundle.path} has no chunk graph; rebuild it with --graphs chunk")
+            raise BackendError(f"bundle {bundle.path} has no chunk graph (it was built for the torch backend); "
+                               "rebuild it from the checkpoint: platform deploy --policy CKPT --backend tensorrt")
         self._torch, self._trt = torch, trt
         gpu = torch.cuda.get_device_name()
         precision = self.options.precision
