@@ -399,8 +399,8 @@ class _Recorder:
         from shallowpi.data.store import EpisodeStore
 
         path = config.resolve_dataset(dataset, config.data_root(cfg))
-        features = robot_features(target.joint_names, {role: target.camera_shapes[role] for role in cameras},
-                                  target.joint_kinds)
+        shapes = target.camera_shapes  # a property that builds its dict: read once
+        features = robot_features(target.joint_names, {role: shapes[role] for role in cameras}, target.joint_kinds)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.store = EpisodeStore.open(path, mode="a") if path.exists() else EpisodeStore.create(path, features)
         self.path, self.cameras, self._t0 = path, cameras, 0.0
