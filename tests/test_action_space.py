@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from deploy_fixtures import observation
+from shallowpi.data.features import Feature, robot_features
+from shallowpi.data.store import EpisodeStore
 from shallowpi.data.training import ChunkDataset
 from shallowpi.data.windows import ChunkWindows
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, StoreError
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.policy.action_space import delta_dims, mask_of, offsets_from, targets_from
 from shallowpi.policy.weights import CheckpointError
@@ -59,10 +61,6 @@ def test_the_recorded_joint_kinds_say_which_joints_are_grippers():
 
 
 def test_a_store_keeps_joint_kinds_and_an_older_store_without_them_still_takes_episodes(tmp_path):
-    from shallowpi.data.features import Feature, robot_features
-    from shallowpi.data.store import EpisodeStore
-    from shallowpi.errors import StoreError
-
     kinds = ("revolute", "revolute", "gripper")
     EpisodeStore.create(tmp_path / "k.zarr", robot_features(["a", "b", "hand"], {}, kinds)).close()
     reopened = EpisodeStore.open(tmp_path / "k.zarr")
