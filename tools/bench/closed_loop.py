@@ -86,23 +86,40 @@ def noise_of(robot: str, per_task: dict[str, float]) -> dict[str, float]:
     return {task: level for task, level in per_task.items() if task in make_tasks(robot)}
 
 
+def episodes_per_task(store: Path) -> dict[str, int]:
+    """Episodes in the store by task text ({} when there is no store yet)."""
+    from shallowpi.data.store import EpisodeStore
+
+    if not store.exists():
+        return {}
+    counts: dict[str, int] = {}
+    with EpisodeStore.open(store) as opened:
+        for episode in opened.episodes:
+            counts[episode.task] = counts.get(episode.task, 0) + 1
+    return counts
+
+
 def record(robot: str, store: Path, episodes: int, size: str, noise: float, log: Path,
            per_task: dict[str, float] | None = None) -> float:
-    """Every task of the robot into one store, at DART noise `noise` or the task's own in
-    `per_task`; returns the wall seconds it took. SystemExit when a recording failed."""
+    """`episodes` of every task of the robot into one store, at DART noise `noise` or the
+    task's own in `per_task`; only the episodes a task still lacks are recorded, so a run
+    stopped mid-recording continues where its last committed episode ended. Returns the wall
+    seconds it took. SystemExit when a recording failed."""
     per_task = per_task or {}
     start = time.perf_counter()
-    for task in make_tasks(robot):
-        # The second task adds to the store, its scenes continuing the first's seeds (record
-        # never takes eval --sim's held-out seeds).
+    for name, task in make_tasks(robot).items():
+        missing = episodes - episodes_per_task(store).get(task.instruction, 0)
+        if missing <= 0:
+            continue
+        # Added episodes continue the store's seeds (record never takes eval --sim's held-out seeds).
         more = ["--resume"] if store.exists() else []
-        done = platform("record", "--robot", robot, "--sim", "direct", "--task", task, *more, "--data-root",
-                        str(store.parent), "--dataset", store.stem, "--episodes", str(episodes),
+        done = platform("record", "--robot", robot, "--sim", "direct", "--task", name, *more, "--data-root",
+                        str(store.parent), "--dataset", store.stem, "--episodes", str(missing),
                         "--reset-time-s", "0", "--no-tui",
-                        f"record.sim_size={size}", f"record.sim_noise={per_task.get(task, noise)}",
+                        f"record.sim_size={size}", f"record.sim_noise={per_task.get(name, noise)}",
                         f"telemetry.address=/tmp/closed-loop-{os.getpid()}.sock", log=log)
         if done.returncode:
-            raise SystemExit(f"recording {task} failed; see {log}")
+            raise SystemExit(f"recording {name} failed; see {log}")
     return time.perf_counter() - start
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -243,7 +242,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     store = folder / f"{robot}.zarr"
 
     def record_store() -> dict[str, Any]:
-        shutil.rmtree(store, ignore_errors=True)  # an interrupted recording starts over (minutes, not hours)
+        # An interrupted recording continues (its recipe is checked above); only the missing episodes run.
         record(robot, store, args.episodes, args.size, args.sim_noise, log, noise_of(robot, args.task_noise))
         return {"store": str(store)}
 
