@@ -20,6 +20,7 @@ from shallowpi.errors import ConfigError, StoreError
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.policy.action_space import delta_dims, mask_of, offsets_from, targets_from
 from shallowpi.policy.weights import CheckpointError
+from shallowpi.robots.spec import RobotSpec
 from store_fixtures import make_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,6 +59,21 @@ def test_the_recorded_joint_kinds_say_which_joints_are_grippers():
     assert delta_dims(hand, hand) == [0, 1, 2]  # by name alone the hand would be an offset
     assert delta_dims(hand, hand, ("revolute", "revolute", "gripper")) == [0, 1]
     assert delta_dims(ARM, ARM, ("revolute",) * 7) == list(range(7))  # the kinds win over a name
+
+
+def test_without_written_kinds_the_spec_and_the_policy_read_a_name_the_same_way():
+    """One rule (shallowpi/joints.py) for a joint nobody gave a kind: a robot file without
+    `kind:` and a kindless store (lerobot's `gripper.pos`) must agree on which joints are
+    grippers, or a recording and its policy would disagree about what is an offset."""
+    names = ["shoulder.pos", "elbow.pos", "gripper.pos", "Left_Gripper", "wrist_roll"]
+    raw = {"name": "x", "fps": 30, "joints": [{"name": n, "lower": 0, "upper": 1, "max_velocity": 1} for n in names],
+           "buses": {"b": {"port": "/dev/null", "baud": 1000000}},
+           "motors": {n: {"bus": "b", "id": i + 1, "model": "XL430-W250"} for i, n in enumerate(names)}}
+    kinds = RobotSpec.from_config(raw).joint_kinds
+    assert kinds == ["revolute", "revolute", "gripper", "gripper", "revolute"]
+    by_name = delta_dims(names, names)
+    assert by_name == [i for i, kind in enumerate(kinds) if kind != "gripper"] == [0, 1, 4]
+    assert delta_dims(names, names, kinds) == by_name
 
 
 def test_a_store_keeps_joint_kinds_and_an_older_store_without_them_still_takes_episodes(tmp_path):

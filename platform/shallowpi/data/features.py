@@ -14,14 +14,12 @@ from typing import Any
 import numpy as np
 
 from shallowpi.errors import StoreError
+from shallowpi.joints import JOINT_KINDS
 
 # lerobot's names; robots/observation.py's `lerobot_row` is the one place observations get them.
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.images."
-# A joint's kind as the robot spec gives it (robots/spec.py `JointSpec.kind`).
-JOINT_KINDS = ("revolute", "linear", "gripper")
-
 
 class FeatureKind(str, enum.Enum):
     """How a feature is chunked and compressed (see codecs.py); the value is stored in JSON."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from shallowpi.errors import ConfigError
+from shallowpi.joints import named_gripper
 
 if TYPE_CHECKING:
     from shallowpi.data.windows import ChunkWindows
@@ -53,7 +54,7 @@ def delta_dims(state_names: Sequence[str], action_names: Sequence[str], action_k
     if action_kinds:
         dims = [i for i, kind in enumerate(action_kinds) if kind != "gripper"]
     else:
-        dims = [i for i, name in enumerate(action_names) if "gripper" not in name.lower()]
+        dims = [i for i, name in enumerate(action_names) if not named_gripper(name)]
     if not dims:
         raise ConfigError(f"policy.actions=delta: every action of {list(action_names)} is a gripper, "
                           "which stays absolute; train with policy.actions=absolute")

@@ -17,6 +17,7 @@ from typing import Any
 
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode, model_by_name
+from shallowpi.joints import named_gripper
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def _kind(name: str, data: dict, joint: dict) -> str:
     motor = (data.get("motors") or {}).get(name) or {}
     if joint.get("kind"):
         return joint["kind"]
-    if name.endswith("gripper"):
+    if named_gripper(name):
         return "gripper"
     if "metres_per_rad" in motor:
         return "linear"

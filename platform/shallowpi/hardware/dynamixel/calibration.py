@@ -20,8 +20,6 @@ from dataclasses import asdict, dataclass
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.control_table import ModelSpec
 
-JOINT_KINDS = ("revolute", "linear", "gripper")
-
 
 @dataclass(frozen=True)
 class MotorCalibration:
