@@ -3,6 +3,7 @@ on the same draws, attention KL against an explicit softmax, NaN named by term."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,8 @@ def _explicit_attend(record: list[torch.Tensor]):
 
 def test_the_attention_term_is_the_kl_of_the_explicit_softmax(monkeypatch):
     objective, data = _objective(LossWeights(0.0, 0.0, 1.0), pairs={0: 0, 1: 2})
-    batch = batch_of(data, [1, 9, 33])
+    batch = batch_of(data, [1, 19, 33])  # frame 19 of 20: its last three steps are padding
+    assert batch["action_is_pad"].any()
     noise, t = step_noise(3, 0, 3, objective.noise_spec())
     calls: list[torch.Tensor] = []
     monkeypatch.setattr(model_module, "attend", _explicit_attend(calls))
@@ -128,11 +130,26 @@ def test_the_attention_term_is_the_kl_of_the_explicit_softmax(monkeypatch):
     for s, t_layer in ((0, 0), (1, 2)):
         p_t, p_s = over_prefix(teacher[t_layer]), over_prefix(student[s])
         kl = torch.where(p_t > 0, p_t * (p_t.log() - p_s.log()), torch.zeros_like(p_t)).sum(-1)  # [B, h, C]
-        kls.append(kl.mean(dim=(1, 2)))
+        kls.append(kl.mean(1)[~batch["action_is_pad"]].mean())  # the padded steps' queries left out
     count = (~batch["action_is_pad"]).sum() * objective.policy.features.action_dim
-    expected = torch.stack(kls).mean(0).mean() * count
+    expected = torch.stack(kls).mean() * count
     torch.testing.assert_close(out.terms["attention"], expected, atol=1e-5, rtol=1e-4)
     assert out.count == count
+
+
+def test_attention_maps_stay_float32_under_the_trainers_bf16_autocast():
+    """The trainer runs the loss under bf16 autocast, which would round the attention
+    logits (and so the maps the KL is taken of) to bf16 precision."""
+    from shallowpi.policy.gemma import attention_probs
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 4, 5, 16, generator=g) * 4, torch.randn(2, 2, 7, 16, generator=g) * 4
+    bias = torch.zeros(2, 1, 5, 7)
+    exact = attention_probs(q, k, bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = attention_probs(q, k, bias)
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, exact, atol=1e-6, rtol=1e-5)
 
 
 def test_output_distillation_compares_with_the_teacher_on_the_same_noisy_chunk():
@@ -174,6 +191,18 @@ def test_bad_settings_are_refused_in_one_line():
     from shallowpi.policy.weights import CheckpointError
     with pytest.raises(CheckpointError, match="differ from the teacher's"):
         DistillationObjective(other, teacher_policy(data), LossWeights(), AttentionPairs({0: 0}))
+    # A student that tokenises or crops otherwise would hand the teacher wrong inputs.
+    teacher = teacher_policy(data, depth=4)
+    student, _ = build_student(teacher, KEPT)
+    cropped = Policy(dataclasses.replace(student.cfg, crop_scale=0.5), student.features)
+    cropped.load_state_dict(student.state_dict())  # the same weights and statistics: only the crop differs
+    with pytest.raises(CheckpointError, match=r"the student's policy\.crop_scale is 0\.5, the teacher's 1\.0"):
+        DistillationObjective(cropped, teacher, LossWeights(), AttentionPairs({1: 3}))
+    with pytest.raises(ConfigError, match=r"distill\.attention_pairs is empty"):
+        DistillationObjective(student, teacher, LossWeights(), AttentionPairs({}))
+    DistillationObjective(student, teacher, LossWeights(1.0, 1.0, 0.0), AttentionPairs({}))  # no attention term: none needed
+    with pytest.raises(ConfigError, match="pairs a student layer twice"):
+        AttentionPairs.from_config([[1, 3], [1, 2]], KEPT)
 
 
 def _distill_run(run: Path, fsdp: bool = False, weights: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Trainer:

@@ -10,8 +10,8 @@ teacher see the same x_t = t * noise + (1 - t) * actions):
                at paired layers (student layer s matches teacher layer t, from the config)
 
 Squared errors sum over the real action dims of non-padded steps (the count the trainer
-divides by); the attention term is its mean KL times that count, so every term is on the
-per-element scale the logs show. Each term has a weight; weight 0 switches it off (it is
+divides by); the attention term is its mean KL over the non-padded steps' queries times
+that count, so every term is on the per-element scale the logs show. Each term has a weight; weight 0 switches it off (it is
 not computed, and with output and attention both off the teacher does not run at all:
 the task-only ablation is plain training of the student). Only the action queries'
 attention is distilled: the paper reports that distilling every token's attention
@@ -30,6 +30,7 @@ paper's: 1.0 (every sample) is the default.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -65,6 +66,7 @@ class LossWeights:
             value = getattr(self, name)
             if not value >= 0.0:  # also refuses NaN
                 raise ConfigError(f"distill.weights.{name} must be >= 0, got {value}")
+            setattr(self, name, float(value))  # an override's `0` is recorded as 0.0, like the preset's
         if not any(getattr(self, n) for n in TERMS):
             raise ConfigError("every distill.weights term is 0; switch at least one on")
 
@@ -91,13 +93,21 @@ class AttentionPairs:
         if value is None:
             return cls.default(kept)
         try:
-            pairs = {int(s): int(t) for s, t in value}
+            listed = [(int(s), int(t)) for s, t in value]
         except (TypeError, ValueError):
             raise ConfigError(f"distill.attention_pairs must be [[student_layer, teacher_layer], ...], got {value}") from None
-        return cls(pairs)
+        students = [s for s, _ in listed]
+        if len(set(students)) != len(students):
+            raise ConfigError(f"distill.attention_pairs pairs a student layer twice: {value}; one teacher layer each")
+        return cls(dict(listed))
 
     def check(self, student_depth: int, teacher_depth: int) -> None:
-        """One line for a pair outside either model's layers."""
+        """ConfigError (one line) when there is no pair (the attention term would have
+        nothing to distill: switch it off with distill.weights.attention=0) or a pair lies
+        outside either model's layers."""
+        if not self.pairs:
+            raise ConfigError("distill.attention_pairs is empty; pair a layer ([[3, 10]]) or switch the attention "
+                              "term off with distill.weights.attention=0")
         for s, t in self.pairs.items():
             if not 0 <= s < student_depth:
                 raise ConfigError(
@@ -117,8 +127,9 @@ class AttentionPairs:
 
 def attention_kl(teacher: Tensor, student: Tensor) -> Tensor:
     """KL(teacher || student) per row: probabilities [..., P] -> [...]. Keys both give
-    probability 0 (padding) add nothing; a student 0 where the teacher is not is clamped
-    to 1e-30 (a large, finite penalty) rather than inf."""
+    probability 0 (padding) add nothing; a student probability below 1e-30 where the
+    teacher's is not is clamped there (a large, finite penalty rather than inf, but one
+    without a gradient: float32 softmax reaches it only at logit gaps above ~69)."""
     t = teacher.float()
     log_t = t.clamp_min(1e-30).log()
     log_s = student.float().clamp_min(1e-30).log()
@@ -128,9 +139,10 @@ def attention_kl(teacher: Tensor, student: Tensor) -> Tensor:
 class DistillationObjective(Objective):
     """Student (`self.policy`, trained) against a frozen teacher (`self.teacher`).
 
-    Raises CheckpointError when the two policies read different features or normalise with
-    different statistics (the shared prepared inputs would be wrong for one of them), and
-    ConfigError for an attention pair outside either model.
+    Raises CheckpointError when the two policies read different features, normalise with
+    different statistics or differ in any model setting but their depth (the shared
+    prepared inputs would be wrong for one of them), and ConfigError for missing attention
+    pairs or one outside either model (when the attention term is on).
     """
 
     def __init__(self, student: Policy, teacher: Policy, weights: LossWeights, pairs: AttentionPairs,
@@ -145,10 +157,18 @@ class DistillationObjective(Objective):
         for a, b in ((student.state_norm, teacher.state_norm), (student.action_norm, teacher.action_norm)):
             if not all(torch.equal(x, y.to(x.device)) for x, y in zip(a.buffers(), b.buffers())):
                 raise CheckpointError("student and teacher normalise with different statistics; copy the teacher's")
-        if student.cfg.delta_dims != teacher.cfg.delta_dims:  # the output term compares like with like
-            raise CheckpointError(f"the student predicts offsets on dimensions {student.cfg.delta_dims}, the teacher "
-                                  f"on {teacher.cfg.delta_dims}; build the student from this teacher")
-        pairs.check(student.cfg.depth, teacher.cfg.depth)
+        # The teacher reads the student's prepared inputs (tokens, crops, sizes) and its velocity
+        # is compared with the student's: every model setting but the depth must agree.
+        same_shape = teacher.cfg.with_depth(student.cfg.depth)
+        differ = [f.name for f in dataclasses.fields(same_shape)
+                  if getattr(student.cfg, f.name) != getattr(same_shape, f.name)]
+        if differ:
+            key = differ[0]
+            raise CheckpointError(f"the student's policy.{key} is {getattr(student.cfg, key)!r}, the teacher's "
+                                  f"{getattr(teacher.cfg, key)!r}; build the student from this teacher "
+                                  "(distill.student.build_student)")
+        if weights.attention:
+            pairs.check(student.cfg.depth, teacher.cfg.depth)
         self.teacher = freeze(teacher)
         self.weights, self.pairs = weights, pairs
 
@@ -181,11 +201,15 @@ class DistillationObjective(Objective):
                 output = ((out.velocity[:m] - teacher_out.velocity).square() * weights[:m]).sum()
                 terms["output"] = output * (count / seen.clamp(min=1.0))  # on the whole batch's scale
             if w.attention:
+                # The queries of padded steps (past the episode's end) are left out, as the
+                # squared errors leave them out.
+                real = (weights[:m] > 0).any(-1).float()  # [m, C]
                 kl = torch.stack([
-                    attention_kl(teacher_out.attention[tl], out.attention[sl][:m]).mean(dim=(1, 2))  # [m]
+                    attention_kl(teacher_out.attention[tl], out.attention[sl][:m]).mean(1)  # [m, C], heads averaged
                     for sl, tl in self.pairs.pairs.items()
-                ]).mean(0)  # [m]
-                terms["attention"] = kl.mean() * count  # its mean on the others' scale
+                ]).mean(0)  # [m, C]
+                mean_kl = (kl * real).sum() / real.sum().clamp(min=1.0)
+                terms["attention"] = mean_kl * count  # its mean on the others' scale
         total = sum(getattr(w, name) * value for name, value in terms.items())
         assert isinstance(total, Tensor)
         if not (w.task or w.output):

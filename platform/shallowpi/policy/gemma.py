@@ -79,8 +79,11 @@ def attention_probs(q: Tensor, k: Tensor, bias: Tensor) -> Tensor:
     """
     if k.shape[1] != q.shape[1]:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # [B, h, Tk, E]
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
-    return torch.softmax(scores + bias, dim=-1)
+    # Under the trainer's bf16 autocast a CUDA matmul runs in bf16 whatever its inputs, and
+    # rounds logits of 16-32 by ~0.1: the maps (and the KL distilled from them) stay float32.
+    with torch.autocast(q.device.type, enabled=False):
+        scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+        return torch.softmax(scores + bias.float(), dim=-1)
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
