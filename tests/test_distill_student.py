@@ -18,6 +18,7 @@ from shallowpi.distill.student import (
     uniform_layers,
 )
 from shallowpi.errors import ConfigError
+from shallowpi.policy.weights import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -82,8 +83,21 @@ def test_a_student_whose_vlm_keeps_the_first_layers_is_caught(monkeypatch):
         return student
 
     monkeypatch.setattr(model_module.Pi0Model, "keep_layers", buggy)
-    with pytest.raises(AssertionError, match=r"student vlm.layers.1.* is not teacher layer 2's"):
+    with pytest.raises(CheckpointError, match=r"student vlm.layers.1.* is not teacher layer 2's"):
         build_student(teacher, [0, 2, 5])
+
+
+def test_a_teacher_in_mixed_precision_is_cut_without_rounding_its_float32_weights():
+    """After cast_towers the towers are bf16 and the state/action/time projections float32;
+    the student keeps each weight's dtype (and value) as the teacher holds it."""
+    teacher = teacher_policy(FakeChunks(), depth=4)
+    teacher.model.cast_towers(torch.bfloat16)
+    student, _ = build_student(teacher, [0, 3])
+    dtypes = {name: t.dtype for name, t in teacher.state_dict().items()}
+    assert {torch.bfloat16, torch.float32} <= set(dtypes.values())
+    for name, tensor in student.state_dict().items():
+        if ".layers." not in name:
+            assert tensor.dtype == dtypes[name], name
 
 
 def test_greedy_drops_the_layer_that_changes_nothing_first():

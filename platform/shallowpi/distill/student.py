@@ -3,16 +3,19 @@
 Joint layer i is `vlm.layers[i]` with `expert.layers[i]` (the expert's queries read the
 VLM's keys of the same layer), so a student keeps one index set and applies it to both
 towers; everything outside the layers (vision encoder, embeddings, projections, final
-norms, normaliser statistics) is copied whole. The authors' released code remaps only the
-expert's layers, leaving the VLM with the teacher's layers 0..k-1; `build_student` checks,
+norms, normaliser statistics) is copied whole. The authors' released code (their openpi fork
+of arXiv 2601.20262, as read for this project's issue 14) remaps only the expert's layers,
+through a misplaced argument, leaving the VLM with the teacher's layers 0..k-1; `build_student` checks,
 layer by layer and tower by tower, that every kept layer is the teacher's, so that bug
 cannot pass silently.
 
 Which layers (`select_layers`):
     uniform  round(linspace(0, L-1, k)), the paper's: 18 -> 6 keeps [0, 3, 7, 10, 14, 17]
-    first    0 .. k-1 (the released code's VLM, as an ablation)
+    first    0 .. k-1 in both towers (what the released code keeps in the VLM only; an ablation)
     greedy   measured: drop, one at a time, the layer whose removal changes the teacher's
-             velocity least on probe windows (held-out), until k remain
+             velocity least on probe windows (held-out), until k remain; this project's
+             method, in the spirit of layer-pruning by influence (ShortGPT, arXiv 2403.03853,
+             scores layers one at a time; this one re-scores after each removal)
 
 Axes as in policy/model.py: B batch, C chunk, A action dims.
 """
@@ -22,12 +25,14 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from shallowpi.errors import ConfigError
 from shallowpi.policy.model import Pi0Model, Prefix, count_parameters
 from shallowpi.policy.policy import Policy
+from shallowpi.policy.weights import CheckpointError
 
 SELECTIONS = ("uniform", "first", "greedy")
 
@@ -45,21 +50,20 @@ def check_student_depth(depth: int, k: int) -> None:
 
 
 def uniform_layers(depth: int, k: int) -> list[int]:
-    """round(linspace(0, depth - 1, k)) as the paper does (Python's round: half to even)."""
-    if k == 1:
-        return [0]
-    return [round(i * (depth - 1) / (k - 1)) for i in range(k)]
+    """np.round(np.linspace(0, depth - 1, k)), as the authors' code computes it (half to
+    even, on linspace's floating-point values: 18 -> 6 keeps [0, 3, 7, 10, 14, 17])."""
+    return [int(i) for i in np.round(np.linspace(0, depth - 1, k))]
 
 
 def first_layers(depth: int, k: int) -> list[int]:
-    """Layers 0 .. k-1 (the released code's VLM choice; an ablation)."""
+    """Layers 0 .. k-1, in both towers (an ablation)."""
     return list(range(k))
 
 
 @dataclass
 class Probe:
     """Fixed inputs on which a layer subset's velocity is compared with the full teacher's:
-    the teacher's prefix (it depends on no joint layer), normalised state [B, S], noisy
+    the teacher's prefix (it depends on no joint layer), normalised state [B, state_dim], noisy
     chunk x_t [B, C, A], time t [B] and weights [B, C, A] (1 on real dims of real steps)."""
 
     prefix: Prefix
@@ -168,7 +172,8 @@ def build_student(teacher: Policy, kept: list[int]) -> tuple[Policy, Surgery]:
 
     Shares no storage with the teacher. Raises ConfigError for indices that are not
     increasing, unique and within the teacher's depth (k = depth is allowed here: the
-    identity cut, which must reproduce the teacher exactly).
+    identity cut, which must reproduce the teacher exactly), and CheckpointError when a
+    copied weight is not the teacher's (the surgery checks itself).
     """
     depth = teacher.cfg.depth
     if not kept or list(kept) != sorted(set(kept)) or kept[0] < 0 or kept[-1] >= depth:
@@ -176,26 +181,27 @@ def build_student(teacher: Policy, kept: list[int]) -> tuple[Policy, Surgery]:
     cut = teacher.model.keep_layers(list(kept))  # strict load: every student tensor present, shapes equal
     student = Policy(teacher.cfg.with_depth(len(kept)), copy.deepcopy(teacher.features))
     student.to(teacher.device)
-    student.model.load_state_dict(cut.state_dict(), strict=True)
+    student.model.load_state_dict(cut.state_dict(), strict=True, assign=True)  # dtypes as the teacher's
     student.state_norm.load_state_dict(teacher.state_norm.state_dict())
     student.action_norm.load_state_dict(teacher.action_norm.state_dict())
-    student.action_mean = teacher.action_mean
+    student.action_mean = copy.deepcopy(teacher.action_mean)
 
     # Check, do not trust: each student layer, in both towers, is the teacher layer it names,
     # and everything outside the layers is the teacher's.
+    # (Raised, not asserted: the check must survive `python -O`.)
     for tower in ("vlm", "expert"):
         for j, i in enumerate(kept):
             ours = getattr(student.model, tower).layers[j].state_dict()
             theirs = getattr(teacher.model, tower).layers[i].state_dict()
-            assert ours.keys() == theirs.keys()
             for name, tensor in ours.items():
-                assert tensor.shape == theirs[name].shape and torch.equal(tensor, theirs[name]), (
-                    f"student {tower}.layers.{j}.{name} is not teacher layer {i}'s")
+                if name not in theirs or tensor.shape != theirs[name].shape or not torch.equal(tensor, theirs[name]):
+                    raise CheckpointError(f"student {tower}.layers.{j}.{name} is not teacher layer {i}'s")
     teacher_sd = teacher.state_dict()
     for name, tensor in student.state_dict().items():
         if ".layers." in name and name.split(".")[1] in ("vlm", "expert"):
             continue
-        assert torch.equal(tensor, teacher_sd[name]), f"student {name} differs from the teacher's"
+        if not torch.equal(tensor, teacher_sd[name]):
+            raise CheckpointError(f"student {name} differs from the teacher's (a weight outside the layers)")
 
     dropped = [i for i in range(depth) if i not in kept]
     report = Surgery(

@@ -409,15 +409,13 @@ class Pi0Model(nn.Module):
     def keep_layers(self, indices: list[int]) -> Pi0Model:
         """A new model whose towers keep joint layers `indices` (same in VLM and expert).
 
-        Shares no storage with self: the student's weights are copies, and every copied
-        tensor's shape is checked by load_state_dict(strict=True).
+        Shares no storage with self: the student's weights are copies, each in the dtype it
+        has here, and every copied tensor's name is checked by load_state_dict(strict=True).
         """
         depth = self.cfg.depth
         if not indices or sorted(set(indices)) != list(indices) or indices[-1] >= depth:
             raise ValueError(f"layer indices must be increasing and < {depth}, got {indices}")
-        student = Pi0Model(self.cfg.with_depth(len(indices))).to(
-            next(self.parameters()).device, next(self.parameters()).dtype
-        )
+        student = Pi0Model(self.cfg.with_depth(len(indices))).to(next(self.parameters()).device)
         state = {}
         for name, tensor in self.state_dict().items():
             tower, _, rest = name.partition(".layers.")
@@ -427,7 +425,9 @@ class Pi0Model(nn.Module):
                     continue
                 name = f"{tower}.layers.{indices.index(int(teacher_idx))}.{tail}"
             state[name] = tensor.clone()
-        student.load_state_dict(state, strict=True)
+        # assign: each tensor keeps its own dtype (a teacher after cast_towers mixes bf16
+        # towers with float32 projections; one cast for all would round the projections).
+        student.load_state_dict(state, strict=True, assign=True)
         return student
 
 

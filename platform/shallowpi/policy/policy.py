@@ -93,7 +93,7 @@ class ModelInputs:
     student cut from it), so one preparation serves both.
 
     images [B, N, 3, H, W] in [-1, 1], image_masks [B, N] (False: camera missing),
-    tokens / token_masks [B, L], state [B, S] normalised and zero-padded; with actions:
+    tokens / token_masks [B, L], state [B, state_dim] normalised and zero-padded; with actions:
     actions [B, C, A] normalised and zero-padded, weights [B, C, A] 1.0 on the real action
     dims of non-padded steps (0 elsewhere: what a loss sums over).
     """

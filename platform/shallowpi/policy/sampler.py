@@ -120,7 +120,7 @@ class ChunkSampler:
         state: Tensor, noise: Tensor, num_steps: int | None = None,
     ) -> Tensor:
         """images [B, N, 3, H, W] in [-1, 1], image_masks [B, N], tokens/token_masks [B, L],
-        state [B, S] and noise [B, C, A] as Pi0Model takes them."""
+        state [B, state_dim] and noise [B, C, A] as Pi0Model takes them."""
         steps = num_steps or self.num_steps
         inputs = (images, image_masks, tokens, token_masks, state, noise.float())
         if not self.use_graph:
