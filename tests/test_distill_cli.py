@@ -124,6 +124,11 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     # A resumed run refuses a teacher other than the one it was distilled from.
     Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other)
     assert "expects" in error("--run", "arm-tiny-student1", "--resume", "--teacher", str(other))
+    # ... and a student or an objective other than the one its checkpoints were trained on.
+    assert "distill.weights={'task': 1.0, 'output': 1.0, 'attention': 0.0} differs from the run being resumed" in error(
+        "--run", "arm-tiny-student1", "--resume", "distill.weights.attention=0")
+    assert "distill.select=first differs from the run being resumed (uniform" in error(
+        "--run", "arm-tiny-student1", "--resume", "--select", "first")
     assert not (distilled["runs"] / "bad" / "checkpoints").exists()
 
 

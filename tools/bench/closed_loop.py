@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from shallowpi.commands.demo_stages import checkpoint_weights  # noqa: E402
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval  # noqa: E402
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
+from shallowpi.train.checkpoint import checkpoint_weights  # noqa: E402
 
 
 def platform_env(**extra: str) -> dict[str, str]:

@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
 
-from shallowpi.commands.demo_stages import checkpoint_weights
 from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
+from shallowpi.train.checkpoint import checkpoint_weights
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from typing import Any
 
 from shallowpi.config import REPO_ROOT
 from shallowpi.errors import ConfigError, PlatformError, refuse_unknown_keys
+from shallowpi.train.checkpoint import checkpoint_weights
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +198,6 @@ def invoke(*words: str) -> None:
             signal.signal(sig, handler)
     if code:
         raise PlatformError(f"`platform {words[0]}` ended with exit code {code} (its messages are above)")
-
-
-def checkpoint_weights(checkpoint: Path) -> Path:
-    """The weights to use of a training checkpoint: its EMA average when the run kept one."""
-    ema = checkpoint / "ema"
-    return ema if (ema / "model.safetensors").is_file() else checkpoint
 
 
 def checkpoint_step(checkpoint: Path | None) -> int:

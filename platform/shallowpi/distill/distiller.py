@@ -34,9 +34,10 @@ from shallowpi.distill.student import (
     layer_view,
     select_layers,
 )
+from shallowpi.errors import ConfigError
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.weights import CheckpointError
-from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 from shallowpi.train.finetune import DatasetFactory, Split
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.trainer import TrainConfig, Trainer
@@ -136,6 +137,7 @@ def distill(
     eval_set = make_dataset(store, teacher.cfg.chunk_len, eval_episodes)
 
     if recorded is not None:
+        _check_resumed(recorded, dcfg, facts_path)
         kept, comparison, greedy = recorded["kept_layers"], recorded["selections"], recorded.get("greedy")
     else:
         probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
@@ -186,11 +188,30 @@ def distill(
         from shallowpi.distill.report import write_report
 
         teacher.cpu()
-        student = Policy.load(latest_checkpoint(run_dir))  # what was saved, as eval loads it
+        # What was saved, as eval loads it: the EMA weights when the run kept them (the ones
+        # every closed-loop figure uses).
+        student = Policy.load(checkpoint_weights(latest_checkpoint(run_dir)))
         result["report"] = str(write_report(
             run_dir, teacher, student, facts, dcfg, eval_set, eval_what, store, resolved_config,
         ))
     return result
+
+
+def _check_resumed(recorded: dict[str, Any], dcfg: DistillConfig, facts_path: Path) -> None:
+    """ConfigError (one line) when this run's student settings differ from those of the run
+    it resumes (recorded in distill.json): its checkpoints hold that student, trained on
+    that objective."""
+    now = {"distill.select": dcfg.select, "distill.layers": dcfg.layers,
+           "distill.weights": dcfg.weights.to_dict()}
+    then = {"distill.select": recorded["selection"], "distill.layers": len(recorded["kept_layers"]),
+            "distill.weights": recorded["loss_weights"]}
+    if dcfg.attention_pairs is not None and dcfg.weights.attention:
+        now["distill.attention_pairs"] = AttentionPairs.from_config(dcfg.attention_pairs, recorded["kept_layers"]).to_list()
+        then["distill.attention_pairs"] = recorded["attention_pairs"]
+    for key, value in now.items():
+        if value != then[key]:
+            raise ConfigError(f"{key}={value} differs from the run being resumed ({then[key]}, {facts_path}); "
+                              "resume with its settings, or pass another --run")
 
 
 def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float) -> Split:

@@ -32,6 +32,13 @@ from shallowpi.train.errors import TrainingError
 log = logging.getLogger(__name__)
 
 
+def checkpoint_weights(checkpoint: Path) -> Path:
+    """The weights to use of a training checkpoint folder: its EMA average (`ema/`) when the
+    run kept one, else the trained weights themselves."""
+    ema = checkpoint / "ema"
+    return ema if (ema / "model.safetensors").is_file() else checkpoint
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run folder, or None."""
     marker = run_dir / "checkpoints" / "last"
