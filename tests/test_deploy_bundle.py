@@ -117,3 +117,16 @@ def test_the_teacher_recipes_inputs_deploy_as_the_policy_reads_them(tmp_path, rn
         assert got.tokens[0, : int(got.token_masks.sum())].tolist() == prompt_ids(words, task)[: cfg.max_text_tokens]
         assert np.abs(got.state - state.numpy()).max() < 1e-6
 
+
+
+def test_the_robot_side_refuses_an_instruction_the_policy_would_read_cut():
+    """The torch policy refuses a prompt over its text budget (check_prompt); the robot's
+    numpy tokenizer must not cut it silently instead."""
+    from shallowpi.deploy.preprocess import TextTokens
+    from shallowpi.errors import ConfigError
+
+    tokens = TextTokens("bytes", 16)
+    ids, mask = tokens("pick the cube")  # BOS + 13 bytes + newline = 15 tokens: fits
+    assert mask.sum() == 15 and ids[0, 0] == 1
+    with pytest.raises(ConfigError, match=r"'put the red cube in the bowl' is 30 tokens with BOS, over .* budget of 16"):
+        tokens("put the red cube in the bowl")

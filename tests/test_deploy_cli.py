@@ -191,3 +191,13 @@ def test_a_dashboard_that_dies_stops_the_executor_and_gives_the_terminal_back(tr
     after = text.split("stopping the executor")[-1]
     assert "episode 1/3 seed 1000:" in after and "(stopped," in after  # one episode, cut short
     assert "episode 2/3" not in text
+
+
+def test_experiment_flags_are_refused_on_the_robot_in_one_line(tmp_path):
+    """--delay-ms slows a real arm's policy on purpose and --realtime means nothing there:
+    both are refused before anything connects (no robot is attached here)."""
+    for flag in (["--delay-ms", "300"], ["--realtime"]):
+        result = subprocess.run(platform_cmd("deploy", "--policy", str(tmp_path / "none"), *flag),
+                                capture_output=True, text=True, env=subprocess_env(), timeout=120)
+        assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
+        assert "for --sim" in result.stderr

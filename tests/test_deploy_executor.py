@@ -5,6 +5,7 @@ ticks after its request) unless a test says realtime."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -243,6 +244,70 @@ def test_a_failed_inference_holds_the_robot_and_reports_the_error():
         executor.run_episode("count", 60)
     assert robot.calls[-1] == "hold" and executor.status.state.value == "fault"
     assert "out of memory" in executor.status.message
+
+
+@pytest.mark.parametrize("strategy", ["sync", "rtc"])
+def test_a_stuck_backend_is_a_fault_that_holds_with_torque_on(strategy):
+    """The inference watchdog: a chunk that never comes must not freeze the loop (sync) nor
+    leave the robot holding silently forever (async/rtc)."""
+    class Stuck(StepBackend):
+        def infer(self, obs, inpainting=None):
+            if self.calls >= 3:  # after the warm-up and one good chunk
+                time.sleep(3.0)
+            return super().infer(obs, inpainting)
+
+    robot = CountingRobot()
+    executor = Executor(robot, Stuck(8), ExecutorConfig(strategy=strategy, realtime=True, warmup_runs=2,
+                                                         max_inference_s=0.3))
+    executor.warm_up("count")
+    started = time.perf_counter()
+    report = executor.run_episode("count", 10_000)
+    assert report.ended == "fault" and executor.safety.faults == 1
+    assert time.perf_counter() - started < 2.5  # not the stuck call's 3 s (nor the 30 s join)
+    assert "torque_off" not in robot.calls and robot.calls[-1] == "hold"
+    assert "is stuck" in executor.status.message and "max_inference_s 0.3" in executor.status.message
+
+
+def test_a_non_finite_chunk_never_reaches_the_robot():
+    class Overflowing(StepBackend):
+        def infer(self, obs, inpainting=None):
+            chunk = super().infer(obs, inpainting)
+            if self.calls >= 4:  # the warm-up's two, one good chunk, then this one
+                chunk[3, 1] = np.nan
+            return chunk
+
+    robot = CountingRobot()
+    executor = Executor(robot, Overflowing(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    report = executor.run_episode("count", 60)
+    assert report.ended == "fault" and report.chunks == 1
+    assert all(np.isfinite(s).all() for s in report.sent) and robot.calls[-1] == "hold"
+    assert "1 non-finite value(s)" in executor.status.message
+
+
+def test_estop_during_a_synchronous_chunk_cuts_torque_without_waiting_for_it():
+    class Slow(StepBackend):
+        def infer(self, obs, inpainting=None):
+            if self.calls >= 2:
+                time.sleep(2.0)
+            return super().infer(obs, inpainting)
+
+    robot = CountingRobot()
+    executor = Executor(robot, Slow(8), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2))
+    executor.warm_up("count")
+    threading.Timer(0.2, executor.estop).start()
+    started = time.perf_counter()
+    torque_off_at = []
+    original = robot.torque_off
+    robot.torque_off = lambda: (torque_off_at.append(time.perf_counter() - started), original())
+    report = executor.run_episode("count", 10_000)
+    assert report.ended == "e-stop" and robot.calls[-1] == "torque_off"
+    assert torque_off_at and torque_off_at[0] < 0.6  # not after the 2 s chunk
+
+
+def test_an_executor_faster_than_the_robot_is_refused():
+    with pytest.raises(ConfigError, match="executor at 60 Hz is faster than the robot's 30 Hz"):
+        Executor(CountingRobot(fps=30.0), StepBackend(8), ExecutorConfig(), fps=60.0)
 
 
 def test_a_wall_clock_episode_bounds_the_gil_hand_over_and_restores_it():

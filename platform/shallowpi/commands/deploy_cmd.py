@@ -109,6 +109,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         raise ConfigError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
     if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated):
         raise ConfigError("--reset-time-s and --allow-uncalibrated are for the robot: the twin resets itself")
+    if args.delay_ms and not args.sim:  # a slower policy on a real arm is an experiment nobody should run by accident
+        raise ConfigError("--delay-ms is the delay experiment, for --sim only: never on the robot")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
     decision = plan(str(base.jetson.name), detect(_sysroot()), cuda=_has_cuda())
@@ -275,7 +277,7 @@ def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:
     selection = OmegaConf.to_container(cfg.action_selection, resolve=True)
     if args.strategy:
         section["strategy"] = args.strategy
-    if args.replan_every:
+    if args.replan_every is not None:  # 0 is refused by the selection's own check, not ignored
         selection["replan_every"] = args.replan_every
     if args.delay_ms is not None:
         section["injected_delay_s"] = args.delay_ms / 1e3

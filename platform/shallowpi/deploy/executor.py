@@ -40,8 +40,12 @@ action of a newly arrived chunk) a jump from the last command above `seam_bound`
 counted, and the commands ramp to the new chunk at `seam_bound` a tick until they reach
 it; the watchdog holds when no action is due or the newest frame is older than
 `max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
-frame); a servo or camera fault holds, then turns torque off; `stop()` (SIGINT, SIGTERM)
-ends the loop at the next tick and `estop()` turns torque off at the next tick.
+frame); a servo or camera fault holds, then turns torque off; the inference watchdog
+(a chunk not back `max_inference_s` after its request) and a chunk that is not finite or
+not [H, joints] hold and end the episode as a fault with torque on (the robot is sound);
+`stop()` (SIGINT, SIGTERM) ends the loop at the next tick and `estop()` turns torque off
+at the next tick (while a synchronous chunk is computed, within 50 ms), before waiting on
+the inference thread.
 
 Robot-side: imports without torch.
 """
@@ -52,6 +56,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +76,10 @@ from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
 
 log = logging.getLogger(__name__)
+
+
+class InferenceFault(PlatformError):
+    """The policy side failed the robot: no chunk in time, or one that is not finite."""
 
 
 class Strategy(str, Enum):
@@ -109,6 +118,10 @@ class ExecutorConfig:
                       only the frozen prefix (the new chunk free from its first unfrozen
                       action on, which is where a change of plan shows as a jump)
     injected_delay_s  added to every inference (the delay experiment; 0 on a robot)
+    max_inference_s   the inference watchdog: a chunk not back this many seconds after its
+                      request (a stuck backend, a hung GPU) holds the robot and ends the
+                      episode as a fault (wall time; the twin on simulated time computes
+                      its chunks at the request and cannot hang this way)
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
     """
@@ -121,6 +134,7 @@ class ExecutorConfig:
     warmup_runs: int = 3
     rtc_mask: str = "soft"
     injected_delay_s: float = 0.0
+    max_inference_s: float = 5.0
     realtime: bool = True
 
     def __post_init__(self) -> None:
@@ -129,7 +143,7 @@ class ExecutorConfig:
         except ValueError:
             raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
                               f"{', '.join(s.value for s in Strategy)}") from None
-        for name in ("max_frame_age_s", "seam_bound", "clamp_tolerance"):
+        for name in ("max_frame_age_s", "seam_bound", "clamp_tolerance", "max_inference_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
         if self.rtc_mask not in ("soft", "hard"):
@@ -195,6 +209,9 @@ class Executor:
                  publish: Callable[[ExecutorStatus], None] | None = None) -> None:
         self.robot, self.backend, self.cfg = robot, backend, cfg
         self.fps = float(fps or robot.spec.fps)
+        if self.fps > float(robot.spec.fps) + 1e-9:  # Robot.act bounds a step at max_velocity / spec.fps
+            raise ConfigError(f"executor at {self.fps:g} Hz is faster than the robot's {robot.spec.fps:g} Hz; its "
+                              "per-command velocity bound assumes the robot's rate")
         self._publish = publish or (lambda status: None)
         self._stop = threading.Event()
         self._estop = threading.Event()
@@ -207,6 +224,7 @@ class Executor:
         self.status.loop.target_hz = self.fps
         self.safety: SafetyCounts = self.status.safety
         self.initial_delay = 0  # ticks, from the warmed-up latency
+        self._requested_at = 0.0  # time.perf_counter() of the last chunk request (inference watchdog)
         self._latencies: deque[float] = deque(maxlen=120)
 
     # -- control from other threads (signal handlers, telemetry commands)
@@ -267,8 +285,7 @@ class Executor:
         self.backend.reset(seed)
         report = EpisodeReport(seed, None)
         selector = ActionSelector(cfg.selection_for(self.initial_delay))
-        runner: Any = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
-                       else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
+        runner: Any = None
         clock = TickClock(self.fps) if cfg.realtime else SimulatedClock(self.fps)
         self.status.task = task
         self.status.message, self.status.reset_left_s = "", 0.0  # the warm-up's or the reset's is over
@@ -279,6 +296,8 @@ class Executor:
         succeeded, chunk_time = 0, None
         chosen: np.ndarray | None = None  # the last action the selection chose
         try:
+            runner = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
+                      else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
             for _ in range(max_ticks):
                 if self._stop.is_set():
                     report.ended = "e-stop" if self._estop.is_set() else "stopped"
@@ -292,13 +311,20 @@ class Executor:
                 stale = obs.oldest_frame_s() > cfg.max_frame_age_s
                 # Deliver before asking: a chunk arriving on the tick the next one is due
                 # must be in place when the selector decides.
-                for done in runner.poll(selector.tick):
-                    if self._deliver(selector, done, report):
-                        seam, chunk_time = "new", clock.now() - done.latency_s
-                if not stale and selector.wants_chunk():
-                    for done in self._request(selector, runner, obs, task):  # sync: here and now
+                try:
+                    for done in runner.poll(selector.tick):
                         if self._deliver(selector, done, report):
-                            seam, chunk_time = "new", clock.now()
+                            seam, chunk_time = "new", clock.now() - done.latency_s
+                    self._check_inference_time(selector)
+                    if not stale and selector.wants_chunk():
+                        for done in self._request(selector, runner, obs, task):  # sync: here and now
+                            if self._deliver(selector, done, report):
+                                seam, chunk_time = "new", clock.now()
+                except InferenceFault as exc:  # the robot is sound: hold it, keep torque on
+                    self._fault(exc, report, torque_off=False)
+                    break
+                if self._stop.is_set() and report.ended != "fault":  # stopped while a sync chunk was computed
+                    continue
                 if stale:
                     self.safety.stale_frames += 1
                     report.stale_frames += 1
@@ -354,10 +380,11 @@ class Executor:
                 log.error("hold failed: %s", hold_exc)
             raise
         finally:
-            runner.close()
-        if self._estop.is_set():
-            self._torque_off(report)
-        elif report.ended != "fault":
+            if self._estop.is_set():  # before anything that may wait on a busy inference thread
+                self._torque_off(report)
+            if runner is not None:  # stopped (a fault, an e-stop): do not wait long on a stuck backend
+                runner.close(join_s=0.2 if self._stop.is_set() else 30.0)
+        if not self._estop.is_set() and report.ended != "fault":
             robot.hold()
         report.success = success() if success is not None else None
         report.delays = selector.measured_delays
@@ -373,13 +400,36 @@ class Executor:
             inpainting = (Inpainting(guidance.target, guidance.weights) if self.cfg.rtc_mask == "soft"
                           else Inpainting.hard_prefix(guidance.target, guidance.frozen))
         runner.submit(request, policy_input(obs, task), inpainting)
-        return runner.wait() if self.cfg.strategy is Strategy.SYNC else []
+        self._requested_at = time.perf_counter()
+        if self.cfg.strategy is not Strategy.SYNC:
+            return []
+        # Wait in slices: a stop or an e-stop is obeyed while the chunk is computed, and a
+        # chunk that never comes is a fault, not a frozen loop.
+        while not self._stop.is_set():
+            done = runner.wait(timeout_s=0.05)
+            if done:
+                return done
+            self._check_inference_time(selector)
+        return []
+
+    def _check_inference_time(self, selector: ActionSelector) -> None:
+        """InferenceFault when the pending chunk is overdue by the wall clock (realtime only)."""
+        if self.cfg.realtime and selector.pending is not None:
+            waited = time.perf_counter() - self._requested_at
+            if waited > self.cfg.max_inference_s:
+                raise InferenceFault(f"no chunk {waited:.1f} s after its request (deploy.max_inference_s "
+                                     f"{self.cfg.max_inference_s:g}): the backend {self.backend.name} is stuck")
 
     def _deliver(self, selector: ActionSelector, done: Done, report: EpisodeReport) -> bool:
         if done.request is not selector.pending:  # asked before the watchdog dropped the chunks
             return False
         if done.error is not None:
             raise done.error
+        chunk = np.asarray(done.chunk)
+        if chunk.ndim != 2 or chunk.shape[1] != len(self.status.joint_names) or not np.isfinite(chunk).all():
+            # Never to the robot: a NaN (an fp16 overflow, a broken engine) or a malformed chunk
+            raise InferenceFault(f"the backend {self.backend.name} returned a chunk of shape {chunk.shape} with "
+                                 f"{int((~np.isfinite(chunk)).sum())} non-finite value(s); holding")
         selector.deliver(done.request, done.chunk)
         report.chunks += 1
         report.latency_ms.append(1e3 * done.latency_s)
@@ -403,15 +453,18 @@ class Executor:
 
     # -- faults and safe states
 
-    def _fault(self, exc: PlatformError, report: EpisodeReport) -> None:
+    def _fault(self, exc: PlatformError, report: EpisodeReport, torque_off: bool = True) -> None:
+        """Hold, then (a servo or camera fault: the robot itself is in question) torque off;
+        an inference fault keeps torque on, holding the pose, for the operator to end."""
         self.safety.faults += 1
         report.ended = "fault"
-        log.error("fault: %s; holding, then torque off", exc)
+        log.error("fault: %s; holding%s", exc, ", then torque off" if torque_off else " (torque stays on)")
         try:
             self.robot.hold()
         except PlatformError as hold_exc:
             log.error("hold failed: %s", hold_exc)
-        self._torque_off(report)
+        if torque_off:
+            self._torque_off(report)
         self._set(ExecutorState.FAULT, f"fault: {exc}")
         self._stop.set()
 

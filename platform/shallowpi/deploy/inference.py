@@ -40,7 +40,8 @@ class Done:
 
 
 class ThreadedInference:
-    """One worker thread, one chunk at a time (the selector never has two pending)."""
+    """One worker thread, one chunk at a time: a new submit replaces a job not yet started;
+    one the watchdog dropped may still be running, and its result is ignored on arrival."""
 
     def __init__(self, backend: Backend, injected_delay_s: float = 0.0) -> None:
         self.backend, self.injected_delay_s = backend, injected_delay_s
@@ -87,12 +88,13 @@ class ThreadedInference:
                 self._done.append(Done(request, chunk, time.perf_counter() - started, error))
                 self._wake.notify_all()
 
-    def close(self) -> None:
-        """Stop: nothing more arrives."""
+    def close(self, join_s: float = 30.0) -> None:
+        """Stop: nothing more arrives. Waits up to `join_s` for a chunk in progress (the
+        thread is a daemon: one stuck in the backend is left behind, not waited for)."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=join_s)
 
 
 class LockstepInference:
@@ -125,6 +127,6 @@ class LockstepInference:
         self._arriving = []
         return done
 
-    def close(self) -> None:
-        """Stop: nothing more arrives."""
+    def close(self, join_s: float = 0.0) -> None:
+        """Stop: nothing more arrives (nothing runs on another thread: `join_s` is unused)."""
         self._arriving = []

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.deploy.bundle import Bundle
+from shallowpi.errors import ConfigError
 
 STATE = "observation.state"
 IMAGE_PREFIX = "observation.images."
@@ -80,7 +81,8 @@ WORD = re.compile(r"[\w']+")
 
 class TextTokens:
     """Task text -> (ids int64 [1, L], mask bool [1, L]) as policy.tokenizer.tokenize does:
-    BOS, the text stripped plus a newline, cut or padded to L. `spec` is "bytes" (ids =
+    BOS, the text stripped plus a newline, padded to L; ConfigError (one line) for a text
+    longer than L, which the policy would read cut. `spec` is "bytes" (ids =
     byte + 2, pad 0, BOS 1), "words" (pad 0, BOS 1, unknown 2, then `vocabulary` in order),
     or a tokenizer.json read with `tokenizers` (no torch)."""
 
@@ -110,7 +112,11 @@ class TextTokens:
 
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         if text not in self._cache:  # one task for a whole episode: encode it once
-            seq = [self.bos_id, *self._encode(text.strip() + "\n")][: self.max_len]
+            seq = [self.bos_id, *self._encode(text.strip() + "\n")]
+            if len(seq) > self.max_len:  # as the torch policy refuses it (policy/tokenizer.check_prompt)
+                raise ConfigError(f"the instruction '{text}' is {len(seq)} tokens with BOS, over the policy's text "
+                                  f"budget of {self.max_len} (it would be cut); shorten it, or retrain with a larger "
+                                  "policy.max_text_tokens")
             ids = np.full((1, self.max_len), self.pad_id, np.int64)
             mask = np.zeros((1, self.max_len), bool)
             ids[0, : len(seq)], mask[0, : len(seq)] = seq, True
