@@ -4,6 +4,7 @@ RealSense camera the policy reads."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -147,7 +148,7 @@ def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_sto
 
 
 def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_opens(tmp_path):
-    """The instruction is required; the policy's state size and cameras must be the robot's;
+    """The instruction is required; the policy's state size, joint order and cameras must be the robot's;
     its training store's rate must be the robot's; the robot must be calibrated unless
     --allow-uncalibrated. (The ports are the config's /dev/ttyACM*: nothing opens them.)"""
     arm = robot_spec("arm")
@@ -161,9 +162,12 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
     at15 = tiny_checkpoint(tmp_path / "at15", state=7, cameras=("front",), meta={"dataset": str(tmp_path / "at15.zarr")})
     five = tiny_checkpoint(tmp_path / "five", state=5, cameras=("front",))
     side = tiny_checkpoint(tmp_path / "side", state=7, cameras=("side",))
+    swapped = [arm.joint_names[1], arm.joint_names[0], *arm.joint_names[2:]]  # same sizes, two servos swapped
+    permuted = tiny_checkpoint(tmp_path / "permuted", state=7, cameras=("front",), meta={"joint_names": json.dumps(swapped)})
     cases = [(seven, ["--allow-uncalibrated"], "pass the instruction to give the policy: --task"),
              (five, ["--task", "wave"], "state/action sizes 5/5 but robot 'arm' has 7 joints"),
              (side, ["--task", "wave"], "reads camera(s) ['side'] that robot 'arm' lacks"),
+             (permuted, ["--task", "wave"], f"the policy was trained on joints {swapped}, robot 'arm' has"),
              (seven, ["--task", "wave"], "robot 'arm' has no calibration file"),
              (at15, ["--task", "wave", "--allow-uncalibrated"], "recorded at 15 Hz but robot 'arm' runs at 30 Hz")]
     for ckpt, extra, message in cases:

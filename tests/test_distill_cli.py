@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shallowpi.cli import main
+from shallowpi.data.store import EpisodeStore
 from shallowpi.policy import Features, Policy, load_preset
 from store_fixtures import make_store
 
@@ -51,6 +52,11 @@ def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher(distille
     assert json.loads(meta["kept_layers"]) == [0]
     assert json.loads(meta["loss_weights"]) == {"task": 1.0, "output": 1.0, "attention": 1.0}
     assert json.loads(meta["attention_pairs"]) == [[0, 0]]
+    # The action's joints in order, in the teacher's checkpoint and the student's (deploy checks them).
+    with EpisodeStore.open(distilled["store"]) as store:
+        names = list(store.features["action"].names)
+    assert names and json.loads(meta["joint_names"]) == names
+    assert json.loads(Policy.read_metadata(distilled["teacher"])["joint_names"]) == names
     rows = [json.loads(x) for x in (distilled["student"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert all({"task", "output", "attention"} <= set(r) for r in rows)

@@ -200,6 +200,7 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(Features(**bundle.features), spec, target.fps)
+    check_joint_order(bundle.checkpoint_metadata, spec)
     task = target.tasks[0]
     if len(target.tasks) > 1:
         print(f"the store records {len(target.tasks)} tasks; running {task.name} (choose with --task)", flush=True)
@@ -236,6 +237,7 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
     cfg = config.compose(_flag_overrides(args, robot=True))
     spec = RobotSpec.from_config(cfg.robot)
     _check_fits_robot(bundle.features, spec)
+    check_joint_order(bundle.checkpoint_metadata, spec)
     calibration = load_calibration(spec.name)
     if calibration.id == UNCALIBRATED:
         if not args.allow_uncalibrated:
@@ -285,6 +287,20 @@ def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
     if tasks and instruction not in tasks:
         print(f"note: the training store never recorded the instruction {instruction!r}; it holds "
               + "; ".join(repr(t) for t in tasks[:5]), flush=True)
+
+
+def check_joint_order(metadata: dict[str, str], spec: Any) -> None:
+    """ConfigError (one line) when the policy was trained on joints other than the robot's,
+    or on the same joints in another order: sizes alone would pass a permutation, and each
+    action would drive the wrong servo. Checkpoints from before the names were recorded
+    (no "joint_names" in their metadata, or a store without names) are not checked."""
+    import json
+
+    trained = [name.removesuffix(".pos") for name in json.loads(metadata.get("joint_names") or "[]")]  # lerobot's
+    robot = list(spec.joint_names)
+    if trained and trained != robot:
+        raise ConfigError(f"the policy was trained on joints {trained}, robot '{spec.name}' has {robot} in this "
+                          "order; deploy it on the robot (and joint order) it was trained on")
 
 
 def _check_fits_robot(features: dict[str, Any], spec: Any) -> None:

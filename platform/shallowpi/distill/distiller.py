@@ -171,6 +171,7 @@ def distill(
         "loss_weights": json.dumps(dcfg.weights.to_dict()),
         "attention_pairs": json.dumps(pairs.to_list()),
         "selection": dcfg.select,
+        "joint_names": json.dumps(list(train_set.joint_names()[1])),
     }
     torch.manual_seed(train_cfg.seed)
     trainer = Trainer(objective, train_set, train_cfg, run_dir, resume=resume, run_metadata=metadata)

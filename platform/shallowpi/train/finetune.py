@@ -114,7 +114,9 @@ def finetune(
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
-        run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train)},
+        run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
+                      # The action's joints in order: deploy refuses a robot that lists them otherwise.
+                      "joint_names": json.dumps(list(train_set.joint_names()[1]))},
     )
     if trainer.dist.main:
         if resolved_config is not None:
