@@ -130,3 +130,13 @@ def test_the_robot_side_refuses_an_instruction_the_policy_would_read_cut():
     assert mask.sum() == 15 and ids[0, 0] == 1
     with pytest.raises(ConfigError, match=r"'put the red cube in the bowl' is 30 tokens with BOS, over .* budget of 16"):
         tokens("put the red cube in the bowl")
+
+
+def test_an_euler_step_override_reaches_every_backend(tmp_path):
+    """build_bundle(num_steps=) unrolls the graphs with it; the backends read the policy's
+    config, so it must be written there too, or torch would integrate another count."""
+    from shallowpi.deploy.backends import BackendOptions, make_backend
+
+    bundle = build_bundle(tiny_checkpoint(tmp_path / "ckpt"), tmp_path / "bundle", graphs=(), num_steps=3)
+    assert Bundle.load(bundle.path).config["num_steps"] == 3
+    assert make_backend("torch", Bundle.load(bundle.path), BackendOptions(device="cpu")).sampler.num_steps == 3

@@ -186,7 +186,8 @@ def build_bundle(
     """Checkpoint folder -> bundle at `out` (weights, stats, config, tokenizer, ONNX graphs).
 
     `graphs` names which graphs to export (see export_onnx.py); () exports none (the torch
-    backend needs none). Raises BundleError if `out` exists and `overwrite` is False,
+    backend needs none). `num_steps` (Euler steps a chunk) overrides the policy's for every
+    backend and graph. Raises BundleError if `out` exists and `overwrite` is False,
     CheckpointError for a checkpoint that does not load, ExportError if an export fails.
     """
     from shallowpi.deploy.export_onnx import export_graphs
@@ -202,14 +203,17 @@ def build_bundle(
     try:
         shutil.copyfile(checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint,
                         tmp / "model.safetensors")
+        steps = num_steps or policy.cfg.num_steps
         config: dict[str, Any] = {
-            "policy": policy.cfg.to_dict(),
+            # The Euler steps in the policy's own config too: every backend reads them there,
+            # and the exported graphs are unrolled with the same count.
+            "policy": {**policy.cfg.to_dict(), "num_steps": steps},
             "features": {"state_dim": policy.features.state_dim, "action_dim": policy.features.action_dim,
                          "cameras": list(policy.features.cameras)},
             "checkpoint": str(checkpoint.resolve()),
             "checkpoint_metadata": {k: v for k, v in Policy.read_metadata(checkpoint).items()
                                     if k not in ("config", "features")},
-            "num_steps": num_steps or policy.cfg.num_steps,
+            "num_steps": steps,
         }
         # bytes and words need no file: the word vocabulary is part of the policy's config.
         if policy.cfg.tokenizer not in ("bytes", "words"):
