@@ -137,6 +137,6 @@ def test_an_euler_step_override_reaches_every_backend(tmp_path):
     config, so it must be written there too, or torch would integrate another count."""
     from shallowpi.deploy.backends import BackendOptions, make_backend
 
-    bundle = build_bundle(tiny_checkpoint(tmp_path / "ckpt"), tmp_path / "bundle", graphs=(), num_steps=3)
-    assert Bundle.load(bundle.path).config["num_steps"] == 3
-    assert make_backend("torch", Bundle.load(bundle.path), BackendOptions(device="cpu")).sampler.num_steps == 3
+    bundle = build_bundle(tiny_checkpoint(tmp_path / "ckpt"), tmp_path / "bundle", graphs=(), num_steps=5)  # tiny: 3
+    assert Bundle.load(bundle.path).config["num_steps"] == 5
+    assert make_backend("torch", Bundle.load(bundle.path), BackendOptions(device="cpu")).sampler.num_steps == 5
