@@ -82,16 +82,26 @@ class TensorRTBackend(Backend):
         logger = trt.Logger(trt.Logger.WARNING)
         if not path.is_file():
             log.info("building a TensorRT engine for %s (%s, %s); minutes on a Jetson", bundle.path, gpu, precision)
-            path.write_bytes(self._build(trt, logger, bundle.graphs["chunk"], precision))
+            # Written whole or not at all: a build killed mid-write must not leave a truncated
+            # engine under the name the next start trusts.
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            partial.write_bytes(self._build(trt, logger, bundle.graphs["chunk"], precision))
+            os.replace(partial, path)
         runtime = trt.Runtime(logger)
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:  # TensorRT returns None for an engine of another version or a damaged file
+            raise BackendError(f"TensorRT could not load the cached engine {path} (another TensorRT, or damaged); "
+                               "delete it and run again to rebuild it")
         self.context = self.engine.create_execution_context()
         self.engine_path = path
 
     @staticmethod
     def _build(trt, logger, onnx_path: Path, precision: str) -> bytes:
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        # TensorRT 10 networks are always explicit-batch (flag 0); 8.x (JetPack 6.0) needs the flag
+        explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+        network = builder.create_network(0 if explicit is None or int(trt.__version__.split(".")[0]) >= 10
+                                         else 1 << int(explicit))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse(onnx_path.read_bytes()):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -102,6 +112,9 @@ class TensorRTBackend(Backend):
                 log.warning("fp8 needs a quantised graph, which this export does not produce: building fp16")
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "bf16":
+            if not hasattr(trt.BuilderFlag, "BF16"):
+                raise BackendError(f"bf16 engines need TensorRT 9 or newer, this is {trt.__version__}; "
+                                   "set jetson.precision=fp16")
             config.set_flag(trt.BuilderFlag.BF16)
         engine = builder.build_serialized_network(network, config)
         if engine is None:
