@@ -38,7 +38,7 @@ The faults of lerobot 0.6.1's real-time chunking, and what prevents each here:
 Safety: every command goes through Robot.act (limits and velocity); at a seam (the first
 action of a newly arrived chunk) a jump from the last command above `seam_bound` is
 counted, and the commands ramp to the new chunk at `seam_bound` a tick until they reach
-it; the watchdog holds when no action is due or the newest frame is older than
+it; the watchdog holds when no action is due or the stalest camera's frame is older than
 `max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
 frame); a servo or camera fault holds, then turns torque off; the inference watchdog
 (a chunk not back `max_inference_s` after its request) and a chunk that is not finite or
@@ -103,7 +103,7 @@ class ExecutorConfig:
     selection         replan_every (K), ensemble_coeff (m), delay_window: the shared action
                       selection settings (policy/action_selection.py); its strategy and
                       initial delay are set from `strategy` and the warm-up
-    max_frame_age_s   the watchdog holds when the newest camera frame is older than this
+    max_frame_age_s   the watchdog holds when any camera's latest frame is older than this
     seam_bound        largest jump (joint units: rad, m, 0..1) allowed between the last
                       command and the first action of a newly arrived chunk
     clamp_tolerance   a command the robot changed by more than this (joint units) counts as

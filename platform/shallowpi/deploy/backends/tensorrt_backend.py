@@ -3,9 +3,11 @@
 Engines are specific to the TensorRT version and the GPU, so the cache key is the bundle's
 digest + TensorRT's version + the GPU's name + the precision (`engine_key`); a cached
 engine is reused only when all four match, and building one takes minutes on a Jetson, so
-it happens in `warm_up` time, never while the robot moves. Precision by profile: fp16 on
-Orin; bf16/fp8 on Thor (FP8 needs the quantised graph, which this export does not produce
-yet: fp8 builds fp16 and says so). Softmax, norms and RoPE stay float32 as exported.
+it happens when the backend is made, before the warm-up and never while the robot moves.
+Precision by profile: fp16 on Orin; bf16/fp8 on Thor (FP8 needs the quantised graph, which
+this export does not produce yet: fp8 builds fp16 and says so). The graph computes softmax,
+norms and RoPE in float32, but an FP16 build lets TensorRT choose lower precision for any
+layer: compare an engine's chunks with ONNX Runtime's before trusting it on a robot.
 
 `tensorrt` is imported only here, and a machine without it gets a one-line BackendError
 naming the onnxruntime backend instead. Device memory comes from torch's CUDA allocator.
