@@ -4,8 +4,9 @@ graph "chunk" runs the unrolled chunk graph (one call a chunk, inpainting inside
 "split" runs the prefix graph once and the step graph per Euler step (inpainting in numpy),
 which costs a copy of the KV cache in and out of each step but exports and builds faster.
 The TensorRT provider caches its engines under `cache_dir`, in a folder keyed by the
-bundle's digest (tensorrt_backend.engine_cache_dir); the provider itself rebuilds an engine
-whose TensorRT version or GPU differs.
+bundle's digest (tensorrt_backend.engine_cache_dir); inside it the provider names each
+engine by subgraph, precision and the GPU's compute capability, not by TensorRT's version:
+after a TensorRT (JetPack) upgrade, delete the folder to have them rebuilt.
 
 No torch here: this is the robot's backend on a Jetson without a torch wheel.
 """
