@@ -323,7 +323,7 @@ class Executor:
                 except InferenceFault as exc:  # the robot is sound: hold it, keep torque on
                     self._fault(exc, report, torque_off=False)
                     break
-                if self._stop.is_set() and report.ended != "fault":  # stopped while a sync chunk was computed
+                if self._stop.is_set():  # stopped while a sync chunk was computed: end at the loop's top
                     continue
                 if stale:
                     self.safety.stale_frames += 1
