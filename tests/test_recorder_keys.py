@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from recorder_fixtures import TickScript, make_session, open_store
+from shallowpi.record.writer import WriterError
 from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import Command, RecorderState
 
@@ -118,6 +119,17 @@ def test_r_and_d_while_recording_discard_the_take(tmp_path):
     assert store.episode(0).length == session.status.episodes[-1].frames >= EPISODE_TICKS - 1
 
 
+@pytest.mark.parametrize("after", [Command.DISCARD, Command.RERECORD])
+def test_a_key_after_space_in_the_same_tick_keeps_the_last_take(tmp_path, after):
+    """space saves the last take and ends the run; a d or r read in the same tick must not
+    be taken for a key on a take in flight (the saved one counted discarded, or a new
+    take begun and thrown away)."""
+    session, _, store, seen = run_script(tmp_path, {10: [Command.STOP, after]}, episodes=1)
+    assert len(store) == 1 and session.result.discarded == 0 and session.result.deleted == 0
+    assert session.status.episodes[-1].state in ("saving", "saved")
+    assert f"{keys.KEY[after]} ({after.value}) ignored while stopped" in at(seen, 10)[2]
+
+
 def test_marks_after_saving_are_what_the_store_holds(tmp_path):
     script = {5: [Command.FAILURE], 40: [Command.SUCCESS], 80: [Command.FAILURE]}
     _session, _, store, seen = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
@@ -141,6 +153,24 @@ def test_e_stop_in_every_state_switches_torque_off_and_ends_with_a_fault(tmp_pat
     assert session.status.state is RecorderState.FAULT and session.result.fault.startswith("e-stop pressed")
     assert session.status.message.startswith("E-STOP: torque off")
     assert len(store) == (0 if state in (RecorderState.IDLE, RecorderState.RECORDING) else 1)
+
+
+def test_e_stop_switches_torque_off_before_the_take_goes_to_the_writer_which_may_fail(tmp_path):
+    """The writer can block (a commit's fsyncs fill its queue) or have died: the robot is
+    made safe first, and a writer that fails to discard the take does not escape run()."""
+    store = open_store(tmp_path / "estop.zarr")
+    session, arm, writer = make_session(store, episodes=3, commands=TickScript({10: [Command.ESTOP]}))
+    torque_at_discard = []
+
+    def failing_discard():
+        torque_at_discard.append(arm.torque_offs)
+        raise WriterError("disk full")
+
+    writer.discard = failing_discard
+    session.run()  # does not raise
+    writer.close()
+    assert torque_at_discard == [1] and arm.torque_offs == 1
+    assert session.status.state is RecorderState.FAULT and session.status.message.startswith("E-STOP: torque off")
 
 
 def test_the_final_summary_reads_marks_and_deletes_back_from_the_store(tmp_path):

@@ -318,6 +318,9 @@ class RecordingSession:
         self._end_episode(keep=True)
         if self._episode >= self.config.episodes:
             self._finished = True
+            # No longer recording: a d or r later in the same tick's keys must not take the
+            # episode just saved for the take in flight (the key table ignores them here).
+            self._state = RecorderState.STOPPED
         else:
             self._reset(then)
 
@@ -432,23 +435,32 @@ class RecordingSession:
 
     def _fault(self, fault: PlatformError) -> None:
         log.error("fault: %s", fault)
-        if self._recording:
-            self._end_episode(keep=False)
+        # The robot first: ending the take may wait on a writer busy with a commit's fsyncs
+        # (or raise, if the writer has died too).
         safety = self._safe_state()
+        self._drop_take()
         self.result.fault = f"{fault}; {safety}"
         self.status.message = f"FAULT: {fault}; {safety}; episodes already saved are kept"
 
     def _estop(self) -> None:
-        if self._recording:
-            self._end_episode(keep=False)
         try:
             self.robot.torque_off()
             safety = "torque off, robot is safe"
         except PlatformError as exc:
             log.error("e-stop: %s", exc)
             safety = f"torque off FAILED ({exc}); cut the servo power now"
+        self._drop_take()
         self.result.fault = f"e-stop pressed; {safety}"
         self.status.message = f"E-STOP: {safety}; episodes already saved are kept"
+
+    def _drop_take(self) -> None:
+        """Discard the take in flight after a fault or an e-stop; a writer that fails doing
+        so is logged (its own failure is reported by the run), never raised past the safe state."""
+        if self._recording:
+            try:
+                self._end_episode(keep=False)
+            except PlatformError as exc:
+                log.error("discarding the take in flight failed: %s", exc)
 
     def _raise_writer_failure(self) -> None:
         """A writer that stopped (disk full, I/O error) is a fault like a servo's."""
