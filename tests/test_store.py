@@ -280,11 +280,11 @@ def test_a_move_to_layout_2_cut_at_any_write_loses_nothing(tmp_path, monkeypatch
     real_write, writes = durable_io.write_json, []
     writers = (store_module, store_layout1)  # the modules whose writes the move makes
 
-    def dying_write(path, value, durable):
+    def dying_write(path, value, durable, replaced=None):
         writes.append(path)
         if len(writes) == fail_at:
             raise KeyboardInterrupt  # stands in for the kill: nothing after it runs
-        real_write(path, value, durable)
+        real_write(path, value, durable, replaced)
 
     for module in writers:
         monkeypatch.setattr(module, "write_json", dying_write)

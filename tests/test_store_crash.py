@@ -94,3 +94,34 @@ def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path)
     # The kills landed at different moments, so the dataset grew by different amounts.
     assert episodes_seen[-1] >= waited_for > 0
     assert len(set(np.diff(episodes_seen))) > 1
+
+
+def test_a_commit_that_fails_after_its_commit_point_keeps_the_episode(tmp_path, monkeypatch):
+    """The commit record's rename is the commit point; its folder's fsync comes after. If
+    that sync fails, the caller (the recorder's writer) discards the take: the discard must
+    not cut rows the store on disk already counts, or the next open refuses the store."""
+    import shallowpi.data.durable_io as durable_io
+    from store_fixtures import synthetic_frame
+
+    store = make_store(tmp_path / "s.zarr", episodes=2, settings=StoreSettings(durable=True))
+    writer = store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test", fps=30)
+    rng = np.random.default_rng(1)
+    for t in range(25):
+        writer.add_frame(synthetic_frame(rng, t), t / 30.0)
+    real_sync = durable_io.fsync_path
+
+    def failing_sync(path):
+        if Path(path).name == "meta" and (Path(path) / ".zattrs").read_text().count('"episodes": 3'):
+            raise OSError(5, "Input/output error")
+        real_sync(path)
+
+    monkeypatch.setattr(durable_io, "fsync_path", failing_sync)
+    with pytest.raises(OSError, match="Input/output error"):
+        writer.commit(success=True)
+    writer.discard()  # what the writer thread does with a take whose commit raised
+    monkeypatch.setattr(durable_io, "fsync_path", real_sync)
+    store.close()
+    reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")  # a damaged store is refused here
+    assert len(reopened) == 3 and reopened.episode(2).length == 25
+    assert check_store(reopened).ok
+    reopened.close()

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,10 @@ def file_in(folder: str | os.PathLike[str], name: str) -> str:
     return os.path.join(folder, name)
 
 
-def write_json(path: str | Path, value: Any, durable: bool) -> None:
-    """Replace `path` with `value` as JSON in one rename (synced first if `durable`)."""
+def write_json(path: str | Path, value: Any, durable: bool, replaced: Callable[[], None] | None = None) -> None:
+    """Replace `path` with `value` as JSON in one rename (synced first if `durable`, and its
+    folder after). `replaced` runs right after the rename, before the folder's sync: where
+    the rename is a commit point, what it committed is known even if that sync then fails."""
     partial = os.fspath(path) + PARTIAL_SUFFIX
     with open(partial, "w") as out:
         json.dump(value, out)
@@ -62,6 +65,8 @@ def write_json(path: str | Path, value: Any, durable: bool) -> None:
             out.flush()
             os.fsync(out.fileno())
     os.replace(partial, path)
+    if replaced is not None:
+        replaced()
     if durable:
         fsync_path(os.path.dirname(path))
 

@@ -196,10 +196,15 @@ class EpisodeWriter:
         return info
 
     def discard(self) -> None:
-        """Drop the episode; the store is as it was before `begin_episode`."""
+        """Drop the episode; the store is as it was before `begin_episode`. An episode whose
+        commit record was written (a commit that failed after its commit point) is kept:
+        its rows are committed, and cutting them would damage the store."""
         self._require_open()
-        self._store._truncate(self._start)
-        self.is_open = False
+        try:
+            if self._store.num_frames <= self._start:
+                self._store._truncate(self._start)
+        finally:
+            self.is_open = False
 
     def _require_open(self) -> None:
         if not self.is_open:

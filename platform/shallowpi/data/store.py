@@ -52,7 +52,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -568,14 +568,21 @@ class EpisodeStore:
         summary = self.summary.with_episode(info)
         if self._ends_loaded is not None:
             self._ends_loaded = np.append(self._ends_loaded, np.int64(end))
-        self._write_commit_record(n + 1, end, summary)
-        self._remember(n, info)
+        self._write_commit_record(n + 1, end, summary, replaced=lambda: self._remember(n, info))
 
-    def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary) -> None:
-        """Replace meta/.zattrs: the one write that makes episodes visible."""
+    def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary,
+                             replaced: Callable[[], None] | None = None) -> None:
+        """Replace meta/.zattrs: the one write that makes episodes visible. This process's
+        counts follow the rename itself (then `replaced` runs), so a failure after it (the
+        folder's sync) cannot leave a committed episode counted as in flight, and cut."""
+
+        def committed() -> None:
+            self._count, self._frames, self.summary = episodes, frames, summary
+            if replaced is not None:
+                replaced()
+
         write_json(self.path / "meta" / ".zattrs", {"commit": commit_record(episodes, frames, summary)},
-                    self.settings.durable)
-        self._count, self._frames, self.summary = episodes, frames, summary
+                   self.settings.durable, replaced=committed)
 
     def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
         """fsync the chunk files holding rows start:stop of an array, its .zarray and dir."""
