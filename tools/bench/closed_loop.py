@@ -228,24 +228,30 @@ def main() -> None:
     if args.checkpoints:
         checkpoints = [c for c in checkpoints if int(c.name.split("_")[1]) in args.checkpoints]
     last_step = int(checkpoints[-1].name.split("_")[1]) if checkpoints else 0
-    per_step = (checkpoints[-1].stat().st_mtime - started) / last_step if checkpoints else 0.0
-    for ckpt in checkpoints:
+    # Training time to each checkpoint, start-up (dataset, model) included, from the files'
+    # times: unknown (None) for a run resumed after its config was rewritten, whose earlier
+    # checkpoints predate it and whose interruption the times cannot show.
+    elapsed = [(c.stat().st_mtime - started) / 60 for c in checkpoints]
+    if any(m < 0 for m in elapsed) or elapsed != sorted(elapsed):
+        elapsed = [None] * len(checkpoints)
+    per_step = 60 * elapsed[-1] / last_step if checkpoints and elapsed[-1] is not None else None
+    for ckpt, minutes in zip(checkpoints, elapsed):
         step = int(ckpt.name.split("_")[1])
         episodes = args.eval_episodes if ckpt == checkpoints[-1] else args.curve_episodes
-        # Training time to this checkpoint, start-up (dataset, model) included.
-        minutes = (ckpt.stat().st_mtime - started) / 60
         for report in evaluate(ckpt, episodes, out / f"eval_{ckpt.name}.json", log, args.eval_workers,
                                ema=args.weights == "ema"):
             n = len(report["episodes"])
             rows.append({"step": step, "train_minutes": minutes, "task": report["task"],
                          "successes": report["successes"], "episodes": n, "interval95": report["interval95"],
                          "other_task_instead": report["other_task_instead"]})
+    step_time = f"{per_step:.2f} s a step" if per_step is not None else "a resumed run: minutes unknown"
     print(f"{args.robot}, {args.policy}: recorded in {record_s / 60:.1f} min, trained {train_s / 60:.1f} min "
-          f"({per_step:.2f} s a step)")
+          f"({step_time})")
     print(f"{'step':>6} {'train min':>9} {'task':<18} {'success (95 % Wilson)':<32} other task instead")
     for r in rows:
         instead = ", ".join(f"{k} {v}/{r['episodes']}" for k, v in r["other_task_instead"].items()) or "-"
-        print(f"{r['step']:>6} {r['train_minutes']:>9.1f} {r['task']:<18} "
+        minutes = "-" if r["train_minutes"] is None else f"{r['train_minutes']:.1f}"
+        print(f"{r['step']:>6} {minutes:>9} {r['task']:<18} "
               f"{rate_with_interval(r['successes'], r['episodes']):<32} {instead}")
     result = {"robot": args.robot, "policy": args.policy, "episodes_per_task": args.episodes,
               "sim_noise": args.sim_noise, "task_noise": args.task_noise, "settings": args.set,
