@@ -125,3 +125,21 @@ def test_a_commit_that_fails_after_its_commit_point_keeps_the_episode(tmp_path, 
     assert len(reopened) == 3 and reopened.episode(2).length == 25
     assert check_store(reopened).ok
     reopened.close()
+
+
+def test_a_durable_store_is_synced_whole_before_it_appears(tmp_path, monkeypatch):
+    """create() renames a staged store into place: its header, arrays' metadata and the
+    folder it lands in are synced (delayed allocation could otherwise leave an empty
+    .zattrs after a power cut); benchmarks' non-durable stores skip it."""
+    import shallowpi.data.store as store_module
+    from store_fixtures import arm_features
+
+    synced: list[str] = []
+    monkeypatch.setattr(store_module, "fsync_path", lambda p: synced.append(str(p)))
+    EpisodeStore.create(tmp_path / "d.zarr", arm_features(), StoreSettings(durable=True)).close()
+    staged = str(tmp_path / "d.zarr.creating")
+    assert f"{staged}/.zattrs" in synced and f"{staged}/meta/.zattrs" in synced and str(tmp_path) in synced
+    assert any(p.startswith(f"{staged}/data/") and p.endswith(".zarray") for p in synced)
+    synced.clear()
+    EpisodeStore.create(tmp_path / "n.zarr", arm_features(), StoreSettings(durable=False)).close()
+    assert not any("n.zarr" in p for p in synced)

@@ -225,8 +225,15 @@ class EpisodeStore:
                 }
             }
         )
+        if settings.durable:  # a power cut after the rename must not leave an empty header
+            for folder, _, files in os.walk(staging):
+                for name in files:
+                    fsync_path(os.path.join(folder, name))
+                fsync_path(folder)
         # A store appears under its name complete or not at all.
         os.replace(staging, path)
+        if settings.durable:
+            fsync_path(path.parent)
         return cls.open(path, mode="a")
 
     @staticmethod
