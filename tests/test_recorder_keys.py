@@ -184,3 +184,30 @@ def test_the_final_summary_reads_marks_and_deletes_back_from_the_store(tmp_path)
     assert text.splitlines()[0] == (f"recorded 2 episode(s) into {store.path} (episodes 0-1; it holds 2), "
                                     "1/1 successful, 1 deleted after saving")
     assert text.splitlines()[1].endswith(f"platform dataset show {store.path} --episode 1")
+
+
+def test_takes_a_failing_writer_never_saved_are_shown_lost_and_counted(tmp_path, monkeypatch):
+    """The disk fills while the second take is written: it (and any queued behind it) is
+    not in the store, so it must not stay "saving" on the dashboard nor go uncounted."""
+    import errno
+
+    from shallowpi.commands.record_cmd import final_summary
+    from shallowpi.data.episode_writer import EpisodeWriter
+
+    real_commit, calls = EpisodeWriter.commit, []
+
+    def commit(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(EpisodeWriter, "commit", commit)
+    session, _, store, _ = run_script(tmp_path, {}, episodes=3, reset_time_s=0.5)
+    session.writer_closed()  # as `platform record` does once the writer is closed
+    assert session.writer.failure is not None and "ENOSPC" in str(session.writer.failure)
+    assert len(store) == 1 and session.result.lost == 2  # the second take, and the third queued behind it
+    states = [e.state for e in session.status.episodes]
+    assert states == ["saved", "lost", "lost"]
+    assert "take(s) LOST: the writer failed before saving them" in final_summary(
+        store.episodes, session.result, store.path, len(store))

@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = session.run()
         writer.close()
+        session.writer_closed()
         if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
             result.fault = str(writer.failure)
         writer = None
@@ -249,6 +250,7 @@ def final_summary(committed: list[Any], result: Any, store_path: Any, total: int
     text += (f", {sum(marked)}/{len(marked)} successful" if marked else "")
     text += (f", {result.discarded} take(s) discarded" if result.discarded else "")
     text += (f", {result.deleted} deleted after saving" if result.deleted else "")
+    text += (f", {result.lost} take(s) LOST: the writer failed before saving them" if result.lost else "")
     # Quoted: a path with spaces or shell characters is pasted back as one argument.
     root, store = shlex.quote(str(store_path.parent)), shlex.quote(str(store_path))
     if committed:

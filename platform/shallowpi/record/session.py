@@ -133,6 +133,7 @@ class SessionResult:
     fault: str = ""
     interrupted: bool = False
     deleted: int = 0  # episodes this run saved, then deleted with d / r
+    lost: int = 0  # takes handed to a writer that failed before committing them
 
 
 class RecordingSession:
@@ -439,6 +440,8 @@ class RecordingSession:
         # (or raise, if the writer has died too).
         safety = self._safe_state()
         self._drop_take()
+        if self.writer.failure is not None:
+            self._mark_lost()
         self.result.fault = f"{fault}; {safety}"
         self.status.message = f"FAULT: {fault}; {safety}; episodes already saved are kept"
 
@@ -461,6 +464,28 @@ class RecordingSession:
                 self._end_episode(keep=False)
             except PlatformError as exc:
                 log.error("discarding the take in flight failed: %s", exc)
+
+    def writer_closed(self) -> None:
+        """Call once the writer is closed after the run: if it failed (a last commit after
+        the loop ended), the takes it never committed are marked lost and counted."""
+        if self.writer.failure is not None:
+            self._mark_lost()
+
+    def _mark_lost(self) -> None:
+        """After a writer failure: the takes it was given and never committed (the one it
+        was writing, and those queued behind it) are lost; each says so, and the count."""
+        committed = self.writer.stats().committed_count
+        while self._saved_seen < committed and self._saving:  # these it did commit
+            self._saved_seen += 1
+            summary = self._saving.popleft()
+            if summary.state == "saving":
+                summary.state = "saved"
+                self.status.episodes_saved += 1
+        for summary in self._saving:
+            if summary.state == "saving":
+                summary.state = "lost"
+                self.result.lost += 1
+        self._saving.clear()
 
     def _raise_writer_failure(self) -> None:
         """A writer that stopped (disk full, I/O error) is a fault like a servo's."""

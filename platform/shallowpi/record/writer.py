@@ -9,7 +9,8 @@ one is still being written.
 A failure in the writer thread (disk full, an I/O error, a permission error) stops the
 writer and becomes `failure`, a `WriterError` with one line that names the store, what
 the operating system said and what to do; the control loop turns it into a fault like a
-servo's. Episodes committed before it are kept; the one being written is dropped.
+servo's. Episodes committed before it are kept; the one being written, and any queued
+behind it, are dropped, and the session marks each of those takes lost and counts them.
 """
 
 from __future__ import annotations

@@ -82,7 +82,8 @@ class EpisodeSummary:
     frames: int  # so far, while it records
     duration_s: float
     success: bool | None = None
-    state: str = "saved"  # recording | saving | saved | discarded (a take) | deleted (d / r after saving)
+    # recording | saving | saved | discarded (a take) | deleted (d / r after saving) | lost (the writer failed)
+    state: str = "saved"
 
 
 @dataclass

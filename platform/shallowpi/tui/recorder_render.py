@@ -177,6 +177,8 @@ def writer(status: RecorderStatus) -> Text:
 def _episode_mark(episode: EpisodeSummary) -> tuple[str, str]:
     if episode.state == "discarded":
         return "✗ discarded", "dim strike"
+    if episode.state == "lost":
+        return "✗ LOST: not written", "bold red"
     if episode.success is True:
         return "✓ success", "bold green"
     if episode.success is False:
