@@ -33,7 +33,7 @@ robots), so the rule that a store never mixes them needs no pass over the episod
 Anything in data/, episode_ends or episodes/ past the commit record's counts is a tail
 from an episode in flight, ignored by readers and cut off by the next writer that opens
 the store. A SIGKILL or power cut at any instant therefore loses at most the episode
-being recorded.
+being written (a recorder's takes still queued for its writer are lost with the process).
 
 Layout 1 (format versions 1 and 2) kept every episode's metadata as one list in
 meta/.zattrs, rewritten at each commit: such stores are read as they are and moved to

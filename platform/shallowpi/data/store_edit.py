@@ -51,7 +51,8 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
 
 
 def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
-    """Remove the store's last episode in place, at the cost of that episode alone.
+    """Remove the store's last episode in place: its rows are cut, no other episode's are
+    copied (the kept episodes' metadata is read once, to rebuild the commit record).
 
     What the recorder's d / r between takes do: no compaction (which copies every episode
     kept). One atomic write of the commit record makes the store one episode shorter;

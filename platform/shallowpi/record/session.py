@@ -7,9 +7,10 @@ Observing first is lerobot's order: row t pairs what the robot saw with what it 
 to do next, which is what a policy learns. An episode begins at the top of a tick, before
 that tick observes, so every episode's first row is its own t = 0 and it holds
 `round(episode_time_s * fps)` rows. Between episodes a reset period runs the same loop
-without recording, so the operator can put the scene back. Nothing in the loop waits on
-the disk or the screen: the writer and the dashboard have their own threads, and the
-status sink only keeps the latest status. Nothing a tick does grows with the number of
+without recording, so the operator can put the scene back. The loop waits on the disk
+only when the writer's queue is full (back-pressure, measured and shown), never on the
+screen: the writer and the dashboard have their own threads, and the status sink only
+keeps the latest status. Nothing a tick does grows with the number of
 episodes recorded, so a long session keeps its tick time and its memory.
 """
 
@@ -125,8 +126,10 @@ class SessionConfig:
 
 @dataclass
 class SessionResult:
-    """How a run ended: the episodes it committed, how many it discarded or deleted, the
-    fault's one line (empty if none), and whether Ctrl-C or SIGTERM stopped it."""
+    """How a run ended: the episodes the writer had committed when the loop ended (the
+    latest 256; takes still queued then are not in it: read the store for the final
+    count), how many it discarded, deleted or lost, the fault's one line (empty if none),
+    and whether Ctrl-C or SIGTERM stopped it."""
 
     committed: list[EpisodeInfo] = field(default_factory=list)
     discarded: int = 0

@@ -194,7 +194,7 @@ class BackgroundWriter:
     def delete(self, store_index: int) -> None:
         """Delete a committed episode from the store (after the queue drains to it).
 
-        The last episode goes in place, at the cost of that episode alone
+        The last episode goes in place, copying no other episode
         (`EpisodeStore.drop_last_episode`); any other compacts the store (a copy of every
         episode kept) while later frames wait in the queue."""
         self._put(_Delete(store_index))
