@@ -6,8 +6,9 @@ what is freed in its heaps, and with allocations of many sizes from many threads
 heaps fragment: the recorder's resident size crept up by ~20 KB an episode although the
 Python heap grew far slower (BENCHMARKS.md, Recording (e)). `malloc_trim` returns the
 free pages of every heap; called between episodes, on the writer's thread (~0.1 ms, at
-most a few ms), it took the growth from 21-26 to 14-15 KB an episode in one A/B run; what
-is left is the store rewriting every episode's metadata at each commit.
+most a few ms), it took the growth from 21-26 to 14-15 KB an episode in one A/B run
+(measured on the store's first layout, which rewrote every episode's metadata at each
+commit; the second writes one small file an episode).
 """
 
 from __future__ import annotations
