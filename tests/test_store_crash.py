@@ -143,3 +143,27 @@ def test_a_durable_store_is_synced_whole_before_it_appears(tmp_path, monkeypatch
     synced.clear()
     EpisodeStore.create(tmp_path / "n.zarr", arm_features(), StoreSettings(durable=False)).close()
     assert not any("n.zarr" in p for p in synced)
+
+
+def test_a_discard_that_fails_on_a_full_disk_still_releases_the_lock(tmp_path, monkeypatch):
+    """Shrinking the arrays rewrites their metadata, which needs a free block: on a full
+    disk close() raises, but the lock goes, and the next writer cuts the tail."""
+    import errno
+
+    from store_fixtures import synthetic_frame
+
+    store = make_store(tmp_path / "s.zarr", episodes=1)
+    writer = store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test", fps=30)
+    rng = np.random.default_rng(2)
+    for t in range(10):
+        writer.add_frame(synthetic_frame(rng, t), t / 30.0)
+
+    def full(_start):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "_truncate", full)
+    with pytest.raises(OSError, match="No space left"):
+        store.close()
+    monkeypatch.undo()
+    with EpisodeStore.open(tmp_path / "s.zarr", mode="a") as again:  # not "locked by another writer"
+        assert len(again) == 1 and check_store(again).ok

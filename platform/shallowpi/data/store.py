@@ -381,11 +381,18 @@ class EpisodeStore:
             os.remove(file_in(self.path / EPISODES_DIR, f"{len(self)}.json"))
 
     def close(self) -> None:
-        """Discard an episode still being written (never committed), release the write lock."""
-        if self._writer is not None and self._writer.is_open:
-            self._writer.discard()
-        release_writer_lock(self._lock_fd, clean=True)
-        self._lock_fd = None
+        """Discard an episode still being written (never committed), release the write lock
+        (always: a discard that fails, e.g. on a full disk, leaves its tail for the next
+        writer to cut, and says so by releasing the lock as not clean)."""
+        clean = True
+        try:
+            if self._writer is not None and self._writer.is_open:
+                clean = False
+                self._writer.discard()
+                clean = True
+        finally:
+            release_writer_lock(self._lock_fd, clean=clean)
+            self._lock_fd = None
 
     def __enter__(self) -> EpisodeStore:
         return self
