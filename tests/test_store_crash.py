@@ -167,3 +167,27 @@ def test_a_discard_that_fails_on_a_full_disk_still_releases_the_lock(tmp_path, m
     monkeypatch.undo()
     with EpisodeStore.open(tmp_path / "s.zarr", mode="a") as again:  # not "locked by another writer"
         assert len(again) == 1 and check_store(again).ok
+
+
+def test_a_refused_frame_leaves_the_episode_row_aligned(tmp_path):
+    """A frame with one bad value is refused whole: the keys before it in the feature order
+    must not have been appended, or every later row would pair the wrong image with a state."""
+    from shallowpi.errors import StoreError
+    from store_fixtures import synthetic_frame
+
+    store = make_store(tmp_path / "s.zarr", episodes=0)
+    writer = store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test", fps=30)
+    rng = np.random.default_rng(3)
+    good = [synthetic_frame(rng, t) for t in range(4)]
+    writer.add_frame(good[0], 0.0)
+    bad = {**good[1], "observation.images.wrist": np.zeros((5, 5, 3), np.uint8)}  # the last key: wrong shape
+    with pytest.raises(StoreError):
+        writer.add_frame(bad, 1 / 30)
+    writer.add_frame(good[2], 2 / 30)
+    writer.commit()
+    assert np.array_equal(store.read("observation.state", 0, 2), np.stack([good[0]["observation.state"],
+                                                                           good[2]["observation.state"]]))
+    image = store.read("observation.images.front", 1, 2)[0].astype(int)  # JPEG: close, not equal
+    assert np.abs(image - good[2]["observation.images.front"]).mean() < 3
+    assert check_store(store).ok
+    store.close()

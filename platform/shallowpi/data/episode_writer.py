@@ -87,9 +87,12 @@ class EpisodeWriter:
         if extra:
             raise StoreError(f"frame has keys the store does not hold: {', '.join(sorted(extra))}")
         capture_times = capture_times or {}
+        # Every value checked before any is appended: a StoreError leaves the episode's
+        # arrays row-aligned, so a caller that goes on cannot shift one key against another.
+        checked = {key: feature.check_value(key, values[key]) for key, feature in features.items()}
         self._numeric[TICK_KEY].append(np.float64(timestamp))
         for key, feature in features.items():
-            value = feature.check_value(key, values[key])
+            value = checked[key]
             self._numeric[key + TIMESTAMP_SUFFIX].append(np.float64(capture_times.get(key, timestamp)))
             if feature.kind is FeatureKind.IMAGE:
                 self._images[key].append(value)
