@@ -10,6 +10,7 @@ and initialisation follow openpi's and lerobot's PyTorch ports so their weights 
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -81,7 +82,8 @@ def attention_probs(q: Tensor, k: Tensor, bias: Tensor) -> Tensor:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # [B, h, Tk, E]
     # Under the trainer's bf16 autocast a CUDA matmul runs in bf16 whatever its inputs, and
     # rounds logits of 16-32 by ~0.1: the maps (and the KL distilled from them) stay float32.
-    with torch.autocast(q.device.type, enabled=False):
+    device = q.device.type  # autocast exists for these; the meta device (shape checks) has none
+    with torch.autocast(device, enabled=False) if device in ("cuda", "cpu") else contextlib.nullcontext():
         scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
         return torch.softmax(scores + bias.float(), dim=-1)
 
