@@ -11,7 +11,8 @@ teacher see the same x_t = t * noise + (1 - t) * actions):
 
 Squared errors sum over the real action dims of non-padded steps (the count the trainer
 divides by); the attention term is its mean KL over the non-padded steps' queries times
-that count, so every term is on the per-element scale the logs show. Each term has a weight; weight 0 switches it off (it is
+that count, so every term is on the per-element scale the logs show. Each term has a
+weight; weight 0 switches it off (it is
 not computed, and with output and attention both off the teacher does not run at all:
 the task-only ablation is plain training of the student). Only the action queries'
 attention is distilled: the paper reports that distilling every token's attention

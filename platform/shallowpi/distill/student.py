@@ -3,11 +3,11 @@
 Joint layer i is `vlm.layers[i]` with `expert.layers[i]` (the expert's queries read the
 VLM's keys of the same layer), so a student keeps one index set and applies it to both
 towers; everything outside the layers (vision encoder, embeddings, projections, final
-norms, normaliser statistics) is copied whole. The authors' released code (their openpi fork
-of arXiv 2601.20262, as read for this project's issue 14) remaps only the expert's layers,
-through a misplaced argument, leaving the VLM with the teacher's layers 0..k-1; `build_student` checks,
-layer by layer and tower by tower, that every kept layer is the teacher's, so that bug
-cannot pass silently.
+norms, normaliser statistics) is copied whole. The authors' released code (their openpi
+fork of arXiv 2601.20262, as read for this project's issue 14) remaps only the expert's
+layers, through a misplaced argument, leaving the VLM with the teacher's layers 0..k-1;
+`build_student` checks, layer by layer and tower by tower, that every kept layer is the
+teacher's, so that bug cannot pass silently.
 
 Which layers (`select_layers`):
     uniform  round(linspace(0, L-1, k)), the paper's: 18 -> 6 keeps [0, 3, 7, 10, 14, 17]
