@@ -205,15 +205,14 @@ def build_bundle(
                         tmp / "model.safetensors")
         steps = num_steps or policy.cfg.num_steps
         config: dict[str, Any] = {
-            # The Euler steps in the policy's own config too: every backend reads them there,
-            # and the exported graphs are unrolled with the same count.
+            # The Euler steps live in the policy's config, the one place every backend reads
+            # them; the exported graphs are unrolled with the same count.
             "policy": {**policy.cfg.to_dict(), "num_steps": steps},
             "features": {"state_dim": policy.features.state_dim, "action_dim": policy.features.action_dim,
                          "cameras": list(policy.features.cameras)},
             "checkpoint": str(checkpoint.resolve()),
             "checkpoint_metadata": {k: v for k, v in Policy.read_metadata(checkpoint).items()
                                     if k not in ("config", "features")},
-            "num_steps": steps,
         }
         # bytes and words need no file: the word vocabulary is part of the policy's config.
         if policy.cfg.tokenizer not in ("bytes", "words"):
@@ -228,7 +227,7 @@ def build_bundle(
         (tmp / "stats.json").write_text(json.dumps(stats))
         if graphs:
             (tmp / "graphs").mkdir()
-            export_graphs(policy, tmp / "graphs", graphs, num_steps=config["num_steps"])
+            export_graphs(policy, tmp / "graphs", graphs, num_steps=steps)
         write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                        version=2 if policy.cfg.delta_dims else 1)
         if out.exists():
