@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
+from shallowpi.commands.demo_stages import episodes_per_task  # noqa: E402
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval  # noqa: E402
 from shallowpi.robots.sim.tasks import make_tasks  # noqa: E402
 from shallowpi.train.checkpoint import checkpoint_weights  # noqa: E402
@@ -84,19 +85,6 @@ def parse_task_noise(items: list[str] | None, robots: list[str]) -> dict[str, fl
 def noise_of(robot: str, per_task: dict[str, float]) -> dict[str, float]:
     """The entries of `per_task` that are `robot`'s tasks."""
     return {task: level for task, level in per_task.items() if task in make_tasks(robot)}
-
-
-def episodes_per_task(store: Path) -> dict[str, int]:
-    """Episodes in the store by task text ({} when there is no store yet)."""
-    from shallowpi.data.store import EpisodeStore
-
-    if not store.exists():
-        return {}
-    counts: dict[str, int] = {}
-    with EpisodeStore.open(store) as opened:
-        for episode in opened.episodes:
-            counts[episode.task] = counts.get(episode.task, 0) + 1
-    return counts
 
 
 def record(robot: str, store: Path, episodes: int, size: str, noise: float, log: Path,

@@ -200,6 +200,20 @@ def invoke(*words: str) -> None:
         raise PlatformError(f"`platform {words[0]}` ended with exit code {code} (its messages are above)")
 
 
+def episodes_per_task(store: Path) -> dict[str, int]:
+    """Episodes in the store by task text ({} when there is no store yet): what a resumed
+    recording of scripted demonstrations still lacks is read from it."""
+    from shallowpi.data.store import EpisodeStore
+
+    if not store.exists():
+        return {}
+    counts: dict[str, int] = {}
+    with EpisodeStore.open(store) as opened:
+        for episode in opened.episodes:
+            counts[episode.task] = counts.get(episode.task, 0) + 1
+    return counts
+
+
 def checkpoint_step(checkpoint: Path | None) -> int:
     """The step of a `checkpoints/step_N` folder; 0 for none."""
     return int(checkpoint.name.removeprefix("step_")) if checkpoint is not None else 0
@@ -268,7 +282,7 @@ class Demo:
                                           "overrides": self._relevant(self.overrides, ("record", "robot"))},
                                self.store)
         tasks = make_tasks(cfg.robot)
-        have = self._episodes_per_task()
+        have = episodes_per_task(self.store)
         missing = {name: cfg.episodes - have.get(task.instruction, 0) for name, task in tasks.items()}
         missing = {name: n for name, n in missing.items() if n > 0}
         total = sum(have.values())
@@ -286,24 +300,12 @@ class Demo:
                        *(["--episode-time-s", str(cfg.record_time_s)] if cfg.record_time_s else []),
                        *self._unless_given(f"record.sim_size={cfg.sim_size}", f"record.sim_noise={cfg.sim_noise}"),
                        *self.overrides)
-                now = self._episodes_per_task().get(tasks[name].instruction, 0)
+                now = episodes_per_task(self.store).get(tasks[name].instruction, 0)
                 if now < cfg.episodes:
                     raise PlatformError(f"the recording of {name} stopped at {now} of {cfg.episodes} episodes; "
                                         "run `platform demo` again to record the rest")
-            after = self._episodes_per_task()
+            after = episodes_per_task(self.store)
             result["note"] = f"{self.store.name} holds {sum(after.values())} episodes"
-
-    def _episodes_per_task(self) -> dict[str, int]:
-        """Episodes in the store by task text (empty when there is no store yet)."""
-        from shallowpi.data.store import EpisodeStore
-
-        if not self.store.exists():
-            return {}
-        counts: dict[str, int] = {}
-        with EpisodeStore.open(self.store) as store:
-            for episode in store.episodes:
-                counts[episode.task] = counts.get(episode.task, 0) + 1
-        return counts
 
     def _unless_given(self, *overrides: str) -> list[str]:
         """The demo's own overrides, except those the user set (theirs come later and win,
@@ -329,7 +331,8 @@ class Demo:
             self._line("teacher", f"using the teacher the project ships, {given} (no training; its README.md "
                                   "says how it was made)" if shipped else f"using the given checkpoint {given} (no training)")
             return given
-        settings = {"policy": cfg.policy, "steps": cfg.teacher_steps, "episodes": sum(self._episodes_per_task().values()),
+        recorded = sum(episodes_per_task(self.store).values())
+        settings = {"policy": cfg.policy, "steps": cfg.teacher_steps, "episodes": recorded,
                     "overrides": self._relevant(self.teacher_overrides, ("policy",))}
         self.book.require_same("teacher", settings, run)
         last = latest_checkpoint(run)
