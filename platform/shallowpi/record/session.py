@@ -474,16 +474,22 @@ class RecordingSession:
         if self.writer.failure is not None:
             self._mark_lost()
 
+    def _mark_saved(self, committed: int) -> None:
+        """The takes the writer has committed since the last look (`committed` in all) are
+        saved, and the message says so; one deleted since (d / r between takes) stays deleted."""
+        while self._saved_seen < committed and self._saving:
+            summary = self._saving.popleft()
+            self._saved_seen += 1
+            if summary.state == "deleted":
+                continue
+            summary.state = "saved"
+            self.status.episodes_saved += 1
+            self.status.message = f"episode {summary.index} saved ({summary.frames} frames)"
+
     def _mark_lost(self) -> None:
         """After a writer failure: the takes it was given and never committed (the one it
         was writing, and those queued behind it) are lost; each says so, and the count."""
-        committed = self.writer.stats().committed_count
-        while self._saved_seen < committed and self._saving:  # these it did commit
-            self._saved_seen += 1
-            summary = self._saving.popleft()
-            if summary.state == "saving":
-                summary.state = "saved"
-                self.status.episodes_saved += 1
+        self._mark_saved(self.writer.stats().committed_count)  # these it did commit
         for summary in self._saving:
             if summary.state == "saving":
                 summary.state = "lost"
@@ -563,14 +569,7 @@ class RecordingSession:
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
-        while self._saved_seen < stats.committed_count and self._saving:
-            s = self._saving.popleft()
-            self._saved_seen += 1
-            if s.state == "deleted":
-                continue  # committed, then deleted (d / r between takes)
-            s.state = "saved"
-            status.episodes_saved += 1
-            status.message = f"episode {s.index} saved ({s.frames} frames)"
+        self._mark_saved(stats.committed_count)
         if observation is not None and state is not RecorderState.PAUSED:
             self._camera_status(observation)
         elif state is RecorderState.PAUSED:
