@@ -18,6 +18,7 @@ it succeeded:
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -294,8 +295,6 @@ def check_joint_order(metadata: dict[str, str], spec: Any) -> None:
     or on the same joints in another order: sizes alone would pass a permutation, and each
     action would drive the wrong servo. Checkpoints from before the names were recorded
     (no "joint_names" in their metadata, or a store without names) are not checked."""
-    import json
-
     trained = [name.removesuffix(".pos") for name in json.loads(metadata.get("joint_names") or "[]")]  # lerobot's
     robot = list(spec.joint_names)
     if trained and trained != robot:
