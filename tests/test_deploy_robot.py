@@ -26,19 +26,22 @@ SIZE = {f"robot.cameras.{role}.{k}": v for role in ("front", "wrist") for k, v i
 
 
 class _FrontCamera:
-    """A software RealSense streaming a moving gradient at 30 Hz until closed."""
+    """A software RealSense streaming a moving gradient at 30 Hz until closed; while
+    `paused` is set it sends nothing (a USB hiccup)."""
 
     def __init__(self) -> None:
         self.device = SoftwareRealSense("SW-front", 64, 48, fps=30)
         self._on = threading.Event()
+        self.paused = threading.Event()
         self._thread = threading.Thread(target=self._feed, daemon=True)
 
     def _feed(self) -> None:
         i = 0
         while self._on.is_set():
-            frame = np.add.outer(np.arange(48), np.arange(64) + i).astype(np.uint8)
-            self.device.inject(np.repeat(frame[..., None], 3, -1))
-            i += 1
+            if not self.paused.is_set():
+                frame = np.add.outer(np.arange(48), np.arange(64) + i).astype(np.uint8)
+                self.device.inject(np.repeat(frame[..., None], 3, -1))
+                i += 1
             time.sleep(1 / 30)
 
     def __enter__(self) -> _FrontCamera:
@@ -95,6 +98,55 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
         # The emulated servos reach each goal within a tick: what the bus reports back is
         # what was written one tick before, so the commands did reach the servos.
         assert np.abs(measured[1:] - sent[:-1]).max() < 0.02, np.abs(measured[1:] - sent[:-1]).max()
+
+
+@pytest.mark.slow
+def test_a_camera_hiccup_holds_the_robot_and_the_episode_goes_on(tmp_path, capsys):
+    """The camera sends nothing for 0.6 s a second into the episode: the executor's
+    watchdog holds the servos (frames older than deploy.max_frame_age_s, 0.25 s), resumes
+    on frames that come back, and the episode runs to its time limit. The robot used to
+    wait inside observe() for a frame under five periods old (raising after the camera's
+    2 s timeout): the control loop stalled, the watchdog never held and counted nothing."""
+    from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
+
+    arm = robot_spec("arm")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
+    report = tmp_path / "run.json"
+    states: list[ExecutorState] = []
+    with emulated("arm") as (spec, _), _FrontCamera() as camera:
+        def pause_the_camera_mid_episode() -> None:
+            address = tmp_path / "deploy.sock"
+            deadline = time.monotonic() + 120
+            while not address.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with TelemetrySubscriber(str(address), connect_timeout_s=60) as sub:
+                for status in sub:
+                    if isinstance(status, ExecutorStatus):
+                        states.append(status.state)
+                        if status.state is ExecutorState.RUNNING or time.monotonic() > deadline:
+                            break
+            time.sleep(1.0)
+            camera.paused.set()
+            time.sleep(0.6)
+            camera.paused.clear()
+
+        args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "1",
+                                           "--episode-time-s", "4", "--reset-time-s", "0.3",
+                                           "--allow-uncalibrated", "--json", str(report)))
+        pauser = threading.Thread(target=pause_the_camera_mid_episode, daemon=True)
+        pauser.start()
+        code = args.run(args, camera_devices=lambda: [camera.device.device])
+        pauser.join(5)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert ExecutorState.RUNNING in states, states
+    data = json.loads(report.read_text())
+    episode = data["per_episode"][0]
+    assert episode["ended"] == "time limit", episode
+    assert data["safety"]["faults"] == 0
+    # 0.6 s without frames at 30 Hz: held from 0.25 s on, ~10 ticks
+    assert data["safety"]["stale_frames"] >= 5 and data["safety"]["holds"] >= 1, data["safety"]
 
 
 @pytest.mark.slow

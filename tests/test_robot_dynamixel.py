@@ -10,7 +10,7 @@ import pytest
 from dxl_fixtures import emulated, robot_spec
 from shallowpi.data.features import robot_features
 from shallowpi.errors import ConfigError, PlatformError
-from shallowpi.hardware.camera import Frame
+from shallowpi.hardware.camera import CameraTimeout, Frame
 from shallowpi.hardware.dynamixel.emulator import build_chains
 from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError
 from shallowpi.robots.calibration import RobotCalibration
@@ -179,3 +179,44 @@ def test_frames_keep_their_arrival_time_so_the_watchdog_sees_their_age():
     # The tick's time is taken before the bus read, the frame fetched after it: a little
     # under 40 ms, never more.
     assert 0.020 < age <= 0.040 and second.oldest_frame_s() == age
+
+
+class FrozenCamera:
+    """Delivered one frame `age_s` ago and nothing since (a camera that stalled). Like the
+    hardware drivers, it makes a caller that asks for a fresher frame wait `wait_s`, then raises."""
+
+    def __init__(self, age_s: float, wait_s: float = 2.0) -> None:
+        self.arrived, self.wait_s = time.monotonic() - age_s, wait_s
+
+    def latest(self, max_age_s: float | None = None) -> Frame:
+        if max_age_s is not None and time.monotonic() - self.arrived > max_age_s:
+            time.sleep(self.wait_s)
+            raise CameraTimeout("camera 'front' frame 7 is stale")
+        return Frame(np.zeros((48, 64, 3), np.uint8), capture_time_s=0.0, sequence=7, host_time_s=self.arrived)
+
+
+def test_a_late_frame_comes_back_at_once_with_its_age_for_the_caller_to_hold_on():
+    """A frame 0.4 s old (the executor's watchdog holds past 0.25 s) is returned without
+    waiting and without a fault: the robot once waited up to the camera's 2 s timeout for a
+    frame younger than five periods, then raised, so a camera hiccup stalled the control
+    loop where the executor should hold."""
+    from shallowpi.deploy.executor import ExecutorConfig
+
+    camera = FrozenCamera(0.4)
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, cameras={"front": camera}) as robot:
+        start = time.monotonic()
+        camera.arrived = start - 0.4  # connecting took its own time
+        obs = robot.observe()
+        took = time.monotonic() - start
+    assert took < 0.3, f"observe waited {took:.2f} s for a fresh frame"
+    assert 0.4 <= obs.oldest_frame_s() <= 0.4 + took
+    assert ExecutorConfig().max_frame_age_s < obs.oldest_frame_s() < robot.camera_timeout_s  # held, not a fault
+
+
+def test_a_camera_silent_past_its_timeout_is_a_fault_naming_it():
+    with (emulated("arm") as (spec, _),
+          DynamixelRobot(spec, UNCALIBRATED, cameras={"front": FrozenCamera(0.6)}, camera_timeout_s=0.5) as robot,
+          pytest.raises(CameraTimeout, match=r"camera 'front' has sent no frame for \d\.\d\d s \(limit 0\.50 s\)")):
+        robot.observe()
+    with pytest.raises(PlatformError, match="camera_timeout_s must be positive"):
+        DynamixelRobot(robot_spec("arm"), UNCALIBRATED, camera_timeout_s=0)

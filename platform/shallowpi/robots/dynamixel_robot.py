@@ -17,6 +17,10 @@ read back after a hold, and each torque-off write is acknowledged by its servo.
 
 Cameras are a hook: `cameras` maps a role (configs/robot/*.yaml `cameras:`) to any
 object with `latest()` returning a frame (hardware/camera.py's `Frame`, or a bare image).
+`observe()` never waits for a fresh frame: it returns each camera's newest one with the
+time it reached the host, and what a late frame means is its caller's call (the executor
+holds the robot while any frame is older than `deploy.max_frame_age_s`; the recorder
+stores each frame's capture time). Only a camera silent for `camera_timeout_s` is a fault.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from shallowpi.errors import PlatformError
+from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
@@ -45,7 +50,8 @@ class CameraSource(Protocol):
 
     def latest(self, max_age_s: float | None = None) -> Any:
         """The newest frame: a hardware/camera.py `Frame`, or a bare image. A source that
-        checks staleness raises when its newest frame is older than `max_age_s` (s)."""
+        checks staleness raises when its newest frame is older than `max_age_s` (s); the
+        robot passes none and judges the frame's age itself."""
 
 
 BusFactory = Callable[[str, str, int, Mapping[int, Any]], MotorBus]
@@ -67,9 +73,12 @@ class DynamixelRobot(Robot):
         cameras: Mapping[str, CameraSource] | None = None,
         bus_factory: BusFactory = _default_bus_factory,
         fault_check_every: int | None = None,
+        camera_timeout_s: float = 1.0,
     ) -> None:
         if not spec.motors:
             raise PlatformError(f"robot '{spec.name}' has no motors: add motors: to configs/robot/{spec.name}.yaml")
+        if not camera_timeout_s > 0:
+            raise PlatformError(f"camera_timeout_s must be positive, got {camera_timeout_s}")
         self.spec = spec
         self.calibration = calibration
         self.cameras: dict[str, CameraSource] = dict(cameras or {})
@@ -91,8 +100,9 @@ class DynamixelRobot(Robot):
         self._torque_off = False  # set by torque_off(); act() refuses until connect()
         self._ticks = 0
         self._fault_check_every = fault_check_every or spec.fps
-        # Frames may be a few periods old (camera and loop are not in phase); older is a fault.
-        self.camera_max_age_s = 5.0 / spec.fps
+        # Longer than any hold a caller rides out (the executor's default 0.25 s): a camera
+        # this quiet has stopped, and the episode must end rather than repeat its picture.
+        self.camera_timeout_s = camera_timeout_s
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -186,12 +196,14 @@ class DynamixelRobot(Robot):
     # -- the control loop --------------------------------------------------------------
 
     def observe(self) -> Observation:
-        """Joint state [J] and each camera's latest frame, on `time.monotonic()`: a frame's
-        time is when it reached the host (`Frame.host_time_s`), so its age is what the
-        loop really sees. A bare image from a plain source counts as captured now.
+        """Joint state float32[J] and each camera's newest frame, on `time.monotonic()` (s):
+        a frame's time is when it reached the host (`Frame.host_time_s`), so its age is what
+        the loop really sees. A bare image from a plain source counts as captured now.
 
-        A camera frame older than `camera_max_age_s` raises (a camera that stopped must end
-        the episode, not repeat its last picture)."""
+        Never waits for a fresh frame (a stalled control loop is not a hold: the executor
+        holds on stale frames itself). Raises CameraTimeout, naming the camera, when its
+        newest frame is older than `camera_timeout_s` (a camera that stopped must end the
+        episode, not repeat its last picture); ServoFaultError on a servo fault."""
         self._need_connection()
         self._ticks += 1
         if self._ticks % self._fault_check_every == 0:
@@ -200,9 +212,15 @@ class DynamixelRobot(Robot):
         state = self._read_positions().astype(np.float32)
         frames: dict[str, Frame] = {}
         for role, camera in self.cameras.items():
-            got = camera.latest(max_age_s=self.camera_max_age_s)
+            got = camera.latest()
+            arrived = float(getattr(got, "host_time_s", now))
+            silent = time.monotonic() - arrived
+            if silent > self.camera_timeout_s:
+                raise CameraTimeout(
+                    f"camera '{role}' has sent no frame for {silent:.2f} s (limit {self.camera_timeout_s:.2f} s); "
+                    "check its cable, USB bandwidth and frame rate")
             depth = got.depth_m() if getattr(got, "depth", None) is not None else None
-            frames[role] = Frame(image=getattr(got, "image", got), time_s=float(getattr(got, "host_time_s", now)),
+            frames[role] = Frame(image=getattr(got, "image", got), time_s=arrived,
                                  sequence=int(getattr(got, "sequence", self._ticks)), depth=depth)
         return Observation(now, state, frames)
 
