@@ -70,6 +70,9 @@ class FakeChunks(Dataset):
         names = tuple(f"joint_{i}" for i in range(self.states[0].shape[1]))
         return names, names
 
+    def fps(self) -> float:
+        return 30.0
+
     def stats(self, delta_dims=()) -> dict:
         assert not delta_dims, "the fake reaches absolute targets only"
         states = np.concatenate(self.states)

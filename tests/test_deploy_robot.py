@@ -212,6 +212,8 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
     store.close()
     seven = tiny_checkpoint(tmp_path / "seven", state=7, cameras=("front",))
     at15 = tiny_checkpoint(tmp_path / "at15", state=7, cameras=("front",), meta={"dataset": str(tmp_path / "at15.zarr")})
+    # the rate the checkpoint records is checked with its store gone
+    said15 = tiny_checkpoint(tmp_path / "said15", state=7, cameras=("front",), meta={"fps": "15.0"})
     five = tiny_checkpoint(tmp_path / "five", state=5, cameras=("front",))
     side = tiny_checkpoint(tmp_path / "side", state=7, cameras=("side",))
     swapped = [arm.joint_names[1], arm.joint_names[0], *arm.joint_names[2:]]  # same sizes, two servos swapped
@@ -221,7 +223,9 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
              (side, ["--task", "wave"], "reads camera(s) ['side'] that robot 'arm' lacks"),
              (permuted, ["--task", "wave"], f"the policy was trained on joints {swapped}, robot 'arm' has"),
              (seven, ["--task", "wave"], "robot 'arm' has no calibration file"),
-             (at15, ["--task", "wave", "--allow-uncalibrated"], "recorded at 15 Hz but robot 'arm' runs at 30 Hz")]
+             (at15, ["--task", "wave", "--allow-uncalibrated"], "recorded at 15 Hz but robot 'arm' runs at 30 Hz"),
+             (said15, ["--task", "wave", "--allow-uncalibrated"],
+              "recorded at 15 Hz but robot 'arm' runs at 30 Hz; pass robot.fps=15 to match")]
     for ckpt, extra, message in cases:
         args = parse_command(_deploy_words(ckpt, arm, tmp_path, *extra))
         with pytest.raises(ConfigError, match=re.escape(message)):

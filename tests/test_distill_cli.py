@@ -57,6 +57,8 @@ def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher(distille
         names = list(store.features["action"].names)
     assert names and json.loads(meta["joint_names"]) == names
     assert json.loads(Policy.read_metadata(distilled["teacher"])["joint_names"]) == names
+    # ... and the rate its chunks are paced at (eval --sim and deploy check it without the store).
+    assert json.loads(meta["fps"]) == json.loads(Policy.read_metadata(distilled["teacher"])["fps"]) == 30.0
     rows = [json.loads(x) for x in (distilled["student"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert all({"task", "output", "attention"} <= set(r) for r in rows)
@@ -127,6 +129,10 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     Policy(cfg, Features(3, 3, ["front", "wrist"])).save(other)
     err = error("--teacher", str(other))
     assert "has state/action sizes 6/6 but the checkpoint expects 3/3" in err
+    # A teacher trained at another rate: its chunks pace actions for that rate.
+    Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other, extra_metadata={"fps": "15.0"})
+    assert f"teacher {other} was trained on episodes recorded at 15 Hz, dataset arm.zarr at 30 Hz" in error(
+        "--teacher", str(other))
     # A resumed run refuses a teacher other than the one it was distilled from.
     Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other)
     assert "expects" in error("--run", "arm-tiny-student1", "--resume", "--teacher", str(other))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch
+from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch, trained_rate
 
 
 def test_sizes_must_both_equal_the_joint_count():
@@ -23,3 +23,8 @@ def test_every_recorded_rate_must_be_the_robots():
     assert rate_mismatch([], 30, "robot 'arm'") is None  # nothing recorded: nothing to compare
     assert rate_mismatch([15, 30, 15], 30, "robot 'arm'") == (
         "the policy was trained on episodes recorded at 15, 30 Hz but robot 'arm' runs at 30 Hz")
+
+
+def test_the_rate_a_checkpoint_records_is_read_back_and_older_ones_have_none():
+    assert trained_rate({"fps": "15.0", "dataset": "gone.zarr"}) == 15.0
+    assert trained_rate({"dataset": "gone.zarr"}) is None

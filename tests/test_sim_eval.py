@@ -248,11 +248,12 @@ def test_eval_sim_scenes_shared_runs_every_task_and_judges_the_other_one(trained
     assert {tuple(r["other_task_instead"]) for r in reports} == {("push_block_left",), ("cube_in_bowl",)}
 
 
-def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path | None) -> Path:
+def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path | None,
+                     fps: float | None = None) -> Path:
     from shallowpi.policy.config import load_preset
     from shallowpi.policy.policy import Features, Policy
 
-    meta = {"dataset": str(dataset)} if dataset else {}
+    meta = ({"dataset": str(dataset)} if dataset else {}) | ({"fps": json.dumps(fps)} if fps else {})
     Policy(load_preset("tiny"), Features(state, state, cameras)).save(folder, extra_metadata=meta)
     return folder
 
@@ -266,6 +267,8 @@ def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path
         ("no store", "cannot tell which robot to simulate (the checkpoint names no store); pass --robot"),
         ("no twin", "no tasks for robot 'octopus'; robots with a twin: arm, bimanual, humanoid"),
         ("fps", "the policy was trained on episodes recorded at 30 Hz but the arm twin runs at 15 Hz; pass robot.fps=30"),
+        ("fps, no store", "the policy was trained on episodes recorded at 15 Hz but the arm twin runs at 30 Hz; "
+                          "pass robot.fps=15"),
         ("offline needs a dataset", "pass --dataset NAME for the offline action error, or --sim"),
         ("strategy without --sim", "--strategy belongs to --sim; add --sim"),
         ("unknown strategy", "unknown action selection strategy 'blend'; choose one of: replan, ensemble, rtc"),
@@ -281,6 +284,8 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
         "no store": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["front"], None)), "--sim"],
         "no twin": lambda: [ckpt, "--sim", "--robot", "octopus"],
         "fps": lambda: [ckpt, "--sim", "robot.fps=15"],
+        # the checkpoint records its rate: checked with its store gone
+        "fps, no store": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["front"], None, fps=15)), "--sim", "--robot", "arm"],
         "offline needs a dataset": lambda: [ckpt],
         "strategy without --sim": lambda: [ckpt, "--strategy", "rtc"],
         "unknown strategy": lambda: [ckpt, "--sim", "action_selection.strategy=blend"],

@@ -126,3 +126,19 @@ def test_format_1_exports_pair_each_observation_with_the_next_action(tmp_path):
         # Read in blocks as the export does, the last block a single row.
         got = np.concatenate([_following_actions(old, a, b, 10) for a, b in ((0, 4), (4, 9), (9, 10))])
     np.testing.assert_array_equal(got, np.concatenate([actions[1:], actions[-1:]]))
+
+
+
+def test_the_rate_is_the_stores(tmp_path):
+    from shallowpi.data.store import EpisodeStore
+    from store_fixtures import arm_features, synthetic_frame
+
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features())
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        writer = store.begin_episode("wave", robot="arm", calibration_id="cal-test", fps=15)
+        for t in range(4):
+            writer.add_frame(synthetic_frame(rng, t), t / 15.0)
+        writer.commit()
+    store.close()
+    assert ChunkDataset(tmp_path / "s.zarr", 2, episodes=[1]).fps() == 15.0

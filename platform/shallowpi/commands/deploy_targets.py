@@ -26,7 +26,7 @@ from typing import Any
 
 from shallowpi.cli import overrides_from
 from shallowpi.errors import ConfigError
-from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch
+from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch, trained_rate
 
 # Called every 0.1 s while the robot holds before an episode, with the hold's length and the
 # seconds left; True: stop waiting (a stop or e-stop came).
@@ -200,7 +200,7 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     cfg = config.compose([f"robot={target.robot}", *_flag_overrides(args, robot=False)])
     width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
-    check_fits(Features(**bundle.features), spec, target.fps)
+    check_fits(Features(**bundle.features), spec, trained_rate(bundle.checkpoint_metadata) or target.fps)
     check_joint_order(bundle.checkpoint_metadata, spec)
     task = target.tasks[0]
     if len(target.tasks) > 1:
@@ -257,19 +257,25 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
 
 
 def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
-    """Against the store the policy was trained on, when this machine has it: its rate must
-    be the robot's (a chunk recorded at 15 Hz played at 30 Hz runs twice as fast: a
-    ConfigError); a camera of another aspect ratio than the training frames, or an
+    """The rate the policy's demonstrations were recorded at must be the robot's (a chunk
+    recorded at 15 Hz played at 30 Hz runs twice as fast: a ConfigError): the checkpoint
+    records it; older ones are checked against their store when this machine has it.
+    Against that store, a camera of another aspect ratio than the training frames, or an
     instruction the store never recorded, is said in a line (the policy letterboxes frames
     to a square, so another aspect shifts the black bars it was trained with)."""
     from pathlib import Path
 
     from shallowpi.data.store import EpisodeStore
 
+    robot = f"robot '{spec.name}'"
+    trained = trained_rate(bundle.checkpoint_metadata)
+    if trained is not None and (problem := rate_mismatch([trained], spec.fps, robot)):
+        raise ConfigError(f"{problem}; pass robot.fps={trained:g} to match")
     recorded = bundle.checkpoint_metadata.get("dataset")
     if not recorded or not Path(recorded).is_dir():
-        print("the policy's training store is not on this machine: its frame rate and camera sizes "
-              f"are not checked against the robot's ({spec.fps} Hz)", flush=True)
+        unchecked = ("camera sizes are not checked against the robot's" if trained is not None else
+                     f"frame rate and camera sizes are not checked against the robot's ({spec.fps} Hz)")
+        print(f"the policy's training store is not on this machine: its {unchecked}", flush=True)
         return
     with EpisodeStore.open(recorded) as store:
         episodes = store.episodes
@@ -277,7 +283,7 @@ def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
         tasks = sorted({e.task for e in episodes})
         shapes = {key: feature.shape[:2] for key, feature in store.features.items()
                   if key.startswith("observation.images.")}
-    if problem := rate_mismatch(rates, spec.fps, f"robot '{spec.name}'"):
+    if trained is None and (problem := rate_mismatch(rates, spec.fps, robot)):
         raise ConfigError(f"{problem}; pass robot.fps=RATE to match")
     for role, (height, width) in spec.camera_shapes().items():
         trained = shapes.get(f"observation.images.{role}")

@@ -183,6 +183,7 @@ def run_sim(args: argparse.Namespace) -> int:
     from shallowpi.evaluate.interval import rate_with_interval
     from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
     from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
+    from shallowpi.policy.fit import trained_rate
     from shallowpi.policy.action_selection import ActionSelectionConfig
     from shallowpi.policy.policy import Policy
     from shallowpi.robots.sim.twin import TwinSpec
@@ -205,7 +206,7 @@ def run_sim(args: argparse.Namespace) -> int:
         data_root=args.data_root, overrides=args.overrides)), *selection_flags])
     width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
-    check_fits(policy.features, spec, target.fps)
+    check_fits(policy.features, spec, trained_rate(meta) or target.fps)  # the checkpoint's own, else its store's
     codec = image_codec(*target.image_codec) if target.image_codec else None
     chunk_policy = CheckpointPolicy(policy, num_steps=args.steps, image_codec=codec)
     selection = ActionSelectionConfig.from_config(cfg.action_selection)

@@ -35,6 +35,7 @@ from shallowpi.distill.student import (
     select_layers,
 )
 from shallowpi.errors import ConfigError
+from shallowpi.policy.fit import trained_rate
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
@@ -133,6 +134,11 @@ def distill(
     split.check_held_out(store, train_cfg.require_held_out)
     train_set = make_dataset(store, teacher.cfg.chunk_len, split.train)
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
+    rate = train_set.fps()
+    taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
+    if taught is not None and taught != rate:
+        raise CheckpointError(f"teacher {teacher_checkpoint} was trained on episodes recorded at {taught:g} Hz, "
+                              f"dataset {store.name} at {rate:g} Hz: its chunks pace actions for another rate")
     eval_episodes, eval_what = split.eval_episodes()
     eval_set = make_dataset(store, teacher.cfg.chunk_len, eval_episodes)
 
@@ -172,6 +178,7 @@ def distill(
         "attention_pairs": json.dumps(pairs.to_list()),
         "selection": dcfg.select,
         "joint_names": json.dumps(list(train_set.joint_names()[1])),
+        "fps": json.dumps(rate),
     }
     torch.manual_seed(train_cfg.seed)
     trainer = Trainer(objective, train_set, train_cfg, run_dir, resume=resume, run_metadata=metadata)

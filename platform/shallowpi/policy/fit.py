@@ -10,7 +10,8 @@ values in, no torch: the robot side (Python 3.10, no training dependencies) impo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 
 
 def size_mismatch(state_dim: int, action_dim: int, joints: int, robot: str) -> str | None:
@@ -42,3 +43,11 @@ def rate_mismatch(recorded_hz: Iterable[float], robot_hz: float, robot: str) -> 
         return None
     shown = ", ".join(f"{r:g}" for r in rates)
     return f"the policy was trained on episodes recorded at {shown} Hz but {robot} runs at {robot_hz:g} Hz"
+
+
+def trained_rate(metadata: Mapping[str, str]) -> float | None:
+    """The frame rate [Hz] a checkpoint's demonstrations were recorded at: its metadata's
+    "fps", written by training and distillation, so the check needs no copy of the store.
+    None for checkpoints from before it was written."""
+    recorded = metadata.get("fps")
+    return float(json.loads(recorded)) if recorded else None

@@ -32,8 +32,8 @@ from shallowpi.train.trainer import TrainConfig, Trainer
 log = logging.getLogger(__name__)
 
 # (store_path, chunk_len, episodes) -> a dataset with the ChunkDataset contract: its items,
-# `stats(delta_dims=)`, `task_texts()`, `joint_names()` and, with policy.actions=delta,
-# `action_kinds()`.
+# `stats(delta_dims=)`, `task_texts()`, `joint_names()`, `fps()` and, with
+# policy.actions=delta, `action_kinds()`.
 DatasetFactory = Callable[[Path, int, "list[int] | None"], Dataset]
 
 
@@ -115,8 +115,11 @@ def finetune(
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
-                      # The action's joints in order: deploy refuses a robot that lists them otherwise.
-                      "joint_names": json.dumps(list(train_set.joint_names()[1]))},
+                      # The action's joints in order, and the rate a chunk's actions are paced at:
+                      # eval --sim and deploy refuse a robot that lists the joints otherwise or runs
+                      # at another rate, with or without the store on that machine.
+                      "joint_names": json.dumps(list(train_set.joint_names()[1])),
+                      "fps": json.dumps(train_set.fps())},
     )
     if trainer.dist.main:
         if resolved_config is not None:

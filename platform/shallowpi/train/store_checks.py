@@ -161,6 +161,10 @@ class FiniteWindows(Dataset):
         """The wrapped dataset's joint kinds of the action (empty when the store does not say)."""
         return self.dataset.action_kinds()
 
+    def fps(self) -> float:
+        """The wrapped dataset's frame rate [Hz]."""
+        return self.dataset.fps()
+
     def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes' finite rows;
         with `delta_dims`, the action's over the kept windows' chunks, offset from their
