@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from executor_fakes import CountingRobot, StepBackend
-from shallowpi.deploy.executor import Executor, ExecutorConfig
+from shallowpi.deploy.executor import Executor
+from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
 from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.record.clock import LOOP_SWITCH_INTERVAL_S

@@ -200,7 +200,7 @@ def test_a_late_frame_comes_back_at_once_with_its_age_for_the_caller_to_hold_on(
     waiting and without a fault: the robot once waited up to the camera's 2 s timeout for a
     frame younger than five periods, then raised, so a camera hiccup stalled the control
     loop where the executor should hold."""
-    from shallowpi.deploy.executor import ExecutorConfig
+    from shallowpi.deploy.settings import ExecutorConfig
 
     camera = FrozenCamera(0.4)
     with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, cameras={"front": camera}) as robot:

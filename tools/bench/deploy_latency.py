@@ -124,7 +124,8 @@ def loop_under_inference(bundle_path: Path, seconds: float) -> dict:
     from shallowpi import config
     from shallowpi.deploy.backends import BackendOptions, make_backend
     from shallowpi.deploy.bundle import Bundle
-    from shallowpi.deploy.executor import Executor, ExecutorConfig
+    from shallowpi.deploy.executor import Executor
+    from shallowpi.deploy.settings import ExecutorConfig
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.tasks import get_task
     from shallowpi.robots.sim.twin import TwinSpec

@@ -271,7 +271,7 @@ def _sha(path: Path) -> str:
 def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:
     from omegaconf import OmegaConf
 
-    from shallowpi.deploy.executor import ExecutorConfig
+    from shallowpi.deploy.settings import ExecutorConfig
 
     section = OmegaConf.to_container(cfg.deploy, resolve=True)
     selection = OmegaConf.to_container(cfg.action_selection, resolve=True)

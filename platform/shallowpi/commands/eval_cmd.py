@@ -183,8 +183,8 @@ def run_sim(args: argparse.Namespace) -> int:
     from shallowpi.evaluate.interval import rate_with_interval
     from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
     from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
-    from shallowpi.policy.fit import trained_rate
     from shallowpi.policy.action_selection import ActionSelectionConfig
+    from shallowpi.policy.fit import trained_rate
     from shallowpi.policy.policy import Policy
     from shallowpi.robots.sim.twin import TwinSpec
     from shallowpi.robots.sim.views import StripWriter, VideoWriter

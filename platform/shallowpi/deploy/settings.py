@@ -1,0 +1,101 @@
+"""`ExecutorConfig`: how the executor turns chunks into actions and guards the robot
+(configs/config.yaml `deploy:`), and `Strategy`, the four ways chunks become actions
+(deploy/executor.py's docstring says what each does).
+
+Robot-side: imports without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from shallowpi.errors import ConfigError, refuse_unknown_keys
+from shallowpi.policy.action_selection import ActionSelectionConfig
+from shallowpi.policy.action_selection import Strategy as Selection
+
+
+class Strategy(str, Enum):
+    """How chunks become actions (deploy/executor.py's docstring)."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    ENSEMBLE = "ensemble"
+    RTC = "rtc"
+
+
+SELECTION = {Strategy.SYNC: Selection.REPLAN, Strategy.ASYNC: Selection.REPLAN,
+             Strategy.ENSEMBLE: Selection.ENSEMBLE, Strategy.RTC: Selection.RTC}
+
+
+@dataclass
+class ExecutorConfig:
+    """configs/config.yaml `deploy:` (and `action_selection:` for K, m and the delay window).
+
+    strategy          sync | async | ensemble | rtc (deploy/executor.py's docstring)
+    selection         replan_every (K), ensemble_coeff (m), delay_window: the shared action
+                      selection settings (policy/action_selection.py); its strategy and
+                      initial delay are set from `strategy` and the warm-up
+    max_frame_age_s   the watchdog holds when any camera's latest frame is older than this
+    seam_bound        largest jump (joint units: rad, m, 0..1) allowed between the last
+                      command and the first action of a newly arrived chunk
+    clamp_tolerance   a command the robot changed by more than this (joint units) counts as
+                      a clamp; smaller corrections are applied all the same, not counted (a
+                      policy a hair past the limit its demonstrations sat on, every tick)
+    warmup_runs       chunks computed before the robot moves (>= 2: the first is cold, the
+                      last one's latency is the initial delay estimate)
+    rtc_mask          rtc only: `soft` inpaints the whole overlap with the current chunk under
+                      real-time chunking's decaying weights (1 on the frozen prefix, then
+                      falling towards 0 across the overlap, 0 after it: the seam is a
+                      cross-fade), `hard`
+                      only the frozen prefix (the new chunk free from its first unfrozen
+                      action on, which is where a change of plan shows as a jump)
+    injected_delay_s  added to every inference (the delay experiment; 0 on a robot)
+    max_inference_s   the inference watchdog: a chunk not back this many seconds after its
+                      request (a stuck backend, a hung GPU) holds the robot and ends the
+                      episode as a fault (wall time; the twin on simulated time computes
+                      its chunks at the request and cannot hang this way)
+    realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
+                      chunk arriving ceil(measured latency x fps) ticks after its request
+    """
+
+    strategy: Strategy | str = Strategy.RTC
+    selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
+    max_frame_age_s: float = 0.25
+    seam_bound: float = 0.25
+    clamp_tolerance: float = 0.01
+    warmup_runs: int = 3
+    rtc_mask: str = "soft"
+    injected_delay_s: float = 0.0
+    max_inference_s: float = 5.0
+    realtime: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            self.strategy = Strategy(self.strategy)
+        except ValueError:
+            raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
+                              f"{', '.join(s.value for s in Strategy)}") from None
+        for name in ("max_frame_age_s", "seam_bound", "clamp_tolerance", "max_inference_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
+        if self.rtc_mask not in ("soft", "hard"):
+            raise ConfigError(f"deploy.rtc_mask must be soft or hard, got '{self.rtc_mask}'")
+        if self.injected_delay_s < 0:
+            raise ConfigError(f"deploy.injected_delay_s must be >= 0, got {self.injected_delay_s}")
+        if self.warmup_runs < 2:  # the first run is the cold one; the last one is measured
+            raise ConfigError(f"deploy.warmup_runs must be at least 2, got {self.warmup_runs}")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], selection: Mapping[str, Any] | None = None) -> ExecutorConfig:
+        """From configs/config.yaml's `deploy` and `action_selection` sections."""
+        refuse_unknown_keys("deploy", section, cls, exclude=("selection",))  # its own section
+        base = ActionSelectionConfig.from_config(selection or {})
+        return cls(**dict(section), selection=base)
+
+    def selection_for(self, initial_delay: int) -> ActionSelectionConfig:
+        """The selector's settings: this strategy, an initial delay measured at warm-up."""
+        return dataclasses.replace(self.selection, strategy=SELECTION[self.strategy], initial_delay=initial_delay)
