@@ -39,6 +39,7 @@ from shallowpi.policy.fit import trained_rate
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
+from shallowpi.train.distributed import from_main, init_distributed, pick_device
 from shallowpi.train.finetune import DatasetFactory, Split
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.trainer import TrainConfig, Trainer
@@ -146,11 +147,17 @@ def distill(
         _check_resumed(recorded, dcfg, facts_path)
         kept, comparison, greedy = recorded["kept_layers"], recorded["selections"], recorded.get("greedy")
     else:
-        probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
-        kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, probe)
-        greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
-        others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
-        comparison = selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept}, others)
+        def choose() -> tuple[list[int], dict[str, Any] | None, dict[str, Any]]:
+            probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
+            kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, probe)
+            greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
+            others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
+            return kept, greedy, selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept}, others)
+
+        # Under torchrun every process must cut the same student: the first chooses (greedy
+        # and the comparison cost O(depth^2) teacher passes), the others take its answer.
+        device = pick_device(train_cfg.device)
+        kept, greedy, comparison = from_main(init_distributed(device), device, choose)
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
     pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)

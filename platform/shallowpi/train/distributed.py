@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from shallowpi.policy.policy import Policy
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -108,6 +112,18 @@ def _forget_mesh_groups() -> None:
             registry = getattr(obj, "_pg_registry", None)
             if isinstance(registry, dict):
                 registry.clear()
+
+
+def from_main(d: Dist, device: torch.device, compute: Callable[[], T]) -> T:
+    """`compute()` on rank 0 only, its (picklable) result handed to every process: a choice
+    each rank could make differently (a near-tie broken by GPU rounding) is made once."""
+    if d.world == 1:
+        return compute()
+    import torch.distributed as dist
+
+    box = [compute() if d.main else None]
+    dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
 
 
 def all_reduce_sum(x: Tensor, d: Dist) -> Tensor:
