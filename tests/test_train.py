@@ -231,32 +231,26 @@ def test_a_sharded_finetune_ends_with_rank_0_scoring_the_saved_checkpoint(tmp_pa
     assert report["policy_mse"] == pytest.approx(single.policy_mse, rel=1e-4)
 
 
-def _from_main_worker(rank: int, world: int, folder: str, port: int) -> None:
-    from shallowpi.train.distributed import from_main, init_distributed
+def _rank0_worker(rank: int, world: int, folder: str, port: int) -> None:
+    from shallowpi.train.distributed import init_distributed, rank0_value
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    calls = []
-
-    def choose() -> dict:
-        calls.append(rank)
-        return {"layers": [0, 3 + rank], "by": rank}  # what each rank would choose on its own
-
-    got = from_main(init_distributed(torch.device("cpu")), torch.device("cpu"), choose)
-    (Path(folder) / f"rank{rank}.json").write_text(json.dumps({"got": got, "calls": calls}))
+    own = {"layers": [0, 3 + rank], "by": rank}  # what each rank chose on its own
+    got = rank0_value(init_distributed(torch.device("cpu")), torch.device("cpu"), own)
+    (Path(folder) / f"rank{rank}.json").write_text(json.dumps(got))
     leave_group()
 
 
 @pytest.mark.slow
-def test_a_choice_made_once_on_rank_0_reaches_every_process(tmp_path):
-    """The distiller's layer selection runs through `from_main`: every process must cut the
-    same student, and the O(depth^2) greedy search should run once, not on every rank."""
+def test_rank_0s_choice_reaches_every_process(tmp_path):
+    """The distiller's layer selection goes through `rank0_value`: every process must cut
+    the same student, whatever its own search found."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_from_main_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=True)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["got"] for r in ranks] == [{"layers": [0, 3], "by": 0}] * 2
-    assert [r["calls"] for r in ranks] == [[0], []]
+    mp.spawn(_rank0_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got == [{"layers": [0, 3], "by": 0}] * 2
 
 
 def _free_port() -> int:

@@ -39,7 +39,7 @@ from shallowpi.policy.fit import trained_rate
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
-from shallowpi.train.distributed import from_main, init_distributed, pick_device
+from shallowpi.train.distributed import init_distributed, pick_device, rank0_value
 from shallowpi.train.finetune import DatasetFactory, Split
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.trainer import TrainConfig, Trainer
@@ -137,7 +137,7 @@ def distill(
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
-    if taught is not None and taught != rate:
+    if taught is not None and abs(taught - rate) > 1e-6:  # policy/fit.rate_mismatch's tolerance
         raise CheckpointError(f"teacher {teacher_checkpoint} was trained on episodes recorded at {taught:g} Hz, "
                               f"dataset {store.name} at {rate:g} Hz: its chunks pace actions for another rate")
     eval_episodes, eval_what = split.eval_episodes()
@@ -147,17 +147,15 @@ def distill(
         _check_resumed(recorded, dcfg, facts_path)
         kept, comparison, greedy = recorded["kept_layers"], recorded["selections"], recorded.get("greedy")
     else:
-        def choose() -> tuple[list[int], dict[str, Any] | None, dict[str, Any]]:
-            probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
-            kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, probe)
-            greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
-            others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
-            return kept, greedy, selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept}, others)
-
-        # Under torchrun every process must cut the same student: the first chooses (greedy
-        # and the comparison cost O(depth^2) teacher passes), the others take its answer.
+        probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
+        kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, probe)
+        greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
+        others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
+        comparison = selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept}, others)
+        # Under torchrun every process must cut the same student: each chose, rank 0's
+        # choice is the one every process cuts.
         device = pick_device(train_cfg.device)
-        kept, greedy, comparison = from_main(init_distributed(device), device, choose)
+        kept, greedy, comparison = rank0_value(init_distributed(device), device, (kept, greedy, comparison))
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
     pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)

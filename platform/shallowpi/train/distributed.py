@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -114,14 +113,15 @@ def _forget_mesh_groups() -> None:
                 registry.clear()
 
 
-def from_main(d: Dist, device: torch.device, compute: Callable[[], T]) -> T:
-    """`compute()` on rank 0 only, its (picklable) result handed to every process: a choice
-    each rank could make differently (a near-tie broken by GPU rounding) is made once."""
+def rank0_value(d: Dist, device: torch.device, value: T) -> T:
+    """Rank 0's `value` (picklable) on every process: a choice each rank made for itself
+    (a near-tie broken otherwise by floating-point rounding on one of them) becomes one.
+    Every rank computes its own first, so none waits in a collective while rank 0 works."""
     if d.world == 1:
-        return compute()
+        return value
     import torch.distributed as dist
 
-    box = [compute() if d.main else None]
+    box = [value]
     dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
     return box[0]
 
