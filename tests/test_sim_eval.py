@@ -269,6 +269,7 @@ def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path
         ("fps", "the policy was trained on episodes recorded at 30 Hz but the arm twin runs at 15 Hz; pass robot.fps=30"),
         ("fps, no store", "the policy was trained on episodes recorded at 15 Hz but the arm twin runs at 30 Hz; "
                           "pass robot.fps=15"),
+        ("fps, offline", "the policy was trained on episodes recorded at 15 Hz but dataset "),
         ("offline needs a dataset", "pass --dataset NAME for the offline action error, or --sim"),
         ("strategy without --sim", "--strategy belongs to --sim; add --sim"),
         ("unknown strategy", "unknown action selection strategy 'blend'; choose one of: replan, ensemble, rtc"),
@@ -286,6 +287,7 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
         "fps": lambda: [ckpt, "--sim", "robot.fps=15"],
         # the checkpoint records its rate: checked with its store gone
         "fps, no store": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["front"], None, fps=15)), "--sim", "--robot", "arm"],
+        "fps, offline": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["front"], store, fps=15)), "--dataset", str(store)],
         "offline needs a dataset": lambda: [ckpt],
         "strategy without --sim": lambda: [ckpt, "--strategy", "rtc"],
         "unknown strategy": lambda: [ckpt, "--sim", "action_selection.strategy=blend"],

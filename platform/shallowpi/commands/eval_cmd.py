@@ -123,7 +123,9 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     import json
 
     from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
+    from shallowpi.policy.fit import rate_mismatch, trained_rate
     from shallowpi.policy.policy import Features, Policy
+    from shallowpi.policy.weights import CheckpointError
     from shallowpi.train.offline_eval import evaluate
 
     # Evaluated through the fast sampler: the path the robot's executor runs.
@@ -136,6 +138,10 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     what = describe_episodes(episodes, store, same_store, held_out, trained)
     dataset = chunk_dataset(store, policy.cfg.chunk_len, episodes)
     policy.features.check_against(Features.from_sample(dataset[0]), f"dataset {store.name}")
+    # A chunk predicted at one rate against one recorded at another: the error means nothing.
+    if (trained_hz := trained_rate(meta)) is not None and (problem := rate_mismatch([trained_hz], dataset.fps(),
+                                                                                      f"dataset {store.name}")):
+        raise CheckpointError(f"{problem}; evaluate it on episodes recorded at {trained_hz:g} Hz")
     report = evaluate(policy, dataset, max_samples=args.samples, num_steps=args.steps, data=what)
     print(report.table())
     if args.json:
