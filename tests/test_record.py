@@ -321,13 +321,15 @@ class _Rig:
         self.writer = BackgroundWriter(self.store, on_commit=lambda info: self.committed.set())
         self.feeding = threading.Event()
         self.feeding.set()
+        self.paused = threading.Event()  # set: the camera sends nothing for a while (a USB hiccup)
         self._feeder = threading.Thread(target=self._feed, daemon=True)
 
     def _feed(self):
         i = 0
         while self.feeding.is_set():
-            self.device.inject(np.full((48, 64, 3), i % 255, np.uint8))
-            i += 1
+            if not self.paused.is_set():
+                self.device.inject(np.full((48, 64, 3), i % 255, np.uint8))
+                i += 1
             time.sleep(1 / 30)
 
     def __enter__(self):
@@ -416,3 +418,28 @@ def test_a_camera_that_stops_mid_episode_ends_it_and_names_the_camera(tmp_path):
         assert "front" in result.fault
         assert 1 <= len(rig.store) < 5 and rig.store.check() == []
         assert rig.store.episode(0).length == 18  # 0.6 s at 30 Hz
+
+
+@pytest.mark.slow
+def test_a_camera_hiccup_keeps_the_loop_running_and_the_take_says_how_many_rows_are_stale(tmp_path):
+    """The camera sends nothing for 0.4 s inside the second episode: the loop keeps its
+    rate (the robot no longer waits for a fresh frame), nothing faults, and that episode
+    records how many rows hold a picture over three periods old; the others none."""
+    with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
+        session = rig.session(spec)
+
+        def hiccup():
+            assert rig.committed.wait(30)
+            time.sleep(0.1)  # inside the next episode (0.6 s each, no reset between)
+            rig.paused.set()
+            time.sleep(0.4)
+            rig.paused.clear()
+
+        result = _run_until_fault(session, hiccup)
+        rig.writer.close()
+        assert not result.fault, result.fault
+        assert len(rig.store) == 5 and rig.store.check() == []
+        stale = [rig.store.episode(i).extra["stale_frames"] for i in range(5)]
+        assert max(stale) >= 5 and stale.index(max(stale)) in (1, 2), stale  # ~9 rows of 0.4 s at 30 Hz
+        assert sorted(stale)[:3] == [0, 0, 0], stale
+        assert all(rig.store.episode(i).length == 18 for i in range(5))  # 0.6 s at 30 Hz: no row lost

@@ -248,15 +248,24 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
                 "(or pass --allow-uncalibrated, e.g. on emulated servos)")
         print(f"warning: robot '{spec.name}' is not calibrated (--allow-uncalibrated): joint positions are "
               "raw servo angles about the centre tick", flush=True)
-    _check_training_store(bundle, spec, args.task)
+    _check_against_training(bundle, spec, args.task)
     cameras = realsense_cameras(spec, devices=camera_devices or connected_devices, roles=bundle.cameras)
-    robot = DynamixelRobot(spec, calibration, cameras=cameras)
+    # A camera quiet for a few of the watchdog's hold limits has stopped: end the run then,
+    # never before the watchdog has held the robot on the stale frame.
+    robot = DynamixelRobot(spec, calibration, cameras=cameras,
+                           camera_timeout_s=camera_timeout_for(float(cfg.deploy.max_frame_age_s)))
     episode_s = float(args.episode_time_s if args.episode_time_s is not None else cfg.record.episode_time_s)
     reset_s = float(args.reset_time_s if args.reset_time_s is not None else cfg.record.reset_time_s)
     return RobotTarget(robot, cfg, spec, cameras, args.task, episode_s, reset_s)
 
 
-def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
+def camera_timeout_for(max_frame_age_s: float) -> float:
+    """The robot's camera timeout [s] under an executor that holds on frames older than
+    `max_frame_age_s`: four times that, at least a second."""
+    return max(1.0, 4.0 * max_frame_age_s)
+
+
+def _check_against_training(bundle: Any, spec: Any, instruction: str) -> None:
     """The rate the policy's demonstrations were recorded at must be the robot's (a chunk
     recorded at 15 Hz played at 30 Hz runs twice as fast: a ConfigError): the checkpoint
     records it; older ones are checked against their store when this machine has it.
@@ -286,10 +295,10 @@ def _check_training_store(bundle: Any, spec: Any, instruction: str) -> None:
     if trained is None and (problem := rate_mismatch(rates, spec.fps, robot)):
         raise ConfigError(f"{problem}; pass robot.fps=RATE to match")
     for role, (height, width) in spec.camera_shapes().items():
-        trained = shapes.get(f"observation.images.{role}")
-        if trained and abs(trained[1] / trained[0] - width / height) > 0.01:
+        shape = shapes.get(f"observation.images.{role}")
+        if shape and abs(shape[1] / shape[0] - width / height) > 0.01:
             print(f"warning: camera '{role}' gives {width}x{height} frames but the policy was trained on "
-                  f"{trained[1]}x{trained[0]}: another aspect ratio, so other black bars around the image",
+                  f"{shape[1]}x{shape[0]}: another aspect ratio, so other black bars around the image",
                   flush=True)
     if tasks and instruction not in tasks:
         print(f"note: the training store never recorded the instruction {instruction!r}; it holds "

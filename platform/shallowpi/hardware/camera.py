@@ -114,6 +114,7 @@ class ThreadedCamera:
         self._lock = threading.Lock()
         self._new_frame = threading.Condition(self._lock)
         self._frame: Frame | None = None
+        self._frame_predates_reopen = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sequence: int | None = None
@@ -171,7 +172,8 @@ class ThreadedCamera:
     def latest(self, max_age_s: float | None = None, newer_than: int | None = None) -> Frame:
         """The newest frame; waits up to `timeout_s` for one younger than `max_age_s` and
         with a sequence number above `newer_than` (pass the last one used to never see a
-        frame twice).
+        frame twice). Without either, returns at once once any frame has arrived, even one
+        from before a re-open: a control loop (DynamixelRobot.observe) judges its age itself.
 
         Raises CameraError when not started; CameraTimeout, naming the camera and the
         frame's age, when no frame fits by the deadline. Thread-safe.
@@ -189,8 +191,9 @@ class ThreadedCamera:
                     raise self._late_error(frame, now, max_age_s)
                 self._new_frame.wait(timeout=deadline - now)
 
-    @staticmethod
-    def _fresh(frame: Frame, now: float, max_age_s: float | None, newer_than: int | None) -> bool:
+    def _fresh(self, frame: Frame, now: float, max_age_s: float | None, newer_than: int | None) -> bool:
+        if self._frame_predates_reopen and (max_age_s is not None or newer_than is not None):
+            return False
         if max_age_s is not None and now - frame.host_time_s > max_age_s:
             return False
         return newer_than is None or frame.sequence > newer_than
@@ -241,7 +244,7 @@ class ThreadedCamera:
             if self._last_sequence is not None and frame.sequence > self._last_sequence + 1:
                 self.stats.dropped += frame.sequence - self._last_sequence - 1
             self._last_sequence = frame.sequence
-            self._frame = frame
+            self._frame, self._frame_predates_reopen = frame, False
             self.stats.frames += 1
             self._error = None
             self._new_frame.notify_all()
@@ -259,6 +262,7 @@ class ThreadedCamera:
         self.stats.reopens += 1
         with self._lock:
             # A re-opened device restarts its frame counter: not a drop. Its last frame
-            # predates the silence, so it is not offered again.
+            # predates the silence: a caller asking for a fresh or a new frame waits for
+            # the next one; a plain `latest()` still gets it at once, with its age.
             self._last_sequence = None
-            self._frame = None
+            self._frame_predates_reopen = True

@@ -88,6 +88,11 @@ class OnInterrupt(str, enum.Enum):
     DISCARD = "discard"
 
 
+# A picture more than this many control periods old at its row is stale (a camera and the
+# loop out of phase see up to one; a hiccup, more).
+STALE_PERIODS = 3
+
+
 @dataclass
 class SessionConfig:
     """What one recording run does: `episodes` takes of `episode_time_s` seconds at `fps`
@@ -198,6 +203,7 @@ class RecordingSession:
         self._finished = False  # every episode asked for is saved (as opposed to stopped early)
         self._episode = 0  # episodes this run has kept so far
         self._frames = 0  # frames of the take in flight
+        self._stale_rows = 0  # rows of the take in flight whose picture is older than STALE_PERIODS
         self._start_tick, self._start_s = 0, 0.0
         self._reset_until = 0.0
         self._held_reset_s = 0.0  # the reset countdown left when p held it
@@ -381,7 +387,7 @@ class RecordingSession:
                 episodes.pop(0)
                 self.status.episodes_earlier += 1
         self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
-        self._state, self._recording, self._frames = RecorderState.RECORDING, True, 0
+        self._state, self._recording, self._frames, self._stale_rows = RecorderState.RECORDING, True, 0, 0
         self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
         self.status.episode_time_s = 0.0
 
@@ -391,6 +397,14 @@ class RecordingSession:
                                        row.timestamp, row.capture_times)
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
+        # The robot hands over a late camera's last picture rather than stall the loop (only
+        # a camera silent for its timeout is a fault): the row pairs that old picture with
+        # the present state and action. Counted per take, stored with it, shown at once.
+        age = observation.oldest_frame_s()
+        if age > STALE_PERIODS / self.config.fps:
+            self._stale_rows += 1
+            self.status.message = (f"camera picture {age * 1e3:.0f} ms old: {self._stale_rows} rows of this take "
+                                   "hold a stale picture (r re-records it)")
 
     def _end_episode(self, keep: bool) -> None:
         """End the take in flight: hand it to the writer to commit, or discard it."""
@@ -406,7 +420,7 @@ class RecordingSession:
                 success = summary.success
             p50, p99 = self.clock.percentiles_ms()
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
-                     "backpressure_s": self.writer.stats().backpressure_s}
+                     "backpressure_s": self.writer.stats().backpressure_s, "stale_frames": self._stale_rows}
             if self.scene is not None:
                 extra.update(self.scene.metadata())
             self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,

@@ -28,6 +28,7 @@ the nearest tick, which can move the physics by as much.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -138,8 +139,11 @@ class StackSimRobot(Robot):
             for camera in self.cameras.values():
                 camera.start()
             ported = self.spec.with_ports({bus: chain.path for bus, chain in self._chains.items()})
+            # Frames are this tick's by construction (`_TickCamera`); wall-clock silence
+            # between ticks (a slow writer, a loaded host) is not a camera fault here.
             driver = DynamixelRobot(ported, self.calibration, bus_factory=_sim_bus,
-                                    cameras={role: _TickCamera(c, self) for role, c in self.cameras.items()})
+                                    cameras={role: _TickCamera(c, self) for role, c in self.cameras.items()},
+                                    camera_timeout_s=math.inf)
             driver.connect()
             self.driver = driver
             self.reset()
