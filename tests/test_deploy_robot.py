@@ -54,6 +54,21 @@ class _FrontCamera:
         self._thread.join(5)
 
 
+def _watch_executor(address, until, timeout_s: float = 120) -> None:
+    """Read the executor's telemetry at `address` (once it exists) until `until(status)` is
+    true for an ExecutorStatus, or `timeout_s` has passed."""
+    from shallowpi.telemetry.executor_status import ExecutorStatus
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
+
+    deadline = time.monotonic() + timeout_s
+    while not address.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with TelemetrySubscriber(str(address), connect_timeout_s=60) as sub:
+        for status in sub:
+            if (isinstance(status, ExecutorStatus) and until(status)) or time.monotonic() > deadline:
+                return
+
+
 def _deploy_words(ckpt, spec, tmp_path, *extra: str) -> list[str]:
     return ["deploy", "--policy", str(ckpt), "--robot", "arm", "--backend", "torch", "--no-tui",
             *extra, f"robot.buses.follower.port={spec.buses['follower'].port}",
@@ -108,7 +123,6 @@ def test_a_camera_hiccup_holds_the_robot_and_the_episode_goes_on(tmp_path, capsy
     wait inside observe() for a frame under five periods old (raising after the camera's
     2 s timeout): the control loop stalled, the watchdog never held and counted nothing."""
     from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
-    from shallowpi.telemetry.subscriber import TelemetrySubscriber
 
     arm = robot_spec("arm")
     ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
@@ -116,16 +130,11 @@ def test_a_camera_hiccup_holds_the_robot_and_the_episode_goes_on(tmp_path, capsy
     states: list[ExecutorState] = []
     with emulated("arm") as (spec, _), _FrontCamera() as camera:
         def pause_the_camera_mid_episode() -> None:
-            address = tmp_path / "deploy.sock"
-            deadline = time.monotonic() + 120
-            while not address.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            with TelemetrySubscriber(str(address), connect_timeout_s=60) as sub:
-                for status in sub:
-                    if isinstance(status, ExecutorStatus):
-                        states.append(status.state)
-                        if status.state is ExecutorState.RUNNING or time.monotonic() > deadline:
-                            break
+            def running(status: ExecutorStatus) -> bool:
+                states.append(status.state)
+                return status.state is ExecutorState.RUNNING
+
+            _watch_executor(tmp_path / "deploy.sock", running)
             time.sleep(1.0)
             camera.paused.set()
             time.sleep(0.6)
@@ -156,7 +165,6 @@ def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_sto
     SIGINT inside the hold stops the run within a couple of seconds, not at the hold's end:
     no episode, torque off, exit 0, and the signal handlers are the caller's again."""
     from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
-    from shallowpi.telemetry.subscriber import TelemetrySubscriber
 
     arm = robot_spec("arm")
     ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
@@ -167,16 +175,12 @@ def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_sto
         servos = list(chains["follower"].servos.values())
 
         def watch_the_countdown_then_interrupt() -> None:
-            address = tmp_path / "deploy.sock"
-            deadline = time.monotonic() + 120
-            while not address.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            with TelemetrySubscriber(str(address), connect_timeout_s=60) as sub:
-                for status in sub:
-                    if isinstance(status, ExecutorStatus) and status.state is ExecutorState.RESET:
-                        countdown.append(status.reset_left_s)
-                        if countdown[0] - countdown[-1] >= 2.0 or time.monotonic() > deadline:
-                            break
+            def two_seconds_counted(status: ExecutorStatus) -> bool:
+                if status.state is ExecutorState.RESET:
+                    countdown.append(status.reset_left_s)
+                return len(countdown) > 0 and countdown[0] - countdown[-1] >= 2.0
+
+            _watch_executor(tmp_path / "deploy.sock", two_seconds_counted)
             sent_at.append(time.monotonic())
             os.kill(os.getpid(), signal.SIGINT)
 
