@@ -25,9 +25,10 @@ Stages are named by row, not by recipe: a rerun may add rows, robots or seeds, b
 changes the recipe (steps, episodes, noise, size, --set, the given teacher) is refused;
 give it another --out.
 
-Cost on the 2-core machine, every row of arm and humanoid: recording ~7 minutes a robot, a
-teacher ~60 minutes, a 2,000-step student ~12, an evaluation episode 3-20 s (the seeds are
-spread over `--eval-workers` processes, one a core).
+Cost on the 2-core machine, one thread a job (BENCHMARKS.md "Reproduction" has the
+measured table): recording 10-25 minutes a robot, a teacher 2-3.5 hours (6,000-9,000
+steps), a 6,000-step student 25 minutes (task loss only) to 60-90 (all three losses), an
+evaluation episode 3-20 s (the seeds are spread over `--eval-workers` processes, one a core).
 """
 
 from __future__ import annotations
@@ -394,7 +395,9 @@ def main() -> None:
     ap.add_argument("--teacher", action="append", default=[], metavar="ROBOT=CKPT",
                     help="use this trained teacher for ROBOT instead of training one, e.g. "
                          "arm=robots/arm/teacher (its training minutes are then not in the table)")
-    ap.add_argument("--student-steps", type=int, default=2000)
+    ap.add_argument("--student-steps", type=int, default=6000,
+                    help="each trained student's steps (default 6000: at 2,000 the 6-layer student is "
+                         "still 1-8 points under the teacher, BENCHMARKS.md Distillation (c))")
     ap.add_argument("--eval-episodes", type=int, default=200, help="unseen seeds per task and model (default 200)")
     ap.add_argument("--eval-time-s", type=float, help="cap each evaluated episode (quick looks only)")
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
