@@ -7,12 +7,13 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
 from conftest import platform_cmd, subprocess_env
 from shallowpi.cli import main
-from store_fixtures import make_store, stamp_episode
+from store_fixtures import make_store, stamp_episode, synthetic_frame
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -60,11 +61,23 @@ def test_bad_input_answers_in_one_line(args, expected):
 
 @pytest.mark.bad_store  # it ends by damaging a store, to see check name it
 def test_dataset_commands_end_to_end(tmp_path):
-    make_store(tmp_path / "kitchen.zarr", episodes=3, length=12).close()
+    store = make_store(tmp_path / "kitchen.zarr", episodes=2, length=12)
+    # a take whose camera hiccupped: the recorder counted 7 rows holding a stale picture
+    writer = store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test", fps=30)
+    rng = np.random.default_rng(1)
+    for t in range(12):
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    writer.commit(extra={"stale_frames": 7})
+    store.close()
     root = ["--data-root", str(tmp_path)]
     listing = run("dataset", "list", *root)
     assert listing.returncode == 0 and "kitchen" in listing.stdout and "3" in listing.stdout
-    assert "put the red cube in the bowl" in run("dataset", "info", "kitchen", *root).stdout
+    info = run("dataset", "info", "kitchen", *root).stdout
+    assert "put the red cube in the bowl" in info
+    rows = [line.split("│") for line in info.splitlines() if line.startswith("│ ") and "arm" in line]
+    header = next(line for line in info.splitlines() if "stale" in line).split("┃")
+    stale = [r[[h.strip() for h in header].index("stale")].strip() for r in rows]
+    assert stale == ["-", "-", "7"], stale  # older takes did not count; this one did
     check = run("dataset", "check", "kitchen", *root)
     assert check.returncode == 0 and "ok, 3 episodes" in check.stdout
 

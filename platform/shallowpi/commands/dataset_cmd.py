@@ -199,14 +199,18 @@ def _info(path: Path) -> int:
                          names if len(names) < 70 else names[:67] + "...")
     console.print(features)
     episodes = Table(title="episodes")
-    for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "calibration", "NaN/inf"):
+    for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "stale",
+                   "calibration", "NaN/inf"):
         episodes.add_column(column)
     for e in store.episodes:
         mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e.success]
         nonfinite = "; ".join(f"{key} rows {describe_ranges(rows)}" for key, rows in e.nonfinite.items())
+        # rows whose camera picture was over three periods old (the recorder counts them)
+        stale = e.extra.get("stale_frames")
         episodes.add_row(str(e.index), e.task, e.robot, str(e.length), f"{e.fps:g}",
-                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames), e.calibration_id or "-",
-                         f"[red]{nonfinite}[/red]" if nonfinite else "-")
+                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames),
+                         "-" if stale is None else f"[yellow]{stale}[/yellow]" if stale else "0",
+                         e.calibration_id or "-", f"[red]{nonfinite}[/red]" if nonfinite else "-")
     console.print(episodes)
     return 0
 
