@@ -40,6 +40,8 @@ class ExecutorConfig:
                       selection settings (policy/action_selection.py); its strategy and
                       initial delay are set from `strategy` and the warm-up
     max_frame_age_s   the watchdog holds when any camera's latest frame is older than this
+                      (on a robot, a camera silent 4x as long, at least 1 s, is a fault:
+                      commands/deploy_targets.camera_timeout_for)
     seam_bound        largest jump (joint units: rad, m, 0..1) allowed between the last
                       command and the first action of a newly arrived chunk
     clamp_tolerance   a command the robot changed by more than this (joint units) counts as

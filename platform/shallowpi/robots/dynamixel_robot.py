@@ -20,7 +20,8 @@ object with `latest()` returning a frame (hardware/camera.py's `Frame`, or a bar
 `observe()` never waits for a fresh frame: it returns each camera's newest one with the
 time it reached the host, and what a late frame means is its caller's call (the executor
 holds the robot while any frame is older than `deploy.max_frame_age_s`; the recorder
-stores each frame's capture time). Only a camera silent for `camera_timeout_s` is a fault.
+counts each take's rows that hold a stale picture). Only a camera silent for
+`camera_timeout_s` is a fault.
 """
 
 from __future__ import annotations
