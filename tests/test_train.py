@@ -106,6 +106,52 @@ def test_nan_loss_stops_with_one_line(tmp_path):
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_an_infinite_gradient_under_a_finite_loss_stops_before_the_weights_change(tmp_path):
+    data = FakeChunks()
+    policy = _policy(data)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    # an overflow in the backward of one weight (bf16 on a GPU can do this)
+    next(p for p in policy.parameters() if p.requires_grad).register_hook(lambda g: torch.full_like(g, float("inf")))
+    with pytest.raises(TrainingError, match=r"gradient norm became (inf|nan) at step 0 with a finite loss"):
+        Trainer(FlowMatchingObjective(policy), data, _cfg(), tmp_path).fit()
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, before[k]), k  # clipping by a NaN factor used to reach the optimizer
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_the_newest_complete_step_folder_is_the_checkpoint_even_if_last_was_not_updated(tmp_path):
+    """A kill between renaming step_M into place and updating `last` (still naming step_N):
+    resume must start from step_M, which it would otherwise later refuse to overwrite."""
+    root = tmp_path / "checkpoints"
+    for name, complete in (("step_000004", True), ("step_000008", True), ("step_000012", False),
+                           (".tmp_step_000016", True)):
+        (root / name).mkdir(parents=True)
+        if complete:
+            (root / name / "train_state.safetensors").write_bytes(b"")
+    (root / "last").write_text("step_000004")
+    assert latest_checkpoint(tmp_path) == root / "step_000008"
+    assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_offline_evaluation_spreads_its_samples_over_every_window():
+    """48 of 80 windows: the old stride (80 // 48 = 1) cut to 48 scored windows 0-47 only,
+    three of the four episodes."""
+
+    class Seen(FakeChunks):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.read: list[int] = []
+
+        def __getitem__(self, i):
+            self.read.append(int(i))
+            return super().__getitem__(i)
+
+    data = Seen(episodes=4, length=20)
+    report = evaluate(_policy(data), data, max_samples=48)
+    assert report.samples == 48 and len(set(data.read)) == 48
+    assert min(data.read) == 0 and max(data.read) == 79
+
+
 def test_the_baseline_is_the_training_mean_action_whatever_the_normalisation():
     """The offline baseline predicts the training set's mean action (kept by set_stats and
     in the checkpoint), not the normaliser's centre, which under min-max is the middle of

@@ -9,6 +9,7 @@
 
 A checkpoint is written into a hidden temporary folder and renamed when complete, then
 `last` is replaced: a kill at any instant leaves the previous checkpoint as the newest.
+Resume takes the newest step folder (`latest_checkpoint`): every one is complete.
 The state is always the full (unsharded) one, keyed by parameter name, so a run resumes
 under any number of processes, with or without FSDP. Only the trained policy is saved:
 an objective's frozen modules are inputs of the run, not its result.
@@ -40,12 +41,13 @@ def checkpoint_weights(checkpoint: Path) -> Path:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run folder, or None."""
-    marker = run_dir / "checkpoints" / "last"
-    if not marker.is_file():
-        return None
-    path = run_dir / "checkpoints" / marker.read_text().strip()
-    return path if (path / "train_state.safetensors").is_file() else None
+    """The newest complete checkpoint of a run folder, or None. A step folder appears only
+    by renaming a finished one into place, so every step_* folder is complete: the newest is
+    taken even when a kill came between that rename and the `last` marker's update (the
+    marker alone would resume from the step before, then refuse to overwrite this one)."""
+    root = run_dir / "checkpoints"
+    steps = [p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / "train_state.safetensors").is_file()]
+    return max(steps, key=lambda p: int(p.name[5:]), default=None)
 
 
 @dataclass

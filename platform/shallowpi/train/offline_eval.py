@@ -77,8 +77,10 @@ def evaluate(
     """Evaluate on up to `max_samples` evenly spaced samples of `dataset`; `data` names
     what they are in the report (held-out or training episodes)."""
     n = len(dataset)
-    stride = max(1, n // max_samples)
-    subset = Subset(dataset, list(range(0, n, stride))[:max_samples])
+    # Spread over the whole dataset, last window included (a stride of n // max_samples cut
+    # to max_samples scored only the first ones whenever n < 2 x max_samples).
+    picks = torch.linspace(0, n - 1, min(n, max_samples)).round().long().unique().tolist() if n else []
+    subset = Subset(dataset, picks)
     policy.eval()
     gen = torch.Generator().manual_seed(seed)
     sums = dict.fromkeys(("pa", "ps", "count"), 0.0)

@@ -329,6 +329,13 @@ class Trainer:
                 + "; lower policy.train.lr or check the data"
                 + (f" (last good checkpoint: {last})" if last else "")
             )
+        # A finite loss can still give an inf/NaN gradient (an overflow in the backward):
+        # clipping would then scale every gradient by NaN and the step would poison the weights.
+        if not math.isfinite(float(grad_norm)):
+            last = latest_checkpoint(self.run_dir)
+            raise TrainingError(f"gradient norm became {float(grad_norm)} at step {step} with a finite loss "
+                                f"({reported:.4g}); lower policy.train.lr or check the data"
+                                + (f" (last good checkpoint: {last})" if last else ""))
         self.optimizer.step()
         if self.ema is not None:
             weight = 1.0 - ema_decay(step, cfg.ema)
