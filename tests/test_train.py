@@ -119,6 +119,44 @@ def test_an_infinite_gradient_under_a_finite_loss_stops_before_the_weights_chang
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_an_average_switched_on_at_resume_starts_from_the_trained_weights(tmp_path):
+    """Four steps without EMA, then resumed with it for one more: the average after step 4
+    is decay x (the step-4 weights) + (1 - decay) x (the step-5 weights). It used to start
+    from the freshly built (initial) weights when the checkpoint held no average."""
+    from shallowpi.train.trainer import ema_decay
+
+    data = FakeChunks()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4), tmp_path).fit()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=5, save_every=5, ema=0.9), tmp_path,
+            resume=True).fit()
+    root = tmp_path / "checkpoints"
+    w4, w5 = (Policy.load(root / s).state_dict() for s in ("step_000004", "step_000005"))
+    average = Policy.load(root / "step_000005" / "ema").state_dict()
+    decay = ema_decay(4, 0.9)
+    for k, v in average.items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(v, decay * w4[k] + (1 - decay) * w5[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_ema_with_fsdp_is_refused_in_one_line(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ema_fsdp_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert (tmp_path / f"refused{rank}").read_text().startswith("policy.train.ema is not supported with fsdp")
+
+
+def _ema_fsdp_worker(rank: int, world: int, folder: str, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    data = FakeChunks()
+    try:
+        Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(ema=0.9, fsdp=True), Path(folder) / "run")
+    except TrainingError as exc:
+        (Path(folder) / f"refused{rank}").write_text(str(exc))
+    leave_group()
+
+
 def test_the_newest_complete_step_folder_is_the_checkpoint_even_if_last_was_not_updated(tmp_path):
     """A kill between renaming step_M into place and updating `last` (still naming step_N):
     resume must start from step_M, which it would otherwise later refuse to overwrite."""

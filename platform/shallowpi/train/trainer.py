@@ -221,14 +221,18 @@ class Trainer:
             run_dir, self.policy, self.optimizer, sharded=cfg.fsdp and self.dist.grouped,
             main=self.dist.main, metadata=run_metadata or {},
         )
-        self.ema: dict[str, Tensor] | None = None
-        if cfg.ema:
-            self.ema = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
-        self.start_step = 0
+        if cfg.ema and cfg.fsdp and self.dist.grouped:
+            # The average would hold each rank's shards, and a checkpoint only rank 0's.
+            raise TrainingError("policy.train.ema is not supported with fsdp yet: turn one of them off "
+                                "(policy.train.ema=null, or policy.train.fsdp=false for plain DDP)")
+        self.start_step, saved_ema = 0, {}
         if existing is not None:
             self.start_step, saved_ema = self.checkpoints.load(existing, self.device)
-            if self.ema is not None and saved_ema:
-                self.ema = {k: saved_ema.get(k, v) for k, v in self.ema.items()}
+        # After the load: a run resumed from a checkpoint without an average (EMA switched on
+        # at resume) starts it from the trained weights, not from the initial ones.
+        self.ema: dict[str, Tensor] | None = None
+        if cfg.ema:
+            self.ema = {k: saved_ema.get(k, v.detach().clone()) for k, v in self.policy.state_dict().items()}
 
     def save(self, step: int) -> Path | None:
         """checkpoints/step_XXXXXX (train/checkpoint.py); every process must call it."""
