@@ -119,6 +119,32 @@ def test_an_infinite_gradient_under_a_finite_loss_stops_before_the_weights_chang
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_a_resumed_run_replays_its_random_crops(tmp_path):
+    """With random crops on (the teacher preset crops 90 % of each side), a run stopped at
+    step 4 and resumed gives the same losses as one run straight through: the crop offsets
+    come from a generator seeded by (seed, step, rank), not from wherever the process's
+    global generator happened to be."""
+    import dataclasses
+
+    data = FakeChunks()
+
+    def cropping() -> Policy:
+        torch.manual_seed(0)
+        policy = Policy(dataclasses.replace(load_preset("tiny"), crop_scale=0.75), Features.from_sample(data[0]))
+        policy.set_stats(data.stats())
+        return policy
+
+    Trainer(FlowMatchingObjective(cropping()), data, _cfg(), tmp_path / "straight").fit()
+    with pytest.raises(_Interrupt):  # dies inside step 6, after the step-4 save
+        Trainer(FlowMatchingObjective(cropping()), _DiesAt(4 * 6 + 2), _cfg(), tmp_path / "resumed").fit()
+    torch.manual_seed(1234)  # another process's generator state
+    Trainer(FlowMatchingObjective(cropping()), data, _cfg(), tmp_path / "resumed", resume=True).fit()
+    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    assert [s for s, _ in resumed] == list(range(8))
+    for (_, a), (_, b) in zip(straight, resumed):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
 def test_an_average_switched_on_at_resume_starts_from_the_trained_weights(tmp_path):
     """Four steps without EMA, then resumed with it for one more: the average after step 4
     is decay x (the step-4 weights) + (1 - decay) x (the step-5 weights). It used to start

@@ -115,6 +115,12 @@ def ema_decay(step: int, rate: float) -> float:
     return min(rate, (1.0 + step) / (10.0 + step))
 
 
+def augment_seed(seed: int, step: int, rank: int) -> int:
+    """The global generator's seed for training step `step` on process `rank` (distinct for
+    every (seed, step, rank) up to 2**20 ranks and steps)."""
+    return ((seed * 1_048_576 + step) * 1_048_576 + rank) % (2**63)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps (held there
     after). The cosine schedule is SGDR's without restarts (Loshchilov & Hutter, 2017)."""
@@ -306,6 +312,10 @@ class Trainer:
             group["lr"] = lr_at(step, cfg)
         noise, t = step_noise(step, cfg.seed, cfg.batch_size, self.noise_spec)
         rows = slice(d.rank * share, (d.rank + 1) * share)
+        # Whatever else draws from torch's global generator in the forward (the random crop)
+        # draws from one seeded by (seed, step, rank): a resumed run replays its crops, and
+        # ranks crop their own samples differently.
+        torch.manual_seed(augment_seed(cfg.seed, step, d.rank))
         batch = _to_device(batch, self.device)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and self.device.type == "cuda")
         with autocast:
