@@ -159,7 +159,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     try:
         assert main(["train", "--dataset", str(root / "demo.zarr"), "--policy", "tiny", "--runs-dir",
-                     str(root / "runs"), "--run", "tiny", "--steps", "4", "--no-progress"]) == 0
+                     str(root / "runs"), "--run", "tiny", "--steps", "4", "--no-progress",
+                     "policy.train.ema=0.9"]) == 0  # eval picks the average: said in a line
     finally:
         torch.set_num_threads(threads)
     return {"root": root, "store": root / "demo.zarr",
@@ -175,6 +176,8 @@ def test_eval_sim_end_to_end_takes_robot_and_size_from_the_store_and_runs_every_
                  "--video", str(tmp_path / "videos"), "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
+    # the step folder's EMA average, as every closed-loop figure is judged (raw before)
+    assert f"step_000004: using its EMA weights ({trained['ckpt'] / 'ema'})" in out
     whole = json.loads(report_path.read_text())
     assert whole["robot"] == "arm" and whole["sim"] == "direct"
     # Every task of the arm, one report (and one summary row) each, in the robot's order.

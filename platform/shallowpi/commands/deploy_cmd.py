@@ -244,12 +244,15 @@ def _bundle(args: argparse.Namespace, backend: str) -> Any:
 
     if (args.policy / MANIFEST).is_file():
         return Bundle.load(args.policy)
+    from shallowpi.train.checkpoint import weights_to_use
+
+    weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
     graphs = () if backend == "torch" else ("chunk",)
     out = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
     if out.exists():
         try:
             bundle = Bundle.load(out)
-            same = bundle.checkpoint_digest == _sha(args.policy / "model.safetensors")
+            same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
             if same and all(g in bundle.graphs for g in graphs):
                 print(f"bundle {out} (verified)", flush=True)
                 return bundle
@@ -257,7 +260,7 @@ def _bundle(args: argparse.Namespace, backend: str) -> Any:
             log.warning("rebuilding %s: %s", out, exc)
     print(f"building the deploy bundle {out} ({', '.join(graphs) or 'no'} graphs)", flush=True)
     t0 = time.perf_counter()
-    bundle = build_bundle(args.policy, out, graphs=graphs, overwrite=True)
+    bundle = build_bundle(weights, out, graphs=graphs, overwrite=True)
     print(f"bundle built in {time.perf_counter() - t0:.0f} s", flush=True)
     return bundle
 

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.distiller import distill
     from shallowpi.distill.settings import DistillConfig
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.checkpoint import weights_to_use
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
@@ -92,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     runs = runs_folder(args)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
 
-    teacher = args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, make_dataset,
-                                           args.init, cfg)
+    # A step folder's EMA average when the run kept one: the teacher every figure judged.
+    teacher = weights_to_use(args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes,
+                                                          make_dataset, args.init, cfg), say=log.info)
     run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
                      resume=args.resume, resolved_config=cfg)

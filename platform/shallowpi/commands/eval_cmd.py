@@ -126,11 +126,13 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     from shallowpi.policy.fit import rate_mismatch, trained_rate
     from shallowpi.policy.policy import Features, Policy
     from shallowpi.policy.weights import CheckpointError
+    from shallowpi.train.checkpoint import weights_to_use
     from shallowpi.train.offline_eval import evaluate
 
     # Evaluated through the fast sampler: the path the robot's executor runs.
-    policy = Policy.load(args.policy, device=args.device).prepare_inference()
-    meta = Policy.read_metadata(args.policy)
+    weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
+    policy = Policy.load(weights, device=args.device).prepare_inference()
+    meta = Policy.read_metadata(weights)
     same_store = Path(meta.get("dataset", "")).resolve() == store.resolve()
     held_out = json.loads(meta["held_out"]) if same_store and "held_out" in meta else None
     trained = json.loads(meta["train"]) if same_store and "train" in meta else None
@@ -194,10 +196,12 @@ def run_sim(args: argparse.Namespace) -> int:
     from shallowpi.policy.policy import Policy
     from shallowpi.robots.sim.twin import TwinSpec
     from shallowpi.robots.sim.views import StripWriter, VideoWriter
+    from shallowpi.train.checkpoint import weights_to_use
 
     # Evaluated through the fast sampler: the path the robot's executor runs.
-    policy = Policy.load(args.policy, device=args.device).prepare_inference()
-    meta = Policy.read_metadata(args.policy)
+    weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
+    policy = Policy.load(weights, device=args.device).prepare_inference()
+    meta = Policy.read_metadata(weights)
     root_cfg = config.compose(overrides_from(argparse.Namespace(data_root=args.data_root, overrides=[])))
     store = (config.resolve_dataset(args.dataset, config.data_root(root_cfg)) if args.dataset
              else Path(meta["dataset"]) if meta.get("dataset") else None)

@@ -145,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     if result.get("checkpoint"):
         print(f"checkpoint: {result['checkpoint']}")
+        if result.get("weights") not in (None, result["checkpoint"]):
+            print(f"its EMA weights, the ones to evaluate and deploy: {result['weights']}")
     if "eval" in result:
         print(json.dumps(result["eval"], indent=2))
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,21 @@ log = logging.getLogger(__name__)
 
 
 def checkpoint_weights(checkpoint: Path) -> Path:
-    """The weights to use of a training checkpoint folder: its EMA average (`ema/`) when the
-    run kept one, else the trained weights themselves."""
-    ema = checkpoint / "ema"
-    return ema if (ema / "model.safetensors").is_file() else checkpoint
+    """The weights to use of a training checkpoint folder (checkpoints/step_N): its EMA
+    average (`ema/`) when the run kept one, the weights every closed-loop figure is judged
+    by; else the folder itself (so too for any other checkpoint or file)."""
+    ema = Path(checkpoint) / "ema"
+    return ema if (ema / "model.safetensors").is_file() else Path(checkpoint)
+
+
+def weights_to_use(checkpoint: str | Path, say: Callable[[str], None] = print) -> Path:
+    """`checkpoint_weights` of what a user passed, saying in a line when a step folder's
+    EMA average was picked (pass a checkpoint's own folder, e.g. step_N/ema, to choose)."""
+    given = Path(checkpoint).expanduser()
+    chosen = checkpoint_weights(given)
+    if chosen != given:
+        say(f"{given.name}: using its EMA weights ({chosen}), the ones the run is judged by")
+    return chosen
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -24,7 +24,7 @@ from shallowpi.policy.action_space import delta_dims
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.tokenizer import build_vocabulary, check_prompts
-from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 from shallowpi.train.errors import TrainingError
 from shallowpi.train.objective import FlowMatchingObjective
 from shallowpi.train.trainer import TrainConfig, Trainer
@@ -128,12 +128,14 @@ def finetune(
             save_resolved(resolved_config, run_dir)
         split_path.write_text(json.dumps({"train": split.train, "held_out": split.held_out}))
     last = trainer.fit()
-    result: dict[str, Any] = {"train": last, "checkpoint": str(latest_checkpoint(run_dir))}
+    saved = latest_checkpoint(run_dir)
+    weights = checkpoint_weights(saved) if saved is not None else None
+    result: dict[str, Any] = {"train": last, "checkpoint": str(saved), "weights": str(weights)}
     if trainer.dist.main:
-        # A sharded policy's forward gathers weights from every rank, and the others have
-        # left: rank 0 scores the saved checkpoint instead, whole, as `platform eval` loads it.
+        # The saved weights, as `platform eval` loads them: the EMA average when the run kept
+        # one; and a sharded policy's forward would gather from ranks that have left.
         sharded = train_cfg.fsdp and trainer.dist.grouped
-        scored = Policy.load(latest_checkpoint(run_dir), device=trainer.device) if sharded else policy
+        scored = Policy.load(weights, device=trainer.device) if sharded or weights != saved else policy
         eval_episodes, what = split.eval_episodes()
         report = evaluate(scored, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
         result["eval"] = report.to_dict()
