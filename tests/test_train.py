@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -143,6 +144,18 @@ def test_a_resumed_run_replays_its_random_crops(tmp_path):
     assert [s for s, _ in resumed] == list(range(8))
     for (_, a), (_, b) in zip(straight, resumed):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+
+
+def test_a_resume_with_other_settings_is_refused_in_one_line_and_more_steps_are_not(tmp_path):
+    data = FakeChunks()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4), tmp_path).fit()
+    for changed, shown in (({"lr": 1e-3}, "policy.train.lr=0.001 differs from the run being resumed (0.003"),
+                           ({"seed": 1}, "policy.train.seed=1 differs"), ({"batch_size": 2}, "batch_size=2 differs")):
+        with pytest.raises(TrainingError, match=re.escape(shown)) as err:
+            Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=6, **changed), tmp_path, resume=True)
+        assert len(str(err.value).splitlines()) == 1
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=6), tmp_path, resume=True).fit()
+    assert latest_checkpoint(tmp_path).name == "step_000006"
 
 
 def test_an_average_switched_on_at_resume_starts_from_the_trained_weights(tmp_path):

@@ -21,7 +21,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,9 @@ class Checkpointer:
     sharded: bool
     main: bool  # this process writes files
     metadata: dict[str, str]
+    # The settings a resumed run must share with the one it continues (Trainer.RECIPE),
+    # kept in each checkpoint's training state.
+    recipe: dict[str, Any] = field(default_factory=dict)
 
     def full_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Full model and optimiser state, optimiser entries keyed by parameter name."""
@@ -127,7 +130,8 @@ class Checkpointer:
             ema_policy.load_state_dict({k: v.cpu() for k, v in ema.items()})
             ema_policy.action_mean = self.policy.action_mean
             ema_policy.save(tmp / "ema", {**meta, "ema": str(ema_rate)})
-        save_file(tensors, str(tmp / "train_state.safetensors"), metadata={"step": str(step), "param_groups": groups})
+        save_file(tensors, str(tmp / "train_state.safetensors"),
+                  metadata={"step": str(step), "param_groups": groups, "recipe": json.dumps(self.recipe)})
         tmp.rename(final)
         marker = ckpt_root / "last.tmp"
         marker.write_text(final.name)
@@ -137,7 +141,8 @@ class Checkpointer:
     def load(self, path: Path, device: torch.device) -> tuple[int, dict[str, Tensor]]:
         """Restore model and optimiser from `path`; returns its step and the saved EMA
         tensors (name -> tensor, empty without EMA). Raises TrainingError when the
-        checkpoint's policy config differs from the run's."""
+        checkpoint's policy config, or a setting of `recipe` it recorded, differs from the
+        run's (checkpoints from before the recipe was kept are not checked)."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -146,6 +151,11 @@ class Checkpointer:
             raise TrainingError(f"{path} was trained with another policy config; resume with the same preset")
         with safe_open(str(path / "train_state.safetensors"), framework="pt") as f:
             meta = f.metadata()
+        before = json.loads(meta.get("recipe") or "{}")
+        for key, value in self.recipe.items():
+            if key in before and before[key] != value:
+                raise TrainingError(f"policy.train.{key}={value!r} differs from the run being resumed ({before[key]!r}, "
+                                    f"{path}): resume with the same settings, or start a new run (--run NAME)")
         tensors = load_file(str(path / "train_state.safetensors"))
         optim_sd = _unflatten_optimizer(tensors, meta["param_groups"])
         if self.sharded:

@@ -22,6 +22,7 @@ Run folder layout (never overwritten; a second run into the same folder needs --
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -113,6 +114,11 @@ def ema_decay(step: int, rate: float) -> float:
     13 % of the teacher's averaged weights at step 2000 with rate 0.999, which then failed
     in closed loop where the raw weights did not."""
     return min(rate, (1.0 + step) / (10.0 + step))
+
+
+# What the raw weights' trajectory depends on (the EMA does not feed back: it may be
+# switched on at a resume, and then starts from the resumed weights).
+RECIPE = ("seed", "batch_size", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip")
 
 
 def augment_seed(seed: int, step: int, rank: int) -> int:
@@ -226,6 +232,10 @@ class Trainer:
         self.checkpoints = Checkpointer(
             run_dir, self.policy, self.optimizer, sharded=cfg.fsdp and self.dist.grouped,
             main=self.dist.main, metadata=run_metadata or {},
+            # What a step's batch, noise and update depend on: a resume that changed one
+            # would not continue the run it names (the step count may grow: the cosine then
+            # decays to the new end).
+            recipe={k: list(v) if k == "betas" else v for k, v in dataclasses.asdict(cfg).items() if k in RECIPE},
         )
         if cfg.ema and cfg.fsdp and self.dist.grouped:
             # The average would hold each rank's shards, and a checkpoint only rank 0's.
