@@ -241,6 +241,17 @@ def test_eval_sim_runs_the_strategy_the_robot_would(trained, tmp_path, one_torch
     assert episode["steps"] == 30 and episode["holds"] == 2 and episode["replans"] == 14
 
 
+def test_seeds_outside_the_held_out_scenes_are_said_to_be_maybe_seen(trained, capsys, one_torch_thread):
+    """`platform record` draws its scenes below 1000 (and past the held-out range): an
+    evaluation there may score training scenes, and says so; the default seeds do not."""
+    common = ["eval", "--policy", str(trained["ckpt"]), "--sim", "--task", "cube_in_bowl", "--sim-episodes", "1",
+              "--episode-time-s", "0.1", "--no-progress"]
+    assert main([*common, "--seed", "3"]) == 0
+    assert "warning: seeds 3..3 leave the held-out scenes 1000..999999" in capsys.readouterr().out
+    assert main(common) == 0
+    assert "leave the held-out scenes" not in capsys.readouterr().out
+
+
 def test_eval_sim_scenes_shared_runs_every_task_and_judges_the_other_one(trained, tmp_path, one_torch_thread):
     report_path = tmp_path / "shared.json"
     assert main(["eval", "--policy", str(trained["ckpt"]), "--sim", "--sim-episodes", "1", "--episode-time-s", "0.2",

@@ -194,6 +194,7 @@ def run_sim(args: argparse.Namespace) -> int:
     from shallowpi.policy.action_selection import ActionSelectionConfig
     from shallowpi.policy.fit import trained_rate
     from shallowpi.policy.policy import Policy
+    from shallowpi.robots.sim.episode import EVAL_SEEDS
     from shallowpi.robots.sim.twin import TwinSpec
     from shallowpi.robots.sim.views import StripWriter, VideoWriter
     from shallowpi.train.checkpoint import weights_to_use
@@ -226,6 +227,12 @@ def run_sim(args: argparse.Namespace) -> int:
     selection.replan_every = selection.every(chunk_policy.chunk_len)
     eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed, selection=selection,
                              delay_ticks=args.delay_ticks or 0, max_seconds=args.episode_time_s)
+    last_seed = args.seed + args.sim_episodes - 1
+    if args.seed < EVAL_SEEDS.start or last_seed >= EVAL_SEEDS.stop:
+        # `platform record` draws its scenes outside this range: these may be training scenes.
+        print(f"warning: seeds {args.seed}..{last_seed} leave the held-out scenes {EVAL_SEEDS.start}.."
+              f"{EVAL_SEEDS.stop - 1}: a recording may have trained on them, so this is not an unseen-scene "
+              "success rate", flush=True)
     several = len(target.tasks) > 1
 
     def views_of(task_name: str):
