@@ -75,6 +75,29 @@ def test_act_never_exceeds_limits_or_the_velocity_bound():
             assert robot._convert[motor.joint].to_joint(ticks) == pytest.approx(value, abs=motor.model.radians_per_tick)
 
 
+def test_a_joint_found_outside_its_limits_is_held_there_then_brought_back_at_the_velocity_bound():
+    """shoulder_pan rests at 2.9 rad with torque off (limits +-2.6): connect and hold keep it
+    there (they used to clip the goal to 2.6, a 0.3 rad step at the servo's full speed), and
+    act() walks it back inside at max_velocity / fps a tick, never farther out."""
+    with emulated("arm") as (spec, chains):
+        servo = chains["follower"].servos[next(m.id for m in spec.motors if m.joint == "shoulder_pan")]
+        with DynamixelRobot(spec, UNCALIBRATED) as robot:
+            j = spec.joint_names.index("shoulder_pan")
+            outside = robot.observe().state[j]
+            servo.plant.move_to(servo.ticks_to_rad(servo.get("present_position")) + 2.9 - float(outside))
+            robot.torque_off()
+            robot.connect()
+            start = float(robot.observe().state[j])
+            assert start > robot.upper[j] + 0.2, start
+            assert float(robot.hold()[j]) == pytest.approx(start, abs=0.01)
+            previous, step = start, float(robot.max_step[j])
+            for _ in range(12):
+                sent = float(robot.act({})[j])
+                assert previous - step - 1e-6 <= sent <= previous + 1e-9  # inward, within the bound
+                previous = sent
+            assert previous == pytest.approx(robot.upper[j])
+
+
 def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
     with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
         start = robot.act({})

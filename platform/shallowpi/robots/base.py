@@ -82,8 +82,11 @@ class Robot(ABC):
 
     @abstractmethod
     def hold(self) -> np.ndarray:
-        """Set every goal to the present position (clipped to the limits) and confirm it;
-        returns float32[J] held. Raises SafeStateError if it cannot be confirmed."""
+        """Set every goal to the present position and confirm it; returns float32[J] held.
+        A hardware joint found outside its limits is held where it is (act() brings it back
+        at the velocity bound, never at the servo's full speed); a twin, whose actuators
+        take goals within the limits only, clips. Raises SafeStateError if it cannot be
+        confirmed."""
 
     @abstractmethod
     def torque_off(self) -> None:

@@ -9,7 +9,8 @@
 
 Safety lives in `act`: every goal is clipped to the joint limits and moved at most
 `max_velocity / fps` from the previous goal per call (one control tick), BEFORE any
-byte reaches a bus; joints not named in a partial action hold their last goal. The
+byte reaches a bus (a joint found outside its limits at `connect` or `hold` is held
+where it is, then brought back at that bound, never snapped back); joints not named in a partial action hold their last goal. The
 servos are checked for hardware errors once a second of ticks; a fault raises
 `ServoFaultError` naming the bus, the servo and what to check. `hold()` and
 `torque_off()` (the `Robot` contract, robots/base.py) confirm what they did: goals are
@@ -134,8 +135,10 @@ class DynamixelRobot(Robot):
                     if motor.bus == bus_name:
                         bus.set_operating_mode(motor.mode, [motor.id])
                 bus.raise_on_hardware_errors(ids)
-            self._goal = np.clip(self._read_positions(), self.lower, self.upper)
-            # Hold the clipped present pose first, so torque-on never jumps.
+            # Hold the present pose first, so torque-on never jumps: unclipped, as a joint found
+            # outside its limits clipped here would be driven back at the servo's full speed;
+            # act() brings it back at the velocity bound.
+            self._goal = self._read_positions()
             self._send(self._goal)
             for bus in self.buses.values():
                 bus.set_torque(True)
@@ -171,13 +174,14 @@ class DynamixelRobot(Robot):
         log.info("robot %s: torque off on every bus", self.name)
 
     def hold(self) -> np.ndarray:
-        """Every goal := the present position (clipped to the limits), then read back.
+        """Every goal := the present position, then read back (a joint outside its limits is
+        held there: act() brings it back at the velocity bound).
 
         Returns float32[J], the pose held. Raises SafeStateError if a bus fails or a servo's
         Goal Position does not read back as sent (e.g. it refused the write)."""
         self._need_connection()
         try:
-            goal = np.clip(self._read_positions(), self.lower, self.upper)
+            goal = self._read_positions()  # where it is, limits or not: a hold never moves a joint
             sent = self._send(goal)
             wrong = []
             for bus_name, values in sent.items():
@@ -250,14 +254,15 @@ class DynamixelRobot(Robot):
             bad = [n for n, v in zip(self.spec.joint_names, target) if not np.isfinite(v)]
             raise PlatformError(f"action for robot '{self.name}' is not finite at {', '.join(bad)}; nothing sent")
         target = np.clip(target, self.lower, self.upper)
+        # Between the last goal and a target within the limits: inside them when the last goal
+        # was, else on the way back in, never more than the velocity bound from where it was.
         goal = previous + np.clip(target - previous, -self.max_step, self.max_step)
-        goal = np.clip(goal, self.lower, self.upper)
         self._send(goal)
         self._goal = goal
         return goal.astype(np.float32)
 
     def adopt_present_pose(self) -> np.ndarray:
-        """Take the present pose (clipped to the limits) as the goal, for joints moved by
+        """Take the present pose as the goal, for joints moved by
         something other than act(): a scene reset in simulation, a hand with torque off.
         The next act() is velocity-bounded from here, not from the stale goal."""
         return self.hold()
