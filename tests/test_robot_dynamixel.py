@@ -98,6 +98,21 @@ def test_a_joint_found_outside_its_limits_is_held_there_then_brought_back_at_the
             assert previous == pytest.approx(robot.upper[j])
 
 
+def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_line():
+    """Calibrated with its zero at tick 3900, shoulder_pan's +2.6 rad is tick ~5595: the
+    XL430 in position mode refuses goals past 4095, and a sync write has no reply to say
+    so, so the joint would stop short while act() reported the goal sent."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+
+    near_the_end = RobotCalibration("c1", "arm", {"follower": {"shoulder_pan": MotorCalibration(3900, 1, 0, 4095)}})
+    with emulated("arm") as (spec, chains):
+        with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks 2205\.\.5595, "
+                                                r"past servo 1's position limits 0\.\.4095 on bus 'follower'") as err:
+            DynamixelRobot(spec, near_the_end).connect()
+        assert len(str(err.value).splitlines()) == 1
+        assert not any(s.torque for s in chains["follower"].servos.values())  # nothing was driven
+
+
 def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
     with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
         start = robot.act({})

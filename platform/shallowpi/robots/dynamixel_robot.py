@@ -38,6 +38,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
+from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import RobotCalibration
@@ -134,6 +135,7 @@ class DynamixelRobot(Robot):
                 for motor in self.spec.motors:
                     if motor.bus == bus_name:
                         bus.set_operating_mode(motor.mode, [motor.id])
+                        self._check_position_limits(bus, motor)
                 bus.raise_on_hardware_errors(ids)
             # Hold the present pose first, so torque-on never jumps: unclipped, as a joint found
             # outside its limits clipped here would be driven back at the servo's full speed;
@@ -147,6 +149,23 @@ class DynamixelRobot(Robot):
             self.disconnect()
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
+
+    def _check_position_limits(self, bus: MotorBus, motor: MotorSpec) -> None:
+        """PlatformError (one line) when the joint's limits, through its calibration, reach
+        past the servo's Min/Max Position Limit: in position mode the servo refuses such a
+        goal, and a sync write has no reply to say so, so the joint would stop short while
+        act() reported the goal as sent. (Other modes have no such limit.)"""
+        if motor.mode != OperatingMode.POSITION:
+            return
+        i = self._index[motor.joint]
+        convert = self._convert[motor.joint]
+        low, high = sorted((convert.to_ticks(self.lower[i]), convert.to_ticks(self.upper[i])))
+        allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
+        if low < allowed[0] or high > allowed[1]:
+            raise PlatformError(
+                f"robot '{self.name}': joint '{motor.joint}' limits {self.lower[i]:g}..{self.upper[i]:g} map to "
+                f"ticks {low}..{high}, past servo {motor.id}'s position limits {allowed[0]}..{allowed[1]} on bus "
+                f"'{motor.bus}': calibrate with the joint mid-travel (`platform calibrate`) or narrow its limits")
 
     def disconnect(self) -> None:
         """Torque off on every open bus (each tried even if one fails; failures logged), then close."""
