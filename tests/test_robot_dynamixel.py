@@ -113,6 +113,21 @@ def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_l
         assert not any(s.torque for s in chains["follower"].servos.values())  # nothing was driven
 
 
+def test_a_gripper_squeezes_with_at_most_its_configured_current():
+    """bimanual.yaml caps each gripper at 0.6 A: connect writes it as Goal Current (the
+    XM430's 2.69 mA units), which would otherwise stay at the full Current Limit (3.2 A)."""
+    with emulated("bimanual") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED):
+        for motor in spec.motors:
+            goal = chains[motor.bus].servos[motor.id].get("goal_current")
+            if motor.joint.endswith("gripper"):
+                assert motor.max_current_a == 0.6 and goal == round(0.6 / 0.00269) == 223
+    raw = {"name": "x", "fps": 30, "joints": [{"name": "a", "lower": 0, "upper": 1, "max_velocity": 1}],
+           "buses": {"b": {"port": "/dev/null", "baud": 1000000}},
+           "motors": {"a": {"bus": "b", "id": 1, "model": "XM430-W350", "max_current_a": 1.0}}}  # position mode
+    with pytest.raises(ConfigError, match="max_current_a, which needs mode: current_based_position"):
+        RobotSpec.from_config(raw)
+
+
 def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
     with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
         start = robot.act({})

@@ -136,6 +136,7 @@ class DynamixelRobot(Robot):
                     if motor.bus == bus_name:
                         bus.set_operating_mode(motor.mode, [motor.id])
                         self._check_position_limits(bus, motor)
+                        self._cap_current(bus, motor)
                 bus.raise_on_hardware_errors(ids)
             # Hold the present pose first, so torque-on never jumps: unclipped, as a joint found
             # outside its limits clipped here would be driven back at the servo's full speed;
@@ -166,6 +167,23 @@ class DynamixelRobot(Robot):
                 f"robot '{self.name}': joint '{motor.joint}' limits {self.lower[i]:g}..{self.upper[i]:g} map to "
                 f"ticks {low}..{high}, past servo {motor.id}'s position limits {allowed[0]}..{allowed[1]} on bus "
                 f"'{motor.bus}': calibrate with the joint mid-travel (`platform calibrate`) or narrow its limits")
+
+    def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
+        """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
+        based position mode the servo pushes with at most that (a gripper that must not
+        crush). PlatformError when it exceeds the servo's Current Limit or does not read back."""
+        if motor.max_current_a is None:
+            return
+        ticks = round(motor.max_current_a / motor.model.current_unit_a)
+        limit = bus.read_one(motor.id, "current_limit")
+        if ticks > limit:
+            raise PlatformError(
+                f"robot '{self.name}': joint '{motor.joint}' max_current_a {motor.max_current_a:g} A is above servo "
+                f"{motor.id}'s Current Limit ({limit * motor.model.current_unit_a:.2f} A); lower it in the robot config")
+        bus.write_one(motor.id, "goal_current", ticks)
+        if (back := bus.read_one(motor.id, "goal_current")) != ticks:
+            raise PlatformError(f"robot '{self.name}': servo {motor.id} ('{motor.joint}') reads Goal Current {back}, "
+                                f"sent {ticks}; check it with `platform doctor`")
 
     def disconnect(self) -> None:
         """Torque off on every open bus (each tried even if one fails; failures logged), then close."""

@@ -34,8 +34,10 @@ class JointSpec:
 
 @dataclass(frozen=True)
 class MotorSpec:
-    """The servo of one joint: bus, ID, model, `direction` (+1 or -1), operating mode, and
-    metres per shaft radian (linear joints)."""
+    """The servo of one joint: bus, ID, model, `direction` (+1 or -1), operating mode,
+    metres per shaft radian (linear joints) and, in current-based position mode, the most
+    current [A] it may use (`max_current_a`: what a gripper squeezes with; None leaves the
+    servo's Goal Current, by default its full Current Limit)."""
 
     joint: str
     bus: str
@@ -44,6 +46,7 @@ class MotorSpec:
     direction: int = 1
     mode: OperatingMode = OperatingMode.POSITION
     metres_per_rad: float = 1.0
+    max_current_a: float | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,15 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
     direction = int(raw.get("direction", 1))
     if direction not in (1, -1):
         raise ConfigError(f"{where}: motor for '{joint}' has direction {direction}; use 1 or -1")
-    return MotorSpec(joint, bus, servo_id, model, direction, mode, float(raw.get("metres_per_rad", 1.0)))
+    current = raw.get("max_current_a")
+    if current is not None:
+        if mode != OperatingMode.CURRENT_BASED_POSITION or "goal_current" not in model.table:
+            raise ConfigError(f"{where}: motor for '{joint}' has max_current_a, which needs "
+                              f"mode: current_based_position on a model with Goal Current ({model.name}, {mode.name.lower()})")
+        if not float(current) > 0:
+            raise ConfigError(f"{where}: motor for '{joint}' has max_current_a {current}; give amperes > 0")
+    return MotorSpec(joint, bus, servo_id, model, direction, mode, float(raw.get("metres_per_rad", 1.0)),
+                     None if current is None else float(current))
 
 
 def parse_ports(text: str) -> dict[str, str]:
