@@ -64,14 +64,15 @@ def test_the_status_keeps_the_newest_episodes_and_counts_the_rest(tmp_path, monk
     try:
         session.run()
         writer.close()
+        # The takes committed after the loop ended count too (on a loaded machine the writer
+        # can be several takes behind when the last one is handed over).
+        session.writer_closed()
     finally:
         rig.close()
     status = session.status
     assert len(store) == 5
     assert [e.index for e in status.episodes] == [3, 4]
     assert status.episodes_earlier == 3
-    # The three dropped were saved; the last ones may still be saving when the loop ends.
-    saved = 3 + sum(e.state == "saved" for e in status.episodes)
-    assert status.episodes_saved == saved
+    assert status.episodes_saved == 5 and {e.state for e in status.episodes} == {"saved"}
     assert "… 3 earlier" in episodes_text(status, last=2).plain
-    assert f"kept {saved}" in status_line(status)
+    assert "kept 5" in status_line(status)

@@ -483,10 +483,13 @@ class RecordingSession:
                 log.error("discarding the take in flight failed: %s", exc)
 
     def writer_closed(self) -> None:
-        """Call once the writer is closed after the run: if it failed (a last commit after
-        the loop ended), the takes it never committed are marked lost and counted."""
+        """Call once the writer is closed after the run: the takes it committed after the
+        loop ended are marked saved (the final status counts them); if it failed, those it
+        never committed are marked lost and counted."""
         if self.writer.failure is not None:
             self._mark_lost()
+        else:
+            self._mark_saved(self.writer.stats().committed_count)
 
     def _mark_saved(self, committed: int) -> None:
         """The takes the writer has committed since the last look (`committed` in all) are
