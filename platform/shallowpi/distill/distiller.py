@@ -35,7 +35,7 @@ from shallowpi.distill.student import (
     select_layers,
 )
 from shallowpi.errors import ConfigError
-from shallowpi.policy.fit import trained_rate
+from shallowpi.policy.fit import rate_mismatch, trained_rate
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
@@ -137,7 +137,7 @@ def distill(
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
-    if taught is not None and abs(taught - rate) > 1e-6:  # policy/fit.rate_mismatch's tolerance
+    if taught is not None and rate_mismatch([taught], rate, f"dataset {store.name}"):  # the shared tolerance
         raise CheckpointError(f"teacher {teacher_checkpoint} was trained on episodes recorded at {taught:g} Hz, "
                               f"dataset {store.name} at {rate:g} Hz: its chunks pace actions for another rate")
     eval_episodes, eval_what = split.eval_episodes()
