@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -97,6 +98,37 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path):
     b = Policy.load(tmp_path / "resumed" / "checkpoints" / "step_000008" / "ema")
     for (k, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5, msg=k)
+
+
+class _CtrlCWhileLoading(FakeChunks):
+    """Ctrl-C in a terminal reaches the whole process group. This dataset, read by a
+    data-loading worker, signals the trainer and the worker itself while the trainer waits
+    on the batch that worker is loading (the sleep lets it drain the prefetched ones)."""
+
+    def __init__(self, at_item: int) -> None:
+        super().__init__()
+        self.trainer_pid, self.at_item, self.calls = os.getpid(), at_item, 0
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.calls == self.at_item and os.getpid() != self.trainer_pid:
+            time.sleep(1.0)
+            os.kill(self.trainer_pid, signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().__getitem__(i)
+
+
+def test_ctrl_c_reaching_the_loading_workers_still_saves_the_step(tmp_path):
+    """A worker killed by the terminal's SIGINT would crash the run ("DataLoader worker
+    exited unexpectedly") before it could save. The workers are forked after the trainer's
+    stop handler is in place and inherit it; the trainer finishes the step it was waiting
+    on, saves it and stops. (Checked to fail with workers given Python's default handler.)"""
+    data = FakeChunks()
+    dying = _CtrlCWhileLoading(at_item=4 * 5 + 1)  # inside the batch of step 5
+    with pytest.raises(TrainingError, match=r"stopped by SIGINT after step 6; checkpoint step_000006 saved"):
+        Trainer(FlowMatchingObjective(_policy(data)), dying, _cfg(steps=100, save_every=100, workers=1),
+                tmp_path).fit()
+    assert latest_checkpoint(tmp_path).name == "step_000006"
 
 
 def test_nan_loss_stops_with_one_line(tmp_path):

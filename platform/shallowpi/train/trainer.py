@@ -279,6 +279,9 @@ class Trainer:
         stop = StopRequest(enabled=d.world == 1)
         try:
             with stop:
+                # The loader forks its workers here, inside `stop`, so they inherit its handler:
+                # the terminal's Ctrl-C reaches them too and must not kill the worker whose
+                # batch the step is waiting on (tests/test_train.py, ctrl_c).
                 for step, batch in _until_stopped(enumerate(loader, start=self.start_step), stop):
                     last = self._step(step, batch, share)
                     done = step + 1
