@@ -3,6 +3,7 @@ leader arms mapped into the follower's joint space, keyboard jogging."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.robots.calibration import (
     UNCALIBRATED,
     CalibrationError,
+    RobotCalibration,
     arm_motors,
     calibrate,
     calibration_id,
@@ -97,7 +99,11 @@ def test_calibration_refuses_a_gripper_that_never_opened():
 
 def test_leader_follower_maps_leader_pose_into_follower_joint_space():
     with emulated("arm") as (spec, chains):
-        calibration, _ = _calibrate_leader(spec, chains)
+        leader_only, _ = _calibrate_leader(spec, chains)
+        # A robot drives only calibrated followers: theirs as calibrated about the centre tick.
+        never = RobotCalibration(UNCALIBRATED, "arm")
+        follower = {m.joint: never.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)]) for m in spec.motors}
+        calibration = dataclasses.replace(leader_only, arms={**leader_only.arms, "follower": follower})
         leader_servos = chains["leader"].servos
         pose = {"shoulder_pan": 0.3, "shoulder_lift": 0.2, "elbow_flex": -0.4, "wrist_flex": 0.1,
                 "wrist_yaw": -0.2, "wrist_roll": 0.5}

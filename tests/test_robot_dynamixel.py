@@ -104,13 +104,35 @@ def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_l
     so, so the joint would stop short while act() reported the goal sent."""
     from shallowpi.hardware.dynamixel.calibration import MotorCalibration
 
-    near_the_end = RobotCalibration("c1", "arm", {"follower": {"shoulder_pan": MotorCalibration(3900, 1, 0, 4095)}})
     with emulated("arm") as (spec, chains):
+        follower = {m.joint: UNCALIBRATED.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)])
+                    for m in spec.motors}
+        near_the_end = RobotCalibration("c1", "arm", {"follower": {**follower,
+                                                                    "shoulder_pan": MotorCalibration(3900, 1, 0, 4095)}})
         with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks 2205\.\.5595, "
                                                 r"past servo 1's position limits 0\.\.4095 on bus 'follower'") as err:
             DynamixelRobot(spec, near_the_end).connect()
         assert len(str(err.value).splitlines()) == 1
         assert not any(s.torque for s in chains["follower"].servos.values())  # nothing was driven
+
+
+def test_a_calibration_missing_a_joint_is_refused_for_follower_and_leader():
+    """A calibrated robot whose file lacks a motor (an arm calibrated alone, a joint added
+    since) used to drive that joint about the default zero, the centre tick: anywhere in a
+    real joint's travel. Only a robot never calibrated gets the default."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+    from shallowpi.robots.calibration import CalibrationError
+    from shallowpi.teleop.leader import LeaderFollower
+
+    with emulated("arm") as (spec, chains):
+        only_the_pan = RobotCalibration("c1", "arm", {"follower": {"shoulder_pan": MotorCalibration(2048, 1, 0, 4095)}})
+        with pytest.raises(CalibrationError, match=r"calibration c1 of robot 'arm' has no entry for joint "
+                                                   r"'shoulder_lift' on arm 'follower'; calibrate it: "
+                                                   r"`platform calibrate --robot arm --arm follower`"):
+            DynamixelRobot(spec, only_the_pan)
+        with pytest.raises(CalibrationError, match=r"no entry for joint 'shoulder_pan' on arm 'leader'"):
+            LeaderFollower(spec, only_the_pan)
+        assert not any(s.torque for s in chains["follower"].servos.values())
 
 
 def test_a_gripper_squeezes_with_at_most_its_configured_current():

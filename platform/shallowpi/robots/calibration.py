@@ -54,9 +54,20 @@ class RobotCalibration:
     created: str = ""
 
     def for_motor(self, motor: MotorSpec, kind: str) -> MotorCalibration:
-        """`motor`'s calibration on its arm, or the uncalibrated default for a `kind` joint."""
+        """`motor`'s calibration on its arm; the default for a `kind` joint (zero at the centre
+        tick) only when the robot was never calibrated.
+
+        Raises CalibrationError when a calibrated robot's file lacks this motor (an arm never
+        calibrated, or a joint added or renamed since): the default zero could sit anywhere
+        in a real joint's travel, and the first goal would drive it there."""
         found = self.arms.get(motor.bus, {}).get(motor.joint)
-        return found or default_calibration(motor.model, motor.direction, kind)
+        if found is not None:
+            return found
+        if self.id != UNCALIBRATED:
+            raise CalibrationError(
+                f"calibration {self.id} of robot '{self.robot}' has no entry for joint '{motor.joint}' on arm "
+                f"'{motor.bus}'; calibrate it: `platform calibrate --robot {self.robot} --arm {motor.bus}`")
+        return default_calibration(motor.model, motor.direction, kind)
 
     def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
         """Ticks <-> joint units for `motor`, a `kind` (revolute, linear, gripper) joint."""
