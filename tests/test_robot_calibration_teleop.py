@@ -125,6 +125,25 @@ def test_leader_follower_maps_leader_pose_into_follower_joint_space():
         assert not any(s.torque for s in leader_servos.values())
 
 
+def test_leaders_are_read_in_their_configured_mode_at_calibration_and_teleoperation():
+    """A leader servo left in extended position mode by another tool counts whole turns that
+    position mode (arm.yaml's) drops: calibrated in one mode and read in the other, its joint
+    would be off by turns. Calibration and teleoperation both set the configured mode."""
+    from shallowpi.hardware.dynamixel.control_table import OperatingMode
+
+    with emulated("arm") as (spec, chains):
+        servos = chains["leader"].servos
+        for servo in servos.values():
+            servo.set("operating_mode", int(OperatingMode.EXTENDED_POSITION))
+        _calibrate_leader(spec, chains)
+        assert {s.get("operating_mode") for s in servos.values()} == {int(OperatingMode.POSITION)}
+        for servo in servos.values():
+            servo.set("operating_mode", int(OperatingMode.EXTENDED_POSITION))
+        with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")):
+            assert {s.get("operating_mode") for s in servos.values()} == {int(OperatingMode.POSITION)}
+            assert not any(s.torque for s in servos.values())
+
+
 def test_gripper_map_clips_to_the_opening_range():
     squeeze = GripperMap(gain=1.25, offset=-0.1)
     assert squeeze(0.0) == 0.0 and squeeze(1.0) == 1.0 and squeeze(0.5) == pytest.approx(0.525)

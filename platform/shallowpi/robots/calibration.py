@@ -154,6 +154,10 @@ def calibrate(
         bus = buses[arm]
         ids = [m.id for m in motors]
         bus.set_torque(False, ids)
+        # Read in the mode the robot and the leaders will run in (they set it at connect):
+        # the present position of a servo in another mode is counted in another frame.
+        for m in motors:
+            bus.set_operating_mode(m.mode, [m.id])
         prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
         zero = bus.read(["present_position"], ids)["present_position"]
         low, high = dict(zero), dict(zero)

@@ -64,13 +64,18 @@ class LeaderFollower:
                 self.buses[leader.bus] = DynamixelBus(leader.bus, bus.port, bus.baud, {m.id: m.model for m in leader.motors})
 
     def connect(self) -> None:
-        """Open each leader's bus, check its servos (`verify`) and switch their torque off.
+        """Open each leader's bus, check its servos (`verify`), switch their torque off and
+        set each its configured operating mode, the one `platform calibrate` reads it in
+        (a servo left in another mode by another tool counts its position in another frame:
+        extended position mode keeps whole turns that position mode drops).
         Raises BusError on a bus or servo fault."""
         for leader in self.leaders:
             bus = self.buses[leader.bus]
             bus.connect()
             bus.verify()
             bus.set_torque(False)
+            for motor in leader.motors:
+                bus.set_operating_mode(motor.mode, [motor.id])
 
     def disconnect(self) -> None:
         """Close every leader bus, leaving torque as it is (off)."""
