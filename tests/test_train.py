@@ -62,6 +62,28 @@ def test_checkpoints_are_complete_and_never_overwritten(tmp_path):
         Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path / "empty", resume=True)
 
 
+def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, monkeypatch):
+    """A power cut after the rename must not leave `last` naming a folder of empty files:
+    every file of the checkpoint and its folders are synced before `last` is replaced."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    data = FakeChunks()
+    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, ema=0.9), tmp_path).fit()
+    root = tmp_path / "checkpoints"
+    files = [p for p in (root / "step_000004").rglob("*")]
+    assert len([p for p in files if p.is_file()]) >= 3  # weights, train state, EMA weights
+    marker = synced.index(str(root / "last.tmp"))
+    before = {p.replace(".tmp_step_", "step_") for p in synced[:marker]}
+    assert {str(p) for p in files} <= before
+    assert str(root) in synced[:marker] and str(root) in synced[marker:]  # the rename, then `last`
+
+
 class _Interrupt(Exception):
     pass
 

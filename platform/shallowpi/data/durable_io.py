@@ -44,6 +44,16 @@ def fsync_path(path: str | Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file under `folder`, then every folder bottom-up: before a rename
+    publishes the folder, what it holds has reached the disk (a power cut after the rename
+    must not leave a complete-looking folder of empty files)."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            fsync_path(os.path.join(root, name))
+        fsync_path(root)
+
+
 def file_in(folder: str | os.PathLike[str], name: str) -> str:
     """`folder/name` as a plain string, for the names a store makes per episode or frame.
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from shallowpi.data.durable_io import fsync_path
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,
@@ -119,12 +120,17 @@ def calibration_id(robot: str, root: Path | None = None) -> str:
 
 
 def save_calibration(calibration: RobotCalibration, root: Path | None = None) -> Path:
-    """Write the robot's calibration file whole (a .tmp file, then a rename); returns its path."""
+    """Write the robot's calibration file whole and synced (a .tmp file, then a rename);
+    returns its path."""
     path = calibration_path(calibration.robot, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(calibration.to_json() + "\n")
+    with tmp.open("w") as out:
+        out.write(calibration.to_json() + "\n")
+        out.flush()
+        os.fsync(out.fileno())  # a power cut must not leave the rename pointing at nothing
     os.replace(tmp, path)  # never a half-written calibration
+    fsync_path(path.parent)
     return path
 
 

@@ -7,8 +7,9 @@
     checkpoints/step_000250/ema/                     the EMA weights as a Policy (with ema on)
     checkpoints/last                                 name of the newest complete checkpoint
 
-A checkpoint is written into a hidden temporary folder and renamed when complete, then
-`last` is replaced: a kill at any instant leaves the previous checkpoint as the newest.
+A checkpoint is written into a hidden temporary folder, synced to disk and renamed when
+complete, then `last` is replaced: a kill or a power cut at any instant leaves the previous
+checkpoint as the newest.
 Resume takes the newest step folder (`latest_checkpoint`): every one is complete.
 The state is always the full (unsharded) one, keyed by parameter name, so a run resumes
 under any number of processes, with or without FSDP. Only the trained policy is saved:
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from shallowpi.data.durable_io import fsync_path, fsync_tree
 from shallowpi.policy.policy import Policy
 from shallowpi.train.errors import TrainingError
 
@@ -132,10 +135,18 @@ class Checkpointer:
             ema_policy.save(tmp / "ema", {**meta, "ema": str(ema_rate)})
         save_file(tensors, str(tmp / "train_state.safetensors"),
                   metadata={"step": str(step), "param_groups": groups, "recipe": json.dumps(self.recipe)})
+        # Synced before and after the rename: a power cut cannot leave `last` naming a
+        # checkpoint whose files never reached the disk.
+        fsync_tree(tmp)
         tmp.rename(final)
+        fsync_path(ckpt_root)
         marker = ckpt_root / "last.tmp"
-        marker.write_text(final.name)
+        with marker.open("w") as out:
+            out.write(final.name)
+            out.flush()
+            os.fsync(out.fileno())
         marker.replace(ckpt_root / "last")
+        fsync_path(ckpt_root)
         return final
 
     def load(self, path: Path, device: torch.device) -> tuple[int, dict[str, Tensor]]:
