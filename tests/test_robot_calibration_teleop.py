@@ -144,6 +144,42 @@ def test_leaders_are_read_in_their_configured_mode_at_calibration_and_teleoperat
             assert not any(s.torque for s in servos.values())
 
 
+def test_a_leader_moved_past_the_end_of_its_turn_reads_on_not_from_the_far_side():
+    """In position mode a servo reads one turn (0..4095): a leader turned by hand past tick
+    0 reads ~4095, which converted is the far end of the joint's range, and the follower
+    would sweep across it. Readings are unwrapped: the joint reads on past its limit (the
+    follower clamps it there), never from the other side."""
+    with emulated("arm") as (spec, chains):
+        pan = next(m for m in spec.leaders[0].motors if m.joint == "shoulder_pan")
+        servo = chains["leader"].servos[pan.id]
+        tick = pan.model.radians_per_tick
+        with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")) as teleop:
+            readings = []
+            # from 3.0 rad below the centre tick (~ tick 92) to 3.3 (past tick 0)
+            for rad in (-3.0, -3.1, -3.2, -3.3, -3.2):
+                servo.plant.move_to(rad)
+                time.sleep(0.05)
+                readings.append(teleop.read()["shoulder_pan"])
+            assert servo.get("present_position") > 4000  # the servo itself wrapped
+        assert readings == pytest.approx([-3.0, -3.1, -3.2, -3.3, -3.2], abs=2 * tick)
+
+
+def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
+    """Calibrated with its zero near tick 0, a leader's joint range crosses the end of the
+    turn, where its reading jumps from 0 to 4095: refused in one line, as for a follower."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+    from shallowpi.robots.base import PlatformError
+
+    with emulated("arm") as (spec, _):
+        never = RobotCalibration(UNCALIBRATED, "arm")
+        leader = {m.joint: never.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)])
+                  for m in spec.leaders[0].motors}
+        near_zero = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(500, 1, 0, 4095)}})
+        with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks -1195\.\.2195, "
+                                                r"past servo 1's position limits 0\.\.4095 on bus 'leader'"):
+            LeaderFollower(spec, near_zero).connect()
+
+
 def test_gripper_map_clips_to_the_opening_range():
     squeeze = GripperMap(gain=1.25, offset=-0.1)
     assert squeeze(0.0) == 0.0 and squeeze(1.0) == 1.0 and squeeze(0.5) == pytest.approx(0.525)

@@ -116,6 +116,26 @@ def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_l
         assert not any(s.torque for s in chains["follower"].servos.values())  # nothing was driven
 
 
+def test_connect_keeps_torque_off_when_a_servo_refuses_the_present_pose_as_its_goal():
+    """A joint moved by hand past its servo's position limits: the servo refuses that goal
+    (a sync write, so no reply says so) and keeps its old one, which torque-on would drive
+    to at full servo speed. Connect reads the goals back and leaves torque off."""
+    from shallowpi.hardware.dynamixel.control_table import OperatingMode
+
+    with emulated("arm") as (spec, chains):
+        wrist = next(m for m in spec.motors if m.joint == "wrist_flex")
+        servo = chains["follower"].servos[wrist.id]
+        servo.set("operating_mode", int(OperatingMode.POSITION))
+        servo.set("goal_position", 2048)
+        servo.set("min_position_limit", 200)  # the joint limits (-2.6..2.6 rad: ticks 353..3743) still fit inside
+        servo.plant.move_to(-2.95)  # ~ tick 125, below the servo's limit
+        time.sleep(0.05)
+        with pytest.raises(PlatformError, match=rf"robot 'arm': torque stays off: goal position bus 'follower' servo "
+                                                rf"{wrist.id} reads 2048, sent 1\d\d; a joint is probably outside"):
+            DynamixelRobot(spec, UNCALIBRATED).connect()
+        assert not any(s.torque for s in chains["follower"].servos.values())
+
+
 def test_a_calibration_missing_a_joint_is_refused_for_follower_and_leader():
     """A calibrated robot whose file lacks a motor (an arm calibrated alone, a joint added
     since) used to drive that joint about the default zero, the centre tick: anywhere in a

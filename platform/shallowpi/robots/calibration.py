@@ -32,6 +32,7 @@ from shallowpi.hardware.dynamixel.calibration import (
     MotorCalibration,
     default_calibration,
 )
+from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
@@ -132,6 +133,24 @@ def save_calibration(calibration: RobotCalibration, root: Path | None = None) ->
     os.replace(tmp, path)  # never a half-written calibration
     fsync_path(path.parent)
     return path
+
+
+def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: JointConverter,
+                          lower: float, upper: float) -> None:
+    """Raise PlatformError (one line) when a position-mode motor's joint limits `lower`..
+    `upper` (joint units), through its calibration, map past the servo's Min/Max Position
+    Limit registers: a follower's goal there is refused without a word (a sync write has no
+    reply), and a leader's reading there wraps to the other end of the turn (0 <-> 4095), a
+    joint that jumps across its whole range. Motors in other modes count whole turns."""
+    if motor.mode != OperatingMode.POSITION:
+        return
+    low, high = sorted((convert.to_ticks(lower), convert.to_ticks(upper)))
+    allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
+    if low < allowed[0] or high > allowed[1]:
+        raise PlatformError(
+            f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} map to ticks {low}..{high}, past "
+            f"servo {motor.id}'s position limits {allowed[0]}..{allowed[1]} on bus '{motor.bus}': calibrate with "
+            "the joint mid-travel (`platform calibrate`) or narrow its limits")
 
 
 def arm_motors(spec: RobotSpec, arm: str) -> list[MotorSpec]:

@@ -38,10 +38,9 @@ from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
-from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
-from shallowpi.robots.calibration import RobotCalibration
+from shallowpi.robots.calibration import RobotCalibration, check_position_limits
 from shallowpi.robots.observation import Frame, Observation
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
@@ -142,7 +141,13 @@ class DynamixelRobot(Robot):
             # outside its limits clipped here would be driven back at the servo's full speed;
             # act() brings it back at the velocity bound.
             self._goal = self._read_positions()
-            self._send(self._goal)
+            # A goal the servo refused (a joint moved by hand past its servo's position
+            # limits) leaves the old one in place, and torque-on would drive there at full
+            # servo speed: confirmed before any torque goes on.
+            if wrong := self._unconfirmed(self._send(self._goal)):
+                raise PlatformError(
+                    f"robot '{self.name}': torque stays off: goal position {', '.join(wrong)}; a joint is "
+                    "probably outside its servo's position limits: move it back by hand and connect again")
             for bus in self.buses.values():
                 bus.set_torque(True)
             self._torque_off = False
@@ -156,17 +161,8 @@ class DynamixelRobot(Robot):
         past the servo's Min/Max Position Limit: in position mode the servo refuses such a
         goal, and a sync write has no reply to say so, so the joint would stop short while
         act() reported the goal as sent. (Other modes have no such limit.)"""
-        if motor.mode != OperatingMode.POSITION:
-            return
         i = self._index[motor.joint]
-        convert = self._convert[motor.joint]
-        low, high = sorted((convert.to_ticks(self.lower[i]), convert.to_ticks(self.upper[i])))
-        allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
-        if low < allowed[0] or high > allowed[1]:
-            raise PlatformError(
-                f"robot '{self.name}': joint '{motor.joint}' limits {self.lower[i]:g}..{self.upper[i]:g} map to "
-                f"ticks {low}..{high}, past servo {motor.id}'s position limits {allowed[0]}..{allowed[1]} on bus "
-                f"'{motor.bus}': calibrate with the joint mid-travel (`platform calibrate`) or narrow its limits")
+        check_position_limits(self.name, bus, motor, self._convert[motor.joint], self.lower[i], self.upper[i])
 
     def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
         """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
@@ -219,12 +215,7 @@ class DynamixelRobot(Robot):
         self._need_connection()
         try:
             goal = self._read_positions()  # where it is, limits or not: a hold never moves a joint
-            sent = self._send(goal)
-            wrong = []
-            for bus_name, values in sent.items():
-                back = self.buses[bus_name].read(["goal_position"], list(values))["goal_position"]
-                wrong += [f"bus '{bus_name}' servo {i} reads {back[i]}, sent {v}"
-                          for i, v in values.items() if back[i] != v]
+            wrong = self._unconfirmed(self._send(goal))
         except PlatformError as err:
             raise SafeStateError(f"robot '{self.name}': could not hold position: {err}") from None
         if wrong:
@@ -343,6 +334,15 @@ class DynamixelRobot(Robot):
             bus.write("goal_position", values)
             sent[bus_name] = values
         return sent
+
+    def _unconfirmed(self, sent: dict[str, dict[int, int]]) -> list[str]:
+        """Goal Position read back after `_send`: one line per servo that does not read what
+        was sent (a sync write has no reply, so a refused goal shows only here)."""
+        wrong = []
+        for bus_name, values in sent.items():
+            back = self.buses[bus_name].read(["goal_position"], list(values))["goal_position"]
+            wrong += [f"bus '{bus_name}' servo {i} reads {back[i]}, sent {v}" for i, v in values.items() if back[i] != v]
+        return wrong
 
     def _switch_torque_off(self, buses: list[MotorBus]) -> list[str]:
         """Torque off on each bus, every one tried; returns one line per bus that failed."""

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
+from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
-from shallowpi.robots.calibration import RobotCalibration
-from shallowpi.robots.spec import LeaderSpec, RobotSpec
+from shallowpi.robots.calibration import RobotCalibration, check_position_limits
+from shallowpi.robots.spec import LeaderSpec, MotorSpec, RobotSpec
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class LeaderFollower:
 
             raise ConfigError(f"robot '{spec.name}' has no leader arms named {sorted(chosen)}; add leaders: to its config")
         kinds = {j.name: j.kind for j in spec.joints}
+        self.robot = spec.name
+        self._limits = {j.name: (j.lower, j.upper) for j in spec.joints}
+        self._last_ticks: dict[str, int] = {}  # the last reading of each joint, unwrapped
         self.gripper_map = gripper_map or GripperMap()
         self._kinds = kinds
         self._convert = {m.joint: calibration.converter(m, kinds[m.joint]) for leader in self.leaders for m in leader.motors}
@@ -68,7 +72,8 @@ class LeaderFollower:
         set each its configured operating mode, the one `platform calibrate` reads it in
         (a servo left in another mode by another tool counts its position in another frame:
         extended position mode keeps whole turns that position mode drops).
-        Raises BusError on a bus or servo fault."""
+        Raises BusError on a bus or servo fault; PlatformError when a joint's limits, through
+        the leader's calibration, cross the end of its servo's turn (`check_position_limits`)."""
         for leader in self.leaders:
             bus = self.buses[leader.bus]
             bus.connect()
@@ -76,6 +81,9 @@ class LeaderFollower:
             bus.set_torque(False)
             for motor in leader.motors:
                 bus.set_operating_mode(motor.mode, [motor.id])
+                low, high = self._limits[motor.joint]
+                check_position_limits(self.robot, bus, motor, self._convert[motor.joint], low, high)
+        self._last_ticks = {}
 
     def disconnect(self) -> None:
         """Close every leader bus, leaving torque as it is (off)."""
@@ -97,6 +105,20 @@ class LeaderFollower:
         for leader in self.leaders:
             ticks = self.buses[leader.bus].read(["present_position"], [m.id for m in leader.motors])["present_position"]
             for m in leader.motors:
-                value = self._convert[m.joint].to_joint(ticks[m.id])
+                value = self._convert[m.joint].to_joint(self._unwrapped(m, ticks[m.id]))
                 action[m.joint] = self.gripper_map(value) if self._kinds[m.joint] == "gripper" else value
         return action
+
+    def _unwrapped(self, motor: MotorSpec, ticks: int) -> int:
+        """In position mode a servo reads one turn (0..4095): a leader moved by hand past the
+        turn's end reads from the other end, which converted is a joint on the far side of its
+        range, and the follower would sweep there. No hand turns a servo half a turn between
+        two reads, so the step from the last reading is taken as the shorter way round."""
+        if motor.mode != OperatingMode.POSITION:
+            return ticks  # the other modes count whole turns themselves
+        last = self._last_ticks.get(motor.joint)
+        if last is not None:
+            turn = motor.model.ticks_per_turn
+            ticks = last + (ticks - last + turn // 2) % turn - turn // 2
+        self._last_ticks[motor.joint] = ticks
+        return ticks

@@ -181,7 +181,12 @@ class EmulatedServo:
     def _refresh(self, now: float) -> None:
         state = self.plant.read(now)
         rad_s_per_unit = self.model.velocity_unit_rpm * 2 * math.pi / 60
-        self.set("present_position", self.rad_to_ticks(state.position))
+        ticks = self.rad_to_ticks(state.position)
+        if self.model.series == "X" and self.get("operating_mode") == OperatingMode.POSITION:
+            # The conservative reading of the X-series' single-turn mode: one turn (0..4095),
+            # so a shaft moved past its end (by hand, torque off) reads from the other end.
+            ticks %= self.model.ticks_per_turn
+        self.set("present_position", ticks)
         self.set("present_velocity", round(state.velocity / rad_s_per_unit))
         self.set("present_current", round(state.current / self.model.current_unit_a))
         self.set("realtime_tick", int(now * 1000) % 32768)
