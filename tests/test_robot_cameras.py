@@ -92,7 +92,7 @@ def test_recording_without_cameras_is_explicit():
 def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_cameras(tmp_path):
     """`platform record` on `platform emulate`-style ptys through the robot.buses.NAME.port
     overrides: no RealSense here, so it fails in one line and creates nothing, until
-    --no-cameras says to record joint states only."""
+    --no-cameras says to record joint states only (and not faster than the robot's rate)."""
     with emulated("arm") as (spec, _):
         ports = [f"robot.buses.{name}.port={bus.port}" for name, bus in spec.buses.items()]
 
@@ -108,6 +108,13 @@ def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_
         assert refused.returncode != 0
         assert refused.stderr.strip().splitlines()[-1].startswith("error: camera 'front', 'wrist' of the robot config")
         assert "Traceback" not in refused.stderr
+        assert not (tmp_path / "cams.zarr").exists()
+        # Robot.act bounds a joint's step per call at max_velocity / robot.fps: a loop at twice
+        # the robot's rate would double every speed limit.
+        faster = record("--no-cameras", "--fps", "60")
+        assert faster.returncode != 0 and faster.stderr.strip().splitlines()[-1] == (
+            "error: --fps 60 is faster than robot 'arm' runs (30 Hz), which would raise its joints' speed limits "
+            "by 2x; set robot.fps=60 to record faster")
         assert not (tmp_path / "cams.zarr").exists()
         done = record("--no-cameras")
         assert done.returncode == 0, done.stderr[-2000:]

@@ -156,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
                 # The twin steps one period of its own rate per tick; change both together.
                 raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
                                     f"use robot.fps={fps:g} instead of --fps")
+            if fps > rig.clock.hz:
+                # Robot.act moves a joint at most max_velocity / robot.fps a call: a faster loop
+                # would multiply every joint's speed limit (the executor refuses the same).
+                raise PlatformError(f"--fps {fps:g} is faster than robot '{cfg.robot.name}' runs "
+                                    f"({rig.clock.hz:g} Hz), which would raise its joints' speed limits by "
+                                    f"{fps / rig.clock.hz:.2g}x; set robot.fps={fps:g} to record faster")
             rig.clock = type(rig.clock)(fps)
         settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
                                  numeric_chunk_rows=cfg.store.numeric_chunk_rows)
