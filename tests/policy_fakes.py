@@ -70,6 +70,9 @@ class FakeChunks(Dataset):
         names = tuple(f"joint_{i}" for i in range(self.states[0].shape[1]))
         return names, names
 
+    def calibration_ids(self) -> list[str]:
+        return ["uncalibrated"]
+
     def fps(self) -> float:
         return 30.0
 

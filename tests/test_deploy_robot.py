@@ -83,7 +83,9 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
     with the camera's frames, how each ended, the robot's calibration id and no success
     flag (nothing judges it on the robot)."""
     arm = robot_spec("arm")
-    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
+    # trained on episodes of this (un)calibrated arm: the calibration check passes
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",),
+                           meta={"calibrations": json.dumps(["uncalibrated"])})
     with emulated("arm") as (spec, chains), _FrontCamera() as camera:
         args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave hello", "--episodes", "2",
                                            "--episode-time-s", "1", "--reset-time-s", "0.3",
@@ -125,7 +127,9 @@ def test_a_camera_hiccup_holds_the_robot_and_the_episode_goes_on(tmp_path, capsy
     from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
 
     arm = robot_spec("arm")
-    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
+    # trained under another calibration, run on the word of --allow-calibration-change
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",),
+                           meta={"calibrations": json.dumps(["arm-earlier"])})
     report = tmp_path / "run.json"
     states: list[ExecutorState] = []
     with emulated("arm") as (spec, _), _FrontCamera() as camera:
@@ -142,13 +146,16 @@ def test_a_camera_hiccup_holds_the_robot_and_the_episode_goes_on(tmp_path, capsy
 
         args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "1",
                                            "--episode-time-s", "4", "--reset-time-s", "0.3",
-                                           "--allow-uncalibrated", "--json", str(report)))
+                                           "--allow-uncalibrated", "--allow-calibration-change",
+                                           "--json", str(report)))
         pauser = threading.Thread(target=pause_the_camera_mid_episode, daemon=True)
         pauser.start()
         code = args.run(args, camera_devices=lambda: [camera.device.device])
         pauser.join(5)
     out = capsys.readouterr().out
     assert code == 0, out
+    assert ("warning: the policy learned from episodes recorded under calibration arm-earlier but robot 'arm' is "
+            "calibrated as uncalibrated (--allow-calibration-change)") in out
     assert ExecutorState.RUNNING in states, states
     data = json.loads(report.read_text())
     episode = data["per_episode"][0]
@@ -222,6 +229,9 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
     side = tiny_checkpoint(tmp_path / "side", state=7, cameras=("side",))
     swapped = [arm.joint_names[1], arm.joint_names[0], *arm.joint_names[2:]]  # same sizes, two servos swapped
     permuted = tiny_checkpoint(tmp_path / "permuted", state=7, cameras=("front",), meta={"joint_names": json.dumps(swapped)})
+    # trained on episodes recorded under another calibration than the robot's (none here)
+    recalibrated = tiny_checkpoint(tmp_path / "recalibrated", state=7, cameras=("front",),
+                                   meta={"calibrations": json.dumps(["arm-20261201T090000Z-a1b2c3"])})
     cases = [(seven, ["--allow-uncalibrated"], "pass the instruction to give the policy: --task"),
              (five, ["--task", "wave"], "state/action sizes 5/5 but robot 'arm' has 7 joints"),
              (side, ["--task", "wave"], "reads camera(s) ['side'] that robot 'arm' lacks"),
@@ -229,7 +239,12 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
              (seven, ["--task", "wave"], "robot 'arm' has no calibration file"),
              (at15, ["--task", "wave", "--allow-uncalibrated"], "recorded at 15 Hz but robot 'arm' runs at 30 Hz"),
              (said15, ["--task", "wave", "--allow-uncalibrated"],
-              "recorded at 15 Hz but robot 'arm' runs at 30 Hz; pass robot.fps=15 to match")]
+              "recorded at 15 Hz but robot 'arm' runs at 30 Hz; pass robot.fps=15 to match"),
+             (recalibrated, ["--task", "wave", "--allow-uncalibrated"],
+              "the policy learned from episodes recorded under calibration arm-20261201T090000Z-a1b2c3 but robot "
+              "'arm' is calibrated as uncalibrated: joint positions would be off by however far the zeros moved; "
+              "record under this calibration and retrain, or pass --allow-calibration-change if the zeros did not "
+              "move")]
     for ckpt, extra, message in cases:
         args = parse_command(_deploy_words(ckpt, arm, tmp_path, *extra))
         with pytest.raises(ConfigError, match=re.escape(message)):

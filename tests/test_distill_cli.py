@@ -59,6 +59,11 @@ def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher(distille
     assert json.loads(Policy.read_metadata(distilled["teacher"])["joint_names"]) == names
     # ... and the rate its chunks are paced at (eval --sim and deploy check it without the store).
     assert json.loads(meta["fps"]) == json.loads(Policy.read_metadata(distilled["teacher"])["fps"]) == 30.0
+    # ... and the calibration its joint positions were recorded under (deploy checks the robot's).
+    with EpisodeStore.open(distilled["store"]) as store:
+        calibrations = sorted({e.calibration_id for e in store.episodes})
+    assert calibrations and json.loads(meta["calibrations"]) == calibrations
+    assert json.loads(Policy.read_metadata(distilled["teacher"])["calibrations"]) == calibrations
     rows = [json.loads(x) for x in (distilled["student"] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     assert all({"task", "output", "attention"} <= set(r) for r in rows)

@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default record.reset_time_s)")
     parser.add_argument("--allow-uncalibrated", action="store_true",
                         help="robot: run without a calibration file (raw servo angles; emulated servos)")
+    parser.add_argument("--allow-calibration-change", action="store_true",
+                        help="robot: run a policy trained under another calibration than the robot's "
+                             "(only when the recalibration did not move the joints' zeros)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"],
                         help="override the profile's backend")
     parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
@@ -107,8 +110,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.realtime and not args.sim:
         raise ConfigError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
-    if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated):
-        raise ConfigError("--reset-time-s and --allow-uncalibrated are for the robot: the twin resets itself")
+    if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change):
+        raise ConfigError("--reset-time-s, --allow-uncalibrated and --allow-calibration-change are for the robot: "
+                          "the twin resets itself")
     if args.delay_ms and not args.sim:  # a slower policy on a real arm is an experiment nobody should run by accident
         raise ConfigError("--delay-ms is the delay experiment, for --sim only: never on the robot")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,

@@ -26,7 +26,14 @@ from typing import Any
 
 from shallowpi.cli import overrides_from
 from shallowpi.errors import ConfigError
-from shallowpi.policy.fit import missing_cameras, rate_mismatch, size_mismatch, trained_rate
+from shallowpi.policy.fit import (
+    calibration_mismatch,
+    missing_cameras,
+    rate_mismatch,
+    size_mismatch,
+    trained_calibrations,
+    trained_rate,
+)
 
 # Called every 0.1 s while the robot holds before an episode, with the hold's length and the
 # seconds left; True: stop waiting (a stop or e-stop came).
@@ -248,6 +255,13 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
                 "(or pass --allow-uncalibrated, e.g. on emulated servos)")
         print(f"warning: robot '{spec.name}' is not calibrated (--allow-uncalibrated): joint positions are "
               "raw servo angles about the centre tick", flush=True)
+    trained_under = trained_calibrations(bundle.checkpoint_metadata)
+    if trained_under is not None and (problem := calibration_mismatch(trained_under, calibration.id, f"robot '{spec.name}'")):
+        if not args.allow_calibration_change:
+            raise ConfigError(f"{problem}: joint positions would be off by however far the zeros moved; record "
+                              "under this calibration and retrain, or pass --allow-calibration-change if the zeros "
+                              "did not move")
+        print(f"warning: {problem} (--allow-calibration-change)", flush=True)
     _check_against_training(bundle, spec, args.task)
     cameras = realsense_cameras(spec, devices=camera_devices or connected_devices, roles=bundle.cameras)
     # A camera quiet for a few of the watchdog's hold limits has stopped: end the run then,

@@ -55,6 +55,7 @@ class ChunkDataset(Dataset):
         self.features = store.features
         self.windows = ChunkWindows(store.episode_ends, chunk_len, episodes, action_offset=store.action_offset)
         self.tasks = [e.task for e in store.episodes]
+        self.calibrations = [e.calibration_id for e in store.episodes]
         self.rate_hz = float(store.episodes[int(self.windows.episodes[0])].fps) if len(self.windows.episodes) else 0.0
         self._state = store.read(STATE_KEY, 0, store.num_frames).astype(np.float32)
         self._action = store.read(ACTION_KEY, 0, store.num_frames).astype(np.float32)
@@ -98,6 +99,11 @@ class ChunkDataset(Dataset):
         """The robot spec's kind of each action joint (revolute, linear, gripper), as the
         recorder stored it; empty for a store that does not say (older, or imported)."""
         return self.features[ACTION_KEY].kinds
+
+    def calibration_ids(self) -> list[str]:
+        """The distinct calibration ids the chosen episodes were recorded under, sorted: the
+        joint frame the policy learns, which `deploy` checks against the robot's."""
+        return sorted({self.calibrations[int(e)] for e in self.windows.episodes})
 
     def fps(self) -> float:
         """The frame rate [Hz] the episodes were recorded at (a store keeps one): a chunk's

@@ -184,6 +184,7 @@ def distill(
         "selection": dcfg.select,
         "joint_names": json.dumps(list(train_set.joint_names()[1])),
         "fps": json.dumps(rate),
+        "calibrations": json.dumps(train_set.calibration_ids()),
     }
     torch.manual_seed(train_cfg.seed)
     trainer = Trainer(objective, train_set, train_cfg, run_dir, resume=resume, run_metadata=metadata)

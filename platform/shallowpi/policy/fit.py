@@ -1,9 +1,10 @@
 """Whether a trained policy can drive a robot: its state/action sizes against the robot's
 joints, the cameras it reads against the robot's camera roles, the rate its demonstrations
-were recorded at against the robot's control rate.
+were recorded at against the robot's control rate and, on a robot, the calibration they were
+recorded under against the robot's.
 
 `platform eval --sim` (a twin) and `platform deploy` (a twin, or the robot itself) ask the
-same three questions before anything moves; each answer is one line naming the mismatch,
+same questions before anything moves; each answer is one line naming the mismatch,
 and the caller adds the remedy that fits its command and raises its own error. Plain
 values in, no torch: the robot side (Python 3.10, no training dependencies) imports this.
 """
@@ -43,6 +44,24 @@ def rate_mismatch(recorded_hz: Iterable[float], robot_hz: float, robot: str) -> 
         return None
     shown = ", ".join(f"{r:g}" for r in rates)
     return f"the policy was trained on episodes recorded at {shown} Hz but {robot} runs at {robot_hz:g} Hz"
+
+
+def trained_calibrations(metadata: Mapping[str, str]) -> list[str] | None:
+    """The calibration ids of the episodes a checkpoint learned from: its metadata's
+    "calibrations", written by training and distillation. None for checkpoints from before."""
+    recorded = metadata.get("calibrations")
+    return list(json.loads(recorded)) if recorded else None
+
+
+def calibration_mismatch(trained: Sequence[str], robot_calibration: str, robot: str) -> str | None:
+    """Why a policy that learned joint positions under the calibrations `trained` should not
+    drive `robot` calibrated as `robot_calibration`, or None when that is one of them. A new
+    calibration moves each joint's zero by however far the arm sat from the old zero pose:
+    every position the policy reads and sends would be off by that much."""
+    if robot_calibration in trained:
+        return None
+    return (f"the policy learned from episodes recorded under calibration {', '.join(trained)} but {robot} is "
+            f"calibrated as {robot_calibration}")
 
 
 def trained_rate(metadata: Mapping[str, str]) -> float | None:

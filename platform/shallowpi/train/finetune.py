@@ -119,7 +119,9 @@ def finetune(
                       # eval --sim and deploy refuse a robot that lists the joints otherwise or runs
                       # at another rate, with or without the store on that machine.
                       "joint_names": json.dumps(list(train_set.joint_names()[1])),
-                      "fps": json.dumps(train_set.fps())},
+                      "fps": json.dumps(train_set.fps()),
+                      # and the calibrations its joint positions were measured under
+                      "calibrations": json.dumps(train_set.calibration_ids())},
     )
     if trainer.dist.main:
         if resolved_config is not None:
