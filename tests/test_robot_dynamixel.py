@@ -116,6 +116,39 @@ def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_l
         assert not any(s.torque for s in chains["follower"].servos.values())  # nothing was driven
 
 
+def test_a_joint_held_back_never_sees_its_goal_run_away():
+    """The arm pressed against the table while the commands go on down: the goal used to
+    run on a step a tick, the servo pushing ever harder and jumping there at full servo
+    speed once freed. The goal leads the measured position by at most LEAD_TICKS steps."""
+    from shallowpi.hardware.dynamixel.plant import TrackingPlant
+
+    class Table(TrackingPlant):
+        """shoulder_pan's shaft cannot go below -0.5 rad."""
+
+        def read(self, now):
+            state = super().read(now)
+            if state.position < -0.5:
+                self.move_to(-0.5)
+                return type(state)(-0.5, 0.0, state.current)
+            return state
+
+    def plants(bus, servo_id, model):
+        return Table() if (bus, servo_id) == ("follower", 1) else TrackingPlant()
+
+    with emulated("arm", plants) as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        pan = spec.joint_names.index("shoulder_pan")
+        for _ in range(40):  # 40 ticks at 0.1 rad a tick: -4 rad, were the goal free
+            robot.observe()
+            sent = robot.act({"shoulder_pan": -2.6})
+            time.sleep(0.005)
+        lead = DynamixelRobot.LEAD_TICKS * spec.joints[pan].max_velocity / spec.fps
+        assert sent[pan] == pytest.approx(-0.5 - lead, abs=0.01)
+        tick = spec.motors[pan].model.radians_per_tick
+        on_the_bus = (chains["follower"].servos[1].get("goal_position") - 2048) * tick
+        assert on_the_bus == pytest.approx(-0.5 - lead, abs=0.01)
+        assert sent[pan] > -1.1  # not -2.6
+
+
 def test_connect_keeps_torque_off_when_a_servo_refuses_the_present_pose_as_its_goal():
     """A joint moved by hand past its servo's position limits: the servo refuses that goal
     (a sync write, so no reply says so) and keeps its old one, which torque-on would drive

@@ -7,9 +7,9 @@
         robot.hold()                         # goals := present position, read back
         robot.torque_off()                   # every bus tried; act() refuses until connect()
 
-Safety lives in `act`: every goal is clipped to the joint limits and moved at most
-`max_velocity / fps` from the previous goal per call (one control tick), BEFORE any
-byte reaches a bus (a joint found outside its limits at `connect` or `hold` is held
+Safety lives in `act`: every goal is clipped to the joint limits, moved at most
+`max_velocity / fps` from the previous goal per call (one control tick) and kept within
+`LEAD_TICKS` such steps of the position `observe` measured, BEFORE any byte reaches a bus (a joint found outside its limits at `connect` or `hold` is held
 where it is, then brought back at that bound, never snapped back); joints not named in a partial action hold their last goal. The
 servos are checked for hardware errors once a second of ticks; a fault raises
 `ServoFaultError` naming the bus, the servo and what to check. `hold()` and
@@ -67,6 +67,8 @@ class DynamixelRobot(Robot):
     """The `Robot` of any config: Dynamixel followers on the config's buses, cameras as hooks
     (see the module docstring). Raises PlatformError when the config has no motors."""
 
+    LEAD_TICKS = 5  # a goal leads the measured position by at most this many ticks of max_velocity
+
     def __init__(
         self,
         spec: RobotSpec,
@@ -97,6 +99,11 @@ class DynamixelRobot(Robot):
         self.lower = np.array([j.lower for j in spec.joints], dtype=np.float64)
         self.upper = np.array([j.upper for j in spec.joints], dtype=np.float64)
         self.max_step = np.array([j.max_velocity for j in spec.joints], dtype=np.float64) / spec.fps
+        # How far a goal may lead the joint's measured position: a joint held back (by the
+        # table, by a hand) must not see its goal run on, the servo pushing ever harder and
+        # jumping there at full servo speed when freed (lerobot's `max_relative_target`).
+        self.max_lead = self.LEAD_TICKS * self.max_step
+        self._present: np.ndarray | None = None  # the positions the last observe() read
         self._index = {name: i for i, name in enumerate(spec.joint_names)}
         self._goal: np.ndarray | None = None
         self._torque_off = False  # set by torque_off(); act() refuses until connect()
@@ -141,6 +148,7 @@ class DynamixelRobot(Robot):
             # outside its limits clipped here would be driven back at the servo's full speed;
             # act() brings it back at the velocity bound.
             self._goal = self._read_positions()
+            self._present = self._goal.copy()
             # A goal the servo refused (a joint moved by hand past its servo's position
             # limits) leaves the old one in place, and torque-on would drive there at full
             # servo speed: confirmed before any torque goes on.
@@ -223,7 +231,7 @@ class DynamixelRobot(Robot):
                 f"robot '{self.name}': hold not confirmed, goal position {', '.join(wrong)}; "
                 "check those servos (`platform doctor`)"
             )
-        self._goal = goal
+        self._goal, self._present = goal, goal.copy()
         return goal.astype(np.float32)
 
     # -- the control loop --------------------------------------------------------------
@@ -242,7 +250,8 @@ class DynamixelRobot(Robot):
         if self._ticks % self._fault_check_every == 0:
             self.check_faults()
         now = time.monotonic()
-        state = self._read_positions().astype(np.float32)
+        self._present = self._read_positions()
+        state = self._present.astype(np.float32)
         frames: dict[str, Frame] = {}
         for role, camera in self.cameras.items():
             got = camera.latest()
@@ -263,7 +272,10 @@ class DynamixelRobot(Robot):
         return dict(zip(self.spec.joint_names, self._read_positions().tolist()))
 
     def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
-        """Clamp to limits and the per-tick velocity bound, send, return what was sent."""
+        """Clamp to the joint limits, the per-tick velocity bound and the lead over the
+        positions the last `observe()` measured (`LEAD_TICKS` ticks of max velocity); send;
+        return what was sent, float32[J]. Raises RobotError when not connected or after
+        torque_off(); PlatformError for an unknown joint, a wrong size or a non-finite value."""
         previous = self._need_connection()
         if self._torque_off:
             raise RobotError(f"robot '{self.name}': torque is off (e-stop or fault); connect() again to drive it")
@@ -285,6 +297,9 @@ class DynamixelRobot(Robot):
         # Between the last goal and a target within the limits: inside them when the last goal
         # was, else on the way back in, never more than the velocity bound from where it was.
         goal = previous + np.clip(target - previous, -self.max_step, self.max_step)
+        if self._present is not None:
+            # Never far ahead of where the joint was measured this tick (only ever toward it).
+            goal = np.clip(goal, self._present - self.max_lead, self._present + self.max_lead)
         self._send(goal)
         self._goal = goal
         return goal.astype(np.float32)
