@@ -145,7 +145,9 @@ class Executor:
     # -- control from other threads (signal handlers, telemetry commands)
 
     def stop(self) -> None:
-        """End at the next tick, holding the robot's pose (torque stays on: `estop` cuts it)."""
+        """End at the next tick, holding the robot's pose with torque on (`estop` cuts it
+        there and then); `platform deploy` turns torque off when it disconnects after the run,
+        so a humanoid's arms go limp then: support them."""
         self._stop.set()
 
     def estop(self) -> None:
