@@ -149,6 +149,27 @@ def test_a_joint_held_back_never_sees_its_goal_run_away():
         assert sent[pan] > -1.1  # not -2.6
 
 
+def test_a_multi_turn_gripper_counting_from_another_turn_keeps_torque_off():
+    """bimanual.yaml's grippers run in current-based position mode, which counts whole
+    turns from power-up: one turn off, the half-open gripper reads far below closed, and
+    act() would drive it a whole turn into its end stop. Connect refuses in one line."""
+    import math
+
+    with emulated("bimanual") as (spec, chains):
+        servo = chains["follower_left"].servos[7]
+        servo.plant.move_to(0.3 - 2 * math.pi)  # half open (uncalibrated span: a quarter turn), a turn down
+        time.sleep(0.05)
+        with pytest.raises(PlatformError, match=r"robot 'bimanual': joint 'left_gripper' reads -3\.81 \(tick -1852\), "
+                                                r"over half a turn outside its limits 0\.\.1 \(ticks 2048\.\.3072\)"):
+            DynamixelRobot(spec, UNCALIBRATED).connect()
+        assert not any(s.torque for c in chains.values() for s in c.servos.values())
+        servo.plant.move_to(0.3)  # the same pose, counted in the right turn
+        time.sleep(0.05)
+        with DynamixelRobot(spec, UNCALIBRATED) as robot:
+            assert robot.observe().state[spec.joint_names.index("left_gripper")] == pytest.approx(0.3 / (math.pi / 2),
+                                                                                                 abs=0.01)
+
+
 def test_connect_keeps_torque_off_when_a_servo_refuses_the_present_pose_as_its_goal():
     """A joint moved by hand past its servo's position limits: the servo refuses that goal
     (a sync write, so no reply says so) and keeps its old one, which torque-on would drive

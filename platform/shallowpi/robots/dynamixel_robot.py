@@ -38,6 +38,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
+from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import RobotCalibration, check_position_limits
@@ -103,7 +104,7 @@ class DynamixelRobot(Robot):
         # table, by a hand) must not see its goal run on, the servo pushing ever harder and
         # jumping there at full servo speed when freed (lerobot's `max_relative_target`).
         self.max_lead = self.LEAD_TICKS * self.max_step
-        self._present: np.ndarray | None = None  # the positions the last observe() read
+        self._present: np.ndarray | None = None  # the positions observe() read since the last act()
         self._index = {name: i for i, name in enumerate(spec.joint_names)}
         self._goal: np.ndarray | None = None
         self._torque_off = False  # set by torque_off(); act() refuses until connect()
@@ -149,6 +150,7 @@ class DynamixelRobot(Robot):
             # act() brings it back at the velocity bound.
             self._goal = self._read_positions()
             self._present = self._goal.copy()
+            self._check_turn_count(self._goal)
             # A goal the servo refused (a joint moved by hand past its servo's position
             # limits) leaves the old one in place, and torque-on would drive there at full
             # servo speed: confirmed before any torque goes on.
@@ -171,6 +173,25 @@ class DynamixelRobot(Robot):
         act() reported the goal as sent. (Other modes have no such limit.)"""
         i = self._index[motor.joint]
         check_position_limits(self.name, bus, motor, self._convert[motor.joint], self.lower[i], self.upper[i])
+
+    def _check_turn_count(self, present: np.ndarray) -> None:
+        """PlatformError (one line) when a multi-turn motor (extended or current-based
+        position mode) reads more than half a turn outside its joint's limits: such a servo
+        counts turns from wherever it powered up, and a count one turn off would have act()
+        drive the joint a whole turn, a gripper into its end stop. (Single-turn motors read
+        within one turn, which `_check_position_limits` relates to their limits.)"""
+        for motor in self.spec.motors:
+            if motor.mode == OperatingMode.POSITION:
+                continue
+            i, convert = self._index[motor.joint], self._convert[motor.joint]
+            low, high = sorted((convert.to_ticks(self.lower[i]), convert.to_ticks(self.upper[i])))
+            ticks, half = convert.to_ticks(present[i]), motor.model.ticks_per_turn // 2
+            if not low - half <= ticks <= high + half:
+                raise PlatformError(
+                    f"robot '{self.name}': joint '{motor.joint}' reads {present[i]:.3g} (tick {ticks}), over half a "
+                    f"turn outside its limits {self.lower[i]:g}..{self.upper[i]:g} (ticks {low}..{high}): servo "
+                    f"{motor.id} on bus '{motor.bus}' counts from another turn; power it up with the joint within "
+                    "its travel, or calibrate again (`platform calibrate`)")
 
     def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
         """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
@@ -273,7 +294,8 @@ class DynamixelRobot(Robot):
 
     def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
         """Clamp to the joint limits, the per-tick velocity bound and the lead over the
-        positions the last `observe()` measured (`LEAD_TICKS` ticks of max velocity); send;
+        positions `observe()` measured since the last act() (`LEAD_TICKS` ticks of max
+        velocity; a control loop observes every tick); send;
         return what was sent, float32[J]. Raises RobotError when not connected or after
         torque_off(); PlatformError for an unknown joint, a wrong size or a non-finite value."""
         previous = self._need_connection()
@@ -298,8 +320,10 @@ class DynamixelRobot(Robot):
         # was, else on the way back in, never more than the velocity bound from where it was.
         goal = previous + np.clip(target - previous, -self.max_step, self.max_step)
         if self._present is not None:
-            # Never far ahead of where the joint was measured this tick (only ever toward it).
+            # Never far ahead of where the joint was measured this tick (only ever toward it);
+            # a measurement bounds one act(): without a new observe() there is none to go by.
             goal = np.clip(goal, self._present - self.max_lead, self._present + self.max_lead)
+            self._present = None
         self._send(goal)
         self._goal = goal
         return goal.astype(np.float32)
