@@ -89,6 +89,25 @@ def test_scripted_calibration_records_offsets_ranges_and_gripper_direction(tmp_p
             load_calibration("arm", tmp_path)
 
 
+def test_recalibrating_only_a_leader_keeps_the_id_that_episodes_and_policies_carry():
+    """The id names the followers' joint frame: policies record it and `deploy` refuses a
+    robot calibrated otherwise. Redoing only the leader arm moves no follower zero, so the
+    id stays; a follower whose entries change gets a new one."""
+    with emulated("arm") as (spec, chains):
+        never = RobotCalibration(UNCALIBRATED, "arm")
+        follower = {m.joint: never.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)]) for m in spec.motors}
+        before = RobotCalibration("arm-earlier", "arm", {"follower": follower})
+        redone = {}
+        for arm in ("leader", "follower"):
+            motors = {m.id: m.model for m in arm_motors(spec, arm)}
+            with DynamixelBus(arm, spec.buses[arm].port, 1_000_000, motors) as bus:
+                redone[arm] = calibrate(spec, {arm: bus}, ScriptedOperator(chains[arm]), [arm], before)
+    assert redone["leader"].id == "arm-earlier" and set(redone["leader"].arms) == {"follower", "leader"}
+    assert redone["leader"].arms["follower"] == follower
+    # the follower's zero pose is ZERO, off the centre ticks it had: a new frame, a new id
+    assert redone["follower"].id != "arm-earlier" and redone["follower"].id.startswith("arm-")
+
+
 def test_calibration_refuses_a_gripper_that_never_opened():
     with emulated("arm") as (spec, _):
         motors = {m.id: m.model for m in arm_motors(spec, "follower")}
@@ -176,7 +195,9 @@ def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
                   for m in spec.leaders[0].motors}
         near_zero = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(500, 1, 0, 4095)}})
         with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks -1195\.\.2195, "
-                                                r"past servo 1's position limits 0\.\.4095 on bus 'leader'"):
+                                                r"past servo 1's reading range \(one turn\) 0\.\.4095 on bus "
+                                                r"'leader': calibrate with the joint mid-travel \(`platform calibrate "
+                                                r"--robot arm --arm leader`\)$"):
             LeaderFollower(spec, near_zero).connect()
 
 

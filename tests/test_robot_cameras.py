@@ -113,7 +113,7 @@ def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_
         # the robot's rate would double every speed limit.
         faster = record("--no-cameras", "--fps", "60")
         assert faster.returncode != 0 and faster.stderr.strip().splitlines()[-1] == (
-            "error: --fps 60 is faster than robot 'arm' runs (30 Hz), which would raise its joints' speed limits "
+            "error: --fps/record.fps 60 is faster than robot 'arm' runs (30 Hz), which would raise its joints' speed limits "
             "by 2x; set robot.fps=60 to record faster")
         assert not (tmp_path / "cams.zarr").exists()
         done = record("--no-cameras")

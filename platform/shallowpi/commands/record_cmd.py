@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     Returns 1 when the recording stopped on a fault (the episodes committed so far are kept),
     else 0. Raises PlatformError for a missing --dataset or --task, a store that exists
-    without --resume (or is missing with it), --no-cameras with --sim, or --fps in
+    without --resume (or is missing with it), --no-cameras with --sim, a rate above the
+    robot's (it would raise the joints' speed limits, before anything connects), or --fps in
     simulation; the disk-budget checks raise before a store is created.
     """
     from shallowpi.data.store import EpisodeStore, StoreSettings
@@ -140,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
     # The telemetry socket first: a second recorder of this robot fails here, before it
     # connects to anything or creates a store. The status always goes out on it, so
     # `platform monitor --robot R` can attach.
+    fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)
+    if fps > robot_hz:
+        # Robot.act moves a joint at most max_velocity / robot.fps a call: a faster loop would
+        # multiply every joint's speed limit (the executor refuses the same). Before anything
+        # connects.
+        raise PlatformError(f"--fps/record.fps {fps:g} is faster than robot '{cfg.robot.name}' runs ({robot_hz:g} Hz), "
+                            f"which would raise its joints' speed limits by {fps / robot_hz:.2g}x; set "
+                            f"robot.fps={fps:g} to record faster")
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
     try:
         rig = build_rig(cfg, args.sim, args.task, seed=args.seed or 0, size=size, realtime=args.realtime)
@@ -150,18 +159,11 @@ def run(args: argparse.Namespace) -> int:
     closers: list[Any] = [publisher.close]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
-        fps = float(args.fps or rec.fps or rig.clock.hz)
         if fps != rig.clock.hz:
             if rig.clock.simulated:
                 # The twin steps one period of its own rate per tick; change both together.
                 raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
                                     f"use robot.fps={fps:g} instead of --fps")
-            if fps > rig.clock.hz:
-                # Robot.act moves a joint at most max_velocity / robot.fps a call: a faster loop
-                # would multiply every joint's speed limit (the executor refuses the same).
-                raise PlatformError(f"--fps {fps:g} is faster than robot '{cfg.robot.name}' runs "
-                                    f"({rig.clock.hz:g} Hz), which would raise its joints' speed limits by "
-                                    f"{fps / rig.clock.hz:.2g}x; set robot.fps={fps:g} to record faster")
             rig.clock = type(rig.clock)(fps)
         settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
                                  numeric_chunk_rows=cfg.store.numeric_chunk_rows)

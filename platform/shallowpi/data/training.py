@@ -102,8 +102,9 @@ class ChunkDataset(Dataset):
 
     def calibration_ids(self) -> list[str]:
         """The distinct calibration ids the chosen episodes were recorded under, sorted: the
-        joint frame the policy learns, which `deploy` checks against the robot's."""
-        return sorted({self.calibrations[int(e)] for e in self.windows.episodes})
+        joint frame the policy learns, which `deploy` checks against the robot's. Episodes
+        that do not say (imported, or from older stores: "") add none."""
+        return sorted({self.calibrations[int(e)] for e in self.windows.episodes} - {""})
 
     def fps(self) -> float:
         """The frame rate [Hz] the episodes were recorded at (a store keeps one): a chunk's

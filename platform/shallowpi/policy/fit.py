@@ -48,9 +48,10 @@ def rate_mismatch(recorded_hz: Iterable[float], robot_hz: float, robot: str) -> 
 
 def trained_calibrations(metadata: Mapping[str, str]) -> list[str] | None:
     """The calibration ids of the episodes a checkpoint learned from: its metadata's
-    "calibrations", written by training and distillation. None for checkpoints from before."""
-    recorded = metadata.get("calibrations")
-    return list(json.loads(recorded)) if recorded else None
+    "calibrations", written by training and distillation. None when it does not say
+    (checkpoints from before, or episodes that carried no id)."""
+    recorded = json.loads(metadata.get("calibrations") or "[]")
+    return list(recorded) or None
 
 
 def calibration_mismatch(trained: Sequence[str], robot_calibration: str, robot: str) -> str | None:

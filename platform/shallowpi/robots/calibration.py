@@ -136,21 +136,27 @@ def save_calibration(calibration: RobotCalibration, root: Path | None = None) ->
 
 
 def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: JointConverter,
-                          lower: float, upper: float) -> None:
+                          lower: float, upper: float, leader: bool = False) -> None:
     """Raise PlatformError (one line) when a position-mode motor's joint limits `lower`..
-    `upper` (joint units), through its calibration, map past the servo's Min/Max Position
-    Limit registers: a follower's goal there is refused without a word (a sync write has no
-    reply), and a leader's reading there wraps to the other end of the turn (0 <-> 4095), a
-    joint that jumps across its whole range. Motors in other modes count whole turns."""
+    `upper` (joint units), through its calibration, map past what the servo allows: for a
+    follower, its Min/Max Position Limit registers (a goal past them is refused without a
+    word: a sync write has no reply); for a `leader`, read by hand, the one turn its reading
+    spans (past it the reading wraps, 0 <-> 4095: a joint that jumps across its range).
+    Motors in other modes count whole turns."""
     if motor.mode != OperatingMode.POSITION:
         return
     low, high = sorted((convert.to_ticks(lower), convert.to_ticks(upper)))
-    allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
+    if leader:
+        allowed, what = (0, motor.model.ticks_per_turn - 1), "reading range (one turn)"
+    else:
+        allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
+        what = "position limits"
     if low < allowed[0] or high > allowed[1]:
+        remedy = f"`platform calibrate --robot {robot} --arm {motor.bus}`"
         raise PlatformError(
             f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} map to ticks {low}..{high}, past "
-            f"servo {motor.id}'s position limits {allowed[0]}..{allowed[1]} on bus '{motor.bus}': calibrate with "
-            "the joint mid-travel (`platform calibrate`) or narrow its limits")
+            f"servo {motor.id}'s {what} {allowed[0]}..{allowed[1]} on bus '{motor.bus}': calibrate with the joint "
+            f"mid-travel ({remedy})" + ("" if leader else " or narrow its limits"))
 
 
 def arm_motors(spec: RobotSpec, arm: str) -> list[MotorSpec]:
@@ -165,9 +171,11 @@ def calibrate(
     arms: Iterable[str] | None = None,
     previous: RobotCalibration | None = None,
 ) -> RobotCalibration:
-    """Run the two-step procedure on each arm; returns a new calibration with a new id.
+    """Run the two-step procedure on each arm; returns the new calibration.
 
-    Arms not calibrated this time keep their entries from `previous`.
+    Arms not calibrated this time keep their entries from `previous`. Its id is new when a
+    follower arm's entries changed, else `previous`'s: the id names the followers' joint
+    frame, the one recorded episodes and trained policies are in (`deploy` compares it).
     """
     kinds = {j.name: j.kind for j in spec.joints}
     chosen = list(arms) if arms is not None else list(buses)
@@ -207,6 +215,12 @@ def calibrate(
             low[servo_id], high[servo_id] = min(low[servo_id], tick), max(high[servo_id], tick)
         result[arm] = {m.joint: _motor_calibration(m, kinds.get(m.joint, "revolute"), zero[m.id], low[m.id], high[m.id]) for m in motors}
     created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    followers = spec.follower_buses()
+    if previous is not None and previous.id != UNCALIBRATED and previous.robot == spec.name and \
+            all(result.get(a) == previous.arms.get(a) for a in followers):
+        # The id names the followers' joint frame, which episodes and policies are in:
+        # recalibrating only a leader leaves it, and them, valid.
+        return RobotCalibration(previous.id, spec.name, result, created)
     body = json.dumps({a: {j: c.to_dict() for j, c in js.items()} for a, js in result.items()}, sort_keys=True)
     new_id = f"{spec.name}-{created}-{hashlib.sha256(body.encode()).hexdigest()[:6]}"
     return RobotCalibration(new_id, spec.name, result, created)

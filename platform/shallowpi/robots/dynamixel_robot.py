@@ -9,7 +9,8 @@
 
 Safety lives in `act`: every goal is clipped to the joint limits, moved at most
 `max_velocity / fps` from the previous goal per call (one control tick) and kept within
-`LEAD_TICKS` such steps of the position `observe` measured, BEFORE any byte reaches a bus (a joint found outside its limits at `connect` or `hold` is held
+`LEAD_TICKS` such steps of the position `observe` measured (that bound only ever pulls a
+goal toward where the joint is), BEFORE any byte reaches a bus (a joint found outside its limits at `connect` or `hold` is held
 where it is, then brought back at that bound, never snapped back); joints not named in a partial action hold their last goal. The
 servos are checked for hardware errors once a second of ticks; a fault raises
 `ServoFaultError` naming the bus, the servo and what to check. `hold()` and
@@ -177,9 +178,11 @@ class DynamixelRobot(Robot):
     def _check_turn_count(self, present: np.ndarray) -> None:
         """PlatformError (one line) when a multi-turn motor (extended or current-based
         position mode) reads more than half a turn outside its joint's limits: such a servo
-        counts turns from wherever it powered up, and a count one turn off would have act()
-        drive the joint a whole turn, a gripper into its end stop. (Single-turn motors read
-        within one turn, which `_check_position_limits` relates to their limits.)"""
+        restarts its turn count at power-up, so a travel calibrated across the end of a turn
+        (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn,
+        a gripper into its end stop. (Single-turn motors read within one turn, which
+        `_check_position_limits` relates to their limits. A joint whose limits span more
+        than half a turn, a lift on a screw, is not covered: a turn off can read in range.)"""
         for motor in self.spec.motors:
             if motor.mode == OperatingMode.POSITION:
                 continue
@@ -190,8 +193,9 @@ class DynamixelRobot(Robot):
                 raise PlatformError(
                     f"robot '{self.name}': joint '{motor.joint}' reads {present[i]:.3g} (tick {ticks}), over half a "
                     f"turn outside its limits {self.lower[i]:g}..{self.upper[i]:g} (ticks {low}..{high}): servo "
-                    f"{motor.id} on bus '{motor.bus}' counts from another turn; power it up with the joint within "
-                    "its travel, or calibrate again (`platform calibrate`)")
+                    f"{motor.id} on bus '{motor.bus}' counts from another turn than at calibration (its count "
+                    "restarts at power-up): re-seat its horn so the travel lies within one turn (ticks "
+                    f"0..{motor.model.ticks_per_turn - 1}) and calibrate it again (`platform calibrate --robot {self.name} --arm {motor.bus}`)")
 
     def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
         """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
@@ -323,6 +327,8 @@ class DynamixelRobot(Robot):
             # Never far ahead of where the joint was measured this tick (only ever toward it);
             # a measurement bounds one act(): without a new observe() there is none to go by.
             goal = np.clip(goal, self._present - self.max_lead, self._present + self.max_lead)
+            # ... but never out past a limit to follow a joint forced there.
+            goal = np.clip(goal, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
             self._present = None
         self._send(goal)
         self._goal = goal

@@ -74,15 +74,19 @@ class LeaderFollower:
         extended position mode keeps whole turns that position mode drops).
         Raises BusError on a bus or servo fault; PlatformError when a joint's limits, through
         the leader's calibration, cross the end of its servo's turn (`check_position_limits`)."""
-        for leader in self.leaders:
-            bus = self.buses[leader.bus]
-            bus.connect()
-            bus.verify()
-            bus.set_torque(False)
-            for motor in leader.motors:
-                bus.set_operating_mode(motor.mode, [motor.id])
-                low, high = self._limits[motor.joint]
-                check_position_limits(self.robot, bus, motor, self._convert[motor.joint], low, high)
+        try:
+            for leader in self.leaders:
+                bus = self.buses[leader.bus]
+                bus.connect()
+                bus.verify()
+                bus.set_torque(False)
+                for motor in leader.motors:
+                    bus.set_operating_mode(motor.mode, [motor.id])
+                    low, high = self._limits[motor.joint]
+                    check_position_limits(self.robot, bus, motor, self._convert[motor.joint], low, high, leader=True)
+        except BaseException:
+            self.disconnect()  # no port left open behind a refusal
+            raise
         self._last_ticks = {}
 
     def disconnect(self) -> None:

@@ -165,6 +165,10 @@ class FiniteWindows(Dataset):
         """The wrapped dataset's frame rate [Hz]."""
         return self.dataset.fps()
 
+    def calibration_ids(self) -> list[str]:
+        """The wrapped dataset's calibration ids."""
+        return self.dataset.calibration_ids()
+
     def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes' finite rows;
         with `delta_dims`, the action's over the kept windows' chunks, offset from their

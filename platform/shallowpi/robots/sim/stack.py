@@ -23,7 +23,9 @@ Goals and states cross the bus as whole servo ticks, as on the robot. So for the
 and actions, `--sim direct` and `--sim stack` agree up to that quantisation: with goals on
 the servo grid both twins run the same physics and render the same pixels, and the states
 differ by at most half a tick (tests/test_sim_stack.py); goals off the grid are rounded to
-the nearest tick, which can move the physics by as much.
+the nearest tick, which can move the physics by as much. One bound is the driver's alone:
+`DynamixelRobot.act` keeps a goal within `LEAD_TICKS` steps of the measured position, so
+a joint lagging further (held back in contact) is driven more gently here than direct.
 """
 
 from __future__ import annotations
