@@ -10,9 +10,10 @@
 Safety lives in `act`: every goal is clipped to the joint limits, moved at most
 `max_velocity / fps` from the previous goal per call (one control tick) and kept within
 `LEAD_TICKS` such steps of the position `observe` measured (that bound only ever pulls a
-goal toward where the joint is), BEFORE any byte reaches a bus (a joint found outside its limits at `connect` or `hold` is held
-where it is, then brought back at that bound, never snapped back); joints not named in a partial action hold their last goal. The
-servos are checked for hardware errors once a second of ticks; a fault raises
+goal toward where the joint is), BEFORE any byte reaches a bus. A joint found outside its
+limits at `connect` or `hold` is held where it is, then brought back at that bound, never
+snapped back; joints not named in a partial action hold their last goal. The servos are
+checked for hardware errors once a second of ticks; a fault raises
 `ServoFaultError` naming the bus, the servo and what to check. `hold()` and
 `torque_off()` (the `Robot` contract, robots/base.py) confirm what they did: goals are
 read back after a hold, and each torque-off write is acknowledged by its servo.
@@ -195,7 +196,8 @@ class DynamixelRobot(Robot):
                     f"turn outside its limits {self.lower[i]:g}..{self.upper[i]:g} (ticks {low}..{high}): servo "
                     f"{motor.id} on bus '{motor.bus}' counts from another turn than at calibration (its count "
                     "restarts at power-up): re-seat its horn so the travel lies within one turn (ticks "
-                    f"0..{motor.model.ticks_per_turn - 1}) and calibrate it again (`platform calibrate --robot {self.name} --arm {motor.bus}`)")
+                    f"0..{motor.model.ticks_per_turn - 1}) and calibrate it again "
+                    f"(`platform calibrate --robot {self.name} --arm {motor.bus}`)")
 
     def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
         """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
