@@ -149,11 +149,12 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
             "loss_weights": facts["loss_weights"]}
 
 
-def evaluate_row(checkpoint: Path, folder: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
+def evaluate_row(checkpoint: Path, robot: str, folder: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
     """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable blocks."""
     folder.mkdir(parents=True, exist_ok=True)
     per_task: dict[str, dict[str, Any]] = {}
-    extra = ("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()
+    # The robot named: a given teacher (robots/arm/teacher) names no store to find it by.
+    extra = ("--robot", robot, *(("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()))
     for first in range(0, args.eval_episodes, args.block):
         n = min(args.block, args.eval_episodes - first)
         block = folder / f"seeds_{1000 + first}-{1000 + first + n - 1}.json"
@@ -262,7 +263,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
             trained[row.name] = stages.run(f"train_{row.name}", lambda row=row: train_student(
                 row, store, Path(teacher["checkpoint"]), folder / "runs" / row.name, args, log))
     evals = {row.name: stages.run(f"eval_{row.name}", lambda row=row: evaluate_row(
-        Path(trained[row.name]["checkpoint"]), folder / "eval" / row.name, args, log)) for row in rows}
+        Path(trained[row.name]["checkpoint"]), robot, folder / "eval" / row.name, args, log)) for row in rows}
     # The teacher is always timed: every speed-up is against it, measured in the same process.
     checkpoints = {"teacher": Path(teacher["checkpoint"])} | {r.name: Path(trained[r.name]["checkpoint"]) for r in rows}
     costs = stages.run("latency_" + "_".join(sorted(checkpoints)),
