@@ -132,6 +132,15 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p.name != "eval_cut6.json" and "latency" not in p.name)
     assert (blocks / "seeds_1001-1001.json").is_file() and (stages / "eval_cut6.json").is_file()
     assert "eval_cut6 ..." in again.stdout and "train_" not in again.stdout
+    # More seeds: only the new block of each row is evaluated, nothing trains.
+    more = subprocess.run([*cmd[: cmd.index("--eval-episodes")], "--eval-episodes", "3",
+                           *cmd[cmd.index("--eval-episodes") + 2:]], env=env, capture_output=True, text=True, timeout=900)
+    assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
+    assert "eval_teacher ..." in more.stdout and "eval_cut6 ..." in more.stdout and "train_" not in more.stdout
+    assert (blocks / "seeds_1002-1002.json").is_file()
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p.parent == blocks)
+    rows = {r["row"]: r for r in json.loads((out / "reproduce.json").read_text())["results"][0]["rows"]}
+    assert all(t["episodes"] == 3 for r in rows.values() for t in r["tasks"].values())
 
     # A teacher trained elsewhere (--teacher arm=CKPT): nothing trains it; students are cut from it.
     # Like robots/arm/teacher, it names no store: its evaluation must name the robot itself.

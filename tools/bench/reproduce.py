@@ -20,6 +20,7 @@ Rows (`--rows`, default every row of the robot: arm all, the others teacher/shal
 Resumable: every stage writes its result as JSON under --out when it finishes, and a rerun
 of the same command skips it; an interrupted training continues from its last checkpoint
 (`--resume`), an interrupted evaluation from its last finished block of `--block` seeds.
+An evaluation asked for more seeds than it holds evaluates only the new blocks.
 Delete a stage's JSON to redo it. The minutes a stage took add up over interrupted attempts.
 Stages are named by row, not by recipe: a rerun may add rows, robots or seeds, but one that
 changes the recipe (steps, episodes, noise, size, --set, the given teacher) is refused;
@@ -89,10 +90,15 @@ class Stages:
         self.folder, self.label = folder, label
         folder.mkdir(parents=True, exist_ok=True)
 
-    def run(self, name: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def run(self, name: str, work: Callable[[], dict[str, Any]],
+            enough: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """The stage's stored result, or `work()`'s when there is none or `enough` says the
+        stored one falls short (an evaluation asked for more seeds: its blocks are kept)."""
         done = self.folder / f"{name}.json"
         if done.is_file():
-            return json.loads(done.read_text())
+            result = json.loads(done.read_text())
+            if enough is None or enough(result):
+                return result
         ledger = self.folder / f"{name}.seconds"  # wall time of every attempt, kept across interruptions
         print(f"[{time.strftime('%H:%M:%S')}] {self.label}: {name} ...", flush=True)
         start = time.perf_counter()
@@ -262,8 +268,12 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             trained[row.name] = stages.run(f"train_{row.name}", lambda row=row: train_student(
                 row, store, Path(teacher["checkpoint"]), folder / "runs" / row.name, args, log))
+    def enough_seeds(result: dict[str, Any]) -> bool:
+        return all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values())
+
     evals = {row.name: stages.run(f"eval_{row.name}", lambda row=row: evaluate_row(
-        Path(trained[row.name]["checkpoint"]), robot, folder / "eval" / row.name, args, log)) for row in rows}
+        Path(trained[row.name]["checkpoint"]), robot, folder / "eval" / row.name, args, log), enough_seeds)
+        for row in rows}
     # The teacher is always timed: every speed-up is against it, measured in the same process.
     checkpoints = {"teacher": Path(teacher["checkpoint"])} | {r.name: Path(trained[r.name]["checkpoint"]) for r in rows}
     costs = stages.run("latency_" + "_".join(sorted(checkpoints)),
