@@ -138,9 +138,6 @@ def run(args: argparse.Namespace) -> int:
 
     rec = cfg.record
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
-    # The telemetry socket first: a second recorder of this robot fails here, before it
-    # connects to anything or creates a store. The status always goes out on it, so
-    # `platform monitor --robot R` can attach.
     fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)
     if fps > robot_hz:
         # Robot.act moves a joint at most max_velocity / robot.fps a call: a faster loop would
@@ -149,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError(f"--fps/record.fps {fps:g} is faster than robot '{cfg.robot.name}' runs ({robot_hz:g} Hz), "
                             f"which would raise its joints' speed limits by {fps / robot_hz:.2g}x; set "
                             f"robot.fps={fps:g} to record faster")
+    # The telemetry socket first: a second recorder of this robot fails here, before it
+    # connects to anything or creates a store. The status always goes out on it, so
+    # `platform monitor --robot R` can attach.
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
     try:
         rig = build_rig(cfg, args.sim, args.task, seed=args.seed or 0, size=size, realtime=args.realtime)
