@@ -13,6 +13,15 @@ def robot_spec(name: str) -> RobotSpec:
     return RobotSpec.from_config(config.compose([f"robot={name}"]).robot)
 
 
+def centred(spec: RobotSpec, motors) -> dict:
+    """One arm's calibration entries, as calibrated about each servo's centre tick (the
+    uncalibrated default): {joint: MotorCalibration} for `motors`."""
+    from shallowpi.robots.calibration import UNCALIBRATED, RobotCalibration
+
+    never, kinds = RobotCalibration(UNCALIBRATED, spec.name), dict(zip(spec.joint_names, spec.joint_kinds))
+    return {m.joint: never.for_motor(m, kinds[m.joint]) for m in motors}
+
+
 @contextmanager
 def emulated(name: str, plant_factory=None):
     """(spec pointed at the emulator's ptys, {bus: chain}); chains stop on exit."""

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from dxl_fixtures import emulated, robot_spec
+from dxl_fixtures import centred, emulated, robot_spec
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.robots.calibration import (
     UNCALIBRATED,
@@ -94,8 +94,7 @@ def test_recalibrating_only_a_leader_keeps_the_id_that_episodes_and_policies_car
     robot calibrated otherwise. Redoing only the leader arm moves no follower zero, so the
     id stays; a follower whose entries change gets a new one."""
     with emulated("arm") as (spec, chains):
-        never = RobotCalibration(UNCALIBRATED, "arm")
-        follower = {m.joint: never.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)]) for m in spec.motors}
+        follower = centred(spec, spec.motors)
         before = RobotCalibration("arm-earlier", "arm", {"follower": follower})
         redone = {}
         for arm in ("leader", "follower"):
@@ -120,8 +119,7 @@ def test_leader_follower_maps_leader_pose_into_follower_joint_space():
     with emulated("arm") as (spec, chains):
         leader_only, _ = _calibrate_leader(spec, chains)
         # A robot drives only calibrated followers: theirs as calibrated about the centre tick.
-        never = RobotCalibration(UNCALIBRATED, "arm")
-        follower = {m.joint: never.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)]) for m in spec.motors}
+        follower = centred(spec, spec.motors)
         calibration = dataclasses.replace(leader_only, arms={**leader_only.arms, "follower": follower})
         leader_servos = chains["leader"].servos
         pose = {"shoulder_pan": 0.3, "shoulder_lift": 0.2, "elbow_flex": -0.4, "wrist_flex": 0.1,
@@ -190,9 +188,7 @@ def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
     from shallowpi.robots.base import PlatformError
 
     with emulated("arm") as (spec, _):
-        never = RobotCalibration(UNCALIBRATED, "arm")
-        leader = {m.joint: never.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)])
-                  for m in spec.leaders[0].motors}
+        leader = centred(spec, spec.leaders[0].motors)
         near_zero = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(500, 1, 0, 4095)}})
         with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks -1195\.\.2195, "
                                                 r"past servo 1's reading range \(one turn\) 0\.\.4095 on bus "

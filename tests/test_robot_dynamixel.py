@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from dxl_fixtures import emulated, robot_spec
+from dxl_fixtures import centred, emulated, robot_spec
 from shallowpi.data.features import robot_features
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.camera import CameraTimeout, Frame
@@ -105,8 +105,7 @@ def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_l
     from shallowpi.hardware.dynamixel.calibration import MotorCalibration
 
     with emulated("arm") as (spec, chains):
-        follower = {m.joint: UNCALIBRATED.for_motor(m, spec.joint_kinds[spec.joint_names.index(m.joint)])
-                    for m in spec.motors}
+        follower = centred(spec, spec.motors)
         near_the_end = RobotCalibration("c1", "arm", {"follower": {**follower,
                                                                     "shoulder_pan": MotorCalibration(3900, 1, 0, 4095)}})
         with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks 2205\.\.5595, "
