@@ -8,7 +8,7 @@ import subprocess
 from omegaconf import OmegaConf
 
 from conftest import platform_cmd, subprocess_env
-from dxl_fixtures import emulated, robot_spec
+from dxl_fixtures import centred, emulated, robot_spec
 from shallowpi import config
 from shallowpi.commands.doctor_checks import servo_report
 from shallowpi.robots.spec import RobotSpec
@@ -54,6 +54,25 @@ def test_doctor_says_when_the_servos_are_not_this_robots():
     with emulated("arm") as (spec, _):
         lines = servo_report([spec.buses["leader"].port], BAUD, robot_spec("bimanual"))
     assert lines[-1].startswith("    not a bus of robot 'bimanual'") and "--robot NAME" in lines[-1]
+
+
+def test_doctor_says_which_motors_the_calibration_lacks(tmp_path):
+    """Connect refuses a calibrated robot whose file lacks a motor it drives; doctor says so
+    before anyone tries, naming the arm to calibrate."""
+    from shallowpi.commands.doctor_checks import calibration_report
+    from shallowpi.robots.calibration import RobotCalibration, save_calibration
+
+    arm = robot_spec("arm")
+    assert calibration_report(arm, tmp_path) == [
+        f"missing: robot 'arm' has no calibration ({tmp_path}/arm/calibration.json); run "
+        "`platform calibrate --robot arm` before recording or deploying on it"]
+    save_calibration(RobotCalibration("arm-c1", "arm", {"follower": centred(arm, arm.motors)}), tmp_path)
+    assert calibration_report(arm, tmp_path) == [
+        "missing: calibration arm-c1 has no entry for shoulder_pan, shoulder_lift, elbow_flex, wrist_flex, wrist_yaw, "
+        "wrist_roll, gripper on arm 'leader'; run `platform calibrate --robot arm --arm leader`"]
+    both = {"follower": centred(arm, arm.motors), "leader": centred(arm, arm.leaders[0].motors)}
+    save_calibration(RobotCalibration("arm-c2", "arm", both), tmp_path)
+    assert calibration_report(arm, tmp_path) == ["ok: calibration arm-c2 covers all 14 motors of robot 'arm'"]
 
 
 def test_emulate_help_names_the_port_override_that_record_takes():

@@ -149,6 +149,35 @@ def _best_buses(found: dict[int, ServoInfo], spec: RobotSpec) -> list[str]:
     return [name for name, score in scores.items() if score == best] if best > 0 else []
 
 
+def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
+    """Whether the robot's calibration file covers every motor it drives, followers and
+    leaders (`RobotCalibration.for_motor` refuses a calibrated robot's missing motor at
+    connect); `root` is the robots folder (default `robots_dir()`)."""
+    from shallowpi.robots.calibration import (
+        UNCALIBRATED,
+        CalibrationError,
+        calibration_path,
+        load_calibration,
+    )
+
+    try:
+        calibration = load_calibration(spec.name, root)
+    except CalibrationError as err:
+        return [f"error: {err}"]
+    if calibration.id == UNCALIBRATED:
+        return [f"missing: robot '{spec.name}' has no calibration ({calibration_path(spec.name, root)}); "
+                f"run `platform calibrate --robot {spec.name}` before recording or deploying on it"]
+    motors = [*spec.motors, *(m for leader in spec.leaders for m in leader.motors)]
+    lacking = [m for m in motors if m.joint not in calibration.arms.get(m.bus, {})]
+    if not lacking:
+        return [f"ok: calibration {calibration.id} covers all {len(motors)} motors of robot '{spec.name}'"]
+    by_arm: dict[str, list[str]] = {}
+    for m in lacking:
+        by_arm.setdefault(m.bus, []).append(m.joint)
+    return [f"missing: calibration {calibration.id} has no entry for {', '.join(joints)} on arm '{arm}'; run "
+            f"`platform calibrate --robot {spec.name} --arm {arm}`" for arm, joints in by_arm.items()]
+
+
 def camera_report() -> list[str]:
     """One line per connected RealSense (name, serial, firmware), or why none is listed."""
     try:

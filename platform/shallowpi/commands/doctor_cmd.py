@@ -4,7 +4,8 @@ Scans every serial port it finds (or the ones given; without --port also the rob
 config's bus ports) at the usual baud rates for Dynamixel servos and lists IDs, models,
 firmware and hardware-error bits, then compares them with the robot's config (--robot,
 default: configs/config.yaml's): which bus they are, the configured IDs that did not
-answer, wrong models, unexpected IDs, another baud rate. Lists RealSense cameras with
+answer, wrong models, unexpected IDs, another baud rate. Says whether the robot's
+calibration file covers every motor it drives (leaders too). Lists RealSense cameras with
 their serial numbers (robot.cameras.ROLE.serial); names the torch device; on a Jetson,
 its model and power mode. Missing things are reported, not errors: doctor always answers.
 
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the servo, camera, torch and Jetson reports. Always returns 0.
+    """Print the servo, calibration, camera, torch and Jetson reports. Always returns 0.
 
     A robot config that fails to load is reported; the servos are then listed without the
     comparison.
@@ -49,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         spec, problem = None, [f"error: robot config: {err} (servos not compared with a config)"]
     sections = [
         ("servo buses", problem + checks.servo_report(args.port, tuple(args.baud or SCAN_BAUDS), spec)),
+        *([("calibration", checks.calibration_report(spec))] if spec is not None else []),
         ("cameras", checks.camera_report()),
         ("torch", checks.torch_report()),
         ("jetson", checks.jetson_report()),
