@@ -15,6 +15,7 @@ import torch
 
 from dist_checks import leave_group
 from policy_fakes import FakeChunks
+from shallowpi.data.durable_io import PARTIAL_SUFFIX
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import latest_checkpoint
 from shallowpi.train.finetune import finetune
@@ -78,7 +79,7 @@ def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, monkeypatc
     root = tmp_path / "checkpoints"
     files = [p for p in (root / "step_000004").rglob("*")]
     assert len([p for p in files if p.is_file()]) >= 3  # weights, train state, EMA weights
-    marker = synced.index(str(root / "last.tmp"))
+    marker = synced.index(str(root / "last") + PARTIAL_SUFFIX)
     before = {p.replace(".tmp_step_", "step_") for p in synced[:marker]}
     assert {str(p) for p in files} <= before
     assert str(root) in synced[:marker] and str(root) in synced[marker:]  # the rename, then `last`

@@ -132,7 +132,7 @@ def compare_with_config(port: str, baud: int | None, found: dict[int, ServoInfo]
 
 def _expected(spec: RobotSpec, bus: str) -> dict[int, tuple[str, str]]:
     """{servo id: (model name, joint)} configured on `bus`, followers and leaders."""
-    motors = [*spec.motors, *(m for leader in spec.leaders for m in leader.motors)]
+    motors = spec.all_motors()
     return {m.id: (m.model.name, m.joint) for m in sorted(motors, key=lambda m: m.id) if m.bus == bus}
 
 

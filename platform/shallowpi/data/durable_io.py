@@ -65,12 +65,18 @@ def file_in(folder: str | os.PathLike[str], name: str) -> str:
 
 
 def write_json(path: str | Path, value: Any, durable: bool, replaced: Callable[[], None] | None = None) -> None:
-    """Replace `path` with `value` as JSON in one rename (synced first if `durable`, and its
-    folder after). `replaced` runs right after the rename, before the folder's sync: where
-    the rename is a commit point, what it committed is known even if that sync then fails."""
+    """Replace `path` with `value` as JSON in one rename (`replace_text`)."""
+    replace_text(path, json.dumps(value), durable, replaced)
+
+
+def replace_text(path: str | Path, text: str, durable: bool = True, replaced: Callable[[], None] | None = None) -> None:
+    """Replace `path` with `text` in one rename of `path.partial` (synced first if `durable`,
+    and its folder after). `replaced` runs right after the rename, before the folder's sync:
+    where the rename is a commit point, what it committed is known even if that sync then
+    fails."""
     partial = os.fspath(path) + PARTIAL_SUFFIX
     with open(partial, "w") as out:
-        json.dump(value, out)
+        out.write(text)
         if durable:
             out.flush()
             os.fsync(out.fileno())

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shallowpi.data.durable_io import fsync_path
+from shallowpi.data.durable_io import replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,
@@ -121,17 +121,11 @@ def calibration_id(robot: str, root: Path | None = None) -> str:
 
 
 def save_calibration(calibration: RobotCalibration, root: Path | None = None) -> Path:
-    """Write the robot's calibration file whole and synced (a .tmp file, then a rename);
-    returns its path."""
+    """Write the robot's calibration file whole and synced (`replace_text`: a .partial
+    file, then a rename); returns its path."""
     path = calibration_path(calibration.robot, root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    with tmp.open("w") as out:
-        out.write(calibration.to_json() + "\n")
-        out.flush()
-        os.fsync(out.fileno())  # a power cut must not leave the rename pointing at nothing
-    os.replace(tmp, path)  # never a half-written calibration
-    fsync_path(path.parent)
+    replace_text(path, calibration.to_json() + "\n")  # never half-written, nor lost to a power cut
     return path
 
 
@@ -145,7 +139,7 @@ def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: 
     Motors in other modes count whole turns."""
     if motor.mode != OperatingMode.POSITION:
         return
-    low, high = sorted((convert.to_ticks(lower), convert.to_ticks(upper)))
+    low, high = convert.tick_range(lower, upper)
     if leader:
         allowed, what = (0, motor.model.ticks_per_turn - 1), "reading range (one turn)"
     else:
@@ -161,7 +155,7 @@ def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: 
 
 def arm_motors(spec: RobotSpec, arm: str) -> list[MotorSpec]:
     """The motors on bus `arm`, follower or leader."""
-    return [m for m in [*spec.motors, *(m for leader in spec.leaders for m in leader.motors)] if m.bus == arm]
+    return [m for m in spec.all_motors() if m.bus == arm]
 
 
 def calibrate(

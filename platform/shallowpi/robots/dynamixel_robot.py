@@ -144,7 +144,9 @@ class DynamixelRobot(Robot):
                 for motor in self.spec.motors:
                     if motor.bus == bus_name:
                         bus.set_operating_mode(motor.mode, [motor.id])
-                        self._check_position_limits(bus, motor)
+                        i = self._index[motor.joint]
+                        check_position_limits(self.name, bus, motor, self._convert[motor.joint],
+                                              self.lower[i], self.upper[i])
                         self._cap_current(bus, motor)
                 bus.raise_on_hardware_errors(ids)
             # Hold the present pose first, so torque-on never jumps: unclipped, as a joint found
@@ -168,27 +170,19 @@ class DynamixelRobot(Robot):
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
 
-    def _check_position_limits(self, bus: MotorBus, motor: MotorSpec) -> None:
-        """PlatformError (one line) when the joint's limits, through its calibration, reach
-        past the servo's Min/Max Position Limit: in position mode the servo refuses such a
-        goal, and a sync write has no reply to say so, so the joint would stop short while
-        act() reported the goal as sent. (Other modes have no such limit.)"""
-        i = self._index[motor.joint]
-        check_position_limits(self.name, bus, motor, self._convert[motor.joint], self.lower[i], self.upper[i])
-
     def _check_turn_count(self, present: np.ndarray) -> None:
         """PlatformError (one line) when a multi-turn motor (extended or current-based
         position mode) reads more than half a turn outside its joint's limits: such a servo
         restarts its turn count at power-up, so a travel calibrated across the end of a turn
         (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn,
         a gripper into its end stop. (Single-turn motors read within one turn, which
-        `_check_position_limits` relates to their limits. A joint whose limits span more
+        `check_position_limits` relates to their limits at connect. A joint whose limits span more
         than half a turn, a lift on a screw, is not covered: a turn off can read in range.)"""
         for motor in self.spec.motors:
             if motor.mode == OperatingMode.POSITION:
                 continue
             i, convert = self._index[motor.joint], self._convert[motor.joint]
-            low, high = sorted((convert.to_ticks(self.lower[i]), convert.to_ticks(self.upper[i])))
+            low, high = convert.tick_range(self.lower[i], self.upper[i])
             ticks, half = convert.to_ticks(present[i]), motor.model.ticks_per_turn // 2
             if not low - half <= ticks <= high + half:
                 raise PlatformError(

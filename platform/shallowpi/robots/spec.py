@@ -110,12 +110,16 @@ class RobotSpec:
         """The buses of the follower motors, each once, in joint order."""
         return list(dict.fromkeys(m.bus for m in self.motors))
 
+    def all_motors(self) -> list[MotorSpec]:
+        """Every motor of the robot: the followers' in joint order, then each leader's."""
+        return [*self.motors, *(m for leader in self.leaders for m in leader.motors)]
+
     def bus_motors(self) -> dict[str, tuple[int, dict[int, str]]]:
         """Every bus, followers and leaders: {bus: (baud, {id: model name})} (the emulator's input)."""
         out: dict[str, tuple[int, dict[int, str]]] = {
             name: (bus.baud, {}) for name, bus in self.buses.items()
         }
-        for motor in [*self.motors, *(m for leader in self.leaders for m in leader.motors)]:
+        for motor in self.all_motors():
             out[motor.bus][1][motor.id] = motor.model.name
         return out
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from shallowpi.data.durable_io import fsync_path, fsync_tree
+from shallowpi.data.durable_io import fsync_path, fsync_tree, replace_text
 from shallowpi.policy.policy import Policy
 from shallowpi.train.errors import TrainingError
 
@@ -140,13 +139,7 @@ class Checkpointer:
         fsync_tree(tmp)
         tmp.rename(final)
         fsync_path(ckpt_root)
-        marker = ckpt_root / "last.tmp"
-        with marker.open("w") as out:
-            out.write(final.name)
-            out.flush()
-            os.fsync(out.fileno())
-        marker.replace(ckpt_root / "last")
-        fsync_path(ckpt_root)
+        replace_text(ckpt_root / "last", final.name)
         return final
 
     def load(self, path: Path, device: torch.device) -> tuple[int, dict[str, Tensor]]:

@@ -82,6 +82,12 @@ class JointConverter:
             offset = rad / self.model.radians_per_tick
         return round(c.homing_offset + c.direction * offset)
 
+    def tick_range(self, lower: float, upper: float) -> tuple[int, int]:
+        """The joint range `lower`..`upper` (joint units) in ticks, low first whatever the
+        direction."""
+        low, high = sorted((self.to_ticks(lower), self.to_ticks(upper)))
+        return low, high
+
     def velocity_to_joint(self, raw_velocity: int) -> float:
         """Present Velocity (signed, in the model's `velocity_unit_rpm` ticks) -> rad/s,
         m/s (linear) or open-fraction/s (gripper), with the calibration's direction."""
