@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,8 +81,20 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
         reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise={"cube_in_bowl": 0.01}))
     # Another robot's task noise is not this robot's recipe: the arm's folder still matches.
     reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise={"handover": 0.005}))
+    given = tmp_path / "t"
+    given.mkdir()
+    (given / "model.safetensors").write_bytes(b"weights")
     with pytest.raises(SystemExit, match="made with teacher=None"):
-        reproduce.check_recipe(tmp_path / "arm", "arm", args(teachers={"arm": tmp_path / "t"}))
+        reproduce.check_recipe(tmp_path / "arm", "arm", args(teachers={"arm": given}))
+    # A given teacher is recorded by its content: the same weights checked out elsewhere match.
+    (tmp_path / "arm2").mkdir()
+    reproduce.check_recipe(tmp_path / "arm2", "arm", args(teachers={"arm": given}))
+    moved = tmp_path / "elsewhere"
+    given.rename(moved)
+    reproduce.check_recipe(tmp_path / "arm2", "arm", args(teachers={"arm": moved}))
+    (moved / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(SystemExit, match="made with teacher="):
+        reproduce.check_recipe(tmp_path / "arm2", "arm", args(teachers={"arm": moved}))
 
 
 def test_each_robot_has_the_papers_rows(reproduce):
@@ -95,18 +108,30 @@ def test_each_robot_has_the_papers_rows(reproduce):
 
 @pytest.mark.slow
 def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missing(tmp_path):
-    out = tmp_path / "repro"
+    work, kept = tmp_path / "work", tmp_path / "kept"
     cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "teacher", "cut6", "--episodes", "1",
-           "--teacher-steps", "2", "--eval-episodes", "2", "--block", "1", "--eval-time-s", "1",
-           "--eval-workers", "1", "--latency-repeats", "1", "--out", str(out), "--task-noise", "push_block_left=0.02",
+           "--teacher-steps", "2", "--student-steps", "2", "--eval-episodes", "2", "--block", "1",
+           "--eval-time-s", "1", "--eval-workers", "1", "--latency-repeats", "1", "--out", str(work),
+           "--results", str(kept), "--task-noise", "push_block_left=0.02",
            "--set", "policy.train.batch_size=2", "policy.train.warmup_steps=0", "policy.train.workers=0"]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+    def run(*changes: str, rows: tuple[str, ...] = ("teacher", "cut6"), given: str | None = None,
+            at: tuple[Path, Path] = (work, kept)):
+        """The command with `changes` (flag, value pairs) replacing its own, on `rows`."""
+        line = [*cmd]
+        for flag, value in [*zip(changes[::2], changes[1::2]), ("--out", str(at[0])), ("--results", str(at[1]))]:
+            line[line.index(flag) + 1] = value
+        line[line.index("--rows") + 1: line.index("--episodes")] = rows
+        return subprocess.run([*line, *(["--teacher", given] if given else [])], env=env, capture_output=True,
+                              text=True, timeout=900)
+
+    done = run()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # Each task recorded at its own DART noise: cube_in_bowl (first) at --sim-noise's default.
-    recordings = sorted((out / "arm" / "arm.zarr" / ".shallowpi").glob("record-*.yaml"))
+    recordings = sorted((work / "arm" / "arm.zarr" / ".shallowpi").glob("record-*.yaml"))
     assert [OmegaConf.load(r).record.sim_noise for r in recordings] == [0.005, 0.02]
-    result = json.loads((out / "reproduce.json").read_text())["results"][0]
+    result = json.loads((kept / "reproduce.json").read_text())["results"][0]
     rows = {r["row"]: r for r in result["rows"]}
     assert rows["teacher"]["layers"] == 18 and rows["cut6"]["layers"] == 6
     for row in rows.values():
@@ -114,50 +139,76 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
         assert all(t["episodes"] == 2 for t in row["tasks"].values())
     assert rows["cut6"]["params"] < rows["teacher"]["params"]
     # The teacher the students are cut from is the one judged: the EMA weights it kept.
-    teacher = json.loads((out / "arm" / "stages" / "train_teacher.json").read_text())["checkpoint"]
+    teacher = json.loads((kept / "arm" / "stages" / "train_teacher.json").read_text())["checkpoint"]
     assert Path(teacher).name == "ema" and Path(teacher).parent.name == "step_000002"
     assert rows["cut6"]["flop_ideal_speedup"] > 1.5
-    assert "| 6 layers, cut, not trained |" in (out / "table.md").read_text()
-    assert (out / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 6 layers, cut, not trained |" in (kept / "table.md").read_text()
+    assert (kept / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
+    # What is big and this machine's stays in --out; --results holds only JSON, the table and the plot.
+    assert {p.suffix for p in kept.rglob("*") if p.is_file()} <= {".json", ".seconds", ".md", ".png"}
+    assert not list(work.rglob("seeds_*.json")) and not list(work.rglob("stages"))
 
-    # Lose the student's evaluation of its second block of seeds, as a kill would: the rerun
-    # evaluates that block alone and trains nothing.
-    stages = out / "arm" / "stages"
+    # The student trained again (its old evaluation deleted with it) but its second block of
+    # seeds left behind, judged on the old weights: the rerun evaluates that block again and
+    # keeps the first, which judged these weights.
+    stages = kept / "arm" / "stages"
     (stages / "eval_cut6.json").unlink()
-    blocks = out / "arm" / "eval" / "cut6"
-    (blocks / "seeds_1001-1001.json").unlink()
-    kept = {p: p.stat().st_mtime_ns for p in [*stages.glob("*.json"), blocks / "seeds_1000-1000.json"]}
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    blocks = kept / "arm" / "eval" / "cut6"
+    stale = json.loads((blocks / "seeds_1001-1001.json").read_text())
+    (blocks / "seeds_1001-1001.json").write_text(json.dumps(stale | {"checkpoint_sha256": "0" * 64}))
+    unchanged = {p: p.stat().st_mtime_ns for p in [*stages.glob("*.json"), blocks / "seeds_1000-1000.json"]}
+    again = run()
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p.name != "eval_cut6.json" and "latency" not in p.name)
-    assert (blocks / "seeds_1001-1001.json").is_file() and (stages / "eval_cut6.json").is_file()
+    assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items() if p.name != "eval_cut6.json")
+    assert "judged other weights (000000000000); evaluating it again" in again.stdout
+    assert json.loads((blocks / "seeds_1001-1001.json").read_text())["checkpoint_sha256"] == stale["checkpoint_sha256"]
     assert "eval_cut6 ..." in again.stdout and "train_" not in again.stdout
     # More seeds: only the new block of each row is evaluated, nothing trains.
-    more = subprocess.run([*cmd[: cmd.index("--eval-episodes")], "--eval-episodes", "3",
-                           *cmd[cmd.index("--eval-episodes") + 2:]], env=env, capture_output=True, text=True, timeout=900)
+    more = run("--eval-episodes", "3")
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
     assert "eval_teacher ..." in more.stdout and "eval_cut6 ..." in more.stdout and "train_" not in more.stdout
     assert (blocks / "seeds_1002-1002.json").is_file()
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items() if p.parent == blocks)
-    rows = {r["row"]: r for r in json.loads((out / "reproduce.json").read_text())["results"][0]["rows"]}
+    assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items() if p.parent == blocks)
+    rows = {r["row"]: r for r in json.loads((kept / "reproduce.json").read_text())["results"][0]["rows"]}
     assert all(t["episodes"] == 3 for r in rows.values() for t in r["tasks"].values())
 
     # A teacher trained elsewhere (--teacher arm=CKPT): nothing trains it; students are cut from it.
     # Like robots/arm/teacher, it names no store: its evaluation must name the robot itself.
     from shallowpi.policy.policy import Policy
 
-    trained_here = sorted((out / "arm" / "runs" / "teacher" / "checkpoints").glob("step_*"))[-1]
+    trained_here = sorted((work / "arm" / "runs" / "teacher" / "checkpoints").glob("step_*"))[-1]
     given = tmp_path / "shipped"
     meta = Policy.read_metadata(trained_here)
     Policy.load(trained_here).save(given, {k: v for k, v in meta.items() if k in ("fps", "joint_names", "step")})
     assert "dataset" not in Policy.read_metadata(given)
-    other = tmp_path / "given"
-    cmd_given = [*cmd[: cmd.index("--out")], "--out", str(other), "--teacher", f"arm={given}"]
-    done = subprocess.run(cmd_given, env=env, capture_output=True, text=True, timeout=900)
+    work2, kept2 = tmp_path / "work2", tmp_path / "kept2"
+    done = run(given=f"arm={given}", at=(work2, kept2))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "given_teacher ..." in done.stdout and "train_teacher" not in done.stdout
     assert "eval_teacher ..." in done.stdout
-    assert json.loads((other / "arm" / "stages" / "given_teacher.json").read_text())["checkpoint"] == str(given)
+    assert json.loads((kept2 / "arm" / "stages" / "given_teacher.json").read_text())["checkpoint"] == str(given)
+
+    # A new machine: the results came along (kept in git), the work folder did not. Nothing
+    # is redone; a row added trains alone, on the store recorded again and found the same.
+    shutil.rmtree(work2)
+    same = run(given=f"arm={given}", at=(work2, kept2))
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    assert " ..." not in same.stdout and not (work2 / "arm" / "arm.zarr").exists()  # nothing ran, nothing recorded
+    added = run(given=f"arm={given}", at=(work2, kept2), rows=("teacher", "cut6", "kd6"))
+    assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
+    assert [line.split(": ")[1] for line in added.stdout.splitlines() if line.endswith(" ...")] == [
+        "train_kd6 ...", "eval_kd6 ..."]  # the chunk timing of depth 6 was kept
+    assert (work2 / "arm" / "arm.zarr").is_dir()
+    # Seeds added to a row whose weights stayed on the first machine: one line, nothing run.
+    lost = run("--eval-episodes", "4", given=f"arm={given}", at=(work2, kept2))
+    assert lost.returncode == 1 and "eval_cut6 needs more seeds, but train_cut6's checkpoint" in lost.stderr
+    assert f"delete {kept2 / 'arm' / 'stages' / 'train_cut6.json'} to train it again here" in lost.stderr
+    # A machine whose twin records another store must not add rows trained on it.
+    record_stage = kept2 / "arm" / "stages" / "record.json"
+    record_stage.write_text(json.dumps(json.loads(record_stage.read_text()) | {"fingerprint": "f" * 64}))
+    other = run(given=f"arm={given}", at=(work2, kept2), rows=("teacher", "task6"))
+    assert other.returncode == 1 and "differs from the store the kept stages were made from" in other.stderr
+    assert not (kept2 / "arm" / "stages" / "train_task6.json").exists()
 
 
 def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(tmp_path):

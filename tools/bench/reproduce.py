@@ -17,14 +17,23 @@ Rows (`--rows`, default every row of the robot: arm all, the others teacher/shal
     task6/4    k layers, task loss only        kd6             task + output distillation
     cut6       the 6-layer cut, no training (saved through the same path with lr 0)
 
-Resumable: every stage writes its result as JSON under --out when it finishes, and a rerun
-of the same command skips it; an interrupted training continues from its last checkpoint
-(`--resume`), an interrupted evaluation from its last finished block of `--block` seeds.
-An evaluation asked for more seeds than it holds evaluates only the new blocks.
-Delete a stage's JSON to redo it. The minutes a stage took add up over interrupted attempts.
-Stages are named by row, not by recipe: a rerun may add rows, robots or seeds, but one that
-changes the recipe (steps, episodes, noise, size, --set, the given teacher) is refused;
-give it another --out.
+Resumable: every stage writes its result as JSON under --results (default: --out) when it
+finishes, and a rerun of the same command skips it; an interrupted training continues from
+its last checkpoint (`--resume`), an interrupted evaluation from its last finished block of
+`--block` seeds. An evaluation asked for more seeds than it holds evaluates only the new
+blocks. Delete a stage's JSON to redo it. The minutes a stage took add up over interrupted
+attempts. Stages are named by row, not by recipe: a rerun may add rows, robots or seeds, but
+one that changes the recipe (steps, episodes, noise, size, --set, the given teacher) is
+refused; give it another --out.
+
+Across machines: --out holds what is big and local (the recorded store, the runs, the log),
+--results only the small JSON of finished stages, the evaluation blocks (per seed) and the
+table. Kept in git (BENCHMARKS.md keeps the run's in docs/reproduce/), the results let a
+run that takes more hours than one machine session be made across several: a new machine
+re-records the store (a check compares its fingerprint with the one recorded: the twin and
+the experts are deterministic), trains and evaluates only the rows still missing, and times
+every depth in one process from the teacher's cuts (a trained student computes what its
+untrained cut does: latency depends on the architecture, not on the weights).
 
 Cost on the 2-core machine, one thread a job (BENCHMARKS.md "Reproduction" has the
 measured table): recording 10-25 minutes a robot, a teacher 2-3.5 hours (6,000-9,000
@@ -48,6 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
 
+from shallowpi.data.durable_io import replace_text, write_json
+from shallowpi.distill.distiller import checkpoint_sha256
 from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
 from shallowpi.train.checkpoint import checkpoint_weights
 
@@ -108,10 +119,52 @@ class Stages:
             with open(ledger, "a") as f:
                 f.write(f"{time.perf_counter() - start:.1f}\n")
         result["seconds"] = sum(float(x) for x in ledger.read_text().split())
-        tmp = done.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(done)  # a stage is done only once its whole result is on disk
+        replace_text(done, json.dumps(result, indent=2), durable=False)  # done only once whole on disk
         return result
+
+
+def portable(path: Path) -> str:
+    """`path` relative to this checkout when inside it (robots/arm/teacher), else absolute:
+    a results folder kept in git then names the shipped teacher on every machine."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def local(text: str) -> Path:
+    """The path a stage result names, on this machine (`portable`'s inverse)."""
+    return Path(text) if Path(text).is_absolute() else ROOT / text
+
+
+def needed_checkpoint(stage: str, result: dict[str, Any], why: str, stages: Stages) -> Path:
+    """The checkpoint a finished training stage names, when later work needs it; SystemExit
+    in one line when it is not on this machine (the stage finished elsewhere: its results
+    came with the results folder, its weights did not)."""
+    checkpoint = local(result["checkpoint"])
+    if not (checkpoint_weights(checkpoint) / "model.safetensors").is_file():
+        raise SystemExit(f"{why}, but {stage}'s checkpoint {checkpoint} is not on this machine (it was trained "
+                         f"elsewhere): delete {stages.folder / (stage + '.json')} to train it again here")
+    return checkpoint
+
+
+def store_fingerprint(store: Path) -> str:
+    """sha256 over every episode's arrays as read back (frames decoded), in episode and key
+    order: two recordings of one recipe give the same one when the twin and the scripted
+    experts are deterministic, as they are here (two recordings compared equal, array by
+    array, 2026-12-02)."""
+    import hashlib
+
+    import numpy as np
+
+    from shallowpi.data.store import EpisodeStore
+
+    digest = hashlib.sha256()
+    with EpisodeStore.open(store) as opened:
+        for index in range(len(opened)):
+            arrays = opened.read_episode(index)
+            for key in sorted(arrays):
+                digest.update(key.encode())
+                digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return digest.hexdigest()
 
 
 def _last_checkpoint(run: Path) -> Path:
@@ -134,7 +187,7 @@ def train_teacher(store: Path, run: Path, args: argparse.Namespace, log: Path) -
                     "--run", run.name, *steps, "--no-progress", *resume, *args.set, log=log)
     if done.returncode:
         raise SystemExit(f"training the teacher failed; see {log}")
-    return {"checkpoint": str(_last_checkpoint(run))}
+    return {"checkpoint": portable(_last_checkpoint(run))}
 
 
 def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argparse.Namespace,
@@ -151,27 +204,39 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
     if done.returncode:
         raise SystemExit(f"distilling {row.name} failed; see {log}")
     facts = json.loads((run / "distill.json").read_text())
-    return {"checkpoint": str(_last_checkpoint(run)), "kept_layers": facts["kept_layers"],
+    return {"checkpoint": portable(_last_checkpoint(run)), "kept_layers": facts["kept_layers"],
             "loss_weights": facts["loss_weights"]}
 
 
-def evaluate_row(checkpoint: Path, robot: str, folder: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
-    """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable blocks."""
+def evaluate_row(checkpoint: Path, robot: str, folder: Path, work: Path, args: argparse.Namespace,
+                 log: Path) -> dict[str, Any]:
+    """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable
+    blocks of `args.block` seeds kept in `folder` (the workers' partial files go to `work`).
+
+    Each block names the sha256 of the weights it judged; a block of other weights (the row
+    was trained again) is evaluated again, never merged into this checkpoint's count.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    sha = checkpoint_sha256(checkpoint_weights(checkpoint))
     per_task: dict[str, dict[str, Any]] = {}
     # The robot named: a given teacher (robots/arm/teacher) names no store to find it by.
     extra = ("--robot", robot, *(("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()))
     for first in range(0, args.eval_episodes, args.block):
         n = min(args.block, args.eval_episodes - first)
         block = folder / f"seeds_{1000 + first}-{1000 + first + n - 1}.json"
-        if block.is_file():
-            reports = json.loads(block.read_text())["tasks"]
+        kept = json.loads(block.read_text()) if block.is_file() else None
+        if kept is not None and kept.get("checkpoint_sha256", sha) != sha:
+            print(f"{block} judged other weights ({kept['checkpoint_sha256'][:12]}); evaluating it again", flush=True)
+            kept = None
+        if kept is not None:
+            reports = kept["tasks"]
         else:
-            reports = evaluate(checkpoint, n, folder / "part.json", log, args.eval_workers,
+            reports = evaluate(checkpoint, n, work / "part.json", log, args.eval_workers,
                                first_seed=1000 + first, extra=extra)
             if sum(len(r["episodes"]) for r in reports) == 0:
                 raise SystemExit(f"evaluating {checkpoint} failed; see {log}")
-            block.write_text(json.dumps({"tasks": reports}))
+            write_json(block, {"checkpoint_sha256": sha, "tasks": reports}, durable=False)
         for r in reports:
             into = per_task.setdefault(r["task"], {"successes": 0, "episodes": 0, "other_task_instead": 0,
                                                    "seeds": {}})
@@ -184,21 +249,29 @@ def evaluate_row(checkpoint: Path, robot: str, folder: Path, args: argparse.Name
     return {"tasks": per_task}
 
 
-def time_chunks(store: Path, checkpoints: dict[str, Path], repeats: int) -> dict[str, Any]:
-    """One chunk of every model on one observation, in this one process and interleaved
-    (model after model, `repeats` rounds), so load that comes and goes on the shared machine
-    falls on every model alike; FLOPs counted on the reference path."""
+def time_chunks(store: Path, teacher_checkpoint: Path, depths: list[int], repeats: int) -> dict[str, Any]:
+    """One chunk of the teacher and of its uniform cut to each of `depths` joint layers, on
+    one observation of `store`, in this one process and interleaved (model after model,
+    `repeats` rounds), so load that comes and goes on the shared machine falls on every model
+    alike; FLOPs counted on the reference path. Keyed "teacher" and str(depth).
+
+    A trained student runs the computation of its untrained cut (same architecture, same
+    shapes, other values), so the rows of one depth share one timing and no student's
+    checkpoint needs to be on this machine.
+    """
     import numpy as np
     import torch
 
     from shallowpi.data.training import ChunkDataset
     from shallowpi.distill.report import chunk_cost
+    from shallowpi.distill.student import build_student, uniform_layers
     from shallowpi.policy.policy import Policy
 
     torch.set_num_threads(1)
-    policies = {name: Policy.load(checkpoint) for name, checkpoint in checkpoints.items()}
-    first = next(iter(policies.values()))
-    item = ChunkDataset(store, first.cfg.chunk_len, episodes=[0])[0]
+    teacher = Policy.load(teacher_checkpoint)
+    policies = {"teacher": teacher} | {str(k): build_student(teacher, uniform_layers(teacher.cfg.depth, k))[0]
+                                       for k in depths if k != teacher.cfg.depth}
+    item = ChunkDataset(store, teacher.cfg.chunk_len, episodes=[0])[0]
     sample = {k: v for k, v in item.items() if k not in ("action", "action_is_pad")}
     costs = {name: chunk_cost(policy, sample, 1) for name, policy in policies.items()}  # + warm-up
     times: dict[str, list[float]] = {name: [] for name in policies}
@@ -209,7 +282,7 @@ def time_chunks(store: Path, checkpoints: dict[str, Path], repeats: int) -> dict
                 start = time.perf_counter()
                 policy.sample_actions(sample, noise=noise)
                 times[name].append(time.perf_counter() - start)
-    return {"threads": 1, "repeats": repeats, "models": {
+    return {"threads": 1, "repeats": repeats, "load_average": os.getloadavg(), "models": {
         name: {"depth": policies[name].cfg.depth, "params": costs[name].params, "gflops": costs[name].gflops,
                "p50_ms": 1e3 * float(np.median(times[name])), "p99_ms": 1e3 * float(np.percentile(times[name], 99))}
         for name in policies}}
@@ -227,8 +300,10 @@ def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
     teacher = args.teachers.get(robot)
     # The task noises are this robot's own only (another robot's must not bar a rerun of this
     # one); None without any, as folders made before the flag existed read.
+    # The given teacher by content, not by path: the folder may be checked out anywhere.
     recipe = {key: getattr(args, key) for key in RECIPE} | {
-        "task_noise": noise_of(robot, args.task_noise) or None, "teacher": str(teacher) if teacher else None}
+        "task_noise": noise_of(robot, args.task_noise) or None,
+        "teacher": checkpoint_sha256(teacher) if teacher else None}
     path = folder / "recipe.json"
     if path.is_file():
         before = json.loads(path.read_text())
@@ -242,46 +317,76 @@ def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
 
 
 def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
-    folder = args.out / robot
-    folder.mkdir(parents=True, exist_ok=True)
-    check_recipe(folder, robot, args)
-    log = folder / "log.txt"
-    stages = Stages(folder / "stages", robot)
-    store = folder / f"{robot}.zarr"
+    """Every stage of one robot's rows (record, teacher, each row trained then evaluated,
+    the chunk timings), each read back when its result is kept; the robot's table rows."""
+    work, kept = args.out / robot, args.results / robot
+    work.mkdir(parents=True, exist_ok=True)
+    kept.mkdir(parents=True, exist_ok=True)
+    check_recipe(kept, robot, args)
+    log = work / "log.txt"
+    stages = Stages(kept / "stages", robot)
+    store = work / f"{robot}.zarr"
+
+    recorded_here: list[bool] = []
 
     def record_store() -> dict[str, Any]:
         # An interrupted recording continues (its recipe is checked above); only the missing episodes run.
         record(robot, store, args.episodes, args.size, args.sim_noise, log, noise_of(robot, args.task_noise))
-        return {"store": str(store)}
+        recorded_here.append(True)
+        return {"fingerprint": store_fingerprint(store)}
 
     recorded = stages.run("record", record_store)
+    store_checked = bool(recorded_here)
+
+    def the_store() -> Path:
+        """The recorded store on this machine, for the work that reads it: recorded again
+        where the record stage finished on another machine (or this one lost it), and checked
+        against the fingerprint of the store the kept stages were made from."""
+        nonlocal store_checked
+        if not store_checked:
+            record(robot, store, args.episodes, args.size, args.sim_noise, log, noise_of(robot, args.task_noise))
+            if "fingerprint" in recorded and store_fingerprint(store) != recorded["fingerprint"]:
+                raise SystemExit(f"{store} differs from the store the kept stages were made from (fingerprint in "
+                                 f"{stages.folder / 'record.json'}): this machine's twin or experts record "
+                                 "otherwise; pass another --results to start over")
+            store_checked = True
+        return store
+
     rows = [ROWS[n] for n in ROBOT_ROWS[robot] if not args.rows or n in args.rows]
-    trained: dict[str, dict[str, Any]] = {}
     given = args.teachers.get(robot)
     if given is not None:  # trained elsewhere (e.g. robots/arm/teacher): every student is cut from it
-        teacher = stages.run("given_teacher", lambda: {"checkpoint": str(given), "given": True})
+        teacher = stages.run("given_teacher", lambda: {"checkpoint": portable(given), "given": True})
     else:
-        teacher = stages.run("train_teacher", lambda: train_teacher(store, folder / "runs" / "teacher", args, log))
+        teacher = stages.run("train_teacher", lambda: train_teacher(the_store(), work / "runs" / "teacher", args, log))
+
+    def enough_seeds(result: dict[str, Any]) -> bool:
+        return all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values())
+
+    # Row by row, each trained then evaluated, so every finished row's result is kept before
+    # the next row's training starts (a session that ends mid-run loses one row, not all).
+    trained: dict[str, dict[str, Any]] = {}
+    evals: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row.layers is None:
             trained[row.name] = teacher
         else:
             trained[row.name] = stages.run(f"train_{row.name}", lambda row=row: train_student(
-                row, store, Path(teacher["checkpoint"]), folder / "runs" / row.name, args, log))
-    def enough_seeds(result: dict[str, Any]) -> bool:
-        return all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values())
+                row, the_store(), needed_checkpoint("train_teacher", teacher, f"train_{row.name} is to be made", stages),
+                work / "runs" / row.name, args, log))
+        stage = "given_teacher" if trained[row.name].get("given") else f"train_{row.name}"
+        evals[row.name] = stages.run(f"eval_{row.name}", lambda row=row, stage=stage: evaluate_row(
+            needed_checkpoint(stage, trained[row.name], f"eval_{row.name} needs more seeds", stages), robot,
+            kept / "eval" / row.name, work / "eval" / row.name, args, log), enough_seeds)
 
-    evals = {row.name: stages.run(f"eval_{row.name}", lambda row=row: evaluate_row(
-        Path(trained[row.name]["checkpoint"]), robot, folder / "eval" / row.name, args, log), enough_seeds)
-        for row in rows}
-    # The teacher is always timed: every speed-up is against it, measured in the same process.
-    checkpoints = {"teacher": Path(teacher["checkpoint"])} | {r.name: Path(trained[r.name]["checkpoint"]) for r in rows}
-    costs = stages.run("latency_" + "_".join(sorted(checkpoints)),
-                       lambda: time_chunks(store, checkpoints, args.latency_repeats))["models"]
+    # Every depth timed in one process against the teacher, from its cuts (time_chunks).
+    depths = sorted({row.layers for row in rows if row.layers is not None}, reverse=True)
+    costs = stages.run("latency_" + "_".join(["teacher", *map(str, depths)]), lambda: time_chunks(
+        the_store(), needed_checkpoint("given_teacher" if given else "train_teacher", teacher, "timing", stages),
+        depths, args.latency_repeats))["models"]
     ref = costs["teacher"]
     table = []
     for row in rows:
-        cost = costs[row.name]
+        cost = ref if row.layers is None else costs[str(row.layers)]
         table.append({
             "row": row.name, "model": row.describe(), "layers": cost["depth"],
             "tasks": evals[row.name]["tasks"], "params": cost["params"], "p50_ms": cost["p50_ms"],
@@ -290,8 +395,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
             # None: a teacher given with --teacher, trained elsewhere
             "train_minutes": None if trained[row.name].get("given") else trained[row.name]["seconds"] / 60,
         })
-    return {"robot": robot, "store": str(store), "record_minutes": recorded["seconds"] / 60,
-            "teacher_depth": ref["depth"], "rows": table}
+    return {"robot": robot, "record_minutes": recorded["seconds"] / 60, "teacher_depth": ref["depth"], "rows": table}
 
 
 def write_table(results: list[dict[str, Any]], folder: Path) -> str:
@@ -416,8 +520,13 @@ def main() -> None:
     ap.add_argument("--latency-repeats", type=int, default=30)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides for the teacher's and the students' training (policy.*)")
-    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce")
+    ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce",
+                    help="work folder: the recorded stores, the runs, the logs (big, this machine's)")
+    ap.add_argument("--results", type=Path,
+                    help="where finished stages, evaluation blocks and the table are kept (small; default --out). "
+                         "Kept in git, they carry a run across machines: docs/reproduce holds BENCHMARKS.md's")
     args = ap.parse_args()
+    args.results = args.results or args.out
     args.task_noise = parse_task_noise(args.task_noise, args.robots)
     args.teachers = {}
     for item in args.teacher:
@@ -429,13 +538,14 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # training beside evaluation: 2 threads collapse
     args.out.mkdir(parents=True, exist_ok=True)
     results = [reproduce_robot(robot, args) for robot in args.robots]
-    text = write_table(results, args.out)
-    pngs = plot(results, args.out)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "reproduce.json").write_text(json.dumps({"settings": settings, "results": results,
-                                                          "load_average": os.getloadavg()}, indent=2, default=str))
+    text = write_table(results, args.results)
+    pngs = plot(results, args.results)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "results", "teacher")} | {
+        "teachers": {robot: portable(path) for robot, path in args.teachers.items()}}
+    (args.results / "reproduce.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2,
+                                                            default=str))
     print(text)
-    print(f"wrote {args.out / 'reproduce.json'}, {args.out / 'table.md'}, " + ", ".join(str(p) for p in pngs))
+    print(f"wrote {args.results / 'reproduce.json'}, {args.results / 'table.md'}, " + ", ".join(str(p) for p in pngs))
 
 
 if __name__ == "__main__":
