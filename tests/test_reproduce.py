@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ def reproduce():
 
 
 def test_a_stage_runs_once_and_an_interrupted_one_runs_again(reproduce, tmp_path):
-    stages = reproduce.Stages(tmp_path / "stages", "arm")
+    stages = reproduce.Stages(tmp_path / "stages", tmp_path / "locks", "arm")
     calls = []
 
     def work():
@@ -45,6 +46,18 @@ def test_a_stage_runs_once_and_an_interrupted_one_runs_again(reproduce, tmp_path
     # The minutes of both attempts count: the interrupted one's work was not free.
     ledger = (tmp_path / "stages" / "train_teacher.seconds").read_text().split()
     assert len(ledger) == 2 and again["seconds"] == pytest.approx(sum(map(float, ledger)))
+
+    # What a stage reads is made ready first and not counted as its cost (a store recorded
+    # again on a new machine is not the student's training time), and only when it runs.
+    readied = []
+
+    def ready():
+        readied.append(1)
+        time.sleep(0.5)
+
+    first = stages.run("train_kd6", lambda: {"value": 1}, before=ready)
+    stages.run("train_kd6", lambda: {"value": 2}, before=ready)
+    assert first["value"] == 1 and len(readied) == 1 and first["seconds"] < 0.5
 
 
 def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce):
@@ -75,7 +88,7 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
     (tmp_path / "arm").mkdir()
     reproduce.check_recipe(tmp_path / "arm", "arm", args())
     reproduce.check_recipe(tmp_path / "arm", "arm", args())  # the same recipe: fine
-    with pytest.raises(SystemExit, match="made with student_steps=2000, this run asks for 500; pass another --out"):
+    with pytest.raises(SystemExit, match="made with student_steps=2000, this run asks for 500; pass another --out and --results"):
         reproduce.check_recipe(tmp_path / "arm", "arm", args(student_steps=500))
     with pytest.raises(SystemExit, match="made with task_noise=None"):
         reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise={"cube_in_bowl": 0.01}))
@@ -107,7 +120,7 @@ def test_each_robot_has_the_papers_rows(reproduce):
 
 
 @pytest.mark.slow
-def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missing(tmp_path):
+def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missing(reproduce, tmp_path):
     work, kept = tmp_path / "work", tmp_path / "kept"
     cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "teacher", "cut6", "--episodes", "1",
            "--teacher-steps", "2", "--student-steps", "2", "--eval-episodes", "2", "--block", "1",
@@ -128,6 +141,9 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
 
     done = run()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Row by row: each trained, then evaluated, before the next; the chunks timed last.
+    assert stages_run(done) == ["record", "train_teacher", "eval_teacher", "train_cut6", "eval_cut6",
+                                "latency_teacher_6"]
     # Each task recorded at its own DART noise: cube_in_bowl (first) at --sim-noise's default.
     recordings = sorted((work / "arm" / "arm.zarr" / ".shallowpi").glob("record-*.yaml"))
     assert [OmegaConf.load(r).record.sim_noise for r in recordings] == [0.005, 0.02]
@@ -139,38 +155,50 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
         assert all(t["episodes"] == 2 for t in row["tasks"].values())
     assert rows["cut6"]["params"] < rows["teacher"]["params"]
     # The teacher the students are cut from is the one judged: the EMA weights it kept.
-    teacher = json.loads((kept / "arm" / "stages" / "train_teacher.json").read_text())["checkpoint"]
-    assert Path(teacher).name == "ema" and Path(teacher).parent.name == "step_000002"
+    stages = kept / "arm" / "stages"
+    teacher = json.loads((stages / "train_teacher.json").read_text())
+    assert Path(teacher["checkpoint"]).name == "ema" and Path(teacher["checkpoint"]).parent.name == "step_000002"
+    assert json.loads((stages / "train_cut6.json").read_text())["teacher_sha256"] == teacher["weights_sha256"]
     assert rows["cut6"]["flop_ideal_speedup"] > 1.5
     assert "| 6 layers, cut, not trained |" in (kept / "table.md").read_text()
     assert (kept / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
-    # What is big and this machine's stays in --out; --results holds only JSON, the table and the plot.
+    # What is big and this machine's stays in --out; --results holds only JSON, the table and
+    # the plot, and names no path of this machine's work folder but the checkpoints'.
     assert {p.suffix for p in kept.rglob("*") if p.is_file()} <= {".json", ".seconds", ".md", ".png"}
-    assert not list(work.rglob("seeds_*.json")) and not list(work.rglob("stages"))
+    assert not list(kept.rglob("part*")) and not list(work.rglob("seeds_*.json"))
+    assert str(work) not in (kept / "arm" / "eval" / "cut6" / "seeds_1000-1000.json").read_text()
 
-    # The student trained again (its old evaluation deleted with it) but its second block of
-    # seeds left behind, judged on the old weights: the rerun evaluates that block again and
-    # keeps the first, which judged these weights.
-    stages = kept / "arm" / "stages"
-    (stages / "eval_cut6.json").unlink()
+    # cut6 made again with other weights, its second block of seeds left from the old ones:
+    # the rerun evaluates that block again and keeps the first, which judged these weights.
     blocks = kept / "arm" / "eval" / "cut6"
-    stale = json.loads((blocks / "seeds_1001-1001.json").read_text())
-    (blocks / "seeds_1001-1001.json").write_text(json.dumps(stale | {"checkpoint_sha256": "0" * 64}))
-    unchanged = {p: p.stat().st_mtime_ns for p in [*stages.glob("*.json"), blocks / "seeds_1000-1000.json"]}
+    for stale in (stages / "eval_cut6.json", blocks / "seeds_1001-1001.json"):
+        stale.write_text(json.dumps(json.loads(stale.read_text()) | {"weights_sha256": "0" * 64}))
+    unchanged = {p: p.stat().st_mtime_ns for p in [*stages.glob("*.json"), blocks / "seeds_1000-1000.json"]
+                 if p.name != "eval_cut6.json"}
     again = run()
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items() if p.name != "eval_cut6.json")
-    assert "judged other weights (000000000000); evaluating it again" in again.stdout
-    assert json.loads((blocks / "seeds_1001-1001.json").read_text())["checkpoint_sha256"] == stale["checkpoint_sha256"]
-    assert "eval_cut6 ..." in again.stdout and "train_" not in again.stdout
+    assert stages_run(again) == ["eval_cut6"]
+    assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items())
+    assert "seeds_1001-1001.json judged other weights or episodes; evaluating it again" in again.stdout
+    assert json.loads((blocks / "seeds_1001-1001.json").read_text())["weights_sha256"] == \
+        json.loads((stages / "train_cut6.json").read_text())["weights_sha256"]
     # More seeds: only the new block of each row is evaluated, nothing trains.
     more = run("--eval-episodes", "3")
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
-    assert "eval_teacher ..." in more.stdout and "eval_cut6 ..." in more.stdout and "train_" not in more.stdout
+    assert stages_run(more) == ["eval_teacher", "eval_cut6"]
     assert (blocks / "seeds_1002-1002.json").is_file()
     assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items() if p.parent == blocks)
     rows = {r["row"]: r for r in json.loads((kept / "reproduce.json").read_text())["results"][0]["rows"]}
     assert all(t["episodes"] == 3 for r in rows.values() for t in r["tasks"].values())
+    # A student of another teacher is never put beside this one.
+    train_cut6 = (stages / "train_cut6.json").read_text()
+    (stages / "train_cut6.json").write_text(json.dumps(json.loads(train_cut6) | {"teacher_sha256": "1" * 64}))
+    other_teacher = run("--eval-episodes", "3")
+    assert other_teacher.returncode == 1 and "train_cut6 was distilled from another teacher" in other_teacher.stderr
+    (stages / "train_cut6.json").write_text(train_cut6)
+    # Another recipe into the same work folder (a store, runs) is refused, whatever --results says.
+    mixed = run("--student-steps", "3", at=(work, tmp_path / "fresh"))
+    assert mixed.returncode == 1 and f"{work / 'arm'} holds stages made with student_steps=2" in mixed.stderr
 
     # A teacher trained elsewhere (--teacher arm=CKPT): nothing trains it; students are cut from it.
     # Like robots/arm/teacher, it names no store: its evaluation must name the robot itself.
@@ -184,31 +212,61 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     work2, kept2 = tmp_path / "work2", tmp_path / "kept2"
     done = run(given=f"arm={given}", at=(work2, kept2))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "given_teacher ..." in done.stdout and "train_teacher" not in done.stdout
-    assert "eval_teacher ..." in done.stdout
-    assert json.loads((kept2 / "arm" / "stages" / "given_teacher.json").read_text())["checkpoint"] == str(given)
+    assert stages_run(done)[:3] == ["record", "given_teacher", "eval_teacher"]
+    given_stage = json.loads((kept2 / "arm" / "stages" / "given_teacher.json").read_text())
+    assert reproduce.local(given_stage["checkpoint"]) == given.resolve()
 
     # A new machine: the results came along (kept in git), the work folder did not. Nothing
-    # is redone; a row added trains alone, on the store recorded again and found the same.
+    # is redone; a row added trains alone, on the store recorded again and found the same,
+    # and the table holds every row kept, whichever run made it.
     shutil.rmtree(work2)
     same = run(given=f"arm={given}", at=(work2, kept2))
     assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
-    assert " ..." not in same.stdout and not (work2 / "arm" / "arm.zarr").exists()  # nothing ran, nothing recorded
-    added = run(given=f"arm={given}", at=(work2, kept2), rows=("teacher", "cut6", "kd6"))
+    assert stages_run(same) == [] and not (work2 / "arm" / "arm.zarr").exists()  # nothing ran, nothing recorded
+    added = run(given=f"arm={given}", at=(work2, kept2), rows=("kd6",))
     assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
-    assert [line.split(": ")[1] for line in added.stdout.splitlines() if line.endswith(" ...")] == [
-        "train_kd6 ...", "eval_kd6 ..."]  # the chunk timing of depth 6 was kept
+    assert stages_run(added) == ["train_kd6", "eval_kd6"]  # the chunk timing of depth 6 was kept
     assert (work2 / "arm" / "arm.zarr").is_dir()
-    # Seeds added to a row whose weights stayed on the first machine: one line, nothing run.
+    table = json.loads((kept2 / "reproduce.json").read_text())["results"][0]["rows"]
+    assert [r["row"] for r in table] == ["teacher", "kd6", "cut6"]
+    # Seeds added to a row whose weights stayed on the first machine: one line, nothing lost.
     lost = run("--eval-episodes", "4", given=f"arm={given}", at=(work2, kept2))
-    assert lost.returncode == 1 and "eval_cut6 needs more seeds, but train_cut6's checkpoint" in lost.stderr
-    assert f"delete {kept2 / 'arm' / 'stages' / 'train_cut6.json'} to train it again here" in lost.stderr
+    assert lost.returncode == 1 and "eval_cut6 needs seeds, but train_cut6's checkpoint" in lost.stderr
+    assert f"delete {kept2 / 'arm' / 'stages' / 'train_cut6.json'} and eval_cut6.json" in lost.stderr
     # A machine whose twin records another store must not add rows trained on it.
     record_stage = kept2 / "arm" / "stages" / "record.json"
-    record_stage.write_text(json.dumps(json.loads(record_stage.read_text()) | {"fingerprint": "f" * 64}))
+    fingerprint = json.loads(record_stage.read_text())["fingerprint"]
+    record_stage.write_text(json.dumps({"fingerprint": fingerprint | {"frames": "f" * 64}, "seconds": 1.0}))
     other = run(given=f"arm={given}", at=(work2, kept2), rows=("teacher", "task6"))
-    assert other.returncode == 1 and "differs from the store the kept stages were made from" in other.stderr
+    assert other.returncode == 1 and "differs from the store the kept stages were made from in its frames" in other.stderr
     assert not (kept2 / "arm" / "stages" / "train_task6.json").exists()
+
+
+def stages_run(done: subprocess.CompletedProcess) -> list[str]:
+    """The stages a run of reproduce.py ran, in order, from its "[time] robot: stage ..." lines."""
+    return [line.split(": ", 1)[1].removesuffix(" ...") for line in done.stdout.splitlines()
+            if line.startswith("[") and line.endswith(" ...")]
+
+
+def test_a_kept_result_names_its_checkpoint_portably_and_checks_it(reproduce, tmp_path):
+    """A result kept in git names the shipped teacher relative to the checkout (found on any
+    machine) and anything else absolutely; a checkpoint that is gone, or holds other
+    weights than the stage made, stops the run in one line saying what to delete."""
+    shipped = ROOT / "robots" / "arm" / "teacher"
+    assert reproduce.portable(shipped) == "robots/arm/teacher" and reproduce.local("robots/arm/teacher") == shipped
+    assert reproduce.local(reproduce.portable(tmp_path)) == tmp_path.resolve()
+    ckpt = tmp_path / "student"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    made = {"checkpoint": reproduce.portable(ckpt), "weights_sha256": reproduce.weights_sha256(ckpt)}
+    assert reproduce.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R") == ckpt.resolve()
+    (ckpt / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(SystemExit, match=f"eval_kd6 needs seeds, but {ckpt.resolve()} no longer holds the weights "
+                                         "train_kd6 made: delete R to make it again"):
+        reproduce.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
+    shutil.rmtree(ckpt)
+    with pytest.raises(SystemExit, match=r"checkpoint .* is not on this machine"):
+        reproduce.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
 
 
 def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(tmp_path):

@@ -21,10 +21,14 @@ Resumable: every stage writes its result as JSON under --results (default: --out
 finishes, and a rerun of the same command skips it; an interrupted training continues from
 its last checkpoint (`--resume`), an interrupted evaluation from its last finished block of
 `--block` seeds. An evaluation asked for more seeds than it holds evaluates only the new
-blocks. Delete a stage's JSON to redo it. The minutes a stage took add up over interrupted
-attempts. Stages are named by row, not by recipe: a rerun may add rows, robots or seeds, but
-one that changes the recipe (steps, episodes, noise, size, --set, the given teacher) is
-refused; give it another --out.
+blocks. The minutes a stage took add up over interrupted attempts. Stages are named by row,
+not by recipe: a rerun may add rows, robots or seeds, but one that changes the recipe
+(steps, episodes, noise, size, --set, the given teacher) is refused; give it other folders.
+To redo a row, delete its train_ROW.json and eval_ROW.json (the teacher: every stage made
+from it too). Every result names the weights it was made from or judged (sha256): a
+student of another teacher, or an evaluation of other weights, is refused or redone, never
+mixed into the table. Two runs with different --rows may share both folders: each stage
+runs under a lock.
 
 Across machines: --out holds what is big and local (the recorded store, the runs, the log),
 --results only the small JSON of finished stages, the evaluation blocks (per seed) and the
@@ -33,22 +37,25 @@ run that takes more hours than one machine session be made across several: a new
 re-records the store (a check compares its fingerprint with the one recorded: the twin and
 the experts are deterministic), trains and evaluates only the rows still missing, and times
 every depth in one process from the teacher's cuts (a trained student computes what its
-untrained cut does: latency depends on the architecture, not on the weights).
+untrained cut does: latency depends on the architecture, not on the weights). The table
+holds every row the results folder has, whichever --rows made it.
 
 Cost on the 2-core machine, one thread a job (BENCHMARKS.md "Reproduction" has the
 measured table): recording 10-25 minutes a robot, a teacher 2-3.5 hours (6,000-9,000
 steps), a 6,000-step student 25 minutes (task loss only) to 60-90 (all three losses), an
-evaluation episode 3-20 s (the seeds are spread over `--eval-workers` processes, one a core).
+evaluation episode 2-20 s (the seeds are spread over `--eval-workers` processes, one a core).
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +67,7 @@ from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, re
 from shallowpi.data.durable_io import replace_text, write_json
 from shallowpi.distill.distiller import checkpoint_sha256
 from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
+from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.train.checkpoint import checkpoint_weights
 
 
@@ -95,32 +103,54 @@ ROBOT_ROWS = {"arm": list(ROWS), "humanoid": ["teacher", "shallow6", "task6"],
 
 
 class Stages:
-    """Results on disk, one JSON per finished stage: run a stage only when its file is missing."""
+    """Results on disk, one JSON per finished stage: run a stage only when its file is
+    missing. Each stage runs under a lock file in `locks` (this machine's work folder), so
+    two runs into the same folders wait for each other's stage instead of doing it twice."""
 
-    def __init__(self, folder: Path, label: str) -> None:
-        self.folder, self.label = folder, label
+    def __init__(self, folder: Path, locks: Path, label: str) -> None:
+        self.folder, self.locks, self.label = folder, locks, label
         folder.mkdir(parents=True, exist_ok=True)
+        locks.mkdir(parents=True, exist_ok=True)
+
+    def kept(self, name: str) -> dict[str, Any] | None:
+        """The stage's stored result, None when it has not finished."""
+        done = self.folder / f"{name}.json"
+        return json.loads(done.read_text()) if done.is_file() else None
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold stage `name`'s lock (blocking) for the duration."""
+        with open(self.locks / f"{name}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def run(self, name: str, work: Callable[[], dict[str, Any]],
-            enough: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+            enough: Callable[[dict[str, Any]], bool] | None = None,
+            before: Callable[[], None] | None = None) -> dict[str, Any]:
         """The stage's stored result, or `work()`'s when there is none or `enough` says the
-        stored one falls short (an evaluation asked for more seeds: its blocks are kept)."""
-        done = self.folder / f"{name}.json"
-        if done.is_file():
-            result = json.loads(done.read_text())
-            if enough is None or enough(result):
+        stored one falls short (an evaluation asked for more seeds: its blocks are kept).
+        `before` runs first, untimed, only when the stage must run: it makes ready what the
+        stage reads (the store recorded again, a checkpoint found), which is not its cost."""
+        with self.lock(name):
+            result = self.kept(name)
+            if result is not None and (enough is None or enough(result)):
                 return result
-        ledger = self.folder / f"{name}.seconds"  # wall time of every attempt, kept across interruptions
-        print(f"[{time.strftime('%H:%M:%S')}] {self.label}: {name} ...", flush=True)
-        start = time.perf_counter()
-        try:
-            result = work()
-        finally:
-            with open(ledger, "a") as f:
-                f.write(f"{time.perf_counter() - start:.1f}\n")
-        result["seconds"] = sum(float(x) for x in ledger.read_text().split())
-        replace_text(done, json.dumps(result, indent=2), durable=False)  # done only once whole on disk
-        return result
+            if before is not None:
+                before()
+            ledger = self.folder / f"{name}.seconds"  # wall time of every attempt, kept across interruptions
+            print(f"[{time.strftime('%H:%M:%S')}] {self.label}: {name} ...", flush=True)
+            start = time.perf_counter()
+            try:
+                result = work()
+            finally:
+                with open(ledger, "a") as f:
+                    f.write(f"{time.perf_counter() - start:.1f}\n")
+            result["seconds"] = sum(float(x) for x in ledger.read_text().split())
+            replace_text(self.folder / f"{name}.json", json.dumps(result, indent=2), durable=False)
+            return result
 
 
 def portable(path: Path) -> str:
@@ -135,36 +165,84 @@ def local(text: str) -> Path:
     return Path(text) if Path(text).is_absolute() else ROOT / text
 
 
-def needed_checkpoint(stage: str, result: dict[str, Any], why: str, stages: Stages) -> Path:
-    """The checkpoint a finished training stage names, when later work needs it; SystemExit
-    in one line when it is not on this machine (the stage finished elsewhere: its results
-    came with the results folder, its weights did not)."""
+def weights_sha256(checkpoint: Path) -> str:
+    """sha256 of the weights a checkpoint is judged and cut by (its EMA average when it kept one)."""
+    return checkpoint_sha256(checkpoint_weights(checkpoint))
+
+
+def weights_of(stage: str, result: dict[str, Any], why: str, redo: str) -> Path:
+    """The checkpoint a finished training stage names, when later work needs it, checked to
+    hold the weights the stage made. SystemExit in one line when it is not on this machine
+    (the stage finished on another: its results came with the results folder, its weights
+    did not) or holds other weights; `redo` says which stage files to delete."""
     checkpoint = local(result["checkpoint"])
     if not (checkpoint_weights(checkpoint) / "model.safetensors").is_file():
-        raise SystemExit(f"{why}, but {stage}'s checkpoint {checkpoint} is not on this machine (it was trained "
-                         f"elsewhere): delete {stages.folder / (stage + '.json')} to train it again here")
+        raise SystemExit(f"{why}, but {stage}'s checkpoint {checkpoint} is not on this machine (it was made "
+                         f"elsewhere): delete {redo} to make it again here")
+    if weights_sha256(checkpoint) != result["weights_sha256"]:
+        raise SystemExit(f"{why}, but {checkpoint} no longer holds the weights {stage} made: delete {redo} "
+                         "to make it again")
     return checkpoint
 
 
-def store_fingerprint(store: Path) -> str:
-    """sha256 over every episode's arrays as read back (frames decoded), in episode and key
-    order: two recordings of one recipe give the same one when the twin and the scripted
-    experts are deterministic, as they are here (two recordings compared equal, array by
-    array, 2026-12-02)."""
+def store_fingerprint(store: Path) -> dict[str, str]:
+    """sha256 of every episode's arrays as read back, in episode and key order: "frames"
+    over the camera images (decoded), "rows" over everything else. Two recordings of one
+    recipe give the same ones when the twin, its renderer and the scripted experts are
+    deterministic, as they are here (two recordings compared equal, array by array,
+    2026-12-02); the split says whether the motion or only the pictures differ."""
     import hashlib
 
     import numpy as np
 
     from shallowpi.data.store import EpisodeStore
 
-    digest = hashlib.sha256()
+    digests = {"rows": hashlib.sha256(), "frames": hashlib.sha256()}
     with EpisodeStore.open(store) as opened:
         for index in range(len(opened)):
             arrays = opened.read_episode(index)
             for key in sorted(arrays):
+                digest = digests["frames" if key.startswith("observation.images.") else "rows"]
                 digest.update(key.encode())
                 digest.update(np.ascontiguousarray(arrays[key]).tobytes())
-    return digest.hexdigest()
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+class RecordedStore:
+    """The robot's store of scripted demonstrations in this machine's work folder: recorded
+    by the `record` stage, or, where that stage finished on another machine (or this one
+    lost the store), recorded again on first use and checked against its fingerprint."""
+
+    def __init__(self, robot: str, path: Path, args: argparse.Namespace, log: Path, stages: Stages) -> None:
+        self.robot, self.path, self.args, self.log, self.stages = robot, path, args, log, stages
+        self.checked = False
+        self.fingerprint = stages.run("record", self._record)["fingerprint"]
+
+    def _record_missing(self) -> dict[str, str]:
+        # Only the episodes a task lacks are recorded: none when this work folder holds the store.
+        args = self.args
+        record(self.robot, self.path, args.episodes, args.size, args.sim_noise, self.log,
+               noise_of(self.robot, args.task_noise))
+        return store_fingerprint(self.path)
+
+    def _record(self) -> dict[str, Any]:
+        self.checked = True
+        return {"fingerprint": self._record_missing()}
+
+    def ready(self) -> Path:
+        """The store, recorded and checked. SystemExit in one line when it differs from the
+        one the kept stages were made from."""
+        if not self.checked:
+            with self.stages.lock("record"):
+                found = self._record_missing()
+            differ = [part for part in ("rows", "frames") if found[part] != self.fingerprint[part]]
+            if differ:
+                raise SystemExit(
+                    f"{self.path} differs from the store the kept stages were made from in its "
+                    f"{' and '.join(differ)} ({self.stages.folder / 'record.json'}): a store left in --out by "
+                    "another recipe (delete it), or this machine's twin records otherwise (use another --results)")
+            self.checked = True
+        return self.path
 
 
 def _last_checkpoint(run: Path) -> Path:
@@ -187,7 +265,8 @@ def train_teacher(store: Path, run: Path, args: argparse.Namespace, log: Path) -
                     "--run", run.name, *steps, "--no-progress", *resume, *args.set, log=log)
     if done.returncode:
         raise SystemExit(f"training the teacher failed; see {log}")
-    return {"checkpoint": portable(_last_checkpoint(run))}
+    checkpoint = _last_checkpoint(run)
+    return {"checkpoint": portable(checkpoint), "weights_sha256": weights_sha256(checkpoint)}
 
 
 def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argparse.Namespace,
@@ -204,21 +283,24 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
     if done.returncode:
         raise SystemExit(f"distilling {row.name} failed; see {log}")
     facts = json.loads((run / "distill.json").read_text())
-    return {"checkpoint": portable(_last_checkpoint(run)), "kept_layers": facts["kept_layers"],
+    checkpoint = _last_checkpoint(run)
+    return {"checkpoint": portable(checkpoint), "weights_sha256": weights_sha256(checkpoint),
+            "teacher_sha256": facts["teacher_sha256"], "kept_layers": facts["kept_layers"],
             "loss_weights": facts["loss_weights"]}
 
 
-def evaluate_row(checkpoint: Path, robot: str, folder: Path, work: Path, args: argparse.Namespace,
+def evaluate_row(checkpoint: Path, sha: str, robot: str, folder: Path, work: Path, args: argparse.Namespace,
                  log: Path) -> dict[str, Any]:
     """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable
     blocks of `args.block` seeds kept in `folder` (the workers' partial files go to `work`).
 
-    Each block names the sha256 of the weights it judged; a block of other weights (the row
-    was trained again) is evaluated again, never merged into this checkpoint's count.
+    Each block names the sha256 of the weights it judged (`sha`) and the episode time cap;
+    a block of other weights (the row was made again) or another cap is evaluated again,
+    never merged into this count. SystemExit when a block comes back short (a worker died).
     """
     folder.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    sha = checkpoint_sha256(checkpoint_weights(checkpoint))
+    made_with = {"weights_sha256": sha, "episode_time_s": args.eval_time_s}
     per_task: dict[str, dict[str, Any]] = {}
     # The robot named: a given teacher (robots/arm/teacher) names no store to find it by.
     extra = ("--robot", robot, *(("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()))
@@ -226,17 +308,21 @@ def evaluate_row(checkpoint: Path, robot: str, folder: Path, work: Path, args: a
         n = min(args.block, args.eval_episodes - first)
         block = folder / f"seeds_{1000 + first}-{1000 + first + n - 1}.json"
         kept = json.loads(block.read_text()) if block.is_file() else None
-        if kept is not None and kept.get("checkpoint_sha256", sha) != sha:
-            print(f"{block} judged other weights ({kept['checkpoint_sha256'][:12]}); evaluating it again", flush=True)
+        if kept is not None and any(kept.get(key) != value for key, value in made_with.items()):
+            print(f"{block} judged other weights or episodes; evaluating it again", flush=True)
             kept = None
         if kept is not None:
             reports = kept["tasks"]
         else:
-            reports = evaluate(checkpoint, n, work / "part.json", log, args.eval_workers,
+            reports = evaluate(checkpoint, n, work / f"part-{os.getpid()}.json", log, args.eval_workers,
                                first_seed=1000 + first, extra=extra)
-            if sum(len(r["episodes"]) for r in reports) == 0:
-                raise SystemExit(f"evaluating {checkpoint} failed; see {log}")
-            write_json(block, {"checkpoint_sha256": sha, "tasks": reports}, durable=False)
+            counts = [len(r["episodes"]) for r in reports]
+            if len(reports) != len(make_tasks(robot)) or any(c != n for c in counts):
+                raise SystemExit(f"evaluating {checkpoint} on seeds {1000 + first}-{1000 + first + n - 1} came "
+                                 f"back short ({counts} episodes of {n} a task); see {log}")
+            # The block is kept in git: this machine's paths stay out of it.
+            reports = [{k: v for k, v in r.items() if k not in ("checkpoint", "store", "sources")} for r in reports]
+            write_json(block, made_with | {"tasks": reports}, durable=False)
         for r in reports:
             into = per_task.setdefault(r["task"], {"successes": 0, "episodes": 0, "other_task_instead": 0,
                                                    "seeds": {}})
@@ -246,7 +332,7 @@ def evaluate_row(checkpoint: Path, robot: str, folder: Path, work: Path, args: a
             into["seeds"].update({str(e["seed"]): bool(e["success"]) for e in r["episodes"]})  # for paired tests
     for r in per_task.values():
         r["interval95"] = list(wilson_interval(r["successes"], r["episodes"]))
-    return {"tasks": per_task}
+    return {"weights_sha256": sha, "tasks": per_task}
 
 
 def time_chunks(store: Path, teacher_checkpoint: Path, depths: list[int], repeats: int) -> dict[str, Any]:
@@ -295,94 +381,118 @@ RECIPE = ("policy", "episodes", "size", "sim_noise", "teacher_steps", "student_s
 
 def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
     """Write folder/recipe.json (the folder exists) on the first run; on a rerun, SystemExit
-    in one line when the recipe differs from the one the cached stages were made with (a
-    500-step student must not be read back as the 2,000-step one)."""
+    in one line when the recipe differs from the one the folder's stages were made with (a
+    500-step student must not be read back as the 2,000-step one). Checked in the results
+    folder and in the work folder both: a store or a run left in --out is a stage too."""
     teacher = args.teachers.get(robot)
     # The task noises are this robot's own only (another robot's must not bar a rerun of this
-    # one); None without any, as folders made before the flag existed read.
-    # The given teacher by content, not by path: the folder may be checked out anywhere.
+    # one); None without any, as folders made before the flag existed read. The given teacher
+    # by the weights it is judged and cut by, not by path: it may be checked out anywhere.
     recipe = {key: getattr(args, key) for key in RECIPE} | {
         "task_noise": noise_of(robot, args.task_noise) or None,
-        "teacher": checkpoint_sha256(teacher) if teacher else None}
+        "teacher": weights_sha256(teacher) if teacher else None}
     path = folder / "recipe.json"
-    if path.is_file():
+    try:
+        with open(path, "x") as f:  # the first of two runs started at once writes it; the other compares
+            f.write(json.dumps(recipe, indent=1))
+        return
+    except FileExistsError:
         before = json.loads(path.read_text())
-        changed = [key for key in recipe if before.get(key) != recipe[key]]
-        if changed:
-            key = changed[0]
-            raise SystemExit(f"{folder} holds stages made with {key}={before.get(key)!r}, this run asks for "
-                             f"{recipe[key]!r}; pass another --out (or delete the folder)")
-    else:
-        path.write_text(json.dumps(recipe, indent=1))
+    changed = [key for key in recipe if before.get(key) != recipe[key]]
+    if changed:
+        key = changed[0]
+        raise SystemExit(f"{folder} holds stages made with {key}={before.get(key)!r}, this run asks for "
+                         f"{recipe[key]!r}; pass another --out and --results (or delete the folder)")
 
 
 def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every stage of one robot's rows (record, teacher, each row trained then evaluated,
-    the chunk timings), each read back when its result is kept; the robot's table rows."""
+    the chunk timings), each read back when its result is kept; the table's rows: those
+    asked for and every other row the results folder holds."""
     work, kept = args.out / robot, args.results / robot
-    work.mkdir(parents=True, exist_ok=True)
-    kept.mkdir(parents=True, exist_ok=True)
-    check_recipe(kept, robot, args)
+    for folder in (work, kept):
+        folder.mkdir(parents=True, exist_ok=True)
+        check_recipe(folder, robot, args)
     log = work / "log.txt"
-    stages = Stages(kept / "stages", robot)
-    store = work / f"{robot}.zarr"
+    stages = Stages(kept / "stages", work / "locks", robot)
+    store = RecordedStore(robot, work / f"{robot}.zarr", args, log, stages)
 
-    recorded_here: list[bool] = []
-
-    def record_store() -> dict[str, Any]:
-        # An interrupted recording continues (its recipe is checked above); only the missing episodes run.
-        record(robot, store, args.episodes, args.size, args.sim_noise, log, noise_of(robot, args.task_noise))
-        recorded_here.append(True)
-        return {"fingerprint": store_fingerprint(store)}
-
-    recorded = stages.run("record", record_store)
-    store_checked = bool(recorded_here)
-
-    def the_store() -> Path:
-        """The recorded store on this machine, for the work that reads it: recorded again
-        where the record stage finished on another machine (or this one lost it), and checked
-        against the fingerprint of the store the kept stages were made from."""
-        nonlocal store_checked
-        if not store_checked:
-            record(robot, store, args.episodes, args.size, args.sim_noise, log, noise_of(robot, args.task_noise))
-            if "fingerprint" in recorded and store_fingerprint(store) != recorded["fingerprint"]:
-                raise SystemExit(f"{store} differs from the store the kept stages were made from (fingerprint in "
-                                 f"{stages.folder / 'record.json'}): this machine's twin or experts record "
-                                 "otherwise; pass another --results to start over")
-            store_checked = True
-        return store
-
-    rows = [ROWS[n] for n in ROBOT_ROWS[robot] if not args.rows or n in args.rows]
     given = args.teachers.get(robot)
-    if given is not None:  # trained elsewhere (e.g. robots/arm/teacher): every student is cut from it
-        teacher = stages.run("given_teacher", lambda: {"checkpoint": portable(given), "given": True})
+    if given is not None:  # trained elsewhere (e.g. robots/arm/teacher); check_recipe checked its sha
+        teacher = stages.run("given_teacher", lambda: {"checkpoint": portable(given), "given": True,
+                                                       "weights_sha256": weights_sha256(given)})
+        teacher_stage, teacher_path = "given_teacher", given
     else:
-        teacher = stages.run("train_teacher", lambda: train_teacher(the_store(), work / "runs" / "teacher", args, log))
+        teacher = stages.run("train_teacher", lambda: train_teacher(store.ready(), work / "runs" / "teacher", args, log))
+        teacher_stage, teacher_path = "train_teacher", None
+    # Everything made from a trained teacher goes with it when it is made again.
+    redo_teacher = f"{stages.folder}/train_teacher.json and every train_*, eval_* and latency_* stage beside it"
 
-    def enough_seeds(result: dict[str, Any]) -> bool:
-        return all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values())
+    def teacher_weights(why: str) -> Path:
+        return teacher_path or weights_of(teacher_stage, teacher, why, redo_teacher)
+
+    def trained_row(row: Row) -> dict[str, Any]:
+        """The row's training stage: the teacher's, or the student's, made from this teacher."""
+        if row.layers is None:
+            return teacher
+        name = f"train_{row.name}"
+        run = work / "runs" / row.name
+        paths: dict[str, Path] = {}
+
+        def ready() -> None:
+            paths["teacher"] = teacher_weights(f"{name} is to be made")
+            paths["store"] = store.ready()
+
+        result = stages.run(name, lambda: train_student(row, paths["store"], paths["teacher"], run, args, log),
+                            before=ready)
+        if result["teacher_sha256"] != teacher["weights_sha256"]:
+            raise SystemExit(f"{name} was distilled from another teacher than {teacher_stage}'s: delete "
+                             f"{stages.folder / name}.json and eval_{row.name}.json to make it from this one")
+        return result
+
+    def evaluated_row(row: Row, trained: dict[str, Any]) -> dict[str, Any]:
+        name, made = f"eval_{row.name}", "given_teacher" if trained.get("given") else f"train_{row.name}"
+        redo = redo_teacher if row.layers is None and not trained.get("given") else \
+            f"{stages.folder}/{made}.json and {name}.json"
+        paths: dict[str, Path] = {}
+
+        def ready() -> None:
+            paths["weights"] = (teacher_weights(f"{name} needs seeds") if row.layers is None
+                                else weights_of(made, trained, f"{name} needs seeds", redo))
+
+        def enough(result: dict[str, Any]) -> bool:  # as many seeds as asked, judged on these weights
+            return result.get("weights_sha256") == trained["weights_sha256"] and all(
+                task["episodes"] >= args.eval_episodes for task in result["tasks"].values())
+
+        return stages.run(name, lambda: evaluate_row(paths["weights"], trained["weights_sha256"], robot,
+                                                     kept / "eval" / row.name, work / "eval" / row.name, args, log),
+                          enough, before=ready)
 
     # Row by row, each trained then evaluated, so every finished row's result is kept before
     # the next row's training starts (a session that ends mid-run loses one row, not all).
+    asked = [n for n in ROBOT_ROWS[robot] if not args.rows or n in args.rows]
     trained: dict[str, dict[str, Any]] = {}
     evals: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row.layers is None:
-            trained[row.name] = teacher
-        else:
-            trained[row.name] = stages.run(f"train_{row.name}", lambda row=row: train_student(
-                row, the_store(), needed_checkpoint("train_teacher", teacher, f"train_{row.name} is to be made", stages),
-                work / "runs" / row.name, args, log))
-        stage = "given_teacher" if trained[row.name].get("given") else f"train_{row.name}"
-        evals[row.name] = stages.run(f"eval_{row.name}", lambda row=row, stage=stage: evaluate_row(
-            needed_checkpoint(stage, trained[row.name], f"eval_{row.name} needs more seeds", stages), robot,
-            kept / "eval" / row.name, work / "eval" / row.name, args, log), enough_seeds)
+    for name in asked:
+        trained[name] = trained_row(ROWS[name])
+        evals[name] = evaluated_row(ROWS[name], trained[name])
+    # The rows made by other runs into the same results (another session, another --rows).
+    for name in ROBOT_ROWS[robot]:
+        made = teacher if name == "teacher" else stages.kept(f"train_{name}")
+        done = stages.kept(f"eval_{name}")
+        if name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]:
+            trained[name], evals[name] = made, done
+    rows = [ROWS[n] for n in ROBOT_ROWS[robot] if n in evals]
 
     # Every depth timed in one process against the teacher, from its cuts (time_chunks).
     depths = sorted({row.layers for row in rows if row.layers is not None}, reverse=True)
+    paths: dict[str, Path] = {}
+
+    def ready() -> None:
+        paths["teacher"], paths["store"] = teacher_weights("the chunks are to be timed"), store.ready()
+
     costs = stages.run("latency_" + "_".join(["teacher", *map(str, depths)]), lambda: time_chunks(
-        the_store(), needed_checkpoint("given_teacher" if given else "train_teacher", teacher, "timing", stages),
-        depths, args.latency_repeats))["models"]
+        paths["store"], paths["teacher"], depths, args.latency_repeats), before=ready)["models"]
     ref = costs["teacher"]
     table = []
     for row in rows:
@@ -395,7 +505,8 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
             # None: a teacher given with --teacher, trained elsewhere
             "train_minutes": None if trained[row.name].get("given") else trained[row.name]["seconds"] / 60,
         })
-    return {"robot": robot, "record_minutes": recorded["seconds"] / 60, "teacher_depth": ref["depth"], "rows": table}
+    return {"robot": robot, "record_minutes": stages.kept("record")["seconds"] / 60, "teacher_depth": ref["depth"],
+            "rows": table}
 
 
 def write_table(results: list[dict[str, Any]], folder: Path) -> str:
@@ -414,7 +525,7 @@ def write_table(results: list[dict[str, Any]], folder: Path) -> str:
                          f"{speed} | {row['params']:,} | {minutes} |")
         lines += ["", *paired_lines(result["rows"], tasks), ""]
     text = "\n".join(lines)
-    (folder / "table.md").write_text(text)
+    replace_text(folder / "table.md", text, durable=False)
     return text
 
 
@@ -542,8 +653,8 @@ def main() -> None:
     pngs = plot(results, args.results)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "results", "teacher")} | {
         "teachers": {robot: portable(path) for robot, path in args.teachers.items()}}
-    (args.results / "reproduce.json").write_text(json.dumps({"settings": settings, "results": results}, indent=2,
-                                                            default=str))
+    replace_text(args.results / "reproduce.json", json.dumps({"settings": settings, "results": results}, indent=2,
+                                                             default=str), durable=False)
     print(text)
     print(f"wrote {args.results / 'reproduce.json'}, {args.results / 'table.md'}, " + ", ".join(str(p) for p in pngs))
 
