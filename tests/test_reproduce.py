@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -56,6 +57,18 @@ def test_a_stage_runs_once_and_an_interrupted_one_runs_again(reproduce, tmp_path
         time.sleep(0.5)
 
     first = stages.run("train_kd6", lambda: {"value": 1}, before=ready)
+    # Stopped by SIGTERM (how a long run is stopped) instead of Ctrl-C: the attempt still
+    # counts. (In a child process: without the handler SIGTERM ends the process outright.)
+    stopped = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "import reproduce; reproduce.exit_on_sigterm(); "
+        "stages = reproduce.Stages(Path(sys.argv[2]), Path(sys.argv[3]), 'arm'); "
+        "stages.run('eval_kd6', lambda: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(30) or {})"),
+        str(SCRIPT.parent), str(tmp_path / "stages"), str(tmp_path / "locks")], capture_output=True, text=True,
+        timeout=120)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-2000:]
+    assert len((tmp_path / "stages" / "eval_kd6.seconds").read_text().split()) == 1
+    assert not (tmp_path / "stages" / "eval_kd6.json").exists()
     stages.run("train_kd6", lambda: {"value": 2}, before=ready)
     assert first["value"] == 1 and len(readied) == 1 and first["seconds"] < 0.5
 

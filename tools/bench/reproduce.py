@@ -52,6 +52,7 @@ import argparse
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -606,6 +607,13 @@ def plot(results: list[dict[str, Any]], folder: Path) -> list[Path]:
     return [png]
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (`kill`, a session's end) raises SystemExit like Ctrl-C raises
+    KeyboardInterrupt, so a stage stopped that way still writes its attempt's seconds to its
+    ledger; Python's default would end the process without running any `finally`."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--robots", nargs="+", default=["arm", "humanoid"], choices=sorted(ROBOT_ROWS))
@@ -647,6 +655,7 @@ def main() -> None:
                      "and CKPT a checkpoint folder (holds model.safetensors)")
         args.teachers[robot] = Path(ckpt).expanduser().resolve()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # training beside evaluation: 2 threads collapse
+    exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
     results = [reproduce_robot(robot, args) for robot in args.robots]
     text = write_table(results, args.results)
