@@ -208,6 +208,9 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     (stages / "train_cut6.json").write_text(json.dumps(json.loads(train_cut6) | {"teacher_sha256": "1" * 64}))
     other_teacher = run("--eval-episodes", "3")
     assert other_teacher.returncode == 1 and "train_cut6 was distilled from another teacher" in other_teacher.stderr
+    unasked = run("--eval-episodes", "3", rows=("teacher",))  # nor taken into the table when not asked for
+    assert unasked.returncode == 0, unasked.stdout[-3000:] + unasked.stderr[-3000:]
+    assert [r["row"] for r in json.loads((kept / "reproduce.json").read_text())["results"][0]["rows"]] == ["teacher"]
     (stages / "train_cut6.json").write_text(train_cut6)
     # Another recipe into the same work folder (a store, runs) is refused, whatever --results says.
     mixed = run("--student-steps", "3", at=(work, tmp_path / "fresh"))

@@ -393,12 +393,15 @@ def check_recipe(folder: Path, robot: str, args: argparse.Namespace) -> None:
         "task_noise": noise_of(robot, args.task_noise) or None,
         "teacher": weights_sha256(teacher) if teacher else None}
     path = folder / "recipe.json"
-    try:
-        with open(path, "x") as f:  # the first of two runs started at once writes it; the other compares
-            f.write(json.dumps(recipe, indent=1))
+    whole = folder / f"recipe.json.{os.getpid()}"
+    whole.write_text(json.dumps(recipe, indent=1))
+    try:  # the first of two runs started at once puts it in place whole; the other compares
+        os.link(whole, path)
         return
     except FileExistsError:
         before = json.loads(path.read_text())
+    finally:
+        whole.unlink()
     changed = [key for key in recipe if before.get(key) != recipe[key]]
     if changed:
         key = changed[0]
@@ -481,7 +484,8 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     for name in ROBOT_ROWS[robot]:
         made = teacher if name == "teacher" else stages.kept(f"train_{name}")
         done = stages.kept(f"eval_{name}")
-        if name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]:
+        if (name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]
+                and made.get("teacher_sha256", teacher["weights_sha256"]) == teacher["weights_sha256"]):
             trained[name], evals[name] = made, done
     rows = [ROWS[n] for n in ROBOT_ROWS[robot] if n in evals]
 
