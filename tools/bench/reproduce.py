@@ -69,7 +69,7 @@ from shallowpi.data.durable_io import replace_text, write_json
 from shallowpi.distill.distiller import checkpoint_sha256
 from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
 from shallowpi.robots.sim.tasks import make_tasks
-from shallowpi.train.checkpoint import checkpoint_weights
+from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 
 
 @dataclass(frozen=True)
@@ -246,27 +246,23 @@ class RecordedStore:
         return self.path
 
 
-def _last_checkpoint(run: Path) -> Path:
-    """The last checkpoint's weights: its EMA average when the run kept one (the `teacher`
-    preset does, and is judged by it), else the raw weights."""
-    steps = sorted((run / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not steps:
+def _last_weights(run: Path) -> Path:
+    """The run's newest checkpoint's weights: its EMA average when the run kept one (the
+    `teacher` preset does, and is judged by it), else the raw weights."""
+    newest = latest_checkpoint(run)
+    if newest is None:
         raise SystemExit(f"{run} has no checkpoint; see its log")
-    return checkpoint_weights(steps[-1])
-
-
-def _has_checkpoint(run: Path) -> bool:
-    return any((run / "checkpoints").glob("step_*"))
+    return checkpoint_weights(newest)
 
 
 def train_teacher(store: Path, run: Path, args: argparse.Namespace, log: Path) -> dict[str, Any]:
-    resume = ["--resume"] if _has_checkpoint(run) else []
+    resume = ["--resume"] if latest_checkpoint(run) else []
     steps = ["--steps", str(args.teacher_steps)] if args.teacher_steps else []  # default: the preset's
     done = platform("train", "--dataset", str(store), "--policy", args.policy, "--runs-dir", str(run.parent),
                     "--run", run.name, *steps, "--no-progress", *resume, *args.set, log=log)
     if done.returncode:
         raise SystemExit(f"training the teacher failed; see {log}")
-    checkpoint = _last_checkpoint(run)
+    checkpoint = _last_weights(run)
     return {"checkpoint": portable(checkpoint), "weights_sha256": weights_sha256(checkpoint)}
 
 
@@ -274,7 +270,7 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
                   log: Path) -> dict[str, Any]:
     steps = args.student_steps if row.trained else 1
     untrained = [] if row.trained else ["+distill.train.lr=0", "+distill.train.min_lr=0", "+distill.train.warmup_steps=0"]
-    resume = ["--resume"] if _has_checkpoint(run) else []
+    resume = ["--resume"] if latest_checkpoint(run) else []
     done = platform("distill", "--dataset", str(store), "--policy", args.policy, "--teacher", str(teacher),
                     "--layers", str(row.layers), "--runs-dir", str(run.parent), "--run", run.name,
                     "--steps", str(steps), "--no-progress", *resume, *args.set,
@@ -284,7 +280,7 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
     if done.returncode:
         raise SystemExit(f"distilling {row.name} failed; see {log}")
     facts = json.loads((run / "distill.json").read_text())
-    checkpoint = _last_checkpoint(run)
+    checkpoint = _last_weights(run)
     return {"checkpoint": portable(checkpoint), "weights_sha256": weights_sha256(checkpoint),
             "teacher_sha256": facts["teacher_sha256"], "kept_layers": facts["kept_layers"],
             "loss_weights": facts["loss_weights"]}
