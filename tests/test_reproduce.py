@@ -28,8 +28,15 @@ def reproduce():
     return module
 
 
-def test_a_stage_runs_once_and_an_interrupted_one_runs_again(reproduce, tmp_path):
-    stages = reproduce.Stages(tmp_path / "stages", tmp_path / "locks", "arm")
+@pytest.fixture(scope="module")
+def stage_cache(reproduce):
+    import stage_cache  # on sys.path once reproduce is loaded
+
+    return stage_cache
+
+
+def test_a_stage_runs_once_and_an_interrupted_one_runs_again(stage_cache, tmp_path):
+    stages = stage_cache.Stages(tmp_path / "stages", tmp_path / "locks", "arm")
     calls = []
 
     def work():
@@ -61,8 +68,8 @@ def test_a_stage_runs_once_and_an_interrupted_one_runs_again(reproduce, tmp_path
     # counts. (In a child process: without the handler SIGTERM ends the process outright.)
     stopped = subprocess.run([sys.executable, "-c", (
         "import os, signal, sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-        "import reproduce; reproduce.exit_on_sigterm(); "
-        "stages = reproduce.Stages(Path(sys.argv[2]), Path(sys.argv[3]), 'arm'); "
+        "import reproduce, stage_cache; reproduce.exit_on_sigterm(); "
+        "stages = stage_cache.Stages(Path(sys.argv[2]), Path(sys.argv[3]), 'arm'); "
         "stages.run('eval_kd6', lambda: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(30) or {})"),
         str(SCRIPT.parent), str(tmp_path / "stages"), str(tmp_path / "locks")], capture_output=True, text=True,
         timeout=120)
@@ -98,29 +105,32 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
                     student_steps=2000, set=[], teachers={})
         return argparse.Namespace(**(base | changes))
 
+    def check(folder, **changes):
+        reproduce.check_recipe(folder, reproduce.recipe_of("arm", args(**changes)))
+
     (tmp_path / "arm").mkdir()
-    reproduce.check_recipe(tmp_path / "arm", "arm", args())
-    reproduce.check_recipe(tmp_path / "arm", "arm", args())  # the same recipe: fine
+    check(tmp_path / "arm")
+    check(tmp_path / "arm")  # the same recipe: fine
     with pytest.raises(SystemExit, match="made with student_steps=2000, this run asks for 500; pass another --out and --results"):
-        reproduce.check_recipe(tmp_path / "arm", "arm", args(student_steps=500))
+        check(tmp_path / "arm", student_steps=500)
     with pytest.raises(SystemExit, match="made with task_noise=None"):
-        reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise={"cube_in_bowl": 0.01}))
+        check(tmp_path / "arm", task_noise={"cube_in_bowl": 0.01})
     # Another robot's task noise is not this robot's recipe: the arm's folder still matches.
-    reproduce.check_recipe(tmp_path / "arm", "arm", args(task_noise={"handover": 0.005}))
+    check(tmp_path / "arm", task_noise={"handover": 0.005})
     given = tmp_path / "t"
     given.mkdir()
     (given / "model.safetensors").write_bytes(b"weights")
     with pytest.raises(SystemExit, match="made with teacher=None"):
-        reproduce.check_recipe(tmp_path / "arm", "arm", args(teachers={"arm": given}))
+        check(tmp_path / "arm", teachers={"arm": given})
     # A given teacher is recorded by its content: the same weights checked out elsewhere match.
     (tmp_path / "arm2").mkdir()
-    reproduce.check_recipe(tmp_path / "arm2", "arm", args(teachers={"arm": given}))
+    check(tmp_path / "arm2", teachers={"arm": given})
     moved = tmp_path / "elsewhere"
     given.rename(moved)
-    reproduce.check_recipe(tmp_path / "arm2", "arm", args(teachers={"arm": moved}))
+    check(tmp_path / "arm2", teachers={"arm": moved})
     (moved / "model.safetensors").write_bytes(b"other weights")
     with pytest.raises(SystemExit, match="made with teacher="):
-        reproduce.check_recipe(tmp_path / "arm2", "arm", args(teachers={"arm": moved}))
+        check(tmp_path / "arm2", teachers={"arm": moved})
 
 
 def test_each_robot_has_the_papers_rows(reproduce):
@@ -133,7 +143,7 @@ def test_each_robot_has_the_papers_rows(reproduce):
 
 
 @pytest.mark.slow
-def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missing(reproduce, tmp_path):
+def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missing(reproduce, stage_cache, tmp_path):
     work, kept = tmp_path / "work", tmp_path / "kept"
     cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "teacher", "cut6", "--episodes", "1",
            "--teacher-steps", "2", "--student-steps", "2", "--eval-episodes", "2", "--block", "1",
@@ -230,7 +240,7 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert stages_run(done)[:3] == ["record", "given_teacher", "eval_teacher"]
     given_stage = json.loads((kept2 / "arm" / "stages" / "given_teacher.json").read_text())
-    assert reproduce.local(given_stage["checkpoint"]) == given.resolve()
+    assert stage_cache.local(given_stage["checkpoint"]) == given.resolve()
 
     # A new machine: the results came along (kept in git), the work folder did not. Nothing
     # is redone; a row added trains alone, on the store recorded again and found the same,
@@ -264,25 +274,25 @@ def stages_run(done: subprocess.CompletedProcess) -> list[str]:
             if line.startswith("[") and line.endswith(" ...")]
 
 
-def test_a_kept_result_names_its_checkpoint_portably_and_checks_it(reproduce, tmp_path):
+def test_a_kept_result_names_its_checkpoint_portably_and_checks_it(stage_cache, tmp_path):
     """A result kept in git names the shipped teacher relative to the checkout (found on any
     machine) and anything else absolutely; a checkpoint that is gone, or holds other
     weights than the stage made, stops the run in one line saying what to delete."""
     shipped = ROOT / "robots" / "arm" / "teacher"
-    assert reproduce.portable(shipped) == "robots/arm/teacher" and reproduce.local("robots/arm/teacher") == shipped
-    assert reproduce.local(reproduce.portable(tmp_path)) == tmp_path.resolve()
+    assert stage_cache.portable(shipped) == "robots/arm/teacher" and stage_cache.local("robots/arm/teacher") == shipped
+    assert stage_cache.local(stage_cache.portable(tmp_path)) == tmp_path.resolve()
     ckpt = tmp_path / "student"
     ckpt.mkdir()
     (ckpt / "model.safetensors").write_bytes(b"weights")
-    made = {"checkpoint": reproduce.portable(ckpt), "weights_sha256": reproduce.weights_sha256(ckpt)}
-    assert reproduce.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R") == ckpt.resolve()
+    made = {"checkpoint": stage_cache.portable(ckpt), "weights_sha256": stage_cache.weights_sha256(ckpt)}
+    assert stage_cache.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R") == ckpt.resolve()
     (ckpt / "model.safetensors").write_bytes(b"other weights")
     with pytest.raises(SystemExit, match=f"eval_kd6 needs seeds, but {ckpt.resolve()} no longer holds the weights "
                                          "train_kd6 made: delete R to make it again"):
-        reproduce.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
+        stage_cache.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
     shutil.rmtree(ckpt)
     with pytest.raises(SystemExit, match=r"checkpoint .* is not on this machine"):
-        reproduce.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
+        stage_cache.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
 
 
 def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(tmp_path):
