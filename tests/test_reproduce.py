@@ -80,6 +80,48 @@ def test_a_stage_runs_once_and_an_interrupted_one_runs_again(stage_cache, tmp_pa
     assert first["value"] == 1 and len(readied) == 1 and first["seconds"] < 0.5
 
 
+# A training child as `platform train` behaves (train/interrupt.py): the first SIGTERM ends
+# its step and saves, a second stops it at once without saving.
+TRAINING_CHILD = """
+import signal, sys, time
+from pathlib import Path
+out, signals = Path(sys.argv[1]), []
+def on_term(signum, frame):
+    if signals:
+        sys.exit(99)
+    signals.append(signum)
+signal.signal(signal.SIGTERM, on_term)
+(out / "started").write_text("")
+while not signals:
+    time.sleep(0.05)
+time.sleep(1.0)
+(out / "saved").write_text(str(len(signals)))
+sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM to the tool's process group", "the tool killed outright"])
+def test_stopping_the_tool_lets_its_training_child_save(tmp_path, stop):
+    tool = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); import closed_loop, reproduce; "
+        "reproduce.exit_on_sigterm(); "
+        "closed_loop.run_child([sys.executable, '-c', sys.argv[2], sys.argv[3]], dict(os.environ))"),
+        str(SCRIPT.parent), TRAINING_CHILD, str(tmp_path)], start_new_session=True, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists():
+        assert tool.poll() is None and time.monotonic() < deadline, tool.stderr.read()[-2000:]
+        time.sleep(0.05)
+    # kill -- -PGID, as a long run is stopped: the child, in its own session, is not in the
+    # group, and gets exactly one SIGTERM from the tool. SIGKILL: from the kernel, as the tool dies.
+    os.killpg(tool.pid, signal.SIGTERM if stop.startswith("SIGTERM") else signal.SIGKILL)
+    tool.wait(timeout=60)
+    while not (tmp_path / "saved").exists():
+        assert time.monotonic() < deadline, "the child did not save"
+        time.sleep(0.05)
+    assert (tmp_path / "saved").read_text() == "1"  # one signal: it saved instead of dying
+    assert tool.returncode == (128 + signal.SIGTERM if stop.startswith("SIGTERM") else -signal.SIGKILL)
+
+
 def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce):
     """The table says, for students evaluated on the same seeds, how many seeds only one of
     them solved and the exact McNemar p; rows without per-seed outcomes are skipped."""
@@ -153,14 +195,14 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 
     def run(*changes: str, rows: tuple[str, ...] = ("teacher", "cut6"), given: str | None = None,
-            at: tuple[Path, Path] = (work, kept)):
+            at: tuple[Path, Path] = (work, kept), redo: tuple[str, ...] = ()):
         """The command with `changes` (flag, value pairs) replacing its own, on `rows`."""
         line = [*cmd]
         for flag, value in [*zip(changes[::2], changes[1::2]), ("--out", str(at[0])), ("--results", str(at[1]))]:
             line[line.index(flag) + 1] = value
         line[line.index("--rows") + 1: line.index("--episodes")] = rows
-        return subprocess.run([*line, *(["--teacher", given] if given else [])], env=env, capture_output=True,
-                              text=True, timeout=900)
+        return subprocess.run([*line, *(["--teacher", given] if given else []), *(["--redo", *redo] if redo else [])],
+                              env=env, capture_output=True, text=True, timeout=900)
 
     done = run()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -255,10 +297,26 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert (work2 / "arm" / "arm.zarr").is_dir()
     table = json.loads((kept2 / "reproduce.json").read_text())["results"][0]["rows"]
     assert [r["row"] for r in table] == ["teacher", "kd6", "cut6"]
+    # --redo makes a finished row again from nothing: its run moved aside (resuming it would
+    # give back the old weights), its minutes the new attempt's alone, its seeds evaluated again.
+    stages2 = kept2 / "arm" / "stages"
+    (stages2 / "train_kd6.seconds").write_text("5000.0\n")  # as if the first attempt had taken long
+    # Another robot's rows, made by another run into the same results: the table keeps them.
+    other_robot = json.loads((kept2 / "arm" / "rows.json").read_text()) | {"robot": "humanoid"}
+    (kept2 / "humanoid").mkdir()
+    (kept2 / "humanoid" / "rows.json").write_text(json.dumps(other_robot))
+    again = run(given=f"arm={given}", at=(work2, kept2), rows=("cut6",), redo=("kd6",))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert stages_run(again) == ["train_kd6", "eval_kd6"]
+    assert len(list((work2 / "arm" / "runs").glob("kd6.replaced-*"))) == 1
+    assert json.loads((stages2 / "train_kd6.json").read_text())["seconds"] < 5000
+    assert len((stages2 / "train_kd6.seconds").read_text().split()) == 1
+    assert [r["robot"] for r in json.loads((kept2 / "reproduce.json").read_text())["results"]] == ["arm", "humanoid"]
+    assert "### humanoid" in (kept2 / "table.md").read_text()
     # Seeds added to a row whose weights stayed on the first machine: one line, nothing lost.
     lost = run("--eval-episodes", "4", given=f"arm={given}", at=(work2, kept2))
     assert lost.returncode == 1 and "eval_cut6 needs seeds, but train_cut6's checkpoint" in lost.stderr
-    assert f"delete {kept2 / 'arm' / 'stages' / 'train_cut6.json'} and eval_cut6.json" in lost.stderr
+    assert "rerun with --redo cut6 to make it again here" in lost.stderr
     # A machine whose twin records another store must not add rows trained on it.
     record_stage = kept2 / "arm" / "stages" / "record.json"
     fingerprint = json.loads(record_stage.read_text())["fingerprint"]
@@ -277,7 +335,7 @@ def stages_run(done: subprocess.CompletedProcess) -> list[str]:
 def test_a_kept_result_names_its_checkpoint_portably_and_checks_it(stage_cache, tmp_path):
     """A result kept in git names the shipped teacher relative to the checkout (found on any
     machine) and anything else absolutely; a checkpoint that is gone, or holds other
-    weights than the stage made, stops the run in one line saying what to delete."""
+    weights than the stage made, stops the run in one line saying how to make it again."""
     shipped = ROOT / "robots" / "arm" / "teacher"
     assert stage_cache.portable(shipped) == "robots/arm/teacher" and stage_cache.local("robots/arm/teacher") == shipped
     assert stage_cache.local(stage_cache.portable(tmp_path)) == tmp_path.resolve()
@@ -288,7 +346,7 @@ def test_a_kept_result_names_its_checkpoint_portably_and_checks_it(stage_cache, 
     assert stage_cache.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R") == ckpt.resolve()
     (ckpt / "model.safetensors").write_bytes(b"other weights")
     with pytest.raises(SystemExit, match=f"eval_kd6 needs seeds, but {ckpt.resolve()} no longer holds the weights "
-                                         "train_kd6 made: delete R to make it again"):
+                                         "train_kd6 made: rerun with R to make it again"):
         stage_cache.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
     shutil.rmtree(ckpt)
     with pytest.raises(SystemExit, match=r"checkpoint .* is not on this machine"):

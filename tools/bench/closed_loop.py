@@ -45,15 +45,54 @@ def platform_env(**extra: str) -> dict[str, str]:
             **extra}
 
 
-def platform(*args: str, log: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-    env = platform_env()
+# Long enough for a training step and a checkpoint save on a loaded machine.
+STOP_GRACE_S = 300.0
+
+
+def _term_with_parent() -> None:
+    """In the child between fork and exec: SIGTERM it when this process dies (Linux's
+    PR_SET_PDEATHSIG), so a tool killed outright still lets its training save and stop."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def run_child(command: list[str], env: dict[str, str], log: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `command` to its end, its output appended to `log` (else captured).
+
+    Stopping this process stops the child the one way that keeps its work: when this process
+    is interrupted (KeyboardInterrupt, or SystemExit from reproduce.py's SIGTERM handler) the
+    child gets one SIGTERM and up to STOP_GRACE_S to finish; `platform train` and `distill`
+    then end their step and save a checkpoint (train/interrupt.py). A second signal would
+    make them stop without saving, so the child runs in its own session, out of reach of the
+    Ctrl-C or `kill -- -PGID` that stopped this one, and gets exactly one; an interruption
+    during the grace period kills it at once. If this process dies outright the kernel sends
+    the SIGTERM. Raises what interrupted it, after the child has ended.
+    """
     out = open(log, "a") if log else subprocess.PIPE  # noqa: SIM115 (closed below)
     try:
-        return subprocess.run([sys.executable, "-m", "shallowpi", *args], env=env, stdout=out,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)
+        with subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True, preexec_fn=_term_with_parent) as child:
+            try:
+                stdout, _ = child.communicate()
+            except BaseException:
+                child.send_signal(signal.SIGTERM)
+                try:
+                    child.wait(timeout=STOP_GRACE_S)
+                finally:
+                    if child.poll() is None:  # past the grace period, or interrupted again
+                        child.kill()
+                raise
+        return subprocess.CompletedProcess(command, child.returncode, stdout)
     finally:
         if log:
             out.close()
+
+
+def platform(*args: str, log: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m shallowpi ARGS` of this checkout, through `run_child` (a stop lets it save)."""
+    return run_child([sys.executable, "-m", "shallowpi", *args], platform_env(), log)
 
 
 def parse_task_noise(items: list[str] | None, robots: list[str]) -> dict[str, float]:

@@ -24,10 +24,10 @@ its last checkpoint (`--resume`), an interrupted evaluation from its last finish
 blocks. The minutes a stage took add up over interrupted attempts. Stages are named by row,
 not by recipe: a rerun may add rows, robots or seeds, but one that changes the recipe
 (steps, episodes, noise, size, --set, the given teacher) is refused; give it other folders.
-To redo a row, delete its train_ROW.json and eval_ROW.json (the teacher: every stage made
-from it too). Every result names the weights it was made from or judged (sha256): a
-student of another teacher, or an evaluation of other weights, is refused or redone, never
-mixed into the table. Two runs with different --rows may share both folders: each stage
+To make finished rows again, rerun once with `--redo ROW ...` (a trained teacher takes every
+row with it); deleting their JSON is not enough, their runs would be resumed. Every result
+names the weights it was made from or judged (sha256): a student of another teacher, or an
+evaluation of other weights, is refused or redone, never mixed into the table. Two runs with different --rows may share both folders: each stage
 runs under a lock.
 
 Across machines: --out holds what is big and local (the recorded store, the runs, the log),
@@ -38,12 +38,16 @@ re-records the store (a check compares its fingerprint with the one recorded: th
 the experts are deterministic), trains and evaluates only the rows still missing, and times
 every depth in one process from the teacher's cuts (a trained student computes what its
 untrained cut does: latency depends on the architecture, not on the weights). The table
-holds every row the results folder has, whichever --rows made it.
+holds every row and robot the results folder has, whichever run made it. A teacher trained
+by this tool stays in --out like the students, and no student can be made on a machine
+without it: for a run spread over machines, ship the teacher first (tools/ship_teacher.py)
+and pass it with --teacher, as robots/arm/teacher is.
 
-Cost on the 2-core machine, one thread a job (BENCHMARKS.md "Reproduction" has the
-measured table): recording 10-25 minutes a robot, a teacher 2-3.5 hours (6,000-9,000
-steps), a 6,000-step student 25 minutes (task loss only) to 60-90 (all three losses), an
-evaluation episode 2-20 s (the seeds are spread over `--eval-workers` processes, one a core).
+Cost on the 2-core machine, one thread a job (BENCHMARKS.md "Reproduction" has the measured
+table): recording 7-16 minutes a robot; a 9,000-step teacher ~1.2 hours (arm, one quiet core)
+to ~2 (humanoid, 0.7-0.9 s a step beside another job); a 6,000-step student ~30 minutes with
+the task loss only, 50-70 with all three; an evaluated arm episode 0.8-1.9 s (the seeds are
+spread over `--eval-workers` processes, one a core).
 """
 
 from __future__ import annotations
@@ -227,7 +231,7 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, folder: Path, work: Pat
             into["seeds"].update({str(e["seed"]): bool(e["success"]) for e in r["episodes"]})  # for paired tests
     for r in per_task.values():
         r["interval95"] = list(wilson_interval(r["successes"], r["episodes"]))
-    return {"weights_sha256": sha, "tasks": per_task}
+    return made_with | {"tasks": per_task}
 
 
 def time_chunks(store: Path, teacher_checkpoint: Path, depths: list[int], repeats: int) -> dict[str, Any]:
@@ -286,6 +290,38 @@ def recipe_of(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         "teacher": weights_sha256(teacher) if teacher else None}
 
 
+def redo(robot: str, rows: list[str], stages: Stages, work: Path, kept: Path, given_teacher: bool) -> None:
+    """Forget what `rows` made, so that this run makes them afresh: their training and
+    evaluation results with the seconds of every attempt (a redo's minutes are its own), their
+    evaluation blocks, and their run folders, moved aside to ROW.replaced-TIME (kept, not
+    deleted) so that `--resume` cannot pick the old checkpoint up. A trained teacher takes
+    every row and chunk timing with it: each was cut from it. Only a row whose training (a
+    given teacher: its evaluation) finished is forgotten, so rerunning the same command
+    after an interruption continues the redo instead of starting it again."""
+    teacher_trained = "teacher" in rows and not given_teacher and stages.kept("train_teacher") is not None
+    names = ROBOT_ROWS[robot] if teacher_trained else [name for name in rows if name in ROBOT_ROWS[robot]]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in names:
+        given = name == "teacher" and given_teacher  # nothing trained: only its evaluation is made again
+        finished = f"eval_{name}" if given else f"train_{name}"
+        if stages.kept(finished) is None:
+            continue
+        stages.forget(finished)
+        stages.forget(f"eval_{name}")
+        for folder in (kept / "eval" / name, work / "eval" / name):
+            for block in folder.glob("*.json"):
+                block.unlink()
+        run = work / "runs" / name
+        aside = run.with_name(f"{name}.replaced-{stamp}")
+        if run.exists():
+            run.rename(aside)
+        print(f"{robot}: {name} will be made again" + (f"; its old run is {aside}" if aside.exists() else ""),
+              flush=True)
+    if teacher_trained:
+        for timing in stages.folder.glob("latency_*.json"):
+            stages.forget(timing.stem)
+
+
 def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every stage of one robot's rows (record, teacher, each row trained then evaluated,
     the chunk timings), each read back when its result is kept; the table's rows: those
@@ -299,6 +335,8 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     store = RecordedStore(robot, work / f"{robot}.zarr", args, log, stages)
 
     given = args.teachers.get(robot)
+    if args.redo:
+        redo(robot, args.redo, stages, work, kept, given_teacher=given is not None)
     if given is not None:  # trained elsewhere (e.g. robots/arm/teacher); check_recipe checked its sha
         teacher = stages.run("given_teacher", lambda: {"checkpoint": portable(given), "given": True,
                                                        "weights_sha256": weights_sha256(given)})
@@ -306,8 +344,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     else:
         teacher = stages.run("train_teacher", lambda: train_teacher(store.ready(), work / "runs" / "teacher", args, log))
         teacher_stage, teacher_path = "train_teacher", None
-    # Everything made from a trained teacher goes with it when it is made again.
-    redo_teacher = f"{stages.folder}/train_teacher.json and every train_*, eval_* and latency_* stage beside it"
+    redo_teacher = "--redo teacher"  # every row goes with a trained teacher (redo())
 
     def teacher_weights(why: str) -> Path:
         return teacher_path or weights_of(teacher_stage, teacher, why, redo_teacher)
@@ -327,14 +364,13 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         result = stages.run(name, lambda: train_student(row, paths["store"], paths["teacher"], run, args, log),
                             before=ready)
         if result["teacher_sha256"] != teacher["weights_sha256"]:
-            raise SystemExit(f"{name} was distilled from another teacher than {teacher_stage}'s: delete "
-                             f"{stages.folder / name}.json and eval_{row.name}.json to make it from this one")
+            raise SystemExit(f"{name} was distilled from another teacher than {teacher_stage}'s: rerun with "
+                             f"--redo {row.name} to make it from this one")
         return result
 
     def evaluated_row(row: Row, trained: dict[str, Any]) -> dict[str, Any]:
         name, made = f"eval_{row.name}", "given_teacher" if trained.get("given") else f"train_{row.name}"
-        redo = redo_teacher if row.layers is None and not trained.get("given") else \
-            f"{stages.folder}/{made}.json and {name}.json"
+        redo = redo_teacher if row.layers is None and not trained.get("given") else f"--redo {row.name}"
         paths: dict[str, Path] = {}
 
         def ready() -> None:
@@ -342,8 +378,9 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
                                 else weights_of(made, trained, f"{name} needs seeds", redo))
 
         def enough(result: dict[str, Any]) -> bool:  # as many seeds as asked, judged on these weights
-            return result.get("weights_sha256") == trained["weights_sha256"] and all(
-                task["episodes"] >= args.eval_episodes for task in result["tasks"].values())
+            return (result.get("weights_sha256") == trained["weights_sha256"]  # and episodes as long
+                    and result.get("episode_time_s") == args.eval_time_s
+                    and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
 
         return stages.run(name, lambda: evaluate_row(paths["weights"], trained["weights_sha256"], robot,
                                                      kept / "eval" / row.name, work / "eval" / row.name, args, log),
@@ -518,6 +555,10 @@ def main() -> None:
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
     ap.add_argument("--block", type=int, default=50, help="seeds per resumable evaluation block (default 50)")
     ap.add_argument("--latency-repeats", type=int, default=30)
+    ap.add_argument("--redo", nargs="+", choices=list(ROWS), metavar="ROW",
+                    help="make these finished rows again (their results, seconds and evaluation blocks are dropped, "
+                         "their runs moved aside; a trained teacher takes every row with it); once: leave it out "
+                         "of later reruns, or they make the rows again")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="overrides for the teacher's and the students' training (policy.*)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "reproduce",
@@ -527,6 +568,8 @@ def main() -> None:
                          "Kept in git, they carry a run across machines: docs/reproduce holds BENCHMARKS.md's")
     args = ap.parse_args()
     args.results = args.results or args.out
+    if args.rows and args.redo:  # a row made again is a row of this run
+        args.rows = list(dict.fromkeys([*args.rows, *args.redo]))
     args.task_noise = parse_task_noise(args.task_noise, args.robots)
     args.teachers = {}
     for item in args.teacher:
@@ -538,12 +581,19 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # training beside evaluation: 2 threads collapse
     exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = [reproduce_robot(robot, args) for robot in args.robots]
+    for robot in args.robots:
+        replace_text(args.results / robot / "rows.json", json.dumps(reproduce_robot(robot, args), indent=2),
+                     durable=False)
+    # The table holds every robot the results folder has, whichever run made it (a run of
+    # the humanoid alone must not drop the arm's rows from table.md); each robot's recipe is
+    # its ROBOT/recipe.json.
+    results = [json.loads(path.read_text()) for robot in ROBOT_ROWS
+               if (path := args.results / robot / "rows.json").is_file()]
     text = write_table(results, args.results)
     pngs = plot(results, args.results)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "results", "teacher")} | {
         "teachers": {robot: portable(path) for robot, path in args.teachers.items()}}
-    replace_text(args.results / "reproduce.json", json.dumps({"settings": settings, "results": results}, indent=2,
+    replace_text(args.results / "reproduce.json", json.dumps({"last_run": settings, "results": results}, indent=2,
                                                              default=str), durable=False)
     print(text)
     print(f"wrote {args.results / 'reproduce.json'}, {args.results / 'table.md'}, " + ", ".join(str(p) for p in pngs))

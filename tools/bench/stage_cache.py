@@ -43,6 +43,15 @@ class Stages:
         done = self.folder / f"{name}.json"
         return json.loads(done.read_text()) if done.is_file() else None
 
+    def forget(self, name: str) -> bool:
+        """Drop the stage's result and the seconds of its attempts, so that it runs again and
+        its minutes are the new attempt's only. True when it had finished."""
+        with self.lock(name):
+            finished = (self.folder / f"{name}.json").is_file()
+            for suffix in (".json", ".seconds"):
+                (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
+            return finished
+
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Hold stage `name`'s lock (blocking) for the duration."""
@@ -100,14 +109,14 @@ def weights_of(stage: str, result: dict[str, Any], why: str, redo: str) -> Path:
     """The checkpoint a finished training stage names, when later work needs it, checked to
     hold the weights the stage made. SystemExit in one line when it is not on this machine
     (the stage finished on another: its results came with the results folder, its weights
-    did not) or holds other weights; `redo` says which stage files to delete."""
+    did not) or holds other weights; `redo` says how to make it again (e.g. "--redo kd6")."""
     checkpoint = local(result["checkpoint"])
     if not (checkpoint_weights(checkpoint) / "model.safetensors").is_file():
         raise SystemExit(f"{why}, but {stage}'s checkpoint {checkpoint} is not on this machine (it was made "
-                         f"elsewhere): delete {redo} to make it again here")
+                         f"elsewhere): rerun with {redo} to make it again here")
     if weights_sha256(checkpoint) != result["weights_sha256"]:
-        raise SystemExit(f"{why}, but {checkpoint} no longer holds the weights {stage} made: delete {redo} "
-                         "to make it again")
+        raise SystemExit(f"{why}, but {checkpoint} no longer holds the weights {stage} made: rerun with "
+                         f"{redo} to make it again")
     return checkpoint
 
 
