@@ -149,8 +149,8 @@ def test_a_made_stage_with_changed_settings_stops_in_one_line(first, capsys):
 def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
     for extra, expected in ((["demo.episodes=0"], "demo.episodes must be at least 1, got 0"),
                             (["+demo.epochs=3"], "unknown demo keys ['epochs']"),
-                            (["demo.teacher=shipped", "demo.robot=humanoid"],
-                             "no teacher ships for the simulated humanoid"),
+                            (["demo.teacher=shipped", "demo.robot=bimanual"],
+                             "no teacher ships for the simulated bimanual"),
                             ([f"demo.teacher={tmp_path}"], f"demo.teacher={tmp_path}: no model.safetensors there")):
         assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
