@@ -174,7 +174,8 @@ def test_progress_prints_plain_lines_without_a_terminal():
     assert quiet.getvalue().splitlines() == [quiet.getvalue().strip()] and " 7/10 " in quiet.getvalue()
 
 
-def test_the_shipped_arm_teacher_fits_the_twin_and_says_how_it_was_made():
+@pytest.mark.parametrize("robot", ["arm", "humanoid"])
+def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot):
     from shallowpi import config
     from shallowpi.commands.demo_stages import DemoConfig
     from shallowpi.evaluate.sim_checkpoint import check_fits
@@ -183,19 +184,19 @@ def test_the_shipped_arm_teacher_fits_the_twin_and_says_how_it_was_made():
     from shallowpi.robots.sim.tasks import make_tasks
     from shallowpi.robots.sim.twin import TwinSpec
 
-    folder = DemoConfig(teacher="shipped", robot="arm").given_teacher()
-    assert folder == config.REPO_ROOT / "robots" / "arm" / "teacher"
+    folder = DemoConfig(teacher="shipped", robot=robot).given_teacher()
+    assert folder == config.REPO_ROOT / "robots" / robot / "teacher"
     policy = Policy.load(folder)
-    check_fits(policy.features, TwinSpec.from_config(config.compose(["robot=arm"]).robot))
+    check_fits(policy.features, TwinSpec.from_config(config.compose([f"robot={robot}"]).robot))
     assert policy.cfg.depth == 18 and policy.cfg.name == "teacher"
     # shipped from the preset as it is: a preset change (chunks of 40) means a new teacher
     preset = load_preset("teacher")
     for key in ("chunk_len", "vision", "vlm", "expert", "crop_scale", "normalization", "task_conditioning"):
         assert getattr(policy.cfg, key) == getattr(preset, key), f"the shipped teacher's {key} is not the preset's"
-    instructions = [task.instruction for task in make_tasks("arm").values()]
+    instructions = [task.instruction for task in make_tasks(robot).values()]
     # it reads every instruction whole, word by word, and tells them apart
     check_prompts(policy.tokenizer, instructions, policy.cfg.max_text_tokens)
     assert {word for text in instructions for word in text.split()} <= set(policy.cfg.vocabulary)
     meta = Policy.read_metadata(folder)
-    assert "closed_loop.py" in meta["made_by"] and not {"dataset", "train", "held_out"} & set(meta)
+    assert "tools/bench/" in meta["made_by"] and not {"dataset", "train", "held_out"} & set(meta)
     assert config.compose(["demo=default"]).demo.teacher == "shipped"
