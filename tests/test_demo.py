@@ -174,8 +174,8 @@ def test_progress_prints_plain_lines_without_a_terminal():
     assert quiet.getvalue().splitlines() == [quiet.getvalue().strip()] and " 7/10 " in quiet.getvalue()
 
 
-@pytest.mark.parametrize("robot", ["arm", "humanoid"])
-def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot):
+@pytest.mark.parametrize(("robot", "made_by"), [("arm", "closed_loop.py"), ("humanoid", "reproduce.py")])
+def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot, made_by):
     from shallowpi import config
     from shallowpi.commands.demo_stages import DemoConfig
     from shallowpi.evaluate.sim_checkpoint import check_fits
@@ -198,5 +198,5 @@ def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot):
     check_prompts(policy.tokenizer, instructions, policy.cfg.max_text_tokens)
     assert {word for text in instructions for word in text.split()} <= set(policy.cfg.vocabulary)
     meta = Policy.read_metadata(folder)
-    assert "tools/bench/" in meta["made_by"] and not {"dataset", "train", "held_out"} & set(meta)
+    assert f"tools/bench/{made_by}" in meta["made_by"] and not {"dataset", "train", "held_out"} & set(meta)
     assert config.compose(["demo=default"]).demo.teacher == "shipped"

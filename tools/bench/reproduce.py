@@ -27,8 +27,8 @@ not by recipe: a rerun may add rows, robots or seeds, but one that changes the r
 To make finished rows again, rerun once with `--redo ROW ...` (a trained teacher takes every
 row with it); deleting their JSON is not enough, their runs would be resumed. Every result
 names the weights it was made from or judged (sha256): a student of another teacher, or an
-evaluation of other weights, is refused or redone, never mixed into the table. Two runs with different --rows may share both folders: each stage
-runs under a lock.
+evaluation of other weights, is refused or redone, never mixed into the table. Two runs
+with different --rows may share both folders: each stage runs under a lock.
 
 Across machines: --out holds what is big and local (the recorded store, the runs, the log),
 --results only the small JSON of finished stages, the evaluation blocks (per seed) and the
@@ -306,8 +306,9 @@ def redo(robot: str, rows: list[str], stages: Stages, work: Path, kept: Path, gi
         finished = f"eval_{name}" if given else f"train_{name}"
         if stages.kept(finished) is None:
             continue
-        stages.forget(finished)
         stages.forget(f"eval_{name}")
+        if not given:
+            stages.forget(f"train_{name}")
         for folder in (kept / "eval" / name, work / "eval" / name):
             for block in folder.glob("*.json"):
                 block.unlink()

@@ -43,14 +43,12 @@ class Stages:
         done = self.folder / f"{name}.json"
         return json.loads(done.read_text()) if done.is_file() else None
 
-    def forget(self, name: str) -> bool:
+    def forget(self, name: str) -> None:
         """Drop the stage's result and the seconds of its attempts, so that it runs again and
-        its minutes are the new attempt's only. True when it had finished."""
+        its minutes are the new attempt's only."""
         with self.lock(name):
-            finished = (self.folder / f"{name}.json").is_file()
             for suffix in (".json", ".seconds"):
                 (self.folder / f"{name}{suffix}").unlink(missing_ok=True)
-            return finished
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
