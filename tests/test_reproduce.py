@@ -35,6 +35,13 @@ def stage_cache(reproduce):
     return stage_cache
 
 
+@pytest.fixture(scope="module")
+def reproduce_report(reproduce):
+    import reproduce_report
+
+    return reproduce_report
+
+
 def test_a_stage_runs_once_and_an_interrupted_one_runs_again(stage_cache, tmp_path):
     stages = stage_cache.Stages(tmp_path / "stages", tmp_path / "locks", "arm")
     calls = []
@@ -122,7 +129,7 @@ def test_stopping_the_tool_lets_its_training_child_save(tmp_path, stop):
     assert tool.returncode == (128 + signal.SIGTERM if stop.startswith("SIGTERM") else -signal.SIGKILL)
 
 
-def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce):
+def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce_report):
     """The table says, for students evaluated on the same seeds, how many seeds only one of
     them solved and the exact McNemar p; rows without per-seed outcomes are skipped."""
     def row(name, model, cube, push):
@@ -132,11 +139,25 @@ def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce):
 
     rows = [row("shallow6", "all losses", cube={0, 1, 2, 3}, push={0, 1, 2, 3, 4, 5, 6, 7}),
             row("task6", "task only", cube={0, 1, 2, 9}, push={0})]
-    (line,) = reproduce.paired_lines(rows, ["cube", "push"])[1:]
+    (line,) = reproduce_report.paired_lines(rows, ["cube", "push"])[1:]
     assert "cube 1 against 1 (p = 1.000)" in line and "push 7 against 0 (p = 0.016)" in line
     assert "all tasks 8 against 1 (p = 0.039)" in line
     del rows[1]["tasks"]["push"]["seeds"]  # evaluated before outcomes were kept per seed
-    assert reproduce.paired_lines(rows, ["cube", "push"]) == []
+    assert reproduce_report.paired_lines(rows, ["cube", "push"]) == []
+
+
+def test_the_kept_table_is_made_again_from_the_kept_results_alone(reproduce_report, tmp_path):
+    """docs/reproduce/table.md is what its rows.json files give: a reader regenerates the
+    table and the plots without training or evaluating anything."""
+    kept = ROOT / "docs" / "reproduce"
+    text, paths = reproduce_report.report(kept, to=tmp_path)
+    assert (tmp_path / "table.md").read_text() == text == (kept / "table.md").read_text()
+    assert (tmp_path / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
+    made = json.loads((tmp_path / "reproduce.json").read_text())
+    assert made == json.loads((kept / "reproduce.json").read_text())  # its last_run kept too
+    run = subprocess.run([sys.executable, str(SCRIPT.parent / "reproduce_report.py"), str(tmp_path / "none")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.strip().startswith("error:") and "rows.json" in run.stderr
 
 
 def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, tmp_path):

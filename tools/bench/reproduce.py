@@ -4,7 +4,8 @@ For each robot: record scripted demonstrations of all its tasks into one store, 
 language-conditioned teacher on them, cut and train the students of the paper's ablation
 (arXiv 2601.20262: all three losses, task loss only, task + output distillation, the cut
 without training, and other depths), evaluate every model in closed loop on the same unseen
-seeds, time one chunk of every model in one process, and write the table and two plots.
+seeds, time one chunk of every model in one process, and write the table and two plots
+(reproduce_report.py, which makes them again from the kept results alone).
 
     python tools/bench/reproduce.py                                  # arm and humanoid, every row
     python tools/bench/reproduce.py --robots arm --rows teacher shallow6 task6
@@ -65,6 +66,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
+from reproduce_report import report
 from stage_cache import (
     Stages,
     check_recipe,
@@ -75,7 +77,7 @@ from stage_cache import (
 )
 
 from shallowpi.data.durable_io import replace_text, write_json
-from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval
+from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 
@@ -429,103 +431,6 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
             "rows": table}
 
 
-def write_table(results: list[dict[str, Any]], folder: Path) -> str:
-    lines = []
-    for result in results:
-        tasks = sorted({t for row in result["rows"] for t in row["tasks"]})
-        lines += [f"### {result['robot']} (recorded in {result['record_minutes']:.1f} min)", "",
-                  "| model | " + " | ".join(tasks) + " | chunk p50 / p99 ms | speed-up (FLOP-ideal) | parameters | "
-                  "training min |", "|---|" + "---|" * len(tasks) + "---:|---:|---:|---:|"]
-        for row in result["rows"]:
-            cells = [rate_with_interval(row["tasks"][t]["successes"], row["tasks"][t]["episodes"])
-                     if t in row["tasks"] else "-" for t in tasks]
-            speed = f"{row['speedup']:.2f}x ({row['flop_ideal_speedup']:.2f}x)"
-            minutes = "given" if row["train_minutes"] is None else f"{row['train_minutes']:.1f}"
-            lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['p50_ms']:.1f} / {row['p99_ms']:.1f} | "
-                         f"{speed} | {row['params']:,} | {minutes} |")
-        lines += ["", *paired_lines(result["rows"], tasks), ""]
-    text = "\n".join(lines)
-    replace_text(folder / "table.md", text, durable=False)
-    return text
-
-
-# Rows compared seed by seed: distillation against the same student trained on the task
-# loss alone (issue 14/16's "distillation above task-only at 6 and 4 layers").
-PAIRS = (("shallow6", "task6"), ("shallow4", "task4"), ("kd6", "task6"))
-
-
-def paired_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
-    """For each pair of PAIRS evaluated on the same seeds: per task and over all tasks, the
-    seeds only the first row solved, those only the second solved, and the exact McNemar p
-    (evaluate/interval.py `paired_p_value`). Rows evaluated before per-seed outcomes were
-    kept are skipped."""
-    by_name = {row["row"]: row for row in rows}
-    out = []
-    for a, b in PAIRS:
-        if a not in by_name or b not in by_name:
-            continue
-        cells, total_a, total_b = [], 0, 0
-        for task in tasks:
-            seeds_a = by_name[a]["tasks"].get(task, {}).get("seeds")
-            seeds_b = by_name[b]["tasks"].get(task, {}).get("seeds")
-            if not seeds_a or not seeds_b:
-                break
-            common = seeds_a.keys() & seeds_b.keys()
-            only_a = sum(seeds_a[s] and not seeds_b[s] for s in common)
-            only_b = sum(seeds_b[s] and not seeds_a[s] for s in common)
-            total_a, total_b = total_a + only_a, total_b + only_b
-            cells.append(f"{task} {only_a} against {only_b} (p = {paired_p_value(only_a, only_b):.3f})")
-        else:  # every task had per-seed outcomes
-            cells.append(f"all tasks {total_a} against {total_b} (p = {paired_p_value(total_a, total_b):.3f})")
-            out.append(f"- {by_name[a]['model']} against {by_name[b]['model']}, seeds solved by one of the two only: "
-                       + "; ".join(cells))
-    if out:
-        out.insert(0, "Same seeds, compared seed by seed (exact McNemar, two-sided):")
-    return out
-
-
-def plot(results: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """success_vs_layers.png (all-loss students and the teacher, task-only as open markers) and
-    latency_vs_layers.png (measured p50 beside the FLOP-ideal line from the teacher)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
-    for result in results:
-        rows = result["rows"]
-        full = sorted((r for r in rows if r["row"] == "teacher" or r["row"].startswith("shallow")),
-                      key=lambda r: r["layers"])
-        for task in sorted({t for r in rows for t in r["tasks"]}):
-            pts = [(r["layers"], r["tasks"][task]) for r in full if task in r["tasks"]]
-            rate = [t["successes"] / t["episodes"] for _, t in pts]
-            lo = [rt - t["interval95"][0] for rt, (_, t) in zip(rate, pts)]
-            hi = [t["interval95"][1] - rt for rt, (_, t) in zip(rate, pts)]
-            line = ax_s.errorbar([k for k, _ in pts], rate, yerr=[lo, hi], marker="o", capsize=3,
-                                 label=f"{result['robot']} {task}")
-            task_only = [(r["layers"], r["tasks"][task]) for r in rows if r["row"].startswith("task") and task in r["tasks"]]
-            if task_only:
-                ax_s.scatter([k for k, _ in task_only], [t["successes"] / t["episodes"] for _, t in task_only],
-                             facecolors="none", edgecolors=line[0].get_color(), s=60)
-        teacher = next((r for r in rows if r["row"] == "teacher"), None)
-        ax_l.plot([r["layers"] for r in full], [r["p50_ms"] for r in full], "o-", label=f"{result['robot']} measured p50")
-        if teacher:
-            ax_l.plot([r["layers"] for r in full], [teacher["p50_ms"] * r["gflops"] / teacher["gflops"] for r in full],
-                      "--", label=f"{result['robot']} FLOP-ideal")
-    ax_s.set(xlabel="joint layers kept (of the teacher's)", ylabel="closed-loop success",
-             title="success vs layers (open: task loss only)", ylim=(-0.02, 1.02))
-    ax_l.set(xlabel="joint layers kept", ylabel="ms per chunk (this CPU, 1 thread)", title="latency vs layers")
-    for ax in (ax_s, ax_l):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    png = folder / "reproduce.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return [png]
-
-
 def exit_on_sigterm() -> None:
     """SIGTERM (`kill`, a session's end) raises SystemExit like Ctrl-C raises
     KeyboardInterrupt, so a stage stopped that way still writes its attempt's seconds to its
@@ -588,16 +493,11 @@ def main() -> None:
     # The table holds every robot the results folder has, whichever run made it (a run of
     # the humanoid alone must not drop the arm's rows from table.md); each robot's recipe is
     # its ROBOT/recipe.json.
-    results = [json.loads(path.read_text()) for robot in ROBOT_ROWS
-               if (path := args.results / robot / "rows.json").is_file()]
-    text = write_table(results, args.results)
-    pngs = plot(results, args.results)
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "results", "teacher")} | {
         "teachers": {robot: portable(path) for robot, path in args.teachers.items()}}
-    replace_text(args.results / "reproduce.json", json.dumps({"last_run": settings, "results": results}, indent=2,
-                                                             default=str), durable=False)
+    text, paths = report(args.results, last_run=settings)
     print(text)
-    print(f"wrote {args.results / 'reproduce.json'}, {args.results / 'table.md'}, " + ", ".join(str(p) for p in pngs))
+    print("wrote " + ", ".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":
