@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,17 +14,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from bench_scripts import load_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "bench" / "reproduce.py"
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("reproduce")
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +148,8 @@ def test_the_kept_table_is_made_again_from_the_kept_results_alone(reproduce_repo
     table and the plots without training or evaluating anything."""
     kept = ROOT / "docs" / "reproduce"
     text, paths = reproduce_report.report(kept, to=tmp_path)
+    assert sorted(p.name for p in paths) == ["reproduce.json", "reproduce.png", "table.md"]
+    assert all(p.parent == tmp_path for p in paths)  # the kept folder itself is not written
     assert (tmp_path / "table.md").read_text() == text == (kept / "table.md").read_text()
     assert (tmp_path / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
     made = json.loads((tmp_path / "reproduce.json").read_text())
