@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,3 +48,15 @@ def test_a_figure_is_run_recorded_and_not_run_again(tmp_path):
     plan = subprocess.run([sys.executable, str(SCRIPT), "--only", "distill_flops", "--out", str(tmp_path), "--list"],
                           capture_output=True, text=True, check=True).stdout
     assert "(0 figures" in plan  # finished: a rerun skips it
+
+
+def test_store_scale_runs_at_a_tiny_size(tmp_path):
+    """store_scale.py times the store's own commit-record and JSON writers: when they move
+    (they did, into durable_io), the bench must follow, not fail an hour into a rerun."""
+    out = tmp_path / "store_scale.json"
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "store_scale.py"), "--sizes", "20",
+                          "--repeats", "1", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "platform")})
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert {r["built_by"] for r in rows} == {"commits", "direct"} and all(r["check_ok"] for r in rows)

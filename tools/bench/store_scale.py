@@ -47,6 +47,7 @@ import numpy as np
 
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data import store as store_module
+from shallowpi.data.durable_io import checksum, write_json
 from shallowpi.data.store import (
     TICK_KEY,
     TIMESTAMP_SUFFIX,
@@ -101,7 +102,7 @@ def build_direct(path: Path, episodes: int) -> None:
             index=i, length=LENGTH, task="bench", robot="arm", calibration_id="cal", fps=FPS,
             start_time=start_time + i, duration_s=LENGTH / FPS, success=True,
             extra={"loop_p50_ms": 33.3, "loop_p99_ms": 35.0, "loop_overruns": 0},
-            checksums={key: store_module._checksum(column[span]) for key, column in columns.items()},
+            checksums={key: checksum(column[span]) for key, column in columns.items()},
         )
         (folder / f"{i}.json").write_text(json.dumps(info.to_json()))
         if i == 0:
@@ -163,7 +164,7 @@ def measure(path: Path, repeats: int, layout_1: bool) -> dict[str, float]:
         # What each layout-1 commit added to the work above: rewriting the whole list.
         listing = json.loads((copy / "meta" / ".zattrs").read_text())
         out["layout1_list_write_ms"] = median_ms(
-            lambda: store_module._write_json(copy / "meta" / ".zattrs", listing, durable=True), max(1, repeats // 2))
+            lambda: write_json(copy / "meta" / ".zattrs", listing, durable=True), max(1, repeats // 2))
         start = time.perf_counter()
         EpisodeStore.open(copy, mode="a").close()
         out["layout1_move_ms"] = (time.perf_counter() - start) * 1e3
