@@ -186,23 +186,45 @@ def test_the_final_summary_reads_marks_and_deletes_back_from_the_store(tmp_path)
     assert text.splitlines()[1].endswith(f"platform dataset show {store.path} --episode 1")
 
 
-def test_takes_a_failing_writer_never_saved_are_shown_lost_and_counted(tmp_path, monkeypatch):
-    """The disk fills while the second take is written: it (and any queued behind it) is
-    not in the store, so it must not stay "saving" on the dashboard nor go uncounted."""
+def _fail_second_commit(monkeypatch, *, hold_until_takes_handed: int) -> None:
+    """The writer thread's second commit raises ENOSPC, once the session has handed the
+    writer `hold_until_takes_handed` takes (0: at once). Without the wait the outcome would
+    hang on which thread is faster: the take in flight is queued behind the failure, or
+    the session sees the failure first and discards it."""
     import errno
+    import threading
 
-    from shallowpi.commands.record_cmd import final_summary
     from shallowpi.data.episode_writer import EpisodeWriter
+    from shallowpi.record.writer import BackgroundWriter
 
-    real_commit, calls = EpisodeWriter.commit, []
+    real_commit, real_handover = EpisodeWriter.commit, BackgroundWriter.commit
+    calls, handed, enough = [], [], threading.Event()
+
+    def handover(self, *args, **kwargs):
+        handed.append(1)
+        if len(handed) >= hold_until_takes_handed:
+            enough.set()
+        return real_handover(self, *args, **kwargs)
 
     def commit(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
+            assert enough.wait(60), "the session never handed the writer the third take"
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_commit(self, *args, **kwargs)
 
+    if hold_until_takes_handed == 0:
+        enough.set()
+    monkeypatch.setattr(BackgroundWriter, "commit", handover)
     monkeypatch.setattr(EpisodeWriter, "commit", commit)
+
+
+def test_takes_a_failing_writer_never_saved_are_shown_lost_and_counted(tmp_path, monkeypatch):
+    """The disk fills while the second take is written and the third is queued behind it:
+    neither is in the store, so neither may stay "saving" on the dashboard nor go uncounted."""
+    from shallowpi.commands.record_cmd import final_summary
+
+    _fail_second_commit(monkeypatch, hold_until_takes_handed=3)
     session, _, store, _ = run_script(tmp_path, {}, episodes=3, reset_time_s=0.5)
     session.writer_closed()  # as `platform record` does once the writer is closed
     assert session.writer.failure is not None and "ENOSPC" in str(session.writer.failure)
@@ -211,3 +233,33 @@ def test_takes_a_failing_writer_never_saved_are_shown_lost_and_counted(tmp_path,
     assert states == ["saved", "lost", "lost"]
     assert "take(s) LOST: the writer failed before saving them" in final_summary(
         store.episodes, session.result, store.path, len(store))
+
+
+def test_a_writer_failure_seen_while_recording_stops_the_run_and_discards_the_take(tmp_path, monkeypatch):
+    """The other order: the second take's commit fails while the third is recorded. The
+    session faults at its next tick and holds the robot; the take in flight never reaches
+    a dead writer (discarded), the second is lost, the first stays saved."""
+    import time
+
+    _fail_second_commit(monkeypatch, hold_until_takes_handed=0)
+    store = open_store(tmp_path / "keys.zarr")
+    writer_of: list = []
+    third_take_tick = 2 * (EPISODE_TICKS + 15) + 10  # two takes, two 0.5 s resets, then 10 ticks in
+
+    def commands() -> list[Command]:
+        commands.tick += 1
+        if commands.tick == third_take_tick:  # the failure lands before the take can end
+            deadline = time.monotonic() + 60
+            while writer_of[0].failure is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return []
+
+    commands.tick = 0
+    session, _, writer = make_session(store, episodes=3, reset_time_s=0.5, commands=commands)
+    writer_of.append(writer)
+    session.run()
+    writer.close()
+    session.writer_closed()
+    assert "ENOSPC" in session.result.fault and "holding position" in session.result.fault
+    assert len(store) == 1 and session.result.lost == 1 and session.result.discarded == 1
+    assert [e.state for e in session.status.episodes] == ["saved", "lost", "discarded"]
