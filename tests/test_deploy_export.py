@@ -46,6 +46,20 @@ def test_every_graph_passes_the_checker_and_matches_torch_within_1e4(bundle):
     assert all(d <= PARITY_TOL for d in diffs.values()), diffs
 
 
+def test_the_graphs_are_folded_to_plain_onnx_ops(bundle):
+    """Cleaned by constant folding, not the exporter's slow optimizer (export_onnx's
+    docstring): no library function left to inline, no CastLike (a TensorRT parser or an
+    older runtime may lack it), no constant subgraph ONNX Runtime would warn it cannot fold."""
+    import onnx
+
+    for name, path in bundle.graphs.items():
+        model = onnx.load(str(path))
+        ops = {node.op_type for node in model.graph.node}
+        assert not model.functions, name
+        assert "CastLike" not in ops, name
+        assert all(node.domain in ("", "ai.onnx") for node in model.graph.node), (name, ops)
+
+
 def test_numpy_preprocessing_equals_the_torch_policys(bundle, rng):
     from shallowpi.deploy.preprocess import Preprocessor
     from shallowpi.policy import Policy

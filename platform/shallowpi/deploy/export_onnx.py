@@ -22,7 +22,12 @@ onnx.checker, and run in ONNX Runtime against torch on the same inputs and noise
 |difference| above `PARITY_TOL` (float32) refuses the export.
 
 Uses torch's dynamo exporter (onnxscript): the TorchScript one cannot trace the KV cache's
-in-place writes.
+in-place writes. Its graph is then cleaned by onnxscript's constant folding with shape
+inference and dead-node removal, not by the exporter's full optimizer (`optimize=True`):
+on the unrolled chunk of a 6-layer twin student (~15,000 nodes) that spent 136 s of a 175 s
+export on this 2-core CPU for a graph ONNX Runtime runs no faster (14.7 against 14.4 ms a
+chunk; outputs bit-identical), since it fuses at session creation as TensorRT's builder
+does; the folding takes ~3 s and leaves no CastLike behind.
 """
 
 from __future__ import annotations
@@ -148,10 +153,22 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Ite
     with torch.no_grad(), contextlib.redirect_stdout(chatter):
         program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
                                     input_names=list(inputs), output_names=list(outputs),
-                                    external_data=False, verbose=False)
+                                    external_data=False, verbose=False, optimize=False)
     log.debug("%s", chatter.getvalue())
+    _fold(program.model)
     program.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def _fold(model) -> None:
+    """Inline, fold constants (with shape inference, which turns each CastLike into a Cast)
+    and drop what no output reads, in place on the exporter's IR model (module docstring)."""
+    from onnxscript import optimizer
+
+    optimizer.inline(model)
+    optimizer.fold_constants_ir(model, onnx_shape_inference=True)
+    optimizer.remove_unused_nodes(model)
+    optimizer.remove_unused_functions(model)
 
 
 def export_graphs(policy: Policy, out: Path, graphs: Iterable[str] = ("chunk", "prefix", "step"),
