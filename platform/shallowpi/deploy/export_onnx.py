@@ -37,6 +37,7 @@ import io
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ from shallowpi.errors import PlatformError
 from shallowpi.policy.action_selection import rtc_weights
 from shallowpi.policy.model import KVCache, Pi0Model
 from shallowpi.policy.policy import Policy
+
+if TYPE_CHECKING:
+    import onnx_ir
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +164,7 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Ite
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def _fold(model) -> None:
+def _fold(model: onnx_ir.Model) -> None:
     """Inline, fold constants (with shape inference, which turns each CastLike into a Cast)
     and drop what no output reads, in place on the exporter's IR model (module docstring)."""
     from onnxscript import optimizer
