@@ -264,7 +264,7 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert stages_run(again) == ["eval_cut6"]
     assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items())
-    assert "seeds_1001-1001.json judged other weights or episodes; evaluating it again" in again.stdout
+    assert "seeds_1001-1001.json judged other weights, episodes or renders; evaluating it again" in again.stdout
     assert json.loads((blocks / "seeds_1001-1001.json").read_text())["weights_sha256"] == \
         json.loads((stages / "train_cut6.json").read_text())["weights_sha256"]
     # More seeds: only the new block of each row is evaluated, nothing trains.
@@ -303,6 +303,10 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert stages_run(done)[:3] == ["record", "given_teacher", "eval_teacher"]
     given_stage = json.loads((kept2 / "arm" / "stages" / "given_teacher.json").read_text())
     assert stage_cache.local(given_stage["checkpoint"]) == given.resolve()
+    # Judged on the twin as its students are, through the store: its size and image codec
+    # (with no store named, `eval --sim` rendered at record.sim_size, 224x224, uncoded).
+    for block in (kept2 / "arm" / "eval" / "teacher").glob("seeds_*.json"):
+        assert [r["render_size"] for r in json.loads(block.read_text())["tasks"]] == [[64, 64]] * 2
 
     # A new machine: the results came along (kept in git), the work folder did not. Nothing
     # is redone; a row added trains alone, on the store recorded again and found the same,

@@ -190,27 +190,33 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
             "loss_weights": facts["loss_weights"]}
 
 
-def evaluate_row(checkpoint: Path, sha: str, robot: str, folder: Path, work: Path, args: argparse.Namespace,
-                 log: Path) -> dict[str, Any]:
+def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Path, work: Path,
+                 args: argparse.Namespace, log: Path) -> dict[str, Any]:
     """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable
     blocks of `args.block` seeds kept in `folder` (the workers' partial files go to `work`).
 
-    Each block names the sha256 of the weights it judged (`sha`) and the episode time cap;
-    a block of other weights (the row was made again) or another cap is evaluated again,
-    never merged into this count. SystemExit when a block comes back short (a worker died).
+    Every model sees the twin as training saw it: `--dataset store` sets the render size
+    and the store's image codec, for a given teacher too (its checkpoint names no store;
+    without it `eval --sim` rendered at record.sim_size, 224x224, with no codec).
+    Each block names the sha256 of the weights it judged (`sha`), the episode time cap and
+    the render size; a block of other weights (the row was made again), another cap or
+    another size is evaluated again, never merged into this count. SystemExit when a block
+    comes back short (a worker died).
     """
     folder.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     made_with = {"weights_sha256": sha, "episode_time_s": args.eval_time_s}
     per_task: dict[str, dict[str, Any]] = {}
-    # The robot named: a given teacher (robots/arm/teacher) names no store to find it by.
-    extra = ("--robot", robot, *(("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()))
+    size = [int(n) for n in args.size.split("x")]
+    extra = ("--robot", robot, "--dataset", str(store),
+             *(("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()))
     for first in range(0, args.eval_episodes, args.block):
         n = min(args.block, args.eval_episodes - first)
         block = folder / f"seeds_{1000 + first}-{1000 + first + n - 1}.json"
         kept = json.loads(block.read_text()) if block.is_file() else None
-        if kept is not None and any(kept.get(key) != value for key, value in made_with.items()):
-            print(f"{block} judged other weights or episodes; evaluating it again", flush=True)
+        if kept is not None and (any(kept.get(key) != value for key, value in made_with.items())
+                                 or any(r.get("render_size") != size for r in kept["tasks"])):
+            print(f"{block} judged other weights, episodes or renders; evaluating it again", flush=True)
             kept = None
         if kept is not None:
             reports = kept["tasks"]
@@ -233,7 +239,7 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, folder: Path, work: Pat
             into["seeds"].update({str(e["seed"]): bool(e["success"]) for e in r["episodes"]})  # for paired tests
     for r in per_task.values():
         r["interval95"] = list(wilson_interval(r["successes"], r["episodes"]))
-    return made_with | {"tasks": per_task}
+    return made_with | {"render_size": size, "tasks": per_task}
 
 
 def time_chunks(store: Path, teacher_checkpoint: Path, depths: list[int], repeats: int) -> dict[str, Any]:
@@ -379,14 +385,17 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         def ready() -> None:
             paths["weights"] = (teacher_weights(f"{name} needs seeds") if row.layers is None
                                 else weights_of(made, trained, f"{name} needs seeds", redo))
+            paths["store"] = store.ready()
 
         def enough(result: dict[str, Any]) -> bool:  # as many seeds as asked, judged on these weights
             return (result.get("weights_sha256") == trained["weights_sha256"]  # and episodes as long
                     and result.get("episode_time_s") == args.eval_time_s
+                    and result.get("render_size") == [int(n) for n in args.size.split("x")]
                     and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
 
         return stages.run(name, lambda: evaluate_row(paths["weights"], trained["weights_sha256"], robot,
-                                                     kept / "eval" / row.name, work / "eval" / row.name, args, log),
+                                                     paths["store"], kept / "eval" / row.name,
+                                                     work / "eval" / row.name, args, log),
                           enough, before=ready)
 
     # Row by row, each trained then evaluated, so every finished row's result is kept before
