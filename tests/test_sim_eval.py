@@ -272,6 +272,23 @@ def _tiny_checkpoint(folder: Path, state: int, cameras: list[str], dataset: Path
     return folder
 
 
+def test_a_checkpoint_naming_no_store_is_judged_at_its_own_input_size_and_says_so(tmp_path, capsys,
+                                                                                   one_torch_thread):
+    """A shipped teacher names no store. It used to be rendered at record.sim_size (224x224,
+    then resized) where it trained on its input size: other pictures, silently."""
+    from shallowpi.policy.config import load_preset
+
+    side = load_preset("tiny").vision.image_size
+    ckpt = _tiny_checkpoint(tmp_path / "shipped", 7, ["front"], None)
+    code = main(["eval", "--policy", str(ckpt), "--sim", "--robot", "arm", "--task", "cube_in_bowl",
+                 "--sim-episodes", "1", "--episode-time-s", "0.2", "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert code == 0
+    assert f"names no training store: rendering at its input size {side}x{side}" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())["tasks"][0]
+    assert report["render_size"] == [side, side] != [224, 224]
+    assert report["sources"]["size"] == "the policy's input size (no store named)"
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [

@@ -215,7 +215,14 @@ def run_sim(args: argparse.Namespace) -> int:
                        (("strategy", args.strategy), ("replan_every", args.replan_every)) if value is not None]
     cfg = config.compose([f"robot={target.robot}", *overrides_from(argparse.Namespace(
         data_root=args.data_root, overrides=args.overrides)), *selection_flags])
-    width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
+    if target.size is None:
+        # No store to tell (a shipped checkpoint): render at the policy's own input size, the
+        # nearest to what it trained on; record.sim_size (224x224, resized) judged other pictures.
+        side = policy.cfg.vision.image_size
+        target.size, target.sources["size"] = (side, side), "the policy's input size (no store named)"
+        print(f"{args.policy} names no training store: rendering at its input size {side}x{side} without "
+              "the store's image codec; pass --dataset STORE to see the twin exactly as training did", flush=True)
+    width, height = target.size
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(policy.features, spec, trained_rate(meta) or target.fps)  # the checkpoint's own, else its store's
     codec = image_codec(*target.image_codec) if target.image_codec else None

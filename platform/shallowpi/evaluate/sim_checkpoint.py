@@ -42,7 +42,7 @@ class SimTarget:
 
     robot: str
     tasks: list[Task]  # evaluated in this order, one report each
-    size: tuple[int, int] | None  # render width, height; None: the config's record.sim_size
+    size: tuple[int, int] | None  # render width, height; None: no flag, no store (eval: the policy's input size)
     fps: float | None = None  # the store's recording rate, to check against the twin's
     sources: dict[str, str] = field(default_factory=dict)  # robot/task/size -> the flag or the store
     image_codec: tuple[str, int] | None = None  # the store's (codec name, quality) for frames
