@@ -186,36 +186,35 @@ def test_the_final_summary_reads_marks_and_deletes_back_from_the_store(tmp_path)
     assert text.splitlines()[1].endswith(f"platform dataset show {store.path} --episode 1")
 
 
-def _fail_second_commit(monkeypatch, *, hold_until_takes_handed: int) -> None:
-    """The writer thread's second commit raises ENOSPC, once the session has handed the
-    writer `hold_until_takes_handed` takes (0: at once). Without the wait the outcome would
-    hang on which thread is faster: the take in flight is queued behind the failure, or
-    the session sees the failure first and discards it."""
+def _fail_second_commit(monkeypatch, *, after_third: str) -> None:
+    """The writer thread's second commit raises ENOSPC, but only once the session has handed
+    the writer the third take's `after_third` ("begin": the take has started; "commit": it
+    is queued whole). Without the wait the outcome hangs on which thread is faster."""
     import errno
     import threading
 
     from shallowpi.data.episode_writer import EpisodeWriter
     from shallowpi.record.writer import BackgroundWriter
 
-    real_commit, real_handover = EpisodeWriter.commit, BackgroundWriter.commit
-    calls, handed, enough = [], [], threading.Event()
+    real_commit, real_handover = EpisodeWriter.commit, getattr(BackgroundWriter, after_third)
+    calls, handed, released = [], [], threading.Event()
 
     def handover(self, *args, **kwargs):
+        result = real_handover(self, *args, **kwargs)  # queued first, then the failure may come
         handed.append(1)
-        if len(handed) >= hold_until_takes_handed:
-            enough.set()
-        return real_handover(self, *args, **kwargs)
+        if len(handed) == 3:
+            released.set()
+        return result
 
     def commit(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            assert enough.wait(60), "the session never handed the writer the third take"
+            if not released.wait(60):  # raised here it would only read as another writer failure
+                raise RuntimeError(f"the session never handed the writer the third take's {after_third}")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_commit(self, *args, **kwargs)
 
-    if hold_until_takes_handed == 0:
-        enough.set()
-    monkeypatch.setattr(BackgroundWriter, "commit", handover)
+    monkeypatch.setattr(BackgroundWriter, after_third, handover)
     monkeypatch.setattr(EpisodeWriter, "commit", commit)
 
 
@@ -224,7 +223,7 @@ def test_takes_a_failing_writer_never_saved_are_shown_lost_and_counted(tmp_path,
     neither is in the store, so neither may stay "saving" on the dashboard nor go uncounted."""
     from shallowpi.commands.record_cmd import final_summary
 
-    _fail_second_commit(monkeypatch, hold_until_takes_handed=3)
+    _fail_second_commit(monkeypatch, after_third="commit")
     session, _, store, _ = run_script(tmp_path, {}, episodes=3, reset_time_s=0.5)
     session.writer_closed()  # as `platform record` does once the writer is closed
     assert session.writer.failure is not None and "ENOSPC" in str(session.writer.failure)
@@ -236,12 +235,13 @@ def test_takes_a_failing_writer_never_saved_are_shown_lost_and_counted(tmp_path,
 
 
 def test_a_writer_failure_seen_while_recording_stops_the_run_and_discards_the_take(tmp_path, monkeypatch):
-    """The other order: the second take's commit fails while the third is recorded. The
-    session faults at its next tick and holds the robot; the take in flight never reaches
-    a dead writer (discarded), the second is lost, the first stays saved."""
+    """The other order: the second take's commit fails after the third has begun and before
+    it ends (a tick in its middle waits for the failure). The session faults at its next
+    tick and holds the robot; the take in flight never reaches a dead writer (discarded),
+    the second is lost, the first stays saved."""
     import time
 
-    _fail_second_commit(monkeypatch, hold_until_takes_handed=0)
+    _fail_second_commit(monkeypatch, after_third="begin")
     store = open_store(tmp_path / "keys.zarr")
     writer_of: list = []
     third_take_tick = 2 * (EPISODE_TICKS + 15) + 10  # two takes, two 0.5 s resets, then 10 ticks in
