@@ -47,9 +47,10 @@ def test_every_graph_passes_the_checker_and_matches_torch_within_1e4(bundle):
 
 
 def test_the_graphs_are_folded_to_plain_onnx_ops(bundle):
-    """Cleaned by constant folding, not the exporter's slow optimizer (export_onnx's
-    docstring): no library function left to inline, no CastLike (a TensorRT parser or an
-    older runtime may lack it), no constant subgraph ONNX Runtime would warn it cannot fold."""
+    """Cleaned by constant folding with shape inference, in place of the exporter's slow
+    optimizer (export_onnx's docstring): what that optimizer left, plain ONNX ops with no
+    library function to inline and no CastLike (folding without shape inference left ten;
+    a TensorRT parser or an older runtime may lack the op)."""
     import onnx
 
     for name, path in bundle.graphs.items():
