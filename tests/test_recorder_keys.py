@@ -244,7 +244,7 @@ def test_a_writer_failure_seen_while_recording_stops_the_run_and_discards_the_ta
     _fail_second_commit(monkeypatch, after_third="begin")
     store = open_store(tmp_path / "keys.zarr")
     writer_of: list = []
-    third_take_tick = 2 * (EPISODE_TICKS + 15) + 10  # two takes, two 0.5 s resets, then 10 ticks in
+    third_take_tick = 2 * (EPISODE_TICKS + int(0.5 * FPS)) + 10  # two takes, two 0.5 s resets, 10 ticks in
 
     def commands() -> list[Command]:
         commands.tick += 1

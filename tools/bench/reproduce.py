@@ -76,6 +76,7 @@ from stage_cache import (
     weights_sha256,
 )
 
+from shallowpi.config import parse_size
 from shallowpi.data.durable_io import replace_text, write_json
 from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.robots.sim.tasks import make_tasks
@@ -190,6 +191,11 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
             "loss_weights": facts["loss_weights"]}
 
 
+def render_size(args: argparse.Namespace) -> list[int]:
+    """--size as [width, height], the form an evaluation report keeps it in."""
+    return list(parse_size(args.size, "--size"))
+
+
 def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Path, work: Path,
                  args: argparse.Namespace, log: Path) -> dict[str, Any]:
     """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable
@@ -207,7 +213,7 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Pa
     work.mkdir(parents=True, exist_ok=True)
     made_with = {"weights_sha256": sha, "episode_time_s": args.eval_time_s}
     per_task: dict[str, dict[str, Any]] = {}
-    size = [int(n) for n in args.size.split("x")]
+    size = render_size(args)
     extra = ("--robot", robot, "--dataset", str(store),
              *(("--episode-time-s", str(args.eval_time_s)) if args.eval_time_s else ()))
     for first in range(0, args.eval_episodes, args.block):
@@ -390,7 +396,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         def enough(result: dict[str, Any]) -> bool:  # as many seeds as asked, judged on these weights
             return (result.get("weights_sha256") == trained["weights_sha256"]  # and episodes as long
                     and result.get("episode_time_s") == args.eval_time_s
-                    and result.get("render_size") == [int(n) for n in args.size.split("x")]
+                    and result.get("render_size") == render_size(args)
                     and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
 
         return stages.run(name, lambda: evaluate_row(paths["weights"], trained["weights_sha256"], robot,
