@@ -118,6 +118,51 @@ def test_resume_replays_the_same_loss_curve(distilled):
             assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-7), (x["step"], key)
 
 
+def test_greedy_searches_on_training_windows_and_the_strategies_are_compared_on_held_out_ones(distilled):
+    import torch
+
+    from shallowpi.commands.train_cmd import chunk_dataset
+    from shallowpi.distill.distiller import probe_windows
+    from shallowpi.distill.student import greedy_layers, layer_view
+
+    assert _distill(distilled, "--run", "greedy", "--select", "greedy", "distill.steps=1", "distill.report=false") == 0
+    facts = json.loads((distilled["runs"] / "greedy" / "distill.json").read_text())
+    assert facts["split"] == {"train": [0, 1, 2], "held_out": [3]}
+    teacher = Policy.load(Path(facts["teacher"]))
+    train, held_out = (probe_windows(chunk_dataset(distilled["store"], teacher.cfg.chunk_len, facts["split"][part]),
+                                     teacher, 4) for part in ("train", "held_out"))
+    kept, trace = greedy_layers(teacher.model, 1, train)
+    assert facts["kept_layers"] == kept and facts["greedy"]["velocity_mse"] == pytest.approx(trace.mse, rel=1e-5)
+    # The two probes tell apart: searched on the held-out windows the trace would differ.
+    assert greedy_layers(teacher.model, 1, held_out)[1].mse != pytest.approx(trace.mse, rel=1e-3)
+    with torch.no_grad():
+        reference = teacher.model.velocity(held_out.prefix, held_out.state, held_out.x_t, held_out.t)
+        for name, row in facts["selections"].items():
+            v = layer_view(teacher.model, row["layers"]).velocity(held_out.prefix, held_out.state, held_out.x_t,
+                                                                  held_out.t)
+            mse = float(((v - reference).square() * held_out.weights).sum() / held_out.weights.sum())
+            assert row["velocity_mse"] == pytest.approx(mse, rel=1e-5), name
+
+
+def test_a_resumed_distillation_keeps_the_split_it_started_with(distilled, tmp_path):
+    # A teacher trained on another store: its split does not apply, so the run draws its own,
+    # which episodes added to the store since must not change on resume.
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(distilled["store"], store)
+    common = ["distill", "--dataset", str(store), "--runs-dir", str(tmp_path), "--run", "r", *QUICK,
+              "--teacher", str(distilled["teacher"]), "distill.report=false"]
+    assert main(common) == 0
+    first = json.loads((tmp_path / "r" / "distill.json").read_text())["split"]
+    assert first["held_out"] == [3]
+    shutil.rmtree(tmp_path / "r" / "checkpoints" / "step_000004")  # as if killed after step 2's checkpoint
+    (tmp_path / "r" / "checkpoints" / "last").write_text("step_000002")
+    with EpisodeStore.open(store, "a") as writable, EpisodeStore.open(distilled["store"]) as source:
+        writable.append_episode_from(source, 0)
+    assert main([*common, "--resume"]) == 0
+    assert json.loads((tmp_path / "r" / "distill.json").read_text())["split"] == first
+    assert json.loads(Policy.read_metadata(tmp_path / "r" / "checkpoints" / "step_000004")["train"]) == first["train"]
+
+
 def test_one_line_errors(distilled, tmp_path, capsys):
     def error(*extra: str) -> str:
         assert _distill(distilled, "--run", "bad", *extra) != 0

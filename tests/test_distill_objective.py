@@ -40,7 +40,10 @@ def _grads(weights: LossWeights):
     out.total.backward()
     grads = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
                        for p in objective.policy.parameters()])
-    assert all(p.grad is None for p in objective.teacher.parameters())
+    if objective.uses_teacher:
+        assert all(p.grad is None for p in objective.teacher.parameters())
+    else:  # task alone: the teacher is not even held (nor moved to the device)
+        assert objective.teacher is None and not any(n.startswith("teacher.") for n, _ in objective.named_parameters())
     return grads, out
 
 

@@ -450,3 +450,31 @@ def _assert_same_weights(a: Path, b: Path, step: str) -> None:
     w2 = Policy.load(b / "checkpoints" / step).state_dict()
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3, msg=k)
+
+
+def test_a_run_started_from_our_checkpoint_resumes_and_says_which_settings_it_kept(tmp_path, caplog):
+    import dataclasses
+
+    from shallowpi.commands.train_cmd import chunk_dataset
+    from store_fixtures import make_store
+
+    store = tmp_path / "s.zarr"
+    make_store(store, episodes=4, length=12).close()
+    tiny = load_preset("tiny")
+    first = finetune(store, tiny, _cfg(steps=2, save_every=2), tmp_path / "first", episodes=[0, 1, 2, 3],
+                     make_dataset=chunk_dataset)
+    asked = dataclasses.replace(tiny, crop_scale=0.8)  # the checkpoint was trained with 1.0
+    with caplog.at_level("WARNING", logger="shallowpi.train.finetune"):
+        finetune(store, asked, _cfg(steps=4, save_every=2), tmp_path / "tuned", episodes=[0, 1, 2, 3],
+                 make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]))
+    assert f"keeps its own policy config: policy.crop_scale={tiny.crop_scale!r} (asked 0.8)\n" in caplog.text + "\n"
+    straight = _losses(tmp_path / "tuned")
+    # Killed after step 2's checkpoint: the resumed run rebuilds the checkpoint's config, not the preset's.
+    shutil.rmtree(tmp_path / "tuned" / "checkpoints" / "step_000004")
+    (tmp_path / "tuned" / "checkpoints" / "last").write_text("step_000002")
+    finetune(store, asked, _cfg(steps=4, save_every=2), tmp_path / "tuned", episodes=[0, 1, 2, 3],
+             make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]), resume=True)
+    assert Policy.load(tmp_path / "tuned" / "checkpoints" / "step_000004").cfg.crop_scale == tiny.crop_scale
+    resumed = _losses(tmp_path / "tuned")
+    assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
+    assert [x for _, x in resumed] == pytest.approx([x for _, x in straight], rel=1e-5)

@@ -2,7 +2,8 @@
 
 `distill` is what `platform distill` runs once it has a teacher: check the teacher (its
 hash, its features against the dataset), take the teacher's train / held-out split, choose
-the layers (greedy measures them on held-out windows), cut the student, train it with the
+the layers (greedy measures them on training windows; the strategies are compared on
+held-out ones), cut the student, train it with the
 distillation objective through the one training loop (train/trainer.py: same data order,
 noise, checkpoints, DDP/FSDP, logs), then write the report.
 
@@ -72,13 +73,13 @@ def load_teacher(checkpoint: Path, expected_sha256: str | None, what: str = "--t
 
 
 def probe_windows(dataset: Dataset, policy: Policy, count: int, seed: int = 0) -> Probe:
-    """`count` evenly spaced windows of `dataset` with fixed noise and time: the inputs on
-    which layer subsets are compared with the full teacher."""
+    """`count` evenly spaced windows of `dataset` with fixed noise and time, on the policy's
+    device: the inputs on which layer subsets are compared with the full teacher."""
     n = len(dataset)
     picks = list(range(0, n, max(1, n // count)))[:count]
     batch = default_collate([dataset[i] for i in picks])
     inputs = policy.model_inputs(batch)
-    noise, t = step_noise(0, seed, len(picks), NoiseSpec.of(policy.cfg))
+    noise, t = (x.to(policy.device) for x in step_noise(0, seed, len(picks), NoiseSpec.of(policy.cfg)))
     tt = t[:, None, None]
     x_t = tt * noise + (1 - tt) * inputs.actions
     with torch.no_grad():
@@ -87,19 +88,20 @@ def probe_windows(dataset: Dataset, policy: Policy, count: int, seed: int = 0) -
 
 
 @torch.no_grad()
-def selection_errors(teacher: Policy, k: int, probe: Probe, chosen: dict[str, list[int]],
+def selection_errors(teacher: Policy, k: int, search: Probe, judge: Probe, chosen: dict[str, list[int]],
                      strategies: tuple[str, ...] = SELECTIONS) -> dict[str, dict[str, Any]]:
     """Each of `strategies`' layers and the velocity MSE (normalised units, real dims) of the
-    uncut student against the teacher on `probe`: how each starts. Layers already chosen
-    are reused; greedy costs O(depth^2) passes over the probe."""
+    untrained student against the teacher on `judge` (held-out windows): how each starts.
+    Layers already chosen are reused; greedy, when not, searches on `search` (training
+    windows: a choice made on `judge` would flatter it there), O(depth^2) passes."""
     model = teacher.model
-    reference = model.velocity(probe.prefix, probe.state, probe.x_t, probe.t)
-    denom = probe.weights.sum().clamp(min=1.0)
+    reference = model.velocity(judge.prefix, judge.state, judge.x_t, judge.t)
+    denom = judge.weights.sum().clamp(min=1.0)
     out = {}
     for strategy in strategies:
-        kept = chosen.get(strategy) or select_layers(strategy, model, k, probe)[0]
-        v = layer_view(model, kept).velocity(probe.prefix, probe.state, probe.x_t, probe.t)
-        out[strategy] = {"layers": kept, "velocity_mse": float(((v - reference).square() * probe.weights).sum() / denom)}
+        kept = chosen.get(strategy) or select_layers(strategy, model, k, search)[0]
+        v = layer_view(model, kept).velocity(judge.prefix, judge.state, judge.x_t, judge.t)
+        out[strategy] = {"layers": kept, "velocity_mse": float(((v - reference).square() * judge.weights).sum() / denom)}
     return out
 
 
@@ -131,7 +133,10 @@ def distill(
     teacher, sha = load_teacher(teacher_checkpoint, expected, what)
     check_student_depth(teacher.cfg.depth, dcfg.layers)
 
-    split = _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction)
+    # A resumed run keeps the split it started with (episodes added to the store since, or
+    # a teacher trained elsewhere, would otherwise give another one and another data order).
+    split = (_recorded_split(recorded, episodes, facts_path) if recorded is not None
+             else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction))
     split.check_held_out(store, train_cfg.require_held_out)
     train_set = make_dataset(store, teacher.cfg.chunk_len, split.train)
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
@@ -147,14 +152,18 @@ def distill(
         _check_resumed(recorded, dcfg, facts_path)
         kept, comparison, greedy = recorded["kept_layers"], recorded["selections"], recorded.get("greedy")
     else:
-        probe = probe_windows(eval_set, teacher, dcfg.probe_windows)
-        kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, probe)
+        # On the training device: greedy search is ~depth^2 teacher passes over the probe,
+        # minutes on a GPU at π0 size but hours on its host's CPU.
+        device = pick_device(train_cfg.device)
+        teacher.to(device)
+        search = probe_windows(train_set, teacher, dcfg.probe_windows)
+        judge = probe_windows(eval_set, teacher, dcfg.probe_windows)
+        kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, search)
         greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
         others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
-        comparison = selection_errors(teacher, dcfg.layers, probe, {dcfg.select: kept}, others)
+        comparison = selection_errors(teacher, dcfg.layers, search, judge, {dcfg.select: kept}, others)
         # Under torchrun every process must cut the same student: each chose, rank 0's
         # choice is the one every process cuts.
-        device = pick_device(train_cfg.device)
         kept, greedy, comparison = rank0_value(init_distributed(device), device, (kept, greedy, comparison))
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
@@ -226,6 +235,18 @@ def _check_resumed(recorded: dict[str, Any], dcfg: DistillConfig, facts_path: Pa
         if value != then[key]:
             raise ConfigError(f"{key}={value} differs from the run being resumed ({then[key]}, {facts_path}); "
                               "resume with its settings, or pass another --run")
+
+
+def _recorded_split(recorded: dict[str, Any], episodes: list[int], facts_path: Path) -> Split:
+    """The split of the run being resumed (distill.json); ConfigError (one line) when one of
+    its training episodes is no longer in the store (or no longer kept, with
+    policy.train.successful_only)."""
+    split = Split(list(recorded["split"]["train"]), list(recorded["split"]["held_out"]))
+    gone = sorted(set(split.train) - set(episodes))
+    if gone:
+        raise ConfigError(f"the run being resumed ({facts_path}) trained on episodes {gone}, which the store no "
+                          "longer holds or keeps; pass another --run to start afresh")
+    return split
 
 
 def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float) -> Split:

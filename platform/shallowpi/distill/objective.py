@@ -138,7 +138,8 @@ def attention_kl(teacher: Tensor, student: Tensor) -> Tensor:
 
 
 class DistillationObjective(Objective):
-    """Student (`self.policy`, trained) against a frozen teacher (`self.teacher`).
+    """Student (`self.policy`, trained) against a frozen teacher (`self.teacher`; None in the
+    task-only ablation, which never runs it).
 
     Raises CheckpointError when the two policies read different features, normalise with
     different statistics or differ in any model setting but their depth (the shared
@@ -170,8 +171,10 @@ class DistillationObjective(Objective):
                                   "(distill.student.build_student)")
         if weights.attention:
             pairs.check(student.cfg.depth, teacher.cfg.depth)
-        self.teacher = freeze(teacher)
         self.weights, self.pairs = weights, pairs
+        # The task-only ablation never runs the teacher, so it does not hold one: the trainer
+        # would move it to the device (at π0 size ~13 GB of accelerator memory) for nothing.
+        self.teacher: Policy | None = freeze(teacher) if self.uses_teacher else None
 
     @property
     def uses_teacher(self) -> bool:
@@ -221,6 +224,7 @@ class DistillationObjective(Objective):
 
     @torch.no_grad()
     def _teacher(self, inputs, noise: Tensor, t: Tensor) -> FlowOutputs:
+        assert self.teacher is not None  # loss() calls this only when uses_teacher
         layers = list(self.pairs.pairs.values()) if self.weights.attention else []
         return self.teacher.flow_outputs(inputs, noise, t, attention_layers=layers)
 

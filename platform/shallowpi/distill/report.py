@@ -280,7 +280,8 @@ def write_report(
     for name, row in facts["selections"].items():
         lines.append(f"| {name} | {row['layers']} | {row['velocity_mse']:.4g} |")
     if facts.get("greedy"):
-        lines += ["", f"greedy removal order {facts['greedy']['dropped']}, subset MSE after each "
+        lines += ["", f"greedy removal order {facts['greedy']['dropped']}, subset MSE after each (on training "
+                  "probe windows) "
                   f"{[round(x, 5) for x in facts['greedy']['velocity_mse']]}"]
 
     summary: dict[str, Any] = {"facts": facts}

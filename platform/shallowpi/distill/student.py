@@ -13,7 +13,7 @@ Which layers (`select_layers`):
     uniform  round(linspace(0, L-1, k)), the paper's: 18 -> 6 keeps [0, 3, 7, 10, 14, 17]
     first    0 .. k-1 in both towers (what the released code keeps in the VLM only; an ablation)
     greedy   measured: drop, one at a time, the layer whose removal changes the teacher's
-             velocity least on probe windows (held-out), until k remain; this project's
+             velocity least on probe windows (training ones), until k remain; this project's
              method, in the spirit of layer-pruning by influence (ShortGPT, arXiv 2403.03853,
              scores layers one at a time; this one re-scores after each removal)
 
@@ -133,7 +133,7 @@ def select_layers(
     if strategy == "first":
         return first_layers(depth, k), None
     if probe is None:
-        raise ConfigError("greedy layer selection needs probe windows (held-out data); none were given")
+        raise ConfigError("greedy layer selection needs probe windows (training data); none were given")
     return greedy_layers(model, k, probe)
 
 

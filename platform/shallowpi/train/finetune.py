@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,12 @@ def _with_vocabulary(cfg: PolicyConfig, texts: list[str]) -> PolicyConfig:
 def _initial_policy(
     cfg: PolicyConfig, features: Features, init_from: Path | None, resuming: Path | None
 ) -> Policy:
-    if init_from is None or resuming is not None:
+    """The policy step 0 starts from: fresh (`cfg`), one of our checkpoints (`init_from`, with
+    its own config), or a lerobot/openpi π0 directory's weights in `cfg`'s model. A resumed
+    run gets the same config its first start had (the trainer then loads its weights), so
+    a run begun from our checkpoint resumes too. TrainingError for an `init_from` that
+    predicts another action space than `cfg`."""
+    if init_from is None:
         return Policy(cfg, features)
     if (init_from / "model.safetensors").is_file() and "format" in Policy.read_metadata(init_from):
         start = Policy.load(init_from)
@@ -183,7 +188,17 @@ def _initial_policy(
                 f"--init {init_from} predicts {start.cfg.actions} actions (offset dimensions {start.cfg.delta_dims}) "
                 f"but this run asks for {cfg.actions} ({cfg.delta_dims}); pass policy.actions={start.cfg.actions}"
             )
+        # Its weights fix its model; the keys the preset or an override set otherwise are
+        # not applied: said once, not dropped silently.
+        # (num_cameras follows the data, the vocabulary the store's texts: neither is asked.)
+        differ = [f.name for f in fields(cfg) if f.name not in ("name", "vocabulary", "num_cameras")
+                  and getattr(cfg, f.name) != getattr(start.cfg, f.name)]
+        if differ and resuming is None:
+            log.warning("--init %s keeps its own policy config: %s", init_from, ", ".join(
+                f"policy.{k}={getattr(start.cfg, k)!r} (asked {getattr(cfg, k)!r})" for k in differ))
         return start
+    if resuming is not None:
+        return Policy(cfg, features)
     # A lerobot/openpi π0 directory: take its model, our features and fresh statistics.
     from shallowpi.policy.weights import load_pi0_directory
 
