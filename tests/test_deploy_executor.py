@@ -116,9 +116,30 @@ def test_zero_watchdog_holds_at_nominal_latency():
 def test_the_watchdog_holds_when_the_queue_runs_dry_and_resumes_on_a_fresh_chunk():
     _, report, robot, _ = run("async", latencies=(0.0, 0.5), chunk_len=4, replan_every=4, ticks=60)
     assert report.holds >= 2 and report.hold_ticks > 10
-    assert robot.calls.count("hold") >= report.holds
+    assert robot.calls.count("hold") == 2  # the episode's start and end: a watchdog hold re-sends the last command
     sent = [v for v in commands(report) if v >= 0]
     assert sent == list(np.arange(len(sent), dtype=float))  # resumed where it stopped
+
+
+def test_a_watchdog_hold_keeps_the_servos_goal_not_the_measured_pose():
+    """A gripper closed on an object stops short of its goal (the squeeze is the gap) and a
+    joint under load sags below it: holding the measured pose would let go and sink."""
+    class Loaded(CountingRobot):
+        def observe(self):
+            obs = super().observe()
+            obs.state[:] = self.position - 0.3  # present position short of the goal
+            return obs
+
+        def hold(self):
+            self.calls.append("hold")
+            return self.position - 0.3  # the Robot contract: the measured pose becomes the goal
+
+    _, report, _, _ = run("async", latencies=(0.0, 0.5), chunk_len=4, replan_every=4, ticks=60,
+                              robot=Loaded())
+    assert report.holds >= 2
+    sent = np.array([s[0] for s in report.sent])
+    moving = sent[sent > sent[0]]
+    assert len(moving) and (np.diff(moving) >= 0).all()  # no command ever steps back to the sagged pose
 
 
 def test_a_stale_camera_frame_holds_drops_old_chunks_and_resumes_on_a_fresh_one():
@@ -241,10 +262,11 @@ def test_a_failed_inference_holds_the_robot_and_reports_the_error():
     robot = CountingRobot()
     executor = Executor(robot, Failing(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
     executor.warm_up("count")
-    with pytest.raises(RuntimeError, match="out of memory"):
-        executor.run_episode("count", 60)
-    assert robot.calls[-1] == "hold" and executor.status.state.value == "fault"
-    assert "out of memory" in executor.status.message
+    report = executor.run_episode("count", 60)  # a fault of the policy side, reported, not raised
+    assert report.ended == "fault" and executor.safety.faults == 1 and report.chunks == 1
+    assert robot.calls[-1] == "hold" and "torque_off" not in robot.calls  # the robot is sound
+    assert executor.status.state.value == "fault"
+    assert "the backend steps failed: onnxruntime: out of memory" in executor.status.message
 
 
 @pytest.mark.parametrize("strategy", ["sync", "rtc"])
@@ -267,6 +289,34 @@ def test_a_stuck_backend_is_a_fault_that_holds_with_torque_on(strategy):
     assert time.perf_counter() - started < 2.5  # not the stuck call's 3 s (nor the 30 s join)
     assert "torque_off" not in robot.calls and robot.calls[-1] == "hold"
     assert "is stuck" in executor.status.message and "max_inference_s 0.3" in executor.status.message
+
+
+def test_after_a_policy_fault_the_robot_stays_powered_until_the_operator_ends_it():
+    import threading
+
+    from shallowpi.commands.deploy_cmd import _hold_until_the_operator_ends
+
+    class Failing(StepBackend):
+        def infer(self, obs, inpainting=None):
+            if self.calls >= 3:
+                raise RuntimeError("TensorRT: engine failed to run")
+            return super().infer(obs, inpainting)
+
+    robot = CountingRobot()
+    executor = Executor(robot, Failing(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
+    published, said = [], []
+    threading.Timer(0.3, executor.stop).start()  # the operator, from the dashboard or with Ctrl-C
+    started = time.perf_counter()
+    _hold_until_the_operator_ends(executor, published.append, said.append, period_s=0.02)
+    assert time.perf_counter() - started >= 0.25 and len(published) >= 5
+    assert "holds its pose with torque on" in said[0] and "torque_off" not in robot.calls
+    assert not executor.held_after_fault
+    # A servo fault is not the policy's: torque went off there and then, nothing to wait for.
+    servo = CountingRobot(fault_at=15)
+    executor, _, _, _ = run("rtc", robot=servo, ticks=60)
+    assert servo.calls[-1] == "torque_off" and not executor.held_after_fault
 
 
 def test_a_non_finite_chunk_never_reaches_the_robot():

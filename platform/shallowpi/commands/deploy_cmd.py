@@ -201,6 +201,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             executor.status.successes += bool(report.success)
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))
+        if target.on_hardware and executor.held_after_fault:
+            _hold_until_the_operator_ends(executor, publish, say)
     finally:
         try:
             target.disconnect()  # first: torque off whatever else the cleanup meets
@@ -310,6 +312,19 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
         print(line, flush=True)
     held_output.clear()
     return None
+
+
+def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
+                                  period_s: float = 0.1) -> None:
+    """After a policy-side fault the robot is sound and holds its pose with torque on: keep
+    it so (the servos hold their goals) until the operator stops or e-stops, from the
+    dashboard or with Ctrl-C, rather than turn torque off unasked and drop its arms. The
+    status goes on being published, and the dashboard's commands obeyed, meanwhile."""
+    say("the policy failed; the robot holds its pose with torque on: support it, then stop "
+        "(s or Ctrl-C: torque off) or e-stop (e)")
+    while executor.held_after_fault:
+        publish(executor.status)
+        time.sleep(period_s)
 
 
 def _obey(executor: Any, command: Any) -> None:

@@ -10,7 +10,8 @@ Per tick (period 1 / fps):
     a chunk due and frames fresh  -> request it from this observation (rtc: with the
                                      current chunk's committed actions to inpaint)
     the action for this tick      -> seam bound -> Robot.act (clamps: limits, velocity)
-    none (queue dry, stale frame) -> Robot.hold once, then keep sending the held pose
+    none (queue dry, stale frame) -> keep sending the last command (the servos' goal, not
+                                     the measured pose: a closed gripper keeps its squeeze)
 
 Strategies (`ExecutorConfig.strategy`):
     sync      the reference: the loop waits for each chunk (the robot stands still while
@@ -41,8 +42,9 @@ counted, and the commands ramp to the new chunk at `seam_bound` a tick until the
 it; the watchdog holds when no action is due or the stalest camera's frame is older than
 `max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
 frame); a servo or camera fault holds, then turns torque off; the inference watchdog
-(a chunk not back `max_inference_s` after its request) and a chunk that is not finite or
-not [H, joints] hold and end the episode as a fault with torque on (the robot is sound);
+(a chunk not back `max_inference_s` after its request), a backend that raises and a chunk
+that is not finite or not [H, joints] hold and end the episode as a fault with torque on
+(the robot is sound);
 `stop()` (SIGINT, SIGTERM) ends the loop at the next tick and `estop()` turns torque off
 at the next tick (while a synchronous chunk is computed, within 50 ms), before waiting on
 the inference thread.
@@ -130,6 +132,7 @@ class Executor:
         self._publish = publish or (lambda status: None)
         self._stop = threading.Event()
         self._estop = threading.Event()
+        self._held_after_fault = threading.Event()  # a policy-side fault, torque on, until the operator ends it
         spec = robot.spec  # a twin's TwinSpec or a robot's RobotSpec: both list their joints
         self.status = ExecutorStatus(
             robot=getattr(spec, "robot", None) or getattr(spec, "name", ""), strategy=cfg.strategy.value,
@@ -147,13 +150,24 @@ class Executor:
     def stop(self) -> None:
         """End at the next tick, holding the robot's pose with torque on (`estop` cuts it
         there and then); `platform deploy` turns torque off when it disconnects after the run,
-        so a humanoid's arms go limp then: support them."""
+        so a humanoid's arms go limp then: support them. After a policy-side fault it is the
+        operator's word that ends the hold (`held_after_fault`)."""
+        self._held_after_fault.clear()
         self._stop.set()
 
     def estop(self) -> None:
         """Torque off at the next tick."""
+        self._held_after_fault.clear()
         self._estop.set()
         self._stop.set()
+
+    @property
+    def held_after_fault(self) -> bool:
+        """Whether the policy side failed (a stuck backend, an error, a non-finite chunk) and
+        the robot, sound, still holds its pose with torque on: true until stop() or estop().
+        `platform deploy` keeps the robot powered until then rather than let its arms drop
+        while no one is holding them."""
+        return self._held_after_fault.is_set()
 
     @property
     def stopped(self) -> bool:
@@ -255,7 +269,11 @@ class Executor:
                 try:
                     if action is None:
                         if not holding:
-                            held, holding = robot.hold(), True
+                            # The last command, not the measured pose (robot.hold()): a gripper
+                            # closed on an object stops short of its goal and squeezes by the
+                            # gap, a joint under load sags below its goal; re-aimed at where
+                            # they are, the grip would loosen and the arm settle lower.
+                            held, holding = last, True
                             report.holds += 1
                             self.safety.holds += 1
                         report.hold_ticks += 1
@@ -340,8 +358,8 @@ class Executor:
     def _deliver(self, selector: ActionSelector, done: Done, report: EpisodeReport) -> bool:
         if done.request is not selector.pending:  # asked before the watchdog dropped the chunks
             return False
-        if done.error is not None:
-            raise done.error
+        if done.error is not None:  # the backend's (onnxruntime, TensorRT, torch): the robot is sound
+            raise InferenceFault(f"the backend {self.backend.name} failed: {done.error}") from done.error
         chunk = np.asarray(done.chunk)
         if chunk.ndim != 2 or chunk.shape[1] != len(self.status.joint_names) or not np.isfinite(chunk).all():
             # Never to the robot: a NaN (an fp16 overflow, a broken engine) or a malformed chunk
@@ -382,6 +400,8 @@ class Executor:
             log.error("hold failed: %s", hold_exc)
         if torque_off:
             self._torque_off(report)
+        else:
+            self._held_after_fault.set()
         self._set(ExecutorState.FAULT, f"fault: {exc}")
         self._stop.set()
 
