@@ -94,3 +94,17 @@ class StepBackend:
         start = float(obs["observation.state"][0]) + 1.0 + self.offset
         values = start + np.arange(self.chunk_len, dtype=np.float32)
         return np.repeat(values[:, None], len(obs["observation.state"]), axis=1)
+
+
+class FailingBackend(StepBackend):
+    """A StepBackend whose `infer` raises RuntimeError(`message`) from call `after` on (by
+    default after the warm-up's two chunks and one good one)."""
+
+    def __init__(self, chunk_len: int, message: str, after: int = 3) -> None:
+        super().__init__(chunk_len)
+        self.message, self.after = message, after
+
+    def infer(self, obs, inpainting=None) -> np.ndarray:
+        if self.calls >= self.after:
+            raise RuntimeError(self.message)
+        return super().infer(obs, inpainting)

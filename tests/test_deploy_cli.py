@@ -1,4 +1,4 @@
-"""`platform deploy` end to end: a checkpoint trained in the twin, run by the executor there."""
+"""`platform deploy` end to end: a checkpoint trained in the twin, run by the executor there; its `--record` recorder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import platform_cmd, subprocess_env
@@ -201,3 +202,40 @@ def test_experiment_flags_are_refused_on_the_robot_in_one_line(tmp_path):
                                 capture_output=True, text=True, env=subprocess_env(), timeout=120)
         assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
         assert "for --sim" in result.stderr
+
+
+def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
+    """`platform deploy --record`: the control loop queues each tick; encoding and fsync run
+    on the recorder's writer thread, so a slow disk never stalls a command."""
+    from types import SimpleNamespace
+
+    from shallowpi.commands.deploy_cmd import _Recorder
+    from shallowpi.data import chunk_files
+    from shallowpi.data.store import EpisodeStore
+    from shallowpi.robots.observation import Frame, Observation
+
+    written = chunk_files.write_frames
+
+    def slow_disk(*args, **kwargs):
+        time.sleep(0.2)  # a JPEG batch and its fsync on a busy SD card
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(chunk_files, "write_frames", slow_disk)
+    target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
+                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x")
+    recorder = _Recorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
+    on_tick = recorder.begin("count", "counting", 30.0)
+    slowest = 0.0
+    for tick in range(40):  # five batches of 8 frames, each 0.2 s to write
+        image = np.full((16, 16, 3), tick, np.uint8)
+        obs = Observation(tick / 30, np.array([tick, 0.5], np.float32), {"front": Frame(image, tick / 30, tick)})
+        started = time.perf_counter()
+        on_tick(obs, np.array([tick + 1, 0.0], np.float32))
+        slowest = max(slowest, time.perf_counter() - started)
+    recorder.end(True, "time up")
+    recorder.close()
+    assert slowest < 0.05  # a tick's share, not a disk write's 0.2 s
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        assert len(store) == 1 and store.episodes[0].length == 40 and store.episodes[0].success
+        episode = store.read_episode(0, ["action"])
+        assert episode["action"][:, 0].tolist() == list(range(1, 41))

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from executor_fakes import CountingRobot, StepBackend
+from executor_fakes import CountingRobot, FailingBackend, StepBackend
 from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
@@ -253,14 +253,8 @@ def test_the_reset_before_an_episode_is_published_with_its_countdown_and_cleared
 
 
 def test_a_failed_inference_holds_the_robot_and_reports_the_error():
-    class Failing(StepBackend):
-        def infer(self, obs, inpainting=None):
-            if self.calls >= 3:  # after the warm-up and one good chunk
-                raise RuntimeError("onnxruntime: out of memory")
-            return super().infer(obs, inpainting)
-
     robot = CountingRobot()
-    executor = Executor(robot, Failing(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor = Executor(robot, FailingBackend(8, "onnxruntime: out of memory"), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
     executor.warm_up("count")
     report = executor.run_episode("count", 60)  # a fault of the policy side, reported, not raised
     assert report.ended == "fault" and executor.safety.faults == 1 and report.chunks == 1
@@ -296,14 +290,8 @@ def test_after_a_policy_fault_the_robot_stays_powered_until_the_operator_ends_it
 
     from shallowpi.commands.deploy_cmd import _hold_until_the_operator_ends
 
-    class Failing(StepBackend):
-        def infer(self, obs, inpainting=None):
-            if self.calls >= 3:
-                raise RuntimeError("TensorRT: engine failed to run")
-            return super().infer(obs, inpainting)
-
     robot = CountingRobot()
-    executor = Executor(robot, Failing(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
     executor.warm_up("count")
     assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
     published, said = [], []
@@ -380,39 +368,3 @@ def test_a_wall_clock_episode_bounds_the_gil_hand_over_and_restores_it():
     _, _, robot, _ = run("rtc", realtime=False, ticks=3, robot=Watching())
     assert robot.seen[-1] == before  # simulated time: nothing to hand over in time
 
-
-def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
-    """`platform deploy --record`: the control loop queues each tick; encoding and fsync run
-    on the recorder's writer thread, so a slow disk never stalls a command."""
-    from types import SimpleNamespace
-
-    from shallowpi.commands.deploy_cmd import _Recorder
-    from shallowpi.data import chunk_files
-    from shallowpi.data.store import EpisodeStore
-    from shallowpi.robots.observation import Frame, Observation
-
-    written = chunk_files.write_frames
-
-    def slow_disk(*args, **kwargs):
-        time.sleep(0.2)  # a JPEG batch and its fsync on a busy SD card
-        return written(*args, **kwargs)
-
-    monkeypatch.setattr(chunk_files, "write_frames", slow_disk)
-    target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
-                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x")
-    recorder = _Recorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
-    on_tick = recorder.begin("count", "counting", 30.0)
-    slowest = 0.0
-    for tick in range(40):  # five batches of 8 frames, each 0.2 s to write
-        image = np.full((16, 16, 3), tick, np.uint8)
-        obs = Observation(tick / 30, np.array([tick, 0.5], np.float32), {"front": Frame(image, tick / 30, tick)})
-        started = time.perf_counter()
-        on_tick(obs, np.array([tick + 1, 0.0], np.float32))
-        slowest = max(slowest, time.perf_counter() - started)
-    recorder.end(True, "time up")
-    recorder.close()
-    assert slowest < 0.05  # a tick's share, not a disk write's 0.2 s
-    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
-        assert len(store) == 1 and store.episodes[0].length == 40 and store.episodes[0].success
-        episode = store.read_episode(0, ["action"])
-        assert episode["action"][:, 0].tolist() == list(range(1, 41))
