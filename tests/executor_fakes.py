@@ -26,8 +26,10 @@ class ServoFault(PlatformError):
 class CountingRobot:
     def __init__(self, joints: int = 2, fps: float = 30.0, max_step: float = 100.0,
                  fault_at: int | None = None, frozen_frames: tuple[int, int] | None = None) -> None:
+        # Top speed one count a tick (the executor's unit for seam jumps and steps); act()
+        # clamps at `max_step` counts a tick, by default none to speak of.
         self.spec = SimpleNamespace(fps=fps, robot="counting", joints=[
-            SimpleNamespace(name=f"j{i}", lower=-1e3, upper=1e3) for i in range(joints)])
+            SimpleNamespace(name=f"j{i}", lower=-1e3, upper=1e3, max_velocity=fps) for i in range(joints)])
         self.position = np.full(joints, -1.0, np.float32)
         self.max_step, self.fault_at, self.frozen_frames = max_step, fault_at, frozen_frames
         self.ticks = 0
@@ -55,13 +57,32 @@ class CountingRobot:
         self.ticks += 1
         return self.position.copy()
 
-    def hold(self) -> np.ndarray:
-        self.calls.append("hold")
+    def hold(self, goal=None) -> np.ndarray:
+        self.calls.append("hold" if goal is None else "hold last")
+        if goal is not None:
+            self.position = np.asarray(goal, np.float32).copy()  # no time passes: no clamp to apply
         return self.position.copy()
 
     def torque_off(self) -> None:
         self.calls.append("torque_off")
         self.torque = False
+
+
+class LoadedRobot(CountingRobot):
+    """Measures every joint 0.3 short of its goal (a gripper squeezing an object, a joint
+    sagging under load); hold() re-aims the goal there, as the Robot contract says."""
+
+    def observe(self) -> Observation:
+        obs = super().observe()
+        obs.state[:] = self.position - 0.3
+        return obs
+
+    def hold(self, goal=None) -> np.ndarray:
+        if goal is not None:
+            return super().hold(goal)
+        self.calls.append("hold")
+        self.position = self.position - 0.3
+        return self.position.copy()
 
 
 class StepBackend:

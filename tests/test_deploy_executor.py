@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from executor_fakes import CountingRobot, FailingBackend, StepBackend
+from executor_fakes import CountingRobot, FailingBackend, LoadedRobot, StepBackend
 from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
@@ -28,7 +28,7 @@ def run(strategy="async", latencies=(0.0,), ticks=60, chunk_len=8, realtime=Fals
         replan_every=None, rtc_mask="soft"):
     robot = robot or CountingRobot()
     backend = StepBackend(chunk_len, latencies)
-    executor = Executor(robot, backend, ExecutorConfig(strategy=strategy, realtime=realtime, seam_bound=2.0,
+    executor = Executor(robot, backend, ExecutorConfig(strategy=strategy, realtime=realtime, seam_ticks=2.0,
                                                        warmup_runs=2, rtc_mask=rtc_mask,
                                                        selection=ActionSelectionConfig(replan_every=replan_every)))
     if warm:
@@ -47,7 +47,7 @@ def test_no_action_is_skipped_or_repeated_whatever_the_latency(strategy, latenci
     sent = [v for v in sent if v >= 0]
     assert sent == list(np.arange(len(sent), dtype=float)), sent[:20]
     assert report.steps == len(sent) > 20
-    assert report.max_step == pytest.approx(1.0)  # one count a tick, seams included
+    assert report.max_step == pytest.approx(1.0)  # one count a tick (the top speed), seams included
 
 
 def test_the_first_chunk_starts_at_its_first_action_however_late_it_comes():
@@ -116,7 +116,8 @@ def test_zero_watchdog_holds_at_nominal_latency():
 def test_the_watchdog_holds_when_the_queue_runs_dry_and_resumes_on_a_fresh_chunk():
     _, report, robot, _ = run("async", latencies=(0.0, 0.5), chunk_len=4, replan_every=4, ticks=60)
     assert report.holds >= 2 and report.hold_ticks > 10
-    assert robot.calls.count("hold") == 2  # the episode's start and end: a watchdog hold re-sends the last command
+    # the episode's start, then its end keeping the last command: a watchdog hold re-sends it through act()
+    assert robot.calls == ["hold", "hold last"]
     sent = [v for v in commands(report) if v >= 0]
     assert sent == list(np.arange(len(sent), dtype=float))  # resumed where it stopped
 
@@ -124,22 +125,26 @@ def test_the_watchdog_holds_when_the_queue_runs_dry_and_resumes_on_a_fresh_chunk
 def test_a_watchdog_hold_keeps_the_servos_goal_not_the_measured_pose():
     """A gripper closed on an object stops short of its goal (the squeeze is the gap) and a
     joint under load sags below it: holding the measured pose would let go and sink."""
-    class Loaded(CountingRobot):
-        def observe(self):
-            obs = super().observe()
-            obs.state[:] = self.position - 0.3  # present position short of the goal
-            return obs
-
-        def hold(self):
-            self.calls.append("hold")
-            return self.position - 0.3  # the Robot contract: the measured pose becomes the goal
-
     _, report, _, _ = run("async", latencies=(0.0, 0.5), chunk_len=4, replan_every=4, ticks=60,
-                              robot=Loaded())
+                          robot=LoadedRobot())
     assert report.holds >= 2
     sent = np.array([s[0] for s in report.sent])
     moving = sent[sent > sent[0]]
     assert len(moving) and (np.diff(moving) >= 0).all()  # no command ever steps back to the sagged pose
+
+
+def test_after_an_inference_fault_and_at_the_end_the_robot_keeps_its_last_command():
+    """The holds that last (a policy fault, torque on until the operator ends it; an
+    episode's end) keep the servos' goal: Robot.hold(last), not hold() re-aimed at a
+    measured pose that a squeezing gripper or a loaded joint sits short of."""
+    for backend, ended in ((FailingBackend(8, "TensorRT: engine failed to run"), "fault"),
+                           (StepBackend(8), "time limit")):
+        robot = LoadedRobot()
+        executor = Executor(robot, backend, ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+        executor.warm_up("count")
+        report = executor.run_episode("count", 20)
+        assert report.ended == ended and robot.calls[-1] == "hold last"
+        np.testing.assert_array_equal(robot.position, report.sent[-1])  # the goal kept, no step back
 
 
 def test_a_stale_camera_frame_holds_drops_old_chunks_and_resumes_on_a_fresh_one():
@@ -163,13 +168,36 @@ def test_a_servo_fault_holds_then_turns_torque_off():
 def test_the_seam_bound_limits_and_counts_a_jump():
     robot = CountingRobot()
     backend = StepBackend(8, (0.0,))
-    backend.offset = 5.0  # every chunk starts 5 units beyond the last command
-    executor = Executor(robot, backend, ExecutorConfig(strategy="async", realtime=False, seam_bound=0.5, warmup_runs=2))
+    backend.offset = 5.0  # every chunk starts 5 counts (5 ticks at top speed) beyond the last command
+    executor = Executor(robot, backend, ExecutorConfig(strategy="async", realtime=False, seam_ticks=2.0, warmup_runs=2))
     executor.warm_up("count")
     report = executor.run_episode("count", 30)
     assert report.seam_trips >= 2 and report.max_seam_jump > 5.0
     jumps = np.abs(np.diff([float(s[0]) for s in report.sent]))
-    assert jumps.max() <= 1.0 + 1e-6  # within a chunk 1 a step; at each seam the bound
+    assert jumps.max() <= 1.0 + 1e-6  # within a chunk 1 a tick; at each seam a ramp at top speed
+    assert report.clamps == 0  # the ramp is the seam's: the robot clamped nothing
+
+
+def test_the_seam_bound_is_in_ticks_of_each_joints_top_speed():
+    """One bound for radians, metres and gripper openings: a 2 cm jump of a 0.2 m/s lift
+    (3 ticks at 30 Hz) is a jump; 0.2 rad of a 3 rad/s joint (2 ticks) is not. A bound in
+    joint units (the old 0.25) passed the lift's jump and every one smaller than 25 cm."""
+    class Lift(StepBackend):
+        def infer(self, obs, inpainting=None):
+            self.calls += 1
+            state = np.asarray(obs["observation.state"], np.float32)
+            return np.tile(state + np.array([0.2, self.lift], np.float32), (self.chunk_len, 1))
+
+    for lift, trips in ((0.0, False), (0.02, True)):
+        robot = CountingRobot()
+        robot.spec.joints[0].max_velocity, robot.spec.joints[1].max_velocity = 3.0, 0.2  # rad/s, m/s
+        backend = Lift(8)
+        backend.lift = lift
+        executor = Executor(robot, backend, ExecutorConfig(strategy="sync", realtime=False, warmup_runs=2))
+        executor.warm_up("reach")
+        report = executor.run_episode("reach", 20)
+        assert (report.seam_trips > 0) is trips, (lift, report.seam_trips)
+        assert report.max_seam_jump == pytest.approx(3.0 if trips else 2.0, rel=1e-3)
 
 
 def test_the_robot_clamps_are_counted_beyond_a_tolerance():
@@ -185,7 +213,7 @@ def test_the_robot_clamps_are_counted_beyond_a_tolerance():
 
 
 def test_stop_from_another_thread_ends_cleanly_and_estop_turns_torque_off():
-    for method, last in (("stop", "hold"), ("estop", "torque_off")):
+    for method, last in (("stop", "hold last"), ("estop", "torque_off")):
         robot = CountingRobot()
         executor = Executor(robot, StepBackend(8, (0.01,)), ExecutorConfig(strategy="rtc", realtime=True, warmup_runs=2))
         executor.warm_up("count")
@@ -206,8 +234,10 @@ def test_realtime_loop_keeps_its_period_while_inference_runs_on_its_thread():
 def test_bad_settings_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="unknown deploy strategy 'fast'; choose one of: sync, async, ensemble, rtc"):
         ExecutorConfig(strategy="fast")
-    with pytest.raises(ConfigError, match="seam_bound must be positive"):
-        ExecutorConfig(seam_bound=0)
+    with pytest.raises(ConfigError, match=r"seam_ticks must be at least 1 \(a tick at top speed"):
+        ExecutorConfig(seam_ticks=0.5)
+    with pytest.raises(ConfigError, match=r"deploy\.seam_bound \(joint units\) is now deploy\.seam_ticks"):
+        ExecutorConfig.from_config({"seam_bound": 0.25})  # an old override: its unit changed
     # `selection` is a field but not a deploy key: it comes from the action_selection section.
     for section in ({"stratgy": "rtc"}, {"selection": {}}):
         with pytest.raises(ConfigError, match=rf"unknown deploy keys \['{next(iter(section))}'\]; valid keys: .*strategy") as err:
@@ -258,7 +288,7 @@ def test_a_failed_inference_holds_the_robot_and_reports_the_error():
     executor.warm_up("count")
     report = executor.run_episode("count", 60)  # a fault of the policy side, reported, not raised
     assert report.ended == "fault" and executor.safety.faults == 1 and report.chunks == 1
-    assert robot.calls[-1] == "hold" and "torque_off" not in robot.calls  # the robot is sound
+    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls  # the robot is sound
     assert executor.status.state.value == "fault"
     assert "the backend steps failed: onnxruntime: out of memory" in executor.status.message
 
@@ -281,7 +311,7 @@ def test_a_stuck_backend_is_a_fault_that_holds_with_torque_on(strategy):
     report = executor.run_episode("count", 10_000)
     assert report.ended == "fault" and executor.safety.faults == 1
     assert time.perf_counter() - started < 2.5  # not the stuck call's 3 s (nor the 30 s join)
-    assert "torque_off" not in robot.calls and robot.calls[-1] == "hold"
+    assert "torque_off" not in robot.calls and robot.calls[-1] == "hold last"
     assert "is stuck" in executor.status.message and "max_inference_s 0.3" in executor.status.message
 
 
@@ -320,7 +350,7 @@ def test_a_non_finite_chunk_never_reaches_the_robot():
     executor.warm_up("count")
     report = executor.run_episode("count", 60)
     assert report.ended == "fault" and report.chunks == 1
-    assert all(np.isfinite(s).all() for s in report.sent) and robot.calls[-1] == "hold"
+    assert all(np.isfinite(s).all() for s in report.sent) and robot.calls[-1] == "hold last"
     assert "1 non-finite value(s)" in executor.status.message
 
 

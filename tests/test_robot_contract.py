@@ -66,6 +66,37 @@ def test_hold_sets_every_goal_to_the_present_position_mid_motion():
         assert np.all(np.abs(sent - held) <= robot.max_step + 1e-6)
 
 
+def test_hold_of_the_last_command_keeps_it_and_moves_no_further_than_act_would(twin_env):
+    """hold(goal) keeps the last command as the servos' goal, where hold() re-aims at the
+    measured pose (a gripper on an object would let go): goals stay as sent, the twin is
+    not stepped, and a goal beyond one velocity step of the current one is bounded."""
+    from shallowpi import config
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.robots.sim.twin import TwinSpec
+
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        sent = robot.act(robot.observe().state + 0.05)
+        goals = registers(robot, "goal_position")
+        np.testing.assert_allclose(robot.hold(sent), sent, atol=1e-6)
+        assert registers(robot, "goal_position") == goals
+        held = robot.hold(sent + 10.0)
+        np.testing.assert_allclose(held - sent, np.minimum(10.0, robot.max_step), atol=1e-4)
+        robot.observe()
+        assert np.all(np.abs(robot.act(held + 10.0) - held) <= robot.max_step + 1e-6)
+
+    twin_spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot, 32, 32)
+    with DirectSimRobot(twin_spec, cameras=()) as robot:
+        start = robot.observe().state
+        for _ in range(5):
+            sent = robot.act(start + 1.0)  # moving: the goals run ahead of the joints
+        twin, now = robot.twin, robot.twin.time
+        np.testing.assert_allclose(robot.hold(sent), sent, atol=1e-6)
+        np.testing.assert_allclose(twin.joint_goals(), sent, atol=1e-6)
+        assert not np.allclose(twin.joint_positions(), sent, atol=1e-3) and twin.time == now
+        held = robot.hold(sent + 10.0)
+        assert np.all(held - sent <= twin_spec.max_velocity * robot.dt + 1e-6)
+
+
 def test_hold_that_a_servo_refuses_is_not_reported_as_confirmed():
     with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
         servo = chains["follower"].servos[3]

@@ -5,8 +5,9 @@ Runs `platform deploy --sim` (the on-device executor, simulated time) for every 
 injected delay, on every task of the robot, on the same seeds, and prints success with 95 %
 Wilson intervals beside the safety counts (seam trips, watchdog holds), the largest jump
 onto a new chunk ("max jump") and between any two consecutive actions the selection chose
-(before the seam ramp and the robot's clamps: "max step"), and the delays the
-executor measured. After Black et al., "Real-Time Execution of Action Chunking Flow Policies"
+(before the seam ramp and the robot's clamps: "max step"), both in ticks of the joint's
+top speed (1: what the robot moves in a tick; the seam bound is `deploy.seam_ticks`), and
+the delays the executor measured. After Black et al., "Real-Time Execution of Action Chunking Flow Policies"
 (arXiv 2506.07339), whose simulated benchmark injects delay the same way.
 
     python tools/bench/deploy_strategies.py --policy RUN/checkpoints/step_002000/ema
@@ -121,12 +122,13 @@ def main() -> None:
     print(f"\n{args.policy} on {args.robot}, backend {args.backend} {' '.join(args.set)}; {minutes:.1f} min")
     print(f"{'strategy':<9} {'delay':>6}  " + "  ".join(f"{t:<34}" for t in tasks)
           + f"{'seam trips':>11} {'holds':>6} {'max jump':>9} {'max step':>9} {'delay ticks':>12}")
+    print(f"{'':<17}" + " " * (36 * len(tasks)) + f"{'':>18} {'(ticks of top speed)':>19}")
     for r in rows:
         cells_txt = "  ".join(f"{rate_with_interval(r['tasks'][t]['successes'], r['tasks'][t]['episodes']):<34}"
                               for t in tasks)
         ticks = f"{min(r['delays'], default=0)}-{max(r['delays'], default=0)}"
         print(f"{r['strategy']:<9} {r['delay_ms']:>4.0f}ms  {cells_txt}{r['seam_trips']:>11} {r['holds']:>6} "
-              f"{r['max_seam_jump']:>9.3f} {r['max_step']:>9.3f} {ticks:>12}")
+              f"{r['max_seam_jump']:>9.2f} {r['max_step']:>9.2f} {ticks:>12}")
     for r in rows:
         r["delays"] = sorted(set(r["delays"]))
     result = {"policy": str(args.policy), "robot": args.robot, "backend": args.backend, "overrides": args.set,

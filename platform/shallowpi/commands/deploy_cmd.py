@@ -223,7 +223,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**summary, "profile": profile.name, "plan": decision.message,
                                          "backend": backend_name, "strategy": exec_cfg.strategy.value,
-                                         "rtc_mask": exec_cfg.rtc_mask, "seam_bound": exec_cfg.seam_bound,
+                                         "rtc_mask": exec_cfg.rtc_mask, "seam_ticks": exec_cfg.seam_ticks,
                                          "delay_ms": args.delay_ms or 0.0, "bundle": str(bundle.path)}, indent=2))
     faults = executor.safety.faults if executor else 0
     return 1 if faults else 0

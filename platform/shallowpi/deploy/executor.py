@@ -37,9 +37,10 @@ The faults of lerobot 0.6.1's real-time chunking, and what prevents each here:
     warmed-up latency (measured)
 
 Safety: every command goes through Robot.act (limits and velocity); at a seam (the first
-action of a newly arrived chunk) a jump from the last command above `seam_bound` is
-counted, and the commands ramp to the new chunk at `seam_bound` a tick until they reach
-it; the watchdog holds when no action is due or the stalest camera's frame is older than
+action of a newly arrived chunk) a jump from the last command above `seam_ticks` ticks of
+a joint's top speed (max_velocity / fps: one unit for radians, metres and gripper
+openings) is counted, and the commands ramp to the new chunk at top speed until it is
+within that bound; the watchdog holds when no action is due or the stalest camera's frame is older than
 `max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
 frame); a servo or camera fault holds, then turns torque off; the inference watchdog
 (a chunk not back `max_inference_s` after its request), a backend that raises and a chunk
@@ -96,10 +97,11 @@ class EpisodeReport:
     holds: int = 0
     hold_ticks: int = 0
     seam_trips: int = 0
-    max_seam_jump: float = 0.0
-    # The largest change of any joint between two consecutive actions the selection chose
-    # (before the seam ramp and the robot's clamps, which bound what is sent): a seam
-    # smoothed at its first action must not hide a jump a few ticks later.
+    max_seam_jump: float = 0.0  # ticks of top speed (ExecutorConfig.seam_ticks)
+    # The largest change of any joint between two consecutive actions the selection chose,
+    # in ticks of its top speed (above 1: faster than the robot goes; before the seam ramp
+    # and the robot's clamps, which bound what is sent): a seam smoothed at its first
+    # action must not hide a jump a few ticks later.
     max_step: float = 0.0
     clamps: int = 0
     clamped_joints: dict[str, int] = field(default_factory=dict)  # ticks each joint was clamped
@@ -134,6 +136,9 @@ class Executor:
         self._estop = threading.Event()
         self._held_after_fault = threading.Event()  # a policy-side fault, torque on, until the operator ends it
         spec = robot.spec  # a twin's TwinSpec or a robot's RobotSpec: both list their joints
+        # One tick of each joint's top speed (Robot.act's per-command bound): the unit of
+        # seam jumps and steps, the same for radians, metres and gripper openings.
+        self.tick_step = np.array([float(j.max_velocity) for j in spec.joints]) / float(spec.fps)
         self.status = ExecutorStatus(
             robot=getattr(spec, "robot", None) or getattr(spec, "name", ""), strategy=cfg.strategy.value,
             backend=backend.name, joint_names=[j.name for j in spec.joints],
@@ -237,7 +242,7 @@ class Executor:
                 try:
                     obs = robot.observe()
                 except PlatformError as exc:
-                    self._fault(exc, report)
+                    self._fault(exc, report, last)
                     break
                 stale = obs.oldest_frame_s() > cfg.max_frame_age_s
                 # Deliver before asking: a chunk arriving on the tick the next one is due
@@ -252,7 +257,7 @@ class Executor:
                             if self._deliver(selector, done, report):
                                 seam, chunk_time = "new", clock.now()
                 except InferenceFault as exc:  # the robot is sound: hold it, keep torque on
-                    self._fault(exc, report, torque_off=False)
+                    self._fault(exc, report, last, torque_off=False)
                     break
                 if self._stop.is_set():  # stopped while a sync chunk was computed: end at the loop's top
                     continue
@@ -264,7 +269,7 @@ class Executor:
                 action = None if stale else selector.next_action()
                 if action is not None:
                     if chosen is not None:
-                        report.max_step = max(report.max_step, float(np.abs(action - chosen).max()))
+                        report.max_step = max(report.max_step, self._ticks_apart(action, chosen))
                     chosen = np.asarray(action, np.float32)
                 try:
                     if action is None:
@@ -294,7 +299,7 @@ class Executor:
                                 report.clamped_joints[name] = report.clamped_joints.get(name, 0) + 1
                         holding = False
                 except PlatformError as exc:
-                    self._fault(exc, report)
+                    self._fault(exc, report, last)
                     break
                 last = np.asarray(sent, np.float32)
                 report.sent.append(last)
@@ -307,10 +312,10 @@ class Executor:
                     if succeeded >= stop_after_success_ticks:
                         report.ended = "success held"
                         break
-        except BaseException as exc:  # a failed inference, a bug: never leave a goal moving
+        except BaseException as exc:  # a bug: the last command is where the robot stays
             self._set(ExecutorState.FAULT, f"stopped by {type(exc).__name__}: {exc}")
             try:
-                robot.hold()
+                robot.hold(last)
             except PlatformError as hold_exc:
                 log.error("hold failed: %s", hold_exc)
             raise
@@ -320,7 +325,7 @@ class Executor:
             if runner is not None:  # stopped (a fault, an e-stop): do not wait long on a stuck backend
                 runner.close(join_s=0.2 if self._stop.is_set() else 30.0)
         if not self._estop.is_set() and report.ended != "fault":
-            robot.hold()
+            robot.hold(last)  # keeps a grip's squeeze (Robot.hold)
         report.success = success() if success is not None else None
         report.delays = selector.measured_delays
         report.period_p99_ms = clock.percentiles_ms()[1]
@@ -371,31 +376,41 @@ class Executor:
         self._latencies.append(1e3 * done.latency_s)
         return True
 
+    def _ticks_apart(self, a: np.ndarray, b: np.ndarray) -> float:
+        """The largest joint change from b to a, in ticks of that joint's top speed."""
+        return float((np.abs(np.asarray(a) - np.asarray(b)) / self.tick_step).max())
+
     def _bound_seam(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport,
                     first: bool) -> tuple[np.ndarray, bool]:
-        """Limit the step from the last command to `seam_bound`; (command, limited?). A
-        trip is counted at the seam's first action; later ones ramp towards the chunk."""
-        jump = float(np.abs(action - last).max())
+        """A jump from the last command above `seam_ticks` ticks of top speed: counted at
+        the seam's first action, and this command goes one tick at top speed towards the
+        chunk (what Robot.act would allow, so the ramp is the seam's, not a clamp the
+        policy pressed on) until the chunk is within the bound; (command, limited?)."""
+        jump = self._ticks_apart(action, last)
         if first:
             report.max_seam_jump = max(report.max_seam_jump, jump)
-        if jump <= self.cfg.seam_bound:
+        if jump <= self.cfg.seam_ticks:
             return action, False
         if first:
             report.seam_trips += 1
             self.safety.seam_trips += 1
-            log.warning("seam jump %.3f > bound %.3f: ramping to the new chunk", jump, self.cfg.seam_bound)
-        return last + np.clip(action - last, -self.cfg.seam_bound, self.cfg.seam_bound), True
+            log.warning("seam jump of %.1f ticks at top speed > bound %.1f: ramping to the new chunk", jump,
+                        self.cfg.seam_ticks)
+        return last + np.clip(action - last, -self.tick_step, self.tick_step), True
 
     # -- faults and safe states
 
-    def _fault(self, exc: PlatformError, report: EpisodeReport, torque_off: bool = True) -> None:
-        """Hold, then (a servo or camera fault: the robot itself is in question) torque off;
-        an inference fault keeps torque on, holding the pose, for the operator to end."""
+    def _fault(self, exc: PlatformError, report: EpisodeReport, last: np.ndarray,
+               torque_off: bool = True) -> None:
+        """A servo or camera fault (the robot itself is in question): hold the present pose,
+        then torque off. An inference fault (the robot is sound): keep the last command,
+        torque on, for the operator to end (`held_after_fault`); the last command, not the
+        measured pose, so a gripper closed on an object does not let go (Robot.hold)."""
         self.safety.faults += 1
         report.ended = "fault"
         log.error("fault: %s; holding%s", exc, ", then torque off" if torque_off else " (torque stays on)")
         try:
-            self.robot.hold()
+            self.robot.hold(None if torque_off else last)
         except PlatformError as hold_exc:
             log.error("hold failed: %s", hold_exc)
         if torque_off:

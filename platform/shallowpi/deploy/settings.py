@@ -42,8 +42,12 @@ class ExecutorConfig:
     max_frame_age_s   the watchdog holds when any camera's latest frame is older than this
                       (on a robot, a camera silent 4x as long, at least 1 s, is a fault:
                       commands/deploy_targets.camera_timeout_for)
-    seam_bound        largest jump (joint units: rad, m, 0..1) allowed between the last
-                      command and the first action of a newly arrived chunk
+    seam_ticks        largest jump allowed between the last command and the first action
+                      of a newly arrived chunk, in ticks of each joint's top speed
+                      (|jump| / (max_velocity / fps)): one unit for revolute, prismatic and
+                      gripper joints alike (2.5: 0.25 rad at 3 rad/s and 30 fps, 17 mm of a
+                      0.2 m/s lift); beyond it the jump is counted and the commands ramp to
+                      the new chunk at top speed. At least 1 (a tick at top speed is no jump)
     clamp_tolerance   a command the robot changed by more than this (joint units) counts as
                       a clamp; smaller corrections are applied all the same, not counted (a
                       policy a hair past the limit its demonstrations sat on, every tick)
@@ -67,7 +71,7 @@ class ExecutorConfig:
     strategy: Strategy | str = Strategy.RTC
     selection: ActionSelectionConfig = field(default_factory=ActionSelectionConfig)
     max_frame_age_s: float = 0.25
-    seam_bound: float = 0.25
+    seam_ticks: float = 2.5
     clamp_tolerance: float = 0.01
     warmup_runs: int = 3
     rtc_mask: str = "soft"
@@ -81,9 +85,12 @@ class ExecutorConfig:
         except ValueError:
             raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
                               f"{', '.join(s.value for s in Strategy)}") from None
-        for name in ("max_frame_age_s", "seam_bound", "clamp_tolerance", "max_inference_s"):
+        for name in ("max_frame_age_s", "clamp_tolerance", "max_inference_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
+        if not self.seam_ticks >= 1:
+            raise ConfigError(f"deploy.seam_ticks must be at least 1 (a tick at top speed is the robot's own "
+                              f"step), got {self.seam_ticks}")
         if self.rtc_mask not in ("soft", "hard"):
             raise ConfigError(f"deploy.rtc_mask must be soft or hard, got '{self.rtc_mask}'")
         if self.injected_delay_s < 0:
@@ -94,6 +101,9 @@ class ExecutorConfig:
     @classmethod
     def from_config(cls, section: Mapping[str, Any], selection: Mapping[str, Any] | None = None) -> ExecutorConfig:
         """From configs/config.yaml's `deploy` and `action_selection` sections."""
+        if "seam_bound" in section:  # its unit changed: an old override must not pass as ticks
+            raise ConfigError("deploy.seam_bound (joint units) is now deploy.seam_ticks, in ticks of each joint's "
+                              "top speed: 2.5 is 0.25 rad at 3 rad/s and 30 fps")
         refuse_unknown_keys("deploy", section, cls, exclude=("selection",))  # its own section
         base = ActionSelectionConfig.from_config(selection or {})
         return cls(**dict(section), selection=base)

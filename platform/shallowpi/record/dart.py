@@ -39,8 +39,8 @@ class SimRobot(Protocol):
     def act(self, action: np.ndarray) -> np.ndarray:
         """Send joint goals [J]; returns float32 [J] sent."""
 
-    def hold(self) -> np.ndarray:
-        """Every goal := the present position; returns float32 [J] held."""
+    def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """Every goal := the present position (or `goal`, kept); returns float32 [J] held."""
 
     def torque_off(self) -> None:
         """Torque off; `act()` refuses until connected again."""
@@ -107,9 +107,9 @@ class NoisyExecution:
         self.executed = self.robot.act(clean + self.noise())
         return clean.astype(np.float32)
 
-    def hold(self) -> np.ndarray:
+    def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
         """Safety is never noisy: holding position is the robot's own."""
-        return self.robot.hold()
+        return self.robot.hold(goal)
 
     def torque_off(self) -> None:
         """The wrapped robot's torque off."""

@@ -4,6 +4,7 @@
         obs = robot.observe()          # Observation: tick time, state [J], frames with capture times
         sent = robot.act(goal)         # clamped to limits and the velocity bound; what was sent
         robot.hold()                   # every goal := present position, confirmed
+        robot.hold(sent)               # ... or := the last command, kept (a grip keeps its squeeze)
         robot.torque_off()             # every bus tried; raises naming those that failed
 
 The recorder calls `hold()` after a fault and `torque_off()` on an e-stop; the executor's
@@ -81,12 +82,24 @@ class Robot(ABC):
         Raises RobotError when not connected or after `torque_off()`."""
 
     @abstractmethod
-    def hold(self) -> np.ndarray:
-        """Set every goal to the present position and confirm it; returns float32[J] held.
-        A hardware joint found outside its limits is held where it is (act() brings it back
-        at the velocity bound, never at the servo's full speed); a twin, whose actuators
-        take goals within the limits only, clips. Raises SafeStateError if it cannot be
-        confirmed."""
+    def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """Hold still and confirm it; returns float32[J], the goals held. Time does not
+        advance (a twin is not stepped).
+
+        goal None: every goal := the present position, for a robot whose last command is
+        in question (a fault, a connect, a scene reset by hand). A hardware joint found
+        outside its limits is held where it is (act() brings it back at the velocity
+        bound, never at the servo's full speed); a twin, whose actuators take goals within
+        the limits only, clips.
+
+        goal [J]: keep that goal, the last command act() returned, for a robot sound but
+        with nothing new to send (the policy failed, the episode ended). Unlike the present
+        position it keeps the gap a servo holds against a load: a gripper closed on an
+        object squeezes by its gap to the goal, a loaded joint sits below its goal; re-aimed
+        at the measured pose the grip would let go and the joint sag. Clamped as act()
+        clamps (limits, one velocity step from the current goal), never moving further.
+
+        Raises SafeStateError if it cannot be confirmed."""
 
     @abstractmethod
     def torque_off(self) -> None:

@@ -5,6 +5,7 @@
         obs = robot.observe()                # Observation: obs.state float32[J], obs.frames
         sent = robot.act({"gripper": 0.5})   # clamped; returns the goal actually sent
         robot.hold()                         # goals := present position, read back
+        robot.hold(sent)                     # goals := the last command, kept, read back
         robot.torque_off()                   # every bus tried; act() refuses until connect()
 
 Safety lives in `act`: every goal is clipped to the joint limits, moved at most
@@ -235,15 +236,21 @@ class DynamixelRobot(Robot):
             )
         log.info("robot %s: torque off on every bus", self.name)
 
-    def hold(self) -> np.ndarray:
-        """Every goal := the present position, then read back (a joint outside its limits is
-        held there: act() brings it back at the velocity bound).
+    def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """Every goal := the present position (`goal` None; a joint outside its limits is
+        held there: act() brings it back at the velocity bound), or := `goal` [J], the last
+        command kept (clamped to the limits and one velocity step from the current goal, as
+        act() clamps; no lead bound: the gap a loaded servo holds is the point), then read back.
 
         Returns float32[J], the pose held. Raises SafeStateError if a bus fails or a servo's
         Goal Position does not read back as sent (e.g. it refused the write)."""
-        self._need_connection()
+        previous = self._need_connection()
+        measured = goal is None
         try:
-            goal = self._read_positions()  # where it is, limits or not: a hold never moves a joint
+            if measured:
+                goal = self._read_positions()  # where it is, limits or not: a hold never moves a joint
+            else:
+                goal = self._bounded(self._as_vector(goal), previous)
             wrong = self._unconfirmed(self._send(goal))
         except PlatformError as err:
             raise SafeStateError(f"robot '{self.name}': could not hold position: {err}") from None
@@ -252,7 +259,7 @@ class DynamixelRobot(Robot):
                 f"robot '{self.name}': hold not confirmed, goal position {', '.join(wrong)}; "
                 "check those servos (`platform doctor`)"
             )
-        self._goal, self._present = goal, goal.copy()
+        self._goal, self._present = goal, (goal.copy() if measured else None)
         return goal.astype(np.float32)
 
     # -- the control loop --------------------------------------------------------------
@@ -301,24 +308,7 @@ class DynamixelRobot(Robot):
         previous = self._need_connection()
         if self._torque_off:
             raise RobotError(f"robot '{self.name}': torque is off (e-stop or fault); connect() again to drive it")
-        target = previous.copy()
-        if isinstance(action, Mapping):
-            for name, value in action.items():
-                if name not in self._index:
-                    raise PlatformError(f"robot '{self.name}' has no joint '{name}'; joints: {', '.join(self.spec.joint_names)}")
-                target[self._index[name]] = float(value)
-        else:
-            values = np.asarray(action, dtype=np.float64).reshape(-1)
-            if values.shape != target.shape:
-                raise PlatformError(f"action has {values.size} values; robot '{self.name}' has {target.size} joints")
-            target = values.copy()
-        if not np.all(np.isfinite(target)):
-            bad = [n for n, v in zip(self.spec.joint_names, target) if not np.isfinite(v)]
-            raise PlatformError(f"action for robot '{self.name}' is not finite at {', '.join(bad)}; nothing sent")
-        target = np.clip(target, self.lower, self.upper)
-        # Between the last goal and a target within the limits: inside them when the last goal
-        # was, else on the way back in, never more than the velocity bound from where it was.
-        goal = previous + np.clip(target - previous, -self.max_step, self.max_step)
+        goal = self._bounded(self._as_vector(action), previous)
         if self._present is not None:
             # Never far ahead of where the joint was measured this tick (only ever toward it);
             # a measurement bounds one act(): without a new observe() there is none to go by.
@@ -348,6 +338,31 @@ class DynamixelRobot(Robot):
         return {j.name: (j.lower, j.upper, j.max_velocity) for j in self.spec.joints}
 
     # -- internals ---------------------------------------------------------------------
+
+    def _as_vector(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
+        """float64[J] from a full vector or a mapping of some joints (the others keep their
+        goal); PlatformError for an unknown joint, a wrong size or a non-finite value."""
+        target = self._need_connection().copy()
+        if isinstance(action, Mapping):
+            for name, value in action.items():
+                if name not in self._index:
+                    raise PlatformError(f"robot '{self.name}' has no joint '{name}'; joints: {', '.join(self.spec.joint_names)}")
+                target[self._index[name]] = float(value)
+        else:
+            values = np.asarray(action, dtype=np.float64).reshape(-1)
+            if values.shape != target.shape:
+                raise PlatformError(f"action has {values.size} values; robot '{self.name}' has {target.size} joints")
+            target = values.copy()
+        if not np.all(np.isfinite(target)):
+            bad = [n for n, v in zip(self.spec.joint_names, target) if not np.isfinite(v)]
+            raise PlatformError(f"action for robot '{self.name}' is not finite at {', '.join(bad)}; nothing sent")
+        return target
+
+    def _bounded(self, target: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """`target` clipped to the limits, then moved at most one velocity step from the
+        previous goal: inside the limits when that goal was, else on the way back in."""
+        target = np.clip(target, self.lower, self.upper)
+        return previous + np.clip(target - previous, -self.max_step, self.max_step)
 
     def _need_connection(self) -> np.ndarray:
         """The last goal sent; raises if the robot is not connected."""

@@ -92,25 +92,31 @@ class DirectSimRobot(Robot):
         twin = self._twin()
         if self._torque_off:
             raise RobotError(f"sim robot '{self.name}': torque is off (e-stop or fault); connect() again to drive it")
-        goal = self._as_vector(action)
-        last = self._last_goal if self._last_goal is not None else twin.joint_goals()
-        bound = self.spec.max_velocity * self.dt
-        goal = np.clip(goal, last - bound, last + bound)
-        goal = np.clip(goal, self.spec.lower, self.spec.upper)
+        goal = self._bounded(self._as_vector(action))
         twin.set_joint_goals(goal)
         twin.step(self.dt)
         self._last_goal = goal
         self.tick += 1
         return goal.astype(np.float32)
 
-    def hold(self) -> np.ndarray:
-        """Every joint's goal := its present position (clipped to the limits); returns
-        float32[J]. Simulated time does not advance."""
+    def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """Every joint's goal := its present position (clipped to the limits), or := `goal`
+        [J], the last command kept (clamped as act() clamps); returns float32[J].
+        Simulated time does not advance."""
         twin = self._twin()
-        goal = np.clip(twin.joint_positions(), self.spec.lower, self.spec.upper)
+        if goal is None:
+            goal = np.clip(twin.joint_positions(), self.spec.lower, self.spec.upper)
+        else:
+            goal = self._bounded(self._as_vector(goal))
         twin.set_joint_goals(goal)
         self._last_goal = goal
         return goal.astype(np.float32)
+
+    def _bounded(self, goal: np.ndarray) -> np.ndarray:
+        """Within max_velocity * dt of the last goal, then within the limits."""
+        last = self._last_goal if self._last_goal is not None else self._twin().joint_goals()
+        bound = self.spec.max_velocity * self.dt
+        return np.clip(np.clip(goal, last - bound, last + bound), self.spec.lower, self.spec.upper)
 
     def torque_off(self) -> None:
         """The twin's actuators cannot go limp: hold the present pose and refuse act()."""

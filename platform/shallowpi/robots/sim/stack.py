@@ -198,10 +198,11 @@ class StackSimRobot(Robot):
         self._publish()
         return sent
 
-    def hold(self) -> np.ndarray:
-        """The driver's hold over the emulated buses: goals := present positions, read back
-        (the read-back is a round trip, so the chain has applied them)."""
-        return self._need().hold()
+    def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
+        """The driver's hold over the emulated buses: goals := present positions (or the
+        last command, `goal`), read back (the read-back is a round trip, so the chain has
+        applied them). No physics runs."""
+        return self._need().hold(goal)
 
     def torque_off(self) -> None:
         """The driver's torque off on every emulated bus (servos acknowledge each write);
