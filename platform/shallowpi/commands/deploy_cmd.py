@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.cli import add_config_flags, overrides_from, user_path
+from shallowpi.commands.console import LinePrinter
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
     recorder = _Recorder(args.record, cfg, target, bundle.cameras) if args.record else None
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-    lines = _Lines(args.episodes)
+    printer = LinePrinter()  # from here on lines are queued: stdout must never stall the loop
+    lines = _Lines(args.episodes, printer)
     executor: Executor | None = None
     dashboard = None
     terminal = None  # the terminal's modes before the dashboard took it
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         if dashboard is not None:
             held_output.append(line)
         else:
-            print(line, flush=True)
+            printer.say(line)
 
     def publish(status: Any) -> None:
         nonlocal dashboard
@@ -154,7 +156,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         for command in publisher.commands():
             _obey(executor, command)
         if dashboard is not None and dashboard.poll() is not None:  # one waitpid a tick
-            dashboard = _dashboard_lost(dashboard, terminal, executor, held_output)
+            dashboard = _dashboard_lost(dashboard, terminal, executor, held_output, printer.say)
         if dashboard is None:
             lines.publish(status)
 
@@ -176,8 +178,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         quiet.callback(_restore_signals, _stop_on_signals(executor))
         target.prepare(args.seed)
         warm = executor.warm_up(target.instruction)
-        print(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
-              f"{executor.initial_delay} ticks", flush=True)
+        say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
+            f"{executor.initial_delay} ticks")
         if use_tui:  # its own process: repaints must not take the GIL from the loop
             from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 
@@ -213,6 +215,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
 
                 wait_dashboard(dashboard)
             quiet.close()  # the signal handlers go back only once the robot is off
+            printer.close()
             for line in held_output:
                 print(line)
             if recorder:
@@ -294,11 +297,12 @@ def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:
     return ExecutorConfig.from_config(section, selection)
 
 
-def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: list[str]) -> None:
+def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: list[str],
+                    say: Callable[[str], None]) -> None:
     """The deploy's dashboard exited while the executor runs (`q` when read-only, a crash, a
     kill): the operator has lost the view and the keys, so the executor stops (it holds the
-    robot), the terminal is put back as it was, and the held lines print. Returns None, the
-    dashboard's new value."""
+    robot), the terminal is put back as it was, and the held lines go to `say` (queued: this
+    runs on the loop). Returns None, the dashboard's new value."""
     from shallowpi.tui.launch import describe_exit
 
     code = dashboard.returncode
@@ -307,9 +311,9 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
     if executor is not None and not executor.stopped:
         executor.stop()
         why += "; stopping the executor: it holds the robot"
-    print(why, flush=True)
+    say(why)
     for line in held_output:
-        print(line, flush=True)
+        say(line)
     held_output.clear()
     return None
 
@@ -395,10 +399,11 @@ def _summary(reports: list[Any], executor: Any, judged: bool) -> dict[str, Any]:
 
 class _Lines:
     """--no-tui: a line when the status message changes (warm-up, faults), and the status
-    line (tui/executor_render.py, as `platform monitor --lines` prints it) every 2 s."""
+    line (tui/executor_render.py, as `platform monitor --lines` prints it) every 2 s, queued
+    to `printer` (the loop never waits on stdout)."""
 
-    def __init__(self, episodes: int, every_s: float = 2.0) -> None:
-        self.episodes, self.every_s = episodes, every_s
+    def __init__(self, episodes: int, printer: LinePrinter, every_s: float = 2.0) -> None:
+        self.episodes, self.printer, self.every_s = episodes, printer, every_s
         self._message, self._printed = "", 0.0
 
     def publish(self, status: Any) -> None:
@@ -407,10 +412,10 @@ class _Lines:
 
         if status.message and status.message != self._message:
             self._message = status.message
-            print(f"[deploy] {status.message}", flush=True)
+            self.printer.say(f"[deploy] {status.message}")
         if status.state.value in ("running", "hold") and time.monotonic() - self._printed >= self.every_s:
             self._printed = time.monotonic()
-            print(f"[deploy] {status_line(status)}", flush=True)
+            self.printer.say(f"[deploy] {status_line(status)}")
 
 
 class _Recorder:

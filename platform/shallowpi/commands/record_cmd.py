@@ -40,6 +40,7 @@ import numpy as np
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.commands.console import LinePrinter
 from shallowpi.errors import PlatformError
 
 HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
@@ -200,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
         writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)),
                                   on_commit=lambda info: disk.learn(store, info.index))
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-        reporter = _ProgressLines(session_cfg.episodes)
+        reporter = _ProgressLines(session_cfg.episodes, LinePrinter())
+        closers.append(reporter.printer.close)
         reporter.on = not use_tui  # and from the moment a dashboard dies
 
         def publish(status: Any) -> None:
@@ -209,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
                 reporter.publish(status)
 
         def dashboard_lost(why: str) -> None:
-            print(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; "
-                  f"`platform monitor --control` attaches a dashboard)", flush=True)
+            reporter.printer.say(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; "
+                                 f"`platform monitor --control` attaches a dashboard)")
             reporter.on = True
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
@@ -300,10 +302,11 @@ def _stop_on_signals(session: Any) -> None:
 
 
 class _ProgressLines:
-    """--no-tui: one line per second and one per event, for logs and scripts."""
+    """--no-tui: one line per second and one per event, for logs and scripts, queued to
+    `printer` (the recording loop never waits on stdout)."""
 
-    def __init__(self, episodes: int) -> None:
-        self.episodes = episodes
+    def __init__(self, episodes: int, printer: LinePrinter) -> None:
+        self.episodes, self.printer = episodes, printer
         self.on = True
         self._last_line = 0.0
         self._last_message = ""
@@ -315,7 +318,7 @@ class _ProgressLines:
         now = time.monotonic()
         if status.message != self._last_message:
             self._last_message = status.message
-            print(f"[record] {status.message}", flush=True)
+            self.printer.say(f"[record] {status.message}")
         if now - self._last_line < 1.0:
             return
         self._last_line = now
@@ -323,7 +326,8 @@ class _ProgressLines:
         timing = (f"sim-time loop, wall p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms a tick"
                   if loop.simulated else
                   f"loop p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns")
-        print(f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
-              f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | {timing} | writer queue {w.queue_depth}/"
-              f"{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, waited {w.backpressure_ms:.0f} ms",
-              flush=True)
+        self.printer.say(
+            f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
+            f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | {timing} | writer queue "
+            f"{w.queue_depth}/{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, "
+            f"waited {w.backpressure_ms:.0f} ms")
