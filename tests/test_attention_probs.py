@@ -109,6 +109,28 @@ def test_the_request_changes_nothing_else():
     assert list(maps) == [1] and no_maps == {}
 
 
+def test_maps_alone_skip_the_layers_above_the_last_one_asked_for():
+    """velocity=False (a teacher distilled by attention only): the same maps, bit for bit,
+    and no joint layer above the last asked-for one runs."""
+    model = _model(depth=4)
+    prefix, state, x_t, t = _batch(model)
+    _, full = model.velocity_with_attention(prefix, state, x_t, t, layers=[0, 1])
+    ran: list[int] = []
+
+    def counted(qkv, layer_index: int):
+        def run(*args):
+            ran.append(layer_index)
+            return qkv(*args)
+        return run
+
+    for i, layer in enumerate(model.vlm.layers):
+        layer.qkv = counted(layer.qkv, i)
+    v, maps = model.velocity_with_attention(prefix, state, x_t, t, layers=[0, 1], velocity=False)
+    assert v is None and sorted(maps) == [0, 1]
+    assert all(torch.equal(maps[i], full[i]) for i in (0, 1))
+    assert sorted(set(ran)) == [0, 1]  # layers 2 and 3 never ran
+
+
 def test_gradients_flow_through_the_probabilities_to_the_layers_below():
     model = _model().train()
     prefix, state, x_t, t = _batch(model)

@@ -121,9 +121,14 @@ def test_the_attention_term_is_the_kl_of_the_explicit_softmax(monkeypatch):
     monkeypatch.setattr(model_module, "attend", _explicit_attend(calls))
     with torch.no_grad():
         out = objective.loss(objective.policy, batch, noise, t)
-    assert len(calls) == 2 + 4  # the student's layers, then the teacher's: one teacher pass
+        # The student's 2 layers, then one teacher pass up to its last paired layer, 2, of
+        # which only the queries and keys are computed (no output term: nothing above it).
+        assert len(calls) == 2 + 2
+        student = calls[:2]
+        calls.clear()
+        objective.teacher.flow_outputs(objective.policy.model_inputs(batch), noise, t)  # every layer, for reference
+        teacher = list(calls)
     P, C = objective.policy.cfg.prefix_len, objective.policy.cfg.chunk_len
-    student, teacher = calls[:2], calls[2:]
 
     def over_prefix(full):  # the action queries' rows, renormalised over the prefix keys
         rows = full[:, :, -C:, :P]

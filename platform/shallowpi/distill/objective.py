@@ -20,7 +20,8 @@ collapsed training.
 
 The teacher runs once per step, in eval mode, without gradients, on the same prepared
 inputs as the student (images resized and text tokenised once: `Policy.model_inputs`);
-only its prefix embedding is its own, since the student's vision encoder trains.
+only its prefix embedding is its own, since the student's vision encoder trains. With the
+output term off, the teacher stops at its last paired attention layer.
 
 `teacher_fraction` < 1 runs the teacher on the batch's first samples only (rounded up) and
 takes the output and attention terms over those, rescaled to the whole batch's count: the
@@ -202,6 +203,7 @@ class DistillationObjective(Objective):
             teacher_out = self._teacher(inputs if m == len(t) else inputs.first(m), noise[:m], t[:m])
             seen = weights[:m].sum()
             if w.output:
+                assert teacher_out.velocity is not None
                 output = ((out.velocity[:m] - teacher_out.velocity).square() * weights[:m]).sum()
                 terms["output"] = output * (count / seen.clamp(min=1.0))  # on the whole batch's scale
             if w.attention:
@@ -226,7 +228,8 @@ class DistillationObjective(Objective):
     def _teacher(self, inputs, noise: Tensor, t: Tensor) -> FlowOutputs:
         assert self.teacher is not None  # loss() calls this only when uses_teacher
         layers = list(self.pairs.pairs.values()) if self.weights.attention else []
-        return self.teacher.flow_outputs(inputs, noise, t, attention_layers=layers)
+        # Attention alone needs no teacher velocity: its layers above the last paired one do not run.
+        return self.teacher.flow_outputs(inputs, noise, t, attention_layers=layers, velocity=bool(self.weights.output))
 
     def describe(self) -> dict[str, Any]:
         """Weights and pairing, for run metadata and the report."""

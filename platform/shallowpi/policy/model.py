@@ -231,8 +231,9 @@ class Pi0Model(nn.Module):
         return self._joint_forward(prefix, state, x_t, t, ())[0]
 
     def velocity_with_attention(
-        self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, layers: Collection[int]
-    ) -> tuple[Tensor, dict[int, Tensor]]:
+        self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, layers: Collection[int],
+        velocity: bool = True,
+    ) -> tuple[Tensor | None, dict[int, Tensor]]:
         """`velocity`, and at each joint layer in `layers` the action queries' attention over
         the vision-language keys, for attention distillation (Shallow-π).
 
@@ -243,18 +244,27 @@ class Pi0Model(nn.Module):
         and each row sums to 1. It is the layer's attention row restricted to the prefix
         and renormalised (the rest of the row is the suffix keys). Explicit and in float32,
         differentiable; the layer's own output still comes from the fused attention.
-        Raises ConfigError for a layer outside 0 .. depth - 1.
+        `velocity` False: the maps alone, v None, the layers above the last one asked for not
+        run (a teacher distilled by attention only). Raises ConfigError for a layer outside
+        0 .. depth - 1.
         """
         wanted = set(layers)
         outside = sorted(i for i in wanted if not 0 <= i < self.cfg.depth)
         if outside:
             raise ConfigError(f"attention layer(s) {outside} outside this model's joint layers "
                               f"0-{self.cfg.depth - 1}; pick layers it has")
+        if not velocity:
+            return None, self._joint_forward(prefix, state, x_t, t, wanted, last=max(wanted, default=-1))[1]
         return self._joint_forward(prefix, state, x_t, t, wanted)
 
     def _joint_forward(
-        self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, wanted: Collection[int]
+        self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, wanted: Collection[int],
+        last: int | None = None,
     ) -> tuple[Tensor, dict[int, Tensor]]:
+        """(v [B, C, A], {layer: maps}); `last` set: stop once that layer's maps are taken
+        (v is then the empty tensor, never read)."""
+        if last is not None and last < 0:
+            return prefix.embs.new_empty(0), {}
         suffix, s_pad, s_blocks = self.embed_suffix(state, x_t, t, prefix.instruction)
         pad = torch.cat([prefix.pad, s_pad], dim=1)  # [B, T]
         bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
@@ -268,6 +278,8 @@ class Pi0Model(nn.Module):
             q2, k2, v2 = exp_layer.qkv(x_suf, cos[:, :, P:], sin[:, :, P:])
             if i in wanted:  # the action queries (the last C) over the prefix keys
                 maps[i] = attention_probs(q2[:, :, -C:], k1, bias[:, :, -C:, :P])  # [B, h, C, P]
+            if i == last:
+                return prefix.embs.new_empty(0), maps
             out = attend(
                 torch.cat([q1, q2.to(q1.dtype)], 2),
                 torch.cat([k1, k2.to(k1.dtype)], 2),

@@ -117,9 +117,10 @@ class FlowOutputs:
     """One flow-matching forward: velocity and target [B, C, A], weights [B, C, A] (as in
     ModelInputs), x_t [B, C, A] the noisy chunk it was evaluated at, and the action
     queries' attention over the prefix keys at the requested joint layers
-    ({layer: [B, h, C, P]}, see Pi0Model.velocity_with_attention)."""
+    ({layer: [B, h, C, P]}, see Pi0Model.velocity_with_attention). velocity is None when
+    it was not asked for (`flow_outputs(..., velocity=False)`)."""
 
-    velocity: Tensor
+    velocity: Tensor | None
     target: Tensor
     weights: Tensor
     x_t: Tensor
@@ -287,16 +288,19 @@ class Policy(nn.Module):
         return self.model.embed_prefix(inputs.images, inputs.image_masks, inputs.tokens, inputs.token_masks)
 
     def flow_outputs(
-        self, inputs: ModelInputs, noise: Tensor, t: Tensor, attention_layers: Collection[int] = ()
+        self, inputs: ModelInputs, noise: Tensor, t: Tensor, attention_layers: Collection[int] = (),
+        velocity: bool = True,
     ) -> FlowOutputs:
         """The velocity at x_t = t * noise + (1 - t) * actions, its target noise - actions,
-        and the attention maps of `attention_layers`. noise [B, C, A], t [B]. Raises
+        and the attention maps of `attention_layers`. noise [B, C, A], t [B]. `velocity`
+        False: the maps alone (velocity None), the layers above the last map not run. Raises
         ConfigError for an attention layer this model does not have."""
         assert inputs.actions is not None and inputs.weights is not None, "model_inputs() of a training batch"
         tt = t[:, None, None]
         x_t = tt * noise + (1 - tt) * inputs.actions  # [B, C, A]
-        v, maps = self.model.velocity_with_attention(self.embed(inputs), inputs.state, x_t, t, attention_layers)
-        return FlowOutputs(v.float(), noise - inputs.actions, inputs.weights, x_t, maps)
+        v, maps = self.model.velocity_with_attention(self.embed(inputs), inputs.state, x_t, t, attention_layers,
+                                                     velocity=velocity)
+        return FlowOutputs(None if v is None else v.float(), noise - inputs.actions, inputs.weights, x_t, maps)
 
     # -- the interface
 
