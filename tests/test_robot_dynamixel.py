@@ -189,6 +189,23 @@ def test_connect_keeps_torque_off_when_a_servo_refuses_the_present_pose_as_its_g
         assert not any(s.torque for s in chains["follower"].servos.values())
 
 
+def test_a_bus_watchdog_another_program_left_tripped_is_cleared_at_connect(caplog):
+    """A tripped Bus Watchdog(98) leaves the goals read-only, and sync writes have no reply:
+    every act() would be dropped without a word, the arm standing still. Connect clears it."""
+    with emulated("arm") as (spec, chains):
+        wrist = next(m for m in spec.motors if m.joint == "wrist_flex")
+        servo = chains["follower"].servos[wrist.id]
+        servo.set("bus_watchdog", -1)
+        with DynamixelRobot(spec, UNCALIBRATED) as robot:
+            assert servo.get("bus_watchdog") == 0
+            before = servo.get("goal_position")
+            for _ in range(3):
+                robot.observe()
+                robot.act({"wrist_flex": 1.0})
+            assert servo.get("goal_position") != before  # the goals reach the servo
+        assert f"servo {wrist.id} on bus 'follower' had its bus watchdog tripped; disarmed" in caplog.text
+
+
 def test_a_calibration_missing_a_joint_is_refused_for_follower_and_leader():
     """A calibrated robot whose file lacks a motor (an arm calibrated alone, a joint added
     since) used to drive that joint about the default zero, the centre tick: anywhere in a

@@ -19,6 +19,12 @@ checked for hardware errors once a second of ticks; a fault raises
 `torque_off()` (the `Robot` contract, robots/base.py) confirm what they did: goals are
 read back after a hold, and each torque-off write is acknowledged by its servo.
 
+The servos' Bus Watchdog stays off (disarmed at connect if another program armed it): the
+driver talks to the bus only while it controls, so a reset wait or a warm-up would trip
+it, after which the servo refuses goals until the watchdog is cleared. A host that dies
+leaves each servo holding a goal at most `LEAD_TICKS` steps of top speed from where the
+joint was, which the watchdog's stop would barely change.
+
 Cameras are a hook: `cameras` maps a role (configs/robot/*.yaml `cameras:`) to any
 object with `latest()` returning a frame (hardware/camera.py's `Frame`, or a bare image).
 `observe()` never waits for a fresh frame: it returns each camera's newest one with the
@@ -142,6 +148,14 @@ class DynamixelRobot(Robot):
                     # the time one would otherwise take. EEPROM, so only when it differs.
                     if bus.read_one(servo_id, "return_delay_time") != 0:
                         bus.write_one(servo_id, "return_delay_time", 0)
+                    # A bus watchdog another program armed would stop the servo after any
+                    # pause in traffic longer than its period (the reset wait, the warm-up:
+                    # this driver talks only while it controls), then refuse every goal until
+                    # cleared, a sync write's silently. 0 disarms it and clears its error.
+                    if (armed := bus.read_one(servo_id, "bus_watchdog")) != 0:
+                        log.warning("robot %s: servo %d on bus '%s' had its bus watchdog %s; disarmed", self.name,
+                                    servo_id, bus_name, "tripped" if armed < 0 else f"armed ({armed})")
+                        bus.write_one(servo_id, "bus_watchdog", 0, check_alert=False)
                 for motor in self.spec.motors:
                     if motor.bus == bus_name:
                         bus.set_operating_mode(motor.mode, [motor.id])

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 _MAX_EARLY_S = 0.0005
 MALFORMED = ("short", "empty", "long", "wrong-id", "wrong-instruction")
 _PRESENT_FIELDS = ("present_position", "present_velocity", "present_current", "realtime_tick")
+GOALS = frozenset({"goal_pwm", "goal_current", "goal_velocity", "goal_position"})
 
 
 class EmulatedServo:
@@ -143,6 +144,8 @@ class EmulatedServo:
         for fld in touched.values():
             if not fld.writable or (fld.eeprom and self.torque):
                 return p.ERR_ACCESS
+        if self._watchdog_tripped() and touched.keys() & GOALS:
+            return p.ERR_ACCESS  # a tripped bus watchdog leaves the goals read-only until it is cleared
         if "goal_position" in touched and self.get("operating_mode") == OperatingMode.POSITION:
             goal = self._peek("goal_position", address, data)
             if not self.get("min_position_limit") <= goal <= self.get("max_position_limit"):
@@ -159,6 +162,10 @@ class EmulatedServo:
         if "goal_position" in touched and self.torque:
             self.plant.set_goal(self.ticks_to_rad(self.get("goal_position")))
         return 0
+
+    def _watchdog_tripped(self) -> bool:
+        """The X-series' Bus Watchdog(98) reads -1 once it stopped the servo."""
+        return self.model.series == "X" and self.get("bus_watchdog") == -1
 
     def reboot(self) -> None:
         """The REBOOT instruction's effect: latched error cleared, torque off."""
