@@ -147,6 +147,25 @@ def test_after_an_inference_fault_and_at_the_end_the_robot_keeps_its_last_comman
         np.testing.assert_array_equal(robot.position, report.sent[-1])  # the goal kept, no step back
 
 
+def test_an_exception_in_the_loop_keeps_the_last_command_and_is_raised():
+    """A bug (here in the recording hook): the robot keeps its last command, and the
+    exception goes on to the caller, not swallowed."""
+    robot = LoadedRobot()
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    sent = []
+
+    def on_tick(obs, command):
+        sent.append(command)
+        if len(sent) == 5:
+            raise KeyError("a bug in the hook")
+
+    with pytest.raises(KeyError, match="a bug in the hook"):
+        executor.run_episode("count", 20, on_tick=on_tick)
+    assert robot.calls[-1] == "hold last" and executor.status.state.value == "fault"
+    np.testing.assert_array_equal(robot.position, sent[-1])
+
+
 def test_a_stale_camera_frame_holds_drops_old_chunks_and_resumes_on_a_fresh_one():
     robot = CountingRobot(frozen_frames=(20, 35))
     _, report, robot, _ = run("async", latencies=(0.0,), robot=robot, ticks=60, chunk_len=30)
@@ -166,7 +185,7 @@ def test_a_servo_fault_holds_then_turns_torque_off():
 
 
 def test_the_seam_bound_limits_and_counts_a_jump():
-    robot = CountingRobot()
+    robot = CountingRobot(max_step=1.0)  # clamps at its top speed, one count a tick
     backend = StepBackend(8, (0.0,))
     backend.offset = 5.0  # every chunk starts 5 counts (5 ticks at top speed) beyond the last command
     executor = Executor(robot, backend, ExecutorConfig(strategy="async", realtime=False, seam_ticks=2.0, warmup_runs=2))
@@ -175,7 +194,7 @@ def test_the_seam_bound_limits_and_counts_a_jump():
     assert report.seam_trips >= 2 and report.max_seam_jump > 5.0
     jumps = np.abs(np.diff([float(s[0]) for s in report.sent]))
     assert jumps.max() <= 1.0 + 1e-6  # within a chunk 1 a tick; at each seam a ramp at top speed
-    assert report.clamps == 0  # the ramp is the seam's: the robot clamped nothing
+    assert report.clamps == 0 and robot.clamped == 0  # the ramp is the seam's, to the end: the robot clamped nothing
 
 
 def test_the_seam_bound_is_in_ticks_of_each_joints_top_speed():
@@ -237,7 +256,11 @@ def test_bad_settings_are_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"seam_ticks must be at least 1 \(a tick at top speed"):
         ExecutorConfig(seam_ticks=0.5)
     with pytest.raises(ConfigError, match=r"deploy\.seam_bound \(joint units\) is now deploy\.seam_ticks"):
-        ExecutorConfig.from_config({"seam_bound": 0.25})  # an old override: its unit changed
+        ExecutorConfig.from_config({"seam_bound": 0.25})  # an old setting: its unit changed
+    from shallowpi import config
+
+    with pytest.raises(ConfigError, match=r"deploy\.seam_bound \(joint units\) is now deploy\.seam_ticks"):
+        config.compose(["deploy.seam_bound=0.3"])  # ... and on the command line
     # `selection` is a field but not a deploy key: it comes from the action_selection section.
     for section in ({"stratgy": "rtc"}, {"selection": {}}):
         with pytest.raises(ConfigError, match=rf"unknown deploy keys \['{next(iter(section))}'\]; valid keys: .*strategy") as err:

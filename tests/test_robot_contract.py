@@ -83,6 +83,10 @@ def test_hold_of_the_last_command_keeps_it_and_moves_no_further_than_act_would(t
         np.testing.assert_allclose(held - sent, np.minimum(10.0, robot.max_step), atol=1e-4)
         robot.observe()
         assert np.all(np.abs(robot.act(held + 10.0) - held) <= robot.max_step + 1e-6)
+        robot.torque_off()
+        with pytest.raises(RobotError, match="torque is off"):
+            robot.hold(held)  # a stale command never re-arms a stopped robot
+        robot.hold()
 
     twin_spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot, 32, 32)
     with DirectSimRobot(twin_spec, cameras=()) as robot:
@@ -95,6 +99,9 @@ def test_hold_of_the_last_command_keeps_it_and_moves_no_further_than_act_would(t
         assert not np.allclose(twin.joint_positions(), sent, atol=1e-3) and twin.time == now
         held = robot.hold(sent + 10.0)
         assert np.all(held - sent <= twin_spec.max_velocity * robot.dt + 1e-6)
+        robot.torque_off()
+        with pytest.raises(RobotError, match="torque is off"):
+            robot.hold(held)
 
 
 def test_hold_that_a_servo_refuses_is_not_reported_as_confirmed():

@@ -146,6 +146,8 @@ def test_a_joint_held_back_never_sees_its_goal_run_away():
         on_the_bus = (chains["follower"].servos[1].get("goal_position") - 2048) * tick
         assert on_the_bus == pytest.approx(-0.5 - lead, abs=0.01)
         assert sent[pan] > -1.1  # not -2.6
+        # A lasting hold of the last command (after a policy fault) pushes no harder either.
+        assert robot.hold(sent - 1.0)[pan] == pytest.approx(-0.5 - lead, abs=0.01)
 
 
 def test_a_multi_turn_gripper_counting_from_another_turn_keeps_torque_off():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, refuse_renamed_key
 
 # platform/shallowpi/config.py -> the checkout's root holds configs/, robots/, datasets/.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +47,7 @@ def _check_override(override: str) -> None:
     if not sep:
         raise ConfigError(f"override '{override}' is not key=value (e.g. robot=humanoid fps=50)")
     key = key.lstrip("+~")
+    refuse_renamed_key(key)
     if key in groups():
         choices = group_choices(key)
         if value not in choices:

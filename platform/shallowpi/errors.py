@@ -20,10 +20,26 @@ class ConfigError(PlatformError):
     """An unknown config option, group choice or key."""
 
 
+# Keys whose meaning changed under a new name: an old override must not pass (or fail
+# with a generic "unknown key"), it is refused saying what to write instead.
+RENAMED_KEYS = {
+    "deploy.seam_bound": "deploy.seam_bound (joint units) is now deploy.seam_ticks, in ticks of each joint's top "
+                         "speed: 2.5 is 0.25 rad at 3 rad/s and 30 fps",
+}
+
+
+def refuse_renamed_key(key: str) -> None:
+    """ConfigError saying what `key` (dotted, e.g. "deploy.seam_bound") became, if it was renamed."""
+    if key in RENAMED_KEYS:
+        raise ConfigError(RENAMED_KEYS[key])
+
+
 def refuse_unknown_keys(section: str, keys: Iterable[str], settings: type, exclude: Iterable[str] = ()) -> None:
     """ConfigError naming the keys of a config section (`section`, e.g. "distill") that the
-    dataclass `settings` has no field for, with the valid ones. Fields in `exclude` are
-    not the section's to set (they come from another section)."""
+    dataclass `settings` has no field for, with the valid ones (a renamed key: what it
+    became). Fields in `exclude` are not the section's to set (they come from another section)."""
+    for key in keys:
+        refuse_renamed_key(f"{section}.{key}")
     valid = {f.name for f in dataclasses.fields(settings)} - set(exclude)
     unknown = sorted(set(keys) - valid)
     if unknown:

@@ -110,6 +110,8 @@ def main() -> None:
                    "max_seam_jump": 0.0, "max_step": 0.0, "delays": []}
             for task in tasks:
                 parts = [json.loads(p.read_text()) for key, p, _ in cells if key == (strategy, delay, task)]
+                if any("seam_ticks" not in part for part in parts):  # seam jumps then in joint units, not ticks
+                    raise SystemExit(f"{args.out} holds cells from before deploy.seam_ticks; delete them and rerun")
                 episodes = [e for part in parts for e in part["per_episode"]]
                 row["tasks"][task] = {"successes": sum(bool(e["success"]) for e in episodes), "episodes": len(episodes)}
                 row["seam_trips"] += sum(e["seam_trips"] for e in episodes)

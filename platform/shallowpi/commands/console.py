@@ -2,6 +2,7 @@
 
     printer = LinePrinter()
     printer.say("[deploy] episode 1/3 ...")   # never blocks the caller
+    printer.flush()                           # before a dashboard takes the terminal
     printer.close()                           # the queued lines printed, in order
 
 A `print(..., flush=True)` on the loop thread blocks for as long as stdout does: a pipe
@@ -16,7 +17,10 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from typing import TextIO
+
+_END = None  # the queue item that stops the thread
 
 
 class LinePrinter:
@@ -25,7 +29,7 @@ class LinePrinter:
     as dropped)."""
 
     def __init__(self, capacity: int = 256, stream: TextIO | None = None) -> None:
-        self._queue: queue.Queue[tuple[str, int] | None] = queue.Queue(maxsize=capacity)
+        self._queue: queue.Queue[tuple[str, int] | threading.Event | None] = queue.Queue(maxsize=capacity)
         self._stream = stream
         self._lock = threading.Lock()  # say() may come from the loop and from the main thread
         self._dropped = 0  # since the last line queued
@@ -34,7 +38,8 @@ class LinePrinter:
         self._thread.start()
 
     def say(self, line: str) -> None:
-        """Queue `line` (no newline) for printing; drops it when `capacity` lines wait."""
+        """Queue `line` (no newline) for printing; drops it when `capacity` lines wait, and
+        once closed."""
         with self._lock:
             if self._closed:
                 return
@@ -44,21 +49,43 @@ class LinePrinter:
             except queue.Full:
                 self._dropped += 1
 
+    def flush(self, timeout_s: float = 2.0) -> bool:
+        """Wait until every line queued so far is written (at most `timeout_s`: a stream
+        that takes nothing is given up on); True if they were."""
+        reached = threading.Event()
+        return self._put(reached, time.monotonic() + timeout_s) and reached.wait(timeout_s)
+
     def close(self, timeout_s: float = 5.0) -> None:
-        """Print what is queued (waiting at most `timeout_s` for a stream that does not
-        take it), then stop the thread; later `say` calls are ignored."""
+        """Print what is queued, and how many lines were dropped at the end, within
+        `timeout_s` in all; then stop the thread. Later `say` calls are ignored."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        try:
-            self._queue.put(None, timeout=timeout_s)  # the end marker, behind the queued lines
-        except queue.Full:
-            return  # the stream takes nothing: give up on it (the thread is a daemon)
-        self._thread.join(timeout_s)
+            dropped, self._dropped = self._dropped, 0
+        deadline = time.monotonic() + timeout_s
+        if dropped:
+            self._put((f"({dropped} line(s) dropped at the end: stdout was not read fast enough)", 0), deadline)
+        if self._put(_END, deadline):
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _put(self, item: tuple[str, int] | threading.Event | None, deadline: float) -> bool:
+        """Queue `item` behind the lines, waiting until `deadline` for room; False when the
+        writer is gone (the stream closed) or never made room."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+                return True
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    return False
+        return False
 
     def _write_lines(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not _END:
+            if isinstance(item, threading.Event):  # flush(): everything before it is written
+                item.set()
+                continue
             line, dropped = item
             if dropped:
                 line = f"{line}  ({dropped} line(s) before this dropped: stdout was not read fast enough)"

@@ -183,6 +183,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         if use_tui:  # its own process: repaints must not take the GIL from the loop
             from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 
+            printer.flush()  # the lines so far, before the dashboard takes the terminal
             quiet.enter_context(hold_terminal_logs())
             terminal = TerminalState.save()
             dashboard = spawn_dashboard(str(publisher.address))

@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     store = writer = None
     closers: list[Any] = [publisher.close]
+    printer = LinePrinter()  # --no-tui lines: the recording loop never waits on stdout
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         if fps != rig.clock.hz:
@@ -201,8 +202,7 @@ def run(args: argparse.Namespace) -> int:
         writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)),
                                   on_commit=lambda info: disk.learn(store, info.index))
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
-        reporter = _ProgressLines(session_cfg.episodes, LinePrinter())
-        closers.append(reporter.printer.close)
+        reporter = _ProgressLines(session_cfg.episodes, printer)
         reporter.on = not use_tui  # and from the moment a dashboard dies
 
         def publish(status: Any) -> None:
@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
         rig.close()
+        printer.close()  # after the robot is off: a stalled stdout must not keep it powered
     print(final_summary(committed, result, store_path, total))
     if result.fault:
         print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)

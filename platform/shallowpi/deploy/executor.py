@@ -40,7 +40,7 @@ Safety: every command goes through Robot.act (limits and velocity); at a seam (t
 action of a newly arrived chunk) a jump from the last command above `seam_ticks` ticks of
 a joint's top speed (max_velocity / fps: one unit for radians, metres and gripper
 openings) is counted, and the commands ramp to the new chunk at top speed until it is
-within that bound; the watchdog holds when no action is due or the stalest camera's frame is older than
+within a tick; the watchdog holds when no action is due or the stalest camera's frame is older than
 `max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
 frame); a servo or camera fault holds, then turns torque off; the inference watchdog
 (a chunk not back `max_inference_s` after its request), a backend that raises and a chunk
@@ -383,19 +383,22 @@ class Executor:
     def _bound_seam(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport,
                     first: bool) -> tuple[np.ndarray, bool]:
         """A jump from the last command above `seam_ticks` ticks of top speed: counted at
-        the seam's first action, and this command goes one tick at top speed towards the
-        chunk (what Robot.act would allow, so the ramp is the seam's, not a clamp the
-        policy pressed on) until the chunk is within the bound; (command, limited?)."""
+        the seam's first action, and each command goes one tick at top speed towards the
+        chunk (what Robot.act allows, so the ramp is the seam's, not a clamp the policy
+        pressed on) until the chunk is within one tick; (command, limited?)."""
         jump = self._ticks_apart(action, last)
         if first:
             report.max_seam_jump = max(report.max_seam_jump, jump)
-        if jump <= self.cfg.seam_ticks:
+        if jump <= (self.cfg.seam_ticks if first else 1.0):
             return action, False
         if first:
             report.seam_trips += 1
             self.safety.seam_trips += 1
-            log.warning("seam jump of %.1f ticks at top speed > bound %.1f: ramping to the new chunk", jump,
-                        self.cfg.seam_ticks)
+            ticks = np.abs(action - last) / self.tick_step
+            joints = ", ".join(f"{self.status.joint_names[i]} {ticks[i]:.1f}"
+                               for i in np.flatnonzero(ticks > self.cfg.seam_ticks))
+            log.warning("seam jump above %.1f ticks at top speed (%s): ramping to the new chunk", self.cfg.seam_ticks,
+                        joints)
         return last + np.clip(action - last, -self.tick_step, self.tick_step), True
 
     # -- faults and safe states

@@ -101,9 +101,6 @@ class ExecutorConfig:
     @classmethod
     def from_config(cls, section: Mapping[str, Any], selection: Mapping[str, Any] | None = None) -> ExecutorConfig:
         """From configs/config.yaml's `deploy` and `action_selection` sections."""
-        if "seam_bound" in section:  # its unit changed: an old override must not pass as ticks
-            raise ConfigError("deploy.seam_bound (joint units) is now deploy.seam_ticks, in ticks of each joint's "
-                              "top speed: 2.5 is 0.25 rad at 3 rad/s and 30 fps")
         refuse_unknown_keys("deploy", section, cls, exclude=("selection",))  # its own section
         base = ActionSelectionConfig.from_config(selection or {})
         return cls(**dict(section), selection=base)

@@ -108,7 +108,8 @@ class NoisyExecution:
         return clean.astype(np.float32)
 
     def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
-        """Safety is never noisy: holding position is the robot's own."""
+        """Safety is never noisy: holding position is the robot's own. The last command
+        the robot was sent is `executed`, not what act() returned (the clean goal)."""
         return self.robot.hold(goal)
 
     def torque_off(self) -> None:

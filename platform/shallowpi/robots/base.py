@@ -7,8 +7,10 @@
         robot.hold(sent)               # ... or := the last command, kept (a grip keeps its squeeze)
         robot.torque_off()             # every bus tried; raises naming those that failed
 
-The recorder calls `hold()` after a fault and `torque_off()` on an e-stop; the executor's
-watchdog calls them when inference is late or a servo faults. Both confirm what they did
+The recorder calls `hold()` after a fault and `torque_off()` on an e-stop. The executor
+calls `hold()` at an episode's start and before turning torque off after a servo or camera
+fault, `hold(last command)` after a policy-side fault and at an episode's end, and
+`torque_off()` on an e-stop. Both confirm what they did
 or raise `SafeStateError` saying what failed, so no caller reports a robot as safe when
 it is not. After `torque_off()`, `act()` refuses until the robot is connected again: a
 stale command must never re-arm a robot the operator stopped.
@@ -97,9 +99,11 @@ class Robot(ABC):
         position it keeps the gap a servo holds against a load: a gripper closed on an
         object squeezes by its gap to the goal, a loaded joint sits below its goal; re-aimed
         at the measured pose the grip would let go and the joint sag. Clamped as act()
-        clamps (limits, one velocity step from the current goal), never moving further.
+        clamps (limits, velocity, a hardware robot's lead over the measured position),
+        never moving further.
 
-        Raises SafeStateError if it cannot be confirmed."""
+        Raises RobotError for a goal after torque_off() (a stale command never re-arms a
+        stopped robot); SafeStateError if it cannot be confirmed."""
 
     @abstractmethod
     def torque_off(self) -> None:

@@ -154,7 +154,7 @@ class DynamixelRobot(Robot):
                     # cleared, a sync write's silently. 0 disarms it and clears its error.
                     if (armed := bus.read_one(servo_id, "bus_watchdog")) != 0:
                         log.warning("robot %s: servo %d on bus '%s' had its bus watchdog %s; disarmed", self.name,
-                                    servo_id, bus_name, "tripped" if armed < 0 else f"armed ({armed})")
+                                    servo_id, bus_name, "tripped" if armed == -1 else f"set to {armed}")
                         bus.write_one(servo_id, "bus_watchdog", 0, check_alert=False)
                 for motor in self.spec.motors:
                     if motor.bus == bus_name:
@@ -253,18 +253,24 @@ class DynamixelRobot(Robot):
     def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
         """Every goal := the present position (`goal` None; a joint outside its limits is
         held there: act() brings it back at the velocity bound), or := `goal` [J], the last
-        command kept (clamped to the limits and one velocity step from the current goal, as
-        act() clamps; no lead bound: the gap a loaded servo holds is the point), then read back.
+        command kept, clamped as act() clamps: the limits, one velocity step from the current
+        goal, and the lead over the position read now (a joint held back by the table or a
+        hand is pushed no harder than act() pushed it; the gap a squeezing gripper or a
+        loaded joint holds is well inside that lead). Then read back.
 
-        Returns float32[J], the pose held. Raises SafeStateError if a bus fails or a servo's
-        Goal Position does not read back as sent (e.g. it refused the write)."""
+        Returns float32[J], the pose held. Raises RobotError for a goal after torque_off()
+        (a stale command must not re-arm a robot the operator stopped); SafeStateError if a
+        bus fails or a servo's Goal Position does not read back as sent (e.g. it refused the
+        write)."""
         previous = self._need_connection()
-        measured = goal is None
+        if goal is not None and self._torque_off:
+            raise RobotError(f"robot '{self.name}': torque is off; hold() its present pose or connect() again")
         try:
-            if measured:
-                goal = self._read_positions()  # where it is, limits or not: a hold never moves a joint
+            present = self._read_positions()
+            if goal is None:
+                goal = present  # where it is, limits or not: a hold never moves a joint
             else:
-                goal = self._bounded(self._as_vector(goal), previous)
+                goal = self._led(self._bounded(self._as_vector(goal), previous), present, previous)
             wrong = self._unconfirmed(self._send(goal))
         except PlatformError as err:
             raise SafeStateError(f"robot '{self.name}': could not hold position: {err}") from None
@@ -273,7 +279,7 @@ class DynamixelRobot(Robot):
                 f"robot '{self.name}': hold not confirmed, goal position {', '.join(wrong)}; "
                 "check those servos (`platform doctor`)"
             )
-        self._goal, self._present = goal, (goal.copy() if measured else None)
+        self._goal, self._present = goal, present
         return goal.astype(np.float32)
 
     # -- the control loop --------------------------------------------------------------
@@ -323,12 +329,8 @@ class DynamixelRobot(Robot):
         if self._torque_off:
             raise RobotError(f"robot '{self.name}': torque is off (e-stop or fault); connect() again to drive it")
         goal = self._bounded(self._as_vector(action), previous)
-        if self._present is not None:
-            # Never far ahead of where the joint was measured this tick (only ever toward it);
-            # a measurement bounds one act(): without a new observe() there is none to go by.
-            goal = np.clip(goal, self._present - self.max_lead, self._present + self.max_lead)
-            # ... but never out past a limit to follow a joint forced there.
-            goal = np.clip(goal, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
+        if self._present is not None:  # a measurement bounds one act(): without a new observe() none to go by
+            goal = self._led(goal, self._present, previous)
             self._present = None
         self._send(goal)
         self._goal = goal
@@ -377,6 +379,12 @@ class DynamixelRobot(Robot):
         previous goal: inside the limits when that goal was, else on the way back in."""
         target = np.clip(target, self.lower, self.upper)
         return previous + np.clip(target - previous, -self.max_step, self.max_step)
+
+    def _led(self, goal: np.ndarray, present: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """`goal` no more than `max_lead` from the measured `present` (only ever pulled toward
+        it), but never out past a limit to follow a joint forced there."""
+        goal = np.clip(goal, present - self.max_lead, present + self.max_lead)
+        return np.clip(goal, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
 
     def _need_connection(self) -> np.ndarray:
         """The last goal sent; raises if the robot is not connected."""

@@ -30,10 +30,10 @@ class SafetyCounts:
     """Since the executor started."""
 
     clamps: int = 0  # commands the robot changed by more than deploy.clamp_tolerance (limits, velocity bound)
-    seam_trips: int = 0  # seam jumps above the bound (the command was limited to it)
+    seam_trips: int = 0  # jumps onto a new chunk above deploy.seam_ticks (the commands then ramp to it)
     holds: int = 0  # times the watchdog held position
     stale_frames: int = 0  # ticks whose newest camera frame was older than the bound
-    faults: int = 0  # servo/camera faults (each: hold, then torque off)
+    faults: int = 0  # servo/camera faults (hold, then torque off); policy-side ones (hold the last command, torque on)
 
 
 @dataclass

@@ -102,8 +102,11 @@ class DirectSimRobot(Robot):
     def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
         """Every joint's goal := its present position (clipped to the limits), or := `goal`
         [J], the last command kept (clamped as act() clamps); returns float32[J].
-        Simulated time does not advance."""
+        Simulated time does not advance. RobotError for a goal after torque_off(): the
+        twin's "limp" is holding its pose, and a stale command must not move it."""
         twin = self._twin()
+        if goal is not None and self._torque_off:
+            raise RobotError(f"sim robot '{self.name}': torque is off; hold() its present pose or connect() again")
         if goal is None:
             goal = np.clip(twin.joint_positions(), self.spec.lower, self.spec.upper)
         else:
