@@ -211,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
                 reporter.publish(status)
 
         def dashboard_lost(why: str) -> None:
-            reporter.printer.say(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; "
-                                 f"`platform monitor --control` attaches a dashboard)")
+            printer.say(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; "
+                        f"`platform monitor --control` attaches a dashboard)")
             reporter.on = True
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,

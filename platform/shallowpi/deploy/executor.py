@@ -269,7 +269,7 @@ class Executor:
                 action = None if stale else selector.next_action()
                 if action is not None:
                     if chosen is not None:
-                        report.max_step = max(report.max_step, self._ticks_apart(action, chosen))
+                        report.max_step = max(report.max_step, float(self._ticks(action, chosen).max()))
                     chosen = np.asarray(action, np.float32)
                 try:
                     if action is None:
@@ -376,9 +376,9 @@ class Executor:
         self._latencies.append(1e3 * done.latency_s)
         return True
 
-    def _ticks_apart(self, a: np.ndarray, b: np.ndarray) -> float:
-        """The largest joint change from b to a, in ticks of that joint's top speed."""
-        return float((np.abs(np.asarray(a) - np.asarray(b)) / self.tick_step).max())
+    def _ticks(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Each joint's change from b to a, in ticks of its top speed, [J]."""
+        return np.abs(np.asarray(a) - np.asarray(b)) / self.tick_step
 
     def _bound_seam(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport,
                     first: bool) -> tuple[np.ndarray, bool]:
@@ -386,7 +386,8 @@ class Executor:
         the seam's first action, and each command goes one tick at top speed towards the
         chunk (what Robot.act allows, so the ramp is the seam's, not a clamp the policy
         pressed on) until the chunk is within one tick; (command, limited?)."""
-        jump = self._ticks_apart(action, last)
+        ticks = self._ticks(action, last)
+        jump = float(ticks.max())
         if first:
             report.max_seam_jump = max(report.max_seam_jump, jump)
         if jump <= (self.cfg.seam_ticks if first else 1.0):
@@ -394,7 +395,6 @@ class Executor:
         if first:
             report.seam_trips += 1
             self.safety.seam_trips += 1
-            ticks = np.abs(action - last) / self.tick_step
             joints = ", ".join(f"{self.status.joint_names[i]} {ticks[i]:.1f}"
                                for i in np.flatnonzero(ticks > self.cfg.seam_ticks))
             log.warning("seam jump above %.1f ticks at top speed (%s): ramping to the new chunk", self.cfg.seam_ticks,

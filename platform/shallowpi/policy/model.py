@@ -253,18 +253,17 @@ class Pi0Model(nn.Module):
         if outside:
             raise ConfigError(f"attention layer(s) {outside} outside this model's joint layers "
                               f"0-{self.cfg.depth - 1}; pick layers it has")
-        if not velocity:
-            return None, self._joint_forward(prefix, state, x_t, t, wanted, last=max(wanted, default=-1))[1]
-        return self._joint_forward(prefix, state, x_t, t, wanted)
+        return self._joint_forward(prefix, state, x_t, t, wanted,
+                                   stop_after=None if velocity else max(wanted, default=-1))
 
     def _joint_forward(
         self, prefix: Prefix, state: Tensor, x_t: Tensor, t: Tensor, wanted: Collection[int],
-        last: int | None = None,
-    ) -> tuple[Tensor, dict[int, Tensor]]:
-        """(v [B, C, A], {layer: maps}); `last` set: stop once that layer's maps are taken
-        (v is then the empty tensor, never read)."""
-        if last is not None and last < 0:
-            return prefix.embs.new_empty(0), {}
+        stop_after: int | None = None,
+    ) -> tuple[Tensor | None, dict[int, Tensor]]:
+        """(v [B, C, A], {layer: maps}); `stop_after` set: (None, maps) once that layer's
+        maps are taken, the layers above it not run."""
+        if stop_after is not None and stop_after < 0:
+            return None, {}
         suffix, s_pad, s_blocks = self.embed_suffix(state, x_t, t, prefix.instruction)
         pad = torch.cat([prefix.pad, s_pad], dim=1)  # [B, T]
         bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
@@ -278,8 +277,8 @@ class Pi0Model(nn.Module):
             q2, k2, v2 = exp_layer.qkv(x_suf, cos[:, :, P:], sin[:, :, P:])
             if i in wanted:  # the action queries (the last C) over the prefix keys
                 maps[i] = attention_probs(q2[:, :, -C:], k1, bias[:, :, -C:, :P])  # [B, h, C, P]
-            if i == last:
-                return prefix.embs.new_empty(0), maps
+            if i == stop_after:
+                return None, maps
             out = attend(
                 torch.cat([q1, q2.to(q1.dtype)], 2),
                 torch.cat([k1, k2.to(k1.dtype)], 2),
