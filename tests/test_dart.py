@@ -40,22 +40,46 @@ def test_the_robot_executes_noisy_goals_and_reports_the_clean_ones():
     gripper = spec.joint_names.index("gripper")
     with DirectSimRobot(spec, cameras=()) as robot:
         noisy = NoisyExecution(robot, spec.lower, spec.upper, spec.joint_names, scale=0.02, tau_s=0.5,
-                               fps=spec.fps, quiet=["gripper"])
+                               fps=spec.fps, max_velocity=spec.max_velocity, quiet=["gripper"])
         robot.reset(1000, task)
         noisy.reset_noise(1000)
         expert = make_expert(robot.twin, task)
-        offsets = []
+        offsets, last = [], robot.twin.joint_goals()
         for _ in range(60):
             goal = expert.read()
             recorded = noisy.act(goal)
-            np.testing.assert_allclose(recorded, np.clip(goal, spec.lower, spec.upper), atol=1e-6)
+            # The clean goal, bounded as the robot bounds a command (speed, then limits).
+            bounded = np.clip(np.clip(goal, last - noisy.tick_step, last + noisy.tick_step), spec.lower, spec.upper)
+            np.testing.assert_allclose(recorded, bounded, atol=1e-6)
             offsets.append(noisy.executed - recorded)
+            last = recorded.astype(np.float64)
         held = noisy.hold()  # the session's safe state goes to the robot itself, noise-free
         np.testing.assert_allclose(held, robot.twin.joint_goals(), atol=1e-6)
     offsets = np.array(offsets)
     assert np.all(offsets[:, gripper] == 0)  # grippers are left alone
     moving = [i for i in range(len(spec.joint_names)) if i != gripper]
     assert np.abs(offsets[:, moving]).max() > 1e-3  # the robot ran off the expert's goals
+
+
+def test_a_label_moves_at_most_one_tick_of_top_speed():
+    """A goal past what a joint can reach in a tick is recorded as the robot would execute it
+    (the arm expert asks its lift for 4 ticks' travel in one as it leaves home)."""
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot)
+    with DirectSimRobot(spec, cameras=()) as robot:
+        robot.reset(1000, get_task("arm", "cube_in_bowl"))
+        noisy = NoisyExecution(robot, spec.lower, spec.upper, spec.joint_names, scale=0.0, tau_s=0.5,
+                               fps=spec.fps, max_velocity=spec.max_velocity)
+        noisy.reset_noise(1000)
+        home = robot.twin.joint_goals()
+        first = noisy.act(home)  # an episode's first goal: only the limits bound it
+        np.testing.assert_allclose(first, home, atol=1e-6)
+        far = home + 0.5 * (spec.upper - home)  # past one tick on every joint not at its upper limit
+        assert np.sum(far - home > spec.max_velocity / spec.fps) >= 5
+        second = noisy.act(far)
+        np.testing.assert_allclose(second, np.minimum(far, home + spec.max_velocity / spec.fps), atol=1e-6)
+        np.testing.assert_allclose(noisy.executed, second, atol=1e-6)  # no noise: the robot ran the label
+        noisy.reset_noise(1001)  # a new episode starts unbounded again
+        np.testing.assert_allclose(noisy.act(far), far, atol=1e-6)
 
 
 def test_record_sim_noise_records_clean_goals_through_the_cli(tmp_path):
@@ -73,12 +97,15 @@ def test_record_sim_noise_records_clean_goals_through_the_cli(tmp_path):
             return store.read_episode(0, ["observation.state", "action"])
 
     clean, noisy = record("clean", 0.0), record("noisy", 0.03)
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot, render_width=32, render_height=32)
+    for recorded in (clean, noisy):  # no label asks a joint for more than its top speed
+        steps = np.abs(np.diff(recorded["action"], axis=0))
+        assert np.all(steps <= spec.max_velocity / spec.fps + 1e-6), steps.max(0)
     # Same scene: the same first observation; then the noisy robot drifts off the clean path.
     np.testing.assert_array_equal(clean["observation.state"][0], noisy["observation.state"][0])
     assert np.abs(clean["observation.state"][-1] - noisy["observation.state"][-1]).max() > 1e-3
     # Each recorded action is a goal inside the limits, not the noisy one the robot ran:
     # replaying the recorded actions does not reproduce the recorded states.
-    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot, render_width=32, render_height=32)
     with DirectSimRobot(spec, cameras=()) as robot:
         robot.reset(0, get_task("arm", "cube_in_bowl"))
         for action in noisy["action"][:-1]:

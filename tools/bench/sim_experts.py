@@ -72,7 +72,7 @@ def main() -> int:
                 t0 = time.perf_counter()
                 if args.sim_noise:
                     noisy = NoisyExecution(sim, spec.lower, spec.upper, spec.joint_names, args.sim_noise,
-                                           args.sim_noise_tau_s, spec.fps, quiet=grippers)
+                                           args.sim_noise_tau_s, spec.fps, spec.max_velocity, quiet=grippers)
                     results = [run_noisy(sim, task, seed, noisy) for seed in range(args.seeds)]
                 else:
                     results = [run_episode(sim, task, ScriptedAgent(), seed) for seed in range(args.seeds)]

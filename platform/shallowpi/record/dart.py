@@ -15,8 +15,12 @@ drifting offset moves the arm off the expert's path the way a policy's bias woul
 Its standard deviation is `scale` times each joint's range (upper - lower); grippers are
 left alone (a gripper that opens mid-grasp teaches dropping, not recovering).
 
-`NoisyExecution` wraps the recording robot: `act(goal)` sends `goal + noise` and returns
-the clean goal clamped to the joint limits, which the session records as the action.
+`NoisyExecution` wraps the recording robot: `act(goal)` bounds the goal as the robot bounds
+a command (within each joint's top speed of the last label, then within its limits), sends
+that + noise and returns it, and the session records it as the action. Without the speed
+bound the labels held what no robot does: the arm expert, leaving its stretched-out (singular)
+home pose, asks its lift stage for up to 5 ticks of top speed in one tick, which the robot
+clamps; recorded unclamped, a policy learns to ask for it too.
 """
 
 from __future__ import annotations
@@ -75,15 +79,20 @@ class OUNoise:
 class NoisyExecution:
     """A robot that executes goals + noise and reports the clean goals as sent.
 
-    `lower`/`upper` [J] are the joint limits; `quiet` the joints left without noise (grippers).
+    `lower`/`upper` [J] are the joint limits and `max_velocity` [J] each joint's top speed
+    (robot units a second), which bound the clean goals as `Robot.act` bounds a command;
+    `quiet` the joints left without noise (grippers).
     """
 
     def __init__(self, robot: SimRobot, lower: Sequence[float], upper: Sequence[float], joint_names: Sequence[str],
-                 scale: float, tau_s: float, fps: float, quiet: Sequence[str] = (), seed: int = 0) -> None:
+                 scale: float, tau_s: float, fps: float, max_velocity: Sequence[float], quiet: Sequence[str] = (),
+                 seed: int = 0) -> None:
         if scale < 0:
             raise ConfigError(f"record.sim_noise must be >= 0 (a fraction of each joint's range), got {scale}")
         self.robot, self.scale = robot, scale
         self.lower, self.upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+        self.tick_step = np.asarray(max_velocity, np.float64) / fps  # [J], the most a goal moves in a tick
+        self._label: np.ndarray | None = None  # the last clean goal; None at an episode's start
         self.joint_names = list(joint_names)
         sigma = scale * (self.upper - self.lower)
         sigma[[self.joint_names.index(j) for j in quiet]] = 0.0
@@ -91,19 +100,26 @@ class NoisyExecution:
         self.executed: np.ndarray | None = None  # the last goal actually sent (for tests, telemetry)
 
     def reset_noise(self, seed: int) -> None:
-        """A fresh noise stream for an episode (call with the episode's scene seed)."""
+        """A fresh noise stream for an episode (call with the episode's scene seed, after the
+        scene's reset: the episode's first goal is then bounded by the limits only)."""
         self.noise.reset(seed)
+        self._label = None
 
     def observe(self) -> Observation:
         """The wrapped robot's observation."""
         return self.robot.observe()
 
     def act(self, action: np.ndarray | Mapping[str, float]) -> np.ndarray:
-        """Send the goal clipped to the limits, plus noise; returns that clean clipped goal,
-        float32 [J] (`executed` keeps what the robot sent). Raises ConfigError for a mapping."""
+        """Bound the goal (within `tick_step` of the last clean goal, then within the limits),
+        send it plus noise; returns that clean bounded goal, float32 [J] (`executed` keeps
+        what the robot sent). Raises ConfigError for a mapping."""
         if isinstance(action, Mapping):
             raise ConfigError("record.sim_noise needs the expert's goals as a vector, not a mapping")
-        clean = np.clip(np.asarray(action, dtype=np.float64), self.lower, self.upper)
+        clean = np.asarray(action, dtype=np.float64)
+        if self._label is not None:
+            clean = np.clip(clean, self._label - self.tick_step, self._label + self.tick_step)
+        clean = np.clip(clean, self.lower, self.upper)
+        self._label = clean
         self.executed = self.robot.act(clean + self.noise())
         return clean.astype(np.float32)
 

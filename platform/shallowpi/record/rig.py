@@ -196,7 +196,7 @@ def _dart_noise(cfg: DictConfig, robot: Any, spec: Any) -> Any:
     log.info("DART noise: %.3g of each joint's range, correlation time %.2g s", scale,
              cfg.record.get("sim_noise_tau_s", 0.5))
     return NoisyExecution(robot, spec.lower, spec.upper, spec.joint_names, scale,
-                          float(cfg.record.get("sim_noise_tau_s", 0.5)), spec.fps, quiet=grippers)
+                          float(cfg.record.get("sim_noise_tau_s", 0.5)), spec.fps, spec.max_velocity, quiet=grippers)
 
 
 def _direct_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, int] | None,
