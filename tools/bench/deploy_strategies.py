@@ -15,7 +15,9 @@ the delays the executor measured. After Black et al., "Real-Time Execution of Ac
     python tools/bench/deploy_strategies.py --policy CKPT --strategies rtc --set deploy.rtc_mask=hard --out DIR
 
 Every cell (strategy, delay, task, seed share) is one `platform deploy` whose JSON is kept
-under --out: a rerun skips finished cells. The cells run `--workers` at a time, one thread
+under --out: a rerun skips finished cells, and refuses them when they came from other
+weights, other overrides or other platform code (a figure must come from the code it
+describes). The cells run `--workers` at a time, one thread
 each. The bundle is built once before them (ONNX export takes minutes on this CPU; the
 torch backend needs none).
 """
@@ -23,6 +25,7 @@ torch backend needs none).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -50,6 +53,28 @@ def deploy(policy: Path, out: Path, log: Path, *args: str, overrides: tuple[str,
                               check=False)
 
 
+def provenance(policy: Path, overrides: list[str]) -> dict[str, object]:
+    """What a cell's result depends on besides its arguments: sha256 of every file of the
+    policy (a checkpoint, its ema/ folder or a bundle), the overrides, and the version of this
+    checkout's platform/ (git's tree id, plus a digest of uncommitted changes to it; None
+    outside git)."""
+    digest = hashlib.sha256()
+    files = sorted(f for f in policy.rglob("*") if f.is_file()) if policy.is_dir() else [policy]
+    for f in files:
+        digest.update(str(f.relative_to(policy) if policy.is_dir() else f.name).encode())
+        digest.update(f.read_bytes())
+
+    def git(*args: str) -> str | None:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    tree = git("rev-parse", "HEAD:platform")
+    changes = git("diff", "HEAD", "--", "platform")
+    code = None if tree is None else tree.strip() + (f"+{hashlib.sha256(changes.encode()).hexdigest()[:12]}"
+                                                     if changes else "")
+    return {"policy_sha256": digest.hexdigest(), "overrides": overrides, "platform": code}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", type=Path, required=True, help="checkpoint (or its ema/ folder) or deploy bundle")
@@ -66,12 +91,16 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "log.txt"
-    # A rerun skips finished cells: they must have been run with the same overrides.
-    marker = args.out / "overrides.json"
-    if marker.is_file() and json.loads(marker.read_text()) != args.set:
-        raise SystemExit(f"{args.out} holds cells run with --set {' '.join(json.loads(marker.read_text())) or '(none)'}; "
-                         "give this variant its own --out")
-    marker.write_text(json.dumps(args.set))
+    # A rerun skips finished cells: they must come from the same weights, overrides and code
+    # (outside git the code cannot be told apart, so nothing is reused).
+    marker, made = args.out / "provenance.json", provenance(args.policy, args.set)
+    kept = json.loads(marker.read_text()) if marker.is_file() else {}
+    cells_kept = list(args.out.glob("*-*ms-*.json"))
+    if cells_kept and (kept != made or made["platform"] is None):
+        differ = [k for k in made if kept.get(k) != made[k]] or ["platform (not a git checkout)"]
+        raise SystemExit(f"{args.out} holds {len(cells_kept)} cells made with other {', '.join(differ)}; "
+                         "delete them or give this run its own --out")
+    marker.write_text(json.dumps(made, indent=2))
     tasks = list(make_tasks(args.robot))
     common = ["--backend", args.backend, "--robot", args.robot]
     overrides = tuple(args.set)
@@ -110,8 +139,6 @@ def main() -> None:
                    "max_seam_jump": 0.0, "max_step": 0.0, "delays": []}
             for task in tasks:
                 parts = [json.loads(p.read_text()) for key, p, _ in cells if key == (strategy, delay, task)]
-                if any("seam_ticks" not in part for part in parts):  # seam jumps then in joint units, not ticks
-                    raise SystemExit(f"{args.out} holds cells from before deploy.seam_ticks; delete them and rerun")
                 episodes = [e for part in parts for e in part["per_episode"]]
                 row["tasks"][task] = {"successes": sum(bool(e["success"]) for e in episodes), "episodes": len(episodes)}
                 row["seam_trips"] += sum(e["seam_trips"] for e in episodes)
@@ -134,6 +161,7 @@ def main() -> None:
     for r in rows:
         r["delays"] = sorted(set(r["delays"]))
     result = {"policy": str(args.policy), "robot": args.robot, "backend": args.backend, "overrides": args.set,
+              "provenance": made,
               "episodes": args.episodes,
               "minutes": minutes, "load_average": os.getloadavg(), "rows": rows}
     (args.out / "deploy_strategies.json").write_text(json.dumps(result, indent=2))
