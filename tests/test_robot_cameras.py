@@ -34,11 +34,15 @@ def test_the_shipped_configs_name_no_serials_so_start_up_must_decide():
     for name in ("arm", "bimanual", "humanoid"):
         spec = RobotSpec.from_config(config.compose([f"robot={name}"]).robot)
         assert spec.cameras and all(c.serial is None for c in spec.cameras)
+        # The override the README, doctor and the camera errors give (no "+": the key is there).
+        pinned = [f"robot.cameras.{c.role}.serial=SN-{c.role}" for c in spec.cameras]
+        spec = RobotSpec.from_config(config.compose([f"robot={name}", *pinned]).robot)
+        assert all(c.serial == f"SN-{c.role}" for c in spec.cameras)
 
 
 def test_the_one_unnamed_role_takes_the_one_free_camera_and_says_so(caplog):
     wrist, front = SoftwareRealSense("SW-W", 64, 48), SoftwareRealSense("SW-F", 64, 48)
-    spec = arm("+robot.cameras.wrist.serial=SW-W")
+    spec = arm("robot.cameras.wrist.serial=SW-W")
     caplog.set_level("INFO")
     cameras = realsense_cameras(spec, devices=lambda: [wrist.device, front.device])
     assert {role: c.config.serial for role, c in cameras.items()} == {"front": "SW-F", "wrist": "SW-W"}
@@ -67,7 +71,7 @@ def test_otherwise_start_up_fails_naming_the_roles_and_the_fix(connected):
 def test_zero_cameras_connected_for_one_unnamed_role():
     with pytest.raises(CameraError, match=r"camera 'front' of the robot config has no serial and no unassigned "
                                           r"RealSense is connected; set robot.cameras.front.serial=SERIAL"):
-        realsense_cameras(arm("+robot.cameras.wrist.serial=SW-W"), devices=lambda: [])
+        realsense_cameras(arm("robot.cameras.wrist.serial=SW-W"), devices=lambda: [])
 
 
 def test_a_policy_reading_fewer_cameras_opens_only_those_and_never_takes_a_pinned_one():
@@ -75,7 +79,7 @@ def test_a_policy_reading_fewer_cameras_opens_only_those_and_never_takes_a_pinne
     'wrist' is pinned to SW-W. With only SW-W connected, front must not take the wrist's
     camera; with SW-F connected too, front gets SW-F and the wrist camera is not opened."""
     wrist, front = SoftwareRealSense("SW-W", 64, 48), SoftwareRealSense("SW-F", 64, 48)
-    spec = arm("+robot.cameras.wrist.serial=SW-W")
+    spec = arm("robot.cameras.wrist.serial=SW-W")
     with pytest.raises(CameraError, match="camera 'front' of the robot config has no serial and no unassigned") as err:
         realsense_cameras(spec, devices=lambda: [wrist.device], roles=["front"])
     assert "--no-cameras" not in str(err.value)  # a record flag: the policy needs its cameras
