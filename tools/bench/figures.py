@@ -99,7 +99,8 @@ FIGURES = [
     Figure("loader", "## Loader", "loader.py", ("--repeats", "3", "--out", "{out}"), 4.0),
     Figure("deploy_strategies", "### Action selection under inference delay in the twin (third session)",
            "deploy_strategies.py", ("--policy", "robots/arm/teacher", "--strategies", "sync", "rtc",
-                                    "--delays-ms", "0", "300", "--episodes", "20", "--out", "{dir}"), 5.0),
+                                    "--delays-ms", "0", "300", "--episodes", "20", "--workers", "1",
+                                    "--out", "{dir}"), 5.0),
     Figure("deploy_latency", "## Deployment", "deploy_latency.py", ("--threads", "1", "--out", "{out}"), 7.0),
 ]
 
