@@ -56,8 +56,8 @@ def deploy(policy: Path, out: Path, log: Path, *args: str, overrides: tuple[str,
 def provenance(policy: Path, overrides: list[str]) -> dict[str, object]:
     """What a cell's result depends on besides its arguments: sha256 of every file of the
     policy (a checkpoint, its ema/ folder or a bundle), the overrides, and the version of this
-    checkout's platform/ (git's tree id, plus a digest of uncommitted changes to it; None
-    outside git)."""
+    checkout's platform/ (git's tree id, plus a digest of uncommitted changes to its tracked
+    files; None outside git)."""
     digest = hashlib.sha256()
     files = sorted(f for f in policy.rglob("*") if f.is_file()) if policy.is_dir() else [policy]
     for f in files:
