@@ -31,6 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from shallowpi.errors import ConfigError
+from shallowpi.robots.base import speed_bounded
 from shallowpi.robots.observation import Observation
 
 
@@ -116,9 +117,10 @@ class NoisyExecution:
         if isinstance(action, Mapping):
             raise ConfigError("record.sim_noise needs the expert's goals as a vector, not a mapping")
         clean = np.asarray(action, dtype=np.float64)
-        if self._label is not None:
-            clean = np.clip(clean, self._label - self.tick_step, self._label + self.tick_step)
-        clean = np.clip(clean, self.lower, self.upper)
+        if self._label is None:  # an episode's first goal: the limits only
+            clean = np.clip(clean, self.lower, self.upper)
+        else:
+            clean = speed_bounded(clean, self._label, self.tick_step, self.lower, self.upper)
         self._label = clean
         self.executed = self.robot.act(clean + self.noise())
         return clean.astype(np.float32)

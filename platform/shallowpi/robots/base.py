@@ -31,6 +31,16 @@ from shallowpi.errors import PlatformError
 from shallowpi.robots.observation import Observation
 
 
+def speed_bounded(goal: np.ndarray, last: np.ndarray, tick_step: np.ndarray, lower: np.ndarray,
+                  upper: np.ndarray) -> np.ndarray:
+    """`goal` [J] moved at most `tick_step` [J] (one control period at top speed) from `last`
+    [J], then clipped to the limits [J]: the command bound of the twin's `act()`, which the
+    DART recorder applies to its labels too (record/dart.py). `DynamixelRobot` clips to the
+    limits first so that a goal left outside them walks back in; from a goal inside them
+    both orders give the same command."""
+    return np.clip(np.clip(goal, last - tick_step, last + tick_step), lower, upper)
+
+
 class RobotError(PlatformError):
     """A robot used wrongly (not connected, torque off, bad action)."""
 

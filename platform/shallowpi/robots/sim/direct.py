@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from shallowpi.robots.base import Robot, RobotError
+from shallowpi.robots.base import Robot, RobotError, speed_bounded
 from shallowpi.robots.observation import Frame, Observation
 from shallowpi.robots.sim.tasks import Task
 from shallowpi.robots.sim.twin import SimError, SimTwin, TwinSpec
@@ -118,8 +118,7 @@ class DirectSimRobot(Robot):
     def _bounded(self, goal: np.ndarray) -> np.ndarray:
         """Within max_velocity * dt of the last goal, then within the limits."""
         last = self._last_goal if self._last_goal is not None else self._twin().joint_goals()
-        bound = self.spec.max_velocity * self.dt
-        return np.clip(np.clip(goal, last - bound, last + bound), self.spec.lower, self.spec.upper)
+        return speed_bounded(goal, last, self.spec.max_velocity * self.dt, self.spec.lower, self.spec.upper)
 
     def torque_off(self) -> None:
         """The twin's actuators cannot go limp: hold the present pose and refuse act()."""
