@@ -317,8 +317,7 @@ class _Rig:
         self.teleop = LeaderFollower(spec, calibration)
         features = robot_features(spec.joint_names, {"front": (48, 64)})
         self.store = EpisodeStore.create(tmp_path / "faults.zarr", features, StoreSettings(durable=False))
-        self.committed = threading.Event()
-        self.writer = BackgroundWriter(self.store, on_commit=lambda info: self.committed.set())
+        self.writer = BackgroundWriter(self.store)
         self.feeding = threading.Event()
         self.feeding.set()
         self.paused = threading.Event()  # set: the camera sends nothing for a while (a USB hiccup)
@@ -346,11 +345,29 @@ class _Rig:
         self.camera.stop()
         self.writer.close()
 
-    def session(self, spec):
-        config = SessionConfig(task="wave", episodes=5, episode_time_s=0.6, reset_time_s=0.0, fps=30,
+    def session(self, spec, episodes=5):
+        config = SessionConfig(task="wave", episodes=episodes, episode_time_s=0.6, reset_time_s=0.0, fps=30,
                                robot=spec.name)
         return RecordingSession(config, self.robot, self.teleop, self.writer, TickClock(30),
                                 list(spec.joint_names), cameras={"front": self.camera})
+
+
+def _wait_until_recording(session, index, timeout=30.0):
+    """Block until the loop records take `index`. Timed from the loop itself, not from the
+    writer's commit of the take before: under load a commit can land seconds late, and a
+    fault injected then may fall after the last take (the run ends cleanly, no fault)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        takes = list(session.status.episodes)
+        if takes and takes[-1].index == index and takes[-1].state == "recording":
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"take {index} did not start recording in {timeout} s")
+
+
+# Fault tests run more takes than they need (the fault ends the run early), so the fault
+# lands inside a take however late the test thread injects it on a loaded machine.
+FAULT_EPISODES = 30
 
 
 def _run_until_fault(session, inject):
@@ -389,34 +406,34 @@ def test_hardware_episodes_start_at_zero_and_hold_their_rows(tmp_path, reset_s):
 @pytest.mark.slow
 def test_a_servo_fault_mid_episode_ends_it_and_keeps_committed_episodes(tmp_path):
     with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
-        session = rig.session(spec)
+        session = rig.session(spec, episodes=FAULT_EPISODES)
 
         def overload():
-            assert rig.committed.wait(30)
-            time.sleep(0.2)  # well inside the next episode
+            _wait_until_recording(session, 1)
+            time.sleep(0.2)  # well inside the take
             chains["follower"].hardware_error(3, "overload")
 
         result = _run_until_fault(session, overload)
         rig.writer.close()
         assert "servo 3" in result.fault and "overload" in result.fault.lower()
         assert session.status.state is RecorderState.FAULT and session.status.message.startswith("FAULT")
-        assert 1 <= len(rig.store) < 5
+        assert 1 <= len(rig.store) < FAULT_EPISODES
         assert rig.store.check() == []
 
 
 @pytest.mark.slow
 def test_a_camera_that_stops_mid_episode_ends_it_and_names_the_camera(tmp_path):
     with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
-        session = rig.session(spec)
+        session = rig.session(spec, episodes=FAULT_EPISODES)
 
         def unplug():
-            assert rig.committed.wait(30)
+            _wait_until_recording(session, 1)
             rig.feeding.clear()
 
         result = _run_until_fault(session, unplug)
         rig.writer.close()
-        assert "front" in result.fault
-        assert 1 <= len(rig.store) < 5 and rig.store.check() == []
+        assert "front" in result.fault, result.fault
+        assert 1 <= len(rig.store) < FAULT_EPISODES and rig.store.check() == []
         assert rig.store.episode(0).length == 18  # 0.6 s at 30 Hz
 
 
@@ -429,8 +446,8 @@ def test_a_camera_hiccup_keeps_the_loop_running_and_the_take_says_how_many_rows_
         session = rig.session(spec)
 
         def hiccup():
-            assert rig.committed.wait(30)
-            time.sleep(0.1)  # inside the next episode (0.6 s each, no reset between)
+            _wait_until_recording(session, 1)
+            time.sleep(0.1)  # inside take 1 (0.6 s each, no reset between)
             rig.paused.set()
             time.sleep(0.4)
             rig.paused.clear()
