@@ -26,16 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shallowpi.robots.sim.ik import IKSolver, rotation_error, yaw_down
-from shallowpi.robots.sim.tasks import (
-    OBJECTS,
-    RADIUS,
-    Handover,
-    PickPlace,
-    Push,
-    Reach,
-    Task,
-    pinched,
-)
+from shallowpi.robots.sim.tasks import Handover, PickPlace, Push, Reach, Task, pinched
 from shallowpi.robots.sim.twin import SimError, SimTwin
 
 Pose = tuple[np.ndarray, np.ndarray]  # world position, 3x3 rotation of the grasp site
@@ -57,14 +48,6 @@ RETRIES = 2
 # touching centres it. Under DART noise, grasps that touched with both fingers but held the
 # cube 2.5-8 cm off-centre lost it when the giver let go or backed off.
 TAKE_TOLERANCE = (0.025, 0.03)
-# An open finger's outer face lies FINGER_REACH from the grasp site along the closing axis
-# (m; every twin's fingers open to +-4.8 cm and are 4 mm thick). The sampler lets a cube lie
-# 1 cm from the bowl's footprint, and every scene holds every object, so a grasp facing the
-# arm can bring an open finger down on the bowl's rim: it holds the gripper above the cube
-# or knocks the bowl away (under DART noise 0.005, 5 of the arm's 43 scenes of seeds 0-159
-# with the cube within 14 cm of the bowl failed so). Such a grasp turns a quarter turn.
-FINGER_REACH = 0.052
-RIM_CLEARANCE = 0.01
 
 
 @dataclass
@@ -221,32 +204,16 @@ def _radial_yaw(twin: SimTwin, effector: str, xy: np.ndarray) -> float:
 
 
 def _grasp_yaw(twin: SimTwin, effector: str, obj: str) -> float:
-    """The grasp's yaw (rad): a face normal of `obj` for the fingers to close along, the one
-    nearest the arm's radial direction among those whose open fingers clear every other
-    object (`fingers_clear`); the nearest of all when none does."""
     # Fingers close along the site's y axis, so y must be a face normal: the object's
     # yaw plus a multiple of 90 degrees (cube) or of 180 degrees (block: across its width).
+    # Nearest the arm's radial direction, whatever lies beside the object: a rule that
+    # turned the grasp clear of the bowl's rim made the expert succeed more and the policy
+    # trained on it less (BENCHMARKS.md "Closed loop", "A demonstrator that grasps clear of
+    # the bowl").
     pos, _ = twin.body_pose(obj)
     step = np.pi / 2 if obj == "red_cube" else np.pi
     candidates = _object_yaw(twin, obj) + step * np.arange(4)
-    clear = [yaw for yaw in candidates if fingers_clear(twin, obj, yaw)]
-    return nearest_angle(np.array(clear) if clear else candidates, _radial_yaw(twin, effector, pos[:2]))
-
-
-def fingers_clear(twin: SimTwin, obj: str, yaw: float) -> bool:
-    """Whether both open fingers of a grasp of `obj` at `yaw` (rad) come down at least
-    RIM_CLEARANCE (m) outside every other object's footprint (tasks.RADIUS), judged at each
-    finger's outer face."""
-    pos, _ = twin.body_pose(obj)
-    closing = np.array([-np.sin(yaw), np.cos(yaw)])  # the site's y axis (ik.yaw_down)
-    fingers = [pos[:2] + side * FINGER_REACH * closing for side in (1.0, -1.0)]
-    for other in OBJECTS:  # every twin's table holds them all (robots/common/table_scene.xml)
-        if other == obj:
-            continue
-        centre = twin.body_pose(other)[0][:2]
-        if any(np.linalg.norm(f - centre) < RADIUS[other] + RIM_CLEARANCE for f in fingers):
-            return False
-    return True
+    return nearest_angle(candidates, _radial_yaw(twin, effector, pos[:2]))
 
 
 def _at(xy: np.ndarray, z: float, yaw: float) -> Pose:
