@@ -103,6 +103,13 @@ def test_episodes_respect_the_time_limit_and_success_is_judged_at_the_end(arm):
         with pytest.raises(SimError, match="shape"):
             run_policy_episode(robot, task, lambda obs: np.zeros(7), 1000, SimEvalConfig(episodes=1))
     assert full.success and full.steps == LIMIT and full.ended == "time limit"
+    # Where every object started and ended: the cube from its place on the table into the bowl.
+    assert set(full.objects) == {"red_cube", "blue_block", "bowl"}
+    cube, bowl = full.objects["red_cube"], full.objects["bowl"]
+    assert np.linalg.norm(np.subtract(cube["start"], bowl["start"])[:2]) > 0.12  # the sampler keeps them apart
+    assert np.linalg.norm(np.subtract(cube["end"], bowl["end"])[:2]) < 0.06
+    assert not short.success and np.allclose(short.objects["red_cube"]["start"], short.objects["red_cube"]["end"],
+                                             atol=0.005)  # 2 s in, the cube has not moved yet
     assert full.sim_seconds == pytest.approx(15.0, abs=2e-3)  # whole 2 ms physics steps
     assert short.steps == 60 and short.replans == 3 and not short.success
 

@@ -143,6 +143,10 @@ class PolicyEpisode(EpisodeResult):
     # The robot's other tasks, judged on the same scene at the end: True where the policy
     # did that one (its detector says success), whatever it was told.
     other_tasks: dict[str, bool] = field(default_factory=dict)
+    # Every object's world position (m) when the scene was placed and at the end:
+    # {"red_cube": {"start": [x, y, z], "end": [x, y, z]}, ...}, for sorting failures by
+    # scene (tools/bench/sim_failures.py).
+    objects: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 def _chunk_of(policy: ChunkPolicy, obs: Mapping[str, Any], joints: int, guidance: Guidance | None = None) -> np.ndarray:
@@ -236,7 +240,14 @@ def run_policy_episode(
         inference_ms_p50=1e3 * float(np.median(agent.inference)) if agent.inference else 0.0,
         ended=episode.ended or "time limit",
         other_tasks={other.name: _judge_other(other, task, robot.twin) for other in others},
+        objects={obj: {"start": _mm(start), "end": _mm(robot.twin.body_pose(obj)[0])}
+                 for obj, start in task.start.items()},
     )
+
+
+def _mm(position: np.ndarray) -> list[float]:
+    """A position in m as a JSON list, rounded to 0.1 mm."""
+    return [round(float(x), 4) for x in position]
 
 
 def _judge_other(other: Task, told: Task, twin: SimTwin) -> bool:

@@ -1,0 +1,109 @@
+"""Where a policy fails in the twin: success by scene, and how each failure ended.
+
+Reads the JSON of `platform eval --sim ... --json F` (one or more files; each episode keeps
+every object's start and end position) and, for each pick-and-place task, prints:
+
+- success by the distance between the task's object and the bowl when the scene was
+  placed (`--bins-cm`), with 95 % Wilson intervals: a cube beside the bowl is the arm
+  teacher's weak spot (BENCHMARKS.md "Closed loop");
+- each failure's end: the object never left its place (within 2 cm: a missed grasp), lies
+  elsewhere on the table (dropped or pushed), or is still in the air (held); and whether
+  the bowl was moved more than 2 cm.
+
+    platform eval --policy CKPT --sim --task cube_in_bowl --sim-episodes 100 --json a.json
+    python tools/bench/sim_failures.py a.json
+    python tools/bench/sim_failures.py a.json b.json --bins-cm 12.5 14 17 100
+
+Episodes recorded before the positions were kept (no `objects`) are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "platform"))
+
+from shallowpi.evaluate.interval import rate_with_interval  # noqa: E402
+from shallowpi.robots.sim.tasks import PickPlace, make_tasks  # noqa: E402
+
+MOVED_M = 0.02  # an object this far from where it started has been moved
+AIRBORNE_M = 0.03  # an object's centre this far above its start is off the table
+
+
+def failure_kind(obj: dict[str, list[float]]) -> str:
+    """How a failed episode left the task's object, from its start and end positions (m):
+    "never moved" (within MOVED_M of its start, on the table), "in the air" (its centre over
+    AIRBORNE_M above its start) or "moved on the table"."""
+    start, end = np.asarray(obj["start"]), np.asarray(obj["end"])
+    if end[2] - start[2] > AIRBORNE_M:
+        return "in the air"
+    if np.linalg.norm(end[:2] - start[:2]) < MOVED_M:
+        return "never moved"
+    return "moved on the table"
+
+
+def summarize(episodes: list[dict], obj: str, bins_cm: list[float]) -> dict:
+    """Success per start-distance bin between `obj` and the bowl, and the failures' ends.
+
+    episodes: `eval --sim` JSON episodes holding `objects`. bins_cm: increasing edges in cm;
+    a distance outside them falls in no bin. Returns {"bins": [(low, high, successes, n)],
+    "failures": Counter of failure_kind, "bowl_moved": failures with the bowl moved}.
+    """
+    distance = [100 * float(np.linalg.norm(np.subtract(e["objects"][obj]["start"],
+                                                      e["objects"]["bowl"]["start"])[:2])) for e in episodes]
+    bins = []
+    for low, high in itertools.pairwise(bins_cm):
+        inside = [e for e, d in zip(episodes, distance) if low <= d < high]
+        bins.append((low, high, sum(e["success"] for e in inside), len(inside)))
+    failed = [e for e in episodes if not e["success"]]
+    kinds = Counter(failure_kind(e["objects"][obj]) for e in failed)
+    bowl_moved = sum(np.linalg.norm(np.subtract(e["objects"]["bowl"]["end"], e["objects"]["bowl"]["start"])[:2])
+                     >= MOVED_M for e in failed)
+    return {"bins": bins, "failures": kinds, "bowl_moved": int(bowl_moved)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json", nargs="+", type=Path, help="`platform eval --sim --json` files")
+    ap.add_argument("--bins-cm", nargs="+", type=float, default=[12.5, 14.0, 100.0],
+                    help="edges of the object-to-bowl distance bins, cm (default 12.5 14 100)")
+    args = ap.parse_args()
+    if sorted(args.bins_cm) != args.bins_cm or len(args.bins_cm) < 2:
+        ap.error("--bins-cm needs two or more increasing edges")
+    by_task: dict[tuple[str, str], list[dict]] = {}
+    skipped = 0
+    for path in args.json:
+        if not path.is_file():
+            ap.error(f"{path}: no such file")
+        for report in json.loads(path.read_text())["tasks"]:
+            kept = [e for e in report["episodes"] if e.get("objects")]
+            skipped += len(report["episodes"]) - len(kept)
+            by_task.setdefault((report["robot"], report["task"]), []).extend(kept)
+    if skipped:
+        print(f"skipped {skipped} episode(s) without object positions (evaluated before they were kept)")
+    for (robot, name), episodes in by_task.items():
+        task = make_tasks(robot, checks=True).get(name)
+        if not isinstance(task, PickPlace) or not episodes:
+            print(f"{robot} {name}: not a pick-and-place task with positions kept; skipped")
+            continue
+        summary = summarize(episodes, task.obj, args.bins_cm)
+        print(f"{robot} {name}: {rate_with_interval(sum(e['success'] for e in episodes), len(episodes))}")
+        print(f"  {task.obj} to bowl at the start   succeeded (95 % Wilson)")
+        for low, high, successes, n in summary["bins"]:
+            rate = rate_with_interval(successes, n) if n else "-"
+            print(f"  {low:5.1f}-{high:5.1f} cm              {rate}")
+        kinds = ", ".join(f"{kind} {count}" for kind, count in summary["failures"].most_common()) or "none"
+        print(f"  failures: {kinds}; bowl moved >= 2 cm in {summary['bowl_moved']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
