@@ -25,12 +25,32 @@ from test_sim_eval import ExpertChunks, hold_start_pose
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _episode(success, cube_start, cube_end, bowl_start=(0.0, 0.0, 0.0), bowl_end=(0.0, 0.0, 0.0)):
+    return {"success": success, "objects": {"red_cube": {"start": list(cube_start), "end": list(cube_end)},
+                                            "bowl": {"start": list(bowl_start), "end": list(bowl_end)}}}
+
+
 def test_failure_kinds_follow_the_objects_end_position():
     tool = load_bench("sim_failures")
-    start = [0.0, 0.0, 0.02]
-    assert tool.failure_kind({"start": start, "end": [0.01, 0.0, 0.02]}) == "never moved"
-    assert tool.failure_kind({"start": start, "end": [0.05, 0.0, 0.02]}) == "moved on the table"
-    assert tool.failure_kind({"start": start, "end": [0.01, 0.0, 0.12]}) == "in the air"
+    start, bowl = [0.2, 0.0, 0.02], [0.0, 0.0, 0.0]
+    assert tool.failure_kind({"start": start, "end": [0.21, 0.0, 0.02]}, bowl) == "never moved"
+    assert tool.failure_kind({"start": start, "end": [0.25, 0.0, 0.02]}, bowl) == "moved on the table"
+    assert tool.failure_kind({"start": start, "end": [0.21, 0.0, 0.12]}, bowl) == "in the air"
+    assert tool.failure_kind({"start": start, "end": [0.05, 0.0, 0.12]}, bowl) == "at the bowl"  # held over it
+    assert tool.failure_kind({"start": start, "end": [0.08, 0.0, 0.045]}, bowl) == "at the bowl"  # on its rim
+
+
+def test_successes_are_binned_by_the_start_distance_in_cm_and_failures_counted_by_kind():
+    tool = load_bench("sim_failures")
+    episodes = [
+        _episode(True, (0.13, 0.0, 0.02), (0.0, 0.0, 0.03)),  # 13 cm from the bowl
+        _episode(False, (0.0, 0.135, 0.02), (0.0, 0.135, 0.02)),  # 13.5 cm, never moved
+        _episode(False, (0.2, 0.0, 0.02), (0.3, 0.0, 0.02), bowl_end=(0.05, 0.0, 0.0)),  # 20 cm; bowl pushed 5 cm
+        _episode(True, (0.3, 0.0, 0.02), (0.0, 0.0, 0.03)),  # 30 cm
+    ]
+    summary = tool.summarize(episodes, "red_cube", [12.5, 14.0, 25.0, 100.0])
+    assert summary["bins"] == [(12.5, 14.0, 1, 2), (14.0, 25.0, 0, 1), (25.0, 100.0, 1, 1)]
+    assert summary["failures"] == {"never moved": 1, "moved on the table": 1} and summary["bowl_moved"] == 1
 
 
 def test_the_tool_reads_eval_json_the_expert_succeeds_and_holding_still_leaves_the_cube_in_place(tmp_path):
@@ -53,9 +73,14 @@ def test_the_tool_reads_eval_json_the_expert_succeeds_and_holding_still_leaves_t
     assert summary["bins"] == [(0.0, 100.0, 2, 4)]
     assert summary["failures"] == {"never moved": 2} and summary["bowl_moved"] == 0
 
+    older = json.loads((tmp_path / "still.json").read_text())  # as eval wrote it before positions were kept
+    for episode in older["tasks"][0]["episodes"]:
+        del episode["objects"]
+    (tmp_path / "older.json").write_text(json.dumps(older))
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "sim_failures.py"),
-                          str(tmp_path / "expert.json"), str(tmp_path / "still.json")],
+                          *(str(tmp_path / f"{name}.json") for name in ("expert", "still", "older"))],
                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+    assert "skipped 2 episode(s) without object positions" in run.stdout
     assert "arm cube_in_bowl: 2/4 (50 %" in run.stdout
-    assert "failures: never moved 2; bowl moved >= 2 cm in 0" in run.stdout
+    assert "failures: never moved 2; the bowl moved >= 2 cm in 0 of them" in run.stdout

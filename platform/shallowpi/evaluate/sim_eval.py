@@ -240,13 +240,13 @@ def run_policy_episode(
         inference_ms_p50=1e3 * float(np.median(agent.inference)) if agent.inference else 0.0,
         ended=episode.ended or "time limit",
         other_tasks={other.name: _judge_other(other, task, robot.twin) for other in others},
-        objects={obj: {"start": _mm(start), "end": _mm(robot.twin.body_pose(obj)[0])}
+        objects={obj: {"start": _json_position(start), "end": _json_position(robot.twin.body_pose(obj)[0])}
                  for obj, start in task.start.items()},
     )
 
 
-def _mm(position: np.ndarray) -> list[float]:
-    """A position in m as a JSON list, rounded to 0.1 mm."""
+def _json_position(position: np.ndarray) -> list[float]:
+    """A position in m as a JSON list of m, rounded to 0.1 mm."""
     return [round(float(x), 4) for x in position]
 
 

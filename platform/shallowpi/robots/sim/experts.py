@@ -207,9 +207,8 @@ def _grasp_yaw(twin: SimTwin, effector: str, obj: str) -> float:
     # Fingers close along the site's y axis, so y must be a face normal: the object's
     # yaw plus a multiple of 90 degrees (cube) or of 180 degrees (block: across its width).
     # Nearest the arm's radial direction, whatever lies beside the object: a rule that
-    # turned the grasp clear of the bowl's rim made the expert succeed more and the policy
-    # trained on it less (BENCHMARKS.md "Closed loop", "A demonstrator that grasps clear of
-    # the bowl").
+    # turned the grasp clear of other objects (the bowl's rim) made the expert succeed more
+    # and the policy trained on it less (BENCHMARKS.md "Where the arm teacher fails: a cube beside the bowl").
     pos, _ = twin.body_pose(obj)
     step = np.pi / 2 if obj == "red_cube" else np.pi
     candidates = _object_yaw(twin, obj) + step * np.arange(4)
@@ -260,9 +259,14 @@ def plan_pick_place(twin: SimTwin, task: PickPlace) -> list[Waypoint]:
     e = task.effector
     plan, yaw = _pick(twin, e, task.obj)
 
+    site = twin.spec.effectors[e].site
+
     def over_bowl(z: float) -> Callable[[SimTwin], Pose]:
-        # Aimed where the bowl is when the leg begins: a grasp that brushed it moved it.
+        # Aimed where the bowl is when the leg begins: a grasp beside it may have moved it.
         return lambda twin: _at(twin.body_pose("bowl")[0], z, yaw)
+
+    def straight_up(twin: SimTwin) -> Pose:
+        return _at(twin.site_pose(site)[0], CARRY_Z, yaw)
 
     return [
         *plan,
@@ -272,7 +276,7 @@ def plan_pick_place(twin: SimTwin, task: PickPlace) -> list[Waypoint]:
         Waypoint(0.6, {e: over_bowl(RELEASE_Z)}),
         Waypoint(0.1),
         Waypoint(0.4, grips={e: 0.6}),
-        Waypoint(0.7, {e: over_bowl(CARRY_Z)}),
+        Waypoint(0.7, {e: straight_up}),
     ]
 
 
