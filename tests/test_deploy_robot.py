@@ -112,9 +112,12 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
         assert rows["observation.images.front"].std() > 0  # the camera's frames, not a blank
         sent, measured = rows["action"], rows["observation.state"]
         assert np.ptp(sent, axis=0).max() > 0.05  # the policy's commands moved something
-        # The emulated servos reach each goal within a tick: what the bus reports back is
-        # what was written one tick before, so the commands did reach the servos.
-        assert np.abs(measured[1:] - sent[:-1]).max() < 0.02, np.abs(measured[1:] - sent[:-1]).max()
+        # The emulated servos reach each goal within a tick: what the bus reports back is a
+        # goal written one tick before, so the commands did reach the servos. On a loaded
+        # machine the servo thread can run a tick or two late (seen once in CI beside a
+        # training run: 0.078 at a lag of one tick), so a row may match an older command.
+        lagged = np.stack([np.abs(measured[3:] - sent[3 - k:-k]) for k in (1, 2, 3)])  # [lag, T-3, J]
+        assert lagged.min(axis=0).max() < 0.02, lagged.min(axis=0).max()
 
 
 @pytest.mark.slow
