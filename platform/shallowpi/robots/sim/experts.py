@@ -208,7 +208,8 @@ def _grasp_yaw(twin: SimTwin, effector: str, obj: str) -> float:
     # yaw plus a multiple of 90 degrees (cube) or of 180 degrees (block: across its width).
     # Nearest the arm's radial direction, whatever lies beside the object: a rule that
     # turned the grasp clear of other objects (the bowl's rim) made the expert succeed more
-    # and the policy trained on it less (BENCHMARKS.md "Where the arm teacher fails: a cube beside the bowl").
+    # and the policy trained on it less (BENCHMARKS.md "Where the arm teacher fails: a
+    # cube beside the bowl").
     pos, _ = twin.body_pose(obj)
     step = np.pi / 2 if obj == "red_cube" else np.pi
     candidates = _object_yaw(twin, obj) + step * np.arange(4)
@@ -258,7 +259,6 @@ def plan_pick_place(twin: SimTwin, task: PickPlace) -> list[Waypoint]:
     part way and lift clear."""
     e = task.effector
     plan, yaw = _pick(twin, e, task.obj)
-
     site = twin.spec.effectors[e].site
 
     def over_bowl(z: float) -> Callable[[SimTwin], Pose]:
