@@ -40,19 +40,23 @@ AIRBORNE_M = 0.03  # an object's centre this far above its start is off the tabl
 AT_BOWL_M = 0.09  # an object's centre this close (xy) to the bowl's is at it (its rim: 8.5 cm)
 
 
+def _xy_distance(a: list[float], b: list[float]) -> float:
+    """Distance (m) between two world positions [x, y, z] (m), over the table's plane."""
+    return float(np.linalg.norm(np.subtract(a, b)[:2]))
+
+
 def failure_kind(obj: dict[str, list[float]], bowl_end: list[float]) -> str:
     """How a failed episode left the task's object, from its start and end positions and the
     bowl's end position (m): "at the bowl" (within AT_BOWL_M of the bowl's centre, xy: held
-    over it or resting on its rim), "never moved" (within MOVED_M of its start), "in the air"
-    (its centre over AIRBORNE_M above its start: held, or resting on something), or "moved
+    over it or resting on its rim), "in the air" (its centre over AIRBORNE_M above its start:
+    held, or resting on something), "never moved" (within MOVED_M of its start), or "moved
     on the table"."""
-    start, end = np.asarray(obj["start"]), np.asarray(obj["end"])
-    if np.linalg.norm(end[:2] - np.asarray(bowl_end)[:2]) < AT_BOWL_M:
+    if _xy_distance(obj["end"], bowl_end) < AT_BOWL_M:
         return "at the bowl"
-    if np.linalg.norm(end[:2] - start[:2]) < MOVED_M and end[2] - start[2] <= AIRBORNE_M:
-        return "never moved"
-    if end[2] - start[2] > AIRBORNE_M:
+    if obj["end"][2] - obj["start"][2] > AIRBORNE_M:
         return "in the air"
+    if _xy_distance(obj["end"], obj["start"]) < MOVED_M:
+        return "never moved"
     return "moved on the table"
 
 
@@ -63,17 +67,16 @@ def summarize(episodes: list[dict], obj: str, bins_cm: list[float]) -> dict:
     a distance outside them falls in no bin. Returns {"bins": [(low, high, successes, n)],
     "failures": Counter of failure_kind, "bowl_moved": failures with the bowl moved}.
     """
-    distance = [100 * float(np.linalg.norm(np.subtract(e["objects"][obj]["start"],
-                                                      e["objects"]["bowl"]["start"])[:2])) for e in episodes]
+    distance = [100 * _xy_distance(e["objects"][obj]["start"], e["objects"]["bowl"]["start"]) for e in episodes]
     bins = []
     for low, high in itertools.pairwise(bins_cm):
         inside = [e for e, d in zip(episodes, distance) if low <= d < high]
         bins.append((low, high, sum(e["success"] for e in inside), len(inside)))
     failed = [e for e in episodes if not e["success"]]
     kinds = Counter(failure_kind(e["objects"][obj], e["objects"]["bowl"]["end"]) for e in failed)
-    bowl_moved = sum(np.linalg.norm(np.subtract(e["objects"]["bowl"]["end"], e["objects"]["bowl"]["start"])[:2])
-                     >= MOVED_M for e in failed)
-    return {"bins": bins, "failures": kinds, "bowl_moved": int(bowl_moved)}
+    bowl_moved = sum(_xy_distance(e["objects"]["bowl"]["end"], e["objects"]["bowl"]["start"]) >= MOVED_M
+                     for e in failed)
+    return {"bins": bins, "failures": kinds, "bowl_moved": bowl_moved}
 
 
 def main() -> int:
