@@ -94,6 +94,8 @@ if [[ -n "$py310" && "$job" == test ]]; then
         "$venv310/bin/python" -m pip install -q --no-deps -e . 2>/dev/null
     fi
     export SHALLOWPI_PY310="$venv310/bin/python"
+elif [[ "$job" == test ]]; then
+    say "no Python 3.10 here (SHALLOWPI_PY310_INTERPRETER names one): the robot-side tests on JetPack 6's Python are skipped"
 fi
 export MUJOCO_GL="${MUJOCO_GL:-egl}"
 [[ "$MUJOCO_GL" == egl ]] && export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"

@@ -48,6 +48,8 @@ from pathlib import Path
 from shallowpi.cli import overrides_from, user_path
 
 SIM_MODES = ("direct", "stack")
+# Offline windows evaluated when --samples is not given (evenly spaced over the episodes).
+OFFLINE_SAMPLES = 256
 HELP = "offline action error of a policy checkpoint, or its success rate in the twin (--sim)"
 
 
@@ -57,9 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="dataset name (datasets/NAME.zarr) or a path; with --sim, "
                                           "the store whose robot and task to use (default: the training store)")
     parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
-    parser.add_argument("--episodes", type=int, nargs="+", help="episode indices to evaluate")
-    parser.add_argument("--samples", type=int, default=256, help="at most this many samples (default 256)")
-    parser.add_argument("--steps", type=int, help="Euler steps (default: the checkpoint's, 10)")
+    parser.add_argument("--episodes", type=int, nargs="+", metavar="INDEX",
+                        help="offline: the store's episode indices to evaluate (with --sim, the count is --sim-episodes)")
+    parser.add_argument("--samples", type=int, metavar="N",
+                        help="offline: at most N training windows (an observation and the action chunk after it) "
+                             f"of those episodes (default {OFFLINE_SAMPLES})")
+    parser.add_argument("--steps", type=int, metavar="N",
+                        help="Euler steps of the flow-matching sampler, not training steps (default: the "
+                             "checkpoint's, 10)")
     parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
     parser.add_argument("--device", default="cpu", help="run the policy on cpu, cuda, cuda:1 (default: cpu)")
     sim = parser.add_argument_group("in the simulation twin (--sim)")
@@ -91,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch to `run_sim` (--sim) or `run_offline`; returns its exit code.
 
     `--sim key=value` is taken as `--sim direct` plus that override. Raises ConfigError for
-    an unknown --sim mode, a --sim-only flag without --sim, or no --dataset offline.
+    an unknown --sim mode, a --sim-only flag without --sim, an offline-only one (--episodes,
+    --samples) with it, or no --dataset offline.
     """
     from shallowpi import config
     from shallowpi.errors import ConfigError
@@ -102,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         # `--sim key=value`: argparse took the override for the mode.
         args.overrides, args.sim = [args.sim, *args.overrides], "direct"
     if args.sim:
+        for flag in ("episodes", "samples"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag} is for the offline error; with --sim the count is --sim-episodes N")
         return run_sim(args)
     for flag in ("robot", "task", "sim_size", "replan_every", "strategy", "delay_ticks", "episode_time_s",
                  "video", "png"):
@@ -144,7 +155,7 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     if (trained_hz := trained_rate(meta)) is not None and (problem := rate_mismatch([trained_hz], dataset.fps(),
                                                                                       f"dataset {store.name}")):
         raise CheckpointError(f"{problem}; evaluate it on episodes recorded at {trained_hz:g} Hz")
-    report = evaluate(policy, dataset, max_samples=args.samples, num_steps=args.steps, data=what)
+    report = evaluate(policy, dataset, max_samples=OFFLINE_SAMPLES if args.samples is None else args.samples, num_steps=args.steps, data=what)
     print(report.table())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2))

@@ -1,11 +1,14 @@
 """Teleoperate and record episodes into a zarr dataset.
 
   platform record --robot humanoid --dataset kitchen --task "put the red cube in the bowl"
-  platform record --robot humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
-  platform record --robot arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
+  platform record --robot humanoid --dataset sim_humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
+  platform record --robot arm --dataset sim_arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
   platform record --robot arm --dataset kitchen --task "put the red cube in the bowl" --resume --episodes 10
-  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \
-      --dataset try --task wave --no-cameras        on `platform emulate`'s servos
+
+On `platform emulate`'s servos (the ports it prints), joint states only:
+
+  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \\
+      --dataset try --task wave --no-cameras
 
 On the robot every camera role of the config is recorded: a role names its RealSense by
 robot.cameras.ROLE.serial (`platform doctor` lists the serials); a single role without
@@ -90,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset-time-s", type=float,
                         help=f"seconds between episodes to reset the scene (default {defaults.get('reset_time_s', '?')}: "
                              "record.reset_time_s)")
-    parser.add_argument("--fps", type=float, help="control and recording rate (default: the robot's)")
+    parser.add_argument("--fps", type=float, help="control and recording rate in Hz (default: the robot's: arm 30, bimanual 50, humanoid 30; "
+                             "a rate above it is refused)")
     parser.add_argument("--resume", action="store_true",
                         help="add episodes to an existing dataset (same features, robot and fps; same calibration "
                              "unless --allow-mixed-calibration)")

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sim",
         default="direct",
         choices=["direct"],
-        help="simulation mode: direct (in-process twin); the driver-stack mode comes with the emulated servo chain",
+        help="simulation mode: direct (the in-process twin, the only one here); record, eval and deploy "
+             "also take --sim stack (the twin behind the emulated servos and software RealSenses)",
     )
     parser.add_argument(
         "--size", help="render size WIDTHxHEIGHT (default: the robot config's cameras)"
