@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "stores of different fps never merge")
     add_config_flags(merge)
     export = action("export", "export a store to another format")
+    export.formatter_class = argparse.RawDescriptionHelpFormatter
+    export.description = ("Write every committed episode of a store as a LeRobotDataset (lerobot 0.6, format v3):\n"
+                          "cameras as AV1 videos, every frame with its task. Needs the lerobot extra (Python >= 3.12).")
+    export.epilog = ("example:\n  platform dataset export kitchen --to lerobot exports/kitchen-lerobot   "
+                     "then LeRobotDataset('local/kitchen', root='exports/kitchen-lerobot')")
     export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
     export.add_argument("dest", type=user_path, help="output directory (must not exist)")
     export.add_argument("--repo-id", help="LeRobot repo id recorded in the export (default: local/<name>)")
