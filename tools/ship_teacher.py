@@ -1,7 +1,7 @@
 """Copy a trained teacher checkpoint into robots/<robot>/teacher/, the one `platform demo` uses.
 
 The demo's default profile distils this teacher instead of training one (a teacher that
-succeeds in the twin takes ~60 minutes of this 2-core machine, three times the demo's
+succeeds in the twin takes ~55 minutes of this 2-core machine, past the demo's
 budget). The copy keeps the weights, normalization statistics, vocabulary and config,
 checks that the checkpoint can drive the robot's twin, and replaces the training run's
 local paths (the store, its episode split) with `--made-by`: the command that made it.

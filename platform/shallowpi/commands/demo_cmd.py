@@ -5,7 +5,8 @@
   platform demo --quick              a first look at every stage (<= 5 minutes; trains its own
                                      teacher and student far too briefly to succeed)
   platform demo --teacher CKPT       distil a given teacher
-  platform demo demo.teacher=train demo.teacher_steps=9000   train the teacher here (~1 hour)
+  platform demo demo.teacher=train demo.teacher_steps=9000 demo.episodes=120 demo.train.ema=0.999
+                                     train the teacher here, the shipped one's recipe (~1 hour)
 
 Six stages, each one of the platform's own commands, all under one folder (--out, default
 demo/<robot>-<profile>/ in the checkout):
