@@ -101,11 +101,11 @@ def add_config_flags(
             "(with .zarr added unless it ends in .zarr or names an existing folder)"
         )
     if policy:
-        parser.add_argument("--policy", help="policy preset (configs/policy/): tiny, small (the default), teacher (the twins' "
-                            "recipe), pi0 (full size, for a GPU)")
+        parser.add_argument("--policy", help="policy preset (configs/policy/): tiny, small (the default), "
+                            "teacher (the twins' recipe), pi0 (full size, for a GPU)")
     if jetson:
-        parser.add_argument("--jetson", help="target profile (configs/jetson/): orin (the default), thor, or cpu / cuda for a "
-                            "workstation")
+        parser.add_argument("--jetson", help="target profile (configs/jetson/): orin (the default), thor, "
+                            "or cpu / cuda for a workstation")
     if data_root:
         parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
 

@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the profile's backend")
     parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
                         help="action selection (default: deploy.strategy, rtc)")
-    parser.add_argument("--replan-every", type=int, metavar="K", help="a new chunk every K actions (default: action_selection.replan_every, half the chunk)")
+    parser.add_argument("--replan-every", type=int, metavar="K",
+                        help="a new chunk every K actions (default: action_selection.replan_every, half the chunk)")
     parser.add_argument("--delay-ms", type=float, help="inject this much inference delay (experiments)")
     parser.add_argument("--realtime", action="store_true", help="--sim: pace the loop by the wall clock")
     parser.add_argument("--bundle", type=user_path, help="where to keep the bundle (default: CKPT.bundle)")

@@ -39,8 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, dataset=True, policy=True)
     parser.add_argument("--teacher", type=user_path, metavar="CKPT", help="teacher checkpoint folder (default: train or reuse runs/DATASET-POLICY)")
     parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
-    parser.add_argument("--layers", type=int, metavar="K", help="joint layers the student keeps in both towers (default 6; == distill.layers=K)")
-    parser.add_argument("--select", help="which layers: uniform (the default, the paper's), first, greedy (== distill.select=...)")
+    parser.add_argument("--layers", type=int, metavar="K",
+                        help="joint layers the student keeps in both towers (default 6; == distill.layers=K)")
+    parser.add_argument("--select",
+                        help="which layers: uniform (the default, the paper's), first, greedy (== distill.select=...)")
     add_training_flags(
         parser,
         run="student run folder name (default: DATASET-POLICY-studentK)",

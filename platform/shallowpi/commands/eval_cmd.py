@@ -155,7 +155,8 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     if (trained_hz := trained_rate(meta)) is not None and (problem := rate_mismatch([trained_hz], dataset.fps(),
                                                                                       f"dataset {store.name}")):
         raise CheckpointError(f"{problem}; evaluate it on episodes recorded at {trained_hz:g} Hz")
-    report = evaluate(policy, dataset, max_samples=OFFLINE_SAMPLES if args.samples is None else args.samples, num_steps=args.steps, data=what)
+    samples = OFFLINE_SAMPLES if args.samples is None else args.samples
+    report = evaluate(policy, dataset, max_samples=samples, num_steps=args.steps, data=what)
     print(report.table())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=2))

@@ -93,8 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset-time-s", type=float,
                         help=f"seconds between episodes to reset the scene (default {defaults.get('reset_time_s', '?')}: "
                              "record.reset_time_s)")
-    parser.add_argument("--fps", type=float, help="control and recording rate in Hz (default: the robot's: arm 30, bimanual 50, humanoid 30; "
-                             "a rate above it is refused)")
+    parser.add_argument("--fps", type=float,
+                        help="control and recording rate in Hz (default: the robot's: arm 30, bimanual 50, "
+                             "humanoid 30; a rate above it is refused)")
     parser.add_argument("--resume", action="store_true",
                         help="add episodes to an existing dataset (same features, robot and fps; same calibration "
                              "unless --allow-mixed-calibration)")
