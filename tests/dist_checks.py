@@ -13,6 +13,16 @@ def gloo_threads() -> list[str]:
     return [n for n in names if n.startswith("pt_gloo")]
 
 
+def crash_traces() -> None:
+    """In a spawned worker: a crash below Python (SIGSEGV, SIGABRT) prints every thread's
+    Python stack to stderr, which pytest shows. pytest's own faulthandler covers only its
+    process; without this a worker's crash says nothing but its signal (seen once in CI:
+    the FSDP distillation worker, SIGSEGV, not reproduced in 5 runs)."""
+    import faulthandler
+
+    faulthandler.enable()
+
+
 def leave_group() -> None:
     """close_distributed, then no gloo thread is left. One left running into interpreter
     exit can abort the process after its work is done ("terminate called without an active

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import shallowpi.policy.model as model_module
-from dist_checks import leave_group
+from dist_checks import crash_traces, leave_group
 from distill_fixtures import batch_of, teacher_policy
 from policy_fakes import FakeChunks
 from shallowpi.distill.objective import AttentionPairs, DistillationObjective, LossWeights
@@ -234,6 +234,7 @@ def _distill_run(run: Path, fsdp: bool = False, weights: tuple[float, float, flo
 
 
 def _distill_worker(rank: int, world: int, run: str, port: int, fsdp: bool, weights) -> None:
+    crash_traces()
     import os
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dist_checks import leave_group
+from dist_checks import crash_traces, leave_group
 from policy_fakes import FakeChunks
 from shallowpi.data.durable_io import PARTIAL_SUFFIX
 from shallowpi.policy import Features, Policy, load_preset
@@ -241,6 +241,7 @@ def test_ema_with_fsdp_is_refused_in_one_line(tmp_path):
 
 
 def _ema_fsdp_worker(rank: int, world: int, folder: str, port: int) -> None:
+    crash_traces()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     data = FakeChunks()
@@ -337,6 +338,7 @@ def test_finetune_learns_beyond_the_mean_action_baseline(tmp_path):
 
 
 def _ddp_worker(rank: int, world: int, run: str, port: int, fsdp: bool, resume: bool) -> None:
+    crash_traces()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -375,6 +377,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path,
 
 
 def _finetune_worker(rank: int, world: int, run: str, port: int) -> None:
+    crash_traces()
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -410,6 +413,7 @@ def test_a_sharded_finetune_ends_with_rank_0_scoring_the_saved_checkpoint(tmp_pa
 
 
 def _rank0_worker(rank: int, world: int, folder: str, port: int) -> None:
+    crash_traces()
     from shallowpi.train.distributed import init_distributed, rank0_value
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
