@@ -60,6 +60,20 @@ def _record_defaults() -> dict[str, Any]:
         return {}
 
 
+def _robot_rates() -> str:
+    """Each robot config's control rate, "arm 30, bimanual 50, ..." (Hz), for --help (plain YAML)."""
+    import yaml
+
+    rates = []
+    try:
+        for name in config.group_choices("robot"):
+            fps = (yaml.safe_load((config.config_dir() / "robot" / f"{name}.yaml").read_text()) or {}).get("fps")
+            rates.append(f"{name} {fps:g}" if isinstance(fps, (int, float)) else name)
+    except (OSError, PlatformError, AttributeError, yaml.YAMLError):
+        return "?"
+    return ", ".join(rates)
+
+
 def help_epilog() -> str:
     """The dashboard's keys in every state, and where to watch a recording from."""
     from shallowpi.telemetry import keys
@@ -94,8 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds between episodes to reset the scene (default {defaults.get('reset_time_s', '?')}: "
                              "record.reset_time_s)")
     parser.add_argument("--fps", type=float,
-                        help="control and recording rate in Hz (default: the robot's: arm 30, bimanual 50, "
-                             "humanoid 30; a rate above it is refused)")
+                        help=f"control and recording rate in Hz (default: the robot's: {_robot_rates()}; "
+                             "a rate above it is refused)")
     parser.add_argument("--resume", action="store_true",
                         help="add episodes to an existing dataset (same features, robot and fps; same calibration "
                              "unless --allow-mixed-calibration)")
