@@ -143,11 +143,10 @@ def test_distillation_and_task_only_are_compared_seed_by_seed(reproduce_report):
     assert reproduce_report.paired_lines(rows, ["cube", "push"]) == []
 
 
-@pytest.mark.parametrize("kept_folder", ["reproduce", "reproduce-v2"])
-def test_the_kept_table_is_made_again_from_the_kept_results_alone(reproduce_report, tmp_path, kept_folder):
-    """docs/reproduce*/table.md is what its rows.json files give: a reader regenerates the
+def test_the_kept_table_is_made_again_from_the_kept_results_alone(reproduce_report, tmp_path):
+    """docs/reproduce/table.md is what its rows.json files give: a reader regenerates the
     table and the plots without training or evaluating anything."""
-    kept = ROOT / "docs" / kept_folder
+    kept = ROOT / "docs" / "reproduce"
     text, paths = reproduce_report.report(kept, to=tmp_path)
     assert sorted(p.name for p in paths) == ["reproduce.json", "reproduce.png", "table.md"]
     assert all(p.parent == tmp_path for p in paths)  # the kept folder itself is not written

@@ -12,6 +12,9 @@ seeds, time one chunk of every model in one process, and write the table and two
     python tools/bench/reproduce.py --set policy.train.batch_size=16 --teacher-steps 18000
     python tools/bench/reproduce.py --robots arm --teacher arm=robots/arm/teacher   # the shipped teacher
 
+BENCHMARKS.md's run, with the shipped teachers and the recipes they were trained with, is
+made by the two commands in docs/reproduce/README.md.
+
 Rows (`--rows`, default every row of the robot: arm all, the others teacher/shallow6/task6):
 
     teacher    the 18-layer teacher            shallow9/6/4/3  k layers, all three losses
@@ -33,7 +36,7 @@ with different --rows may share both folders: each stage runs under a lock.
 
 Across machines: --out holds what is big and local (the recorded store, the runs, the log),
 --results only the small JSON of finished stages, the evaluation blocks (per seed) and the
-table. Kept in git (BENCHMARKS.md keeps the run's in docs/reproduce/), the results let a
+table. Kept in git (BENCHMARKS.md's run is in docs/reproduce/), the results let a
 run that takes more hours than one machine session be made across several: a new machine
 re-records the store (a check compares its fingerprint with the one recorded: the twin and
 the experts are deterministic), trains and evaluates only the rows still missing, and times
@@ -44,11 +47,12 @@ by this tool stays in --out like the students, and no student can be made on a m
 without it: for a run spread over machines, ship the teacher first (tools/ship_teacher.py)
 and pass it with --teacher, as robots/arm/teacher is.
 
-Cost on the 2-core machine, one thread a job (BENCHMARKS.md "Reproduction" has the measured
-table): recording 7-16 minutes a robot; a 9,000-step teacher ~1.2 hours (arm, one quiet core)
-to ~2 (humanoid, 0.7-0.9 s a step beside another job); a 6,000-step student ~30 minutes with
-the task loss only, 50-70 with all three; an evaluated arm episode 0.8-1.9 s (the seeds are
-spread over `--eval-workers` processes, one a core).
+Cost on the 2-core machine, one thread a job, two jobs at a time (BENCHMARKS.md
+"Reproduction" has the measured table): recording 7-9 minutes a robot; a 9,000-step teacher
+~1.2 hours (arm, one quiet core) to ~2 (humanoid, beside another job); a 6,000-step student
+15-31 minutes with the task loss only, 26-46 with all three; an evaluation of 200 seeds a
+task 3-8 minutes (the seeds are spread over `--eval-workers` processes, one a core). With
+the shipped teachers given, every row of both robots takes ~5.7 core-hours.
 """
 
 from __future__ import annotations
