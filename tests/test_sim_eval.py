@@ -370,6 +370,8 @@ def test_wilson_interval_matches_published_values(k, n, low, high):
 
     assert wilson_interval(k, n) == pytest.approx((low, high), abs=1e-4)
     assert rate_with_interval(9, 10) == "9/10 (90 %, 95 % CI 60-98 %)"
+    # one decimal keeps a rate just under an interval's low end from printing inside it
+    assert rate_with_interval(174, 200, decimals=1) == "174/200 (87.0 %, 95 % CI 81.6-91.0 %)"
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
 

@@ -35,7 +35,7 @@ def write_table(results: list[dict[str, Any]], folder: Path) -> str:
                   "| model | " + " | ".join(tasks) + " | chunk p50 / p99 ms | speed-up (FLOP-ideal) | parameters | "
                   "training min |", "|---|" + "---|" * len(tasks) + "---:|---:|---:|---:|"]
         for row in result["rows"]:
-            cells = [rate_with_interval(row["tasks"][t]["successes"], row["tasks"][t]["episodes"])
+            cells = [rate_with_interval(row["tasks"][t]["successes"], row["tasks"][t]["episodes"], decimals=1)
                      if t in row["tasks"] else "-" for t in tasks]
             speed = f"{row['speedup']:.2f}x ({row['flop_ideal_speedup']:.2f}x)"
             minutes = "given" if row["train_minutes"] is None else f"{row['train_minutes']:.1f}"
