@@ -191,6 +191,21 @@ def test_rtc_bookkeeping_for_every_delay_up_to_k(d):
     assert selector.delay_estimate == d
 
 
+@pytest.mark.parametrize("fade", [1, 3, 100])
+def test_rtc_fade_ends_the_soft_mask_that_many_actions_after_the_frozen_ones(fade):
+    """rtc_fade caps the decay of the paper's W: weights as for an overlap of frozen + fade
+    (zero after it, the new chunk's own plan), the target still the whole overlap."""
+    H, K, d = 12, 4, 2
+    selector = ActionSelector(ActionSelectionConfig("rtc", replan_every=K, rtc_fade=fade))
+    _, requests, _ = drive(selector, lambda s: plan(s, H), ticks=30, delay_of=lambda n: d)
+    g = requests[3].guidance
+    assert g.frozen == d and g.overlap == H - K
+    end = min(H - K, d + fade)
+    np.testing.assert_array_equal(g.weights, rtc_weights(H, d, end))
+    assert np.all(g.weights[:d] == 1) and np.all(g.weights[end:] == 0) and np.all(g.weights[d:end] > 0)
+    np.testing.assert_array_equal(g.target[: H - K], plan(requests[3].step, H - K))
+
+
 def test_a_late_chunk_takes_over_at_the_actions_actually_consumed():
     H, K = 8, 3
     selector = ActionSelector(ActionSelectionConfig("rtc", replan_every=K))
@@ -252,6 +267,7 @@ def test_misuse_is_refused():
     ({"ensemble_coeff": float("nan")}, "finite"),
     ({"delay_window": 0}, "delay window"),
     ({"initial_delay": -1}, "initial inference delay"),
+    ({"rtc_fade": 0}, "rtc_fade must be at least 1 action"),
 ])
 def test_bad_config_is_one_line(kwargs, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -76,6 +76,9 @@ class ActionSelectionConfig:
                     m > 0 favours older predictions (smoother), m < 0 newer ones
     delay_window    the inference delay estimate is the largest of the last N measured
     initial_delay   the estimate in ticks before anything is measured
+    rtc_fade        rtc: the soft mask decays over at most this many actions after the
+                    frozen prefix, then 0 (the new chunk's own plan); None: over the whole
+                    overlap, the paper's W
     """
 
     strategy: Strategy | str = Strategy.REPLAN
@@ -83,6 +86,7 @@ class ActionSelectionConfig:
     ensemble_coeff: float = 0.01
     delay_window: int = 10
     initial_delay: int = 0
+    rtc_fade: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -100,6 +104,8 @@ class ActionSelectionConfig:
             raise ConfigError(f"the delay window must hold at least 1 measurement, got {self.delay_window}")
         if self.initial_delay < 0:
             raise ConfigError(f"the initial inference delay must be >= 0 ticks, got {self.initial_delay}")
+        if self.rtc_fade is not None and self.rtc_fade < 1:
+            raise ConfigError(f"rtc_fade must be at least 1 action (or null: the whole overlap), got {self.rtc_fade}")
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> ActionSelectionConfig:
@@ -229,7 +235,8 @@ class ActionSelector:
         overlap = len(remaining)
         frozen = min(self.delay_estimate, overlap)
         target = np.concatenate([remaining, np.repeat(remaining[-1:], H - overlap, axis=0)])
-        return Guidance(target, rtc_weights(H, frozen, overlap), frozen, overlap)
+        fade_end = overlap if self.cfg.rtc_fade is None else min(overlap, frozen + self.cfg.rtc_fade)
+        return Guidance(target, rtc_weights(H, frozen, fade_end), frozen, overlap)
 
     def deliver(self, request: ChunkRequest, chunk: np.ndarray) -> int:
         """The chunk [H, A] for `request` has arrived. Returns the index it takes over at:
