@@ -146,7 +146,7 @@ class Guidance:
              last one (rows >= overlap carry weight 0; padding with the last commanded pose
              rather than zeros keeps a sampler that ignores the weights from pulling the
              seam towards zero, which in normalised units is the dataset mean)
-    weights  [H] `rtc_weights(H, frozen, overlap)`
+    weights  [H] `rtc_weights(H, frozen, overlap)`, the decay ended at frozen + rtc_fade if set
     frozen   d: how many of them are expected to run before the next chunk arrives (the
              delay estimate, capped by the overlap): committed
     overlap  how many of target's rows are real actions of the current chunk
