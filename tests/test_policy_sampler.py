@@ -3,6 +3,8 @@ CUDA graph where a GPU is present (those tests are skipped without one)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +17,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def _model(device: str = "cpu") -> Pi0Model:
+def _model(device: str = "cpu", conditioning: str = "tokens") -> Pi0Model:
     torch.manual_seed(0)
-    model = Pi0Model(load_preset("tiny"))
+    model = Pi0Model(dataclasses.replace(load_preset("tiny"), task_conditioning=conditioning))
     with torch.no_grad():  # RMSNorm scales start at 0; randomise so every weight matters
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
@@ -44,8 +46,10 @@ def _reference(model: Pi0Model, raw, state, noise, num_steps: int | None = None)
         return model.sample_actions(model.embed_prefix(*raw), state, noise=noise, num_steps=num_steps)
 
 
-def test_sampler_gives_the_reference_chunk():
-    model = _model()
+@pytest.mark.parametrize("conditioning", ["tokens", "film", "expert"])
+def test_sampler_gives_the_reference_chunk(conditioning):
+    # "expert" adds the instruction to the action embedding that the sampler folds.
+    model = _model(conditioning=conditioning)
     sampler = ChunkSampler(model)
     raw, state, noise = _inputs(model)
     torch.testing.assert_close(sampler(*raw, state, noise), _reference(model, raw, state, noise),

@@ -9,6 +9,11 @@ same chunk (checked against it in tests/test_policy_sampler.py) with what matter
 - Nothing that is constant over the Euler steps is recomputed per step: the prefix keys and
   values, the suffix's mask rows and RoPE tables live in the `KVCache`, filled once a chunk,
   and the state token is embedded once.
+- The action embedding's linear maps are folded (`FusedActionEmbedding`): the Euler steps'
+  times are known in advance, so everything in it but the noisy actions is one vector per
+  step. At the small presets' width of 64 each operation costs more in dispatch than in
+  arithmetic, and this part runs at every step whatever the depth: it is most of the
+  per-chunk cost that a shallower student does not shed (BENCHMARKS.md, Distillation).
 - On CUDA the whole chunk (vision encoder, VLM prefix, then `num_steps` x depth expert
   layers, ~20 kernels a layer) is captured once as a CUDA graph and replayed: one launch per
   chunk instead of thousands. At batch 1 a GPU otherwise spends most of a chunk waiting on
@@ -26,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from shallowpi.policy.gemma import GemmaLayer, apply_rope, attend, gelu_tanh
-from shallowpi.policy.model import KVCache, Pi0Model, euler_integrate
+from shallowpi.policy.gemma import GemmaLayer, RMSNorm, apply_rope, attend, gelu_tanh
+from shallowpi.policy.model import KVCache, Pi0Model, time_embedding
 
 
 def attend_few_queries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
@@ -79,6 +84,58 @@ class FusedExpertLayer:
         return x + F.linear(gelu_tanh(gate) * up, self.w_down)
 
 
+class FusedActionEmbedding:
+    """`Pi0Model.embed_actions` and `action_out_proj`, folded for sampling at known times.
+
+    embed_actions(x, t) = W_o silu(W_1 [W_a x + b_a ; e(t) + u] + b_1) + b_o, with e(t) the
+    sinusoidal time embedding and u the projected instruction (`task_conditioning: expert`,
+    else 0). Split W_1 = [W_1a | W_1t]: the first layer is (W_1a W_a) x + c(t, u), where
+    c(t, u) = W_1a b_a + W_1t (e(t) + u) + b_1 holds no action. The Euler steps' times are
+    fixed by the step count, so c is a table of one row per step (per chunk with u), and a
+    step costs three operations instead of about a dozen. Equal to the unfolded arithmetic
+    up to float32 rounding; weights stay float32, as `Pi0Model.cast_towers` keeps them.
+    """
+
+    def __init__(self, model: Pi0Model) -> None:
+        cfg, d = model.cfg, model.cfg.expert.width
+        w1 = model.action_time_mlp_in.weight.detach()  # [D, 2D]
+        w1a, self.w1t = w1[:, :d], w1[:, d:]
+        self.w_in = w1a @ model.action_in_proj.weight.detach()  # [D, A]
+        self.b_in = w1a @ model.action_in_proj.bias.detach() + model.action_time_mlp_in.bias.detach()  # [D]
+        self.w_mid, self.b_mid = model.action_time_mlp_out.weight.detach(), model.action_time_mlp_out.bias.detach()
+        self.instruction_proj = model.instruction_proj
+        self.periods = (cfg.time_min_period, cfg.time_max_period)
+        self.width = d
+        self._per_step: dict[int, Tensor] = {}
+        norm: RMSNorm = model.expert.norm
+        self.out_eps, self.out_scale = norm.eps, (1.0 + norm.weight.detach()).float()
+        self.w_out, self.b_out = model.action_out_proj.weight.detach(), model.action_out_proj.bias.detach()
+
+    def step_terms(self, steps: int, instruction: Tensor | None) -> Tensor:
+        """c(t, u) for the Euler steps' times t = 1, 1 - 1/steps, ..., 1/steps:
+        [steps, 1, 1, D], or [steps, B, 1, D] with the instruction [B, D_vlm]."""
+        if steps not in self._per_step:
+            t = torch.tensor([1.0 + s * (-1.0 / steps) for s in range(steps)], device=self.w_in.device)
+            emb = time_embedding(t, self.width, *self.periods)  # [steps, D]
+            self._per_step[steps] = (emb @ self.w1t.T + self.b_in)[:, None, None]
+        terms = self._per_step[steps]
+        if self.instruction_proj is not None:
+            assert instruction is not None, "task_conditioning 'expert' needs the prefix's instruction"
+            u = self.instruction_proj(instruction.to(self.w1t.dtype)) @ self.w1t.T  # [B, D]
+            terms = terms + u[None, :, None]
+        return terms
+
+    def embed(self, x_t: Tensor, term: Tensor) -> Tensor:
+        """Noisy actions x_t [B, C, A] and one step's c [B or 1, 1, D] -> tokens [B, C, D]."""
+        return F.linear(F.silu(F.linear(x_t, self.w_in) + term), self.w_mid, self.b_mid)
+
+    def velocity(self, x: Tensor) -> Tensor:
+        """The expert's last hidden states of the action tokens [B, C, D] -> velocity [B, C, A] float32."""
+        # The final norm rounds back to the towers' dtype, as `expert.norm` does (bf16 on a GPU).
+        x = F.rms_norm(x.float(), self.out_scale.shape, self.out_scale, self.out_eps).to(x.dtype)
+        return F.linear(x.float(), self.w_out, self.b_out)
+
+
 @dataclass
 class _Graph:
     """A captured chunk computation and the fixed buffers it reads and writes."""
@@ -109,6 +166,7 @@ class ChunkSampler:
         self.cfg = model.cfg
         self.num_steps = num_steps or model.cfg.num_steps
         self.layers = [FusedExpertLayer(layer) for layer in model.expert.layers]
+        self.actions = FusedActionEmbedding(model)
         self.dtype = model.expert.layers[0].q_proj.weight.dtype
         self.device = model.expert.layers[0].q_proj.weight.device
         self.use_graph = cuda_graph and self.device.type == "cuda"
@@ -134,16 +192,18 @@ class ChunkSampler:
         prefix = self.model.embed_prefix(images, image_masks, tokens, token_masks)
         cache = self.model.prefix_cache(prefix)
         state_token = self.model.embed_state(state)  # [B, 1, D], constant over the Euler steps
-        return euler_integrate(lambda x, t: self._velocity(cache, state_token, x, t), noise, steps)
+        terms = self.actions.step_terms(steps, cache.instruction)  # [steps, B or 1, 1, D]
+        x, dt = noise, -1.0 / steps  # Euler from t=1 to t=0, as model.euler_integrate
+        for step in range(steps):
+            x = x + dt * self._velocity(cache, state_token, x, terms[step])
+        return x
 
-    def _velocity(self, cache: KVCache, state_token: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
-        model = self.model
-        actions = model.embed_actions(x_t, t, cache.instruction)  # [B, C, D]
+    def _velocity(self, cache: KVCache, state_token: Tensor, x_t: Tensor, term: Tensor) -> Tensor:
+        actions = self.actions.embed(x_t, term)  # [B, C, D]
         x = torch.cat([state_token, actions.to(state_token.dtype)], dim=1).to(self.dtype)  # [B, S, D]
         for i, layer in enumerate(self.layers):
             x = layer(x, cache, i)
-        x = model.expert.norm(x[:, -self.cfg.chunk_len :])
-        return model.action_out_proj(x.to(model.action_out_proj.weight.dtype)).float()
+        return self.actions.velocity(x[:, -self.cfg.chunk_len :])
 
     def _capture(self, example: tuple[Tensor, ...], steps: int) -> _Graph:
         static = tuple(x.detach().clone() for x in example)  # fixed addresses, replayed over
