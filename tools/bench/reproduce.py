@@ -29,7 +29,9 @@ blocks. The minutes a stage took add up over interrupted attempts. Stages are na
 not by recipe: a rerun may add rows, robots or seeds, but one that changes the recipe
 (steps, episodes, noise, size, --set, the given teacher) is refused; give it other folders.
 To make finished rows again, rerun once with `--redo ROW ...` (a trained teacher takes every
-row with it); deleting their JSON is not enough, their runs would be resumed. Every result
+row with it); deleting their JSON is not enough, their runs would be resumed. `--retime`
+times the chunks again and remakes the table, nothing else (after a change to the
+inference path: latency depends on the code, not on what the rows learned). Every result
 names the weights it was made from or judged (sha256): a student of another teacher, or an
 evaluation of other weights, is refused or redone, never mixed into the table. Two runs
 with different --rows may share both folders: each stage runs under a lock.
@@ -432,7 +434,10 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     def ready() -> None:
         paths["teacher"], paths["store"] = teacher_weights("the chunks are to be timed"), store.ready()
 
-    costs = stages.run("latency_" + "_".join(["teacher", *map(str, depths)]), lambda: time_chunks(
+    timing = "latency_" + "_".join(["teacher", *map(str, depths)])
+    if args.retime:
+        stages.forget(timing)
+    costs = stages.run(timing, lambda: time_chunks(
         paths["store"], paths["teacher"], depths, args.latency_repeats), before=ready)["models"]
     ref = costs["teacher"]
     table = []
@@ -479,7 +484,10 @@ def main() -> None:
     ap.add_argument("--eval-time-s", type=float, help="cap each evaluated episode (quick looks only)")
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
     ap.add_argument("--block", type=int, default=50, help="seeds per resumable evaluation block (default 50)")
-    ap.add_argument("--latency-repeats", type=int, default=30)
+    ap.add_argument("--latency-repeats", type=int, default=30, help="interleaved rounds of chunk timing (default 30)")
+    ap.add_argument("--retime", action="store_true",
+                    help="time every depth's chunk again (after a change to the inference code) and remake the "
+                         "table; no row is trained or evaluated again")
     ap.add_argument("--redo", nargs="+", choices=list(ROWS), metavar="ROW",
                     help="make these finished rows again (their results, seconds and evaluation blocks are dropped, "
                          "their runs moved aside; a trained teacher takes every row with it); once: leave it out "
