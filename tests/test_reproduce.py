@@ -215,14 +215,14 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
 
     def run(*changes: str, rows: tuple[str, ...] = ("teacher", "cut6"), given: str | None = None,
-            at: tuple[Path, Path] = (work, kept), redo: tuple[str, ...] = ()):
-        """The command with `changes` (flag, value pairs) replacing its own, on `rows`."""
+            at: tuple[Path, Path] = (work, kept), redo: tuple[str, ...] = (), extra: tuple[str, ...] = ()):
+        """The command with `changes` (flag, value pairs) replacing its own, on `rows`, and `extra` flags."""
         line = [*cmd]
         for flag, value in [*zip(changes[::2], changes[1::2]), ("--out", str(at[0])), ("--results", str(at[1]))]:
             line[line.index(flag) + 1] = value
         line[line.index("--rows") + 1: line.index("--episodes")] = rows
-        return subprocess.run([*line, *(["--teacher", given] if given else []), *(["--redo", *redo] if redo else [])],
-                              env=env, capture_output=True, text=True, timeout=900)
+        return subprocess.run([*line, *(["--teacher", given] if given else []), *(["--redo", *redo] if redo else []),
+                               *extra], env=env, capture_output=True, text=True, timeout=900)
 
     done = run()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -275,6 +275,12 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items() if p.parent == blocks)
     rows = {r["row"]: r for r in json.loads((kept / "reproduce.json").read_text())["results"][0]["rows"]}
     assert all(t["episodes"] == 3 for r in rows.values() for t in r["tasks"].values())
+    # --retime: every depth's chunk timed again (after a change to the inference code), nothing else.
+    kept_now = {p: p.stat().st_mtime_ns for p in stages.glob("*.json") if not p.name.startswith("latency_")}
+    retimed = run("--eval-episodes", "3", extra=("--retime",))
+    assert retimed.returncode == 0, retimed.stdout[-3000:] + retimed.stderr[-3000:]
+    assert stages_run(retimed) == ["latency_teacher_6"]
+    assert all(p.stat().st_mtime_ns == t for p, t in kept_now.items())
     # A student of another teacher is never put beside this one.
     train_cut6 = (stages / "train_cut6.json").read_text()
     (stages / "train_cut6.json").write_text(json.dumps(json.loads(train_cut6) | {"teacher_sha256": "1" * 64}))
