@@ -9,11 +9,12 @@ same chunk (checked against it in tests/test_policy_sampler.py) with what matter
 - Nothing that is constant over the Euler steps is recomputed per step: the prefix keys and
   values, the suffix's mask rows and RoPE tables live in the `KVCache`, filled once a chunk,
   and the state token is embedded once.
-- The action embedding's linear maps are folded (`FusedActionEmbedding`): the Euler steps'
-  times are known in advance, so everything in it but the noisy actions is one vector per
-  step. At the small presets' width of 64 each operation costs more in dispatch than in
-  arithmetic, and this part runs at every step whatever the depth: it is most of the
-  per-chunk cost that a shallower student does not shed (BENCHMARKS.md, Distillation).
+- The action embedding's linear maps are folded, and the output norm is one call
+  (`FusedActionProjections`): the Euler steps' times are known in advance, so everything in
+  the embedding but the noisy actions is one vector per step. At the small presets' width
+  of 64 each operation costs more in dispatch than in arithmetic, and this part runs at
+  every step whatever the depth: it was most of the per-chunk cost that a shallower
+  student does not shed (BENCHMARKS.md, Distillation (b13)).
 - On CUDA the whole chunk (vision encoder, VLM prefix, then `num_steps` x depth expert
   layers, ~20 kernels a layer) is captured once as a CUDA graph and replayed: one launch per
   chunk instead of thousands. At batch 1 a GPU otherwise spends most of a chunk waiting on
@@ -84,7 +85,7 @@ class FusedExpertLayer:
         return x + F.linear(gelu_tanh(gate) * up, self.w_down)
 
 
-class FusedActionEmbedding:
+class FusedActionProjections:
     """`Pi0Model.embed_actions` and `action_out_proj`, folded for sampling at known times.
 
     embed_actions(x, t) = W_o silu(W_1 [W_a x + b_a ; e(t) + u] + b_1) + b_o, with e(t) the
@@ -166,7 +167,7 @@ class ChunkSampler:
         self.cfg = model.cfg
         self.num_steps = num_steps or model.cfg.num_steps
         self.layers = [FusedExpertLayer(layer) for layer in model.expert.layers]
-        self.actions = FusedActionEmbedding(model)
+        self.actions = FusedActionProjections(model)
         self.dtype = model.expert.layers[0].q_proj.weight.dtype
         self.device = model.expert.layers[0].q_proj.weight.device
         self.use_graph = cuda_graph and self.device.type == "cuda"
