@@ -45,3 +45,20 @@ def test_cells_kept_from_other_weights_are_refused_before_any_deploy(strategies,
     (out / "provenance.json").unlink()
     with pytest.raises(SystemExit, match="made with other policy_sha256, overrides, platform"):
         strategies.main()
+
+
+def test_each_strategy_is_compared_with_sync_at_its_delay_seed_by_seed(strategies):
+    def row(strategy, delay, cube, push):
+        return {"strategy": strategy, "delay_ms": delay,
+                "tasks": {"cube": {"seeds": dict(enumerate(cube))}, "push": {"seeds": dict(enumerate(push))}}}
+
+    rows = [row("sync", 0, [1, 1, 0], [1, 0, 0]), row("rtc", 0, [1, 0, 1], [1, 1, 1]),
+            row("sync", 300, [0, 0, 0], [0, 0, 0]), row("rtc", 300, [1, 1, 1], [1, 1, 1]),
+            row("async", 100, [1, 1, 1], [1, 1, 1])]  # no sync at 100 ms: not compared
+    lines = strategies.against_sync(rows, ["cube", "push"])
+    assert lines[1] == "Against sync on the same seeds (exact McNemar, two-sided):"
+    assert lines[2].startswith("- rtc against sync at 0 ms, seeds solved by one of the two only: "
+                               "cube 1 against 1 (p = 1.000); push 2 against 0 (p = 0.500); all tasks 3 against 1")
+    assert lines[3].startswith("- rtc against sync at 300 ms") and "all tasks 6 against 0 (p = 0.031)" in lines[3]
+    assert len(lines) == 4
+    assert strategies.against_sync([row("rtc", 0, [1], [1])], ["cube", "push"]) == []

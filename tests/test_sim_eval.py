@@ -398,3 +398,15 @@ def test_the_paired_p_value_is_the_exact_sign_test_on_the_seeds_that_differ():
     assert paired_p_value(20, 7) == paired_p_value(7, 20) and 0.01 < paired_p_value(20, 7) < 0.02
     with pytest.raises(ValueError):
         paired_p_value(-1, 2)
+
+
+def test_seed_by_seed_counts_only_the_seeds_both_ran_and_one_solved():
+    from shallowpi.evaluate.interval import paired_p_value, seed_by_seed
+
+    a = {"cube": {1: True, 2: True, 3: False, 4: True}, "push": {1: True, 2: False}}
+    b = {"cube": {1: True, 2: False, 3: True, 4: False, 5: False}, "push": {1: False, 2: False}}
+    # cube: seeds 2 and 4 A alone, 3 B alone (5 ran under B only: not compared); push: seed 1 A alone.
+    assert seed_by_seed(a, b, ["cube", "push"]) == (
+        f"cube 2 against 1 (p = {paired_p_value(2, 1):.3f}); push 1 against 0 (p = {paired_p_value(1, 0):.3f}); "
+        f"all tasks 3 against 1 (p = {paired_p_value(3, 1):.3f})")
+    assert seed_by_seed(a, {"cube": b["cube"]}, ["cube", "push"]) is None  # no per-seed outcomes for push

@@ -7,7 +7,8 @@ Wilson intervals beside the safety counts (seam trips, watchdog holds), the larg
 onto a new chunk ("max jump") and between any two consecutive actions the selection chose
 (before the seam ramp and the robot's clamps: "max step"), both in ticks of the joint's
 top speed (1: what the robot moves in a tick; the seam bound is `deploy.seam_ticks`), and
-the delays the executor measured. After Black et al., "Real-Time Execution of Action Chunking Flow Policies"
+the delays the executor measured; under the table each strategy against `sync` at the same
+delay, seed by seed (exact McNemar). After Black et al., "Real-Time Execution of Action Chunking Flow Policies"
 (arXiv 2506.07339), whose simulated benchmark injects delay the same way.
 
     python tools/bench/deploy_strategies.py --policy RUN/checkpoints/step_002000/ema
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, platform_env
 
-from shallowpi.evaluate.interval import rate_with_interval
+from shallowpi.evaluate.interval import rate_with_interval, seed_by_seed
 from shallowpi.robots.sim.tasks import make_tasks
 
 
@@ -73,6 +74,21 @@ def provenance(policy: Path, overrides: list[str]) -> dict[str, object]:
     code = None if tree is None else tree.strip() + (f"+{hashlib.sha256(changes.encode()).hexdigest()[:12]}"
                                                      if changes else "")
     return {"policy_sha256": digest.hexdigest(), "overrides": overrides, "platform": code}
+
+
+def against_sync(rows: list[dict], tasks: list[str]) -> list[str]:
+    """Each strategy against `sync` at the same delay, seed by seed (the seeds are shared):
+    the lines printed under the table, empty without a sync row."""
+    sync = {r["delay_ms"]: r for r in rows if r["strategy"] == "sync"}
+    lines = []
+    for r in rows:
+        base = sync.get(r["delay_ms"])
+        if r["strategy"] == "sync" or base is None:
+            continue
+        compared = seed_by_seed(*({t: row["tasks"][t]["seeds"] for t in tasks} for row in (r, base)), tasks)
+        lines.append(f"- {r['strategy']} against sync at {r['delay_ms']:g} ms, seeds solved by one of the two "
+                     f"only: {compared}")
+    return ["", "Against sync on the same seeds (exact McNemar, two-sided):", *lines] if lines else []
 
 
 def main() -> None:
@@ -140,7 +156,8 @@ def main() -> None:
             for task in tasks:
                 parts = [json.loads(p.read_text()) for key, p, _ in cells if key == (strategy, delay, task)]
                 episodes = [e for part in parts for e in part["per_episode"]]
-                row["tasks"][task] = {"successes": sum(bool(e["success"]) for e in episodes), "episodes": len(episodes)}
+                row["tasks"][task] = {"successes": sum(bool(e["success"]) for e in episodes), "episodes": len(episodes),
+                                      "seeds": {e["seed"]: bool(e["success"]) for e in episodes}}
                 row["seam_trips"] += sum(e["seam_trips"] for e in episodes)
                 row["holds"] += sum(e["holds"] for e in episodes)
                 row["max_seam_jump"] = max([row["max_seam_jump"], *(e["max_seam_jump"] for e in episodes)])
@@ -158,6 +175,8 @@ def main() -> None:
         ticks = f"{min(r['delays'], default=0)}-{max(r['delays'], default=0)}"
         print(f"{r['strategy']:<9} {r['delay_ms']:>4.0f}ms  {cells_txt}{r['seam_trips']:>11} {r['holds']:>6} "
               f"{r['max_seam_jump']:>9.2f} {r['max_step']:>9.2f} {ticks:>12}")
+    for line in against_sync(rows, tasks):
+        print(line)
     for r in rows:
         r["delays"] = sorted(set(r["delays"]))
     result = {"policy": str(args.policy), "robot": args.robot, "backend": args.backend, "overrides": args.set,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
 from shallowpi.data.durable_io import replace_text  # noqa: E402
-from shallowpi.evaluate.interval import paired_p_value, rate_with_interval  # noqa: E402
+from shallowpi.evaluate.interval import rate_with_interval, seed_by_seed  # noqa: E402
 
 
 def write_table(results: list[dict[str, Any]], folder: Path) -> str:
@@ -55,28 +55,18 @@ PAIRS = (("shallow6", "task6"), ("shallow4", "task4"), ("kd6", "task6"))
 def paired_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     """For each pair of PAIRS evaluated on the same seeds: per task and over all tasks, the
     seeds only the first row solved, those only the second solved, and the exact McNemar p
-    (evaluate/interval.py `paired_p_value`). Rows evaluated before per-seed outcomes were
+    (evaluate/interval.py `seed_by_seed`). Rows evaluated before per-seed outcomes were
     kept are skipped."""
     by_name = {row["row"]: row for row in rows}
     out = []
     for a, b in PAIRS:
         if a not in by_name or b not in by_name:
             continue
-        cells, total_a, total_b = [], 0, 0
-        for task in tasks:
-            seeds_a = by_name[a]["tasks"].get(task, {}).get("seeds")
-            seeds_b = by_name[b]["tasks"].get(task, {}).get("seeds")
-            if not seeds_a or not seeds_b:
-                break
-            common = seeds_a.keys() & seeds_b.keys()
-            only_a = sum(seeds_a[s] and not seeds_b[s] for s in common)
-            only_b = sum(seeds_b[s] and not seeds_a[s] for s in common)
-            total_a, total_b = total_a + only_a, total_b + only_b
-            cells.append(f"{task} {only_a} against {only_b} (p = {paired_p_value(only_a, only_b):.3f})")
-        else:  # every task had per-seed outcomes
-            cells.append(f"all tasks {total_a} against {total_b} (p = {paired_p_value(total_a, total_b):.3f})")
-            out.append(f"- {by_name[a]['model']} against {by_name[b]['model']}, seeds solved by one of the two only: "
-                       + "; ".join(cells))
+        compared = seed_by_seed(*({task: cell.get("seeds") for task, cell in by_name[name]["tasks"].items()}
+                                  for name in (a, b)), tasks)
+        if compared is not None:
+            out.append(f"- {by_name[a]['model']} against {by_name[b]['model']}, seeds solved by one of the two "
+                       f"only: {compared}")
     if out:
         out.insert(0, "Same seeds, compared seed by seed (exact McNemar, two-sided):")
     return out

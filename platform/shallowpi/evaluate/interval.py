@@ -12,6 +12,7 @@ difference there.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -63,3 +64,24 @@ def paired_p_value(only_a: int, only_b: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def seed_by_seed(a: Mapping[str, Mapping[object, bool]], b: Mapping[str, Mapping[object, bool]],
+                 tasks: Sequence[str]) -> str | None:
+    """Two policies' per-seed outcomes ({task: {seed: succeeded}}) compared on the seeds
+    both ran: 'cube_in_bowl 6 against 7 (p = 1.000); ...; all tasks 15 against 19 (p =
+    0.608)', each pair the seeds only A solved against those only B solved, with the exact
+    McNemar p (`paired_p_value`) per task and over all of them. None when either lacks a
+    task's per-seed outcomes (results kept before they were recorded)."""
+    cells, total_a, total_b = [], 0, 0
+    for task in tasks:
+        seeds_a, seeds_b = a.get(task), b.get(task)
+        if not seeds_a or not seeds_b:
+            return None
+        common = seeds_a.keys() & seeds_b.keys()
+        only_a = sum(bool(seeds_a[s]) and not seeds_b[s] for s in common)
+        only_b = sum(bool(seeds_b[s]) and not seeds_a[s] for s in common)
+        total_a, total_b = total_a + only_a, total_b + only_b
+        cells.append(f"{task} {only_a} against {only_b} (p = {paired_p_value(only_a, only_b):.3f})")
+    cells.append(f"all tasks {total_a} against {total_b} (p = {paired_p_value(total_a, total_b):.3f})")
+    return "; ".join(cells)
