@@ -102,8 +102,10 @@ def test_policy_acts_through_the_sampler_only_while_prepared():
 
 
 @cuda
-def test_cuda_graph_replays_the_reference_chunk_for_new_inputs():
-    model = _model("cuda")
+@pytest.mark.parametrize("conditioning", ["tokens", "expert"])
+def test_cuda_graph_replays_the_reference_chunk_for_new_inputs(conditioning):
+    # "expert": the instruction's term of the folded action embedding is made inside the graph.
+    model = _model("cuda", conditioning=conditioning)
     graphed, eager = ChunkSampler(model), ChunkSampler(model, cuda_graph=False)
     assert graphed.use_graph and not eager.use_graph
     for seed in (0, 1):  # a second call must read the new inputs, not replay the first's

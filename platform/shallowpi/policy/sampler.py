@@ -13,7 +13,7 @@ same chunk (checked against it in tests/test_policy_sampler.py) with what matter
   (`FusedActionProjections`): the Euler steps' times are known in advance, so everything in
   the embedding but the noisy actions is one vector per step. At the small presets' width
   of 64 each operation costs more in dispatch than in arithmetic, and this part runs at
-  every step whatever the depth: it was most of the per-chunk cost that a shallower
+  every step whatever the depth: it was a third of the per-chunk cost that a shallower
   student does not shed (BENCHMARKS.md, Distillation (b13)).
 - On CUDA the whole chunk (vision encoder, VLM prefix, then `num_steps` x depth expert
   layers, ~20 kernels a layer) is captured once as a CUDA graph and replayed: one launch per
@@ -59,8 +59,8 @@ class FusedExpertLayer:
         self.heads, self.kv_heads, self.head_dim = layer.num_heads, layer.num_kv_heads, layer.head_dim
         self.eps = layer.attn_norm.eps
         # Gemma scales by (1 + weight); statistics in float32, like RMSNorm.
-        self.attn_scale = (1.0 + layer.attn_norm.weight.detach()).float()
-        self.mlp_scale = (1.0 + layer.mlp_norm.weight.detach()).float()
+        self.attn_scale = 1.0 + layer.attn_norm.weight.detach().float()
+        self.mlp_scale = 1.0 + layer.mlp_norm.weight.detach().float()
         self.w_qkv = torch.cat([layer.q_proj.weight, layer.k_proj.weight, layer.v_proj.weight]).detach()
         self.w_o = layer.o_proj.weight.detach()
         self.w_gate_up = torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]).detach()
@@ -88,13 +88,16 @@ class FusedExpertLayer:
 class FusedActionProjections:
     """`Pi0Model.embed_actions` and `action_out_proj`, folded for sampling at known times.
 
-    embed_actions(x, t) = W_o silu(W_1 [W_a x + b_a ; e(t) + u] + b_1) + b_o, with e(t) the
-    sinusoidal time embedding and u the projected instruction (`task_conditioning: expert`,
-    else 0). Split W_1 = [W_1a | W_1t]: the first layer is (W_1a W_a) x + c(t, u), where
-    c(t, u) = W_1a b_a + W_1t (e(t) + u) + b_1 holds no action. The Euler steps' times are
-    fixed by the step count, so c is a table of one row per step (per chunk with u), and a
-    step costs three operations instead of about a dozen. Equal to the unfolded arithmetic
-    up to float32 rounding; weights stay float32, as `Pi0Model.cast_towers` keeps them.
+    embed_actions(x, t) = W_2 silu(W_1 [W_a x + b_a ; e(t) + u] + b_1) + b_2 (W_a: action_in_proj,
+    W_1, W_2: action_time_mlp_in, _out), with e(t) the sinusoidal time embedding and u the
+    projected instruction (`task_conditioning: expert`, else 0). Split W_1 = [W_1a | W_1t]:
+    the first layer is (W_1a W_a) x + c(t, u), where c(t, u) = W_1a b_a + W_1t (e(t) + u) + b_1
+    holds no action. The Euler steps' times are fixed by the step count, so c is a table of
+    one row per step (per chunk with u), and a step's embedding is four operations (matmul,
+    add, silu, matmul) instead of about a dozen; it also skips W_1a's matmul over the chunk.
+    The output is the expert's final norm as one `F.rms_norm`, then action_out_proj. Equal
+    to the unfolded arithmetic up to float32 rounding; weights stay float32, as
+    `Pi0Model.cast_towers` keeps them.
     """
 
     def __init__(self, model: Pi0Model) -> None:
@@ -109,7 +112,7 @@ class FusedActionProjections:
         self.width = d
         self._per_step: dict[int, Tensor] = {}
         norm: RMSNorm = model.expert.norm
-        self.out_eps, self.out_scale = norm.eps, (1.0 + norm.weight.detach()).float()
+        self.out_eps, self.out_scale = norm.eps, 1.0 + norm.weight.detach().float()
         self.w_out, self.b_out = model.action_out_proj.weight.detach(), model.action_out_proj.bias.detach()
 
     def step_terms(self, steps: int, instruction: Tensor | None) -> Tensor:
