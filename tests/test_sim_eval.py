@@ -410,3 +410,4 @@ def test_seed_by_seed_counts_only_the_seeds_both_ran_and_one_solved():
         f"cube 2 against 1 (p = {paired_p_value(2, 1):.3f}); push 1 against 0 (p = {paired_p_value(1, 0):.3f}); "
         f"all tasks 3 against 1 (p = {paired_p_value(3, 1):.3f})")
     assert seed_by_seed(a, {"cube": b["cube"]}, ["cube", "push"]) is None  # no per-seed outcomes for push
+    assert seed_by_seed(a, {"cube": b["cube"], "push": {7: True}}, ["cube", "push"]) is None  # no seed in common

@@ -29,9 +29,10 @@ blocks. The minutes a stage took add up over interrupted attempts. Stages are na
 not by recipe: a rerun may add rows, robots or seeds, but one that changes the recipe
 (steps, episodes, noise, size, --set, the given teacher) is refused; give it other folders.
 To make finished rows again, rerun once with `--redo ROW ...` (a trained teacher takes every
-row with it); deleting their JSON is not enough, their runs would be resumed. `--retime`
-times the chunks again and remakes the table, nothing else (after a change to the
-inference path: latency depends on the code, not on what the rows learned). Every result
+row with it); deleting their JSON is not enough, their runs would be resumed. Rerun once
+with `--retime` to time the chunks again and remake the table after a change to the
+inference path (latency depends on the code, not on what the rows learned): with every
+row finished, nothing else runs; rows still missing are made as without it. Every result
 names the weights it was made from or judged (sha256): a student of another teacher, or an
 evaluation of other weights, is refused or redone, never mixed into the table. Two runs
 with different --rows may share both folders: each stage runs under a lock.
@@ -258,7 +259,7 @@ def time_chunks(store: Path, teacher_checkpoint: Path, depths: list[int], repeat
     """One chunk of the teacher and of its uniform cut to each of `depths` joint layers, on
     one observation of `store`, in this one process and interleaved (model after model,
     `repeats` rounds), so load that comes and goes on the shared machine falls on every model
-    alike; FLOPs counted on the reference path. Keyed "teacher" and str(depth).
+    alike; FLOPs counted on the path timed (`chunk_cost`). Keyed "teacher" and str(depth).
 
     A trained student runs the computation of its untrained cut (same architecture, same
     shapes, other values), so the rows of one depth share one timing and no student's
@@ -487,7 +488,7 @@ def main() -> None:
     ap.add_argument("--latency-repeats", type=int, default=30, help="interleaved rounds of chunk timing (default 30)")
     ap.add_argument("--retime", action="store_true",
                     help="time every depth's chunk again (after a change to the inference code) and remake the "
-                         "table; no row is trained or evaluated again")
+                         "table; finished rows are not trained or evaluated again; once: leave it out of later reruns")
     ap.add_argument("--redo", nargs="+", choices=list(ROWS), metavar="ROW",
                     help="make these finished rows again (their results, seconds and evaluation blocks are dropped, "
                          "their runs moved aside; a trained teacher takes every row with it); once: leave it out "

@@ -72,13 +72,14 @@ def seed_by_seed(a: Mapping[str, Mapping[object, bool]], b: Mapping[str, Mapping
     both ran: 'cube_in_bowl 6 against 7 (p = 1.000); ...; all tasks 15 against 19 (p =
     0.608)', each pair the seeds only A solved against those only B solved, with the exact
     McNemar p (`paired_p_value`) per task and over all of them. None when either lacks a
-    task's per-seed outcomes (results kept before they were recorded)."""
+    task's per-seed outcomes (results kept before they were recorded) or the two share no
+    seed of a task: nothing was compared there."""
     cells, total_a, total_b = [], 0, 0
     for task in tasks:
-        seeds_a, seeds_b = a.get(task), b.get(task)
-        if not seeds_a or not seeds_b:
-            return None
+        seeds_a, seeds_b = a.get(task) or {}, b.get(task) or {}
         common = seeds_a.keys() & seeds_b.keys()
+        if not common:
+            return None
         only_a = sum(bool(seeds_a[s]) and not seeds_b[s] for s in common)
         only_b = sum(bool(seeds_b[s]) and not seeds_a[s] for s in common)
         total_a, total_b = total_a + only_a, total_b + only_b
