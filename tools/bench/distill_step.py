@@ -36,6 +36,7 @@ from policy_train import Synthetic, preset  # noqa: E402
 from shallowpi.distill.objective import AttentionPairs, DistillationObjective, LossWeights  # noqa: E402
 from shallowpi.distill.student import build_student, uniform_layers  # noqa: E402
 from shallowpi.policy import Features, Policy, load_preset  # noqa: E402
+from shallowpi.policy.flops import flop_counter  # noqa: E402
 from shallowpi.train.objective import FlowMatchingObjective, step_noise  # noqa: E402
 from shallowpi.train.trainer import TrainConfig, Trainer  # noqa: E402
 
@@ -61,8 +62,6 @@ def _time(fn, repeats: int, device: torch.device) -> float:
 def meta_flops(policy: str, layers: int, cameras: int) -> dict[str, float]:
     """FLOPs of the teacher's forward and the student's forward + backward for one sample,
     counted on the meta device (no memory, no time: any size, pi0 included)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from shallowpi.policy import Pi0Model
 
     cfg = dataclasses.replace(load_preset(policy), tokenizer="bytes", num_cameras=cameras)
@@ -75,14 +74,14 @@ def meta_flops(policy: str, layers: int, cameras: int) -> dict[str, float]:
         tokens = torch.zeros(1, cfg.max_text_tokens, dtype=torch.long)
         token_masks = torch.ones(1, cfg.max_text_tokens, dtype=torch.bool)
         state, x_t, t = torch.zeros(1, cfg.state_dim), torch.zeros(1, cfg.chunk_len, cfg.action_dim), torch.zeros(1)
-        with FlopCounterMode(display=False) as teacher_count, torch.no_grad():
+        with flop_counter() as teacher_count, torch.no_grad():
             prefix = teacher.embed_prefix(images, image_masks, tokens, token_masks)
             teacher.velocity_with_attention(prefix, state, x_t, t, [kept[mid]])
-        with FlopCounterMode(display=False) as student_count:
+        with flop_counter() as student_count:
             prefix = student.embed_prefix(images, image_masks, tokens, token_masks)
             v, maps = student.velocity_with_attention(prefix, state, x_t, t, [mid])
             (v.sum() + maps[mid].sum()).backward()
-        with FlopCounterMode(display=False) as vision_count, torch.no_grad():
+        with flop_counter() as vision_count, torch.no_grad():
             teacher.vision(images.flatten(0, 1))
     t_f, s_f = teacher_count.get_total_flops(), student_count.get_total_flops()
     return {"teacher_forward_gflop": t_f / 1e9, "student_forward_backward_gflop": s_f / 1e9,
@@ -167,12 +166,10 @@ def main() -> None:
         with torch.no_grad():
             parts["teacher forward without maps"] = _time(
                 lambda: distiller.teacher.flow_outputs(inputs, noise, t), args.repeats, device)
-        # FLOPs (matmuls and attention, torch's FlopCounterMode): the ideal ratio of the two steps.
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as teacher_count, torch.no_grad():
+        # FLOPs (matmuls and attention, policy/flops.py): the ideal ratio of the two steps.
+        with flop_counter() as teacher_count, torch.no_grad():
             distiller._teacher(inputs, noise, t)
-        with FlopCounterMode(display=False) as student_count:
+        with flop_counter() as student_count:
             student_fwd_bwd()
         flops = {"teacher_forward": teacher_count.get_total_flops(),
                  "student_forward_backward": student_count.get_total_flops()}

@@ -8,7 +8,8 @@ on one recorded observation, through the path the robot runs (`Policy.sample_act
 after `prepare_inference`: preprocessing, the fast sampler, denormalising), on one thread,
 the models interleaved chunk by chunk, in `--blocks` blocks of `--repeats` rounds: each
 block gives one estimate, and their spread is the machine's noise. FLOPs are counted once
-per model on the reference path (torch's FlopCounterMode).
+per model on the same path (policy/flops.py: matmuls and attention); the reference path
+runs ~1 % more, all in the part no layer count removes, which the sampler folds away.
 
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/latency_ratio.py \\
         --teacher robots/arm/teacher --store STORE.zarr --layers 6 4 --repeats 20 --blocks 6
@@ -25,10 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from shallowpi.data.training import ChunkDataset
 from shallowpi.distill.student import build_student, uniform_layers
+from shallowpi.policy.flops import flop_counter
 from shallowpi.policy.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,10 +57,10 @@ def main() -> None:
     flops = {}
     with torch.no_grad():
         for name, policy in models.items():
-            with FlopCounterMode(display=False) as counter:
+            policy.prepare_inference()
+            with flop_counter() as counter:  # the path timed below
                 policy.sample_actions(obs, noise=noise)
             flops[name] = counter.get_total_flops()
-            policy.prepare_inference()
             policy.sample_actions(obs, noise=noise)  # warm-up
     ideal = {name: flops[name] / flops["teacher"] for name in models}
 

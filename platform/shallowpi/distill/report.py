@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from shallowpi.distill.settings import DistillConfig
 from shallowpi.errors import PlatformError
 from shallowpi.evaluate.interval import wilson_interval
+from shallowpi.policy.flops import flop_counter
 from shallowpi.policy.model import count_parameters
 from shallowpi.policy.policy import Policy
 
@@ -209,23 +210,21 @@ class Cost:
 
     params: int
     chunk_ms: float  # median wall time of one chunk, batch 1, after prepare_inference
-    gflops: float  # one chunk (prefix + every Euler step), counted by torch's FlopCounterMode
+    gflops: float  # one chunk (prefix + every Euler step), matmuls and attention (policy/flops.py)
     chunk_ms_p99: float = 0.0  # 99th percentile of the same timings
 
 
 def chunk_cost(policy: Policy, observation: dict[str, Any], repeats: int) -> Cost:
     """Parameters, FLOPs and latency (median and p99 of `repeats` chunks, after one warm-up)
-    of one action chunk for one observation. Counts FLOPs on the reference path, then times
-    the fast sampler (the path the robot runs)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    policy.eval()
-    noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        policy.sample_actions(observation, noise=noise)
-    flops = counter.get_total_flops()
+    of one action chunk for one observation, all on the path the robot runs (the fast
+    sampler, `Policy.prepare_inference`): the FLOPs are those of the computation timed, so
+    their ratio is the latency ratio arithmetic alone would give (the sampler's folds skip
+    ~1 % of the reference path's FLOPs, all in the part no layer count removes)."""
     policy.prepare_inference()
-    policy.sample_actions(observation, noise=noise)  # warm-up
+    noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
+    with torch.no_grad(), flop_counter() as counter:
+        policy.sample_actions(observation, noise=noise)  # also the warm-up
+    flops = counter.get_total_flops()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -331,8 +330,8 @@ def write_report(
               f"| student | {st.params:,} | {st.gflops * 1e3:.4g} | {st.chunk_ms:.2f} |", "",
               f"Student / teacher: FLOP-ideal latency ratio {st.gflops / t.gflops:.3f}, measured "
               f"{st.chunk_ms / t.chunk_ms:.3f} (parameters {st.params / t.params:.3f}). FLOPs count the "
-              "prefix pass and every Euler step (torch FlopCounterMode); the vision encoder is not cut, "
-              "so the ideal ratio is above k/L.", ""]
+              "prefix pass and every Euler step (matmuls and attention, policy/flops.py); the vision "
+              "encoder is not cut, so the ideal ratio is above k/L.", ""]
     if resolved_config is not None:
         from shallowpi.config import to_yaml
 
