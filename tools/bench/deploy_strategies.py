@@ -86,6 +86,8 @@ def against_sync(rows: list[dict], tasks: list[str]) -> list[str]:
         if r["strategy"] == "sync" or base is None:
             continue
         compared = seed_by_seed(*({t: row["tasks"][t]["seeds"] for t in tasks} for row in (r, base)), tasks)
+        if compared is None:  # no seed of a task in common: nothing to compare
+            continue
         lines.append(f"- {r['strategy']} against sync at {r['delay_ms']:g} ms, seeds solved by one of the two "
                      f"only: {compared}")
     return ["", "Against sync on the same seeds (exact McNemar, two-sided):", *lines] if lines else []

@@ -8,7 +8,7 @@ on one recorded observation, through the path the robot runs (`Policy.sample_act
 after `prepare_inference`: preprocessing, the fast sampler, denormalising), on one thread,
 the models interleaved chunk by chunk, in `--blocks` blocks of `--repeats` rounds: each
 block gives one estimate, and their spread is the machine's noise. FLOPs are counted once
-per model on the same path (policy/flops.py: matmuls and attention); the reference path
+per model on the same path (`distill.report.chunk_cost`: matmuls and attention); the reference path
 runs ~1 % more, all in the part no layer count removes, which the sampler folds away.
 
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/latency_ratio.py \\
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from shallowpi.data.training import ChunkDataset
+from shallowpi.distill.report import chunk_cost
 from shallowpi.distill.student import build_student, uniform_layers
-from shallowpi.policy.flops import flop_counter
 from shallowpi.policy.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,14 +54,8 @@ def main() -> None:
     item = ChunkDataset(args.store, teacher.cfg.chunk_len, episodes=[0])[0]
     obs = {k: v for k, v in item.items() if k not in ("action", "action_is_pad")}
     noise = torch.zeros(1, teacher.cfg.chunk_len, teacher.cfg.action_dim)
-    flops = {}
-    with torch.no_grad():
-        for name, policy in models.items():
-            policy.prepare_inference()
-            with flop_counter() as counter:  # the path timed below
-                policy.sample_actions(obs, noise=noise)
-            flops[name] = counter.get_total_flops()
-            policy.sample_actions(obs, noise=noise)  # warm-up
+    # chunk_cost prepares the fast sampler, counts its FLOPs (attention included) and warms it up.
+    flops = {name: chunk_cost(policy, obs, 1).gflops * 1e9 for name, policy in models.items()}
     ideal = {name: flops[name] / flops["teacher"] for name in models}
 
     blocks = []

@@ -85,12 +85,19 @@ def time_embedding(t: Tensor, dim: int, min_period: float, max_period: float) ->
     return torch.cat([angle.sin(), angle.cos()], dim=1).to(t.dtype)
 
 
+def euler_times(steps: int) -> list[float]:
+    """The times t at which `steps` Euler steps from t=1 to t=0 read the velocity:
+    1, 1 - 1/steps, ..., 1/steps (the fast sampler tabulates its time terms at these)."""
+    dt = -1.0 / steps
+    return [1.0 + step * dt for step in range(steps)]
+
+
 def euler_integrate(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor, steps: int) -> Tensor:
     """Integrate dx/dt = velocity(x, t) from x = noise at t=1 to t=0 in `steps` Euler steps."""
     B, dt = noise.shape[0], -1.0 / steps
     x = noise
-    for step in range(steps):
-        t = torch.full((B,), 1.0 + step * dt, dtype=torch.float32, device=noise.device)
+    for time in euler_times(steps):
+        t = torch.full((B,), time, dtype=torch.float32, device=noise.device)
         x = x + dt * velocity(x, t)
     return x
 

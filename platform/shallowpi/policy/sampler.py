@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shallowpi.policy.gemma import GemmaLayer, RMSNorm, apply_rope, attend, gelu_tanh
-from shallowpi.policy.model import KVCache, Pi0Model, time_embedding
+from shallowpi.policy.model import KVCache, Pi0Model, euler_times, time_embedding
 
 
 def attend_few_queries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
@@ -119,7 +119,7 @@ class FusedActionProjections:
         """c(t, u) for the Euler steps' times t = 1, 1 - 1/steps, ..., 1/steps:
         [steps, 1, 1, D], or [steps, B, 1, D] with the instruction [B, D_vlm]."""
         if steps not in self._per_step:
-            t = torch.tensor([1.0 + s * (-1.0 / steps) for s in range(steps)], device=self.w_in.device)
+            t = torch.tensor(euler_times(steps), device=self.w_in.device)
             emb = time_embedding(t, self.width, *self.periods)  # [steps, D]
             self._per_step[steps] = (emb @ self.w1t.T + self.b_in)[:, None, None]
         terms = self._per_step[steps]
