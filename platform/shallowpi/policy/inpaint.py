@@ -30,6 +30,14 @@ from typing import TypeVar
 X = TypeVar("X")
 
 
+def euler_times(steps: int) -> list[float]:
+    """The times t at which `steps` Euler steps from t=1 to t=0 read the velocity:
+    1, 1 - 1/steps, ..., 1/steps. One grid for every integrator here (this one,
+    `policy.model.euler_integrate`, and the fast sampler's time table)."""
+    dt = -1.0 / steps
+    return [1.0 + step * dt for step in range(steps)]
+
+
 def inpainted_euler(velocity: Callable[[X, float], X], noise: X, target: X, weight: X, steps: int) -> X:
     """Integrate dx/dt = velocity(x, t) from noise (t=1) to t=0 in `steps` Euler steps.
 
@@ -37,8 +45,7 @@ def inpainted_euler(velocity: Callable[[X, float], X], noise: X, target: X, weig
     """
     dt = -1.0 / steps
     x = noise
-    for step in range(steps):
-        t = 1.0 + step * dt
+    for t in euler_times(steps):
         x = weight * (t * noise + (1.0 - t) * target) + (1.0 - weight) * x
         x = x + dt * velocity(x, t)
     return weight * target + (1.0 - weight) * x

@@ -39,7 +39,7 @@ from shallowpi.policy.gemma import (
     attention_probs,
     rope_tables,
 )
-from shallowpi.policy.inpaint import inpainted_euler
+from shallowpi.policy.inpaint import euler_times, inpainted_euler
 from shallowpi.policy.siglip import VisionEncoder
 
 # ----------------------------------------------------------------------------- masks
@@ -83,13 +83,6 @@ def time_embedding(t: Tensor, dim: int, min_period: float, max_period: float) ->
     period = min_period * (max_period / min_period) ** fraction  # [dim/2]
     angle = t.to(dtype)[:, None] * (2 * math.pi / period)  # [B, dim/2]
     return torch.cat([angle.sin(), angle.cos()], dim=1).to(t.dtype)
-
-
-def euler_times(steps: int) -> list[float]:
-    """The times t at which `steps` Euler steps from t=1 to t=0 read the velocity:
-    1, 1 - 1/steps, ..., 1/steps (the fast sampler tabulates its time terms at these)."""
-    dt = -1.0 / steps
-    return [1.0 + step * dt for step in range(steps)]
 
 
 def euler_integrate(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor, steps: int) -> Tensor:

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from shallowpi.policy.gemma import GemmaLayer, RMSNorm, apply_rope, attend, gelu_tanh
-from shallowpi.policy.model import KVCache, Pi0Model, euler_times, time_embedding
+from shallowpi.policy.inpaint import euler_times
+from shallowpi.policy.model import KVCache, Pi0Model, time_embedding
 
 
 def attend_few_queries(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
