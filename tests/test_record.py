@@ -419,6 +419,22 @@ def test_hardware_episodes_start_at_zero_and_hold_their_rows(tmp_path, reset_s):
             assert np.all(np.diff(ticks) > 0)  # a late tick (an overrun) delays the rows after it
 
 
+def test_the_loop_percentiles_are_numpys_and_are_worked_out_once_a_tick(monkeypatch):
+    clock = TickClock(30, window=50)
+    periods = np.random.default_rng(0).uniform(0.02, 0.05, 80)
+    for i, period in enumerate(periods, start=1):
+        clock._periods.append(float(period))
+        clock.ticks += 1
+        window = periods[max(0, i - 50):i]
+        assert clock.percentiles_ms() == pytest.approx(tuple(np.percentile(window, [50, 99]) * 1e3), rel=1e-12)
+    # Asked again within the tick, the window is not sorted again.
+    monkeypatch.setattr("shallowpi.record.clock.sorted", lambda _: pytest.fail("sorted twice"), raising=False)
+    clock.percentiles_ms()
+    monkeypatch.undo()
+    clock.reset_stats()
+    assert clock.percentiles_ms() == (0.0, 0.0)
+
+
 @pytest.mark.slow
 def test_a_servo_fault_mid_episode_ends_it_and_keeps_committed_episodes(tmp_path):
     with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:

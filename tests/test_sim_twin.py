@@ -156,3 +156,36 @@ def test_the_twin_takes_the_robots_own_checked_spec():
     # The robot config's checks run for the twin too (they were skipped before).
     with pytest.raises(ConfigError, match=f"joint '{bad['joints'][0]['name']}' needs lower < upper"):
         TwinSpec.from_config(bad)
+
+
+RENDER_IN_FRESH_PROCESS = """
+import hashlib, os, sys
+from shallowpi import config
+from shallowpi.robots.sim.twin import SimTwin, TwinSpec
+width, height = int(sys.argv[1]), int(sys.argv[2])
+twin = SimTwin(TwinSpec.from_config(config.compose(["robot=arm"]).robot, width, height))
+digest = hashlib.sha256(b"".join(twin.render(role).tobytes() for role in twin.spec.cameras)).hexdigest()
+print(os.environ.get("LP_NUM_THREADS", "unset"), digest)
+"""
+
+
+def _render_in_fresh_process(width: int, height: int, **env: str) -> tuple[str, str]:
+    """(LP_NUM_THREADS as the process saw it after rendering, sha256 of every camera's frame)."""
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "LP_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", RENDER_IN_FRESH_PROCESS, str(width), str(height)],
+                          env={**base, **env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    threads, digest = done.stdout.split()
+    return threads, digest
+
+
+def test_small_renders_rasterize_on_one_thread_and_give_the_same_pixels() -> None:
+    # The policies' 64x64: Mesa's rasterizer threads are turned off, unless the user set them.
+    threads, single = _render_in_fresh_process(64, 64)
+    assert threads == "0"
+    assert _render_in_fresh_process(64, 64, LP_NUM_THREADS="2") == ("2", single)
+    # A camera-sized render keeps Mesa's default (its threads pay off there).
+    assert _render_in_fresh_process(640, 480)[0] == "unset"

@@ -12,8 +12,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-import numpy as np
-
 LOOP_SWITCH_INTERVAL_S = 0.001  # the GIL hand-over bound while a wall-clock loop runs
 
 
@@ -33,6 +31,17 @@ def prompt_gil_handover(active: bool = True) -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+def _quantile(ordered: list[float], q: float) -> float:
+    """The `q` quantile of ascending `ordered`, linearly interpolated between the two
+    nearest ranks (np.percentile's default method); 0.0 when empty."""
+    if not ordered:
+        return 0.0
+    position = q * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
 class TickClock:
     """Fixed-rate ticks on the monotonic clock. A late tick counts as an overrun and the
     schedule restarts from now (no burst of catch-up ticks)."""
@@ -47,6 +56,7 @@ class TickClock:
         self.ticks = 0
         self._last = time.monotonic()  # when the current tick began
         self._deadline = self._last + self.period
+        self._percentiles: tuple[int, float, float] | None = None  # (at tick, p50 ms, p99 ms)
 
     def restart(self) -> None:
         """The loop starts now: the current tick begins now and the next is due one period
@@ -88,15 +98,19 @@ class TickClock:
         return time.monotonic()
 
     def percentiles_ms(self) -> tuple[float, float]:
-        """p50 and p99 (ms) of the periods in the window; (0, 0) before the first."""
-        if not self._periods:
-            return 0.0, 0.0
-        p50, p99 = np.percentile(np.fromiter(self._periods, float), [50, 99])
-        return float(p50 * 1e3), float(p99 * 1e3)
+        """p50 and p99 (ms) of the periods in the window, interpolated as np.percentile's
+        default; (0, 0) before the first. Computed once a tick, however often asked: the
+        loop's status asks every tick, and np.percentile of the 600-period window cost
+        ~0.2 ms a call, ~5 % of a simulated recording's tick."""
+        if self._percentiles is None or self._percentiles[0] != self.ticks:
+            ordered = sorted(self._periods)
+            self._percentiles = (self.ticks, _quantile(ordered, 0.5) * 1e3, _quantile(ordered, 0.99) * 1e3)
+        return self._percentiles[1], self._percentiles[2]
 
     def reset_stats(self) -> None:
         """Forget the measured periods and the overruns (the tick count and schedule stay)."""
         self._periods.clear()
+        self._percentiles = None
         self.overruns = 0
 
 
