@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shallowpi.data import EpisodeStore, Feature
-from shallowpi.data.store import StoreSettings
+from shallowpi.data.store import PROVENANCE_DIR, StoreSettings
 from shallowpi.data.store_check import check_store
 from shallowpi.errors import StoreError
 from store_fixtures import arm_features, as_layout_1, make_store, synthetic_frame
@@ -123,6 +123,42 @@ def test_merge_requires_same_features(tmp_path):
     other = EpisodeStore.create(tmp_path / "c.zarr", {"action": Feature.vector(["x"])})
     with pytest.raises(StoreError, match="differ in features"):
         EpisodeStore.merge([a, other], tmp_path / "ac.zarr")
+
+
+def test_delete_and_merge_keep_how_every_episode_was_recorded(tmp_path):
+    a = make_store(tmp_path / "a.zarr", episodes=2, length=5, task="task a")
+    b = make_store(tmp_path / "b.zarr", episodes=1, length=5, task="task b")
+    for store, noise in ((a, "0.005"), (b, "0.01")):  # two sessions started in the same second
+        (store.path / PROVENANCE_DIR).mkdir()
+        (store.path / PROVENANCE_DIR / "record-20261204-131500.yaml").write_text(f"record:\n  sim_noise: {noise}\n")
+    (a.path / PROVENANCE_DIR / "record-20261204-131500.log").write_text("dashboard log")
+    a.delete_episodes([0])
+    assert sorted(p.name for p in (a.path / PROVENANCE_DIR).iterdir()) == [
+        "record-20261204-131500.log", "record-20261204-131500.yaml"]
+    merged = EpisodeStore.merge([a, b], tmp_path / "ab.zarr")
+    kept = {p.name: p.read_text() for p in (merged.path / PROVENANCE_DIR).iterdir()}
+    assert kept == {"record-20261204-131500.yaml": "record:\n  sim_noise: 0.005\n",
+                    "record-20261204-131500.log": "dashboard log",
+                    "record-20261204-131500.b.yaml": "record:\n  sim_noise: 0.01\n"}
+    assert merged.check() == []
+
+
+def test_merged_frames_share_their_files_and_outlive_the_sources_edits(tmp_path):
+    a = make_store(tmp_path / "a.zarr", episodes=2, length=5, task="task a")
+    b = make_store(tmp_path / "b.zarr", episodes=1, length=5, task="task b")
+    before = [a.read_episode(0), a.read_episode(1), b.read_episode(0)]
+    merged = EpisodeStore.merge([a, b], tmp_path / "ab.zarr")
+    frame = merged.path / "data" / "observation.images.front" / "0.0.0.0"
+    assert frame.stat().st_nlink == 2  # linked, not copied: the frames were written once
+    a.delete_episodes([0])  # rewrites a (its kept frames linked again), then drops the old folder
+    b.close()
+    shutil.rmtree(b.path)
+    merged.close()
+    reopened = EpisodeStore.open(tmp_path / "ab.zarr")
+    assert reopened.check() == []
+    for i, episode in enumerate(before):
+        for key, value in reopened.read_episode(i).items():
+            np.testing.assert_array_equal(value, episode[key])
 
 
 def test_merge_reencodes_when_codecs_differ(tmp_path):

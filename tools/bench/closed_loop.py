@@ -24,9 +24,11 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,27 +129,102 @@ def noise_of(robot: str, per_task: dict[str, float]) -> dict[str, float]:
 
 
 def record(robot: str, store: Path, episodes: int, size: str, noise: float, log: Path,
-           per_task: dict[str, float] | None = None) -> float:
+           per_task: dict[str, float] | None = None, workers: int = 1) -> float:
     """`episodes` of every task of the robot into one store, at DART noise `noise` or the
     task's own in `per_task`; only the episodes a task still lacks are recorded, so a run
-    stopped mid-recording continues where its last committed episode ended. Returns the wall
-    seconds it took. SystemExit when a recording failed."""
+    stopped mid-recording continues where its last committed episode ended. With `workers`
+    > 1 a store not yet begun is recorded on that many processes at once (`record_parallel`:
+    the same episodes, in the same order). Returns the wall seconds it took. SystemExit when
+    a recording failed."""
     per_task = per_task or {}
     start = time.perf_counter()
+    if store.exists():  # its rename was the merge's commit point: parts left beside it are spent
+        shutil.rmtree(parts_of(store), ignore_errors=True)
+    if workers > 1 and not store.exists():
+        record_parallel(robot, store, episodes, size, noise, log, per_task, workers)
+        return time.perf_counter() - start
     for name, task in make_tasks(robot).items():
         missing = episodes - episodes_per_task(store).get(task.instruction, 0)
         if missing <= 0:
             continue
         # Added episodes continue the store's seeds (record never takes eval --sim's held-out seeds).
         more = ["--resume"] if store.exists() else []
-        done = platform("record", "--robot", robot, "--sim", "direct", "--task", name, *more, "--data-root",
-                        str(store.parent), "--dataset", store.stem, "--episodes", str(missing),
-                        "--reset-time-s", "0", "--no-tui",
-                        f"record.sim_size={size}", f"record.sim_noise={per_task.get(name, noise)}",
-                        f"telemetry.address=/tmp/closed-loop-{os.getpid()}.sock", log=log)
+        done = platform(*_record_args(robot, name, store, missing, size, per_task.get(name, noise)), *more, log=log)
         if done.returncode:
             raise SystemExit(f"recording {name} failed; see {log}")
     return time.perf_counter() - start
+
+
+def parts_of(store: Path) -> Path:
+    """The folder `record_parallel` records `store`'s parts into."""
+    return store.with_name(store.name + ".parts")
+
+
+def _record_args(robot: str, task: str, store: Path, episodes: int, size: str, noise: float) -> list[str]:
+    """`platform record` of `episodes` scripted demonstrations of `task` into `store`."""
+    return ["record", "--robot", robot, "--sim", "direct", "--task", task, "--data-root", str(store.parent),
+            "--dataset", store.stem, "--episodes", str(episodes), "--reset-time-s", "0", "--no-tui",
+            f"record.sim_size={size}", f"record.sim_noise={noise}",
+            f"telemetry.address=/tmp/closed-loop-{os.getpid()}-{threading.get_ident()}.sock"]
+
+
+def record_parallel(robot: str, store: Path, episodes: int, size: str, noise: float, log: Path,
+                    per_task: dict[str, float], workers: int) -> None:
+    """Record a fresh store on `workers` processes at once (one a core: the twin renders on
+    the CPU) and merge their parts into `store`.
+
+    Each task's episodes are split into `workers` runs of consecutive seeds, and worker w
+    records its run of every task, each into its own part store under STORE.parts/. The
+    seeds are those one process gives (task k of the robot's tasks takes k * episodes
+    onward) and the parts are merged in task and seed order, so `store` holds the same
+    episodes in the same order as `record` with one worker (the twin and the experts are
+    deterministic); the merge links the frames' files instead of copying them. Stopped
+    part-way, a rerun continues each part where its last committed episode ended. SystemExit
+    when a recording or the merge failed, or the seeds would reach eval --sim's held-out ones.
+    """
+    from shallowpi.robots.sim.episode import EVAL_SEEDS
+
+    tasks = list(make_tasks(robot))
+    if len(tasks) * episodes > EVAL_SEEDS.start:
+        raise SystemExit(f"{len(tasks)} tasks x {episodes} episodes reach seed {EVAL_SEEDS.start}, "
+                         "eval --sim's held-out scenes: record with one worker, which skips them")
+    shares = [episodes // workers + (w < episodes % workers) for w in range(workers)]
+    parts = parts_of(store)
+
+    def part(k: int, w: int) -> Path:
+        return parts / f"{k}-{tasks[k]}-{w}.zarr"
+
+    failed: list[str] = []
+
+    def worker(w: int) -> None:
+        for k, name in enumerate(tasks):
+            path = part(k, w)
+            missing = shares[w] - sum(episodes_per_task(path).values())
+            if missing <= 0 or failed:
+                continue
+            where = ["--resume"] if path.exists() else ["--seed", str(k * episodes + sum(shares[:w]))]
+            done = platform(*_record_args(robot, name, path, missing, size, per_task.get(name, noise)), *where,
+                            log=log)
+            if done.returncode:
+                failed.append(f"{name} (part {w})")
+                return
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(workers) if shares[w]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise SystemExit(f"recording {', '.join(failed)} failed; see {log}")
+    recorded = [str(part(k, w)) for k in range(len(tasks)) for w in range(workers) if shares[w]]
+    merging = store.with_name(store.stem + ".merging.zarr")
+    shutil.rmtree(merging, ignore_errors=True)
+    if len(recorded) == 1:  # nothing to merge
+        os.rename(recorded[0], merging)
+    elif platform("dataset", "merge", *recorded, "--out", str(merging), log=log).returncode:
+        raise SystemExit(f"merging the recorded parts failed; see {log}")
+    merging.rename(store)
+    shutil.rmtree(parts)
 
 
 def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, settings: list[str],
@@ -226,6 +303,8 @@ def main() -> None:
     ap.add_argument("--curve-episodes", type=int, default=20,
                     help="unseen seeds per task for the earlier checkpoints, the curve (default 20)")
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
+    ap.add_argument("--record-workers", type=int, default=2,
+                    help="recording processes for a new store (default 2, one a core; the same episodes as 1)")
     ap.add_argument("--weights", choices=["ema", "raw"], default="ema",
                     help="evaluate the EMA weights when a checkpoint has them (default) or the raw ones")
     ap.add_argument("--run", type=Path, help="only evaluate this finished run's checkpoints (RUN/checkpoints)")
@@ -246,7 +325,7 @@ def main() -> None:
         started = (run / "config.yaml").stat().st_mtime
     else:
         record_s = 0.0 if args.store else record(args.robot, store, args.episodes, args.size, args.sim_noise, log,
-                                                             args.task_noise)
+                                                             args.task_noise, workers=args.record_workers)
         run = out / "run"
         started = time.time()
         train_s = train(store, args.policy, run, args.minutes, args.save_every, args.set, log)

@@ -135,7 +135,7 @@ class RecordedStore:
         # Only the episodes a task lacks are recorded: none when this work folder holds the store.
         args = self.args
         record(self.robot, self.path, args.episodes, args.size, args.sim_noise, self.log,
-               noise_of(self.robot, args.task_noise))
+               noise_of(self.robot, args.task_noise), workers=args.record_workers)
         return store_fingerprint(self.path)
 
     def _record(self) -> dict[str, Any]:
@@ -484,6 +484,8 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=200, help="unseen seeds per task and model (default 200)")
     ap.add_argument("--eval-time-s", type=float, help="cap each evaluated episode (quick looks only)")
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
+    ap.add_argument("--record-workers", type=int, default=2,
+                    help="recording processes for a store not yet begun (default 2, one a core; the same episodes)")
     ap.add_argument("--block", type=int, default=50, help="seeds per resumable evaluation block (default 50)")
     ap.add_argument("--latency-repeats", type=int, default=30, help="interleaved rounds of chunk timing (default 30)")
     ap.add_argument("--retime", action="store_true",

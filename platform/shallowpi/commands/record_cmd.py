@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     robot's (it would raise the joints' speed limits, before anything connects), or --fps in
     simulation; the disk-budget checks raise before a store is created.
     """
-    from shallowpi.data.store import EpisodeStore, StoreSettings
+    from shallowpi.data.store import PROVENANCE_DIR, EpisodeStore, StoreSettings
     from shallowpi.record.disk import DiskBudget
     from shallowpi.record.rig import build_rig, first_seed
     from shallowpi.record.session import RecordingSession, SessionConfig
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
             store = EpisodeStore.create(store_path, rig.features, settings)
         if rig.scene is not None:  # simulation: every episode of a store gets its own scene
             rig.scene.seed = first_seed(store, args.seed, args.episodes or rec.episodes)
-        config.save_resolved(cfg, store_path / ".shallowpi", f"record-{stamp}.yaml")
+        config.save_resolved(cfg, store_path / PROVENANCE_DIR, f"record-{stamp}.yaml")
         if len(store):
             disk.learn(store, len(store) - 1)
         log.info("%s", disk.describe())
@@ -242,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
 
             result = run_recorder_dashboard(session, publisher, on_dashboard_lost=dashboard_lost,
-                                            log_path=store_path / ".shallowpi" / f"record-{stamp}.log")
+                                            log_path=store_path / PROVENANCE_DIR / f"record-{stamp}.log")
         else:
             result = session.run()
         writer.close()

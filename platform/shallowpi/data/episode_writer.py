@@ -9,6 +9,7 @@ the commit, which records their sha256 and any NaN/inf rows in the episode's met
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -125,19 +126,21 @@ class EpisodeWriter:
                     self._flush_images(key)
             return
         self._flush_images(key)
-        self._copied = True
         array = store._array(f"data/{key}")
         first = self._start + self._image_rows[key]
         array.resize((first + stop - start, *array.shape[1:]))
         tail = ".0" * len(store.features[key].shape)
         src_folder, dst_folder = source.path / "data" / key, store.path / "data" / key
+        linked = True
         for offset, row in enumerate(range(start, stop)):
             src = file_in(src_folder, f"{row}{tail}")
             dst = file_in(dst_folder, f"{first + offset}{tail}")
             # One chunk is one frame, so a frame moves as its encoded bytes.
             tmp = dst + PARTIAL_SUFFIX
-            shutil.copyfile(src, tmp)
+            linked = _link_or_copy(src, tmp) and linked
             os.replace(tmp, dst)
+        # A link shares the source's file: on stable storage already if the source is durable.
+        self._copied = self._copied or not (linked and source.settings.durable)
         self._image_rows[key] += stop - start
 
     def _flush_images(self, key: str) -> None:
@@ -212,3 +215,18 @@ class EpisodeWriter:
     def _require_open(self) -> None:
         if not self.is_open:
             raise StoreError("this episode was already committed or discarded")
+
+
+def _link_or_copy(src: str, dst: str) -> bool:
+    """Make `dst` hold `src`'s bytes: a hard link where the file system allows one (True),
+    else a copy (False). A frame's chunk file is written once and only ever replaced, never
+    changed in place, so two stores may share it; linking spares a merge or a delete one
+    copy and one fsync of every frame (a merge of 200 bimanual episodes moves ~360,000)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dst)  # a partial file an interrupted edit left
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:  # another file system, or links not supported
+        shutil.copyfile(src, dst)
+        return False

@@ -94,6 +94,9 @@ TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 EPISODES_DIR = "episodes"
 COMPACTING_SUFFIX = ".compacting"
+# How a store's episodes were made: each recording session's resolved config (and its
+# dashboard log), kept beside the arrays and carried by every edit that rewrites the store.
+PROVENANCE_DIR = ".shallowpi"
 WRITER_CACHED_EPISODES = 256  # episode metadata a writable store keeps in memory
 
 

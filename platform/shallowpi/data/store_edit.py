@@ -18,6 +18,7 @@ from shallowpi.data.durable_io import fsync_path, release_writer_lock
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
     EPISODES_DIR,
+    PROVENANCE_DIR,
     EpisodeInfo,
     EpisodeStore,
     _finish_interrupted_swap,
@@ -45,6 +46,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
             compacted.allow_mixed_calibration()
         for i in keep:
             _copy_episode(compacted, store, i, checked=False)
+    carry_provenance([store.path], staging)
     (staging / ".complete").touch()
     fsync_path(staging)
     _swap_in(store, staging)
@@ -155,7 +157,28 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
     for source in sources:
         for i in range(len(source)):
             append_episode_from(merged, source, i)
+    carry_provenance([s.path for s in sources], merged.path)
     return merged
+
+
+def carry_provenance(sources: Sequence[Path], into: Path) -> None:
+    """Copy the recording sessions' configs and logs (`PROVENANCE_DIR`) of the stores at
+    `sources` into the store at `into`, so that a store rewritten by a delete or made by a
+    merge still says how each of its episodes was recorded. A file whose name `into`
+    already holds with other contents (two sessions started in the same second, in two
+    stores) gets its source store's name added: nothing is overwritten."""
+    target = into / PROVENANCE_DIR
+    for source in sources:
+        for item in sorted((source / PROVENANCE_DIR).glob("*")):
+            if not item.is_file():
+                continue
+            dest = target / item.name
+            if dest.exists():
+                if dest.read_bytes() == item.read_bytes():
+                    continue
+                dest = target / f"{item.stem}.{Path(source).stem}{item.suffix}"
+            target.mkdir(exist_ok=True)
+            shutil.copyfile(item, dest)
 
 
 def check_same_pairing(a: EpisodeStore, b: EpisodeStore) -> None:
