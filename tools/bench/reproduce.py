@@ -257,37 +257,18 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Pa
 
 def time_chunks(store: Path, teacher_checkpoint: Path, depths: list[int], repeats: int) -> dict[str, Any]:
     """One chunk of the teacher and of its uniform cut to each of `depths` joint layers, on
-    one observation of `store`, in this one process and interleaved (model after model,
-    `repeats` rounds), so load that comes and goes on the shared machine falls on every model
-    alike; FLOPs counted on the path timed (`chunk_cost`). Keyed "teacher" and str(depth).
-
-    A trained student runs the computation of its untrained cut (same architecture, same
-    shapes, other values), so the rows of one depth share one timing and no student's
-    checkpoint needs to be on this machine.
-    """
+    one observation of `store`, interleaved in one process (chunk_timing.py), `repeats`
+    rounds; FLOPs counted on the path timed (`chunk_cost`). Keyed "teacher" and str(depth):
+    the rows of one depth share one timing."""
     import numpy as np
-    import torch
+    from chunk_timing import interleaved_chunk_times, one_observation, teacher_and_cuts
 
-    from shallowpi.data.training import ChunkDataset
     from shallowpi.distill.report import chunk_cost
-    from shallowpi.distill.student import build_student, uniform_layers
-    from shallowpi.policy.policy import Policy
 
-    torch.set_num_threads(1)
-    teacher = Policy.load(teacher_checkpoint)
-    policies = {"teacher": teacher} | {str(k): build_student(teacher, uniform_layers(teacher.cfg.depth, k))[0]
-                                       for k in depths if k != teacher.cfg.depth}
-    item = ChunkDataset(store, teacher.cfg.chunk_len, episodes=[0])[0]
-    sample = {k: v for k, v in item.items() if k not in ("action", "action_is_pad")}
+    policies = teacher_and_cuts(teacher_checkpoint, depths)
+    sample = one_observation(store, policies["teacher"])
     costs = {name: chunk_cost(policy, sample, 1) for name, policy in policies.items()}  # + warm-up
-    times: dict[str, list[float]] = {name: [] for name in policies}
-    with torch.no_grad():
-        for _ in range(repeats):
-            for name, policy in policies.items():
-                noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
-                start = time.perf_counter()
-                policy.sample_actions(sample, noise=noise)
-                times[name].append(time.perf_counter() - start)
+    times = interleaved_chunk_times(policies, sample, repeats)
     return {"threads": 1, "repeats": repeats, "load_average": os.getloadavg(), "models": {
         name: {"depth": policies[name].cfg.depth, "params": costs[name].params, "gflops": costs[name].gflops,
                "p50_ms": 1e3 * float(np.median(times[name])), "p99_ms": 1e3 * float(np.percentile(times[name], 99))}

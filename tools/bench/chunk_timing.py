@@ -1,0 +1,55 @@
+"""One action chunk of a teacher and of its uniform cuts, timed in one process.
+
+Shared by latency_ratio.py and reproduce.py. The students are the teacher's uniform cuts
+(distill/student.py: the layers a distillation keeps); a trained student runs the
+computation of its untrained cut (same architecture and shapes, other values), so timing
+the cuts needs no student checkpoint. Every chunk goes through the path the robot runs
+(`Policy.sample_actions` after `prepare_inference`: preprocessing, the fast sampler,
+denormalising), on one thread, the models interleaved chunk by chunk, so load that comes
+and goes on a shared machine falls on every model alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shallowpi.data.training import ChunkDataset
+from shallowpi.distill.student import build_student, uniform_layers
+from shallowpi.policy.policy import Policy
+
+
+def teacher_and_cuts(teacher_checkpoint: Path, depths: list[int],
+                     name: Callable[[int], str] = str) -> dict[str, Policy]:
+    """{"teacher": the checkpoint's policy, name(k): its uniform cut to k joint layers} in
+    eval mode, for each k of `depths` other than the teacher's own depth; one thread."""
+    torch.set_num_threads(1)
+    teacher = Policy.load(teacher_checkpoint).eval()
+    return {"teacher": teacher} | {name(k): build_student(teacher, uniform_layers(teacher.cfg.depth, k))[0].eval()
+                                   for k in depths if k != teacher.cfg.depth}
+
+
+def one_observation(store: Path, policy: Policy) -> dict[str, Any]:
+    """The first window of `store`'s first episode as `policy` reads it, without its actions."""
+    item = ChunkDataset(store, policy.cfg.chunk_len, episodes=[0])[0]
+    return {k: v for k, v in item.items() if k not in ("action", "action_is_pad")}
+
+
+def interleaved_chunk_times(models: Mapping[str, Policy], observation: Mapping[str, Any],
+                            rounds: int) -> dict[str, list[float]]:
+    """Seconds of each model's chunk on `observation`, `rounds` rounds of one chunk a model
+    (from zero noise, so every round computes the same chunk). Warm the models up first
+    (`distill.report.chunk_cost` does, as it counts their FLOPs)."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, policy in models.items():
+                noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
+                start = time.perf_counter()
+                policy.sample_actions(observation, noise=noise)
+                times[name].append(time.perf_counter() - start)
+    return times
