@@ -31,8 +31,9 @@ from shallowpi.errors import StoreError
 def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     """Remove episodes from `store` (open for writing) and compact its arrays.
 
-    Costs a copy of the kept episodes; camera frames are copied as encoded bytes. The
-    copy keeps the store's format (and so its row pairing) and what it allowed to mix.
+    Costs a copy of the kept episodes' rows; camera frames are linked (or copied) as their
+    encoded bytes. The copy keeps the store's format (and so its row pairing) and what it
+    allowed to mix.
     Raises StoreError on an index the store does not have.
     """
     store._require_writable()
@@ -101,7 +102,8 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
 def append_episode_from(store: EpisodeStore, source: EpisodeStore, index: int) -> EpisodeInfo:
     """Copy one committed episode of `source` into `store`, crash-safely.
 
-    Frames whose encoding matches this store's are copied as bytes (no re-encode).
+    Frames whose encoding matches this store's are linked, or copied where links cannot be
+    made, as their encoded bytes (no re-encode).
     Raises StoreError if the stores differ in features or row pairing, or the episode's
     fps or calibration may not join `store` (`check_mixing`).
     """
