@@ -149,12 +149,23 @@ def test_a_made_stage_with_changed_settings_stops_in_one_line(first, capsys):
 def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
     for extra, expected in ((["demo.episodes=0"], "demo.episodes must be at least 1, got 0"),
                             (["+demo.epochs=3"], "unknown demo keys ['epochs']"),
-                            (["demo.teacher=shipped", "demo.robot=bimanual"],
-                             "no teacher ships for the simulated bimanual"),
                             ([f"demo.teacher={tmp_path}"], f"demo.teacher={tmp_path}: no model.safetensors there")):
         assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_twin_ships_a_teacher_and_a_missing_one_is_one_line(tmp_path, capsys, monkeypatch):
+    from shallowpi.commands import demo_stages
+
+    for robot in ("arm", "bimanual", "humanoid"):
+        assert (demo_stages.REPO_ROOT / "robots" / robot / "teacher" / "model.safetensors").is_file(), robot
+    # A checkout whose robots/ ship no teacher (a robot config of the user's own, say).
+    monkeypatch.setattr(demo_stages, "REPO_ROOT", tmp_path / "checkout")
+    assert main(["demo", "--out", str(tmp_path / "x"), "demo.teacher=shipped", "demo.robot=bimanual"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no teacher ships for the simulated bimanual") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "x").exists()
 
 
