@@ -51,7 +51,8 @@ without it: for a run spread over machines, ship the teacher first (tools/ship_t
 and pass it with --teacher, as robots/arm/teacher is.
 
 Cost on the 2-core machine, one thread a job, two jobs at a time (BENCHMARKS.md
-"Reproduction" has the measured table): recording 7-9 minutes a robot; a 9,000-step teacher
+"Reproduction" has the measured table): recording 7-9 minutes a robot in one process, about
+half that on two (`--record-workers`, the default: the same store); a 9,000-step teacher
 ~1.2 hours (arm, one quiet core) to ~2 (humanoid, beside another job); a 6,000-step student
 15-31 minutes with the task loss only, 26-46 with all three; an evaluation of 200 seeds a
 task 3-8 minutes (the seeds are spread over `--eval-workers` processes, one a core). With
