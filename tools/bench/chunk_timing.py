@@ -53,3 +53,53 @@ def interleaved_chunk_times(models: Mapping[str, Policy], observation: Mapping[s
                 policy.sample_actions(observation, noise=noise)
                 times[name].append(time.perf_counter() - start)
     return times
+
+
+class OnnxChunk:
+    """A policy's unrolled chunk graph (deploy/export_onnx.py `ChunkGraph`, what the `cpu`
+    profile's onnxruntime backend runs) in an ONNX Runtime session on one thread, with
+    fixed example inputs (the inpainting weight 0: a plain chunk). Export takes ~30 s for
+    a 6-layer student of the `teacher` preset and ~80 s for its 18-layer teacher here."""
+
+    def __init__(self, policy: Policy, folder: Path) -> None:
+        import onnxruntime as ort
+
+        from shallowpi.deploy.export_onnx import (
+            CHUNK_INPUTS,
+            ChunkGraph,
+            example_inputs,
+            export_graphs,
+        )
+
+        start = time.perf_counter()
+        folder.mkdir(parents=True, exist_ok=True)
+        graph = export_graphs(policy, folder, ("chunk",), check=False)["chunk"]
+        self.export_s = time.perf_counter() - start
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        x = example_inputs(policy, seed=1)
+        x["weight"] = torch.zeros_like(x["weight"])
+        inputs = tuple(x[k] for k in CHUNK_INPUTS)
+        self.feed = {k: v.numpy() for k, v in zip(CHUNK_INPUTS, inputs, strict=True)}
+        from shallowpi.policy.flops import flop_counter
+
+        with torch.no_grad(), flop_counter() as counter:
+            expected = ChunkGraph(policy.model, policy.cfg.num_steps)(*inputs)
+        self.flops = counter.get_total_flops()  # the graph's own computation, attention included
+        self.max_abs_diff = float(abs(self() - expected.numpy()).max())  # also the warm-up
+
+    def __call__(self):
+        """One chunk: actions [1, C, A] (numpy, normalised)."""
+        return self.session.run(None, self.feed)[0]
+
+
+def interleaved_onnx_times(graphs: Mapping[str, OnnxChunk], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each exported chunk graph, `rounds` rounds of one chunk a model."""
+    times: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name, graph in graphs.items():
+            start = time.perf_counter()
+            graph()
+            times[name].append(time.perf_counter() - start)
+    return times
