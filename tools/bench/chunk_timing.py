@@ -3,12 +3,12 @@
 Shared by latency_ratio.py and reproduce.py. The students are the teacher's uniform cuts
 (distill/student.py: the layers a distillation keeps); a trained student runs the
 computation of its untrained cut (same architecture and shapes, other values), so timing
-the cuts needs no student checkpoint. Every chunk goes through the path the robot runs
-(`Policy.sample_actions` after `prepare_inference`: preprocessing, the fast sampler,
-denormalising), on one thread, the models interleaved chunk by chunk, so load that comes
-and goes on a shared machine falls on every model alike.
+the cuts needs no student checkpoint. Two paths, each on one thread with the models
+interleaved chunk by chunk, so load that comes and goes on a shared machine falls on every
+model alike: torch (`Policy.sample_actions` after `prepare_inference`: preprocessing, the
+fast sampler, denormalising; what `platform eval` and the distillation report time) and
+ONNX Runtime (`OnnxChunk`: the exported chunk graph the `cpu` deployment profile runs).
 """
-
 from __future__ import annotations
 
 import time
@@ -70,6 +70,7 @@ class OnnxChunk:
             example_inputs,
             export_graphs,
         )
+        from shallowpi.policy.flops import flop_counter
 
         start = time.perf_counter()
         folder.mkdir(parents=True, exist_ok=True)
@@ -82,8 +83,6 @@ class OnnxChunk:
         x["weight"] = torch.zeros_like(x["weight"])
         inputs = tuple(x[k] for k in CHUNK_INPUTS)
         self.feed = {k: v.numpy() for k, v in zip(CHUNK_INPUTS, inputs, strict=True)}
-        from shallowpi.policy.flops import flop_counter
-
         with torch.no_grad(), flop_counter() as counter:
             expected = ChunkGraph(policy.model, policy.cfg.num_steps)(*inputs)
         self.flops = counter.get_total_flops()  # the graph's own computation, attention included
