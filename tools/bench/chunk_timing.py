@@ -9,6 +9,7 @@ model alike: torch (`Policy.sample_actions` after `prepare_inference`: preproces
 fast sampler, denormalising; what `platform eval` and the distillation report time) and
 ONNX Runtime (`OnnxChunk`: the exported chunk graph the `cpu` deployment profile runs).
 """
+
 from __future__ import annotations
 
 import time
