@@ -67,7 +67,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
 from reproduce_report import report
+from reproduce_rows import ROBOT_ROWS, ROWS, Row
 from stage_cache import (
     Stages,
     check_recipe,
@@ -89,37 +89,6 @@ from shallowpi.data.durable_io import replace_text, write_json
 from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
-
-
-@dataclass(frozen=True)
-class Row:
-    """One model of the table: the teacher (layers=None) or a student cut to `layers`."""
-
-    name: str
-    layers: int | None = None
-    task: float = 1.0  # the distillation loss weights (distill.weights.*)
-    output: float = 1.0
-    attention: float = 1.0
-    trained: bool = True
-
-    def describe(self) -> str:
-        if self.layers is None:
-            return "teacher"
-        if not self.trained:
-            return f"{self.layers} layers, cut, not trained"
-        terms = [n for n, w in (("task", self.task), ("output", self.output), ("attention", self.attention)) if w]
-        return f"{self.layers} layers, " + " + ".join(terms)
-
-
-ROWS = {r.name: r for r in [
-    Row("teacher"),
-    Row("shallow9", 9), Row("shallow6", 6), Row("shallow4", 4), Row("shallow3", 3),
-    Row("task6", 6, output=0, attention=0), Row("task4", 4, output=0, attention=0),
-    Row("kd6", 6, attention=0),
-    Row("cut6", 6, trained=False),
-]}
-ROBOT_ROWS = {"arm": list(ROWS), "humanoid": ["teacher", "shallow6", "task6"],
-              "bimanual": ["teacher", "shallow6", "task6"]}
 
 
 class RecordedStore:
