@@ -203,6 +203,19 @@ def test_dashboard_commands_begin_episodes_at_zero_and_marks_reach_the_store(tmp
     assert [(e.index, e.frames) for e in session.status.episodes] == [(0, 10), (1, 10)]
 
 
+@pytest.mark.parametrize(("flag", "says"), [(["--seed", "3"], "--seed picks the twin's scenes, for --sim"),
+                                            (["--realtime"], "--realtime is for --sim")])
+def test_twin_only_flags_are_refused_on_a_robot_before_anything_connects(tmp_path, capsys, flag, says):
+    from shallowpi.cli import main
+
+    # No servo chain is attached here: the refusal must come first, and nothing is created.
+    assert main(["record", "--robot", "arm", "--task", "wipe", "--data-root", str(tmp_path), "--dataset", "d",
+                 "--no-tui", f"telemetry.address={tmp_path}/t.sock", *flag]) == 2
+    err = capsys.readouterr().err.strip()
+    assert says in err and err.count("\n") == 0, err
+    assert not (tmp_path / "d.zarr").exists()
+
+
 def test_first_seed_continues_past_every_stored_scene(tmp_path):
     store = make_store(tmp_path / "old.zarr", episodes=3)  # recorded before seeds were stored: 0, 1, 2
     assert first_seed(store, None, 5) == 3

@@ -310,6 +310,9 @@ def test_a_checkpoint_naming_no_store_is_judged_at_its_own_input_size_and_says_s
         ("fps, offline", "the policy was trained on episodes recorded at 15 Hz but dataset "),
         ("offline needs a dataset", "pass --dataset NAME for the offline action error, or --sim"),
         ("strategy without --sim", "--strategy belongs to --sim; add --sim"),
+        ("episode count without --sim", "--sim-episodes belongs to --sim; add --sim"),
+        ("seed without --sim", "--seed belongs to --sim; add --sim"),
+        ("scenes without --sim", "--scenes belongs to --sim; add --sim"),
         ("episodes with --sim", "--episodes is for the offline error; with --sim the count is --sim-episodes N"),
         ("unknown strategy", "unknown action selection strategy 'blend'; choose one of: replan, ensemble, rtc"),
     ],
@@ -329,6 +332,10 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
         "fps, offline": lambda: [str(_tiny_checkpoint(tmp_path, 7, ["front"], store, fps=15)), "--dataset", str(store)],
         "offline needs a dataset": lambda: [ckpt],
         "strategy without --sim": lambda: [ckpt, "--strategy", "rtc"],
+        # flags with a default of their own too: offline, `--sim-episodes 50` must not be ignored
+        "episode count without --sim": lambda: [ckpt, "--dataset", str(store), "--sim-episodes", "50"],
+        "seed without --sim": lambda: [ckpt, "--dataset", str(store), "--seed", "1000"],
+        "scenes without --sim": lambda: [ckpt, "--dataset", str(store), "--scenes", "shared"],
         # an episode index, not a count: `--sim --episodes 50` must not quietly run 10
         "episodes with --sim": lambda: [ckpt, "--sim", "--episodes", "50"],
         "unknown strategy": lambda: [ckpt, "--sim", "action_selection.strategy=blend"],

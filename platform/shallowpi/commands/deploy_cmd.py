@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="task name or instruction (twin: default the training store's); "
                                        "on the robot, the instruction (required)")
     parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
-    parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (default 1000)")
+    parser.add_argument("--seed", type=int, help="--sim: seed of the first episode (default 1000, the twins' "
+                        "first held-out scene)")
     parser.add_argument("--episode-time-s", type=float,
                         help="episode length, s (twin: at most the task's limit; robot: default record.episode_time_s)")
     parser.add_argument("--reset-time-s", type=float,
@@ -112,6 +113,11 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.realtime and not args.sim:
         raise ConfigError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
+    if args.seed is not None and not args.sim:
+        raise ConfigError("--seed picks the twin's scenes, for --sim: the robot's scene is the one in front of it")
+    # The twins' first held-out scene (robots/sim/episode.EVAL_SEEDS, not imported: the
+    # robot's side runs without MuJoCo); on the robot the number only labels the episodes.
+    args.seed = 1000 if args.seed is None else args.seed
     if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change):
         raise ConfigError("--reset-time-s, --allow-uncalibrated and --allow-calibration-change are for the robot: "
                           "the twin resets itself")

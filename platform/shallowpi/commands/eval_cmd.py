@@ -16,9 +16,8 @@
 Offline: by default the held-out episodes recorded with the checkpoint (its training
 split) are used when the dataset is the one it was trained on, else every episode; the
 report says which they are (held-out, training episodes when none was held out, or another
-store's). Errors
-are in the robot's units (radians; grippers 0..1) over the predicted chunk's non-padded
-steps.
+store's). Errors are in the robot's units (radians, metres for a linear joint; grippers
+0..1) over the predicted chunk's non-padded steps.
 
 --sim: runs the policy in closed loop in the robot's MuJoCo twin (`direct`, the default:
 in-process; `stack`: behind emulated Dynamixel chains and software RealSense cameras, the
@@ -48,6 +47,7 @@ from pathlib import Path
 from shallowpi.cli import overrides_from, user_path
 
 SIM_MODES = ("direct", "stack")
+SIM_EPISODES = 10  # --sim's default; its first seed is the twins' first held-out scene
 # Offline windows evaluated when --samples is not given (evenly spaced over the episodes).
 OFFLINE_SAMPLES = 256
 HELP = "offline action error of a policy checkpoint, or its success rate in the twin (--sim)"
@@ -74,12 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--sim", nargs="?", const="direct", metavar="{direct,stack}",
                      help="success rate in the robot's twin instead: direct (default, in-process) or "
                           "stack (through the emulated servos and software RealSenses)")
-    sim.add_argument("--sim-episodes", type=int, default=10, metavar="N", help="episodes to run (default 10)")
-    sim.add_argument("--seed", type=int, default=1000, help="seed of the first episode (default 1000)")
+    sim.add_argument("--sim-episodes", type=int, metavar="N", help=f"episodes to run (default {SIM_EPISODES})")
+    sim.add_argument("--seed", type=int, help="seed of the first episode (default 1000, the first held-out scene)")
     sim.add_argument("--robot", help="robot to simulate (default: the training store's)")
     sim.add_argument("--task", help="task name (default: the training store's; `platform sim --list`)")
     sim.add_argument("--sim-size", metavar="WxH", help="render size (default: the training store's)")
-    sim.add_argument("--scenes", choices=["own", "shared"], default="own",
+    sim.add_argument("--scenes", choices=["own", "shared"],
                      help="each task's own scenes (default), or scenes where every task of the robot is "
                           "doable, so following the instruction is what tells them apart")
     sim.add_argument("--replan-every", type=int, metavar="K",
@@ -113,9 +113,14 @@ def run(args: argparse.Namespace) -> int:
         for flag in ("episodes", "samples"):
             if getattr(args, flag) is not None:
                 raise ConfigError(f"--{flag} is for the offline error; with --sim the count is --sim-episodes N")
+        args.sim_episodes = SIM_EPISODES if args.sim_episodes is None else args.sim_episodes
+        from shallowpi.robots.sim.episode import EVAL_SEEDS
+
+        args.seed = EVAL_SEEDS.start if args.seed is None else args.seed
+        args.scenes = args.scenes or "own"
         return run_sim(args)
-    for flag in ("robot", "task", "sim_size", "replan_every", "strategy", "delay_ticks", "episode_time_s",
-                 "video", "png"):
+    for flag in ("sim_episodes", "seed", "robot", "task", "sim_size", "scenes", "replan_every", "strategy",
+                 "delay_ticks", "episode_time_s", "video", "png"):
         if getattr(args, flag) is not None:
             raise ConfigError(f"--{flag.replace('_', '-')} belongs to --sim; add --sim")
     if not args.dataset:
@@ -128,7 +133,7 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     """Print the policy's action error on `store`'s episodes; returns 0.
 
     Episodes: --episodes, else the checkpoint's held-out ones when `store` is its training
-    store, else all. Errors are in the robot's units (rad; grippers 0..1). Writes --json if
+    store, else all. Errors are in the robot's units (rad, m; grippers 0..1). Writes --json if
     given. Raises CheckpointError when the dataset's features do not fit the policy.
     """
     import json

@@ -109,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "record.reset_time_s)")
     parser.add_argument("--fps", type=float,
                         help=f"control and recording rate in Hz (default: the robot's: {_robot_rates()}; "
-                             "a rate above it is refused)")
+                             "a rate above it is refused; in simulation only the robot's own: set robot.fps=N)")
     parser.add_argument("--resume", action="store_true",
                         help="add episodes to an existing dataset (same features, robot and fps; same calibration "
                              "unless --allow-mixed-calibration)")
@@ -150,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError("say what the episodes show: --task \"put the red cube in the bowl\"")
     if args.no_cameras and args.sim:
         raise PlatformError("--no-cameras is for the robot's cameras; the twin always renders its own: drop it with --sim")
+    if args.seed is not None and not args.sim:
+        raise PlatformError("--seed picks the twin's scenes, for --sim: the robot's scene is the one in front of it")
+    if args.realtime and not args.sim:
+        raise PlatformError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
     store_path = config.resolve_dataset(dataset, config.data_root(cfg))
     if store_path.exists() and not args.resume:
         raise PlatformError(f"{store_path} already exists; pass --resume to add episodes, or choose another --dataset")
