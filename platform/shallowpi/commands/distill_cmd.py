@@ -14,7 +14,9 @@ student's run folder (default runs/NAME-P-studentK) holds what a training run ho
 (config.yaml, metrics.jsonl with the task/output/attention terms, tb/, checkpoints/ as
 ordinary policy checkpoints that also record the teacher's sha256, the kept layers and the
 loss weights), distill.json, and report.md with its plots. Settings: configs/distill/
-(any `distill.KEY=VALUE` override); --steps sets the student's steps.
+(any `distill.KEY=VALUE` override); --steps sets the student's steps. The student trains
+with the `train:` settings of --policy's preset; with --teacher and no --policy, those of the
+preset the teacher was built from (batch, learning rate, EMA as its teacher was trained).
 
 Several GPUs (DDP; FSDP with policy.train.fsdp=true), the teacher whole on each:
   torchrun --nproc_per_node 8 -m shallowpi distill --dataset kitchen --teacher CKPT
@@ -36,7 +38,9 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the dataset and policy flags, the teacher and layer flags, and the shared
     training flags."""
-    add_config_flags(parser, dataset=True, policy=True)
+    add_config_flags(parser, dataset=True)
+    parser.add_argument("--policy", help="preset (configs/policy/) whose train: settings the student uses, and the "
+                        "teacher's when it is trained here (default: a given --teacher's own preset, else small)")
     parser.add_argument("--teacher", type=user_path, metavar="CKPT", help="teacher checkpoint folder (default: train or reuse runs/DATASET-POLICY)")
     parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
     parser.add_argument("--layers", type=int, metavar="K",
@@ -45,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which layers: uniform (the default, the paper's), first, greedy (== distill.select=...)")
     add_training_flags(
         parser,
-        run="student run folder name (default: DATASET-POLICY-studentK)",
+        run="student run folder name (default: DATASET-<the teacher's preset>-studentK)",
         resume="continue the student's run from its last checkpoint",
         init="teacher training starts from this checkpoint (ours or lerobot/openpi π0)",
         steps="student training steps (== distill.steps=N)",
@@ -77,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.train.trainer import TrainConfig
 
     overrides = overrides_from(args)
+    if args.teacher is not None and not any(o.partition("=")[0].lstrip("+~") == "policy" for o in overrides):
+        # The student trains with its teacher's recipe (batch, learning rate, EMA), not the
+        # root config's `small`, unless a preset is named.
+        preset = _preset_of(args.teacher)
+        if preset in config.group_choices("policy"):
+            overrides.insert(0, f"policy={preset}")
     for key, value in (("layers", args.layers), ("select", args.select), ("steps", args.steps),
                        ("teacher_sha256", args.teacher_sha256)):
         if value is not None:
