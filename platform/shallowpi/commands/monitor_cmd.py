@@ -39,14 +39,14 @@ if TYPE_CHECKING:  # imported inside the functions: `platform --help` stays ligh
 
     from shallowpi.telemetry.subscriber import TelemetrySubscriber
 
-HELP = "attach the live dashboard to a running recorder (read-only unless --control)"
+HELP = "attach the live dashboard to a running recorder or deploy executor (read-only unless --control)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --robot, --address, --control, --wait-s and --lines (and the hidden --attached)."""
     parser.add_argument(
         "--robot",
-        help="the robot whose recorder to watch: finds its default socket (configs/robot/ name)",
+        help="the robot whose recorder or executor to watch: finds its default socket (configs/robot/ name)",
     )
     parser.add_argument(
         "--address",
