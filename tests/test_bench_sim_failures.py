@@ -53,6 +53,25 @@ def test_successes_are_binned_by_the_start_distance_in_cm_and_failures_counted_b
     assert summary["failures"] == {"never moved": 1, "moved on the table": 1} and summary["bowl_moved"] == 1
 
 
+def test_success_by_the_bowl_s_position_shows_placements_pulled_to_the_middle():
+    tool = load_bench("sim_failures")
+    cube = (0.0, 0.3, 0.02)
+    episodes = [  # bowls at x = 0, 0.05, 0.1, 0.15, 0.2, 0.3: three slices of 0.1 m
+        _episode(False, cube, (0.08, 0.0, 0.02), bowl_start=(0.0, 0.0, 0.0)),  # placed 8 cm past the near bowl
+        _episode(True, cube, (0.05, 0.0, 0.03), bowl_start=(0.05, 0.0, 0.0), bowl_end=(0.05, 0.0, 0.0)),
+        _episode(True, cube, (0.1, 0.0, 0.03), bowl_start=(0.1, 0.0, 0.0), bowl_end=(0.1, 0.0, 0.0)),
+        _episode(True, cube, (0.15, 0.0, 0.03), bowl_start=(0.15, 0.0, 0.0), bowl_end=(0.15, 0.0, 0.0)),
+        _episode(False, cube, (0.16, 0.0, 0.02), bowl_start=(0.2, 0.0, 0.0), bowl_end=(0.2, 0.0, 0.0)),  # -4 cm
+        _episode(False, cube, (0.2, 0.0, 0.02), bowl_start=(0.3, 0.0, 0.0), bowl_end=(0.3, 0.0, 0.0)),  # -10 cm
+    ]
+    rows = tool.by_bowl_position(episodes, "red_cube", axis=0, slices=3)
+    assert [(round(lo, 3), round(hi, 3), s, n) for lo, hi, s, n, _ in rows] == [
+        (0.0, 0.1, 1, 2), (0.1, 0.2, 2, 2), (0.2, 0.3, 0, 2)]  # the last slice holds its upper edge
+    assert rows[0][4] == pytest.approx(8.0) and rows[1][4] is None and rows[2][4] == pytest.approx(-7.0)
+    # every bowl at y = 0: a range of zero width, one slice holds them all
+    assert sorted(n for *_, n, _ in tool.by_bowl_position(episodes, "red_cube", axis=1, slices=2)) == [0, 6]
+
+
 def test_the_tool_reads_eval_json_the_expert_succeeds_and_holding_still_leaves_the_cube_in_place(tmp_path):
     """Real episodes through the closed loop: the scripted expert (chunk by chunk) on seeds
     1000-1001 and a policy that holds still on the same seeds, one JSON each, as `platform

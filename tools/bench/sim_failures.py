@@ -9,7 +9,12 @@ every object's start and end position) and, for each pick-and-place task, prints
 - each failure's end: the object at the bowl but not in it (held over it, or on its rim),
   never moved (within 2 cm of its start: a missed grasp), still in the air elsewhere, or
   moved on the table (dropped or pushed); and in how many failures the bowl was moved 2 cm
-  or more.
+  or more;
+- success by where the bowl was placed, along x and along y (`--bowl-bins` equal slices of
+  the range the episodes span), with the failures' mean offset of the object's end from the
+  bowl's centre along that axis: a policy that places at the average bowl position fails at
+  both ends of the range, with offsets of opposite sign (the humanoid teacher's cube_in_bowl,
+  BENCHMARKS.md "Closed loop").
 
     platform eval --policy CKPT --sim --task cube_in_bowl --sim-episodes 100 --json a.json
     python tools/bench/sim_failures.py a.json
@@ -79,11 +84,33 @@ def summarize(episodes: list[dict], obj: str, bins_cm: list[float]) -> dict:
     return {"bins": bins, "failures": kinds, "bowl_moved": bowl_moved}
 
 
+def by_bowl_position(episodes: list[dict], obj: str, axis: int, slices: int) -> list[tuple]:
+    """Success by the bowl's start coordinate `axis` (0: x, 1: y; m), in `slices` equal
+    slices of the range the episodes span, and the failures' mean signed offset of `obj`'s
+    end from the bowl's end along that axis (cm; None without failures).
+
+    Returns [(low_m, high_m, successes, n, mean_offset_cm)], the last slice closed.
+    """
+    where = np.array([e["objects"]["bowl"]["start"][axis] for e in episodes])
+    edges = np.linspace(where.min(), where.max(), slices + 1)
+    index = np.clip(np.searchsorted(edges, where, side="right") - 1, 0, slices - 1)
+    rows = []
+    for k in range(slices):
+        inside = [e for e, i in zip(episodes, index) if i == k]
+        offsets = [100 * (e["objects"][obj]["end"][axis] - e["objects"]["bowl"]["end"][axis])
+                   for e in inside if not e["success"]]
+        rows.append((float(edges[k]), float(edges[k + 1]), sum(e["success"] for e in inside), len(inside),
+                     float(np.mean(offsets)) if offsets else None))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", nargs="+", type=Path, help="`platform eval --sim --json` files")
     ap.add_argument("--bins-cm", nargs="+", type=float, default=[12.5, 14.0, 100.0],
                     help="edges of the object-to-bowl distance bins, cm (default 12.5 14 100)")
+    ap.add_argument("--bowl-bins", type=int, default=3,
+                    help="slices of the bowl's start x and y for success by its position (default 3; 0: none)")
     args = ap.parse_args()
     if len(args.bins_cm) < 2 or any(low >= high for low, high in itertools.pairwise(args.bins_cm)):
         ap.error("--bins-cm needs two or more strictly increasing edges")
@@ -111,6 +138,13 @@ def main() -> int:
             print(f"  {low:5.1f}-{high:5.1f} cm              {rate}")
         kinds = ", ".join(f"{kind} {count}" for kind, count in summary["failures"].most_common()) or "none"
         print(f"  failures: {kinds}; the bowl moved >= {100 * MOVED_M:.0f} cm in {summary['bowl_moved']} of them")
+        for axis, name in enumerate("xy" if args.bowl_bins > 0 else ""):
+            print(f"  bowl {name} at the start (m)   succeeded                        failures' {task.obj} - bowl "
+                  f"{name} at the end")
+            for low, high, successes, n, offset in by_bowl_position(episodes, task.obj, axis, args.bowl_bins):
+                rate = rate_with_interval(successes, n) if n else "-"
+                shown = "-" if offset is None else f"{offset:+.1f} cm"
+                print(f"  {low:+.3f} to {high:+.3f}       {rate:<32} {shown}")
     return 0
 
 
