@@ -163,8 +163,11 @@ def test_a_resumed_distillation_keeps_the_split_it_started_with(distilled, tmp_p
     assert json.loads(Policy.read_metadata(tmp_path / "r" / "checkpoints" / "step_000004")["train"]) == first["train"]
 
 
-def test_a_given_teacher_s_preset_sets_the_student_s_training_unless_one_is_named(distilled, tmp_path):
+def test_a_given_teacher_s_preset_sets_the_student_s_training_unless_one_is_named(distilled, tmp_path,
+                                                                                  monkeypatch):
     import yaml
+
+    from shallowpi.commands import distill_cmd
 
     # Without --policy the root config's `small` (batch 32, 1,500 steps, its own LR warm-up)
     # would train a student cut from a `tiny` teacher: its own preset's settings are meant.
@@ -174,7 +177,11 @@ def test_a_given_teacher_s_preset_sets_the_student_s_training_unless_one_is_name
                  "distill.compare_selections=false"]) == 0
     resolved = yaml.safe_load((tmp_path / "own" / "config.yaml").read_text())
     assert resolved["policy"]["name"] == "tiny" and resolved["policy"]["train"]["batch_size"] == 4
-    # A preset named on the command line wins.
+    # A preset named on the command line wins: the teacher's is not even looked up.
+    def looked_up(*args, **kwargs):
+        raise AssertionError("the teacher's preset was looked up though --policy names one")
+
+    monkeypatch.setattr(distill_cmd, "_preset_of", looked_up)
     assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(tmp_path), "--run", "named",
                  *no_preset, "--teacher", str(distilled["teacher"]), "--policy", "small",
                  "policy.train.batch_size=2", "distill.steps=1", "distill.report=false",

@@ -16,7 +16,8 @@ ordinary policy checkpoints that also record the teacher's sha256, the kept laye
 loss weights), distill.json, and report.md with its plots. Settings: configs/distill/
 (any `distill.KEY=VALUE` override); --steps sets the student's steps. The student trains
 with the `train:` settings of --policy's preset; with --teacher and no --policy, those of the
-preset the teacher was built from (batch, learning rate, EMA as its teacher was trained).
+preset the teacher was built from (its batch, learning rate, EMA; command-line overrides of
+the teacher's own training are not recorded in it, pass them again).
 
 Several GPUs (DDP; FSDP with policy.train.fsdp=true), the teacher whole on each:
   torchrun --nproc_per_node 8 -m shallowpi distill --dataset kitchen --teacher CKPT
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.distiller import distill
     from shallowpi.distill.settings import DistillConfig
     from shallowpi.policy.config import PolicyConfig, model_section
-    from shallowpi.train.checkpoint import weights_to_use
+    from shallowpi.train.checkpoint import checkpoint_weights, weights_to_use
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher is not None and not any(o.partition("=")[0].lstrip("+~") == "policy" for o in overrides):
         # The student trains with its teacher's recipe (batch, learning rate, EMA), not the
         # root config's `small`, unless a preset is named.
-        preset = _preset_of(args.teacher)
+        preset = _preset_of(checkpoint_weights(args.teacher), unreadable=None)
         if preset in config.group_choices("policy"):
             overrides.insert(0, f"policy={preset}")
     for key, value in (("layers", args.layers), ("select", args.select), ("steps", args.steps),
@@ -138,8 +139,9 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, make_datase
     return done
 
 
-def _preset_of(checkpoint: Path) -> str:
-    """The preset name a teacher checkpoint was built from (its header's config)."""
+def _preset_of(checkpoint: Path, unreadable: str | None = "teacher") -> str | None:
+    """The preset name a teacher checkpoint was built from (its header's config);
+    `unreadable` when the header cannot be read or names none."""
     import json
 
     from shallowpi.policy.policy import Policy
@@ -147,4 +149,4 @@ def _preset_of(checkpoint: Path) -> str:
     try:
         return json.loads(Policy.read_metadata(checkpoint)["config"])["name"]
     except Exception:  # safetensors raises its own types; any failure means "not readable"
-        return "teacher"  # unreadable: load_teacher names the problem in one line
+        return unreadable  # load_teacher names the problem in one line
