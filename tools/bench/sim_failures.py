@@ -104,6 +104,17 @@ def by_bowl_position(episodes: list[dict], obj: str, axis: int, slices: int) -> 
     return rows
 
 
+def print_by_bowl_position(episodes: list[dict], obj: str, slices: int) -> None:
+    """`by_bowl_position` along x, then y, one line a slice."""
+    for axis, name in enumerate("xy"):
+        print(f"  bowl {name} at the start (m)   succeeded                        failures' {obj} - bowl "
+              f"{name} at the end")
+        for low, high, successes, n, offset in by_bowl_position(episodes, obj, axis, slices):
+            rate = rate_with_interval(successes, n) if n else "-"
+            shown = "-" if offset is None else f"{offset:+.1f} cm"
+            print(f"  {low:+.3f} to {high:+.3f}       {rate:<32} {shown}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", nargs="+", type=Path, help="`platform eval --sim --json` files")
@@ -138,13 +149,8 @@ def main() -> int:
             print(f"  {low:5.1f}-{high:5.1f} cm              {rate}")
         kinds = ", ".join(f"{kind} {count}" for kind, count in summary["failures"].most_common()) or "none"
         print(f"  failures: {kinds}; the bowl moved >= {100 * MOVED_M:.0f} cm in {summary['bowl_moved']} of them")
-        for axis, name in enumerate("xy" if args.bowl_bins > 0 else ""):
-            print(f"  bowl {name} at the start (m)   succeeded                        failures' {task.obj} - bowl "
-                  f"{name} at the end")
-            for low, high, successes, n, offset in by_bowl_position(episodes, task.obj, axis, args.bowl_bins):
-                rate = rate_with_interval(successes, n) if n else "-"
-                shown = "-" if offset is None else f"{offset:+.1f} cm"
-                print(f"  {low:+.3f} to {high:+.3f}       {rate:<32} {shown}")
+        if args.bowl_bins > 0:
+            print_by_bowl_position(episodes, task.obj, args.bowl_bins)
     return 0
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 from shallowpi.cli import overrides_from, user_path
 
 SIM_MODES = ("direct", "stack")
-SIM_EPISODES = 10  # --sim's default; its first seed is the twins' first held-out scene
+SIM_EPISODES = 10  # --sim's default episode count (its first seed: EVAL_SEEDS.start)
 # Offline windows evaluated when --samples is not given (evenly spaced over the episodes).
 OFFLINE_SAMPLES = 256
 HELP = "offline action error of a policy checkpoint, or its success rate in the twin (--sim)"
@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         for flag in ("episodes", "samples"):
             if getattr(args, flag) is not None:
                 raise ConfigError(f"--{flag} is for the offline error; with --sim the count is --sim-episodes N")
-        args.sim_episodes = SIM_EPISODES if args.sim_episodes is None else args.sim_episodes
         from shallowpi.robots.sim.episode import EVAL_SEEDS
 
+        args.sim_episodes = SIM_EPISODES if args.sim_episodes is None else args.sim_episodes
         args.seed = EVAL_SEEDS.start if args.seed is None else args.seed
         args.scenes = args.scenes or "own"
         return run_sim(args)
