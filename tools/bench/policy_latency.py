@@ -40,16 +40,16 @@ from shallowpi.policy.weights import convert_state_dict, load_into  # noqa: E402
 def chunk_flops(cfg: PolicyConfig, cameras: int, text: int, steps: int) -> float:
     """Matmul FLOPs (2 per multiply-add) of one chunk: vision, VLM prefix, `steps` expert passes."""
     v = cfg.vision
-    n = v.num_patches
-    vision = 2 * n * 3 * v.patch_size**2 * v.width + 2 * n * v.width * cfg.vlm.width
-    vision += v.depth * (2 * n * 4 * v.width**2 + 4 * n * n * v.width + 4 * n * v.width * v.mlp_dim)
+    n, m = v.num_patches, v.num_tokens  # patches (the patchify stem's); tokens into the ViT
+    vision = 2 * n * 3 * v.patch_size**2 * v.width + 2 * m * v.width * cfg.vlm.width
+    vision += v.depth * (2 * m * 4 * v.width**2 + 4 * m * m * v.width + 4 * m * v.width * v.mlp_dim)
 
     def layer(t, keys, tower):
         he, ke = tower.num_heads * tower.head_dim, tower.num_kv_heads * tower.head_dim
         proj = 2 * t * tower.width * (2 * he + 2 * ke) + 2 * t * 3 * tower.width * tower.mlp_dim
         return proj + 4 * t * keys * he
 
-    P, S = cameras * n + text, 1 + cfg.chunk_len
+    P, S = cameras * m + text, 1 + cfg.chunk_len
     prefix = cfg.depth * layer(P, P, cfg.vlm)
     expert = cfg.depth * layer(S, P + S, cfg.expert) + 2 * S * cfg.expert.width * (3 * cfg.expert.width)
     return cameras * vision + prefix + steps * expert

@@ -34,10 +34,20 @@ class VisionConfig:
     # (policy/conv_stem.py), the same token grid, for small models trained from scratch.
     stem: str = "patch"
     stem_channels: int = 16  # the conv stem's first layer; doubling each layer up to width
+    # Spatial-softmax points per camera read from the conv stem's stride-4 map, given to the
+    # ViT as one more token (policy/keypoints.py); 0: none, the token grid alone.
+    keypoints: int = 0
 
     def __post_init__(self) -> None:
         if self.stem not in ("patch", "conv"):
             raise ConfigError(f"unknown vision.stem '{self.stem}'; choose one of: patch, conv")
+        if self.keypoints < 0:
+            raise ConfigError(f"vision.keypoints must be >= 0, got {self.keypoints}")
+        if self.keypoints and (self.stem != "conv" or self.patch_size < 4):
+            raise ConfigError(
+                "vision.keypoints reads the conv stem's stride-4 map: it needs vision.stem=conv "
+                f"and patch_size >= 4 (got stem={self.stem}, patch_size={self.patch_size})"
+            )
         if self.image_size % self.patch_size:
             raise ConfigError(
                 f"vision.image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
@@ -47,8 +57,13 @@ class VisionConfig:
 
     @property
     def num_patches(self) -> int:
-        """Image tokens per camera: (image_size / patch_size)^2."""
+        """Patch tokens per camera: (image_size / patch_size)^2."""
         return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_tokens(self) -> int:
+        """Image tokens per camera: the patches, and the keypoint token when there is one."""
+        return self.num_patches + (1 if self.keypoints else 0)
 
 
 @dataclass
@@ -165,8 +180,8 @@ class PolicyConfig:
 
     @property
     def prefix_len(self) -> int:
-        """Prefix tokens P: every camera's patches, then the text tokens."""
-        return self.num_cameras * self.vision.num_patches + self.max_text_tokens
+        """Prefix tokens P: every camera's image tokens, then the text tokens."""
+        return self.num_cameras * self.vision.num_tokens + self.max_text_tokens
 
     @property
     def suffix_len(self) -> int:

@@ -56,3 +56,16 @@ class ConvStem(nn.Module):
     def forward(self, images: Tensor) -> Tensor:
         """images [B, 3, H, W] -> [B, width, H / patch_size, W / patch_size]."""
         return self.proj(self.convs(images))  # [B, width, H / p, W / p]
+
+    def channels_after(self, blocks: int) -> int:
+        """Channels of the map after the first `blocks` stride-2 blocks."""
+        return [m for m in self.convs if isinstance(m, nn.Conv2d)][blocks - 1].out_channels
+
+    def forward_with_map(self, images: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
+        """`forward`'s grid and the map after the first `blocks` stride-2 blocks
+        [B, C, H / 2^blocks, W / 2^blocks] (what policy/keypoints.py reads). ValueError
+        unless 1 <= blocks <= the stem's blocks."""
+        if not 1 <= blocks <= len(self.convs) // 3:
+            raise ValueError(f"the stem has {len(self.convs) // 3} stride-2 blocks, asked for the map after {blocks}")
+        early = self.convs[: 3 * blocks](images)  # conv, GroupNorm, ReLU per block
+        return self.proj(self.convs[3 * blocks :](early)), early

@@ -7,6 +7,7 @@ PaliGemma uses it). Optionally FiLM-modulated by the instruction (conditioning.p
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -14,6 +15,7 @@ from shallowpi.policy.conditioning import FiLM
 from shallowpi.policy.config import VisionConfig
 from shallowpi.policy.conv_stem import ConvStem
 from shallowpi.policy.gemma import gelu_tanh
+from shallowpi.policy.keypoints import KEYPOINT_BLOCKS, KeypointToken
 
 
 class VisionLayer(nn.Module):
@@ -45,7 +47,8 @@ class VisionLayer(nn.Module):
 
 
 class VisionEncoder(nn.Module):
-    """Image [B, 3, H, W] in [-1, 1] -> tokens [B, num_patches, D_vlm]."""
+    """Image [B, 3, H, W] in [-1, 1] -> tokens [B, num_tokens, D_vlm] (the patches, then the
+    keypoint token when `cfg.keypoints` > 0)."""
 
     def __init__(self, cfg: VisionConfig, out_width: int, film: bool = False) -> None:
         super().__init__()
@@ -54,7 +57,13 @@ class VisionEncoder(nn.Module):
             self.patch_embed = ConvStem(cfg.width, cfg.patch_size, cfg.stem_channels)
         else:
             self.patch_embed = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.pos_embed = nn.Embedding(cfg.num_patches, cfg.width)
+        # policy/keypoints.py: where the stem's features are, one token after the patches.
+        self.keypoints = (
+            KeypointToken(self.patch_embed.channels_after(KEYPOINT_BLOCKS), cfg.keypoints, cfg.width)
+            if cfg.keypoints
+            else None
+        )
+        self.pos_embed = nn.Embedding(cfg.num_tokens, cfg.width)
         self.layers = nn.ModuleList(VisionLayer(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.width, eps=1e-6)
         self.projector = nn.Linear(cfg.width, out_width)
@@ -64,11 +73,15 @@ class VisionEncoder(nn.Module):
 
     def forward(self, images: Tensor, instruction: Tensor | None = None) -> Tensor:
         """images [B, 3, H, W]; instruction [B, D_vlm] (required with FiLM, else ignored)."""
-        x = self.patch_embed(images).flatten(2).transpose(1, 2)  # [B, patches, Dv]
+        if self.keypoints is None:
+            x = self.patch_embed(images).flatten(2).transpose(1, 2)  # [B, patches, Dv]
+        else:
+            grid, early = self.patch_embed.forward_with_map(images, KEYPOINT_BLOCKS)
+            x = torch.cat([grid.flatten(2).transpose(1, 2), self.keypoints(early)], dim=1)  # [B, patches + 1, Dv]
         x = x + self.pos_embed.weight
         if self.film is not None:
             assert instruction is not None, "a FiLM vision encoder needs the pooled instruction"
             x = self.film(x, instruction)
         for layer in self.layers:
             x = layer(x)
-        return self.projector(self.norm(x))  # [B, patches, D_vlm]
+        return self.projector(self.norm(x))  # [B, num_tokens, D_vlm]
