@@ -74,6 +74,8 @@ def test_the_stem_hands_over_its_stride_4_map():
     assert early.shape == (2, stem.channels_after(2), 16, 16) == (2, 16, 16, 16)
     with pytest.raises(ValueError, match="has 4 stride-2 blocks"):
         stem.forward_with_map(images, 5)
+    with pytest.raises(ValueError, match="has 4 stride-2 blocks"):
+        stem.channels_after(0)
 
 
 def test_the_encoder_adds_one_token_per_camera_and_trains_the_points():
@@ -83,10 +85,27 @@ def test_the_encoder_adds_one_token_per_camera_and_trains_the_points():
     model = Pi0Model(cfg)
     tokens = model.vision(torch.randn(2, 3, 16, 16))
     assert tokens.shape == (2, 5, cfg.vlm.width)
-    tokens[:, -1].sum().backward()  # the keypoint token's gradient reaches its maps and the stem's early blocks
+    # The keypoint token alone: its gradient reaches its maps, its temperature and the stem's
+    # early blocks, not the stem's later ones (the points read the stride-4 map).
+    stem = model.vision.patch_embed
+    _, early = stem.forward_with_map(torch.randn(2, 3, 16, 16), KEYPOINT_BLOCKS)
+    model.vision.keypoints(early).sum().backward()
     assert model.vision.keypoints.points.maps.weight.grad.abs().sum() > 0
     assert model.vision.keypoints.points.log_temperature.grad != 0
-    assert model.vision.patch_embed.convs[0].weight.grad.abs().sum() > 0
+    assert stem.convs[0].weight.grad.abs().sum() > 0
+    assert stem.convs[3 * KEYPOINT_BLOCKS].weight.grad is None and stem.proj.weight.grad is None
+
+
+def test_a_missing_cameras_keypoint_token_is_masked_with_its_patches():
+    cfg = dataclasses.replace(_keypoint_preset(), num_cameras=2)
+    model = Pi0Model(cfg).eval()
+    images = torch.rand(1, 2, 3, 16, 16) * 2 - 1
+    tokens = torch.zeros(1, cfg.max_text_tokens, dtype=torch.long)
+    with torch.no_grad():
+        prefix = model.embed_prefix(images, torch.tensor([[True, False]]), tokens, torch.ones_like(tokens, dtype=torch.bool))
+    per_camera = cfg.vision.num_tokens
+    assert prefix.embs.shape[1] == cfg.prefix_len
+    assert prefix.pad[0, :per_camera].all() and not prefix.pad[0, per_camera : 2 * per_camera].any()
 
 
 def test_keypoints_are_off_by_default_and_refused_without_the_conv_stem():

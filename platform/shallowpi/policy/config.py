@@ -35,7 +35,8 @@ class VisionConfig:
     stem: str = "patch"
     stem_channels: int = 16  # the conv stem's first layer; doubling each layer up to width
     # Spatial-softmax points per camera read from the conv stem's stride-4 map, given to the
-    # ViT as one more token (policy/keypoints.py); 0: none, the token grid alone.
+    # ViT as one more token (policy/keypoints.py); 0: none, the token grid alone. Only the
+    # teacher preset's YAML names it: elsewhere add it, +policy.vision.keypoints=K (and stem).
     keypoints: int = 0
 
     def __post_init__(self) -> None:

@@ -57,15 +57,20 @@ class ConvStem(nn.Module):
         """images [B, 3, H, W] -> [B, width, H / patch_size, W / patch_size]."""
         return self.proj(self.convs(images))  # [B, width, H / p, W / p]
 
+    def _check_blocks(self, blocks: int) -> None:
+        if not 1 <= blocks <= len(self.convs) // 3:  # conv, GroupNorm, ReLU per block
+            raise ValueError(f"the stem has {len(self.convs) // 3} stride-2 blocks, asked for the map after {blocks}")
+
     def channels_after(self, blocks: int) -> int:
-        """Channels of the map after the first `blocks` stride-2 blocks."""
-        return [m for m in self.convs if isinstance(m, nn.Conv2d)][blocks - 1].out_channels
+        """Channels of the map after the first `blocks` stride-2 blocks (ValueError unless
+        1 <= blocks <= the stem's blocks)."""
+        self._check_blocks(blocks)
+        return self.convs[3 * (blocks - 1)].out_channels
 
     def forward_with_map(self, images: Tensor, blocks: int) -> tuple[Tensor, Tensor]:
         """`forward`'s grid and the map after the first `blocks` stride-2 blocks
         [B, C, H / 2^blocks, W / 2^blocks] (what policy/keypoints.py reads). ValueError
         unless 1 <= blocks <= the stem's blocks."""
-        if not 1 <= blocks <= len(self.convs) // 3:
-            raise ValueError(f"the stem has {len(self.convs) // 3} stride-2 blocks, asked for the map after {blocks}")
-        early = self.convs[: 3 * blocks](images)  # conv, GroupNorm, ReLU per block
+        self._check_blocks(blocks)
+        early = self.convs[: 3 * blocks](images)
         return self.proj(self.convs[3 * blocks :](early)), early
