@@ -7,9 +7,11 @@ distribution over the image, and its expectation is a point (x, y). robomimic an
 Diffusion Policy pool their ResNet features the same way. Here the K points, read from the
 conv stem's stride-4 map, join a camera's ViT tokens as one more token (a linear map of the
 2K coordinates, with its own position embedding). Why: at 64x64 with patch 16 a token covers
-16x16 pixels, wider than the bowl in the humanoid's head camera, and its teacher carries the
-cube to the bowl's average position when the bowl stands at either end of its range
-(BENCHMARKS.md "Closed loop"): where a thing is may need a finer carrier than the grid.
+16x16 pixels, wider than the bowl in the humanoid's head camera, and its teacher carried the
+cube to the bowl's average position when the bowl stood at either end of its range: where a
+thing is may need a finer carrier than the grid. (Training without random crops has since
+removed most of that failure; this token is not yet trained in closed loop: BENCHMARKS.md
+"Closed loop", "Random crops off".)
 
     features [B, C, H, W] -> points [B, K, 2]: (x, y) in [-1, 1], -1 the left / top edge
     points [B, K, 2] -> token [B, 1, width]
