@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from deploy_fixtures import tiny_checkpoint
 from policy_fakes import FakeChunks
 from shallowpi.errors import ConfigError
 from shallowpi.policy import Features, Pi0Model, Policy, load_preset
@@ -151,12 +152,8 @@ def test_the_onnx_graphs_of_a_policy_with_keypoints_match_torch(tmp_path):
     from shallowpi.deploy.bundle import build_bundle
     from shallowpi.deploy.export_onnx import PARITY_TOL, parity
 
-    torch.manual_seed(0)
-    policy = Policy(_keypoint_preset(), Features(7, 7, ["front"]))
-    rng = np.random.default_rng(0)
-    policy.set_stats({key: {"mean": rng.normal(0, 0.5, 7), "std": rng.uniform(0.2, 1.0, 7)}
-                      for key in ("observation.state", "action")})
-    policy.save(tmp_path / "ckpt")
-    bundle = build_bundle(tmp_path / "ckpt", tmp_path / "bundle")
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt", vision=dataclasses.asdict(_keypoint_preset().vision))
+    bundle = build_bundle(checkpoint, tmp_path / "bundle")
+    assert Policy.load(bundle.weights).cfg.vision.keypoints == 3
     diffs = parity(Policy.load(bundle.weights), bundle.graphs, seed=3)
     assert diffs and all(d <= PARITY_TOL for d in diffs.values()), diffs
