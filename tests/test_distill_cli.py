@@ -127,7 +127,7 @@ def test_greedy_searches_on_training_windows_and_the_strategies_are_compared_on_
 
     assert _distill(distilled, "--run", "greedy", "--select", "greedy", "distill.steps=1", "distill.report=false") == 0
     facts = json.loads((distilled["runs"] / "greedy" / "distill.json").read_text())
-    assert facts["split"] == {"train": [0, 1, 2], "held_out": [3]}
+    assert facts["split"] == {"train": [0, 1, 2], "held_out": [3], "teacher_only": []}
     teacher = Policy.load(Path(facts["teacher"]))
     train, held_out = (probe_windows(chunk_dataset(distilled["store"], teacher.cfg.chunk_len, facts["split"][part]),
                                      teacher, 4) for part in ("train", "held_out"))
@@ -189,6 +189,42 @@ def test_a_given_teacher_s_preset_sets_the_student_s_training_unless_one_is_name
     resolved = yaml.safe_load((tmp_path / "named" / "config.yaml").read_text())
     assert resolved["policy"]["name"] == "small" and resolved["policy"]["train"]["warmup_steps"] == 100
 
+
+
+def test_failed_episodes_teach_the_student_through_the_teacher_alone(distilled, capsys):
+    # The fixture's episodes 1 and 3 failed; successful_only keeps 0 and 2 and the teacher
+    # held out 3, so with failed_episodes=teacher episode 1 joins the student's windows for
+    # the output and attention terms (the objective leaves it out of the task term).
+    common = ["--teacher", str(distilled["teacher"]), "policy.train.successful_only=true", "distill.report=false",
+              "distill.compare_selections=false"]
+    assert _distill(distilled, "--run", "taught", *common, "distill.failed_episodes=teacher") == 0
+    assert _distill(distilled, "--run", "skipped", *common) == 0
+    taught, skipped = (distilled["runs"] / name for name in ("taught", "skipped"))
+    assert json.loads((taught / "distill.json").read_text())["split"] == {"train": [0, 2], "held_out": [3],
+                                                                         "teacher_only": [1]}
+    assert json.loads((skipped / "distill.json").read_text())["split"]["teacher_only"] == []
+    meta = Policy.read_metadata(taught / "checkpoints" / "step_000004")
+    assert json.loads(meta["train"]) == [0, 2] and json.loads(meta["teacher_only"]) == [1]
+    # One more episode's windows: another data order from the first step on.
+    first = [json.loads((run / "metrics.jsonl").read_text().splitlines()[0]) for run in (taught, skipped)]
+    assert first[0]["output"] != pytest.approx(first[1]["output"], rel=1e-6)
+    capsys.readouterr()
+
+    def error(*extra: str) -> str:
+        assert _distill(distilled, *extra) != 0
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err, err
+        return err
+
+    assert "distill.failed_episodes=skip differs from the run being resumed (teacher" in error(
+        "--run", "taught", "--resume", *common)
+    assert "set policy.train.successful_only=true" in error(
+        "--run", "bad", "--teacher", str(distilled["teacher"]), "distill.failed_episodes=teacher")
+    assert "through the output or attention term, and both are off" in error(
+        "--run", "bad", *common, "distill.failed_episodes=teacher", "distill.weights.output=0",
+        "distill.weights.attention=0")
+    assert "unknown distill.failed_episodes 'all'; choose one of: skip, teacher" in error(
+        "--run", "bad", *common, "distill.failed_episodes=all")
 
 def test_one_line_errors(distilled, tmp_path, capsys):
     def error(*extra: str) -> str:

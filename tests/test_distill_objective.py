@@ -97,6 +97,39 @@ def test_a_teacher_fraction_runs_the_teacher_on_the_first_samples_only(monkeypat
         DistillationObjective(objective.policy, objective.teacher, LossWeights(), AttentionPairs({1: 3}), 0.0)
 
 
+
+def test_teacher_only_episodes_leave_the_task_term_and_keep_the_teachers_terms():
+    """Samples of a teacher-only episode (a failed demonstration) add nothing to the task
+    term, which is the others' squared error on the whole batch's scale; the output term is
+    the whole batch's, as without them. Every sample teacher-only: no task term left."""
+    objective, data = _objective(LossWeights(1.0, 1.0, 0.0))
+    batch = batch_of(data, [0, 5, 22, 47])
+    episodes = batch["episode_index"].tolist()
+    failed = episodes[0]  # its samples, not the batch's others
+    assert 0 < episodes.count(failed) < len(episodes)
+    noise, t = step_noise(0, 0, 4, objective.noise_spec())
+    skipping = DistillationObjective(objective.policy, objective.teacher, LossWeights(1.0, 1.0, 0.0),
+                                     AttentionPairs({}), teacher_only=[failed])
+    with torch.no_grad():
+        whole = objective.loss(objective.policy, batch, noise, t).terms
+        skipped = skipping.loss(objective.policy, batch, noise, t).terms
+        inputs = objective.policy.model_inputs(batch)
+        student = objective.policy.flow_outputs(inputs, noise, t)
+    weights = inputs.weights
+    taught = weights * torch.tensor([e != failed for e in episodes])[:, None, None]
+    expected = ((student.velocity - student.target).square() * taught).sum() * weights.sum() / taught.sum()
+    torch.testing.assert_close(skipped["task"], expected, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(skipped["task"], whole["task"])
+    torch.testing.assert_close(skipped["output"], whole["output"])
+    everyone = DistillationObjective(objective.policy, objective.teacher, LossWeights(1.0, 1.0, 0.0),
+                                     AttentionPairs({}), teacher_only=episodes)
+    with torch.no_grad():
+        alone = everyone.loss(objective.policy, batch, noise, t).terms
+    assert float(alone["task"]) == 0.0 and float(alone["output"]) > 0
+    with pytest.raises(ConfigError, match="need the output or attention term"):
+        DistillationObjective(objective.policy, objective.teacher, LossWeights(1.0, 0.0, 0.0), AttentionPairs({}),
+                              teacher_only=[failed])
+
 def _explicit_attend(record: list[torch.Tensor]):
     """Joint attention written out (einsum, kv heads repeated by hand), keeping every call's
     whole [B, h, T, T] probability matrix."""

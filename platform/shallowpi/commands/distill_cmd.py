@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     teacher_train = TrainConfig(**policy_data.get("train", {}), **flags)
     student_train = TrainConfig(**{**policy_data.get("train", {}), **dcfg.train,
                                    **({"steps": dcfg.steps} if dcfg.steps else {}), **flags})
-    make_dataset = checked_factory(store, episodes, chunk_dataset, teacher_train.skip_nonfinite)
+    failed = _failed_episodes(store, episodes, teacher_train.successful_only) if dcfg.failed_episodes == "teacher" else []
+    make_dataset = checked_factory(store, episodes + failed, chunk_dataset, teacher_train.skip_nonfinite)
     runs = runs_folder(args)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
 
@@ -111,13 +112,26 @@ def run(args: argparse.Namespace) -> int:
                                                           make_dataset, args.init, cfg), say=log.info)
     run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
-                     resume=args.resume, resolved_config=cfg)
+                     teacher_only=failed, resume=args.resume, resolved_config=cfg)
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     print(f"teacher: {teacher}")
     print(f"student: {result['checkpoint']} (teacher layers {result['distill']['kept_layers']})")
     if result["report"]:
         print(f"report: {result['report']}")
     return 0
+
+
+def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> list[int]:
+    """The store's episodes policy.train.successful_only leaves out, for
+    distill.failed_episodes=teacher; ConfigError (one line) when successful_only is off
+    (every episode already trains with every term)."""
+    from shallowpi.commands.train_cmd import store_episodes
+    from shallowpi.errors import ConfigError
+
+    if not successful_only:
+        raise ConfigError("distill.failed_episodes=teacher is for the episodes policy.train.successful_only leaves "
+                          "out, and it is off; set policy.train.successful_only=true")
+    return sorted(set(store_episodes(store)) - set(kept))
 
 
 def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, make_dataset, init, cfg) -> Path:

@@ -114,11 +114,15 @@ def distill(
     *,
     episodes: list[int],
     make_dataset: DatasetFactory,
+    teacher_only: list[int] | None = None,
     resume: bool = False,
     resolved_config: Any = None,
 ) -> dict[str, Any]:
     """Cut, train and report; returns {"checkpoint", "train" (last logged numbers),
     "report" (path or None), "distill" (what distill.json holds)}.
+
+    `episodes` train with every term; `teacher_only` (the store's failed episodes, with
+    distill.failed_episodes=teacher) add their samples to the output and attention terms only.
 
     Raises CheckpointError for a teacher failing its hash (given, or recorded by the run
     being resumed) or whose features do not match the dataset; ConfigError for k outside
@@ -132,13 +136,20 @@ def distill(
         expected, what = recorded["teacher_sha256"], f"the run being resumed ({facts_path})"
     teacher, sha = load_teacher(teacher_checkpoint, expected, what)
     check_student_depth(teacher.cfg.depth, dcfg.layers)
+    if recorded is not None:
+        _check_resumed(recorded, dcfg, facts_path)
 
     # A resumed run keeps the split it started with (episodes added to the store since, or
     # a teacher trained elsewhere, would otherwise give another one and another data order).
     split = (_recorded_split(recorded, episodes, facts_path) if recorded is not None
              else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction))
     split.check_held_out(store, train_cfg.require_held_out)
-    train_set = make_dataset(store, teacher.cfg.chunk_len, split.train)
+    taught_by_teacher = (_recorded_teacher_only(recorded, teacher_only or [], facts_path) if recorded is not None
+                         else sorted(set(teacher_only or ()) - set(split.train) - set(split.held_out)))
+    if taught_by_teacher:
+        log.info("the student learns %d failed episodes from the teacher alone (distill.failed_episodes=teacher)",
+                 len(taught_by_teacher))
+    train_set = make_dataset(store, teacher.cfg.chunk_len, sorted(split.train + taught_by_teacher))
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
@@ -149,7 +160,6 @@ def distill(
     eval_set = make_dataset(store, teacher.cfg.chunk_len, eval_episodes)
 
     if recorded is not None:
-        _check_resumed(recorded, dcfg, facts_path)
         kept, comparison, greedy = recorded["kept_layers"], recorded["selections"], recorded.get("greedy")
     else:
         # On the training device: greedy search is ~depth^2 teacher passes over the probe,
@@ -168,7 +178,8 @@ def distill(
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
     pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)
-    objective = DistillationObjective(student, teacher, dcfg.weights, pairs, dcfg.teacher_fraction)
+    objective = DistillationObjective(student, teacher, dcfg.weights, pairs, dcfg.teacher_fraction,
+                                      teacher_only=taught_by_teacher)
     facts = {
         "teacher": str(teacher_checkpoint),
         "teacher_sha256": sha,
@@ -179,7 +190,8 @@ def distill(
         "surgery": {k: v for k, v in vars(surgery).items() if k != "kept"},
         "selections": comparison,
         "greedy": greedy,
-        "split": {"train": split.train, "held_out": split.held_out},
+        "failed_episodes": dcfg.failed_episodes,
+        "split": {"train": split.train, "held_out": split.held_out, "teacher_only": taught_by_teacher},
     }
     metadata = {
         "dataset": str(store),
@@ -191,6 +203,7 @@ def distill(
         "loss_weights": json.dumps(dcfg.weights.to_dict()),
         "attention_pairs": json.dumps(pairs.to_list()),
         "selection": dcfg.select,
+        "teacher_only": json.dumps(taught_by_teacher),
         "joint_names": json.dumps(list(train_set.joint_names()[1])),
         "fps": json.dumps(rate),
         "calibrations": json.dumps(train_set.calibration_ids()),
@@ -225,9 +238,10 @@ def _check_resumed(recorded: dict[str, Any], dcfg: DistillConfig, facts_path: Pa
     it resumes (recorded in distill.json): its checkpoints hold that student, trained on
     that objective."""
     now = {"distill.select": dcfg.select, "distill.layers": dcfg.layers,
-           "distill.weights": dcfg.weights.to_dict()}
+           "distill.weights": dcfg.weights.to_dict(), "distill.failed_episodes": dcfg.failed_episodes}
     then = {"distill.select": recorded["selection"], "distill.layers": len(recorded["kept_layers"]),
-            "distill.weights": recorded["loss_weights"]}
+            "distill.weights": recorded["loss_weights"],
+            "distill.failed_episodes": recorded.get("failed_episodes", "skip")}  # older runs: skipped
     if dcfg.attention_pairs is not None and dcfg.weights.attention:
         now["distill.attention_pairs"] = AttentionPairs.from_config(dcfg.attention_pairs, recorded["kept_layers"]).to_list()
         then["distill.attention_pairs"] = recorded["attention_pairs"]
@@ -247,6 +261,17 @@ def _recorded_split(recorded: dict[str, Any], episodes: list[int], facts_path: P
         raise ConfigError(f"the run being resumed ({facts_path}) trained on episodes {gone}, which the store no "
                           "longer holds or keeps; pass another --run to start afresh")
     return split
+
+
+def _recorded_teacher_only(recorded: dict[str, Any], failed: list[int], facts_path: Path) -> list[int]:
+    """The teacher-only episodes of the run being resumed; ConfigError (one line) when one of
+    them is no longer in the store or no longer marked failed."""
+    then = list(recorded["split"].get("teacher_only", []))
+    gone = sorted(set(then) - set(failed))
+    if gone:
+        raise ConfigError(f"the run being resumed ({facts_path}) learned episodes {gone} from the teacher alone, "
+                          "which the store no longer holds as failed; pass another --run to start afresh")
+    return then
 
 
 def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float) -> Split:

@@ -28,12 +28,19 @@ takes the output and attention terms over those, rescaled to the whole batch's c
 teacher's forward, which costs about what the student's forward and backward do, shrinks
 with it (BENCHMARKS.md "Distillation" (a)). A recipe change of this platform's, not the
 paper's: 1.0 (every sample) is the default.
+
+`teacher_only` episodes (the ones marked failed, with distill.failed_episodes=teacher) train
+the student through the output and attention terms only: the teacher's velocity there is a
+target, their recorded actions (a demonstration that missed) are not. The task term is then
+the mean over the batch's other samples, on the whole batch's scale. Also this platform's
+change: output distillation can use states the task loss must not.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -142,16 +149,22 @@ class DistillationObjective(Objective):
     """Student (`self.policy`, trained) against a frozen teacher (`self.teacher`; None in the
     task-only ablation, which never runs it).
 
+    `teacher_only`: episode indices whose samples skip the task term (module docstring).
+
     Raises CheckpointError when the two policies read different features, normalise with
     different statistics or differ in any model setting but their depth (the shared
     prepared inputs would be wrong for one of them), and ConfigError for missing attention
-    pairs or one outside either model (when the attention term is on).
+    pairs or one outside either model (when the attention term is on), or `teacher_only`
+    episodes with neither teacher term on.
     """
 
     def __init__(self, student: Policy, teacher: Policy, weights: LossWeights, pairs: AttentionPairs,
-                 teacher_fraction: float = 1.0) -> None:
+                 teacher_fraction: float = 1.0, teacher_only: Iterable[int] = ()) -> None:
         super().__init__(student)
         self.teacher_fraction = check_teacher_fraction(teacher_fraction)
+        self.teacher_only = sorted({int(e) for e in teacher_only})
+        if self.teacher_only and not (weights.output or weights.attention):
+            raise ConfigError("episodes taught by the teacher alone need the output or attention term; both are off")
         if student.features != teacher.features:
             raise CheckpointError(
                 f"student features {student.features} differ from the teacher's {teacher.features}; "
@@ -197,7 +210,13 @@ class DistillationObjective(Objective):
         count = weights.sum()
         terms: dict[str, Tensor] = {}
         if w.task:
-            terms["task"] = ((out.velocity - out.target).square() * weights).sum()
+            task_weights = weights
+            if self.teacher_only:
+                taught = ~torch.isin(batch["episode_index"].to(weights.device),
+                                     torch.tensor(self.teacher_only, device=weights.device))
+                task_weights = weights * taught[:, None, None]
+            task = ((out.velocity - out.target).square() * task_weights).sum()
+            terms["task"] = task if task_weights is weights else task * (count / task_weights.sum().clamp(min=1.0))
         if self.uses_teacher:
             m = math.ceil(self.teacher_fraction * len(t))  # the samples the teacher sees: the first m
             teacher_out = self._teacher(inputs if m == len(t) else inputs.first(m), noise[:m], t[:m])
@@ -234,4 +253,4 @@ class DistillationObjective(Objective):
     def describe(self) -> dict[str, Any]:
         """Weights and pairing, for run metadata and the report."""
         return {"weights": self.weights.to_dict(), "attention_pairs": self.pairs.to_list(),
-                "teacher_fraction": self.teacher_fraction}
+                "teacher_fraction": self.teacher_fraction, "teacher_only": self.teacher_only}

@@ -9,6 +9,11 @@ from shallowpi.distill.objective import LossWeights, check_teacher_fraction
 from shallowpi.distill.student import SELECTIONS
 from shallowpi.errors import ConfigError, refuse_unknown_keys
 
+# What the student does with the episodes policy.train.successful_only leaves out (marked
+# failed, e.g. DART misses): leave them out too, or learn the teacher's velocities on them
+# (output and attention terms) without ever learning their recorded actions (the task term).
+FAILED_EPISODES = ("skip", "teacher")
+
 
 @dataclass
 class DistillConfig:
@@ -21,6 +26,7 @@ class DistillConfig:
     weights: LossWeights = field(default_factory=LossWeights)
     attention_pairs: list[list[int]] | None = None
     teacher_fraction: float = 1.0
+    failed_episodes: str = "skip"
     steps: int | None = None
     train: dict[str, Any] = field(default_factory=dict)
     teacher_sha256: str | None = None
@@ -40,6 +46,12 @@ class DistillConfig:
         if self.probe_windows < 1 or self.sim_episodes < 0 or self.latency_repeats < 1:
             raise ConfigError("distill.probe_windows and latency_repeats must be >= 1, sim_episodes >= 0")
         check_teacher_fraction(self.teacher_fraction)  # here, before a teacher is trained for it
+        if self.failed_episodes not in FAILED_EPISODES:
+            raise ConfigError(f"unknown distill.failed_episodes '{self.failed_episodes}'; choose one of: "
+                              f"{', '.join(FAILED_EPISODES)}")
+        if self.failed_episodes == "teacher" and not (self.weights.output or self.weights.attention):
+            raise ConfigError("distill.failed_episodes=teacher trains on those episodes through the output or "
+                              "attention term, and both are off; switch one on or leave them out (skip)")
         if self.teacher_sha256 is not None:
             self.teacher_sha256 = str(self.teacher_sha256).lower()
 
