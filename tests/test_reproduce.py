@@ -201,7 +201,14 @@ def test_each_robot_has_the_papers_rows(reproduce):
     assert (arm["task6"].output, arm["task6"].attention) == (0, 0)  # task loss only
     assert (arm["kd6"].output, arm["kd6"].attention) == (1, 0)  # task + output distillation
     assert not arm["cut6"].trained
-    assert reproduce.ROBOT_ROWS["humanoid"] == ["teacher", "shallow6", "task6"]
+    assert "shallow6f" not in arm  # the arm's recipe trains on every demonstration: nothing failed to give
+    assert reproduce.ROBOT_ROWS["humanoid"] == ["teacher", "shallow6", "task6", "shallow6f"]
+    # Each row's student is made with its own weights and its own use of the failed demonstrations.
+    assert reproduce.ROWS["task6"].distill_settings() == [
+        "distill.weights.task=1.0", "distill.weights.output=0", "distill.weights.attention=0",
+        "distill.failed_episodes=skip"]
+    assert reproduce.ROWS["shallow6f"].distill_settings()[-1] == "distill.failed_episodes=teacher"
+    assert reproduce.ROWS["shallow6"].distill_settings()[-1] == "distill.failed_episodes=skip"
 
 
 @pytest.mark.slow

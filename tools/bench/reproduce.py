@@ -15,11 +15,14 @@ seeds, time one chunk of every model in one process, and write the table and two
 BENCHMARKS.md's run, with the shipped teachers and the recipes they were trained with, is
 made by the two commands in docs/reproduce/README.md.
 
-Rows (`--rows`, default every row of the robot: arm all, the others teacher/shallow6/task6):
+Rows (`--rows`, default every row of the robot: arm all but shallow6f, humanoid
+teacher/shallow6/task6/shallow6f, bimanual teacher/shallow6/task6):
 
     teacher    the 18-layer teacher            shallow9/6/4/3  k layers, all three losses
     task6/4    k layers, task loss only        kd6             task + output distillation
     cut6       the 6-layer cut, no training (saved through the same path with lr 0)
+    shallow6f  shallow6, and the demonstrations successful_only leaves out train it through
+               the teacher's terms (distill.failed_episodes=teacher; humanoid, not arm)
 
 Resumable: every stage writes its result as JSON under --results (default: --out) when it
 finishes, and a rerun of the same command skips it; an interrupted training continues from
@@ -155,9 +158,8 @@ def train_student(row: Row, store: Path, teacher: Path, run: Path, args: argpars
     resume = ["--resume"] if latest_checkpoint(run) else []
     done = platform("distill", "--dataset", str(store), "--policy", args.policy, "--teacher", str(teacher),
                     "--layers", str(row.layers), "--runs-dir", str(run.parent), "--run", run.name,
-                    "--steps", str(steps), "--no-progress", *resume, *args.set,
-                    f"distill.weights.task={row.task}", f"distill.weights.output={row.output}",
-                    f"distill.weights.attention={row.attention}", "distill.sim_episodes=0",
+                    "--steps", str(steps), "--no-progress", *resume, *args.set, *row.distill_settings(),
+                    "distill.sim_episodes=0",
                     "distill.compare_selections=false", "distill.latency_repeats=3", *untrained, log=log)
     if done.returncode:
         raise SystemExit(f"distilling {row.name} failed; see {log}")

@@ -48,8 +48,10 @@ def write_table(results: list[dict[str, Any]], folder: Path) -> str:
 
 
 # Rows compared seed by seed: distillation against the same student trained on the task
-# loss alone (issue 14/16's "distillation above task-only at 6 and 4 layers").
-PAIRS = (("shallow6", "task6"), ("shallow4", "task4"), ("kd6", "task6"))
+# loss alone (issue 14/16's "distillation above task-only at 6 and 4 layers"), and the
+# failed demonstrations through the teacher against the paper's student.
+PAIRS = (("shallow6", "task6"), ("shallow4", "task4"), ("kd6", "task6"), ("shallow6f", "task6"),
+         ("shallow6f", "shallow6"))
 
 
 def paired_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:

@@ -17,6 +17,7 @@ class Row:
     output: float = 1.0
     attention: float = 1.0
     trained: bool = True
+    failed_from_teacher: bool = False  # distill.failed_episodes=teacher (a recipe with successful_only)
 
     def describe(self) -> str:
         if self.layers is None:
@@ -24,7 +25,15 @@ class Row:
         if not self.trained:
             return f"{self.layers} layers, cut, not trained"
         terms = [n for n, w in (("task", self.task), ("output", self.output), ("attention", self.attention)) if w]
-        return f"{self.layers} layers, " + " + ".join(terms)
+        failed = ", failed demonstrations through the teacher" if self.failed_from_teacher else ""
+        return f"{self.layers} layers, " + " + ".join(terms) + failed
+
+    def distill_settings(self) -> list[str]:
+        """The `platform distill` overrides that make this row's student (loss weights, and
+        what the failed demonstrations train)."""
+        failed = "teacher" if self.failed_from_teacher else "skip"
+        return [f"distill.weights.task={self.task}", f"distill.weights.output={self.output}",
+                f"distill.weights.attention={self.attention}", f"distill.failed_episodes={failed}"]
 
 
 ROWS = {r.name: r for r in [
@@ -33,6 +42,10 @@ ROWS = {r.name: r for r in [
     Row("task6", 6, output=0, attention=0), Row("task4", 4, output=0, attention=0),
     Row("kd6", 6, attention=0),
     Row("cut6", 6, trained=False),
+    Row("shallow6f", 6, failed_from_teacher=True),
 ]}
-ROBOT_ROWS = {"arm": list(ROWS), "humanoid": ["teacher", "shallow6", "task6"],
+# shallow6f needs a recipe that leaves failed demonstrations out (policy.train.successful_only):
+# the humanoid's does, the arm's keeps every demonstration.
+ROBOT_ROWS = {"arm": [name for name in ROWS if name != "shallow6f"],
+              "humanoid": ["teacher", "shallow6", "task6", "shallow6f"],
               "bimanual": ["teacher", "shallow6", "task6"]}
