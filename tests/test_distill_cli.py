@@ -208,6 +208,21 @@ def test_failed_episodes_teach_the_student_through_the_teacher_alone(distilled, 
     # One more episode's windows: another data order from the first step on.
     first = [json.loads((run / "metrics.jsonl").read_text().splitlines()[0]) for run in (taught, skipped)]
     assert first[0]["output"] != pytest.approx(first[1]["output"], rel=1e-6)
+    # `platform eval` counts the failed episode as one the student has seen.
+    capsys.readouterr()
+    assert main(["eval", "--policy", str(taught / "checkpoints" / "step_000004"), "--dataset",
+                 str(distilled["store"]), "--episodes", "1"]) == 0
+    assert "training episodes [1]" in capsys.readouterr().out
+    # Stopped after step 2's checkpoint and resumed, it learns the same episodes the same way.
+    resumed = distilled["runs"] / "taught-resumed"
+    shutil.copytree(taught, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step_000004")
+    (resumed / "checkpoints" / "last").write_text("step_000002")
+    assert _distill(distilled, "--run", "taught-resumed", "--resume", *common, "distill.failed_episodes=teacher") == 0
+    a, b = ([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()] for run in (taught, resumed))
+    assert [r["step"] for r in b] == [0, 1, 2, 3]
+    for x, y in zip(a, b):
+        assert x["task"] == pytest.approx(y["task"], rel=1e-5) and x["output"] == pytest.approx(y["output"], rel=1e-5)
     capsys.readouterr()
 
     def error(*extra: str) -> str:
@@ -218,11 +233,13 @@ def test_failed_episodes_teach_the_student_through_the_teacher_alone(distilled, 
 
     assert "distill.failed_episodes=skip differs from the run being resumed (teacher" in error(
         "--run", "taught", "--resume", *common)
-    assert "set policy.train.successful_only=true" in error(
+    assert "distill.failed_episodes=teacher needs policy.train.successful_only=true" in error(
         "--run", "bad", "--teacher", str(distilled["teacher"]), "distill.failed_episodes=teacher")
     assert "through the output or attention term, and both are off" in error(
         "--run", "bad", *common, "distill.failed_episodes=teacher", "distill.weights.output=0",
         "distill.weights.attention=0")
+    assert "distill.failed_episodes=teacher needs distill.teacher_fraction=1" in error(
+        "--run", "bad", *common, "distill.failed_episodes=teacher", "distill.teacher_fraction=0.5")
     assert "unknown distill.failed_episodes 'all'; choose one of: skip, teacher" in error(
         "--run", "bad", *common, "distill.failed_episodes=all")
 

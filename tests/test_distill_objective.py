@@ -129,6 +129,9 @@ def test_teacher_only_episodes_leave_the_task_term_and_keep_the_teachers_terms()
     with pytest.raises(ConfigError, match="need the output or attention term"):
         DistillationObjective(objective.policy, objective.teacher, LossWeights(1.0, 0.0, 0.0), AttentionPairs({}),
                               teacher_only=[failed])
+    with pytest.raises(ConfigError, match=r"need distill\.teacher_fraction=1"):
+        DistillationObjective(objective.policy, objective.teacher, LossWeights(), AttentionPairs({1: 3}), 0.5,
+                              teacher_only=[failed])
 
 def _explicit_attend(record: list[torch.Tensor]):
     """Joint attention written out (einsum, kv heads repeated by hand), keeping every call's

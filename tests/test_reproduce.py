@@ -201,8 +201,12 @@ def test_each_robot_has_the_papers_rows(reproduce):
     assert (arm["task6"].output, arm["task6"].attention) == (0, 0)  # task loss only
     assert (arm["kd6"].output, arm["kd6"].attention) == (1, 0)  # task + output distillation
     assert not arm["cut6"].trained
-    assert "shallow6f" not in arm  # the arm's recipe trains on every demonstration: nothing failed to give
     assert reproduce.ROBOT_ROWS["humanoid"] == ["teacher", "shallow6", "task6", "shallow6f"]
+    # Failed demonstrations to give the student only where the recipe leaves them out of training.
+    leave_out = ["policy.train.batch_size=16", "policy.train.successful_only=true"]
+    assert reproduce.robot_rows("humanoid", leave_out) == ["teacher", "shallow6", "task6", "shallow6f"]
+    assert reproduce.robot_rows("humanoid", []) == ["teacher", "shallow6", "task6"]
+    assert "shallow6f" not in reproduce.robot_rows("arm", ["policy.train.successful_only=false"])
     # Each row's student is made with its own weights and its own use of the failed demonstrations.
     assert reproduce.ROWS["task6"].distill_settings() == [
         "distill.weights.task=1.0", "distill.weights.output=0", "distill.weights.attention=0",

@@ -15,14 +15,15 @@ seeds, time one chunk of every model in one process, and write the table and two
 BENCHMARKS.md's run, with the shipped teachers and the recipes they were trained with, is
 made by the two commands in docs/reproduce/README.md.
 
-Rows (`--rows`, default every row of the robot: arm all but shallow6f, humanoid
-teacher/shallow6/task6/shallow6f, bimanual teacher/shallow6/task6):
+Rows (`--rows`, default every row of the robot: arm all, humanoid teacher/shallow6/task6/
+shallow6f, bimanual teacher/shallow6/task6; shallow6f only with --set
+policy.train.successful_only=true, the recipe that has failed demonstrations to give it):
 
     teacher    the 18-layer teacher            shallow9/6/4/3  k layers, all three losses
     task6/4    k layers, task loss only        kd6             task + output distillation
     cut6       the 6-layer cut, no training (saved through the same path with lr 0)
     shallow6f  shallow6, and the demonstrations successful_only leaves out train it through
-               the teacher's terms (distill.failed_episodes=teacher; humanoid, not arm)
+               the teacher's terms (distill.failed_episodes=teacher)
 
 Resumable: every stage writes its result as JSON under --results (default: --out) when it
 finishes, and a rerun of the same command skips it; an interrupted training continues from
@@ -77,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
 from reproduce_report import report
-from reproduce_rows import ROBOT_ROWS, ROWS, Row
+from reproduce_rows import ROBOT_ROWS, ROWS, Row, leaves_out_failed, robot_rows
 from stage_cache import (
     Stages,
     check_recipe,
@@ -366,20 +367,20 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
 
     # Row by row, each trained then evaluated, so every finished row's result is kept before
     # the next row's training starts (a session that ends mid-run loses one row, not all).
-    asked = [n for n in ROBOT_ROWS[robot] if not args.rows or n in args.rows]
+    asked = [n for n in robot_rows(robot, args.set) if not args.rows or n in args.rows]
     trained: dict[str, dict[str, Any]] = {}
     evals: dict[str, dict[str, Any]] = {}
     for name in asked:
         trained[name] = trained_row(ROWS[name])
         evals[name] = evaluated_row(ROWS[name], trained[name])
     # The rows made by other runs into the same results (another session, another --rows).
-    for name in ROBOT_ROWS[robot]:
+    for name in robot_rows(robot, args.set):
         made = teacher if name == "teacher" else stages.kept(f"train_{name}")
         done = stages.kept(f"eval_{name}")
         if (name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]
                 and made.get("teacher_sha256", teacher["weights_sha256"]) == teacher["weights_sha256"]):
             trained[name], evals[name] = made, done
-    rows = [ROWS[n] for n in ROBOT_ROWS[robot] if n in evals]
+    rows = [ROWS[n] for n in robot_rows(robot, args.set) if n in evals]
 
     # Every depth timed in one process against the teacher, from its cuts (time_chunks).
     depths = sorted({row.layers for row in rows if row.layers is not None}, reverse=True)
@@ -460,6 +461,10 @@ def main() -> None:
     if args.rows and args.redo:  # a row made again is a row of this run
         args.rows = list(dict.fromkeys([*args.rows, *args.redo]))
     args.task_noise = parse_task_noise(args.task_noise, args.robots)
+    failed_rows = [n for n in args.rows or [] if ROWS[n].failed_from_teacher]
+    if failed_rows and not leaves_out_failed(args.set):
+        ap.error(f"--rows {' '.join(failed_rows)}: the student learns the demonstrations the training leaves out; "
+                 "pass --set policy.train.successful_only=true")
     args.teachers = {}
     for item in args.teacher:
         robot, sep, ckpt = item.partition("=")

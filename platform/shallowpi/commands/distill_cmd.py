@@ -129,8 +129,8 @@ def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> lis
     from shallowpi.errors import ConfigError
 
     if not successful_only:
-        raise ConfigError("distill.failed_episodes=teacher is for the episodes policy.train.successful_only leaves "
-                          "out, and it is off; set policy.train.successful_only=true")
+        raise ConfigError("distill.failed_episodes=teacher needs policy.train.successful_only=true (without it "
+                          "every episode already trains with every term)")
     return sorted(set(store_episodes(store)) - set(kept))
 
 

@@ -152,6 +152,8 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     same_store = Path(meta.get("dataset", "")).resolve() == store.resolve()
     held_out = json.loads(meta["held_out"]) if same_store and "held_out" in meta else None
     trained = json.loads(meta["train"]) if same_store and "train" in meta else None
+    if trained is not None:  # a student that learned failed demonstrations from its teacher has seen them too
+        trained = sorted(trained + json.loads(meta.get("teacher_only", "[]")))
     episodes = args.episodes or held_out or store_episodes(store)
     what = describe_episodes(episodes, store, same_store, held_out, trained)
     dataset = chunk_dataset(store, policy.cfg.chunk_len, episodes)

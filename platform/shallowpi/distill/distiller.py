@@ -149,6 +149,9 @@ def distill(
     if taught_by_teacher:
         log.info("the student learns %d failed episodes from the teacher alone (distill.failed_episodes=teacher)",
                  len(taught_by_teacher))
+    elif dcfg.failed_episodes == "teacher":
+        log.warning("distill.failed_episodes=teacher, but no training episode is marked failed: "
+                    "the student trains as with skip")
     train_set = make_dataset(store, teacher.cfg.chunk_len, sorted(split.train + taught_by_teacher))
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
     rate = train_set.fps()
@@ -166,7 +169,11 @@ def distill(
         # minutes on a GPU at π0 size but hours on its host's CPU.
         device = pick_device(train_cfg.device)
         teacher.to(device)
-        search = probe_windows(train_set, teacher, dcfg.probe_windows)
+        # Greedy searches on demonstrated windows only: with failed episodes added, its choice
+        # would differ from the same student's without them.
+        demonstrated = (make_dataset(store, teacher.cfg.chunk_len, split.train) if taught_by_teacher
+                        else train_set)
+        search = probe_windows(demonstrated, teacher, dcfg.probe_windows)
         judge = probe_windows(eval_set, teacher, dcfg.probe_windows)
         kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, search)
         greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}

@@ -32,8 +32,10 @@ paper's: 1.0 (every sample) is the default.
 `teacher_only` episodes (the ones marked failed, with distill.failed_episodes=teacher) train
 the student through the output and attention terms only: the teacher's velocity there is a
 target, their recorded actions (a demonstration that missed) are not. The task term is then
-the mean over the batch's other samples, on the whole batch's scale. Also this platform's
-change: output distillation can use states the task loss must not.
+the squared error over this process's other samples, rescaled to its share's count (as the
+teacher's terms are under `teacher_fraction`). It needs `teacher_fraction` 1: samples past
+the teacher's share would train nothing. Also this platform's change, not the paper's:
+output distillation can use states the task loss must not.
 """
 
 from __future__ import annotations
@@ -149,13 +151,14 @@ class DistillationObjective(Objective):
     """Student (`self.policy`, trained) against a frozen teacher (`self.teacher`; None in the
     task-only ablation, which never runs it).
 
-    `teacher_only`: episode indices whose samples skip the task term (module docstring).
+    `teacher_only`: store episode indices (matched against the batch's `episode_index` [B])
+    whose samples skip the task term (module docstring).
 
     Raises CheckpointError when the two policies read different features, normalise with
     different statistics or differ in any model setting but their depth (the shared
     prepared inputs would be wrong for one of them), and ConfigError for missing attention
     pairs or one outside either model (when the attention term is on), or `teacher_only`
-    episodes with neither teacher term on.
+    episodes with neither teacher term on or with `teacher_fraction` < 1.
     """
 
     def __init__(self, student: Policy, teacher: Policy, weights: LossWeights, pairs: AttentionPairs,
@@ -165,6 +168,9 @@ class DistillationObjective(Objective):
         self.teacher_only = sorted({int(e) for e in teacher_only})
         if self.teacher_only and not (weights.output or weights.attention):
             raise ConfigError("episodes taught by the teacher alone need the output or attention term; both are off")
+        if self.teacher_only and self.teacher_fraction < 1.0:
+            raise ConfigError("episodes taught by the teacher alone need distill.teacher_fraction=1; "
+                              "samples past the teacher's share would train nothing")
         if student.features != teacher.features:
             raise CheckpointError(
                 f"student features {student.features} differ from the teacher's {teacher.features}; "
@@ -210,13 +216,14 @@ class DistillationObjective(Objective):
         count = weights.sum()
         terms: dict[str, Tensor] = {}
         if w.task:
-            task_weights = weights
+            task = (out.velocity - out.target).square() * weights
             if self.teacher_only:
-                taught = ~torch.isin(batch["episode_index"].to(weights.device),
-                                     torch.tensor(self.teacher_only, device=weights.device))
-                task_weights = weights * taught[:, None, None]
-            task = ((out.velocity - out.target).square() * task_weights).sum()
-            terms["task"] = task if task_weights is weights else task * (count / task_weights.sum().clamp(min=1.0))
+                demonstrated = ~torch.isin(batch["episode_index"].to(weights.device),
+                                           torch.tensor(self.teacher_only, device=weights.device))  # [B]
+                task = task * demonstrated[:, None, None]
+                terms["task"] = task.sum() * (count / (weights * demonstrated[:, None, None]).sum().clamp(min=1.0))
+            else:
+                terms["task"] = task.sum()
         if self.uses_teacher:
             m = math.ceil(self.teacher_fraction * len(t))  # the samples the teacher sees: the first m
             teacher_out = self._teacher(inputs if m == len(t) else inputs.first(m), noise[:m], t[:m])

@@ -271,8 +271,9 @@ def write_report(
         f"({s['student_params'] / s['teacher_params']:.1%}); {s['copied_params']:,} copied, {s['dropped_params']:,} dropped",
         f"- loss weights: {facts['loss_weights']}",
         f"- attention pairing [student layer, teacher layer]: {facts['attention_pairs']}",
-        *([f"- learned from the teacher alone (output and attention terms; marked failed): episodes "
-           f"{facts['split']['teacher_only']}"] if facts["split"].get("teacher_only") else []),
+        *([f"- learned from the teacher alone ({' and '.join(t for t in ('output', 'attention') if facts['loss_weights'][t])}"
+           f" terms; marked failed): episodes {facts['split']['teacher_only']}"]
+          if facts["split"].get("teacher_only") else []),
         "",
         "How each selection strategy's student starts (before training): velocity MSE against the",
         "teacher on held-out probe windows, normalised units.", "",

@@ -52,6 +52,9 @@ class DistillConfig:
         if self.failed_episodes == "teacher" and not (self.weights.output or self.weights.attention):
             raise ConfigError("distill.failed_episodes=teacher trains on those episodes through the output or "
                               "attention term, and both are off; switch one on or leave them out (skip)")
+        if self.failed_episodes == "teacher" and self.teacher_fraction < 1.0:
+            raise ConfigError("distill.failed_episodes=teacher needs distill.teacher_fraction=1: failed samples "
+                              "past the teacher's share would train nothing")
         if self.teacher_sha256 is not None:
             self.teacher_sha256 = str(self.teacher_sha256).lower()
 
