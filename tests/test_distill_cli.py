@@ -190,7 +190,6 @@ def test_a_given_teacher_s_preset_sets_the_student_s_training_unless_one_is_name
     assert resolved["policy"]["name"] == "small" and resolved["policy"]["train"]["warmup_steps"] == 100
 
 
-
 def test_failed_episodes_teach_the_student_through_the_teacher_alone(distilled, capsys):
     # The fixture's episodes 1 and 3 failed; successful_only keeps 0 and 2 and the teacher
     # held out 3, so with failed_episodes=teacher episode 1 joins the student's windows for
@@ -242,6 +241,7 @@ def test_failed_episodes_teach_the_student_through_the_teacher_alone(distilled, 
         "--run", "bad", *common, "distill.failed_episodes=teacher", "distill.teacher_fraction=0.5")
     assert "unknown distill.failed_episodes 'all'; choose one of: skip, teacher" in error(
         "--run", "bad", *common, "distill.failed_episodes=all")
+
 
 def test_one_line_errors(distilled, tmp_path, capsys):
     def error(*extra: str) -> str:

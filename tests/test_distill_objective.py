@@ -97,7 +97,6 @@ def test_a_teacher_fraction_runs_the_teacher_on_the_first_samples_only(monkeypat
         DistillationObjective(objective.policy, objective.teacher, LossWeights(), AttentionPairs({1: 3}), 0.0)
 
 
-
 def test_teacher_only_episodes_leave_the_task_term_and_keep_the_teachers_terms():
     """Samples of a teacher-only episode (a failed demonstration) add nothing to the task
     term, which is the others' squared error on the whole batch's scale; the output term is
@@ -132,6 +131,7 @@ def test_teacher_only_episodes_leave_the_task_term_and_keep_the_teachers_terms()
     with pytest.raises(ConfigError, match=r"need distill\.teacher_fraction=1"):
         DistillationObjective(objective.policy, objective.teacher, LossWeights(), AttentionPairs({1: 3}), 0.5,
                               teacher_only=[failed])
+
 
 def _explicit_attend(record: list[torch.Tensor]):
     """Joint attention written out (einsum, kv heads repeated by hand), keeping every call's

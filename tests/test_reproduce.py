@@ -202,11 +202,15 @@ def test_each_robot_has_the_papers_rows(reproduce):
     assert (arm["kd6"].output, arm["kd6"].attention) == (1, 0)  # task + output distillation
     assert not arm["cut6"].trained
     assert reproduce.ROBOT_ROWS["humanoid"] == ["teacher", "shallow6", "task6", "shallow6f"]
-    # Failed demonstrations to give the student only where the recipe leaves them out of training.
+    # Failed demonstrations to give the student only where the recipe leaves them out of training,
+    # as `platform distill` composes the recipe.
     leave_out = ["policy.train.batch_size=16", "policy.train.successful_only=true"]
-    assert reproduce.robot_rows("humanoid", leave_out) == ["teacher", "shallow6", "task6", "shallow6f"]
-    assert reproduce.robot_rows("humanoid", []) == ["teacher", "shallow6", "task6"]
-    assert "shallow6f" not in reproduce.robot_rows("arm", ["policy.train.successful_only=false"])
+    assert reproduce.leaves_out_failed("teacher", leave_out)
+    assert not reproduce.leaves_out_failed("teacher", [])
+    assert not reproduce.leaves_out_failed("teacher", ["policy.train.successful_only=false"])
+    assert reproduce.robot_rows("humanoid", True) == ["teacher", "shallow6", "task6", "shallow6f"]
+    assert reproduce.robot_rows("humanoid", False) == ["teacher", "shallow6", "task6"]
+    assert "shallow6f" not in reproduce.robot_rows("arm", False)
     # Each row's student is made with its own weights and its own use of the failed demonstrations.
     assert reproduce.ROWS["task6"].distill_settings() == [
         "distill.weights.task=1.0", "distill.weights.output=0", "distill.weights.attention=0",

@@ -78,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
 from reproduce_report import report
-from reproduce_rows import ROBOT_ROWS, ROWS, Row, leaves_out_failed, robot_rows
+from reproduce_rows import ROBOT_ROWS, ROWS, Row, robot_rows
 from stage_cache import (
     Stages,
     check_recipe,
@@ -88,7 +88,7 @@ from stage_cache import (
     weights_sha256,
 )
 
-from shallowpi.config import parse_size
+from shallowpi.config import compose, parse_size
 from shallowpi.data.durable_io import replace_text, write_json
 from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.robots.sim.tasks import make_tasks
@@ -367,20 +367,21 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
 
     # Row by row, each trained then evaluated, so every finished row's result is kept before
     # the next row's training starts (a session that ends mid-run loses one row, not all).
-    asked = [n for n in robot_rows(robot, args.set) if not args.rows or n in args.rows]
+    names = robot_rows(robot, args.leaves_out_failed)
+    asked = [n for n in names if not args.rows or n in args.rows]
     trained: dict[str, dict[str, Any]] = {}
     evals: dict[str, dict[str, Any]] = {}
     for name in asked:
         trained[name] = trained_row(ROWS[name])
         evals[name] = evaluated_row(ROWS[name], trained[name])
     # The rows made by other runs into the same results (another session, another --rows).
-    for name in robot_rows(robot, args.set):
+    for name in names:
         made = teacher if name == "teacher" else stages.kept(f"train_{name}")
         done = stages.kept(f"eval_{name}")
         if (name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]
                 and made.get("teacher_sha256", teacher["weights_sha256"]) == teacher["weights_sha256"]):
             trained[name], evals[name] = made, done
-    rows = [ROWS[n] for n in robot_rows(robot, args.set) if n in evals]
+    rows = [ROWS[n] for n in names if n in evals]
 
     # Every depth timed in one process against the teacher, from its cuts (time_chunks).
     depths = sorted({row.layers for row in rows if row.layers is not None}, reverse=True)
@@ -408,6 +409,20 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         })
     return {"robot": robot, "record_minutes": stages.kept("record")["seconds"] / 60, "teacher_depth": ref["depth"],
             "rows": table}
+
+
+def leaves_out_failed(policy: str, settings: list[str]) -> bool:
+    """Whether the recipe trains on the demonstrations not marked failed only
+    (policy.train.successful_only, as `platform train` and `distill` compose it from the
+    preset and the `--set` overrides): only then are there failed ones for shallow6f.
+    SystemExit (one line) for overrides the config refuses."""
+    from shallowpi.errors import ConfigError
+
+    try:
+        cfg = compose([f"policy={policy}", *settings])
+    except ConfigError as exc:
+        raise SystemExit(f"--set: {exc}") from None
+    return bool(cfg.policy.get("train", {}).get("successful_only", False))
 
 
 def exit_on_sigterm() -> None:
@@ -461,8 +476,9 @@ def main() -> None:
     if args.rows and args.redo:  # a row made again is a row of this run
         args.rows = list(dict.fromkeys([*args.rows, *args.redo]))
     args.task_noise = parse_task_noise(args.task_noise, args.robots)
+    args.leaves_out_failed = leaves_out_failed(args.policy, args.set)
     failed_rows = [n for n in args.rows or [] if ROWS[n].failed_from_teacher]
-    if failed_rows and not leaves_out_failed(args.set):
+    if failed_rows and not args.leaves_out_failed:
         ap.error(f"--rows {' '.join(failed_rows)}: the student learns the demonstrations the training leaves out; "
                  "pass --set policy.train.successful_only=true")
     args.teachers = {}

@@ -48,16 +48,8 @@ ROBOT_ROWS = {"arm": list(ROWS), "humanoid": ["teacher", "shallow6", "task6", "s
               "bimanual": ["teacher", "shallow6", "task6"]}
 
 
-def leaves_out_failed(settings: list[str]) -> bool:
-    """True when a run's `--set` overrides train on the demonstrations not marked failed
-    (policy.train.successful_only=true): only then are there failed ones for shallow6f."""
-    values = [v for k, _, v in (s.partition("=") for s in settings) if k.lstrip("+") == "policy.train.successful_only"]
-    return bool(values) and values[-1].strip().lower() in ("true", "1", "yes")
-
-
-def robot_rows(robot: str, settings: list[str]) -> list[str]:
-    """The rows `robot` gets with the `--set` overrides `settings`: ROBOT_ROWS[robot], less the
-    rows that learn the failed demonstrations from the teacher when the recipe keeps every
-    demonstration (the arm's, and the humanoid's without successful_only)."""
-    failed = leaves_out_failed(settings)
-    return [name for name in ROBOT_ROWS[robot] if failed or not ROWS[name].failed_from_teacher]
+def robot_rows(robot: str, leaves_out_failed: bool) -> list[str]:
+    """The rows `robot` gets: ROBOT_ROWS[robot], less the rows that learn the failed
+    demonstrations from the teacher when the recipe keeps every demonstration
+    (`leaves_out_failed` False: no policy.train.successful_only, as the arm's)."""
+    return [name for name in ROBOT_ROWS[robot] if leaves_out_failed or not ROWS[name].failed_from_teacher]
