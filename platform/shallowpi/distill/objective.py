@@ -256,8 +256,3 @@ class DistillationObjective(Objective):
         layers = list(self.pairs.pairs.values()) if self.weights.attention else []
         # Attention alone needs no teacher velocity: its layers above the last paired one do not run.
         return self.teacher.flow_outputs(inputs, noise, t, attention_layers=layers, velocity=bool(self.weights.output))
-
-    def describe(self) -> dict[str, Any]:
-        """Weights and pairing, for run metadata and the report."""
-        return {"weights": self.weights.to_dict(), "attention_pairs": self.pairs.to_list(),
-                "teacher_fraction": self.teacher_fraction, "teacher_only": self.teacher_only}
