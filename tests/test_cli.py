@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import platform_cmd, subprocess_env
+from conftest import REPO_ROOT, platform_cmd, subprocess_env
 from shallowpi.cli import main
 from store_fixtures import make_store, stamp_episode, synthetic_frame
 
@@ -332,3 +332,22 @@ def test_every_path_flag_expands_a_tilde(monkeypatch, tmp_path):
     assert {"eval --policy", "deploy --policy", "distill --teacher", "train --init", "train --runs-dir"} <= flags
     args, _ = build_parser().parse_known_args(["eval", "--policy=~/ckpt"])
     assert args.policy == tmp_path / "ckpt"
+
+
+def test_platform_says_when_it_runs_another_checkouts_code(tmp_path):
+    """The shared venv's `platform` runs the clone that last ran tools/setup.sh: run from
+    inside another clone it says so in one line (and still runs), not silently."""
+    clone = tmp_path / "other clone"
+    (clone / "platform" / "shallowpi").mkdir(parents=True)
+    (clone / "platform" / "shallowpi" / "__init__.py").write_text("")
+    (clone / "pyproject.toml").write_text("[project]\nname = 'shallowpi'\n")
+    (clone / "datasets").mkdir()
+
+    elsewhere = run("config", "groups", cwd=clone / "datasets")
+    assert elsewhere.returncode == 0
+    assert elsewhere.stderr.count("warning:") == 1
+    assert f"not this checkout's ({clone})" in elsewhere.stderr
+    here = run("config", "groups", cwd=REPO_ROOT)
+    assert here.returncode == 0 and "warning:" not in here.stderr
+    outside = run("config", "groups", cwd=tmp_path)
+    assert outside.returncode == 0 and "warning:" not in outside.stderr

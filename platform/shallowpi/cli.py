@@ -180,6 +180,19 @@ def parse_command(words: Sequence[str], parser: Parser | None = None) -> argpars
     return args
 
 
+def other_checkout(cwd: Path, package: Path) -> Path | None:
+    """The checkout of this project that `cwd` is inside, when it is not the one whose
+    `shallowpi` (the folder `package`) runs: the shared venv's editable install points at the
+    clone that last ran tools/setup.sh, so `platform` run from another clone would run that
+    clone's code, or fail once it is deleted. None inside the running checkout or outside
+    any checkout."""
+    for folder in (cwd, *cwd.parents):
+        ours = folder / "platform" / "shallowpi"
+        if (ours / "__init__.py").is_file() and (folder / "pyproject.toml").is_file():
+            return None if ours.resolve() == package.resolve() else folder
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `platform ARGV...` (default: sys.argv[1:]) and return the exit code.
 
@@ -197,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("shallowpi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    checkout = other_checkout(Path.cwd(), Path(__file__).parent)
+    if checkout is not None:
+        print(f"warning: this `platform` runs the code in {Path(__file__).parent.parent.parent}, not this "
+              f"checkout's ({checkout}): run `bash tools/setup.sh env` here to use it", file=sys.stderr)
     try:
         return int(args.run(args) or 0)
     except PlatformError as exc:
