@@ -34,7 +34,7 @@ if ((${#missing[@]})); then
         apt-get update -qq >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
-        say "warning: missing Debian packages (${missing[*]}); install them with apt-get as root"
+        say "warning: missing Debian 12 packages; install them: sudo apt-get install ${missing[*]}"
     fi
 fi
 
