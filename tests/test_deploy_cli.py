@@ -76,6 +76,21 @@ def test_deploy_thor_on_this_machine_runs_the_twin_with_the_best_local_backend(t
     assert "stats.json was modified" in refused.stderr
 
 
+def test_bundle_only_builds_the_bundle_and_runs_nothing(trained, tmp_path):
+    """A lab builds the bundle on the workstation for a robot that is not attached to it:
+    no twin, no port, no episode; the folder loads as the robot side would load it."""
+    pytest.importorskip("onnxscript", reason="onnxscript (torch's ONNX exporter) not installed: pip install 'shallowpi[export]'")
+    from shallowpi.deploy.bundle import Bundle
+
+    out = tmp_path / "arm.bundle"
+    result = deploy(trained, "--backend", "onnxruntime", "--bundle", str(out), "--bundle-only", "--robot", "arm")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "episode" not in result.stdout and "backend onnxruntime" not in result.stdout
+    bundle = Bundle.load(out)
+    assert f"bundle {out} (sha256 {bundle.digest[:12]}, graphs: chunk)" in result.stdout
+    assert (out / "graphs" / "chunk.onnx").is_file()
+
+
 def test_deploy_stack_with_torch_records_the_executed_episode(trained, tmp_path):
     result = deploy(trained, "--sim", "stack", "--backend", "torch", "--strategy", "async",
                     "--data-root", str(tmp_path), "--record", "executed")

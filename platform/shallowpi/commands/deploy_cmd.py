@@ -4,6 +4,7 @@
   platform deploy --policy CKPT --jetson orin --sim stack --episodes 3 --no-tui
   platform deploy --policy CKPT --sim --strategy sync|async|ensemble|rtc --delay-ms 300
   platform deploy --policy CKPT --sim --backend torch --record deployed --json run.json
+  platform deploy --policy CKPT --backend onnxruntime --bundle-only   the bundle alone, on the workstation
   platform deploy --policy CKPT.bundle --jetson orin --backend onnxruntime --robot arm
       --task "put the red cube in the bowl"             on the robot, the bundle built beforehand
 
@@ -87,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delay-ms", type=float, help="inject this much inference delay (experiments)")
     parser.add_argument("--realtime", action="store_true", help="--sim: pace the loop by the wall clock")
     parser.add_argument("--bundle", type=user_path, help="where to keep the bundle (default: CKPT.bundle)")
+    parser.add_argument("--bundle-only", action="store_true",
+                        help="build (or verify) the bundle for the backend and exit, running nothing: on the "
+                             "workstation, for a robot that is not attached; copy the folder to the robot")
     parser.add_argument("--record", metavar="DATASET", help="store the executed episodes in this dataset")
     parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
@@ -130,6 +134,10 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     profile = decision.profile
     backend_name = args.backend or profile.backend
     bundle = _bundle(args, backend_name)
+    if args.bundle_only:
+        print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}): "
+              f"copy it to the robot and deploy with --policy {bundle.path.name}", flush=True)
+        return 0
     target = twin_target(args, bundle) if args.sim else robot_target(args, bundle, camera_devices)
     cfg = target.cfg
     exec_cfg = _executor_config(args, cfg, realtime=bool(args.realtime or not args.sim))
