@@ -185,8 +185,11 @@ def test_progress_prints_plain_lines_without_a_terminal():
     assert quiet.getvalue().splitlines() == [quiet.getvalue().strip()] and " 7/10 " in quiet.getvalue()
 
 
-@pytest.mark.parametrize(("robot", "made_by"), [("arm", "closed_loop.py"), ("humanoid", "reproduce.py")])
-def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot, made_by):
+@pytest.mark.parametrize(("robot", "made_by", "recipe"), [
+    ("arm", "closed_loop.py", {}),
+    ("humanoid", "closed_loop.py", {"crop_scale": 1.0}),  # its README: trained with the crops off
+])
+def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot, made_by, recipe):
     from shallowpi import config
     from shallowpi.commands.demo_stages import DemoConfig
     from shallowpi.evaluate.sim_checkpoint import check_fits
@@ -200,10 +203,14 @@ def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot, made_by
     policy = Policy.load(folder)
     check_fits(policy.features, TwinSpec.from_config(config.compose([f"robot={robot}"]).robot))
     assert policy.cfg.depth == 18 and policy.cfg.name == "teacher"
-    # shipped from the preset as it is: a preset change (chunks of 40) means a new teacher
+    # shipped from the preset as it is, but for the overrides its README gives: a preset
+    # change (chunks of 40) means a new teacher
     preset = load_preset("teacher")
     for key in ("chunk_len", "vision", "vlm", "expert", "crop_scale", "normalization", "task_conditioning"):
-        assert getattr(policy.cfg, key) == getattr(preset, key), f"the shipped teacher's {key} is not the preset's"
+        expected = recipe.get(key, getattr(preset, key))
+        assert getattr(policy.cfg, key) == expected, f"the shipped teacher's {key} is not the preset's or its recipe's"
+    readme = (folder / "README.md").read_text()
+    assert all(f"policy.{key}={value}" in readme for key, value in recipe.items())
     instructions = [task.instruction for task in make_tasks(robot).values()]
     # it reads every instruction whole, word by word, and tells them apart
     check_prompts(policy.tokenizer, instructions, policy.cfg.max_text_tokens)
