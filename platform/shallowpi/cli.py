@@ -210,9 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("shallowpi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    checkout = other_checkout(Path.cwd(), Path(__file__).parent)
+    package = Path(__file__).resolve().parent  # <checkout>/platform/shallowpi
+    checkout = other_checkout(Path.cwd(), package)
     if checkout is not None:
-        print(f"warning: this `platform` runs the code in {Path(__file__).parent.parent.parent}, not this "
+        print(f"warning: this `platform` runs the code in {package.parents[1]}, not this "
               f"checkout's ({checkout}): run `bash tools/setup.sh env` here to use it", file=sys.stderr)
     try:
         return int(args.run(args) or 0)

@@ -78,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, evaluate, noise_of, parse_task_noise, platform, record
 from reproduce_report import report
-from reproduce_rows import ROBOT_ROWS, ROWS, Row, robot_rows
+from reproduce_rows import ROBOT_ROWS, ROWS, Row, leaves_out_failed, robot_rows
 from stage_cache import (
     Stages,
     check_recipe,
@@ -88,7 +88,7 @@ from stage_cache import (
     weights_sha256,
 )
 
-from shallowpi.config import compose, parse_size
+from shallowpi.config import parse_size
 from shallowpi.data.durable_io import replace_text, write_json
 from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.robots.sim.tasks import make_tasks
@@ -409,20 +409,6 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         })
     return {"robot": robot, "record_minutes": stages.kept("record")["seconds"] / 60, "teacher_depth": ref["depth"],
             "rows": table}
-
-
-def leaves_out_failed(policy: str, settings: list[str]) -> bool:
-    """Whether the recipe trains on the demonstrations not marked failed only
-    (policy.train.successful_only, as `platform train` and `distill` compose it from the
-    preset and the `--set` overrides): only then are there failed ones for shallow6f.
-    SystemExit (one line) for overrides the config refuses."""
-    from shallowpi.errors import ConfigError
-
-    try:
-        cfg = compose([f"policy={policy}", *settings])
-    except ConfigError as exc:
-        raise SystemExit(f"--set: {exc}") from None
-    return bool(cfg.policy.get("train", {}).get("successful_only", False))
 
 
 def exit_on_sigterm() -> None:

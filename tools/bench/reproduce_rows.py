@@ -48,8 +48,23 @@ ROBOT_ROWS = {"arm": list(ROWS), "humanoid": ["teacher", "shallow6", "task6", "s
               "bimanual": ["teacher", "shallow6", "task6"]}
 
 
-def robot_rows(robot: str, leaves_out_failed: bool) -> list[str]:
+def leaves_out_failed(policy: str, settings: list[str]) -> bool:
+    """Whether the recipe trains on the demonstrations not marked failed only
+    (policy.train.successful_only, as `platform train` and `distill` compose it from the
+    preset and the `--set` overrides): only then are there failed ones for shallow6f.
+    SystemExit (one line) for overrides the config refuses."""
+    from shallowpi.config import compose
+    from shallowpi.errors import ConfigError
+
+    try:
+        cfg = compose([f"policy={policy}", *settings])
+    except ConfigError as exc:
+        raise SystemExit(f"--set: {exc}") from None
+    return bool(cfg.policy.get("train", {}).get("successful_only", False))
+
+
+def robot_rows(robot: str, failed_left_out: bool) -> list[str]:
     """The rows `robot` gets: ROBOT_ROWS[robot], less the rows that learn the failed
     demonstrations from the teacher when the recipe keeps every demonstration
-    (`leaves_out_failed` False: no policy.train.successful_only, as the arm's)."""
-    return [name for name in ROBOT_ROWS[robot] if leaves_out_failed or not ROWS[name].failed_from_teacher]
+    (`failed_left_out` False, see leaves_out_failed: the arm's recipe)."""
+    return [name for name in ROBOT_ROWS[robot] if failed_left_out or not ROWS[name].failed_from_teacher]
