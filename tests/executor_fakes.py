@@ -36,6 +36,7 @@ class CountingRobot:
         self.calls: list[str] = []  # hold, torque_off, in order
         self.torque = True
         self.clamped = 0  # commands this robot changed, by any amount
+        self.alarm: str | None = None  # set: check_faults() raises it (a servo overloading as it holds)
 
     def observe(self) -> Observation:
         if self.fault_at is not None and self.ticks >= self.fault_at:
@@ -66,6 +67,10 @@ class CountingRobot:
     def torque_off(self) -> None:
         self.calls.append("torque_off")
         self.torque = False
+
+    def check_faults(self) -> None:
+        if self.alarm is not None:
+            raise ServoFault(self.alarm)
 
 
 class LoadedRobot(CountingRobot):

@@ -210,9 +210,10 @@ def test_a_dashboard_that_dies_stops_the_executor_and_gives_the_terminal_back(tr
 
 
 def test_experiment_flags_are_refused_on_the_robot_in_one_line(tmp_path):
-    """--delay-ms slows a real arm's policy on purpose, --realtime and --seed mean nothing
-    there: each is refused before anything connects (no robot is attached here)."""
-    for flag in (["--delay-ms", "300"], ["--realtime"], ["--seed", "5"]):
+    """--delay-ms (or the config key it sets) slows a real arm's policy on purpose, --realtime
+    and --seed mean nothing there: each is refused before anything connects (no robot is
+    attached here)."""
+    for flag in (["--delay-ms", "300"], ["deploy.injected_delay_s=0.3"], ["--realtime"], ["--seed", "5"]):
         result = subprocess.run(platform_cmd("deploy", "--policy", str(tmp_path / "none"), *flag),
                                 capture_output=True, text=True, env=subprocess_env(), timeout=120)
         assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr

@@ -421,3 +421,104 @@ def test_a_wall_clock_episode_bounds_the_gil_hand_over_and_restores_it():
     _, _, robot, _ = run("rtc", realtime=False, ticks=3, robot=Watching())
     assert robot.seen[-1] == before  # simulated time: nothing to hand over in time
 
+
+
+@pytest.mark.parametrize("rows", [6, 0])
+def test_a_chunk_of_another_length_holds_with_torque_on(rows):
+    """H is the first chunk's: the selector indexes every later chunk by it, so a shorter or
+    empty one (a graph exported for another horizon, a broken engine) is a policy fault."""
+    class Shrinking(StepBackend):
+        def infer(self, obs, inpainting=None):
+            chunk = super().infer(obs, inpainting)
+            return chunk[:rows] if self.calls >= 4 else chunk  # warm-up's two, one good chunk, then this
+
+    robot = CountingRobot()
+    executor = Executor(robot, Shrinking(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    report = executor.run_episode("count", 60)
+    assert report.ended == "fault" and report.chunks == 1 and executor.held_after_fault
+    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
+    assert f"chunk of shape ({rows}, 2) (expected (8, 2))" in executor.status.message
+
+
+def test_the_dashboard_is_heard_while_a_synchronous_chunk_is_computed():
+    """The dashboard's keys are read when the status goes out (deploy_cmd's publish): the
+    wait for a synchronous chunk publishes in its 50 ms slices, so an e-stop pressed then
+    cuts torque without waiting for the chunk."""
+    class Slow(StepBackend):
+        def infer(self, obs, inpainting=None):
+            if self.calls >= 3:
+                time.sleep(2.0)
+            return super().infer(obs, inpainting)
+
+    robot = CountingRobot()
+    pressed = threading.Event()  # the operator's `e`, waiting in the telemetry socket
+    started = time.perf_counter()
+    torque_off_at: list[float] = []
+
+    def publish(status):
+        if pressed.is_set():
+            executor.estop()
+
+    executor = Executor(robot, Slow(8), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2), publish=publish)
+    executor.warm_up("count")
+    original = robot.torque_off
+    robot.torque_off = lambda: (torque_off_at.append(time.perf_counter() - started), original())
+    threading.Timer(0.3, pressed.set).start()
+    report = executor.run_episode("count", 10_000)
+    assert report.ended == "e-stop" and robot.calls[-1] == "torque_off"
+    assert torque_off_at and torque_off_at[0] < 1.0  # not after the 2 s chunk
+
+
+def test_a_recording_that_fails_ends_the_episode_holding_with_torque_on():
+    from shallowpi.record.writer import WriterError
+
+    def on_tick(obs, sent):
+        if obs.time_s >= 10 / 30:
+            raise WriterError("the disk is behind: the writer's queue of 256 frames stayed full for 0.25 s")
+
+    robot = CountingRobot()
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    report = executor.run_episode("count", 60, on_tick=on_tick)
+    assert report.ended == "fault" and report.ticks == 11 and executor.held_after_fault  # its 11th tick was sent
+    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
+    assert "the disk is behind" in executor.status.message
+
+
+def test_a_backend_still_computing_after_the_episode_is_not_used_again():
+    """A chunk in flight when the episode ends and not back max_inference_s later: the next
+    episode's chunks would run beside it on the same backend, so the run ends as a fault."""
+    class HangsLate(StepBackend):
+        def infer(self, obs, inpainting=None):
+            if self.calls >= 3:  # the warm-up's two, one good chunk, then a hang
+                time.sleep(3.0)
+            return super().infer(obs, inpainting)
+
+    robot = CountingRobot()
+    executor = Executor(robot, HangsLate(8), ExecutorConfig(strategy="async", realtime=True, warmup_runs=2,
+                                                             max_inference_s=1.0))
+    executor.warm_up("count")
+    started = time.perf_counter()
+    report = executor.run_episode("count", 12)  # 0.4 s: ends before the watchdog's 1 s
+    assert time.perf_counter() - started < 2.5
+    assert report.ended == "fault" and executor.stopped and executor.held_after_fault
+    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
+    assert "still computing a chunk 1 s after the episode ended" in executor.status.message
+
+
+def test_a_servo_fault_while_holding_after_a_policy_fault_turns_torque_off():
+    from shallowpi.commands.deploy_cmd import _hold_until_the_operator_ends
+
+    robot = CountingRobot()
+    executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
+                        ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
+    robot.alarm = "servo 3 on bus arm reports an overload"
+    said: list[str] = []
+    started = time.perf_counter()
+    _hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02)
+    assert time.perf_counter() - started < 2.0  # checked once a second, as observe() checks
+    assert executor.estopped and not executor.held_after_fault
+    assert "a servo fault while the robot held: servo 3 on bus arm reports an overload; torque off" in said

@@ -54,6 +54,33 @@ def test_a_full_queue_blocks_and_is_measured_never_dropped(tmp_path, rng):
     assert store.episode(0).length == 20  # every frame arrived
 
 
+def test_a_loop_that_cannot_wait_gets_an_error_instead_of_a_stall(tmp_path, rng, monkeypatch):
+    """max_wait_s (the executor's recording): a queue still full after it raises WriterError,
+    the frame not queued; the frames queued before it are written."""
+    from shallowpi.data import chunk_files
+
+    written = chunk_files.write_frames
+
+    def slow_disk(*args, **kwargs):
+        time.sleep(0.5)
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(chunk_files, "write_frames", slow_disk)
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False, image_batch=1))
+    writer = BackgroundWriter(store, capacity_frames=2)
+    writer.begin(0, "slow disk")
+    queued = 0
+    with pytest.raises(WriterError, match=re.escape("the disk is behind: the writer's queue of 2 frames stayed full for 0.05 s")):
+        for t in range(20):
+            started = time.perf_counter()
+            writer.add_frame(synthetic_frame(rng, t), t / 30, max_wait_s=0.05)
+            assert time.perf_counter() - started < 0.3
+            queued += 1
+    writer.commit(success=None)
+    writer.close()
+    assert 2 <= queued < 20 and store.episode(0).length == queued
+
+
 def test_writer_failure_reaches_the_loop(tmp_path, rng):
     store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False))
     writer = BackgroundWriter(store, capacity_frames=4)

@@ -125,10 +125,13 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change):
         raise ConfigError("--reset-time-s, --allow-uncalibrated and --allow-calibration-change are for the robot: "
                           "the twin resets itself")
-    if args.delay_ms and not args.sim:  # a slower policy on a real arm is an experiment nobody should run by accident
-        raise ConfigError("--delay-ms is the delay experiment, for --sim only: never on the robot")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
+    # A slower policy on a real arm is an experiment nobody should run by accident: by the
+    # flag or by the config key it sets.
+    if (args.delay_ms or float(base.deploy.injected_delay_s or 0.0)) and not args.sim:
+        raise ConfigError("--delay-ms (deploy.injected_delay_s) is the delay experiment, for --sim only: "
+                          "never on the robot")
     decision = plan(str(base.jetson.name), detect(_sysroot()), cuda=_has_cuda())
     print(decision.message, flush=True)
     profile = decision.profile
@@ -340,10 +343,21 @@ def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None],
     it so (the servos hold their goals) until the operator stops or e-stops, from the
     dashboard or with Ctrl-C, rather than turn torque off unasked and drop its arms. The
     status goes on being published, and the dashboard's commands obeyed, meanwhile."""
+    from shallowpi.errors import PlatformError
+
     say("the policy failed; the robot holds its pose with torque on: support it, then stop "
         "(s or Ctrl-C: torque off) or e-stop (e)")
+    checked = time.monotonic()
     while executor.held_after_fault:
         publish(executor.status)
+        if time.monotonic() - checked >= 1.0:  # as observe() does while it runs: a servo may overload holding
+            checked = time.monotonic()
+            try:
+                executor.robot.check_faults()
+            except PlatformError as exc:
+                say(f"a servo fault while the robot held: {exc}; torque off")
+                executor.estop()
+                break
         time.sleep(period_s)
 
 
@@ -434,12 +448,20 @@ class _Lines:
             self.printer.say(f"[deploy] {status_line(status)}")
 
 
+# How long a tick may wait for room in the recording's queue (256 frames, ~8 s at 30 Hz)
+# before the episode ends as a fault with torque on: the loop, and the e-stop read with its
+# status, must not stall behind a disk that cannot keep up.
+RECORD_MAX_WAIT_S = 0.25
+
+
 class _Recorder:
     """--record: the executed episodes in a normal store (observation, the command sent),
     with the target's calibration id (the twin's: `sim-<robot>`). The loop only queues each
     tick; the recorder's own writer thread (record/writer.BackgroundWriter) encodes the
     frames and syncs them to disk, as when recording demonstrations: a JPEG encode or an
-    fsync on the control loop would stall the commands and the e-stop behind it."""
+    fsync on the control loop would stall the commands and the e-stop behind it. A queue
+    full for RECORD_MAX_WAIT_S, or a failed writer, ends the episode as a fault (the robot
+    holds, torque on) instead of stalling the loop; the frames before it are kept."""
 
     def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str]) -> None:
         from shallowpi import config
@@ -471,14 +493,16 @@ class _Recorder:
             self._t0 = obs.time_s if self._t0 < 0 else self._t0
             row = lerobot_row(obs, obs.time_s - self._t0)  # on the episode's clock
             values = {**row.values, "action": np.asarray(sent, np.float32)}
-            self.writer.add_frame(values, row.timestamp, row.capture_times)
+            self.writer.add_frame(values, row.timestamp, row.capture_times, max_wait_s=RECORD_MAX_WAIT_S)
 
         return on_tick
 
     def end(self, success: bool | None, ended: str) -> None:
         """Queue the episode's commit; `ended` (time up, success held, stopped, e-stop, fault)
-        goes in its metadata, so a review tells a stopped episode from a finished one."""
-        self.writer.commit(success=success, extra={"ended": ended})
+        goes in its metadata, so a review tells a stopped episode from a finished one. Nothing
+        once the writer has failed (`close` says why)."""
+        if self.writer.failure is None:
+            self.writer.commit(success=success, extra={"ended": ended})
 
     def close(self) -> None:
         """Write what is queued (an episode `end` did not commit is discarded), close the

@@ -43,9 +43,10 @@ openings) is counted, and the commands ramp to the new chunk at top speed until 
 within a tick; the watchdog holds when no action is due or the stalest camera's frame is older than
 `max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
 frame); a servo or camera fault holds, then turns torque off; the inference watchdog
-(a chunk not back `max_inference_s` after its request), a backend that raises and a chunk
-that is not finite or not [H, joints] hold and end the episode as a fault with torque on
-(the robot is sound);
+(a chunk not back `max_inference_s` after its request, or still computing that long after
+the episode's end), a backend that raises, a chunk that is not finite or not [H, joints] (H the first
+chunk's) and an `on_tick` that raises (a recording whose disk fails or falls behind) hold
+and end the episode as a fault with torque on (the robot is sound);
 `stop()` (SIGINT, SIGTERM) ends the loop at the next tick and `estop()` turns torque off
 at the next tick (while a synchronous chunk is computed, within 50 ms), before waiting on
 the inference thread.
@@ -231,6 +232,7 @@ class Executor:
         seam: str | bool = False  # "new": a chunk just arrived; "limiting": still ramping to it
         succeeded, chunk_time = 0, None
         chosen: np.ndarray | None = None  # the last action the selection chose
+        stuck = False  # the inference thread still in the backend after the episode
         try:
             runner = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
                       else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
@@ -305,7 +307,11 @@ class Executor:
                 report.sent.append(last)
                 report.ticks += 1
                 if on_tick is not None:
-                    on_tick(obs, last)
+                    try:
+                        on_tick(obs, last)
+                    except PlatformError as exc:  # the recording's (a failed or lagging disk): the robot is sound
+                        self._fault(exc, report, last, torque_off=False)
+                        break
                 self._tick_status(obs, last, selector, clock, holding, chunk_time)
                 if success is not None and stop_after_success_ticks:
                     succeeded = succeeded + 1 if success() else 0
@@ -323,7 +329,17 @@ class Executor:
             if self._estop.is_set():  # before anything that may wait on a busy inference thread
                 self._torque_off(report)
             if runner is not None:  # stopped (a fault, an e-stop): do not wait long on a stuck backend
-                runner.close(join_s=0.2 if self._stop.is_set() else 30.0)
+                stopping = self._stop.is_set()
+                ended = runner.close(join_s=0.2 if stopping else cfg.max_inference_s, on_wait=self._still_waiting)
+                stuck = not ended and not self._stop.is_set()
+                if self._estop.is_set() and not stopping:  # e-stopped during that wait
+                    self._torque_off(report)
+                    report.ended = "e-stop"
+        if stuck:  # its next chunk would run beside the stuck one, on the same backend
+            self._fault(InferenceFault(f"the backend {self.backend.name} is still computing a chunk "
+                                       f"{cfg.max_inference_s:g} s after the episode ended (deploy.max_inference_s): "
+                                       "no further episode starts on it"),
+                        report, last, torque_off=False)
         if not self._estop.is_set() and report.ended != "fault":
             robot.hold(last)  # keeps a grip's squeeze (Robot.hold)
         report.success = success() if success is not None else None
@@ -350,7 +366,14 @@ class Executor:
             if done:
                 return done
             self._check_inference_time(selector)
+            self._publish(self.status)  # the dashboard's stop and e-stop are read as the status goes out
         return []
+
+    def _still_waiting(self) -> bool:
+        """Between the slices of a wait on the inference thread at an episode's end: publish
+        (the dashboard's commands are read then); False once stopped, to wait no longer."""
+        self._publish(self.status)
+        return not self._stop.is_set()
 
     def _check_inference_time(self, selector: ActionSelector) -> None:
         """InferenceFault when the pending chunk is overdue by the wall clock (realtime only)."""
@@ -366,10 +389,13 @@ class Executor:
         if done.error is not None:  # the backend's (onnxruntime, TensorRT, torch): the robot is sound
             raise InferenceFault(f"the backend {self.backend.name} failed: {done.error}") from done.error
         chunk = np.asarray(done.chunk)
-        if chunk.ndim != 2 or chunk.shape[1] != len(self.status.joint_names) or not np.isfinite(chunk).all():
+        expected = selector.chunk_len  # H is the first chunk's: the selector indexes every chunk by it
+        if (chunk.ndim != 2 or chunk.shape[1] != len(self.status.joint_names) or len(chunk) < 1
+                or (expected is not None and len(chunk) != expected) or not np.isfinite(chunk).all()):
             # Never to the robot: a NaN (an fp16 overflow, a broken engine) or a malformed chunk
-            raise InferenceFault(f"the backend {self.backend.name} returned a chunk of shape {chunk.shape} with "
-                                 f"{int((~np.isfinite(chunk)).sum())} non-finite value(s); holding")
+            shape = f"({expected or 'H >= 1'}, {len(self.status.joint_names)})"
+            raise InferenceFault(f"the backend {self.backend.name} returned a chunk of shape {chunk.shape} (expected "
+                                 f"{shape}) with {int((~np.isfinite(chunk)).sum())} non-finite value(s); holding")
         selector.deliver(done.request, done.chunk)
         report.chunks += 1
         report.latency_ms.append(1e3 * done.latency_s)

@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,13 +88,20 @@ class ThreadedInference:
                 self._done.append(Done(request, chunk, time.perf_counter() - started, error))
                 self._wake.notify_all()
 
-    def close(self, join_s: float = 30.0) -> None:
-        """Stop: nothing more arrives. Waits up to `join_s` for a chunk in progress (the
-        thread is a daemon: one stuck in the backend is left behind, not waited for)."""
+    def close(self, join_s: float = 30.0, on_wait: Callable[[], bool] | None = None) -> bool:
+        """Stop: nothing more arrives. Waits up to `join_s` for a chunk in progress, in
+        50 ms slices with `on_wait()` between them (the caller's status and commands stay
+        live; it returns False to wait no longer). Returns whether the thread ended: one stuck in the backend is a daemon, left
+        behind, and the backend must not be used again (its next call would run beside it)."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
-        self._thread.join(timeout=join_s)
+        deadline = time.perf_counter() + join_s
+        while self._thread.is_alive() and time.perf_counter() < deadline:
+            self._thread.join(timeout=min(0.05, max(0.0, deadline - time.perf_counter())))
+            if on_wait is not None and self._thread.is_alive() and not on_wait():
+                break
+        return not self._thread.is_alive()
 
 
 class LockstepInference:
@@ -127,6 +134,8 @@ class LockstepInference:
         self._arriving = []
         return done
 
-    def close(self, join_s: float = 0.0) -> None:
-        """Stop: nothing more arrives (nothing runs on another thread: `join_s` is unused)."""
+    def close(self, join_s: float = 0.0, on_wait: Callable[[], bool] | None = None) -> bool:
+        """Stop: nothing more arrives. Nothing runs on another thread (`join_s` and `on_wait`
+        are unused): always True."""
         self._arriving = []
+        return True

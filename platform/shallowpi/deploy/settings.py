@@ -61,8 +61,9 @@ class ExecutorConfig:
                       action on, which is where a change of plan shows as a jump)
     injected_delay_s  added to every inference (the delay experiment; 0 on a robot)
     max_inference_s   the inference watchdog: a chunk not back this many seconds after its
-                      request (a stuck backend, a hung GPU) holds the robot and ends the
-                      episode as a fault (wall time; the twin on simulated time computes
+                      request (a stuck backend, a hung GPU), or still computing this long
+                      after the episode's end, holds the robot and ends the episode as a
+                      fault (wall time; the twin on simulated time computes
                       its chunks at the request and cannot hang this way)
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request

@@ -170,10 +170,13 @@ class BackgroundWriter:
         self._put(_Begin(episode, task, kwargs))
 
     def add_frame(self, values: Mapping[str, np.ndarray], timestamp: float,
-                  capture_times: Mapping[str, float] | None = None) -> float:
-        """Queue a frame; returns how long it waited for room (0 unless the disk is behind)."""
+                  capture_times: Mapping[str, float] | None = None, max_wait_s: float | None = None) -> float:
+        """Queue a frame; returns how long it waited for room (0 unless the disk is behind).
+        A recorder waits as long as the disk needs (nothing is dropped); a loop that must stay
+        responsive (the executor's) passes `max_wait_s`, and gets a WriterError, the frame not
+        queued, when the queue stays full that long."""
         nbytes = sum(np.asarray(v).nbytes for v in values.values())
-        return self._put(_Frame(dict(values), timestamp, dict(capture_times or {}), nbytes))
+        return self._put(_Frame(dict(values), timestamp, dict(capture_times or {}), nbytes), max_wait_s)
 
     def commit(self, success: bool | None = None, dropped_frames: int = 0,
                extra: Mapping[str, Any] | None = None) -> None:
@@ -239,7 +242,7 @@ class BackgroundWriter:
         """Why the writer stopped early (None while it runs, or after a clean close)."""
         return self._failure
 
-    def _put(self, item: Any) -> float:
+    def _put(self, item: Any, max_wait_s: float | None = None) -> float:
         if not self._thread.is_alive():
             raise self._failure or WriterError("the episode writer is closed")
         try:
@@ -248,12 +251,16 @@ class BackgroundWriter:
         except queue.Full:
             start = time.monotonic()
             while True:
+                slice_s = 0.5 if max_wait_s is None else max(0.0, min(0.5, start + max_wait_s - time.monotonic()))
                 try:
-                    self._queue.put(item, timeout=0.5)
+                    self._queue.put(item, timeout=slice_s)
                     break
                 except queue.Full:
                     if not self._thread.is_alive():
                         raise (self._failure or WriterError("the episode writer is closed")) from None
+                    if max_wait_s is not None and time.monotonic() - start >= max_wait_s:
+                        raise WriterError(f"the disk is behind: the writer's queue of {self._queue.maxsize} frames "
+                                          f"stayed full for {max_wait_s:g} s") from None
             waited = time.monotonic() - start
         with self._lock:
             self._stats.backpressure_s += waited

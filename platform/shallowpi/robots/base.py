@@ -121,6 +121,12 @@ class Robot(ABC):
         SafeStateError naming the buses (and servos) that failed. The robot stays
         connected (observe() still works); act() refuses until connect()."""
 
+    def check_faults(self) -> None:
+        """Raise PlatformError for a hardware fault the robot reports (a servo's overload,
+        overheating or voltage alarm). `observe()` checks once a second; a caller that holds
+        the robot without observing (after a policy fault) calls this."""
+        return None  # a twin has no alarms to read
+
     def __enter__(self) -> Robot:
         self.connect()
         return self
