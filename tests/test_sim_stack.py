@@ -137,3 +137,18 @@ def test_stack_episodes_start_at_zero_and_hold_their_rows(tmp_path) -> None:
     # Both start at home as the bus reads it (same ticks), before the expert moved the arm.
     np.testing.assert_array_equal(first["observation.state"][0], second["observation.state"][0])
     assert [e.extra["seed"] for e in store.episodes] == [0, 1]
+
+
+def test_a_servo_alarm_reaches_check_faults_through_the_drivers() -> None:
+    """What the deploy's hold after a policy fault reads once a second: the emulated chain's
+    latched overload, decoded by the real driver."""
+    from shallowpi.errors import PlatformError
+
+    cfg = config.compose(["robot=arm"]).robot
+    with StackSimRobot(RobotSpec.from_config(cfg), TwinSpec.from_config(cfg, 64, 48)) as stack:
+        stack.check_faults()  # none yet
+        chain = next(iter(stack._chains.values()))
+        servo_id = next(iter(chain.servos))
+        chain.hardware_error(servo_id, "overload")
+        with pytest.raises(PlatformError, match="overload"):
+            stack.check_faults()

@@ -216,6 +216,10 @@ class StackSimRobot(Robot):
         now = self.twin.time
         return Observation(now, obs.state, {role: replace(f, time_s=now) for role, f in obs.frames.items()})
 
+    def check_faults(self) -> None:
+        """The emulated servos' alarms, read through the driver as on a robot."""
+        self._need().check_faults()
+
     def _publish(self) -> None:
         self.tick += 1  # frame numbers never repeat, across episodes too
         self._feed.publish(self.tick)
