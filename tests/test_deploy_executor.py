@@ -184,6 +184,23 @@ def test_a_servo_fault_holds_then_turns_torque_off():
     assert executor.status.state.value == "fault" and "overload" in executor.status.message
 
 
+def test_a_silent_camera_holds_the_last_command_with_torque_on():
+    """The servos are sound when a camera stops (a cable, USB bandwidth): the robot keeps
+    what it holds, as after a policy fault, until the operator ends it."""
+    from shallowpi.hardware.camera import CameraTimeout
+
+    class CameraGoesSilent(CountingRobot):
+        def observe(self):
+            if self.ticks >= 15:
+                raise CameraTimeout("camera 'front' has sent no frame for 1.02 s (limit 1.00 s)")
+            return super().observe()
+
+    executor, report, robot, _ = run("rtc", robot=CameraGoesSilent(), ticks=60)
+    assert report.ended == "fault" and executor.safety.faults == 1 and executor.held_after_fault
+    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
+    assert "camera 'front' has sent no frame" in executor.status.message
+
+
 def test_the_seam_bound_limits_and_counts_a_jump():
     robot = CountingRobot(max_step=1.0)  # clamps at its top speed, one count a tick
     backend = StepBackend(8, (0.0,))

@@ -42,7 +42,8 @@ a joint's top speed (max_velocity / fps: one unit for radians, metres and grippe
 openings) is counted, and the commands ramp to the new chunk at top speed until it is
 within a tick; the watchdog holds when no action is due or the stalest camera's frame is older than
 `max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
-frame); a servo or camera fault holds, then turns torque off; the inference watchdog
+frame); a servo fault holds, then turns torque off; a camera fault (silent past its
+timeout, lost) holds with torque on, the servos being sound; the inference watchdog
 (a chunk not back `max_inference_s` after its request, or still computing that long after
 the episode's end), a backend that raises, a chunk that is not finite or not [H, joints] (H the first
 chunk's) and an `on_tick` that raises (a recording whose disk fails or falls behind) hold
@@ -71,6 +72,7 @@ from shallowpi.deploy.backends.base import Backend, Inpainting
 from shallowpi.deploy.inference import Done, LockstepInference, ThreadedInference
 from shallowpi.deploy.settings import ExecutorConfig, Strategy
 from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.hardware.camera import CameraError
 from shallowpi.policy.action_selection import ActionSelector
 from shallowpi.record.clock import SimulatedClock, TickClock, prompt_gil_handover
 from shallowpi.robots.base import Robot
@@ -244,7 +246,9 @@ class Executor:
                 try:
                     obs = robot.observe()
                 except PlatformError as exc:
-                    self._fault(exc, report, last)
+                    # A silent camera leaves the servos sound: hold with torque on, as for a
+                    # policy fault (torque off would drop a humanoid's arms and what they hold).
+                    self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
                     break
                 stale = obs.oldest_frame_s() > cfg.max_frame_age_s
                 # Deliver before asking: a chunk arriving on the tick the next one is due
@@ -431,8 +435,8 @@ class Executor:
 
     def _fault(self, exc: PlatformError, report: EpisodeReport, last: np.ndarray,
                torque_off: bool = True) -> None:
-        """A servo or camera fault (the robot itself is in question): hold the present pose,
-        then torque off. An inference fault (the robot is sound): keep the last command,
+        """A servo fault (the robot itself is in question): hold the present pose, then
+        torque off. A camera or inference fault (the robot is sound): keep the last command,
         torque on, for the operator to end (`held_after_fault`); the last command, not the
         measured pose, so a gripper closed on an object does not let go (Robot.hold)."""
         self.safety.faults += 1
