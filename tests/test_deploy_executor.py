@@ -539,3 +539,36 @@ def test_a_servo_fault_while_holding_after_a_policy_fault_turns_torque_off():
     assert time.perf_counter() - started < 2.0  # checked once a second, as observe() checks
     assert executor.estopped and not executor.held_after_fault
     assert "a servo fault while the robot held: servo 3 on bus arm reports an overload; torque off" in said
+
+
+def test_a_second_signal_leaves_at_once_unless_the_robot_holds_after_a_fault():
+    """Ctrl-C stops at the next tick; pressed again while the run is blocked (a warm-up, an
+    engine build) it raises KeyboardInterrupt, torque going off on the way out. After a fault
+    the first Ctrl-C is the operator's word that ends the hold, never an interrupt."""
+    import os
+    import signal
+
+    from shallowpi.commands.deploy_cmd import _restore_signals, _stop_on_signals
+
+    executor = Executor(CountingRobot(), StepBackend(8), ExecutorConfig(strategy="async", realtime=False))
+    previous = _stop_on_signals(executor)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs in the main thread between bytecodes
+        assert executor.stopped
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    finally:
+        _restore_signals(previous)
+    faulted = Executor(CountingRobot(), FailingBackend(8, "engine failed"),
+                       ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    faulted.warm_up("count")
+    assert faulted.run_episode("count", 60).ended == "fault" and faulted.stopped and faulted.held_after_fault
+    previous = _stop_on_signals(faulted)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert not faulted.held_after_fault  # the hold ended, no interrupt
+    finally:
+        _restore_signals(previous)

@@ -373,9 +373,16 @@ def _obey(executor: Any, command: Any) -> None:
 
 
 def _stop_on_signals(executor: Any) -> dict[int, Any]:
-    """SIGTERM and SIGINT stop the executor at its next tick; returns the handlers replaced."""
+    """SIGTERM and SIGINT stop the executor at its next tick; a second one, while the run is
+    still blocked (a backend's warm-up or an engine build, a wait on a stuck chunk), raises
+    KeyboardInterrupt to leave at once, torque going off on the way out. After a fault the
+    robot holds for the operator: there the first signal is the one that ends the hold.
+    Returns the handlers replaced."""
     def stop(signum: int, frame: Any) -> None:
-        log.info("signal %d: stopping after this tick", signum)
+        if executor.stopped and not executor.held_after_fault:
+            log.warning("signal %d again: leaving now, torque off", signum)
+            raise KeyboardInterrupt
+        log.info("signal %d: stopping after this tick (again to leave at once)", signum)
         executor.stop()
 
     return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
