@@ -572,3 +572,12 @@ def test_a_second_signal_leaves_at_once_unless_the_robot_holds_after_a_fault():
         assert not faulted.held_after_fault  # the hold ended, no interrupt
     finally:
         _restore_signals(previous)
+
+
+def test_a_fault_after_the_operator_asked_to_stop_does_not_hold_for_another_stop():
+    from shallowpi.deploy.executor import EpisodeReport, InferenceFault
+
+    executor = Executor(CountingRobot(), StepBackend(8), ExecutorConfig(strategy="async", realtime=False))
+    executor.stop()  # Ctrl-C, and in the same tick the backend fails
+    executor._fault(InferenceFault("the backend steps failed"), EpisodeReport(0, None), np.zeros(2), torque_off=False)
+    assert executor.stopped and not executor.held_after_fault

@@ -448,7 +448,7 @@ class Executor:
             log.error("hold failed: %s", hold_exc)
         if torque_off:
             self._torque_off(report)
-        else:
+        elif not self._stop.is_set():  # a stop asked for already (the same tick) is the operator's word
             self._held_after_fault.set()
         self._set(ExecutorState.FAULT, f"fault: {exc}")
         self._stop.set()
