@@ -5,10 +5,14 @@ for one process or many (torchrun: DDP, or FSDP at full size; train/distributed.
 makes a run reproducible and resumable is that nothing random depends on history:
 - batch b of step s is a fixed slice of a permutation seeded by (seed, epoch);
 - the flow-matching noise and time of step s come from generators seeded by (seed, s),
-  drawn for the whole global batch and sliced per rank (objective.step_noise).
-So a run killed at any point and resumed from its last checkpoint replays the same loss
-curve, N processes on a global batch compute the same losses as one process, and two
-objectives with the same noise spec (a student and its teacher) see the same draws.
+  drawn for the whole global batch and sliced per rank (objective.step_noise);
+- the random crops (policy.crop_scale < 1) of step s on rank r from one seeded by
+  (seed, s, r), drawn per rank in the forward.
+So a run killed at any point and resumed from its last checkpoint on the same number of
+processes replays the same loss curve, N processes on a global batch compute the same
+losses as one process when the crops are off (with them, each rank crops its own samples
+otherwise than one process would), and two objectives with the same noise spec (a student
+and its teacher) see the same draws.
 
 Run folder layout (never overwritten; a second run into the same folder needs --resume):
     config.yaml                 resolved config of the run
