@@ -31,7 +31,8 @@ def write_table(results: list[dict[str, Any]], folder: Path) -> str:
     lines = []
     for result in results:
         tasks = sorted({t for row in result["rows"] for t in row["tasks"]})
-        lines += [f"### {result['robot']} (recorded in {result['record_minutes']:.1f} min)", "",
+        steps = f"; students trained {result['student_steps']:,} steps" if result.get("student_steps") else ""
+        lines += [f"### {result['robot']} (recorded in {result['record_minutes']:.1f} min{steps})", "",
                   "| model | " + " | ".join(tasks) + " | chunk p50 / p99 ms | speed-up (FLOP-ideal) | parameters | "
                   "training min |", "|---|" + "---|" * len(tasks) + "---:|---:|---:|---:|"]
         for row in result["rows"]:
@@ -117,8 +118,16 @@ def plot(results: list[dict[str, Any]], folder: Path) -> list[Path]:
 
 
 def gather(folder: Path) -> list[dict[str, Any]]:
-    """Every robot's rows.json under `folder`, in name order (arm before humanoid)."""
-    return [json.loads(path.read_text()) for path in sorted(folder.glob("*/rows.json"))]
+    """Every robot's rows.json under `folder`, in name order (arm before humanoid), with the
+    students' step count from the recipe.json beside it (robots may differ)."""
+    results = []
+    for path in sorted(folder.glob("*/rows.json")):
+        result = json.loads(path.read_text())
+        recipe = path.with_name("recipe.json")
+        if recipe.is_file():
+            result["student_steps"] = json.loads(recipe.read_text()).get("student_steps")
+        results.append(result)
+    return results
 
 
 def report(folder: Path, to: Path | None = None, last_run: dict[str, Any] | None = None) -> tuple[str, list[Path]]:
