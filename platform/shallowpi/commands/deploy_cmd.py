@@ -339,14 +339,16 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
 
 def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
                                   period_s: float = 0.1) -> None:
-    """After a policy-side or camera fault the robot is sound and holds its pose with torque on: keep
-    it so (the servos hold their goals) until the operator stops or e-stops, from the
-    dashboard or with Ctrl-C, rather than turn torque off unasked and drop its arms. The
-    status goes on being published, and the dashboard's commands obeyed, meanwhile."""
+    """After a policy-side or camera fault the robot is sound and holds its pose with torque
+    on: keep it so (the servos hold their goals) until the operator stops or e-stops, from
+    the dashboard or with Ctrl-C, rather than turn torque off unasked and drop its arms. The
+    status goes on being published, the dashboard's commands obeyed and the servos' alarms
+    read (an overload turns torque off) meanwhile."""
     from shallowpi.errors import PlatformError
 
-    say(f"stopped on a fault the servos survive ({executor.status.message.removeprefix('fault: ')}); the robot holds its pose "
-        "with torque on: support it, then stop (s or Ctrl-C: torque off) or e-stop (e)")
+    fault = executor.status.message.removeprefix("fault: ")
+    say(f"stopped on a fault the servos survive ({fault}); the robot holds its pose with torque on: "
+        "support it, then stop (s or Ctrl-C: torque off) or e-stop (e)")
     checked = time.monotonic()
     while executor.held_after_fault:
         publish(executor.status)

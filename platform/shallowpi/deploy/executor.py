@@ -45,9 +45,9 @@ within a tick; the watchdog holds when no action is due or the stalest camera's 
 frame); a servo fault holds, then turns torque off; a camera fault (silent past its
 timeout, lost) holds with torque on, the servos being sound; the inference watchdog
 (a chunk not back `max_inference_s` after its request, or still computing that long after
-the episode's end), a backend that raises, a chunk that is not finite or not [H, joints] (H the first
-chunk's) and an `on_tick` that raises (a recording whose disk fails or falls behind) hold
-and end the episode as a fault with torque on (the robot is sound);
+the episode's end), a backend that raises, a chunk that is not finite or not [H, joints]
+(H the first chunk's) and an `on_tick` that raises (a recording whose disk fails or falls
+behind) hold and end the episode as a fault with torque on (the robot is sound);
 `stop()` (SIGINT, SIGTERM) ends the loop at the next tick and `estop()` turns torque off
 at the next tick (while a synchronous chunk is computed, within 50 ms), before waiting on
 the inference thread.

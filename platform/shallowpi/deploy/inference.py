@@ -91,8 +91,9 @@ class ThreadedInference:
     def close(self, join_s: float = 30.0, on_wait: Callable[[], bool] | None = None) -> bool:
         """Stop: nothing more arrives. Waits up to `join_s` for a chunk in progress, in
         50 ms slices with `on_wait()` between them (the caller's status and commands stay
-        live; it returns False to wait no longer). Returns whether the thread ended: one stuck in the backend is a daemon, left
-        behind, and the backend must not be used again (its next call would run beside it)."""
+        live; it returns False to wait no longer). Returns whether the thread ended: one
+        stuck in the backend is a daemon, left behind, and the backend must not be used
+        again (its next call would run beside it)."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
