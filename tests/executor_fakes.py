@@ -134,3 +134,17 @@ class FailingBackend(StepBackend):
         if self.calls >= self.after:
             raise RuntimeError(self.message)
         return super().infer(obs, inpainting)
+
+
+class StallingBackend(StepBackend):
+    """A StepBackend whose `infer` sleeps `stall_s` before answering from call `after` on (by
+    default after the warm-up's two chunks and one good one): a slow or hung engine."""
+
+    def __init__(self, chunk_len: int, stall_s: float, after: int = 3) -> None:
+        super().__init__(chunk_len)
+        self.stall_s, self.after = stall_s, after
+
+    def infer(self, obs, inpainting=None) -> np.ndarray:
+        if self.calls >= self.after:
+            time.sleep(self.stall_s)
+        return super().infer(obs, inpainting)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from executor_fakes import CountingRobot, FailingBackend, LoadedRobot, StepBackend
+from executor_fakes import CountingRobot, FailingBackend, LoadedRobot, StallingBackend, StepBackend
 from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
@@ -337,15 +337,9 @@ def test_a_failed_inference_holds_the_robot_and_reports_the_error():
 def test_a_stuck_backend_is_a_fault_that_holds_with_torque_on(strategy):
     """The inference watchdog: a chunk that never comes must not freeze the loop (sync) nor
     leave the robot holding silently forever (async/rtc)."""
-    class Stuck(StepBackend):
-        def infer(self, obs, inpainting=None):
-            if self.calls >= 3:  # after the warm-up and one good chunk
-                time.sleep(3.0)
-            return super().infer(obs, inpainting)
-
     robot = CountingRobot()
-    executor = Executor(robot, Stuck(8), ExecutorConfig(strategy=strategy, realtime=True, warmup_runs=2,
-                                                         max_inference_s=0.3))
+    executor = Executor(robot, StallingBackend(8, 3.0), ExecutorConfig(strategy=strategy, realtime=True, warmup_runs=2,
+                                                                       max_inference_s=0.3))
     executor.warm_up("count")
     started = time.perf_counter()
     report = executor.run_episode("count", 10_000)
@@ -395,14 +389,8 @@ def test_a_non_finite_chunk_never_reaches_the_robot():
 
 
 def test_estop_during_a_synchronous_chunk_cuts_torque_without_waiting_for_it():
-    class Slow(StepBackend):
-        def infer(self, obs, inpainting=None):
-            if self.calls >= 2:
-                time.sleep(2.0)
-            return super().infer(obs, inpainting)
-
     robot = CountingRobot()
-    executor = Executor(robot, Slow(8), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2))
+    executor = Executor(robot, StallingBackend(8, 2.0, after=2), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2))
     executor.warm_up("count")
     threading.Timer(0.2, executor.estop).start()
     started = time.perf_counter()
@@ -462,12 +450,6 @@ def test_the_dashboard_is_heard_while_a_synchronous_chunk_is_computed():
     """The dashboard's keys are read when the status goes out (deploy_cmd's publish): the
     wait for a synchronous chunk publishes in its 50 ms slices, so an e-stop pressed then
     cuts torque without waiting for the chunk."""
-    class Slow(StepBackend):
-        def infer(self, obs, inpainting=None):
-            if self.calls >= 3:
-                time.sleep(2.0)
-            return super().infer(obs, inpainting)
-
     robot = CountingRobot()
     pressed = threading.Event()  # the operator's `e`, waiting in the telemetry socket
     started = time.perf_counter()
@@ -477,7 +459,8 @@ def test_the_dashboard_is_heard_while_a_synchronous_chunk_is_computed():
         if pressed.is_set():
             executor.estop()
 
-    executor = Executor(robot, Slow(8), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2), publish=publish)
+    executor = Executor(robot, StallingBackend(8, 2.0), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2),
+                        publish=publish)
     executor.warm_up("count")
     original = robot.torque_off
     robot.torque_off = lambda: (torque_off_at.append(time.perf_counter() - started), original())
@@ -506,15 +489,9 @@ def test_a_recording_that_fails_ends_the_episode_holding_with_torque_on():
 def test_a_backend_still_computing_after_the_episode_is_not_used_again():
     """A chunk in flight when the episode ends and not back max_inference_s later: the next
     episode's chunks would run beside it on the same backend, so the run ends as a fault."""
-    class HangsLate(StepBackend):
-        def infer(self, obs, inpainting=None):
-            if self.calls >= 3:  # the warm-up's two, one good chunk, then a hang
-                time.sleep(3.0)
-            return super().infer(obs, inpainting)
-
     robot = CountingRobot()
-    executor = Executor(robot, HangsLate(8), ExecutorConfig(strategy="async", realtime=True, warmup_runs=2,
-                                                             max_inference_s=1.0))
+    executor = Executor(robot, StallingBackend(8, 3.0), ExecutorConfig(strategy="async", realtime=True, warmup_runs=2,
+                                                                       max_inference_s=1.0))
     executor.warm_up("count")
     started = time.perf_counter()
     report = executor.run_episode("count", 12)  # 0.4 s: ends before the watchdog's 1 s
