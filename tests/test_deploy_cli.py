@@ -225,7 +225,7 @@ def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
     on the recorder's writer thread, so a slow disk never stalls a command."""
     from types import SimpleNamespace
 
-    from shallowpi.commands.deploy_cmd import _Recorder
+    from shallowpi.commands.deploy_recording import DeploymentRecorder
     from shallowpi.data import chunk_files
     from shallowpi.data.store import EpisodeStore
     from shallowpi.robots.observation import Frame, Observation
@@ -239,7 +239,7 @@ def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(chunk_files, "write_frames", slow_disk)
     target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
                              camera_shapes={"front": (16, 16)}, calibration_id="cal-x")
-    recorder = _Recorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
+    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
     on_tick = recorder.begin("count", "counting", 30.0)
     slowest = 0.0
     for tick in range(40):  # five batches of 8 frames, each 0.2 s to write

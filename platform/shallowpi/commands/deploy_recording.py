@@ -1,0 +1,78 @@
+"""`platform deploy --record`: the executed episodes kept in an ordinary episode store,
+written beside the control loop so that a slow disk never stalls a command or the e-stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+# How long a tick may wait for room in the recording's queue (256 frames, ~8 s at 30 Hz)
+# before the episode ends as a fault with torque on: the loop, and the e-stop read with its
+# status, must not stall behind a disk that cannot keep up.
+RECORD_MAX_WAIT_S = 0.25
+
+
+class DeploymentRecorder:
+    """--record: the executed episodes in a normal store (observation, the command sent),
+    with the target's calibration id (the twin's: `sim-<robot>`). The loop only queues each
+    tick; the recorder's own writer thread (record/writer.BackgroundWriter) encodes the
+    frames and syncs them to disk, as when recording demonstrations: a JPEG encode or an
+    fsync on the control loop would stall the commands and the e-stop behind it. A queue
+    full for RECORD_MAX_WAIT_S, or a failed writer, ends the episode as a fault (the robot
+    holds, torque on) instead of stalling the loop; the frames before it are kept."""
+
+    def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str]) -> None:
+        from shallowpi import config
+        from shallowpi.data.features import robot_features
+        from shallowpi.data.store import EpisodeStore
+        from shallowpi.record.writer import BackgroundWriter
+
+        path = config.resolve_dataset(dataset, config.data_root(cfg))
+        shapes = target.camera_shapes  # a property that builds its dict: read once
+        features = robot_features(target.joint_names, {role: shapes[role] for role in cameras}, target.joint_kinds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = EpisodeStore.open(path, mode="a") if path.exists() else EpisodeStore.create(path, features)
+        self.writer = BackgroundWriter(self.store)
+        self.path, self.cameras, self._t0 = path, cameras, 0.0
+        self._next = len(self.store)  # the store index of the next episode begun
+        self.calibration_id = target.calibration_id
+
+    def begin(self, task: str, robot: str, fps: float) -> Callable[[Any, np.ndarray], None]:
+        """Queue a new episode for the ticks that follow; returns the per-tick callback
+        (which raises the writer's WriterError once it has failed)."""
+        self.writer.begin(self._next, task, robot=robot, calibration_id=self.calibration_id, fps=fps,
+                          start_time=time.time())
+        self._next += 1
+        self._t0 = -1.0
+
+        def on_tick(obs: Any, sent: np.ndarray) -> None:
+            from shallowpi.robots.observation import lerobot_row
+
+            self._t0 = obs.time_s if self._t0 < 0 else self._t0
+            row = lerobot_row(obs, obs.time_s - self._t0)  # on the episode's clock
+            values = {**row.values, "action": np.asarray(sent, np.float32)}
+            self.writer.add_frame(values, row.timestamp, row.capture_times, max_wait_s=RECORD_MAX_WAIT_S)
+
+        return on_tick
+
+    def end(self, success: bool | None, ended: str) -> None:
+        """Queue the episode's commit; `ended` (time up, success held, stopped, e-stop, fault)
+        goes in its metadata, so a review tells a stopped episode from a finished one. Nothing
+        once the writer has failed (`close` says why)."""
+        if self.writer.failure is None:
+            self.writer.commit(success=success, extra={"ended": ended})
+
+    def close(self) -> None:
+        """Write what is queued (an episode `end` did not commit is discarded), close the
+        store and say where it is, or why the writer stopped early."""
+        try:
+            self.writer.close()
+        finally:
+            self.store.close()
+        if self.writer.failure is not None:
+            print(f"recording into {self.path} stopped early: {self.writer.failure}")
+        else:
+            print(f"recorded into {self.path}")
