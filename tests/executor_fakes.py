@@ -15,7 +15,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from shallowpi.deploy.executor import Executor
+from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import PlatformError
+from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.robots.observation import Frame, Observation
 
 
@@ -148,3 +151,17 @@ class StallingBackend(StepBackend):
         if self.calls >= self.after:
             time.sleep(self.stall_s)
         return super().infer(obs, inpainting)
+
+
+def run(strategy="async", latencies=(0.0,), ticks=60, chunk_len=8, realtime=False, robot=None, warm=True,
+        replan_every=None, rtc_mask="soft"):
+    """An executor on `robot` (default a CountingRobot) and a StepBackend, warmed up unless
+    `warm` is False, after one episode of `ticks`: (executor, report, robot, backend)."""
+    robot = robot or CountingRobot()
+    backend = StepBackend(chunk_len, latencies)
+    executor = Executor(robot, backend, ExecutorConfig(strategy=strategy, realtime=realtime, seam_ticks=2.0,
+                                                       warmup_runs=2, rtc_mask=rtc_mask,
+                                                       selection=ActionSelectionConfig(replan_every=replan_every)))
+    if warm:
+        executor.warm_up("count")
+    return executor, executor.run_episode("count", ticks), robot, backend

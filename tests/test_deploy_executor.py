@@ -5,16 +5,20 @@ ticks after its request) unless a test says realtime."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
 
-from executor_fakes import CountingRobot, FailingBackend, LoadedRobot, StallingBackend, StepBackend
+from executor_fakes import (
+    CountingRobot,
+    FailingBackend,
+    LoadedRobot,
+    StepBackend,
+    run,
+)
 from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
-from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.record.clock import LOOP_SWITCH_INTERVAL_S
 
 
@@ -23,17 +27,6 @@ def commands(report) -> list[float]:
     values = [float(s[0]) for s in report.sent]
     return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
 
-
-def run(strategy="async", latencies=(0.0,), ticks=60, chunk_len=8, realtime=False, robot=None, warm=True,
-        replan_every=None, rtc_mask="soft"):
-    robot = robot or CountingRobot()
-    backend = StepBackend(chunk_len, latencies)
-    executor = Executor(robot, backend, ExecutorConfig(strategy=strategy, realtime=realtime, seam_ticks=2.0,
-                                                       warmup_runs=2, rtc_mask=rtc_mask,
-                                                       selection=ActionSelectionConfig(replan_every=replan_every)))
-    if warm:
-        executor.warm_up("count")
-    return executor, executor.run_episode("count", ticks), robot, backend
 
 
 @pytest.mark.parametrize("strategy", ["sync", "async", "rtc"])
@@ -176,31 +169,6 @@ def test_a_stale_camera_frame_holds_drops_old_chunks_and_resumes_on_a_fresh_one(
     assert values[-1] > values[30]  # moving again on a chunk computed from a fresh frame
 
 
-def test_a_servo_fault_holds_then_turns_torque_off():
-    robot = CountingRobot(fault_at=15)
-    executor, report, robot, _ = run("rtc", robot=robot, ticks=60)
-    assert report.ended == "fault" and executor.safety.faults == 1
-    assert robot.calls[-2:] == ["hold", "torque_off"]
-    assert executor.status.state.value == "fault" and "overload" in executor.status.message
-
-
-def test_a_silent_camera_holds_the_last_command_with_torque_on():
-    """The servos are sound when a camera stops (a cable, USB bandwidth): the robot keeps
-    what it holds, as after a policy fault, until the operator ends it."""
-    from shallowpi.hardware.camera import CameraTimeout
-
-    class CameraGoesSilent(CountingRobot):
-        def observe(self):
-            if self.ticks >= 15:
-                raise CameraTimeout("camera 'front' has sent no frame for 1.02 s (limit 1.00 s)")
-            return super().observe()
-
-    executor, report, robot, _ = run("rtc", robot=CameraGoesSilent(), ticks=60)
-    assert report.ended == "fault" and executor.safety.faults == 1 and executor.held_after_fault
-    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
-    assert "camera 'front' has sent no frame" in executor.status.message
-
-
 def test_the_seam_bound_limits_and_counts_a_jump():
     robot = CountingRobot(max_step=1.0)  # clamps at its top speed, one count a tick
     backend = StepBackend(8, (0.0,))
@@ -322,86 +290,6 @@ def test_the_reset_before_an_episode_is_published_with_its_countdown_and_cleared
     assert "starts in" not in summary(executor.status, connected=True).plain
 
 
-def test_a_failed_inference_holds_the_robot_and_reports_the_error():
-    robot = CountingRobot()
-    executor = Executor(robot, FailingBackend(8, "onnxruntime: out of memory"), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    executor.warm_up("count")
-    report = executor.run_episode("count", 60)  # a fault of the policy side, reported, not raised
-    assert report.ended == "fault" and executor.safety.faults == 1 and report.chunks == 1
-    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls  # the robot is sound
-    assert executor.status.state.value == "fault"
-    assert "the backend steps failed: onnxruntime: out of memory" in executor.status.message
-
-
-@pytest.mark.parametrize("strategy", ["sync", "rtc"])
-def test_a_stuck_backend_is_a_fault_that_holds_with_torque_on(strategy):
-    """The inference watchdog: a chunk that never comes must not freeze the loop (sync) nor
-    leave the robot holding silently forever (async/rtc)."""
-    robot = CountingRobot()
-    executor = Executor(robot, StallingBackend(8, 3.0), ExecutorConfig(strategy=strategy, realtime=True, warmup_runs=2,
-                                                                       max_inference_s=0.3))
-    executor.warm_up("count")
-    started = time.perf_counter()
-    report = executor.run_episode("count", 10_000)
-    assert report.ended == "fault" and executor.safety.faults == 1
-    assert time.perf_counter() - started < 2.5  # not the stuck call's 3 s (nor the 30 s join)
-    assert "torque_off" not in robot.calls and robot.calls[-1] == "hold last"
-    assert "is stuck" in executor.status.message and "max_inference_s 0.3" in executor.status.message
-
-
-def test_after_a_policy_fault_the_robot_stays_powered_until_the_operator_ends_it():
-    import threading
-
-    from shallowpi.commands.deploy_cmd import _hold_until_the_operator_ends
-
-    robot = CountingRobot()
-    executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    executor.warm_up("count")
-    assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
-    published, said = [], []
-    threading.Timer(0.3, executor.stop).start()  # the operator, from the dashboard or with Ctrl-C
-    started = time.perf_counter()
-    _hold_until_the_operator_ends(executor, published.append, said.append, period_s=0.02)
-    assert time.perf_counter() - started >= 0.25 and len(published) >= 5
-    assert "holds its pose with torque on" in said[0] and "torque_off" not in robot.calls
-    assert not executor.held_after_fault
-    # A servo fault is not the policy's: torque went off there and then, nothing to wait for.
-    servo = CountingRobot(fault_at=15)
-    executor, _, _, _ = run("rtc", robot=servo, ticks=60)
-    assert servo.calls[-1] == "torque_off" and not executor.held_after_fault
-
-
-def test_a_non_finite_chunk_never_reaches_the_robot():
-    class Overflowing(StepBackend):
-        def infer(self, obs, inpainting=None):
-            chunk = super().infer(obs, inpainting)
-            if self.calls >= 4:  # the warm-up's two, one good chunk, then this one
-                chunk[3, 1] = np.nan
-            return chunk
-
-    robot = CountingRobot()
-    executor = Executor(robot, Overflowing(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    executor.warm_up("count")
-    report = executor.run_episode("count", 60)
-    assert report.ended == "fault" and report.chunks == 1
-    assert all(np.isfinite(s).all() for s in report.sent) and robot.calls[-1] == "hold last"
-    assert "1 non-finite value(s)" in executor.status.message
-
-
-def test_estop_during_a_synchronous_chunk_cuts_torque_without_waiting_for_it():
-    robot = CountingRobot()
-    executor = Executor(robot, StallingBackend(8, 2.0, after=2), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2))
-    executor.warm_up("count")
-    threading.Timer(0.2, executor.estop).start()
-    started = time.perf_counter()
-    torque_off_at = []
-    original = robot.torque_off
-    robot.torque_off = lambda: (torque_off_at.append(time.perf_counter() - started), original())
-    report = executor.run_episode("count", 10_000)
-    assert report.ended == "e-stop" and robot.calls[-1] == "torque_off"
-    assert torque_off_at and torque_off_at[0] < 0.6  # not after the 2 s chunk
-
-
 def test_an_executor_faster_than_the_robot_is_refused():
     with pytest.raises(ConfigError, match="executor at 60 Hz is faster than the robot's 30 Hz"):
         Executor(CountingRobot(fps=30.0), StepBackend(8), ExecutorConfig(), fps=60.0)
@@ -425,136 +313,3 @@ def test_a_wall_clock_episode_bounds_the_gil_hand_over_and_restores_it():
     assert sys.getswitchinterval() == before
     _, _, robot, _ = run("rtc", realtime=False, ticks=3, robot=Watching())
     assert robot.seen[-1] == before  # simulated time: nothing to hand over in time
-
-
-
-@pytest.mark.parametrize("rows", [6, 0])
-def test_a_chunk_of_another_length_holds_with_torque_on(rows):
-    """H is the first chunk's: the selector indexes every later chunk by it, so a shorter or
-    empty one (a graph exported for another horizon, a broken engine) is a policy fault."""
-    class Shrinking(StepBackend):
-        def infer(self, obs, inpainting=None):
-            chunk = super().infer(obs, inpainting)
-            return chunk[:rows] if self.calls >= 4 else chunk  # warm-up's two, one good chunk, then this
-
-    robot = CountingRobot()
-    executor = Executor(robot, Shrinking(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    executor.warm_up("count")
-    report = executor.run_episode("count", 60)
-    assert report.ended == "fault" and report.chunks == 1 and executor.held_after_fault
-    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
-    assert f"chunk of shape ({rows}, 2) (expected (8, 2))" in executor.status.message
-
-
-def test_the_dashboard_is_heard_while_a_synchronous_chunk_is_computed():
-    """The dashboard's keys are read when the status goes out (deploy_cmd's publish): the
-    wait for a synchronous chunk publishes in its 50 ms slices, so an e-stop pressed then
-    cuts torque without waiting for the chunk."""
-    robot = CountingRobot()
-    pressed = threading.Event()  # the operator's `e`, waiting in the telemetry socket
-    started = time.perf_counter()
-    torque_off_at: list[float] = []
-
-    def publish(status):
-        if pressed.is_set():
-            executor.estop()
-
-    executor = Executor(robot, StallingBackend(8, 2.0), ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2),
-                        publish=publish)
-    executor.warm_up("count")
-    original = robot.torque_off
-    robot.torque_off = lambda: (torque_off_at.append(time.perf_counter() - started), original())
-    threading.Timer(0.3, pressed.set).start()
-    report = executor.run_episode("count", 10_000)
-    assert report.ended == "e-stop" and robot.calls[-1] == "torque_off"
-    assert torque_off_at and torque_off_at[0] < 1.0  # not after the 2 s chunk
-
-
-def test_a_recording_that_fails_ends_the_episode_holding_with_torque_on():
-    from shallowpi.record.writer import WriterError
-
-    def on_tick(obs, sent):
-        if obs.time_s >= 10 / 30:
-            raise WriterError("the disk is behind: the writer's queue of 256 frames stayed full for 0.25 s")
-
-    robot = CountingRobot()
-    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    executor.warm_up("count")
-    report = executor.run_episode("count", 60, on_tick=on_tick)
-    assert report.ended == "fault" and report.ticks == 11 and executor.held_after_fault  # its 11th tick was sent
-    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
-    assert "the disk is behind" in executor.status.message
-
-
-def test_a_backend_still_computing_after_the_episode_is_not_used_again():
-    """A chunk in flight when the episode ends and not back max_inference_s later: the next
-    episode's chunks would run beside it on the same backend, so the run ends as a fault."""
-    robot = CountingRobot()
-    executor = Executor(robot, StallingBackend(8, 3.0), ExecutorConfig(strategy="async", realtime=True, warmup_runs=2,
-                                                                       max_inference_s=1.0))
-    executor.warm_up("count")
-    started = time.perf_counter()
-    report = executor.run_episode("count", 12)  # 0.4 s: ends before the watchdog's 1 s
-    assert time.perf_counter() - started < 2.5
-    assert report.ended == "fault" and executor.stopped and executor.held_after_fault
-    assert robot.calls[-1] == "hold last" and "torque_off" not in robot.calls
-    assert "still computing a chunk 1 s after the episode ended" in executor.status.message
-
-
-def test_a_servo_fault_while_holding_after_a_policy_fault_turns_torque_off():
-    from shallowpi.commands.deploy_cmd import _hold_until_the_operator_ends
-
-    robot = CountingRobot()
-    executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
-                        ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    executor.warm_up("count")
-    assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
-    robot.alarm = "servo 3 on bus arm reports an overload"
-    said: list[str] = []
-    started = time.perf_counter()
-    _hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02)
-    assert time.perf_counter() - started < 2.0  # checked once a second, as observe() checks
-    assert executor.estopped and not executor.held_after_fault
-    assert "a servo fault while the robot held: servo 3 on bus arm reports an overload; torque off" in said
-
-
-def test_a_second_signal_leaves_at_once_unless_the_robot_holds_after_a_fault():
-    """Ctrl-C stops at the next tick; pressed again while the run is blocked (a warm-up, an
-    engine build) it raises KeyboardInterrupt, torque going off on the way out. After a fault
-    the first Ctrl-C is the operator's word that ends the hold, never an interrupt."""
-    import os
-    import signal
-
-    from shallowpi.commands.deploy_cmd import _restore_signals, _stop_on_signals
-
-    executor = Executor(CountingRobot(), StepBackend(8), ExecutorConfig(strategy="async", realtime=False))
-    previous = _stop_on_signals(executor)
-    try:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)  # the handler runs in the main thread between bytecodes
-        assert executor.stopped
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-    finally:
-        _restore_signals(previous)
-    faulted = Executor(CountingRobot(), FailingBackend(8, "engine failed"),
-                       ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    faulted.warm_up("count")
-    assert faulted.run_episode("count", 60).ended == "fault" and faulted.stopped and faulted.held_after_fault
-    previous = _stop_on_signals(faulted)
-    try:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        assert not faulted.held_after_fault  # the hold ended, no interrupt
-    finally:
-        _restore_signals(previous)
-
-
-def test_a_fault_after_the_operator_asked_to_stop_does_not_hold_for_another_stop():
-    from shallowpi.deploy.executor import EpisodeReport, InferenceFault
-
-    executor = Executor(CountingRobot(), StepBackend(8), ExecutorConfig(strategy="async", realtime=False))
-    executor.stop()  # Ctrl-C, and in the same tick the backend fails
-    executor._fault(InferenceFault("the backend steps failed"), EpisodeReport(0, None), np.zeros(2), torque_off=False)
-    assert executor.stopped and not executor.held_after_fault
