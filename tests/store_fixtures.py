@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,13 @@ def synthetic_frame(rng: np.random.Generator, t: int, height: int = 24, width: i
 
 def make_store(path: Path, episodes: int = 3, length: int = 20, seed: int = 0,
                settings: StoreSettings | None = None, task: str = "put the red cube in the bowl",
-               kinds: tuple[str, ...] = ()) -> EpisodeStore:
+               kinds: tuple[str, ...] = (), tasks: Sequence[str] = ()) -> EpisodeStore:
+    """`episodes` synthetic arm episodes, episode e `length + e` frames long, every second one
+    marked failed; each with `task`, or episode e with `tasks[e]` when `tasks` is given."""
     rng = np.random.default_rng(seed)
     store = EpisodeStore.create(path, arm_features(kinds=kinds), settings or StoreSettings(durable=False))
     for e in range(episodes):
-        writer = store.begin_episode(task, robot="arm", calibration_id="cal-test", fps=30)
+        writer = store.begin_episode(tasks[e] if tasks else task, robot="arm", calibration_id="cal-test", fps=30)
         for t in range(length + e):
             writer.add_frame(synthetic_frame(rng, t), t / 30.0)
         writer.commit(success=e % 2 == 0)

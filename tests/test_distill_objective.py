@@ -344,7 +344,9 @@ def test_the_students_split_keeps_the_teachers_held_out_episodes_and_only_the_al
     store.mkdir()
     meta = {"dataset": str(store), "train": json.dumps([0, 1, 2, 3]), "held_out": json.dumps([4])}
     teacher = tiny_checkpoint(tmp_path / "teacher", meta=meta)
-    split = _split_of(teacher, store, [0, 2, 3, 4], 0.1)  # episode 1 failed: successful_only left it out
+    tasks = {e: "bowl" if e < 5 else "push" for e in range(10)}
+    split = _split_of(teacher, store, [0, 2, 3, 4], 0.1, tasks)  # episode 1 failed: successful_only left it out
     assert (split.train, split.held_out) == ([0, 2, 3], [4])
-    other = _split_of(teacher, tmp_path / "other.zarr", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 0.1)
-    assert other.held_out == [9] and 9 not in other.train
+    # A teacher trained elsewhere: a fresh split, per task.
+    other = _split_of(teacher, tmp_path / "other.zarr", list(range(10)), 0.1, tasks)
+    assert other.held_out == [4, 9] and not {4, 9} & set(other.train)

@@ -193,6 +193,23 @@ def test_a_split_with_no_training_episode_is_refused():
     assert Split.of([0, 1, 2, 3], 0.25) == Split([0, 1, 2], [3])
     with pytest.raises(TrainingError, match=r"eval_fraction=0\.9 holds out all 2 episodes"):
         Split.of([0, 1], 0.9)
+    with pytest.raises(TrainingError, match=r"holds out all 2 episodes of task 'push'"):
+        Split.of([0, 1, 2, 3, 4], 0.75, {0: "bowl", 1: "bowl", 2: "bowl", 3: "push", 4: "push"})
+
+
+def test_a_store_recorded_task_by_task_holds_out_episodes_of_every_task():
+    # 20 episodes of one task, then 20 of another: the last 10 % of all would be the second's.
+    tasks = {e: "cube_in_bowl" if e < 20 else "push" for e in range(40)}
+    split = Split.of(list(range(40)), 0.1, tasks)
+    assert split.held_out == [18, 19, 38, 39]
+    assert split.train == [e for e in range(40) if e not in (18, 19, 38, 39)]
+    # Interleaved tasks: each task's last ones, wherever they are.
+    mixed = Split.of(list(range(8)), 0.25, {e: "ab"[e % 2] for e in range(8)})
+    assert mixed.held_out == [6, 7]
+    # A task with one episode trains on it; with no task holding two, the last episode is held out.
+    assert Split.of([0, 1, 2, 3], 0.25, {0: "a", 1: "a", 2: "a", 3: "b"}).held_out == [2]
+    assert Split.of([0, 1], 0.1, {0: "a", 1: "b"}) == Split([0], [1])
+    assert Split.of([5], 0.1, {5: "a"}) == Split([5], [])
 
 
 def test_eval_says_what_the_evaluated_episodes_are(tmp_path):

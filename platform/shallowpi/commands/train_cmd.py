@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     make_dataset = checked_factory(store, episodes, chunk_dataset, train_cfg.skip_nonfinite)
     result = finetune(
         store, policy_cfg, train_cfg, run_dir,
-        episodes=episodes, make_dataset=make_dataset, resume=args.resume,
+        episodes=episodes, make_dataset=make_dataset, tasks=episode_tasks(store), resume=args.resume,
         init_from=args.init, resolved_config=cfg,
     )
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
@@ -169,6 +169,14 @@ def store_episodes(store: Path) -> list[int]:
     if count == 0:
         raise StoreError(f"{store} has no episodes; record some first (platform record)")
     return list(range(count))
+
+
+def episode_tasks(store: Path) -> dict[int, str]:
+    """Each committed episode's task text: the training split holds out per task."""
+    from shallowpi.data.store import EpisodeStore
+
+    with EpisodeStore.open(store) as s:
+        return {i: e.task for i, e in enumerate(s.episodes)}
 
 
 def chunk_dataset(store: Path, chunk_len: int, episodes: list[int] | None):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +116,13 @@ def distill(
     episodes: list[int],
     make_dataset: DatasetFactory,
     teacher_only: list[int] | None = None,
+    tasks: Mapping[int, str] | None = None,
     resume: bool = False,
     resolved_config: Any = None,
 ) -> dict[str, Any]:
     """Cut, train and report; returns {"checkpoint", "train" (last logged numbers),
     "report" (path or None), "distill" (what distill.json holds)}.
+    `tasks` (episode -> task text): a fresh split holds out per task (`Split.of`).
 
     `episodes` train with every term; `teacher_only` (the store's failed episodes, with
     distill.failed_episodes=teacher) add their samples to the output and attention terms only.
@@ -142,7 +145,7 @@ def distill(
     # A resumed run keeps the split it started with (episodes added to the store since, or
     # a teacher trained elsewhere, would otherwise give another one and another data order).
     split = (_recorded_split(recorded, episodes, facts_path) if recorded is not None
-             else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction))
+             else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction, tasks))
     split.check_held_out(store, train_cfg.require_held_out)
     taught_by_teacher = (_recorded_teacher_only(recorded, teacher_only or [], facts_path) if recorded is not None
                          else sorted(set(teacher_only or ()) - set(split.train) - set(split.held_out)))
@@ -281,7 +284,8 @@ def _recorded_teacher_only(recorded: dict[str, Any], failed: list[int], facts_pa
     return then
 
 
-def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float) -> Split:
+def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float,
+              tasks: Mapping[int, str] | None) -> Split:
     """The teacher's own split when it was trained on this store (so the held-out episodes
     stay unseen by both), else a fresh one. Either way the student trains only on
     `episodes` (those policy.train.successful_only keeps, when it is set)."""
@@ -290,5 +294,5 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
     if same and "train" in meta and "held_out" in meta:
         allowed = set(episodes)
         return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"]))
-    return Split.of(sorted(episodes), fraction)
+    return Split.of(sorted(episodes), fraction, tasks)
 

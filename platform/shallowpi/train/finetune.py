@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -45,18 +45,32 @@ class Split:
     held_out: list[int]
 
     @classmethod
-    def of(cls, episodes: list[int], fraction: float) -> Split:
-        """The last `fraction` of the episodes (at least one, if there are two) are held out.
-        Raises TrainingError when no episode is left to train on."""
+    def of(cls, episodes: list[int], fraction: float, tasks: Mapping[int, str] | None = None) -> Split:
+        """The last `fraction` of each task's episodes (at least one of a task that has two) are
+        held out; with `tasks` None (episode -> task text), of all episodes as one task. Per
+        task, because a store recorded task by task would otherwise hold out only its last
+        task: the held-out evaluation and the distiller's probe would see one task, and that
+        task would train on fewer demonstrations than the others. With no task holding two,
+        the last episode is held out (when there are two). Raises TrainingError when a task
+        would have no episode left to train on."""
         if not episodes:
             raise TrainingError("the dataset holds no episodes; record some first (platform record)")
-        n_out = 0 if len(episodes) < 2 else max(1, round(len(episodes) * fraction))
-        if n_out >= len(episodes):
-            raise TrainingError(
-                f"policy.train.eval_fraction={fraction} holds out all {len(episodes)} episodes, leaving "
-                "none to train on; lower it"
-            )
-        return cls(sorted(episodes[: len(episodes) - n_out]), sorted(episodes[len(episodes) - n_out :]))
+        groups: dict[str, list[int]] = {}
+        for e in episodes:
+            groups.setdefault(tasks.get(e, "") if tasks is not None else "", []).append(e)
+        held_out: list[int] = []
+        for task, members in groups.items():
+            n_out = 0 if len(members) < 2 else max(1, round(len(members) * fraction))
+            if n_out >= len(members):
+                which = f" of task '{task}'" if tasks is not None else ""
+                raise TrainingError(
+                    f"policy.train.eval_fraction={fraction} holds out all {len(members)} episodes{which}, "
+                    "leaving none to train on; lower it"
+                )
+            held_out += members[len(members) - n_out :]
+        if not held_out and len(episodes) >= 2:
+            held_out = [episodes[-1]]
+        return cls(sorted(set(episodes) - set(held_out)), sorted(held_out))
 
     def check_held_out(self, store: Path, require: bool) -> None:
         """Say so when no episode is held out (one episode): the final evaluation then
@@ -86,11 +100,13 @@ def finetune(
     *,
     episodes: list[int],
     make_dataset: DatasetFactory,
+    tasks: Mapping[int, str] | None = None,
     resume: bool = False,
     init_from: Path | None = None,
     resolved_config: Any = None,
 ) -> dict[str, Any]:
-    """Train, checkpoint, and evaluate; returns the final metrics and the eval report."""
+    """Train, checkpoint, and evaluate; returns the final metrics and the eval report.
+    `tasks` (episode -> task text) holds out episodes per task (`Split.of`)."""
     from shallowpi.train.offline_eval import evaluate
 
     split_path = run_dir / "split.json"
@@ -98,7 +114,7 @@ def finetune(
         data = json.loads(split_path.read_text())
         split = Split(data["train"], data["held_out"])
     else:
-        split = Split.of(sorted(episodes), train_cfg.eval_fraction)
+        split = Split.of(sorted(episodes), train_cfg.eval_fraction, tasks)
     split.check_held_out(store, train_cfg.require_held_out)
     train_set = make_dataset(store, policy_cfg.chunk_len, split.train)
     if len(train_set) == 0:
