@@ -206,9 +206,9 @@ def test_a_store_recorded_task_by_task_holds_out_episodes_of_every_task():
     # Interleaved tasks: each task's last ones, wherever they are.
     mixed = Split.of(list(range(8)), 0.25, {e: "ab"[e % 2] for e in range(8)})
     assert mixed.held_out == [6, 7]
-    # A task with one episode trains on it; with no task holding two, the last episode is held out.
+    # A task with one episode trains on it (holding it out would leave that task untrained).
     assert Split.of([0, 1, 2, 3], 0.25, {0: "a", 1: "a", 2: "a", 3: "b"}).held_out == [2]
-    assert Split.of([0, 1], 0.1, {0: "a", 1: "b"}) == Split([0], [1])
+    assert Split.of([0, 1], 0.1, {0: "a", 1: "b"}) == Split([0, 1], [])
     assert Split.of([5], 0.1, {5: "a"}) == Split([5], [])
 
 

@@ -8,7 +8,7 @@
 
 The run folder holds the resolved config, the train/held-out split, metrics.jsonl,
 TensorBoard logs (tb/) and checkpoints/step_N/ (safetensors). Held-out episodes (the last
-policy.train.eval_fraction of them) are evaluated at the end: see `platform eval`. With a
+policy.train.eval_fraction of each task's) are evaluated at the end: see `platform eval`. With a
 single episode none is held out: a warning says so, the evaluation is labelled as one on
 training episodes, and policy.train.require_held_out=true refuses such a run instead.
 

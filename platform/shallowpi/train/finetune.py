@@ -50,9 +50,8 @@ class Split:
         held out; with `tasks` None (episode -> task text), of all episodes as one task. Per
         task, because a store recorded task by task would otherwise hold out only its last
         task: the held-out evaluation and the distiller's probe would see one task, and that
-        task would train on fewer demonstrations than the others. With no task holding two,
-        the last episode is held out (when there are two). Raises TrainingError when a task
-        would have no episode left to train on."""
+        task would train on fewer demonstrations than the others. A task with one episode
+        trains on it. Raises TrainingError when a task would have no episode left to train on."""
         if not episodes:
             raise TrainingError("the dataset holds no episodes; record some first (platform record)")
         groups: dict[str, list[int]] = {}
@@ -68,8 +67,6 @@ class Split:
                     "leaving none to train on; lower it"
                 )
             held_out += members[len(members) - n_out :]
-        if not held_out and len(episodes) >= 2:
-            held_out = [episodes[-1]]
         return cls(sorted(set(episodes) - set(held_out)), sorted(held_out))
 
     def check_held_out(self, store: Path, require: bool) -> None:
