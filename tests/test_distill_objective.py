@@ -348,5 +348,5 @@ def test_the_students_split_keeps_the_teachers_held_out_episodes_and_only_the_al
     split = _split_of(teacher, store, [0, 2, 3, 4], 0.1, tasks)  # episode 1 failed: successful_only left it out
     assert (split.train, split.held_out) == ([0, 2, 3], [4])
     # A teacher trained elsewhere: a fresh split, per task.
-    other = _split_of(teacher, tmp_path / "other.zarr", list(range(10)), 0.1, tasks)
+    other = _split_of(teacher, tmp_path / "other.zarr", list(range(10)), 0.2, tasks)
     assert other.held_out == [4, 9] and not {4, 9} & set(other.train)

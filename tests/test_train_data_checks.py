@@ -193,8 +193,6 @@ def test_a_split_with_no_training_episode_is_refused():
     assert Split.of([0, 1, 2, 3], 0.25) == Split([0, 1, 2], [3])
     with pytest.raises(TrainingError, match=r"eval_fraction=0\.9 holds out all 2 episodes"):
         Split.of([0, 1], 0.9)
-    with pytest.raises(TrainingError, match=r"holds out all 2 episodes of task 'push'"):
-        Split.of([0, 1, 2, 3, 4], 0.75, {0: "bowl", 1: "bowl", 2: "bowl", 3: "push", 4: "push"})
 
 
 def test_a_store_recorded_task_by_task_holds_out_episodes_of_every_task():
@@ -204,12 +202,19 @@ def test_a_store_recorded_task_by_task_holds_out_episodes_of_every_task():
     assert split.held_out == [18, 19, 38, 39]
     assert split.train == [e for e in range(40) if e not in (18, 19, 38, 39)]
     # Interleaved tasks: each task's last ones, wherever they are.
-    mixed = Split.of(list(range(8)), 0.25, {e: "ab"[e % 2] for e in range(8)})
-    assert mixed.held_out == [6, 7]
-    # A task with one episode trains on it (holding it out would leave that task untrained).
-    assert Split.of([0, 1, 2, 3], 0.25, {0: "a", 1: "a", 2: "a", 3: "b"}).held_out == [2]
-    assert Split.of([0, 1], 0.1, {0: "a", 1: "b"}) == Split([0, 1], [])
-    assert Split.of([5], 0.1, {5: "a"}) == Split([5], [])
+    assert Split.of(list(range(8)), 0.25, {e: "ab"[e % 2] for e in range(8)}).held_out == [6, 7]
+    # Shared in proportion (largest remainder), the total as without tasks: 3 tasks of 15.
+    assert Split.of(list(range(45)), 0.1, {e: str(e // 15) for e in range(45)}).held_out == [13, 14, 29, 44]
+
+
+def test_the_held_out_count_follows_eval_fraction_whatever_the_tasks():
+    # Ten tasks of two episodes: 2 held out (of two tasks), not one of every task (10 of 20).
+    assert len(Split.of(list(range(20)), 0.1, {e: str(e // 2) for e in range(20)}).held_out) == 2
+    # Every episode its own instruction (an imported LeRobot dataset): the last ones, as
+    # without tasks, rather than none.
+    assert Split.of(list(range(40)), 0.1, {e: f"text {e}" for e in range(40)}).held_out == [36, 37, 38, 39]
+    # An episode the mapping lacks is a task of its own, not one with the empty text.
+    assert Split.of([0, 1, 2, 3], 0.5, {0: "", 1: ""}).held_out == [1, 3]
 
 
 def test_eval_says_what_the_evaluated_episodes_are(tmp_path):

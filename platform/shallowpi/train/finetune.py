@@ -46,27 +46,37 @@ class Split:
 
     @classmethod
     def of(cls, episodes: list[int], fraction: float, tasks: Mapping[int, str] | None = None) -> Split:
-        """The last `fraction` of each task's episodes (at least one of a task that has two) are
-        held out; with `tasks` None (episode -> task text), of all episodes as one task. Per
-        task, because a store recorded task by task would otherwise hold out only its last
-        task: the held-out evaluation and the distiller's probe would see one task, and that
-        task would train on fewer demonstrations than the others. A task with one episode
-        trains on it. Raises TrainingError when a task would have no episode left to train on."""
+        """Hold out round(len(episodes) * fraction) episodes (at least one, if there are two),
+        shared among the tasks in proportion to their episodes (largest remainder), each
+        task's last ones. `tasks`: episode -> task text; None (or an episode it lacks) counts
+        as one task of its own. Per task, because a store recorded task by task would
+        otherwise hold out only its last task's episodes: the held-out evaluation and the
+        distiller's probe would see one task, which would also train on fewer demonstrations.
+        A task keeps at least one episode to train on where it can; what its share cannot
+        hold out comes from the last episodes, as without tasks (a store whose every
+        episode has its own instruction splits as before). Raises TrainingError when no
+        episode is left to train on."""
         if not episodes:
             raise TrainingError("the dataset holds no episodes; record some first (platform record)")
-        groups: dict[str, list[int]] = {}
+        n_out = 0 if len(episodes) < 2 else max(1, round(len(episodes) * fraction))
+        if n_out >= len(episodes):
+            raise TrainingError(
+                f"policy.train.eval_fraction={fraction} holds out all {len(episodes)} episodes, leaving "
+                "none to train on; lower it"
+            )
+        groups: dict[tuple[bool, str], list[int]] = {}
         for e in episodes:
-            groups.setdefault(tasks.get(e, "") if tasks is not None else "", []).append(e)
-        held_out: list[int] = []
-        for task, members in groups.items():
-            n_out = 0 if len(members) < 2 else max(1, round(len(members) * fraction))
-            if n_out >= len(members):
-                which = f" of task '{task}'" if tasks is not None else ""
-                raise TrainingError(
-                    f"policy.train.eval_fraction={fraction} holds out all {len(members)} episodes{which}, "
-                    "leaving none to train on; lower it"
-                )
-            held_out += members[len(members) - n_out :]
+            text = tasks.get(e) if tasks is not None else None
+            groups.setdefault((text is None, text or ""), []).append(e)
+        members = list(groups.values())
+        exact = [n_out * len(m) / len(episodes) for m in members]
+        share = [int(x) for x in exact]
+        for i in sorted(range(len(members)), key=lambda i: exact[i] - share[i], reverse=True)[: n_out - sum(share)]:
+            share[i] += 1
+        held_out = [e for m, k in zip(members, share) for e in m[len(m) - min(k, len(m) - 1):]]
+        taken = set(held_out)
+        rest = [e for e in episodes if e not in taken]
+        held_out += rest[len(rest) - (n_out - len(held_out)):] if n_out > len(held_out) else []
         return cls(sorted(set(episodes) - set(held_out)), sorted(held_out))
 
     def check_held_out(self, store: Path, require: bool) -> None:
@@ -103,7 +113,8 @@ def finetune(
     resolved_config: Any = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, and evaluate; returns the final metrics and the eval report.
-    `tasks` (episode -> task text) holds out episodes per task (`Split.of`)."""
+    `tasks` (episode -> task text, `commands.train_cmd.episode_tasks`) shares the held-out
+    episodes among the tasks (`Split.of`); None splits the episodes as one task."""
     from shallowpi.train.offline_eval import evaluate
 
     split_path = run_dir / "split.json"
