@@ -180,6 +180,8 @@ class Checkpointer:
                 index[name]: {k: v.to(device) if k != "step" else v for k, v in entries.items()}
                 for name, entries in optim_sd["state"].items()
             }
+            # The saved group settings, the implementation flags with them: a run saved before
+            # the trainer's AdamW was fused resumes unfused, and so replays its own loss curve.
             for group, saved_group in zip(raw["param_groups"], optim_sd["param_groups"]):
                 group.update({k: v for k, v in saved_group.items() if k != "params"})
             self.optimizer.load_state_dict(raw)
