@@ -7,10 +7,11 @@
   platform train --dataset kitchen policy.train.steps=300 policy.train.ema=0.999
 
 The run folder holds the resolved config, the train/held-out split, metrics.jsonl,
-TensorBoard logs (tb/) and checkpoints/step_N/ (safetensors). Held-out episodes (the last
-policy.train.eval_fraction of each task's) are evaluated at the end: see `platform eval`. With a
-single episode none is held out: a warning says so, the evaluation is labelled as one on
-training episodes, and policy.train.require_held_out=true refuses such a run instead.
+TensorBoard logs (tb/) and checkpoints/step_N/ (safetensors). Held-out episodes
+(policy.train.eval_fraction of them, shared among the tasks, each task's last ones) are
+evaluated at the end: see `platform eval`. With a single episode none is held out: a
+warning says so, the evaluation is labelled as one on training episodes, and
+policy.train.require_held_out=true refuses such a run instead.
 
 Before step 0 the store is checked: episodes of different fps are refused, different
 calibration ids warned about, and NaN/inf in observation.state or action named by feature,
