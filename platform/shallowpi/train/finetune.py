@@ -48,8 +48,8 @@ class Split:
     def of(cls, episodes: list[int], fraction: float, tasks: Mapping[int, str] | None = None) -> Split:
         """Hold out round(len(episodes) * fraction) episodes (at least one, if there are two),
         shared among the tasks in proportion to their episodes (largest remainder), each
-        task's last ones. `tasks`: episode -> task text; None (or an episode it lacks) counts
-        as one task of its own. Per task, because a store recorded task by task would
+        task's last ones. `tasks`: episode -> task text; None: all episodes one task (the
+        episodes it lacks form one together). Per task, because a store recorded task by task would
         otherwise hold out only its last task's episodes: the held-out evaluation and the
         distiller's probe would see one task, which would also train on fewer demonstrations.
         A task keeps at least one episode to train on where it can; what its share cannot
