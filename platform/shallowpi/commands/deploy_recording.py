@@ -36,7 +36,7 @@ class DeploymentRecorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.store = EpisodeStore.open(path, mode="a") if path.exists() else EpisodeStore.create(path, features)
         self.writer = BackgroundWriter(self.store)
-        self.path, self.cameras, self._t0 = path, cameras, 0.0
+        self.path, self._t0 = path, 0.0
         self._next = len(self.store)  # the store index of the next episode begun
         self.calibration_id = target.calibration_id
 

@@ -109,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
 
     # A step folder's EMA average when the run kept one: the teacher every figure judged.
-    teacher = weights_to_use(args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes,
+    tasks = episode_tasks(store)
+    teacher = weights_to_use(args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, tasks,
                                                           make_dataset, args.init, cfg), say=log.info)
     run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
-                     teacher_only=failed, tasks=episode_tasks(store), resume=args.resume, resolved_config=cfg)
+                     teacher_only=failed, tasks=tasks, resume=args.resume, resolved_config=cfg)
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     print(f"teacher: {teacher}")
     print(f"student: {result['checkpoint']} (teacher layers {result['distill']['kept_layers']})")
@@ -135,10 +136,9 @@ def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> lis
     return sorted(set(store_episodes(store)) - set(kept))
 
 
-def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, make_dataset, init, cfg) -> Path:
+def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make_dataset, init, cfg) -> Path:
     """The teacher `platform train` would make: reused when complete, continued when
     interrupted, trained when absent. Returns its last checkpoint."""
-    from shallowpi.commands.train_cmd import episode_tasks
     from shallowpi.train.checkpoint import latest_checkpoint
     from shallowpi.train.finetune import finetune
 
@@ -149,7 +149,7 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, make_datase
         return last
     log.info("teacher: %s %s", "continuing" if last else "training", run_dir)
     finetune(store, policy_cfg, train_cfg, run_dir, episodes=episodes, make_dataset=make_dataset,
-             tasks=episode_tasks(store), resume=last is not None, init_from=init, resolved_config=cfg)
+             tasks=tasks, resume=last is not None, init_from=init, resolved_config=cfg)
     done = latest_checkpoint(run_dir)
     assert done is not None
     return done

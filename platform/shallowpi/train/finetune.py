@@ -64,20 +64,19 @@ class Split:
                 f"policy.train.eval_fraction={fraction} holds out all {len(episodes)} episodes, leaving "
                 "none to train on; lower it"
             )
-        groups: dict[tuple[bool, str], list[int]] = {}
+        groups: dict[str | None, list[int]] = {}  # None: no task known (apart from "", a task)
         for e in episodes:
-            text = tasks.get(e) if tasks is not None else None
-            groups.setdefault((text is None, text or ""), []).append(e)
+            groups.setdefault(tasks.get(e) if tasks is not None else None, []).append(e)
         members = list(groups.values())
         exact = [n_out * len(m) / len(episodes) for m in members]
         share = [int(x) for x in exact]
         for i in sorted(range(len(members)), key=lambda i: exact[i] - share[i], reverse=True)[: n_out - sum(share)]:
             share[i] += 1
-        held_out = [e for m, k in zip(members, share) for e in m[len(m) - min(k, len(m) - 1):]]
-        taken = set(held_out)
-        rest = [e for e in episodes if e not in taken]
-        held_out += rest[len(rest) - (n_out - len(held_out)):] if n_out > len(held_out) else []
-        return cls(sorted(set(episodes) - set(held_out)), sorted(held_out))
+        held_out = {e for m, k in zip(members, share) for e in m[len(m) - min(k, len(m) - 1):]}
+        short = n_out - len(held_out)  # what tasks too small to spare one could not give
+        if short:
+            held_out.update([e for e in episodes if e not in held_out][-short:])
+        return cls(sorted(set(episodes) - held_out), sorted(held_out))
 
     def check_held_out(self, store: Path, require: bool) -> None:
         """Say so when no episode is held out (one episode): the final evaluation then
