@@ -39,6 +39,12 @@ def test_config_show_composes_robot_and_overrides(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["robot"]["name"] == "bimanual"
 
 
+def test_a_leading_double_dash_is_dropped(capsys):
+    # What `torchrun ... -m shallowpi -- train --run NAME` may hand on (README, several GPUs).
+    assert main(["--", "config", "show", "--robot", "humanoid"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["robot"]["name"] == "humanoid"
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,6 +111,20 @@ def test_train_holds_out_episodes_of_every_task_of_a_store_recorded_task_by_task
     assert done.returncode == 0, done.stderr
     # Not the last two of all six (episodes 4 and 5, the second task's only): one of each task.
     assert json.loads((tmp_path / "run" / "split.json").read_text()) == {"train": [0, 1, 2, 4], "held_out": [3, 5]}
+
+
+def test_train_on_two_processes_under_torchrun_keeps_its_run_name(store, tmp_path):
+    """The README's command for several processes, `--run` included: without the `--` before
+    the command, torchrun's own parser takes `--run` for an abbreviation of its `--run-path`
+    and refuses the whole command line."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              "-m", "shallowpi", "--"]
+    args = ["train", "--dataset", str(store), "--policy", "tiny", "--runs-dir", str(tmp_path), "--run", "two",
+            "--no-progress", "policy.train.steps=2", "policy.train.log_every=1", "policy.train.workers=0"]
+    done = subprocess.run([*launch, *args], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoints" / "step_000002").is_dir()
+    assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1]
 
 
 def test_one_line_errors(store, tmp_path):

@@ -201,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     re-raised with its traceback. Ctrl-C returns 130.
     """
     words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["--"]:
+        # `torchrun ... -m shallowpi -- train --run NAME`: the `--` keeps torchrun's own parser
+        # from taking `--run` for an abbreviation of its `--run-path`; some Python versions'
+        # argparse hand it on to the command line it launches.
+        words = words[1:]
     parser = build_parser()
     args = parse_command(words, parser)
     # Our own messages at INFO; other libraries only when something is wrong (or -v).

@@ -20,7 +20,8 @@ preset the teacher was built from (its batch, learning rate, EMA; command-line o
 the teacher's own training are not recorded in it, pass them again).
 
 Several GPUs (DDP; FSDP with policy.train.fsdp=true), the teacher whole on each:
-  torchrun --nproc_per_node 8 -m shallowpi distill --dataset kitchen --teacher CKPT
+  torchrun --nproc_per_node 8 -m shallowpi -- distill --dataset kitchen --teacher CKPT --run NAME
+(the `--` before the command keeps torchrun from reading `--run` as its own `--run-path`)
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ calibration ids warned about, and NaN/inf in observation.state or action named b
 episode and row (policy.train.skip_nonfinite=true skips the windows touching them instead).
 
 Several GPUs (one process each, DDP; FSDP when policy.train.fsdp=true and on CUDA):
-  torchrun --nproc_per_node 8 -m shallowpi train --dataset kitchen --policy pi0
+  torchrun --nproc_per_node 8 -m shallowpi -- train --dataset kitchen --policy pi0 --run NAME
+The `--` before the command keeps torchrun from reading `--run` as its own `--run-path`.
 """
 
 from __future__ import annotations
