@@ -230,12 +230,23 @@ def record_parallel(robot: str, store: Path, episodes: int, size: str, noise: fl
 
 
 def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, settings: list[str],
-          log: Path) -> float:
-    """Train until `minutes` have passed (the run keeps its checkpoints); wall seconds."""
+          log: Path, procs: int = 1) -> float:
+    """Train until `minutes` have passed (the run keeps its checkpoints); wall seconds.
+
+    procs > 1: that many data-parallel processes of one thread each under torchrun (DDP over
+    gloo, each its share of the batch: the same global batch and gradient), no loader worker
+    processes beside them. Stopped at the budget, such a run keeps its last checkpoint only
+    (the save on a signal is a single process's)."""
     start = time.perf_counter()
     env = platform_env()
+    launch = [sys.executable, "-m", "shallowpi"]
+    if procs > 1:
+        env["OMP_NUM_THREADS"] = "1"
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+                  "-m", "shallowpi", "--"]
+        settings = ["policy.train.workers=0", *settings]
     with open(log, "a") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "shallowpi", "train", "--dataset", str(store), "--policy",
+        proc = subprocess.Popen([*launch, "train", "--dataset", str(store), "--policy",
                                  policy, "--runs-dir", str(run.parent), "--run", run.name, "--no-progress",
                                  f"policy.train.save_every={save_every}", *settings],
                                 env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -304,6 +315,8 @@ def main() -> None:
                     help="unseen seeds per task for the last checkpoint (default 100)")
     ap.add_argument("--curve-episodes", type=int, default=20,
                     help="unseen seeds per task for the earlier checkpoints, the curve (default 20)")
+    ap.add_argument("--procs", type=int, default=1,
+                    help="training processes (DDP under torchrun, one thread each; default 1, torch's threads)")
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
     ap.add_argument("--record-workers", type=int, default=2,
                     help="recording processes for a new store (default 2, one a core; the same episodes as 1)")
@@ -330,7 +343,7 @@ def main() -> None:
                                                              args.task_noise, workers=args.record_workers)
         run = out / "run"
         started = time.time()
-        train_s = train(store, args.policy, run, args.minutes, args.save_every, args.set, log)
+        train_s = train(store, args.policy, run, args.minutes, args.save_every, args.set, log, args.procs)
     rows = []
     checkpoints = sorted((run / "checkpoints").glob("step_*"))
     if args.checkpoints:
@@ -364,7 +377,7 @@ def main() -> None:
     result = {"robot": args.robot, "policy": args.policy, "episodes_per_task": args.episodes,
               "sim_noise": args.sim_noise, "task_noise": args.task_noise, "settings": args.set,
               "record_s": record_s, "train_s": train_s,
-              "step_s": per_step, "rows": rows, "threads": os.environ.get("OMP_NUM_THREADS"),
+              "step_s": per_step, "rows": rows, "threads": os.environ.get("OMP_NUM_THREADS"), "procs": args.procs,
               "load_average": os.getloadavg()}
     (out / "closed_loop.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {out / 'closed_loop.json'}")
