@@ -272,6 +272,51 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     assert "distill.select=first differs from the run being resumed (uniform" in error(
         "--run", "arm-tiny-student1", "--resume", "--select", "first")
     assert not (distilled["runs"] / "bad" / "checkpoints").exists()
+    # Keys the flags set (--device, --no-progress) are not a train: section's.
+    assert "policy.train.device is set by the --device flag, not in the config" in error("+policy.train.device=cpu")
+    assert "distill.train.progress is set by the --no-progress flag" in error("+distill.train.progress=false")
+
+
+def test_a_student_that_cannot_be_cut_is_refused_before_its_teacher_is_trained(distilled, tmp_path, capsys):
+    fresh = tmp_path / "runs"  # no teacher run here: one would be trained first
+    for extra, expected in (
+        (["--layers", "2"], "keeps 1 to 1 of the teacher's 2 layers, got distill.layers=2"),
+        (["distill.attention_pairs=[[1,1]]"], "attention layer 1 is outside the student's layers 0-0"),
+        (["distill.attention_pairs=[[0,2]]"], "attention layer 2 is outside the teacher's layers 0-1"),
+    ):
+        assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(fresh), *QUICK, *extra]) != 0
+        err = capsys.readouterr().err.strip()
+        assert expected in err and err.count("\n") == 0, err
+    assert not (fresh / "arm-tiny").exists()
+
+
+def test_a_teacher_interrupted_inside_distill_says_to_run_the_command_again(distilled, tmp_path):
+    """Ctrl-C while `platform distill` trains its teacher. The trainer's own advice, --resume,
+    is the student's flag here: `distill --resume` would finish the teacher, then find no
+    student to resume."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import platform_cmd, subprocess_env
+
+    runs = tmp_path / "runs"
+    quick = [a for a in QUICK if not a.startswith("policy.train.steps=")]
+    cmd = platform_cmd("distill", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), *quick,
+                       "policy.train.steps=100000", "policy.train.log_every=1")
+    proc = subprocess.Popen(cmd, env=subprocess_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = runs / "arm-tiny" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while (not metrics.is_file() or metrics.read_text().count("\n") < 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    kept = (runs / "arm-tiny" / "checkpoints" / (runs / "arm-tiny" / "checkpoints" / "last").read_text())
+    assert last == (f"error: the teacher's training stopped at {kept}: run the same `platform distill` command "
+                    "again (without --resume) to continue it"), last
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@
 Without --teacher, the teacher is the run `platform train --dataset NAME --policy P` makes
 (runs/NAME-P): reused if complete, continued if interrupted, trained first (from --init
 when given, else from scratch) through the same path as `platform train` if absent. The
-student's run folder (default runs/NAME-P-studentK) holds what a training run holds
+student's run folder (default runs/NAME-T-studentK, T the teacher's preset) holds what a training run holds
 (config.yaml, metrics.jsonl with the task/output/attention terms, tb/, checkpoints/ as
 ordinary policy checkpoints that also record the teacher's sha256, the kept layers and the
 loss weights), distill.json, and report.md with its plots. Settings: configs/distill/
@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
         runs_folder,
     )
     from shallowpi.distill.distiller import distill
+    from shallowpi.distill.objective import AttentionPairs
     from shallowpi.distill.settings import DistillConfig
+    from shallowpi.distill.student import check_student_depth
     from shallowpi.policy.config import PolicyConfig, model_section
     from shallowpi.train.checkpoint import checkpoint_weights, weights_to_use
     from shallowpi.train.distributed import close_distributed
@@ -109,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     runs = runs_folder(args)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
 
+    if args.teacher is None:  # refused now, not after training the teacher it would be cut from
+        check_student_depth(policy_cfg.depth, dcfg.layers)
+        if dcfg.weights.attention and dcfg.attention_pairs is not None:
+            AttentionPairs.from_config(dcfg.attention_pairs, []).check(dcfg.layers, policy_cfg.depth)
     # A step folder's EMA average when the run kept one: the teacher every figure judged.
     tasks = episode_tasks(store)
     teacher = weights_to_use(args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, tasks,
@@ -142,6 +148,7 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make
     interrupted, trained when absent. Returns its last checkpoint."""
     from shallowpi.train.checkpoint import latest_checkpoint
     from shallowpi.train.finetune import finetune
+    from shallowpi.train.interrupt import TrainingInterrupted
 
     run_dir = runs / f"{store.stem}-{policy_cfg.name}"
     last = latest_checkpoint(run_dir)
@@ -149,8 +156,15 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make
         log.info("teacher: reusing %s", last)
         return last
     log.info("teacher: %s %s", "continuing" if last else "training", run_dir)
-    finetune(store, policy_cfg, train_cfg, run_dir, episodes=episodes, make_dataset=make_dataset,
-             tasks=tasks, resume=last is not None, init_from=init, resolved_config=cfg)
+    try:
+        finetune(store, policy_cfg, train_cfg, run_dir, episodes=episodes, make_dataset=make_dataset,
+                 tasks=tasks, resume=last is not None, init_from=init, resolved_config=cfg)
+    except TrainingInterrupted:
+        # Not the trainer's advice (--resume): here that flag is the student's, and `distill
+        # --resume` would finish the teacher, then find no student to resume.
+        kept = latest_checkpoint(run_dir)
+        raise TrainingInterrupted(f"the teacher's training stopped{f' at {kept}' if kept else ''}: run the same "
+                                  "`platform distill` command again (without --resume) to continue it") from None
     done = latest_checkpoint(run_dir)
     assert done is not None
     return done

@@ -17,7 +17,7 @@ Before step 0 the store is checked: episodes of different fps are refused, diffe
 calibration ids warned about, and NaN/inf in observation.state or action named by feature,
 episode and row (policy.train.skip_nonfinite=true skips the windows touching them instead).
 
-Several GPUs (one process each, DDP; FSDP when policy.train.fsdp=true and on CUDA):
+Several GPUs (one process each, DDP; FSDP when policy.train.fsdp=true):
   torchrun --nproc_per_node 8 -m shallowpi -- train --dataset kitchen --policy pi0 --run NAME
 The `--` before the command keeps torchrun from reading `--run` as its own `--run-path`.
 """
@@ -101,12 +101,21 @@ def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
     return store, kept
 
 
+# TrainConfig fields the command's flags set (run_settings), not a `train:` section.
+FLAG_SET_KEYS = {"device": "--device", "progress": "--no-progress"}
+
+
 def check_train_keys(where: str, keys: Iterable[str]) -> None:
-    """Raises ConfigError naming the keys of a `train:` section (`where`) that TrainConfig lacks."""
-    from shallowpi.errors import refuse_unknown_keys
+    """Raises ConfigError naming the keys of a `train:` section (`where`) that TrainConfig
+    lacks, or one that a flag sets (FLAG_SET_KEYS: the flag's value would collide with it)."""
+    from shallowpi.errors import ConfigError, refuse_unknown_keys
     from shallowpi.train.trainer import TrainConfig
 
-    refuse_unknown_keys(where, keys, TrainConfig)
+    keys = list(keys)
+    for key in keys:
+        if key in FLAG_SET_KEYS:
+            raise ConfigError(f"{where}.{key} is set by the {FLAG_SET_KEYS[key]} flag, not in the config")
+    refuse_unknown_keys(where, keys, TrainConfig, exclude=FLAG_SET_KEYS)
 
 
 def run(args: argparse.Namespace) -> int:

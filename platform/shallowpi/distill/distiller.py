@@ -134,7 +134,7 @@ def distill(
     """
     facts_path = run_dir / "distill.json"
     recorded = json.loads(facts_path.read_text()) if resume and facts_path.is_file() else None
-    expected, what = dcfg.teacher_sha256, "distill.teacher_sha256"
+    expected, what = dcfg.teacher_sha256, "distill.teacher_sha256 (--teacher-sha256)"
     if recorded is not None and expected is None:
         expected, what = recorded["teacher_sha256"], f"the run being resumed ({facts_path})"
     teacher, sha = load_teacher(teacher_checkpoint, expected, what)
