@@ -187,12 +187,18 @@ def invoke(*words: str) -> None:
     (one line at `platform`'s handler); a non-zero exit code becomes one. Signal handlers
     the command installed are restored afterwards."""
     from shallowpi.cli import parse_command
+    from shallowpi.train.interrupt import TrainingInterrupted
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     log.debug("platform %s", " ".join(words))
     try:
         args = parse_command(words)
         code = int(args.run(args) or 0)
+    except TrainingInterrupted:
+        # Not the trainer's advice (--resume, a flag of the command run alone): the demo
+        # continues each stage by itself.
+        raise TrainingInterrupted(f"`platform {words[0]}` stopped with its last step saved: run the same "
+                                  "`platform demo` command again to continue") from None
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
