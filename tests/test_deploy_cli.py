@@ -90,6 +90,17 @@ def test_bundle_only_builds_the_bundle_and_runs_nothing(trained, tmp_path):
     assert f"bundle {out} (sha256 {bundle.digest[:12]}, graphs: chunk)" in result.stdout
     assert (out / "graphs" / "chunk.onnx").is_file()
 
+    # Building replaces the --bundle folder: one that is not a bundle is refused, untouched.
+    mine = tmp_path / "robot"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused = deploy(trained, "--backend", "onnxruntime", "--bundle", str(mine), "--bundle-only")
+    assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
+    assert f"{mine} exists and is not a deploy bundle (no manifest.json)" in refused.stderr
+    assert (mine / "notes.txt").read_text() == "keep"
+    missing = deploy(trained, "--policy", str(tmp_path / "step_009000"), "--bundle-only")
+    assert missing.returncode == 2 and f"no policy at {tmp_path / 'step_009000'}" in missing.stderr
+
 
 def test_deploy_stack_with_torch_records_the_executed_episode(trained, tmp_path):
     result = deploy(trained, "--sim", "stack", "--backend", "torch", "--strategy", "async",
@@ -203,7 +214,7 @@ def test_a_dashboard_that_dies_stops_the_executor_and_gives_the_terminal_back(tr
     code, text = _deploy_on_a_terminal(trained, socket, "--episodes", "3", "--episode-time-s", "60",
                                        watch=kill_the_dashboard_once_drawn)
     assert killed and code == 0, text[-3000:]
-    assert "the dashboard was killed (signal 9); stopping the executor: it holds the robot" in text, text[-3000:]
+    assert "the dashboard was killed (signal 9); stopping the executor (torque goes off as it ends: support the arm)" in text, text[-3000:]
     after = text.split("stopping the executor")[-1]
     assert "episode 1/3 seed 1000:" in after and "(stopped," in after  # one episode, cut short
     assert "episode 2/3" not in text

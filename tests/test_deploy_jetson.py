@@ -75,6 +75,22 @@ def test_not_a_jetson_says_so_in_one_line_and_runs_the_best_local_backend(tmp_pa
                               f"best local backend, {backend} on {result.profile.device} (profile {profile})")
 
 
+def test_the_command_line_s_jetson_overrides_reach_the_profile(tmp_path):
+    """`jetson.providers=[...]` is what the ONNX Runtime backend's error tells a user to pass:
+    deploy plans with the composed profile, not the file's."""
+    from shallowpi import config
+
+    composed = config.compose(["jetson=orin", "jetson.providers=[CUDAExecutionProvider,CPUExecutionProvider]"])
+    profile = JetsonProfile.from_config(composed.jetson)
+    orin = detect(fake_jetson(tmp_path / "orin", "nvidia,tegra234", "NVIDIA Jetson AGX Orin"))
+    result = plan(profile, orin, cuda=True)
+    assert result.on_target and result.profile.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    elsewhere = plan(profile, Machine(), cuda=False)  # not this profile's Jetson: the local one, as shipped
+    assert elsewhere.profile == JetsonProfile.load("cpu")
+    assert elsewhere.message.endswith("(profile cpu); the jetson.* overrides are for the orin profile, not used")
+    assert "not used" not in plan(JetsonProfile.load("orin"), Machine(), cuda=False).message
+
+
 def test_a_jetson_without_nvpmodel_or_devfreq_still_plans(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/nv_tegra_release").write_text(ORIN_RELEASE)

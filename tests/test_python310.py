@@ -51,3 +51,13 @@ def test_deploy_robot_side_imports_on_python310():
     result = subprocess.run([PY310, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+@needs_py310
+def test_deploy_of_a_checkpoint_without_torch_says_to_make_the_bundle_on_the_workstation():
+    # A step folder given where its .bundle was meant: one line, not "No module named 'torch'".
+    result = subprocess.run([PY310, "-m", "shallowpi", "deploy", "--policy", str(REPO_ROOT / "robots/arm/teacher"),
+                             "--robot", "arm"], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr[-2000:]
+    assert "is not a deploy bundle (no manifest.json), and making one from a checkpoint needs the training " \
+           "install (torch is missing here)" in result.stderr

@@ -23,7 +23,9 @@ Without --sim it drives the robot of --robot (configs/robot/) on its configured 
 (override them as robot.buses.NAME.port=PATH) with its RealSense cameras, on the wall
 clock; --task is the instruction; before each episode the robot holds for --reset-time-s
 while the scene is set; success is not judged (keep the episodes with --record). An
-uncalibrated robot is refused unless --allow-uncalibrated.
+uncalibrated robot is refused unless --allow-uncalibrated. When the run ends torque goes
+off and the arm goes limp: support it. After a policy or camera fault it holds its pose
+with torque on until the operator stops or e-stops.
 
 --sim direct runs the twin in-process, --sim stack behind emulated servos and software
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
@@ -86,12 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="action selection (default: deploy.strategy, rtc)")
     parser.add_argument("--replan-every", type=int, metavar="K",
                         help="a new chunk every K actions (default: action_selection.replan_every, half the chunk)")
-    parser.add_argument("--delay-ms", type=float, help="inject this much inference delay (experiments)")
+    parser.add_argument("--delay-ms", type=float, help="--sim: inject this much inference delay (the delay experiment; refused on a robot)")
     parser.add_argument("--realtime", action="store_true", help="--sim: pace the loop by the wall clock")
-    parser.add_argument("--bundle", type=user_path, help="where to keep the bundle (default: CKPT.bundle)")
+    parser.add_argument("--bundle", type=user_path, help="where to build the bundle from a checkpoint: a new folder or a bundle (default: CKPT.bundle)")
     parser.add_argument("--bundle-only", action="store_true",
-                        help="build (or verify) the bundle for the backend and exit, running nothing: on the "
-                             "workstation, for a robot that is not attached; copy the folder to the robot")
+                        help="build (or verify) the bundle and exit, running nothing: on the workstation, for a robot "
+                             "that is not attached (the backend of the --jetson profile named, not this "
+                             "machine's); copy the folder to the robot")
     parser.add_argument("--record", metavar="DATASET", help="store the executed episodes in this dataset")
     parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     from shallowpi.commands.deploy_targets import robot_target, twin_target
     from shallowpi.deploy.backends import BackendOptions, make_backend
     from shallowpi.deploy.executor import Executor
-    from shallowpi.deploy.jetson import detect, plan
+    from shallowpi.deploy.jetson import JetsonProfile, detect, plan
     from shallowpi.errors import ConfigError
     from shallowpi.telemetry.publisher import TelemetryPublisher
 
@@ -133,10 +136,15 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     if (args.delay_ms or float(base.deploy.injected_delay_s or 0.0)) and not args.sim:
         raise ConfigError("--delay-ms (deploy.injected_delay_s) is the delay experiment, for --sim only: "
                           "never on the robot")
-    decision = plan(str(base.jetson.name), detect(_sysroot()), cuda=_has_cuda())
+    # The composed profile: `jetson.providers=[...]`, `jetson.precision=...` apply (the backends'
+    # errors name them).
+    asked = JetsonProfile.from_config(base.jetson)
+    decision = plan(asked, detect(_sysroot()), cuda=_has_cuda())
     print(decision.message, flush=True)
     profile = decision.profile
-    backend_name = args.backend or profile.backend
+    # A bundle made to be copied is for the machine --jetson names, not this one (a CUDA
+    # workstation's own backend, torch, would export no graph for the Jetson to run).
+    backend_name = args.backend or (asked.backend if args.bundle_only else profile.backend)
     bundle = _bundle(args, backend_name)
     if args.bundle_only:
         print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}): "
@@ -224,7 +232,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))
         if target.on_hardware and executor.held_after_fault:
-            _hold_until_the_operator_ends(executor, publish, say)
+            _hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
     finally:
         try:
             target.disconnect()  # first: torque off whatever else the cleanup meets
@@ -270,14 +278,26 @@ def _bundle(args: argparse.Namespace, backend: str) -> Any:
     """--policy as a bundle (it holds a manifest) or a checkpoint made into one (reused
     while it verifies and holds the graph the backend needs)."""
     from shallowpi.deploy.bundle import MANIFEST, Bundle, BundleError, build_bundle
+    from shallowpi.errors import ConfigError
 
     if (args.policy / MANIFEST).is_file():
         return Bundle.load(args.policy)
-    from shallowpi.train.checkpoint import weights_to_use
+    if not args.policy.exists():
+        raise ConfigError(f"no policy at {args.policy}: pass a checkpoint folder or a deploy bundle")
+    try:
+        from shallowpi.train.checkpoint import weights_to_use
+    except ImportError as exc:  # the robot's install: bundles only
+        raise ConfigError(f"{args.policy} is not a deploy bundle (no {MANIFEST}), and making one from a checkpoint "
+                          f"needs the training install ({exc.name} is missing here): make it on the workstation "
+                          "with `platform deploy --policy CKPT --bundle-only` and copy it over") from None
 
     weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
     graphs = () if backend == "torch" else ("chunk",)
     out = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
+    if out.exists() and not (out / MANIFEST).is_file():
+        # Building replaces the folder: never one that is not a bundle (`--bundle ~/robot`).
+        raise ConfigError(f"{out} exists and is not a deploy bundle (no {MANIFEST}); building one there would "
+                          "replace it: pass another --bundle folder or remove it")
     if out.exists():
         try:
             bundle = Bundle.load(out)
@@ -320,8 +340,8 @@ def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:
 def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: list[str],
                     say: Callable[[str], None]) -> None:
     """The deploy's dashboard exited while the executor runs (`q` when read-only, a crash, a
-    kill): the operator has lost the view and the keys, so the executor stops (it holds the
-    robot), the terminal is put back as it was, and the held lines go to `say` (queued: this
+    kill): the operator has lost the view and the keys, so the executor stops (and the run
+    ends with torque off), the terminal is put back as it was, and the held lines go to `say` (queued: this
     runs on the loop). Returns None, the dashboard's new value."""
     from shallowpi.tui.launch import describe_exit
 
@@ -330,7 +350,7 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
     why = describe_exit(code)
     if executor is not None and not executor.stopped:
         executor.stop()
-        why += "; stopping the executor: it holds the robot"
+        why += "; stopping the executor (torque goes off as it ends: support the arm)"
     say(why)
     for line in held_output:
         say(line)
@@ -339,17 +359,20 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
 
 
 def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
-                                  period_s: float = 0.1) -> None:
+                                  keys: bool = True, period_s: float = 0.1) -> None:
     """After a policy-side or camera fault the robot is sound and holds its pose with torque
     on: keep it so (the servos hold their goals) until the operator stops or e-stops, from
     the dashboard or with Ctrl-C, rather than turn torque off unasked and drop its arms. The
     status goes on being published, the dashboard's commands obeyed and the servos' alarms
-    read (an overload turns torque off) meanwhile."""
+    read (an overload turns torque off) meanwhile. `keys`: the dashboard reads s and e (else
+    only Ctrl-C and `platform monitor --control` reach the executor)."""
     from shallowpi.errors import PlatformError
 
     fault = executor.status.message.removeprefix("fault: ")
+    ways = "stop (s or Ctrl-C: torque off) or e-stop (e)" if keys else \
+        "stop with Ctrl-C (torque off), or from `platform monitor --control`"
     say(f"stopped on a fault the servos survive ({fault}); the robot holds its pose with torque on: "
-        "support it, then stop (s or Ctrl-C: torque off) or e-stop (e)")
+        f"support it, then {ways}")
     checked = time.monotonic()
     while executor.held_after_fault:
         publish(executor.status)

@@ -165,17 +165,21 @@ class Plan:
     on_target: bool  # this machine is the Jetson the command named
 
 
-def plan(asked: str, machine: Machine, cuda: bool) -> Plan:
-    """`--jetson asked` on `machine`. On the named Jetson: its profile and the full-speed
-    line. Elsewhere: the best local profile (another Jetson's own; else cuda when `cuda`,
-    else cpu) and a line saying so. A workstation profile (cpu, cuda) is taken as asked."""
-    profile = JetsonProfile.load(asked)
+def plan(asked: str | JetsonProfile, machine: Machine, cuda: bool) -> Plan:
+    """`--jetson asked` on `machine`: a profile name, or the composed profile with the
+    command line's `jetson.*` overrides. On the named Jetson: that profile and the
+    full-speed line. Elsewhere: the best local profile as shipped (another Jetson's own;
+    else cuda when `cuda`, else cpu) and a line saying so, and that the overrides, made for
+    the profile asked, are not used. A workstation profile (cpu, cuda) is taken as asked."""
+    profile = asked if isinstance(asked, JetsonProfile) else JetsonProfile.load(asked)
+    name = profile.name
     if not profile.is_jetson:
-        return Plan(profile, f"profile {asked}: {profile.backend} on {profile.device} ({profile.precision})", True)
-    if machine.is_jetson and machine.module == asked:
+        return Plan(profile, f"profile {name}: {profile.backend} on {profile.device} ({profile.precision})", True)
+    if machine.is_jetson and machine.module == name:
         return Plan(profile, full_speed_advice(machine, profile), True)
     local = JetsonProfile.load(machine.module or ("cuda" if cuda else "cpu"))
-    what = f"{machine.describe()}, not a Jetson {asked}" if machine.is_jetson else \
-        f"this machine is not a Jetson {asked} (no /etc/nv_tegra_release)"
+    what = f"{machine.describe()}, not a Jetson {name}" if machine.is_jetson else \
+        f"this machine is not a Jetson {name} (no /etc/nv_tegra_release)"
+    unused = f"; the jetson.* overrides are for the {name} profile, not used" if profile != JetsonProfile.load(name) else ""
     return Plan(local, f"{what}: running the best local backend, {local.backend} on {local.device} "
-                       f"(profile {local.name})", False)
+                       f"(profile {local.name}){unused}", False)

@@ -79,6 +79,18 @@ def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
 WORD = re.compile(r"[\w']+")
 
 
+def _tokenizer_library(name: str, spec: str) -> Any:
+    """The package that reads a π0 tokenizer file (the robot's core install has neither:
+    the twins' presets need none); ConfigError (one line) naming it when it is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ConfigError(f"this policy's tokenizer ({Path(spec).name}) is read with the `{name}` package, "
+                          f"not installed here: pip install {name}") from None
+
+
 class TextTokens:
     """Task text -> (ids int64 [1, L], mask bool [1, L]) as policy.tokenizer.tokenize does:
     BOS, the text stripped plus a newline, padded to L; ConfigError (one line) for a text
@@ -96,15 +108,14 @@ class TextTokens:
             ids = {word: i + 3 for i, word in enumerate(vocabulary)}
             self._encode = lambda text: [ids.get(word, 2) for word in WORD.findall(text.lower())]
         elif Path(spec).suffix == ".json":
-            from tokenizers import Tokenizer
+            Tokenizer = _tokenizer_library("tokenizers", spec).Tokenizer
 
             tok = Tokenizer.from_file(spec)
             self.bos_id = tok.token_to_id("<bos>") or 2
             self.pad_id = tok.token_to_id("<pad>") or 0
             self._encode = lambda text: tok.encode(text, add_special_tokens=False).ids
         else:
-            import sentencepiece
-
+            sentencepiece = _tokenizer_library("sentencepiece", spec)
             sp = sentencepiece.SentencePieceProcessor(model_file=spec)
             self.bos_id, self.pad_id = sp.bos_id(), max(sp.pad_id(), 0)
             self._encode = sp.encode
