@@ -350,6 +350,13 @@ def test_socket_file_lifecycle(address):
         with pytest.raises(TelemetryError, match=r"already publishing.*pass telemetry.address=PATH"):
             TelemetryPublisher(address)
     assert not os.path.exists(address) and not os.path.exists(f"{address}.status")
+    # libzmq's bind unlinks any file at the path: a file that is not a socket is refused, kept.
+    for path in (address, f"{address}.status"):
+        Path(path).write_text("the operator's notes")
+        with pytest.raises(TelemetryError, match=r"exists and is not a socket, and publishing there would delete"):
+            TelemetryPublisher(address)
+        assert Path(path).read_text() == "the operator's notes"
+        os.unlink(path)
 
 
 def test_local_mailbox_is_latest_wins_and_ends_on_close():

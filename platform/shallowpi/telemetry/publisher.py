@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -188,8 +189,12 @@ class TelemetryPublisher:
         if address.path is not None:
             status = Address(path=f"{address.path}.status")
             for taken in (address, status):
-                # libzmq unlinks an existing socket file when it binds: ask first, so a
-                # second recorder never steals a running one's socket.
+                # libzmq unlinks whatever file is at the path when it binds: never one that is
+                # not a socket (`telemetry.address=~/notes.txt`)...
+                if os.path.lexists(taken.path) and not stat.S_ISSOCK(os.lstat(taken.path).st_mode):
+                    raise TelemetryError(f"{taken.path} exists and is not a socket, and publishing there would "
+                                         "delete it; pass telemetry.address=PATH (a new socket path)")
+                # ... nor a running recorder's: ask first, so a second one never steals it.
                 if listening(taken):
                     raise TelemetryError(
                         f"a recorder is already publishing at {taken.path}; stop it, or pass "
