@@ -12,6 +12,9 @@ JSON; every step is the platform's own CLI, so the numbers are what a user gets.
     python tools/bench/closed_loop.py --robot bimanual --episodes 80 --sim-noise 0.005 \\
         --policy teacher --set policy.train.batch_size=64 --eval-episodes 100
     python tools/bench/closed_loop.py --robot arm --store /tmp/arm.zarr --minutes 10   # reuse a store
+    python tools/bench/closed_loop.py --robot humanoid --episodes 120 --sim-noise 0.0075 \
+        --task-noise cube_in_bowl=0.01 --procs 2 --set policy.train.successful_only=true \
+        policy.train.steps=10000 policy.crop_scale=1.0 --minutes 70    # two training processes
     python tools/bench/closed_loop.py --robot arm --run RUN --weights raw --checkpoints 3000 6000 --eval-episodes 50
 
 Cost on a 2-core machine: recording ~2.5 s of CPU a demonstration at 64x64 (two
