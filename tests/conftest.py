@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def platform_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "shallowpi", *args]
+
+
+def stop_while_training(cmd: list[str], metrics: Path, env: dict[str, str], sig: int = signal.SIGINT,
+                        logged: int = 3) -> tuple[int, str]:
+    """Run `cmd`, send it `sig` once the run's `metrics` (metrics.jsonl) holds `logged` lines
+    (a Ctrl-C or a scheduler's SIGTERM mid-training); its (exit code, stderr)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while (not metrics.is_file() or metrics.read_text().count("\n") < logged) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
 
 
 @pytest.fixture

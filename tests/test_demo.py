@@ -122,26 +122,16 @@ def test_an_interrupted_distillation_continues_from_its_last_checkpoint(first, t
 def test_a_demo_stopped_in_training_says_to_run_it_again(first, tmp_path):
     """Ctrl-C while the demo distils: the trainer's own advice (--resume) is no flag of
     `platform demo`, which continues each stage by itself when run again."""
-    import signal
-    import subprocess
-    import time
-
-    from conftest import platform_cmd, subprocess_env
+    from conftest import platform_cmd, stop_while_training, subprocess_env
 
     out = tmp_path / "arm"
     shutil.copytree(first["out"], out)
     shutil.rmtree(out / "student6")
     words = ["demo", "--out", str(out), *TINY, "demo.student_steps=100000", "policy.train.log_every=1",
              f"telemetry.address={tmp_path}/demo-stop.sock"]
-    proc = subprocess.Popen(platform_cmd(*words), env=subprocess_env(OMP_NUM_THREADS="1"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    metrics = out / "student6" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while (not metrics.is_file() or metrics.read_text().count("\n") < 3) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = stop_while_training(platform_cmd(*words), out / "student6" / "metrics.jsonl",
+                                    subprocess_env(OMP_NUM_THREADS="1"))
+    assert code == 130, err
     assert err.strip().splitlines()[-1] == ("error: `platform distill` stopped with its last step saved: run the "
                                             "same `platform demo` command again to continue"), err[-2000:]
     assert (out / "student6" / "checkpoints" / "last").is_file()

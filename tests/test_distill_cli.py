@@ -294,25 +294,14 @@ def test_a_teacher_interrupted_inside_distill_says_to_run_the_command_again(dist
     """Ctrl-C while `platform distill` trains its teacher. The trainer's own advice, --resume,
     is the student's flag here: `distill --resume` would finish the teacher, then find no
     student to resume."""
-    import signal
-    import subprocess
-    import time
-
-    from conftest import platform_cmd, subprocess_env
+    from conftest import platform_cmd, stop_while_training, subprocess_env
 
     runs = tmp_path / "runs"
     quick = [a for a in QUICK if not a.startswith("policy.train.steps=")]
     cmd = platform_cmd("distill", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), *quick,
                        "policy.train.steps=100000", "policy.train.log_every=1")
-    proc = subprocess.Popen(cmd, env=subprocess_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    metrics = runs / "arm-tiny" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while (not metrics.is_file() or metrics.read_text().count("\n") < 3) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = stop_while_training(cmd, runs / "arm-tiny" / "metrics.jsonl", subprocess_env(OMP_NUM_THREADS="1"))
+    assert code == 130, err
     last = err.strip().splitlines()[-1]
     kept = (runs / "arm-tiny" / "checkpoints" / (runs / "arm-tiny" / "checkpoints" / "last").read_text())
     assert last == (f"error: the teacher's training stopped at {kept}: run the same `platform distill` command "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import platform_cmd, subprocess_env
+from conftest import platform_cmd, stop_while_training, subprocess_env
 from store_fixtures import make_store
 
 # tiny models are all overhead: one thread avoids OpenMP spin-waits on a shared 2-core box.
@@ -84,14 +84,8 @@ def test_a_signal_saves_the_step_it_stopped_at_and_resume_continues_there(store,
     steps = ["policy.train.steps=100000", "policy.train.save_every=100000"]
     cmd = platform_cmd("train", "--dataset", str(store), "--policy", "tiny", "--runs-dir", str(tmp_path),
                        "--run", "stopped", "--no-progress", "policy.train.log_every=1", *steps)
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "stopped" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while (not metrics.is_file() or metrics.read_text().count("\n") < 3) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    code, err = stop_while_training(cmd, tmp_path / "stopped" / "metrics.jsonl", ENV, sig)
+    assert code == 130, err
     last = err.strip().splitlines()[-1]
     step = int(last.split("after step ")[1].split(";")[0])
     assert last == (f"error: training stopped by {sig.name} after step {step}; checkpoint step_{step:06d} "
