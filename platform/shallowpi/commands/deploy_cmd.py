@@ -88,9 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="action selection (default: deploy.strategy, rtc)")
     parser.add_argument("--replan-every", type=int, metavar="K",
                         help="a new chunk every K actions (default: action_selection.replan_every, half the chunk)")
-    parser.add_argument("--delay-ms", type=float, help="--sim: inject this much inference delay (the delay experiment; refused on a robot)")
+    parser.add_argument("--delay-ms", type=float,
+                        help="--sim: inject this much inference delay (the delay experiment; refused on a robot)")
     parser.add_argument("--realtime", action="store_true", help="--sim: pace the loop by the wall clock")
-    parser.add_argument("--bundle", type=user_path, help="where to build the bundle from a checkpoint: a new folder or a bundle (default: CKPT.bundle)")
+    parser.add_argument("--bundle", type=user_path,
+                        help="where to build the bundle from a checkpoint: a new folder or a bundle "
+                             "(default: CKPT.bundle)")
     parser.add_argument("--bundle-only", action="store_true",
                         help="build (or verify) the bundle and exit, running nothing: on the workstation, for a robot "
                              "that is not attached (the backend of the --jetson profile named, not this "
@@ -341,8 +344,8 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
                     say: Callable[[str], None]) -> None:
     """The deploy's dashboard exited while the executor runs (`q` when read-only, a crash, a
     kill): the operator has lost the view and the keys, so the executor stops (and the run
-    ends with torque off), the terminal is put back as it was, and the held lines go to `say` (queued: this
-    runs on the loop). Returns None, the dashboard's new value."""
+    ends with torque off), the terminal is put back as it was, and the held lines go to
+    `say` (queued: this runs on the loop). Returns None, the dashboard's new value."""
     from shallowpi.tui.launch import describe_exit
 
     code = dashboard.returncode

@@ -8,12 +8,13 @@
   platform distill --dataset kitchen --resume           continue after an interruption
 
 Without --teacher, the teacher is the run `platform train --dataset NAME --policy P` makes
-(runs/NAME-P): reused if complete, continued if interrupted, trained first (from --init
+(runs/NAME-P): reused once at policy.train.steps, continued if interrupted (run the same
+command again, without --resume: that flag is the student's), trained first (from --init
 when given, else from scratch) through the same path as `platform train` if absent. The
-student's run folder (default runs/NAME-T-studentK, T the teacher's preset) holds what a training run holds
-(config.yaml, metrics.jsonl with the task/output/attention terms, tb/, checkpoints/ as
-ordinary policy checkpoints that also record the teacher's sha256, the kept layers and the
-loss weights), distill.json, and report.md with its plots. Settings: configs/distill/
+student's run folder (default runs/NAME-T-studentK, T the teacher's preset) holds what a
+training run holds (config.yaml, metrics.jsonl with the task/output/attention terms, tb/,
+checkpoints/ as ordinary policy checkpoints that also record the teacher's sha256, the kept
+layers and the loss weights), distill.json, and report.md with its plots. Settings: configs/distill/
 (any `distill.KEY=VALUE` override); --steps sets the student's steps. The student trains
 with the `train:` settings of --policy's preset; with --teacher and no --policy, those of the
 preset the teacher was built from (its batch, learning rate, EMA; command-line overrides of
