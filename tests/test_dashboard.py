@@ -471,7 +471,9 @@ def test_attached_monitor_waits_for_the_recorder_quits_it_and_exits_with_it(tmp_
 
 
 def test_spawned_dashboard_runs_on_a_real_terminal_and_exits_with_the_recorder(tmp_path, monkeypatch):
-    """spawn_dashboard on a pseudo-terminal: Textual's real driver, keys typed as bytes."""
+    """spawn_dashboard on a pseudo-terminal: Textual's real driver, keys typed as bytes. The
+    recorder refuses remote control here (telemetry.allow_remote_control=false), and its own
+    dashboard keeps its keys all the same: they are the operator's E-STOP and stop."""
     address = str(tmp_path / "telemetry.sock")
     monkeypatch.setenv("TERM", "xterm-256color")
     master, slave = pty.openpty()
@@ -488,8 +490,9 @@ def test_spawned_dashboard_runs_on_a_real_terminal_and_exits_with_the_recorder(t
                 with contextlib.suppress(OSError):
                     screen.extend(os.read(master, 65536))
 
-    with TelemetryPublisher(address) as publisher:
-        child = spawn_dashboard(address, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    with TelemetryPublisher(address, allow_control=False) as publisher:
+        child = spawn_dashboard(address, token=publisher.local_token, stdin=slave, stdout=slave, stderr=slave,
+                                start_new_session=True)
         os.close(slave)
         try:
             pump(publisher, 20, lambda: b"RECORDING" in screen and b"put the cup" in screen)

@@ -48,6 +48,11 @@ def test_emulate_prints_ports_first_then_a_driver_moves_every_joint(humanoid_emu
     ports = json.loads(first)  # the FIRST stdout line is the JSON map
     spec = robot_spec("humanoid")
     assert set(ports) == set(spec.buses) and all(p.startswith("/dev/pts/") for p in ports.values())
+    # The record line to paste: these ports, and no RealSense (none is emulated).
+    advice = proc.stderr.readline().strip()
+    assert advice.startswith("record on them: platform record --robot humanoid robot.buses.")
+    assert all(f"robot.buses.{bus}.port={path}" in advice for bus, path in ports.items())
+    assert advice.endswith("--no-cameras --dataset NAME --task TEXT"), advice
     spec = spec.with_ports(ports)
     # scan one bus the way an operator would find out what is on it
     baud, motors = spec.bus_motors()["left_arm"]

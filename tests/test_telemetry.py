@@ -327,6 +327,15 @@ def test_publisher_that_disallows_control_refuses_it(address):
             assert next(iter(sub)).control_allowed is False
             time.sleep(0.1)
             assert publisher.commands() == []
+        # ... but never to the recorder's own dashboard (the operator's E-STOP), which it
+        # hands its one-time token; a wrong token is a remote monitor like any other.
+        with TelemetrySubscriber(address, control=True, token="0" * 32) as wrong:
+            assert not wrong.control and "allow_remote_control" in wrong.refusal
+        with TelemetrySubscriber(address, control=True, token=publisher.local_token) as own:
+            assert own.control and own.refusal == ""
+            own.send(Command.ESTOP)
+            wait_until(lambda: len(publisher._commands) == 1)
+            assert publisher.commands() == [Command.ESTOP]
 
 
 def test_no_publisher_is_a_one_line_error(address):

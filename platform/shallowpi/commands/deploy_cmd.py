@@ -216,7 +216,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             printer.flush()  # the lines so far, before the dashboard takes the terminal
             quiet.enter_context(hold_terminal_logs())
             terminal = TerminalState.save()
-            dashboard = spawn_dashboard(str(publisher.address))
+            dashboard = spawn_dashboard(str(publisher.address), token=publisher.local_token)
         for episode in range(args.episodes):
             if executor.stopped:
                 break

@@ -4,7 +4,8 @@ The first line on stdout is one JSON object, bus name -> pty path, e.g.
   {"follower": "/dev/pts/4", "leader": "/dev/pts/5"}
 `platform record` (and every command that reads the robot config) takes the ports as
 config overrides robot.buses.NAME.port=PATH, one per bus; stderr prints the line, e.g.
-  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 --dataset try --task wave
+  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \
+      --no-cameras --dataset try --task wave
 `platform calibrate` also takes the JSON line as --ports '{...}'; `platform doctor --port
 /dev/pts/4 --robot arm` compares the servos that answer with the robot's config.
 Serves until Ctrl-C or SIGTERM.
@@ -75,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
                 )(servo_id)
         print(json.dumps({name: chain.path for name, chain in chains.items()}), flush=True)
         overrides = " ".join(f"robot.buses.{name}.port={chain.path}" for name, chain in chains.items())
-        print(f"record on them: platform record --robot {spec.name} {overrides} --dataset NAME --task TEXT",
+        # No RealSense is attached either: --no-cameras records the joints alone.
+        print(f"record on them: platform record --robot {spec.name} {overrides} --no-cameras --dataset NAME "
+              "--task TEXT",
               file=sys.stderr, flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -25,6 +25,7 @@ different: `q` there stops the executor, which holds the robot, then leaves.)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -85,12 +86,14 @@ def connect(args: argparse.Namespace, control: bool) -> TelemetrySubscriber:
     """Subscribe to the recorder, waiting up to --wait-s for it to start publishing."""
     from shallowpi.telemetry.address import TelemetryError
     from shallowpi.telemetry.subscriber import TelemetrySubscriber
+    from shallowpi.telemetry.transport import LOCAL_CONTROL_ENV
 
     address = telemetry_address(args)
     deadline = time.monotonic() + max(getattr(args, "wait_s", 0.0), 0.0)
     while True:
         try:
-            return TelemetrySubscriber(address, control=control)
+            # Set only in the dashboard a recorder or executor starts for itself (tui/launch.py).
+            return TelemetrySubscriber(address, control=control, token=os.environ.get(LOCAL_CONTROL_ENV))
         except TelemetryError as exc:
             if time.monotonic() >= deadline:
                 if getattr(args, "address", None) or "no recorder is publishing" not in str(exc):

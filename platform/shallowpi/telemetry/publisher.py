@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import stat
 import threading
 import time
@@ -70,6 +72,9 @@ class TelemetryPublisher:
         self.kind = kind
         envelope.status_type(kind)  # an unknown kind fails here, not in a subscriber
         self.allow_control = allow_control
+        # Control for the process's own dashboard whatever allow_control says: it is the
+        # operator's E-STOP. Handed to it through its environment (LOCAL_CONTROL_ENV).
+        self.local_token = secrets.token_hex(16)
         self.min_interval_s = 1.0 / max_hz if max_hz > 0 else 0.0
         # Written by publish() on the loop's thread, read by the sender: a tuple swap is
         # atomic under the GIL, so neither side takes a lock.
@@ -305,7 +310,7 @@ class TelemetryPublisher:
                 log.warning("telemetry: ignored a message that is not a telemetry message")
                 continue
             if kind == "hello":
-                self._hello(identity, bool(message.get("control", False)))
+                self._hello(identity, bool(message.get("control", False)), str(message.get("token") or ""))
             elif kind == "command":
                 if identity not in self._granted:
                     log.warning("telemetry: ignored a command from a read-only subscriber")
@@ -317,13 +322,14 @@ class TelemetryPublisher:
                     continue
                 self._queue_command(command)
 
-    def _hello(self, identity: bytes, wants_control: bool) -> None:
-        granted = wants_control and self.allow_control
+    def _hello(self, identity: bytes, wants_control: bool, token: str = "") -> None:
+        local = bool(token) and hmac.compare_digest(token, self.local_token)
+        granted = wants_control and (self.allow_control or local)
         if granted:
             self._granted.add(identity)
         reply: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL, "kind": self.kind,
                                  "status": self._status_address, "control": granted}
-        if wants_control and not self.allow_control:
+        if wants_control and not granted:
             reply["reason"] = ("this recorder does not accept remote commands "
                                "(telemetry.allow_remote_control is false)")
         with contextlib.suppress(zmq.Again):

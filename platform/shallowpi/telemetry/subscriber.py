@@ -43,15 +43,18 @@ class TelemetrySubscriber:
     `self.kind` is the publisher's status kind (the statuses are of
     `envelope.STATUS_TYPES[kind]`). `control=True` asks for control; `self.control` says
     whether it was granted and `self.refusal` why not. Each status's `control_allowed`
-    is this subscriber's grant.
+    is this subscriber's grant. `token`: the publisher's `local_token`, which a recorder
+    hands its own dashboard, granting control even where remote control is off.
 
     Raises TelemetryError when nothing publishes at the address, or it does not answer as
     a telemetry publisher of a kind this version knows.
     """
 
-    def __init__(self, address: str, control: bool = False, connect_timeout_s: float = 3.0) -> None:
+    def __init__(self, address: str, control: bool = False, connect_timeout_s: float = 3.0,
+                 token: str | None = None) -> None:
         self.address = Address.parse(address)
         self.requested_control = control
+        self._token = token
         self.control = False
         self.refusal = ""
         self.kind = ""
@@ -77,7 +80,10 @@ class TelemetrySubscriber:
         dealer.maxmsgsize = _MAX_CONTROL_MESSAGE
         dealer.ipv6 = ipv6
         dealer.connect(self.address.endpoint)
-        dealer.send(json.dumps({"type": "hello", "protocol": PROTOCOL, "control": self.requested_control}).encode())
+        hello_msg = {"type": "hello", "protocol": PROTOCOL, "control": self.requested_control}
+        if self._token:
+            hello_msg["token"] = self._token
+        dealer.send(json.dumps(hello_msg).encode())
         hello = None
         if dealer.poll(int(timeout_s * 1e3)):
             with contextlib.suppress(ValueError, zmq.ZMQError):

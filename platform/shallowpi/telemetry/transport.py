@@ -34,9 +34,13 @@ aarch64: the robot runs this on JetPack 6).
 
 from __future__ import annotations
 
-__all__ = ["PROTOCOL", "SEND_HWM"]
+__all__ = ["LOCAL_CONTROL_ENV", "PROTOCOL", "SEND_HWM"]
 
 PROTOCOL = 2
+# The environment variable through which a recorder or executor hands its own dashboard the
+# publisher's one-time control token: that dashboard keeps its keys (E-STOP first) when
+# telemetry.allow_remote_control=false refuses every other subscriber.
+LOCAL_CONTROL_ENV = "SHALLOWPI_TELEMETRY_TOKEN"
 # Statuses the publisher may hold for one subscriber that does not keep up; then it skips.
 SEND_HWM = 1
 

@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import shallowpi
+from shallowpi.telemetry.transport import LOCAL_CONTROL_ENV
 
 
-def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0,
+def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0, token: str | None = None,
                     **popen: object) -> subprocess.Popen:
     """Start `platform monitor --attached` on this terminal, attached to `address`.
 
@@ -39,6 +40,8 @@ def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0,
     the dashboard as a key in raw mode) asks, then sends QUIT; in the executor's, `q` sends
     STOP. A caller watches the child: one that dies early must not leave the loop running
     unseen (the recorder goes on with plain lines, the executor stops).
+    `token`: the publisher's `local_token`, so that this dashboard keeps its keys (E-STOP)
+    where telemetry.allow_remote_control=false refuses other monitors.
     `popen` goes to subprocess.Popen (tests give it a pseudo-terminal as stdin/stdout).
     """
     command = [sys.executable, "-m", "shallowpi", "monitor", "--address", address, "--attached",
@@ -48,6 +51,9 @@ def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0,
     env = dict(os.environ)
     source_root = str(Path(shallowpi.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (source_root, env.get("PYTHONPATH", "")) if p)
+    env.pop(LOCAL_CONTROL_ENV, None)
+    if token:
+        env[LOCAL_CONTROL_ENV] = token
     # Same process group as the recorder, which must stay the terminal's foreground group:
     # a background group that reads the terminal is stopped (SIGTTIN). Textual turns off
     # the terminal's signal keys, so Ctrl-C reaches the dashboard as a key, not a signal.

@@ -81,7 +81,7 @@ ACKNOWLEDGE_WAIT_S = 3600.0  # a fault stays on the dashboard this long, waiting
 def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, popen: Mapping[str, Any],
                     on_dashboard_lost: Callable[[str], None] | None) -> ResultT:
     terminal = TerminalState.save(popen.get("stdin"), popen.get("stdout"))
-    child = spawn_dashboard(str(publisher.address), control=True, **popen)
+    child = spawn_dashboard(str(publisher.address), control=True, token=publisher.local_token, **popen)
     session_over = threading.Event()
 
     def watch() -> None:
