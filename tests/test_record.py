@@ -293,11 +293,12 @@ def _wait_for(process: subprocess.Popen, text: str, timeout: float = 120) -> Non
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_and_keeps_the_episode_in_flight(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])  # SIGHUP: the SSH session closed
+def test_sigterm_stops_cleanly_and_keeps_the_episode_in_flight(tmp_path, sig):
     recorder = _start_recording(tmp_path, "--episodes", "3", "--episode-time-s", "60", "--realtime")
     _wait_for(recorder, "recording episode 0 (1/3 of this run)")
     time.sleep(1.5)
-    recorder.send_signal(signal.SIGTERM)
+    recorder.send_signal(sig)
     out, err = recorder.communicate(timeout=60)
     assert recorder.returncode == 0, err[-2000:]
     assert "recorded 1 episode(s)" in out

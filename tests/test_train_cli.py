@@ -77,7 +77,7 @@ def test_kill_and_resume_gives_the_same_loss_curve(store, tmp_path):
     assert "episodes [3]" in ev.stdout and json.loads(report.read_text())["samples"] > 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_saves_the_step_it_stopped_at_and_resume_continues_there(store, tmp_path, sig):
     """Ctrl-C (or a scheduler's SIGTERM) between checkpoints used to lose every step since the
     last one: the run now finishes its step, saves it and says how to continue."""

@@ -189,7 +189,7 @@ def invoke(*words: str) -> None:
     from shallowpi.cli import parse_command
     from shallowpi.train.interrupt import TrainingInterrupted
 
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     log.debug("platform %s", " ".join(words))
     try:
         args = parse_command(words)

@@ -32,7 +32,7 @@ RealSense cameras (the real drivers). In simulation the loop runs on the twin's 
 each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
 (--realtime paces the loop by the wall clock instead, inference truly beside it).
 Robot, task and camera size come from the checkpoint's training store, as for
-`platform eval --sim`; --robot, --task override them. Ctrl-C / SIGTERM stop cleanly.
+`platform eval --sim`; --robot, --task override them. Ctrl-C / SIGTERM / SIGHUP (the terminal closed) stop cleanly.
 """
 
 from __future__ import annotations
@@ -402,7 +402,7 @@ def _obey(executor: Any, command: Any) -> None:
 
 
 def _stop_on_signals(executor: Any) -> dict[int, Any]:
-    """SIGTERM and SIGINT stop the executor at its next tick; a second one, while the run is
+    """SIGTERM, SIGINT and SIGHUP stop the executor at its next tick; a second one, while the run is
     still blocked (a backend's warm-up or an engine build, a wait on a stuck chunk), raises
     KeyboardInterrupt to leave at once, torque going off on the way out. After a fault the
     robot holds for the operator: there the first signal is the one that ends the hold.
@@ -414,7 +414,9 @@ def _stop_on_signals(executor: Any) -> dict[int, Any]:
         log.info("signal %d: stopping after this tick (again to leave at once)", signum)
         executor.stop()
 
-    return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP (the terminal or SSH session closed) too: by default it would kill the process
+    # with the robot on its last command.
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
 
 def _restore_signals(previous: dict[int, Any]) -> None:

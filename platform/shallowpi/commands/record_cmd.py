@@ -18,7 +18,7 @@ recording does not start. --no-cameras records joint states only.
 Each episode records for --episode-time-s (or until the scripted expert finishes, in
 simulation), then a reset period of --reset-time-s lets you put the scene back. Frames are
 written by a background writer: the next episode starts when the reset ends, whatever
-the writer still has queued. Ctrl-C or SIGTERM stops cleanly (the episode in flight is
+the writer still has queued. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops cleanly (the episode in flight is
 kept, or discarded with record.on_interrupt=discard); a SIGKILL loses at most the takes
 not yet committed (the one in flight, and any the writer still had queued: the dashboard
 shows them as saving). In simulation (--sim [direct|stack]) the twin runs on simulated time and the task's
@@ -321,8 +321,10 @@ def _stop_on_signals(session: Any) -> None:
         log.info("signal %d: stopping after this tick", signum)
         session.request_stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # SIGHUP: the SSH session or terminal the recorder runs in closed. By default it kills
+    # the process outright, losing the takes still saving with the servos left on their goals.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
 
 
 class _ProgressLines:

@@ -1,7 +1,7 @@
-"""Ctrl-C or SIGTERM during training: finish the step, save a checkpoint, stop.
+"""Ctrl-C, SIGTERM or SIGHUP during training: finish the step, save a checkpoint, stop.
 
 A run stopped between checkpoints used to lose every step since the last one (up to
-`save_every`). `StopRequest` turns the first SIGINT/SIGTERM into a flag the loop reads
+`save_every`). `StopRequest` turns the first of these signals into a flag the loop reads
 between steps, so the optimizer, EMA and data order stay consistent and `--resume`
 continues exactly; a second signal restores the default handlers and stops at once.
 Only a single process installs it: under torchrun every rank would have to agree on the
@@ -17,7 +17,7 @@ from typing import Any
 
 from shallowpi.train.errors import TrainingError
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: its terminal or SSH session closed
 
 
 class TrainingInterrupted(TrainingError):
@@ -27,7 +27,7 @@ class TrainingInterrupted(TrainingError):
 
 
 class StopRequest:
-    """A context manager: `requested` turns true on the first SIGINT/SIGTERM (`signal_name`
+    """A context manager: `requested` turns true on the first SIGINT/SIGTERM/SIGHUP (`signal_name`
     says which). Installs nothing when `enabled` is false or off the main thread (Python
     only delivers signals there)."""
 
