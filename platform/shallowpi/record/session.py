@@ -108,7 +108,7 @@ class SessionConfig:
     episode_time_s: float = 20.0
     reset_time_s: float = 5.0
     fps: float = 30.0
-    autostart: bool = True  # headless runs start at once; the dashboard waits for a key
+    autostart: bool = True  # False: idle until a key (`platform record` always starts at once)
     on_interrupt: OnInterrupt = OnInterrupt.SAVE  # what Ctrl-C / SIGTERM does to the episode in flight
     thumbnail_every: int = 6  # ticks between dashboard thumbnails
     robot: str = ""

@@ -7,7 +7,7 @@ numbers them, so "the episode just saved" is the one `platform dataset show --ep
 shows.
 
     state       what runs                              leaves by
-    idle        nothing (a dashboard start waits)      space / n
+    idle        nothing (a session not autostarted)    space / n
     recording   a take: frames go to the store         its time, space, p, d, r
     resetting   the reset countdown, nothing recorded  its end, space / n, r
     paused      nothing: the countdown is held         space / n, p, r
