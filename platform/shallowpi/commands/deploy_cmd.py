@@ -32,7 +32,8 @@ RealSense cameras (the real drivers). In simulation the loop runs on the twin's 
 each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
 (--realtime paces the loop by the wall clock instead, inference truly beside it).
 Robot, task and camera size come from the checkpoint's training store, as for
-`platform eval --sim`; --robot, --task override them. Ctrl-C / SIGTERM / SIGHUP (the terminal closed) stop cleanly.
+`platform eval --sim`; --robot, --task override them. Ctrl-C, SIGTERM and SIGHUP (the
+terminal closed) stop cleanly.
 """
 
 from __future__ import annotations
@@ -402,8 +403,8 @@ def _obey(executor: Any, command: Any) -> None:
 
 
 def _stop_on_signals(executor: Any) -> dict[int, Any]:
-    """SIGTERM, SIGINT and SIGHUP stop the executor at its next tick; a second one, while the run is
-    still blocked (a backend's warm-up or an engine build, a wait on a stuck chunk), raises
+    """SIGTERM, SIGINT and SIGHUP stop the executor at its next tick; a second one, while the
+    run is still blocked (a backend's warm-up or an engine build, a wait on a stuck chunk), raises
     KeyboardInterrupt to leave at once, torque going off on the way out. After a fault the
     robot holds for the operator: there the first signal is the one that ends the hold.
     Returns the handlers replaced."""

@@ -18,9 +18,9 @@ recording does not start. --no-cameras records joint states only.
 Each episode records for --episode-time-s (or until the scripted expert finishes, in
 simulation), then a reset period of --reset-time-s lets you put the scene back. Frames are
 written by a background writer: the next episode starts when the reset ends, whatever
-the writer still has queued. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops cleanly (the episode in flight is
-kept, or discarded with record.on_interrupt=discard); a SIGKILL loses at most the takes
-not yet committed (the one in flight, and any the writer still had queued: the dashboard
+the writer still has queued. Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops
+cleanly (the episode in flight is kept, or discarded with record.on_interrupt=discard); a
+SIGKILL loses at most the takes not yet committed (the one in flight, and any the writer still had queued: the dashboard
 shows them as saving). In simulation (--sim [direct|stack]) the twin runs on simulated time and the task's
 scripted expert is the operator; --task names one of the robot's tasks (`platform sim
 --robot R --list`). --sim stack puts the real drivers in the loop: DynamixelRobot talks to
