@@ -466,6 +466,47 @@ def test_a_servo_fault_mid_episode_ends_it_and_keeps_committed_episodes(tmp_path
 
 
 @pytest.mark.slow
+def test_an_estop_while_the_loop_waits_for_a_slow_disk_turns_torque_off_at_once(tmp_path, monkeypatch):
+    """Keys are read at the top of a tick; a full writer queue holds the loop inside the tick.
+    The E-STOP must not wait for the disk: the wait asks for it every 0.1 s."""
+    from shallowpi.data import chunk_files
+
+    written = chunk_files.write_frames
+
+    def slow_disk(*args, **kwargs):  # a disk far behind the camera: seconds a write
+        time.sleep(3.0)
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(chunk_files, "write_frames", slow_disk)
+    pending: list[Command] = []
+    with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
+        rig.writer.close()
+        rig.writer = BackgroundWriter(rig.store, capacity_frames=2)
+        config = SessionConfig(task="wave", episodes=3, episode_time_s=30.0, reset_time_s=0.0, fps=30,
+                               robot=spec.name)
+        session = RecordingSession(config, rig.robot, rig.teleop, rig.writer, TickClock(30),
+                                   list(spec.joint_names), cameras={"front": rig.camera},
+                                   commands=lambda: [pending.pop() for _ in range(len(pending))])
+        loop = threading.Thread(target=session.run)
+        loop.start()
+        try:
+            _wait_until_recording(session, 0, loop)
+            time.sleep(1.0)  # 2 frames fill the queue in a tick or two: the loop now waits on the disk
+            assert all(servo.torque for servo in chains["follower"].servos.values())
+            pending.append(Command.ESTOP)
+            pressed = time.monotonic()
+            while any(servo.torque for servo in chains["follower"].servos.values()):
+                assert time.monotonic() - pressed < 1.5, "the e-stop waited for the disk"
+                time.sleep(0.01)
+        finally:
+            session.request_stop()
+            loop.join(60)
+        assert not loop.is_alive()
+        assert session.result.fault == "e-stop pressed; torque off, robot is safe"
+        assert session.status.state is RecorderState.FAULT
+
+
+@pytest.mark.slow
 def test_a_camera_that_stops_mid_episode_ends_it_and_names_the_camera(tmp_path):
     with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
         session = rig.session(spec, episodes=FAULT_EPISODES)

@@ -32,7 +32,7 @@ from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
 from shallowpi.record.clock import TickClock, prompt_gil_handover
 from shallowpi.record.disk import DiskBudget
-from shallowpi.record.writer import BackgroundWriter
+from shallowpi.record.writer import BackgroundWriter, WaitAbandoned
 from shallowpi.robots.base import Robot
 from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry import keys
@@ -210,6 +210,7 @@ class RecordingSession:
         self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
         self._dropped_at_start = 0
         self._camera_rates: dict[str, tuple[int, float, float]] = {}
+        self._deferred: list[Command] = []  # commands read during a wait for the writer
 
     @property
     def first_episode(self) -> int:
@@ -242,7 +243,8 @@ class RecordingSession:
                         self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE)
                     self.result.interrupted = True
                     break
-                for command in self._commands():
+                commands, self._deferred = [*self._deferred, *self._commands()], []
+                for command in commands:
                     if self._on_command(command):
                         return self._finish(RecorderState.FAULT)
                 if self._stop.is_set() or self._finished:
@@ -267,6 +269,9 @@ class RecordingSession:
                         self._keep_and_continue(RecorderState.RESETTING)
                 elif self._state is RecorderState.RESETTING:
                     self.status.reset_time_left_s = max(0.0, self._reset_until - self.clock.now())
+            except WaitAbandoned:  # an E-STOP while the loop waited for the disk
+                self._estop()
+                return self._finish(RecorderState.FAULT)
             except PlatformError as fault:
                 self._fault(fault)
                 return self._finish(RecorderState.FAULT)
@@ -305,6 +310,16 @@ class RecordingSession:
                 self._begin()
         elif command in (Command.SUCCESS, Command.FAILURE):
             self._mark(command is Command.SUCCESS)
+        return False
+
+    def _estop_while_waiting(self) -> bool:
+        """Asked while the loop waits for the writer (the disk behind): an E-STOP among the
+        commands ends the wait (True; the loop then turns torque off), the others wait
+        for the next tick in `_deferred`."""
+        for command in self._commands():
+            if command is Command.ESTOP:
+                return True
+            self._deferred.append(command)
         return False
 
     def _pause_or_resume(self, state: RecorderState) -> None:
@@ -394,7 +409,7 @@ class RecordingSession:
     def _record_frame(self, observation: Observation, sent: np.ndarray, t: float) -> None:
         row = lerobot_row(observation, t)  # on the episode clock; each frame keeps its age
         waited = self.writer.add_frame({**row.values, ACTION_KEY: np.asarray(sent, np.float32)},
-                                       row.timestamp, row.capture_times)
+                                       row.timestamp, row.capture_times, give_up=self._estop_while_waiting)
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
         # The robot hands over a late camera's last picture rather than stall the loop (only

@@ -82,6 +82,11 @@ class WriterError(PlatformError):
     """The episode writer stopped: the disk is full, failing or not writable."""
 
 
+class WaitAbandoned(Exception):
+    """`add_frame`'s wait for room was given up (its `give_up` said so): the frame is not
+    queued. Not a fault of the writer: the caller asked to stop waiting (an e-stop)."""
+
+
 # errno -> (what happened, what to do), for the failures a disk gives a recorder.
 _OS_FAILURES: dict[int, tuple[str, str]] = {
     errno.ENOSPC: ("the disk is full", "free space or record into another --data-root"),
@@ -170,13 +175,15 @@ class BackgroundWriter:
         self._put(_Begin(episode, task, kwargs))
 
     def add_frame(self, values: Mapping[str, np.ndarray], timestamp: float,
-                  capture_times: Mapping[str, float] | None = None, max_wait_s: float | None = None) -> float:
+                  capture_times: Mapping[str, float] | None = None, max_wait_s: float | None = None,
+                  give_up: Callable[[], bool] | None = None) -> float:
         """Queue a frame; returns how long it waited for room (0 unless the disk is behind).
         A recorder waits as long as the disk needs (nothing is dropped); a loop that must stay
         responsive (the executor's) passes `max_wait_s`, and gets a WriterError, the frame not
-        queued, when the queue stays full that long."""
+        queued, when the queue stays full that long. `give_up` is asked every 0.1 s of a wait:
+        True raises WaitAbandoned, the frame not queued (the recorder's e-stop)."""
         nbytes = sum(np.asarray(v).nbytes for v in values.values())
-        return self._put(_Frame(dict(values), timestamp, dict(capture_times or {}), nbytes), max_wait_s)
+        return self._put(_Frame(dict(values), timestamp, dict(capture_times or {}), nbytes), max_wait_s, give_up)
 
     def commit(self, success: bool | None = None, dropped_frames: int = 0,
                extra: Mapping[str, Any] | None = None) -> None:
@@ -242,7 +249,7 @@ class BackgroundWriter:
         """Why the writer stopped early (None while it runs, or after a clean close)."""
         return self._failure
 
-    def _put(self, item: Any, max_wait_s: float | None = None) -> float:
+    def _put(self, item: Any, max_wait_s: float | None = None, give_up: Callable[[], bool] | None = None) -> float:
         if not self._thread.is_alive():
             raise self._failure or WriterError("the episode writer is closed")
         try:
@@ -251,13 +258,16 @@ class BackgroundWriter:
         except queue.Full:
             start = time.monotonic()
             while True:
-                slice_s = 0.5 if max_wait_s is None else max(0.0, min(0.5, start + max_wait_s - time.monotonic()))
+                longest = 0.5 if give_up is None else 0.1
+                slice_s = longest if max_wait_s is None else max(0.0, min(longest, start + max_wait_s - time.monotonic()))
                 try:
                     self._queue.put(item, timeout=slice_s)
                     break
                 except queue.Full:
                     if not self._thread.is_alive():
                         raise (self._failure or WriterError("the episode writer is closed")) from None
+                    if give_up is not None and give_up():
+                        raise WaitAbandoned from None
                     if max_wait_s is not None and time.monotonic() - start >= max_wait_s:
                         raise WriterError(f"the disk is behind: the writer's queue of {self._queue.maxsize} frames "
                                           f"stayed full for {max_wait_s:g} s") from None
