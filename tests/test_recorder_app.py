@@ -131,3 +131,66 @@ def test_child_dashboard_on_a_terminal_quits_the_session(tmp_path, monkeypatch):
         os.close(master)
     assert session.seen == [Command.QUIT], screen[-3000:].decode(errors="replace")
     assert result.startswith("ran ") and session.thread_name == "MainThread"
+
+
+class FaultedSession(FakeSession):
+    """Records until its dashboard shows (`shown`), then ends with a fault: the dashboard
+    then waits for the operator's key."""
+
+    class Result:
+        fault = "servo 3: overload"
+
+    def __init__(self, publisher: TelemetryPublisher, shown: threading.Event) -> None:
+        super().__init__(publisher)
+        self.shown = shown
+
+    def run(self) -> Result:
+        status = make_status()
+        while not self.shown.wait(0.02):
+            self.publisher.publish(status)
+        status.state, status.message = RecorderState.FAULT, "FAULT: servo 3: overload"
+        for _ in range(25):  # half a second of the fault: the dashboard has it
+            self.publisher.publish(status)
+            time.sleep(0.02)
+        return FaultedSession.Result()
+
+
+def test_a_fault_waiting_for_its_key_ends_at_sigterm(tmp_path, monkeypatch):
+    """A scheduler's SIGTERM (or a closed terminal's SIGHUP) while the fault waits on the
+    dashboard for its acknowledgement ends the wait, not an hour later."""
+    import signal
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
+    before = signal.getsignal(signal.SIGTERM)
+    shown, done = threading.Event(), threading.Event()
+    screen = bytearray()
+    sent: list[float] = []
+
+    def scheduler() -> None:  # drains the screen; SIGTERM once the fault waits for its key
+        while not done.is_set():
+            if select.select([master], [], [], 0.05)[0]:
+                with contextlib.suppress(OSError):
+                    screen.extend(os.read(master, 65536))
+            if b"RECORDING" in screen:
+                shown.set()
+            if not sent and b"Acknowledge" in screen and signal.getsignal(signal.SIGTERM) is not before:
+                time.sleep(1.0)  # still waiting: no key comes
+                os.kill(os.getpid(), signal.SIGTERM)
+                sent.append(time.monotonic())
+
+    thread = threading.Thread(target=scheduler, daemon=True)
+    thread.start()
+    try:
+        result = run_recorder_dashboard(FaultedSession(publisher, shown), publisher, popen={
+            "stdin": slave, "stdout": slave, "stderr": slave, "start_new_session": True})
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        os.close(slave)
+        os.close(master)
+    assert result.fault == "servo 3: overload"
+    assert sent and time.monotonic() - sent[0] < 10, screen[-2000:].decode(errors="replace")
+    assert signal.getsignal(signal.SIGTERM) is before  # put back after the wait

@@ -15,7 +15,9 @@ process instead (measured cost in BENCHMARKS.md, "Telemetry and dashboard").
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -109,14 +111,34 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
         watcher.join()
         time.sleep(0.15)  # let the final status (stopped / fault) reach the dashboard
         publisher.close()
-        # A fault is on the dashboard until acknowledged: the process ends after that.
+        # A fault is on the dashboard until acknowledged: the process ends after that, or
+        # at a scheduler's SIGTERM or a closed terminal's SIGHUP (the session's handlers
+        # only ask a session that has ended to stop: the wait would outlast them).
         faulted = bool(getattr(result, "fault", ""))
+        replaced = _end_wait_on_signals(child) if faulted else {}
         try:
             code = wait_dashboard(child, timeout_s=ACKNOWLEDGE_WAIT_S if faulted else 5.0)
         except KeyboardInterrupt:
             code = wait_dashboard(child, timeout_s=1.0)
+        finally:
+            for sig, handler in replaced.items():
+                signal.signal(sig, handler)
         if code != 0:
             terminal.restore()  # it died or was stopped: whatever it left on the terminal goes
+
+
+def _end_wait_on_signals(child: Any) -> dict[int, Any]:
+    """SIGTERM and SIGHUP close the dashboard `child` (ending the wait for a key); returns
+    the handlers replaced ({} off the main thread, where Python delivers no signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def close_dashboard(signum: int, frame: Any) -> None:
+        log.warning("signal %d: closing the dashboard without the fault's acknowledgement", signum)
+        with contextlib.suppress(OSError):
+            child.terminate()
+
+    return {sig: signal.signal(sig, close_dashboard) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
 
 def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, headless: bool) -> ResultT:
