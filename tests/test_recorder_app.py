@@ -14,6 +14,8 @@ import struct
 import termios
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -97,38 +99,53 @@ def test_held_logs_do_not_reach_the_terminal_while_held():
         assert "held back" in terminal.getvalue()
 
 
-def test_child_dashboard_on_a_terminal_quits_the_session(tmp_path, monkeypatch):
-    monkeypatch.setenv("TERM", "xterm-256color")
+def _run_with_a_dashboard_on_a_pty(session: FakeSession, publisher: TelemetryPublisher,
+                                   react: Callable[[bytearray, int], None]) -> tuple[Any, bytearray]:
+    """`run_recorder_dashboard` with its child dashboard on a pseudo-terminal, while a thread
+    drains the screen and calls `react(screen, master)` after each read (to type keys or send
+    signals); returns the session's result and the screen."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
-    session = FakeSession(publisher)
     screen = bytearray()
     done = threading.Event()
 
-    def operator() -> None:  # reads the screen; types q, then y, once the dashboard shows
-        typed = b""
+    def reader() -> None:
         while not done.is_set():
             if select.select([master], [], [], 0.05)[0]:
                 try:
                     screen.extend(os.read(master, 65536))
-                except OSError:
+                except OSError:  # the dashboard is gone
                     return
-            if not typed and b"RECORDING" in screen:
-                os.write(master, typed := b"q")
-            elif typed == b"q" and b"Stop recording and quit?" in screen:
-                os.write(master, typed := b"y")
+            react(screen, master)
 
-    reader = threading.Thread(target=operator, daemon=True)
-    reader.start()
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
     try:
         result = run_recorder_dashboard(session, publisher, popen={
             "stdin": slave, "stdout": slave, "stderr": slave, "start_new_session": True})
     finally:
         done.set()
-        reader.join(timeout=5)
+        thread.join(timeout=5)
         os.close(slave)
         os.close(master)
+    return result, screen
+
+
+def test_child_dashboard_on_a_terminal_quits_the_session(tmp_path, monkeypatch):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
+    session = FakeSession(publisher)
+    typed: list[bytes] = []
+
+    def operator(screen: bytearray, master: int) -> None:  # types q, then y, once the dashboard shows
+        if not typed and b"RECORDING" in screen:
+            os.write(master, b"q")
+            typed.append(b"q")
+        elif typed == [b"q"] and b"Stop recording and quit?" in screen:
+            os.write(master, b"y")
+            typed.append(b"y")
+
+    result, screen = _run_with_a_dashboard_on_a_pty(session, publisher, operator)
     assert session.seen == [Command.QUIT], screen[-3000:].decode(errors="replace")
     assert result.startswith("ran ") and session.thread_name == "MainThread"
 
@@ -161,36 +178,20 @@ def test_a_fault_waiting_for_its_key_ends_at_sigterm(tmp_path, monkeypatch):
     import signal
 
     monkeypatch.setenv("TERM", "xterm-256color")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
     publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
     before = signal.getsignal(signal.SIGTERM)
-    shown, done = threading.Event(), threading.Event()
-    screen = bytearray()
+    shown = threading.Event()
     sent: list[float] = []
 
-    def scheduler() -> None:  # drains the screen; SIGTERM once the fault waits for its key
-        while not done.is_set():
-            if select.select([master], [], [], 0.05)[0]:
-                with contextlib.suppress(OSError):
-                    screen.extend(os.read(master, 65536))
-            if b"RECORDING" in screen:
-                shown.set()
-            if not sent and b"Acknowledge" in screen and signal.getsignal(signal.SIGTERM) is not before:
-                time.sleep(1.0)  # still waiting: no key comes
-                os.kill(os.getpid(), signal.SIGTERM)
-                sent.append(time.monotonic())
+    def scheduler(screen: bytearray, master: int) -> None:  # SIGTERM once the fault waits for its key
+        if b"RECORDING" in screen:
+            shown.set()
+        if not sent and b"Acknowledge" in screen and signal.getsignal(signal.SIGTERM) is not before:
+            time.sleep(1.0)  # still waiting: no key comes
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.append(time.monotonic())
 
-    thread = threading.Thread(target=scheduler, daemon=True)
-    thread.start()
-    try:
-        result = run_recorder_dashboard(FaultedSession(publisher, shown), publisher, popen={
-            "stdin": slave, "stdout": slave, "stderr": slave, "start_new_session": True})
-    finally:
-        done.set()
-        thread.join(timeout=5)
-        os.close(slave)
-        os.close(master)
+    result, screen = _run_with_a_dashboard_on_a_pty(FaultedSession(publisher, shown), publisher, scheduler)
     assert result.fault == "servo 3: overload"
     assert sent and time.monotonic() - sent[0] < 10, screen[-2000:].decode(errors="replace")
     assert signal.getsignal(signal.SIGTERM) is before  # put back after the wait
