@@ -19,7 +19,7 @@ from dxl_fixtures import emulated, robot_spec
 from shallowpi.cli import parse_command
 from shallowpi.data.features import robot_features
 from shallowpi.data.store import EpisodeStore
-from shallowpi.errors import ConfigError
+from shallowpi.errors import PlatformError
 from shallowpi.hardware.realsense_software import SoftwareRealSense
 
 SIZE = {f"robot.cameras.{role}.{k}": v for role in ("front", "wrist") for k, v in (("width", 64), ("height", 48))}
@@ -250,5 +250,5 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
               "move")]
     for ckpt, extra, message in cases:
         args = parse_command(_deploy_words(ckpt, arm, tmp_path, *extra))
-        with pytest.raises(ConfigError, match=re.escape(message)):
+        with pytest.raises(PlatformError, match=re.escape(message)):  # ConfigError, CalibrationError: one line each
             args.run(args)

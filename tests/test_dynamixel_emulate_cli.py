@@ -52,7 +52,7 @@ def test_emulate_prints_ports_first_then_a_driver_moves_every_joint(humanoid_emu
     advice = proc.stderr.readline().strip()
     assert advice.startswith("record on them: platform record --robot humanoid robot.buses.")
     assert all(f"robot.buses.{bus}.port={path}" in advice for bus, path in ports.items())
-    assert advice.endswith("--no-cameras --dataset NAME --task TEXT"), advice
+    assert advice.endswith("--no-cameras --allow-uncalibrated --dataset NAME --task TEXT"), advice
     spec = spec.with_ports(ports)
     # scan one bus the way an operator would find out what is on it
     baud, motors = spec.bus_motors()["left_arm"]

@@ -93,10 +93,11 @@ def test_recording_without_cameras_is_explicit():
 
 
 @pytest.mark.slow
-def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_cameras(tmp_path):
+def test_record_on_emulated_servos_refuses_uncalibrated_and_cameraless_until_told(tmp_path):
     """`platform record` on `platform emulate`-style ptys through the robot.buses.NAME.port
-    overrides: no RealSense here, so it fails in one line and creates nothing, until
-    --no-cameras says to record joint states only (and not faster than the robot's rate)."""
+    overrides: no calibration file and no RealSense here, so it fails in one line and creates
+    nothing, until --allow-uncalibrated and --no-cameras say to record joint states only on
+    the uncalibrated robot (and not faster than the robot's rate)."""
     with emulated("arm") as (spec, _):
         ports = [f"robot.buses.{name}.port={bus.port}" for name, bus in spec.buses.items()]
 
@@ -108,31 +109,40 @@ def test_record_on_emulated_servos_refuses_without_cameras_then_records_with_no_
                 env=subprocess_env(SHALLOWPI_ROBOTS_DIR=str(tmp_path / "robots")),  # no calibration there
                 capture_output=True, text=True, timeout=240)
 
-        refused = record()
+        # No calibration file: refused before any port opens, as `platform deploy` refuses it.
+        uncalibrated = record("--no-cameras")
+        assert uncalibrated.returncode != 0 and "Traceback" not in uncalibrated.stderr
+        assert uncalibrated.stderr.strip().splitlines()[-1].startswith(
+            "error: robot 'arm' has no calibration file"), uncalibrated.stderr[-2000:]
+        assert "--allow-uncalibrated" in uncalibrated.stderr and "platform calibrate --robot arm" in uncalibrated.stderr
+        assert not (tmp_path / "cams.zarr").exists()
+        refused = record("--allow-uncalibrated")
         assert refused.returncode != 0
         assert refused.stderr.strip().splitlines()[-1].startswith("error: camera 'front', 'wrist' of the robot config")
         assert "Traceback" not in refused.stderr
         assert not (tmp_path / "cams.zarr").exists()
         # Robot.act bounds a joint's step per call at max_velocity / robot.fps: a loop at twice
         # the robot's rate would double every speed limit.
-        faster = record("--no-cameras", "--fps", "60")
+        faster = record("--no-cameras", "--allow-uncalibrated", "--fps", "60")
         assert faster.returncode != 0 and faster.stderr.strip().splitlines()[-1] == (
             "error: --fps/record.fps 60 is faster than robot 'arm' runs (30 Hz), which would raise its joints' speed limits "
             "by 2x; set robot.fps=60 to record faster")
         assert not (tmp_path / "cams.zarr").exists()
-        done = record("--no-cameras")
+        done = record("--no-cameras", "--allow-uncalibrated")
         assert done.returncode == 0, done.stderr[-2000:]
         assert "recording without cameras" in done.stderr
-        assert "robot 'arm' has no calibration" in done.stderr and "platform calibrate --robot arm" in done.stderr
+        assert "robot 'arm' is not calibrated (--allow-uncalibrated)" in done.stderr
     store = EpisodeStore.open(tmp_path / "cams.zarr")
     assert len(store) == 1 and not any(k.startswith("observation.images.") for k in store.features)
     assert store.episode(0).calibration_id == "uncalibrated"
     assert store.check() == []
 
 
-def test_no_cameras_is_refused_in_simulation_rather_than_ignored(tmp_path):
+@pytest.mark.parametrize(("flag", "says"), [("--no-cameras", "error: --no-cameras is for the robot's cameras"),
+                                            ("--allow-uncalibrated", "error: --allow-uncalibrated is for the robot")])
+def test_robot_only_record_flags_are_refused_in_simulation_rather_than_ignored(tmp_path, flag, says):
     out = subprocess.run(platform_cmd("record", "--robot", "arm", "--sim", "--task", "cube_in_bowl", "--dataset", "x",
-                                      "--data-root", str(tmp_path), "--no-cameras", "--no-tui"),
+                                      "--data-root", str(tmp_path), flag, "--no-tui"),
                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert out.returncode != 0 and out.stderr.startswith("error: --no-cameras is for the robot's cameras")
+    assert out.returncode != 0 and out.stderr.startswith(says), out.stderr
     assert not (tmp_path / "x.zarr").exists()

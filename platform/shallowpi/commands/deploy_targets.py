@@ -237,7 +237,7 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
     Imports neither torch nor MuJoCo: this runs on the robot's computer."""
     from shallowpi import config
     from shallowpi.hardware.realsense import connected_devices
-    from shallowpi.robots.calibration import UNCALIBRATED, load_calibration
+    from shallowpi.robots.calibration import load_calibration, require_calibration
     from shallowpi.robots.cameras import realsense_cameras
     from shallowpi.robots.dynamixel_robot import DynamixelRobot
     from shallowpi.robots.spec import RobotSpec
@@ -249,14 +249,8 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
     _check_fits_robot(bundle.features, spec)
     check_joint_order(bundle.checkpoint_metadata, spec)
     calibration = load_calibration(spec.name)
-    if calibration.id == UNCALIBRATED:
-        if not args.allow_uncalibrated:
-            raise ConfigError(
-                f"robot '{spec.name}' has no calibration file, so joint positions would be raw servo angles "
-                f"and its joint limits would guard nothing; run `platform calibrate --robot {spec.name}` "
-                "(or pass --allow-uncalibrated, e.g. on emulated servos)")
-        print(f"warning: robot '{spec.name}' is not calibrated (--allow-uncalibrated): joint positions are "
-              "raw servo angles about the centre tick", flush=True)
+    if (warning := require_calibration(calibration, allow_uncalibrated=args.allow_uncalibrated)) is not None:
+        print(f"warning: {warning}", flush=True)
     trained_under = trained_calibrations(bundle.checkpoint_metadata)
     if trained_under is not None and (problem := calibration_mismatch(trained_under, calibration.id, f"robot '{spec.name}'")):
         if not args.allow_calibration_change:

@@ -76,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
                 )(servo_id)
         print(json.dumps({name: chain.path for name, chain in chains.items()}), flush=True)
         overrides = " ".join(f"robot.buses.{name}.port={chain.path}" for name, chain in chains.items())
-        # No RealSense is attached either: --no-cameras records the joints alone.
-        print(f"record on them: platform record --robot {spec.name} {overrides} --no-cameras --dataset NAME "
-              "--task TEXT",
+        # No RealSense is attached either: --no-cameras records the joints alone. Emulated
+        # shafts cannot be posed for `platform calibrate`'s prompts: --allow-uncalibrated.
+        print(f"record on them: platform record --robot {spec.name} {overrides} --no-cameras --allow-uncalibrated "
+              "--dataset NAME --task TEXT",
               file=sys.stderr, flush=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

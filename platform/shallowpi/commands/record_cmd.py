@@ -8,12 +8,13 @@
 On `platform emulate`'s servos (the ports it prints), joint states only:
 
   platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \\
-      --dataset try --task wave --no-cameras
+      --dataset try --task wave --no-cameras --allow-uncalibrated
 
 On the robot every camera role of the config is recorded: a role names its RealSense by
 robot.cameras.ROLE.serial (`platform doctor` lists the serials); a single role without
 one takes the single connected camera no other role names, and says so; otherwise the
-recording does not start. --no-cameras records joint states only.
+recording does not start. --no-cameras records joint states only. A robot without a
+calibration file (`platform calibrate`) is refused unless --allow-uncalibrated.
 
 Each episode records for --episode-time-s (or until the scripted expert finishes, in
 simulation), then a reset period of --reset-time-s lets you put the scene back. Frames are
@@ -124,6 +125,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cameras", action="store_true",
                         help="on the robot: record joint states only (record.allow_no_cameras=true); "
                              "without it, every camera role of the config must find its camera")
+    parser.add_argument("--allow-uncalibrated", action="store_true",
+                        help="on the robot: record although it has no calibration file (record.allow_uncalibrated="
+                             "true; e.g. on emulated servos): joint limits then guard nothing real, and the episodes "
+                             "carry the id 'uncalibrated' for good. Without it such a robot is refused")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,9 +136,10 @@ def run(args: argparse.Namespace) -> int:
 
     Returns 1 when the recording stopped on a fault (the episodes committed so far are kept),
     else 0. Raises PlatformError for a missing --dataset or --task, a store that exists
-    without --resume (or is missing with it), --no-cameras with --sim, a rate above the
-    robot's (it would raise the joints' speed limits, before anything connects), or --fps in
-    simulation; the disk-budget checks raise before a store is created.
+    without --resume (or is missing with it), --no-cameras or --allow-uncalibrated with
+    --sim, a rate above the robot's (it would raise the joints' speed limits, before anything
+    connects), a robot without a calibration file and no --allow-uncalibrated (before any port
+    opens), or --fps in simulation; the disk-budget checks raise before a store is created.
     """
     from shallowpi.data.store import PROVENANCE_DIR, EpisodeStore, StoreSettings
     from shallowpi.record.disk import DiskBudget
@@ -142,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.record.writer import BackgroundWriter
     from shallowpi.telemetry.publisher import TelemetryPublisher
 
-    cfg = config.compose(overrides_from(args) + (["record.allow_no_cameras=true"] if args.no_cameras else []))
+    cfg = config.compose(overrides_from(args) + (["record.allow_no_cameras=true"] if args.no_cameras else [])
+                         + (["record.allow_uncalibrated=true"] if args.allow_uncalibrated else []))
     dataset = args.dataset or cfg.dataset
     if not dataset:
         raise PlatformError("name the dataset to record into: --dataset NAME (or a path to a .zarr store)")
@@ -150,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError("say what the episodes show: --task \"put the red cube in the bowl\"")
     if args.no_cameras and args.sim:
         raise PlatformError("--no-cameras is for the robot's cameras; the twin always renders its own: drop it with --sim")
+    if args.allow_uncalibrated and args.sim:
+        raise PlatformError("--allow-uncalibrated is for the robot: the twin needs no calibration; drop it with --sim")
     if args.seed is not None and not args.sim:
         raise PlatformError("--seed picks the twin's scenes, for --sim: the robot's scene is the one in front of it")
     if args.realtime and not args.sim:

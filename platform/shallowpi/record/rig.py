@@ -224,7 +224,7 @@ def _stack_sim_rig(cfg: DictConfig, task_name: str, seed: int, size: tuple[int, 
 
 
 def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
-    from shallowpi.robots.calibration import UNCALIBRATED, calibration_path, load_calibration
+    from shallowpi.robots.calibration import UNCALIBRATED, load_calibration, require_calibration
     from shallowpi.robots.cameras import realsense_cameras
     from shallowpi.robots.dynamixel_robot import DynamixelRobot
     from shallowpi.robots.spec import RobotSpec
@@ -232,12 +232,10 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
 
     spec = RobotSpec.from_config(cfg.robot)
     calibration = load_calibration(spec.name)
-    if calibration.id == UNCALIBRATED:
-        # Said before anything moves: episodes carry this id for good (a later calibration
-        # cannot be resumed into the store) and `deploy` refuses such a robot by default.
-        log.warning("robot '%s' has no calibration (%s): episodes are recorded as '%s'; run "
-                    "`platform calibrate --robot %s` first", spec.name, calibration_path(spec.name),
-                    UNCALIBRATED, spec.name)
+    # Before any port opens: the leader would drive the follower with no limit that means anything.
+    if (warning := require_calibration(calibration, allow_uncalibrated=bool(cfg.record.allow_uncalibrated))):
+        # Episodes carry this id for good: a later calibration cannot be resumed into the store.
+        log.warning("%s; episodes are recorded as '%s'", warning, UNCALIBRATED)
     cameras = realsense_cameras(spec, allow_none=bool(cfg.record.get("allow_no_cameras", False)))
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
     teleop = LeaderFollower(spec, calibration)

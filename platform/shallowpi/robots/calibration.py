@@ -120,6 +120,29 @@ def calibration_id(robot: str, root: Path | None = None) -> str:
     return load_calibration(robot, root).id
 
 
+def require_calibration(calibration: RobotCalibration, *, allow_uncalibrated: bool) -> str | None:
+    """Refuse to drive a robot that was never calibrated, unless the caller allows it.
+
+    Without a calibration file a joint's zero is its servo's centre tick, so the robot
+    config's joint limits (radians about the calibrated zero) bound nothing real: a leader
+    or a policy could drive a follower into its hard stops. Every command that puts torque
+    on a real robot (`record`, `deploy`) goes through here, so they refuse alike.
+
+    Returns None for a calibrated robot, the warning to show when an uncalibrated one is
+    allowed (emulated servos, a first look at a new arm). Raises CalibrationError (one line,
+    naming `platform calibrate` and --allow-uncalibrated) otherwise."""
+    if calibration.id != UNCALIBRATED:
+        return None
+    robot = calibration.robot
+    if not allow_uncalibrated:
+        raise CalibrationError(
+            f"robot '{robot}' has no calibration file ({calibration_path(robot)}), so joint positions would be raw "
+            f"servo angles and its joint limits would guard nothing; run `platform calibrate --robot {robot}` "
+            "(or pass --allow-uncalibrated, e.g. on emulated servos)")
+    return (f"robot '{robot}' is not calibrated (--allow-uncalibrated): joint positions are raw servo angles "
+            f"about the centre tick and its joint limits guard nothing real")
+
+
 def save_calibration(calibration: RobotCalibration, root: Path | None = None) -> Path:
     """Write the robot's calibration file whole and synced (`replace_text`: a .partial
     file, then a rename); returns its path."""
