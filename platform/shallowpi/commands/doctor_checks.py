@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
@@ -178,25 +178,70 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
             f"`platform calibrate --robot {spec.name} --arm {arm}`" for arm, joints in by_arm.items()]
 
 
-def camera_report() -> list[str]:
-    """One line per connected RealSense (name, serial, firmware), or why none is listed."""
+def camera_report(spec: RobotSpec | None = None, devices: Callable[[], Sequence[Any]] | None = None) -> list[str]:
+    """One line per connected RealSense (name, serial, firmware), or why none is listed;
+    with a robot `spec`, whether each camera role's mode (width x height at fps, RGB8) is
+    one its camera offers, and a note for a role slower than the control loop. `devices`
+    lists the rs.devices (USB by default; tests pass software devices)."""
+    from shallowpi.hardware.camera import CameraError
+    from shallowpi.hardware.realsense import connected_devices, import_rs
+
+    notes = _camera_rate_notes(spec) if spec is not None else []
     try:
-        import pyrealsense2 as rs
-    except ImportError:
-        return ["missing: pyrealsense2 is not installed (pip install 'shallowpi[realsense]')"]
-    try:
-        devices = list(rs.context().query_devices())
-    except Exception as exc:
-        return [f"error: RealSense query failed: {exc}"]
-    if not devices:
-        return ["missing: no RealSense camera connected"]
+        rs = import_rs()
+        found = list((devices or connected_devices)())
+    except CameraError as err:
+        return [f"missing: {err}", *notes]
+    except Exception as exc:  # the USB query itself (permissions, a wedged device)
+        return [f"error: RealSense query failed: {exc}", *notes]
+    if not found:
+        return ["missing: no RealSense camera connected", *notes]
     lines = []
-    for dev in devices:
+    for dev in found:
         info = {k: dev.get_info(getattr(rs.camera_info, k)) for k in ("name", "serial_number", "firmware_version")
                 if dev.supports(getattr(rs.camera_info, k))}
         lines.append(f"ok: {info.get('name', '?')} serial {info.get('serial_number', '?')} "
                      f"firmware {info.get('firmware_version', '?')}")
     lines.append("a camera role records this camera with robot.cameras.ROLE.serial=SERIAL")
+    return lines + (_camera_mode_checks(spec, found) if spec is not None else []) + notes
+
+
+def _camera_rate_notes(spec: RobotSpec) -> list[str]:
+    """A note for each camera role slower than the robot's control loop: its rows repeat pictures."""
+    return [f"note: camera '{c.role}' streams {c.fps} fps, slower than robot '{spec.name}''s {spec.fps} Hz loop: "
+            f"about {1 - c.fps / spec.fps:.0%} of the recorded rows repeat the picture before them"
+            for c in spec.cameras if c.fps < spec.fps]
+
+
+def _camera_mode_checks(spec: RobotSpec, found: Sequence[Any]) -> list[str]:
+    """Whether each role's camera (its pinned serial; without one, every camera found) offers
+    the role's mode; an offered rate to set when it does not. `platform record` would
+    otherwise find out at start."""
+    from shallowpi.hardware.realsense import color_modes, device_serial
+
+    by_serial = {device_serial(d): d for d in found}
+    lines = []
+    for cam in spec.cameras:
+        mode = f"{cam.width}x{cam.height} at {cam.fps} fps"
+        if cam.serial is not None and cam.serial not in by_serial:
+            lines.append(f"missing: camera '{cam.role}' names RealSense {cam.serial}, which is not connected")
+            continue
+        for serial, dev in by_serial.items() if cam.serial is None else [(cam.serial, by_serial[cam.serial])]:
+            modes = color_modes(dev)
+            if (cam.width, cam.height, cam.fps) in modes:
+                lines.append(f"ok: camera '{cam.role}' {mode} is offered by RealSense {serial}")
+                continue
+            rates = sorted(f for w, h, f in modes if (w, h) == (cam.width, cam.height))
+            if not rates:
+                sizes = sorted({f"{w}x{h}" for w, h, _ in modes}, key=lambda t: [int(v) for v in t.split("x")])
+                lines.append(f"error: camera '{cam.role}' asks {cam.width}x{cam.height}, which RealSense {serial} "
+                             f"does not stream in RGB8 (it offers {', '.join(sizes) or 'no RGB8 colour'}); set "
+                             f"robot.cameras.{cam.role}.width= and .height=")
+                continue
+            # The slowest rate that keeps up with the loop, else the fastest there is.
+            suggest = next((f for f in rates if f >= spec.fps), rates[-1])
+            lines.append(f"error: camera '{cam.role}' asks {mode}; RealSense {serial} streams {cam.width}x{cam.height} "
+                         f"at {'/'.join(map(str, rates))} fps: set robot.cameras.{cam.role}.fps={suggest}")
     return lines
 
 

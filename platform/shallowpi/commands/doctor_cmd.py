@@ -6,7 +6,8 @@ firmware and hardware-error bits, then compares them with the robot's config (--
 default: configs/config.yaml's): which bus they are, the configured IDs that did not
 answer, wrong models, unexpected IDs, another baud rate. Says whether the robot's
 calibration file covers every motor it drives (leaders too). Lists RealSense cameras with
-their serial numbers (robot.cameras.ROLE.serial); names the torch device; on a Jetson,
+their serial numbers (robot.cameras.ROLE.serial) and says whether each camera role's mode
+(width x height at fps) is one its camera streams; names the torch device; on a Jetson,
 its model and power mode. Missing things are reported, not errors: doctor always answers.
 
 examples:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     sections = [
         ("servo buses", problem + checks.servo_report(args.port, tuple(args.baud or SCAN_BAUDS), spec)),
         *([("calibration", checks.calibration_report(spec))] if spec is not None else []),
-        ("cameras", checks.camera_report()),
+        ("cameras", checks.camera_report(spec)),
         ("torch", checks.torch_report()),
         ("jetson", checks.jetson_report()),
     ]

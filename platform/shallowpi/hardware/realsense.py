@@ -85,6 +85,19 @@ def device_serial(device: Any) -> str:
     return str(device.get_info(import_rs().camera_info.serial_number))
 
 
+def color_modes(device: Any) -> set[tuple[int, int, int]]:
+    """Every (width px, height px, fps) at which `device` streams RGB8 colour, the format
+    `RealSenseCamera` opens. CameraError if pyrealsense2 is missing."""
+    rs = import_rs()
+    modes = set()
+    for sensor in device.query_sensors():
+        for profile in sensor.get_stream_profiles():
+            if profile.stream_type() == rs.stream.color and profile.format() == rs.format.rgb8:
+                video = profile.as_video_stream_profile()
+                modes.add((video.width(), video.height(), profile.fps()))
+    return modes
+
+
 def find_usb_device(serial: str, devices: DeviceLister = connected_devices) -> Any:
     """The connected RealSense with this serial number, or a one-line error listing those found."""
     found = []
