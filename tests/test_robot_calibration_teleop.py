@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dxl_fixtures import centred, emulated, robot_spec
+from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.robots.calibration import (
     UNCALIBRATED,
@@ -30,24 +31,28 @@ ZERO = {i: 0.05 * i for i in range(1, 8)}  # shaft angle (rad) at each joint's z
 
 
 class ScriptedOperator:
-    """Plays the person at the prompts: poses the emulated leader arm by hand."""
+    """Plays the person at the prompts: poses the emulated arm by hand. The sweep takes each
+    joint 1 rad (shaft) either side of its zero, the gripper (ID 7) `opening` from closed;
+    the IDs in `left_out` stay at their zero, as a person who forgot them."""
 
-    def __init__(self, chain):
+    def __init__(self, chain, zero=None, opening=-0.8, left_out=()):
         self.chain, self.prompts = chain, []
+        self.zero, self.opening, self.left_out = zero or ZERO, opening, set(left_out)
 
     def __call__(self, message: str) -> None:
         self.prompts.append(message)
         servos = self.chain.servos
         if "zero pose" in message:
             for i, servo in servos.items():
-                servo.plant.move_to(ZERO[i])
-        else:  # the sweep: each joint to both ends; the gripper opens toward negative ticks
+                servo.plant.move_to(self.zero[i])
+        else:  # the sweep: each joint to both ends; the gripper opens (by default toward negative ticks)
             for end in (1.0, -1.0):
                 for i, servo in servos.items():
-                    servo.plant.move_to(ZERO[i] - 0.8 if i == 7 else ZERO[i] + end)
+                    if i not in self.left_out:
+                        servo.plant.move_to(self.zero[i] + (self.opening if i == 7 else end))
                 time.sleep(0.15)
             for i, servo in servos.items():
-                servo.plant.move_to(ZERO[i])
+                servo.plant.move_to(self.zero[i])
 
 
 def _calibrate_leader(spec, chains):
@@ -107,12 +112,69 @@ def test_recalibrating_only_a_leader_keeps_the_id_that_episodes_and_policies_car
     assert redone["follower"].id != "arm-earlier" and redone["follower"].id.startswith("arm-")
 
 
-def test_calibration_refuses_a_gripper_that_never_opened():
-    with emulated("arm") as (spec, _):
+def test_calibration_names_every_joint_the_sweep_left_out():
+    """The sweep's range bounds the follower's goals: a joint left out would be held still,
+    a gripper never opened has no travel. Refused in one line naming them all."""
+    with emulated("arm") as (spec, chains):
         motors = {m.id: m.model for m in arm_motors(spec, "follower")}
         bus = DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors)
-        with bus, pytest.raises(CalibrationError, match=r"gripper 'gripper' .* barely moved"):
-            calibrate(spec, {"follower": bus}, lambda message: None, ["follower"])
+        with bus, pytest.raises(CalibrationError, match=r"^elbow_flex, gripper on arm 'follower' barely moved during "
+                                                        r"the sweep; move every joint through its whole range"):
+            calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"], left_out=(3, 7)), ["follower"])
+
+
+def _calibrate_follower(spec, chains):
+    motors = {m.id: m.model for m in arm_motors(spec, "follower")}
+    with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus:
+        return calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"]), ["follower"])
+
+
+def test_follower_goals_stay_inside_the_range_swept_at_calibration():
+    """arm.yaml allows every revolute joint +-2.6 rad and the lift 0..0.4 m, one number for
+    every arm built to it; this arm's sweep went 1 rad (shaft) either side of zero. A goal
+    past the sweep (a leader, a policy) stops at its end, not at the config's limit."""
+    with emulated("arm") as (spec, chains):
+        calibration = _calibrate_follower(spec, chains)
+        elbow, lift = spec.joint_names.index("elbow_flex"), spec.joint_names.index("shoulder_lift")
+        with DynamixelRobot(spec, calibration) as robot:
+            limits = robot.limits()
+            assert limits["elbow_flex"][:2] == pytest.approx((-1.0, 1.0), abs=0.01)
+            assert limits["shoulder_lift"][:2] == pytest.approx((0.0, 0.15), abs=0.002)  # 1 rad x 0.15 m/rad
+            assert limits["gripper"][:2] == (0.0, 1.0)
+            for _ in range(80):  # far past the sweep, at the velocity bound
+                robot.observe()
+                sent = robot.act({"elbow_flex": 2.0, "shoulder_lift": 0.4})
+                time.sleep(0.005)
+            assert sent[elbow] == pytest.approx(1.0, abs=0.01) and sent[lift] == pytest.approx(0.15, abs=0.002)
+            shaft = chains["follower"].servos[3].plant.read(time.monotonic()).position
+            assert shaft - ZERO[3] < 1.0 + 0.02  # the servo went no further than the sweep
+    # A sweep that never reached the config's range is no limit at all: refused.
+    far = dataclasses.replace(calibration, arms={"follower": {
+        **calibration.arms["follower"],
+        "shoulder_lift": dataclasses.replace(calibration.arms["follower"]["shoulder_lift"], range_max=100)}})
+    with pytest.raises(PlatformError, match=r"joint 'shoulder_lift' was swept through .* outside its config limits 0\.\.0\.4"):
+        DynamixelRobot(spec, far)
+
+
+def test_a_leader_gripper_closed_near_the_end_of_its_turn_calibrates_its_real_opening():
+    """Closed at ~tick 4000 and opened 0.8 rad toward positive ticks, a position-mode servo
+    reads past 4095 from 0: its sweep is unwrapped, so the gripper opens toward positive
+    ticks by 0.8 rad (read raw, the sweep took it for a 3,500-tick travel the other way,
+    which teleoperation then read as closed whatever the leader did). Its range crosses the
+    end of the turn, so the leader is then refused at connect, naming the fix."""
+    with emulated("arm") as (spec, chains):
+        tick = spec.leaders[0].motors[0].model.radians_per_tick
+        zero = {**ZERO, 7: (4000 - 2048) * tick}
+        motors = {m.id: m.model for m in arm_motors(spec, "leader")}
+        with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus:
+            result = calibrate(spec, {"leader": bus}, ScriptedOperator(chains["leader"], zero, opening=0.8), ["leader"])
+        gripper = result.arms["leader"]["gripper"]
+        assert gripper.homing_offset == pytest.approx(4000, abs=1)
+        assert (gripper.direction, gripper.span_ticks) == (1, pytest.approx(0.8 / tick, abs=2))
+        follower = centred(spec, spec.motors)
+        with pytest.raises(PlatformError, match=r"joint 'gripper' limits 0\.\.1 map to ticks 4000\.\.45\d\d, past "
+                                                r"servo 7's reading range \(one turn\)"):
+            LeaderFollower(spec, dataclasses.replace(result, arms={**result.arms, "follower": follower})).connect()
 
 
 def test_leader_follower_maps_leader_pose_into_follower_joint_space():

@@ -50,6 +50,11 @@ def test_config_errors_are_one_line_and_name_the_key():
            "motors": {"a": {"bus": "b", "id": 1, "model": "XL430-W250", "mode": "current"}}}
     with pytest.raises(ConfigError, match=r"XL430-W250 \(joint 'a'\) has no current mode"):
         RobotSpec.from_config(raw)
+    for metres_per_rad in (0, -0.15):  # 0 divided ticks by zero at the first goal; < 0 flipped the stage unseen
+        stage = {**raw, "motors": {"a": {"bus": "b", "id": 1, "model": "XL430-W250", "metres_per_rad": metres_per_rad}}}
+        with pytest.raises(ConfigError, match=rf"motor for 'a' has metres_per_rad {metres_per_rad:g}; give metres per "
+                                              r"radian > 0 \(a reversed stage is direction: -1\)"):
+            RobotSpec.from_config(stage)
     assert parse_ports('{"follower": "/dev/pts/3"}') == {"follower": "/dev/pts/3"}
     assert parse_ports("follower=/dev/pts/3,leader=/dev/pts/4") == {"follower": "/dev/pts/3", "leader": "/dev/pts/4"}
 
@@ -99,15 +104,16 @@ def test_a_joint_found_outside_its_limits_is_held_there_then_brought_back_at_the
 
 
 def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_line():
-    """Calibrated with its zero at tick 3900, shoulder_pan's +2.6 rad is tick ~5595: the
-    XL430 in position mode refuses goals past 4095, and a sync write has no reply to say
-    so, so the joint would stop short while act() reported the goal sent."""
+    """Calibrated with its zero at tick 3900 and swept +-2.6 rad (unwrapped past the turn's
+    end), shoulder_pan's +2.6 rad is tick ~5595: the XL430 in position mode refuses goals
+    past 4095, and a sync write has no reply to say so, so the joint would stop short while
+    act() reported the goal sent."""
     from shallowpi.hardware.dynamixel.calibration import MotorCalibration
 
     with emulated("arm") as (spec, chains):
         follower = centred(spec, spec.motors)
         near_the_end = RobotCalibration("c1", "arm", {"follower": {**follower,
-                                                                    "shoulder_pan": MotorCalibration(3900, 1, 0, 4095)}})
+                                                                    "shoulder_pan": MotorCalibration(3900, 1, 2205, 5595)}})
         with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks 2205\.\.5595, "
                                                 r"past servo 1's position limits 0\.\.4095 on bus 'follower'") as err:
             DynamixelRobot(spec, near_the_end).connect()

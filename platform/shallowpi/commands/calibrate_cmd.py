@@ -1,10 +1,17 @@
-"""Calibrate a robot's arms: zero pose, joint ranges, gripper travel; saved with a new id.
+"""Calibrate a robot's arms: zero pose, joint ranges, gripper travel and opening direction.
 
 For each arm (a follower or leader bus), with torque off, you are asked to
-  1. put every joint at its zero pose and close the gripper, then press Enter;
-  2. move every joint through its range and open the gripper fully, then press Enter.
+  1. put every joint at its zero pose (where the robot config's joint angles are 0) and
+     close the gripper, then press Enter;
+  2. move every joint through its whole range and open the gripper fully, then press Enter.
+A joint that barely moved in step 2 is refused, named. The range each follower joint was
+swept through bounds its goals from then on (within the config's limits), so sweep as far
+as the joint may safely go. Which way a joint turns is the config's `direction:` (each
+motor's); only a gripper's opening direction is measured.
 The result goes to robots/<robot>/calibration.json; its id is stamped on every episode
-recorded afterwards. Arms you do not calibrate keep their previous entries.
+recorded afterwards. The id is new when a follower's entries change and kept when only a
+leader is recalibrated (episodes and policies stay valid). Arms you do not calibrate keep
+their previous entries.
 
 examples:
   platform calibrate --robot arm                    all arms (follower and leader)
@@ -18,7 +25,7 @@ import argparse
 
 from shallowpi.cli import add_config_flags, overrides_from
 
-HELP = "record homing offsets, directions and ranges of a robot's arms"
+HELP = "record zero poses, joint ranges and gripper travel of a robot's arms"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -245,7 +245,7 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
                                       spec.joint_kinds),
               joint_names=list(spec.joint_names), clock=TickClock(spec.fps), task_text=task,
               calibration_id=calibration.id, cameras=cameras,
-              joint_limits=([j.lower for j in spec.joints], [j.upper for j in spec.joints]))
+              joint_limits=(list(map(float, robot.lower)), list(map(float, robot.upper))))  # act()'s, swept
     try:
         for camera in cameras.values():
             camera.start()

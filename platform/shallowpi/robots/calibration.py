@@ -31,6 +31,7 @@ from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,
     MotorCalibration,
     default_calibration,
+    unwrap_reading,
 )
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
@@ -89,7 +90,8 @@ class RobotCalibration:
             arms = {a: {j: MotorCalibration.from_dict(c) for j, c in joints.items()} for a, joints in data["arms"].items()}
             return cls(str(data["id"]), str(data["robot"]), arms, str(data.get("created", "")))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CalibrationError(f"{where} is malformed ({exc}); run `platform calibrate` again") from None
+            raise CalibrationError(f"{where} is malformed ({exc}); move it aside (it is read before any arm is "
+                                   "calibrated again) and run `platform calibrate` for every arm") from None
 
 
 def robots_dir() -> Path:
@@ -209,15 +211,12 @@ def calibrate(
         for m in motors:
             bus.set_operating_mode(m.mode, [m.id])
         prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
-        zero = bus.read(["present_position"], ids)["present_position"]
-        low, high = dict(zero), dict(zero)
+        sweep = _Sweep(motors, bus.read(["present_position"], ids)["present_position"])
         stop = threading.Event()
 
-        def sample(bus=bus, ids=ids, low=low, high=high, stop=stop) -> None:
+        def sample(bus=bus, ids=ids, sweep=sweep, stop=stop) -> None:
             while not stop.is_set():
-                for servo_id, tick in bus.read(["present_position"], ids)["present_position"].items():
-                    low[servo_id] = min(low[servo_id], tick)
-                    high[servo_id] = max(high[servo_id], tick)
+                sweep.add(bus.read(["present_position"], ids)["present_position"])
                 stop.wait(0.02)
 
         sampler = threading.Thread(target=sample, name=f"calibrate-{arm}", daemon=True)
@@ -228,9 +227,10 @@ def calibrate(
             stop.set()
             sampler.join()
         # One last reading so the final pose counts even if the sampler slept through it.
-        for servo_id, tick in bus.read(["present_position"], ids)["present_position"].items():
-            low[servo_id], high[servo_id] = min(low[servo_id], tick), max(high[servo_id], tick)
-        result[arm] = {m.joint: _motor_calibration(m, kinds.get(m.joint, "revolute"), zero[m.id], low[m.id], high[m.id]) for m in motors}
+        sweep.add(bus.read(["present_position"], ids)["present_position"])
+        sweep.check_moved(arm)
+        result[arm] = {m.joint: _motor_calibration(m, kinds.get(m.joint, "revolute"), sweep.zero[m.id],
+                                                   sweep.low[m.id], sweep.high[m.id]) for m in motors}
     created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     followers = spec.follower_buses()
     if previous is not None and previous.id != UNCALIBRATED and previous.robot == spec.name and \
@@ -243,15 +243,42 @@ def calibrate(
     return RobotCalibration(new_id, spec.name, result, created)
 
 
+class _Sweep:
+    """One arm's readings through the sweep: each servo's zero-pose tick and the lowest and
+    highest seen since, in position mode unwrapped across the end of the turn (a joint
+    zeroed near tick 4095 and moved past it reads on from 4096, not from 0)."""
+
+    MIN_TRAVEL_TURNS = 1 / 64  # ~5.6 degrees: less is a joint the sweep left out
+
+    def __init__(self, motors: list[MotorSpec], zero: Mapping[int, int]):
+        self.motors = motors
+        self.zero = dict(zero)
+        self.low, self.high, self._last = dict(zero), dict(zero), dict(zero)
+
+    def add(self, ticks: Mapping[int, int]) -> None:
+        """Count one reading of every servo."""
+        for m in self.motors:
+            tick = ticks[m.id]
+            if m.mode == OperatingMode.POSITION:  # the other modes count whole turns themselves
+                tick = unwrap_reading(self._last[m.id], tick, m.model.ticks_per_turn)
+            self._last[m.id] = tick
+            self.low[m.id], self.high[m.id] = min(self.low[m.id], tick), max(self.high[m.id], tick)
+
+    def check_moved(self, arm: str) -> None:
+        """CalibrationError naming every joint that moved less than MIN_TRAVEL_TURNS: its
+        swept range bounds the follower's goals, and a joint left out would be held still."""
+        still = [m.joint for m in self.motors
+                 if self.high[m.id] - self.low[m.id] < self.MIN_TRAVEL_TURNS * m.model.ticks_per_turn]
+        if still:
+            raise CalibrationError(
+                f"{', '.join(still)} on arm '{arm}' barely moved during the sweep; move every joint through its "
+                "whole range and open the gripper fully while the second prompt waits")
+
+
 def _motor_calibration(motor: MotorSpec, kind: str, zero: int, low: int, high: int) -> MotorCalibration:
     if kind != "gripper":
         return MotorCalibration(zero, motor.direction, low, high)
     # The gripper opens toward whichever end of its sweep lies farther from closed.
     up, down = high - zero, zero - low
-    if max(up, down) < 10:
-        raise CalibrationError(
-            f"gripper '{motor.joint}' (bus '{motor.bus}', ID {motor.id}) barely moved during the "
-            "sweep; open it fully while the second prompt waits"
-        )
     direction, span = (1, up) if up >= down else (-1, down)
     return MotorCalibration(zero, direction, low, high, span)

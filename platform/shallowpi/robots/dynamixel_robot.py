@@ -8,7 +8,8 @@
         robot.hold(sent)                     # goals := the last command, kept, read back
         robot.torque_off()                   # every bus tried; act() refuses until connect()
 
-Safety lives in `act`: every goal is clipped to the joint limits, moved at most
+Safety lives in `act`: every goal is clipped to the joint limits (the config's, narrowed
+to the range each follower joint was swept through at calibration), moved at most
 `max_velocity / fps` from the previous goal per call (one control tick) and kept within
 `LEAD_TICKS` such steps of the position `observe` measured (that bound only ever pulls a
 goal toward where the joint is), BEFORE any byte reaches a bus. A joint found outside its
@@ -106,8 +107,7 @@ class DynamixelRobot(Robot):
             bus = spec.buses[bus_name]
             motors = {m.id: m.model for m in spec.motors if m.bus == bus_name}
             self.buses[bus_name] = bus_factory(bus_name, bus.port, bus.baud, motors)
-        self.lower = np.array([j.lower for j in spec.joints], dtype=np.float64)
-        self.upper = np.array([j.upper for j in spec.joints], dtype=np.float64)
+        self.lower, self.upper = self._swept_limits()
         self.max_step = np.array([j.max_velocity for j in spec.joints], dtype=np.float64) / spec.fps
         # How far a goal may lead the joint's measured position: a joint held back (by the
         # table, by a hand) must not see its goal run on, the servo pushing ever harder and
@@ -350,8 +350,38 @@ class DynamixelRobot(Robot):
     # -- description -------------------------------------------------------------------
 
     def limits(self) -> dict[str, tuple[float, float, float]]:
-        """joint -> (lower, upper, max velocity per second)."""
-        return {j.name: (j.lower, j.upper, j.max_velocity) for j in self.spec.joints}
+        """joint -> (lower, upper, max velocity per second): the limits `act` clips to."""
+        return {j.name: (float(self.lower[i]), float(self.upper[i]), j.max_velocity)
+                for i, j in enumerate(self.spec.joints)}
+
+    def _swept_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64[J] lower and upper joint limits: the config's, each revolute or linear
+        follower joint narrowed to the range the calibration's sweep moved it through. That
+        sweep is where the joint was seen to go, by hand, torque off; the config's limits
+        are one number for every arm built to it, and can reach past this one's hard stops.
+        Grippers keep 0..1 (their sweep defines that scale). A joint never calibrated (no
+        entry: the centre-tick default) keeps the config's.
+
+        Raises PlatformError when a swept range and the config's limits do not overlap."""
+        lower = np.array([j.lower for j in self.spec.joints], dtype=np.float64)
+        upper = np.array([j.upper for j in self.spec.joints], dtype=np.float64)
+        for i, joint in enumerate(self.spec.joints):
+            motor = self._motors[joint.name]
+            entry = self.calibration.arms.get(motor.bus, {}).get(joint.name)
+            if joint.kind == "gripper" or entry is None:
+                continue
+            convert = self._convert[joint.name]
+            low, high = sorted((convert.to_joint(entry.range_min), convert.to_joint(entry.range_max)))
+            if low > upper[i] or high < lower[i]:
+                raise PlatformError(
+                    f"robot '{self.name}': joint '{joint.name}' was swept through {low:.3g}..{high:.3g} at calibration "
+                    f"{self.calibration.id}, outside its config limits {joint.lower:g}..{joint.upper:g}: recalibrate "
+                    f"(`platform calibrate --robot {self.name} --arm {motor.bus}`) or fix the limits")
+            if low > lower[i] or high < upper[i]:
+                log.info("robot %s: joint '%s' limited to %.3g..%.3g, its calibrated sweep (config %g..%g)",
+                         self.name, joint.name, max(low, lower[i]), min(high, upper[i]), joint.lower, joint.upper)
+            lower[i], upper[i] = max(low, lower[i]), min(high, upper[i])
+        return lower, upper
 
     # -- internals ---------------------------------------------------------------------
 

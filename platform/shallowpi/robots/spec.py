@@ -234,7 +234,11 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
                               f"mode: current_based_position on a model with Goal Current ({model.name}, {mode.name.lower()})")
         if not float(current) > 0:
             raise ConfigError(f"{where}: motor for '{joint}' has max_current_a {current}; give amperes > 0")
-    return MotorSpec(joint, bus, servo_id, model, direction, mode, float(raw.get("metres_per_rad", 1.0)),
+    metres_per_rad = float(raw.get("metres_per_rad", 1.0))
+    if not metres_per_rad > 0:  # 0 divides ticks by zero; a negative one is a direction: 1 or -1 says that
+        raise ConfigError(f"{where}: motor for '{joint}' has metres_per_rad {metres_per_rad:g}; give metres per "
+                          "radian > 0 (a reversed stage is direction: -1)")
+    return MotorSpec(joint, bus, servo_id, model, direction, mode, metres_per_rad,
                      None if current is None else float(current))
 
 

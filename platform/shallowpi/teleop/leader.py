@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
+from shallowpi.hardware.dynamixel.calibration import unwrap_reading
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.calibration import RobotCalibration, check_position_limits
@@ -116,13 +117,9 @@ class LeaderFollower:
     def _unwrapped(self, motor: MotorSpec, ticks: int) -> int:
         """In position mode a servo reads one turn (0..4095): a leader moved by hand past the
         turn's end reads from the other end, which converted is a joint on the far side of its
-        range, and the follower would sweep there. No hand turns a servo half a turn between
-        two reads, so the step from the last reading is taken as the shorter way round."""
+        range, and the follower would sweep there (`unwrap_reading`)."""
         if motor.mode != OperatingMode.POSITION:
             return ticks  # the other modes count whole turns themselves
-        last = self._last_ticks.get(motor.joint)
-        if last is not None:
-            turn = motor.model.ticks_per_turn
-            ticks = last + (ticks - last + turn // 2) % turn - turn // 2
+        ticks = unwrap_reading(self._last_ticks.get(motor.joint), ticks, motor.model.ticks_per_turn)
         self._last_ticks[motor.joint] = ticks
         return ticks

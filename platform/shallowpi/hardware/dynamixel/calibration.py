@@ -98,6 +98,18 @@ class JointConverter:
         return rad_s * self.metres_per_rad if self.kind == "linear" else rad_s
 
 
+def unwrap_reading(last: int | None, ticks: int, ticks_per_turn: int) -> int:
+    """A position-mode reading (one turn, 0..ticks_per_turn-1) continued from the `last`
+    unwrapped one the shorter way round; `ticks` itself when there is no last reading.
+
+    Past the turn's end a servo reads from the other end: a joint moved by hand from 4095
+    to 4100 reads 4. No hand turns a joint half a turn between two reads (tens of ms
+    apart), so the step from the last reading is taken as the shorter way round."""
+    if last is None:
+        return ticks
+    return last + (ticks - last + ticks_per_turn // 2) % ticks_per_turn - ticks_per_turn // 2
+
+
 def default_calibration(model: ModelSpec, direction: int, kind: str) -> MotorCalibration:
     """Before anyone calibrated: zero at the centre tick; a gripper opens over a quarter turn."""
     quarter = model.ticks_per_turn // 4
