@@ -106,3 +106,23 @@ def test_servos_that_answered_the_scan_are_listed_when_their_error_bits_cannot_b
     assert "    ID   1  XL430-W250         firmware 52  errors unread" in lines
     assert any(line.startswith("    warning: hardware error bits unread: ") and "servo 2" in line for line in lines), text
     assert lines[-1] == "    ok: bus 'follower' of robot 'arm': all 7 configured servos answer", text
+
+
+def test_doctor_names_a_configured_port_that_is_missing_and_tries_the_configured_baud_first():
+    """Without --port, doctor scans the config's bus ports: one that does not exist is named
+    with its bus and the override; a bus configured at a rate outside the usual scan list
+    (115200 here) is found at it, not reported silent."""
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+
+    spec = RobotSpec.from_config(config.compose(["robot=arm", "robot.buses.leader.baud=115200"]).robot)
+    chains = build_chains({"leader": spec.bus_motors()["leader"]})
+    try:
+        spec = spec.with_ports({"leader": chains["leader"].path, "follower": "/dev/no-such-u2d2"})
+        lines = servo_report(None, BAUD, spec)
+    finally:
+        for chain in chains.values():
+            chain.stop()
+    assert lines[0] == ("missing: bus 'follower' port /dev/no-such-u2d2 (robot 'arm') does not exist: plug its "
+                        "adapter in, or point the bus at its port: robot.buses.follower.port=PATH")
+    assert f"ok: {chains['leader'].path} at 115200 baud: 7 servo(s)" in lines
+    assert lines[-1] == "    ok: bus 'leader' of robot 'arm': all 7 configured servos answer"

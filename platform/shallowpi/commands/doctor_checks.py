@@ -28,23 +28,33 @@ def serial_ports() -> list[str]:
 
 
 def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotSpec | None = None) -> list[str]:
-    """Servos on each port (ID, model, firmware, errors), compared with `spec`'s buses."""
+    """Servos on each port (ID, model, firmware, errors), compared with `spec`'s buses.
+
+    Without `ports`: the USB serial ports found and the config's bus ports; a configured port
+    that does not exist is named with its bus. A port a bus of `spec` names is tried at that
+    bus's baud rate first, then at `bauds`."""
     from shallowpi.errors import PlatformError
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
+    from shallowpi.hardware.dynamixel.motor_bus import BaudRateError
 
+    lines = []
     if not ports:
-        configured = [b.port for b in spec.buses.values() if os.path.exists(b.port)] if spec else []
-        ports = sorted(set(serial_ports()) | set(configured))
+        buses = spec.buses.items() if spec else []
+        lines = [f"missing: bus '{name}' port {b.port} (robot '{spec.name}') does not exist: plug its adapter in, "
+                 f"or point the bus at its port: robot.buses.{name}.port=PATH" for name, b in buses
+                 if not os.path.exists(b.port)]
+        ports = sorted(set(serial_ports()) | {b.port for _, b in buses if os.path.exists(b.port)})
     ports = list(ports)
     if not ports:
-        return ["missing: no serial ports (/dev/ttyUSB*, /dev/ttyACM*): no U2D2 plugged in? "
-                "(`platform emulate` gives ptys to try with --port)"]
-    lines = []
+        return [*lines, "missing: no serial ports (/dev/ttyUSB*, /dev/ttyACM*): no U2D2 plugged in? "
+                        "(`platform emulate` gives ptys to try with --port)"]
     for port in ports:
         if not os.path.exists(port):
             lines.append(f"missing: {port} does not exist")
             continue
-        for baud in bauds:
+        configured = [b.baud for b in spec.buses.values() if b.port == port] if spec else []
+        port_bauds = list(dict.fromkeys([*configured, *bauds]))
+        for baud in port_bauds:
             bus = DynamixelBus("doctor", port, baud, {}, retries=1)
             try:
                 bus.connect()
@@ -62,13 +72,15 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                 if spec is not None:
                     lines += compare_with_config(port, baud, found, spec)
                 break
-            except PlatformError as err:
+            except BaudRateError as err:  # this rate only: the next may open
+                lines.append(f"error: {port} at {baud} baud: {err}")
+            except PlatformError as err:  # the port itself (busy, gone, permissions): every rate alike
                 lines.append(f"error: {port} at {baud} baud: {err}")
                 break
             finally:
                 bus.disconnect()
         else:
-            lines.append(f"missing: {port}: no servo answered at {', '.join(map(str, bauds))} baud "
+            lines.append(f"missing: {port}: no servo answered at {', '.join(map(str, port_bauds))} baud "
                          "(check servo power and the baud rate)")
             if spec is not None and (bus := _bus_at(port, spec)) is not None:
                 lines += compare_with_config(port, None, {}, spec, bus)

@@ -1,7 +1,8 @@
 """Check what this machine can reach: servo buses, cameras, torch device, Jetson.
 
 Scans every serial port it finds (or the ones given; without --port also the robot
-config's bus ports) at the usual baud rates for Dynamixel servos and lists IDs, models,
+config's bus ports, naming any that does not exist) at the usual baud rates, a configured
+bus's own rate first, for Dynamixel servos and lists IDs, models,
 firmware and hardware-error bits, then compares them with the robot's config (--robot,
 default: configs/config.yaml's): which bus they are, the configured IDs that did not
 answer, wrong models, unexpected IDs, another baud rate. Says whether the robot's

@@ -14,7 +14,8 @@ examples:
   platform emulate --robot humanoid
   platform emulate --robot arm --return-delay 0     servos pre-set as a configured robot
   platform emulate --robot arm --fault overload:follower:3
-  PORTS=$(platform emulate --robot arm | head -1)   (in a script: read the first line)
+  platform emulate --robot arm > ports.json &       in a script: it serves until killed, so read
+  sleep 3; PORTS=$(head -1 ports.json)               its first line from a file, not a pipe
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument(
         "--return-delay", type=int, default=None, metavar="UNITS",
-        help="servos' Return Delay Time (2 us units); default: the factory 250",
+        help="servos' Return Delay Time, 0..254 (2 us units); default: the factory 250",
     )
     parser.add_argument(
         "--fault", action="append", default=[], metavar="KIND:BUS:ID",
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)
     if not spec.buses:
         raise PlatformError(f"robot '{spec.name}' has no buses: in configs/robot/{spec.name}.yaml")
+    if args.return_delay is not None and not 0 <= args.return_delay <= 254:
+        raise PlatformError(f"--return-delay {args.return_delay}: a servo's Return Delay Time is 0..254 "
+                            "(2 us units, one byte)")
     faults = [_parse_fault(text, spec) for text in args.fault]
     chains = build_chains(spec.bus_motors(), return_delay_time=args.return_delay)
     stop = threading.Event()

@@ -51,7 +51,12 @@ from shallowpi.hardware.dynamixel.control_table import (
     model_label,
     span,
 )
-from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError, ServoInfo
+from shallowpi.hardware.dynamixel.motor_bus import (
+    BaudRateError,
+    BusError,
+    ServoFaultError,
+    ServoInfo,
+)
 from shallowpi.hardware.dynamixel.port import PortBusyError, QuietPortHandler
 from shallowpi.hardware.dynamixel.replies import StrictPacketHandler, describe_reply
 
@@ -115,7 +120,7 @@ class DynamixelBus:
 
         Does not ping the servos (`verify()` does). Raises BusError when another process
         holds the port's lock, when the port cannot be opened (cable, path, permissions),
-        or when the baud rate is not supported.
+        or (BaudRateError) when the baud rate is not supported.
         """
         if self.is_connected:
             return
@@ -134,7 +139,7 @@ class DynamixelBus:
                 "(dialout group)"
             ) from None
         if not opened:
-            raise BusError(f"{self._where}: baud rate {self.baud} is not supported by the port")
+            raise BaudRateError(f"{self._where}: baud rate {self.baud} is not supported by the port")
         self._port = port
         log.info("bus %s: opened %s at %d baud", self.name, self.port_path, self.baud)
 

@@ -29,6 +29,10 @@ class ServoFaultError(BusError):
     """A servo reports a hardware error (overload, overheating, ...)."""
 
 
+class BaudRateError(BusError):
+    """The port cannot run at the baud rate asked (the other rates may still work)."""
+
+
 @dataclass(frozen=True)
 class ServoInfo:
     """What a PING (or broadcast ping) learns about one servo."""
