@@ -65,6 +65,35 @@ def test_bad_input_answers_in_one_line(args, expected):
     assert "Traceback" not in result.stderr
 
 
+# Every count, seed and duration flag parses with cli.at_least: a value of the wrong sign is
+# one line before anything runs. `platform sim --seed -5` and `record --sim --seed -1` were a
+# numpy traceback (the latter after creating the store); `record --episodes 0` recorded 5.
+@pytest.mark.parametrize(("words", "expected"), [
+    (["record", "--sim", "--episodes", "0"], "argument --episodes: 0 is not >= 1"),
+    (["record", "--sim", "--seed", "-1"], "argument --seed: -1 is not >= 0"),
+    (["record", "--sim", "--episode-time-s", "0"], "argument --episode-time-s: 0 is not > 0"),
+    (["record", "--reset-time-s", "-2"], "argument --reset-time-s: -2 is not >= 0"),
+    (["sim", "--seed", "-5"], "argument --seed: -5 is not >= 0"),
+    (["sim", "--episodes", "0"], "argument --episodes: 0 is not >= 1"),
+    (["eval", "--sim-episodes", "0"], "argument --sim-episodes: 0 is not >= 1"),
+    (["eval", "--seed", "-3"], "argument --seed: -3 is not >= 0"),
+    (["deploy", "--replan-every", "0"], "argument --replan-every: 0 is not >= 1"),
+    (["deploy", "--delay-ms", "-10"], "argument --delay-ms: -10 is not >= 0"),
+    (["train", "--steps", "0"], "argument --steps: 0 is not >= 1"),
+    (["distill", "--steps", "-1"], "argument --steps: -1 is not >= 1"),
+    (["monitor", "--wait-s", "-1"], "argument --wait-s: -1 is not >= 0"),
+    (["record", "--episodes", "two"], "argument --episodes: invalid int value: 'two'"),
+    (["sim", "--robot", "arm", "--task", "cube_in_bowl", "--png", "x.jpg"], "--png x.jpg: it writes a .png file"),
+])
+def test_counts_seeds_durations_and_file_kinds_of_the_wrong_sort_are_one_line(words, expected, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit, or main's for a PlatformError
+        raise SystemExit(main([*words, "--data-root", str(tmp_path)] if words[0] == "record" else words))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and err.count("\n") == 0, err
+    assert not list(tmp_path.iterdir())  # nothing was created
+
+
 @pytest.mark.bad_store  # it ends by damaging a store, to see check name it
 def test_dataset_commands_end_to_end(tmp_path):
     store = make_store(tmp_path / "kitchen.zarr", episodes=2, length=12)

@@ -216,6 +216,20 @@ def test_twin_only_flags_are_refused_on_a_robot_before_anything_connects(tmp_pat
     assert not (tmp_path / "d.zarr").exists()
 
 
+def test_a_refused_seed_leaves_no_new_store_behind(tmp_path, capsys):
+    """The refusal advises dropping --seed; a store made before the check, left empty, then
+    refused that very rerun ("already exists")."""
+    from shallowpi.cli import main
+
+    words = ["record", "--robot", "arm", "--sim", "--task", "cube_in_bowl", "--data-root", str(tmp_path),
+             "--dataset", "d", "--episodes", "1", "--no-tui", f"telemetry.address={tmp_path}/t.sock",
+             "record.sim_size=32x32"]
+    assert main([*words, "--seed", "1000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "reaches seeds 1000..999999, eval --sim's held-out scenes; drop --seed" in err and err.count("\n") == 0, err
+    assert not (tmp_path / "d.zarr").exists()
+
+
 def test_first_seed_continues_past_every_stored_scene(tmp_path):
     store = make_store(tmp_path / "old.zarr", episodes=3)  # recorded before seeds were stored: 0, 1, 2
     assert first_seed(store, None, 5) == 3

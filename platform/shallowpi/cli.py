@@ -15,9 +15,9 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from shallowpi.errors import PlatformError
 
@@ -80,6 +80,24 @@ def user_path(text: str) -> Path:
     """argparse type for a path: `~` expanded. The shell expands it only at a word's start,
     so `--policy=~/ckpt` arrives with its tilde and would name a folder called `~`."""
     return Path(text).expanduser()
+
+
+def at_least(minimum: float, kind: type = int, *, above: bool = False) -> Callable[[str], Any]:
+    """argparse type: a `kind` (int or float) >= `minimum` (> with `above`), so a count, seed
+    or duration of the wrong sign is one line at parse time. 0 must reach the range check:
+    a flag's value is taken with `is None`, never `or` (which took `--episodes 0` for the
+    default)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if value < minimum or (above and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text} is not {'>' if above else '>='} {minimum:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
 
 
 def add_config_flags(

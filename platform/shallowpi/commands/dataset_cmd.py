@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shallowpi import config
-from shallowpi.cli import add_config_flags, overrides_from, user_path
+from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
 from shallowpi.errors import PlatformError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action("info", "features, metadata and the episode table of a store")
     check = action("check", "verify every episode; exits 1 naming what is wrong")
     check.add_argument("--quick", action="store_true", help="decode only each episode's first and last frame")
-    check.add_argument("--workers", type=int, help="frames decoded at once (default: one per core)")
+    check.add_argument("--workers", type=at_least(1), help="frames decoded at once (default: one per core)")
     action("repair", "remove the uncommitted frames a stopped recording left past the last episode")
     show = action("show", "write a PNG of one episode: camera frames and joint plots")
     show.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")

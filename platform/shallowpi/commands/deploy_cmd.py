@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.cli import add_config_flags, overrides_from, user_path
+from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
 from shallowpi.commands.console import LinePrinter
 from shallowpi.commands.deploy_recording import DeploymentRecorder
 
@@ -70,12 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "without it, drive the robot")
     parser.add_argument("--task", help="task name or instruction (twin: default the training store's); "
                                        "on the robot, the instruction (required)")
-    parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
-    parser.add_argument("--seed", type=int, help="--sim: seed of the first episode (default 1000, the twins' "
+    parser.add_argument("--episodes", type=at_least(1), default=3, help="episodes to run (default 3)")
+    parser.add_argument("--seed", type=at_least(0), help="--sim: seed of the first episode (default 1000, the twins' "
                         "first held-out scene)")
-    parser.add_argument("--episode-time-s", type=float,
+    parser.add_argument("--episode-time-s", type=at_least(0, float, above=True),
                         help="episode length, s (twin: at most the task's limit; robot: default record.episode_time_s)")
-    parser.add_argument("--reset-time-s", type=float,
+    parser.add_argument("--reset-time-s", type=at_least(0, float),
                         help="robot: seconds it holds before each episode while the scene is set "
                              "(default record.reset_time_s)")
     parser.add_argument("--allow-uncalibrated", action="store_true",
@@ -87,9 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the profile's backend")
     parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
                         help="action selection (default: deploy.strategy, rtc)")
-    parser.add_argument("--replan-every", type=int, metavar="K",
+    parser.add_argument("--replan-every", type=at_least(1), metavar="K",
                         help="a new chunk every K actions (default: action_selection.replan_every, half the chunk)")
-    parser.add_argument("--delay-ms", type=float,
+    parser.add_argument("--delay-ms", type=at_least(0, float),
                         help="--sim: inject this much inference delay (the delay experiment; refused on a robot)")
     parser.add_argument("--realtime", action="store_true", help="--sim: pace the loop by the wall clock")
     parser.add_argument("--bundle", type=user_path,

@@ -44,7 +44,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shallowpi.cli import overrides_from, user_path
+from shallowpi.cli import at_least, overrides_from, user_path
 
 SIM_MODES = ("direct", "stack")
 SIM_EPISODES = 10  # --sim's default episode count (its first seed: EVAL_SEEDS.start)
@@ -61,10 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
     parser.add_argument("--episodes", type=int, nargs="+", metavar="INDEX",
                         help="offline: the store's episode indices to evaluate (with --sim, the count is --sim-episodes)")
-    parser.add_argument("--samples", type=int, metavar="N",
+    parser.add_argument("--samples", type=at_least(1), metavar="N",
                         help="offline: at most N training windows (an observation and the action chunk after it) "
                              f"of those episodes (default {OFFLINE_SAMPLES})")
-    parser.add_argument("--steps", type=int, metavar="N",
+    parser.add_argument("--steps", type=at_least(1), metavar="N",
                         help="Euler steps of the flow-matching sampler, not training steps (default: the "
                              "checkpoint's, 10)")
     parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
@@ -74,21 +74,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--sim", nargs="?", const="direct", metavar="{direct,stack}",
                      help="success rate in the robot's twin instead: direct (default, in-process) or "
                           "stack (through the emulated servos and software RealSenses)")
-    sim.add_argument("--sim-episodes", type=int, metavar="N", help=f"episodes to run (default {SIM_EPISODES})")
-    sim.add_argument("--seed", type=int, help="seed of the first episode (default 1000, the first held-out scene)")
+    sim.add_argument("--sim-episodes", type=at_least(1), metavar="N", help=f"episodes to run (default {SIM_EPISODES})")
+    sim.add_argument("--seed", type=at_least(0), help="seed of the first episode (default 1000, the first held-out scene)")
     sim.add_argument("--robot", help="robot to simulate (default: the training store's)")
     sim.add_argument("--task", help="task name (default: the training store's; `platform sim --list`)")
     sim.add_argument("--sim-size", metavar="WxH", help="render size (default: the training store's)")
     sim.add_argument("--scenes", choices=["own", "shared"],
                      help="each task's own scenes (default), or scenes where every task of the robot is "
                           "doable, so following the instruction is what tells them apart")
-    sim.add_argument("--replan-every", type=int, metavar="K",
+    sim.add_argument("--replan-every", type=at_least(1), metavar="K",
                      help="a new chunk every K actions (default: half the chunk; 1 for ensemble)")
     sim.add_argument("--strategy", choices=["replan", "ensemble", "rtc"],
                      help="how each tick's action comes from the chunks (default: action_selection.strategy)")
-    sim.add_argument("--delay-ticks", type=int, metavar="N",
+    sim.add_argument("--delay-ticks", type=at_least(0), metavar="N",
                      help="simulated inference latency in control periods (default 0)")
-    sim.add_argument("--episode-time-s", type=float, help="stop episodes sooner than the task's time limit")
+    sim.add_argument("--episode-time-s", type=at_least(0, float, above=True), help="stop episodes sooner than the task's time limit")
     sim.add_argument("--video", type=user_path, metavar="DIR", help="write an .mp4 of each episode here")
     sim.add_argument("--png", type=user_path, metavar="DIR", help="write a filmstrip .png of each episode here")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")

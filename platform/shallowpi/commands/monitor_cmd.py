@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from shallowpi.cli import overrides_from
+from shallowpi.cli import at_least, overrides_from
 from shallowpi.errors import PlatformError
 
 if TYPE_CHECKING:  # imported inside the functions: `platform --help` stays light
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ask for control: keys send commands to the recorder (if it allows remote control)",
     )
     parser.add_argument(
-        "--wait-s", type=float, default=0.0, metavar="S",
+        "--wait-s", type=at_least(0, float), default=0.0, metavar="S",
         help="wait up to S seconds for the recorder to start publishing (default: fail at once)",
     )
     parser.add_argument(

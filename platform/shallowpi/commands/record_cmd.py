@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi import config
-from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.cli import add_config_flags, at_least, overrides_from
 from shallowpi.commands.console import LinePrinter
 from shallowpi.errors import PlatformError
 
@@ -100,15 +100,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="record in the MuJoCo twin: `direct` runs it in-process (the default); "
                              "`stack` runs it behind emulated servo chains and software RealSenses, "
                              "through the real drivers")
-    parser.add_argument("--episodes", type=int,
+    parser.add_argument("--episodes", type=at_least(1),
                         help=f"episodes to record in this run (default {defaults.get('episodes', '?')}: record.episodes)")
-    parser.add_argument("--episode-time-s", type=float,
+    parser.add_argument("--episode-time-s", type=at_least(0, float, above=True),
                         help=f"seconds per episode (default {defaults.get('episode_time_s', '?')}: "
                              "record.episode_time_s)")
-    parser.add_argument("--reset-time-s", type=float,
+    parser.add_argument("--reset-time-s", type=at_least(0, float),
                         help=f"seconds between episodes to reset the scene (default {defaults.get('reset_time_s', '?')}: "
                              "record.reset_time_s)")
-    parser.add_argument("--fps", type=float,
+    parser.add_argument("--fps", type=at_least(0, float, above=True),
                         help=f"control and recording rate in Hz (default: the robot's: {_robot_rates()}; "
                              "a rate above it is refused; in simulation only the robot's own: set robot.fps=N)")
     parser.add_argument("--resume", action="store_true",
@@ -116,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "unless --allow-mixed-calibration)")
     parser.add_argument("--allow-mixed-calibration", action="store_true",
                         help="let --resume add episodes of another calibration id; recorded in the store")
-    parser.add_argument("--seed", type=int,
+    parser.add_argument("--seed", type=at_least(0),
                         help="simulation: seed of the first episode (default: 0, or with --resume one past "
                              "the seeds already in the dataset)")
     parser.add_argument("--realtime", action="store_true",
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
     rec = cfg.record
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
-    fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)
+    fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)  # --fps > 0 (parsed)
     if fps > robot_hz:
         # Robot.act moves a joint at most max_velocity / robot.fps a call: a faster loop would
         # multiply every joint's speed limit (the executor refuses the same). Before anything
@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
                                  numeric_chunk_rows=cfg.store.numeric_chunk_rows)
         session_cfg = SessionConfig(
             task=rig.task_text,
-            episodes=args.episodes or rec.episodes,
-            episode_time_s=args.episode_time_s or rec.episode_time_s,
+            episodes=rec.episodes if args.episodes is None else args.episodes,
+            episode_time_s=rec.episode_time_s if args.episode_time_s is None else args.episode_time_s,
             reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
             fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
             calibration_id=rig.calibration_id, autostart=True,
@@ -219,11 +219,14 @@ def run(args: argparse.Namespace) -> int:
                                    allow_mixed_calibration=args.allow_mixed_calibration)
             if args.allow_mixed_calibration:
                 store.allow_mixed_calibration()
-        else:
+        # Simulation: every episode of a store gets its own scene. A refused --seed is refused
+        # before a new store is made: one left behind empty would block the rerun it advises.
+        seed = None if rig.scene is None else first_seed(store, args.seed, session_cfg.episodes)
+        if store is None:
             store_path.parent.mkdir(parents=True, exist_ok=True)
             store = EpisodeStore.create(store_path, rig.features, settings)
-        if rig.scene is not None:  # simulation: every episode of a store gets its own scene
-            rig.scene.seed = first_seed(store, args.seed, args.episodes or rec.episodes)
+        if rig.scene is not None:
+            rig.scene.seed = seed
         config.save_resolved(cfg, store_path / PROVENANCE_DIR, f"record-{stamp}.yaml")
         if len(store):
             disk.learn(store, len(store) - 1)

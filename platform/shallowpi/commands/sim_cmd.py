@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from shallowpi import config
-from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.cli import add_config_flags, at_least, overrides_from
 from shallowpi.errors import PlatformError
 
 HELP = "run scripted experts in the simulation twin; success rate and steps/s"
@@ -30,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument("--task", help="task name (see --list)")
     parser.add_argument("--list", action="store_true", help="list the robot's tasks and exit")
-    parser.add_argument("--episodes", type=int, default=1, help="episodes to run (default 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
+    parser.add_argument("--episodes", type=at_least(1), default=1, help="episodes to run (default 1)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the first episode (default 0)")
     parser.add_argument(
         "--sim",
         default="direct",
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     """List the robot's tasks, or run the scripted expert for --episodes and print the
     success rate and speed (steps/s, times real time). Returns 0.
 
-    Raises PlatformError without --task, for --episodes < 1, or for --video/--png with
-    --no-render.
+    Raises PlatformError without --task, for --video/--png with --no-render or named with
+    another suffix than the file they write (--episodes < 1 and a negative --seed do not parse).
     """
     from shallowpi.robots.observation import Observation
     from shallowpi.robots.sim.direct import DirectSimRobot
@@ -78,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
             note = "" if name in tasks else "   (check task: for tests, never a default)"
             print(f"{name:20s} {task.instruction}{note}")
         return 0
-    if args.episodes < 1:
-        raise PlatformError("--episodes must be at least 1")
     task = get_task(robot_name, args.task)
     width, height = _size(args.size)
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     cameras = () if args.no_render else spec.cameras
     if args.no_render and (args.video or args.png):
         raise PlatformError("--video and --png need the cameras; drop --no-render")
+    for flag, path, suffix in (("--png", args.png, ".png"), ("--video", args.video, ".mp4")):
+        if path and not str(path).lower().endswith(suffix):  # the writer's format, whatever the name says
+            raise PlatformError(f"{flag} {path}: it writes a {suffix} file; name it so (e.g. {Path(path).stem}{suffix})")
 
     video = VideoWriter(args.video, spec.fps) if args.video else None
     strip = StripWriter(args.png, roles=cameras, fps=spec.fps) if args.png else None

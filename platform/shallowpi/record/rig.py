@@ -112,17 +112,17 @@ class ExpertScene:
                 "sim_noise": 0.0 if self.noise is None else self.noise.scale}
 
 
-def first_seed(store: Any, requested: int | None, episodes: int) -> int:
-    """Seed of a simulated session's first episode, so that no two episodes of `store` share
-    a scene and none is one of `eval --sim`'s held-out scenes (`EVAL_SEEDS`,
-    robots/sim/episode.py): `requested` if given, else one past the largest seed in the
-    store (episodes stored without a seed count as seeds 0..n-1, the default of the
-    recorder that wrote them), moved past the held-out range when the session would reach
-    into it. Raises `PlatformError` when a requested range repeats a stored seed or
-    reaches into the held-out range."""
+def first_seed(store: Any | None, requested: int | None, episodes: int) -> int:
+    """Seed of a simulated session's first episode, so that no two episodes of `store`
+    (None: a store not made yet) share a scene and none is one of `eval --sim`'s held-out
+    scenes (`EVAL_SEEDS`, robots/sim/episode.py): `requested` if given, else one past the
+    largest seed in the store (episodes stored without a seed count as seeds 0..n-1, the
+    default of the recorder that wrote them), moved past the held-out range when the session
+    would reach into it. Raises `PlatformError` when a requested range repeats a stored seed
+    or reaches into the held-out range."""
     from shallowpi.robots.sim.episode import EVAL_SEEDS
 
-    stored = store.episodes
+    stored = store.episodes if store is not None else []
     used = {int(e.extra["seed"]) for e in stored if e.extra.get("seed") is not None}
     unseeded = sum(1 for e in stored if e.extra.get("seed") is None)
     following = max([s + 1 for s in used] + [unseeded])
