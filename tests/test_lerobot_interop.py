@@ -145,6 +145,56 @@ def test_export_of_a_foreign_store_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_import_keeps_a_float64_feature_bit_exact(tmp_path):
+    """The parquet keeps doubles, but lerobot's item transform makes every value a float32
+    tensor: imported through it, a float64 feature kept its dtype and lost its precision
+    (1e-8 off). Numbers are read from the columns themselves."""
+    from shallowpi.data.features import Feature
+    from shallowpi.data.lerobot_export import export_lerobot
+    from shallowpi.data.lerobot_import import import_lerobot
+
+    features = {"observation.state": Feature("float64", (3,), names=("a", "b", "c")),
+                "action": Feature("float32", (3,), names=("a", "b", "c"))}
+    rng = np.random.default_rng(0)
+    with EpisodeStore.create(tmp_path / "f64.zarr", features) as store:
+        writer = store.begin_episode("hold", robot="arm", fps=30)
+        for t in range(5):
+            writer.add_frame({"observation.state": 1 / 3 + 1e-9 * rng.standard_normal(3),
+                              "action": rng.standard_normal(3).astype(np.float32)}, t / 30)
+        writer.commit()
+    export_lerobot(tmp_path / "f64.zarr", tmp_path / "lerobot", repo_id=REPO_ID)
+    import_lerobot(tmp_path / "lerobot", tmp_path / "back.zarr", repo_id=REPO_ID)
+    with EpisodeStore.open(tmp_path / "f64.zarr") as source, EpisodeStore.open(tmp_path / "back.zarr") as back:
+        assert back.features["observation.state"].dtype == "float64"
+        for key in features:
+            np.testing.assert_array_equal(back.read_episode(0)[key], source.read_episode(0)[key])
+
+
+@pytest.mark.bad_store  # NaN on purpose
+def test_export_refuses_numbers_that_would_make_lerobots_statistics_nan(tmp_path):
+    """lerobot averages every frame into meta/stats.json: one NaN action made its action
+    mean NaN, and every normalised sample with it. The store records such rows at commit;
+    export names them, as `train` refuses them, and writes nothing."""
+    from shallowpi.data.lerobot_export import export_lerobot
+    from store_fixtures import arm_features, synthetic_frame
+
+    store = EpisodeStore.create(tmp_path / "nan.zarr", arm_features())
+    rng = np.random.default_rng(0)
+    for e in range(2):
+        writer = store.begin_episode("wave", robot="arm", fps=30)
+        for t in range(6):
+            frame = synthetic_frame(rng, t)
+            if e == 1 and t in (3, 4):
+                frame["action"] = np.full_like(frame["action"], np.nan)
+            writer.add_frame(frame, t / 30.0)
+        writer.commit()
+    store.close()
+    with pytest.raises(PlatformError, match=r"^nan.zarr episode 1: action holds NaN/inf at rows 3-4; lerobot's "
+                                            r"statistics would be NaN: delete it first \(`platform dataset delete "):
+        export_lerobot(tmp_path / "nan.zarr", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_lerobot_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     import sys
 

@@ -44,6 +44,55 @@ def _chunk(path: Path, key: str, name: str) -> Path:
 
 
 @pytest.mark.bad_store
+@pytest.mark.parametrize("damage", ["numbers gone", "frame gone", "numbers changed"])
+def test_merge_and_delete_refuse_a_damaged_store_and_leave_it_as_it_was(tmp_path, damage):
+    """Both copy episodes through zarr, which reads a missing chunk as zeros; the copy then
+    recorded fresh checksums over them, and `dataset check` called the result healthy (a
+    delete did that in place, for good). A frame gone was a FileNotFoundError traceback that
+    left a half-made merge behind. Now each refuses before writing, or stops at the first
+    copied episode that fails its checksums, and removes what it made."""
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=3, length=20, settings=StoreSettings(durable=False, numeric_chunk_rows=16)).close()
+    other = make_store(tmp_path / "o.zarr", episodes=1)
+    if damage == "numbers gone":
+        _chunk(path, "action", "2.0").unlink()  # rows 32-47: episodes 1 and 2
+    elif damage == "frame gone":
+        _chunk(path, "observation.images.front", "25.0.0.0").unlink()  # episode 1
+    else:
+        with EpisodeStore.open(path, mode="a") as store:
+            store._group["data/action"][25] = np.full(6, 9.0, np.float32)  # bit rot in episode 1
+    expected = "does not match its checksum" if damage == "numbers changed" else "s.zarr is damaged: data/"
+    with EpisodeStore.open(path) as store:
+        before = check_store(store).problems
+        assert before
+        with pytest.raises(StoreError, match=expected):
+            EpisodeStore.merge([other, store], tmp_path / "m.zarr")
+    assert not (tmp_path / "m.zarr").exists()  # a rerun is not refused as "already exists"
+    with EpisodeStore.open(path, mode="a") as store, pytest.raises(StoreError, match=expected):
+        store.delete_episodes([2] if damage == "numbers changed" else [0])  # keeps the damaged episode 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr", "s.zarr"]  # no .compacting left
+    with EpisodeStore.open(path) as store:
+        assert len(store) == 3 and check_store(store).problems == before  # as it was: still named
+
+
+def test_merge_refuses_to_encode_frames_again_lossily(tmp_path):
+    """Frames copy as their bytes only between stores that encode them alike; otherwise a
+    merge re-encodes them with the first store's codec. Into a lossless store nothing is
+    lost; into a JPEG one every frame of a lossless source lost detail, silently."""
+    jpeg = make_store(tmp_path / "jpeg.zarr", episodes=1, length=5)
+    raw = make_store(tmp_path / "raw.zarr", episodes=1, length=5,
+                     settings=StoreSettings(image_codec="blosc-zstd", durable=False))
+    with pytest.raises(StoreError, match=r"raw.zarr's frames are blosc-zstd and jpeg.zarr's jpeg q90: merged into "
+                                         r"jpeg.zarr's, they would be encoded again with jpeg, losing detail; put "
+                                         r"raw.zarr first"):
+        EpisodeStore.merge([jpeg, raw], tmp_path / "m.zarr")
+    assert not (tmp_path / "m.zarr").exists()
+    merged = EpisodeStore.merge([raw, jpeg], tmp_path / "m.zarr")  # into the lossless one: exact
+    np.testing.assert_array_equal(merged.read_episode(0)["observation.images.front"],
+                                  raw.read_episode(0)["observation.images.front"])
+
+
+@pytest.mark.bad_store
 def test_missing_chunk_files_are_named_by_array_and_rows(tmp_path):
     path = tmp_path / "s.zarr"
     make_store(path, episodes=3, length=20, settings=StoreSettings(durable=False, numeric_chunk_rows=16)).close()
@@ -268,7 +317,7 @@ def test_after_a_kill_check_names_the_tail_and_repair_trims_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert ("killed.zarr: 12 uncommitted frames past the last committed episode, left by a writer that stopped "
             "before committing (no committed episode is affected); the next recording removes them, or "
-            "`platform dataset repair killed` now") in result.stdout
+            f"`platform dataset repair {path}` now") in result.stdout  # the path: a name would resolve under the data root
     assert "ok, 2 episodes, 20 frames verified" in result.stdout
     with EpisodeStore.open(path) as store:
         before = [store.read_episode(i) for i in range(2)]

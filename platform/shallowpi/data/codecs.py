@@ -15,6 +15,7 @@ from numcodecs.abc import Codec
 from shallowpi.errors import StoreError
 
 IMAGE_CODECS = ("jpeg", "jpegxl", "blosc-zstd", "blosc-lz4", "none")
+LOSSLESS_IMAGE_CODECS = ("blosc-zstd", "blosc-lz4", "none")  # the rest lose detail at each encode
 
 
 def register_image_codecs() -> None:

@@ -164,8 +164,14 @@ class EpisodeWriter:
         dropped_frames: int = 0,
         extra: Mapping[str, Any] | None = None,
         duration_s: float | None = None,
+        expect_checksums: Mapping[str, str] | None = None,
     ) -> EpisodeInfo:
-        """Write the episode and make it visible, atomically; returns its metadata."""
+        """Write the episode and make it visible, atomically; returns its metadata.
+
+        `expect_checksums` (a copied episode's, from its source): a numeric array whose rows
+        hash otherwise raises StoreError before anything is committed, so a copy never
+        records fresh checksums over rows its source lost (zarr reads a missing chunk as
+        zeros)."""
         self._require_open()
         if self._length == 0:
             raise StoreError("cannot commit an episode with no frames; discard it instead")
@@ -181,6 +187,9 @@ class EpisodeWriter:
             array.resize((end, *array.shape[1:]))
             array[self._start : end] = rows
             checksums[key] = checksum(rows)
+            if expect_checksums and key in expect_checksums and expect_checksums[key] != checksums[key]:
+                raise StoreError(f"{key} of the episode being copied does not match its checksum from commit time "
+                                 "in its source store: `platform dataset check` names the damage")
             if ranges := nonfinite_ranges(rows):
                 nonfinite[key] = ranges
                 # Kept, as recorded: `dataset check` and training name these rows.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,7 @@ from shallowpi.data.lerobot_interop import (
     lerobot_features,
 )
 from shallowpi.data.lerobot_verify import verify_lerobot_export
+from shallowpi.data.row_ranges import describe_ranges
 from shallowpi.data.store import EpisodeStore
 from shallowpi.data.store_files import require_intact
 from shallowpi.errors import StoreError
@@ -97,6 +99,17 @@ def _sizes_text(sizes: Mapping[str, tuple[int, int]]) -> str:
     return ", ".join(sorted({f"{w}x{h}" for w, h in sizes.values()}))
 
 
+def _require_finite(store: EpisodeStore) -> None:
+    """StoreError naming the first episode whose numbers hold NaN/inf, and how many do."""
+    bad = [(e, key, ranges) for e in range(len(store)) for key, ranges in store.episode(e).nonfinite.items()]
+    if bad:
+        episode, key, ranges = bad[0]
+        more = f" (and {len(bad) - 1} more episode arrays)" if len(bad) > 1 else ""
+        raise StoreError(f"{store.path.name} episode {episode}: {key} holds NaN/inf at rows {describe_ranges(ranges)}"
+                         f"{more}; lerobot's statistics would be NaN: delete it first (`platform dataset delete "
+                         f"{shlex.quote(str(store.path))} --episode {episode}`)")
+
+
 def export_lerobot(
     store_path: Path,
     out_dir: Path,
@@ -109,6 +122,10 @@ def export_lerobot(
     `repo_id` is only a label inside the dataset (`local/<store name>` by default);
     nothing is uploaded. Load the result with
     `LeRobotDataset(repo_id, root=out_dir)`.
+
+    Refused (StoreError, before anything is written) for a damaged store or one whose
+    numbers hold NaN/inf (recorded per episode at commit): lerobot would average them into
+    meta/stats.json, and its normalisation would make every sample NaN.
 
     Cameras are AV1 video (lerobot's default), or H.264 where the AV1 encoder cannot take
     their size; StoreError if neither can. The export is written and then verified (frame
@@ -124,6 +141,7 @@ def export_lerobot(
         require_intact(store)  # zarr would read a missing chunk as zeros
         if len(store) == 0:
             raise StoreError(f"{store_path.name} has no episodes to export")
+        _require_finite(store)
         repo_id = repo_id or f"local/{store_path.stem}"
         fps = _dataset_fps(store)
         codec = choose_video_codec(store) if _camera_sizes(store.features) else VIDEO_CODECS[0]

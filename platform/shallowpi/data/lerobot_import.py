@@ -131,6 +131,10 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
         raise StoreError(f"{src_dir} has no numeric or camera features to import")
     episode_of_row = np.asarray(dataset.hf_dataset["episode_index"])
     robot = dataset.meta.robot_type or ""
+    # Numbers straight from the parquet columns (Arrow), in their own dtype: lerobot's item
+    # transform makes every value a float32 tensor, and so does the dataset's "numpy" format
+    # under it; either cut a float64 feature's precision.
+    columns = dataset.hf_dataset.with_format("arrow")
 
     staging = store_path.with_name(store_path.name + STAGING_SUFFIX)
     shutil.rmtree(staging, ignore_errors=True)
@@ -144,7 +148,7 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
                 stop = row
                 while stop < total and int(episode_of_row[stop]) == episode:
                     stop += 1
-                _import_episode(dataset, store, features, row, stop, robot)
+                _import_episode(dataset, columns, store, features, row, stop, robot)
                 row = stop
                 _report(progress, row, total)
         os.replace(staging, store_path)
@@ -154,17 +158,24 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
     return store_path
 
 
-def _import_episode(dataset: Any, store: EpisodeStore, features: Mapping[str, Feature],
+def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: Mapping[str, Feature],
                     start: int, stop: int, robot: str) -> None:
+    """Rows start:stop of `dataset` as one episode: numbers from `columns` (its parquet
+    columns as Arrow), camera frames and tasks from lerobot's items."""
+    table = columns[start:stop]
+    rows = {key: np.asarray(table.column(key).to_pylist())
+            for key, feature in [*features.items(), ("timestamp", None)]
+            if feature is None or feature.kind is not FeatureKind.IMAGE}
     first = dataset[start]
     tasks = [str(first.get("task", ""))]
     writer = store.begin_episode(tasks[0], robot=robot, fps=float(dataset.fps))
     with writer:  # discards the episode if anything below raises
-        for index in range(start, stop):
+        for offset, index in enumerate(range(start, stop)):
             item = first if index == start else dataset[index]
             task = str(item.get("task", ""))
             if task not in tasks:
                 tasks.append(task)
-            values = {key: _to_store_value(feature, item[key]) for key, feature in features.items()}
-            writer.add_frame(values, float(item["timestamp"]))
+            values = {key: _to_store_value(feature, item[key] if feature.kind is FeatureKind.IMAGE else rows[key][offset])
+                      for key, feature in features.items()}
+            writer.add_frame(values, float(rows["timestamp"][offset]))
         writer.commit(extra={"tasks": tasks} if len(tasks) > 1 else None)

@@ -14,16 +14,20 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
 from shallowpi.data.durable_io import fsync_path, release_writer_lock
+from shallowpi.data.features import FeatureKind
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
     EPISODES_DIR,
     PROVENANCE_DIR,
     EpisodeInfo,
     EpisodeStore,
+    StoreSettings,
     _finish_interrupted_swap,
     check_mixing,
 )
+from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
 from shallowpi.errors import StoreError
 
@@ -34,19 +38,26 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     Costs a copy of the kept episodes' rows; camera frames are linked (or copied) as their
     encoded bytes. The copy keeps the store's format (and so its row pairing) and what it
     allowed to mix.
-    Raises StoreError on an index the store does not have.
+    Raises StoreError on an index the store does not have, or on a damaged store (a chunk
+    file gone, rows that fail their checksums): the rewrite would record what zarr reads
+    there (zeros) as data, with fresh checksums. The store is left as it was.
     """
     store._require_writable()
     drop = {store._check_index(i) for i in indices}
     keep = [i for i in range(len(store)) if i not in drop]
+    require_intact(store)
     staging = store.path.with_name(store.path.name + COMPACTING_SUFFIX)
     shutil.rmtree(staging, ignore_errors=True)
     settings = dataclasses.replace(store.settings)
-    with EpisodeStore.create(staging, store.features, settings, version=store.version) as compacted:
-        if store.summary.allow_mixed_calibration:
-            compacted.allow_mixed_calibration()
-        for i in keep:
-            _copy_episode(compacted, store, i, checked=False)
+    try:
+        with EpisodeStore.create(staging, store.features, settings, version=store.version) as compacted:
+            if store.summary.allow_mixed_calibration:
+                compacted.allow_mixed_calibration()
+            for i in keep:
+                _copy_episode(compacted, store, i, checked=False)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     carry_provenance([store.path], staging)
     (staging / ".complete").touch()
     fsync_path(staging)
@@ -123,7 +134,10 @@ def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked
     try:
         writer.add_frames_from(source, start, stop)
         return writer.commit(success=info.success, dropped_frames=info.dropped_frames,
-                             extra=info.extra, duration_s=info.duration_s)
+                             extra=info.extra, duration_s=info.duration_s, expect_checksums=info.checksums)
+    except StoreError as err:
+        writer.discard()
+        raise StoreError(f"{source.path.name} episode {index}: {err}") from None
     except BaseException:
         if writer.is_open:
             writer.discard()
@@ -134,15 +148,21 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
           allow_mixed_calibration: bool = False) -> EpisodeStore:
     """A new store at `out` holding every episode of `sources`, in order.
 
-    Refused before anything is written when the sources differ in features, row pairing
-    or fps, or in calibration id unless `allow_mixed_calibration` (then recorded in the
-    new store, as it is when a source already allowed it). Raises StoreError.
+    Refused before anything is written when a source is damaged (`require_intact`), when
+    the sources differ in features, row pairing or fps, in calibration id unless
+    `allow_mixed_calibration` (then recorded in the new store, as it is when a source
+    already allowed it), or when a source's frames would be re-encoded by a lossy codec (the
+    new store takes the first source's). A copied episode whose numbers fail their source's
+    checksums stops the merge; a merge that fails removes what it made. Raises StoreError.
     """
     if not sources:
         raise StoreError("nothing to merge")
     first = sources[0]
     held = first.summary
+    for source in sources:
+        require_intact(source)
     for k, other in enumerate(sources[1:], start=1):
+        check_no_lossy_reencode(first, other)
         if other.features != first.features:
             keys = sorted({k for k, _ in set(other.features.items()) ^ set(first.features.items())})
             raise StoreError(f"{first.path.name} and {other.path.name} differ in features {', '.join(keys)}; they cannot be merged")
@@ -154,13 +174,38 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
                                    calibration_ids=tuple(sorted({*held.calibration_ids, *other.summary.calibration_ids})),
                                    allow_mixed_calibration=held.allow_mixed_calibration or allowed)
     merged = EpisodeStore.create(out, first.features, first.settings, version=first.version)
-    if len(held.calibration_ids) > 1 or held.allow_mixed_calibration:
-        merged.allow_mixed_calibration()
-    for source in sources:
-        for i in range(len(source)):
-            append_episode_from(merged, source, i)
-    carry_provenance([s.path for s in sources], merged.path)
+    try:
+        if len(held.calibration_ids) > 1 or held.allow_mixed_calibration:
+            merged.allow_mixed_calibration()
+        for source in sources:
+            for i in range(len(source)):
+                append_episode_from(merged, source, i)
+        carry_provenance([s.path for s in sources], merged.path)
+    except BaseException:
+        merged.close()
+        shutil.rmtree(merged.path, ignore_errors=True)  # new, made here: a rerun finds no half store
+        raise
     return merged
+
+
+def check_no_lossy_reencode(into: EpisodeStore, source: EpisodeStore) -> None:
+    """Raise StoreError when copying `source`'s frames into `into` would decode and encode
+    them again with a lossy codec: frames copy as their bytes only when both stores encode
+    them alike, and a lossy codec loses detail at every encode."""
+    a, b = into.settings, source.settings
+    if not any(f.kind is FeatureKind.IMAGE for f in into.features.values()):
+        return
+    if (a.image_codec, a.image_quality) == (b.image_codec, b.image_quality) or a.image_codec in LOSSLESS_IMAGE_CODECS:
+        return
+    raise StoreError(f"{source.path.name}'s frames are {_encoding(b)} and {into.path.name}'s {_encoding(a)}: merged "
+                     f"into {into.path.name}'s, they would be encoded again with {a.image_codec}, losing detail; "
+                     f"put {source.path.name} first if its codec is lossless, or keep the stores apart")
+
+
+def _encoding(settings: StoreSettings) -> str:
+    """'jpeg q90', 'blosc-zstd': a store's image encoding, for messages."""
+    lossy = settings.image_codec not in LOSSLESS_IMAGE_CODECS
+    return f"{settings.image_codec} q{settings.image_quality}" if lossy else settings.image_codec
 
 
 def carry_provenance(sources: Sequence[Path], into: Path) -> None:

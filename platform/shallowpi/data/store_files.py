@@ -65,7 +65,7 @@ class Tail:
         leftovers = f"{self.frames} uncommitted frames" if self.frames else f"{self.partial_files} unfinished chunk files"
         return (f"{leftovers} past the last committed episode, left by a writer that stopped before "
                 f"committing (no committed episode is affected); the next recording removes them, "
-                f"or `platform dataset repair {store.path.stem}` now")
+                f"or `platform dataset repair {shlex.quote(str(store.path))}` now")
 
 
 @dataclass
