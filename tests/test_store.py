@@ -161,6 +161,18 @@ def test_merged_frames_share_their_files_and_outlive_the_sources_edits(tmp_path)
             np.testing.assert_array_equal(value, episode[key])
 
 
+def test_merge_keeps_joint_kinds_whichever_store_comes_first(tmp_path):
+    """Joint kinds (which joints are grippers, for delta actions and plots) do not take part
+    in comparing features: a first store without them (a lerobot import) dropped them."""
+    kinds = ("revolute",) * 5 + ("gripper",)
+    plain = make_store(tmp_path / "plain.zarr", episodes=1, length=5)
+    kinded = make_store(tmp_path / "kinded.zarr", episodes=1, length=5, kinds=kinds)
+    assert not plain.features["action"].kinds
+    for order, name in (([plain, kinded], "pk.zarr"), ([kinded, plain], "kp.zarr")):
+        merged = EpisodeStore.merge(order, tmp_path / name)
+        assert merged.features["action"].kinds == kinds and merged.features["observation.state"].kinds == kinds
+
+
 def test_merge_reencodes_when_codecs_differ(tmp_path):
     a = make_store(tmp_path / "a.zarr", episodes=1, length=5)
     b = make_store(tmp_path / "b.zarr", episodes=1, length=5,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
 from shallowpi.data.durable_io import fsync_path, release_writer_lock
-from shallowpi.data.features import FeatureKind
+from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
     EPISODES_DIR,
@@ -173,7 +173,7 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
         held = dataclasses.replace(held, fps=tuple(sorted({*held.fps, *other.summary.fps})),
                                    calibration_ids=tuple(sorted({*held.calibration_ids, *other.summary.calibration_ids})),
                                    allow_mixed_calibration=held.allow_mixed_calibration or allowed)
-    merged = EpisodeStore.create(out, first.features, first.settings, version=first.version)
+    merged = EpisodeStore.create(out, _with_joint_kinds(first.features, sources), first.settings, version=first.version)
     try:
         if len(held.calibration_ids) > 1 or held.allow_mixed_calibration:
             merged.allow_mixed_calibration()
@@ -186,6 +186,18 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
         shutil.rmtree(merged.path, ignore_errors=True)  # new, made here: a rerun finds no half store
         raise
     return merged
+
+
+def _with_joint_kinds(features: Mapping[str, Feature], sources: Sequence[EpisodeStore]) -> dict[str, Feature]:
+    """`features`, each without joint kinds taking them from the first source that has
+    them: kinds do not take part in comparing features (a lerobot import has none), so a
+    merge whose first store lacked them dropped every other store's."""
+    out = dict(features)
+    for key, feature in features.items():
+        if not feature.kinds:
+            found = next((s.features[key].kinds for s in sources if s.features[key].kinds), ())
+            out[key] = dataclasses.replace(feature, kinds=found)
+    return out
 
 
 def check_no_lossy_reencode(into: EpisodeStore, source: EpisodeStore) -> None:
