@@ -157,7 +157,11 @@ def test_keys_against_a_real_session_do_what_the_store_shows(tmp_path):
 def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
     feed = StatusMailbox(max_hz=0)
     app = RecorderDashboard(feed, lambda command: None)
-    many_joints = [f"joint_{i}" for i in range(28)]  # a humanoid's worth
+    from dxl_fixtures import robot_spec
+    from shallowpi.tui import recorder_render as render
+
+    many_joints = robot_spec("humanoid").joint_names  # 19, up to 22 characters a name
+    many_joints += [f"extra_joint_{i}" for i in range(28 - len(many_joints))]
 
     async def scenario(pilot: Pilot) -> None:
         status = make_status(RecorderState.RECORDING, joint_names=many_joints, leader=[0.1] * 28,
@@ -174,6 +178,11 @@ def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
         for name in ("summary", "joints", "episodes", "message", "keys"):  # on screen, whole
             widget = app.query_one(f"#{name}")
             assert widget.region.height > 0 and widget.region.bottom <= size[1], (size, name, widget.region)
+        # One row a joint: a row wider than the panel wraps, and a small terminal showed half
+        # the humanoid's joints (the bars were drawn at 100x30 whatever the names' length).
+        panel = app.query_one("#joints").content_region.width
+        rows = render.joints(status, panel_width=panel).plain.split("\n")
+        assert len(rows) == 29 and max(map(len, rows)) <= panel, (size, panel, rows)
         # The right column scrolls to what does not fit (its warnings are in the top line).
         right = app.query_one("#right")
         assert right.region.bottom <= size[1] and right.virtual_size.height >= right.region.height

@@ -81,6 +81,9 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     # One number everywhere, the store's: after --resume this run's episode is 2.
     assert "[record] recording episode 2 (1/1 of this run)" in resumed.stdout
     assert "[record] episode 2 recorded (" in resumed.stdout
+    # The run's last take is committed after the loop ends: said too (it stayed "saving"
+    # for the lines and for every `platform monitor` watching).
+    assert "[record] episode 2 saved (" in resumed.stdout and "[record] episode 1 saved (" in first.stdout
     assert "(episode 2; it holds 3)" in resumed.stdout and "--episode 2" in resumed.stdout
     resumed_store = EpisodeStore.open(tmp_path / "demo.zarr")
     assert len(resumed_store) == 3

@@ -83,6 +83,24 @@ def test_p_while_recording_saves_the_take_and_holds_until_space(tmp_path):
     assert len(store) == 2
 
 
+def test_between_takes_every_view_shows_the_reset_not_the_last_takes_time(tmp_path):
+    """The header, `monitor --lines` and `record --no-tui` showed the take just saved's time
+    under the next episode's number while paused, and the --no-tui lines during the reset."""
+    from shallowpi.tui.recorder_render import clock_text
+
+    store = open_store(tmp_path / "clock.zarr")
+    commands, clocks = TickScript({10: [Command.PAUSE], 20: [Command.PAUSE], 30: [Command.PAUSE],
+                                   40: [Command.START]}), {}
+    session, _, writer = make_session(store, episodes=2, reset_time_s=10.0, commands=commands,
+                                      publish=lambda s: clocks.setdefault(commands.tick - 1, clock_text(s)))
+    session.run()
+    writer.close()
+    assert clocks[5] == "t=0.2/1s"  # recording episode 0
+    assert clocks[15] == "reset held, 10.0s left"  # p while recording: the take saved, the reset held
+    assert clocks[25].startswith("reset ") and clocks[25].endswith("s left")  # p again: counting down
+    assert clocks[35] == f"reset held, {clocks[29][6:-6]}s left"  # held where it was
+
+
 def test_p_during_the_reset_holds_the_countdown_and_p_resumes_it(tmp_path):
     # Episode 0 ends at tick 30; the 10 s reset would end at tick 330. Held from 40 to 500.
     script = {40: [Command.PAUSE], 500: [Command.PAUSE]}

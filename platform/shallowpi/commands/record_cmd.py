@@ -245,9 +245,13 @@ def run(args: argparse.Namespace) -> int:
             if reporter.on:
                 reporter.publish(status)
 
+        # The dying dashboard took the local token with it: with remote control off, a new
+        # `monitor --control` is refused like any other, and only Ctrl-C is left.
+        attach = ("`platform monitor --control` attaches a dashboard" if cfg.telemetry.allow_remote_control else
+                  "telemetry.allow_remote_control=false: a new `platform monitor` can watch but not drive it")
+
         def dashboard_lost(why: str) -> None:
-            printer.say(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; "
-                        f"`platform monitor --control` attaches a dashboard)")
+            printer.say(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; {attach})")
             reporter.on = True
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
@@ -263,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
             result = session.run()
         writer.close()
         session.writer_closed()
+        publish(session.status)  # the last takes saved: watchers and the lines say so, not "saving"
         if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
             result.fault = str(writer.failure)
         writer = None
@@ -351,7 +356,7 @@ class _ProgressLines:
 
     def publish(self, status: Any) -> None:
         """A status line at most once a second, and one for each new status message."""
-        from shallowpi.tui.recorder_render import run_position
+        from shallowpi.tui.recorder_render import clock_text, run_position
 
         now = time.monotonic()
         if status.message != self._last_message:
@@ -366,6 +371,6 @@ class _ProgressLines:
                   f"loop p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns")
         self.printer.say(
             f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
-            f"{status.episode_time_s:5.1f}/{status.episode_time_limit_s:.0f} s | {timing} | writer queue "
+            f"{clock_text(status)} | {timing} | writer queue "
             f"{w.queue_depth}/{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, "
             f"waited {w.backpressure_ms:.0f} ms")

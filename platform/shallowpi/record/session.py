@@ -327,9 +327,9 @@ class RecordingSession:
         -> the countdown goes on from where it was held. Nothing recorded is lost."""
         if state is RecorderState.RECORDING:
             self._keep_and_continue(RecorderState.PAUSED)
-            self._held_reset_s = self.config.reset_time_s
+            self._held_reset_s = self.status.reset_time_left_s = self.config.reset_time_s
         elif state is RecorderState.RESETTING:
-            self._held_reset_s = max(0.0, self._reset_until - self.clock.now())
+            self._held_reset_s = self.status.reset_time_left_s = max(0.0, self._reset_until - self.clock.now())
             self._state = RecorderState.PAUSED
             self.status.message = (f"paused: reset held with {self._held_reset_s:.1f} s left; "
                                    "p resumes it, space records the next episode")

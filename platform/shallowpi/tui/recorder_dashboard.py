@@ -293,7 +293,7 @@ class RecorderDashboard(App[None]):
     def _show_status(self, status: RecorderStatus) -> None:
         self._show_summary()
         joints_width = self.query_one("#joints", Static).content_region.width or 80
-        self._update("joints", render.joints(status, bars=joints_width >= render.JOINTS_WITH_BARS))
+        self._update("joints", render.joints(status, panel_width=joints_width))
         self._update("episodes", render.episodes(status))
         self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz,
                                                paused=status.state is RecorderState.PAUSED))

@@ -27,7 +27,7 @@ STATE_STYLES: dict[RecorderState, Style] = {
 }
 DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
-JOINTS_WITH_BARS = 56  # panel width (cells) below which joints are shown without their bar
+NUMBERS_WIDTH = 25  # "  leader follower  error" after the name: 2 + 7 + 1 + 8 + 1 + 6 cells
 KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
                                ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),
                                ("c", "camera"), ("q", "quit")]
@@ -66,6 +66,8 @@ def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Te
     text.append(f" ({run_position(status)})")
     if status.state is RecorderState.RESETTING:
         text.append(f"  reset {_clock(status.reset_time_left_s)} left", style="yellow")
+    elif status.state is RecorderState.PAUSED:  # between takes: the last one's time is not this episode's
+        text.append(f"  reset held, {_clock(status.reset_time_left_s)} left", style="yellow")
     else:
         text.append(f"  {_clock(status.episode_time_s)}", style="bold")
         if status.episode_time_limit_s:
@@ -116,19 +118,24 @@ def safety(status: RecorderStatus) -> Text:
     return text
 
 
-def joints(status: RecorderStatus, bars: bool = True) -> Text:
+def joints(status: RecorderStatus, panel_width: int | None = None) -> Text:
     """Leader (command) vs follower (state) per joint: numbers, error, and a position bar.
 
     On the bar `L` marks the leader and `F` the follower (`#` where both share a cell), so
-    a follower lagging or stuck behind its leader shows at a glance.
+    a follower lagging or stuck behind its leader shows at a glance. Each joint is one row
+    within `panel_width` cells (None: no limit): the bars go first, then the names are cut
+    (a wrapped row would halve the joints a small terminal shows).
     """
     text = Text()
     names = status.joint_names or [f"j{i}" for i in range(max(len(status.leader), len(status.follower)))]
     if not names:
         return Text("no joint data yet", style="dim")
     width = min(max(len(n) for n in names), 22)
-    text.append(f"{'joint':<{width}}  {'leader':>7} {'follower':>8} {'error':>6}" + ("  position" if bars else "")
-                + "\n", style="bold")
+    bars = panel_width is None or width + NUMBERS_WIDTH + 2 + BAR_WIDTH <= panel_width
+    if panel_width is not None and not bars:
+        width = max(5, min(width, panel_width - NUMBERS_WIDTH))
+    text.append(f"{'joint'[:width]:<{width}}  {'leader':>7} {'follower':>8} {'error':>6}"
+                + ("  position" if bars else "") + "\n", style="bold")
     for i, name in enumerate(names):
         lead = status.leader[i] if i < len(status.leader) else math.nan
         follow = status.follower[i] if i < len(status.follower) else math.nan
@@ -137,7 +144,8 @@ def joints(status: RecorderStatus, bars: bool = True) -> Text:
         error = lead - follow
         span = (upper - lower) or 1.0
         error_style = "red" if abs(error) > 0.1 * span else ("yellow" if abs(error) > 0.03 * span else "")
-        text.append(f"{name[:width]:<{width}}  {lead:>7.3f} {follow:>8.3f} ")
+        shown = name if len(name) <= width else name[: width - 1] + "…"
+        text.append(f"{shown:<{width}}  {lead:>7.3f} {follow:>8.3f} ")
         text.append(f"{error:>+6.3f}", style=error_style)
         if not bars:
             text.append("\n")
@@ -206,12 +214,21 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
     return text
 
 
+def clock_text(status: RecorderStatus) -> str:
+    """'t=9.4/20s' while a take runs; between takes the reset's countdown, 'reset 2.5s left'
+    or 'reset held, 5.0s left' (paused): the last take's time is not the next episode's."""
+    if status.state is RecorderState.RESETTING:
+        return f"reset {status.reset_time_left_s:.1f}s left"
+    if status.state is RecorderState.PAUSED:
+        return f"reset held, {status.reset_time_left_s:.1f}s left"
+    return f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s"
+
+
 def status_line(status: RecorderStatus) -> str:
     """One plain line for logs and scripts (`platform monitor --lines`, `record --no-tui`)."""
     cams = " ".join(f"{role}={cam.fps:.1f}fps/{cam.dropped}drop" for role, cam in status.cameras.items())
     w, lp = status.writer, status.loop
-    clock = (f"reset {status.reset_time_left_s:.1f}s left" if status.state is RecorderState.RESETTING
-             else f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s")
+    clock = clock_text(status)
     saved = status.episodes_saved
     loop = (f"sim-time loop, wall p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms a tick" if lp.simulated
             else f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns}")
