@@ -158,24 +158,33 @@ def test_follower_goals_stay_inside_the_range_swept_at_calibration():
 
 def test_a_leader_gripper_closed_near_the_end_of_its_turn_calibrates_its_real_opening():
     """Closed at ~tick 4000 and opened 0.8 rad toward positive ticks, a position-mode servo
-    reads past 4095 from 0: its sweep is unwrapped, so the gripper opens toward positive
-    ticks by 0.8 rad (read raw, the sweep took it for a 3,500-tick travel the other way,
-    which teleoperation then read as closed whatever the leader did). Its range crosses the
-    end of the turn, so the leader is then refused at connect, naming the fix."""
+    reads past 4095 from 0: read raw, the sweep took it for a 3,500-tick travel the other
+    way, inside the turn, and teleoperation then read the gripper as closed whatever the
+    leader did. Unwrapped, the opening is 0.8 rad (~522 ticks) up from 4000, across the end
+    of the turn, which connect refuses: calibrate refuses it first, saving nothing."""
     with emulated("arm") as (spec, chains):
         tick = spec.leaders[0].motors[0].model.radians_per_tick
         zero = {**ZERO, 7: (4000 - 2048) * tick}
         motors = {m.id: m.model for m in arm_motors(spec, "leader")}
-        with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus:
-            result = calibrate(spec, {"leader": bus}, ScriptedOperator(chains["leader"], zero, opening=0.8), ["leader"])
-        gripper = result.arms["leader"]["gripper"]
-        assert gripper.homing_offset == pytest.approx(4000, abs=1)
-        assert (gripper.direction, gripper.span_ticks) == (1, pytest.approx(0.8 / tick, abs=2))
-        follower = centred(spec, spec.motors)
-        with pytest.raises(PlatformError, match=r"joint 'gripper' limits 0\.\.1 map to ticks 4000\.\.45\d\d, past "
-                                                r"servo 7's reading range \(one turn\)"):
-            LeaderFollower(spec, dataclasses.replace(result, arms={**result.arms, "follower": follower})).connect()
+        with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus, \
+                pytest.raises(PlatformError, match=r"joint 'gripper' limits 0\.\.1 map to ticks 4000\.\.45[12]\d, past "
+                                                   r"servo 7's reading range \(one turn\) 0\.\.4095 on bus 'leader': "
+                                                   r"calibrate with the joint mid-travel"):
+            calibrate(spec, {"leader": bus}, ScriptedOperator(chains["leader"], zero, opening=0.8), ["leader"])
 
+
+def test_calibrate_refuses_a_follower_sweep_its_servo_cannot_drive():
+    """A follower joint zeroed near the end of its turn and swept across it: its limits,
+    narrowed to that sweep, reach past the servo's position limits (0..4095), so connect
+    would refuse it; calibrate says so before saving."""
+    with emulated("arm") as (spec, chains):
+        tick = spec.motors[0].model.radians_per_tick
+        zero = {**ZERO, 1: (4000 - 2048) * tick}  # shoulder_pan, swept +-1 rad: up to ~tick 4650
+        motors = {m.id: m.model for m in arm_motors(spec, "follower")}
+        with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus, \
+                pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -1[.\d]*\.\.1[.\d]* map to ticks 3\d{3}\.\.4\d{3}, past "
+                                                   r"servo 1's position limits 0\.\.4095 on bus 'follower'"):
+            calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"], zero), ["follower"])
 
 def test_leader_follower_maps_leader_pose_into_follower_joint_space():
     with emulated("arm") as (spec, chains):

@@ -35,7 +35,7 @@ from shallowpi.hardware.dynamixel.calibration import (
 )
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
-from shallowpi.robots.spec import MotorSpec, RobotSpec
+from shallowpi.robots.spec import JointSpec, MotorSpec, RobotSpec
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,28 @@ def save_calibration(calibration: RobotCalibration, root: Path | None = None) ->
     return path
 
 
+def swept_limits(robot: RobotCalibration, joint: JointSpec, motor: MotorSpec,
+                 convert: JointConverter) -> tuple[float, float]:
+    """A follower joint's limits (joint units): the config's, a revolute or linear joint's
+    narrowed to the range the calibration's sweep moved it through. The sweep is where the
+    joint was seen to go, by hand, torque off; the config's limits are one number for every
+    arm built to it, and can reach past this one's hard stops. Grippers keep their config
+    limits (their sweep defines the 0..1 scale), as does a joint never calibrated (no entry:
+    the centre-tick default).
+
+    Raises PlatformError when the swept range and the config's limits do not overlap."""
+    entry = robot.arms.get(motor.bus, {}).get(joint.name)
+    if joint.kind == "gripper" or entry is None:
+        return float(joint.lower), float(joint.upper)
+    low, high = sorted((convert.to_joint(entry.range_min), convert.to_joint(entry.range_max)))
+    if low > joint.upper or high < joint.lower:
+        raise PlatformError(
+            f"robot '{robot.robot}': joint '{joint.name}' was swept through {low:.3g}..{high:.3g} at calibration "
+            f"{robot.id}, outside its config limits {joint.lower:g}..{joint.upper:g}: recalibrate "
+            f"(`platform calibrate --robot {robot.robot} --arm {motor.bus}`) or fix the limits")
+    return max(low, float(joint.lower)), min(high, float(joint.upper))
+
+
 def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: JointConverter,
                           lower: float, upper: float, leader: bool = False) -> None:
     """Raise PlatformError (one line) when a position-mode motor's joint limits `lower`..
@@ -231,6 +253,7 @@ def calibrate(
         sweep.check_moved(arm)
         result[arm] = {m.joint: _motor_calibration(m, kinds.get(m.joint, "revolute"), sweep.zero[m.id],
                                                    sweep.low[m.id], sweep.high[m.id]) for m in motors}
+        _check_drivable(spec, bus, arm, result[arm])
     created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     followers = spec.follower_buses()
     if previous is not None and previous.id != UNCALIBRATED and previous.robot == spec.name and \
@@ -241,6 +264,21 @@ def calibrate(
     body = json.dumps({a: {j: c.to_dict() for j, c in js.items()} for a, js in result.items()}, sort_keys=True)
     new_id = f"{spec.name}-{created}-{hashlib.sha256(body.encode()).hexdigest()[:6]}"
     return RobotCalibration(new_id, spec.name, result, created)
+
+
+def _check_drivable(spec: RobotSpec, bus: MotorBus, arm: str, entries: Mapping[str, MotorCalibration]) -> None:
+    """Refuse (PlatformError, before anything is saved) an arm calibration that `connect`
+    would refuse: a position-mode joint whose range, through it, crosses what the servo can
+    reach (a follower: its limits narrowed to the sweep, against its position limits; a
+    leader: its config limits, against the one turn it reads)."""
+    calibration = RobotCalibration("new", spec.name, {arm: dict(entries)})
+    joints = {j.name: j for j in spec.joints}
+    leader = arm not in spec.follower_buses()
+    for motor in arm_motors(spec, arm):
+        joint = joints[motor.joint]
+        convert = calibration.converter(motor, joint.kind)
+        lower, upper = (joint.lower, joint.upper) if leader else swept_limits(calibration, joint, motor, convert)
+        check_position_limits(spec.name, bus, motor, convert, lower, upper, leader=leader)
 
 
 class _Sweep:

@@ -51,7 +51,7 @@ from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
-from shallowpi.robots.calibration import RobotCalibration, check_position_limits
+from shallowpi.robots.calibration import RobotCalibration, check_position_limits, swept_limits
 from shallowpi.robots.observation import Frame, Observation
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
@@ -355,32 +355,16 @@ class DynamixelRobot(Robot):
                 for i, j in enumerate(self.spec.joints)}
 
     def _swept_limits(self) -> tuple[np.ndarray, np.ndarray]:
-        """float64[J] lower and upper joint limits: the config's, each revolute or linear
-        follower joint narrowed to the range the calibration's sweep moved it through. That
-        sweep is where the joint was seen to go, by hand, torque off; the config's limits
-        are one number for every arm built to it, and can reach past this one's hard stops.
-        Grippers keep 0..1 (their sweep defines that scale). A joint never calibrated (no
-        entry: the centre-tick default) keeps the config's.
-
-        Raises PlatformError when a swept range and the config's limits do not overlap."""
+        """float64[J] lower and upper joint limits: the config's, narrowed to each follower
+        joint's calibrated sweep (`swept_limits`); PlatformError when they do not overlap."""
         lower = np.array([j.lower for j in self.spec.joints], dtype=np.float64)
         upper = np.array([j.upper for j in self.spec.joints], dtype=np.float64)
         for i, joint in enumerate(self.spec.joints):
-            motor = self._motors[joint.name]
-            entry = self.calibration.arms.get(motor.bus, {}).get(joint.name)
-            if joint.kind == "gripper" or entry is None:
-                continue
-            convert = self._convert[joint.name]
-            low, high = sorted((convert.to_joint(entry.range_min), convert.to_joint(entry.range_max)))
-            if low > upper[i] or high < lower[i]:
-                raise PlatformError(
-                    f"robot '{self.name}': joint '{joint.name}' was swept through {low:.3g}..{high:.3g} at calibration "
-                    f"{self.calibration.id}, outside its config limits {joint.lower:g}..{joint.upper:g}: recalibrate "
-                    f"(`platform calibrate --robot {self.name} --arm {motor.bus}`) or fix the limits")
-            if low > lower[i] or high < upper[i]:
+            lower[i], upper[i] = swept_limits(self.calibration, joint, self._motors[joint.name],
+                                              self._convert[joint.name])
+            if (lower[i], upper[i]) != (joint.lower, joint.upper):
                 log.info("robot %s: joint '%s' limited to %.3g..%.3g, its calibrated sweep (config %g..%g)",
-                         self.name, joint.name, max(low, lower[i]), min(high, upper[i]), joint.lower, joint.upper)
-            lower[i], upper[i] = max(low, lower[i]), min(high, upper[i])
+                         self.name, joint.name, lower[i], upper[i], joint.lower, joint.upper)
         return lower, upper
 
     # -- internals ---------------------------------------------------------------------
