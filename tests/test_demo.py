@@ -137,7 +137,7 @@ def test_a_demo_stopped_in_training_says_to_run_it_again(first, tmp_path):
     assert (out / "student6" / "checkpoints" / "last").is_file()
 
 
-def test_a_given_teacher_is_distilled_not_trained(first, tmp_path):
+def test_a_given_teacher_is_distilled_not_trained(first, tmp_path, capsys):
     out = tmp_path / "given"
     out.mkdir()
     shutil.copytree(first["out"] / "arm.zarr", out / "arm.zarr")  # the demonstrations, not re-recorded
@@ -150,6 +150,12 @@ def test_a_given_teacher_is_distilled_not_trained(first, tmp_path):
     summary = json.loads((out / "demo.json").read_text())
     assert summary["models"][0]["checkpoint"] == str(teacher)
     assert json.loads((out / "student6" / "distill.json").read_text())["teacher"] == str(teacher)
+    # More demonstrations do not change a given teacher's hash: the student, trained on
+    # fewer, was reused, and the summary reported the new count beside it.
+    capsys.readouterr()
+    code, _ = demo(out, "--teacher", str(teacher), "demo.episodes=3")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {out / 'student6'} was made with other settings (episodes 4 -> 6)"), err
 
 
 def test_a_made_stage_with_changed_settings_stops_in_one_line(first, capsys):
@@ -167,7 +173,15 @@ def test_a_made_stage_with_changed_settings_stops_in_one_line(first, capsys):
 def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
     for extra, expected in ((["demo.episodes=0"], "demo.episodes must be at least 1, got 0"),
                             (["+demo.epochs=3"], "unknown demo keys ['epochs']"),
-                            ([f"demo.teacher={tmp_path}"], f"demo.teacher={tmp_path}: no model.safetensors there")):
+                            ([f"demo.teacher={tmp_path}"], f"demo.teacher={tmp_path}: no model.safetensors there"),
+                            # checked before the recording, as demo.teacher= is (it was found stages later)
+                            (["--teacher", str(tmp_path)], f"demo.teacher={tmp_path}: no model.safetensors there"),
+                            # a value of the wrong kind was a traceback, some only after the recording
+                            (["demo.sim_noise=abc"], "demo.sim_noise must be a number, got 'abc'"),
+                            (["demo.episodes=2.5"], "demo.episodes must be a whole number, got 2.5"),
+                            (["demo.train=5"], "demo.train must be a mapping, e.g. {ema: 0.999}, got 5"),
+                            # the demo names the robot to every stage: robot= recorded one into another's store
+                            (["robot=humanoid"], "robot=humanoid: the demo picks its robot with --robot NAME")):
         assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err

@@ -4,9 +4,12 @@
                                      distilling the teacher the project ships
   platform demo --quick              a first look at every stage (<= 5 minutes; trains its own
                                      teacher and student far too briefly to succeed)
-  platform demo --teacher CKPT       distil a given teacher
-  platform demo demo.teacher=train demo.teacher_steps=9000 demo.episodes=120 demo.train.ema=0.999
-                                     train the teacher here, the shipped one's recipe (~1 hour)
+  platform demo --teacher CKPT --out demo/arm-mine
+                                     distil a given teacher (its own folder: the default
+                                     one's stages were made from another teacher)
+  platform demo demo.teacher=train demo.teacher_steps=9000 demo.episodes=120 demo.train.ema=0.999 \
+      demo.eval_episodes=100 --out demo/arm-recipe
+                                     train the teacher here, the shipped one's recipe (~75 min)
 
 Six stages, each one of the platform's own commands, all under one folder (--out, default
 demo/<robot>-<profile>/ in the checkout):
@@ -36,6 +39,7 @@ one, any other `key=value` passes to every command (e.g. telemetry.address=/tmp/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -70,18 +74,25 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.commands.demo_stages import Demo, DemoConfig, duration
     from shallowpi.commands.demo_summary import chunk_latency, markdown, picture, summarize, table
+    from shallowpi.errors import ConfigError
 
     started = time.perf_counter()
     # The demo's own settings: profile first, then every user override (demo.* included).
     demo_words = (["demo=quick"] if args.quick else []) + ([f"demo.robot={args.robot}"] if args.robot else [])
+    if picked := [o for o in args.overrides if o.partition("=")[0].lstrip("+~") == "robot"]:
+        # The demo names the robot to every stage itself (its store, tasks, teacher): a robot
+        # group override beside it recorded one robot's episodes into another's store.
+        raise ConfigError(f"{picked[0]}: the demo picks its robot with --robot NAME (demo.robot=NAME)")
     cfg = config.compose(demo_words + list(args.overrides))
     settings = DemoConfig.from_dict(OmegaConf.to_container(cfg.demo, resolve=True))
+    if args.teacher is not None:  # checked now, as demo.teacher=PATH is, not after the recording
+        settings = dataclasses.replace(settings, teacher=str(args.teacher))
     out = (args.out or config.REPO_ROOT / "demo" / f"{settings.robot}-{settings.name}").absolute()
     # The commands get the user's overrides except the demo's own keys (they compose the
     # same config, so demo.* would be harmless, but they are not theirs to read).
     passed = [o for o in args.overrides if not o.partition("=")[0].lstrip("+~").startswith("demo")]
     tui = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
-    demo = Demo(settings, out, passed, tui, given_teacher=args.teacher or settings.given_teacher())
+    demo = Demo(settings, out, passed, tui, given_teacher=settings.given_teacher())
     print(f"[demo] {settings.name} profile on the simulated {settings.robot}, everything under {out}", flush=True)
     quick = settings.name == "quick"
     if quick:

@@ -28,9 +28,9 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,27 +50,28 @@ BOOKKEEPING = {"policy.train.save_every", "policy.train.log_every", "policy.trai
 @dataclass
 class DemoConfig:
     """The size of every stage: the `demo:` section (configs/demo/default.yaml, quick.yaml),
-    where each key is described."""
+    where each key is described; the defaults here are default.yaml's."""
 
     name: str = "default"
     robot: str = "arm"
     policy: str = "teacher"
-    teacher: str = "train"
-    episodes: int = 20
+    teacher: str = "shipped"
+    episodes: int = 40
     sim_size: str = "64x64"
     sim_noise: float = 0.005
     record_time_s: float | None = None
     teacher_steps: int = 1500
-    student_steps: int = 600
+    student_steps: int = 2500
     layers: int = 6
-    eval_episodes: int = 5
+    eval_episodes: int = 10
     eval_time_s: float | None = None
     deploy_episodes: int = 2
     deploy_backend: str | None = None
     latency_repeats: int = 20
-    train: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=lambda: {"ema": 0.995})
 
     def __post_init__(self) -> None:
+        self._coerce()
         for key in ("episodes", "teacher_steps", "student_steps", "layers", "eval_episodes", "deploy_episodes",
                     "latency_repeats"):
             if int(getattr(self, key)) < 1:
@@ -81,6 +82,37 @@ class DemoConfig:
                 raise ConfigError(f"demo.{key} must be positive (or null for the task's limit), got {value}")
         if self.sim_noise < 0:
             raise ConfigError(f"demo.sim_noise must be >= 0, got {self.sim_noise}")
+
+    def _coerce(self) -> None:
+        """Each key to its field's type, or a one-line ConfigError naming it (a value of the
+        wrong kind was a TypeError, or a crash stages later)."""
+        kinds = {"int": int, "float": float, "str": str, "dict[str, Any]": dict}
+        for f in fields(self):
+            value, optional = getattr(self, f.name), "None" in f.type
+            kind = kinds[f.type.split(" | ")[0]]
+            if value is None and optional:
+                continue
+            try:
+                if kind is dict:
+                    if not isinstance(value, Mapping):
+                        raise TypeError
+                    value = dict(value)
+                elif kind is int:
+                    if isinstance(value, bool) or float(value) != int(float(value)):
+                        raise ValueError
+                    value = int(float(value))
+                elif kind is float:
+                    if isinstance(value, bool):
+                        raise ValueError
+                    value = float(value)
+                else:
+                    value = str(value)
+            except (TypeError, ValueError):
+                what = {int: "a whole number", float: "a number", dict: "a mapping, e.g. {ema: 0.999}",
+                        str: "text"}[kind]
+                raise ConfigError(f"demo.{f.name} must be {what}{' (or null)' if optional else ''}, "
+                                  f"got {value!r}") from None
+            setattr(self, f.name, value)
 
     def shipped_teacher(self) -> Path:
         """Where the project's own teacher for this robot lives: robots/<robot>/teacher/."""
@@ -385,7 +417,10 @@ class Demo:
         # tries ~150 cuts of an 18-layer teacher: minutes on this CPU, for one table row).
         overrides = [*cfg.train_overrides(cfg.student_steps), "distill.sim_episodes=0", "distill.latency_repeats=5",
                      "distill.probe_windows=8", *self.overrides]
+        # The demonstrations it learns from count as for the teacher: a given teacher's hash
+        # does not change when the store grows.
         settings = {"teacher_sha256": checkpoint_sha256(teacher), "layers": cfg.layers, "steps": cfg.student_steps,
+                    "episodes": sum(episodes_per_task(self.store).values()),
                     "policy": cfg.policy, "overrides": self._relevant(overrides, ("policy", "distill"))}
         self.book.require_same("student", settings, run)
         last = latest_checkpoint(run)

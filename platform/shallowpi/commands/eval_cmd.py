@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--sim-episodes", type=at_least(1), metavar="N", help=f"episodes to run (default {SIM_EPISODES})")
     sim.add_argument("--seed", type=at_least(0), help="seed of the first episode (default 1000, the first held-out scene)")
     sim.add_argument("--robot", help="robot to simulate (default: the training store's)")
-    sim.add_argument("--task", help="task name (default: the training store's; `platform sim --list`)")
+    sim.add_argument("--task", help="one task (default: every task of the robot, a row each; `platform sim --list`)")
     sim.add_argument("--sim-size", metavar="WxH", help="render size (default: the training store's)")
     sim.add_argument("--scenes", choices=["own", "shared"],
                      help="each task's own scenes (default), or scenes where every task of the robot is "
