@@ -41,6 +41,9 @@ class CountingRobot:
         self.clamped = 0  # commands this robot changed, by any amount
         self.alarm: str | None = None  # set: check_faults() raises it (a servo overloading as it holds)
 
+    def joint_limits(self):
+        return (np.array([j.lower for j in self.spec.joints], float), np.array([j.upper for j in self.spec.joints], float))
+
     def observe(self) -> Observation:
         if self.fault_at is not None and self.ticks >= self.fault_at:
             raise ServoFault(f"servo 3 on bus arm reports an overload at tick {self.ticks}")

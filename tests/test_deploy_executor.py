@@ -313,3 +313,46 @@ def test_a_wall_clock_episode_bounds_the_gil_hand_over_and_restores_it():
     assert sys.getswitchinterval() == before
     _, _, robot, _ = run("rtc", realtime=False, ticks=3, robot=Watching())
     assert robot.seen[-1] == before  # simulated time: nothing to hand over in time
+
+
+def test_a_chunk_back_too_long_after_its_observation_is_dropped_and_asked_again():
+    """A 1.5 s hiccup (deploy.max_chunk_age_s 1.0): its chunk, planned from a picture 1.5 s
+    old, used to be executed once it came (only a chunk not back in max_inference_s, 5 s,
+    was a fault). It is dropped, counted, and a fresh chunk asked from the next picture; the
+    robot holds meanwhile and then goes on without skipping or repeating an action."""
+    _, report, _, backend = run("async", latencies=(0.0, 0.0, 0.0, 1.5, 0.0), realtime=True, ticks=120)
+    assert report.stale_chunks == 1 and report.ended == "time limit"
+    assert report.hold_ticks >= 30  # ~45 ticks of the 1.5 s wait, at 30 Hz
+    sent = [v for v in commands(report) if v >= 0]
+    assert sent == list(np.arange(len(sent), dtype=float)) and len(sent) > 40
+    assert backend.calls >= 6  # 2 warm-up, the first chunk, the late one, the one asked again, ...
+    _, on_time, _, _ = run("async", latencies=(0.0, 0.0, 0.0, 0.5, 0.0), realtime=True, ticks=60)
+    assert on_time.stale_chunks == 0  # under the bound: executed as before
+
+
+def test_a_policy_pressing_past_the_robots_limit_is_a_clamp_not_a_seam_jump():
+    """The robot clips to its own limits (a hardware robot's narrowed to its calibrated
+    sweep, below the config's): a policy holding 5 past one tripped the seam check on every
+    chunk, as if it jumped, and ramped there for the whole chunk. Seams are measured against
+    what the robot takes; the pressing shows as clamps, and the dashboard's bars as the
+    robot's limits."""
+    class Narrowed(CountingRobot):  # the config says +-1000, this robot takes up to 20
+        def joint_limits(self):
+            lower, upper = super().joint_limits()
+            return lower, np.minimum(upper, 20.0)
+
+        def act(self, goal):
+            return super().act(np.minimum(np.asarray(goal, np.float32), 20.0))
+
+    class Beyond(StepBackend):
+        def infer(self, obs, inpainting=None):
+            self.calls += 1
+            return np.full((self.chunk_len, 2), 25.0, np.float32)
+
+    robot = Narrowed()
+    robot.position[:] = 19.0
+    executor = Executor(robot, Beyond(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("press")
+    report = executor.run_episode("press", 60)
+    assert report.chunks > 5 and report.seam_trips == 0 and report.clamps > 40
+    assert executor.status.joint_upper == [20.0, 20.0]

@@ -213,15 +213,19 @@ def test_a_servo_fault_while_holding_after_a_policy_fault_turns_torque_off():
 
 def test_a_second_signal_leaves_at_once_unless_the_robot_holds_after_a_fault():
     """Ctrl-C stops at the next tick; pressed again while the run is blocked (a warm-up, an
-    engine build) it raises KeyboardInterrupt, torque going off on the way out. After a fault
-    the first Ctrl-C is the operator's word that ends the hold, never an interrupt."""
+    engine build) it raises KeyboardInterrupt, torque going off on the way out; once torque
+    is going off, a signal only says to wait (raised inside the torque-off writes it left
+    buses on). After a fault the first Ctrl-C is the operator's word that ends the hold,
+    never an interrupt."""
     import os
     import signal
+    import threading
 
     from shallowpi.commands.deploy_cmd import _restore_signals, _stop_on_signals
 
     executor = Executor(CountingRobot(), StepBackend(8), ExecutorConfig(strategy="async", realtime=False))
-    previous = _stop_on_signals(executor)
+    putting_away = threading.Event()
+    previous = _stop_on_signals(executor, putting_away)
     try:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # the handler runs in the main thread between bytecodes
@@ -229,13 +233,16 @@ def test_a_second_signal_leaves_at_once_unless_the_robot_holds_after_a_fault():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
+        putting_away.set()
+        os.kill(os.getpid(), signal.SIGINT)  # no interrupt now
+        time.sleep(0.05)
     finally:
         _restore_signals(previous)
     faulted = Executor(CountingRobot(), FailingBackend(8, "engine failed"),
                        ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
     faulted.warm_up("count")
     assert faulted.run_episode("count", 60).ended == "fault" and faulted.stopped and faulted.held_after_fault
-    previous = _stop_on_signals(faulted)
+    previous = _stop_on_signals(faulted, threading.Event())
     try:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)

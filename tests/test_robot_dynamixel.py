@@ -397,3 +397,31 @@ def test_a_camera_silent_past_its_timeout_is_a_fault_naming_it():
         robot.observe()
     with pytest.raises(PlatformError, match="camera_timeout_s must be positive"):
         DynamixelRobot(robot_spec("arm"), UNCALIBRATED, camera_timeout_s=0)
+
+
+def test_a_second_ctrl_c_during_torque_off_still_turns_every_bus_off(monkeypatch):
+    """A KeyboardInterrupt (the operator's second Ctrl-C, which deploy's handler raised)
+    landing inside the first bus's torque-off write cut the loop short: the other arm kept
+    torque on while the ports closed. Every bus is still turned off; the interrupt is raised
+    after."""
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+
+    write = DynamixelBus.set_torque
+    interrupted = []
+
+    def interrupted_once(bus, enabled, *args, **kwargs):
+        if not enabled and not interrupted:
+            interrupted.append(bus.name)
+            raise KeyboardInterrupt
+        return write(bus, enabled, *args, **kwargs)
+
+    with emulated("bimanual") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", "bimanual"))
+        robot.connect()
+        assert all(s.torque for name in spec.follower_buses() for s in chains[name].servos.values())
+        monkeypatch.setattr(DynamixelBus, "set_torque", interrupted_once)
+        with pytest.raises(KeyboardInterrupt):
+            robot.disconnect()
+        assert interrupted == ["follower_left"]
+        for name in spec.follower_buses():
+            assert not any(s.torque for s in chains[name].servos.values()), name

@@ -44,6 +44,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -201,12 +202,13 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
 
     reports = []
     quiet = contextlib.ExitStack()
+    putting_away = threading.Event()
     try:
         target.connect()
         executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish)
         executor.status.profile, executor.status.episodes_total = profile.name, args.episodes
         executor.status.success_judged = not target.on_hardware
-        quiet.callback(_restore_signals, _stop_on_signals(executor))
+        quiet.callback(_restore_signals, _stop_on_signals(executor, putting_away))
         target.prepare(args.seed)
         warm = executor.warm_up(target.instruction)
         say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
@@ -239,6 +241,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             _hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
     finally:
         try:
+            putting_away.set()  # a signal from here on waits for torque off instead of cutting it short
             target.disconnect()  # first: torque off whatever else the cleanup meets
         finally:
             publisher.close()
@@ -402,13 +405,17 @@ def _obey(executor: Any, command: Any) -> None:
         executor.stop()
 
 
-def _stop_on_signals(executor: Any) -> dict[int, Any]:
+def _stop_on_signals(executor: Any, putting_away: threading.Event) -> dict[int, Any]:
     """SIGTERM, SIGINT and SIGHUP stop the executor at its next tick; a second one, while the
     run is still blocked (a backend's warm-up or an engine build, a wait on a stuck chunk), raises
     KeyboardInterrupt to leave at once, torque going off on the way out. After a fault the
-    robot holds for the operator: there the first signal is the one that ends the hold.
-    Returns the handlers replaced."""
+    robot holds for the operator: there the first signal is the one that ends the hold. Once
+    `putting_away` is set (torque going off) a signal only says to wait: raised inside the
+    torque-off writes it left buses powered. Returns the handlers replaced."""
     def stop(signum: int, frame: Any) -> None:
+        if putting_away.is_set():
+            log.warning("signal %d: torque is going off, wait for it", signum)
+            return
         if executor.stopped and not executor.held_after_fault:
             log.warning("signal %d again: leaving now, torque off", signum)
             raise KeyboardInterrupt
@@ -431,7 +438,8 @@ def _episode_line(index: int, total: int, r: Any) -> str:
     return (f"episode {index + 1}/{total} seed {r.seed}: {result} ({r.ended}, {r.ticks} ticks) | "
             f"{r.chunks} chunks, inference p50 {lat[0]:.0f} p99 {lat[1]:.0f} ms, delay "
             f"{max(r.delays, default=0)} ticks max | holds {r.holds}, seam trips {r.seam_trips}, "
-            f"clamps {r.clamps}{_by_joint(r.clamped_joints)}, stale frames {r.stale_frames}")
+            f"clamps {r.clamps}{_by_joint(r.clamped_joints)}, stale frames {r.stale_frames}"
+            + (f", stale chunks dropped {r.stale_chunks}" if r.stale_chunks else ""))
 
 
 def _by_joint(counts: dict[str, int], shown: int = 3) -> str:

@@ -109,6 +109,7 @@ class EpisodeReport:
     clamps: int = 0
     clamped_joints: dict[str, int] = field(default_factory=dict)  # ticks each joint was clamped
     stale_frames: int = 0
+    stale_chunks: int = 0  # dropped: back later than max_chunk_age_s after their observation
     period_p99_ms: float = 0.0
     overruns: int = 0
     ended: str = "time limit"  # success held | stopped | e-stop | fault
@@ -145,8 +146,11 @@ class Executor:
         self.status = ExecutorStatus(
             robot=getattr(spec, "robot", None) or getattr(spec, "name", ""), strategy=cfg.strategy.value,
             backend=backend.name, joint_names=[j.name for j in spec.joints],
-            joint_lower=[float(j.lower) for j in spec.joints], joint_upper=[float(j.upper) for j in spec.joints],
         )
+        # The limits the robot clips every command to (a hardware robot's narrowed to its
+        # calibrated sweep): the dashboard's bars, and the seam measured against them.
+        self.lower, self.upper = robot.joint_limits()
+        self.status.joint_lower, self.status.joint_upper = self.lower.tolist(), self.upper.tolist()
         self.status.loop.target_hz = self.fps
         self.safety: SafetyCounts = self.status.safety
         self.initial_delay = 0  # ticks, from the warmed-up latency
@@ -400,6 +404,14 @@ class Executor:
             shape = f"({expected or 'H >= 1'}, {len(self.status.joint_names)})"
             raise InferenceFault(f"the backend {self.backend.name} returned a chunk of shape {chunk.shape} (expected "
                                  f"{shape}) with {int((~np.isfinite(chunk)).sum())} non-finite value(s); holding")
+        if self.cfg.realtime and done.latency_s > self.cfg.max_chunk_age_s:
+            # Planned from a picture this old: ask again from the next observation (the robot
+            # holds meanwhile) rather than act on a scene that may have changed.
+            selector.pending = None
+            report.stale_chunks += 1
+            log.warning("a chunk came back %.2f s after its observation (deploy.max_chunk_age_s %g): dropped, "
+                        "asked again", done.latency_s, self.cfg.max_chunk_age_s)
+            return False
         selector.deliver(done.request, done.chunk)
         report.chunks += 1
         report.latency_ms.append(1e3 * done.latency_s)
@@ -416,6 +428,8 @@ class Executor:
         the seam's first action, and each command goes one tick at top speed towards the
         chunk (what Robot.act allows, so the ramp is the seam's, not a clamp the policy
         pressed on) until the chunk is within one tick; (command, limited?)."""
+        # Against what the robot will take: a policy pressing past a limit is a clamp, not a seam.
+        action = np.clip(action, self.lower, self.upper)
         ticks = self._ticks(action, last)
         jump = float(ticks.max())
         if first:

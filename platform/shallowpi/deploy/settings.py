@@ -65,6 +65,11 @@ class ExecutorConfig:
                       after the episode's end, holds the robot and ends the episode as a
                       fault (wall time; the twin on simulated time computes
                       its chunks at the request and cannot hang this way)
+    max_chunk_age_s   a chunk that arrives this long after the observation it was computed
+                      from (a GPU hiccup, a slow first run) is dropped, counted (stale_chunks)
+                      and asked again from a fresh observation: a plan made from a picture
+                      this old may not fit the scene any more (realtime only; the robot holds
+                      meanwhile, as while any chunk is awaited)
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
     """
@@ -78,6 +83,7 @@ class ExecutorConfig:
     rtc_mask: str = "soft"
     injected_delay_s: float = 0.0
     max_inference_s: float = 5.0
+    max_chunk_age_s: float = 1.0
     realtime: bool = True
 
     def __post_init__(self) -> None:
@@ -86,7 +92,7 @@ class ExecutorConfig:
         except ValueError:
             raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
                               f"{', '.join(s.value for s in Strategy)}") from None
-        for name in ("max_frame_age_s", "clamp_tolerance", "max_inference_s"):
+        for name in ("max_frame_age_s", "clamp_tolerance", "max_inference_s", "max_chunk_age_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
         if not self.seam_ticks >= 1:

@@ -61,6 +61,12 @@ class Robot(ABC):
 
     spec: Any
 
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64[J] lower and upper limits `act()` clips to, in joint units: the spec's
+        joints' here; a hardware robot narrows them to its calibration (DynamixelRobot)."""
+        return (np.array([float(j.lower) for j in self.spec.joints]),
+                np.array([float(j.upper) for j in self.spec.joints]))
+
     @property
     @abstractmethod
     def name(self) -> str:

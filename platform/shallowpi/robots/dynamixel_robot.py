@@ -349,6 +349,11 @@ class DynamixelRobot(Robot):
 
     # -- description -------------------------------------------------------------------
 
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64[J] lower and upper limits `act()` clips to: the config's, narrowed to each
+        follower joint's calibrated sweep."""
+        return self.lower.copy(), self.upper.copy()
+
     def limits(self) -> dict[str, tuple[float, float, float]]:
         """joint -> (lower, upper, max velocity per second): the limits `act` clips to."""
         return {j.name: (float(self.lower[i]), float(self.upper[i]), j.max_velocity)
@@ -437,14 +442,31 @@ class DynamixelRobot(Robot):
         return wrong
 
     def _switch_torque_off(self, buses: list[MotorBus]) -> list[str]:
-        """Torque off on each bus, every one tried; returns one line per bus that failed."""
-        failures = []
+        """Torque off on each bus, every one tried; returns one line per bus that failed.
+
+        A KeyboardInterrupt or SystemExit (a second Ctrl-C while the robot is being put away)
+        does not cut it short: the interrupted bus is tried once more, the rest as usual, and
+        the interrupt is raised after. Cut short, the buses after it kept torque on while the
+        ports closed, the robot holding its last goal with no software attached."""
+        failures: list[str] = []
+        interrupted: BaseException | None = None
         for bus in buses:
             if not bus.is_connected:
                 failures.append(f"bus '{bus.name}': not connected")
                 continue
-            try:
-                bus.set_torque(False)
-            except PlatformError as err:
-                failures.append(str(err))
+            for attempt in range(2):
+                try:
+                    bus.set_torque(False)
+                    break
+                except PlatformError as err:
+                    failures.append(str(err))
+                    break
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    interrupted = interrupted or exc
+                    if attempt:
+                        failures.append(f"bus '{bus.name}': torque off interrupted twice")
+        if interrupted is not None:
+            for failure in failures:
+                log.error("robot %s: torque off failed: %s", self.name, failure)
+            raise interrupted
         return failures

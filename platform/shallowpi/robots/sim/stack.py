@@ -118,6 +118,10 @@ class StackSimRobot(Robot):
         """Whether the driver is up (between `connect()` and `disconnect()`)."""
         return self.driver is not None
 
+    def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """The driver's (DynamixelRobot: narrowed to a calibration's sweep), once connected."""
+        return self.driver.joint_limits() if self.driver is not None else super().joint_limits()
+
     def connect(self) -> None:
         """Start the twin, the emulated follower chains, the cameras and the driver, then
         `reset()`; a failure stops what started. Connected already: re-arm the driver."""
