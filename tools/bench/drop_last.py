@@ -13,7 +13,7 @@ While the writer thread does this, the next take's frames wait in its queue, so 
 time is how long the loop may be held up if the queue fills meanwhile.
 
     PYTHONPATH=platform python tools/bench/drop_last.py
-    PYTHONPATH=platform python tools/bench/drop_last.py --sizes 10 100 --repeats 3 --json out.json
+    PYTHONPATH=platform python tools/bench/drop_last.py --sizes 10 100 --repeats 3 --out out.json
 
 Target (issue 12 item 2): d / r during a reset cost the same at any store size.
 """
@@ -74,7 +74,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--out", "--json", type=Path, default=Path(__file__).resolve().parents[2] / ".bench" / "drop_last.json",
+                        help="JSON written here (default .bench/drop_last.json)")
     args = parser.parse_args()
     rows = []
     print(f"{'episodes':>9} {'drop last ms':>13} {'compact ms':>11}")
@@ -87,8 +88,9 @@ def main() -> int:
             store.close()
             rows.append({"episodes": size, "drop_last_ms": drop * 1e3, "compact_ms": compact * 1e3})
             print(f"{size:>9d} {drop * 1e3:>13.1f} {compact * 1e3:>11.1f}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2))
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -58,6 +58,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.backend == "torch" and args.store is None:
         ap.error("--store is needed with the torch backend (one recorded observation is timed)")
+    if args.store is not None and not args.store.is_dir():
+        ap.error(f"--store {args.store}: no store there (record one: `platform record --robot arm --sim "
+                 "--task cube_in_bowl --episodes 1 record.sim_size=64x64 --dataset PATH`)")
 
     models = teacher_and_cuts(args.teacher, args.layers, name=lambda k: f"{k} layers")
     if args.backend == "torch":
