@@ -271,6 +271,12 @@ def test_one_line_errors(distilled, tmp_path, capsys):
         "--run", "arm-tiny-student1", "--resume", "distill.weights.attention=0")
     assert "distill.select=first differs from the run being resumed (uniform" in error(
         "--run", "arm-tiny-student1", "--resume", "--select", "first")
+    # The objective's other settings too: resumed with another teacher share or attention pair
+    # (these went unchecked: the pairs whenever the resume did not name them, the share always).
+    assert "distill.teacher_fraction=0.5 differs from the run being resumed (1.0" in error(
+        "--run", "arm-tiny-student1", "--resume", "distill.teacher_fraction=0.5")
+    assert "distill.attention_pairs=[[0, 1]] differs from the run being resumed" in error(
+        "--run", "arm-tiny-student1", "--resume", "distill.attention_pairs=[[0,1]]")
     assert not (distilled["runs"] / "bad" / "checkpoints").exists()
     # Keys the flags set (--device, --no-progress) are not a train: section's.
     assert "policy.train.device is set by the --device flag, not in the config" in error("+policy.train.device=cpu")

@@ -162,6 +162,35 @@ def test_nan_loss_stops_with_one_line(tmp_path):
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_a_batch_of_windows_wholly_padded_trains_on_without_a_nan(tmp_path):
+    """A format-1 store pairs each observation with the next row's action: the window at an
+    episode's last frame asks only for actions past the episode, all padding. A batch of
+    nothing else divided 0 by 0 and stopped the run as a NaN loss."""
+    from torch.utils.data import Subset
+
+    from shallowpi.data.training import ChunkDataset
+    from store_fixtures import as_layout_1, make_store
+
+    path = tmp_path / "old.zarr"
+    make_store(path, episodes=2, length=6).close()
+    as_layout_1(path, version=1)
+    data = ChunkDataset(path, 4, episodes=[0, 1])
+    padded = [i for i, row in enumerate(data.windows.chunk_rows()[2]) if row.all()]
+    assert padded and data.windows.action_offset == 1
+
+    class Windows(Subset):
+        def task_texts(self):
+            return data.task_texts()
+
+    torch.manual_seed(0)
+    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
+    policy.set_stats(data.stats())
+    cfg = TrainConfig(steps=2, batch_size=1, workers=0, progress=False, tensorboard=False, save_every=10)
+    Trainer(FlowMatchingObjective(policy), Windows(data, padded[:1]), cfg, tmp_path / "run").fit()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in logged] == [0.0, 0.0]
+
+
 def test_an_infinite_gradient_under_a_finite_loss_stops_before_the_weights_change(tmp_path):
     data = FakeChunks()
     policy = _policy(data)

@@ -201,6 +201,7 @@ def distill(
         "selections": comparison,
         "greedy": greedy,
         "failed_episodes": dcfg.failed_episodes,
+        "teacher_fraction": dcfg.teacher_fraction,
         "split": {"train": split.train, "held_out": split.held_out, "teacher_only": taught_by_teacher},
     }
     metadata = {
@@ -248,11 +249,15 @@ def _check_resumed(recorded: dict[str, Any], dcfg: DistillConfig, facts_path: Pa
     it resumes (recorded in distill.json): its checkpoints hold that student, trained on
     that objective."""
     now = {"distill.select": dcfg.select, "distill.layers": dcfg.layers,
-           "distill.weights": dcfg.weights.to_dict(), "distill.failed_episodes": dcfg.failed_episodes}
+           "distill.weights": dcfg.weights.to_dict(), "distill.failed_episodes": dcfg.failed_episodes,
+           "distill.teacher_fraction": dcfg.teacher_fraction}
     then = {"distill.select": recorded["selection"], "distill.layers": len(recorded["kept_layers"]),
             "distill.weights": recorded["loss_weights"],
-            "distill.failed_episodes": recorded.get("failed_episodes", "skip")}  # older runs: skipped
-    if dcfg.attention_pairs is not None and dcfg.weights.attention:
+            "distill.failed_episodes": recorded.get("failed_episodes", "skip"),  # older runs: skipped
+            "distill.teacher_fraction": recorded.get("teacher_fraction", 1.0)}  # older runs: the whole batch
+    if dcfg.weights.attention:
+        # Resolved, defaults included: a run started with its own pairs and resumed without
+        # them switched to the default pair silently (the objective is built from this config).
         now["distill.attention_pairs"] = AttentionPairs.from_config(dcfg.attention_pairs, recorded["kept_layers"]).to_list()
         then["distill.attention_pairs"] = recorded["attention_pairs"]
     for key, value in now.items():

@@ -345,7 +345,9 @@ class Trainer:
         with autocast:
             out = self.objective.loss(self.module, batch, noise[rows].to(self.device), t[rows].to(self.device))
         # Normalise by the count over all ranks, so DDP's gradient mean equals one process's.
-        global_count = all_reduce_sum(out.count.detach().float(), d)
+        # At least 1: a batch of windows wholly padded (a format-1 store's last frames, whose
+        # actions lie past the episode) has nothing to learn, not a 0/0 NaN that ends the run.
+        global_count = all_reduce_sum(out.count.detach().float(), d).clamp(min=1.0)
         loss = out.total * d.world / global_count
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
