@@ -180,7 +180,7 @@ def test_e_stop_switches_torque_off_before_the_take_goes_to_the_writer_which_may
     session, arm, writer = make_session(store, episodes=3, commands=TickScript({10: [Command.ESTOP]}))
     torque_at_discard = []
 
-    def failing_discard():
+    def failing_discard(give_up=None):
         torque_at_discard.append(arm.torque_offs)
         raise WriterError("disk full")
 
@@ -281,3 +281,70 @@ def test_a_writer_failure_seen_while_recording_stops_the_run_and_discards_the_ta
     assert "ENOSPC" in session.result.fault and "holding position" in session.result.fault
     assert len(store) == 1 and session.result.lost == 1 and session.result.discarded == 1
     assert [e.state for e in session.status.episodes] == ["saved", "lost", "discarded"]
+
+
+def test_an_estop_acts_while_the_take_waits_to_be_handed_to_a_stalled_writer(tmp_path):
+    """A take's end hands its commit to the writer, which waits for room like a frame when
+    the disk is behind; that wait read no keys, so the E-STOP waited for the disk (3 s
+    here, as long as the stall). It acts at once; the take is discarded, as any take an
+    E-STOP interrupts."""
+    import threading
+    import time
+
+    from recorder_fixtures import JOINTS, FakeArm, SineTeleop
+    from shallowpi.record.clock import SimulatedClock
+    from shallowpi.record.session import RecordingSession, SessionConfig
+    from shallowpi.record.writer import BackgroundWriter
+
+    store = open_store(tmp_path / "stall.zarr")
+    release, begin = threading.Event(), store.begin_episode
+
+    def stalled_begin(*args, **kwargs):  # the disk stalls (a USB drive's hiccup)
+        release.wait(10)
+        return begin(*args, **kwargs)
+
+    store.begin_episode = stalled_begin
+    writer = BackgroundWriter(store, capacity_frames=8)  # the take's 8 frames fill it: the commit waits
+    pending: list[Command] = []
+    arm = FakeArm()
+    session = RecordingSession(SessionConfig(task="wave", episodes=2, episode_time_s=8 / 30, reset_time_s=0, fps=30),
+                               arm, SineTeleop(), writer, SimulatedClock(30), JOINTS,
+                               commands=lambda: [pending.pop() for _ in range(len(pending))])
+    loop = threading.Thread(target=session.run)
+    loop.start()
+    try:
+        time.sleep(0.5)
+        assert writer.stats().queue_depth == 8 and arm.torque_offs == 0  # the loop waits on the commit
+        pending.append(Command.ESTOP)
+        pressed = time.monotonic()
+        while arm.torque_offs == 0:
+            assert time.monotonic() - pressed < 1.0, "the e-stop waited for the disk"
+            time.sleep(0.01)
+    finally:
+        release.set()
+        loop.join(30)
+        writer.close()
+    assert session.result.fault == "e-stop pressed; torque off, robot is safe"
+    assert session.result.discarded == 1 and len(store) == 0
+
+
+def test_a_take_whose_commit_fails_after_its_commit_point_is_saved_not_lost(tmp_path):
+    """The commit record's rename is the commit point; a failure after it (the folder's
+    sync: EIO on a failing disk) reached the writer before it counted the episode, so the
+    run reported the take LOST though the store holds it, inviting a duplicate re-record."""
+    import errno
+
+    store = open_store(tmp_path / "late.zarr")
+    write_record = store._write_commit_record
+
+    def sync_fails_after_the_rename(*args, **kwargs):
+        write_record(*args, **kwargs)
+        raise OSError(errno.EIO, "fsync of meta/ failed", str(store.path / "meta"))
+
+    store._write_commit_record = sync_fails_after_the_rename
+    session, _, writer = make_session(store, episodes=1, episode_time_s=0.5)
+    result = session.run()
+    writer.close()
+    session.writer_closed()
+    assert writer.failure is not None and len(store) == 1  # the disk failed; the episode is in
+    assert result.lost == 0 and [e.state for e in session.status.episodes] == ["saved"]

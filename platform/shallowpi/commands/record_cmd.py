@@ -265,6 +265,10 @@ def run(args: argparse.Namespace) -> int:
                                             log_path=store_path / PROVENANCE_DIR / f"record-{stamp}.log")
         else:
             result = session.run()
+        # The robot put away (torque off, ports closed) before the writer drains its queue:
+        # up to record.queue_mb of frames on a disk that is behind, and nothing reads the
+        # dashboard's E-STOP meanwhile.
+        rig.close()
         writer.close()
         session.writer_closed()
         publish(session.status)  # the last takes saved: watchers and the lines say so, not "saving"

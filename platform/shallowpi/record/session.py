@@ -362,7 +362,7 @@ class RecordingSession:
             self.status.message = ("nothing to delete: no episode of this run is saved"
                                    + (" (the last one was deleted already)" if self.result.deleted else ""))
             return False
-        self.writer.delete(summary.index)  # after its commit: the writer works in order
+        self.writer.delete(summary.index, give_up=self._estop_while_waiting)  # after its commit: in order
         self.status.episodes_saved -= summary.state == "saved"
         summary.state = "deleted"
         self._last_saved = None
@@ -389,7 +389,7 @@ class RecordingSession:
             self.scene.reset(episode)
         self.writer.begin(index, self.config.task, robot=self.config.robot,
                           calibration_id=self.config.calibration_id, fps=self.config.fps,
-                          start_time=time.time())
+                          start_time=time.time(), give_up=self._estop_while_waiting)
         self.clock.reset_stats()
         self._dropped_at_start = self._camera_drops()
         summary = self._take = EpisodeSummary(index, 0, 0.0, None, "recording")
@@ -421,10 +421,23 @@ class RecordingSession:
             self.status.message = (f"camera picture {age * 1e3:.0f} ms old: {self._stale_rows} rows of this take "
                                    "hold a stale picture (r re-records it)")
 
-    def _end_episode(self, keep: bool) -> None:
-        """End the take in flight: hand it to the writer to commit, or discard it."""
+    def _end_episode(self, keep: bool, safe: bool = False) -> None:
+        """End the take in flight: hand it to the writer to commit, or discard it. While the
+        disk is behind the hand-over waits, an E-STOP ending the wait (WaitAbandoned: the take
+        is discarded, as every take an E-STOP interrupts); `safe` (after a fault or an e-stop,
+        the robot already held or off) waits without asking."""
         summary, frames = self._take, self._frames
+        give_up = None if safe else self._estop_while_waiting
         self._recording = False
+        try:
+            self._hand_over(summary, frames, keep, give_up)
+        except WaitAbandoned:
+            summary.state = "discarded"
+            self.result.discarded += 1
+            raise
+
+    def _hand_over(self, summary: EpisodeSummary, frames: int, keep: bool,
+                   give_up: Callable[[], bool] | None) -> None:
         if self.writer.failure is not None:  # nothing more reaches the store
             summary.state = "discarded"
             self.result.discarded += 1
@@ -439,7 +452,7 @@ class RecordingSession:
             if self.scene is not None:
                 extra.update(self.scene.metadata())
             self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,
-                               extra=extra)
+                               extra=extra, give_up=give_up)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
             self._saving.append(summary)
@@ -447,7 +460,7 @@ class RecordingSession:
             self._episode += 1
             self.status.message = f"episode {summary.index} recorded ({frames} frames), saving"
         else:
-            self.writer.discard()
+            self.writer.discard(give_up=give_up)
             summary.state = "discarded"
             self.result.discarded += 1
             self.status.message = f"episode {summary.index}: take discarded"
@@ -461,7 +474,7 @@ class RecordingSession:
             return
         summary.success = success
         if summary.state in ("saving", "saved"):
-            self.writer.mark(summary.index, success)  # after its commit: the writer works in order
+            self.writer.mark(summary.index, success, give_up=self._estop_while_waiting)  # after its commit
             self.status.message = f"episode {summary.index} marked {word} in the store"
         else:
             self.status.message = f"episode {summary.index} marked {word} (stored with it)"
@@ -493,7 +506,7 @@ class RecordingSession:
         so is logged (its own failure is reported by the run), never raised past the safe state."""
         if self._recording:
             try:
-                self._end_episode(keep=False)
+                self._end_episode(keep=False, safe=True)
             except PlatformError as exc:
                 log.error("discarding the take in flight failed: %s", exc)
 

@@ -83,8 +83,9 @@ class WriterError(PlatformError):
 
 
 class WaitAbandoned(Exception):
-    """`add_frame`'s wait for room was given up (its `give_up` said so): the frame is not
-    queued. Not a fault of the writer: the caller asked to stop waiting (an e-stop)."""
+    """A wait for room was given up (its `give_up` said so): the item (a frame, a begin, a
+    commit, ...) is not queued. Not a fault of the writer: the caller asked to stop waiting
+    (an e-stop)."""
 
 
 # errno -> (what happened, what to do), for the failures a disk gives a recorder.
@@ -165,14 +166,15 @@ class BackgroundWriter:
 
     # --- the control loop's side -------------------------------------------------------
 
-    def begin(self, episode: int, task: str, **kwargs: Any) -> None:
+    def begin(self, episode: int, task: str, give_up: Callable[[], bool] | None = None, **kwargs: Any) -> None:
         """Queue the start of episode `episode` (its store index) with its `task`; `kwargs`
         (robot, calibration_id, fps, start_time) go to `EpisodeStore.begin_episode`. Raises
-        the writer's `failure` (a WriterError) once it has stopped."""
+        the writer's `failure` (a WriterError) once it has stopped. `give_up`, here and in
+        every call below, as for `add_frame`: each may wait for room while the disk is behind."""
+        self._put(_Begin(episode, task, kwargs), give_up=give_up)
         with self._lock:
             self._stats.pending_episodes += 1
             self._stats.backpressure_s = 0.0
-        self._put(_Begin(episode, task, kwargs))
 
     def add_frame(self, values: Mapping[str, np.ndarray], timestamp: float,
                   capture_times: Mapping[str, float] | None = None, max_wait_s: float | None = None,
@@ -186,28 +188,28 @@ class BackgroundWriter:
         return self._put(_Frame(dict(values), timestamp, dict(capture_times or {}), nbytes), max_wait_s, give_up)
 
     def commit(self, success: bool | None = None, dropped_frames: int = 0,
-               extra: Mapping[str, Any] | None = None) -> None:
+               extra: Mapping[str, Any] | None = None, give_up: Callable[[], bool] | None = None) -> None:
         """Queue the end of the open episode, kept with its success flag, dropped-frame count and
         extra metadata. An episode with no frames is discarded instead. Raises the writer's
         `failure` once it has stopped."""
-        self._put(_Commit(success, dropped_frames, dict(extra or {})))
+        self._put(_Commit(success, dropped_frames, dict(extra or {})), give_up=give_up)
 
-    def discard(self) -> None:
+    def discard(self, give_up: Callable[[], bool] | None = None) -> None:
         """Queue dropping the open episode's frames. Raises the writer's `failure` once it
         has stopped."""
-        self._put(_Discard())
+        self._put(_Discard(), give_up=give_up)
 
-    def mark(self, store_index: int, success: bool | None) -> None:
+    def mark(self, store_index: int, success: bool | None, give_up: Callable[[], bool] | None = None) -> None:
         """Set an already committed episode's success flag (after the queue drains to it)."""
-        self._put(_Mark(store_index, success))
+        self._put(_Mark(store_index, success), give_up=give_up)
 
-    def delete(self, store_index: int) -> None:
+    def delete(self, store_index: int, give_up: Callable[[], bool] | None = None) -> None:
         """Delete a committed episode from the store (after the queue drains to it).
 
         The last episode goes in place, copying no other episode
         (`EpisodeStore.drop_last_episode`); any other compacts the store (a copy of every
         episode kept) while later frames wait in the queue."""
-        self._put(_Delete(store_index))
+        self._put(_Delete(store_index), give_up=give_up)
 
     def stats(self) -> WriterStats:
         """A copy of the counters (cheap: the loop reads it every tick)."""
@@ -293,7 +295,14 @@ class BackgroundWriter:
                     with self._lock:
                         self._stats.bytes_written += item.nbytes
                 elif isinstance(item, _Commit) and writer is not None:
-                    info = writer.commit(item.success, item.dropped_frames, item.extra) if len(writer) else None
+                    before = len(self.store)
+                    try:
+                        info = writer.commit(item.success, item.dropped_frames, item.extra) if len(writer) else None
+                    except Exception:
+                        if len(self.store) > before:  # failed after its commit point (the folder's sync):
+                            writer = None             # the episode is in the store, not lost
+                            self._episode_done(self.store.episode(before))
+                        raise
                     if info is None:
                         writer.discard()
                     writer = None
