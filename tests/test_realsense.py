@@ -45,6 +45,26 @@ def test_frames_arrive_in_order_with_device_timestamps_and_depth() -> None:
         assert cam.stats.dropped == 0
 
 
+@pytest.mark.parametrize("lost", [(3,), (0, 1, 2)], ids=["one depth frame lost", "depth starts late"])
+def test_each_color_frame_keeps_its_own_depth_after_a_depth_frame_is_lost(lost) -> None:
+    """The first depth frame not older than half a period was taken: after one lost depth
+    frame (or a depth stream started after the color one) every later color frame came
+    with the next period's depth, for good, and nothing counted it. A color frame whose
+    depth never came is not published (a drop); the others keep their own."""
+    device, cam = make(align_depth=False)
+    with cam:
+        seen = {}
+        for i in range(10):
+            image, depth = pattern(i)
+            device.inject(image, depth, lose_depth=i in lost)
+            time.sleep(0.05)
+            if i not in lost:
+                frame = cam.latest(newer_than=max(seen, default=None))
+                seen[frame.sequence] = int(frame.depth[0, 0])
+        assert seen == {i: 500 + i for i in range(10) if i not in lost}
+        assert cam.stats.dropped == (len(lost) if 0 not in lost else 0)  # a late start is no gap
+
+
 def test_aligned_depth_matches_when_streams_share_a_pose() -> None:
     device, cam = make(align_depth=True)
     with cam:

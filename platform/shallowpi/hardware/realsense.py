@@ -7,7 +7,7 @@ software devices alike. (`rs.syncer` fed by a software device emits most color a
 frames unpaired, so pairing is done here.) Each color frame is paired with the depth frame
 nearest in device time (the sensors' frame counters are independent), composed into a
 frameset and aligned to color with `rs.align`. Dropped frames are counted from gaps in
-the color sensor's frame counter.
+the color sensor's frame counter (a color frame whose depth frame never came is one).
 
     cam = RealSenseCamera(RealSenseConfig(name="head", serial="123456789012", depth=True))
     with cam:
@@ -166,6 +166,7 @@ class RealSenseCamera(ThreadedCamera):
         self._align: Any = None
         self._depth_scale = 0.001
         self._pending: tuple[Any, Any] | None = None
+        self._held_depth: Any = None  # a depth frame too new for the last color frame: the next one's
         self._composer: Any = None
         self._composed: Any = None
 
@@ -179,6 +180,7 @@ class RealSenseCamera(ThreadedCamera):
         if cfg.depth:
             depth_sensor, depth_profile = self._find_stream(device, rs.stream.depth, rs.format.z16)
             self._depth_queue = rs.frame_queue(2, keep_frames=True)
+            self._held_depth = None
             opened.append((depth_sensor, depth_profile, self._depth_queue))
             self._depth_scale = float(depth_sensor.as_depth_sensor().get_depth_scale())
             self._align = rs.align(rs.stream.color) if cfg.align_depth else None
@@ -265,14 +267,24 @@ class RealSenseCamera(ThreadedCamera):
         )
 
     def _matching_depth(self, color: Any, timeout_s: float) -> Any:
-        # The first depth frame no more than half a period older than the color frame;
-        # older ones are discarded.
-        earliest = color.get_timestamp() - 500.0 / self.config.fps
+        """The depth frame within half a period of `color` in device time, or None (this color
+        frame goes unpublished: a gap the drop count sees). Older depth frames are discarded;
+        a newer one is kept for the next color frame. Taking the first not-too-old frame
+        instead paired every later color frame with the next period's depth after a single
+        lost depth frame, or a depth stream started after the color one, for good."""
+        half = 500.0 / self.config.fps
+        stamp = color.get_timestamp()
         deadline = time.monotonic() + timeout_s
         while True:
-            left = max(1, int((deadline - time.monotonic()) * 1000))
-            ok, depth = self._depth_queue.try_wait_for_frame(left)
-            if not ok:
+            depth, self._held_depth = self._held_depth, None
+            if depth is None:
+                left = max(1, int((deadline - time.monotonic()) * 1000))
+                ok, depth = self._depth_queue.try_wait_for_frame(left)
+                if not ok:
+                    return None
+            offset = depth.get_timestamp() - stamp
+            if offset > half:  # this color frame's depth never came
+                self._held_depth = depth
                 return None
-            if depth.get_timestamp() >= earliest:
+            if offset >= -half:
                 return depth

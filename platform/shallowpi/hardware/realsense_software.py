@@ -87,10 +87,12 @@ class SoftwareRealSense:
         depth: np.ndarray | None = None,
         timestamp_ms: float | None = None,
         frame_number: int | None = None,
+        lose_depth: bool = False,
     ) -> int:
         """Deliver one capture (uint8 HxWx3 RGB, uint16 HxW depth in mm) to the started
         sensors; returns its frame number. Numbers count up unless given (skip some to
-        emulate drops); the timestamp defaults to frame_number / fps."""
+        emulate drops); the timestamp defaults to frame_number / fps. `lose_depth`: the color
+        frame alone, as when the device loses a depth frame (or its depth starts late)."""
         if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
             raise CameraError(
                 f"software RealSense {self.serial}: image must be uint8 {self.height}x{self.width}x3, "
@@ -100,7 +102,7 @@ class SoftwareRealSense:
             number = self.frame_number if frame_number is None else frame_number
             self.frame_number = number + 1
             stamp = number * 1000.0 / self.fps if timestamp_ms is None else timestamp_ms
-            if self.depth_sensor is not None:
+            if self.depth_sensor is not None and not lose_depth:
                 if depth is None or depth.shape != (self.height, self.width):
                     raise CameraError(
                         f"software RealSense {self.serial}: needs a {self.height}x{self.width} depth image"
