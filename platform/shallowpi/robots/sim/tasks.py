@@ -240,18 +240,25 @@ def make_tasks(robot: str, *, checks: bool = False, shared: bool = False) -> dic
 
     `shared`: every benchmark task draws the same scene for a seed, one in which each of them
     is doable, so a policy told one instruction could have done another (the language
-    check: `platform eval --sim --scenes shared`). On the bimanual and humanoid twins a
-    task's own scenes already are (the cube's regions overlap and the other objects stand
-    alike); the arm's are not: a push scene puts the bowl out of reach, a cube-in-bowl
-    scene may block the block's path. Its shared scenes (`_arm_shared_regions`) keep the
-    bowl within reach but behind the block's push, and only draws that leave the push path
-    clear.
+    check: `platform eval --sim --scenes shared`). On the bimanual and humanoid twins the
+    tasks differ only in the cube's region, which overlap: their shared scenes draw the cube
+    from the union of the two (with each task's own region, the cube's place told the task
+    apart without the instruction: most humanoid cube-in-bowl scenes had their cube where no
+    handover scene puts one). The arm's own scenes do not allow both: a push scene puts the
+    bowl out of reach, a cube-in-bowl scene may block the block's path. Its shared scenes
+    (`_arm_shared_regions`) keep the bowl within reach but behind the block's push, and only
+    draws that leave the push path clear.
     """
     tasks = _benchmark_tasks(robot)
     if shared and robot == "arm":
         regions = _arm_shared_regions()
         push = tasks["push_block_left"]
         tasks = {name: replace(task, regions=regions, scene_rule=push._clear) for name, task in tasks.items()}
+    elif shared:
+        cubes = [task.regions["red_cube"] for task in tasks.values()]
+        union = Region((min(r.x[0] for r in cubes), max(r.x[1] for r in cubes)),
+                       (min(r.y[0] for r in cubes), max(r.y[1] for r in cubes)))
+        tasks = {name: replace(task, regions={**task.regions, "red_cube": union}) for name, task in tasks.items()}
     return {**tasks, **_check_tasks(robot)} if checks else tasks
 
 
