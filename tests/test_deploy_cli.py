@@ -54,7 +54,7 @@ def test_deploy_thor_on_this_machine_runs_the_twin_with_the_best_local_backend(t
     out = result.stdout
     assert out.splitlines()[0] == ("this machine is not a Jetson thor (no /etc/nv_tegra_release): running the "
                                    "best local backend, onnxruntime on cpu (profile cpu)")
-    assert "building the deploy bundle" in out and "backend onnxruntime on cpu" in out
+    assert "building the deploy bundle" in out and "backend onnxruntime on CPU (fp32)" in out  # where it runs, not what thor asks
     assert ("episode 1/1 seed 1000:" in out and "success 0/1 |" in out) or "success 1/1 |" in out
     data = json.loads(report.read_text())
     assert data["episodes"] == 1 and data["strategy"] == "rtc" and data["profile"] == "cpu"
@@ -106,7 +106,7 @@ def test_deploy_stack_with_torch_records_the_executed_episode(trained, tmp_path)
     result = deploy(trained, "--sim", "stack", "--backend", "torch", "--strategy", "async",
                     "--data-root", str(tmp_path), "--record", "executed")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "backend torch on cpu" in result.stdout and "episode 1/1" in result.stdout
+    assert "backend torch on cpu (fp32)" in result.stdout and "episode 1/1" in result.stdout
     info = subprocess.run(platform_cmd("dataset", "info", str(tmp_path / "executed.zarr")),
                           env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "1 episode" in info.stdout, info.stdout + info.stderr

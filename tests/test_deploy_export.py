@@ -161,6 +161,23 @@ def test_backend_errors_name_the_fix(bundle, tmp_path):
         make_backend("onnxruntime", bare)
 
 
+def test_a_backend_says_where_it_really_runs_not_what_the_profile_asked(bundle, caplog):
+    """The Orin profile asks TensorRT, then CUDA, in fp16; an onnxruntime without them (this
+    machine's, or a Jetson's whose TensorRT provider fails to build) runs on the CPU in fp32,
+    and deploy's banner printed "on cuda (fp16)" all the same."""
+    import onnxruntime as ort
+
+    asked = BackendOptions(device="cuda", precision="fp16", threads=1,
+                           providers=("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"))
+    backend = make_backend("onnxruntime", bundle, asked)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # a CPU-only onnxruntime, as here
+        assert backend.runs_on() == "CPU (fp32)" and backend.providers == ["CPUExecutionProvider"]
+    else:  # a GPU build: whichever provider the session took, named as such
+        assert backend.runs_on().startswith(backend.providers[0].removesuffix("ExecutionProvider") + " (")
+    torch_backend = make_backend("torch", bundle, BackendOptions(device="cpu", precision="bf16", threads=1))
+    assert torch_backend.runs_on() == "cpu (fp32)"  # casts are for a GPU: the CPU computes in fp32
+
+
 def test_tensorrt_engines_are_keyed_by_bundle_version_gpu_and_precision():
     from shallowpi.deploy.backends.tensorrt_backend import engine_key
 

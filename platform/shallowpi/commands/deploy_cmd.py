@@ -162,7 +162,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     if backend_name == "torch" and profile.device == "cuda" and not _has_cuda():
         options.device = "cpu"
     backend = make_backend(backend_name, bundle, options)
-    print(f"backend {backend_name} on {options.device} ({options.precision}), strategy {exec_cfg.strategy.value}, "
+    print(f"backend {backend_name} on {backend.runs_on()}, strategy {exec_cfg.strategy.value}, "
           f"{target.description} at {target.fps:g} Hz", flush=True)
 
     robot = target.robot
@@ -260,7 +260,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**summary, "profile": profile.name, "plan": decision.message,
-                                         "backend": backend_name, "strategy": exec_cfg.strategy.value,
+                                         "backend": backend_name, "runs_on": backend.runs_on(),
+                                         "bundle_sha256": bundle.digest, "strategy": exec_cfg.strategy.value,
                                          "rtc_mask": exec_cfg.rtc_mask, "seam_ticks": exec_cfg.seam_ticks,
                                          "delay_ms": args.delay_ms or 0.0, "bundle": str(bundle.path)}, indent=2))
     faults = executor.safety.faults if executor else 0

@@ -142,6 +142,7 @@ def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_sec
     the twin, as `platform eval --sim` runs them, at the store's camera size. Raises the
     twin's one-line errors (no single robot recorded, cameras the twin lacks)."""
     from shallowpi import config
+    from shallowpi.data.codecs import image_codec
     from shallowpi.evaluate.sim_checkpoint import (
         CheckpointPolicy,
         StoreFacts,
@@ -166,10 +167,13 @@ def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_sec
     results = []
     any_policy = next(iter(policies.values()))
     check_fits(any_policy.features, spec, target.fps)
+    # The renders through the store's image codec, as the training loader decoded the frames
+    # (and as `platform eval --sim` feeds them): raw renders are inputs neither model saw.
+    codec = image_codec(*target.image_codec) if target.image_codec else None
     with DirectSimRobot(spec, cameras=any_policy.features.cameras) as robot:
         for task in make_tasks(target.robot).values():
             for name, policy in policies.items():
-                chunk_policy = CheckpointPolicy(policy)
+                chunk_policy = CheckpointPolicy(policy, image_codec=codec)
                 selection = ActionSelectionConfig.from_config(cfg.action_selection)
                 selection.replan_every = selection.every(chunk_policy.chunk_len)
                 eval_cfg = SimEvalConfig(episodes=episodes, selection=selection, max_seconds=max_seconds)

@@ -87,6 +87,12 @@ class Backend(ABC):
         self.delta_mask = mask_of(cfg.get("delta_dims", []), self.real_action_dim)
         self._rng = np.random.default_rng(0)
 
+    def runs_on(self) -> str:
+        """Where and in what precision the chunks are computed, as the library set it up (not
+        as asked: a provider or a precision it lacks falls back). The deploy banner and its
+        report say this."""
+        return f"{self.options.device} ({self.options.precision})"
+
     def reset(self, seed: int) -> None:
         """Reseed the noise (one evaluation episode repeats exactly)."""
         self._rng = np.random.default_rng(seed)

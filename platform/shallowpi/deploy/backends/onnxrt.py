@@ -68,6 +68,8 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
         if name == "TensorrtExecutionProvider":
             from shallowpi.deploy.backends.tensorrt_backend import engine_cache_dir
 
+            if options.precision in ("bf16", "fp8"):
+                log.info("onnxruntime's TensorRT provider builds fp16 for %s", options.precision)
             chosen.append((name, {
                 "trt_fp16_enable": options.precision in ("fp16", "bf16", "fp8"),
                 "trt_engine_cache_enable": True,
@@ -110,14 +112,33 @@ class OnnxRuntimeBackend(Backend):
         providers = session_options(self.options.providers, self.options, bundle)
 
         def session(name: str) -> Any:
-            return ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
+            made = ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
+            # A provider failing later is an error, not a silent rerun on the next provider
+            # (the CPU, on a Jetson): the executor then holds the robot and says why.
+            made.disable_fallback()
+            return made
 
-        self.providers = [p if isinstance(p, str) else p[0] for p in providers]
+        asked = [p if isinstance(p, str) else p[0] for p in providers]
         steps = bundle.config.get("num_steps", 10)
         if graph == "chunk":
             self._session = session("chunk")
+            made = self._session
         else:
             self._split = SplitGraphs(session("prefix"), session("step"), steps)
+            made = self._split.prefix
+        # What the session took, not what was asked: one that failed to set up (a TensorRT
+        # build error, no CUDA driver) is left out of it.
+        self.providers = list(made.get_providers())
+        if self.providers[:1] != asked[:1]:
+            log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here",
+                        self.providers[0], asked[0], asked[0])
+
+    def runs_on(self) -> str:
+        """The provider the session runs on, and the precision it computes in (fp16 only
+        through TensorRT with a reduced precision asked; fp32 otherwise)."""
+        first = self.providers[0].removesuffix("ExecutionProvider")
+        reduced = self.providers[0] == "TensorrtExecutionProvider" and self.options.precision != "fp32"
+        return f"{first} ({'fp16' if reduced else 'fp32'})"
 
     def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
         prefix = {"images": inputs.images, "image_masks": inputs.image_masks,

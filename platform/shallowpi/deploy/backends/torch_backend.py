@@ -8,6 +8,8 @@ the model stays float32.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -17,6 +19,8 @@ from shallowpi.deploy.export_onnx import ChunkGraph
 from shallowpi.deploy.preprocess import ModelInputs
 from shallowpi.policy.policy import Policy
 from shallowpi.policy.sampler import ChunkSampler
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
 
@@ -37,10 +41,17 @@ class TorchBackend(Backend):
         dtype = DTYPES.get(self.options.precision) if device.type == "cuda" else None
         if dtype is not None:
             policy.model.cast_towers(dtype)
+        self.dtype = str(dtype).removeprefix("torch.") if dtype is not None else "fp32"
+        if self.dtype != self.options.precision:
+            log.info("torch computes the chunks in %s on %s (%s asked)", self.dtype, device, self.options.precision)
         self.device, self.model = device, policy.model.eval()
         self.sampler = ChunkSampler(self.model, num_steps=bundle.config.get("num_steps"),
                                     cuda_graph=self.options.cuda_graph)
         self.inpainted = ChunkGraph(self.model, self.sampler.num_steps)
+
+    def runs_on(self) -> str:
+        """The device and the dtype the towers were cast to (fp32 on a CPU, fp8 as bf16)."""
+        return f"{self.device} ({self.dtype})"
 
     @torch.inference_mode()
     def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:

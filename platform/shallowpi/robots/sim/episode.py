@@ -16,8 +16,9 @@ the `EpisodeRules` differ:
 - the episode ends at its time limit (the task's, or `rules.seconds`);
 - an agent that says it is `finished` (a scripted expert at the end of its plan) gets
   `settle_s` more ticks for the scene to come to rest;
-- with `stop_after_success_s`, it ends once the task's detector has said "success" for
-  that long (a success that holds is the one the end-of-episode judge would see);
+- with `stop_after_success_s`, it ends once the task's detector has said "success" on
+  round(stop_after_success_s x fps) consecutive ticks (1 s at 30 Hz: 30 ticks, 29 periods
+  apart; a success that holds is the one the end-of-episode judge would see);
 - success is judged once, at the end, by the task's detector.
 
 Scene seeds are split here, once: `eval --sim` holds out `EVAL_SEEDS`, and a recording
@@ -105,7 +106,7 @@ class EpisodeRules:
     """How an episode ends. `seconds`: its time limit (None: the task's own; math.inf:
     none, when another loop ends it, as the recorder does by its episode length).
     `settle_s`: ticks after the agent is finished. `stop_after_success_s`: end once
-    success has held that long (None: never early)."""
+    success has been seen on round(s x fps) consecutive ticks (None: never early)."""
 
     seconds: float | None = None
     settle_s: float = 0.5
