@@ -136,7 +136,8 @@ def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked
         return writer.commit(success=info.success, dropped_frames=info.dropped_frames,
                              extra=info.extra, duration_s=info.duration_s, expect_checksums=info.checksums)
     except StoreError as err:
-        writer.discard()
+        if writer.is_open:
+            writer.discard()
         raise StoreError(f"{source.path.name} episode {index}: {err}") from None
     except BaseException:
         if writer.is_open:
