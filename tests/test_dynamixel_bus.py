@@ -145,6 +145,26 @@ def test_hardware_error_bits_raise_with_advice(chain, servo_id, word, words):
         assert bus.hardware_errors() == {}
 
 
+def test_a_y_servos_battery_warning_is_said_once_not_a_fault(chain, caplog):
+    """Error code 9 (Y-series e-manual, Error Code(153)): the multi-turn backup battery is
+    low; the servo keeps torque and works, and only a new battery clears it. Raised as a
+    fault it stopped the humanoid at every connect and every fault check."""
+    with make_bus(chain) as bus:
+        bus.set_torque(True)
+        chain.hardware_error(3, "battery warning")
+        assert chain.servos[3].torque  # the servo keeps working
+        assert bus.hardware_errors() == {3: ["battery warning"]}  # doctor still lists it
+        caplog.set_level("WARNING")
+        bus.raise_on_hardware_errors()  # no fault
+        bus.write_one(3, "led", 1)  # the alert bit on the reply is no fault either
+        bus.raise_on_hardware_errors()
+        said = [r.getMessage() for r in caplog.records if "battery" in r.getMessage()]
+        assert len(said) == 1 and "servo 3" in said[0] and "replace the servo's multi-turn backup battery" in said[0]
+        chain.hardware_error(3, "overload")  # a fault still is one
+        with pytest.raises(ServoFaultError, match=r"servo 3 .* reports overload"):
+            bus.raise_on_hardware_errors()
+
+
 def test_port_vanishing_mid_run(chain):
     bus = make_bus(chain)
     bus.connect()

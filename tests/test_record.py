@@ -560,3 +560,7 @@ def test_a_camera_hiccup_keeps_the_loop_running_and_the_take_says_how_many_rows_
         assert max(stale) >= 5 and stale.index(max(stale)) in (1, 2), stale  # ~9 rows of 0.4 s at 30 Hz
         assert sorted(stale)[:3] == [0, 0, 0], stale
         assert all(rig.store.episode(i).length == 18 for i in range(5))  # 0.6 s at 30 Hz: no row lost
+        # The silent 0.4 s repeated its last picture on every row (a camera slower than the
+        # loop does too): counted per take, none where the camera kept up.
+        repeated = [rig.store.episode(i).extra["repeated_pictures"] for i in range(5)]
+        assert repeated[stale.index(max(stale))] >= max(stale), (repeated, stale)

@@ -204,6 +204,8 @@ class RecordingSession:
         self._episode = 0  # episodes this run has kept so far
         self._frames = 0  # frames of the take in flight
         self._stale_rows = 0  # rows of the take in flight whose picture is older than STALE_PERIODS
+        self._repeated_rows = 0  # rows of the take in flight with a camera's picture of the row before
+        self._last_sequences: dict[str, int] = {}
         self._start_tick, self._start_s = 0, 0.0
         self._reset_until = 0.0
         self._held_reset_s = 0.0  # the reset countdown left when p held it
@@ -403,6 +405,7 @@ class RecordingSession:
                 self.status.episodes_earlier += 1
         self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
         self._state, self._recording, self._frames, self._stale_rows = RecorderState.RECORDING, True, 0, 0
+        self._repeated_rows, self._last_sequences = 0, {}
         self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
         self.status.episode_time_s = 0.0
 
@@ -415,6 +418,12 @@ class RecordingSession:
         # The robot hands over a late camera's last picture rather than stall the loop (only
         # a camera silent for its timeout is a fault): the row pairs that old picture with
         # the present state and action. Counted per take, stored with it, shown at once.
+        # A camera slower than the loop (or on the edge of its phase) hands two rows the same
+        # picture: not a fault, but the take's rows hold fewer pictures than rows. Counted.
+        sequences = {role: frame.sequence for role, frame in observation.frames.items()}
+        if sequences and any(self._last_sequences.get(role) == seq for role, seq in sequences.items()):
+            self._repeated_rows += 1
+        self._last_sequences = sequences
         age = observation.oldest_frame_s()
         if age > STALE_PERIODS / self.config.fps:
             self._stale_rows += 1
@@ -448,7 +457,8 @@ class RecordingSession:
                 success = summary.success
             p50, p99 = self.clock.percentiles_ms()
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
-                     "backpressure_s": self.writer.stats().backpressure_s, "stale_frames": self._stale_rows}
+                     "backpressure_s": self.writer.stats().backpressure_s, "stale_frames": self._stale_rows,
+                     "repeated_pictures": self._repeated_rows}
             if self.scene is not None:
                 extra.update(self.scene.metadata())
             self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,

@@ -45,6 +45,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.control_table import (
     ALERT_BIT,
     ERROR_ADVICE,
+    WARNING_ONLY,
     ModelSpec,
     OperatingMode,
     model_by_name,
@@ -107,6 +108,7 @@ class DynamixelBus:
         self._port: PortHandler | None = None
         self._packets = StrictPacketHandler()
         self._readers: dict[tuple, GroupSyncRead | GroupBulkRead] = {}
+        self._warned: set[int] = set()  # servos whose working-servo warning was logged
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -370,8 +372,17 @@ class DynamixelBus:
         return errors
 
     def raise_on_hardware_errors(self, ids: Iterable[int] | None = None) -> None:
-        """ServoFaultError naming the first faulted servo, its errors and advice, if any."""
-        errors = self.hardware_errors(ids)
+        """ServoFaultError naming the first faulted servo, its errors and advice, if any.
+        A warning that leaves the servo working (`WARNING_ONLY`: a Y servo's low backup
+        battery) is logged once per servo, not raised."""
+        errors = {}
+        for servo_id, words in self.hardware_errors(ids).items():
+            warnings = [w for w in words if w in WARNING_ONLY]
+            if warnings and servo_id not in self._warned:
+                self._warned.add(servo_id)
+                log.warning("%s", self._fault_message(servo_id, warnings, 1, verb="warns of"))
+            if faults := [w for w in words if w not in WARNING_ONLY]:
+                errors[servo_id] = faults
         if errors:
             servo_id, words = next(iter(errors.items()))
             raise ServoFaultError(self._fault_message(servo_id, words, len(errors)))
@@ -508,19 +519,23 @@ class DynamixelBus:
 
     def _check_status_error(self, servo_id: int, error_byte: int, what: str) -> None:
         if error_byte & ALERT_BIT:
-            words = self.hardware_errors([servo_id]).get(servo_id, ["hardware error"])
-            raise ServoFaultError(self._fault_message(servo_id, words, 1))
+            # A warning the servo keeps working through (WARNING_ONLY) raises the alert bit
+            # on every reply too: said once by raise_on_hardware_errors, never a fault.
+            self.raise_on_hardware_errors([servo_id])
+            if not self.hardware_errors([servo_id]):
+                raise ServoFaultError(self._fault_message(servo_id, ["hardware error"], 1))
+            error_byte &= ~ALERT_BIT
         if error_byte:
             raise BusError(
                 f"{self._where}: servo {servo_id} refused the {what}: "
                 f"{self._packets.getRxPacketError(error_byte).removeprefix('[RxPacketError] ')}"
             )
 
-    def _fault_message(self, servo_id: int, words: list[str], count: int) -> str:
+    def _fault_message(self, servo_id: int, words: list[str], count: int, verb: str = "reports") -> str:
         advice = ERROR_ADVICE.get(words[0], "check the servo, then reboot it")
         more = f" ({count - 1} more servo(s) report errors)" if count > 1 else ""
         return (
-            f"{self._where}: servo {servo_id} ({self.motors[servo_id].name}) reports "
+            f"{self._where}: servo {servo_id} ({self.motors[servo_id].name}) {verb} "
             f"{', '.join(words)}; {advice}{more}"
         )
 

@@ -228,8 +228,15 @@ Y_ERROR_CODES: dict[int, str] = {
     20: "position limit reached",
 }
 
+# Error words that leave the servo working, torque on (the Y-series e-manual's Error Code
+# table): reported, never a fault that stops the robot. A low multi-turn backup battery
+# only asks for a new battery; the servo cannot clear it, so treated as a fault it would
+# stop the robot at every connect until the battery is changed.
+WARNING_ONLY = frozenset({"battery warning"})
+
 # What to check for each error word: the fix half of a one-line error.
 ERROR_ADVICE: dict[str, str] = {
+    "battery warning": "replace the servo's multi-turn backup battery (it keeps working meanwhile)",
     "overload": "the joint is blocked or carries too much load; free it, then reboot the servo",
     "overheating": "let the servo cool and lower its duty; then reboot it",
     "inverter overheating": "let the servo cool and lower its duty; then reboot it",

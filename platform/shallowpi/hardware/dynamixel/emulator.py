@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping
 from shallowpi.hardware.dynamixel import protocol as p
 from shallowpi.hardware.dynamixel.control_table import (
     ALERT_BIT,
+    WARNING_ONLY,
     ModelSpec,
     OperatingMode,
     baud_code,
@@ -174,10 +175,12 @@ class EmulatedServo:
         self.plant.set_torque(False)
 
     def inject_error(self, word: str) -> None:
-        """Latch a hardware error: the servo drops torque, as its Shutdown setting says."""
+        """Latch a hardware error: the servo drops torque, as its Shutdown setting says (a
+        warning that leaves it working, a Y servo's low backup battery, keeps torque on)."""
         self.set(self.model.error_field, self.model.error_value(word))
-        self.set("torque_enable", 0)
-        self.plant.set_torque(False)
+        if word not in WARNING_ONLY:
+            self.set("torque_enable", 0)
+            self.plant.set_torque(False)
 
     def _peek(self, name: str, address: int, data: bytes) -> int:
         fld = self.model.field(name)
