@@ -197,6 +197,21 @@ def test_connect_keeps_torque_off_when_a_servo_refuses_the_present_pose_as_its_g
         assert not any(s.torque for s in chains["follower"].servos.values())
 
 
+def test_torque_on_by_goal_update_another_tool_set_is_cleared_at_connect(caplog):
+    """Drive Mode bit 3 (X series): a Goal Position write turns torque on. The driver writes
+    goals with torque off (the present pose before torque-on; a hold after an e-stop), so
+    with the bit set another tool left, those writes would power the servo. Connect clears
+    it and says so; the servo's other Drive Mode bits stay."""
+    with emulated("arm") as (spec, chains):
+        wrist = next(m for m in spec.motors if m.joint == "wrist_flex")
+        servo = chains["follower"].servos[wrist.id]
+        servo.set("drive_mode", 0x08 | 0x04)
+        with DynamixelRobot(spec, UNCALIBRATED):
+            assert servo.get("drive_mode") == 0x04
+        assert f"servo {wrist.id} on bus 'follower' had Drive Mode's 'torque on by goal update' set; cleared" \
+            in caplog.text
+
+
 def test_a_bus_watchdog_another_program_left_tripped_is_cleared_at_connect(caplog):
     """A tripped Bus Watchdog(98) leaves the goals read-only, and sync writes have no reply:
     every act() would be dropped without a word, the arm standing still. Connect clears it."""

@@ -48,7 +48,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
-from shallowpi.hardware.dynamixel.control_table import OperatingMode
+from shallowpi.hardware.dynamixel.control_table import TORQUE_ON_BY_GOAL_UPDATE, OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import RobotCalibration, check_position_limits, swept_limits
@@ -148,6 +148,14 @@ class DynamixelRobot(Robot):
                     # the time one would otherwise take. EEPROM, so only when it differs.
                     if bus.read_one(servo_id, "return_delay_time") != 0:
                         bus.write_one(servo_id, "return_delay_time", 0)
+                    # Another tool may have set the X series' "torque on by goal update"
+                    # (TORQUE_ON_BY_GOAL_UPDATE); EEPROM, torque off here: only when set.
+                    if bus.motors[servo_id].series == "X" and \
+                            (mode := bus.read_one(servo_id, "drive_mode")) & TORQUE_ON_BY_GOAL_UPDATE:
+                        log.warning("robot %s: servo %d on bus '%s' had Drive Mode's 'torque on by goal update' "
+                                    "set; cleared (a goal written with torque off would power it)", self.name,
+                                    servo_id, bus_name)
+                        bus.write_one(servo_id, "drive_mode", mode & ~TORQUE_ON_BY_GOAL_UPDATE)
                     # A bus watchdog another program armed would stop the servo after any
                     # pause in traffic longer than its period (the reset wait, the warm-up:
                     # this driver talks only while it controls), then refuse every goal until

@@ -150,7 +150,7 @@ Y_SERIES_TABLE: dict[str, Field] = {
     "model_information": _ro(2, 4),
     "firmware_version": _ro(6, 1),
     "id": _ee(7, 1),
-    "bus_watchdog": _rw(8, 2),
+    "bus_watchdog": _rw(8, 2, signed=True),  # -1: tripped (as the X series' 1-byte one)
     "secondary_id": _ee(10, 1),
     "protocol_type": _ee(11, 1),
     "baud_rate": _ee(12, 1),
@@ -206,6 +206,12 @@ X_HARDWARE_ERROR_BITS: dict[int, str] = {
     4: "electrical shock",
     5: "overload",
 }
+
+# Drive Mode (10) bit 3 of the X series (firmware 45 on, 46 on XL330): "Torque On by Goal
+# Update", a Goal Position write turns torque on. Another tool may have set it; with it, the
+# goals this driver writes with torque off (the present pose before torque-on, a hold
+# after an e-stop) would power the servo.
+TORQUE_ON_BY_GOAL_UPDATE = 0x08
 
 # Error Code (153) values, Y-series e-manual "Error Code(153)".
 Y_ERROR_CODES: dict[int, str] = {
