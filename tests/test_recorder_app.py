@@ -195,3 +195,35 @@ def test_a_fault_waiting_for_its_key_ends_at_sigterm(tmp_path, monkeypatch):
     assert result.fault == "servo 3: overload"
     assert sent and time.monotonic() - sent[0] < 10, screen[-2000:].decode(errors="replace")
     assert signal.getsignal(signal.SIGTERM) is before  # put back after the wait
+
+
+def test_an_estop_while_a_fault_waits_for_its_key_turns_torque_off(tmp_path, monkeypatch):
+    """After a fault the robot holds position until the operator acknowledges it. The feed
+    was closed for that wait and the acknowledgement dialog swallowed `e`: for up to an hour
+    nothing could turn torque off but Ctrl-C. The E-STOP key acts on every screen, and the
+    recorder still hears it during the wait."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
+    shown = threading.Event()
+    estops: list[float] = []
+    typed: list[bytes] = []
+
+    class HeldAfterFault(FaultedSession):
+        def estop_after_end(self) -> None:
+            estops.append(time.monotonic())
+
+    def operator(screen: bytearray, master: int) -> None:  # e in the dialog, then enter
+        if b"RECORDING" in screen:
+            shown.set()
+        if not typed and b"Acknowledge" in screen:
+            time.sleep(0.5)
+            os.write(master, b"e")
+            typed.append(b"e")
+        elif typed == [b"e"] and estops:
+            os.write(master, b"\r")
+            typed.append(b"\r")
+
+    result, screen = _run_with_a_dashboard_on_a_pty(HeldAfterFault(publisher, shown), publisher, operator)
+    assert result.fault == "servo 3: overload"
+    assert len(estops) == 1, screen[-2000:].decode(errors="replace")
+    assert typed == [b"e", b"\r"]  # acknowledged after it: the dashboard then exits

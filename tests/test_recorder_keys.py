@@ -348,3 +348,18 @@ def test_a_take_whose_commit_fails_after_its_commit_point_is_saved_not_lost(tmp_
     session.writer_closed()
     assert writer.failure is not None and len(store) == 1  # the disk failed; the episode is in
     assert result.lost == 0 and [e.state for e in session.status.episodes] == ["saved"]
+
+
+def test_estop_after_the_session_ended_turns_torque_off_and_says_so(tmp_path):
+    """What the recorder's own dashboard's E-STOP does while a fault waits for its
+    acknowledgement (the robot held, torque on): torque off, in the status and the result."""
+    store = open_store(tmp_path / "after.zarr")
+    published = []
+    session, arm, writer = make_session(store, episodes=1, publish=lambda s: published.append(s.message))
+    session.run()
+    writer.close()
+    session.result.fault = "servo 3: overload"
+    session.estop_after_end()
+    assert arm.torque_offs == 1
+    assert session.result.fault == "servo 3: overload; then e-stop pressed: torque off, robot is safe"
+    assert published[-1] == "E-STOP: torque off, robot is safe"

@@ -91,7 +91,7 @@ FIGURES = [
     Figure("record_pipeline", "### (a) The pipeline on the real drivers, 5 minutes a rate", "record_pipeline.py",
            ("--seconds", "60", "--out", "{out}"), 2.5, cut="60 s a rate, not 300: compare the rates, not frame counts"),
     Figure("drop_last", "### (f) d / r between takes: removing the episode just saved", "drop_last.py",
-           ("--sizes", "10", "100", "1000", "--repeats", "1", "--json", "{out}"), 3.0, cut="one repeat; no 500 row"),
+           ("--sizes", "10", "100", "1000", "--repeats", "1", "--out", "{out}"), 3.0, cut="one repeat; no 500 row"),
     Figure("record_soak", "### (e) Memory over a long recording (`record_soak.py`)", "record_soak.py",
            ("--robot", "humanoid", "--episodes", "600", "--out", "{out}"), 3.5,
            cut="600 episodes, not 900 (the warm-up still passes the 256-episode caches)"),

@@ -223,6 +223,23 @@ class RecordingSession:
         """Ctrl-C / SIGTERM: end at the next tick (episode saved or discarded per config)."""
         self._stop.set()
 
+    def estop_after_end(self) -> None:
+        """An E-STOP after the session ended on a fault, while the robot holds position for
+        the operator to acknowledge the fault: torque off now, said in the status (published)
+        and in the result's fault line."""
+        try:
+            self.robot.torque_off()
+            safety = "torque off, robot is safe"
+        except PlatformError as exc:
+            log.error("e-stop: %s", exc)
+            safety = f"torque off FAILED ({exc}); cut the servo power now"
+        self.result.fault = f"{self.result.fault}; then e-stop pressed: {safety}"
+        self.status.message = f"E-STOP: {safety}"
+        try:
+            self._publish(self.status)
+        except Exception:  # a dashboard problem must never keep the e-stop from being told
+            log.exception("status publish failed")
+
     # --- the loop ----------------------------------------------------------------------
 
     def run(self) -> SessionResult:

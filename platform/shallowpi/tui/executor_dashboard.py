@@ -47,7 +47,7 @@ class ExecutorDashboard(App[None]):
     # One `q`, two meanings: check_action shows the one that applies (the deploy's own
     # dashboard stops the robot it leaves; a monitor only detaches).
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("e", "estop", "E-STOP"),
+        Binding("e", "estop", "E-STOP", priority=True),  # on every screen: a dialog must not swallow it
         Binding("s", "stop", "stop"),
         Binding("q", "stop_and_quit", "stop + quit"),
         Binding("q", "quit", "detach"),

@@ -49,6 +49,11 @@ class Session(Protocol[ResultT]):
         """Ask `run` to end soon; safe from another thread."""
         ...
 
+    def estop_after_end(self) -> None:
+        """Torque off now, after `run` ended on a fault with the robot held (an E-STOP while
+        the fault waits for its acknowledgement)."""
+        ...
+
 
 def run_recorder_dashboard(
     session: Session[ResultT],
@@ -110,21 +115,40 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
         session_over.set()
         watcher.join()
         time.sleep(0.15)  # let the final status (stopped / fault) reach the dashboard
-        publisher.close()
-        # A fault is on the dashboard until acknowledged: the process ends after that, or
-        # at a scheduler's SIGTERM or a closed terminal's SIGHUP (the session's handlers
-        # only ask a session that has ended to stop: the wait would outlast them).
+        # A fault is on the dashboard until acknowledged, the robot held meanwhile: the
+        # process ends after that, or at a scheduler's SIGTERM or a closed terminal's SIGHUP
+        # (the session's handlers only ask a session that has ended to stop: the wait would
+        # outlast them). The feed stays open for that wait, so the dashboard's E-STOP (or a
+        # monitor's) still turns torque off; closing it ends a dashboard with nothing to ask.
         faulted = bool(getattr(result, "fault", ""))
+        if not faulted:
+            publisher.close()
         replaced = _end_wait_on_signals(child) if faulted else {}
         try:
-            code = wait_dashboard(child, timeout_s=ACKNOWLEDGE_WAIT_S if faulted else 5.0)
+            code = (_wait_for_acknowledgement(child, session, publisher) if faulted
+                    else wait_dashboard(child, timeout_s=5.0))
         except KeyboardInterrupt:
             code = wait_dashboard(child, timeout_s=1.0)
         finally:
+            publisher.close()
             for sig, handler in replaced.items():
                 signal.signal(sig, handler)
         if code != 0:
             terminal.restore()  # it died or was stopped: whatever it left on the terminal goes
+
+
+def _wait_for_acknowledgement(child: Any, session: Session[Any], publisher: TelemetryPublisher) -> int | None:
+    """Wait up to ACKNOWLEDGE_WAIT_S for the dashboard `child` to exit (the fault
+    acknowledged); an E-STOP sent meanwhile turns torque off at once. Returns its exit code
+    (None: still running, then terminated)."""
+    from shallowpi.telemetry.status import Command
+
+    deadline = time.monotonic() + ACKNOWLEDGE_WAIT_S
+    while child.poll() is None and time.monotonic() < deadline:
+        if Command.ESTOP in publisher.commands():
+            session.estop_after_end()
+        time.sleep(0.05)
+    return wait_dashboard(child, timeout_s=1.0)
 
 
 def _end_wait_on_signals(child: Any) -> dict[int, Any]:

@@ -174,7 +174,7 @@ class RecorderDashboard(App[None]):
         Binding("s", "command('success')", "success"),
         Binding("f", "command('failure')", "failure"),
         Binding("p", "command('pause')", "pause"),
-        Binding("e", "command('estop')", "E-STOP"),
+        Binding("e", "command('estop')", "E-STOP", priority=True),  # on every screen: a dialog must not swallow it
         Binding("c", "next_camera", "camera"),
         Binding("q", "request_quit", "quit"),
         Binding("ctrl+c", "request_quit", "quit", show=False, priority=True),
@@ -311,7 +311,10 @@ class RecorderDashboard(App[None]):
 
     def _acknowledged(self, _answer: None) -> None:
         self._show_message(f"acknowledged: {self.status.message if self.status else ''}", "bold red")
-        if self._source_over and self.exit_when_source_ends:
+        # The recorder's own dashboard: a fault ended the session, whose feed stays open
+        # until this acknowledgement (its E-STOP still acts meanwhile).
+        ended = self._source_over or (self.status is not None and self.status.state is RecorderState.FAULT)
+        if ended and self.exit_when_source_ends:
             self.exit()
 
     def watch_connected(self, connected: bool) -> None:
