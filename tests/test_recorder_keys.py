@@ -363,3 +363,42 @@ def test_estop_after_the_session_ended_turns_torque_off_and_says_so(tmp_path):
     assert arm.torque_offs == 1
     assert session.result.fault == "servo 3: overload; then e-stop pressed: torque off, robot is safe"
     assert published[-1] == "E-STOP: torque off, robot is safe"
+
+
+def test_an_estop_read_beside_a_stop_acts_first(tmp_path):
+    """One tick read [STOP, ESTOP]: the STOP handed its take to a writer whose queue was
+    full and waited there (asking only for commands not yet read), the E-STOP behind it in
+    the same batch unheard until the disk came back."""
+    import threading
+    import time
+
+    from recorder_fixtures import JOINTS, FakeArm, SineTeleop
+    from shallowpi.record.clock import SimulatedClock
+    from shallowpi.record.session import RecordingSession, SessionConfig
+    from shallowpi.record.writer import BackgroundWriter
+
+    store = open_store(tmp_path / "pair.zarr")
+    release, begin = threading.Event(), store.begin_episode
+
+    def stalled_begin(*args, **kwargs):
+        release.wait(10)
+        return begin(*args, **kwargs)
+
+    store.begin_episode = stalled_begin
+    writer = BackgroundWriter(store, capacity_frames=3)  # full after 3 frames: the STOP's commit waits
+    arm = FakeArm()
+    session = RecordingSession(SessionConfig(task="wave", episodes=1, episode_time_s=30.0, reset_time_s=0, fps=30),
+                               arm, SineTeleop(), writer, SimulatedClock(30), JOINTS,
+                               commands=TickScript({3: [Command.STOP, Command.ESTOP]}))
+    started = time.monotonic()
+    loop = threading.Thread(target=session.run)
+    loop.start()
+    try:
+        while arm.torque_offs == 0:
+            assert time.monotonic() - started < 3.0, "the e-stop waited behind the stop"
+            time.sleep(0.01)
+    finally:
+        release.set()
+        loop.join(30)
+        writer.close()
+    assert session.result.fault == "e-stop pressed; torque off, robot is safe"

@@ -554,3 +554,37 @@ def test_a_subscriber_refuses_a_status_kind_it_does_not_know(address, monkeypatc
             TelemetrySubscriber(address)
     assert str(info.value) == (f"{address}: unknown telemetry status kind 'executor' (this version "
                                "knows: recorder); update shallowpi on this side")
+
+
+def test_a_malformed_hello_does_not_end_the_sender_or_the_estop(tmp_path):
+    """A token outside ASCII made hmac.compare_digest raise inside the sender thread, which
+    then closed every socket: dashboards lost the feed, and an E-STOP sent after it was
+    accepted by the socket and never reached the recorder."""
+    import zmq
+
+    from shallowpi.telemetry.status import Command
+
+    address = str(tmp_path / "t.sock")
+    publisher = TelemetryPublisher(address, allow_control=False)
+    publisher.publish(RecorderStatus(state=RecorderState.RECORDING))
+    dashboard = TelemetrySubscriber(address, control=True, token=publisher.local_token)
+    context = zmq.Context()
+    stranger = context.socket(zmq.DEALER)
+    try:
+        assert dashboard.control and next(iter(dashboard)).state is RecorderState.RECORDING
+        stranger.connect(f"ipc://{address}")
+        stranger.send(json.dumps({"type": "hello", "control": True, "token": "\u00e9"}).encode())
+        time.sleep(0.3)
+        assert publisher._thread.is_alive()
+        dashboard.send(Command.ESTOP)
+        deadline = time.monotonic() + 5
+        received: list[Command] = []
+        while Command.ESTOP not in received and time.monotonic() < deadline:
+            received += publisher.commands()
+            time.sleep(0.02)
+        assert Command.ESTOP in received
+    finally:
+        stranger.close(0)
+        context.term()
+        dashboard.close()
+        publisher.close()

@@ -263,6 +263,9 @@ class RecordingSession:
                     self.result.interrupted = True
                     break
                 commands, self._deferred = [*self._deferred, *self._commands()], []
+                # An E-STOP acts before anything queued beside it: a STOP ahead of it would
+                # hand its take to the writer first, and wait there while the disk is behind.
+                commands.sort(key=lambda c: c is not Command.ESTOP)
                 for command in commands:
                     if self._on_command(command):
                         return self._finish(RecorderState.FAULT)

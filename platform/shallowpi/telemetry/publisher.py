@@ -310,7 +310,10 @@ class TelemetryPublisher:
                 log.warning("telemetry: ignored a message that is not a telemetry message")
                 continue
             if kind == "hello":
-                self._hello(identity, bool(message.get("control", False)), str(message.get("token") or ""))
+                try:
+                    self._hello(identity, bool(message.get("control", False)), str(message.get("token") or ""))
+                except Exception:  # one odd hello must not end the sender (and every E-STOP with it)
+                    log.warning("telemetry: ignored a hello that could not be answered", exc_info=True)
             elif kind == "command":
                 if identity not in self._granted:
                     log.warning("telemetry: ignored a command from a read-only subscriber")
@@ -323,7 +326,8 @@ class TelemetryPublisher:
                 self._queue_command(command)
 
     def _hello(self, identity: bytes, wants_control: bool, token: str = "") -> None:
-        local = bool(token) and hmac.compare_digest(token, self.local_token)
+        # Bytes: compare_digest raises TypeError on a str with characters outside ASCII.
+        local = bool(token) and hmac.compare_digest(token.encode(), self.local_token.encode())
         granted = wants_control and (self.allow_control or local)
         if granted:
             self._granted.add(identity)
