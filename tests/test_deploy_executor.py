@@ -222,9 +222,20 @@ def test_stop_from_another_thread_ends_cleanly_and_estop_turns_torque_off():
         executor = Executor(robot, StepBackend(8, (0.01,)), ExecutorConfig(strategy="rtc", realtime=True, warmup_runs=2))
         executor.warm_up("count")
         threading.Timer(0.3, getattr(executor, method)).start()
+        published = []
+        executor._publish = lambda status, seen=published: seen.append((status.state.value, status.message))
         report = executor.run_episode("count", 10_000)
         assert report.ended == ("stopped" if method == "stop" else "e-stop") and report.ticks < 100
         assert robot.calls[-1] == last
+        # The final status says so (it stayed "running": a dashboard showed a robot moving
+        # after its e-stop, and `monitor --lines` called a finished run vanished).
+        assert published[-1] == ("stopped", "e-stopped: torque off" if method == "estop"
+                                 else "stopped by the operator; the robot holds its pose")
+    finished = Executor(CountingRobot(), StepBackend(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    finished.warm_up("count")
+    finished.run_episode("count", 20)
+    finished.done(1)
+    assert (finished.status.state.value, finished.status.message) == ("done", "done: 1 episode(s)")
 
 
 def test_realtime_loop_keeps_its_period_while_inference_runs_on_its_thread():

@@ -239,6 +239,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             say(_episode_line(episode, args.episodes, report))
         if target.on_hardware and executor.held_after_fault:
             _hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
+        executor.done(len(reports))
     finally:
         try:
             putting_away.set()  # a signal from here on waits for torque off instead of cutting it short

@@ -195,15 +195,18 @@ def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
 def _say_how_it_ended(last: Any, at: float | None) -> int:
     stamp = time.strftime("%H:%M:%S")
     state = getattr(getattr(last, "state", None), "value", None)
-    if state == "stopped":
-        print(f"{stamp} recorder stopped", flush=True)
+    from shallowpi.telemetry.executor_status import ExecutorStatus
+
+    what = "executor" if isinstance(last, ExecutorStatus) else "recorder"
+    if state in ("stopped", "done"):  # done: an executor that ran every episode
+        print(f"{stamp} {what} {state}" + (f": {last.message}" if getattr(last, "message", "") else ""), flush=True)
         return EXIT_STOPPED
     if state == "fault":
-        print(f"{stamp} recorder ended on a fault: {last.message}", flush=True)
+        print(f"{stamp} {what} ended on a fault: {last.message}", flush=True)
         return EXIT_FAULT
     seen = (f"its last status ({state}) {time.monotonic() - at:.0f} s ago" if at is not None
             else "no status received")
-    print(f"{stamp} recorder vanished without a final status (killed or crashed?); {seen}", flush=True)
+    print(f"{stamp} {what} vanished without a final status (killed or crashed?); {seen}", flush=True)
     return EXIT_VANISHED
 
 

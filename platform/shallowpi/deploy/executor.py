@@ -350,6 +350,9 @@ class Executor:
                         report, last, torque_off=False)
         if not self._estop.is_set() and report.ended != "fault":
             robot.hold(last)  # keeps a grip's squeeze (Robot.hold)
+        if report.ended in ("stopped", "e-stop"):  # the operator's word: said as the final state
+            self._set(ExecutorState.STOPPED, "e-stopped: torque off" if report.ended == "e-stop"
+                      else "stopped by the operator; the robot holds its pose")
         report.success = success() if success is not None else None
         report.delays = selector.measured_delays
         report.period_p99_ms = clock.percentiles_ms()[1]
@@ -473,6 +476,18 @@ class Executor:
         except PlatformError as exc:
             log.error("torque off failed: %s", exc)
             self.status.message = f"TORQUE OFF FAILED: {exc}"
+
+    def done(self, episodes: int) -> None:
+        """The run is over: its final status, so a dashboard and `monitor --lines` tell a
+        finished run from one that vanished. DONE when every episode ran; STOPPED when the
+        operator ended it (also before an episode began, during a reset); a fault keeps FAULT."""
+        if self.status.state is ExecutorState.FAULT:
+            return
+        if self.stopped:
+            self._set(ExecutorState.STOPPED, "e-stopped: torque off" if self.estopped
+                      else "stopped by the operator; the robot holds its pose")
+        else:
+            self._set(ExecutorState.DONE, f"done: {episodes} episode(s)")
 
     # -- status
 
