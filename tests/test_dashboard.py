@@ -619,3 +619,23 @@ def test_a_crashing_dashboard_leaves_the_recorder_running(tmp_path, monkeypatch)
         finally:
             stop.set()
             loop.join(timeout=5)
+
+
+def test_a_recorder_gone_quiet_is_called_stale_and_fresh_again_when_it_speaks():
+    """A hung loop (a blocked servo read, Ctrl-Z) keeps its socket open: the view stayed
+    'connected' on a frozen RECORDING. After STALE_AFTER_S without a status it says so."""
+    from shallowpi.tui.stale import STALE_AFTER_S
+
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, [].append)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(message="recording episode 2"))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(STALE_AFTER_S + 1.0)
+        assert text_of(app, "message").startswith("STALE: no status from the recorder for ")
+        feed.publish(make_status(message="recording episode 2"))
+        await pilot.pause(0.5)
+        assert text_of(app, "message") == "recording episode 2"
+
+    run_app(app, scenario)

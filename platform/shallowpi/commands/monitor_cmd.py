@@ -199,7 +199,8 @@ def _say_how_it_ended(last: Any, at: float | None) -> int:
 
     what = "executor" if isinstance(last, ExecutorStatus) else "recorder"
     if state in ("stopped", "done"):  # done: an executor that ran every episode
-        print(f"{stamp} {what} {state}" + (f": {last.message}" if getattr(last, "message", "") else ""), flush=True)
+        said = f": {last.message}" if what == "executor" and last.message else ""  # e-stopped, or how many ran
+        print(f"{stamp} {what} {state}{said}", flush=True)
         return EXIT_STOPPED
     if state == "fault":
         print(f"{stamp} {what} ended on a fault: {last.message}", flush=True)

@@ -10,6 +10,7 @@ shows it for "executor" publishers.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -26,6 +27,7 @@ from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.telemetry.status import Command
 from shallowpi.tui import executor_render as render
 from shallowpi.tui import panels
+from shallowpi.tui.stale import stale_note
 from shallowpi.tui.status_feed import close_source, pump_statuses
 
 
@@ -67,6 +69,8 @@ class ExecutorDashboard(App[None]):
         self.read_only_reason = read_only_reason or "read-only: attach with `platform monitor --control`"
         self._disconnect_reason = ""  # why the status source ended, when it failed
         self._stopping = False  # `q` sent STOP; a second `q` leaves at once
+        self._status_at = time.monotonic()  # when the newest status came (STALE after a while)
+        self._stale = False
 
     def compose(self) -> ComposeResult:
         """The widgets: summary; joints (left); inference, loop and safety (right); message
@@ -88,6 +92,18 @@ class ExecutorDashboard(App[None]):
                                  ("loop", "control loop"), ("safety", "safety")):
             self.query_one(f"#{widget_id}", Static).border_title = title
         self._read_source()
+        self.set_interval(0.5, self._check_stale)
+
+    def _check_stale(self) -> None:
+        """Say STALE once the executor has sent nothing for a while: not while it warms up
+        (an engine build takes minutes, no status meanwhile) nor after its end."""
+        status = self.status
+        if status is None or not self.connected or status.state.value in ("warming", "fault", "stopped", "done"):
+            return
+        note = stale_note("executor", time.monotonic() - self._status_at)
+        if note is not None:
+            self._stale = True
+            self._set("message", Text(note, style="bold red"))
 
     @work(thread=True, exit_on_error=False, name="telemetry reader")
     def _read_source(self) -> None:
@@ -95,8 +111,13 @@ class ExecutorDashboard(App[None]):
 
     def _receive(self, status: ExecutorStatus) -> None:
         if self.is_running:
+            self._status_at = time.monotonic()
             self.connected = True
             self.status = status
+            if self._stale:  # fresh again: its own message back
+                self._stale = False
+                with contextlib.suppress(NoMatches):
+                    self._set("message", Text(status.message or ""))
 
     def _source_ended(self, error: str = "") -> None:
         self._disconnect_reason = error

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -56,6 +57,7 @@ from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Thumbnail
 from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
+from shallowpi.tui.stale import stale_note
 from shallowpi.tui.status_feed import close_source, pump_statuses
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,8 @@ class RecorderDashboard(App[None]):
         self._shown: dict[str, Text] = {}  # what each panel shows now, to skip repaints
         self._acknowledging = False  # a fault is on screen, waiting for the operator
         self._source_over = False
+        self._status_at = time.monotonic()  # when the newest status came (STALE after a while)
+        self._stale = False
 
     # -- layout ------------------------------------------------------------------------
 
@@ -238,6 +242,17 @@ class RecorderDashboard(App[None]):
         for widget_id, title in titles.items():
             self.query_one(f"#{widget_id}", Static).border_title = title
         self._read_source()
+        self.set_interval(0.5, self._check_stale)
+
+    def _check_stale(self) -> None:
+        """Say STALE once the recorder has sent nothing for a while (not after its end)."""
+        status = self.status
+        if status is None or self._source_over or status.state in (RecorderState.FAULT, RecorderState.STOPPED):
+            return
+        note = stale_note("recorder", time.monotonic() - self._status_at)
+        if note is not None:
+            self._stale = True
+            self._show_message(note, "bold red")
 
     # -- the source, on a worker thread ------------------------------------------------
 
@@ -251,8 +266,12 @@ class RecorderDashboard(App[None]):
         if not self.is_running:
             return  # shutting down: the widgets may already be gone
         try:
+            self._status_at = time.monotonic()
             self.connected = True
             self.status = status
+            if self._stale:  # fresh again: its own message back
+                self._stale = False
+                self._show_message(status.message)
         except Exception as exc:
             # A bug showing this status: say so and keep the view (the recorder is fine),
             # rather than let it reach the reader thread and pass for a lost recorder.

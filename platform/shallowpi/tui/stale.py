@@ -1,0 +1,16 @@
+"""When a dashboard's source goes quiet: a loop that hangs (a blocked servo read, a process
+suspended with Ctrl-Z) keeps its socket open, so the view stays "connected" on its last
+status. Both dashboards say so once no status has come for STALE_AFTER_S."""
+
+from __future__ import annotations
+
+STALE_AFTER_S = 2.0  # statuses come at the dashboard's refresh rate (10 Hz) while a loop runs
+
+
+def stale_note(what: str, age_s: float) -> str | None:
+    """The message line for a source `age_s` seconds quiet, or None while it is fresh.
+    `what` names it ("recorder", "executor")."""
+    if age_s <= STALE_AFTER_S:
+        return None
+    return (f"STALE: no status from the {what} for {age_s:.0f} s (its loop may be stuck); what is shown "
+            f"is its last status; the keys, E-STOP first, still go out")
