@@ -283,13 +283,11 @@ def test_a_writer_failure_seen_while_recording_stops_the_run_and_discards_the_ta
     assert [e.state for e in session.status.episodes] == ["saved", "lost", "discarded"]
 
 
-def test_an_estop_acts_while_the_take_waits_to_be_handed_to_a_stalled_writer(tmp_path):
-    """A take's end hands its commit to the writer, which waits for room like a frame when
-    the disk is behind; that wait read no keys, so the E-STOP waited for the disk (3 s
-    here, as long as the stall). It acts at once; the take is discarded, as any take an
-    E-STOP interrupts."""
+def _stalled(tmp_path, capacity: int, episode_time_s: float, commands):
+    """A session whose writer stalls at its first episode's start (a USB drive's hiccup) with
+    a queue of `capacity` frames, run on a thread: (session, arm, writer, store, release,
+    loop); set `release` to end the stall."""
     import threading
-    import time
 
     from recorder_fixtures import JOINTS, FakeArm, SineTeleop
     from shallowpi.record.clock import SimulatedClock
@@ -299,27 +297,44 @@ def test_an_estop_acts_while_the_take_waits_to_be_handed_to_a_stalled_writer(tmp
     store = open_store(tmp_path / "stall.zarr")
     release, begin = threading.Event(), store.begin_episode
 
-    def stalled_begin(*args, **kwargs):  # the disk stalls (a USB drive's hiccup)
+    def stalled_begin(*args, **kwargs):
         release.wait(10)
         return begin(*args, **kwargs)
 
     store.begin_episode = stalled_begin
-    writer = BackgroundWriter(store, capacity_frames=8)  # the take's 8 frames fill it: the commit waits
-    pending: list[Command] = []
+    writer = BackgroundWriter(store, capacity_frames=capacity)
     arm = FakeArm()
-    session = RecordingSession(SessionConfig(task="wave", episodes=2, episode_time_s=8 / 30, reset_time_s=0, fps=30),
-                               arm, SineTeleop(), writer, SimulatedClock(30), JOINTS,
-                               commands=lambda: [pending.pop() for _ in range(len(pending))])
+    config = SessionConfig(task="wave", episodes=1, episode_time_s=episode_time_s, reset_time_s=0, fps=30)
+    session = RecordingSession(config, arm, SineTeleop(), writer, SimulatedClock(30), JOINTS, commands=commands)
     loop = threading.Thread(target=session.run)
     loop.start()
+    return session, arm, writer, store, release, loop
+
+
+def _torque_off_within(arm, seconds: float, pressed: float, why: str) -> None:
+    import time
+
+    while arm.torque_offs == 0:
+        assert time.monotonic() - pressed < seconds, why
+        time.sleep(0.01)
+
+
+def test_an_estop_acts_while_the_take_waits_to_be_handed_to_a_stalled_writer(tmp_path):
+    """A take's end hands its commit to the writer, which waits for room like a frame when
+    the disk is behind; that wait read no keys, so the E-STOP waited for the disk (3 s
+    here, as long as the stall). It acts at once; the take is discarded, as any take an
+    E-STOP interrupts."""
+    import time
+
+    pending: list[Command] = []
+    # The take's 8 frames fill the queue: the commit waits.
+    session, arm, writer, store, release, loop = _stalled(
+        tmp_path, 8, 8 / 30, lambda: [pending.pop() for _ in range(len(pending))])
     try:
         time.sleep(0.5)
         assert writer.stats().queue_depth == 8 and arm.torque_offs == 0  # the loop waits on the commit
         pending.append(Command.ESTOP)
-        pressed = time.monotonic()
-        while arm.torque_offs == 0:
-            assert time.monotonic() - pressed < 1.0, "the e-stop waited for the disk"
-            time.sleep(0.01)
+        _torque_off_within(arm, 1.0, time.monotonic(), "the e-stop waited for the disk")
     finally:
         release.set()
         loop.join(30)
@@ -369,34 +384,12 @@ def test_an_estop_read_beside_a_stop_acts_first(tmp_path):
     """One tick read [STOP, ESTOP]: the STOP handed its take to a writer whose queue was
     full and waited there (asking only for commands not yet read), the E-STOP behind it in
     the same batch unheard until the disk came back."""
-    import threading
     import time
 
-    from recorder_fixtures import JOINTS, FakeArm, SineTeleop
-    from shallowpi.record.clock import SimulatedClock
-    from shallowpi.record.session import RecordingSession, SessionConfig
-    from shallowpi.record.writer import BackgroundWriter
-
-    store = open_store(tmp_path / "pair.zarr")
-    release, begin = threading.Event(), store.begin_episode
-
-    def stalled_begin(*args, **kwargs):
-        release.wait(10)
-        return begin(*args, **kwargs)
-
-    store.begin_episode = stalled_begin
-    writer = BackgroundWriter(store, capacity_frames=3)  # full after 3 frames: the STOP's commit waits
-    arm = FakeArm()
-    session = RecordingSession(SessionConfig(task="wave", episodes=1, episode_time_s=30.0, reset_time_s=0, fps=30),
-                               arm, SineTeleop(), writer, SimulatedClock(30), JOINTS,
-                               commands=TickScript({3: [Command.STOP, Command.ESTOP]}))
-    started = time.monotonic()
-    loop = threading.Thread(target=session.run)
-    loop.start()
+    # Full after 3 frames: the STOP's commit waits.
+    session, arm, writer, _, release, loop = _stalled(tmp_path, 3, 30.0, TickScript({3: [Command.STOP, Command.ESTOP]}))
     try:
-        while arm.torque_offs == 0:
-            assert time.monotonic() - started < 3.0, "the e-stop waited behind the stop"
-            time.sleep(0.01)
+        _torque_off_within(arm, 3.0, time.monotonic(), "the e-stop waited behind the stop")
     finally:
         release.set()
         loop.join(30)

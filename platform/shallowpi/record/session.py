@@ -227,12 +227,7 @@ class RecordingSession:
         """An E-STOP after the session ended on a fault, while the robot holds position for
         the operator to acknowledge the fault: torque off now, said in the status (published)
         and in the result's fault line."""
-        try:
-            self.robot.torque_off()
-            safety = "torque off, robot is safe"
-        except PlatformError as exc:
-            log.error("e-stop: %s", exc)
-            safety = f"torque off FAILED ({exc}); cut the servo power now"
+        safety = self._torque_off()
         self.result.fault = f"{self.result.fault}; then e-stop pressed: {safety}"
         self.status.message = f"E-STOP: {safety}"
         try:
@@ -520,13 +515,17 @@ class RecordingSession:
         self.result.fault = f"{fault}; {safety}"
         self.status.message = f"FAULT: {fault}; {safety}; episodes already saved are kept"
 
-    def _estop(self) -> None:
+    def _torque_off(self) -> str:
+        """Torque off on every bus (an e-stop); what the operator is told of it."""
         try:
             self.robot.torque_off()
-            safety = "torque off, robot is safe"
+            return "torque off, robot is safe"
         except PlatformError as exc:
             log.error("e-stop: %s", exc)
-            safety = f"torque off FAILED ({exc}); cut the servo power now"
+            return f"torque off FAILED ({exc}); cut the servo power now"
+
+    def _estop(self) -> None:
+        safety = self._torque_off()
         self._drop_take()
         self.result.fault = f"e-stop pressed; {safety}"
         self.status.message = f"E-STOP: {safety}; episodes already saved are kept"
