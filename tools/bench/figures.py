@@ -12,7 +12,8 @@ reproduction) are not here: reproduce.py and closed_loop.py remake those.
     python tools/bench/figures.py --only loader telemetry  # some
     python tools/bench/figures.py --max-minutes 3          # the cheap ones
 
-Each figure's printed table goes to OUT/NAME.txt and its JSON to OUT/NAME.json; OUT/figures.json
+Each figure's printed table goes to OUT/NAME.txt and its JSON to OUT/NAME.json (distill_flops
+writes none; deploy_strategies a folder of them); OUT/figures.json
 holds, per figure, the commit, the start time, the wall seconds, the exit status and the
 1-minute load average before and after (the machine is shared: a figure is read beside the
 load it was made under). A rerun skips the figures that finished (`--again` remakes them).

@@ -16,7 +16,7 @@ their previous entries.
 examples:
   platform calibrate --robot arm                    all arms (follower and leader)
   platform calibrate --robot bimanual --arm leader_left
-  platform calibrate --robot arm --ports '{"follower": "/dev/pts/4", "leader": "/dev/pts/5"}'
+  platform calibrate --robot arm --ports '{"follower": "/dev/ttyUSB0", "leader": "/dev/ttyUSB1"}'   other ports than the config's
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --robot, --arm (repeatable) and --ports."""
     add_config_flags(parser, robot=True, data_root=False)
     parser.add_argument("--arm", action="append", metavar="BUS", help="calibrate only this arm (repeatable)")
-    parser.add_argument("--ports", help="bus -> port: the JSON line `platform emulate` prints, or bus=PATH,...")
+    parser.add_argument("--ports", help="bus -> port, other than the config's: JSON ({\"follower\": PATH, ...}) or "
+                                        "bus=PATH,...")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@
   platform demo --teacher CKPT --out demo/arm-mine
                                      distil a given teacher (its own folder: the default
                                      one's stages were made from another teacher)
-  platform demo demo.teacher=train demo.teacher_steps=9000 demo.episodes=120 demo.train.ema=0.999 \
+  platform demo demo.teacher=train demo.teacher_steps=9000 demo.episodes=120 demo.train.ema=0.999 \\
       demo.eval_episodes=100 --out demo/arm-recipe
                                      train the teacher here, the shipped one's recipe (~75 min)
 
