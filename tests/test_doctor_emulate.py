@@ -126,3 +126,22 @@ def test_doctor_names_a_configured_port_that_is_missing_and_tries_the_configured
                         "adapter in, or point the bus at its port: robot.buses.follower.port=PATH")
     assert f"ok: {chains['leader'].path} at 115200 baud: 7 servo(s)" in lines
     assert lines[-1] == "    ok: bus 'leader' of robot 'arm': all 7 configured servos answer"
+
+
+def test_doctor_warns_of_a_usb_adapter_latency_timer_above_1_ms(tmp_path):
+    """An FTDI adapter (the U2D2) holds each short reply back by its latency timer, 16 ms by
+    default: every bus read waits that long, and a robot of three buses misses its 33 ms
+    period. The pty has no such timer, so only doctor can say it."""
+    from shallowpi.commands.doctor_checks import latency_timer_note
+
+    port = tmp_path / "ttyUSB0"
+    port.touch()
+    sysfs = tmp_path / "sys"
+    (sysfs / "ttyUSB0").mkdir(parents=True)
+    (sysfs / "ttyUSB0" / "latency_timer").write_text("16\n")
+    note = latency_timer_note(str(port), sysfs)
+    assert note == (f"warning: {port}'s USB latency timer is 16 ms: each bus read waits that long; set it to 1 "
+                    f"(echo 1 | sudo tee {sysfs}/ttyUSB0/latency_timer, or a udev rule)")
+    (sysfs / "ttyUSB0" / "latency_timer").write_text("1\n")
+    assert latency_timer_note(str(port), sysfs) is None
+    assert latency_timer_note("/dev/pts/4", sysfs) is None  # not a USB adapter

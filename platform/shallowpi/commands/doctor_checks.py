@@ -52,6 +52,8 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
         if not os.path.exists(port):
             lines.append(f"missing: {port} does not exist")
             continue
+        if (note := latency_timer_note(port)) is not None:
+            lines.append(note)
         configured = [b.baud for b in spec.buses.values() if b.port == port] if spec else []
         port_bauds = list(dict.fromkeys([*configured, *bauds]))
         for baud in port_bauds:
@@ -85,6 +87,25 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
             if spec is not None and (bus := _bus_at(port, spec)) is not None:
                 lines += compare_with_config(port, None, {}, spec, bus)
     return lines
+
+
+USB_SERIAL_SYSFS = Path("/sys/bus/usb-serial/devices")
+
+
+def latency_timer_note(port: str, sysfs: Path = USB_SERIAL_SYSFS) -> str | None:
+    """A warning when `port` is a USB serial adapter (an FTDI U2D2) whose latency timer holds
+    each short reply back more than 1 ms (the driver default is 16): every bus read then
+    waits that long, ~16 ms a bus a tick, and a robot of several buses misses its control
+    period. None for other ports, or a timer already at 1."""
+    timer = sysfs / Path(os.path.realpath(port)).name / "latency_timer"
+    try:
+        ms = int(timer.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if ms <= 1:
+        return None
+    return (f"warning: {port}'s USB latency timer is {ms} ms: each bus read waits that long; set it to 1 "
+            f"(echo 1 | sudo tee {timer}, or a udev rule)")
 
 
 def _error_bits(bus: DynamixelBus) -> tuple[dict[int, list[str]], str]:
