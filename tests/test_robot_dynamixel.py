@@ -440,3 +440,41 @@ def test_a_second_ctrl_c_during_torque_off_still_turns_every_bus_off(monkeypatch
         assert interrupted == ["follower_left"]
         for name in spec.follower_buses():
             assert not any(s.torque for s in chains[name].servos.values()), name
+
+
+def test_a_reconnect_to_servos_left_holding_keeps_their_torque_on():
+    """A run killed with the servos holding (its ports gone, torque on): the next connect
+    turned torque off first, dropping a loaded arm, then took it up where it had sagged.
+    Servos holding as configured (no EEPROM write needed) keep torque on throughout; one
+    that needs a write still goes through torque off."""
+    with emulated("arm") as (spec, chains):
+        first = DynamixelRobot(spec, UNCALIBRATED)
+        first.connect()
+        for bus in first.buses.values():
+            bus.disconnect()  # the host died: ports closed, nothing sent
+        servos = chains["follower"].servos
+        dropped: list[int] = []
+        for servo in servos.values():
+            def watched(on, set_torque=servo.plant.set_torque, servo_id=servo.id):
+                if not on:
+                    dropped.append(servo_id)
+                set_torque(on)
+            servo.plant.set_torque = watched
+        again = DynamixelRobot(spec, UNCALIBRATED)
+        again.connect()
+        try:
+            assert dropped == [] and all(s.torque for s in servos.values())
+            again.observe()
+            again.act({"elbow_flex": 0.1})
+        finally:
+            again.disconnect()
+        assert sorted(dropped) == sorted(servos)  # disconnect: torque off, every servo
+        # A servo whose Return Delay Time another tool changed needs an EEPROM write: off first.
+        third = DynamixelRobot(spec, UNCALIBRATED)
+        third.connect()
+        for bus in third.buses.values():
+            bus.disconnect()
+        servos[3].set("return_delay_time", 250)
+        dropped.clear()
+        with DynamixelRobot(spec, UNCALIBRATED):
+            assert sorted(dropped) == sorted(servos) and servos[3].get("return_delay_time") == 0

@@ -142,7 +142,8 @@ class DynamixelRobot(Robot):
                 bus.connect()
                 bus.verify()
                 ids = [m.id for m in self.spec.motors if m.bus == bus_name]
-                bus.set_torque(False, ids)
+                if not self._holding_as_configured(bus, bus_name, ids):
+                    bus.set_torque(False, ids)
                 for servo_id in ids:
                     # Replies without the factory 0.5 ms pause: ten servos' replies fit in
                     # the time one would otherwise take. EEPROM, so only when it differs.
@@ -192,6 +193,21 @@ class DynamixelRobot(Robot):
             self.disconnect()
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
+
+    def _holding_as_configured(self, bus: MotorBus, bus_name: str, ids: list[int]) -> bool:
+        """Whether every servo of the bus has torque on (a run before this one, killed, left
+        them holding) and needs no EEPROM write (those take torque off): then connect keeps
+        torque on, rather than drop a loaded arm and take it up again where it sagged."""
+        modes = {m.id: m.mode for m in self.spec.motors if m.bus == bus_name}
+        for servo_id in ids:
+            x_series = bus.motors[servo_id].series == "X"
+            if (not bus.read_one(servo_id, "torque_enable")
+                    or bus.read_one(servo_id, "return_delay_time") != 0
+                    or bus.read_one(servo_id, "operating_mode") != modes[servo_id]
+                    or (x_series and bus.read_one(servo_id, "drive_mode") & TORQUE_ON_BY_GOAL_UPDATE)):
+                return False
+        log.info("robot %s: the servos on bus '%s' hold with torque on, as configured: kept on", self.name, bus_name)
+        return True
 
     def _check_turn_count(self, present: np.ndarray) -> None:
         """PlatformError (one line) when a multi-turn motor (extended or current-based
