@@ -4,6 +4,7 @@ writes, scan, torque, modes, and every injected fault."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -163,6 +164,25 @@ def test_a_y_servos_battery_warning_is_said_once_not_a_fault(chain, caplog):
         chain.hardware_error(3, "overload")  # a fault still is one
         with pytest.raises(ServoFaultError, match=r"servo 3 .* reports overload"):
             bus.raise_on_hardware_errors()
+
+
+def test_a_reboot_is_sent_once_and_the_servo_pinged_until_it_answers(chain):
+    """REBOOT was retried like a write: a lost reply (the servo already restarting) sent a
+    second one into its restart, or ended in a false 'did not answer'. It is sent once; a
+    servo that executes it without answering (muted: its reply lost) is then waited for by
+    ping, and one that never comes back is named."""
+    with make_bus(chain) as bus:
+        bus.set_torque(True)
+        chain.hardware_error(2, "overload")
+        servo = chain.servos[2]
+        servo.muted = True  # executes the REBOOT, answers nothing
+        restored = threading.Timer(0.3, lambda: setattr(servo, "muted", False))
+        restored.start()
+        bus.reboot(2)  # waits through the silence for the servo's answer to a ping
+        assert bus.hardware_errors() == {}
+        chain.mute(2)
+        with pytest.raises(BusError, match=r"servo 2 did not answer within 0.5 s of its reboot; check its power"):
+            bus.reboot(2, wait_s=0.5)
 
 
 def test_port_vanishing_mid_run(chain):

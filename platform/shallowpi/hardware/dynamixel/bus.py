@@ -387,12 +387,17 @@ class DynamixelBus:
             servo_id, words = next(iter(errors.items()))
             raise ServoFaultError(self._fault_message(servo_id, words, len(errors)))
 
-    def reboot(self, servo_id: int) -> None:
-        """Clears a latched hardware error (the servo restarts with torque off)."""
-        self._retry(
-            lambda: self._call(lambda: self._packets.reboot(self._need_port(), servo_id))[0],
-            "reboot", [servo_id], culprit=lambda: servo_id,
-        )
+    def reboot(self, servo_id: int, wait_s: float = 2.0) -> None:
+        """Clears a latched hardware error (the servo restarts with torque off). Sent once,
+        not retried like a write: a lost reply is the servo already rebooting, and a second
+        REBOOT would reach it mid-restart. Then it is pinged until it answers (BusError if
+        it has not within `wait_s`)."""
+        self._call(lambda: self._packets.reboot(self._need_port(), servo_id))  # its reply, if any, says nothing more
+        deadline = time.monotonic() + wait_s
+        while self._ping(servo_id)[0] is None:
+            if time.monotonic() > deadline:
+                raise BusError(f"{self._where}: servo {servo_id} did not answer within {wait_s:g} s of its reboot; "
+                               "check its power and cable")
 
     # -- internals ---------------------------------------------------------------------
 
