@@ -375,17 +375,22 @@ class DynamixelBus:
         """ServoFaultError naming the first faulted servo, its errors and advice, if any.
         A warning that leaves the servo working (`WARNING_ONLY`: a Y servo's low backup
         battery) is logged once per servo, not raised."""
-        errors = {}
-        for servo_id, words in self.hardware_errors(ids).items():
+        self._raise_faults(self.hardware_errors(ids))
+
+    def _raise_faults(self, errors: Mapping[int, list[str]]) -> None:
+        """ServoFaultError for the first servo of `errors` ({id: words}, as `hardware_errors`
+        reads them) with a fault; its warnings (`WARNING_ONLY`) logged once per servo."""
+        faulted = {}
+        for servo_id, words in errors.items():
             warnings = [w for w in words if w in WARNING_ONLY]
             if warnings and servo_id not in self._warned:
                 self._warned.add(servo_id)
                 log.warning("%s", self._fault_message(servo_id, warnings, 1, verb="warns of"))
             if faults := [w for w in words if w not in WARNING_ONLY]:
-                errors[servo_id] = faults
-        if errors:
-            servo_id, words = next(iter(errors.items()))
-            raise ServoFaultError(self._fault_message(servo_id, words, len(errors)))
+                faulted[servo_id] = faults
+        if faulted:
+            servo_id, words = next(iter(faulted.items()))
+            raise ServoFaultError(self._fault_message(servo_id, words, len(faulted)))
 
     def reboot(self, servo_id: int, wait_s: float = 2.0) -> None:
         """Clears a latched hardware error (the servo restarts with torque off). Sent once,
@@ -526,9 +531,10 @@ class DynamixelBus:
         if error_byte & ALERT_BIT:
             # A warning the servo keeps working through (WARNING_ONLY) raises the alert bit
             # on every reply too: said once by raise_on_hardware_errors, never a fault.
-            self.raise_on_hardware_errors([servo_id])
-            if not self.hardware_errors([servo_id]):
+            errors = self.hardware_errors([servo_id])
+            if not errors:
                 raise ServoFaultError(self._fault_message(servo_id, ["hardware error"], 1))
+            self._raise_faults(errors)
             error_byte &= ~ALERT_BIT
         if error_byte:
             raise BusError(
