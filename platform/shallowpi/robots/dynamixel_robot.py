@@ -142,21 +142,15 @@ class DynamixelRobot(Robot):
                 bus.connect()
                 bus.verify()
                 ids = [m.id for m in self.spec.motors if m.bus == bus_name]
-                if not self._holding_as_configured(bus, bus_name, ids):
+                fixes = self._eeprom_fixes(bus, bus_name, ids)
+                # EEPROM writes take torque off; without any, servos a killed run left
+                # holding keep theirs, rather than drop a loaded arm and take it up where it sagged.
+                if fixes or not self._holding_as_configured(bus, bus_name, ids):
                     bus.set_torque(False, ids)
+                for servo_id, fields in fixes.items():
+                    for field, value in fields.items():
+                        bus.write_one(servo_id, field, value)
                 for servo_id in ids:
-                    # Replies without the factory 0.5 ms pause: ten servos' replies fit in
-                    # the time one would otherwise take. EEPROM, so only when it differs.
-                    if bus.read_one(servo_id, "return_delay_time") != 0:
-                        bus.write_one(servo_id, "return_delay_time", 0)
-                    # Another tool may have set the X series' "torque on by goal update"
-                    # (TORQUE_ON_BY_GOAL_UPDATE); EEPROM, torque off here: only when set.
-                    if bus.motors[servo_id].series == "X" and \
-                            (mode := bus.read_one(servo_id, "drive_mode")) & TORQUE_ON_BY_GOAL_UPDATE:
-                        log.warning("robot %s: servo %d on bus '%s' had Drive Mode's 'torque on by goal update' "
-                                    "set; cleared (a goal written with torque off would power it)", self.name,
-                                    servo_id, bus_name)
-                        bus.write_one(servo_id, "drive_mode", mode & ~TORQUE_ON_BY_GOAL_UPDATE)
                     # A bus watchdog another program armed would stop the servo after any
                     # pause in traffic longer than its period (the reset wait, the warm-up:
                     # this driver talks only while it controls), then refuse every goal until
@@ -194,17 +188,31 @@ class DynamixelRobot(Robot):
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
 
+    def _eeprom_fixes(self, bus: MotorBus, bus_name: str, ids: list[int]) -> dict[int, dict[str, int]]:
+        """{servo id: {EEPROM field: value to write}} for the servos of the bus set otherwise
+        than this driver needs (each written only when it differs):
+        - Return Delay Time 0: replies without the factory 0.5 ms pause, so ten servos'
+          replies fit in the time one would otherwise take;
+        - the X series' Drive Mode without "torque on by goal update"
+          (TORQUE_ON_BY_GOAL_UPDATE), which another tool may have set."""
+        fixes: dict[int, dict[str, int]] = {}
+        for servo_id in ids:
+            if bus.read_one(servo_id, "return_delay_time") != 0:
+                fixes.setdefault(servo_id, {})["return_delay_time"] = 0
+            if bus.motors[servo_id].series == "X" and \
+                    (mode := bus.read_one(servo_id, "drive_mode")) & TORQUE_ON_BY_GOAL_UPDATE:
+                log.warning("robot %s: servo %d on bus '%s' had Drive Mode's 'torque on by goal update' "
+                            "set; cleared (a goal written with torque off would power it)", self.name, servo_id,
+                            bus_name)
+                fixes.setdefault(servo_id, {})["drive_mode"] = mode & ~TORQUE_ON_BY_GOAL_UPDATE
+        return fixes
+
     def _holding_as_configured(self, bus: MotorBus, bus_name: str, ids: list[int]) -> bool:
         """Whether every servo of the bus has torque on (a run before this one, killed, left
-        them holding) and needs no EEPROM write (those take torque off): then connect keeps
-        torque on, rather than drop a loaded arm and take it up again where it sagged."""
+        them holding) in its configured operating mode (a change is an EEPROM write)."""
         modes = {m.id: m.mode for m in self.spec.motors if m.bus == bus_name}
         for servo_id in ids:
-            x_series = bus.motors[servo_id].series == "X"
-            if (not bus.read_one(servo_id, "torque_enable")
-                    or bus.read_one(servo_id, "return_delay_time") != 0
-                    or bus.read_one(servo_id, "operating_mode") != modes[servo_id]
-                    or (x_series and bus.read_one(servo_id, "drive_mode") & TORQUE_ON_BY_GOAL_UPDATE)):
+            if not bus.read_one(servo_id, "torque_enable") or bus.read_one(servo_id, "operating_mode") != modes[servo_id]:
                 return False
         log.info("robot %s: the servos on bus '%s' hold with torque on, as configured: kept on", self.name, bus_name)
         return True
