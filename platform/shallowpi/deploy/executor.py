@@ -351,8 +351,7 @@ class Executor:
         if not self._estop.is_set() and report.ended != "fault":
             robot.hold(last)  # keeps a grip's squeeze (Robot.hold)
         if report.ended in ("stopped", "e-stop"):  # the operator's word: said as the final state
-            self._set(ExecutorState.STOPPED, "e-stopped: torque off" if report.ended == "e-stop"
-                      else "stopped by the operator; the robot holds its pose")
+            self._set_stopped()
         report.success = success() if success is not None else None
         report.delays = selector.measured_delays
         report.period_p99_ms = clock.percentiles_ms()[1]
@@ -484,10 +483,14 @@ class Executor:
         if self.status.state is ExecutorState.FAULT:
             return
         if self.stopped:
-            self._set(ExecutorState.STOPPED, "e-stopped: torque off" if self.estopped
-                      else "stopped by the operator; the robot holds its pose")
+            self._set_stopped()
         else:
             self._set(ExecutorState.DONE, f"done: {episodes} episode(s)")
+
+    def _set_stopped(self) -> None:
+        """STOPPED, saying whether torque went off (an e-stop) or the robot holds (a stop)."""
+        self._set(ExecutorState.STOPPED, "e-stopped: torque off" if self.estopped
+                  else "stopped by the operator; the robot holds its pose")
 
     # -- status
 
