@@ -10,7 +10,6 @@ shows it for "executor" publishers.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -27,7 +26,7 @@ from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.telemetry.status import Command
 from shallowpi.tui import executor_render as render
 from shallowpi.tui import panels
-from shallowpi.tui.stale import stale_note
+from shallowpi.tui.stale import StatusAge
 from shallowpi.tui.status_feed import close_source, pump_statuses
 
 
@@ -69,8 +68,7 @@ class ExecutorDashboard(App[None]):
         self.read_only_reason = read_only_reason or "read-only: attach with `platform monitor --control`"
         self._disconnect_reason = ""  # why the status source ended, when it failed
         self._stopping = False  # `q` sent STOP; a second `q` leaves at once
-        self._status_at = time.monotonic()  # when the newest status came (STALE after a while)
-        self._stale = False
+        self._age = StatusAge()  # STALE after a while without a status
 
     def compose(self) -> ComposeResult:
         """The widgets: summary; joints (left); inference, loop and safety (right); message
@@ -100,9 +98,7 @@ class ExecutorDashboard(App[None]):
         status = self.status
         if status is None or not self.connected or status.state.value in ("warming", "fault", "stopped", "done"):
             return
-        note = stale_note("executor", time.monotonic() - self._status_at)
-        if note is not None:
-            self._stale = True
+        if (note := self._age.note("executor")) is not None:
             self._set("message", Text(note, style="bold red"))
 
     @work(thread=True, exit_on_error=False, name="telemetry reader")
@@ -111,11 +107,10 @@ class ExecutorDashboard(App[None]):
 
     def _receive(self, status: ExecutorStatus) -> None:
         if self.is_running:
-            self._status_at = time.monotonic()
+            fresh_again = self._age.seen()
             self.connected = True
             self.status = status
-            if self._stale:  # fresh again: its own message back
-                self._stale = False
+            if fresh_again:  # its own message back
                 with contextlib.suppress(NoMatches):
                     self._set("message", Text(status.message or ""))
 

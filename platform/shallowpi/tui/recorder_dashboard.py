@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -57,7 +56,7 @@ from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Thumbnail
 from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
-from shallowpi.tui.stale import stale_note
+from shallowpi.tui.stale import StatusAge
 from shallowpi.tui.status_feed import close_source, pump_statuses
 
 log = logging.getLogger(__name__)
@@ -214,8 +213,7 @@ class RecorderDashboard(App[None]):
         self._shown: dict[str, Text] = {}  # what each panel shows now, to skip repaints
         self._acknowledging = False  # a fault is on screen, waiting for the operator
         self._source_over = False
-        self._status_at = time.monotonic()  # when the newest status came (STALE after a while)
-        self._stale = False
+        self._age = StatusAge()  # STALE after a while without a status
 
     # -- layout ------------------------------------------------------------------------
 
@@ -249,9 +247,7 @@ class RecorderDashboard(App[None]):
         status = self.status
         if status is None or self._source_over or status.state in (RecorderState.FAULT, RecorderState.STOPPED):
             return
-        note = stale_note("recorder", time.monotonic() - self._status_at)
-        if note is not None:
-            self._stale = True
+        if (note := self._age.note("recorder")) is not None:
             self._show_message(note, "bold red")
 
     # -- the source, on a worker thread ------------------------------------------------
@@ -266,11 +262,10 @@ class RecorderDashboard(App[None]):
         if not self.is_running:
             return  # shutting down: the widgets may already be gone
         try:
-            self._status_at = time.monotonic()
+            fresh_again = self._age.seen()
             self.connected = True
             self.status = status
-            if self._stale:  # fresh again: its own message back
-                self._stale = False
+            if fresh_again:  # its own message back
                 self._show_message(status.message)
         except Exception as exc:
             # A bug showing this status: say so and keep the view (the recorder is fine),

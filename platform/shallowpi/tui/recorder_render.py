@@ -64,10 +64,8 @@ def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Te
         return text
     text.append(f"  episode {status.episode}", style="bold")
     text.append(f" ({run_position(status)})")
-    if status.state is RecorderState.RESETTING:
-        text.append(f"  reset {_clock(status.reset_time_left_s)} left", style="yellow")
-    elif status.state is RecorderState.PAUSED:  # between takes: the last one's time is not this episode's
-        text.append(f"  reset held, {_clock(status.reset_time_left_s)} left", style="yellow")
+    if (reset := _reset_words(status)) is not None:  # between takes: the last one's time is not this episode's
+        text.append(f"  {reset} {_clock(status.reset_time_left_s)} left", style="yellow")
     else:
         text.append(f"  {_clock(status.episode_time_s)}", style="bold")
         if status.episode_time_limit_s:
@@ -214,13 +212,16 @@ def episodes(status: RecorderStatus, last: int = 12) -> Text:
     return text
 
 
+def _reset_words(status: RecorderStatus) -> str | None:
+    """'reset' (counting down) or 'reset held,' (paused) between takes; None while a take runs."""
+    return {RecorderState.RESETTING: "reset", RecorderState.PAUSED: "reset held,"}.get(status.state)
+
+
 def clock_text(status: RecorderStatus) -> str:
     """'t=9.4/20s' while a take runs; between takes the reset's countdown, 'reset 2.5s left'
     or 'reset held, 5.0s left' (paused): the last take's time is not the next episode's."""
-    if status.state is RecorderState.RESETTING:
-        return f"reset {status.reset_time_left_s:.1f}s left"
-    if status.state is RecorderState.PAUSED:
-        return f"reset held, {status.reset_time_left_s:.1f}s left"
+    if (reset := _reset_words(status)) is not None:
+        return f"{reset} {status.reset_time_left_s:.1f}s left"
     return f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s"
 
 
