@@ -4,6 +4,8 @@ answers "ignored while <state>" and changes nothing. Episodes are numbered by st
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from recorder_fixtures import TickScript, make_session, open_store
@@ -283,10 +285,11 @@ def test_a_writer_failure_seen_while_recording_stops_the_run_and_discards_the_ta
     assert [e.state for e in session.status.episodes] == ["saved", "lost", "discarded"]
 
 
+@contextlib.contextmanager
 def _stalled(tmp_path, capacity: int, episode_time_s: float, commands):
     """A session whose writer stalls at its first episode's start (a USB drive's hiccup) with
-    a queue of `capacity` frames, run on a thread: (session, arm, writer, store, release,
-    loop); set `release` to end the stall."""
+    a queue of `capacity` frames, run on a thread while the block runs: yields (session,
+    arm, writer, store); on leaving, the stall ends and the session and writer finish."""
     import threading
 
     from recorder_fixtures import JOINTS, FakeArm, SineTeleop
@@ -308,7 +311,12 @@ def _stalled(tmp_path, capacity: int, episode_time_s: float, commands):
     session = RecordingSession(config, arm, SineTeleop(), writer, SimulatedClock(30), JOINTS, commands=commands)
     loop = threading.Thread(target=session.run)
     loop.start()
-    return session, arm, writer, store, release, loop
+    try:
+        yield session, arm, writer, store
+    finally:
+        release.set()
+        loop.join(30)
+        writer.close()
 
 
 def _torque_off_within(arm, seconds: float, pressed: float, why: str) -> None:
@@ -328,17 +336,12 @@ def test_an_estop_acts_while_the_take_waits_to_be_handed_to_a_stalled_writer(tmp
 
     pending: list[Command] = []
     # The take's 8 frames fill the queue: the commit waits.
-    session, arm, writer, store, release, loop = _stalled(
-        tmp_path, 8, 8 / 30, lambda: [pending.pop() for _ in range(len(pending))])
-    try:
+    with _stalled(tmp_path, 8, 8 / 30, lambda: [pending.pop() for _ in range(len(pending))]) as (
+            session, arm, writer, store):
         time.sleep(0.5)
         assert writer.stats().queue_depth == 8 and arm.torque_offs == 0  # the loop waits on the commit
         pending.append(Command.ESTOP)
         _torque_off_within(arm, 1.0, time.monotonic(), "the e-stop waited for the disk")
-    finally:
-        release.set()
-        loop.join(30)
-        writer.close()
     assert session.result.fault == "e-stop pressed; torque off, robot is safe"
     assert session.result.discarded == 1 and len(store) == 0
 
@@ -387,11 +390,6 @@ def test_an_estop_read_beside_a_stop_acts_first(tmp_path):
     import time
 
     # Full after 3 frames: the STOP's commit waits.
-    session, arm, writer, _, release, loop = _stalled(tmp_path, 3, 30.0, TickScript({3: [Command.STOP, Command.ESTOP]}))
-    try:
+    with _stalled(tmp_path, 3, 30.0, TickScript({3: [Command.STOP, Command.ESTOP]})) as (session, arm, _, _):
         _torque_off_within(arm, 3.0, time.monotonic(), "the e-stop waited behind the stop")
-    finally:
-        release.set()
-        loop.join(30)
-        writer.close()
     assert session.result.fault == "e-stop pressed; torque off, robot is safe"
