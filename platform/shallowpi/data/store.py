@@ -16,8 +16,9 @@ reads `data/<key>` and `meta/episode_ends` directly; `meta/` holds nothing but z
 entries (their copy loads every array in it), so the per-episode files sit beside it.
 
 Crash safety. zarr writes each file by a rename (atomic against a killed process) but
-grows an array's shape before it writes the new chunks, and never fsyncs. So the store
-orders its writes and makes one atomic write the commit point:
+grows an array's shape before it writes the new chunks, and never fsyncs (the store opens
+zarr on a local store that syncs a file before it replaces one: zarr_compat.py). So the
+store orders its writes and makes one atomic write the commit point:
 
     1. frames -> data/* (images while recording, numbers at commit), then fsync them
     2. meta/episode_ends grows by the episode's end, fsync
@@ -168,6 +169,7 @@ class EpisodeStore:
         self.layout = int(header.get("layout", 1))
         self.features: dict[str, Feature] = features_from_json(header["features"])
         self.settings = StoreSettings(**header.get("settings", {}))
+        zarr_compat.sync_rewrites(group, self.settings.durable)
         register_image_codecs()
         self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
         self._arrays: dict[str, Any] = {}

@@ -2,14 +2,30 @@
 
 Both write the same zarr format 2 layout; only opening a group and creating an array are
 spelled differently. The robot's computer on JetPack 6 has Python 3.10, so zarr 2.
+
+Both zarr-pythons' local stores replace a file by writing `<name>.<uuid>.partial` and
+renaming it over `<name>`, without an fsync between. Most of a store's files are written
+once, but some are replaced while earlier episodes depend on them: an array's `.zarray`
+at every resize, and a chunk of numbers that two episodes share. A power cut after such a
+rename and before the data reached the disk can leave the file empty on filesystems
+without ext4's rename heuristic (`auto_da_alloc`; XFS, the RHEL family's default, has
+none): an empty `.zarray` makes the whole store unreadable, an empty shared chunk reads as
+zeros for the episodes already committed. So the store opens its groups on a local store
+that syncs a replacing file before the rename (`SyncedRewrites*`); new files keep zarr's
+path and are synced by the store's commit protocol (data/store.py), before its commit point.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import zarr
+
+from shallowpi.data.durable_io import PARTIAL_SUFFIX, fsync_path
 
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
 
@@ -22,11 +38,82 @@ if ZARR_MAJOR >= 3:
     zarr.config.set({"array.write_empty_chunks": True})
 
 
+def replace_synced(path: str, data: Any) -> int:
+    """Replace the file `path` with `data` (bytes-like): written beside it as
+    `<name>.<uuid>.partial`, fsynced, then renamed over it, so that after a power cut the
+    name holds the old bytes or the new ones, never an empty file. Returns the bytes written.
+    Raises OSError from the write; the partial file is removed then."""
+    partial = f"{path}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
+    try:
+        with open(partial, "wb") as out:
+            written = out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    return written
+
+
+if ZARR_MAJOR >= 3:
+    import asyncio
+
+    from zarr.storage import LocalStore
+
+    class SyncedRewritesLocalStore(LocalStore):
+        """zarr 3's LocalStore, except that a write replacing an existing file goes
+        through `replace_synced` (module docstring) while `synced`."""
+
+        synced = True
+
+        def _replacing(self, key: str) -> str | None:
+            path = os.path.join(self.root, key)
+            return path if self.synced and os.path.isfile(path) else None
+
+        async def set(self, key: str, value: Any) -> None:
+            path = self._replacing(key)
+            if path is None:
+                return await super().set(key, value)
+            self._check_writable()
+            await asyncio.to_thread(replace_synced, path, value.as_buffer_like())
+
+        def set_sync(self, key: str, value: Any) -> None:
+            path = self._replacing(key)
+            if path is None:
+                return super().set_sync(key, value)
+            self._check_writable()
+            replace_synced(path, value.as_buffer_like())
+else:
+    from zarr.storage import DirectoryStore
+
+    class SyncedRewritesDirectoryStore(DirectoryStore):
+        """zarr 2's DirectoryStore, except that a write replacing an existing file is
+        fsynced before zarr renames it into place (module docstring) while `synced`."""
+
+        synced = True
+
+        def _tofile(self, a: Any, fn: str) -> None:  # zarr 2 calls it with `<name>.<uuid>.partial`
+            super()._tofile(a, fn)
+            target = fn.rsplit(".", 2)[0]
+            if self.synced and fn.endswith(PARTIAL_SUFFIX) and os.path.isfile(target):
+                fsync_path(fn)
+
+
 def open_group(path: Path, mode: str) -> Any:
-    """The zarr group at `path`, in zarr format 2 whichever zarr-python is installed."""
+    """The zarr group at `path`, in zarr format 2 whichever zarr-python is installed, on a
+    local store that syncs each file it replaces before the rename (module docstring)."""
     if ZARR_MAJOR >= 3:
-        return zarr.open_group(str(path), mode=mode, zarr_format=2)
-    return zarr.open_group(str(path), mode=mode)
+        store = SyncedRewritesLocalStore(str(path), read_only=mode == "r")
+        return zarr.open_group(store, mode=mode, zarr_format=2)
+    return zarr.open_group(SyncedRewritesDirectoryStore(str(path)), mode=mode)
+
+
+def sync_rewrites(group: Any, synced: bool) -> None:
+    """Whether the local store under `group` (from `open_group`) syncs the files it
+    replaces: off for a store made without durability (StoreSettings.durable, benchmarks)."""
+    group.store.synced = synced
 
 
 def create_array(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
