@@ -386,3 +386,15 @@ def test_platform_says_when_it_runs_another_checkouts_code(tmp_path):
     assert here.returncode == 0 and "warning:" not in here.stderr
     outside = run("config", "groups", cwd=tmp_path)
     assert outside.returncode == 0 and "warning:" not in outside.stderr
+
+
+def test_a_runs_resolved_config_is_synced_before_it_is_renamed_into_place(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from disk_fixtures import SyncWatch
+    from shallowpi.config import save_resolved
+
+    watch = SyncWatch(monkeypatch)
+    path = save_resolved(OmegaConf.create({"policy": {"preset": "small"}}), tmp_path / "run")
+    assert watch.rename_to(path).unsynced == [] and str((tmp_path / "run").resolve()) in watch.synced
+    assert yaml.safe_load(path.read_text()) == {"policy": {"preset": "small"}}

@@ -140,3 +140,16 @@ def test_an_euler_step_override_reaches_every_backend(tmp_path):
     bundle = build_bundle(tiny_checkpoint(tmp_path / "ckpt"), tmp_path / "bundle", graphs=(), num_steps=5)  # tiny: 3
     assert Bundle.load(bundle.path).config["num_steps"] == 5
     assert make_backend("torch", Bundle.load(bundle.path), BackendOptions(device="cpu")).sampler.num_steps == 5
+
+
+def test_a_bundle_is_on_disk_before_it_appears_under_its_name(tmp_path, monkeypatch):
+    # The robot's computer loses power as a matter of course: a bundle renamed into place
+    # before its files were synced could come back as a folder of empty files.
+    from disk_fixtures import SyncWatch
+
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+    watch = SyncWatch(monkeypatch)
+    build_bundle(ckpt, tmp_path / "bundle", graphs=("chunk",))
+    placed = watch.rename_to(tmp_path / "bundle")
+    assert placed.unsynced == []
+    assert str((tmp_path).resolve()) in watch.synced  # the rename itself

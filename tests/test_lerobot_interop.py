@@ -364,3 +364,14 @@ def test_a_16x16_twin_recording_exports_through_the_cli(tmp_path):
     assert "Traceback" not in exported.stderr
     dataset = _load_with_lerobot(tmp_path / "lr")
     assert len(dataset) == EpisodeStore.open(tmp_path / "s16.zarr").num_frames == 60
+
+
+def test_an_export_is_on_disk_before_it_appears_under_its_name(tmp_path, monkeypatch):
+    from disk_fixtures import SyncWatch
+    from shallowpi.data.lerobot_export import export_lerobot
+
+    make_store(tmp_path / "src.zarr", episodes=1, length=4).close()
+    watch = SyncWatch(monkeypatch)
+    out = export_lerobot(tmp_path / "src.zarr", tmp_path / "lerobot", repo_id=REPO_ID)
+    assert watch.rename_to(out).unsynced == [] and any(out.rglob("*.parquet"))
+    assert str(tmp_path.resolve()) in watch.synced  # the rename itself

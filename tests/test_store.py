@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from disk_fixtures import SyncWatch
 from shallowpi.data import EpisodeStore, Feature
 from shallowpi.data.store import PROVENANCE_DIR, StoreSettings
 from shallowpi.data.store_check import check_store
@@ -408,29 +409,6 @@ def test_bad_frames_and_episode_indices(tmp_path, rng):
         writer.commit()
 
 
-def _replaces_and_syncs(monkeypatch) -> list[tuple[str, str, bool, bool]]:
-    """Spy on os.fsync and os.replace (both still run): each replace as (src, dst, whether
-    dst existed, whether src had been fsynced). Linux: an fd's path from /proc."""
-    import os
-
-    synced: set[str] = set()
-    events: list[tuple[str, str, bool, bool]] = []
-    fsync, replace = os.fsync, os.replace
-
-    def spy_fsync(fd):
-        synced.add(os.readlink(f"/proc/self/fd/{fd if isinstance(fd, int) else fd.fileno()}"))
-        return fsync(fd)
-
-    def spy_replace(src, dst, **kwargs):
-        src, dst = os.path.realpath(src), os.path.realpath(dst)
-        events.append((src, dst, os.path.isfile(dst), src in synced))
-        return replace(src, dst, **kwargs)
-
-    monkeypatch.setattr(os, "fsync", spy_fsync)
-    monkeypatch.setattr(os, "replace", spy_replace)
-    return events
-
-
 @pytest.mark.parametrize("durable", [True, False])
 def test_a_file_that_committed_episodes_rely_on_is_synced_before_it_is_replaced(tmp_path, rng, monkeypatch, durable):
     """zarr replaces a file by renaming an unsynced one over it; an array's .zarray (at each
@@ -440,15 +418,16 @@ def test_a_file_that_committed_episodes_rely_on_is_synced_before_it_is_replaced(
     settings = StoreSettings(durable=durable, numeric_chunk_rows=64)
     store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), settings)
     for episode in range(2):
-        events = _replaces_and_syncs(monkeypatch) if episode else []
+        watch = SyncWatch(monkeypatch) if episode else None
         writer = store.begin_episode("stack the blocks", robot="arm", calibration_id="c1", fps=30)
         for t in range(20):
             writer.add_frame(synthetic_frame(rng, t), t / 30)
         writer.commit(success=True)
         monkeypatch.undo()
     store.close()
-    replaced = {dst.removeprefix(str((tmp_path / "s.zarr").resolve())): was_synced
-                for _, dst, existed, was_synced in events if existed}
+    assert watch is not None
+    replaced = {r.dst.removeprefix(str((tmp_path / "s.zarr").resolve())): not r.unsynced
+                for r in watch.renames if r.replaced}
     # Rows 20-39 land in chunk 0, beside episode 0's; the arrays grew; so did episode_ends.
     assert {"/data/observation.state/0.0", "/data/observation.state/.zarray", "/meta/episode_ends/0",
             "/data/observation.images.front/.zarray"} <= set(replaced)

@@ -103,7 +103,9 @@ class _DiesAt(FakeChunks):
         return super().__getitem__(i)
 
 
-def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path):
+def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, monkeypatch):
+    from disk_fixtures import SyncWatch
+
     data = FakeChunks()
     Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(ema=0.9), tmp_path / "straight").fit()
     dying = _DiesAt(calls_before_death=4 * 6 + 2)  # dies inside step 6, after the step-4 save
@@ -112,7 +114,10 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path):
     assert latest_checkpoint(tmp_path / "resumed").name == "step_000004"
     assert [s for s, _ in _losses(tmp_path / "resumed")] == [0, 1, 2, 3, 4, 5]
     # A fresh process would rebuild the policy from scratch: the checkpoint must carry all state.
+    watch = SyncWatch(monkeypatch)
     Trainer(FlowMatchingObjective(_policy(FakeChunks())), data, _cfg(ema=0.9), tmp_path / "resumed", resume=True).fit()
+    # The log's lines past the checkpoint were cut by replacing it whole (a kill mid-write kept the rest).
+    assert watch.rename_to(tmp_path / "resumed" / "metrics.jsonl").unsynced == []
     straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
     assert [s for s, _ in resumed] == list(range(8))
     for (_, a), (_, b) in zip(straight, resumed):

@@ -108,12 +108,13 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 def save_resolved(cfg: DictConfig, out_dir: Path, name: str = "config.yaml") -> Path:
-    """Write the resolved config beside a run's outputs, so a run can be reproduced."""
+    """Write the resolved config beside a run's outputs, so a run can be reproduced: whole
+    and synced (`replace_text`). Returns its path."""
+    from shallowpi.data.durable_io import replace_text
+
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, path)
+    replace_text(path, to_yaml(cfg))
     return path
 
 

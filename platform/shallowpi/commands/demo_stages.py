@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shallowpi.config import REPO_ROOT
+from shallowpi.data.durable_io import replace_text
 from shallowpi.errors import ConfigError, PlatformError, refuse_unknown_keys
 from shallowpi.train.checkpoint import checkpoint_weights
 
@@ -195,9 +196,7 @@ class StageBook:
 
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries, indent=2))
-        tmp.replace(self.path)
+        replace_text(self.path, json.dumps(self.entries, indent=2))
 
 
 def _change(key: str, before: Any, now: Any) -> str:

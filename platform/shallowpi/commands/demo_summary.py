@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from shallowpi.data.durable_io import replace_text
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 
 MODELS = ("teacher", "student")
@@ -47,7 +48,7 @@ def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int,
         cost = chunk_cost(policy, observation, repeats)
         models[name] = {"layers": policy.cfg.depth, "parameters": cost.params, "gflops": cost.gflops,
                         "chunk_ms_p50": cost.chunk_ms, "chunk_ms_p99": cost.chunk_ms_p99}
-    cache.write_text(json.dumps({"key": key, "models": models}, indent=2))
+    replace_text(cache, json.dumps({"key": key, "models": models}, indent=2))
     return models, False
 
 

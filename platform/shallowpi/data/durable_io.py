@@ -70,21 +70,37 @@ def write_json(path: str | Path, value: Any, durable: bool, replaced: Callable[[
 
 
 def replace_text(path: str | Path, text: str, durable: bool = True, replaced: Callable[[], None] | None = None) -> None:
-    """Replace `path` with `text` in one rename of `path.partial` (synced first if `durable`,
-    and its folder after). `replaced` runs right after the rename, before the folder's sync:
-    where the rename is a commit point, what it committed is known even if that sync then
-    fails."""
+    """Replace `path` with `text` in one rename (`replace_bytes`)."""
+    replace_bytes(path, text.encode(), durable, replaced)
+
+
+def replace_bytes(path: str | Path, data: Any, durable: bool = True,
+                  replaced: Callable[[], None] | None = None, sync_folder: bool = True) -> int:
+    """Replace (or create) `path` with `data` (bytes-like) in one rename of `path.partial`,
+    synced first if `durable` and its folder after (unless `sync_folder` is off: a later
+    sync of the folder makes the rename durable); returns the bytes written. After a
+    power cut the name holds the old bytes or the new ones: renaming an unsynced file over
+    a name can leave it empty where the filesystem does not flush on rename (XFS; ext4 only
+    for a name that existed). `replaced` runs right after the rename, before the folder's
+    sync: where the rename is a commit point, what it committed is known even if that sync
+    then fails. Raises OSError from the write, with the partial file removed."""
     partial = os.fspath(path) + PARTIAL_SUFFIX
-    with open(partial, "w") as out:
-        out.write(text)
-        if durable:
-            out.flush()
-            os.fsync(out.fileno())
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as out:
+            written = out.write(data)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
     if replaced is not None:
         replaced()
-    if durable:
-        fsync_path(os.path.dirname(path))
+    if durable and sync_folder:
+        fsync_path(os.path.dirname(path) or ".")
+    return written
 
 
 def read_json(path: str | Path) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from shallowpi.data.durable_io import fsync_path
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.lerobot_interop import (
     STAGING_SUFFIX,
@@ -151,7 +152,8 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
                 _import_episode(dataset, columns, store, features, row, stop, robot)
                 row = stop
                 _report(progress, row, total)
-        os.replace(staging, store_path)
+        os.replace(staging, store_path)  # its episodes were synced as they were committed
+        fsync_path(store_path.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from shallowpi.data.durable_io import fsync_path, fsync_tree
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.errors import PlatformError
 
@@ -118,6 +119,10 @@ def _claim_destination(out_dir: Path, what: str) -> Path:
 
 
 def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished `staging` folder to `out_dir`, its files synced first: a power
+    cut must not leave a complete-looking dataset of empty files."""
+    fsync_tree(staging)
     if out_dir.exists():
         out_dir.rmdir()  # checked empty by _claim_destination
     os.replace(staging, out_dir)
+    fsync_path(out_dir.parent)

@@ -12,20 +12,19 @@ without ext4's rename heuristic (`auto_da_alloc`; XFS, the RHEL family's default
 none): an empty `.zarray` makes the whole store unreadable, an empty shared chunk reads as
 zeros for the episodes already committed. So the store opens its groups on a local store
 that syncs a replacing file before the rename (`SyncedRewrites*`); new files keep zarr's
-path and are synced by the store's commit protocol (data/store.py), before its commit point.
+path and are synced by the store's commit protocol (data/store.py), before its commit point,
+as are the folders (a rename lost in a power cut leaves the old, intact file).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import zarr
 
-from shallowpi.data.durable_io import PARTIAL_SUFFIX, fsync_path
+from shallowpi.data.durable_io import PARTIAL_SUFFIX, fsync_path, replace_bytes
 
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
 
@@ -37,34 +36,13 @@ if ZARR_MAJOR >= 3:
     # every chunk by default. The setting is per process and only read at write time.
     zarr.config.set({"array.write_empty_chunks": True})
 
-
-def replace_synced(path: str, data: Any) -> int:
-    """Replace the file `path` with `data` (bytes-like): written beside it as
-    `<name>.<uuid>.partial`, fsynced, then renamed over it, so that after a power cut the
-    name holds the old bytes or the new ones, never an empty file. Returns the bytes written.
-    Raises OSError from the write; the partial file is removed then."""
-    partial = f"{path}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
-    try:
-        with open(partial, "wb") as out:
-            written = out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        raise
-    return written
-
-
-if ZARR_MAJOR >= 3:
     import asyncio
 
     from zarr.storage import LocalStore
 
     class SyncedRewritesLocalStore(LocalStore):
         """zarr 3's LocalStore, except that a write replacing an existing file goes
-        through `replace_synced` (module docstring) while `synced`."""
+        through `replace_bytes`, synced (module docstring) while `synced`."""
 
         synced = True
 
@@ -77,14 +55,14 @@ if ZARR_MAJOR >= 3:
             if path is None:
                 return await super().set(key, value)
             self._check_writable()
-            await asyncio.to_thread(replace_synced, path, value.as_buffer_like())
+            await asyncio.to_thread(replace_bytes, path, value.as_buffer_like(), sync_folder=False)
 
         def set_sync(self, key: str, value: Any) -> None:
             path = self._replacing(key)
             if path is None:
                 return super().set_sync(key, value)
             self._check_writable()
-            replace_synced(path, value.as_buffer_like())
+            replace_bytes(path, value.as_buffer_like(), sync_folder=False)
 else:
     from zarr.storage import DirectoryStore
 

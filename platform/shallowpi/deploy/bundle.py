@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from shallowpi.data.durable_io import fsync_path, fsync_tree
 from shallowpi.errors import PlatformError
 
 FORMAT = "shallowpi-deploy-bundle"
@@ -232,7 +233,9 @@ def build_bundle(
                        version=2 if policy.cfg.delta_dims else 1)
         if out.exists():
             shutil.rmtree(out)
+        fsync_tree(tmp)  # on the disk before it appears under its name: robots lose power
         tmp.rename(out)
+        fsync_path(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, default_collate
 
+from shallowpi.data.durable_io import replace_text
 from shallowpi.distill.objective import AttentionPairs, DistillationObjective
 from shallowpi.distill.settings import DistillConfig
 from shallowpi.distill.student import (
@@ -226,8 +227,8 @@ def distill(
             from shallowpi.config import save_resolved
 
             save_resolved(resolved_config, run_dir)
-        facts_path.write_text(json.dumps(facts, indent=2))
-        (run_dir / "split.json").write_text(json.dumps(facts["split"]))
+        replace_text(facts_path, json.dumps(facts, indent=2))  # a resume checks itself against it
+        replace_text(run_dir / "split.json", json.dumps(facts["split"]))
     last = trainer.fit()
     result: dict[str, Any] = {"train": last, "checkpoint": str(latest_checkpoint(run_dir)), "distill": facts,
                               "report": None}

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from shallowpi.data.durable_io import replace_text
 from shallowpi.policy.action_space import delta_dims
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
@@ -151,7 +152,7 @@ def finetune(
             from shallowpi.config import save_resolved
 
             save_resolved(resolved_config, run_dir)
-        split_path.write_text(json.dumps({"train": split.train, "held_out": split.held_out}))
+        replace_text(split_path, json.dumps({"train": split.train, "held_out": split.held_out}))  # resume reads it
     last = trainer.fit()
     saved = latest_checkpoint(run_dir)
     weights = checkpoint_weights(saved) if saved is not None else None

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from shallowpi.data.durable_io import replace_text
 from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
 from shallowpi.train.distributed import (
     Dist,
@@ -413,8 +414,9 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def _truncate_metrics(path: Path, start: int) -> None:
-    """On resume, drop lines logged after the checkpoint (they will be logged again)."""
+    """On resume, drop lines logged after the checkpoint (they will be logged again). The
+    log is replaced in one rename: a kill mid-write must not take the earlier lines with it."""
     if not path.is_file():
         return
     keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < start]
-    path.write_text("".join(line + "\n" for line in keep))
+    replace_text(path, "".join(line + "\n" for line in keep))

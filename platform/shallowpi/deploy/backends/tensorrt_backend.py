@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shallowpi.data.durable_io import replace_bytes
 from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs
@@ -84,11 +85,10 @@ class TensorRTBackend(Backend):
         logger = trt.Logger(trt.Logger.WARNING)
         if not path.is_file():
             log.info("building a TensorRT engine for %s (%s, %s); minutes on a Jetson", bundle.path, gpu, precision)
-            # Written whole or not at all: a build killed mid-write must not leave a truncated
-            # engine under the name the next start trusts.
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            partial.write_bytes(self._build(trt, logger, bundle.graphs["chunk"], precision))
-            os.replace(partial, path)
+            # Written whole and synced, or not at all: a build killed mid-write, or a robot
+            # switched off just after, must not leave a truncated or empty engine under the
+            # name the next start trusts.
+            replace_bytes(path, self._build(trt, logger, bundle.graphs["chunk"], precision))
         runtime = trt.Runtime(logger)
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:  # TensorRT returns None for an engine of another version or a damaged file
