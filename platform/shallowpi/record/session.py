@@ -12,33 +12,40 @@ only when the writer's queue is full (back-pressure, measured and shown), never 
 screen: the writer and the dashboard have their own threads, and the status sink only
 keeps the latest status. Nothing a tick does grows with the number of
 episodes recorded, so a long session keeps its tick time and its memory.
+
+Beside it: what a run is asked and how it ended (session_config.py), the cameras'
+freshness counts per take (camera_health.py), the writer (writer.py), the clock (clock.py).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from shallowpi.data.features import ACTION_KEY
-from shallowpi.data.store import EpisodeInfo
 from shallowpi.errors import PlatformError
+from shallowpi.record.camera_health import CameraHealth
 from shallowpi.record.clock import TickClock, prompt_gil_handover
 from shallowpi.record.disk import DiskBudget
+from shallowpi.record.session_config import (
+    OnInterrupt,
+    Scene,
+    SessionConfig,
+    SessionResult,
+    Teleoperator,
+)
 from shallowpi.record.writer import BackgroundWriter, WaitAbandoned
 from shallowpi.robots.base import Robot
 from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import (
     EPISODES_KEPT,
-    CameraStatus,
     Command,
     EpisodeSummary,
     LoopStatus,
@@ -48,100 +55,9 @@ from shallowpi.telemetry.status import (
 )
 from shallowpi.telemetry.thumbnail import thumbnail_from_image
 
+__all__ = ["OnInterrupt", "RecordingSession", "Scene", "SessionConfig", "SessionResult", "Teleoperator"]
+
 log = logging.getLogger(__name__)
-
-
-class Teleoperator(Protocol):
-    """Whoever says where the follower goes each tick (teleop/base.py has the full seam)."""
-
-    def read(self) -> Mapping[str, float] | np.ndarray:
-        """This tick's follower goals in joint units (rad, m, gripper 0..1): by joint name, or
-        float [J] in the robot config's joint order (a scripted expert's)."""
-        ...
-
-
-class Scene(Protocol):
-    """What a simulated (or scripted) setup adds: a reset per episode, a success check."""
-
-    def reset(self, episode: int) -> None:
-        """Set up the scene of this run's `episode`-th kept episode (0 first; a re-recorded
-        take gets the same number), before its first tick."""
-        ...
-
-    def success(self) -> bool | None:
-        """Whether the task succeeded, judged when the episode ends; None if unknown."""
-        ...
-
-    def done(self) -> bool:
-        """The scripted demonstration is over: end the episode early."""
-        ...
-
-    def metadata(self) -> dict[str, Any]:
-        """Stored in the episode's `extra` (e.g. its seed)."""
-        ...
-
-
-class OnInterrupt(str, enum.Enum):
-    """What Ctrl-C or SIGTERM does to the episode being recorded: save it or discard it."""
-
-    SAVE = "save"
-    DISCARD = "discard"
-
-
-# A picture more than this many control periods old at its row is stale (a camera and the
-# loop out of phase see up to one; a hiccup, more).
-STALE_PERIODS = 3
-
-
-@dataclass
-class SessionConfig:
-    """What one recording run does: `episodes` takes of `episode_time_s` seconds at `fps`
-    Hz, `reset_time_s` seconds apart. `robot`, `dataset` and `calibration_id` label the
-    episodes and the status.
-
-    Raises PlatformError unless episodes >= 1, episode time > 0, reset time >= 0 and
-    fps > 0; ValueError for an unknown `on_interrupt`.
-    """
-
-    task: str
-    episodes: int = 5
-    episode_time_s: float = 20.0
-    reset_time_s: float = 5.0
-    fps: float = 30.0
-    autostart: bool = True  # False: idle until a key (`platform record` always starts at once)
-    on_interrupt: OnInterrupt = OnInterrupt.SAVE  # what Ctrl-C / SIGTERM does to the episode in flight
-    thumbnail_every: int = 6  # ticks between dashboard thumbnails
-    robot: str = ""
-    dataset: str = ""
-    calibration_id: str = ""
-
-    def __post_init__(self) -> None:
-        if self.episodes < 1 or self.episode_time_s <= 0 or self.reset_time_s < 0 or self.fps <= 0:
-            raise PlatformError(
-                "episodes >= 1, episode time > 0, reset time >= 0 and fps > 0 are needed; "
-                f"got {self.episodes}, {self.episode_time_s}, {self.reset_time_s}, {self.fps}"
-            )
-        self.on_interrupt = OnInterrupt(self.on_interrupt)
-
-    @property
-    def episode_rows(self) -> int:
-        """Rows in a full-length episode: round(episode_time_s * fps), at least one."""
-        return max(1, round(self.episode_time_s * self.fps))
-
-
-@dataclass
-class SessionResult:
-    """How a run ended: the episodes the writer had committed when the loop ended (the
-    latest 256; takes still queued then are not in it: read the store for the final
-    count), how many it discarded, deleted or lost, the fault's one line (empty if none),
-    and whether Ctrl-C or SIGTERM stopped it."""
-
-    committed: list[EpisodeInfo] = field(default_factory=list)
-    discarded: int = 0
-    fault: str = ""
-    interrupted: bool = False
-    deleted: int = 0  # episodes this run saved, then deleted with d / r
-    lost: int = 0  # takes handed to a writer that failed before committing them
 
 
 class RecordingSession:
@@ -176,7 +92,7 @@ class RecordingSession:
         self.clock = clock
         self.scene = scene
         self.disk = disk
-        self.cameras = dict(cameras or {})
+        self.camera_health = CameraHealth(cameras or {}, config.fps)
         self._publish = publish or (lambda status: None)
         self._commands = commands or list
         self._stop = threading.Event()
@@ -203,15 +119,10 @@ class RecordingSession:
         self._finished = False  # every episode asked for is saved (as opposed to stopped early)
         self._episode = 0  # episodes this run has kept so far
         self._frames = 0  # frames of the take in flight
-        self._stale_rows = 0  # rows of the take in flight whose picture is older than STALE_PERIODS
-        self._repeated_rows = 0  # rows of the take in flight with a camera's picture of the row before
-        self._last_sequences: dict[str, int] = {}
         self._start_tick, self._start_s = 0, 0.0
         self._reset_until = 0.0
         self._held_reset_s = 0.0  # the reset countdown left when p held it
         self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
-        self._dropped_at_start = 0
-        self._camera_rates: dict[str, tuple[int, float, float]] = {}
         self._deferred: list[Command] = []  # commands read during a wait for the writer
 
     @property
@@ -408,7 +319,7 @@ class RecordingSession:
                           calibration_id=self.config.calibration_id, fps=self.config.fps,
                           start_time=time.time(), give_up=self._estop_while_waiting)
         self.clock.reset_stats()
-        self._dropped_at_start = self._camera_drops()
+        self.camera_health.begin_take()
         summary = self._take = EpisodeSummary(index, 0, 0.0, None, "recording")
         episodes = self.status.episodes
         if episodes and episodes[-1].index == index:
@@ -419,8 +330,7 @@ class RecordingSession:
                 episodes.pop(0)
                 self.status.episodes_earlier += 1
         self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
-        self._state, self._recording, self._frames, self._stale_rows = RecorderState.RECORDING, True, 0, 0
-        self._repeated_rows, self._last_sequences = 0, {}
+        self._state, self._recording, self._frames = RecorderState.RECORDING, True, 0
         self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
         self.status.episode_time_s = 0.0
 
@@ -430,20 +340,12 @@ class RecordingSession:
                                        row.timestamp, row.capture_times, give_up=self._estop_while_waiting)
         if waited > 0:
             self.status.message = f"disk is behind: the loop waited {waited * 1e3:.0f} ms for the writer"
-        # The robot hands over a late camera's last picture rather than stall the loop (only
-        # a camera silent for its timeout is a fault): the row pairs that old picture with
-        # the present state and action. Counted per take, stored with it, shown at once.
-        # A camera slower than the loop (or on the edge of its phase) hands two rows the same
-        # picture: not a fault, but the take's rows hold fewer pictures than rows. Counted.
-        sequences = {role: frame.sequence for role, frame in observation.frames.items()}
-        if sequences and any(self._last_sequences.get(role) == seq for role, seq in sequences.items()):
-            self._repeated_rows += 1
-        self._last_sequences = sequences
-        age = observation.oldest_frame_s()
-        if age > STALE_PERIODS / self.config.fps:
-            self._stale_rows += 1
-            self.status.message = (f"camera picture {age * 1e3:.0f} ms old: {self._stale_rows} rows of this take "
-                                   "hold a stale picture (r re-records it)")
+        # A late camera's last picture paired with the present state and action: counted
+        # per take, stored with it, shown at once (camera_health.py).
+        stale_age = self.camera_health.count_row(observation)
+        if stale_age is not None:
+            self.status.message = (f"camera picture {stale_age * 1e3:.0f} ms old: {self.camera_health.stale_rows} "
+                                   "rows of this take hold a stale picture (r re-records it)")
 
     def _end_episode(self, keep: bool, safe: bool = False) -> None:
         """End the take in flight: hand it to the writer to commit, or discard it. While the
@@ -472,11 +374,12 @@ class RecordingSession:
                 success = summary.success
             p50, p99 = self.clock.percentiles_ms()
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
-                     "backpressure_s": self.writer.stats().backpressure_s, "stale_frames": self._stale_rows,
-                     "repeated_pictures": self._repeated_rows}
+                     "backpressure_s": self.writer.stats().backpressure_s,
+                     "stale_frames": self.camera_health.stale_rows,
+                     "repeated_pictures": self.camera_health.repeated_rows}
             if self.scene is not None:
                 extra.update(self.scene.metadata())
-            self.writer.commit(success=success, dropped_frames=self._camera_drops() - self._dropped_at_start,
+            self.writer.commit(success=success, dropped_frames=self.camera_health.dropped_this_take(),
                                extra=extra, give_up=give_up)
             summary.frames, summary.duration_s, summary.success = frames, frames / self.config.fps, success
             summary.state = "saving"
@@ -597,29 +500,6 @@ class RecordingSession:
 
     # --- status ------------------------------------------------------------------------
 
-    def _camera_drops(self) -> int:
-        return sum(_dropped(c) for c in self.cameras.values())
-
-    def _camera_status(self, observation: Observation) -> None:
-        """Per camera: measured frame rate (over ~1 s), drops, age of the frame used."""
-        now = time.monotonic()
-        if not self.cameras:
-            # Frames rendered in-process (the twin): one per tick, never dropped or late.
-            p50, _ = self.clock.percentiles_ms()
-            for role in observation.frames:
-                self.status.cameras[role] = CameraStatus(fps=1e3 / p50 if p50 else 0.0)
-            return
-        ages = observation.frame_ages_s()
-        for role, camera in self.cameras.items():
-            stats = getattr(camera, "stats", None)
-            frames = int(getattr(stats, "frames", 0))
-            last_frames, last_time, fps = self._camera_rates.get(role, (frames, now, 0.0))
-            if now - last_time >= 1.0:
-                fps, last_frames, last_time = (frames - last_frames) / (now - last_time), frames, now
-            self._camera_rates[role] = (last_frames, last_time, fps)
-            age_ms = ages.get(role, 0.0) * 1e3
-            self.status.cameras[role] = CameraStatus(fps=fps, dropped=_dropped(camera), age_ms=age_ms)
-
     def _update_status(self, state: RecorderState, action: Any, observation: Observation | None) -> None:
         status = self.status
         status.state = state
@@ -645,12 +525,9 @@ class RecordingSession:
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
         self._mark_saved(stats.committed_count)
         if observation is not None and state is not RecorderState.PAUSED:
-            self._camera_status(observation)
+            self.camera_health.update(status.cameras, observation, p50)
         elif state is RecorderState.PAUSED:
-            # Nothing is recorded: no rate to show, and none carried into the next take.
-            self._camera_rates.clear()
-            for role, camera in status.cameras.items():
-                status.cameras[role] = CameraStatus(fps=0.0, dropped=camera.dropped, age_ms=0.0)
+            self.camera_health.pause(status.cameras)
         if observation is not None and self.clock.ticks % self.config.thumbnail_every == 0:
             for role, frame in observation.frames.items():
                 status.thumbnails[role] = thumbnail_from_image(frame.image)
@@ -659,7 +536,3 @@ class RecordingSession:
         except Exception:  # a dashboard problem must never stop the recording
             log.exception("status publish failed")
 
-
-def _dropped(camera: Any) -> int:
-    stats = getattr(camera, "stats", None)
-    return int(getattr(stats, "dropped", 0))
