@@ -66,6 +66,18 @@ def test_the_graphs_are_folded_to_plain_onnx_ops(bundle):
         assert len(contents) == len(set(contents)), name
 
 
+def test_the_graphs_carry_no_trace_of_the_machine_that_made_them(bundle):
+    """The exporter labels every node with its Python stack trace (13 of the teacher's 22 MB
+    chunk graph), naming this machine's source files: a bundle for the robot drops them."""
+    import onnx
+
+    from conftest import REPO_ROOT
+
+    for name, path in bundle.graphs.items():
+        assert str(REPO_ROOT).encode() not in path.read_bytes(), name
+        assert not any(node.metadata_props for node in onnx.load(str(path)).graph.node), name
+
+
 def test_numpy_preprocessing_equals_the_torch_policys(bundle, rng):
     from shallowpi.deploy.preprocess import Preprocessor
     from shallowpi.policy import Policy
