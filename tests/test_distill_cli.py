@@ -4,6 +4,7 @@ checkpoint with the distillation recorded in it, the report, resume, one-line er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -263,6 +264,11 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other, extra_metadata={"fps": "15.0"})
     assert f"teacher {other} was trained on episodes recorded at 15 Hz, dataset arm.zarr at 30 Hz" in error(
         "--teacher", str(other))
+    # A teacher whose word vocabulary lacks the store's instruction: the student would read
+    # every unknown word as one token (two tasks could become one).
+    words = dataclasses.replace(cfg, tokenizer="words", vocabulary=["cube", "put", "the"])
+    Policy(words, Features(6, 6, ["front", "wrist"])).save(other)
+    assert "task words ['bowl', 'in', 'red'] are not in the policy's word vocabulary" in error("--teacher", str(other))
     # A resumed run refuses a teacher other than the one it was distilled from.
     Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other)
     assert "expects" in error("--run", "arm-tiny-student1", "--resume", "--teacher", str(other))

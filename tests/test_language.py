@@ -100,3 +100,21 @@ def test_the_policy_refuses_an_instruction_over_its_budget_at_inference():
     policy.sample_actions({**obs, "task": "pick"})
     with pytest.raises(ConfigError, match="'put the red cube in the bowl' is 30 tokens"):
         policy.sample_actions({**obs, "task": "put the red cube in the bowl"})
+
+
+def test_an_instruction_with_words_the_policy_never_saw_is_refused_at_inference():
+    """With a word vocabulary every unseen word reads as the one unknown token: "blue" and
+    "green" would give the same chunk. The torch policy and the deploy tokenizer refuse it."""
+    from shallowpi.deploy.preprocess import TextTokens
+
+    vocabulary = ["cube", "pick", "red", "the", "up"]
+    cfg = dataclasses.replace(load_preset("tiny"), tokenizer="words", vocabulary=vocabulary, max_text_tokens=8)
+    policy = Policy(cfg, Features(2, 2, ["front"])).eval()
+    obs = {"observation.state": torch.zeros(2), "observation.images.front": torch.zeros(12, 16, 3, dtype=torch.uint8)}
+    policy.sample_actions({**obs, "task": "pick up the red cube"})
+    with pytest.raises(ConfigError, match=re.escape("'pick up the blue cube' has words ['blue']")):
+        policy.sample_actions({**obs, "task": "pick up the blue cube"})
+    tokens = TextTokens("words", 8, vocabulary)
+    assert tokens("pick up the red cube")[0].tolist() == [[1, 4, 7, 6, 5, 3, 0, 0]]
+    with pytest.raises(ConfigError, match=re.escape("has words ['blue', 'green']")):
+        tokens("pick up the blue green cube")

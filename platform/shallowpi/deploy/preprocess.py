@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,12 +94,14 @@ def _tokenizer_library(name: str, spec: str) -> Any:
 class TextTokens:
     """Task text -> (ids int64 [1, L], mask bool [1, L]) as policy.tokenizer.tokenize does:
     BOS, the text stripped plus a newline, padded to L; ConfigError (one line) for a text
-    longer than L, which the policy would read cut. `spec` is "bytes" (ids =
-    byte + 2, pad 0, BOS 1), "words" (pad 0, BOS 1, unknown 2, then `vocabulary` in order),
-    or a tokenizer.json read with `tokenizers` (no torch)."""
+    longer than L, which the policy would read cut, or with words outside a word vocabulary.
+    `spec` is "bytes" (ids = byte + 2, pad 0, BOS 1), "words" (pad 0, BOS 1, unknown 2,
+    then `vocabulary` in order), or a tokenizer.json read with `tokenizers` (no torch)."""
 
     def __init__(self, spec: str, max_len: int, vocabulary: Sequence[str] = ()) -> None:
         self.max_len = max_len
+        # Words a word vocabulary lacks: each would read as the one unknown id.
+        self._unknown: Callable[[str], list[str]] = lambda text: []
         if spec == "bytes":
             self.pad_id, self.bos_id = 0, 1
             self._encode = lambda text: [b + 2 for b in text.encode("utf-8")]
@@ -107,6 +109,7 @@ class TextTokens:
             self.pad_id, self.bos_id = 0, 1
             ids = {word: i + 3 for i, word in enumerate(vocabulary)}
             self._encode = lambda text: [ids.get(word, 2) for word in WORD.findall(text.lower())]
+            self._unknown = lambda text: sorted({w for w in WORD.findall(text.lower()) if w not in ids})
         elif Path(spec).suffix == ".json":
             Tokenizer = _tokenizer_library("tokenizers", spec).Tokenizer
 
@@ -124,10 +127,14 @@ class TextTokens:
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         if text not in self._cache:  # one task for a whole episode: encode it once
             seq = [self.bos_id, *self._encode(text.strip() + "\n")]
-            if len(seq) > self.max_len:  # as the torch policy refuses it (policy/tokenizer.check_prompt)
+            # As the torch policy refuses them (policy/tokenizer.check_prompt).
+            if len(seq) > self.max_len:
                 raise ConfigError(f"the instruction '{text}' is {len(seq)} tokens with BOS, over the policy's text "
                                   f"budget of {self.max_len} (it would be cut); shorten it, or retrain with a larger "
                                   "policy.max_text_tokens")
+            if unknown := self._unknown(text):
+                raise ConfigError(f"the instruction '{text}' has words {unknown} the policy's word vocabulary lacks "
+                                  "(each would read as one unknown word); give one of the tasks it was trained on")
             ids = np.full((1, self.max_len), self.pad_id, np.int64)
             mask = np.zeros((1, self.max_len), bool)
             ids[0, : len(seq)], mask[0, : len(seq)] = seq, True

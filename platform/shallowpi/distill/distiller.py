@@ -40,6 +40,7 @@ from shallowpi.distill.student import (
 from shallowpi.errors import ConfigError
 from shallowpi.policy.fit import rate_mismatch, trained_rate
 from shallowpi.policy.policy import Features, Policy
+from shallowpi.policy.tokenizer import check_prompts
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 from shallowpi.train.distributed import init_distributed, pick_device, rank0_value
@@ -158,6 +159,9 @@ def distill(
                     "the student trains as with skip")
     train_set = make_dataset(store, teacher.cfg.chunk_len, sorted(split.train + taught_by_teacher))
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
+    # The student reads the teacher's tokens: an instruction the teacher's vocabulary lacks,
+    # cut, or encoded as another's is refused here, as `platform train` refuses it.
+    check_prompts(teacher.tokenizer, train_set.task_texts(), teacher.cfg.max_text_tokens)
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
     if taught is not None and rate_mismatch([taught], rate, f"dataset {store.name}"):  # the shared tolerance

@@ -149,19 +149,35 @@ def prompt_ids(tok: Tokenizer, text: str) -> list[int]:
 
 
 def check_prompt(tok: Tokenizer, text: str, max_len: int) -> None:
-    """ConfigError (one line) if the prompt of `text` does not fit `max_len` tokens."""
+    """ConfigError (one line) if the prompt of `text` does not fit `max_len` tokens, or
+    holds words a word vocabulary lacks (each would read as the one unknown token: "pick up
+    the blue cube" and "pick up the green cube" would be one instruction)."""
     n = len(prompt_ids(tok, text))
     if n > max_len:
         raise ConfigError(
             f"the instruction '{text}' is {n} tokens with BOS, over the policy's text budget of "
             f"{max_len} (it would be cut); raise policy.max_text_tokens to {n} or use policy.tokenizer=words"
         )
+    if isinstance(tok, WordTokenizer) and (unknown := tok.unknown(text)):
+        raise ConfigError(
+            f"the instruction '{text}' has words {sorted(set(unknown))} the policy's word vocabulary lacks "
+            f"(it knows {len(tok.vocabulary)}: {' '.join(tok.vocabulary[:12])}{' ...' if len(tok.vocabulary) > 12 else ''}); "
+            "give one of its tasks, or train on a store that holds this instruction"
+        )
 
 
 def check_prompts(tok: Tokenizer, texts: Iterable[str], max_len: int) -> None:
-    """Refuse (ConfigError, one line) task texts that would be cut or that encode to the
-    same tokens as another: the policy could not tell those instructions apart."""
-    texts = sorted(set(texts))  # once: an iterator would be spent before the vocabulary check
+    """Refuse (ConfigError, one line) task texts that would be cut, hold words outside a
+    word vocabulary (all of them named), or encode to the same tokens as another: the
+    policy could not tell those instructions apart."""
+    texts = sorted(set(texts))
+    if isinstance(tok, WordTokenizer):
+        unknown = sorted({w for t in texts for w in tok.unknown(t)})
+        if unknown:
+            raise ConfigError(
+                f"task words {unknown} are not in the policy's word vocabulary; train on a store "
+                "that holds these instructions"
+            )
     seen: dict[tuple[int, ...], str] = {}
     for text in texts:
         check_prompt(tok, text, max_len)
@@ -172,13 +188,6 @@ def check_prompts(tok: Tokenizer, texts: Iterable[str], max_len: int) -> None:
                 "tell them apart; reword one, or use a tokenizer that separates them"
             )
         seen[ids] = text
-    if isinstance(tok, WordTokenizer):
-        unknown = sorted({w for t in texts for w in tok.unknown(t)})
-        if unknown:
-            raise ConfigError(
-                f"task words {unknown} are not in the policy's word vocabulary; train on a store "
-                "that holds these instructions"
-            )
 
 
 def tokenize(tok: Tokenizer, texts: list[str], max_len: int) -> tuple[Tensor, Tensor]:
