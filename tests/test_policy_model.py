@@ -111,6 +111,21 @@ def test_cached_denoise_step_equals_joint_forward_and_never_copies_the_cache():
         assert torch.equal(kept, now[:, :, :P])
 
 
+@pytest.mark.parametrize("vision", [True, False])
+def test_after_a_cast_to_bfloat16_the_joint_forward_and_the_cached_path_agree(vision):
+    # The training path (velocity: the loss, a teacher's velocity, attention maps) fed the
+    # float32 embeddings of the projections that stay float32 into bfloat16 layers and raised.
+    model = _tiny().cast_towers(torch.bfloat16, vision=vision)
+    prefix, state = _inputs(model)
+    B, C, A = 3, model.cfg.chunk_len, model.cfg.action_dim
+    x, t = torch.randn(B, C, A), torch.tensor([0.1, 0.5, 1.0])
+    joint = model.velocity(prefix, state, x, t)
+    assert joint.dtype == torch.float32
+    torch.testing.assert_close(model.denoise_step(model.prefix_cache(prefix), state, x, t), joint, atol=3e-2, rtol=3e-2)
+    velocity, maps = model.velocity_with_attention(prefix, state, x, t, layers=[0])
+    assert torch.equal(velocity, joint) and torch.isfinite(maps[0]).all()
+
+
 def test_sample_actions_is_deterministic_given_noise_and_depends_on_the_prompt():
     model = _tiny()
     prefix, state = _inputs(model)

@@ -268,9 +268,12 @@ class Pi0Model(nn.Module):
         pad = torch.cat([prefix.pad, s_pad], dim=1)  # [B, T]
         bias = mask_to_bias(block_causal_mask(pad, torch.cat([prefix.blocks, s_blocks], 1)))
         positions = torch.cumsum(pad, dim=1) - 1  # [B, T]; padding does not advance them
-        cos, sin = rope_tables(positions, self.cfg.vlm.head_dim, prefix.embs.dtype)
+        # In each tower's own dtype, as prefix_cache and denoise_step do: after cast_towers
+        # the state, action and time projections stay float32 (the prefix too, with vision=False).
+        dtype = self.vlm.layers[0].q_proj.weight.dtype
+        cos, sin = rope_tables(positions, self.cfg.vlm.head_dim, dtype)
         P, C = prefix.embs.shape[1], self.cfg.chunk_len
-        x_pre, x_suf = prefix.embs, suffix
+        x_pre, x_suf = prefix.embs.to(dtype), suffix.to(self.expert.layers[0].q_proj.weight.dtype)
         maps: dict[int, Tensor] = {}
         for i, (vlm_layer, exp_layer) in enumerate(zip(self.vlm.layers, self.expert.layers)):
             q1, k1, v1 = vlm_layer.qkv(x_pre, cos[:, :, :P], sin[:, :, :P])
