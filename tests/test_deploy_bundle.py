@@ -108,7 +108,7 @@ def test_the_teacher_recipes_inputs_deploy_as_the_policy_reads_them(tmp_path, rn
     policy = Policy.load(bundle.weights).eval()
     preprocess = Preprocessor(bundle)
     words = WordTokenizer(cfg.vocabulary)
-    for size, task in zip([(24, 32), (64, 64), (41, 13)], [*texts[:2], "put the GREEN cube, in the bowl!"]):
+    for size, task in zip([(24, 32), (64, 64), (41, 13)], [*texts[:2], "put the BLUE cube, in the bowl!"]):
         obs = {**observation(rng, size=size), "task": task}
         (images, _, tokens, token_masks), state, _ = policy._model_inputs(obs)
         got = preprocess(obs)

@@ -4,6 +4,7 @@ not tell apart are refused before training."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -77,6 +78,31 @@ def test_the_word_vocabulary_is_built_at_training_and_travels_in_the_checkpoint(
     assert policy.cfg.vocabulary == ["go", "home", "reach", "target", "the"]
     ids, mask = tokenize(policy.tokenizer, ["reach the target"], 6)
     assert ids[0].tolist() == [1, 5, 7, 6, 0, 0] and mask[0].sum() == 4
+
+
+def test_the_word_vocabulary_holds_a_task_only_held_out_episodes_have(tmp_path):
+    # Built from the training split alone, the vocabulary lacked such a task's words, and
+    # the held-out evaluation at the end read them as unknown tokens.
+    class LastEpisodeGoesHome(FakeChunks):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.kept = sorted({e for e, _ in self.index})
+
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            item["task"] = "go home" if item["episode_index"] == 3 else "reach the target"
+            return item
+
+        def task_texts(self):
+            return sorted({"go home" if e == 3 else "reach the target" for e in self.kept})
+
+    cfg = dataclasses.replace(load_preset("tiny"), tokenizer="words", max_text_tokens=6)
+    train = TrainConfig(steps=2, batch_size=4, warmup_steps=1, save_every=2, progress=False, tensorboard=False,
+                        workers=0, eval_fraction=0.25)
+    result = finetune(tmp_path / "s.zarr", cfg, train, tmp_path / "run", episodes=list(range(4)),
+                      make_dataset=lambda s, c, e: LastEpisodeGoesHome(episodes=4, chunk_len=c, select=e))
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["held_out"] == [3]
+    assert Policy.load(result["checkpoint"]).cfg.vocabulary == ["go", "home", "reach", "target", "the"]
 
 
 def test_two_tasks_that_encode_alike_are_refused_before_step_0_in_one_line(tmp_path):

@@ -100,7 +100,7 @@ def test_a_commit_that_fails_after_its_commit_point_keeps_the_episode(tmp_path, 
     """The commit record's rename is the commit point; its folder's fsync comes after. If
     that sync fails, the caller (the recorder's writer) discards the take: the discard must
     not cut rows the store on disk already counts, or the next open refuses the store."""
-    import shallowpi.data.durable_io as durable_io
+    import shallowpi.durable_files as durable_files
     from store_fixtures import synthetic_frame
 
     store = make_store(tmp_path / "s.zarr", episodes=2, settings=StoreSettings(durable=True))
@@ -108,18 +108,18 @@ def test_a_commit_that_fails_after_its_commit_point_keeps_the_episode(tmp_path, 
     rng = np.random.default_rng(1)
     for t in range(25):
         writer.add_frame(synthetic_frame(rng, t), t / 30.0)
-    real_sync = durable_io.fsync_path
+    real_sync = durable_files.fsync_path
 
     def failing_sync(path):
         if Path(path).name == "meta" and (Path(path) / ".zattrs").read_text().count('"episodes": 3'):
             raise OSError(5, "Input/output error")
         real_sync(path)
 
-    monkeypatch.setattr(durable_io, "fsync_path", failing_sync)
+    monkeypatch.setattr(durable_files, "fsync_path", failing_sync)
     with pytest.raises(OSError, match="Input/output error"):
         writer.commit(success=True)
     writer.discard()  # what the writer thread does with a take whose commit raised
-    monkeypatch.setattr(durable_io, "fsync_path", real_sync)
+    monkeypatch.setattr(durable_files, "fsync_path", real_sync)
     store.close()
     reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")  # a damaged store is refused here
     assert len(reopened) == 3 and reopened.episode(2).length == 25

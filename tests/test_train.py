@@ -15,7 +15,7 @@ import torch
 
 from dist_checks import crash_traces, leave_group
 from policy_fakes import FakeChunks
-from shallowpi.data.durable_io import PARTIAL_SUFFIX
+from shallowpi.durable_files import PARTIAL_SUFFIX
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import latest_checkpoint
 from shallowpi.train.finetune import finetune

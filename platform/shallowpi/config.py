@@ -110,7 +110,7 @@ def to_yaml(cfg: DictConfig) -> str:
 def save_resolved(cfg: DictConfig, out_dir: Path, name: str = "config.yaml") -> Path:
     """Write the resolved config beside a run's outputs, so a run can be reproduced: whole
     and synced (`replace_text`). Returns its path."""
-    from shallowpi.data.durable_io import replace_text
+    from shallowpi.durable_files import replace_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name

@@ -89,7 +89,8 @@ from stage_cache import (
 )
 
 from shallowpi.config import parse_size
-from shallowpi.data.durable_io import replace_text, write_json
+from shallowpi.data.durable_io import write_json
+from shallowpi.durable_files import replace_text
 from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.robots.sim.tasks import make_tasks
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint

@@ -20,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from shallowpi.data.durable_io import replace_text  # noqa: E402
+from shallowpi.durable_files import replace_text  # noqa: E402
 from shallowpi.evaluate.interval import rate_with_interval, seed_by_seed  # noqa: E402
 
 

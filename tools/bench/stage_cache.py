@@ -23,8 +23,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from shallowpi.data.durable_io import replace_text  # noqa: E402
 from shallowpi.distill.distiller import checkpoint_sha256  # noqa: E402
+from shallowpi.durable_files import replace_text  # noqa: E402
 from shallowpi.train.checkpoint import checkpoint_weights  # noqa: E402
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shallowpi.config import REPO_ROOT
-from shallowpi.data.durable_io import replace_text
+from shallowpi.durable_files import replace_text
 from shallowpi.errors import ConfigError, PlatformError, refuse_unknown_keys
 from shallowpi.train.checkpoint import checkpoint_weights
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shallowpi.data.durable_io import replace_text
+from shallowpi.durable_files import replace_text
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 
 MODELS = ("teacher", "student")

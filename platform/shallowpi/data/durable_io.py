@@ -1,9 +1,8 @@
-"""The file operations a store's crash safety rests on: atomic JSON, fsync, the writer lock.
+"""The store's own file operations beside the durable writes (shallowpi/durable_files.py):
+atomic JSON, row checksums, plain-string paths, the writer lock.
 
 `EpisodeStore` (data/store.py) orders its writes so that one atomic rename is the commit
-point; these are the pieces it orders. A JSON file is replaced by writing `name.partial`,
-syncing it and renaming it over `name` (POSIX rename is atomic against a killed process;
-the folder is synced after, so the rename survives a power cut). The writer lock is an
+point; these and durable_files' writes are the pieces it orders. The writer lock is an
 `flock` on `.shallowpi.lock`, which holds the writer's pid while it writes: a lock file
 that is not empty when taken means the last writer died holding the store.
 """
@@ -21,37 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from shallowpi.durable_files import replace_text
 from shallowpi.errors import StoreError
 
 LOCK_NAME = ".shallowpi.lock"
-PARTIAL_SUFFIX = ".partial"
 
 
 def checksum(rows: np.ndarray) -> str:
     """sha256 (hex) of an array's bytes in C order: what EpisodeInfo.checksums records."""
     return hashlib.sha256(np.ascontiguousarray(rows).tobytes()).hexdigest()
-
-
-def fsync_path(path: str | Path) -> None:
-    """fsync a file or a folder by path; a path that does not exist is skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: str | Path) -> None:
-    """fsync every file under `folder`, then every folder bottom-up: before a rename
-    publishes the folder, what it holds has reached the disk (a power cut after the rename
-    must not leave a complete-looking folder of empty files)."""
-    for root, _, files in os.walk(folder, topdown=False):
-        for name in files:
-            fsync_path(os.path.join(root, name))
-        fsync_path(root)
 
 
 def file_in(folder: str | os.PathLike[str], name: str) -> str:
@@ -67,40 +44,6 @@ def file_in(folder: str | os.PathLike[str], name: str) -> str:
 def write_json(path: str | Path, value: Any, durable: bool, replaced: Callable[[], None] | None = None) -> None:
     """Replace `path` with `value` as JSON in one rename (`replace_text`)."""
     replace_text(path, json.dumps(value), durable, replaced)
-
-
-def replace_text(path: str | Path, text: str, durable: bool = True, replaced: Callable[[], None] | None = None) -> None:
-    """Replace `path` with `text` in one rename (`replace_bytes`)."""
-    replace_bytes(path, text.encode(), durable, replaced)
-
-
-def replace_bytes(path: str | Path, data: Any, durable: bool = True,
-                  replaced: Callable[[], None] | None = None, sync_folder: bool = True) -> int:
-    """Replace (or create) `path` with `data` (bytes-like) in one rename of `path.partial`,
-    synced first if `durable` and its folder after (unless `sync_folder` is off: a later
-    sync of the folder makes the rename durable); returns the bytes written. After a
-    power cut the name holds the old bytes or the new ones: renaming an unsynced file over
-    a name can leave it empty where the filesystem does not flush on rename (XFS; ext4 only
-    for a name that existed). `replaced` runs right after the rename, before the folder's
-    sync: where the rename is a commit point, what it committed is known even if that sync
-    then fails. Raises OSError from the write, with the partial file removed."""
-    partial = os.fspath(path) + PARTIAL_SUFFIX
-    try:
-        with open(partial, "wb") as out:
-            written = out.write(data)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        raise
-    if replaced is not None:
-        replaced()
-    if durable and sync_folder:
-        fsync_path(os.path.dirname(path) or ".")
-    return written
 
 
 def read_json(path: str | Path) -> Any:

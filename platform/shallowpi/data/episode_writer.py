@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shallowpi.data import chunk_files
-from shallowpi.data.durable_io import PARTIAL_SUFFIX, checksum, file_in
+from shallowpi.data.durable_io import checksum, file_in
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.nonfinite import nonfinite_ranges
 from shallowpi.data.row_ranges import describe_ranges
 from shallowpi.data.store import TICK_KEY, TIMESTAMP_SUFFIX, EpisodeInfo
+from shallowpi.durable_files import PARTIAL_SUFFIX
 from shallowpi.errors import StoreError
 
 if TYPE_CHECKING:

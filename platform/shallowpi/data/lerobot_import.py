@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.data.durable_io import fsync_path
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.lerobot_interop import (
     STAGING_SUFFIX,
@@ -27,6 +26,7 @@ from shallowpi.data.lerobot_interop import (
     _video_backend,
 )
 from shallowpi.data.store import EpisodeStore, StoreSettings
+from shallowpi.durable_files import fsync_path
 from shallowpi.errors import PlatformError, StoreError
 
 log = logging.getLogger(__name__)

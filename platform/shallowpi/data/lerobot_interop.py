@@ -37,8 +37,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from shallowpi.data.durable_io import fsync_path, fsync_tree
 from shallowpi.data.features import Feature, FeatureKind
+from shallowpi.durable_files import fsync_path, fsync_tree
 from shallowpi.errors import PlatformError
 
 Progress = Callable[[int, int], None]  # (frames done, frames in total)

@@ -39,9 +39,9 @@ being written (a recorder's takes still queued for its writer are lost with the 
 Layout 1 (format versions 1 and 2) kept every episode's metadata as one list in
 meta/.zattrs, rewritten at each commit: such stores are read as they are and moved to
 layout 2 the first time they are opened for writing (data/store_layout1.py). Beside
-this module: writing one episode (episode_writer.py), the atomic writes and the writer
-lock (durable_io.py), what may join a store (store_rules.py), delete, copy and merge
-(store_edit.py).
+this module: writing one episode (episode_writer.py), atomic JSON and the writer lock
+(durable_io.py; the durable writes are shallowpi/durable_files.py), what may join a
+store (store_rules.py), delete, copy and merge (store_edit.py).
 """
 
 from __future__ import annotations
@@ -63,9 +63,7 @@ import numpy as np
 from shallowpi.data import chunk_files, zarr_compat
 from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.durable_io import (
-    PARTIAL_SUFFIX,
     file_in,
-    fsync_path,
     read_json,
     release_writer_lock,
     take_writer_lock,
@@ -73,6 +71,7 @@ from shallowpi.data.durable_io import (
 )
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
+from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path
 from shallowpi.errors import StoreError
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
-from shallowpi.data.durable_io import fsync_path, release_writer_lock
+from shallowpi.data.durable_io import release_writer_lock
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
@@ -29,6 +29,7 @@ from shallowpi.data.store import (
 )
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
+from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
 
 

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shallowpi.data.durable_io import LOCK_NAME, PARTIAL_SUFFIX
+from shallowpi.data.durable_io import LOCK_NAME
 from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
 from shallowpi.data.store import TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
+from shallowpi.durable_files import PARTIAL_SUFFIX
 from shallowpi.errors import StoreError
 
 

@@ -13,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from shallowpi.data import store as layout_2
-from shallowpi.data.durable_io import fsync_path, read_json, write_json
+from shallowpi.data.durable_io import read_json, write_json
 from shallowpi.data.store import EPISODES_DIR, FORMAT_VERSION, LAYOUT, EpisodeInfo, EpisodeStore
 from shallowpi.data.store_rules import StoreSummary
+from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import zarr
 
-from shallowpi.data.durable_io import PARTIAL_SUFFIX, fsync_path, replace_bytes
+from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path, replace_bytes
 
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
 

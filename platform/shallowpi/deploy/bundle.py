@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.data.durable_io import fsync_path, fsync_tree
+from shallowpi.durable_files import fsync_path, fsync_tree
 from shallowpi.errors import PlatformError
 
 FORMAT = "shallowpi-deploy-bundle"

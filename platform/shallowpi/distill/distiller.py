@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from shallowpi.data.durable_io import replace_text
 from shallowpi.distill.objective import AttentionPairs, DistillationObjective
 from shallowpi.distill.settings import DistillConfig
 from shallowpi.distill.student import (
@@ -37,6 +36,7 @@ from shallowpi.distill.student import (
     layer_view,
     select_layers,
 )
+from shallowpi.durable_files import replace_text
 from shallowpi.errors import ConfigError
 from shallowpi.policy.fit import rate_mismatch, trained_rate
 from shallowpi.policy.policy import Features, Policy
@@ -159,9 +159,11 @@ def distill(
                     "the student trains as with skip")
     train_set = make_dataset(store, teacher.cfg.chunk_len, sorted(split.train + taught_by_teacher))
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
-    # The student reads the teacher's tokens: an instruction the teacher's vocabulary lacks,
-    # cut, or encoded as another's is refused here, as `platform train` refuses it.
-    check_prompts(teacher.tokenizer, train_set.task_texts(), teacher.cfg.max_text_tokens)
+    # The student reads the teacher's tokens: an instruction of the run's episodes (held-out
+    # ones too: the report scores them) that the teacher's vocabulary lacks, would cut, or
+    # encodes as another's is refused here, as `platform train` refuses it.
+    held_out_texts = make_dataset(store, teacher.cfg.chunk_len, split.held_out).task_texts() if split.held_out else []
+    check_prompts(teacher.tokenizer, [*train_set.task_texts(), *held_out_texts], teacher.cfg.max_text_tokens)
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
     if taught is not None and rate_mismatch([taught], rate, f"dataset {store.name}"):  # the shared tolerance

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shallowpi.data.durable_io import replace_text
+from shallowpi.durable_files import replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from shallowpi.data.durable_io import fsync_path, fsync_tree, replace_text
+from shallowpi.durable_files import fsync_path, fsync_tree, replace_text
 from shallowpi.policy.policy import Policy
 from shallowpi.train.errors import TrainingError
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from shallowpi.data.durable_io import replace_text
+from shallowpi.durable_files import replace_text
 from shallowpi.policy.action_space import delta_dims
 from shallowpi.policy.config import PolicyConfig
 from shallowpi.policy.policy import Features, Policy
@@ -128,7 +128,10 @@ def finetune(
     if len(train_set) == 0:
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
     features = Features.from_sample(train_set[0])
-    texts = train_set.task_texts()
+    # Every task of the run's episodes, the held-out ones' too: they are scored at the end,
+    # and a task only they hold would read as unknown words in a vocabulary of the rest.
+    texts = sorted({*train_set.task_texts(),
+                    *(make_dataset(store, policy_cfg.chunk_len, split.held_out).task_texts() if split.held_out else ())})
     policy_cfg = _with_delta_dims(_with_vocabulary(policy_cfg, texts), train_set)
     torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
     policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)

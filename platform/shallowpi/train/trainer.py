@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from shallowpi.data.durable_io import replace_text
+from shallowpi.durable_files import replace_text
 from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
 from shallowpi.train.distributed import (
     Dist,

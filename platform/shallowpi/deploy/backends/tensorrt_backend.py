@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shallowpi.data.durable_io import replace_bytes
 from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs
+from shallowpi.durable_files import replace_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,76 @@
+"""Files written whole and durably: what every stage that writes a file a later run relies
+on uses (the episode store, checkpoints, calibrations, bundles, run records).
+
+A file is replaced by writing `name.partial`, syncing it and renaming it over `name`: POSIX
+rename is atomic against a killed process, and the sync before it keeps a power cut after
+the rename from leaving an empty file under the name (filesystems without ext4's rename
+heuristic, XFS among them, flush nothing on rename). The folder is synced after, so the
+rename itself survives. A folder is published the same way: its files synced
+(`fsync_tree`), then one rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync a file or a folder by path; a path that does not exist is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file under `folder`, then every folder bottom-up: before a rename
+    publishes the folder, what it holds has reached the disk (a power cut after the rename
+    must not leave a complete-looking folder of empty files)."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            fsync_path(os.path.join(root, name))
+        fsync_path(root)
+
+
+def replace_text(path: str | Path, text: str, durable: bool = True, replaced: Callable[[], None] | None = None) -> None:
+    """Replace `path` with `text` in one rename (`replace_bytes`)."""
+    replace_bytes(path, text.encode(), durable, replaced)
+
+
+def replace_bytes(path: str | Path, data: Any, durable: bool = True,
+                  replaced: Callable[[], None] | None = None, sync_folder: bool = True) -> int:
+    """Replace (or create) `path` with `data` (bytes-like) in one rename of `path.partial`,
+    synced first if `durable` and its folder after (unless `sync_folder` is off: a later
+    sync of the folder makes the rename durable); returns the bytes written. After a
+    power cut the name holds the old bytes or the new ones: renaming an unsynced file over
+    a name can leave it empty where the filesystem does not flush on rename (XFS; ext4 only
+    for a name that existed). `replaced` runs right after the rename, before the folder's
+    sync: where the rename is a commit point, what it committed is known even if that sync
+    then fails. Raises OSError from the write, with the partial file removed."""
+    partial = os.fspath(path) + PARTIAL_SUFFIX
+    try:
+        with open(partial, "wb") as out:
+            written = out.write(data)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    if replaced is not None:
+        replaced()
+    if durable and sync_folder:
+        fsync_path(os.path.dirname(path) or ".")
+    return written
