@@ -126,6 +126,28 @@ def test_after_a_cast_to_bfloat16_the_joint_forward_and_the_cached_path_agree(vi
     assert torch.equal(velocity, joint) and torch.isfinite(maps[0]).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_chunk_attends_with_a_finite_mask(dtype, monkeypatch):
+    # MASK_VALUE (-2.38e38, finite so a fully masked row softmaxes to uniform, not NaN) is
+    # -inf in float16: a padded text token's row, or a missing camera's, was all -inf there.
+    import torch.nn.functional as F
+
+    masks = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        if attn_mask is not None:  # the vision encoder attends unmasked
+            masks.append(attn_mask)
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = _tiny().cast_towers(dtype)
+    prefix, state = _inputs(model)  # the third prompt is empty: padded text rows
+    chunk = model.sample_actions(prefix, state, noise=torch.randn(3, model.cfg.chunk_len, model.cfg.action_dim))
+    assert masks and all(m.dtype == dtype and torch.isfinite(m).all() for m in masks)
+    assert torch.isfinite(chunk).all()
+
+
 def test_sample_actions_is_deterministic_given_noise_and_depends_on_the_prompt():
     model = _tiny()
     prefix, state = _inputs(model)

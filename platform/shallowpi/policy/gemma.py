@@ -66,8 +66,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
 
     q [B, h, Tq, E], k/v [B, k, Tk, E] (k divides h), bias [B, 1, Tq, Tk] additive -> [B, Tq, h*E].
     """
+    if bias.dtype != q.dtype:  # float16 has no MASK_VALUE: it would round to -inf (NaN rows)
+        bias = bias.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
     out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias.to(q.dtype), enable_gqa=k.shape[1] != q.shape[1]
+        q, k, v, attn_mask=bias, enable_gqa=k.shape[1] != q.shape[1]
     )  # [B, h, Tq, E]
     return out.transpose(1, 2).flatten(2)
 

@@ -376,7 +376,7 @@ class Pi0Model(nn.Module):
         if noise is None:
             noise = torch.randn(B, self.cfg.chunk_len, self.cfg.action_dim, device=state.device)
         cache = self.prefix_cache(prefix)
-        return euler_integrate(lambda x, t: self.denoise_step(cache, state, x, t), noise.float(), steps)
+        return euler_integrate(lambda x, t: self.denoise_step(cache, state, x, t), noise.to(state.device, torch.float32), steps)
 
     def sample_inpainted(self, prefix: Prefix, state: Tensor, noise: Tensor, target: Tensor, weight: Tensor,
                          num_steps: int | None = None) -> Tensor:
