@@ -303,3 +303,29 @@ def test_a_chunk_is_asked_for_early_enough_to_arrive_before_the_last_one_runs_ou
     actions, requests, _ = drive(selector, lambda s: plan(s, H), ticks=120, delay_of=lambda n: d)
     assert [b.step - a.step for a, b in itertools.pairwise(requests[1:])] == [H - d] * (len(requests) - 2)
     assert all(a is not None for a in actions[d:])  # after the first chunk's arrival, no hold
+
+
+def test_eval_sim_guides_its_first_rtc_chunk_with_the_delay_it_simulates():
+    # eval --sim's agent froze 0 rows on the first guided chunk of every episode (the
+    # config's initial estimate) where the robot's executor freezes its measured delay.
+    from types import SimpleNamespace
+
+    from shallowpi.evaluate.sim_eval import PolicyAgent, SimEvalConfig
+    from shallowpi.robots.observation import Observation
+
+    frozen: list[int] = []
+
+    class Inpainting:
+        def __call__(self, obs):
+            return np.zeros((20, 2))
+
+        def inpainted(self, obs, target, weight):
+            frozen.append(int((weight == 1).sum()))
+            return np.zeros((20, 2))
+
+    cfg = SimEvalConfig(selection=ActionSelectionConfig(strategy="rtc", replan_every=10), delay_ticks=5)
+    agent = PolicyAgent(Inpainting(), cfg)
+    agent.begin(SimpleNamespace(spec=SimpleNamespace(joints=[0, 1])), SimpleNamespace(instruction="x"), 0)
+    for _ in range(60):
+        agent.next_goal(lambda: Observation(0.0, np.zeros(2, np.float32), {}))
+    assert frozen and frozen == [5] * len(frozen)

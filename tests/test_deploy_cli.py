@@ -266,3 +266,22 @@ def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
         assert len(store) == 1 and store.episodes[0].length == 40 and store.episodes[0].success
         episode = store.read_episode(0, ["action"])
         assert episode["action"][:, 0].tolist() == list(range(1, 41))
+
+
+def test_deploy_sim_renders_a_checkpoint_without_a_store_as_eval_sim_does(tmp_path):
+    # A shipped teacher names no training store: eval --sim renders at the policy's input
+    # size (64x64, what it trained on); deploy --sim rendered record.sim_size's 224x224.
+    import argparse
+
+    from conftest import REPO_ROOT
+    from shallowpi.commands.deploy_targets import twin_target
+    from shallowpi.deploy.bundle import Bundle, build_bundle
+
+    teacher = REPO_ROOT / "robots" / "arm" / "teacher"
+    bundle = build_bundle(teacher, tmp_path / "bundle", graphs=())
+    assert isinstance(bundle, Bundle) and "dataset" not in bundle.checkpoint_metadata
+    args = argparse.Namespace(robot="arm", task=None, jetson=None, data_root=None, overrides=[],
+                              episode_time_s=None, sim="direct")
+    target = twin_target(args, bundle)
+    side = bundle.config["vision"]["image_size"]
+    assert (target.spec.render_width, target.spec.render_height) == (side, side) == (64, 64)

@@ -205,9 +205,11 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     from shallowpi.robots.sim.twin import TwinSpec
 
     store = bundle.checkpoint_metadata.get("dataset")
-    target = sim_target(Path(store) if store else None, args.robot, args.task, None)
+    target = sim_target(Path(store) if store else None, args.robot, args.task, None,
+                        input_size=bundle.config["vision"]["image_size"])
     cfg = config.compose([f"robot={target.robot}", *_flag_overrides(args, robot=False)])
-    width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
+    assert target.size is not None  # the flag's, the store's, else the policy's input size
+    width, height = target.size
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(Features(**bundle.features), spec, trained_rate(bundle.checkpoint_metadata) or target.fps)
     check_joint_order(bundle.checkpoint_metadata, spec)

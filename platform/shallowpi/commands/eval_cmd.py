@@ -226,7 +226,8 @@ def run_sim(args: argparse.Namespace) -> int:
     store = (config.resolve_dataset(args.dataset, config.data_root(root_cfg)) if args.dataset
              else Path(meta["dataset"]) if meta.get("dataset") else None)
     size = config.parse_size(args.sim_size, "--sim-size") if args.sim_size else None
-    target = sim_target(store, args.robot, args.task, size, shared=args.scenes == "shared")
+    target = sim_target(store, args.robot, args.task, size, shared=args.scenes == "shared",
+                        input_size=policy.cfg.vision.image_size)
     # The robot's config (joints, limits, cameras, fps) is what the twin is built from;
     # key=value overrides still apply (e.g. robot.fps=15).
     # --strategy and --replan-every are sugar for action_selection.* overrides.
@@ -234,14 +235,11 @@ def run_sim(args: argparse.Namespace) -> int:
                        (("strategy", args.strategy), ("replan_every", args.replan_every)) if value is not None]
     cfg = config.compose([f"robot={target.robot}", *overrides_from(argparse.Namespace(
         data_root=args.data_root, overrides=args.overrides)), *selection_flags])
-    if target.size is None:
-        # No store to tell (a shipped checkpoint): render at the policy's own input size, the
-        # nearest to what it trained on; record.sim_size (224x224, resized) judged other pictures.
-        side = policy.cfg.vision.image_size
-        target.size, target.sources["size"] = (side, side), "the policy's input size (no store named)"
-        print(f"{args.policy} names no training store: rendering at its input size {side}x{side} without "
-              "the store's image codec; pass --dataset STORE to see the twin exactly as training did", flush=True)
+    assert target.size is not None  # the flag's, the store's, else the policy's input size
     width, height = target.size
+    if target.sources["size"].startswith("the policy's input size"):
+        print(f"{args.policy} names no training store: rendering at its input size {width}x{height} without "
+              "the store's image codec; pass --dataset STORE to see the twin exactly as training did", flush=True)
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(policy.features, spec, trained_rate(meta) or target.fps)  # the checkpoint's own, else its store's
     codec = image_codec(*target.image_codec) if target.image_codec else None

@@ -92,10 +92,15 @@ def sim_target(
     task: str | None = None,
     size: tuple[int, int] | None = None,
     shared: bool = False,
+    input_size: int | None = None,
 ) -> SimTarget:
     """Robot, tasks and render size: each from its flag if given, else from the store (the
     tasks: every task of the robot, the policy being told each in turn). `shared`: the
-    tasks draw one scene distribution in which each of them is doable (`make_tasks`)."""
+    tasks draw one scene distribution in which each of them is doable (`make_tasks`).
+    `input_size`: the policy's image side, the render size when neither the flag nor a
+    store gives one (a shipped checkpoint: the nearest to what it trained on; rendering
+    larger and resizing would show it other pictures). `eval --sim` and `deploy --sim`
+    both go through here, so they show a policy the same twin."""
     facts = StoreFacts.read(store) if store is not None and store.exists() else None
     sources = {}
     robot, sources["robot"] = _given_or_recorded(
@@ -120,6 +125,8 @@ def sim_target(
         sources["size"] = "--sim-size"
     elif facts is not None and facts.size is not None:
         size, sources["size"] = facts.size, f"store {store}"
+    elif input_size is not None:
+        size, sources["size"] = (input_size, input_size), "the policy's input size (no store named)"
     fps = next(iter(facts.fps)) if facts is not None and len(facts.fps) == 1 else None
     codec = facts.image_codec if facts is not None else None
     return SimTarget(robot, chosen, size, fps, sources, codec, tasks)

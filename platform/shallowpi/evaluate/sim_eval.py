@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -182,7 +182,10 @@ class PolicyAgent:
         if isinstance(self.policy, EpisodeAware):
             self.policy.reset(seed)
         self.task, self.joints = task, len(robot.spec.joints)
-        self.selector = ActionSelector(self.cfg.selection)
+        # The executor measures its delay at warm-up, before the first chunk; here the delay
+        # is known exactly. From the config's estimate (0) the first guided chunk froze no row.
+        selection = self.cfg.selection
+        self.selector = ActionSelector(replace(selection, initial_delay=max(selection.initial_delay, self.cfg.delay_ticks)))
         self.arriving: tuple[Any, np.ndarray, int] | None = None  # (request, chunk, the tick it arrives)
         self.tick = 0
         self.inference, self.holds = [], 0
