@@ -215,7 +215,7 @@ def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_sto
 
 def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_opens(tmp_path):
     """The instruction is required; the policy's state size, joint order and cameras must be the robot's;
-    its training store's rate must be the robot's; the robot must be calibrated unless
+    its training store's rate and its frames' aspect ratio must be the robot's; the robot must be calibrated unless
     --allow-uncalibrated. (The ports are the config's /dev/ttyACM*: nothing opens them.)"""
     arm = robot_spec("arm")
     store = EpisodeStore.create(tmp_path / "at15.zarr", robot_features(arm.joint_names, {"front": (48, 64)}))
@@ -235,7 +235,18 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
     # trained on episodes recorded under another calibration than the robot's (none here)
     recalibrated = tiny_checkpoint(tmp_path / "recalibrated", state=7, cameras=("front",),
                                    meta={"calibrations": json.dumps(["arm-20261201T090000Z-a1b2c3"])})
+    # trained on 4:3 frames (recorded in the checkpoint: no store needed) against 64x48 cameras
+    # set to 16:9 ones; a frame of the same aspect at another size only resizes
+    widescreen = tiny_checkpoint(tmp_path / "wide", state=7, cameras=("front",),
+                                 meta={"camera_shapes": json.dumps({"front": [360, 640]})})
+    same_aspect = tiny_checkpoint(tmp_path / "same", state=7, cameras=("front",),
+                                  meta={"camera_shapes": json.dumps({"front": [480, 640]}), "fps": "15.0"})
     cases = [(seven, ["--allow-uncalibrated"], "pass the instruction to give the policy: --task"),
+             (widescreen, ["--task", "wave", "--allow-uncalibrated"],
+              "camera 'front' of robot 'arm' gives 64x48 frames but the policy was trained on 640x360: another "
+              "aspect ratio"),
+             (same_aspect, ["--task", "wave", "--allow-uncalibrated"], "recorded at 15 Hz"),
+             (seven, ["--task", "wave " * 40, "--allow-uncalibrated"], "over the policy's text budget"),
              (five, ["--task", "wave"], "state/action sizes 5/5 but robot 'arm' has 7 joints"),
              (side, ["--task", "wave"], "reads camera(s) ['side'] that robot 'arm' lacks"),
              (permuted, ["--task", "wave"], f"the policy was trained on joints {swapped}, robot 'arm' has"),

@@ -58,6 +58,13 @@ def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher(distille
         names = list(store.features["action"].names)
     assert names and json.loads(meta["joint_names"]) == names
     assert json.loads(Policy.read_metadata(distilled["teacher"])["joint_names"]) == names
+    # ... and the shape of each camera's frames (deploy refuses a camera of another aspect ratio).
+    with EpisodeStore.open(distilled["store"]) as store:
+        shapes = {key.removeprefix("observation.images."): list(feature.shape[:2])
+                  for key, feature in store.features.items() if key.startswith("observation.images.")}
+    assert len(shapes) == 2
+    for checkpoint in (ckpt, distilled["teacher"]):
+        assert json.loads(Policy.read_metadata(checkpoint)["camera_shapes"]) == shapes
     # ... and the rate its chunks are paced at (eval --sim and deploy check it without the store).
     assert json.loads(meta["fps"]) == json.loads(Policy.read_metadata(distilled["teacher"])["fps"]) == 30.0
     # ... and the calibration its joint positions were recorded under (deploy checks the robot's).

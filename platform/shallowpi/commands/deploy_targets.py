@@ -27,11 +27,13 @@ from typing import Any
 from shallowpi.cli import overrides_from
 from shallowpi.errors import ConfigError
 from shallowpi.policy.fit import (
+    aspect_mismatch,
     calibration_mismatch,
     missing_cameras,
     rate_mismatch,
     size_mismatch,
     trained_calibrations,
+    trained_camera_shapes,
     trained_rate,
 )
 
@@ -279,42 +281,46 @@ def camera_timeout_for(max_frame_age_s: float) -> float:
 
 def _check_against_training(bundle: Any, spec: Any, instruction: str) -> None:
     """The rate the policy's demonstrations were recorded at must be the robot's (a chunk
-    recorded at 15 Hz played at 30 Hz runs twice as fast: a ConfigError): the checkpoint
-    records it; older ones are checked against their store when this machine has it.
-    Against that store, a camera of another aspect ratio than the training frames, or an
-    instruction the store never recorded, is said in a line (the policy letterboxes frames
-    to a square, so another aspect shifts the black bars it was trained with)."""
+    recorded at 15 Hz played at 30 Hz runs twice as fast), and each camera's aspect ratio
+    the training frames' (the policy letterboxes frames to a square: another aspect moves
+    the black bars and rescales the scene), and the instruction one the policy reads whole
+    (not cut, no word outside a word vocabulary): a ConfigError. The checkpoint records the
+    rate and shapes; older ones are checked against their store when this machine has it,
+    which also says in a line when it never recorded the instruction."""
     from pathlib import Path
 
     from shallowpi.data.store import EpisodeStore
+    from shallowpi.deploy.preprocess import TextTokens
 
     robot = f"robot '{spec.name}'"
-    trained = trained_rate(bundle.checkpoint_metadata)
+    metadata = bundle.checkpoint_metadata
+    trained, shapes = trained_rate(metadata), trained_camera_shapes(metadata)
     if trained is not None and (problem := rate_mismatch([trained], spec.fps, robot)):
         raise ConfigError(f"{problem}; pass robot.fps={trained:g} to match")
-    recorded = bundle.checkpoint_metadata.get("dataset")
-    if not recorded or not Path(recorded).is_dir():
-        unchecked = ("camera sizes are not checked against the robot's" if trained is not None else
-                     f"frame rate and camera sizes are not checked against the robot's ({spec.fps} Hz)")
-        print(f"the policy's training store is not on this machine: its {unchecked}", flush=True)
-        return
-    with EpisodeStore.open(recorded) as store:
-        episodes = store.episodes
-        rates = sorted({float(e.fps) for e in episodes})
-        tasks = sorted({e.task for e in episodes})
-        shapes = {key: feature.shape[:2] for key, feature in store.features.items()
-                  if key.startswith("observation.images.")}
-    if trained is None and (problem := rate_mismatch(rates, spec.fps, robot)):
-        raise ConfigError(f"{problem}; pass robot.fps=RATE to match")
-    for role, (height, width) in spec.camera_shapes().items():
-        shape = shapes.get(f"observation.images.{role}")
-        if shape and abs(shape[1] / shape[0] - width / height) > 0.01:
-            print(f"warning: camera '{role}' gives {width}x{height} frames but the policy was trained on "
-                  f"{shape[1]}x{shape[0]}: another aspect ratio, so other black bars around the image",
-                  flush=True)
-    if tasks and instruction not in tasks:
-        print(f"note: the training store never recorded the instruction {instruction!r}; it holds "
-              + "; ".join(repr(t) for t in tasks[:5]), flush=True)
+    recorded = metadata.get("dataset")
+    if recorded and Path(recorded).is_dir():
+        with EpisodeStore.open(recorded) as store:
+            episodes = store.episodes
+            rates = sorted({float(e.fps) for e in episodes})
+            tasks = sorted({e.task for e in episodes})
+            shapes = shapes or {key.removeprefix("observation.images."): feature.shape[:2]
+                                for key, feature in store.features.items() if key.startswith("observation.images.")}
+        if trained is None and (problem := rate_mismatch(rates, spec.fps, robot)):
+            raise ConfigError(f"{problem}; pass robot.fps=RATE to match")
+        if tasks and instruction not in tasks:
+            print(f"note: the training store never recorded the instruction {instruction!r}; it holds "
+                  + "; ".join(repr(t) for t in tasks[:5]), flush=True)
+    elif trained is None or shapes is None:
+        unchecked = " and ".join(what for what, known in ((f"frame rate ({spec.fps} Hz)", trained), ("camera shapes", shapes))
+                                 if known is None)
+        print(f"the policy's training store is not on this machine and its checkpoint predates the record: its "
+              f"{unchecked} are not checked against the robot's", flush=True)
+    if shapes and (problem := aspect_mismatch(shapes, spec.camera_shapes(), robot)):
+        raise ConfigError(f"{problem}; set the camera's width and height (robot.cameras.ROLE.width=W "
+                          "robot.cameras.ROLE.height=H) to a mode of the training frames' aspect")
+    # The instruction as the policy will read it: cut or with unknown words, refused now
+    # rather than at the first chunk, with the servos powered.
+    TextTokens(bundle.tokenizer, bundle.config["max_text_tokens"], bundle.config.get("vocabulary") or ())(instruction)
 
 
 def check_joint_order(metadata: dict[str, str], spec: Any) -> None:

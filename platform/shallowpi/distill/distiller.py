@@ -38,7 +38,7 @@ from shallowpi.distill.student import (
 )
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import ConfigError
-from shallowpi.policy.fit import rate_mismatch, trained_rate
+from shallowpi.policy.fit import camera_shapes_of, rate_mismatch, trained_rate
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.tokenizer import check_prompts
 from shallowpi.policy.weights import CheckpointError
@@ -224,6 +224,7 @@ def distill(
         "teacher_only": json.dumps(taught_by_teacher),
         "joint_names": json.dumps(list(train_set.joint_names()[1])),
         "fps": json.dumps(rate),
+        "camera_shapes": json.dumps(camera_shapes_of(train_set[0])),
         "calibrations": json.dumps(train_set.calibration_ids()),
     }
     torch.manual_seed(train_cfg.seed)

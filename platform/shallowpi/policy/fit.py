@@ -1,6 +1,7 @@
 """Whether a trained policy can drive a robot: its state/action sizes against the robot's
 joints, the cameras it reads against the robot's camera roles, the rate its demonstrations
-were recorded at against the robot's control rate and, on a robot, the calibration they were
+were recorded at against the robot's control rate, the aspect ratio of the frames it was
+trained on against the robot's cameras and, on a robot, the calibration they were
 recorded under against the robot's.
 
 `platform eval --sim` (a twin) and `platform deploy` (a twin, or the robot itself) ask the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 def size_mismatch(state_dim: int, action_dim: int, joints: int, robot: str) -> str | None:
@@ -71,3 +73,32 @@ def trained_rate(metadata: Mapping[str, str]) -> float | None:
     None for checkpoints from before it was written."""
     recorded = metadata.get("fps")
     return float(json.loads(recorded)) if recorded else None
+
+
+def camera_shapes_of(item: Mapping[str, Any]) -> dict[str, list[int]]:
+    """{role: [height, width]} of a dataset item's camera images (HWC arrays or tensors):
+    what training records in a checkpoint's metadata as "camera_shapes"."""
+    prefix = "observation.images."
+    return {key[len(prefix):]: [int(value.shape[0]), int(value.shape[1])]
+            for key, value in sorted(item.items()) if key.startswith(prefix)}
+
+
+def trained_camera_shapes(metadata: Mapping[str, str]) -> dict[str, tuple[int, int]] | None:
+    """{role: (height, width)} of the frames a checkpoint's policy was trained on (its
+    metadata's "camera_shapes"); None for checkpoints from before it was written."""
+    recorded = metadata.get("camera_shapes")
+    return {role: (int(h), int(w)) for role, (h, w) in json.loads(recorded).items()} if recorded else None
+
+
+def aspect_mismatch(trained: Mapping[str, tuple[int, int]], cameras: Mapping[str, tuple[int, int]],
+                    robot: str) -> str | None:
+    """Why `robot`'s cameras ({role: (height, width)}) show a policy trained on `trained`
+    frames pictures it never saw, or None. The policy letterboxes each frame to a square:
+    another aspect ratio moves the black bars and rescales the scene. The size alone may
+    differ (the frame is resized anyway)."""
+    for role, (height, width) in cameras.items():
+        shape = trained.get(role)
+        if shape is not None and abs(shape[1] / shape[0] - width / height) > 0.01:
+            return (f"camera '{role}' of {robot} gives {width}x{height} frames but the policy was trained on "
+                    f"{shape[1]}x{shape[0]}: another aspect ratio, so other black bars and scale around what it sees")
+    return None

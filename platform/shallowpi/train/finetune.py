@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from shallowpi.durable_files import replace_text
 from shallowpi.policy.action_space import delta_dims
 from shallowpi.policy.config import PolicyConfig
+from shallowpi.policy.fit import camera_shapes_of
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.tokenizer import build_vocabulary, check_prompts
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
@@ -147,6 +148,8 @@ def finetune(
                       # at another rate, with or without the store on that machine.
                       "joint_names": json.dumps(list(train_set.joint_names()[1])),
                       "fps": json.dumps(train_set.fps()),
+                      # the frames' shapes (deploy refuses a camera of another aspect ratio)
+                      "camera_shapes": json.dumps(camera_shapes_of(train_set[0])),
                       # and the calibrations its joint positions were measured under
                       "calibrations": json.dumps(train_set.calibration_ids())},
     )
