@@ -285,3 +285,21 @@ def test_deploy_sim_renders_a_checkpoint_without_a_store_as_eval_sim_does(tmp_pa
     target = twin_target(args, bundle)
     side = bundle.config["vision"]["image_size"]
     assert (target.spec.render_width, target.spec.render_height) == (side, side) == (64, 64)
+    assert target.image_codec is None  # no store to say what its frames went through
+
+
+def test_deploy_sim_shows_the_policy_the_frames_its_store_gave_back(trained, tmp_path):
+    # A checkpoint naming its store: the twin renders at the store's size and the executor
+    # passes each frame through the store's codec, as eval --sim does.
+    import argparse
+
+    from shallowpi.commands.deploy_targets import twin_target
+    from shallowpi.deploy.bundle import build_bundle
+
+    bundle = build_bundle(trained["ckpt"], tmp_path / "bundle", graphs=())
+    args = argparse.Namespace(robot=None, task=None, jetson=None, data_root=None, overrides=[],
+                              episode_time_s=None, sim="direct")
+    target = twin_target(args, bundle)
+    assert (target.spec.render_width, target.spec.render_height) == SIZE
+    with EpisodeStore.open(trained["root"] / "demo.zarr") as store:
+        assert type(target.image_codec).__name__.lower().startswith(store.settings.image_codec)

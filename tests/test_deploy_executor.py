@@ -367,3 +367,35 @@ def test_a_policy_pressing_past_the_robots_limit_is_a_clamp_not_a_seam_jump():
     report = executor.run_episode("press", 60)
     assert report.chunks > 5 and report.seam_trips == 0 and report.clamps > 40
     assert executor.status.joint_upper == [20.0, 20.0]
+
+
+def test_with_the_stores_codec_the_policy_sees_each_frame_as_training_decoded_it():
+    # deploy --sim hands the twin's frames through the training store's JPEG, as eval --sim
+    # does (the renders are the store's size, where the codec shows); without it, as they are.
+    from shallowpi.data.codecs import as_stored, image_codec, register_image_codecs
+    from shallowpi.robots.observation import Frame, Observation
+
+    register_image_codecs()
+    picture = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+    class Camera(CountingRobot):
+        def observe(self) -> Observation:
+            obs = super().observe()
+            return Observation(obs.time_s, obs.state, {"front": Frame(picture, obs.time_s, self.ticks)})
+
+    class Seeing(StepBackend):
+        def __init__(self, chunk_len: int) -> None:
+            super().__init__(chunk_len)
+            self.seen: list[np.ndarray] = []
+
+        def infer(self, obs, inpainting=None):
+            self.seen.append(obs["observation.images.front"])
+            return super().infer(obs, inpainting)
+
+    jpeg = image_codec("jpeg", 90)
+    for codec, expected in ((jpeg, as_stored(jpeg, picture)), (None, picture)):
+        backend = Seeing(8)
+        Executor(Camera(), backend, ExecutorConfig(strategy="sync", realtime=False, warmup_runs=2),
+                 image_codec=codec).run_episode("count", 10)
+        assert backend.seen and all(np.array_equal(frame, expected) for frame in backend.seen)
+    assert not np.array_equal(as_stored(jpeg, picture), picture)

@@ -205,7 +205,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     putting_away = threading.Event()
     try:
         target.connect()
-        executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish)
+        executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish,
+                            image_codec=target.image_codec)  # the twin's store codec, as eval --sim
         executor.status.profile, executor.status.episodes_total = profile.name, args.episodes
         executor.status.success_judged = not target.on_hardware
         quiet.callback(_restore_signals, _stop_on_signals(executor, putting_away))

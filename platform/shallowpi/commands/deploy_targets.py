@@ -52,6 +52,7 @@ class TwinTarget:
     spec: Any
     task: Any
     episode_s: float
+    image_codec: Any = None  # the training store's frame codec (numcodecs), None without the store
     on_hardware = False
 
     @property
@@ -123,6 +124,7 @@ class RobotTarget:
     episode_s: float
     reset_s: float
     on_hardware = True
+    image_codec = None  # live frames go to the policy as they are (the Executor says why)
     _started: list[Any] = field(default_factory=list)
 
     @property
@@ -228,7 +230,12 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
         from shallowpi.robots.sim.direct import DirectSimRobot
 
         robot = DirectSimRobot(spec, cameras=bundle.cameras)
-    return TwinTarget(robot, cfg, spec, task, seconds)
+    codec = None
+    if target.image_codec is not None:
+        from shallowpi.data.codecs import image_codec
+
+        codec = image_codec(*target.image_codec)
+    return TwinTarget(robot, cfg, spec, task, seconds, codec)
 
 
 def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable[[], list[Any]] | None = None

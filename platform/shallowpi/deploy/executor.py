@@ -64,10 +64,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shallowpi.data.codecs import as_stored
+from shallowpi.data.features import IMAGE_PREFIX
 from shallowpi.deploy.backends.base import Backend, Inpainting
 from shallowpi.deploy.inference import Done, LockstepInference, ThreadedInference
 from shallowpi.deploy.settings import ExecutorConfig, Strategy
@@ -78,6 +80,9 @@ from shallowpi.record.clock import SimulatedClock, TickClock, prompt_gil_handove
 from shallowpi.robots.base import Robot
 from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
+
+if TYPE_CHECKING:
+    from numcodecs.abc import Codec
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +122,31 @@ class EpisodeReport:
 
 
 
-def policy_input(obs: Observation, task: str) -> dict[str, Any]:
-    """What a backend reads: the observation under lerobot's names, plus the task text."""
-    return {**lerobot_row(obs).values, "task": task}
+def policy_input(obs: Observation, task: str, image_codec: Codec | None = None) -> dict[str, Any]:
+    """What a backend reads: the observation under lerobot's names, plus the task text;
+    with `image_codec` (the training store's), each camera frame passed through it, as the
+    training loader decoded it (`data/codecs.as_stored`)."""
+    values = lerobot_row(obs).values
+    if image_codec is not None:
+        values = {key: as_stored(image_codec, value) if key.startswith(IMAGE_PREFIX) else value
+                  for key, value in values.items()}
+    return {**values, "task": task}
 
 
 class Executor:
     """Runs a backend on a connected robot. `fps` defaults to the robot's spec.
 
-    publish  called with the live ExecutorStatus every tick (telemetry)
+    publish      called with the live ExecutorStatus every tick (telemetry)
+    image_codec  the training store's frame codec, applied before the policy (the twin, whose
+                 frames are rendered at the store's size, where JPEG q90 changes the policy's
+                 input by 0.023 on average at 64x64; a robot's 640x480 frames resized to the
+                 policy's input change 14x less, so its command passes none: BENCHMARKS.md)
     """
 
     def __init__(self, robot: Robot, backend: Backend, cfg: ExecutorConfig, fps: float | None = None,
-                 publish: Callable[[ExecutorStatus], None] | None = None) -> None:
+                 publish: Callable[[ExecutorStatus], None] | None = None, image_codec: Codec | None = None) -> None:
         self.robot, self.backend, self.cfg = robot, backend, cfg
+        self.image_codec = image_codec
         self.fps = float(fps or robot.spec.fps)
         if self.fps > float(robot.spec.fps) + 1e-9:  # Robot.act bounds a step at max_velocity / spec.fps
             raise ConfigError(f"executor at {self.fps:g} Hz is faster than the robot's {robot.spec.fps:g} Hz; its "
@@ -197,7 +213,7 @@ class Executor:
         """Compute `warmup_runs` chunks on a real observation before the robot moves; the
         last one's latency (+ injected delay) sets the initial delay estimate in ticks."""
         self._set(ExecutorState.WARMING, f"warming up {self.backend.name}")
-        times = self.backend.warm_up(policy_input(self.robot.observe(), task), self.cfg.warmup_runs)
+        times = self.backend.warm_up(policy_input(self.robot.observe(), task, self.image_codec), self.cfg.warmup_runs)
         self.initial_delay = max(1, math.ceil((times[-1] + self.cfg.injected_delay_s) * self.fps))
         log.info("%s warm: %.0f ms a chunk, initial delay %d ticks", self.backend.name, 1e3 * times[-1],
                  self.initial_delay)
@@ -365,7 +381,7 @@ class Executor:
         if guidance is not None:
             inpainting = (Inpainting(guidance.target, guidance.weights) if self.cfg.rtc_mask == "soft"
                           else Inpainting.hard_prefix(guidance.target, guidance.frozen))
-        runner.submit(request, policy_input(obs, task), inpainting)
+        runner.submit(request, policy_input(obs, task, self.image_codec), inpainting)
         self._requested_at = time.perf_counter()
         if self.cfg.strategy is not Strategy.SYNC:
             return []
