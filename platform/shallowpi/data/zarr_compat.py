@@ -51,6 +51,8 @@ if ZARR_MAJOR >= 3:
             return path if self.synced and os.path.isfile(path) else None
 
         async def set(self, key: str, value: Any) -> None:
+            """Write `value` (a zarr Buffer) under `key`: a new file as zarr writes it, a
+            replacing one synced before its rename (off the event loop, as zarr's own)."""
             path = self._replacing(key)
             if path is None:
                 return await super().set(key, value)
@@ -58,6 +60,7 @@ if ZARR_MAJOR >= 3:
             await asyncio.to_thread(replace_bytes, path, value.as_buffer_like(), sync_folder=False)
 
         def set_sync(self, key: str, value: Any) -> None:
+            """`set` for zarr's synchronous paths."""
             path = self._replacing(key)
             if path is None:
                 return super().set_sync(key, value)
