@@ -52,9 +52,9 @@ def replace_bytes(path: str | Path, data: Any, durable: bool = True,
     """Replace (or create) `path` with `data` (bytes-like) in one rename of `path.partial`,
     synced first if `durable` and its folder after (unless `sync_folder` is off: a later
     sync of the folder makes the rename durable); returns the bytes written. After a
-    power cut the name holds the old bytes or the new ones: renaming an unsynced file over
-    a name can leave it empty where the filesystem does not flush on rename (XFS; ext4 only
-    for a name that existed). `replaced` runs right after the rename, before the folder's
+    power cut the name holds the old bytes or the new ones: an unsynced file renamed to a
+    name can come back empty where the filesystem does not flush on rename (XFS; ext4
+    flushes only a rename over an existing name). `replaced` runs right after the rename, before the folder's
     sync: where the rename is a commit point, what it committed is known even if that sync
     then fails. Raises OSError from the write, with the partial file removed."""
     partial = os.fspath(path) + PARTIAL_SUFFIX
