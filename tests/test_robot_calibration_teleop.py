@@ -288,3 +288,26 @@ def test_keyboard_jog_moves_the_selected_joint_within_limits():
     pressed += ["]", "0"]  # wraps to the first joint, then back to its start
     target = jog.read()
     assert jog.selected == 0 and target["left_shoulder_pitch"] == 0.0
+
+
+def test_a_leader_resting_just_past_its_turn_end_at_connect_reads_its_real_pose():
+    # The first reading has nothing to continue from: taken as read, a leader 0.02 rad past
+    # its low limit across the turn end (tick -8 reads 4088) was a joint a turn up, and the
+    # follower swung to its far limit and stayed a turn off for the whole session.
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+
+    with emulated("arm") as (spec, chains):
+        leader = centred(spec, spec.leaders[0].motors)
+        zero_at_1700 = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(1700, 1, 0, 4095)}})
+        pan = next(m for m in spec.leaders[0].motors if m.joint == "shoulder_pan")
+        servo = chains["leader"].servos[pan.id]
+        servo.plant.move_to(servo.ticks_to_rad(-8))
+        time.sleep(0.05)
+        tick = pan.model.radians_per_tick
+        with LeaderFollower(spec, zero_at_1700) as teleop:
+            first = teleop.read()["shoulder_pan"]
+            assert servo.get("present_position") == pytest.approx(4088, abs=1)  # the servo reads from the far end
+            servo.plant.move_to(servo.ticks_to_rad(1700))
+            time.sleep(0.05)
+            then = teleop.read()["shoulder_pan"]
+        assert first == pytest.approx(-1708 * tick, abs=2 * tick) and then == pytest.approx(0.0, abs=2 * tick)

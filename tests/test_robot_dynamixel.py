@@ -478,3 +478,27 @@ def test_a_reconnect_to_servos_left_holding_keeps_their_torque_on():
         dropped.clear()
         with DynamixelRobot(spec, UNCALIBRATED):
             assert sorted(dropped) == sorted(servos) and servos[3].get("return_delay_time") == 0
+
+
+def test_a_follower_joint_resting_past_a_limit_across_its_turn_end_keeps_torque_off():
+    """Zero calibrated at tick 300, swept 40..2000; the joint rests 50 ticks below tick 0 (on
+    its stop), which a position-mode servo reads as 4046: converted, a joint far above its
+    range, and driving it 'back' the servo turns the long way, nearly a whole turn. Connect
+    refuses in one line; inside its range it connects."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+
+    with emulated("arm") as (spec, chains):
+        calibration = RobotCalibration("c1", "arm", {"follower": {**centred(spec, spec.motors),
+                                                                  "shoulder_pan": MotorCalibration(300, 1, 40, 2000)}})
+        servo = chains["follower"].servos[1]
+        servo.plant.move_to(servo.ticks_to_rad(-50))
+        time.sleep(0.05)
+        with pytest.raises(PlatformError, match=r"robot 'arm': joint 'shoulder_pan' reads tick 4046, outside its "
+                                                r"limits -0\.39\d*\.\.2\.6 \(ticks 40\.\.\d+\) and nearer them across "
+                                                r"servo 1's turn end"):
+            DynamixelRobot(spec, calibration).connect()
+        assert not any(s.torque for s in chains["follower"].servos.values())
+        servo.plant.move_to(servo.ticks_to_rad(60))
+        time.sleep(0.05)
+        with DynamixelRobot(spec, calibration) as robot:
+            assert robot.observe().state[0] == pytest.approx(-240 * 2 * np.pi / 4096, abs=0.01)

@@ -47,7 +47,7 @@ import numpy as np
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
-from shallowpi.hardware.dynamixel.calibration import JointConverter
+from shallowpi.hardware.dynamixel.calibration import JointConverter, nearest_turn
 from shallowpi.hardware.dynamixel.control_table import TORQUE_ON_BY_GOAL_UPDATE, OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
@@ -218,18 +218,30 @@ class DynamixelRobot(Robot):
         return True
 
     def _check_turn_count(self, present: np.ndarray) -> None:
-        """PlatformError (one line) when a multi-turn motor (extended or current-based
+        """PlatformError (one line) when a single-turn motor (position mode) reads outside its
+        joint's limits nearer them across the turn's end than directly: the joint rests just
+        past a limit the other way round (a zero calibrated near the turn's end), and the
+        servo, which cannot cross its turn's end, would drive it back the long way, nearly a
+        whole turn (`nearest_turn`). Or when a multi-turn motor (extended or current-based
         position mode) reads more than half a turn outside its joint's limits: such a servo
         restarts its turn count at power-up, so a travel calibrated across the end of a turn
         (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn,
-        a gripper into its end stop. (Single-turn motors read within one turn, which
-        `check_position_limits` relates to their limits at connect. A joint whose limits span more
-        than half a turn, a lift on a screw, is not covered: a turn off can read in range.)"""
+        a gripper into its end stop. (A multi-turn joint whose limits span more than half a
+        turn, a lift on a screw, is not covered: a turn off can read in range.)"""
         for motor in self.spec.motors:
-            if motor.mode == OperatingMode.POSITION:
-                continue
             i, convert = self._index[motor.joint], self._convert[motor.joint]
             low, high = convert.tick_range(self.lower[i], self.upper[i])
+            if motor.mode == OperatingMode.POSITION:
+                ticks = convert.to_ticks(present[i])
+                if nearest_turn(ticks, low, high, motor.model.ticks_per_turn) != ticks:
+                    raise PlatformError(
+                        f"robot '{self.name}': joint '{motor.joint}' reads tick {ticks}, outside its limits "
+                        f"{self.lower[i]:g}..{self.upper[i]:g} (ticks {low}..{high}) and nearer them across servo "
+                        f"{motor.id}'s turn end (tick {motor.model.ticks_per_turn - 1} -> 0) on bus '{motor.bus}': "
+                        "it rests past a limit the other way round, and in position mode the servo would turn "
+                        "back the long way, nearly a whole turn; torque stays off: move the joint inside its "
+                        "range by hand and connect again")
+                continue
             ticks, half = convert.to_ticks(present[i]), motor.model.ticks_per_turn // 2
             if not low - half <= ticks <= high + half:
                 raise PlatformError(

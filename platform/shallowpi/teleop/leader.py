@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
-from shallowpi.hardware.dynamixel.calibration import unwrap_reading
+from shallowpi.hardware.dynamixel.calibration import nearest_turn, unwrap_reading
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.calibration import RobotCalibration, check_position_limits
@@ -117,9 +117,17 @@ class LeaderFollower:
     def _unwrapped(self, motor: MotorSpec, ticks: int) -> int:
         """In position mode a servo reads one turn (0..4095): a leader moved by hand past the
         turn's end reads from the other end, which converted is a joint on the far side of its
-        range, and the follower would sweep there (`unwrap_reading`)."""
+        range, and the follower would sweep there (`unwrap_reading`). The first reading, with
+        nothing to continue from, is taken in the turn nearest the joint's range
+        (`nearest_turn`): taken as read, a leader resting just past the turn's end sent the
+        follower to its far limit and kept it a turn off for the whole session."""
         if motor.mode != OperatingMode.POSITION:
             return ticks  # the other modes count whole turns themselves
-        ticks = unwrap_reading(self._last_ticks.get(motor.joint), ticks, motor.model.ticks_per_turn)
+        last = self._last_ticks.get(motor.joint)
+        if last is None:
+            low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
+            ticks = nearest_turn(ticks, low, high, motor.model.ticks_per_turn)
+        else:
+            ticks = unwrap_reading(last, ticks, motor.model.ticks_per_turn)
         self._last_ticks[motor.joint] = ticks
         return ticks

@@ -110,6 +110,19 @@ def unwrap_reading(last: int | None, ticks: int, ticks_per_turn: int) -> int:
     return last + (ticks - last + ticks_per_turn // 2) % ticks_per_turn - ticks_per_turn // 2
 
 
+def nearest_turn(ticks: int, low: int, high: int, ticks_per_turn: int) -> int:
+    """A single-turn reading (0..ticks_per_turn-1) in the turn that puts it nearest the
+    tick range `low`..`high`: the reading itself, or one turn below or above.
+
+    A joint resting just past one end of its range across the servo's turn end (tick
+    4095 -> 0) reads from the far end: 4046 for a joint 50 ticks below tick 0. Taken as it
+    reads, that is a joint a whole turn away, on the far side of its range."""
+    def outside(t: int) -> int:
+        return max(low - t, t - high, 0)
+
+    return min((ticks, ticks - ticks_per_turn, ticks + ticks_per_turn), key=outside)
+
+
 def default_calibration(model: ModelSpec, direction: int, kind: str) -> MotorCalibration:
     """Before anyone calibrated: zero at the centre tick; a gripper opens over a quarter turn."""
     quarter = model.ticks_per_turn // 4
