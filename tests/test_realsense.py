@@ -178,3 +178,14 @@ def test_warm_up_without_frames_times_out() -> None:
     config = RealSenseConfig("head", "SW-1", W, H, warmup_frames=2, timeout_s=0.2)
     with pytest.raises(CameraTimeout, match="camera 'head' gave no frame during warm-up"):
         RealSenseCamera(config, device.open_device).start()
+
+
+def test_auto_exposure_may_not_lower_the_frame_rate() -> None:
+    # The factory setting lets auto-exposure halve the rate in dim light with consecutive
+    # frame numbers: no drop counted, pictures at half the rows' rate.
+    import pyrealsense2 as rs
+
+    device, cam = make(depth=False)
+    assert device.color_sensor.get_option(rs.option.auto_exposure_priority) == 1
+    with cam:
+        assert device.color_sensor.get_option(rs.option.auto_exposure_priority) == 0

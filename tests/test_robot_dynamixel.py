@@ -408,7 +408,15 @@ def test_a_late_frame_comes_back_at_once_with_its_age_for_the_caller_to_hold_on(
 def test_a_camera_silent_past_its_timeout_is_a_fault_naming_it():
     with (emulated("arm") as (spec, _),
           DynamixelRobot(spec, UNCALIBRATED, cameras={"front": FrozenCamera(0.6)}, camera_timeout_s=0.5) as robot,
-          pytest.raises(CameraTimeout, match=r"camera 'front' has sent no frame for \d\.\d\d s \(limit 0\.50 s\)")):
+          pytest.raises(CameraTimeout, match=r"camera 'front' has sent no frame for \d\.\d\d s \(limit 0\.50 s\); "
+                                             r"check its cable")):
+        robot.observe()
+    # Frames stopped because the driver's reads raise: the fault says so, not just "the cable".
+    failing = FrozenCamera(0.6)
+    failing.last_error = "ValueError: depth frame has stride 0"
+    with (emulated("arm") as (spec, _),
+          DynamixelRobot(spec, UNCALIBRATED, cameras={"front": failing}, camera_timeout_s=0.5) as robot,
+          pytest.raises(CameraTimeout, match=r"\(limit 0\.50 s\) \(its driver: ValueError: depth frame has stride 0\)")):
         robot.observe()
     with pytest.raises(PlatformError, match="camera_timeout_s must be positive"):
         DynamixelRobot(robot_spec("arm"), UNCALIBRATED, camera_timeout_s=0)

@@ -132,6 +132,11 @@ class ThreadedCamera:
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
+    def last_error(self) -> str | None:
+        """The driver's last read or re-open error, until a frame arrives again; None if none."""
+        return self._error
+
+    @property
     def is_running(self) -> bool:
         """True while the reader thread is alive."""
         return self._thread is not None and self._thread.is_alive()
@@ -140,23 +145,41 @@ class ThreadedCamera:
         """Open the device, read and drop `warmup_frames`, then start the reader thread.
 
         A no-op when running. Raises the driver's CameraError when the device cannot be
-        opened, CameraTimeout when a warm-up frame does not come within `timeout_s`.
+        opened, or a reader from the last `stop()` still holds it; CameraTimeout when a
+        warm-up frame does not come within `timeout_s` (the device is closed again).
         """
-        if self.is_running:
+        if self.is_running and not self._stop.is_set():
             return
+        if self._thread is not None:  # stopped, but its reader was still re-opening the device
+            self._thread.join(timeout=self.timeout_s + 1.0)
+            if self._thread.is_alive():
+                raise CameraError(f"camera '{self.name}' is still closing from its last stop; start it again later")
+            self._thread = None
         self._open()
-        self._warm_up()
+        try:
+            self._warm_up()
+        except BaseException:
+            self._close()  # a failed start leaves no sensor streaming
+            raise
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=f"camera-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread (waits up to `timeout_s + 1` s), close the device, drop the frame."""
+        """Stop the reader (waits up to `timeout_s + 1` s), which closes the device as it
+        ends, and drop the frame. A reader still inside a slow re-open after that wait closes
+        the device when the open returns; `start()` waits for it."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout_s + 1.0)
-            self._thread = None
-        self._close()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=self.timeout_s + 1.0)
+            if thread.is_alive():
+                log.warning("camera '%s': its reader is still re-opening the device; it closes it when done",
+                            self.name)
+            else:
+                self._thread = None
+        else:
+            self._close()
         with self._lock:
             self._frame = None
             self._last_sequence = None
@@ -222,22 +245,30 @@ class ThreadedCamera:
                 )
 
     def _loop(self) -> None:
+        # The reader owns the open device from here: only it reads and closes it, so a
+        # stop() that could not wait out a slow re-open never closes it under the reader.
         failures = 0
-        while not self._stop.is_set():
-            try:
-                frame = self._read(min(self.timeout_s, 0.1))
-            except Exception as exc:  # a driver error must not kill the reader thread
-                self._error = f"{type(exc).__name__}: {exc}"
-                self.stats.read_errors += 1
-                frame = None
-            if frame is None:
-                failures += 1
-                if failures >= self.max_failures:
-                    failures = 0
-                    self._reopen()
-                continue
-            failures = 0
-            self._publish(frame)
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self._read(min(self.timeout_s, 0.1))
+                except Exception as exc:  # a driver error must not kill the reader thread
+                    error = f"{type(exc).__name__}: {exc}"
+                    if error != self._error:  # said once, not at every read of a failing device
+                        log.warning("camera '%s': read failed: %s", self.name, error)
+                    self._error = error
+                    self.stats.read_errors += 1
+                    frame = None
+                if frame is None:
+                    failures += 1
+                    if failures >= self.max_failures:
+                        failures = 0
+                        self._reopen()
+                    continue
+                failures = 0
+                self._publish(frame)
+        finally:
+            self._close()
 
     def _publish(self, frame: Frame) -> None:
         with self._lock:
@@ -250,14 +281,19 @@ class ThreadedCamera:
             self._new_frame.notify_all()
 
     def _reopen(self) -> None:
-        log.warning("camera '%s': no frames, re-opening", self.name)
+        log.warning("camera '%s': %s, re-opening", self.name,
+                    f"reads failing ({self._error})" if self._error else "no frames")
         try:
             self._close()
+            if self._stop.is_set():
+                return
             self._open()
         except Exception as exc:
             self._error = f"re-open failed: {exc}"
             log.warning("camera '%s': re-open failed: %s", self.name, exc)
             self._stop.wait(0.5)
+            return
+        if self._stop.is_set():  # stopped while it opened: the loop's end closes it
             return
         self.stats.reopens += 1
         with self._lock:

@@ -50,6 +50,8 @@ class SoftwareRealSense:
         intrinsics.model = rs.distortion.none
         intrinsics.coeffs = [0.0] * 5
         self.color_sensor = self.device.add_sensor("RGB Camera")
+        # A D4xx colour sensor ships with this on: it may lower the frame rate in dim light.
+        self.color_sensor.add_option(rs.option.auto_exposure_priority, rs.option_range(0, 1, 1, 1), True)
         self.color_profile = self.color_sensor.add_video_stream(
             self._stream(rs.stream.color, 1, 3, rs.format.rgb8, intrinsics), True
         )

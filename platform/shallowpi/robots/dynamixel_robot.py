@@ -350,8 +350,10 @@ class DynamixelRobot(Robot):
             arrived = float(getattr(got, "host_time_s", now))
             silent = time.monotonic() - arrived
             if silent > self.camera_timeout_s:
+                # The driver's own error, when reads fail: not the cable's fault then.
+                why = f" (its driver: {error})" if (error := getattr(camera, "last_error", None)) else ""
                 raise CameraTimeout(
-                    f"camera '{role}' has sent no frame for {silent:.2f} s (limit {self.camera_timeout_s:.2f} s); "
+                    f"camera '{role}' has sent no frame for {silent:.2f} s (limit {self.camera_timeout_s:.2f} s){why}; "
                     "check its cable, USB bandwidth and frame rate")
             depth = got.depth_m() if getattr(got, "depth", None) is not None else None
             frames[role] = Frame(image=getattr(got, "image", got), time_s=arrived,
