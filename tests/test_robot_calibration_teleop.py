@@ -311,3 +311,26 @@ def test_a_leader_resting_just_past_its_turn_end_at_connect_reads_its_real_pose(
             time.sleep(0.05)
             then = teleop.read()["shoulder_pan"]
         assert first == pytest.approx(-1708 * tick, abs=2 * tick) and then == pytest.approx(0.0, abs=2 * tick)
+
+
+def test_servos_another_tool_shifted_or_mirrored_are_refused_and_calibration_clears_it():
+    # The calibration is taken in the servos' raw frame; lerobot's calibration writes Homing
+    # Offset, Dynamixel Wizard either or Drive Mode's reverse bit: up to half a turn off, or a
+    # follower moving against its leader. Connect refuses (torque off); calibrate clears them.
+    with emulated("arm") as (spec, chains):
+        follower, leader = chains["follower"].servos, chains["leader"].servos
+        follower[1].set("homing_offset", 1024)
+        with pytest.raises(PlatformError, match=r"robot 'arm': servo 1 on bus 'follower' has Homing Offset 1024 "
+                                                r"\(another tool's calibration\).*platform calibrate --robot arm "
+                                                r"--arm follower"):
+            DynamixelRobot(spec, RobotCalibration(UNCALIBRATED, "arm")).connect()
+        assert not any(s.torque for s in follower.values())
+        follower[1].set("homing_offset", 0)
+        leader[3].set("drive_mode", leader[3].get("drive_mode") | 1)
+        with pytest.raises(PlatformError, match=r"servo 3 on bus 'leader' has Drive Mode reversed"):
+            LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")).connect()
+        leader[5].set("homing_offset", -300)
+        _calibrate_leader(spec, chains)
+        assert all(s.get("homing_offset") == 0 and not s.get("drive_mode") & 1 for s in leader.values())
+        with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")) as teleop:
+            teleop.read()

@@ -200,6 +200,37 @@ def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: 
             f"mid-travel ({remedy})" + ("" if leader else " or narrow its limits"))
 
 
+# Drive Mode's bit 0 on X and Y series: the servo mirrors its own readings and goals.
+REVERSE_BIT = 0x01
+
+
+def clear_servo_frame(bus: MotorBus, ids: Iterable[int]) -> None:
+    """Homing Offset 0 and Drive Mode's reverse bit clear on each servo (EEPROM: torque must
+    be off): the raw frame the calibration file is taken in. Another tool's calibration
+    (lerobot's writes Homing Offset, Dynamixel Wizard either) may have set them."""
+    for servo_id in ids:
+        if bus.read_one(servo_id, "homing_offset") != 0:
+            bus.write_one(servo_id, "homing_offset", 0)
+        if (mode := bus.read_one(servo_id, "drive_mode")) & REVERSE_BIT:
+            bus.write_one(servo_id, "drive_mode", mode & ~REVERSE_BIT)
+
+
+def check_servo_frame(robot: str, bus: MotorBus, arm: str, ids: Iterable[int]) -> None:
+    """PlatformError (one line) when a servo's Homing Offset is not 0 or its Drive Mode
+    mirrors it: its readings are shifted (or mirrored) from the raw frame the calibration
+    was taken in, so every joint's zero and limits would sit elsewhere on the arm (up to
+    half a turn; mirrored on one arm only, the follower moves against its leader)."""
+    for servo_id in ids:
+        offset, mode = bus.read_one(servo_id, "homing_offset"), bus.read_one(servo_id, "drive_mode")
+        if offset != 0 or mode & REVERSE_BIT:
+            what = " and ".join(w for w, on in ((f"Homing Offset {offset}", offset != 0),
+                                                ("Drive Mode reversed", bool(mode & REVERSE_BIT))) if on)
+            raise PlatformError(
+                f"robot '{robot}': servo {servo_id} on bus '{arm}' has {what} (another tool's calibration): its "
+                "positions are not in the frame this robot was calibrated in; calibrate again (`platform "
+                f"calibrate --robot {robot} --arm {arm}` clears them), torque stays off")
+
+
 def arm_motors(spec: RobotSpec, arm: str) -> list[MotorSpec]:
     """The motors on bus `arm`, follower or leader."""
     return [m for m in spec.all_motors() if m.bus == arm]
@@ -228,6 +259,7 @@ def calibrate(
         bus = buses[arm]
         ids = [m.id for m in motors]
         bus.set_torque(False, ids)
+        clear_servo_frame(bus, ids)  # the raw frame connect checks for (`check_servo_frame`)
         # Read in the mode the robot and the leaders will run in (they set it at connect):
         # the present position of a servo in another mode is counted in another frame.
         for m in motors:

@@ -51,7 +51,12 @@ from shallowpi.hardware.dynamixel.calibration import JointConverter, nearest_tur
 from shallowpi.hardware.dynamixel.control_table import TORQUE_ON_BY_GOAL_UPDATE, OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
-from shallowpi.robots.calibration import RobotCalibration, check_position_limits, swept_limits
+from shallowpi.robots.calibration import (
+    RobotCalibration,
+    check_position_limits,
+    check_servo_frame,
+    swept_limits,
+)
 from shallowpi.robots.observation import Frame, Observation
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
@@ -136,12 +141,15 @@ class DynamixelRobot(Robot):
         return bool(self.buses) and all(b.is_connected for b in self.buses.values())
 
     def connect(self) -> None:
-        """Open every bus, check IDs and models, set modes, torque on holding the present pose."""
+        """Open every bus, check IDs and models and that each servo reads in the frame the
+        calibration was taken in (`check_servo_frame`), set modes, torque on holding the
+        present pose. Raises BusError / PlatformError (one line) with torque left off."""
         try:
             for bus_name, bus in self.buses.items():
                 bus.connect()
                 bus.verify()
                 ids = [m.id for m in self.spec.motors if m.bus == bus_name]
+                check_servo_frame(self.name, bus, bus_name, ids)
                 fixes = self._eeprom_fixes(bus, bus_name, ids)
                 # EEPROM writes take torque off; without any, servos a killed run left
                 # holding keep theirs, rather than drop a loaded arm and take it up where it sagged.

@@ -16,7 +16,7 @@ from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import nearest_turn, unwrap_reading
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
-from shallowpi.robots.calibration import RobotCalibration, check_position_limits
+from shallowpi.robots.calibration import RobotCalibration, check_position_limits, check_servo_frame
 from shallowpi.robots.spec import LeaderSpec, MotorSpec, RobotSpec
 
 
@@ -74,12 +74,14 @@ class LeaderFollower:
         (a servo left in another mode by another tool counts its position in another frame:
         extended position mode keeps whole turns that position mode drops).
         Raises BusError on a bus or servo fault; PlatformError when a joint's limits, through
-        the leader's calibration, cross the end of its servo's turn (`check_position_limits`)."""
+        the leader's calibration, cross the end of its servo's turn (`check_position_limits`),
+        or a servo reads in another frame than the calibration's (`check_servo_frame`)."""
         try:
             for leader in self.leaders:
                 bus = self.buses[leader.bus]
                 bus.connect()
                 bus.verify()
+                check_servo_frame(self.robot, bus, leader.bus, [m.id for m in leader.motors])
                 bus.set_torque(False)
                 for motor in leader.motors:
                     bus.set_operating_mode(motor.mode, [motor.id])
