@@ -9,7 +9,9 @@ Three kinds of joint, one formula each (direction is +1 or -1):
 `homing_offset` is the tick at joint zero (for a gripper: fully closed), `span_ticks`
 the travel from closed to open. The calibration lives in software (the robot's
 calibration file), not in the servos' Homing Offset registers, so it reads the same on
-X- and Y-series and a servo swap needs no EEPROM writes.
+X- and Y-series and a servo swap needs no EEPROM writes. Those registers, and Drive
+Mode's reverse bit, stay at 0, the raw frame the file is in (robots/calibration.py:
+calibrate clears them, connect refuses a servo another tool set).
 """
 
 from __future__ import annotations
