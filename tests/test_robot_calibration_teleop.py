@@ -334,3 +334,18 @@ def test_servos_another_tool_shifted_or_mirrored_are_refused_and_calibration_cle
         assert all(s.get("homing_offset") == 0 and not s.get("drive_mode") & 1 for s in leader.values())
         with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")) as teleop:
             teleop.read()
+
+
+def test_a_direction_changed_in_the_config_after_calibration_is_refused():
+    # The file's direction was used and the config's silently ignored: a mirrored joint
+    # "fixed" with direction: -1 kept moving the same wrong way.
+    from shallowpi.robots.calibration import CalibrationError
+
+    with emulated("arm") as (spec, chains):
+        calibration, _ = _calibrate_leader(spec, chains)
+    pan = next(m for m in spec.leaders[0].motors if m.joint == "shoulder_pan")
+    assert calibration.converter(pan, "revolute").calibration.direction == pan.direction
+    flipped = dataclasses.replace(pan, direction=-pan.direction)
+    with pytest.raises(CalibrationError, match=r"joint 'shoulder_pan' on arm 'leader' of robot 'arm' has direction "
+                                               r"-1 in its config but was calibrated with 1"):
+        calibration.converter(flipped, "revolute")

@@ -62,9 +62,17 @@ class RobotCalibration:
 
         Raises CalibrationError when a calibrated robot's file lacks this motor (an arm never
         calibrated, or a joint added or renamed since): the default zero could sit anywhere
-        in a real joint's travel, and the first goal would drive it there."""
+        in a real joint's travel, and the first goal would drive it there; or holds another
+        direction for a revolute or linear joint than its config now gives."""
         found = self.arms.get(motor.bus, {}).get(motor.joint)
         if found is not None:
+            if kind != "gripper" and found.direction != motor.direction:
+                # The file's direction converts; the config's, changed since, would be ignored
+                # (a mirrored joint "fixed" in the config would move the same wrong way).
+                raise CalibrationError(
+                    f"joint '{motor.joint}' on arm '{motor.bus}' of robot '{self.robot}' has direction "
+                    f"{motor.direction} in its config but was calibrated with {found.direction} (calibration "
+                    f"{self.id}); calibrate it again: `platform calibrate --robot {self.robot} --arm {motor.bus}`")
             return found
         if self.id != UNCALIBRATED:
             raise CalibrationError(
