@@ -510,3 +510,28 @@ def test_a_follower_joint_resting_past_a_limit_across_its_turn_end_keeps_torque_
         time.sleep(0.05)
         with DynamixelRobot(spec, calibration) as robot:
             assert robot.observe().state[0] == pytest.approx(-240 * 2 * np.pi / 4096, abs=0.01)
+
+
+def test_a_failed_torque_off_at_disconnect_tells_the_operator_to_cut_the_power(monkeypatch, caplog):
+    # It was a warning naming the failure only: the run's summary then read as if the arm
+    # were limp.
+    import logging
+
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+
+    write = DynamixelBus.set_torque
+
+    def failing_off(bus, enabled, *args, **kwargs):
+        if not enabled:
+            raise BusError(f"bus '{bus.name}': servo 1 did not answer")
+        return write(bus, enabled, *args, **kwargs)
+
+    with emulated("arm") as (spec, _):
+        robot = DynamixelRobot(spec, UNCALIBRATED)
+        robot.connect()
+        monkeypatch.setattr(DynamixelBus, "set_torque", failing_off)
+        with caplog.at_level(logging.ERROR, logger="shallowpi.robots.dynamixel_robot"):
+            robot.disconnect()
+    said = [r for r in caplog.records if "torque off failed" in r.getMessage()]
+    assert said and said[0].levelno == logging.ERROR
+    assert "cut the servo power before going near the robot" in said[0].getMessage()

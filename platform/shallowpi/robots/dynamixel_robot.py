@@ -278,7 +278,9 @@ class DynamixelRobot(Robot):
                                 f"sent {ticks}; check it with `platform doctor`")
 
     def disconnect(self) -> None:
-        """Torque off on every open bus (each tried even if one fails; failures logged), then close."""
+        """Torque off on every open bus (each tried even if one fails), then close. A bus
+        whose torque-off failed is logged as an error that tells the operator to cut the
+        servo power (a run's summary would otherwise end as if the arm were limp)."""
         try:
             failures = self._switch_torque_off([b for b in self.buses.values() if b.is_connected])
         finally:
@@ -286,7 +288,8 @@ class DynamixelRobot(Robot):
                 bus.disconnect()
             self._goal = None
         for failure in failures:
-            log.warning("robot %s: torque off failed: %s", self.name, failure)
+            log.error("robot %s: torque off failed: %s; the servos may still hold: cut the servo power before "
+                      "going near the robot", self.name, failure)
 
     def torque_off(self) -> None:
         """Torque off on every bus, each tried even if one fails; each servo acknowledges.
