@@ -138,8 +138,8 @@ class ThreadedCamera:
 
     @property
     def is_running(self) -> bool:
-        """True while the reader thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        """True from `start()` until `stop()`, while the reader thread is alive."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def start(self) -> None:
         """Open the device, read and drop `warmup_frames`, then start the reader thread.
@@ -148,7 +148,7 @@ class ThreadedCamera:
         opened, or a reader from the last `stop()` still holds it; CameraTimeout when a
         warm-up frame does not come within `timeout_s` (the device is closed again).
         """
-        if self.is_running and not self._stop.is_set():
+        if self.is_running:
             return
         if self._thread is not None:  # stopped, but its reader was still re-opening the device
             self._thread.join(timeout=self.timeout_s + 1.0)
