@@ -4,6 +4,7 @@ servo-tick quantisation, and records a dataset that `platform dataset check` acc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 
@@ -38,7 +39,8 @@ def test_twin_plant_converts_like_the_driver(calibrated: bool) -> None:
     cfg = config.compose(["robot=arm"]).robot
     spec = RobotSpec.from_config(cfg)
     arms = {}
-    if calibrated:  # off-centre zeros, reversed directions, a narrower gripper span
+    if calibrated:  # off-centre zeros, reversed directions (the config's too), a narrower gripper span
+        spec = dataclasses.replace(spec, motors=[dataclasses.replace(m, direction=-1) for m in spec.motors])
         arms = {"follower": {m.joint: MotorCalibration(m.model.center_tick + 37 * (m.id - 4), -1, 0, 4095,
                                                        700 if m.joint == "gripper" else 0)
                              for m in spec.motors}}
