@@ -1,4 +1,5 @@
-"""tools/bench/closed_loop.py's recording on two processes: the same store as on one (issue 13)."""
+"""tools/bench/closed_loop.py: its recording on two processes makes the store one makes (issue
+13); its evaluation counts every seed asked or stops."""
 
 from __future__ import annotations
 
@@ -31,3 +32,12 @@ def test_two_recording_processes_make_the_store_one_makes(tmp_path):
     # Every part's recording config came along; the parts are gone.
     assert len(list((stores[2] / PROVENANCE_DIR).glob("record-*.yaml"))) == 4
     assert not closed_loop.parts_of(stores[2]).exists()
+
+
+def test_an_evaluation_worker_that_dies_stops_the_benchmark_rather_than_dropping_its_seeds(tmp_path):
+    # Its part file missing, the rate was recomputed over the other workers' seeds and
+    # published as if over all of them.
+    closed_loop = load_bench("closed_loop")
+    with pytest.raises(SystemExit, match=r"evaluation workers from seed\(s\) 1000, 1002 failed"):
+        closed_loop.evaluate(tmp_path / "no_such_checkpoint", 4, tmp_path / "eval.json", tmp_path / "log.txt",
+                             workers=2, ema=False)

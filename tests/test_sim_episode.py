@@ -68,3 +68,41 @@ def test_rules_end_an_episode_at_its_limit_after_settling_or_once_success_holds(
 def test_a_scripted_agent_outside_an_episode_says_so(robot):
     with pytest.raises(PlatformError, match=r"Episode\.start\(\)"):
         ScriptedAgent().next_goal(robot.observe)
+
+
+class _Holding:
+    """Holds the home pose; at tick `nan_at` returns NaN, at tick `blow_up_at` makes the
+    cube's velocity NaN (a diverging simulation)."""
+
+    finished = False
+
+    def __init__(self, nan_at: int | None = None, blow_up_at: int | None = None) -> None:
+        self.nan_at, self.blow_up_at, self.tick = nan_at, blow_up_at, 0
+
+    def begin(self, robot, task, seed) -> None:
+        self.robot, self.tick = robot, 0
+
+    def next_goal(self, observe):
+        self.tick += 1
+        twin = self.robot.twin
+        if self.tick == self.blow_up_at:
+            joint = twin.model.body("red_cube").jntadr[0]
+            twin.data.qvel[twin.model.jnt_dofadr[joint]] = float("nan")
+        goal = twin.joint_positions()
+        return goal * float("nan") if self.tick == self.nan_at else goal
+
+
+@pytest.mark.parametrize("fault, ended", [({"nan_at": 5}, "policy output non-finite"),
+                                          ({"blow_up_at": 5}, "physics unstable")])
+def test_a_policy_nan_or_a_diverging_simulation_is_a_failed_episode_not_an_aborted_run(robot, fault, ended):
+    # A NaN action raised through the evaluation (no report, the remaining seeds and tasks
+    # never run); a diverging simulation was reset by MuJoCo to the model's load poses and
+    # judged on that unseeded scene.
+    task = get_task("arm", "cube_in_bowl")
+    judged = {"success": True}
+    task.success = lambda twin: judged["success"]  # a scene the detector would pass: the fault still fails it
+    episode = Episode.start(robot, task, _Holding(**fault), SEED, EpisodeRules(seconds=2.0))
+    result = episode.run()
+    assert (episode.ended, result.success, result.steps) == (ended, False, 5)
+    again = run_episode(robot, get_task("arm", "cube_in_bowl"), _Holding(), SEED + 1, EpisodeRules(seconds=0.2))
+    assert again.steps == 6  # the next episode runs from a clean reset

@@ -189,3 +189,45 @@ def test_small_renders_rasterize_on_one_thread_and_give_the_same_pixels() -> Non
     assert _render_in_fresh_process(64, 64, LP_NUM_THREADS="2") == ("2", single)
     # A camera-sized render keeps Mesa's default (its threads pay off there).
     assert _render_in_fresh_process(640, 480)[0] == "unset"
+
+
+def _place(twin: SimTwin, body: str, pos, quat=(1.0, 0.0, 0.0, 0.0)) -> None:
+    joint = twin.model.body(body).jntadr[0]
+    qpos, dof = twin.model.jnt_qposadr[joint], twin.model.jnt_dofadr[joint]
+    twin.data.qpos[qpos:qpos + 3], twin.data.qpos[qpos + 3:qpos + 7] = pos, quat
+    twin.data.qvel[dof:dof + 6] = 0.0
+
+
+def _settle(twin: SimTwin, seconds: float = 1.5) -> None:
+    for _ in range(int(seconds * 30)):
+        twin.step(1 / 30)
+
+
+def test_the_detectors_count_a_cube_resting_in_the_bowl_and_a_block_pushed_along_the_table_only() -> None:
+    """A cube under a bowl set or knocked over it, and a block pushed off the table's edge
+    or carried, passed: the detectors only bounded them from above."""
+    twin = SimTwin(spec_for("arm"))
+    place, push = make_tasks("arm")["cube_in_bowl"], make_tasks("arm")["push_block_left"]
+    twin.reset(1000, place.place)
+    bowl = twin.body_pose("bowl")[0]
+    _place(twin, "red_cube", [bowl[0], bowl[1], 0.06])
+    _settle(twin)
+    assert place.success(twin)  # resting on the bowl's floor
+    cube = twin.body_pose("red_cube")[0]
+    _place(twin, "red_cube", [cube[0], cube[1], 0.02])
+    _place(twin, "bowl", [cube[0], cube[1], 0.045])  # the bowl set down over the cube
+    _settle(twin)
+    assert not place.success(twin)
+    _place(twin, "bowl", [cube[0], cube[1], 0.07], (0.0, 1.0, 0.0, 0.0))  # upside down over it
+    _settle(twin)
+    assert not place.success(twin)
+
+    twin.reset(1000, push.place)
+    start = push.start["blue_block"]
+    _place(twin, "blue_block", [start[0], start[1] + 0.1, 0.02])
+    _settle(twin)
+    assert push.success(twin)  # pushed 10 cm left, lying on the table
+    _place(twin, "blue_block", [start[0], 0.5, 0.02])  # past the table's edge (|y| <= 0.45)
+    _settle(twin)
+    assert twin.body_pose("blue_block")[0][2] < -0.5 and not push.success(twin)
+    twin.close()

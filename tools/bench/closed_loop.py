@@ -283,6 +283,10 @@ def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int
                  for n, start, part in zip(shares, starts, parts, strict=True) if n]
         for proc in procs:
             proc.wait()
+    # A worker that died took its seeds with it: the rate over the others would be
+    # published as if over all (and a policy's NaN is what kills one: selection bias).
+    if failed := [p.args[p.args.index("--seed") + 1] for p in procs if p.returncode != 0]:
+        raise SystemExit(f"evaluation workers from seed(s) {', '.join(failed)} failed; see {log}")
     merged: dict[str, dict] = {}
     for part in parts:
         if not part.is_file():
@@ -296,6 +300,8 @@ def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int
                 into["other_task_instead"][task] = into["other_task_instead"].get(task, 0) + n
     for report in merged.values():
         n = len(report["episodes"])
+        if n != episodes:
+            raise SystemExit(f"task {report['task']}: {n} of {episodes} episodes evaluated; see {log}")
         report["success_rate"] = report["successes"] / n if n else 0.0
         report["interval95"] = list(wilson_interval(report["successes"], n))
     out.write_text(json.dumps({"tasks": list(merged.values())}, indent=2))

@@ -38,7 +38,7 @@ import numpy as np
 from shallowpi.robots.observation import Observation
 from shallowpi.robots.sim.experts import ScriptedExpert, make_expert
 from shallowpi.robots.sim.tasks import Task
-from shallowpi.robots.sim.twin import SimError
+from shallowpi.robots.sim.twin import PhysicsUnstable, SimError
 
 # eval --sim's held-out scenes start at 1000 (its default --seed); recordings use the seeds
 # below and, past them, from the range's end on.
@@ -127,7 +127,8 @@ class EpisodeResult:
 
 class Episode:
     """One episode on a simulated robot under `EpisodeRules`; `ended` says why it ended
-    ("time limit", "agent finished" or "success held")."""
+    ("time limit", "agent finished", "success held", or, failed whatever the scene shows,
+    "policy output non-finite" and "physics unstable")."""
 
     def __init__(self, robot: SimRobot, task: Task, agent: Agent, seed: int, rules: EpisodeRules) -> None:
         self.robot, self.task, self.agent, self.seed, self.rules = robot, task, agent, seed, rules
@@ -140,6 +141,7 @@ class Episode:
         self.steps = 0
         self._held = 0
         self.ended: str | None = None
+        self.failed = False  # ended by a fault: no success, whatever the detector says
         self._started = time.perf_counter()
 
     @classmethod
@@ -178,9 +180,9 @@ class Episode:
         return bool(self.task.success(self.robot.twin))
 
     def result(self) -> EpisodeResult:
-        """The `EpisodeResult` so far, success judged on the twin now."""
-        return EpisodeResult(self.seed, self.success(), self.steps, float(self.robot.twin.time),
-                             time.perf_counter() - self._started)
+        """The `EpisodeResult` so far, success judged on the twin now (never after a fault)."""
+        return EpisodeResult(self.seed, not self.failed and self.success(), self.steps,
+                             float(self.robot.twin.time), time.perf_counter() - self._started)
 
     def run(self, watch: Callable[[Observation], None] | None = None,
             on_step: Callable[[], None] | None = None) -> EpisodeResult:
@@ -199,7 +201,15 @@ class Episode:
         sent = self.robot.twin.joint_positions()  # holding before the first goal keeps the pose
         while not self.ended:
             goal = self.next_goal(observe)
-            sent = self.robot.act(sent if goal is None else goal)
+            if goal is not None and not np.all(np.isfinite(np.asarray(goal, dtype=float))):
+                # A robot's executor faults on it: a failed episode, not an aborted evaluation.
+                self.ended, self.failed = "policy output non-finite", True
+                break
+            try:
+                sent = self.robot.act(sent if goal is None else goal)
+            except PhysicsUnstable:
+                self.ended, self.failed = "physics unstable", True
+                break
             # No physics runs between this act and the next tick's goal: the observation
             # watched now is the one the agent sees next, made once.
             seen = None

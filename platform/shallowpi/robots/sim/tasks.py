@@ -98,12 +98,15 @@ class PickPlace(Task):
     effector: str = "main"
 
     def success(self, twin: SimTwin) -> bool:
-        """The object's centre is within 6 cm (xy) of the bowl's and less than 6 cm above it, and
-        no finger touches it."""
+        """The bowl stands upright, the object's centre is within 6 cm (xy) of the bowl's and
+        between 8 mm and 6 cm above its base (resting on its floor: 28 mm), and no finger
+        touches it. The lower bound and the upright bowl keep a cube under a bowl that was
+        knocked or set over it from counting."""
         pos, _ = twin.body_pose(self.obj)
-        bowl, _ = twin.body_pose("bowl")
-        inside = np.linalg.norm(pos[:2] - bowl[:2]) < 0.06 and pos[2] < bowl[2] + 0.06
-        return bool(inside and not _held(twin, self.obj))
+        bowl, turn = twin.body_pose("bowl")
+        upright = turn[2, 2] > 0.9
+        inside = np.linalg.norm(pos[:2] - bowl[:2]) < 0.06 and bowl[2] + 0.008 < pos[2] < bowl[2] + 0.06
+        return bool(upright and inside and not _held(twin, self.obj))
 
 
 @dataclass
@@ -143,10 +146,12 @@ class Push(Task):
 
     def success(self, twin: SimTwin) -> bool:
         """The object's displacement from its start, dotted with `direction`, is at least
-        `distance`, and its centre is less than 3 cm up."""
+        `distance`, and it lies on the table: its centre 1.5-2.5 cm up (the 6 x 4 x 4 cm block lying
+        down: 2 cm). A block knocked off the table (on the floor, 0.75 m down), carried,
+        or stood on its end does not count."""
         pos, _ = twin.body_pose(self.obj)
         moved = float(np.dot(pos[:2] - self.start[self.obj][:2], self.direction))
-        return bool(moved >= self.distance and pos[2] < 0.03)
+        return bool(moved >= self.distance and 0.015 < pos[2] < 0.025)
 
 
 @dataclass

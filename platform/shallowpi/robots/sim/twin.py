@@ -32,6 +32,11 @@ class SimError(PlatformError):
     """A twin that cannot be loaded or rendered, or a task or camera role it lacks."""
 
 
+class PhysicsUnstable(SimError):
+    """The simulation diverged (NaN or huge accelerations): MuJoCo reset the state to the
+    model's load poses, so the scene is no longer the seed's."""
+
+
 @dataclass(frozen=True)
 class EffectorSpec:
     """An arm as scripted experts see it: the joints that move its grasp site, its gripper."""
@@ -255,11 +260,20 @@ class SimTwin:
     def step(self, dt: float) -> None:
         """Advance simulated time by `dt`. Physics steps are whole, so each call takes as
         many as keep the twin's clock on the sum of the `dt`s (1/30 s is 16 or 17 steps
-        of 2 ms), rather than drifting by a rounding error every tick."""
+        of 2 ms), rather than drifting by a rounding error every tick. Raises PhysicsUnstable
+        when the simulation diverged (until the next `reset`)."""
         self._clock += dt
         n = round((self._clock - self.data.time) / self.model.opt.timestep)
         if n > 0:
             self._mj.mj_step(self.model, self.data, nstep=n)
+            # MuJoCo answers a diverging state by resetting it to the load poses and time 0
+            # with a warning: the seed's scene is gone, and the next step would run every
+            # step since. Raised instead (an episode counts it as a failure).
+            warnings = self._mj.mjtWarning
+            for kind in (warnings.mjWARN_BADQACC, warnings.mjWARN_BADQVEL, warnings.mjWARN_BADQPOS):
+                if self.data.warning[kind].number:
+                    raise PhysicsUnstable(f"{self.spec.robot}: the simulation diverged ({kind.name}) at "
+                                          f"{self._clock:.2f} s and MuJoCo reset it")
 
     def reset(self, seed: int | None = None, place_objects: Any = None) -> None:
         """Home pose, goals at home, time zero; `place_objects(twin, rng)` sets the scene."""
