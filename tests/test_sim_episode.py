@@ -106,3 +106,9 @@ def test_a_policy_nan_or_a_diverging_simulation_is_a_failed_episode_not_an_abort
     assert (episode.ended, result.success, result.steps) == (ended, False, 5)
     again = run_episode(robot, get_task("arm", "cube_in_bowl"), _Holding(), SEED + 1, EpisodeRules(seconds=0.2))
     assert again.steps == 6  # the next episode runs from a clean reset
+
+
+def test_a_time_limit_holds_every_tick_that_fits_in_it(robot):
+    task = get_task("arm", "cube_in_bowl")
+    episode = Episode.start(robot, task, _Holding(), SEED, EpisodeRules(seconds=4.1))  # 4.1 * 30 = 122.99999...
+    assert episode.limit == 123

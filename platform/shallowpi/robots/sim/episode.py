@@ -134,7 +134,8 @@ class Episode:
         self.robot, self.task, self.agent, self.seed, self.rules = robot, task, agent, seed, rules
         fps = robot.spec.fps
         seconds = task.seconds if rules.seconds is None else rules.seconds
-        self.limit: int | None = int(seconds * fps) if math.isfinite(seconds) else None
+        # The ticks that fit in `seconds` (4.1 s at 30 Hz: 123; int() of 122.99999... gave 122).
+        self.limit: int | None = math.floor(seconds * fps + 1e-6) if math.isfinite(seconds) else None
         self._settle = int(rules.settle_s * fps)
         self._hold = (None if rules.stop_after_success_s is None
                       else max(1, round(rules.stop_after_success_s * fps)))
