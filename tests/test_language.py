@@ -40,11 +40,28 @@ def test_the_byte_budget_of_16_would_cut_the_instruction_and_is_refused():
     )
 
 
-def test_instructions_that_encode_alike_are_refused():
+def _word_level_tokenizer(path, words):
+    """A local tokenizer.json (Hugging Face `tokenizers`, as a PaliGemma one is read): one id
+    a lower-cased word of `words`, every other word the one unknown id."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {"<pad>": 0, "[UNK]": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    return path
+
+
+def test_instructions_that_encode_alike_are_refused_unless_they_are_the_same_words(tmp_path):
+    # A tokenizer that reads "red" and "blue" as one unknown token cannot tell these apart.
+    file = make_tokenizer(str(_word_level_tokenizer(tmp_path / "tokenizer.json", ["bowl", "cube", "in", "put", "the"])))
+    with pytest.raises(ConfigError, match=re.escape("tasks 'put the blue cube in the bowl' and 'put the red cube "
+                                                    "in the bowl' encode to the same tokens")):
+        check_prompts(file, ["put the red cube in the bowl", "put the blue cube in the bowl"], 16)
+    # Typed differently at two sessions, the same words are one instruction: trained together.
     words = WordTokenizer(build_vocabulary(["put the red cube in the bowl"]))
-    with pytest.raises(ConfigError, match=re.escape("tasks 'Put the red cube in the bowl.' and 'put the red "
-                                                    "cube in the bowl' encode to the same tokens")):
-        check_prompts(words, ["put the red cube in the bowl", "Put the red cube in the bowl."], 16)
+    check_prompts(words, ["put the red cube in the bowl", "Put the red cube in the bowl."], 16)
+    check_prompts(file, ["put the cube in the bowl", "Put the cube  in the bowl"], 16)
     with pytest.raises(ConfigError, match=r"task words \['blue'\] are not in the policy's word vocabulary"):
         check_prompts(words, ["put the blue cube in the bowl"], 16)
     with pytest.raises(ConfigError, match=r"task words \['blue'\]"):  # texts given as a one-shot iterator
@@ -108,9 +125,10 @@ def test_the_word_vocabulary_holds_a_task_only_held_out_episodes_have(tmp_path):
 def test_two_tasks_that_encode_alike_are_refused_before_step_0_in_one_line(tmp_path):
     class Alike(FakeChunks):
         def task_texts(self):
-            return ["reach the target", "Reach the target!"]
+            return ["reach the red target", "reach the blue target"]
 
-    cfg = dataclasses.replace(load_preset("tiny"), tokenizer="words")
+    tokenizer = _word_level_tokenizer(tmp_path / "tokenizer.json", ["reach", "target", "the"])
+    cfg = dataclasses.replace(load_preset("tiny"), tokenizer=str(tokenizer))
     train = TrainConfig(steps=2, batch_size=4, progress=False, tensorboard=False, workers=0)
     with pytest.raises(ConfigError, match="encode to the same tokens") as err:
         finetune(tmp_path / "s.zarr", cfg, train, tmp_path / "run", episodes=list(range(4)),

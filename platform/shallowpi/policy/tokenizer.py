@@ -11,11 +11,14 @@ bytes, so a small prefix holds the whole instruction. For π0 weights, the PaliG
 `max_len`; the mask is False on padding. A prompt longer than `max_len` is cut by
 `tokenize` (its contract is a fixed width) but never silently on the policy's path:
 `check_prompts` refuses it, and two different task texts that encode alike, before
-training starts; the policy refuses an over-long prompt at inference too.
+training starts; the policy refuses an over-long prompt at inference too. Texts that differ
+only in case, punctuation or spacing ("Pick up the cube." and "pick up the cube", typed
+differently at two recording sessions) are one instruction, trained together.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +28,8 @@ import torch
 from torch import Tensor
 
 from shallowpi.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class Tokenizer(Protocol):
@@ -168,8 +173,9 @@ def check_prompt(tok: Tokenizer, text: str, max_len: int) -> None:
 
 def check_prompts(tok: Tokenizer, texts: Iterable[str], max_len: int) -> None:
     """Refuse (ConfigError, one line) task texts that would be cut, hold words outside a
-    word vocabulary (all of them named), or encode to the same tokens as another: the
-    policy could not tell those instructions apart."""
+    word vocabulary (all of them named), or encode to the same tokens as another text of
+    other words: the policy could not tell those instructions apart. Texts of the same
+    words (case, punctuation and spacing aside) are one instruction: logged, not refused."""
     texts = sorted(set(texts))
     if isinstance(tok, WordTokenizer):
         unknown = sorted({w for t in texts for w in tok.unknown(t)})
@@ -182,6 +188,9 @@ def check_prompts(tok: Tokenizer, texts: Iterable[str], max_len: int) -> None:
     for text in texts:
         check_prompt(tok, text, max_len)
         ids = tuple(prompt_ids(tok, text))
+        if ids in seen and words_of(seen[ids]) == words_of(text):
+            log.info("tasks %r and %r differ only in case, punctuation or spacing: one instruction", seen[ids], text)
+            continue
         if ids in seen:
             raise ConfigError(
                 f"tasks '{seen[ids]}' and '{text}' encode to the same tokens, so the policy cannot "
