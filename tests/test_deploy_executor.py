@@ -399,3 +399,13 @@ def test_with_the_stores_codec_the_policy_sees_each_frame_as_training_decoded_it
                  image_codec=codec).run_episode("count", 10)
         assert backend.seen and all(np.array_equal(frame, expected) for frame in backend.seen)
     assert not np.array_equal(as_stored(jpeg, picture), picture)
+
+
+def test_an_episode_a_fault_ended_is_a_failure_whatever_the_scene_shows():
+    # A diverged twin is reset by MuJoCo to its load poses; a success judged on that scene
+    # (or on one a backend fault froze) was counted.
+    for backend, success in ((FailingBackend(8, "TensorRT: engine failed to run"), False), (StepBackend(8), True)):
+        executor = Executor(CountingRobot(), backend, ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+        executor.warm_up("count")
+        report = executor.run_episode("count", 20, success=lambda: True)
+        assert report.success is success

@@ -244,7 +244,7 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
     cases = [(seven, ["--allow-uncalibrated"], "pass the instruction to give the policy: --task"),
              (widescreen, ["--task", "wave", "--allow-uncalibrated"],
               "camera 'front' of robot 'arm' gives 64x48 frames but the policy was trained on 640x360: another "
-              "aspect ratio"),
+              "aspect ratio, so other black bars and scale in its 16x16 input (16x12 of picture instead of 16x9)"),
              (same_aspect, ["--task", "wave", "--allow-uncalibrated"], "recorded at 15 Hz"),
              (seven, ["--task", "wave " * 40, "--allow-uncalibrated"], "over the policy's text budget"),
              (five, ["--task", "wave"], "state/action sizes 5/5 but robot 'arm' has 7 joints"),
@@ -263,3 +263,26 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
         args = parse_command(_deploy_words(ckpt, arm, tmp_path, *extra))
         with pytest.raises(PlatformError, match=re.escape(message)):  # ConfigError, CalibrationError: one line each
             args.run(args)
+
+
+def test_camera_aspects_that_letterbox_to_the_same_picture_pass_and_the_flag_runs_another():
+    from shallowpi.policy.fit import aspect_mismatch
+
+    # 848x480 is 0.6 % wider than 16:9: under a pixel of picture at 224 (it was refused).
+    assert aspect_mismatch({"front": (360, 640)}, {"front": (480, 848)}, "robot 'arm'", 224) is None
+    assert aspect_mismatch({"front": (480, 640)}, {"front": (960, 1280)}, "robot 'arm'", 224) is None  # a size only
+    assert "224x168 of picture instead of 224x224" in aspect_mismatch({"front": (64, 64)}, {"front": (480, 640)},
+                                                                          "robot 'arm'", 224)
+
+
+def test_allow_aspect_change_runs_past_the_aspect_check_with_a_warning(tmp_path, capsys):
+    arm = robot_spec("arm")
+    wide = tiny_checkpoint(tmp_path / "wide", state=7, cameras=("front",),
+                           meta={"camera_shapes": json.dumps({"front": [360, 640]})})
+    args = parse_command(_deploy_words(wide, arm, tmp_path, "--task", "wave", "--allow-uncalibrated",
+                                       "--allow-aspect-change"))
+    with pytest.raises(PlatformError) as err:  # it goes on to look for the robot's cameras
+        args.run(args, camera_devices=lambda: [])
+    assert "aspect" not in str(err.value)
+    out = capsys.readouterr().out
+    assert "warning: camera 'front' of robot 'arm' gives 64x48 frames" in out and "(--allow-aspect-change)" in out

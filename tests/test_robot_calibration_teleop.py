@@ -349,3 +349,26 @@ def test_a_direction_changed_in_the_config_after_calibration_is_refused():
     with pytest.raises(CalibrationError, match=r"joint 'shoulder_pan' on arm 'leader' of robot 'arm' has direction "
                                                r"-1 in its config but was calibrated with 1"):
         calibration.converter(flipped, "revolute")
+
+
+def test_a_leader_whose_first_reading_was_guessed_a_turn_off_reads_true_once_inside_its_range():
+    # Zero at tick 2300: the range is ticks 605..3995. Resting at tick 100, 505 ticks below it,
+    # the leader reads nearer the range a turn up (4196); once moved into its range, where a
+    # reading is unambiguous, it reads as it is (the guess was kept for the whole session).
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+
+    with emulated("arm") as (spec, chains):
+        leader = centred(spec, spec.leaders[0].motors)
+        zero_at_2300 = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(2300, 1, 0, 4095)}})
+        pan = next(m for m in spec.leaders[0].motors if m.joint == "shoulder_pan")
+        servo, tick = chains["leader"].servos[pan.id], pan.model.radians_per_tick
+        servo.plant.move_to(servo.ticks_to_rad(100))
+        time.sleep(0.05)
+        with LeaderFollower(spec, zero_at_2300) as teleop:
+            teleop.read()
+            readings = []
+            for ticks in (300, 605, 1500, 2300):
+                servo.plant.move_to(servo.ticks_to_rad(ticks))
+                time.sleep(0.05)
+                readings.append(teleop.read()["shoulder_pan"])
+        assert readings[1:] == pytest.approx([(605 - 2300) * tick, (1500 - 2300) * tick, 0.0], abs=2 * tick)

@@ -535,3 +535,21 @@ def test_a_failed_torque_off_at_disconnect_tells_the_operator_to_cut_the_power(m
     said = [r for r in caplog.records if "torque off failed" in r.getMessage()]
     assert said and said[0].levelno == logging.ERROR
     assert "cut the servo power before going near the robot" in said[0].getMessage()
+
+
+def test_a_y_series_joint_just_past_its_limit_is_not_taken_for_one_across_its_turn_end():
+    # The turn-end refusal is for the X series' single-turn position mode: a Y series counts
+    # turns in position mode too and reads on past a limit; its elbow, whose +-3.1 rad span
+    # most of a turn, 0.05 rad past its limit was refused as if it would turn the long way.
+    # (Connect then keeps torque off there for another reason: the servo's own position
+    # limits refuse that pose as a goal.)
+    spec = robot_spec("humanoid")
+    robot = DynamixelRobot(spec, UNCALIBRATED)
+    elbow = next(m for m in spec.motors if m.joint == "left_elbow")
+    assert elbow.model.series == "Y"
+    present = np.zeros(len(spec.joints))
+    present[spec.joint_names.index("left_elbow")] = next(j.upper for j in spec.joints if j.name == "left_elbow") + 0.05
+    robot._check_turn_count(present)  # no refusal
+    present[spec.joint_names.index("left_elbow")] += 3.2  # half a turn past: a lost turn count
+    with pytest.raises(PlatformError, match=r"joint 'left_elbow' reads .* over half a turn outside its limits"):
+        robot._check_turn_count(present)

@@ -94,10 +94,12 @@ class _Holding:
 
 @pytest.mark.parametrize("fault, ended", [({"nan_at": 5}, "policy output non-finite"),
                                           ({"blow_up_at": 5}, "physics unstable")])
-def test_a_policy_nan_or_a_diverging_simulation_is_a_failed_episode_not_an_aborted_run(robot, fault, ended):
+def test_a_policy_nan_or_a_diverging_simulation_is_a_failed_episode_not_an_aborted_run(robot, fault, ended,
+                                                                                      tmp_path, monkeypatch):
     # A NaN action raised through the evaluation (no report, the remaining seeds and tasks
     # never run); a diverging simulation was reset by MuJoCo to the model's load poses and
     # judged on that unseeded scene.
+    monkeypatch.chdir(tmp_path)  # MuJoCo logs the divergence to MUJOCO_LOG.TXT in the working folder
     task = get_task("arm", "cube_in_bowl")
     judged = {"success": True}
     task.success = lambda twin: judged["success"]  # a scene the detector would pass: the fault still fails it

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -138,7 +139,7 @@ def loop_under_inference(bundle_path: Path, seconds: float) -> dict:
         robot.reset(0, task)
         executor = Executor(robot, backend, ExecutorConfig(strategy="rtc", realtime=True))
         executor.warm_up(task.instruction)
-        report = executor.run_episode(task.instruction, int(seconds * spec.fps))
+        report = executor.run_episode(task.instruction, math.floor(seconds * spec.fps + 1e-6))
     return {"fps": spec.fps, "period_ms": 1e3 / spec.fps, "period_p50_ms": executor.status.loop.period_p50_ms,
             "period_p99_ms": report.period_p99_ms, "overruns": report.overruns, "ticks": report.ticks,
             "holds": report.holds, "seam_trips": report.seam_trips, "chunks": report.chunks,

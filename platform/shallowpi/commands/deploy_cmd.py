@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -84,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-calibration-change", action="store_true",
                         help="robot: run a policy trained under another calibration than the robot's "
                              "(only when the recalibration did not move the joints' zeros)")
+    parser.add_argument("--allow-aspect-change", action="store_true",
+                        help="robot: run a policy trained on frames of another aspect ratio than a camera's "
+                             "(it will see other black bars and scale: expect it to do worse)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"],
                         help="override the profile's backend")
     parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
@@ -131,9 +135,10 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # The twins' first held-out scene (robots/sim/episode.EVAL_SEEDS, not imported: the
     # robot's side runs without MuJoCo); on the robot the number only labels the episodes.
     args.seed = 1000 if args.seed is None else args.seed
-    if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change):
-        raise ConfigError("--reset-time-s, --allow-uncalibrated and --allow-calibration-change are for the robot: "
-                          "the twin resets itself")
+    if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change
+                     or args.allow_aspect_change):
+        raise ConfigError("--reset-time-s, --allow-uncalibrated, --allow-calibration-change and --allow-aspect-change "
+                          "are for the robot: the twin resets itself and renders the training frames' size")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
     # A slower policy on a real arm is an experiment nobody should run by accident: by the
@@ -230,7 +235,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             if executor.stopped:  # stopped while the robot held for the reset
                 break
             on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps) if recorder else None
-            report = executor.run_episode(target.instruction, int(target.episode_s * target.fps), seed,
+            report = executor.run_episode(target.instruction, math.floor(target.episode_s * target.fps + 1e-6), seed,
                                           success=target.success_check(),
                                           stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:

@@ -269,7 +269,7 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
                               "under this calibration and retrain, or pass --allow-calibration-change if the zeros "
                               "did not move")
         print(f"warning: {problem} (--allow-calibration-change)", flush=True)
-    _check_against_training(bundle, spec, args.task)
+    _check_against_training(bundle, spec, args.task, allow_aspect_change=args.allow_aspect_change)
     cameras = realsense_cameras(spec, devices=camera_devices or connected_devices, roles=bundle.cameras)
     # A camera quiet for a few of the watchdog's hold limits has stopped: end the run then,
     # never before the watchdog has held the robot on the stale frame.
@@ -286,12 +286,13 @@ def camera_timeout_for(max_frame_age_s: float) -> float:
     return max(1.0, 4.0 * max_frame_age_s)
 
 
-def _check_against_training(bundle: Any, spec: Any, instruction: str) -> None:
+def _check_against_training(bundle: Any, spec: Any, instruction: str, allow_aspect_change: bool = False) -> None:
     """The rate the policy's demonstrations were recorded at must be the robot's (a chunk
     recorded at 15 Hz played at 30 Hz runs twice as fast), and each camera's aspect ratio
     the training frames' (the policy letterboxes frames to a square: another aspect moves
-    the black bars and rescales the scene), and the instruction one the policy reads whole
-    (not cut, no word outside a word vocabulary): a ConfigError. The checkpoint records the
+    the black bars and rescales the scene; `allow_aspect_change`: said, and run), and the
+    instruction one the policy reads whole (not cut, no word outside a word vocabulary): a
+    ConfigError. The checkpoint records the
     rate and shapes; older ones are checked against their store when this machine has it,
     which also says in a line when it never recorded the instruction."""
     from pathlib import Path
@@ -322,9 +323,13 @@ def _check_against_training(bundle: Any, spec: Any, instruction: str) -> None:
                                  if known is None)
         print(f"the policy's training store is not on this machine and its checkpoint predates the record: its "
               f"{unchecked} are not checked against the robot's", flush=True)
-    if shapes and (problem := aspect_mismatch(shapes, spec.camera_shapes(), robot)):
-        raise ConfigError(f"{problem}; set the camera's width and height (robot.cameras.ROLE.width=W "
-                          "robot.cameras.ROLE.height=H) to a mode of the training frames' aspect")
+    side = int(bundle.config["vision"]["image_size"])
+    if shapes and (problem := aspect_mismatch(shapes, spec.camera_shapes(), robot, side)):
+        if not allow_aspect_change:
+            raise ConfigError(f"{problem}; set the camera's width and height (robot.cameras.ROLE.width=W "
+                              "robot.cameras.ROLE.height=H) to a mode of the training frames' aspect, or pass "
+                              "--allow-aspect-change to run it on these pictures")
+        print(f"warning: {problem} (--allow-aspect-change)", flush=True)
     # The instruction as the policy will read it: cut or with unknown words, refused now
     # rather than at the first chunk, with the servos powered.
     TextTokens(bundle.tokenizer, bundle.config["max_text_tokens"], bundle.config.get("vocabulary") or ())(instruction)

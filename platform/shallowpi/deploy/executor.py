@@ -140,7 +140,8 @@ class Executor:
     image_codec  the training store's frame codec, applied before the policy (the twin, whose
                  frames are rendered at the store's size, where JPEG q90 changes the policy's
                  input by 0.023 on average at 64x64; a robot's 640x480 frames resized to the
-                 policy's input change 14x less, so its command passes none: BENCHMARKS.md)
+                 policy's input change 14x less at 64 pixels, 8.6x at 224, so its command
+                 passes none: BENCHMARKS.md)
     """
 
     def __init__(self, robot: Robot, backend: Backend, cfg: ExecutorConfig, fps: float | None = None,
@@ -368,7 +369,9 @@ class Executor:
             robot.hold(last)  # keeps a grip's squeeze (Robot.hold)
         if report.ended in ("stopped", "e-stop"):  # the operator's word: said as the final state
             self._set_stopped()
-        report.success = success() if success is not None else None
+        # A fault ends an episode as a failure whatever the scene shows (a diverged twin was
+        # reset to its load poses by MuJoCo).
+        report.success = None if success is None else report.ended != "fault" and success()
         report.delays = selector.measured_delays
         report.period_p99_ms = clock.percentiles_ms()[1]
         report.overruns = clock.overruns

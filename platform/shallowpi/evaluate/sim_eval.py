@@ -242,7 +242,8 @@ def run_policy_episode(
         holds=agent.holds,
         inference_ms_p50=1e3 * float(np.median(agent.inference)) if agent.inference else 0.0,
         ended=episode.ended or "time limit",
-        other_tasks={other.name: _judge_other(other, task, robot.twin) for other in others},
+        # After a fault nothing is judged on the scene (a diverged twin was reset to its load poses).
+        other_tasks={other.name: not episode.failed and _judge_other(other, task, robot.twin) for other in others},
         objects={obj: {"start": _json_position(start), "end": _json_position(robot.twin.body_pose(obj)[0])}
                  for obj, start in task.start.items()},
     )

@@ -90,15 +90,26 @@ def trained_camera_shapes(metadata: Mapping[str, str]) -> dict[str, tuple[int, i
     return {role: (int(h), int(w)) for role, (h, w) in json.loads(recorded).items()} if recorded else None
 
 
+def letterboxed(shape: tuple[int, int], side: int) -> tuple[int, int]:
+    """(height, width) in pixels of a (height, width) frame scaled into the policy's `side` x
+    `side` input with black bars (the resize-with-pad every path runs)."""
+    scale = side / max(shape)
+    return round(shape[0] * scale), round(shape[1] * scale)
+
+
 def aspect_mismatch(trained: Mapping[str, tuple[int, int]], cameras: Mapping[str, tuple[int, int]],
-                    robot: str) -> str | None:
+                    robot: str, side: int) -> str | None:
     """Why `robot`'s cameras ({role: (height, width)}) show a policy trained on `trained`
-    frames pictures it never saw, or None. The policy letterboxes each frame to a square:
-    another aspect ratio moves the black bars and rescales the scene. The size alone may
-    differ (the frame is resized anyway)."""
-    for role, (height, width) in cameras.items():
-        shape = trained.get(role)
-        if shape is not None and abs(shape[1] / shape[0] - width / height) > 0.01:
-            return (f"camera '{role}' of {robot} gives {width}x{height} frames but the policy was trained on "
-                    f"{shape[1]}x{shape[0]}: another aspect ratio, so other black bars and scale around what it sees")
+    frames pictures it never saw, or None. The policy letterboxes each frame into its
+    `side` x `side` input: another aspect ratio moves the black bars and rescales the scene.
+    Frames whose letterboxed pictures differ by at most a pixel (640x360 and 848x480) pass,
+    as does another size of the same aspect (the frame is resized anyway)."""
+    for role, shape in cameras.items():
+        if (want := trained.get(role)) is None:
+            continue
+        got, seen = letterboxed(shape, side), letterboxed(want, side)
+        if max(abs(got[0] - seen[0]), abs(got[1] - seen[1])) > 1:
+            return (f"camera '{role}' of {robot} gives {shape[1]}x{shape[0]} frames but the policy was trained on "
+                    f"{want[1]}x{want[0]}: another aspect ratio, so other black bars and scale in its "
+                    f"{side}x{side} input ({got[1]}x{got[0]} of picture instead of {seen[1]}x{seen[0]})")
     return None

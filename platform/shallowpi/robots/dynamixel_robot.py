@@ -226,12 +226,13 @@ class DynamixelRobot(Robot):
         return True
 
     def _check_turn_count(self, present: np.ndarray) -> None:
-        """PlatformError (one line) when a single-turn motor (position mode) reads outside its
-        joint's limits nearer them across the turn's end than directly: the joint rests just
-        past a limit the other way round (a zero calibrated near the turn's end), and the
-        servo, which cannot cross its turn's end, would drive it back the long way, nearly a
-        whole turn (`nearest_turn`). Or when a multi-turn motor (extended or current-based
-        position mode) reads more than half a turn outside its joint's limits: such a servo
+        """PlatformError (one line) when a single-turn motor (an X series in position mode)
+        reads outside its joint's limits nearer them across the turn's end than directly: the
+        joint rests just past a limit the other way round (a zero calibrated near the turn's
+        end), and the servo, which cannot cross its turn's end, would drive it back the long
+        way, nearly a whole turn (`nearest_turn`). Or when a multi-turn motor (extended or
+        current-based position mode; a Y series in any position mode) reads more than half a
+        turn outside its joint's limits: such a servo
         restarts its turn count at power-up, so a travel calibrated across the end of a turn
         (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn,
         a gripper into its end stop. (A multi-turn joint whose limits span more than half a
@@ -239,7 +240,7 @@ class DynamixelRobot(Robot):
         for motor in self.spec.motors:
             i, convert = self._index[motor.joint], self._convert[motor.joint]
             low, high = convert.tick_range(self.lower[i], self.upper[i])
-            if motor.mode == OperatingMode.POSITION:
+            if motor.mode == OperatingMode.POSITION and motor.model.series == "X":
                 ticks = convert.to_ticks(present[i])
                 if nearest_turn(ticks, low, high, motor.model.ticks_per_turn) != ticks:
                     raise PlatformError(

@@ -119,15 +119,18 @@ class LeaderFollower:
     def _unwrapped(self, motor: MotorSpec, ticks: int) -> int:
         """In position mode a servo reads one turn (0..4095): a leader moved by hand past the
         turn's end reads from the other end, which converted is a joint on the far side of its
-        range, and the follower would sweep there (`unwrap_reading`). The first reading, with
-        nothing to continue from, is taken in the turn nearest the joint's range
-        (`nearest_turn`): taken as read, a leader resting just past the turn's end sent the
-        follower to its far limit and kept it a turn off for the whole session."""
-        if motor.mode != OperatingMode.POSITION:
-            return ticks  # the other modes count whole turns themselves
+        range, and the follower would sweep there (`unwrap_reading`). A reading inside the
+        joint's range is unambiguous and taken as read, so a guess never outlives the leader's
+        return into its range; the first reading outside it, with nothing to continue from,
+        is taken in the turn nearest the range (`nearest_turn`): taken as read, a leader resting
+        just past the turn's end sent the follower to its far limit for the whole session."""
+        if motor.mode != OperatingMode.POSITION or motor.model.series != "X":
+            return ticks  # the other modes, and the Y series in any, count whole turns themselves
+        low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
         last = self._last_ticks.get(motor.joint)
-        if last is None:
-            low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
+        if low <= ticks <= high:
+            pass  # inside the range, which lies within one turn (check_position_limits): as read
+        elif last is None:
             ticks = nearest_turn(ticks, low, high, motor.model.ticks_per_turn)
         else:
             ticks = unwrap_reading(last, ticks, motor.model.ticks_per_turn)
