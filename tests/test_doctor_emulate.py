@@ -145,3 +145,14 @@ def test_doctor_warns_of_a_usb_adapter_latency_timer_above_1_ms(tmp_path):
     (sysfs / "ttyUSB0" / "latency_timer").write_text("1\n")
     assert latency_timer_note(str(port), sysfs) is None
     assert latency_timer_note("/dev/pts/4", sysfs) is None  # not a USB adapter
+
+
+def test_doctor_warns_of_a_servo_another_tools_calibration_shifted():
+    with emulated("arm") as (spec, chains):
+        chains["leader"].servos[2].set("homing_offset", 512)
+        chains["leader"].servos[5].set("drive_mode", 1)
+        lines = servo_report([spec.buses["leader"].port], BAUD, robot_spec("arm"))
+    text = "\n".join(lines)
+    assert "    warning: ID 2 has Homing Offset 512 (another tool's calibration): connect refuses it until " in text
+    assert "    warning: ID 5 has Drive Mode reversed" in text
+    assert sum("another tool's calibration" in line for line in lines) == 2, text

@@ -71,6 +71,7 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                     lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {info.firmware}  {state}")
                 if unread:
                     lines.append(f"    warning: hardware error bits unread: {unread}")
+                lines += _frame_notes(bus, spec, port)
                 if spec is not None:
                     lines += compare_with_config(port, baud, found, spec)
                 break
@@ -122,6 +123,28 @@ def _error_bits(bus: DynamixelBus) -> tuple[dict[int, list[str]], str]:
         return bus.hardware_errors(), ""
     except PlatformError as err:
         return {}, str(err)
+
+
+def _frame_notes(bus: DynamixelBus, spec: RobotSpec | None, port: str) -> list[str]:
+    """A warning for each servo whose Homing Offset or Drive Mode reverse bit another tool
+    set: connect refuses it (robots/calibration.check_servo_frame) until calibrate clears it."""
+    from shallowpi.errors import PlatformError
+    from shallowpi.robots.calibration import REVERSE_BIT
+
+    arm = _bus_at(port, spec) if spec is not None else None
+    fix = f"platform calibrate --robot {spec.name} --arm {arm}" if spec is not None and arm else "platform calibrate"
+    lines = []
+    for servo_id in bus.motors:
+        try:
+            offset, mode = bus.read_one(servo_id, "homing_offset"), bus.read_one(servo_id, "drive_mode")
+        except PlatformError:
+            continue  # said by the error bits' line
+        if offset != 0 or mode & REVERSE_BIT:
+            what = " and ".join(w for w, on in ((f"Homing Offset {offset}", offset != 0),
+                                                ("Drive Mode reversed", bool(mode & REVERSE_BIT))) if on)
+            lines.append(f"    warning: ID {servo_id} has {what} (another tool's calibration): connect refuses it "
+                         f"until `{fix}` clears it")
+    return lines
 
 
 def compare_with_config(port: str, baud: int | None, found: dict[int, ServoInfo], spec: RobotSpec,
