@@ -6,7 +6,8 @@ the arm twin's front camera at each size (seed 1000), resizes the raw frame and 
 round trip to the policy's input sizes as the deploy preprocessing does (letterbox,
 antialiased, [-1, 1]), and prints the mean and largest absolute difference. The twin's
 renders are the store's size (64x64 for the shipped teachers), where the codec shows;
-a robot's 640x480 frames are resized by 7-10x, which averages the codec's artefacts away.
+a robot's 640x480 frames are resized by 7.5-10x to a 64-pixel input (2-3x to 224), which
+averages the codec's artefacts away.
 
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/codec_gap.py
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/codec_gap.py --quality 75 --out gap.json

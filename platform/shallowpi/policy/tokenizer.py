@@ -11,9 +11,9 @@ bytes, so a small prefix holds the whole instruction. For π0 weights, the PaliG
 `max_len`; the mask is False on padding. A prompt longer than `max_len` is cut by
 `tokenize` (its contract is a fixed width) but never silently on the policy's path:
 `check_prompts` refuses it, and two different task texts that encode alike, before
-training starts; the policy refuses an over-long prompt at inference too. Texts that differ
-only in case, punctuation or spacing ("Pick up the cube." and "pick up the cube", typed
-differently at two recording sessions) are one instruction, trained together.
+training starts; the policy refuses an over-long prompt at inference too. Texts of the same
+words that the tokenizer reads alike ("Pick up the cube." and "pick up the cube", typed
+differently at two recording sessions, with the word tokenizer) are one instruction.
 """
 
 from __future__ import annotations
