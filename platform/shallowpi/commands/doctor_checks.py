@@ -129,19 +129,17 @@ def _frame_notes(bus: DynamixelBus, spec: RobotSpec | None, port: str) -> list[s
     """A warning for each servo whose Homing Offset or Drive Mode reverse bit another tool
     set: connect refuses it (robots/calibration.check_servo_frame) until calibrate clears it."""
     from shallowpi.errors import PlatformError
-    from shallowpi.robots.calibration import REVERSE_BIT
+    from shallowpi.robots.calibration import servo_frame_shift
 
     arm = _bus_at(port, spec) if spec is not None else None
     fix = f"platform calibrate --robot {spec.name} --arm {arm}" if spec is not None and arm else "platform calibrate"
     lines = []
     for servo_id in bus.motors:
         try:
-            offset, mode = bus.read_one(servo_id, "homing_offset"), bus.read_one(servo_id, "drive_mode")
+            what = servo_frame_shift(bus, servo_id)
         except PlatformError:
             continue  # said by the error bits' line
-        if offset != 0 or mode & REVERSE_BIT:
-            what = " and ".join(w for w, on in ((f"Homing Offset {offset}", offset != 0),
-                                                ("Drive Mode reversed", bool(mode & REVERSE_BIT))) if on)
+        if what is not None:
             lines.append(f"    warning: ID {servo_id} has {what} (another tool's calibration): connect refuses it "
                          f"until `{fix}` clears it")
     return lines

@@ -33,7 +33,7 @@ from shallowpi.hardware.dynamixel.calibration import (
     default_calibration,
     unwrap_reading,
 )
-from shallowpi.hardware.dynamixel.control_table import OperatingMode
+from shallowpi.hardware.dynamixel.control_table import REVERSE_BIT, OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.spec import JointSpec, MotorSpec, RobotSpec
 
@@ -208,10 +208,6 @@ def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: 
             f"mid-travel ({remedy})" + ("" if leader else " or narrow its limits"))
 
 
-# Drive Mode's bit 0 on X and Y series: the servo mirrors its own readings and goals.
-REVERSE_BIT = 0x01
-
-
 def clear_servo_frame(bus: MotorBus, ids: Iterable[int]) -> None:
     """Homing Offset 0 and Drive Mode's reverse bit clear on each servo (EEPROM: torque must
     be off): the raw frame the calibration file is taken in. Another tool's calibration
@@ -223,16 +219,25 @@ def clear_servo_frame(bus: MotorBus, ids: Iterable[int]) -> None:
             bus.write_one(servo_id, "drive_mode", mode & ~REVERSE_BIT)
 
 
+def servo_frame_shift(bus: MotorBus, servo_id: int) -> str | None:
+    """What moves the servo's readings off the raw frame the calibration is taken in
+    ("Homing Offset 512", "Drive Mode reversed", or both joined by "and"), or None."""
+    offset, mode = bus.read_one(servo_id, "homing_offset"), bus.read_one(servo_id, "drive_mode")
+    shifts = []
+    if offset != 0:
+        shifts.append(f"Homing Offset {offset}")
+    if mode & REVERSE_BIT:
+        shifts.append("Drive Mode reversed")
+    return " and ".join(shifts) or None
+
+
 def check_servo_frame(robot: str, bus: MotorBus, arm: str, ids: Iterable[int]) -> None:
     """PlatformError (one line) when a servo's Homing Offset is not 0 or its Drive Mode
     mirrors it: its readings are shifted (or mirrored) from the raw frame the calibration
     was taken in, so every joint's zero and limits would sit elsewhere on the arm (up to
     half a turn; mirrored on one arm only, the follower moves against its leader)."""
     for servo_id in ids:
-        offset, mode = bus.read_one(servo_id, "homing_offset"), bus.read_one(servo_id, "drive_mode")
-        if offset != 0 or mode & REVERSE_BIT:
-            what = " and ".join(w for w, on in ((f"Homing Offset {offset}", offset != 0),
-                                                ("Drive Mode reversed", bool(mode & REVERSE_BIT))) if on)
+        if (what := servo_frame_shift(bus, servo_id)) is not None:
             raise PlatformError(
                 f"robot '{robot}': servo {servo_id} on bus '{arm}' has {what} (another tool's calibration): its "
                 "positions are not in the frame this robot was calibrated in; calibrate again (`platform "

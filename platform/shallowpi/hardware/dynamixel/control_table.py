@@ -212,6 +212,8 @@ X_HARDWARE_ERROR_BITS: dict[int, str] = {
 # goals this driver writes with torque off (the present pose before torque-on, a hold
 # after an e-stop) would power the servo.
 TORQUE_ON_BY_GOAL_UPDATE = 0x08
+# Drive Mode's bit 0 on the X and Y series: the servo mirrors its own readings and goals.
+REVERSE_BIT = 0x01
 
 # Error Code (153) values, Y-series e-manual "Error Code(153)".
 Y_ERROR_CODES: dict[int, str] = {
