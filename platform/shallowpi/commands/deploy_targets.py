@@ -292,9 +292,9 @@ def _check_against_training(bundle: Any, spec: Any, instruction: str, allow_aspe
     the training frames' (the policy letterboxes frames to a square: another aspect moves
     the black bars and rescales the scene; `allow_aspect_change`: said, and run), and the
     instruction one the policy reads whole (not cut, no word outside a word vocabulary): a
-    ConfigError. The checkpoint records the
-    rate and shapes; older ones are checked against their store when this machine has it,
-    which also says in a line when it never recorded the instruction."""
+    ConfigError. The checkpoint records the rate and shapes; older ones are checked against
+    their store when this machine has it, which also says in a line when it never recorded
+    the instruction."""
     from pathlib import Path
 
     from shallowpi.data.store import EpisodeStore
@@ -332,7 +332,7 @@ def _check_against_training(bundle: Any, spec: Any, instruction: str, allow_aspe
         print(f"warning: {problem} (--allow-aspect-change)", flush=True)
     # The instruction as the policy will read it: cut or with unknown words, refused now
     # rather than at the first chunk, with the servos powered.
-    TextTokens(bundle.tokenizer, bundle.config["max_text_tokens"], bundle.config.get("vocabulary") or ())(instruction)
+    TextTokens.of(bundle)(instruction)
 
 
 def check_joint_order(metadata: dict[str, str], spec: Any) -> None:

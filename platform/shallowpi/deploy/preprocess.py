@@ -124,6 +124,12 @@ class TextTokens:
             self._encode = sp.encode
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
+    @classmethod
+    def of(cls, bundle: Bundle) -> TextTokens:
+        """The tokenizer the bundle's policy reads its instruction with."""
+        cfg = bundle.config
+        return cls(bundle.tokenizer, cfg["max_text_tokens"], cfg.get("vocabulary") or ())
+
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         if text not in self._cache:  # one task for a whole episode: encode it once
             seq = [self.bos_id, *self._encode(text.strip() + "\n")]
@@ -164,7 +170,7 @@ class Preprocessor:
         self.cameras = bundle.cameras
         self.state_stats = bundle.state_stats
         self.crop_scale = float(cfg.get("crop_scale", 1.0))
-        self.tokens = TextTokens(bundle.tokenizer, cfg["max_text_tokens"], cfg.get("vocabulary") or ())
+        self.tokens = TextTokens.of(bundle)
 
     def __call__(self, obs: Mapping[str, Any]) -> ModelInputs:
         images, masks = [], []
