@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -127,6 +126,7 @@ def loop_under_inference(bundle_path: Path, seconds: float) -> dict:
     from shallowpi.deploy.bundle import Bundle
     from shallowpi.deploy.executor import Executor
     from shallowpi.deploy.settings import ExecutorConfig
+    from shallowpi.robots.base import ticks_in
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.tasks import get_task
     from shallowpi.robots.sim.twin import TwinSpec
@@ -139,7 +139,7 @@ def loop_under_inference(bundle_path: Path, seconds: float) -> dict:
         robot.reset(0, task)
         executor = Executor(robot, backend, ExecutorConfig(strategy="rtc", realtime=True))
         executor.warm_up(task.instruction)
-        report = executor.run_episode(task.instruction, math.floor(seconds * spec.fps + 1e-6))
+        report = executor.run_episode(task.instruction, ticks_in(seconds, spec.fps))
     return {"fps": spec.fps, "period_ms": 1e3 / spec.fps, "period_p50_ms": executor.status.loop.period_p50_ms,
             "period_p99_ms": report.period_p99_ms, "overruns": report.overruns, "ticks": report.ticks,
             "holds": report.holds, "seam_trips": report.seam_trips, "chunks": report.chunks,

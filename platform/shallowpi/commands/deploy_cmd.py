@@ -42,7 +42,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import signal
 import sys
 import threading
@@ -124,6 +123,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     from shallowpi.deploy.executor import Executor
     from shallowpi.deploy.jetson import JetsonProfile, detect, plan
     from shallowpi.errors import ConfigError
+    from shallowpi.robots.base import ticks_in
     from shallowpi.telemetry.publisher import TelemetryPublisher
 
     if args.episodes < 1:
@@ -235,7 +235,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             if executor.stopped:  # stopped while the robot held for the reset
                 break
             on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps) if recorder else None
-            report = executor.run_episode(target.instruction, math.floor(target.episode_s * target.fps + 1e-6), seed,
+            report = executor.run_episode(target.instruction, ticks_in(target.episode_s, target.fps), seed,
                                           success=target.success_check(),
                                           stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:

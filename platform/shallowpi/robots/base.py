@@ -21,6 +21,7 @@ the twins (`DirectSimRobot`, robots/sim/direct.py; `StackSimRobot`, robots/sim/s
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +40,12 @@ def speed_bounded(goal: np.ndarray, last: np.ndarray, tick_step: np.ndarray, low
     limits first so that a goal left outside them walks back in; from a goal inside them
     both orders give the same command."""
     return np.clip(np.clip(goal, last - tick_step, last + tick_step), lower, upper)
+
+
+def ticks_in(seconds: float, fps: float) -> int:
+    """The control ticks that fit in `seconds` at `fps` Hz: 4.1 s at 30 Hz is 123 (int() of
+    the product, 122.99999..., gave 122)."""
+    return math.floor(seconds * fps + 1e-6)
 
 
 class RobotError(PlatformError):

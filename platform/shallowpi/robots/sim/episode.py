@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from shallowpi.robots.base import ticks_in
 from shallowpi.robots.observation import Observation
 from shallowpi.robots.sim.experts import ScriptedExpert, make_expert
 from shallowpi.robots.sim.tasks import Task
@@ -134,8 +135,7 @@ class Episode:
         self.robot, self.task, self.agent, self.seed, self.rules = robot, task, agent, seed, rules
         fps = robot.spec.fps
         seconds = task.seconds if rules.seconds is None else rules.seconds
-        # The ticks that fit in `seconds` (4.1 s at 30 Hz: 123; int() of 122.99999... gave 122).
-        self.limit: int | None = math.floor(seconds * fps + 1e-6) if math.isfinite(seconds) else None
+        self.limit: int | None = ticks_in(seconds, fps) if math.isfinite(seconds) else None
         self._settle = int(rules.settle_s * fps)
         self._hold = (None if rules.stop_after_success_s is None
                       else max(1, round(rules.stop_after_success_s * fps)))
