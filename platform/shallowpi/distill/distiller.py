@@ -38,13 +38,13 @@ from shallowpi.distill.student import (
 )
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import ConfigError
-from shallowpi.policy.fit import camera_shapes_of, rate_mismatch, trained_rate
+from shallowpi.policy.fit import rate_mismatch, trained_rate
 from shallowpi.policy.policy import Features, Policy
 from shallowpi.policy.tokenizer import check_prompts
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 from shallowpi.train.distributed import init_distributed, pick_device, rank0_value
-from shallowpi.train.finetune import DatasetFactory, Split
+from shallowpi.train.finetune import DatasetFactory, Split, recorded_facts, run_task_texts
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.trainer import TrainConfig, Trainer
 
@@ -159,11 +159,11 @@ def distill(
                     "the student trains as with skip")
     train_set = make_dataset(store, teacher.cfg.chunk_len, sorted(split.train + taught_by_teacher))
     teacher.features.check_against(Features.from_sample(train_set[0]), f"dataset {store.name} (teacher {teacher_checkpoint})")
-    # The student reads the teacher's tokens: an instruction of the run's episodes (held-out
-    # ones too: the report scores them) that the teacher's vocabulary lacks, would cut, or
-    # encodes as another's is refused here, as `platform train` refuses it.
-    held_out_texts = make_dataset(store, teacher.cfg.chunk_len, split.held_out).task_texts() if split.held_out else []
-    check_prompts(teacher.tokenizer, [*train_set.task_texts(), *held_out_texts], teacher.cfg.max_text_tokens)
+    # The student reads the teacher's tokens: an instruction of the run's episodes that the
+    # teacher's vocabulary lacks, would cut, or encodes as another's is refused here, as
+    # `platform train` refuses it.
+    check_prompts(teacher.tokenizer, run_task_texts(train_set, make_dataset, store, teacher.cfg.chunk_len, split),
+                  teacher.cfg.max_text_tokens)
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
     if taught is not None and rate_mismatch([taught], rate, f"dataset {store.name}"):  # the shared tolerance
@@ -222,10 +222,7 @@ def distill(
         "attention_pairs": json.dumps(pairs.to_list()),
         "selection": dcfg.select,
         "teacher_only": json.dumps(taught_by_teacher),
-        "joint_names": json.dumps(list(train_set.joint_names()[1])),
-        "fps": json.dumps(rate),
-        "camera_shapes": json.dumps(camera_shapes_of(train_set[0])),
-        "calibrations": json.dumps(train_set.calibration_ids()),
+        **recorded_facts(train_set),
     }
     torch.manual_seed(train_cfg.seed)
     trainer = Trainer(objective, train_set, train_cfg, run_dir, resume=resume, run_metadata=metadata)

@@ -129,10 +129,7 @@ def finetune(
     if len(train_set) == 0:
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
     features = Features.from_sample(train_set[0])
-    # Every task of the run's episodes, the held-out ones' too: they are scored at the end,
-    # and a task only they hold would read as unknown words in a vocabulary of the rest.
-    texts = sorted({*train_set.task_texts(),
-                    *(make_dataset(store, policy_cfg.chunk_len, split.held_out).task_texts() if split.held_out else ())})
+    texts = run_task_texts(train_set, make_dataset, store, policy_cfg.chunk_len, split)
     policy_cfg = _with_delta_dims(_with_vocabulary(policy_cfg, texts), train_set)
     torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
     policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)
@@ -143,15 +140,7 @@ def finetune(
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
-                      # The action's joints in order, and the rate a chunk's actions are paced at:
-                      # eval --sim and deploy refuse a robot that lists the joints otherwise or runs
-                      # at another rate, with or without the store on that machine.
-                      "joint_names": json.dumps(list(train_set.joint_names()[1])),
-                      "fps": json.dumps(train_set.fps()),
-                      # the frames' shapes (deploy refuses a camera of another aspect ratio)
-                      "camera_shapes": json.dumps(camera_shapes_of(train_set[0])),
-                      # and the calibrations its joint positions were measured under
-                      "calibrations": json.dumps(train_set.calibration_ids())},
+                      **recorded_facts(train_set)},
     )
     if trainer.dist.main:
         if resolved_config is not None:
@@ -174,6 +163,28 @@ def finetune(
         (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
         log.info("%s:\n%s", what, report.table())
     return result
+
+
+def run_task_texts(train_set: Any, make_dataset: DatasetFactory, store: Path, chunk_len: int,
+                   split: Split) -> list[str]:
+    """Every task text of the run's episodes, sorted: the training set's and the held-out
+    episodes' (they are scored at the end; a task only they hold would read as unknown
+    words in a vocabulary of the rest, or go unchecked against the policy's tokens)."""
+    held_out = make_dataset(store, chunk_len, split.held_out).task_texts() if split.held_out else []
+    return sorted({*train_set.task_texts(), *held_out})
+
+
+def recorded_facts(train_set: Any) -> dict[str, str]:
+    """What a checkpoint records of its training data (JSON values) so that eval --sim and
+    deploy check a robot against it with or without the store on that machine: the
+    action's joints in order and the rate a chunk's actions are paced at (a robot that
+    lists the joints otherwise or runs at another rate is refused), each camera's frame
+    shape (another aspect ratio is refused), and the calibrations its joint positions were
+    measured under."""
+    return {"joint_names": json.dumps(list(train_set.joint_names()[1])),
+            "fps": json.dumps(train_set.fps()),
+            "camera_shapes": json.dumps(camera_shapes_of(train_set[0])),
+            "calibrations": json.dumps(train_set.calibration_ids())}
 
 
 def _with_delta_dims(cfg: PolicyConfig, train_set: Any) -> PolicyConfig:
