@@ -208,7 +208,12 @@ def run_sim(args: argparse.Namespace) -> int:
     from shallowpi.data.codecs import image_codec
     from shallowpi.errors import ConfigError
     from shallowpi.evaluate.interval import rate_with_interval
-    from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
+    from shallowpi.evaluate.sim_checkpoint import (
+        POLICY_INPUT_SIZE,
+        CheckpointPolicy,
+        check_fits,
+        sim_target,
+    )
     from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
     from shallowpi.policy.action_selection import ActionSelectionConfig
     from shallowpi.policy.fit import trained_rate
@@ -237,7 +242,7 @@ def run_sim(args: argparse.Namespace) -> int:
         data_root=args.data_root, overrides=args.overrides)), *selection_flags])
     assert target.size is not None  # the flag's, the store's, else the policy's input size
     width, height = target.size
-    if target.sources["size"].startswith("the policy's input size"):
+    if target.sources["size"] == POLICY_INPUT_SIZE:
         print(f"{args.policy} names no training store: rendering at its input size {width}x{height} without "
               "the store's image codec; pass --dataset STORE to see the twin exactly as training did", flush=True)
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)

@@ -53,6 +53,9 @@ class SimTarget:
         return [t for name, t in make_tasks(self.robot).items() if name != task.name]
 
 
+# Where the render size came from when neither --sim-size nor a store gave it.
+POLICY_INPUT_SIZE = "the policy's input size (no store named)"
+
 @dataclass
 class StoreFacts:
     """What a store says about how it was recorded."""
@@ -126,7 +129,7 @@ def sim_target(
     elif facts is not None and facts.size is not None:
         size, sources["size"] = facts.size, f"store {store}"
     elif input_size is not None:
-        size, sources["size"] = (input_size, input_size), "the policy's input size (no store named)"
+        size, sources["size"] = (input_size, input_size), POLICY_INPUT_SIZE
     fps = next(iter(facts.fps)) if facts is not None and len(facts.fps) == 1 else None
     codec = facts.image_codec if facts is not None else None
     return SimTarget(robot, chosen, size, fps, sources, codec, tasks)
