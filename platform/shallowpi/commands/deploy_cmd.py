@@ -32,8 +32,8 @@ RealSense cameras (the real drivers). In simulation the loop runs on the twin's 
 each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
 (--realtime paces the loop by the wall clock instead, inference truly beside it).
 Robot, task and camera size come from the checkpoint's training store, as for
-`platform eval --sim` (without one, the policy's input size); --robot, --task override them. Ctrl-C, SIGTERM and SIGHUP (the
-terminal closed) stop cleanly.
+`platform eval --sim` (without one, the policy's input size); --robot, --task override
+them. Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop cleanly.
 """
 
 from __future__ import annotations

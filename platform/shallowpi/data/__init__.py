@@ -4,7 +4,8 @@ Three layers, each small (after Diffusion Policy's replay buffer / sampler / dat
 `store` keeps episodes crash-safely on disk, `windows` maps a sample index to an
 (observation, action chunk) window, `training` turns windows into torch samples.
 Beside the store: `episode_writer` (one episode's frames), `durable_io` (atomic JSON, the
-writer lock; shallowpi/durable_files.py makes the durable writes), `store_rules` (what may join a store), `store_edit` (delete, copy, merge),
+writer lock; shallowpi/durable_files.py makes the durable writes), `store_rules` (what may
+join a store), `store_edit` (delete, copy, merge),
 `store_layout1` (stores written before layout 2).
 """
 

@@ -4,8 +4,9 @@ Both write the same zarr format 2 layout; only opening a group and creating an a
 spelled differently. The robot's computer on JetPack 6 has Python 3.10, so zarr 2.
 
 Both zarr-pythons' local stores replace a file without an fsync: zarr 2 and zarr 3.1.3+ by
-writing `<name>.<uuid>.partial` and renaming it over `<name>`, zarr 3.1.0-3.1.2 in place. Most of a store's files are written
-once, but some are replaced while earlier episodes depend on them: an array's `.zarray`
+writing `<name>.<uuid>.partial` and renaming it over `<name>`, zarr 3.1.0-3.1.2 in place.
+Most of a store's files are written once, but some are replaced while earlier episodes
+depend on them: an array's `.zarray`
 at every resize, and a chunk of numbers that two episodes share. A power cut after such a
 rename and before the data reached the disk can leave the file empty on filesystems
 without ext4's rename heuristic (`auto_da_alloc`; XFS, the RHEL family's default, has
