@@ -543,13 +543,13 @@ def test_a_y_series_joint_just_past_its_limit_is_not_taken_for_one_across_its_tu
     # most of a turn, 0.05 rad past its limit was refused as if it would turn the long way.
     # (Connect then keeps torque off there for another reason: the servo's own position
     # limits refuse that pose as a goal.)
+    from shallowpi.robots.calibration import check_turn_count
+
     spec = robot_spec("humanoid")
-    robot = DynamixelRobot(spec, UNCALIBRATED)
     elbow = next(m for m in spec.motors if m.joint == "left_elbow")
+    joint = next(j for j in spec.joints if j.name == "left_elbow")
     assert elbow.model.series == "Y"
-    present = np.zeros(len(spec.joints))
-    present[spec.joint_names.index("left_elbow")] = next(j.upper for j in spec.joints if j.name == "left_elbow") + 0.05
-    robot._check_turn_count(present)  # no refusal
-    present[spec.joint_names.index("left_elbow")] += 3.2  # half a turn past: a lost turn count
+    convert = UNCALIBRATED.converter(elbow, joint.kind)
+    check_turn_count("humanoid", elbow, convert, joint.lower, joint.upper, joint.upper + 0.05)  # no refusal
     with pytest.raises(PlatformError, match=r"joint 'left_elbow' reads .* over half a turn outside its limits"):
-        robot._check_turn_count(present)
+        check_turn_count("humanoid", elbow, convert, joint.lower, joint.upper, joint.upper + 3.25)  # a lost turn

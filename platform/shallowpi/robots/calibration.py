@@ -31,6 +31,7 @@ from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,
     MotorCalibration,
     default_calibration,
+    nearest_turn,
     unwrap_reading,
 )
 from shallowpi.hardware.dynamixel.control_table import REVERSE_BIT, OperatingMode
@@ -217,6 +218,43 @@ def clear_servo_frame(bus: MotorBus, ids: Iterable[int]) -> None:
             bus.write_one(servo_id, "homing_offset", 0)
         if (mode := bus.read_one(servo_id, "drive_mode")) & REVERSE_BIT:
             bus.write_one(servo_id, "drive_mode", mode & ~REVERSE_BIT)
+
+
+def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lower: float, upper: float,
+                     present: float) -> None:
+    """PlatformError (one line) when a motor's `present` position (joint units, as read)
+    cannot be the joint's within `lower`..`upper`:
+    - a single-turn motor (an X series in position mode) that reads outside its limits,
+      nearer them across the turn's end than directly: the joint rests just past a limit
+      the other way round (a zero calibrated near the turn's end), and the servo, which
+      cannot cross its turn's end, would drive it back the long way, nearly a whole turn
+      (`nearest_turn`);
+    - a multi-turn motor (extended or current-based position mode; a Y series in any
+      position mode) that reads more than half a turn outside its limits: such a servo
+      restarts its turn count at power-up, so a travel calibrated across the end of a turn
+      (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn, a
+      gripper into its end stop. (A multi-turn joint whose limits span more than half a
+      turn, a lift on a screw, is not covered: a turn off can read in range.)"""
+    low, high = convert.tick_range(lower, upper)
+    ticks, turn = convert.to_ticks(present), motor.model.ticks_per_turn
+    if motor.mode == OperatingMode.POSITION and motor.model.series == "X":
+        if nearest_turn(ticks, low, high, turn) != ticks:
+            raise PlatformError(
+                f"robot '{robot}': joint '{motor.joint}' reads tick {ticks}, outside its limits "
+                f"{lower:g}..{upper:g} (ticks {low}..{high}) and nearer them across servo "
+                f"{motor.id}'s turn end (tick {turn - 1} -> 0) on bus '{motor.bus}': "
+                "it rests past a limit the other way round, and in position mode the servo would turn "
+                "back the long way, nearly a whole turn; torque stays off: move the joint inside its "
+                "range by hand and connect again")
+        return
+    if not low - turn // 2 <= ticks <= high + turn // 2:
+        raise PlatformError(
+            f"robot '{robot}': joint '{motor.joint}' reads {present:.3g} (tick {ticks}), over half a "
+            f"turn outside its limits {lower:g}..{upper:g} (ticks {low}..{high}): servo "
+            f"{motor.id} on bus '{motor.bus}' counts from another turn than at calibration (its count "
+            "restarts at power-up): re-seat its horn so the travel lies within one turn (ticks "
+            f"0..{turn - 1}) and calibrate it again "
+            f"(`platform calibrate --robot {robot} --arm {motor.bus}`)")
 
 
 def servo_frame_shift(bus: MotorBus, servo_id: int) -> str | None:

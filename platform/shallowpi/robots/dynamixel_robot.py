@@ -47,17 +47,18 @@ import numpy as np
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
-from shallowpi.hardware.dynamixel.calibration import JointConverter, nearest_turn
-from shallowpi.hardware.dynamixel.control_table import TORQUE_ON_BY_GOAL_UPDATE, OperatingMode
+from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import (
     RobotCalibration,
     check_position_limits,
     check_servo_frame,
+    check_turn_count,
     swept_limits,
 )
 from shallowpi.robots.observation import Frame, Observation
+from shallowpi.robots.servo_setup import eeprom_fixes, holding_as_configured
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,11 @@ class DynamixelRobot(Robot):
                 bus.verify()
                 ids = [m.id for m in self.spec.motors if m.bus == bus_name]
                 check_servo_frame(self.name, bus, bus_name, ids)
-                fixes = self._eeprom_fixes(bus, bus_name, ids)
+                fixes = eeprom_fixes(self.name, bus, bus_name, ids)
                 # EEPROM writes take torque off; without any, servos a killed run left
                 # holding keep theirs, rather than drop a loaded arm and take it up where it sagged.
-                if fixes or not self._holding_as_configured(bus, bus_name, ids):
+                modes = {m.id: m.mode for m in self.spec.motors if m.bus == bus_name}
+                if fixes or not holding_as_configured(self.name, bus, bus_name, modes):
                     bus.set_torque(False, ids)
                 for servo_id, fields in fixes.items():
                     for field, value in fields.items():
@@ -180,7 +182,10 @@ class DynamixelRobot(Robot):
             # act() brings it back at the velocity bound.
             self._goal = self._read_positions()
             self._present = self._goal.copy()
-            self._check_turn_count(self._goal)
+            for motor in self.spec.motors:
+                i = self._index[motor.joint]
+                check_turn_count(self.name, motor, self._convert[motor.joint], self.lower[i], self.upper[i],
+                                 self._goal[i])
             # A goal the servo refused (a joint moved by hand past its servo's position
             # limits) leaves the old one in place, and torque-on would drive there at full
             # servo speed: confirmed before any torque goes on.
@@ -195,71 +200,6 @@ class DynamixelRobot(Robot):
             self.disconnect()
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
-
-    def _eeprom_fixes(self, bus: MotorBus, bus_name: str, ids: list[int]) -> dict[int, dict[str, int]]:
-        """{servo id: {EEPROM field: value to write}} for the servos of the bus set otherwise
-        than this driver needs (each written only when it differs):
-        - Return Delay Time 0: replies without the factory 0.5 ms pause, so ten servos'
-          replies fit in the time one would otherwise take;
-        - the X series' Drive Mode without "torque on by goal update"
-          (TORQUE_ON_BY_GOAL_UPDATE), which another tool may have set."""
-        fixes: dict[int, dict[str, int]] = {}
-        for servo_id in ids:
-            if bus.read_one(servo_id, "return_delay_time") != 0:
-                fixes.setdefault(servo_id, {})["return_delay_time"] = 0
-            if bus.motors[servo_id].series == "X" and \
-                    (mode := bus.read_one(servo_id, "drive_mode")) & TORQUE_ON_BY_GOAL_UPDATE:
-                log.warning("robot %s: servo %d on bus '%s' had Drive Mode's 'torque on by goal update' "
-                            "set; cleared (a goal written with torque off would power it)", self.name, servo_id,
-                            bus_name)
-                fixes.setdefault(servo_id, {})["drive_mode"] = mode & ~TORQUE_ON_BY_GOAL_UPDATE
-        return fixes
-
-    def _holding_as_configured(self, bus: MotorBus, bus_name: str, ids: list[int]) -> bool:
-        """Whether every servo of the bus has torque on (a run before this one, killed, left
-        them holding) in its configured operating mode (a change is an EEPROM write)."""
-        modes = {m.id: m.mode for m in self.spec.motors if m.bus == bus_name}
-        for servo_id in ids:
-            if not bus.read_one(servo_id, "torque_enable") or bus.read_one(servo_id, "operating_mode") != modes[servo_id]:
-                return False
-        log.info("robot %s: the servos on bus '%s' hold with torque on, as configured: kept on", self.name, bus_name)
-        return True
-
-    def _check_turn_count(self, present: np.ndarray) -> None:
-        """PlatformError (one line) when a single-turn motor (an X series in position mode)
-        reads outside its joint's limits nearer them across the turn's end than directly: the
-        joint rests just past a limit the other way round (a zero calibrated near the turn's
-        end), and the servo, which cannot cross its turn's end, would drive it back the long
-        way, nearly a whole turn (`nearest_turn`). Or when a multi-turn motor (extended or
-        current-based position mode; a Y series in any position mode) reads more than half a
-        turn outside its joint's limits: such a servo
-        restarts its turn count at power-up, so a travel calibrated across the end of a turn
-        (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn,
-        a gripper into its end stop. (A multi-turn joint whose limits span more than half a
-        turn, a lift on a screw, is not covered: a turn off can read in range.)"""
-        for motor in self.spec.motors:
-            i, convert = self._index[motor.joint], self._convert[motor.joint]
-            low, high = convert.tick_range(self.lower[i], self.upper[i])
-            if motor.mode == OperatingMode.POSITION and motor.model.series == "X":
-                ticks = convert.to_ticks(present[i])
-                if nearest_turn(ticks, low, high, motor.model.ticks_per_turn) != ticks:
-                    raise PlatformError(
-                        f"robot '{self.name}': joint '{motor.joint}' reads tick {ticks}, outside its limits "
-                        f"{self.lower[i]:g}..{self.upper[i]:g} (ticks {low}..{high}) and nearer them across servo "
-                        f"{motor.id}'s turn end (tick {motor.model.ticks_per_turn - 1} -> 0) on bus '{motor.bus}': "
-                        "it rests past a limit the other way round, and in position mode the servo would turn "
-                        "back the long way, nearly a whole turn; torque stays off: move the joint inside its "
-                        "range by hand and connect again")
-                continue
-            ticks, half = convert.to_ticks(present[i]), motor.model.ticks_per_turn // 2
-            if not low - half <= ticks <= high + half:
-                raise PlatformError(
-                    f"robot '{self.name}': joint '{motor.joint}' reads {present[i]:.3g} (tick {ticks}), over half a "
-                    f"turn outside its limits {self.lower[i]:g}..{self.upper[i]:g} (ticks {low}..{high}): servo "
-                    f"{motor.id} on bus '{motor.bus}' counts from another turn than at calibration (its count "
-                    "restarts at power-up): re-seat its horn so the travel lies within one turn (ticks "
-                    f"0..{motor.model.ticks_per_turn - 1}) and calibrate it again "
-                    f"(`platform calibrate --robot {self.name} --arm {motor.bus}`)")
 
     def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
         """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
