@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError(f"--resume: no dataset at {store_path} yet; drop --resume to create it")
 
     rec = cfg.record
+    if rec.catch_up_speed is not None and not 0 < rec.catch_up_speed <= 1:
+        raise PlatformError(f"record.catch_up_speed must be in (0, 1] (a fraction of each joint's top speed) or null, "
+                            f"got {rec.catch_up_speed}")
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
     fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)  # --fps > 0 (parsed)
     if fps > robot_hz:
@@ -256,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
 
         session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
                                    scene=rig.scene, cameras=rig.cameras, publish=publish,
-                                   commands=publisher.commands, joint_limits=rig.joint_limits, disk=disk)
+                                   commands=publisher.commands, joint_limits=rig.joint_limits, disk=disk,
+                                   catch_up=_catch_up(rig, rec.catch_up_speed, fps))
         _stop_on_signals(session)
         if use_tui:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
@@ -324,6 +328,16 @@ def _kept(committed: list[Any], store_path: Any) -> str:
     first, last = committed[0].index, committed[-1].index
     span = f"episode {first}" if first == last else f"episodes {first}-{last}"
     return f"kept {len(committed)} episode(s) of this run: {span} of {store_path.name}"
+
+
+def _catch_up(rig: Any, speed: float | None, fps: float) -> Any:
+    """The slow start for a teleoperator moved by hand (record/catch_up.py); None in the
+    twin, whose scene sets the robot's pose at each episode, or when the config turns it off."""
+    from shallowpi.record.catch_up import CatchUp
+
+    if rig.scene is not None or speed is None:
+        return None
+    return CatchUp.for_robot(rig.robot, float(speed), fps)
 
 
 def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from shallowpi.data.features import ACTION_KEY
 from shallowpi.errors import PlatformError
 from shallowpi.record.camera_health import CameraHealth
+from shallowpi.record.catch_up import CatchUp
 from shallowpi.record.clock import TickClock, prompt_gil_handover
 from shallowpi.record.disk import DiskBudget
 from shallowpi.record.session_config import (
@@ -66,7 +67,9 @@ class RecordingSession:
     Each tick observes `robot`, reads `teleop`, sends the action and hands the frame to
     `writer`; statuses go to `publish`, dashboard commands come from `commands`. `scene`
     (simulation) resets each episode and judges its success; `disk`, if given, refuses an
-    episode the disk has no room for. Episodes are numbered by their store index. Single
+    episode the disk has no room for; `catch_up`, if given, brings the follower to the
+    teleoperator slowly first, and no episode begins before it has (record/catch_up.py).
+    Episodes are numbered by their store index. Single
     threaded: only `request_stop` may be called from another thread or a signal handler.
     """
 
@@ -84,6 +87,7 @@ class RecordingSession:
         cameras: Mapping[str, Any] | None = None,
         joint_limits: tuple[list[float], list[float]] | None = None,
         disk: DiskBudget | None = None,
+        catch_up: CatchUp | None = None,
     ) -> None:
         self.config = config
         self.robot = robot
@@ -92,6 +96,7 @@ class RecordingSession:
         self.clock = clock
         self.scene = scene
         self.disk = disk
+        self.catch_up = catch_up
         self.camera_health = CameraHealth(cameras or {}, config.fps)
         self._publish = publish or (lambda status: None)
         self._commands = commands or list
@@ -184,7 +189,7 @@ class RecordingSession:
                     self._begin()
                 observation = self.robot.observe()
                 action = self.teleop.read()
-                sent = self.robot.act(action)
+                sent = self.robot.act(self._catching_up(action, observation))
                 if self._recording:
                     t = self.clock.tick_time(self._start_tick, self._start_s)
                     self._record_frame(observation, sent, t)
@@ -306,9 +311,22 @@ class RecordingSession:
 
     # --- episode flow ------------------------------------------------------------------
 
+    def _catching_up(self, action: Any, observation: Observation) -> Any:
+        """The goal to send this tick: the teleoperator's, or the catch-up's slow step toward it."""
+        if self.catch_up is None or self.catch_up.done:
+            return action
+        goal = self.catch_up(action, observation.state)
+        self.status.message = ("the follower has caught up with the leader" if self.catch_up.done
+                               else self.catch_up.describe())
+        return goal
+
     def _begin(self) -> None:
         """Start the next episode in the current tick, before it observes; raises
-        `DiskSpaceError` (nothing started) when the disk has no room for it."""
+        `DiskSpaceError` (nothing started) when the disk has no room for it. Before the
+        follower has caught up with the teleoperator it starts nothing and says so."""
+        if self.catch_up is not None and not self.catch_up.done:
+            self.status.message = self.catch_up.describe()
+            return
         episode, index = self._episode, self._store_index
         if self.disk is not None:
             # Episodes still queued for the writer have not taken their space yet.

@@ -1,0 +1,119 @@
+"""`CatchUp`: the follower closes on the leader slowly when teleoperation starts.
+
+Connected, a follower holds where it rests; the leader arms may be anywhere. Sent the
+leader's pose at once, the robot's velocity bound would take every joint there at its top
+speed (3 rad/s on the arm: half a turn in a second, toward whoever stands beside it), each
+joint on its own clock so the hand sweeps a path nobody chose. GELLO's teleoperation
+script refuses to start with the arms more than 0.8 rad apart and then moves the follower
+over 25 steps; here the follower always starts, at `speed` x its top speed, along the
+straight line in joint space to the leader's pose (every joint arrives together), and
+hands over to ordinary tracking once each joint is within one full-speed tick of the
+leader (so the hand-over moves no joint further than `act()` allows in one tick anyway).
+The recorder begins no episode before that: the actions it records are the operator's,
+never this ramp.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from shallowpi.errors import PlatformError
+from shallowpi.robots.base import Robot
+
+log = logging.getLogger(__name__)
+
+
+class CatchUp:
+    """Rate-limits the teleoperator's goals [J] until the follower has reached them.
+
+    `full_step` float[J]: how far `act()` moves each joint in one call at most (its top
+    speed over the robot's rate; joint units: rad, m, gripper opening); `lower`/`upper`
+    float[J]: the limits `act()` clips to (a goal outside them is caught up to where the
+    robot will hold it); `speed` in (0, 1]: the fraction of the top speed; `fps`: the
+    loop's rate, for the seconds told to the operator. Raises PlatformError for a speed
+    outside (0, 1] or vectors of different sizes.
+    """
+
+    def __init__(self, joint_names: Sequence[str], full_step: np.ndarray, lower: np.ndarray,
+                 upper: np.ndarray, speed: float, fps: float) -> None:
+        if not 0.0 < speed <= 1.0:
+            raise PlatformError(f"record.catch_up_speed must be in (0, 1] (a fraction of each joint's top speed), "
+                                f"got {speed}")
+        self.names = list(joint_names)
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self.fps = float(fps)
+        self.full_step = np.asarray(full_step, np.float64)
+        self.lower, self.upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+        if not len(self.names) == self.full_step.size == self.lower.size == self.upper.size:
+            raise PlatformError(f"catch-up: {len(self.names)} joints but {self.full_step.size} speeds and "
+                                f"{self.lower.size}/{self.upper.size} limits")
+        self.speed = float(speed)
+        self.done = False
+        self._goal: np.ndarray | None = None  # the ramp's last goal [J]
+        self._gap = np.zeros_like(self.full_step)  # leader - follower goal [J], last tick
+
+    @classmethod
+    def for_robot(cls, robot: Robot, speed: float, fps: float | None = None) -> CatchUp:
+        """From a `Robot`: its spec's joints' `max_velocity` / `fps` (the bound of one
+        `act()`), its `joint_limits()`; `fps` is the loop's rate (default the robot's)."""
+        spec = robot.spec
+        lower, upper = robot.joint_limits()
+        full_step = np.array([j.max_velocity for j in spec.joints], np.float64) / float(spec.fps)
+        return cls(spec.joint_names, full_step, lower, upper, speed, fps or float(spec.fps))
+
+    def __call__(self, wanted: Mapping[str, float] | np.ndarray, present: np.ndarray) -> Mapping[str, float] | np.ndarray:
+        """This tick's goal: `wanted` itself once caught up, else one slow step from the
+        last ramp goal toward it (from `present` float[J], the measured state, on the first
+        tick). Joints `wanted` does not name keep the ramp's goal."""
+        if self.done:
+            return wanted
+        first = self._goal is None
+        if first:
+            self._goal = np.clip(np.asarray(present, np.float64).reshape(-1), self.lower, self.upper)
+        target = np.clip(self._vector(wanted), self.lower, self.upper)
+        self._gap = target - self._goal
+        if np.all(np.abs(self._gap) <= self.full_step):
+            self.done = True
+            if not first:
+                log.info("the follower has caught up with the teleoperator: tracking at full speed")
+            return wanted
+        if first:
+            log.warning("%s", self.describe())
+        # The slowest joint (in ticks of its slow step) sets the pace; the others move
+        # proportionally, so the whole arm travels a straight line in joint space.
+        ticks = float(np.max(np.abs(self._gap) / (self.speed * self.full_step)))
+        self._goal = self._goal + self._gap / max(ticks, 1.0)
+        return self._goal.copy()
+
+    def seconds_left(self) -> float:
+        """Seconds at the slow speed still to go, as of the last call (0 when caught up)."""
+        if self.done:
+            return 0.0
+        return float(np.max(np.abs(self._gap) / (self.speed * self.full_step))) / self.fps
+
+    def describe(self) -> str:
+        """One line for the operator: the furthest joint (in time), its gap, the time left."""
+        if self._goal is None:
+            return "reading the leader before the follower moves"
+        worst = int(np.argmax(np.abs(self._gap) / self.full_step))
+        return (f"the follower is closing on the leader at {self.speed:.0%} of its top speed: {self.names[worst]} "
+                f"is {abs(self._gap[worst]):.2f} away, ~{self.seconds_left():.1f} s; recording starts once it is there")
+
+    def _vector(self, wanted: Mapping[str, float] | np.ndarray) -> np.ndarray:
+        """`wanted` as float64[J]; joints a mapping leaves out keep the ramp's goal."""
+        assert self._goal is not None
+        if not isinstance(wanted, Mapping):
+            target = np.asarray(wanted, np.float64).reshape(-1)
+            if target.size != len(self.names):
+                raise PlatformError(f"the teleoperator sent {target.size} goals; the robot has {len(self.names)} joints")
+            return target
+        target = self._goal.copy()
+        for name, value in wanted.items():
+            if name not in self._index:
+                raise PlatformError(f"the teleoperator names joint '{name}', which the robot does not have; "
+                                    f"joints: {', '.join(self.names)}")
+            target[self._index[name]] = float(value)
+        return target
