@@ -189,3 +189,41 @@ def test_auto_exposure_may_not_lower_the_frame_rate() -> None:
     assert device.color_sensor.get_option(rs.option.auto_exposure_priority) == 1
     with cam:
         assert device.color_sensor.get_option(rs.option.auto_exposure_priority) == 0
+
+
+def test_a_frame_stamped_in_global_time_is_aged_from_its_exposure_not_its_arrival(caplog) -> None:
+    """A D400 in librealsense's global time stamps each frame on the host's clock: the
+    frame's time on `time.monotonic()` is its exposure, 80 ms before it reached the host
+    here (exposure and USB transfer), and 100 ms where the metadata says the readout began
+    20 ms after the middle of the exposure. Frames stamped on the device's own clock, or
+    with a global stamp an hour off (the host's clock stepped), count from arrival."""
+    import pyrealsense2 as rs
+
+    device, cam = make()
+
+    def read(**inject: object) -> tuple[float, float, float]:
+        """(monotonic before the capture, the frame's host time, monotonic once read)."""
+        image, depth = pattern(0)
+        before = time.monotonic()
+        number = device.inject(image, depth, **inject)
+        frame = cam.latest(newer_than=number - 1)
+        assert frame.sequence == number
+        return before, frame.host_time_s, time.monotonic()
+
+    with cam:
+        before, exposed, after = read(timestamp_ms=(time.time() - 0.08) * 1000, global_time=True)
+        assert before - 0.08 - 0.005 <= exposed <= after - 0.08 + 0.005
+        meta = rs.frame_metadata_value
+        device.color_sensor.set_metadata(meta.sensor_timestamp, 1_000_000)
+        device.color_sensor.set_metadata(meta.frame_timestamp, 1_020_000)  # us: readout 20 ms later
+        before, exposed, after = read(timestamp_ms=(time.time() - 0.08) * 1000, global_time=True)
+        assert before - 0.1 - 0.005 <= exposed <= after - 0.1 + 0.005
+        with caplog.at_level("WARNING", logger="shallowpi.hardware.realsense"):
+            for _ in range(2):
+                before, arrived, after = read(timestamp_ms=(time.time() - 3600) * 1000, global_time=True)
+                assert before <= arrived <= after
+        assert sum("over 1 s from the host's clock" in r.getMessage() for r in caplog.records) == 1
+    device, cam = make()  # read() uses these from here on
+    with cam:
+        before, arrived, after = read(timestamp_ms=5000.0)  # the device's clock: not the host's
+        assert before <= arrived <= after

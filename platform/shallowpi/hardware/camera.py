@@ -35,7 +35,9 @@ class Frame:
 
     image: uint8 HxWx3 RGB. depth: uint16 HxW in units of `depth_scale_m` (aligned to the
     image), or None. sequence: the device's frame counter (gaps are dropped frames).
-    host_time_s: `time.monotonic()` when the frame reached the host, used for staleness.
+    host_time_s: `time.monotonic()` of the capture where the camera says when it exposed
+    the frame on the host's clock (a RealSense in global time), else when the frame
+    reached the host; frame ages and staleness count from it.
     """
 
     image: np.ndarray

@@ -17,6 +17,7 @@ the color sensor's frame counter (a color frame whose depth frame never came is 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ from typing import Any
 import numpy as np
 
 from shallowpi.hardware.camera import CameraError, Frame, ThreadedCamera
+
+log = logging.getLogger(__name__)
+
+# A global timestamp further from a frame's arrival than this is not believed (the host's
+# clock stepped, or librealsense's device-to-host fit is still settling): that frame's age
+# counts from its arrival instead.
+MAX_BELIEVED_AGE_S = 1.0
 
 
 def import_rs() -> Any:
@@ -140,12 +148,44 @@ def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str],
     )
 
 
+def exposure_on_host(color: Any, arrived_s: float, arrived_wall_s: float) -> float | None:
+    """`time.monotonic()` (s) at the middle of `color`'s exposure, or None when the frame
+    does not say it on the host's clock.
+
+    In the global time domain (on by default for D400 cameras since librealsense 2.23,
+    its PR 3909) librealsense maps the device's clock onto the host's system clock by a
+    fit it keeps updating, so `get_timestamp()` (ms) is host time. That stamp is the
+    frame's hardware timestamp, the start of its readout; the metadata's `sensor_timestamp`
+    (the middle of the exposure) and `frame_timestamp` (us, device clock; librealsense's
+    doc/frame_metadata.md) give how much earlier the light was caught, where the kernel
+    passes metadata through. `arrived_s`/`arrived_wall_s`: `time.monotonic()` and
+    `time.time()` read together when the frame reached the host. A stamp more than
+    `MAX_BELIEVED_AGE_S` old at arrival, or in the future by more than 5 ms, gives None.
+    """
+    rs = import_rs()
+    if color.get_frame_timestamp_domain() != rs.timestamp_domain.global_time:
+        return None
+    stamp_s = color.get_timestamp() / 1000.0
+    meta = rs.frame_metadata_value
+    if color.supports_frame_metadata(meta.sensor_timestamp) and color.supports_frame_metadata(meta.frame_timestamp):
+        readout_us = color.get_frame_metadata(meta.frame_timestamp) - color.get_frame_metadata(meta.sensor_timestamp)
+        if 0 <= readout_us < MAX_BELIEVED_AGE_S * 1e6:  # the device counter wraps: ignore a nonsense one
+            stamp_s -= readout_us / 1e6
+    age = arrived_wall_s - stamp_s
+    if not -0.005 <= age <= MAX_BELIEVED_AGE_S:
+        return None
+    return arrived_s - max(age, 0.0)
+
+
 class RealSenseCamera(ThreadedCamera):
     """A `ThreadedCamera` on a RealSense (USB or `rs.software_device`, via `open_device`).
 
     Frames: image uint8 [H, W, 3] RGB; with `depth`, uint16 [H, W] in units of the depth
     sensor's scale (m), aligned to color when `align_depth`; `capture_time_s` is the color
-    frame's device timestamp (ms -> s), `sequence` its frame counter. Opening raises
+    frame's device timestamp (ms -> s), `sequence` its frame counter; `host_time_s` the
+    middle of its exposure on `time.monotonic()` where the camera stamps frames in global
+    time (`exposure_on_host`), else its arrival, which leaves out the exposure and the USB
+    transfer (a warning says so once). Opening raises
     CameraError when the serial is not found (via `find_usb_device`), the device lacks the
     configured stream, or a sensor cannot start (e.g. another process holds it).
     """
@@ -169,6 +209,7 @@ class RealSenseCamera(ThreadedCamera):
         self._held_depth: Any = None  # a depth frame too new for the last color frame: the next one's
         self._composer: Any = None
         self._composed: Any = None
+        self._arrival_warned = False  # frame ages count from arrival: said once
 
     # -- device ------------------------------------------------------------------------
     def _open(self) -> None:
@@ -180,6 +221,10 @@ class RealSenseCamera(ThreadedCamera):
             # period in dim light and halve the frame rate: consecutive frame numbers, so no
             # drop is counted, and 15 Hz pictures under 30 Hz rows (librealsense #4963).
             color_sensor.set_option(rs.option.auto_exposure_priority, 0)
+        if color_sensor.supports(rs.option.global_time_enabled):
+            # Frame stamps on the host's clock, so ages count from the exposure (the default;
+            # set in case another tool turned it off, which the device then keeps).
+            color_sensor.set_option(rs.option.global_time_enabled, 1)
         self._color_queue = rs.frame_queue(2, keep_frames=True)
         opened = [(color_sensor, color_profile, self._color_queue)]
         if cfg.depth:
@@ -195,6 +240,11 @@ class RealSenseCamera(ThreadedCamera):
         self._sensors = []
         try:
             for sensor, profile, queue in opened:
+                if sensor.supports(rs.option.global_time_enabled):
+                    # Stamps on the host's clock, so a frame's age counts from its exposure:
+                    # librealsense's default, set on both sensors because depth is paired
+                    # with color by timestamp and both must be in one domain.
+                    sensor.set_option(rs.option.global_time_enabled, 1)
                 sensor.open(profile)
                 self._sensors.append(sensor)
                 sensor.start(queue)
@@ -248,7 +298,8 @@ class RealSenseCamera(ThreadedCamera):
         ok, color = self._color_queue.try_wait_for_frame(int(timeout_s * 1000))
         if not ok:
             return None
-        host_time = time.monotonic()
+        arrived, arrived_wall = time.monotonic(), time.time()
+        host_time = self._host_time(color, arrived, arrived_wall)
         depth_image = None
         if self.config.depth:
             depth = self._matching_depth(color, timeout_s)
@@ -270,6 +321,22 @@ class RealSenseCamera(ThreadedCamera):
             sequence=int(color.get_frame_number()),
             host_time_s=host_time,
         )
+
+    def _host_time(self, color: Any, arrived: float, arrived_wall: float) -> float:
+        """The frame's exposure on the host's monotonic clock, else its arrival (said once)."""
+        exposed = exposure_on_host(color, arrived, arrived_wall)
+        if exposed is not None:
+            return exposed
+        if not self._arrival_warned:
+            self._arrival_warned = True
+            if color.get_frame_timestamp_domain() == self._rs.timestamp_domain.global_time:
+                log.warning("camera '%s': a global timestamp is over %g s from the host's clock (was the clock "
+                            "stepped?); frame ages count from arrival for such frames, leaving out the exposure "
+                            "and the USB transfer", self.name, MAX_BELIEVED_AGE_S)
+            else:  # the twin's software device, or a camera without global time
+                log.info("camera '%s' stamps frames in %s: frame ages count from arrival", self.name,
+                         color.get_frame_timestamp_domain().name)
+        return arrived
 
     def _matching_depth(self, color: Any, timeout_s: float) -> Any:
         """The depth frame within half a period of `color` in device time, or None (this color

@@ -90,11 +90,14 @@ class SoftwareRealSense:
         timestamp_ms: float | None = None,
         frame_number: int | None = None,
         lose_depth: bool = False,
+        global_time: bool = False,
     ) -> int:
         """Deliver one capture (uint8 HxWx3 RGB, uint16 HxW depth in mm) to the started
         sensors; returns its frame number. Numbers count up unless given (skip some to
         emulate drops); the timestamp defaults to frame_number / fps. `lose_depth`: the color
-        frame alone, as when the device loses a depth frame (or its depth starts late)."""
+        frame alone, as when the device loses a depth frame (or its depth starts late).
+        `global_time`: `timestamp_ms` is on the host's clock (`time.time()` in ms), as a
+        D400 camera stamps frames in librealsense's global time domain; else the device's."""
         if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
             raise CameraError(
                 f"software RealSense {self.serial}: image must be uint8 {self.height}x{self.width}x3, "
@@ -112,22 +115,23 @@ class SoftwareRealSense:
                 # Depth first: the reader waits on color, then looks for its depth.
                 self.depth_sensor.on_video_frame(
                     self._frame(
-                        np.ascontiguousarray(depth, np.uint16), 2, self.depth_profile, stamp, number
+                        np.ascontiguousarray(depth, np.uint16), 2, self.depth_profile, stamp, number, global_time
                     )
                 )
             self.color_sensor.on_video_frame(
-                self._frame(np.ascontiguousarray(image), 3, self.color_profile, stamp, number)
+                self._frame(np.ascontiguousarray(image), 3, self.color_profile, stamp, number, global_time)
             )
         return number
 
-    def _frame(self, pixels: np.ndarray, bpp: int, profile: Any, stamp: float, number: int) -> Any:
+    def _frame(self, pixels: np.ndarray, bpp: int, profile: Any, stamp: float, number: int,
+               global_time: bool = False) -> Any:
         rs = self._rs
         frame = rs.software_video_frame()
         frame.pixels = pixels
         frame.bpp = bpp
         frame.stride = self.width * bpp
         frame.timestamp = stamp
-        frame.domain = rs.timestamp_domain.hardware_clock
+        frame.domain = rs.timestamp_domain.global_time if global_time else rs.timestamp_domain.hardware_clock
         frame.frame_number = number
         frame.profile = profile.as_video_stream_profile()
         if bpp == 2:

@@ -282,7 +282,8 @@ class DynamixelRobot(Robot):
 
     def observe(self) -> Observation:
         """Joint state float32[J] and each camera's newest frame, on `time.monotonic()` (s):
-        a frame's time is when it reached the host (`Frame.host_time_s`), so its age is what
+        a frame's time is its capture on the host's clock (`Frame.host_time_s`: the middle of
+        the exposure where the camera says it, else the frame's arrival), so its age is what
         the loop really sees. A bare image from a plain source counts as captured now.
 
         Never waits for a fresh frame (a stalled control loop is not a hold: the executor
@@ -299,8 +300,8 @@ class DynamixelRobot(Robot):
         frames: dict[str, Frame] = {}
         for role, camera in self.cameras.items():
             got = camera.latest()
-            arrived = float(getattr(got, "host_time_s", now))
-            silent = time.monotonic() - arrived
+            captured = float(getattr(got, "host_time_s", now))
+            silent = time.monotonic() - captured
             if silent > self.camera_timeout_s:
                 # The driver's own error, when reads fail: not the cable's fault then.
                 why = f" (its driver: {error})" if (error := getattr(camera, "last_error", None)) else ""
@@ -308,7 +309,7 @@ class DynamixelRobot(Robot):
                     f"camera '{role}' has sent no frame for {silent:.2f} s (limit {self.camera_timeout_s:.2f} s){why}; "
                     "check its cable, USB bandwidth and frame rate")
             depth = got.depth_m() if getattr(got, "depth", None) is not None else None
-            frames[role] = Frame(image=getattr(got, "image", got), time_s=arrived,
+            frames[role] = Frame(image=getattr(got, "image", got), time_s=captured,
                                  sequence=int(getattr(got, "sequence", self._ticks)), depth=depth)
         return Observation(now, state, frames)
 
