@@ -5,7 +5,10 @@ socket per user and robot, and a plain-socket probe for a live publisher.
                                           default, per user and per robot: default_address()
     tcp://127.0.0.1:7421                  a loopback TCP port (0: any free port)
 
-Loopback only: the robot's computer is reached over SSH, not the network.
+Loopback only: the robot's computer is reached over SSH, not the network. A Unix socket is
+this user's alone (mode 0600); a loopback port is open to every user of the computer, so
+over TCP the publisher writes a control key to this user's private folder
+(`control_key_path`), and only a process that reads it may send commands.
 """
 
 from __future__ import annotations
@@ -122,6 +125,13 @@ def listening(address: Address, timeout_s: float = 0.5) -> bool:
         return False
     finally:
         probe.close()
+
+
+def control_key_path(address: Address) -> Path:
+    """Where a publisher at a TCP `address` keeps its control key: this user's private
+    telemetry folder (runtime_dir, 0700), the file 0600, one per host and port."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", address.host or "")
+    return runtime_dir() / f"tcp-{host}-{address.port}.key"
 
 
 def ensure_private_dir(folder: Path) -> None:

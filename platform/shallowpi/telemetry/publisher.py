@@ -33,6 +33,7 @@ from shallowpi.telemetry import envelope
 from shallowpi.telemetry.address import (
     Address,
     TelemetryError,
+    control_key_path,
     ensure_private_dir,
     listening,
     loopback_ipv6,
@@ -75,6 +76,10 @@ class TelemetryPublisher:
         # Control for the process's own dashboard whatever allow_control says: it is the
         # operator's E-STOP. Handed to it through its environment (LOCAL_CONTROL_ENV).
         self.local_token = secrets.token_hex(16)
+        # Over TCP any user of the computer can connect: remote control there needs this
+        # key, which only this user can read (control_key_path); a Unix socket is 0600.
+        self._control_key = secrets.token_hex(16)
+        self._control_key_file: Path | None = None  # where it is written (TCP only)
         self.min_interval_s = 1.0 / max_hz if max_hz > 0 else 0.0
         # Written by publish() on the loop's thread, read by the sender: a tuple swap is
         # atomic under the GIL, so neither side takes a lock.
@@ -241,6 +246,8 @@ class TelemetryPublisher:
             # tcp://127.0.0.1:0 asks for any free port: report the one we got.
             endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
             self.address = Address(host=address.host, port=int(endpoint.rsplit(":", 1)[1]))
+        if address.path is None:
+            self._write_control_key()
         self._status_address = str(status)
         # close() wakes the sender through an in-process pair.
         self._wake_r = self._context.socket(zmq.PAIR)
@@ -248,6 +255,35 @@ class TelemetryPublisher:
         wake = f"inproc://telemetry-wake-{id(self)}"
         self._wake_r.bind(wake)
         self._wake_w.connect(wake)
+
+    def _write_control_key(self) -> None:
+        """The TCP control key, 0600 in this user's private folder, in place before any
+        subscriber can read a half-written one (written aside, then renamed)."""
+        path = control_key_path(self.address)
+        ensure_private_dir(path.parent)
+        aside = path.with_name(path.name + ".partial")
+        with contextlib.suppress(FileNotFoundError):
+            aside.unlink()
+        descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(self._control_key)
+        os.replace(aside, path)  # a key a killed publisher left at this port is replaced
+        self._files.append(str(path))
+        self._control_key_file = path
+
+    def _proves(self, message: Mapping[str, Any], secret: str, field: str) -> bool:
+        """Whether `message[field]` is `secret` (compared in constant time)."""
+        offered = str(message.get(field) or "")
+        # Bytes: compare_digest raises TypeError on a str with characters outside ASCII.
+        return bool(offered) and hmac.compare_digest(offered.encode(), secret.encode())
+
+    def _may_steer(self, message: Mapping[str, Any]) -> bool:
+        """A hello's or command's right to control: the process's own dashboard (its token)
+        always; another subscriber where remote control is allowed, over TCP only with the
+        control key (a Unix socket admits this user only)."""
+        if self._proves(message, self.local_token, "token"):
+            return True
+        return self.allow_control and (self.address.path is not None or self._proves(message, self._control_key, "key"))
 
     # -- the sender thread -------------------------------------------------------------
 
@@ -311,11 +347,13 @@ class TelemetryPublisher:
                 continue
             if kind == "hello":
                 try:
-                    self._hello(identity, bool(message.get("control", False)), str(message.get("token") or ""))
+                    self._hello(identity, bool(message.get("control", False)), message)
                 except Exception:  # one odd hello must not end the sender (and every E-STOP with it)
                     log.warning("telemetry: ignored a hello that could not be answered", exc_info=True)
             elif kind == "command":
-                if identity not in self._granted:
+                # Over TCP each command proves itself too: a ROUTER numbers its peers in
+                # sequence, and a peer may claim a granted one's number once it has left.
+                if identity not in self._granted or not self._may_steer(message):
                     log.warning("telemetry: ignored a command from a read-only subscriber")
                     continue
                 try:
@@ -325,17 +363,17 @@ class TelemetryPublisher:
                     continue
                 self._queue_command(command)
 
-    def _hello(self, identity: bytes, wants_control: bool, token: str = "") -> None:
-        # Bytes: compare_digest raises TypeError on a str with characters outside ASCII.
-        local = bool(token) and hmac.compare_digest(token.encode(), self.local_token.encode())
-        granted = wants_control and (self.allow_control or local)
+    def _hello(self, identity: bytes, wants_control: bool, message: Mapping[str, Any]) -> None:
+        granted = wants_control and self._may_steer(message)
         if granted:
             self._granted.add(identity)
         reply: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL, "kind": self.kind,
                                  "status": self._status_address, "control": granted}
         if wants_control and not granted:
-            reply["reason"] = ("this recorder does not accept remote commands "
-                               "(telemetry.allow_remote_control is false)")
+            reply["reason"] = ("this recorder does not accept remote commands (telemetry.allow_remote_control is false)"
+                               if not self.allow_control else
+                               f"over TCP only the user running the recorder may send commands, with the key it "
+                               f"wrote to that user's {self._control_key_file}")
         with contextlib.suppress(zmq.Again):
             self._router.send_multipart([identity, json.dumps(reply).encode()], zmq.NOBLOCK)
 

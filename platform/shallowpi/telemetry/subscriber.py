@@ -19,7 +19,13 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from shallowpi.telemetry import envelope
-from shallowpi.telemetry.address import Address, TelemetryError, listening, loopback_ipv6
+from shallowpi.telemetry.address import (
+    Address,
+    TelemetryError,
+    control_key_path,
+    listening,
+    loopback_ipv6,
+)
 from shallowpi.telemetry.envelope import EnvelopeError
 from shallowpi.telemetry.status import Command
 from shallowpi.telemetry.transport import (
@@ -80,9 +86,8 @@ class TelemetrySubscriber:
         dealer.maxmsgsize = _MAX_CONTROL_MESSAGE
         dealer.ipv6 = ipv6
         dealer.connect(self.address.endpoint)
-        hello_msg = {"type": "hello", "protocol": PROTOCOL, "control": self.requested_control}
-        if self._token:
-            hello_msg["token"] = self._token
+        self._proof = self._read_proof()
+        hello_msg = {"type": "hello", "protocol": PROTOCOL, "control": self.requested_control, **self._proof}
         dealer.send(json.dumps(hello_msg).encode())
         hello = None
         if dealer.poll(int(timeout_s * 1e3)):
@@ -118,6 +123,16 @@ class TelemetrySubscriber:
         self._poller = zmq.Poller()
         for sock in (self._sub, self._monitor, self._wake_r):
             self._poller.register(sock, zmq.POLLIN)
+
+    def _read_proof(self) -> dict[str, str]:
+        """What a hello or command carries to be allowed control: the token a recorder hands
+        its own dashboard, and over TCP the control key the publisher wrote to this user's
+        private folder (unreadable to another user, who then watches only)."""
+        proof = {"token": self._token} if self._token else {}
+        if self.requested_control and self.address.path is None:
+            with contextlib.suppress(OSError):
+                proof["key"] = control_key_path(self.address).read_text().strip()
+        return proof
 
     def _send(self, message: dict) -> None:
         with self._send_lock:
@@ -176,7 +191,7 @@ class TelemetrySubscriber:
             reason = self.refusal or "this monitor is read-only; attach with `platform monitor --control`"
             raise TelemetryError(f"cannot send '{Command(command).value}': {reason}")
         try:
-            self._send({"type": "command", "command": Command(command).value})
+            self._send({"type": "command", "command": Command(command).value, **self._proof})
         except (OSError, zmq.ZMQError):
             raise TelemetryError(f"the recorder at {self.address} is gone; the command was not sent") from None
 

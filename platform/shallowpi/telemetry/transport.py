@@ -22,10 +22,17 @@ loopback TCP port.
 
 Messages are single JSON frames (CONFLATE keeps single-part messages only):
 
-    subscriber -> publisher   {"type": "hello", "protocol": 2, "control": true}
+    subscriber -> publisher   {"type": "hello", "protocol": 2, "control": true, "key": "..."}
     publisher -> subscriber   {"type": "hello", "protocol": 2, "kind": "recorder",
                                "status": "<status address>", "control": false, "reason": "..."}
-    subscriber -> publisher   {"type": "command", "command": "start"}
+    subscriber -> publisher   {"type": "command", "command": "start", "key": "..."}
+
+Control: a Unix socket admits this user only (0600); a loopback TCP port admits every
+user of the computer, so there a hello and each command carry the control key the
+publisher wrote to its user's private folder (address.control_key_path), which another
+user cannot read: they may watch, never steer. A recorder's own dashboard carries its
+one-time `token` instead, which keeps its keys (E-STOP first) even where
+telemetry.allow_remote_control=false refuses every other subscriber.
     publisher => subscribers  a status envelope (envelope.py): {"kind", "seq", "status"}
 
 pyzmq is the only dependency beyond the standard library (wheels for Python 3.10 on
