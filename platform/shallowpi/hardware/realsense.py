@@ -177,6 +177,17 @@ def exposure_on_host(color: Any, arrived_s: float, arrived_wall_s: float) -> flo
     return arrived_s - max(age, 0.0)
 
 
+def _by_sensor(streams: Sequence[tuple[Any, Any, Any]], rs: Any) -> list[tuple[Any, list[tuple[Any, Any]]]]:
+    """(sensor, profile, queue) triples grouped per sensor: [(sensor, [(profile, queue)])].
+    A sensor opens once with all its profiles: a D405 streams color and depth from its
+    one stereo module, which a second `open` refuses ("already opened"). Sensors are told
+    apart by name (pyrealsense2 wraps one sensor in a new object at each query)."""
+    groups: dict[str, tuple[Any, list[tuple[Any, Any]]]] = {}
+    for sensor, profile, queue in streams:
+        groups.setdefault(sensor.get_info(rs.camera_info.name), (sensor, []))[1].append((profile, queue))
+    return list(groups.values())
+
+
 class RealSenseCamera(ThreadedCamera):
     """A `ThreadedCamera` on a RealSense (USB or `rs.software_device`, via `open_device`).
 
@@ -221,10 +232,6 @@ class RealSenseCamera(ThreadedCamera):
             # period in dim light and halve the frame rate: consecutive frame numbers, so no
             # drop is counted, and 15 Hz pictures under 30 Hz rows (librealsense #4963).
             color_sensor.set_option(rs.option.auto_exposure_priority, 0)
-        if color_sensor.supports(rs.option.global_time_enabled):
-            # Frame stamps on the host's clock, so ages count from the exposure (the default;
-            # set in case another tool turned it off, which the device then keeps).
-            color_sensor.set_option(rs.option.global_time_enabled, 1)
         self._color_queue = rs.frame_queue(2, keep_frames=True)
         opened = [(color_sensor, color_profile, self._color_queue)]
         if cfg.depth:
@@ -239,15 +246,19 @@ class RealSenseCamera(ThreadedCamera):
             self._composer.start(self._composed)
         self._sensors = []
         try:
-            for sensor, profile, queue in opened:
+            for sensor, streams in _by_sensor(opened, rs):
                 if sensor.supports(rs.option.global_time_enabled):
                     # Stamps on the host's clock, so a frame's age counts from its exposure:
                     # librealsense's default, set on both sensors because depth is paired
                     # with color by timestamp and both must be in one domain.
                     sensor.set_option(rs.option.global_time_enabled, 1)
-                sensor.open(profile)
+                sensor.open([profile for profile, _ in streams])
                 self._sensors.append(sensor)
-                sensor.start(queue)
+                if len(streams) == 1:
+                    sensor.start(streams[0][1])
+                else:  # a D405: color and depth from one sensor, one callback for both
+                    queues = {profile.stream_type(): queue for profile, queue in streams}
+                    sensor.start(lambda frame: queues[frame.get_profile().stream_type()].enqueue(frame))
         except RuntimeError as exc:
             self._close()
             raise CameraError(

@@ -26,7 +26,8 @@ DEPTH_SCALE_M = 0.001  # one depth unit is a millimetre, as on a D4xx
 
 class SoftwareRealSense:
     """A software device with a color sensor (RGB8) and, optionally, a depth sensor (Z16)
-    registered at the same pose and intrinsics, so depth is already aligned to color."""
+    registered at the same pose and intrinsics, so depth is already aligned to color;
+    `one_sensor`: both streams on one sensor, as a D405's stereo module gives them."""
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class SoftwareRealSense:
         fps: int = 30,
         depth: bool = False,
         fovy_deg: float = 58.0,
+        one_sensor: bool = False,
     ):
         rs = self._rs = import_rs()
         self.serial, self.width, self.height, self.fps = serial, width, height, fps
@@ -58,7 +60,8 @@ class SoftwareRealSense:
         self.depth_sensor = None
         self.depth_profile = None
         if depth:
-            self.depth_sensor = self.device.add_sensor("Stereo Module")
+            # one_sensor: color and depth from one stereo module, as on a D405.
+            self.depth_sensor = self.color_sensor if one_sensor else self.device.add_sensor("Stereo Module")
             self.depth_sensor.add_read_only_option(rs.option.depth_units, DEPTH_SCALE_M)
             self.depth_profile = self.depth_sensor.add_video_stream(
                 self._stream(rs.stream.depth, 0, 2, rs.format.z16, intrinsics), True
