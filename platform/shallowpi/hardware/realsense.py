@@ -188,6 +188,15 @@ def _by_sensor(streams: Sequence[tuple[Any, Any, Any]], rs: Any) -> list[tuple[A
     return list(groups.values())
 
 
+def _router(queues: Mapping[Any, Any]) -> Callable[[Any], None]:
+    """A sensor callback putting each frame in the queue of its stream type (runs on
+    librealsense's thread; the queues keep the frames)."""
+    def route(frame: Any) -> None:
+        queues[frame.get_profile().stream_type()].enqueue(frame)
+
+    return route
+
+
 class RealSenseCamera(ThreadedCamera):
     """A `ThreadedCamera` on a RealSense (USB or `rs.software_device`, via `open_device`).
 
@@ -257,8 +266,7 @@ class RealSenseCamera(ThreadedCamera):
                 if len(streams) == 1:
                     sensor.start(streams[0][1])
                 else:  # a D405: color and depth from one sensor, one callback for both
-                    queues = {profile.stream_type(): queue for profile, queue in streams}
-                    sensor.start(lambda frame: queues[frame.get_profile().stream_type()].enqueue(frame))
+                    sensor.start(_router({profile.stream_type(): queue for profile, queue in streams}))
         except RuntimeError as exc:
             self._close()
             raise CameraError(
