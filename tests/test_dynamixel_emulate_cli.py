@@ -65,7 +65,7 @@ def test_emulate_prints_ports_first_then_a_driver_moves_every_joint(humanoid_emu
         assert bus.hardware_errors() == {2: ["overload"]}
         bus.reboot(2)
 
-    robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", "humanoid"))
+    robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", "humanoid"), clock=None)
     with robot:
         start = robot.observe().state
         target = np.clip(start + 0.2, robot.lower, robot.upper)

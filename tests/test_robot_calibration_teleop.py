@@ -136,7 +136,7 @@ def test_follower_goals_stay_inside_the_range_swept_at_calibration():
     with emulated("arm") as (spec, chains):
         calibration = _calibrate_follower(spec, chains)
         elbow, lift = spec.joint_names.index("elbow_flex"), spec.joint_names.index("shoulder_lift")
-        with DynamixelRobot(spec, calibration) as robot:
+        with DynamixelRobot(spec, calibration, clock=None) as robot:
             limits = robot.limits()
             assert limits["elbow_flex"][:2] == pytest.approx((-1.0, 1.0), abs=0.01)
             assert limits["shoulder_lift"][:2] == pytest.approx((0.0, 0.15), abs=0.002)  # 1 rad x 0.15 m/rad

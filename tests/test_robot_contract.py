@@ -74,7 +74,7 @@ def test_hold_of_the_last_command_keeps_it_and_moves_no_further_than_act_would(t
     from shallowpi.robots.sim.direct import DirectSimRobot
     from shallowpi.robots.sim.twin import TwinSpec
 
-    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED) as robot:
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, clock=None) as robot:
         sent = robot.act(robot.observe().state + 0.05)
         goals = registers(robot, "goal_position")
         np.testing.assert_allclose(robot.hold(sent), sent, atol=1e-6)

@@ -86,7 +86,7 @@ def test_a_joint_found_outside_its_limits_is_held_there_then_brought_back_at_the
     act() walks it back inside at max_velocity / fps a tick, never farther out."""
     with emulated("arm") as (spec, chains):
         servo = chains["follower"].servos[next(m.id for m in spec.motors if m.joint == "shoulder_pan")]
-        with DynamixelRobot(spec, UNCALIBRATED) as robot:
+        with DynamixelRobot(spec, UNCALIBRATED, clock=None) as robot:
             j = spec.joint_names.index("shoulder_pan")
             outside = robot.observe().state[j]
             servo.plant.move_to(servo.ticks_to_rad(servo.get("present_position")) + 2.9 - float(outside))
@@ -264,7 +264,7 @@ def test_a_gripper_squeezes_with_at_most_its_configured_current():
 
 
 def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():
-    with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+    with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED, clock=None) as robot:
         start = robot.act({})
         sent = robot.act({"gripper": 1.0})
         index = spec.joint_names.index("gripper")

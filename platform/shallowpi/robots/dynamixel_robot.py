@@ -10,7 +10,10 @@
 
 Safety lives in `act`: every goal is clipped to the joint limits (the config's, narrowed
 to the range each follower joint was swept through at calibration), moved at most
-`max_velocity / fps` from the previous goal per call (one control tick) and kept within
+`max_velocity` x the time since the previous command (up to `CREDIT_TICKS` control
+periods: a command a late tick sends right after the one before moves almost nothing,
+where a bound per call let two full steps out within a millisecond; `clock=None`, for the
+simulated stack whose calls are its ticks, bounds each call at one period) and kept within
 `LEAD_TICKS` such steps of the position `observe` measured (that bound only ever pulls a
 goal toward where the joint is), BEFORE any byte reaches a bus. A joint found outside its
 limits at `connect` or `hold` is held where it is, then brought back at that bound, never
@@ -85,6 +88,9 @@ class DynamixelRobot(Robot):
     (see the module docstring). Raises PlatformError when the config has no motors."""
 
     LEAD_TICKS = 5  # a goal leads the measured position by at most this many ticks of max_velocity
+    # The most control periods of motion one command may make up for: a loop's jitter
+    # (a tick a little late, the next on time) keeps its top speed, a stall gains nothing.
+    CREDIT_TICKS = 1.25
 
     def __init__(
         self,
@@ -95,6 +101,7 @@ class DynamixelRobot(Robot):
         bus_factory: BusFactory = _default_bus_factory,
         fault_check_every: int | None = None,
         camera_timeout_s: float = 1.0,
+        clock: Callable[[], float] | None = time.monotonic,
     ) -> None:
         if not spec.motors:
             raise PlatformError(f"robot '{spec.name}' has no motors: add motors: to configs/robot/{spec.name}.yaml")
@@ -115,6 +122,8 @@ class DynamixelRobot(Robot):
             self.buses[bus_name] = bus_factory(bus_name, bus.port, bus.baud, motors)
         self.lower, self.upper = self._swept_limits()
         self.max_step = np.array([j.max_velocity for j in spec.joints], dtype=np.float64) / spec.fps
+        self._clock = clock  # None: each act() is one control period (the simulated stack)
+        self._commanded_at: float | None = None  # clock time of the last goal sent
         # How far a goal may lead the joint's measured position: a joint held back (by the
         # table, by a hand) must not see its goal run on, the servo pushing ever harder and
         # jumping there at full servo speed when freed (lerobot's `max_relative_target`).
@@ -182,6 +191,7 @@ class DynamixelRobot(Robot):
             # act() brings it back at the velocity bound.
             self._goal = self._read_positions()
             self._present = self._goal.copy()
+            self._commanded_at = None
             for motor in self.spec.motors:
                 i = self._index[motor.joint]
                 check_turn_count(self.name, motor, self._convert[motor.joint], self.lower[i], self.upper[i],
@@ -263,10 +273,12 @@ class DynamixelRobot(Robot):
             raise RobotError(f"robot '{self.name}': torque is off; hold() its present pose or connect() again")
         try:
             present = self._read_positions()
+            hold_present = goal is None
             if goal is None:
                 goal = present  # where it is, limits or not: a hold never moves a joint
             else:
-                goal = self._led(self._bounded(self._as_vector(goal), previous), present, previous)
+                goal = self._led(self._bounded(self._as_vector(goal), previous, self._step_allowed()), present,
+                                 previous)
             wrong = self._unconfirmed(self._send(goal))
         except PlatformError as err:
             raise SafeStateError(f"robot '{self.name}': could not hold position: {err}") from None
@@ -276,6 +288,8 @@ class DynamixelRobot(Robot):
                 "check those servos (`platform doctor`)"
             )
         self._goal, self._present = goal, present
+        if hold_present:
+            self._commanded_at = None  # nothing moved: the next act() is a first command
         return goal.astype(np.float32)
 
     # -- the control loop --------------------------------------------------------------
@@ -327,7 +341,7 @@ class DynamixelRobot(Robot):
         previous = self._need_connection()
         if self._torque_off:
             raise RobotError(f"robot '{self.name}': torque is off (e-stop or fault); connect() again to drive it")
-        goal = self._bounded(self._as_vector(action), previous)
+        goal = self._bounded(self._as_vector(action), previous, self._step_allowed())
         if self._present is not None:  # a measurement bounds one act(): without a new observe() none to go by
             goal = self._led(goal, self._present, previous)
             self._present = None
@@ -392,11 +406,24 @@ class DynamixelRobot(Robot):
             raise PlatformError(f"action for robot '{self.name}' is not finite at {', '.join(bad)}; nothing sent")
         return target
 
-    def _bounded(self, target: np.ndarray, previous: np.ndarray) -> np.ndarray:
-        """`target` clipped to the limits, then moved at most one velocity step from the
-        previous goal: inside the limits when that goal was, else on the way back in."""
+    def _step_allowed(self) -> np.ndarray:
+        """float64[J]: how far each joint's goal may move in this command: `max_velocity` x
+        the clock time since the last command, at most `CREDIT_TICKS` periods; one period
+        (`max_step`) with no clock, or for the first command after connect() or hold()."""
+        if self._clock is None:
+            return self.max_step
+        now = self._clock()
+        since, self._commanded_at = self._commanded_at, now
+        if since is None:
+            return self.max_step
+        periods = min(max(now - since, 0.0) * self.spec.fps, self.CREDIT_TICKS)
+        return self.max_step * periods
+
+    def _bounded(self, target: np.ndarray, previous: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """`target` clipped to the limits, then moved at most `step` [J] from the previous
+        goal: inside the limits when that goal was, else on the way back in."""
         target = np.clip(target, self.lower, self.upper)
-        return previous + np.clip(target - previous, -self.max_step, self.max_step)
+        return previous + np.clip(target - previous, -step, step)
 
     def _led(self, goal: np.ndarray, present: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """`goal` no more than `max_lead` from the measured `present` (only ever pulled toward

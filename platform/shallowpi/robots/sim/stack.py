@@ -149,7 +149,7 @@ class StackSimRobot(Robot):
             # between ticks (a slow writer, a loaded host) is not a camera fault here.
             driver = DynamixelRobot(ported, self.calibration, bus_factory=_sim_bus,
                                     cameras={role: _TickCamera(c, self) for role, c in self.cameras.items()},
-                                    camera_timeout_s=math.inf)
+                                    camera_timeout_s=math.inf, clock=None)  # each act() one simulated tick
             driver.connect()
             self.driver = driver
             self.reset()

@@ -1,0 +1,49 @@
+"""The follower's speed bound is in time, not per call: after a late control tick the loop
+starts the next one at once, and two commands a fraction of a millisecond apart each moved
+a full step of top speed (twice the configured speed, every replan of a slow policy). On
+dynamixel-sdk against the emulated servo chain."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from dxl_fixtures import emulated
+from shallowpi.robots.calibration import RobotCalibration
+from shallowpi.robots.dynamixel_robot import DynamixelRobot
+
+UNCALIBRATED = RobotCalibration("uncalibrated", "any")
+
+
+def test_each_command_moves_at_most_top_speed_times_the_time_since_the_last():
+    now = [100.0]
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, clock=lambda: now[0]) as robot:
+        j = spec.joint_names.index("shoulder_pan")
+        step, period = float(robot.max_step[j]), 1.0 / spec.fps
+        far = float(robot.observe().state[j]) + 2.0  # every command at the bound
+        goals = [float(robot.act({"shoulder_pan": far})[j])]  # the first after connect: one period
+        for dt in (period, 0.0003, period, 5.0, period * 0.5):
+            now[0] += dt
+            goals.append(float(robot.act({"shoulder_pan": far})[j]))
+        moves = np.diff(goals)
+        assert moves == pytest.approx([step, step * 0.0003 / period, step, 1.25 * step, 0.5 * step], rel=1e-4)
+        # A hold of the present pose moves nothing: the next command is a first one again.
+        robot.hold()
+        now[0] += 0.0001
+        held = float(robot.observe().state[j])
+        assert float(robot.act({"shoulder_pan": far})[j]) - held == pytest.approx(step, abs=0.01)
+
+
+def test_on_the_wall_clock_commands_sent_back_to_back_barely_move():
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED) as robot:
+        j = spec.joint_names.index("shoulder_pan")
+        velocity = spec.joints[j].max_velocity
+        far = float(robot.observe().state[j]) + 2.0
+        begun = time.monotonic()
+        goals = [float(robot.act({"shoulder_pan": far})[j]) for _ in range(10)]  # as fast as the bus goes
+        took = time.monotonic() - begun
+        # A full step per call would be 0.9 rad after the first; in time it is what the
+        # seconds the bus round trips took allow.
+        assert goals[-1] - goals[0] <= velocity * took + 1e-6
