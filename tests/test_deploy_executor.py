@@ -5,6 +5,7 @@ ticks after its request) unless a test says realtime."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from executor_fakes import (
 from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
+from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.record.clock import LOOP_SWITCH_INTERVAL_S
 
 
@@ -339,6 +341,32 @@ def test_a_chunk_back_too_long_after_its_observation_is_dropped_and_asked_again(
     assert backend.calls >= 6  # 2 warm-up, the first chunk, the late one, the one asked again, ...
     _, on_time, _, _ = run("async", latencies=(0.0, 0.0, 0.0, 0.5, 0.0), realtime=True, ticks=60)
     assert on_time.stale_chunks == 0  # under the bound: executed as before
+
+
+@pytest.mark.parametrize("strategy", ["sync", "async", "rtc"])
+def test_a_backend_too_slow_every_time_holds_then_faults_and_never_runs_the_old_chunk_on(strategy):
+    """Every chunk after the first comes back 0.45 s after its picture (deploy.max_chunk_age_s
+    0.3): each is dropped. The robot used to go on with the chunk before it, older still (in
+    sync one stale action a 0.45 s wait, past the K it runs), and the episode ran out its time
+    frozen as a normal one, since each new request restarted the watchdog. Now the robot
+    holds on the actions the first chunk gave, and the episode is a fault once no chunk fit
+    to act on has come for deploy.max_inference_s (1 s)."""
+    robot = CountingRobot()
+    backend = StepBackend(8, (0.0, 0.0, 0.0, 0.45))  # warm-up twice, the first chunk, then slow
+    executor = Executor(robot, backend, ExecutorConfig(
+        strategy=strategy, realtime=True, warmup_runs=2, max_chunk_age_s=0.3, max_inference_s=1.0,
+        selection=ActionSelectionConfig(replan_every=4)))
+    executor.warm_up("count")
+    began = time.monotonic()
+    report = executor.run_episode("count", 300)  # 10 s at 30 Hz
+    assert report.ended == "fault" and time.monotonic() - began < 4.0
+    assert "no chunk fit to act on for" in executor.status.message
+    assert report.chunks == 1 and report.stale_chunks >= 2
+    sent = [v for v in commands(report) if v >= 0]  # the robot starts at -1, held until the first chunk
+    # The first chunk's actions (0, 1, ...) until the first late one came back, none after it.
+    assert sent == list(np.arange(0.0, len(sent))) and len(sent) <= 8
+    if strategy == "sync":
+        assert len(sent) == 4  # K: sync never runs the rest of a chunk
 
 
 def test_a_policy_pressing_past_the_robots_limit_is_a_clamp_not_a_seam_jump():

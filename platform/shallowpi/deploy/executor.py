@@ -172,6 +172,9 @@ class Executor:
         self.safety: SafetyCounts = self.status.safety
         self.initial_delay = 0  # ticks, from the warmed-up latency
         self._requested_at = 0.0  # time.perf_counter() of the last chunk request (inference watchdog)
+        # Since when the robot has waited for a chunk it may act on: the first request no
+        # accepted chunk answered yet (a backend whose chunks all come back too old).
+        self._unanswered_since: float | None = None
         self._latencies: deque[float] = deque(maxlen=120)
 
     # -- control from other threads (signal handlers, telemetry commands)
@@ -250,6 +253,7 @@ class Executor:
         self.status.task = task
         self.status.message, self.status.reset_left_s = "", 0.0  # the warm-up's or the reset's is over
         held = robot.hold()
+        self._unanswered_since = None
         holding = True  # nothing to send until the first chunk (not a watchdog hold)
         last = held
         seam: str | bool = False  # "new": a chunk just arrived; "limiting": still ramping to it
@@ -386,6 +390,8 @@ class Executor:
                           else Inpainting.hard_prefix(guidance.target, guidance.frozen))
         runner.submit(request, policy_input(obs, task, self.image_codec), inpainting)
         self._requested_at = time.perf_counter()
+        if self._unanswered_since is None:
+            self._unanswered_since = self._requested_at
         if self.cfg.strategy is not Strategy.SYNC:
             return []
         # Wait in slices: a stop or an e-stop is obeyed while the chunk is computed, and a
@@ -405,12 +411,20 @@ class Executor:
         return not self._stop.is_set()
 
     def _check_inference_time(self, selector: ActionSelector) -> None:
-        """InferenceFault when the pending chunk is overdue by the wall clock (realtime only)."""
-        if self.cfg.realtime and selector.pending is not None:
-            waited = time.perf_counter() - self._requested_at
-            if waited > self.cfg.max_inference_s:
-                raise InferenceFault(f"no chunk {waited:.1f} s after its request (deploy.max_inference_s "
-                                     f"{self.cfg.max_inference_s:g}): the backend {self.backend.name} is stuck")
+        """InferenceFault when the pending chunk is overdue by the wall clock, or no chunk
+        fit to act on has come for as long: each came back older than max_chunk_age_s and
+        was dropped (realtime only; a request each time kept the first test from firing)."""
+        if not self.cfg.realtime:
+            return
+        now = time.perf_counter()
+        if selector.pending is not None and now - self._requested_at > self.cfg.max_inference_s:
+            raise InferenceFault(f"no chunk {now - self._requested_at:.1f} s after its request (deploy.max_inference_s "
+                                 f"{self.cfg.max_inference_s:g}): the backend {self.backend.name} is stuck")
+        if self._unanswered_since is not None and now - self._unanswered_since > self.cfg.max_inference_s:
+            raise InferenceFault(
+                f"no chunk fit to act on for {now - self._unanswered_since:.1f} s (deploy.max_inference_s "
+                f"{self.cfg.max_inference_s:g}): every one came back over deploy.max_chunk_age_s "
+                f"{self.cfg.max_chunk_age_s:g} s after its observation; the backend {self.backend.name} is too slow")
 
     def _deliver(self, selector: ActionSelector, done: Done, report: EpisodeReport) -> bool:
         if done.request is not selector.pending:  # asked before the watchdog dropped the chunks
@@ -426,14 +440,16 @@ class Executor:
             raise InferenceFault(f"the backend {self.backend.name} returned a chunk of shape {chunk.shape} (expected "
                                  f"{shape}) with {int((~np.isfinite(chunk)).sum())} non-finite value(s); holding")
         if self.cfg.realtime and done.latency_s > self.cfg.max_chunk_age_s:
-            # Planned from a picture this old: ask again from the next observation (the robot
-            # holds meanwhile) rather than act on a scene that may have changed.
-            selector.pending = None
+            # Planned from a picture this old: ask again from the next observation, the robot
+            # holding meanwhile (the chunks before it are older still: dropped too), rather
+            # than act on a scene that may have changed.
+            selector.discard(done.request)
             report.stale_chunks += 1
             log.warning("a chunk came back %.2f s after its observation (deploy.max_chunk_age_s %g): dropped, "
                         "asked again", done.latency_s, self.cfg.max_chunk_age_s)
             return False
         selector.deliver(done.request, done.chunk)
+        self._unanswered_since = None
         report.chunks += 1
         report.latency_ms.append(1e3 * done.latency_s)
         self._latencies.append(1e3 * done.latency_s)

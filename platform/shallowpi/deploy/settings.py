@@ -68,8 +68,9 @@ class ExecutorConfig:
     max_chunk_age_s   a chunk that arrives this long after the observation it was computed
                       from (a GPU hiccup, a slow first run) is dropped, counted (stale_chunks)
                       and asked again from a fresh observation: a plan made from a picture
-                      this old may not fit the scene any more (realtime only; the robot holds
-                      meanwhile, as while any chunk is awaited)
+                      this old may not fit the scene any more, with the chunks before it
+                      (realtime only; the robot holds meanwhile, as while any chunk is
+                      awaited; no chunk fit to act on for max_inference_s is a fault)
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
     """

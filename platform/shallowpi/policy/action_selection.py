@@ -266,6 +266,19 @@ class ActionSelector:
             self._chunks = [new]
         return self.step - request.step
 
+    def discard(self, request: ChunkRequest) -> None:
+        """The chunk for `request` came back too late to act on (planned from a picture
+        that old): forget it, and the chunks delivered before it, planned from older
+        pictures still; `next_action()` holds until a chunk of a fresh observation
+        arrives. Its delay is measured all the same. Raises RuntimeError for a request
+        that is not the pending one."""
+        if request is not self.pending:
+            raise RuntimeError(f"the chunk for the request at tick {request.tick} is not the pending one")
+        if self._deliveries > 0:
+            self._delays.append(self.tick - request.tick)
+        self.pending = None
+        self._chunks = []
+
     @property
     def delay_estimate(self) -> int:
         """Expected inference delay in ticks: the largest of the recent measurements, else
