@@ -249,7 +249,7 @@ def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(chunk_files, "write_frames", slow_disk)
     target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
-                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x")
+                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x", fps=30.0)
     recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
     on_tick = recorder.begin("count", "counting", 30.0)
     slowest = 0.0

@@ -286,3 +286,31 @@ def test_allow_aspect_change_runs_past_the_aspect_check_with_a_warning(tmp_path,
     assert "aspect" not in str(err.value)
     out = capsys.readouterr().out
     assert "warning: camera 'front' of robot 'arm' gives 64x48 frames" in out and "(--allow-aspect-change)" in out
+
+
+@pytest.mark.parametrize("clash", ["cameras", "fps"])
+def test_a_record_store_that_does_not_fit_is_refused_before_any_port_opens(tmp_path, clash):
+    """--record opened an existing store as it was: one holding another camera set failed
+    at the first tick (the episode a fault, the arm powered), one of another rate or format
+    took the episodes anyway. It is checked as `platform record --resume` checks, first."""
+    arm = robot_spec("arm")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",),
+                           meta={"calibrations": json.dumps(["uncalibrated"])})
+    cameras = {"front": (48, 64), "wrist": (48, 64)} if clash == "cameras" else {"front": (48, 64)}
+    store = EpisodeStore.create(tmp_path / "deployed.zarr", robot_features(arm.joint_names, cameras, arm.joint_kinds))
+    if clash == "fps":  # one episode at 15 Hz already in it
+        episode = store.begin_episode("earlier", fps=15.0, calibration_id="uncalibrated")
+        episode.add_frame({"observation.state": np.zeros(len(arm.joints), np.float32),
+                           "action": np.zeros(len(arm.joints), np.float32),
+                           "observation.images.front": np.zeros((48, 64, 3), np.uint8)}, 0.0)
+        episode.commit()
+    store.close()
+    with emulated("arm") as (spec, chains), _FrontCamera() as camera:
+        args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave hello", "--episodes", "1",
+                                           "--allow-uncalibrated", "--record", str(tmp_path / "deployed")))
+        with pytest.raises(PlatformError) as refused:
+            args.run(args, camera_devices=lambda: [camera.device.device])
+        assert not any(s.torque for s in chains["follower"].servos.values())
+    expected = "holds other features than this robot records" if clash == "cameras" else "holds episodes at 15 fps"
+    assert expected in str(refused.value)
+    assert len(EpisodeStore.open(tmp_path / "deployed.zarr")) == (1 if clash == "fps" else 0)

@@ -103,7 +103,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build (or verify) the bundle and exit, running nothing: on the workstation, for a robot "
                              "that is not attached (the backend of the --jetson profile named, not this "
                              "machine's); copy the folder to the robot")
-    parser.add_argument("--record", metavar="DATASET", help="store the executed episodes in this dataset")
+    parser.add_argument("--record", metavar="DATASET", help="store the executed episodes in this dataset (an "
+                        "existing one must hold this robot's features at its rate and calibration)")
+    parser.add_argument("--allow-mixed-calibration", action="store_true",
+                        help="let --record add episodes of another calibration id to a dataset; recorded in the store")
     parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
 
@@ -172,7 +175,12 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
 
     robot = target.robot
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
-    recorder = DeploymentRecorder(args.record, cfg, target, bundle.cameras) if args.record else None
+    try:  # a store it refuses stops the run before any port opens
+        recorder = (DeploymentRecorder(args.record, cfg, target, bundle.cameras, args.allow_mixed_calibration)
+                    if args.record else None)
+    except BaseException:
+        publisher.close()
+        raise
     use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
     printer = LinePrinter()  # from here on lines are queued: stdout must never stall the loop
     lines = _Lines(args.episodes, printer)

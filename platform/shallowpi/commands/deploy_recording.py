@@ -24,7 +24,13 @@ class DeploymentRecorder:
     full for RECORD_MAX_WAIT_S, or a failed writer, ends the episode as a fault (the robot
     holds, torque on) instead of stalling the loop; the frames before it are kept."""
 
-    def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str]) -> None:
+    def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str],
+                 allow_mixed_calibration: bool = False) -> None:
+        """Opens (or creates) the store before the robot connects: an existing one must hold
+        these features at this rate and, unless `allow_mixed_calibration`, this calibration,
+        in the current format, as `platform record --resume` asks (StoreError, one line);
+        found at the first tick, it ended an episode with the arm powered, and an old-format
+        store took episodes paired a row off."""
         from shallowpi import config
         from shallowpi.data.features import robot_features
         from shallowpi.data.store import EpisodeStore
@@ -34,7 +40,15 @@ class DeploymentRecorder:
         shapes = target.camera_shapes  # a property that builds its dict: read once
         features = robot_features(target.joint_names, {role: shapes[role] for role in cameras}, target.joint_kinds)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.store = EpisodeStore.open(path, mode="a") if path.exists() else EpisodeStore.create(path, features)
+        self.store = EpisodeStore.open_or_create(path, features)
+        try:
+            self.store.check_recordable(fps=target.fps, calibration_id=target.calibration_id,
+                                        allow_mixed_calibration=allow_mixed_calibration)
+            if allow_mixed_calibration:
+                self.store.allow_mixed_calibration()
+        except BaseException:
+            self.store.close()
+            raise
         self.writer = BackgroundWriter(self.store)
         self.path, self._t0 = path, 0.0
         self._next = len(self.store)  # the store index of the next episode begun

@@ -303,7 +303,8 @@ class EpisodeStore:
         store = cls.open(path, mode="a")
         if dict(features) != store.features:
             store.close()
-            raise StoreError(f"{path} holds other features than this robot records; use another --dataset")
+            raise StoreError(f"{path} holds other features than this robot records (joints, cameras, frame "
+                             "sizes); record into another dataset")
         try:
             store.check_recordable()
         except StoreError:
