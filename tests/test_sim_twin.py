@@ -231,3 +231,23 @@ def test_the_detectors_count_a_cube_resting_in_the_bowl_and_a_block_pushed_along
     _settle(twin)
     assert twin.body_pose("blue_block")[0][2] < -0.5 and not push.success(twin)
     twin.close()
+
+
+@pytest.mark.parametrize("robot", ["bimanual", "humanoid"])
+def test_a_handover_giver_touching_the_cube_with_its_palm_has_not_let_go(robot) -> None:
+    """The handover's let-go check asked the giver's finger pads only: a cube the taker
+    pinched while it still rested on the giver's palm (or wrist, or forearm) counted as
+    handed over. The whole arm is asked now."""
+    import mujoco
+
+    twin = SimTwin(spec_for(robot))
+    task = make_tasks(robot)["handover"]
+    twin.reset(1000, task.place)
+    fingers = list(twin.spec.effectors[task.giver].fingers)
+    assert not twin.arm_touching(task.giver, task.obj) and not twin.arm_touching(task.taker, task.obj)
+    _place(twin, task.obj, twin.data.geom(f"{task.giver}_palm").xpos.copy())
+    mujoco.mj_forward(twin.model, twin.data)
+    assert twin.arm_touching(task.giver, task.obj)
+    assert not twin.touching(fingers, task.obj)  # what the old check saw: let go
+    assert not twin.arm_touching(task.taker, task.obj)
+    twin.close()

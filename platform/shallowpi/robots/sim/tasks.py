@@ -180,10 +180,11 @@ class Handover(Task):
     taker: str = "right"
 
     def success(self, twin: SimTwin) -> bool:
-        """The taker's first two fingers both touch the object, no finger of the giver does, and
-        its centre is more than 5 cm up."""
+        """The taker's first two fingers both touch the object, no part of the giver's arm
+        does (palm and wrist included: fingers alone passed a cube still resting on the
+        giver's palm), and its centre is more than 5 cm up."""
         pos, _ = twin.body_pose(self.obj)
-        giver = twin.touching(list(twin.spec.effectors[self.giver].fingers), self.obj)
+        giver = twin.arm_touching(self.giver, self.obj)
         return bool(pinched(twin, self.taker, self.obj) and not giver and pos[2] > 0.05)
 
 

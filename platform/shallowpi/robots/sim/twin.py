@@ -331,6 +331,25 @@ class SimTwin:
                 return True
         return False
 
+    def arm_touching(self, effector: str, body_b: str) -> bool:
+        """Whether any geom of `effector`'s arm touches any geom of `body_b`: the bodies
+        from its first joint's down (links, wrist, palm, fingers), not its fingers only."""
+        model = self.model
+        root = int(model.jnt_bodyid[model.joint(self.spec.effectors[effector].joints[0]).id])
+        arm = set()
+        for body in range(model.nbody):
+            walk = body
+            while walk not in (root, 0):
+                walk = int(model.body_parentid[walk])
+            if walk == root:
+                arm.add(body)
+        target = model.body(body_b).id
+        for c in self.data.contact[: self.data.ncon]:
+            b1, b2 = int(model.geom_bodyid[c.geom1]), int(model.geom_bodyid[c.geom2])
+            if (b1 in arm and b2 == target) or (b2 in arm and b1 == target):
+                return True
+        return False
+
     # -- rendering -----------------------------------------------------------------------
     def render(self, role: str) -> np.ndarray:
         """RGB uint8 HxWx3 from the camera of this role, at the spec's render size."""
