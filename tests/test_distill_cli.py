@@ -135,7 +135,9 @@ def test_greedy_searches_on_training_windows_and_the_strategies_are_compared_on_
 
     assert _distill(distilled, "--run", "greedy", "--select", "greedy", "distill.steps=1", "distill.report=false") == 0
     facts = json.loads((distilled["runs"] / "greedy" / "distill.json").read_text())
-    assert facts["split"] == {"train": [0, 1, 2], "held_out": [3], "teacher_only": []}
+    assert {k: facts["split"][k] for k in ("train", "held_out", "teacher_only")} == {
+        "train": [0, 1, 2], "held_out": [3], "teacher_only": []}
+    assert set(facts["split"]["episodes"]) == {"0", "1", "2", "3"}  # what each index was
     teacher = Policy.load(Path(facts["teacher"]))
     train, held_out = (probe_windows(chunk_dataset(distilled["store"], teacher.cfg.chunk_len, facts["split"][part]),
                                      teacher, 4) for part in ("train", "held_out"))
@@ -152,9 +154,23 @@ def test_greedy_searches_on_training_windows_and_the_strategies_are_compared_on_
             assert row["velocity_mse"] == pytest.approx(mse, rel=1e-5), name
 
 
+def test_a_teacher_trained_on_another_store_of_the_same_name_is_not_reused(distilled, tmp_path, capsys):
+    """The teacher's run folder is named by the store's file name: another arm.zarr found
+    the first one's teacher and reused it, trained on other data."""
+    other = tmp_path / "elsewhere" / "arm.zarr"
+    other.parent.mkdir()
+    make_store(other, episodes=4, length=12, seed=3).close()
+    assert main(["distill", "--dataset", str(other), "--runs-dir", str(distilled["runs"]), "--run", "elsewhere",
+                 *QUICK]) != 0
+    err = capsys.readouterr().err
+    assert f"the teacher at {distilled['teacher']} (from {distilled['store']}) was trained on other episodes" in err
+    assert not (distilled["runs"] / "elsewhere").exists()
+
+
 def test_a_resumed_distillation_keeps_the_split_it_started_with(distilled, tmp_path):
-    # A teacher trained on another store: its split does not apply, so the run draws its own,
-    # which episodes added to the store since must not change on resume.
+    # The same episodes in another folder: the teacher's split holds (the episodes are the
+    # same under the same numbers), and episodes added to the store since must not change
+    # it on resume.
     store = tmp_path / "copy.zarr"
     shutil.copytree(distilled["store"], store)
     common = ["distill", "--dataset", str(store), "--runs-dir", str(tmp_path), "--run", "r", *QUICK,
@@ -207,8 +223,10 @@ def test_failed_episodes_teach_the_student_through_the_teacher_alone(distilled, 
     assert _distill(distilled, "--run", "taught", *common, "distill.failed_episodes=teacher") == 0
     assert _distill(distilled, "--run", "skipped", *common) == 0
     taught, skipped = (distilled["runs"] / name for name in ("taught", "skipped"))
-    assert json.loads((taught / "distill.json").read_text())["split"] == {"train": [0, 2], "held_out": [3],
-                                                                         "teacher_only": [1]}
+    split = json.loads((taught / "distill.json").read_text())["split"]
+    assert {k: split[k] for k in ("train", "held_out", "teacher_only")} == {"train": [0, 2], "held_out": [3],
+                                                                           "teacher_only": [1]}
+    assert set(split["episodes"]) == {"0", "1", "2", "3"}  # the teacher-only one named too
     assert json.loads((skipped / "distill.json").read_text())["split"]["teacher_only"] == []
     meta = Policy.read_metadata(taught / "checkpoints" / "step_000004")
     assert json.loads(meta["train"]) == [0, 2] and json.loads(meta["teacher_only"]) == [1]
@@ -276,9 +294,14 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     words = dataclasses.replace(cfg, tokenizer="words", vocabulary=["cube", "put", "the"])
     Policy(words, Features(6, 6, ["front", "wrist"])).save(other)
     assert "task words ['bowl', 'in', 'red'] are not in the policy's word vocabulary" in error("--teacher", str(other))
-    # A resumed run refuses a teacher other than the one it was distilled from.
+    # A resumed run refuses a teacher other than the one it was distilled from, also when
+    # --teacher-sha256 vouches for that other one (the run's own hash went unchecked then).
     Policy(cfg, Features(6, 6, ["front", "wrist"])).save(other)
     assert "expects" in error("--run", "arm-tiny-student1", "--resume", "--teacher", str(other))
+    from shallowpi.distill.distiller import checkpoint_sha256
+
+    assert "is not the teacher the run being resumed was distilled from" in error(
+        "--run", "arm-tiny-student1", "--resume", "--teacher", str(other), "--teacher-sha256", checkpoint_sha256(other))
     # ... and a student or an objective other than the one its checkpoints were trained on.
     assert "distill.weights={'task': 1.0, 'output': 1.0, 'attention': 0.0} differs from the run being resumed" in error(
         "--run", "arm-tiny-student1", "--resume", "distill.weights.attention=0")

@@ -179,7 +179,9 @@ def test_one_episode_warns_that_nothing_is_held_out_and_labels_the_evaluation(tm
         result = finetune(tmp_path / "one.zarr", load_preset("tiny"), _cfg(), tmp_path / "run",
                           episodes=[0], make_dataset=make)
     assert "one.zarr: 1 episode(s), none held out" in caplog.text
-    assert json.loads((tmp_path / "run" / "split.json").read_text()) == {"train": [0], "held_out": []}
+    # (an in-memory dataset: no store on disk, so no episode identities)
+    assert json.loads((tmp_path / "run" / "split.json").read_text()) == {"train": [0], "held_out": [],
+                                                                        "episodes": {}}
     assert result["eval"]["data"] == "training episodes [0] (no held-out episodes)"
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["data"] == result["eval"]["data"]
 

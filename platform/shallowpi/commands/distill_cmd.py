@@ -153,6 +153,8 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make
 
     run_dir = runs / f"{store.stem}-{policy_cfg.name}"
     last = latest_checkpoint(run_dir)
+    if last is not None:
+        _check_teacher_data(last, store)
     if last is not None and int(last.name.removeprefix("step_")) >= train_cfg.steps:
         log.info("teacher: reusing %s", last)
         return last
@@ -169,6 +171,22 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make
     done = latest_checkpoint(run_dir)
     assert done is not None
     return done
+
+
+def _check_teacher_data(checkpoint: Path, store: Path) -> None:
+    """TrainingError (one line) when the teacher in the run folder this store's name picks
+    was trained on other episodes than the store holds under those numbers: another store
+    of the same name (the folder is named by the store's file name only), or one edited
+    since. A checkpoint from before the episodes were recorded in it passes."""
+    import json
+
+    from shallowpi.policy.policy import Policy
+    from shallowpi.train.finetune import Split
+
+    meta = Policy.read_metadata(checkpoint)
+    if "episodes" in meta and "train" in meta and "held_out" in meta:
+        Split(json.loads(meta["train"]), json.loads(meta["held_out"])).check_same_episodes(
+            store, json.loads(meta["episodes"]), f"the teacher at {checkpoint} (from {meta.get('dataset', '?')})")
 
 
 def _preset_of(checkpoint: Path, unreadable: str | None = "teacher") -> str | None:

@@ -137,7 +137,11 @@ def distill(
     facts_path = run_dir / "distill.json"
     recorded = json.loads(facts_path.read_text()) if resume and facts_path.is_file() else None
     expected, what = dcfg.teacher_sha256, "distill.teacher_sha256 (--teacher-sha256)"
-    if recorded is not None and expected is None:
+    if recorded is not None:  # the run's own teacher, whatever --teacher-sha256 also asks
+        if expected is not None and expected != recorded["teacher_sha256"]:
+            raise CheckpointError(f"--teacher-sha256 {expected[:16]}... is not the teacher the run being resumed "
+                                  f"was distilled from ({recorded['teacher_sha256'][:16]}..., {facts_path}); "
+                                  "resume with that teacher, or pass another --run")
         expected, what = recorded["teacher_sha256"], f"the run being resumed ({facts_path})"
     teacher, sha = load_teacher(teacher_checkpoint, expected, what)
     check_student_depth(teacher.cfg.depth, dcfg.layers)
@@ -146,7 +150,7 @@ def distill(
 
     # A resumed run keeps the split it started with (episodes added to the store since, or
     # a teacher trained elsewhere, would otherwise give another one and another data order).
-    split = (_recorded_split(recorded, episodes, facts_path) if recorded is not None
+    split = (_recorded_split(recorded, store, episodes, facts_path) if recorded is not None
              else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction, tasks))
     split.check_held_out(store, train_cfg.require_held_out)
     taught_by_teacher = (_recorded_teacher_only(recorded, teacher_only or [], facts_path) if recorded is not None
@@ -209,7 +213,8 @@ def distill(
         "greedy": greedy,
         "failed_episodes": dcfg.failed_episodes,
         "teacher_fraction": dcfg.teacher_fraction,
-        "split": {"train": split.train, "held_out": split.held_out, "teacher_only": taught_by_teacher},
+        "split": {"train": split.train, "held_out": split.held_out, "teacher_only": taught_by_teacher,
+                  "episodes": Split(split.train + taught_by_teacher, split.held_out).identities(store)},
     }
     metadata = {
         "dataset": str(store),
@@ -222,6 +227,7 @@ def distill(
         "attention_pairs": json.dumps(pairs.to_list()),
         "selection": dcfg.select,
         "teacher_only": json.dumps(taught_by_teacher),
+        "episodes": json.dumps(facts["split"]["episodes"]),
         **recorded_facts(train_set),
     }
     torch.manual_seed(train_cfg.seed)
@@ -271,11 +277,14 @@ def _check_resumed(recorded: dict[str, Any], dcfg: DistillConfig, facts_path: Pa
                               "resume with its settings, or pass another --run")
 
 
-def _recorded_split(recorded: dict[str, Any], episodes: list[int], facts_path: Path) -> Split:
+def _recorded_split(recorded: dict[str, Any], store: Path, episodes: list[int], facts_path: Path) -> Split:
     """The split of the run being resumed (distill.json); ConfigError (one line) when one of
     its training episodes is no longer in the store (or no longer kept, with
-    policy.train.successful_only)."""
+    policy.train.successful_only); TrainingError when its indices name other episodes now
+    (`Split.check_same_episodes`)."""
     split = Split(list(recorded["split"]["train"]), list(recorded["split"]["held_out"]))
+    Split(split.train + list(recorded["split"].get("teacher_only", [])), split.held_out).check_same_episodes(
+        store, recorded["split"].get("episodes"), f"the run being resumed ({facts_path})")
     gone = sorted(set(split.train) - set(episodes))
     if gone:
         raise ConfigError(f"the run being resumed ({facts_path}) trained on episodes {gone}, which the store no "
@@ -301,6 +310,11 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
     `episodes` (those policy.train.successful_only keeps, when it is set)."""
     meta = Policy.read_metadata(teacher_checkpoint)
     same = Path(meta.get("dataset", "")).resolve() == store.resolve()
+    if "episodes" in meta and "train" in meta and "held_out" in meta:
+        # The same episodes under the same numbers, wherever the store lies now.
+        recorded = json.loads(meta["episodes"])
+        teacher_split = Split(json.loads(meta["train"]), json.loads(meta["held_out"]))
+        same = teacher_split.identities(store) == recorded
     if same and "train" in meta and "held_out" in meta:
         allowed = set(episodes)
         return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"]))

@@ -79,6 +79,10 @@ class Checkpointer:
     # The settings a resumed run must share with the one it continues (Trainer.RECIPE),
     # kept in each checkpoint's training state.
     recipe: dict[str, Any] = field(default_factory=dict)
+    # Settings a resume may change but must hear about (Trainer._check_resumed_settings):
+    # kept beside the recipe; `loaded_notes` holds the resumed checkpoint's.
+    noted: dict[str, Any] = field(default_factory=dict)
+    loaded_notes: dict[str, Any] = field(default_factory=dict)
 
     def full_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Full model and optimiser state, optimiser entries keyed by parameter name."""
@@ -133,7 +137,8 @@ class Checkpointer:
             ema_policy.action_mean = self.policy.action_mean
             ema_policy.save(tmp / "ema", {**meta, "ema": str(ema_rate)})
         save_file(tensors, str(tmp / "train_state.safetensors"),
-                  metadata={"step": str(step), "param_groups": groups, "recipe": json.dumps(self.recipe)})
+                  metadata={"step": str(step), "param_groups": groups, "recipe": json.dumps(self.recipe),
+                            "noted": json.dumps(self.noted)})
         # Synced before and after the rename: a power cut cannot leave `last` naming a
         # checkpoint whose files never reached the disk.
         fsync_tree(tmp)
@@ -153,14 +158,19 @@ class Checkpointer:
         saved = Policy.load(path)
         if saved.cfg != self.policy.cfg:
             raise TrainingError(f"{path} was trained with another policy config; resume with the same preset")
-        with safe_open(str(path / "train_state.safetensors"), framework="pt") as f:
-            meta = f.metadata()
+        try:
+            with safe_open(str(path / "train_state.safetensors"), framework="pt") as f:
+                meta = f.metadata()
+            tensors = load_file(str(path / "train_state.safetensors"))
+        except Exception as exc:  # safetensors' own error type: a file cut short, or not one
+            raise TrainingError(f"{path}/train_state.safetensors cannot be read ({exc}): the checkpoint is damaged "
+                                f"(a copy cut short?); move {path} aside to resume from the step before it") from None
         before = json.loads(meta.get("recipe") or "{}")
+        self.loaded_notes = json.loads(meta.get("noted") or "{}")
         for key, value in self.recipe.items():
             if key in before and before[key] != value:
                 raise TrainingError(f"policy.train.{key}={value!r} differs from the run being resumed ({before[key]!r}, "
                                     f"{path}): resume with the same settings, or start a new run (--run NAME)")
-        tensors = load_file(str(path / "train_state.safetensors"))
         optim_sd = _unflatten_optimizer(tensors, meta["param_groups"])
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import (

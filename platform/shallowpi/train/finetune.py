@@ -10,6 +10,7 @@ in-memory one; `platform train` passes one checked by train/store_checks.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -80,6 +81,37 @@ class Split:
             held_out.update([e for e in episodes if e not in held_out][-short:])
         return cls(sorted(set(episodes) - held_out), sorted(held_out))
 
+    def identities(self, store: Path) -> dict[str, str]:
+        """{episode index: what that episode is} for every episode of the split: its start
+        time, length and task hashed to 12 hex digits. Recorded with a run (split.json, the
+        checkpoint's header) because the split names episodes by index, and an index names
+        another episode after `dataset delete` compacts the store, or in another store of
+        the same name. Empty for a store that is not on disk."""
+        from shallowpi.data.store import EpisodeStore
+
+        if not Path(store).exists():  # an in-memory dataset (tests): nothing on disk to name
+            return {}
+        with EpisodeStore.open(store) as opened:
+            infos = {i: opened.episode(i) for i in sorted(set(self.train) | set(self.held_out)) if i < len(opened)}
+        return {str(i): hashlib.sha256(f"{info.start_time!r} {info.length} {info.task}".encode()).hexdigest()[:12]
+                for i, info in infos.items()}
+
+    def check_same_episodes(self, store: Path, recorded: Mapping[str, str] | None, run: str) -> None:
+        """Raise TrainingError (one line) unless the episodes at the split's indices in
+        `store` are those `run` recorded (`identities`); None (a run from before they were
+        recorded) passes. A held-out episode trained on, or another dataset's statistics
+        under this one's name, would pass silently otherwise."""
+        if not recorded:
+            return
+        now = self.identities(store)
+        changed = sorted((int(i) for i, ident in recorded.items() if now.get(i) != ident))
+        if changed:
+            raise TrainingError(
+                f"{run} was trained on other episodes than {store} holds under the numbers {changed[:5]}"
+                f"{' ...' if len(changed) > 5 else ''} (another dataset of that name, or episodes deleted or "
+                "re-recorded since, which renumbers them): pass another --run to start afresh, or the "
+                "--dataset it was trained on")
+
     def check_held_out(self, store: Path, require: bool) -> None:
         """Say so when no episode is held out (one episode): the final evaluation then
         scores training episodes. Raises TrainingError instead when `require`."""
@@ -122,8 +154,15 @@ def finetune(
     if resume and split_path.is_file():
         data = json.loads(split_path.read_text())
         split = Split(data["train"], data["held_out"])
+        split.check_same_episodes(store, data.get("episodes"), f"the run being resumed ({run_dir})")
+        kept = set(episodes)
+        if dropped := sorted(e for e in split.train if e not in kept):
+            raise TrainingError(f"the run being resumed ({run_dir}) trains on episodes {dropped[:5]}, which this "
+                                "run's settings leave out (policy.train.successful_only, or marked failed since); "
+                                "resume with the settings it started with, or pass another --run")
     else:
         split = Split.of(sorted(episodes), train_cfg.eval_fraction, tasks)
+    identities = split.identities(store)
     split.check_held_out(store, train_cfg.require_held_out)
     train_set = make_dataset(store, policy_cfg.chunk_len, split.train)
     if len(train_set) == 0:
@@ -140,14 +179,15 @@ def finetune(
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
-                      **recorded_facts(train_set)},
+                      "episodes": json.dumps(identities), **recorded_facts(train_set)},
     )
     if trainer.dist.main:
         if resolved_config is not None:
             from shallowpi.config import save_resolved
 
             save_resolved(resolved_config, run_dir)
-        replace_text(split_path, json.dumps({"train": split.train, "held_out": split.held_out}))  # resume reads it
+        replace_text(split_path, json.dumps({"train": split.train, "held_out": split.held_out,  # resume reads it
+                                             "episodes": identities}))
     last = trainer.fit()
     saved = latest_checkpoint(run_dir)
     weights = checkpoint_weights(saved) if saved is not None else None

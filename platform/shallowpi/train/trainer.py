@@ -123,7 +123,9 @@ def ema_decay(step: int, rate: float) -> float:
 
 # What the raw weights' trajectory depends on (the EMA does not feed back: it may be
 # switched on at a resume, and then starts from the resumed weights).
-RECIPE = ("seed", "batch_size", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip")
+# What is trained on too: a resume that changed it would train another split's data order.
+RECIPE = ("seed", "batch_size", "lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip",
+          "successful_only", "skip_nonfinite")
 
 
 def augment_seed(seed: int, step: int, rank: int) -> int:
@@ -245,6 +247,7 @@ class Trainer:
             # would not continue the run it names (the step count may grow: the cosine then
             # decays to the new end).
             recipe={k: list(v) if k == "betas" else v for k, v in dataclasses.asdict(cfg).items() if k in RECIPE},
+            noted={"ema": cfg.ema, "steps": cfg.steps},
         )
         if cfg.ema and cfg.fsdp and self.dist.grouped:
             # The average would hold each rank's shards, and a checkpoint only rank 0's.
@@ -253,6 +256,7 @@ class Trainer:
         self.start_step, saved_ema = 0, {}
         if existing is not None:
             self.start_step, saved_ema = self.checkpoints.load(existing, self.device)
+            self._check_resumed_settings(existing)
         # After the load: a run resumed from a checkpoint without an average (EMA switched on
         # at resume) starts it from the trained weights, not from the initial ones.
         self.ema: dict[str, Tensor] | None = None
@@ -261,6 +265,24 @@ class Trainer:
             self.ema = {k: saved_ema.get(k, v.detach().clone()) for k, v in live.items()}
             floats = [k for k, v in live.items() if v.dtype.is_floating_point]
             self._ema_pairs = ([self.ema[k] for k in floats], [live[k] for k in floats])
+
+    def _check_resumed_settings(self, path: Path) -> None:
+        """What a resume may change, said or refused. EMA: switched on, it starts from the
+        resumed weights; switched off or to another rate, the run's average would be lost or
+        mixed with another (TrainingError). Steps: the cosine then decays to the new end, so
+        the learning rate jumps (a run finished at 1,500 steps, continued to 9,000, restarts
+        near its peak): said, with both rates."""
+        cfg, then = self.cfg, self.checkpoints.loaded_notes
+        if then.get("ema") is not None and then["ema"] != cfg.ema:
+            raise TrainingError(f"policy.train.ema={cfg.ema} differs from the run being resumed ({then['ema']}, {path}): "
+                                "its average would be lost or mixed with another rate; resume with it, or start a "
+                                "new run (--run NAME)")
+        steps = then.get("steps")
+        if steps is not None and steps != cfg.steps and self.start_step < cfg.steps:
+            before = lr_at(self.start_step, dataclasses.replace(cfg, steps=steps))
+            log.warning("policy.train.steps %d differs from the run being resumed (%d): the schedule now ends at step "
+                        "%d, so the learning rate at step %d goes from %.3g to %.3g", cfg.steps, steps, cfg.steps,
+                        self.start_step, before, lr_at(self.start_step, cfg))
 
     def save(self, step: int) -> Path | None:
         """checkpoints/step_XXXXXX (train/checkpoint.py); every process must call it."""
@@ -367,16 +389,18 @@ class Trainer:
             raise TrainingError(
                 f"loss became {reported} at step {step}"
                 + (f" (term {', '.join(bad)})" if bad else "")
-                + "; lower policy.train.lr or check the data"
-                + (f" (last good checkpoint: {last})" if last else "")
+                + "; check the data, or lower policy.train.lr"
+                + (f" in a new run from the last good checkpoint: --init {last} --run NEW policy.train.lr=..." if last
+                   else "")
             )
         # A finite loss can still give an inf/NaN gradient (an overflow in the backward):
         # clipping would then scale every gradient by NaN and the step would poison the weights.
         if not math.isfinite(float(grad_norm)):
             last = latest_checkpoint(self.run_dir)
             raise TrainingError(f"gradient norm became {float(grad_norm)} at step {step} with a finite loss "
-                                f"({reported:.4g}); lower policy.train.lr or check the data"
-                                + (f" (last good checkpoint: {last})" if last else ""))
+                                f"({reported:.4g}); check the data, or lower policy.train.lr"
+                                + (f" in a new run from the last good checkpoint: --init {last} --run NEW "
+                                   "policy.train.lr=..." if last else ""))
         self.optimizer.step()
         if self.ema is not None:
             weight = 1.0 - ema_decay(step, cfg.ema)
@@ -418,5 +442,14 @@ def _truncate_metrics(path: Path, start: int) -> None:
     log is replaced in one rename: a kill mid-write must not take the earlier lines with it."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] < start]
+    keep, damaged = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] < start:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):  # a line cut by a full disk or a power cut (XFS: NULs)
+            damaged += bool(line)
+    if damaged:
+        log.warning("%s: dropped %d damaged line(s) (a write cut short); the checkpoints are not affected",
+                    path, damaged)
     replace_text(path, "".join(line + "\n" for line in keep))
