@@ -51,7 +51,9 @@ def _pyplot():
 
 def loss_plot(metrics: Path, png: Path) -> dict[str, float]:
     """Each logged term (and the weighted total) over steps; returns the last values."""
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+    from shallowpi.train.trainer import read_metrics
+
+    rows, _ = read_metrics(metrics)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     last = {}

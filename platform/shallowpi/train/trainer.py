@@ -437,19 +437,30 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def _truncate_metrics(path: Path, start: int) -> None:
-    """On resume, drop lines logged after the checkpoint (they will be logged again). The
-    log is replaced in one rename: a kill mid-write must not take the earlier lines with it."""
-    if not path.is_file():
-        return
-    keep, damaged = [], 0
+def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a run's metrics.jsonl, and how many lines were damaged (cut short by a
+    full disk, NULs after a power cut on XFS: appended without a sync) and left out."""
+    rows, damaged = [], 0
     for line in path.read_text(errors="replace").splitlines():
         try:
-            if json.loads(line)["step"] < start:
-                keep.append(line)
-        except (ValueError, KeyError, TypeError):  # a line cut by a full disk or a power cut (XFS: NULs)
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError(line)
+        except ValueError:
             damaged += bool(line)
+            continue
+        rows.append(row)
+    return rows, damaged
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """On resume, drop lines logged after the checkpoint (they will be logged again), and
+    damaged ones, said. The log is replaced in one rename: a kill mid-write must not take
+    the earlier lines with it."""
+    if not path.is_file():
+        return
+    rows, damaged = read_metrics(path)
     if damaged:
         log.warning("%s: dropped %d damaged line(s) (a write cut short); the checkpoints are not affected",
                     path, damaged)
-    replace_text(path, "".join(line + "\n" for line in keep))
+    replace_text(path, "".join(json.dumps(row) + "\n" for row in rows if row["step"] < start))
