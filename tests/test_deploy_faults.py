@@ -258,3 +258,39 @@ def test_a_fault_after_the_operator_asked_to_stop_does_not_hold_for_another_stop
     executor.stop()  # Ctrl-C, and in the same tick the backend fails
     executor._fault(InferenceFault("the backend steps failed"), EpisodeReport(0, None), np.zeros(2), torque_off=False)
     assert executor.stopped and not executor.held_after_fault
+
+
+def test_during_the_warm_up_an_estop_cuts_torque_at_once_and_a_servo_alarm_is_read():
+    """The warm-up (a first TensorRT run may build its engine for minutes) ran on the
+    caller's thread: nothing published, so a monitor's e-stop waited for its end with the
+    robot powered, and no servo alarm was read meanwhile."""
+    import time
+
+    from shallowpi.errors import PlatformError
+
+    class Timed(CountingRobot):
+        def torque_off(self) -> None:
+            super().torque_off()
+            self.off_at = time.monotonic()
+
+    robot = Timed()
+    executor: Executor | None = None
+
+    def publish(status) -> None:  # a monitor's e-stop, read as the status goes out
+        if status.state.value == "warming" and executor is not None and not executor.estopped:
+            executor.estop()
+
+    executor = Executor(robot, StallingBackend(8, stall_s=1.0, after=0), ExecutorConfig(warmup_runs=2, realtime=True),
+                        publish=publish)
+    began = time.monotonic()
+    executor.warm_up("count")  # two chunks of 1 s
+    assert time.monotonic() - began >= 1.9 and robot.off_at - began < 0.5 and not robot.torque
+    assert robot.calls.count("torque_off") == 1
+
+    robot = CountingRobot()
+    robot.alarm = "servo 3 on bus arm reports overheating"
+    executor = Executor(robot, StallingBackend(8, stall_s=2.0, after=0), ExecutorConfig(warmup_runs=2, realtime=True))
+    began = time.monotonic()
+    with pytest.raises(PlatformError, match="overheating"):
+        executor.warm_up("count")
+    assert time.monotonic() - began < 1.6  # read within a second, not after the 4 s warm-up

@@ -215,9 +215,38 @@ class Executor:
 
     def warm_up(self, task: str) -> list[float]:
         """Compute `warmup_runs` chunks on a real observation before the robot moves; the
-        last one's latency (+ injected delay) sets the initial delay estimate in ticks."""
+        last one's latency (+ injected delay) sets the initial delay estimate in ticks.
+
+        The backend computes on a thread (a first TensorRT run may build its engine for
+        minutes) while this one publishes the status, so a monitor's stop or e-stop is read,
+        and an e-stop turns torque off at once, and reads the servos' alarms once a second
+        (the robot holds, torque on, all that while). Raises what the backend raised, or
+        a servo fault."""
         self._set(ExecutorState.WARMING, f"warming up {self.backend.name}")
-        times = self.backend.warm_up(policy_input(self.robot.observe(), task, self.image_codec), self.cfg.warmup_runs)
+        observed = policy_input(self.robot.observe(), task, self.image_codec)
+        outcome: dict[str, Any] = {}
+
+        def compute() -> None:
+            try:
+                outcome["times"] = self.backend.warm_up(observed, self.cfg.warmup_runs)
+            except BaseException as exc:  # raised again on the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=compute, name="warm-up", daemon=True)
+        worker.start()
+        checked, torque_cut = time.monotonic(), False
+        while worker.is_alive():
+            worker.join(timeout=0.05)
+            self._publish(self.status)  # commands are read as the status goes out
+            if self._estop.is_set() and not torque_cut:
+                self._torque_off()
+                torque_cut = True
+            elif not torque_cut and time.monotonic() - checked >= 1.0:
+                self.robot.check_faults()
+                checked = time.monotonic()
+        if "error" in outcome:
+            raise outcome["error"]
+        times = outcome["times"]
         self.initial_delay = max(1, math.ceil((times[-1] + self.cfg.injected_delay_s) * self.fps))
         log.info("%s warm: %.0f ms a chunk, initial delay %d ticks", self.backend.name, 1e3 * times[-1],
                  self.initial_delay)
@@ -356,13 +385,13 @@ class Executor:
             raise
         finally:
             if self._estop.is_set():  # before anything that may wait on a busy inference thread
-                self._torque_off(report)
+                self._torque_off()
             if runner is not None:  # stopped (a fault, an e-stop): do not wait long on a stuck backend
                 stopping = self._stop.is_set()
                 ended = runner.close(join_s=0.2 if stopping else cfg.max_inference_s, on_wait=self._still_waiting)
                 stuck = not ended and not self._stop.is_set()
                 if self._estop.is_set() and not stopping:  # e-stopped during that wait
-                    self._torque_off(report)
+                    self._torque_off()
                     report.ended = "e-stop"
         if stuck:  # its next chunk would run beside the stuck one, on the same backend
             self._fault(InferenceFault(f"the backend {self.backend.name} is still computing a chunk "
@@ -498,13 +527,13 @@ class Executor:
         except PlatformError as hold_exc:
             log.error("hold failed: %s", hold_exc)
         if torque_off:
-            self._torque_off(report)
+            self._torque_off()
         elif not self._stop.is_set():  # a stop asked for already (the same tick) is the operator's word
             self._held_after_fault.set()
         self._set(ExecutorState.FAULT, f"fault: {exc}")
         self._stop.set()
 
-    def _torque_off(self, report: EpisodeReport) -> None:
+    def _torque_off(self) -> None:
         try:
             self.robot.torque_off()
         except PlatformError as exc:
