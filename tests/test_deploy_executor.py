@@ -437,3 +437,43 @@ def test_an_episode_a_fault_ended_is_a_failure_whatever_the_scene_shows():
         executor.warm_up("count")
         report = executor.run_episode("count", 20, success=lambda: True)
         assert report.success is success
+
+
+class _Tracked(CountingRobot):
+    """Keeps every command it took, the approach's included (the report keeps the episode's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[float] = []
+
+    def act(self, goal) -> np.ndarray:
+        sent = super().act(goal)
+        self.taken.append(float(sent[0]))
+        return sent
+
+
+def test_each_episode_first_goes_slowly_to_the_demonstrations_start_pose():
+    """On a robot an episode began where the last one ended (the twin's at its home pose):
+    out of the demonstrations' distribution from the second on. It goes first to the pose
+    they started from, at deploy.start_speed of its top speed (one count a tick here), and
+    the policy's first chunk is computed there."""
+    robot = _Tracked()  # rests at -1
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", warmup_runs=2, start_speed=0.25),
+                        start_state=np.array([2.0, 2.0]))
+    executor.warm_up("count")
+    report = executor.run_episode("count", 20)
+    approach = robot.taken[: robot.taken.index(2.0) + 1]
+    steps = np.diff([-1.0, *approach])
+    assert np.allclose(steps[:-1], 0.25) and 0 < steps[-1] <= 1.0  # a quarter of top speed, then the pose
+    assert [v for v in commands(report) if v != 2.0][:3] == [3.0, 4.0, 5.0]  # chunks from the start pose
+    # A stop on the way ends the episode there, with no chunk asked for.
+    robot = _Tracked()
+    backend = StepBackend(8)
+    executor = Executor(robot, backend, ExecutorConfig(strategy="async", warmup_runs=2, start_speed=0.25),
+                        start_state=np.array([50.0, 50.0]), publish=lambda s: executor.stop() if s.state.value == "homing"
+                        and len(robot.taken) > 3 else None)
+    executor.warm_up("count")
+    calls = backend.calls
+    report = executor.run_episode("count", 20)
+    assert report.ended == "stopped" and report.ticks == 0 and backend.calls == calls
+    assert max(robot.taken) < 2.0 and robot.calls[-1] == "hold last"

@@ -314,3 +314,26 @@ def test_a_record_store_that_does_not_fit_is_refused_before_any_port_opens(tmp_p
     expected = "holds other features than this robot records" if clash == "cameras" else "holds episodes at 15 fps"
     assert expected in str(refused.value)
     assert len(EpisodeStore.open(tmp_path / "deployed.zarr")) == (1 if clash == "fps" else 0)
+
+
+def test_on_the_robot_each_episode_starts_from_the_demonstrations_start_pose(tmp_path, capsys):
+    """The checkpoint records the pose its demonstrations started from; on the emulated arm
+    (at rest at zero) each of two episodes begins there, the second after the first ended
+    wherever the policy took the arm."""
+    arm = robot_spec("arm")
+    start = [0.3, 0.1, -0.4, 0.2, 0.0, 0.1, 0.8][: len(arm.joints)]
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",),
+                           meta={"calibrations": json.dumps(["uncalibrated"]), "start_state": json.dumps(start)})
+    with emulated("arm") as (spec, _), _FrontCamera() as camera:
+        args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave hello", "--episodes", "2",
+                                           "--episode-time-s", "0.5", "--reset-time-s", "0.1",
+                                           "--allow-uncalibrated", "--record", str(tmp_path / "deployed")))
+        code = args.run(args, camera_devices=lambda: [camera.device.device])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "goes to the demonstrations' start pose at 25% of its top speed" in out
+    store = EpisodeStore.open(tmp_path / "deployed.zarr")
+    step = np.array([j.max_velocity for j in arm.joints]) / arm.fps
+    for index in range(2):
+        first = store.read_episode(index)["observation.state"][0]
+        assert np.all(np.abs(first - start) <= step + 0.02), (index, first)  # within a tick (and the servo's lag)

@@ -1,4 +1,4 @@
-"""The slow start of teleoperation (record/catch_up.py): the follower closes on leader arms
+"""The slow start of teleoperation (robots/catch_up.py): the follower closes on leader arms
 posed far from it at a fraction of its top speed, on a straight line, and the recorder
 begins no episode before it has; then the leader's goals pass through untouched. Checked
 alone, in the recorder's loop, and on dynamixel-sdk against emulated servo chains."""
@@ -18,10 +18,10 @@ from shallowpi.data import EpisodeStore
 from shallowpi.data.features import ACTION_KEY, STATE_KEY, robot_features
 from shallowpi.data.store import StoreSettings
 from shallowpi.errors import PlatformError
-from shallowpi.record.catch_up import CatchUp
 from shallowpi.record.clock import SimulatedClock, TickClock
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
+from shallowpi.robots.catch_up import CatchUp
 
 STEP = np.array([0.1, 0.05, 0.2])  # each joint's move in one act() at top speed
 
@@ -95,7 +95,7 @@ def test_the_recorder_begins_no_episode_before_the_follower_has_caught_up(tmp_pa
     # Gripper: 0.5 at 0.25 x 0.2 a tick is 10 ticks, shoulder 1.0 at 0.025 is 40: the
     # shoulder sets the pace, and recording begins once it is within a full step (0.1).
     before = [s for s in statuses if s[0] != "recording"][:36]
-    assert all("closing on the leader at 25% of its top speed: shoulder" in m for _, m, _ in before[1:])
+    assert all("the robot is closing on the leader at 25% of its top speed: shoulder" in m for _, m, _ in before[1:])
     followed = np.array([f for _, _, f in statuses])
     assert np.all(np.abs(np.diff(followed[:37], axis=0)) <= 0.25 * STEP + 1e-6)
     episode = store.read_episode(0)

@@ -247,3 +247,21 @@ def test_successful_only_trains_on_the_episodes_not_marked_failed(tmp_path):
     with pytest.raises(StoreError, match=r"every episode of .* is marked failed"):
         resolve_training_store(config.compose(["policy=tiny", f"dataset={tmp_path / 'failed.zarr'}",
                                                "policy.train.successful_only=true"]))
+
+
+def test_the_checkpoint_records_the_pose_the_training_episodes_started_from(tmp_path):
+    """deploy moves the robot there before each episode: the median of the training
+    episodes' first states (the held-out one left out)."""
+    from shallowpi.policy import Policy
+    from store_fixtures import make_store
+
+    store = tmp_path / "s.zarr"
+    make_store(store, episodes=4, length=12).close()
+    cfg = TrainConfig(steps=1, batch_size=2, save_every=1, log_every=1, workers=0, progress=False, tensorboard=False,
+                      eval_fraction=0.25)
+    result = finetune(store, load_preset("tiny"), cfg, tmp_path / "run", episodes=[0, 1, 2, 3],
+                      make_dataset=chunk_dataset)
+    with EpisodeStore.open(store) as opened:
+        firsts = [opened.read("observation.state", *opened.episode_range(e))[0] for e in (0, 1, 2)]
+    recorded = json.loads(Policy.read_metadata(Path(result["checkpoint"]))["start_state"])
+    np.testing.assert_allclose(recorded, np.median(firsts, axis=0), atol=1e-5)

@@ -55,6 +55,7 @@ import numpy as np
 from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
 from shallowpi.commands.console import LinePrinter
 from shallowpi.commands.deploy_recording import DeploymentRecorder
+from shallowpi.errors import PlatformError
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
           f"{target.description} at {target.fps:g} Hz", flush=True)
 
     robot = target.robot
+    start_state = _start_state(bundle, target, exec_cfg.start_speed)
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
     try:  # a store it refuses stops the run before any port opens
         recorder = (DeploymentRecorder(args.record, cfg, target, bundle.cameras, args.allow_mixed_calibration)
@@ -219,7 +221,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     try:
         target.connect()
         executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish,
-                            image_codec=target.image_codec)  # the twin's store codec, as eval --sim
+                            image_codec=target.image_codec,  # the twin's store codec, as eval --sim
+                            start_state=start_state)
         executor.status.profile, executor.status.episodes_total = profile.name, args.episodes
         executor.status.success_judged = not target.on_hardware
         quiet.callback(_restore_signals, _stop_on_signals(executor, putting_away))
@@ -343,6 +346,25 @@ def _sha(path: Path) -> str:
     return sha256_of(path) if path.is_file() else ""
 
 
+def _start_state(bundle: Any, target: Any, speed: float | None) -> np.ndarray | None:
+    """The pose the checkpoint's demonstrations started from, for a robot to go to before
+    each episode (the twin's start at its home pose: None there, as with deploy.start_speed
+    null or a checkpoint that predates the record, which is said)."""
+    if not target.on_hardware or speed is None:
+        return None
+    recorded = bundle.checkpoint_metadata.get("start_state")
+    if recorded is None:
+        print("the checkpoint records no start pose (trained before it was recorded): each episode starts where "
+              "the last one ended", flush=True)
+        return None
+    state = np.asarray(json.loads(recorded), np.float64)
+    if state.shape != (len(target.joint_names),):
+        raise PlatformError(f"the checkpoint's start pose has {state.size} joints, the robot {len(target.joint_names)}")
+    print(f"before each episode the robot goes to the demonstrations' start pose at {speed:.0%} of its top speed "
+          "(deploy.start_speed)", flush=True)
+    return state
+
+
 def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:
     from omegaconf import OmegaConf
 
@@ -389,8 +411,6 @@ def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None],
     status goes on being published, the dashboard's commands obeyed and the servos' alarms
     read (an overload turns torque off) meanwhile. `keys`: the dashboard reads s and e (else
     only Ctrl-C and `platform monitor --control` reach the executor)."""
-    from shallowpi.errors import PlatformError
-
     fault = executor.status.message.removeprefix("fault: ")
     ways = "stop (s or Ctrl-C: torque off) or e-stop (e)" if keys else \
         "stop with Ctrl-C (torque off), or from `platform monitor --control`"

@@ -331,9 +331,9 @@ def _kept(committed: list[Any], store_path: Any) -> str:
 
 
 def _catch_up(rig: Any, speed: float | None, fps: float) -> Any:
-    """The slow start for a teleoperator moved by hand (record/catch_up.py); None in the
+    """The slow start for a teleoperator moved by hand (robots/catch_up.py); None in the
     twin, whose scene sets the robot's pose at each episode, or when the config turns it off."""
-    from shallowpi.record.catch_up import CatchUp
+    from shallowpi.robots.catch_up import CatchUp
 
     if rig.scene is not None or speed is None:
         return None

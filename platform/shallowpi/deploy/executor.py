@@ -137,6 +137,9 @@ class Executor:
     """Runs a backend on a connected robot. `fps` defaults to the robot's spec.
 
     publish      called with the live ExecutorStatus every tick (telemetry)
+    start_state  the pose [J] the demonstrations started from (the checkpoint's), which each
+                 episode goes to first at cfg.start_speed (the robot's, not the twin's: its
+                 episodes start at its home pose)
     image_codec  the training store's frame codec, applied before the policy (the twin, whose
                  frames are rendered at the store's size, where JPEG q90 changes the policy's
                  input by 0.023 on average at 64x64; a robot's 640x480 frames change 14x less
@@ -145,9 +148,13 @@ class Executor:
     """
 
     def __init__(self, robot: Robot, backend: Backend, cfg: ExecutorConfig, fps: float | None = None,
-                 publish: Callable[[ExecutorStatus], None] | None = None, image_codec: Codec | None = None) -> None:
+                 publish: Callable[[ExecutorStatus], None] | None = None, image_codec: Codec | None = None,
+                 start_state: np.ndarray | None = None) -> None:
         self.robot, self.backend, self.cfg = robot, backend, cfg
         self.image_codec = image_codec
+        # The pose [J] the demonstrations started from: with cfg.start_speed, every episode
+        # goes there first (a robot's episode starts where the last ended, the twin's at home).
+        self.start_state = None if start_state is None else np.asarray(start_state, np.float64)
         self.fps = float(fps or robot.spec.fps)
         if self.fps > float(robot.spec.fps) + 1e-9:  # Robot.act bounds a step at max_velocity / spec.fps
             raise ConfigError(f"executor at {self.fps:g} Hz is faster than the robot's {robot.spec.fps:g} Hz; its "
@@ -290,8 +297,15 @@ class Executor:
         chosen: np.ndarray | None = None  # the last action the selection chose
         stuck = False  # the inference thread still in the backend after the episode
         try:
-            runner = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
-                      else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
+            if self.start_state is not None and cfg.start_speed is not None:
+                approached = self._go_to_start(clock, report, last)
+                if approached is None:  # stopped, or a fault on the way: the episode ends here
+                    max_ticks = 0
+                else:
+                    held = last = approached  # a hold before the first chunk keeps this pose
+            if max_ticks:
+                runner = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
+                          else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
             for _ in range(max_ticks):
                 if self._stop.is_set():
                     report.ended = "e-stop" if self._estop.is_set() else "stopped"
@@ -409,6 +423,34 @@ class Executor:
         report.period_p99_ms = clock.percentiles_ms()[1]
         report.overruns = clock.overruns
         return report
+
+    def _go_to_start(self, clock: TickClock, report: EpisodeReport, last: np.ndarray) -> np.ndarray | None:
+        """Bring the robot to `start_state` at cfg.start_speed of its top speed, on a straight
+        line in joint space (robots/catch_up.py), publishing how far it has to go. Returns
+        the last command [J], or None when a stop or a fault ended the episode on the way
+        (`report.ended` says which; a fault is handled as in the episode)."""
+        from shallowpi.robots.catch_up import CatchUp
+
+        catch_up = CatchUp.for_robot(self.robot, float(self.cfg.start_speed), self.fps,
+                                     goal="the demonstrations' start pose", then="the policy starts")
+        while True:
+            if self._stop.is_set():
+                report.ended = "e-stop" if self._estop.is_set() else "stopped"
+                return None
+            clock.wait()
+            try:
+                obs = self.robot.observe()
+            except PlatformError as exc:
+                self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
+                return None
+            try:
+                last = np.asarray(self.robot.act(catch_up(self.start_state, obs.state)), np.float32)
+            except PlatformError as exc:
+                self._fault(exc, report, last)
+                return None
+            if catch_up.done:
+                return last
+            self._set(ExecutorState.HOMING, catch_up.describe())
 
     def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str) -> list[Done]:
         request = selector.request()

@@ -71,6 +71,10 @@ class ExecutorConfig:
                       this old may not fit the scene any more, with the chunks before it
                       (realtime only; the robot holds meanwhile, as while any chunk is
                       awaited; no chunk fit to act on for max_inference_s is a fault)
+    start_speed       before each episode on the robot, the fraction of its top speed at which
+                      it goes to the pose the demonstrations started from (the checkpoint's
+                      start_state; robots/catch_up.py), as the twin's episodes begin at its
+                      home pose; null: each episode starts where the last one ended
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
     """
@@ -85,6 +89,7 @@ class ExecutorConfig:
     injected_delay_s: float = 0.0
     max_inference_s: float = 5.0
     max_chunk_age_s: float = 1.0
+    start_speed: float | None = 0.25
     realtime: bool = True
 
     def __post_init__(self) -> None:
@@ -103,6 +108,9 @@ class ExecutorConfig:
             raise ConfigError(f"deploy.rtc_mask must be soft or hard, got '{self.rtc_mask}'")
         if self.injected_delay_s < 0:
             raise ConfigError(f"deploy.injected_delay_s must be >= 0, got {self.injected_delay_s}")
+        if self.start_speed is not None and not 0 < self.start_speed <= 1:
+            raise ConfigError(f"deploy.start_speed must be in (0, 1] (a fraction of each joint's top speed) or null, "
+                              f"got {self.start_speed}")
         if self.warmup_runs < 2:  # the first run is the cold one; the last one is measured
             raise ConfigError(f"deploy.warmup_runs must be at least 2, got {self.warmup_runs}")
 

@@ -31,7 +31,6 @@ import numpy as np
 from shallowpi.data.features import ACTION_KEY
 from shallowpi.errors import PlatformError
 from shallowpi.record.camera_health import CameraHealth
-from shallowpi.record.catch_up import CatchUp
 from shallowpi.record.clock import TickClock, prompt_gil_handover
 from shallowpi.record.disk import DiskBudget
 from shallowpi.record.session_config import (
@@ -43,6 +42,7 @@ from shallowpi.record.session_config import (
 )
 from shallowpi.record.writer import BackgroundWriter, WaitAbandoned
 from shallowpi.robots.base import Robot
+from shallowpi.robots.catch_up import CatchUp
 from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import (
@@ -68,7 +68,7 @@ class RecordingSession:
     `writer`; statuses go to `publish`, dashboard commands come from `commands`. `scene`
     (simulation) resets each episode and judges its success; `disk`, if given, refuses an
     episode the disk has no room for; `catch_up`, if given, brings the follower to the
-    teleoperator slowly first, and no episode begins before it has (record/catch_up.py).
+    teleoperator slowly first, and no episode begins before it has (robots/catch_up.py).
     Episodes are numbered by their store index. Single
     threaded: only `request_stop` may be called from another thread or a signal handler.
     """

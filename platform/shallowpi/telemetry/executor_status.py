@@ -18,6 +18,7 @@ class ExecutorState(str, enum.Enum):
 
     WARMING = "warming"  # backend warming up; the robot holds its pose
     RESET = "reset"  # on the robot, before an episode: it holds while the operator sets the scene
+    HOMING = "homing"  # on the robot, then: it goes slowly to the pose the demonstrations started from
     RUNNING = "running"  # actions from chunks reach the robot
     HOLD = "hold"  # watchdog: no action due or the newest frame too old; goals = present pose
     FAULT = "fault"  # a servo or camera failed: held, then torque off

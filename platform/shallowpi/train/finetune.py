@@ -220,11 +220,15 @@ def recorded_facts(train_set: Any) -> dict[str, str]:
     action's joints in order and the rate a chunk's actions are paced at (a robot that
     lists the joints otherwise or runs at another rate is refused), each camera's frame
     shape (another aspect ratio is refused), and the calibrations its joint positions were
-    measured under."""
-    return {"joint_names": json.dumps(list(train_set.joint_names()[1])),
-            "fps": json.dumps(train_set.fps()),
-            "camera_shapes": json.dumps(camera_shapes_of(train_set[0])),
-            "calibrations": json.dumps(train_set.calibration_ids())}
+    measured under; and the state the episodes typically started in (`start_state`, where a
+    dataset can say it), which deploy moves the robot to before each episode."""
+    facts = {"joint_names": json.dumps(list(train_set.joint_names()[1])),
+             "fps": json.dumps(train_set.fps()),
+             "camera_shapes": json.dumps(camera_shapes_of(train_set[0])),
+             "calibrations": json.dumps(train_set.calibration_ids())}
+    if hasattr(train_set, "start_state"):
+        facts["start_state"] = json.dumps([round(float(v), 6) for v in train_set.start_state()])
+    return facts
 
 
 def _with_delta_dims(cfg: PolicyConfig, train_set: Any) -> PolicyConfig:

@@ -29,7 +29,7 @@ def _successes(s: ExecutorStatus, word: str) -> str:
 
 SPARK = "▁▂▃▄▅▆▇█"
 STATE_STYLE = {"running": "bold white on green", "hold": "bold black on yellow", "fault": "bold white on red",
-               "warming": "bold black on cyan", "reset": "bold black on cyan", "stopped": "bold white on blue",
+               "warming": "bold black on cyan", "reset": "bold black on cyan", "homing": "bold black on cyan", "stopped": "bold white on blue",
                "done": "bold white on blue"}
 
 

@@ -1,16 +1,19 @@
-"""`CatchUp`: the follower closes on the leader slowly when teleoperation starts.
+"""`CatchUp`: a robot closes slowly on a far goal before its ordinary control begins.
 
-Connected, a follower holds where it rests; the leader arms may be anywhere. Sent the
-leader's pose at once, the robot's velocity bound would take every joint there at its top
-speed (3 rad/s on the arm: half a turn in a second, toward whoever stands beside it), each
-joint on its own clock so the hand sweeps a path nobody chose. GELLO's teleoperation
-script refuses to start with the arms more than 0.8 rad apart and then moves the follower
-over 25 steps; here the follower always starts, at `speed` x its top speed, along the
-straight line in joint space to the leader's pose (every joint arrives together), and
-hands over to ordinary tracking once each joint is within one full-speed tick of the
-leader (so the hand-over moves no joint further than `act()` allows in one tick anyway).
-The recorder begins no episode before that: the actions it records are the operator's,
-never this ramp.
+Two places need it. Teleoperation: connected, a follower holds where it rests and the
+leader arms may be anywhere; sent the leader's pose at once, the robot's velocity bound
+would take every joint there at its top speed (3 rad/s on the arm: half a turn in a
+second, toward whoever stands beside it), each joint on its own clock, so the hand sweeps
+a path nobody chose. GELLO's teleoperation script refuses to start with the arms more
+than 0.8 rad apart, then moves the follower over 25 steps. Deployment: on the robot an
+episode starts where the last one ended (the twin resets to its home pose), so before
+each one the robot goes to the pose the demonstrations started from.
+
+Here the robot always starts, at `speed` x its top speed, along the straight line in
+joint space to the goal (every joint arrives together), and hands over once each joint is
+within one full-speed tick of it (so the hand-over moves no joint further than `act()`
+allows in one tick anyway). The recorder begins no episode and the executor runs no
+policy before that: the actions recorded are the operator's, never this ramp.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ class CatchUp:
     speed over the robot's rate; joint units: rad, m, gripper opening); `lower`/`upper`
     float[J]: the limits `act()` clips to (a goal outside them is caught up to where the
     robot will hold it); `speed` in (0, 1]: the fraction of the top speed; `fps`: the
-    loop's rate, for the seconds told to the operator. Raises PlatformError for a speed
+    loop's rate, for the seconds told to the operator; `goal` and `then` name
+    the goal and what follows in the operator's line. Raises PlatformError for a speed
     outside (0, 1] or vectors of different sizes.
     """
 
     def __init__(self, joint_names: Sequence[str], full_step: np.ndarray, lower: np.ndarray,
-                 upper: np.ndarray, speed: float, fps: float) -> None:
+                 upper: np.ndarray, speed: float, fps: float, goal: str = "the leader",
+                 then: str = "recording starts") -> None:
         if not 0.0 < speed <= 1.0:
             raise PlatformError(f"record.catch_up_speed must be in (0, 1] (a fraction of each joint's top speed), "
                                 f"got {speed}")
@@ -51,18 +56,21 @@ class CatchUp:
             raise PlatformError(f"catch-up: {len(self.names)} joints but {self.full_step.size} speeds and "
                                 f"{self.lower.size}/{self.upper.size} limits")
         self.speed = float(speed)
+        self.goal, self.then = goal, then
         self.done = False
         self._goal: np.ndarray | None = None  # the ramp's last goal [J]
         self._gap = np.zeros_like(self.full_step)  # leader - follower goal [J], last tick
 
     @classmethod
-    def for_robot(cls, robot: Robot, speed: float, fps: float | None = None) -> CatchUp:
+    def for_robot(cls, robot: Robot, speed: float, fps: float | None = None, **words: str) -> CatchUp:
         """From a `Robot`: its spec's joints' `max_velocity` / `fps` (the bound of one
-        `act()`), its `joint_limits()`; `fps` is the loop's rate (default the robot's)."""
+        `act()`), its `joint_limits()`; `fps` is the loop's rate (default the robot's);
+        `words`: `goal` and `then` (see the class)."""
         spec = robot.spec
         lower, upper = robot.joint_limits()
         full_step = np.array([j.max_velocity for j in spec.joints], np.float64) / float(spec.fps)
-        return cls(spec.joint_names, full_step, lower, upper, speed, fps or float(spec.fps))
+        names = [j.name for j in spec.joints]
+        return cls(names, full_step, lower, upper, speed, fps or float(spec.fps), **words)
 
     def __call__(self, wanted: Mapping[str, float] | np.ndarray, present: np.ndarray) -> Mapping[str, float] | np.ndarray:
         """This tick's goal: `wanted` itself once caught up, else one slow step from the
@@ -78,7 +86,7 @@ class CatchUp:
         if np.all(np.abs(self._gap) <= self.full_step):
             self.done = True
             if not first:
-                log.info("the follower has caught up with the teleoperator: tracking at full speed")
+                log.info("the robot has reached %s", self.goal)
             return wanted
         if first:
             log.warning("%s", self.describe())
@@ -97,10 +105,10 @@ class CatchUp:
     def describe(self) -> str:
         """One line for the operator: the furthest joint (in time), its gap, the time left."""
         if self._goal is None:
-            return "reading the leader before the follower moves"
+            return f"reading {self.goal} before the robot moves"
         worst = int(np.argmax(np.abs(self._gap) / self.full_step))
-        return (f"the follower is closing on the leader at {self.speed:.0%} of its top speed: {self.names[worst]} "
-                f"is {abs(self._gap[worst]):.2f} away, ~{self.seconds_left():.1f} s; recording starts once it is there")
+        return (f"the robot is closing on {self.goal} at {self.speed:.0%} of its top speed: {self.names[worst]} "
+                f"is {abs(self._gap[worst]):.2f} away, ~{self.seconds_left():.1f} s; {self.then} once it is there")
 
     def _vector(self, wanted: Mapping[str, float] | np.ndarray) -> np.ndarray:
         """`wanted` as float64[J]; joints a mapping leaves out keep the ramp's goal."""
