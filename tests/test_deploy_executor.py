@@ -452,28 +452,27 @@ class _Tracked(CountingRobot):
         return sent
 
 
-def test_each_episode_first_goes_slowly_to_the_demonstrations_start_pose():
+def test_before_each_episode_the_robot_goes_slowly_to_the_demonstrations_start_pose():
     """On a robot an episode began where the last one ended (the twin's at its home pose):
-    out of the demonstrations' distribution from the second on. It goes first to the pose
-    they started from, at deploy.start_speed of its top speed (one count a tick here), and
-    the policy's first chunk is computed there."""
+    out of the demonstrations' distribution from the second on. Before each episode's reset
+    it goes to the pose they started from, at deploy.start_speed of its top speed (one
+    count a tick here), and the policy's first chunk is computed there."""
     robot = _Tracked()  # rests at -1
     executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", warmup_runs=2, start_speed=0.25),
                         start_state=np.array([2.0, 2.0]))
     executor.warm_up("count")
+    assert executor.go_to_start() and executor.status.message == ""
+    steps = np.diff([-1.0, *robot.taken])
+    assert robot.taken[-1] == 2.0 and np.allclose(steps[:-1], 0.25) and 0 < steps[-1] <= 1.0
     report = executor.run_episode("count", 20)
-    approach = robot.taken[: robot.taken.index(2.0) + 1]
-    steps = np.diff([-1.0, *approach])
-    assert np.allclose(steps[:-1], 0.25) and 0 < steps[-1] <= 1.0  # a quarter of top speed, then the pose
     assert [v for v in commands(report) if v != 2.0][:3] == [3.0, 4.0, 5.0]  # chunks from the start pose
-    # A stop on the way ends the episode there, with no chunk asked for.
+    # A stop on the way: the robot holds where the homing got to, not the pose it left.
     robot = _Tracked()
-    backend = StepBackend(8)
-    executor = Executor(robot, backend, ExecutorConfig(strategy="async", warmup_runs=2, start_speed=0.25),
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", warmup_runs=2, start_speed=0.25),
                         start_state=np.array([50.0, 50.0]), publish=lambda s: executor.stop() if s.state.value == "homing"
                         and len(robot.taken) > 3 else None)
-    executor.warm_up("count")
-    calls = backend.calls
-    report = executor.run_episode("count", 20)
-    assert report.ended == "stopped" and report.ticks == 0 and backend.calls == calls
-    assert max(robot.taken) < 2.0 and robot.calls[-1] == "hold last"
+    assert not executor.go_to_start()
+    assert robot.calls[-1] == "hold last" and robot.position[0] == robot.taken[-1] > -1.0  # -1: where it was
+    assert executor.status.state.value == "stopped"
+    # Without a start pose (the twin) there is nothing to do.
+    assert Executor(CountingRobot(), StepBackend(8), ExecutorConfig()).go_to_start()

@@ -230,7 +230,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         warm = executor.warm_up(target.instruction)
         say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
             f"{executor.initial_delay} ticks")
-        if use_tui:  # its own process: repaints must not take the GIL from the loop
+        if use_tui and not executor.stopped:  # its own process: repaints must not take the GIL from the loop
             from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 
             printer.flush()  # the lines so far, before the dashboard takes the terminal
@@ -242,6 +242,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                 break
             seed = args.seed + episode
             executor.status.episode = episode
+            if not executor.go_to_start():  # the robot: to the demonstrations' start pose first
+                break
             target.start_episode(seed, waiting)
             if executor.stopped:  # stopped while the robot held for the reset
                 break

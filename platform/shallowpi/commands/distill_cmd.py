@@ -186,7 +186,8 @@ def _check_teacher_data(checkpoint: Path, store: Path) -> None:
     meta = Policy.read_metadata(checkpoint)
     if "episodes" in meta and "train" in meta and "held_out" in meta:
         Split(json.loads(meta["train"]), json.loads(meta["held_out"])).check_same_episodes(
-            store, json.loads(meta["episodes"]), f"the teacher at {checkpoint} (from {meta.get('dataset', '?')})")
+            store, json.loads(meta["episodes"]), f"the teacher at {checkpoint} (from {meta.get('dataset', '?')})",
+            "pass another --runs-dir (a teacher is trained there on this store), or --teacher CKPT")
 
 
 def _preset_of(checkpoint: Path, unreadable: str | None = "teacher") -> str | None:

@@ -137,9 +137,9 @@ class Executor:
     """Runs a backend on a connected robot. `fps` defaults to the robot's spec.
 
     publish      called with the live ExecutorStatus every tick (telemetry)
-    start_state  the pose [J] the demonstrations started from (the checkpoint's), which each
-                 episode goes to first at cfg.start_speed (the robot's, not the twin's: its
-                 episodes start at its home pose)
+    start_state  the pose [J] the demonstrations started from (the checkpoint's), which
+                 `go_to_start()` takes the robot to before each episode's reset, at
+                 cfg.start_speed (the robot's, not the twin's: its episodes start at home)
     image_codec  the training store's frame codec, applied before the policy (the twin, whose
                  frames are rendered at the store's size, where JPEG q90 changes the policy's
                  input by 0.023 on average at 64x64; a robot's 640x480 frames change 14x less
@@ -152,8 +152,9 @@ class Executor:
                  start_state: np.ndarray | None = None) -> None:
         self.robot, self.backend, self.cfg = robot, backend, cfg
         self.image_codec = image_codec
-        # The pose [J] the demonstrations started from: with cfg.start_speed, every episode
-        # goes there first (a robot's episode starts where the last ended, the twin's at home).
+        # The pose [J] the demonstrations started from: with cfg.start_speed, go_to_start()
+        # takes the robot there before each episode's reset (a robot's episode would start
+        # where the last ended; the twin's start at its home pose).
         self.start_state = None if start_state is None else np.asarray(start_state, np.float64)
         self.fps = float(fps or robot.spec.fps)
         if self.fps > float(robot.spec.fps) + 1e-9:  # Robot.act bounds a step at max_velocity / spec.fps
@@ -248,8 +249,13 @@ class Executor:
             if self._estop.is_set() and not torque_cut:
                 self._torque_off()
                 torque_cut = True
+                self._set_stopped()  # the monitor sees it done; the run ends once the backend is back
             elif not torque_cut and time.monotonic() - checked >= 1.0:
-                self.robot.check_faults()
+                try:
+                    self.robot.check_faults()
+                except PlatformError as exc:
+                    self._set(ExecutorState.FAULT, f"fault: {exc}")
+                    raise
                 checked = time.monotonic()
         if "error" in outcome:
             raise outcome["error"]
@@ -258,6 +264,58 @@ class Executor:
         log.info("%s warm: %.0f ms a chunk, initial delay %d ticks", self.backend.name, 1e3 * times[-1],
                  self.initial_delay)
         return times
+
+    def go_to_start(self) -> bool:
+        """On the robot, after an episode (and before the first): go to `start_state` at
+        cfg.start_speed of its top speed, on a straight line in joint space
+        (robots/catch_up.py), HOMING on the dashboard with the joint furthest away and the
+        seconds left, as the field's evaluation scripts return the arms to their start pose
+        before the scene is reset (ACT's, for one). The gripper goes to its start opening on
+        the way: what it holds is let go. True once there, at once without a start pose
+        or speed (the twin: each of its episodes starts at its home pose); False when a
+        stop ended the run on the way (the robot then holds where it got to; an e-stop
+        turns torque off) or a fault did (handled as in an episode: a servo's holds, then
+        torque off; a camera's holds with torque on)."""
+        if self.start_state is None or self.cfg.start_speed is None:
+            return True
+        from shallowpi.robots.catch_up import CatchUp
+
+        catch_up = CatchUp.for_robot(self.robot, float(self.cfg.start_speed), self.fps,
+                                     goal="the demonstrations' start pose", then="the reset countdown starts")
+        clock = TickClock(self.fps) if self.cfg.realtime else SimulatedClock(self.fps)
+        report = EpisodeReport(-1, None)  # what _fault marks; a fault here ends the run
+        last = self.robot.hold()
+        told = ""
+        while True:
+            if self._stop.is_set():
+                if self._estop.is_set():
+                    self._torque_off()
+                else:
+                    try:
+                        self.robot.hold(last)
+                    except PlatformError as exc:
+                        log.error("hold failed: %s", exc)
+                self._set_stopped()
+                return False
+            clock.wait()
+            try:
+                obs = self.robot.observe()
+            except PlatformError as exc:
+                self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
+                return False
+            try:
+                last = np.asarray(self.robot.act(catch_up(self.start_state, obs.state)), np.float32)
+            except PlatformError as exc:
+                self._fault(exc, report, last)
+                return False
+            if catch_up.done:
+                self._set(ExecutorState.RESET, "")
+                return True
+            if (line := catch_up.describe()) != told:  # once a second: a line printer shows each
+                told = line
+                self._set(ExecutorState.HOMING, line)
+            else:
+                self._publish(self.status)  # commands are read as the status goes out
 
     def resetting(self, reset_s: float, left_s: float) -> None:
         """Publish that the robot holds for `reset_s` seconds before episode
@@ -297,15 +355,8 @@ class Executor:
         chosen: np.ndarray | None = None  # the last action the selection chose
         stuck = False  # the inference thread still in the backend after the episode
         try:
-            if self.start_state is not None and cfg.start_speed is not None:
-                approached = self._go_to_start(clock, report, last)
-                if approached is None:  # stopped, or a fault on the way: the episode ends here
-                    max_ticks = 0
-                else:
-                    held = last = approached  # a hold before the first chunk keeps this pose
-            if max_ticks:
-                runner = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
-                          else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
+            runner = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
+                      else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
             for _ in range(max_ticks):
                 if self._stop.is_set():
                     report.ended = "e-stop" if self._estop.is_set() else "stopped"
@@ -340,6 +391,7 @@ class Executor:
                     report.stale_frames += 1
                     if selector.queue_depth or selector.pending:  # chunks from before: drop them
                         selector = ActionSelector(cfg.selection_for(selector.delay_estimate))
+                        self._unanswered_since = None  # the camera's wait, not the backend's
                 action = None if stale else selector.next_action()
                 if action is not None:
                     if chosen is not None:
@@ -423,34 +475,6 @@ class Executor:
         report.period_p99_ms = clock.percentiles_ms()[1]
         report.overruns = clock.overruns
         return report
-
-    def _go_to_start(self, clock: TickClock, report: EpisodeReport, last: np.ndarray) -> np.ndarray | None:
-        """Bring the robot to `start_state` at cfg.start_speed of its top speed, on a straight
-        line in joint space (robots/catch_up.py), publishing how far it has to go. Returns
-        the last command [J], or None when a stop or a fault ended the episode on the way
-        (`report.ended` says which; a fault is handled as in the episode)."""
-        from shallowpi.robots.catch_up import CatchUp
-
-        catch_up = CatchUp.for_robot(self.robot, float(self.cfg.start_speed), self.fps,
-                                     goal="the demonstrations' start pose", then="the policy starts")
-        while True:
-            if self._stop.is_set():
-                report.ended = "e-stop" if self._estop.is_set() else "stopped"
-                return None
-            clock.wait()
-            try:
-                obs = self.robot.observe()
-            except PlatformError as exc:
-                self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
-                return None
-            try:
-                last = np.asarray(self.robot.act(catch_up(self.start_state, obs.state)), np.float32)
-            except PlatformError as exc:
-                self._fault(exc, report, last)
-                return None
-            if catch_up.done:
-                return last
-            self._set(ExecutorState.HOMING, catch_up.describe())
 
     def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str) -> list[Done]:
         request = selector.request()

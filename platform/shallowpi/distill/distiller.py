@@ -311,10 +311,16 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
     meta = Policy.read_metadata(teacher_checkpoint)
     same = Path(meta.get("dataset", "")).resolve() == store.resolve()
     if "episodes" in meta and "train" in meta and "held_out" in meta:
-        # The same episodes under the same numbers, wherever the store lies now.
-        recorded = json.loads(meta["episodes"])
+        # The same episodes under the same numbers, wherever the store lies now; this very
+        # store holding others there (edited since) would put the teacher's training
+        # episodes among the student's held-out ones: refused, in one line.
         teacher_split = Split(json.loads(meta["train"]), json.loads(meta["held_out"]))
-        same = teacher_split.identities(store) == recorded
+        if same:
+            teacher_split.check_same_episodes(
+                store, json.loads(meta["episodes"]), f"the teacher {teacher_checkpoint}",
+                "train a teacher on the store as it is (distill without --teacher), or pass the --dataset it was "
+                "trained on")
+        same = teacher_split.identities(store) == json.loads(meta["episodes"])
     if same and "train" in meta and "held_out" in meta:
         allowed = set(episodes)
         return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"]))

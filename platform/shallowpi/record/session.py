@@ -316,6 +316,7 @@ class RecordingSession:
         if self.catch_up is None or self.catch_up.done:
             return action
         goal = self.catch_up(action, observation.state)
+        # describe() changes once a second: the --no-tui lines print each change.
         self.status.message = ("the follower has caught up with the leader" if self.catch_up.done
                                else self.catch_up.describe())
         return goal

@@ -19,6 +19,7 @@ policy before that: the actions recorded are the operator's, never this ramp.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -89,7 +90,8 @@ class CatchUp:
                 log.info("the robot has reached %s", self.goal)
             return wanted
         if first:
-            log.warning("%s", self.describe())
+            worst = self._worst()
+            log.warning("%s (%s is %.2f away)", self.describe(), self.names[worst], abs(self._gap[worst]))
         # The slowest joint (in ticks of its slow step) sets the pace; the others move
         # proportionally, so the whole arm travels a straight line in joint space.
         ticks = float(np.max(np.abs(self._gap) / (self.speed * self.full_step)))
@@ -103,12 +105,16 @@ class CatchUp:
         return float(np.max(np.abs(self._gap) / (self.speed * self.full_step))) / self.fps
 
     def describe(self) -> str:
-        """One line for the operator: the furthest joint (in time), its gap, the time left."""
+        """One line for the operator: the joint furthest away (in time) and the whole
+        seconds left, so that it changes once a second (line printers show every change)."""
         if self._goal is None:
             return f"reading {self.goal} before the robot moves"
-        worst = int(np.argmax(np.abs(self._gap) / self.full_step))
-        return (f"the robot is closing on {self.goal} at {self.speed:.0%} of its top speed: {self.names[worst]} "
-                f"is {abs(self._gap[worst]):.2f} away, ~{self.seconds_left():.1f} s; {self.then} once it is there")
+        return (f"the robot is closing on {self.goal} at {self.speed:.0%} of its top speed: {self.names[self._worst()]} "
+                f"furthest, about {math.ceil(self.seconds_left())} s to go; {self.then} once it is there")
+
+    def _worst(self) -> int:
+        """The joint furthest from its goal in time (gap over its step)."""
+        return int(np.argmax(np.abs(self._gap) / self.full_step))
 
     def _vector(self, wanted: Mapping[str, float] | np.ndarray) -> np.ndarray:
         """`wanted` as float64[J]; joints a mapping leaves out keep the ramp's goal."""

@@ -96,11 +96,13 @@ class Split:
         return {str(i): hashlib.sha256(f"{info.start_time!r} {info.length} {info.task}".encode()).hexdigest()[:12]
                 for i, info in infos.items()}
 
-    def check_same_episodes(self, store: Path, recorded: Mapping[str, str] | None, run: str) -> None:
+    def check_same_episodes(self, store: Path, recorded: Mapping[str, str] | None, run: str,
+                            advice: str = "pass another --run to start afresh, or the --dataset it was trained on",
+                            ) -> None:
         """Raise TrainingError (one line) unless the episodes at the split's indices in
         `store` are those `run` recorded (`identities`); None (a run from before they were
         recorded) passes. A held-out episode trained on, or another dataset's statistics
-        under this one's name, would pass silently otherwise."""
+        under this one's name, would pass silently otherwise. `advice` ends the line."""
         if not recorded:
             return
         now = self.identities(store)
@@ -109,8 +111,7 @@ class Split:
             raise TrainingError(
                 f"{run} was trained on other episodes than {store} holds under the numbers {changed[:5]}"
                 f"{' ...' if len(changed) > 5 else ''} (another dataset of that name, or episodes deleted or "
-                "re-recorded since, which renumbers them): pass another --run to start afresh, or the "
-                "--dataset it was trained on")
+                f"re-recorded since, which renumbers them): {advice}")
 
     def check_held_out(self, store: Path, require: bool) -> None:
         """Say so when no episode is held out (one episode): the final evaluation then
