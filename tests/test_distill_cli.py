@@ -377,3 +377,23 @@ def test_the_report_runs_teacher_and_student_on_every_task_of_the_twin(tmp_path)
     report = (run / "report.md").read_text()
     assert "| push_block_left | student |" in report and "95 % Wilson interval" in report
     assert (run / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_teacher_given_for_its_own_store_edited_since_is_refused(tmp_path, capsys):
+    """A teacher's split names episodes by number; after `dataset delete` its store holds
+    others under them, and the student's held-out episodes would include ones the teacher
+    trained on. It was re-split silently; now it is one line."""
+    store = tmp_path / "arm.zarr"
+    make_store(store, episodes=5, length=12).close()
+    assert main(["train", "--dataset", str(store), "--runs-dir", str(tmp_path / "runs"), "--policy", "tiny",
+                 "--no-progress", "policy.train.steps=1", "policy.train.save_every=1"]) == 0
+    teacher = tmp_path / "runs" / "arm-tiny" / "checkpoints" / "step_000001"
+    with EpisodeStore.open(store, "a") as writable:
+        writable.delete_episodes([0])
+    capsys.readouterr()
+    assert main(["distill", "--dataset", str(store), "--runs-dir", str(tmp_path / "runs"), "--run", "s", *QUICK,
+                 "--teacher", str(teacher)]) != 0
+    err = capsys.readouterr().err.strip()
+    # every number from the deleted one on (the last, 4, is gone altogether)
+    assert f"the teacher {teacher} was trained on other episodes than {store} holds under the numbers " \
+           "[0, 1, 2, 3, 4]" in err and "distill without --teacher" in err and "\n" not in err
