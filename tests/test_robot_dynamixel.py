@@ -61,7 +61,8 @@ def test_config_errors_are_one_line_and_name_the_key():
 
 def test_act_never_exceeds_limits_or_the_velocity_bound():
     rng = np.random.default_rng(0)
-    with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+    # clock=None: a step a call (the bound in time, up to 1.25 steps, is test_robot_speed_bound's)
+    with emulated("arm") as (spec, chains), DynamixelRobot(spec, UNCALIBRATED, clock=None) as robot:
         lower, upper, step = robot.lower, robot.upper, robot.max_step
         previous = robot.observe().state.astype(np.float64)
         previous = np.clip(previous, lower, upper)
@@ -140,7 +141,8 @@ def test_a_joint_held_back_never_sees_its_goal_run_away():
     def plants(bus, servo_id, model):
         return Table() if (bus, servo_id) == ("follower", 1) else TrackingPlant()
 
-    with emulated("arm", plants) as (spec, chains), DynamixelRobot(spec, UNCALIBRATED) as robot:
+    # clock=None: each act() one control period, whatever the machine's load makes of 5 ms
+    with emulated("arm", plants) as (spec, chains), DynamixelRobot(spec, UNCALIBRATED, clock=None) as robot:
         pan = spec.joint_names.index("shoulder_pan")
         for _ in range(40):  # 40 ticks at 0.1 rad a tick: -4 rad, were the goal free
             robot.observe()
