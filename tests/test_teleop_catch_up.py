@@ -66,7 +66,7 @@ def test_a_goal_past_a_limit_is_caught_up_at_the_limit_and_a_bad_goal_is_one_lin
     with pytest.raises(PlatformError, match="sent 2 goals; the robot has 3 joints"):
         _catch_up()(np.zeros(2), np.ones(3))
     for speed in (0.0, 1.5):
-        with pytest.raises(PlatformError, match=r"catch_up_speed must be in \(0, 1\]"):
+        with pytest.raises(PlatformError, match=r"catch-up speed must be in \(0, 1\]"):
             _catch_up(speed)
 
 

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 class CatchUp:
-    """Rate-limits the teleoperator's goals [J] until the follower has reached them.
+    """Rate-limits the goals [J] a robot is sent (a leader's pose, a start pose) until it
+    has reached them.
 
     `full_step` float[J]: how far `act()` moves each joint in one call at most (its top
     speed over the robot's rate; joint units: rad, m, gripper opening); `lower`/`upper`
@@ -46,7 +47,7 @@ class CatchUp:
                  upper: np.ndarray, speed: float, fps: float, goal: str = "the leader",
                  then: str = "recording starts") -> None:
         if not 0.0 < speed <= 1.0:
-            raise PlatformError(f"record.catch_up_speed must be in (0, 1] (a fraction of each joint's top speed), "
+            raise PlatformError(f"a catch-up speed must be in (0, 1] (a fraction of each joint's top speed), "
                                 f"got {speed}")
         self.names = list(joint_names)
         self._index = {name: i for i, name in enumerate(self.names)}
@@ -60,7 +61,7 @@ class CatchUp:
         self.goal, self.then = goal, then
         self.done = False
         self._goal: np.ndarray | None = None  # the ramp's last goal [J]
-        self._gap = np.zeros_like(self.full_step)  # leader - follower goal [J], last tick
+        self._gap = np.zeros_like(self.full_step)  # wanted - the ramp's goal [J], last tick
 
     @classmethod
     def for_robot(cls, robot: Robot, speed: float, fps: float | None = None, **words: str) -> CatchUp:
