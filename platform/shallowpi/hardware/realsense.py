@@ -205,7 +205,7 @@ class RealSenseCamera(ThreadedCamera):
     frame's device timestamp (ms -> s), `sequence` its frame counter; `host_time_s` the
     middle of its exposure on `time.monotonic()` where the camera stamps frames in global
     time (`exposure_on_host`), else its arrival, which leaves out the exposure and the USB
-    transfer (a warning says so once). Opening raises
+    transfer (the log says so once). Opening raises
     CameraError when the serial is not found (via `find_usb_device`), the device lacks the
     configured stream, or a sensor cannot start (e.g. another process holds it).
     """
