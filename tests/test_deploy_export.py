@@ -205,6 +205,40 @@ def test_tensorrt_engines_are_keyed_by_bundle_version_gpu_and_precision():
     assert len(keys) == 5 and engine_key(*base) == engine_key(*base)
 
 
+def test_onnxruntimes_engine_cache_is_keyed_by_the_runtime_versions_too(bundle, tmp_path):
+    """onnxruntime's TensorRT provider names its engine files without the versions that built
+    them: after a JetPack upgrade the stale engine would fail to load and the provider fall
+    back to CUDA in fp32 at every start. Its cache folder carries them."""
+    from shallowpi.deploy.backends.onnxrt import _runtime_versions
+    from shallowpi.deploy.backends.tensorrt_backend import engine_cache_dir
+
+    options = BackendOptions(cache_dir=str(tmp_path))
+    folders = {engine_cache_dir(bundle, options, runtime) for runtime in
+               ("onnxruntime 1.20.0 tensorrt 8.6.2", "onnxruntime 1.20.0 tensorrt 10.3.0", "onnxruntime 1.22.0")}
+    assert len(folders) == 3 and all(f.name.startswith(bundle.digest[:24]) and f.is_dir() for f in folders)
+    import onnxruntime as ort
+
+    assert _runtime_versions().startswith(f"onnxruntime {ort.__version__}")
+
+
+def test_tensorrt_feeds_are_cast_to_the_engines_types_and_their_shapes_checked():
+    """TensorRT 8.x (JetPack 6.0) has no int64 inputs: the parser narrows `tokens` to int32,
+    and the int64 buffer bound as it read id, 0, id, 0, ... The feeds take the engine's
+    dtypes (read from the engine at load); a shape the engine was not built for is one line."""
+    from shallowpi.deploy.backends.tensorrt_backend import engine_feeds
+
+    tokens = np.array([[5, 9, 2]], np.int64)
+    ready = engine_feeds({"tokens": tokens, "state": np.zeros((1, 7), np.float64)},
+                         {"tokens": np.dtype(np.int32), "state": np.dtype(np.float32)},
+                         {"tokens": (1, -1), "state": (1, 7)})
+    assert ready["tokens"].dtype == np.int32 and ready["tokens"].tolist() == [[5, 9, 2]]
+    assert ready["state"].dtype == np.float32 and ready["state"].flags["C_CONTIGUOUS"]
+    with pytest.raises(BackendError, match=r"input 'state' is \(1, 6\), the backend feeds \(1, 7\)"):
+        engine_feeds({"state": np.zeros((1, 7))}, {"state": np.dtype(np.float32)}, {"state": (1, 6)})
+    with pytest.raises(BackendError, match="wants an input 'noise' the backend does not feed"):
+        engine_feeds({}, {"noise": np.dtype(np.float32)}, {"noise": (1, 8, 7)})
+
+
 def test_tensorrt_backend_up_to_the_import(bundle):
     try:
         import tensorrt  # noqa: F401
@@ -227,7 +261,7 @@ import sys, json
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "transformers", "lerobot", "safetensors"):
-            raise ImportError(f"{name} is blocked: the robot side must not need it")
+            raise ModuleNotFoundError(f"{name} is blocked: the robot side must not need it", name=name)
 sys.meta_path.insert(0, Block())
 import numpy as np
 from shallowpi.deploy.bundle import Bundle
@@ -238,6 +272,11 @@ backend.reset(3)
 obs = {"observation.state": np.array(json.loads(sys.argv[2]), np.float32),
        "observation.images.front": np.full((24, 32, 3), 128, np.uint8), "task": "pick up the cube"}
 print(json.dumps(backend.infer(obs).tolist()))
+from shallowpi.deploy.backends import BackendError
+try:  # the torch backend on this install: one line, not a ModuleNotFoundError traceback
+    make_backend("torch", Bundle.load(sys.argv[1]))
+except BackendError as exc:
+    print(exc, file=sys.stderr)
 """
 
 
@@ -252,7 +291,43 @@ def test_the_robot_side_runs_the_onnx_backend_without_torch(bundle, backends):
     result = subprocess.run([sys.executable, "-c", NO_TORCH, str(bundle.path), json.dumps(state)],
                             env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "the torch backend needs torch, which is not installed here: install it, or choose another backend " \
+           "(onnxruntime, tensorrt)" in result.stderr
     backends["torch"].reset(3)
     obs = {"observation.state": np.array(state, np.float32),
            "observation.images.front": np.full((24, 32, 3), 128, np.uint8), "task": "pick up the cube"}
     assert np.abs(np.array(json.loads(result.stdout)) - backends["torch"].infer(obs)).max() <= 1e-4
+
+
+def test_a_policy_over_what_one_onnx_file_holds_is_refused_at_once(bundle, monkeypatch):
+    """π0's ~13 GB of fp32 weights cannot go into one ONNX file (protobuf's 2 GB): the
+    export ran to its end and failed in onnx.save with a traceback."""
+    from shallowpi.deploy import export_onnx
+    from shallowpi.policy.policy import Policy
+
+    policy = Policy.load(bundle.path.parent / "ckpt")
+    monkeypatch.setattr(export_onnx, "ONNX_MAX_BYTES", 1000)  # the tiny policy as if it were π0
+    with pytest.raises(export_onnx.ExportError, match=r"GB in fp32, over the 0.0 GB an ONNX file holds .* "
+                                                      "deploy it with --backend torch"):
+        export_onnx.export_graphs(policy, bundle.path.parent, ("chunk",))
+
+
+def test_a_graph_the_installed_onnxruntime_cannot_load_is_one_line(bundle, tmp_path):
+    """An older onnxruntime on the robot than the graph needs raised onnxruntime's own error
+    type, which the command line printed as a traceback."""
+    import shutil
+
+    import onnx
+
+    from shallowpi.deploy.bundle import Bundle, write_manifest
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle.path, copy)
+    graph = onnx.load(str(copy / "graphs" / "chunk.onnx"))
+    graph.ir_version = 99  # a graph from an exporter newer than this onnxruntime reads
+    onnx.save(graph, str(copy / "graphs" / "chunk.onnx"))
+    write_manifest(copy, {"code_sha256": "x"})
+    with pytest.raises(BackendError, match=r"onnxruntime .* cannot load the bundle's chunk graph .*IR version: 99"
+                                           r".* upgrade it") as refused:
+        make_backend("onnxruntime", Bundle.load(copy), BackendOptions(providers=("CPUExecutionProvider",)))
+    assert "\n" not in str(refused.value)

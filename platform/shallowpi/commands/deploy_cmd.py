@@ -305,11 +305,28 @@ def _has_cuda() -> bool:
 def _bundle(args: argparse.Namespace, backend: str) -> Any:
     """--policy as a bundle (it holds a manifest) or a checkpoint made into one (reused
     while it verifies and holds the graph the backend needs)."""
-    from shallowpi.deploy.bundle import MANIFEST, Bundle, BundleError, build_bundle
+    from shallowpi.deploy.bundle import (
+        MANIFEST,
+        Bundle,
+        BundleError,
+        build_bundle,
+        code_fingerprint,
+    )
     from shallowpi.errors import ConfigError
 
+    graphs = () if backend == "torch" else ("chunk",)
     if (args.policy / MANIFEST).is_file():
-        return Bundle.load(args.policy)
+        bundle = Bundle.load(args.policy)
+        if missing := [g for g in graphs if g not in bundle.graphs]:
+            # --bundle-only approved it for the robot, which then refused it.
+            raise ConfigError(f"{args.policy} holds no {', '.join(missing)} graph, which the {backend} backend runs: "
+                              f"rebuild it from the checkpoint with --backend {backend}")
+        if not bundle.built_by_this_code:
+            log.warning("%s was built by other policy, export or preprocessing code than this installation's "
+                        "(code_sha256 %s, here %s): if this checkout is the older one, update it, or rebuild the "
+                        "bundle with it", args.policy, bundle.code_digest[:12] or "not recorded",
+                        code_fingerprint()[:12])
+        return bundle
     if not args.policy.exists():
         raise ConfigError(f"no policy at {args.policy}: pass a checkpoint folder or a deploy bundle")
     try:
@@ -320,7 +337,6 @@ def _bundle(args: argparse.Namespace, backend: str) -> Any:
                           "with `platform deploy --policy CKPT --bundle-only` and copy it over") from None
 
     weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
-    graphs = () if backend == "torch" else ("chunk",)
     out = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
     if out.exists() and not (out / MANIFEST).is_file():
         # Building replaces the folder: never one that is not a bundle (`--bundle ~/robot`).
@@ -330,9 +346,11 @@ def _bundle(args: argparse.Namespace, backend: str) -> Any:
         try:
             bundle = Bundle.load(out)
             same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
-            if same and all(g in bundle.graphs for g in graphs):
+            if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code:
                 print(f"bundle {out} (verified)", flush=True)
                 return bundle
+            if same and not bundle.built_by_this_code:
+                print(f"rebuilding {out}: it was built by other policy or export code than this", flush=True)
         except BundleError as exc:
             log.warning("rebuilding %s: %s", out, exc)
     print(f"building the deploy bundle {out} ({', '.join(graphs) or 'no'} graphs)", flush=True)

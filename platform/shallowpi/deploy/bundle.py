@@ -9,6 +9,12 @@
       model.safetensors    the checkpoint's weights (the torch backend loads these)
       graphs/*.onnx        exported graphs (deploy/export_onnx.py): chunk, prefix, step
 
+The manifest also names the code that built it (`code_sha256`: the sources that decide
+what a bundle computes, the policy's and the export's and the preprocessing's): a bundle
+is rebuilt on the workstation when that code changed (its graphs would be the old code's,
+verified all the same), and the robot says so when it runs a bundle built by other code
+(an older checkout there may not read a newer bundle's settings).
+
 `build_bundle` writes into a sibling temporary folder and renames it into place, so a
 failed export never leaves a half-written bundle. `Bundle.load` recomputes every file's
 size and sha256 against the manifest and refuses a truncated, modified or missing file in
@@ -40,6 +46,21 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 GRAPH_NAMES = ("chunk", "prefix", "step")
+
+
+# What decides a bundle's numbers: the policy's code (the graphs are traced from it), the
+# export, and the robot side's preprocessing, which reads the bundle's config.
+CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py")
+
+
+def code_fingerprint() -> str:
+    """sha256 over the names and bytes of `CODE_FILES` as installed here: the code a bundle
+    is built by (`code_sha256` in its manifest)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in CODE_FILES for p in root.glob(pattern)}):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 class BundleError(PlatformError):
@@ -86,6 +107,12 @@ class Bundle:
     graphs: dict[str, Path]
     digest: str  # sha256 over the manifest's file table: names the bundle's exact contents
     checkpoint_digest: str  # sha256 of the checkpoint's model.safetensors it was built from
+    code_digest: str = ""  # code_fingerprint() of the code that built it ("" before it was recorded)
+
+    @property
+    def built_by_this_code(self) -> bool:
+        """Whether this installation's policy, export and preprocessing code built it."""
+        return self.code_digest == code_fingerprint()
 
     @property
     def weights(self) -> Path:
@@ -104,6 +131,7 @@ class Bundle:
         Raises BundleError naming the first missing, truncated or modified file."""
         path = Path(path).expanduser()
         files = verify(path)
+        manifest = json.loads((path / MANIFEST).read_text())
         config = json.loads((path / "config.json").read_text())
         stats = json.loads((path / "stats.json").read_text())
         tokenizer = config.get("tokenizer_file")
@@ -119,6 +147,7 @@ class Bundle:
             graphs=graphs,
             digest=table_digest(files),
             checkpoint_digest=files["model.safetensors"]["sha256"],
+            code_digest=str(manifest.get("code_sha256", "")),
         )
 
 
@@ -229,7 +258,8 @@ def build_bundle(
         if graphs:
             (tmp / "graphs").mkdir()
             export_graphs(policy, tmp / "graphs", graphs, num_steps=steps)
-        write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "code_sha256": code_fingerprint()},
                        version=2 if policy.cfg.delta_dims else 1)
         if out.exists():
             shutil.rmtree(out)

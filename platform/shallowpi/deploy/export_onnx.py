@@ -154,15 +154,23 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Ite
     for noisy in ("onnx_ir", "onnxscript"):  # one INFO line per folded constant
         logging.getLogger(noisy).setLevel(logging.WARNING)
     chatter = io.StringIO()  # the exporter prints progress lines; keep them for the log
-    with torch.no_grad(), contextlib.redirect_stdout(chatter):
-        program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
-                                    input_names=list(inputs), output_names=list(outputs),
-                                    external_data=False, verbose=False, optimize=False)
-    log.debug("%s", chatter.getvalue())
-    _fold(program.model)
-    program.save(str(path))
-    _tidy(path)
-    onnx.checker.check_model(str(path), full_check=True)
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(chatter):
+            program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
+                                        input_names=list(inputs), output_names=list(outputs),
+                                        external_data=False, verbose=False, optimize=False)
+        log.debug("%s", chatter.getvalue())
+        _fold(program.model)
+        program.save(str(path))
+        _tidy(path)
+        onnx.checker.check_model(str(path), full_check=True)
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter's and the checker's many error types, as one line
+        log.debug("%s", chatter.getvalue())
+        raise ExportError(f"exporting the {path.stem} graph failed: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}; deploy with --backend torch, or report "
+                          "it with the log (--verbose)") from exc
 
 
 def _tidy(path: Path) -> None:
@@ -223,10 +231,19 @@ def _fold(model: onnx_ir.Model) -> None:
     optimizer.remove_unused_functions(model)
 
 
+ONNX_MAX_BYTES = 2**31 - 1  # protobuf's limit on one message: an ONNX file without external data
+
+
 def export_graphs(policy: Policy, out: Path, graphs: Iterable[str] = ("chunk", "prefix", "step"),
                   num_steps: int | None = None, check: bool = True) -> dict[str, Path]:
     """Write out/<name>.onnx for each graph; with `check`, refuse one that differs from
-    torch by more than PARITY_TOL. Returns {name: path}. Raises ExportError."""
+    torch by more than PARITY_TOL. Returns {name: path}. Raises ExportError, at once for a
+    policy whose fp32 weights exceed ONNX's 2 GB protobuf limit (π0's are ~13 GB): the
+    export writes one self-contained file, and would fail only at its end."""
+    if graphs and (size := sum(p.numel() for p in policy.model.parameters()) * 4) > ONNX_MAX_BYTES:
+        raise ExportError(f"the policy's weights are {size / 1e9:.1f} GB in fp32, over the {ONNX_MAX_BYTES / 1e9:.1f} GB "
+                          "an ONNX file holds (this export does not split weights into external data): deploy it "
+                          "with --backend torch")
     model = policy.model.float().eval()
     steps = num_steps or policy.cfg.num_steps
     x = example_inputs(policy)

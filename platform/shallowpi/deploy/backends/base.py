@@ -156,4 +156,9 @@ def make_backend(name: str, bundle: Bundle, options: BackendOptions | None = Non
     if name not in BACKENDS:
         raise BackendError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
     module, cls = BACKENDS[name]
-    return getattr(importlib.import_module(module), cls)(bundle, options)
+    try:
+        backend_class = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:  # torch on the robot's torch-free install, say
+        raise BackendError(f"the {name} backend needs {exc.name}, which is not installed here: install it, or choose "
+                           f"another backend ({', '.join(b for b in BACKENDS if b != name)})") from None
+    return backend_class(bundle, options)

@@ -54,6 +54,21 @@ class SplitGraphs:
         return inpainted_euler(velocity, noise, target, weight, self.num_steps).astype(np.float32)
 
 
+def _runtime_versions() -> str:
+    """onnxruntime's version, and TensorRT's where it is importable: what builds the
+    provider's engines (engine_cache_dir keys its folder by them)."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    versions = f"onnxruntime {ort.__version__}"
+    if importlib.util.find_spec("tensorrt") is not None:
+        import tensorrt
+
+        versions += f" tensorrt {tensorrt.__version__}"
+    return versions
+
+
 def session_options(providers: tuple[str, ...], options: BackendOptions, bundle: Bundle) -> list[Any]:
     """The providers ONNX Runtime has, in the asked order, with TensorRT's precision and
     engine cache set. Logs the ones it lacks; raises BackendError if none is left."""
@@ -73,7 +88,7 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
             chosen.append((name, {
                 "trt_fp16_enable": options.precision in ("fp16", "bf16", "fp8"),
                 "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(engine_cache_dir(bundle, options)),
+                "trt_engine_cache_path": str(engine_cache_dir(bundle, options, _runtime_versions())),
             }))
         else:
             chosen.append(name)
@@ -112,7 +127,13 @@ class OnnxRuntimeBackend(Backend):
         providers = session_options(self.options.providers, self.options, bundle)
 
         def session(name: str) -> Any:
-            made = ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
+            try:
+                made = ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
+            except Exception as exc:  # onnxruntime's own error types (Fail, InvalidGraph, ...)
+                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise BackendError(f"onnxruntime {ort.__version__} cannot load the bundle's {name} graph ({why}); "
+                                   "an older onnxruntime than the graph needs? upgrade it, or rebuild the bundle") \
+                    from None
             # A provider failing later is an error, not a silent rerun on the next provider
             # (the CPU, on a Jetson): the executor then holds the robot and says why.
             made.disable_fallback()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +38,37 @@ def engine_key(bundle_digest: str, trt_version: str, gpu: str, precision: str) -
     return hashlib.sha256(f"{bundle_digest}|{trt_version}|{gpu}|{precision}".encode()).hexdigest()[:24]
 
 
-def engine_cache_dir(bundle: Bundle, options: BackendOptions) -> Path:
+def engine_cache_dir(bundle: Bundle, options: BackendOptions, runtime: str = "") -> Path:
     """Where this bundle's engines live: options.cache_dir, else ~/.cache/shallowpi/engines,
-    one folder a bundle digest (onnxruntime's TensorRT provider keys inside it itself)."""
+    one folder a bundle digest and `runtime` (the versions that build the engines inside:
+    onnxruntime's TensorRT provider names its engine files without them, so after a
+    JetPack upgrade a stale engine would fail to load, and onnxruntime would fall back to
+    CUDA in fp32 at every start; this backend's own files carry the TensorRT version)."""
     root = Path(options.cache_dir or os.environ.get("SHALLOWPI_ENGINE_CACHE", "~/.cache/shallowpi/engines"))
-    path = root.expanduser() / bundle.digest[:24]
+    name = bundle.digest[:24] + (f"-{hashlib.sha256(runtime.encode()).hexdigest()[:12]}" if runtime else "")
+    path = root.expanduser() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def engine_feeds(feed: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype],
+                 shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """`feed` as the engine takes it: each input cast to the engine's dtype (TensorRT 8.x
+    has no int64 inputs; its parser narrows the graph's `tokens` to int32, and an int64
+    buffer bound as int32 reads id, 0, id, 0, ...), contiguous, its shape checked against
+    the engine's (-1: any). Raises BackendError naming an input of another shape or one
+    missing."""
+    ready = {}
+    for name, dtype in dtypes.items():
+        if name not in feed:
+            raise BackendError(f"the TensorRT engine wants an input '{name}' the backend does not feed")
+        array = np.ascontiguousarray(feed[name], dtype=dtype)
+        want = tuple(shapes[name])
+        if len(want) != array.ndim or any(w not in (-1, a) for w, a in zip(want, array.shape)):
+            raise BackendError(f"the TensorRT engine's input '{name}' is {want}, the backend feeds {array.shape}: "
+                               "rebuild the engine (delete its cache folder)")
+        ready[name] = array
+    return ready
 
 
 def import_tensorrt():
@@ -96,6 +121,14 @@ class TensorRTBackend(Backend):
                                "delete it and run again to rebuild it")
         self.context = self.engine.create_execution_context()
         self.engine_path = path
+        # The precision built (fp8 is built as fp16): what runs_on says.
+        self.precision = "fp16" if precision == "fp8" else precision
+        self._dtypes = {name: np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))) for name in INPUTS}
+        self._shapes = {name: tuple(self.engine.get_tensor_shape(name)) for name in INPUTS}
+
+    def runs_on(self) -> str:
+        """The GPU and the precision the engine was built in (fp8 asked is built fp16)."""
+        return f"cuda ({self.precision})"
 
     @staticmethod
     def _build(trt, logger, onnx_path: Path, precision: str) -> bytes:
@@ -129,8 +162,8 @@ class TensorRTBackend(Backend):
                 "token_masks": inputs.token_masks, "state": inputs.state, "noise": noise,
                 "target": target, "weight": weight}
         keep = []
-        for name in INPUTS:
-            buffer = torch.from_numpy(np.ascontiguousarray(feed[name])).cuda()
+        for name, array in engine_feeds(feed, self._dtypes, self._shapes).items():
+            buffer = torch.from_numpy(array).cuda()
             keep.append(buffer)
             self.context.set_tensor_address(name, buffer.data_ptr())
         out = torch.empty(noise.shape, dtype=torch.float32, device="cuda")
