@@ -34,8 +34,8 @@ class CatchUp:
     """Rate-limits the goals [J] a robot is sent (a leader's pose, a start pose) until it
     has reached them.
 
-    `full_step` float[J]: how far `act()` moves each joint in one call at most (its top
-    speed over the robot's rate; joint units: rad, m, gripper opening); `lower`/`upper`
+    `full_step` float[J]: how far each joint goes in one tick of the loop at its top speed
+    (joint units: rad, m, gripper opening); `lower`/`upper`
     float[J]: the limits `act()` clips to (a goal outside them is caught up to where the
     robot will hold it); `speed` in (0, 1]: the fraction of the top speed; `fps`: the
     loop's rate, for the seconds told to the operator; `goal` and `then` name
@@ -65,14 +65,16 @@ class CatchUp:
 
     @classmethod
     def for_robot(cls, robot: Robot, speed: float, fps: float | None = None, **words: str) -> CatchUp:
-        """From a `Robot`: its spec's joints' `max_velocity` / `fps` (the bound of one
-        `act()`), its `joint_limits()`; `fps` is the loop's rate (default the robot's);
-        `words`: `goal` and `then` (see the class)."""
+        """From a `Robot`: its spec's joints' `max_velocity` over the loop's rate `fps`
+        (default the robot's; a loop slower than the robot moves further a tick, so the
+        fraction of top speed holds in time), its `joint_limits()`; `words`: `goal` and
+        `then` (see the class)."""
         spec = robot.spec
+        rate = float(fps or spec.fps)
         lower, upper = robot.joint_limits()
-        full_step = np.array([j.max_velocity for j in spec.joints], np.float64) / float(spec.fps)
+        full_step = np.array([j.max_velocity for j in spec.joints], np.float64) / rate
         names = [j.name for j in spec.joints]
-        return cls(names, full_step, lower, upper, speed, fps or float(spec.fps), **words)
+        return cls(names, full_step, lower, upper, speed, rate, **words)
 
     def __call__(self, wanted: Mapping[str, float] | np.ndarray, present: np.ndarray) -> Mapping[str, float] | np.ndarray:
         """This tick's goal: `wanted` itself once caught up, else one slow step from the
