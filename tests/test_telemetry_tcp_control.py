@@ -104,3 +104,21 @@ def test_a_unix_socket_needs_no_key_and_a_killed_publishers_key_is_replaced(priv
         assert stat.S_IMODE(control_key_path(second.address).stat().st_mode) == 0o600
         with TelemetrySubscriber(str(second.address), control=True) as sub:
             assert sub.control
+
+
+def test_a_monitor_finds_the_key_of_a_recorder_started_without_xdg_runtime_dir(private_dir, tmp_path, monkeypatch):
+    """A recorder started by systemd or cron has no $XDG_RUNTIME_DIR and keeps its key in
+    the /tmp fallback folder; the operator's SSH login has it set, and looked only there."""
+    import tempfile
+
+    fallback = tmp_path / "tmp"
+    fallback.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(fallback))
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    with TelemetryPublisher("tcp://127.0.0.1:0") as publisher:
+        assert control_key_path(publisher.address).parent == fallback / f"shallowpi-{os.getuid()}"
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(private_dir))  # the SSH login's
+        with TelemetrySubscriber(str(publisher.address), control=True) as sub:
+            assert sub.control
+            sub.send(Command.STOP)
+            assert _commands_within(publisher) == [Command.STOP]

@@ -127,11 +127,25 @@ def listening(address: Address, timeout_s: float = 0.5) -> bool:
         probe.close()
 
 
-def control_key_path(address: Address) -> Path:
+def control_key_path(address: Address, folder: Path | None = None) -> Path:
     """Where a publisher at a TCP `address` keeps its control key: this user's private
-    telemetry folder (runtime_dir, 0700), the file 0600, one per host and port."""
+    telemetry folder (`folder`, default runtime_dir, 0700), the file 0600, one per host and
+    port."""
     host = re.sub(r"[^A-Za-z0-9.]", "_", address.host or "")
-    return runtime_dir() / f"tcp-{host}-{address.port}.key"
+    return (folder or runtime_dir()) / f"tcp-{host}-{address.port}.key"
+
+
+def control_key_paths(address: Address) -> list[Path]:
+    """Where a subscriber looks for that key: runtime_dir, then the /tmp fallback of this
+    user (a recorder started without $XDG_RUNTIME_DIR, by systemd or cron, keeps it there
+    while an SSH login has it set). Only a folder this user owns, private, is read."""
+    fallback = Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
+    paths = [control_key_path(address)]
+    if fallback != runtime_dir() and fallback.is_dir():
+        info = fallback.stat()
+        if info.st_uid == os.getuid() and not info.st_mode & 0o077:
+            paths.append(control_key_path(address, fallback))
+    return paths
 
 
 def ensure_private_dir(folder: Path) -> None:

@@ -22,7 +22,7 @@ from shallowpi.telemetry import envelope
 from shallowpi.telemetry.address import (
     Address,
     TelemetryError,
-    control_key_path,
+    control_key_paths,
     listening,
     loopback_ipv6,
 )
@@ -130,8 +130,10 @@ class TelemetrySubscriber:
         private folder (unreadable to another user, who then watches only)."""
         proof = {"token": self._token} if self._token else {}
         if self.requested_control and self.address.path is None:
-            with contextlib.suppress(OSError):
-                proof["key"] = control_key_path(self.address).read_text().strip()
+            for path in control_key_paths(self.address):
+                with contextlib.suppress(OSError):
+                    proof["key"] = path.read_text().strip()
+                    break
         return proof
 
     def _send(self, message: dict) -> None:
