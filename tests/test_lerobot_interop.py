@@ -193,6 +193,14 @@ def test_export_refuses_numbers_that_would_make_lerobots_statistics_nan(tmp_path
                                             r"statistics would be NaN: delete it first \(`platform dataset delete "):
         export_lerobot(tmp_path / "nan.zarr", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # A store whose episodes predate that record (committed without it): the arrays are read.
+    meta = tmp_path / "nan.zarr" / "episodes" / "1.json"
+    info = json.loads(meta.read_text())
+    assert info["nonfinite"]
+    meta.write_text(json.dumps({**info, "nonfinite": {}}))
+    with pytest.raises(PlatformError, match=r"^nan.zarr episode 1: action holds NaN/inf at rows 3-4"):
+        export_lerobot(tmp_path / "nan.zarr", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_without_lerobot_the_error_says_how_to_install_it(tmp_path, monkeypatch):
@@ -309,6 +317,14 @@ def test_verification_refuses_a_video_one_frame_short(exported, tmp_path):
                                                 r"video holds 9 frames") as caught:
             verify_lerobot_export(store, copy, REPO_ID)
     assert "\n" not in str(caught.value)
+    # Imported, the same video was taken as it was: lerobot paired every row after the
+    # missing frame with the next row's frame. Refused, before a store is made.
+    from shallowpi.data.lerobot_import import import_lerobot
+
+    with pytest.raises(PlatformError, match=r"episode 2 has 10 rows but its observation\.images\.front video holds "
+                                            r"9 frames: lerobot would pair its rows with the wrong frames") as refused:
+        import_lerobot(copy, tmp_path / "back.zarr", repo_id=REPO_ID)
+    assert "\n" not in str(refused.value) and not (tmp_path / "back.zarr").exists()
 
 
 def test_import_into_a_read_only_data_root_is_one_line(exported, tmp_path):
@@ -375,3 +391,26 @@ def test_an_export_is_on_disk_before_it_appears_under_its_name(tmp_path, monkeyp
     out = export_lerobot(tmp_path / "src.zarr", tmp_path / "lerobot", repo_id=REPO_ID)
     assert watch.rename_to(out).unsynced == [] and any(out.rglob("*.parquet"))
     assert str(tmp_path.resolve()) in watch.synced  # the rename itself
+
+
+def test_a_depth_camera_is_refused_at_import_not_stored_white(tmp_path):
+    """lerobot decodes a depth video as millimetres; taken for a [0, 1] picture and scaled
+    by 255, every pixel of every row was stored as 255, without a word."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from shallowpi.data.lerobot_import import import_lerobot
+
+    features = {"observation.state": {"dtype": "float32", "shape": (2,), "names": ["a", "b"]},
+                "action": {"dtype": "float32", "shape": (2,), "names": ["a", "b"]},
+                "observation.images.depth": {"dtype": "video", "shape": (32, 48, 1),
+                                             "names": ["height", "width", "channels"], "info": {"is_depth_map": True}}}
+    dataset = LeRobotDataset.create("local/depth", fps=10, features=features, root=tmp_path / "depth",
+                                    use_videos=True, streaming_encoding=False)
+    for t in range(4):
+        dataset.add_frame({"observation.state": np.zeros(2, np.float32), "action": np.zeros(2, np.float32),
+                           "observation.images.depth": np.full((32, 48, 1), 500 + 200 * t, np.uint16), "task": "x"})
+    dataset.save_episode(parallel_encoding=False)
+    dataset.finalize()
+    with pytest.raises(PlatformError, match=r"depth camera\(s\) observation.images.depth cannot be imported"):
+        import_lerobot(tmp_path / "depth", tmp_path / "back.zarr", repo_id="local/depth")
+    assert not (tmp_path / "back.zarr").exists()

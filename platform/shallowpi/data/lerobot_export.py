@@ -100,8 +100,17 @@ def _sizes_text(sizes: Mapping[str, tuple[int, int]]) -> str:
 
 
 def _require_finite(store: EpisodeStore) -> None:
-    """StoreError naming the first episode whose numbers hold NaN/inf, and how many do."""
-    bad = [(e, key, ranges) for e in range(len(store)) for key, ranges in store.episode(e).nonfinite.items()]
+    """StoreError naming the first episode whose numbers hold NaN/inf, and how many do. The
+    numeric arrays are read and scanned (cheap beside the frames): the per-episode record
+    of NaN/inf rows exists only for episodes committed since the writer kept it."""
+    from shallowpi.data.nonfinite import nonfinite_ranges
+
+    ends = np.asarray(store.episode_ends, dtype=np.int64)
+    starts = np.concatenate([[0], ends[:-1]])
+    arrays = {key: store.read(key, 0, store.num_frames) for key, feature in store.features.items()
+              if feature.kind is FeatureKind.NUMERIC}
+    bad = [(e, key, ranges) for e in range(len(store)) for key, values in arrays.items()
+           if (ranges := nonfinite_ranges(values[starts[e]:ends[e]]))]
     if bad:
         episode, key, ranges = bad[0]
         more = f" (and {len(bad) - 1} more episode arrays)" if len(bad) > 1 else ""

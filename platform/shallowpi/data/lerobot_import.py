@@ -127,9 +127,22 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise PlatformError(f"{src_dir} could not be read as a LeRobotDataset: {type(exc).__name__}: {first}") from exc
+    if depth := list(getattr(dataset.meta, "depth_keys", []) or []):
+        # Decoded as millimetres, then scaled as if in [0, 1]: every pixel 255.
+        raise StoreError(f"{src_dir}: depth camera(s) {', '.join(depth)} cannot be imported (this store keeps "
+                         "colour frames); drop them from the dataset first")
     features = store_features(dataset.meta.features)
     if not features:
         raise StoreError(f"{src_dir} has no numeric or camera features to import")
+    from shallowpi.data.lerobot_verify import video_frame_counts
+
+    for position, key, frames, rows, _ in video_frame_counts(dataset, src_dir):
+        if frames != rows:
+            raise StoreError(f"{src_dir}: episode {position} has {rows} rows but its {key} video holds {frames} "
+                             "frames: lerobot would pair its rows with the wrong frames (a frame the encoder "
+                             "dropped); nothing was imported")
+    log.warning("LeRobotDataset carries no success marks: every imported episode is unmarked, so "
+                "policy.train.successful_only keeps them all")
     episode_of_row = np.asarray(dataset.hf_dataset["episode_index"])
     robot = dataset.meta.robot_type or ""
     # Numbers straight from the parquet columns (Arrow), in their own dtype: lerobot's item
@@ -180,4 +193,7 @@ def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: M
             values = {key: _to_store_value(feature, item[key] if feature.kind is FeatureKind.IMAGE else rows[key][offset])
                       for key, feature in features.items()}
             writer.add_frame(values, float(rows["timestamp"][offset]))
+        if len(tasks) > 1:  # training reads one task an episode
+            log.warning("episode %d changes task mid-episode (%s): it is kept as %r, which training reads for "
+                        "every row; the others are in its extra", len(store), " -> ".join(repr(t) for t in tasks), tasks[0])
         writer.commit(extra={"tasks": tasks} if len(tasks) > 1 else None)

@@ -7,6 +7,7 @@ decodes a few against the store before `shallowpi.data.lerobot_export` moves it 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,37 @@ def verify_lerobot_export(store: EpisodeStore, root: Path, repo_id: str) -> None
     if dataset.num_episodes != len(episodes) or dataset.num_frames != store.num_frames:
         raise StoreError(f"export of {name} is incomplete: {dataset.num_episodes} episodes and "
                          f"{dataset.num_frames} rows for the store's {len(episodes)} and {store.num_frames}")
-    fps = dataset.fps
-    frame_times: dict[Path, np.ndarray] = {}
     first_rows = np.concatenate([[0], np.cumsum([e.length for e in episodes])])
     for position, info in enumerate(episodes):
         entry = dataset.meta.episodes[position]
         if int(entry["length"]) != info.length:
             raise StoreError(f"export of {name}: episode {info.index} has {entry['length']} rows "
                              f"for the store's {info.length}")
+    for position, key, frames, rows, seconds in video_frame_counts(dataset, root):
+        if frames != rows or round(seconds * dataset.fps) != rows:
+            raise StoreError(
+                f"export of {name}: episode {episodes[position].index} has {rows} rows but its {key} video "
+                f"holds {frames} frames ({seconds:.3f} s at {dataset.fps} fps); lerobot would pair rows "
+                "with the wrong frames, so nothing was exported: run the export again"
+            )
+    sample = np.unique(np.linspace(0, len(episodes) - 1, min(VERIFY_EPISODES, len(episodes))).round().astype(int))
+    for position in sample:
+        info = episodes[int(position)]
+        start = store.episode_range(info.index)[0]
+        for offset in (0, info.length - 1):
+            _compare_frame(dataset, store, int(first_rows[position]) + offset, start + offset, info.index)
+
+
+def video_frame_counts(dataset: Any, root: Path) -> Iterator[tuple[int, str, int, int, float]]:
+    """For each episode (by position) and video camera of the LeRobotDataset `dataset` at
+    `root`: (position, camera, frames its mp4 holds in the episode's span, the episode's
+    rows, the span's seconds). A span holding fewer frames than rows makes lerobot pair
+    every later row with the next row's frame (its decoder takes the nearest one)."""
+    fps = dataset.fps
+    half = 0.5 / fps
+    frame_times: dict[Path, np.ndarray] = {}
+    for position in range(dataset.num_episodes):
+        entry = dataset.meta.episodes[position]
         for key in dataset.meta.video_keys:
             path = root / dataset.meta.get_video_file_path(position, key)
             if path not in frame_times:
@@ -57,20 +81,8 @@ def verify_lerobot_export(store: EpisodeStore, root: Path, repo_id: str) -> None
             start = float(entry[f"videos/{key}/from_timestamp"])
             stop = float(entry[f"videos/{key}/to_timestamp"])
             times = frame_times[path]
-            half = 0.5 / fps
             frames = int(np.count_nonzero((times >= start - half) & (times < stop - half)))
-            if frames != info.length or round((stop - start) * fps) != info.length:
-                raise StoreError(
-                    f"export of {name}: episode {info.index} has {info.length} rows but its {key} video "
-                    f"holds {frames} frames ({stop - start:.3f} s at {fps} fps); lerobot would pair rows "
-                    "with the wrong frames, so nothing was exported: run the export again"
-                )
-    sample = np.unique(np.linspace(0, len(episodes) - 1, min(VERIFY_EPISODES, len(episodes))).round().astype(int))
-    for position in sample:
-        info = episodes[int(position)]
-        start, stop = store.episode_range(info.index)
-        for offset in (0, info.length - 1):
-            _compare_frame(dataset, store, int(first_rows[position]) + offset, start + offset, info.index)
+            yield position, key, frames, int(entry["length"]), stop - start
 
 
 def _frame_times(path: Path) -> np.ndarray:
