@@ -106,7 +106,10 @@ def import_lerobot(
     (which must not exist); returns `store_path`.
 
     Camera frames are decoded by lerobot and re-encoded with the store's image codec
-    (`settings`, the store's defaults if None).
+    (`settings`, the store's defaults if None). Raises StoreError, before a store is made,
+    for an episode whose video holds fewer or more frames than rows (lerobot would pair its
+    rows with other rows' frames) and for depth cameras (not colour pictures); PlatformError
+    for a folder lerobot cannot read.
     """
     src_dir, store_path = Path(src_dir), Path(store_path)
     _check_lerobot_dir(src_dir)
