@@ -170,9 +170,10 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError(f"--resume: no dataset at {store_path} yet; drop --resume to create it")
 
     rec = cfg.record
-    if rec.catch_up_speed is not None and not 0 < rec.catch_up_speed <= 1:
-        raise PlatformError(f"record.catch_up_speed must be in (0, 1] (a fraction of each joint's top speed) or null, "
-                            f"got {rec.catch_up_speed}")
+    from shallowpi.robots.catch_up import speed_problem
+
+    if problem := speed_problem(rec.catch_up_speed, "record.catch_up_speed"):  # before anything connects
+        raise PlatformError(problem)
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
     fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)  # --fps > 0 (parsed)
     if fps > robot_hz:

@@ -16,6 +16,7 @@ from typing import Any
 from shallowpi.errors import ConfigError, refuse_unknown_keys
 from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.policy.action_selection import Strategy as Selection
+from shallowpi.robots.catch_up import speed_problem
 
 
 class Strategy(str, Enum):
@@ -108,9 +109,8 @@ class ExecutorConfig:
             raise ConfigError(f"deploy.rtc_mask must be soft or hard, got '{self.rtc_mask}'")
         if self.injected_delay_s < 0:
             raise ConfigError(f"deploy.injected_delay_s must be >= 0, got {self.injected_delay_s}")
-        if self.start_speed is not None and not 0 < self.start_speed <= 1:
-            raise ConfigError(f"deploy.start_speed must be in (0, 1] (a fraction of each joint's top speed) or null, "
-                              f"got {self.start_speed}")
+        if problem := speed_problem(self.start_speed, "deploy.start_speed"):
+            raise ConfigError(problem)
         if self.warmup_runs < 2:  # the first run is the cold one; the last one is measured
             raise ConfigError(f"deploy.warmup_runs must be at least 2, got {self.warmup_runs}")
 

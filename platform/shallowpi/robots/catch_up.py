@@ -30,6 +30,16 @@ from shallowpi.robots.base import Robot
 log = logging.getLogger(__name__)
 
 
+def speed_problem(speed: float | None, setting: str) -> str | None:
+    """Why `speed` cannot be a catch-up speed named `setting` in messages (a fraction of each
+    joint's top speed, in (0, 1]; None turns the catch-up off), or None when it can. One
+    rule for CatchUp, `record.catch_up_speed` and `deploy.start_speed`, each raising its
+    own error type."""
+    if speed is None or 0.0 < speed <= 1.0:
+        return None
+    return f"{setting} must be in (0, 1] (a fraction of each joint's top speed) or null, got {speed}"
+
+
 class CatchUp:
     """Rate-limits the goals [J] a robot is sent (a leader's pose, a start pose) until it
     has reached them.
@@ -46,9 +56,8 @@ class CatchUp:
     def __init__(self, joint_names: Sequence[str], full_step: np.ndarray, lower: np.ndarray,
                  upper: np.ndarray, speed: float, fps: float, goal: str = "the leader",
                  then: str = "recording starts") -> None:
-        if not 0.0 < speed <= 1.0:
-            raise PlatformError(f"a catch-up speed must be in (0, 1] (a fraction of each joint's top speed), "
-                                f"got {speed}")
+        if problem := speed_problem(speed, "a catch-up speed"):
+            raise PlatformError(problem)
         self.names = list(joint_names)
         self._index = {name: i for i, name in enumerate(self.names)}
         self.fps = float(fps)
