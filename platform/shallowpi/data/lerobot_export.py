@@ -105,12 +105,10 @@ def _require_finite(store: EpisodeStore) -> None:
     of NaN/inf rows exists only for episodes committed since the writer kept it."""
     from shallowpi.data.nonfinite import nonfinite_ranges
 
-    ends = np.asarray(store.episode_ends, dtype=np.int64)
-    starts = np.concatenate([[0], ends[:-1]])
     arrays = {key: store.read(key, 0, store.num_frames) for key, feature in store.features.items()
               if feature.kind is FeatureKind.NUMERIC}
     bad = [(e, key, ranges) for e in range(len(store)) for key, values in arrays.items()
-           if (ranges := nonfinite_ranges(values[starts[e]:ends[e]]))]
+           if (ranges := nonfinite_ranges(values[slice(*store.episode_range(e))]))]
     if bad:
         episode, key, ranges = bad[0]
         more = f" (and {len(bad) - 1} more episode arrays)" if len(bad) > 1 else ""

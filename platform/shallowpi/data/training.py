@@ -58,7 +58,6 @@ class ChunkDataset(Dataset):
         self.calibrations = [e.calibration_id for e in store.episodes]
         self.rate_hz = float(store.episodes[int(self.windows.episodes[0])].fps) if len(self.windows.episodes) else 0.0
         self._state = store.read(STATE_KEY, 0, store.num_frames).astype(np.float32)
-        self._starts = np.concatenate([[0], np.asarray(store.episode_ends)[:-1]]).astype(np.int64)
         self._action = store.read(ACTION_KEY, 0, store.num_frames).astype(np.float32)
         self._store: EpisodeStore | None = None
         self._store_pid = -1
@@ -111,8 +110,7 @@ class ChunkDataset(Dataset):
         """float32[S]: the median over the chosen episodes of their first state, the pose
         the demonstrations typically began from (deploy moves the robot there before each
         episode, as the twin's episodes begin at its home pose)."""
-        firsts = self._state[self._starts[np.asarray(self.windows.episodes, dtype=np.int64)]]
-        return np.median(firsts, axis=0).astype(np.float32)
+        return np.median(self._state[self.windows.first_rows], axis=0).astype(np.float32)
 
     def fps(self) -> float:
         """The frame rate [Hz] the episodes were recorded at (a store keeps one): a chunk's

@@ -61,6 +61,11 @@ class ChunkWindows:
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    @property
+    def first_rows(self) -> np.ndarray:
+        """int64 [E]: the store row each chosen episode starts at, in `episodes` order."""
+        return self._starts
+
     def rows(self) -> np.ndarray:
         """Every data row of the chosen episodes, in window order."""
         return np.concatenate([np.arange(a, b) for a, b in zip(self._starts, self._stops)] or [np.zeros(0, np.int64)])

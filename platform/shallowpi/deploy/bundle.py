@@ -25,6 +25,7 @@ This module imports without torch (the robot side); building a bundle needs it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -53,6 +54,7 @@ GRAPH_NAMES = ("chunk", "prefix", "step")
 CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py")
 
 
+@functools.cache  # the installed sources do not change under a running process
 def code_fingerprint() -> str:
     """sha256 over the names and bytes of `CODE_FILES` as installed here: the code a bundle
     is built by (`code_sha256` in its manifest)."""

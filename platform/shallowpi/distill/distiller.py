@@ -315,12 +315,14 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
         # store holding others there (edited since) would put the teacher's training
         # episodes among the student's held-out ones: refused, in one line.
         teacher_split = Split(json.loads(meta["train"]), json.loads(meta["held_out"]))
+        recorded = json.loads(meta["episodes"])
         if same:
             teacher_split.check_same_episodes(
-                store, json.loads(meta["episodes"]), f"the teacher {teacher_checkpoint}",
+                store, recorded, f"the teacher {teacher_checkpoint}",
                 "train a teacher on the store as it is (distill without --teacher), or pass the --dataset it was "
-                "trained on")
-        same = teacher_split.identities(store) == json.loads(meta["episodes"])
+                "trained on")  # passed: the same episodes
+        else:
+            same = teacher_split.identities(store) == recorded
     if same and "train" in meta and "held_out" in meta:
         allowed = set(episodes)
         return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"]))

@@ -148,7 +148,7 @@ def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str],
     )
 
 
-def exposure_on_host(color: Any, arrived_s: float, arrived_wall_s: float) -> float | None:
+def exposure_on_host(rs: Any, color: Any, arrived_s: float, arrived_wall_s: float) -> float | None:
     """`time.monotonic()` (s) at the middle of `color`'s exposure, or None when the frame
     does not say it on the host's clock.
 
@@ -158,11 +158,11 @@ def exposure_on_host(color: Any, arrived_s: float, arrived_wall_s: float) -> flo
     frame's hardware timestamp, the start of its readout; the metadata's `sensor_timestamp`
     (the middle of the exposure) and `frame_timestamp` (us, device clock; librealsense's
     doc/frame_metadata.md) give how much earlier the light was caught, where the kernel
-    passes metadata through. `arrived_s`/`arrived_wall_s`: `time.monotonic()` and
+    passes metadata through. `rs`: the pyrealsense2 module (`import_rs`, looked up once by
+    the camera, not at every frame). `arrived_s`/`arrived_wall_s`: `time.monotonic()` and
     `time.time()` read together when the frame reached the host. A stamp more than
     `MAX_BELIEVED_AGE_S` old at arrival, or in the future by more than 5 ms, gives None.
     """
-    rs = import_rs()
     if color.get_frame_timestamp_domain() != rs.timestamp_domain.global_time:
         return None
     stamp_s = color.get_timestamp() / 1000.0
@@ -343,7 +343,7 @@ class RealSenseCamera(ThreadedCamera):
 
     def _host_time(self, color: Any, arrived: float, arrived_wall: float) -> float:
         """The frame's exposure on the host's monotonic clock, else its arrival (said once)."""
-        exposed = exposure_on_host(color, arrived, arrived_wall)
+        exposed = exposure_on_host(self._rs, color, arrived, arrived_wall)
         if exposed is not None:
             return exposed
         if not self._arrival_warned:

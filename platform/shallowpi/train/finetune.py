@@ -98,20 +98,21 @@ class Split:
 
     def check_same_episodes(self, store: Path, recorded: Mapping[str, str] | None, run: str,
                             advice: str = "pass another --run to start afresh, or the --dataset it was trained on",
-                            ) -> None:
-        """Raise TrainingError (one line) unless the episodes at the split's indices in
-        `store` are those `run` recorded (`identities`); None (a run from before they were
-        recorded) passes. A held-out episode trained on, or another dataset's statistics
-        under this one's name, would pass silently otherwise. `advice` ends the line."""
-        if not recorded:
-            return
+                            ) -> dict[str, str]:
+        """The split's `identities` in `store`; TrainingError (one line) unless they are
+        those `run` recorded (None, a run from before they were recorded, passes). A
+        held-out episode trained on, or another dataset's statistics under this one's name,
+        would pass silently otherwise. `advice` ends the line."""
         now = self.identities(store)
+        if not recorded:
+            return now
         changed = sorted((int(i) for i, ident in recorded.items() if now.get(i) != ident))
         if changed:
             raise TrainingError(
                 f"{run} was trained on other episodes than {store} holds under the numbers {changed[:5]}"
                 f"{' ...' if len(changed) > 5 else ''} (another dataset of that name, or episodes deleted or "
                 f"re-recorded since, which renumbers them): {advice}")
+        return now
 
     def check_held_out(self, store: Path, require: bool) -> None:
         """Say so when no episode is held out (one episode): the final evaluation then
@@ -155,7 +156,7 @@ def finetune(
     if resume and split_path.is_file():
         data = json.loads(split_path.read_text())
         split = Split(data["train"], data["held_out"])
-        split.check_same_episodes(store, data.get("episodes"), f"the run being resumed ({run_dir})")
+        identities = split.check_same_episodes(store, data.get("episodes"), f"the run being resumed ({run_dir})")
         kept = set(episodes)
         if dropped := sorted(e for e in split.train if e not in kept):
             raise TrainingError(f"the run being resumed ({run_dir}) trains on episodes {dropped[:5]}, which this "
@@ -163,7 +164,7 @@ def finetune(
                                 "resume with the settings it started with, or pass another --run")
     else:
         split = Split.of(sorted(episodes), train_cfg.eval_fraction, tasks)
-    identities = split.identities(store)
+        identities = split.identities(store)
     split.check_held_out(store, train_cfg.require_held_out)
     train_set = make_dataset(store, policy_cfg.chunk_len, split.train)
     if len(train_set) == 0:
