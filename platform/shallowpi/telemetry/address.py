@@ -141,23 +141,26 @@ def control_key_paths(address: Address) -> list[Path]:
     while an SSH login has it set). Only a folder this user owns, private, is read."""
     fallback = Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
     paths = [control_key_path(address)]
-    if fallback != runtime_dir() and fallback.is_dir():
-        info = fallback.stat()
-        if info.st_uid == os.getuid() and not info.st_mode & 0o077:
-            paths.append(control_key_path(address, fallback))
+    if fallback != runtime_dir() and fallback.is_dir() and _private(fallback):
+        paths.append(control_key_path(address, fallback))
     return paths
+
+
+def _private(folder: Path) -> bool:
+    """Whether this user owns `folder` and no one else may enter or list it."""
+    info = folder.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o077
 
 
 def ensure_private_dir(folder: Path) -> None:
     """Create the socket folder (0700); refuse the shared /tmp fallback if another user owns it."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder == runtime_dir():
+    if folder == runtime_dir() and not _private(folder):
         info = folder.stat()
-        if info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise TelemetryError(
-                f"{folder} is not private to this user (owner uid {info.st_uid}, mode "
-                f"{oct(info.st_mode & 0o777)}); remove it, or pass telemetry.address=PATH"
-            )
+        raise TelemetryError(
+            f"{folder} is not private to this user (owner uid {info.st_uid}, mode "
+            f"{oct(info.st_mode & 0o777)}); remove it, or pass telemetry.address=PATH"
+        )
 
 
 def loopback_ipv6(address: Address) -> bool:
