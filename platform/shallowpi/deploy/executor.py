@@ -79,7 +79,6 @@ from shallowpi.deploy.executor_control import (
 from shallowpi.deploy.inference import Done, LockstepInference, ThreadedInference
 from shallowpi.deploy.settings import ExecutorConfig, Strategy
 from shallowpi.errors import PlatformError
-from shallowpi.hardware.camera import CameraError
 from shallowpi.policy.action_selection import ActionSelector
 from shallowpi.record.clock import SimulatedClock, TickClock, prompt_gil_handover
 from shallowpi.robots.base import Robot
@@ -155,12 +154,7 @@ class Executor(ExecutorControl):
                     report.ended = "e-stop" if self._estop.is_set() else "stopped"
                     break
                 clock.wait()
-                try:
-                    obs = robot.observe()
-                except PlatformError as exc:
-                    # A silent camera leaves the servos sound: hold with torque on, as for a
-                    # policy fault (torque off would drop a humanoid's arms and what they hold).
-                    self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
+                if (obs := self._observe(report, last)) is None:
                     break
                 stale = obs.oldest_frame_s() > cfg.max_frame_age_s
                 # Deliver before asking: a chunk arriving on the tick the next one is due

@@ -233,10 +233,7 @@ class ExecutorControl:
                 self._set_stopped()
                 return False
             clock.wait()
-            try:
-                obs = self.robot.observe()
-            except PlatformError as exc:
-                self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
+            if (obs := self._observe(report, last)) is None:
                 return False
             try:
                 last = np.asarray(self.robot.act(catch_up(self.start_state, obs.state)), np.float32)
@@ -259,6 +256,17 @@ class ExecutorControl:
         self.status.reset_left_s = max(0.0, left_s)
         self._set(ExecutorState.RESET,
                   f"set the scene: episode {self.status.episode + 1} starts in {reset_s:g} s (the robot holds)")
+
+    def _observe(self, report: EpisodeReport, last: np.ndarray) -> Observation | None:
+        """The robot's observation, or None once its fault is handled: a silent camera
+        leaves the servos sound, so it holds `last` with torque on, as for a policy fault
+        (torque off would drop a humanoid's arms and what they hold); a servo's holds, then
+        torque off (`_fault`)."""
+        try:
+            return self.robot.observe()
+        except PlatformError as exc:
+            self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
+            return None
 
     def _fault(self, exc: PlatformError, report: EpisodeReport, last: np.ndarray,
                torque_off: bool = True) -> None:
