@@ -162,28 +162,28 @@ def test_a_bundle_names_the_code_that_built_it_and_deploy_rebuilds_one_of_other_
     deploy rebuilds one of other code, and a robot running one says so."""
     import argparse
 
-    from shallowpi.commands.deploy_cmd import _bundle
+    from shallowpi.commands.deploy_policy import policy_bundle
     from shallowpi.deploy.bundle import MANIFEST, code_fingerprint
 
     ckpt = tiny_checkpoint(tmp_path / "ckpt")
     args = argparse.Namespace(policy=ckpt, bundle=tmp_path / "ckpt.bundle")
-    built = _bundle(args, "torch")
+    built = policy_bundle(args, "torch")
     assert built.code_digest == code_fingerprint() and built.built_by_this_code
-    assert "(verified)" in (_bundle(args, "torch"), capsys.readouterr().out)[1]
+    assert "(verified)" in (policy_bundle(args, "torch"), capsys.readouterr().out)[1]
     manifest = json.loads((built.path / MANIFEST).read_text())
     (built.path / MANIFEST).write_text(json.dumps({**manifest, "code_sha256": "0" * 64}))
     assert not Bundle.load(built.path).built_by_this_code  # still verifies: the files are intact
-    rebuilt = _bundle(args, "torch")
+    rebuilt = policy_bundle(args, "torch")
     assert "it was built by other policy or export code than this" in capsys.readouterr().out
     assert rebuilt.built_by_this_code
     # The robot side, given the bundle itself: it runs it, and says so.
     manifest = json.loads((rebuilt.path / MANIFEST).read_text())
     (rebuilt.path / MANIFEST).write_text(json.dumps({**manifest, "code_sha256": "0" * 64}))
-    with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_cmd"):
-        _bundle(argparse.Namespace(policy=built.path, bundle=None), "torch")
+    with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_policy"):
+        policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "torch")
     assert "was built by other policy, export or preprocessing code than this installation's" in caplog.text
     # ... and refuses one without the graph its backend runs (--bundle-only approved it).
     from shallowpi.errors import ConfigError
 
     with pytest.raises(ConfigError, match="holds no chunk graph, which the onnxruntime backend runs: rebuild"):
-        _bundle(argparse.Namespace(policy=built.path, bundle=None), "onnxruntime")
+        policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "onnxruntime")

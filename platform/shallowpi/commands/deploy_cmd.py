@@ -54,6 +54,7 @@ import numpy as np
 
 from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
 from shallowpi.commands.console import LinePrinter
+from shallowpi.commands.deploy_policy import policy_bundle, start_state_of
 from shallowpi.commands.deploy_recording import DeploymentRecorder
 from shallowpi.errors import PlatformError
 
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # A bundle made to be copied is for the machine --jetson names, not this one (a CUDA
     # workstation's own backend, torch, would export no graph for the Jetson to run).
     backend_name = args.backend or (asked.backend if args.bundle_only else profile.backend)
-    bundle = _bundle(args, backend_name)
+    bundle = policy_bundle(args, backend_name)
     if args.bundle_only:
         print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}): "
               f"copy it to the robot and deploy with --policy {bundle.path.name}", flush=True)
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
           f"{target.description} at {target.fps:g} Hz", flush=True)
 
     robot = target.robot
-    start_state = _start_state(bundle, target, exec_cfg.start_speed)
+    start_state = start_state_of(bundle, target, exec_cfg.start_speed)
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
     try:  # a store it refuses stops the run before any port opens
         recorder = (DeploymentRecorder(args.record, cfg, target, bundle.cameras, args.allow_mixed_calibration)
@@ -300,89 +301,6 @@ def _has_cuda() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
-
-
-def _bundle(args: argparse.Namespace, backend: str) -> Any:
-    """--policy as a bundle (it holds a manifest) or a checkpoint made into one (reused
-    while it verifies and holds the graph the backend needs)."""
-    from shallowpi.deploy.bundle import (
-        MANIFEST,
-        Bundle,
-        BundleError,
-        build_bundle,
-        code_fingerprint,
-    )
-    from shallowpi.errors import ConfigError
-
-    graphs = () if backend == "torch" else ("chunk",)
-    if (args.policy / MANIFEST).is_file():
-        bundle = Bundle.load(args.policy)
-        if missing := [g for g in graphs if g not in bundle.graphs]:
-            # --bundle-only approved it for the robot, which then refused it.
-            raise ConfigError(f"{args.policy} holds no {', '.join(missing)} graph, which the {backend} backend runs: "
-                              f"rebuild it from the checkpoint with --backend {backend}")
-        if not bundle.built_by_this_code:
-            log.warning("%s was built by other policy, export or preprocessing code than this installation's "
-                        "(code_sha256 %s, here %s): if this checkout is the older one, update it, or rebuild the "
-                        "bundle with it", args.policy, bundle.code_digest[:12] or "not recorded",
-                        code_fingerprint()[:12])
-        return bundle
-    if not args.policy.exists():
-        raise ConfigError(f"no policy at {args.policy}: pass a checkpoint folder or a deploy bundle")
-    try:
-        from shallowpi.train.checkpoint import weights_to_use
-    except ImportError as exc:  # the robot's install: bundles only
-        raise ConfigError(f"{args.policy} is not a deploy bundle (no {MANIFEST}), and making one from a checkpoint "
-                          f"needs the training install ({exc.name} is missing here): make it on the workstation "
-                          "with `platform deploy --policy CKPT --bundle-only` and copy it over") from None
-
-    weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
-    out = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
-    if out.exists() and not (out / MANIFEST).is_file():
-        # Building replaces the folder: never one that is not a bundle (`--bundle ~/robot`).
-        raise ConfigError(f"{out} exists and is not a deploy bundle (no {MANIFEST}); building one there would "
-                          "replace it: pass another --bundle folder or remove it")
-    if out.exists():
-        try:
-            bundle = Bundle.load(out)
-            same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
-            if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code:
-                print(f"bundle {out} (verified)", flush=True)
-                return bundle
-            if same and not bundle.built_by_this_code:
-                print(f"rebuilding {out}: it was built by other policy or export code than this", flush=True)
-        except BundleError as exc:
-            log.warning("rebuilding %s: %s", out, exc)
-    print(f"building the deploy bundle {out} ({', '.join(graphs) or 'no'} graphs)", flush=True)
-    t0 = time.perf_counter()
-    bundle = build_bundle(weights, out, graphs=graphs, overwrite=True)
-    print(f"bundle built in {time.perf_counter() - t0:.0f} s", flush=True)
-    return bundle
-
-
-def _sha(path: Path) -> str:
-    from shallowpi.deploy.bundle import sha256_of
-
-    return sha256_of(path) if path.is_file() else ""
-
-
-def _start_state(bundle: Any, target: Any, speed: float | None) -> np.ndarray | None:
-    """The pose the checkpoint's demonstrations started from, for a robot to go to before
-    each episode (the twin's start at its home pose: None there, as with deploy.start_speed
-    null or a checkpoint that predates the record, which is said)."""
-    if not target.on_hardware or speed is None:
-        return None
-    recorded = bundle.checkpoint_metadata.get("start_state")
-    if recorded is None:
-        print("the checkpoint records no start pose (trained before it was recorded): each episode starts where "
-              "the last one ended", flush=True)
-        return None
-    state = np.asarray(json.loads(recorded), np.float64)
-    if state.shape != (len(target.joint_names),):
-        raise PlatformError(f"the checkpoint's start pose has {state.size} joints, the robot {len(target.joint_names)}")
-    print(f"before each episode the robot goes to the demonstrations' start pose at {speed:.0%} of its top speed "
-          "(deploy.start_speed)", flush=True)
-    return state
 
 
 def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:

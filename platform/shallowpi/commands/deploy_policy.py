@@ -1,0 +1,105 @@
+"""What `platform deploy` runs: the policy's deploy bundle, made from a checkpoint or
+checked as given (deploy/bundle.py), and the start pose its checkpoint records (where the
+robot goes before each episode: Executor.go_to_start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shallowpi.errors import PlatformError
+
+log = logging.getLogger(__name__)
+
+
+def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
+    """--policy (`args.policy`, Path) as a bundle (it holds a manifest) or a checkpoint made
+    into one at `args.bundle` (reused while it verifies, holds the graph `backend` runs and
+    was built by this code). Raises ConfigError (one line) for no policy there, a bundle
+    without that graph, a --bundle folder that is not a bundle, or a checkpoint on an
+    install without training; BundleError and ExportError as building does."""
+    from shallowpi.deploy.bundle import (
+        MANIFEST,
+        Bundle,
+        BundleError,
+        build_bundle,
+        code_fingerprint,
+    )
+    from shallowpi.errors import ConfigError
+
+    graphs = () if backend == "torch" else ("chunk",)
+    if (args.policy / MANIFEST).is_file():
+        bundle = Bundle.load(args.policy)
+        if missing := [g for g in graphs if g not in bundle.graphs]:
+            # --bundle-only approved it for the robot, which then refused it.
+            raise ConfigError(f"{args.policy} holds no {', '.join(missing)} graph, which the {backend} backend runs: "
+                              f"rebuild it from the checkpoint with --backend {backend}")
+        if not bundle.built_by_this_code:
+            log.warning("%s was built by other policy, export or preprocessing code than this installation's "
+                        "(code_sha256 %s, here %s): if this checkout is the older one, update it, or rebuild the "
+                        "bundle with it", args.policy, bundle.code_digest[:12] or "not recorded",
+                        code_fingerprint()[:12])
+        return bundle
+    if not args.policy.exists():
+        raise ConfigError(f"no policy at {args.policy}: pass a checkpoint folder or a deploy bundle")
+    try:
+        from shallowpi.train.checkpoint import weights_to_use
+    except ImportError as exc:  # the robot's install: bundles only
+        raise ConfigError(f"{args.policy} is not a deploy bundle (no {MANIFEST}), and making one from a checkpoint "
+                          f"needs the training install ({exc.name} is missing here): make it on the workstation "
+                          "with `platform deploy --policy CKPT --bundle-only` and copy it over") from None
+
+    weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
+    out = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
+    if out.exists() and not (out / MANIFEST).is_file():
+        # Building replaces the folder: never one that is not a bundle (`--bundle ~/robot`).
+        raise ConfigError(f"{out} exists and is not a deploy bundle (no {MANIFEST}); building one there would "
+                          "replace it: pass another --bundle folder or remove it")
+    if out.exists():
+        try:
+            bundle = Bundle.load(out)
+            same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
+            if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code:
+                print(f"bundle {out} (verified)", flush=True)
+                return bundle
+            if same and not bundle.built_by_this_code:
+                print(f"rebuilding {out}: it was built by other policy or export code than this", flush=True)
+        except BundleError as exc:
+            log.warning("rebuilding %s: %s", out, exc)
+    print(f"building the deploy bundle {out} ({', '.join(graphs) or 'no'} graphs)", flush=True)
+    t0 = time.perf_counter()
+    bundle = build_bundle(weights, out, graphs=graphs, overwrite=True)
+    print(f"bundle built in {time.perf_counter() - t0:.0f} s", flush=True)
+    return bundle
+
+
+def _sha(path: Path) -> str:
+    from shallowpi.deploy.bundle import sha256_of
+
+    return sha256_of(path) if path.is_file() else ""
+
+
+def start_state_of(bundle: Any, target: Any, speed: float | None) -> np.ndarray | None:
+    """The pose the checkpoint's demonstrations started from, for a robot to go to before
+    each episode (the twin's start at its home pose: None there, as with deploy.start_speed
+    null or a checkpoint that predates the record, which is said)."""
+    if not target.on_hardware or speed is None:
+        return None
+    recorded = bundle.checkpoint_metadata.get("start_state")
+    if recorded is None:
+        print("the checkpoint records no start pose (trained before it was recorded): each episode starts where "
+              "the last one ended", flush=True)
+        return None
+    state = np.asarray(json.loads(recorded), np.float64)
+    if state.shape != (len(target.joint_names),):
+        raise PlatformError(f"the checkpoint's start pose has {state.size} joints, the robot {len(target.joint_names)}")
+    print(f"before each episode the robot goes to the demonstrations' start pose at {speed:.0%} of its top speed "
+          "(deploy.start_speed)", flush=True)
+    return state
