@@ -22,7 +22,9 @@ from shallowpi.policy.sampler import ChunkSampler
 
 log = logging.getLogger(__name__)
 
+# precision asked -> the towers' dtype on a GPU (None: float32). No fp8 kernels here: bf16.
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
+NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 class TorchBackend(Backend):
@@ -41,7 +43,7 @@ class TorchBackend(Backend):
         dtype = DTYPES.get(self.options.precision) if device.type == "cuda" else None
         if dtype is not None:
             policy.model.cast_towers(dtype)
-        self.dtype = str(dtype).removeprefix("torch.") if dtype is not None else "fp32"
+        self.dtype = NAMES[dtype]  # in the profiles' terms, which the banner compares with the asked
         if self.dtype != self.options.precision:
             log.info("torch computes the chunks in %s on %s (%s asked)", self.dtype, device, self.options.precision)
         self.device, self.model = device, policy.model.eval()
