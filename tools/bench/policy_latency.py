@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--pi0-vocab", type=int, help="vocabulary (default: 257152 on cuda, 1024 on cpu; "
                     "it only changes the embedding lookup)")
     ap.add_argument("--skip-lerobot", action="store_true")
+    ap.add_argument("--sweep-preset", help="the depth sweep (b) at this preset (default: pi0 on cuda, small on cpu)")
+    ap.add_argument("--sweep-only", action="store_true", help="only the depth sweep (b)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "policy_latency.json")
     args = ap.parse_args()
@@ -188,13 +190,17 @@ def main() -> None:
     result = {
         "device": torch.cuda.get_device_name() if gpu else "cpu", "dtype": args.dtype,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "chunk": [
+        "chunk": [] if args.sweep_only else [
             compare("small (18 layers)", small, 2, args.reps, args),
             compare(pi0_name, pi0, cams, max(2, args.reps // 2) if not gpu else args.reps, args),
         ],
     }
     sweep_cfg, sweep_cams = (pi0, cams) if gpu else (small, 2)
     result["depth_config"] = pi0_name if gpu else "small (18 layers)"
+    if args.sweep_preset:  # a twin's preset: the cameras it is trained with
+        sweep_cfg = load_preset(args.sweep_preset)
+        sweep_cams = sweep_cfg.num_cameras
+        result["depth_config"] = f"{args.sweep_preset} ({sweep_cfg.depth} layers, {sweep_cams} cameras)"
     result["depth"] = depth_sweep(sweep_cfg, sweep_cams, [sweep_cfg.depth, 9, 6, 4, 3], args.reps, args)
 
     print(f"(a) one chunk: {small.num_steps} Euler steps x {small.chunk_len} actions, batch 1, "
