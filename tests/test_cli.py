@@ -73,6 +73,9 @@ def test_bad_input_answers_in_one_line(args, expected):
     (["record", "--sim", "--seed", "-1"], "argument --seed: -1 is not >= 0"),
     (["record", "--sim", "--episode-time-s", "0"], "argument --episode-time-s: 0 is not > 0"),
     (["record", "--reset-time-s", "-2"], "argument --reset-time-s: -2 is not >= 0"),
+    # nan passes every comparison, inf every lower bound: an inf countdown froze the dashboard
+    (["deploy", "--reset-time-s", "inf"], "argument --reset-time-s: inf is not a finite number"),
+    (["record", "--sim", "--episode-time-s", "nan"], "argument --episode-time-s: nan is not a finite number"),
     (["sim", "--seed", "-5"], "argument --seed: -5 is not >= 0"),
     (["sim", "--episodes", "0"], "argument --episodes: 0 is not >= 1"),
     (["eval", "--sim-episodes", "0"], "argument --sim-episodes: 0 is not >= 1"),

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import platform_cmd, subprocess_env
 from shallowpi.data.store import EpisodeStore
+from shallowpi.errors import ConfigError
 
 SIZE = (40, 32)
 
@@ -303,3 +304,17 @@ def test_deploy_sim_shows_the_policy_the_frames_its_store_gave_back(trained, tmp
     assert (target.spec.render_width, target.spec.render_height) == SIZE
     with EpisodeStore.open(trained["root"] / "demo.zarr") as store:
         assert type(target.image_codec).__name__.lower().startswith(store.settings.image_codec)
+
+
+@pytest.mark.parametrize(("flag", "setting", "expected"), [
+    (None, float("inf"), "record.reset_time_s must be a finite number of seconds >= 0, got inf"),
+    (float("nan"), 5.0, "--reset-time-s must be a finite number of seconds >= 0, got nan"),
+    (None, -1.0, "record.reset_time_s must be a finite number of seconds >= 0, got -1"),
+])
+def test_the_robots_reset_time_is_finite_whichever_way_it_is_given(flag, setting, expected):
+    from shallowpi.commands.deploy_targets import _seconds
+
+    with pytest.raises(ConfigError) as raised:
+        _seconds(flag, setting, "reset_time_s", positive=False)
+    assert str(raised.value) == expected
+    assert _seconds(None, 0.0, "reset_time_s", positive=False) == 0.0

@@ -564,3 +564,12 @@ def test_a_camera_hiccup_keeps_the_loop_running_and_the_take_says_how_many_rows_
         # loop does too): counted per take, none where the camera kept up.
         repeated = [rig.store.episode(i).extra["repeated_pictures"] for i in range(5)]
         assert repeated[stale.index(max(stale))] >= max(stale), (repeated, stale)
+
+
+@pytest.mark.parametrize("setting", ["episode_time_s", "reset_time_s", "fps"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_session_refuses_durations_and_rates_that_are_not_finite(setting, value):
+    """nan passes every comparison and inf every lower bound: an infinite reset countdown
+    reached the dashboards, which could not draw it."""
+    with pytest.raises(PlatformError, match=r"\(finite\) are needed"):
+        SessionConfig(task="wave", **{setting: value})

@@ -13,6 +13,7 @@ import argparse
 import errno
 import importlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -92,6 +93,8 @@ def at_least(minimum: float, kind: type = int, *, above: bool = False) -> Callab
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not math.isfinite(value):  # nan compares false with everything, inf passes >=
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if value < minimum or (above and value == minimum):
             raise argparse.ArgumentTypeError(f"{text} is not {'>' if above else '>='} {minimum:g}")
         return value

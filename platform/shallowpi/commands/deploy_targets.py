@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -276,9 +277,20 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
     # never before the watchdog has held the robot on the stale frame.
     robot = DynamixelRobot(spec, calibration, cameras=cameras,
                            camera_timeout_s=camera_timeout_for(float(cfg.deploy.max_frame_age_s)))
-    episode_s = float(args.episode_time_s if args.episode_time_s is not None else cfg.record.episode_time_s)
-    reset_s = float(args.reset_time_s if args.reset_time_s is not None else cfg.record.reset_time_s)
+    episode_s = _seconds(args.episode_time_s, cfg.record.episode_time_s, "episode_time_s", positive=True)
+    reset_s = _seconds(args.reset_time_s, cfg.record.reset_time_s, "reset_time_s", positive=False)
     return RobotTarget(robot, cfg, spec, cameras, args.task, episode_s, reset_s)
+
+
+def _seconds(flag: Any, setting: Any, name: str, positive: bool) -> float:
+    """The `--{name}` flag's value, else record.{name}'s, in seconds: finite and >= 0 (> 0
+    with `positive`). ConfigError otherwise, naming the setting (a countdown of inf s froze
+    the dashboard, and nan passes every comparison)."""
+    value = float(flag if flag is not None else setting)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        where = f"--{name.replace('_', '-')}" if flag is not None else f"record.{name}"
+        raise ConfigError(f"{where} must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value:g}")
+    return value
 
 
 def camera_timeout_for(max_frame_age_s: float) -> float:

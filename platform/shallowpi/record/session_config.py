@@ -9,6 +9,7 @@ of what a simulated or scripted setup adds.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -79,9 +80,12 @@ class SessionConfig:
     calibration_id: str = ""
 
     def __post_init__(self) -> None:
-        if self.episodes < 1 or self.episode_time_s <= 0 or self.reset_time_s < 0 or self.fps <= 0:
+        times = (self.episode_time_s, self.reset_time_s, self.fps)
+        # math.isfinite: nan passes every comparison below, inf every lower bound
+        if (self.episodes < 1 or not all(map(math.isfinite, times)) or self.episode_time_s <= 0
+                or self.reset_time_s < 0 or self.fps <= 0):
             raise PlatformError(
-                "episodes >= 1, episode time > 0, reset time >= 0 and fps > 0 are needed; "
+                "episodes >= 1, episode time > 0, reset time >= 0 and fps > 0 (finite) are needed; "
                 f"got {self.episodes}, {self.episode_time_s}, {self.reset_time_s}, {self.fps}"
             )
         self.on_interrupt = OnInterrupt(self.on_interrupt)
