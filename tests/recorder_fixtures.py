@@ -16,7 +16,7 @@ from shallowpi.record.clock import SimulatedClock
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
 from shallowpi.robots.observation import Observation
-from shallowpi.telemetry.status import Command
+from shallowpi.telemetry.status import Command, Request
 
 JOINTS = ["shoulder", "elbow", "gripper"]
 
@@ -77,13 +77,13 @@ def make_session(store: EpisodeStore, *, episodes: int = 3, episode_time_s: floa
 
 
 class TickScript:
-    """Commands by tick: `{tick: [Command, ...]}`; records the status message after each."""
+    """Commands by tick: `{tick: [Command or Request, ...]}`; records the status message after each."""
 
-    def __init__(self, script: dict[int, list[Command]]) -> None:
+    def __init__(self, script: dict[int, list[Command | Request]]) -> None:
         self.script = script
         self.tick = 0
 
-    def __call__(self) -> list[Command]:
+    def __call__(self) -> list[Command | Request]:
         commands = self.script.get(self.tick, [])
         self.tick += 1
         return commands

@@ -47,6 +47,7 @@ from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
 from shallowpi.tui.launch import spawn_dashboard
 from shallowpi.tui.recorder_dashboard import QuitScreen, RecorderDashboard
+from telemetry_fixtures import commands_of, sent_commands
 
 pytestmark = pytest.mark.timeout(60)
 SIZE = (140, 45)
@@ -183,7 +184,7 @@ def test_disk_falling_behind_and_faults_are_called_out():
 def test_keys_send_commands():
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = RecorderDashboard(feed, sent.append)
+    app = RecorderDashboard(feed, sent_commands(sent))
 
     async def scenario(pilot: Pilot) -> None:
         feed.publish(make_status(RecorderState.IDLE))
@@ -206,7 +207,7 @@ def test_keys_send_commands():
 def test_quit_asks_for_confirmation_first():
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = RecorderDashboard(feed, sent.append)
+    app = RecorderDashboard(feed, sent_commands(sent))
 
     async def scenario(pilot: Pilot) -> None:
         feed.publish(make_status())
@@ -234,7 +235,7 @@ def test_read_only_dashboard_sends_nothing_and_says_so():
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
     # A sink exists, but the recorder marks this dashboard read-only.
-    app = RecorderDashboard(feed, sent.append)
+    app = RecorderDashboard(feed, sent_commands(sent))
 
     async def scenario(pilot: Pilot) -> None:
         feed.publish(make_status(control_allowed=False))
@@ -255,7 +256,7 @@ def test_read_only_dashboard_sends_nothing_and_says_so():
 def test_source_ending_shows_disconnected_and_keeps_the_app():
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = RecorderDashboard(feed, sent.append, monitor=True)
+    app = RecorderDashboard(feed, sent_commands(sent), monitor=True)
 
     async def scenario(pilot: Pilot) -> None:
         feed.publish(make_status())
@@ -306,7 +307,7 @@ def test_embedded_dashboard_exits_when_the_recorder_closes_the_feed():
     """`platform record`: the loop thread publishes, the App runs in the main thread."""
     publisher_feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = RecorderDashboard(publisher_feed, sent.append, exit_when_source_ends=True)
+    app = RecorderDashboard(publisher_feed, sent_commands(sent), exit_when_source_ends=True)
     stop = threading.Event()
 
     def control_loop() -> None:  # stands in for the recorder's loop thread
@@ -386,7 +387,7 @@ def test_platform_monitor_with_control_against_a_real_publisher(tmp_path):
         deadline = time.monotonic() + 5
         commands: list[Command] = []
         while Command.SUCCESS not in commands and time.monotonic() < deadline:
-            commands += publisher.commands()
+            commands += commands_of(publisher)
             time.sleep(0.01)
         assert commands == [Command.SUCCESS]  # detaching sent no QUIT
         stop.set()
@@ -413,7 +414,7 @@ def test_platform_monitor_is_read_only_when_the_recorder_refuses_control(tmp_pat
         run_app(app, scenario)
         stop.set()
         thread.join(timeout=5)
-        assert publisher.commands() == []
+        assert commands_of(publisher) == []
 
 
 def test_platform_monitor_without_a_recorder_is_a_one_line_error(tmp_path):
@@ -456,7 +457,7 @@ def test_attached_monitor_waits_for_the_recorder_quits_it_and_exits_with_it(tmp_
         assert not app.screen.query("#detach")  # q here means stop the recording
         await pilot.press("y")
         deadline = time.monotonic() + 5
-        while Command.QUIT not in publisher.commands():
+        while Command.QUIT not in commands_of(publisher):
             assert time.monotonic() < deadline, "QUIT did not reach the recorder"
             await pilot.pause(0.02)
         stop.set()
@@ -501,7 +502,7 @@ def test_spawned_dashboard_runs_on_a_real_terminal_and_exits_with_the_recorder(t
             pump(publisher, 2, lambda: b"Stop recording and quit?" in screen)
             os.write(master, b"y")
             commands: list[Command] = []
-            pump(publisher, 5, lambda: bool(commands.extend(publisher.commands()) or commands))
+            pump(publisher, 5, lambda: bool(commands.extend(commands_of(publisher)) or commands))
             assert commands == [Command.QUIT]
             publisher.close()
             pump(None, 10, lambda: child.poll() is not None)

@@ -18,6 +18,7 @@ from shallowpi.telemetry.mailbox import StatusMailbox
 from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.tui.recorder_dashboard import AcknowledgeScreen, QuitScreen, RecorderDashboard
+from telemetry_fixtures import sent_commands
 from test_dashboard import make_status, text_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +38,7 @@ def run_app(app: RecorderDashboard, scenario, size=(140, 45)) -> None:
 def test_every_key_in_every_state_acts_or_says_why_not(state):
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = RecorderDashboard(feed, sent.append)
+    app = RecorderDashboard(feed, sent_commands(sent))
 
     async def scenario(pilot: Pilot) -> None:
         feed.publish(make_status(state))
@@ -83,6 +84,11 @@ def test_a_fault_stays_on_screen_until_acknowledged_even_after_the_recorder_ende
         assert app.is_running and isinstance(app.screen, AcknowledgeScreen)
         shown = " ".join(str(label.render()) for label in app.screen.query("Label"))
         assert "E-STOP" in shown and "torque off" in shown
+        assert "Acknowledging ends the recorder: torque goes off" in shown  # what the key does, said first
+        for reflex in ("space", "escape"):  # space starts takes: pressed by reflex, it must not end the recorder
+            await pilot.press(reflex)
+            await pilot.pause(0.1)
+            assert app.is_running and isinstance(app.screen, AcknowledgeScreen), reflex
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.is_running)
 

@@ -233,6 +233,7 @@ def test_stop_from_another_thread_ends_cleanly_and_estop_turns_torque_off():
         # after its e-stop, and `monitor --lines` called a finished run vanished).
         assert published[-1] == ("stopped", "e-stopped: torque off" if method == "estop"
                                  else "stopped by the operator; the robot holds its pose")
+        assert executor.status.estopped is (method == "estop")  # `monitor --lines` exits 1 on it
     finished = Executor(CountingRobot(), StepBackend(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
     finished.warm_up("count")
     finished.run_episode("count", 20)

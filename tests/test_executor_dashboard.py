@@ -13,6 +13,7 @@ from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, S
 from shallowpi.telemetry.mailbox import StatusMailbox
 from shallowpi.telemetry.status import Command, LoopStatus
 from shallowpi.tui.executor_dashboard import ExecutorDashboard
+from telemetry_fixtures import sent_commands
 
 
 def make_status(**changes) -> ExecutorStatus:
@@ -43,7 +44,7 @@ async def until(pilot, condition, timeout_s: float = 10.0) -> None:
 def test_the_dashboard_shows_the_executor_and_sends_an_estop():
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = ExecutorDashboard(feed, sent.append)
+    app = ExecutorDashboard(feed, sent_commands(sent))
 
     async def scenario() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
@@ -59,7 +60,7 @@ def test_the_dashboard_shows_the_executor_and_sends_an_estop():
             assert "p99  36.00 ms" in text_of(app, "loop")
             assert "clamps" in text_of(app, "safety") and "holds" in text_of(app, "safety")
             await pilot.press("e")
-            assert sent == [Command.ESTOP] and "sent: estop" in text_of(app, "message")
+            assert sent == [Command.ESTOP] and "sent: estop" in text_of(app, "feedback")
             feed.publish(make_status(state=ExecutorState.HOLD))
             await until(pilot, lambda: "HOLD" in text_of(app, "summary"))
             assert "HOLD" in text_of(app, "summary")
@@ -98,7 +99,7 @@ def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_de
     Built as monitor_cmd.build_app builds each (attached: exit_when_source_ends)."""
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
-    app = ExecutorDashboard(feed, sent.append, monitor=False, exit_when_source_ends=True)
+    app = ExecutorDashboard(feed, sent_commands(sent), monitor=False, exit_when_source_ends=True)
 
     async def deploys_own() -> None:
         async with app.run_test(size=(140, 40)) as pilot:
@@ -107,7 +108,7 @@ def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_de
             await pilot.press(key)
             await pilot.pause()
             assert sent == [Command.STOP] and app.is_running
-            assert "stopping" in text_of(app, "message")
+            assert "stopping" in text_of(app, "feedback")
             feed.close()  # the executor stopped: its stream ends
             await until(pilot, lambda: not app.is_running)
             assert not app.is_running
@@ -128,3 +129,85 @@ def test_q_in_the_deploys_own_dashboard_stops_the_executor_and_a_monitor_only_de
                 assert sent == [] and not other.is_running
 
         asyncio.run(leaves_at_once())
+
+
+def test_the_message_line_follows_the_executor_and_a_key_answer_stays_on_its_own_line():
+    """An episode's start clears the reset's countdown message (it stayed on screen while
+    RUNNING), and the answer to a key is not overwritten by the executor's own messages,
+    which change every second while it homes or counts down."""
+    feed = StatusMailbox(max_hz=0)
+    sent: list[Command] = []
+    app = ExecutorDashboard(feed, sent_commands(sent))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            feed.publish(make_status(state=ExecutorState.RESET, message="set the scene: episode 2 starts in 5 s"))
+            await until(pilot, lambda: "set the scene" in text_of(app, "message"))
+            await pilot.press("s")
+            await pilot.pause()
+            for left in (4, 3):  # the countdown goes on: the key's answer stays
+                feed.publish(make_status(state=ExecutorState.RESET, message=f"set the scene: starts in {left} s"))
+                await until(pilot, lambda left=left: f"in {left} s" in text_of(app, "message"))
+            assert text_of(app, "feedback") == "sent: stop" and sent == [Command.STOP]
+            feed.publish(make_status(message=""))  # the episode runs: nothing to say
+            await until(pilot, lambda: text_of(app, "message") == "")
+            assert text_of(app, "message") == "" and "RUNNING" in text_of(app, "summary")
+
+    asyncio.run(scenario())
+
+
+def test_a_watch_only_view_says_so_and_keeps_the_refusal_of_its_estop_on_screen():
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, None, monitor=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            feed.publish(make_status(state=ExecutorState.HOMING, message="homing: shoulder 0.8 rad away, 3 s left"))
+            await until(pilot, lambda: app.status is not None)
+            await pilot.pause()
+            assert "WATCH-ONLY" in text_of(app, "summary")
+            await pilot.press("e")
+            await pilot.pause()
+            feed.publish(make_status(state=ExecutorState.HOMING, message="homing: shoulder 0.5 rad away, 2 s left"))
+            await until(pilot, lambda: "2 s left" in text_of(app, "message"))
+            assert text_of(app, "feedback").startswith("estop NOT SENT: read-only")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("final, expected", [
+    (dict(state=ExecutorState.FAULT, message="fault: servo 3 overload"), "ended on a fault: fault: servo 3 overload"),
+    (dict(state=ExecutorState.DONE, message="3 episodes, 2 succeeded"), "executor finished: 3 episodes, 2 succeeded"),
+])
+def test_the_end_of_the_stream_keeps_how_the_run_ended(final, expected):
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, None, monitor=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            feed.publish(make_status(**final))
+            await until(pilot, lambda: app.status is not None)
+            feed.close()
+            await until(pilot, lambda: not app.connected)
+            await pilot.pause()
+            assert expected in text_of(app, "message") and "disconnected" not in text_of(app, "message")
+
+    asyncio.run(scenario())
+
+
+def test_a_status_the_dashboard_cannot_show_is_said_and_the_view_goes_on():
+    """A value the panels cannot draw (an infinite reset countdown once did, before the
+    setting refused it) must not end the reader and freeze the view as if connected."""
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, None, monitor=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            feed.publish(make_status(joint_names=["waist", "shoulder"], commanded=[0.5, "not a number"]))
+            await until(pilot, lambda: "dashboard error" in text_of(app, "message"))
+            assert "dashboard error" in text_of(app, "message") and app.is_running
+            feed.publish(make_status(episode=2))
+            await until(pilot, lambda: "episode 3/3" in text_of(app, "summary"))
+            assert "episode 3/3" in text_of(app, "summary")
+
+    asyncio.run(scenario())

@@ -23,6 +23,7 @@ from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.tui.launch import hold_terminal_logs
 from shallowpi.tui.recorder_app import run_recorder_dashboard
+from telemetry_fixtures import commands_of
 from test_dashboard import make_status
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,7 +47,7 @@ class FakeSession:
         self.thread_name = threading.current_thread().name
         status = make_status()
         for tick in range(self.max_ticks):
-            commands = self.publisher.commands()
+            commands = commands_of(self.publisher)
             self.seen += commands
             if Command.QUIT in commands or self.stop.is_set():
                 break

@@ -11,7 +11,7 @@ import pytest
 from recorder_fixtures import TickScript, make_session, open_store
 from shallowpi.record.writer import WriterError
 from shallowpi.telemetry import keys
-from shallowpi.telemetry.status import Command, RecorderState
+from shallowpi.telemetry.status import Command, RecorderState, Request
 
 pytestmark = pytest.mark.timeout(120)
 FPS = 30
@@ -137,6 +137,35 @@ def test_r_and_d_while_recording_discard_the_take(tmp_path):
     assert at(seen, 20)[1] is RecorderState.RESETTING  # after the reset
     assert session.result.discarded == 2 and len(store) == 1
     assert store.episode(0).length == session.status.episodes[-1].frames >= EPISODE_TICKS - 1
+
+
+def test_d_pressed_twice_on_a_recording_screen_discards_the_take_and_deletes_nothing(tmp_path):
+    """Both presses leave while the screen still shows RECORDING: the first discards the take,
+    the second reaches a resetting recorder, where d would delete the episode saved before
+    it. It is refused, saying so; a d pressed on a screen that shows the reset deletes."""
+    # 1 s takes, 1 s resets: episode 0 saved at tick 30, episode 1 recording from tick 60
+    recording = Request(Command.DISCARD, RecorderState.RECORDING.value)
+    script = {70: [recording, recording], 80: [Request(Command.DISCARD, RecorderState.RESETTING.value)],
+              85: [Command.QUIT]}
+    session, _, store, seen = run_script(tmp_path, script, episodes=3, reset_time_s=1.0)
+    assert at(seen, 69)[1] is RecorderState.RECORDING and at(seen, 70)[1] is RecorderState.RESETTING
+    assert at(seen, 70)[2].startswith("d ignored: pressed while recording (discard the take")
+    assert "where it would delete the episode this run saved last" in at(seen, 70)[2]
+    assert session.result.discarded == 1 and len(store) == 0  # the take; episode 0 by the reset's d
+    assert "episode 0 deleted from the store" in at(seen, 80)[2] and session.result.deleted == 1
+
+
+def test_a_key_is_refused_only_where_it_would_now_do_something_else():
+    """The key table's words decide: s meant "mark the take", and now would "mark the
+    episode saved last" (the same one, unless a d came between): refused, the operator
+    presses again. A key that does the same in both states acts, as does an E-STOP, and a
+    command sent without the state it was meant for (a script)."""
+    take = keys.overtaken(Request(Command.SUCCESS, RecorderState.RECORDING.value), RecorderState.RESETTING)
+    assert take is not None and take.endswith("press it again to do that")
+    assert keys.overtaken(Request(Command.PAUSE, "paused"), RecorderState.PAUSED) is None
+    assert keys.overtaken(Request(Command.DISCARD), RecorderState.RESETTING) is None
+    assert keys.overtaken(Request(Command.ESTOP, "recording"), RecorderState.RESETTING) is None
+    assert keys.overtaken(Request(Command.START, "idle"), RecorderState.PAUSED) is None  # same act
 
 
 @pytest.mark.parametrize("after", [Command.DISCARD, Command.RERECORD])

@@ -39,6 +39,7 @@ from shallowpi.telemetry.status import (
 )
 from shallowpi.telemetry.subscriber import TelemetrySubscriber
 from shallowpi.telemetry.transport import SEND_HWM
+from telemetry_fixtures import commands_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -184,7 +185,7 @@ def test_subscriber_in_another_process_reads_and_commands(address):
         while not received and time.monotonic() < deadline:
             episode += 1
             publisher.publish(status(episode))
-            received += publisher.commands()
+            received += commands_of(publisher)
             time.sleep(0.005)
         out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
@@ -309,8 +310,8 @@ def test_commands_need_control_requested_and_allowed(address):
             wait_until(lambda: len(publisher._commands) == 2)
             time.sleep(0.1)  # the estop line has arrived too, and was ignored
             publisher.submit(Command.PAUSE)  # an in-process dashboard's sink
-            assert publisher.commands() == [Command.START, Command.SUCCESS, Command.PAUSE]
-            assert publisher.commands() == []
+            assert commands_of(publisher) == [Command.START, Command.SUCCESS, Command.PAUSE]
+            assert commands_of(publisher) == []
             assert next(iter(operator)).control_allowed is True
             assert next(iter(watcher)).control_allowed is False
 
@@ -326,7 +327,7 @@ def test_publisher_that_disallows_control_refuses_it(address):
             sub._send({"type": "command", "command": "stop"})
             assert next(iter(sub)).control_allowed is False
             time.sleep(0.1)
-            assert publisher.commands() == []
+            assert commands_of(publisher) == []
         # ... but never to the recorder's own dashboard (the operator's E-STOP), which it
         # hands its one-time token; a wrong token is a remote monitor like any other.
         with TelemetrySubscriber(address, control=True, token="0" * 32) as wrong:
@@ -335,7 +336,7 @@ def test_publisher_that_disallows_control_refuses_it(address):
             assert own.control and own.refusal == ""
             own.send(Command.ESTOP)
             wait_until(lambda: len(publisher._commands) == 1)
-            assert publisher.commands() == [Command.ESTOP]
+            assert commands_of(publisher) == [Command.ESTOP]
 
 
 def test_no_publisher_is_a_one_line_error(address):
@@ -419,7 +420,7 @@ def test_publisher_on_python310_talks_to_a_subscriber_on_this_python(address):
                 publisher.publish(RecorderStatus(state=RecorderState.PAUSED, episode=4, task="py310"))
                 commands = publisher.commands()
                 if commands:
-                    print("got", commands[0].value, flush=True)
+                    print("got", commands[0].command.value, flush=True)
                     break
                 time.sleep(0.01)
     """)
@@ -492,6 +493,41 @@ def test_fallback_folder_of_another_user_is_refused(tmp_path, monkeypatch):
     shared.chmod(0o777)  # as if someone else made it world-writable for us
     with pytest.raises(TelemetryError, match=r"is not private to this user.*telemetry.address=PATH"):
         TelemetryPublisher(default_address("arm"))
+
+
+def test_a_newcomer_is_told_how_old_the_status_it_is_sent_is(tmp_path):
+    """The publisher re-sends its newest status to a subscriber that joins; from a loop that
+    stopped publishing (stuck) it is old, and the dashboards and `monitor --lines` must say
+    STALE, not show it as live: the envelope carries the seconds since it was published."""
+    from shallowpi.tui.stale import STALE_AFTER_S, StatusAge
+
+    address = str(tmp_path / "age.sock")
+    with TelemetryPublisher(address) as publisher:
+        publisher.publish(status(1))
+        time.sleep(0.6)  # the loop went quiet
+        with TelemetrySubscriber(address) as sub:
+            received = next(iter(sub))
+    assert received.episode == 1 and 0.5 <= received.age_s < 5.0
+    age = StatusAge()
+    assert age.seen(STALE_AFTER_S + 1.0) is False and age.note("recorder") is not None
+    assert age.seen(0.0) is True and age.note("recorder") is None  # a fresh one: its message back
+    frame = json.loads(envelope.encode(status(2), seq=3, age_s=1.25))
+    assert frame["age_s"] == 1.25 and envelope.decode(json.dumps(frame).encode(), RecorderStatus)[1].age_s == 1.25
+
+
+@pytest.mark.parametrize(("final", "code", "said"), [
+    (dict(state="stopped", message="e-stopped: torque off", estopped=True), 1, "executor e-stopped: e-stopped"),
+    (dict(state="stopped", message="stopped by the operator; the robot holds its pose"), 0, "executor stopped"),
+    (dict(state="fault", message="fault: servo 3 overload"), 1, "executor ended on a fault"),
+    (dict(state="running"), 3, "vanished"),
+])
+def test_monitor_lines_exit_code_says_how_an_executor_ended(final, code, said, capsys):
+    from shallowpi.commands.monitor_cmd import _say_how_it_ended
+    from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
+
+    last = ExecutorStatus(**{**final, "state": ExecutorState(final["state"])})
+    assert _say_how_it_ended(last, time.monotonic()) == code
+    assert said in capsys.readouterr().out
 
 
 def test_status_envelope_names_its_kind_and_refuses_others():
@@ -580,7 +616,7 @@ def test_a_malformed_hello_does_not_end_the_sender_or_the_estop(tmp_path):
         deadline = time.monotonic() + 5
         received: list[Command] = []
         while Command.ESTOP not in received and time.monotonic() < deadline:
-            received += publisher.commands()
+            received += commands_of(publisher)
             time.sleep(0.02)
         assert Command.ESTOP in received
     finally:

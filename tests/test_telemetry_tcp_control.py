@@ -17,6 +17,7 @@ from shallowpi.telemetry.address import control_key_path
 from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus
 from shallowpi.telemetry.subscriber import TelemetrySubscriber
+from telemetry_fixtures import commands_of
 
 
 def _status(episode: int) -> RecorderStatus:
@@ -26,7 +27,7 @@ def _status(episode: int) -> RecorderStatus:
 def _commands_within(publisher: TelemetryPublisher, seconds: float = 1.0) -> list[Command]:
     deadline, got = time.monotonic() + seconds, []
     while time.monotonic() < deadline and not got:
-        got += publisher.commands()
+        got += commands_of(publisher)
         time.sleep(0.01)
     return got
 
@@ -120,5 +121,27 @@ def test_a_monitor_finds_the_key_of_a_recorder_started_without_xdg_runtime_dir(p
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(private_dir))  # the SSH login's
         with TelemetrySubscriber(str(publisher.address), control=True) as sub:
             assert sub.control
+            sub.send(Command.STOP)
+            assert _commands_within(publisher) == [Command.STOP]
+
+
+def test_a_key_left_by_a_killed_recorder_does_not_hide_the_live_one(private_dir, tmp_path, monkeypatch):
+    """A recorder killed on a fixed port left its key in the SSH login's folder; the one now
+    publishing there runs under systemd (no XDG_RUNTIME_DIR) and wrote its key to the /tmp
+    fallback. The monitor tries each key it can read and is granted control."""
+    import tempfile
+
+    fallback = tmp_path / "tmp"
+    fallback.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(fallback))
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    with TelemetryPublisher("tcp://127.0.0.1:0") as publisher:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(private_dir))  # the SSH login's
+        stale = control_key_path(publisher.address)  # where the killed recorder wrote its own
+        stale.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        stale.write_text("0" * 32)
+        os.utime(stale, (time.time() + 60, time.time() + 60))  # and the newer of the two
+        with TelemetrySubscriber(str(publisher.address), control=True) as sub:
+            assert sub.control, sub.refusal
             sub.send(Command.STOP)
             assert _commands_within(publisher) == [Command.STOP]

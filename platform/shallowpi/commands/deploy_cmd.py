@@ -201,8 +201,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     def publish(status: Any) -> None:
         nonlocal dashboard
         publisher.publish(status)
-        for command in publisher.commands():
-            _obey(executor, command)
+        for request in publisher.commands():
+            _obey(executor, request.command)
         if dashboard is not None and dashboard.poll() is not None:  # one waitpid a tick
             dashboard = _dashboard_lost(dashboard, terminal, executor, held_output, printer.say)
         if dashboard is None:
@@ -369,6 +369,7 @@ def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None],
 
 
 def _obey(executor: Any, command: Any) -> None:
+    """An executor dashboard's command: e-stop, or stop (its stop and quit keys)."""
     from shallowpi.telemetry.status import Command
 
     if executor is None:

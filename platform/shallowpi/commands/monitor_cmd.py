@@ -14,7 +14,8 @@ receives. On the robot's computer over SSH:
 
 --lines says "STALE" with the age when statuses stop coming, and ends with how the
 recorder ended: exit 0 "recorder stopped" (a clean stop), 1 "recorder ended on a fault"
-(fault or E-STOP), 3 "recorder vanished" (its stream ended without a final status).
+(fault or E-STOP; an executor's e-stop too), 3 "recorder vanished" (its stream ended
+without a final status).
 
 Quitting the monitor never stops the recording or the executor; with --control, `q` on a
 recorder asks whether to stop it or only detach. The recorder grants control only when
@@ -158,7 +159,6 @@ def build_app(args: argparse.Namespace) -> App:
     )
 
 
-STALE_AFTER_S = 3.0  # no status for this long: the line says the last one is stale
 EXIT_STOPPED, EXIT_FAULT, EXIT_VANISHED = 0, 1, 3
 
 
@@ -166,6 +166,8 @@ def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
     """One line a second: the newest status, or that it is stale and how old; at the end,
     how the recorder ended. Exit 0: it stopped cleanly; 1: it ended on a fault or E-STOP;
     3: it vanished (its stream ended without a final status: killed, crashed)."""
+    from shallowpi.tui.stale import STALE_AFTER_S  # the dashboards' threshold too
+
     with connect(args, control=False) as subscriber:
         status_line = _status_line_for(subscriber.kind)
         latest: dict[str, Any] = {}
@@ -173,8 +175,8 @@ def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
 
         def read() -> None:
             try:
-                for status in subscriber:
-                    latest["status"], latest["at"] = status, time.monotonic()
+                for status in subscriber:  # `at`: when it was published (a newcomer's may be old)
+                    latest["status"], latest["at"] = status, time.monotonic() - status.age_s
             finally:
                 ended.set()
 
@@ -198,6 +200,9 @@ def _say_how_it_ended(last: Any, at: float | None) -> int:
     from shallowpi.telemetry.executor_status import ExecutorStatus
 
     what = "executor" if isinstance(last, ExecutorStatus) else "recorder"
+    if state == "stopped" and getattr(last, "estopped", False):  # an executor's e-stop: torque went off
+        print(f"{stamp} {what} e-stopped: {last.message}", flush=True)
+        return EXIT_FAULT
     if state in ("stopped", "done"):  # done: an executor that ran every episode
         said = f": {last.message}" if what == "executor" and last.message else ""  # e-stopped, or how many ran
         print(f"{stamp} {what} {state}{said}", flush=True)

@@ -240,6 +240,9 @@ class ExecutorControl:
             except PlatformError as exc:
                 self._fault(exc, report, last)
                 return False
+            # The dashboard's joints follow the robot on its way, not the last episode's end.
+            self.status.commanded = [float(x) for x in last]
+            self.status.measured = [float(x) for x in np.asarray(obs.state).reshape(-1)]
             if catch_up.done:
                 self._set(ExecutorState.RESET, "")
                 return True
@@ -308,6 +311,7 @@ class ExecutorControl:
 
     def _set_stopped(self) -> None:
         """STOPPED, saying whether torque went off (an e-stop) or the robot holds (a stop)."""
+        self.status.estopped = self.estopped
         self._set(ExecutorState.STOPPED, "e-stopped: torque off" if self.estopped
                   else "stopped by the operator; the robot holds its pose")
 

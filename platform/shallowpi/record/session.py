@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ from shallowpi.telemetry.status import (
     LoopStatus,
     RecorderState,
     RecorderStatus,
+    Request,
     WriterStatus,
 )
 from shallowpi.telemetry.thumbnail import thumbnail_from_image
@@ -83,7 +84,7 @@ class RecordingSession:
         joint_names: list[str],
         scene: Scene | None = None,
         publish: Callable[[RecorderStatus], None] | None = None,
-        commands: Callable[[], list[Command]] | None = None,
+        commands: Callable[[], Sequence[Command | Request]] | None = None,
         cameras: Mapping[str, Any] | None = None,
         joint_limits: tuple[list[float], list[float]] | None = None,
         disk: DiskBudget | None = None,
@@ -128,7 +129,7 @@ class RecordingSession:
         self._reset_until = 0.0
         self._held_reset_s = 0.0  # the reset countdown left when p held it
         self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
-        self._deferred: list[Command] = []  # commands read during a wait for the writer
+        self._deferred: list[Request] = []  # commands read during a wait for the writer
 
     @property
     def first_episode(self) -> int:
@@ -173,10 +174,10 @@ class RecordingSession:
                         self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE)
                     self.result.interrupted = True
                     break
-                commands, self._deferred = [*self._deferred, *self._commands()], []
+                commands, self._deferred = [*self._deferred, *map(Request.of, self._commands())], []
                 # An E-STOP acts before anything queued beside it: a STOP ahead of it would
                 # hand its take to the writer first, and wait there while the disk is behind.
-                commands.sort(key=lambda c: c is not Command.ESTOP)
+                commands.sort(key=lambda r: r.command is not Command.ESTOP)
                 for command in commands:
                     if self._on_command(command):
                         return self._finish(RecorderState.FAULT)
@@ -214,15 +215,20 @@ class RecordingSession:
 
     # --- keys: telemetry/keys.py is the table, this is what each entry does ------------
 
-    def _on_command(self, command: Command) -> bool:
+    def _on_command(self, request: Request) -> bool:
         """Act on one dashboard command as the key table says; True when it ends the
-        session with a fault (e-stop). A command with no meaning in the state says so."""
-        state = self._state
+        session with a fault (e-stop). A command with no meaning in the state says so, and
+        so does one whose key was pressed for another state, where it meant something else
+        (a key pressed twice before the screen caught up)."""
+        state, command = self._state, request.command
         if command is Command.ESTOP:
             self._estop()
             return True
         if keys.effect(command, state) is None:
             self.status.message = keys.ignored(command, state)
+            return False
+        if (overtaken := keys.overtaken(request, state)) is not None:
+            self.status.message = overtaken
             return False
         if command is Command.QUIT:
             self._stop.set()
@@ -249,8 +255,8 @@ class RecordingSession:
         """Asked while the loop waits for the writer (the disk behind): an E-STOP among the
         commands ends the wait (True; the loop then turns torque off), the others wait
         for the next tick in `_deferred`."""
-        for command in self._commands():
-            if command is Command.ESTOP:
+        for command in map(Request.of, self._commands()):
+            if command.command is Command.ESTOP:
                 return True
             self._deferred.append(command)
         return False

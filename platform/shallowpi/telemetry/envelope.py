@@ -31,6 +31,7 @@ class Status(Protocol):
 
     kind: ClassVar[str]  # the name in STATUS_TYPES and in every envelope
     control_allowed: bool  # set by the subscriber: may this reader send commands?
+    age_s: float  # set on receipt: seconds between its publishing and its sending
 
     def snapshot(self: StatusT) -> StatusT:
         """A copy another thread may read while its owner keeps updating this one."""
@@ -68,19 +69,24 @@ def status_type(kind: str) -> type[Status]:
                             "update shallowpi on this side") from None
 
 
-def encode(status: Status, seq: int) -> bytes:
-    """One frame: the status in its envelope, as compact UTF-8 JSON."""
-    message = {"kind": status.kind, "seq": seq, "status": status.to_json()}
+def encode(status: Status, seq: int, age_s: float = 0.0) -> bytes:
+    """One frame: the status in its envelope, as compact UTF-8 JSON, with `age_s`, the
+    seconds since it was published (measured by the sender, on its own clock)."""
+    message = {"kind": status.kind, "seq": seq, "age_s": round(max(0.0, age_s), 3), "status": status.to_json()}
     return json.dumps(message, separators=(",", ":")).encode()
 
 
 def decode(frame: bytes, expected: type[StatusT]) -> tuple[int, StatusT]:
-    """(seq, status) from one frame; EnvelopeError if it is not an `expected.kind` status."""
+    """(seq, status) from one frame, the status's `age_s` set from the envelope;
+    EnvelopeError if it is not an `expected.kind` status."""
     try:
         message = json.loads(frame)
         kind, seq, data = message["kind"], int(message["seq"]), message["status"]
+        age_s = float(message.get("age_s", 0.0))
     except (ValueError, KeyError, TypeError):
         raise EnvelopeError("received a frame that is not a telemetry status envelope") from None
     if kind != expected.kind:
         raise EnvelopeError(f"expected '{expected.kind}' statuses, received '{kind}'")
-    return seq, expected.from_json(data)
+    status = expected.from_json(data)
+    status.age_s = age_s
+    return seq, status

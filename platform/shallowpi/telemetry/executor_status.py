@@ -73,7 +73,9 @@ class ExecutorStatus:
     measured: list[float] = field(default_factory=list)  # joint state at the last tick
     safety: SafetyCounts = field(default_factory=SafetyCounts)
     message: str = ""
+    estopped: bool = False  # an e-stop turned torque off (its run then ends STOPPED)
     control_allowed: bool = True
+    age_s: float = 0.0  # set on receipt: seconds from its publishing to its sending
 
     def snapshot(self) -> ExecutorStatus:
         """A copy another thread may read while the loop updates this one (lists copied)."""

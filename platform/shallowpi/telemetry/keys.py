@@ -15,7 +15,7 @@ shows.
 
 from __future__ import annotations
 
-from shallowpi.telemetry.status import Command, RecorderState
+from shallowpi.telemetry.status import Command, RecorderState, Request
 
 IDLE, RECORDING, RESETTING, PAUSED = (RecorderState.IDLE, RecorderState.RECORDING,
                                       RecorderState.RESETTING, RecorderState.PAUSED)
@@ -86,6 +86,25 @@ def ignored(command: Command, state: RecorderState) -> str:
                      if state in by_state and c not in (Command.QUIT, Command.ESTOP)})
     hint = f" (here: {', '.join(acting)})" if acting else ""
     return f"{KEY[command]} ({command.value}) ignored while {state.value}{hint}"
+
+
+def overtaken(request: Request, state: RecorderState) -> str | None:
+    """Why `request` must not act in `state`, or None where it may: its key was pressed on a
+    screen showing another state, and means something else now (an E-STOP and a quit
+    always act). The answer names what the key was for, and what it would do now."""
+    command, seen = request.command, request.seen
+    if seen is None or seen == state.value or command in (Command.QUIT, Command.ESTOP):
+        return None
+    try:
+        shown = RecorderState(seen)
+    except ValueError:
+        return None  # a state this recorder does not know: nothing to compare against
+    meant = effect(command, shown) if shown in STATES else None
+    now = effect(command, state)
+    if meant == now or now is None:
+        return None  # the same act, or none (which says "ignored" on its own)
+    return (f"{KEY[command]} ignored: pressed while {shown.value} ({meant or 'no effect there'}), "
+            f"the recorder is {state.value} now, where it would {now}; press it again to do that")
 
 
 def table() -> str:

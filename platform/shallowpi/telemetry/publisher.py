@@ -41,7 +41,7 @@ from shallowpi.telemetry.address import (
 )
 from shallowpi.telemetry.envelope import Status
 from shallowpi.telemetry.mailbox import DEFAULT_MAX_HZ, StatusMailbox
-from shallowpi.telemetry.status import Command
+from shallowpi.telemetry.status import Command, Request
 from shallowpi.telemetry.transport import (
     _CLOSE_LINGER_MS,
     _MAX_CONTROL_MESSAGE,
@@ -83,9 +83,9 @@ class TelemetryPublisher:
         self.min_interval_s = 1.0 / max_hz if max_hz > 0 else 0.0
         # Written by publish() on the loop's thread, read by the sender: a tuple swap is
         # atomic under the GIL, so neither side takes a lock.
-        self._latest: tuple[int, Status] | None = None
+        self._latest: tuple[int, Status, float] | None = None  # (seq, status, time.monotonic() at publish)
         self._seq = 0
-        self._commands: collections.deque[Command] = collections.deque()
+        self._commands: collections.deque[Request] = collections.deque()
         self._mailboxes: list[StatusMailbox] = []
         # The sender thread's state (read elsewhere only as plain ints).
         self._subscribers = 0
@@ -129,12 +129,13 @@ class TelemetryPublisher:
         except Exception:  # not a status we know: publish it as it is
             log.debug("telemetry: could not snapshot a status", exc_info=True)
         self._seq += 1
-        self._latest = (self._seq, status)
+        self._latest = (self._seq, status, time.monotonic())
         for mailbox in self._mailboxes:
             mailbox.publish(status)
 
-    def commands(self) -> list[Command]:
-        """Commands received since the last call, oldest first (never blocks)."""
+    def commands(self) -> list[Request]:
+        """Commands received since the last call, oldest first, each with the state its
+        sender's screen showed (never blocks)."""
         drained = []
         while True:
             try:
@@ -144,9 +145,9 @@ class TelemetryPublisher:
 
     # -- in-process dashboards ---------------------------------------------------------
 
-    def submit(self, command: Command) -> None:
+    def submit(self, request: Request | Command) -> None:
         """Queue a command from an in-process dashboard (thread-safe): the sink for one."""
-        self._queue_command(Command(command))
+        self._queue_command(Request.of(request))
 
     def local_feed(self, max_hz: float = DEFAULT_MAX_HZ) -> StatusMailbox:
         """A latest-wins status feed for a dashboard in this process (see StatusMailbox)."""
@@ -356,12 +357,13 @@ class TelemetryPublisher:
                 if identity not in self._granted or not self._may_steer(message):
                     log.warning("telemetry: ignored a command from a read-only subscriber")
                     continue
+                seen = message.get("seen")
                 try:
-                    command = Command(message.get("command"))
+                    request = Request(Command(message.get("command")), seen if isinstance(seen, str) else None)
                 except ValueError:
                     log.warning("telemetry: ignored unknown command %r", message.get("command"))
                     continue
-                self._queue_command(command)
+                self._queue_command(request)
 
     def _hello(self, identity: bytes, wants_control: bool, message: Mapping[str, Any]) -> None:
         granted = wants_control and self._may_steer(message)
@@ -377,7 +379,7 @@ class TelemetryPublisher:
         with contextlib.suppress(zmq.Again):
             self._router.send_multipart([identity, json.dumps(reply).encode()], zmq.NOBLOCK)
 
-    def _queue_command(self, command: Command) -> None:
+    def _queue_command(self, command: Request) -> None:
         if len(self._commands) >= _MAX_PENDING_COMMANDS:
             self._commands.popleft()
             log.warning("telemetry: command queue full (nobody drains commands()); dropped the oldest")
@@ -391,9 +393,11 @@ class TelemetryPublisher:
         now = time.monotonic()
         if not final and now - self._sent_at < self.min_interval_s:
             return
-        seq, status = latest
+        seq, status, published = latest
         try:
-            frame = envelope.encode(status, seq)
+            # Its age goes with it: a newcomer is sent the newest status at once, which is
+            # old if the loop has stopped publishing (stuck), and must not pass for live.
+            frame = envelope.encode(status, seq, age_s=now - published)
         except Exception:  # a status mutated while we read it: skip this one
             log.debug("telemetry: could not serialise a status", exc_info=True)
             return

@@ -40,6 +40,28 @@ class Command(str, enum.Enum):
     ESTOP = "estop"  # torque off now
 
 
+@dataclass(frozen=True)
+class Request:
+    """A command as a dashboard sent it: with `seen`, the state (its value) the operator's
+    screen showed when the key was pressed, or None where that is not known (a script).
+
+    A key means different things in different states (d discards the take while
+    recording, deletes the episode just saved while resetting), and a screen is a tenth
+    of a second behind: the recorder refuses a request whose key would now do something
+    other than what the screen said (`telemetry.keys.overtaken`), so that d pressed twice
+    discards the take and does not then delete the episode before it.
+    """
+
+    command: Command
+    seen: str | None = None
+
+    @classmethod
+    def of(cls, item: Command | str | Request) -> Request:
+        """`item` as a Request (a bare command: seen not known). Raises ValueError for an
+        unknown command."""
+        return item if isinstance(item, Request) else cls(Command(item))
+
+
 @dataclass
 class CameraStatus:
     """One camera's health as the recording loop sees it (per camera role)."""
@@ -136,6 +158,7 @@ class RecorderStatus:
     thumbnails: dict[str, Thumbnail] = field(default_factory=dict)
     message: str = ""  # last event or fault, for the operator
     control_allowed: bool = True  # False for a read-only monitor
+    age_s: float = 0.0  # set on receipt: seconds from its publishing to its sending
 
     def snapshot(self) -> RecorderStatus:
         """A copy another thread may read while the loop keeps updating this one.

@@ -27,7 +27,7 @@ from shallowpi.telemetry.address import (
     loopback_ipv6,
 )
 from shallowpi.telemetry.envelope import EnvelopeError
-from shallowpi.telemetry.status import Command
+from shallowpi.telemetry.status import Command, Request
 from shallowpi.telemetry.transport import (
     _CLOSE_LINGER_MS,
     _MAX_CONTROL_MESSAGE,
@@ -86,15 +86,21 @@ class TelemetrySubscriber:
         dealer.maxmsgsize = _MAX_CONTROL_MESSAGE
         dealer.ipv6 = ipv6
         dealer.connect(self.address.endpoint)
-        self._proof = self._read_proof()
-        hello_msg = {"type": "hello", "protocol": PROTOCOL, "control": self.requested_control, **self._proof}
-        dealer.send(json.dumps(hello_msg).encode())
-        hello = None
-        if dealer.poll(int(timeout_s * 1e3)):
-            with contextlib.suppress(ValueError, zmq.ZMQError):
-                hello = json.loads(dealer.recv(zmq.NOBLOCK))
-        if not isinstance(hello, dict) or hello.get("type") != "hello" or "status" not in hello:
-            raise TelemetryError(f"the process at {self.address} did not answer as a telemetry publisher")
+        # Each key this user holds for the address, newest first, until one is granted: a
+        # key file left by a recorder killed on the same port must not hide the live one.
+        proofs = self._read_proofs()
+        for attempt, proof in enumerate(proofs, start=1):
+            hello_msg = {"type": "hello", "protocol": PROTOCOL, "control": self.requested_control, **proof}
+            dealer.send(json.dumps(hello_msg).encode())
+            hello = None
+            if dealer.poll(int(timeout_s * 1e3)):
+                with contextlib.suppress(ValueError, zmq.ZMQError):
+                    hello = json.loads(dealer.recv(zmq.NOBLOCK))
+            if not isinstance(hello, dict) or hello.get("type") != "hello" or "status" not in hello:
+                raise TelemetryError(f"the process at {self.address} did not answer as a telemetry publisher")
+            self._proof = proof
+            if not self.requested_control or hello.get("control") or attempt == len(proofs):
+                break
         try:
             self._type = envelope.status_type(str(hello.get("kind", "")))
         except EnvelopeError as exc:
@@ -124,17 +130,20 @@ class TelemetrySubscriber:
         for sock in (self._sub, self._monitor, self._wake_r):
             self._poller.register(sock, zmq.POLLIN)
 
-    def _read_proof(self) -> dict[str, str]:
-        """What a hello or command carries to be allowed control: the token a recorder hands
-        its own dashboard, and over TCP the control key the publisher wrote to this user's
-        private folder (unreadable to another user, who then watches only)."""
-        proof = {"token": self._token} if self._token else {}
-        if self.requested_control and self.address.path is None:
-            for path in control_key_paths(self.address):
-                with contextlib.suppress(OSError):
-                    proof["key"] = path.read_text().strip()
-                    break
-        return proof
+    def _read_proofs(self) -> list[dict[str, str]]:
+        """What a hello or command may carry to be allowed control, to try in turn: the token
+        a recorder hands its own dashboard, and over TCP each control key found in this
+        user's private folders for the address (unreadable to another user, who then
+        watches only), the newest file first. At least one (perhaps empty) proof."""
+        base = {"token": self._token} if self._token else {}
+        if not self.requested_control or self.address.path is not None:
+            return [base]
+        keys: list[tuple[float, str]] = []
+        for path in control_key_paths(self.address):
+            with contextlib.suppress(OSError):
+                keys.append((path.stat().st_mtime, path.read_text().strip()))
+        keys.sort(reverse=True)
+        return [{**base, "key": key} for _, key in keys] or [base]
 
     def _send(self, message: dict) -> None:
         with self._send_lock:
@@ -187,13 +196,17 @@ class TelemetrySubscriber:
         status.control_allowed = self.control
         return status
 
-    def send(self, command: Command) -> None:
-        """Send a command to the recorder (only if control was requested and granted)."""
+    def send(self, request: Request | Command) -> None:
+        """Send a command (with the state its screen showed, for a Request) to the recorder,
+        only if control was requested and granted. Raises TelemetryError otherwise, or when
+        the recorder is gone."""
+        request = Request.of(request)
         if not self.control:
             reason = self.refusal or "this monitor is read-only; attach with `platform monitor --control`"
-            raise TelemetryError(f"cannot send '{Command(command).value}': {reason}")
+            raise TelemetryError(f"cannot send '{request.command.value}': {reason}")
+        seen = {} if request.seen is None else {"seen": request.seen}
         try:
-            self._send({"type": "command", "command": Command(command).value, **self._proof})
+            self._send({"type": "command", "command": request.command.value, **seen, **self._proof})
         except (OSError, zmq.ZMQError):
             raise TelemetryError(f"the recorder at {self.address} is gone; the command was not sent") from None
 

@@ -10,6 +10,7 @@ shows it for "executor" publishers.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import ClassVar
 
@@ -23,11 +24,13 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
 from shallowpi.telemetry.executor_status import ExecutorStatus
-from shallowpi.telemetry.status import Command
+from shallowpi.telemetry.status import Command, Request
 from shallowpi.tui import executor_render as render
 from shallowpi.tui import panels
 from shallowpi.tui.stale import StatusAge
 from shallowpi.tui.status_feed import close_source, pump_statuses
+
+log = logging.getLogger(__name__)
 
 
 class ExecutorDashboard(App[None]):
@@ -44,6 +47,7 @@ class ExecutorDashboard(App[None]):
     #right { width: 2fr; min-width: 34; }
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
     #message { height: 1; padding: 0 1; background: $panel; }
+    #feedback { height: 1; padding: 0 1; background: $panel; }
     """
     # One `q`, two meanings: check_action shows the one that applies (the deploy's own
     # dashboard stops the robot it leaves; a monitor only detaches).
@@ -60,7 +64,7 @@ class ExecutorDashboard(App[None]):
     status: reactive[ExecutorStatus | None] = reactive(None, always_update=True, init=False)
     connected: reactive[bool] = reactive(True, init=False)
 
-    def __init__(self, source: Iterable[ExecutorStatus], send: Callable[[Command], None] | None = None, *,
+    def __init__(self, source: Iterable[ExecutorStatus], send: Callable[[Request], None] | None = None, *,
                  monitor: bool = False, exit_when_source_ends: bool = False, read_only_reason: str = "") -> None:
         super().__init__()
         self.source, self.send = source, send
@@ -69,10 +73,13 @@ class ExecutorDashboard(App[None]):
         self._disconnect_reason = ""  # why the status source ended, when it failed
         self._stopping = False  # `q` sent STOP; a second `q` leaves at once
         self._age = StatusAge()  # STALE after a while without a status
+        self._shown_message: str | None = None  # the executor's message on screen now
+        self._logged_errors: set[str] = set()
 
     def compose(self) -> ComposeResult:
-        """The widgets: summary; joints (left); inference, loop and safety (right); message
-        line; footer."""
+        """The widgets: summary; joints (left); inference, loop and safety (right); the
+        executor's message line; the answer to the last key (kept until the next key: the
+        executor's own messages, a countdown among them, would overwrite it); footer."""
         yield Static(render.summary(None, True), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="left"):
@@ -82,6 +89,7 @@ class ExecutorDashboard(App[None]):
                 yield Static("", id="loop", classes="panel")
                 yield Static("", id="safety", classes="panel")
         yield Static("waiting for the executor's first status…", id="message")
+        yield Static("", id="feedback")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -106,13 +114,21 @@ class ExecutorDashboard(App[None]):
         pump_statuses(self, self.source, self._receive, self._source_ended)
 
     def _receive(self, status: ExecutorStatus) -> None:
-        if self.is_running:
-            fresh_again = self._age.seen()
+        if not self.is_running:
+            return
+        try:
+            if self._age.seen(status.age_s):  # it had been said STALE: its own message goes back
+                self._shown_message = None
             self.connected = True
             self.status = status
-            if fresh_again:  # its own message back
-                with contextlib.suppress(NoMatches):
-                    self._set("message", Text(status.message or ""))
+        except Exception as exc:
+            # A bug showing this status: say so and keep the view (the executor is fine),
+            # rather than let it reach the reader thread and pass for a lost executor.
+            if str(exc) not in self._logged_errors:  # once per distinct error, not 10 Hz
+                self._logged_errors.add(str(exc))
+                log.exception("dashboard: could not show a status")
+            with contextlib.suppress(Exception):
+                self._set("message", Text(f"dashboard error: {exc} (the executor is not affected)", style="bold red"))
 
     def _source_ended(self, error: str = "") -> None:
         self._disconnect_reason = error
@@ -124,41 +140,58 @@ class ExecutorDashboard(App[None]):
         """Close the source, if it has `close()`, so a worker blocked reading it wakes up."""
         close_source(self.source)
 
+    @property
+    def control(self) -> bool:
+        """Whether keys reach the executor: a sink was given and the executor allows it."""
+        return self.send is not None and (self.status is None or self.status.control_allowed)
+
     def watch_status(self, status: ExecutorStatus | None) -> None:
-        """Show a new status in every panel, and its message if it has one."""
+        """Show a new status in every panel, and its message when it changed (an empty one
+        clears the line: an episode's start ends the reset's countdown line)."""
         if status is None:
             return
         with contextlib.suppress(NoMatches):
-            self._set("summary", render.summary(status, self.connected))
+            self._set("summary", render.summary(status, self.connected, self.control))
             self._set("joints", render.joints(status))
             self._set("inference", render.inference(status))
             self._set("loop", panels.loop(status.loop))
             self._set("safety", render.safety(status))
-            if status.message:
+            if status.message != self._shown_message:
+                self._shown_message = status.message
                 self._set("message", Text(status.message, style="bold red" if status.state.value == "fault" else ""))
 
     def watch_connected(self, connected: bool) -> None:
-        """When the source has ended, say the executor disconnected."""
-        if not connected:
-            with contextlib.suppress(NoMatches):
-                self._set("summary", render.summary(self.status, False))
-                reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
+        """When the source has ended, say how: the run finished or stopped, ended on a fault
+        (its reason kept on the line), or the executor vanished."""
+        if connected:
+            return
+        with contextlib.suppress(NoMatches):
+            self._set("summary", render.summary(self.status, False))
+            state = self.status.state.value if self.status is not None else ""
+            last = self.status.message if self.status is not None else ""
+            reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
+            if state == "fault" and not reason:
+                self._set("message", Text(f"executor ended on a fault: {last}; press q to leave", style="bold red"))
+            elif state in ("done", "stopped") and not reason:
+                ended = f"executor {'finished' if state == 'done' else 'stopped'}" + (f": {last}" if last else "")
+                self._set("message", Text(f"{ended}; press q to leave", style="bold"))
+            else:
                 self._set("message", Text(f"executor disconnected{reason}; press q to leave", style="bold yellow"))
 
     def _set(self, widget_id: str, content: Text) -> None:
         self.query_one(f"#{widget_id}", Static).update(content)
 
     def _send(self, command: Command) -> bool:
-        """Send a command; False (and the message line says why) when read-only or it failed."""
-        if self.send is None or (self.status is not None and not self.status.control_allowed):
-            self._set("message", Text(self.read_only_reason, style="bold yellow"))
+        """Send a command; False (and the feedback line says why) when read-only or it failed."""
+        if not self.control:
+            self._set("feedback", Text(f"{command.value} NOT SENT: {self.read_only_reason}", style="bold yellow"))
             return False
         try:
-            self.send(command)
+            self.send(Request(command, self.status.state.value if self.status else None))  # type: ignore[misc]
         except Exception as exc:
-            self._set("message", Text(f"could not send '{command.value}': {exc}", style="bold red"))
+            self._set("feedback", Text(f"could not send '{command.value}': {exc}", style="bold red"))
             return False
-        self._set("message", Text(f"sent: {command.value}", style="bold red" if command is Command.ESTOP else "green"))
+        self._set("feedback", Text(f"sent: {command.value}", style="bold red" if command is Command.ESTOP else "green"))
         return True
 
     def action_estop(self) -> None:
@@ -178,16 +211,16 @@ class ExecutorDashboard(App[None]):
         stopped (its stream ends); leave at once when read-only, disconnected, or on a
         second `q`. The deploy stops the executor whenever its dashboard exits early
         (commands/deploy_cmd.py), so no path leaves the robot running without a view."""
-        can_stop = self.send is not None and self.connected and (self.status is None or self.status.control_allowed)
+        can_stop = self.control and self.connected
         if not can_stop or self._stopping:
             self.exit()
             return
         self._stopping = True  # a second `q` leaves, whether or not this one got through
         if not self._send(Command.STOP):
-            return  # the message line says why
+            return  # the feedback line says why
         self.exit_when_source_ends = True
-        self._set("message", Text("stopping: the executor holds the robot, then exits (q again: leave now)",
-                                  style="bold yellow"))
+        self._set("feedback", Text("stopping: the executor holds the robot, then exits (q again: leave now)",
+                                   style="bold yellow"))
 
     def action_stop(self) -> None:
         """`s`: send STOP (refused, with a message, when read-only)."""

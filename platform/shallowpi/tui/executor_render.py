@@ -33,18 +33,21 @@ STATE_STYLE = {"running": "bold white on green", "hold": "bold black on yellow",
                "done": "bold white on blue"}
 
 
-def summary(s: ExecutorStatus | None, connected: bool) -> Text:
-    """State badge, robot and task, episode and successes, strategy on backend (profile)."""
+def summary(s: ExecutorStatus | None, connected: bool, control: bool = True) -> Text:
+    """State badge (and WATCH-ONLY where this view's keys cannot reach the executor),
+    robot and task, episode and successes, strategy on backend (profile)."""
     text = Text()
     if s is None:
         return text.append(" WAITING ", style="bold black on white").append(" for the executor's first status")
     if not connected:
         text.append(" DISCONNECTED ", style="bold white on red")
+    elif not control:
+        text.append(" WATCH-ONLY: e and s are not sent ", style="bold black on yellow")
     text.append(f" {s.state.value.upper()} ", style=STATE_STYLE.get(s.state.value, "bold"))
     text.append(f"  {s.robot} / {s.task}\n", style="bold")
     text.append(f"episode {s.episode + 1}/{s.episodes_total}, {_successes(s, 'succeeded')}  |  {s.strategy} on "
                 f"{s.backend} (profile {s.profile})")
-    if s.state.value == "reset":
+    if s.state.value == "reset" and math.isfinite(s.reset_left_s):
         text.append(f"\nset the scene: the episode starts in {math.ceil(s.reset_left_s)} s", style="bold")
     return text
 
@@ -71,8 +74,11 @@ def inference(s: ExecutorStatus) -> Text:
 
 
 def joints(s: ExecutorStatus) -> Text:
-    """Commanded vs measured per joint, and their difference."""
+    """Commanded vs measured per joint, and their difference. While the robot holds for the
+    reset (nothing is read then) the values are those it holds at, read before it."""
     text = Text()
+    if s.state.value == "reset":
+        text.append("holding: the values read before the reset\n", style="italic")
     text.append(f"{'joint':<16} {'command':>8} {'measured':>9} {'error':>7}\n", style="bold")
     for name, cmd, meas in zip(s.joint_names, s.commanded, s.measured):
         err = cmd - meas

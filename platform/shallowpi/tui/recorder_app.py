@@ -145,7 +145,7 @@ def _wait_for_acknowledgement(child: Any, session: Session[Any], publisher: Tele
 
     deadline = time.monotonic() + ACKNOWLEDGE_WAIT_S
     while child.poll() is None and time.monotonic() < deadline:
-        if Command.ESTOP in publisher.commands():
+        if any(request.command is Command.ESTOP for request in publisher.commands()):
             session.estop_after_end()
         time.sleep(0.05)
     return wait_dashboard(child, timeout_s=1.0)

@@ -8,8 +8,9 @@ The dashboard only reads telemetry. It is given
 - a status source: anything iterable whose iteration blocks until the next status and
   ends when the recorder goes away (`TelemetrySubscriber`, `StatusMailbox`); if it has a
   `close()`, the dashboard calls it on exit so a blocked read wakes up;
-- a command sink: a callable taking a `Command` (`TelemetrySubscriber.send`,
-  `TelemetryPublisher.submit`), or None for a read-only monitor.
+- a command sink: a callable taking a `Request` (a `Command` with the state shown when its
+  key was pressed; `TelemetrySubscriber.send`, `TelemetryPublisher.submit`), or None for a
+  read-only monitor.
 
 Three ways to run it, all supported and tested:
 
@@ -53,7 +54,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from shallowpi.telemetry import keys
-from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Thumbnail
+from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Request, Thumbnail
 from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
 from shallowpi.tui.stale import StatusAge
@@ -61,7 +62,7 @@ from shallowpi.tui.status_feed import close_source, pump_statuses
 
 log = logging.getLogger(__name__)
 
-CommandSink = Callable[[Command], None]
+CommandSink = Callable[[Request], None]
 
 
 class QuitScreen(ModalScreen[str]):
@@ -100,22 +101,28 @@ class QuitScreen(ModalScreen[str]):
 
 
 class AcknowledgeScreen(ModalScreen[None]):
-    """A fault or E-STOP: stays on screen until the operator acknowledges it."""
+    """A fault or E-STOP: stays on screen until the operator acknowledges it, with enter (or
+    ctrl+c), not with space or escape: space starts and stops takes, and either is pressed
+    by reflex, while acknowledging may end the recorder and with it the torque (`consequence`
+    says what it does here)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter,space,escape,ctrl+c", "acknowledge", "acknowledge", priority=True),
+        Binding("enter,ctrl+c", "acknowledge", "acknowledge", priority=True),
     ]
 
-    def __init__(self, title: str, message: str) -> None:
+    def __init__(self, title: str, message: str, consequence: str = "") -> None:
         super().__init__()
         self.title_text = title
         self.message = message
+        self.consequence = consequence
 
     def compose(self) -> ComposeResult:
-        """The dialog: title, message, Acknowledge button."""
+        """The dialog: title, message, what acknowledging does, Acknowledge button."""
         with Vertical(id="ack-dialog"):
             yield Label(self.title_text, id="ack-title")
             yield Label(self.message, id="ack-message")
+            if self.consequence:
+                yield Label(self.consequence, id="ack-consequence")
             yield Button("Acknowledge (enter)", id="ack", variant="error")
 
     def on_mount(self) -> None:
@@ -127,7 +134,7 @@ class AcknowledgeScreen(ModalScreen[None]):
         self.dismiss(None)
 
     def action_acknowledge(self) -> None:
-        """Acknowledged by key (enter, space, escape, ctrl+c): close the dialog."""
+        """Acknowledged by key (enter, ctrl+c): close the dialog."""
         self.dismiss(None)
 
 
@@ -166,6 +173,7 @@ class RecorderDashboard(App[None]):
     }
     #ack-title { text-style: bold; color: $text; background: $error; width: 100%; padding: 0 1; }
     #ack-message { margin: 1 0; width: 100%; }
+    #ack-consequence { margin: 0 0 1 0; width: 100%; text-style: bold; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_recording", "start/stop"),
@@ -262,7 +270,7 @@ class RecorderDashboard(App[None]):
         if not self.is_running:
             return  # shutting down: the widgets may already be gone
         try:
-            fresh_again = self._age.seen()
+            fresh_again = self._age.seen(status.age_s)
             self.connected = True
             self.status = status
             if fresh_again:  # its own message back
@@ -321,7 +329,11 @@ class RecorderDashboard(App[None]):
         if status.state is RecorderState.FAULT and not self._acknowledging:
             self._acknowledging = True
             title = "E-STOP" if status.message.startswith("E-STOP") else "FAULT: the recording stopped"
-            self.push_screen(AcknowledgeScreen(title, status.message), self._acknowledged)
+            # The recorder's own dashboard: acknowledging ends the recorder, which puts the
+            # robot away (torque off); a monitor's only closes its dialog.
+            consequence = ("Acknowledging ends the recorder: torque goes off. Support the arms first."
+                           if self.exit_when_source_ends else "Acknowledging closes this dialog only.")
+            self.push_screen(AcknowledgeScreen(title, status.message, consequence), self._acknowledged)
 
     def _acknowledged(self, _answer: None) -> None:
         self._show_message(f"acknowledged: {self.status.message if self.status else ''}", "bold red")
@@ -403,7 +415,9 @@ class RecorderDashboard(App[None]):
             self._show_message(f"recorder disconnected: '{command.value}' not sent", "bold yellow")
             return False
         try:
-            self.send(command)  # type: ignore[misc] - control implies a sink
+            # With the state on screen: the recorder refuses the key if it has moved on to a
+            # state where the key means something else (keys.overtaken).
+            self.send(Request(command, self.status.state.value if self.status else None))  # type: ignore[misc]
         except Exception as exc:  # a dead recorder or socket: say so, keep the dashboard
             self._show_message(f"could not send '{command.value}': {exc}", "bold red")
             return False

@@ -25,10 +25,14 @@ class StatusAge:
         self._at = time.monotonic()
         self._said = False
 
-    def seen(self) -> bool:
-        """A status came. True when the view had been told it was stale: its own message
-        goes back on the message line."""
-        self._at, said, self._said = time.monotonic(), self._said, False
+    def seen(self, age_s: float = 0.0) -> bool:
+        """A status came, published `age_s` seconds before it was sent (a newcomer is sent
+        the newest status, however old). True when the view had been told it was stale and
+        this one is fresh: its own message goes back on the message line."""
+        self._at = time.monotonic() - max(0.0, age_s)
+        if age_s > STALE_AFTER_S:
+            return False  # still stale: the next check says so
+        said, self._said = self._said, False
         return said
 
     def note(self, what: str) -> str | None:
