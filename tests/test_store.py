@@ -115,6 +115,58 @@ def test_interrupted_delete_swap_is_finished_on_open(tmp_path):
     assert not (tmp_path / "s.zarr.old").exists()
 
 
+def test_a_swap_cut_between_its_renames_is_listed_and_never_taken_for_a_free_name(tmp_path):
+    """Only `s.zarr.old` and a complete `s.zarr.compacting` there: `dataset list` showed
+    nothing, and a `record` (or merge, import) into that name made a fresh store, after
+    which the next edit removed the last copy of its episodes."""
+    from shallowpi.data.store import iter_stores
+
+    store = make_store(tmp_path / "s.zarr", episodes=3, length=5)
+    store.close()
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.compacting")
+    (tmp_path / "s.zarr.compacting" / ".complete").touch()
+    (tmp_path / "s.zarr").rename(tmp_path / "s.zarr.old")  # killed between the two renames
+    assert list(iter_stores(tmp_path)) == [tmp_path / "s.zarr"]
+    with pytest.raises(StoreError, match="already exists"):
+        EpisodeStore.create(tmp_path / "s.zarr", arm_features())
+    assert len(EpisodeStore.open(tmp_path / "s.zarr")) == 3
+
+
+def test_a_merge_killed_part_way_leaves_nothing_under_the_name_asked(tmp_path):
+    """kill -9 after two of three episodes: the store is built beside `out` and renamed
+    into place whole, so no store that checks clean and lacks episodes is left at `out`,
+    and the merge runs again."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import subprocess_env
+
+    for name, episodes in (("a", 2), ("b", 1)):
+        make_store(tmp_path / f"{name}.zarr", episodes=episodes, length=5).close()
+    script = textwrap.dedent(f"""
+        import os
+        from shallowpi.data import EpisodeStore, store_edit
+        copied = []
+        original = store_edit.append_episode_from
+        def append(store, source, index):
+            if len(copied) == 2:
+                os._exit(9)  # a kill: no cleanup runs
+            copied.append(index)
+            return original(store, source, index)
+        store_edit.append_episode_from = append
+        sources = [EpisodeStore.open({str(tmp_path)!r} + f"/{{n}}.zarr") for n in ("a", "b")]
+        store_edit.merge(sources, {str(tmp_path / "ab.zarr")!r})
+    """)
+    killed = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr
+    assert not (tmp_path / "ab.zarr").exists()
+    merged = EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), EpisodeStore.open(tmp_path / "b.zarr")],
+                                tmp_path / "ab.zarr")
+    assert len(merged) == 3 and merged.check() == []
+    assert not (tmp_path / "ab.zarr.merging").exists()
+
+
 def test_merge_requires_same_features(tmp_path):
     a = make_store(tmp_path / "a.zarr", episodes=2, length=5, task="task a")
     b = make_store(tmp_path / "b.zarr", episodes=1, length=7, task="task b")
@@ -434,3 +486,26 @@ def test_a_file_that_committed_episodes_rely_on_is_synced_before_it_is_replaced(
     unsynced = sorted(name for name, was_synced in replaced.items() if not was_synced)
     assert unsynced == ([] if durable else sorted(replaced))
     assert len(EpisodeStore.open(tmp_path / "s.zarr")) == 2
+
+
+def test_a_reader_open_during_a_delete_says_so_instead_of_reading_other_rows(tmp_path):
+    """Training opens a store, reads numbers and episode boundaries, and reads frames as it
+    samples; a `dataset delete` meanwhile swapped in a renumbered copy, and the reader got
+    the old numbers with the new (or missing: all-zero) frames. Readers now say so, a
+    loader worker reopening the store too."""
+    from shallowpi.data.training import ChunkDataset
+
+    make_store(tmp_path / "k.zarr", episodes=3, length=20).close()
+    reader = EpisodeStore.open(tmp_path / "k.zarr")
+    dataset = ChunkDataset(tmp_path / "k.zarr", chunk_len=4)
+    worker = ChunkDataset(tmp_path / "k.zarr", chunk_len=4)
+    assert dataset[0]["observation.state"].shape == (6,)
+    with EpisodeStore.open(tmp_path / "k.zarr", mode="a") as store:
+        store.delete_episodes([0])
+    with pytest.raises(StoreError, match="was replaced while this reader had it open"):
+        reader.read("observation.images.front", 40, 42)
+    with pytest.raises(StoreError, match="was replaced while this reader had it open"):
+        dataset[len(dataset) - 1]
+    with pytest.raises(StoreError, match=r"replaced since training opened it .* start the run again"):
+        worker[0]  # its first frame read opens the store in this process: the new folder
+    assert ChunkDataset(tmp_path / "k.zarr", chunk_len=4)[0]["observation.state"].shape == (6,)

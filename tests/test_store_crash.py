@@ -191,3 +191,103 @@ def test_a_refused_frame_leaves_the_episode_row_aligned(tmp_path):
     assert np.abs(image - good[2]["observation.images.front"]).mean() < 3
     assert check_store(store).ok
     store.close()
+
+
+def test_a_failed_chunk_write_leaves_no_partial_file_and_repair_removes_old_ones(tmp_path, monkeypatch):
+    """A frame whose write fails (a full disk) left its `.partial` file behind: the writer's
+    discard then succeeded, the close counted as clean, and no later open swept the files,
+    though `dataset check` said the next recording would. The write removes its own; a
+    repair removes any left (by an older version, say), as check now says."""
+    import errno
+
+    from shallowpi.data import chunk_files
+    from shallowpi.data.store_check import repair_store
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+
+    def full(codec, frame):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(chunk_files, "encode_frame", full)
+    with pytest.raises(OSError, match="No space left"):
+        chunk_files.write_frames(folder, 0, [np.zeros((4, 4, 3), np.uint8)], codec=None)
+    monkeypatch.undo()
+    assert list(folder.iterdir()) == []
+
+    store = make_store(tmp_path / "s.zarr", episodes=1)
+    store.close()
+    leftover = next((tmp_path / "s.zarr" / "data").rglob("0.0.0.0")).with_name("7.0.0.0.partial")
+    leftover.write_bytes(b"half a frame")
+    with EpisodeStore.open(tmp_path / "s.zarr") as reader:
+        notes = check_store(reader).notes
+    assert any("1 unfinished chunk files" in note and "`platform dataset repair" in note for note in notes), notes
+    assert repair_store(tmp_path / "s.zarr").partial_files == 1
+    assert not leftover.exists()
+    with EpisodeStore.open(tmp_path / "s.zarr") as reader:
+        assert check_store(reader).ok and check_store(reader).notes == []
+
+
+def test_a_writer_checking_its_own_store_keeps_its_lock_where_locks_are_per_process(tmp_path, monkeypatch):
+    """On Linux NFS flock is emulated with fcntl byte-range locks, which belong to the whole
+    process: `dataset delete`'s own intactness check opened the lock file again, locked and
+    unlocked it, and so released the delete's lock; another host's recorder could then
+    append while the delete compacted (and lose those episodes at the swap). Emulated here
+    with lockf, in this process and in the one that tries the lock."""
+    import fcntl
+
+    from shallowpi.data.store_files import require_intact
+
+    make_store(tmp_path / "k.zarr", episodes=2, length=5).close()
+    monkeypatch.setattr(fcntl, "flock", fcntl.lockf)
+    try_lock = ("import fcntl, sys\nfcntl.flock = fcntl.lockf\nfrom pathlib import Path\n"
+                "from shallowpi.data.durable_io import take_writer_lock\n"
+                "try:\n    take_writer_lock(Path(sys.argv[1]))\n    print('got it')\n"
+                "except Exception as exc:\n    print('refused')\n")
+    with EpisodeStore.open(tmp_path / "k.zarr", mode="a") as store:
+        require_intact(store)
+        other = subprocess.run([sys.executable, "-c", try_lock, str(tmp_path / "k.zarr")], env=subprocess_env(),
+                               capture_output=True, text=True, timeout=60)
+        assert other.stdout.strip() == "refused", other.stdout + other.stderr
+
+
+def test_a_delete_holds_a_writer_lock_through_its_swap(tmp_path, monkeypatch):
+    """The delete released its lock before the swap: a `record --resume` started while the
+    old copy was being removed (seconds on a lab store) took the new store, and the delete
+    then failed as "being written" after deleting; one started between the release and the
+    rename wrote beside the delete. Every point of the swap now refuses another writer."""
+    import shutil
+
+    from shallowpi.data import store_edit
+
+    try_lock = ("import sys\nfrom pathlib import Path\nfrom shallowpi.data.durable_io import take_writer_lock\n"
+                "try:\n    take_writer_lock(Path(sys.argv[1]))\n    print('got it')\n"
+                "except Exception:\n    print('refused')\n")
+    store = make_store(tmp_path / "k.zarr", episodes=3, length=5)
+    seen = []
+    real_rmtree, real_replace = shutil.rmtree, store_edit.os.replace
+
+    def other_writer() -> None:
+        for folder in ("k.zarr", "k.zarr.compacting"):
+            if (tmp_path / folder).exists():
+                result = subprocess.run([sys.executable, "-c", try_lock, str(tmp_path / folder)],
+                                        env=subprocess_env(), capture_output=True, text=True, timeout=60)
+                seen.append((folder, result.stdout.strip() or result.stderr[-300:]))
+
+    def rmtree(path, *args, **kwargs):
+        if str(path).endswith(".old") and (tmp_path / "k.zarr.old").exists():
+            other_writer()  # the old copy about to go: the new store is in place
+        return real_rmtree(path, *args, **kwargs)
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(src) in (tmp_path / "k.zarr", tmp_path / "k.zarr.compacting"):
+            other_writer()  # before each of the swap's two renames
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    monkeypatch.setattr(store_edit.os, "replace", replace)  # os's own: the swap's renames go through it
+    store_edit.delete_episodes(store, [0])
+    monkeypatch.undo()
+    assert seen and all(outcome == "refused" for _, outcome in seen), seen
+    assert len(store) == 2 and store.check() == []
+    store.close()

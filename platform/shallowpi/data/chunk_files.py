@@ -20,6 +20,7 @@ to cut.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -71,13 +72,20 @@ def _write_one(folder: str, row: int, frame: np.ndarray, codec: Codec | None, du
     # (~0.5 KB an episode of 3 cameras; tools/bench/record_soak.py).
     path = os.path.join(folder, chunk_name(row, frame.ndim))
     partial = path + ".partial"
-    with open(partial, "wb") as out:
-        out.write(encode_frame(codec, frame))
-        if durable:
-            # Synced here, on the pool, while recording goes on: the commit then has
-            # only the directory and the small arrays left to sync.
-            os.fsync(out.fileno())
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as out:
+            out.write(encode_frame(codec, frame))
+            if durable:
+                # Synced here, on the pool, while recording goes on: the commit then has
+                # only the directory and the small arrays left to sync.
+                os.fsync(out.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        # A failed write (a full disk) must not leave its file: the writer's discard then
+        # succeeds and closes clean, and nothing after a clean close looks for leftovers.
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        raise
 
 
 def write_frames(folder: str | os.PathLike[str], first_row: int, frames: Sequence[np.ndarray], codec: Codec | None,

@@ -162,6 +162,7 @@ class EpisodeStore:
         self._group = group
         self.writable = writable
         self._lock_fd = lock_fd
+        self._identity = _folder_identity(path)  # a reader's check that no delete swapped it
         self._writer: EpisodeWriter | None = None
         header = self._read_header(path)
         self.version = int(header.get("version", 1))
@@ -199,6 +200,10 @@ class EpisodeStore:
         path = Path(path)
         settings = settings or StoreSettings()
         version = 1 if version < 2 else FORMAT_VERSION
+        if not path.exists():
+            # A delete cut between its two renames left this name's data beside it: a new
+            # store here would be taken for it, and the next edit would remove the last copy.
+            _finish_interrupted_swap(path)
         if path.exists():
             raise StoreError(f"{path} already exists; open it, or pick another dataset name")
         if TICK_KEY in features or any(k.endswith(TIMESTAMP_SUFFIX) for k in features):
@@ -254,12 +259,14 @@ class EpisodeStore:
         )
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], mode: str = "r") -> EpisodeStore:
+    def open(cls, path: str | os.PathLike[str], mode: str = "r",
+             _locked: tuple[int, bool] | None = None) -> EpisodeStore:
         """Open an existing store: mode "r" reads, "a" also writes (one writer at a time).
 
         Costs the same at any number of episodes, except the first writable open of a
         layout-1 store (which moves its metadata to layout 2) and one after a writer was
-        killed (which looks for its half-written files)."""
+        killed (which looks for its half-written files). `_locked`: the writer lock taken
+        already (fd, died), for a delete's swap, which holds one from start to end."""
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -269,7 +276,7 @@ class EpisodeStore:
             raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
         if not (path / ".zgroup").is_file():
             raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
-        lock_fd, died = take_writer_lock(path) if mode == "a" else (None, False)
+        lock_fd, died = (_locked or take_writer_lock(path)) if mode == "a" else (None, False)
         try:
             group = zarr_compat.open_group(path, mode="r+" if mode == "a" else "r")
             store = cls(path, group, writable=mode == "a", lock_fd=lock_fd)
@@ -452,6 +459,7 @@ class EpisodeStore:
         index = self._check_index(index)
         info = self._infos.get(index)
         if info is None:
+            self._require_unchanged()
             info = self._load_episode(index)
             self._remember(index, info)
         return info
@@ -486,7 +494,11 @@ class EpisodeStore:
         return start, int(self._ends[index])
 
     def read(self, key: str, start: int, stop: int) -> np.ndarray:
-        """Rows start:stop of `data/<key>` (a feature, `<feature>.timestamp` or `timestamp`)."""
+        """Rows start:stop of `data/<key>` (a feature, `<feature>.timestamp` or `timestamp`).
+
+        Raises StoreError for an unknown key, and in a reader when the store's folder was
+        swapped since it opened (`_require_unchanged`)."""
+        self._require_unchanged()
         if key not in self._array_names():
             raise StoreError(f"{self.path.name} has no array '{key}'; it has: {', '.join(self._array_names())}")
         stop = min(stop, self.num_frames)
@@ -494,6 +506,21 @@ class EpisodeStore:
         if layout is not None and 0 <= start <= stop:
             return chunk_files.read_frames(layout, start, stop)
         return np.asarray(self._array(f"data/{key}")[start:stop])
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """The folder's (device, inode) when opened: a compacting delete swaps in a new one."""
+        return self._identity
+
+    def _require_unchanged(self) -> None:
+        """A reader's files are read lazily (frames, episode metadata) beside numbers and
+        episode boundaries read at open: a `dataset delete` (or a merge) that swapped a
+        compacted copy in meanwhile renumbered the rows, and the reader paired old numbers
+        with new (or no: zero) frames. StoreError then; a writer holds the lock, so no
+        delete swaps its store."""
+        if not self.writable and _folder_identity(self.path) != self._identity:
+            raise StoreError(f"{self.path.name} was replaced while this reader had it open (a `platform dataset "
+                             "delete` compacts a store into a new folder, numbering its rows anew): open it again")
 
     def _frame_layout(self, key: str) -> chunk_files.FrameLayout | None:
         """A camera array's files, for reading its frames without zarr (chunk_files); None
@@ -671,6 +698,15 @@ def commit_record(episodes: int, frames: int, summary: StoreSummary) -> dict[str
     return {"episodes": episodes, "frames": frames, **summary.to_json()}
 
 
+def _folder_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of a store's folder, None while it is missing (mid-swap)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _finish_interrupted_swap(path: Path) -> None:
     """A delete swaps a compacted copy in with two renames; finish a swap cut in between.
 
@@ -688,6 +724,9 @@ def _finish_interrupted_swap(path: Path) -> None:
 
 
 def iter_stores(root: Path) -> Iterator[Path]:
-    """The stores under a data root, by name."""
+    """The stores under a data root, by name; one whose delete was cut between its two
+    renames (only `NAME.zarr.old` there) too, under its name: opening it finishes the swap."""
     if root.is_dir():
-        yield from sorted(p for p in root.iterdir() if p.suffix == ".zarr" and p.is_dir())
+        names = {p.name for p in root.iterdir() if p.suffix == ".zarr" and p.is_dir()}
+        names |= {p.name.removesuffix(".old") for p in root.iterdir() if p.name.endswith(".zarr.old") and p.is_dir()}
+        yield from sorted(root / name for name in names)

@@ -103,8 +103,11 @@ def repair_store(store_path: os.PathLike[str] | str) -> Tail:
         raise StoreError(f"{store.path.name} is being recorded by {tail.writer}; its episode in flight "
                          "is no leftover: stop the recording, then repair")
     if not tail.empty:
-        # Opening for writing is what removes a tail (the store's own recovery).
-        EpisodeStore.open(store_path, mode="a").close()
+        # Opening for writing is what removes a tail (the store's own recovery); its sweep
+        # for unfinished chunk files runs there only after a writer died, so ask for it.
+        with EpisodeStore.open(store_path, mode="a") as writable:
+            if tail.partial_files:
+                writable._recover(sweep=True)
     return tail
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
-from shallowpi.data.durable_io import release_writer_lock
+from shallowpi.data.durable_io import release_writer_lock, take_writer_lock
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
@@ -31,6 +31,8 @@ from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
+
+MERGING_SUFFIX = ".merging"  # a merge's store until it is whole
 
 
 def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
@@ -100,14 +102,27 @@ def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
 
 
 def _swap_in(store: EpisodeStore, staging: Path) -> None:
-    """Replace the store's folder with `staging` and reopen `store` on it, in place."""
+    """Replace the store's folder with `staging` and reopen `store` on it, in place.
+
+    A writer lock is held throughout: the old folder's until the new one's is taken (in
+    `staging`, before it moves), so no recorder can take either in between (it took the
+    new store's during the old copy's removal, or wrote beside the delete, its lock on a
+    file about to be removed). A crash anywhere leaves what `_finish_interrupted_swap`
+    completes."""
     old = store.path.with_name(store.path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
-    release_writer_lock(store._lock_fd, clean=True)
-    os.replace(store.path, old)
-    _finish_interrupted_swap(store.path)
+    new_lock = take_writer_lock(staging)
+    try:
+        os.replace(store.path, old)
+        _finish_interrupted_swap(store.path)
+        if store.settings.durable:  # the renames themselves, before the old copy goes
+            fsync_path(store.path.parent)
+    except BaseException:
+        release_writer_lock(new_lock[0])
+        raise
+    release_writer_lock(store._lock_fd, clean=True)  # the old folder's, now beside it
     shutil.rmtree(old, ignore_errors=True)
-    reopened = EpisodeStore.open(store.path, mode="a")
+    reopened = EpisodeStore.open(store.path, mode="a", _locked=(new_lock[0], False))
     store.__dict__.update(reopened.__dict__)
 
 
@@ -175,7 +190,16 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
         held = dataclasses.replace(held, fps=tuple(sorted({*held.fps, *other.summary.fps})),
                                    calibration_ids=tuple(sorted({*held.calibration_ids, *other.summary.calibration_ids})),
                                    allow_mixed_calibration=held.allow_mixed_calibration or allowed)
-    merged = EpisodeStore.create(out, _with_joint_kinds(first.features, sources), first.settings, version=first.version)
+    out = Path(out)
+    if out.exists():
+        raise StoreError(f"{out} already exists; pick another name for the merged dataset")
+    # Made beside `out` and renamed into place whole: a merge killed part-way (kill -9, a
+    # power cut) left a store under the requested name that checked clean and lacked
+    # episodes. A staging folder left by such a merge is no dataset (`*.zarr` only).
+    staging = out.with_name(out.name + MERGING_SUFFIX)
+    shutil.rmtree(staging, ignore_errors=True)
+    merged = EpisodeStore.create(staging, _with_joint_kinds(first.features, sources), first.settings,
+                                 version=first.version)
     try:
         if len(held.calibration_ids) > 1 or held.allow_mixed_calibration:
             merged.allow_mixed_calibration()
@@ -183,11 +207,17 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
             for i in range(len(source)):
                 append_episode_from(merged, source, i)
         carry_provenance([s.path for s in sources], merged.path)
+        merged.close()
+        if out.exists():  # made meanwhile by another command: keep it, drop this
+            raise StoreError(f"{out} appeared while merging; nothing was replaced")
+        os.replace(staging, out)
+        if first.settings.durable:
+            fsync_path(out.parent)
     except BaseException:
         merged.close()
-        shutil.rmtree(merged.path, ignore_errors=True)  # new, made here: a rerun finds no half store
+        shutil.rmtree(staging, ignore_errors=True)  # made here: a rerun finds no half store
         raise
-    return merged
+    return EpisodeStore.open(out, mode="a")
 
 
 def _with_joint_kinds(features: Mapping[str, Feature], sources: Sequence[EpisodeStore]) -> dict[str, Feature]:

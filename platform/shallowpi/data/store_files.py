@@ -63,10 +63,14 @@ class Tail:
         if self.writer is not None:
             flight = f", {self.frames} frames of the next in flight" if self.frames else ""
             return f"being recorded by {self.writer}: checked the {committed}{flight}"
-        leftovers = f"{self.frames} uncommitted frames" if self.frames else f"{self.partial_files} unfinished chunk files"
-        return (f"{leftovers} past the last committed episode, left by a writer that stopped before "
-                f"committing (no committed episode is affected); the next recording removes them, "
-                f"or `platform dataset repair {shlex.quote(str(store.path))}` now")
+        repair = f"`platform dataset repair {shlex.quote(str(store.path))}`"
+        if self.frames:
+            return (f"{self.frames} uncommitted frames past the last committed episode, left by a writer that "
+                    f"stopped before committing (no committed episode is affected); the next recording removes "
+                    f"them, or {repair} now")
+        # No recording looks for these after a writer that closed cleanly: only a repair does.
+        return (f"{self.partial_files} unfinished chunk files past the last committed episode, left by a failed "
+                f"write (no committed episode is affected); {repair} removes them")
 
 
 @dataclass
@@ -100,7 +104,11 @@ def scan_files(store: EpisodeStore) -> FileScan:
     """Lengths and chunk files of every array against the committed episodes."""
     end = store.num_frames
     ends = store.episode_ends
-    scan = FileScan(tail=Tail(writer=writer_holding(store.path)))
+    # The store's own writer (this process holds its lock) is not probed: on NFS, flock is
+    # emulated with a process's byte-range locks, which a second descriptor's lock and
+    # unlock would release, letting another host's recorder write during a delete.
+    own = store.writable and store._lock_fd is not None
+    scan = FileScan(tail=Tail(writer=None if own else writer_holding(store.path)))
     for name in array_names(store):
         folder = store.path / "data" / name
         try:

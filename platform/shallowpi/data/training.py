@@ -59,16 +59,26 @@ class ChunkDataset(Dataset):
         self.rate_hz = float(store.episodes[int(self.windows.episodes[0])].fps) if len(self.windows.episodes) else 0.0
         self._state = store.read(STATE_KEY, 0, store.num_frames).astype(np.float32)
         self._action = store.read(ACTION_KEY, 0, store.num_frames).astype(np.float32)
+        # Frames are read as samples are, each process through its own store (a loader
+        # worker reopens it), which must be the store these numbers came from.
         self._store: EpisodeStore | None = None
         self._store_pid = -1
+        self._identity = store.identity
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def _images(self) -> EpisodeStore:
+        """The store to read frames from: this process's own (a loader worker reopens it).
+        Raises StoreError when it is no longer the store whose numbers this dataset holds (a
+        `dataset delete` renumbered it since): the frames would belong to other rows."""
         if self._store is None or self._store_pid != os.getpid():
-            self._store = EpisodeStore.open(self.store_path)
-            self._store_pid = os.getpid()
+            store = EpisodeStore.open(self.store_path)
+            if store.identity != self._identity:
+                store.close()
+                raise StoreError(f"{self.store_path.name} was replaced since training opened it (a `platform dataset "
+                                 "delete` numbers its rows anew): start the run again")
+            self._store, self._store_pid = store, os.getpid()
         return self._store
 
     def __getitem__(self, index: int) -> dict[str, Any]:
