@@ -92,6 +92,33 @@ def test_in_process_dashboard_ends_with_the_session(tmp_path):
     assert "a warning logged" in (tmp_path / "record.log").read_text()
 
 
+def test_the_last_status_a_monitor_sees_is_the_one_after_the_robot_was_put_away(tmp_path):
+    """With a dashboard the publisher closed as the session ended, before `platform record`
+    drained the writer and published the final status: every monitor kept the last takes
+    "saving". `put_away` now runs before the feed closes."""
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
+
+    address = str(tmp_path / "telemetry.sock")
+    publisher = TelemetryPublisher(address)
+    session = FakeSession(publisher, max_ticks=60)
+    received: list[str] = []
+    order: list[str] = []
+
+    def put_away() -> None:
+        order.append("put away")
+        publisher.publish(make_status(RecorderState.STOPPED, message="all takes saved"))
+
+    def watch() -> None:
+        with TelemetrySubscriber(address) as monitor:
+            received.extend(status.message for status in monitor)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run_recorder_dashboard(session, publisher, in_process=True, headless=True, put_away=put_away)
+    watcher.join(timeout=30)
+    assert order == ["put away"] and received and received[-1] == "all takes saved"
+
+
 def test_held_logs_do_not_reach_the_terminal_while_held():
     with terminal_log_handler() as terminal:
         with hold_terminal_logs():

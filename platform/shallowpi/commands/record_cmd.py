@@ -263,20 +263,26 @@ def run(args: argparse.Namespace) -> int:
                                    commands=publisher.commands, joint_limits=rig.joint_limits, disk=disk,
                                    catch_up=_catch_up(rig, rec.catch_up_speed, fps))
         _stop_on_signals(session)
+
+        def put_away() -> None:
+            # The robot put away (torque off, ports closed) before the writer drains its
+            # queue: up to record.queue_mb of frames on a disk that is behind, and nothing
+            # reads the dashboard's E-STOP meanwhile.
+            rig.close()
+            writer.close()
+            session.writer_closed()
+            publish(session.status)  # the last takes saved: watchers and the lines say so, not "saving"
+
         if use_tui:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
 
+            # put away before the dashboard's feed closes, so it (and any monitor) sees "saved"
             result = run_recorder_dashboard(session, publisher, on_dashboard_lost=dashboard_lost,
-                                            log_path=store_path / PROVENANCE_DIR / f"record-{stamp}.log")
+                                            log_path=store_path / PROVENANCE_DIR / f"record-{stamp}.log",
+                                            put_away=put_away)
         else:
             result = session.run()
-        # The robot put away (torque off, ports closed) before the writer drains its queue:
-        # up to record.queue_mb of frames on a disk that is behind, and nothing reads the
-        # dashboard's E-STOP meanwhile.
-        rig.close()
-        writer.close()
-        session.writer_closed()
-        publish(session.status)  # the last takes saved: watchers and the lines say so, not "saving"
+            put_away()
         if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
             result.fault = str(writer.failure)
         writer = None

@@ -64,6 +64,7 @@ def run_recorder_dashboard(
     popen: Mapping[str, Any] | None = None,
     headless: bool = False,
     on_dashboard_lost: Callable[[str], None] | None = None,
+    put_away: Callable[[], None] | None = None,
 ) -> ResultT:
     """Run `session` to its end with the dashboard on this terminal; return its result.
 
@@ -74,19 +75,23 @@ def run_recorder_dashboard(
     `log_path` as they happen, if given). A dashboard that dies before the session ends
     (killed, crashed) gives the terminal back as it was, and `on_dashboard_lost(why)` is
     called so the caller can go on with plain lines. A session that ends in a fault waits
-    for the operator to acknowledge it on the dashboard. `popen` and `headless` are for tests.
+    for the operator to acknowledge it on the dashboard. `put_away` (the robot off, the
+    writer drained, the final status published) runs once the session has ended, before
+    the publisher closes, so the dashboard and monitors see the last takes saved; after a
+    fault, once it was acknowledged. `popen` and `headless` are for tests.
     """
     with hold_terminal_logs(log_path):
         if in_process:
-            return _run_in_process(session, publisher, headless=headless)
-        return _run_with_child(session, publisher, popen or {}, on_dashboard_lost)
+            return _run_in_process(session, publisher, headless=headless, put_away=put_away)
+        return _run_with_child(session, publisher, popen or {}, on_dashboard_lost, put_away)
 
 
 ACKNOWLEDGE_WAIT_S = 3600.0  # a fault stays on the dashboard this long, waiting for a key
 
 
 def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, popen: Mapping[str, Any],
-                    on_dashboard_lost: Callable[[str], None] | None) -> ResultT:
+                    on_dashboard_lost: Callable[[str], None] | None,
+                    put_away: Callable[[], None] | None = None) -> ResultT:
     terminal = TerminalState.save(popen.get("stdin"), popen.get("stdout"))
     child = spawn_dashboard(str(publisher.address), control=True, token=publisher.local_token, **popen)
     session_over = threading.Event()
@@ -108,8 +113,10 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
     watcher = threading.Thread(target=watch, name="dashboard-watch", daemon=True)
     watcher.start()
     result: Any = None
+    ran = False  # the session returned (not raised): put it away before the feed closes
     try:
         result = session.run()
+        ran = True
         return result
     finally:
         session_over.set()
@@ -122,7 +129,11 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
         # monitor's) still turns torque off; closing it ends a dashboard with nothing to ask.
         faulted = bool(getattr(result, "fault", ""))
         if not faulted:
-            publisher.close()
+            try:
+                if ran and put_away is not None:
+                    put_away()
+            finally:
+                publisher.close()
         replaced = _end_wait_on_signals(child) if faulted else {}
         try:
             code = (_wait_for_acknowledgement(child, session, publisher) if faulted
@@ -130,7 +141,11 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
         except KeyboardInterrupt:
             code = wait_dashboard(child, timeout_s=1.0)
         finally:
-            publisher.close()
+            try:
+                if faulted and ran and put_away is not None:
+                    put_away()  # acknowledged (or given up on): now the robot may go off
+            finally:
+                publisher.close()
             for sig, handler in replaced.items():
                 signal.signal(sig, handler)
         if code != 0:
@@ -165,7 +180,8 @@ def _end_wait_on_signals(child: Any) -> dict[int, Any]:
     return {sig: signal.signal(sig, close_dashboard) for sig in (signal.SIGTERM, signal.SIGHUP)}
 
 
-def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, headless: bool) -> ResultT:
+def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, headless: bool,
+                    put_away: Callable[[], None] | None = None) -> ResultT:
     from shallowpi.tui.recorder_dashboard import RecorderDashboard
 
     outcome: dict[str, Any] = {}
@@ -173,6 +189,11 @@ def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, he
     def control_loop() -> None:
         try:
             outcome["result"] = session.run()
+            # After a fault the robot holds until the dashboard's acknowledgement: put away
+            # on the main thread then, by the caller (the App waits for it).
+            if put_away is not None and not getattr(outcome["result"], "fault", ""):
+                put_away()
+                outcome["put_away"] = True
         except BaseException as exc:  # handed to the main thread, raised there
             outcome["error"] = exc
         finally:
@@ -193,4 +214,6 @@ def _run_in_process(session: Session[ResultT], publisher: TelemetryPublisher, he
             session.request_stop()
     if "error" in outcome:
         raise outcome["error"]
+    if put_away is not None and not outcome.get("put_away"):
+        put_away()  # a fault, acknowledged: the feed is closed, but its last status is not needed
     return outcome["result"]
