@@ -8,6 +8,7 @@ episode ever logged as committed is compared against its checksums from commit t
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -206,12 +207,12 @@ def test_a_failed_chunk_write_leaves_no_partial_file_and_repair_removes_old_ones
     folder = tmp_path / "frames"
     folder.mkdir()
 
-    def full(codec, frame):
+    def full(fd):  # the bytes written, their sync fails: the partial file exists then
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(chunk_files, "encode_frame", full)
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
-        chunk_files.write_frames(folder, 0, [np.zeros((4, 4, 3), np.uint8)], codec=None)
+        chunk_files.write_frames(folder, 0, [np.zeros((4, 4, 3), np.uint8)], codec=None, durable=True)
     monkeypatch.undo()
     assert list(folder.iterdir()) == []
 

@@ -20,7 +20,6 @@ to cut.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -34,6 +33,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_ndarray_like
 
 from shallowpi.data.codecs import register_image_codecs
+from shallowpi.durable_files import replace_bytes
 from shallowpi.errors import StoreError
 
 _POOL: ThreadPoolExecutor | None = None
@@ -70,22 +70,11 @@ def _write_one(folder: str, row: int, frame: np.ndarray, codec: Codec | None, du
     # Plain strings, not pathlib: pathlib interns every name it parses, and on Python 3.12
     # interned strings are never freed, so a recording leaked every chunk file's name
     # (~0.5 KB an episode of 3 cameras; tools/bench/record_soak.py).
-    path = os.path.join(folder, chunk_name(row, frame.ndim))
-    partial = path + ".partial"
-    try:
-        with open(partial, "wb") as out:
-            out.write(encode_frame(codec, frame))
-            if durable:
-                # Synced here, on the pool, while recording goes on: the commit then has
-                # only the directory and the small arrays left to sync.
-                os.fsync(out.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        # A failed write (a full disk) must not leave its file: the writer's discard then
-        # succeeds and closes clean, and nothing after a clean close looks for leftovers.
-        with contextlib.suppress(OSError):
-            os.unlink(partial)
-        raise
+    # Synced here (if durable), on the pool, while recording goes on: the commit then has
+    # only the directory and the small arrays left to sync. A failed write (a full disk)
+    # removes its partial file: nothing after a writer's clean close looks for leftovers.
+    replace_bytes(os.path.join(folder, chunk_name(row, frame.ndim)), encode_frame(codec, frame),
+                  durable=durable, sync_folder=False)
 
 
 def write_frames(folder: str | os.PathLike[str], first_row: int, frames: Sequence[np.ndarray], codec: Codec | None,
