@@ -127,9 +127,13 @@ def test_a_swap_cut_between_its_renames_is_listed_and_never_taken_for_a_free_nam
     (tmp_path / "s.zarr.compacting" / ".complete").touch()
     (tmp_path / "s.zarr").rename(tmp_path / "s.zarr.old")  # killed between the two renames
     assert list(iter_stores(tmp_path)) == [tmp_path / "s.zarr"]
+    other = make_store(tmp_path / "other.zarr", episodes=1, length=5)
+    with pytest.raises(StoreError, match="already exists"):
+        EpisodeStore.merge([other], tmp_path / "s.zarr")  # a merge asks the same question
     with pytest.raises(StoreError, match="already exists"):
         EpisodeStore.create(tmp_path / "s.zarr", arm_features())
     assert len(EpisodeStore.open(tmp_path / "s.zarr")) == 3
+    assert not (tmp_path / "s.zarr.old").exists() and not (tmp_path / "s.zarr.compacting").exists()
 
 
 def test_a_merge_killed_part_way_leaves_nothing_under_the_name_asked(tmp_path):
@@ -488,16 +492,29 @@ def test_a_file_that_committed_episodes_rely_on_is_synced_before_it_is_replaced(
     assert len(EpisodeStore.open(tmp_path / "s.zarr")) == 2
 
 
-def test_a_reader_open_during_a_delete_says_so_instead_of_reading_other_rows(tmp_path):
+@pytest.mark.parametrize("edit", ["delete", "drop the last and record it again"])
+def test_a_reader_open_during_an_edit_says_so_instead_of_reading_other_rows(tmp_path, monkeypatch, edit):
     """Training opens a store, reads numbers and episode boundaries, and reads frames as it
-    samples; a `dataset delete` meanwhile swapped in a renumbered copy, and the reader got
-    the old numbers with the new (or missing: all-zero) frames. A reader now says so (a
-    training set's loader workers too: test_training_data)."""
+    samples. A `dataset delete` meanwhile swapped in a renumbered copy; a recorder's d or r
+    cut the last episode and filled its rows with the next take: the reader paired the old
+    numbers with the new (or missing: all-zero) frames. A reader now says so (a training
+    set's loader workers too: test_training_data). It looks every CHANGE_CHECK_S."""
+    from shallowpi.data import store as store_module
+
+    monkeypatch.setattr(store_module, "CHANGE_CHECK_S", 0.0)
     make_store(tmp_path / "k.zarr", episodes=3, length=20).close()
     reader = EpisodeStore.open(tmp_path / "k.zarr")
     assert reader.read("observation.images.front", 40, 42).shape[0] == 2
     with EpisodeStore.open(tmp_path / "k.zarr", mode="a") as store:
-        store.delete_episodes([0])
-    with pytest.raises(StoreError, match="was replaced while this reader had it open"):
+        if edit == "delete":
+            store.delete_episodes([0])
+        else:
+            store.drop_last_episode()
+            writer = store.begin_episode("the take again", robot="arm", calibration_id="cal-test", fps=30)
+            for t, frame in enumerate(synthetic_frame(np.random.default_rng(9), t) for t in range(22)):
+                writer.add_frame(frame, t / 30.0)
+            writer.commit(success=True)
+    with pytest.raises(StoreError, match="was edited while this reader had it open"):
         reader.read("observation.images.front", 40, 42)
-    assert len(EpisodeStore.open(tmp_path / "k.zarr")) == 2  # opened again, it reads the new numbering
+    again = EpisodeStore.open(tmp_path / "k.zarr")  # opened again, it reads the store as it is
+    assert again.read("observation.images.front", 0, 2).shape[0] == 2

@@ -292,3 +292,32 @@ def test_a_delete_holds_a_writer_lock_through_its_swap(tmp_path, monkeypatch):
     assert seen and all(outcome == "refused" for _, outcome in seen), seen
     assert len(store) == 2 and store.check() == []
     store.close()
+
+
+def test_a_delete_whose_reopen_fails_releases_each_lock_once(tmp_path, monkeypatch):
+    """The swap released the old lock but left its fd number on the store: when the reopen
+    failed, the caller's close() released that number again, truncating and closing
+    whatever file had been given it since (a camera's, the log's)."""
+    import os as os_module
+
+    from shallowpi.data import store_edit
+    from shallowpi.errors import StoreError
+
+    store = make_store(tmp_path / "k.zarr", episodes=3, length=5)
+    real_open = EpisodeStore.open
+
+    def failing_open(path, mode="r", _locked=None):
+        if _locked is not None:
+            os_module.close(_locked[0])  # as open() does on a failure: the lock it was given goes
+            raise StoreError("the reopen failed")
+        return real_open(path, mode)
+
+    monkeypatch.setattr(EpisodeStore, "open", staticmethod(failing_open))
+    with pytest.raises(StoreError, match="the reopen failed"):
+        store_edit.delete_episodes(store, [0])
+    monkeypatch.undo()
+    bystander = os_module.open(tmp_path / "bystander.txt", os_module.O_RDWR | os_module.O_CREAT)  # a freed number
+    os_module.write(bystander, b"keep me")
+    store.close()  # must not release a number it no longer holds
+    assert os_module.pread(bystander, 7, 0) == b"keep me"
+    os_module.close(bystander)

@@ -85,8 +85,12 @@ run() {
         --repeats 5 --out "$out/distill_step_pi0_cuda.json"
     step distill_step_teacher 60 "$py" tools/bench/distill_step.py --policy teacher --device cuda --batch 32 \
         --repeats 10 --out "$out/distill_step_teacher_cuda.json"
+    # Batch 8 of full-size π0 with float32 AdamW needs ~83 GB (an H200); 4 fits an 80 GB H100.
+    local memory_mb batch=8
+    memory_mb=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+    ((${memory_mb:-0} < 100000)) && batch=4
     step train_pi0_fsdp 120 "$py" -m torch.distributed.run --nproc_per_node 1 tools/bench/policy_train.py \
-        --policy pi0 --device cuda --fsdp --cameras 3 --batch 8 --steps 5 --out "$out/policy_train_cuda.json"
+        --policy pi0 --device cuda --fsdp --cameras 3 --batch "$batch" --steps 5 --out "$out/policy_train_cuda.json"
     cat "$out/summary.txt"
 }
 

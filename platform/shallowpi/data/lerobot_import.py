@@ -25,7 +25,7 @@ from shallowpi.data.lerobot_interop import (
     _report,
     _video_backend,
 )
-from shallowpi.data.store import EpisodeStore, StoreSettings
+from shallowpi.data.store import EpisodeStore, StoreSettings, name_taken
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import PlatformError, StoreError
 
@@ -114,7 +114,7 @@ def import_lerobot(
     src_dir, store_path = Path(src_dir), Path(store_path)
     _check_lerobot_dir(src_dir)
     LeRobotDataset = _import_lerobot()
-    if store_path.exists():
+    if name_taken(store_path):
         raise StoreError(f"{store_path} already exists; choose another dataset name")
     with _quiet_datasets():
         return _import(LeRobotDataset, src_dir, store_path, repo_id, progress, settings)

@@ -94,6 +94,7 @@ TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 EPISODES_DIR = "episodes"
 COMPACTING_SUFFIX = ".compacting"
+CHANGE_CHECK_S = 0.25  # how often a reader looks whether its store was edited under it
 # How a store's episodes were made: each recording session's resolved config (and its
 # dashboard log), kept beside the arrays and carried by every edit that rewrites the store.
 PROVENANCE_DIR = ".shallowpi"
@@ -162,13 +163,15 @@ class EpisodeStore:
         self._group = group
         self.writable = writable
         self._lock_fd = lock_fd
-        self._identity = _folder_identity(path)  # a reader's check that no delete swapped it
         self._writer: EpisodeWriter | None = None
         header = self._read_header(path)
         self.version = int(header.get("version", 1))
         self.layout = int(header.get("layout", 1))
         self.features: dict[str, Feature] = features_from_json(header["features"])
         self.settings = StoreSettings(**header.get("settings", {}))
+        self._created = header.get("created")  # a compacted copy is a new store: a new stamp
+        self._edits = 0  # in-place removals of committed rows (the commit record counts them)
+        self._checked_at = time.monotonic()
         zarr_compat.sync_rewrites(group, self.settings.durable)
         register_image_codecs()
         self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
@@ -200,11 +203,7 @@ class EpisodeStore:
         path = Path(path)
         settings = settings or StoreSettings()
         version = 1 if version < 2 else FORMAT_VERSION
-        if not path.exists():
-            # A delete cut between its two renames left this name's data beside it: a new
-            # store here would be taken for it, and the next edit would remove the last copy.
-            _finish_interrupted_swap(path)
-        if path.exists():
+        if name_taken(path):
             raise StoreError(f"{path} already exists; open it, or pick another dataset name")
         if TICK_KEY in features or any(k.endswith(TIMESTAMP_SUFFIX) for k in features):
             raise StoreError(f"feature names '{TICK_KEY}' and '*{TIMESTAMP_SUFFIX}' are reserved")
@@ -363,6 +362,7 @@ class EpisodeStore:
         if not isinstance(record, dict):
             raise StoreError(f"{self.path}: meta/.zattrs has no commit record; the store is damaged")
         self._count, self._frames = int(record["episodes"]), int(record["frames"])
+        self._edits = int(record.get("edits", 0))
         self.summary = StoreSummary.from_json(record)
         ends = self._array("meta/episode_ends")
         if ends.shape[0] < self._count:
@@ -508,19 +508,31 @@ class EpisodeStore:
         return np.asarray(self._array(f"data/{key}")[start:stop])
 
     @property
-    def identity(self) -> tuple[int, int] | None:
-        """The folder's (device, inode) when opened: a compacting delete swaps in a new one."""
-        return self._identity
+    def identity(self) -> tuple[Any, int]:
+        """Which rows this store's numbering names: its creation stamp (a compacting delete
+        swaps in a new store) and its count of in-place edits (the recorder's d / r between
+        takes cut the last episode, whose rows the next take fills again)."""
+        return self._created, self._edits
 
     def _require_unchanged(self) -> None:
         """A reader's files are read lazily (frames, episode metadata) beside numbers and
-        episode boundaries read at open: a `dataset delete` (or a merge) that swapped a
-        compacted copy in meanwhile renumbered the rows, and the reader paired old numbers
-        with new (or no: zero) frames. StoreError then; a writer holds the lock, so no
-        delete swaps its store."""
-        if not self.writable and _folder_identity(self.path) != self._identity:
-            raise StoreError(f"{self.path.name} was replaced while this reader had it open (a `platform dataset "
-                             "delete` compacts a store into a new folder, numbering its rows anew): open it again")
+        episode boundaries read at open: a `dataset delete` that swapped a compacted copy in
+        meanwhile renumbered the rows, and a recorder's d / r refilled the last episode's;
+        the reader paired old numbers with new (or no: zero) frames. Looked at once every
+        CHANGE_CHECK_S (two small files); StoreError then. A writer holds the lock: nothing
+        else edits its store."""
+        if self.writable or time.monotonic() - self._checked_at < CHANGE_CHECK_S:
+            return
+        self._checked_at = time.monotonic()
+        try:
+            now = (read_json(self.path / ".zattrs").get("shallowpi", {}).get("created"),
+                   int(read_json(self.path / "meta" / ".zattrs").get("commit", {}).get("edits", 0)))
+        except (OSError, ValueError, AttributeError):
+            now = None  # mid-swap: the folder is being replaced
+        if now != self.identity:
+            raise StoreError(f"{self.path.name} was edited while this reader had it open (a `platform dataset "
+                             "delete` numbers its rows anew; a recorder's d or r records the last episode "
+                             "again): open it again")
 
     def _frame_layout(self, key: str) -> chunk_files.FrameLayout | None:
         """A camera array's files, for reading its frames without zarr (chunk_files); None
@@ -617,17 +629,19 @@ class EpisodeStore:
         self._write_commit_record(n + 1, end, summary, replaced=lambda: self._remember(n, info))
 
     def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary,
-                             replaced: Callable[[], None] | None = None) -> None:
+                             replaced: Callable[[], None] | None = None, edits: int | None = None) -> None:
         """Replace meta/.zattrs: the one write that makes episodes visible. This process's
         counts follow the rename itself (then `replaced` runs), so a failure after it (the
-        folder's sync) cannot leave a committed episode counted as in flight, and cut."""
+        folder's sync) cannot leave a committed episode counted as in flight, and cut.
+        `edits`: the in-place removals so far (default: unchanged; a drop counts one)."""
+        edits = self._edits if edits is None else edits
 
         def committed() -> None:
-            self._count, self._frames, self.summary = episodes, frames, summary
+            self._count, self._frames, self.summary, self._edits = episodes, frames, summary, edits
             if replaced is not None:
                 replaced()
 
-        write_json(self.path / "meta" / ".zattrs", {"commit": commit_record(episodes, frames, summary)},
+        write_json(self.path / "meta" / ".zattrs", {"commit": commit_record(episodes, frames, summary, edits)},
                    self.settings.durable, replaced=committed)
 
     def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
@@ -693,18 +707,19 @@ class EpisodeStore:
         return check_store(self, decode_images=decode_images).problems
 
 
-def commit_record(episodes: int, frames: int, summary: StoreSummary) -> dict[str, Any]:
-    """The value of meta/.zattrs["commit"]: the counts and what every episode agrees on."""
-    return {"episodes": episodes, "frames": frames, **summary.to_json()}
+def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int = 0) -> dict[str, Any]:
+    """The value of meta/.zattrs["commit"]: the counts, the in-place edits so far (readers
+    open meanwhile look at it), and what every episode agrees on."""
+    return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **summary.to_json()}
 
 
-def _folder_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of a store's folder, None while it is missing (mid-swap)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
+def name_taken(path: Path) -> bool:
+    """Whether a store (or a delete's swap cut between its two renames, finished here) holds
+    `path`: what every command that makes a store there asks first. A new store beside a
+    cut swap's copies would be taken for them, and the next edit would remove the last."""
+    if not path.exists():
+        _finish_interrupted_swap(path)
+    return path.exists()
 
 
 def _finish_interrupted_swap(path: Path) -> None:

@@ -24,8 +24,8 @@ from shallowpi.data.store import (
     EpisodeInfo,
     EpisodeStore,
     StoreSettings,
-    _finish_interrupted_swap,
     check_mixing,
+    name_taken,
 )
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
@@ -90,7 +90,8 @@ def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
     # The distinct fps / calibration / robots of the episodes kept: one small file each.
     kept = StoreSummary.of_episodes((store.episode(i) for i in range(count - 1)),
                                     allow_mixed_calibration=store.summary.allow_mixed_calibration)
-    store._write_commit_record(count - 1, end, kept)
+    # One more edit: a reader open meanwhile must not read the next take's frames for this one's.
+    store._write_commit_record(count - 1, end, kept, edits=store._edits + 1)
     store._infos.pop(count - 1, None)
     store._ends_loaded = None
     # The same cuts as the recovery after a killed writer (`EpisodeStore._recover`), without
@@ -114,16 +115,20 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
     new_lock = take_writer_lock(staging)
     try:
         os.replace(store.path, old)
-        _finish_interrupted_swap(store.path)
-        if store.settings.durable:  # the renames themselves, before the old copy goes
+        (staging / ".complete").unlink()
+        os.replace(staging, store.path)
+        if store.settings.durable:  # the renames themselves, before the old copy can go
             fsync_path(store.path.parent)
     except BaseException:
         release_writer_lock(new_lock[0])
         raise
     release_writer_lock(store._lock_fd, clean=True)  # the old folder's, now beside it
-    shutil.rmtree(old, ignore_errors=True)
+    store._lock_fd = None  # released: a close() after a failure below must not release its number again
+    # The new lock goes to the reopened store (released by open() if it fails); the old copy
+    # goes last, so an interrupt there leaves only a folder the next swap removes.
     reopened = EpisodeStore.open(store.path, mode="a", _locked=(new_lock[0], False))
     store.__dict__.update(reopened.__dict__)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def append_episode_from(store: EpisodeStore, source: EpisodeStore, index: int) -> EpisodeInfo:
@@ -191,7 +196,7 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
                                    calibration_ids=tuple(sorted({*held.calibration_ids, *other.summary.calibration_ids})),
                                    allow_mixed_calibration=held.allow_mixed_calibration or allowed)
     out = Path(out)
-    if out.exists():
+    if name_taken(out):
         raise StoreError(f"{out} already exists; pick another name for the merged dataset")
     # Made beside `out` and renamed into place whole: a merge killed part-way (kill -9, a
     # power cut) left a store under the requested name that checked clean and lacked

@@ -76,8 +76,9 @@ class ChunkDataset(Dataset):
             store = EpisodeStore.open(self.store_path)
             if store.identity != self._identity:
                 store.close()
-                raise StoreError(f"{self.store_path.name} was replaced since training opened it (a `platform dataset "
-                                 "delete` numbers its rows anew): start the run again")
+                raise StoreError(f"{self.store_path.name} was edited since training opened it (a `platform dataset "
+                                 "delete` numbers its rows anew; a recorder's d or r records the last episode "
+                                 "again): start the run again")
             self._store, self._store_pid = store, os.getpid()
         return self._store
 

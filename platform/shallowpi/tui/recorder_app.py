@@ -128,12 +128,18 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
         # outlast them). The feed stays open for that wait, so the dashboard's E-STOP (or a
         # monitor's) still turns torque off; closing it ends a dashboard with nothing to ask.
         faulted = bool(getattr(result, "fault", ""))
-        if not faulted:
-            try:
-                if ran and put_away is not None:
+        failure: list[BaseException] = []  # put_away's, raised once the dashboard is dealt with
+
+        def put_away_once() -> None:
+            if ran and put_away is not None and not failure:
+                try:
                     put_away()
-            finally:
-                publisher.close()
+                except BaseException as exc:
+                    failure.append(exc)
+
+        if not faulted:
+            put_away_once()
+            publisher.close()
         replaced = _end_wait_on_signals(child) if faulted else {}
         try:
             code = (_wait_for_acknowledgement(child, session, publisher) if faulted
@@ -141,15 +147,15 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
         except KeyboardInterrupt:
             code = wait_dashboard(child, timeout_s=1.0)
         finally:
-            try:
-                if faulted and ran and put_away is not None:
-                    put_away()  # acknowledged (or given up on): now the robot may go off
-            finally:
-                publisher.close()
+            if faulted:
+                put_away_once()  # acknowledged (or given up on): now the robot may go off
+            publisher.close()
             for sig, handler in replaced.items():
                 signal.signal(sig, handler)
         if code != 0:
             terminal.restore()  # it died or was stopped: whatever it left on the terminal goes
+        if failure:
+            raise failure[0]
 
 
 def _wait_for_acknowledgement(child: Any, session: Session[Any], publisher: TelemetryPublisher) -> int | None:
