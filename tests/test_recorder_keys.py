@@ -168,6 +168,20 @@ def test_a_key_is_refused_only_where_it_would_now_do_something_else():
     assert keys.overtaken(Request(Command.START, "idle"), RecorderState.PAUSED) is None  # same act
 
 
+def test_s_pressed_on_a_take_that_was_saved_meanwhile_marks_it_and_not_another(tmp_path):
+    """s on the screen of take 0 reaching the recorder just after the take's time ran out:
+    "mark the take" then, "mark the episode saved last" now, the same episode, so it acts.
+    The same key for take 1, discarded by a d in between, would mark episode 0: refused."""
+    script = {32: [Request(Command.SUCCESS, RecorderState.RECORDING.value, 0)],
+              70: [Request(Command.DISCARD, RecorderState.RECORDING.value, 1)],
+              72: [Request(Command.FAILURE, RecorderState.RECORDING.value, 1)], 75: [Command.QUIT]}
+    _session, _, store, seen = run_script(tmp_path, script, episodes=3, reset_time_s=1.0)
+    assert at(seen, 32)[1] is RecorderState.RESETTING
+    assert "episode 0 marked successful in the store" in at(seen, 32)[2]
+    assert at(seen, 72)[2].startswith("f ignored: pressed while recording (mark the take failed")
+    assert [e.success for e in store.episodes] == [True]
+
+
 @pytest.mark.parametrize("after", [Command.DISCARD, Command.RERECORD])
 def test_a_key_after_space_in_the_same_tick_keeps_the_last_take(tmp_path, after):
     """space saves the last take and ends the run; a d or r read in the same tick must not

@@ -35,6 +35,7 @@ from shallowpi.telemetry.status import (
     EpisodeSummary,
     RecorderState,
     RecorderStatus,
+    Request,
     Thumbnail,
 )
 from shallowpi.telemetry.subscriber import TelemetrySubscriber
@@ -302,15 +303,16 @@ def test_commands_need_control_requested_and_allowed(address):
                 TelemetrySubscriber(address) as watcher:
             assert operator.control and not watcher.control
             operator.send(Command.START)
-            operator.send(Command.SUCCESS)
+            operator.send(Request(Command.SUCCESS, "recording", 4))  # with what the screen showed
             with pytest.raises(TelemetryError, match=r"read-only.*--control"):
                 watcher.send(Command.ESTOP)
             # A client that skips the check in send() is still ignored by the publisher.
             watcher._send({"type": "command", "command": "estop"})
             wait_until(lambda: len(publisher._commands) == 2)
             time.sleep(0.1)  # the estop line has arrived too, and was ignored
-            publisher.submit(Command.PAUSE)  # an in-process dashboard's sink
-            assert commands_of(publisher) == [Command.START, Command.SUCCESS, Command.PAUSE]
+            publisher.submit(Request(Command.PAUSE, "resetting", 5))  # an in-process dashboard's sink
+            assert publisher.commands() == [Request(Command.START), Request(Command.SUCCESS, "recording", 4),
+                                            Request(Command.PAUSE, "resetting", 5)]
             assert commands_of(publisher) == []
             assert next(iter(operator)).control_allowed is True
             assert next(iter(watcher)).control_allowed is False

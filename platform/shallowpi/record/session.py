@@ -227,7 +227,7 @@ class RecordingSession:
         if keys.effect(command, state) is None:
             self.status.message = keys.ignored(command, state)
             return False
-        if (overtaken := keys.overtaken(request, state)) is not None:
+        if (overtaken := keys.overtaken(request, state)) is not None and not self._marks_the_same(request):
             self.status.message = overtaken
             return False
         if command is Command.QUIT:
@@ -250,6 +250,16 @@ class RecordingSession:
         elif command in (Command.SUCCESS, Command.FAILURE):
             self._mark(command is Command.SUCCESS)
         return False
+
+    def _marks_the_same(self, request: Request) -> bool:
+        """s / f pressed on the take the screen showed recording, which has since been saved:
+        "mark the take" then and "mark the episode saved last" now name the same episode,
+        unless a d or r came between (then the last saved is another, and the key is refused)."""
+        if request.command not in (Command.SUCCESS, Command.FAILURE) or request.episode is None:
+            return False
+        target = self._take if self._recording else self._last_saved
+        return (request.seen == RecorderState.RECORDING.value and target is not None
+                and target.index == request.episode and target.state in ("saving", "saved"))
 
     def _estop_while_waiting(self) -> bool:
         """Asked while the loop waits for the writer (the disk behind): an E-STOP among the

@@ -357,9 +357,10 @@ class TelemetryPublisher:
                 if identity not in self._granted or not self._may_steer(message):
                     log.warning("telemetry: ignored a command from a read-only subscriber")
                     continue
-                seen = message.get("seen")
+                seen, episode = message.get("seen"), message.get("episode")
                 try:
-                    request = Request(Command(message.get("command")), seen if isinstance(seen, str) else None)
+                    request = Request(Command(message.get("command")), seen if isinstance(seen, str) else None,
+                                      episode if isinstance(episode, int) else None)
                 except ValueError:
                     log.warning("telemetry: ignored unknown command %r", message.get("command"))
                     continue

@@ -43,7 +43,8 @@ class Command(str, enum.Enum):
 @dataclass(frozen=True)
 class Request:
     """A command as a dashboard sent it: with `seen`, the state (its value) the operator's
-    screen showed when the key was pressed, or None where that is not known (a script).
+    screen showed when the key was pressed, and `episode`, the episode it showed, or None
+    where that is not known (a script).
 
     A key means different things in different states (d discards the take while
     recording, deletes the episode just saved while resetting), and a screen is a tenth
@@ -54,6 +55,7 @@ class Request:
 
     command: Command
     seen: str | None = None
+    episode: int | None = None  # the episode (store index) the screen showed, where known
 
     @classmethod
     def of(cls, item: Command | str | Request) -> Request:

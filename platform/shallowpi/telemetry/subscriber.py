@@ -204,7 +204,7 @@ class TelemetrySubscriber:
         if not self.control:
             reason = self.refusal or "this monitor is read-only; attach with `platform monitor --control`"
             raise TelemetryError(f"cannot send '{request.command.value}': {reason}")
-        seen = {} if request.seen is None else {"seen": request.seen}
+        seen = {key: value for key, value in (("seen", request.seen), ("episode", request.episode)) if value is not None}
         try:
             self._send({"type": "command", "command": request.command.value, **seen, **self._proof})
         except (OSError, zmq.ZMQError):

@@ -417,7 +417,9 @@ class RecorderDashboard(App[None]):
         try:
             # With the state on screen: the recorder refuses the key if it has moved on to a
             # state where the key means something else (keys.overtaken).
-            self.send(Request(command, self.status.state.value if self.status else None))  # type: ignore[misc]
+            shown = self.status
+            self.send(Request(command, shown.state.value if shown else None,  # type: ignore[misc]
+                              shown.episode if shown else None))
         except Exception as exc:  # a dead recorder or socket: say so, keep the dashboard
             self._show_message(f"could not send '{command.value}': {exc}", "bold red")
             return False
