@@ -128,7 +128,8 @@ def test_held_logs_do_not_reach_the_terminal_while_held():
 
 
 def _run_with_a_dashboard_on_a_pty(session: FakeSession, publisher: TelemetryPublisher,
-                                   react: Callable[[bytearray, int], None]) -> tuple[Any, bytearray]:
+                                   react: Callable[[bytearray, int], None],
+                                   **options: Any) -> tuple[Any, bytearray]:
     """`run_recorder_dashboard` with its child dashboard on a pseudo-terminal, while a thread
     drains the screen and calls `react(screen, master)` after each read (to type keys or send
     signals); returns the session's result and the screen."""
@@ -150,7 +151,7 @@ def _run_with_a_dashboard_on_a_pty(session: FakeSession, publisher: TelemetryPub
     thread.start()
     try:
         result = run_recorder_dashboard(session, publisher, popen={
-            "stdin": slave, "stdout": slave, "stderr": slave, "start_new_session": True})
+            "stdin": slave, "stdout": slave, "stderr": slave, "start_new_session": True}, **options)
     finally:
         done.set()
         thread.join(timeout=5)
@@ -255,3 +256,21 @@ def test_an_estop_while_a_fault_waits_for_its_key_turns_torque_off(tmp_path, mon
     assert result.fault == "servo 3: overload"
     assert len(estops) == 1, screen[-2000:].decode(errors="replace")
     assert typed == [b"e", b"\r"]  # acknowledged after it: the dashboard then exits
+
+
+def test_a_put_away_that_fails_still_closes_the_feed_and_waits_for_the_dashboard(tmp_path, monkeypatch):
+    """put_away runs in the teardown: its error (a writer that cannot drain, say) is raised
+    once the feed is closed and the dashboard child has exited, not in their place (the
+    child stayed on the terminal, nobody waiting for it)."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
+    session = FakeSession(publisher, max_ticks=40)
+
+    def put_away() -> None:
+        raise OSError("the writer could not drain")
+
+    with pytest.raises(OSError, match="could not drain"):
+        _run_with_a_dashboard_on_a_pty(session, publisher, lambda screen, master: None, put_away=put_away)
+    assert not (tmp_path / "telemetry.sock").exists(), "the publisher was closed"
+    with pytest.raises(ChildProcessError):  # the dashboard child was waited for: none is left, not even unreaped
+        os.waitpid(-1, os.WNOHANG)
