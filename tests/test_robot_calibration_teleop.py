@@ -123,6 +123,35 @@ def test_calibration_names_every_joint_the_sweep_left_out():
             calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"], left_out=(3, 7)), ["follower"])
 
 
+class NoisyOperator(ScriptedOperator):
+    """The sweep with a burst of line noise on one servo between its two ends."""
+
+    def __call__(self, message: str) -> None:
+        if "zero pose" in message:
+            return super().__call__(message)
+        self.prompts.append(message)
+        servos = self.chain.servos
+        for i, servo in servos.items():
+            servo.plant.move_to(self.zero[i] + (self.opening if i == 7 else 1.0))
+        time.sleep(0.15)
+        self.chain.corrupt(3)
+        time.sleep(0.4)  # the sampler's read fails: its thread ended, the sweep cut at one end
+        self.chain.corrupt(3, False)
+        for i, servo in servos.items():
+            servo.plant.move_to(self.zero[i] - (0.0 if i == 7 else 1.0))
+        time.sleep(0.15)
+
+
+def test_a_bus_failure_during_the_sweep_saves_nothing():
+    """The sampler thread died on a bus error; its traceback was printed, the sweep kept the
+    readings up to it plus one final read, and every joint was saved with half its range."""
+    with emulated("arm") as (spec, chains):
+        motors = {m.id: m.model for m in arm_motors(spec, "leader")}
+        with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus, \
+                pytest.raises(CalibrationError, match=r"^\[leader\] the bus failed during the sweep .*nothing was saved"):
+            calibrate(spec, {"leader": bus}, NoisyOperator(chains["leader"]), ["leader"])
+
+
 def _calibrate_follower(spec, chains):
     motors = {m.id: m.model for m in arm_motors(spec, "follower")}
     with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus:

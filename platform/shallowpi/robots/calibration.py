@@ -318,11 +318,15 @@ def calibrate(
         prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
         sweep = _Sweep(motors, bus.read(["present_position"], ids)["present_position"])
         stop = threading.Event()
+        failed: list[BaseException] = []
 
-        def sample(bus=bus, ids=ids, sweep=sweep, stop=stop) -> None:
-            while not stop.is_set():
-                sweep.add(bus.read(["present_position"], ids)["present_position"])
-                stop.wait(0.02)
+        def sample(bus=bus, ids=ids, sweep=sweep, stop=stop, failed=failed) -> None:
+            try:
+                while not stop.is_set():
+                    sweep.add(bus.read(["present_position"], ids)["present_position"])
+                    stop.wait(0.02)
+            except BaseException as exc:  # raised by the caller: a sweep cut short must not be saved
+                failed.append(exc)
 
         sampler = threading.Thread(target=sample, name=f"calibrate-{arm}", daemon=True)
         sampler.start()
@@ -331,6 +335,9 @@ def calibrate(
         finally:
             stop.set()
             sampler.join()
+        if failed:  # the ranges read so far would pass for the whole sweep: half a range saved
+            raise CalibrationError(f"[{arm}] the bus failed during the sweep ({failed[0]}); nothing was saved: "
+                                   "check the cabling (`platform doctor`) and calibrate again") from failed[0]
         # One last reading so the final pose counts even if the sampler slept through it.
         sweep.add(bus.read(["present_position"], ids)["present_position"])
         sweep.check_moved(arm)
