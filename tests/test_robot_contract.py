@@ -263,13 +263,20 @@ class _Recording:
 
 @pytest.mark.slow
 def test_a_fault_says_the_robot_is_safe_only_once_hold_is_confirmed(tmp_path):
+    """An overloaded servo switches its own torque off and keeps the goal written to it: a
+    hold confirmed by the goal alone said "robot is safe: holding position" with that joint
+    limp. The hold reads torque back too, fails, and the robot goes to torque off, said so."""
     with emulated("arm") as (spec, chains):
         rec = _Recording(tmp_path, spec)
         chains["follower"].hardware_error(4, "overload")
         result = rec.start().wait()
-    assert "servo 4" in result.fault and "robot is safe: holding position" in result.fault
+        torque = {i: servo.get("torque_enable") for i, servo in chains["follower"].servos.items()}
+    assert "servo 4" in result.fault and "holding position" not in result.fault
+    assert "robot is safe: torque off (could not hold position" in result.fault
+    assert "servo 4 has torque off" in result.fault
     assert rec.session.status.state is RecorderState.FAULT
-    assert "robot is safe: holding position" in rec.session.status.message
+    assert "robot is safe: torque off" in rec.session.status.message
+    assert set(torque.values()) == {0}  # every servo, as said
 
 
 @pytest.mark.slow

@@ -199,7 +199,7 @@ class DynamixelRobot(Robot):
             # A goal the servo refused (a joint moved by hand past its servo's position
             # limits) leaves the old one in place, and torque-on would drive there at full
             # servo speed: confirmed before any torque goes on.
-            if wrong := self._unconfirmed(self._send(self._goal)):
+            if wrong := self._unconfirmed(self._send(self._goal), torque_on=False):
                 raise PlatformError(
                     f"robot '{self.name}': torque stays off: goal position {', '.join(wrong)}; a joint is "
                     "probably outside its servo's position limits: move it back by hand and connect again")
@@ -279,7 +279,7 @@ class DynamixelRobot(Robot):
             else:
                 goal = self._led(self._bounded(self._as_vector(goal), previous, self._step_allowed()), present,
                                  previous)
-            wrong = self._unconfirmed(self._send(goal))
+            wrong = self._unconfirmed(self._send(goal), torque_on=not self._torque_off)  # off: asked for
         except PlatformError as err:
             raise SafeStateError(f"robot '{self.name}': could not hold position: {err}") from None
         if wrong:
@@ -458,13 +458,21 @@ class DynamixelRobot(Robot):
             sent[bus_name] = values
         return sent
 
-    def _unconfirmed(self, sent: dict[str, dict[int, int]]) -> list[str]:
-        """Goal Position read back after `_send`: one line per servo that does not read what
-        was sent (a sync write has no reply, so a refused goal shows only here)."""
+    def _unconfirmed(self, sent: dict[str, dict[int, int]], torque_on: bool = True) -> list[str]:
+        """Goal Position read back after `_send`, and with `torque_on` Torque Enable: one line
+        per servo that does not read the goal sent (a sync write has no reply, so a refused
+        goal shows only here) or has torque off. A servo's own protection (overload,
+        overheating) switches its torque off and leaves its goal as written: a hold confirmed
+        by the goal alone was reported "holding position" with that joint limp."""
         wrong = []
+        fields = ["goal_position", "torque_enable"] if torque_on else ["goal_position"]
         for bus_name, values in sent.items():
-            back = self.buses[bus_name].read(["goal_position"], list(values))["goal_position"]
-            wrong += [f"bus '{bus_name}' servo {i} reads {back[i]}, sent {v}" for i, v in values.items() if back[i] != v]
+            back = self.buses[bus_name].read(fields, list(values))
+            wrong += [f"bus '{bus_name}' servo {i} reads {back['goal_position'][i]}, sent {v}"
+                      for i, v in values.items() if back["goal_position"][i] != v]
+            if torque_on:
+                wrong += [f"bus '{bus_name}' servo {i} has torque off (its own protection? see its hardware error)"
+                          for i in values if not back["torque_enable"][i]]
         return wrong
 
     def _switch_torque_off(self, buses: list[MotorBus]) -> list[str]:
