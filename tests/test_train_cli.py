@@ -135,3 +135,24 @@ def test_one_line_errors(store, tmp_path):
     ev = subprocess.run(platform_cmd("eval", "--policy", str(foreign), "--dataset", str(store)),
                         env=ENV, capture_output=True, text=True, timeout=120)
     assert ev.returncode != 0 and ev.stderr.startswith("error: ") and "Traceback" not in ev.stderr
+
+
+def test_offline_eval_refuses_a_split_whose_numbers_name_other_episodes_now(tmp_path):
+    """The checkpoint names its held-out episodes by number; a `dataset delete` renumbers
+    the store, and the offline eval scored a training episode as held out, saying so."""
+    from shallowpi.data import EpisodeStore
+
+    path = tmp_path / "arm.zarr"
+    make_store(path, episodes=4, length=16).close()
+    trained = _train(path, tmp_path, "run", "policy.train.steps=2", timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    with EpisodeStore.open(path, mode="a") as store:
+        store.delete_episodes([0])
+    make_store(tmp_path / "more.zarr", episodes=1, length=20, seed=5).close()
+    with EpisodeStore.open(path, mode="a") as store, EpisodeStore.open(tmp_path / "more.zarr") as more:
+        store.append_episode_from(more, 0)  # four again: episode 3 is another now
+    ckpt = tmp_path / "run" / "checkpoints" / "step_000002"
+    ev = subprocess.run(platform_cmd("eval", "--policy", str(ckpt), "--dataset", str(path)),
+                        env=ENV, capture_output=True, text=True, timeout=120)
+    assert ev.returncode != 0 and "Traceback" not in ev.stderr
+    assert "was trained on other episodes than" in ev.stderr and "held-out episodes cannot be told apart" in ev.stderr

@@ -154,6 +154,15 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     trained = json.loads(meta["train"]) if same_store and "train" in meta else None
     if trained is not None:  # a student that learned failed demonstrations from its teacher has seen them too
         trained = sorted(trained + json.loads(meta.get("teacher_only", "[]")))
+    if same_store and "episodes" in meta:
+        # The split names episodes by number: after a `dataset delete` or a re-recording the
+        # numbers name others, and a training episode would be scored as held out.
+        from shallowpi.train.finetune import Split
+
+        Split(trained or [], held_out or []).check_same_episodes(
+            store, json.loads(meta["episodes"]), f"the checkpoint {args.policy}",
+            "its held-out episodes cannot be told apart any more: evaluate it in closed loop "
+            "(`platform eval --sim`), or on another dataset")
     episodes = args.episodes or held_out or store_episodes(store)
     what = describe_episodes(episodes, store, same_store, held_out, trained)
     dataset = chunk_dataset(store, policy.cfg.chunk_len, episodes)
