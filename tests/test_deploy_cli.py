@@ -59,6 +59,7 @@ def test_deploy_thor_on_this_machine_runs_the_twin_with_the_best_local_backend(t
     assert ("episode 1/1 seed 1000:" in out and "success 0/1 |" in out) or "success 1/1 |" in out
     data = json.loads(report.read_text())
     assert data["episodes"] == 1 and data["strategy"] == "rtc" and data["profile"] == "cpu"
+    assert data["complete"] is True and data["episodes_asked"] == 1
     assert set(data["safety"]) == {"clamps", "seam_trips", "holds", "stale_frames", "faults"}
     assert data["safety"]["faults"] == 0 and data["per_episode"][0]["ticks"] > 0
     episode = data["per_episode"][0]
@@ -122,7 +123,7 @@ def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_
     address = str(tmp_path / "live.sock")
     proc = subprocess.Popen(
         platform_cmd("deploy", "--policy", str(trained["ckpt"]), "--sim", "--backend", "torch", "--realtime",
-                     "--episodes", "5", "--no-tui", f"telemetry.address={address}"),
+                     "--episodes", "5", "--no-tui", f"telemetry.address={address}", "--json", str(tmp_path / "cut.json")),
         env=subprocess_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -142,6 +143,10 @@ def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert "(stopped," in out and "faults 0" in out
+    # The run stopped early: its report says so, so a benchmark does not count it as asked
+    # (its last episode, cut off, was judged a failure).
+    cut = json.loads((tmp_path / "cut.json").read_text())
+    assert cut["complete"] is False and cut["episodes_asked"] == 5 and cut["per_episode"][-1]["ended"] == "stopped"
 
 
 def _deploy_on_a_terminal(trained, socket: str, *args: str, watch=None) -> tuple[int, str]:

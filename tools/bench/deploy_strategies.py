@@ -93,6 +93,16 @@ def against_sync(rows: list[dict], tasks: list[str]) -> list[str]:
     return ["", "Against sync on the same seeds (exact McNemar, two-sided):", *lines] if lines else []
 
 
+def _complete(path: Path) -> bool:
+    """Whether a cell's deploy JSON is there and ran every episode asked (a deploy stopped
+    early writes one whose last episode was cut off and judged a failure)."""
+    if not path.is_file():
+        return False
+    result = json.loads(path.read_text())
+    return bool(result.get("complete", True)) and len(result.get("per_episode", [])) == result.get(
+        "episodes_asked", len(result.get("per_episode", [])))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", type=Path, required=True, help="checkpoint (or its ema/ folder) or deploy bundle")
@@ -140,14 +150,14 @@ def main() -> None:
                         path = args.out / f"{strategy}-{delay:g}ms-{task}-{seed}.json"
                         cells.append(((strategy, delay, task), path, ["--strategy", strategy, "--delay-ms", f"{delay:g}", "--task", task,
                                              "--episodes", str(n), "--seed", str(seed)]))
-    todo = [(p, a) for _, p, a in cells if not p.is_file()]
+    todo = [(p, a) for _, p, a in cells if not _complete(p)]  # one cut short (Ctrl-C) is run again
     print(f"{len(cells)} cells, {len(todo)} to run ({args.episodes} seeds a task, {args.workers} at a time)", flush=True)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.workers) as pool:
         done = pool.map(lambda cell: (cell[0], deploy(args.policy, cell[0], log, *common, *cell[1], overrides=overrides)), todo)
         for path, result in done:
-            if result.returncode or not path.is_file():
-                raise SystemExit(f"{path.name} failed; see {log}")
+            if result.returncode or not _complete(path):
+                raise SystemExit(f"{path.name} failed or stopped early; see {log}")
     minutes = (time.perf_counter() - start) / 60
 
     rows = []

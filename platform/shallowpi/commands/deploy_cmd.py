@@ -280,7 +280,11 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     print(summary["line"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**summary, "profile": profile.name, "plan": decision.message,
+        # Stopped early (Ctrl-C, a stop key), the last episode was cut off and judged a failure:
+        # `complete` says whether the run is the one asked for.
+        complete = len(reports) == args.episodes and not any(r.ended in ("stopped", "e-stop") for r in reports)
+        args.json.write_text(json.dumps({**summary, "episodes_asked": args.episodes, "complete": complete,
+                                         "profile": profile.name, "plan": decision.message,
                                          "backend": backend_name, "runs_on": backend.runs_on(),
                                          "bundle_sha256": bundle.digest, "strategy": exec_cfg.strategy.value,
                                          "rtc_mask": exec_cfg.rtc_mask, "seam_ticks": exec_cfg.seam_ticks,
