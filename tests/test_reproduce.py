@@ -279,7 +279,8 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert stages_run(again) == ["eval_cut6"]
     assert all(p.stat().st_mtime_ns == t for p, t in unchanged.items())
-    assert "seeds_1001-1001.json judged other weights, episodes or renders; evaluating it again" in again.stdout
+    assert "seeds_1001-1001.json judged other weights, by other code, or other episodes or renders; evaluating it again" \
+        in again.stdout
     assert json.loads((blocks / "seeds_1001-1001.json").read_text())["weights_sha256"] == \
         json.loads((stages / "train_cut6.json").read_text())["weights_sha256"]
     # More seeds: only the new block of each row is evaluated, nothing trains.

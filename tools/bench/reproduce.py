@@ -177,6 +177,23 @@ def render_size(args: argparse.Namespace) -> list[int]:
     return list(parse_size(args.size, "--size"))
 
 
+# What judges an episode: the twins and their success detectors, the closed-loop evaluation,
+# and the policy's path from observation to action. A block judged by other code is judged again.
+JUDGE_CODE = ("platform/shallowpi/robots/sim/*.py", "platform/shallowpi/evaluate/*.py",
+              "platform/shallowpi/policy/*.py", "platform/shallowpi/commands/eval_cmd.py",
+              "robots/*/twin.xml", "robots/*/twin.yaml", "robots/common/*.xml")
+
+
+def judge_fingerprint() -> str:
+    """sha256 over the names and bytes of the JUDGE_CODE files of this checkout."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in JUDGE_CODE for p in ROOT.glob(pattern)}):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Path, work: Path,
                  args: argparse.Namespace, log: Path) -> dict[str, Any]:
     """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable
@@ -185,14 +202,15 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Pa
     Every model sees the twin as training saw it: `--dataset store` sets the render size
     and the store's image codec, for a given teacher too (its checkpoint names no store;
     without it `eval --sim` rendered at record.sim_size, 224x224, with no codec).
-    Each block names the sha256 of the weights it judged (`sha`), the episode time cap and
-    the render size; a block of other weights (the row was made again), another cap or
-    another size is evaluated again, never merged into this count. SystemExit when a block
-    comes back short (a worker died).
+    Each block names the sha256 of the weights it judged (`sha`), of the code that judged
+    them (`judge_fingerprint`: a detector tightened since counts otherwise), the episode time
+    cap and the render size; a block of other weights (the row was made again), other code,
+    another cap or another size is evaluated again, never merged into this count. SystemExit
+    when a block comes back short (a worker died).
     """
     folder.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    made_with = {"weights_sha256": sha, "episode_time_s": args.eval_time_s}
+    made_with = {"weights_sha256": sha, "judge_sha256": judge_fingerprint(), "episode_time_s": args.eval_time_s}
     per_task: dict[str, dict[str, Any]] = {}
     size = render_size(args)
     extra = ("--robot", robot, "--dataset", str(store),
@@ -203,7 +221,8 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Pa
         kept = json.loads(block.read_text()) if block.is_file() else None
         if kept is not None and (any(kept.get(key) != value for key, value in made_with.items())
                                  or any(r.get("render_size") != size for r in kept["tasks"])):
-            print(f"{block} judged other weights, episodes or renders; evaluating it again", flush=True)
+            print(f"{block} judged other weights, by other code, or other episodes or renders; evaluating it "
+                  "again", flush=True)
             kept = None
         if kept is not None:
             reports = kept["tasks"]
@@ -357,6 +376,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
 
         def enough(result: dict[str, Any]) -> bool:  # as many seeds as asked, judged on these weights
             return (result.get("weights_sha256") == trained["weights_sha256"]  # and episodes as long
+                    and result.get("judge_sha256") == judge_fingerprint()  # by the same detectors
                     and result.get("episode_time_s") == args.eval_time_s
                     and result.get("render_size") == render_size(args)
                     and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
@@ -380,6 +400,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         made = teacher if name == "teacher" else stages.kept(f"train_{name}")
         done = stages.kept(f"eval_{name}")
         if (name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]
+                and done.get("judge_sha256") == judge_fingerprint()
                 and made.get("teacher_sha256", teacher["weights_sha256"]) == teacher["weights_sha256"]):
             trained[name], evals[name] = made, done
     rows = [ROWS[n] for n in names if n in evals]
