@@ -321,6 +321,21 @@ def test_a_servo_fault_stops_observe_with_the_servo_named():
         assert not any(s.torque for s in chains["follower"].servos.values())
 
 
+def test_a_servo_fault_is_seen_in_the_tick_it_happens_not_at_the_next_register_poll():
+    """The error registers are read once a second (fault_check_every = fps); a faulted servo
+    says so in every reply, by its alert bit, which the SDK's sync read dropped: the arm
+    went on recording, and commanding a servo whose torque was off, for up to a second."""
+    with emulated("arm") as (spec, chains):
+        robot = DynamixelRobot(spec, UNCALIBRATED)
+        assert robot._fault_check_every > 1  # the registers are not what sees it
+        with robot:
+            robot.observe()
+            robot._ticks = 0  # the next register poll is a second away
+            chains["follower"].hardware_error(3, "overload")
+            with pytest.raises(ServoFaultError, match=r"servo 3 \(XL330-M288\) reports overload"):
+                robot.observe()
+
+
 def test_cameras_hook_feeds_observations():
     class StillCamera:
         def latest(self, max_age_s: float | None = None):

@@ -309,7 +309,7 @@ class DynamixelRobot(Robot):
         if self._ticks % self._fault_check_every == 0:
             self.check_faults()
         now = time.monotonic()
-        self._present = self._read_positions()
+        self._present = self._read_positions(check_alert=True)
         state = self._present.astype(np.float32)
         frames: dict[str, Frame] = {}
         for role, camera in self.cameras.items():
@@ -437,11 +437,14 @@ class DynamixelRobot(Robot):
             raise RobotError(f"robot '{self.name}' is not connected; call connect() first")
         return self._goal
 
-    def _read_positions(self) -> np.ndarray:
+    def _read_positions(self, check_alert: bool = False) -> np.ndarray:
+        """Joint positions float64[J]; `check_alert`: ServoFaultError when a servo's reply says
+        it is faulted (observe: every tick, not only at the once-a-second look at the error
+        registers; a hold reads without it, and finds a limp servo by its torque)."""
         out = np.zeros(len(self._index))
         for bus_name, bus in self.buses.items():
             motors = [m for m in self.spec.motors if m.bus == bus_name]
-            ticks = bus.read(["present_position"], [m.id for m in motors])["present_position"]
+            ticks = bus.read(["present_position"], [m.id for m in motors], check_alert=check_alert)["present_position"]
             for m in motors:
                 out[self._index[m.joint]] = self._convert[m.joint].to_joint(ticks[m.id])
         return out

@@ -233,12 +233,16 @@ class DynamixelBus:
     # -- reads and writes --------------------------------------------------------------
 
     def read(
-        self, fields: Sequence[str], ids: Iterable[int] | None = None
+        self, fields: Sequence[str], ids: Iterable[int] | None = None, *, check_alert: bool = False
     ) -> dict[str, dict[int, int]]:
         """Adjacent fields from many servos in one transaction: {field: {id: value}}.
 
         Values are signed where the field is. Fields must lie close together in the
         control table (one block is read), e.g. present current, velocity and position.
+        `check_alert`: a reply that raised the alert bit (a hardware error: overload,
+        overheating, voltage) has the servo's error register read and raises
+        ServoFaultError, in the tick it happened (a servo only warning, as a Y servo's low
+        backup battery does, is logged once and not read again).
         """
         id_list = self._ids(ids)
         layout = tuple((i, *span(self.motors[i], fields)) for i in id_list)
@@ -259,7 +263,10 @@ class DynamixelBus:
                     group.data_dict[servo_id] = []
             return group.txRxPacket()
 
+        self._packets.alerts.clear()
         self._retry(transact, what, id_list, culprit=lambda: self._first_silent(group, id_list))
+        if check_alert and (alerted := sorted(self._packets.alerts & set(id_list) - self._warned)):
+            self.raise_on_hardware_errors(alerted)
         out: dict[str, dict[int, int]] = {f: {} for f in fields}
         for servo_id in id_list:
             model = self.motors[servo_id]

@@ -30,6 +30,7 @@ from dynamixel_sdk.robotis_def import (
 )
 
 from shallowpi.hardware.dynamixel import protocol
+from shallowpi.hardware.dynamixel.control_table import ALERT_BIT
 
 _ID, _LENGTH_L, _LENGTH_H, _INSTRUCTION, _ERROR = 4, 5, 6, 7, 8
 _MIN_STATUS = 11  # header 4, ID, length 2, instruction, error, CRC 2
@@ -42,6 +43,9 @@ class StrictPacketHandler(Protocol2PacketHandler):
     def __init__(self) -> None:
         super().__init__()
         self.last_malformed = ""  # what was wrong with the last rejected reply; "" if none
+        # Servos whose reply within a sync or bulk read raised the alert bit (a hardware
+        # error): the SDK's group reads drop each reply's error byte, which says it every tick.
+        self.alerts: set[int] = set()
 
     def readRx(self, port: Any, dxl_id: int, length: int) -> tuple[list[int], int, int]:
         """One servo's reply within a sync or bulk read: exactly `length` data bytes from `dxl_id`."""
@@ -52,6 +56,8 @@ class StrictPacketHandler(Protocol2PacketHandler):
         if problem:
             self.last_malformed = problem
             return [], COMM_RX_CORRUPT, 0
+        if packet[_ERROR] & ALERT_BIT:
+            self.alerts.add(dxl_id)
         return list(packet[_ERROR + 1: _ERROR + 1 + length]), COMM_SUCCESS, packet[_ERROR]
 
     def txRxPacket(self, port: Any, txpacket: list[int]) -> tuple[Any, int, int]:
