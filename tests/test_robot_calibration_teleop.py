@@ -380,6 +380,30 @@ def test_a_direction_changed_in_the_config_after_calibration_is_refused():
         calibration.converter(flipped, "revolute")
 
 
+def test_a_calibration_read_from_another_servo_is_refused():
+    """The file named joints only: IDs swapped in the config (elbow 3 <-> 4) or a servo
+    re-ID'd or replaced kept its entry, and joint A's zero and sweep drove servo B, a few
+    hundred ticks off, inside every check. Each entry now records the servo it was read
+    from; files from before it (no servo recorded) read as they did."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+    from shallowpi.robots.calibration import CalibrationError, RobotCalibration
+
+    with emulated("arm") as (spec, chains):
+        calibration, _ = _calibrate_leader(spec, chains)
+    pan = next(m for m in spec.leaders[0].motors if m.joint == "shoulder_pan")
+    entry = calibration.converter(pan, "revolute").calibration
+    assert (entry.servo_id, entry.model_number) == (pan.id, pan.model.number)
+    assert RobotCalibration.from_json(calibration.to_json()).arms == calibration.arms  # the file keeps them
+    with pytest.raises(CalibrationError, match=rf"joint 'shoulder_pan' on arm 'leader' of robot 'arm' was calibrated "
+                                               rf"on servo {pan.id} \(model {pan.model.number}\); the config now says "
+                                               rf"servo {pan.id + 1} "):
+        calibration.converter(dataclasses.replace(pan, id=pan.id + 1), "revolute")
+    older = MotorCalibration(entry.homing_offset, entry.direction, entry.range_min, entry.range_max)
+    assert "servo_id" not in older.to_dict()  # an older file's entry: written back as it was, not checked
+    legacy = RobotCalibration(calibration.id, "arm", {"leader": {"shoulder_pan": older}})
+    assert legacy.converter(dataclasses.replace(pan, id=pan.id + 1), "revolute").calibration == older
+
+
 def test_a_leader_whose_first_reading_was_guessed_a_turn_off_reads_true_once_inside_its_range():
     # Zero at tick 2300: the range is ticks 605..3995. Resting at tick 100, 505 ticks below it,
     # the leader reads nearer the range a turn up (4196); once moved into its range, where a

@@ -63,9 +63,19 @@ class RobotCalibration:
 
         Raises CalibrationError when a calibrated robot's file lacks this motor (an arm never
         calibrated, or a joint added or renamed since): the default zero could sit anywhere
-        in a real joint's travel, and the first goal would drive it there; or holds another
-        direction for a revolute or linear joint than its config now gives."""
+        in a real joint's travel, and the first goal would drive it there; holds another
+        direction for a revolute or linear joint than its config now gives; or was read from
+        another servo ID or model than the config names now."""
         found = self.arms.get(motor.bus, {}).get(motor.joint)
+        if found is not None and ((found.servo_id and found.servo_id != motor.id)
+                                  or (found.model_number and found.model_number != motor.model.number)):
+            # IDs swapped in the config, a servo re-ID'd or replaced by another model: its
+            # zero and sweep are another servo's, and a few hundred ticks off pass every check.
+            raise CalibrationError(
+                f"joint '{motor.joint}' on arm '{motor.bus}' of robot '{self.robot}' was calibrated on servo "
+                f"{found.servo_id} (model {found.model_number}); the config now says servo {motor.id} "
+                f"(model {motor.model.number}); calibrate it again: "
+                f"`platform calibrate --robot {self.robot} --arm {motor.bus}`")
         if found is not None:
             if kind != "gripper" and found.direction != motor.direction:
                 # The file's direction converts; the config's, changed since, would be ignored
@@ -404,9 +414,10 @@ class _Sweep:
 
 
 def _motor_calibration(motor: MotorSpec, kind: str, zero: int, low: int, high: int) -> MotorCalibration:
+    servo = {"servo_id": motor.id, "model_number": motor.model.number}
     if kind != "gripper":
-        return MotorCalibration(zero, motor.direction, low, high)
+        return MotorCalibration(zero, motor.direction, low, high, **servo)
     # The gripper opens toward whichever end of its sweep lies farther from closed.
     up, down = high - zero, zero - low
     direction, span = (1, up) if up >= down else (-1, down)
-    return MotorCalibration(zero, direction, low, high, span)
+    return MotorCalibration(zero, direction, low, high, span, **servo)

@@ -35,14 +35,19 @@ class MotorCalibration:
     range_min: int  # lowest tick seen while calibrating
     range_max: int  # highest tick seen while calibrating
     span_ticks: int = 0  # gripper only: closed -> open travel, > 0
+    # The servo the sweep was read from (0: not recorded, files from before they were): a
+    # file whose joint now names another ID or model is another servo's calibration.
+    servo_id: int = 0
+    model_number: int = 0
 
     def __post_init__(self) -> None:
         if self.direction not in (1, -1):
             raise PlatformError(f"calibration direction must be 1 or -1, got {self.direction}")
 
     def to_dict(self) -> dict[str, int]:
-        """The fields as a dict of ints, as the calibration file stores them."""
-        return asdict(self)
+        """The fields as a dict of ints, as the calibration file stores them (the servo's
+        ID and model only where recorded: an older file reads and writes as it was)."""
+        return {k: v for k, v in asdict(self).items() if v or k not in ("servo_id", "model_number")}
 
     @classmethod
     def from_dict(cls, data: dict) -> MotorCalibration:
