@@ -262,15 +262,23 @@ def test_a_put_away_that_fails_still_closes_the_feed_and_waits_for_the_dashboard
     """put_away runs in the teardown: its error (a writer that cannot drain, say) is raised
     once the feed is closed and the dashboard child has exited, not in their place (the
     child stayed on the terminal, nobody waiting for it)."""
+    from shallowpi.tui import recorder_app
+
     monkeypatch.setenv("TERM", "xterm-256color")
     publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
     session = FakeSession(publisher, max_ticks=40)
+    children = []
+    spawn = recorder_app.spawn_dashboard
+
+    def spawn_and_keep(*args, **kwargs):
+        children.append(spawn(*args, **kwargs))
+        return children[-1]
 
     def put_away() -> None:
         raise OSError("the writer could not drain")
 
+    monkeypatch.setattr(recorder_app, "spawn_dashboard", spawn_and_keep)
     with pytest.raises(OSError, match="could not drain"):
         _run_with_a_dashboard_on_a_pty(session, publisher, lambda screen, master: None, put_away=put_away)
     assert not (tmp_path / "telemetry.sock").exists(), "the publisher was closed"
-    with pytest.raises(ChildProcessError):  # the dashboard child was waited for: none is left, not even unreaped
-        os.waitpid(-1, os.WNOHANG)
+    assert len(children) == 1 and children[0].returncode is not None  # waited for, not left on the terminal
