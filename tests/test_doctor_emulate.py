@@ -147,6 +147,24 @@ def test_doctor_warns_of_a_usb_adapter_latency_timer_above_1_ms(tmp_path):
     assert latency_timer_note("/dev/pts/4", sysfs) is None  # not a USB adapter
 
 
+def test_the_bus_times_replies_by_the_adapters_own_latency_timer(tmp_path, monkeypatch):
+    """Each try waited the wire time plus two latency timers and 2 ms with the timer taken
+    as 16 ms, whatever the adapter was set to: a servo that stopped answering blocked a
+    50 Hz loop 106 ms (three tries) even on an adapter set to 1 ms, as doctor advises. The
+    bus now reads the adapter's timer where the kernel shows it; 16 ms elsewhere (a pty)."""
+    from shallowpi.hardware.dynamixel import port as port_module
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+
+    sysfs = tmp_path / "sys"
+    (sysfs / "ttyUSB0").mkdir(parents=True)
+    (sysfs / "ttyUSB0" / "latency_timer").write_text("1\n")
+    monkeypatch.setattr(port_module, "USB_SERIAL_SYSFS", sysfs)
+    assert DynamixelBus("follower", str(tmp_path / "ttyUSB0"), 1_000_000, {1: "XL330-M288"}).latency_timer_ms == 1.0
+    assert DynamixelBus("follower", "/dev/pts/4", 1_000_000, {1: "XL330-M288"}).latency_timer_ms == 16.0
+    assert DynamixelBus("follower", str(tmp_path / "ttyUSB0"), 1_000_000, {1: "XL330-M288"},
+                        latency_timer_ms=4.0).latency_timer_ms == 4.0  # a caller's own value wins
+
+
 def test_doctor_warns_of_a_servo_another_tools_calibration_shifted():
     with emulated("arm") as (spec, chains):
         chains["leader"].servos[2].set("homing_offset", 512)

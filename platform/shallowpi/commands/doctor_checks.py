@@ -90,21 +90,17 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
     return lines
 
 
-USB_SERIAL_SYSFS = Path("/sys/bus/usb-serial/devices")
-
-
-def latency_timer_note(port: str, sysfs: Path = USB_SERIAL_SYSFS) -> str | None:
+def latency_timer_note(port: str, sysfs: Path | None = None) -> str | None:
     """A warning when `port` is a USB serial adapter (an FTDI U2D2) whose latency timer holds
     each short reply back more than 1 ms (the driver default is 16): every bus read then
     waits that long, ~16 ms a bus a tick, and a robot of several buses misses its control
     period. None for other ports, or a timer already at 1."""
-    timer = sysfs / Path(os.path.realpath(port)).name / "latency_timer"
-    try:
-        ms = int(timer.read_text().strip())
-    except (OSError, ValueError):
+    from shallowpi.hardware.dynamixel.port import USB_SERIAL_SYSFS, usb_latency_timer_ms
+
+    ms = usb_latency_timer_ms(port, sysfs)
+    if ms is None or ms <= 1:
         return None
-    if ms <= 1:
-        return None
+    timer = (sysfs or USB_SERIAL_SYSFS) / Path(os.path.realpath(port)).name / "latency_timer"
     return (f"warning: {port}'s USB latency timer is {ms} ms: each bus read waits that long; set it to 1 "
             f"(echo 1 | sudo tee {timer}, or a udev rule)")
 

@@ -58,7 +58,12 @@ from shallowpi.hardware.dynamixel.motor_bus import (
     ServoFaultError,
     ServoInfo,
 )
-from shallowpi.hardware.dynamixel.port import PortBusyError, QuietPortHandler
+from shallowpi.hardware.dynamixel.port import (
+    DEFAULT_LATENCY_TIMER_MS,
+    PortBusyError,
+    QuietPortHandler,
+    usb_latency_timer_ms,
+)
 from shallowpi.hardware.dynamixel.replies import StrictPacketHandler, describe_reply
 
 log = logging.getLogger(__name__)
@@ -91,7 +96,7 @@ class DynamixelBus:
         motors: Mapping[int, ModelSpec | str],
         *,
         retries: int = 3,
-        latency_timer_ms: float = 16.0,
+        latency_timer_ms: float | None = None,
         port_factory: Callable[[str, float], PortHandler] = QuietPortHandler,
     ) -> None:
         if retries < 1:
@@ -103,6 +108,11 @@ class DynamixelBus:
             int(i): m if isinstance(m, ModelSpec) else model_by_name(m) for i, m in motors.items()
         }
         self.retries = retries
+        # How long a reply may take is timed by the adapter's own latency timer where the
+        # kernel shows it (set to 1 ms, as `platform doctor` advises, a servo that stopped
+        # answering is found within a tick, not after three 34 ms waits), else the default.
+        if latency_timer_ms is None:
+            latency_timer_ms = float(usb_latency_timer_ms(port) or DEFAULT_LATENCY_TIMER_MS)
         self.latency_timer_ms = latency_timer_ms
         self._port_factory = port_factory  # the stock SDK handler, for comparisons
         self._port: PortHandler | None = None
