@@ -66,6 +66,7 @@ the shipped teachers given, every row of both robots takes ~5.7 core-hours.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -184,14 +185,12 @@ JUDGE_CODE = ("platform/shallowpi/robots/sim/*.py", "platform/shallowpi/evaluate
               "robots/*/twin.xml", "robots/*/twin.yaml", "robots/common/*.xml")
 
 
+@functools.cache  # asked for each block and each kept row; the checkout does not change meanwhile
 def judge_fingerprint() -> str:
     """sha256 over the names and bytes of the JUDGE_CODE files of this checkout."""
-    import hashlib
+    from shallowpi.deploy.bundle import files_sha256
 
-    digest = hashlib.sha256()
-    for path in sorted({p for pattern in JUDGE_CODE for p in ROOT.glob(pattern)}):
-        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return files_sha256(ROOT, JUDGE_CODE)
 
 
 def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Path, work: Path,

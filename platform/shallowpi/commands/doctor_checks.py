@@ -95,14 +95,13 @@ def latency_timer_note(port: str, sysfs: Path | None = None) -> str | None:
     each short reply back more than 1 ms (the driver default is 16): every bus read then
     waits that long, ~16 ms a bus a tick, and a robot of several buses misses its control
     period. None for other ports, or a timer already at 1."""
-    from shallowpi.hardware.dynamixel.port import USB_SERIAL_SYSFS, usb_latency_timer_ms
+    from shallowpi.hardware.dynamixel.port import latency_timer_path, usb_latency_timer_ms
 
     ms = usb_latency_timer_ms(port, sysfs)
     if ms is None or ms <= 1:
         return None
-    timer = (sysfs or USB_SERIAL_SYSFS) / Path(os.path.realpath(port)).name / "latency_timer"
     return (f"warning: {port}'s USB latency timer is {ms} ms: each bus read waits that long; set it to 1 "
-            f"(echo 1 | sudo tee {timer}, or a udev rule)")
+            f"(echo 1 | sudo tee {latency_timer_path(port, sysfs)}, or a udev rule)")
 
 
 def _error_bits(bus: DynamixelBus) -> tuple[dict[int, list[str]], str]:

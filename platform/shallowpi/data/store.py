@@ -525,9 +525,9 @@ class EpisodeStore:
             return
         self._checked_at = time.monotonic()
         try:
-            now = (read_json(self.path / ".zattrs").get("shallowpi", {}).get("created"),
+            now = (self._read_header(self.path).get("created"),
                    int(read_json(self.path / "meta" / ".zattrs").get("commit", {}).get("edits", 0)))
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, StoreError):
             now = None  # mid-swap: the folder is being replaced
         if now != self.identity:
             raise StoreError(f"{self.path.name} was edited while this reader had it open (a `platform dataset "

@@ -30,6 +30,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,15 +55,20 @@ GRAPH_NAMES = ("chunk", "prefix", "step")
 CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py")
 
 
+def files_sha256(root: Path, patterns: Iterable[str]) -> str:
+    """sha256 over the names (relative to `root`) and bytes of the files under `root` that
+    match the glob `patterns`, in name order: which code made or judged a result."""
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in patterns for p in root.glob(pattern)}):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 @functools.cache  # the installed sources do not change under a running process
 def code_fingerprint() -> str:
     """sha256 over the names and bytes of `CODE_FILES` as installed here: the code a bundle
     is built by (`code_sha256` in its manifest)."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for path in sorted({p for pattern in CODE_FILES for p in root.glob(pattern)}):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return files_sha256(Path(__file__).resolve().parent.parent, CODE_FILES)
 
 
 class BundleError(PlatformError):

@@ -31,13 +31,17 @@ USB_SERIAL_SYSFS = Path("/sys/bus/usb-serial/devices")
 DEFAULT_LATENCY_TIMER_MS = 16.0  # an FTDI adapter's (the U2D2's) driver default, and the SDK's
 
 
+def latency_timer_path(port: str, sysfs: Path | None = None) -> Path:
+    """Where the kernel shows the latency timer of the USB serial adapter behind `port`."""
+    return (sysfs or USB_SERIAL_SYSFS) / Path(os.path.realpath(port)).name / "latency_timer"
+
+
 def usb_latency_timer_ms(port: str, sysfs: Path | None = None) -> int | None:
     """The latency timer [ms] of the USB serial adapter behind `port` (an FTDI U2D2: it holds
     each short reply back that long), as the kernel shows it; None for a port that is no
     such adapter (a pseudo-terminal, an emulator) or whose timer cannot be read."""
-    timer = (sysfs or USB_SERIAL_SYSFS) / Path(os.path.realpath(port)).name / "latency_timer"
     try:
-        return int(timer.read_text().strip())
+        return int(latency_timer_path(port, sysfs).read_text().strip())
     except (OSError, ValueError):
         return None
 
