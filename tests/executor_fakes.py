@@ -19,6 +19,7 @@ from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import PlatformError
 from shallowpi.policy.action_selection import ActionSelectionConfig
+from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.observation import Frame, Observation
 
 
@@ -40,6 +41,9 @@ class CountingRobot:
         self.torque = True
         self.clamped = 0  # commands this robot changed, by any amount
         self.alarm: str | None = None  # set: check_faults() raises it (a servo overloading as it holds)
+
+    def link_counts(self) -> LinkCounts:
+        return LinkCounts()  # no servo bus
 
     def joint_limits(self):
         return (np.array([j.lower for j in self.spec.joints], float), np.array([j.upper for j in self.spec.joints], float))

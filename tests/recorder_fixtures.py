@@ -15,6 +15,7 @@ from shallowpi.data.store import StoreSettings
 from shallowpi.record.clock import SimulatedClock
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
+from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.observation import Observation
 from shallowpi.telemetry.status import Command, Request
 
@@ -45,6 +46,9 @@ class FakeArm:
 
     def torque_off(self) -> None:
         self.torque_offs += 1
+
+    def link_counts(self) -> LinkCounts:
+        return LinkCounts()  # no servo bus
 
 
 class SineTeleop:

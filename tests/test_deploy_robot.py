@@ -121,6 +121,27 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
 
 
 @pytest.mark.slow
+def test_a_flaky_servo_is_counted_in_the_deploy_summary_and_its_json(tmp_path, capsys):
+    """A follower servo losing one reply in four: the episode runs (each read is retried),
+    and the summary and --json count the exchanges retried, as the dashboard's loop line does."""
+    arm = robot_spec("arm")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",),
+                           meta={"calibrations": json.dumps(["uncalibrated"])})
+    with emulated("arm") as (spec, chains), _FrontCamera() as camera:
+        chains["follower"].flaky(2, every=4)
+        args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "1",
+                                           "--episode-time-s", "1", "--reset-time-s", "0", "--allow-uncalibrated",
+                                           "--json", str(tmp_path / "summary.json")))
+        code = args.run(args, camera_devices=lambda: [camera.device.device])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    retried = re.search(r"servo link: (\d+) of (\d+) exchanges retried", out)
+    assert retried and 3 <= int(retried[1]) < int(retried[2]), out
+    episode = json.loads((tmp_path / "summary.json").read_text())["per_episode"][0]
+    assert 0 < episode["link_failed_tries"] <= int(retried[1]) and episode["link_exchanges"] > 30
+
+
+@pytest.mark.slow
 def test_a_camera_hiccup_holds_the_robot_and_the_episode_goes_on(tmp_path, capsys):
     """The camera sends nothing for 0.6 s a second into the episode: the executor's
     watchdog holds the servos (frames older than deploy.max_frame_age_s, 0.25 s), resumes

@@ -122,6 +122,24 @@ def test_servo_vanishing_mid_run_is_named_after_logged_retries(chain, caplog):
     assert [r.getMessage().split("(try ")[1][:3] for r in retries] == ["1/3", "2/3", "3/3"]
 
 
+def test_a_flaky_servo_is_counted_though_every_read_succeeds(chain):
+    """One reply in three of servo 2 lost: each read still succeeds on a retry, and the bus's
+    tally counts every exchange and names servo 2 for each failed try (the robot's status
+    shows it; before, only the log did)."""
+    with make_bus(chain, retries=3) as bus:
+        bus.read(FIELDS)
+        assert bus.tally.failed_tries == 0 and bus.tally.failed_by_id == {}
+        exchanges = bus.tally.exchanges
+        chain.flaky(2, every=3)
+        for _ in range(15):
+            assert set(bus.read(FIELDS)["present_position"]) == set(MIXED)
+        assert bus.tally.exchanges == exchanges + 15
+        assert bus.tally.failed_tries >= 4  # servo 2 answers each try: 15 + retries replies, a third lost
+        assert bus.tally.failed_by_id == {2: bus.tally.failed_tries}
+        with pytest.raises(ValueError, match="every must be >= 2"):
+            chain.flaky(2, every=1)
+
+
 def test_corrupted_replies_are_named(chain):
     chain.corrupt(1)
     bus = make_bus(chain, {1: "XL430-W250", 2: "XM430-W350"}, retries=2)

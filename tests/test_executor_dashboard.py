@@ -211,3 +211,24 @@ def test_a_status_the_dashboard_cannot_show_is_said_and_the_view_goes_on():
             assert "episode 3/3" in text_of(app, "summary")
 
     asyncio.run(scenario())
+
+
+def test_servo_retries_are_shown_where_there_is_a_bus_and_coloured_when_any_failed():
+    """The loop panel both dashboards share, and the executor's status line: a servo bus
+    adds its retried exchanges and the joint most often silent; the direct twin has none."""
+    from rich.console import Console
+
+    from shallowpi.tui import panels
+    from shallowpi.tui.executor_render import status_line
+
+    assert "servo" not in panels.loop(LoopStatus(simulated=True)).plain  # no bus, no line
+    sound = panels.loop(LoopStatus(link_exchanges=900))
+    assert "servo retries 0/900" in sound.plain and "most" not in sound.plain
+    flaky_loop = LoopStatus(link_exchanges=900, link_failed_tries=14, link_worst="elbow_flex", link_worst_failed=12)
+    flaky = panels.loop(flaky_loop)
+    start = flaky.plain.index("14/900, most elbow_flex (12)")
+    assert flaky.get_style_at_offset(Console(), start).color.name == "yellow"
+    assert sound.get_style_at_offset(Console(), sound.plain.index("0/900")).color.name == "green"
+    line = status_line(ExecutorStatus(loop=flaky_loop))
+    assert "overruns, servo retries 14/900, most elbow_flex (12) | clamps" in line
+    assert "servo" not in status_line(ExecutorStatus())

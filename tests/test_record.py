@@ -36,6 +36,7 @@ from shallowpi.robots.calibration import RobotCalibration
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
 from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.teleop.leader import LeaderFollower
+from shallowpi.tui.recorder_render import status_line
 from store_fixtures import make_store, stamp_episode, synthetic_frame
 
 SMALL = "record.sim_size=96x96"
@@ -464,6 +465,33 @@ def test_the_loop_percentiles_are_numpys_and_are_worked_out_once_a_tick(monkeypa
     monkeypatch.undo()
     clock.reset_stats()
     assert clock.percentiles_ms() == (0.0, 0.0)
+
+
+def test_a_flaky_servo_is_shown_warned_of_and_stored_with_the_take(tmp_path):
+    """A follower servo losing one reply in three: the take records whole (each read is
+    retried), and the operator sees the retries on the loop's line, naming the joint, gets
+    the warning once, and the take keeps its count (a flaky servo used to show nowhere but
+    the log, until the chain failed outright)."""
+    with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
+        joint = next(m.joint for m in spec.motors if m.bus == "follower" and m.id == 3)
+        chains["follower"].flaky(3, every=3)
+        published = []
+        config = SessionConfig(task="wave", episodes=1, episode_time_s=1.0, reset_time_s=0.0, fps=30,
+                               robot=spec.name)
+        session = RecordingSession(config, rig.robot, rig.teleop, rig.writer, TickClock(30),
+                                   list(spec.joint_names), cameras={"front": rig.camera},
+                                   publish=lambda status: published.append((status.message, status.loop)))
+        result = session.run()
+        rig.writer.close()
+        assert not result.fault and len(rig.store) == 1
+        extra = rig.store.episode(0).extra
+        assert extra["link_failed_tries"] >= 3 and extra["link_exchanges"] > 3 * extra["link_failed_tries"]
+        loops = [lp for _, lp in published if lp.link_failed_tries]
+        assert loops and {lp.link_worst for lp in loops} == {joint}
+        assert loops[-1].link_worst_failed == loops[-1].link_failed_tries
+        warnings = {m for m, _ in published if m.startswith("servo link:")}
+        assert len(warnings) == 1 and f"of them {joint}'s servo" in warnings.pop()
+        assert f"servo retries {loops[-1].link_failed_tries}/" in status_line(session.status)
 
 
 @pytest.mark.slow

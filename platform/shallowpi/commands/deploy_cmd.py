@@ -443,6 +443,8 @@ def _summary(reports: list[Any], executor: Any, judged: bool) -> dict[str, Any]:
     line = (f"{outcome} | inference p50 {p50:.0f} ms, p99 {p99:.0f} ms | loop p99 "
             f"{loop_p99:.1f} ms, {sum(r.overruns for r in reports)} overruns | safety: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    if exchanges := sum(r.link_exchanges for r in reports):  # a servo bus (not the direct twin)
+        line += f" | servo link: {sum(r.link_failed_tries for r in reports)} of {exchanges} exchanges retried"
     return {"line": line, "successes": successes if judged else None, "episodes": len(reports),
             "inference_p50_ms": float(p50),
             "inference_p99_ms": float(p99), "loop_p99_ms": loop_p99, "safety": counts,
@@ -450,6 +452,7 @@ def _summary(reports: list[Any], executor: Any, judged: bool) -> dict[str, Any]:
                              "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
                              "max_step": r.max_step,
                              "clamps": r.clamps, "clamped_joints": r.clamped_joints,
+                             "link_exchanges": r.link_exchanges, "link_failed_tries": r.link_failed_tries,
                              "delays": r.delays, "latency_ms": r.latency_ms} for r in reports]}
 
 

@@ -136,6 +136,7 @@ class Executor(ExecutorControl):
         selector = ActionSelector(cfg.selection_for(self.initial_delay))
         runner: Any = None
         clock = TickClock(self.fps) if cfg.realtime else SimulatedClock(self.fps)
+        self._link_start, self._link_warned = robot.link_counts(), False
         self.status.task = task
         self.status.message, self.status.reset_left_s = "", 0.0  # the warm-up's or the reset's is over
         held = robot.hold()
@@ -261,6 +262,8 @@ class Executor(ExecutorControl):
         report.delays = selector.measured_delays
         report.period_p99_ms = clock.percentiles_ms()[1]
         report.overruns = clock.overruns
+        link = robot.link_counts().since(self._link_start)
+        report.link_exchanges, report.link_failed_tries = link.exchanges, link.failed_tries
         return report
 
     def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str) -> list[Done]:
@@ -380,5 +383,11 @@ class Executor(ExecutorControl):
             s.inference_p50_ms, s.inference_p99_ms = (float(x) for x in np.percentile(self._latencies, [50, 99]))
         s.loop.period_p50_ms, s.loop.period_p99_ms = clock.percentiles_ms()
         s.loop.overruns = clock.overruns
+        link = self.robot.link_counts().since(self._link_start)
+        s.loop.link_exchanges, s.loop.link_failed_tries = link.exchanges, link.failed_tries
+        s.loop.link_worst, s.loop.link_worst_failed = link.worst()
+        if not self._link_warned and (warning := link.warning("this episode")):
+            log.warning("%s", warning)  # retried, nothing lost yet: a fault in the making
+            s.message, self._link_warned = warning, True
         self._publish(s)
 

@@ -67,6 +67,8 @@ class EpisodeReport:
     stale_chunks: int = 0  # dropped: back later than max_chunk_age_s after their observation
     period_p99_ms: float = 0.0
     overruns: int = 0
+    link_exchanges: int = 0  # with the servos, and the tries of those that were retried (LinkCounts)
+    link_failed_tries: int = 0
     ended: str = "time limit"  # success held | stopped | e-stop | fault
     sent: list[np.ndarray] = field(default_factory=list, repr=False)  # every command, in order
 
@@ -119,6 +121,8 @@ class ExecutorControl:
         self.status.loop.target_hz = self.fps
         self.safety: SafetyCounts = self.status.safety
         self.initial_delay = 0  # ticks, from the warmed-up latency
+        self._link_start = robot.link_counts()  # the servo link's counts when the episode began
+        self._link_warned = False  # its warning is given once an episode
 
     # -- control from other threads (signal handlers, telemetry commands)
 

@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from shallowpi.errors import ConfigError
-from shallowpi.robots.base import speed_bounded
+from shallowpi.robots.base import LinkCounts, speed_bounded
 from shallowpi.robots.observation import Observation
 
 
@@ -49,6 +49,9 @@ class SimRobot(Protocol):
 
     def torque_off(self) -> None:
         """Torque off; `act()` refuses until connected again."""
+
+    def link_counts(self) -> LinkCounts:
+        """Exchanges with the servos and failed tries so far (all zero without a bus)."""
 
     def disconnect(self) -> None:
         """Torque off, then close the devices."""
@@ -133,6 +136,10 @@ class NoisyExecution:
     def torque_off(self) -> None:
         """The wrapped robot's torque off."""
         self.robot.torque_off()
+
+    def link_counts(self) -> LinkCounts:
+        """The wrapped robot's servo link counts."""
+        return self.robot.link_counts()
 
     def disconnect(self) -> None:
         """Disconnect the wrapped robot."""

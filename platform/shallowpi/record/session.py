@@ -99,6 +99,8 @@ class RecordingSession:
         self.disk = disk
         self.catch_up = catch_up
         self.camera_health = CameraHealth(cameras or {}, config.fps)
+        self._link_start = robot.link_counts()  # the servo link's counts when the take began
+        self._link_warned = False  # its warning is given once a take
         self._publish = publish or (lambda status: None)
         self._commands = commands or list
         self._stop = threading.Event()
@@ -355,6 +357,7 @@ class RecordingSession:
                           start_time=time.time(), give_up=self._estop_while_waiting)
         self.clock.reset_stats()
         self.camera_health.begin_take()
+        self._link_start, self._link_warned = self.robot.link_counts(), False
         summary = self._take = EpisodeSummary(index, 0, 0.0, None, "recording")
         episodes = self.status.episodes
         if episodes and episodes[-1].index == index:
@@ -408,7 +411,9 @@ class RecordingSession:
             if summary.success is not None:
                 success = summary.success
             p50, p99 = self.clock.percentiles_ms()
+            link = self.robot.link_counts().since(self._link_start)
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
+                     "link_exchanges": link.exchanges, "link_failed_tries": link.failed_tries,
                      "backpressure_s": self.writer.stats().backpressure_s,
                      "stale_frames": self.camera_health.stale_rows,
                      "repeated_pictures": self.camera_health.repeated_rows}
@@ -553,8 +558,14 @@ class RecordingSession:
             else:
                 status.leader = [float(v) for v in np.asarray(action).reshape(-1)]
         p50, p99 = self.clock.percentiles_ms()
+        link = self.robot.link_counts().since(self._link_start)
         status.loop = LoopStatus(self.config.fps, p50, p99, self.clock.overruns,
-                                 simulated=bool(getattr(self.clock, "simulated", False)))
+                                 simulated=bool(getattr(self.clock, "simulated", False)),
+                                 link_exchanges=link.exchanges, link_failed_tries=link.failed_tries)
+        status.loop.link_worst, status.loop.link_worst_failed = link.worst()
+        if self._recording and not self._link_warned and (warning := link.warning("this take")):
+            log.warning("%s", warning)  # a retried exchange loses nothing, but is a fault in the making
+            status.message, self._link_warned = warning, True
         stats = self.writer.stats()
         status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
                                      self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,43 @@ class RobotError(PlatformError):
 
 class SafeStateError(RobotError):
     """`hold()` or `torque_off()` could not be confirmed; the message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class LinkCounts:
+    """The robot's exchanges with its servos, and the tries among them that got no valid
+    reply (lost, late, corrupt) and were retried: each costs the loop a reply timeout, and
+    tries failing while nothing faults are a loose connector or a failing servo found before
+    it stops the robot. `failed_by_joint`: the failed tries each joint's servo was the first
+    silent one of. Counted from the robot's making; `since()` gives an episode's share."""
+
+    exchanges: int = 0
+    failed_tries: int = 0
+    failed_by_joint: Mapping[str, int] = field(default_factory=dict)
+
+    def since(self, earlier: LinkCounts) -> LinkCounts:
+        """What was counted after `earlier` (a count of the same robot, taken before)."""
+        return LinkCounts(self.exchanges - earlier.exchanges, self.failed_tries - earlier.failed_tries,
+                          {joint: n - earlier.failed_by_joint.get(joint, 0)
+                           for joint, n in self.failed_by_joint.items() if n > earlier.failed_by_joint.get(joint, 0)})
+
+    def warning(self, what: str) -> str | None:
+        """One line for the operator when tries fail often enough to be a fault in the
+        making (3 or more, over 1 % of the exchanges: a sound chain fails none), naming the
+        joint most often silent; None otherwise. `what`: the span counted ("this take")."""
+        if self.failed_tries < 3 or self.failed_tries <= 0.01 * self.exchanges:
+            return None
+        joint, n = self.worst()
+        where = f", {n} of them {joint}'s servo" if joint else ""
+        return (f"servo link: {self.failed_tries} of {self.exchanges} exchanges {what} got no valid reply and were "
+                f"retried{where}: check that servo's cable and connectors before it stops the robot")
+
+    def worst(self) -> tuple[str, int]:
+        """(joint, failed tries) of the joint named most often; ("", 0) when none is."""
+        if not self.failed_by_joint:
+            return "", 0
+        joint = max(self.failed_by_joint, key=lambda j: self.failed_by_joint[j])
+        return joint, self.failed_by_joint[joint]
 
 
 class Robot(ABC):
@@ -139,6 +177,11 @@ class Robot(ABC):
         overheating or voltage alarm). `observe()` checks once a second; a caller that holds
         the robot without observing (after a policy fault) calls this."""
         return None  # a twin has no alarms to read
+
+    def link_counts(self) -> LinkCounts:
+        """Exchanges with the servos and failed tries since the robot was made (LinkCounts);
+        all zero for a robot without a bus (the direct twin)."""
+        return LinkCounts()
 
     def __enter__(self) -> Robot:
         self.connect()

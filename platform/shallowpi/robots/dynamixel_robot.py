@@ -52,7 +52,7 @@ from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
-from shallowpi.robots.base import Robot, RobotError, SafeStateError
+from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import (
     RobotCalibration,
     check_position_limits,
@@ -359,6 +359,17 @@ class DynamixelRobot(Robot):
         """Raise ServoFaultError for the first servo that reports a hardware error, bus by bus."""
         for bus in self.buses.values():
             bus.raise_on_hardware_errors()
+
+    def link_counts(self) -> LinkCounts:
+        """Every bus's exchanges and failed tries, the servos' by joint name (LinkCounts)."""
+        joint_of = {(m.bus, m.id): m.joint for m in self.spec.motors}
+        by_joint: dict[str, int] = {}
+        for bus_name, bus in self.buses.items():
+            for servo_id, n in bus.tally.failed_by_id.items():
+                joint = joint_of.get((bus_name, servo_id), f"{bus_name} ID {servo_id}")
+                by_joint[joint] = by_joint.get(joint, 0) + n
+        return LinkCounts(sum(b.tally.exchanges for b in self.buses.values()),
+                          sum(b.tally.failed_tries for b in self.buses.values()), by_joint)
 
     # -- description -------------------------------------------------------------------
 

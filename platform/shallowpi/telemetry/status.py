@@ -75,7 +75,8 @@ class CameraStatus:
 
 @dataclass
 class LoopStatus:
-    """Control-loop timing: the measured tick period's median and 99th percentile, ms."""
+    """Control-loop timing: the measured tick period's median and 99th percentile, ms; and
+    the servo link's health this episode."""
 
     target_hz: float = 30.0
     period_p50_ms: float = 0.0
@@ -84,6 +85,13 @@ class LoopStatus:
     # True in simulation: a tick is one period of simulated time, however long it takes on
     # the wall clock, so the measured period is the rendering speed, and nothing overruns.
     simulated: bool = False
+    # The loop's exchanges with the servos this episode, the tries among them that got no
+    # valid reply and were retried (robots/base.LinkCounts), and the joint whose servo was
+    # silent most often: 0 and "" without a servo bus (the direct twin).
+    link_exchanges: int = 0
+    link_failed_tries: int = 0
+    link_worst: str = ""
+    link_worst_failed: int = 0
 
 
 @dataclass

@@ -8,6 +8,7 @@ import math
 from rich.text import Text
 
 from shallowpi.telemetry.executor_status import ExecutorStatus
+from shallowpi.tui import panels
 
 
 def status_line(s: ExecutorStatus) -> str:
@@ -16,8 +17,10 @@ def status_line(s: ExecutorStatus) -> str:
     return (f"{s.state.value.upper():8} episode {s.episode + 1}/{s.episodes_total} ({_successes(s, 'ok')}) "
             f"{s.strategy} on {s.backend} | inference p50 {s.inference_p50_ms:.0f} p99 {s.inference_p99_ms:.0f} ms, "
             f"delay {s.delay_ticks} ticks, queue {s.queue_depth}, chunk age {s.chunk_age_ms:.0f} ms | loop p99 "
-            f"{loop.period_p99_ms:.1f} ms, {loop.overruns} overruns | clamps {safety.clamps}, seam trips "
-            f"{safety.seam_trips}, holds {safety.holds}, stale {safety.stale_frames}, faults {safety.faults}")
+            f"{loop.period_p99_ms:.1f} ms, {loop.overruns} overruns"
+            + (f", servo retries {panels.link_text(loop)}" if loop.link_exchanges else "")
+            + f" | clamps {safety.clamps}, seam trips {safety.seam_trips}, holds {safety.holds}, "
+            f"stale {safety.stale_frames}, faults {safety.faults}")
 
 
 def _successes(s: ExecutorStatus, word: str) -> str:

@@ -23,7 +23,8 @@ def loop(lp: LoopStatus) -> Text:
     """Target rate and period, measured period p50/p99 (red past 1.1 periods), overruns.
 
     On simulated time the measured period is how fast the twin renders, not a deadline
-    the loop keeps or misses: the panel says so instead of colouring it as late."""
+    the loop keeps or misses: the panel says so instead of colouring it as late. With a
+    servo bus, a last line counts the exchanges whose tries failed and were retried."""
     period_ms = 1000.0 / lp.target_hz if lp.target_hz else 0.0
     text = Text()
     text.append("loop ", style="bold")
@@ -31,13 +32,24 @@ def loop(lp: LoopStatus) -> Text:
         text.append(f"{lp.target_hz:.0f} Hz of simulated time ({period_ms:.1f} ms a tick)\n")
         text.append(f"wall time a tick p50 {lp.period_p50_ms:6.2f} ms  p99 {lp.period_p99_ms:6.2f} ms\n")
         text.append("the twin's speed; no deadline to overrun", style="dim")
-        return text
-    text.append(f"{lp.target_hz:.0f} Hz ({period_ms:.1f} ms)\n")
-    text.append(f"period p50 {lp.period_p50_ms:6.2f} ms  p99 ")
-    text.append(f"{lp.period_p99_ms:6.2f} ms", style="bold red" if period_ms and lp.period_p99_ms > 1.1 * period_ms else "")
-    text.append("\noverruns ")
-    text.append(f"{lp.overruns}", style="bold red" if lp.overruns else "green")
+    else:
+        text.append(f"{lp.target_hz:.0f} Hz ({period_ms:.1f} ms)\n")
+        text.append(f"period p50 {lp.period_p50_ms:6.2f} ms  p99 ")
+        text.append(f"{lp.period_p99_ms:6.2f} ms",
+                    style="bold red" if period_ms and lp.period_p99_ms > 1.1 * period_ms else "")
+        text.append("\noverruns ")
+        text.append(f"{lp.overruns}", style="bold red" if lp.overruns else "green")
+    if lp.link_exchanges:
+        text.append("\nservo retries ")
+        text.append(link_text(lp), style="bold yellow" if lp.link_failed_tries else "green")
     return text
+
+
+def link_text(lp: LoopStatus) -> str:
+    """'0/1200' or '14/1200, most elbow_flex (12)': failed tries of the episode's exchanges
+    with the servos, and the joint whose servo was silent most often."""
+    worst = f", most {lp.link_worst} ({lp.link_worst_failed})" if lp.link_worst else ""
+    return f"{lp.link_failed_tries}/{lp.link_exchanges}{worst}"
 
 
 def cameras(cams: Mapping[str, CameraStatus], target_hz: float, paused: bool = False) -> Text:

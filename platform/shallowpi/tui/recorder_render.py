@@ -13,6 +13,7 @@ from rich.style import Style
 from rich.text import Text
 
 from shallowpi.telemetry.status import EpisodeSummary, RecorderState, RecorderStatus
+from shallowpi.tui import panels
 
 # Style objects, not style strings: Textual's own style parser does not know every rich
 # colour name, and a background it cannot parse is silently dropped.
@@ -233,6 +234,8 @@ def status_line(status: RecorderStatus) -> str:
     saved = status.episodes_saved
     loop = (f"sim-time loop, wall p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms a tick" if lp.simulated
             else f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns}")
+    if lp.link_exchanges:
+        loop += f" servo retries {panels.link_text(lp)}"
     line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | {loop} | "
             f"queue {w.queue_depth}/{w.queue_capacity} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
             f"bp {w.backpressure_ms:.0f} ms | {cams or 'no cameras'} | kept {saved}")

@@ -9,7 +9,8 @@ Many motors, one transaction: `read(fields, ids)` reads a block of adjacent fiel
 BULK_READ when the servos on the bus are different series and keep the fields at
 different addresses. `write(field, values)` is one SYNC_WRITE (or BULK_WRITE).
 
-Every transaction is retried a bounded number of times; each failure is logged, and the
+Every transaction is retried a bounded number of times; each failure is logged and counted
+(`tally`: a flaky servo shows on the robot's status long before it fails), and the
 last one raises `BusError` naming the bus, the servo and what to check, e.g.
 
     bus 'left_arm' (/dev/ttyUSB0): servo 5 (YM080-230-R099-RH) did not answer sync read
@@ -55,6 +56,7 @@ from shallowpi.hardware.dynamixel.control_table import (
 from shallowpi.hardware.dynamixel.motor_bus import (
     BaudRateError,
     BusError,
+    LinkTally,
     ServoFaultError,
     ServoInfo,
 )
@@ -119,6 +121,7 @@ class DynamixelBus:
         self._packets = StrictPacketHandler()
         self._readers: dict[tuple, GroupSyncRead | GroupBulkRead] = {}
         self._warned: set[int] = set()  # servos whose working-servo warning was logged
+        self.tally = LinkTally()  # every exchange and failed try, for the robot's status
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -205,12 +208,14 @@ class DynamixelBus:
     def _ping(self, servo_id: int) -> tuple[ServoInfo | None, int, str]:
         """(model or None, last SDK result, what was wrong with the last bad reply)."""
         result, detail = COMM_SUCCESS, ""
+        self.tally.exchanges += 1
         for attempt in range(1, self.retries + 1):
             self._packets.last_malformed = ""
             model, result, _error = self._call(lambda: self._packets.ping(self._need_port(), servo_id))
             if result == COMM_SUCCESS:
                 return ServoInfo(servo_id, model), result, ""
             detail = self._after_failure(result)
+            self._count_failed_try(servo_id)
             result = COMM_RX_CORRUPT if detail else result
             log.warning(
                 "bus %s: ping of servo %d failed (try %d/%d): %s%s", self.name, servo_id, attempt,
@@ -485,12 +490,14 @@ class DynamixelBus:
 
     def _retry(self, transact, what: str, ids: list[int], culprit=None) -> None:
         result, detail = COMM_SUCCESS, ""
+        self.tally.exchanges += 1
         for attempt in range(1, self.retries + 1):
             self._packets.last_malformed = ""
             result = self._call(transact)
             if result == COMM_SUCCESS:
                 return
             detail = self._after_failure(result)
+            self._count_failed_try(culprit() if culprit else None)
             result = COMM_RX_CORRUPT if detail else result
             log.warning(
                 "%s: %s from servos %s failed (try %d/%d): %s%s", self._where, what,
@@ -499,6 +506,11 @@ class DynamixelBus:
             )
         servo_id = culprit() if culprit else None
         raise BusError(self._failure_message(what, ids, servo_id, result, detail))
+
+    def _count_failed_try(self, servo_id: int | None) -> None:
+        self.tally.failed_tries += 1
+        if servo_id is not None:
+            self.tally.failed_by_id[servo_id] = self.tally.failed_by_id.get(servo_id, 0) + 1
 
     def _after_failure(self, result: int) -> str:
         """After a failed exchange: what was wrong with the reply (if it was malformed),

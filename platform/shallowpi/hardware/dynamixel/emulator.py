@@ -79,8 +79,15 @@ class EmulatedServo:
         self.factory_defaults(baud)
         self.present = True  # False: not on the bus at all
         self.muted = False  # True: executes, never answers
+        self.lose_every = 0  # > 0: one reply in this many is lost (ServoChain.flaky)
+        self._replies = 0
         self.corrupt_crc = False
         self.malformed: str | None = None  # one of MALFORMED
+
+    def loses_reply(self) -> bool:
+        """Whether the reply about to be sent is lost (every `lose_every`-th; counts it)."""
+        self._replies += 1
+        return bool(self.lose_every) and self._replies % self.lose_every == 0
 
     def factory_defaults(self, baud: int) -> None:
         """Zero the table, then load the model's defaults, this servo's ID and `baud`'s code."""
@@ -258,6 +265,14 @@ class ServoChain:
         """The servo still executes instructions but never answers (the host times out)."""
         self.servos[servo_id].muted = muted
 
+    def flaky(self, servo_id: int, every: int | None) -> None:
+        """One reply in `every` of this servo is lost on the wire (a loose connector, a
+        failing transceiver): it still executes every instruction, and the host's retry gets
+        the next reply. None ends it. ValueError for `every` < 2."""
+        if every is not None and every < 2:
+            raise ValueError(f"flaky: every must be >= 2 (1 is mute()), got {every}")
+        self.servos[servo_id].lose_every = every or 0
+
     def corrupt(self, servo_id: int, corrupted: bool = True) -> None:
         """The servo's replies carry a wrong CRC (every bit flipped) until called with False."""
         self.servos[servo_id].corrupt_crc = corrupted
@@ -358,6 +373,8 @@ class ServoChain:
 
     def _status(self, servo: EmulatedServo, error: int, params: bytes = b"") -> list[tuple[EmulatedServo, bytes]]:
         if servo.muted:
+            return []
+        if servo.loses_reply():
             return []
         if servo.alert:
             error |= ALERT_BIT

@@ -12,7 +12,7 @@ check.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from shallowpi.errors import PlatformError
@@ -52,6 +52,23 @@ class ServoInfo:
         return self.model.name if self.model else f"unknown model {self.model_number}"
 
 
+@dataclass
+class LinkTally:
+    """A bus's exchanges since it was made, and the tries among them that failed.
+
+    An exchange is one request and the replies it asks for (a sync read of every servo is
+    one). A try fails when a reply is lost, late, corrupt or malformed; the bus retries it,
+    so a flaky cable or a servo whose transceiver drops one reply in three fails tries for
+    hours without an error, each costing the loop a reply timeout. Counted here, the robot's
+    status shows it before the chain fails outright. `failed_by_id`: per servo, the failed
+    tries it was the first silent or malformed reply of (a write's failures name none).
+    """
+
+    exchanges: int = 0
+    failed_tries: int = 0
+    failed_by_id: dict[int, int] = field(default_factory=dict)
+
+
 @runtime_checkable
 class MotorBus(Protocol):
     """The robot's view of a servo bus (raw units). `DynamixelBus` is the real one.
@@ -63,6 +80,7 @@ class MotorBus(Protocol):
     """
 
     name: str
+    tally: LinkTally  # exchanges and failed tries since the bus was made
 
     @property
     def is_connected(self) -> bool:
