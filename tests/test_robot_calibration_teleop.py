@@ -21,6 +21,7 @@ from shallowpi.robots.calibration import (
     calibration_id,
     load_calibration,
     save_calibration,
+    update_calibration,
 )
 from shallowpi.robots.dynamixel_robot import DynamixelRobot
 from shallowpi.teleop.base import Teleoperator
@@ -110,6 +111,35 @@ def test_recalibrating_only_a_leader_keeps_the_id_that_episodes_and_policies_car
     assert redone["leader"].arms["follower"] == follower
     # the follower's zero pose is ZERO, off the centre ticks it had: a new frame, a new id
     assert redone["follower"].id != "arm-earlier" and redone["follower"].id.startswith("arm-")
+
+
+def test_two_calibrations_of_one_robot_saving_at_once_keep_both_arms(tmp_path, monkeypatch):
+    """Two `platform calibrate` runs, an arm each (a terminal per arm), saving at the same
+    moment: each merges into the file as it is then, under the folder's lock, so both arms
+    are kept. Each merged into the file as it was when it started, the last save dropped
+    the other's arm. The save is slowed so the two overlap every time."""
+    import threading
+
+    from shallowpi.robots import calibration as calibration_module
+
+    spec = robot_spec("bimanual")
+    measured = {arm: {arm: centred(spec, arm_motors(spec, arm))} for arm in ("follower_left", "follower_right")}
+    real_save = calibration_module.save_calibration
+
+    def slow_save(calibration, root=None):
+        time.sleep(0.3)  # the window between reading the file and renaming the new one over it
+        return real_save(calibration, root)
+
+    monkeypatch.setattr(calibration_module, "save_calibration", slow_save)
+    runs = [threading.Thread(target=update_calibration, args=(spec, arms, tmp_path)) for arms in measured.values()]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    saved = load_calibration("bimanual", tmp_path)
+    assert set(saved.arms) == {"follower_left", "follower_right"}
+    for arm, entries in measured.items():
+        assert saved.arms[arm] == entries[arm]
 
 
 def test_calibration_names_every_joint_the_sweep_left_out():

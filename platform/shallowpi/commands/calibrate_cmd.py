@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
     from shallowpi.robots.calibration import (
         arm_motors,
-        calibrate,
         load_calibration,
-        save_calibration,
+        measure_arms,
+        update_calibration,
     )
     from shallowpi.robots.spec import RobotSpec, parse_ports
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ports:
         spec = spec.with_ports(parse_ports(args.ports))
     arms = args.arm or [b for b in spec.buses if arm_motors(spec, b)]
-    previous = load_calibration(spec.name)
+    previous = load_calibration(spec.name)  # a file of another robot is refused before any sweep
     with ExitStack() as stack:
         buses = {}
         for arm in arms:
@@ -72,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
             stack.enter_context(bus)  # torque off and close however this ends
             bus.verify()
             buses[arm] = bus
-        result = calibrate(spec, buses, _ask, arms, previous)
-    path = save_calibration(result)
+        measured = measure_arms(spec, buses, _ask, arms)
+    latest, result, path = update_calibration(spec, measured)
+    if latest != previous:  # another run saved meanwhile: its arms are kept, not overwritten
+        kept = sorted(a for a in latest.arms if a not in measured and latest.arms[a] != previous.arms.get(a))
+        print(f"the calibration file changed during this run ({previous.id} -> {latest.id}); kept its "
+              f"entries for {', '.join(kept) or 'the arms not calibrated here'}")
     print(f"calibration {result.id} saved to {path}")
     return 0
 

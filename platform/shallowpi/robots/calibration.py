@@ -173,6 +173,29 @@ def save_calibration(calibration: RobotCalibration, root: Path | None = None) ->
     return path
 
 
+def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, MotorCalibration]],
+                       root: Path | None = None) -> tuple[RobotCalibration, RobotCalibration, Path]:
+    """Merge the `measured` arms into the robot's calibration file as it is now and save it,
+    holding an exclusive lock on the robot's folder from reading to renaming: two `platform
+    calibrate` runs on one robot (a terminal an arm) each keep their arm. Merged into the
+    file as it was when each started, the last to save dropped the other's arm.
+
+    Returns (the file before, the calibration saved, its path). Raises CalibrationError for
+    a file of another robot; OSError when the folder cannot be written."""
+    import fcntl  # POSIX; imported here so that a reader of calibrations needs none
+
+    folder = calibration_path(spec.name, root).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = os.open(folder, os.O_RDONLY)  # a folder's lock: no stray lock file beside the calibration
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another run's save (milliseconds)
+        latest = load_calibration(spec.name, root)
+        result = with_arms(spec, latest, measured)
+        return latest, result, save_calibration(result, root)
+    finally:
+        os.close(lock)  # releases the lock
+
+
 def swept_limits(robot: RobotCalibration, joint: JointSpec, motor: MotorSpec,
                  convert: JointConverter) -> tuple[float, float]:
     """A follower joint's limits (joint units): the config's, a revolute or linear joint's
@@ -304,15 +327,22 @@ def calibrate(
     arms: Iterable[str] | None = None,
     previous: RobotCalibration | None = None,
 ) -> RobotCalibration:
-    """Run the two-step procedure on each arm; returns the new calibration.
+    """Run the two-step procedure on each arm; returns the new calibration: `previous`
+    with the arms measured (`measure_arms`, then `with_arms`)."""
+    return with_arms(spec, previous, measure_arms(spec, buses, prompt, arms))
 
-    Arms not calibrated this time keep their entries from `previous`. Its id is new when a
-    follower arm's entries changed, else `previous`'s: the id names the followers' joint
-    frame, the one recorded episodes and trained policies are in (`deploy` compares it).
-    """
+
+def measure_arms(spec: RobotSpec, buses: Mapping[str, MotorBus], prompt: Prompt,
+                 arms: Iterable[str] | None = None) -> dict[str, dict[str, MotorCalibration]]:
+    """The two-step procedure on each of `arms` (default: every bus given), torque off:
+    `prompt` asks for the zero pose, then for a sweep through every joint's range while a
+    thread samples the positions. Returns {arm: {joint: MotorCalibration}}.
+
+    Raises CalibrationError for an arm the robot lacks, a sweep the bus failed during, a
+    joint that did not move, or an arm `connect` would refuse to drive; nothing is saved."""
     kinds = {j.name: j.kind for j in spec.joints}
     chosen = list(arms) if arms is not None else list(buses)
-    result = {a: dict(j) for a, j in (previous.arms if previous else {}).items()}
+    result: dict[str, dict[str, MotorCalibration]] = {}
     for arm in chosen:
         motors = arm_motors(spec, arm)
         if not motors:
@@ -354,12 +384,22 @@ def calibrate(
         result[arm] = {m.joint: _motor_calibration(m, kinds.get(m.joint, "revolute"), sweep.zero[m.id],
                                                    sweep.low[m.id], sweep.high[m.id]) for m in motors}
         _check_drivable(spec, bus, arm, result[arm])
+    return result
+
+
+def with_arms(spec: RobotSpec, previous: RobotCalibration | None,
+              measured: Mapping[str, Mapping[str, MotorCalibration]]) -> RobotCalibration:
+    """`previous` with the `measured` arms' entries replaced; the other arms keep theirs.
+
+    The id is new when a follower arm's entries changed, else `previous`'s: the id names the
+    followers' joint frame, the one recorded episodes and trained policies are in (`deploy`
+    compares it); recalibrating only a leader leaves it, and them, valid."""
+    result = {a: dict(j) for a, j in (previous.arms if previous else {}).items()}
+    result.update({arm: dict(entries) for arm, entries in measured.items()})
     created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     followers = spec.follower_buses()
     if previous is not None and previous.id != UNCALIBRATED and previous.robot == spec.name and \
             all(result.get(a) == previous.arms.get(a) for a in followers):
-        # The id names the followers' joint frame, which episodes and policies are in:
-        # recalibrating only a leader leaves it, and them, valid.
         return RobotCalibration(previous.id, spec.name, result, created)
     body = json.dumps({a: {j: c.to_dict() for j, c in js.items()} for a, js in result.items()}, sort_keys=True)
     new_id = f"{spec.name}-{created}-{hashlib.sha256(body.encode()).hexdigest()[:6]}"
