@@ -36,16 +36,17 @@ def synthetic_frame(rng: np.random.Generator, t: int, height: int = 24, width: i
 
 def make_store(path: Path, episodes: int = 3, length: int = 20, seed: int = 0,
                settings: StoreSettings | None = None, task: str = "put the red cube in the bowl",
-               kinds: tuple[str, ...] = (), tasks: Sequence[str] = ()) -> EpisodeStore:
+               kinds: tuple[str, ...] = (), tasks: Sequence[str] = (), scene_seeds: Sequence[int] = ()) -> EpisodeStore:
     """`episodes` synthetic arm episodes, episode e `length + e` frames long, every second one
-    marked failed; each with `task`, or episode e with `tasks[e]` when `tasks` is given."""
+    marked failed; each with `task`, or episode e with `tasks[e]` when `tasks` is given, and
+    with `extra.seed` = `scene_seeds[e]` (a twin's scene) when those are given."""
     rng = np.random.default_rng(seed)
     store = EpisodeStore.create(path, arm_features(kinds=kinds), settings or StoreSettings(durable=False))
     for e in range(episodes):
         writer = store.begin_episode(tasks[e] if tasks else task, robot="arm", calibration_id="cal-test", fps=30)
         for t in range(length + e):
             writer.add_frame(synthetic_frame(rng, t), t / 30.0)
-        writer.commit(success=e % 2 == 0)
+        writer.commit(success=e % 2 == 0, extra={"seed": scene_seeds[e]} if scene_seeds else None)
     return store
 
 

@@ -14,6 +14,7 @@ import pytest
 from shallowpi.cli import main
 from shallowpi.data.store import EpisodeStore
 from shallowpi.policy import Features, Policy, load_preset
+from shallowpi.train.finetune import Split
 from store_fixtures import make_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,6 +59,12 @@ def test_the_student_is_an_ordinary_checkpoint_that_records_its_teacher(distille
         names = list(store.features["action"].names)
     assert names and json.loads(meta["joint_names"]) == names
     assert json.loads(Policy.read_metadata(distilled["teacher"])["joint_names"]) == names
+    # The scenes each learned (a student distilled from either holds none of them out):
+    # the teacher's training episodes', and the student's, which trained on the same ones.
+    taught = json.loads(Policy.read_metadata(distilled["teacher"])["scenes"])
+    teacher_train = json.loads(Policy.read_metadata(distilled["teacher"])["train"])
+    assert taught == sorted(Split(teacher_train, []).scenes(distilled["store"]).values()) and len(taught) == 3
+    assert json.loads(meta["scenes"]) == taught
     # ... and the shape of each camera's frames (deploy refuses a camera of another aspect ratio).
     with EpisodeStore.open(distilled["store"]) as store:
         shapes = {key.removeprefix("observation.images."): list(feature.shape[:2])

@@ -345,8 +345,39 @@ def test_the_students_split_keeps_the_teachers_held_out_episodes_and_only_the_al
     meta = {"dataset": str(store), "train": json.dumps([0, 1, 2, 3]), "held_out": json.dumps([4])}
     teacher = tiny_checkpoint(tmp_path / "teacher", meta=meta)
     tasks = {e: "bowl" if e < 5 else "push" for e in range(10)}
-    split = _split_of(teacher, store, [0, 2, 3, 4], 0.1, tasks)  # episode 1 failed: successful_only left it out
-    assert (split.train, split.held_out) == ([0, 2, 3], [4])
+    split, note = _split_of(teacher, store, [0, 2, 3, 4], 0.1, tasks)  # episode 1 failed: successful_only left it out
+    assert (split.train, split.held_out, note) == ([0, 2, 3], [4], "")
     # A teacher trained elsewhere: a fresh split, per task.
-    other = _split_of(teacher, tmp_path / "other.zarr", list(range(10)), 0.2, tasks)
+    other, _ = _split_of(teacher, tmp_path / "other.zarr", list(range(10)), 0.2, tasks)
     assert other.held_out == [4, 9] and not {4, 9} & set(other.train)
+
+
+def test_a_teacher_trained_on_another_store_has_its_scenes_kept_out_of_the_students_held_out_episodes(tmp_path):
+    """The same twin scenes (task and seed) recorded again in another store: the fresh
+    split's held-out episode 4 is a scene the teacher trained on, so it moves to training
+    and the report's note says so; a teacher that names no scenes (saved before they were
+    recorded) is said to be unchecked. Held out, the teacher's offline error was on a scene
+    it had learned."""
+    import json
+
+    from deploy_fixtures import tiny_checkpoint
+    from shallowpi.distill.distiller import _split_of
+    from shallowpi.train.finetune import Split
+    from store_fixtures import make_store
+
+    tasks = ["bowl"] * 5 + ["push"] * 5
+    seeds = list(range(10))
+    make_store(tmp_path / "taught.zarr", episodes=5, length=4, tasks=tasks[:5], scene_seeds=seeds[:5]).close()
+    store = tmp_path / "new.zarr"
+    make_store(store, episodes=10, length=4, seed=1, tasks=tasks, scene_seeds=seeds).close()
+    taught = Split([0, 1, 2, 3, 4], []).scenes(tmp_path / "taught.zarr")  # bowl seeds 0-4
+    assert Split([], []).scenes(store, [4]) == {4: taught[4]}  # the same scene, another recording
+    assert Split([], []).scenes(store, [9])[9] not in taught.values()  # push, seed 9
+    teacher = tiny_checkpoint(tmp_path / "teacher", meta={"scenes": json.dumps(sorted(taught.values()))})
+    by_task = dict(enumerate(tasks))
+    split, note = _split_of(teacher, store, seeds, 0.2, by_task)
+    assert (split.held_out, 4 in split.train) == ([9], True)
+    assert note == "episodes [4] not held out: the teacher trained on their scenes"
+    unnamed = tiny_checkpoint(tmp_path / "old-teacher", meta={})
+    split, note = _split_of(unnamed, store, seeds, 0.2, by_task)
+    assert split.held_out == [4, 9] and "names no training scenes: it may have trained on these scenes" in note

@@ -150,8 +150,8 @@ def distill(
 
     # A resumed run keeps the split it started with (episodes added to the store since, or
     # a teacher trained elsewhere, would otherwise give another one and another data order).
-    split = (_recorded_split(recorded, store, episodes, facts_path) if recorded is not None
-             else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction, tasks))
+    split, split_note = (_recorded_split(recorded, store, episodes, facts_path) if recorded is not None
+                         else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction, tasks))
     split.check_held_out(store, train_cfg.require_held_out)
     taught_by_teacher = (_recorded_teacher_only(recorded, teacher_only or [], facts_path) if recorded is not None
                          else sorted(set(teacher_only or ()) - set(split.train) - set(split.held_out)))
@@ -174,6 +174,7 @@ def distill(
         raise CheckpointError(f"teacher {teacher_checkpoint} was trained on episodes recorded at {taught:g} Hz, "
                               f"dataset {store.name} at {rate:g} Hz: its chunks pace actions for another rate")
     eval_episodes, eval_what = split.eval_episodes()
+    eval_what += f"; {split_note}" if split_note else ""
     eval_set = make_dataset(store, teacher.cfg.chunk_len, eval_episodes)
 
     if recorded is not None:
@@ -214,8 +215,13 @@ def distill(
         "failed_episodes": dcfg.failed_episodes,
         "teacher_fraction": dcfg.teacher_fraction,
         "split": {"train": split.train, "held_out": split.held_out, "teacher_only": taught_by_teacher,
-                  "episodes": Split(split.train + taught_by_teacher, split.held_out).identities(store)},
+                  "episodes": Split(split.train + taught_by_teacher, split.held_out).identities(store),
+                  "note": split_note},
     }
+    # The scenes the student learned, its teacher's included: a student distilled from it in
+    # turn holds none of them out either.
+    taught_scenes = json.loads(Policy.read_metadata(teacher_checkpoint).get("scenes", "[]"))
+    scenes = sorted({*taught_scenes, *Split(split.train + taught_by_teacher, []).scenes(store).values()})
     metadata = {
         "dataset": str(store),
         "held_out": json.dumps(split.held_out),
@@ -228,6 +234,7 @@ def distill(
         "selection": dcfg.select,
         "teacher_only": json.dumps(taught_by_teacher),
         "episodes": json.dumps(facts["split"]["episodes"]),
+        "scenes": json.dumps(scenes),
         **recorded_facts(train_set),
     }
     torch.manual_seed(train_cfg.seed)
@@ -277,8 +284,9 @@ def _check_resumed(recorded: dict[str, Any], dcfg: DistillConfig, facts_path: Pa
                               "resume with its settings, or pass another --run")
 
 
-def _recorded_split(recorded: dict[str, Any], store: Path, episodes: list[int], facts_path: Path) -> Split:
-    """The split of the run being resumed (distill.json); ConfigError (one line) when one of
+def _recorded_split(recorded: dict[str, Any], store: Path, episodes: list[int],
+                    facts_path: Path) -> tuple[Split, str]:
+    """The split of the run being resumed (distill.json) and its note; ConfigError (one line) when one of
     its training episodes is no longer in the store (or no longer kept, with
     policy.train.successful_only); TrainingError when its indices name other episodes now
     (`Split.check_same_episodes`)."""
@@ -289,7 +297,7 @@ def _recorded_split(recorded: dict[str, Any], store: Path, episodes: list[int], 
     if gone:
         raise ConfigError(f"the run being resumed ({facts_path}) trained on episodes {gone}, which the store no "
                           "longer holds or keeps; pass another --run to start afresh")
-    return split
+    return split, recorded["split"].get("note", "")
 
 
 def _recorded_teacher_only(recorded: dict[str, Any], failed: list[int], facts_path: Path) -> list[int]:
@@ -304,10 +312,12 @@ def _recorded_teacher_only(recorded: dict[str, Any], failed: list[int], facts_pa
 
 
 def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float,
-              tasks: Mapping[int, str] | None) -> Split:
+              tasks: Mapping[int, str] | None) -> tuple[Split, str]:
     """The teacher's own split when it was trained on this store (so the held-out episodes
-    stay unseen by both), else a fresh one. Either way the student trains only on
-    `episodes` (those policy.train.successful_only keeps, when it is set)."""
+    stay unseen by both), else a fresh one less the scenes the teacher trained on (`_unseen`).
+    Either way the student trains only on `episodes` (those policy.train.successful_only
+    keeps, when it is set). With the split, a note for the report on what its held-out
+    episodes are to the teacher ("" for its own split)."""
     meta = Policy.read_metadata(teacher_checkpoint)
     same = Path(meta.get("dataset", "")).resolve() == store.resolve()
     if "episodes" in meta and "train" in meta and "held_out" in meta:
@@ -325,6 +335,29 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
             same = teacher_split.identities(store) == recorded
     if same and "train" in meta and "held_out" in meta:
         allowed = set(episodes)
-        return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"]))
-    return Split.of(sorted(episodes), fraction, tasks)
+        return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"])), ""
+    return _unseen(Split.of(sorted(episodes), fraction, tasks), store, meta.get("scenes"))
+
+
+def _unseen(split: Split, store: Path, teacher_scenes: str | None) -> tuple[Split, str]:
+    """`split` with the held-out episodes whose scenes the teacher trained on (its
+    checkpoint's "scenes", `Split.scenes`) moved to training, and the note saying so: the
+    same scene recorded again in another store would otherwise score the teacher on what
+    it learned. A teacher saved before checkpoints named their scenes cannot be checked:
+    the note says that its held-out error may be on scenes it trained on."""
+    if not split.held_out:
+        return split, ""
+    if teacher_scenes is None:
+        return split, ("the teacher was trained on another store and names no training scenes: it may have "
+                       "trained on these scenes")
+    seen = set(json.loads(teacher_scenes))
+    moved = sorted(e for e, scene in split.scenes(store, split.held_out).items() if scene in seen)
+    if not moved:
+        return split, "scenes the teacher did not train on"
+    held_out = [e for e in split.held_out if e not in moved]
+    log.info("episodes %s moved from held-out to training: the teacher trained on their scenes", moved)
+    note = f"episodes {moved} not held out: the teacher trained on their scenes"
+    if not held_out:
+        note += "; none is left unseen by the teacher"
+    return Split(sorted(split.train + moved), held_out), note
 

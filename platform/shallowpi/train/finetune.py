@@ -127,6 +127,23 @@ class Split:
             raise TrainingError(f"{msg} (policy.train.require_held_out=true)")
         log.warning("%s (policy.train.require_held_out=true refuses this)", msg)
 
+    def scenes(self, store: Path, episodes: list[int] | None = None) -> dict[int, str]:
+        """{episode: its scene, hashed to 12 hex digits} for `episodes` (default: the
+        training ones). A twin's episode is its task and scene seed (`extra.seed`): recorded
+        again, in this store or another, it is the same scene. Any other is its identity
+        (start time, length, task): the same recording, copied. A checkpoint records its
+        training scenes so that a student distilled from it on another store holds none of
+        them out (distill/distiller.py). Empty for a store that is not on disk."""
+        from shallowpi.data.store import EpisodeStore
+
+        if not Path(store).exists():
+            return {}
+        with EpisodeStore.open(store) as opened:
+            infos = {i: opened.episode(i) for i in (self.train if episodes is None else episodes) if i < len(opened)}
+        keys = {i: f"{info.task}\0seed {info.extra['seed']}" if "seed" in info.extra
+                else f"{info.start_time!r} {info.length} {info.task}" for i, info in infos.items()}
+        return {i: hashlib.sha256(key.encode()).hexdigest()[:12] for i, key in keys.items()}
+
     def eval_episodes(self) -> tuple[list[int], str]:
         """The episodes to evaluate on, and what they are, said plainly."""
         if self.held_out:
@@ -181,7 +198,8 @@ def finetune(
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
-                      "episodes": json.dumps(identities), **recorded_facts(train_set)},
+                      "episodes": json.dumps(identities), "scenes": json.dumps(sorted(set(split.scenes(store).values()))),
+                      **recorded_facts(train_set)},
     )
     if trainer.dist.main:
         if resolved_config is not None:
