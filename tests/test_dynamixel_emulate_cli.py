@@ -28,7 +28,8 @@ def _env() -> dict[str, str]:
 @pytest.fixture
 def humanoid_emulator():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shallowpi", "emulate", "--robot", "humanoid", "--fault", "overload:head_lift:2"],
+        [sys.executable, "-m", "shallowpi", "emulate", "--robot", "humanoid", "--fault", "overload:head_lift:2",
+         "--fault", "flaky:right_arm:2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )
     try:
@@ -75,6 +76,10 @@ def test_emulate_prints_ports_first_then_a_driver_moves_every_joint(humanoid_emu
         reached = wait_until(lambda: np.allclose(robot.observe().state, target, atol=0.01), 5.0)
         state = robot.observe().state
         assert reached, dict(zip(spec.joint_names, state - target))
+        # right_arm's servo 2 loses one reply in three: every read got through on a retry,
+        # each counted against its joint.
+        link = robot.link_counts()
+        assert link.failed_tries >= 5 and dict(link.failed_by_joint) == {"right_shoulder_roll": link.failed_tries}
     assert proc.poll() is None  # still serving
 
 

@@ -14,6 +14,7 @@ examples:
   platform emulate --robot humanoid
   platform emulate --robot arm --return-delay 0     servos pre-set as a configured robot
   platform emulate --robot arm --fault overload:follower:3
+  platform emulate --robot arm --fault flaky:follower:2   record on it: the dashboard counts the retries
   platform emulate --robot arm > ports.json &       in a script: it serves until killed, so read
   sleep 3; PORTS=$(head -1 ports.json)               its first line from a file, not a pipe
 """
@@ -25,9 +26,10 @@ import argparse
 from shallowpi.cli import add_config_flags, overrides_from
 
 HELP = "emulate a robot's servo buses on ptys (prints {bus: pty} as JSON first)"
-# missing: not on the bus; mute: never answers; corrupt: bad CRC; the malformed kinds (valid
-# CRC, wrong shape: short, empty, long, wrong-id, wrong-instruction); a hardware error.
-FAULTS = ("missing", "mute", "corrupt", "short", "empty", "long", "wrong-id", "wrong-instruction",
+# missing: not on the bus; mute: never answers; flaky: loses one reply in three (the bus's
+# retries recover each: the loop lines count them); corrupt: bad CRC; the malformed kinds
+# (valid CRC, wrong shape: short, empty, long, wrong-id, wrong-instruction); a hardware error.
+FAULTS = ("missing", "mute", "flaky", "corrupt", "short", "empty", "long", "wrong-id", "wrong-instruction",
           "overload", "overheating")
 
 
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             chain = chains[bus]
             if kind in MALFORMED:
                 chain.malform(servo_id, kind)
+            elif kind == "flaky":
+                chain.flaky(servo_id, every=3)
             else:
                 {"missing": chain.remove, "mute": chain.mute, "corrupt": chain.corrupt}.get(
                     kind, lambda i, k=kind, c=chain: c.hardware_error(i, k)
