@@ -50,6 +50,20 @@ def test_doctor_reports_wrong_models_unexpected_ids_and_another_baud_rate():
     assert "baud: the servos answer at 1000000, configs/robot/arm.yaml says 57600 for bus 'follower'" in text
 
 
+def test_doctor_reads_positions_as_a_loop_does_and_names_a_servo_that_loses_replies():
+    """A servo losing one reply in three answers the scan and every ping on a retry: only
+    reading as a control loop does shows it, with the servo's ID. A sound bus says none lost."""
+    with emulated("arm") as (spec, chains):
+        sound = servo_report([spec.buses["leader"].port], BAUD, robot_spec("arm"))
+        chains["follower"].flaky(3, every=3)
+        flaky = servo_report([spec.buses["follower"].port], BAUD, robot_spec("arm"))
+    assert "    replies: 60 position reads of every servo, none lost" in sound
+    warning = next(line for line in flaky if "position reads needed a retry" in line)
+    retried = int(warning.split("warning: ")[1].split(" of ")[0])
+    assert 15 <= retried <= 40 and f"(ID 3: {retried})" in warning, warning  # ~1 in 3 of the tries
+    assert "ok: bus 'follower' of robot 'arm': all 7 configured servos answer" in "\n".join(flaky)
+
+
 def test_doctor_says_when_the_servos_are_not_this_robots():
     with emulated("arm") as (spec, _):
         lines = servo_report([spec.buses["leader"].port], BAUD, robot_spec("bimanual"))

@@ -71,6 +71,8 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                     lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {info.firmware}  {state}")
                 if unread:
                     lines.append(f"    warning: hardware error bits unread: {unread}")
+                else:
+                    lines += _reply_check(bus)
                 lines += _frame_notes(bus, spec, port)
                 if spec is not None:
                     lines += compare_with_config(port, baud, found, spec)
@@ -118,6 +120,31 @@ def _error_bits(bus: DynamixelBus) -> tuple[dict[int, list[str]], str]:
         return bus.hardware_errors(), ""
     except PlatformError as err:
         return {}, str(err)
+
+
+REPLY_CHECK_READS = 60  # 2 s of a 30 Hz loop's position reads; ~0.1 s on a sound bus
+
+
+def _reply_check(bus: DynamixelBus, reads: int = REPLY_CHECK_READS) -> list[str]:
+    """Read every servo's position `reads` times, as a control loop does, and count the
+    tries that got no valid reply (`DynamixelBus.tally`): a servo that loses one reply in
+    three answers every scan and ping on a retry, and shows only here. One line: the count,
+    or a warning naming the servos that lost replies."""
+    from shallowpi.errors import PlatformError
+
+    before, by_id = bus.tally.failed_tries, dict(bus.tally.failed_by_id)
+    try:
+        for _ in range(reads):
+            bus.read(["present_position"])
+    except PlatformError as err:
+        return [f"    error: reading positions failed: {err}"]
+    failed = bus.tally.failed_tries - before
+    if not failed:
+        return [f"    replies: {reads} position reads of every servo, none lost"]
+    lost = {i: n - by_id.get(i, 0) for i, n in bus.tally.failed_by_id.items() if n > by_id.get(i, 0)}
+    named = ", ".join(f"ID {i}: {n}" for i, n in sorted(lost.items())) or "no servo named"
+    return [f"    warning: {failed} of {reads} position reads needed a retry ({named}): a loose cable or "
+            "connector, or a failing servo; each retry costs the control loop a reply timeout"]
 
 
 def _frame_notes(bus: DynamixelBus, spec: RobotSpec | None, port: str) -> list[str]:
