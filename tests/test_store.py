@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -493,15 +494,13 @@ def test_a_file_that_committed_episodes_rely_on_is_synced_before_it_is_replaced(
 
 
 @pytest.mark.parametrize("edit", ["delete", "drop the last and record it again"])
-def test_a_reader_open_during_an_edit_says_so_instead_of_reading_other_rows(tmp_path, monkeypatch, edit):
+def test_a_reader_open_during_an_edit_says_so_instead_of_reading_other_rows(tmp_path, edit):
     """Training opens a store, reads numbers and episode boundaries, and reads frames as it
     samples. A `dataset delete` meanwhile swapped in a renumbered copy; a recorder's d or r
     cut the last episode and filled its rows with the next take: the reader paired the old
     numbers with the new (or missing: all-zero) frames. A reader now says so (a training
-    set's loader workers too: test_training_data). It looks every CHANGE_CHECK_S."""
-    from shallowpi.data import store as store_module
-
-    monkeypatch.setattr(store_module, "CHANGE_CHECK_S", 0.0)
+    set's loader workers too: test_training_data), at the first read after the edit (it
+    looked once every 0.25 s, and read what came within that unchecked)."""
     make_store(tmp_path / "k.zarr", episodes=3, length=20).close()
     reader = EpisodeStore.open(tmp_path / "k.zarr")
     assert reader.read("observation.images.front", 40, 42).shape[0] == 2
@@ -518,3 +517,29 @@ def test_a_reader_open_during_an_edit_says_so_instead_of_reading_other_rows(tmp_
         reader.read("observation.images.front", 40, 42)
     again = EpisodeStore.open(tmp_path / "k.zarr")  # opened again, it reads the store as it is
     assert again.read("observation.images.front", 0, 2).shape[0] == 2
+
+
+def test_a_reader_opening_while_a_delete_swaps_the_folder_opens_the_new_store(tmp_path, monkeypatch):
+    """A delete swaps a compacted copy in with two renames. A reader that read the header of
+    the old folder and the commit record of the new one held another store's stamp beside
+    the new counts, and its first read failed as edited. It now sees the folder moved
+    during its opening and opens again: the new store, whole."""
+    make_store(tmp_path / "k.zarr", episodes=3, length=20).close()
+    make_store(tmp_path / "other.zarr", episodes=2, length=5).close()
+    real = EpisodeStore._read_commit_record
+    swapped = []
+
+    def swap_first(store):
+        if not swapped:  # between the header's read and the commit record's: the swap
+            os.replace(tmp_path / "k.zarr", tmp_path / "k.zarr.old")
+            os.replace(tmp_path / "other.zarr", tmp_path / "k.zarr")
+            swapped.append(True)
+        real(store)
+
+    monkeypatch.setattr(EpisodeStore, "_read_commit_record", swap_first)
+    reader = EpisodeStore.open(tmp_path / "k.zarr")
+    monkeypatch.undo()
+    assert swapped and len(reader) == 2 and reader.num_frames == 5 + 6
+    assert reader.read("observation.state", 0, 3).shape == (3, 6)  # not refused as edited
+    with EpisodeStore.open(tmp_path / "k.zarr") as fresh:
+        assert reader.identity == fresh.identity

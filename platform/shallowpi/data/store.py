@@ -94,11 +94,11 @@ TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 EPISODES_DIR = "episodes"
 COMPACTING_SUFFIX = ".compacting"
-CHANGE_CHECK_S = 0.25  # how often a reader looks whether its store was edited under it
 # How a store's episodes were made: each recording session's resolved config (and its
 # dashboard log), kept beside the arrays and carried by every edit that rewrites the store.
 PROVENANCE_DIR = ".shallowpi"
 WRITER_CACHED_EPISODES = 256  # episode metadata a writable store keeps in memory
+OPEN_TRIES = 3  # a reader opens again when the store changed while it opened (EpisodeStore.open)
 
 
 @dataclass
@@ -164,6 +164,7 @@ class EpisodeStore:
         self.writable = writable
         self._lock_fd = lock_fd
         self._writer: EpisodeWriter | None = None
+        self._seen = self._stamp()  # before anything is read: a change during the opening shows
         header = self._read_header(path)
         self.version = int(header.get("version", 1))
         self.layout = int(header.get("layout", 1))
@@ -171,7 +172,6 @@ class EpisodeStore:
         self.settings = StoreSettings(**header.get("settings", {}))
         self._created = header.get("created")  # a compacted copy is a new store: a new stamp
         self._edits = 0  # in-place removals of committed rows (the commit record counts them)
-        self._checked_at = time.monotonic()
         zarr_compat.sync_rewrites(group, self.settings.durable)
         register_image_codecs()
         self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
@@ -277,8 +277,14 @@ class EpisodeStore:
             raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
         lock_fd, died = (_locked or take_writer_lock(path)) if mode == "a" else (None, False)
         try:
-            group = zarr_compat.open_group(path, mode="r+" if mode == "a" else "r")
-            store = cls(path, group, writable=mode == "a", lock_fd=lock_fd)
+            for _ in range(OPEN_TRIES):
+                group = zarr_compat.open_group(path, mode="r+" if mode == "a" else "r")
+                store = cls(path, group, writable=mode == "a", lock_fd=lock_fd)
+                # A reader that read the header of one folder and the commit record of the
+                # next (a delete swapped them meanwhile) or of a commit made meanwhile opens
+                # again. A writer holds the lock: nothing changes under it.
+                if mode == "a" or store._stamp() == store._seen:
+                    break
             if mode == "a":
                 # We hold the lock, so a compaction copy beside the store is a dead one.
                 shutil.rmtree(path.with_name(path.name + COMPACTING_SUFFIX), ignore_errors=True)
@@ -459,8 +465,8 @@ class EpisodeStore:
         index = self._check_index(index)
         info = self._infos.get(index)
         if info is None:
-            self._require_unchanged()
             info = self._load_episode(index)
+            self._require_unchanged()  # after reading, as `read`
             self._remember(index, info)
         return info
 
@@ -496,16 +502,18 @@ class EpisodeStore:
     def read(self, key: str, start: int, stop: int) -> np.ndarray:
         """Rows start:stop of `data/<key>` (a feature, `<feature>.timestamp` or `timestamp`).
 
-        Raises StoreError for an unknown key, and in a reader when the store's folder was
-        swapped since it opened (`_require_unchanged`)."""
-        self._require_unchanged()
+        Raises StoreError for an unknown key, and in a reader when the store was edited
+        since it opened, before or while these rows were read (`_require_unchanged`)."""
         if key not in self._array_names():
             raise StoreError(f"{self.path.name} has no array '{key}'; it has: {', '.join(self._array_names())}")
         stop = min(stop, self.num_frames)
         layout = self._frame_layout(key)
         if layout is not None and 0 <= start <= stop:
-            return chunk_files.read_frames(layout, start, stop)
-        return np.asarray(self._array(f"data/{key}")[start:stop])
+            rows = chunk_files.read_frames(layout, start, stop)
+        else:
+            rows = np.asarray(self._array(f"data/{key}")[start:stop])
+        self._require_unchanged()  # after reading: an edit during the read shows too
+        return rows
 
     @property
     def identity(self) -> tuple[Any, int]:
@@ -518,12 +526,15 @@ class EpisodeStore:
         """A reader's files are read lazily (frames, episode metadata) beside numbers and
         episode boundaries read at open: a `dataset delete` that swapped a compacted copy in
         meanwhile renumbered the rows, and a recorder's d / r refilled the last episode's;
-        the reader paired old numbers with new (or no: zero) frames. Looked at once every
-        CHANGE_CHECK_S (two small files); StoreError then. A writer holds the lock: nothing
-        else edits its store."""
-        if self.writable or time.monotonic() - self._checked_at < CHANGE_CHECK_S:
+        the reader paired old numbers with new (or no: zero) frames. Looked at on every read:
+        two stats (`_stamp`, µs) and, when they moved, the two small files that say whether
+        the rows were renumbered (a commit that only appended episodes leaves them as they
+        were); StoreError then. A writer holds the lock: nothing else edits its store."""
+        if self.writable:
             return
-        self._checked_at = time.monotonic()
+        stamp = self._stamp()
+        if stamp is not None and stamp == self._seen:
+            return
         try:
             now = (self._read_header(self.path).get("created"),
                    int(read_json(self.path / "meta" / ".zattrs").get("commit", {}).get("edits", 0)))
@@ -533,6 +544,18 @@ class EpisodeStore:
             raise StoreError(f"{self.path.name} was edited while this reader had it open (a `platform dataset "
                              "delete` numbers its rows anew; a recorder's d or r records the last episode "
                              "again): open it again")
+        self._seen = stamp
+
+    def _stamp(self) -> tuple[int, ...] | None:
+        """What moves whenever the rows may have been renumbered: the store's folder (a
+        delete swaps another in) and its commit record (replaced by every commit and
+        in-place edit), by inode and modification time, so that a new file reusing a freed
+        inode still differs. None when either is missing (mid-swap)."""
+        try:
+            folder, record = os.stat(self.path), os.stat(self.path / "meta" / ".zattrs")
+        except OSError:
+            return None
+        return folder.st_ino, folder.st_mtime_ns, record.st_ino, record.st_mtime_ns
 
     def _frame_layout(self, key: str) -> chunk_files.FrameLayout | None:
         """A camera array's files, for reading its frames without zarr (chunk_files); None
