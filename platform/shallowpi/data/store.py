@@ -164,6 +164,7 @@ class EpisodeStore:
         self.writable = writable
         self._lock_fd = lock_fd
         self._writer: EpisodeWriter | None = None
+        self._stamped = (os.fspath(path), os.fspath(path / "meta" / ".zattrs"))  # what _stamp stats, as str
         self._seen = self._stamp()  # before anything is read: a change during the opening shows
         header = self._read_header(path)
         self.version = int(header.get("version", 1))
@@ -552,7 +553,7 @@ class EpisodeStore:
         in-place edit), by inode and modification time, so that a new file reusing a freed
         inode still differs. None when either is missing (mid-swap)."""
         try:
-            folder, record = os.stat(self.path), os.stat(self.path / "meta" / ".zattrs")
+            folder, record = os.stat(self._stamped[0]), os.stat(self._stamped[1])
         except OSError:
             return None
         return folder.st_ino, folder.st_mtime_ns, record.st_ino, record.st_mtime_ns
