@@ -151,23 +151,69 @@ def test_a_given_teacher_is_distilled_not_trained(first, tmp_path, capsys):
     assert summary["models"][0]["checkpoint"] == str(teacher)
     assert json.loads((out / "student6" / "distill.json").read_text())["teacher"] == str(teacher)
     # More demonstrations do not change a given teacher's hash: the student, trained on
-    # fewer, was reused, and the summary reported the new count beside it.
+    # fewer, would be stale. Refused before recording: the store never shrinks, so recording
+    # first locked the folder (going back to 2 a task could not undo it).
+    from shallowpi.commands.demo_stages import episodes_per_task
+
     capsys.readouterr()
     code, _ = demo(out, "--teacher", str(teacher), "demo.episodes=3")
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith(f"error: {out / 'student6'} was made with other settings (episodes 4 -> 6)"), err
+    assert code == 2 and err.startswith(f"error: {out / 'student6'}, {out / 'eval_teacher.json'}"), err
+    assert "were made from the 4 episodes in" in err and "recording 2 more (demo.episodes=3)" in err
+    assert sum(episodes_per_task(out / "arm.zarr").values()) == 4  # nothing was recorded
 
 
 def test_a_made_stage_with_changed_settings_stops_in_one_line(first, capsys):
     out = first["out"]
-    for extra, folder, change in ((["demo.teacher_steps=5"], out / "teacher", "steps 4 -> 5"),
-                                  (["demo.sim_size=40x32"], out / "arm.zarr", "sim_size '32x32' -> '40x32'")):
+    for extra, folder, change, then in ((["demo.teacher_steps=5"], out / "teacher", "steps 4 -> 5", "student6"),
+                                        (["demo.sim_size=40x32"], out / "arm.zarr", "sim_size '32x32' -> '40x32'",
+                                         "teacher")):
         code, _ = demo(out, *extra)
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1, err
         assert err.startswith(f"error: {folder} was made with other settings ({change})"), err
-        assert "remove it to redo the" in err
+        # It names what was made from it, which would be stale too.
+        assert f"remove it and what was made from it ({out / then}, " in err and "to redo the" in err
     assert json.loads((out / "stages.json").read_text())["teacher"]["settings"]["steps"] == 4
+
+
+def test_a_store_recorded_again_is_not_taken_for_the_one_the_teacher_learned(first, tmp_path, capsys):
+    """The stages after the recording know the store by its creation stamp, not only its
+    episode count: a store removed and recorded again with the same count (other noise,
+    other renders) had every later stage reused."""
+    out = tmp_path / "arm"
+    shutil.copytree(first["out"], out)
+    header = json.loads((out / "arm.zarr" / ".zattrs").read_text())
+    header["shallowpi"]["created"] += 1.0  # what a new recording of the same size differs by
+    (out / "arm.zarr" / ".zattrs").write_text(json.dumps(header))
+    capsys.readouterr()
+    code, _ = demo(out)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {out / 'teacher'} was made with other settings (store "), err
+
+
+def test_an_evaluation_stopped_part_way_is_made_again_not_taken_from_the_run_before(first, tmp_path):
+    """stages.json records an evaluation's settings at its start and its time at its end; a
+    run stopped in between (Ctrl-C, a failure) left the settings of the new checkpoint beside
+    the JSON of the one before, which the next run reused as the new one's."""
+    out = tmp_path / "arm"
+    shutil.copytree(first["out"], out)
+    stages = json.loads((out / "stages.json").read_text())
+    stages["eval_student"]["seconds"] = None  # as a stopped evaluation of these settings leaves it
+    (out / "stages.json").write_text(json.dumps(stages))
+    code, printed = demo(out)
+    assert code == 0, printed[-3000:]
+    assert printed.count("4/6 evaluate: reused") == 1  # the teacher's
+    assert "4/6 evaluate: the student in closed loop" in printed
+    assert json.loads((out / "stages.json").read_text())["eval_student"]["seconds"] > 0
+
+
+def test_overrides_with_a_plus_count_as_settings():
+    from shallowpi.commands.demo_stages import Demo
+
+    assert Demo._relevant(["++policy.train.lr=1e-3", "+distill.weights.output=0", "~record.sim_noise",
+                           "+policy.train.save_every=9"], ("policy", "distill")) == [
+        "++policy.train.lr=1e-3", "+distill.weights.output=0"]
 
 
 def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):

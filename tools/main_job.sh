@@ -9,7 +9,7 @@
 #   bash tools/setup.sh run --quick                  # a first look in <= 5 minutes
 #   bash tools/setup.sh run --teacher CKPT           # distil a given teacher
 #   bash tools/setup.sh run demo.teacher_steps=3000  # any size in configs/demo/
+# Relative paths (--out, --teacher) are the caller's: run from where it was called.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 exec platform demo "$@"

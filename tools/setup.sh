@@ -14,6 +14,7 @@ set -euo pipefail
 
 job="${1:-env}"
 shift || true
+caller="$PWD"  # the main job runs from here: a relative --out or --teacher means the caller's
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
@@ -56,7 +57,16 @@ fi
 # Keyed by the dependency lists (not the whole file, so editing tool settings keeps it).
 key="$( (sed -n '/^requires-python/,/^\[project.scripts\]/p' pyproject.toml; "$python" -VV) | sha256sum | cut -c1-12)"
 venv="${SHALLOWPI_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/shallowpi/venv-$key}"
+if [[ -d .venv && ! -L .venv ]]; then
+    say "error: .venv here is a folder, not the link to the venv this script keeps; move it aside (mv .venv .venv.old)"
+    exit 2
+fi
 if [[ ! -f "$venv/.complete" ]]; then
+    # Only a venv this script began (cut short before .complete) or nothing is replaced.
+    if [[ -e "$venv" && ! -f "$venv/pyvenv.cfg" && -n "$(ls -A "$venv" 2>/dev/null)" ]]; then
+        say "error: $venv exists and is not a virtual environment; point SHALLOWPI_VENV elsewhere"
+        exit 2
+    fi
     say "creating $venv (first time: ~6 min, ~6 GB; torch comes as a CUDA build)"
     rm -rf "$venv"
     "$python" -m venv "$venv"
@@ -87,11 +97,14 @@ if [[ -n "$py310" && "$job" == test ]]; then
         say "creating $venv310 (Python 3.10, core install: the robot side)"
         rm -rf "$venv310"
         "$py310" -m venv "$venv310"
-        "$venv310/bin/python" -m pip install -q --upgrade pip
+        "$venv310/bin/python" -m pip install -q --upgrade pip "setuptools>=77"
         "$venv310/bin/python" -m pip install -q -e . pytest pytest-timeout
         touch "$venv310/.complete"
     else
-        "$venv310/bin/python" -m pip install -q --no-deps -e . 2>/dev/null
+        # As the main venv: offline first (its own setuptools), then with a build env.
+        "$venv310/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||
+            "$venv310/bin/python" -m pip install -q --no-deps -e . ||
+            { say "error: re-installing the Python 3.10 venv's editable package failed (above)"; exit 1; }
     fi
     export SHALLOWPI_PY310="$venv310/bin/python"
 elif [[ "$job" == test ]]; then
@@ -106,7 +119,8 @@ case "$job" in
         echo "$venv"
         ;;
     run)
-        exec bash tools/main_job.sh "$@"
+        cd "$caller"
+        exec bash "$repo/tools/main_job.sh" "$@"
         ;;
     test)
         say "ruff check"

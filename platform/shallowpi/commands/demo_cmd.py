@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     with demo.stage("summary", f"chunk latency ({settings.latency_repeats} chunks a model), table and picture") as result:
         latency, cached = chunk_latency(checkpoints, demo.store, settings.latency_repeats, out / "latency.json")
         result["note"] = "latency reused from latency.json" if cached else ""
-        summary = summarize(checkpoints, evals, deployed, latency, demo.book.entries,
-                            OmegaConf.to_container(cfg.demo, resolve=True))
+        # The settings this run used: --teacher replaces the profile's demo.teacher.
+        summary = summarize(checkpoints, evals, deployed, latency, demo.book.entries, dataclasses.asdict(settings))
         (out / "demo.json").write_text(json.dumps(summary, indent=2))
         picture(summary, out / "demo.png")
         links = {"recorded demonstrations": str(demo.store), "teacher": str(teacher), "student": str(student),

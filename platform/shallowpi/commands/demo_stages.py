@@ -10,10 +10,14 @@ Every stage first looks at what an earlier run left in OUT and does only what is
 through the commands' own resume paths: the store gets the episodes it is short of
 (`record --resume`, which continues past the stored seeds), an interrupted training or
 distillation continues from its last checkpoint (`--resume`), a finished one is reused, and
-an evaluation's JSON is reused while the checkpoint and its settings are the same.
+an evaluation's JSON is reused when it finished with this checkpoint, store and settings.
 OUT/stages.json records what each stage was made with and how long it took; a trained
-stage whose settings changed since (steps, preset, the data it saw, the teacher) is not
-silently replaced: the run stops with one line naming the folder to remove.
+stage whose settings changed since (steps, preset, the store it learned from, the teacher)
+is not silently replaced: the run stops with one line naming the folder to remove and
+what was made from it. A store is known by its creation stamp, not only its episode count;
+more episodes for a store that later stages were made from are refused before recording.
+Ctrl-C in a recording drops the take in flight, in a deployment the cut episode's report:
+the next run makes them again.
 
 The commands run in-process (no new interpreter and torch import per stage) through
 `cli.parse_command`, so their one-line errors reach `platform`'s own handler unchanged;
@@ -171,15 +175,18 @@ class StageBook:
         """Wall seconds `stage` took when it last finished (None: not finished with these settings)."""
         return self.entries.get(stage, {}).get("seconds")
 
-    def require_same(self, stage: str, settings: dict[str, Any], folder: Path) -> None:
+    def require_same(self, stage: str, settings: dict[str, Any], folder: Path, later: list[Path] = ()) -> None:
         """Raise ConfigError when `folder` (the stage's output) was made with other settings
-        than `settings`; remember `settings` otherwise."""
+        than `settings`, naming it and the `later` stages' outputs made from it; remember
+        `settings` otherwise."""
         before = self.settings(stage)
         if folder.exists() and before is not None and before != settings:
             changed = ", ".join(_change(k, before.get(k), settings.get(k))
                                 for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
-            raise ConfigError(f"{folder} was made with other settings ({changed}); remove it to redo the "
-                              f"{stage} stage (and those after it), or give another --out")
+            after = [str(p) for p in later if p.exists()]
+            raise ConfigError(f"{folder} was made with other settings ({changed}); remove it"
+                              + (f" and what was made from it ({', '.join(after)})" if after else "")
+                              + f" to redo the {stage} stage, or give another --out")
         self.begin(stage, settings)
 
     def begin(self, stage: str, settings: dict[str, Any]) -> None:
@@ -216,7 +223,9 @@ def duration(seconds: float) -> str:
 def invoke(*words: str) -> None:
     """`platform WORDS...`, run in this process. The command's PlatformError passes through
     (one line at `platform`'s handler); a non-zero exit code becomes one. Signal handlers
-    the command installed are restored afterwards."""
+    the command installed are restored afterwards. Record and deploy end cleanly on Ctrl-C
+    and return; what they left is checked by the stage (an episode short, a report not
+    complete), which then stops the demo."""
     from shallowpi.cli import parse_command
     from shallowpi.train.interrupt import TrainingInterrupted
 
@@ -317,7 +326,7 @@ class Demo:
         self.book.require_same("record", {"robot": cfg.robot, "sim_size": cfg.sim_size, "sim_noise": cfg.sim_noise,
                                           "record_time_s": cfg.record_time_s,
                                           "overrides": self._relevant(self.overrides, ("record", "robot"))},
-                               self.store)
+                               self.store, self._made_from_store())
         tasks = make_tasks(cfg.robot)
         have = episodes_per_task(self.store)
         missing = {name: cfg.episodes - have.get(task.instruction, 0) for name, task in tasks.items()}
@@ -326,6 +335,12 @@ class Demo:
         if not missing:
             self.reused("record", f"{self.store} ({total} episodes, at least {cfg.episodes} of each task)")
             return
+        if made := [str(p) for p in self._made_from_store() if p.exists()]:
+            # More episodes would leave them made from fewer, and the store never shrinks:
+            # refused now, before recording, not stages later.
+            raise ConfigError(f"{', '.join(made)} were made from the {total} episodes in {self.store}; recording "
+                              f"{sum(missing.values())} more (demo.episodes={cfg.episodes}) needs them made again: "
+                              "remove them, or give another --out")
         noise = f", DART noise {cfg.sim_noise:g}" if cfg.sim_noise else ""
         plan = ", ".join(f"{n} of {name}" for name, n in missing.items())
         with self.stage("record", f"{plan} on the simulated {cfg.robot} ({cfg.sim_size}{noise}), the scripted "
@@ -335,7 +350,9 @@ class Demo:
                        "--dataset", str(self.store), "--episodes", str(count), "--reset-time-s", "0",
                        *(["--resume"] if self.store.exists() else []), *([] if self.tui else ["--no-tui"]),
                        *(["--episode-time-s", str(cfg.record_time_s)] if cfg.record_time_s else []),
-                       *self._unless_given(f"record.sim_size={cfg.sim_size}", f"record.sim_noise={cfg.sim_noise}"),
+                       # Ctrl-C drops the take in flight: a cut demonstration would count as one.
+                       *self._unless_given(f"record.sim_size={cfg.sim_size}", f"record.sim_noise={cfg.sim_noise}",
+                                           "record.on_interrupt=discard"),
                        *self.overrides)
                 now = episodes_per_task(self.store).get(tasks[name].instruction, 0)
                 if now < cfg.episodes:
@@ -343,6 +360,23 @@ class Demo:
                                         "run `platform demo` again to record the rest")
             after = episodes_per_task(self.store)
             result["note"] = f"{self.store.name} holds {sum(after.values())} episodes"
+
+    def _made_from_store(self) -> list[Path]:
+        """What the later stages made from the store: the teacher (trained here), the
+        student, the evaluations and the deployment."""
+        return [self.out / "teacher", self.out / f"student{self.cfg.layers}", self.out / "eval_teacher.json",
+                self.out / "eval_student.json", self.out / "deploy_student.json"]
+
+    def store_identity(self) -> str | None:
+        """The store's creation stamp (None: no store): a store removed and recorded again
+        is another, whatever its episode count, and what was made from the old one is not
+        reused."""
+        from shallowpi.data.store import EpisodeStore
+
+        if not self.store.exists():
+            return None
+        with EpisodeStore.open(self.store) as opened:
+            return str(opened.identity)
 
     def _unless_given(self, *overrides: str) -> list[str]:
         """The demo's own overrides, except those the user set (theirs come later and win,
@@ -370,8 +404,8 @@ class Demo:
             return given
         recorded = sum(episodes_per_task(self.store).values())
         settings = {"policy": cfg.policy, "steps": cfg.teacher_steps, "episodes": recorded,
-                    "overrides": self._relevant(self.teacher_overrides, ("policy",))}
-        self.book.require_same("teacher", settings, run)
+                    "store": self.store_identity(), "overrides": self._relevant(self.teacher_overrides, ("policy",))}
+        self.book.require_same("teacher", settings, run, self._made_from_store()[1:])
         last = latest_checkpoint(run)
         if checkpoint_step(last) >= cfg.teacher_steps:
             assert last is not None
@@ -398,7 +432,7 @@ class Demo:
     def _relevant(overrides: list[str], prefixes: tuple[str, ...]) -> list[str]:
         """The overrides that change what a stage makes: under `prefixes`, and not one that
         only changes how often it saves or logs, or what the report times."""
-        return [o for o in overrides if o.partition("=")[0].split(".")[0] in prefixes
+        return [o for o in overrides if o.partition("=")[0].lstrip("+~").split(".")[0] in prefixes
                 and o.partition("=")[0].lstrip("+~") not in BOOKKEEPING]
 
     # -- 3. student
@@ -419,11 +453,13 @@ class Demo:
         # The demonstrations it learns from count as for the teacher: a given teacher's hash
         # does not change when the store grows.
         settings = {"teacher_sha256": checkpoint_sha256(teacher), "layers": cfg.layers, "steps": cfg.student_steps,
-                    "episodes": sum(episodes_per_task(self.store).values()),
+                    "episodes": sum(episodes_per_task(self.store).values()), "store": self.store_identity(),
                     "policy": cfg.policy, "overrides": self._relevant(overrides, ("policy", "distill"))}
-        self.book.require_same("student", settings, run)
+        self.book.require_same("student", settings, run, self._made_from_store()[2:])
         last = latest_checkpoint(run)
-        if checkpoint_step(last) >= cfg.student_steps and (run / "report.md").is_file():
+        # Finished: its report written (or, with distill.report=false, the stage's end recorded).
+        if checkpoint_step(last) >= cfg.student_steps and ((run / "report.md").is_file()
+                                                           or self.book.seconds("student") is not None):
             assert last is not None
             self.reused("student", f"{checkpoint_weights(last)}")
             return checkpoint_weights(last)
@@ -449,11 +485,13 @@ class Demo:
         path = self.out / f"eval_{model}.json"
         stage = f"eval_{model}"
         settings = {"sha256": checkpoint_sha256(checkpoint), "episodes": cfg.eval_episodes,
-                    "time_s": cfg.eval_time_s, "overrides": self._relevant(self.overrides, ("action_selection", "robot"))}
-        if path.is_file() and self.book.settings(stage) == settings:
+                    "time_s": cfg.eval_time_s, "store": self.store_identity(),  # its renders' size
+                    "overrides": self._relevant(self.overrides, ("action_selection", "robot"))}
+        if self._finished(stage, settings, path):
             self.reused("evaluate", f"{path}", key=stage)
             return json.loads(path.read_text())
         self.book.begin(stage, settings)
+        path.unlink(missing_ok=True)  # an evaluation stopped part-way must not leave an older one's
         cap = f", at most {cfg.eval_time_s:g} s each" if cfg.eval_time_s else ""
         seeds = f"{cfg.eval_episodes} unseen seed{'s' if cfg.eval_episodes != 1 else ''}"
         with self.stage("evaluate", f"the {model} in closed loop, {seeds} per task{cap}",
@@ -476,12 +514,13 @@ class Demo:
         cfg = self.cfg
         path = self.out / "deploy_student.json"
         settings = {"sha256": checkpoint_sha256(student), "episodes": cfg.deploy_episodes, "time_s": cfg.eval_time_s,
-                    "backend": cfg.deploy_backend,
+                    "backend": cfg.deploy_backend, "store": self.store_identity(),
                     "overrides": self._relevant(self.overrides, ("deploy", "action_selection", "jetson", "robot"))}
-        if path.is_file() and self.book.settings("deploy") == settings:
+        if self._finished("deploy", settings, path):
             self.reused("deploy", f"{path}")
             return json.loads(path.read_text())
         self.book.begin("deploy", settings)
+        path.unlink(missing_ok=True)  # a run stopped or faulted part-way must not leave an older one's
         from shallowpi.robots.sim.tasks import make_tasks
 
         task = next(iter(make_tasks(cfg.robot)))
@@ -493,11 +532,17 @@ class Demo:
                    *(["--episode-time-s", str(cfg.eval_time_s)] if cfg.eval_time_s else []),
                    *([] if self.tui else ["--no-tui"]), *self.overrides)
             report = json.loads(path.read_text())
-            if report["episodes"] < cfg.deploy_episodes:
-                path.unlink()
-                raise PlatformError(f"the executor stopped after {report['episodes']} of {cfg.deploy_episodes} "
-                                    "episodes; run `platform demo` again to deploy")
+            if report["episodes"] < cfg.deploy_episodes or not report.get("complete", True):
+                path.unlink()  # an episode cut short (Ctrl-C) would count as a failure
+                raise PlatformError(f"the executor stopped during episode {report['episodes']} of "
+                                    f"{cfg.deploy_episodes}; run `platform demo` again to deploy")
             result["note"] = f"{report['successes']}/{report['episodes']} successful"
             report["task"] = task
-            path.write_text(json.dumps(report, indent=2))
+            replace_text(path, json.dumps(report, indent=2))
         return report
+
+    def _finished(self, stage: str, settings: dict[str, Any], path: Path) -> bool:
+        """Whether `path` is `stage`'s result for `settings`: the stage finished with them
+        (a run stopped or failed part-way records them at its start, not its end)."""
+        return (path.is_file() and self.book.settings(stage) == settings
+                and self.book.seconds(stage) is not None)

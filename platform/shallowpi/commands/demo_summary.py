@@ -67,7 +67,8 @@ def summarize(checkpoints: dict[str, Path], evals: dict[str, dict[str, Any]], de
                           "interval95": list(wilson_interval(t["successes"], n)),
                           "other_task_instead": t.get("other_task_instead", {})})
         lat = latency[name]
-        rows.append({"model": name, "checkpoint": str(checkpoints[name]), **lat, "tasks": tasks,
+        rows.append({"model": name, "label": _label(name, settings), "checkpoint": str(checkpoints[name]), **lat,
+                     "tasks": tasks,
                      "speedup": teacher_ms / lat["chunk_ms_p50"] if lat["chunk_ms_p50"] else None})
     deployed = {k: deploy.get(k) for k in ("backend", "profile", "strategy", "successes", "episodes",
                                             "inference_p50_ms", "inference_p99_ms", "loop_p99_ms", "safety")}
@@ -76,19 +77,29 @@ def summarize(checkpoints: dict[str, Path], evals: dict[str, dict[str, Any]], de
             "stages": stages}
 
 
+def _label(model: str, settings: dict[str, Any]) -> str:
+    """The table's name for a model: the teacher's says where it came from."""
+    if model != "teacher":
+        return model
+    origin = {"shipped": "shipped", "train": "trained here"}.get(settings.get("teacher", "train"), "given")
+    return f"teacher ({origin})"
+
+
 def table(summary: dict[str, Any]) -> str:
     """The summary as plain-text columns, one row per model, then the deployed student."""
     rows = summary["models"]
     tasks = [t["task"] for t in rows[0]["tasks"]]
     width = max(34, *(len(t) for t in tasks))
-    head = f"{'model':<8} {'layers':>6} {'parameters':>11}  " + "  ".join(f"{t:<{width}}" for t in tasks)
+    name = max(8, *(len(r.get("label", r["model"])) for r in rows))
+    head = f"{'model':<{name}} {'layers':>6} {'parameters':>11}  " + "  ".join(f"{t:<{width}}" for t in tasks)
     head += f"  {'chunk p50 / p99 ms':>18} {'speed-up':>8}"
     lines = [head]
     for r in rows:
         cells = "  ".join(f"{rate_with_interval(t['successes'], t['episodes']):<{width}}" for t in r["tasks"])
         latency = f"{r['chunk_ms_p50']:.1f} / {r['chunk_ms_p99']:.1f}"
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
-        lines.append(f"{r['model']:<8} {r['layers']:>6} {r['parameters']:>11,}  {cells}  {latency:>18} {speedup:>8}")
+        lines.append(f"{r.get('label', r['model']):<{name}} {r['layers']:>6} {r['parameters']:>11,}  {cells}  "
+                     f"{latency:>18} {speedup:>8}")
     d = summary["deployed_student"]
     if d.get("episodes"):
         lines.append(f"student through the executor ({d['backend']}, {d['strategy']}): success "
@@ -108,7 +119,7 @@ def markdown(summary: dict[str, Any], links: dict[str, str]) -> str:
     for r in rows:
         cells = " | ".join(rate_with_interval(t["successes"], t["episodes"]) for t in r["tasks"])
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
-        lines.append(f"| {r['model']} | {r['layers']} | {r['parameters']:,} | {cells} | "
+        lines.append(f"| {r.get('label', r['model'])} | {r['layers']} | {r['parameters']:,} | {cells} | "
                      f"{r['chunk_ms_p50']:.1f} / {r['chunk_ms_p99']:.1f} | {speedup} |")
     lines += ["", "Chunk latency: one observation to one action chunk, batch 1, on this machine's CPU "
               "(the torch sampler); success: `platform eval --sim` on unseen seeds (from 1000).", ""]
