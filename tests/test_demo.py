@@ -158,7 +158,7 @@ def test_a_given_teacher_is_distilled_not_trained(first, tmp_path, capsys):
     capsys.readouterr()
     code, _ = demo(out, "--teacher", str(teacher), "demo.episodes=3")
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith(f"error: {out / 'student6'}, {out / 'eval_teacher.json'}"), err
+    assert code == 2 and err.startswith(f"error: {out / 'student6'}, {out / 'eval_student.json'}"), err
     assert "were made from the 4 episodes in" in err and "recording 2 more (demo.episodes=3)" in err
     assert sum(episodes_per_task(out / "arm.zarr").values()) == 4  # nothing was recorded
 
@@ -296,3 +296,21 @@ def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot, made_by
     meta = Policy.read_metadata(folder)
     assert f"tools/bench/{made_by}" in meta["made_by"] and not {"dataset", "train", "held_out"} & set(meta)
     assert config.compose(["demo=default"]).demo.teacher == "shipped"
+
+
+def test_a_demo_folder_made_before_a_setting_was_checked_is_reused_and_then_checked(first, tmp_path):
+    """stages.json of a run from before the store's stamp was part of the settings: the
+    finished stages are reused (the missing key is not held against them) and the stamp is
+    recorded, so the next change of the store is caught."""
+    out = tmp_path / "arm"
+    shutil.copytree(first["out"], out)
+    stages = json.loads((out / "stages.json").read_text())
+    for stage in ("teacher", "student", "eval_teacher", "eval_student", "deploy"):
+        del stages[stage]["settings"]["store"]
+    (out / "stages.json").write_text(json.dumps(stages))
+    code, printed = demo(out)
+    assert code == 0, printed[-3000:]
+    for stage in ("2/6 teacher", "3/6 student", "5/6 deploy"):
+        assert f"[demo] {stage}: reused " in printed, stage
+    assert printed.count("4/6 evaluate: reused") == 2
+    assert all(json.loads((out / "stages.json").read_text())[s]["settings"]["store"] for s in ("teacher", "student"))

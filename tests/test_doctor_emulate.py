@@ -58,8 +58,8 @@ def test_doctor_reads_positions_as_a_loop_does_and_names_a_servo_that_loses_repl
         chains["follower"].flaky(3, every=3)
         flaky = servo_report([spec.buses["follower"].port], BAUD, robot_spec("arm"))
     assert "    replies: 60 position reads of every servo, none lost" in sound
-    warning = next(line for line in flaky if "position reads needed a retry" in line)
-    retried = int(warning.split("warning: ")[1].split(" of ")[0])
+    warning = next(line for line in flaky if "tries failed over 60 position reads" in line)
+    retried = int(warning.split("warning: ")[1].split(" tries")[0])
     assert 15 <= retried <= 40 and f"(ID 3: {retried})" in warning, warning  # ~1 in 3 of the tries
     assert "ok: bus 'follower' of robot 'arm': all 7 configured servos answer" in "\n".join(flaky)
 

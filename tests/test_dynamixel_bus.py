@@ -136,6 +136,9 @@ def test_a_flaky_servo_is_counted_though_every_read_succeeds(chain):
         assert bus.tally.exchanges == exchanges + 15
         assert bus.tally.failed_tries >= 4  # servo 2 answers each try: 15 + retries replies, a third lost
         assert bus.tally.failed_by_id == {2: bus.tally.failed_tries}
+        # A sync write asks for no reply: not an exchange (it would dilute the lost replies).
+        bus.write("goal_position", {1: 2048})
+        assert bus.tally.exchanges == exchanges + 15
         with pytest.raises(ValueError, match="every must be >= 2"):
             chain.flaky(2, every=1)
 

@@ -467,14 +467,16 @@ def test_the_loop_percentiles_are_numpys_and_are_worked_out_once_a_tick(monkeypa
     assert clock.percentiles_ms() == (0.0, 0.0)
 
 
-def test_a_flaky_servo_is_shown_warned_of_and_stored_with_the_take(tmp_path):
-    """A follower servo losing one reply in three: the take records whole (each read is
-    retried), and the operator sees the retries on the loop's line, naming the joint, gets
-    the warning once, and the take keeps its count (a flaky servo used to show nowhere but
-    the log, until the chain failed outright)."""
+@pytest.mark.parametrize("bus", ["follower", "leader"])
+def test_a_flaky_servo_is_shown_warned_of_and_stored_with_the_take(tmp_path, bus):
+    """A follower's or a leader arm's servo losing one reply in three: the take records
+    whole (each read is retried), and the operator sees the retries on the loop's line,
+    naming the joint, gets the warning once, and the take keeps its count (a flaky servo
+    used to show nowhere but the log, until the chain failed outright)."""
     with emulated("arm") as (spec, chains), _Rig(tmp_path, spec, chains) as rig:
         joint = next(m.joint for m in spec.motors if m.bus == "follower" and m.id == 3)
-        chains["follower"].flaky(3, every=3)
+        joint = joint if bus == "follower" else f"leader {spec.leaders[0].motors[2].joint}"
+        chains[bus].flaky(3, every=3)
         published = []
         config = SessionConfig(task="wave", episodes=1, episode_time_s=1.0, reset_time_s=0.0, fps=30,
                                robot=spec.name)

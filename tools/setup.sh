@@ -62,14 +62,16 @@ if [[ -d .venv && ! -L .venv ]]; then
     exit 2
 fi
 if [[ ! -f "$venv/.complete" ]]; then
-    # Only a venv this script began (cut short before .complete) or nothing is replaced.
-    if [[ -e "$venv" && ! -f "$venv/pyvenv.cfg" && -n "$(ls -A "$venv" 2>/dev/null)" ]]; then
-        say "error: $venv exists and is not a virtual environment; point SHALLOWPI_VENV elsewhere"
+    # Only a venv this script began (its marker, cut short before .complete) or nothing is
+    # replaced: SHALLOWPI_VENV may name a folder of the user's own.
+    if [[ -e "$venv" && ! -f "$venv/.shallowpi-setup" && -n "$(ls -A "$venv" 2>/dev/null)" ]]; then
+        say "error: $venv exists and was not made by this script; remove it or point SHALLOWPI_VENV elsewhere"
         exit 2
     fi
     say "creating $venv (first time: ~6 min, ~6 GB; torch comes as a CUDA build)"
     rm -rf "$venv"
     "$python" -m venv "$venv"
+    touch "$venv/.shallowpi-setup"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e ".[all]"
     touch "$venv/.complete"
@@ -94,9 +96,14 @@ done
 if [[ -n "$py310" && "$job" == test ]]; then
     venv310="${venv%/*}/py310-$key"
     if [[ ! -f "$venv310/.complete" ]]; then
+        if [[ -e "$venv310" && ! -f "$venv310/.shallowpi-setup" && -n "$(ls -A "$venv310" 2>/dev/null)" ]]; then
+            say "error: $venv310 exists and was not made by this script; remove it"
+            exit 2
+        fi
         say "creating $venv310 (Python 3.10, core install: the robot side)"
         rm -rf "$venv310"
         "$py310" -m venv "$venv310"
+        touch "$venv310/.shallowpi-setup"
         "$venv310/bin/python" -m pip install -q --upgrade pip "setuptools>=77"
         "$venv310/bin/python" -m pip install -q -e . pytest pytest-timeout
         touch "$venv310/.complete"

@@ -180,19 +180,20 @@ class StageBook:
         than `settings`, naming it and the `later` stages' outputs made from it; remember
         `settings` otherwise."""
         before = self.settings(stage)
-        if folder.exists() and before is not None and before != settings:
-            changed = ", ".join(_change(k, before.get(k), settings.get(k))
-                                for k in sorted(set(before) | set(settings)) if before.get(k) != settings.get(k))
+        if folder.exists() and before is not None and not same_settings(before, settings):
+            changed = ", ".join(_change(k, before[k], settings.get(k)) for k in sorted(before)
+                                if before[k] != settings.get(k))
             after = [str(p) for p in later if p.exists()]
             raise ConfigError(f"{folder} was made with other settings ({changed}); remove it"
                               + (f" and what was made from it ({', '.join(after)})" if after else "")
                               + f" to redo the {stage} stage, or give another --out")
         self.begin(stage, settings)
 
-    def begin(self, stage: str, settings: dict[str, Any]) -> None:
-        """Record `settings` for `stage` (its time is forgotten when they changed)."""
+    def begin(self, stage: str, settings: dict[str, Any], again: bool = False) -> None:
+        """Record `settings` for `stage`; its time is forgotten when they changed, or when
+        it is made `again` (until it finishes, nothing of an earlier run counts as its result)."""
         entry = self.entries.setdefault(stage, {})
-        if entry.get("settings") != settings:
+        if again or entry.get("settings") != settings:
             entry.update(settings=settings, seconds=None)
         self._save()
 
@@ -204,6 +205,13 @@ class StageBook:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         replace_text(self.path, json.dumps(self.entries, indent=2))
+
+
+def same_settings(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a stage made with `before` was made with `now`. A key `before` lacks was added
+    to the check since that run (its value then unknown): it is not held against it, and the
+    next run records it."""
+    return all(before[key] == now.get(key) for key in before)
 
 
 def _change(key: str, before: Any, now: Any) -> str:
@@ -335,7 +343,9 @@ class Demo:
         if not missing:
             self.reused("record", f"{self.store} ({total} episodes, at least {cfg.episodes} of each task)")
             return
-        if made := [str(p) for p in self._made_from_store() if p.exists()]:
+        # A given teacher's evaluation does not depend on the episodes: it stays.
+        grown = [p for p in self._made_from_store() if not (self.given_teacher and p.name == "eval_teacher.json")]
+        if made := [str(p) for p in grown if p.exists()]:
             # More episodes would leave them made from fewer, and the store never shrinks:
             # refused now, before recording, not stages later.
             raise ConfigError(f"{', '.join(made)} were made from the {total} episodes in {self.store}; recording "
@@ -490,7 +500,7 @@ class Demo:
         if self._finished(stage, settings, path):
             self.reused("evaluate", f"{path}", key=stage)
             return json.loads(path.read_text())
-        self.book.begin(stage, settings)
+        self.book.begin(stage, settings, again=True)
         path.unlink(missing_ok=True)  # an evaluation stopped part-way must not leave an older one's
         cap = f", at most {cfg.eval_time_s:g} s each" if cfg.eval_time_s else ""
         seeds = f"{cfg.eval_episodes} unseen seed{'s' if cfg.eval_episodes != 1 else ''}"
@@ -519,7 +529,7 @@ class Demo:
         if self._finished("deploy", settings, path):
             self.reused("deploy", f"{path}")
             return json.loads(path.read_text())
-        self.book.begin("deploy", settings)
+        self.book.begin("deploy", settings, again=True)
         path.unlink(missing_ok=True)  # a run stopped or faulted part-way must not leave an older one's
         from shallowpi.robots.sim.tasks import make_tasks
 
@@ -544,5 +554,6 @@ class Demo:
     def _finished(self, stage: str, settings: dict[str, Any], path: Path) -> bool:
         """Whether `path` is `stage`'s result for `settings`: the stage finished with them
         (a run stopped or failed part-way records them at its start, not its end)."""
-        return (path.is_file() and self.book.settings(stage) == settings
+        before = self.book.settings(stage)
+        return (path.is_file() and before is not None and same_settings(before, settings)
                 and self.book.seconds(stage) is not None)

@@ -132,6 +132,8 @@ def _reply_check(bus: DynamixelBus, reads: int = REPLY_CHECK_READS) -> list[str]
     or a warning naming the servos that lost replies."""
     from shallowpi.errors import PlatformError
 
+    if not bus.motors:  # only models this driver lacks answered: nothing it can read
+        return []
     before, by_id = bus.tally.failed_tries, dict(bus.tally.failed_by_id)
     try:
         for _ in range(reads):
@@ -143,8 +145,8 @@ def _reply_check(bus: DynamixelBus, reads: int = REPLY_CHECK_READS) -> list[str]
         return [f"    replies: {reads} position reads of every servo, none lost"]
     lost = {i: n - by_id.get(i, 0) for i, n in bus.tally.failed_by_id.items() if n > by_id.get(i, 0)}
     named = ", ".join(f"ID {i}: {n}" for i, n in sorted(lost.items())) or "no servo named"
-    return [f"    warning: {failed} of {reads} position reads needed a retry ({named}): a loose cable or "
-            "connector, or a failing servo; each retry costs the control loop a reply timeout"]
+    return [f"    warning: {failed} tries failed over {reads} position reads of every servo ({named}): a loose "
+            "cable or connector, or a failing servo; each retry costs the control loop a reply timeout"]
 
 
 def _frame_notes(bus: DynamixelBus, spec: RobotSpec | None, port: str) -> list[str]:

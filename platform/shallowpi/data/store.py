@@ -99,6 +99,10 @@ COMPACTING_SUFFIX = ".compacting"
 PROVENANCE_DIR = ".shallowpi"
 WRITER_CACHED_EPISODES = 256  # episode metadata a writable store keeps in memory
 OPEN_TRIES = 3  # a reader opens again when the store changed while it opened (EpisodeStore.open)
+# A reader reads the files that say whether its store was edited at least this often, seconds,
+# whatever the stats say: an NFS client may answer a stat from its attribute cache for a
+# minute, while opening a file revalidates it.
+REREAD_S = 0.25
 
 
 @dataclass
@@ -166,6 +170,7 @@ class EpisodeStore:
         self._writer: EpisodeWriter | None = None
         self._stamped = (os.fspath(path), os.fspath(path / "meta" / ".zattrs"))  # what _stamp stats, as str
         self._seen = self._stamp()  # before anything is read: a change during the opening shows
+        self._reread_at = time.monotonic()
         header = self._read_header(path)
         self.version = int(header.get("version", 1))
         self.layout = int(header.get("layout", 1))
@@ -528,14 +533,16 @@ class EpisodeStore:
         episode boundaries read at open: a `dataset delete` that swapped a compacted copy in
         meanwhile renumbered the rows, and a recorder's d / r refilled the last episode's;
         the reader paired old numbers with new (or no: zero) frames. Looked at on every read:
-        two stats (`_stamp`, µs) and, when they moved, the two small files that say whether
-        the rows were renumbered (a commit that only appended episodes leaves them as they
-        were); StoreError then. A writer holds the lock: nothing else edits its store."""
+        two stats (`_stamp`, µs) and, when they moved or REREAD_S passed, the two small files
+        that say whether the rows were renumbered (a commit that only appended episodes leaves
+        them as they were); StoreError then. A writer holds the lock: nothing else edits its
+        store."""
         if self.writable:
             return
         stamp = self._stamp()
-        if stamp is not None and stamp == self._seen:
+        if stamp is not None and stamp == self._seen and time.monotonic() - self._reread_at < REREAD_S:
             return
+        self._reread_at = time.monotonic()
         try:
             now = (self._read_header(self.path).get("created"),
                    int(read_json(self.path / "meta" / ".zattrs").get("commit", {}).get("edits", 0)))

@@ -41,7 +41,7 @@ from shallowpi.record.session_config import (
     Teleoperator,
 )
 from shallowpi.record.writer import BackgroundWriter, WaitAbandoned
-from shallowpi.robots.base import Robot
+from shallowpi.robots.base import LinkCounts, Robot
 from shallowpi.robots.catch_up import CatchUp
 from shallowpi.robots.observation import Observation, lerobot_row
 from shallowpi.telemetry import keys
@@ -99,7 +99,7 @@ class RecordingSession:
         self.disk = disk
         self.catch_up = catch_up
         self.camera_health = CameraHealth(cameras or {}, config.fps)
-        self._link_start = robot.link_counts()  # the servo link's counts when the take began
+        self._link_start = self._link_counts()  # the servo links' counts when the take began
         self._link_warned = False  # its warning is given once a take
         self._publish = publish or (lambda status: None)
         self._commands = commands or list
@@ -357,7 +357,7 @@ class RecordingSession:
                           start_time=time.time(), give_up=self._estop_while_waiting)
         self.clock.reset_stats()
         self.camera_health.begin_take()
-        self._link_start, self._link_warned = self.robot.link_counts(), False
+        self._link_start, self._link_warned = self._link_counts(), False
         summary = self._take = EpisodeSummary(index, 0, 0.0, None, "recording")
         episodes = self.status.episodes
         if episodes and episodes[-1].index == index:
@@ -411,7 +411,7 @@ class RecordingSession:
             if summary.success is not None:
                 success = summary.success
             p50, p99 = self.clock.percentiles_ms()
-            link = self.robot.link_counts().since(self._link_start)
+            link = self._link_counts().since(self._link_start)
             extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
                      "link_exchanges": link.exchanges, "link_failed_tries": link.failed_tries,
                      "backpressure_s": self.writer.stats().backpressure_s,
@@ -533,6 +533,11 @@ class RecordingSession:
                 return (f"robot NOT confirmed safe: could not hold position ({hold_error}) nor switch "
                         f"torque off ({off_error}); cut the servo power before going near the robot")
 
+    def _link_counts(self) -> LinkCounts:
+        """The follower's servo links, and the leader arms' where the teleoperator has buses."""
+        leaders = getattr(self.teleop, "link_counts", None)  # a keyboard or a script has none
+        return self.robot.link_counts().plus(leaders()) if leaders else self.robot.link_counts()
+
     def _finish(self, state: RecorderState) -> SessionResult:
         self.result.committed = self.writer.committed()  # those written so far; the writer may go on
         self._update_status(state, None, None)
@@ -558,7 +563,7 @@ class RecordingSession:
             else:
                 status.leader = [float(v) for v in np.asarray(action).reshape(-1)]
         p50, p99 = self.clock.percentiles_ms()
-        link = self.robot.link_counts().since(self._link_start)
+        link = self._link_counts().since(self._link_start)
         status.loop = LoopStatus(self.config.fps, p50, p99, self.clock.overruns,
                                  simulated=bool(getattr(self.clock, "simulated", False)),
                                  link_exchanges=link.exchanges, link_failed_tries=link.failed_tries)

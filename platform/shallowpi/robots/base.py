@@ -71,6 +71,25 @@ class LinkCounts:
     failed_tries: int = 0
     failed_by_joint: Mapping[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of_buses(cls, buses: Mapping[str, Any], names: Mapping[tuple[str, int], str]) -> LinkCounts:
+        """The sum of `buses`' tallies (`MotorBus.tally`), each servo's failed tries under
+        its name in `names` ({(bus, servo ID): joint}; "BUS ID N" where it has none)."""
+        by_joint: dict[str, int] = {}
+        for bus_name, bus in buses.items():
+            for servo_id, n in bus.tally.failed_by_id.items():
+                joint = names.get((bus_name, servo_id), f"{bus_name} ID {servo_id}")
+                by_joint[joint] = by_joint.get(joint, 0) + n
+        return cls(sum(b.tally.exchanges for b in buses.values()), sum(b.tally.failed_tries for b in buses.values()),
+                   by_joint)
+
+    def plus(self, other: LinkCounts) -> LinkCounts:
+        """Both counts together (a robot's and its leader arms')."""
+        by_joint = dict(self.failed_by_joint)
+        for joint, n in other.failed_by_joint.items():
+            by_joint[joint] = by_joint.get(joint, 0) + n
+        return LinkCounts(self.exchanges + other.exchanges, self.failed_tries + other.failed_tries, by_joint)
+
     def since(self, earlier: LinkCounts) -> LinkCounts:
         """What was counted after `earlier` (a count of the same robot, taken before)."""
         return LinkCounts(self.exchanges - earlier.exchanges, self.failed_tries - earlier.failed_tries,

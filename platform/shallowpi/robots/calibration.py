@@ -176,9 +176,11 @@ def save_calibration(calibration: RobotCalibration, root: Path | None = None) ->
 def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, MotorCalibration]],
                        root: Path | None = None) -> tuple[RobotCalibration, RobotCalibration, Path]:
     """Merge the `measured` arms into the robot's calibration file as it is now and save it,
-    holding an exclusive lock on the robot's folder from reading to renaming: two `platform
-    calibrate` runs on one robot (a terminal an arm) each keep their arm. Merged into the
-    file as it was when each started, the last to save dropped the other's arm.
+    holding an exclusive lock (`.calibration.lock` beside it) from reading to renaming: two
+    `platform calibrate` runs on one robot (a terminal an arm) each keep their arm. Merged
+    into the file as it was when each started, the last to save dropped the other's arm.
+    Where the file system cannot lock (some NFS mounts), it saves unlocked and says so: the
+    arms just measured are not thrown away.
 
     Returns (the file before, the calibration saved, its path). Raises CalibrationError for
     a file of another robot; OSError when the folder cannot be written."""
@@ -186,9 +188,13 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
 
     folder = calibration_path(spec.name, root).parent
     folder.mkdir(parents=True, exist_ok=True)
-    lock = os.open(folder, os.O_RDONLY)  # a folder's lock: no stray lock file beside the calibration
+    lock = os.open(folder / ".calibration.lock", os.O_RDWR | os.O_CREAT, 0o644)  # writable: NFS locks need it
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another run's save (milliseconds)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another run's save (milliseconds)
+        except OSError as err:
+            log.warning("could not lock %s (%s): saving without the lock; another calibrate run of this robot "
+                        "saving at this moment could drop an arm", folder / ".calibration.lock", err)
         latest = load_calibration(spec.name, root)
         result = with_arms(spec, latest, measured)
         return latest, result, save_calibration(result, root)

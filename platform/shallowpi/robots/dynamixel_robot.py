@@ -362,14 +362,7 @@ class DynamixelRobot(Robot):
 
     def link_counts(self) -> LinkCounts:
         """Every bus's exchanges and failed tries, the servos' by joint name (LinkCounts)."""
-        joint_of = {(m.bus, m.id): m.joint for m in self.spec.motors}
-        by_joint: dict[str, int] = {}
-        for bus_name, bus in self.buses.items():
-            for servo_id, n in bus.tally.failed_by_id.items():
-                joint = joint_of.get((bus_name, servo_id), f"{bus_name} ID {servo_id}")
-                by_joint[joint] = by_joint.get(joint, 0) + n
-        return LinkCounts(sum(b.tally.exchanges for b in self.buses.values()),
-                          sum(b.tally.failed_tries for b in self.buses.values()), by_joint)
+        return LinkCounts.of_buses(self.buses, {(m.bus, m.id): m.joint for m in self.spec.motors})
 
     # -- description -------------------------------------------------------------------
 

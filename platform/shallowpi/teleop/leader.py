@@ -16,6 +16,7 @@ from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import nearest_turn, unwrap_reading
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
+from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.calibration import RobotCalibration, check_position_limits, check_servo_frame
 from shallowpi.robots.spec import LeaderSpec, MotorSpec, RobotSpec
 
@@ -91,6 +92,12 @@ class LeaderFollower:
             self.disconnect()  # no port left open behind a refusal
             raise
         self._last_ticks = {}
+
+    def link_counts(self) -> LinkCounts:
+        """The leader buses' exchanges and failed tries (robots/base.LinkCounts), each servo's
+        as "leader JOINT": a leader read retried costs the recording loop as a follower's does."""
+        return LinkCounts.of_buses(self.buses, {(leader.bus, m.id): f"leader {m.joint}"
+                                                for leader in self.leaders for m in leader.motors})
 
     def disconnect(self) -> None:
         """Close every leader bus, leaving torque as it is (off)."""

@@ -140,7 +140,7 @@ class Split:
             return {}
         with EpisodeStore.open(store) as opened:
             infos = {i: opened.episode(i) for i in (self.train if episodes is None else episodes) if i < len(opened)}
-        keys = {i: f"{info.task}\0seed {info.extra['seed']}" if "seed" in info.extra
+        keys = {i: f"{info.task}\0seed {info.extra['seed']}" if info.extra.get("seed") is not None
                 else f"{info.start_time!r} {info.length} {info.task}" for i, info in infos.items()}
         return {i: hashlib.sha256(key.encode()).hexdigest()[:12] for i, key in keys.items()}
 
@@ -198,7 +198,8 @@ def finetune(
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
-                      "episodes": json.dumps(identities), "scenes": json.dumps(sorted(set(split.scenes(store).values()))),
+                      "episodes": json.dumps(identities),
+                      "scenes": json.dumps(sorted({*split.scenes(store).values(), *_scenes_of(init_from)})),
                       **recorded_facts(train_set)},
     )
     if trainer.dist.main:
@@ -249,6 +250,15 @@ def recorded_facts(train_set: Any) -> dict[str, str]:
     if hasattr(train_set, "start_state"):
         facts["start_state"] = json.dumps([round(float(v), 6) for v in train_set.start_state()])
     return facts
+
+
+def _scenes_of(checkpoint: Path | None) -> list[str]:
+    """The scenes one of our checkpoints learned (its "scenes"; none for a lerobot/openpi
+    base or a checkpoint saved before they were recorded): a run begun from it (--init) has
+    learned them too."""
+    if checkpoint is None or not (checkpoint / "model.safetensors").is_file():
+        return []
+    return json.loads(Policy.read_metadata(checkpoint).get("scenes", "[]"))
 
 
 def _with_delta_dims(cfg: PolicyConfig, train_set: Any) -> PolicyConfig:

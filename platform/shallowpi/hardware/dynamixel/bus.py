@@ -310,7 +310,7 @@ class DynamixelBus:
                 f = fields[servo_id]
                 group.addParam(servo_id, f.address, f.size, _le_bytes(f.to_unsigned(int(value)), f.size))
             what = f"bulk write of {field}"
-        self._retry(group.txPacket, what, list(values))
+        self._retry(group.txPacket, what, list(values), replied=False)
 
     def write_one(self, servo_id: int, field: str, value: int, *, check_alert: bool = True) -> None:
         """One field on one servo, acknowledged: the status packet's error byte is checked."""
@@ -488,16 +488,21 @@ class DynamixelBus:
                 "cable and the adapter's power, then reconnect"
             ) from None
 
-    def _retry(self, transact, what: str, ids: list[int], culprit=None) -> None:
+    def _retry(self, transact, what: str, ids: list[int], culprit=None, replied: bool = True) -> None:
+        """`transact` until it succeeds, at most `retries` times; BusError naming the servo
+        `culprit()` finds after the last. `replied`: the exchange asks for replies, and is
+        counted in `tally` with its failed tries (a sync write asks for none: it fails only
+        at the port, and counted it would dilute the replies lost among the exchanges)."""
         result, detail = COMM_SUCCESS, ""
-        self.tally.exchanges += 1
+        self.tally.exchanges += replied
         for attempt in range(1, self.retries + 1):
             self._packets.last_malformed = ""
             result = self._call(transact)
             if result == COMM_SUCCESS:
                 return
             detail = self._after_failure(result)
-            self._count_failed_try(culprit() if culprit else None)
+            if replied:
+                self._count_failed_try(culprit() if culprit else None)
             result = COMM_RX_CORRUPT if detail else result
             log.warning(
                 "%s: %s from servos %s failed (try %d/%d): %s%s", self._where, what,
