@@ -104,8 +104,8 @@ class LinkCounts:
             return None
         joint, n = self.worst()
         where = f", {n} of them {joint}'s servo" if joint else ""
-        return (f"servo link: {self.failed_tries} of {self.exchanges} exchanges {what} got no valid reply and were "
-                f"retried{where}: check that servo's cable and connectors before it stops the robot")
+        return (f"servo link: {self.failed_tries} tries over {self.exchanges} exchanges {what} got no valid reply "
+                f"and were retried{where}: check that servo's cable and connectors before it stops the robot")
 
     def worst(self) -> tuple[str, int]:
         """(joint, failed tries) of the joint named most often; ("", 0) when none is."""
