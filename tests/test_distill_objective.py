@@ -379,9 +379,9 @@ def test_a_teacher_trained_on_another_store_has_its_scenes_kept_out_of_the_stude
     assert (split.held_out, 4 in split.train) == ([9], True)
     assert note == "episodes [4] not held out: the teacher trained on their scenes"
     # A run begun from the teacher (--init) has learned its scenes too: it records them.
-    from shallowpi.train.finetune import _scenes_of
+    from shallowpi.train.finetune import scenes_of
 
-    assert _scenes_of(teacher) == sorted(taught.values()) and _scenes_of(None) == []
+    assert scenes_of(teacher) == sorted(taught.values()) and scenes_of(None) == []
     unnamed = tiny_checkpoint(tmp_path / "old-teacher", meta={})
     split, note = _split_of(unnamed, store, seeds, 0.2, by_task)
     assert split.held_out == [4, 9] and "names no training scenes: it may have trained on these scenes" in note

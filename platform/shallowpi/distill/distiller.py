@@ -44,7 +44,13 @@ from shallowpi.policy.tokenizer import check_prompts
 from shallowpi.policy.weights import CheckpointError
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 from shallowpi.train.distributed import init_distributed, pick_device, rank0_value
-from shallowpi.train.finetune import DatasetFactory, Split, recorded_facts, run_task_texts
+from shallowpi.train.finetune import (
+    DatasetFactory,
+    Split,
+    recorded_facts,
+    run_task_texts,
+    scenes_of,
+)
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.trainer import TrainConfig, Trainer
 
@@ -220,8 +226,7 @@ def distill(
     }
     # The scenes the student learned, its teacher's included: a student distilled from it in
     # turn holds none of them out either.
-    taught_scenes = json.loads(Policy.read_metadata(teacher_checkpoint).get("scenes", "[]"))
-    scenes = sorted({*taught_scenes, *Split(split.train + taught_by_teacher, []).scenes(store).values()})
+    scenes = sorted({*scenes_of(teacher_checkpoint), *Split(split.train + taught_by_teacher, []).scenes(store).values()})
     metadata = {
         "dataset": str(store),
         "held_out": json.dumps(split.held_out),

@@ -87,14 +87,8 @@ class Split:
         checkpoint's header) because the split names episodes by index, and an index names
         another episode after `dataset delete` compacts the store, or in another store of
         the same name. Empty for a store that is not on disk."""
-        from shallowpi.data.store import EpisodeStore
-
-        if not Path(store).exists():  # an in-memory dataset (tests): nothing on disk to name
-            return {}
-        with EpisodeStore.open(store) as opened:
-            infos = {i: opened.episode(i) for i in sorted(set(self.train) | set(self.held_out)) if i < len(opened)}
-        return {str(i): hashlib.sha256(f"{info.start_time!r} {info.length} {info.task}".encode()).hexdigest()[:12]
-                for i, info in infos.items()}
+        infos = _episode_infos(store, sorted(set(self.train) | set(self.held_out)))
+        return {str(i): _digest(_recording(info)) for i, info in infos.items()}
 
     def check_same_episodes(self, store: Path, recorded: Mapping[str, str] | None, run: str,
                             advice: str = "pass another --run to start afresh, or the --dataset it was trained on",
@@ -134,21 +128,36 @@ class Split:
         (start time, length, task): the same recording, copied. A checkpoint records its
         training scenes so that a student distilled from it on another store holds none of
         them out (distill/distiller.py). Empty for a store that is not on disk."""
-        from shallowpi.data.store import EpisodeStore
-
-        if not Path(store).exists():
-            return {}
-        with EpisodeStore.open(store) as opened:
-            infos = {i: opened.episode(i) for i in (self.train if episodes is None else episodes) if i < len(opened)}
-        keys = {i: f"{info.task}\0seed {info.extra['seed']}" if info.extra.get("seed") is not None
-                else f"{info.start_time!r} {info.length} {info.task}" for i, info in infos.items()}
-        return {i: hashlib.sha256(key.encode()).hexdigest()[:12] for i, key in keys.items()}
+        infos = _episode_infos(store, self.train if episodes is None else episodes)
+        return {i: _digest(f"{info.task}\0seed {info.extra['seed']}" if info.extra.get("seed") is not None
+                           else _recording(info)) for i, info in infos.items()}
 
     def eval_episodes(self) -> tuple[list[int], str]:
         """The episodes to evaluate on, and what they are, said plainly."""
         if self.held_out:
             return self.held_out, f"held-out episodes {self.held_out}"
         return self.train, f"training episodes {self.train} (no held-out episodes)"
+
+
+def _episode_infos(store: Path, episodes: list[int]) -> dict[int, Any]:
+    """{episode: its EpisodeInfo} for those of `episodes` the store holds; {} for a store
+    not on disk (an in-memory dataset in tests: nothing on disk to name)."""
+    from shallowpi.data.store import EpisodeStore
+
+    if not Path(store).exists():
+        return {}
+    with EpisodeStore.open(store) as opened:
+        return {i: opened.episode(i) for i in episodes if i < len(opened)}
+
+
+def _recording(info: Any) -> str:
+    """What names one recording of an episode: its start time, length and task."""
+    return f"{info.start_time!r} {info.length} {info.task}"
+
+
+def _digest(text: str) -> str:
+    """`text`'s sha256, 12 hex digits: the identities and scenes a checkpoint records."""
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def finetune(
@@ -199,7 +208,7 @@ def finetune(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
                       "episodes": json.dumps(identities),
-                      "scenes": json.dumps(sorted({*split.scenes(store).values(), *_scenes_of(init_from)})),
+                      "scenes": json.dumps(sorted({*split.scenes(store).values(), *scenes_of(init_from)})),
                       **recorded_facts(train_set)},
     )
     if trainer.dist.main:
@@ -252,7 +261,7 @@ def recorded_facts(train_set: Any) -> dict[str, str]:
     return facts
 
 
-def _scenes_of(checkpoint: Path | None) -> list[str]:
+def scenes_of(checkpoint: Path | None) -> list[str]:
     """The scenes one of our checkpoints learned (its "scenes"; none for a lerobot/openpi
     base or a checkpoint saved before they were recorded): a run begun from it (--init) has
     learned them too."""
