@@ -57,9 +57,10 @@ class LinkTally:
     """A bus's exchanges since it was made, and the tries among them that failed.
 
     An exchange is one request and the replies it asks for (a sync read of every servo is
-    one; a sync write asks for none and is not counted). A try fails when a reply is lost, late, corrupt or malformed; the bus retries it,
-    so a flaky cable or a servo whose transceiver drops one reply in three fails tries for
-    hours without an error, each costing the loop a reply timeout. Counted here, the robot's
+    one; a sync write asks for none and is not counted). A try fails when a reply is lost,
+    late, corrupt or malformed; the bus retries it, so a flaky cable or a servo whose
+    transceiver drops one reply in three fails tries for hours without an error, each
+    costing the loop a reply timeout. Counted here, the robot's
     status shows it before the chain fails outright. `failed_by_id`: per servo, the failed
     tries it was the first silent or malformed reply of (a write's failures name none).
     """
