@@ -71,6 +71,19 @@ def test_lerobot_loads_the_export_frame_for_frame(exported):
             row += 1
 
 
+def test_success_marks_leave_as_lerobots_next_success(exported):
+    """The fixture's episodes are marked successful, failed, successful: lerobot's own
+    success column says so on each episode's last frame and nowhere else."""
+    root, out, _ = exported
+    source = EpisodeStore.open(root / "src.zarr")
+    assert [e.success for e in source.episodes] == [True, False, True]
+    dataset = _load_with_lerobot(out)
+    assert dataset.meta.features["next.success"]["dtype"] == "bool"
+    column = np.asarray(dataset.hf_dataset.with_format("numpy")["next.success"]).reshape(-1)
+    last_rows = np.cumsum([e.length for e in source.episodes]) - 1
+    assert np.flatnonzero(column).tolist() == [last_rows[0], last_rows[2]]
+
+
 def test_progress_counts_every_frame(exported):
     _, _, calls = exported
     assert calls[0] == (0, 27) and calls[-1] == (27, 27)
@@ -91,7 +104,8 @@ def test_import_brings_the_export_back(exported, tmp_path):
     assert back.features == source.features
     assert len(back) == len(source)
     for info, got in zip(source.episodes, back.episodes):
-        assert (got.length, got.task, got.robot, got.fps) == (info.length, info.task, info.robot, info.fps)
+        assert (got.length, got.task, got.robot, got.fps, got.success) == (
+            info.length, info.task, info.robot, info.fps, info.success)
         want_rows, got_rows = source.read_episode(info.index), back.read_episode(got.index)
         for key in ("observation.state", "action"):
             np.testing.assert_array_equal(got_rows[key], want_rows[key])
@@ -240,12 +254,26 @@ def test_cameras_too_small_for_av1_are_exported_as_h264(tmp_path):
     out = export_lerobot(tmp_path / "tiny.zarr", tmp_path / "lr", repo_id=REPO_ID)
     info = json.loads((out / "meta" / "info.json").read_text())
     assert info["features"]["observation.images.front"]["info"]["video.codec"] == "h264"
+    assert "next.success" not in info["features"]  # no episode is marked: no column claims they failed
     source, dataset = EpisodeStore.open(tmp_path / "tiny.zarr"), _load_with_lerobot(out)
     assert len(dataset) == source.num_frames == 11
     for row in range(len(dataset)):
         image = dataset[row]["observation.images.front"].numpy().transpose(1, 2, 0) * 255.0
         assert np.abs(image - source.read("observation.images.front", row, row + 1)[0]).mean() < 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr", "tiny.zarr"]
+
+
+def test_unmarked_episodes_beside_marked_ones_leave_as_failed_with_a_warning(tmp_path, caplog):
+    from shallowpi.data.lerobot_export import export_lerobot
+    from shallowpi.data.lerobot_import import import_lerobot
+
+    with make_store(tmp_path / "mixed.zarr", episodes=3, length=4) as store:
+        store.set_success(1, None)
+    with caplog.at_level("WARNING", logger="shallowpi"):
+        export_lerobot(tmp_path / "mixed.zarr", tmp_path / "lr", repo_id=REPO_ID)
+    assert "1 of 3 episodes have no success mark (1)" in caplog.text
+    back = EpisodeStore.open(import_lerobot(tmp_path / "lr", tmp_path / "back.zarr", repo_id=REPO_ID))
+    assert [e.success for e in back.episodes] == [True, False, True]
 
 
 def test_sizes_no_encoder_takes_are_refused_in_one_line(tmp_path):

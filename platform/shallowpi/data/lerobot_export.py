@@ -19,6 +19,8 @@ import numpy as np
 
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.lerobot_interop import (
+    SUCCESS_FEATURE,
+    SUCCESS_KEY,
     Progress,
     _claim_destination,
     _import_lerobot,
@@ -29,7 +31,7 @@ from shallowpi.data.lerobot_interop import (
     lerobot_features,
 )
 from shallowpi.data.lerobot_verify import verify_lerobot_export
-from shallowpi.data.row_ranges import describe_ranges
+from shallowpi.data.row_ranges import describe_indices, describe_ranges
 from shallowpi.data.store import EpisodeStore
 from shallowpi.data.store_files import require_intact
 from shallowpi.errors import StoreError
@@ -117,6 +119,16 @@ def _require_finite(store: EpisodeStore) -> None:
                          f"{shlex.quote(str(store.path))} --episode {episode}`)")
 
 
+def _warn_unmarked(store: EpisodeStore) -> None:
+    """Warn when some episodes carry a success mark and others none: `next.success` has no
+    "unmarked", so the unmarked ones leave as failed."""
+    unmarked = [e.index for e in store.episodes if e.success is None]
+    if unmarked and len(unmarked) < len(store):
+        log.warning("%s: %d of %d episodes have no success mark (%s); lerobot's %s cannot say "
+                    "'unmarked', so they are exported as failed", store.path.name, len(unmarked), len(store),
+                    describe_indices(unmarked), SUCCESS_KEY)
+
+
 def export_lerobot(
     store_path: Path,
     out_dir: Path,
@@ -134,6 +146,9 @@ def export_lerobot(
     numbers hold NaN/inf (recorded per episode at commit): lerobot would average them into
     meta/stats.json, and its normalisation would make every sample NaN.
 
+    Success marks become lerobot's `next.success` column (`shallowpi.data.lerobot_interop`);
+    unmarked episodes beside marked ones are exported as failed, with a warning.
+
     Cameras are AV1 video (lerobot's default), or H.264 where the AV1 encoder cannot take
     their size; StoreError if neither can. The export is written and then verified (frame
     counts of every episode's videos, and a few decoded frames, against the store) in a
@@ -149,6 +164,7 @@ def export_lerobot(
         if len(store) == 0:
             raise StoreError(f"{store_path.name} has no episodes to export")
         _require_finite(store)
+        _warn_unmarked(store)
         repo_id = repo_id or f"local/{store_path.stem}"
         fps = _dataset_fps(store)
         codec = choose_video_codec(store) if _camera_sizes(store.features) else VIDEO_CODECS[0]
@@ -180,10 +196,12 @@ def _export_into(store_path: Path, staging: Path, repo_id: str, fps: int, codec:
     with EpisodeStore.open(store_path) as store, _quiet_datasets():
         robot = next((e.robot for e in store.episodes if e.robot), None)
         keys = list(store.features)
+        marked = any(e.success is not None for e in store.episodes)
+        features = lerobot_features(store.features) | ({SUCCESS_KEY: SUCCESS_FEATURE} if marked else {})
         total, done = store.num_frames, 0
         _report(progress, 0, total)
         dataset = LeRobotDataset.create(
-            repo_id, fps=fps, features=lerobot_features(store.features), root=staging,
+            repo_id, fps=fps, features=features, root=staging,
             robot_type=robot, use_videos=True, video_backend=_video_backend(),
             rgb_encoder=RGBEncoderConfig(vcodec=codec),
             # Not lerobot's streaming encoder: its feed_frame (lerobot 0.6.1,
@@ -210,8 +228,11 @@ def _export_into(store_path: Path, staging: Path, repo_id: str, fps: int, codec:
                     rows = {k: store.read(k, block, end) for k in keys}
                     if store.action_offset and "action" in rows:
                         rows["action"] = _following_actions(store, block, end, stop)
-                    for i in range(len(rows[keys[0]])):
-                        dataset.add_frame({**{k: rows[k][i] for k in keys}, "task": info.task})
+                    if marked:
+                        # The mark is the episode's outcome, known as of its last frame.
+                        rows[SUCCESS_KEY] = (np.arange(block, end) == stop - 1)[:, None] & (info.success is True)
+                    for i in range(end - block):
+                        dataset.add_frame({**{k: v[i] for k, v in rows.items()}, "task": info.task})
                         done += 1
                         _report(progress, done, total)
                 # One camera after another in this process: a crash in the encoder then

@@ -19,11 +19,13 @@ import numpy as np
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.lerobot_interop import (
     STAGING_SUFFIX,
+    SUCCESS_KEY,
     Progress,
     _import_lerobot,
     _quiet_datasets,
     _report,
     _video_backend,
+    episode_successes,
 )
 from shallowpi.data.store import EpisodeStore, StoreSettings, name_taken
 from shallowpi.durable_files import fsync_path
@@ -63,11 +65,12 @@ def _image_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def store_features(lerobot_spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Feature]:
-    """lerobot features as store features; bookkeeping and text columns are left out."""
+    """lerobot features as store features; bookkeeping and text columns are left out, and
+    so is `next.success`, which becomes the episodes' success marks."""
     features: dict[str, Feature] = {}
     for key, spec in lerobot_spec.items():
         dtype = spec.get("dtype")
-        if key in LEROBOT_BOOKKEEPING:
+        if key in LEROBOT_BOOKKEEPING or key == SUCCESS_KEY:
             continue
         if dtype in ("video", "image"):
             features[key] = Feature.image(*_image_shape(spec))
@@ -144,8 +147,10 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
             raise StoreError(f"{src_dir}: episode {position} has {rows} rows but its {key} video holds {frames} "
                              "frames: lerobot would pair its rows with the wrong frames (a frame the encoder "
                              "dropped); nothing was imported")
-    log.warning("LeRobotDataset carries no success marks: every imported episode is unmarked, so "
-                "policy.train.successful_only keeps them all")
+    successes = episode_successes(dataset)
+    if successes is None:
+        log.warning("%s has no %s column: every imported episode is unmarked, so "
+                    "policy.train.successful_only keeps them all", src_dir.name, SUCCESS_KEY)
     episode_of_row = np.asarray(dataset.hf_dataset["episode_index"])
     robot = dataset.meta.robot_type or ""
     # Numbers straight from the parquet columns (Arrow), in their own dtype: lerobot's item
@@ -165,7 +170,8 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
                 stop = row
                 while stop < total and int(episode_of_row[stop]) == episode:
                     stop += 1
-                _import_episode(dataset, columns, store, features, row, stop, robot)
+                _import_episode(dataset, columns, store, features, row, stop, robot,
+                                None if successes is None else successes[episode])
                 row = stop
                 _report(progress, row, total)
         os.replace(staging, store_path)  # its episodes were synced as they were committed
@@ -177,9 +183,9 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
 
 
 def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: Mapping[str, Feature],
-                    start: int, stop: int, robot: str) -> None:
-    """Rows start:stop of `dataset` as one episode: numbers from `columns` (its parquet
-    columns as Arrow), camera frames and tasks from lerobot's items."""
+                    start: int, stop: int, robot: str, success: bool | None) -> None:
+    """Rows start:stop of `dataset` as one episode, marked `success`: numbers from
+    `columns` (its parquet columns as Arrow), camera frames and tasks from lerobot's items."""
     table = columns[start:stop]
     rows = {key: np.asarray(table.column(key).to_pylist())
             for key, feature in [*features.items(), ("timestamp", None)]
@@ -199,4 +205,4 @@ def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: M
         if len(tasks) > 1:  # training reads one task an episode
             log.warning("episode %d changes task mid-episode (%s): it is kept as %r, which training reads for "
                         "every row; the others are in its extra", len(store), " -> ".join(repr(t) for t in tasks), tasks[0])
-        writer.commit(extra={"tasks": tasks} if len(tasks) > 1 else None)
+        writer.commit(success=success, extra={"tasks": tasks} if len(tasks) > 1 else None)

@@ -8,14 +8,20 @@ work itself lives beside this module:
 - `shallowpi.data.lerobot_export`: `export_lerobot` and the choice of video codec
   (`choose_video_codec`). lerobot derives each frame's timestamp from its index and one
   integer fps, so the store's measured tick and capture times stay behind, as do the
-  per-episode success flag, calibration id and dropped-frame count (lerobot has no column
-  for them). Cameras become AV1 mp4 (lossy on top of the store's own codec), or H.264
+  calibration id and dropped-frame count (lerobot has no column for them). An episode's
+  success mark becomes lerobot's own per-frame `next.success` column (the one
+  `lerobot-eval` records), true on the last frame of an episode marked successful, and
+  false elsewhere: lerobot has no "unmarked", so a store with no mark exports no column and
+  a store that mixes marked and unmarked episodes exports the unmarked ones as failed,
+  with a warning. Cameras become AV1 mp4 (lossy on top of the store's own codec), or H.264
   where the AV1 encoder cannot take their size.
 - `shallowpi.data.lerobot_verify`: `verify_lerobot_export`, which checks an export
   against the store before it is moved into place.
 - `shallowpi.data.lerobot_import`: `import_lerobot` and `store_features`. Per-frame task
   text is kept per episode (the first frame's; the distinct tasks go to `extra["tasks"]`
   when an episode has several). Non-numeric columns (language annotations) are skipped.
+  A `next.success` column becomes the episodes' marks, an episode successful when any of
+  its frames is; without one every episode is imported unmarked.
 
 lerobot is the optional `lerobot` extra (Python >= 3.12), imported only through
 `_import_lerobot` when an export or import starts. Everything is local: `HF_HUB_OFFLINE`
@@ -44,6 +50,11 @@ from shallowpi.errors import PlatformError
 Progress = Callable[[int, int], None]  # (frames done, frames in total)
 
 STAGING_SUFFIX = ".partial"
+
+# lerobot's per-frame success column (lerobot.utils.constants.SUCCESS): true once the
+# task has succeeded. It carries the store's per-episode marks across.
+SUCCESS_KEY = "next.success"
+SUCCESS_FEATURE = {"dtype": "bool", "shape": (1,), "names": None}
 
 
 class LerobotMissingError(PlatformError):
@@ -94,6 +105,19 @@ def _quiet_datasets() -> Any:
 def _report(progress: Progress | None, done: int, total: int) -> None:
     if progress is not None:
         progress(done, total)
+
+
+def episode_successes(dataset: Any) -> dict[int, bool] | None:
+    """Each episode's outcome in the LeRobotDataset `dataset` (by episode_index): whether
+    any of its frames has `next.success`; None for a dataset without the column."""
+    if SUCCESS_KEY not in dataset.meta.features:
+        return None
+    import numpy as np
+
+    columns = dataset.hf_dataset.with_format("numpy")
+    episodes = np.asarray(columns["episode_index"]).reshape(-1)
+    success = np.asarray(columns[SUCCESS_KEY], dtype=bool).reshape(len(episodes), -1).any(axis=1)
+    return {int(e): bool(success[episodes == e].any()) for e in np.unique(episodes)}
 
 
 def lerobot_features(features: Mapping[str, Feature]) -> dict[str, dict[str, Any]]:

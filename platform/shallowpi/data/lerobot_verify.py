@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.data.lerobot_interop import _import_lerobot
+from shallowpi.data.lerobot_interop import _import_lerobot, episode_successes
 from shallowpi.data.store import EpisodeStore
 from shallowpi.errors import StoreError
 
@@ -30,7 +30,7 @@ NEIGHBOUR_MARGIN = 1.0
 
 def verify_lerobot_export(store: EpisodeStore, root: Path, repo_id: str) -> None:
     """Check that the LeRobotDataset at `root` holds `store`'s episodes frame for frame:
-    as many episodes and rows, every episode's video frames (counted in the mp4, at the
+    as many episodes and rows, the success marks, every episode's video frames (counted in the mp4, at the
     timestamps lerobot will ask for) as many as its rows, and the first and last frame of
     a few episodes decoded by lerobot closest to their own rows of the store.
 
@@ -49,6 +49,12 @@ def verify_lerobot_export(store: EpisodeStore, root: Path, repo_id: str) -> None
         if int(entry["length"]) != info.length:
             raise StoreError(f"export of {name}: episode {info.index} has {entry['length']} rows "
                              f"for the store's {info.length}")
+    marks = episode_successes(dataset)
+    if marks is not None:
+        for position, info in enumerate(episodes):
+            if marks.get(position) != (info.success is True):
+                raise StoreError(f"export of {name}: episode {info.index} is marked {info.success} but its "
+                                 f"next.success says {marks.get(position)}")
     for position, key, frames, rows, seconds in video_frame_counts(dataset, root):
         if frames != rows or round(seconds * dataset.fps) != rows:
             raise StoreError(
