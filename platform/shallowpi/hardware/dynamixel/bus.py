@@ -207,21 +207,15 @@ class DynamixelBus:
 
     def _ping(self, servo_id: int) -> tuple[ServoInfo | None, int, str]:
         """(model or None, last SDK result, what was wrong with the last bad reply)."""
-        result, detail = COMM_SUCCESS, ""
-        self.tally.exchanges += 1
-        for attempt in range(1, self.retries + 1):
-            self._packets.last_malformed = ""
-            model, result, _error = self._call(lambda: self._packets.ping(self._need_port(), servo_id))
-            if result == COMM_SUCCESS:
-                return ServoInfo(servo_id, model), result, ""
-            detail = self._after_failure(result)
-            self._count_failed_try(servo_id)
-            result = COMM_RX_CORRUPT if detail else result
-            log.warning(
-                "bus %s: ping of servo %d failed (try %d/%d): %s%s", self.name, servo_id, attempt,
-                self.retries, self._packets.getTxRxResult(result), f" ({detail})" if detail else "",
-            )
-        return None, result, detail
+        model = 0
+
+        def transact() -> int:
+            nonlocal model
+            model, result, _error = self._packets.ping(self._need_port(), servo_id)
+            return result
+
+        result, detail = self._tries(transact, f"ping of servo {servo_id}", culprit=lambda: servo_id)
+        return (ServoInfo(servo_id, model) if result == COMM_SUCCESS else None), result, detail
 
     def verify(self) -> dict[int, ServoInfo]:
         """Check every configured ID answers and is the configured model; else one-line error."""
@@ -489,9 +483,18 @@ class DynamixelBus:
             ) from None
 
     def _retry(self, transact, what: str, ids: list[int], culprit=None, replied: bool = True) -> None:
-        """`transact` until it succeeds, at most `retries` times; BusError naming the servo
-        `culprit()` finds after the last. `replied`: the exchange asks for replies, and is
-        counted in `tally` with its failed tries (a sync write asks for none: it fails only
+        """`transact` until it succeeds (`_tries`); BusError naming the servo `culprit()`
+        finds after the last try."""
+        result, detail = self._tries(transact, f"{what} from servos {_id_text(ids)}", culprit, replied)
+        if result != COMM_SUCCESS:
+            raise BusError(self._failure_message(what, ids, culprit() if culprit else None, result, detail))
+
+    def _tries(self, transact, what: str, culprit=None, replied: bool = True) -> tuple[int, str]:
+        """Run `transact` (one exchange, returning the SDK's result) until it succeeds, at
+        most `retries` times, each failure logged with `what`; returns (the last result,
+        what was wrong with the last bad reply), COMM_RX_CORRUPT for a malformed one.
+        `replied`: the exchange asks for replies, and is counted in `tally` with its failed
+        tries, by the servo `culprit()` names (a sync write asks for none: it fails only
         at the port, and counted it would dilute the replies lost among the exchanges)."""
         result, detail = COMM_SUCCESS, ""
         self.tally.exchanges += replied
@@ -499,18 +502,14 @@ class DynamixelBus:
             self._packets.last_malformed = ""
             result = self._call(transact)
             if result == COMM_SUCCESS:
-                return
+                return result, ""
             detail = self._after_failure(result)
             if replied:
                 self._count_failed_try(culprit() if culprit else None)
             result = COMM_RX_CORRUPT if detail else result
-            log.warning(
-                "%s: %s from servos %s failed (try %d/%d): %s%s", self._where, what,
-                _id_text(ids), attempt, self.retries, self._packets.getTxRxResult(result),
-                f" ({detail})" if detail else "",
-            )
-        servo_id = culprit() if culprit else None
-        raise BusError(self._failure_message(what, ids, servo_id, result, detail))
+            log.warning("%s: %s failed (try %d/%d): %s%s", self._where, what, attempt, self.retries,
+                        self._packets.getTxRxResult(result), f" ({detail})" if detail else "")
+        return result, detail
 
     def _count_failed_try(self, servo_id: int | None) -> None:
         self.tally.failed_tries += 1
