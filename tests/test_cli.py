@@ -13,6 +13,7 @@ import yaml
 
 from conftest import REPO_ROOT, platform_cmd, subprocess_env
 from shallowpi.cli import main
+from shallowpi.errors import PlatformError
 from store_fixtures import make_store, stamp_episode, synthetic_frame
 
 
@@ -35,6 +36,9 @@ def test_config_show_composes_robot_and_overrides(capsys):
     assert cfg["robot"]["name"] == "humanoid"
     assert "left_shoulder_pitch" in [j["name"] for j in cfg["robot"]["joints"]]
     assert cfg["store"]["image_quality"] == 75
+    assert main(["config", "show", "record.sim_noise=1", "policy.train.successful_only=true"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)  # a whole number where the default is 0.0 is a number
+    assert (cfg["record"]["sim_noise"], cfg["policy"]["train"]["successful_only"]) == (1, True)
     assert main(["config", "show", "robot=bimanual"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["robot"]["name"] == "bimanual"
 
@@ -51,8 +55,17 @@ def test_a_leading_double_dash_is_dropped(capsys):
         (["config", "show", "--robot", "octopus"], "unknown robot 'octopus'; choose one of: arm, bimanual, humanoid"),
         (["config", "show", "--jetson", "nano"], "unknown jetson 'nano'; choose one of: cpu, cuda, orin, thor"),
         (["config", "show", "wheels.count=4"], "unknown config key 'wheels.count'"),
+        (["config", "show", "policy.trian.steps=5"], "unknown config key 'policy.trian.steps'; did you mean "
+                                                     "policy.train.steps?"),
+        # The configs are plain YAML: without the check, text reached a comparison in training.
+        (["config", "show", "policy.train.steps=abc"], "policy.train.steps must be a number (its default is "),
+        (["config", "show", "--robot", "humanoid", "robot.fps=abc"], "robot.fps must be a number (its default is 30)"),
+        (["config", "show", "policy.train.successful_only=maybe"],
+         "policy.train.successful_only must be true or false (its default is false), not 'maybe'"),
         (["config", "show", "--robto", "arm"], "unrecognized arguments: --robto arm; valid options:"),
         (["dataset", "info", "no_such_dataset"], "no dataset at"),
+        # torch's answer was a traceback, after the run's folder was made
+        (["train", "--dataset", "x", "--device", "tpu"], "argument --device: unknown device 'tpu'; use auto, cpu"),
         (["launch"], "invalid choice: 'launch'"),
     ],
 )
@@ -401,3 +414,14 @@ def test_a_runs_resolved_config_is_synced_before_it_is_renamed_into_place(tmp_pa
     path = save_resolved(OmegaConf.create({"policy": {"preset": "small"}}), tmp_path / "run")
     assert watch.rename_to(path).unsynced == [] and str((tmp_path / "run").resolve()) in watch.synced
     assert yaml.safe_load(path.read_text()) == {"policy": {"preset": "small"}}
+
+
+def test_a_gpu_this_machine_lacks_is_refused_before_anything_runs():
+    import torch
+
+    from shallowpi.train.distributed import check_device
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(PlatformError, match=f"device 'cuda:{count}': "):
+        check_device(f"cuda:{count}")
+    assert check_device("cpu") == "cpu" and check_device("auto") == "auto"

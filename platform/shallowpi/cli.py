@@ -83,6 +83,19 @@ def user_path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def device_name(text: str) -> str:
+    """argparse type for a training device (`train_cmd`, `distill_cmd`): one this machine
+    has, checked before a run folder is made (`train.distributed.check_device`)."""
+    if text in ("auto", "cpu"):
+        return text  # torch is not imported to parse a default
+    from shallowpi.train.distributed import check_device
+
+    try:
+        return check_device(text)
+    except PlatformError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def at_least(minimum: float, kind: type = int, *, above: bool = False) -> Callable[[str], Any]:
     """argparse type: a `kind` (int or float) >= `minimum` (> with `above`), so a count, seed
     or duration of the wrong sign is one line at parse time. 0 must reach the range check:

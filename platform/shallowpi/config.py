@@ -8,8 +8,10 @@ working directory, and every run writes its resolved config next to its outputs
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -77,25 +79,84 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
     for override in overrides:
         _check_override(override)
-    try:
+
+    def composed(chosen: Sequence[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+            return hydra_compose(config_name="config", overrides=list(chosen))
+
+    groups_only = [o for o in overrides if _key_of(o) in groups()]
+    try:
+        cfg = composed(overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_one_line_hydra_error(exc, overrides)) from None
+        raise ConfigError(_one_line_hydra_error(exc, overrides, lambda: composed(groups_only))) from None
+    if len(groups_only) < len(overrides):
+        _check_value_types(cfg, composed(groups_only), overrides)
     return cfg
 
 
-def _one_line_hydra_error(exc: Exception, overrides: Sequence[str]) -> str:
+def _key_of(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequence[str]) -> None:
+    """ConfigError for an override that puts text where the default is a number, or
+    anything but true/false where it is a boolean: the configs are plain YAML, so nothing
+    else would stop `policy.train.steps=abc` until a comparison deep in training fails."""
+    for override in overrides:
+        key = _key_of(override)
+        if override.startswith("~") or key in groups():
+            continue
+        default = OmegaConf.select(defaults, key, default=None)
+        value = OmegaConf.select(cfg, key, default=None)
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            wanted, fits = "true or false", isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            wanted, fits = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            continue
+        if not fits:
+            raise ConfigError(f"{key} must be {wanted} (its default is {_yaml_scalar(default)}), "
+                              f"not {_yaml_scalar(value)}")
+
+
+def _yaml_scalar(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+
+
+def _one_line_hydra_error(exc: Exception, overrides: Sequence[str], defaults: Callable[[], DictConfig]) -> str:
+    """Hydra's error as one line naming the override at fault; for a key that does not
+    exist, the nearest keys that do (`defaults()`: the config as the groups chosen make it)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     for override in overrides:
-        key = override.partition("=")[0].lstrip("+~")
+        key = _key_of(override)
         if f"'{key}'" in str(exc) or f"Could not override '{key}'" in str(exc):
             top = key.split(".")[0]
             known = sorted({k for k in _base_keys() if k != "defaults"} | set(groups()))
             if top not in known:
                 return f"unknown config key '{key}'; top-level keys are: {', '.join(known)}"
+            with contextlib.suppress(Exception):  # the hint is a courtesy: Hydra's text stands without it
+                if OmegaConf.select(base := defaults(), key, default=_MISSING) is _MISSING:
+                    near = difflib.get_close_matches(key, _dotted_keys(base), n=1, cutoff=0.75)
+                    hint = f"; did you mean {near[0]}?" if near else ""
+                    return f"unknown config key '{key}'{hint} (`platform config show` lists them)"
             return f"cannot set '{key}': {text} (see `platform config show`)"
     return text
+
+
+_MISSING = object()
+
+
+def _dotted_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every key of `cfg` as a dotted path, sections and leaves."""
+    keys = []
+    for key, value in cfg.items_ex(resolve=False):
+        path = f"{prefix}{key}"
+        keys.append(path)
+        if isinstance(value, DictConfig):
+            keys += _dotted_keys(value, path + ".")
+    return keys
 
 
 def _base_keys() -> DictConfig:

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
+from shallowpi.cli import add_config_flags, at_least, device_name, overrides_from, user_path
 
 HELP = "train or fine-tune the π0 teacher on a dataset"
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def add_training_flags(parser: argparse.ArgumentParser, *, run: str, resume: str
     parser.add_argument("--resume", action="store_true", help=resume)
     parser.add_argument("--init", type=user_path, help=init)
     parser.add_argument("--steps", type=at_least(1), help=steps)
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="auto (a GPU when there is one), cpu, cuda, cuda:1 (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 

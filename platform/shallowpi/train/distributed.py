@@ -15,6 +15,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
+from shallowpi.errors import PlatformError
 from shallowpi.policy.policy import Policy
 
 T = TypeVar("T")
@@ -36,7 +37,9 @@ class Dist:
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto" is the GPU when there is one; under torchrun each process takes its LOCAL_RANK's."""
+    """"auto" is the GPU when there is one; under torchrun each process takes its LOCAL_RANK's.
+    PlatformError (`check_device`) for a device this machine does not have."""
+    check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -44,6 +47,30 @@ def pick_device(name: str) -> torch.device:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device(name)
+
+
+def check_device(name: str) -> str:
+    """`name` ("auto", "cpu", "cuda", "cuda:N", ...) if this machine has that device; else
+    PlatformError in one line saying what it has (torch's own answer to `cuda` on a machine
+    without one is a RuntimeError traceback from deep in the first transfer)."""
+    if name == "auto":
+        return name
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PlatformError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise PlatformError(f"device '{name}': torch sees no CUDA GPU on this machine; use --device cpu "
+                                "(or auto, which takes a GPU when there is one)")
+        if device.index is not None and device.index >= count:
+            raise PlatformError(f"device '{name}': this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type not in ("cpu", "mps"):
+        raise PlatformError(f"device '{name}' is not one training runs on; use auto, cpu, cuda or cuda:N")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise PlatformError(f"device '{name}': torch sees no Apple GPU here; use --device cpu")
+    return name
 
 
 def init_distributed(device: torch.device) -> Dist:
