@@ -269,7 +269,7 @@ def _run_read_only(folder, *args: str) -> subprocess.CompletedProcess:
         (["record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui", "--dataset", "new",
           "--episodes", "1", "--episode-time-s", "0.2", "--reset-time-s", "0", "record.sim_size=32x32",
           "telemetry.address={tmp}/t.sock", "--data-root", "{ro}"], "new.zarr.creating: .*--data-root"),
-        (["dataset", "merge", "kitchen", "kitchen", "--out", "both", "--data-root", "{ro}"],
+        (["dataset", "merge", "kitchen", "pantry", "--out", "both", "--data-root", "{ro}"],
          "both.zarr.merging.creating: .*--data-root"),  # built beside its name, moved in whole
         (["dataset", "delete", "kitchen", "--episode", "0", "--yes", "--data-root", "{ro}"],
          "kitchen.zarr/.shallowpi.lock: .*--data-root"),
@@ -287,6 +287,7 @@ def test_a_read_only_data_root_gives_one_line(args, names, tmp_path):
 
     ro = tmp_path / "ro"
     make_store(ro / "kitchen.zarr", episodes=2, length=4).close()
+    make_store(ro / "pantry.zarr", episodes=1, length=4).close()
     before = sorted(p.relative_to(ro) for p in ro.rglob("*"))
     result = _run_read_only(ro, *(a.format(ro=ro, tmp=tmp_path) for a in args))
     lines = result.stderr.strip().splitlines()

@@ -183,6 +183,29 @@ def test_merge_requires_same_features(tmp_path):
         EpisodeStore.merge([a, other], tmp_path / "ac.zarr")
 
 
+def test_merge_refuses_an_episode_twice(tmp_path):
+    """`dataset merge r1 r1` made a store holding every scene twice, without a word: trained
+    on twice, and on both sides of a held-out split."""
+    import shutil
+
+    a = make_store(tmp_path / "a.zarr", episodes=2, length=5, scene_seeds=[0, 1])
+    with pytest.raises(StoreError, match=r"a.zarr is given twice"):
+        EpisodeStore.merge([a, EpisodeStore.open(tmp_path / "a.zarr")], tmp_path / "aa.zarr")
+    a.close()
+    shutil.copytree(tmp_path / "a.zarr", tmp_path / "copy.zarr")
+    with pytest.raises(StoreError, match=r"copy.zarr is a copy of a.zarr"):
+        EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), EpisodeStore.open(tmp_path / "copy.zarr")],
+                           tmp_path / "ac.zarr")
+    # Recorded apart, from the same first seed: the same scenes of the same task.
+    b = make_store(tmp_path / "b.zarr", episodes=2, length=5, seed=3, scene_seeds=[5, 1])
+    with pytest.raises(StoreError, match=r"a.zarr episode 1 and b.zarr episode 1 are the same scene \(seed 1, "):
+        EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), b], tmp_path / "ab.zarr")
+    other_task = make_store(tmp_path / "c.zarr", episodes=2, length=5, task="push the block", scene_seeds=[0, 1])
+    merged = EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), other_task], tmp_path / "ac2.zarr")
+    assert len(merged) == 4  # one layout, two instructions: two demonstrations
+    assert sorted(p.name for p in tmp_path.iterdir() if "merging" in p.name) == []
+
+
 def test_delete_and_merge_keep_how_every_episode_was_recorded(tmp_path):
     a = make_store(tmp_path / "a.zarr", episodes=2, length=5, task="task a")
     b = make_store(tmp_path / "b.zarr", episodes=1, length=5, task="task b")

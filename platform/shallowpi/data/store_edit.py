@@ -166,6 +166,36 @@ def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked
         raise
 
 
+def refuse_repeats(sources: Sequence[EpisodeStore]) -> None:
+    """StoreError when `sources` hold one episode twice: a store given twice (by path, or a
+    copy of it, which keeps its creation stamp), or two twin episodes of one scene (the
+    same task and scene seed, `extra.seed`), as two stores recorded from the same first
+    seed hold. Merged, such a scene would be trained on twice and could land on both sides
+    of a held-out split, which would then score what training saw."""
+    seen: dict[object, EpisodeStore] = {}
+    for source in sources:
+        created = source.identity[0]  # None for a store made before stores were stamped
+        for key in (Path(source.path).resolve(), *([("created", created)] if created is not None else [])):
+            if key in seen:
+                how = "given twice" if isinstance(key, Path) else f"a copy of {seen[key].path.name}"
+                raise StoreError(f"{source.path.name} is {how}: merged, every episode of it would be there twice")
+            seen[key] = source
+    scenes: dict[tuple[str, int], tuple[str, int]] = {}
+    for source in sources:
+        for info in source.episodes:
+            if info.extra.get("seed") is None:
+                continue
+            scene = (info.task, int(info.extra["seed"]))
+            if scene in scenes:
+                name, index = scenes[scene]
+                raise StoreError(
+                    f"{name} episode {index} and {source.path.name} episode {info.index} are the same scene "
+                    f"(seed {scene[1]}, {scene[0]!r}): merged, it would be trained on twice and could sit on "
+                    "both sides of a held-out split; record one store again from other seeds "
+                    "(`platform record --seed N`)")
+            scenes[scene] = (source.path.name, info.index)
+
+
 def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
           allow_mixed_calibration: bool = False) -> EpisodeStore:
     """A new store at `out` holding every episode of `sources`, in order.
@@ -175,7 +205,9 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
     `allow_mixed_calibration` (then recorded in the new store, as it is when a source
     already allowed it), or when a source's frames would be re-encoded by a lossy codec (the
     new store takes the first source's). A copied episode whose numbers fail their source's
-    checksums stops the merge; a merge that fails removes what it made. Raises StoreError.
+    checksums stops the merge; a merge that fails removes what it made. Refused too when
+    a store is given twice, or two of them hold the same scene (`refuse_repeats`). Raises
+    StoreError.
     """
     if not sources:
         raise StoreError("nothing to merge")
@@ -183,6 +215,7 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
     held = first.summary
     for source in sources:
         require_intact(source)
+    refuse_repeats(sources)
     for k, other in enumerate(sources[1:], start=1):
         check_no_lossy_reencode(first, other)
         if other.features != first.features:
