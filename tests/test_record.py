@@ -63,6 +63,7 @@ def test_sim_recording_end_to_end_and_resume(tmp_path):
     assert [e.task for e in store.episodes] == ["put the red cube in the bowl"] * 2
     assert all(e.robot == "arm" and e.success is True and e.length > 60 for e in store.episodes)
     assert {"loop_p50_ms", "loop_p99_ms", "loop_overruns", "backpressure_s"} <= store.episode(0).extra.keys()
+    assert [e.extra["ended"] for e in store.episodes] == ["expert done"] * 2
     # the robot spec's joint kinds travel with the names (the arm's shoulder rides a linear
     # stage): training tells the gripper by them, plots the units
     assert store.features["action"].kinds == ("revolute", "linear") + ("revolute",) * 4 + ("gripper",)
@@ -179,6 +180,32 @@ def test_a_disk_below_the_reserve_is_refused_before_a_store_is_made(tmp_path):
         assert list(disk.iterdir()) == []
 
 
+def test_a_take_cut_by_ctrl_c_is_saved_and_says_so(tmp_path):
+    """Ctrl-C saves the take in flight (record.on_interrupt=save): its metadata must tell
+    it from a whole demonstration, which a 1.4 s take among 20 s ones did only by length."""
+    rig = build_rig(config.compose(["robot=arm"]), "direct", "cube_in_bowl", size=(32, 32))
+    store = EpisodeStore.create(tmp_path / "cut.zarr", rig.features, StoreSettings(durable=False))
+    writer = BackgroundWriter(store)
+    ticks = itertools.count()
+
+    def commands() -> list[Command]:
+        tick = next(ticks)
+        if tick == 12:
+            session.request_stop()  # what the SIGINT handler does
+        return [Command.START] if tick == 0 else []
+
+    session = RecordingSession(
+        SessionConfig(task=rig.task_text, episodes=2, episode_time_s=10, reset_time_s=0, fps=30, autostart=False),
+        rig.robot, rig.teleop, writer, rig.clock, rig.joint_names, scene=rig.scene, commands=commands)
+    try:
+        result = session.run()
+        writer.close()
+    finally:
+        rig.close()
+    assert result.interrupted and len(store) == 1
+    assert store.episode(0).extra["ended"] == "interrupted" and store.episode(0).length < 300
+
+
 def test_dashboard_commands_begin_episodes_at_zero_and_marks_reach_the_store(tmp_path):
     """The operator's flow in the twin: start, stop, mark, start, re-record, stop, mark,
     quit. Each started episode begins at t = 0 in the tick of the key; marks land on the
@@ -203,6 +230,7 @@ def test_dashboard_commands_begin_episodes_at_zero_and_marks_reach_the_store(tmp
     for index in range(2):
         np.testing.assert_allclose(store.read_episode(index)["timestamp"], np.arange(10) / 30, atol=1e-9)
     assert [e.success for e in store.episodes] == [True, False]
+    assert [e.extra["ended"] for e in store.episodes] == ["stopped", "stopped"]
     assert [e.extra["seed"] for e in store.episodes] == [0, 1]
     assert [(e.index, e.frames) for e in session.status.episodes] == [(0, 10), (1, 10)]
 

@@ -173,7 +173,7 @@ class RecordingSession:
                 self._raise_writer_failure()
                 if self._stop.is_set():
                     if self._recording:
-                        self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE)
+                        self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE, ended="interrupted")
                     self.result.interrupted = True
                     break
                 commands, self._deferred = [*self._deferred, *map(Request.of, self._commands())], []
@@ -202,7 +202,7 @@ class RecordingSession:
                     self._take.frames, self._take.duration_s = self._frames, self._frames / cfg.fps
                     scene_done = self.scene is not None and self.scene.done()
                     if scene_done or self._frames >= cfg.episode_rows:
-                        self._keep_and_continue(RecorderState.RESETTING)
+                        self._keep_and_continue(RecorderState.RESETTING, "expert done" if scene_done else "time limit")
                 elif self._state is RecorderState.RESETTING:
                     self.status.reset_time_left_s = max(0.0, self._reset_until - self.clock.now())
             except WaitAbandoned:  # an E-STOP while the loop waited for the disk
@@ -237,7 +237,7 @@ class RecordingSession:
         elif command in (Command.START, Command.NEXT):
             self._begin()
         elif command is Command.STOP:
-            self._keep_and_continue(RecorderState.RESETTING)
+            self._keep_and_continue(RecorderState.RESETTING, "stopped")
         elif command is Command.PAUSE:
             self._pause_or_resume(state)
         elif command is Command.DISCARD and state is RecorderState.RECORDING:
@@ -277,7 +277,7 @@ class RecordingSession:
         """p: recording -> save the take and hold; resetting -> hold the countdown; paused
         -> the countdown goes on from where it was held. Nothing recorded is lost."""
         if state is RecorderState.RECORDING:
-            self._keep_and_continue(RecorderState.PAUSED)
+            self._keep_and_continue(RecorderState.PAUSED, "paused")
             self._held_reset_s = self.status.reset_time_left_s = self.config.reset_time_s
         elif state is RecorderState.RESETTING:
             self._held_reset_s = self.status.reset_time_left_s = max(0.0, self._reset_until - self.clock.now())
@@ -289,9 +289,10 @@ class RecordingSession:
             self._reset_until = self.clock.now() + self._held_reset_s
             self.status.message = f"reset resumed: {self._held_reset_s:.1f} s left"
 
-    def _keep_and_continue(self, then: RecorderState) -> None:
-        """Save the take; the next state is `then` (a reset or a pause), or the end."""
-        self._end_episode(keep=True)
+    def _keep_and_continue(self, then: RecorderState, ended: str) -> None:
+        """Save the take, which `ended` says how; the next state is `then` (a reset or a
+        pause), or the end."""
+        self._end_episode(keep=True, ended=ended)
         if self._episode >= self.config.episodes:
             self._finished = True
             # No longer recording: a d or r later in the same tick's keys must not take the
@@ -385,23 +386,25 @@ class RecordingSession:
             self.status.message = (f"camera picture {stale_age * 1e3:.0f} ms old: {self.camera_health.stale_rows} "
                                    "rows of this take hold a stale picture (r re-records it)")
 
-    def _end_episode(self, keep: bool, safe: bool = False) -> None:
-        """End the take in flight: hand it to the writer to commit, or discard it. While the
-        disk is behind the hand-over waits, an E-STOP ending the wait (WaitAbandoned: the take
-        is discarded, as every take an E-STOP interrupts); `safe` (after a fault or an e-stop,
-        the robot already held or off) waits without asking."""
+    def _end_episode(self, keep: bool, safe: bool = False, ended: str = "") -> None:
+        """End the take in flight: hand it to the writer to commit, with how it `ended`
+        (time limit, expert done, stopped, paused, interrupted: `extra.ended`, as deploy's
+        episodes have it, so a review tells a cut take from a whole one), or discard it.
+        While the disk is behind the hand-over waits, an E-STOP ending the wait
+        (WaitAbandoned: the take is discarded, as every take an E-STOP interrupts); `safe`
+        (after a fault or an e-stop, the robot already held or off) waits without asking."""
         summary, frames = self._take, self._frames
         give_up = None if safe else self._estop_while_waiting
         self._recording = False
         try:
-            self._hand_over(summary, frames, keep, give_up)
+            self._hand_over(summary, frames, keep, give_up, ended)
         except WaitAbandoned:
             summary.state = "discarded"
             self.result.discarded += 1
             raise
 
     def _hand_over(self, summary: EpisodeSummary, frames: int, keep: bool,
-                   give_up: Callable[[], bool] | None) -> None:
+                   give_up: Callable[[], bool] | None, ended: str) -> None:
         if self.writer.failure is not None:  # nothing more reaches the store
             summary.state = "discarded"
             self.result.discarded += 1
@@ -412,7 +415,7 @@ class RecordingSession:
                 success = summary.success
             p50, p99 = self.clock.percentiles_ms()
             link = self._link_counts().since(self._link_start)
-            extra = {"loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
+            extra = {"ended": ended, "loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
                      "link_exchanges": link.exchanges, "link_failed_tries": link.failed_tries,
                      "backpressure_s": self.writer.stats().backpressure_s,
                      "stale_frames": self.camera_health.stale_rows,
