@@ -114,6 +114,12 @@ def test_deploy_stack_with_torch_records_the_executed_episode(trained, tmp_path)
     assert info.returncode == 0 and "1 episode" in info.stdout, info.stdout + info.stderr
     executed = EpisodeStore.open(tmp_path / "executed.zarr")  # the same features a recording of the robot has
     assert executed.features["action"].kinds == ("revolute", "linear") + ("revolute",) * 4 + ("gripper",)
+    # Which policy drove it, in which of the twin's scenes: seed 1000 is eval --sim's first
+    # held-out scene, which a store trained on must be seen to hold.
+    from shallowpi.deploy.bundle import sha256_of
+
+    extra = executed.episode(0).extra
+    assert extra["seed"] == 1000 and extra["policy_sha256"] == sha256_of(trained["ckpt"] / "model.safetensors")
 
 
 def test_sigterm_stops_cleanly_and_the_status_reaches_a_subscriber(trained, tmp_path):
@@ -272,6 +278,38 @@ def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
         assert len(store) == 1 and store.episodes[0].length == 40 and store.episodes[0].success
         episode = store.read_episode(0, ["action"])
         assert episode["action"][:, 0].tolist() == list(range(1, 41))
+
+
+def test_recording_a_deployment_into_demonstrations_warns(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from shallowpi.commands.deploy_recording import DeploymentRecorder
+    from shallowpi.robots.observation import Frame, Observation
+    from store_fixtures import stamp_episode
+
+    target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
+                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x", fps=30.0)
+
+    def record_one(with_sha: str) -> None:
+        recorder = DeploymentRecorder(str(tmp_path / "mixed.zarr"), None, target, ["front"], policy_sha256=with_sha)
+        on_tick = recorder.begin("count", "counting", 30.0)
+        for tick in range(3):
+            image = np.zeros((16, 16, 3), np.uint8)
+            on_tick(Observation(tick / 30, np.zeros(2, np.float32), {"front": Frame(image, tick / 30, tick)}),
+                    np.zeros(2, np.float32))
+        recorder.end(False, "time limit")
+        recorder.close()
+
+    with caplog.at_level("WARNING", logger="shallowpi"):
+        record_one("a" * 64)
+        record_one("a" * 64)  # a store of the policy's own episodes: nothing to say
+    assert "demonstration" not in caplog.text
+    stamp_episode(tmp_path / "mixed.zarr", 0, extra={"loop_p50_ms": 33.0, "ended": "expert done"})
+    with caplog.at_level("WARNING", logger="shallowpi"):
+        record_one("b" * 64)
+    assert "--record mixed.zarr: the store holds 1 recorded demonstration(s)" in caplog.text
+    with EpisodeStore.open(tmp_path / "mixed.zarr") as store:
+        assert [e.extra.get("policy_sha256", "")[:1] for e in store.episodes] == ["", "a", "b"]
 
 
 def test_deploy_sim_renders_a_checkpoint_without_a_store_as_eval_sim_does(tmp_path):

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     start_state = start_state_of(bundle, target, exec_cfg.start_speed)
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name, kind="executor")
     try:  # a store it refuses stops the run before any port opens
-        recorder = (DeploymentRecorder(args.record, cfg, target, bundle.cameras, args.allow_mixed_calibration)
+        recorder = (DeploymentRecorder(args.record, cfg, target, bundle.cameras, args.allow_mixed_calibration,
+                                       policy_sha256=bundle.checkpoint_digest)
                     if args.record else None)
     except BaseException:
         publisher.close()
@@ -253,7 +254,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                                           success=target.success_check(),
                                           stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:
-                recorder.end(report.success, report.ended)
+                recorder.end(report.success, report.ended, seed if args.sim else None)
             executor.status.successes += bool(report.success)
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))

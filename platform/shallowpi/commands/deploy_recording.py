@@ -3,16 +3,26 @@ written beside the control loop so that a slow disk never stalls a command or th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 # How long a tick may wait for room in the recording's queue (256 frames, ~8 s at 30 Hz)
 # before the episode ends as a fault with torque on: the loop, and the e-stop read with its
 # status, must not stall behind a disk that cannot keep up.
 RECORD_MAX_WAIT_S = 0.25
+
+
+def executed(extra: dict[str, Any]) -> bool:
+    """Whether an episode's metadata says a policy drove it (`deploy --record`): it names
+    the policy, or (written before it did) says how it ended without the recorder's loop
+    statistics, which every take of `platform record` carries."""
+    return "policy_sha256" in extra or ("ended" in extra and "loop_p50_ms" not in extra)
 
 
 class DeploymentRecorder:
@@ -25,12 +35,14 @@ class DeploymentRecorder:
     holds, torque on) instead of stalling the loop; the frames before it are kept."""
 
     def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str],
-                 allow_mixed_calibration: bool = False) -> None:
+                 allow_mixed_calibration: bool = False, policy_sha256: str = "") -> None:
         """Opens (or creates) the store before the robot connects: an existing one must hold
         these features at this rate and, unless `allow_mixed_calibration`, this calibration,
         in the current format, as `platform record --resume` asks (StoreError, one line);
         found at the first tick, it ended an episode with the arm powered, and an old-format
-        store took episodes paired a row off."""
+        store took episodes paired a row off. Every episode names the policy that drove it
+        (`policy_sha256`, its checkpoint's weights), and a store of recorded demonstrations
+        is taken with a warning: trained on, it would learn from the policy's rollouts."""
         from shallowpi import config
         from shallowpi.data.features import robot_features
         from shallowpi.data.store import EpisodeStore
@@ -49,7 +61,14 @@ class DeploymentRecorder:
         except BaseException:
             self.store.close()
             raise
+        demonstrations = sum(not executed(e.extra) for e in self.store.episodes)
+        if demonstrations:
+            log.warning("--record %s: the store holds %d recorded demonstration(s); the policy's episodes join "
+                        "them (each names its policy in extra.policy_sha256), and training on the store would "
+                        "learn from them too: give --record another name to keep them apart",
+                        path.name, demonstrations)
         self.writer = BackgroundWriter(self.store)
+        self.policy_sha256 = policy_sha256
         self.path, self._t0 = path, 0.0
         self._next = len(self.store)  # the store index of the next episode begun
         self.calibration_id = target.calibration_id
@@ -72,12 +91,15 @@ class DeploymentRecorder:
 
         return on_tick
 
-    def end(self, success: bool | None, ended: str) -> None:
+    def end(self, success: bool | None, ended: str, seed: int | None = None) -> None:
         """Queue the episode's commit; `ended` (time up, success held, stopped, e-stop, fault)
-        goes in its metadata, so a review tells a stopped episode from a finished one. Nothing
-        once the writer has failed (`close` says why)."""
+        goes in its metadata, so a review tells a stopped episode from a finished one, with the
+        policy and, in the twin, the scene's `seed` (`eval --sim` and training tell its
+        scenes by it: without it a rollout of a held-out scene could be trained on unseen).
+        Nothing once the writer has failed (`close` says why)."""
         if self.writer.failure is None:
-            self.writer.commit(success=success, extra={"ended": ended})
+            extra = {"ended": ended, "policy_sha256": self.policy_sha256, **({"seed": seed} if seed is not None else {})}
+            self.writer.commit(success=success, extra=extra)
 
     def close(self) -> None:
         """Write what is queued (an episode `end` did not commit is discarded), close the
