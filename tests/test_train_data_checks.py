@@ -83,6 +83,21 @@ def test_mixed_calibration_ids_are_a_warning(tmp_path, caplog):
     assert "cal.zarr mixes calibration ids (cal-a in episodes 0; cal-b in episodes 1)" in caplog.text
 
 
+def test_training_on_eval_sims_held_out_scenes_is_a_warning(tmp_path, caplog):
+    """A `deploy --sim --record` store holds rollouts of seeds 1000.. (eval --sim's held-out
+    scenes): trained on, evaluation would score scenes the policy learned."""
+    from store_fixtures import make_store
+
+    make_store(tmp_path / "demos.zarr", episodes=2, length=4, scene_seeds=[0, 1]).close()
+    with caplog.at_level(logging.WARNING, logger="shallowpi"):
+        screen_store(tmp_path / "demos.zarr", [0, 1])
+    assert "held-out" not in caplog.text
+    make_store(tmp_path / "rollouts.zarr", episodes=3, length=4, scene_seeds=[5, 1000, 1001]).close()
+    with caplog.at_level(logging.WARNING, logger="shallowpi"):
+        screen_store(tmp_path / "rollouts.zarr", [0, 1, 2])
+    assert "rollouts.zarr: episodes 1, 2 are twin scenes of eval --sim's held-out seeds (1000..)" in caplog.text
+
+
 # ----------------------------------------------------------------------------- non-finite values
 
 

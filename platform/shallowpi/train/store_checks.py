@@ -4,6 +4,8 @@
   1.7 s in one episode and 3.3 s in another; one policy cannot learn both).
 - Calibration ids: mixed ids are a warning (the same joint value may mean another pose
   on another calibration, but re-calibrating one arm is common and often harmless).
+- Twin scenes of `eval --sim`'s held-out seeds (a `deploy --sim --record` store's): a
+  warning, as evaluation would then score scenes the policy learned.
 - Non-finite numbers in `observation.state` or `action`: named (feature, episode, row)
   and refused, or with policy.train.skip_nonfinite=true the windows that touch them are
   skipped (their count logged) and normalisation statistics use the finite rows only.
@@ -53,6 +55,7 @@ def screen_store(store: Path, episodes: list[int]) -> StoreScreen:
         infos = [s.episodes[e] for e in episodes]
         _check_one_rate(store, [(e, i.fps) for e, i in zip(episodes, infos)])
         _warn_mixed_calibration(store, [(e, i.calibration_id) for e, i in zip(episodes, infos)])
+        _warn_held_out_scenes(store, [(e, i.extra.get("seed")) for e, i in zip(episodes, infos)])
         arrays = {key: s.read(key, 0, s.num_frames) for key in (STATE_KEY, ACTION_KEY) if key in s.features}
         ends = np.asarray(s.episode_ends, dtype=np.int64)
     found = [f for key, values in arrays.items() for f in find_nonfinite(key, values, ends, episodes)]
@@ -96,6 +99,21 @@ def _warn_mixed_calibration(store: Path, ids: list[tuple[int, str]]) -> None:
         parts = "; ".join(f"{cid or '(none)'!s} in episodes {_episode_list(eps)}" for cid, eps in sorted(groups.items()))
         log.warning("%s mixes calibration ids (%s): the same joint value may be another pose "
                     "across them; check the calibrations match before trusting this policy", store.name, parts)
+
+
+def _warn_held_out_scenes(store: Path, seeds: list[tuple[int, Any]]) -> None:
+    """Warn when training takes twin episodes of `eval --sim`'s held-out scenes: `platform
+    record` never records them, but `deploy --sim --record` keeps its rollouts' (from seed
+    1000), and `eval --sim` would then score scenes the policy learned."""
+    if all(seed is None for _, seed in seeds):
+        return
+    from shallowpi.robots.sim.episode import EVAL_SEEDS
+
+    held_out = [e for e, seed in seeds if seed is not None and int(seed) in EVAL_SEEDS]
+    if held_out:
+        log.warning("%s: episodes %s are twin scenes of eval --sim's held-out seeds (%d..): `eval --sim` would "
+                    "score scenes this policy trained on; leave them out (a copy without them: `platform dataset "
+                    "delete COPY --episode ...`)", store.name, _episode_list(held_out), EVAL_SEEDS.start)
 
 
 def checked_factory(store: Path, episodes: list[int], make_dataset: DatasetFactory,
