@@ -14,8 +14,10 @@ when given, else from scratch) through the same path as `platform train` if abse
 student's run folder (default runs/NAME-T-studentK, T the teacher's preset) holds what a
 training run holds (config.yaml, metrics.jsonl with the task/output/attention terms, tb/,
 checkpoints/ as ordinary policy checkpoints that also record the teacher's sha256, the kept
-layers and the loss weights), distill.json, and report.md with its plots. Settings: configs/distill/
-(any `distill.KEY=VALUE` override); --steps sets the student's steps. The student trains
+layers and the loss weights), distill.json, and report.md with its plots (its closed-loop
+part runs teacher and student in the twin, distill.sim_episodes a task each: minutes on a
+CPU; distill.sim_episodes=0 skips it, distill.report=false the whole report). Settings:
+configs/distill/ (any `distill.KEY=VALUE` override); --steps sets the student's steps. The student trains
 with the `train:` settings of --policy's preset; with --teacher and no --policy, those of the
 preset the teacher was built from (its batch, learning rate, EMA; command-line overrides of
 the teacher's own training are not recorded in it, pass them again).
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from shallowpi.cli import add_config_flags, overrides_from, user_path
 from shallowpi.commands.train_cmd import add_training_flags
+from shallowpi.errors import ConfigError
 
 HELP = "distil the teacher into a k-layer student (trains the teacher first if needed)"
 log = logging.getLogger(__name__)
@@ -86,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
 
+    if args.teacher is not None and args.init is not None:  # --init starts the teacher's training, skipped here
+        raise ConfigError(f"--init {args.init} starts the teacher's training, and --teacher {args.teacher} is "
+                          "already trained: give one of the two")
     overrides = overrides_from(args)
     if args.teacher is not None and not any(o.partition("=")[0].lstrip("+~") == "policy" for o in overrides):
         # The student trains with its teacher's recipe (batch, learning rate, EMA), not the
@@ -136,7 +142,6 @@ def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> lis
     distill.failed_episodes=teacher; ConfigError (one line) when successful_only is off
     (every episode already trains with every term)."""
     from shallowpi.commands.train_cmd import store_episodes
-    from shallowpi.errors import ConfigError
 
     if not successful_only:
         raise ConfigError("distill.failed_episodes=teacher needs policy.train.successful_only=true (without it "
