@@ -66,6 +66,7 @@ def test_a_leading_double_dash_is_dropped(capsys):
         (["dataset", "info", "no_such_dataset"], "no dataset at"),
         # torch's answer was a traceback, after the run's folder was made
         (["train", "--dataset", "x", "--device", "tpu"], "argument --device: unknown device 'tpu'; use auto, cpu"),
+        (["deploy", "--policy", "p", "--bundle-only", "--sim"], "--bundle-only builds the bundle and runs nothing"),
         # --init starts the teacher's training: with a trained --teacher it was ignored, unread
         (["distill", "--dataset", "x", "--teacher", "t", "--init", "nowhere"],
          "--init nowhere starts the teacher's training, and --teacher t is already trained: give one of the two"),

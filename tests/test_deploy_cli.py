@@ -88,6 +88,7 @@ def test_bundle_only_builds_the_bundle_and_runs_nothing(trained, tmp_path):
     result = deploy(trained, "--backend", "onnxruntime", "--bundle", str(out), "--bundle-only", "--robot", "arm")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "episode" not in result.stdout and "backend onnxruntime" not in result.stdout
+    assert "nothing runs here" in result.stdout and "running the best local backend" not in result.stdout
     bundle = Bundle.load(out)
     assert f"bundle {out} (sha256 {bundle.digest[:12]}, graphs: chunk)" in result.stdout
     assert (out / "graphs" / "chunk.onnx").is_file()

@@ -135,6 +135,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
     if args.realtime and not args.sim:
         raise ConfigError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
+    if args.bundle_only and (args.sim or args.record):
+        raise ConfigError("--bundle-only builds the bundle and runs nothing: drop --sim and --record, or "
+                          "--bundle-only to run it")
     if args.seed is not None and not args.sim:
         raise ConfigError("--seed picks the twin's scenes, for --sim: the robot's scene is the one in front of it")
     # The twins' first held-out scene (robots/sim/episode.EVAL_SEEDS, not imported: the
@@ -155,11 +158,12 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # errors name them).
     asked = JetsonProfile.from_config(base.jetson)
     decision = plan(asked, detect(_sysroot()), cuda=_has_cuda())
-    print(decision.message, flush=True)
     profile = decision.profile
     # A bundle made to be copied is for the machine --jetson names, not this one (a CUDA
     # workstation's own backend, torch, would export no graph for the Jetson to run).
     backend_name = args.backend or (asked.backend if args.bundle_only else profile.backend)
+    print(f"--bundle-only: a bundle for {asked.name} ({backend_name}), nothing runs here" if args.bundle_only
+          else decision.message, flush=True)
     bundle = policy_bundle(args, backend_name)
     if args.bundle_only:
         print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}): "

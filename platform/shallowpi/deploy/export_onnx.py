@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,7 +156,9 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Ite
         logging.getLogger(noisy).setLevel(logging.WARNING)
     chatter = io.StringIO()  # the exporter prints progress lines; keep them for the log
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(chatter):
+        with torch.no_grad(), contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            # torch's own exporter calls a pytree API that torch deprecates (2.10): not ours to act on.
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated", category=FutureWarning)
             program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
                                         input_names=list(inputs), output_names=list(outputs),
                                         external_data=False, verbose=False, optimize=False)
