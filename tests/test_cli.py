@@ -66,6 +66,7 @@ def test_a_leading_double_dash_is_dropped(capsys):
         (["dataset", "info", "no_such_dataset"], "no dataset at"),
         # torch's answer was a traceback, after the run's folder was made
         (["train", "--dataset", "x", "--device", "tpu"], "argument --device: unknown device 'tpu'; use auto, cpu"),
+        (["demo", "--robot", "arms"], "unknown robot 'arms'; choose one of: arm, bimanual, humanoid"),
         (["deploy", "--policy", "p", "--bundle-only", "--sim"], "--bundle-only builds the bundle and runs nothing"),
         # --init starts the teacher's training: with a trained --teacher it was ignored, unread
         (["distill", "--dataset", "x", "--teacher", "t", "--init", "nowhere"],

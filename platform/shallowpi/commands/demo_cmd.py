@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{picked[0]}: the demo picks its robot with --robot NAME (demo.robot=NAME)")
     cfg = config.compose(demo_words + list(args.overrides))
     settings = DemoConfig.from_dict(OmegaConf.to_container(cfg.demo, resolve=True))
+    if settings.robot not in (robots := config.group_choices("robot")):  # before a folder is made for it
+        raise ConfigError(f"unknown robot '{settings.robot}'; choose one of: {', '.join(robots)}")
     if args.teacher is not None:  # checked now, as demo.teacher=PATH is, not after the recording
         settings = dataclasses.replace(settings, teacher=str(args.teacher))
     out = (args.out or config.REPO_ROOT / "demo" / f"{settings.robot}-{settings.name}").absolute()
