@@ -300,6 +300,29 @@ def test_the_newest_complete_step_folder_is_the_checkpoint_even_if_last_was_not_
     assert latest_checkpoint(tmp_path / "none") is None
 
 
+def test_a_run_folder_or_its_last_marker_means_its_newest_checkpoint(tmp_path):
+    """`eval --policy runs/x/checkpoints/last` read the marker as a safetensors file
+    ("header too large"), and `--policy runs/x` found no model.safetensors: eval, deploy,
+    distill and train --init now take either for the run's newest checkpoint."""
+    from shallowpi.train.checkpoint import checkpoint_step, weights_to_use
+
+    root = tmp_path / "checkpoints"
+    for name in ("step_000004", "step_000008"):
+        (root / name / "ema").mkdir(parents=True)
+        (root / name / "train_state.safetensors").write_bytes(b"")
+        (root / name / "model.safetensors").write_bytes(b"")
+    (root / "step_000008" / "ema" / "model.safetensors").write_bytes(b"")
+    (root / "last").write_text("step_000008\n")
+    said: list[str] = []
+    for given in (tmp_path, root, root / "last"):
+        assert checkpoint_step(given, said.append) == root / "step_000008"
+    assert len(said) == 3 and said[0] == f"{tmp_path}: its newest checkpoint, {root / 'step_000008'}"
+    for itself in (root / "step_000004", root / "step_000008" / "ema", tmp_path / "nowhere"):
+        assert checkpoint_step(itself, said.append) == itself  # nothing to follow: the caller names what is missing
+    assert len(said) == 3
+    assert weights_to_use(tmp_path, said.append) == root / "step_000008" / "ema"  # the run's EMA, as for a step
+
+
 def test_offline_evaluation_spreads_its_samples_over_every_window():
     """48 of 80 windows: the old stride (80 // 48 = 1) cut to 48 scored windows 0-47 only,
     three of the four episodes."""

@@ -50,12 +50,13 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
     if not args.policy.exists():
         raise ConfigError(f"no policy at {args.policy}: pass a checkpoint folder or a deploy bundle")
     try:
-        from shallowpi.train.checkpoint import weights_to_use
+        from shallowpi.train.checkpoint import checkpoint_step, weights_to_use
     except ImportError as exc:  # the robot's install: bundles only
         raise ConfigError(f"{args.policy} is not a deploy bundle (no {MANIFEST}), and making one from a checkpoint "
                           f"needs the training install ({exc.name} is missing here): make it on the workstation "
                           "with `platform deploy --policy CKPT --bundle-only` and copy it over") from None
 
+    args.policy = checkpoint_step(args.policy)  # a run folder's newest: its bundle is named after the step
     weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
     out = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
     if out.exists() and not (out / MANIFEST).is_file():

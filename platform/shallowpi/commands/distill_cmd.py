@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.settings import DistillConfig
     from shallowpi.distill.student import check_student_depth
     from shallowpi.policy.config import PolicyConfig, model_section
-    from shallowpi.train.checkpoint import checkpoint_weights, weights_to_use
+    from shallowpi.train.checkpoint import checkpoint_step, checkpoint_weights, weights_to_use
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig
@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher is not None and args.init is not None:  # --init starts the teacher's training, skipped here
         raise ConfigError(f"--init {args.init} starts the teacher's training, and --teacher {args.teacher} is "
                           "already trained: give one of the two")
+    # A run folder (or its `last` marker) means its newest checkpoint, as in train, eval and deploy.
+    args.teacher = checkpoint_step(args.teacher, say=log.info) if args.teacher is not None else None
+    args.init = checkpoint_step(args.init, say=log.info) if args.init is not None else None
     overrides = overrides_from(args)
     if args.teacher is not None and not any(o.partition("=")[0].lstrip("+~") == "policy" for o in overrides):
         # The student trains with its teacher's recipe (batch, learning rate, EMA), not the

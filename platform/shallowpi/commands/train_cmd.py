@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     from shallowpi import config
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.checkpoint import checkpoint_step
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.finetune import finetune
     from shallowpi.train.store_checks import checked_factory
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     result = finetune(
         store, policy_cfg, train_cfg, run_dir,
         episodes=episodes, make_dataset=make_dataset, tasks=episode_tasks(store), resume=args.resume,
-        init_from=args.init, resolved_config=cfg,
+        init_from=checkpoint_step(args.init, say=log.info) if args.init else None, resolved_config=cfg,
     )
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     if result.get("checkpoint"):

@@ -44,10 +44,29 @@ def checkpoint_weights(checkpoint: Path) -> Path:
     return ema if (ema / "model.safetensors").is_file() else Path(checkpoint)
 
 
+def checkpoint_step(path: str | Path, say: Callable[[str], None] = print) -> Path:
+    """The checkpoint folder a user means by `path`: a run folder (runs/NAME) or its
+    checkpoints/ folder means its newest checkpoint, the `last` marker file the step it
+    names; anything else is itself. Says in a line which step it took."""
+    given = Path(path).expanduser()
+    if given.is_file() and given.name == "last":
+        step = given.parent / given.read_text().strip()
+    elif given.is_dir() and not (given / "model.safetensors").is_file() and given.name != "ema":
+        run = given.parent if given.name == "checkpoints" else given
+        step = latest_checkpoint(run) if (run / "checkpoints").is_dir() else None
+        if step is None:
+            return given
+    else:
+        return given
+    say(f"{given}: its newest checkpoint, {step}" if given.is_dir() else f"{given}: the step it names, {step}")
+    return step
+
+
 def weights_to_use(checkpoint: str | Path, say: Callable[[str], None] = print) -> Path:
-    """`checkpoint_weights` of what a user passed, saying in a line when a step folder's
-    EMA average was picked (pass a checkpoint's own folder, e.g. step_N/ema, to choose)."""
-    given = Path(checkpoint).expanduser()
+    """`checkpoint_weights` of what a user passed (`checkpoint_step`: a run folder's newest
+    checkpoint), saying in a line when a step folder's EMA average was picked (pass a
+    checkpoint's own folder, e.g. step_N/ema, to choose)."""
+    given = checkpoint_step(checkpoint, say)
     chosen = checkpoint_weights(given)
     if chosen != given:
         say(f"{given.name}: using its EMA weights ({chosen}), the ones the run is judged by")
