@@ -176,6 +176,7 @@ def test_record_on_emulated_servos_refuses_uncalibrated_and_cameraless_until_tol
         assert done.returncode == 0, done.stderr[-2000:]
         assert "recording without cameras" in done.stderr
         assert "robot 'arm' is not calibrated (--allow-uncalibrated)" in done.stderr
+        assert "torque is off: the arms no longer hold their pose" in done.stdout  # a real arm drops now
     store = EpisodeStore.open(tmp_path / "cams.zarr")
     assert len(store) == 1 and not any(k.startswith("observation.images.") for k in store.features)
     assert store.episode(0).calibration_id == "uncalibrated"

@@ -300,6 +300,8 @@ def run(args: argparse.Namespace) -> int:
         rig.close()
         printer.close()  # after the robot is off: a stalled stdout must not keep it powered
     print(final_summary(committed, result, store_path, total))
+    if not args.sim:  # rig.close() turned torque off: the arms hold nothing now
+        print("torque is off: the arms no longer hold their pose (support them before the next session)")
     if result.fault:
         print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
         return 1
