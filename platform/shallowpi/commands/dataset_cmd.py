@@ -40,34 +40,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
     sub.required = True
 
-    def action(name: str, help: str, store: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+    def action(name: str, help: str, store: bool = True, example: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}" if example else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         if store:
             p.add_argument("store", help="dataset name (under the data root) or path to a .zarr store")
         add_config_flags(p)
         return p
 
-    action("list", "list the stores under the data root", store=False)
-    action("info", "features, metadata and the episode table of a store")
-    check = action("check", "verify every episode; exits 1 naming what is wrong")
+    action("list", "list the stores under the data root", store=False,
+           example="platform dataset list --data-root /mnt/ssd/datasets")
+    action("info", "features, metadata and the episode table of a store",
+           example="platform dataset info kitchen   datasets/kitchen.zarr: every episode's task, length, outcome")
+    check = action("check", "verify every episode; exits 1 naming what is wrong",
+                   example="platform dataset check kitchen --quick   each episode's first and last frame decoded")
     check.add_argument("--quick", action="store_true", help="decode only each episode's first and last frame")
     check.add_argument("--workers", type=at_least(1), help="frames decoded at once (default: one per core)")
-    action("repair", "remove the uncommitted frames a stopped recording left past the last episode")
-    show = action("show", "write a PNG of one episode: camera frames and joint plots")
+    action("repair", "remove the uncommitted frames a stopped recording left past the last episode",
+           example="platform dataset repair kitchen")
+    show = action("show", "write a PNG of one episode: camera frames and joint plots",
+                  example="platform dataset show kitchen --episode -1   kitchen_episode<N>.png of the last one")
     show.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
     show.add_argument("--out", type=user_path, help="PNG path (default: <store>_episode<N>.png here)")
-    view = action("view", "log one episode to Rerun: cameras, every joint's state and action, task, outcome")
+    view = action("view", "log one episode to Rerun: cameras, every joint's state and action, task, outcome",
+                  example="platform dataset view kitchen --episode 3 --save ep3.rrd   then: rerun ep3.rrd")
     view.add_argument("--episode", type=int, default=0, help="episode index (default 0; -1 = last)")
     view.add_argument("--save", type=user_path, metavar="FILE.rrd",
                       help="write a Rerun recording instead of opening the viewer (`rerun FILE.rrd` opens it)")
-    delete = action("delete", "delete episodes and compact the store")
-    delete.add_argument("--episode", type=int, nargs="+", required=True, help="episode indices")
+    delete = action("delete", "delete episodes and compact the store (the others are numbered anew)",
+                    example="platform dataset delete kitchen --episode 3 7   asks first; --yes does not")
+    delete.add_argument("--episode", type=int, nargs="+", required=True, help="episode indices (-1 = last)")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     merge = sub.add_parser(
         "merge", help="merge stores with the same features into a new one",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Copy every episode of two or more stores, in the order given, into a new store.\n"
-                    "The stores must have the same features and fps; the sources are not changed.",
+                    "The stores must have the same features and fps, and no store or twin scene twice;\n"
+                    "the sources are not changed.",
         epilog="example:\n  platform dataset merge kitchen kitchen2 --out all   all.zarr: kitchen's episodes, "
                "then kitchen2's")
     merge.add_argument("stores", nargs="+", help="two or more datasets")
