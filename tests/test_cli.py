@@ -60,6 +60,9 @@ def test_a_leading_double_dash_is_dropped(capsys):
         # The configs are plain YAML: without the check, text reached a comparison in training.
         (["config", "show", "policy.train.steps=abc"], "policy.train.steps must be a number (its default is "),
         (["config", "show", "--robot", "humanoid", "robot.fps=abc"], "robot.fps must be a number (its default is 30)"),
+        (["config", "show", "record.fps=abc"], "record.fps must be a number or null (its default is null), not 'abc'"),
+        (["config", "show", "policy.train=abc"], "policy.train is a section of settings"),
+        (["config", "show", "policy.train.steps=${nowhere.key}"], "cannot set 'policy.train.steps': Interpolation key"),
         (["config", "show", "policy.train.successful_only=maybe"],
          "policy.train.successful_only must be true or false (its default is false), not 'maybe'"),
         (["config", "show", "--robto", "arm"], "unrecognized arguments: --robto arm; valid options:"),
@@ -142,7 +145,11 @@ def test_dataset_commands_end_to_end(tmp_path):
     assert shown.returncode == 0, shown.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
-    merged = run("dataset", "merge", "kitchen", str(tmp_path / "kitchen.zarr"), "--out", "both", *root)
+    twice = run("dataset", "merge", "kitchen", str(tmp_path / "kitchen.zarr"), "--out", "both", *root)
+    assert twice.returncode != 0 and twice.stderr.strip().endswith("kitchen.zarr is given twice: merged, every "
+                                                                   "episode of it would be there twice")
+    make_store(tmp_path / "pantry.zarr", episodes=3, length=12, seed=2).close()
+    merged = run("dataset", "merge", "kitchen", str(tmp_path / "pantry.zarr"), "--out", "both", *root)
     assert merged.returncode == 0, merged.stderr
     assert "6 episodes" in merged.stdout
 

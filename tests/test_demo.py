@@ -314,3 +314,16 @@ def test_a_demo_folder_made_before_a_setting_was_checked_is_reused_and_then_chec
         assert f"[demo] {stage}: reused " in printed, stage
     assert printed.count("4/6 evaluate: reused") == 2
     assert all(json.loads((out / "stages.json").read_text())[s]["settings"]["store"] for s in ("teacher", "student"))
+
+
+def test_the_demos_training_overrides_compose_whatever_their_values():
+    """demo.train.ema=null reached the teacher as policy.train.ema=None, which the config's
+    type check refuses: the overrides spell None, booleans and lists as Hydra reads them."""
+    from shallowpi import config
+    from shallowpi.commands.demo_stages import DemoConfig
+
+    demo = DemoConfig(train={"ema": None, "successful_only": True, "batch_size": 8, "lr": 3e-4})
+    words = demo.train_overrides(steps=100)
+    assert "policy.train.ema=null" in words and "policy.train.successful_only=true" in words
+    train = config.compose(words).policy.train
+    assert (train.ema, train.successful_only, train.batch_size, train.save_every) == (None, True, 8, 25)

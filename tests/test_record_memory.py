@@ -29,7 +29,9 @@ INTERNED_NAMES = textwrap.dedent("""
               f"telemetry.address={root}/t.sock"]
     assert cli.main(["record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--dataset", "a",
                      "--episodes", "3", "--episode-time-s", "0.3", *common]) == 0
-    assert cli.main(["dataset", "merge", "a", "a", "--out", "b", "--data-root", root]) == 0
+    assert cli.main(["record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--dataset", "c",
+                     "--episodes", "1", "--seed", "3", "--episode-time-s", "0.3", *common]) == 0
+    assert cli.main(["dataset", "merge", "a", "c", "--out", "b", "--data-root", root]) == 0
     store = EpisodeStore.open(root + "/b.zarr")
     names = [str(n) + suffix for n in range(len(store)) for suffix in (".json", ".json.partial")]
     names += [str(row) + tail for row in range(store.num_frames) for tail in (".0.0.0", ".0.0.0.partial")]

@@ -193,16 +193,21 @@ def test_merge_refuses_an_episode_twice(tmp_path):
         EpisodeStore.merge([a, EpisodeStore.open(tmp_path / "a.zarr")], tmp_path / "aa.zarr")
     a.close()
     shutil.copytree(tmp_path / "a.zarr", tmp_path / "copy.zarr")
-    with pytest.raises(StoreError, match=r"copy.zarr is a copy of a.zarr"):
+    with pytest.raises(StoreError, match=r"a.zarr episode 0 and copy.zarr episode 0 are one recording"):
         EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), EpisodeStore.open(tmp_path / "copy.zarr")],
-                           tmp_path / "ac.zarr")
+                           tmp_path / "ac.zarr", allow_repeated_scenes=True)
     # Recorded apart, from the same first seed: the same scenes of the same task.
     b = make_store(tmp_path / "b.zarr", episodes=2, length=5, seed=3, scene_seeds=[5, 1])
     with pytest.raises(StoreError, match=r"a.zarr episode 1 and b.zarr episode 1 are the same scene \(seed 1, "):
         EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), b], tmp_path / "ab.zarr")
+    assert len(EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), b], tmp_path / "ab.zarr",
+                                  allow_repeated_scenes=True)) == 4  # two policies' rollouts of the same seeds
     other_task = make_store(tmp_path / "c.zarr", episodes=2, length=5, task="push the block", scene_seeds=[0, 1])
     merged = EpisodeStore.merge([EpisodeStore.open(tmp_path / "a.zarr"), other_task], tmp_path / "ac2.zarr")
     assert len(merged) == 4  # one layout, two instructions: two demonstrations
+    # A merged store beside one of its parts: robot recordings carry no seed, their checksums tell.
+    with pytest.raises(StoreError, match=r"ac2.zarr episode 2 and c.zarr episode 0 are one recording"):
+        EpisodeStore.merge([merged, EpisodeStore.open(tmp_path / "c.zarr")], tmp_path / "again.zarr")
     assert sorted(p.name for p in tmp_path.iterdir() if "merging" in p.name) == []
 
 
@@ -471,7 +476,8 @@ def test_merge_refuses_another_fps_or_calibration_unless_allowed(tmp_path, rng):
     merged.close()
     assert EpisodeStore.open(tmp_path / "out.zarr").summary.allow_mixed_calibration
     # A store that allowed mixing passes the permission on to what it merges into.
-    again = EpisodeStore.merge([EpisodeStore.open(tmp_path / "out.zarr"), a], tmp_path / "again.zarr")
+    later = store_at("later.zarr", 30, "c1")
+    again = EpisodeStore.merge([EpisodeStore.open(tmp_path / "out.zarr"), later], tmp_path / "again.zarr")
     assert again.summary.allow_mixed_calibration and len(again) == 3
 
 

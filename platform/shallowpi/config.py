@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from shallowpi.errors import ConfigError, refuse_renamed_key
 
@@ -75,7 +76,6 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     for override in overrides:
         _check_override(override)
@@ -98,22 +98,39 @@ def _key_of(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
+# Keys whose default is null ("the robot's", "half the chunk", ...) and whose value is
+# otherwise a number: `_check_value_types` cannot learn that from the default.
+NUMBER_OR_NULL = ("record.fps", "action_selection.replan_every", "action_selection.rtc_fade", "policy.train.ema",
+                  "distill.steps", "distill.sim_episode_time_s", "demo.eval_time_s", "demo.record_time_s",
+                  "jetson.memory_gb")
+
+
 def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequence[str]) -> None:
-    """ConfigError for an override that puts text where the default is a number, or
-    anything but true/false where it is a boolean: the configs are plain YAML, so nothing
-    else would stop `policy.train.steps=abc` until a comparison deep in training fails."""
+    """ConfigError for an override that puts text where the default is a number (or, for
+    NUMBER_OR_NULL, null), or anything but true/false where it is a boolean, or anything but
+    a section where it is one: the configs are plain YAML, so nothing else would stop
+    `policy.train.steps=abc` until a comparison deep in training fails."""
     for override in overrides:
         key = _key_of(override)
         if override.startswith("~") or key in groups():
             continue
-        default = OmegaConf.select(defaults, key, default=None)
-        value = OmegaConf.select(cfg, key, default=None)
-        if default is None or value is None:
+        try:
+            default = OmegaConf.select(defaults, key, default=None)
+            value = OmegaConf.select(cfg, key, default=None)
+        except OmegaConfBaseException as exc:  # an interpolation in the value that does not resolve
+            raise ConfigError(f"cannot set '{key}': {str(exc).strip().splitlines()[0]}") from None
+        if value is None or (default is None and key not in NUMBER_OR_NULL):
+            continue
+        if isinstance(default, DictConfig):
+            if not isinstance(value, DictConfig):
+                raise ConfigError(f"{key} is a section of settings (`platform config show` lists its keys), "
+                                  f"not {_yaml_scalar(value)}")
             continue
         if isinstance(default, bool):
             wanted, fits = "true or false", isinstance(value, bool)
-        elif isinstance(default, (int, float)):
-            wanted, fits = "a number", isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif default is None or isinstance(default, (int, float)):
+            wanted = "a number or null" if default is None else "a number"
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
         else:
             continue
         if not fits:
@@ -122,7 +139,10 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
 
 
 def _yaml_scalar(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, str) else str(value)
+    """`value` as YAML spells it in a message: null, true, 'text', 3."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def _one_line_hydra_error(exc: Exception, overrides: Sequence[str], defaults: Callable[[], DictConfig]) -> str:

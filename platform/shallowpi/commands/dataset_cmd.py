@@ -84,6 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     merge.add_argument("--allow-mixed-calibration", action="store_true",
                        help="merge stores of different calibration ids (recorded in the new store); "
                             "stores of different fps never merge")
+    merge.add_argument("--allow-repeated-scenes", action="store_true",
+                       help="merge stores holding the same twin scenes (task and seed), e.g. two policies' "
+                            "deploy --sim --record rollouts; one recording twice is never merged")
     add_config_flags(merge)
     export = action("export", "export a store to another format")
     export.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -128,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         "show": lambda: _show(path_of(args.store), args.episode, args.out),
         "view": lambda: _view(path_of(args.store), args.episode, args.save),
         "delete": lambda: _delete(path_of(args.store), args.episode, args.yes),
-        "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out), args.allow_mixed_calibration),
+        "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out), args.allow_mixed_calibration,
+                                args.allow_repeated_scenes),
         "export": lambda: _export(path_of(args.store), args.dest, args.repo_id),
         "import": lambda: _import(args.source, path_of(args.out), args.repo_id),
     }[args.action]
@@ -327,13 +331,15 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
     return 0
 
 
-def _merge(paths: list[Path], out: Path, allow_mixed_calibration: bool = False) -> int:
+def _merge(paths: list[Path], out: Path, allow_mixed_calibration: bool = False,
+           allow_repeated_scenes: bool = False) -> int:
     from shallowpi.data.store import EpisodeStore
 
     if len(paths) < 2:
         raise PlatformError("merge needs two or more stores")
     sources = [EpisodeStore.open(p) for p in paths]
-    merged = EpisodeStore.merge(sources, out, allow_mixed_calibration=allow_mixed_calibration)
+    merged = EpisodeStore.merge(sources, out, allow_mixed_calibration=allow_mixed_calibration,
+                                allow_repeated_scenes=allow_repeated_scenes)
     print(f"{out}: {len(merged)} episodes, {merged.num_frames} frames")
     merged.close()
     return 0

@@ -151,7 +151,9 @@ class DemoConfig:
         """`policy.train.*` overrides for a run of `steps` steps: the demo's `train` keys, and
         a checkpoint every quarter of the run (an interrupted run loses at most that)."""
         keys = {"save_every": max(1, math.ceil(steps / 4)), **self.train}
-        return [f"policy.train.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in keys.items()]
+        # JSON spells None, booleans and lists as Hydra reads them (null, true, [..]); str(None) is 'None'.
+        return [f"policy.train.{k}={v if isinstance(v, (int, float, str)) and not isinstance(v, bool) else json.dumps(v)}"
+                for k, v in keys.items()]
 
 
 # ----------------------------------------------------------------------------- bookkeeping

@@ -722,11 +722,12 @@ class EpisodeStore:
 
     @classmethod
     def merge(cls, sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
-              allow_mixed_calibration: bool = False) -> EpisodeStore:
+              allow_mixed_calibration: bool = False, allow_repeated_scenes: bool = False) -> EpisodeStore:
         """A new store at `out` holding every episode of `sources`: see `store_edit.merge`."""
         from shallowpi.data.store_edit import merge
 
-        return merge(sources, out, allow_mixed_calibration=allow_mixed_calibration)
+        return merge(sources, out, allow_mixed_calibration=allow_mixed_calibration,
+                     allow_repeated_scenes=allow_repeated_scenes)
 
     # --- checking ----------------------------------------------------------------------
 

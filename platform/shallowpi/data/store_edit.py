@@ -166,38 +166,45 @@ def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked
         raise
 
 
-def refuse_repeats(sources: Sequence[EpisodeStore]) -> None:
-    """StoreError when `sources` hold one episode twice: a store given twice (by path, or a
-    copy of it, which keeps its creation stamp), or two twin episodes of one scene (the
-    same task and scene seed, `extra.seed`), as two stores recorded from the same first
-    seed hold. Merged, such a scene would be trained on twice and could land on both sides
-    of a held-out split, which would then score what training saw."""
-    seen: dict[object, EpisodeStore] = {}
-    for source in sources:
-        created = source.identity[0]  # None for a store made before stores were stamped
-        for key in (Path(source.path).resolve(), *([("created", created)] if created is not None else [])):
-            if key in seen:
-                how = "given twice" if isinstance(key, Path) else f"a copy of {seen[key].path.name}"
-                raise StoreError(f"{source.path.name} is {how}: merged, every episode of it would be there twice")
-            seen[key] = source
+def refuse_repeats(sources: Sequence[EpisodeStore], allow_repeated_scenes: bool = False) -> None:
+    """StoreError when `sources` hold one episode twice: a store given twice (by path), or
+    one recorded episode in two of them (the same start time, length and checksums: a copy
+    of a store, or a merged store beside one of its parts). Unless `allow_repeated_scenes`,
+    also two twin episodes of one scene (the same task and scene seed, `extra.seed`), as two
+    stores recorded from the same first seed hold: merged, such a scene would be trained on
+    twice and could land on both sides of a held-out split, which would then score what
+    training saw (rollouts of two policies on the same seeds are such scenes on purpose)."""
+    paths: dict[Path, str] = {}
+    recorded: dict[tuple, tuple[str, int]] = {}
     scenes: dict[tuple[str, int], tuple[str, int]] = {}
     for source in sources:
+        name = source.path.name
+        if (where := Path(source.path).resolve()) in paths:
+            raise StoreError(f"{name} is given twice: merged, every episode of it would be there twice")
+        paths[where] = name
         for info in source.episodes:
-            if info.extra.get("seed") is None:
+            recording = (info.start_time, info.length, tuple(sorted(info.checksums.items())))
+            if info.checksums and recording in recorded:
+                other, index = recorded[recording]
+                raise StoreError(f"{other} episode {index} and {name} episode {info.index} are one recording "
+                                 f"(a copy of a store, or a merged store beside one of its parts): merged, it "
+                                 "would be there twice")
+            recorded[recording] = (name, info.index)
+            if info.extra.get("seed") is None or allow_repeated_scenes:
                 continue
             scene = (info.task, int(info.extra["seed"]))
             if scene in scenes:
-                name, index = scenes[scene]
+                other, index = scenes[scene]
                 raise StoreError(
-                    f"{name} episode {index} and {source.path.name} episode {info.index} are the same scene "
-                    f"(seed {scene[1]}, {scene[0]!r}): merged, it would be trained on twice and could sit on "
-                    "both sides of a held-out split; record one store again from other seeds "
-                    "(`platform record --seed N`)")
-            scenes[scene] = (source.path.name, info.index)
+                    f"{other} episode {index} and {name} episode {info.index} are the same scene (seed {scene[1]}, "
+                    f"{scene[0]!r}): merged, it would be trained on twice and could sit on both sides of a held-out "
+                    "split; record one store again from other seeds (`platform record --seed N`), or pass "
+                    "--allow-repeated-scenes (rollouts of two policies on the same seeds)")
+            scenes[scene] = (name, info.index)
 
 
 def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
-          allow_mixed_calibration: bool = False) -> EpisodeStore:
+          allow_mixed_calibration: bool = False, allow_repeated_scenes: bool = False) -> EpisodeStore:
     """A new store at `out` holding every episode of `sources`, in order.
 
     Refused before anything is written when a source is damaged (`require_intact`), when
@@ -206,8 +213,8 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
     already allowed it), or when a source's frames would be re-encoded by a lossy codec (the
     new store takes the first source's). A copied episode whose numbers fail their source's
     checksums stops the merge; a merge that fails removes what it made. Refused too when
-    a store is given twice, or two of them hold the same scene (`refuse_repeats`). Raises
-    StoreError.
+    an episode would be there twice, or (unless `allow_repeated_scenes`) a twin scene
+    (`refuse_repeats`). Raises StoreError.
     """
     if not sources:
         raise StoreError("nothing to merge")
@@ -215,7 +222,7 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
     held = first.summary
     for source in sources:
         require_intact(source)
-    refuse_repeats(sources)
+    refuse_repeats(sources, allow_repeated_scenes)
     for k, other in enumerate(sources[1:], start=1):
         check_no_lossy_reencode(first, other)
         if other.features != first.features:
