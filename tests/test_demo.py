@@ -223,9 +223,10 @@ def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
                             # checked before the recording, as demo.teacher= is (it was found stages later)
                             (["--teacher", str(tmp_path)], f"demo.teacher={tmp_path}: no model.safetensors there"),
                             # a value of the wrong kind was a traceback, some only after the recording
-                            (["demo.sim_noise=abc"], "demo.sim_noise must be a number, got 'abc'"),
+                            (["demo.sim_noise=abc"], "demo.sim_noise must be a number (its default is 0.005), not 'abc'"),
                             (["demo.episodes=2.5"], "demo.episodes must be a whole number, got 2.5"),
-                            (["demo.train=5"], "demo.train must be a mapping, e.g. {ema: 0.999}, got 5"),
+                            (["demo.train=5"], "demo.train is a section of settings (`platform config show` lists "
+                                               "its keys), not 5"),
                             # the demo names the robot to every stage: robot= recorded one into another's store
                             (["robot=humanoid"], "robot=humanoid: the demo picks its robot with --robot NAME")):
         assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2

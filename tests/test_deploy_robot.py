@@ -101,6 +101,7 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
         assert f"set the scene: episode {episode} starts in 0.3 s" in out
     assert out.count(": not judged (") == 2 and "2 episodes, success not judged" in out
     assert not any(torque_after), "torque stayed on after the deploy ended"
+    assert "torque is off: the arms no longer hold their pose" in out  # and the operator is told
     store = EpisodeStore.open(tmp_path / "deployed.zarr")
     assert len(store) == 2
     for index in range(2):

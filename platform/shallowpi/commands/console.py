@@ -22,6 +22,10 @@ from typing import TextIO
 
 _END = None  # the queue item that stops the thread
 
+# Said when a command that drove a robot has turned its torque off, however it ended: the
+# arms fall under their own weight, and what they held falls with them.
+TORQUE_OFF = "torque is off: the arms no longer hold their pose (support them before the next run)"
+
 
 class LinePrinter:
     """Lines written to `stream` (default: sys.stdout when written) by a daemon thread,

@@ -41,7 +41,7 @@ from typing import Any
 from shallowpi.config import REPO_ROOT
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import ConfigError, PlatformError, refuse_unknown_keys
-from shallowpi.train.checkpoint import checkpoint_weights
+from shallowpi.train.checkpoint import checkpoint_step, checkpoint_weights
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class DemoConfig:
                 raise ConfigError(f"no teacher ships for the simulated {self.robot} ({folder} has none); "
                                   "demo.teacher=train trains one")
             return folder
-        folder = Path(self.teacher).expanduser()
+        folder = checkpoint_step(self.teacher, say=log.info)  # a run folder: its newest checkpoint
         if not (folder / "model.safetensors").is_file():
             raise ConfigError(f"demo.teacher={self.teacher}: no model.safetensors there; give a checkpoint "
                               "folder, or shipped, or train")
@@ -270,7 +270,7 @@ def episodes_per_task(store: Path) -> dict[str, int]:
     return counts
 
 
-def checkpoint_step(checkpoint: Path | None) -> int:
+def step_of(checkpoint: Path | None) -> int:
     """The step of a `checkpoints/step_N` folder; 0 for none."""
     return int(checkpoint.name.removeprefix("step_")) if checkpoint is not None else 0
 
@@ -419,17 +419,17 @@ class Demo:
                     "store": self.store_identity(), "overrides": self._relevant(self.teacher_overrides, ("policy",))}
         self.book.require_same("teacher", settings, run, self._made_from_store()[1:])
         last = latest_checkpoint(run)
-        if checkpoint_step(last) >= cfg.teacher_steps:
+        if step_of(last) >= cfg.teacher_steps:
             assert last is not None
             self.reused("teacher", f"{checkpoint_weights(last)}")
             return checkpoint_weights(last)
-        what = f"continuing {run} from step {checkpoint_step(last)}" if last else f"into {run}"
+        what = f"continuing {run} from step {step_of(last)}" if last else f"into {run}"
         with self.stage("teacher", f"`platform train --policy {cfg.policy}`, {cfg.teacher_steps} steps, {what}") as result:
             invoke("train", "--dataset", str(self.store), "--policy", cfg.policy, "--runs-dir", str(self.out),
                    "--run", run.name, "--steps", str(cfg.teacher_steps), *(["--resume"] if last else []),
                    *self.teacher_overrides)
             done = latest_checkpoint(run)
-            if checkpoint_step(done) < cfg.teacher_steps:
+            if step_of(done) < cfg.teacher_steps:
                 raise PlatformError(f"the teacher's training in {run} ended before step {cfg.teacher_steps}")
             assert done is not None
             result["note"] = str(checkpoint_weights(done))
@@ -470,12 +470,12 @@ class Demo:
         self.book.require_same("student", settings, run, self._made_from_store()[2:])
         last = latest_checkpoint(run)
         # Finished: its report written (or, with distill.report=false, the stage's end recorded).
-        if checkpoint_step(last) >= cfg.student_steps and ((run / "report.md").is_file()
+        if step_of(last) >= cfg.student_steps and ((run / "report.md").is_file()
                                                            or self.book.seconds("student") is not None):
             assert last is not None
             self.reused("student", f"{checkpoint_weights(last)}")
             return checkpoint_weights(last)
-        what = f"continuing {run} from step {checkpoint_step(last)}" if last else f"into {run}"
+        what = f"continuing {run} from step {step_of(last)}" if last else f"into {run}"
         with self.stage("student", f"`platform distill`: {cfg.layers} of the teacher's layers, {cfg.student_steps} "
                                    f"steps, {what}") as result:
             invoke("distill", "--dataset", str(self.store), "--teacher", str(teacher), "--policy", cfg.policy,

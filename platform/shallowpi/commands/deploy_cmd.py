@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
-from shallowpi.commands.console import LinePrinter
+from shallowpi.commands.console import TORQUE_OFF, LinePrinter
 from shallowpi.commands.deploy_policy import policy_bundle, start_state_of
 from shallowpi.commands.deploy_recording import DeploymentRecorder
 from shallowpi.errors import PlatformError
@@ -66,7 +66,8 @@ HELP = "run a policy on the robot or its twin through the on-device executor (bu
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --policy, the robot and Jetson flags, and the executor's flags."""
     parser.add_argument("--policy", type=user_path, required=True,
-                        help="checkpoint folder (model.safetensors) or a deploy bundle folder")
+                        help="checkpoint folder (model.safetensors; a run folder means its newest) or a "
+                             "deploy bundle folder")
     add_config_flags(parser, robot=True, jetson=True)
     parser.add_argument("--sim", nargs="?", const="direct", choices=["direct", "stack"],
                         help="run in the MuJoCo twin: direct (in-process, default) or stack (emulated drivers); "
@@ -269,6 +270,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         try:
             putting_away.set()  # a signal from here on waits for torque off instead of cutting it short
             target.disconnect()  # first: torque off whatever else the cleanup meets
+            if target.on_hardware:
+                held_output.append(TORQUE_OFF)  # printed below, however the run ended
         finally:
             publisher.close()
             if dashboard is not None:

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, dataset=True)
     parser.add_argument("--policy", help="preset (configs/policy/) whose train: settings the student uses, and the "
                         "teacher's when it is trained here (default: a given --teacher's own preset, else small)")
-    parser.add_argument("--teacher", type=user_path, metavar="CKPT", help="teacher checkpoint folder (default: train or reuse runs/DATASET-POLICY)")
+    parser.add_argument("--teacher", type=user_path, metavar="CKPT", help="teacher checkpoint folder, or a run folder for its newest (default: train or reuse "
+                             "runs/DATASET-POLICY)")
     parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
     parser.add_argument("--layers", type=int, metavar="K",
                         help="joint layers the student keeps in both towers (default 6; == distill.layers=K)")

@@ -44,7 +44,7 @@ import numpy as np
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from
-from shallowpi.commands.console import LinePrinter
+from shallowpi.commands.console import TORQUE_OFF, LinePrinter
 from shallowpi.errors import PlatformError
 
 HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
@@ -299,9 +299,9 @@ def run(args: argparse.Namespace) -> int:
             store.close()
         rig.close()
         printer.close()  # after the robot is off: a stalled stdout must not keep it powered
+        if not args.sim:  # said however the run ended, once rig.close() has turned torque off
+            print(TORQUE_OFF, flush=True)
     print(final_summary(committed, result, store_path, total))
-    if not args.sim:  # rig.close() turned torque off: the arms hold nothing now
-        print("torque is off: the arms no longer hold their pose (support them before the next session)")
     if result.fault:
         print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
         return 1
