@@ -626,3 +626,13 @@ def test_a_malformed_hello_does_not_end_the_sender_or_the_estop(tmp_path):
         context.term()
         dashboard.close()
         publisher.close()
+
+
+def test_a_writer_queue_of_millions_of_frames_reads_as_such():
+    """Without cameras record.queue_mb holds millions of frames: the recorder's line said
+    'writer queue 0/9142857'."""
+    from shallowpi.telemetry.status import WriterStatus
+
+    assert WriterStatus(queue_depth=40, queue_capacity=64).queue_text == "40/64"
+    assert WriterStatus(queue_depth=3, queue_capacity=250_000).queue_text == "3/250k"
+    assert WriterStatus(queue_depth=0, queue_capacity=9_142_857).queue_text == "0/9.1M"

@@ -412,5 +412,5 @@ class _ProgressLines:
         self.printer.say(
             f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
             f"{clock_text(status)} | {timing} | writer queue "
-            f"{w.queue_depth}/{w.queue_capacity} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, "
+            f"{w.queue_text} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, "
             f"waited {w.backpressure_ms:.0f} ms")

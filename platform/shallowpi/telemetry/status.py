@@ -105,6 +105,14 @@ class WriterStatus:
     backpressure_ms: float = 0.0  # total time the loop waited on a full queue, this episode
     pending_episodes: int = 0  # episodes handed to the writer, not yet committed
 
+    @property
+    def queue_text(self) -> str:
+        """'depth/capacity' as the lines and dashboards show it: a capacity in the millions
+        (record.queue_mb of frames without cameras) in thousands or millions, '9.1M'."""
+        cap = self.queue_capacity
+        shown = str(cap) if cap < 100_000 else f"{cap / 1e3:.0f}k" if cap < 1_000_000 else f"{cap / 1e6:.1f}M"
+        return f"{self.queue_depth}/{shown}"
+
 
 @dataclass
 class EpisodeSummary:

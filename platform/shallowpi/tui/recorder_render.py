@@ -172,7 +172,7 @@ def writer(status: RecorderStatus) -> Text:
     text.append("write queue ", style="bold")
     text.append("█" * filled, style=style)
     text.append("░" * (BAR_WIDTH - filled), style="dim")
-    text.append(f" {w.queue_depth}/{w.queue_capacity}\n")
+    text.append(f" {w.queue_text}\n")
     text.append(f"high water {w.high_water}   {w.mb_per_s:.1f} MB/s   episodes pending {w.pending_episodes}\n")
     text.append("backpressure ")
     text.append(f"{w.backpressure_ms:.0f} ms", style="bold red" if w.backpressure_ms else "green")
@@ -237,6 +237,6 @@ def status_line(status: RecorderStatus) -> str:
     if lp.link_exchanges:
         loop += f" servo retries {panels.link_text(lp)}"
     line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | {loop} | "
-            f"queue {w.queue_depth}/{w.queue_capacity} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
+            f"queue {w.queue_text} hw {w.high_water} {w.mb_per_s:.1f} MB/s "
             f"bp {w.backpressure_ms:.0f} ms | {cams or 'no cameras'} | kept {saved}")
     return f"{line} | {status.message}" if status.message else line
