@@ -88,4 +88,5 @@ def _ask(message: str) -> None:
     try:
         input(message + " ")
     except EOFError:
+        print()  # end the prompt's line: the error is a line of its own
         raise PlatformError("calibration asks questions: run it in a terminal (stdin closed)") from None
