@@ -217,6 +217,17 @@ def test_port_vanishing_mid_run(chain):
     bus.safe_shutdown()  # nothing left to switch off: must not raise
 
 
+def test_a_silent_servos_pings_are_retried_logged_and_counted(chain, caplog):
+    bus = make_bus(chain)
+    with bus, caplog.at_level("WARNING", logger="shallowpi"):
+        before = bus.tally.exchanges
+        assert bus.ping(9) is None  # no servo 9 on the chain: every try times out
+        assert bus.tally.exchanges - before == 1  # one exchange, however many tries
+        assert (bus.tally.failed_tries, bus.tally.failed_by_id) == (bus.retries, {9: bus.retries})
+    tries = [r.getMessage() for r in caplog.records if "ping of servo 9 failed (try" in r.getMessage()]
+    assert len(tries) == bus.retries and tries[0].startswith(f"bus 'test' ({chain.path}): ping of servo 9")
+
+
 def test_missing_port_busy_port_and_wrong_baud(chain):
     with pytest.raises(BusError, match=r"cannot open the port"):
         DynamixelBus("test", "/dev/does-not-exist", 1_000_000, MIXED).connect()
