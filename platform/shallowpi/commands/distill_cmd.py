@@ -17,10 +17,11 @@ checkpoints/ as ordinary policy checkpoints that also record the teacher's sha25
 layers and the loss weights), distill.json, and report.md with its plots (its closed-loop
 part runs teacher and student in the twin, distill.sim_episodes a task each: minutes on a
 CPU; distill.sim_episodes=0 skips it, distill.report=false the whole report). Settings:
-configs/distill/ (any `distill.KEY=VALUE` override); --steps sets the student's steps. The student trains
-with the `train:` settings of --policy's preset; with --teacher and no --policy, those of the
-preset the teacher was built from (its batch, learning rate, EMA; command-line overrides of
-the teacher's own training are not recorded in it, pass them again).
+configs/distill/ (any `distill.KEY=VALUE` override); --steps sets the student's steps. The
+student trains with the `train:` settings of --policy's preset; with --teacher and no
+--policy, those of the preset the teacher was built from (its batch, learning rate, EMA;
+command-line overrides of the teacher's own training are not recorded in it, pass them
+again).
 
 Several GPUs (DDP; FSDP with policy.train.fsdp=true), the teacher whole on each:
   torchrun --nproc_per_node 8 -m shallowpi -- distill --dataset kitchen --teacher CKPT --run NAME
@@ -47,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, dataset=True)
     parser.add_argument("--policy", help="preset (configs/policy/) whose train: settings the student uses, and the "
                         "teacher's when it is trained here (default: a given --teacher's own preset, else small)")
-    parser.add_argument("--teacher", type=user_path, metavar="CKPT", help="teacher checkpoint folder, or a run folder for its newest (default: train or reuse "
+    parser.add_argument("--teacher", type=user_path, metavar="CKPT",
+                        help="teacher checkpoint folder, or a run folder for its newest (default: train or reuse "
                              "runs/DATASET-POLICY)")
     parser.add_argument("--teacher-sha256", metavar="HEX", help="refuse a teacher whose model.safetensors has another sha256")
     parser.add_argument("--layers", type=int, metavar="K",
