@@ -106,23 +106,23 @@ def test_emulate_rejects_a_bad_fault_in_one_line():
     assert out.stderr.startswith("error: bad --fault 'melt:follower:1'") and out.stderr.count("\n") == 1
 
 
-def test_calibrate_names_an_unknown_arm_in_one_line(humanoid_emulator):
-    _, first = humanoid_emulator
-    out = subprocess.run(
-        [sys.executable, "-m", "shallowpi", "calibrate", "--robot", "humanoid", "--ports", first.strip(), "--arm", "tail"],
+def _calibrate_without_a_terminal(emulator, arm: str) -> subprocess.CompletedProcess:
+    _, first = emulator
+    return subprocess.run(
+        [sys.executable, "-m", "shallowpi", "calibrate", "--robot", "humanoid", "--ports", first.strip(), "--arm", arm],
         capture_output=True, text=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL,
     )
+
+
+def test_calibrate_names_an_unknown_arm_in_one_line(humanoid_emulator):
+    out = _calibrate_without_a_terminal(humanoid_emulator, "tail")
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1] == (
         "error: robot 'humanoid' has no arm 'tail'; arms: left_arm, right_arm, head_lift, leader_left, leader_right")
 
 
 def test_calibrate_without_a_terminal_ends_its_prompt_before_the_error(humanoid_emulator):
-    _, first = humanoid_emulator
-    out = subprocess.run(
-        [sys.executable, "-m", "shallowpi", "calibrate", "--robot", "humanoid", "--ports", first.strip(), "--arm", "left_arm"],
-        capture_output=True, text=True, env=_env(), timeout=60, stdin=subprocess.DEVNULL,
-    )
+    out = _calibrate_without_a_terminal(humanoid_emulator, "left_arm")
     assert out.returncode != 0
     assert out.stdout.endswith("\n")  # the prompt waiting for Enter, then its own line's end
     assert out.stderr.strip().splitlines()[-1] == "error: calibration asks questions: run it in a terminal (stdin closed)"
