@@ -124,6 +124,14 @@ class EpisodeInfo:
     # array -> [start, stop) row ranges (within the episode) holding NaN or inf
     nonfinite: dict[str, list[list[int]]] = field(default_factory=dict)
 
+    @property
+    def scene(self) -> tuple[str, int] | None:
+        """The twin scene the episode was recorded in, (task, scene seed `extra.seed`): the
+        same scene whichever store or session holds it. None for an episode without a seed
+        (a robot's, an import)."""
+        seed = self.extra.get("seed")
+        return None if seed is None else (self.task, int(seed))
+
     def to_json(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict, as episodes/<index>.json holds it."""
         return dataclasses.asdict(self)

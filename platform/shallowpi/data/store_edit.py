@@ -190,9 +190,9 @@ def refuse_repeats(sources: Sequence[EpisodeStore], allow_repeated_scenes: bool 
                                  f"(a copy of a store, or a merged store beside one of its parts): merged, it "
                                  "would be there twice")
             recorded[recording] = (name, info.index)
-            if info.extra.get("seed") is None or allow_repeated_scenes:
+            scene = info.scene
+            if scene is None or allow_repeated_scenes:
                 continue
-            scene = (info.task, int(info.extra["seed"]))
             if scene in scenes:
                 other, index = scenes[scene]
                 raise StoreError(

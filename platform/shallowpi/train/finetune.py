@@ -129,7 +129,7 @@ class Split:
         training scenes so that a student distilled from it on another store holds none of
         them out (distill/distiller.py). Empty for a store that is not on disk."""
         infos = _episode_infos(store, self.train if episodes is None else episodes)
-        return {i: _digest(f"{info.task}\0seed {info.extra['seed']}" if info.extra.get("seed") is not None
+        return {i: _digest(f"{info.scene[0]}\0seed {info.scene[1]}" if info.scene is not None
                            else _recording(info)) for i, info in infos.items()}
 
     def eval_episodes(self) -> tuple[list[int], str]:
