@@ -60,9 +60,9 @@ class LinkTally:
     one; a sync write asks for none and is not counted). A try fails when a reply is lost,
     late, corrupt or malformed; the bus retries it, so a flaky cable or a servo whose
     transceiver drops one reply in three fails tries for hours without an error, each
-    costing the loop a reply timeout. Counted here, the robot's
-    status shows it before the chain fails outright. `failed_by_id`: per servo, the failed
-    tries it was the first silent or malformed reply of (a write's failures name none).
+    costing the loop a reply timeout. Counted here, the robot's status shows it before the
+    chain fails outright. `failed_by_id`: per servo, the failed tries it was the first
+    silent or malformed reply of (a write's failures name none).
     """
 
     exchanges: int = 0
