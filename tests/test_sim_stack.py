@@ -154,3 +154,23 @@ def test_a_servo_alarm_reaches_check_faults_through_the_drivers() -> None:
         chain.hardware_error(servo_id, "overload")
         with pytest.raises(PlatformError, match="overload"):
             stack.check_faults()
+
+
+def test_the_servo_links_counts_reach_the_loop_through_the_drivers() -> None:
+    """`deploy --sim stack` shows the servo retries a robot's run would: the exchanges the
+    real driver made with the emulated chains, and a flaky servo's failed tries under its
+    joint's name (the twin behind the drivers reported none: the base Robot's zeros)."""
+    cfg = config.compose(["robot=arm"]).robot
+    spec = RobotSpec.from_config(cfg)
+    with StackSimRobot(spec, TwinSpec.from_config(cfg, 64, 48)) as stack:
+        start = stack.link_counts()
+        assert start.exchanges > 0 and start.failed_tries == 0  # connect() read and wrote the servos
+        bus, chain = next(iter(stack._chains.items()))
+        servo_id = next(iter(chain.servos))
+        joint = next(m.joint for m in spec.motors if (m.bus, m.id) == (bus, servo_id))
+        chain.flaky(servo_id, 2)
+        for _ in range(5):
+            stack.act(stack.observe().state)
+        link = stack.link_counts().since(start)
+        assert link.exchanges > 0 and link.failed_tries > 0
+        assert set(link.failed_by_joint) == {joint}

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.hardware.camera import Frame
-from shallowpi.robots.base import Robot
+from shallowpi.robots.base import LinkCounts, Robot
 from shallowpi.robots.calibration import UNCALIBRATED, RobotCalibration
 from shallowpi.robots.observation import Observation
 from shallowpi.robots.sim.tasks import Task
@@ -121,6 +121,11 @@ class StackSimRobot(Robot):
     def joint_limits(self) -> tuple[np.ndarray, np.ndarray]:
         """The driver's (DynamixelRobot: narrowed to a calibration's sweep), once connected."""
         return self.driver.joint_limits() if self.driver is not None else super().joint_limits()
+
+    def link_counts(self) -> LinkCounts:
+        """The driver's exchanges with the emulated servos and failed tries (LinkCounts), as
+        on the robot; zero before `connect()`. A chain's fault (`ServoChain.flaky`) shows here."""
+        return self.driver.link_counts() if self.driver is not None else LinkCounts()
 
     def connect(self) -> None:
         """Start the twin, the emulated follower chains, the cameras and the driver, then
