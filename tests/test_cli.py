@@ -69,6 +69,13 @@ def test_a_leading_double_dash_is_dropped(capsys):
         (["dataset", "info", "no_such_dataset"], "no dataset at"),
         # torch's answer was a traceback, after the run's folder was made
         (["train", "--dataset", "x", "--device", "tpu"], "argument --device: unknown device 'tpu'; use auto, cpu"),
+        # eval's --device was a CUDA traceback after the policy loaded; cuda:99 is on no machine
+        (["eval", "--policy", "p", "--device", "cuda:99"], "argument --device: device 'cuda:99': "),
+        # an output under a file failed after the run: the episodes done, the report lost
+        (["deploy", "--policy", "p", "--sim", "--json", "/dev/null/run.json"],
+         "--json /dev/null/run.json: a file stands where a folder must be"),
+        (["sim", "--robot", "arm", "--task", "cube_in_bowl", "--png", "/dev/null/x.png"],
+         "--png /dev/null/x.png: a file stands where a folder must be"),
         (["demo", "--robot", "arms"], "unknown robot 'arms'; choose one of: arm, bimanual, humanoid"),
         (["deploy", "--policy", "p", "--bundle-only", "--sim"], "--bundle-only builds the bundle and runs nothing"),
         # --init starts the teacher's training: with a trained --teacher it was ignored, unread

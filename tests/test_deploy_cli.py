@@ -313,7 +313,7 @@ def test_recording_a_deployment_into_demonstrations_warns(tmp_path, caplog):
         assert [e.extra.get("policy_sha256", "")[:1] for e in store.episodes] == ["", "a", "b"]
 
 
-def test_deploy_sim_renders_a_checkpoint_without_a_store_as_eval_sim_does(tmp_path):
+def test_deploy_sim_renders_a_checkpoint_without_a_store_as_eval_sim_does(tmp_path, capsys):
     # A shipped teacher names no training store: eval --sim renders at the policy's input
     # size (64x64, what it trained on); deploy --sim rendered record.sim_size's 224x224.
     import argparse
@@ -331,6 +331,9 @@ def test_deploy_sim_renders_a_checkpoint_without_a_store_as_eval_sim_does(tmp_pa
     side = bundle.config["vision"]["image_size"]
     assert (target.spec.render_width, target.spec.render_height) == (side, side) == (64, 64)
     assert target.image_codec is None  # no store to say what its frames went through
+    # and says so, in eval --sim's words
+    assert (f"{bundle.path} names no training store: rendering at its input size 64x64 without the store's "
+            "image codec") in capsys.readouterr().out
 
 
 def test_deploy_sim_shows_the_policy_the_frames_its_store_gave_back(trained, tmp_path):

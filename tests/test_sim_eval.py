@@ -197,6 +197,7 @@ def test_eval_sim_end_to_end_takes_robot_and_size_from_the_store_and_runs_every_
     assert report["instruction"] == "put the red cube in the bowl"
     assert push["instruction"] == "push the blue block to the left"
     assert report["store"] == str(trained["store"])
+    assert report["checkpoint"] == str(trained["ckpt"] / "ema")  # the weights judged, not the folder given
     assert set(report["sources"]) == {"robot", "task", "size"}
     assert report["sources"]["robot"].startswith("store ") and report["sources"]["size"].startswith("store ")
     assert report["sources"]["task"] == "every task of the arm twin"
@@ -213,8 +214,15 @@ def test_eval_sim_end_to_end_takes_robot_and_size_from_the_store_and_runs_every_
     assert episode["sim_seconds"] == pytest.approx(1.0, abs=2e-3)  # whole 2 ms physics steps
     assert episode["wall_seconds"] > 0 and episode["inference_ms_p50"] > 0
     assert report["success_rate"] == float(episode["success"])
+    from PIL import Image
+
+    from shallowpi.robots.sim.views import StripWriter
+
     for name in ("cube_in_bowl", "push_block_left"):
-        assert (tmp_path / "looks" / f"{name}_seed_1000.png").stat().st_size > 0
+        # eight of the 30 ticks, labelled: a title, the cameras' names, each row's time
+        strip = Image.open(tmp_path / "looks" / f"{name}_seed_1000.png")
+        assert strip.size == (StripWriter.MARGIN_W + 2 * SIZE[0],
+                              StripWriter.TITLE_H + StripWriter.ROLES_H + 8 * SIZE[1])
         video = tmp_path / "videos" / f"{name}_seed_1000.mp4"
         assert video.stat().st_size > 0
         _assert_video_frames(video, frames=30, size=SIZE)
@@ -233,6 +241,17 @@ def _assert_video_frames(path: Path, frames: int, size: tuple[int, int]) -> None
         shapes.append(frame.shape)
     capture.release()
     assert shapes == [(size[1], 2 * size[0], 3)] * frames  # two cameras side by side
+
+
+def test_offline_json_names_the_weights_judged_and_makes_its_folder(trained, tmp_path, one_torch_thread):
+    """Given the run's folder, eval judges its newest step's average, and its JSON says so
+    (it named the folder given); `--json` into a folder not made yet makes it (a traceback
+    after the evaluation, the report lost), as `--sim --json` did."""
+    report_path = tmp_path / "not" / "made" / "offline.json"
+    assert main(["eval", "--policy", str(trained["ckpt"].parent.parent), "--dataset", str(trained["store"]),
+                 "--json", str(report_path), "--samples", "4"]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["checkpoint"] == str(trained["ckpt"] / "ema") and report["samples"] == 4
 
 
 def test_eval_sim_runs_the_strategy_the_robot_would(trained, tmp_path, one_torch_thread):
@@ -294,6 +313,12 @@ def test_a_checkpoint_naming_no_store_is_judged_at_its_own_input_size_and_says_s
     report = json.loads((tmp_path / "r.json").read_text())["tasks"][0]
     assert report["render_size"] == [side, side] != [224, 224]
     assert report["sources"]["size"] == "the policy's input size (no store named)"
+    # A store named but not on this machine is said as such (it read "names no training store").
+    gone = _tiny_checkpoint(tmp_path / "moved", 7, ["front"], tmp_path / "gone.zarr")
+    assert main(["eval", "--policy", str(gone), "--sim", "--robot", "arm", "--task", "cube_in_bowl",
+                 "--sim-episodes", "1", "--episode-time-s", "0.1", "--no-progress"]) == 0
+    assert (f"{gone}'s training store {tmp_path / 'gone.zarr'} is not here: rendering at its input size "
+            f"{side}x{side} without the store's image codec") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -315,6 +340,16 @@ def test_a_checkpoint_naming_no_store_is_judged_at_its_own_input_size_and_says_s
         ("scenes without --sim", "--scenes belongs to --sim; add --sim"),
         ("episodes with --sim", "--episodes is for the offline error; with --sim the count is --sim-episodes N"),
         ("unknown strategy", "unknown action selection strategy 'blend'; choose one of: replan, ensemble, rtc"),
+        # Each was taken, or failed, only after the evaluation had run:
+        # a typo judged the policy on its input size without the store's codec, silently
+        ("no such store", "--dataset nosuch: no dataset at "),
+        # the robot only ever held, and the rate was scored
+        ("late chunks", "--delay-ticks 4: each chunk of 4 actions would arrive after its last action was due"),
+        # IsADirectoryError, NotADirectoryError: tracebacks, the report lost
+        ("json is a folder", "--json {tmp} is a folder; name the file to write"),
+        ("video under a file", "--video {tmp}/file/videos: a file stands where a folder must be"),
+        ("png under a file", "--png {tmp}/file/looks: a file stands where a folder must be"),
+        ("offline json under a file", "--json {tmp}/file/r.json: a file stands where a folder must be"),
     ],
 )
 def test_one_line_errors(case, expected, trained, tmp_path, capsys):
@@ -339,9 +374,17 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
         # an episode index, not a count: `--sim --episodes 50` must not quietly run 10
         "episodes with --sim": lambda: [ckpt, "--sim", "--episodes", "50"],
         "unknown strategy": lambda: [ckpt, "--sim", "action_selection.strategy=blend"],
+        "no such store": lambda: [ckpt, "--sim", "--dataset", "nosuch"],
+        "late chunks": lambda: [ckpt, "--sim", "--delay-ticks", "4"],
+        "json is a folder": lambda: [ckpt, "--sim", "--json", str(tmp_path)],
+        "video under a file": lambda: [ckpt, "--sim", "--video", str(tmp_path / "file" / "videos")],
+        "png under a file": lambda: [ckpt, "--sim", "--png", str(tmp_path / "file" / "looks")],
+        "offline json under a file": lambda: [ckpt, "--dataset", str(store), "--json", str(tmp_path / "file" / "r.json")],
     }[case]()
+    (tmp_path / "file").write_text("a file, not a folder")
     assert main(["eval", "--policy", *args, "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
+    expected = expected.format(tmp=tmp_path)
     assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
 
 

@@ -83,9 +83,29 @@ def user_path(text: str) -> Path:
     return Path(text).expanduser()
 
 
+def ready_output(path: Path | None, flag: str, *, folder: bool = False) -> Path | None:
+    """Make sure a result can be written to `path` before the work that makes it runs:
+    `folder` True makes the folder (the episodes' videos), else the file's folder (a JSON
+    report). A run of an hour ended in a traceback at its last line, the result lost, when
+    --json named a folder or a path under a file. PlatformError in one line naming `flag`;
+    None passes through (the flag not given)."""
+    if path is None:
+        return None
+    if not folder and path.is_dir():
+        raise PlatformError(f"{flag} {path} is a folder; name the file to write, e.g. {path / 'report.json'}")
+    try:
+        (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise PlatformError(f"{flag} {path}: a file stands where a folder must be; choose another path") from None
+    except OSError as exc:
+        raise PlatformError(f"{flag} {path}: cannot make its folder ({exc.strerror})") from None
+    return path
+
+
 def device_name(text: str) -> str:
-    """argparse type for a training device (`train_cmd`, `distill_cmd`): one this machine
-    has, checked before a run folder is made (`train.distributed.check_device`)."""
+    """argparse type for the device torch runs on (`train`, `distill`, `eval`): one this
+    machine has, checked before a run folder is made or a policy loaded
+    (`train.distributed.check_device`)."""
     if text in ("auto", "cpu"):
         return text  # torch is not imported to parse a default
     from shallowpi.train.distributed import check_device

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
+from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
 from shallowpi.commands.console import TORQUE_OFF, LinePrinter
 from shallowpi.commands.deploy_policy import policy_bundle, start_state_of
 from shallowpi.commands.deploy_recording import DeploymentRecorder
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
+    ready_output(args.json, "--json")  # before the robot moves, not after the run
     if args.realtime and not args.sim:
         raise ConfigError("--realtime is for --sim: on the robot the loop always runs on the wall clock")
     if args.bundle_only and (args.sim or args.record):
@@ -287,7 +288,6 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     summary = _summary(reports, executor, judged=not target.on_hardware)
     print(summary["line"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         # Stopped early (Ctrl-C, a stop key), the last episode was cut off and judged a failure:
         # `complete` says whether the run is the one asked for.
         complete = len(reports) == args.episodes and not any(r.ended in ("stopped", "e-stop") for r in reports)

@@ -215,6 +215,8 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
                         input_size=bundle.config["vision"]["image_size"])
     cfg = config.compose([f"robot={target.robot}", *_flag_overrides(args, robot=False)])
     assert target.size is not None  # the flag's, the store's, else the policy's input size
+    if note := target.not_as_trained_note(str(bundle.path), Path(store) if store else None):
+        print(note, flush=True)
     width, height = target.size
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(Features(**bundle.features), spec, trained_rate(bundle.checkpoint_metadata) or target.fps)

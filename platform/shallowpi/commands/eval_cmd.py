@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from shallowpi.cli import at_least, overrides_from, user_path
+from shallowpi.cli import at_least, device_name, overrides_from, ready_output, user_path
 
 SIM_MODES = ("direct", "stack")
 SIM_EPISODES = 10  # --sim's default episode count (its first seed: EVAL_SEEDS.start)
@@ -68,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Euler steps of the flow-matching sampler, not training steps (default: the "
                              "checkpoint's, 10)")
     parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
-    parser.add_argument("--device", default="cpu", help="run the policy on cpu, cuda, cuda:1 (default: cpu)")
+    parser.add_argument("--device", type=device_name, default="auto",
+                        help="run the policy on auto (a GPU when there is one), cpu, cuda, cuda:1 (default: auto)")
     sim = parser.add_argument_group("in the simulation twin (--sim)")
     # Not `choices=`: `--sim robot.fps=15` must leave the override alone (see `run`).
     sim.add_argument("--sim", nargs="?", const="direct", metavar="{direct,stack}",
@@ -85,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--replan-every", type=at_least(1), metavar="K",
                      help="a new chunk every K actions (default: half the chunk; 1 for ensemble)")
     sim.add_argument("--strategy", choices=["replan", "ensemble", "rtc"],
-                     help="how each tick's action comes from the chunks (default: action_selection.strategy)")
+                     help="how each tick's action comes from the chunks (default: action_selection.strategy, "
+                          "replan). deploy's sync is replan here, its async replan with --delay-ticks")
     sim.add_argument("--delay-ticks", type=at_least(0), metavar="N",
                      help="simulated inference latency in control periods (default 0)")
     sim.add_argument("--episode-time-s", type=at_least(0, float, above=True), help="stop episodes sooner than the task's time limit")
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.errors import ConfigError
 
+    ready_output(args.json, "--json")  # before the evaluation, not after it
     if args.sim is not None and args.sim not in SIM_MODES:
         if "=" not in args.sim:
             raise ConfigError(f"unknown --sim mode '{args.sim}'; choose one of: {', '.join(SIM_MODES)}")
@@ -118,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         args.sim_episodes = SIM_EPISODES if args.sim_episodes is None else args.sim_episodes
         args.seed = EVAL_SEEDS.start if args.seed is None else args.seed
         args.scenes = args.scenes or "own"
+        ready_output(args.video, "--video", folder=True)
+        ready_output(args.png, "--png", folder=True)
         return run_sim(args)
     for flag in ("sim_episodes", "seed", "robot", "task", "sim_size", "scenes", "replan_every", "strategy",
                  "delay_ticks", "episode_time_s", "video", "png"):
@@ -140,15 +146,11 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
 
     from shallowpi.commands.train_cmd import chunk_dataset, store_episodes
     from shallowpi.policy.fit import rate_mismatch, trained_rate
-    from shallowpi.policy.policy import Features, Policy
+    from shallowpi.policy.policy import Features
     from shallowpi.policy.weights import CheckpointError
-    from shallowpi.train.checkpoint import weights_to_use
     from shallowpi.train.offline_eval import evaluate
 
-    # Evaluated through the fast sampler: the path the robot's executor runs.
-    weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
-    policy = Policy.load(weights, device=args.device).prepare_inference()
-    meta = Policy.read_metadata(weights)
+    weights, policy, meta = load_for_eval(args.policy, args.device)
     same_store = Path(meta.get("dataset", "")).resolve() == store.resolve()
     held_out = json.loads(meta["held_out"]) if same_store and "held_out" in meta else None
     trained = json.loads(meta["train"]) if same_store and "train" in meta else None
@@ -175,8 +177,22 @@ def run_offline(args: argparse.Namespace, store: Path) -> int:
     report = evaluate(policy, dataset, max_samples=samples, num_steps=args.steps, data=what)
     print(report.table())
     if args.json:
-        args.json.write_text(json.dumps(report.to_dict(), indent=2))
+        args.json.write_text(json.dumps({"checkpoint": str(weights)} | report.to_dict(), indent=2))
     return 0
+
+
+def load_for_eval(given: Path, device: str) -> tuple[Path, Any, dict[str, str]]:
+    """The weights `given` names (a step folder's EMA average when the run kept one; a run
+    folder, its checkpoints/ or `last`: the newest step), the policy loaded from them on
+    `device` ("auto": a GPU when there is one) and prepared for the fast sampler, the path
+    the robot's executor runs, and their metadata. CheckpointError for weights that do not load."""
+    from shallowpi.policy.policy import Policy
+    from shallowpi.train.checkpoint import weights_to_use
+    from shallowpi.train.distributed import pick_device
+
+    weights = weights_to_use(given)
+    policy = Policy.load(weights, device=str(pick_device(device))).prepare_inference()
+    return weights, policy, Policy.read_metadata(weights)
 
 
 def describe_episodes(
@@ -217,28 +233,20 @@ def run_sim(args: argparse.Namespace) -> int:
     from shallowpi.data.codecs import image_codec
     from shallowpi.errors import ConfigError
     from shallowpi.evaluate.interval import rate_with_interval
-    from shallowpi.evaluate.sim_checkpoint import (
-        POLICY_INPUT_SIZE,
-        CheckpointPolicy,
-        check_fits,
-        sim_target,
-    )
+    from shallowpi.evaluate.sim_checkpoint import CheckpointPolicy, check_fits, sim_target
     from shallowpi.evaluate.sim_eval import SimEvalConfig, View, evaluate_in_sim
     from shallowpi.policy.action_selection import ActionSelectionConfig
     from shallowpi.policy.fit import trained_rate
-    from shallowpi.policy.policy import Policy
     from shallowpi.robots.sim.episode import EVAL_SEEDS
     from shallowpi.robots.sim.twin import TwinSpec
     from shallowpi.robots.sim.views import StripWriter, VideoWriter
-    from shallowpi.train.checkpoint import weights_to_use
 
-    # Evaluated through the fast sampler: the path the robot's executor runs.
-    weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
-    policy = Policy.load(weights, device=args.device).prepare_inference()
-    meta = Policy.read_metadata(weights)
+    weights, policy, meta = load_for_eval(args.policy, args.device)
     root_cfg = config.compose(overrides_from(argparse.Namespace(data_root=args.data_root, overrides=[])))
     store = (config.resolve_dataset(args.dataset, config.data_root(root_cfg)) if args.dataset
              else Path(meta["dataset"]) if meta.get("dataset") else None)
+    if args.dataset and not store.exists():  # a typo would judge the policy on other renders, silently
+        raise ConfigError(f"--dataset {args.dataset}: no dataset at {store}")
     size = config.parse_size(args.sim_size, "--sim-size") if args.sim_size else None
     target = sim_target(store, args.robot, args.task, size, shared=args.scenes == "shared",
                         input_size=policy.cfg.vision.image_size)
@@ -251,9 +259,9 @@ def run_sim(args: argparse.Namespace) -> int:
         data_root=args.data_root, overrides=args.overrides)), *selection_flags])
     assert target.size is not None  # the flag's, the store's, else the policy's input size
     width, height = target.size
-    if target.sources["size"] == POLICY_INPUT_SIZE:
-        print(f"{args.policy} names no training store: rendering at its input size {width}x{height} without "
-              "the store's image codec; pass --dataset STORE to see the twin exactly as training did", flush=True)
+    if note := target.not_as_trained_note(str(args.policy), store,
+                                          "pass --dataset STORE to see the twin exactly as training did"):
+        print(note, flush=True)
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(policy.features, spec, trained_rate(meta) or target.fps)  # the checkpoint's own, else its store's
     codec = image_codec(*target.image_codec) if target.image_codec else None
@@ -263,6 +271,9 @@ def run_sim(args: argparse.Namespace) -> int:
         raise ConfigError(f"--replan-every {selection.replan_every} is more than the "
                           f"{chunk_policy.chunk_len} actions a chunk of this checkpoint gives")
     selection.replan_every = selection.every(chunk_policy.chunk_len)
+    if args.delay_ticks and args.delay_ticks >= chunk_policy.chunk_len:  # the robot would only ever hold
+        raise ConfigError(f"--delay-ticks {args.delay_ticks}: each chunk of {chunk_policy.chunk_len} actions "
+                          "would arrive after its last action was due; give fewer ticks than the chunk")
     eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed, selection=selection,
                              delay_ticks=args.delay_ticks or 0, max_seconds=args.episode_time_s)
     last_seed = args.seed + args.sim_episodes - 1
@@ -273,23 +284,23 @@ def run_sim(args: argparse.Namespace) -> int:
               "success rate", flush=True)
     several = len(target.tasks) > 1
 
-    def views_of(task_name: str):
+    def views_of(task_name: str, roles: list[str]):
         def views(seed: int) -> list[View]:
             stem = f"{task_name}_seed_{seed:04d}" if several else f"seed_{seed:04d}"
             looks: list[View] = []
             if args.video:
                 looks.append(VideoWriter(args.video / f"{stem}.mp4", spec.fps))
             if args.png:
-                looks.append(StripWriter(args.png / f"{stem}.png"))
+                looks.append(StripWriter(args.png / f"{stem}.png", roles=roles, fps=spec.fps))
             return looks
         return views
 
     reports = []
     with _sim_robot(args.sim, cfg, spec, policy.features.cameras) as robot:
         for task in target.tasks:
-            report = evaluate_in_sim(robot, task, chunk_policy, eval_cfg, views=views_of(task.name),
+            report = evaluate_in_sim(robot, task, chunk_policy, eval_cfg, views=views_of(task.name, list(robot.cameras)),
                                      progress=not args.no_progress, others=target.others(task))
-            report.context = {"checkpoint": str(args.policy), "store": str(store) if store else None,
+            report.context = {"checkpoint": str(weights), "store": str(store) if store else None,
                               "sources": target.sources, "seed_start": eval_cfg.seed_start,
                               "chunk_actions": chunk_policy.chunk_len, "sim": args.sim, "scenes": args.scenes}
             reports.append(report)
@@ -304,7 +315,6 @@ def run_sim(args: argparse.Namespace) -> int:
         if folder:
             print(f"{what}: {folder}/*seed_*")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"robot": target.robot, "sim": args.sim,
                                          "tasks": [r.to_dict() for r in reports]}, indent=2))
     return 0

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from shallowpi import config
-from shallowpi.cli import add_config_flags, at_least, overrides_from
+from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
 from shallowpi.errors import PlatformError
 
 HELP = "run scripted experts in the simulation twin; success rate and steps/s"
@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-render", action="store_true", help="skip cameras (physics and expert only)"
     )
-    parser.add_argument("--video", help="write the episodes' camera views to this .mp4")
-    parser.add_argument("--png", help="write frames of every episode to this .png: 8 ticks an episode, each "
+    parser.add_argument("--video", type=user_path, help="write the episodes' camera views to this .mp4")
+    parser.add_argument("--png", type=user_path, help="write frames of every episode to this .png: 8 ticks an episode, each "
                                       "block titled with its episode, seed and result, cameras and times labelled")
 
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, path, suffix in (("--png", args.png, ".png"), ("--video", args.video, ".mp4")):
         if path and not str(path).lower().endswith(suffix):  # the writer's format, whatever the name says
             raise PlatformError(f"{flag} {path}: it writes a {suffix} file; name it so (e.g. {Path(path).stem}{suffix})")
+        ready_output(path, flag)  # before the episodes run
 
     video = VideoWriter(args.video, spec.fps) if args.video else None
     strip = StripWriter(args.png, roles=cameras, fps=spec.fps) if args.png else None

@@ -35,6 +35,10 @@ from shallowpi.policy.weights import CheckpointError
 from shallowpi.robots.sim.tasks import Task, make_tasks
 from shallowpi.robots.sim.twin import SimError, TwinSpec
 
+# Where the render size came from when neither --sim-size nor a store gave it.
+POLICY_INPUT_SIZE = "the policy's input size (no store named)"
+POLICY_INPUT_SIZE_STORE_GONE = "the policy's input size (its store is not here)"
+
 
 @dataclass
 class SimTarget:
@@ -52,9 +56,19 @@ class SimTarget:
         """The robot's tasks other than `task` (fresh objects: a task keeps its start poses)."""
         return [t for name, t in make_tasks(self.robot).items() if name != task.name]
 
+    def not_as_trained_note(self, policy: str, store: Path | None, remedy: str = "") -> str | None:
+        """The line to print when the twin cannot be shown as training saw it: `policy`
+        names no training store, or names `store` and it is not on this machine (rendered
+        at the policy's input size or --sim-size, without the store's image codec), then
+        `remedy`. None when the store was read. `eval --sim` and `deploy --sim` say it alike."""
+        if store is not None and store.exists():
+            return None
+        width, height = self.size or (0, 0)
+        missing = f"{policy}'s training store {store} is not here" if store else f"{policy} names no training store"
+        size = (f"its input size {width}x{height}" if self.sources["size"] in (POLICY_INPUT_SIZE, POLICY_INPUT_SIZE_STORE_GONE)
+                else f"{width}x{height} ({self.sources['size']})")
+        return f"{missing}: rendering at {size} without the store's image codec" + (f"; {remedy}" if remedy else "")
 
-# Where the render size came from when neither --sim-size nor a store gave it.
-POLICY_INPUT_SIZE = "the policy's input size (no store named)"
 
 @dataclass
 class StoreFacts:
@@ -129,7 +143,7 @@ def sim_target(
     elif facts is not None and facts.size is not None:
         size, sources["size"] = facts.size, f"store {store}"
     elif input_size is not None:
-        size, sources["size"] = (input_size, input_size), POLICY_INPUT_SIZE
+        size, sources["size"] = (input_size, input_size), POLICY_INPUT_SIZE if store is None else POLICY_INPUT_SIZE_STORE_GONE
     fps = next(iter(facts.fps)) if facts is not None and len(facts.fps) == 1 else None
     codec = facts.image_codec if facts is not None else None
     return SimTarget(robot, chosen, size, fps, sources, codec, tasks)

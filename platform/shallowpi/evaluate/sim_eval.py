@@ -358,6 +358,10 @@ class View(Protocol):
         """One tick's camera frames, uint8 [H, W, 3] each, in the robot's camera-role order."""
         ...
 
+    def end_episode(self, title: str) -> None:
+        """The episode's outcome in a line, before `close()` (a filmstrip's title)."""
+        ...
+
     def close(self) -> None:
         """The episode is over (called even when it raised): finish and release files."""
         ...
@@ -402,6 +406,9 @@ def evaluate_in_sim(
                     robot, task, policy, seed, cfg, watch=watch if looking else None, on_step=bar.step,
                     others=others,
                 )
+                for view in looking:
+                    view.end_episode(f"{task.name}  seed {seed}  {'success' if result.success else 'FAILED'}  "
+                                     f"{result.sim_seconds:.1f} s")
             finally:
                 for view in looking:
                     view.close()

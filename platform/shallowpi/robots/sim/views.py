@@ -54,6 +54,9 @@ class VideoWriter:
             raise PlatformError(f"video {self.path}: frame of {frame.shape[:2]} after frames of {self._size}")
         self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
 
+    def end_episode(self, title: str = "") -> None:
+        """Nothing: a video has no title (`sim_eval.View`)."""
+
     def close(self) -> None:
         """Finish the video and move it onto `path` (nothing if no frame was added); a second
         call does nothing."""
