@@ -93,6 +93,38 @@ def test_bad_input_answers_in_one_line(args, expected):
     assert "Traceback" not in result.stderr
 
 
+# Null defaults that are text or a section when set: paths, names, serial numbers, lists.
+NULL_NOT_A_NUMBER = {
+    "data_root", "dataset", "telemetry.address", "demo.deploy_backend", "distill.attention_pairs",
+    "distill.teacher_sha256", "jetson.compatible", "jetson.full_speed_mode", "jetson.gpu_arch", "jetson.jetpack",
+}
+
+
+def test_every_null_default_is_known_to_be_a_number_or_not():
+    """A null default tells the override check nothing: `config.NUMBER_OR_NULL` names the
+    keys whose value is otherwise a number. Every null of every config choice is classed,
+    so a key added with a null default cannot skip the check without a word."""
+    from omegaconf import DictConfig
+
+    from shallowpi import config
+
+    def nulls(cfg: DictConfig, prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in cfg.items():
+            if isinstance(value, DictConfig):
+                found |= nulls(value, f"{prefix}{key}.")
+            elif value is None:
+                found.add(f"{prefix}{key}")
+        return found
+
+    seen: set[str] = set()
+    for group in config.groups():  # each choice beside the others' defaults: a group's keys are its own
+        for choice in config.group_choices(group):
+            seen |= nulls(config.compose([f"{group}={choice}"]))
+    serials = {key for key in seen if key.startswith("robot.cameras.") and key.endswith(".serial")}
+    assert serials and seen - serials == set(config.NUMBER_OR_NULL) | NULL_NOT_A_NUMBER
+
+
 # Every count, seed and duration flag parses with cli.at_least: a value of the wrong sign is
 # one line before anything runs. `platform sim --seed -5` and `record --sim --seed -1` were a
 # numpy traceback (the latter after creating the store); `record --episodes 0` recorded 5.
