@@ -332,11 +332,30 @@ def test_a_student_that_cannot_be_cut_is_refused_before_its_teacher_is_trained(d
         (["--layers", "2"], "keeps 1 to 1 of the teacher's 2 layers, got distill.layers=2"),
         (["distill.attention_pairs=[[1,1]]"], "attention layer 1 is outside the student's layers 0-0"),
         (["distill.attention_pairs=[[0,2]]"], "attention layer 2 is outside the teacher's layers 0-1"),
+        # refused by the report's closed loop, after the training it was asked with
+        (["distill.sim_episode_time_s=0"], "distill.sim_episode_time_s must be > 0 (or null"),
     ):
         assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(fresh), *QUICK, *extra]) != 0
         err = capsys.readouterr().err.strip()
         assert expected in err and err.count("\n") == 0, err
     assert not (fresh / "arm-tiny").exists()
+
+
+def test_with_a_teacher_given_the_attention_pairs_are_checked_before_its_layers_are_chosen(
+    distilled, monkeypatch, capsys
+):
+    """The layer choice runs the teacher (greedy: ~depth^2 passes, hours on a CPU at π0
+    size): a pair outside the student was refused only when the objective was built."""
+    from shallowpi.distill import distiller
+
+    def chose(*args, **kwargs):
+        raise AssertionError("the layers were chosen before the attention pairs were checked")
+
+    monkeypatch.setattr(distiller, "select_layers", chose)
+    assert _distill(distilled, "--run", "bad", "--teacher", str(distilled["teacher"]),
+                    "distill.attention_pairs=[[1,1]]") != 0
+    err = capsys.readouterr().err.strip()
+    assert "attention layer 1 is outside the student's layers 0-0" in err and err.count("\n") == 0, err
 
 
 def test_a_teacher_interrupted_inside_distill_says_to_run_the_command_again(distilled, tmp_path):

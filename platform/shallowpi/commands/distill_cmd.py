@@ -126,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.teacher is None:  # refused now, not after training the teacher it would be cut from
         check_student_depth(policy_cfg.depth, dcfg.layers)
-        if dcfg.weights.attention and dcfg.attention_pairs is not None:
-            AttentionPairs.from_config(dcfg.attention_pairs, []).check(dcfg.layers, policy_cfg.depth)
+        AttentionPairs.check_config(dcfg.attention_pairs, dcfg.weights.attention, dcfg.layers, policy_cfg.depth)
     # A step folder's EMA average when the run kept one: the teacher every figure judged.
     tasks = episode_tasks(store)
     teacher = weights_to_use(args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, tasks,

@@ -151,6 +151,7 @@ def distill(
         expected, what = recorded["teacher_sha256"], f"the run being resumed ({facts_path})"
     teacher, sha = load_teacher(teacher_checkpoint, expected, what)
     check_student_depth(teacher.cfg.depth, dcfg.layers)
+    AttentionPairs.check_config(dcfg.attention_pairs, dcfg.weights.attention, dcfg.layers, teacher.cfg.depth)
     if recorded is not None:
         _check_resumed(recorded, dcfg, facts_path)
 
@@ -203,6 +204,10 @@ def distill(
         # Under torchrun every process must cut the same student: each chose, rank 0's
         # choice is the one every process cuts.
         kept, greedy, comparison = rank0_value(init_distributed(device), device, (kept, greedy, comparison))
+        # Off the device until the objective runs it: the task-only ablation never does, and
+        # at π0 size the teacher and the probes held ~13 GB of the student's GPU for nothing.
+        del search, judge
+        teacher.cpu()
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
     pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)

@@ -131,6 +131,14 @@ class AttentionPairs:
                     "fix distill.attention_pairs"
                 )
 
+    @classmethod
+    def check_config(cls, value: Any, attention_weight: float, student_depth: int, teacher_depth: int) -> None:
+        """`check` on distill.attention_pairs before anything is trained or searched for it
+        (the teacher's training, the greedy selection's hours): ConfigError in one line.
+        Nothing to check when the term is off or the pairs are the default (null)."""
+        if attention_weight and value is not None:
+            cls.from_config(value, []).check(student_depth, teacher_depth)
+
     def to_list(self) -> list[list[int]]:
         """The pairs as [[student, teacher], ...], sorted by student layer (the config's form)."""
         return [[s, t] for s, t in sorted(self.pairs.items())]

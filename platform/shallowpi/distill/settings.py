@@ -45,6 +45,9 @@ class DistillConfig:
             raise ConfigError(f"unknown distill.select '{self.select}'; choose one of: {', '.join(SELECTIONS)}")
         if self.probe_windows < 1 or self.sim_episodes < 0 or self.latency_repeats < 1:
             raise ConfigError("distill.probe_windows and latency_repeats must be >= 1, sim_episodes >= 0")
+        if self.sim_episode_time_s is not None and not self.sim_episode_time_s > 0:  # else refused after training
+            raise ConfigError(f"distill.sim_episode_time_s must be > 0 (or null: the task's time limit), "
+                              f"got {self.sim_episode_time_s}")
         check_teacher_fraction(self.teacher_fraction)  # here, before a teacher is trained for it
         if self.failed_episodes not in FAILED_EPISODES:
             raise ConfigError(f"unknown distill.failed_episodes '{self.failed_episodes}'; choose one of: "
