@@ -243,6 +243,22 @@ def test_initial_delay_is_used_until_a_delay_is_measured():
     assert selector.measured_delays == [0] and selector.delay_estimate == 0
 
 
+def test_a_dropped_chunks_delay_is_left_out_of_the_estimate():
+    """The executor drops a chunk back too late to act on (deploy.max_chunk_age_s, a second
+    or more): its delay was measured, and as the window's largest it set the estimate, under
+    rtc a second's actions frozen in each of the next ten chunks."""
+    selector = ActionSelector(ActionSelectionConfig("rtc", replan_every=2))
+    drive(selector, lambda s: plan(s, 6), ticks=4)  # the first chunk, then one back at once
+    assert selector.measured_delays == [0]
+    while not selector.wants_chunk():
+        selector.next_action()
+    late = selector.request()
+    for _ in range(30):  # a hiccup: the robot holds while it is awaited
+        selector.next_action()
+    selector.discard(late)
+    assert selector.measured_delays == [0] and selector.delay_estimate == 0
+
+
 # -- misuse ----------------------------------------------------------------------------------
 
 

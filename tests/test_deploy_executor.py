@@ -477,3 +477,12 @@ def test_before_each_episode_the_robot_goes_slowly_to_the_demonstrations_start_p
     assert executor.status.state.value == "stopped"
     # Without a start pose (the twin) there is nothing to do.
     assert Executor(CountingRobot(), StepBackend(8), ExecutorConfig()).go_to_start()
+
+
+@pytest.mark.parametrize(("strategy", "expected"), [("sync", 0), ("async", 5), ("rtc", 5), ("ensemble", 5)])
+def test_the_warm_up_latency_is_the_first_delay_estimate_except_under_sync(strategy, expected):
+    """sync waits for every chunk, so its delay is 0 whatever inference takes. It started
+    from the warm-up's latency too, and asked for its second chunk that many ticks early
+    (after one action of the first, when the warm-up took a chunk's length)."""
+    selection = ExecutorConfig(strategy=strategy, realtime=False).selection_for(initial_delay=5)
+    assert selection.initial_delay == expected

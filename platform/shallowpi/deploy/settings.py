@@ -66,8 +66,8 @@ class ExecutorConfig:
                       after the episode's end, holds the robot and ends the episode as a
                       fault (wall time; the twin on simulated time computes
                       its chunks at the request and cannot hang this way)
-    max_chunk_age_s   a chunk that arrives this long after the observation it was computed
-                      from (a GPU hiccup, a slow first run) is dropped, counted (stale_chunks)
+    max_chunk_age_s   a chunk that arrives this long after it was asked for (a GPU hiccup,
+                      a slow first run; its frame was up to max_frame_age_s older) is dropped, counted (stale_chunks)
                       and asked again from a fresh observation: a plan made from a picture
                       this old may not fit the scene any more, with the chunks before it
                       (realtime only; the robot holds meanwhile, as while any chunk is
@@ -122,5 +122,7 @@ class ExecutorConfig:
         return cls(**dict(section), selection=base)
 
     def selection_for(self, initial_delay: int) -> ActionSelectionConfig:
-        """The selector's settings: this strategy, an initial delay measured at warm-up."""
-        return dataclasses.replace(self.selection, strategy=SELECTION[self.strategy], initial_delay=initial_delay)
+        """The selector's settings: this strategy, an initial delay measured at warm-up
+        (sync waits for every chunk, so its delay is 0 whatever inference takes)."""
+        delay = 0 if self.strategy is Strategy.SYNC else initial_delay
+        return dataclasses.replace(self.selection, strategy=SELECTION[self.strategy], initial_delay=delay)

@@ -270,12 +270,12 @@ class ActionSelector:
         """The chunk for `request` came back too late to act on (planned from a picture
         that old): forget it, and the chunks delivered before it, planned from older
         pictures still; `next_action()` holds until a chunk of a fresh observation
-        arrives. Its delay is measured all the same. Raises RuntimeError for a request
-        that is not the pending one."""
+        arrives. Its delay is left out of the estimate, like the cold first chunk's: a
+        hiccup of a second would set the estimate (the largest of the window) for the
+        next `delay_window` chunks, under rtc freezing a second of each. Raises
+        RuntimeError for a request that is not the pending one."""
         if request is not self.pending:
             raise RuntimeError(f"the chunk for the request at tick {request.tick} is not the pending one")
-        if self._deliveries > 0:
-            self._delays.append(self.tick - request.tick)
         self.pending = None
         self._chunks = []
 
