@@ -56,7 +56,9 @@ HELP = "offline action error of a policy checkpoint, or its success rate in the 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the offline flags and the `--sim` group."""
-    parser.add_argument("--policy", type=user_path, required=True, help="checkpoint folder (holds model.safetensors)")
+    parser.add_argument("--policy", type=user_path, required=True,
+                        help="checkpoint folder (holds model.safetensors; its EMA average when kept), or a run "
+                             "folder: its newest step")
     parser.add_argument("--dataset", help="dataset name (datasets/NAME.zarr) or a path; with --sim, "
                                           "the store whose robot and task to use (default: the training store)")
     parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
