@@ -539,3 +539,9 @@ def test_a_run_started_from_our_checkpoint_resumes_and_says_which_settings_it_ke
     resumed = _losses(tmp_path / "tuned")
     assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
     assert [x for _, x in resumed] == pytest.approx([x for _, x in straight], rel=1e-5)
+    # Another chunk length cannot be kept like the rest: the windows are cut at the run's
+    # (a broadcast error at step 0 before)
+    with pytest.raises(TrainingError, match=f"predicts chunks of {tiny.chunk_len} actions but this run asks for 3; "
+                                            f"pass policy.chunk_len={tiny.chunk_len}"):
+        finetune(store, dataclasses.replace(tiny, chunk_len=3), _cfg(steps=2), tmp_path / "other", episodes=[0, 1, 2, 3],
+                 make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]))

@@ -145,6 +145,11 @@ def test_skip_nonfinite_drops_exactly_the_windows_that_touch_them_and_trains(tmp
 
     run = finetune(store, load_preset("tiny"), _cfg(), tmp_path / "run", episodes=[0, 1, 2, 3], make_dataset=make)
     assert np.isfinite(run["train"]["loss"]) and np.isfinite(run["eval"]["policy_mse"])
+    # The pose deploy starts each episode from is recorded (it was left out with the skip)
+    from shallowpi.policy.policy import Policy
+
+    start = json.loads(Policy.read_metadata(Path(run["checkpoint"]))["start_state"])
+    assert np.allclose(start, data.dataset.start_state(), atol=1e-6) and np.isfinite(start).all()
 
 
 def test_windows_touching_matches_a_window_by_window_check():

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         run="run folder name under runs/ (default: DATASET-POLICY)",
         resume="continue the run from its last checkpoint",
-        init="start from a checkpoint: ours, or a lerobot/openpi π0 directory",
+        init="start from a checkpoint: ours (a step's trained weights, not its EMA average: name step_N/ema "
+             "for that; a run folder: its newest step), or a lerobot/openpi π0 directory",
         steps="training steps (== policy.train.steps=N)",
     )
 

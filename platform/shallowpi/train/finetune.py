@@ -307,6 +307,9 @@ def _initial_policy(
     if (init_from / "model.safetensors").is_file() and "format" in Policy.read_metadata(init_from):
         start = Policy.load(init_from)
         start.features.check_against(features, "the dataset")
+        if start.cfg.chunk_len != cfg.chunk_len:  # the windows are cut at this run's length
+            raise TrainingError(f"--init {init_from} predicts chunks of {start.cfg.chunk_len} actions but this run "
+                                f"asks for {cfg.chunk_len}; pass policy.chunk_len={start.cfg.chunk_len}")
         if (start.cfg.actions, start.cfg.delta_dims) != (cfg.actions, cfg.delta_dims):
             raise TrainingError(
                 f"--init {init_from} predicts {start.cfg.actions} actions (offset dimensions {start.cfg.delta_dims}) "

@@ -187,6 +187,16 @@ class FiniteWindows(Dataset):
         """The wrapped dataset's calibration ids."""
         return self.dataset.calibration_ids()
 
+    def start_state(self) -> np.ndarray:
+        """float32[S]: `ChunkDataset.start_state` over the chosen episodes whose first state
+        is finite (the pose deploy moves the robot to; without it a run that skipped one
+        bad row saved no start pose). TrainingError when no episode's first state is."""
+        first = self.dataset.windows.first_rows
+        finite = first[~self.screen.bad(STATE_KEY)[first]]
+        if len(finite) == 0:
+            raise TrainingError("every chosen episode starts from a non-finite state; nothing says where they began")
+        return np.median(self.screen.arrays[STATE_KEY][finite].astype(np.float32), axis=0).astype(np.float32)
+
     def stats(self, delta_dims: Sequence[int] = ()) -> dict[str, dict[str, np.ndarray]]:
         """Mean, std, min, max of state and action over the chosen episodes' finite rows;
         with `delta_dims`, the action's over the kept windows' chunks, offset from their
