@@ -47,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-render", action="store_true", help="skip cameras (physics and expert only)"
     )
     parser.add_argument("--video", type=user_path, help="write the episodes' camera views to this .mp4")
-    parser.add_argument("--png", type=user_path, help="write frames of every episode to this .png: 8 ticks an episode, each "
-                                      "block titled with its episode, seed and result, cameras and times labelled")
+    parser.add_argument("--png", type=user_path,
+                        help="write frames of every episode to this .png: 8 ticks an episode, each block titled "
+                             "with its episode, seed and result, cameras and times labelled")
 
 
 def _size(text: str | None) -> tuple[int | None, int | None]:

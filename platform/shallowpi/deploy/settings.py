@@ -67,8 +67,9 @@ class ExecutorConfig:
                       fault (wall time; the twin on simulated time computes
                       its chunks at the request and cannot hang this way)
     max_chunk_age_s   a chunk that arrives this long after it was asked for (a GPU hiccup,
-                      a slow first run; its frame was up to max_frame_age_s older) is dropped, counted (stale_chunks)
-                      and asked again from a fresh observation: a plan made from a picture
+                      a slow first run; its frame was up to max_frame_age_s older still) is
+                      dropped, counted (stale_chunks) and asked again from a fresh
+                      observation: a plan made from a picture
                       this old may not fit the scene any more, with the chunks before it
                       (realtime only; the robot holds meanwhile, as while any chunk is
                       awaited; no chunk fit to act on for max_inference_s is a fault)
