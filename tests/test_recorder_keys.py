@@ -436,3 +436,23 @@ def test_an_estop_read_beside_a_stop_acts_first(tmp_path):
     with _stalled(tmp_path, 3, 30.0, TickScript({3: [Command.STOP, Command.ESTOP]})) as (session, arm, _, _):
         _torque_off_within(arm, 3.0, time.monotonic(), "the e-stop waited behind the stop")
     assert session.result.fault == "e-stop pressed; torque off, robot is safe"
+
+
+def test_a_key_pressed_on_one_take_does_not_act_on_the_next_in_the_same_state(tmp_path):
+    """Without a reset the recorder goes from take 0 to take 1 in one tick, both screens
+    RECORDING: s and r pressed on take 0's screen landed on take 1 (marked it successful,
+    then threw its first second away) while episode 0, the one meant, stayed unmarked.
+    Refused now, saying which episode the recorder is at."""
+    meant = [Request(Command.SUCCESS, RecorderState.RECORDING.value, 0),
+             Request(Command.RERECORD, RecorderState.RECORDING.value, 0)]
+    session, _, store, seen = run_script(tmp_path, {EPISODE_TICKS + 5: meant}, episodes=2, reset_time_s=0.0)
+    state, message, episode = at(seen, EPISODE_TICKS + 5)[1:]
+    assert state is RecorderState.RECORDING and episode == 1
+    assert message.startswith("r ignored: pressed on the screen of episode 0, the recorder is at episode 1 now")
+    assert session.result.discarded == 0 and len(store) == 2
+    assert [e.success for e in store.episodes] == [None, None]
+    # the same keys pressed on take 1's screen act on it
+    session, _, store, seen = run_script(tmp_path, {EPISODE_TICKS + 5: [
+        Request(Command.SUCCESS, RecorderState.RECORDING.value, 1)]}, episodes=2, reset_time_s=0.0,
+        store_name="again.zarr")
+    assert [e.success for e in store.episodes] == [None, True]

@@ -229,7 +229,8 @@ class RecordingSession:
         if keys.effect(command, state) is None:
             self.status.message = keys.ignored(command, state)
             return False
-        if (overtaken := keys.overtaken(request, state)) is not None and not self._marks_the_same(request):
+        overtaken = keys.overtaken(request, state, self._shown_episode)
+        if overtaken is not None and not self._marks_the_same(request):
             self.status.message = overtaken
             return False
         if command is Command.QUIT:
@@ -327,6 +328,12 @@ class RecordingSession:
     def _store_index(self) -> int:
         """Store index of the take in flight (or of the next one)."""
         return self._store_base + self._episode
+
+    @property
+    def _shown_episode(self) -> int:
+        """The episode the status names: the take in flight, else the next one; once all
+        are saved, the last one saved."""
+        return self._store_index - (1 if self._finished else 0)
 
     # --- episode flow ------------------------------------------------------------------
 
@@ -551,8 +558,7 @@ class RecordingSession:
     def _update_status(self, state: RecorderState, action: Any, observation: Observation | None) -> None:
         status = self.status
         status.state = state
-        # The take in flight, else the next one; once all are saved, the last one saved.
-        status.episode = self._store_index - (1 if self._finished else 0)
+        status.episode = self._shown_episode
         if observation is not None:
             status.follower = [float(v) for v in observation.state]
         if action is not None:

@@ -88,23 +88,33 @@ def ignored(command: Command, state: RecorderState) -> str:
     return f"{KEY[command]} ({command.value}) ignored while {state.value}{hint}"
 
 
-def overtaken(request: Request, state: RecorderState) -> str | None:
-    """Why `request` must not act in `state`, or None where it may: its key was pressed on a
-    screen showing another state, and means something else now (an E-STOP and a quit
-    always act). The answer names what the key was for, and what it would do now."""
+STATE_VALUES = frozenset(s.value for s in RecorderState)
+# Keys that act on one episode (the take in flight, or the episode saved last).
+ON_AN_EPISODE = (Command.SUCCESS, Command.FAILURE, Command.DISCARD, Command.RERECORD)
+
+
+def overtaken(request: Request, state: RecorderState, episode: int | None = None) -> str | None:
+    """Why `request` must not act in `state` at `episode` (the one the recorder's status
+    shows now), or None where it may: its key was pressed on a screen showing another
+    state, and means something else now; or it acts on an episode and was pressed on the
+    screen of another (with no reset between takes the recorder can be on the next take in
+    the same state, and s, f, d or r would land on it). An E-STOP and a quit always act.
+    The answer names what the key was for, and what it would do now."""
     command, seen = request.command, request.seen
-    if seen is None or seen == state.value or command in (Command.QUIT, Command.ESTOP):
+    if command in (Command.QUIT, Command.ESTOP):
         return None
-    try:
-        shown = RecorderState(seen)
-    except ValueError:
-        return None  # a state this recorder does not know: nothing to compare against
-    meant = effect(command, shown) if shown in STATES else None
-    now = effect(command, state)
-    if meant == now or now is None:
-        return None  # the same act, or none (which says "ignored" on its own)
-    return (f"{KEY[command]} ignored: pressed while {shown.value} ({meant or 'no effect there'}), "
-            f"the recorder is {state.value} now, where it would {now}; press it again to do that")
+    # A state this recorder does not know is nothing to compare against.
+    shown = RecorderState(seen) if seen is not None and seen != state.value and seen in STATE_VALUES else None
+    if shown is not None:
+        meant = effect(command, shown) if shown in STATES else None
+        now = effect(command, state)
+        if meant != now and now is not None:  # else the same act, or none (which says "ignored" on its own)
+            return (f"{KEY[command]} ignored: pressed while {shown.value} ({meant or 'no effect there'}), "
+                    f"the recorder is {state.value} now, where it would {now}; press it again to do that")
+    if command in ON_AN_EPISODE and None not in (request.episode, episode) and request.episode != episode:
+        return (f"{KEY[command]} ignored: pressed on the screen of episode {request.episode}, the recorder is "
+                f"at episode {episode} now; press it again to {effect(command, state)}")
+    return None
 
 
 def table() -> str:
