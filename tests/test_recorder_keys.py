@@ -328,6 +328,34 @@ def test_a_writer_failure_seen_while_recording_stops_the_run_and_discards_the_ta
     assert [e.state for e in session.status.episodes] == ["saved", "lost", "discarded"]
 
 
+def test_a_take_whose_hand_over_meets_a_dead_writer_is_counted_lost(tmp_path, monkeypatch):
+    """The writer dies while the loop hands it a finished take (the queue full, the disk
+    behind): the take was counted nowhere, its row stayed "recording" and the closing
+    "take(s) LOST" line left it out."""
+    import time
+
+    from shallowpi.record.writer import BackgroundWriter, WriterError
+
+    real_commit, calls = BackgroundWriter.commit, []
+
+    def commit(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the thread stopped while the second take was being handed over
+            deadline = time.monotonic() + 60
+            while self.stats().committed_count < 1 and time.monotonic() < deadline:  # the first is stored
+                time.sleep(0.01)
+            self._failure = WriterError("writing keys.zarr failed: No space left on device (ENOSPC)")
+            raise self._failure
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(BackgroundWriter, "commit", commit)
+    session, _, store, _ = run_script(tmp_path, {}, episodes=3, reset_time_s=0.5)
+    session.writer_closed()
+    assert "ENOSPC" in session.result.fault
+    assert len(store) == 1 and session.result.lost == 1 and session.result.discarded == 0
+    assert [e.state for e in session.status.episodes] == ["saved", "lost"]
+
+
 @contextlib.contextmanager
 def _stalled(tmp_path, capacity: int, episode_time_s: float, commands):
     """A session whose writer stalls at its first episode's start (a USB drive's hiccup) with

@@ -409,12 +409,25 @@ class RecordingSession:
             summary.state = "discarded"
             self.result.discarded += 1
             raise
+        except PlatformError:  # the writer died while the take was handed over: none of it is stored
+            if summary.state == "recording":
+                self._count_unsaved(summary, keep)
+            raise
+
+    def _count_unsaved(self, summary: EpisodeSummary, keep: bool) -> None:
+        """A take the writer failed before it could store: lost when it was to be kept
+        (counted and said so at the end, where it had been counted nowhere or as discarded),
+        else discarded (as asked, or dropped by the fault like any take in flight)."""
+        summary.state = "lost" if keep else "discarded"
+        if keep:
+            self.result.lost += 1
+        else:
+            self.result.discarded += 1
 
     def _hand_over(self, summary: EpisodeSummary, frames: int, keep: bool,
                    give_up: Callable[[], bool] | None, ended: str) -> None:
         if self.writer.failure is not None:  # nothing more reaches the store
-            summary.state = "discarded"
-            self.result.discarded += 1
+            self._count_unsaved(summary, keep)
             return
         if keep and frames > 0:
             success = self.scene.success() if self.scene is not None else None
@@ -450,11 +463,12 @@ class RecordingSession:
         if summary is None:
             self.status.message = "nothing to mark: no episode of this run is saved"
             return
-        summary.success = success
         if summary.state in ("saving", "saved"):
             self.writer.mark(summary.index, success, give_up=self._estop_while_waiting)  # after its commit
+            summary.success = success  # once queued: an E-STOP ending the wait leaves the store unmarked
             self.status.message = f"episode {summary.index} marked {word} in the store"
         else:
+            summary.success = success
             self.status.message = f"episode {summary.index} marked {word} (stored with it)"
 
     def _fault(self, fault: PlatformError) -> None:
