@@ -343,8 +343,6 @@ def test_a_checkpoint_naming_no_store_is_judged_at_its_own_input_size_and_says_s
         # Each was taken, or failed, only after the evaluation had run:
         # a typo judged the policy on its input size without the store's codec, silently
         ("no such store", "--dataset nosuch: no dataset at "),
-        # the robot only ever held, and the rate was scored
-        ("late chunks", "--delay-ticks 4: each chunk of 4 actions would arrive after its last action was due"),
         # IsADirectoryError, NotADirectoryError: tracebacks, the report lost
         ("json is a folder", "--json {tmp} is a folder; name the file to write"),
         ("video under a file", "--video {tmp}/file/videos: a file stands where a folder must be"),
@@ -375,7 +373,6 @@ def test_one_line_errors(case, expected, trained, tmp_path, capsys):
         "episodes with --sim": lambda: [ckpt, "--sim", "--episodes", "50"],
         "unknown strategy": lambda: [ckpt, "--sim", "action_selection.strategy=blend"],
         "no such store": lambda: [ckpt, "--sim", "--dataset", "nosuch"],
-        "late chunks": lambda: [ckpt, "--sim", "--delay-ticks", "4"],
         "json is a folder": lambda: [ckpt, "--sim", "--json", str(tmp_path)],
         "video under a file": lambda: [ckpt, "--sim", "--video", str(tmp_path / "file" / "videos")],
         "png under a file": lambda: [ckpt, "--sim", "--png", str(tmp_path / "file" / "looks")],

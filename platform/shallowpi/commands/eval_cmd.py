@@ -109,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.errors import ConfigError
 
-    ready_output(args.json, "--json")  # before the evaluation, not after it
     if args.sim is not None and args.sim not in SIM_MODES:
         if "=" not in args.sim:
             raise ConfigError(f"unknown --sim mode '{args.sim}'; choose one of: {', '.join(SIM_MODES)}")
@@ -124,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
         args.sim_episodes = SIM_EPISODES if args.sim_episodes is None else args.sim_episodes
         args.seed = EVAL_SEEDS.start if args.seed is None else args.seed
         args.scenes = args.scenes or "own"
-        ready_output(args.video, "--video", folder=True)
-        ready_output(args.png, "--png", folder=True)
+        for path, flag in ((args.json, "--json"), (args.video, "--video"), (args.png, "--png")):
+            ready_output(path, flag, folder=flag != "--json")  # before the evaluation, not after it
         return run_sim(args)
     for flag in ("sim_episodes", "seed", "robot", "task", "sim_size", "scenes", "replan_every", "strategy",
                  "delay_ticks", "episode_time_s", "video", "png"):
@@ -134,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.dataset:
         raise ConfigError("pass --dataset NAME for the offline action error, or --sim for the twin")
     cfg = config.compose(overrides_from(argparse.Namespace(data_root=args.data_root, overrides=args.overrides)))
+    ready_output(args.json, "--json")
     return run_offline(args, config.resolve_dataset(args.dataset, config.data_root(cfg)))
 
 
@@ -273,9 +273,6 @@ def run_sim(args: argparse.Namespace) -> int:
         raise ConfigError(f"--replan-every {selection.replan_every} is more than the "
                           f"{chunk_policy.chunk_len} actions a chunk of this checkpoint gives")
     selection.replan_every = selection.every(chunk_policy.chunk_len)
-    if args.delay_ticks and args.delay_ticks >= chunk_policy.chunk_len:  # the robot would only ever hold
-        raise ConfigError(f"--delay-ticks {args.delay_ticks}: each chunk of {chunk_policy.chunk_len} actions "
-                          "would arrive after its last action was due; give fewer ticks than the chunk")
     eval_cfg = SimEvalConfig(episodes=args.sim_episodes, seed_start=args.seed, selection=selection,
                              delay_ticks=args.delay_ticks or 0, max_seconds=args.episode_time_s)
     last_seed = args.seed + args.sim_episodes - 1
