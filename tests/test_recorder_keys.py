@@ -470,7 +470,8 @@ def test_a_key_pressed_on_one_take_does_not_act_on_the_next_in_the_same_state(tm
     """Without a reset the recorder goes from take 0 to take 1 in one tick, both screens
     RECORDING: s and r pressed on take 0's screen landed on take 1 (marked it successful,
     then threw its first second away) while episode 0, the one meant, stayed unmarked.
-    Refused now, saying which episode the recorder is at."""
+    Now s marks episode 0, saved meanwhile, and r (re-record the take) is refused, saying
+    which episode the recorder is at."""
     meant = [Request(Command.SUCCESS, RecorderState.RECORDING.value, 0),
              Request(Command.RERECORD, RecorderState.RECORDING.value, 0)]
     session, _, store, seen = run_script(tmp_path, {EPISODE_TICKS + 5: meant}, episodes=2, reset_time_s=0.0)
@@ -478,7 +479,7 @@ def test_a_key_pressed_on_one_take_does_not_act_on_the_next_in_the_same_state(tm
     assert state is RecorderState.RECORDING and episode == 1
     assert message.startswith("r ignored: pressed on the screen of episode 0, the recorder is at episode 1 now")
     assert session.result.discarded == 0 and len(store) == 2
-    assert [e.success for e in store.episodes] == [None, None]
+    assert [e.success for e in store.episodes] == [True, None]
     # the same keys pressed on take 1's screen act on it
     session, _, store, seen = run_script(tmp_path, {EPISODE_TICKS + 5: [
         Request(Command.SUCCESS, RecorderState.RECORDING.value, 1)]}, episodes=2, reset_time_s=0.0,

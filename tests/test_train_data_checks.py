@@ -152,6 +152,17 @@ def test_skip_nonfinite_drops_exactly_the_windows_that_touch_them_and_trains(tmp
     assert np.allclose(start, data.dataset.start_state(), atol=1e-6) and np.isfinite(start).all()
 
 
+@pytest.mark.bad_store
+def test_the_start_pose_is_the_median_of_the_finite_first_states(tmp_path):
+    """An episode whose first state is NaN says nothing of where the episodes began: the
+    pose deploy starts from is the median of the others' (NaN before, or none recorded)."""
+    store = _store(tmp_path / "nan.zarr", [{}, {"nan": [("observation.state", 0)]}, {}, {}])
+    data = checked_factory(store, [0, 1, 2, 3], chunk_dataset, skip_nonfinite=True)(store, 4, [0, 1, 2, 3])
+    with EpisodeStore.open(store) as opened:
+        firsts = [opened.read("observation.state", *opened.episode_range(e))[0] for e in (0, 2, 3)]
+    np.testing.assert_allclose(data.start_state(), np.median(firsts, axis=0), atol=1e-6)
+
+
 def test_windows_touching_matches_a_window_by_window_check():
     rng = np.random.default_rng(3)
     ends = np.cumsum(rng.integers(1, 9, size=7))

@@ -266,8 +266,10 @@ def train(store: Path, policy: str, run: Path, minutes: float, save_every: int, 
 def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int = 2, ema: bool = True,
              first_seed: int = 1000, extra: tuple[str, ...] = ()) -> list[dict]:
     """`eval --sim` on every task for seeds first_seed.. first_seed + episodes - 1, split over
-    `workers` processes (one thread each); `extra` goes to every `platform eval`. Returns one
-    report per task, the workers' episodes merged and the interval recomputed."""
+    `workers` processes (one thread each, on the CPU: eval's default device is a GPU when
+    there is one, and a kept block judged on the CPU must not be merged with others judged
+    through CUDA graphs); `extra` goes to every `platform eval`. Returns one report per
+    task, the workers' episodes merged and the interval recomputed."""
     weights = checkpoint_weights(checkpoint) if ema else checkpoint
     shares = [episodes // workers + (i < episodes % workers) for i in range(workers)]
     starts = [first_seed + sum(shares[:i]) for i in range(workers)]
@@ -278,7 +280,7 @@ def evaluate(checkpoint: Path, episodes: int, out: Path, log: Path, workers: int
     with open(log, "a") as sink:
         procs = [subprocess.Popen([sys.executable, "-m", "shallowpi", "eval", "--policy", str(weights), "--sim",
                                    "--sim-episodes", str(n), "--seed", str(start), "--no-progress", "--json", str(part),
-                                   *extra],
+                                   "--device", "cpu", *extra],
                                   env=env, stdout=sink, stderr=subprocess.STDOUT)
                  for n, start, part in zip(shares, starts, parts, strict=True) if n]
         for proc in procs:

@@ -19,7 +19,8 @@ sampler's padded dimensions differ; the real dimensions' velocities are the mode
 
 `--compare DIR` reads the as-is outcomes from kept evaluation blocks (reproduce.py's
 ROBOT/eval/ROW/seeds_*.json) instead of running them. Cost: one closed-loop evaluation
-per variant (~2 s an episode of one core for the arm's teacher). Writes .bench/padded_dims.json.
+per variant (~1.1 s an episode of one core for the arm's teacher, ~1.6 for the humanoid's).
+Writes .bench/padded_dims.json (--out).
 """
 
 from __future__ import annotations
@@ -78,14 +79,29 @@ def run_variant(variant: str, args: argparse.Namespace, real_dims: int) -> dict[
     return {t["task"]: {e["seed"]: bool(e["success"]) for e in t["episodes"]} for t in tasks}
 
 
-def kept_outcomes(folder: Path, seeds: range) -> dict[str, dict[int, bool]]:
-    """{task: {seed: success}} from reproduce.py's kept blocks, limited to `seeds`."""
+def kept_outcomes(folder: Path, seeds: range, policy: Path) -> dict[str, dict[int, bool]]:
+    """{task: {seed: success}} from reproduce.py's kept blocks, limited to `seeds`.
+    SystemExit in one line when a block judged other weights or an episode time cap, or
+    none holds these seeds; a block judged by other code than this checkout's is said (its
+    outcomes are then as-is only if that code judged as this one does)."""
+    sys.path.insert(0, str(ROOT / "tools" / "bench"))
+    from reproduce import judge_fingerprint
+    from stage_cache import weights_sha256
+
+    sha = weights_sha256(policy)
     found: dict[str, dict[int, bool]] = {}
     for block in sorted(folder.glob("seeds_*.json")):
-        for task in json.loads(block.read_text())["tasks"]:
+        kept = json.loads(block.read_text())
+        if kept.get("weights_sha256") != sha or kept.get("episode_time_s"):
+            raise SystemExit(f"{block} judged other weights or capped episodes; compare with {policy}'s own blocks")
+        if kept.get("judge_sha256") != judge_fingerprint():
+            print(f"note: {block} was judged by other code than this checkout's", flush=True)
+        for task in kept["tasks"]:
             for e in task["episodes"]:
                 if e["seed"] in seeds:
                     found.setdefault(task["task"], {})[e["seed"]] = bool(e["success"])
+    if not found:
+        raise SystemExit(f"no kept block in {folder} holds seeds {seeds.start}-{seeds.stop - 1}")
     return found
 
 
@@ -103,7 +119,7 @@ def main() -> None:
     seeds = range(args.seed, args.seed + args.episodes)
     results = {}
     if args.compare is not None:
-        results["as-is"] = kept_outcomes(args.compare, seeds)
+        results["as-is"] = kept_outcomes(args.compare, seeds, args.policy)
     for variant in VARIANTS:  # as-is first: the patch stays for the rest of the process
         if variant not in results and args.only in (None, variant):
             results[variant] = run_variant(variant, args, real_dims)

@@ -236,8 +236,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         quiet.callback(_restore_signals, _stop_on_signals(executor, putting_away))
         target.prepare(args.seed)
         warm = executor.warm_up(target.instruction)
-        say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; initial delay "
-            f"{executor.initial_delay} ticks")
+        delay = ("sync waits for each chunk" if exec_cfg.strategy.value == "sync"
+                 else f"initial delay {executor.initial_delay} ticks")
+        say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; {delay}")
         if use_tui and not executor.stopped:  # its own process: repaints must not take the GIL from the loop
             from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 

@@ -309,7 +309,7 @@ class Executor(ExecutorControl):
             raise InferenceFault(
                 f"no chunk fit to act on for {now - self._unanswered_since:.1f} s (deploy.max_inference_s "
                 f"{self.cfg.max_inference_s:g}): every one came back over deploy.max_chunk_age_s "
-                f"{self.cfg.max_chunk_age_s:g} s after its observation; the backend {self.backend.name} is too slow")
+                f"{self.cfg.max_chunk_age_s:g} s after it was asked for; the backend {self.backend.name} is too slow")
 
     def _deliver(self, selector: ActionSelector, done: Done, report: EpisodeReport) -> bool:
         if done.request is not selector.pending:  # asked before the watchdog dropped the chunks
@@ -330,7 +330,7 @@ class Executor(ExecutorControl):
             # than act on a scene that may have changed.
             selector.discard(done.request)
             report.stale_chunks += 1
-            log.warning("a chunk came back %.2f s after its observation (deploy.max_chunk_age_s %g): dropped, "
+            log.warning("a chunk came back %.2f s after it was asked for (deploy.max_chunk_age_s %g): dropped, "
                         "asked again", done.latency_s, self.cfg.max_chunk_age_s)
             return False
         selector.deliver(done.request, done.chunk)

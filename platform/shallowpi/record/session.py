@@ -230,7 +230,8 @@ class RecordingSession:
             self.status.message = keys.ignored(command, state)
             return False
         overtaken = keys.overtaken(request, state, self._shown_episode)
-        if overtaken is not None and not self._marks_the_same(request):
+        meant = self._meant_mark(request) if overtaken is not None else None
+        if overtaken is not None and meant is None:
             self.status.message = overtaken
             return False
         if command is Command.QUIT:
@@ -251,18 +252,21 @@ class RecordingSession:
             if self._delete_last_saved() and command is Command.RERECORD:
                 self._begin()
         elif command in (Command.SUCCESS, Command.FAILURE):
-            self._mark(command is Command.SUCCESS)
+            self._mark(command is Command.SUCCESS, meant)
         return False
 
-    def _marks_the_same(self, request: Request) -> bool:
-        """s / f pressed on the take the screen showed recording, which has since been saved:
-        "mark the take" then and "mark the episode saved last" now name the same episode,
-        unless a d or r came between (then the last saved is another, and the key is refused)."""
-        if request.command not in (Command.SUCCESS, Command.FAILURE) or request.episode is None:
-            return False
-        target = self._take if self._recording else self._last_saved
-        return (request.seen == RecorderState.RECORDING.value and target is not None
-                and target.index == request.episode and target.state in ("saving", "saved"))
+    def _meant_mark(self, request: Request) -> EpisodeSummary | None:
+        """The episode s / f pressed on a take's recording screen means once that take has
+        been saved: "mark the take" then is "mark that episode" now, between takes or with
+        the next take already recording (no reset). None unless it is the episode saved
+        last (a d or r came between: the key is refused)."""
+        if (request.command not in (Command.SUCCESS, Command.FAILURE) or request.episode is None
+                or request.seen != RecorderState.RECORDING.value):
+            return None
+        target = self._last_saved
+        if target is not None and target.index == request.episode and target.state in ("saving", "saved"):
+            return target
+        return None
 
     def _estop_while_waiting(self) -> bool:
         """Asked while the loop waits for the writer (the disk behind): an E-STOP among the
@@ -409,17 +413,17 @@ class RecordingSession:
             summary.state = "discarded"
             self.result.discarded += 1
             raise
-        except PlatformError:  # the writer died while the take was handed over: none of it is stored
-            if summary.state == "recording":
-                self._count_unsaved(summary, keep)
+        except PlatformError:
+            if summary.state == "recording" and self.writer.failure is not None:
+                self._count_unsaved(summary, keep and frames > 0)  # the writer died as it was handed over
             raise
 
-    def _count_unsaved(self, summary: EpisodeSummary, keep: bool) -> None:
+    def _count_unsaved(self, summary: EpisodeSummary, kept: bool) -> None:
         """A take the writer failed before it could store: lost when it was to be kept
         (counted and said so at the end, where it had been counted nowhere or as discarded),
         else discarded (as asked, or dropped by the fault like any take in flight)."""
-        summary.state = "lost" if keep else "discarded"
-        if keep:
+        summary.state = "lost" if kept else "discarded"
+        if kept:
             self.result.lost += 1
         else:
             self.result.discarded += 1
@@ -427,7 +431,7 @@ class RecordingSession:
     def _hand_over(self, summary: EpisodeSummary, frames: int, keep: bool,
                    give_up: Callable[[], bool] | None, ended: str) -> None:
         if self.writer.failure is not None:  # nothing more reaches the store
-            self._count_unsaved(summary, keep)
+            self._count_unsaved(summary, keep and frames > 0)
             return
         if keep and frames > 0:
             success = self.scene.success() if self.scene is not None else None
@@ -456,9 +460,10 @@ class RecordingSession:
             self.result.discarded += 1
             self.status.message = f"episode {summary.index}: take discarded"
 
-    def _mark(self, success: bool) -> None:
-        """s / f: the take in flight (stored with it at commit), else the episode saved last."""
-        summary = self._take if self._recording else self._last_saved
+    def _mark(self, success: bool, summary: EpisodeSummary | None = None) -> None:
+        """s / f: `summary` (the episode the key was pressed for, `_meant_mark`), else the
+        take in flight (stored with it at commit), else the episode saved last."""
+        summary = summary or (self._take if self._recording else self._last_saved)
         word = "successful" if success else "failed"
         if summary is None:
             self.status.message = "nothing to mark: no episode of this run is saved"

@@ -67,7 +67,7 @@ def check_device(name: str) -> str:
         if device.index is not None and device.index >= count:
             raise PlatformError(f"device '{name}': this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
     elif device.type not in ("cpu", "mps"):
-        raise PlatformError(f"device '{name}' is not one training runs on; use auto, cpu, cuda or cuda:N")
+        raise PlatformError(f"device '{name}' is not one the policy runs on; use auto, cpu, cuda or cuda:N")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise PlatformError(f"device '{name}': torch sees no Apple GPU here; use --device cpu")
     return name
