@@ -410,20 +410,19 @@ class RecordingSession:
         try:
             self._hand_over(summary, frames, keep, give_up, ended)
         except WaitAbandoned:
-            summary.state = "discarded"
-            self.result.discarded += 1
+            self._count_unsaved(summary, lost=False)
             raise
         except PlatformError:
             if summary.state == "recording" and self.writer.failure is not None:
-                self._count_unsaved(summary, keep and frames > 0)  # the writer died as it was handed over
+                self._count_unsaved(summary, lost=keep and frames > 0)  # the writer died as it was handed over
             raise
 
-    def _count_unsaved(self, summary: EpisodeSummary, kept: bool) -> None:
-        """A take the writer failed before it could store: lost when it was to be kept
-        (counted and said so at the end, where it had been counted nowhere or as discarded),
-        else discarded (as asked, or dropped by the fault like any take in flight)."""
-        summary.state = "lost" if kept else "discarded"
-        if kept:
+    def _count_unsaved(self, summary: EpisodeSummary, lost: bool) -> None:
+        """A take that will not be in the store: `lost` when it was to be kept and the
+        writer failed (counted and said so at the end), else discarded (as asked, by an
+        E-STOP, or dropped by a fault like any take in flight)."""
+        summary.state = "lost" if lost else "discarded"
+        if lost:
             self.result.lost += 1
         else:
             self.result.discarded += 1
@@ -431,7 +430,7 @@ class RecordingSession:
     def _hand_over(self, summary: EpisodeSummary, frames: int, keep: bool,
                    give_up: Callable[[], bool] | None, ended: str) -> None:
         if self.writer.failure is not None:  # nothing more reaches the store
-            self._count_unsaved(summary, keep and frames > 0)
+            self._count_unsaved(summary, lost=keep and frames > 0)
             return
         if keep and frames > 0:
             success = self.scene.success() if self.scene is not None else None
@@ -456,8 +455,7 @@ class RecordingSession:
             self.status.message = f"episode {summary.index} recorded ({frames} frames), saving"
         else:
             self.writer.discard(give_up=give_up)
-            summary.state = "discarded"
-            self.result.discarded += 1
+            self._count_unsaved(summary, lost=False)
             self.status.message = f"episode {summary.index}: take discarded"
 
     def _mark(self, success: bool, summary: EpisodeSummary | None = None) -> None:
