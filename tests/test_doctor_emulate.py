@@ -87,6 +87,31 @@ def test_doctor_says_which_motors_the_calibration_lacks(tmp_path):
     both = {"follower": centred(arm, arm.motors), "leader": centred(arm, arm.leaders[0].motors)}
     save_calibration(RobotCalibration("arm-c2", "arm", both), tmp_path)
     assert calibration_report(arm, tmp_path) == ["ok: calibration arm-c2 covers all 14 motors of robot 'arm'"]
+    # Entries that exist but that connect refuses: a direction changed in the config since,
+    # a joint calibrated on another servo, a follower swept outside its config limits.
+    import dataclasses
+
+    follower = dict(both["follower"])
+    follower["elbow_flex"] = dataclasses.replace(follower["elbow_flex"], direction=-1)
+    follower["wrist_yaw"] = dataclasses.replace(follower["wrist_yaw"], servo_id=9)
+    follower["shoulder_lift"] = dataclasses.replace(follower["shoulder_lift"], range_min=4000, range_max=4090)
+    save_calibration(RobotCalibration("arm-c3", "arm", {**both, "follower": follower}), tmp_path)
+    lines = calibration_report(arm, tmp_path)
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), lines
+    assert "joint 'shoulder_lift' was swept through" in lines[0] and "outside its config limits" in lines[0]
+    assert "joint 'elbow_flex' on arm 'follower' of robot 'arm' has direction 1 in its config" in lines[1]
+    assert "joint 'wrist_yaw' on arm 'follower' of robot 'arm' was calibrated on servo 9" in lines[2]
+
+
+def test_doctor_says_a_servo_with_a_latched_hardware_error_refuses_torque():
+    """An overloaded servo answers the scan and pings as any other; it refuses torque until
+    rebooted. Doctor listed it under "ok" with the word "overload" in its row only."""
+    with emulated("arm") as (spec, chains):
+        chains["follower"].servos[3].inject_error("overload")
+        lines = servo_report([spec.buses["follower"].port], BAUD, robot_spec("arm"))
+    assert ("    error: servo 3 reports overload: the joint is blocked or carries too much load; free it, then "
+            "reboot the servo (power-cycle it: a latched error refuses torque until then)") in lines, "\n".join(lines)
+    assert sum(line.lstrip().startswith("error:") for line in lines) == 1
 
 
 def test_emulate_help_names_the_port_override_that_record_takes():

@@ -229,8 +229,17 @@ def test_a_silent_servos_pings_are_retried_logged_and_counted(chain, caplog):
 
 
 def test_missing_port_busy_port_and_wrong_baud(chain):
-    with pytest.raises(BusError, match=r"cannot open the port"):
+    with pytest.raises(BusError, match=r"cannot open the port \(.*No such file or directory.*\); no such device: "
+                                       r"check the USB cable and the device path"):
         DynamixelBus("test", "/dev/does-not-exist", 1_000_000, MIXED).connect()
+    # Permission denied names the fix (root, as tests run, opens any port: pyserial's error
+    # as it raises it for a user outside the dialout group).
+    from serial import SerialException
+
+    from shallowpi.hardware.dynamixel.bus import _open_advice
+
+    denied = SerialException(13, "could not open port /dev/ttyUSB0: [Errno 13] Permission denied: '/dev/ttyUSB0'")
+    assert _open_advice(denied).startswith("this user may not open it: `sudo usermod -aG dialout $USER`")
     with make_bus(chain), pytest.raises(BusError, match=r"port is busy"):
         make_bus(chain).connect()
     slow = DynamixelBus("test", chain.path, 57_600, {1: "XL430-W250"}, retries=1)

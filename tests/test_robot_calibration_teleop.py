@@ -16,6 +16,7 @@ from shallowpi.robots.calibration import (
     UNCALIBRATED,
     CalibrationError,
     RobotCalibration,
+    archive_path,
     arm_motors,
     calibrate,
     calibration_id,
@@ -43,7 +44,9 @@ class ScriptedOperator:
     def __call__(self, message: str) -> None:
         self.prompts.append(message)
         servos = self.chain.servos
-        if "zero pose" in message:
+        if "hold torque" in message:  # the arm is supported: nothing to move
+            self.torque_at_warning = {i: servo.torque for i, servo in servos.items()}
+        elif "zero pose" in message:
             for i, servo in servos.items():
                 servo.plant.move_to(self.zero[i])
         else:  # the sweep: each joint to both ends; the gripper opens (by default toward negative ticks)
@@ -142,6 +145,58 @@ def test_two_calibrations_of_one_robot_saving_at_once_keep_both_arms(tmp_path, m
         assert saved.arms[arm] == entries[arm]
 
 
+def test_recalibrating_a_follower_keeps_the_file_it_replaces(tmp_path):
+    """Episodes carry only the calibration id: once a follower is recalibrated, the frame
+    they were recorded in lives on only in the replaced file, so it is kept."""
+    spec = robot_spec("arm")
+    first = {"follower": centred(spec, spec.motors)}
+    moved = {"follower": {j: dataclasses.replace(c, homing_offset=c.homing_offset + 100)
+                          for j, c in first["follower"].items()}}
+    _, one, path = update_calibration(spec, first, tmp_path)
+    assert not (path.parent / "calibrations").exists()  # nothing was replaced
+    replaced, two, _ = update_calibration(spec, moved, tmp_path)
+    assert replaced == one and two.id != one.id
+    kept = RobotCalibration.from_json(archive_path(one, tmp_path).read_text())
+    assert kept == one and archive_path(one, tmp_path).parent == path.parent / "calibrations"
+    assert load_calibration("arm", tmp_path) == two
+
+
+def test_calibrating_a_holding_arm_warns_before_it_goes_limp_and_writes_nothing_before_the_first_enter():
+    """A killed recording or a faulted deploy leaves a follower holding: calibrate names the
+    servos holding torque and waits before switching it off (the arm would drop). Another
+    tool's Homing Offset is cleared only after the zero-pose Enter, so Ctrl-C at a prompt
+    leaves the servos as they were found."""
+    with emulated("arm") as (spec, chains):
+        follower = chains["follower"].servos
+        for servo in follower.values():
+            servo.set("torque_enable", 1)
+        follower[2].set("homing_offset", 700)
+        motors = {m.id: m.model for m in arm_motors(spec, "follower")}
+
+        class Interrupted(ScriptedOperator):
+            def __call__(self, message: str) -> None:
+                super().__call__(message)
+                if "zero pose" in message:
+                    self.offset_at_zero_prompt = follower[2].get("homing_offset")
+                    raise KeyboardInterrupt
+
+        operator = Interrupted(chains["follower"])
+        with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus, \
+                pytest.raises(KeyboardInterrupt):
+            calibrate(spec, {"follower": bus}, operator, ["follower"])
+        assert operator.prompts[0] == ("[follower] servo(s) 1, 2, 3, 4, 5, 6, 7 hold torque and go limp next: "
+                                       "support the arm, then press Enter")
+        assert all(operator.torque_at_warning.values())  # still holding while the person takes it
+        assert operator.offset_at_zero_prompt == 700 and follower[2].get("homing_offset") == 700
+        assert not any(servo.torque for servo in follower.values())
+        # Not holding: no warning; the offset is cleared once the zero pose is confirmed.
+        operator = ScriptedOperator(chains["follower"])
+        with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus:
+            calibrate(spec, {"follower": bus}, operator, ["follower"])
+        assert "zero pose" in operator.prompts[0] and len(operator.prompts) == 2
+        assert follower[2].get("homing_offset") == 0
+
+
 def test_calibration_names_every_joint_the_sweep_left_out():
     """The sweep's range bounds the follower's goals: a joint left out would be held still,
     a gripper never opened has no travel. Refused in one line naming them all."""
@@ -228,7 +283,8 @@ def test_a_leader_gripper_closed_near_the_end_of_its_turn_calibrates_its_real_op
         with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus, \
                 pytest.raises(PlatformError, match=r"joint 'gripper' limits 0\.\.1 map to ticks 4000\.\.45[12]\d, past "
                                                    r"servo 7's reading range \(one turn\) 0\.\.4095 on bus 'leader': "
-                                                   r"calibrate with the joint mid-travel"):
+                                                   r"its travel crosses the end of the servo's turn; re-seat the "
+                                                   r"horn so the joint's mid-travel sits near tick 2048"):
             calibrate(spec, {"leader": bus}, ScriptedOperator(chains["leader"], zero, opening=0.8), ["leader"])
 
 
@@ -322,8 +378,9 @@ def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
         near_zero = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(500, 1, 0, 4095)}})
         with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks -1195\.\.2195, "
                                                 r"past servo 1's reading range \(one turn\) 0\.\.4095 on bus "
-                                                r"'leader': calibrate with the joint mid-travel \(`platform calibrate "
-                                                r"--robot arm --arm leader`\)$"):
+                                                r"'leader': its travel crosses the end of the servo's turn; .*, or "
+                                                r"narrow its limits in the robot config, then `platform calibrate "
+                                                r"--robot arm --arm leader`$"):
             LeaderFollower(spec, near_zero).connect()
 
 

@@ -55,6 +55,14 @@ def test_config_errors_are_one_line_and_name_the_key():
         with pytest.raises(ConfigError, match=rf"motor for 'a' has metres_per_rad {metres_per_rad:g}; give metres per "
                                               r"radian > 0 \(a reversed stage is direction: -1\)"):
             RobotSpec.from_config(stage)
+    # Two buses on one port would write each other's servos (IDs repeat across arms).
+    with pytest.raises(ConfigError, match=r"robot 'arm': buses 'follower' and 'leader' both name port /dev/pts/3; "
+                                          r"give each bus its own"):
+        spec.with_ports({"follower": "/dev/pts/3", "leader": "/dev/pts/3"})
+    shared = {**raw, "motors": {"a": {"bus": "b", "id": 1, "model": "XL430-W250"}},
+              "buses": {"b": {"port": "/dev/null", "baud": 1000000}, "c": {"port": "/dev/null", "baud": 1000000}}}
+    with pytest.raises(ConfigError, match=r"configs/robot/x.yaml: buses 'b' and 'c' both name port /dev/null"):
+        RobotSpec.from_config(shared)
     assert parse_ports('{"follower": "/dev/pts/3"}') == {"follower": "/dev/pts/3"}
     assert parse_ports("follower=/dev/pts/3,leader=/dev/pts/4") == {"follower": "/dev/pts/3", "leader": "/dev/pts/4"}
 
@@ -263,6 +271,11 @@ def test_a_gripper_squeezes_with_at_most_its_configured_current():
            "motors": {"a": {"bus": "b", "id": 1, "model": "XM430-W350", "max_current_a": 1.0}}}  # position mode
     with pytest.raises(ConfigError, match="max_current_a, which needs mode: current_based_position"):
         RobotSpec.from_config(raw)
+    # Current-based position without a cap: the gripper would squeeze with the whole Current Limit.
+    uncapped = {**raw, "motors": {"a": {"bus": "b", "id": 1, "model": "XM430-W350", "mode": "current_based_position"}}}
+    with pytest.raises(ConfigError, match=r"follower motor for 'a' is in current_based_position mode without "
+                                          r"max_current_a; give the most current it may use"):
+        RobotSpec.from_config(uncapped)
 
 
 def test_partial_actions_hold_the_other_joints_and_bad_actions_send_nothing():

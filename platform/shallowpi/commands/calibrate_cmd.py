@@ -11,7 +11,11 @@ motor's); only a gripper's opening direction is measured.
 The result goes to robots/<robot>/calibration.json; its id is stamped on every episode
 recorded afterwards. The id is new when a follower's entries change and kept when only a
 leader is recalibrated (episodes and policies stay valid). Arms you do not calibrate keep
-their previous entries.
+their previous entries; the file replaced is kept under robots/<robot>/calibrations/.
+Servos still holding torque (a killed recording) are named first: support the arm before
+pressing Enter. Nothing is written to the servos before the first zero-pose Enter; then
+Homing Offset and Drive Mode's reverse bit, if another tool set them, are cleared (the old
+values are printed).
 
 examples:
   platform calibrate --robot arm                    all arms (follower and leader)
@@ -48,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
     from shallowpi.robots.calibration import (
+        UNCALIBRATED,
+        archive_path,
         arm_motors,
         load_calibration,
         measure_arms,
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)
     if args.ports:
         spec = spec.with_ports(parse_ports(args.ports))
-    arms = args.arm or [b for b in spec.buses if arm_motors(spec, b)]
+    arms = list(dict.fromkeys(args.arm)) if args.arm else [b for b in spec.buses if arm_motors(spec, b)]
     previous = load_calibration(spec.name)  # a file of another robot is refused before any sweep
     with ExitStack() as stack:
         buses = {}
@@ -79,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"the calibration file changed during this run ({previous.id} -> {latest.id}); kept its "
               f"entries for {', '.join(kept) or 'the arms not calibrated here'}")
     print(f"calibration {result.id} saved to {path}")
+    if latest.id != UNCALIBRATED and latest != result:
+        print(f"the one it replaces ({latest.id}) is kept as {archive_path(latest)}: episodes recorded under it "
+              "carry its id; copy it back to use them")
     return 0
 
 

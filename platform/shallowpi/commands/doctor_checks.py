@@ -35,6 +35,7 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
     bus's baud rate first, then at `bauds`."""
     from shallowpi.errors import PlatformError
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
+    from shallowpi.hardware.dynamixel.control_table import ERROR_ADVICE, WARNING_ONLY
     from shallowpi.hardware.dynamixel.motor_bus import BaudRateError
 
     lines = []
@@ -69,6 +70,13 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                 for servo_id, info in found.items():
                     state = ", ".join(errors.get(servo_id, [])) or ("errors unread" if unread else "no errors")
                     lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {info.firmware}  {state}")
+                for servo_id, words in errors.items():
+                    for word in words:  # a fault latches: the servo refuses torque until rebooted
+                        kind = "warning" if word in WARNING_ONLY else "error"
+                        lines.append(f"    {kind}: servo {servo_id} reports {word}: "
+                                     f"{ERROR_ADVICE.get(word, 'check the servo, then reboot it')}"
+                                     + ("" if kind == "warning" else " (power-cycle it: a latched error "
+                                        "refuses torque until then)"))
                 if unread:
                     lines.append(f"    warning: hardware error bits unread: {unread}")
                 else:
@@ -229,13 +237,17 @@ def _best_buses(found: dict[int, ServoInfo], spec: RobotSpec) -> list[str]:
 
 def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
     """Whether the robot's calibration file covers every motor it drives, followers and
-    leaders (`RobotCalibration.for_motor` refuses a calibrated robot's missing motor at
-    connect); `root` is the robots folder (default `robots_dir()`)."""
+    leaders, and whether connect would take each entry: `RobotCalibration.converter` refuses
+    a calibrated robot's missing motor, a direction changed in the config since, an entry
+    read from another servo ID or model; `swept_limits` a follower's sweep outside its
+    config limits. `root` is the robots folder (default `robots_dir()`)."""
+    from shallowpi.errors import PlatformError
     from shallowpi.robots.calibration import (
         UNCALIBRATED,
         CalibrationError,
         calibration_path,
         load_calibration,
+        swept_limits,
     )
 
     try:
@@ -247,13 +259,22 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
                 f"run `platform calibrate --robot {spec.name}` before recording or deploying on it"]
     motors = [*spec.motors, *(m for leader in spec.leaders for m in leader.motors)]
     lacking = [m for m in motors if m.joint not in calibration.arms.get(m.bus, {})]
-    if not lacking:
-        return [f"ok: calibration {calibration.id} covers all {len(motors)} motors of robot '{spec.name}'"]
     by_arm: dict[str, list[str]] = {}
     for m in lacking:
         by_arm.setdefault(m.bus, []).append(m.joint)
-    return [f"missing: calibration {calibration.id} has no entry for {', '.join(joints)} on arm '{arm}'; run "
-            f"`platform calibrate --robot {spec.name} --arm {arm}`" for arm, joints in by_arm.items()]
+    lines = [f"missing: calibration {calibration.id} has no entry for {', '.join(joints)} on arm '{arm}'; run "
+             f"`platform calibrate --robot {spec.name} --arm {arm}`" for arm, joints in by_arm.items()]
+    joints, followers = {j.name: j for j in spec.joints}, spec.follower_buses()
+    for m in motors:
+        if m not in lacking:
+            joint = joints[m.joint]
+            try:
+                convert = calibration.converter(m, joint.kind)
+                if m.bus in followers:
+                    swept_limits(calibration, joint, m, convert)
+            except PlatformError as err:
+                lines.append(f"error: {err}")
+    return lines or [f"ok: calibration {calibration.id} covers all {len(motors)} motors of robot '{spec.name}'"]
 
 
 def camera_report(spec: RobotSpec | None = None, devices: Callable[[], Sequence[Any]] | None = None) -> list[str]:

@@ -173,6 +173,13 @@ def save_calibration(calibration: RobotCalibration, root: Path | None = None) ->
     return path
 
 
+def archive_path(calibration: RobotCalibration, root: Path | None = None) -> Path:
+    """Where a replaced calibration file is kept: <root>/<robot>/calibrations/<created>.json
+    (the id inside; one id can be saved at several times when only a leader changed)."""
+    stamp = calibration.created or calibration.id
+    return calibration_path(calibration.robot, root).parent / "calibrations" / f"{stamp}.json"
+
+
 def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, MotorCalibration]],
                        root: Path | None = None) -> tuple[RobotCalibration, RobotCalibration, Path]:
     """Merge the `measured` arms into the robot's calibration file as it is now and save it,
@@ -181,6 +188,10 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
     into the file as it was when each started, the last to save dropped the other's arm.
     Where the file system cannot lock (some NFS mounts), it saves unlocked and says so: the
     arms just measured are not thrown away.
+
+    The file it replaces is kept first at `archive_path` (episodes carry only the id: the
+    frame they were recorded in must stay recoverable after a recalibration, e.g. for
+    `deploy` of a policy trained on them).
 
     Returns (the file before, the calibration saved, its path). Raises CalibrationError for
     a file of another robot; OSError when the folder cannot be written."""
@@ -197,6 +208,10 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
                         "saving at this moment could drop an arm", folder / ".calibration.lock", err)
         latest = load_calibration(spec.name, root)
         result = with_arms(spec, latest, measured)
+        if latest.id != UNCALIBRATED and latest != result:
+            kept = archive_path(latest, root)
+            kept.parent.mkdir(exist_ok=True)
+            replace_text(kept, latest.to_json() + "\n")
         return latest, result, save_calibration(result, root)
     finally:
         os.close(lock)  # releases the lock
@@ -241,21 +256,32 @@ def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: 
         allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
         what = "position limits"
     if low < allowed[0] or high > allowed[1]:
-        remedy = f"`platform calibrate --robot {robot} --arm {motor.bus}`"
+        # Where the joint's travel falls in the servo's turn is set by how its horn is seated,
+        # not by the calibration: a new calibration alone meets the same end.
         raise PlatformError(
             f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} map to ticks {low}..{high}, past "
-            f"servo {motor.id}'s {what} {allowed[0]}..{allowed[1]} on bus '{motor.bus}': calibrate with the joint "
-            f"mid-travel ({remedy})" + ("" if leader else " or narrow its limits"))
+            f"servo {motor.id}'s {what} {allowed[0]}..{allowed[1]} on bus '{motor.bus}': its travel crosses the "
+            f"end of the servo's turn; re-seat the horn so the joint's mid-travel sits near tick "
+            f"{motor.model.ticks_per_turn // 2}"
+            + (", or narrow its limits in the robot config," if leader else
+               ", narrow its limits, or sweep less far,")
+            + f" then `platform calibrate --robot {robot} --arm {motor.bus}`")
 
 
 def clear_servo_frame(bus: MotorBus, ids: Iterable[int]) -> None:
     """Homing Offset 0 and Drive Mode's reverse bit clear on each servo (EEPROM: torque must
     be off): the raw frame the calibration file is taken in. Another tool's calibration
-    (lerobot's writes Homing Offset, Dynamixel Wizard either) may have set them."""
+    (lerobot's writes Homing Offset, Dynamixel Wizard either) may have set them; each value
+    replaced is logged as a warning, to be written back by hand if that tool is used again."""
     for servo_id in ids:
-        if bus.read_one(servo_id, "homing_offset") != 0:
+        if (offset := bus.read_one(servo_id, "homing_offset")) != 0:
+            # Logged so that the other tool's setting can be written back by hand.
+            log.warning("servo %d on bus '%s': Homing Offset %d (another tool's calibration) set to 0",
+                        servo_id, bus.name, offset)
             bus.write_one(servo_id, "homing_offset", 0)
         if (mode := bus.read_one(servo_id, "drive_mode")) & REVERSE_BIT:
+            log.warning("servo %d on bus '%s': Drive Mode %d (reversed) set to %d", servo_id, bus.name, mode,
+                        mode & ~REVERSE_BIT)
             bus.write_one(servo_id, "drive_mode", mode & ~REVERSE_BIT)
 
 
@@ -355,13 +381,18 @@ def measure_arms(spec: RobotSpec, buses: Mapping[str, MotorBus], prompt: Prompt,
             raise CalibrationError(f"robot '{spec.name}' has no arm (bus) named '{arm}'; arms: {', '.join(buses)}")
         bus = buses[arm]
         ids = [m.id for m in motors]
+        holding = sorted(i for i in ids if bus.read_one(i, "torque_enable"))
+        if holding:  # a killed record or a faulted deploy leaves a follower holding: it would drop
+            prompt(f"[{arm}] servo(s) {', '.join(map(str, holding))} hold torque and go limp next: support the "
+                   "arm, then press Enter")
         bus.set_torque(False, ids)
+        prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
+        # Written only now, after the first Enter: Ctrl-C at a prompt leaves the servos as found.
         clear_servo_frame(bus, ids)  # the raw frame connect checks for (`check_servo_frame`)
         # Read in the mode the robot and the leaders will run in (they set it at connect):
         # the present position of a servo in another mode is counted in another frame.
         for m in motors:
             bus.set_operating_mode(m.mode, [m.id])
-        prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
         sweep = _Sweep(motors, bus.read(["present_position"], ids)["present_position"])
         stop = threading.Event()
         failed: list[BaseException] = []

@@ -132,6 +132,7 @@ class RobotSpec:
                 f"its buses are: {', '.join(self.buses)}"
             )
         buses = {n: BusSpec(n, ports.get(n, b.port), b.baud) for n, b in self.buses.items()}
+        _check_ports(buses, f"robot '{self.name}'")
         return RobotSpec(self.name, self.fps, self.joints, self.cameras, buses, self.motors, self.leaders)
 
     @classmethod
@@ -168,6 +169,13 @@ class RobotSpec:
         if extra:
             raise ConfigError(f"{where}: motors for unknown joints: {', '.join(extra)}; joints are: {', '.join(names)}")
         motors = tuple(_motor(n, raw_motors[n], None, buses, where) for n in names if n in raw_motors)
+        for m in motors:
+            if m.mode == OperatingMode.CURRENT_BASED_POSITION and m.max_current_a is None:
+                # Goal Current would stay at its power-up value, the Current Limit (1.75 A on
+                # an XL330): a gripper closing on an object squeezes with all of it.
+                raise ConfigError(f"{where}: follower motor for '{m.joint}' is in current_based_position mode "
+                                  "without max_current_a; give the most current it may use (amperes, e.g. "
+                                  "max_current_a: 0.3 for an XL330 gripper)")
         leaders = []
         for leader_name, raw in (data.get("leaders") or {}).items():
             bus = raw.get("bus")
@@ -177,6 +185,7 @@ class RobotSpec:
             leaders.append(LeaderSpec(leader_name, bus, tuple(
                 _motor(n, m, bus, buses, where) for n, m in raw["motors"].items()
             )))
+        _check_ports(buses, where)
         seen: dict[tuple[str, int], str] = {}
         for m in [*motors, *(m for leader in leaders for m in leader.motors)]:
             key = (m.bus, m.id)
@@ -184,6 +193,18 @@ class RobotSpec:
                 raise ConfigError(f"{where}: ID {m.id} on bus '{m.bus}' is used by both {seen[key]} and {m.joint}")
             seen[key] = m.joint
         return cls(name, int(data.get("fps", 30)), joints, cameras, buses, motors, tuple(leaders))
+
+
+def _check_ports(buses: Mapping[str, BusSpec], where: str) -> None:
+    """ConfigError when two buses name one serial port: each bus would write the other's
+    servos (IDs repeat across arms), and the port lock, taken by the first, would report
+    the second as another process's."""
+    owner: dict[str, str] = {}
+    for bus in buses.values():
+        if bus.port in owner:
+            raise ConfigError(f"{where}: buses '{owner[bus.port]}' and '{bus.name}' both name port {bus.port}; "
+                              "give each bus its own")
+        owner[bus.port] = bus.name
 
 
 def _plain(cfg: Any) -> dict:

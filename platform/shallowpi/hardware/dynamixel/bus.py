@@ -24,6 +24,7 @@ is a corrupt reply like a bad CRC (replies.py): retried, then named with what wa
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import termios
 import time
@@ -148,11 +149,7 @@ class DynamixelBus:
                 "`platform` command, or a program opening it in exclusive mode); close that first"
             ) from None
         except (SerialException, OSError) as exc:
-            raise BusError(
-                f"{self._where}: cannot open the port ({_first_line(exc)}); check the USB "
-                "cable, the device path (`platform doctor` lists ports) and your permissions "
-                "(dialout group)"
-            ) from None
+            raise BusError(f"{self._where}: cannot open the port ({_first_line(exc)}); {_open_advice(exc)}") from None
         if not opened:
             raise BaudRateError(f"{self._where}: baud rate {self.baud} is not supported by the port")
         self._port = port
@@ -590,6 +587,18 @@ def _le_bytes(value: int, size: int) -> list[int]:
 
 def _id_text(ids: Sequence[int]) -> str:
     return ",".join(map(str, ids))
+
+
+def _open_advice(exc: BaseException) -> str:
+    """What to do about a port that would not open, by its errno (pyserial's
+    SerialException carries the OSError's)."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.EACCES, errno.EPERM):
+        return ("this user may not open it: `sudo usermod -aG dialout $USER`, then log out and in again "
+                "(or run `newgrp dialout`)")
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return "no such device: check the USB cable and the device path (`platform doctor` lists the ports)"
+    return "check the USB cable, the device path (`platform doctor` lists ports) and your permissions (dialout group)"
 
 
 def _first_line(exc: BaseException) -> str:
