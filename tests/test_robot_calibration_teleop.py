@@ -246,22 +246,25 @@ def _calibrate_follower(spec, chains):
 def test_follower_goals_stay_inside_the_range_swept_at_calibration():
     """arm.yaml allows every revolute joint +-2.6 rad and the lift 0..0.4 m, one number for
     every arm built to it; this arm's sweep went 1 rad (shaft) either side of zero. A goal
-    past the sweep (a leader, a policy) stops at its end, not at the config's limit."""
+    past the sweep (a leader, a policy) stops 2 % of the swept range short of its end (a
+    sweep goes to the hard stops, where a goal would stall the servo), not at the config's
+    limit."""
     with emulated("arm") as (spec, chains):
         calibration = _calibrate_follower(spec, chains)
         elbow, lift = spec.joint_names.index("elbow_flex"), spec.joint_names.index("shoulder_lift")
         with DynamixelRobot(spec, calibration, clock=None) as robot:
             limits = robot.limits()
-            assert limits["elbow_flex"][:2] == pytest.approx((-1.0, 1.0), abs=0.01)
-            assert limits["shoulder_lift"][:2] == pytest.approx((0.0, 0.15), abs=0.002)  # 1 rad x 0.15 m/rad
+            assert limits["elbow_flex"][:2] == pytest.approx((-0.96, 0.96), abs=0.01)  # 2 % of 2 rad kept clear
+            # 1 rad x 0.15 m/rad either side of zero: the config's 0 binds below, the sweep above
+            assert limits["shoulder_lift"][:2] == pytest.approx((0.0, 0.144), abs=0.002)
             assert limits["gripper"][:2] == (0.0, 1.0)
             for _ in range(80):  # far past the sweep, at the velocity bound
                 robot.observe()
                 sent = robot.act({"elbow_flex": 2.0, "shoulder_lift": 0.4})
                 time.sleep(0.005)
-            assert sent[elbow] == pytest.approx(1.0, abs=0.01) and sent[lift] == pytest.approx(0.15, abs=0.002)
+            assert sent[elbow] == pytest.approx(0.96, abs=0.01) and sent[lift] == pytest.approx(0.144, abs=0.002)
             shaft = chains["follower"].servos[3].plant.read(time.monotonic()).position
-            assert shaft - ZERO[3] < 1.0 + 0.02  # the servo went no further than the sweep
+            assert shaft - ZERO[3] < 0.96 + 0.02  # the servo stopped short of the sweep's end
     # A sweep that never reached the config's range is no limit at all: refused.
     far = dataclasses.replace(calibration, arms={"follower": {
         **calibration.arms["follower"],
@@ -297,7 +300,7 @@ def test_calibrate_refuses_a_follower_sweep_its_servo_cannot_drive():
         zero = {**ZERO, 1: (4000 - 2048) * tick}  # shoulder_pan, swept +-1 rad: up to ~tick 4650
         motors = {m.id: m.model for m in arm_motors(spec, "follower")}
         with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus, \
-                pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -1[.\d]*\.\.1[.\d]* map to ticks 3\d{3}\.\.4\d{3}, past "
+                pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -0\.96[.\d]*\.\.0\.96[.\d]* map to ticks 3\d{3}\.\.4\d{3}, past "
                                                    r"servo 1's position limits 0\.\.4095 on bus 'follower'"):
             calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"], zero), ["follower"])
 

@@ -114,7 +114,7 @@ def test_a_joint_found_outside_its_limits_is_held_there_then_brought_back_at_the
 
 def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_line():
     """Calibrated with its zero at tick 3900 and swept +-2.6 rad (unwrapped past the turn's
-    end), shoulder_pan's +2.6 rad is tick ~5595: the XL430 in position mode refuses goals
+    end), shoulder_pan's +2.5 rad (the sweep less its 2 % margin) is tick ~5527: the XL430 in position mode refuses goals
     past 4095, and a sync write has no reply to say so, so the joint would stop short while
     act() reported the goal sent."""
     from shallowpi.hardware.dynamixel.calibration import MotorCalibration
@@ -123,7 +123,7 @@ def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_l
         follower = centred(spec, spec.motors)
         near_the_end = RobotCalibration("c1", "arm", {"follower": {**follower,
                                                                     "shoulder_pan": MotorCalibration(3900, 1, 2205, 5595)}})
-        with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks 2205\.\.5595, "
+        with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.496\d*\.\.2\.496\d* map to ticks 2273\.\.5527, "
                                                 r"past servo 1's position limits 0\.\.4095 on bus 'follower'") as err:
             DynamixelRobot(spec, near_the_end).connect()
         assert len(str(err.value).splitlines()) == 1
@@ -522,7 +522,8 @@ def test_a_follower_joint_resting_past_a_limit_across_its_turn_end_keeps_torque_
     """Zero calibrated at tick 300, swept 40..2000; the joint rests 50 ticks below tick 0 (on
     its stop), which a position-mode servo reads as 4046: converted, a joint far above its
     range, and driving it 'back' the servo turns the long way, nearly a whole turn. Connect
-    refuses in one line; inside its range it connects."""
+    refuses in one line (the limits: the sweep less 2 % at each end); inside its sweep it
+    connects."""
     from shallowpi.hardware.dynamixel.calibration import MotorCalibration
 
     with emulated("arm") as (spec, chains):
@@ -532,7 +533,7 @@ def test_a_follower_joint_resting_past_a_limit_across_its_turn_end_keeps_torque_
         servo.plant.move_to(servo.ticks_to_rad(-50))
         time.sleep(0.05)
         with pytest.raises(PlatformError, match=r"robot 'arm': joint 'shoulder_pan' reads tick 4046, outside its "
-                                                r"limits -0\.39\d*\.\.2\.6 \(ticks 40\.\.\d+\) and nearer them across "
+                                                r"limits -0\.33\d*\.\.2\.54\d* \(ticks 79\.\.\d+\) and nearer them across "
                                                 r"servo 1's turn end"):
             DynamixelRobot(spec, calibration).connect()
         assert not any(s.torque for s in chains["follower"].servos.values())

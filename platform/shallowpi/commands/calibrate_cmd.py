@@ -5,8 +5,8 @@ For each arm (a follower or leader bus), with torque off, you are asked to
      close the gripper, then press Enter;
   2. move every joint through its whole range and open the gripper fully, then press Enter.
 A joint that barely moved in step 2 is refused, named. The range each follower joint was
-swept through bounds its goals from then on (within the config's limits), so sweep as far
-as the joint may safely go. Which way a joint turns is the config's `direction:` (each
+swept through, less 2 % at each end (clear of the hard stops), bounds its goals from then
+on (within the config's limits), so sweep as far as the joint may safely go. Which way a joint turns is the config's `direction:` (each
 motor's); only a gripper's opening direction is measured.
 The result goes to robots/<robot>/calibration.json; its id is stamped on every episode
 recorded afterwards. The id is new when a follower's entries change and kept when only a

@@ -41,6 +41,7 @@ from shallowpi.robots.spec import JointSpec, MotorSpec, RobotSpec
 log = logging.getLogger(__name__)
 
 UNCALIBRATED = "uncalibrated"
+SWEEP_MARGIN = 0.02  # of a follower joint's swept range, kept clear of each end (its hard stops)
 Prompt = Callable[[str], object]
 
 
@@ -220,11 +221,13 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
 def swept_limits(robot: RobotCalibration, joint: JointSpec, motor: MotorSpec,
                  convert: JointConverter) -> tuple[float, float]:
     """A follower joint's limits (joint units): the config's, a revolute or linear joint's
-    narrowed to the range the calibration's sweep moved it through. The sweep is where the
-    joint was seen to go, by hand, torque off; the config's limits are one number for every
-    arm built to it, and can reach past this one's hard stops. Grippers keep their config
-    limits (their sweep defines the 0..1 scale), as does a joint never calibrated (no entry:
-    the centre-tick default).
+    narrowed to the range the calibration's sweep moved it through, less SWEEP_MARGIN of
+    that range at each end. The sweep is where the joint was seen to go, by hand, torque
+    off, often to its hard stops: a goal exactly there would stall the servo against the
+    stop at full current (only a gripper's current is capped). The config's limits are one
+    number for every arm built to it, and can reach past this one's hard stops. Grippers
+    keep their config limits (their sweep defines the 0..1 scale), as does a joint never
+    calibrated (no entry: the centre-tick default).
 
     Raises PlatformError when the swept range and the config's limits do not overlap."""
     entry = robot.arms.get(motor.bus, {}).get(joint.name)
@@ -236,7 +239,8 @@ def swept_limits(robot: RobotCalibration, joint: JointSpec, motor: MotorSpec,
             f"robot '{robot.robot}': joint '{joint.name}' was swept through {low:.3g}..{high:.3g} at calibration "
             f"{robot.id}, outside its config limits {joint.lower:g}..{joint.upper:g}: recalibrate "
             f"(`platform calibrate --robot {robot.robot} --arm {motor.bus}`) or fix the limits")
-    return max(low, float(joint.lower)), min(high, float(joint.upper))
+    margin = SWEEP_MARGIN * (high - low)
+    return max(low + margin, float(joint.lower)), min(high - margin, float(joint.upper))
 
 
 def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: JointConverter,
