@@ -70,7 +70,7 @@ def _watch_executor(address, until, timeout_s: float = 120) -> None:
 
 
 def _deploy_words(ckpt, spec, tmp_path, *extra: str) -> list[str]:
-    return ["deploy", "--policy", str(ckpt), "--robot", "arm", "--backend", "torch", "--no-tui",
+    return ["deploy", "--policy", str(ckpt), "--robot", "arm", "--backend", "torch", "--no-tui", "--yes",
             *extra, f"robot.buses.follower.port={spec.buses['follower'].port}",
             *(f"{k}={v}" for k, v in SIZE.items()), f"telemetry.address={tmp_path}/deploy.sock"]
 
@@ -285,6 +285,56 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
         args = parse_command(_deploy_words(ckpt, arm, tmp_path, *extra))
         with pytest.raises(PlatformError, match=re.escape(message)):  # ConfigError, CalibrationError: one line each
             args.run(args)
+    # Without --yes it waits for Enter before the robot first moves: with no terminal to
+    # press it on (pytest's stdin is none), refused before any port opens.
+    words = [w for w in _deploy_words(seven, arm, tmp_path, "--task", "wave", "--allow-uncalibrated") if w != "--yes"]
+    args = parse_command(words)
+    with pytest.raises(PlatformError, match=r"on the robot deploy waits for Enter before the robot first moves, and "
+                                            r"stdin is not a terminal: run it in one, or pass --yes"):
+        args.run(args)
+
+
+@pytest.mark.slow
+def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_path, capsys, monkeypatch):
+    """The robot's first motion (to the start pose, then the policy) came a few seconds after
+    launch, unannounced. Now, the backend warm and torque on, the robot holds and the
+    command waits for Enter on its terminal (a pseudo-terminal here): the servos' goals do
+    not change while it waits, and the episode runs once Enter is pressed."""
+    import pty
+    import sys
+
+    arm = robot_spec("arm")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
+    main, side = pty.openpty()
+    monkeypatch.setattr(sys, "stdin", os.fdopen(side, "r"))
+    waited: list[dict] = []
+    with emulated("arm") as (spec, chains), _FrontCamera() as camera:
+        servos = chains["follower"].servos
+
+        def press_enter_later() -> None:
+            _watch_executor(tmp_path / "deploy.sock", lambda status: True)  # connected, publishing
+            time.sleep(1.5)  # an episode of 1 s would be under way by now
+            waited.append({i: s.get("goal_position") for i, s in servos.items()})
+            time.sleep(0.5)
+            waited.append({i: s.get("goal_position") for i, s in servos.items()})
+            os.write(main, b"\n")
+
+        words = [w for w in _deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "1",
+                                          "--episode-time-s", "1", "--reset-time-s", "0", "--allow-uncalibrated")
+                 if w != "--yes"]
+        args = parse_command(words)
+        presser = threading.Thread(target=press_enter_later, daemon=True)
+        presser.start()
+        code = args.run(args, camera_devices=lambda: [camera.device.device])
+        presser.join(5)
+        after = {i: s.get("goal_position") for i, s in servos.items()}
+    os.close(main)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "the robot holds; on Enter it moves to its start pose, then runs the policy for 1 episode(s)" in out
+    assert len(waited) == 2 and waited[0] == waited[1], "the robot moved before Enter"
+    assert after != waited[1], "the policy never moved the robot after Enter"
+    assert "1 episodes, success not judged" in out, out
 
 
 def test_camera_aspects_that_letterbox_to_the_same_picture_pass_and_the_flag_runs_another():

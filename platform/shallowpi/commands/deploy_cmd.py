@@ -23,7 +23,8 @@ Without --sim it drives the robot of --robot (configs/robot/) on its configured 
 (override them as robot.buses.NAME.port=PATH) with its RealSense cameras, on the wall
 clock; --task is the instruction; before each episode the robot holds for --reset-time-s
 while the scene is set; success is not judged (keep the episodes with --record). An
-uncalibrated robot is refused unless --allow-uncalibrated. When the run ends torque goes
+uncalibrated robot is refused unless --allow-uncalibrated. Once the backend is warm it
+waits for Enter before the robot first moves (--yes: it does not). When the run ends torque goes
 off and the arm goes limp: support it. After a policy or camera fault it holds its pose
 with torque on until the operator stops or e-stops.
 
@@ -82,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset-time-s", type=at_least(0, float),
                         help="robot: seconds it holds before each episode while the scene is set "
                              "(default record.reset_time_s)")
+    parser.add_argument("--yes", action="store_true",
+                        help="robot: start without asking (by default, once the backend is warm, it waits for Enter "
+                             "before the robot first moves); for a run nobody attends, with an e-stop within reach")
     parser.add_argument("--allow-uncalibrated", action="store_true",
                         help="robot: run without a calibration file (raw servo angles; emulated servos)")
     parser.add_argument("--allow-calibration-change", action="store_true",
@@ -146,9 +150,14 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # robot's side runs without MuJoCo); on the robot the number only labels the episodes.
     args.seed = 1000 if args.seed is None else args.seed
     if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change
-                     or args.allow_aspect_change):
-        raise ConfigError("--reset-time-s, --allow-uncalibrated, --allow-calibration-change and --allow-aspect-change "
-                          "are for the robot: the twin resets itself and renders the training frames' size")
+                     or args.allow_aspect_change or args.yes):
+        raise ConfigError("--reset-time-s, --yes, --allow-uncalibrated, --allow-calibration-change and "
+                          "--allow-aspect-change are for the robot: the twin resets itself and renders the training "
+                          "frames' size")
+    if not args.sim and not args.bundle_only and not args.yes and not sys.stdin.isatty():
+        raise ConfigError("on the robot deploy waits for Enter before the robot first moves, and stdin is not a "
+                          "terminal: run it in one, or pass --yes for a run nobody attends (keep an e-stop within "
+                          "reach)")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
     # A slower policy on a real arm is an experiment nobody should run by accident: by the
@@ -239,6 +248,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         delay = ("sync waits for each chunk" if exec_cfg.strategy.value == "sync"
                  else f"initial delay {executor.initial_delay} ticks")
         say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; {delay}")
+        if target.on_hardware and not args.yes and not executor.stopped:
+            printer.flush()
+            _wait_for_go(executor, publish, args.episodes)
         if use_tui and not executor.stopped:  # its own process: repaints must not take the GIL from the loop
             from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 
@@ -352,6 +364,25 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
         say(line)
     held_output.clear()
     return None
+
+
+def _wait_for_go(executor: Any, publish: Callable[[Any], None], episodes: int, period_s: float = 0.2) -> None:
+    """Before the robot first moves (to the demonstrations' start pose, then the policy):
+    wait for Enter on the terminal, the robot holding where it is (torque on since connect).
+    Ctrl-C, a signal or a dashboard's stop ends the wait, and the run, without a move; the
+    status goes on being published meanwhile (`platform monitor` shows the robot holding).
+    The robot's first motion came a few seconds after launch, unannounced."""
+    import select
+
+    print(f"the robot holds; on Enter it moves to its start pose, then runs the policy for {episodes} "
+          "episode(s). Clear the workspace, keep the e-stop within reach, then press Enter (Ctrl-C: stop, "
+          "torque off)", flush=True)
+    while not executor.stopped:
+        publish(executor.status)
+        if select.select([sys.stdin], [], [], period_s)[0]:
+            if not sys.stdin.readline():  # end of input: nobody is there to press Enter
+                executor.stop()
+            return
 
 
 def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
