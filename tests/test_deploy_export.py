@@ -219,6 +219,11 @@ def test_onnxruntimes_engine_cache_is_keyed_by_the_runtime_versions_too(bundle, 
     import onnxruntime as ort
 
     assert _runtime_versions().startswith(f"onnxruntime {ort.__version__}")
+    # and by the precision: an fp32 run after an fp16 one would load the fp16 engine
+    from shallowpi.deploy.backends.onnxrt import engine_build
+
+    builds = {engine_build(BackendOptions(cache_dir=str(tmp_path), precision=p)) for p in ("fp16", "fp32")}
+    assert len({engine_cache_dir(bundle, options, b) for b in builds}) == 2
 
 
 def test_tensorrt_feeds_are_cast_to_the_engines_types_and_their_shapes_checked():

@@ -75,6 +75,24 @@ def test_not_a_jetson_says_so_in_one_line_and_runs_the_best_local_backend(tmp_pa
                               f"best local backend, {backend} on {result.profile.device} (profile {profile})")
 
 
+def test_the_plan_names_the_backend_given_and_asks_for_cuda_only_when_it_chooses_a_local_profile(tmp_path):
+    """`--jetson orin --backend onnxruntime` on a Thor named the Thor profile's own backend
+    (tensorrt) in its first line, then ran onnxruntime. And deploy's CUDA probe imports
+    torch: on the named Jetson, where it decides nothing, it is not asked."""
+    thor = detect(fake_jetson(tmp_path / "thor", "nvidia,tegra264", "NVIDIA Jetson AGX Thor"))
+    result = plan("orin", thor, cuda=True, backend="onnxruntime")
+    assert result.profile.name == "thor" and result.message.endswith(
+        "running the best local backend, onnxruntime (--backend) with the profile thor")
+    assert plan("orin", thor, cuda=True, backend="tensorrt").message.endswith("tensorrt on cuda (profile thor)")
+
+    def no_probe() -> bool:
+        raise AssertionError("the CUDA probe ran on the profile's own Jetson")
+
+    orin = detect(fake_jetson(tmp_path / "orin", "nvidia,tegra234", "NVIDIA Jetson AGX Orin"))
+    assert plan("orin", orin, cuda=no_probe).on_target
+    assert plan("orin", Machine(), cuda=lambda: False).profile.name == "cpu"
+
+
 def test_the_command_line_s_jetson_overrides_reach_the_profile(tmp_path):
     """`jetson.providers=[...]` is what the ONNX Runtime backend's error tells a user to pass:
     deploy plans with the composed profile, not the file's."""

@@ -168,7 +168,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # The composed profile: `jetson.providers=[...]`, `jetson.precision=...` apply (the backends'
     # errors name them).
     asked = JetsonProfile.from_config(base.jetson)
-    decision = plan(asked, detect(_sysroot()), cuda=_has_cuda())
+    decision = plan(asked, detect(_sysroot()), cuda=_has_cuda, backend=args.backend)
     profile = decision.profile
     # A bundle made to be copied is for the machine --jetson names, not this one (a CUDA
     # workstation's own backend, torch, would export no graph for the Jetson to run).

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,21 +165,28 @@ class Plan:
     on_target: bool  # this machine is the Jetson the command named
 
 
-def plan(asked: str | JetsonProfile, machine: Machine, cuda: bool) -> Plan:
+def plan(asked: str | JetsonProfile, machine: Machine, cuda: bool | Callable[[], bool],
+         backend: str | None = None) -> Plan:
     """`--jetson asked` on `machine`: a profile name, or the composed profile with the
     command line's `jetson.*` overrides. On the named Jetson: that profile and the
     full-speed line. Elsewhere: the best local profile as shipped (another Jetson's own;
     else cuda when `cuda`, else cpu) and a line saying so, and that the overrides, made for
-    the profile asked, are not used. A workstation profile (cpu, cuda) is taken as asked."""
+    the profile asked, are not used. A workstation profile (cpu, cuda) is taken as asked.
+    `cuda` may be a callable, asked only when the local profile is chosen (deploy's imports
+    torch: seconds, and a second CUDA runtime, on a Jetson running ONNX Runtime); `backend`,
+    the command line's --backend, is the one the line names where it overrides the
+    profile's."""
     profile = asked if isinstance(asked, JetsonProfile) else JetsonProfile.load(asked)
     name = profile.name
     if not profile.is_jetson:
-        return Plan(profile, f"profile {name}: {profile.backend} on {profile.device} ({profile.precision})", True)
+        return Plan(profile, f"profile {name}: {backend or profile.backend} on {profile.device} "
+                             f"({profile.precision})", True)
     if machine.is_jetson and machine.module == name:
         return Plan(profile, full_speed_advice(machine, profile), True)
-    local = JetsonProfile.load(machine.module or ("cuda" if cuda else "cpu"))
+    local = JetsonProfile.load(machine.module or ("cuda" if (cuda() if callable(cuda) else cuda) else "cpu"))
     what = f"{machine.describe()}, not a Jetson {name}" if machine.is_jetson else \
         f"this machine is not a Jetson {name} (no /etc/nv_tegra_release)"
     unused = f"; the jetson.* overrides are for the {name} profile, not used" if profile != JetsonProfile.load(name) else ""
-    return Plan(local, f"{what}: running the best local backend, {local.backend} on {local.device} "
-                       f"(profile {local.name}){unused}", False)
+    runs = f"{backend} (--backend) with the profile {local.name}" if backend and backend != local.backend else \
+        f"{local.backend} on {local.device} (profile {local.name})"
+    return Plan(local, f"{what}: running the best local backend, {runs}{unused}", False)

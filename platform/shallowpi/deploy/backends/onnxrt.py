@@ -4,9 +4,10 @@ graph "chunk" runs the unrolled chunk graph (one call a chunk, inpainting inside
 "split" runs the prefix graph once and the step graph per Euler step (inpainting in numpy),
 which costs a copy of the KV cache in and out of each step but exports and builds faster.
 The TensorRT provider caches its engines under `cache_dir`, in a folder keyed by the
-bundle's digest (tensorrt_backend.engine_cache_dir); inside it the provider names each
-engine by subgraph, precision and the GPU's compute capability, not by TensorRT's version:
-after a TensorRT (JetPack) upgrade, delete the folder to have them rebuilt.
+bundle's digest, the onnxruntime and TensorRT versions and the precision asked
+(tensorrt_backend.engine_cache_dir): the provider names its engine files by subgraph and
+the GPU's compute capability, so after a JetPack upgrade, or an fp32 run after an fp16 one,
+a file of the same name would be another build's.
 
 No torch here: this is the robot's backend on a Jetson without a torch wheel.
 """
@@ -63,10 +64,21 @@ def _runtime_versions() -> str:
 
     versions = f"onnxruntime {ort.__version__}"
     if importlib.util.find_spec("tensorrt") is not None:
-        import tensorrt
+        try:  # JetPack's bindings: built against the system's numpy, which a venv may not have
+            import tensorrt
 
-        versions += f" tensorrt {tensorrt.__version__}"
+            versions += f" tensorrt {tensorrt.__version__}"
+        except Exception as exc:  # the version only names a cache folder: the provider loads its own libraries
+            log.warning("tensorrt is installed but does not import (%s); its engine cache is keyed without "
+                        "its version", exc)
+            versions += " tensorrt ?"
     return versions
+
+
+def engine_build(options: BackendOptions) -> str:
+    """What the TensorRT provider's engines are built by and for: the runtime versions and
+    the precision asked (its engine file names carry neither)."""
+    return f"{_runtime_versions()} {options.precision}"
 
 
 def session_options(providers: tuple[str, ...], options: BackendOptions, bundle: Bundle) -> list[Any]:
@@ -88,7 +100,7 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
             chosen.append((name, {
                 "trt_fp16_enable": options.precision in ("fp16", "bf16", "fp8"),
                 "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(engine_cache_dir(bundle, options, _runtime_versions())),
+                "trt_engine_cache_path": str(engine_cache_dir(bundle, options, engine_build(options))),
             }))
         else:
             chosen.append(name)

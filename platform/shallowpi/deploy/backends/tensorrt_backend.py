@@ -40,7 +40,8 @@ def engine_key(bundle_digest: str, trt_version: str, gpu: str, precision: str) -
 
 def engine_cache_dir(bundle: Bundle, options: BackendOptions, runtime: str = "") -> Path:
     """Where this bundle's engines live: options.cache_dir, else ~/.cache/shallowpi/engines,
-    one folder a bundle digest and `runtime` (the versions that build the engines inside:
+    one folder a bundle digest and `runtime` (the versions that build the engines inside,
+    and for onnxruntime's provider the precision:
     onnxruntime's TensorRT provider names its engine files without them, so after a
     JetPack upgrade a stale engine would fail to load, and onnxruntime would fall back to
     CUDA in fp32 at every start; this backend's own files carry the TensorRT version)."""
