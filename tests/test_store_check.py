@@ -75,6 +75,34 @@ def test_merge_and_delete_refuse_a_damaged_store_and_leave_it_as_it_was(tmp_path
         assert len(store) == 3 and check_store(store).problems == before  # as it was: still named
 
 
+@pytest.mark.bad_store
+def test_deleting_the_damaged_episodes_saves_the_rest_of_the_store(tmp_path):
+    """One frame file gone locked the whole store: train, merge and export refuse it (right),
+    and so did the delete that would remove the episode that owns the frame, and an episode
+    whose metadata file is unreadable could not be deleted either. A delete reads only the
+    rows it keeps, and the refusal names the delete that saves the rest."""
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=4, length=20, settings=StoreSettings(durable=False)).close()
+    _chunk(path, "observation.images.front", "25.0.0.0").unlink()  # a frame of episode 1
+    (path / "episodes" / "2.json").write_text("")  # episode 2's metadata lost
+    with EpisodeStore.open(path) as store, pytest.raises(StoreError) as refused:
+        require_intact(store)
+    assert str(refused.value).endswith(f"`platform dataset delete {path} --episode 1` keeps the rest")
+    # the flag repeated deletes both (it deleted only the last, silently)
+    deleted = subprocess.run(platform_cmd("dataset", "delete", str(path), "--episode", "1", "--episode", "2",
+                                          "--yes"), env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert deleted.returncode == 0, deleted.stderr
+    assert "s.zarr: deleted 2 episode(s), 2 left" in deleted.stdout
+    with EpisodeStore.open(path) as store:
+        assert len(store) == 2 and not check_store(store).problems
+        require_intact(store)
+    # A delete that keeps a damaged episode is still refused, the store as it was.
+    make_store(tmp_path / "t.zarr", episodes=3, length=20, settings=StoreSettings(durable=False)).close()
+    _chunk(tmp_path / "t.zarr", "observation.images.front", "25.0.0.0").unlink()
+    with EpisodeStore.open(tmp_path / "t.zarr", mode="a") as store, pytest.raises(StoreError, match="is damaged"):
+        store.delete_episodes([2])
+
+
 def test_merge_refuses_to_encode_frames_again_lossily(tmp_path):
     """Frames copy as their bytes only between stores that encode them alike; otherwise a
     merge re-encodes them with the first store's codec. Into a lossless store nothing is

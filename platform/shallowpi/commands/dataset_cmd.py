@@ -69,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="write a Rerun recording instead of opening the viewer (`rerun FILE.rrd` opens it)")
     delete = action("delete", "delete episodes and compact the store (the others are numbered anew)",
                     example="platform dataset delete kitchen --episode 3 7   asks first; --yes does not")
-    delete.add_argument("--episode", type=int, nargs="+", required=True, help="episode indices (-1 = last)")
+    # extend: `--episode 1 --episode 2` deletes both (with nargs alone the last flag won, silently)
+    delete.add_argument("--episode", type=int, nargs="+", action="extend", required=True,
+                        help="episode indices (-1 = last): --episode 1 2, or the flag repeated")
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     merge = sub.add_parser(
         "merge", help="merge stores with the same features into a new one",
@@ -316,7 +318,8 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
 
     store = EpisodeStore.open(path, mode="a")
     try:
-        doomed = sorted({store.episode(i).index for i in episodes})
+        # By index alone: an episode whose metadata is unreadable must still be deletable.
+        doomed = sorted({store.resolve_index(i) for i in episodes})
         if not yes:
             if not sys.stdin.isatty():
                 raise PlatformError("deleting episodes needs confirmation; pass --yes")

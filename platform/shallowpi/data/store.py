@@ -604,6 +604,11 @@ class EpisodeStore:
             names += [key, key + TIMESTAMP_SUFFIX]
         return names
 
+    def resolve_index(self, index: int) -> int:
+        """`index` as a position 0..len-1 (a negative one counts from the end), read from
+        no episode's metadata; StoreError for one the store does not have."""
+        return self._check_index(index)
+
     def _check_index(self, index: int) -> int:
         if not -len(self) <= index < len(self):
             raise StoreError(f"{self.path.name} has no episode {index}; it has {len(self)} (0..{len(self) - 1})")

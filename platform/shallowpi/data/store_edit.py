@@ -41,14 +41,15 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     Costs a copy of the kept episodes' rows; camera frames are linked (or copied) as their
     encoded bytes. The copy keeps the store's format (and so its row pairing) and what it
     allowed to mix.
-    Raises StoreError on an index the store does not have, or on a damaged store (a chunk
-    file gone, rows that fail their checksums): the rewrite would record what zarr reads
-    there (zeros) as data, with fresh checksums. The store is left as it was.
+    Raises StoreError on an index the store does not have, or on damage in a kept episode
+    (a chunk file gone, rows that fail their checksums): the rewrite would record what zarr
+    reads there (zeros) as data, with fresh checksums. Damage inside the deleted episodes
+    is no obstacle: their rows are not read. The store is left as it was.
     """
     store._require_writable()
     drop = {store._check_index(i) for i in indices}
     keep = [i for i in range(len(store)) if i not in drop]
-    require_intact(store)
+    require_intact(store, dropping=drop)
     staging = store.path.with_name(store.path.name + COMPACTING_SUFFIX)
     shutil.rmtree(staging, ignore_errors=True)
     settings = dataclasses.replace(store.settings)

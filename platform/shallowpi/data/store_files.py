@@ -18,7 +18,7 @@ import fcntl
 import itertools
 import os
 import shlex
-from collections.abc import Iterator, Sized
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,19 +138,45 @@ def file_problems(store: EpisodeStore) -> list[str]:
     return scan_files(store).problems
 
 
-def require_intact(store: EpisodeStore) -> None:
+def require_intact(store: EpisodeStore, dropping: Iterable[int] = ()) -> None:
     """Raise a one-line StoreError naming the array and rows if any committed row is
-    missing (an array shorter than meta/episode_ends, or a chunk file gone).
+    missing (an array shorter than meta/episode_ends, or a chunk file gone), outside the
+    episodes `dropping` (a delete need not read the rows it removes: deleting the damaged
+    episodes is how the rest of a store is saved). Where the damage lies in whole
+    episodes, the message names the delete that keeps the others.
 
     The cheap part of `dataset check` (no decoding): what `train`, `export` and `eval`
     run before reading a store as data, so zarr's zero fill never passes for recorded
     values.
     """
-    problems = file_problems(store)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise StoreError(f"{store.path.name} is damaged: {problems[0]}{more}; "
-                         f"`platform dataset check {shlex.quote(str(store.path))}` lists it all")
+    scan = scan_files(store)
+    if not scan.problems:
+        return
+    damaged = damaged_episodes(store, scan)
+    if damaged is not None and damaged <= set(dropping):
+        return
+    more = f" (and {len(scan.problems) - 1} more)" if len(scan.problems) > 1 else ""
+    where = shlex.quote(str(store.path))
+    salvage = "" if damaged is None else (
+        f"; `platform dataset delete {where} --episode {' '.join(map(str, sorted(damaged)))}` keeps the rest")
+    raise StoreError(f"{store.path.name} is damaged: {scan.problems[0]}{more}; "
+                     f"`platform dataset check {where}` lists it all{salvage}")
+
+
+def damaged_episodes(store: EpisodeStore, scan: FileScan) -> set[int] | None:
+    """The committed episodes with a row `scan` found missing (a chunk file gone, an array
+    cut short); None when an array is lost whole (no readable .zarray: every episode)."""
+    if any(name not in scan.rows for name in array_names(store)):
+        return None
+    ends, end = store.episode_ends, store.num_frames
+    damaged: set[int] = set()
+    for ranges in scan.missing.values():
+        for start, stop in ranges:
+            damaged.update(_episode_indices(ends, start, stop))
+    for rows in scan.rows.values():
+        if rows < end:
+            damaged.update(_episode_indices(ends, rows, end))
+    return damaged
 
 
 def _chunk_files(folder: Path, info: dict) -> tuple[set[str], str]:
