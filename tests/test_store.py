@@ -116,6 +116,26 @@ def test_interrupted_delete_swap_is_finished_on_open(tmp_path):
     assert not (tmp_path / "s.zarr.old").exists()
 
 
+def test_a_delete_cut_after_its_second_rename_never_brings_the_deleted_episodes_back(tmp_path):
+    """Killed after the compacted store went in but before the old copy was removed, a
+    delete leaves `s.zarr.old`. Once `s.zarr` was renamed by hand, any open (a `dataset
+    list`) moved the old copy, deleted episodes and all, back in as `s.zarr`: a `record
+    --dataset s` then appended to it. The old copy comes back only while the swap's other
+    half (`s.zarr.compacting`) says it was cut; the store's next writable open removes it."""
+    from shallowpi.data.store import iter_stores
+
+    make_store(tmp_path / "s.zarr", episodes=3, length=5).close()
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.old")  # the store before its delete
+    with EpisodeStore.open(tmp_path / "s.zarr", mode="a"):  # the delete, done; its old copy left
+        assert not (tmp_path / "s.zarr.old").exists()  # the writer's open removes a finished swap's leftover
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.old")
+    (tmp_path / "s.zarr").rename(tmp_path / "s_v2.zarr")
+    assert list(iter_stores(tmp_path)) == [tmp_path / "s_v2.zarr"]
+    with pytest.raises(StoreError, match="no dataset at"):
+        EpisodeStore.open(tmp_path / "s.zarr")
+    assert not (tmp_path / "s.zarr").exists() and len(EpisodeStore.open(tmp_path / "s_v2.zarr")) == 3
+
+
 def test_a_swap_cut_between_its_renames_is_listed_and_never_taken_for_a_free_name(tmp_path):
     """Only `s.zarr.old` and a complete `s.zarr.compacting` there: `dataset list` showed
     nothing, and a `record` (or merge, import) into that name made a fresh store, after

@@ -103,6 +103,29 @@ def test_deleting_the_damaged_episodes_saves_the_rest_of_the_store(tmp_path):
         store.delete_episodes([2])
 
 
+def test_a_check_during_which_the_store_is_edited_reports_no_damage_and_says_to_run_it_again(tmp_path):
+    """A recorder's d (the last episode dropped) landing while `dataset check` decoded the
+    frames: the frames are read from their files, so the dropped episode's frames showed as
+    "missing", and the check said the healthy store was damaged (exit 1)."""
+    from shallowpi.errors import StoreEditedError
+
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=3, length=20).close()
+    dropped = []
+
+    def drop_the_last_once(done: int, total: int) -> None:
+        if not dropped:
+            with EpisodeStore.open(path, mode="a") as writer:
+                dropped.append(writer.drop_last_episode())
+
+    with EpisodeStore.open(path) as store, pytest.raises(StoreEditedError, match=r"s\.zarr was edited while it "
+                                                                              r"was checked .* run the check again"):
+        check_store(store, workers=1, progress=drop_the_last_once)
+    assert dropped
+    with EpisodeStore.open(path) as store:  # checked again: sound, one episode shorter
+        assert len(store) == 2 and check_store(store).ok
+
+
 def test_merge_refuses_to_encode_frames_again_lossily(tmp_path):
     """Frames copy as their bytes only between stores that encode them alike; otherwise a
     merge re-encodes them with the first store's codec. Into a lossless store nothing is

@@ -50,3 +50,9 @@ class StoreError(PlatformError):
     """A dataset store that is missing, corrupt, foreign or used wrongly."""
 
     exit_code = 3
+
+
+class StoreEditedError(StoreError):
+    """A store edited (renumbered by a delete, its last episode dropped) while a reader had
+    it open: what the reader read since is of no one store. Opening it again is the fix;
+    the store itself is sound."""

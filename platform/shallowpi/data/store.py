@@ -72,7 +72,7 @@ from shallowpi.data.durable_io import (
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path
-from shallowpi.errors import StoreError
+from shallowpi.errors import StoreEditedError, StoreError
 
 if TYPE_CHECKING:
     from shallowpi.data.episode_writer import EpisodeWriter
@@ -300,8 +300,10 @@ class EpisodeStore:
                 if mode == "a" or store._stamp() == store._seen:
                     break
             if mode == "a":
-                # We hold the lock, so a compaction copy beside the store is a dead one.
+                # We hold the lock, so a compaction copy beside the store is a dead one, and
+                # an old copy the swap of a finished delete left (it was cut before removing it).
                 shutil.rmtree(path.with_name(path.name + COMPACTING_SUFFIX), ignore_errors=True)
+                shutil.rmtree(path.with_name(path.name + ".old"), ignore_errors=True)
                 store._recover(sweep=died)
                 if store.layout < LAYOUT:
                     from shallowpi.data.store_layout1 import move_to_layout_2
@@ -324,7 +326,7 @@ class EpisodeStore:
     ) -> EpisodeStore:
         """Append to `path` if it exists (same features required), else create it."""
         path = Path(path)
-        if not path.exists() and not path.with_name(path.name + ".old").exists():
+        if not name_taken(path):
             return cls.create(path, features, settings)
         store = cls.open(path, mode="a")
         if dict(features) != store.features:
@@ -536,6 +538,16 @@ class EpisodeStore:
         takes cut the last episode, whose rows the next take fills again)."""
         return self._created, self._edits
 
+    def require_unchanged(self, error: StoreEditedError | None = None) -> None:
+        """Raise `error` (default: the reader's own StoreEditedError) if the store was edited
+        since it was opened, looking now whatever was looked at last; for a reader that read
+        files past `read` (a check decoding frames from their chunk files)."""
+        self._reread_at = float("-inf")
+        try:
+            self._require_unchanged()
+        except StoreEditedError as edited:
+            raise (error or edited) from None
+
     def _require_unchanged(self) -> None:
         """A reader's files are read lazily (frames, episode metadata) beside numbers and
         episode boundaries read at open: a `dataset delete` that swapped a compacted copy in
@@ -557,7 +569,7 @@ class EpisodeStore:
         except (OSError, ValueError, AttributeError, StoreError):
             now = None  # mid-swap: the folder is being replaced
         if now != self.identity:
-            raise StoreError(f"{self.path.name} was edited while this reader had it open (a `platform dataset "
+            raise StoreEditedError(f"{self.path.name} was edited while this reader had it open (a `platform dataset "
                              "delete` numbers its rows anew; a recorder's d or r records the last episode "
                              "again): open it again")
         self._seen = stamp
@@ -771,7 +783,10 @@ def _finish_interrupted_swap(path: Path) -> None:
     """A delete swaps a compacted copy in with two renames; finish a swap cut in between.
 
     Only called when `path` is missing: the compacted copy goes in if it was complete,
-    else the original comes back.
+    else the original comes back. Only while the copy is there: a swap cut after its
+    second rename leaves `NAME.zarr.old` alone beside the new store (the writer's next open
+    removes it), and once that store was renamed or removed by hand, bringing the old copy
+    back would resurrect the episodes the delete removed.
     """
     staging = path.with_name(path.name + COMPACTING_SUFFIX)
     old = path.with_name(path.name + ".old")
@@ -779,14 +794,16 @@ def _finish_interrupted_swap(path: Path) -> None:
         (staging / ".complete").unlink()
         os.replace(staging, path)
         shutil.rmtree(old, ignore_errors=True)
-    elif old.exists():
+    elif old.exists() and staging.exists():
         os.replace(old, path)
 
 
 def iter_stores(root: Path) -> Iterator[Path]:
     """The stores under a data root, by name; one whose delete was cut between its two
-    renames (only `NAME.zarr.old` there) too, under its name: opening it finishes the swap."""
+    renames (`NAME.zarr.old` and `NAME.zarr.compacting` there) too, under its name: opening
+    it finishes the swap."""
     if root.is_dir():
         names = {p.name for p in root.iterdir() if p.suffix == ".zarr" and p.is_dir()}
-        names |= {p.name.removesuffix(".old") for p in root.iterdir() if p.name.endswith(".zarr.old") and p.is_dir()}
+        names |= {p.name.removesuffix(".old") for p in root.iterdir() if p.name.endswith(".zarr.old") and p.is_dir()
+                  and p.with_name(p.name.removesuffix(".old") + COMPACTING_SUFFIX).is_dir()}
         yield from sorted(root / name for name in names)
