@@ -88,6 +88,12 @@ def test_deleting_the_damaged_episodes_saves_the_rest_of_the_store(tmp_path):
     with EpisodeStore.open(path) as store, pytest.raises(StoreError) as refused:
         require_intact(store)
     assert str(refused.value).endswith(f"`platform dataset delete {path} --episode 1` keeps the rest")
+    # `dataset check` names both and exits 1 (it stopped at the metadata, exit 3, naming nothing else)
+    checked = _check_cli(path)
+    assert checked.returncode == 1, checked.stderr
+    said = checked.stdout + checked.stderr
+    assert "episode 2: its metadata file (episodes/2.json) does not read, so its rows are not judged" in said
+    assert "rows 25 (episode 1) would read as zeros" in said
     # the flag repeated deletes both (it deleted only the last, silently)
     deleted = subprocess.run(platform_cmd("dataset", "delete", str(path), "--episode", "1", "--episode", "2",
                                           "--yes"), env=subprocess_env(), capture_output=True, text=True, timeout=120)

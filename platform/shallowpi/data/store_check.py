@@ -85,10 +85,11 @@ def check_store(
     if files.tail.writer is not None or not files.tail.empty:
         report.tail = files.tail
         report.notes.append(files.tail.describe(store))
-    _check_mixing(store, report)
+    infos = _episode_infos(store, report)
+    _check_mixing(store, [i for i in infos if i is not None], report)
     for name in array_names(store):
         if name in files.rows and not _is_image(store, name):
-            _check_numeric(store, name, files, report)
+            _check_numeric(store, name, files, infos, report)
     _check_frames(store, files, decode_images, workers or _cores(), pool, progress, report)
     # The frames are read from their files directly, past the reader's edit check: an edit
     # meanwhile shows as frames "missing" from rows that were renumbered. Asked once more.
@@ -121,16 +122,30 @@ def repair_store(store_path: os.PathLike[str] | str) -> Tail:
 # --- the episodes agree -----------------------------------------------------------------
 
 
-def _check_mixing(store: EpisodeStore, report: CheckReport) -> None:
-    """The rules of store_rules, judged on episodes already in the store (older stores,
-    or ones written elsewhere, may break them)."""
-    if len(mixed_fps(store.episodes)) > 1:
-        rates = _groups_text(_grouped(store, lambda e: float(e.fps)), lambda fps: f"{fps:g} Hz")
+def _episode_infos(store: EpisodeStore, report: CheckReport) -> list[EpisodeInfo | None]:
+    """Every committed episode's metadata, None (and a problem) for one whose file does not
+    read: the check goes on with the others (it stopped at the first, exit 3, naming one)."""
+    infos: list[EpisodeInfo | None] = []
+    for index in range(len(store)):
+        try:
+            infos.append(store.episode(index))
+        except StoreError:
+            infos.append(None)
+            report.problems.append(f"episode {index}: its metadata file (episodes/{index}.json) does not read, so "
+                                   f"its rows are not judged; `platform dataset delete` it to keep the rest")
+    return infos
+
+
+def _check_mixing(store: EpisodeStore, episodes: list[EpisodeInfo], report: CheckReport) -> None:
+    """The rules of store_rules, judged on the `episodes` already in the store (older
+    stores, or ones written elsewhere, may break them)."""
+    if len(mixed_fps(episodes)) > 1:
+        rates = _groups_text(_grouped(episodes, lambda e: float(e.fps)), lambda fps: f"{fps:g} Hz")
         report.problems.append(
             f"episodes mix frame rates: {rates}; a window of rows would span different times: keep one rate "
             "a dataset (`platform dataset delete` the others in a copy, or record them into another dataset)")
     # An episode without a calibration id (a LeRobot import) is compared with none.
-    by_calibration = {c: i for c, i in _grouped(store, lambda e: e.calibration_id).items() if c}
+    by_calibration = {c: i for c, i in _grouped(episodes, lambda e: e.calibration_id).items() if c}
     if len(by_calibration) > 1 and not store.summary.allow_mixed_calibration:
         ids = _groups_text(by_calibration, str)
         report.warnings.append(
@@ -138,9 +153,9 @@ def _check_mixing(store: EpisodeStore, report: CheckReport) -> None:
             "(re-record, or accept it with --allow-mixed-calibration on the next `record --resume`)")
 
 
-def _grouped(store: EpisodeStore, key: Callable[[EpisodeInfo], Any]) -> dict[Any, list[int]]:
+def _grouped(episodes: list[EpisodeInfo], key: Callable[[EpisodeInfo], Any]) -> dict[Any, list[int]]:
     groups: dict[Any, list[int]] = {}
-    for episode in store.episodes:
+    for episode in episodes:
         groups.setdefault(key(episode), []).append(episode.index)
     return groups
 
@@ -158,7 +173,8 @@ def _is_image(store: EpisodeStore, name: str) -> bool:
     return name in store.features and store.features[name].kind is FeatureKind.IMAGE
 
 
-def _check_numeric(store: EpisodeStore, name: str, files: FileScan, report: CheckReport) -> None:
+def _check_numeric(store: EpisodeStore, name: str, files: FileScan, infos: list[EpisodeInfo | None],
+                   report: CheckReport) -> None:
     """Decode `name` block by block, then judge each episode whose rows all decoded."""
     info = store.array_info(name)
     end, block = min(files.rows[name], store.num_frames), int(info["chunks"][0])
@@ -176,8 +192,8 @@ def _check_numeric(store: EpisodeStore, name: str, files: FileScan, report: Chec
             lost.append([start, stop])
             report.problems.append(f"data/{name}: rows {describe_ranges([[start, stop]])} do not decode "
                                    f"({type(exc).__name__})")
-    for episode, (start, stop) in zip(store.episodes, _episode_spans(store.episode_ends)):
-        if stop > end or any(a < stop and start < b for a, b in lost):
+    for episode, (start, stop) in zip(infos, _episode_spans(store.episode_ends)):
+        if episode is None or stop > end or any(a < stop and start < b for a, b in lost):
             continue  # already named as missing or undecodable
         rows, where = values[start:stop], f"episode {episode.index}"
         expected = episode.checksums.get(name)
