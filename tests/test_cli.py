@@ -201,6 +201,42 @@ def test_dataset_commands_end_to_end(tmp_path):
     assert "action" in damaged.stderr and "Traceback" not in damaged.stderr
 
 
+def test_dataset_delete_asks_on_a_terminal_naming_each_episode_and_a_no_changes_nothing(tmp_path):
+    """The question showed indices only; Ctrl-D at it was an EOFError traceback; and the
+    store was opened for writing before it was asked (a writer's open cuts a killed
+    recording's tail), so a no could still change the store. On a terminal (a pty here)."""
+    import pty
+
+    from shallowpi.data import EpisodeStore
+
+    make_store(tmp_path / "kitchen.zarr", episodes=3, length=12).close()
+    before = sorted(p.name for p in (tmp_path / "kitchen.zarr").rglob("*"))
+
+    def delete_answering(answer: bytes) -> subprocess.CompletedProcess:
+        main_fd, side_fd = pty.openpty()
+        try:
+            os.write(main_fd, answer)  # read by the question once it is asked
+            return subprocess.run(platform_cmd("dataset", "delete", "kitchen", "--episode", "1", "-1",
+                                               "--data-root", str(tmp_path)),
+                                  stdin=side_fd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        finally:
+            os.close(main_fd)
+            os.close(side_fd)
+
+    for answer in (b"\x04", b"n\n"):  # Ctrl-D, then a plain no
+        declined = delete_answering(answer)
+        assert declined.returncode == 1 and "Traceback" not in declined.stderr, declined.stderr
+        assert "kitchen.zarr: delete 2 of its 3 episodes, the others numbered anew:" in declined.stdout
+        assert 'episode 1: "put the red cube in the bowl", 13 frames, recorded ' in declined.stdout
+        assert ", failed" in declined.stdout.split("episode 1:")[1].splitlines()[0]  # make_store fails every second
+        assert "nothing deleted" in declined.stdout
+        assert sorted(p.name for p in (tmp_path / "kitchen.zarr").rglob("*")) == before
+    deleted = delete_answering(b"y\n")
+    assert deleted.returncode == 0 and "kitchen.zarr: deleted 2 episode(s), 1 left" in deleted.stdout, deleted.stderr
+    with EpisodeStore.open(tmp_path / "kitchen.zarr") as store:
+        assert len(store) == 1
+
+
 def test_dataset_names_resolve_under_the_data_root(tmp_path, monkeypatch):
     from shallowpi import config
 

@@ -316,22 +316,52 @@ def joint_units(store: EpisodeStore, robot: str) -> dict[str, str]:
 def _delete(path: Path, episodes: list[int], yes: bool) -> int:
     from shallowpi.data.store import EpisodeStore
 
-    store = EpisodeStore.open(path, mode="a")
-    try:
+    from shallowpi.errors import StoreError
+
+    if not yes and not sys.stdin.isatty():
+        raise PlatformError("deleting episodes needs confirmation; pass --yes")
+    # Asked on a reader: a writer's open cuts a killed recording's tail and moves an old
+    # layout, which an answer of no must not have done.
+    with EpisodeStore.open(path) as reader:
         # By index alone: an episode whose metadata is unreadable must still be deletable.
-        doomed = sorted({store.resolve_index(i) for i in episodes})
+        doomed = sorted({reader.resolve_index(i) for i in episodes})
+        asked = reader.identity
         if not yes:
-            if not sys.stdin.isatty():
-                raise PlatformError("deleting episodes needs confirmation; pass --yes")
-            answer = input(f"delete episode(s) {', '.join(map(str, doomed))} of {path.name}? [y/N] ")
+            print(f"{path.name}: delete {len(doomed)} of its {len(reader)} episodes, the others numbered anew:")
+            for index in doomed:
+                print(f"  {_episode_line(reader, index)}")
+            try:
+                answer = input("delete them? [y/N] ")
+            except EOFError:  # Ctrl-D: a no
+                answer = ""
+                print()
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return 1
+    with EpisodeStore.open(path, mode="a") as store:
+        if store.identity != asked:  # renumbered meanwhile: the indices confirmed name other episodes
+            raise StoreError(f"{path.name} was edited while the delete waited for its answer; nothing deleted: "
+                             "run it again")
         store.delete_episodes(doomed)
         print(f"{path.name}: deleted {len(doomed)} episode(s), {len(store)} left")
-    finally:
-        store.close()
     return 0
+
+
+def _episode_line(store: EpisodeStore, index: int) -> str:
+    """'episode 3: "put the red cube in the bowl", 214 frames, recorded 2026-12-06 07:12, failed'."""
+    import time
+
+    from shallowpi.errors import StoreError
+
+    try:
+        info = store.episode(index)
+    except StoreError:
+        return f"episode {index}: its metadata file does not read"
+    start, stop = store.episode_range(index)
+    outcome = {True: ", succeeded", False: ", failed", None: ""}[info.success]
+    when = f", recorded {time.strftime('%Y-%m-%d %H:%M', time.localtime(info.start_time))}" if info.start_time else ""
+    return f'episode {index}: "{info.task}", {stop - start} frames{when}{outcome}'
+
 
 
 def _merge(paths: list[Path], out: Path, allow_mixed_calibration: bool = False,

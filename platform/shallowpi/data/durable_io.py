@@ -63,7 +63,8 @@ def take_writer_lock(folder: Path) -> tuple[int, bool]:
     except BlockingIOError:
         holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
         os.close(fd)
-        raise StoreError(f"{folder.name} is being written by {holder}; stop it or record into another dataset") from None
+        raise StoreError(f"{folder.name} is being written by {holder}; wait for it or stop it (a recording: or record "
+                         "into another dataset)") from None
     died = os.fstat(fd).st_size > 0
     os.ftruncate(fd, 0)
     os.write(fd, f"pid {os.getpid()}".encode())
