@@ -315,7 +315,6 @@ def joint_units(store: EpisodeStore, robot: str) -> dict[str, str]:
 
 def _delete(path: Path, episodes: list[int], yes: bool) -> int:
     from shallowpi.data.store import EpisodeStore
-
     from shallowpi.errors import StoreError
 
     if not yes and not sys.stdin.isatty():
