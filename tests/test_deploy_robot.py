@@ -299,7 +299,11 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     """The robot's first motion (to the start pose, then the policy) came a few seconds after
     launch, unannounced. Now, the backend warm and torque on, the robot holds and the
     command waits for Enter on its terminal (a pseudo-terminal here): the servos' goals do
-    not change while it waits, and the episode runs once Enter is pressed."""
+    not change while it waits, and the episode runs once Enter is pressed. After the last
+    episode torque went off at once, dropping the arm wherever it ended: it holds, torque
+    on, until Enter again."""
+    from shallowpi.telemetry.executor_status import ExecutorState
+
     import pty
     import sys
 
@@ -308,6 +312,7 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     main, side = pty.openpty()
     monkeypatch.setattr(sys, "stdin", os.fdopen(side, "r"))
     waited: list[dict] = []
+    held: list[list[bool]] = []
     with emulated("arm") as (spec, chains), _FrontCamera() as camera:
         servos = chains["follower"].servos
 
@@ -317,6 +322,10 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
             waited.append({i: s.get("goal_position") for i, s in servos.items()})
             time.sleep(0.5)
             waited.append({i: s.get("goal_position") for i, s in servos.items()})
+            os.write(main, b"\n")
+            _watch_executor(tmp_path / "deploy.sock", lambda status: status.state is ExecutorState.DONE)
+            time.sleep(1.0)
+            held.append([s.torque for s in servos.values()])
             os.write(main, b"\n")
 
         words = [w for w in _deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "1",
@@ -328,6 +337,7 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
         code = args.run(args, camera_devices=lambda: [camera.device.device])
         presser.join(5)
         after = {i: s.get("goal_position") for i, s in servos.items()}
+        torque_after = [s.torque for s in servos.values()]
     os.close(main)
     out = capsys.readouterr().out
     assert code == 0, out
@@ -335,6 +345,9 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     assert len(waited) == 2 and waited[0] == waited[1], "the robot moved before Enter"
     assert after != waited[1], "the policy never moved the robot after Enter"
     assert "1 episodes, success not judged" in out, out
+    assert "the episodes are done; the robot holds its pose with torque on: support it, then press Enter" in out
+    assert held and all(held[0]), "torque went off before the operator released the arm"
+    assert not any(torque_after)
 
 
 def test_camera_aspects_that_letterbox_to_the_same_picture_pass_and_the_flag_runs_another():

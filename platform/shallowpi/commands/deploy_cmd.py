@@ -24,9 +24,11 @@ Without --sim it drives the robot of --robot (configs/robot/) on its configured 
 clock; --task is the instruction; before each episode the robot holds for --reset-time-s
 while the scene is set; success is not judged (keep the episodes with --record). An
 uncalibrated robot is refused unless --allow-uncalibrated. Once the backend is warm it
-waits for Enter before the robot first moves (--yes: it does not). When the run ends torque goes
-off and the arm goes limp: support it. After a policy or camera fault it holds its pose
-with torque on until the operator stops or e-stops.
+waits for Enter before the robot first moves, and after the last episode it holds its pose
+until Enter (or the dashboard's s) releases it: support the arm, torque then goes off
+(--yes: neither wait; torque off at the end). A stop (s, Ctrl-C) turns torque off after
+the run. After a policy or camera fault it holds its pose with torque on until the
+operator stops or e-stops.
 
 --sim direct runs the twin in-process, --sim stack behind emulated servos and software
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
@@ -280,6 +282,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         if target.on_hardware and executor.held_after_fault:
             _hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
         executor.done(len(reports))
+        if target.on_hardware and not args.yes and not executor.stopped:
+            _hold_until_released(executor, publish, say, keys=dashboard is not None)
     finally:
         try:
             putting_away.set()  # a signal from here on waits for torque off instead of cutting it short
@@ -398,18 +402,46 @@ def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None],
         "stop with Ctrl-C (torque off), or from `platform monitor --control`"
     say(f"stopped on a fault the servos survive ({fault}); the robot holds its pose with torque on: "
         f"support it, then {ways}")
+    _hold_with_torque(executor, publish, say, lambda: not executor.held_after_fault, period_s)
+
+
+def _hold_until_released(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None], keys: bool,
+                         period_s: float = 0.1) -> None:
+    """Every episode ran, and torque going off now would drop the arms wherever the last
+    one left them: the robot holds its pose until the operator, supporting it, releases it
+    with Enter (without the dashboard) or the dashboard's s, or Ctrl-C; then `platform
+    deploy` turns torque off. Not with --yes (nobody attends: torque off at once)."""
+    how = "press s (torque off) or e" if keys else "press Enter (torque off)"
+    executor.status.message = f"{executor.status.message}; holding with torque on: support the arm, then {how}"
+    if not keys:
+        print(f"the episodes are done; the robot holds its pose with torque on: support it, then {how}", flush=True)
+    _hold_with_torque(executor, publish, say, lambda: executor.stopped, period_s, enter=not keys)
+
+
+def _hold_with_torque(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
+                      until: Callable[[], bool], period_s: float, enter: bool = False) -> None:
+    """The robot holds its last command, torque on, until `until()` (or Enter on the
+    terminal, with `enter`): the status goes on being published, the dashboard's commands
+    obeyed and the servos' alarms read once a second (a servo may overload holding: then
+    torque off)."""
+    import select
+
     checked = time.monotonic()
-    while executor.held_after_fault:
+    while not until():
         publish(executor.status)
-        if time.monotonic() - checked >= 1.0:  # as observe() does while it runs: a servo may overload holding
+        if time.monotonic() - checked >= 1.0:  # as observe() does while it runs
             checked = time.monotonic()
             try:
                 executor.robot.check_faults()
             except PlatformError as exc:
                 say(f"a servo fault while the robot held: {exc}; torque off")
                 executor.estop()
-                break
-        time.sleep(period_s)
+                return
+        if not enter:
+            time.sleep(period_s)
+        elif select.select([sys.stdin], [], [], period_s)[0]:
+            sys.stdin.readline()
+            return
 
 
 def _obey(executor: Any, command: Any) -> None:
