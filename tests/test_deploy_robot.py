@@ -302,10 +302,10 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     not change while it waits, and the episode runs once Enter is pressed. After the last
     episode torque went off at once, dropping the arm wherever it ended: it holds, torque
     on, until Enter again."""
-    from shallowpi.telemetry.executor_status import ExecutorState
-
     import pty
     import sys
+
+    from shallowpi.telemetry.executor_status import ExecutorState
 
     arm = robot_spec("arm")
     ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
