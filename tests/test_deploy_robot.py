@@ -285,6 +285,12 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
         args = parse_command(_deploy_words(ckpt, arm, tmp_path, *extra))
         with pytest.raises(PlatformError, match=re.escape(message)):  # ConfigError, CalibrationError: one line each
             args.run(args)
+    # --speed-scale only slows the robot, and only the robot
+    for extra, message in ((["--speed-scale", "2"], "--speed-scale must be in (0, 1]: it can only slow the robot"),
+                           (["--sim", "--speed-scale", "0.5"], "--speed-scale, --allow-uncalibrated")):
+        args = parse_command(_deploy_words(seven, arm, tmp_path, "--task", "wave", *extra))
+        with pytest.raises(PlatformError, match=re.escape(message)):
+            args.run(args)
     # Without --yes it waits for Enter before the robot first moves: with no terminal to
     # press it on (pytest's stdin is none), refused before any port opens.
     words = [w for w in _deploy_words(seven, arm, tmp_path, "--task", "wave", "--allow-uncalibrated") if w != "--yes"]

@@ -67,6 +67,23 @@ def test_config_errors_are_one_line_and_name_the_key():
     assert parse_ports("follower=/dev/pts/3,leader=/dev/pts/4") == {"follower": "/dev/pts/3", "leader": "/dev/pts/4"}
 
 
+def test_a_speed_scale_slows_every_command_of_the_robot():
+    """`deploy --speed-scale 0.5` (a new policy's first run): every joint's top speed, the
+    bound each command goes through, halved; a goal far away moves half as far a command."""
+    full = robot_spec("arm")
+    half = full.with_speed_scale(0.5)
+    assert [j.max_velocity for j in half.joints] == [0.5 * j.max_velocity for j in full.joints]
+    with pytest.raises(ConfigError, match=r"a speed scale must be in \(0, 1\], got 1.5"):
+        full.with_speed_scale(1.5)
+    with emulated("arm") as (spec, chains), DynamixelRobot(spec.with_speed_scale(0.5), UNCALIBRATED,
+                                                            clock=None) as robot:
+        start = robot.observe().state.astype(np.float64)
+        sent = robot.act(np.clip(start + 10.0, robot.lower, robot.upper))
+        step = np.array([j.max_velocity for j in full.joints]) / full.fps
+        moved = np.abs(np.asarray(sent, np.float64) - start)
+        assert np.all(moved <= 0.5 * step + 1e-6) and np.any(moved > 0.4 * step), (moved, step)
+
+
 def test_act_never_exceeds_limits_or_the_velocity_bound():
     rng = np.random.default_rng(0)
     # clock=None: a step a call (the bound in time, up to 1.25 steps, is test_robot_speed_bound's)

@@ -88,6 +88,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", action="store_true",
                         help="robot: start without asking (by default, once the backend is warm, it waits for Enter "
                              "before the robot first moves); for a run nobody attends, with an e-stop within reach")
+    parser.add_argument("--speed-scale", type=at_least(0, float, above=True), metavar="S",
+                        help="robot: every joint's top speed times S (0 < S <= 1; the velocity bound each command "
+                             "goes through), e.g. 0.5 for a new policy's first run; a policy then sees its arm lag "
+                             "what it was trained on")
     parser.add_argument("--allow-uncalibrated", action="store_true",
                         help="robot: run without a calibration file (raw servo angles; emulated servos)")
     parser.add_argument("--allow-calibration-change", action="store_true",
@@ -152,10 +156,12 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # robot's side runs without MuJoCo); on the robot the number only labels the episodes.
     args.seed = 1000 if args.seed is None else args.seed
     if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change
-                     or args.allow_aspect_change or args.yes):
-        raise ConfigError("--reset-time-s, --yes, --allow-uncalibrated, --allow-calibration-change and "
-                          "--allow-aspect-change are for the robot: the twin resets itself and renders the training "
-                          "frames' size")
+                     or args.allow_aspect_change or args.yes or args.speed_scale is not None):
+        raise ConfigError("--reset-time-s, --yes, --speed-scale, --allow-uncalibrated, --allow-calibration-change "
+                          "and --allow-aspect-change are for the robot: the twin resets itself, renders the training "
+                          "frames' size and moves at the speeds it was recorded at")
+    if args.speed_scale is not None and args.speed_scale > 1:
+        raise ConfigError(f"--speed-scale must be in (0, 1]: it can only slow the robot, got {args.speed_scale:g}")
     if not args.sim and not args.bundle_only and not args.yes and not sys.stdin.isatty():
         raise ConfigError("on the robot deploy waits for Enter before the robot first moves, and stdin is not a "
                           "terminal: run it in one, or pass --yes for a run nobody attends (keep an e-stop within "

@@ -261,6 +261,10 @@ def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable
         raise ConfigError("on the robot, pass the instruction to give the policy: --task \"put the red cube in the bowl\"")
     cfg = config.compose(_flag_overrides(args, robot=True))
     spec = RobotSpec.from_config(cfg.robot)
+    if (scale := getattr(args, "speed_scale", None)) is not None:
+        spec = spec.with_speed_scale(scale)
+        print(f"every joint's top speed x{scale:g} (--speed-scale): the policy's commands, the seams' ramps "
+              "and the way to the start pose alike", flush=True)
     _check_fits_robot(bundle.features, spec)
     check_joint_order(bundle.checkpoint_metadata, spec)
     calibration = load_calibration(spec.name)

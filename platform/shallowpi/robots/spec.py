@@ -12,6 +12,7 @@ Everything is validated here, once, with one-line errors that name the key to fi
 from __future__ import annotations
 
 from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,15 @@ class RobotSpec:
         buses = {n: BusSpec(n, ports.get(n, b.port), b.baud) for n, b in self.buses.items()}
         _check_ports(buses, f"robot '{self.name}'")
         return RobotSpec(self.name, self.fps, self.joints, self.cameras, buses, self.motors, self.leaders)
+
+    def with_speed_scale(self, scale: float) -> RobotSpec:
+        """The same robot with every joint's `max_velocity` times `scale` (0 < scale <= 1): the
+        per-command bound every goal goes through (Robot.act), for a slow first run of a new
+        policy. ConfigError outside (0, 1]."""
+        if not 0 < scale <= 1:
+            raise ConfigError(f"a speed scale must be in (0, 1], got {scale:g}")
+        joints = tuple(dataclasses.replace(j, max_velocity=j.max_velocity * scale) for j in self.joints)
+        return dataclasses.replace(self, joints=joints)
 
     @classmethod
     def from_config(cls, cfg: Any) -> RobotSpec:
