@@ -75,7 +75,7 @@ def test_a_speed_scale_slows_every_command_of_the_robot():
     assert [j.max_velocity for j in half.joints] == [0.5 * j.max_velocity for j in full.joints]
     with pytest.raises(ConfigError, match=r"a speed scale must be in \(0, 1\], got 1.5"):
         full.with_speed_scale(1.5)
-    with emulated("arm") as (spec, chains), DynamixelRobot(spec.with_speed_scale(0.5), UNCALIBRATED,
+    with emulated("arm") as (spec, _), DynamixelRobot(spec.with_speed_scale(0.5), UNCALIBRATED,
                                                             clock=None) as robot:
         start = robot.observe().state.astype(np.float64)
         sent = robot.act(np.clip(start + 10.0, robot.lower, robot.upper))

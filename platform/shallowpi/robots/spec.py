@@ -11,8 +11,8 @@ Everything is validated here, once, with one-line errors that name the key to fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
