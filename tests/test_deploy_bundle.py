@@ -163,7 +163,8 @@ def test_a_bundle_names_the_code_that_built_it_and_deploy_rebuilds_one_of_other_
     import argparse
 
     from shallowpi.commands.deploy_policy import policy_bundle
-    from shallowpi.deploy.bundle import MANIFEST, code_fingerprint
+    from shallowpi.deploy.bundle import MANIFEST, code_fingerprint, runtime_fingerprint
+    from shallowpi.errors import ConfigError
 
     ckpt = tiny_checkpoint(tmp_path / "ckpt")
     args = argparse.Namespace(policy=ckpt, bundle=tmp_path / "ckpt.bundle")
@@ -176,12 +177,34 @@ def test_a_bundle_names_the_code_that_built_it_and_deploy_rebuilds_one_of_other_
     rebuilt = policy_bundle(args, "torch")
     assert "it was built by other policy or export code than this" in capsys.readouterr().out
     assert rebuilt.built_by_this_code
-    # The robot side, given the bundle itself: it runs it, and says so.
+    # The robot side, given the bundle itself. Other training-side code (the model, the
+    # export) is no matter there: the graphs are the bundle's. A bundle from before the
+    # runtime fingerprint was recorded runs with a warning.
     manifest = json.loads((rebuilt.path / MANIFEST).read_text())
+    assert manifest["runtime_sha256"] == runtime_fingerprint() and "commit" in manifest
     (rebuilt.path / MANIFEST).write_text(json.dumps({**manifest, "code_sha256": "0" * 64}))
     with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_policy"):
         policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "torch")
+    assert "was built" not in caplog.text
+    old = {k: v for k, v in manifest.items() if k not in ("runtime_sha256", "commit")}
+    (rebuilt.path / MANIFEST).write_text(json.dumps({**old, "code_sha256": "0" * 64}))
+    with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_policy"):
+        policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "torch")
     assert "was built by other policy, export or preprocessing code than this installation's" in caplog.text
+    # Other robot-side code (preprocessing, tokens, action decoding or selection) would feed
+    # it other inputs or read its actions otherwise: refused on a robot, naming the commit;
+    # a warning in the twin, and with --allow-code-change.
+    (rebuilt.path / MANIFEST).write_text(json.dumps({**manifest, "runtime_sha256": "1" * 64, "commit": "abc123"}))
+    with pytest.raises(ConfigError, match=r"ckpt.bundle was built at commit abc123, whose robot-side code "
+                                          r"\(preprocessing, instruction tokens, action decoding and selection\) "
+                                          r"differs from this checkout's .*: check out that commit here, or rebuild "
+                                          r"the bundle from this checkout"):
+        policy_bundle(argparse.Namespace(policy=built.path, bundle=None, sim=None), "torch")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_policy"):
+        policy_bundle(argparse.Namespace(policy=built.path, bundle=None, sim="direct"), "torch")
+        policy_bundle(argparse.Namespace(policy=built.path, bundle=None, sim=None, allow_code_change=True), "torch")
+    assert caplog.text.count("ckpt.bundle was built at commit abc123") == 2 and "(--allow-code-change)" in caplog.text
     # ... and refuses one without the graph its backend runs (--bundle-only approved it).
     from shallowpi.errors import ConfigError
 

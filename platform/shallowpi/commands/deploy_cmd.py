@@ -97,6 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-calibration-change", action="store_true",
                         help="robot: run a policy trained under another calibration than the robot's "
                              "(only when the recalibration did not move the joints' zeros)")
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="robot: run a bundle built where the robot-side code (preprocessing, tokens, action "
+                             "decoding and selection) differs from this checkout's (refused otherwise: check out "
+                             "the commit the bundle names)")
     parser.add_argument("--allow-aspect-change", action="store_true",
                         help="robot: run a policy trained on frames of another aspect ratio than a camera's "
                              "(it will see other black bars and scale: expect it to do worse)")
@@ -156,10 +160,12 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # robot's side runs without MuJoCo); on the robot the number only labels the episodes.
     args.seed = 1000 if args.seed is None else args.seed
     if args.sim and (args.reset_time_s is not None or args.allow_uncalibrated or args.allow_calibration_change
-                     or args.allow_aspect_change or args.yes or args.speed_scale is not None):
-        raise ConfigError("--reset-time-s, --yes, --speed-scale, --allow-uncalibrated, --allow-calibration-change "
-                          "and --allow-aspect-change are for the robot: the twin resets itself, renders the training "
-                          "frames' size and moves at the speeds it was recorded at")
+                     or args.allow_aspect_change or args.yes or args.speed_scale is not None
+                     or args.allow_code_change):
+        raise ConfigError("--reset-time-s, --yes, --speed-scale, --allow-uncalibrated, --allow-calibration-change, "
+                          "--allow-code-change and --allow-aspect-change are for the robot: the twin resets itself, "
+                          "renders the training frames' size, moves at the speeds it was recorded at, and only "
+                          "warns of a bundle built by other code")
     if args.speed_scale is not None and args.speed_scale > 1:
         raise ConfigError(f"--speed-scale must be in (0, 1]: it can only slow the robot, got {args.speed_scale:g}")
     if not args.sim and not args.bundle_only and not args.yes and not sys.stdin.isatty():
@@ -185,8 +191,10 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
           else decision.message, flush=True)
     bundle = policy_bundle(args, backend_name)
     if args.bundle_only:
-        print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}): "
-              f"copy it to the robot and deploy with --policy {bundle.path.name}", flush=True)
+        at = f", built at commit {bundle.commit}" if bundle.commit else ""
+        print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}{at}): "
+              f"copy it to the robot, run that commit's code there, and deploy with --policy {bundle.path.name}",
+              flush=True)
         return 0
     target = twin_target(args, bundle) if args.sim else robot_target(args, bundle, camera_devices)
     cfg = target.cfg

@@ -41,7 +41,9 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
             # --bundle-only approved it for the robot, which then refused it.
             raise ConfigError(f"{args.policy} holds no {', '.join(missing)} graph, which the {backend} backend runs: "
                               f"rebuild it from the checkpoint with --backend {backend}")
-        if not bundle.built_by_this_code:
+        _check_runtime_code(bundle, on_robot=not getattr(args, "sim", None),
+                            allow=getattr(args, "allow_code_change", False))
+        if bundle.runs_here_as_built is None and not bundle.built_by_this_code:  # made before runtime_sha256
             log.warning("%s was built by other policy, export or preprocessing code than this installation's "
                         "(code_sha256 %s, here %s): if this checkout is the older one, update it, or rebuild the "
                         "bundle with it", args.policy, bundle.code_digest[:12] or "not recorded",
@@ -85,6 +87,27 @@ def _sha(path: Path) -> str:
     from shallowpi.deploy.bundle import sha256_of
 
     return sha256_of(path) if path.is_file() else ""
+
+
+def _check_runtime_code(bundle: Any, on_robot: bool, allow: bool) -> None:
+    """A bundle built where the robot-side code (preprocessing, instruction tokens, action
+    decoding, selection, inpainting: bundle.RUNTIME_FILES) differs from this checkout's
+    would be fed other inputs, or its actions read otherwise, than it was built for.
+    ConfigError on a robot, naming the commit it was built at, unless `allow`
+    (--allow-code-change); a warning in the twin, and with `allow`."""
+    from shallowpi.deploy.bundle import checkout_commit
+    from shallowpi.errors import ConfigError
+
+    if bundle.runs_here_as_built is not False:
+        return
+    built = f"commit {bundle.commit}" if bundle.commit else "a commit it does not record"
+    here = checkout_commit() or "a checkout without git"
+    problem = (f"{bundle.path.name} was built at {built}, whose robot-side code (preprocessing, instruction tokens, "
+               f"action decoding and selection) differs from this checkout's ({here})")
+    if on_robot and not allow:
+        raise ConfigError(f"{problem}: check out that commit here, or rebuild the bundle from this checkout "
+                          "(`platform deploy --policy CKPT --bundle-only`); --allow-code-change runs it anyway")
+    log.warning("%s%s", problem, " (--allow-code-change)" if allow else "")
 
 
 def start_state_of(bundle: Any, target: Any, speed: float | None) -> np.ndarray | None:

@@ -12,8 +12,11 @@
 The manifest also names the code that built it (`code_sha256`: the sources that decide
 what a bundle computes, the policy's and the export's and the preprocessing's): a bundle
 is rebuilt on the workstation when that code changed (its graphs would be the old code's,
-verified all the same), and the robot says so when it runs a bundle built by other code
-(an older checkout there may not read a newer bundle's settings).
+verified all the same). It names apart the code the robot runs around the graphs
+(`runtime_sha256`: camera and state preprocessing, instruction tokens, action decoding,
+action selection and inpainting) and the checkout's git commit: `platform deploy` on a
+robot whose clone runs other code there refuses the bundle (its inputs or its actions
+would not be the ones the policy was built for), naming the commit to check out.
 
 `build_bundle` writes into a sibling temporary folder and renames it into place, so a
 failed export never leaves a half-written bundle. `Bundle.load` recomputes every file's
@@ -53,6 +56,10 @@ GRAPH_NAMES = ("chunk", "prefix", "step")
 # What decides a bundle's numbers: the policy's code (the graphs are traced from it), the
 # export, and the robot side's preprocessing, which reads the bundle's config.
 CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py")
+# What the robot runs around the graphs, from the bundle's config and stats: the inputs
+# made (cameras, state, instruction tokens) and the actions decoded and chosen.
+RUNTIME_FILES = ("deploy/preprocess.py", "policy/tokenizer.py", "policy/action_space.py", "policy/inpaint.py",
+                 "policy/action_selection.py")
 
 
 def files_sha256(root: Path, patterns: Iterable[str]) -> str:
@@ -69,6 +76,29 @@ def code_fingerprint() -> str:
     """sha256 over the names and bytes of `CODE_FILES` as installed here: the code a bundle
     is built by (`code_sha256` in its manifest)."""
     return files_sha256(Path(__file__).resolve().parent.parent, CODE_FILES)
+
+
+@functools.cache
+def runtime_fingerprint() -> str:
+    """sha256 over the names and bytes of `RUNTIME_FILES` as installed here: the code a
+    robot runs around a bundle's graphs (`runtime_sha256` in its manifest)."""
+    return files_sha256(Path(__file__).resolve().parent.parent, RUNTIME_FILES)
+
+
+def checkout_commit() -> str:
+    """The git commit of the checkout this code runs from, with "+changes" when files
+    differ from it; "" where that cannot be told (no git, not a clone)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+changes" if dirty else "")
 
 
 class BundleError(PlatformError):
@@ -116,11 +146,19 @@ class Bundle:
     digest: str  # sha256 over the manifest's file table: names the bundle's exact contents
     checkpoint_digest: str  # sha256 of the checkpoint's model.safetensors it was built from
     code_digest: str = ""  # code_fingerprint() of the code that built it ("" before it was recorded)
+    runtime_digest: str = ""  # runtime_fingerprint() there ("" before it was recorded)
+    commit: str = ""  # the building checkout's git commit (checkout_commit), "" where unknown
 
     @property
     def built_by_this_code(self) -> bool:
         """Whether this installation's policy, export and preprocessing code built it."""
         return self.code_digest == code_fingerprint()
+
+    @property
+    def runs_here_as_built(self) -> bool | None:
+        """Whether the code this robot runs around the graphs is the code the bundle was
+        built with (None: the bundle does not record it)."""
+        return self.runtime_digest == runtime_fingerprint() if self.runtime_digest else None
 
     @property
     def weights(self) -> Path:
@@ -156,6 +194,8 @@ class Bundle:
             digest=table_digest(files),
             checkpoint_digest=files["model.safetensors"]["sha256"],
             code_digest=str(manifest.get("code_sha256", "")),
+            runtime_digest=str(manifest.get("runtime_sha256", "")),
+            commit=str(manifest.get("commit", "")),
         )
 
 
@@ -267,7 +307,8 @@ def build_bundle(
             (tmp / "graphs").mkdir()
             export_graphs(policy, tmp / "graphs", graphs, num_steps=steps)
         write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "code_sha256": code_fingerprint()},
+                             "code_sha256": code_fingerprint(), "runtime_sha256": runtime_fingerprint(),
+                             "commit": checkout_commit()},
                        version=2 if policy.cfg.delta_dims else 1)
         if out.exists():
             shutil.rmtree(out)
