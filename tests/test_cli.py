@@ -386,6 +386,28 @@ def test_a_read_only_data_root_gives_one_line(args, names, tmp_path):
     assert sorted(p.relative_to(ro) for p in ro.rglob("*")) == before
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["48k", "160k"])  # full while the store is made / while frames are linked
+def test_a_merge_onto_a_full_disk_is_one_line_and_leaves_no_folder_taking_space(tmp_path, size):
+    """On a full disk a merge (and a delete's compaction, through the same store creation)
+    left `both.zarr.merging.creating` taking space under a name nothing opens or removes,
+    and said to "choose a writable location"; a frame link that failed named the source
+    store's file, as if the input's disk were full."""
+    from disk_fixtures import small_disk
+
+    make_store(tmp_path / "a.zarr", episodes=3, length=30).close()
+    make_store(tmp_path / "b.zarr", episodes=3, length=30, seed=1).close()
+    with small_disk(tmp_path / "full", size) as full:
+        merged = run("dataset", "merge", str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr"),
+                     "--out", str(full / "both.zarr"))
+        left = sorted(p.name for p in full.iterdir())
+    last = merged.stderr.strip().splitlines()[-1]
+    assert merged.returncode == 2 and "Traceback" not in merged.stderr, merged.stderr
+    assert last.startswith("error: ") and "no space left on the device" in last, last
+    assert "writable location" not in last and str(tmp_path / "a.zarr") not in last, last
+    assert left == [], left
+
+
 @pytest.mark.parametrize(
     ("code", "expected"),
     [

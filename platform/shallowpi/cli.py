@@ -269,6 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("shallowpi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # zarr writes through asyncio: when one chunk write fails (a full disk) the others'
+        # failures are "never retrieved" and asyncio logs each with a traceback, after the
+        # one-line error that the first failure already became.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     package = Path(__file__).resolve().parent  # <checkout>/platform/shallowpi
     checkout = other_checkout(Path.cwd(), package)
     if checkout is not None:
@@ -311,8 +316,12 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     reason = FILE_SYSTEM_ERRORS.get(exc.errno or 0)
     if reason is None:
         return None
-    raw = exc.filename if exc.filename is not None else exc.filename2
-    if raw is None:
+    # A call on two paths (os.link, os.replace) names the source first, but the write that
+    # failed is the destination's: a full output disk read as the input store's.
+    raw = exc.filename2 if exc.filename2 is not None else exc.filename
+    if raw is None:  # zarr's writes, among others, raise without the file's name
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{reason}: free space on the disk this command writes to, or write to another disk"
         return f"{reason} ({exc.strerror}); choose a writable location"
     path = os.fsdecode(raw)
     argument = _argument_choosing(Path(path), args, parser)

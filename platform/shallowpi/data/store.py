@@ -226,6 +226,20 @@ class EpisodeStore:
         image_codec(settings.image_codec, settings.image_quality)  # validate the name early
         staging = path.with_name(path.name + ".creating")
         shutil.rmtree(staging, ignore_errors=True)
+        try:
+            cls._build(staging, features, settings, version)
+        except BaseException:  # a full disk: what was made would hold its space, under a name nothing opens
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # A store appears under its name complete or not at all.
+        os.replace(staging, path)
+        if settings.durable:
+            fsync_path(path.parent)
+        return cls.open(path, mode="a")
+
+    @classmethod
+    def _build(cls, staging: Path, features: Mapping[str, Feature], settings: StoreSettings, version: int) -> None:
+        """The empty store's arrays, metadata and header, written (and synced) at `staging`."""
         group = zarr_compat.open_group(staging, mode="w")
         data = group.require_group("data")
         for key, feature in features.items():
@@ -252,11 +266,6 @@ class EpisodeStore:
                 for name in files:
                     fsync_path(os.path.join(folder, name))
                 fsync_path(folder)
-        # A store appears under its name complete or not at all.
-        os.replace(staging, path)
-        if settings.durable:
-            fsync_path(path.parent)
-        return cls.open(path, mode="a")
 
     @staticmethod
     def _create_feature_arrays(data: Any, key: str, feature: Feature, settings: StoreSettings) -> None:
