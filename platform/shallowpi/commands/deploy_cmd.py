@@ -266,7 +266,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; {delay}")
         if target.on_hardware and not args.yes and not executor.stopped:
             printer.flush()
-            _wait_for_go(executor, publish, args.episodes)
+            _wait_for_go(executor, publish, say, args.episodes)
         if use_tui and not executor.stopped:  # its own process: repaints must not take the GIL from the loop
             from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 
@@ -384,23 +384,18 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
     return None
 
 
-def _wait_for_go(executor: Any, publish: Callable[[Any], None], episodes: int, period_s: float = 0.2) -> None:
+def _wait_for_go(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None], episodes: int,
+                 period_s: float = 0.2) -> None:
     """Before the robot first moves (to the demonstrations' start pose, then the policy):
     wait for Enter on the terminal, the robot holding where it is (torque on since connect).
-    Ctrl-C, a signal or a dashboard's stop ends the wait, and the run, without a move; the
-    status goes on being published meanwhile (`platform monitor` shows the robot holding).
-    The robot's first motion came a few seconds after launch, unannounced."""
-    import select
-
+    Ctrl-C, a signal, a dashboard's stop or the end of input ends the wait, and the run,
+    without a move; meanwhile the status is published (`platform monitor` shows the robot
+    holding) and the servos' alarms read. The robot's first motion came a few seconds after
+    launch, unannounced."""
     print(f"the robot holds; on Enter it moves to its start pose, then runs the policy for {episodes} "
           "episode(s). Clear the workspace, keep the e-stop within reach, then press Enter (Ctrl-C: stop, "
           "torque off)", flush=True)
-    while not executor.stopped:
-        publish(executor.status)
-        if select.select([sys.stdin], [], [], period_s)[0]:
-            if not sys.stdin.readline():  # end of input: nobody is there to press Enter
-                executor.stop()
-            return
+    _hold_with_torque(executor, publish, say, lambda: executor.stopped, period_s, enter=True)
 
 
 def _hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
@@ -454,7 +449,8 @@ def _hold_with_torque(executor: Any, publish: Callable[[Any], None], say: Callab
         if not enter:
             time.sleep(period_s)
         elif select.select([sys.stdin], [], [], period_s)[0]:
-            sys.stdin.readline()
+            if not sys.stdin.readline():  # the end of input: nobody is there to press Enter
+                executor.stop()
             return
 
 
