@@ -202,3 +202,15 @@ def test_the_disk_budget_measures_episodes_and_refuses_one_that_cannot_fit(tmp_p
             reserved.require_reserve()
         with pytest.raises(DiskSpaceError, match="no room for episode 0: "):
             reserved.check_room(0)
+
+
+def test_a_failed_rename_is_described_by_the_file_it_was_writing():
+    """A chunk file goes into place by a rename from its .partial: an OSError of such a call
+    names the source first, and the line named the finished write's source, not the file
+    the full disk refused."""
+    from shallowpi.record.writer import describe_failure
+
+    refused = OSError(errno.ENOSPC, "No space left on device", "/d/s.zarr/data/a/3.0.partial", None,
+                      "/d/s.zarr/data/a/3.0")
+    line = str(describe_failure(refused, "/d/s.zarr"))
+    assert line.startswith("writing /d/s.zarr failed: the disk is full (ENOSPC at /d/s.zarr/data/a/3.0); "), line

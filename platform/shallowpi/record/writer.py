@@ -116,7 +116,9 @@ def describe_failure(exc: BaseException, store_path: os.PathLike[str] | str) -> 
     if seen is not None:
         what, fix = _OS_FAILURES.get(seen.errno, (os.strerror(seen.errno), "check the disk"))
         code = errno.errorcode.get(seen.errno, str(seen.errno))
-        where = f" at {seen.filename}" if seen.filename else ""
+        # Of a call on two paths (a chunk file's rename into place) the destination's write failed.
+        failed_at = seen.filename2 if seen.filename2 is not None else seen.filename
+        where = f" at {failed_at}" if failed_at else ""
         return WriterError(f"writing {name} failed: {what} ({code}{where}); {fix}")
     if isinstance(exc, PlatformError):
         return WriterError(f"writing {name} failed: {exc}")
