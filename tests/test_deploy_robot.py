@@ -305,12 +305,14 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     """The robot's first motion (to the start pose, then the policy) came a few seconds after
     launch, unannounced. Now, the backend warm and torque on, the robot holds and the
     command waits for Enter on its terminal (a pseudo-terminal here): the servos' goals do
-    not change while it waits, and the episode runs once Enter is pressed. After the last
+    not change while it waits (an Enter typed during the warm-up is no answer), and the
+    episode runs once Enter is pressed. After the last
     episode torque went off at once, dropping the arm wherever it ended: it holds, torque
     on, until Enter again."""
     import pty
     import sys
 
+    from shallowpi.commands.deploy_cmd import WAITING_FOR_GO
     from shallowpi.telemetry.executor_status import ExecutorState
 
     arm = robot_spec("arm")
@@ -319,14 +321,18 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     monkeypatch.setattr(sys, "stdin", os.fdopen(side, "r"))
     waited: list[dict] = []
     held: list[list[bool]] = []
+    states: list = []  # the executor's, as published until it waited for Enter
     with emulated("arm") as (spec, chains), _FrontCamera() as camera:
         servos = chains["follower"].servos
 
         def press_enter_later() -> None:
-            _watch_executor(tmp_path / "deploy.sock", lambda status: True)  # connected, publishing
-            time.sleep(1.5)  # an episode of 1 s would be under way by now
+            def waiting_for_go(status) -> bool:
+                states.append(status.state)
+                return status.message == WAITING_FOR_GO
+
+            _watch_executor(tmp_path / "deploy.sock", waiting_for_go)  # the Enter typed ahead did not answer
             waited.append({i: s.get("goal_position") for i, s in servos.items()})
-            time.sleep(0.5)
+            time.sleep(1.5)  # an episode of 1 s would be under way by now
             waited.append({i: s.get("goal_position") for i, s in servos.items()})
             os.write(main, b"\n")
             _watch_executor(tmp_path / "deploy.sock", lambda status: status.state is ExecutorState.DONE)
@@ -338,6 +344,7 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
                                           "--episode-time-s", "1", "--reset-time-s", "0", "--allow-uncalibrated")
                  if w != "--yes"]
         args = parse_command(words)
+        os.write(main, b"\n")  # pressed during the warm-up ("is it alive?"): no answer to a question not yet asked
         presser = threading.Thread(target=press_enter_later, daemon=True)
         presser.start()
         code = args.run(args, camera_devices=lambda: [camera.device.device])
@@ -349,6 +356,8 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     assert code == 0, out
     assert "the robot holds; on Enter it moves to its start pose, then runs the policy for 1 episode(s)" in out
     assert len(waited) == 2 and waited[0] == waited[1], "the robot moved before Enter"
+    assert states and ExecutorState.RUNNING not in states and ExecutorState.HOMING not in states
+    assert "is not calibrated" in out and out.count("the robot holds; on Enter it moves") == 1
     assert after != waited[1], "the policy never moved the robot after Enter"
     assert "1 episodes, success not judged" in out, out
     assert "the episodes are done; the robot holds its pose with torque on: support it, then press Enter" in out

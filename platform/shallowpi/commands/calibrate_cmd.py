@@ -92,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ask(message: str) -> None:
+    from shallowpi.commands.console import discard_typed_ahead
     from shallowpi.errors import PlatformError
 
+    discard_typed_ahead()  # an Enter typed ahead would skip a step (the arm's support among them)
     try:
         input(message + " ")
     except EOFError:

@@ -1,4 +1,5 @@
-"""`LinePrinter`: progress lines (`--no-tui`) printed off the control loop.
+"""The terminal of a command that drives a robot: `LinePrinter`, progress lines (`--no-tui`)
+printed off the control loop, and `discard_typed_ahead`, before a question.
 
     printer = LinePrinter()
     printer.say("[deploy] episode 1/3 ...")   # never blocks the caller
@@ -14,6 +15,7 @@ dropped and the next line queued says how many went before it.
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -99,3 +101,19 @@ class LinePrinter:
                 stream.flush()
             except (OSError, ValueError):  # a closed pipe or stream: nothing more can be shown
                 return
+
+
+def discard_typed_ahead(stream: TextIO | None = None) -> None:
+    """Drop what was typed on the terminal before a question was asked: an Enter pressed
+    while a backend warmed up ("is it alive?") or during the episodes would otherwise answer
+    a safety question nobody had read (the robot moving, an arm let go). A no-op when
+    `stream` (default sys.stdin) is not a terminal."""
+    stream = stream or sys.stdin
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):  # replaced by a test harness, or closed
+        return
+    if os.isatty(fd):
+        import termios  # POSIX; imported here so that the printer needs none
+
+        termios.tcflush(fd, termios.TCIFLUSH)

@@ -329,6 +329,9 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
             print(f"{path.name}: delete {len(doomed)} of its {len(reader)} episodes, the others numbered anew:")
             for index in doomed:
                 print(f"  {_episode_line(reader, index)}")
+            from shallowpi.commands.console import discard_typed_ahead
+
+            discard_typed_ahead()
             try:
                 answer = input("delete them? [y/N] ")
             except EOFError:  # Ctrl-D: a no

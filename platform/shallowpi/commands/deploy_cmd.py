@@ -45,6 +45,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -56,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
-from shallowpi.commands.console import TORQUE_OFF, LinePrinter
+from shallowpi.commands.console import TORQUE_OFF, LinePrinter, discard_typed_ahead
 from shallowpi.commands.deploy_policy import policy_bundle, start_state_of
 from shallowpi.commands.deploy_recording import DeploymentRecorder
 from shallowpi.errors import PlatformError
@@ -384,6 +385,9 @@ def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: l
     return None
 
 
+WAITING_FOR_GO = "the robot holds: waiting for Enter on deploy's terminal before it first moves"
+
+
 def _wait_for_go(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None], episodes: int,
                  period_s: float = 0.2) -> None:
     """Before the robot first moves (to the demonstrations' start pose, then the policy):
@@ -395,6 +399,7 @@ def _wait_for_go(executor: Any, publish: Callable[[Any], None], say: Callable[[s
     print(f"the robot holds; on Enter it moves to its start pose, then runs the policy for {episodes} "
           "episode(s). Clear the workspace, keep the e-stop within reach, then press Enter (Ctrl-C: stop, "
           "torque off)", flush=True)
+    executor.status.message = WAITING_FOR_GO
     _hold_with_torque(executor, publish, say, lambda: executor.stopped, period_s, enter=True)
 
 
@@ -435,6 +440,9 @@ def _hold_with_torque(executor: Any, publish: Callable[[Any], None], say: Callab
     torque off)."""
     import select
 
+    if enter:
+        discard_typed_ahead()
+        fd = sys.stdin.fileno()
     checked = time.monotonic()
     while not until():
         publish(executor.status)
@@ -448,8 +456,10 @@ def _hold_with_torque(executor: Any, publish: Callable[[Any], None], say: Callab
                 return
         if not enter:
             time.sleep(period_s)
-        elif select.select([sys.stdin], [], [], period_s)[0]:
-            if not sys.stdin.readline():  # the end of input: nobody is there to press Enter
+        elif select.select([fd], [], [], period_s)[0]:
+            # From the descriptor, not sys.stdin: a line in Python's buffer would be no answer
+            # to this question. A terminal hands over a line at a time; b"": the end of input.
+            if not os.read(fd, 4096):  # nobody is there to press Enter
                 executor.stop()
             return
 
