@@ -11,7 +11,7 @@ import pytest
 
 from disk_fixtures import SyncWatch
 from shallowpi.data import EpisodeStore, Feature
-from shallowpi.data.store import PROVENANCE_DIR, StoreSettings
+from shallowpi.data.store import PROVENANCE_DIR, SWAPPED_OUT, StoreSettings
 from shallowpi.data.store_check import check_store
 from shallowpi.errors import StoreError
 from store_fixtures import arm_features, as_layout_1, make_store, synthetic_frame
@@ -111,6 +111,7 @@ def test_interrupted_delete_swap_is_finished_on_open(tmp_path):
     store.close()
     shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.compacting")
     (tmp_path / "s.zarr.compacting" / ".complete").touch()
+    (tmp_path / "s.zarr" / SWAPPED_OUT).touch()  # as the swap marks the store it moves out
     (tmp_path / "s.zarr").rename(tmp_path / "s.zarr.old")  # killed between the two renames
     assert len(EpisodeStore.open(tmp_path / "s.zarr", mode="a")) == 2
     assert not (tmp_path / "s.zarr.old").exists()
@@ -126,14 +127,35 @@ def test_a_delete_cut_after_its_second_rename_never_brings_the_deleted_episodes_
 
     make_store(tmp_path / "s.zarr", episodes=3, length=5).close()
     shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.old")  # the store before its delete
+    (tmp_path / "s.zarr.old" / SWAPPED_OUT).touch()  # as the swap marks it
     with EpisodeStore.open(tmp_path / "s.zarr", mode="a"):  # the delete, done; its old copy left
         assert not (tmp_path / "s.zarr.old").exists()  # the writer's open removes a finished swap's leftover
     shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.old")
+    (tmp_path / "s.zarr.old" / SWAPPED_OUT).touch()
     (tmp_path / "s.zarr").rename(tmp_path / "s_v2.zarr")
     assert list(iter_stores(tmp_path)) == [tmp_path / "s_v2.zarr"]
     with pytest.raises(StoreError, match="no dataset at"):
         EpisodeStore.open(tmp_path / "s.zarr")
     assert not (tmp_path / "s.zarr").exists() and len(EpisodeStore.open(tmp_path / "s_v2.zarr")) == 3
+
+
+def test_a_copy_made_by_hand_under_the_swaps_name_is_never_removed(tmp_path):
+    """`cp -r kitchen.zarr kitchen.zarr.old` is a natural backup: every writable open (a
+    `record --resume`) removed it as a delete's leftover, and a delete replaced it. Only a
+    folder the swap marked is its; a delete with such a backup in the way says so first."""
+    make_store(tmp_path / "s.zarr", episodes=3, length=5).close()
+    shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.old")  # by hand: no mark
+    with EpisodeStore.open(tmp_path / "s.zarr", mode="a") as store:
+        assert (tmp_path / "s.zarr.old").is_dir()
+        with pytest.raises(StoreError, match=r"s\.zarr\.old exists and is no delete's leftover"):
+            store.delete_episodes([0])
+        assert len(store) == 3
+    assert len(EpisodeStore.open(tmp_path / "s.zarr.old")) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr", "s.zarr.old"]  # no .compacting made
+    shutil.rmtree(tmp_path / "s.zarr.old")
+    with EpisodeStore.open(tmp_path / "s.zarr", mode="a") as store:
+        store.delete_episodes([0])  # and the swap leaves nothing behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
 
 
 def test_a_swap_cut_between_its_renames_is_listed_and_never_taken_for_a_free_name(tmp_path):
@@ -146,6 +168,7 @@ def test_a_swap_cut_between_its_renames_is_listed_and_never_taken_for_a_free_nam
     store.close()
     shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.compacting")
     (tmp_path / "s.zarr.compacting" / ".complete").touch()
+    (tmp_path / "s.zarr" / SWAPPED_OUT).touch()  # as the swap marks the store it moves out
     (tmp_path / "s.zarr").rename(tmp_path / "s.zarr.old")  # killed between the two renames
     assert list(iter_stores(tmp_path)) == [tmp_path / "s.zarr"]
     other = make_store(tmp_path / "other.zarr", episodes=1, length=5)

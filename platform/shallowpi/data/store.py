@@ -94,6 +94,8 @@ TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 EPISODES_DIR = "episodes"
 COMPACTING_SUFFIX = ".compacting"
+OLD_SUFFIX = ".old"  # a delete's swap moves the store there before the compacted copy goes in
+SWAPPED_OUT = ".swapped-out"  # marks that folder as the swap's, not a copy someone named so by hand
 # How a store's episodes were made: each recording session's resolved config (and its
 # dashboard log), kept beside the arrays and carried by every edit that rewrites the store.
 PROVENANCE_DIR = ".shallowpi"
@@ -312,7 +314,7 @@ class EpisodeStore:
                 # We hold the lock, so a compaction copy beside the store is a dead one, and
                 # an old copy the swap of a finished delete left (it was cut before removing it).
                 shutil.rmtree(path.with_name(path.name + COMPACTING_SUFFIX), ignore_errors=True)
-                shutil.rmtree(path.with_name(path.name + ".old"), ignore_errors=True)
+                remove_swapped_out(path)
                 store._recover(sweep=died)
                 if store.layout < LAYOUT:
                     from shallowpi.data.store_layout1 import move_to_layout_2
@@ -798,13 +800,22 @@ def _finish_interrupted_swap(path: Path) -> None:
     back would resurrect the episodes the delete removed.
     """
     staging = path.with_name(path.name + COMPACTING_SUFFIX)
-    old = path.with_name(path.name + ".old")
+    old = path.with_name(path.name + OLD_SUFFIX)
     if (staging / ".complete").exists():
         (staging / ".complete").unlink()
         os.replace(staging, path)
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists() and staging.exists():
+        remove_swapped_out(path)
+    elif (old / SWAPPED_OUT).exists() and staging.exists():
         os.replace(old, path)
+        (path / SWAPPED_OUT).unlink(missing_ok=True)
+
+
+def remove_swapped_out(path: Path) -> None:
+    """Remove the copy a delete's swap moved out of `path` (`NAME.zarr.old`), only if the
+    swap marked it so: a backup someone made by hand under that name is never touched."""
+    old = path.with_name(path.name + OLD_SUFFIX)
+    if (old / SWAPPED_OUT).exists():
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def iter_stores(root: Path) -> Iterator[Path]:
@@ -813,6 +824,7 @@ def iter_stores(root: Path) -> Iterator[Path]:
     it finishes the swap."""
     if root.is_dir():
         names = {p.name for p in root.iterdir() if p.suffix == ".zarr" and p.is_dir()}
-        names |= {p.name.removesuffix(".old") for p in root.iterdir() if p.name.endswith(".zarr.old") and p.is_dir()
-                  and p.with_name(p.name.removesuffix(".old") + COMPACTING_SUFFIX).is_dir()}
+        names |= {p.name.removesuffix(OLD_SUFFIX) for p in root.iterdir()
+                  if p.name.endswith(".zarr" + OLD_SUFFIX) and (p / SWAPPED_OUT).exists()
+                  and p.with_name(p.name.removesuffix(OLD_SUFFIX) + COMPACTING_SUFFIX).is_dir()}
         yield from sorted(root / name for name in names)

@@ -20,12 +20,15 @@ from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import (
     COMPACTING_SUFFIX,
     EPISODES_DIR,
+    OLD_SUFFIX,
     PROVENANCE_DIR,
+    SWAPPED_OUT,
     EpisodeInfo,
     EpisodeStore,
     StoreSettings,
     check_mixing,
     name_taken,
+    remove_swapped_out,
 )
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
@@ -50,6 +53,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     drop = {store._check_index(i) for i in indices}
     keep = [i for i in range(len(store)) if i not in drop]
     require_intact(store, dropping=drop)
+    _require_old_free(store.path)  # before the copy, not after it
     staging = store.path.with_name(store.path.name + COMPACTING_SUFFIX)
     shutil.rmtree(staging, ignore_errors=True)
     settings = dataclasses.replace(store.settings)
@@ -111,8 +115,11 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
     new store's during the old copy's removal, or wrote beside the delete, its lock on a
     file about to be removed). A crash anywhere leaves what `_finish_interrupted_swap`
     completes."""
-    old = store.path.with_name(store.path.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
+    old = store.path.with_name(store.path.name + OLD_SUFFIX)
+    _require_old_free(store.path)
+    (store.path / SWAPPED_OUT).touch()  # moves out with the store: whose copy `.old` is
+    if store.settings.durable:  # on the disk before the rename: recovery restores only a marked copy
+        fsync_path(store.path)
     new_lock = take_writer_lock(staging)
     try:
         os.replace(store.path, old)
@@ -122,6 +129,8 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
             fsync_path(store.path.parent)
     except BaseException:
         release_writer_lock(new_lock[0])
+        if store.path.is_dir() and not old.exists():  # nothing moved: the store is as it was
+            (store.path / SWAPPED_OUT).unlink(missing_ok=True)
         raise
     release_writer_lock(store._lock_fd, clean=True)  # the old folder's, now beside it
     store._lock_fd = None  # released: a close() after a failure below must not release its number again
@@ -130,6 +139,16 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
     reopened = EpisodeStore.open(store.path, mode="a", _locked=(new_lock[0], False))
     store.__dict__.update(reopened.__dict__)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _require_old_free(path: Path) -> None:
+    """StoreError when `NAME.zarr.old`, where a delete's swap moves the store for a moment,
+    holds something that is no swap's leftover (a copy made by hand under that name)."""
+    remove_swapped_out(path)
+    old = path.with_name(path.name + OLD_SUFFIX)
+    if old.exists():
+        raise StoreError(f"{old} exists and is no delete's leftover (a copy made by hand?); a delete moves the "
+                         "store there for a moment: rename that folder, then delete again")
 
 
 def append_episode_from(store: EpisodeStore, source: EpisodeStore, index: int) -> EpisodeInfo:
