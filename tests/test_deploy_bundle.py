@@ -177,29 +177,30 @@ def test_a_bundle_names_the_code_that_built_it_and_deploy_rebuilds_one_of_other_
     rebuilt = policy_bundle(args, "torch")
     assert "it was built by other policy or export code than this" in capsys.readouterr().out
     assert rebuilt.built_by_this_code
-    # The robot side, given the bundle itself. Other training-side code (the model, the
-    # export) is no matter there: the graphs are the bundle's. A bundle from before the
-    # runtime fingerprint was recorded runs with a warning.
+    # The robot side, given the bundle itself. A bundle from before the runtime fingerprint
+    # was recorded runs with a warning (and is made again where its checkpoint is).
     manifest = json.loads((rebuilt.path / MANIFEST).read_text())
     assert manifest["runtime_sha256"] == runtime_fingerprint() and "commit" in manifest
-    (rebuilt.path / MANIFEST).write_text(json.dumps({**manifest, "code_sha256": "0" * 64}))
-    with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_policy"):
-        policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "torch")
-    assert "was built" not in caplog.text
     old = {k: v for k, v in manifest.items() if k not in ("runtime_sha256", "commit")}
     (rebuilt.path / MANIFEST).write_text(json.dumps({**old, "code_sha256": "0" * 64}))
     with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_policy"):
         policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "torch")
     assert "was built by other policy, export or preprocessing code than this installation's" in caplog.text
+    (rebuilt.path / MANIFEST).write_text(json.dumps(old))
+    assert "building the deploy bundle" in (policy_bundle(args, "torch"), capsys.readouterr().out)[1]
+    manifest = json.loads((rebuilt.path / MANIFEST).read_text())
+    assert manifest["runtime_sha256"] == runtime_fingerprint()
     # Other robot-side code (preprocessing, tokens, action decoding or selection) would feed
-    # it other inputs or read its actions otherwise: refused on a robot, naming the commit;
-    # a warning in the twin, and with --allow-code-change.
-    (rebuilt.path / MANIFEST).write_text(json.dumps({**manifest, "runtime_sha256": "1" * 64, "commit": "abc123"}))
-    with pytest.raises(ConfigError, match=r"ckpt.bundle was built at commit abc123, whose robot-side code "
-                                          r"\(preprocessing, instruction tokens, action decoding and selection\) "
-                                          r"differs from this checkout's .*: check out that commit here, or rebuild "
-                                          r"the bundle from this checkout"):
-        policy_bundle(argparse.Namespace(policy=built.path, bundle=None, sim=None), "torch")
+    # it other inputs or read its actions otherwise; this bundle has no graphs, so the torch
+    # backend runs this checkout's model too: either differing is refused on a robot, naming
+    # the commit; a warning in the twin, and with --allow-code-change.
+    for changed in ({"runtime_sha256": "1" * 64}, {"code_sha256": "0" * 64}):
+        (rebuilt.path / MANIFEST).write_text(json.dumps({**manifest, **changed, "commit": "abc123"}))
+        with pytest.raises(ConfigError, match=r"ckpt.bundle was built at commit abc123, whose policy code \(a bundle "
+                                              r"without graphs runs this checkout's model through torch\) differs "
+                                              r"from this checkout's .*: check out that commit here, or rebuild "
+                                              r"the bundle from this checkout"):
+            policy_bundle(argparse.Namespace(policy=built.path, bundle=None, sim=None), "torch")
     caplog.clear()
     with caplog.at_level("WARNING", logger="shallowpi.commands.deploy_policy"):
         policy_bundle(argparse.Namespace(policy=built.path, bundle=None, sim="direct"), "torch")

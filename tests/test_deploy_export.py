@@ -336,3 +336,24 @@ def test_a_graph_the_installed_onnxruntime_cannot_load_is_one_line(bundle, tmp_p
                                            r".* upgrade it") as refused:
         make_backend("onnxruntime", Bundle.load(copy), BackendOptions(providers=("CPUExecutionProvider",)))
     assert "\n" not in str(refused.value)
+
+
+def test_a_graph_bundle_runs_on_a_robot_whose_model_code_differs_but_not_its_runtime_code(bundle, tmp_path):
+    """A bundle with graphs carries the model's computation: the robot runs only the code
+    around them (preprocessing, tokens, action decoding, selection). Another model file in
+    the robot's clone is no reason to refuse it (the old warning fired on any such change,
+    so operators learned to ignore it); another runtime file is."""
+    import json
+    import shutil
+
+    from shallowpi.deploy.bundle import Bundle, write_manifest
+
+    assert bundle.graphs and bundle.runs_here_as_built
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    kept = {k: manifest[k] for k in ("created", "commit", "runtime_sha256")}
+    write_manifest(copy, {**kept, "code_sha256": "0" * 64})
+    assert Bundle.load(copy).runs_here_as_built is True
+    write_manifest(copy, {**kept, "code_sha256": "0" * 64, "runtime_sha256": "1" * 64})
+    assert Bundle.load(copy).runs_here_as_built is False

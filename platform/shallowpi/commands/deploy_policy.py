@@ -69,7 +69,8 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
         try:
             bundle = Bundle.load(out)
             same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
-            if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code:
+            # runtime_digest: a bundle made before it was recorded is made again, to record it
+            if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code and bundle.runtime_digest:
                 print(f"bundle {out} (verified)", flush=True)
                 return bundle
             if same and not bundle.built_by_this_code:
@@ -102,8 +103,9 @@ def _check_runtime_code(bundle: Any, on_robot: bool, allow: bool) -> None:
         return
     built = f"commit {bundle.commit}" if bundle.commit else "a commit it does not record"
     here = checkout_commit() or "a checkout without git"
-    problem = (f"{bundle.path.name} was built at {built}, whose robot-side code (preprocessing, instruction tokens, "
-               f"action decoding and selection) differs from this checkout's ({here})")
+    what = "robot-side code (preprocessing, instruction tokens, action decoding and selection)" if bundle.graphs \
+        else "policy code (a bundle without graphs runs this checkout's model through torch)"
+    problem = f"{bundle.path.name} was built at {built}, whose {what} differs from this checkout's ({here})"
     if on_robot and not allow:
         raise ConfigError(f"{problem}: check out that commit here, or rebuild the bundle from this checkout "
                           "(`platform deploy --policy CKPT --bundle-only`); --allow-code-change runs it anyway")

@@ -58,8 +58,8 @@ GRAPH_NAMES = ("chunk", "prefix", "step")
 CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py")
 # What the robot runs around the graphs, from the bundle's config and stats: the inputs
 # made (cameras, state, instruction tokens) and the actions decoded and chosen.
-RUNTIME_FILES = ("deploy/preprocess.py", "policy/tokenizer.py", "policy/action_space.py", "policy/inpaint.py",
-                 "policy/action_selection.py")
+RUNTIME_FILES = ("deploy/preprocess.py", "deploy/backends/base.py", "policy/config.py", "policy/tokenizer.py",
+                 "policy/action_space.py", "policy/inpaint.py", "policy/action_selection.py")
 
 
 def files_sha256(root: Path, patterns: Iterable[str]) -> str:
@@ -157,8 +157,12 @@ class Bundle:
     @property
     def runs_here_as_built(self) -> bool | None:
         """Whether the code this robot runs around the graphs is the code the bundle was
-        built with (None: the bundle does not record it)."""
-        return self.runtime_digest == runtime_fingerprint() if self.runtime_digest else None
+        built with, and for a bundle without graphs (the torch backend runs this checkout's
+        policy code) that code too (None: the bundle does not record it)."""
+        if not self.runtime_digest:
+            return None
+        same = self.runtime_digest == runtime_fingerprint()
+        return same and (bool(self.graphs) or self.built_by_this_code)
 
     @property
     def weights(self) -> Path:
