@@ -44,7 +44,7 @@ class ScriptedOperator:
     def __call__(self, message: str) -> None:
         self.prompts.append(message)
         servos = self.chain.servos
-        if "hold torque" in message:  # the arm is supported: nothing to move
+        if "holding torque" in message:  # the arm is supported: nothing to move
             self.torque_at_warning = {i: servo.torque for i, servo in servos.items()}
         elif "zero pose" in message:
             for i, servo in servos.items():
@@ -184,8 +184,8 @@ def test_calibrating_a_holding_arm_warns_before_it_goes_limp_and_writes_nothing_
         with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus, \
                 pytest.raises(KeyboardInterrupt):
             calibrate(spec, {"follower": bus}, operator, ["follower"])
-        assert operator.prompts[0] == ("[follower] servo(s) 1, 2, 3, 4, 5, 6, 7 hold torque and go limp next: "
-                                       "support the arm, then press Enter")
+        assert operator.prompts[0] == ("holding torque: follower servo(s) 1, 2, 3, 4, 5, 6, 7; they go limp next "
+                                       "(Ctrl-C too releases them): support the arm(s), then press Enter")
         assert all(operator.torque_at_warning.values())  # still holding while the person takes it
         assert operator.offset_at_zero_prompt == 700 and follower[2].get("homing_offset") == 700
         assert not any(servo.torque for servo in follower.values())
@@ -271,6 +271,12 @@ def test_follower_goals_stay_inside_the_range_swept_at_calibration():
         "shoulder_lift": dataclasses.replace(calibration.arms["follower"]["shoulder_lift"], range_max=100)}})
     with pytest.raises(PlatformError, match=r"joint 'shoulder_lift' was swept through .* outside its config limits 0\.\.0\.4"):
         DynamixelRobot(spec, far)
+    # Overlapping them by less than the margin: the limits came out inverted (lower > upper).
+    lift = calibration.arms["follower"]["shoulder_lift"]
+    sliver = dataclasses.replace(calibration, arms={"follower": {
+        **calibration.arms["follower"], "shoulder_lift": dataclasses.replace(lift, range_max=lift.homing_offset + 10)}})
+    with pytest.raises(PlatformError, match=r"joint 'shoulder_lift' was swept through -0\.15\.\.0\.002\d* .* outside"):
+        DynamixelRobot(spec, sliver)
 
 
 def test_a_leader_gripper_closed_near_the_end_of_its_turn_calibrates_its_real_opening():

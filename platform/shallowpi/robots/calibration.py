@@ -234,13 +234,14 @@ def swept_limits(robot: RobotCalibration, joint: JointSpec, motor: MotorSpec,
     if joint.kind == "gripper" or entry is None:
         return float(joint.lower), float(joint.upper)
     low, high = sorted((convert.to_joint(entry.range_min), convert.to_joint(entry.range_max)))
-    if low > joint.upper or high < joint.lower:
+    margin = SWEEP_MARGIN * (high - low)
+    lower, upper = max(low + margin, float(joint.lower)), min(high - margin, float(joint.upper))
+    if lower >= upper:  # judged with the margin: a sliver of overlap would give inverted limits
         raise PlatformError(
             f"robot '{robot.robot}': joint '{joint.name}' was swept through {low:.3g}..{high:.3g} at calibration "
             f"{robot.id}, outside its config limits {joint.lower:g}..{joint.upper:g}: recalibrate "
             f"(`platform calibrate --robot {robot.robot} --arm {motor.bus}`) or fix the limits")
-    margin = SWEEP_MARGIN * (high - low)
-    return max(low + margin, float(joint.lower)), min(high - margin, float(joint.upper))
+    return lower, upper
 
 
 def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: JointConverter,
@@ -378,18 +379,24 @@ def measure_arms(spec: RobotSpec, buses: Mapping[str, MotorBus], prompt: Prompt,
     joint that did not move, or an arm `connect` would refuse to drive; nothing is saved."""
     kinds = {j.name: j.kind for j in spec.joints}
     chosen = list(arms) if arms is not None else list(buses)
+    for arm in chosen:
+        if not arm_motors(spec, arm):
+            raise CalibrationError(f"robot '{spec.name}' has no arm (bus) named '{arm}'; arms: {', '.join(buses)}")
+    # Every arm at once, before any goes limp: a killed record or a faulted deploy leaves
+    # followers holding, and each would drop (a sweep that fails releases them all).
+    holding = {arm: ids for arm in chosen
+               if (ids := sorted(m.id for m in arm_motors(spec, arm) if buses[arm].read_one(m.id, "torque_enable")))}
+    if holding:
+        which = "; ".join(f"{arm} servo(s) {', '.join(map(str, ids))}" for arm, ids in holding.items())
+        prompt(f"holding torque: {which}; they go limp next (Ctrl-C too releases them): support the arm(s), then "
+               "press Enter")
+    for arm in chosen:
+        buses[arm].set_torque(False, [m.id for m in arm_motors(spec, arm)])
     result: dict[str, dict[str, MotorCalibration]] = {}
     for arm in chosen:
         motors = arm_motors(spec, arm)
-        if not motors:
-            raise CalibrationError(f"robot '{spec.name}' has no arm (bus) named '{arm}'; arms: {', '.join(buses)}")
         bus = buses[arm]
         ids = [m.id for m in motors]
-        holding = sorted(i for i in ids if bus.read_one(i, "torque_enable"))
-        if holding:  # a killed record or a faulted deploy leaves a follower holding: it would drop
-            prompt(f"[{arm}] servo(s) {', '.join(map(str, holding))} hold torque and go limp next: support the "
-                   "arm, then press Enter")
-        bus.set_torque(False, ids)
         prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
         # Written only now, after the first Enter: Ctrl-C at a prompt leaves the servos as found.
         clear_servo_frame(bus, ids)  # the raw frame connect checks for (`check_servo_frame`)
