@@ -90,7 +90,9 @@ def test_bundle_only_builds_the_bundle_and_runs_nothing(trained, tmp_path):
     assert "episode" not in result.stdout and "backend onnxruntime" not in result.stdout
     assert "nothing runs here" in result.stdout and "running the best local backend" not in result.stdout
     bundle = Bundle.load(out)
-    assert f"bundle {out} (sha256 {bundle.digest[:12]}, graphs: chunk)" in result.stdout
+    assert f"bundle {out} (sha256 {bundle.digest[:12]}, graphs: chunk) built at commit {bundle.commit}: copy it to " \
+        "the robot, run that commit's code there" in result.stdout
+    assert len(bundle.commit.removesuffix("+changes")) == 40  # this clone's HEAD
     assert (out / "graphs" / "chunk.onnx").is_file()
 
     # Building replaces the --bundle folder: one that is not a bundle is refused, untouched.

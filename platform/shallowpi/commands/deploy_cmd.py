@@ -169,10 +169,6 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                           "warns of a bundle built by other code")
     if args.speed_scale is not None and args.speed_scale > 1:
         raise ConfigError(f"--speed-scale must be in (0, 1]: it can only slow the robot, got {args.speed_scale:g}")
-    if not args.sim and not args.bundle_only and not args.yes and not sys.stdin.isatty():
-        raise ConfigError("on the robot deploy waits for Enter before the robot first moves, and stdin is not a "
-                          "terminal: run it in one, or pass --yes for a run nobody attends (keep an e-stop within "
-                          "reach)")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
     # A slower policy on a real arm is an experiment nobody should run by accident: by the
@@ -192,11 +188,15 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
           else decision.message, flush=True)
     bundle = policy_bundle(args, backend_name)
     if args.bundle_only:
-        at = f", built at commit {bundle.commit}" if bundle.commit else ""
-        print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}{at}): "
+        at = f" built at commit {bundle.commit}" if bundle.commit else ""
+        print(f"bundle {bundle.path} (sha256 {bundle.digest[:12]}, graphs: {', '.join(bundle.graphs) or 'none'}){at}: "
               f"copy it to the robot, run that commit's code there, and deploy with --policy {bundle.path.name}",
               flush=True)
         return 0
+    if not args.sim and not args.yes and not sys.stdin.isatty():  # before any port opens
+        raise ConfigError("on the robot deploy waits for Enter before the robot first moves, and stdin is not a "
+                          "terminal: run it in one, or pass --yes for a run nobody attends (keep an e-stop within "
+                          "reach)")
     target = twin_target(args, bundle) if args.sim else robot_target(args, bundle, camera_devices)
     cfg = target.cfg
     exec_cfg = _executor_config(args, cfg, realtime=bool(args.realtime or not args.sim))
