@@ -94,6 +94,14 @@ def test_deleting_the_damaged_episodes_saves_the_rest_of_the_store(tmp_path):
     said = checked.stdout + checked.stderr
     assert "episode 2: its metadata file (episodes/2.json) does not read, so its rows are not judged" in said
     assert "rows 25 (episode 1) would read as zeros" in said
+    # `dataset list` and `info` show the store, the unreadable episode in its own row (a
+    # StoreError killed list's table for every store, and info)
+    for action in ("list", "info"):
+        shown = subprocess.run(platform_cmd("dataset", action, *(["s"] if action == "info" else []),
+                                            "--data-root", str(tmp_path)),
+                               env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+    assert "metadata file does not read" in shown.stdout and "put the red cube" in shown.stdout
     # the flag repeated deletes both (it deleted only the last, silently)
     deleted = subprocess.run(platform_cmd("dataset", "delete", str(path), "--episode", "1", "--episode", "2",
                                           "--yes"), env=subprocess_env(), capture_output=True, text=True, timeout=120)

@@ -272,8 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # zarr writes through asyncio: when one chunk write fails (a full disk) the others'
         # failures are "never retrieved" and asyncio logs each with a traceback, after the
-        # one-line error that the first failure already became.
-        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        # one-line error that the first failure already became. Only those are dropped.
+        logging.getLogger("asyncio").addFilter(
+            lambda record: "exception was never retrieved" not in record.getMessage())
     package = Path(__file__).resolve().parent  # <checkout>/platform/shallowpi
     checkout = other_checkout(Path.cwd(), package)
     if checkout is not None:

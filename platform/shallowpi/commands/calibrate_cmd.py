@@ -13,7 +13,8 @@ recorded afterwards. The id is new when a follower's entries change and kept whe
 leader is recalibrated (episodes and policies stay valid). Arms you do not calibrate keep
 their previous entries; the file replaced is kept under robots/<robot>/calibrations/.
 Servos still holding torque (a killed recording) are named first: support the arm before
-pressing Enter. Nothing is written to the servos before the first zero-pose Enter; then
+pressing Enter (Ctrl-C there releases it too). Nothing but torque off is written to the
+servos before the first zero-pose Enter; then
 Homing Offset and Drive Mode's reverse bit, if another tool set them, are cleared (the old
 values are printed).
 

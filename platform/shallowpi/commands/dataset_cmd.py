@@ -180,10 +180,10 @@ def _list(root: Path) -> int:
     for path in stores:
         try:
             store = EpisodeStore.open(path)
+            episodes = store.episodes  # every metadata file: one that does not read is this store's row only
         except PlatformError as exc:
             table.add_row(path.stem, "-", "-", "-", "-", f"[red]{exc}[/red]", "-")
             continue
-        episodes = store.episodes
         marked = [e.success for e in episodes if e.success is not None]
         table.add_row(
             path.stem, str(len(store)), str(store.num_frames),
@@ -222,7 +222,14 @@ def _info(path: Path) -> int:
     for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "stale",
                    "calibration", "NaN/inf"):
         episodes.add_column(column)
-    for e in store.episodes:
+    from shallowpi.errors import StoreError
+
+    for index in range(len(store)):
+        try:
+            e = store.episode(index)
+        except StoreError:  # its row says so; the others are listed (`dataset check` names it too)
+            episodes.add_row(str(index), "[red]metadata file does not read[/red]", *["-"] * 9)
+            continue
         mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e.success]
         nonfinite = "; ".join(f"{key} rows {describe_ranges(rows)}" for key, rows in e.nonfinite.items())
         # rows whose camera picture was over three periods old (the recorder counts them)

@@ -328,7 +328,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                                          "backend": backend_name, "runs_on": backend.runs_on(),
                                          "bundle_sha256": bundle.digest, "strategy": exec_cfg.strategy.value,
                                          "rtc_mask": exec_cfg.rtc_mask, "seam_ticks": exec_cfg.seam_ticks,
-                                         "delay_ms": args.delay_ms or 0.0, "bundle": str(bundle.path)}, indent=2))
+                                         "delay_ms": args.delay_ms or 0.0, "speed_scale": args.speed_scale or 1.0,
+                                         "bundle": str(bundle.path)}, indent=2))
     faults = executor.safety.faults if executor else 0
     return 1 if faults else 0
 

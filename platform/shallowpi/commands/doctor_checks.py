@@ -75,8 +75,8 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                         kind = "warning" if word in WARNING_ONLY else "error"
                         lines.append(f"    {kind}: servo {servo_id} reports {word}: "
                                      f"{ERROR_ADVICE.get(word, 'check the servo, then reboot it')}"
-                                     + ("" if kind == "warning" else " (power-cycle it: a latched error "
-                                        "refuses torque until then)"))
+                                     + ("" if kind == "warning" else " (a servo that shut down on it refuses "
+                                        "torque until rebooted: power-cycle it)"))
                 if unread:
                     lines.append(f"    warning: hardware error bits unread: {unread}")
                 else:
