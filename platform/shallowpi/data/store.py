@@ -315,6 +315,9 @@ class EpisodeStore:
                 # an old copy the swap of a finished delete left (it was cut before removing it).
                 shutil.rmtree(path.with_name(path.name + COMPACTING_SUFFIX), ignore_errors=True)
                 remove_swapped_out(path)
+                # A mark left by a swap cut before its first rename: a copy of this store made
+                # by hand later would carry it, and be taken for the swap's.
+                (path / SWAPPED_OUT).unlink(missing_ok=True)
                 store._recover(sweep=died)
                 if store.layout < LAYOUT:
                     from shallowpi.data.store_layout1 import move_to_layout_2
@@ -580,9 +583,9 @@ class EpisodeStore:
         except (OSError, ValueError, AttributeError, StoreError):
             now = None  # mid-swap: the folder is being replaced
         if now != self.identity:
-            raise StoreEditedError(f"{self.path.name} was edited while this reader had it open (a `platform dataset "
-                             "delete` numbers its rows anew; a recorder's d or r records the last episode "
-                             "again): open it again")
+            raise StoreEditedError(f"{self.path.name} was edited while this reader had it open (a `platform "
+                                   "dataset delete` numbers its rows anew; a recorder's d or r records the last "
+                                   "episode again): open it again")
         self._seen = stamp
 
     def _stamp(self) -> tuple[int, ...] | None:
