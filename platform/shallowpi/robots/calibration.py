@@ -398,7 +398,8 @@ def measure_arms(spec: RobotSpec, buses: Mapping[str, MotorBus], prompt: Prompt,
         bus = buses[arm]
         ids = [m.id for m in motors]
         prompt(f"[{arm}] Put every joint at its zero pose and close the gripper, then press Enter")
-        # Written only now, after the first Enter: Ctrl-C at a prompt leaves the servos as found.
+        # Written only now, after the first Enter: Ctrl-C at a prompt leaves the servos as found
+        # (torque off aside).
         clear_servo_frame(bus, ids)  # the raw frame connect checks for (`check_servo_frame`)
         # Read in the mode the robot and the leaders will run in (they set it at connect):
         # the present position of a servo in another mode is counted in another frame.
