@@ -202,9 +202,10 @@ def test_dataset_commands_end_to_end(tmp_path):
 
 
 def test_dataset_delete_asks_on_a_terminal_naming_each_episode_and_a_no_changes_nothing(tmp_path):
-    """The question showed indices only; Ctrl-D at it was an EOFError traceback; and the
-    store was opened for writing before it was asked (a writer's open cuts a killed
-    recording's tail), so a no could still change the store. On a terminal (a pty here)."""
+    """The question showed indices only; Ctrl-D at it was an EOFError traceback; the store
+    was opened for writing before it was asked (a writer's open cuts a killed recording's
+    tail), so a no could still change the store; and a "y" typed before the question was
+    its answer. On a terminal (a pty here)."""
     import pty
 
     from shallowpi.data import EpisodeStore
@@ -213,15 +214,30 @@ def test_dataset_delete_asks_on_a_terminal_naming_each_episode_and_a_no_changes_
     before = sorted(p.name for p in (tmp_path / "kitchen.zarr").rglob("*"))
 
     def delete_answering(answer: bytes) -> subprocess.CompletedProcess:
+        """Run the delete on a terminal: "y" typed ahead (no answer: it is dropped), then
+        `answer` once the question shows."""
+        import select
+        import time
+
         main_fd, side_fd = pty.openpty()
+        words = platform_cmd("dataset", "delete", "kitchen", "--episode", "1", "-1", "--data-root", str(tmp_path))
+        proc = subprocess.Popen(words, stdin=side_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=subprocess_env())
         try:
-            os.write(main_fd, answer)  # read by the question once it is asked
-            return subprocess.run(platform_cmd("dataset", "delete", "kitchen", "--episode", "1", "-1",
-                                               "--data-root", str(tmp_path)),
-                                  stdin=side_fd, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+            os.write(main_fd, b"y\n")
+            shown, deadline = b"", time.monotonic() + 120
+            while b"[y/N]" not in shown and time.monotonic() < deadline and proc.poll() is None:
+                if select.select([proc.stdout], [], [], 1.0)[0]:
+                    shown += os.read(proc.stdout.fileno(), 4096)
+            assert b"[y/N]" in shown, shown
+            os.write(main_fd, answer)
+            out, err = proc.communicate(timeout=120)
         finally:
+            if proc.poll() is None:
+                proc.kill()
             os.close(main_fd)
             os.close(side_fd)
+        return subprocess.CompletedProcess(words, proc.returncode, (shown + out).decode(), err.decode())
 
     for answer in (b"\x04", b"n\n"):  # Ctrl-D, then a plain no
         declined = delete_answering(answer)

@@ -335,8 +335,10 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
             time.sleep(1.5)  # an episode of 1 s would be under way by now
             waited.append({i: s.get("goal_position") for i, s in servos.items()})
             os.write(main, b"\n")
-            _watch_executor(tmp_path / "deploy.sock", lambda status: status.state is ExecutorState.DONE)
-            time.sleep(1.0)
+            # published by the hold itself, after it dropped what was typed during the episode
+            _watch_executor(tmp_path / "deploy.sock", lambda status: status.state is ExecutorState.DONE
+                            and "holding with torque on" in status.message)
+            time.sleep(0.5)
             held.append([s.torque for s in servos.values()])
             os.write(main, b"\n")
 
