@@ -91,6 +91,8 @@ def checkout_commit() -> str:
     import subprocess
 
     root = Path(__file__).resolve().parents[3]
+    if not (root / "platform" / "shallowpi").is_dir():  # an installed copy: no checkout to ask
+        return ""
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
