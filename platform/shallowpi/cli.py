@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from shallowpi.errors import PlatformError
+from shallowpi.errors import PlatformError, written_path
 
 # numpy's OpenBLAS runs every matrix product on a pool of one thread per core whose threads
 # spin waiting for each other: beside a control loop, an inference thread or a training run
@@ -317,9 +317,7 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     reason = FILE_SYSTEM_ERRORS.get(exc.errno or 0)
     if reason is None:
         return None
-    # A call on two paths (os.link, os.replace) names the source first, but the write that
-    # failed is the destination's: a full output disk read as the input store's.
-    raw = exc.filename2 if exc.filename2 is not None else exc.filename
+    raw = written_path(exc)  # the destination's: a full output disk read as the input store's
     if raw is None:  # zarr's writes, among others, raise without the file's name
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"{reason}: free space on the disk this command writes to, or write to another disk"

@@ -56,3 +56,10 @@ class StoreEditedError(StoreError):
     """A store edited (renumbered by a delete, its last episode dropped) while a reader had
     it open: what the reader read since is of no one store. Opening it again is the fix;
     the store itself is sound."""
+
+
+def written_path(exc: OSError) -> str | bytes | None:
+    """The file an OSError's failed write was for: of a call on two paths (os.link,
+    os.replace: a chunk file's rename into place) the destination, which the error names
+    second; None when it names none (zarr's writes, among others)."""
+    return exc.filename2 if exc.filename2 is not None else exc.filename

@@ -6,17 +6,17 @@ For each arm (a follower or leader bus), with torque off, you are asked to
   2. move every joint through its whole range and open the gripper fully, then press Enter.
 A joint that barely moved in step 2 is refused, named. The range each follower joint was
 swept through, less 2 % at each end (clear of the hard stops), bounds its goals from then
-on (within the config's limits), so sweep as far as the joint may safely go. Which way a joint turns is the config's `direction:` (each
-motor's); only a gripper's opening direction is measured.
+on (within the config's limits), so sweep as far as the joint may safely go. Which way a
+joint turns is the config's `direction:` (each motor's); only a gripper's opening
+direction is measured.
 The result goes to robots/<robot>/calibration.json; its id is stamped on every episode
 recorded afterwards. The id is new when a follower's entries change and kept when only a
 leader is recalibrated (episodes and policies stay valid). Arms you do not calibrate keep
 their previous entries; the file replaced is kept under robots/<robot>/calibrations/.
 Servos still holding torque (a killed recording) are named first: support the arm before
 pressing Enter (Ctrl-C there releases it too). Nothing but torque off is written to the
-servos before the first zero-pose Enter; then
-Homing Offset and Drive Mode's reverse bit, if another tool set them, are cleared (the old
-values are printed).
+servos before the first zero-pose Enter; then Homing Offset and Drive Mode's reverse bit,
+if another tool set them, are cleared (the old values are printed).
 
 examples:
   platform calibrate --robot arm                    all arms (follower and leader)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
-from shallowpi.errors import PlatformError
+from shallowpi.errors import PlatformError, StoreError
 
 if TYPE_CHECKING:
     from shallowpi.data.store import EpisodeStore
@@ -222,8 +222,6 @@ def _info(path: Path) -> int:
     for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "stale",
                    "calibration", "NaN/inf"):
         episodes.add_column(column)
-    from shallowpi.errors import StoreError
-
     for index in range(len(store)):
         try:
             e = store.episode(index)
@@ -322,8 +320,6 @@ def joint_units(store: EpisodeStore, robot: str) -> dict[str, str]:
 
 def _delete(path: Path, episodes: list[int], yes: bool) -> int:
     from shallowpi.data.store import EpisodeStore
-    from shallowpi.errors import StoreError
-
     if not yes and not sys.stdin.isatty():
         raise PlatformError("deleting episodes needs confirmation; pass --yes")
     # Asked on a reader: a writer's open cuts a killed recording's tail and moves an old
@@ -359,8 +355,6 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
 def _episode_line(store: EpisodeStore, index: int) -> str:
     """'episode 3: "put the red cube in the bowl", 214 frames, recorded 2026-12-06 07:12, failed'."""
     import time
-
-    from shallowpi.errors import StoreError
 
     try:
         info = store.episode(index)

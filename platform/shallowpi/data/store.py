@@ -492,7 +492,7 @@ class EpisodeStore:
         Raises StoreError for an index out of range, or when episodes/<i>.json is unreadable
         or disagrees with meta/episode_ends.
         """
-        index = self._check_index(index)
+        index = self.resolve_index(index)
         info = self._infos.get(index)
         if info is None:
             info = self._load_episode(index)
@@ -525,7 +525,7 @@ class EpisodeStore:
 
     def episode_range(self, index: int) -> tuple[int, int]:
         """Episode `index`'s rows as [start, stop); StoreError for an index out of range."""
-        index = self._check_index(index)
+        index = self.resolve_index(index)
         start = int(self._ends[index - 1]) if index > 0 else 0
         return start, int(self._ends[index])
 
@@ -633,9 +633,6 @@ class EpisodeStore:
     def resolve_index(self, index: int) -> int:
         """`index` as a position 0..len-1 (a negative one counts from the end), read from
         no episode's metadata; StoreError for one the store does not have."""
-        return self._check_index(index)
-
-    def _check_index(self, index: int) -> int:
         if not -len(self) <= index < len(self):
             raise StoreError(f"{self.path.name} has no episode {index}; it has {len(self)} (0..{len(self) - 1})")
         return index % len(self)
@@ -734,7 +731,7 @@ class EpisodeStore:
     def set_success(self, index: int, success: bool | None) -> None:
         """Mark an episode successful or failed after the fact (one atomic metadata write)."""
         self._require_writable()
-        index = self._check_index(index)
+        index = self.resolve_index(index)
         info = dataclasses.replace(self.episode(index), success=success)
         write_json(file_in(self.path / EPISODES_DIR, f"{index}.json"), info.to_json(), self.settings.durable)
         self._remember(index, info)

@@ -50,7 +50,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     is no obstacle: their rows are not read. The store is left as it was.
     """
     store._require_writable()
-    drop = {store._check_index(i) for i in indices}
+    drop = {store.resolve_index(i) for i in indices}
     keep = [i for i in range(len(store)) if i not in drop]
     require_intact(store, dropping=drop)
     _require_old_free(store.path)  # before the copy, not after it

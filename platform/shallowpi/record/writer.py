@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.data.store import EpisodeInfo, EpisodeStore
-from shallowpi.errors import PlatformError
+from shallowpi.errors import PlatformError, written_path
 from shallowpi.record.memory import release_free_memory
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,8 @@ def describe_failure(exc: BaseException, store_path: os.PathLike[str] | str) -> 
     if seen is not None:
         what, fix = _OS_FAILURES.get(seen.errno, (os.strerror(seen.errno), "check the disk"))
         code = errno.errorcode.get(seen.errno, str(seen.errno))
-        # Of a call on two paths (a chunk file's rename into place) the destination's write failed.
-        failed_at = seen.filename2 if seen.filename2 is not None else seen.filename
-        where = f" at {failed_at}" if failed_at else ""
+        failed_at = written_path(seen)
+        where = f" at {os.fsdecode(failed_at)}" if failed_at else ""
         return WriterError(f"writing {name} failed: {what} ({code}{where}); {fix}")
     if isinstance(exc, PlatformError):
         return WriterError(f"writing {name} failed: {exc}")

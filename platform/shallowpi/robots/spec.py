@@ -179,13 +179,6 @@ class RobotSpec:
         if extra:
             raise ConfigError(f"{where}: motors for unknown joints: {', '.join(extra)}; joints are: {', '.join(names)}")
         motors = tuple(_motor(n, raw_motors[n], None, buses, where) for n in names if n in raw_motors)
-        for m in motors:
-            if m.mode == OperatingMode.CURRENT_BASED_POSITION and m.max_current_a is None:
-                # Goal Current would stay at its power-up value, the Current Limit (1.75 A on
-                # an XL330): a gripper closing on an object squeezes with all of it.
-                raise ConfigError(f"{where}: follower motor for '{m.joint}' is in current_based_position mode "
-                                  "without max_current_a; give the most current it may use (amperes, e.g. "
-                                  "max_current_a: 0.3 for an XL330 gripper)")
         leaders = []
         for leader_name, raw in (data.get("leaders") or {}).items():
             bus = raw.get("bus")
@@ -240,6 +233,7 @@ def _kind(name: str, data: dict, joint: dict) -> str:
 
 
 def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[str, BusSpec], where: str) -> MotorSpec:
+    follower = bus is None  # a leader's motors come with their arm's bus
     bus = raw.get("bus", bus)
     if bus not in buses:
         raise ConfigError(f"{where}: motor for '{joint}' is on bus '{bus}', which is not under buses: ({', '.join(buses)})")
@@ -259,6 +253,12 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
     if direction not in (1, -1):
         raise ConfigError(f"{where}: motor for '{joint}' has direction {direction}; use 1 or -1")
     current = raw.get("max_current_a")
+    if follower and current is None and mode == OperatingMode.CURRENT_BASED_POSITION:
+        # Goal Current would stay at its power-up value, the Current Limit (1.75 A on an
+        # XL330): a gripper closing on an object squeezes with all of it.
+        raise ConfigError(f"{where}: follower motor for '{joint}' is in current_based_position mode without "
+                          "max_current_a; give the most current it may use (amperes, e.g. max_current_a: 0.3 "
+                          "for an XL330 gripper)")
     if current is not None:
         if mode != OperatingMode.CURRENT_BASED_POSITION or "goal_current" not in model.table:
             raise ConfigError(f"{where}: motor for '{joint}' has max_current_a, which needs "
