@@ -71,7 +71,7 @@ def test_a_stuck_backend_is_a_fault_that_holds_with_torque_on(strategy):
 def test_after_a_policy_fault_the_robot_stays_powered_until_the_operator_ends_it():
     import threading
 
-    from shallowpi.commands.deploy_cmd import _hold_until_the_operator_ends
+    from shallowpi.commands.deploy_holds import hold_until_the_operator_ends
 
     robot = CountingRobot()
     executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
@@ -80,7 +80,7 @@ def test_after_a_policy_fault_the_robot_stays_powered_until_the_operator_ends_it
     published, said = [], []
     threading.Timer(0.3, executor.stop).start()  # the operator, from the dashboard or with Ctrl-C
     started = time.perf_counter()
-    _hold_until_the_operator_ends(executor, published.append, said.append, period_s=0.02)
+    hold_until_the_operator_ends(executor, published.append, said.append, period_s=0.02)
     assert time.perf_counter() - started >= 0.25 and len(published) >= 5
     assert "holds its pose with torque on" in said[0] and "torque_off" not in robot.calls
     assert not executor.held_after_fault
@@ -195,7 +195,7 @@ def test_a_backend_still_computing_after_the_episode_is_not_used_again():
 
 
 def test_a_servo_fault_while_holding_after_a_policy_fault_turns_torque_off():
-    from shallowpi.commands.deploy_cmd import _hold_until_the_operator_ends
+    from shallowpi.commands.deploy_holds import hold_until_the_operator_ends
 
     robot = CountingRobot()
     executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
@@ -205,7 +205,7 @@ def test_a_servo_fault_while_holding_after_a_policy_fault_turns_torque_off():
     robot.alarm = "servo 3 on bus arm reports an overload"
     said: list[str] = []
     started = time.perf_counter()
-    _hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02)
+    hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02)
     assert time.perf_counter() - started < 2.0  # checked once a second, as observe() checks
     assert executor.estopped and not executor.held_after_fault
     assert "a servo fault while the robot held: servo 3 on bus arm reports an overload; torque off" in said

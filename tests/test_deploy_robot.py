@@ -312,7 +312,7 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     import pty
     import sys
 
-    from shallowpi.commands.deploy_cmd import WAITING_FOR_GO
+    from shallowpi.commands.deploy_holds import WAITING_FOR_GO
     from shallowpi.telemetry.executor_status import ExecutorState
 
     arm = robot_spec("arm")
