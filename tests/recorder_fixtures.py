@@ -69,12 +69,13 @@ def open_store(path: Path) -> EpisodeStore:
 def make_session(store: EpisodeStore, *, episodes: int = 3, episode_time_s: float = 1.0,
                  reset_time_s: float = 1.0, fps: float = 30.0, realtime: bool = False,
                  autostart: bool = True, commands: Callable[[], list[Command]] | None = None,
-                 publish: Callable | None = None) -> tuple[RecordingSession, FakeArm, BackgroundWriter]:
+                 publish: Callable | None = None, hold_at_end: bool = False,
+                 ) -> tuple[RecordingSession, FakeArm, BackgroundWriter]:
     arm = FakeArm()
     writer = BackgroundWriter(store)
     config = SessionConfig(task="wave", episodes=episodes, episode_time_s=episode_time_s,
                            reset_time_s=reset_time_s, fps=fps, autostart=autostart, robot="fake",
-                           dataset=store.path.stem)
+                           dataset=store.path.stem, hold_at_end=hold_at_end)
     session = RecordingSession(config, arm, SineTeleop(), writer, SimulatedClock(fps, realtime=realtime),
                                JOINTS, commands=commands, publish=publish)
     return session, arm, writer

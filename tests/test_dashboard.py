@@ -231,6 +231,28 @@ def test_quit_asks_for_confirmation_first():
     run_app(app, scenario)
 
 
+def test_once_every_episode_is_saved_the_header_and_the_quit_question_say_torque_goes_off_next():
+    """On a robot the run goes on teleoperating after its last episode (state done): the
+    header says what is left to do instead of the last take's time, and q asks before
+    ending a session whose end turns torque off."""
+    feed = StatusMailbox(max_hz=0)
+    sent: list[Command] = []
+    app = RecorderDashboard(feed, sent_commands(sent))
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.DONE))
+        await wait_for(pilot, lambda: app.status is not None)
+        header = text_of(app, "summary")
+        assert " DONE " in header and "all recorded: rest the arm, then q" in header and "00:12.3" not in header
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitScreen) and "Torque goes off" in app.screen.question
+        await pilot.press("y")
+        assert sent == [Command.QUIT]
+        feed.close()
+
+    run_app(app, scenario)
+
+
 def test_read_only_dashboard_sends_nothing_and_says_so():
     feed = StatusMailbox(max_hz=0)
     sent: list[Command] = []
@@ -554,6 +576,17 @@ def test_platform_monitor_lines_says_stale_and_tells_a_vanished_recorder_from_a_
         child.stdout.readline()
     out, err = child.communicate(timeout=30)
     assert child.returncode == 1 and out.strip().endswith("recorder ended on a fault: E-STOP: torque off, robot is safe")
+
+
+def test_a_recorder_feed_that_ends_on_done_vanished_an_executors_finished(capsys):
+    """A recorder's done still teleoperates (its last word is stopped); an executor's done
+    ran every episode."""
+    from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
+
+    assert monitor_cmd._say_how_it_ended(make_status(RecorderState.DONE), time.monotonic()) == monitor_cmd.EXIT_VANISHED
+    assert "recorder vanished without a final status" in capsys.readouterr().out
+    finished = ExecutorStatus(state=ExecutorState.DONE, message="3 episodes")
+    assert monitor_cmd._say_how_it_ended(finished, time.monotonic()) == monitor_cmd.EXIT_STOPPED
 
 
 def test_camera_key_cycles_thumbnails():

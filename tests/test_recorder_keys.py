@@ -16,19 +16,20 @@ from shallowpi.telemetry.status import Command, RecorderState, Request
 pytestmark = pytest.mark.timeout(120)
 FPS = 30
 EPISODE_TICKS = 30  # 1 s episodes
-# Ticks at which the session is in each state (reset 10 s: it lasts 300 ticks).
+# Ticks at which the session is in each state (reset 10 s: it lasts 300 ticks; done: the
+# only episode was saved at tick 30, `in_state`).
 AT = {RecorderState.IDLE: 2, RecorderState.RECORDING: 10, RecorderState.RESETTING: 40,
-      RecorderState.PAUSED: 50}
+      RecorderState.PAUSED: 50, RecorderState.DONE: 40}
 
 
 def run_script(tmp_path, script: dict[int, list[Command]], *, autostart: bool = True, episodes: int = 3,
-               reset_time_s: float = 10.0, store_name: str = "keys.zarr"):
+               reset_time_s: float = 10.0, store_name: str = "keys.zarr", hold_at_end: bool = False):
     """Run a session to its end; returns (session, arm, store, [(tick, state, message, episode)])."""
     store = open_store(tmp_path / store_name)
     seen: list[tuple[int, RecorderState, str, int]] = []
     commands = TickScript(script)
     session, arm, writer = make_session(store, episodes=episodes, reset_time_s=reset_time_s, autostart=autostart,
-                                        commands=commands,
+                                        commands=commands, hold_at_end=hold_at_end,
                                         publish=lambda s: seen.append((commands.tick - 1, s.state, s.message,
                                                                        s.episode)))
     session.run()
@@ -41,8 +42,15 @@ def at(seen, tick):
 
 
 def reach(state: RecorderState) -> dict[int, list[Command]]:
-    """Commands that bring a session (autostart unless IDLE) into `state` by AT[state]."""
+    """Commands that bring a session (run as `in_state` says) into `state` by AT[state]."""
     return {AT[RecorderState.PAUSED] - 5: [Command.PAUSE]} if state is RecorderState.PAUSED else {}
+
+
+def in_state(state: RecorderState) -> dict:
+    """run_script's settings for reaching `state`: autostart unless IDLE; DONE after the
+    only episode of a session that holds at its end."""
+    done = state is RecorderState.DONE
+    return {"autostart": state is not RecorderState.IDLE, "hold_at_end": done, **({"episodes": 1} if done else {})}
 
 
 @pytest.mark.parametrize("state", keys.STATES, ids=lambda s: s.value)
@@ -52,8 +60,7 @@ def test_a_key_with_no_meaning_says_so_and_changes_nothing(tmp_path, state):
     for command in ignored:
         tick = AT[state]
         script = {**reach(state), tick: [command], tick + 3: [Command.QUIT]}
-        _, _, _store, seen = run_script(tmp_path / command.value, script,
-                                       autostart=state is not RecorderState.IDLE)
+        _, _, _store, seen = run_script(tmp_path / command.value, script, **in_state(state))
         before, after = at(seen, tick - 1), at(seen, tick)
         assert before[1] is state, (command, before)
         assert after[1] is state and after[3] == before[3], (command, after)
@@ -193,6 +200,31 @@ def test_a_key_after_space_in_the_same_tick_keeps_the_last_take(tmp_path, after)
     assert f"{keys.KEY[after]} ({after.value}) ignored while stopped" in at(seen, 10)[2]
 
 
+def test_with_hold_at_end_the_follower_is_teleoperated_after_the_last_take_until_q(tmp_path):
+    """On a robot the run's end turned torque off at once, dropping the follower wherever
+    the last take left it. Holding at the end, teleoperation goes on, nothing recorded,
+    until q (or Ctrl-C), and the run is complete, not interrupted; s still marks the last
+    episode."""
+    script = {60: [Command.SUCCESS], 200: [Command.QUIT]}
+    session, arm, store, seen = run_script(tmp_path, script, episodes=1, hold_at_end=True)
+    assert all(state is RecorderState.DONE for tick, state, _, _ in seen if EPISODE_TICKS < tick < 200)
+    assert at(seen, EPISODE_TICKS + 1)[2].startswith("all 1 episode(s) recorded; the follower still follows")
+    assert "episode 0 marked successful in the store" in at(seen, 60)[2]
+    assert session.teleop.t >= 200 and arm.torque_offs == 0  # followed to the end; torque is the rig's to end
+    assert not session.result.interrupted and session.status.state is RecorderState.STOPPED
+    assert len(store) == 1 and store.episode(0).length == EPISODE_TICKS and store.episode(0).success is True
+
+
+@pytest.mark.parametrize(("key", "then"), [(Command.DISCARD, RecorderState.RESETTING),
+                                           (Command.RERECORD, RecorderState.RECORDING)])
+def test_d_or_r_once_every_episode_is_saved_records_the_last_one_again(tmp_path, key, then):
+    script = {40: [key], 250: [Command.QUIT]}
+    session, _, store, seen = run_script(tmp_path, script, episodes=1, reset_time_s=1.0, hold_at_end=True)
+    assert at(seen, 39)[1] is RecorderState.DONE and at(seen, 40)[1] is then and at(seen, 40)[3] == 0
+    assert at(seen, 249)[1] is RecorderState.DONE  # the episode recorded again: done again
+    assert len(store) == 1 and session.result.deleted == 1 and store.episode(0).length == EPISODE_TICKS
+
+
 def test_marks_after_saving_are_what_the_store_holds(tmp_path):
     script = {5: [Command.FAILURE], 40: [Command.SUCCESS], 80: [Command.FAILURE]}
     _session, _, store, seen = run_script(tmp_path, script, episodes=2, reset_time_s=1.0)
@@ -211,7 +243,7 @@ def test_n_and_space_end_the_reset_and_idle(tmp_path):
 @pytest.mark.parametrize("state", keys.STATES, ids=lambda s: s.value)
 def test_e_stop_in_every_state_switches_torque_off_and_ends_with_a_fault(tmp_path, state):
     script = {**reach(state), AT[state]: [Command.ESTOP]}
-    session, arm, store, _seen = run_script(tmp_path, script, autostart=state is not RecorderState.IDLE)
+    session, arm, store, _seen = run_script(tmp_path, script, **in_state(state))
     assert arm.torque_offs == 1
     assert session.status.state is RecorderState.FAULT and session.result.fault.startswith("e-stop pressed")
     assert session.status.message.startswith("E-STOP: torque off")

@@ -151,7 +151,7 @@ def test_record_on_emulated_servos_refuses_uncalibrated_and_cameraless_until_tol
                              "--task", "wave", "--episodes", "1", "--episode-time-s", "0.5", "--reset-time-s", "0",
                              "--no-tui", f"telemetry.address={tmp_path}/t.sock", *extra),
                 env=subprocess_env(SHALLOWPI_ROBOTS_DIR=str(tmp_path / "robots")),  # no calibration there
-                capture_output=True, text=True, timeout=240)
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240)  # no terminal: no end hold
 
         # No calibration file: refused before any port opens, as `platform deploy` refuses it.
         uncalibrated = record("--no-cameras")

@@ -203,7 +203,9 @@ def _say_how_it_ended(last: Any, at: float | None) -> int:
     if state == "stopped" and getattr(last, "estopped", False):  # an executor's e-stop: torque went off
         print(f"{stamp} {what} e-stopped: {last.message}", flush=True)
         return EXIT_FAULT
-    if state in ("stopped", "done"):  # done: an executor that ran every episode
+    # done: an executor that ran every episode; a recorder's done still teleoperates, its
+    # last word is stopped (a feed that ends on done vanished)
+    if state == "stopped" or (state == "done" and what == "executor"):
         said = f": {last.message}" if what == "executor" and last.message else ""  # e-stopped, or how many ran
         print(f"{stamp} {what} {state}{said}", flush=True)
         return EXIT_STOPPED

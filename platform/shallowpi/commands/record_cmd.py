@@ -83,6 +83,9 @@ def help_epilog() -> str:
         "dashboard keys (a key with no meaning in a state says \"ignored while <state>\"; c shows the\n"
         "next camera). Episodes are numbered as the store numbers them, everywhere:\n"
         f"{keys.table()}\n\n"
+        "on a robot, after the last episode (done) the follower still follows the leader, nothing\n"
+        "recorded: bring it to rest, then q or Ctrl-C turns torque off (record.hold_at_end=false:\n"
+        "torque off at once)\n\n"
         "watch or drive a running recorder from another terminal (e.g. over SSH):\n"
         "  platform monitor --robot R [--control]      the same dashboard\n"
         "  platform monitor --robot R --lines          one plain status line a second"
@@ -213,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
             reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
             fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
             calibration_id=rig.calibration_id, autostart=True,
+            # somebody to end it: a dashboard, or Ctrl-C on a terminal
+            hold_at_end=rec.hold_at_end and not args.sim and sys.stdin.isatty(),
         )
         disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows,
                           reserve_bytes=int(rec.disk_reserve_mb * 1e6))

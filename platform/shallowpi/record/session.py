@@ -7,7 +7,9 @@ Observing first is lerobot's order: row t pairs what the robot saw with what it 
 to do next, which is what a policy learns. An episode begins at the top of a tick, before
 that tick observes, so every episode's first row is its own t = 0 and it holds
 `round(episode_time_s * fps)` rows. Between episodes a reset period runs the same loop
-without recording, so the operator can put the scene back. The loop waits on the disk
+without recording, so the operator can put the scene back; after the last one, a session
+that holds at its end (on a robot) runs it until q or Ctrl-C, so the operator rests the
+follower before torque goes off. The loop waits on the disk
 only when the writer's queue is full (back-pressure, measured and shown), never on the
 screen: the writer and the dashboard have their own threads, and the status sink only
 keeps the latest status. Nothing a tick does grows with the number of
@@ -174,7 +176,8 @@ class RecordingSession:
                 if self._stop.is_set():
                     if self._recording:
                         self._end_episode(keep=cfg.on_interrupt is OnInterrupt.SAVE, ended="interrupted")
-                    self.result.interrupted = True
+                    # q or Ctrl-C is how a held end is released: the run was complete.
+                    self.result.interrupted = self._state is not RecorderState.DONE
                     break
                 commands, self._deferred = [*self._deferred, *map(Request.of, self._commands())], []
                 # An E-STOP acts before anything queued beside it: a STOP ahead of it would
@@ -249,8 +252,11 @@ class RecordingSession:
             self._end_episode(keep=False)
             self._begin()
         elif command in (Command.DISCARD, Command.RERECORD):
-            if self._delete_last_saved() and command is Command.RERECORD:
-                self._begin()
+            if self._delete_last_saved():
+                if command is Command.RERECORD:
+                    self._begin()
+                elif state is RecorderState.DONE:  # one episode short again
+                    self._reset(RecorderState.RESETTING)
         elif command in (Command.SUCCESS, Command.FAILURE):
             self._mark(command is Command.SUCCESS, meant)
         return False
@@ -298,13 +304,17 @@ class RecordingSession:
         """Save the take, which `ended` says how; the next state is `then` (a reset or a
         pause), or the end."""
         self._end_episode(keep=True, ended=ended)
-        if self._episode >= self.config.episodes:
+        if self._episode < self.config.episodes:
+            self._reset(then)
+        elif self.config.hold_at_end:
+            self._state = RecorderState.DONE
+            self.status.message = (f"all {self.config.episodes} episode(s) recorded; the follower still follows, "
+                                   "nothing is recorded: bring it to rest, then q or Ctrl-C (torque off)")
+        else:
             self._finished = True
             # No longer recording: a d or r later in the same tick's keys must not take the
             # episode just saved for the take in flight (the key table ignores them here).
             self._state = RecorderState.STOPPED
-        else:
-            self._reset(then)
 
     def _reset(self, state: RecorderState) -> None:
         self._state = state
@@ -337,7 +347,7 @@ class RecordingSession:
     def _shown_episode(self) -> int:
         """The episode the status names: the take in flight, else the next one; once all
         are saved, the last one saved."""
-        return self._store_index - (1 if self._finished else 0)
+        return self._store_index - (1 if self._finished or self._state is RecorderState.DONE else 0)
 
     # --- episode flow ------------------------------------------------------------------
 

@@ -73,6 +73,9 @@ class SessionConfig:
     reset_time_s: float = 5.0
     fps: float = 30.0
     autostart: bool = True  # False: idle until a key (`platform record` always starts at once)
+    # After the last episode, go on teleoperating (state DONE, nothing recorded) until q or
+    # Ctrl-C: ending at once turns torque off and drops the follower where the take left it.
+    hold_at_end: bool = False
     on_interrupt: OnInterrupt = OnInterrupt.SAVE  # what Ctrl-C / SIGTERM does to the episode in flight
     thumbnail_every: int = 6  # ticks between dashboard thumbnails
     robot: str = ""

@@ -11,15 +11,18 @@ shows.
     recording   a take: frames go to the store         its time, space, p, d, r
     resetting   the reset countdown, nothing recorded  its end, space / n, r
     paused      nothing: the countdown is held         space / n, p, r
+    done        teleoperation only: every episode is   q (torque off), d, r
+                saved (on a robot), the follower
+                follows until the operator ends it
 """
 
 from __future__ import annotations
 
 from shallowpi.telemetry.status import Command, RecorderState, Request
 
-IDLE, RECORDING, RESETTING, PAUSED = (RecorderState.IDLE, RecorderState.RECORDING,
-                                      RecorderState.RESETTING, RecorderState.PAUSED)
-STATES: tuple[RecorderState, ...] = (IDLE, RECORDING, RESETTING, PAUSED)
+IDLE, RECORDING, RESETTING, PAUSED, DONE = (RecorderState.IDLE, RecorderState.RECORDING, RecorderState.RESETTING,
+                                            RecorderState.PAUSED, RecorderState.DONE)
+STATES: tuple[RecorderState, ...] = (IDLE, RECORDING, RESETTING, PAUSED, DONE)
 
 # The key on the dashboard for each command (space is start or stop, by state).
 KEY: dict[Command, str] = {
@@ -29,7 +32,6 @@ KEY: dict[Command, str] = {
 }
 
 _JUST_SAVED = "the episode this run saved last"
-_EVERY_STATE = (IDLE, RECORDING, RESETTING, PAUSED)
 
 EFFECTS: dict[Command, dict[RecorderState, str]] = {
     Command.START: {
@@ -47,21 +49,25 @@ EFFECTS: dict[Command, dict[RecorderState, str]] = {
         RECORDING: "discard the take, record the same episode again now",
         RESETTING: f"delete {_JUST_SAVED} from the store, record it again now",
         PAUSED: f"delete {_JUST_SAVED} from the store, record it again now",
+        DONE: f"delete {_JUST_SAVED} from the store, record it again now",
     },
     Command.DISCARD: {
         RECORDING: "discard the take; after the reset the same episode is recorded again",
         RESETTING: f"delete {_JUST_SAVED} from the store; the reset goes on",
         PAUSED: f"delete {_JUST_SAVED} from the store; still paused",
+        DONE: f"delete {_JUST_SAVED} from the store; a reset, then it is recorded again",
     },
     Command.SUCCESS: {
         RECORDING: "mark the take successful (stored with it)",
         RESETTING: f"mark {_JUST_SAVED} successful in the store",
         PAUSED: f"mark {_JUST_SAVED} successful in the store",
+        DONE: f"mark {_JUST_SAVED} successful in the store",
     },
     Command.FAILURE: {
         RECORDING: "mark the take failed (stored with it)",
         RESETTING: f"mark {_JUST_SAVED} failed in the store",
         PAUSED: f"mark {_JUST_SAVED} failed in the store",
+        DONE: f"mark {_JUST_SAVED} failed in the store",
     },
     Command.PAUSE: {
         RECORDING: "end the take and save it, then hold: no countdown until space or p",
@@ -69,9 +75,9 @@ EFFECTS: dict[Command, dict[RecorderState, str]] = {
         PAUSED: "resume the reset countdown where it was held",
     },
     Command.QUIT: {state: "stop: the take in flight is saved (record.on_interrupt), the store closed"
-                   for state in _EVERY_STATE},
+                   for state in STATES},
     Command.ESTOP: {state: "torque off now, the take discarded; the recorder ends with an error"
-                    for state in _EVERY_STATE},
+                    for state in STATES},
 }
 
 

@@ -22,6 +22,9 @@ class RecorderState(str, enum.Enum):
     PAUSED = "paused"
     SAVING = "saving"  # the writer is still flushing; the next episode may already start
     FAULT = "fault"  # a servo or camera failed: robot held or torque off, see `message`
+    # Every episode saved, on a robot: teleoperation goes on, nothing recorded, until the
+    # operator ends the session (q, Ctrl-C) with the follower at rest.
+    DONE = "done"
     STOPPED = "stopped"
 
 

@@ -24,10 +24,12 @@ STATE_STYLES: dict[RecorderState, Style] = {
     RecorderState.PAUSED: Style(bold=True, color="#ffffff", bgcolor="#005fd7"),
     RecorderState.SAVING: Style(bold=True, color="#000000", bgcolor="#00afaf"),
     RecorderState.FAULT: Style(bold=True, color="#ffffff", bgcolor="#af00af"),
+    RecorderState.DONE: Style(bold=True, color="#000000", bgcolor="#5fd75f"),
     RecorderState.STOPPED: Style(bold=True, color="#ffffff", bgcolor="#3a3a3a"),
 }
 DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
+DONE_WORDS = "all recorded: rest the arm, then q"  # the clock's place once every episode is saved
 NUMBERS_WIDTH = 25  # "  leader follower  error" after the name: 2 + 7 + 1 + 8 + 1 + 6 cells
 KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
                                ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),
@@ -67,6 +69,8 @@ def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Te
     text.append(f" ({run_position(status)})")
     if (reset := _reset_words(status)) is not None:  # between takes: the last one's time is not this episode's
         text.append(f"  {reset} {_clock(status.reset_time_left_s)} left", style="yellow")
+    elif status.state is RecorderState.DONE:
+        text.append(f"  {DONE_WORDS}", style="bold green")
     else:
         text.append(f"  {_clock(status.episode_time_s)}", style="bold")
         if status.episode_time_limit_s:
@@ -220,9 +224,12 @@ def _reset_words(status: RecorderStatus) -> str | None:
 
 def clock_text(status: RecorderStatus) -> str:
     """'t=9.4/20s' while a take runs; between takes the reset's countdown, 'reset 2.5s left'
-    or 'reset held, 5.0s left' (paused): the last take's time is not the next episode's."""
+    or 'reset held, 5.0s left' (paused): the last take's time is not the next episode's;
+    once every episode is saved (done), what is left to do."""
     if (reset := _reset_words(status)) is not None:
         return f"{reset} {status.reset_time_left_s:.1f}s left"
+    if status.state is RecorderState.DONE:
+        return DONE_WORDS
     return f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s"
 
 
