@@ -70,12 +70,14 @@ def make_session(store: EpisodeStore, *, episodes: int = 3, episode_time_s: floa
                  reset_time_s: float = 1.0, fps: float = 30.0, realtime: bool = False,
                  autostart: bool = True, commands: Callable[[], list[Command]] | None = None,
                  publish: Callable | None = None, hold_at_end: bool = False,
+                 camera_serials: Mapping[str, str] | None = None,
                  ) -> tuple[RecordingSession, FakeArm, BackgroundWriter]:
     arm = FakeArm()
     writer = BackgroundWriter(store)
     config = SessionConfig(task="wave", episodes=episodes, episode_time_s=episode_time_s,
                            reset_time_s=reset_time_s, fps=fps, autostart=autostart, robot="fake",
-                           dataset=store.path.stem, hold_at_end=hold_at_end)
+                           dataset=store.path.stem, hold_at_end=hold_at_end,
+                           camera_serials=camera_serials or {})
     session = RecordingSession(config, arm, SineTeleop(), writer, SimulatedClock(fps, realtime=realtime),
                                JOINTS, commands=commands, publish=publish)
     return session, arm, writer

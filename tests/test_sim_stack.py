@@ -118,6 +118,8 @@ def test_record_through_the_stack_is_checked_and_successful(tmp_path) -> None:
     ticks = episode["observation.state"] / quantum(spec, RobotCalibration(UNCALIBRATED, "arm"))
     np.testing.assert_allclose(ticks, np.round(ticks), atol=1e-2)
     assert summary.dropped_frames == 0  # counted by the RealSense drivers from frame numbers
+    # Which camera recorded each role, as the driver opened it (a swap shows on --resume).
+    assert summary.extra["camera_serials"] == {"front": "SIM-front", "wrist": "SIM-wrist"}
 
 
 @pytest.mark.slow

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from shallowpi.data.store import PROVENANCE_DIR, EpisodeStore, StoreSettings
     from shallowpi.record.disk import DiskBudget
-    from shallowpi.record.rig import build_rig, first_seed
+    from shallowpi.record.rig import build_rig, camera_changes, first_seed
     from shallowpi.record.session import RecordingSession, SessionConfig
     from shallowpi.record.writer import BackgroundWriter
     from shallowpi.telemetry.publisher import TelemetryPublisher
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             episode_time_s=rec.episode_time_s if args.episode_time_s is None else args.episode_time_s,
             reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
             fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
-            calibration_id=rig.calibration_id, autostart=True,
+            calibration_id=rig.calibration_id, camera_serials=rig.camera_serials, autostart=True,
             # somebody to end it: a dashboard, or Ctrl-C on a terminal
             hold_at_end=rec.hold_at_end and not args.sim and sys.stdin.isatty(),
         )
@@ -229,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
                                    allow_mixed_calibration=args.allow_mixed_calibration)
             if args.allow_mixed_calibration:
                 store.allow_mixed_calibration()
+            if (changed := camera_changes(store, rig.camera_serials)) is not None:
+                log.warning("%s", changed)
         # Simulation: every episode of a store gets its own scene. A refused --seed is refused
         # before a new store is made: one left behind empty would block the rerun it advises.
         seed = None if rig.scene is None else first_seed(store, args.seed, session_cfg.episodes)

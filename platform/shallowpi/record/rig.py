@@ -44,6 +44,13 @@ class Rig:
     joint_limits: tuple[list[float], list[float]] | None = None  # (lower, upper), for the dashboard
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
+    @property
+    def camera_serials(self) -> dict[str, str]:
+        """Serial number of the camera recording each role ({} for cameras without one):
+        episodes carry it, so a camera swapped between roles or replaced shows (`camera_changes`)."""
+        serials = {role: getattr(getattr(camera, "config", None), "serial", None) for role, camera in self.cameras.items()}
+        return {role: str(serial) for role, serial in serials.items() if serial}
+
     def close(self) -> None:
         """Stop what was started, in reverse order; each is tried, failures logged."""
         for closer in reversed(self._closers):
@@ -110,6 +117,25 @@ class ExpertScene:
         may hold each task at its own noise."""
         return {"seed": None if self.episode is None else self.episode.seed,
                 "sim_noise": 0.0 if self.noise is None else self.noise.scale}
+
+
+def camera_changes(store: Any, serials: dict[str, str]) -> str | None:
+    """What changed in which camera records each role since `store`'s last episode that says
+    (record --resume), as one warning, or None: a role now recorded by another serial (two
+    cameras swapped between roles: the wrist view under "front" trains a policy on the wrong
+    picture), or a camera replaced. Not an error: a replaced camera is a lab's everyday fix."""
+    last = next((e.extra["camera_serials"] for e in reversed(store.episodes)
+                 if isinstance(e.extra.get("camera_serials"), dict)), None)
+    if last is None:
+        return None
+    changed = [f"'{role}' is {serials[role]}, was {last[role]}" for role in sorted(serials)
+               if role in last and last[role] != serials[role]]
+    if not changed:
+        return None
+    swapped = any(serials[role] in last.values() for role in serials if role in last and last[role] != serials[role])
+    why = "cameras swapped between roles" if swapped else "a camera replaced"
+    return (f"camera {'; '.join(changed)} in {store.path.name}'s last episode ({why}?): pin each role's "
+            "robot.cameras.ROLE.serial and check the dashboard's pictures before recording on")
 
 
 def first_seed(store: Any | None, requested: int | None, episodes: int) -> int:

@@ -453,6 +453,8 @@ class RecordingSession:
                      "backpressure_s": self.writer.stats().backpressure_s,
                      "stale_frames": self.camera_health.stale_rows,
                      "repeated_pictures": self.camera_health.repeated_rows}
+            if self.config.camera_serials:
+                extra["camera_serials"] = dict(self.config.camera_serials)
             if self.scene is not None:
                 extra.update(self.scene.metadata())
             self.writer.commit(success=success, dropped_frames=self.camera_health.dropped_this_take(),

@@ -60,8 +60,8 @@ class OnInterrupt(str, enum.Enum):
 @dataclass
 class SessionConfig:
     """What one recording run does: `episodes` takes of `episode_time_s` seconds at `fps`
-    Hz, `reset_time_s` seconds apart. `robot`, `dataset` and `calibration_id` label the
-    episodes and the status.
+    Hz, `reset_time_s` seconds apart. `robot`, `dataset`, `calibration_id` and
+    `camera_serials` label the episodes and the status.
 
     Raises PlatformError unless episodes >= 1, episode time > 0, reset time >= 0 and
     fps > 0; ValueError for an unknown `on_interrupt`.
@@ -81,6 +81,7 @@ class SessionConfig:
     robot: str = ""
     dataset: str = ""
     calibration_id: str = ""
+    camera_serials: Mapping[str, str] = field(default_factory=dict)  # role -> serial, stored with each episode
 
     def __post_init__(self) -> None:
         times = (self.episode_time_s, self.reset_time_s, self.fps)

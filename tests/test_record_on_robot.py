@@ -1,5 +1,6 @@
-"""How `platform record` ends on a robot: the real command on emulated servo chains (the
-real dynamixel-sdk on ptys), its standard input a pseudo-terminal as an operator's is."""
+"""`platform record` on a robot: how a run ends (the real command on emulated servo chains,
+the real dynamixel-sdk on ptys, its standard input a pseudo-terminal as an operator's is),
+and which camera recorded which role."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import pytest
 
 from conftest import platform_cmd, subprocess_env
 from dxl_fixtures import emulated
+from recorder_fixtures import make_session, open_store
 from shallowpi.data import EpisodeStore
+from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
+from shallowpi.record.rig import Rig, camera_changes
 
 ELBOW = 3  # servo ID of elbow_flex, on the leader and the follower chain
 
@@ -80,3 +84,25 @@ def test_after_the_last_episode_the_follower_keeps_following_until_ctrl_c(tmp_pa
     assert "torque is off: the arms no longer hold their pose" in out and not any(torque_after)
     store = EpisodeStore.open(tmp_path / "end.zarr")
     assert len(store) == 1 and store.episode(0).length == 15  # the hold recorded nothing
+
+
+def test_episodes_name_the_camera_of_each_role_and_a_resume_says_when_that_changed(tmp_path):
+    """Two RealSenses without pinned serials can come up in either order: the wrist view
+    recorded as "front" trains a policy on the wrong picture, and nothing in the store
+    said which camera was which. Each episode now names them, and record --resume warns
+    when a role's camera differs from the store's last episode."""
+    cameras = {role: RealSenseCamera(RealSenseConfig(role, serial, 64, 48, 30))
+               for role, serial in (("front", "849312070001"), ("wrist", "849312070002"))}
+    rig = Rig(robot=None, teleop=None, features={}, joint_names=[], clock=None, task_text="wave", cameras=cameras)
+    assert rig.camera_serials == {"front": "849312070001", "wrist": "849312070002"}
+    store = open_store(tmp_path / "cams.zarr")
+    assert camera_changes(store, rig.camera_serials) is None  # nothing recorded yet
+    session, _, writer = make_session(store, episodes=1, reset_time_s=0.0, camera_serials=rig.camera_serials)
+    session.run()
+    writer.close()
+    assert store.episode(0).extra["camera_serials"] == rig.camera_serials
+    assert camera_changes(store, rig.camera_serials) is None
+    swapped = camera_changes(store, {"front": "849312070002", "wrist": "849312070001"})
+    assert swapped.startswith("camera 'front' is 849312070002, was 849312070001; 'wrist' is 849312070001, was")
+    assert "(cameras swapped between roles?)" in swapped and "robot.cameras.ROLE.serial" in swapped
+    assert "(a camera replaced?)" in camera_changes(store, {"front": "849312079999", "wrist": "849312070002"})
