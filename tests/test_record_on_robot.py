@@ -87,10 +87,10 @@ def test_after_the_last_episode_the_follower_keeps_following_until_ctrl_c(tmp_pa
 
 
 def test_episodes_name_the_camera_of_each_role_and_a_resume_says_when_that_changed(tmp_path):
-    """Two RealSenses without pinned serials can come up in either order: the wrist view
-    recorded as "front" trains a policy on the wrong picture, and nothing in the store
-    said which camera was which. Each episode now names them, and record --resume warns
-    when a role's camera differs from the store's last episode."""
+    """Two roles' serials set the other way round in the config (copied from another rig)
+    record the wrist view as "front", a policy then trains on the wrong picture, and nothing
+    in the store said which camera was which. Each episode now names them, and record
+    --resume warns when a role's camera differs from the store's last episode."""
     cameras = {role: RealSenseCamera(RealSenseConfig(role, serial, 64, 48, 30))
                for role, serial in (("front", "849312070001"), ("wrist", "849312070002"))}
     rig = Rig(robot=None, teleop=None, features={}, joint_names=[], clock=None, task_text="wave", cameras=cameras)
@@ -104,5 +104,5 @@ def test_episodes_name_the_camera_of_each_role_and_a_resume_says_when_that_chang
     assert camera_changes(store, rig.camera_serials) is None
     swapped = camera_changes(store, {"front": "849312070002", "wrist": "849312070001"})
     assert swapped.startswith("camera 'front' is 849312070002, was 849312070001; 'wrist' is 849312070001, was")
-    assert "(cameras swapped between roles?)" in swapped and "robot.cameras.ROLE.serial" in swapped
+    assert "(cameras swapped between roles?)" in swapped and "against robot.cameras.ROLE.serial" in swapped
     assert "(a camera replaced?)" in camera_changes(store, {"front": "849312079999", "wrist": "849312070002"})

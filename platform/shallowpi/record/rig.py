@@ -122,8 +122,9 @@ class ExpertScene:
 def camera_changes(store: Any, serials: dict[str, str]) -> str | None:
     """What changed in which camera records each role since `store`'s last episode that says
     (record --resume), as one warning, or None: a role now recorded by another serial (two
-    cameras swapped between roles: the wrist view under "front" trains a policy on the wrong
-    picture), or a camera replaced. Not an error: a replaced camera is a lab's everyday fix."""
+    roles' serials swapped in the config: the wrist view under "front" trains a policy on
+    the wrong picture), or a camera replaced. Not an error: a replaced camera is a lab's
+    everyday fix."""
     last = next((e.extra["camera_serials"] for e in reversed(store.episodes)
                  if isinstance(e.extra.get("camera_serials"), dict)), None)
     if last is None:
@@ -134,8 +135,8 @@ def camera_changes(store: Any, serials: dict[str, str]) -> str | None:
         return None
     swapped = any(serials[role] in last.values() for role in serials if role in last and last[role] != serials[role])
     why = "cameras swapped between roles" if swapped else "a camera replaced"
-    return (f"camera {'; '.join(changed)} in {store.path.name}'s last episode ({why}?): pin each role's "
-            "robot.cameras.ROLE.serial and check the dashboard's pictures before recording on")
+    return (f"camera {'; '.join(changed)} in {store.path.name}'s last episode ({why}?): check each role's "
+            "picture on the dashboard against robot.cameras.ROLE.serial before recording on")
 
 
 def first_seed(store: Any | None, requested: int | None, episodes: int) -> int:
