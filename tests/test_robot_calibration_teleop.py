@@ -279,6 +279,28 @@ def test_follower_goals_stay_inside_the_range_swept_at_calibration():
         DynamixelRobot(spec, sliver)
 
 
+def test_a_gripper_in_plain_position_mode_is_warned_of_and_kept_clear_of_its_stops(caplog):
+    """Current-based position mode caps a gripper's push (the shipped configs); a lab's
+    config in plain position mode does not, and a goal at fully closed stalled the servo
+    against its stop at full current: such a gripper is kept 2 % of its scale clear of both
+    ends, and the robot says why it should not run so."""
+    import logging
+
+    from shallowpi.hardware.dynamixel.control_table import OperatingMode
+
+    with emulated("arm") as (spec, chains):
+        calibration = _calibrate_follower(spec, chains)
+        plain = dataclasses.replace(spec, motors=[
+            dataclasses.replace(m, mode=OperatingMode.POSITION, max_current_a=None) if m.joint == "gripper" else m
+            for m in spec.motors])
+        with caplog.at_level(logging.WARNING):
+            assert DynamixelRobot(spec, calibration, clock=None).limits()["gripper"][:2] == (0.0, 1.0)
+            assert "plain position mode" not in caplog.text
+            assert DynamixelRobot(plain, calibration, clock=None).limits()["gripper"][:2] == pytest.approx((0.02, 0.98))
+        assert "gripper 'gripper' runs in plain position mode" in caplog.text
+        assert "mode: current_based_position with max_current_a caps the push" in caplog.text
+
+
 def test_a_leader_gripper_closed_near_the_end_of_its_turn_calibrates_its_real_opening():
     """Closed at ~tick 4000 and opened 0.8 rad toward positive ticks, a position-mode servo
     reads past 4095 from 0: read raw, the sweep took it for a 3,500-tick travel the other

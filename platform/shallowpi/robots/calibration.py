@@ -224,15 +224,19 @@ def swept_limits(robot: RobotCalibration, joint: JointSpec, motor: MotorSpec,
     narrowed to the range the calibration's sweep moved it through, less SWEEP_MARGIN of
     that range at each end. The sweep is where the joint was seen to go, by hand, torque
     off, often to its hard stops: a goal exactly there would stall the servo against the
-    stop at full current (only a gripper's current is capped). The config's limits are one
-    number for every arm built to it, and can reach past this one's hard stops. Grippers
-    keep their config limits (their sweep defines the 0..1 scale), as does a joint never
-    calibrated (no entry: the centre-tick default).
+    stop at full current. The config's limits are one number for every arm built to it, and
+    can reach past this one's hard stops. A gripper's sweep defines its 0..1 scale: in
+    current-based position mode (its push capped by max_current_a) it keeps its config
+    limits; in plain position mode, whose push is not capped, it is kept SWEEP_MARGIN of the
+    scale clear of fully closed and fully open. A joint never calibrated (no entry: the
+    centre-tick default) keeps its config limits.
 
     Raises PlatformError when the swept range and the config's limits do not overlap."""
     entry = robot.arms.get(motor.bus, {}).get(joint.name)
-    if joint.kind == "gripper" or entry is None:
+    if entry is None or (joint.kind == "gripper" and motor.mode != OperatingMode.POSITION):
         return float(joint.lower), float(joint.upper)
+    if joint.kind == "gripper":
+        return max(SWEEP_MARGIN, float(joint.lower)), min(1.0 - SWEEP_MARGIN, float(joint.upper))
     low, high = sorted((convert.to_joint(entry.range_min), convert.to_joint(entry.range_max)))
     margin = SWEEP_MARGIN * (high - low)
     lower, upper = max(low + margin, float(joint.lower)), min(high - margin, float(joint.upper))

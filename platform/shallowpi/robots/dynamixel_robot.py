@@ -51,6 +51,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
+from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeStateError
 from shallowpi.robots.calibration import (
@@ -121,6 +122,14 @@ class DynamixelRobot(Robot):
             motors = {m.id: m.model for m in spec.motors if m.bus == bus_name}
             self.buses[bus_name] = bus_factory(bus_name, bus.port, bus.baud, motors)
         self.lower, self.upper = self._swept_limits()
+        for joint in spec.joints:
+            if joint.kind == "gripper" and (motor := self._motors[joint.name]).mode == OperatingMode.POSITION:
+                capped = OperatingMode.CURRENT_BASED_POSITION in motor.model.operating_modes
+                log.warning("robot %s: gripper '%s' runs in plain position mode: closed on an object the servo "
+                            "pushes at full current until it overloads (or crushes it); %s", self.name, joint.name,
+                            "mode: current_based_position with max_current_a caps the push (configs/robot/arm.yaml)"
+                            if capped else f"its {motor.model.name} has no current-based mode, one that has would "
+                            "cap the push")
         self.max_step = np.array([j.max_velocity for j in spec.joints], dtype=np.float64) / spec.fps
         self._clock = clock  # None: each act() is one control period (the simulated stack)
         self._commanded_at: float | None = None  # clock time of the last goal sent
