@@ -11,8 +11,9 @@ import pytest
 
 from disk_fixtures import SyncWatch
 from shallowpi.data import EpisodeStore, Feature
-from shallowpi.data.store import PROVENANCE_DIR, SWAPPED_OUT, StoreSettings
+from shallowpi.data.store import PROVENANCE_DIR, StoreSettings
 from shallowpi.data.store_check import check_store
+from shallowpi.data.store_swap import SWAPPED_OUT
 from shallowpi.errors import StoreError
 from store_fixtures import arm_features, as_layout_1, make_store, synthetic_frame
 
@@ -123,7 +124,7 @@ def test_a_delete_cut_after_its_second_rename_never_brings_the_deleted_episodes_
     list`) moved the old copy, deleted episodes and all, back in as `s.zarr`: a `record
     --dataset s` then appended to it. The old copy comes back only while the swap's other
     half (`s.zarr.compacting`) says it was cut; the store's next writable open removes it."""
-    from shallowpi.data.store import iter_stores
+    from shallowpi.data.store_swap import iter_stores
 
     make_store(tmp_path / "s.zarr", episodes=3, length=5).close()
     shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.old")  # the store before its delete
@@ -162,7 +163,7 @@ def test_a_swap_cut_between_its_renames_is_listed_and_never_taken_for_a_free_nam
     """Only `s.zarr.old` and a complete `s.zarr.compacting` there: `dataset list` showed
     nothing, and a `record` (or merge, import) into that name made a fresh store, after
     which the next edit removed the last copy of its episodes."""
-    from shallowpi.data.store import iter_stores
+    from shallowpi.data.store_swap import iter_stores
 
     store = make_store(tmp_path / "s.zarr", episodes=3, length=5)
     store.close()

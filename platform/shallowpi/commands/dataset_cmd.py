@@ -168,7 +168,8 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 def _list(root: Path) -> int:
     from rich.table import Table
 
-    from shallowpi.data.store import EpisodeStore, iter_stores
+    from shallowpi.data.store import EpisodeStore
+    from shallowpi.data.store_swap import iter_stores
 
     stores = list(iter_stores(root))
     if not stores:

@@ -27,7 +27,8 @@ from shallowpi.data.lerobot_interop import (
     _video_backend,
     episode_successes,
 )
-from shallowpi.data.store import EpisodeStore, StoreSettings, name_taken
+from shallowpi.data.store import EpisodeStore, StoreSettings
+from shallowpi.data.store_swap import name_taken
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import PlatformError, StoreError
 

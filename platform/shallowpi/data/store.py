@@ -53,7 +53,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,13 @@ from shallowpi.data.durable_io import (
 )
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
+from shallowpi.data.store_swap import (
+    COMPACTING_SUFFIX,
+    SWAPPED_OUT,
+    finish_interrupted_swap,
+    name_taken,
+    remove_swapped_out,
+)
 from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path
 from shallowpi.errors import StoreEditedError, StoreError
 
@@ -79,8 +86,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpisodeInfo", "EpisodeStore", "StoreSettings", "StoreSummary", "check_mixing",
-           "iter_stores", "mixed_fps"]
+__all__ = ["EpisodeInfo", "EpisodeStore", "StoreSettings", "StoreSummary", "check_mixing", "mixed_fps"]
 
 FORMAT_NAME = "shallowpi.episodes"
 # 3: as 2, with the metadata in layout 2 (one file an episode, a small commit record).
@@ -93,9 +99,6 @@ LAYOUT = 2
 TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 EPISODES_DIR = "episodes"
-COMPACTING_SUFFIX = ".compacting"
-OLD_SUFFIX = ".old"  # a delete's swap moves the store there before the compacted copy goes in
-SWAPPED_OUT = ".swapped-out"  # marks that folder as the swap's, not a copy someone named so by hand
 # How a store's episodes were made: each recording session's resolved config (and its
 # dashboard log), kept beside the arrays and carried by every edit that rewrites the store.
 PROVENANCE_DIR = ".shallowpi"
@@ -295,7 +298,7 @@ class EpisodeStore:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
         if not path.exists():
-            _finish_interrupted_swap(path)
+            finish_interrupted_swap(path)
         if not path.exists():
             raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
         if not (path / ".zgroup").is_file():
@@ -779,52 +782,3 @@ def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int 
     """The value of meta/.zattrs["commit"]: the counts, the in-place edits so far (readers
     open meanwhile look at it), and what every episode agrees on."""
     return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **summary.to_json()}
-
-
-def name_taken(path: Path) -> bool:
-    """Whether a store (or a delete's swap cut between its two renames, finished here) holds
-    `path`: what every command that makes a store there asks first. A new store beside a
-    cut swap's copies would be taken for them, and the next edit would remove the last."""
-    if not path.exists():
-        _finish_interrupted_swap(path)
-    return path.exists()
-
-
-def _finish_interrupted_swap(path: Path) -> None:
-    """A delete swaps a compacted copy in with two renames; finish a swap cut in between.
-
-    Only called when `path` is missing: the compacted copy goes in if it was complete,
-    else the original comes back. Only while the copy is there: a swap cut after its
-    second rename leaves `NAME.zarr.old` alone beside the new store (the writer's next open
-    removes it), and once that store was renamed or removed by hand, bringing the old copy
-    back would resurrect the episodes the delete removed.
-    """
-    staging = path.with_name(path.name + COMPACTING_SUFFIX)
-    old = path.with_name(path.name + OLD_SUFFIX)
-    if (staging / ".complete").exists():
-        (staging / ".complete").unlink()
-        os.replace(staging, path)
-        remove_swapped_out(path)
-    elif (old / SWAPPED_OUT).exists() and staging.exists():
-        os.replace(old, path)
-        (path / SWAPPED_OUT).unlink(missing_ok=True)
-
-
-def remove_swapped_out(path: Path) -> None:
-    """Remove the copy a delete's swap moved out of `path` (`NAME.zarr.old`), only if the
-    swap marked it so: a backup someone made by hand under that name is never touched."""
-    old = path.with_name(path.name + OLD_SUFFIX)
-    if (old / SWAPPED_OUT).exists():
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def iter_stores(root: Path) -> Iterator[Path]:
-    """The stores under a data root, by name; one whose delete was cut between its two
-    renames (`NAME.zarr.old` and `NAME.zarr.compacting` there) too, under its name: opening
-    it finishes the swap."""
-    if root.is_dir():
-        names = {p.name for p in root.iterdir() if p.suffix == ".zarr" and p.is_dir()}
-        names |= {p.name.removesuffix(OLD_SUFFIX) for p in root.iterdir()
-                  if p.name.endswith(".zarr" + OLD_SUFFIX) and (p / SWAPPED_OUT).exists()
-                  and p.with_name(p.name.removesuffix(OLD_SUFFIX) + COMPACTING_SUFFIX).is_dir()}
-        yield from sorted(root / name for name in names)

@@ -18,20 +18,22 @@ from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
 from shallowpi.data.durable_io import release_writer_lock, take_writer_lock
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import (
-    COMPACTING_SUFFIX,
     EPISODES_DIR,
-    OLD_SUFFIX,
     PROVENANCE_DIR,
-    SWAPPED_OUT,
     EpisodeInfo,
     EpisodeStore,
     StoreSettings,
     check_mixing,
-    name_taken,
-    remove_swapped_out,
 )
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
+from shallowpi.data.store_swap import (
+    COMPACTING_SUFFIX,
+    OLD_SUFFIX,
+    SWAPPED_OUT,
+    name_taken,
+    remove_swapped_out,
+)
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
 
@@ -113,7 +115,7 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
     A writer lock is held throughout: the old folder's until the new one's is taken (in
     `staging`, before it moves), so no recorder can take either in between (it took the
     new store's during the old copy's removal, or wrote beside the delete, its lock on a
-    file about to be removed). A crash anywhere leaves what `_finish_interrupted_swap`
+    file about to be removed). A crash anywhere leaves what `finish_interrupted_swap` (store_swap.py)
     completes."""
     old = store.path.with_name(store.path.name + OLD_SUFFIX)
     _require_old_free(store.path)
