@@ -214,6 +214,7 @@ def test_quit_asks_for_confirmation_first():
         await wait_for(pilot, lambda: app.status is not None)
         await pilot.press("q")
         assert isinstance(app.screen, QuitScreen) and sent == []
+        assert app.screen.question.endswith("Torque goes off: support the follower first.")  # a robot's status
         await pilot.press("n")  # cancel
         assert not isinstance(app.screen, QuitScreen) and sent == []
         await pilot.press("q")

@@ -109,6 +109,7 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
         assert info.length == 30, info.length  # 1 s at 30 Hz
         assert info.calibration_id == "uncalibrated" and info.success is None and info.task == "wave hello"
         assert info.extra["ended"] == "time limit"
+        assert info.extra["camera_serials"] == {"front": "SW-front"}  # as `platform record` names them
         assert rows["observation.images.front"].shape == (30, 48, 64, 3)
         assert rows["observation.images.front"].std() > 0  # the camera's frames, not a blank
         sent, measured = rows["action"], rows["observation.state"]

@@ -47,6 +47,7 @@ class DeploymentRecorder:
         from shallowpi.data.features import robot_features
         from shallowpi.data.store import EpisodeStore
         from shallowpi.record.writer import BackgroundWriter
+        from shallowpi.robots.cameras import camera_serials
 
         path = config.resolve_dataset(dataset, config.data_root(cfg))
         shapes = target.camera_shapes  # a property that builds its dict: read once
@@ -69,6 +70,8 @@ class DeploymentRecorder:
                         path.name, demonstrations)
         self.writer = BackgroundWriter(self.store)
         self.policy_sha256 = policy_sha256
+        self.camera_serials = {role: serial for role, serial in camera_serials(getattr(target, "cameras", {})).items()
+                               if role in cameras}
         self.path, self._t0 = path, 0.0
         self._next = len(self.store)  # the store index of the next episode begun
         self.calibration_id = target.calibration_id
@@ -94,11 +97,12 @@ class DeploymentRecorder:
     def end(self, success: bool | None, ended: str, seed: int | None = None) -> None:
         """Queue the episode's commit; `ended` (time up, success held, stopped, e-stop, fault)
         goes in its metadata, so a review tells a stopped episode from a finished one, with the
-        policy and, in the twin, the scene's `seed` (`eval --sim` and training tell its
+        policy, the cameras' serials (as `platform record` stores them) and, in the twin, the scene's `seed` (`eval --sim` and training tell its
         scenes by it: without it a rollout of a held-out scene could be trained on unseen).
         Nothing once the writer has failed (`close` says why)."""
         if self.writer.failure is None:
-            extra = {"ended": ended, "policy_sha256": self.policy_sha256, **({"seed": seed} if seed is not None else {})}
+            extra = {"ended": ended, "policy_sha256": self.policy_sha256, **({"seed": seed} if seed is not None else {}),
+                     **({"camera_serials": self.camera_serials} if self.camera_serials else {})}
             self.writer.commit(success=success, extra=extra)
 
     def close(self) -> None:

@@ -48,8 +48,9 @@ class Rig:
     def camera_serials(self) -> dict[str, str]:
         """Serial number of the camera recording each role ({} for cameras without one):
         episodes carry it, so a camera swapped between roles or replaced shows (`camera_changes`)."""
-        serials = {role: getattr(getattr(camera, "config", None), "serial", None) for role, camera in self.cameras.items()}
-        return {role: str(serial) for role, serial in serials.items() if serial}
+        from shallowpi.robots.cameras import camera_serials
+
+        return camera_serials(self.cameras)
 
     def close(self) -> None:
         """Stop what was started, in reverse order; each is tried, failures logged."""

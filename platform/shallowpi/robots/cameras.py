@@ -12,7 +12,8 @@ serials). Only an explicit `allow_none` (record --no-cameras) records without ca
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from shallowpi.hardware.realsense import (
     DeviceLister,
@@ -62,3 +63,11 @@ def realsense_cameras(spec: RobotSpec, *, allow_none: bool = False,
         )
         for c in opened
     }
+
+
+def camera_serials(cameras: Mapping[str, Any]) -> dict[str, str]:
+    """{role: serial number} of the cameras that have one (RealSense drivers, real or
+    software; the twin's renderers have none), for each recorded episode's metadata: a
+    camera swapped between roles or replaced then shows (record/rig.py `camera_changes`)."""
+    serials = {role: getattr(getattr(camera, "config", None), "serial", None) for role, camera in cameras.items()}
+    return {role: str(serial) for role, serial in serials.items() if serial}

@@ -468,10 +468,13 @@ class RecorderDashboard(App[None]):
             return
         choices = [("quit", "Stop the recorder (y)", "error")]
         question = "Stop recording and quit? The recorder saves what it has and closes the store."
-        if self.status is not None and self.status.state is RecorderState.DONE:
+        status = self.status
+        if status is not None and status.state is RecorderState.DONE:
             choices = [("quit", "End the session (y)", "error")]
             question = ("Every episode is recorded. End the session? Torque goes off: "
                         "the follower must be at rest or held.")
+        elif status is not None and not status.loop.simulated:  # a robot: its arms go limp
+            question += " Torque goes off: support the follower first."
         if self.monitor:
             choices.append(("detach", "Detach this monitor", "default"))
             question = "Stop the recorder, or only detach this monitor (the recording goes on)?"
