@@ -15,7 +15,7 @@ from shallowpi.data.store import StoreSettings
 from shallowpi.record.clock import SimulatedClock
 from shallowpi.record.session import RecordingSession, SessionConfig
 from shallowpi.record.writer import BackgroundWriter
-from shallowpi.robots.base import LinkCounts
+from shallowpi.robots.base import LinkCounts, Robot
 from shallowpi.robots.observation import Observation
 from shallowpi.telemetry.status import Command, Request
 
@@ -46,6 +46,9 @@ class FakeArm:
 
     def torque_off(self) -> None:
         self.torque_offs += 1
+
+    def hold_or_release(self) -> str:
+        return Robot.hold_or_release(self)  # the contract's own: hold, else torque off
 
     def link_counts(self) -> LinkCounts:
         return LinkCounts()  # no servo bus

@@ -280,6 +280,26 @@ def test_a_fault_says_the_robot_is_safe_only_once_hold_is_confirmed(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_fault_on_one_arm_leaves_the_other_holding_and_says_which(tmp_path):
+    """The bimanual's left gripper overloads: its servo switched its own torque off, so the
+    robot's hold cannot be confirmed, and torque went off on every bus, dropping the sound
+    right arm (and what it held) while the message said "robot is safe". Bus by bus, the
+    left arm goes limp and the right one holds until the run is put away."""
+    with emulated("bimanual") as (spec, chains):
+        rec = _Recording(tmp_path, spec)
+        chains["follower_left"].hardware_error(7, "overload")
+        rec.start()
+        rec._thread.join(60)
+        torque = {bus: {i: servo.get("torque_enable") for i, servo in chains[bus].servos.items()}
+                  for bus in ("follower_left", "follower_right")}
+        result = rec.wait()
+    assert set(torque["follower_right"].values()) == {1}, "the sound arm dropped"
+    assert set(torque["follower_left"].values()) == {0}
+    assert "robot is safe: bus 'follower_right' holds position; torque off on bus 'follower_left'" in result.fault
+    assert "servo 7" in result.fault and rec.session.status.state is RecorderState.FAULT
+
+
+@pytest.mark.slow
 def test_a_fault_that_defeats_hold_and_torque_off_says_so_and_what_to_do(tmp_path):
     with emulated("arm") as (spec, chains):
         rec = _Recording(tmp_path, spec)

@@ -47,6 +47,9 @@ class SimRobot(Protocol):
     def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
         """Every goal := the present position (or `goal`, kept); returns float32 [J] held."""
 
+    def hold_or_release(self) -> str:
+        """After a fault: hold, else torque off; what was done (robots/base.py)."""
+
     def torque_off(self) -> None:
         """Torque off; `act()` refuses until connected again."""
 
@@ -132,6 +135,10 @@ class NoisyExecution:
         """Safety is never noisy: holding position is the robot's own. The last command
         the robot was sent is `executed`, not what act() returned (the clean goal)."""
         return self.robot.hold(goal)
+
+    def hold_or_release(self) -> str:
+        """The wrapped robot's own hold or release after a fault (robots/base.py)."""
+        return self.robot.hold_or_release()
 
     def torque_off(self) -> None:
         """The wrapped robot's torque off."""

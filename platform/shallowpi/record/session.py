@@ -558,19 +558,13 @@ class RecordingSession:
             raise self.writer.failure
 
     def _safe_state(self) -> str:
-        """Hold position, else torque off; says which was confirmed, or what failed and what to do."""
+        """Hold position, else torque off, bus by bus on a robot of several
+        (`Robot.hold_or_release`); says which was confirmed, or what failed and what to do."""
         try:
-            self.robot.hold()
-            return "robot is safe: holding position"
-        except PlatformError as hold_error:
-            log.error("could not hold position: %s", hold_error)
-            try:
-                self.robot.torque_off()
-                return f"robot is safe: torque off (could not hold position: {hold_error})"
-            except PlatformError as off_error:
-                log.error("could not switch torque off: %s", off_error)
-                return (f"robot NOT confirmed safe: could not hold position ({hold_error}) nor switch "
-                        f"torque off ({off_error}); cut the servo power before going near the robot")
+            return self.robot.hold_or_release()
+        except PlatformError as error:
+            log.error("robot not confirmed safe: %s", error)
+            return f"robot NOT confirmed safe: {error}; cut the servo power before going near the robot"
 
     def _link_counts(self) -> LinkCounts:
         """The follower's servo links, and the leader arms' where the teleoperator has buses."""

@@ -301,6 +301,55 @@ class DynamixelRobot(Robot):
             self._commanded_at = None  # nothing moved: the next act() is a first command
         return goal.astype(np.float32)
 
+    def hold_or_release(self) -> str:
+        """After a fault, bus by bus (an arm, a head): each bus whose servos confirm holding
+        their present position goes on holding; each that cannot (a servo its own
+        protection switched off, a bus that does not answer) has its torque switched off,
+        alone. One overloaded gripper dropped every arm: a humanoid's or a bimanual's sound
+        arm now keeps its pose, and what it carries, for the operator (who ends the run with
+        everything off). Returns what was done, naming the buses; act() refuses once any bus
+        went limp. Raises SafeStateError when a bus that could not hold did not confirm its
+        torque off either (the line says which buses hold). One bus: `Robot.hold_or_release`."""
+        if len(self.buses) == 1:
+            return super().hold_or_release()
+        try:
+            self.hold()
+            return "robot is safe: holding position"
+        except PlatformError as whole:
+            log.error("robot %s: %s; holding bus by bus", self.name, whole)
+        held, released, failed = [], [], []
+        for name, bus in self.buses.items():
+            try:
+                self._hold_bus(name)
+                held.append(f"'{name}'")
+            except PlatformError as hold_error:
+                if off_failures := self._switch_torque_off([bus]):
+                    failed.append(f"bus '{name}' could not hold ({hold_error}) nor switch torque off "
+                                  f"({'; '.join(off_failures)})")
+                else:
+                    released.append(f"bus '{name}' (could not hold position: {hold_error})")
+        if released or failed:
+            self._torque_off = True  # a stale command must not re-arm what went limp
+        holding = f"bus {', '.join(held)} hold{'s' if len(held) == 1 else ''} position" if held else ""
+        if failed:
+            raise SafeStateError("; ".join(failed + ([holding] if holding else [])))
+        if not held:
+            return f"robot is safe: torque off on {'; '.join(released)}"
+        return f"robot is safe: {holding}; torque off on {'; '.join(released)}"
+
+    def _hold_bus(self, name: str) -> None:
+        """One bus's servos: goal := present position, read back with their torque; raises
+        PlatformError (or SafeStateError, naming the servos) when it is not confirmed."""
+        motors = [m for m in self.spec.motors if m.bus == name]
+        ticks = self.buses[name].read(["present_position"], [m.id for m in motors])["present_position"]
+        values = {m.id: int(ticks[m.id]) for m in motors}
+        self.buses[name].write("goal_position", values)
+        if wrong := self._unconfirmed({name: values}, torque_on=not self._torque_off):
+            raise SafeStateError(", ".join(wrong))
+        if self._goal is not None:
+            for m in motors:
+                self._goal[self._index[m.joint]] = self._convert[m.joint].to_joint(values[m.id])
+
     # -- the control loop --------------------------------------------------------------
 
     def observe(self) -> Observation:
