@@ -67,6 +67,74 @@ def test_config_errors_are_one_line_and_name_the_key():
     assert parse_ports("follower=/dev/pts/3,leader=/dev/pts/4") == {"follower": "/dev/pts/3", "leader": "/dev/pts/4"}
 
 
+def _robot_config(name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+
+    return OmegaConf.to_container(config.compose([f"robot={name}"]).robot, resolve=True)
+
+
+@pytest.mark.parametrize(("robot", "change", "says"), [
+    # a misspelt key was taken for its default: the joint turned the wrong way, a linear
+    # stage became a revolute joint, the leaders were gone, a role took any camera
+    ("arm", lambda r: r["motors"]["elbow_flex"].update(dirction=-1),
+     r"the motor of 'elbow_flex' has unknown key 'dirction' \(did you mean 'direction'\? motor keys: bus, "),
+    ("arm", lambda r: r["motors"]["shoulder_lift"].update(meters_per_rad=0.15),
+     r"unknown key 'meters_per_rad' \(did you mean 'metres_per_rad'\?"),
+    ("arm", lambda r: r.update(leader=r.pop("leaders")), r"has unknown key 'leader' \(did you mean 'leaders'\?"),
+    ("arm", lambda r: r["cameras"]["wrist"].update(serail="123"), r"camera 'wrist' has unknown key 'serail'"),
+    # a leader's motors are read from their arm's bus
+    ("arm", lambda r: r["leaders"]["leader"]["motors"]["gripper"].update(bus="follower"),
+     r"leader 'leader' motor of 'gripper' has unknown key 'bus'"),
+    ("arm", lambda r: r["joints"][2].update(max_velocity=float("inf")),
+     r"joint 'elbow_flex' has max_velocity inf; give a finite number"),
+    ("arm", lambda r: r["joints"][2].update(kind="grip"), r"joint 'elbow_flex' has kind 'grip'; kinds are revolute, "),
+    ("arm", lambda r: r.update(fps=0), r"fps is 0; give a whole number > 0"),
+    ("arm", lambda r: r["cameras"]["front"].update(width=0), r"camera 'front' width is 0; give a whole number > 0"),
+    ("arm", lambda r: r["motors"]["elbow_flex"].update(id="three"), r"motor for 'elbow_flex': invalid literal"),
+    # a copy-paste slip: the right leader's elbow named left, so the left elbow followed the
+    # right leader and the right elbow held still
+    ("bimanual", lambda r: r["leaders"]["right"]["motors"].update(
+        left_elbow=r["leaders"]["right"]["motors"].pop("right_elbow")),
+     r"joint 'left_elbow' is led by both leader 'left' and 'right'"),
+])
+def test_a_robot_config_with_a_misspelt_key_or_an_impossible_value_is_refused_naming_it(robot, change, says):
+    raw = _robot_config(robot)
+    RobotSpec.from_config(raw)  # as shipped
+    change(raw)
+    with pytest.raises(ConfigError, match=rf"^configs/robot/{robot}.yaml: .*{says}"):
+        RobotSpec.from_config(raw)
+
+
+def test_two_buses_on_one_port_through_a_link_and_a_robot_file_named_otherwise_are_refused(tmp_path):
+    """A udev link (/dev/ttyDXL_left) and the device it names are one port; and a copy of
+    arm.yaml still named arm would take the arm's calibration file and telemetry socket."""
+    from shallowpi import config
+
+    (tmp_path / "ttyDXL_left").symlink_to("/dev/null")
+    raw = _robot_config("arm")
+    raw["buses"]["leader"]["port"] = str(tmp_path / "ttyDXL_left")
+    raw["buses"]["follower"]["port"] = "/dev/null"
+    with pytest.raises(ConfigError, match=r"buses 'follower' and 'leader' both name port .*ttyDXL_left \(/dev/null\)"):
+        RobotSpec.from_config(raw)
+    with pytest.raises(ConfigError, match=r"^configs/robot/arm.yaml names its robot 'myarm'; set name: arm"):
+        config.compose(["robot=arm", "robot.name=myarm"])
+
+
+def test_a_robot_file_that_is_not_valid_yaml_is_one_line_naming_file_line_and_column(tmp_path, monkeypatch):
+    import shutil
+
+    from shallowpi import config
+
+    shutil.copytree(config.config_dir(), tmp_path / "configs")
+    with open(tmp_path / "configs" / "robot" / "arm.yaml", "a") as f:
+        f.write("  shoulder_pan: {bus: follower, id: 1\n")  # a line pasted without its brace
+    monkeypatch.setenv("SHALLOWPI_CONFIG_DIR", str(tmp_path / "configs"))
+    with pytest.raises(ConfigError, match=r"configs/robot/arm.yaml:\d+:1: not valid YAML: expected ',' or '}'"):
+        config.compose(["robot=arm"])
+
+
 def test_a_speed_scale_slows_every_command_of_the_robot():
     """`deploy --speed-scale 0.5` (a new policy's first run): every joint's top speed, the
     bound each command goes through, halved; a goal far away moves half as far a command."""

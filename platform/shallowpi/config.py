@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -89,8 +90,18 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         cfg = composed(overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(_one_line_hydra_error(exc, overrides, lambda: composed(groups_only))) from None
+    except yaml.YAMLError as exc:  # a config file a lab edited: where, and what
+        mark = getattr(exc, "problem_mark", None)
+        place = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else "a config file"
+        raise ConfigError(f"{place}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if len(groups_only) < len(overrides):
         _check_value_types(cfg, composed(groups_only), overrides)
+    chosen = next((o.partition("=")[2] for o in overrides if _key_of(o) == "robot"), None)
+    if chosen is not None and cfg.robot.get("name") != chosen:
+        # The name keys the robot's calibration file, its telemetry socket and its episodes: a
+        # copy of arm.yaml still named arm would share the arm's calibration.
+        raise ConfigError(f"configs/robot/{chosen}.yaml names its robot {cfg.robot.get('name')!r}; "
+                          f"set name: {chosen} (the file's name)")
     return cfg
 
 

@@ -6,12 +6,14 @@
     motors    joint -> bus, servo ID, model, drive direction, operating mode
     leaders   leader arm name -> bus and joint -> leader motor
 
-Everything is validated here, once, with one-line errors that name the key to fix.
+Everything is validated here, once, with one-line errors that name the key to fix (the
+keys themselves, kinds, finite limits and positive rates first: spec_check.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode, model_by_name
 from shallowpi.joints import named_gripper
+from shallowpi.robots.spec_check import check_robot_config
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class RobotSpec:
         data = _plain(cfg)
         name = data.get("name", "?")
         where = f"configs/robot/{name}.yaml"
+        check_robot_config(data, where)
         try:
             joints = tuple(
                 JointSpec(
@@ -180,11 +184,19 @@ class RobotSpec:
             raise ConfigError(f"{where}: motors for unknown joints: {', '.join(extra)}; joints are: {', '.join(names)}")
         motors = tuple(_motor(n, raw_motors[n], None, buses, where) for n in names if n in raw_motors)
         leaders = []
+        led_by: dict[str, str] = {}
         for leader_name, raw in (data.get("leaders") or {}).items():
             bus = raw.get("bus")
             unknown = [n for n in raw.get("motors", {}) if n not in names]
             if unknown:
                 raise ConfigError(f"{where}: leader '{leader_name}' names unknown joints: {', '.join(unknown)}")
+            for joint in raw["motors"]:
+                # The last leader read would win: one arm's leader would drive the other's
+                # joint, and the joint it was meant to lead would hold still, unsaid.
+                if joint in led_by:
+                    raise ConfigError(f"{where}: joint '{joint}' is led by both leader '{led_by[joint]}' and "
+                                      f"'{leader_name}'; each joint has one leader motor")
+                led_by[joint] = leader_name
             leaders.append(LeaderSpec(leader_name, bus, tuple(
                 _motor(n, m, bus, buses, where) for n, m in raw["motors"].items()
             )))
@@ -204,10 +216,11 @@ def _check_ports(buses: Mapping[str, BusSpec], where: str) -> None:
     the second as another process's."""
     owner: dict[str, str] = {}
     for bus in buses.values():
-        if bus.port in owner:
-            raise ConfigError(f"{where}: buses '{owner[bus.port]}' and '{bus.name}' both name port {bus.port}; "
-                              "give each bus its own")
-        owner[bus.port] = bus.name
+        port = os.path.realpath(bus.port)  # a udev link and the device it names are one port
+        if port in owner:
+            raise ConfigError(f"{where}: buses '{owner[port]}' and '{bus.name}' both name port {bus.port}"
+                              f"{'' if port == bus.port else f' ({port})'}; give each bus its own")
+        owner[port] = bus.name
 
 
 def _plain(cfg: Any) -> dict:
@@ -241,15 +254,18 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
         model = model_by_name(str(raw["model"]))
         mode = OperatingMode.parse(raw.get("mode", "position"))
         servo_id = int(raw["id"])
+        direction = int(raw.get("direction", 1))
+        metres_per_rad = float(raw.get("metres_per_rad", 1.0))
     except KeyError as exc:
         raise ConfigError(f"{where}: motor for '{joint}' lacks {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: motor for '{joint}': {exc} (id and direction are whole numbers)") from None
     except PlatformError as exc:
         raise ConfigError(f"{where}: motor for '{joint}': {exc}") from None
     if not 0 <= servo_id <= 252:
         raise ConfigError(f"{where}: motor for '{joint}' has ID {servo_id}; IDs are 0..252")
     if mode not in model.operating_modes:
         raise ConfigError(f"{where}: {model.name} (joint '{joint}') has no {mode.name.lower()} mode")
-    direction = int(raw.get("direction", 1))
     if direction not in (1, -1):
         raise ConfigError(f"{where}: motor for '{joint}' has direction {direction}; use 1 or -1")
     current = raw.get("max_current_a")
@@ -265,7 +281,6 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
                               f"mode: current_based_position on a model with Goal Current ({model.name}, {mode.name.lower()})")
         if not float(current) > 0:
             raise ConfigError(f"{where}: motor for '{joint}' has max_current_a {current}; give amperes > 0")
-    metres_per_rad = float(raw.get("metres_per_rad", 1.0))
     if not metres_per_rad > 0:  # 0 divides ticks by zero; a negative one is a direction: 1 or -1 says that
         raise ConfigError(f"{where}: motor for '{joint}' has metres_per_rad {metres_per_rad:g}; give metres per "
                           "radian > 0 (a reversed stage is direction: -1)")
