@@ -19,7 +19,7 @@ from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import PlatformError
 from shallowpi.policy.action_selection import ActionSelectionConfig
-from shallowpi.robots.base import LinkCounts
+from shallowpi.robots.base import LinkCounts, Robot, SafeStateError
 from shallowpi.robots.observation import Frame, Observation
 
 
@@ -70,6 +70,8 @@ class CountingRobot:
 
     def hold(self, goal=None) -> np.ndarray:
         self.calls.append("hold" if goal is None else "hold last")
+        if self.fault_at is not None and self.ticks >= self.fault_at:  # the overloaded servo let go
+            raise SafeStateError("robot 'counting': hold not confirmed, servo 3 has torque off")
         if goal is not None:
             self.position = np.asarray(goal, np.float32).copy()  # no time passes: no clamp to apply
         return self.position.copy()
@@ -77,6 +79,9 @@ class CountingRobot:
     def torque_off(self) -> None:
         self.calls.append("torque_off")
         self.torque = False
+
+    def hold_or_release(self):
+        return Robot.hold_or_release(self)  # the contract's own: hold, else torque off
 
     def check_faults(self) -> None:
         if self.alarm is not None:

@@ -16,12 +16,34 @@ from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 
 
-def test_a_servo_fault_holds_then_turns_torque_off():
-    robot = CountingRobot(fault_at=15)
+def test_a_servo_fault_whose_hold_fails_turns_torque_off():
+    robot = CountingRobot(fault_at=15)  # the overloaded servo switched its own torque off
     executor, report, robot, _ = run("rtc", robot=robot, ticks=60)
-    assert report.ended == "fault" and executor.safety.faults == 1
+    assert report.ended == "fault" and executor.safety.faults == 1 and not executor.held_after_fault
     assert robot.calls[-2:] == ["hold", "torque_off"]
     assert executor.status.state.value == "fault" and "overload" in executor.status.message
+    assert "robot is safe: torque off (could not hold position: " in executor.status.message
+
+
+def test_a_bus_fault_the_robot_survives_holding_waits_for_the_operator_with_torque_on():
+    """A read that timed out once (a loose cable's moment): the servos confirm holding their
+    present pose, so torque stays on, as after a policy fault, until the operator ends it;
+    switched off there and then, a humanoid dropped both arms and what they held."""
+    from shallowpi.errors import PlatformError
+
+    class OneBadRead(CountingRobot):
+        failed = False
+
+        def observe(self):
+            if self.ticks == 15 and not self.failed:
+                self.failed = True
+                raise PlatformError("bus 'arm': no status packet from servo 3 (timeout)")
+            return super().observe()
+
+    executor, report, robot, _ = run("rtc", robot=OneBadRead(), ticks=60)
+    assert report.ended == "fault" and executor.held_after_fault
+    assert robot.calls[-1] == "hold" and "torque_off" not in robot.calls
+    assert executor.status.message.endswith("(timeout); robot is safe: holding position")
 
 
 def test_a_silent_camera_holds_the_last_command_with_torque_on():

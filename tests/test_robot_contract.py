@@ -15,6 +15,7 @@ from dxl_fixtures import emulated
 from shallowpi.data import EpisodeStore
 from shallowpi.data.features import robot_features
 from shallowpi.data.store import StoreSettings
+from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.bus import wait_until
 from shallowpi.record.clock import TickClock
 from shallowpi.record.session import RecordingSession, SessionConfig
@@ -297,6 +298,29 @@ def test_a_fault_on_one_arm_leaves_the_other_holding_and_says_which(tmp_path):
     assert set(torque["follower_left"].values()) == {0}
     assert "robot is safe: bus 'follower_right' holds position; torque off on bus 'follower_left'" in result.fault
     assert "servo 7" in result.fault and rec.session.status.state is RecorderState.FAULT
+
+
+def test_after_one_bus_is_released_the_others_hold_and_only_their_alarms_are_read():
+    """What `platform deploy` waits on after a servo fault the sound arm survives: the
+    released arm's latched overload is known and not read again (each read would end the
+    wait with everything off), the holding arm's alarms still are, and no command re-arms
+    the limp arm."""
+    with emulated("bimanual") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        try:
+            chains["follower_left"].hardware_error(7, "overload")
+            state = robot.hold_or_release()
+            assert state.holding and state.message.startswith("robot is safe: bus 'follower_right' holds position")
+            robot.check_faults()  # the left arm's overload: known, not raised again
+            assert {s.get("torque_enable") for s in chains["follower_right"].servos.values()} == {1}
+            with pytest.raises(RobotError, match="torque is off"):
+                robot.act(np.zeros(len(spec.joints)))
+            chains["follower_right"].hardware_error(3, "overheating")
+            with pytest.raises(PlatformError, match="overheating"):
+                robot.check_faults()
+        finally:
+            robot.disconnect()
 
 
 @pytest.mark.slow

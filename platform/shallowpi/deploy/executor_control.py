@@ -142,8 +142,9 @@ class ExecutorControl:
 
     @property
     def held_after_fault(self) -> bool:
-        """Whether the policy side failed (a stuck backend, an error, a non-finite chunk) and
-        the robot, sound, still holds its pose with torque on: true until stop() or estop().
+        """Whether the policy side failed (a stuck backend, an error, a non-finite chunk), or
+        a servo or bus fault left the robot (or its sound buses) holding its pose with torque
+        on (Robot.hold_or_release): true until stop() or estop().
         `platform deploy` keeps the robot powered until then rather than let its arms drop
         while no one is holding them."""
         return self._held_after_fault.is_set()
@@ -277,22 +278,31 @@ class ExecutorControl:
 
     def _fault(self, exc: PlatformError, report: EpisodeReport, last: np.ndarray,
                torque_off: bool = True) -> None:
-        """A servo fault (the robot itself is in question): hold the present pose, then
-        torque off. A camera or inference fault (the robot is sound): keep the last command,
-        torque on, for the operator to end (`held_after_fault`); the last command, not the
-        measured pose, so a gripper closed on an object does not let go (Robot.hold)."""
+        """A servo or bus fault (`torque_off`: the robot itself is in question): hold the
+        present pose where it can be confirmed and switch torque off where it cannot, bus by
+        bus (Robot.hold_or_release: one arm's overloaded gripper no longer drops the sound
+        arm, and what it carries); what still holds waits for the operator to end it
+        (`held_after_fault`), its alarms read. A camera or inference fault (the robot is
+        sound): keep the last command, torque on, for the operator to end; the last command,
+        not the measured pose, so a gripper closed on an object does not let go (Robot.hold)."""
         self.safety.faults += 1
         report.ended = "fault"
-        log.error("fault: %s; holding%s", exc, ", then torque off" if torque_off else " (torque stays on)")
+        log.error("fault: %s; holding%s", exc, ", else torque off" if torque_off else " (torque stays on)")
+        holding, said = not torque_off, ""
         try:
-            self.robot.hold(None if torque_off else last)
+            if torque_off:
+                state = self.robot.hold_or_release()
+                holding, said = state.holding, f"; {state.message}"
+            else:
+                self.robot.hold(last)
         except PlatformError as hold_exc:
             log.error("hold failed: %s", hold_exc)
-        if torque_off:
-            self._torque_off()
-        elif not self._stop.is_set():  # a stop asked for already (the same tick) is the operator's word
+            if torque_off:  # what could not hold did not confirm its torque off: try all
+                self._torque_off()
+                holding, said = False, f"; robot NOT confirmed safe: {hold_exc}; cut the servo power"
+        if holding and not self._stop.is_set():  # a stop asked for already (the same tick) is the operator's word
             self._held_after_fault.set()
-        self._set(ExecutorState.FAULT, f"fault: {exc}")
+        self._set(ExecutorState.FAULT, f"fault: {exc}{said}")
         self._stop.set()
 
     def _torque_off(self) -> None:

@@ -561,7 +561,7 @@ class RecordingSession:
         """Hold position, else torque off, bus by bus on a robot of several
         (`Robot.hold_or_release`); says which was confirmed, or what failed and what to do."""
         try:
-            return self.robot.hold_or_release()
+            return self.robot.hold_or_release().message
         except PlatformError as error:
             log.error("robot not confirmed safe: %s", error)
             return f"robot NOT confirmed safe: {error}; cut the servo power before going near the robot"

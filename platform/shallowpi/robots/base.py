@@ -115,6 +115,16 @@ class LinkCounts:
         return joint, self.failed_by_joint[joint]
 
 
+@dataclass(frozen=True)
+class SafeState:
+    """What `Robot.hold_or_release` did after a fault: `message`, one line for the operator
+    ("robot is safe: ..."); `holding`, whether joints still hold with torque on (all of
+    them, or the buses that could), for the operator to support and then release."""
+
+    message: str
+    holding: bool
+
+
 class Robot(ABC):
     """Buses + cameras + limits behind connect/observe/act/hold/torque_off.
 
@@ -185,25 +195,26 @@ class Robot(ABC):
         Raises RobotError for a goal after torque_off() (a stale command never re-arms a
         stopped robot); SafeStateError if it cannot be confirmed."""
 
-    def hold_or_release(self) -> str:
+    def hold_or_release(self) -> SafeState:
         """After a fault: hold every joint where it is (`hold()`), confirmed; what cannot be
-        confirmed holding goes limp (torque off). Returns what was done, one line for the
-        operator ("robot is safe: holding position", or "...: torque off (could not hold
-        position: why)"). This default holds or releases the robot whole; a robot of several
-        buses releases only the buses that cannot hold (DynamixelRobot: a humanoid's sound
-        arm keeps what it carries while the faulted one goes limp).
+        confirmed holding goes limp (torque off). Returns what was done (SafeState: one line
+        for the operator, "robot is safe: holding position" or "...: torque off (could not
+        hold position: why)", and whether anything still holds). This default holds or
+        releases the robot whole; a robot of several buses releases only the buses that
+        cannot hold (DynamixelRobot: a humanoid's sound arm keeps what it carries while the
+        faulted one goes limp).
 
         Raises SafeStateError when what had to go limp did not confirm its torque off."""
         try:
             self.hold()
-            return "robot is safe: holding position"
+            return SafeState("robot is safe: holding position", holding=True)
         except PlatformError as hold_error:
             try:
                 self.torque_off()
             except PlatformError as off_error:
                 raise SafeStateError(f"could not hold position ({hold_error}) nor switch torque off "
                                      f"({off_error})") from None
-            return f"robot is safe: torque off (could not hold position: {hold_error})"
+            return SafeState(f"robot is safe: torque off (could not hold position: {hold_error})", holding=False)
 
     @abstractmethod
     def torque_off(self) -> None:

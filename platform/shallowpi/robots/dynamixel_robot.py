@@ -53,7 +53,7 @@ from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
-from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeStateError
+from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeState, SafeStateError
 from shallowpi.robots.calibration import (
     RobotCalibration,
     check_position_limits,
@@ -141,6 +141,7 @@ class DynamixelRobot(Robot):
         self._index = {name: i for i, name in enumerate(spec.joint_names)}
         self._goal: np.ndarray | None = None
         self._torque_off = False  # set by torque_off(); act() refuses until connect()
+        self._released: set[str] = set()  # buses hold_or_release switched off after a fault
         self._ticks = 0
         self._fault_check_every = fault_check_every or spec.fps
         # Longer than any hold a caller rides out (the executor's default 0.25 s): a camera
@@ -215,6 +216,7 @@ class DynamixelRobot(Robot):
             for bus in self.buses.values():
                 bus.set_torque(True)
             self._torque_off = False
+            self._released.clear()
         except BaseException:
             self.disconnect()
             raise
@@ -301,20 +303,24 @@ class DynamixelRobot(Robot):
             self._commanded_at = None  # nothing moved: the next act() is a first command
         return goal.astype(np.float32)
 
-    def hold_or_release(self) -> str:
+    def hold_or_release(self) -> SafeState:
         """After a fault, bus by bus (an arm, a head): each bus whose servos confirm holding
         their present position goes on holding; each that cannot (a servo its own
         protection switched off, a bus that does not answer) has its torque switched off,
         alone. One overloaded gripper dropped every arm: a humanoid's or a bimanual's sound
         arm now keeps its pose, and what it carries, for the operator (who ends the run with
         everything off). Returns what was done, naming the buses; act() refuses once any bus
-        went limp. Raises SafeStateError when a bus that could not hold did not confirm its
+        went limp, and `check_faults` no longer reads the buses released (their alarm is
+        known). Raises SafeStateError when a bus that could not hold did not confirm its
         torque off either (the line says which buses hold). One bus: `Robot.hold_or_release`."""
         if len(self.buses) == 1:
-            return super().hold_or_release()
+            state = super().hold_or_release()
+            if not state.holding:
+                self._released.update(self.buses)
+            return state
         try:
             self.hold()
-            return "robot is safe: holding position"
+            return SafeState("robot is safe: holding position", holding=True)
         except PlatformError as whole:
             log.error("robot %s: %s; holding bus by bus", self.name, whole)
         held, released, failed = [], [], []
@@ -323,6 +329,7 @@ class DynamixelRobot(Robot):
                 self._hold_bus(name)
                 held.append(f"'{name}'")
             except PlatformError as hold_error:
+                self._released.add(name)
                 if off_failures := self._switch_torque_off([bus]):
                     failed.append(f"bus '{name}' could not hold ({hold_error}) nor switch torque off "
                                   f"({'; '.join(off_failures)})")
@@ -334,8 +341,8 @@ class DynamixelRobot(Robot):
         if failed:
             raise SafeStateError("; ".join(failed + ([holding] if holding else [])))
         if not held:
-            return f"robot is safe: torque off on {'; '.join(released)}"
-        return f"robot is safe: {holding}; torque off on {'; '.join(released)}"
+            return SafeState(f"robot is safe: torque off on {'; '.join(released)}", holding=False)
+        return SafeState(f"robot is safe: {holding}; torque off on {'; '.join(released)}", holding=True)
 
     def _hold_bus(self, name: str) -> None:
         """One bus's servos: goal := present position, read back with their torque; raises
@@ -414,9 +421,11 @@ class DynamixelRobot(Robot):
         return self.hold()
 
     def check_faults(self) -> None:
-        """Raise ServoFaultError for the first servo that reports a hardware error, bus by bus."""
-        for bus in self.buses.values():
-            bus.raise_on_hardware_errors()
+        """Raise ServoFaultError for the first servo that reports a hardware error, bus by bus
+        (not the buses `hold_or_release` released after a fault: limp, their alarm known)."""
+        for name, bus in self.buses.items():
+            if name not in self._released:
+                bus.raise_on_hardware_errors()
 
     def link_counts(self) -> LinkCounts:
         """Every bus's exchanges and failed tries, the servos' by joint name (LinkCounts)."""
