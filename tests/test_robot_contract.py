@@ -323,6 +323,55 @@ def test_after_one_bus_is_released_the_others_hold_and_only_their_alarms_are_rea
             robot.disconnect()
 
 
+def test_a_connect_that_fails_on_one_bus_leaves_an_arm_found_holding_holding(caplog):
+    """A killed run left the left arm holding; the right arm's adapter is unplugged. The
+    connect failed and switched torque off on every bus it had opened: the left arm fell.
+    Each bus is put back as found: the left one still holds, and the warning says so."""
+    import logging
+
+    with emulated("bimanual") as (spec, chains):
+        killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        killed.connect()
+        for bus in killed.buses.values():
+            bus.disconnect()  # the process died: ports closed, torque left on
+        unplugged = spec.with_ports({"follower_right": "/dev/no-such-adapter"})
+        robot = DynamixelRobot(unplugged, RobotCalibration("uncalibrated", spec.name))
+        with caplog.at_level(logging.WARNING), pytest.raises(PlatformError, match="no-such-adapter"):
+            robot.connect()
+        left = {servo.get("torque_enable") for servo in chains["follower_left"].servos.values()}
+    assert left == {1}, "the arm a killed run left holding was dropped"
+    assert "the servos on bus 'follower_left' were holding when this run began and still hold" in caplog.text
+
+
+def test_calibrate_whose_second_arm_will_not_open_leaves_the_first_holding_and_a_typo_opens_nothing(tmp_path):
+    """calibrate asks before it lets a holding arm go limp; an unplugged second adapter (or a
+    misspelt --arm) ended it before that question, and its clean-up switched the first arm's
+    torque off unasked."""
+    import subprocess
+
+    from conftest import platform_cmd, subprocess_env
+
+    with emulated("bimanual") as (spec, chains):
+        killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        killed.connect()
+        for bus in killed.buses.values():
+            bus.disconnect()  # the process died: ports closed, torque left on
+
+        def calibrate(*arms: str) -> subprocess.CompletedProcess:
+            ports = f"follower_left={spec.buses['follower_left'].port},follower_right=/dev/no-such-adapter"
+            words = [w for arm in arms for w in ("--arm", arm)]
+            return subprocess.run(platform_cmd("calibrate", "--robot", "bimanual", "--ports", ports, *words),
+                                  env=subprocess_env(SHALLOWPI_ROBOTS_DIR=str(tmp_path)), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=120)
+
+        typo = calibrate("follower_left", "follower_rigth")
+        unplugged = calibrate("follower_left", "follower_right")
+        left = {servo.get("torque_enable") for servo in chains["follower_left"].servos.values()}
+    assert typo.stderr.strip().splitlines()[-1].startswith("error: robot 'bimanual' has no arm 'follower_rigth'")
+    assert unplugged.returncode != 0 and "no-such-adapter" in unplugged.stderr
+    assert left == {1}, "calibrate dropped an arm before asking"
+
+
 @pytest.mark.slow
 def test_a_fault_that_defeats_hold_and_torque_off_says_so_and_what_to_do(tmp_path):
     with emulated("arm") as (spec, chains):

@@ -66,19 +66,24 @@ def run(args: argparse.Namespace) -> int:
     if args.ports:
         spec = spec.with_ports(parse_ports(args.ports))
     arms = list(dict.fromkeys(args.arm)) if args.arm else [b for b in spec.buses if arm_motors(spec, b)]
+    if unknown := [arm for arm in arms if arm not in spec.buses]:  # before any bus opens
+        from shallowpi.errors import ConfigError
+
+        raise ConfigError(f"robot '{spec.name}' has no arm {', '.join(map(repr, unknown))}; arms: {', '.join(spec.buses)}")
     previous = load_calibration(spec.name)  # a file of another robot is refused before any sweep
     with ExitStack() as stack:
         buses = {}
         for arm in arms:
-            if arm not in spec.buses:
-                from shallowpi.errors import ConfigError
-
-                raise ConfigError(f"robot '{spec.name}' has no arm '{arm}'; arms: {', '.join(spec.buses)}")
             bus_spec = spec.buses[arm]
             bus = DynamixelBus(arm, bus_spec.port, bus_spec.baud, {m.id: m.model for m in arm_motors(spec, arm)})
-            stack.enter_context(bus)  # torque off and close however this ends
+            bus.connect()
+            # Until the questions begin, a failure (the next arm's adapter unplugged) closes
+            # the buses as they were: an arm a killed run left holding goes on holding.
+            stack.callback(bus.disconnect)
             bus.verify()
             buses[arm] = bus
+        for bus in buses.values():
+            stack.callback(bus.safe_shutdown)  # from the first question: torque off and close however it ends
         measured = measure_arms(spec, buses, _ask, arms)
     latest, result, path = update_calibration(spec, measured)
     if latest != previous:  # another run saved meanwhile: its arms are kept, not overwritten

@@ -163,7 +163,11 @@ class DynamixelRobot(Robot):
     def connect(self) -> None:
         """Open every bus, check IDs and models and that each servo reads in the frame the
         calibration was taken in (`check_servo_frame`), set modes, torque on holding the
-        present pose. Raises BusError / PlatformError (one line) with torque left off."""
+        present pose. Raises BusError / PlatformError (one line) with each bus as it was
+        found: torque off, except on a bus whose servos were found holding (a killed run left
+        them so) and were not touched, which goes on holding, said in a warning. One bus
+        failing (an unplugged adapter) dropped another arm a killed run had left holding."""
+        found_holding: set[str] = set()
         try:
             for bus_name, bus in self.buses.items():
                 bus.connect()
@@ -176,6 +180,8 @@ class DynamixelRobot(Robot):
                 modes = {m.id: m.mode for m in self.spec.motors if m.bus == bus_name}
                 if fixes or not holding_as_configured(self.name, bus, bus_name, modes):
                     bus.set_torque(False, ids)
+                else:
+                    found_holding.add(bus_name)
                 for servo_id, fields in fixes.items():
                     for field, value in fields.items():
                         bus.write_one(servo_id, field, value)
@@ -218,9 +224,19 @@ class DynamixelRobot(Robot):
             self._torque_off = False
             self._released.clear()
         except BaseException:
-            self.disconnect()
+            self._put_back(found_holding)
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
+
+    def _put_back(self, found_holding: set[str]) -> None:
+        """A connect that failed: torque off and close every bus, except those found holding,
+        closed as they were (still holding: a warning says so, for the operator to support
+        the arm before cutting power or connecting again)."""
+        for name in found_holding:
+            self.buses[name].disconnect()  # leaves torque as it is
+            log.warning("robot %s: the servos on bus '%s' were holding when this run began and still hold: "
+                        "support the arm before cutting the servo power", self.name, name)
+        self.disconnect()  # the rest: torque off, then close
 
     def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
         """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
