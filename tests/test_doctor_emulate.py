@@ -167,6 +167,26 @@ def test_doctor_names_a_configured_port_that_is_missing_and_tries_the_configured
     assert lines[-1] == "    ok: bus 'leader' of robot 'arm': all 7 configured servos answer"
 
 
+def test_doctor_scans_an_adapter_once_under_the_configs_link_to_it(tmp_path, monkeypatch):
+    """A bus named by its udev link (/dev/ttyDXL_leader -> /dev/ttyUSB0): the adapter was
+    scanned twice, once under each name."""
+    from shallowpi.commands import doctor_checks
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+
+    spec = robot_spec("arm")
+    chains = build_chains({"leader": spec.bus_motors()["leader"]})
+    try:
+        link = tmp_path / "ttyDXL_leader"
+        link.symlink_to(chains["leader"].path)
+        monkeypatch.setattr(doctor_checks, "serial_ports", lambda: [chains["leader"].path])  # as /dev/ttyUSB0
+        lines = servo_report(None, BAUD, spec.with_ports({"leader": str(link), "follower": "/dev/no-such-u2d2"}))
+    finally:
+        for chain in chains.values():
+            chain.stop()
+    scanned = [line for line in lines if line.startswith("ok: ") and "servo(s)" in line]
+    assert len(scanned) == 1 and scanned[0].startswith(f"ok: {link} at "), lines
+
+
 def test_doctor_warns_of_a_usb_adapter_latency_timer_above_1_ms(tmp_path):
     """An FTDI adapter (the U2D2) holds each short reply back by its latency timer, 16 ms by
     default: every bus read waits that long, and a robot of three buses misses its 33 ms

@@ -93,6 +93,10 @@ def _robot_config(name: str) -> dict:
     ("arm", lambda r: r.update(fps=0), r"fps is 0; give a whole number > 0"),
     ("arm", lambda r: r["cameras"]["front"].update(width=0), r"camera 'front' width is 0; give a whole number > 0"),
     ("arm", lambda r: r["motors"]["elbow_flex"].update(id="three"), r"motor for 'elbow_flex': invalid literal"),
+    ("arm", lambda r: r["buses"]["leader"].pop("baud"), r"bus 'leader' lacks baud:"),
+    ("arm", lambda r: r["joints"].append(dict(r["joints"][0])), r"joint name\(s\) shoulder_pan listed twice"),
+    ("arm", lambda r: r["motors"]["elbow_flex"].update(model="XH430-W210"),
+     r"unknown Dynamixel model 'XH430-W210'; known: .* \(another model is a ModelSpec entry in "),
     # a copy-paste slip: the right leader's elbow named left, so the left elbow followed the
     # right leader and the right elbow held still
     ("bimanual", lambda r: r["leaders"]["right"]["motors"].update(

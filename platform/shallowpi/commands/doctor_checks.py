@@ -44,7 +44,10 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
         lines = [f"missing: bus '{name}' port {b.port} (robot '{spec.name}') does not exist: plug its adapter in, "
                  f"or point the bus at its port: robot.buses.{name}.port=PATH" for name, b in buses
                  if not os.path.exists(b.port)]
-        ports = sorted(set(serial_ports()) | {b.port for _, b in buses if os.path.exists(b.port)})
+        # By device: a udev link (/dev/ttyDXL_left) and /dev/ttyUSB0 are one adapter, scanned once
+        # under the config's name.
+        named = {os.path.realpath(b.port): b.port for _, b in buses if os.path.exists(b.port)}
+        ports = sorted({named.get(os.path.realpath(p), p) for p in serial_ports()} | set(named.values()))
     ports = list(ports)
     if not ports:
         return [*lines, "missing: no serial ports (/dev/ttyUSB*, /dev/ttyACM*): no U2D2 plugged in? "

@@ -37,8 +37,13 @@ def check_robot_config(data: Mapping[str, Any], where: str) -> None:
     joints = data.get("joints")
     if not isinstance(joints, list) or not joints:
         raise ConfigError(f"{where}: joints: must list the robot's joints (name, lower, upper, max_velocity)")
+    names = [joint.get("name") for joint in joints if isinstance(joint, Mapping)]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigError(f"{where}: joint name(s) {', '.join(map(str, twice))} listed twice under joints:")
     for joint in joints:
         label = f"joint '{joint.get('name', '?')}'" if isinstance(joint, Mapping) else "a joints: entry"
+        if isinstance(joint, Mapping) and "name" not in joint:
+            raise ConfigError(f"{where}: a joints: entry lacks name: ({joint})")
         _known(joint, "joint", label, where)
         if "kind" in joint and joint["kind"] not in JOINT_KINDS:
             raise ConfigError(f"{where}: {label} has kind '{joint['kind']}'; kinds are {', '.join(JOINT_KINDS)}")
@@ -57,6 +62,8 @@ def check_robot_config(data: Mapping[str, Any], where: str) -> None:
             _positive_int(camera["fps"], f"camera '{role}' fps", where)
     for name, bus in _entries(data, "buses", where):
         _known(bus, "bus", f"bus '{name}'", where)
+        if missing := [key for key in ("port", "baud") if key not in bus]:
+            raise ConfigError(f"{where}: bus '{name}' lacks {' and '.join(missing)}:")
     for joint, motor in _entries(data, "motors", where):
         _known(motor, "motor", f"the motor of '{joint}'", where)
     for leader, arm in _entries(data, "leaders", where):

@@ -9,6 +9,7 @@ Leader torque stays off: they are moved by hand.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.calibration import RobotCalibration, check_position_limits, check_servo_frame
 from shallowpi.robots.spec import LeaderSpec, MotorSpec, RobotSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,12 @@ class LeaderFollower:
         self.gripper_map = gripper_map or GripperMap()
         self._kinds = kinds
         self._convert = {m.joint: calibration.converter(m, kinds[m.joint]) for leader in self.leaders for m in leader.motors}
+        led = {m.joint for leader in self.leaders for m in leader.motors}
+        if unled := [j.name for j in spec.joints if j.name not in led]:
+            # act() keeps the goal of a joint an action leaves out: it holds its pose from
+            # connect all session, and every take records it constant.
+            log.info("robot %s: no leader drives %s: held at the pose from connect all session (each take "
+                     "records it unchanged)", spec.name, ", ".join(unled))
         self.buses: dict[str, MotorBus] = dict(buses or {})
         for leader in self.leaders:
             if leader.bus not in self.buses:

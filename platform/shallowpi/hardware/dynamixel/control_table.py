@@ -410,7 +410,8 @@ def model_by_name(name: str) -> ModelSpec:
     key = name.strip().lower().replace("_", "-")
     if key not in _BY_NAME:
         raise PlatformError(
-            f"unknown Dynamixel model '{name}'; known: {', '.join(m.name for m in MODELS.values())}"
+            f"unknown Dynamixel model '{name}'; known: {', '.join(m.name for m in MODELS.values())} (another "
+            "model is a ModelSpec entry in shallowpi/hardware/dynamixel/control_table.py, from its e-manual)"
         )
     return _BY_NAME[key]
 
