@@ -279,6 +279,35 @@ def test_follower_goals_stay_inside_the_range_swept_at_calibration():
         DynamixelRobot(spec, sliver)
 
 
+def test_an_arm_on_another_usb_adapter_than_at_calibration_is_refused_before_a_port_opens(tmp_path, monkeypatch):
+    """/dev/ttyUSBn numbers adapters in the order USB finds them: after a reboot two arms
+    that answer alike (same IDs, same models) can swap ports, and every other check passes.
+    The calibration keeps the adapter each arm was measured through (udev's
+    /dev/serial/by-id name); a bus on another one is refused, the swap named."""
+    from shallowpi.hardware.dynamixel import port as port_module
+
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    monkeypatch.setattr(port_module, "SERIAL_BY_ID", by_id)
+    first, second = "usb-FTDI_USB__-__Serial_Converter_FT1AAAA-if00-port0", "usb-FTDI_USB__-__Serial_Converter_FT2BBBB-if00-port0"
+    with emulated("arm") as (spec, chains):
+        (by_id / first).symlink_to(spec.buses["follower"].port)
+        (by_id / second).symlink_to(spec.buses["leader"].port)
+        calibration = _calibrate_follower(spec, chains)
+        assert calibration.adapters == {"follower": first}
+        assert RobotCalibration.from_json(calibration.to_json()).adapters == {"follower": first}
+        DynamixelRobot(spec, calibration, clock=None)  # the same adapter: taken
+        swapped = spec.with_ports({"follower": spec.buses["leader"].port, "leader": spec.buses["follower"].port})
+        with pytest.raises(CalibrationError, match=rf"bus 'follower' \(.*\) is on USB adapter {second}, but was "
+                                                   rf"calibrated through {first}; another adapter \(replaced\?\)"):
+            DynamixelRobot(swapped, calibration, clock=None)
+        both = dataclasses.replace(calibration, adapters={"follower": first, "leader": second})
+        with pytest.raises(CalibrationError, match=r"bus 'leader' .* it is the adapter arm 'follower' was calibrated "
+                                                   r"through: the two are swapped: name the port by its adapter \("
+                                                   rf"robot.buses.leader.port=/dev/serial/by-id/{second}\)"):
+            LeaderFollower(swapped, both)
+
+
 def test_a_gripper_in_plain_position_mode_is_warned_of_and_kept_clear_of_its_stops(caplog):
     """Current-based position mode caps a gripper's push (the shipped configs); a lab's
     config in plain position mode does not, and a goal at fully closed stalled the servo

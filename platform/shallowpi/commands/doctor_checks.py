@@ -243,7 +243,8 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
     leaders, and whether connect would take each entry: `RobotCalibration.converter` refuses
     a calibrated robot's missing motor, a direction changed in the config since, an entry
     read from another servo ID or model; `swept_limits` a follower's sweep outside its
-    config limits. `root` is the robots folder (default `robots_dir()`)."""
+    config limits; `check_adapters` a bus on another USB adapter than it was calibrated
+    through. `root` is the robots folder (default `robots_dir()`)."""
     from shallowpi.errors import PlatformError
     from shallowpi.robots.calibration import (
         UNCALIBRATED,
@@ -277,6 +278,11 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
                     swept_limits(calibration, joint, m, convert)
             except PlatformError as err:
                 lines.append(f"error: {err}")
+    for bus in spec.buses:  # two arms' adapters swapped since calibration (USB renumbered them)
+        try:
+            calibration.check_adapters(spec, [bus])
+        except PlatformError as err:
+            lines.append(f"error: {err}")
     return lines or [f"ok: calibration {calibration.id} covers all {len(motors)} motors of robot '{spec.name}'"]
 
 

@@ -57,6 +57,9 @@ class RobotCalibration:
     robot: str
     arms: Mapping[str, Mapping[str, MotorCalibration]] = field(default_factory=dict)
     created: str = ""
+    # arm (bus) -> the USB adapter it was calibrated through (`adapter_id`), where udev names
+    # one: `check_adapters` refuses a bus that is on another arm's adapter now.
+    adapters: Mapping[str, str] = field(default_factory=dict)
 
     def for_motor(self, motor: MotorSpec, kind: str) -> MotorCalibration:
         """`motor`'s calibration on its arm; the default for a `kind` joint (zero at the centre
@@ -92,6 +95,28 @@ class RobotCalibration:
                 f"'{motor.bus}'; calibrate it: `platform calibrate --robot {self.robot} --arm {motor.bus}`")
         return default_calibration(motor.model, motor.direction, kind)
 
+    def check_adapters(self, spec: RobotSpec, buses: Iterable[str], by_id: Path | None = None) -> None:
+        """Raise CalibrationError (one line, before any port opens) when one of `buses` is
+        now on another USB adapter than it was calibrated through: two identical arms whose
+        adapters swapped /dev/ttyUSB numbers at a reboot pass every other check (same IDs,
+        same models), and one arm's leader would drive the other with the first one's zeros.
+        Buses whose adapter udev does not name (ptys, emulators), or calibrated before this
+        was recorded, are not checked."""
+        from shallowpi.hardware.dynamixel.port import adapter_id
+
+        for bus in buses:
+            then = self.adapters.get(bus)
+            now = adapter_id(spec.buses[bus].port, by_id) if then else None
+            if then and now and now != then:
+                owner = next((b for b, name in self.adapters.items() if name == now), None)
+                why = (f"it is the adapter arm '{owner}' was calibrated through: the two are swapped"
+                       if owner else "another adapter (replaced?)")
+                raise CalibrationError(
+                    f"robot '{self.robot}': bus '{bus}' ({spec.buses[bus].port}) is on USB adapter {now}, but was "
+                    f"calibrated through {then}; {why}: name the port by its adapter "
+                    f"(robot.buses.{bus}.port=/dev/serial/by-id/{then}) or, for a new adapter, calibrate it again "
+                    f"(`platform calibrate --robot {self.robot} --arm {bus}`)")
+
     def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
         """Ticks <-> joint units for `motor`, a `kind` (revolute, linear, gripper) joint."""
         return JointConverter(motor.model, self.for_motor(motor, kind), kind, motor.metres_per_rad)
@@ -99,7 +124,9 @@ class RobotCalibration:
     def to_json(self) -> str:
         """The calibration file's text: indented JSON."""
         arms = {a: {j: c.to_dict() for j, c in joints.items()} for a, joints in self.arms.items()}
-        return json.dumps({"id": self.id, "robot": self.robot, "created": self.created, "arms": arms}, indent=2)
+        adapters = {"adapters": dict(self.adapters)} if self.adapters else {}
+        return json.dumps({"id": self.id, "robot": self.robot, "created": self.created, "arms": arms, **adapters},
+                          indent=2)
 
     @classmethod
     def from_json(cls, text: str, where: str = "calibration") -> RobotCalibration:
@@ -108,7 +135,8 @@ class RobotCalibration:
         try:
             data = json.loads(text)
             arms = {a: {j: MotorCalibration.from_dict(c) for j, c in joints.items()} for a, joints in data["arms"].items()}
-            return cls(str(data["id"]), str(data["robot"]), arms, str(data.get("created", "")))
+            adapters = {str(a): str(name) for a, name in (data.get("adapters") or {}).items()}
+            return cls(str(data["id"]), str(data["robot"]), arms, str(data.get("created", "")), adapters)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CalibrationError(f"{where} is malformed ({exc}); move it aside (it is read before any arm is "
                                    "calibrated again) and run `platform calibrate` for every arm") from None
@@ -447,16 +475,24 @@ def with_arms(spec: RobotSpec, previous: RobotCalibration | None,
     The id is new when a follower arm's entries changed, else `previous`'s: the id names the
     followers' joint frame, the one recorded episodes and trained policies are in (`deploy`
     compares it); recalibrating only a leader leaves it, and them, valid."""
+    from shallowpi.hardware.dynamixel.port import adapter_id
+
     result = {a: dict(j) for a, j in (previous.arms if previous else {}).items()}
     result.update({arm: dict(entries) for arm, entries in measured.items()})
+    adapters = dict(previous.adapters if previous else {})
+    for arm in measured:  # the adapter each arm was measured through, where udev names it
+        if name := adapter_id(spec.buses[arm].port):
+            adapters[arm] = name
+        else:
+            adapters.pop(arm, None)
     created = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     followers = spec.follower_buses()
     if previous is not None and previous.id != UNCALIBRATED and previous.robot == spec.name and \
             all(result.get(a) == previous.arms.get(a) for a in followers):
-        return RobotCalibration(previous.id, spec.name, result, created)
+        return RobotCalibration(previous.id, spec.name, result, created, adapters)
     body = json.dumps({a: {j: c.to_dict() for j, c in js.items()} for a, js in result.items()}, sort_keys=True)
     new_id = f"{spec.name}-{created}-{hashlib.sha256(body.encode()).hexdigest()[:6]}"
-    return RobotCalibration(new_id, spec.name, result, created)
+    return RobotCalibration(new_id, spec.name, result, created, adapters)
 
 
 def _check_drivable(spec: RobotSpec, bus: MotorBus, arm: str, entries: Mapping[str, MotorCalibration]) -> None:

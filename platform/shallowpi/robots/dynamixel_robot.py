@@ -108,6 +108,7 @@ class DynamixelRobot(Robot):
             raise PlatformError(f"robot '{spec.name}' has no motors: add motors: to configs/robot/{spec.name}.yaml")
         if not camera_timeout_s > 0:
             raise PlatformError(f"camera_timeout_s must be positive, got {camera_timeout_s}")
+        calibration.check_adapters(spec, spec.follower_buses())  # before any port opens
         self.spec = spec
         self.calibration = calibration
         self.cameras: dict[str, CameraSource] = dict(cameras or {})

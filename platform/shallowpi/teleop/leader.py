@@ -59,6 +59,7 @@ class LeaderFollower:
             from shallowpi.errors import ConfigError
 
             raise ConfigError(f"robot '{spec.name}' has no leader arms named {sorted(chosen)}; add leaders: to its config")
+        calibration.check_adapters(spec, {leader.bus for leader in self.leaders})  # before any port opens
         kinds = {j.name: j.kind for j in spec.joints}
         self.robot = spec.name
         self._limits = {j.name: (j.lower, j.upper) for j in spec.joints}

@@ -28,12 +28,29 @@ from pathlib import Path
 from dynamixel_sdk import PortHandler
 
 USB_SERIAL_SYSFS = Path("/sys/bus/usb-serial/devices")
+SERIAL_BY_ID = Path("/dev/serial/by-id")  # udev's links, one per USB serial adapter, named by its serial number
 DEFAULT_LATENCY_TIMER_MS = 16.0  # an FTDI adapter's (the U2D2's) driver default, and the SDK's
 
 
 def latency_timer_path(port: str, sysfs: Path | None = None) -> Path:
     """Where the kernel shows the latency timer of the USB serial adapter behind `port`."""
     return (sysfs or USB_SERIAL_SYSFS) / Path(os.path.realpath(port)).name / "latency_timer"
+
+
+def adapter_id(port: str, by_id: Path | None = None) -> str | None:
+    """The USB serial adapter behind `port` as udev names it in /dev/serial/by-id (its
+    vendor, product and serial number, e.g. usb-FTDI_USB__-__Serial_Converter_FT6Z5XDE-if00-port0),
+    whatever name the port is given (/dev/ttyUSB0, a udev link); None for a port that is
+    no such adapter (a pseudo-terminal, an emulator) or a machine without udev's links.
+    /dev/ttyUSBn numbers adapters in the order USB found them: two arms' adapters can swap
+    numbers at a reboot, and this is what tells them apart."""
+    folder = by_id or SERIAL_BY_ID
+    device = os.path.realpath(port)
+    try:
+        links = sorted(folder.iterdir())
+    except OSError:
+        return None
+    return next((link.name for link in links if os.path.realpath(link) == device), None)
 
 
 def usb_latency_timer_ms(port: str, sysfs: Path | None = None) -> int | None:
