@@ -126,6 +126,40 @@ def test_two_buses_on_one_port_through_a_link_and_a_robot_file_named_otherwise_a
         config.compose(["robot=arm", "robot.name=myarm"])
 
 
+def test_two_leader_arms_daisy_chained_on_one_bus_are_both_read_and_a_leader_on_a_follower_bus_is_refused():
+    """Both bimanual leaders on one adapter (the right one re-ID'd 11..17): the spec took
+    it, then connect failed with "servo 11 is not in this bus's config", which it is."""
+    from shallowpi.teleop.leader import LeaderFollower
+
+    raw = _robot_config("bimanual")
+    right = raw["leaders"]["right"]
+    right["bus"] = "leader_left"
+    for motor in right["motors"].values():
+        motor["id"] += 10
+    del raw["buses"]["leader_right"]
+    spec = RobotSpec.from_config(raw)
+    chains = build_chains(spec.bus_motors())
+    try:
+        spec = spec.with_ports({bus: chain.path for bus, chain in chains.items()})
+        teleop = LeaderFollower(spec, RobotCalibration("uncalibrated", spec.name))
+        teleop.connect()
+        try:
+            action = teleop.read()
+        finally:
+            teleop.disconnect()
+    finally:
+        for chain in chains.values():
+            chain.stop()
+    assert {"left_elbow", "right_elbow", "right_gripper"} <= set(action)
+    raw = _robot_config("arm")
+    raw["leaders"]["leader"]["bus"] = "follower"
+    for motor in raw["leaders"]["leader"]["motors"].values():
+        motor["id"] += 10
+    with pytest.raises(ConfigError, match=r"bus 'follower' carries follower motors and a leader arm; give the "
+                                          r"leader arm its own bus"):
+        RobotSpec.from_config(raw)
+
+
 def test_a_robot_file_that_is_not_valid_yaml_is_one_line_naming_file_line_and_column(tmp_path, monkeypatch):
     import shutil
 

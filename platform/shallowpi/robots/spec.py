@@ -201,6 +201,10 @@ class RobotSpec:
                 _motor(n, m, bus, buses, where) for n, m in raw["motors"].items()
             )))
         _check_ports(buses, where)
+        if shared := sorted({leader.bus for leader in leaders} & {m.bus for m in motors}):
+            # A follower bus is the robot's: teleop would open its port a second time.
+            raise ConfigError(f"{where}: bus {', '.join(map(repr, shared))} carries follower motors and a leader "
+                              "arm; give the leader arm its own bus (its own adapter)")
         seen: dict[tuple[str, int], str] = {}
         for m in [*motors, *(m for leader in leaders for m in leader.motors)]:
             key = (m.bus, m.id)

@@ -74,10 +74,10 @@ class LeaderFollower:
             log.info("robot %s: no leader drives %s: held at the pose from connect all session (each take "
                      "records it unchanged)", spec.name, ", ".join(unled))
         self.buses: dict[str, MotorBus] = dict(buses or {})
-        for leader in self.leaders:
-            if leader.bus not in self.buses:
-                bus = spec.buses[leader.bus]
-                self.buses[leader.bus] = DynamixelBus(leader.bus, bus.port, bus.baud, {m.id: m.model for m in leader.motors})
+        for name in dict.fromkeys(leader.bus for leader in self.leaders):
+            if name not in self.buses:  # every leader on the bus: two arms' leaders may share one chain
+                motors = {m.id: m.model for leader in self.leaders if leader.bus == name for m in leader.motors}
+                self.buses[name] = DynamixelBus(name, spec.buses[name].port, spec.buses[name].baud, motors)
 
     def connect(self) -> None:
         """Open each leader's bus, check its servos (`verify`), switch their torque off and
