@@ -372,6 +372,28 @@ def test_calibrate_whose_second_arm_will_not_open_leaves_the_first_holding_and_a
     assert left == {1}, "calibrate dropped an arm before asking"
 
 
+@pytest.mark.parametrize("noticed", [True, False], ids=["port-closed-at-a-read", "unnoticed"])
+def test_after_an_adapter_is_unplugged_the_last_line_does_not_say_torque_is_off(noticed):
+    """`record` and `deploy` ended with "torque is off" whatever disconnect met: a bus whose
+    port had closed under it (a read that failed on the unplugged adapter) was skipped
+    without a word, its arm on another power supply still holding."""
+    from shallowpi.commands.console import TORQUE_OFF, torque_off_line
+
+    with emulated("arm") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        robot.disconnect()
+        assert robot.torque_off_failures == [] and torque_off_line(robot) == TORQUE_OFF
+        robot.connect()
+        chains["follower"].vanish()
+        if noticed:
+            with pytest.raises(PlatformError):
+                robot.observe()
+        robot.disconnect()
+    line = torque_off_line(robot)
+    assert line.startswith("torque off NOT confirmed (bus 'follower'") and "cut the servo power" in line, line
+
+
 @pytest.mark.slow
 def test_a_fault_that_defeats_hold_and_torque_off_says_so_and_what_to_do(tmp_path):
     with emulated("arm") as (spec, chains):

@@ -29,6 +29,16 @@ _END = None  # the queue item that stops the thread
 TORQUE_OFF = "torque is off: the arms no longer hold their pose (support them before the next run)"
 
 
+def torque_off_line(robot: object) -> str:
+    """What the operator is told once the robot is put away: TORQUE_OFF, or, where its last
+    disconnect could not switch a bus off (`torque_off_failures`: a failed write, an
+    unplugged adapter), that the servos may still hold and the power must be cut."""
+    if failures := getattr(robot, "torque_off_failures", None):
+        return (f"torque off NOT confirmed ({'; '.join(failures)}): those servos may still hold: cut the servo "
+                "power before going near the robot")
+    return TORQUE_OFF
+
+
 class LinePrinter:
     """Lines written to `stream` (default: sys.stdout when written) by a daemon thread,
     in order; `say` never blocks. `capacity` lines wait at most (further ones are counted

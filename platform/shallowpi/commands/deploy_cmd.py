@@ -57,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
-from shallowpi.commands.console import TORQUE_OFF, LinePrinter
+from shallowpi.commands.console import LinePrinter, torque_off_line
 from shallowpi.commands.deploy_holds import (
     hold_until_released,
     hold_until_the_operator_ends,
@@ -308,7 +308,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             putting_away.set()  # a signal from here on waits for torque off instead of cutting it short
             target.disconnect()  # first: torque off whatever else the cleanup meets
             if target.on_hardware:
-                held_output.append(TORQUE_OFF)  # printed below, however the run ended
+                held_output.append(torque_off_line(target.robot))  # printed below, however the run ended
         finally:
             publisher.close()
             if dashboard is not None:

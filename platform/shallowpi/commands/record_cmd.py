@@ -44,7 +44,7 @@ import numpy as np
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from
-from shallowpi.commands.console import TORQUE_OFF, LinePrinter
+from shallowpi.commands.console import LinePrinter, torque_off_line
 from shallowpi.errors import PlatformError
 
 HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
@@ -307,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
         rig.close()
         printer.close()  # after the robot is off: a stalled stdout must not keep it powered
         if not args.sim:  # said however the run ended, once rig.close() has turned torque off
-            print(TORQUE_OFF, flush=True)
+            print(torque_off_line(rig.robot), flush=True)
     print(final_summary(committed, result, store_path, total))
     if result.fault:
         print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)

@@ -143,6 +143,8 @@ class DynamixelRobot(Robot):
         self._goal: np.ndarray | None = None
         self._torque_off = False  # set by torque_off(); act() refuses until connect()
         self._released: set[str] = set()  # buses hold_or_release switched off after a fault
+        self._opened: set[str] = set()  # buses connect() opened (a port that closes under one is news)
+        self.torque_off_failures: list[str] = []  # what the last disconnect() could not switch off
         self._ticks = 0
         self._fault_check_every = fault_check_every or spec.fps
         # Longer than any hold a caller rides out (the executor's default 0.25 s): a camera
@@ -172,6 +174,7 @@ class DynamixelRobot(Robot):
         try:
             for bus_name, bus in self.buses.items():
                 bus.connect()
+                self._opened.add(bus_name)
                 bus.verify()
                 ids = [m.id for m in self.spec.motors if m.bus == bus_name]
                 check_servo_frame(self.name, bus, bus_name, ids)
@@ -235,6 +238,7 @@ class DynamixelRobot(Robot):
         the arm before cutting power or connecting again)."""
         for name in found_holding:
             self.buses[name].disconnect()  # leaves torque as it is
+            self._opened.discard(name)
             log.warning("robot %s: the servos on bus '%s' were holding when this run began and still hold: "
                         "support the arm before cutting the servo power", self.name, name)
         self.disconnect()  # the rest: torque off, then close
@@ -258,14 +262,20 @@ class DynamixelRobot(Robot):
 
     def disconnect(self) -> None:
         """Torque off on every open bus (each tried even if one fails), then close. A bus
-        whose torque-off failed is logged as an error that tells the operator to cut the
-        servo power (a run's summary would otherwise end as if the arm were limp)."""
+        whose torque-off failed, or whose port closed under it since connect (an adapter
+        unplugged: nothing could reach its servos), is logged as an error that tells the
+        operator to cut the servo power, and listed in `torque_off_failures` (a run's summary
+        would otherwise end as if the arm were limp)."""
+        gone = [f"bus '{name}': its port closed under it (unplugged?), torque not switched off"
+                for name in self._opened if not self.buses[name].is_connected]
         try:
-            failures = self._switch_torque_off([b for b in self.buses.values() if b.is_connected])
+            failures = gone + self._switch_torque_off([b for b in self.buses.values() if b.is_connected])
         finally:
             for bus in self.buses.values():
                 bus.disconnect()
             self._goal = None
+            self._opened.clear()
+        self.torque_off_failures = failures
         for failure in failures:
             log.error("robot %s: torque off failed: %s; the servos may still hold: cut the servo power before "
                       "going near the robot", self.name, failure)
