@@ -66,6 +66,8 @@ def test_a_leading_double_dash_is_dropped(capsys):
         (["config", "show", "policy.train.successful_only=maybe"],
          "policy.train.successful_only must be true or false (its default is false), not 'maybe'"),
         (["config", "show", "--robto", "arm"], "unrecognized arguments: --robto arm; valid options:"),
+        # a lab editing its robot file sees the mistake here, not at the first connect
+        (["config", "show", "--robot", "arm", "robot.fps=0"], "configs/robot/arm.yaml: fps is 0; give a whole number"),
         (["dataset", "info", "no_such_dataset"], "no dataset at"),
         # torch's answer was a traceback, after the run's folder was made
         (["train", "--dataset", "x", "--device", "tpu"], "argument --device: unknown device 'tpu'; use auto, cpu"),

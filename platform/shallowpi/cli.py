@@ -136,6 +136,16 @@ def at_least(minimum: float, kind: type = int, *, above: bool = False) -> Callab
     return parse
 
 
+def _robot_choices() -> str:
+    """The robots configs/robot/ holds now (a lab's own among them), for --robot's help."""
+    from shallowpi import config
+
+    try:
+        return ", ".join(config.group_choices("robot")) or "none yet"
+    except PlatformError:  # no configs folder: the command's own error says so when it runs
+        return "see `platform config groups`"
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser,
     *,
@@ -148,7 +158,7 @@ def add_config_flags(
     """The friendly flags a subcommand accepts; each maps onto one config override.
     `data_root=False` for commands that read or write no dataset: they do not offer it."""
     if robot:
-        parser.add_argument("--robot", help="robot config (configs/robot/): arm, bimanual or humanoid")
+        parser.add_argument("--robot", help=f"robot config (configs/robot/NAME.yaml): {_robot_choices()}")
     if dataset:
         parser.add_argument(
             "--dataset", help="dataset name (NAME.zarr under the data root) or a path, used as given "

@@ -34,11 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the config groups and their choices, or the resolved config as YAML. Returns 0."""
+    """Print the config groups and their choices, or the resolved config as YAML. Returns 0.
+    Raises ConfigError (one line) for a robot config its commands would refuse: a lab
+    editing its own robot file sees the mistake here, not at the first connect."""
     if args.action == "groups":
         for group in config.groups():
             print(f"{group}: {', '.join(config.group_choices(group))}")
         return 0
     cfg = config.compose(overrides_from(args))
+    from shallowpi.robots.spec import RobotSpec
+
+    RobotSpec.from_config(cfg.robot)
     print(config.to_yaml(cfg), end="")
     return 0
