@@ -80,8 +80,8 @@ class CountingRobot:
         self.calls.append("torque_off")
         self.torque = False
 
-    def hold_or_release(self):
-        return Robot.hold_or_release(self)  # the contract's own: hold, else torque off
+    def hold_or_release(self, fault=None):
+        return Robot.hold_or_release(self, fault)  # the contract's own: hold, else torque off
 
     def check_faults(self) -> None:
         if self.alarm is not None:

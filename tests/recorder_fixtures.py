@@ -47,8 +47,8 @@ class FakeArm:
     def torque_off(self) -> None:
         self.torque_offs += 1
 
-    def hold_or_release(self) -> str:
-        return Robot.hold_or_release(self)  # the contract's own: hold, else torque off
+    def hold_or_release(self, fault=None):
+        return Robot.hold_or_release(self, fault)  # the contract's own: hold, else torque off
 
     def link_counts(self) -> LinkCounts:
         return LinkCounts()  # no servo bus

@@ -46,6 +46,24 @@ def test_a_bus_fault_the_robot_survives_holding_waits_for_the_operator_with_torq
     assert executor.status.message.endswith("(timeout); robot is safe: holding position")
 
 
+def test_a_bus_that_did_not_go_limp_leaves_the_sound_buses_holding_as_recording_does():
+    """hold_or_release could not confirm one bus's torque off (its adapter gone) while the
+    other arm held: the executor switched every bus off, dropping the sound arm its own
+    message said was holding."""
+    from shallowpi.robots.base import SafeStateError
+
+    class OneBusGone(CountingRobot):
+        def hold_or_release(self, fault=None):
+            self.calls.append("hold_or_release")
+            raise SafeStateError("bus 'left' (could not hold position: no reply) did not switch torque off "
+                                 "(not connected); bus 'right' holds position", holding=True)
+
+    executor, report, robot, _ = run("rtc", robot=OneBusGone(fault_at=15), ticks=60)
+    assert report.ended == "fault" and executor.held_after_fault and "torque_off" not in robot.calls
+    assert "robot NOT confirmed safe: bus 'left'" in executor.status.message
+    assert "bus 'right' holds position; cut the servo power" in executor.status.message
+
+
 def test_a_silent_camera_holds_the_last_command_with_torque_on():
     """The servos are sound when a camera stops (a cable, USB bandwidth): the robot keeps
     what it holds, as after a policy fault, until the operator ends it."""

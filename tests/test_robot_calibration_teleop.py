@@ -306,6 +306,17 @@ def test_an_arm_on_another_usb_adapter_than_at_calibration_is_refused_before_a_p
                                                    r"through: the two are swapped: name the port by its adapter \("
                                                    rf"robot.buses.leader.port=/dev/serial/by-id/{second}\)"):
             LeaderFollower(swapped, both)
+        # The follower's adapter replaced: recorded without a sweep, the id (and with it the
+        # policies and stores made under it) kept.
+        replacement = "usb-FTDI_USB__-__Serial_Converter_FT3CCCC-if00-port0"
+        (by_id / first).unlink()
+        (by_id / replacement).symlink_to(spec.buses["follower"].port)
+        with pytest.raises(CalibrationError, match="calibrate --robot arm --arm follower --adapter-only"):
+            DynamixelRobot(spec, calibration, clock=None)
+        save_calibration(calibration, tmp_path / "robots")
+        _, adopted, _ = update_calibration(spec, {}, tmp_path / "robots", adopt=["follower"])
+        assert adopted.id == calibration.id and adopted.adapters == {"follower": replacement}
+        DynamixelRobot(spec, adopted, clock=None)
 
 
 def test_a_gripper_in_plain_position_mode_is_warned_of_and_kept_clear_of_its_stops(caplog):

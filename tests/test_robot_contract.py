@@ -273,7 +273,7 @@ def test_a_fault_says_the_robot_is_safe_only_once_hold_is_confirmed(tmp_path):
         result = rec.start().wait()
         torque = {i: servo.get("torque_enable") for i, servo in chains["follower"].servos.items()}
     assert "servo 4" in result.fault and "holding position" not in result.fault
-    assert "robot is safe: torque off (could not hold position" in result.fault
+    assert "robot is safe: torque off on bus 'follower' (could not hold position" in result.fault
     assert "servo 4 has torque off" in result.fault
     assert rec.session.status.state is RecorderState.FAULT
     assert "robot is safe: torque off" in rec.session.status.message
@@ -321,6 +321,27 @@ def test_after_one_bus_is_released_the_others_hold_and_only_their_alarms_are_rea
                 robot.check_faults()
         finally:
             robot.disconnect()
+
+
+def test_the_bus_a_servo_fault_names_goes_limp_even_where_its_hold_would_be_confirmed():
+    """An alarm that leaves the servo's torque on (a low input voltage) let the whole robot's
+    hold be confirmed: the wait that followed read the alarm again within a second and
+    switched every arm off. The bus the fault names goes limp at once, alone."""
+    from shallowpi.hardware.dynamixel.motor_bus import ServoFaultError
+
+    with emulated("bimanual") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        try:
+            fault = ServoFaultError("bus 'follower_right': servo 3 reports input voltage", bus="follower_right")
+            state = robot.hold_or_release(fault)
+            torque = {bus: {s.get("torque_enable") for s in chains[bus].servos.values()}
+                      for bus in ("follower_left", "follower_right")}
+        finally:
+            robot.disconnect()
+    assert state.holding and torque == {"follower_left": {1}, "follower_right": {0}}
+    assert state.message == ("robot is safe: bus 'follower_left' holds position; torque off on bus 'follower_right' "
+                             "(a servo on it reports a fault)")
 
 
 def test_a_connect_that_fails_on_one_bus_leaves_an_arm_found_holding_holding(caplog):

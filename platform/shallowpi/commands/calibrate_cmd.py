@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arm", action="append", metavar="BUS", help="calibrate only this arm (repeatable)")
     parser.add_argument("--ports", help="bus -> port, other than the config's: JSON ({\"follower\": PATH, ...}) or "
                                         "bus=PATH,...")
+    parser.add_argument("--adapter-only", action="store_true",
+                        help="measure nothing: record the USB adapter each chosen arm is on now (after replacing "
+                             "one; the calibration and its id stay)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,11 +69,23 @@ def run(args: argparse.Namespace) -> int:
     if args.ports:
         spec = spec.with_ports(parse_ports(args.ports))
     arms = list(dict.fromkeys(args.arm)) if args.arm else [b for b in spec.buses if arm_motors(spec, b)]
-    if unknown := [arm for arm in arms if arm not in spec.buses]:  # before any bus opens
+    if unknown := [arm for arm in arms if arm not in spec.buses or not arm_motors(spec, arm)]:  # before any bus opens
         from shallowpi.errors import ConfigError
 
-        raise ConfigError(f"robot '{spec.name}' has no arm {', '.join(map(repr, unknown))}; arms: {', '.join(spec.buses)}")
+        arms_with_motors = [b for b in spec.buses if arm_motors(spec, b)]
+        raise ConfigError(f"robot '{spec.name}' has no arm {', '.join(map(repr, unknown))}; arms: "
+                          f"{', '.join(arms_with_motors)}")
     previous = load_calibration(spec.name)  # a file of another robot is refused before any sweep
+    if args.adapter_only:
+        if previous.id == UNCALIBRATED:
+            from shallowpi.errors import ConfigError
+
+            raise ConfigError(f"robot '{spec.name}' is not calibrated: there is no calibration to record an "
+                              f"adapter in; run `platform calibrate --robot {spec.name}`")
+        _, result, path = update_calibration(spec, {}, adopt=arms)
+        print(f"calibration {result.id}: adapters {', '.join(f'{a} -> {result.adapters[a]}' for a in arms)} "
+              f"recorded in {path}")
+        return 0
     with ExitStack() as stack:
         buses = {}
         for arm in arms:

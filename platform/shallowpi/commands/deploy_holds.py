@@ -37,16 +37,19 @@ def wait_for_go(executor: Any, publish: Callable[[Any], None], say: Callable[[st
 def hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
                                  keys: bool = True, period_s: float = 0.1) -> None:
     """After a policy-side or camera fault the robot is sound and holds its pose with torque
-    on: keep it so (the servos hold their goals) until the operator stops or e-stops, from
-    the dashboard or with Ctrl-C, rather than turn torque off unasked and drop its arms. The
-    status goes on being published, the dashboard's commands obeyed and the servos' alarms
-    read (an overload turns torque off) meanwhile. `keys`: the dashboard reads s and e (else
-    only Ctrl-C and `platform monitor --control` reach the executor)."""
+    on; after a servo or bus fault, the buses that confirmed holding do (the one at fault
+    went limp: Robot.hold_or_release). Keep them so (the servos hold their goals) until the
+    operator stops or e-stops, from the dashboard or with Ctrl-C, rather than turn torque
+    off unasked and drop the arms. The status goes on being published, the dashboard's
+    commands obeyed and the holding servos' alarms read (an overload turns torque off)
+    meanwhile. `keys`: the dashboard reads s and e (else only Ctrl-C and `platform monitor
+    --control` reach the executor)."""
     fault = executor.status.message.removeprefix("fault: ")
     ways = "stop (s or Ctrl-C: torque off) or e-stop (e)" if keys else \
         "stop with Ctrl-C (torque off), or from `platform monitor --control`"
-    say(f"stopped on a fault the servos survive ({fault}); the robot holds its pose with torque on: "
-        f"support it, then {ways}")
+    held = ("the buses that hold keep their pose with torque on, the others are limp" if "torque off on bus" in fault
+            else "the robot holds its pose with torque on")
+    say(f"stopped on a fault ({fault}); {held}: support it, then {ways}")
     hold_with_torque(executor, publish, say, lambda: not executor.held_after_fault, period_s)
 
 

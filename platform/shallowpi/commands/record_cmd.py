@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
             fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
             calibration_id=rig.calibration_id, camera_serials=rig.camera_serials, autostart=True,
             # somebody to end it: a dashboard, or Ctrl-C on a terminal
-            hold_at_end=rec.hold_at_end and not args.sim and sys.stdin.isatty(),
+            hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and sys.stdin.isatty(),
         )
         disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows,
                           reserve_bytes=int(rec.disk_reserve_mb * 1e6))

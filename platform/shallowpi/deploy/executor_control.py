@@ -214,8 +214,8 @@ class ExecutorControl:
         the way: what it holds is let go. True once there, at once without a start pose
         or speed (the twin: each of its episodes starts at its home pose); False when a
         stop ended the run on the way (the robot then holds where it got to; an e-stop
-        turns torque off) or a fault did (handled as in an episode: a servo's holds, then
-        torque off; a camera's holds with torque on)."""
+        turns torque off) or a fault did (handled as in an episode: a servo's holds what can
+        hold and releases the rest, bus by bus; a camera's holds with torque on)."""
         if self.start_state is None or self.cfg.start_speed is None:
             return True
         from shallowpi.robots.catch_up import CatchUp
@@ -268,8 +268,8 @@ class ExecutorControl:
     def _observe(self, report: EpisodeReport, last: np.ndarray) -> Observation | None:
         """The robot's observation, or None once its fault is handled: a silent camera
         leaves the servos sound, so it holds `last` with torque on, as for a policy fault
-        (torque off would drop a humanoid's arms and what they hold); a servo's holds, then
-        torque off (`_fault`)."""
+        (torque off would drop a humanoid's arms and what they hold); a servo's holds what
+        can hold and releases the rest, bus by bus (`_fault`)."""
         try:
             return self.robot.observe()
         except PlatformError as exc:
@@ -291,15 +291,20 @@ class ExecutorControl:
         holding, said = not torque_off, ""
         try:
             if torque_off:
-                state = self.robot.hold_or_release()
+                state = self.robot.hold_or_release(exc)
                 holding, said = state.holding, f"; {state.message}"
             else:
                 self.robot.hold(last)
         except PlatformError as hold_exc:
             log.error("hold failed: %s", hold_exc)
-            if torque_off:  # what could not hold did not confirm its torque off: try all
-                self._torque_off()
-                holding, said = False, f"; robot NOT confirmed safe: {hold_exc}; cut the servo power"
+            if torque_off:
+                # A bus that had to go limp did not confirm it. The buses that hold (its
+                # message names them) keep holding, as recording leaves them; with none,
+                # every bus is tried again.
+                holding = bool(getattr(hold_exc, "holding", False))
+                if not holding:
+                    self._torque_off()
+                said = f"; robot NOT confirmed safe: {hold_exc}; cut the servo power"
         if holding and not self._stop.is_set():  # a stop asked for already (the same tick) is the operator's word
             self._held_after_fault.set()
         self._set(ExecutorState.FAULT, f"fault: {exc}{said}")

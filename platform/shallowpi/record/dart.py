@@ -30,7 +30,7 @@ from typing import Protocol
 
 import numpy as np
 
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.robots.base import LinkCounts, SafeState, speed_bounded
 from shallowpi.robots.observation import Observation
 
@@ -47,7 +47,7 @@ class SimRobot(Protocol):
     def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
         """Every goal := the present position (or `goal`, kept); returns float32 [J] held."""
 
-    def hold_or_release(self) -> SafeState:
+    def hold_or_release(self, fault: PlatformError | None = None) -> SafeState:
         """After a fault: hold, else torque off; what was done (robots/base.py)."""
 
     def torque_off(self) -> None:
@@ -136,9 +136,9 @@ class NoisyExecution:
         the robot was sent is `executed`, not what act() returned (the clean goal)."""
         return self.robot.hold(goal)
 
-    def hold_or_release(self) -> SafeState:
+    def hold_or_release(self, fault: PlatformError | None = None) -> SafeState:
         """The wrapped robot's own hold or release after a fault (robots/base.py)."""
-        return self.robot.hold_or_release()
+        return self.robot.hold_or_release(fault)
 
     def torque_off(self) -> None:
         """The wrapped robot's torque off."""

@@ -278,10 +278,13 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
         for camera in cameras.values():
             camera.start()
             rig._closers.append(camera.stop)
-        robot.connect()
-        rig._closers.append(robot.disconnect)
+        # The leaders first (torque off, nothing to drop): an unplugged leader adapter then
+        # stops the start before the followers connect, and a follower a killed run left
+        # holding is not switched off by the clean-up.
         teleop.connect()
         rig._closers.append(teleop.disconnect)
+        robot.connect()
+        rig._closers.append(robot.disconnect)
     except BaseException:
         rig.close()  # what started must stop: the error is the one line the operator sees
         raise

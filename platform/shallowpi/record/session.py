@@ -490,7 +490,7 @@ class RecordingSession:
         log.error("fault: %s", fault)
         # The robot first: ending the take may wait on a writer busy with a commit's fsyncs
         # (or raise, if the writer has died too).
-        safety = self._safe_state()
+        safety = self._safe_state(fault)
         self._drop_take()
         if self.writer.failure is not None:
             self._mark_lost()
@@ -557,11 +557,11 @@ class RecordingSession:
         if self.writer.failure is not None:
             raise self.writer.failure
 
-    def _safe_state(self) -> str:
+    def _safe_state(self, fault: PlatformError | None = None) -> str:
         """Hold position, else torque off, bus by bus on a robot of several
         (`Robot.hold_or_release`); says which was confirmed, or what failed and what to do."""
         try:
-            return self.robot.hold_or_release().message
+            return self.robot.hold_or_release(fault).message
         except PlatformError as error:
             log.error("robot not confirmed safe: %s", error)
             return f"robot NOT confirmed safe: {error}; cut the servo power before going near the robot"

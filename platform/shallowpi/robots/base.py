@@ -56,7 +56,12 @@ class RobotError(PlatformError):
 
 
 class SafeStateError(RobotError):
-    """`hold()` or `torque_off()` could not be confirmed; the message says where and what to do."""
+    """`hold()` or `torque_off()` could not be confirmed; the message says where and what to do.
+    `holding`: some buses still hold (`hold_or_release` released only the others)."""
+
+    def __init__(self, message: str, holding: bool = False) -> None:
+        super().__init__(message)
+        self.holding = holding
 
 
 @dataclass(frozen=True)
@@ -195,14 +200,15 @@ class Robot(ABC):
         Raises RobotError for a goal after torque_off() (a stale command never re-arms a
         stopped robot); SafeStateError if it cannot be confirmed."""
 
-    def hold_or_release(self) -> SafeState:
+    def hold_or_release(self, fault: PlatformError | None = None) -> SafeState:
         """After a fault: hold every joint where it is (`hold()`), confirmed; what cannot be
         confirmed holding goes limp (torque off). Returns what was done (SafeState: one line
         for the operator, "robot is safe: holding position" or "...: torque off (could not
         hold position: why)", and whether anything still holds). This default holds or
         releases the robot whole; a robot of several buses releases only the buses that
         cannot hold (DynamixelRobot: a humanoid's sound arm keeps what it carries while the
-        faulted one goes limp).
+        faulted one goes limp). `fault`: what happened; a robot of several buses releases the
+        bus a servo fault names even where it confirms holding.
 
         Raises SafeStateError when what had to go limp did not confirm its torque off."""
         try:

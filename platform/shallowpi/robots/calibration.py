@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -114,8 +114,8 @@ class RobotCalibration:
                 raise CalibrationError(
                     f"robot '{self.robot}': bus '{bus}' ({spec.buses[bus].port}) is on USB adapter {now}, but was "
                     f"calibrated through {then}; {why}: name the port by its adapter "
-                    f"(robot.buses.{bus}.port=/dev/serial/by-id/{then}) or, for a new adapter, calibrate it again "
-                    f"(`platform calibrate --robot {self.robot} --arm {bus}`)")
+                    f"(robot.buses.{bus}.port=/dev/serial/by-id/{then}) or, for a replacement adapter on this arm, "
+                    f"record it (`platform calibrate --robot {self.robot} --arm {bus} --adapter-only`)")
 
     def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
         """Ticks <-> joint units for `motor`, a `kind` (revolute, linear, gripper) joint."""
@@ -210,7 +210,7 @@ def archive_path(calibration: RobotCalibration, root: Path | None = None) -> Pat
 
 
 def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, MotorCalibration]],
-                       root: Path | None = None) -> tuple[RobotCalibration, RobotCalibration, Path]:
+                       root: Path | None = None, adopt: Iterable[str] = ()) -> tuple[RobotCalibration, RobotCalibration, Path]:
     """Merge the `measured` arms into the robot's calibration file as it is now and save it,
     holding an exclusive lock (`.calibration.lock` beside it) from reading to renaming: two
     `platform calibrate` runs on one robot (a terminal an arm) each keep their arm. Merged
@@ -222,8 +222,12 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
     frame they were recorded in must stay recoverable after a recalibration, e.g. for
     `deploy` of a policy trained on them).
 
+    `adopt`: arms whose USB adapter is recorded as the one their port is on now, without a
+    measurement (a replaced adapter: the entries and the id stay).
+
     Returns (the file before, the calibration saved, its path). Raises CalibrationError for
-    a file of another robot; OSError when the folder cannot be written."""
+    a file of another robot, or an arm to adopt whose port udev does not name; OSError when
+    the folder cannot be written."""
     import fcntl  # POSIX; imported here so that a reader of calibrations needs none
 
     folder = calibration_path(spec.name, root).parent
@@ -237,6 +241,14 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
                         "saving at this moment could drop an arm", folder / ".calibration.lock", err)
         latest = load_calibration(spec.name, root)
         result = with_arms(spec, latest, measured)
+        if adopt:
+            from shallowpi.hardware.dynamixel.port import adapter_id
+
+            found = {arm: adapter_id(spec.buses[arm].port) for arm in adopt}
+            if unnamed := [arm for arm, name in found.items() if not name]:
+                raise CalibrationError(f"arm {', '.join(map(repr, unnamed))}: its port is no USB adapter udev names "
+                                       "(/dev/serial/by-id): nothing to record")
+            result = replace(result, adapters={**result.adapters, **found})
         if latest.id != UNCALIBRATED and latest != result:
             kept = archive_path(latest, root)
             kept.parent.mkdir(exist_ok=True)

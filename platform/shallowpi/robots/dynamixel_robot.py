@@ -52,7 +52,7 @@ from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
-from shallowpi.hardware.dynamixel.motor_bus import MotorBus
+from shallowpi.hardware.dynamixel.motor_bus import MotorBus, ServoFaultError
 from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeState, SafeStateError
 from shallowpi.robots.calibration import (
     RobotCalibration,
@@ -171,6 +171,7 @@ class DynamixelRobot(Robot):
         them so) and were not touched, which goes on holding, said in a warning. One bus
         failing (an unplugged adapter) dropped another arm a killed run had left holding."""
         found_holding: set[str] = set()
+        self.torque_off_failures = []
         try:
             for bus_name, bus in self.buses.items():
                 bus.connect()
@@ -241,6 +242,7 @@ class DynamixelRobot(Robot):
             self._opened.discard(name)
             log.warning("robot %s: the servos on bus '%s' were holding when this run began and still hold: "
                         "support the arm before cutting the servo power", self.name, name)
+            self.torque_off_failures.append(f"bus '{name}': left holding, as a killed run left it")
         self.disconnect()  # the rest: torque off, then close
 
     def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
@@ -266,16 +268,19 @@ class DynamixelRobot(Robot):
         unplugged: nothing could reach its servos), is logged as an error that tells the
         operator to cut the servo power, and listed in `torque_off_failures` (a run's summary
         would otherwise end as if the arm were limp)."""
+        connected = [b for b in self.buses.values() if b.is_connected]
+        if not connected and not self._opened:
+            return  # nothing open: what the last disconnect found stands (a cleanup calls it again)
         gone = [f"bus '{name}': its port closed under it (unplugged?), torque not switched off"
                 for name in self._opened if not self.buses[name].is_connected]
         try:
-            failures = gone + self._switch_torque_off([b for b in self.buses.values() if b.is_connected])
+            failures = gone + self._switch_torque_off(connected)
         finally:
             for bus in self.buses.values():
                 bus.disconnect()
             self._goal = None
             self._opened.clear()
-        self.torque_off_failures = failures
+        self.torque_off_failures += failures
         for failure in failures:
             log.error("robot %s: torque off failed: %s; the servos may still hold: cut the servo power before "
                       "going near the robot", self.name, failure)
@@ -330,43 +335,47 @@ class DynamixelRobot(Robot):
             self._commanded_at = None  # nothing moved: the next act() is a first command
         return goal.astype(np.float32)
 
-    def hold_or_release(self) -> SafeState:
+    def hold_or_release(self, fault: PlatformError | None = None) -> SafeState:
         """After a fault, bus by bus (an arm, a head): each bus whose servos confirm holding
         their present position goes on holding; each that cannot (a servo its own
-        protection switched off, a bus that does not answer) has its torque switched off,
+        protection switched off, a bus that does not answer), and the bus a servo `fault`
+        names (an alarm that leaves torque on, a low input voltage, is read again within a
+        second and would end any wait with everything off), has its torque switched off,
         alone. One overloaded gripper dropped every arm: a humanoid's or a bimanual's sound
         arm now keeps its pose, and what it carries, for the operator (who ends the run with
         everything off). Returns what was done, naming the buses; act() refuses once any bus
         went limp, and `check_faults` no longer reads the buses released (their alarm is
-        known). Raises SafeStateError when a bus that could not hold did not confirm its
-        torque off either (the line says which buses hold). One bus: `Robot.hold_or_release`."""
-        if len(self.buses) == 1:
-            state = super().hold_or_release()
-            if not state.holding:
-                self._released.update(self.buses)
-            return state
-        try:
-            self.hold()
-            return SafeState("robot is safe: holding position", holding=True)
-        except PlatformError as whole:
-            log.error("robot %s: %s; holding bus by bus", self.name, whole)
+        known). Raises SafeStateError (`holding` set when some bus holds) when a bus that
+        had to go limp did not confirm its torque off (the line says which buses hold)."""
+        faulted = fault.bus if isinstance(fault, ServoFaultError) and fault.bus in self.buses else None
+        if faulted is None:
+            try:
+                self.hold()
+                return SafeState("robot is safe: holding position", holding=True)
+            except PlatformError as whole:
+                log.error("robot %s: %s; holding bus by bus", self.name, whole)
         held, released, failed = [], [], []
         for name, bus in self.buses.items():
             try:
                 self._hold_bus(name)
-                held.append(f"'{name}'")
+                if name != faulted:
+                    held.append(f"'{name}'")
+                    continue
+                why = "a servo on it reports a fault"
             except PlatformError as hold_error:
-                self._released.add(name)
-                if off_failures := self._switch_torque_off([bus]):
-                    failed.append(f"bus '{name}' could not hold ({hold_error}) nor switch torque off "
-                                  f"({'; '.join(off_failures)})")
-                else:
-                    released.append(f"bus '{name}' (could not hold position: {hold_error})")
+                why = f"could not hold position: {hold_error}"
+            self._released.add(name)
+            if off_failures := self._switch_torque_off([bus]):
+                failed.append(f"bus '{name}' ({why}) did not switch torque off ({'; '.join(off_failures)})")
+            else:
+                released.append(f"bus '{name}' ({why})")
         if released or failed:
             self._torque_off = True  # a stale command must not re-arm what went limp
         holding = f"bus {', '.join(held)} hold{'s' if len(held) == 1 else ''} position" if held else ""
         if failed:
-            raise SafeStateError("; ".join(failed + ([holding] if holding else [])))
+            raise SafeStateError("; ".join(failed + ([holding] if holding else [])), holding=bool(held))
+        if not released:  # the whole hold failed once, each bus then confirmed its own
+            return SafeState("robot is safe: holding position", holding=True)
         if not held:
             return SafeState(f"robot is safe: torque off on {'; '.join(released)}", holding=False)
         return SafeState(f"robot is safe: {holding}; torque off on {'; '.join(released)}", holding=True)

@@ -12,7 +12,7 @@ shows.
     resetting   the reset countdown, nothing recorded  its end, space / n, r
     paused      nothing: the countdown is held         space / n, p, r
     done        teleoperation only: every episode is   q (torque off), d, r
-                saved (on a robot), the follower
+                saved (on a robot), the follower       (s, f mark the last one)
                 follows until the operator ends it
 """
 
@@ -74,8 +74,9 @@ EFFECTS: dict[Command, dict[RecorderState, str]] = {
         RESETTING: "hold the reset countdown where it is",
         PAUSED: "resume the reset countdown where it was held",
     },
-    Command.QUIT: {state: "stop: the take in flight is saved (record.on_interrupt), the store closed"
-                   for state in STATES},
+    Command.QUIT: {**{state: "stop: the take in flight is saved (record.on_interrupt), the store closed"
+                      for state in STATES},
+                   DONE: "end the session: torque off, the store closed"},
     Command.ESTOP: {state: "torque off now, the take discarded; the recorder ends with an error"
                     for state in STATES},
 }
@@ -133,6 +134,8 @@ def table() -> str:
         lines.append(f"  {KEY[command]} ({command.value})")
         if command in (Command.QUIT, Command.ESTOP):
             lines.append(f"      {'any':<10} {EFFECTS[command][IDLE]}")
+            lines += [f"      {state.value:<10} {effect}" for state, effect in EFFECTS[command].items()
+                      if effect != EFFECTS[command][IDLE]]
             continue
         for state in STATES:
             if state in EFFECTS[command]:

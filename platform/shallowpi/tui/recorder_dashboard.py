@@ -477,7 +477,9 @@ class RecorderDashboard(App[None]):
             question += " Torque goes off: support the follower first."
         if self.monitor:
             choices.append(("detach", "Detach this monitor", "default"))
-            question = "Stop the recorder, or only detach this monitor (the recording goes on)?"
+            question = "Stop the recorder, or only detach this monitor (the recording goes on)?" + (
+                " Stopping it turns torque off: support the follower first."
+                if status is not None and not status.loop.simulated else "")
         self._quitting = True
         self.push_screen(QuitScreen(question, choices), self._quit_answered)
 

@@ -29,7 +29,7 @@ STATE_STYLES: dict[RecorderState, Style] = {
 }
 DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
-DONE_WORDS = "all recorded: rest the arm, then q"  # the clock's place once every episode is saved
+DONE_WORDS = "all recorded: rest the arm, then q or Ctrl-C"  # the clock's place once every episode is saved
 NUMBERS_WIDTH = 25  # "  leader follower  error" after the name: 2 + 7 + 1 + 8 + 1 + 6 cells
 KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
                                ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),

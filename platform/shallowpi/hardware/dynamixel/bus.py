@@ -403,7 +403,7 @@ class DynamixelBus:
                 faulted[servo_id] = faults
         if faulted:
             servo_id, words = next(iter(faulted.items()))
-            raise ServoFaultError(self._fault_message(servo_id, words, len(faulted)))
+            raise ServoFaultError(self._fault_message(servo_id, words, len(faulted)), bus=self.name)
 
     def reboot(self, servo_id: int, wait_s: float = 2.0) -> None:
         """Clears a latched hardware error (the servo restarts with torque off). Sent once,
@@ -563,7 +563,7 @@ class DynamixelBus:
             # on every reply too: said once by raise_on_hardware_errors, never a fault.
             errors = self.hardware_errors([servo_id])
             if not errors:
-                raise ServoFaultError(self._fault_message(servo_id, ["hardware error"], 1))
+                raise ServoFaultError(self._fault_message(servo_id, ["hardware error"], 1), bus=self.name)
             self._raise_faults(errors)
             error_byte &= ~ALERT_BIT
         if error_byte:

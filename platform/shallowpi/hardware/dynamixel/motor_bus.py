@@ -26,7 +26,12 @@ class BusError(PlatformError):
 
 
 class ServoFaultError(BusError):
-    """A servo reports a hardware error (overload, overheating, ...)."""
+    """A servo reports a hardware error (overload, overheating, ...); `bus` names its bus
+    (empty where unknown)."""
+
+    def __init__(self, message: str, bus: str = "") -> None:
+        super().__init__(message)
+        self.bus = bus
 
 
 class BaudRateError(BusError):
