@@ -359,9 +359,13 @@ def test_a_connect_that_fails_on_one_bus_leaves_an_arm_found_holding_holding(cap
         robot = DynamixelRobot(unplugged, RobotCalibration("uncalibrated", spec.name))
         with caplog.at_level(logging.WARNING), pytest.raises(PlatformError, match="no-such-adapter"):
             robot.connect()
+        robot.disconnect()  # deploy's and record's clean-up disconnect again: the line below must not change
         left = {servo.get("torque_enable") for servo in chains["follower_left"].servos.values()}
     assert left == {1}, "the arm a killed run left holding was dropped"
     assert "the servos on bus 'follower_left' were holding when this run began and still hold" in caplog.text
+    from shallowpi.commands.console import torque_off_line
+
+    assert torque_off_line(robot).startswith("torque off NOT confirmed (bus 'follower_left': left holding")
 
 
 def test_calibrate_whose_second_arm_will_not_open_leaves_the_first_holding_and_a_typo_opens_nothing(tmp_path):
