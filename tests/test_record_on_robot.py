@@ -106,3 +106,31 @@ def test_episodes_name_the_camera_of_each_role_and_a_resume_says_when_that_chang
     assert swapped.startswith("camera 'front' is 849312070002, was 849312070001; 'wrist' is 849312070001, was")
     assert "(cameras swapped between roles?)" in swapped and "against robot.cameras.ROLE.serial" in swapped
     assert "(a camera replaced?)" in camera_changes(store, {"front": "849312079999", "wrist": "849312070002"})
+
+
+@pytest.mark.slow
+def test_a_resume_refused_after_the_robot_connected_leaves_an_arm_found_holding_holding(tmp_path):
+    """A killed run left the follower holding; `record --resume` into a store of another
+    robot is refused once the robot has connected (the store's features are compared with
+    the rig's): the clean-up switched torque off and the arm dropped. It is closed as found."""
+    from shallowpi.data.features import robot_features
+    from shallowpi.robots.calibration import RobotCalibration
+    from shallowpi.robots.dynamixel_robot import DynamixelRobot
+
+    EpisodeStore.create(tmp_path / "other.zarr", robot_features(["a", "b"], {})).close()
+    with emulated("arm") as (spec, chains):
+        killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        killed.connect()
+        for bus in killed.buses.values():
+            bus.disconnect()  # the process died: ports closed, torque left on
+        ports = [f"robot.buses.{name}.port={bus.port}" for name, bus in spec.buses.items()]
+        refused = subprocess.run(
+            platform_cmd("record", "--robot", "arm", *ports, "--dataset", "other", "--data-root", str(tmp_path),
+                         "--task", "wave", "--resume", "--no-tui", "--no-cameras", "--allow-uncalibrated",
+                         f"telemetry.address={tmp_path}/t.sock"),
+            env=subprocess_env(SHALLOWPI_ROBOTS_DIR=str(tmp_path / "robots")), stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=120)
+        torque = {servo.get("torque_enable") for servo in chains["follower"].servos.values()}
+    assert refused.returncode != 0 and "recorded with other features" in refused.stderr, refused.stderr[-2000:]
+    assert torque == {1}, "the refusal dropped the arm a killed run had left holding"
+    assert "torque off NOT confirmed (bus 'follower': left holding, as a killed run left it)" in refused.stdout

@@ -197,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         publisher.close()
         raise
     store = writer = None
+    ran = False  # the session began: its end turns torque off; a refusal before it leaves the robot as found
     closers: list[Any] = [publisher.close]
     printer = LinePrinter()  # --no-tui lines: the recording loop never waits on stdout
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -281,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
             session.writer_closed()
             publish(session.status)  # the last takes saved: watchers and the lines say so, not "saving"
 
+        ran = True
         if use_tui:
             from shallowpi.tui.recorder_app import run_recorder_dashboard
 
@@ -304,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
             writer.close()
         if store is not None:
             store.close()
-        rig.close()
+        rig.close(as_found=not ran)
         printer.close()  # after the robot is off: a stalled stdout must not keep it powered
         if not args.sim:  # said however the run ended, once rig.close() has turned torque off
             print(torque_off_line(rig.robot), flush=True)

@@ -52,8 +52,16 @@ class Rig:
 
         return camera_serials(self.cameras)
 
-    def close(self) -> None:
-        """Stop what was started, in reverse order; each is tried, failures logged."""
+    def close(self, as_found: bool = False) -> None:
+        """Stop what was started, in reverse order; each is tried, failures logged.
+        `as_found`: a start refused after the robot connected (no episode ran): a robot with
+        `put_back` (DynamixelRobot) closes its buses as it found them, so an arm a killed run
+        left holding is not dropped by a refusal."""
+        if as_found and hasattr(self.robot, "put_back"):
+            try:
+                self.robot.put_back()
+            except Exception as exc:  # the closers below still turn the rest off
+                log.warning("closing the rig: %s", exc)
         for closer in reversed(self._closers):
             try:
                 closer()

@@ -144,6 +144,7 @@ class DynamixelRobot(Robot):
         self._torque_off = False  # set by torque_off(); act() refuses until connect()
         self._released: set[str] = set()  # buses hold_or_release switched off after a fault
         self._opened: set[str] = set()  # buses connect() opened (a port that closes under one is news)
+        self._found_holding: set[str] = set()  # buses the last connect() found holding (a killed run's)
         self.torque_off_failures: list[str] = []  # what the last disconnect() could not switch off
         self._ticks = 0
         self._fault_check_every = fault_check_every or spec.fps
@@ -170,7 +171,7 @@ class DynamixelRobot(Robot):
         found: torque off, except on a bus whose servos were found holding (a killed run left
         them so) and were not touched, which goes on holding, said in a warning. One bus
         failing (an unplugged adapter) dropped another arm a killed run had left holding."""
-        found_holding: set[str] = set()
+        found_holding = self._found_holding = set()
         self.torque_off_failures = []
         try:
             for bus_name, bus in self.buses.items():
@@ -232,6 +233,12 @@ class DynamixelRobot(Robot):
             self._put_back(found_holding)
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
+
+    def put_back(self) -> None:
+        """A start that failed after connect (a refused store, a full disk): close every bus
+        as connect() found it, the buses a killed run had left holding still holding (said),
+        the others torque off. `disconnect()` instead ends a run: every bus torque off."""
+        self._put_back(self._found_holding)
 
     def _put_back(self, found_holding: set[str]) -> None:
         """A connect that failed: torque off and close every bus, except those found holding,
