@@ -111,6 +111,19 @@ def test_a_robot_config_with_a_misspelt_key_or_an_impossible_value_is_refused_na
         RobotSpec.from_config(raw)
 
 
+def test_a_joint_taken_for_a_gripper_by_a_name_that_does_not_end_in_gripper_is_said(caplog):
+    import logging
+
+    raw = {"name": "x", "fps": 30, "buses": {"b": {"port": "/dev/null", "baud": 1000000}},
+           "joints": [{"name": "gripper_roll", "lower": -1, "upper": 1, "max_velocity": 1}],
+           "motors": {"gripper_roll": {"bus": "b", "id": 1, "model": "XL430-W250"}}}
+    with caplog.at_level(logging.WARNING):
+        assert RobotSpec.from_config(raw).joints[0].kind == "gripper"
+    assert "joint 'gripper_roll' is taken for a gripper by its name" in caplog.text
+    raw["joints"][0]["kind"] = "revolute"
+    assert RobotSpec.from_config(raw).joints[0].kind == "revolute"
+
+
 def test_two_buses_on_one_port_through_a_link_and_a_robot_file_named_otherwise_are_refused(tmp_path):
     """A udev link (/dev/ttyDXL_left) and the device it names are one port; and a copy of
     arm.yaml still named arm would take the arm's calibration file and telemetry socket."""

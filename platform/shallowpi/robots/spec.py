@@ -13,6 +13,7 @@ keys themselves, kinds, finite limits and positive rates first: spec_check.py).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode, model_by_name
 from shallowpi.joints import named_gripper
 from shallowpi.robots.spec_check import check_robot_config
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,9 @@ def _kind(name: str, data: dict, joint: dict) -> str:
     if joint.get("kind"):
         return joint["kind"]
     if named_gripper(name):
+        if not name.lower().endswith("gripper"):  # gripper_roll: a wrist joint, read as an opening 0..1
+            log.warning("robot %s: joint '%s' is taken for a gripper by its name (0 closed .. 1 open); "
+                        "kind: revolute in its joints: entry says otherwise", data.get("name", "?"), name)
         return "gripper"
     if "metres_per_rad" in motor:
         return "linear"
