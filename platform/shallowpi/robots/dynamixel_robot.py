@@ -56,13 +56,11 @@ from shallowpi.hardware.dynamixel.motor_bus import MotorBus, ServoFaultError
 from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeState, SafeStateError
 from shallowpi.robots.calibration import (
     RobotCalibration,
-    check_position_limits,
-    check_servo_frame,
     check_turn_count,
     swept_limits,
 )
 from shallowpi.robots.observation import Frame, Observation
-from shallowpi.robots.servo_setup import eeprom_fixes, holding_as_configured
+from shallowpi.robots.servo_setup import configure_servos, settle_torque
 from shallowpi.robots.spec import MotorSpec, RobotSpec
 
 log = logging.getLogger(__name__)
@@ -177,37 +175,12 @@ class DynamixelRobot(Robot):
             for bus_name, bus in self.buses.items():
                 bus.connect()
                 self._opened.add(bus_name)
-                bus.verify()
-                ids = [m.id for m in self.spec.motors if m.bus == bus_name]
-                check_servo_frame(self.name, bus, bus_name, ids)
-                fixes = eeprom_fixes(self.name, bus, bus_name, ids)
-                # EEPROM writes take torque off; without any, servos a killed run left
-                # holding keep theirs, rather than drop a loaded arm and take it up where it sagged.
-                modes = {m.id: m.mode for m in self.spec.motors if m.bus == bus_name}
-                if fixes or not holding_as_configured(self.name, bus, bus_name, modes):
-                    bus.set_torque(False, ids)
-                else:
-                    found_holding.add(bus_name)
-                for servo_id, fields in fixes.items():
-                    for field, value in fields.items():
-                        bus.write_one(servo_id, field, value)
-                for servo_id in ids:
-                    # A bus watchdog another program armed would stop the servo after any
-                    # pause in traffic longer than its period (the reset wait, the warm-up:
-                    # this driver talks only while it controls), then refuse every goal until
-                    # cleared, a sync write's silently. 0 disarms it and clears its error.
-                    if (armed := bus.read_one(servo_id, "bus_watchdog")) != 0:
-                        log.warning("robot %s: servo %d on bus '%s' had its bus watchdog %s; disarmed", self.name,
-                                    servo_id, bus_name, "tripped" if armed == -1 else f"set to {armed}")
-                        bus.write_one(servo_id, "bus_watchdog", 0, check_alert=False)
-                for motor in self.spec.motors:
-                    if motor.bus == bus_name:
-                        bus.set_operating_mode(motor.mode, [motor.id])
-                        i = self._index[motor.joint]
-                        check_position_limits(self.name, bus, motor, self._convert[motor.joint],
-                                              self.lower[i], self.upper[i])
-                        self._cap_current(bus, motor)
-                bus.raise_on_hardware_errors(ids)
+                motors = [m for m in self.spec.motors if m.bus == bus_name]
+                if settle_torque(self.name, bus, bus_name, motors):
+                    found_holding.add(bus_name)  # kept holding: on a failure below it goes on holding
+                configure_servos(self.name, bus, bus_name, motors, self._convert,
+                                 {m.joint: (self.lower[self._index[m.joint]], self.upper[self._index[m.joint]])
+                                  for m in motors})
             # Hold the present pose first, so torque-on never jumps: unclipped, as a joint found
             # outside its limits clipped here would be driven back at the servo's full speed;
             # act() brings it back at the velocity bound.
@@ -251,23 +224,6 @@ class DynamixelRobot(Robot):
                         "support the arm before cutting the servo power", self.name, name)
             self.torque_off_failures.append(f"bus '{name}': left holding, as a killed run left it")
         self.disconnect()  # the rest: torque off, then close
-
-    def _cap_current(self, bus: MotorBus, motor: MotorSpec) -> None:
-        """Write the motor's `max_current_a` as its Goal Current and read it back: in current-
-        based position mode the servo pushes with at most that (a gripper that must not
-        crush). PlatformError when it exceeds the servo's Current Limit or does not read back."""
-        if motor.max_current_a is None:
-            return
-        ticks = round(motor.max_current_a / motor.model.current_unit_a)
-        limit = bus.read_one(motor.id, "current_limit")
-        if ticks > limit:
-            raise PlatformError(
-                f"robot '{self.name}': joint '{motor.joint}' max_current_a {motor.max_current_a:g} A is above servo "
-                f"{motor.id}'s Current Limit ({limit * motor.model.current_unit_a:.2f} A); lower it in the robot config")
-        bus.write_one(motor.id, "goal_current", ticks)
-        if (back := bus.read_one(motor.id, "goal_current")) != ticks:
-            raise PlatformError(f"robot '{self.name}': servo {motor.id} ('{motor.joint}') reads Goal Current {back}, "
-                                f"sent {ticks}; check it with `platform doctor`")
 
     def disconnect(self) -> None:
         """Torque off on every open bus (each tried even if one fails), then close. A bus
