@@ -97,9 +97,17 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(bus.disconnect)
             bus.verify()
             buses[arm] = bus
-        for bus in buses.values():
-            stack.callback(bus.safe_shutdown)  # from the first question: torque off and close however it ends
-        measured = measure_arms(spec, buses, _ask, arms)
+        shutdown_armed = False
+
+        def ask(message: str) -> None:
+            nonlocal shutdown_armed
+            if not shutdown_armed:  # from the first question on: torque off and close however it ends
+                for bus in buses.values():
+                    stack.callback(bus.safe_shutdown)
+                shutdown_armed = True
+            _ask(message)
+
+        measured = measure_arms(spec, buses, ask, arms)
     latest, result, path = update_calibration(spec, measured)
     if latest != previous:  # another run saved meanwhile: its arms are kept, not overwritten
         kept = sorted(a for a in latest.arms if a not in measured and latest.arms[a] != previous.arms.get(a))
