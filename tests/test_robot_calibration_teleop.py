@@ -317,6 +317,12 @@ def test_an_arm_on_another_usb_adapter_than_at_calibration_is_refused_before_a_p
         _, adopted, _ = update_calibration(spec, {}, tmp_path / "robots", adopt=["follower"])
         assert adopted.id == calibration.id and adopted.adapters == {"follower": replacement}
         DynamixelRobot(spec, adopted, clock=None)
+        # Swapped ports are no replaced adapter: adopting the other arm's would give this arm its zeros.
+        save_calibration(dataclasses.replace(adopted, adapters={"follower": replacement, "leader": second}),
+                         tmp_path / "robots")
+        with pytest.raises(CalibrationError, match=rf"arm 'follower' is on the USB adapter arm 'leader' was "
+                                                   rf"calibrated through \({second}\): the ports are swapped"):
+            update_calibration(swapped, {}, tmp_path / "robots", adopt=["follower"])
 
 
 def test_a_gripper_in_plain_position_mode_is_warned_of_and_kept_clear_of_its_stops(caplog):

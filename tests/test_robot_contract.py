@@ -368,6 +368,43 @@ def test_a_connect_that_fails_on_one_bus_leaves_an_arm_found_holding_holding(cap
     assert torque_off_line(robot).startswith("torque off NOT confirmed (bus 'follower_left': left holding")
 
 
+def test_the_last_line_names_the_buses_a_run_never_reached():
+    """An unplugged first adapter stopped the connect before the second bus opened: the
+    second arm, left holding by a killed run, was never touched, yet the run ended with
+    "torque is off"."""
+    from shallowpi.commands.console import torque_off_line
+
+    with emulated("bimanual") as (spec, _):
+        robot = DynamixelRobot(spec.with_ports({"follower_left": "/dev/no-such-adapter"}),
+                               RobotCalibration("uncalibrated", spec.name))
+        assert torque_off_line(robot).startswith("torque off NOT confirmed (not connected: ")  # nothing reached yet
+        with pytest.raises(PlatformError, match="no-such-adapter"):
+            robot.connect()
+        robot.disconnect()  # the clean-up's
+    line = torque_off_line(robot)
+    assert "bus 'follower_right': not reached, its servos as found" in line and "support the arm" in line
+
+
+def test_a_bus_that_will_not_go_limp_is_named_beside_those_released_and_those_holding():
+    """The humanoid: the left arm's adapter gone (no hold, no torque off), the right arm
+    overloaded (released), the head holding: the line named the first and the last, not the
+    arm that went limp."""
+    with emulated("humanoid") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        try:
+            chains["right_arm"].hardware_error(3, "overload")
+            chains["left_arm"].vanish()
+            with pytest.raises(SafeStateError) as err:
+                robot.hold_or_release()
+        finally:
+            robot.disconnect()
+    message = str(err.value)
+    assert err.value.holding and message.startswith("bus 'left_arm' (could not hold position: ")
+    assert "torque off on bus 'right_arm' (could not hold position: " in message
+    assert message.endswith("bus 'head_lift' holds position")
+
+
 def test_calibrate_whose_second_arm_will_not_open_leaves_the_first_holding_and_a_typo_opens_nothing(tmp_path):
     """calibrate asks before it lets a holding arm go limp; an unplugged second adapter (or a
     misspelt --arm) ended it before that question, and its clean-up switched the first arm's
@@ -391,9 +428,12 @@ def test_calibrate_whose_second_arm_will_not_open_leaves_the_first_holding_and_a
 
         typo = calibrate("follower_left", "follower_rigth")
         unplugged = calibrate("follower_left", "follower_right")
+        unanswered = calibrate("follower_left")  # stdin closed: the holding question gets no answer
         left = {servo.get("torque_enable") for servo in chains["follower_left"].servos.values()}
     assert typo.stderr.strip().splitlines()[-1].startswith("error: robot 'bimanual' has no arm 'follower_rigth'")
     assert unplugged.returncode != 0 and "no-such-adapter" in unplugged.stderr
+    assert unanswered.returncode != 0 and "holding torque:" in unanswered.stdout
+    assert "run it in a terminal (stdin closed)" in unanswered.stderr and "left as found" in unanswered.stderr
     assert left == {1}, "calibrate dropped an arm before asking"
 
 

@@ -27,8 +27,11 @@ examples:
 from __future__ import annotations
 
 import argparse
+import logging
 
 from shallowpi.cli import add_config_flags, overrides_from
+
+log = logging.getLogger(__name__)
 
 HELP = "record zero poses, joint ranges and gripper travel of a robot's arms"
 
@@ -99,15 +102,28 @@ def run(args: argparse.Namespace) -> int:
             buses[arm] = bus
         shutdown_armed = False
 
-        def ask(message: str) -> None:
+        def arm_shutdown() -> None:
             nonlocal shutdown_armed
-            if not shutdown_armed:  # from the first question on: torque off and close however it ends
+            if not shutdown_armed:  # from here on: torque off and close however it ends
                 for bus in buses.values():
                     stack.callback(bus.safe_shutdown)
                 shutdown_armed = True
-            _ask(message)
 
-        measured = measure_arms(spec, buses, ask, arms)
+        def ask(message: str) -> None:
+            try:
+                _ask(message)
+            except KeyboardInterrupt:  # Ctrl-C at a question releases the arms, as it says
+                arm_shutdown()
+                raise
+            arm_shutdown()  # answered: the operator supports the arms
+
+        try:
+            measured = measure_arms(spec, buses, ask, arms)
+        except BaseException:
+            if not shutdown_armed:  # nobody answered: nothing was written, the arms are as found
+                log.warning("calibrate stopped before its first answer: the arms' torque is left as found (an arm "
+                            "a killed run left holding still holds: support it before cutting the servo power)")
+            raise
     latest, result, path = update_calibration(spec, measured)
     if latest != previous:  # another run saved meanwhile: its arms are kept, not overwritten
         kept = sorted(a for a in latest.arms if a not in measured and latest.arms[a] != previous.arms.get(a))

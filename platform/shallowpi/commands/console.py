@@ -34,8 +34,8 @@ def torque_off_line(robot: object) -> str:
     disconnect could not switch a bus off (`torque_off_failures`: a failed write, an
     unplugged adapter), that the servos may still hold and the power must be cut."""
     if failures := getattr(robot, "torque_off_failures", None):
-        return (f"torque off NOT confirmed ({'; '.join(failures)}): those servos may still hold: cut the servo "
-                "power before going near the robot")
+        return (f"torque off NOT confirmed ({'; '.join(failures)}): those servos may still hold: support the "
+                "arm, then cut the servo power before going near the robot")
     return TORQUE_OFF
 
 

@@ -256,6 +256,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     reports = []
     quiet = contextlib.ExitStack()
     putting_away = threading.Event()
+    failed_before_motion = False  # a run that fails before the robot first moves leaves it as found
+    moving = False
     try:
         target.connect()
         executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish,
@@ -279,6 +281,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             quiet.enter_context(hold_terminal_logs())
             terminal = TerminalState.save()
             dashboard = spawn_dashboard(str(publisher.address), token=publisher.local_token)
+        moving = True
         for episode in range(args.episodes):
             if executor.stopped:
                 break
@@ -303,10 +306,15 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         executor.done(len(reports))
         if target.on_hardware and not args.yes and not executor.stopped:
             hold_until_released(executor, publish, say, keys=dashboard is not None)
+    except BaseException as exc:
+        # An error before the first motion (a backend that will not warm up); Ctrl-C at the
+        # go question is the operator's word, and turns torque off.
+        failed_before_motion = not moving and not isinstance(exc, KeyboardInterrupt)
+        raise
     finally:
         try:
             putting_away.set()  # a signal from here on waits for torque off instead of cutting it short
-            target.disconnect()  # first: torque off whatever else the cleanup meets
+            target.disconnect(as_found=failed_before_motion)  # first: torque off whatever else the cleanup meets
             if target.on_hardware:
                 held_output.append(torque_off_line(target.robot))  # printed below, however the run ended
         finally:

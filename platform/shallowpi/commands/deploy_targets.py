@@ -95,8 +95,9 @@ class TwinTarget:
         """Start the twin (and, for `stack`, its emulated servos and cameras)."""
         self.robot.connect()
 
-    def disconnect(self) -> None:
-        """Stop what `connect` started."""
+    def disconnect(self, as_found: bool = False) -> None:
+        """Stop what `connect` started (`as_found`: for the robot's; the twin has no servos to
+        leave as found)."""
         self.robot.disconnect()
 
     def prepare(self, seed: int) -> None:
@@ -171,9 +172,13 @@ class RobotTarget:
             self.disconnect()
             raise
 
-    def disconnect(self) -> None:
-        """Torque off and close the buses, then stop the cameras."""
+    def disconnect(self, as_found: bool = False) -> None:
+        """Torque off and close the buses, then stop the cameras. `as_found`: the run failed
+        before the robot first moved (a backend that would not warm up): each bus is closed
+        as connect found it, an arm a killed run left holding still holding (said)."""
         try:
+            if as_found:
+                self.robot.put_back()
             self.robot.disconnect()
         finally:
             for camera in reversed(self._started):

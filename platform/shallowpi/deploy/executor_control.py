@@ -297,14 +297,13 @@ class ExecutorControl:
                 self.robot.hold(last)
         except PlatformError as hold_exc:
             log.error("hold failed: %s", hold_exc)
-            if torque_off:
-                # A bus that had to go limp did not confirm it. The buses that hold (its
-                # message names them) keep holding, as recording leaves them; with none,
-                # every bus is tried again.
-                holding = bool(getattr(hold_exc, "holding", False))
-                if not holding:
-                    self._torque_off()
-                said = f"; robot NOT confirmed safe: {hold_exc}; cut the servo power"
+            # A bus that had to go limp did not confirm it (or, the robot sound, its hold
+            # failed). The buses that hold (the message names them) keep holding, as
+            # recording leaves them; with none, every bus is switched off.
+            holding = bool(getattr(hold_exc, "holding", False))
+            if not holding:
+                self._torque_off()
+            said = f"; robot NOT confirmed safe: {hold_exc}; cut the servo power"
         if holding and not self._stop.is_set():  # a stop asked for already (the same tick) is the operator's word
             self._held_after_fault.set()
         self._set(ExecutorState.FAULT, f"fault: {exc}{said}")

@@ -109,13 +109,13 @@ class RobotCalibration:
             now = adapter_id(spec.buses[bus].port, by_id) if then else None
             if then and now and now != then:
                 owner = next((b for b, name in self.adapters.items() if name == now), None)
-                why = (f"it is the adapter arm '{owner}' was calibrated through: the two are swapped"
-                       if owner else "another adapter (replaced?)")
+                pin = f"name the port by its adapter (robot.buses.{bus}.port=/dev/serial/by-id/{then})"
+                fix = (f"it is the adapter arm '{owner}' was calibrated through: the two are swapped: {pin}"
+                       if owner else f"another adapter (replaced?): {pin} or, for a replacement on this arm, "
+                       f"record it (`platform calibrate --robot {self.robot} --arm {bus} --adapter-only`)")
                 raise CalibrationError(
                     f"robot '{self.robot}': bus '{bus}' ({spec.buses[bus].port}) is on USB adapter {now}, but was "
-                    f"calibrated through {then}; {why}: name the port by its adapter "
-                    f"(robot.buses.{bus}.port=/dev/serial/by-id/{then}) or, for a replacement adapter on this arm, "
-                    f"record it (`platform calibrate --robot {self.robot} --arm {bus} --adapter-only`)")
+                    f"calibrated through {then}; {fix}")
 
     def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
         """Ticks <-> joint units for `motor`, a `kind` (revolute, linear, gripper) joint."""
@@ -248,6 +248,14 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
             if unnamed := [arm for arm, name in found.items() if not name]:
                 raise CalibrationError(f"arm {', '.join(map(repr, unnamed))}: its port is no USB adapter udev names "
                                        "(/dev/serial/by-id): nothing to record")
+            # Adopting is for a replaced adapter: one another arm was calibrated through means
+            # the ports are swapped, and adopting it would give this arm the other's zeros.
+            for arm, name in found.items():
+                if owner := next((a for a, n in result.adapters.items() if n == name and a != arm), None):
+                    raise CalibrationError(
+                        f"arm '{arm}' is on the USB adapter arm '{owner}' was calibrated through ({name}): the ports "
+                        "are swapped, not an adapter replaced; name each bus's port by its adapter "
+                        "(robot.buses.BUS.port=/dev/serial/by-id/..., `ls -l /dev/serial/by-id`)")
             result = replace(result, adapters={**result.adapters, **found})
         if latest.id != UNCALIBRATED and latest != result:
             kept = archive_path(latest, root)

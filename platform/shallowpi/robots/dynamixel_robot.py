@@ -143,7 +143,9 @@ class DynamixelRobot(Robot):
         self._released: set[str] = set()  # buses hold_or_release switched off after a fault
         self._opened: set[str] = set()  # buses connect() opened (a port that closes under one is news)
         self._found_holding: set[str] = set()  # buses the last connect() found holding (a killed run's)
-        self.torque_off_failures: list[str] = []  # what the last disconnect() could not switch off
+        # What the put-away since the last connect() could not confirm off: until a connect
+        # reached a bus, its servos are as this run found them (a killed run's may hold).
+        self.torque_off_failures: list[str] = ["not connected: its servos are as this run found them"]
         self._ticks = 0
         self._fault_check_every = fault_check_every or spec.fps
         # Longer than any hold a caller rides out (the executor's default 0.25 s): a camera
@@ -223,6 +225,8 @@ class DynamixelRobot(Robot):
             log.warning("robot %s: the servos on bus '%s' were holding when this run began and still hold: "
                         "support the arm before cutting the servo power", self.name, name)
             self.torque_off_failures.append(f"bus '{name}': left holding, as a killed run left it")
+        self.torque_off_failures += [f"bus '{name}': not reached, its servos as found" for name in self.buses
+                                     if name not in self._opened and name not in found_holding]
         self.disconnect()  # the rest: torque off, then close
 
     def disconnect(self) -> None:
@@ -336,7 +340,8 @@ class DynamixelRobot(Robot):
             self._torque_off = True  # a stale command must not re-arm what went limp
         holding = f"bus {', '.join(held)} hold{'s' if len(held) == 1 else ''} position" if held else ""
         if failed:
-            raise SafeStateError("; ".join(failed + ([holding] if holding else [])), holding=bool(held))
+            limp = [f"torque off on {'; '.join(released)}"] if released else []
+            raise SafeStateError("; ".join(failed + limp + ([holding] if holding else [])), holding=bool(held))
         if not released:  # the whole hold failed once, each bus then confirmed its own
             return SafeState("robot is safe: holding position", holding=True)
         if not held:

@@ -241,12 +241,16 @@ def _plain(cfg: Any) -> dict:
     return dict(cfg)
 
 
+# Words that name a joint turning a gripper, not its opening (a gripper_roll is a wrist joint).
+_ROTATION_WORDS = ("roll", "pitch", "yaw", "rotat", "wrist", "flex", "lift", "pan", "tilt")
+
+
 def _kind(name: str, data: dict, joint: dict) -> str:
     motor = (data.get("motors") or {}).get(name) or {}
     if joint.get("kind"):
         return joint["kind"]
     if named_gripper(name):
-        if not name.lower().endswith("gripper"):  # gripper_roll: a wrist joint, read as an opening 0..1
+        if any(word in name.lower() for word in _ROTATION_WORDS):  # gripper_roll: a wrist joint, read as 0..1
             log.warning("robot %s: joint '%s' is taken for a gripper by its name (0 closed .. 1 open); "
                         "kind: revolute in its joints: entry says otherwise", data.get("name", "?"), name)
         return "gripper"
