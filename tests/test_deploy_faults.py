@@ -81,6 +81,31 @@ def test_a_silent_camera_holds_the_last_command_with_torque_on():
     assert "camera 'front' has sent no frame" in executor.status.message
 
 
+def test_a_camera_fault_whose_hold_is_not_confirmed_turns_torque_off_and_says_so():
+    """A silent camera leaves the servos sound, so the robot holds its last command; when
+    that hold cannot be confirmed the robot is in question after all: it was still reported
+    as holding, and the run waited on it with torque on."""
+    from shallowpi.hardware.camera import CameraTimeout
+    from shallowpi.robots.base import SafeStateError
+
+    class CameraGoesSilentHoldFails(CountingRobot):
+        def observe(self):
+            if self.ticks >= 15:
+                raise CameraTimeout("camera 'front' has sent no frame for 1.02 s (limit 1.00 s)")
+            return super().observe()
+
+        def hold(self, goal=None):
+            if goal is not None and self.ticks >= 15:
+                self.calls.append("hold last")
+                raise SafeStateError("robot 'counting': hold not confirmed, servo 2 reads 0, sent 40")
+            return super().hold(goal)
+
+    executor, report, robot, _ = run("rtc", robot=CameraGoesSilentHoldFails(), ticks=60)
+    assert report.ended == "fault" and not executor.held_after_fault
+    assert robot.calls[-2:] == ["hold last", "torque_off"]
+    assert "robot NOT confirmed safe: robot 'counting': hold not confirmed" in executor.status.message
+
+
 def test_a_failed_inference_holds_the_robot_and_reports_the_error():
     robot = CountingRobot()
     executor = Executor(robot, FailingBackend(8, "onnxruntime: out of memory"), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))

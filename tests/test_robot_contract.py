@@ -368,6 +368,26 @@ def test_a_connect_that_fails_on_one_bus_leaves_an_arm_found_holding_holding(cap
     assert torque_off_line(robot).startswith("torque off NOT confirmed (bus 'follower_left': left holding")
 
 
+def test_a_deploy_that_fails_before_the_first_motion_leaves_an_arm_found_holding_holding():
+    """deploy's clean-up when the run failed before the robot first moved (a backend that
+    would not warm up): the robot target closes each bus as connect found it."""
+    from shallowpi.commands.console import torque_off_line
+    from shallowpi.commands.deploy_targets import RobotTarget
+
+    with emulated("arm") as (spec, chains):
+        killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        killed.connect()
+        for bus in killed.buses.values():
+            bus.disconnect()  # the process died: ports closed, torque left on
+        target = RobotTarget(DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name)), None, spec, {},
+                             "wave", 1.0, 0.0)
+        target.connect()
+        target.disconnect(as_found=True)
+        follower = {servo.get("torque_enable") for servo in chains["follower"].servos.values()}
+    assert follower == {1}
+    assert torque_off_line(target.robot).startswith("torque off NOT confirmed (bus 'follower': left holding")
+
+
 def test_the_last_line_names_the_buses_a_run_never_reached():
     """An unplugged first adapter stopped the connect before the second bus opened: the
     second arm, left holding by a killed run, was never touched, yet the run ended with
