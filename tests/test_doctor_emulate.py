@@ -187,6 +187,23 @@ def test_doctor_scans_an_adapter_once_under_the_configs_link_to_it(tmp_path, mon
     assert len(scanned) == 1 and scanned[0].startswith(f"ok: {link} at "), lines
 
 
+def test_doctor_names_each_ports_adapter_by_id_to_pin_it(tmp_path, monkeypatch):
+    from shallowpi.hardware.dynamixel import port as port_module
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+
+    spec = robot_spec("arm")
+    chains = build_chains({"leader": spec.bus_motors()["leader"]})
+    try:
+        (tmp_path / "usb-FTDI_USB__-__Serial_Converter_FT1AAAA-if00-port0").symlink_to(chains["leader"].path)
+        monkeypatch.setattr(port_module, "SERIAL_BY_ID", tmp_path)
+        lines = servo_report([chains["leader"].path], BAUD, spec)
+    finally:
+        for chain in chains.values():
+            chain.stop()
+    assert any(line.startswith(f"ok: {chains['leader'].path} at ") and line.endswith(
+        "(adapter /dev/serial/by-id/usb-FTDI_USB__-__Serial_Converter_FT1AAAA-if00-port0)") for line in lines), lines
+
+
 def test_doctor_warns_of_a_usb_adapter_latency_timer_above_1_ms(tmp_path):
     """An FTDI adapter (the U2D2) holds each short reply back by its latency timer, 16 ms by
     default: every bus read waits that long, and a robot of three buses misses its 33 ms

@@ -37,6 +37,7 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
     from shallowpi.hardware.dynamixel.bus import DynamixelBus
     from shallowpi.hardware.dynamixel.control_table import ERROR_ADVICE, WARNING_ONLY
     from shallowpi.hardware.dynamixel.motor_bus import BaudRateError
+    from shallowpi.hardware.dynamixel.port import adapter_id
 
     lines = []
     if not ports:
@@ -69,7 +70,9 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                     continue
                 bus.motors = {i: s.model for i, s in found.items() if s.model is not None}
                 errors, unread = _error_bits(bus)
-                lines.append(f"ok: {port} at {baud} baud: {len(found)} servo(s)")
+                # The adapter's own name: a port pinned by it survives USB renumbering.
+                adapter = f" (adapter /dev/serial/by-id/{name})" if (name := adapter_id(port)) else ""
+                lines.append(f"ok: {port} at {baud} baud: {len(found)} servo(s){adapter}")
                 for servo_id, info in found.items():
                     state = ", ".join(errors.get(servo_id, [])) or ("errors unread" if unread else "no errors")
                     lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {info.firmware}  {state}")
