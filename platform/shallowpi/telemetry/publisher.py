@@ -386,6 +386,23 @@ class TelemetryPublisher:
             log.warning("telemetry: command queue full (nobody drains commands()); dropped the oldest")
         self._commands.append(command)
 
+    def _send_final(self, frame: bytes) -> None:
+        """The last status, which no newer one will follow: it waits, up to the close linger,
+        for a subscriber whose one-status queue is still full (a monitor a busy machine has
+        starved) instead of being dropped, which would have that monitor take the recorder
+        for vanished rather than stopped."""
+        self._xpub.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue now refuses the send (Again)
+        deadline = time.monotonic() + _CLOSE_LINGER_MS / 1e3
+        while True:
+            try:
+                self._xpub.send(frame, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if time.monotonic() >= deadline:
+                    log.debug("telemetry: the last status found a subscriber's queue full; dropped")
+                    return
+                time.sleep(0.005)
+
     def _deliver(self, final: bool = False) -> None:
         """Send the newest status if there is a subscriber, it is new, and it is due."""
         latest = self._latest
@@ -402,8 +419,10 @@ class TelemetryPublisher:
         except Exception:  # a status mutated while we read it: skip this one
             log.debug("telemetry: could not serialise a status", exc_info=True)
             return
-        # XPUB never blocks: a subscriber whose queue is full (SEND_HWM) misses this one.
-        with contextlib.suppress(zmq.Again):
-            self._xpub.send(frame, zmq.NOBLOCK, copy=False)
+        if final:
+            self._send_final(frame)
+        else:  # XPUB never blocks: a subscriber whose queue is full (SEND_HWM) misses this one
+            with contextlib.suppress(zmq.Again):
+                self._xpub.send(frame, zmq.NOBLOCK, copy=False)
         self._sent_seq, self._sent_at = seq, now
         self.statuses_sent += 1
