@@ -115,11 +115,14 @@ class DynamixelRobot(Robot):
         self._convert: dict[str, JointConverter] = {
             m.joint: calibration.converter(m, kinds[m.joint]) for m in spec.motors
         }
+        # Each follower bus's motors, in joint order: every per-bus loop (each tick's read
+        # and write among them) walks these.
+        self._bus_motors: dict[str, list[MotorSpec]] = {
+            name: [m for m in spec.motors if m.bus == name] for name in spec.follower_buses()}
         self.buses: dict[str, MotorBus] = {}
-        for bus_name in spec.follower_buses():
+        for bus_name, motors in self._bus_motors.items():
             bus = spec.buses[bus_name]
-            motors = {m.id: m.model for m in spec.motors if m.bus == bus_name}
-            self.buses[bus_name] = bus_factory(bus_name, bus.port, bus.baud, motors)
+            self.buses[bus_name] = bus_factory(bus_name, bus.port, bus.baud, {m.id: m.model for m in motors})
         self.lower, self.upper = self._swept_limits()
         for joint in spec.joints:
             if joint.kind == "gripper" and (motor := self._motors[joint.name]).mode == OperatingMode.POSITION:
@@ -177,7 +180,7 @@ class DynamixelRobot(Robot):
             for bus_name, bus in self.buses.items():
                 bus.connect()
                 self._opened.add(bus_name)
-                motors = [m for m in self.spec.motors if m.bus == bus_name]
+                motors = self._bus_motors[bus_name]
                 if settle_torque(self.name, bus, bus_name, motors):
                     found_holding.add(bus_name)  # kept holding: on a failure below it goes on holding
                 configure_servos(self.name, bus, bus_name, motors, self._convert,
@@ -351,7 +354,7 @@ class DynamixelRobot(Robot):
     def _hold_bus(self, name: str) -> None:
         """One bus's servos: goal := present position, read back with their torque; raises
         PlatformError (or SafeStateError, naming the servos) when it is not confirmed."""
-        motors = [m for m in self.spec.motors if m.bus == name]
+        motors = self._bus_motors[name]
         ticks = self.buses[name].read(["present_position"], [m.id for m in motors])["present_position"]
         values = {m.id: int(ticks[m.id]) for m in motors}
         self.buses[name].write("goal_position", values)
@@ -518,7 +521,7 @@ class DynamixelRobot(Robot):
         registers; a hold reads without it, and finds a limp servo by its torque)."""
         out = np.zeros(len(self._index))
         for bus_name, bus in self.buses.items():
-            motors = [m for m in self.spec.motors if m.bus == bus_name]
+            motors = self._bus_motors[bus_name]
             ticks = bus.read(["present_position"], [m.id for m in motors], check_alert=check_alert)["present_position"]
             for m in motors:
                 out[self._index[m.joint]] = self._convert[m.joint].to_joint(ticks[m.id])
@@ -530,7 +533,7 @@ class DynamixelRobot(Robot):
         for bus_name, bus in self.buses.items():
             values = {
                 m.id: self._convert[m.joint].to_ticks(float(goal[self._index[m.joint]]))
-                for m in self.spec.motors if m.bus == bus_name
+                for m in self._bus_motors[bus_name]
             }
             bus.write("goal_position", values)
             sent[bus_name] = values
