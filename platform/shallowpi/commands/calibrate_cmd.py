@@ -71,13 +71,13 @@ def run(args: argparse.Namespace) -> int:
     spec = RobotSpec.from_config(config.compose(overrides_from(args)).robot)
     if args.ports:
         spec = spec.with_ports(parse_ports(args.ports))
-    arms = list(dict.fromkeys(args.arm)) if args.arm else [b for b in spec.buses if arm_motors(spec, b)]
-    if unknown := [arm for arm in arms if arm not in spec.buses or not arm_motors(spec, arm)]:  # before any bus opens
+    with_motors = [b for b in spec.buses if arm_motors(spec, b)]  # the arms there are to calibrate
+    arms = list(dict.fromkeys(args.arm)) if args.arm else with_motors
+    if unknown := [arm for arm in arms if arm not in with_motors]:  # before any bus opens
         from shallowpi.errors import ConfigError
 
-        arms_with_motors = [b for b in spec.buses if arm_motors(spec, b)]
         raise ConfigError(f"robot '{spec.name}' has no arm {', '.join(map(repr, unknown))}; arms: "
-                          f"{', '.join(arms_with_motors)}")
+                          f"{', '.join(with_motors)}")
     previous = load_calibration(spec.name)  # a file of another robot is refused before any sweep
     if args.adapter_only:
         if previous.id == UNCALIBRATED:

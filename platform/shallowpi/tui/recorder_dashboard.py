@@ -469,17 +469,17 @@ class RecorderDashboard(App[None]):
         choices = [("quit", "Stop the recorder (y)", "error")]
         question = "Stop recording and quit? The recorder saves what it has and closes the store."
         status = self.status
+        on_robot = status is not None and not status.loop.simulated  # its arms go limp when it stops
         if status is not None and status.state is RecorderState.DONE:
             choices = [("quit", "End the session (y)", "error")]
             question = ("Every episode is recorded. End the session? Torque goes off: "
                         "the follower must be at rest or held.")
-        elif status is not None and not status.loop.simulated:  # a robot: its arms go limp
+        elif on_robot:
             question += " Torque goes off: support the follower first."
         if self.monitor:
             choices.append(("detach", "Detach this monitor", "default"))
             question = "Stop the recorder, or only detach this monitor (the recording goes on)?" + (
-                " Stopping it turns torque off: support the follower first."
-                if status is not None and not status.loop.simulated else "")
+                " Stopping it turns torque off: support the follower first." if on_robot else "")
         self._quitting = True
         self.push_screen(QuitScreen(question, choices), self._quit_answered)
 
