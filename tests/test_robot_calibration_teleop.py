@@ -325,6 +325,36 @@ def test_an_arm_on_another_usb_adapter_than_at_calibration_is_refused_before_a_p
             update_calibration(swapped, {}, tmp_path / "robots", adopt=["follower"])
 
 
+def test_a_calibration_without_adapters_is_warned_of_until_they_are_recorded(tmp_path, monkeypatch, caplog):
+    """A calibration made before adapters were recorded (or through a pty) checks nothing: a
+    swap of two identical arms' ports would pass. Connect says so, with the command that
+    records them without a sweep, until they are recorded; a robot of one bus is not warned."""
+    import logging
+
+    from shallowpi.hardware.dynamixel import port as port_module
+
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    monkeypatch.setattr(port_module, "SERIAL_BY_ID", by_id)
+    adapter = "usb-FTDI_USB__-__Serial_Converter_FT1AAAA-if00-port0"
+    with emulated("arm") as (spec, chains):
+        old = dataclasses.replace(_calibrate_follower(spec, chains), adapters={})  # as made before the record
+        (by_id / adapter).symlink_to(spec.buses["follower"].port)
+        with caplog.at_level(logging.WARNING, logger="shallowpi.robots.calibration"):
+            DynamixelRobot(spec, old, clock=None)
+        assert ("the calibration records no USB adapter for bus 'follower'" in caplog.text
+                and "platform calibrate --robot arm --arm follower --adapter-only" in caplog.text), caplog.text
+        save_calibration(old, tmp_path / "robots")
+        _, adopted, _ = update_calibration(spec, {}, tmp_path / "robots", adopt=["follower"])
+        assert adopted.id == old.id and adopted.adapters == {"follower": adapter}
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="shallowpi.robots.calibration"):
+            DynamixelRobot(spec, adopted, clock=None)
+            single = dataclasses.replace(spec, buses={"follower": spec.buses["follower"]})
+            old.check_adapters(single, ["follower"])
+        assert "records no USB adapter" not in caplog.text, caplog.text
+
+
 def test_a_gripper_in_plain_position_mode_is_warned_of_and_kept_clear_of_its_stops(caplog):
     """Current-based position mode caps a gripper's push (the shipped configs); a lab's
     config in plain position mode does not, and a goal at fully closed stalled the servo

@@ -100,13 +100,17 @@ class RobotCalibration:
         now on another USB adapter than it was calibrated through: two identical arms whose
         adapters swapped /dev/ttyUSB numbers at a reboot pass every other check (same IDs,
         same models), and one arm's leader would drive the other with the first one's zeros.
-        Buses whose adapter udev does not name (ptys, emulators), or calibrated before this
-        was recorded, are not checked."""
+        Buses whose adapter udev does not name (ptys, emulators) are not checked; one that udev
+        names but whose calibration predates the record (or was measured through a pty) is
+        not either, and a warning says how to record it."""
         from shallowpi.hardware.dynamixel.port import adapter_id
 
+        unrecorded = []
         for bus in buses:
             then = self.adapters.get(bus)
-            now = adapter_id(spec.buses[bus].port, by_id) if then else None
+            now = adapter_id(spec.buses[bus].port, by_id)
+            if not then and now and bus in self.arms:
+                unrecorded.append(bus)
             if then and now and now != then:
                 owner = next((b for b, name in self.adapters.items() if name == now), None)
                 pin = f"name the port by its adapter (robot.buses.{bus}.port=/dev/serial/by-id/{then})"
@@ -116,6 +120,11 @@ class RobotCalibration:
                 raise CalibrationError(
                     f"robot '{self.robot}': bus '{bus}' ({spec.buses[bus].port}) is on USB adapter {now}, but was "
                     f"calibrated through {then}; {fix}")
+        if unrecorded and len(spec.buses) > 1:  # one bus cannot swap ports with another
+            log.warning("robot '%s': the calibration records no USB adapter for %s, so a swap of /dev/ttyUSB "
+                        "numbers with another arm at a reboot would go unnoticed; record it without a sweep: %s",
+                        self.robot, ", ".join(f"bus '{b}'" for b in unrecorded),
+                        "; ".join(f"platform calibrate --robot {self.robot} --arm {b} --adapter-only" for b in unrecorded))
 
     def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
         """Ticks <-> joint units for `motor`, a `kind` (revolute, linear, gripper) joint."""
