@@ -23,7 +23,8 @@ from test_dashboard import make_status, text_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 KEY_COMMANDS = {"n": Command.NEXT, "r": Command.RERECORD, "d": Command.DISCARD, "s": Command.SUCCESS,
-                "f": Command.FAILURE, "p": Command.PAUSE}
+                "f": Command.FAILURE, "p": Command.PAUSE, "right_square_bracket": Command.JOG_NEXT,
+                "plus": Command.JOG_UP, "equals_sign": Command.JOG_UP, "minus": Command.JOG_DOWN}
 
 
 def run_app(app: RecorderDashboard, scenario, size=(140, 45)) -> None:

@@ -264,6 +264,7 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
     from shallowpi.robots.cameras import realsense_cameras
     from shallowpi.robots.dynamixel_robot import DynamixelRobot
     from shallowpi.robots.spec import RobotSpec
+    from shallowpi.teleop.jog import JoggedTeleop
     from shallowpi.teleop.leader import LeaderFollower
 
     spec = RobotSpec.from_config(cfg.robot)
@@ -274,7 +275,11 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
         log.warning("%s; episodes are recorded as '%s'", warning, UNCALIBRATED)
     cameras = realsense_cameras(spec, allow_none=bool(cfg.record.get("allow_no_cameras", False)))
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
-    teleop = LeaderFollower(spec, calibration)
+    leaders = LeaderFollower(spec, calibration)
+    teleop = JoggedTeleop(leaders, leaders.unled) if leaders.unled else leaders
+    if leaders.unled:
+        log.info("robot %s: no leader drives %s: each holds its pose from connect until jogged (the dashboard's "
+                 "], + and - keys); a take records its goal", spec.name, ", ".join(j.name for j in leaders.unled))
     rig = Rig(robot=robot, teleop=teleop,
               features=robot_features(spec.joint_names,
                                       {role: hw for role, hw in spec.camera_shapes().items() if role in cameras},

@@ -134,6 +134,7 @@ class RecordingSession:
         self._held_reset_s = 0.0  # the reset countdown left when p held it
         self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
         self._deferred: list[Request] = []  # commands read during a wait for the writer
+        self._sent: np.ndarray | None = None  # the goals act() sent last, where a jog starts
 
     @property
     def first_episode(self) -> int:
@@ -195,7 +196,7 @@ class RecordingSession:
                     self._begin()
                 observation = self.robot.observe()
                 action = self.teleop.read()
-                sent = self.robot.act(self._catching_up(action, observation))
+                sent = self._sent = self.robot.act(self._catching_up(action, observation))
                 if self._recording:
                     t = self.clock.tick_time(self._start_tick, self._start_s)
                     self._record_frame(observation, sent, t)
@@ -239,6 +240,8 @@ class RecordingSession:
             return False
         if command is Command.QUIT:
             self._stop.set()
+        elif command in keys.JOG:
+            self._jog(request)
         elif command in (Command.START, Command.NEXT):
             self._begin()
         elif command is Command.STOP:
@@ -260,6 +263,18 @@ class RecordingSession:
         elif command in (Command.SUCCESS, Command.FAILURE):
             self._mark(command is Command.SUCCESS, meant)
         return False
+
+    def _jog(self, request: Request) -> None:
+        """], + or -: step a joint no leader drives (teleop/jog.py), from the goal the robot
+        holds; the next tick's act() moves it, velocity-bounded. Before the first tick has
+        sent a goal, the key waits a tick."""
+        jog = getattr(self.teleop, "jog", None)
+        if jog is None:
+            self.status.message = f"{keys.KEY[request.command]} ignored: the teleoperator drives every joint"
+        elif self._sent is None:
+            self._deferred.append(request)
+        else:
+            self.status.message = jog(request.command.value, dict(zip(self.status.joint_names, self._sent.tolist())))
 
     def _meant_mark(self, request: Request) -> EpisodeSummary | None:
         """The episode s / f pressed on a take's recording screen means once that take has

@@ -41,6 +41,10 @@ class Command(str, enum.Enum):
     PAUSE = "pause"
     QUIT = "quit"  # stop after saving (the dashboard asks for confirmation first)
     ESTOP = "estop"  # torque off now
+    # Jog the joints no teleoperator drives (a humanoid's head and lift): pick one, step it.
+    JOG_NEXT = "jog_next"
+    JOG_UP = "jog_up"
+    JOG_DOWN = "jog_down"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ Leader torque stays off: they are moved by hand.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -19,9 +18,7 @@ from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.calibration import RobotCalibration, check_position_limits, check_servo_frame
-from shallowpi.robots.spec import LeaderSpec, MotorSpec, RobotSpec
-
-log = logging.getLogger(__name__)
+from shallowpi.robots.spec import JointSpec, LeaderSpec, MotorSpec, RobotSpec
 
 
 @dataclass(frozen=True)
@@ -68,11 +65,9 @@ class LeaderFollower:
         self._kinds = kinds
         self._convert = {m.joint: calibration.converter(m, kinds[m.joint]) for leader in self.leaders for m in leader.motors}
         led = {m.joint for leader in self.leaders for m in leader.motors}
-        if unled := [j.name for j in spec.joints if j.name not in led]:
-            # act() keeps the goal of a joint an action leaves out: it holds its pose from
-            # connect all session, and every take records it constant.
-            log.info("robot %s: no leader drives %s: held at the pose from connect all session (each take "
-                     "records it unchanged)", spec.name, ", ".join(unled))
+        # act() keeps the goal of a joint an action leaves out: it holds its pose from connect
+        # unless something else moves it (the recorder's jog keys, teleop/jog.py).
+        self.unled: list[JointSpec] = [j for j in spec.joints if j.name not in led]
         self.buses: dict[str, MotorBus] = dict(buses or {})
         for name in dict.fromkeys(leader.bus for leader in self.leaders):
             if name not in self.buses:  # every leader on the bus: two arms' leaders may share one chain

@@ -185,6 +185,9 @@ class RecorderDashboard(App[None]):
         Binding("p", "command('pause')", "pause"),
         Binding("e", "command('estop')", "E-STOP", priority=True),  # on every screen: a dialog must not swallow it
         Binding("c", "next_camera", "camera"),
+        Binding("right_square_bracket", "command('jog_next')", "jog: next joint"),
+        Binding("plus,equals_sign", "command('jog_up')", "jog +"),
+        Binding("minus", "command('jog_down')", "jog -"),
         Binding("q", "request_quit", "quit"),
         Binding("ctrl+c", "request_quit", "quit", show=False, priority=True),
     ]

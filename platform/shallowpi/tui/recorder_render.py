@@ -33,7 +33,7 @@ DONE_WORDS = "all recorded: rest the arm, then q or Ctrl-C"  # the clock's place
 NUMBERS_WIDTH = 25  # "  leader follower  error" after the name: 2 + 7 + 1 + 8 + 1 + 6 cells
 KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
                                ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),
-                               ("c", "camera"), ("q", "quit")]
+                               ("c", "camera"), ("] + -", "jog head/lift"), ("q", "quit")]
 
 
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
