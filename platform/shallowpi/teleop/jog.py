@@ -25,7 +25,7 @@ STEPS_PER_RANGE = 50
 class JoggedTeleop:
     """A `Teleoperator`: `inner`'s goals, and the jogged goals of `joints` (the ones it
     leaves out) once a jog key was pressed; before that they are left out too, and the
-    robot holds them. Connects, disconnects and counts links through `inner`."""
+    robot holds them. Connects, disconnects and counts servo links through `inner`."""
 
     def __init__(self, inner: Any, joints: Sequence[JointSpec]) -> None:
         if not joints:
@@ -42,9 +42,11 @@ class JoggedTeleop:
         """Disconnect `inner`."""
         self.inner.disconnect()
 
-    def __getattr__(self, name: str) -> Any:
-        # What else the recorder asks a teleoperator (link_counts) is inner's, where it has it.
-        return getattr(self.__dict__["inner"], name)
+    @property
+    def link_counts(self) -> Any:
+        """`inner`'s `link_counts` (leader arms' servo links); AttributeError where it has
+        none, as for a teleoperator without buses."""
+        return self.inner.link_counts
 
     def read(self) -> dict[str, float]:
         """`inner`'s goals by joint name, and the jogged joints' goals (joint units)."""
