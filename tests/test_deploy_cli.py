@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -56,10 +57,12 @@ def test_deploy_thor_on_this_machine_runs_the_twin_with_the_best_local_backend(t
     assert out.splitlines()[0] == ("this machine is not a Jetson thor (no /etc/nv_tegra_release): running the "
                                    "best local backend, onnxruntime on cpu (profile cpu)")
     assert "building the deploy bundle" in out and "backend onnxruntime on CPU (fp32)" in out  # where it runs, not what thor asks
+    # checked against the torch policy's chunk on the bundle's reference before anything connected
+    assert re.search(r"^parity: \d\.\de-\d\d action std from the exported policy at its largest", out, re.M), out
     assert ("episode 1/1 seed 1000:" in out and "success 0/1 |" in out) or "success 1/1 |" in out
     data = json.loads(report.read_text())
     assert data["episodes"] == 1 and data["strategy"] == "rtc" and data["profile"] == "cpu"
-    assert data["complete"] is True and data["episodes_asked"] == 1
+    assert data["complete"] is True and data["episodes_asked"] == 1 and data["parity_std"] < 1e-3
     assert set(data["safety"]) == {"clamps", "seam_trips", "holds", "stale_frames", "faults"}
     assert data["safety"]["faults"] == 0 and data["per_episode"][0]["ticks"] > 0
     episode = data["per_episode"][0]

@@ -147,6 +147,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     from shallowpi.deploy.backends import BackendOptions, make_backend
     from shallowpi.deploy.executor import Executor
     from shallowpi.deploy.jetson import JetsonProfile, detect, plan
+    from shallowpi.deploy.reference import check as check_reference
     from shallowpi.errors import ConfigError
     from shallowpi.robots.base import ticks_in
     from shallowpi.telemetry.publisher import TelemetryPublisher
@@ -208,8 +209,12 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     if backend_name == "torch" and profile.device == "cuda" and not _has_cuda():
         options.device = "cpu"
     backend = make_backend(backend_name, bundle, options)
+    parity = check_reference(backend, exec_cfg.parity_tolerance)  # before anything connects
     print(f"backend {backend_name} on {backend.runs_on()}, strategy {exec_cfg.strategy.value}, "
           f"{target.description} at {target.fps:g} Hz", flush=True)
+    print(f"parity: {parity.line()}" if parity else
+          f"parity not checked: bundle {bundle.path} has no reference chunk (built before they were kept): rebuild it "
+          "to have the backend checked against the policy before the robot moves", flush=True)
 
     robot = target.robot
     start_state = start_state_of(bundle, target, exec_cfg.start_speed)
@@ -338,6 +343,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         args.json.write_text(json.dumps({**summary, "episodes_asked": args.episodes, "complete": complete,
                                          "profile": profile.name, "plan": decision.message,
                                          "backend": backend_name, "runs_on": backend.runs_on(),
+                                         "parity_std": parity.error_std if parity else None,
                                          "bundle_sha256": bundle.digest, "strategy": exec_cfg.strategy.value,
                                          "rtc_mask": exec_cfg.rtc_mask, "seam_ticks": exec_cfg.seam_ticks,
                                          "delay_ms": args.delay_ms or 0.0, "speed_scale": args.speed_scale or 1.0,

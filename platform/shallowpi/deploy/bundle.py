@@ -8,6 +8,8 @@
       tokenizer.json       only for a file tokenizer (PaliGemma's); "bytes" needs none
       model.safetensors    the checkpoint's weights (the torch backend loads these)
       graphs/*.onnx        exported graphs (deploy/export_onnx.py): chunk, prefix, step
+      reference.npz        one observation, one draw of noise and the torch policy's chunk
+                           from them (deploy/reference.py): the robot's backend must match it
 
 The manifest also names the code that built it (`code_sha256`: the sources that decide
 what a bundle computes, the policy's and the export's and the preprocessing's): a bundle
@@ -55,7 +57,7 @@ GRAPH_NAMES = ("chunk", "prefix", "step")
 
 # What decides a bundle's numbers: the policy's code (the graphs are traced from it), the
 # export, and the robot side's preprocessing, which reads the bundle's config.
-CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py")
+CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py", "deploy/reference.py")
 # What the robot runs around the graphs, from the bundle's config and stats: the inputs
 # made (cameras, state, instruction tokens) and the actions decoded and chosen.
 RUNTIME_FILES = ("deploy/preprocess.py", "deploy/backends/base.py", "policy/config.py", "policy/tokenizer.py",
@@ -275,6 +277,7 @@ def build_bundle(
     CheckpointError for a checkpoint that does not load, ExportError if an export fails.
     """
     from shallowpi.deploy.export_onnx import export_graphs
+    from shallowpi.deploy.reference import write_reference
     from shallowpi.policy.policy import Policy
 
     checkpoint, out = Path(checkpoint).expanduser(), Path(out).expanduser()
@@ -312,10 +315,13 @@ def build_bundle(
         if graphs:
             (tmp / "graphs").mkdir()
             export_graphs(policy, tmp / "graphs", graphs, num_steps=steps)
-        write_manifest(tmp, {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "code_sha256": code_fingerprint(), "runtime_sha256": runtime_fingerprint(),
-                             "commit": checkout_commit()},
-                       version=2 if policy.cfg.delta_dims else 1)
+        manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "code_sha256": code_fingerprint(), "runtime_sha256": runtime_fingerprint(),
+                    "commit": checkout_commit()}
+        version = 2 if policy.cfg.delta_dims else 1
+        write_manifest(tmp, manifest, version)
+        write_reference(Bundle.load(tmp))  # the torch policy's chunk, which the robot's backend must match
+        write_manifest(tmp, manifest, version)
         if out.exists():
             shutil.rmtree(out)
         fsync_tree(tmp)  # on the disk before it appears under its name: robots lose power

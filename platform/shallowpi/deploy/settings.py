@@ -79,6 +79,9 @@ class ExecutorConfig:
                       home pose; null: each episode starts where the last one ended
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
+    parity_tolerance  before anything connects, the backend computes the bundle's reference
+                      chunk (deploy/reference.py); a difference from the torch policy's above
+                      this many action standard deviations refuses the run
     """
 
     strategy: Strategy | str = Strategy.RTC
@@ -93,6 +96,7 @@ class ExecutorConfig:
     max_chunk_age_s: float = 1.0
     start_speed: float | None = 0.25
     realtime: bool = True
+    parity_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
         try:
@@ -100,7 +104,7 @@ class ExecutorConfig:
         except ValueError:
             raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
                               f"{', '.join(s.value for s in Strategy)}") from None
-        for name in ("max_frame_age_s", "clamp_tolerance", "max_inference_s", "max_chunk_age_s"):
+        for name in ("max_frame_age_s", "clamp_tolerance", "max_inference_s", "max_chunk_age_s", "parity_tolerance"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
         if not self.seam_ticks >= 1:
