@@ -64,3 +64,14 @@ def test_fp8_is_computed_in_bf16_and_says_so(bundle):
     assert gpu.runs_on() == "cuda (bf16)"
     assert {p.dtype for p in gpu.model.vlm.parameters()} == {p.dtype for p in gpu.model.expert.parameters()} \
         == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_the_cuda_backend_passes_the_bundles_reference_check_in_every_precision(bundle, precision):
+    """What `platform deploy` checks before anything connects (deploy/reference.py): the GPU's
+    chunk against the torch policy's float32 one, within the default 0.05 action std."""
+    from shallowpi.deploy.reference import check
+
+    parity = check(make_backend("torch", bundle, BackendOptions(device="cuda", precision=precision)))
+    assert parity is not None and parity.error_std < 0.05, parity
+    print(f"{precision}: {parity.line()}")
