@@ -104,6 +104,8 @@ FIGURES = [
                                     "--delays-ms", "0", "300", "--episodes", "20", "--workers", "1",
                                     "--out", "{dir}"), 5.0),
     Figure("deploy_latency", "## Deployment", "deploy_latency.py", ("--threads", "1", "--out", "{out}"), 7.0),
+    Figure("deploy_parity", "### The reference chunk: how far each backend lands (forty-fifth session)",
+           "deploy_parity.py", ("--out", "{out}"), 4.0),
 ]
 
 

@@ -11,11 +11,12 @@ runs the robot's backend on the same inputs and measures the difference in units
 action dimension's standard deviation (the scale the policy was trained in).
 
 The default tolerance is 0.05 std. Measured on the shipped arm teacher's bundle (BENCHMARKS.md
-"Deployment"): onnxruntime differs from torch by 5e-7 std, torch under CPU autocast by 8e-4
-in fp16 and 7e-3 in bf16 (mixed precision, as a TensorRT engine computes), and a second
-draw of noise changes the chunk by 0.06 std at the median joint (0.03-0.32). So a sound
-reduced-precision engine passes with room to spare, and one that is off by as much as the
-policy's own sampling spread, or by whole stds as an overflow is, does not.
+"Deployment", tools/bench/deploy_parity.py): onnxruntime differs from torch by 5e-7 std,
+torch under CPU autocast by 9e-4 in fp16 and 6e-3 in bf16 (mixed precision, as a TensorRT
+engine computes), and another draw of noise changes the chunk by 0.05 std at the median
+joint (0.03-0.27). So a sound reduced-precision engine passes with room to spare, and one
+that is off by as much as the policy's own sampling spread, or by whole stds as an
+overflow is, does not.
 
 This module imports without torch (the robot side); `write_reference` needs it.
 """
