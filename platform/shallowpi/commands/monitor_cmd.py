@@ -7,7 +7,7 @@ receives. On the robot's computer over SSH:
 
   platform monitor                                 watch the default robot's recorder (read-only)
   platform monitor --robot humanoid                watch the humanoid's recorder
-  platform monitor --control                       also send start/stop, marks, e-stop, quit
+  platform monitor --control                       also send start/stop, marks, jogs, e-stop, quit
   platform monitor --address tcp://127.0.0.1:7421  a recorder publishing on a loopback port
   platform monitor --lines                         plain status lines, one a second (scripts,
                                                    logs; the default when stdout is no terminal)

@@ -276,10 +276,12 @@ def _hardware_rig(cfg: DictConfig, task: str) -> Rig:
     cameras = realsense_cameras(spec, allow_none=bool(cfg.record.get("allow_no_cameras", False)))
     robot = DynamixelRobot(spec, calibration, cameras=cameras)
     leaders = LeaderFollower(spec, calibration)
-    teleop = JoggedTeleop(leaders, leaders.unled) if leaders.unled else leaders
+    teleop: Any = leaders
     if leaders.unled:
-        log.info("robot %s: no leader drives %s: each holds its pose from connect until jogged (the dashboard's "
-                 "], + and - keys); a take records its goal", spec.name, ", ".join(j.name for j in leaders.unled))
+        limits = dict(zip(spec.joint_names, zip(robot.lower.tolist(), robot.upper.tolist())))  # act()'s, swept
+        teleop = JoggedTeleop(leaders, leaders.unled, limits)
+        log.info("robot %s: no leader drives %s: each holds its pose from connect, jogged between takes by the "
+                 "dashboard's ], + and - keys", spec.name, ", ".join(j.name for j in leaders.unled))
     rig = Rig(robot=robot, teleop=teleop,
               features=robot_features(spec.joint_names,
                                       {role: hw for role, hw in spec.camera_shapes().items() if role in cameras},

@@ -58,6 +58,7 @@ from shallowpi.telemetry.status import (
     WriterStatus,
 )
 from shallowpi.telemetry.thumbnail import thumbnail_from_image
+from shallowpi.teleop.jog import JoggedTeleop
 
 __all__ = ["OnInterrupt", "RecordingSession", "Scene", "SessionConfig", "SessionResult", "Teleoperator"]
 
@@ -265,16 +266,19 @@ class RecordingSession:
         return False
 
     def _jog(self, request: Request) -> None:
-        """], + or -: step a joint no leader drives (teleop/jog.py), from the goal the robot
-        holds; the next tick's act() moves it, velocity-bounded. Before the first tick has
-        sent a goal, the key waits a tick."""
-        jog = getattr(self.teleop, "jog", None)
-        if jog is None:
+        """], + or -: pick or step a joint no leader drives (teleop/jog.py), from the goal
+        the robot holds; the next ticks' act() move it, velocity-bounded. Before the first
+        tick has sent a goal, the key waits a tick."""
+        teleop = self.teleop
+        if not isinstance(teleop, JoggedTeleop):
             self.status.message = f"{keys.KEY[request.command]} ignored: the teleoperator drives every joint"
         elif self._sent is None:
             self._deferred.append(request)
+        elif request.command is Command.JOG_NEXT:
+            self.status.message = teleop.pick_next()
         else:
-            self.status.message = jog(request.command.value, dict(zip(self.status.joint_names, self._sent.tolist())))
+            holding = dict(zip(self.status.joint_names, self._sent.tolist()))
+            self.status.message = teleop.step(1 if request.command is Command.JOG_UP else -1, holding)
 
     def _meant_mark(self, request: Request) -> EpisodeSummary | None:
         """The episode s / f pressed on a take's recording screen means once that take has

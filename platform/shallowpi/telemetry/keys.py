@@ -15,8 +15,9 @@ shows.
                 saved (on a robot), the follower       (s, f mark the last one)
                 follows until the operator ends it
 
-], + and - jog, in every state, the joints no leader arm drives (a humanoid's head and
-lift): ] picks the next one, + and - step its goal by a fiftieth of its range.
+], + and - jog the joints no leader arm drives (a humanoid's head and lift) between takes:
+] picks the next one, + and - step its goal by a fiftieth of its range. Not while recording:
+a take's action labels would then move for a reason its observations do not show.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ KEY: dict[Command, str] = {
 }
 
 _JUST_SAVED = "the episode this run saved last"
+_BETWEEN_TAKES = (IDLE, RESETTING, PAUSED, DONE)
 
 EFFECTS: dict[Command, dict[RecorderState, str]] = {
     Command.START: {
@@ -83,13 +85,14 @@ EFFECTS: dict[Command, dict[RecorderState, str]] = {
     Command.ESTOP: {state: "torque off now, the take discarded; the recorder ends with an error"
                     for state in STATES},
     Command.JOG_NEXT: {state: "pick the next joint no leader drives (a humanoid's head, lift) to jog"
-                       for state in STATES},
-    Command.JOG_UP: {state: "step the picked joint's goal up by a fiftieth of its range" for state in STATES},
-    Command.JOG_DOWN: {state: "step the picked joint's goal down by a fiftieth of its range" for state in STATES},
+                       for state in _BETWEEN_TAKES},
+    Command.JOG_UP: {state: "step the picked joint's goal up by a fiftieth of its range" for state in _BETWEEN_TAKES},
+    Command.JOG_DOWN: {state: "step the picked joint's goal down by a fiftieth of its range"
+                       for state in _BETWEEN_TAKES},
 }
 JOG = (Command.JOG_NEXT, Command.JOG_UP, Command.JOG_DOWN)
 # Keys that act alike in every state, whatever the screen showed.
-EVERY_STATE = (Command.QUIT, Command.ESTOP, *JOG)
+EVERY_STATE = (Command.QUIT, Command.ESTOP)
 
 
 def effect(command: Command, state: RecorderState) -> str | None:
@@ -99,7 +102,8 @@ def effect(command: Command, state: RecorderState) -> str | None:
 
 def ignored(command: Command, state: RecorderState) -> str:
     """The answer to a key with no meaning in `state`, naming the keys that do act."""
-    acting = sorted({KEY[c] for c, by_state in EFFECTS.items() if state in by_state and c not in EVERY_STATE})
+    acting = sorted({KEY[c] for c, by_state in EFFECTS.items()
+                     if state in by_state and c not in (*EVERY_STATE, *JOG)})  # the episode keys
     hint = f" (here: {', '.join(acting)})" if acting else ""
     return f"{KEY[command]} ({command.value}) ignored while {state.value}{hint}"
 
@@ -114,8 +118,8 @@ def overtaken(request: Request, state: RecorderState, episode: int | None = None
     shows now), or None where it may: its key was pressed on a screen showing another
     state, and means something else now; or it acts on an episode and was pressed on the
     screen of another (with no reset between takes the recorder can be on the next take in
-    the same state, and s, f, d or r would land on it). An E-STOP, a quit and the jog keys
-    always act. The answer names what the key was for, and what it would do now."""
+    the same state, and s, f, d or r would land on it). An E-STOP and a quit always act.
+    The answer names what the key was for, and what it would do now."""
     command, seen = request.command, request.seen
     if command in EVERY_STATE:
         return None
@@ -137,8 +141,7 @@ def table() -> str:
     """The key/state table as plain text, for `record --help` and the README: per key,
     what it does in each state it acts in; in any other state it is ignored, and says so."""
     order = [Command.START, Command.STOP, Command.NEXT, Command.RERECORD, Command.DISCARD,
-             Command.SUCCESS, Command.FAILURE, Command.PAUSE, Command.QUIT, Command.ESTOP,
-             Command.JOG_NEXT, Command.JOG_UP, Command.JOG_DOWN]
+             Command.SUCCESS, Command.FAILURE, Command.PAUSE, Command.QUIT, Command.ESTOP, *JOG]
     lines = []
     for command in order:
         lines.append(f"  {KEY[command]} ({command.value})")
@@ -146,6 +149,9 @@ def table() -> str:
             lines.append(f"      {'any':<10} {EFFECTS[command][IDLE]}")
             lines += [f"      {state.value:<10} {effect}" for state, effect in EFFECTS[command].items()
                       if effect != EFFECTS[command][IDLE]]
+            continue
+        if command in JOG:
+            lines.append(f"      {', '.join(state.value for state in _BETWEEN_TAKES)}: {EFFECTS[command][IDLE]}")
             continue
         for state in STATES:
             if state in EFFECTS[command]:

@@ -3,8 +3,13 @@
 A humanoid's leader arms drive its arms; nothing drives its head or its lift, which
 otherwise hold the pose they had at connect all session. `JoggedTeleop` adds those joints
 to a teleoperator's goals, stepped by the dashboard's ], + and - keys (telemetry/keys.py)
-through a `KeyboardJog`. The robot's `act()` bounds each step by the joint's velocity
-limit, as it bounds a leader's move.
+between takes, so that each take records them still.
+
+Each step is taken from the goal the robot holds now, not from the last target: keys
+pressed faster than the joint moves (a held key's auto-repeat) then leave the target at
+most one step ahead of the joint, which stops within a step of where it was when the key
+was released. Targets stay inside the limits the robot's `act()` clips to (the config's,
+narrowed to the calibrated sweep), so the line the operator reads is where the joint goes.
 """
 
 from __future__ import annotations
@@ -15,24 +20,27 @@ from typing import Any
 import numpy as np
 
 from shallowpi.robots.spec import JointSpec
-from shallowpi.teleop.keyboard import KeyboardJog
 
-# A jog command's value (telemetry.status.Command) -> the KeyboardJog key it presses.
-JOG_KEYS = {"jog_next": "]", "jog_up": "w", "jog_down": "s"}
-STEPS_PER_RANGE = 50
+STEPS_PER_RANGE = 50  # a step: 1/50 of the joint's range (0.124 rad of a +-3.1 rad head, 8 mm of a 0.4 m lift)
+UNITS = {"revolute": " rad", "linear": " m"}
 
 
 class JoggedTeleop:
-    """A `Teleoperator`: `inner`'s goals, and the jogged goals of `joints` (the ones it
-    leaves out) once a jog key was pressed; before that they are left out too, and the
-    robot holds them. Connects, disconnects and counts servo links through `inner`."""
+    """A `Teleoperator`: `inner`'s goals by joint name, and those of `joints` (the ones it
+    leaves out) once one was jogged; until then they are left out too and the robot holds
+    them. `limits`: joint name -> (lower, upper) the robot clips to, in joint units.
+    Connects, disconnects and counts servo links through `inner`. ValueError without a
+    joint to jog, or a joint without limits."""
 
-    def __init__(self, inner: Any, joints: Sequence[JointSpec]) -> None:
+    def __init__(self, inner: Any, joints: Sequence[JointSpec], limits: Mapping[str, tuple[float, float]]) -> None:
         if not joints:
             raise ValueError("JoggedTeleop needs at least one joint to jog")
         self.inner = inner
         self.joints = list(joints)
-        self._jog: KeyboardJog | None = None
+        self.limits = {j.name: (float(limits[j.name][0]), float(limits[j.name][1])) for j in self.joints}
+        self.steps = {j.name: (j.upper - j.lower) / STEPS_PER_RANGE for j in self.joints}
+        self.picked: int | None = None  # index into `joints`; None before the first key
+        self.targets: dict[str, float] = {}  # the jogged joints' goals, from the first step on
 
     def connect(self) -> None:
         """Connect `inner`."""
@@ -53,21 +61,24 @@ class JoggedTeleop:
         goals = self.inner.read()
         if isinstance(goals, np.ndarray):
             raise TypeError("JoggedTeleop needs a teleoperator whose goals are by joint name")
-        return {**goals, **self._jog.read()} if self._jog is not None else dict(goals)
+        return {**goals, **self.targets}
 
-    def jog(self, command: str, holding: Mapping[str, float]) -> str:
-        """Apply one jog command (`JOG_KEYS`: "jog_next", "jog_up", "jog_down"); `holding`:
-        the goals the robot holds now by joint name, where the first command starts every
-        jogged joint; the first ] picks the first joint. Returns the line for the operator:
-        the joint picked and its goal. KeyError for another command, or a `holding` without
-        a jogged joint."""
-        key = JOG_KEYS[command]
-        if self._jog is None:
-            self._jog = KeyboardJog(self.joints, holding, keys=lambda: [], steps_per_range=STEPS_PER_RANGE)
-            if key == "]":
-                key = ""  # the first joint is picked already: say which
-        self._jog.press(key)
-        joint = self.joints[self._jog.selected]
-        unit = {"linear": " m", "revolute": " rad"}.get(joint.kind, "")
-        return (f"jog {joint.name}: goal {self._jog.target[joint.name]:+.3f}{unit} (+ / - step "
-                f"{self._jog.step(joint.name):.3f}{unit}; ] picks the next of {', '.join(j.name for j in self.joints)})")
+    def pick_next(self) -> str:
+        """Pick the next joint (the first, at the first call); the operator's line."""
+        self.picked = 0 if self.picked is None else (self.picked + 1) % len(self.joints)
+        joint = self.joints[self.picked]
+        return f"jog {joint.name} (+ / - step it by {self.steps[joint.name]:.3f}{UNITS.get(joint.kind, '')})"
+
+    def step(self, sign: int, holding: Mapping[str, float]) -> str:
+        """Move the picked joint's goal one step up (`sign` +1) or down (-1) from `holding`,
+        the goal the robot holds now (joint units, by name), within the robot's limits; the
+        operator's line: the joint and its new goal, and where a limit stopped it."""
+        if self.picked is None:
+            self.pick_next()
+        joint = self.joints[self.picked]
+        low, high = self.limits[joint.name]
+        wanted = float(holding[joint.name]) + sign * self.steps[joint.name]
+        self.targets[joint.name] = min(high, max(low, wanted))
+        unit = UNITS.get(joint.kind, "")
+        at_limit = f" (at its limit, {low if sign < 0 else high:+.3f}{unit})" if not low <= wanted <= high else ""
+        return f"jog {joint.name}: goal {self.targets[joint.name]:+.3f}{unit}{at_limit}"

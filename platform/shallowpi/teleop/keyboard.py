@@ -57,10 +57,6 @@ class KeyboardJog:
             self.press(key)
         return dict(self.target)
 
-    def step(self, joint: str) -> float:
-        """One w / s step of `joint` (joint units): 1 / `steps_per_range` of its range."""
-        return self._step[joint]
-
     def press(self, key: str) -> None:
         """Apply one key (`[`, `]`, `w`, `s`, `0`); any other key is ignored."""
         joint = self.joints[self.selected]
