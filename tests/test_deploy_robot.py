@@ -286,6 +286,35 @@ def test_without_sim_what_does_not_fit_the_robot_is_one_line_before_any_port_ope
         args = parse_command(_deploy_words(ckpt, arm, tmp_path, *extra))
         with pytest.raises(PlatformError, match=re.escape(message)):  # ConfigError, CalibrationError: one line each
             args.run(args)
+    # The backend is checked against the policy's reference chunks before anything connects:
+    # a bundle without them (built before they were kept) is refused on the robot, and one
+    # whose backend computes other chunks (here its reference moved instead) too.
+    import shutil
+
+    from shallowpi.deploy.bundle import MANIFEST, build_bundle, write_manifest
+    from shallowpi.deploy.reference import REFERENCE
+
+    def rewritten(folder):
+        manifest = json.loads((folder / MANIFEST).read_text())
+        write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("format", "version", "files")},
+                       manifest["version"])
+        return folder
+
+    built = build_bundle(seven, tmp_path / "new.bundle", graphs=()).path
+    old = shutil.copytree(built, tmp_path / "old.bundle")
+    (old / REFERENCE).unlink()
+    moved = shutil.copytree(built, tmp_path / "moved.bundle")
+    with np.load(moved / REFERENCE) as saved:
+        arrays = {name: saved[name] for name in saved.files}
+    arrays["actions"] = arrays["actions"] + 1.0  # a whole std or more of every tiny-policy joint
+    np.savez_compressed(moved / REFERENCE, **arrays)
+    camera = SoftwareRealSense("SW-front", 64, 48, fps=30)  # found, never started
+    for bundle, message in ((rewritten(old), "has no reference chunks (built before they were kept), so nothing would "
+                                             "check the torch backend against the policy before the robot moves"),
+                            (rewritten(moved), "differs from the torch policy's float32 chunk by")):
+        args = parse_command(_deploy_words(bundle, arm, tmp_path, "--task", "wave", "--allow-uncalibrated"))
+        with pytest.raises(PlatformError, match=re.escape(message)):
+            args.run(args, camera_devices=lambda: [camera.device])
     # --speed-scale only slows the robot, and only the robot
     for extra, message in ((["--speed-scale", "2"], "--speed-scale must be in (0, 1]: it can only slow the robot"),
                            (["--sim", "--speed-scale", "0.5"], "--speed-scale, --allow-uncalibrated")):

@@ -342,9 +342,14 @@ def test_a_calibration_without_adapters_is_warned_of_until_they_are_recorded(tmp
         (by_id / adapter).symlink_to(spec.buses["follower"].port)
         with caplog.at_level(logging.WARNING, logger="shallowpi.robots.calibration"):
             DynamixelRobot(spec, old, clock=None)
-        assert ("the calibration records no USB adapter for bus 'follower'" in caplog.text
+        assert ("the calibration records no USB adapter for follower" in caplog.text
                 and "platform calibrate --robot arm --arm follower --adapter-only" in caplog.text), caplog.text
         save_calibration(old, tmp_path / "robots")
+        from shallowpi.commands.doctor_checks import calibration_report
+
+        report = calibration_report(spec, tmp_path / "robots")
+        assert any(line.startswith("warning: robot 'arm': the calibration records no USB adapter for follower")
+                   for line in report), report
         _, adopted, _ = update_calibration(spec, {}, tmp_path / "robots", adopt=["follower"])
         assert adopted.id == old.id and adopted.adapters == {"follower": adapter}
         caplog.clear()

@@ -1,7 +1,7 @@
 """How far each way of computing a chunk lands from the bundle's reference (deploy/reference.py).
 
 Builds (or reuses) the bundle of `--policy` with the chunk and split graphs, then checks the
-reference chunk (the torch policy's, float32) against: the torch backend; onnxruntime on the
+reference chunks (the torch policy's float32 ones, plain and inpainted) against: the torch backend; onnxruntime on the
 unrolled chunk graph and on prefix + step graphs; the torch backend under CPU autocast in
 fp16 and in bf16 (mixed precision: matmuls in 16 bits, softmax and norms in float32, as a
 TensorRT engine builds them); and, for scale, the same observation with other draws of
@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 from shallowpi.deploy.backends import BackendOptions, make_backend  # noqa: E402
 from shallowpi.deploy.bundle import Bundle, build_bundle  # noqa: E402
-from shallowpi.deploy.reference import DEFAULT_TOLERANCE_STD, check, reference_observation  # noqa: E402
+from shallowpi.deploy.export_reference import reference_observation  # noqa: E402
+from shallowpi.deploy.reference import DEFAULT_TOLERANCE_STD, check  # noqa: E402
 
 
 def main() -> None:

@@ -210,11 +210,15 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         options.device = "cpu"
     backend = make_backend(backend_name, bundle, options)
     parity = check_reference(backend, exec_cfg.parity_tolerance)  # before anything connects
+    if parity is None and target.on_hardware:
+        raise ConfigError(f"bundle {bundle.path} has no reference chunks (built before they were kept), so nothing "
+                          f"would check the {backend_name} backend against the policy before the robot moves: rebuild "
+                          "it from its checkpoint (`platform deploy --policy CKPT --bundle-only`)")
     print(f"backend {backend_name} on {backend.runs_on()}, strategy {exec_cfg.strategy.value}, "
           f"{target.description} at {target.fps:g} Hz", flush=True)
     print(f"parity: {parity.line()}" if parity else
-          f"parity not checked: bundle {bundle.path} has no reference chunk (built before they were kept): rebuild it "
-          "to have the backend checked against the policy before the robot moves", flush=True)
+          f"parity not checked: bundle {bundle.path} has no reference chunks (built before they were kept); the "
+          "robot refuses it", flush=True)
 
     robot = target.robot
     start_state = start_state_of(bundle, target, exec_cfg.start_speed)

@@ -283,9 +283,11 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
                 lines.append(f"error: {err}")
     for bus in spec.buses:  # two arms' adapters swapped since calibration (USB renumbered them)
         try:
-            calibration.check_adapters(spec, [bus])
+            calibration.check_adapters(spec, [bus], warn=False)
         except PlatformError as err:
             lines.append(f"error: {err}")
+    if unrecorded := calibration.unrecorded_adapters(spec, spec.buses):
+        lines.append(f"warning: {calibration.unrecorded_adapters_line(unrecorded)}")
     return lines or [f"ok: calibration {calibration.id} covers all {len(motors)} motors of robot '{spec.name}'"]
 
 

@@ -8,8 +8,9 @@
       tokenizer.json       only for a file tokenizer (PaliGemma's); "bytes" needs none
       model.safetensors    the checkpoint's weights (the torch backend loads these)
       graphs/*.onnx        exported graphs (deploy/export_onnx.py): chunk, prefix, step
-      reference.npz        one observation, one draw of noise and the torch policy's chunk
-                           from them (deploy/reference.py): the robot's backend must match it
+      reference.npz        one observation, one draw of noise and the torch policy's chunks
+                           from them, plain and inpainted (deploy/reference.py): the robot's
+                           backend must compute them before it drives anything
 
 The manifest also names the code that built it (`code_sha256`: the sources that decide
 what a bundle computes, the policy's and the export's and the preprocessing's): a bundle
@@ -57,7 +58,7 @@ GRAPH_NAMES = ("chunk", "prefix", "step")
 
 # What decides a bundle's numbers: the policy's code (the graphs are traced from it), the
 # export, and the robot side's preprocessing, which reads the bundle's config.
-CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py", "deploy/reference.py")
+CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py", "deploy/export_reference.py")
 # What the robot runs around the graphs, from the bundle's config and stats: the inputs
 # made (cameras, state, instruction tokens) and the actions decoded and chosen.
 RUNTIME_FILES = ("deploy/preprocess.py", "deploy/backends/base.py", "policy/config.py", "policy/tokenizer.py",
@@ -179,13 +180,15 @@ class Bundle:
         return list(self.features["cameras"])
 
     @classmethod
-    def load(cls, path: str | Path) -> Bundle:
+    def load(cls, path: str | Path, check_files: bool = True) -> Bundle:
         """Verify every file against the manifest, then read the small ones.
 
-        Raises BundleError naming the first missing, truncated or modified file."""
+        Raises BundleError naming the first missing, truncated or modified file.
+        `check_files=False` skips the hashing, for the builder reading back what it just wrote."""
         path = Path(path).expanduser()
-        files = verify(path)
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / MANIFEST).read_text()) if not check_files else None
+        files = verify(path) if check_files else manifest["files"]
+        manifest = manifest or json.loads((path / MANIFEST).read_text())
         config = json.loads((path / "config.json").read_text())
         stats = json.loads((path / "stats.json").read_text())
         tokenizer = config.get("tokenizer_file")
@@ -277,7 +280,7 @@ def build_bundle(
     CheckpointError for a checkpoint that does not load, ExportError if an export fails.
     """
     from shallowpi.deploy.export_onnx import export_graphs
-    from shallowpi.deploy.reference import write_reference
+    from shallowpi.deploy.export_reference import write_reference
     from shallowpi.policy.policy import Policy
 
     checkpoint, out = Path(checkpoint).expanduser(), Path(out).expanduser()
@@ -319,8 +322,9 @@ def build_bundle(
                     "code_sha256": code_fingerprint(), "runtime_sha256": runtime_fingerprint(),
                     "commit": checkout_commit()}
         version = 2 if policy.cfg.delta_dims else 1
-        write_manifest(tmp, manifest, version)
-        write_reference(Bundle.load(tmp))  # the torch policy's chunk, which the robot's backend must match
+        del policy  # the reference loads the weights again, from the bundle: not two copies at once
+        write_manifest(tmp, manifest, version)  # for Bundle.load to read it back; rewritten with the reference
+        write_reference(Bundle.load(tmp, check_files=False))  # what the robot's backend must compute
         write_manifest(tmp, manifest, version)
         if out.exists():
             shutil.rmtree(out)

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,22 +95,20 @@ class RobotCalibration:
                 f"'{motor.bus}'; calibrate it: `platform calibrate --robot {self.robot} --arm {motor.bus}`")
         return default_calibration(motor.model, motor.direction, kind)
 
-    def check_adapters(self, spec: RobotSpec, buses: Iterable[str], by_id: Path | None = None) -> None:
+    def check_adapters(self, spec: RobotSpec, buses: Iterable[str], by_id: Path | None = None,
+                       warn: bool = True) -> None:
         """Raise CalibrationError (one line, before any port opens) when one of `buses` is
         now on another USB adapter than it was calibrated through: two identical arms whose
         adapters swapped /dev/ttyUSB numbers at a reboot pass every other check (same IDs,
         same models), and one arm's leader would drive the other with the first one's zeros.
-        Buses whose adapter udev does not name (ptys, emulators) are not checked; one that udev
-        names but whose calibration predates the record (or was measured through a pty) is
-        not either, and a warning says how to record it."""
+        Buses whose adapter udev does not name (ptys, emulators) are not checked, nor those
+        `unrecorded_adapters` lists, of which a warning says (unless `warn` is False)."""
         from shallowpi.hardware.dynamixel.port import adapter_id
 
-        unrecorded = []
+        buses = list(buses)
         for bus in buses:
             then = self.adapters.get(bus)
-            now = adapter_id(spec.buses[bus].port, by_id)
-            if not then and now and bus in self.arms:
-                unrecorded.append(bus)
+            now = adapter_id(spec.buses[bus].port, by_id) if then else None
             if then and now and now != then:
                 owner = next((b for b, name in self.adapters.items() if name == now), None)
                 pin = f"name the port by its adapter (robot.buses.{bus}.port=/dev/serial/by-id/{then})"
@@ -120,11 +118,28 @@ class RobotCalibration:
                 raise CalibrationError(
                     f"robot '{self.robot}': bus '{bus}' ({spec.buses[bus].port}) is on USB adapter {now}, but was "
                     f"calibrated through {then}; {fix}")
-        if unrecorded and len(spec.buses) > 1:  # one bus cannot swap ports with another
-            log.warning("robot '%s': the calibration records no USB adapter for %s, so a swap of /dev/ttyUSB "
-                        "numbers with another arm at a reboot would go unnoticed; record it without a sweep: %s",
-                        self.robot, ", ".join(f"bus '{b}'" for b in unrecorded),
-                        "; ".join(f"platform calibrate --robot {self.robot} --arm {b} --adapter-only" for b in unrecorded))
+        if warn and (unrecorded := self.unrecorded_adapters(spec, buses, by_id)):
+            log.warning("%s", self.unrecorded_adapters_line(unrecorded))
+
+    def unrecorded_adapters(self, spec: RobotSpec, buses: Iterable[str], by_id: Path | None = None) -> list[str]:
+        """The calibrated arms among `buses` whose USB adapter udev names now but this
+        calibration does not record (made before adapters were kept, or through a pty), on
+        a robot of more than one bus (one bus cannot swap ports with another): a swap of
+        their ports would pass `check_adapters` unnoticed."""
+        from shallowpi.hardware.dynamixel.port import adapter_id
+
+        if len(spec.buses) < 2:
+            return []
+        return [bus for bus in buses
+                if bus in self.arms and not self.adapters.get(bus) and adapter_id(spec.buses[bus].port, by_id)]
+
+    def unrecorded_adapters_line(self, buses: Sequence[str]) -> str:
+        """What to do about `unrecorded_adapters`: one line, the command that records them."""
+        arms = " ".join(f"--arm {bus}" for bus in buses)
+        return (f"robot '{self.robot}': the calibration records no USB adapter for {', '.join(buses)}, so a swap "
+                "of /dev/ttyUSB numbers with another arm at a reboot would go unnoticed; once each arm is checked "
+                f"to be on its own port, record them without a sweep: platform calibrate --robot {self.robot} "
+                f"{arms} --adapter-only")
 
     def converter(self, motor: MotorSpec, kind: str) -> JointConverter:
         """Ticks <-> joint units for `motor`, a `kind` (revolute, linear, gripper) joint."""
