@@ -413,3 +413,21 @@ def test_a_task_noise_must_name_one_of_the_robots_tasks(tmp_path):
         done = subprocess.run([sys.executable, str(SCRIPT), "--task-noise", item, "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and f"--task-noise {item}: expected TASK=NOISE" in done.stderr
+
+
+def test_the_distillation_by_data_curve_is_made_from_the_kept_results_alone(tmp_path):
+    """tools/bench/distill_data_curve.py reads the kept results of the runs that differ only in
+    the students' demonstrations (docs/reproduce_few20, docs/reproduce) and writes BENCHMARKS.md
+    "Distillation" (b14)'s table and plot: the counts it prints are the kept ones."""
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "distill_data_curve.py"),
+                          str(ROOT / "docs" / "reproduce_few20"), str(ROOT / "docs" / "reproduce"),
+                          "--to", str(tmp_path / "curve.png")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    kept = json.loads((ROOT / "docs" / "reproduce_few20" / "reproduce.json").read_text())
+    row = next(r for r in kept["results"][0]["rows"] if r["row"] == "shallow6")
+    cube = row["tasks"]["cube_in_bowl"]
+    assert f"| 20 | 6 layers, task + output + attention | {cube['successes']}/{cube['episodes']} (" in run.stdout
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    points = json.loads((tmp_path / "curve.json").read_text())
+    assert {p["episodes"] for p in points} == {20, 120}

@@ -1,0 +1,102 @@
+"""Distillation against the task loss alone, by how many demonstrations the students see.
+
+Reads the kept results of `reproduce.py` runs that cut the same given teacher's students and
+differ only in `--episodes` (the students' store; the teacher was trained on its own), and
+plots each task's closed-loop success with its 95 % Wilson interval against demonstrations a
+task: the 6-layer student with all three losses, the same student on the task loss alone,
+and the teacher's interval as a band. Prints the table and each depth's seed-by-seed count
+(exact McNemar), writes the PNG and a JSON.
+
+    python tools/bench/distill_data_curve.py docs/reproduce_few20 docs/reproduce_few60 docs/reproduce \
+        --to docs/distill_data_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "platform"))
+
+from shallowpi.evaluate.interval import paired_p_value, wilson_interval  # noqa: E402
+
+ROWS = {"shallow6": "6 layers, task + output + attention", "task6": "6 layers, task loss only"}
+
+
+def load(folder: Path, robot: str) -> tuple[int, dict[str, dict]]:
+    """(demonstrations a task, {row: row result}) of one results folder's `robot`."""
+    data = json.loads((folder / "reproduce.json").read_text())
+    result = next(r for r in data["results"] if r["robot"] == robot)
+    return int(data["last_run"]["episodes"]), {r["row"]: r for r in result["rows"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="+", type=Path, help="reproduce.py --results folders, one per --episodes")
+    ap.add_argument("--robot", default="arm")
+    ap.add_argument("--teacher-from", type=Path, default=ROOT / "docs" / "reproduce",
+                    help="results folder whose teacher row gives the band (default the Reproduction's)")
+    ap.add_argument("--to", type=Path, default=ROOT / ".bench" / "distill_data_curve.png")
+    args = ap.parse_args()
+
+    runs = sorted((load(folder, args.robot) for folder in args.results), key=lambda run: run[0])
+    teacher = load(args.teacher_from, args.robot)[1]["teacher"]
+    tasks = list(teacher["tasks"])
+    table: list[dict] = []
+    print("| demonstrations a task | model | " + " | ".join(tasks) + " |")
+    print("|---:|---|" + "---|" * len(tasks))
+    for episodes, rows in runs:
+        for row, label in ROWS.items():
+            if row not in rows:
+                continue
+            cells = []
+            for task in tasks:
+                t = rows[row]["tasks"][task]
+                low, high = wilson_interval(t["successes"], t["episodes"])
+                cells.append(f"{t['successes']}/{t['episodes']} ({100 * low:.1f}-{100 * high:.1f} %)")
+                table.append({"episodes": episodes, "row": row, "task": task, "successes": t["successes"],
+                              "n": t["episodes"], "interval95": [low, high]})
+            print(f"| {episodes} | {label} | " + " | ".join(cells) + " |")
+        if "shallow6" in rows and "task6" in rows:
+            a, b = rows["shallow6"]["tasks"], rows["task6"]["tasks"]
+            only = [sum(a[t]["seeds"][s] and not b[t]["seeds"][s] for s in a[t]["seeds"]) for t in tasks]
+            other = [sum(b[t]["seeds"][s] and not a[t]["seeds"][s] for s in a[t]["seeds"]) for t in tasks]
+            print(f"|   | seeds only distillation / only task loss solved, both tasks: {sum(only)} / {sum(other)} "
+                  f"(p = {paired_p_value(sum(only), sum(other)):.3g}) |" + " |" * (len(tasks) - 1))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), sharey=True)
+    for ax, task in zip(axes, tasks):
+        t = teacher["tasks"][task]
+        low, high = wilson_interval(t["successes"], t["episodes"])
+        ax.axhspan(100 * low, 100 * high, color="0.85", label="teacher (18 layers, 120 a task), 95 % interval")
+        for row, label, colour in (("shallow6", ROWS["shallow6"], "C0"), ("task6", ROWS["task6"], "C1")):
+            points = [p for p in table if p["row"] == row and p["task"] == task]
+            xs = [p["episodes"] for p in points]
+            ys = [100 * p["successes"] / p["n"] for p in points]
+            errs = [[y - 100 * p["interval95"][0] for y, p in zip(ys, points)],
+                    [100 * p["interval95"][1] - y for y, p in zip(ys, points)]]
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colour, label=label)
+        ax.set_title(task)
+        ax.set_xlabel("demonstrations a task the students train on")
+        ax.set_xticks(sorted({p["episodes"] for p in table}))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("closed-loop success, % of 200 unseen seeds")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("6-layer students of one teacher: distillation vs the task loss alone, by the students' data")
+    fig.tight_layout()
+    args.to.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.to, dpi=110)
+    args.to.with_suffix(".json").write_text(json.dumps(table, indent=1))
+    print(f"wrote {args.to} and {args.to.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
