@@ -80,8 +80,8 @@ class ExecutorConfig:
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
     parity_tolerance  before anything connects, the backend computes the bundle's reference
-                      chunk (deploy/reference.py); a difference from the torch policy's above
-                      this many action standard deviations refuses the run
+                      chunks, plain and inpainted (deploy/reference.py); a difference from the
+                      torch policy's above this many action standard deviations refuses the run
     """
 
     strategy: Strategy | str = Strategy.RTC
