@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
-from shallowpi.evaluate.interval import paired_p_value, wilson_interval  # noqa: E402
+from shallowpi.evaluate.interval import seed_by_seed, wilson_interval  # noqa: E402
 
 ROWS = {"shallow6": "6 layers, task + output + attention", "task6": "6 layers, task loss only"}
 
@@ -61,11 +61,10 @@ def main() -> None:
                               "n": t["episodes"], "interval95": [low, high]})
             print(f"| {episodes} | {label} | " + " | ".join(cells) + " |")
         if "shallow6" in rows and "task6" in rows:
-            a, b = rows["shallow6"]["tasks"], rows["task6"]["tasks"]
-            only = [sum(a[t]["seeds"][s] and not b[t]["seeds"][s] for s in a[t]["seeds"]) for t in tasks]
-            other = [sum(b[t]["seeds"][s] and not a[t]["seeds"][s] for s in a[t]["seeds"]) for t in tasks]
-            print(f"|   | seeds only distillation / only task loss solved, both tasks: {sum(only)} / {sum(other)} "
-                  f"(p = {paired_p_value(sum(only), sum(other)):.3g}) |" + " |" * (len(tasks) - 1))
+            compared = seed_by_seed(*({t: rows[row]["tasks"][t].get("seeds") for t in tasks}
+                                      for row in ("shallow6", "task6")), tasks)
+            print(f"|   | seeds only distillation against only the task loss solved: {compared} |"
+                  + " |" * (len(tasks) - 1))
 
     import matplotlib
 

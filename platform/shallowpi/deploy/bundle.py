@@ -186,9 +186,9 @@ class Bundle:
         Raises BundleError naming the first missing, truncated or modified file.
         `check_files=False` skips the hashing, for the builder reading back what it just wrote."""
         path = Path(path).expanduser()
-        manifest = json.loads((path / MANIFEST).read_text()) if not check_files else None
-        files = verify(path) if check_files else manifest["files"]
-        manifest = manifest or json.loads((path / MANIFEST).read_text())
+        checked = verify(path) if check_files else None
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = checked if checked is not None else manifest["files"]
         config = json.loads((path / "config.json").read_text())
         stats = json.loads((path / "stats.json").read_text())
         tokenizer = config.get("tokenizer_file")

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from shallowpi.deploy.backends.base import Inpainting
 from shallowpi.deploy.preprocess import IMAGE_PREFIX, STATE
 from shallowpi.errors import PlatformError
 
@@ -66,8 +67,6 @@ def check(backend: Any, tolerance_std: float = DEFAULT_TOLERANCE_STD) -> Parity 
     references were written. Raises ParityError (one line) when a chunk is not finite, has
     another shape, or differs by more than `tolerance_std`: the backend must not drive the
     robot."""
-    from shallowpi.deploy.backends.base import Inpainting
-
     bundle = backend.bundle
     path = bundle.path / REFERENCE
     if not path.is_file():
