@@ -140,6 +140,7 @@ def test_widgets_show_the_telemetry():
         assert "#0" in episodes and "✓ success" in episodes and "✗ failure" in episodes
         assert "saving" in episodes
         assert "episode 1 handed to the writer" in text_of(app, "message")
+        assert "space" in text_of(app, "keys") and "jog" not in text_of(app, "keys")  # nothing to jog
 
         thumb = app.query_one("#thumbnail", Static).content
         rows = thumb.plain.splitlines()
@@ -150,9 +151,11 @@ def test_widgets_show_the_telemetry():
         assert bottom_right.color == Color.parse("#0000c8") and bottom_right.bgcolor == Color.parse("#0000c8")
 
         # A new status replaces the old one: the worker keeps reading.
-        feed.publish(make_status(RecorderState.RESETTING, reset_time_left_s=4.5, episode=3))
+        feed.publish(make_status(RecorderState.RESETTING, reset_time_left_s=4.5, episode=3,
+                                 jog_joints=["head_pan", "head_tilt", "lift"]))
         await wait_for(pilot, lambda: app.status.state is RecorderState.RESETTING)
         await pilot.pause()
+        assert "] + -  jog head_pan/head_tilt/lift" in text_of(app, "keys")  # the joints these keys move
         assert "RESETTING" in text_of(app, "summary") and "reset 00:04.5 left" in text_of(app, "summary")
         assert "episode 3 (4/10 of this run)" in text_of(app, "summary")
         feed.close()

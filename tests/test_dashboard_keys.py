@@ -173,13 +173,13 @@ def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
     async def scenario(pilot: Pilot) -> None:
         status = make_status(RecorderState.RECORDING, joint_names=many_joints, leader=[0.1] * 28,
                              follower=[0.0] * 28, joint_lower=[-1.0] * 28, joint_upper=[1.0] * 28,
-                             message="FAULT: servo 3 overload")
+                             jog_joints=["head_pan", "head_tilt", "lift"], message="FAULT: servo 3 overload")
         status.writer.backpressure_ms = 120.0
         feed.publish(status)
         await wait_for(pilot, lambda: app.status is not None)
         await pilot.pause(0.2)
         screen = _screen_text(app)
-        for shown in ("RECORDING", "episode 2", "space", "E-STOP", "quit", "disk behind: waited 120 ms",
+        for shown in ("RECORDING", "episode 2", "space", "E-STOP", "jog head_pan", "quit", "disk behind: waited 120 ms",
                       "camera frames dropped", "FAULT: servo 3"):
             assert shown in screen, (size, shown, screen)
         for name in ("summary", "joints", "episodes", "message", "keys"):  # on screen, whole

@@ -82,6 +82,7 @@ def test_the_humanoids_head_is_jogged_between_takes_and_the_next_take_records_it
                 proc.kill()
     assert proc.returncode == 0, out[-3000:]
     assert "no leader drives head_pan, head_tilt, lift" in out and "], + and - keys" in out, out[-3000:]
+    assert first.jog_joints == ["head_pan", "head_tilt", "lift"]  # the dashboard's keys line names them
     assert refused.message.startswith("+ (jog_up) ignored while recording"), refused.message
     step = 6.2 / STEPS_PER_RANGE  # head_pan's range, -3.1..3.1 rad
     assert picked.message == f"jog head_pan (+ / - step it by {step:.3f} rad)", picked.message
@@ -130,5 +131,6 @@ def test_a_jog_key_on_a_robot_whose_teleoperator_drives_every_joint_says_so(tmp_
                                       publish=lambda status: messages.append(status.message))
     session.run()
     writer.close()
+    assert session.status.jog_joints == []  # the dashboard leaves the jog keys out
     for command in (Command.JOG_NEXT, Command.JOG_UP):
         assert f"{keys.KEY[command]} ignored: the teleoperator drives every joint" in messages, messages

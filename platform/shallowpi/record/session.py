@@ -111,6 +111,7 @@ class RecordingSession:
             robot=config.robot, dataset=config.dataset, task=config.task,
             episodes_total=config.episodes, episode_time_limit_s=config.episode_time_s,
             joint_names=list(joint_names), loop=LoopStatus(target_hz=config.fps),
+            jog_joints=[j.name for j in teleop.joints] if isinstance(teleop, JoggedTeleop) else [],
         )
         if joint_limits is not None:
             self.status.joint_lower, self.status.joint_upper = list(joint_limits[0]), list(joint_limits[1])

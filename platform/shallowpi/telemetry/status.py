@@ -172,6 +172,9 @@ class RecorderStatus:
     joint_upper: list[float] = field(default_factory=list)
     leader: list[float] = field(default_factory=list)  # teleoperator command, per joint
     follower: list[float] = field(default_factory=list)  # follower state, per joint
+    # The joints no leader drives, which the ], + and - keys jog between takes (teleop/jog.py);
+    # empty where the teleoperator drives every joint, and the dashboard leaves those keys out.
+    jog_joints: list[str] = field(default_factory=list)
     cameras: dict[str, CameraStatus] = field(default_factory=dict)
     loop: LoopStatus = field(default_factory=LoopStatus)
     writer: WriterStatus = field(default_factory=WriterStatus)
@@ -201,6 +204,7 @@ class RecorderStatus:
         clone.joint_upper = list(self.joint_upper)
         clone.leader = list(self.leader)
         clone.follower = list(self.follower)
+        clone.jog_joints = list(self.jog_joints)
         clone.cameras = dict(self.cameras)
         clone.episodes = list(self.episodes)
         clone.thumbnails = dict(self.thumbnails)

@@ -324,6 +324,7 @@ class RecorderDashboard(App[None]):
                                                paused=status.state is RecorderState.PAUSED))
         self._update("loop", panels.loop(status.loop))
         self._update("writer", render.writer(status))
+        self._update("keys", render.keys_line(status.jog_joints))
         self._show_thumbnail()
         if status.message and status.message != self._last_status_message:
             # Shown when it changes, so a key's feedback is not overwritten at 20 Hz.

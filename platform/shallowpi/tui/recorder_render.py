@@ -8,6 +8,7 @@ problem now (fault, a nearly full write queue), yellow is a warning, dim is idle
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -33,7 +34,9 @@ DONE_WORDS = "all recorded: rest the arm, then q or Ctrl-C"  # the clock's place
 NUMBERS_WIDTH = 25  # "  leader follower  error" after the name: 2 + 7 + 1 + 8 + 1 + 6 cells
 KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
                                ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),
-                               ("c", "camera"), ("] + -", "jog head/lift"), ("q", "quit")]
+                               ("c", "camera"), ("q", "quit")]
+JOG_KEYS = "] + -"  # shown before "q" only where the robot has joints to jog (RecorderStatus.jog_joints)
+JOG_NAMES_SHOWN = 3  # more joints than this are counted, not named, to keep the line short
 
 
 def state_badge(status: RecorderStatus | None, connected: bool = True) -> Text:
@@ -96,11 +99,16 @@ def _bar(value: float, lower: float, upper: float, width: int = BAR_WIDTH) -> in
     return min(int(fraction * width), width - 1)
 
 
-def keys_line() -> Text:
+def keys_line(jog_joints: Sequence[str] = ()) -> Text:
     """Every key and what it does, wrapping onto a second line on a narrow terminal
-    (what each does in each state: telemetry/keys.py, `platform record --help`)."""
+    (what each does in each state: telemetry/keys.py, `platform record --help`). The jog
+    keys appear only with `jog_joints`, the joints they move, e.g. "jog head_pan/lift"."""
+    entries = list(KEYS)
+    if jog_joints:
+        names = "/".join(jog_joints) if len(jog_joints) <= JOG_NAMES_SHOWN else f"{len(jog_joints)} joints"
+        entries.insert(len(entries) - 1, (JOG_KEYS, f"jog {names}"))
     text = Text()
-    for i, (key, label) in enumerate(KEYS):
+    for i, (key, label) in enumerate(entries):
         if i:
             text.append("  ")
         text.append(f" {key} ", style="bold reverse" if key != "e" else "bold #ffffff on #d70000")
