@@ -90,6 +90,14 @@ def _robot_config(name: str) -> dict:
     ("arm", lambda r: r["joints"][2].update(max_velocity=float("inf")),
      r"joint 'elbow_flex' has max_velocity inf; give a finite number"),
     ("arm", lambda r: r["joints"][2].update(kind="grip"), r"joint 'elbow_flex' has kind 'grip'; kinds are revolute, "),
+    # degrees for radians: every speed bound downstream (act()'s step, the executor's jump
+    # check) would have taken 172 rad/s for what an XL330-M288 (103 rev/min) can do
+    ("arm", lambda r: r["joints"][2].update(max_velocity=172.0),
+     r"joint 'elbow_flex' max_velocity 172 rad/s is above its XL330-M288's no-load speed \(103 rev/min = 10.8 "
+     r"rad/s\); max_velocity is in rad/s$"),
+    # a linear stage's speed is the servo's times metres_per_rad (57 rev/min x 0.15 m/rad)
+    ("arm", lambda r: r["joints"][1].update(max_velocity=1.0),
+     r"joint 'shoulder_lift' max_velocity 1 m/s is above its XL430-W250's no-load speed \(57 rev/min = 0.895 m/s\)"),
     ("arm", lambda r: r.update(fps=0), r"fps is 0; give a whole number > 0"),
     ("arm", lambda r: r["cameras"]["front"].update(width=0), r"camera 'front' width is 0; give a whole number > 0"),
     ("arm", lambda r: r["motors"]["elbow_flex"].update(id="three"), r"motor for 'elbow_flex': invalid literal"),

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,6 +187,7 @@ class RobotSpec:
         if extra:
             raise ConfigError(f"{where}: motors for unknown joints: {', '.join(extra)}; joints are: {', '.join(names)}")
         motors = tuple(_motor(n, raw_motors[n], None, buses, where) for n in names if n in raw_motors)
+        _check_top_speeds(joints, motors, where)
         leaders = []
         led_by: dict[str, str] = {}
         for leader_name, raw in (data.get("leaders") or {}).items():
@@ -257,6 +259,27 @@ def _kind(name: str, data: dict, joint: dict) -> str:
     if "metres_per_rad" in motor:
         return "linear"
     return "revolute"
+
+
+def _check_top_speeds(joints: Sequence[JointSpec], motors: Sequence[MotorSpec], where: str) -> None:
+    """ConfigError for a revolute or linear joint whose `max_velocity` is above its servo's
+    no-load speed (`ModelSpec.no_load_rpm`, x `metres_per_rad` for a linear joint). Every
+    speed bound downstream (act()'s step a tick, the executor's jump check, the catch-up,
+    DART's noise) takes `max_velocity` for what the joint can do; a value past the servo's
+    speed is a unit slip (deg/s for rad/s) or a wrong model. A gripper's speed, in open
+    fraction per second, depends on its calibrated span and is not checked here."""
+    by_joint = {j.name: j for j in joints}
+    for motor in motors:
+        joint = by_joint[motor.joint]
+        if joint.kind not in ("revolute", "linear"):
+            continue
+        top = motor.model.no_load_rpm * 2 * math.pi / 60 * (motor.metres_per_rad if joint.kind == "linear" else 1.0)
+        if joint.max_velocity > top:
+            unit = "m/s" if joint.kind == "linear" else "rad/s"
+            raise ConfigError(
+                f"{where}: joint '{joint.name}' max_velocity {joint.max_velocity:g} {unit} is above its "
+                f"{motor.model.name}'s no-load speed ({motor.model.no_load_rpm:g} rev/min = {top:.3g} {unit}); "
+                f"max_velocity is in {unit}")
 
 
 def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[str, BusSpec], where: str) -> MotorSpec:

@@ -289,6 +289,11 @@ class ModelSpec:
     velocity_unit_rpm: float  # one Present Velocity tick, rev/min
     current_unit_a: float  # one Present Current tick, amperes (XL430: 0.1 % load)
     operating_modes: frozenset[OperatingMode]
+    # The e-manual's No Load Speed at its recommended voltage (XL330 5 V, XL430 11.1 V, XM
+    # 12 V, Y 24 V), rev/min of the output: no goal moves the joint faster. The Velocity
+    # Limit register is not that bound: on the Y series its default is the continuous
+    # speed, 20.2 of 32.2 rev/min.
+    no_load_rpm: float
     defaults: Mapping[str, int] = field(default_factory=dict)
     manual: str = ""
 
@@ -333,7 +338,8 @@ class ModelSpec:
 
 
 def _x_model(name: str, number: int, *, current_unit_a: float, table=X_SERIES_TABLE,
-             modes=(0, 1, 3, 4, 5, 16), velocity_limit: int = 265, current_limit: int = 0) -> ModelSpec:
+             no_load_rpm: float, modes=(0, 1, 3, 4, 5, 16), velocity_limit: int = 265,
+             current_limit: int = 0) -> ModelSpec:
     defaults = {
         "model_number": number,
         "firmware_version": 52,
@@ -360,7 +366,7 @@ def _x_model(name: str, number: int, *, current_unit_a: float, table=X_SERIES_TA
     return ModelSpec(
         name=name, number=number, series="X", table=table, ticks_per_turn=4096,
         center_tick=2048, velocity_unit_rpm=0.229, current_unit_a=current_unit_a,
-        operating_modes=frozenset(OperatingMode(m) for m in modes), defaults=defaults,
+        operating_modes=frozenset(OperatingMode(m) for m in modes), no_load_rpm=no_load_rpm, defaults=defaults,
         manual=f"https://emanual.robotis.com/docs/en/dxl/x/{slug}/",
     )
 
@@ -369,22 +375,22 @@ MODELS: dict[int, ModelSpec] = {
     m.number: m
     for m in (
         # https://emanual.robotis.com/docs/en/dxl/x/xl330-m077/
-        _x_model("XL330-M077", 1190, current_unit_a=0.001, velocity_limit=2047, current_limit=1750),
+        _x_model("XL330-M077", 1190, no_load_rpm=383, current_unit_a=0.001, velocity_limit=2047, current_limit=1750),
         # https://emanual.robotis.com/docs/en/dxl/x/xl330-m288/
-        _x_model("XL330-M288", 1200, current_unit_a=0.001, velocity_limit=445, current_limit=1750),
+        _x_model("XL330-M288", 1200, no_load_rpm=103, current_unit_a=0.001, velocity_limit=445, current_limit=1750),
         # https://emanual.robotis.com/docs/en/dxl/x/xl430-w250/
-        _x_model("XL430-W250", 1060, current_unit_a=0.001, table=XL430_TABLE, modes=(1, 3, 4, 16)),
+        _x_model("XL430-W250", 1060, no_load_rpm=57, current_unit_a=0.001, table=XL430_TABLE, modes=(1, 3, 4, 16)),
         # https://emanual.robotis.com/docs/en/dxl/x/xm430-w350/
-        _x_model("XM430-W350", 1020, current_unit_a=0.00269, velocity_limit=200, current_limit=1193),
+        _x_model("XM430-W350", 1020, no_load_rpm=46, current_unit_a=0.00269, velocity_limit=200, current_limit=1193),
         # https://emanual.robotis.com/docs/en/dxl/x/xm540-w270/
-        _x_model("XM540-W270", 1120, current_unit_a=0.00269, velocity_limit=128, current_limit=2047),
+        _x_model("XM540-W270", 1120, no_load_rpm=30, current_unit_a=0.00269, velocity_limit=128, current_limit=2047),
         # https://emanual.robotis.com/docs/en/dxl/y/ym080-230-r099-rh/
         # 524,288 ticks a turn of the output: the default Electronic Gear Ratio (99/1) scales
         # the motor encoder through the 99:1 reducer, and the default position limits are
         # +-262,144 (half a turn). Zero is the centre; positions are signed.
         ModelSpec(
             name="YM080-230-R099-RH", number=4150, series="Y", table=Y_SERIES_TABLE,
-            ticks_per_turn=524_288, center_tick=0, velocity_unit_rpm=0.01, current_unit_a=0.01,
+            ticks_per_turn=524_288, center_tick=0, velocity_unit_rpm=0.01, current_unit_a=0.01, no_load_rpm=32.2,
             operating_modes=frozenset({OperatingMode.CURRENT, OperatingMode.VELOCITY,
                                        OperatingMode.POSITION}),
             defaults={
