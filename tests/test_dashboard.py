@@ -155,7 +155,7 @@ def test_widgets_show_the_telemetry():
                                  jog_joints=["head_pan", "head_tilt", "lift"]))
         await wait_for(pilot, lambda: app.status.state is RecorderState.RESETTING)
         await pilot.pause()
-        assert "] + -  jog head_pan/head_tilt/lift" in text_of(app, "keys")  # the joints these keys move
+        assert "]\u00a0+\u00a0-  jog head_pan/head_tilt/lift" in text_of(app, "keys")  # the joints these keys move
         assert "RESETTING" in text_of(app, "summary") and "reset 00:04.5 left" in text_of(app, "summary")
         assert "episode 3 (4/10 of this run)" in text_of(app, "summary")
         feed.close()

@@ -229,6 +229,30 @@ def test_simulated_time_loop_paused_cameras_and_growing_episode_rows(tmp_path):
     assert session.status.loop.simulated
 
 
+def test_the_keys_line_grows_a_row_when_the_jog_keys_join_it_and_quit_stays_on_screen():
+    """On an 80-column terminal the jog keys take the keys line to a third row. Only that
+    line changed between the two statuses, and without a newline in it: the panel kept its
+    two rows and "q quit" fell off the screen."""
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda command: None)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.IDLE))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.2)
+        rows = app.query_one("#keys").region.height
+        feed.publish(make_status(RecorderState.IDLE, jog_joints=["left_head_pan_joint", "right_head_tilt_joint",
+                                                                 "torso_lift_joint"]))
+        await wait_for(pilot, lambda: bool(app.status.jog_joints))
+        await pilot.pause(0.2)
+        assert app.query_one("#keys").region.height > rows
+        screen = _screen_text(app)
+        assert "jog left_head_pan_joint/right_head_tilt_joint/torso_lift_joint" in screen and screen.endswith("q quit"), screen
+        feed.close()
+
+    run_app(app, scenario, size=(80, 24))
+
+
 def test_the_monitor_says_recorder_stopped_after_a_clean_stop():
     feed = StatusMailbox(max_hz=0)
     app = RecorderDashboard(feed, None, monitor=True)

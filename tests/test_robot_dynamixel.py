@@ -67,6 +67,20 @@ def test_config_errors_are_one_line_and_name_the_key():
     assert parse_ports("follower=/dev/pts/3,leader=/dev/pts/4") == {"follower": "/dev/pts/3", "leader": "/dev/pts/4"}
 
 
+def test_a_speed_a_servo_reaches_on_a_higher_supply_or_a_grippers_passes_the_top_speed_check():
+    """Refused is only a speed past 1.25x the no-load speed at the recommended voltage: an
+    XM540-W270 on 14.8 V turns 37 rev/min (1.23x its 30 at 12 V), and a gripper's speed in
+    open fraction/s depends on its calibrated span, which a config does not know."""
+    raw = _robot_config("bimanual")
+    raw["joints"][0].update(max_velocity=3.8)  # left_waist, XM540-W270: 37 rev/min = 3.87 rad/s at 14.8 V
+    raw["joints"][6].update(max_velocity=40.0)  # left_gripper
+    spec = RobotSpec.from_config(raw)
+    assert (spec.joints[0].max_velocity, spec.joints[6].max_velocity) == (3.8, 40.0)
+    raw["joints"][0].update(max_velocity=4.0)
+    with pytest.raises(ConfigError, match=r"joint 'left_waist' max_velocity 4 rad/s is above what its XM540-W270"):
+        RobotSpec.from_config(raw)
+
+
 def _robot_config(name: str) -> dict:
     from omegaconf import OmegaConf
 
@@ -93,11 +107,14 @@ def _robot_config(name: str) -> dict:
     # degrees for radians: every speed bound downstream (act()'s step, the executor's jump
     # check) would have taken 172 rad/s for what an XL330-M288 (103 rev/min) can do
     ("arm", lambda r: r["joints"][2].update(max_velocity=172.0),
-     r"joint 'elbow_flex' max_velocity 172 rad/s is above its XL330-M288's no-load speed \(103 rev/min = 10.8 "
-     r"rad/s\); max_velocity is in rad/s$"),
+     r"joint 'elbow_flex' max_velocity 172 rad/s is above what its XL330-M288 turns \(103 rev/min = 10.8 rad/s at "
+     r"no load and the recommended voltage, 1.25x that at most\); max_velocity is in rad/s$"),
     # a linear stage's speed is the servo's times metres_per_rad (57 rev/min x 0.15 m/rad)
-    ("arm", lambda r: r["joints"][1].update(max_velocity=1.0),
-     r"joint 'shoulder_lift' max_velocity 1 m/s is above its XL430-W250's no-load speed \(57 rev/min = 0.895 m/s\)"),
+    ("arm", lambda r: r["joints"][1].update(max_velocity=1.2),
+     r"joint 'shoulder_lift' max_velocity 1.2 m/s is above what its XL430-W250 turns \(57 rev/min = 0.895 m/s "),
+    # the humanoid's 99:1 Y-series arm joints turn 32.2 rev/min, 3.37 rad/s
+    ("humanoid", lambda r: r["joints"][3].update(max_velocity=4.3),
+     r"joint 'left_elbow' max_velocity 4.3 rad/s is above what its YM080-230-R099-RH turns \(32.2 rev/min = 3.37 "),
     ("arm", lambda r: r.update(fps=0), r"fps is 0; give a whole number > 0"),
     ("arm", lambda r: r["cameras"]["front"].update(width=0), r"camera 'front' width is 0; give a whole number > 0"),
     ("arm", lambda r: r["motors"]["elbow_flex"].update(id="three"), r"motor for 'elbow_flex': invalid literal"),

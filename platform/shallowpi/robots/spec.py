@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -261,25 +260,29 @@ def _kind(name: str, data: dict, joint: dict) -> str:
     return "revolute"
 
 
+SUPPLY_MARGIN = 1.25  # over the no-load speed at the recommended voltage: a servo on the top of its input range is up to 1.23x faster
+
+
 def _check_top_speeds(joints: Sequence[JointSpec], motors: Sequence[MotorSpec], where: str) -> None:
-    """ConfigError for a revolute or linear joint whose `max_velocity` is above its servo's
-    no-load speed (`ModelSpec.no_load_rpm`, x `metres_per_rad` for a linear joint). Every
-    speed bound downstream (act()'s step a tick, the executor's jump check, the catch-up,
-    DART's noise) takes `max_velocity` for what the joint can do; a value past the servo's
-    speed is a unit slip (deg/s for rad/s) or a wrong model. A gripper's speed, in open
-    fraction per second, depends on its calibrated span and is not checked here."""
+    """ConfigError for a joint whose `max_velocity` is above what its servo can turn:
+    `SUPPLY_MARGIN` x its no-load speed (`ModelSpec.no_load_rad_s`, x `metres_per_rad` for a
+    linear joint). Every speed bound downstream (act()'s step a tick, the executor's jump
+    check, the catch-up, DART's noise) takes `max_velocity` for what the joint can do; a
+    value this far past the servo is a unit slip (deg/s for rad/s: 57x) or a wrong model.
+    Not a proof the joint reaches it under load. A gripper's speed, in open fraction per
+    second, depends on its calibrated span and is not checked here."""
     by_joint = {j.name: j for j in joints}
     for motor in motors:
         joint = by_joint[motor.joint]
-        if joint.kind not in ("revolute", "linear"):
+        if joint.kind == "gripper":
             continue
-        top = motor.model.no_load_rpm * 2 * math.pi / 60 * (motor.metres_per_rad if joint.kind == "linear" else 1.0)
-        if joint.max_velocity > top:
+        top = motor.model.no_load_rad_s * (motor.metres_per_rad if joint.kind == "linear" else 1.0)
+        if joint.max_velocity > SUPPLY_MARGIN * top:
             unit = "m/s" if joint.kind == "linear" else "rad/s"
             raise ConfigError(
-                f"{where}: joint '{joint.name}' max_velocity {joint.max_velocity:g} {unit} is above its "
-                f"{motor.model.name}'s no-load speed ({motor.model.no_load_rpm:g} rev/min = {top:.3g} {unit}); "
-                f"max_velocity is in {unit}")
+                f"{where}: joint '{joint.name}' max_velocity {joint.max_velocity:g} {unit} is above what its "
+                f"{motor.model.name} turns ({motor.model.no_load_rpm:g} rev/min = {top:.3g} {unit} at no load and "
+                f"the recommended voltage, {SUPPLY_MARGIN:g}x that at most); max_velocity is in {unit}")
 
 
 def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[str, BusSpec], where: str) -> MotorSpec:

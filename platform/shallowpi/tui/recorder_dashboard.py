@@ -376,7 +376,9 @@ class RecorderDashboard(App[None]):
         self._show_thumbnail()
 
     def _update(self, widget_id: str, content: Text) -> None:
-        """Repaint a panel only if its text changed; re-layout only if its height did.
+        """Repaint a panel only if its text changed; re-layout only if its height may have:
+        another line count, or another length (a line that wraps, as the keys line does
+        when the jog keys join it, grows by rows without a newline).
 
         Textual's layout pass is most of the cost of an update (~tens of ms): skipping it
         keeps the dashboard cheap on the robot's computer, beside the control loop.
@@ -385,7 +387,8 @@ class RecorderDashboard(App[None]):
         if previous is not None and previous == content:
             return
         self._shown[widget_id] = content
-        same_height = previous is not None and previous.plain.count("\n") == content.plain.count("\n")
+        same_height = (previous is not None and previous.plain.count("\n") == content.plain.count("\n")
+                       and previous.cell_len == content.cell_len)
         self.query_one(f"#{widget_id}", Static).update(content, layout=not same_height)
 
     def _show_summary(self) -> None:

@@ -35,7 +35,9 @@ NUMBERS_WIDTH = 25  # "  leader follower  error" after the name: 2 + 7 + 1 + 8 +
 KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
                                ("s", "success"), ("f", "failure"), ("p", "pause"), ("e", "E-STOP"),
                                ("c", "camera"), ("q", "quit")]
-JOG_KEYS = "] + -"  # shown before "q" only where the robot has joints to jog (RecorderStatus.jog_joints)
+# Shown before "q" only where the robot has joints to jog (RecorderStatus.jog_joints); no-break
+# spaces, so that a narrow terminal wraps the line before the three keys, not between them.
+JOG_KEYS = "]\u00a0+\u00a0-"
 JOG_NAMES_SHOWN = 3  # more joints than this are counted, not named, to keep the line short
 
 
