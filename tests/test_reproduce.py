@@ -418,7 +418,7 @@ def test_a_task_noise_must_name_one_of_the_robots_tasks(tmp_path):
 def test_the_distillation_by_data_curve_is_made_from_the_kept_results_alone(tmp_path):
     """tools/bench/distill_data_curve.py reads the kept results of the runs that differ only in
     the students' demonstrations (docs/reproduce_few20, docs/reproduce) and writes BENCHMARKS.md
-    "Distillation" (b14)'s table and plot: the counts it prints are the kept ones."""
+    "Distillation" (b16)'s table and plot, at 6 and 4 layers: the counts it prints are the kept ones."""
     run = subprocess.run([sys.executable, str(ROOT / "tools" / "bench" / "distill_data_curve.py"),
                           str(ROOT / "docs" / "reproduce_few20"), str(ROOT / "docs" / "reproduce"),
                           "--to", str(tmp_path / "curve.png")],
@@ -428,6 +428,9 @@ def test_the_distillation_by_data_curve_is_made_from_the_kept_results_alone(tmp_
     row = next(r for r in kept["results"][0]["rows"] if r["row"] == "shallow6")
     cube = row["tasks"]["cube_in_bowl"]
     assert f"| 20 | 6 layers, task + output + attention | {cube['successes']}/{cube['episodes']} (" in run.stdout
+    deep4 = next(r for r in kept["results"][0]["rows"] if r["row"] == "shallow4")["tasks"]["cube_in_bowl"]
+    assert f"| 20 | 4 layers, task + output + attention | {deep4['successes']}/{deep4['episodes']} (" in run.stdout
+    assert "4 layers, seeds only distillation against only the task loss solved: " in run.stdout
     assert (tmp_path / "curve.png").stat().st_size > 10_000
     points = json.loads((tmp_path / "curve.json").read_text())
     assert {p["episodes"] for p in points} == {20, 120}

@@ -3,12 +3,12 @@
 Reads the kept results of `reproduce.py` runs that cut the same given teacher's students and
 differ only in `--episodes` (the students' store; the teacher was trained on its own), and
 plots each task's closed-loop success with its 95 % Wilson interval against demonstrations a
-task: the 6-layer student with all three losses, the same student on the task loss alone,
-and the teacher's interval as a band. Prints the table and each depth's seed-by-seed count
-(exact McNemar), writes the PNG and a JSON.
+task: the 6- and 4-layer students with all three losses, the same students on the task loss
+alone (each depth where the runs have it), and the teacher's interval as a band. Prints the
+table and each depth's seed-by-seed count (exact McNemar), writes the PNG and a JSON.
 
-    python tools/bench/distill_data_curve.py docs/reproduce_few20 docs/reproduce_few60 docs/reproduce \
-        --to docs/distill_data_curve.png
+    python tools/bench/distill_data_curve.py docs/reproduce_few20 docs/reproduce_few40 docs/reproduce_few60 \
+        docs/reproduce --to docs/distill_data_curve.png
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 from shallowpi.evaluate.interval import seed_by_seed, wilson_interval  # noqa: E402
 
-ROWS = {"shallow6": "6 layers, task + output + attention", "task6": "6 layers, task loss only"}
+# (distilled row, task-only row) by depth, and each row's label
+PAIRS = {6: ("shallow6", "task6"), 4: ("shallow4", "task4")}
+ROWS = {"shallow6": "6 layers, task + output + attention", "task6": "6 layers, task loss only",
+        "shallow4": "4 layers, task + output + attention", "task4": "4 layers, task loss only"}
 
 
 def load(folder: Path, robot: str) -> tuple[int, dict[str, dict]]:
@@ -60,36 +63,40 @@ def main() -> None:
                 table.append({"episodes": episodes, "row": row, "task": task, "successes": t["successes"],
                               "n": t["episodes"], "interval95": [low, high]})
             print(f"| {episodes} | {label} | " + " | ".join(cells) + " |")
-        if "shallow6" in rows and "task6" in rows:
-            compared = seed_by_seed(*({t: rows[row]["tasks"][t].get("seeds") for t in tasks}
-                                      for row in ("shallow6", "task6")), tasks)
-            print(f"|   | seeds only distillation against only the task loss solved: {compared} |"
-                  + " |" * (len(tasks) - 1))
+        for depth, pair in PAIRS.items():
+            if all(row in rows for row in pair):
+                compared = seed_by_seed(*({t: rows[row]["tasks"][t].get("seeds") for t in tasks} for row in pair),
+                                        tasks)
+                print(f"|   | {depth} layers, seeds only distillation against only the task loss solved: {compared} |"
+                      + " |" * (len(tasks) - 1))
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), sharey=True)
-    for ax, task in zip(axes, tasks):
-        t = teacher["tasks"][task]
-        low, high = wilson_interval(t["successes"], t["episodes"])
-        ax.axhspan(100 * low, 100 * high, color="0.85", label="teacher (18 layers, 120 a task), 95 % interval")
-        for row, label, colour in (("shallow6", ROWS["shallow6"], "C0"), ("task6", ROWS["task6"], "C1")):
-            points = [p for p in table if p["row"] == row and p["task"] == task]
-            xs = [p["episodes"] for p in points]
-            ys = [100 * p["successes"] / p["n"] for p in points]
-            errs = [[y - 100 * p["interval95"][0] for y, p in zip(ys, points)],
-                    [100 * p["interval95"][1] - y for y, p in zip(ys, points)]]
-            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colour, label=label)
-        ax.set_title(task)
-        ax.set_xlabel("demonstrations a task the students train on")
-        ax.set_xticks(sorted({p["episodes"] for p in table}))
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("closed-loop success, % of 200 unseen seeds")
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("6-layer students of one teacher: distillation vs the task loss alone, by the students' data")
+    depths = [d for d, pair in PAIRS.items() if any(p["row"] in pair for p in table)]
+    fig, grid = plt.subplots(len(depths), len(tasks), figsize=(5 * len(tasks), 4 * len(depths)), sharey=True,
+                             squeeze=False)
+    for axes, depth in zip(grid, depths):
+        for ax, task in zip(axes, tasks):
+            t = teacher["tasks"][task]
+            low, high = wilson_interval(t["successes"], t["episodes"])
+            ax.axhspan(100 * low, 100 * high, color="0.85", label="teacher (18 layers, 120 a task), 95 % interval")
+            for row, colour in zip(PAIRS[depth], ("C0", "C1")):
+                points = [p for p in table if p["row"] == row and p["task"] == task]
+                xs = [p["episodes"] for p in points]
+                ys = [100 * p["successes"] / p["n"] for p in points]
+                errs = [[y - 100 * p["interval95"][0] for y, p in zip(ys, points)],
+                        [100 * p["interval95"][1] - y for y, p in zip(ys, points)]]
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colour, label=ROWS[row])
+            ax.set_title(f"{task}, {depth}-layer students")
+            ax.set_xlabel("demonstrations a task the students train on")
+            ax.set_xticks(sorted({p["episodes"] for p in table}))
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("closed-loop success, % of 200 unseen seeds")
+        axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Students of one teacher: distillation vs the task loss alone, by the students' data")
     fig.tight_layout()
     args.to.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.to, dpi=110)
