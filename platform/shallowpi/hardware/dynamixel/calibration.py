@@ -16,7 +16,6 @@ calibrate clears them, connect refuses a servo another tool set).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from shallowpi.errors import PlatformError
@@ -98,7 +97,7 @@ class JointConverter:
     def velocity_to_joint(self, raw_velocity: int) -> float:
         """Present Velocity (signed, in the model's `velocity_unit_rpm` ticks) -> rad/s,
         m/s (linear) or open-fraction/s (gripper), with the calibration's direction."""
-        rad_s = raw_velocity * self.model.velocity_unit_rpm * 2 * math.pi / 60
+        rad_s = raw_velocity * self.model.velocity_unit_rad_s
         if self.kind == "gripper":
             return self.calibration.direction * rad_s / (max(self.calibration.span_ticks, 1) * self.model.radians_per_tick)
         rad_s *= self.calibration.direction

@@ -271,6 +271,9 @@ BAUD_CODES: dict[int, int] = {
 ALERT_BIT = 0x80  # status packet error byte: the servo has a hardware error
 
 
+RAD_S_PER_RPM = 2 * math.pi / 60
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the driver and the emulator need to know about one servo model.
@@ -309,7 +312,12 @@ class ModelSpec:
     @property
     def no_load_rad_s(self) -> float:
         """`no_load_rpm` in rad/s of the output."""
-        return self.no_load_rpm * 2 * math.pi / 60
+        return self.no_load_rpm * RAD_S_PER_RPM
+
+    @property
+    def velocity_unit_rad_s(self) -> float:
+        """One Present Velocity (and Velocity Limit) tick in rad/s of the output."""
+        return self.velocity_unit_rpm * RAD_S_PER_RPM
 
     @property
     def radians_per_tick(self) -> float:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import termios
 import threading
@@ -65,8 +64,8 @@ class EmulatedServo:
                  baud: int = 1_000_000) -> None:
         self.model = model if isinstance(model, ModelSpec) else model_by_name(model)
         self.id = servo_id
-        rpm_limit = self.model.defaults.get("velocity_limit", 200) * self.model.velocity_unit_rpm
-        self.plant: JointPlant = plant or TrackingPlant(max_speed=rpm_limit * 2 * math.pi / 60)
+        top_speed = self.model.defaults.get("velocity_limit", 200) * self.model.velocity_unit_rad_s
+        self.plant: JointPlant = plant or TrackingPlant(max_speed=top_speed)
         self._table = self.model.table
         size = max(f.address + f.size for f in self.model.table.values())
         present = [self.model.field(f) for f in _PRESENT_FIELDS]
@@ -197,7 +196,7 @@ class EmulatedServo:
 
     def _refresh(self, now: float) -> None:
         state = self.plant.read(now)
-        rad_s_per_unit = self.model.velocity_unit_rpm * 2 * math.pi / 60
+        rad_s_per_unit = self.model.velocity_unit_rad_s
         ticks = self.rad_to_ticks(state.position)
         if self.model.series == "X" and self.get("operating_mode") == OperatingMode.POSITION:
             # The conservative reading of the X-series' single-turn mode: one turn (0..4095),
