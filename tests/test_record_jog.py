@@ -134,3 +134,20 @@ def test_a_jog_key_on_a_robot_whose_teleoperator_drives_every_joint_says_so(tmp_
     assert session.status.jog_joints == []  # the dashboard leaves the jog keys out
     for command in (Command.JOG_NEXT, Command.JOG_UP):
         assert f"{keys.KEY[command]} ignored: the teleoperator drives every joint" in messages, messages
+
+
+def test_a_keys_answer_in_the_tick_an_episode_is_saved_is_shown_beside_the_saved_line(tmp_path):
+    """The writer commits on its own thread; the tick that sees the commit said "episode N
+    saved" over whatever a key had answered in that tick, so that answer was never
+    published. With a key every tick, the tick of the commit publishes both."""
+    messages: list[str] = []
+    session, _, writer = make_session(open_store(tmp_path / "both.zarr"), episodes=2, episode_time_s=0.5,
+                                      reset_time_s=0.5, realtime=True, commands=lambda: [Command.JOG_NEXT],
+                                      publish=lambda status: messages.append(status.message))
+    session.run()
+    writer.close()
+    saved = [m for m in messages if "episode 0 saved" in m]
+    # between takes "] ignored: the teleoperator drives every joint"; while the next take
+    # records (a commit that slow), "] (jog_next) ignored while recording (...)"
+    assert saved and all(m.startswith("] ") and " ignored" in m and m.endswith("; episode 0 saved (15 frames)")
+                         for m in saved), saved

@@ -137,6 +137,7 @@ class RecordingSession:
         self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
         self._deferred: list[Request] = []  # commands read during a wait for the writer
         self._sent: np.ndarray | None = None  # the goals act() sent last, where a jog starts
+        self._answered = False  # this tick acted on a key, whose answer is the status message
 
     @property
     def first_episode(self) -> int:
@@ -183,6 +184,7 @@ class RecordingSession:
                     self.result.interrupted = self._state is not RecorderState.DONE
                     break
                 commands, self._deferred = [*self._deferred, *map(Request.of, self._commands())], []
+                self._answered = bool(commands)
                 # An E-STOP acts before anything queued beside it: a STOP ahead of it would
                 # hand its take to the writer first, and wait there while the disk is behind.
                 commands.sort(key=lambda r: r.command is not Command.ESTOP)
@@ -560,7 +562,11 @@ class RecordingSession:
                 continue
             summary.state = "saved"
             self.status.episodes_saved += 1
-            self.status.message = f"episode {summary.index} saved ({summary.frames} frames)"
+            line = f"episode {summary.index} saved ({summary.frames} frames)"
+            # A key's answer given earlier in this tick stays beside it: replaced before it
+            # was published, the operator would never see it.
+            said = self.status.message
+            self.status.message = f"{said}; {line}" if self._answered and said else line
 
     def _mark_lost(self) -> None:
         """After a writer failure: the takes it was given and never committed (the one it
