@@ -11,6 +11,9 @@ from __future__ import annotations
 
 # revolute: rad; linear: m (a lead screw turned by a servo); gripper: opening 0 (closed) .. 1
 JOINT_KINDS = ("revolute", "linear", "gripper")
+# The unit a position of each measured kind is in (speeds are these per second); a gripper's
+# opening is a fraction of its calibrated travel and has none.
+METRIC_UNITS = {"revolute": "rad", "linear": "m"}
 
 
 def named_gripper(name: str) -> bool:

@@ -12,8 +12,9 @@ import numpy as np
 
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.store import TICK_KEY, EpisodeStore
+from shallowpi.joints import METRIC_UNITS
 
-UNIT_OF_KIND = {"revolute": "rad", "linear": "m", "gripper": "opening, 0-1"}
+UNIT_OF_KIND = {**METRIC_UNITS, "gripper": "opening, 0-1"}
 FLAT = 1e-3  # a joint whose state and action span less than this never moved: one line of text
 
 

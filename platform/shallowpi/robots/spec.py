@@ -21,7 +21,7 @@ from typing import Any
 
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode, model_by_name
-from shallowpi.joints import named_gripper
+from shallowpi.joints import METRIC_UNITS, named_gripper
 from shallowpi.robots.spec_check import check_robot_config
 
 log = logging.getLogger(__name__)
@@ -274,11 +274,11 @@ def _check_top_speeds(joints: Sequence[JointSpec], motors: Sequence[MotorSpec], 
     by_joint = {j.name: j for j in joints}
     for motor in motors:
         joint = by_joint[motor.joint]
-        if joint.kind == "gripper":
+        if joint.kind not in METRIC_UNITS:  # a gripper: its opening's speed depends on its calibration
             continue
         top = motor.model.no_load_rad_s * (motor.metres_per_rad if joint.kind == "linear" else 1.0)
         if joint.max_velocity > SUPPLY_MARGIN * top:
-            unit = "m/s" if joint.kind == "linear" else "rad/s"
+            unit = f"{METRIC_UNITS[joint.kind]}/s"
             raise ConfigError(
                 f"{where}: joint '{joint.name}' max_velocity {joint.max_velocity:g} {unit} is above what its "
                 f"{motor.model.name} turns ({motor.model.no_load_rpm:g} rev/min = {top:.3g} {unit} at no load and "

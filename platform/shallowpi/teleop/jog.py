@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from shallowpi.joints import METRIC_UNITS
 from shallowpi.robots.spec import JointSpec
 
 STEPS_PER_RANGE = 50  # a step: 1/50 of the joint's range (0.124 rad of a +-3.1 rad head, 8 mm of a 0.4 m lift)
-UNITS = {"revolute": " rad", "linear": " m"}
 
 
 class JoggedTeleop:
@@ -67,7 +67,7 @@ class JoggedTeleop:
         """Pick the next joint (the first, at the first call); the operator's line."""
         self.picked = 0 if self.picked is None else (self.picked + 1) % len(self.joints)
         joint = self.joints[self.picked]
-        return f"jog {joint.name} (+ / - step it by {self.steps[joint.name]:.3f}{UNITS.get(joint.kind, '')})"
+        return f"jog {joint.name} (+ / - step it by {self.steps[joint.name]:.3f}{_unit(joint)})"
 
     def step(self, sign: int, holding: Mapping[str, float]) -> str:
         """Move the picked joint's goal one step up (`sign` +1) or down (-1) from `holding`,
@@ -79,6 +79,12 @@ class JoggedTeleop:
         low, high = self.limits[joint.name]
         wanted = float(holding[joint.name]) + sign * self.steps[joint.name]
         self.targets[joint.name] = min(high, max(low, wanted))
-        unit = UNITS.get(joint.kind, "")
+        unit = _unit(joint)
         at_limit = f" (at its limit, {low if sign < 0 else high:+.3f}{unit})" if not low <= wanted <= high else ""
         return f"jog {joint.name}: goal {self.targets[joint.name]:+.3f}{unit}{at_limit}"
+
+
+def _unit(joint: JointSpec) -> str:
+    """The unit after a number of the joint's kind, with its space (" rad", " m"); empty for
+    a gripper's opening."""
+    return f" {METRIC_UNITS[joint.kind]}" if joint.kind in METRIC_UNITS else ""
