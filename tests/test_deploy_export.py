@@ -357,3 +357,22 @@ def test_a_graph_bundle_runs_on_a_robot_whose_model_code_differs_but_not_its_run
     assert Bundle.load(copy).runs_here_as_built is True
     write_manifest(copy, {**kept, "code_sha256": "0" * 64, "runtime_sha256": "1" * 64})
     assert Bundle.load(copy).runs_here_as_built is False
+
+
+@pytest.mark.parametrize("graph", ["chunk", "split"])
+def test_onnxruntime_reads_where_its_nodes_ran_from_its_first_chunks_and_stops_profiling(bundle, graph, rng):
+    """A Jetson's TensorRT provider leaves the ops it lacks to CUDA or the CPU without a word;
+    the backend profiles its first chunks, reads the last one's nodes by provider, and says
+    in runs_on which fell off the first. Here every node is the CPU's: runs_on stays bare."""
+    backend = make_backend("onnxruntime", bundle, BackendOptions(graph=graph, threads=1))
+    profiles = backend._profiles
+    obs = observation(rng)
+    backend.infer(obs)
+    assert backend.placement is None and profiles.exists()
+    backend.infer(obs)
+    placement = backend.placement
+    assert [s.provider for s in placement.shares] == ["CPUExecutionProvider"] and placement.kernel_us > 0
+    assert "MatMul" in placement.shares[0].ops and backend.runs_on() == "CPU (fp32)"
+    assert not profiles.exists()  # read and removed, and the sessions profile no more
+    backend.infer(obs)
+    assert backend.placement is placement and all(s.end_profiling() == "" for s in backend._sessions)

@@ -3,6 +3,9 @@
 graph "chunk" runs the unrolled chunk graph (one call a chunk, inpainting inside);
 "split" runs the prefix graph once and the step graph per Euler step (inpainting in numpy),
 which costs a copy of the KV cache in and out of each step but exports and builds faster.
+The sessions profile their first PROFILED_CHUNKS chunks, and the last one's nodes by
+provider (ort_placement.py) say how much of the graph the first provider really runs:
+`runs_on` names the nodes that fell to another.
 The TensorRT provider caches its engines under `cache_dir`, in a folder keyed by the
 bundle's digest, the onnxruntime and TensorRT versions and the precision asked
 (tensorrt_backend.engine_cache_dir): the provider names its engine files by subgraph and
@@ -15,6 +18,9 @@ No torch here: this is the robot's backend on a Jetson without a torch wheel.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
+from shallowpi.deploy.backends.ort_placement import Placement, run_placement
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs
 from shallowpi.policy.inpaint import inpainted_euler
@@ -29,6 +36,10 @@ from shallowpi.policy.inpaint import inpainted_euler
 log = logging.getLogger(__name__)
 
 CHUNK_INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
+# Chunks run under the profiler: the placement is read from the last, because a provider's
+# first run may hold its engine build (TensorRT's, with dynamic shapes). deploy's parity
+# check runs two before the banner.
+PROFILED_CHUNKS = 2
 
 
 class SplitGraphs:
@@ -136,9 +147,15 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads
+        so.enable_profiling = True  # until PROFILED_CHUNKS chunks have run (_read_placement)
+        self._profiles = Path(tempfile.mkdtemp(prefix="shallowpi-ort-profile-"))
+        weakref.finalize(self, shutil.rmtree, self._profiles, True)
+        self._chunks_run = 0
+        self.placement: Placement | None = None
         providers = session_options(self.options.providers, self.options, bundle)
 
         def session(name: str) -> Any:
+            so.profile_file_prefix = str(self._profiles / name)  # the session copies its options
             try:
                 made = ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
             except Exception as exc:  # onnxruntime's own error types (Fail, InvalidGraph, ...)
@@ -156,9 +173,11 @@ class OnnxRuntimeBackend(Backend):
         if graph == "chunk":
             self._session = session("chunk")
             made = self._session
+            self._sessions = [self._session]
         else:
             self._split = SplitGraphs(session("prefix"), session("step"), steps)
             made = self._split.prefix
+            self._sessions = [self._split.prefix, self._split.step]
         # What the session took, not what was asked: one that failed to set up (a TensorRT
         # build error, no CUDA driver) is left out of it.
         self.providers = list(made.get_providers())
@@ -168,15 +187,36 @@ class OnnxRuntimeBackend(Backend):
 
     def runs_on(self) -> str:
         """The provider the session runs on, and the precision it computes in (fp16 only
-        through TensorRT with a reduced precision asked; fp32 otherwise)."""
+        through TensorRT with a reduced precision asked; fp32 otherwise); once the profiled
+        chunks have run, the nodes another provider took, e.g. "TensorRT (fp16); 3 of 41
+        nodes on CPU (NonZero: 18 % of kernel time)"."""
         first = self.providers[0].removesuffix("ExecutionProvider")
         reduced = self.providers[0] == "TensorrtExecutionProvider" and self.options.precision != "fp32"
-        return f"{first} ({'fp16' if reduced else 'fp32'})"
+        fallen = self.placement.line(self.providers[0]) if self.placement else ""
+        return f"{first} ({'fp16' if reduced else 'fp32'})" + (f"; {fallen}" if fallen else "")
 
     def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
         prefix = {"images": inputs.images, "image_masks": inputs.image_masks,
                   "tokens": inputs.tokens, "token_masks": inputs.token_masks}
         if self.options.graph == "split":
-            return self._split(prefix, inputs.state, noise, target, weight)
-        feed = {**prefix, "state": inputs.state, "noise": noise, "target": target, "weight": weight}
-        return self._session.run(None, feed)[0]
+            chunk = self._split(prefix, inputs.state, noise, target, weight)
+        else:
+            feed = {**prefix, "state": inputs.state, "noise": noise, "target": target, "weight": weight}
+            chunk = self._session.run(None, feed)[0]
+        self._chunks_run += 1
+        if self._chunks_run == PROFILED_CHUNKS:
+            self._read_placement()
+        return chunk
+
+    def _read_placement(self) -> None:
+        """End the sessions' profiling and read their last run's nodes by provider; warn
+        when any fell off the first provider (a Jetson's TensorRT lacking an op, say)."""
+        profiles = [s.end_profiling() for s in self._sessions]
+        try:
+            self.placement = run_placement(p for p in profiles if p)
+        finally:
+            shutil.rmtree(self._profiles, ignore_errors=True)
+        fallen = self.placement.line(self.providers[0])
+        if fallen:
+            log.warning("onnxruntime runs %s rather than on %s: each chunk copies their inputs and outputs between the "
+                        "providers", fallen, self.providers[0])
