@@ -32,12 +32,15 @@ def test_a_profile_of_several_runs_is_read_for_its_last_run_only(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "g.onnx"), options, providers=["CPUExecutionProvider"])
     for _ in range(3):
         session.run(None, {"x": np.ones((2, 3), np.float32)})
-    placement = run_placement([session.end_profiling()])
+    profile = session.end_profiling()
+    placement = run_placement({profile: 1})
 
     (share,) = placement.shares
     assert share.provider == "CPUExecutionProvider" and share.nodes == 3 == placement.nodes
     assert sorted(share.ops) == ["Add", "Relu", "Sigmoid"] and share.kernel_us > 0
     assert placement.line("CPUExecutionProvider") == ""
+    ten = run_placement({profile: 10})  # a split bundle's step graph: one run an Euler step
+    assert ten.nodes == 30 and ten.kernel_us == pytest.approx(10 * placement.kernel_us)
 
 
 def test_the_nodes_another_provider_took_are_named_with_their_share_of_kernel_time():

@@ -188,7 +188,7 @@ class OnnxRuntimeBackend(Backend):
     def runs_on(self) -> str:
         """The provider the session runs on, and the precision it computes in (fp16 only
         through TensorRT with a reduced precision asked; fp32 otherwise); once the profiled
-        chunks have run, the nodes another provider took, e.g. "TensorRT (fp16); 3 of 41
+        chunks have run, the nodes another provider took, e.g. "Tensorrt (fp16); 3 of 41
         nodes on CPU (NonZero: 18 % of kernel time)"."""
         first = self.providers[0].removesuffix("ExecutionProvider")
         reduced = self.providers[0] == "TensorrtExecutionProvider" and self.options.precision != "fp32"
@@ -211,9 +211,10 @@ class OnnxRuntimeBackend(Backend):
     def _read_placement(self) -> None:
         """End the sessions' profiling and read their last run's nodes by provider; warn
         when any fell off the first provider (a Jetson's TensorRT lacking an op, say)."""
-        profiles = [s.end_profiling() for s in self._sessions]
+        runs = [1] if self.options.graph == "chunk" else [1, self._split.num_steps]  # a chunk's runs a session
+        profiles = {s.end_profiling(): n for s, n in zip(self._sessions, runs)}
         try:
-            self.placement = run_placement(p for p in profiles if p)
+            self.placement = run_placement({path: n for path, n in profiles.items() if path})
         finally:
             shutil.rmtree(self._profiles, ignore_errors=True)
         fallen = self.placement.line(self.providers[0])

@@ -3,7 +3,7 @@
 A session given several providers (TensorRT, then CUDA, then the CPU on a Jetson) splits the
 graph: each provider takes the nodes it supports and the rest go to the next one, without a
 word. A node left on the CPU costs its inputs' copy off the GPU and its outputs' copy back
-every chunk, and the chunk can be several times slower than the GPU alone would make it.
+on every run, beside its own CPU time, and nothing but the chunk's latency shows it.
 ONNX Runtime's profile (`SessionOptions.enable_profiling`, a Chrome trace) names the provider,
 op type and duration of every kernel a run executed; this module reads one run out of it.
 
@@ -95,10 +95,11 @@ def last_run(events: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [e for e in events if start <= float(e.get("ts", -1)) <= end]
 
 
-def run_placement(profiles: Iterable[str | Path]) -> Placement:
-    """The placement of the last run of each profile (one a session: a split bundle's prefix
-    and step graphs), summed."""
+def run_placement(profiles: Mapping[str | Path, int]) -> Placement:
+    """One chunk's placement: the last run of each session's profile, times the runs that
+    session makes a chunk (a split bundle: its prefix graph once, its step graph once an
+    Euler step; the chunk graph once)."""
     events: list[Mapping[str, Any]] = []
-    for path in profiles:
-        events += last_run(json.loads(Path(path).read_text()))
+    for path, runs in profiles.items():
+        events += last_run(json.loads(Path(path).read_text())) * runs
     return placement_of(events)
