@@ -434,3 +434,45 @@ def test_the_distillation_by_data_curve_is_made_from_the_kept_results_alone(tmp_
     assert (tmp_path / "curve.png").stat().st_size > 10_000
     points = json.loads((tmp_path / "curve.json").read_text())
     assert {p["episodes"] for p in points} == {20, 120}
+
+
+def test_training_seeds_pools_the_pairs_of_runs_that_differ_only_in_the_students_seed(tmp_path):
+    """tools/bench/training_seeds.py: each run's seed-by-seed count, the counts summed over runs
+    (with their exact p), successes pooled over runs, and a row against itself across seeds. The
+    second run here is the kept 40-a-task run with ten of its distilled student's cube seeds
+    turned to failures and recorded as training seed 1."""
+    from shallowpi.evaluate.interval import paired_p_value
+
+    kept = json.loads((ROOT / "docs" / "reproduce_few40" / "reproduce.json").read_text())
+    other = json.loads(json.dumps(kept))
+    other["last_run"]["set"] = ["+distill.train.seed=1"]
+    rows = {r["row"]: r for r in other["results"][0]["rows"]}
+    cube = rows["shallow6"]["tasks"]["cube_in_bowl"]
+    flipped = [s for s, ok in cube["seeds"].items() if ok][:10]
+    for s in flipped:
+        cube["seeds"][s] = False
+    cube["successes"] -= 10
+    (tmp_path / "seed1").mkdir()
+    (tmp_path / "seed1" / "reproduce.json").write_text(json.dumps(other))
+    script = str(ROOT / "tools" / "bench" / "training_seeds.py")
+    run = subprocess.run([sys.executable, script, str(ROOT / "docs" / "reproduce_few40"), str(tmp_path / "seed1"),
+                          "--out", str(tmp_path / "seeds.json")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "seeds.json").read_text())
+    six, task = result["6"], {r["row"]: r for r in kept["results"][0]["rows"]}["task6"]["tasks"]["cube_in_bowl"]
+    first, second = six["runs"]
+    assert first["training_seed"] == 0 and second["training_seed"] == 1
+    only_task_lost = sum(not task["seeds"][s] for s in flipped)  # those were seeds only distillation solved
+    assert second["only_distilled"] == first["only_distilled"] - only_task_lost
+    assert second["only_task"] == first["only_task"] + (10 - only_task_lost)
+    assert six["pooled_only"] == {"distilled": first["only_distilled"] + second["only_distilled"],
+                                  "task_only": first["only_task"] + second["only_task"]}
+    assert six["pooled_p"] == paired_p_value(*six["pooled_only"].values())
+    pooled = six["pooled"]["shallow6"]["cube_in_bowl"]
+    assert (pooled["successes"], pooled["n"]) == (2 * (cube["successes"] + 10) - 10, 400)
+    assert six["spread"]["shallow6: seed 0 against seed 1"][:2] == [10, 0]
+    assert six["spread"]["task6: seed 0 against seed 1"][:2] == [0, 0]
+    assert "| pooled | " in run.stdout and "4 layers" in run.stdout
+    same = subprocess.run([sys.executable, script, str(ROOT / "docs" / "reproduce_few40"),
+                           str(ROOT / "docs" / "reproduce_few40")], capture_output=True, text=True, timeout=120)
+    assert same.returncode != 0 and "different training seeds" in same.stderr
