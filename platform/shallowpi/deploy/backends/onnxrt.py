@@ -3,9 +3,8 @@
 graph "chunk" runs the unrolled chunk graph (one call a chunk, inpainting inside);
 "split" runs the prefix graph once and the step graph per Euler step (inpainting in numpy),
 which costs a copy of the KV cache in and out of each step but exports and builds faster.
-The sessions profile their first PROFILED_CHUNKS chunks, and the last one's nodes by
-provider (ort_placement.py) say how much of the graph the first provider really runs:
-`runs_on` names the nodes that fell to another.
+The sessions record which provider each node went to (ort_placement.py): `runs_on` names
+the nodes that fell off the first provider, and TensorRT's engines when it built more than one.
 The TensorRT provider caches its engines under `cache_dir`, in a folder keyed by the
 bundle's digest, the onnxruntime and TensorRT versions and the precision asked
 (tensorrt_backend.engine_cache_dir): the provider names its engine files by subgraph and
@@ -18,9 +17,6 @@ No torch here: this is the robot's backend on a Jetson without a torch wheel.
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
-from shallowpi.deploy.backends.ort_placement import Placement, run_placement
+from shallowpi.deploy.backends.ort_placement import RECORD_ASSIGNMENT, session_placement
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs
 from shallowpi.policy.inpaint import inpainted_euler
@@ -36,10 +32,6 @@ from shallowpi.policy.inpaint import inpainted_euler
 log = logging.getLogger(__name__)
 
 CHUNK_INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
-# Chunks run under the profiler: the placement is read from the last, because a provider's
-# first run may hold its engine build (TensorRT's, with dynamic shapes). deploy's parity
-# check runs two before the banner.
-PROFILED_CHUNKS = 2
 
 
 class SplitGraphs:
@@ -147,15 +139,10 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads
-        so.enable_profiling = True  # until PROFILED_CHUNKS chunks have run (_read_placement)
-        self._profiles = Path(tempfile.mkdtemp(prefix="shallowpi-ort-profile-"))
-        weakref.finalize(self, shutil.rmtree, self._profiles, True)
-        self._chunks_run = 0
-        self.placement: Placement | None = None
+        so.add_session_config_entry(RECORD_ASSIGNMENT, "1")  # an onnxruntime without the API ignores it
         providers = session_options(self.options.providers, self.options, bundle)
 
         def session(name: str) -> Any:
-            so.profile_file_prefix = str(self._profiles / name)  # the session copies its options
             try:
                 made = ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
             except Exception as exc:  # onnxruntime's own error types (Fail, InvalidGraph, ...)
@@ -173,23 +160,30 @@ class OnnxRuntimeBackend(Backend):
         if graph == "chunk":
             self._session = session("chunk")
             made = self._session
-            self._sessions = [self._session]
+            sessions = [self._session]
         else:
             self._split = SplitGraphs(session("prefix"), session("step"), steps)
             made = self._split.prefix
-            self._sessions = [self._split.prefix, self._split.step]
+            sessions = [self._split.prefix, self._split.step]
         # What the session took, not what was asked: one that failed to set up (a TensorRT
         # build error, no CUDA driver) is left out of it.
         self.providers = list(made.get_providers())
         if self.providers[:1] != asked[:1]:
             log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here",
                         self.providers[0], asked[0], asked[0])
+        self.placement = session_placement(sessions)
+        if self.placement is None:
+            log.info("onnxruntime %s does not say which provider runs each node", ort.__version__)
+        elif self.providers[0] == "TensorrtExecutionProvider" and self.placement.line(self.providers[0]):
+            # TensorRT's graph cut in pieces: each piece's inputs and outputs cross between
+            # the engines and the other providers every chunk.
+            log.warning("onnxruntime's TensorRT provider does not run the whole graph: %s",
+                        self.placement.line(self.providers[0]))
 
     def runs_on(self) -> str:
         """The provider the session runs on, and the precision it computes in (fp16 only
-        through TensorRT with a reduced precision asked; fp32 otherwise); once the profiled
-        chunks have run, the nodes another provider took, e.g. "Tensorrt (fp16); 3 of 41
-        nodes on CPU (NonZero: 18 % of kernel time)"."""
+        through TensorRT with a reduced precision asked; fp32 otherwise), then the nodes
+        another provider took, e.g. "Tensorrt (fp16); 3 of 41 nodes on CPU (NonZero)"."""
         first = self.providers[0].removesuffix("ExecutionProvider")
         reduced = self.providers[0] == "TensorrtExecutionProvider" and self.options.precision != "fp32"
         fallen = self.placement.line(self.providers[0]) if self.placement else ""
@@ -199,25 +193,6 @@ class OnnxRuntimeBackend(Backend):
         prefix = {"images": inputs.images, "image_masks": inputs.image_masks,
                   "tokens": inputs.tokens, "token_masks": inputs.token_masks}
         if self.options.graph == "split":
-            chunk = self._split(prefix, inputs.state, noise, target, weight)
-        else:
-            feed = {**prefix, "state": inputs.state, "noise": noise, "target": target, "weight": weight}
-            chunk = self._session.run(None, feed)[0]
-        self._chunks_run += 1
-        if self._chunks_run == PROFILED_CHUNKS:
-            self._read_placement()
-        return chunk
-
-    def _read_placement(self) -> None:
-        """End the sessions' profiling and read their last run's nodes by provider; warn
-        when any fell off the first provider (a Jetson's TensorRT lacking an op, say)."""
-        runs = [1] if self.options.graph == "chunk" else [1, self._split.num_steps]  # a chunk's runs a session
-        profiles = {s.end_profiling(): n for s, n in zip(self._sessions, runs)}
-        try:
-            self.placement = run_placement({path: n for path, n in profiles.items() if path})
-        finally:
-            shutil.rmtree(self._profiles, ignore_errors=True)
-        fallen = self.placement.line(self.providers[0])
-        if fallen:
-            log.warning("onnxruntime runs %s rather than on %s: each chunk copies their inputs and outputs between the "
-                        "providers", fallen, self.providers[0])
+            return self._split(prefix, inputs.state, noise, target, weight)
+        feed = {**prefix, "state": inputs.state, "noise": noise, "target": target, "weight": weight}
+        return self._session.run(None, feed)[0]
