@@ -440,39 +440,61 @@ def test_training_seeds_pools_the_pairs_of_runs_that_differ_only_in_the_students
     """tools/bench/training_seeds.py: each run's seed-by-seed count, the counts summed over runs
     (with their exact p), successes pooled over runs, and a row against itself across seeds. The
     second run here is the kept 40-a-task run with ten of its distilled student's cube seeds
-    turned to failures and recorded as training seed 1."""
+    turned to failures and recorded as training seed 1; folders that differ in more than the
+    seed, or rows kept without per-seed outcomes, are refused in one line."""
     from shallowpi.evaluate.interval import paired_p_value
 
-    kept = json.loads((ROOT / "docs" / "reproduce_few40" / "reproduce.json").read_text())
-    other = json.loads(json.dumps(kept))
-    other["last_run"]["set"] = ["+distill.train.seed=1"]
-    rows = {r["row"]: r for r in other["results"][0]["rows"]}
-    cube = rows["shallow6"]["tasks"]["cube_in_bowl"]
-    flipped = [s for s, ok in cube["seeds"].items() if ok][:10]
-    for s in flipped:
-        cube["seeds"][s] = False
-    cube["successes"] -= 10
-    (tmp_path / "seed1").mkdir()
-    (tmp_path / "seed1" / "reproduce.json").write_text(json.dumps(other))
+    kept_folder = ROOT / "docs" / "reproduce_few40"
+    kept = json.loads((kept_folder / "reproduce.json").read_text())
+    recipe = json.loads((kept_folder / "arm" / "recipe.json").read_text())
+
+    def variant(name: str, recipe_change: dict, edit) -> Path:
+        data = json.loads(json.dumps(kept))
+        edit({r["row"]: r for r in data["results"][0]["rows"]})
+        (tmp_path / name / "arm").mkdir(parents=True)
+        (tmp_path / name / "reproduce.json").write_text(json.dumps(data))
+        (tmp_path / name / "arm" / "recipe.json").write_text(json.dumps({**recipe, **recipe_change}))
+        return tmp_path / name
+
+    flipped: list[str] = []
+
+    def fail_ten(rows):
+        cube = rows["shallow6"]["tasks"]["cube_in_bowl"]
+        flipped.extend([s for s, ok in cube["seeds"].items() if ok][:10])
+        for s in flipped:
+            cube["seeds"][s] = False
+        cube["successes"] -= 10
+
+    seed1 = variant("seed1", {"set": ["+distill.train.seed=1"]}, fail_ten)
     script = str(ROOT / "tools" / "bench" / "training_seeds.py")
-    run = subprocess.run([sys.executable, script, str(ROOT / "docs" / "reproduce_few40"), str(tmp_path / "seed1"),
-                          "--out", str(tmp_path / "seeds.json")], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, script, str(kept_folder), str(seed1), "--out", str(tmp_path / "seeds.json")],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((tmp_path / "seeds.json").read_text())
-    six, task = result["6"], {r["row"]: r for r in kept["results"][0]["rows"]}["task6"]["tasks"]["cube_in_bowl"]
+    rows = {r["row"]: r for r in kept["results"][0]["rows"]}
+    six, task = result["6"], rows["task6"]["tasks"]["cube_in_bowl"]
     first, second = six["runs"]
     assert first["training_seed"] == 0 and second["training_seed"] == 1
     only_task_lost = sum(not task["seeds"][s] for s in flipped)  # those were seeds only distillation solved
     assert second["only_distilled"] == first["only_distilled"] - only_task_lost
     assert second["only_task"] == first["only_task"] + (10 - only_task_lost)
-    assert six["pooled_only"] == {"distilled": first["only_distilled"] + second["only_distilled"],
-                                  "task_only": first["only_task"] + second["only_task"]}
-    assert six["pooled_p"] == paired_p_value(*six["pooled_only"].values())
-    pooled = six["pooled"]["shallow6"]["cube_in_bowl"]
-    assert (pooled["successes"], pooled["n"]) == (2 * (cube["successes"] + 10) - 10, 400)
-    assert six["spread"]["shallow6: seed 0 against seed 1"][:2] == [10, 0]
-    assert six["spread"]["task6: seed 0 against seed 1"][:2] == [0, 0]
+    total = {key: first[key] + second[key] for key in ("only_distilled", "only_task")}
+    assert six["pooled_only"] == total
+    assert six["pooled_p"] == paired_p_value(total["only_distilled"], total["only_task"])
+    cube = rows["shallow6"]["tasks"]["cube_in_bowl"]["successes"]
+    assert six["pooled"]["shallow6"]["cube_in_bowl"] == {"successes": 2 * cube - 10, "n": 400}
+    spread = {entry["row"]: (entry["only_first"], entry["only_second"]) for entry in six["spread"]}
+    assert spread == {"shallow6": (10, 0), "task6": (0, 0)}
     assert "| pooled | " in run.stdout and "4 layers" in run.stdout
-    same = subprocess.run([sys.executable, script, str(ROOT / "docs" / "reproduce_few40"),
-                           str(ROOT / "docs" / "reproduce_few40")], capture_output=True, text=True, timeout=120)
-    assert same.returncode != 0 and "different training seeds" in same.stderr
+
+    def refused(*folders: Path) -> str:
+        out = subprocess.run([sys.executable, script, *map(str, folders)], capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0 and out.stderr.startswith("training_seeds: ") and out.stderr.count("\n") == 1
+        return out.stderr
+
+    assert "the same training seed" in refused(kept_folder, kept_folder)
+    longer = variant("longer", {"set": ["+distill.train.seed=2"], "student_steps": 9000}, lambda rows: None)
+    assert "differ in more than the training seed" in refused(kept_folder, longer)
+    bare = variant("bare", {"set": ["distill.train.seed=3"]},
+                   lambda rows: rows["task6"]["tasks"]["push_block_left"].pop("seeds"))
+    assert "task6 has no per-seed outcomes for push_block_left" in refused(kept_folder, bare)
