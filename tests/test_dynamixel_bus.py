@@ -323,3 +323,17 @@ def test_plants_are_pluggable_for_the_simulation_twin():
             assert y.goals[-1] == pytest.approx(-3.141592653589793 / 2)
     finally:
         chains["twin"].stop()
+
+
+def test_a_far_position_goal_turns_each_shaft_at_its_models_top_speed(chain):
+    """The driver leaves Profile Velocity at 0: an X servo then turns at its no-load speed
+    (XL430-W250 57 rev/min = 249 ticks of 0.229, XM430-W350 46 = 201; not their Velocity
+    Limit defaults, 265 and 200), a Y servo no faster than its Velocity Limit (2,020 ticks
+    of 0.01 rev/min, the rated speed, under its 32.2 rev/min no-load). Read over the bus
+    mid-move."""
+    with make_bus(chain) as bus:
+        bus.set_torque(True)
+        bus.write("goal_position", {1: 4095, 2: 4095, 3: 250_000})  # >= 0.5 s away at full speed
+        time.sleep(0.1)
+        speed = bus.read(["present_velocity"])["present_velocity"]
+    assert speed == {1: round(57 / 0.229), 2: round(46 / 0.229), 3: 2020}

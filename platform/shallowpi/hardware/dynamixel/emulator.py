@@ -57,6 +57,18 @@ _PRESENT_FIELDS = ("present_position", "present_velocity", "present_current", "r
 GOALS = frozenset({"goal_pwm", "goal_current", "goal_velocity", "goal_position"})
 
 
+def top_speed_rad_s(model: ModelSpec) -> float:
+    """How fast a position goal turns the model's shaft, rad/s of the output. The driver
+    leaves Profile Velocity at 0, which on the X series means no profile at full speed: the
+    motor's no-load speed (the Velocity Limit register bounds only Goal and Profile Velocity
+    there). The Y series' e-manual has Velocity Limit cap the speed of generated trajectories
+    as well, so its shaft stops at the register's default (the rated speed, 20.2 of the
+    YM080's 32.2 rev/min)."""
+    if model.series == "Y":
+        return min(model.no_load_rad_s, model.defaults["velocity_limit"] * model.velocity_unit_rad_s)
+    return model.no_load_rad_s
+
+
 class EmulatedServo:
     """One servo: a control table in a bytearray, a plant for its shaft, fault flags."""
 
@@ -64,8 +76,7 @@ class EmulatedServo:
                  baud: int = 1_000_000) -> None:
         self.model = model if isinstance(model, ModelSpec) else model_by_name(model)
         self.id = servo_id
-        top_speed = self.model.defaults.get("velocity_limit", 200) * self.model.velocity_unit_rad_s
-        self.plant: JointPlant = plant or TrackingPlant(max_speed=top_speed)
+        self.plant: JointPlant = plant or TrackingPlant(max_speed=top_speed_rad_s(self.model))
         self._table = self.model.table
         size = max(f.address + f.size for f in self.model.table.values())
         present = [self.model.field(f) for f in _PRESENT_FIELDS]
