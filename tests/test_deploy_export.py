@@ -174,7 +174,7 @@ def test_backend_errors_name_the_fix(bundle, tmp_path):
         make_backend("onnxruntime", bundle, BackendOptions(providers=("NoSuchExecutionProvider",)))
     bare = build_bundle(bundle.path.parent / "ckpt", tmp_path / "bare", graphs=())
     with pytest.raises(BackendError, match=r"has no chunk graph \(it was built for the torch backend\); rebuild it "
-                       r"from the checkpoint: platform deploy --policy CKPT --backend onnxruntime"):
+                       r"from the checkpoint: platform deploy --policy CKPT --backend onnxruntime --bundle-only"):
         make_backend("onnxruntime", bare)
 
 

@@ -37,7 +37,7 @@ def test_an_orin_at_full_speed(tmp_path):
     assert machine.l4t == "R36 (release), REVISION: 4.0"
     assert machine.module == "orin" and machine.power_mode == "MAXN"
     result = plan("orin", machine, cuda=True)
-    assert result.on_target and result.profile.backend == "tensorrt" and result.profile.precision == "fp16"
+    assert result.on_target and result.profile.backend == "onnxruntime" and result.profile.precision == "fp16"
     assert result.message == ("NVIDIA Jetson AGX Orin Developer Kit (L4T R36 (release), REVISION: 4.0): "
                               "full speed (MAXN, clocks at maximum)")
 
@@ -76,14 +76,14 @@ def test_not_a_jetson_says_so_in_one_line_and_runs_the_best_local_backend(tmp_pa
 
 
 def test_the_plan_names_the_backend_given_and_asks_for_cuda_only_when_it_chooses_a_local_profile(tmp_path):
-    """`--jetson orin --backend onnxruntime` on a Thor named the Thor profile's own backend
-    (tensorrt) in its first line, then ran onnxruntime. And deploy's CUDA probe imports
+    """`--jetson orin --backend tensorrt` on a Thor named the Thor profile's own backend
+    (onnxruntime) in its first line, then ran tensorrt. And deploy's CUDA probe imports
     torch: on the named Jetson, where it decides nothing, it is not asked."""
     thor = detect(fake_jetson(tmp_path / "thor", "nvidia,tegra264", "NVIDIA Jetson AGX Thor"))
-    result = plan("orin", thor, cuda=True, backend="onnxruntime")
+    result = plan("orin", thor, cuda=True, backend="tensorrt")
     assert result.profile.name == "thor" and result.message.endswith(
-        "running the best local backend, onnxruntime (--backend) with the profile thor")
-    assert plan("orin", thor, cuda=True, backend="tensorrt").message.endswith("tensorrt on cuda (profile thor)")
+        "running the best local backend, tensorrt (--backend) with the profile thor")
+    assert plan("orin", thor, cuda=True, backend="onnxruntime").message.endswith("onnxruntime on cuda (profile thor)")
 
     def no_probe() -> bool:
         raise AssertionError("the CUDA probe ran on the profile's own Jetson")

@@ -25,6 +25,10 @@ def test_doctor_names_the_configured_ids_that_do_not_answer():
     assert out.returncode == 0, out.stderr
     assert ("missing: bus 'follower' of robot 'arm' expects ID 3 (XL330-M288, elbow_flex): no answer; "
             "check power and cable, and the servo's ID and baud rate (1000000)") in out.stdout
+    import onnxruntime  # what deploy's robot-side backend runs on, named with its providers
+
+    providers = ", ".join(p.removesuffix("ExecutionProvider") for p in onnxruntime.get_available_providers())
+    assert f"onnxruntime:\n  ok: onnxruntime {onnxruntime.__version__}, providers {providers}" in out.stdout
 
 
 def test_doctor_reports_wrong_models_unexpected_ids_and_another_baud_rate():

@@ -5,7 +5,7 @@
   platform deploy --policy CKPT --sim --strategy sync|async|ensemble|rtc --delay-ms 300
   platform deploy --policy CKPT --sim --backend torch --record deployed --json run.json
   platform deploy --policy CKPT --backend onnxruntime --bundle-only   the bundle alone, on the workstation
-  platform deploy --policy CKPT.bundle --jetson orin --backend onnxruntime --robot arm
+  platform deploy --policy CKPT.bundle --jetson orin --robot arm
       --task "put the red cube in the bowl"             on the robot, the bundle built beforehand
 
 What happens: the Jetson profile (configs/jetson/, --jetson) is checked against this

@@ -40,7 +40,7 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
         if missing := [g for g in graphs if g not in bundle.graphs]:
             # --bundle-only approved it for the robot, which then refused it.
             raise ConfigError(f"{args.policy} holds no {', '.join(missing)} graph, which the {backend} backend runs: "
-                              f"rebuild it from the checkpoint with --backend {backend}")
+                              f"rebuild it from the checkpoint with --backend {backend} --bundle-only")
         _check_runtime_code(bundle, on_robot=not getattr(args, "sim", None),
                             allow=getattr(args, "allow_code_change", False))
         if bundle.runs_here_as_built is None and not bundle.built_by_this_code:  # made before runtime_sha256

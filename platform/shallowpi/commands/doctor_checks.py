@@ -363,12 +363,32 @@ def torch_report() -> list[str]:
     try:
         import torch
     except ImportError:
-        return ["missing: torch is not installed (only needed to train or run policies)"]
+        return ["missing: torch is not installed (needed to train, and by deploy's torch and tensorrt backends; "
+                "the robot's onnxruntime backend runs without it)"]
     if torch.cuda.is_available():
         return [f"ok: torch {torch.__version__}, CUDA device {torch.cuda.get_device_name(0)}"]
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return [f"ok: torch {torch.__version__}, Apple MPS"]
     return [f"ok: torch {torch.__version__} on CPU only (no CUDA device)"]
+
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def onnxruntime_report() -> list[str]:
+    """onnxruntime's version and execution providers, what deploy's onnxruntime backend (the
+    Jetson profiles' own) can run a bundle on, or that it is missing."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return ["missing: onnxruntime is not installed (deploy's onnxruntime backend, the Jetson profiles' own: "
+                "`pip install onnxruntime`, on a Jetson NVIDIA's onnxruntime-gpu wheel)"]
+    providers = ort.get_available_providers()
+    names = ", ".join(p.removesuffix("ExecutionProvider") for p in providers)
+    if any(p in providers for p in GPU_PROVIDERS):
+        return [f"ok: onnxruntime {ort.__version__}, providers {names}"]
+    return [f"ok: onnxruntime {ort.__version__}, providers {names}: no TensorRT or CUDA provider, so it runs on "
+            "the CPU (on a Jetson, install NVIDIA's onnxruntime-gpu wheel instead)"]
 
 
 def jetson_report(root: Path | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Check what this machine can reach: servo buses, cameras, torch device, Jetson.
+"""Check what this machine can reach: servo buses, cameras, torch, onnxruntime, Jetson.
 
 Scans every serial port it finds (or the ones given; without --port also the robot
 config's bus ports, naming any that does not exist) at the usual baud rates, a configured
@@ -8,8 +8,8 @@ default: configs/config.yaml's): which bus they are, the configured IDs that did
 answer, wrong models, unexpected IDs, another baud rate. Says whether the robot's
 calibration file covers every motor it drives (leaders too). Lists RealSense cameras with
 their serial numbers (robot.cameras.ROLE.serial) and says whether each camera role's mode
-(width x height at fps) is one its camera streams; names the torch device; on a Jetson,
-its model and power mode. Missing things are reported, not errors: doctor always answers.
+(width x height at fps) is one its camera streams; names the torch device and
+onnxruntime's execution providers; on a Jetson, its model and power mode. Missing things are reported, not errors: doctor always answers.
 
 examples:
   platform doctor
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list servos, cameras, torch device and Jetson power mode found on this machine"
+HELP = "list servos, cameras, torch device, onnxruntime providers and Jetson power mode found on this machine"
 
 SCAN_BAUDS = (1_000_000, 4_000_000, 57_600, 2_000_000, 3_000_000)
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the servo, calibration, camera, torch and Jetson reports. Always returns 0.
+    """Print the servo, calibration, camera, torch, onnxruntime and Jetson reports. Always returns 0.
 
     A robot config that fails to load is reported; the servos are then listed without the
     comparison.
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         *([("calibration", checks.calibration_report(spec))] if spec is not None else []),
         ("cameras", checks.camera_report(spec)),
         ("torch", checks.torch_report()),
+        ("onnxruntime", checks.onnxruntime_report()),
         ("jetson", checks.jetson_report()),
     ]
     for title, lines in sections:

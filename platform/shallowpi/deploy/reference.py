@@ -106,4 +106,8 @@ def _remedy(backend: Any) -> str:
     """What to run instead, by backend."""
     if backend.name == "tensorrt":
         return "its engine is not the policy; build it in float32 (jetson.precision=fp32) or run --backend onnxruntime"
+    if backend.name == "onnxruntime" and backend.providers[0] != "CPUExecutionProvider":
+        # the robot's install has no torch: another backend is no way out there
+        return ("rerun in float32 (jetson.precision=fp32) or without TensorRT (jetson.providers=[CUDAExecutionProvider,"
+                "CPUExecutionProvider]), and report this with the bundle")
     return "run another backend (--backend), and report this with the bundle"

@@ -100,10 +100,14 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
 
             if options.precision in ("bf16", "fp8"):
                 log.info("onnxruntime's TensorRT provider builds fp16 for %s", options.precision)
+            cache = engine_cache_dir(bundle, options, engine_build(options))
+            if not any(cache.iterdir()):  # else the session loads them in seconds
+                log.info("onnxruntime's TensorRT provider builds this bundle's engines now (minutes, once); "
+                         "cached in %s", cache)
             chosen.append((name, {
                 "trt_fp16_enable": options.precision in ("fp16", "bf16", "fp8"),
                 "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(engine_cache_dir(bundle, options, engine_build(options))),
+                "trt_engine_cache_path": str(cache),
             }))
         else:
             chosen.append(name)
@@ -135,7 +139,7 @@ class OnnxRuntimeBackend(Backend):
         if missing:
             raise BackendError(f"bundle {bundle.path} has no {', '.join(missing)} graph (it was built for the "
                                "torch backend); rebuild it from the checkpoint: platform deploy --policy CKPT "
-                               "--backend onnxruntime")
+                               "--backend onnxruntime --bundle-only")
         so = ort.SessionOptions()
         if self.options.threads:
             so.intra_op_num_threads = self.options.threads
@@ -172,8 +176,9 @@ class OnnxRuntimeBackend(Backend):
             log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here",
                         self.providers[0], asked[0], asked[0])
         self.placement = session_placement(sessions)
+        self._runtime = f"onnxruntime {ort.__version__}"
         if self.placement is None:
-            log.info("onnxruntime %s does not say which provider runs each node", ort.__version__)
+            log.info("%s does not say which provider runs each node", self._runtime)
         elif self.providers[0] == "TensorrtExecutionProvider" and self.placement.line(self.providers[0]):
             # TensorRT's graph cut in pieces: each piece's inputs and outputs cross between
             # the engines and the other providers every chunk.
@@ -183,10 +188,14 @@ class OnnxRuntimeBackend(Backend):
     def runs_on(self) -> str:
         """The provider the session runs on, and the precision it computes in (fp16 only
         through TensorRT with a reduced precision asked; fp32 otherwise), then the nodes
-        another provider took, e.g. "Tensorrt (fp16); 3 of 41 nodes on CPU (NonZero)"."""
+        another provider took, e.g. "Tensorrt (fp16); 3 of 41 nodes on CPU (NonZero)", or on
+        a GPU provider without the assignment record, that it is unknown."""
         first = self.providers[0].removesuffix("ExecutionProvider")
         reduced = self.providers[0] == "TensorrtExecutionProvider" and self.options.precision != "fp32"
-        fallen = self.placement.line(self.providers[0]) if self.placement else ""
+        if self.placement is not None:
+            fallen = self.placement.line(self.providers[0])
+        else:  # on the CPU nothing can fall off it
+            fallen = "" if first == "CPU" else f"node placement unknown ({self._runtime} records none)"
         return f"{first} ({'fp16' if reduced else 'fp32'})" + (f"; {fallen}" if fallen else "")
 
     def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:

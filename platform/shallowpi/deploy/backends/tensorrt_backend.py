@@ -102,7 +102,8 @@ class TensorRTBackend(Backend):
             raise BackendError("the tensorrt backend needs a CUDA GPU; run --backend onnxruntime")
         if "chunk" not in bundle.graphs:
             raise BackendError(f"bundle {bundle.path} has no chunk graph (it was built for the torch backend); "
-                               "rebuild it from the checkpoint: platform deploy --policy CKPT --backend tensorrt")
+                               "rebuild it from the checkpoint: platform deploy --policy CKPT --backend tensorrt "
+                               "--bundle-only")
         self._torch, self._trt = torch, trt
         gpu = torch.cuda.get_device_name()
         precision = self.options.precision
