@@ -54,5 +54,8 @@ def test_the_nodes_another_provider_took_and_tensorrts_engines_are_named():
     assert placement.line("CPUExecutionProvider") == "38 of 41 nodes on Tensorrt (MatMul, Softmax)"
     whole = placement_of([("TensorrtExecutionProvider", ["MatMul", "Add"])])
     assert whole.line("TensorrtExecutionProvider") == ""  # one engine, every node: nothing to say
+    split = [("TensorrtExecutionProvider", ["MatMul"])] * 2  # a split bundle: one engine for each graph
+    assert placement_of(split, graphs=2).line("TensorrtExecutionProvider") == ""
+    assert placement_of(split * 2, graphs=2).line("TensorrtExecutionProvider") == "Tensorrt in 4 engines over 2 graphs"
     many = placement_of([("CUDAExecutionProvider", ["A", "B", "C", "D"])])
     assert many.line("TensorrtExecutionProvider") == "4 of 4 nodes on CUDA (A, B, C, ...)"

@@ -44,9 +44,11 @@ class ProviderShare:
 
 @dataclass(frozen=True)
 class Placement:
-    """A bundle's nodes by provider, most nodes first."""
+    """A bundle's nodes by provider, most nodes first, over `graphs` graphs (a split bundle's
+    prefix and step: two, so two engines are one a graph)."""
 
     shares: tuple[ProviderShare, ...]
+    graphs: int = 1
 
     @property
     def nodes(self) -> int:
@@ -63,8 +65,9 @@ class Placement:
         and one for each other provider."""
         clauses = []
         first = self.share(provider)
-        if first is not None and provider == "TensorrtExecutionProvider" and first.subgraphs > 1:
-            clauses.append(f"{first.short_name} in {first.subgraphs} engines")
+        if first is not None and provider == "TensorrtExecutionProvider" and first.subgraphs > self.graphs:
+            over = f" over {self.graphs} graphs" if self.graphs > 1 else ""
+            clauses.append(f"{first.short_name} in {first.subgraphs} engines{over}")
         for s in self.shares:
             if s.provider != provider:
                 ops = ", ".join(s.ops[:NAMED_OPS]) + (", ..." if len(s.ops) > NAMED_OPS else "")
@@ -72,8 +75,9 @@ class Placement:
         return "; ".join(clauses)
 
 
-def placement_of(subgraphs: Iterable[tuple[str, Sequence[str]]]) -> Placement:
-    """(provider, its op types) for every assigned subgraph -> the nodes by provider."""
+def placement_of(subgraphs: Iterable[tuple[str, Sequence[str]]], graphs: int = 1) -> Placement:
+    """(provider, its op types) for every assigned subgraph of `graphs` graphs -> the nodes
+    by provider."""
     nodes: Counter[str] = Counter()
     count: Counter[str] = Counter()
     ops: dict[str, Counter[str]] = {}
@@ -82,7 +86,7 @@ def placement_of(subgraphs: Iterable[tuple[str, Sequence[str]]]) -> Placement:
         nodes[provider] += len(op_types)
         ops.setdefault(provider, Counter()).update(op_types)
     shares = [ProviderShare(p, nodes[p], count[p], tuple(op for op, _ in ops[p].most_common())) for p in count]
-    return Placement(tuple(sorted(shares, key=lambda s: (-s.nodes, s.provider))))
+    return Placement(tuple(sorted(shares, key=lambda s: (-s.nodes, s.provider))), graphs)
 
 
 def session_placement(sessions: Sequence[Any]) -> Placement | None:
@@ -99,4 +103,4 @@ def session_placement(sessions: Sequence[Any]) -> Placement | None:
         except Exception:  # onnxruntime's Fail: the session was made without RECORD_ASSIGNMENT
             return None
         subgraphs += [(sub.ep_name, [node.op_type for node in sub.get_nodes()]) for sub in assigned]
-    return placement_of(subgraphs) if subgraphs else None
+    return placement_of(subgraphs, len(sessions)) if subgraphs else None
