@@ -43,8 +43,31 @@ from shallowpi.policy.fit import (
 Waiting = Callable[[float, float], bool]
 
 
+class _SpecFacts:
+    """What both targets read off their `spec` (a TwinSpec or a RobotSpec): the control
+    rate and the joints."""
+
+    spec: Any
+
+    @property
+    def fps(self) -> float:
+        """Control rate, Hz (the robot config's; the twin's is checked against the training
+        store's)."""
+        return float(self.spec.fps)
+
+    @property
+    def joint_names(self) -> list[str]:
+        """Joint names in state/action order."""
+        return list(self.spec.joint_names)
+
+    @property
+    def joint_kinds(self) -> list[str]:
+        """Each joint's kind (revolute, linear, gripper), in `joint_names`' order."""
+        return list(self.spec.joint_kinds)
+
+
 @dataclass
-class TwinTarget:
+class TwinTarget(_SpecFacts):
     """The twin: `robot` is a DirectSimRobot or StackSimRobot (not connected yet); `task`
     a robots/sim task; `spec` the TwinSpec (render size = the policy's training size)."""
 
@@ -55,11 +78,6 @@ class TwinTarget:
     episode_s: float
     image_codec: Any = None  # the training store's frame codec (numcodecs), None without the store
     on_hardware = False
-
-    @property
-    def fps(self) -> float:
-        """Control rate, Hz (the twin's, checked against the training store's)."""
-        return float(self.spec.fps)
 
     @property
     def instruction(self) -> str:
@@ -80,16 +98,6 @@ class TwinTarget:
     def camera_shapes(self) -> dict[str, tuple[int, int]]:
         """{role: (height, width)} of the frames the robot returns, pixels."""
         return {role: (self.spec.render_height, self.spec.render_width) for role in self.spec.cameras}
-
-    @property
-    def joint_names(self) -> list[str]:
-        """Joint names in state/action order."""
-        return list(self.spec.joint_names)
-
-    @property
-    def joint_kinds(self) -> list[str]:
-        """Each joint's kind (revolute, linear, gripper), in `joint_names`' order."""
-        return list(self.spec.joint_kinds)
 
     def connect(self) -> None:
         """Start the twin (and, for `stack`, its emulated servos and cameras)."""
@@ -114,7 +122,7 @@ class TwinTarget:
 
 
 @dataclass
-class RobotTarget:
+class RobotTarget(_SpecFacts):
     """The robot itself: `robot` a DynamixelRobot (not connected), `cameras` the RealSense
     cameras it reads (started by `connect`), `spec` its RobotSpec."""
 
@@ -128,11 +136,6 @@ class RobotTarget:
     on_hardware = True
     image_codec = None  # live frames go to the policy as they are (the Executor says why)
     _started: list[Any] = field(default_factory=list)
-
-    @property
-    def fps(self) -> float:
-        """Control rate, Hz (the robot config's)."""
-        return float(self.spec.fps)
 
     @property
     def description(self) -> str:
@@ -149,16 +152,6 @@ class RobotTarget:
     def camera_shapes(self) -> dict[str, tuple[int, int]]:
         """{role: (height, width)} the cameras deliver, pixels (the policy resizes them)."""
         return {role: hw for role, hw in self.spec.camera_shapes().items() if role in self.cameras}
-
-    @property
-    def joint_names(self) -> list[str]:
-        """Joint names in state/action order."""
-        return list(self.spec.joint_names)
-
-    @property
-    def joint_kinds(self) -> list[str]:
-        """Each joint's kind (revolute, linear, gripper), in `joint_names`' order."""
-        return list(self.spec.joint_kinds)
 
     def connect(self) -> None:
         """Start the cameras, then the servos (torque on, holding the present pose). A
