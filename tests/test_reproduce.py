@@ -493,6 +493,9 @@ def test_training_seeds_pools_the_pairs_of_runs_that_differ_only_in_the_students
         return out.stderr
 
     assert "the same training seed" in refused(kept_folder, kept_folder)
+    kept_pair = subprocess.run([sys.executable, script, str(ROOT / "docs" / "reproduce"),
+                                str(ROOT / "docs" / "reproduce_seed1")], capture_output=True, text=True, timeout=120)
+    assert kept_pair.returncode == 0 and kept_pair.stdout.count("| pooled | ") == 2  # BENCHMARKS.md (b17), 6 and 4 layers
     longer = variant("longer", {"set": ["+distill.train.seed=2"], "student_steps": 9000}, lambda rows: None)
     assert "differ in more than the training seed" in refused(kept_folder, longer)
     bare = variant("bare", {"set": ["distill.train.seed=3"]},
