@@ -9,7 +9,8 @@ answer, wrong models, unexpected IDs, another baud rate. Says whether the robot'
 calibration file covers every motor it drives (leaders too). Lists RealSense cameras with
 their serial numbers (robot.cameras.ROLE.serial) and says whether each camera role's mode
 (width x height at fps) is one its camera streams; names the torch device and
-onnxruntime's execution providers; on a Jetson, its model and power mode. Missing things are reported, not errors: doctor always answers.
+onnxruntime's execution providers; on a Jetson, its model and power mode. Missing things
+are reported, not errors: doctor always answers.
 
 examples:
   platform doctor
