@@ -51,6 +51,19 @@ def test_an_orin_in_a_low_power_mode_with_floating_clocks_is_told_what_to_change
     assert "`sudo jetson_clocks` (GPU clock 306 of 1300 MHz)" in message
 
 
+def test_an_orin_nano_is_pointed_at_its_own_modes_and_its_maxn_variant_is_full_speed(tmp_path):
+    """The AGX's `nvpmodel -m 0` is MAXN; an Orin Nano (same SoC, the orin profile) numbers
+    its modes otherwise, and its top mode is called MAXN_SUPER."""
+    slow = detect(fake_jetson(tmp_path / "slow", "nvidia,tegra234", "NVIDIA Jetson Orin Nano Developer Kit",
+                              mode="15W"))
+    message = plan("orin", slow, cuda=True).message
+    assert "the fastest mode `sudo nvpmodel -q --verbose` lists (power mode 15W; MAXN on the AGX)" in message
+    assert "nvpmodel -m 0" not in message
+    fast = detect(fake_jetson(tmp_path / "fast", "nvidia,tegra234", "NVIDIA Jetson Orin Nano Developer Kit",
+                              mode="MAXN_SUPER"))
+    assert plan("orin", fast, cuda=True).message.endswith("full speed (MAXN_SUPER, clocks at maximum)")
+
+
 def test_a_thor_is_recognised_by_its_soc(tmp_path):
     root = fake_jetson(tmp_path, "nvidia,tegra264", "NVIDIA Jetson AGX Thor Developer Kit",
                        release="# R38 (release), REVISION: 2.0, GCID: 1\n")

@@ -144,10 +144,18 @@ def _gpu_freq(root: Path) -> tuple[int, int] | None:
 
 
 def full_speed_advice(machine: Machine, profile: JetsonProfile) -> str:
-    """One line: what to change for full speed, or that it already runs at it."""
+    """One line: what to change for full speed, or that it already runs at it. The profile's
+    full-speed mode and its number (0) are the AGX modules'; an Orin NX or Nano (same SoC)
+    numbers its modes otherwise, so it is pointed at its own list, and a variant of the name
+    (the Orin Nano Super's "MAXN_SUPER") counts as full speed."""
     changes = []
-    if profile.full_speed_mode and machine.power_mode != profile.full_speed_mode:
-        changes.append(f"`sudo nvpmodel -m 0` (power mode {machine.power_mode or 'unknown'} -> {profile.full_speed_mode})")
+    mode, top = machine.power_mode, profile.full_speed_mode
+    if top and not (mode or "").startswith(top):
+        if "AGX" in (machine.model or "AGX"):
+            changes.append(f"`sudo nvpmodel -m 0` (power mode {mode or 'unknown'} -> {top})")
+        else:
+            changes.append(f"the fastest mode `sudo nvpmodel -q --verbose` lists (power mode {mode or 'unknown'}; "
+                           f"{top} on the AGX)")
     if machine.gpu_freq is None or machine.gpu_freq[0] < machine.gpu_freq[1]:
         clock = "unknown" if machine.gpu_freq is None else f"{machine.gpu_freq[0] / 1e6:.0f} of {machine.gpu_freq[1] / 1e6:.0f} MHz"
         changes.append(f"`sudo jetson_clocks` (GPU clock {clock})")
