@@ -179,11 +179,10 @@ class OnnxRuntimeBackend(Backend):
         self._runtime = f"onnxruntime {ort.__version__}"
         if self.placement is None:
             log.info("%s does not say which provider runs each node", self._runtime)
-        elif self.providers[0] == "TensorrtExecutionProvider" and self.placement.line(self.providers[0]):
+        elif self.providers[0] == "TensorrtExecutionProvider" and (cut := self.placement.line(self.providers[0])):
             # TensorRT's graph cut in pieces: each piece's inputs and outputs cross between
             # the engines and the other providers every chunk.
-            log.warning("onnxruntime's TensorRT provider does not run the whole graph: %s",
-                        self.placement.line(self.providers[0]))
+            log.warning("onnxruntime's TensorRT provider does not run the whole graph: %s", cut)
 
     def runs_on(self) -> str:
         """The provider the session runs on, and the precision it computes in (fp16 only
