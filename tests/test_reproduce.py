@@ -372,6 +372,52 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert not (kept2 / "arm" / "stages" / "train_task6.json").exists()
 
 
+def test_students_also_train_on_the_teachers_successful_rollouts(tmp_path):
+    """--teacher-rollouts N: the shipped teacher drives the twin N episodes a task on scenes
+    of its own, and the students train on the demonstrations followed by its successful
+    episodes (the failed ones deleted); a new machine makes that store again and finds it
+    the same (the twin, the teacher's sampling and the recorder are deterministic)."""
+    from shallowpi.data.store import EpisodeStore
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from teacher_rollouts import first_seed
+
+    work, kept = tmp_path / "work", tmp_path / "kept"
+    cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "cut6", "--episodes", "1",
+           "--teacher", f"arm={ROOT / 'robots' / 'arm' / 'teacher'}", "--teacher-rollouts", "2",
+           "--student-steps", "2", "--eval-episodes", "1", "--eval-time-s", "1", "--eval-workers", "1",
+           "--latency-repeats", "1", "--out", str(work), "--results", str(kept),
+           "--set", "policy.train.batch_size=2", "policy.train.warmup_steps=0", "policy.train.workers=0"]
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert stages_run(done) == ["record", "given_teacher", "teacher_rollouts", "train_cut6", "eval_cut6",
+                                "latency_teacher_6"]
+    assert json.loads((kept / "arm" / "recipe.json").read_text())["teacher_rollouts"] == 2
+    counts = json.loads((kept / "arm" / "stages" / "teacher_rollouts.json").read_text())["rollouts"]
+    assert list(counts) == ["cube_in_bowl", "push_block_left"]
+    assert all(c["kept"] + c["failed"] == 2 for c in counts.values()) and sum(c["kept"] for c in counts.values())
+    mixed = work / "arm" / "arm_rollouts.zarr"
+    with EpisodeStore.open(mixed) as store:
+        episodes = store.episodes
+    assert [e.extra["seed"] for e in episodes[:2]] == [0, 1]  # the demonstrations first, as recorded
+    rollouts = episodes[2:]
+    assert len(rollouts) == sum(c["kept"] for c in counts.values()) and all(e.success for e in rollouts)
+    for k, task in enumerate(counts):
+        seeds = [e.extra["seed"] for e in rollouts if e.task == episodes[k].task]
+        assert set(seeds) <= {first_seed(k), first_seed(k) + 1} and len(seeds) == counts[task]["kept"]
+    assert "policy_sha256" in rollouts[0].extra  # marked as a policy's episodes (deploy --record)
+    trained_on = OmegaConf.load(work / "arm" / "runs" / "cut6" / "config.yaml").dataset
+    assert Path(trained_on).resolve() == mixed.resolve()
+    # A new machine: the results came along, the work folder did not; a row added remakes the
+    # students' store (its stage kept) and finds it the same.
+    shutil.rmtree(work)
+    added = subprocess.run([*cmd[:cmd.index("cut6")], "kd6", *cmd[cmd.index("cut6") + 1:]], env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
+    assert stages_run(added) == ["train_kd6", "eval_kd6"] and mixed.is_dir()
+
+
 def stages_run(done: subprocess.CompletedProcess) -> list[str]:
     """The stages a run of reproduce.py ran, in order, from its "[time] robot: stage ..." lines."""
     return [line.split(": ", 1)[1].removesuffix(" ...") for line in done.stdout.splitlines()

@@ -69,9 +69,11 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,7 @@ from stage_cache import (
     weights_of,
     weights_sha256,
 )
+from teacher_rollouts import record_rollouts, rollout_summary, with_rollouts
 
 from shallowpi.config import parse_size
 from shallowpi.data.durable_io import write_json
@@ -131,6 +134,42 @@ class RecordedStore:
                     f"{' and '.join(differ)} ({self.stages.folder / 'record.json'}): a store left in --out by "
                     "another recipe (delete it), or this machine's twin records otherwise (use another --results)")
             self.checked = True
+        return self.path
+
+
+class StudentStore:
+    """The store the students train on: the demonstrations, and with --teacher-rollouts N
+    the teacher's N rollouts a task after them, its failed ones left out (teacher_rollouts.py),
+    made by the `teacher_rollouts` stage; on a machine that lacks it (the stage finished
+    elsewhere), made again and checked against its fingerprint like the recorded store."""
+
+    def __init__(self, robot: str, demos: RecordedStore, work: Path, args: argparse.Namespace, log: Path,
+                 stages: Stages) -> None:
+        self.robot, self.demos, self.work, self.args, self.log, self.stages = robot, demos, work, args, log, stages
+        self.path = work / f"{robot}_rollouts.zarr"
+
+    def _make(self, teacher: Path) -> dict[str, Any]:
+        parts = self.work / "rollouts"
+        record_rollouts(self.robot, teacher, parts, self.args.teacher_rollouts, self.log)
+        counts = with_rollouts(self.demos.ready(), parts, self.path, self.log)
+        shutil.rmtree(parts)
+        print(f"{self.robot}: the teacher's rollouts kept, a task: {rollout_summary(counts)}", flush=True)
+        return {"rollouts": counts, "fingerprint": store_fingerprint(self.path)}
+
+    def ready(self, teacher: Callable[[], Path]) -> Path:
+        """The students' store, made first when missing (`teacher()`: the checkpoint that
+        drives the rollouts). SystemExit in one line when a remade one differs from the
+        store the kept stages were trained on."""
+        if not self.args.teacher_rollouts:
+            return self.demos.ready()
+        made = self.stages.run("teacher_rollouts", lambda: self._make(teacher()))
+        with self.stages.lock("teacher_rollouts"):
+            if not self.path.exists():
+                found = self._make(teacher())["fingerprint"]
+                differ = [part for part in ("rows", "frames") if found[part] != made["fingerprint"][part]]
+                if differ:
+                    raise SystemExit(f"{self.path} was made again and differs from the store the kept stages were "
+                                     f"trained on in its {' and '.join(differ)}: use another --results")
         return self.path
 
 
@@ -281,7 +320,8 @@ def recipe_of(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     teacher = args.teachers.get(robot)
     return {key: getattr(args, key) for key in RECIPE} | {
         "task_noise": noise_of(robot, args.task_noise) or None,
-        "teacher": weights_sha256(teacher) if teacher else None}
+        "teacher": weights_sha256(teacher) if teacher else None,
+        "teacher_rollouts": args.teacher_rollouts or None}  # None: as folders made before the flag read
 
 
 def redo(robot: str, rows: list[str], stages: Stages, work: Path, kept: Path, given_teacher: bool) -> None:
@@ -340,6 +380,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
         teacher = stages.run("train_teacher", lambda: train_teacher(store.ready(), work / "runs" / "teacher", args, log))
         teacher_stage, teacher_path = "train_teacher", None
     redo_teacher = "--redo teacher"  # every row goes with a trained teacher (redo())
+    students_store = StudentStore(robot, store, work, args, log, stages)
 
     def teacher_weights(why: str) -> Path:
         return teacher_path or weights_of(teacher_stage, teacher, why, redo_teacher)
@@ -354,7 +395,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
 
         def ready() -> None:
             paths["teacher"] = teacher_weights(f"{name} is to be made")
-            paths["store"] = store.ready()
+            paths["store"] = students_store.ready(lambda: paths["teacher"])
 
         result = stages.run(name, lambda: train_student(row, paths["store"], paths["teacher"], run, args, log),
                             before=ready)
@@ -450,6 +491,9 @@ def main() -> None:
     ap.add_argument("--task-noise", nargs="*", metavar="TASK=NOISE",
                     help="a task's own DART noise, e.g. cube_in_bowl=0.01, for every robot of the run "
                          "that has the task (the other tasks keep --sim-noise)")
+    ap.add_argument("--teacher-rollouts", type=int, default=0, metavar="N",
+                    help="the students also train on N of the teacher's own episodes a task in the twin, its "
+                         "successful ones (teacher_rollouts.py; default 0: the demonstrations alone)")
     ap.add_argument("--teacher-steps", type=int, help="the teacher's training steps (default: the preset's)")
     ap.add_argument("--teacher", action="append", default=[], metavar="ROBOT=CKPT",
                     help="use this trained teacher for ROBOT instead of training one, e.g. "

@@ -6,6 +6,7 @@ robot goes before each episode: Executor.go_to_start).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import time
@@ -22,16 +23,10 @@ log = logging.getLogger(__name__)
 def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
     """--policy (`args.policy`, Path) as a bundle (it holds a manifest) or a checkpoint made
     into one at `args.bundle` (reused while it verifies, holds the graph `backend` runs and
-    was built by this code). Raises ConfigError (one line) for no policy there, a bundle
-    without that graph, a --bundle folder that is not a bundle, or a checkpoint on an
+    was built by this code; deployments started together build it once). Raises ConfigError
+    (one line) for no policy there, a bundle without that graph, a --bundle folder that is not a bundle, or a checkpoint on an
     install without training; BundleError and ExportError as building does."""
-    from shallowpi.deploy.bundle import (
-        MANIFEST,
-        Bundle,
-        BundleError,
-        build_bundle,
-        code_fingerprint,
-    )
+    from shallowpi.deploy.bundle import MANIFEST, Bundle, code_fingerprint
     from shallowpi.errors import ConfigError
 
     graphs = () if backend == "torch" else ("chunk",)
@@ -65,6 +60,20 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
         # Building replaces the folder: never one that is not a bundle (`--bundle ~/robot`).
         raise ConfigError(f"{out} exists and is not a deploy bundle (no {MANIFEST}); building one there would "
                           "replace it: pass another --bundle folder or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Deployments of one checkpoint started together (a teacher's rollouts, a task a core)
+    # share its bundle: the later ones wait for the first one's build and reuse it, instead
+    # of building into the same folder at once or replacing it while the first loads it.
+    with open(out.with_name(f".{out.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _verified_or_built(out, weights, graphs)
+
+
+def _verified_or_built(out: Path, weights: Path, graphs: tuple[str, ...]) -> Any:
+    """The bundle at `out` when it holds `weights` with `graphs`, built by this code; else
+    one built there from `weights`, replacing it."""
+    from shallowpi.deploy.bundle import Bundle, BundleError, build_bundle
+
     if out.exists():
         try:
             bundle = Bundle.load(out)

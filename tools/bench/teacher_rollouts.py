@@ -1,0 +1,103 @@
+"""The teacher's own episodes in the twin as more training data for its students
+(`reproduce.py --teacher-rollouts N`; BENCHMARKS.md "Distillation" (b18)).
+
+The paper's students learn from the fine-tuning demonstrations and from the teacher's
+velocities on them. Here the teacher also drives the twin: N episodes of every task
+(`platform deploy --sim --record`, the torch backend, sync selection: each chunk computed
+before the loop goes on, as `eval --sim` does), on scenes neither the demonstrations nor
+`eval --sim` use; the successful ones join the demonstrations in one store, the failed ones
+are deleted. A student trained on that store learns the teacher's behaviour on states the
+scripted expert never showed, labelled with the commands the teacher sent: sequence-level
+knowledge distillation (Kim and Rush, "Sequence-Level Knowledge Distillation", EMNLP 2016),
+the teacher's outputs on its own inputs as the student's training targets. The paper's loss
+terms then act on these episodes too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from closed_loop import platform
+
+from shallowpi.data.store import EpisodeStore
+from shallowpi.data.store_edit import delete_episodes
+from shallowpi.robots.sim.episode import EVAL_SEEDS
+from shallowpi.robots.sim.tasks import make_tasks
+
+# Task k's rollouts start at seed ROLLOUT_SEEDS + k * 100,000: past eval --sim's held-out
+# scenes, and past what any recording of fewer than a million demonstrations reaches (record
+# uses the seeds below 1000, then EVAL_SEEDS.stop onward).
+ROLLOUT_SEEDS = 2 * EVAL_SEEDS.stop
+SEEDS_PER_TASK = 100_000
+
+
+def first_seed(task_index: int) -> int:
+    """The scene seed of task `task_index`'s first rollout (its order in make_tasks)."""
+    return ROLLOUT_SEEDS + task_index * SEEDS_PER_TASK
+
+
+def record_rollouts(robot: str, teacher: Path, parts: Path, episodes: int, log: Path) -> None:
+    """`episodes` of every task of `robot` driven by the checkpoint `teacher` in the twin,
+    each task into its own store parts/<task>.zarr, the tasks on one process each at once
+    (the twin renders on the CPU: one a core). A part left by an interrupted run is recorded
+    again whole (a deployment has no --resume; a task takes minutes). The processes share
+    one deploy bundle, parts/teacher.bundle (built once), and each publishes its telemetry
+    on its own socket. SystemExit when a deployment failed."""
+    parts.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+
+    def deploy(k: int, task: str) -> None:
+        path = parts / f"{task}.zarr"
+        if path.exists():
+            with EpisodeStore.open(path) as store:
+                if len(store) == episodes:
+                    return
+            shutil.rmtree(path)
+        done = platform("deploy", "--policy", str(teacher), "--sim", "--robot", robot, "--task", task,
+                        "--episodes", str(episodes), "--seed", str(first_seed(k)), "--record", str(path),
+                        "--bundle", str(parts / "teacher.bundle"), "--backend", "torch", "--strategy", "sync",
+                        "--no-tui",
+                        f"telemetry.address=/tmp/shallowpi-rollouts-{os.getpid()}-{k}.sock", log=log)
+        if done.returncode:
+            failed.append(task)
+
+    threads = [threading.Thread(target=deploy, args=(k, task), daemon=True)
+               for k, task in enumerate(make_tasks(robot))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise SystemExit(f"the teacher's rollouts of {', '.join(failed)} failed; see {log}")
+
+
+def with_rollouts(demos: Path, parts: Path, out: Path, log: Path) -> dict[str, dict[str, int]]:
+    """Write `out`: the store `demos`, then the successful episodes of every part store in
+    `parts` (recorded by record_rollouts; their failed episodes are deleted from them first).
+    Returns {task name: {"kept": n, "failed": m}}. SystemExit when the merge failed (the
+    features, rate or calibration of the rollouts differ from the demonstrations')."""
+    counts: dict[str, dict[str, int]] = {}
+    recorded = sorted(parts.glob("*.zarr"))
+    for path in recorded:
+        with EpisodeStore.open(path, "a") as store:
+            failed = [e.index for e in store.episodes if not e.success]
+            counts[path.stem] = {"kept": len(store) - len(failed), "failed": len(failed)}
+            if failed:
+                delete_episodes(store, failed)
+    merging = out.with_name(out.stem + ".merging.zarr")
+    shutil.rmtree(merging, ignore_errors=True)
+    sources = [demos, *(path for path in recorded if counts[path.stem]["kept"])]
+    if platform("dataset", "merge", *map(str, sources), "--out", str(merging), log=log).returncode:
+        raise SystemExit(f"merging the teacher's rollouts into the demonstrations failed; see {log}")
+    shutil.rmtree(out, ignore_errors=True)
+    merging.rename(out)
+    return counts
+
+
+def rollout_summary(counts: dict[str, dict[str, Any]]) -> str:
+    """One line: how many rollouts each task kept, of how many."""
+    return ", ".join(f"{task} {c['kept']}/{c['kept'] + c['failed']}" for task, c in counts.items())
