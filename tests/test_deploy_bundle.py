@@ -211,3 +211,34 @@ def test_a_bundle_names_the_code_that_built_it_and_deploy_rebuilds_one_of_other_
 
     with pytest.raises(ConfigError, match="holds no chunk graph, which the onnxruntime backend runs: rebuild"):
         policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "onnxruntime")
+
+
+def test_deployments_started_together_build_one_bundle_and_share_it(tmp_path, capsys):
+    """Two deployments of one checkpoint at once (reproduce.py's teacher rollouts run a task
+    a core) built its bundle into the same staging folder, and one crashed on a file the
+    other had just removed. One builds now; the other waits for it and reuses it."""
+    import argparse
+    import threading
+
+    from shallowpi.commands.deploy_policy import policy_bundle
+
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+    start = threading.Barrier(2)
+    bundles, errors = [], []
+
+    def deploy() -> None:
+        start.wait()
+        try:
+            bundles.append(policy_bundle(argparse.Namespace(policy=ckpt, bundle=tmp_path / "ckpt.bundle"), "torch"))
+        except Exception as exc:  # noqa: BLE001 - reported below, with the other thread's outcome
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deploy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    out = capsys.readouterr().out
+    assert errors == [] and len(bundles) == 2
+    assert out.count("building the deploy bundle") == 1 and out.count("(verified)") == 1
+    assert Bundle.load(tmp_path / "ckpt.bundle").checkpoint_digest == bundles[0].checkpoint_digest
