@@ -230,7 +230,7 @@ def test_deployments_started_together_build_one_bundle_and_share_it(tmp_path, ca
         start.wait()
         try:
             bundles.append(policy_bundle(argparse.Namespace(policy=ckpt, bundle=tmp_path / "ckpt.bundle"), "torch"))
-        except Exception as exc:  # noqa: BLE001 - reported below, with the other thread's outcome
+        except Exception as exc:  # reported below, beside the other thread's outcome
             errors.append(exc)
 
     threads = [threading.Thread(target=deploy) for _ in range(2)]

@@ -547,3 +547,36 @@ def test_training_seeds_pools_the_pairs_of_runs_that_differ_only_in_the_students
     bare = variant("bare", {"set": ["distill.train.seed=3"]},
                    lambda rows: rows["task6"]["tasks"]["push_block_left"].pop("seeds"))
     assert "task6 has no per-seed outcomes for push_block_left" in refused(kept_folder, bare)
+
+
+def test_paired_rows_compares_kept_rows_of_different_runs_seed_by_seed(tmp_path):
+    """tools/bench/paired_rows.py on the kept 40-a-task pairs gives training_seeds.py's
+    counts (BENCHMARKS.md (b17): 26/18 and 27/24, 53/42 summed) and refuses rows judged by
+    other detectors or on other seeds, and an odd number of rows."""
+    script = ROOT / "tools" / "bench" / "paired_rows.py"
+    pairs = ["docs/reproduce_few40:shallow6", "docs/reproduce_few40:task6",
+             "docs/reproduce_few40_seed1:shallow6", "docs/reproduce_few40_seed1:task6"]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    done = run(*pairs, "--teacher", "docs/reproduce:teacher")
+    assert done.returncode == 0, done.stderr
+    assert "**26 / 18 (p = 0.291)**" in done.stdout and "**27 / 24 (p = 0.780)**" in done.stdout
+    assert "summed over the 2 pairs: 53 / 42 (p = 0.305)" in done.stdout
+    assert "- docs/reproduce_few40:shallow6: under its interval on cube_in_bowl" in done.stdout
+    assert "- docs/reproduce:teacher" not in done.stdout
+    assert run(*pairs[:3]).returncode == 2
+    # The same row kept by a run whose detectors changed since, then on fewer seeds.
+    other = tmp_path / "other"
+    shutil.copytree(ROOT / "docs" / "reproduce_few40", other)
+    stage = other / "arm" / "stages" / "eval_task6.json"
+    kept = json.loads(stage.read_text())
+    stage.write_text(json.dumps(kept | {"judge_sha256": "0" * 64}))
+    judged = run(pairs[0], f"{other}:task6")
+    assert judged.returncode == 1 and "were judged by different code" in judged.stderr
+    fewer = {t: r | {"seeds": dict(list(r["seeds"].items())[:100])} for t, r in kept["tasks"].items()}
+    stage.write_text(json.dumps(kept | {"tasks": fewer}))
+    seeds = run(pairs[0], f"{other}:task6")
+    assert seeds.returncode == 1 and "were not judged on the same tasks and seeds" in seeds.stderr
