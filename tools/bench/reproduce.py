@@ -25,6 +25,10 @@ policy.train.successful_only=true, the recipe that has failed demonstrations to 
     shallow6f  shallow6, and the demonstrations successful_only leaves out train it through
                the teacher's terms (distill.failed_episodes=teacher)
 
+With `--teacher-rollouts N` the students train on the demonstrations followed by the
+teacher's successful episodes of N in the twin a task (teacher_rollouts.py: sequence-level
+distillation, a stage of its own; every row of the folder, the task-only ones too).
+
 Resumable: every stage writes its result as JSON under --results (default: --out) when it
 finishes, and a rerun of the same command skips it; an interrupted training continues from
 its last checkpoint (`--resume`), an interrupted evaluation from its last finished block of
