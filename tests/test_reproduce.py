@@ -375,15 +375,16 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
 def test_students_also_train_on_the_teachers_successful_rollouts(tmp_path):
     """--teacher-rollouts N: the shipped teacher drives the twin N episodes a task on scenes
     of its own, and the students train on the demonstrations followed by its successful
-    episodes (the failed ones deleted); a new machine makes that store again and finds it
-    the same (the twin, the teacher's sampling and the recorder are deterministic)."""
+    episodes (the failed ones left out); a new machine makes that store again and finds it
+    the same (the twin, the teacher's sampling on the CPU and the recorder are
+    deterministic), and refuses to train on one that differs from the kept stage's."""
     from shallowpi.data.store import EpisodeStore
 
     sys.path.insert(0, str(SCRIPT.parent))
     from teacher_rollouts import first_seed
 
     work, kept = tmp_path / "work", tmp_path / "kept"
-    cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "cut6", "--episodes", "1",
+    cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "kd6", "--episodes", "1",
            "--teacher", f"arm={ROOT / 'robots' / 'arm' / 'teacher'}", "--teacher-rollouts", "2",
            "--student-steps", "2", "--eval-episodes", "1", "--eval-time-s", "1", "--eval-workers", "1",
            "--latency-repeats", "1", "--out", str(work), "--results", str(kept),
@@ -391,7 +392,7 @@ def test_students_also_train_on_the_teachers_successful_rollouts(tmp_path):
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert stages_run(done) == ["record", "given_teacher", "teacher_rollouts", "train_cut6", "eval_cut6",
+    assert stages_run(done) == ["record", "given_teacher", "teacher_rollouts", "train_kd6", "eval_kd6",
                                 "latency_teacher_6"]
     assert json.loads((kept / "arm" / "recipe.json").read_text())["teacher_rollouts"] == 2
     counts = json.loads((kept / "arm" / "stages" / "teacher_rollouts.json").read_text())["rollouts"]
@@ -407,15 +408,58 @@ def test_students_also_train_on_the_teachers_successful_rollouts(tmp_path):
         seeds = [e.extra["seed"] for e in rollouts if e.task == episodes[k].task]
         assert set(seeds) <= {first_seed(k), first_seed(k) + 1} and len(seeds) == counts[task]["kept"]
     assert "policy_sha256" in rollouts[0].extra  # marked as a policy's episodes (deploy --record)
-    trained_on = OmegaConf.load(work / "arm" / "runs" / "cut6" / "config.yaml").dataset
+    trained_on = OmegaConf.load(work / "arm" / "runs" / "kd6" / "config.yaml").dataset
     assert Path(trained_on).resolve() == mixed.resolve()
+    assert not (work / "arm" / "rollouts").exists()  # merged and kept: the parts are spent
     # A new machine: the results came along, the work folder did not; a row added remakes the
-    # students' store (its stage kept) and finds it the same.
+    # students' store (its stage kept) and finds it the same, then refuses one that differs.
     shutil.rmtree(work)
-    added = subprocess.run([*cmd[:cmd.index("cut6")], "kd6", *cmd[cmd.index("cut6") + 1:]], env=env,
+    added = subprocess.run([*cmd[:cmd.index("kd6")], "task6", *cmd[cmd.index("kd6") + 1:]], env=env,
                            capture_output=True, text=True, timeout=900)
     assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
-    assert stages_run(added) == ["train_kd6", "eval_kd6"] and mixed.is_dir()
+    assert stages_run(added) == ["train_task6", "eval_task6"] and mixed.is_dir()
+    stage = kept / "arm" / "stages" / "teacher_rollouts.json"
+    made = json.loads(stage.read_text())
+    stage.write_text(json.dumps(made | {"fingerprint": made["fingerprint"] | {"rows": "0" * 64}}))
+    shutil.rmtree(mixed)
+    other = subprocess.run([*cmd[:cmd.index("kd6")], "shallow6", *cmd[cmd.index("kd6") + 1:]], env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert other.returncode == 1 and "arm_rollouts.zarr was made again and differs from the store" in other.stderr
+    assert not (kept / "arm" / "stages" / "train_shallow6.json").exists()
+
+
+def test_the_rollouts_join_the_demonstrations_less_the_teachers_failures(tmp_path):
+    """teacher_rollouts.with_rollouts on stores of known outcomes: every demonstration is
+    kept, a failed one too (the recipe decides what trains); of the teacher's episodes only
+    the successful; every task's part must be there."""
+    from store_fixtures import make_store, stamp_episode
+
+    from shallowpi.data.store import EpisodeStore
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from teacher_rollouts import first_seed, with_rollouts
+
+    make_store(tmp_path / "demos.zarr", episodes=3, scene_seeds=[0, 1, 2]).close()  # the second one failed
+    parts = tmp_path / "parts"
+    for k, task in enumerate(["cube_in_bowl", "push_block_left"]):
+        part = parts / f"{task}.zarr"
+        make_store(part, episodes=2, scene_seeds=[first_seed(k), first_seed(k) + 1]).close()  # the second failed
+        for index in range(2):
+            info = json.loads((part / "episodes" / f"{index}.json").read_text())
+            stamp_episode(part, index, extra=info["extra"] | {"policy_sha256": "a" * 64})
+    log = tmp_path / "log.txt"
+    counts = with_rollouts("arm", tmp_path / "demos.zarr", parts, tmp_path / "out.zarr", log)
+    assert counts == {"cube_in_bowl": {"kept": 1, "failed": 1}, "push_block_left": {"kept": 1, "failed": 1}}
+    with EpisodeStore.open(tmp_path / "out.zarr") as out:
+        assert [(e.extra["seed"], e.success) for e in out.episodes] == [
+            (0, True), (1, False), (2, True), (first_seed(0), True), (first_seed(1), True)]
+    assert not (tmp_path / "out.merging.zarr").exists()
+    for part in parts.glob("*.zarr"):  # the parts stay whole: a rerun records none of them again
+        with EpisodeStore.open(part) as store:
+            assert len(store) == 2
+    shutil.rmtree(parts / "push_block_left.zarr")
+    with pytest.raises(SystemExit, match="no rollouts in .* for push_block_left.zarr: record them first"):
+        with_rollouts("arm", tmp_path / "demos.zarr", parts, tmp_path / "again.zarr", log)
 
 
 def stages_run(done: subprocess.CompletedProcess) -> list[str]:

@@ -77,7 +77,6 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +93,7 @@ from stage_cache import (
     weights_of,
     weights_sha256,
 )
-from teacher_rollouts import record_rollouts, rollout_summary, with_rollouts
+from teacher_rollouts import SEEDS_PER_TASK, record_rollouts, rollout_summary, with_rollouts
 
 from shallowpi.config import parse_size
 from shallowpi.data.durable_io import write_json
@@ -142,38 +141,46 @@ class RecordedStore:
 
 
 class StudentStore:
-    """The store the students train on: the demonstrations, and with --teacher-rollouts N
-    the teacher's N rollouts a task after them, its failed ones left out (teacher_rollouts.py),
-    made by the `teacher_rollouts` stage; on a machine that lacks it (the stage finished
-    elsewhere), made again and checked against its fingerprint like the recorded store."""
+    """The store the trained students learn from: the demonstrations, and with
+    --teacher-rollouts N the teacher's N rollouts a task after them, its failed ones left
+    out (teacher_rollouts.py), made by the `teacher_rollouts` stage, which names the
+    teacher that drove them. On a machine that lacks the store (the stage finished
+    elsewhere) it is made again and checked against the stage's fingerprint, as the recorded
+    store is; the teacher runs on the CPU there too, but a CPU of another kind may round
+    otherwise, and the closed loop then makes other episodes: the check says so."""
 
     def __init__(self, robot: str, demos: RecordedStore, work: Path, args: argparse.Namespace, log: Path,
                  stages: Stages) -> None:
         self.robot, self.demos, self.work, self.args, self.log, self.stages = robot, demos, work, args, log, stages
         self.path = work / f"{robot}_rollouts.zarr"
 
-    def _make(self, teacher: Path) -> dict[str, Any]:
-        parts = self.work / "rollouts"
-        record_rollouts(self.robot, teacher, parts, self.args.teacher_rollouts, self.log)
-        counts = with_rollouts(self.demos.ready(), parts, self.path, self.log)
-        shutil.rmtree(parts)
+    def _make(self, teacher: Path, sha: str) -> dict[str, Any]:
+        parts = self.work / "rollouts" / sha[:16]  # another teacher's parts are never reused
+        record_rollouts(self.robot, teacher, self.demos.ready(), parts, self.args.teacher_rollouts, self.log)
+        counts = with_rollouts(self.robot, self.demos.ready(), parts, self.path, self.log)
         print(f"{self.robot}: the teacher's rollouts kept, a task: {rollout_summary(counts)}", flush=True)
-        return {"rollouts": counts, "fingerprint": store_fingerprint(self.path)}
+        return {"rollouts": counts, "teacher_sha256": sha, "fingerprint": store_fingerprint(self.path)}
 
-    def ready(self, teacher: Callable[[], Path]) -> Path:
-        """The students' store, made first when missing (`teacher()`: the checkpoint that
-        drives the rollouts). SystemExit in one line when a remade one differs from the
-        store the kept stages were trained on."""
+    def ready(self, teacher: Path) -> Path:
+        """The students' store for those cut from the checkpoint `teacher`, made first when
+        missing. SystemExit in one line when the kept stage's rollouts were driven by another
+        teacher, or a store made again differs from the one the kept stages trained on."""
         if not self.args.teacher_rollouts:
             return self.demos.ready()
-        made = self.stages.run("teacher_rollouts", lambda: self._make(teacher()))
+        sha = weights_sha256(teacher)
+        made = self.stages.run("teacher_rollouts", lambda: self._make(teacher, sha))
+        if made["teacher_sha256"] != sha:
+            raise SystemExit(f"the kept teacher_rollouts stage was driven by another teacher than {teacher}: "
+                             "rerun with --redo teacher, or use another --results")
         with self.stages.lock("teacher_rollouts"):
             if not self.path.exists():
-                found = self._make(teacher())["fingerprint"]
+                found = self._make(teacher, sha)["fingerprint"]
                 differ = [part for part in ("rows", "frames") if found[part] != made["fingerprint"][part]]
                 if differ:
                     raise SystemExit(f"{self.path} was made again and differs from the store the kept stages were "
-                                     f"trained on in its {' and '.join(differ)}: use another --results")
+                                     f"trained on in its {' and '.join(differ)} (the teacher's episodes came out "
+                                     "otherwise on this machine): use another --results")
+            shutil.rmtree(self.work / "rollouts", ignore_errors=True)  # merged and kept: the parts are spent
         return self.path
 
 
@@ -359,6 +366,7 @@ def redo(robot: str, rows: list[str], stages: Stages, work: Path, kept: Path, gi
     if teacher_trained:
         for timing in stages.folder.glob("latency_*.json"):
             stages.forget(timing.stem)
+        stages.forget("teacher_rollouts")  # driven by the teacher made again
 
 
 def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -399,7 +407,8 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
 
         def ready() -> None:
             paths["teacher"] = teacher_weights(f"{name} is to be made")
-            paths["store"] = students_store.ready(lambda: paths["teacher"])
+            # The untrained cut learns nothing from its store: it needs no rollouts made.
+            paths["store"] = students_store.ready(paths["teacher"]) if row.trained else store.ready()
 
         result = stages.run(name, lambda: train_student(row, paths["store"], paths["teacher"], run, args, log),
                             before=ready)
@@ -528,6 +537,8 @@ def main() -> None:
                          "Kept in git, they carry a run across machines: docs/reproduce holds BENCHMARKS.md's")
     args = ap.parse_args()
     args.results = args.results or args.out
+    if not 0 <= args.teacher_rollouts <= SEEDS_PER_TASK:
+        ap.error(f"--teacher-rollouts must be 0 to {SEEDS_PER_TASK:,} (a task's rollout seeds)")
     if args.rows and args.redo:  # a row made again is a row of this run
         args.rows = list(dict.fromkeys([*args.rows, *args.redo]))
     args.task_noise = parse_task_noise(args.task_noise, args.robots)

@@ -34,9 +34,9 @@ operator stops or e-stops.
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
 each chunk lands ceil(measured latency x fps) ticks after it was asked for, as on a robot
 (--realtime paces the loop by the wall clock instead, inference truly beside it).
-Robot, task and camera size come from the checkpoint's training store, as for
-`platform eval --sim` (without one, the policy's input size); --robot, --task override
-them. Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop cleanly.
+Robot, task, camera size and image codec come from the checkpoint's training store (or
+--dataset), as for `platform eval --sim` (without one, the policy's input size); --robot,
+--task override them. Ctrl-C, SIGTERM and SIGHUP (the terminal closed) stop cleanly.
 """
 
 from __future__ import annotations
@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "without it, drive the robot")
     parser.add_argument("--task", help="task name or instruction (twin: default the training store's); "
                                        "on the robot, the instruction (required)")
+    parser.add_argument("--dataset", help="--sim: render the twin as this dataset was recorded (its size and "
+                                          "image codec), as `eval --sim --dataset` does; default the checkpoint's "
+                                          "training store (a name under the data root, or a path)")
     parser.add_argument("--episodes", type=at_least(1), default=3, help="episodes to run (default 3)")
     parser.add_argument("--seed", type=at_least(0), help="--sim: seed of the first episode (default 1000, the twins' "
                         "first held-out scene)")
@@ -176,6 +179,13 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         raise ConfigError(f"--speed-scale must be in (0, 1]: it can only slow the robot, got {args.speed_scale:g}")
     base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
                                                             overrides=args.overrides)))
+    args.twin_store = None
+    if args.dataset:
+        if not args.sim:
+            raise ConfigError("--dataset sets how the twin renders, for --sim: the robot's cameras are its own")
+        args.twin_store = config.resolve_dataset(args.dataset, config.data_root(base))
+        if not args.twin_store.exists():  # a typo would show the policy other renders, silently
+            raise ConfigError(f"--dataset {args.dataset}: no dataset at {args.twin_store}")
     # A slower policy on a real arm is an experiment nobody should run by accident: by the
     # flag or by the config key it sets.
     if (args.delay_ms or float(base.deploy.injected_delay_s or 0.0)) and not args.sim:

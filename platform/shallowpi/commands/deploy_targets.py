@@ -199,8 +199,9 @@ class RobotTarget(_SpecFacts):
 
 
 def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
-    """Robot, task and render size from the checkpoint's training store (flags override),
-    checked against the policy's features. Raises CheckpointError / SimError in one line."""
+    """Robot, task, render size and image codec from the checkpoint's training store, or
+    the store `args.twin_store` (--dataset) when given (flags override), checked against the
+    policy's features. Raises CheckpointError / SimError in one line."""
     from pathlib import Path
 
     from shallowpi import config
@@ -208,7 +209,7 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     from shallowpi.policy.policy import Features
     from shallowpi.robots.sim.twin import TwinSpec
 
-    store = bundle.checkpoint_metadata.get("dataset")
+    store = getattr(args, "twin_store", None) or bundle.checkpoint_metadata.get("dataset")
     target = sim_target(Path(store) if store else None, args.robot, args.task, None,
                         input_size=bundle.config["vision"]["image_size"])
     cfg = config.compose([f"robot={target.robot}", *_flag_overrides(args, robot=False)])
