@@ -239,10 +239,11 @@ def test_a_dashboard_that_dies_stops_the_executor_and_gives_the_terminal_back(tr
 
 
 def test_experiment_flags_are_refused_on_the_robot_in_one_line(tmp_path):
-    """--delay-ms (or the config key it sets) slows a real arm's policy on purpose, --realtime
-    and --seed mean nothing there: each is refused before anything connects (no robot is
-    attached here)."""
-    for flag in (["--delay-ms", "300"], ["deploy.injected_delay_s=0.3"], ["--realtime"], ["--seed", "5"]):
+    """--delay-ms (or the config key it sets) slows a real arm's policy on purpose, --realtime,
+    --seed and --dataset (the twin's renders) mean nothing there: each is refused before
+    anything connects (no robot is attached here)."""
+    for flag in (["--delay-ms", "300"], ["deploy.injected_delay_s=0.3"], ["--realtime"], ["--seed", "5"],
+                 ["--dataset", "demo"]):
         result = subprocess.run(platform_cmd("deploy", "--policy", str(tmp_path / "none"), *flag),
                                 capture_output=True, text=True, env=subprocess_env(), timeout=120)
         assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
@@ -356,6 +357,30 @@ def test_deploy_sim_shows_the_policy_the_frames_its_store_gave_back(trained, tmp
     assert (target.spec.render_width, target.spec.render_height) == SIZE
     with EpisodeStore.open(trained["root"] / "demo.zarr") as store:
         assert type(target.image_codec).__name__.lower().startswith(store.settings.image_codec)
+
+
+def test_deploy_sim_dataset_renders_the_twin_as_that_store_was_recorded(trained, tmp_path, capsys):
+    # --dataset: a checkpoint that names no store (the shipped teacher) is shown the twin at
+    # the store's size, each frame through its codec, as eval --sim --dataset shows it (the
+    # teacher's rollouts must see what its evaluation sees); a store that is not there is
+    # refused in one line.
+    import argparse
+
+    from conftest import REPO_ROOT
+    from shallowpi.commands.deploy_targets import twin_target
+    from shallowpi.deploy.bundle import build_bundle
+
+    bundle = build_bundle(REPO_ROOT / "robots" / "arm" / "teacher", tmp_path / "bundle", graphs=())
+    store = trained["root"] / "demo.zarr"
+    args = argparse.Namespace(robot="arm", task=None, jetson=None, data_root=None, overrides=[],
+                              episode_time_s=None, sim="direct", twin_store=store)
+    target = twin_target(args, bundle)
+    assert (target.spec.render_width, target.spec.render_height) == SIZE
+    with EpisodeStore.open(store) as opened:
+        assert type(target.image_codec).__name__.lower().startswith(opened.settings.image_codec)
+    assert "names no training store" not in capsys.readouterr().out
+    missing = deploy(trained, "--sim", "--dataset", str(tmp_path / "nowhere.zarr"))
+    assert missing.returncode == 2 and f"--dataset {tmp_path / 'nowhere.zarr'}: no dataset at" in missing.stderr
 
 
 @pytest.mark.parametrize(("flag", "setting", "expected"), [

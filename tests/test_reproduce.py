@@ -432,9 +432,8 @@ def test_the_rollouts_join_the_demonstrations_less_the_teachers_failures(tmp_pat
     """teacher_rollouts.with_rollouts on stores of known outcomes: every demonstration is
     kept, a failed one too (the recipe decides what trains); of the teacher's episodes only
     the successful; every task's part must be there."""
-    from store_fixtures import make_store, stamp_episode
-
     from shallowpi.data.store import EpisodeStore
+    from store_fixtures import make_store, stamp_episode
 
     sys.path.insert(0, str(SCRIPT.parent))
     from teacher_rollouts import first_seed, with_rollouts
@@ -458,7 +457,7 @@ def test_the_rollouts_join_the_demonstrations_less_the_teachers_failures(tmp_pat
         with EpisodeStore.open(part) as store:
             assert len(store) == 2
     shutil.rmtree(parts / "push_block_left.zarr")
-    with pytest.raises(SystemExit, match="no rollouts in .* for push_block_left.zarr: record them first"):
+    with pytest.raises(SystemExit, match=r"no rollouts in .* for push_block_left\.zarr: record them first"):
         with_rollouts("arm", tmp_path / "demos.zarr", parts, tmp_path / "again.zarr", log)
 
 
@@ -609,9 +608,13 @@ def test_paired_rows_compares_kept_rows_of_different_runs_seed_by_seed(tmp_path)
     assert done.returncode == 0, done.stderr
     assert "**26 / 18 (p = 0.291)**" in done.stdout and "**27 / 24 (p = 0.780)**" in done.stdout
     assert "summed over the 2 pairs: 53 / 42 (p = 0.305)" in done.stdout
-    assert "- docs/reproduce_few40:shallow6: under its interval on cube_in_bowl" in done.stdout
+    assert "- docs/reproduce_few40:shallow6: under its interval on cube_in_bowl; seeds only it / only the " \
+        "teacher solved" in done.stdout
     assert "- docs/reproduce:teacher" not in done.stdout
     assert run(*pairs[:3]).returncode == 2
+    shared = run(pairs[0], pairs[1], pairs[0], pairs[3])  # one row in two pairs: their counts are dependent
+    assert shared.returncode == 0 and "not summed over the 2 pairs" in shared.stdout and "summed over" not in \
+        shared.stdout.replace("not summed over", "")
     # The same row kept by a run whose detectors changed since, then on fewer seeds.
     other = tmp_path / "other"
     shutil.copytree(ROOT / "docs" / "reproduce_few40", other)
@@ -620,6 +623,8 @@ def test_paired_rows_compares_kept_rows_of_different_runs_seed_by_seed(tmp_path)
     stage.write_text(json.dumps(kept | {"judge_sha256": "0" * 64}))
     judged = run(pairs[0], f"{other}:task6")
     assert judged.returncode == 1 and "were judged by different code" in judged.stderr
+    later = run(*pairs[:2], pairs[0], f"{other}:task6")  # a later pair is checked against the first too
+    assert later.returncode == 1 and "were judged by different code" in later.stderr
     fewer = {t: r | {"seeds": dict(list(r["seeds"].items())[:100])} for t, r in kept["tasks"].items()}
     stage.write_text(json.dumps(kept | {"tasks": fewer}))
     seeds = run(pairs[0], f"{other}:task6")

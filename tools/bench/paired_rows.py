@@ -7,11 +7,16 @@ FOLDER:ROW pairs (A B, then optionally more pairs, pooled): a student trained on
 (b18: the teacher's rollouts added) against the one it is to beat. For each pair it prints
 both rows' successes a task with 95 % intervals, the seeds only one solved with the exact
 McNemar p, and, over every pair, the summed counts (McNemar stratified by pair; like each
-pair's, a test of these students on these seeds, not of a training recipe). With
-`--teacher FOLDER:ROW` it says which rows are within that row's interval on every task.
+pair's, a test of these students on these seeds, not of a training recipe; not made when a
+row is in two pairs, whose counts would then be dependent). With `--teacher FOLDER:ROW` it
+says which rows' rates are within that row's 95 % interval on every task (the issues'
+criterion: the row's own uncertainty is not in it) and counts each row against it seed by
+seed.
 
     python tools/bench/paired_rows.py docs/reproduce_roll40:shallow6 docs/reproduce_few40:task6 \\
-        docs/reproduce_roll40:shallow6 docs/reproduce_few40_seed1:task6 --teacher docs/reproduce:teacher
+        --teacher docs/reproduce:teacher
+    python tools/bench/paired_rows.py docs/reproduce_few40:shallow6 docs/reproduce_few40:task6 \\
+        docs/reproduce_few40_seed1:shallow6 docs/reproduce_few40_seed1:task6
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ def kept_row(spec: str, robot: str) -> dict[str, Any]:
     tasks = {task: r.get("seeds") for task, r in kept["tasks"].items()}
     if not all(tasks.values()):
         raise Mismatch(f"{spec}: kept without per-seed outcomes (before they were recorded)")
+    if not kept.get("judge_sha256"):
+        raise Mismatch(f"{spec}: kept without the sha256 of the code that judged it")
     return {"name": spec, "tasks": tasks, "judge_sha256": kept["judge_sha256"]}
 
 
@@ -78,10 +85,10 @@ def main() -> None:
         ap.error("give the rows in pairs, A B [A2 B2 ...]")
     try:
         rows = [kept_row(spec, args.robot) for spec in args.rows]
-        pairs = [(rows[i], rows[i + 1], compare(rows[i], rows[i + 1])) for i in range(0, len(rows), 2)]
         teacher = kept_row(args.teacher, args.robot) if args.teacher else None
-        if teacher:
-            compare(teacher, rows[0])  # the same seeds and detectors
+        for row in [*rows[1:], *([teacher] if teacher else [])]:
+            compare(rows[0], row)  # every row on the same seeds, by the same detectors
+        pairs = [(rows[i], rows[i + 1], compare(rows[i], rows[i + 1])) for i in range(0, len(rows), 2)]
     except (Mismatch, OSError) as exc:
         sys.exit(f"paired_rows: {exc}")
     tasks = list(rows[0]["tasks"])
@@ -95,7 +102,10 @@ def main() -> None:
         print(f"| {b['name']} | " + " | ".join(rate(b["tasks"][t]) for t in tasks) + " | |")
         cells = [f"{c[0]} / {c[1]} (p = {paired_p_value(*c):.3f})" for c in counts.values()]
         print("| | " + " | ".join(cells) + f" | **{only[0]} / {only[1]} (p = {paired_p_value(*only):.3f})** |")
-    if len(pairs) > 1:
+    if len(pairs) > 1 and len(set(args.rows)) < len(args.rows):
+        print(f"\nnot summed over the {len(pairs)} pairs: a row in more than one of them makes their counts "
+              "dependent")
+    elif len(pairs) > 1:
         print(f"\nsummed over the {len(pairs)} pairs: {total[0]} / {total[1]} (p = {paired_p_value(*total):.3f})")
     if teacher:
         print(f"\n{teacher['name']}: " + ", ".join(f"{t} {rate(teacher['tasks'][t])}" for t in tasks))
@@ -105,9 +115,13 @@ def main() -> None:
             rates = {t: sum(seeds[t].values()) / len(seeds[t]) for t in tasks}
             under = [t for t in tasks if rates[t] < bounds[t][0]]
             above = [t for t in tasks if rates[t] > bounds[t][1]]
+            against = compare(next(r for r in rows if r["name"] == row), teacher)
+            only = [sum(c[0] for c in against.values()), sum(c[1] for c in against.values())]
             print(f"- {row}: " + ("under its interval on " + ", ".join(under) if under
                                   else "within its interval on every task" if not above
-                                  else "not under its interval on any task (above on " + ", ".join(above) + ")"))
+                                  else "not under its interval on any task (above on " + ", ".join(above) + ")")
+                  + f"; seeds only it / only the teacher solved {only[0]} / {only[1]} "
+                    f"(p = {paired_p_value(*only):.3f})")
 
 
 if __name__ == "__main__":
