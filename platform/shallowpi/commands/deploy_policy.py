@@ -60,37 +60,48 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
         # Building replaces the folder: never one that is not a bundle (`--bundle ~/robot`).
         raise ConfigError(f"{out} exists and is not a deploy bundle (no {MANIFEST}); building one there would "
                           "replace it: pass another --bundle folder or remove it")
+    # A verified bundle is used as it is, with no lock: a checkpoint folder the user may not
+    # write to (a shared lab disk) runs. Deployments of one checkpoint started together (a
+    # teacher's rollouts, a task a core) build its bundle once: the others wait on the lock
+    # for that build and reuse it, instead of building into the same folder at once.
+    if (bundle := _verified(out, weights, graphs, quiet=True)) is not None:
+        return bundle
     out.parent.mkdir(parents=True, exist_ok=True)
-    # Deployments of one checkpoint started together (a teacher's rollouts, a task a core)
-    # share its bundle: the later ones wait for the first one's build and reuse it, instead
-    # of building into the same folder at once or replacing it while the first loads it.
     with open(out.with_name(f".{out.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _verified_or_built(out, weights, graphs)
+        if (bundle := _verified(out, weights, graphs)) is not None:  # built while this one waited
+            return bundle
+        from shallowpi.deploy.bundle import build_bundle
+
+        print(f"building the deploy bundle {out} ({', '.join(graphs) or 'no'} graphs)", flush=True)
+        t0 = time.perf_counter()
+        bundle = build_bundle(weights, out, graphs=graphs, overwrite=True)
+        print(f"bundle built in {time.perf_counter() - t0:.0f} s", flush=True)
+        return bundle
 
 
-def _verified_or_built(out: Path, weights: Path, graphs: tuple[str, ...]) -> Any:
-    """The bundle at `out` when it holds `weights` with `graphs`, built by this code; else
-    one built there from `weights`, replacing it."""
-    from shallowpi.deploy.bundle import Bundle, BundleError, build_bundle
+def _verified(out: Path, weights: Path, graphs: tuple[str, ...], quiet: bool = False) -> Any | None:
+    """The bundle at `out` when it holds `weights` with `graphs` and was built by this code;
+    else None, saying why it will be rebuilt unless `quiet` (a first look, without the lock,
+    may meet a bundle another deployment is building)."""
+    from shallowpi.deploy.bundle import Bundle, BundleError
 
-    if out.exists():
-        try:
-            bundle = Bundle.load(out)
-            same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
-            # runtime_digest: a bundle made before it was recorded is made again, to record it
-            if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code and bundle.runtime_digest:
-                print(f"bundle {out} (verified)", flush=True)
-                return bundle
-            if same and not bundle.built_by_this_code:
-                print(f"rebuilding {out}: it was built by other policy or export code than this", flush=True)
-        except BundleError as exc:
+    if not out.exists():
+        return None
+    try:
+        bundle = Bundle.load(out)
+    except BundleError as exc:
+        if not quiet:
             log.warning("rebuilding %s: %s", out, exc)
-    print(f"building the deploy bundle {out} ({', '.join(graphs) or 'no'} graphs)", flush=True)
-    t0 = time.perf_counter()
-    bundle = build_bundle(weights, out, graphs=graphs, overwrite=True)
-    print(f"bundle built in {time.perf_counter() - t0:.0f} s", flush=True)
-    return bundle
+        return None
+    same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
+    # runtime_digest: a bundle made before it was recorded is made again, to record it
+    if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code and bundle.runtime_digest:
+        print(f"bundle {out} (verified)", flush=True)
+        return bundle
+    if same and not bundle.built_by_this_code and not quiet:
+        print(f"rebuilding {out}: it was built by other policy or export code than this", flush=True)
+    return None
 
 
 def _sha(path: Path) -> str:
