@@ -4,9 +4,9 @@
 The paper's students learn from the fine-tuning demonstrations and from the teacher's
 velocities on them. Here the teacher also drives the twin: N episodes of every task
 (`platform deploy --sim --record`, the torch backend, sync selection: each chunk computed
-before the loop goes on, as `eval --sim` does), on scenes neither the demonstrations nor
-`eval --sim` use; the successful ones join the demonstrations in one store, the failed ones
-are deleted. A student trained on that store learns the teacher's behaviour on states the
+before the loop goes on, a new one every half chunk, as `eval --sim` runs it), on scenes
+neither the demonstrations nor `eval --sim` use; the successful ones join the
+demonstrations in one store, the failed ones are left out. A student trained on that store learns the teacher's behaviour on states the
 scripted expert never showed, labelled with the commands the teacher sent: sequence-level
 knowledge distillation (Kim and Rush, "Sequence-Level Knowledge Distillation", EMNLP 2016),
 the teacher's outputs on its own inputs as the student's training targets. The paper's loss
