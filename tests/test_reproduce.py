@@ -164,7 +164,7 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
 
     def args(**changes):
         base = dict(policy="teacher", episodes=80, size="64x64", sim_noise=0.005, task_noise={}, teacher_steps=None,
-                    student_steps=2000, set=[], teachers={})
+                    student_steps=2000, set=[], teachers={}, teacher_rollouts=0)
         return argparse.Namespace(**(base | changes))
 
     def check(folder, **changes):
@@ -179,6 +179,13 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
         check(tmp_path / "arm", task_noise={"cube_in_bowl": 0.01})
     # Another robot's task noise is not this robot's recipe: the arm's folder still matches.
     check(tmp_path / "arm", task_noise={"handover": 0.005})
+    # Students of the teacher's rollouts are another recipe; a folder made before the flag
+    # existed (its recipe.json without the key) is one of none.
+    with pytest.raises(SystemExit, match="made with teacher_rollouts=None, this run asks for 80"):
+        check(tmp_path / "arm", teacher_rollouts=80)
+    recipe = json.loads((tmp_path / "arm" / "recipe.json").read_text())
+    (tmp_path / "arm" / "recipe.json").write_text(json.dumps({k: v for k, v in recipe.items() if k != "teacher_rollouts"}))
+    check(tmp_path / "arm")
     given = tmp_path / "t"
     given.mkdir()
     (given / "model.safetensors").write_bytes(b"weights")

@@ -26,6 +26,7 @@ asked for; an evaluation episode 5-20 s.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,6 +162,16 @@ def record(robot: str, store: Path, episodes: int, size: str, noise: float, log:
     return time.perf_counter() - start
 
 
+def at_once(jobs: list[Callable[[], None]]) -> None:
+    """Run every job on a thread of its own and wait for them all: each starts a platform
+    process (a core each; the twin renders on the CPU). A job reports its own failure."""
+    threads = [threading.Thread(target=job, daemon=True) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def parts_of(store: Path) -> Path:
     """The folder `record_parallel` records `store`'s parts into."""
     return store.with_name(store.name + ".parts")
@@ -214,11 +226,7 @@ def record_parallel(robot: str, store: Path, episodes: int, size: str, noise: fl
                 failed.append(f"{name} (part {w})")
                 return
 
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(workers) if shares[w]]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once([functools.partial(worker, w) for w in range(workers) if shares[w]])
     if failed:
         raise SystemExit(f"recording {', '.join(failed)} failed; see {log}")
     recorded = [str(part(k, w)) for k in range(len(tasks)) for w in range(workers) if shares[w]]

@@ -15,13 +15,13 @@ terms then act on these episodes too.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
-from closed_loop import platform
+from closed_loop import at_once, platform
 
 from shallowpi.commands.deploy_recording import executed
 from shallowpi.data.store import EpisodeStore
@@ -72,12 +72,7 @@ def record_rollouts(robot: str, teacher: Path, demos: Path, parts: Path, episode
         except BaseException as exc:  # reported for the whole stage, not lost with the thread
             failed.append(f"{task} ({exc})")
 
-    threads = [threading.Thread(target=deploy, args=(k, task), daemon=True)
-               for k, task in enumerate(make_tasks(robot))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once([functools.partial(deploy, k, task) for k, task in enumerate(make_tasks(robot))])
     if failed:
         raise SystemExit(f"the teacher's rollouts of {', '.join(failed)} failed; see {log}")
 
