@@ -24,8 +24,9 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
     """--policy (`args.policy`, Path) as a bundle (it holds a manifest) or a checkpoint made
     into one at `args.bundle` (reused while it verifies, holds the graph `backend` runs and
     was built by this code; deployments started together build it once). Raises ConfigError
-    (one line) for no policy there, a bundle without that graph, a --bundle folder that is not a bundle, or a checkpoint on an
-    install without training; BundleError and ExportError as building does."""
+    (one line) for no policy there, a bundle without that graph, a --bundle folder that is
+    not a bundle, or a checkpoint on an install without training; BundleError and
+    ExportError as building does."""
     from shallowpi.deploy.bundle import MANIFEST, Bundle, code_fingerprint
     from shallowpi.errors import ConfigError
 
