@@ -3,6 +3,7 @@ names what is missing; `platform emulate` names the override `record` takes for 
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from omegaconf import OmegaConf
@@ -63,8 +64,10 @@ def test_doctor_reads_positions_as_a_loop_does_and_names_a_servo_that_loses_repl
         flaky = servo_report([spec.buses["follower"].port], BAUD, robot_spec("arm"))
     assert "    replies: 60 position reads of every servo, none lost" in sound
     warning = next(line for line in flaky if "tries failed over 60 position reads" in line)
-    retried = int(warning.split("warning: ")[1].split(" tries")[0])
-    assert 15 <= retried <= 40 and f"(ID 3: {retried})" in warning, warning  # ~1 in 3 of the tries
+    by_id = dict(re.findall(r"ID (\d+): (\d+)", warning))
+    # ~1 in 3 of servo 3's tries; a sound servo may miss a reply deadline now and then on a
+    # loaded 2-core host (CI once saw "ID 1: 1" beside "ID 3: 31"), never a third of them.
+    assert 15 <= int(by_id.pop("3")) <= 40 and all(int(n) <= 2 for n in by_id.values()), warning
     assert "ok: bus 'follower' of robot 'arm': all 7 configured servos answer" in "\n".join(flaky)
 
 
