@@ -29,8 +29,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
+sys.path.insert(0, str(ROOT / "tools" / "bench"))
 
-from shallowpi.evaluate.interval import paired_p_value, wilson_interval  # noqa: E402
+from training_seeds import discordant  # noqa: E402
+
+from shallowpi.evaluate.interval import paired_p_value, rate_with_interval, wilson_interval  # noqa: E402
 
 
 class Mismatch(ValueError):
@@ -57,10 +60,8 @@ def kept_row(spec: str, robot: str) -> dict[str, Any]:
 
 
 def rate(seeds: dict[str, bool]) -> str:
-    """'179/200 (89.5 %, 84.5-93.0 %)'."""
-    won, n = sum(seeds.values()), len(seeds)
-    low, high = wilson_interval(won, n)
-    return f"{won}/{n} ({100 * won / n:.1f} %, {100 * low:.1f}-{100 * high:.1f} %)"
+    """'179/200 (89.5 %, 95 % CI 84.5-93.0 %)'."""
+    return rate_with_interval(sum(seeds.values()), len(seeds), decimals=1)
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[int, int]]:
@@ -71,8 +72,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[int, int]]:
                        "between them): evaluate them again alike")
     if {t: sorted(s) for t, s in a["tasks"].items()} != {t: sorted(s) for t, s in b["tasks"].items()}:
         raise Mismatch(f"{a['name']} and {b['name']} were not judged on the same tasks and seeds")
-    return {t: (sum(s[k] and not b["tasks"][t][k] for k in s), sum(b["tasks"][t][k] and not s[k] for k in s))
-            for t, s in a["tasks"].items()}
+    return {t: discordant(s, b["tasks"][t]) for t, s in a["tasks"].items()}
 
 
 def main() -> None:

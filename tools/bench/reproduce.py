@@ -156,8 +156,9 @@ class StudentStore:
 
     def _make(self, teacher: Path, sha: str) -> dict[str, Any]:
         parts = self.work / "rollouts" / sha[:16]  # another teacher's parts are never reused
-        record_rollouts(self.robot, teacher, self.demos.ready(), parts, self.args.teacher_rollouts, self.log)
-        counts = with_rollouts(self.robot, self.demos.ready(), parts, self.path, self.log)
+        demos = self.demos.ready()
+        record_rollouts(self.robot, teacher, demos, parts, self.args.teacher_rollouts, self.log)
+        counts = with_rollouts(self.robot, demos, parts, self.path, self.log)
         print(f"{self.robot}: the teacher's rollouts kept, a task: {rollout_summary(counts)}", flush=True)
         return {"rollouts": counts, "teacher_sha256": sha, "fingerprint": store_fingerprint(self.path)}
 
