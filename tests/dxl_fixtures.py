@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
 from contextlib import contextmanager
 
 from shallowpi import config
 from shallowpi.hardware.dynamixel.emulator import build_chains
 from shallowpi.robots.spec import RobotSpec
+
+# A sound servo on a loaded 2-core host misses a reply deadline now and then: CI saw one
+# in 60 position reads, and two in a 1 s take. The flaky servos of these tests lose a
+# third of their replies, so "the losses lie on the flaky servo" allows this many others.
+SOUND_SERVO_MISSES = 2
+
+
+def assert_losses_on(failed_by: Mapping[Hashable, int], flaky: Hashable) -> None:
+    """Assert the failed tries {servo ID or joint: count} lie on `flaky`: it lost more than
+    all others together, and they lost at most SOUND_SERVO_MISSES."""
+    others = sum(n for key, n in failed_by.items() if key != flaky)
+    assert failed_by.get(flaky, 0) > others and others <= SOUND_SERVO_MISSES, \
+        f"failed tries {dict(failed_by)}: expected them on {flaky!r}"
 
 
 def robot_spec(name: str) -> RobotSpec:

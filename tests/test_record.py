@@ -20,7 +20,7 @@ import pytest
 
 from conftest import platform_cmd, subprocess_env
 from disk_fixtures import small_disk
-from dxl_fixtures import emulated
+from dxl_fixtures import SOUND_SERVO_MISSES, emulated
 from shallowpi import config
 from shallowpi.data import EpisodeStore
 from shallowpi.data.features import robot_features
@@ -517,8 +517,8 @@ def test_a_flaky_servo_is_shown_warned_of_and_stored_with_the_take(tmp_path, bus
         extra = rig.store.episode(0).extra
         assert extra["link_failed_tries"] >= 3 and extra["link_exchanges"] > 3 * extra["link_failed_tries"]
         loops = [lp for _, lp in published if lp.link_failed_tries]
-        assert loops and {lp.link_worst for lp in loops} == {joint}
-        assert loops[-1].link_worst_failed == loops[-1].link_failed_tries
+        assert loops and loops[-1].link_worst == joint
+        assert loops[-1].link_failed_tries - loops[-1].link_worst_failed <= SOUND_SERVO_MISSES
         warnings = {m for m, _ in published if m.startswith("servo link:")}
         assert len(warnings) == 1 and f"of them {joint}'s servo" in warnings.pop()
         assert f"servo retries {loops[-1].link_failed_tries}/" in status_line(session.status)

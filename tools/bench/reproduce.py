@@ -165,7 +165,8 @@ class StudentStore:
     def ready(self, teacher: Path) -> Path:
         """The students' store for those cut from the checkpoint `teacher`, made first when
         missing. SystemExit in one line when the kept stage's rollouts were driven by another
-        teacher, or a store made again differs from the one the kept stages trained on."""
+        teacher, or a store made again differs from the one the kept stages trained on (that
+        store is deleted, so every run refuses it)."""
         if not self.args.teacher_rollouts:
             return self.demos.ready()
         sha = weights_sha256(teacher)
@@ -178,6 +179,8 @@ class StudentStore:
                 found = self._make(teacher, sha)["fingerprint"]
                 differ = [part for part in ("rows", "frames") if found[part] != made["fingerprint"][part]]
                 if differ:
+                    # Not left in place: the next run would find it and train on it unchecked.
+                    shutil.rmtree(self.path)
                     raise SystemExit(f"{self.path} was made again and differs from the store the kept stages were "
                                      f"trained on in its {' and '.join(differ)} (the teacher's episodes came out "
                                      "otherwise on this machine): use another --results")
