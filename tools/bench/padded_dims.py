@@ -29,6 +29,8 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -45,30 +47,32 @@ from shallowpi.train.checkpoint import weights_to_use  # noqa: E402
 VARIANTS = ("as-is", "on-path")
 
 
-def hold_padding_on_path(real_dims: int) -> None:
-    """Patch the chunk sampler (what eval and the executor run) so that every padded action
-    dimension moves at velocity `noise`, i.e. stays at t * noise, as in training."""
+@contextmanager
+def padding_on_path(real_dims: int) -> Iterator[None]:
+    """Within, the chunk sampler (what eval and the executor run) moves every padded action
+    dimension at velocity `noise`, so that it stays at t * noise, as in training, and ends
+    at 0; the real dimensions' velocities are the model's own. The sampler's own Euler loop
+    runs: only its velocity is wrapped."""
+    chunk, velocity = sampler.ChunkSampler._chunk, sampler.ChunkSampler._velocity
 
-    def chunk(self, images, image_masks, tokens, token_masks, state, noise, *, steps: int):
-        prefix = self.model.embed_prefix(images, image_masks, tokens, token_masks)
-        cache = self.model.prefix_cache(prefix)
-        state_token = self.model.embed_state(state)
-        terms = self.actions.step_terms(steps, cache.instruction)
-        x, dt = noise, -1.0 / steps
-        for step in range(steps):
-            v = self._velocity(cache, state_token, x, terms[step])
-            v = torch.cat([v[..., :real_dims], noise[..., real_dims:].to(v.dtype)], dim=-1)
-            x = x + dt * v
-        return x
+    def chunk_keeping_noise(self, images, image_masks, tokens, token_masks, state, noise, *, steps: int):
+        self.padding_noise = noise[..., real_dims:]
+        return chunk(self, images, image_masks, tokens, token_masks, state, noise, steps=steps)
 
-    sampler.ChunkSampler._chunk = chunk
+    def velocity_on_path(self, cache, state_token, x_t, term):
+        v = velocity(self, cache, state_token, x_t, term)
+        return torch.cat([v[..., :real_dims], self.padding_noise.to(v.dtype)], dim=-1)
+
+    sampler.ChunkSampler._chunk, sampler.ChunkSampler._velocity = chunk_keeping_noise, velocity_on_path
+    try:
+        yield
+    finally:
+        sampler.ChunkSampler._chunk, sampler.ChunkSampler._velocity = chunk, velocity
 
 
 def run_variant(variant: str, args: argparse.Namespace, real_dims: int) -> dict[str, dict[int, bool]]:
     """{task: {seed: success}} of one `eval --sim` run in this process."""
-    if variant == "on-path":
-        hold_padding_on_path(real_dims)
-    with tempfile.TemporaryDirectory() as tmp:
+    with padding_on_path(real_dims) if variant == "on-path" else nullcontext(), tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "eval.json"
         code = platform_main(["eval", "--policy", str(args.policy), "--sim", "--dataset", str(args.dataset),
                               "--sim-episodes", str(args.episodes), "--seed", str(args.seed), "--device", "cpu",
