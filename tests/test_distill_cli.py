@@ -321,6 +321,15 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     assert "distill.attention_pairs=[[0, 1]] differs from the run being resumed" in error(
         "--run", "arm-tiny-student1", "--resume", "distill.attention_pairs=[[0,1]]")
     assert not (distilled["runs"] / "bad" / "checkpoints").exists()
+    # Settings that choose the episodes are the teacher's: under distill.train they were
+    # accepted, recorded in the checkpoint, and not applied.
+    assert ("distill.train.successful_only: the student trains on its teacher's episodes, which "
+            "policy.train.successful_only chooses; set that instead") in error("+distill.train.successful_only=true")
+    assert "distill.train.skip_nonfinite: " in error("+distill.train.skip_nonfinite=true")
+    # A count given a fraction, or 0 steps (read as unset: the preset's count trained).
+    assert "distill.steps must be >= 1 (or null: the preset's policy.train.steps), got 0" in error("distill.steps=0")
+    assert "distill.probe_windows must be a whole number, got 1.5" in error("distill.probe_windows=1.5")
+    assert "train.steps must be a whole number, got 2.5" in error("policy.train.steps=2.5")
     # Keys the flags set (--device, --no-progress) are not a train: section's.
     assert "policy.train.device is set by the --device flag, not in the config" in error("+policy.train.device=cpu")
     assert "distill.train.progress is set by the --no-progress flag" in error("+distill.train.progress=false")
@@ -339,6 +348,89 @@ def test_a_student_that_cannot_be_cut_is_refused_before_its_teacher_is_trained(d
         err = capsys.readouterr().err.strip()
         assert expected in err and err.count("\n") == 0, err
     assert not (fresh / "arm-tiny").exists()
+
+
+def test_a_student_run_that_cannot_start_or_resume_is_refused_before_any_teacher_work(distilled, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """The student's run folder was checked by the trainer, after the teacher's training and
+    the layer choice (greedy: hours on a CPU at π0 size): a folder holding a finished
+    student, or nothing to resume, is refused first now."""
+    from shallowpi.distill import distiller
+
+    fresh = tmp_path / "runs"  # no teacher run here: one would be trained first
+    shutil.copytree(distilled["student"], fresh / "arm-tiny-student1")
+
+    def error(*extra: str) -> str:
+        assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(fresh), *QUICK, *extra]) != 0
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0, err
+        return err
+
+    assert "arm-tiny-student1 already holds checkpoints; pass --resume" in error()
+    assert "nothing to resume in" in error("--run", "new", "--resume")
+    assert not (fresh / "arm-tiny").exists()
+
+    def chose(*args, **kwargs):
+        raise AssertionError("the layers were chosen before the run folder was checked")
+
+    monkeypatch.setattr(distiller, "select_layers", chose)
+    assert "already holds checkpoints" in error("--run", "arm-tiny-student1", "--teacher", str(distilled["teacher"]),
+                                                "--select", "greedy")
+
+
+def test_resume_without_teacher_continues_with_the_teacher_the_run_recorded(distilled, tmp_path, caplog):
+    """`distill --resume` without --teacher looked for the teacher as a new run does: in
+    other runs folder it trained a new one (or extended one), then refused its sha256."""
+    fresh = tmp_path / "runs"
+    resumed = fresh / "moved"
+    shutil.copytree(distilled["student"], resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step_000004")  # as if killed after step 2's checkpoint
+    (resumed / "checkpoints" / "last").write_text("step_000002")
+    with caplog.at_level("INFO", logger="shallowpi.commands.distill_cmd"):
+        assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(fresh), "--run", "moved",
+                     "--resume", *QUICK, "distill.report=false"]) == 0
+    assert (resumed / "checkpoints" / "step_000004").is_dir() and not (fresh / "arm-tiny").exists()
+    assert f"teacher: {distilled['teacher']}, as the run being resumed" in caplog.text
+    # Its teacher gone: said in one line, with what to pass.
+    shutil.rmtree(resumed / "checkpoints" / "step_000004")
+    facts = json.loads((resumed / "distill.json").read_text())
+    (resumed / "distill.json").write_text(json.dumps(facts | {"teacher": str(tmp_path / "gone")}))
+    assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(fresh), "--run", "moved",
+                 "--resume", *QUICK, "distill.report=false"]) != 0
+    assert not (fresh / "arm-tiny").exists()
+
+
+def test_a_teacher_trained_for_fewer_steps_than_the_preset_is_reused_as_it_is(distilled, tmp_path):
+    """`platform train --steps 2`, then `platform distill`: the teacher was extended to the
+    preset's policy.train.steps, adding checkpoints to the user's run; it is complete."""
+    runs = tmp_path / "runs"
+    quick = [a for a in QUICK if a not in ("--layers", "1") and not a.startswith("distill.")]
+    assert main(["train", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), *quick, "--steps", "2"]) == 0
+    teacher = runs / "arm-tiny" / "checkpoints"
+    assert [p.name for p in teacher.glob("step_*")] == ["step_000002"]
+    assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), *QUICK,
+                 "distill.report=false", "distill.compare_selections=false"]) == 0
+    assert [p.name for p in teacher.glob("step_*")] == ["step_000002"]
+    facts = json.loads((runs / "arm-tiny-student1" / "distill.json").read_text())
+    assert Path(facts["teacher"]) == teacher / "step_000002"
+
+
+def test_a_student_that_learned_failed_episodes_from_its_teacher_can_teach_in_turn(distilled, tmp_path):
+    """Its header names those episodes among the ones it saw: checked against the split
+    without them, a distillation from it on the same store was refused as trained on other
+    episodes (the tiny preset's students are too shallow to cut again, so the split the
+    distiller takes from such a teacher is asked for directly)."""
+    from shallowpi.commands.distill_cmd import _check_teacher_data
+    from shallowpi.distill.distiller import _split_of
+
+    assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(tmp_path), *QUICK,
+                 "--run", "taught", "--teacher", str(distilled["teacher"]), "policy.train.successful_only=true",
+                 "distill.failed_episodes=teacher", "distill.report=false", "distill.compare_selections=false"]) == 0
+    taught = tmp_path / "taught" / "checkpoints" / "step_000004"
+    assert json.loads(Policy.read_metadata(taught)["teacher_only"]) == [1]
+    split, note = _split_of(taught, distilled["store"], [0, 2], 0.1, None)
+    assert (split.train, split.held_out, note) == ([0, 2], [3], "")  # its own split, the failed episode left out
+    _check_teacher_data(taught, distilled["store"])  # as a teacher found in a runs folder: passes too
 
 
 def test_with_a_teacher_given_the_attention_pairs_are_checked_before_its_layers_are_chosen(

@@ -46,6 +46,21 @@ def refuse_unknown_keys(section: str, keys: Iterable[str], settings: type, exclu
         raise ConfigError(f"unknown {section} keys {unknown}; valid keys: {', '.join(sorted(valid))}")
 
 
+def refuse_fractional(section: str, settings: object, names: Iterable[str], error: type[Exception] = ConfigError,
+                      ) -> None:
+    """`error` (one line) naming the first of `settings`' attributes `names` that holds a
+    number with a fraction, or a boolean, where a count is meant (steps=2.5 would pass
+    every range check and fail deep in a loop); whole floats (2.0) are made ints. None passes."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            continue
+        if isinstance(value, float) and value.is_integer():
+            setattr(settings, name, int(value))
+            continue
+        raise error(f"{section}.{name} must be a whole number, got {value!r}")
+
+
 class StoreError(PlatformError):
     """A dataset store that is missing, corrupt, foreign or used wrongly."""
 

@@ -8,9 +8,11 @@
   platform distill --dataset kitchen --resume           continue after an interruption
 
 Without --teacher, the teacher is the run `platform train --dataset NAME --policy P` makes
-(runs/NAME-P): reused once at policy.train.steps, continued if interrupted (run the same
-command again, without --resume: that flag is the student's), trained first (from --init
-when given, else from scratch) through the same path as `platform train` if absent. The
+(runs/NAME-P): reused once complete (at policy.train.steps, or at the steps it was trained
+for, `platform train --steps N`), continued if interrupted (run the same command again,
+without --resume: that flag is the student's), trained first (from --init when given, else
+from scratch) through the same path as `platform train` if absent; `--resume` continues the
+student with the teacher its run recorded. The
 student's run folder (default runs/NAME-T-studentK, T the teacher's preset) holds what a
 training run holds (config.yaml, metrics.jsonl with the task/output/attention terms, tb/,
 checkpoints/ as ordinary policy checkpoints that also record the teacher's sha256, the kept
@@ -38,6 +40,8 @@ from shallowpi.cli import add_config_flags, overrides_from, user_path
 from shallowpi.commands.train_cmd import add_training_flags
 from shallowpi.errors import ConfigError
 
+# Settings that choose the episodes: the teacher's (policy.train), never the student's alone.
+TEACHERS_EPISODES_KEYS = ("successful_only", "skip_nonfinite")
 HELP = "distil the teacher into a k-layer student (trains the teacher first if needed)"
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.train.checkpoint import checkpoint_step, checkpoint_weights, weights_to_use
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
-    from shallowpi.train.trainer import TrainConfig
+    from shallowpi.train.trainer import TrainConfig, check_run_folder
 
     if args.teacher is not None and args.init is not None:  # --init starts the teacher's training, skipped here
         raise ConfigError(f"--init {args.init} starts the teacher's training, and --teacher {args.teacher} is "
@@ -115,10 +119,14 @@ def run(args: argparse.Namespace) -> int:
     dcfg = DistillConfig.from_dict(OmegaConf.to_container(cfg.distill, resolve=True))
     check_train_keys("policy.train", policy_data.get("train", {}))
     check_train_keys("distill.train", dcfg.train)
+    for key in TEACHERS_EPISODES_KEYS:
+        if key in dcfg.train:  # else accepted, recorded in the checkpoint, and not applied
+            raise ConfigError(f"distill.train.{key}: the student trains on its teacher's episodes, which "
+                              f"policy.train.{key} chooses; set that instead")
     flags = run_settings(args)
     teacher_train = TrainConfig(**policy_data.get("train", {}), **flags)
     student_train = TrainConfig(**{**policy_data.get("train", {}), **dcfg.train,
-                                   **({"steps": dcfg.steps} if dcfg.steps else {}), **flags})
+                                   **({"steps": dcfg.steps} if dcfg.steps is not None else {}), **flags})
     failed = _failed_episodes(store, episodes, teacher_train.successful_only) if dcfg.failed_episodes == "teacher" else []
     make_dataset = checked_factory(store, episodes + failed, chunk_dataset, teacher_train.skip_nonfinite)
     runs = runs_folder(args)
@@ -127,11 +135,17 @@ def run(args: argparse.Namespace) -> int:
     if args.teacher is None:  # refused now, not after training the teacher it would be cut from
         check_student_depth(policy_cfg.depth, dcfg.layers)
         AttentionPairs.check_config(dcfg.attention_pairs, dcfg.weights.attention, dcfg.layers, policy_cfg.depth)
+    # The student's run folder is known before any teacher is trained (a teacher trained
+    # here is of --policy's preset), and checked first: a student that cannot start or
+    # resume there is refused before an hour of teacher training, not after.
+    run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(args.teacher) if args.teacher else policy_cfg.name}"
+                                       f"-student{dcfg.layers}")
+    check_run_folder(run_dir, args.resume)
+    given = args.teacher if args.teacher is not None else _resumed_teacher(run_dir) if args.resume else None
     # A step folder's EMA average when the run kept one: the teacher every figure judged.
     tasks = episode_tasks(store)
-    teacher = weights_to_use(args.teacher or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, tasks,
-                                                          make_dataset, args.init, cfg), say=log.info)
-    run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(teacher)}-student{dcfg.layers}")
+    teacher = weights_to_use(given or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, tasks,
+                                                   make_dataset, args.init, cfg), say=log.info)
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
                      teacher_only=failed, tasks=tasks, resume=args.resume, resolved_config=cfg)
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
@@ -140,6 +154,25 @@ def run(args: argparse.Namespace) -> int:
     if result["report"]:
         print(f"report: {result['report']}")
     return 0
+
+
+def _resumed_teacher(run_dir: Path) -> Path | None:
+    """The teacher the student being resumed was distilled from (its distill.json), so that
+    `--resume` without --teacher continues with it rather than training or extending
+    another. CheckpointError (one line) when that checkpoint is gone."""
+    import json
+
+    from shallowpi.policy.weights import CheckpointError
+
+    facts = run_dir / "distill.json"
+    if not facts.is_file():  # a run from before distill.json: the teacher is found as for a new run
+        return None
+    teacher = Path(json.loads(facts.read_text())["teacher"])
+    if not teacher.is_dir():
+        raise CheckpointError(f"the run being resumed was distilled from {teacher}, which is gone ({facts}); "
+                              "pass --teacher with that checkpoint (its sha256 is checked)")
+    log.info("teacher: %s, as the run being resumed (%s)", teacher, facts)
+    return teacher
 
 
 def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> list[int]:
@@ -155,9 +188,10 @@ def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> lis
 
 
 def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make_dataset, init, cfg) -> Path:
-    """The teacher `platform train` would make: reused when complete, continued when
-    interrupted, trained when absent. Returns its last checkpoint."""
-    from shallowpi.train.checkpoint import latest_checkpoint
+    """The teacher `platform train` would make: reused when complete (at policy.train.steps,
+    or at the steps its run was asked for), continued when interrupted, trained when
+    absent. Returns its last checkpoint."""
+    from shallowpi.train.checkpoint import latest_checkpoint, trained_for
     from shallowpi.train.finetune import finetune
     from shallowpi.train.interrupt import TrainingInterrupted
 
@@ -165,9 +199,13 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make
     last = latest_checkpoint(run_dir)
     if last is not None:
         _check_teacher_data(last, store)
-    if last is not None and int(last.name.removeprefix("step_")) >= train_cfg.steps:
-        log.info("teacher: reusing %s", last)
-        return last
+        step, asked = int(last.name.removeprefix("step_")), trained_for(last)
+        # Complete at the steps it was trained for (`platform train --steps 300`): reused as
+        # it is, not extended into the user's run folder to the preset's count.
+        if step >= min(train_cfg.steps, asked or train_cfg.steps):
+            log.info("teacher: reusing %s%s", last, "" if step >= train_cfg.steps else
+                     f" (trained for its {asked} steps; `platform train --resume --steps N` trains it further)")
+            return last
     log.info("teacher: %s %s", "continuing" if last else "training", run_dir)
     try:
         finetune(store, policy_cfg, train_cfg, run_dir, episodes=episodes, make_dataset=make_dataset,
@@ -194,8 +232,9 @@ def _check_teacher_data(checkpoint: Path, store: Path) -> None:
     from shallowpi.train.finetune import Split
 
     meta = Policy.read_metadata(checkpoint)
-    if "episodes" in meta and "train" in meta and "held_out" in meta:
-        Split(json.loads(meta["train"]), json.loads(meta["held_out"])).check_same_episodes(
+    split = Split.recorded_in(meta)
+    if split is not None and "episodes" in meta:
+        split.check_same_episodes(
             store, json.loads(meta["episodes"]), f"the teacher at {checkpoint} (from {meta.get('dataset', '?')})",
             "pass another --runs-dir (a teacher is trained there on this store), or --teacher CKPT")
 

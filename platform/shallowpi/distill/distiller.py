@@ -52,7 +52,7 @@ from shallowpi.train.finetune import (
     scenes_of,
 )
 from shallowpi.train.objective import NoiseSpec, step_noise
-from shallowpi.train.trainer import TrainConfig, Trainer
+from shallowpi.train.trainer import TrainConfig, Trainer, check_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def distill(
     1..depth-1 or an attention layer outside either model; TrainingError as the trainer does
     (NaN loss with the term named).
     """
+    check_run_folder(run_dir, resume)  # here, not after the greedy search (hours on a CPU)
     facts_path = run_dir / "distill.json"
     recorded = json.loads(facts_path.read_text()) if resume and facts_path.is_file() else None
     expected, what = dcfg.teacher_sha256, "distill.teacher_sha256 (--teacher-sha256)"
@@ -248,7 +249,8 @@ def distill(
         **recorded_facts(train_set),
     }
     torch.manual_seed(train_cfg.seed)
-    trainer = Trainer(objective, train_set, train_cfg, run_dir, resume=resume, run_metadata=metadata)
+    trainer = Trainer(objective, train_set, train_cfg, run_dir, resume=resume, run_metadata=metadata,
+                      settings="distill.train", init_flag=False)
     if trainer.dist.main:
         if resolved_config is not None:
             from shallowpi.config import save_resolved
@@ -330,11 +332,11 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
     episodes are to the teacher ("" for its own split)."""
     meta = Policy.read_metadata(teacher_checkpoint)
     same = Path(meta.get("dataset", "")).resolve() == store.resolve()
-    if "episodes" in meta and "train" in meta and "held_out" in meta:
+    teacher_split = Split.recorded_in(meta)  # a student as teacher: its teacher-only episodes count as trained
+    if teacher_split is not None and "episodes" in meta:
         # The same episodes under the same numbers, wherever the store lies now; this very
         # store holding others there (edited since) would put the teacher's training
         # episodes among the student's held-out ones: refused, in one line.
-        teacher_split = Split(json.loads(meta["train"]), json.loads(meta["held_out"]))
         recorded = json.loads(meta["episodes"])
         if same:
             teacher_split.check_same_episodes(
@@ -343,9 +345,9 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
                 "trained on")  # passed: the same episodes
         else:
             same = teacher_split.identities(store) == recorded
-    if same and "train" in meta and "held_out" in meta:
+    if same and teacher_split is not None:
         allowed = set(episodes)
-        return Split([e for e in json.loads(meta["train"]) if e in allowed], json.loads(meta["held_out"])), ""
+        return Split([e for e in teacher_split.train if e in allowed], teacher_split.held_out), ""
     return _unseen(Split.of(sorted(episodes), fraction, tasks), store, meta.get("scenes"))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from shallowpi.distill.objective import LossWeights, check_teacher_fraction
 from shallowpi.distill.student import SELECTIONS
-from shallowpi.errors import ConfigError, refuse_unknown_keys
+from shallowpi.errors import ConfigError, refuse_fractional, refuse_unknown_keys
 
 # What the student does with the episodes policy.train.successful_only leaves out (marked
 # failed, e.g. DART misses): leave them out too, or learn the teacher's velocities on them
@@ -36,6 +36,9 @@ class DistillConfig:
     latency_repeats: int = 10
 
     def __post_init__(self) -> None:
+        refuse_fractional("distill", self, ("layers", "probe_windows", "steps", "sim_episodes", "latency_repeats"))
+        if self.steps is not None and self.steps < 1:  # 0 read as "unset" and fell back to policy.train.steps
+            raise ConfigError(f"distill.steps must be >= 1 (or null: the preset's policy.train.steps), got {self.steps}")
         if isinstance(self.weights, dict):
             unknown = sorted(set(self.weights) - {"task", "output", "attention"})
             if unknown:

@@ -83,6 +83,21 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(steps, key=lambda p: int(p.name[5:]), default=None)
 
 
+def trained_for(checkpoint: Path) -> int | None:
+    """The step count the checkpoint's run was asked for (`platform train --steps N`, or
+    its preset's policy.train.steps), as its training state notes it; None for a checkpoint
+    from before it was noted, or one without training state."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(checkpoint / "train_state.safetensors"), framework="pt") as f:
+            noted = json.loads((f.metadata() or {}).get("noted") or "{}")
+    except Exception:  # safetensors' own error types: no state, or not readable (load says why)
+        return None
+    steps = noted.get("steps")
+    return int(steps) if steps is not None else None
+
+
 @dataclass
 class Checkpointer:
     """Saves and restores `policy` (as trained: plain, DDP-wrapped or FSDP-sharded in place)
@@ -102,6 +117,7 @@ class Checkpointer:
     # kept beside the recipe; `loaded_notes` holds the resumed checkpoint's.
     noted: dict[str, Any] = field(default_factory=dict)
     loaded_notes: dict[str, Any] = field(default_factory=dict)
+    settings: str = "policy.train"  # the config section a refused recipe key is named under
 
     def full_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Full model and optimiser state, optimiser entries keyed by parameter name."""
@@ -188,7 +204,7 @@ class Checkpointer:
         self.loaded_notes = json.loads(meta.get("noted") or "{}")
         for key, value in self.recipe.items():
             if key in before and before[key] != value:
-                raise TrainingError(f"policy.train.{key}={value!r} differs from the run being resumed ({before[key]!r}, "
+                raise TrainingError(f"{self.settings}.{key}={value!r} differs from the run being resumed ({before[key]!r}, "
                                     f"{path}): resume with the same settings, or start a new run (--run NAME)")
         optim_sd = _unflatten_optimizer(tensors, meta["param_groups"])
         if self.sharded:

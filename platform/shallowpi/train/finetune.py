@@ -81,6 +81,16 @@ class Split:
             held_out.update([e for e in episodes if e not in held_out][-short:])
         return cls(sorted(set(episodes) - held_out), sorted(held_out))
 
+    @classmethod
+    def recorded_in(cls, header: Mapping[str, str]) -> Split | None:
+        """The split a checkpoint's header records (None when it records none), the failed
+        episodes a student learned from its teacher alone (`teacher_only`) counted as
+        trained on: its recorded `episodes` name them too."""
+        if "train" not in header or "held_out" not in header:
+            return None
+        trained = json.loads(header["train"]) + json.loads(header.get("teacher_only", "[]"))
+        return cls(sorted(trained), json.loads(header["held_out"]))
+
     def identities(self, store: Path) -> dict[str, str]:
         """{episode index: what that episode is} for every episode of the split: its start
         time, length and task hashed to 12 hex digits. Recorded with a run (split.json, the

@@ -41,6 +41,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shallowpi.durable_files import replace_text
+from shallowpi.errors import refuse_fractional
 from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
 from shallowpi.train.distributed import (
     Dist,
@@ -91,6 +92,8 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        refuse_fractional("train", self, ("steps", "batch_size", "warmup_steps", "log_every", "save_every",
+                                          "workers", "seed"), TrainingError)
         if self.steps < 1 or self.batch_size < 1:
             raise TrainingError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
@@ -181,6 +184,19 @@ class StepBatches(Sampler[list[int]]):
 # ----------------------------------------------------------------------------- the trainer
 
 
+def check_run_folder(run_dir: Path, resume: bool) -> Path | None:
+    """The run folder's newest complete checkpoint, None for a fresh run. TrainingError
+    (one line) when it holds checkpoints and `resume` is off (nothing is overwritten), or
+    holds none to resume. Commands call it before long preparatory work as well."""
+    existing = latest_checkpoint(run_dir)
+    if existing is None and resume:
+        raise TrainingError(f"nothing to resume in {run_dir} (no complete checkpoint)")
+    if existing is not None and not resume:
+        raise TrainingError(f"run folder {run_dir} already holds checkpoints; pass --resume to continue it "
+                            "or --run NAME for a new run (nothing was overwritten)")
+    return existing
+
+
 class Trainer:
     """Minimises `objective` over `train_set`, training `objective.policy`.
 
@@ -200,8 +216,13 @@ class Trainer:
         *,
         resume: bool = False,
         run_metadata: dict[str, str] | None = None,
+        settings: str = "policy.train",
+        init_flag: bool = True,
     ) -> None:
         self.cfg, self.run_dir = cfg, run_dir
+        # What the messages name: the config section `cfg` came from, and whether the
+        # command can start a new run from a checkpoint (train's --init; distill has none).
+        self.settings, self.init_flag = settings, init_flag
         self.device = pick_device(cfg.device)
         self.dist = init_distributed(self.device)
         self.objective = objective.to(self.device)
@@ -211,14 +232,7 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         if len(train_set) == 0:
             raise TrainingError("the training split holds no samples; record more episodes")
-        existing = latest_checkpoint(run_dir)
-        if existing is None and resume:
-            raise TrainingError(f"nothing to resume in {run_dir} (no complete checkpoint)")
-        if existing is not None and not resume:
-            raise TrainingError(
-                f"run folder {run_dir} already holds checkpoints; pass --resume to continue it "
-                "or --run NAME for a new run (nothing was overwritten)"
-            )
+        existing = check_run_folder(run_dir, resume)
         _check_frozen(objective)
         for name in self.policy.model.dead_parameter_names():
             self.policy.model.get_parameter(name).requires_grad_(False)
@@ -247,12 +261,12 @@ class Trainer:
             # would not continue the run it names (the step count may grow: the cosine then
             # decays to the new end).
             recipe={k: list(v) if k == "betas" else v for k, v in dataclasses.asdict(cfg).items() if k in RECIPE},
-            noted={"ema": cfg.ema, "steps": cfg.steps},
+            noted={"ema": cfg.ema, "steps": cfg.steps}, settings=settings,
         )
         if cfg.ema and cfg.fsdp and self.dist.grouped:
             # The average would hold each rank's shards, and a checkpoint only rank 0's.
-            raise TrainingError("policy.train.ema is not supported with fsdp yet: turn one of them off "
-                                "(policy.train.ema=null, or policy.train.fsdp=false for plain DDP)")
+            raise TrainingError(f"{settings}.ema is not supported with fsdp yet: turn one of them off "
+                                f"({settings}.ema=null, or {settings}.fsdp=false for plain DDP)")
         self.start_step, saved_ema = 0, {}
         if existing is not None:
             self.start_step, saved_ema = self.checkpoints.load(existing, self.device)
@@ -274,15 +288,24 @@ class Trainer:
         near its peak): said, with both rates."""
         cfg, then = self.cfg, self.checkpoints.loaded_notes
         if then.get("ema") is not None and then["ema"] != cfg.ema:
-            raise TrainingError(f"policy.train.ema={cfg.ema} differs from the run being resumed ({then['ema']}, {path}): "
+            raise TrainingError(f"{self.settings}.ema={cfg.ema} differs from the run being resumed ({then['ema']}, {path}): "
                                 "its average would be lost or mixed with another rate; resume with it, or start a "
                                 "new run (--run NAME)")
         steps = then.get("steps")
         if steps is not None and steps != cfg.steps and self.start_step < cfg.steps:
             before = lr_at(self.start_step, dataclasses.replace(cfg, steps=steps))
-            log.warning("policy.train.steps %d differs from the run being resumed (%d): the schedule now ends at step "
-                        "%d, so the learning rate at step %d goes from %.3g to %.3g", cfg.steps, steps, cfg.steps,
-                        self.start_step, before, lr_at(self.start_step, cfg))
+            log.warning("%s.steps %d differs from the run being resumed (%d): the schedule now ends at step "
+                        "%d, so the learning rate at step %d goes from %.3g to %.3g", self.settings, cfg.steps, steps,
+                        cfg.steps, self.start_step, before, lr_at(self.start_step, cfg))
+
+    def _non_finite_advice(self) -> str:
+        lower = f"; check the data, or lower {self.settings}.lr"
+        last = latest_checkpoint(self.run_dir)
+        if last is None:
+            return lower
+        if not self.init_flag:  # a resume must keep the rate: a new run, from the start
+            return f"{lower} in a new run (--run NEW {self.settings}.lr=...)"
+        return f"{lower} in a new run from the last good checkpoint: --init {last} --run NEW {self.settings}.lr=..."
 
     def save(self, step: int) -> Path | None:
         """checkpoints/step_XXXXXX (train/checkpoint.py); every process must call it."""
@@ -383,24 +406,15 @@ class Trainer:
         means = (all_reduce_sum(sums, d) / global_count).tolist()
         reported = means[0]
         if not math.isfinite(reported):
-            last = latest_checkpoint(self.run_dir)
             # Name the term(s) that went bad: with several, which one is the lead to follow.
             bad = [f"{n} = {v}" for n, v in zip(names, means[1:]) if not math.isfinite(v)]
-            raise TrainingError(
-                f"loss became {reported} at step {step}"
-                + (f" (term {', '.join(bad)})" if bad else "")
-                + "; check the data, or lower policy.train.lr"
-                + (f" in a new run from the last good checkpoint: --init {last} --run NEW policy.train.lr=..." if last
-                   else "")
-            )
+            raise TrainingError(f"loss became {reported} at step {step}" + (f" (term {', '.join(bad)})" if bad else "")
+                                + self._non_finite_advice())
         # A finite loss can still give an inf/NaN gradient (an overflow in the backward):
         # clipping would then scale every gradient by NaN and the step would poison the weights.
         if not math.isfinite(float(grad_norm)):
-            last = latest_checkpoint(self.run_dir)
             raise TrainingError(f"gradient norm became {float(grad_norm)} at step {step} with a finite loss "
-                                f"({reported:.4g}); check the data, or lower policy.train.lr"
-                                + (f" in a new run from the last good checkpoint: --init {last} --run NEW "
-                                   "policy.train.lr=..." if last else ""))
+                                f"({reported:.4g})" + self._non_finite_advice())
         self.optimizer.step()
         if self.ema is not None:
             weight = 1.0 - ema_decay(step, cfg.ema)
