@@ -545,3 +545,13 @@ def test_a_run_started_from_our_checkpoint_resumes_and_says_which_settings_it_ke
                                             f"pass policy.chunk_len={tiny.chunk_len}"):
         finetune(store, dataclasses.replace(tiny, chunk_len=3), _cfg(steps=2), tmp_path / "other", episodes=[0, 1, 2, 3],
                  make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]))
+
+
+def test_evenly_spaced_windows_reach_the_last_one():
+    """The offline evaluation, the distiller's probe and its report's action error sample
+    windows through one helper; a stride of n // count cut to `count` took only the first
+    windows whenever n < 2 x count (10 of 19: windows 0-9)."""
+    from shallowpi.train.offline_eval import evenly_spaced
+
+    assert evenly_spaced(19, 10) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
+    assert evenly_spaced(3, 8) == [0, 1, 2] and evenly_spaced(0, 4) == [] and evenly_spaced(5, 1) == [0]

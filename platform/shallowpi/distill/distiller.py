@@ -52,6 +52,7 @@ from shallowpi.train.finetune import (
     scenes_of,
 )
 from shallowpi.train.objective import NoiseSpec, step_noise
+from shallowpi.train.offline_eval import evenly_spaced
 from shallowpi.train.trainer import TrainConfig, Trainer, check_run_folder
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,7 @@ def load_teacher(checkpoint: Path, expected_sha256: str | None, what: str = "--t
 def probe_windows(dataset: Dataset, policy: Policy, count: int, seed: int = 0) -> Probe:
     """`count` evenly spaced windows of `dataset` with fixed noise and time, on the policy's
     device: the inputs on which layer subsets are compared with the full teacher."""
-    n = len(dataset)
-    picks = list(range(0, n, max(1, n // count)))[:count]
+    picks = evenly_spaced(len(dataset), count)
     batch = default_collate([dataset[i] for i in picks])
     inputs = policy.model_inputs(batch)
     noise, t = (x.to(policy.device) for x in step_noise(0, seed, len(picks), NoiseSpec.of(policy.cfg)))

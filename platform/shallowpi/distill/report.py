@@ -33,6 +33,7 @@ from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.policy.flops import flop_counter
 from shallowpi.policy.model import count_parameters
 from shallowpi.policy.policy import Policy
+from shallowpi.train.offline_eval import evenly_spaced
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def action_errors(teacher: Policy, student: Policy, dataset: Dataset, max_sample
     """Per-joint mean absolute error (robot units) over non-padded steps of up to
     `max_samples` evenly spaced windows: teacher and student against the recorded actions,
     and student against teacher; both sample from the same noise."""
-    n = len(dataset)
-    subset = Subset(dataset, list(range(0, n, max(1, n // max_samples)))[:max_samples])
+    subset = Subset(dataset, evenly_spaced(len(dataset), max_samples))
     gen = torch.Generator().manual_seed(seed)
     sums = {"teacher_vs_truth": 0.0, "student_vs_truth": 0.0, "student_vs_teacher": 0.0}
     count = 0.0

@@ -64,6 +64,13 @@ class EvalReport:
 
 
 @torch.no_grad()
+def evenly_spaced(n: int, count: int) -> list[int]:
+    """Up to `count` distinct indices spread over range(n), first and last included. A
+    stride of n // count cut to `count` took only the first ones whenever n < 2 x count
+    (the offline evaluation, the distiller's probe and its report each did once)."""
+    return torch.linspace(0, n - 1, min(n, count)).round().long().unique().tolist() if n else []
+
+
 def evaluate(
     policy: Policy,
     dataset: Dataset,
@@ -76,11 +83,7 @@ def evaluate(
 ) -> EvalReport:
     """Evaluate on up to `max_samples` evenly spaced samples of `dataset`; `data` names
     what they are in the report (held-out or training episodes)."""
-    n = len(dataset)
-    # Spread over the whole dataset, last window included (a stride of n // max_samples cut
-    # to max_samples scored only the first ones whenever n < 2 x max_samples).
-    picks = torch.linspace(0, n - 1, min(n, max_samples)).round().long().unique().tolist() if n else []
-    subset = Subset(dataset, picks)
+    subset = Subset(dataset, evenly_spaced(len(dataset), max_samples))
     policy.eval()
     gen = torch.Generator().manual_seed(seed)
     sums = dict.fromkeys(("pa", "ps", "count"), 0.0)
