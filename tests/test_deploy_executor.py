@@ -241,6 +241,27 @@ def test_stop_from_another_thread_ends_cleanly_and_estop_turns_torque_off():
     assert (finished.status.state.value, finished.status.message) == ("done", "done: 1 episode(s)")
 
 
+@pytest.mark.parametrize("method", ["stop", "estop"])
+def test_a_stop_while_the_last_ticks_sync_chunk_is_computed_ends_the_episode_as_stopped(method):
+    """The loop left a stop seen after a sync chunk to its top, which the last tick never
+    reaches: the episode read "time limit" (a --json `complete: true`, a recording marked
+    as run out) and the final status never said stopped."""
+    robot = CountingRobot()
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="sync", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    computed = executor.backend.infer
+
+    def stopped_meanwhile(obs, inpainting=None):
+        getattr(executor, method)()  # the operator's key while the chunk was computed
+        return computed(obs, inpainting)
+
+    executor.backend.infer = stopped_meanwhile
+    report = executor.run_episode("count", 1)
+    assert report.ended == ("stopped" if method == "stop" else "e-stop") and report.ticks == 0
+    assert executor.status.state.value == "stopped"
+    assert robot.calls[-1] == ("hold last" if method == "stop" else "torque_off")
+
+
 def test_realtime_loop_keeps_its_period_while_inference_runs_on_its_thread():
     _, report, _, _ = run("rtc", latencies=(0.05,), realtime=True, ticks=45)
     sent = [v for v in commands(report) if v >= 0]

@@ -172,8 +172,9 @@ class Executor(ExecutorControl):
                 except InferenceFault as exc:  # the robot is sound: hold it, keep torque on
                     self._fault(exc, report, last, torque_off=False)
                     break
-                if self._stop.is_set():  # stopped while a sync chunk was computed: end at the loop's top
-                    continue
+                if self._stop.is_set():  # stopped while a sync chunk was computed (on the last tick too)
+                    report.ended = "e-stop" if self._estop.is_set() else "stopped"
+                    break
                 if stale:
                     self.safety.stale_frames += 1
                     report.stale_frames += 1
