@@ -388,6 +388,36 @@ def test_a_deploy_that_fails_before_the_first_motion_leaves_an_arm_found_holding
     assert torque_off_line(target.robot).startswith("torque off NOT confirmed (bus 'follower': left holding")
 
 
+def test_a_servo_fault_before_the_first_motion_releases_its_bus_though_found_holding():
+    """A killed run left both arms holding; while the backend warmed up, a servo on the
+    right arm raised an alarm that leaves torque on (input voltage). The clean-up closed
+    every bus as found: the faulted arm stayed powered with nothing left to watch it. Its
+    bus goes limp now, as in a run (hold_or_release); the sound arm still holds, and a bus
+    error naming no bus switches off every bus."""
+    from shallowpi.commands.deploy_targets import RobotTarget
+    from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError
+
+    def torque_after(fault) -> dict[str, set[int]]:
+        with emulated("bimanual") as (spec, chains):
+            killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+            killed.connect()
+            killed.hold()
+            for bus in killed.buses.values():
+                bus.disconnect()  # the process died: ports closed, torque left on
+            target = RobotTarget(DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name)), None, spec, {},
+                                 "wave", 1.0, 0.0)
+            target.connect()
+            target.disconnect(as_found=True, fault=fault)
+            return {bus: {s.get("torque_enable") for s in chains[bus].servos.values()}
+                    for bus in ("follower_left", "follower_right")}
+
+    voltage = ServoFaultError("bus 'follower_right': servo 3 reports input voltage", bus="follower_right")
+    assert torque_after(voltage) == {"follower_left": {1}, "follower_right": {0}}
+    assert torque_after(BusError("a bus failed")) == {"follower_left": {0}, "follower_right": {0}}
+    assert torque_after(RuntimeError("the backend would not warm up")) == {"follower_left": {1},
+                                                                            "follower_right": {1}}
+
+
 def test_the_last_line_names_the_buses_a_run_never_reached():
     """An unplugged first adapter stopped the connect before the second bus opened: the
     second arm, left holding by a killed run, was never touched, yet the run ended with

@@ -276,6 +276,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     quiet = contextlib.ExitStack()
     putting_away = threading.Event()
     failed_before_motion = False  # a run that fails before the robot first moves leaves it as found
+    failure: BaseException | None = None  # ... unless a servo fault is why (its bus goes limp)
     moving = False
     try:
         target.connect()
@@ -329,11 +330,12 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         # An error before the first motion (a backend that will not warm up); Ctrl-C at the
         # go question is the operator's word, and turns torque off.
         failed_before_motion = not moving and not isinstance(exc, KeyboardInterrupt)
+        failure = exc
         raise
     finally:
         try:
             putting_away.set()  # a signal from here on waits for torque off instead of cutting it short
-            target.disconnect(as_found=failed_before_motion)  # first: torque off whatever else the cleanup meets
+            target.disconnect(as_found=failed_before_motion, fault=failure)  # first: torque off whatever else the cleanup meets
             if target.on_hardware:
                 held_output.append(torque_off_line(target.robot))  # printed below, however the run ended
         finally:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shallowpi.cli import overrides_from
-from shallowpi.errors import ConfigError
+from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.policy.fit import (
     aspect_mismatch,
     calibration_mismatch,
@@ -103,9 +103,9 @@ class TwinTarget(_SpecFacts):
         """Start the twin (and, for `stack`, its emulated servos and cameras)."""
         self.robot.connect()
 
-    def disconnect(self, as_found: bool = False) -> None:
-        """Stop what `connect` started (`as_found`: for the robot's; the twin has no servos to
-        leave as found)."""
+    def disconnect(self, as_found: bool = False, fault: BaseException | None = None) -> None:
+        """Stop what `connect` started (`as_found`, `fault`: for the robot's; the twin has no
+        servos to leave as found)."""
         self.robot.disconnect()
 
     def prepare(self, seed: int) -> None:
@@ -165,13 +165,14 @@ class RobotTarget(_SpecFacts):
             self.disconnect()
             raise
 
-    def disconnect(self, as_found: bool = False) -> None:
+    def disconnect(self, as_found: bool = False, fault: BaseException | None = None) -> None:
         """Torque off and close the buses, then stop the cameras. `as_found`: the run failed
         before the robot first moved (a backend that would not warm up): each bus is closed
-        as connect found it, an arm a killed run left holding still holding (said)."""
+        as connect found it, an arm a killed run left holding still holding (said), unless
+        `fault` is its bus's (DynamixelRobot.put_back)."""
         try:
             if as_found:
-                self.robot.put_back()
+                self.robot.put_back(fault if isinstance(fault, PlatformError) else None)
             self.robot.disconnect()
         finally:
             for camera in reversed(self._started):

@@ -52,7 +52,7 @@ from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
-from shallowpi.hardware.dynamixel.motor_bus import MotorBus, ServoFaultError
+from shallowpi.hardware.dynamixel.motor_bus import BusError, MotorBus, ServoFaultError
 from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeState, SafeStateError
 from shallowpi.robots.calibration import (
     RobotCalibration,
@@ -212,11 +212,19 @@ class DynamixelRobot(Robot):
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
 
-    def put_back(self) -> None:
+    def put_back(self, fault: PlatformError | None = None) -> None:
         """A start that failed after connect (a refused store, a full disk): close every bus
         as connect() found it, the buses a killed run had left holding still holding (said),
-        the others torque off. `disconnect()` instead ends a run: every bus torque off."""
-        self._put_back(self._found_holding)
+        the others torque off. `disconnect()` instead ends a run: every bus torque off.
+        `fault`: why the start failed; a servo's (an alarm read while a backend warmed up)
+        switches off the bus it names even where found holding, as `hold_or_release` does
+        in a run (nothing would watch its alarm once this process ends), and a bus error
+        that names no bus switches off every bus."""
+        keep = set(self._found_holding)
+        if isinstance(fault, BusError):
+            bus = getattr(fault, "bus", "")
+            keep = keep - {bus} if bus in self.buses else set()
+        self._put_back(keep)
 
     def _put_back(self, found_holding: set[str]) -> None:
         """A connect that failed: torque off and close every bus, except those found holding,
