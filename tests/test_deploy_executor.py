@@ -22,6 +22,7 @@ from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
 from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.record.clock import LOOP_SWITCH_INTERVAL_S
+from shallowpi.robots.base import SafeStateError
 
 
 def commands(report) -> list[float]:
@@ -260,6 +261,36 @@ def test_a_stop_while_the_last_ticks_sync_chunk_is_computed_ends_the_episode_as_
     assert report.ended == ("stopped" if method == "stop" else "e-stop") and report.ticks == 0
     assert executor.status.state.value == "stopped"
     assert robot.calls[-1] == ("hold last" if method == "stop" else "torque_off")
+
+
+def test_a_hold_that_fails_before_or_after_the_ticks_is_handled_as_a_fault_in_a_tick():
+    """The holds outside the loop (the episode's start, its end, the homing's and the reset's
+    first) raised past the fault handling: the run's clean-up switched every bus off (a
+    humanoid's sound arm dropped what it held), no FAULT showed and the episode's report
+    was lost. Now each is a fault as in a tick: hold what can hold, release the rest."""
+    robot = CountingRobot()
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="sync", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    robot.fault_at = 0  # the overloaded servo let go before the first tick
+    report = executor.run_episode("count", 10)
+    assert (report.ended, report.ticks, report.success) == ("fault", 0, None)
+    assert robot.calls[-3:] == ["hold", "hold", "torque_off"]  # hold_or_release: the hold failed, torque off
+    assert executor.status.state.value == "fault" and executor.stopped
+
+    class LetGoAtTheEnd(CountingRobot):
+        def hold(self, goal=None):
+            if goal is not None and self.ticks >= 5:  # the last command no longer confirmed
+                self.calls.append("hold last")
+                raise SafeStateError("robot 'counting': hold not confirmed, servo 3 has torque off")
+            return super().hold(goal)
+
+    robot = LetGoAtTheEnd()
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="sync", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    report = executor.run_episode("count", 5, success=lambda: True)
+    assert (report.ended, report.ticks, report.success) == ("fault", 5, False)
+    assert robot.calls[-2:] == ["hold last", "hold"] and executor.held_after_fault  # the rest holds
+    assert executor.hold_measured() is not None  # the reset's hold: confirmed here
 
 
 def test_realtime_loop_keeps_its_period_while_inference_runs_on_its_thread():

@@ -309,6 +309,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             executor.status.episode = episode
             if not executor.go_to_start():  # the robot: to the demonstrations' start pose first
                 break
+            if target.on_hardware and executor.hold_measured() is None:  # a fault: handled, the run ends
+                break
             target.start_episode(seed, waiting)
             if executor.stopped:  # stopped while the robot held for the reset
                 break

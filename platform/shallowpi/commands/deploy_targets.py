@@ -183,13 +183,14 @@ class RobotTarget(_SpecFacts):
         """Before the warm-up: nothing to set; the robot holds the pose it was found in."""
 
     def start_episode(self, seed: int, waiting: Waiting) -> None:
-        """Hold the pose for the reset time while the operator sets the scene, the first
-        episode too (the policy never starts straight out of the warm-up or the homing to
-        the demonstrations' start pose, Executor.go_to_start), asking `waiting(reset_s,
-        seconds_left)` every 0.1 s whether to stop instead. The measured pose, not the last
-        command: a gripper still closed on an object (no start pose recorded, or
-        deploy.start_speed null) lets go of its squeeze for the hands taking it out."""
-        self.robot.hold()
+        """Wait the reset time while the operator sets the scene, the first episode too (the
+        policy never starts straight out of the warm-up or the homing to the
+        demonstrations' start pose, Executor.go_to_start), asking `waiting(reset_s,
+        seconds_left)` every 0.1 s whether to stop instead. The robot holds meanwhile: the
+        caller has it hold its measured pose first (Executor.hold_measured, which handles a
+        failed hold as a fault), not the last command, so a gripper still closed on an
+        object (no start pose recorded, or deploy.start_speed null) lets go of its squeeze
+        for the hands taking it out."""
         end = time.monotonic() + self.reset_s
         while (left := end - time.monotonic()) > 0 and not waiting(self.reset_s, left):
             time.sleep(min(0.1, left))

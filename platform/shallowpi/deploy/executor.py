@@ -139,7 +139,7 @@ class Executor(ExecutorControl):
         self._link_start, self._link_warned = robot.link_counts(), False
         self.status.task = task
         self.status.message, self.status.reset_left_s = "", 0.0  # the warm-up's or the reset's is over
-        held = robot.hold()
+        held = self.hold_measured(report)  # None: a fault, handled; the episode runs no tick
         self._unanswered_since = None
         holding = True  # nothing to send until the first chunk (not a watchdog hold)
         last = held
@@ -150,7 +150,7 @@ class Executor(ExecutorControl):
         try:
             runner = (ThreadedInference(self.backend, cfg.injected_delay_s) if cfg.realtime
                       else LockstepInference(self.backend, self.fps, cfg.injected_delay_s))
-            for _ in range(max_ticks):
+            for _ in range(max_ticks if held is not None else 0):
                 if self._stop.is_set():
                     report.ended = "e-stop" if self._estop.is_set() else "stopped"
                     break
@@ -254,7 +254,10 @@ class Executor(ExecutorControl):
                                        "no further episode starts on it"),
                         report, last, torque_off=False)
         if not self._estop.is_set() and report.ended != "fault":
-            robot.hold(last)  # keeps a grip's squeeze (Robot.hold)
+            try:
+                robot.hold(last)  # keeps a grip's squeeze (Robot.hold)
+            except PlatformError as exc:  # as in a tick: what can hold holds, bus by bus
+                self._fault(exc, report, last)
         if report.ended in ("stopped", "e-stop"):  # the operator's word: said as the final state
             self._set_stopped()
         # A fault ends an episode as a failure whatever the scene shows (a diverged twin was

@@ -224,7 +224,8 @@ class ExecutorControl:
                                      goal="the demonstrations' start pose", then="the reset countdown starts")
         clock = TickClock(self.fps) if self.cfg.realtime else SimulatedClock(self.fps)
         report = EpisodeReport(-1, None)  # what _fault marks; a fault here ends the run
-        last = self.robot.hold()
+        if (last := self.hold_measured(report)) is None:
+            return False
         told = ""
         while True:
             if self._stop.is_set():
@@ -265,6 +266,19 @@ class ExecutorControl:
         self._set(ExecutorState.RESET,
                   f"set the scene: episode {self.status.episode + 1} starts in {reset_s:g} s (the robot holds)")
 
+    def hold_measured(self, report: EpisodeReport | None = None) -> np.ndarray | None:
+        """Hold the robot at its measured pose (Robot.hold) and return the command sent;
+        None when it cannot be confirmed holding (a servo its own protection switched off),
+        handled as a fault in a tick is (`_fault`: what can hold holds, the rest goes limp,
+        bus by bus, FAULT shown, the run ends) rather than left to the run's clean-up, which
+        switched every bus off and dropped the sound arm's load. `report`: the episode's,
+        marked as ended by the fault."""
+        try:
+            return np.asarray(self.robot.hold(), np.float32)
+        except PlatformError as exc:
+            self._fault(exc, report or EpisodeReport(-1, None), None)
+            return None
+
     def _observe(self, report: EpisodeReport, last: np.ndarray) -> Observation | None:
         """The robot's observation, or None once its fault is handled: a silent camera
         leaves the servos sound, so it holds `last` with torque on, as for a policy fault
@@ -276,7 +290,7 @@ class ExecutorControl:
             self._fault(exc, report, last, torque_off=not isinstance(exc, CameraError))
             return None
 
-    def _fault(self, exc: PlatformError, report: EpisodeReport, last: np.ndarray,
+    def _fault(self, exc: PlatformError, report: EpisodeReport, last: np.ndarray | None,
                torque_off: bool = True) -> None:
         """A servo or bus fault (`torque_off`: the robot itself is in question): hold the
         present pose where it can be confirmed and switch torque off where it cannot, bus by
