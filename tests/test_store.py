@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -116,6 +117,41 @@ def test_interrupted_delete_swap_is_finished_on_open(tmp_path):
     (tmp_path / "s.zarr").rename(tmp_path / "s.zarr.old")  # killed between the two renames
     assert len(EpisodeStore.open(tmp_path / "s.zarr", mode="a")) == 2
     assert not (tmp_path / "s.zarr.old").exists()
+
+
+def test_a_reader_leaves_a_running_deletes_swap_to_it_and_opens_what_it_swaps_in(tmp_path):
+    """Between a live delete's two renames the store's folder is missing, as after a crash
+    there, and a reader opening it finished the swap itself, without a lock: the delete then
+    failed on the marker the reader had removed (run again, it removed a second episode), or
+    on the original the reader had moved back. The delete holds its copy's writer lock
+    throughout; a reader now leaves a locked swap alone, waits for the store to come back,
+    and finishes only a swap no process runs."""
+    import threading
+
+    from shallowpi.data.durable_io import release_writer_lock, take_writer_lock
+    from shallowpi.data.store_swap import finish_interrupted_swap
+
+    store = tmp_path / "s.zarr"
+    make_store(store, episodes=3, length=5).close()
+    staging, old = tmp_path / "s.zarr.compacting", tmp_path / "s.zarr.old"
+    make_store(staging, episodes=2, length=5).close()  # the compacted copy
+    (staging / ".complete").touch()
+    lock, _ = take_writer_lock(staging)  # the delete's, taken before its first rename
+    (store / SWAPPED_OUT).touch()
+    store.rename(old)  # the first rename: the store's folder is missing now
+    with pytest.raises(StoreError, match=r"s\.zarr is being swapped in by a running `dataset delete`"):
+        finish_interrupted_swap(store, wait_s=0.2)
+    assert old.is_dir() and (staging / ".complete").is_file() and not store.exists()  # left alone
+    opened = []
+    reader = threading.Thread(target=lambda: opened.append(len(EpisodeStore.open(store))))
+    reader.start()
+    time.sleep(0.2)
+    assert reader.is_alive() and not store.exists()  # waiting for the delete, touching nothing
+    (staging / ".complete").unlink()  # the delete's second rename
+    staging.rename(store)
+    reader.join(5)
+    assert opened == [2]
+    release_writer_lock(lock, clean=True)  # (a swap no process runs: the test above)
 
 
 def test_a_delete_cut_after_its_second_rename_never_brings_the_deleted_episodes_back(tmp_path):

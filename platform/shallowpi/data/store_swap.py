@@ -7,10 +7,16 @@ lists or makes a store of that name finishes a swap cut between the two renames.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from shallowpi.data.durable_io import LOCK_NAME
+from shallowpi.errors import StoreError
 
 COMPACTING_SUFFIX = ".compacting"
 OLD_SUFFIX = ".old"  # a delete's swap moves the store there before the compacted copy goes in
@@ -26,7 +32,7 @@ def name_taken(path: Path) -> bool:
     return path.exists()
 
 
-def finish_interrupted_swap(path: Path) -> None:
+def finish_interrupted_swap(path: Path, wait_s: float = 10.0) -> None:
     """A delete swaps a compacted copy in with two renames; finish a swap cut in between.
 
     Only called when `path` is missing: the compacted copy goes in if it was complete,
@@ -34,16 +40,57 @@ def finish_interrupted_swap(path: Path) -> None:
     second rename leaves `NAME.zarr.old` alone beside the new store (the writer's next open
     removes it), and once that store was renamed or removed by hand, bringing the old copy
     back would resurrect the episodes the delete removed.
+
+    Only a swap its delete no longer runs: a live one holds the copy's writer lock from
+    before its first rename to after its second, and a reader opening the store in between
+    used to finish it under the delete's feet (the delete then failed, or removed a second
+    episode when run again). Then this waits up to `wait_s` for the store to reappear;
+    StoreError (one line) if it does not.
     """
     staging = path.with_name(path.name + COMPACTING_SUFFIX)
     old = path.with_name(path.name + OLD_SUFFIX)
-    if (staging / ".complete").exists():
-        (staging / ".complete").unlink()
-        os.replace(staging, path)
-        remove_swapped_out(path)
-    elif (old / SWAPPED_OUT).exists() and staging.exists():
-        os.replace(old, path)
-        (path / SWAPPED_OUT).unlink(missing_ok=True)
+    deadline = time.monotonic() + wait_s
+    while not path.exists():
+        with _copy_lock(staging) as ours:
+            if ours:  # no delete runs it: cut by a crash (or none at all)
+                if (staging / ".complete").exists():
+                    (staging / ".complete").unlink()
+                    os.replace(staging, path)
+                    remove_swapped_out(path)
+                elif (old / SWAPPED_OUT).exists() and staging.exists():
+                    os.replace(old, path)
+                    (path / SWAPPED_OUT).unlink(missing_ok=True)
+                return
+        if time.monotonic() > deadline:
+            raise StoreError(f"{path.name} is being swapped in by a running `dataset delete` (its copy "
+                             f"{staging.name} is locked) and has not come back in {wait_s:g} s; try again")
+        time.sleep(0.01)
+
+
+@contextmanager
+def _copy_lock(staging: Path) -> Iterator[bool]:
+    """Hold the compacted copy's writer lock for the duration: True, or False when a live
+    delete holds it (its swap under way). True too when there is no copy."""
+    if not staging.is_dir():
+        yield True
+        return
+    try:
+        fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # the copy moved in meanwhile: the loop finds the store
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def remove_swapped_out(path: Path) -> None:
