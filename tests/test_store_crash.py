@@ -128,6 +128,46 @@ def test_a_commit_that_fails_after_its_commit_point_keeps_the_episode(tmp_path, 
     reopened.close()
 
 
+def test_a_commit_that_fails_before_its_commit_point_leaves_the_episode_ends_as_on_disk(tmp_path, monkeypatch):
+    """The commit record's write fails (a full disk): the take is discarded and the next one
+    committed. The writer's cached episode ends had taken the failed take's end already, so
+    it read the next episode's rows from the wrong place, and called it damaged."""
+    import errno
+
+    import shallowpi.data.store as store_module
+    from store_fixtures import synthetic_frame
+
+    store = make_store(tmp_path / "s.zarr", episodes=2)
+    assert len(store.episode_ends) == 2  # loaded: the cache the commit appends to
+    rng = np.random.default_rng(4)
+    real_write = store_module.write_json
+    failing = [True]
+
+    def full_once(path, data, durable, **kwargs):
+        if Path(path).name == ".zattrs" and failing:
+            failing.clear()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data, durable, **kwargs)
+
+    monkeypatch.setattr(store_module, "write_json", full_once)
+    for length, fails in ((7, True), (9, False)):
+        writer = store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test", fps=30)
+        for t in range(length):
+            writer.add_frame(synthetic_frame(rng, t), t / 30.0)
+        if fails:
+            with pytest.raises(OSError, match="No space left"):
+                writer.commit(success=True)
+            writer.discard()
+        else:
+            writer.commit(success=True)
+    start = int(store.episode_ends[1])
+    assert len(store) == 3 and store.episode_range(2) == (start, start + 9)
+    assert store.episode(2).length == 9 and store.read_episode(2)["observation.state"].shape[0] == 9
+    store.close()
+    with EpisodeStore.open(tmp_path / "s.zarr") as reopened:
+        assert reopened.episode_range(2) == (start, start + 9) and check_store(reopened).ok
+
+
 def test_a_durable_store_is_synced_whole_before_it_appears(tmp_path, monkeypatch):
     """create() renames a staged store into place: its header, arrays' metadata and the
     folder it lands in are synced (delayed allocation could otherwise leave an empty

@@ -694,9 +694,15 @@ class EpisodeStore:
             self._fsync_array("meta/episode_ends", n, n + 1)
         write_json(file_in(self.path / EPISODES_DIR, f"{n}.json"), info.to_json(), durable)
         summary = self.summary.with_episode(info)
-        if self._ends_loaded is not None:
-            self._ends_loaded = np.append(self._ends_loaded, np.int64(end))
-        self._write_commit_record(n + 1, end, summary, replaced=lambda: self._remember(n, info))
+
+        def replaced() -> None:
+            # Only once the commit record is in: a commit that fails before it (ENOSPC on the
+            # record) and is tried again would otherwise read through an extra end.
+            if self._ends_loaded is not None:
+                self._ends_loaded = np.append(self._ends_loaded, np.int64(end))
+            self._remember(n, info)
+
+        self._write_commit_record(n + 1, end, summary, replaced=replaced)
 
     def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary,
                              replaced: Callable[[], None] | None = None, edits: int | None = None) -> None:
