@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import platform_cmd, subprocess_env
-from shallowpi.data import EpisodeStore
+from shallowpi.data import EpisodeStore, zarr_compat
 from shallowpi.data.store import StoreSettings
 from shallowpi.data.store_check import (
     check_store,
@@ -115,6 +115,31 @@ def test_deleting_the_damaged_episodes_saves_the_rest_of_the_store(tmp_path):
     _chunk(tmp_path / "t.zarr", "observation.images.front", "25.0.0.0").unlink()
     with EpisodeStore.open(tmp_path / "t.zarr", mode="a") as store, pytest.raises(StoreError, match="is damaged"):
         store.delete_episodes([2])
+
+
+@pytest.mark.bad_store
+def test_the_delete_named_for_an_array_cut_short_runs_and_nothing_records_into_it_meanwhile(tmp_path):
+    """An array cut short of the committed rows (a copy that stopped early): the refusal
+    named the delete that keeps the rest, and that delete was refused by the writable open
+    it needs ("the store is damaged"), so the store could not be saved that way. It opens to
+    salvage now; a recording is still refused (it would append after a gap read as zeros)."""
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=3, length=20, settings=StoreSettings(durable=False, numeric_chunk_rows=16)).close()
+    group = zarr_compat.open_group(path, mode="r+")
+    group["data/action"].resize((50, 6))  # episode 2 holds rows 41-62
+    with EpisodeStore.open(path) as store, pytest.raises(StoreError) as refused:
+        require_intact(store)
+    assert str(refused.value).endswith(f"`platform dataset delete {path} --episode 2` keeps the rest")
+    with pytest.raises(StoreError, match=r"committed episodes need 63; the store is damaged \(`platform dataset check"):
+        EpisodeStore.open(path, mode="a")
+    with EpisodeStore.open(path, mode="a", salvage=True) as store, pytest.raises(StoreError, match="nothing is recorded"):
+        store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test", fps=30)
+    deleted = subprocess.run(platform_cmd("dataset", "delete", str(path), "--episode", "2", "--yes"),
+                             env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert deleted.returncode == 0, deleted.stderr
+    with EpisodeStore.open(path, mode="a") as store:
+        assert len(store) == 2 and not check_store(store).problems
+        require_intact(store)
 
 
 def test_a_check_during_which_the_store_is_edited_reports_no_damage_and_says_to_run_it_again(tmp_path):

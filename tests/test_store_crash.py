@@ -24,6 +24,7 @@ from crash_writer import digest
 from shallowpi.data import EpisodeStore
 from shallowpi.data.store import StoreSettings
 from shallowpi.data.store_check import check_store
+from shallowpi.errors import StoreError
 from store_fixtures import as_layout_1, make_store
 
 TRIALS = 30
@@ -168,6 +169,26 @@ def test_a_commit_that_fails_before_its_commit_point_leaves_the_episode_ends_as_
         assert reopened.episode_range(2) == (start, start + 9) and check_store(reopened).ok
 
 
+def test_no_episode_is_removed_while_one_is_being_recorded(tmp_path):
+    """The take's writer fixed its first row when it began: a drop under it gave the take
+    the dropped episode's rows too (its metadata said 5 frames, its range 9, and `check`
+    called it unreadable), and a delete's swap wrote its frames into the folder it removed."""
+    from store_fixtures import synthetic_frame
+
+    store = make_store(tmp_path / "s.zarr", episodes=2)
+    writer = store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test", fps=30)
+    rng = np.random.default_rng(5)
+    for t in range(5):
+        writer.add_frame(synthetic_frame(rng, t), t / 30.0)
+    for edit in (store.drop_last_episode, lambda: store.delete_episodes([0])):
+        with pytest.raises(StoreError, match="an episode is being recorded; commit or discard it before removing"):
+            edit()
+    writer.commit(success=True)
+    store.drop_last_episode()  # between takes, as the recorder's d / r are
+    assert len(store) == 2 and check_store(store).ok
+    store.close()
+
+
 def test_a_durable_store_is_synced_whole_before_it_appears(tmp_path, monkeypatch):
     """create() renames a staged store into place: its header, arrays' metadata and the
     folder it lands in are synced (delayed allocation could otherwise leave an empty
@@ -213,7 +234,6 @@ def test_a_discard_that_fails_on_a_full_disk_still_releases_the_lock(tmp_path, m
 def test_a_refused_frame_leaves_the_episode_row_aligned(tmp_path):
     """A frame with one bad value is refused whole: the keys before it in the feature order
     must not have been appended, or every later row would pair the wrong image with a state."""
-    from shallowpi.errors import StoreError
     from store_fixtures import synthetic_frame
 
     store = make_store(tmp_path / "s.zarr", episodes=0)
@@ -341,7 +361,6 @@ def test_a_delete_whose_reopen_fails_releases_each_lock_once(tmp_path, monkeypat
     import os as os_module
 
     from shallowpi.data import store_edit
-    from shallowpi.errors import StoreError
 
     store = make_store(tmp_path / "k.zarr", episodes=3, length=5)
     real_open = EpisodeStore.open

@@ -344,7 +344,7 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return 1
-    with EpisodeStore.open(path, mode="a") as store:
+    with EpisodeStore.open(path, mode="a", salvage=True) as store:  # arrays cut short too: require_intact judges
         if store.identity != asked:  # renumbered meanwhile: the indices confirmed name other episodes
             raise StoreError(f"{path.name} was edited while the delete waited for its answer; nothing deleted: "
                              "run it again")

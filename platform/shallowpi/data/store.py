@@ -198,6 +198,7 @@ class EpisodeStore:
         self._frame_layouts: dict[str, chunk_files.FrameLayout | None] = {}
         self._infos: dict[int, EpisodeInfo] = {}
         self._ends_loaded: np.ndarray | None = None
+        self._salvage = False  # opened to delete damaged episodes only (open(salvage=True))
         if self.layout >= 2:
             self._read_commit_record()
         else:
@@ -287,13 +288,16 @@ class EpisodeStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], mode: str = "r",
-             _locked: tuple[int, bool] | None = None) -> EpisodeStore:
+             _locked: tuple[int, bool] | None = None, salvage: bool = False) -> EpisodeStore:
         """Open an existing store: mode "r" reads, "a" also writes (one writer at a time).
 
         Costs the same at any number of episodes, except the first writable open of a
         layout-1 store (which moves its metadata to layout 2) and one after a writer was
         killed (which looks for its half-written files). `_locked`: the writer lock taken
-        already (fd, died), for a delete's swap, which holds one from start to end."""
+        already (fd, died), for a delete's swap, which holds one from start to end.
+        `salvage` (mode "a"): open a store whose arrays are cut short of its committed rows
+        (refused otherwise), for the delete of the damaged episodes that `require_intact`
+        names; no episode can be recorded into it."""
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
@@ -321,6 +325,7 @@ class EpisodeStore:
                 # A mark left by a swap cut before its first rename: a copy of this store made
                 # by hand later would carry it, and be taken for the swap's.
                 (path / SWAPPED_OUT).unlink(missing_ok=True)
+                store._salvage = salvage
                 store._recover(sweep=died)
                 if store.layout < LAYOUT:
                     from shallowpi.data.store_layout1 import move_to_layout_2
@@ -418,8 +423,9 @@ class EpisodeStore:
         end = self.num_frames
         for name in self._array_names():
             array = self._array(f"data/{name}")
-            if array.shape[0] < end:
-                raise StoreError(f"{self.path}: data/{name} has {array.shape[0]} rows, committed episodes need {end}; the store is damaged")
+            if array.shape[0] < end and not self._salvage:  # a recording would append after a gap of zeros
+                raise StoreError(f"{self.path}: data/{name} has {array.shape[0]} rows, committed episodes need {end}; "
+                                 "the store is damaged (`platform dataset check` names the episodes to delete)")
             if array.shape[0] > end:
                 log.warning("%s: removing %d frames of data/%s from an episode that was never committed",
                             self.path.name, array.shape[0] - end, name)
@@ -671,6 +677,8 @@ class EpisodeStore:
                          start_time: float | None = None) -> EpisodeWriter:
         """`begin_episode` without the mixing rule: for copies of a whole store (compaction)."""
         self._require_writable()
+        if self._salvage:
+            raise StoreError(f"{self.path.name} was opened to delete its damaged episodes; nothing is recorded into it")
         if self._writer is not None and self._writer.is_open:
             raise StoreError(f"{self.path.name}: an episode is already being recorded; commit or discard it first")
         from shallowpi.data.episode_writer import EpisodeWriter  # it imports this module

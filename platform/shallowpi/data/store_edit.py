@@ -51,7 +51,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     reads there (zeros) as data, with fresh checksums. Damage inside the deleted episodes
     is no obstacle: their rows are not read. The store is left as it was.
     """
-    store._require_writable()
+    _require_no_take(store)
     drop = {store.resolve_index(i) for i in indices}
     keep = [i for i in range(len(store)) if i not in drop]
     require_intact(store, dropping=drop)
@@ -84,7 +84,7 @@ def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
     exactly as after a killed writer, and a crash in between leaves what the next open
     cuts the same way. Returns the removed episode's metadata; StoreError on an empty store.
     """
-    store._require_writable()
+    _require_no_take(store)
     count = len(store)
     if count == 0:
         raise StoreError(f"{store.path.name} holds no episode to drop")
@@ -107,6 +107,16 @@ def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
     store._array("meta/episode_ends").resize((count - 1,))
     (store.path / EPISODES_DIR / f"{count - 1}.json").unlink(missing_ok=True)
     return info
+
+
+def _require_no_take(store: EpisodeStore) -> None:
+    """StoreError unless `store` is writable with no episode being recorded: the take's
+    writer fixed its first row when it began, so an edit under it would give it another
+    episode's rows, or write its frames into the folder a delete removes."""
+    store._require_writable()
+    if store._writer is not None and store._writer.is_open:
+        raise StoreError(f"{store.path.name}: an episode is being recorded; commit or discard it before "
+                         "removing episodes")
 
 
 def _swap_in(store: EpisodeStore, staging: Path) -> None:
