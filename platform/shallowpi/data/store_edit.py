@@ -68,7 +68,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    carry_provenance([store.path], staging)
+    carry_provenance([store.path], staging, settings.durable)
     (staging / ".complete").touch()
     fsync_path(staging)
     _swap_in(store, staging)
@@ -283,7 +283,7 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
         for source in sources:
             for i in range(len(source)):
                 append_episode_from(merged, source, i)
-        carry_provenance([s.path for s in sources], merged.path)
+        carry_provenance([s.path for s in sources], merged.path, first.settings.durable)
         merged.close()
         if out.exists():  # made meanwhile by another command: keep it, drop this
             raise StoreError(f"{out} appeared while merging; nothing was replaced")
@@ -329,13 +329,16 @@ def _encoding(settings: StoreSettings) -> str:
     return f"{settings.image_codec} q{settings.image_quality}" if lossy else settings.image_codec
 
 
-def carry_provenance(sources: Sequence[Path], into: Path) -> None:
+def carry_provenance(sources: Sequence[Path], into: Path, durable: bool = True) -> None:
     """Copy the recording sessions' configs and logs (`PROVENANCE_DIR`) of the stores at
     `sources` into the store at `into`, so that a store rewritten by a delete or made by a
     merge still says how each of its episodes was recorded. A file whose name `into`
     already holds with other contents (two sessions started in the same second, in two
-    stores) gets its source store's name added: nothing is overwritten."""
+    stores) gets its source store's name added: nothing is overwritten. `durable`: each
+    copy and the folder are synced, before the rename that publishes `into` (after a
+    power cut they could otherwise come back empty)."""
     target = into / PROVENANCE_DIR
+    copied = False
     for source in sources:
         for item in sorted((source / PROVENANCE_DIR).glob("*")):
             if not item.is_file():
@@ -347,6 +350,11 @@ def carry_provenance(sources: Sequence[Path], into: Path) -> None:
                 dest = target / f"{item.stem}.{Path(source).stem}{item.suffix}"
             target.mkdir(exist_ok=True)
             shutil.copyfile(item, dest)
+            if durable:
+                fsync_path(dest)
+            copied = True
+    if copied and durable:
+        fsync_path(target)
 
 
 def check_same_pairing(a: EpisodeStore, b: EpisodeStore) -> None:

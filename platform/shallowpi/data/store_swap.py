@@ -1,8 +1,9 @@
 """A store's names on disk beside `NAME.zarr` during a delete's swap, and finishing a swap
 a crash cut: `platform dataset delete` writes a compacted copy to `NAME.zarr.compacting`,
 moves the store to `NAME.zarr.old` (marked `.swapped-out`, so a backup someone named so
-by hand is never taken for it) and the copy in (data/store_edit.py). Whoever next opens,
-lists or makes a store of that name finishes a swap cut between the two renames.
+by hand is never taken for it) and the copy in (data/store_edit.py). Whoever next opens
+or makes a store of that name finishes a swap cut between the two renames (a listing names
+it); a swap its delete still runs is left to it.
 """
 
 from __future__ import annotations
