@@ -293,6 +293,22 @@ def test_a_hold_that_fails_before_or_after_the_ticks_is_handled_as_a_fault_in_a_
     assert executor.hold_measured() is not None  # the reset's hold: confirmed here
 
 
+def test_the_servos_alarms_are_read_once_a_second_while_the_robot_holds_for_the_reset():
+    """The reset countdown held the robot for seconds of hands at it and read no alarm: an
+    overload there went unseen until the next episode's first observe. watch_faults reads
+    them once a second and handles a fault as in a tick."""
+    robot = CountingRobot()
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="sync", realtime=False, warmup_runs=2))
+    executor._alarms_read_at = time.monotonic()  # read just now
+    robot.alarm = "servo 3 on bus arm reports an overload"
+    executor.watch_faults()
+    assert not executor.stopped  # not yet a second since the last read
+    executor._alarms_read_at -= 1.0
+    executor.watch_faults()
+    assert executor.stopped and executor.status.state.value == "fault"
+    assert "overload" in executor.status.message and robot.calls[-1] == "hold"  # hold_or_release: it holds
+
+
 def test_realtime_loop_keeps_its_period_while_inference_runs_on_its_thread():
     _, report, _, _ = run("rtc", latencies=(0.05,), realtime=True, ticks=45)
     sent = [v for v in commands(report) if v >= 0]

@@ -270,6 +270,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         executor.resetting(reset_s, left_s)  # published: the dashboard counts down, commands obeyed
         if executor.estopped and robot.is_connected:
             robot.torque_off()  # now, not after the cleanup
+        else:
+            executor.watch_faults()  # hands at the robot: an overload is handled as in a tick
         return executor.stopped
 
     reports = []

@@ -106,6 +106,7 @@ class ExecutorControl:
         self._stop = threading.Event()
         self._estop = threading.Event()
         self._held_after_fault = threading.Event()  # a policy-side fault, torque on, until the operator ends it
+        self._alarms_read_at = time.monotonic()  # watch_faults: the servos' alarms, once a second
         spec = robot.spec  # a twin's TwinSpec or a robot's RobotSpec: both list their joints
         # One tick of each joint's top speed (Robot.act's per-command bound): the unit of
         # seam jumps and steps, the same for radians, metres and gripper openings.
@@ -278,6 +279,20 @@ class ExecutorControl:
         except PlatformError as exc:
             self._fault(exc, report or EpisodeReport(-1, None), None)
             return None
+
+    def watch_faults(self) -> None:
+        """Read the servos' alarms (Robot.check_faults), at most once a second, while the
+        robot holds between episodes without observing (the reset countdown, seconds of
+        hands at the robot): a fault is handled as in a tick (`_fault`), and stops the run.
+        observe() reads them as often in a tick; the countdown read none."""
+        now = time.monotonic()
+        if now - self._alarms_read_at < 1.0:
+            return
+        self._alarms_read_at = now
+        try:
+            self.robot.check_faults()
+        except PlatformError as exc:
+            self._fault(exc, EpisodeReport(-1, None), None)
 
     def _observe(self, report: EpisodeReport, last: np.ndarray) -> Observation | None:
         """The robot's observation, or None once its fault is handled: a silent camera
