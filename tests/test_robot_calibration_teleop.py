@@ -479,6 +479,30 @@ def test_a_leader_moved_past_the_end_of_its_turn_reads_on_not_from_the_far_side(
         assert readings == pytest.approx([-3.0, -3.1, -3.2, -3.3, -3.2], abs=2 * tick)
 
 
+def test_a_leader_turned_far_past_its_limit_never_reads_as_the_other_end_of_its_range():
+    """The arm's range (±2.6 rad) spans all but ~700 ticks of the turn: a leader turned more
+    than that past its limit reads inside the range again, at its other end. Taken as read
+    (a reading in range counted as unambiguous), the follower swung across its whole range
+    at top speed, closed gripper and all, and the take recorded it as the operator's
+    action. Every reading now continues the last one."""
+    with emulated("arm") as (spec, chains):
+        pan = next(m for m in spec.leaders[0].motors if m.joint == "shoulder_pan")
+        servo = chains["leader"].servos[pan.id]
+        tick = pan.model.radians_per_tick
+        path = (-2.5, -2.9, -3.3, -3.7, -4.0, -3.6, -3.0, -2.5)
+        with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")) as teleop:
+            readings = []
+            for rad in path:
+                servo.plant.move_to(rad)
+                time.sleep(0.05)
+                readings.append(teleop.read()["shoulder_pan"])
+                if rad == -4.0:
+                    raw = servo.get("present_position")
+        low, high = (round(2048 + x / tick) for x in (-2.6, 2.6))
+        assert low <= raw <= high  # the servo itself reads inside the joint's range there
+        assert readings == pytest.approx(list(path), abs=2 * tick)
+
+
 def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
     """Calibrated with its zero near tick 0, a leader's joint range crosses the end of the
     turn, where its reading jumps from 0 to 4095: refused in one line, as for a follower."""

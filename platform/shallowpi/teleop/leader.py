@@ -61,6 +61,7 @@ class LeaderFollower:
         self.robot = spec.name
         self._limits = {j.name: (j.lower, j.upper) for j in spec.joints}
         self._last_ticks: dict[str, int] = {}  # the last reading of each joint, unwrapped
+        self._guessed: set[str] = set()  # joints whose last reading continues a first one's guessed turn
         self.gripper_map = gripper_map or GripperMap()
         self._kinds = kinds
         self._convert = {m.joint: calibration.converter(m, kinds[m.joint]) for leader in self.leaders for m in leader.motors}
@@ -96,7 +97,7 @@ class LeaderFollower:
         except BaseException:
             self.disconnect()  # no port left open behind a refusal
             raise
-        self._last_ticks = {}
+        self._last_ticks, self._guessed = {}, set()
 
     def link_counts(self) -> LinkCounts:
         """The leader buses' exchanges and failed tries (robots/base.LinkCounts), each servo's
@@ -131,20 +132,24 @@ class LeaderFollower:
     def _unwrapped(self, motor: MotorSpec, ticks: int) -> int:
         """In position mode a servo reads one turn (0..4095): a leader moved by hand past the
         turn's end reads from the other end, which converted is a joint on the far side of its
-        range, and the follower would sweep there (`unwrap_reading`). A reading inside the
-        joint's range is unambiguous and taken as read, so a guess never outlives the leader's
-        return into its range; the first reading outside it, with nothing to continue from,
-        is taken in the turn nearest the range (`nearest_turn`): taken as read, a leader resting
-        just past the turn's end sent the follower to its far limit for the whole session."""
+        range, and the follower would sweep there. Each reading continues the last one the
+        shorter way round (`unwrap_reading`), in range or not: a wrist roll whose range spans
+        nearly a turn, turned a few degrees past its limit, reads inside the range again, at
+        its other end, and taken as read the follower swung across its whole range at top
+        speed. The first reading has nothing to continue from: inside the range it is taken as
+        read; outside it, in the turn nearest the range (`nearest_turn`: as read, a leader
+        resting just past the turn's end sent the follower to its far limit), a guess that
+        lasts until a reading falls inside the range, which is then taken as read."""
         if motor.mode != OperatingMode.POSITION or motor.model.series != "X":
             return ticks  # the other modes, and the Y series in any, count whole turns themselves
         low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
-        last = self._last_ticks.get(motor.joint)
-        if low <= ticks <= high:
-            pass  # inside the range, which lies within one turn (check_position_limits): as read
-        elif last is None:
-            ticks = nearest_turn(ticks, low, high, motor.model.ticks_per_turn)
-        else:
+        last, joint = self._last_ticks.get(motor.joint), motor.joint
+        if last is not None and not (joint in self._guessed and low <= ticks <= high):
             ticks = unwrap_reading(last, ticks, motor.model.ticks_per_turn)
-        self._last_ticks[motor.joint] = ticks
+        elif low <= ticks <= high:  # the first reading, or the first in range after a guess: as read
+            self._guessed.discard(joint)
+        else:
+            ticks = nearest_turn(ticks, low, high, motor.model.ticks_per_turn)
+            self._guessed.add(joint)
+        self._last_ticks[joint] = ticks
         return ticks
