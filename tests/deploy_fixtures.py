@@ -9,8 +9,10 @@ import numpy as np
 
 def tiny_checkpoint(folder: Path, state: int = 7, cameras: tuple[str, ...] = ("front",),
                     meta: dict[str, str] | None = None, depth: int | None = None,
-                    task_conditioning: str = "tokens", vision: dict | None = None) -> Path:
-    """The tiny preset saved with stats and scaled norms; `vision` overrides VisionConfig fields."""
+                    task_conditioning: str = "tokens", vision: dict | None = None,
+                    tokenizer: str | None = None) -> Path:
+    """The tiny preset saved with stats and scaled norms; `vision` overrides VisionConfig
+    fields, `tokenizer` the preset's (a tokenizer.json path, say)."""
     import dataclasses
 
     import torch
@@ -20,6 +22,7 @@ def tiny_checkpoint(folder: Path, state: int = 7, cameras: tuple[str, ...] = ("f
     torch.manual_seed(0)
     cfg = dataclasses.replace(load_preset("tiny"), task_conditioning=task_conditioning)
     cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, **(vision or {})))
+    cfg = dataclasses.replace(cfg, tokenizer=tokenizer) if tokenizer else cfg
     policy = Policy(cfg.with_depth(depth) if depth else cfg, Features(state, state, list(cameras)))
     with torch.no_grad():  # Gemma norms and the conditioning start at zero: give them a
         for name, p in policy.model.named_parameters():  # scale so every path matters

@@ -142,6 +142,28 @@ def test_an_euler_step_override_reaches_every_backend(tmp_path):
     assert make_backend("torch", Bundle.load(bundle.path), BackendOptions(device="cpu")).sampler.num_steps == 5
 
 
+def test_the_torch_backend_runs_a_bundle_whose_training_tokenizer_file_is_not_on_the_robot(tmp_path):
+    """A π0 student names the tokenizer.json it trained with, a path on the training
+    machine. The bundle carries its own copy, but the torch backend loaded the whole Policy,
+    which builds the tokenizer from that path, and failed on every other machine: the only
+    backend of a student too large for the ONNX export."""
+    import torch
+
+    from shallowpi.deploy.backends import BackendOptions, make_backend
+    from shallowpi.policy import Policy
+    from test_language import _word_level_tokenizer
+
+    (tmp_path / "training").mkdir()
+    trained_with = _word_level_tokenizer(tmp_path / "training" / "tokenizer.json", ["cube", "pick", "the"])
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", tokenizer=str(trained_with))
+    reference = Policy.load(ckpt).model.state_dict()
+    bundle = build_bundle(ckpt, tmp_path / "bundle", graphs=())
+    trained_with.unlink()  # the robot: the training machine's files are not there
+    backend = make_backend("torch", Bundle.load(bundle.path), BackendOptions(device="cpu"))
+    loaded = backend.model.state_dict()
+    assert set(loaded) == set(reference) and all(torch.equal(loaded[k], reference[k]) for k in reference)
+
+
 def test_a_bundle_is_on_disk_before_it_appears_under_its_name(tmp_path, monkeypatch):
     # The robot's computer loses power as a matter of course: a bundle renamed into place
     # before its files were synced could come back as a folder of empty files.

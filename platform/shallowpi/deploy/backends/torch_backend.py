@@ -2,13 +2,15 @@
 
 Plain chunks go through the fast sampler; an inpainted chunk (real-time chunking) through
 the same unrolled computation the ONNX chunk graph is traced from (export_onnx.ChunkGraph).
-Precision: bf16 / fp16 cast the towers on a GPU (`Policy.prepare_inference`); on the CPU
+Precision: bf16 / fp16 cast the towers on a GPU (`Pi0Model.cast_towers`); on the CPU
 the model stays float32.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,14 +19,36 @@ from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.export_onnx import ChunkGraph
 from shallowpi.deploy.preprocess import ModelInputs
+from shallowpi.policy.config import PolicyConfig
+from shallowpi.policy.model import Pi0Model
 from shallowpi.policy.policy import Policy
 from shallowpi.policy.sampler import ChunkSampler
+from shallowpi.policy.weights import CheckpointError
 
 log = logging.getLogger(__name__)
 
 # precision asked -> the towers' dtype on a GPU (None: float32). No fp8 kernels here: bf16.
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
 NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def load_model(weights: Path, device: torch.device) -> Pi0Model:
+    """The checkpoint's Pi0Model alone, in eval mode on `device`. The backend needs neither
+    the Policy's tokenizer (the bundle's preprocessing tokenizes) nor its normalisation
+    (Backend.infer applies the bundle's): `Policy.load` built the tokenizer its config names,
+    a path on the training machine (a π0 student's tokenizer.json), and failed wherever that
+    path is missing, which on a robot it is. CheckpointError (one line) for weights that do
+    not fit the architecture their header describes."""
+    from safetensors.torch import load_file
+
+    file = weights / "model.safetensors" if weights.is_dir() else weights
+    model = Pi0Model(PolicyConfig.from_dict(json.loads(Policy.read_metadata(file)["config"])))
+    state = {k.removeprefix("model."): v for k, v in load_file(str(file)).items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise CheckpointError(f"{file} does not match the architecture its header describes") from None
+    return model.to(device).eval()
 
 
 class TorchBackend(Backend):
@@ -39,14 +63,14 @@ class TorchBackend(Backend):
             raise BackendError(f"device {device} asked for but torch sees no CUDA GPU; use --device cpu")
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
-        policy = Policy.load(bundle.weights, device=device)
+        model = load_model(bundle.weights, device)
         dtype = DTYPES.get(self.options.precision) if device.type == "cuda" else None
         if dtype is not None:
-            policy.model.cast_towers(dtype)
+            model.cast_towers(dtype)
         self.dtype = NAMES[dtype]  # in the profiles' terms, which the banner compares with the asked
         if self.dtype != self.options.precision:
             log.info("torch computes the chunks in %s on %s (%s asked)", self.dtype, device, self.options.precision)
-        self.device, self.model = device, policy.model.eval()
+        self.device, self.model = device, model
         self.sampler = ChunkSampler(self.model, num_steps=bundle.config.get("num_steps"),
                                     cuda_graph=self.options.cuda_graph)
         self.inpainted = ChunkGraph(self.model, self.sampler.num_steps)
