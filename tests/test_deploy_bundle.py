@@ -264,3 +264,18 @@ def test_deployments_started_together_build_one_bundle_and_share_it(tmp_path, ca
     assert errors == [] and len(bundles) == 2
     assert out.count("building the deploy bundle") == 1 and out.count("(verified)") == 1
     assert Bundle.load(tmp_path / "ckpt.bundle").checkpoint_digest == bundles[0].checkpoint_digest
+
+
+def test_a_checkpoint_given_as_its_weights_file_reuses_its_bundle(tmp_path, capsys):
+    """`--policy step_N/model.safetensors`: the reuse check hashed step_N/model.safetensors/
+    model.safetensors, which is no file, so the bundle was exported again on every run."""
+    import argparse
+
+    from shallowpi.commands.deploy_policy import policy_bundle
+
+    weights = tiny_checkpoint(tmp_path / "ckpt") / "model.safetensors"
+    args = argparse.Namespace(policy=weights, bundle=tmp_path / "ckpt.bundle")
+    assert "building the deploy bundle" in (policy_bundle(args, "torch"), capsys.readouterr().out)[1]
+    again = (policy_bundle(argparse.Namespace(policy=weights, bundle=tmp_path / "ckpt.bundle"), "torch"),
+             capsys.readouterr().out)[1]
+    assert "(verified)" in again and "building" not in again

@@ -178,6 +178,28 @@ def test_backend_errors_name_the_fix(bundle, tmp_path):
         make_backend("onnxruntime", bare)
 
 
+def test_a_graph_onnx_runtime_cannot_run_is_said_in_one_line(tmp_path, monkeypatch):
+    """The export checks each graph in ONNX Runtime: an op it cannot run raised
+    onnxruntime's own error past the command's handling, a traceback after minutes of
+    exporting."""
+    from shallowpi.deploy import export_onnx
+    from shallowpi.policy.policy import Policy
+
+    def cannot_run(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for Foo\nmore")
+
+    monkeypatch.setattr(export_onnx, "parity", cannot_run)
+    policy = Policy.load(tiny_checkpoint(tmp_path / "ckpt"))
+    (tmp_path / "graphs").mkdir()
+    with pytest.raises(export_onnx.ExportError) as refused:
+        export_onnx.export_graphs(policy, tmp_path / "graphs", graphs=("step",))
+    said = str(refused.value)
+    assert said.startswith("ONNX Runtime cannot run the exported graphs: RuntimeError: [ONNXRuntimeError] : 9 : "
+                           "NOT_IMPLEMENTED") and "\n" not in said and said.endswith("deploy with --backend torch, "
+                                                                                    "or report it with the log "
+                                                                                    "(--verbose)")
+
+
 def test_a_backend_says_where_it_really_runs_not_what_the_profile_asked(bundle, caplog):
     """The Orin profile asks TensorRT, then CUDA, in fp16; an onnxruntime without them (this
     machine's, or a Jetson's whose TensorRT provider fails to build) runs on the CPU in fp32,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,15 @@ def test_every_profile_loads_and_an_unknown_one_names_the_choices():
         assert JetsonProfile.load(name).name == name
     with pytest.raises(ConfigError, match="unknown jetson profile 'nano'; choose one of: cpu, cuda, orin, thor"):
         JetsonProfile.load("nano")
+    # A misspelt precision ran fp32 under a banner saying fp16; a misspelt backend was refused
+    # only after the bundle's export.
+    from shallowpi import config
+
+    for override, expected in (("jetson.precision=FP16", "jetson.precision 'FP16' is not one of: fp32, fp16, bf16, fp8"),
+                               ("jetson.backend=onnx", "jetson.backend 'onnx' is not one of: torch, onnxruntime, "
+                                                       "tensorrt")):
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            JetsonProfile.from_config(config.compose(["jetson=orin", override]).jetson)
 
 
 def test_doctor_reports_the_same_detection(tmp_path):

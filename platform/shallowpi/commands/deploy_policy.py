@@ -95,7 +95,9 @@ def _verified(out: Path, weights: Path, graphs: tuple[str, ...], quiet: bool = F
         if not quiet:
             log.warning("rebuilding %s: %s", out, exc)
         return None
-    same = bundle.checkpoint_digest == _sha(weights / "model.safetensors")
+    # `weights`: a checkpoint folder, or its model.safetensors given as a file (hashed as
+    # weights/model.safetensors, "" never matched and the bundle was rebuilt on every run)
+    same = bundle.checkpoint_digest == _sha(weights if weights.is_file() else weights / "model.safetensors")
     # runtime_digest: a bundle made before it was recorded is made again, to record it
     if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code and bundle.runtime_digest:
         print(f"bundle {out} (verified)", flush=True)

@@ -267,7 +267,15 @@ def export_graphs(policy: Policy, out: Path, graphs: Iterable[str] = ("chunk", "
             raise ExportError(f"unknown graph '{name}'; choose from chunk, prefix, step")
         written[name] = path
     if check:
-        for name, diff in parity(policy, written, steps).items():
+        try:
+            diffs = parity(policy, written, steps)
+        except ImportError as exc:
+            raise ExportError(f"checking the exported graphs needs {exc.name}: pip install 'shallowpi[export]'") from None
+        except Exception as exc:  # onnxruntime's own error types (an op it cannot run), as one line
+            raise ExportError(f"ONNX Runtime cannot run the exported graphs: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}; deploy with --backend torch, or "
+                              "report it with the log (--verbose)") from exc
+        for name, diff in diffs.items():
             if not diff <= PARITY_TOL:
                 raise ExportError(
                     f"the exported {name} graph differs from torch by {diff:.2e} (> {PARITY_TOL:g}); "

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # compatible string -> profile name of the module that carries it
 MODULES = {"nvidia,tegra234": "orin", "nvidia,tegra264": "thor"}
+PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ class JetsonProfile:
         data = dict(section)
         data["providers"] = tuple(data.get("providers") or ("CPUExecutionProvider",))
         return cls(**data)
+
+    def __post_init__(self) -> None:
+        # Checked here, in one line: `jetson.precision=FP16` ran fp32 while the banner said
+        # fp16, and a misspelt backend was refused only after the bundle's export.
+        from shallowpi.deploy.backends.base import BACKENDS  # a table of names: imports no backend
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"jetson.precision '{self.precision}' is not one of: {', '.join(PRECISIONS)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"jetson.backend '{self.backend}' is not one of: {', '.join(BACKENDS)}")
 
     @classmethod
     def load(cls, name: str) -> JetsonProfile:

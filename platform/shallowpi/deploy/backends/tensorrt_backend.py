@@ -153,6 +153,8 @@ class TensorRTBackend(Backend):
                 raise BackendError(f"bf16 engines need TensorRT 9 or newer, this is {trt.__version__}; "
                                    "set jetson.precision=fp16")
             config.set_flag(trt.BuilderFlag.BF16)
+        else:  # fp32 means fp32: TensorRT computes matmuls in TF32 unless told not to
+            config.clear_flag(trt.BuilderFlag.TF32)
         engine = builder.build_serialized_network(network, config)
         if engine is None:
             raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
