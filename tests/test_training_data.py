@@ -62,6 +62,19 @@ def test_dataloader_workers_decode_images(tmp_path):
     assert "observation.images.wrist" not in batches[0]
 
 
+def test_workers_started_by_forkserver_decode_images_after_the_main_process_read_a_sample(tmp_path):
+    """Training reads one sample before its loader starts (the features): the dataset then
+    held an open store whose codec objects do not pickle, and a worker started by spawn or
+    forkserver (macOS; Linux from Python 3.14) failed at the first batch."""
+    make_store(tmp_path / "s.zarr", episodes=2, length=8)
+    dataset = ChunkDataset(tmp_path / "s.zarr", chunk_len=3, image_keys=["observation.images.front"])
+    first = dataset[0]["observation.images.front"]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=1, shuffle=False,
+                                         multiprocessing_context="forkserver")
+    batch = next(iter(loader))
+    np.testing.assert_array_equal(batch["observation.images.front"][0].numpy(), first.numpy())
+
+
 def test_dataset_errors_are_one_line(tmp_path):
     make_store(tmp_path / "s.zarr", episodes=1, length=3)
     with pytest.raises(StoreError, match=r"no camera observation\.images\.side"):

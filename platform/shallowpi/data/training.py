@@ -68,6 +68,12 @@ class ChunkDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A loader worker started by spawn or forkserver (macOS, and Linux from Python 3.14)
+        # gets a pickled copy: not this process's open store, whose codec objects do not
+        # pickle; the worker opens its own (`_images`), as a forked one does.
+        return {**self.__dict__, "_store": None, "_store_pid": -1}
+
     def _images(self) -> EpisodeStore:
         """The store to read frames from: this process's own (a loader worker reopens it).
         Raises StoreError when it is no longer the store whose numbers this dataset holds (a
