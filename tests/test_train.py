@@ -555,3 +555,23 @@ def test_evenly_spaced_windows_reach_the_last_one():
 
     assert evenly_spaced(19, 10) == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
     assert evenly_spaced(3, 8) == [0, 1, 2] and evenly_spaced(0, 4) == [] and evenly_spaced(5, 1) == [0]
+
+
+def test_a_run_begun_from_our_checkpoint_holds_out_none_of_the_scenes_it_learned(tmp_path):
+    """`--init` with one of our checkpoints: the fresh split could hold out an episode the
+    starting weights trained on (another selection of the same store renumbers the last
+    ones), and the held-out error flattered the run, as the distiller's check already
+    prevents for its teacher."""
+    from shallowpi.commands.train_cmd import chunk_dataset
+    from store_fixtures import make_store
+
+    store = tmp_path / "s.zarr"
+    make_store(store, episodes=10, length=8, scene_seeds=range(10)).close()
+    first = finetune(store, load_preset("tiny"), _cfg(steps=1), tmp_path / "first", episodes=list(range(10)),
+                     make_dataset=chunk_dataset)
+    assert json.loads((tmp_path / "first" / "split.json").read_text())["held_out"] == [9]
+    chosen = [0, 2, 4, 6, 8, 9]  # as successful_only might keep: the fresh split holds out 8 and 9
+    finetune(store, load_preset("tiny"), _cfg(steps=1, eval_fraction=0.34), tmp_path / "tuned", episodes=chosen,
+             make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]))
+    split = json.loads((tmp_path / "tuned" / "split.json").read_text())
+    assert split["held_out"] == [9] and split["train"] == [0, 2, 4, 6, 8]

@@ -50,6 +50,7 @@ from shallowpi.train.finetune import (
     recorded_facts,
     run_task_texts,
     scenes_of,
+    without_seen_scenes,
 )
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.offline_eval import evenly_spaced
@@ -353,23 +354,13 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
 
 def _unseen(split: Split, store: Path, teacher_scenes: str | None) -> tuple[Split, str]:
     """`split` with the held-out episodes whose scenes the teacher trained on (its
-    checkpoint's "scenes", `Split.scenes`) moved to training, and the note saying so: the
-    same scene recorded again in another store would otherwise score the teacher on what
-    it learned. A teacher saved before checkpoints named their scenes cannot be checked:
-    the note says that its held-out error may be on scenes it trained on."""
+    checkpoint's "scenes") moved to training, and the note saying so (`without_seen_scenes`).
+    A teacher saved before checkpoints named their scenes cannot be checked: the note says
+    that its held-out error may be on scenes it trained on."""
     if not split.held_out:
         return split, ""
     if teacher_scenes is None:
         return split, ("the teacher was trained on another store and names no training scenes: it may have "
                        "trained on these scenes")
-    seen = set(json.loads(teacher_scenes))
-    moved = sorted(e for e, scene in split.scenes(store, split.held_out).items() if scene in seen)
-    if not moved:
-        return split, "scenes the teacher did not train on"
-    held_out = [e for e in split.held_out if e not in moved]
-    log.info("episodes %s moved from held-out to training: the teacher trained on their scenes", moved)
-    note = f"episodes {moved} not held out: the teacher trained on their scenes"
-    if not held_out:
-        note += "; none is left unseen by the teacher"
-    return Split(sorted(split.train + moved), held_out), note
-
+    split, note = without_seen_scenes(split, store, json.loads(teacher_scenes), "the teacher")
+    return split, note or "scenes the teacher did not train on"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,8 @@ def finetune(
                                 "resume with the settings it started with, or pass another --run")
     else:
         split = Split.of(sorted(episodes), train_cfg.eval_fraction, tasks)
+        if seen := scenes_of(init_from):  # begun from one of ours: its scenes are not held out either
+            split, _ = without_seen_scenes(split, store, seen, f"the checkpoint it began from ({init_from})")
         identities = split.identities(store)
     split.check_held_out(store, train_cfg.require_held_out)
     train_set = make_dataset(store, policy_cfg.chunk_len, split.train)
@@ -269,6 +271,23 @@ def recorded_facts(train_set: Any) -> dict[str, str]:
     if hasattr(train_set, "start_state"):
         facts["start_state"] = json.dumps([round(float(v), 6) for v in train_set.start_state()])
     return facts
+
+
+def without_seen_scenes(split: Split, store: Path, seen: Iterable[str], who: str) -> tuple[Split, str]:
+    """`split` with the held-out episodes whose scenes (`Split.scenes`) are among `seen` moved
+    to training, and a note saying so ("" when none moved): the same scene recorded again
+    (in another store, or renumbered by a merge or successful_only) would otherwise score
+    `who` (the teacher, the checkpoint a run began from) on what it learned."""
+    seen = set(seen)
+    moved = sorted(e for e, scene in split.scenes(store, split.held_out).items() if scene in seen)
+    if not moved:
+        return split, ""
+    held_out = [e for e in split.held_out if e not in moved]
+    log.info("episodes %s moved from held-out to training: %s trained on their scenes", moved, who)
+    note = f"episodes {moved} not held out: {who} trained on their scenes"
+    if not held_out:
+        note += f"; none is left unseen by {who}"
+    return Split(sorted(split.train + moved), held_out), note
 
 
 def scenes_of(checkpoint: Path | None) -> list[str]:
