@@ -36,6 +36,24 @@ def test_each_command_moves_at_most_top_speed_times_the_time_since_the_last():
         assert float(robot.act({"shoulder_pan": far})[j]) - held == pytest.approx(step, abs=0.01)
 
 
+def test_a_loop_slower_than_the_robot_keeps_the_top_speed_in_time():
+    """A 30 Hz recording or policy on a robot configured faster: the credit of 1.25 robot
+    periods a command held every joint to a fraction of its top speed (75 % at 30 Hz on a
+    50 Hz robot), and the catch-up handed over while the follower still moved. The credit
+    counts the loop's own periods now; a stall in it still gains nothing."""
+    now = [100.0]
+    with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED, clock=lambda: now[0]) as robot:
+        j = spec.joint_names.index("shoulder_pan")
+        step, loop = float(robot.max_step[j]), 5.0 / 3.0 / spec.fps  # the loop at 0.6 x robot.fps
+        far = float(robot.observe().state[j]) + 3.0
+        goals = [float(robot.act({"shoulder_pan": far})[j])]
+        for dt in (loop, loop, loop, 5.0, loop):
+            now[0] += dt
+            goals.append(float(robot.act({"shoulder_pan": far})[j]))
+        moves = np.diff(goals)
+        assert moves == pytest.approx([step * 5 / 3] * 3 + [1.25 * step * 5 / 3, step * 5 / 3], rel=1e-4)
+
+
 def test_on_the_wall_clock_commands_sent_back_to_back_barely_move():
     with emulated("arm") as (spec, _), DynamixelRobot(spec, UNCALIBRATED) as robot:
         j = spec.joint_names.index("shoulder_pan")

@@ -10,8 +10,8 @@
 
 Safety lives in `act`: every goal is clipped to the joint limits (the config's, narrowed
 to the range each follower joint was swept through at calibration), moved at most
-`max_velocity` x the time since the previous command (up to `CREDIT_TICKS` control
-periods: a command a late tick sends right after the one before moves almost nothing,
+`max_velocity` x the time since the previous command (up to `CREDIT_TICKS` of the
+caller's loop periods: a command a late tick sends right after the one before moves almost nothing,
 where a bound per call let two full steps out within a millisecond; `clock=None`, for the
 simulated stack whose calls are its ticks, bounds each call at one period) and kept within
 `LEAD_TICKS` such steps of the position `observe` measured (that bound only ever pulls a
@@ -40,7 +40,9 @@ counts each take's rows that hold a stale picture). Only a camera silent for
 
 from __future__ import annotations
 
+import collections
 import logging
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -135,6 +137,8 @@ class DynamixelRobot(Robot):
         self.max_step = np.array([j.max_velocity for j in spec.joints], dtype=np.float64) / spec.fps
         self._clock = clock  # None: each act() is one control period (the simulated stack)
         self._commanded_at: float | None = None  # clock time of the last goal sent
+        # The last intervals between commands: their median is the caller's loop period.
+        self._intervals: collections.deque[float] = collections.deque(maxlen=9)
         # How far a goal may lead the joint's measured position: a joint held back (by the
         # table, by a hand) must not see its goal run on, the servo pushing ever harder and
         # jumping there at full servo speed when freed (lerobot's `max_relative_target`).
@@ -192,6 +196,7 @@ class DynamixelRobot(Robot):
             self._goal = self._read_positions()
             self._present = self._goal.copy()
             self._commanded_at = None
+            self._intervals.clear()
             for motor in self.spec.motors:
                 i = self._index[motor.joint]
                 check_turn_count(self.name, motor, self._convert[motor.joint], self.lower[i], self.upper[i],
@@ -311,6 +316,7 @@ class DynamixelRobot(Robot):
         self._goal, self._present = goal, present
         if hold_present:
             self._commanded_at = None  # nothing moved: the next act() is a first command
+            self._intervals.clear()
         return goal.astype(np.float32)
 
     def hold_or_release(self, fault: PlatformError | None = None) -> SafeState:
@@ -494,16 +500,23 @@ class DynamixelRobot(Robot):
 
     def _step_allowed(self) -> np.ndarray:
         """float64[J]: how far each joint's goal may move in this command: `max_velocity` x
-        the clock time since the last command, at most `CREDIT_TICKS` periods; one period
-        (`max_step`) with no clock, or for the first command after connect() or hold()."""
+        the clock time since the last command, at most `CREDIT_TICKS` of the caller's loop
+        periods (the robot's, or longer for a slower loop); one robot period (`max_step`)
+        with no clock, or for the first command after connect() or hold()."""
         if self._clock is None:
             return self.max_step
         now = self._clock()
         since, self._commanded_at = self._commanded_at, now
         if since is None:
             return self.max_step
-        periods = min(max(now - since, 0.0) * self.spec.fps, self.CREDIT_TICKS)
-        return self.max_step * periods
+        elapsed = max(now - since, 0.0)
+        self._intervals.append(elapsed)
+        # The credit counts the caller's loop periods, not the robot's: a loop slower than
+        # robot.fps (a 30 Hz recording or policy on a 50 Hz humanoid) capped at 1.25 robot
+        # periods ran every joint at 75 % of its top speed. The median of the last intervals
+        # is that period; a single stall does not move it, and gains nothing.
+        loop_period = max(statistics.median(self._intervals), 1.0 / self.spec.fps)
+        return self.max_step * min(elapsed, self.CREDIT_TICKS * loop_period) * self.spec.fps
 
     def _bounded(self, target: np.ndarray, previous: np.ndarray, step: np.ndarray) -> np.ndarray:
         """`target` clipped to the limits, then moved at most `step` [J] from the previous
