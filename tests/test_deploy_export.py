@@ -241,6 +241,15 @@ def test_onnxruntimes_engine_cache_is_keyed_by_the_runtime_versions_too(bundle, 
     import onnxruntime as ort
 
     assert _runtime_versions().startswith(f"onnxruntime {ort.__version__}")
+    # On a Jetson, by its L4T release too: the provider loads the system's TensorRT, which a
+    # JetPack upgrade changes whether or not the venv can import its Python bindings.
+    from test_deploy_jetson import ORIN_RELEASE, fake_jetson
+
+    orin = fake_jetson(tmp_path / "orin", "nvidia,tegra234", "NVIDIA Jetson AGX Orin")
+    before = _runtime_versions(orin)
+    assert before.startswith(f"onnxruntime {ort.__version__} L4T R36 (release), REVISION: 4.0")
+    (orin / "etc/nv_tegra_release").write_text(ORIN_RELEASE.replace("REVISION: 4.0", "REVISION: 4.3"))
+    assert _runtime_versions(orin) != before
     # and by the precision: an fp32 run after an fp16 one would load the fp16 engine
     from shallowpi.deploy.backends.onnxrt import engine_build
 

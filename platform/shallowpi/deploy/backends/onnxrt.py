@@ -58,14 +58,21 @@ class SplitGraphs:
         return inpainted_euler(velocity, noise, target, weight, self.num_steps).astype(np.float32)
 
 
-def _runtime_versions() -> str:
-    """onnxruntime's version, and TensorRT's where it is importable: what builds the
-    provider's engines (engine_cache_dir keys its folder by them)."""
+def _runtime_versions(root: Path = Path("/")) -> str:
+    """onnxruntime's version, TensorRT's where it is importable, and the L4T release on a
+    Jetson: what builds the provider's engines (engine_cache_dir keys its folder by them).
+    The provider loads the system's TensorRT whether or not its Python bindings are in the
+    venv: a JetPack upgrade (TensorRT 8.6 -> 10) under the same onnxruntime wheel kept the
+    key, and the old engines failed to load on every start."""
     import importlib.util
 
     import onnxruntime as ort
 
+    from shallowpi.deploy.jetson import detect
+
     versions = f"onnxruntime {ort.__version__}"
+    if (machine := detect(root)).is_jetson:
+        versions += f" L4T {machine.l4t}"
     if importlib.util.find_spec("tensorrt") is not None:
         try:  # JetPack's bindings: built against the system's numpy, which a venv may not have
             import tensorrt
@@ -173,8 +180,11 @@ class OnnxRuntimeBackend(Backend):
         # build error, no CUDA driver) is left out of it.
         self.providers = list(made.get_providers())
         if self.providers[:1] != asked[:1]:
-            log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here",
-                        self.providers[0], asked[0], asked[0])
+            cache = next((p[1]["trt_engine_cache_path"] for p in providers if not isinstance(p, str)), None)
+            log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here%s",
+                        self.providers[0], asked[0], asked[0],
+                        f" (an engine in its cache {cache} that no longer loads? remove that folder to rebuild it)"
+                        if cache and any(Path(cache).iterdir()) else "")
         self.placement = session_placement(sessions)
         self._runtime = f"onnxruntime {ort.__version__}"
         if self.placement is None:
