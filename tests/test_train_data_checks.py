@@ -163,6 +163,28 @@ def test_the_start_pose_is_the_median_of_the_finite_first_states(tmp_path):
     np.testing.assert_allclose(data.start_state(), np.median(firsts, axis=0), atol=1e-6)
 
 
+@pytest.mark.bad_store
+def test_a_store_edited_between_its_screening_and_its_loading_is_refused(tmp_path):
+    """The non-finite mask and the statistics come from the screening's read of the store,
+    the samples from the dataset's: a recorder's d and a new take in between gave the mask
+    of one take to the rows of another (its NaN then trained, and the run stopped on it)."""
+    from shallowpi.errors import StoreError
+    from store_fixtures import synthetic_frame
+
+    store = _store(tmp_path / "nan.zarr", [{}, {"nan": [("observation.state", 5)]}, {}])
+    make = checked_factory(store, [0, 1, 2], chunk_dataset, skip_nonfinite=True)
+    with EpisodeStore.open(store, mode="a") as writable:  # the last take dropped and recorded again
+        writable.drop_last_episode()
+        last = writable.episodes[-1]
+        writer = writable.begin_episode(last.task, robot=last.robot, calibration_id=last.calibration_id, fps=last.fps)
+        rng = np.random.default_rng(0)
+        for t in range(12):
+            writer.add_frame(synthetic_frame(rng, t), t / 30.0)
+        writer.commit(success=True)
+    with pytest.raises(StoreError, match="nan.zarr was edited between its screening and its loading"):
+        make(store, 4, [0, 1, 2])
+
+
 def test_windows_touching_matches_a_window_by_window_check():
     rng = np.random.default_rng(3)
     ends = np.cumsum(rng.integers(1, 9, size=7))

@@ -68,6 +68,11 @@ class ChunkDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
+    @property
+    def identity(self) -> Any:
+        """The store's `EpisodeStore.identity` when this dataset read its numbers."""
+        return self._identity
+
     def __getstate__(self) -> dict[str, Any]:
         # A loader worker started by spawn or forkserver (macOS, and Linux from Python 3.14)
         # gets a pickled copy: not this process's open store, whose codec objects do not

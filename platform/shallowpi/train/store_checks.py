@@ -23,6 +23,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from shallowpi.data.nonfinite import NonFinite, bad_rows, find_nonfinite, windows_touching
+from shallowpi.errors import StoreError
 from shallowpi.policy.action_space import mask_of, offset_stats
 from shallowpi.train.errors import TrainingError
 from shallowpi.train.finetune import DatasetFactory
@@ -40,6 +41,7 @@ class StoreScreen:
     episode_ends: np.ndarray  # [E] cumulative row counts
     arrays: dict[str, np.ndarray]  # state, action: [N, D] float32
     nonfinite: list[NonFinite]
+    identity: Any = None  # EpisodeStore.identity when read: the dataset must read the same store
 
     def bad(self, key: str) -> np.ndarray:
         """[N] bool: rows where `key` holds a non-finite number."""
@@ -58,8 +60,9 @@ def screen_store(store: Path, episodes: list[int]) -> StoreScreen:
         _warn_held_out_scenes(store, [(e, i.extra.get("seed")) for e, i in zip(episodes, infos)])
         arrays = {key: s.read(key, 0, s.num_frames) for key in (STATE_KEY, ACTION_KEY) if key in s.features}
         ends = np.asarray(s.episode_ends, dtype=np.int64)
+        identity = s.identity
     found = [f for key, values in arrays.items() for f in find_nonfinite(key, values, ends, episodes)]
-    return StoreScreen(store, ends, arrays, sorted(found, key=lambda f: (f.episode, f.feature)))
+    return StoreScreen(store, ends, arrays, sorted(found, key=lambda f: (f.episode, f.feature)), identity)
 
 
 def _episode_list(episodes: list[int]) -> str:
@@ -149,6 +152,11 @@ class FiniteWindows(Dataset):
     """
 
     def __init__(self, dataset: Any, screen: StoreScreen) -> None:
+        if getattr(dataset, "identity", None) not in (None, screen.identity):
+            # The mask and the statistics would be the screened rows', the samples another
+            # store's (a recorder's d or r and a new take in between): a NaN then trained.
+            raise StoreError(f"{screen.store.name} was edited between its screening and its loading (a `dataset "
+                             "delete`, or a recorder's d or r): start the run again")
         self.dataset, self.screen = dataset, screen
         touching = windows_touching(dataset.windows, screen.episode_ends, screen.bad(STATE_KEY), screen.bad(ACTION_KEY))
         self.index = np.flatnonzero(~touching)
