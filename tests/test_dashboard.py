@@ -235,6 +235,34 @@ def test_quit_asks_for_confirmation_first():
     run_app(app, scenario)
 
 
+def test_no_key_leaves_or_swallows_the_estop_without_a_question():
+    """Textual's own keys: ctrl+p opened a command palette whose text box took `e` (typed
+    into the search, no E-STOP sent), and ctrl+q left the recorder's dashboard at once,
+    asking nothing (the recording went on without a view). On a fault's dialog, ctrl+c,
+    which the dialog names to acknowledge, opened the quit question instead."""
+    from shallowpi.tui.recorder_dashboard import AcknowledgeScreen
+
+    feed = StatusMailbox(max_hz=0)
+    sent: list[Command] = []
+    app = RecorderDashboard(feed, sent_commands(sent))
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.RECORDING))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.press("ctrl+p", "e")
+        assert sent == [Command.ESTOP]
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, QuitScreen) and app.is_running and sent == [Command.ESTOP]
+        await pilot.press("n")
+        feed.publish(make_status(RecorderState.FAULT, message="servo 7 (left_elbow): overload; torque off"))
+        await wait_for(pilot, lambda: isinstance(app.screen, AcknowledgeScreen))
+        await pilot.press("ctrl+c")
+        assert not isinstance(app.screen, (AcknowledgeScreen, QuitScreen)) and sent == [Command.ESTOP]
+        feed.close()
+
+    run_app(app, scenario)
+
+
 def test_once_every_episode_is_saved_the_header_and_the_quit_question_say_torque_goes_off_next():
     """On a robot the run goes on teleoperating after its last episode (state done): the
     header says what is left to do instead of the last take's time, and q asks before

@@ -59,7 +59,7 @@ def test_the_dashboard_shows_the_executor_and_sends_an_estop():
             assert "p50   31.5 ms" in inference and "queue 17" in inference and "delay 2 ticks" in inference
             assert "p99  36.00 ms" in text_of(app, "loop")
             assert "clamps" in text_of(app, "safety") and "holds" in text_of(app, "safety")
-            await pilot.press("e")
+            await pilot.press("ctrl+p", "e")  # no palette: its text box took `e`, typed into the search
             assert sent == [Command.ESTOP] and "sent: estop" in text_of(app, "feedback")
             feed.publish(make_status(state=ExecutorState.HOLD))
             await until(pilot, lambda: "HOLD" in text_of(app, "summary"))

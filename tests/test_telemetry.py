@@ -612,6 +612,17 @@ def test_a_malformed_hello_does_not_end_the_sender_or_the_estop(tmp_path):
         assert dashboard.control and next(iter(dashboard)).state is RecorderState.RECORDING
         stranger.connect(f"ipc://{address}")
         stranger.send(json.dumps({"type": "hello", "control": True, "token": "\u00e9"}).encode())
+        # Any local user, no key: JSON nested past Python's recursion limit (a RecursionError
+        # the parse did not catch ended the sender too) ...
+        stranger.send(b"[" * 30000 + b"]" * 30000)
+        # ... and a peer granted control whose command's token is a lone surrogate (JSON allows
+        # one; encoding it raised UnicodeEncodeError in the command path, which had no guard).
+        granted = context.socket(zmq.DEALER)
+        granted.connect(f"ipc://{address}")
+        granted.send(json.dumps({"type": "hello", "control": True, "token": publisher.local_token}).encode())
+        assert json.loads(granted.recv())["control"]
+        granted.send(json.dumps({"type": "command", "command": "stop", "token": "\ud800"}).encode())
+        granted.close(0)
         time.sleep(0.3)
         assert publisher._thread.is_alive()
         dashboard.send(Command.ESTOP)
@@ -625,6 +636,23 @@ def test_a_malformed_hello_does_not_end_the_sender_or_the_estop(tmp_path):
         stranger.close(0)
         context.term()
         dashboard.close()
+        publisher.close()
+
+
+def test_a_full_command_queue_never_drops_an_estop(tmp_path):
+    """Nobody draining commands while a client floods them: the oldest was dropped, which
+    could be the E-STOP."""
+    from shallowpi.telemetry import publisher as publisher_module
+    from shallowpi.telemetry.status import Command, Request
+
+    publisher = TelemetryPublisher(str(tmp_path / "t.sock"))
+    try:
+        publisher._queue_command(Request(Command.ESTOP))
+        for _ in range(publisher_module._MAX_PENDING_COMMANDS + 10):
+            publisher._queue_command(Request(Command.PAUSE))
+        assert [r.command for r in publisher._commands].count(Command.ESTOP) == 1
+        assert len(publisher._commands) == publisher_module._MAX_PENDING_COMMANDS
+    finally:
         publisher.close()
 
 

@@ -181,7 +181,7 @@ def test_a_store_edited_between_its_screening_and_its_loading_is_refused(tmp_pat
         for t in range(12):
             writer.add_frame(synthetic_frame(rng, t), t / 30.0)
         writer.commit(success=True)
-    with pytest.raises(StoreError, match="nan.zarr was edited between its screening and its loading"):
+    with pytest.raises(StoreError, match=r"nan\.zarr was edited between its screening and its loading"):
         make(store, 4, [0, 1, 2])
 
 

@@ -275,8 +275,9 @@ class TelemetryPublisher:
     def _proves(self, message: Mapping[str, Any], secret: str, field: str) -> bool:
         """Whether `message[field]` is `secret` (compared in constant time)."""
         offered = str(message.get(field) or "")
-        # Bytes: compare_digest raises TypeError on a str with characters outside ASCII.
-        return bool(offered) and hmac.compare_digest(offered.encode(), secret.encode())
+        # Bytes: compare_digest raises TypeError on a str with characters outside ASCII
+        # (surrogatepass: a lone surrogate, which JSON allows, is no UnicodeEncodeError).
+        return bool(offered) and hmac.compare_digest(offered.encode("utf-8", "surrogatepass"), secret.encode())
 
     def _may_steer(self, message: Mapping[str, Any]) -> bool:
         """A hello's or command's right to control: the process's own dashboard (its token)
@@ -339,32 +340,37 @@ class TelemetryPublisher:
                 return
             if len(frames) != 2:
                 continue  # not from a DEALER speaking this protocol
-            identity, raw = frames
             try:
-                message = json.loads(raw)
-                kind = message["type"]
-            except (ValueError, KeyError, TypeError):
-                log.warning("telemetry: ignored a message that is not a telemetry message")
-                continue
-            if kind == "hello":
-                try:
-                    self._hello(identity, bool(message.get("control", False)), message)
-                except Exception:  # one odd hello must not end the sender (and every E-STOP with it)
-                    log.warning("telemetry: ignored a hello that could not be answered", exc_info=True)
-            elif kind == "command":
-                # Over TCP each command proves itself too: a ROUTER numbers its peers in
-                # sequence, and a peer may claim a granted one's number once it has left.
-                if identity not in self._granted or not self._may_steer(message):
-                    log.warning("telemetry: ignored a command from a read-only subscriber")
-                    continue
-                seen, episode = message.get("seen"), message.get("episode")
-                try:
-                    request = Request(Command(message.get("command")), seen if isinstance(seen, str) else None,
-                                      episode if isinstance(episode, int) else None)
-                except ValueError:
-                    log.warning("telemetry: ignored unknown command %r", message.get("command"))
-                    continue
-                self._queue_command(request)
+                self._handle(*frames)
+            except Exception as exc:  # one odd message (nested 30,000 deep, a lone surrogate) must
+                # not end the sender, and every dashboard and E-STOP key with it
+                log.warning("telemetry: ignored a message that could not be handled (%s)", type(exc).__name__)
+
+    def _handle(self, identity: bytes, raw: bytes) -> None:
+        """One message from a subscriber: a hello (answered) or a command (queued when its
+        sender may steer)."""
+        try:
+            message = json.loads(raw)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("telemetry: ignored a message that is not a telemetry message")
+            return
+        if kind == "hello":
+            self._hello(identity, bool(message.get("control", False)), message)
+        elif kind == "command":
+            # Over TCP each command proves itself too: a ROUTER numbers its peers in
+            # sequence, and a peer may claim a granted one's number once it has left.
+            if identity not in self._granted or not self._may_steer(message):
+                log.warning("telemetry: ignored a command from a read-only subscriber")
+                return
+            seen, episode = message.get("seen"), message.get("episode")
+            try:
+                request = Request(Command(message.get("command")), seen if isinstance(seen, str) else None,
+                                  episode if isinstance(episode, int) else None)
+            except ValueError:
+                log.warning("telemetry: ignored unknown command %r", message.get("command"))
+                return
+            self._queue_command(request)
 
     def _hello(self, identity: bytes, wants_control: bool, message: Mapping[str, Any]) -> None:
         granted = wants_control and self._may_steer(message)
@@ -382,7 +388,9 @@ class TelemetryPublisher:
 
     def _queue_command(self, command: Request) -> None:
         if len(self._commands) >= _MAX_PENDING_COMMANDS:
-            self._commands.popleft()
+            # The oldest other than an E-STOP: a flood of commands must not push one out.
+            oldest = next((r for r in self._commands if r.command is not Command.ESTOP), self._commands[0])
+            self._commands.remove(oldest)
             log.warning("telemetry: command queue full (nobody drains commands()); dropped the oldest")
         self._commands.append(command)
 

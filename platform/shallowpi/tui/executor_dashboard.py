@@ -60,6 +60,9 @@ class ExecutorDashboard(App[None]):
         Binding("ctrl+c", "stop_and_quit", "stop + quit", show=False, priority=True),
         Binding("ctrl+c", "quit", "detach", show=False, priority=True),
     ]
+    # Its palette (ctrl+p) focuses a text box, which takes printable keys from every
+    # binding, `e` (E-STOP) included: typed into the search, sent nowhere.
+    ENABLE_COMMAND_PALETTE = False
 
     status: reactive[ExecutorStatus | None] = reactive(None, always_update=True, init=False)
     connected: reactive[bool] = reactive(True, init=False)

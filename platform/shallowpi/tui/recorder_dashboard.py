@@ -190,7 +190,12 @@ class RecorderDashboard(App[None]):
         Binding("minus", "command('jog_down')", "jog -"),
         Binding("q", "request_quit", "quit"),
         Binding("ctrl+c", "request_quit", "quit", show=False, priority=True),
+        # Textual's own ctrl+q left at once, asking nothing: the recording went on without a view.
+        Binding("ctrl+q", "request_quit", "quit", show=False, priority=True),
     ]
+    # Its palette (ctrl+p) focuses a text box, which takes printable keys from every
+    # binding, `e` (E-STOP) included: typed into the search, sent nowhere.
+    ENABLE_COMMAND_PALETTE = False
 
     status: reactive[RecorderStatus | None] = reactive(None, always_update=True, init=False)
     connected: reactive[bool] = reactive(True, init=False)
@@ -466,9 +471,13 @@ class RecorderDashboard(App[None]):
         self.camera_index += 1
 
     def action_request_quit(self) -> None:
-        """q / ctrl+c: leave at once when read-only or disconnected; otherwise ask
-        (`QuitScreen`) whether to stop the recorder or, for a monitor, only detach."""
+        """q / ctrl+c / ctrl+q: leave at once when read-only or disconnected; otherwise ask
+        (`QuitScreen`) whether to stop the recorder or, for a monitor, only detach. On a
+        fault's dialog ctrl+c acknowledges it, as the dialog says."""
         if self._quitting:
+            return
+        if isinstance(self.screen, AcknowledgeScreen):  # ctrl+c is the dialog's acknowledge
+            self.screen.action_acknowledge()  # (the App's priority binding reached it first)
             return
         if not self.control or not self.connected:
             self.exit()  # a read-only or orphaned view stops nothing by leaving
