@@ -347,7 +347,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             if dashboard is not None:
                 from shallowpi.tui.launch import wait_dashboard
 
-                wait_dashboard(dashboard)
+                if wait_dashboard(dashboard) != 0:  # it hung and was stopped, or died: as record does,
+                    terminal.restore()  # undo what it left on the terminal before the summary prints
             quiet.close()  # the signal handlers go back only once the robot is off
             printer.close()
             for line in held_output:

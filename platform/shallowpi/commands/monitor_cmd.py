@@ -177,6 +177,8 @@ def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
             try:
                 for status in subscriber:  # `at`: when it was published (a newcomer's may be old)
                     latest["status"], latest["at"] = status, time.monotonic() - status.age_s
+            except Exception as exc:  # a status it cannot read (EnvelopeError, ...): one line, not a traceback
+                print(f"{time.strftime('%H:%M:%S')} error: {exc}", flush=True)
             finally:
                 ended.set()
 
