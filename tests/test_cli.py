@@ -61,6 +61,8 @@ def test_a_leading_double_dash_is_dropped(capsys):
         (["config", "show", "policy.train.steps=abc"], "policy.train.steps must be a number (its default is "),
         (["config", "show", "--robot", "humanoid", "robot.fps=abc"], "robot.fps must be a number (its default is 30)"),
         (["config", "show", "record.fps=abc"], "record.fps must be a number or null (its default is null), not 'abc'"),
+        # a count given a fraction: record.episodes=2.5 recorded 3 without a word
+        (["config", "show", "record.episodes=2.5"], "record.episodes must be a whole number (its default is 5), not 2.5"),
         (["config", "show", "policy.train=abc"], "policy.train is a section of settings"),
         (["config", "show", "policy.train.steps=${nowhere.key}"], "cannot set 'policy.train.steps': Interpolation key"),
         (["config", "show", "policy.train.successful_only=maybe"],
@@ -553,3 +555,13 @@ def test_a_gpu_this_machine_lacks_is_refused_before_anything_runs():
     with pytest.raises(PlatformError, match=f"device 'cuda:{count}': "):
         check_device(f"cuda:{count}")
     assert check_device("cpu") == "cpu" and check_device("auto") == "auto"
+
+
+def test_a_whole_float_given_for_a_count_is_that_count():
+    """`store.numeric_chunk_rows=2e3` reached zarr as 2000.0, which refused it with a
+    traceback; a rate stays a number with a fraction (telemetry.max_hz=7.5)."""
+    from shallowpi import config
+
+    composed = config.compose(["store.numeric_chunk_rows=2e3", "telemetry.max_hz=7.5"])
+    assert type(composed.store.numeric_chunk_rows) is int and composed.store.numeric_chunk_rows == 2000
+    assert composed.telemetry.max_hz == 7.5

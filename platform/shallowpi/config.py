@@ -139,6 +139,13 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
             continue
         if isinstance(default, bool):
             wanted, fits = "true or false", isinstance(value, bool)
+        elif isinstance(default, int) and isinstance(value, float):
+            # A count: `record.episodes=2.5` recorded 3 without a word, `store.numeric_chunk_rows=2e3`
+            # failed in zarr with a traceback. A whole float (2e3) is the count it names.
+            if not value.is_integer():
+                raise ConfigError(f"{key} must be a whole number (its default is {default}), not {value:g}")
+            OmegaConf.update(cfg, key, int(value), merge=False)
+            continue
         elif default is None or isinstance(default, (int, float)):
             wanted = "a number or null" if default is None else "a number"
             fits = isinstance(value, (int, float)) and not isinstance(value, bool)
