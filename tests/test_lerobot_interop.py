@@ -116,6 +116,43 @@ def test_import_brings_the_export_back(exported, tmp_path):
             assert error < MAX_IMAGE_MEAN_ABS_ERROR + 2, (key, error)
 
 
+def test_dataset_import_takes_the_store_settings_it_is_given(exported, tmp_path):
+    """`platform dataset import ... store.image_codec=blosc-zstd` composed and then wrote
+    JPEG at quality 90: import never passed the store.* settings on (record does)."""
+    from shallowpi.cli import main
+
+    _, out, _ = exported
+    assert main(["dataset", "import", str(out), "--out", str(tmp_path / "lossless"), "--repo-id", REPO_ID,
+                 "store.image_codec=blosc-zstd"]) == 0
+    with EpisodeStore.open(tmp_path / "lossless.zarr") as store:
+        assert store.settings.image_codec == "blosc-zstd"
+
+
+def test_what_lerobot_cannot_read_and_an_odd_destination_are_one_line(tmp_path, monkeypatch):
+    """lerobot's FrameTimestampError spans many lines and reached the terminal as a
+    traceback; `export .` failed on an empty name. A store without observation.state (an
+    import of a dataset without one) has no joint units, rather than a KeyError."""
+    from types import SimpleNamespace
+
+    from shallowpi.commands.dataset_cmd import joint_units
+    from shallowpi.data.lerobot_export import export_lerobot
+    from shallowpi.data.lerobot_import import _item
+
+    class Late:
+        def __getitem__(self, index):
+            raise ValueError("One or several query timestamps unexpectedly violate the tolerance\n(details...)")
+
+    with pytest.raises(PlatformError) as late:
+        _item(Late(), 17)
+    assert str(late.value) == ("lerobot cannot read row 17 of the dataset: ValueError: One or several query "
+                               "timestamps unexpectedly violate the tolerance")
+    make_store(tmp_path / "s.zarr", episodes=1, length=4).close()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PlatformError, match="not the working folder itself"):
+        export_lerobot(tmp_path / "s.zarr", tmp_path / ".")
+    assert joint_units(SimpleNamespace(features={}), "arm") == {}
+
+
 def test_export_refuses_an_occupied_directory_in_one_line(exported, tmp_path):
     from shallowpi.data.lerobot_export import export_lerobot
 

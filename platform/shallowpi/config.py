@@ -221,13 +221,14 @@ def data_root(cfg: DictConfig | None = None) -> Path:
     """The folder that holds `<name>.zarr` stores (config `data_root`, default datasets/)."""
     root = cfg.data_root if cfg is not None and cfg.get("data_root") else None
     root = root or os.environ.get("SHALLOWPI_DATA_ROOT") or REPO_ROOT / "datasets"
-    return Path(root).expanduser()
+    return Path(str(root)).expanduser()  # str: `data_root=2024` composes to a number
 
 
 def resolve_dataset(name_or_path: str | os.PathLike[str], root: Path | None = None) -> Path:
-    """`kitchen` -> <data_root>/kitchen.zarr; a path (has a slash) is used as given, with
-    `.zarr` added unless it names an existing folder or already ends in it."""
-    text = os.fspath(name_or_path)
+    """`kitchen` -> <data_root>/kitchen.zarr; a path (one with a slash, or a name ending in
+    .zarr: `kitchen.zarr` is in the working folder) is used as given, with `.zarr` added
+    unless it names an existing folder or already ends in it."""
+    text = os.fspath(name_or_path) if isinstance(name_or_path, (str, os.PathLike)) else str(name_or_path)
     if not text:
         raise ConfigError("empty dataset name; pass --dataset NAME or a path to a .zarr store")
     if "/" in text or text.endswith(".zarr"):

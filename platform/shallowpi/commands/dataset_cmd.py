@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from, user_path
@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         epilog="example:\n  platform dataset merge kitchen kitchen2 --out all   all.zarr: kitchen's episodes, "
                "then kitchen2's")
     merge.add_argument("stores", nargs="+", help="two or more datasets")
-    merge.add_argument("--out", required=True, help="name or path of the new store")
+    merge.add_argument("--out", required=True, help="name of the new store (under the data root) or its path "
+                                                     "(with a slash, or ending in .zarr: here)")
     merge.add_argument("--allow-mixed-calibration", action="store_true",
                        help="merge stores of different calibration ids (recorded in the new store); "
                             "stores of different fps never merge")
@@ -93,11 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export = action("export", "export a store to another format")
     export.formatter_class = argparse.RawDescriptionHelpFormatter
     export.description = ("Write every committed episode of a store as a LeRobotDataset (lerobot 0.6, format v3):\n"
-                          "cameras as AV1 videos, every frame with its task. Needs the lerobot extra (Python >= 3.12).")
+                          "cameras as AV1 videos (H.264 where AV1 cannot take the frame size), every frame with its\n"
+                          "task. Needs the lerobot extra (Python >= 3.12).")
     export.epilog = ("example:\n  platform dataset export kitchen --to lerobot exports/kitchen-lerobot   "
                      "then LeRobotDataset('local/kitchen', root='exports/kitchen-lerobot')")
     export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
-    export.add_argument("dest", type=user_path, help="output directory (must not exist)")
+    export.add_argument("dest", type=user_path, help="output directory (new, or an empty folder)")
     export.add_argument("--repo-id", help="LeRobot repo id recorded in the export (default: local/<name>)")
     imp = sub.add_parser(
         "import", help="import a local LeRobotDataset directory into a new store",
@@ -107,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         epilog="example:\n  platform dataset import ~/lerobot/pusht --out pusht   datasets/pusht.zarr from "
                "a local copy")
     imp.add_argument("source", type=user_path, help="LeRobotDataset root directory")
-    imp.add_argument("--out", required=True, help="name or path of the new store")
+    imp.add_argument("--out", required=True, help="name of the new store (under the data root) or its path "
+                                                   "(with a slash, or ending in .zarr: here)")
     imp.add_argument("--repo-id", help="repo id of the LeRobot dataset (default: local/<dir name>)")
     add_config_flags(imp)
 
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         "merge": lambda: _merge([path_of(s) for s in args.stores], path_of(args.out), args.allow_mixed_calibration,
                                 args.allow_repeated_scenes),
         "export": lambda: _export(path_of(args.store), args.dest, args.repo_id),
-        "import": lambda: _import(args.source, path_of(args.out), args.repo_id),
+        "import": lambda: _import(args.source, path_of(args.out), args.repo_id, cfg.store),
     }[args.action]
     return handler()
 
@@ -307,7 +310,9 @@ def joint_units(store: EpisodeStore, robot: str) -> dict[str, str]:
     from shallowpi.data.features import STATE_KEY
     from shallowpi.robots.spec import RobotSpec
 
-    state = store.features[STATE_KEY]
+    state = store.features.get(STATE_KEY)  # an imported dataset may have none
+    if state is None:
+        return {}
     if state.kinds:
         return {name: UNIT_OF_KIND[kind] for name, kind in zip(state.names, state.kinds)}
     if not robot:
@@ -391,11 +396,16 @@ def _export(path: Path, dest: Path, repo_id: str | None) -> int:
     return 0
 
 
-def _import(source: Path, out: Path, repo_id: str | None) -> int:
+def _import(source: Path, out: Path, repo_id: str | None, store_cfg: Any) -> int:
     from shallowpi.data.lerobot_import import import_lerobot
+    from shallowpi.data.store import StoreSettings
 
+    # The store.* settings, as record takes them (they were accepted here and not applied:
+    # frames lerobot decoded from video were always JPEG'd again at quality 90).
+    settings = StoreSettings(image_codec=store_cfg.image_codec, image_quality=store_cfg.image_quality,
+                             numeric_chunk_rows=store_cfg.numeric_chunk_rows)
     with _progress(f"import {source.name}") as progress:
-        store_path = import_lerobot(source, out, repo_id=repo_id, progress=progress)
+        store_path = import_lerobot(source, out, repo_id=repo_id, progress=progress, settings=settings)
     print(store_path)
     return 0
 

@@ -183,6 +183,18 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
     return store_path
 
 
+def _item(dataset: Any, index: int) -> Any:
+    """lerobot's row `index`; StoreError (one line) when it cannot give it: a frame off its
+    timestamp beyond lerobot's tolerance (FrameTimestampError, many lines), an unreadable
+    video, a decoder without the video's codec."""
+    try:
+        return dataset[index]
+    except Exception as exc:  # lerobot's and torchcodec's own types
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise StoreError(f"lerobot cannot read row {index} of the dataset: {type(exc).__name__}: {first_line}") \
+            from exc
+
+
 def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: Mapping[str, Feature],
                     start: int, stop: int, robot: str, success: bool | None) -> None:
     """Rows start:stop of `dataset` as one episode, marked `success`: numbers from
@@ -191,12 +203,12 @@ def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: M
     rows = {key: np.asarray(table.column(key).to_pylist())
             for key, feature in [*features.items(), ("timestamp", None)]
             if feature is None or feature.kind is not FeatureKind.IMAGE}
-    first = dataset[start]
+    first = _item(dataset, start)
     tasks = [str(first.get("task", ""))]
     writer = store.begin_episode(tasks[0], robot=robot, fps=float(dataset.fps))
     with writer:  # discards the episode if anything below raises
         for offset, index in enumerate(range(start, stop)):
-            item = first if index == start else dataset[index]
+            item = first if index == start else _item(dataset, index)
             task = str(item.get("task", ""))
             if task not in tasks:
                 tasks.append(task)

@@ -63,8 +63,10 @@ class LerobotMissingError(PlatformError):
 
 def _import_lerobot() -> Any:
     """The LeRobotDataset class, offline, or a one-line error saying how to get it."""
-    # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported. Forced, not a
+    # default: a user's HF_HUB_OFFLINE=0 let lerobot download a missing file into the source
+    # folder from the hub (nothing loads from a hub here).
+    os.environ["HF_HUB_OFFLINE"] = "1"
     # SVT-AV1 prints its whole configuration to stderr for every video unless told not to.
     os.environ.setdefault("SVT_LOG", "1")
     try:
@@ -134,6 +136,8 @@ def lerobot_features(features: Mapping[str, Feature]) -> dict[str, dict[str, Any
 
 def _claim_destination(out_dir: Path, what: str) -> Path:
     """The staging path beside `out_dir`, after checking `out_dir` is free."""
+    if out_dir.resolve() == Path.cwd().resolve():  # `.`: a folder the export would have to remove and replace
+        raise PlatformError(f"choose a new {what} (a name or a path), not the working folder itself")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise PlatformError(f"{out_dir} already exists; remove it or choose another {what}")
     staging = out_dir.with_name(out_dir.name + STAGING_SUFFIX)
