@@ -368,20 +368,28 @@ def test_a_connect_that_fails_on_one_bus_leaves_an_arm_found_holding_holding(cap
     assert torque_off_line(robot).startswith("torque off NOT confirmed (bus 'follower_left': left holding")
 
 
+def _target_found_holding(spec):
+    """deploy's robot target, connected to servos a killed run left holding."""
+    from shallowpi.commands.deploy_targets import RobotTarget
+
+    killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+    killed.connect()
+    killed.hold()
+    for bus in killed.buses.values():
+        bus.disconnect()  # the process died: ports closed, torque left on
+    target = RobotTarget(DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name)), None, spec, {},
+                         "wave", 1.0, 0.0)
+    target.connect()
+    return target
+
+
 def test_a_deploy_that_fails_before_the_first_motion_leaves_an_arm_found_holding_holding():
     """deploy's clean-up when the run failed before the robot first moved (a backend that
     would not warm up): the robot target closes each bus as connect found it."""
     from shallowpi.commands.console import torque_off_line
-    from shallowpi.commands.deploy_targets import RobotTarget
 
     with emulated("arm") as (spec, chains):
-        killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
-        killed.connect()
-        for bus in killed.buses.values():
-            bus.disconnect()  # the process died: ports closed, torque left on
-        target = RobotTarget(DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name)), None, spec, {},
-                             "wave", 1.0, 0.0)
-        target.connect()
+        target = _target_found_holding(spec)
         target.disconnect(as_found=True)
         follower = {servo.get("torque_enable") for servo in chains["follower"].servos.values()}
     assert follower == {1}
@@ -394,20 +402,11 @@ def test_a_servo_fault_before_the_first_motion_releases_its_bus_though_found_hol
     every bus as found: the faulted arm stayed powered with nothing left to watch it. Its
     bus goes limp now, as in a run (hold_or_release); the sound arm still holds, and a bus
     error naming no bus switches off every bus."""
-    from shallowpi.commands.deploy_targets import RobotTarget
     from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError
 
     def torque_after(fault) -> dict[str, set[int]]:
         with emulated("bimanual") as (spec, chains):
-            killed = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
-            killed.connect()
-            killed.hold()
-            for bus in killed.buses.values():
-                bus.disconnect()  # the process died: ports closed, torque left on
-            target = RobotTarget(DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name)), None, spec, {},
-                                 "wave", 1.0, 0.0)
-            target.connect()
-            target.disconnect(as_found=True, fault=fault)
+            _target_found_holding(spec).disconnect(as_found=True, fault=fault)
             return {bus: {s.get("torque_enable") for s in chains[bus].servos.values()}
                     for bus in ("follower_left", "follower_right")}
 
