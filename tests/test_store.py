@@ -652,3 +652,17 @@ def test_a_reader_opening_while_a_delete_swaps_the_folder_opens_the_new_store(tm
     assert reader.read("observation.state", 0, 3).shape == (3, 6)  # not refused as edited
     with EpisodeStore.open(tmp_path / "k.zarr") as fresh:
         assert reader.identity == fresh.identity
+
+
+@pytest.mark.bad_store
+def test_a_store_written_with_settings_this_version_lacks_says_to_upgrade(tmp_path):
+    """A store a newer shallowpi wrote, with a settings key this one does not know, read as
+    "damaged" (a TypeError from the settings' constructor)."""
+    path = tmp_path / "new.zarr"
+    make_store(path, episodes=1, length=4).close()
+    attrs = json.loads((path / ".zattrs").read_text())
+    attrs["shallowpi"]["settings"]["video_codec"] = "av1"
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    with pytest.raises(StoreError, match=r"written with store settings this shallowpi does not know \(video_codec\): "
+                                         r"a newer version wrote it; upgrade shallowpi"):
+        EpisodeStore.open(path)

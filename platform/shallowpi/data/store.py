@@ -165,6 +165,16 @@ class StoreSettings:
     durable: bool = True  # fsync before each commit (power-cut safety); off for benchmarks
 
 
+def _settings_of(path: Path, recorded: Mapping[str, Any]) -> StoreSettings:
+    """The header's settings; StoreError (one line) naming a key this version does not know
+    (a store written by a newer shallowpi), which read as "damaged" (a TypeError)."""
+    known = {f.name for f in dataclasses.fields(StoreSettings)}
+    if unknown := sorted(set(recorded) - known):
+        raise StoreError(f"{path} was written with store settings this shallowpi does not know ({', '.join(unknown)}): "
+                         "a newer version wrote it; upgrade shallowpi to read it")
+    return StoreSettings(**recorded)
+
+
 class EpisodeStore:
     """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`.
 
@@ -188,7 +198,7 @@ class EpisodeStore:
         self.version = int(header.get("version", 1))
         self.layout = int(header.get("layout", 1))
         self.features: dict[str, Feature] = features_from_json(header["features"])
-        self.settings = StoreSettings(**header.get("settings", {}))
+        self.settings = _settings_of(path, header.get("settings", {}))
         self._created = header.get("created")  # a compacted copy is a new store: a new stamp
         self._edits = 0  # in-place removals of committed rows (the commit record counts them)
         zarr_compat.sync_rewrites(group, self.settings.durable)
