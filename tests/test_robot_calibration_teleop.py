@@ -503,6 +503,40 @@ def test_a_leader_turned_far_past_its_limit_never_reads_as_the_other_end_of_its_
         assert readings == pytest.approx(list(path), abs=2 * tick)
 
 
+def test_a_multi_turn_leader_counting_from_another_turn_is_refused_at_connect():
+    """A leader gripper in extended position mode (a GELLO-style trigger) restarts its turn
+    count at power-up: a turn off, it sent the follower a whole turn's worth past its limit
+    (clipped there). Followers were checked at connect; leaders now are too, in one line."""
+    import math
+
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+    from shallowpi.robots.spec import RobotSpec
+
+    raw = OmegaConf.to_container(config.compose(["robot=arm"]).robot, resolve=True)
+    raw["leaders"]["leader"]["motors"]["gripper"]["mode"] = "extended_position"
+    spec = RobotSpec.from_config(raw)
+    chains = build_chains(spec.bus_motors())
+    try:
+        spec = spec.with_ports({bus: chain.path for bus, chain in chains.items()})
+        gripper = next(m for m in spec.leaders[0].motors if m.joint == "gripper")
+        servo = chains["leader"].servos[gripper.id]
+        servo.plant.move_to(0.3 - 2 * math.pi)  # half open, counted a turn down
+        time.sleep(0.05)
+        with pytest.raises(PlatformError, match=r"robot 'arm': joint 'gripper' reads .* over half a turn outside its "
+                                                r"limits"):
+            LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")).connect()
+        servo.plant.move_to(0.3)  # the same pose, counted in the right turn
+        time.sleep(0.05)
+        with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")) as teleop:
+            assert 0.0 < teleop.read()["gripper"] < 1.0
+    finally:
+        for chain in chains.values():
+            chain.stop()
+
+
 def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
     """Calibrated with its zero near tick 0, a leader's joint range crosses the end of the
     turn, where its reading jumps from 0 to 4095: refused in one line, as for a follower."""

@@ -17,7 +17,12 @@ from shallowpi.hardware.dynamixel.calibration import nearest_turn, unwrap_readin
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.base import LinkCounts
-from shallowpi.robots.calibration import RobotCalibration, check_position_limits, check_servo_frame
+from shallowpi.robots.calibration import (
+    RobotCalibration,
+    check_position_limits,
+    check_servo_frame,
+    check_turn_count,
+)
 from shallowpi.robots.spec import JointSpec, LeaderSpec, MotorSpec, RobotSpec
 
 
@@ -94,6 +99,7 @@ class LeaderFollower:
                     bus.set_operating_mode(motor.mode, [motor.id])
                     low, high = self._limits[motor.joint]
                     check_position_limits(self.robot, bus, motor, self._convert[motor.joint], low, high, leader=True)
+                self._check_turn_counts(leader, bus)
         except BaseException:
             self.disconnect()  # no port left open behind a refusal
             raise
@@ -128,6 +134,21 @@ class LeaderFollower:
                 value = self._convert[m.joint].to_joint(self._unwrapped(m, ticks[m.id]))
                 action[m.joint] = self.gripper_map(value) if self._kinds[m.joint] == "gripper" else value
         return action
+
+    def _check_turn_counts(self, leader: LeaderSpec, bus: MotorBus) -> None:
+        """PlatformError (one line) for a multi-turn leader servo (extended or current-based
+        position mode, a Y series) reading over half a turn outside its joint's limits: its
+        count restarted at power-up in another turn than at calibration, and it would send
+        the follower a turn off, to a limit (`check_turn_count`, as the followers are
+        checked). A single-turn one past its turn's end is read in the nearest turn instead
+        (`_unwrapped`)."""
+        multi = [m for m in leader.motors if not (m.mode == OperatingMode.POSITION and m.model.series == "X")]
+        if not multi:
+            return
+        ticks = bus.read(["present_position"], [m.id for m in multi])["present_position"]
+        for motor in multi:
+            convert = self._convert[motor.joint]
+            check_turn_count(self.robot, motor, convert, *self._limits[motor.joint], convert.to_joint(ticks[motor.id]))
 
     def _unwrapped(self, motor: MotorSpec, ticks: int) -> int:
         """In position mode a servo reads one turn (0..4095): a leader moved by hand past the
