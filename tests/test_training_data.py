@@ -108,9 +108,15 @@ def test_format_1_stores_train_on_the_actions_that_followed_each_observation(tmp
     with EpisodeStore.open(tmp_path / "old.zarr") as old:
         assert (old.version, old.action_offset) == (1, 1)
         episode = old.read_episode(1)
-    item = ChunkDataset(tmp_path / "old.zarr", chunk_len=5)[12]  # episode 1, frame 2
+    dataset = ChunkDataset(tmp_path / "old.zarr", chunk_len=5)
+    item = dataset[12]  # episode 1, frame 2
     np.testing.assert_array_equal(item["observation.state"].numpy(), episode["observation.state"][2])
     np.testing.assert_array_equal(item["action"].numpy(), episode["action"][3:8])
+    # The action's statistics are over the actions some chunk trains on: not an episode's
+    # first row's, which no observation is paired with in this format.
+    with EpisodeStore.open(tmp_path / "old.zarr") as old:
+        targets = np.concatenate([old.read_episode(e)["action"][1:] for e in (0, 1)])
+    np.testing.assert_allclose(dataset.stats()["action"]["mean"], targets.mean(0), rtol=1e-6)
     # Appending today's recordings, or merging with a format-2 store, would mix the pairings.
     with pytest.raises(StoreError, match=r"format 1 .* record into another --dataset"):
         EpisodeStore.open_or_create(tmp_path / "old.zarr", arm_features())

@@ -147,7 +147,7 @@ class ChunkDataset(Dataset):
         `row_mean` keeps the mean absolute action (policy/action_space.py `offset_stats`)."""
         rows = self.windows.rows()
         out = {}
-        for key, values in ((STATE_KEY, self._state[rows]), (ACTION_KEY, self._action[rows])):
+        for key, values in ((STATE_KEY, self._state[rows]), (ACTION_KEY, self._action[self.windows.action_rows()])):
             out[key] = {
                 "mean": values.mean(0), "std": values.std(0),
                 "min": values.min(0), "max": values.max(0),

@@ -70,6 +70,13 @@ class ChunkWindows:
         """Every data row of the chosen episodes, in window order."""
         return np.concatenate([np.arange(a, b) for a, b in zip(self._starts, self._stops)] or [np.zeros(0, np.int64)])
 
+    def action_rows(self) -> np.ndarray:
+        """The rows of the chosen episodes whose action some window trains on: every row, but
+        with `action_offset` 1 (a format-1 store pairs each observation with the next row's
+        action) not an episode's first, whose action no chunk reads."""
+        spans = zip(self._starts + self.action_offset, self._stops)
+        return np.concatenate([np.arange(a, b) for a, b in spans] or [np.zeros(0, np.int64)])
+
     def chunk_rows(self, index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Windows `index` (default: all) at once, in that order: observation rows [W],
         action rows [W, H] and is_pad [W, H], as `windows[i]` gives them one at a time."""

@@ -209,9 +209,9 @@ class FiniteWindows(Dataset):
         """Mean, std, min, max of state and action over the chosen episodes' finite rows;
         with `delta_dims`, the action's over the kept windows' chunks, offset from their
         state on those dimensions (`ChunkDataset.stats`)."""
-        rows = self.dataset.windows.rows()
         out = {}
         for key in (STATE_KEY, ACTION_KEY):
+            rows = self.dataset.windows.rows() if key == STATE_KEY else self.dataset.windows.action_rows()
             finite = rows[~self.screen.bad(key)[rows]]
             values = self.screen.arrays[key][finite].astype(np.float32)
             out[key] = {"mean": values.mean(0), "std": values.std(0), "min": values.min(0), "max": values.max(0)}
