@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from shallowpi.data import EpisodeStore
+from shallowpi.data.lerobot_interop import STAGING_SUFFIX
 from shallowpi.errors import PlatformError
 from store_fixtures import make_store
 
@@ -160,7 +161,7 @@ def test_export_refuses_an_occupied_directory_in_one_line(exported, tmp_path):
     with pytest.raises(PlatformError, match="already exists") as caught:
         export_lerobot(root / "src.zarr", out)
     assert "\n" not in str(caught.value)
-    assert not (out.parent / (out.name + ".partial")).exists()
+    assert not (out.parent / (out.name + STAGING_SUFFIX)).exists()
 
 
 def test_import_of_missing_or_foreign_directories_is_one_line(tmp_path):
@@ -177,7 +178,7 @@ def test_import_of_missing_or_foreign_directories_is_one_line(tmp_path):
         import_lerobot(foreign, tmp_path / "c.zarr")
     for caught in (missing, not_lerobot, broken):
         assert "\n" not in str(caught.value)
-    assert not any(p.name.endswith(".zarr") or p.name.endswith(".partial") for p in tmp_path.iterdir())
+    assert not any(p.name.endswith((".zarr", STAGING_SUFFIX)) for p in tmp_path.iterdir())
 
 
 def test_a_store_is_not_a_lerobot_dataset(exported, tmp_path):

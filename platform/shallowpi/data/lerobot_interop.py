@@ -49,7 +49,9 @@ from shallowpi.errors import PlatformError
 
 Progress = Callable[[int, int], None]  # (frames done, frames in total)
 
-STAGING_SUFFIX = ".partial"
+# Beside the destination while an export or import runs; removed when a run finds one a
+# killed run left. Named as no folder of a user's would be (`exports/run.partial` was).
+STAGING_SUFFIX = ".shallowpi-partial"
 
 # lerobot's per-frame success column (lerobot.utils.constants.SUCCESS): true once the
 # task has succeeded. It carries the store's per-episode marks across.
