@@ -479,7 +479,7 @@ def test_platform_monitor_without_a_recorder_is_a_one_line_error(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: no recorder is publishing at {address}; "
-                                      "start `platform record` first")
+                                      "start `platform record` (or `platform deploy`) first")
     help_text = subprocess.run(platform_cmd("monitor", "--help"), env=subprocess_env(),
                                capture_output=True, text=True, timeout=60).stdout
     assert "--control" in help_text and "platform monitor --address tcp://127.0.0.1:7421" in help_text

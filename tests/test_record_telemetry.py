@@ -52,7 +52,8 @@ def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_befor
         assert nobody.returncode == 2
         assert nobody.stderr.strip() == (
             f"error: no recorder is publishing at {run / 'shallowpi' / 'humanoid.sock'}; start "
-            "`platform record` first (recording now: arm; attach with `platform monitor --robot arm`)")
+            "`platform record` (or `platform deploy`) first (recording now: arm; attach with `platform monitor "
+            "--robot arm`)")
 
         # A second recorder of the same robot: one line naming the override, and nothing
         # created, so retrying says the same (not "already exists").

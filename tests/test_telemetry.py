@@ -344,7 +344,8 @@ def test_publisher_that_disallows_control_refuses_it(address):
 def test_no_publisher_is_a_one_line_error(address):
     with pytest.raises(TelemetryError) as info:
         TelemetrySubscriber(address)
-    assert str(info.value) == f"no recorder is publishing at {address}; start `platform record` first"
+    assert str(info.value) == (f"no recorder is publishing at {address}; start `platform record` (or "
+                               "`platform deploy`) first")
     assert "\n" not in str(info.value)
 
 

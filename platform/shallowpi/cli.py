@@ -171,7 +171,7 @@ def add_config_flags(
         parser.add_argument("--jetson", help="target profile (configs/jetson/): orin (the default), thor, "
                             "or cpu / cuda for a workstation")
     if data_root:
-        parser.add_argument("--data-root", help="folder holding the .zarr stores (default: datasets/)")
+        parser.add_argument("--data-root", help="folder holding the .zarr stores (default: $SHALLOWPI_DATA_ROOT, else datasets/)")
 
 
 def overrides_from(args: argparse.Namespace) -> list[str]:

@@ -5,8 +5,8 @@
   platform deploy --policy CKPT --sim --strategy sync|async|ensemble|rtc --delay-ms 300
   platform deploy --policy CKPT --sim --backend torch --record deployed --json run.json
   platform deploy --policy CKPT --backend onnxruntime --bundle-only   the bundle alone, on the workstation
-  platform deploy --policy CKPT.bundle --jetson orin --robot arm
-      --task "put the red cube in the bowl"             on the robot, the bundle built beforehand
+  platform deploy --policy CKPT.bundle --jetson orin --robot arm --task "put the red cube in the bowl" \\
+      robot.cameras.front.serial=SERIAL                 on the robot, the bundle built beforehand
 
 What happens: the Jetson profile (configs/jetson/, --jetson) is checked against this
 machine (one line: what to change for full speed, or that this is not that Jetson and the
@@ -115,7 +115,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["torch", "onnxruntime", "tensorrt"],
                         help="override the profile's backend")
     parser.add_argument("--strategy", choices=["sync", "async", "ensemble", "rtc"],
-                        help="action selection (default: deploy.strategy, rtc)")
+                        help="action selection (default: deploy.strategy, rtc): sync waits for each chunk, the "
+                             "robot holding; async asks for the next chunk while the current one runs and switches "
+                             "at its seam; ensemble averages the overlapping chunks' actions (ACT's temporal "
+                             "ensembling); rtc inpaints the next chunk's start to the actions still to run "
+                             "(real-time chunking)")
     parser.add_argument("--replan-every", type=at_least(1), metavar="K",
                         help="a new chunk every K actions (default: action_selection.replan_every, half the chunk)")
     parser.add_argument("--delay-ms", type=at_least(0, float),

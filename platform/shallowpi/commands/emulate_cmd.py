@@ -4,10 +4,11 @@ The first line on stdout is one JSON object, bus name -> pty path, e.g.
   {"follower": "/dev/pts/4", "leader": "/dev/pts/5"}
 `platform record` (and every command that reads the robot config) takes the ports as
 config overrides robot.buses.NAME.port=PATH, one per bus; stderr prints the line, e.g.
-  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \
-      --no-cameras --dataset try --task wave
-`platform calibrate` also takes the JSON line as --ports '{...}'; `platform doctor --port
-/dev/pts/4 --robot arm` compares the servos that answer with the robot's config.
+  platform record --robot arm robot.buses.follower.port=/dev/pts/4 robot.buses.leader.port=/dev/pts/5 \\
+      --no-cameras --allow-uncalibrated --dataset try --task wave
+(--allow-uncalibrated: emulated shafts cannot be posed, so `platform calibrate`, which takes
+the JSON line as --ports '{...}', refuses a sweep that did not move.) `platform doctor
+--port /dev/pts/4 --robot arm` compares the servos that answer with the robot's config.
 Serves until Ctrl-C or SIGTERM.
 
 examples:

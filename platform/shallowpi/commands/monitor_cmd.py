@@ -1,9 +1,10 @@
-"""Attach the live dashboard to a running recorder, from another terminal.
+"""Attach the live dashboard to a running recorder or deploy executor, from another terminal.
 
-The recorder (`platform record`) publishes its status on a local socket, by default one
-per user and robot ($XDG_RUNTIME_DIR/shallowpi/<robot>.sock; `telemetry.address`
-overrides it); this command subscribes and shows the dashboard for the kind of status it
-receives. On the robot's computer over SSH:
+The recorder (`platform record`), and the executor of `platform deploy`, publish their
+status on a local socket, by default one per user and robot
+($XDG_RUNTIME_DIR/shallowpi/<robot>.sock; `telemetry.address` overrides it); this command
+subscribes and shows the dashboard for the kind of status it receives. On the robot's
+computer over SSH:
 
   platform monitor                                 watch the default robot's recorder (read-only)
   platform monitor --robot humanoid                watch the humanoid's recorder

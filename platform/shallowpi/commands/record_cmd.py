@@ -1,6 +1,7 @@
 """Teleoperate and record episodes into a zarr dataset.
 
-  platform record --robot humanoid --dataset kitchen --task "put the red cube in the bowl"
+  platform record --robot arm --dataset kitchen --task "put the red cube in the bowl" --episodes 50 \\
+      robot.cameras.front.serial=SERIAL      on the robot (serials: `platform doctor`; see below)
   platform record --robot humanoid --dataset sim_humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
   platform record --robot arm --dataset sim_arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
   platform record --robot arm --dataset kitchen --task "put the red cube in the bowl" --resume --episodes 10

@@ -71,7 +71,8 @@ class TelemetrySubscriber:
         self._send_lock = threading.Lock()
         self._read_lock = threading.RLock()
         if not listening(self.address):
-            raise TelemetryError(f"no recorder is publishing at {self.address}; start `platform record` first")
+            raise TelemetryError(f"no recorder is publishing at {self.address}; start `platform record` (or `platform "
+                                 "deploy`) first")
         self._context = zmq.Context()
         try:
             self._connect(connect_timeout_s)
