@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -136,17 +137,54 @@ def test_a_robot_config_with_a_misspelt_key_or_an_impossible_value_is_refused_na
         RobotSpec.from_config(raw)
 
 
-def test_a_joint_taken_for_a_gripper_by_a_name_that_does_not_end_in_gripper_is_said(caplog):
-    import logging
-
+def test_a_joint_named_both_gripper_and_rotation_must_say_its_kind():
+    """A gripper_roll was taken for a gripper with a warning: read as a 0..1 opening, its
+    direction ignored, moving to one side of zero only, unchecked for speed."""
     raw = {"name": "x", "fps": 30, "buses": {"b": {"port": "/dev/null", "baud": 1000000}},
            "joints": [{"name": "gripper_roll", "lower": -1, "upper": 1, "max_velocity": 1}],
            "motors": {"gripper_roll": {"bus": "b", "id": 1, "model": "XL430-W250"}}}
-    with caplog.at_level(logging.WARNING):
-        assert RobotSpec.from_config(raw).joints[0].kind == "gripper"
-    assert "joint 'gripper_roll' is taken for a gripper by its name" in caplog.text
+    with pytest.raises(ConfigError, match=r"joint 'gripper_roll' names a gripper and a rotation; say which in its "
+                                          r"joints: entry \(kind: revolute"):
+        RobotSpec.from_config(raw)
     raw["joints"][0]["kind"] = "revolute"
     assert RobotSpec.from_config(raw).joints[0].kind == "revolute"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"motors": {"elbow_flex": {"mode": "current"}}},
+     "follower motor for 'elbow_flex' is in current mode, in which the servo ignores the position goals"),
+    ({"motors": {"elbow_flex": {"mode": "pwm"}}}, "follower motor for 'elbow_flex' is in pwm mode"),
+    ({"motors": {"elbow_flex": {"mode": "velocity"}}}, "follower motor for 'elbow_flex' is in velocity mode"),
+    ({"gripper": {"upper": 10.0}}, "gripper 'gripper' has limits 0..10; a gripper moves within 0 (closed) .. 1"),
+    ({"gripper": {"lower": -2.0}}, "gripper 'gripper' has limits -2..1"),
+])
+def test_a_follower_mode_or_gripper_setting_that_would_drive_into_a_stop_is_refused(change, expected):
+    """Each passed every check and got torque on: a follower in current or pwm mode pushed
+    with its power-up goal into the hard stop (the driver writes position goals only, which
+    those modes ignore); a gripper's upper: 10 drove it turns past open, stalled there at
+    max_current_a."""
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+
+    raw = OmegaConf.to_container(config.compose(["robot=arm"]).robot, resolve=True)
+    for joint, values in change.get("motors", {}).items():
+        raw["motors"][joint].update(values)
+    for entry in raw["joints"]:
+        if entry["name"] == "gripper":
+            entry.update(change.get("gripper", {}))
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        RobotSpec.from_config(raw)
+
+
+def test_an_empty_ports_file_is_said_in_one_line(tmp_path):
+    """`platform emulate ... > ports.json &` then `calibrate --ports ports.json` before the
+    emulator printed: an IndexError traceback."""
+    from shallowpi.robots.spec import parse_ports
+
+    (tmp_path / "ports.json").write_text("")
+    with pytest.raises(ConfigError, match=r"--ports file .*ports\.json is empty \(has `platform emulate` printed"):
+        parse_ports(str(tmp_path / "ports.json"))
 
 
 def test_two_buses_on_one_port_through_a_link_and_a_robot_file_named_otherwise_are_refused(tmp_path):

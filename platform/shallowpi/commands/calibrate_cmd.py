@@ -16,7 +16,8 @@ their previous entries; the file replaced is kept under robots/<robot>/calibrati
 Servos still holding torque (a killed recording) are named first: support the arm before
 pressing Enter (Ctrl-C there releases it too). Nothing but torque off is written to the
 servos before the first zero-pose Enter; then Homing Offset and Drive Mode's reverse bit,
-if another tool set them, are cleared (the old values are printed).
+if another tool set them, are cleared (the old values are printed), and each servo's
+Operating Mode is set to the config's (torque off, each write acknowledged).
 
 examples:
   platform calibrate --robot arm                    all arms (follower and leader)

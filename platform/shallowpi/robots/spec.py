@@ -178,6 +178,8 @@ class RobotSpec:
         for j in joints:
             if not j.lower < j.upper or j.max_velocity <= 0:
                 raise ConfigError(f"{where}: joint '{j.name}' needs lower < upper and max_velocity > 0")
+            if j.kind == "gripper":
+                _check_gripper(j, where)
         raw_motors = data.get("motors") or {}
         missing = [n for n in names if n not in raw_motors]
         if raw_motors and missing:
@@ -251,13 +253,26 @@ def _kind(name: str, data: dict, joint: dict) -> str:
     if joint.get("kind"):
         return joint["kind"]
     if named_gripper(name):
-        if any(word in name.lower() for word in _ROTATION_WORDS):  # gripper_roll: a wrist joint, read as 0..1
-            log.warning("robot %s: joint '%s' is taken for a gripper by its name (0 closed .. 1 open); "
-                        "kind: revolute in its joints: entry says otherwise", data.get("name", "?"), name)
+        if any(word in name.lower() for word in _ROTATION_WORDS):
+            # gripper_roll is a wrist joint: read as a 0..1 opening, its direction was ignored,
+            # it moved to one side of zero only, unchecked for speed, recorded in the wrong unit.
+            raise ConfigError(f"configs/robot/{data.get('name', '?')}.yaml: joint '{name}' names a gripper and a "
+                              "rotation; say which in its joints: entry (kind: revolute for a wrist joint, kind: "
+                              "gripper for the opening)")
         return "gripper"
     if "metres_per_rad" in motor:
         return "linear"
     return "revolute"
+
+
+def _check_gripper(joint: JointSpec, where: str) -> None:
+    """ConfigError for a gripper whose limits leave 0 (closed) .. 1 (open), its calibrated
+    travel: `upper: 10` sent it turns past its open stop, in a mode that counts turns, and
+    stalled it there at max_current_a. (Its max_velocity, in openings a second, depends on
+    the calibrated span, which a config does not know: not bounded here.)"""
+    if not 0.0 <= joint.lower < joint.upper <= 1.0:
+        raise ConfigError(f"{where}: gripper '{joint.name}' has limits {joint.lower:g}..{joint.upper:g}; a gripper "
+                          "moves within 0 (closed) .. 1 (open), its calibrated travel")
 
 
 SUPPLY_MARGIN = 1.25  # over the no-load speed at the recommended voltage: a servo on the top of its input range is up to 1.23x faster
@@ -285,6 +300,9 @@ def _check_top_speeds(joints: Sequence[JointSpec], motors: Sequence[MotorSpec], 
                 f"the recommended voltage, {SUPPLY_MARGIN:g}x that at most); max_velocity is in {unit}")
 
 
+FOLLOWER_MODES = (OperatingMode.POSITION, OperatingMode.EXTENDED_POSITION, OperatingMode.CURRENT_BASED_POSITION)
+
+
 def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[str, BusSpec], where: str) -> MotorSpec:
     follower = bus is None  # a leader's motors come with their arm's bus
     bus = raw.get("bus", bus)
@@ -306,6 +324,13 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
         raise ConfigError(f"{where}: motor for '{joint}' has ID {servo_id}; IDs are 0..252")
     if mode not in model.operating_modes:
         raise ConfigError(f"{where}: {model.name} (joint '{joint}') has no {mode.name.lower()} mode")
+    if follower and mode not in FOLLOWER_MODES:
+        # act() writes Goal Position only, which the servo ignores in these modes: in current
+        # or pwm it pushes with its power-up goal (the full limit) into the hard stop once
+        # torque is on; in velocity it follows nothing.
+        raise ConfigError(f"{where}: follower motor for '{joint}' is in {mode.name.lower()} mode, in which the "
+                          "servo ignores the position goals the robot sends; use position, extended_position or "
+                          "current_based_position (a leader, torque off, may read in any mode)")
     if direction not in (1, -1):
         raise ConfigError(f"{where}: motor for '{joint}' has direction {direction}; use 1 or -1")
     current = raw.get("max_current_a")
@@ -335,7 +360,10 @@ def parse_ports(text: str) -> dict[str, str]:
 
     text = text.strip()
     if text and not text.startswith("{") and "=" not in text and Path(text).is_file():
-        text = Path(text).read_text().strip().splitlines()[0]
+        lines = Path(text).read_text().strip().splitlines()
+        if not lines:
+            raise ConfigError(f"--ports file {text} is empty (has `platform emulate` printed its first line yet?)")
+        text = lines[0]
     if text.startswith("{"):
         try:
             ports = json.loads(text)
