@@ -224,7 +224,7 @@ def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
                             (["--teacher", str(tmp_path)], f"demo.teacher={tmp_path}: no model.safetensors there"),
                             # a value of the wrong kind was a traceback, some only after the recording
                             (["demo.sim_noise=abc"], "demo.sim_noise must be a number (its default is 0.005), not 'abc'"),
-                            (["demo.episodes=2.5"], "demo.episodes must be a whole number, got 2.5"),
+                            (["demo.episodes=2.5"], "demo.episodes must be a whole number (its default is 40), not 2.5"),
                             (["demo.train=5"], "demo.train is a section of settings (`platform config show` lists "
                                                "its keys), not 5"),
                             # the demo names the robot to every stage: robot= recorded one into another's store

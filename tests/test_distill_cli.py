@@ -328,8 +328,18 @@ def test_one_line_errors(distilled, tmp_path, capsys):
     assert "distill.train.skip_nonfinite: " in error("+distill.train.skip_nonfinite=true")
     # A count given a fraction, or 0 steps (read as unset: the preset's count trained).
     assert "distill.steps must be >= 1 (or null: the preset's policy.train.steps), got 0" in error("distill.steps=0")
-    assert "distill.probe_windows must be a whole number, got 1.5" in error("distill.probe_windows=1.5")
-    assert "train.steps must be a whole number, got 2.5" in error("policy.train.steps=2.5")
+    assert "distill.probe_windows must be a whole number (its default is 32), not 1.5" in error(
+        "distill.probe_windows=1.5")
+    assert "policy.train.steps must be a whole number (its default is 20), not 2.5" in error("policy.train.steps=2.5")
+    # ... and where a config comes from elsewhere than the command line (a script, a test)
+    from shallowpi.distill.settings import DistillConfig
+    from shallowpi.errors import ConfigError
+    from shallowpi.train.trainer import TrainConfig, TrainingError
+
+    with pytest.raises(ConfigError, match=r"distill\.probe_windows must be a whole number, got 1\.5"):
+        DistillConfig.from_dict({"probe_windows": 1.5})
+    with pytest.raises(TrainingError, match=r"train\.steps must be a whole number, got 2\.5"):
+        TrainConfig(steps=2.5)
     # Keys the flags set (--device, --no-progress) are not a train: section's.
     assert "policy.train.device is set by the --device flag, not in the config" in error("+policy.train.device=cpu")
     assert "distill.train.progress is set by the --no-progress flag" in error("+distill.train.progress=false")
