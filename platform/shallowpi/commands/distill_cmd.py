@@ -33,6 +33,7 @@ Several GPUs (DDP; FSDP with policy.train.fsdp=true), the teacher whole on each:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -201,9 +202,12 @@ def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make
         _check_teacher_data(last, store)
         step, asked = int(last.name.removeprefix("step_")), trained_for(last)
         # Complete at the steps it was trained for (`platform train --steps 300`): reused as
-        # it is, not extended into the user's run folder to the preset's count.
-        if step >= min(train_cfg.steps, asked or train_cfg.steps):
-            log.info("teacher: reusing %s%s", last, "" if step >= train_cfg.steps else
+        # it is, not extended into the user's run folder to the preset's count; interrupted,
+        # continued to those steps.
+        preset = train_cfg.steps
+        train_cfg = dataclasses.replace(train_cfg, steps=min(preset, asked or preset))
+        if step >= train_cfg.steps:
+            log.info("teacher: reusing %s%s", last, "" if train_cfg.steps == preset else
                      f" (trained for its {asked} steps; `platform train --resume --steps N` trains it further)")
             return last
     log.info("teacher: %s %s", "continuing" if last else "training", run_dir)
