@@ -309,6 +309,22 @@ def test_the_servos_alarms_are_read_once_a_second_while_the_robot_holds_for_the_
     assert "overload" in executor.status.message and robot.calls[-1] == "hold"  # hold_or_release: it holds
 
 
+def test_a_servo_alarm_during_a_sync_chunks_computation_ends_the_episode_as_a_fault():
+    """The robot holds, unobserved, while a sync chunk is computed (seconds on a slow
+    backend), and after the episode while the inference thread finishes: no servo alarm was
+    read there. They are, once a second, and a fault is the episode's."""
+    robot = CountingRobot()
+    executor = Executor(robot, StepBackend(8, (0.0, 0.0, 1.6)),
+                        ExecutorConfig(strategy="sync", realtime=True, warmup_runs=2))
+    executor.warm_up("count")
+    executor._alarms_read_at -= 0.5  # half a second since the last read when the wait begins
+    robot.alarm = "servo 3 on bus arm reports an overload"
+    started = time.monotonic()
+    report = executor.run_episode("count", 30)
+    assert report.ended == "fault" and report.ticks == 0 and time.monotonic() - started < 1.5
+    assert "overload" in executor.status.message and executor.status.state.value == "fault"
+
+
 def test_realtime_loop_keeps_its_period_while_inference_runs_on_its_thread():
     _, report, _, _ = run("rtc", latencies=(0.05,), realtime=True, ticks=45)
     sent = [v for v in commands(report) if v >= 0]

@@ -166,14 +166,15 @@ class Executor(ExecutorControl):
                             seam, chunk_time = "new", clock.now() - done.latency_s
                     self._check_inference_time(selector)
                     if not stale and selector.wants_chunk():
-                        for done in self._request(selector, runner, obs, task):  # sync: here and now
+                        for done in self._request(selector, runner, obs, task, report):  # sync: here and now
                             if self._deliver(selector, done, report):
                                 seam, chunk_time = "new", clock.now()
                 except InferenceFault as exc:  # the robot is sound: hold it, keep torque on
                     self._fault(exc, report, last, torque_off=False)
                     break
-                if self._stop.is_set():  # stopped while a sync chunk was computed (on the last tick too)
-                    report.ended = "e-stop" if self._estop.is_set() else "stopped"
+                if self._stop.is_set():  # stopped, or a servo faulted, while a sync chunk was computed
+                    if report.ended != "fault":
+                        report.ended = "e-stop" if self._estop.is_set() else "stopped"
                     break
                 if stale:
                     self.safety.stale_frames += 1
@@ -243,7 +244,8 @@ class Executor(ExecutorControl):
                 self._torque_off()
             if runner is not None:  # stopped (a fault, an e-stop): do not wait long on a stuck backend
                 stopping = self._stop.is_set()
-                ended = runner.close(join_s=0.2 if stopping else cfg.max_inference_s, on_wait=self._still_waiting)
+                ended = runner.close(join_s=0.2 if stopping else cfg.max_inference_s,
+                                     on_wait=lambda: self._still_waiting(report))
                 stuck = not ended and not self._stop.is_set()
                 if self._estop.is_set() and not stopping:  # e-stopped during that wait
                     self._torque_off()
@@ -270,7 +272,8 @@ class Executor(ExecutorControl):
         report.link_exchanges, report.link_failed_tries = link.exchanges, link.failed_tries
         return report
 
-    def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str) -> list[Done]:
+    def _request(self, selector: ActionSelector, runner: Any, obs: Observation, task: str,
+                 report: EpisodeReport) -> list[Done]:
         request = selector.request()
         guidance = request.guidance
         inpainting = None
@@ -283,20 +286,24 @@ class Executor(ExecutorControl):
             self._unanswered_since = self._requested_at
         if self.cfg.strategy is not Strategy.SYNC:
             return []
-        # Wait in slices: a stop or an e-stop is obeyed while the chunk is computed, and a
-        # chunk that never comes is a fault, not a frozen loop.
+        # Wait in slices: a stop or an e-stop is obeyed while the chunk is computed, the
+        # servos' alarms are read (the robot holds, unobserved, for as long as it takes), and
+        # a chunk that never comes is a fault, not a frozen loop.
         while not self._stop.is_set():
             done = runner.wait(timeout_s=0.05)
             if done:
                 return done
             self._check_inference_time(selector)
             self._publish(self.status)  # the dashboard's stop and e-stop are read as the status goes out
+            self.watch_faults(report)
         return []
 
-    def _still_waiting(self) -> bool:
+    def _still_waiting(self, report: EpisodeReport) -> bool:
         """Between the slices of a wait on the inference thread at an episode's end: publish
-        (the dashboard's commands are read then); False once stopped, to wait no longer."""
+        (the dashboard's commands are read then) and read the servos' alarms (a fault is
+        the episode's); False once stopped, to wait no longer."""
         self._publish(self.status)
+        self.watch_faults(report)
         return not self._stop.is_set()
 
     def _check_inference_time(self, selector: ActionSelector) -> None:

@@ -280,11 +280,12 @@ class ExecutorControl:
             self._fault(exc, report or EpisodeReport(-1, None), None)
             return None
 
-    def watch_faults(self) -> None:
+    def watch_faults(self, report: EpisodeReport | None = None) -> None:
         """Read the servos' alarms (Robot.check_faults), at most once a second, while the
-        robot holds between episodes without observing (the reset countdown, seconds of
-        hands at the robot): a fault is handled as in a tick (`_fault`), and stops the run.
-        observe() reads them as often in a tick; the countdown read none."""
+        robot holds without observing: the reset countdown (seconds of hands at the robot), a
+        sync chunk's computation, the wait for the inference thread at an episode's end.
+        A fault is handled as in a tick (`_fault`), marks `report` (the episode's, if any)
+        and stops the run. observe() reads them as often in a tick; those waits read none."""
         now = time.monotonic()
         if now - self._alarms_read_at < 1.0:
             return
@@ -292,7 +293,7 @@ class ExecutorControl:
         try:
             self.robot.check_faults()
         except PlatformError as exc:
-            self._fault(exc, EpisodeReport(-1, None), None)
+            self._fault(exc, report or EpisodeReport(-1, None), None)
 
     def _observe(self, report: EpisodeReport, last: np.ndarray) -> Observation | None:
         """The robot's observation, or None once its fault is handled: a silent camera
