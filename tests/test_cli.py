@@ -381,7 +381,7 @@ def _run_read_only(folder, *args: str) -> subprocess.CompletedProcess:
         (["dataset", "delete", "kitchen", "--episode", "0", "--yes", "--data-root", "{ro}"],
          "kitchen.zarr/.shallowpi.lock: .*--data-root"),
         (["dataset", "show", "kitchen", "--out", "{ro}/ep.png", "--data-root", "{ro}"], "ep.png: .*--out"),
-        (["dataset", "export", "kitchen", "--to", "lerobot", "{ro}/lr", "--data-root", "{ro}"], "lr.partial: .*DEST"),
+        (["dataset", "export", "kitchen", "--to", "lerobot", "{ro}/lr", "--data-root", "{ro}"], "lr.shallowpi-partial: .*DEST"),
         (["sim", "--robot", "arm", "--task", "cube_in_bowl", "--size", "32x32", "--png", "{ro}/s.png"],
          "s.png.tmp: .*--png"),
         (["train", "--dataset", "kitchen", "--data-root", "{ro}", "--runs-dir", "{ro}/runs", "--policy", "tiny",
