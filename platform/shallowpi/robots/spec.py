@@ -13,7 +13,6 @@ keys themselves, kinds, finite limits and positive rates first: spec_check.py).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +22,6 @@ from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode, model_by_name
 from shallowpi.joints import METRIC_UNITS, named_gripper
 from shallowpi.robots.spec_check import check_robot_config
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
