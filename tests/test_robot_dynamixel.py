@@ -329,6 +329,21 @@ def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_l
         assert not any(s.torque for s in chains["follower"].servos.values())  # nothing was driven
 
 
+def test_position_limit_registers_another_tool_narrowed_are_named_as_the_cause():
+    """Min/Max Position Limit set to 1000..3000 by another tool: the refusal said the travel
+    crossed the end of the servo's turn and to re-seat the horn, which would change nothing."""
+    with emulated("arm") as (spec, chains):
+        servo = chains["follower"].servos[1]
+        servo.set("min_position_limit", 1000)
+        servo.set("max_position_limit", 3000)
+        with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks \d+\.\.\d+, "
+                                                r"past servo 1's Min/Max Position Limit registers 1000\.\.3000 on bus "
+                                                r"'follower', narrowed from the full turn 0\.\.4095 \(another tool set "
+                                                r"them\): write them back to 0 and 4095"):
+            DynamixelRobot(spec, UNCALIBRATED).connect()
+        assert not any(s.torque for s in chains["follower"].servos.values())
+
+
 def test_a_joint_held_back_never_sees_its_goal_run_away():
     """The arm pressed against the table while the commands go on down: the goal used to
     run on a step a tick, the servo pushing ever harder and jumping there at full servo

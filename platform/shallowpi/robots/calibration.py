@@ -336,6 +336,16 @@ def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: 
     else:
         allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
         what = "position limits"
+    full = (0, motor.model.ticks_per_turn - 1)
+    if (low < allowed[0] or high > allowed[1]) and not leader and allowed != full:
+        # The registers, not the horn: another tool (Dynamixel Wizard, lerobot's setup)
+        # narrowed them, and re-seating or recalibrating would meet the same refusal.
+        raise PlatformError(
+            f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} map to ticks {low}..{high}, past "
+            f"servo {motor.id}'s Min/Max Position Limit registers {allowed[0]}..{allowed[1]} on bus '{motor.bus}', "
+            f"narrowed from the full turn {full[0]}..{full[1]} (another tool set them): write them back to "
+            f"{full[0]} and {full[1]} (EEPROM, torque off; Dynamixel Wizard), or narrow the joint's limits in the "
+            "robot config")
     if low < allowed[0] or high > allowed[1]:
         # Where the joint's travel falls in the servo's turn is set by how its horn is seated,
         # not by the calibration: a new calibration alone meets the same end.
