@@ -146,6 +146,40 @@ class _CtrlCWhileLoading(FakeChunks):
         return super().__getitem__(i)
 
 
+class _TermToTheGroup(FakeChunks):
+    """SIGTERM to the whole process group (SLURM's scancel, a service stopped), sent from a
+    loading worker to the trainer and itself while the trainer computes a step."""
+
+    def __init__(self, at_item: int) -> None:
+        super().__init__()
+        self.trainer_pid, self.at_item, self.calls = os.getpid(), at_item, 0
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.calls == self.at_item and os.getpid() != self.trainer_pid:
+            os.kill(self.trainer_pid, signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__getitem__(i)
+
+
+def test_sigterm_to_the_process_group_during_a_step_still_saves_it(tmp_path, monkeypatch):
+    """torch's own SIGTERM handler in each loader worker killed it, and the trainer, busy in
+    a step, died of "DataLoader worker killed by signal: Terminated" with no checkpoint:
+    hours lost to a scancel. The workers leave SIGTERM to the trainer, which saves."""
+    real_step = Trainer._step
+
+    def slow_step(self, *args, **kwargs):  # the trainer computing, as a GPU run mostly is
+        time.sleep(0.3)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_step", slow_step)
+    data = FakeChunks()
+    with pytest.raises(TrainingError, match=r"stopped by SIGTERM after step \d+; checkpoint step_\d+ saved"):
+        Trainer(FlowMatchingObjective(_policy(data)), _TermToTheGroup(at_item=4 * 3 + 1),
+                _cfg(steps=100, save_every=100, workers=1), tmp_path).fit()
+    assert latest_checkpoint(tmp_path) is not None
+
+
 def test_ctrl_c_reaching_the_loading_workers_still_saves_the_step(tmp_path):
     """A worker killed by the terminal's SIGINT would crash the run ("DataLoader worker
     exited unexpectedly") before it could save. The workers are forked after the trainer's
@@ -575,3 +609,30 @@ def test_a_run_begun_from_our_checkpoint_holds_out_none_of_the_scenes_it_learned
              make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]))
     split = json.loads((tmp_path / "tuned" / "split.json").read_text())
     assert split["held_out"] == [9] and split["train"] == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ({"grad_clip": 0.0}, "grad_clip must be > 0 (the largest gradient norm a step keeps), got 0.0"),
+    ({"grad_clip": None}, "grad_clip must be > 0"),
+    ({"save_every": 0}, "log_every and save_every must be >= 1"),
+    ({"log_every": 0}, "log_every and save_every must be >= 1"),
+    ({"warmup_steps": -5}, "warmup_steps >= 0"),
+    ({"lr": -1.0}, "lr, min_lr and weight_decay must be >= 0"),
+])
+def test_settings_that_would_train_nothing_or_fail_after_step_0_are_refused(setting, expected):
+    """grad_clip 0, a natural "no clipping", scaled every gradient to 0 for the whole run;
+    save_every or log_every 0 divided by zero after step 0."""
+    with pytest.raises(TrainingError, match=re.escape(expected)):
+        _cfg(**setting)
+
+
+def test_an_explicit_gpu_index_under_torchrun_is_refused(monkeypatch):
+    """--device cuda:0 under torchrun put every rank on GPU 0 (NCCL fails, or they fight)."""
+    from shallowpi.errors import PlatformError
+    from shallowpi.train import distributed
+
+    monkeypatch.setattr(distributed, "check_device", lambda name: name)  # no GPU here: only the rule is tested
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(PlatformError, match=r"--device cuda:0 names one GPU for every process under torchrun"):
+        distributed.pick_device("cuda:0")

@@ -42,6 +42,12 @@ def pick_device(name: str) -> torch.device:
     check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda:") and "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every rank on that one GPU: NCCL fails, or the ranks fight over it.
+        from shallowpi.errors import PlatformError
+
+        raise PlatformError(f"--device {name} names one GPU for every process under torchrun; pass --device cuda "
+                            "(each process takes its LOCAL_RANK's), and choose GPUs with CUDA_VISIBLE_DEVICES")
     if name == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)

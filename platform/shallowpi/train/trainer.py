@@ -96,8 +96,29 @@ class TrainConfig:
                                           "workers", "seed"), TrainingError)
         if self.steps < 1 or self.batch_size < 1:
             raise TrainingError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
+        if self.log_every < 1 or self.save_every < 1 or self.warmup_steps < 0:
+            raise TrainingError(f"log_every and save_every must be >= 1, warmup_steps >= 0 (got {self.log_every}, "
+                                f"{self.save_every}, {self.warmup_steps})")
+        # grad_clip 0 read as "no clipping" scaled every gradient to 0: hours of steps that
+        # changed the weights by weight decay alone, under a normal-looking grad_norm.
+        if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
+            raise TrainingError(f"grad_clip must be > 0 (the largest gradient norm a step keeps), got {self.grad_clip}")
+        if not (self.lr >= 0 and self.min_lr >= 0 and self.weight_decay >= 0):  # lr 0: a cut left untrained
+            raise TrainingError(f"lr, min_lr and weight_decay must be >= 0 (got {self.lr}, {self.min_lr}, "
+                                f"{self.weight_decay})")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise TrainingError(f"ema must be in (0, 1) or null, got {self.ema}")
+
+
+def _worker_ignores_sigterm(_worker_id: int) -> None:
+    """In each loader worker: SIGTERM is the trainer's to handle. A SIGTERM to the process
+    group (SLURM's scancel or preemption, a service stopped) killed the workers through
+    torch's own handler, and the trainer, busy in a step, died of "DataLoader worker killed
+    by signal" without saving. The workers still end with the loader, or with the trainer
+    (torch's workers watch their parent)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _until_stopped(batches: Iterator[tuple[int, Any]], stop: StopRequest) -> Iterator[tuple[int, Any]]:
@@ -323,6 +344,7 @@ class Trainer:
             num_workers=cfg.workers,
             persistent_workers=False,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_ignores_sigterm,
         )
         metrics_path = self.run_dir / "metrics.jsonl"
         writer = self._tensorboard() if d.main else None
