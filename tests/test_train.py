@@ -128,37 +128,22 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, monkeypatch):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5, msg=k)
 
 
-class _CtrlCWhileLoading(FakeChunks):
-    """Ctrl-C in a terminal reaches the whole process group. This dataset, read by a
-    data-loading worker, signals the trainer and the worker itself while the trainer waits
-    on the batch that worker is loading (the sleep lets it drain the prefetched ones)."""
+class _SignalToTheGroup(FakeChunks):
+    """A signal to the whole process group (Ctrl-C in a terminal, SLURM's scancel): this
+    dataset, read by a data-loading worker, sends `signum` to the trainer and to the worker
+    itself at item `at_item`, after `wait_s` (a wait lets the trainer drain the prefetched
+    batches and wait on this one; none finds it computing a step)."""
 
-    def __init__(self, at_item: int) -> None:
+    def __init__(self, at_item: int, signum: int, wait_s: float = 0.0) -> None:
         super().__init__()
-        self.trainer_pid, self.at_item, self.calls = os.getpid(), at_item, 0
+        self.trainer_pid, self.at_item, self.signum, self.wait_s, self.calls = os.getpid(), at_item, signum, wait_s, 0
 
     def __getitem__(self, i):
         self.calls += 1
         if self.calls == self.at_item and os.getpid() != self.trainer_pid:
-            time.sleep(1.0)
-            os.kill(self.trainer_pid, signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return super().__getitem__(i)
-
-
-class _TermToTheGroup(FakeChunks):
-    """SIGTERM to the whole process group (SLURM's scancel, a service stopped), sent from a
-    loading worker to the trainer and itself while the trainer computes a step."""
-
-    def __init__(self, at_item: int) -> None:
-        super().__init__()
-        self.trainer_pid, self.at_item, self.calls = os.getpid(), at_item, 0
-
-    def __getitem__(self, i):
-        self.calls += 1
-        if self.calls == self.at_item and os.getpid() != self.trainer_pid:
-            os.kill(self.trainer_pid, signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(self.wait_s)
+            os.kill(self.trainer_pid, self.signum)
+            os.kill(os.getpid(), self.signum)
         return super().__getitem__(i)
 
 
@@ -175,7 +160,7 @@ def test_sigterm_to_the_process_group_during_a_step_still_saves_it(tmp_path, mon
     monkeypatch.setattr(Trainer, "_step", slow_step)
     data = FakeChunks()
     with pytest.raises(TrainingError, match=r"stopped by SIGTERM after step \d+; checkpoint step_\d+ saved"):
-        Trainer(FlowMatchingObjective(_policy(data)), _TermToTheGroup(at_item=4 * 3 + 1),
+        Trainer(FlowMatchingObjective(_policy(data)), _SignalToTheGroup(4 * 3 + 1, signal.SIGTERM),
                 _cfg(steps=100, save_every=100, workers=1), tmp_path).fit()
     assert latest_checkpoint(tmp_path) is not None
 
@@ -186,7 +171,7 @@ def test_ctrl_c_reaching_the_loading_workers_still_saves_the_step(tmp_path):
     stop handler is in place and inherit it; the trainer finishes the step it was waiting
     on, saves it and stops. (Checked to fail with workers given Python's default handler.)"""
     data = FakeChunks()
-    dying = _CtrlCWhileLoading(at_item=4 * 5 + 1)  # inside the batch of step 5
+    dying = _SignalToTheGroup(4 * 5 + 1, signal.SIGINT, wait_s=1.0)  # inside the batch of step 5
     with pytest.raises(TrainingError, match=r"stopped by SIGINT after step 6; checkpoint step_000006 saved"):
         Trainer(FlowMatchingObjective(_policy(data)), dying, _cfg(steps=100, save_every=100, workers=1),
                 tmp_path).fit()
