@@ -8,7 +8,6 @@ it); a swap its delete still runs is left to it.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shallowpi.data.durable_io import LOCK_NAME
+from shallowpi.data.durable_io import release_writer_lock, take_writer_lock
 from shallowpi.errors import StoreError
 
 COMPACTING_SUFFIX = ".compacting"
@@ -70,28 +69,20 @@ def finish_interrupted_swap(path: Path, wait_s: float = 10.0) -> None:
 
 @contextmanager
 def _copy_lock(staging: Path) -> Iterator[bool]:
-    """Hold the compacted copy's writer lock for the duration: True, or False when a live
-    delete holds it (its swap under way). True too when there is no copy."""
+    """True, holding the compacted copy's writer lock (`take_writer_lock`) for the duration,
+    when no live delete holds it, or there is no copy; False while a delete runs its swap."""
     if not staging.is_dir():
         yield True
         return
     try:
-        fd = os.open(staging / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:  # the copy moved in meanwhile: the loop finds the store
+        fd, _ = take_writer_lock(staging)
+    except (StoreError, FileNotFoundError):  # a running delete holds it, or its copy moved in meanwhile
         yield False
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield True
     finally:
-        os.close(fd)
+        release_writer_lock(fd)  # not clean, as the killed delete's was: the store's next writer sweeps
 
 
 def remove_swapped_out(path: Path) -> None:
