@@ -173,6 +173,52 @@ def test_warm_up_drops_the_first_frames() -> None:
         feeder.join()
 
 
+def test_warm_up_outlasts_a_color_frame_whose_depth_never_came() -> None:
+    """Depth starts a frame after color (as the sensors start in turn): the first color
+    frame has no depth to pair with. Warm-up failed at once, blaming the cable."""
+    device = SoftwareRealSense("SW-1", W, H, fps=30, depth=True)
+    cam = RealSenseCamera(RealSenseConfig("head", "SW-1", W, H, 30, depth=True, align_depth=False,
+                                          warmup_frames=3), device.open_device)
+
+    def stream() -> None:
+        time.sleep(0.2)  # start() is waiting by now
+        for i in range(12):
+            device.inject(*pattern(i), lose_depth=i == 0)
+            time.sleep(1 / 30)
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    try:
+        with cam:
+            assert cam.latest().sequence >= 4  # frame 0 unpaired, 1-3 warmed up
+    finally:
+        feeder.join()
+
+
+def test_a_driver_error_while_opening_is_one_line() -> None:
+    """Only the sensors' open and start were caught: a control the camera refuses (held by
+    another process, or mid-reset) reached the user as a RuntimeError traceback. Here the
+    auto-exposure control is read-only, so setting it raises."""
+    import pyrealsense2 as rs
+
+    device = rs.software_device()
+    device.register_info(rs.camera_info.serial_number, "SW-RO")
+    sensor = device.add_sensor("RGB Camera")
+    sensor.add_read_only_option(rs.option.auto_exposure_priority, 1.0)
+    stream = rs.video_stream()
+    stream.type, stream.index, stream.uid = rs.stream.color, 0, 1
+    stream.width, stream.height, stream.fps, stream.bpp, stream.fmt = W, H, 30, 3, rs.format.rgb8
+    intrinsics = rs.intrinsics()
+    intrinsics.width, intrinsics.height = W, H
+    stream.intrinsics = intrinsics
+    sensor.add_video_stream(stream, True)
+    cam = RealSenseCamera(RealSenseConfig("head", "SW-RO", W, H, warmup_frames=0), lambda serial: device)
+    with pytest.raises(CameraError, match=r"^camera 'head' \(RealSense SW-RO\) could not start: .*read-only.*; "
+                                          r"is another process using it\?$"):
+        cam.start()
+    assert not cam.is_running
+
+
 def test_warm_up_without_frames_times_out() -> None:
     device = SoftwareRealSense("SW-1", W, H)
     config = RealSenseConfig("head", "SW-1", W, H, warmup_frames=2, timeout_s=0.2)

@@ -187,7 +187,7 @@ def test_an_empty_ports_file_is_said_in_one_line(tmp_path):
         parse_ports(str(tmp_path / "ports.json"))
 
 
-def test_two_buses_on_one_port_through_a_link_and_a_robot_file_named_otherwise_are_refused(tmp_path):
+def test_two_buses_on_one_port_two_cameras_on_one_serial_and_a_robot_file_named_otherwise_are_refused(tmp_path):
     """A udev link (/dev/ttyDXL_left) and the device it names are one port; and a copy of
     arm.yaml still named arm would take the arm's calibration file and telemetry socket."""
     from shallowpi import config
@@ -200,6 +200,10 @@ def test_two_buses_on_one_port_through_a_link_and_a_robot_file_named_otherwise_a
         RobotSpec.from_config(raw)
     with pytest.raises(ConfigError, match=r"^configs/robot/arm.yaml names its robot 'myarm'; set name: arm"):
         config.compose(["robot=arm", "robot.name=myarm"])
+    # Two roles on one camera: the second's start failed as "another process is using it".
+    with pytest.raises(ConfigError, match=r"cameras 'front' and 'wrist' both name serial 123; give each role its own"):
+        RobotSpec.from_config(config.compose(["robot=arm", "robot.cameras.front.serial=123",
+                                              "robot.cameras.wrist.serial=123"]).robot)
 
 
 def test_two_leader_arms_daisy_chained_on_one_bus_are_both_read_and_a_leader_on_a_follower_bus_is_refused():

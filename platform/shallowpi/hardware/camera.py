@@ -238,13 +238,19 @@ class ThreadedCamera:
         )
 
     def _warm_up(self) -> None:
-        # Auto-exposure settles over the first frames; they are read and dropped here.
-        for _ in range(self.warmup_frames):
-            if self._read(self.timeout_s) is None:
+        # Auto-exposure settles over the first frames; they are read and dropped here. A read
+        # that gives nothing is not yet a failure (a color frame whose depth frame has not come:
+        # the depth stream starts later); only `timeout_s` with no frame at all is.
+        kept, deadline = 0, time.monotonic() + self.timeout_s
+        while kept < self.warmup_frames:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise CameraTimeout(
-                    f"camera '{self.name}' gave no frame during warm-up in {self.timeout_s:.1f} s; "
-                    "check its cable and stream settings"
+                    f"camera '{self.name}' gave no frame during warm-up in {self.timeout_s:.1f} s "
+                    f"({kept} of {self.warmup_frames} came); check its cable and stream settings"
                 )
+            if self._read(left) is not None:
+                kept, deadline = kept + 1, time.monotonic() + self.timeout_s
 
     def _loop(self) -> None:
         # The reader owns the open device from here: only it reads and closes it, so a

@@ -233,6 +233,18 @@ class RealSenseCamera(ThreadedCamera):
 
     # -- device ------------------------------------------------------------------------
     def _open(self) -> None:
+        # Any librealsense call here can raise RuntimeError (a control another process holds,
+        # a device resetting), not only the sensors' open and start: each is one line.
+        try:
+            self._open_streams()
+        except RuntimeError as exc:
+            self._close()
+            raise CameraError(
+                f"camera '{self.config.name}' (RealSense {self.config.serial}) could not start: {exc}; "
+                "is another process using it?"
+            ) from None
+
+    def _open_streams(self) -> None:
         rs, cfg = self._rs, self.config
         device = self._open_device(cfg.serial)
         color_sensor, color_profile = self._find_stream(device, rs.stream.color, rs.format.rgb8)
@@ -254,25 +266,18 @@ class RealSenseCamera(ThreadedCamera):
             self._composer = rs.processing_block(self._compose)
             self._composer.start(self._composed)
         self._sensors = []
-        try:
-            for sensor, streams in _by_sensor(opened, rs):
-                if sensor.supports(rs.option.global_time_enabled):
-                    # Stamps on the host's clock, so a frame's age counts from its exposure:
-                    # librealsense's default, set on both sensors because depth is paired
-                    # with color by timestamp and both must be in one domain.
-                    sensor.set_option(rs.option.global_time_enabled, 1)
-                sensor.open([profile for profile, _ in streams])
-                self._sensors.append(sensor)
-                if len(streams) == 1:
-                    sensor.start(streams[0][1])
-                else:  # a D405: color and depth from one sensor, one callback for both
-                    sensor.start(_router({profile.stream_type(): queue for profile, queue in streams}))
-        except RuntimeError as exc:
-            self._close()
-            raise CameraError(
-                f"camera '{cfg.name}' (RealSense {cfg.serial}) could not start: {exc}; "
-                "is another process using it?"
-            ) from None
+        for sensor, streams in _by_sensor(opened, rs):
+            if sensor.supports(rs.option.global_time_enabled):
+                # Stamps on the host's clock, so a frame's age counts from its exposure:
+                # librealsense's default, set on both sensors because depth is paired
+                # with color by timestamp and both must be in one domain.
+                sensor.set_option(rs.option.global_time_enabled, 1)
+            sensor.open([profile for profile, _ in streams])
+            self._sensors.append(sensor)
+            if len(streams) == 1:
+                sensor.start(streams[0][1])
+            else:  # a D405: color and depth from one sensor, one callback for both
+                sensor.start(_router({profile.stream_type(): queue for profile, queue in streams}))
 
     def _find_stream(self, device: Any, stream: Any, fmt: Any) -> tuple[Any, Any]:
         cfg = self.config

@@ -60,6 +60,14 @@ def check_robot_config(data: Mapping[str, Any], where: str) -> None:
             _positive_int(camera.get(key), f"camera '{role}' {key}", where)
         if "fps" in camera:
             _positive_int(camera["fps"], f"camera '{role}' fps", where)
+    # Two roles on one camera: the second's open fails as "another process is using it".
+    pinned: dict[str, str] = {}
+    for role, camera in _entries(data, "cameras", where):
+        if serial := camera.get("serial"):
+            if str(serial) in pinned:
+                raise ConfigError(f"{where}: cameras '{pinned[str(serial)]}' and '{role}' both name serial "
+                                  f"{serial}; give each role its own (`platform doctor` lists the serials)")
+            pinned[str(serial)] = role
     for name, bus in _entries(data, "buses", where):
         _known(bus, "bus", f"bus '{name}'", where)
         if missing := [key for key in ("port", "baud") if key not in bus]:
