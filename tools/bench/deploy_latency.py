@@ -6,6 +6,10 @@
     torch backend), `onnxruntime chunk` (the unrolled chunk graph: the onnxruntime backend)
     and `onnxruntime split` (prefix graph + one step graph per Euler step). The same
     preprocessed inputs and noise for all; max |Δ| is each path against the reference.
+    Both models are built and exported first, then timed round-robin: `--repeats` rounds
+    of one chunk per model and path, so load that comes and goes falls on both alike
+    (before 2026-12-07 the student was timed right after its bundle build and the teacher
+    only after its own export, one after the other).
     Ratios: student / teacher per backend, and onnxruntime / torch sampler per model.
     Exporting the teacher's unrolled chunk (18 layers x 10 steps) took over 9 CPU-minutes
     here without finishing, so by default the teacher runs the split graphs only
@@ -64,8 +68,9 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return 1e3 * float(np.median(times)), 1e3 * float(np.min(times))
 
 
-def latency_rows(name: str, policy: Policy, graphs: dict[str, Path], export_s: dict[str, float],
-                 repeats: int, threads: int) -> list[dict]:
+def latency_paths(policy: Policy, graphs: dict[str, Path], threads: int) -> tuple[dict, np.ndarray]:
+    """{path name: one chunk} for `policy` on the same preprocessed inputs and noise, each
+    warmed once (allocation, kernel choice), and the torch reference's chunk."""
     import onnxruntime as ort
 
     from shallowpi.deploy.backends.onnxrt import SplitGraphs
@@ -94,16 +99,39 @@ def latency_rows(name: str, policy: Policy, graphs: dict[str, Path], export_s: d
     if "prefix" in graphs and "step" in graphs:
         split = SplitGraphs(session("prefix"), session("step"), policy.cfg.num_steps)
         paths["onnxruntime split"] = lambda: split({k: feed[k] for k in PREFIX_INPUTS}, feed["state"], feed["noise"])
-    reference = torch_reference()
+    for fn in paths.values():
+        fn()  # warm
+    return paths, torch_reference()
+
+
+def latency_rows(models: dict[str, tuple[Policy, dict[str, Path], dict[str, float]]],
+                 repeats: int, threads: int) -> list[dict]:
+    """Chunk latency of every model and path, timed round-robin once every graph is built:
+    `repeats` rounds of one chunk per model per path (the models alternating within each
+    path), so load that comes and goes on a shared machine falls on teacher and student
+    alike (as chunk_timing.py does). `models`: {name: (policy, graphs, export seconds)}."""
+    built = {name: latency_paths(policy, graphs, threads) for name, (policy, graphs, _) in models.items()}
+    times: dict[tuple[str, str], list[float]] = {(m, p): [] for m, (paths, _) in built.items() for p in paths}
+    order = list(dict.fromkeys(p for _, p in times))
+    for _ in range(repeats):
+        for path in order:
+            for name, (paths, _) in built.items():
+                if path in paths:
+                    t0 = time.perf_counter()
+                    paths[path]()
+                    times[name, path].append(time.perf_counter() - t0)
     rows = []
-    for path, fn in paths.items():
-        p50, best = timed(fn, repeats)
-        graph = {"onnxruntime chunk": "chunk", "onnxruntime split": "prefix+step"}.get(path)
-        rows.append({"model": name, "depth": policy.cfg.depth, "path": path, "p50_ms": p50, "min_ms": best,
-                     "max_abs_diff": float(np.abs(fn() - reference).max()),
-                     "export_s": export_s.get(graph) if graph else None})
-        print(f"{name:8} {path:18} p50 {p50:8.1f} ms  min {best:8.1f} ms  max|Δ| {rows[-1]['max_abs_diff']:.1e}",
-              flush=True)
+    for name, (paths, reference) in built.items():
+        export_s = models[name][2]
+        for path, fn in paths.items():
+            p50, best = 1e3 * float(np.median(times[name, path])), 1e3 * float(np.min(times[name, path]))
+            graph = {"onnxruntime chunk": "chunk", "onnxruntime split": "prefix+step"}.get(path)
+            rows.append({"model": name, "depth": models[name][0].cfg.depth, "path": path, "p50_ms": p50,
+                         "min_ms": best, "max_abs_diff": float(np.abs(fn() - reference).max()),
+                         "export_s": export_s.get(graph) if graph else None})
+    for row in sorted(rows, key=lambda r: r["model"] != "student"):  # printed student first, as before
+        print(f"{row['model']:8} {row['path']:18} p50 {row['p50_ms']:8.1f} ms  min {row['min_ms']:8.1f} ms  "
+              f"max|Δ| {row['max_abs_diff']:.1e}", flush=True)
     return rows
 
 
@@ -219,12 +247,13 @@ def main() -> None:
         bundle = build_bundle(root / "student", root / "student.bundle")  # chunk, prefix, step; parity-checked
         result["student_bundle_s"] = time.perf_counter() - t0
         print(f"student bundle (3 graphs, parity checked) in {result['student_bundle_s']:.0f} s", flush=True)
-        rows = latency_rows("student", student, bundle.graphs, {}, args.repeats, args.threads)
         (root / "teacher").mkdir()
         names = ("prefix", "step", "chunk") if args.teacher_chunk else ("prefix", "step")
         graphs, export_s = export_timed(teacher, root / "teacher", names)
         result["teacher_export_s"] = export_s
-        rows = latency_rows("teacher", teacher, graphs, export_s, args.repeats, args.threads) + rows
+        # Both built before either is timed, then timed round-robin (latency_rows).
+        rows = latency_rows({"teacher": (teacher, graphs, export_s), "student": (student, bundle.graphs, {})},
+                            args.repeats, args.threads)
         result["latency"] = rows
         by = {(r["model"], r["path"]): r["p50_ms"] for r in rows}
         shared = sorted({p for m, p in by if m == "teacher"} & {p for m, p in by if m == "student"})

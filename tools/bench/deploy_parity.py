@@ -1,6 +1,7 @@
 """How far each way of computing a chunk lands from the bundle's reference (deploy/reference.py).
 
-Builds (or reuses) the bundle of `--policy` with the chunk and split graphs, then checks the
+Builds the bundle of `--policy` with the chunk and split graphs (reusing `--bundle` only when
+this code built it from the same weights, by sha256, with those graphs), then checks the
 reference chunks (the torch policy's float32 ones, plain and inpainted) against: the torch backend; onnxruntime on the
 unrolled chunk graph and on prefix + step graphs; the torch backend under CPU autocast in
 fp16 and in bf16 (mixed precision: matmuls in 16 bits, softmax and norms in float32, as a
@@ -26,16 +27,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
 
 from shallowpi.deploy.backends import BackendOptions, make_backend  # noqa: E402
-from shallowpi.deploy.bundle import Bundle, build_bundle  # noqa: E402
+from shallowpi.deploy.bundle import Bundle, build_bundle, sha256_of  # noqa: E402
 from shallowpi.deploy.export_reference import reference_observation  # noqa: E402
 from shallowpi.deploy.reference import DEFAULT_TOLERANCE_STD, check  # noqa: E402
+
+GRAPHS = ("chunk", "prefix", "step")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--policy", default="robots/arm/teacher", help="checkpoint folder (default the arm's teacher)")
     ap.add_argument("--bundle", type=Path, default=ROOT / ".bench" / "deploy_parity.bundle",
-                    help="bundle folder, built when missing or not this code's")
+                    help="bundle folder, built when missing, not this code's, or not of --policy's weights")
     ap.add_argument("--draws", type=int, default=8, help="other draws of noise for the policy's own spread")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench" / "deploy_parity.json")
     args = ap.parse_args()
@@ -43,8 +46,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     bundle = Bundle.load(args.bundle) if (args.bundle / "manifest.json").is_file() else None
-    if bundle is None or not bundle.built_by_this_code:
-        bundle = build_bundle(args.policy, args.bundle, graphs=("chunk", "prefix", "step"), overwrite=True)
+    policy = Path(args.policy).expanduser()
+    weights_sha = sha256_of(policy if policy.is_file() else policy / "model.safetensors")
+    if (bundle is None or not bundle.built_by_this_code or bundle.checkpoint_digest != weights_sha
+            or not all(g in bundle.graphs for g in GRAPHS)):
+        bundle = build_bundle(args.policy, args.bundle, graphs=GRAPHS, overwrite=True)
+        built = True
+    else:
+        built = False
     built_s = time.perf_counter() - t0
 
     rows: dict[str, float] = {}
@@ -69,7 +78,7 @@ def main() -> None:
     per_joint = np.median(spread, 0)
     names = json.loads(bundle.checkpoint_metadata.get("joint_names") or "[]") or [f"action {i}" for i in range(len(std))]
 
-    print(f"bundle {bundle.path} ({'built' if built_s > 1 else 'reused'} in {built_s:.0f} s), tolerance "
+    print(f"bundle {bundle.path} ({'built' if built else 'reused'} in {built_s:.0f} s), tolerance "
           f"{DEFAULT_TOLERANCE_STD} action std")
     print("| computed by | largest difference from the reference, action std |\n|---|---:|")
     for name, error in rows.items():

@@ -23,17 +23,24 @@ sys.path.insert(0, str(ROOT / "platform"))
 from shallowpi.durable_files import replace_text  # noqa: E402
 from shallowpi.evaluate.interval import rate_with_interval, seed_by_seed  # noqa: E402
 
+# The chunk timings are `--latency-repeats` interleaved rounds (30 by default): a p99 of so
+# few is numpy's interpolated percentile between the two slowest, near the maximum.
+P99_NOTE = ("p99: numpy's 99th percentile of the interleaved rounds timed (reproduce.py --latency-repeats, "
+            "30 by default); with 100 rounds or fewer it lies between the two slowest chunks, so it is "
+            "close to the slowest one, not an estimate of a tail.")
+
 
 def write_table(results: list[dict[str, Any]], folder: Path) -> str:
     """One markdown table a robot (success per task with its Wilson 95 % interval, chunk
-    latency, speed-up beside the FLOP-ideal, parameters, training minutes) and its seed-by-seed
-    comparisons, written to `folder`/table.md; returns the text."""
+    latency p50 and p99 (P99_NOTE), speed-up beside the FLOP-ideal, parameters, training
+    minutes) and its seed-by-seed comparisons, written to `folder`/table.md; returns the text."""
     lines = []
     for result in results:
         tasks = sorted({t for row in result["rows"] for t in row["tasks"]})
         steps = f"; students trained {result['student_steps']:,} steps" if result.get("student_steps") else ""
         lines += [f"### {result['robot']} (recorded in {result['record_minutes']:.1f} min{steps})", "",
-                  "| model | " + " | ".join(tasks) + " | chunk p50 / p99 ms | speed-up (FLOP-ideal) | parameters | "
+                  "| model | " + " | ".join(tasks) + " | chunk p50 / p99 ms (p99: near the max, below) | "
+                  "speed-up (FLOP-ideal) | parameters | "
                   "training min |", "|---|" + "---|" * len(tasks) + "---:|---:|---:|---:|"]
         for row in result["rows"]:
             cells = [rate_with_interval(row["tasks"][t]["successes"], row["tasks"][t]["episodes"], decimals=1)
@@ -42,7 +49,7 @@ def write_table(results: list[dict[str, Any]], folder: Path) -> str:
             minutes = "given" if row["train_minutes"] is None else f"{row['train_minutes']:.1f}"
             lines.append(f"| {row['model']} | " + " | ".join(cells) + f" | {row['p50_ms']:.1f} / {row['p99_ms']:.1f} | "
                          f"{speed} | {row['params']:,} | {minutes} |")
-        lines += ["", *paired_lines(result["rows"], tasks), ""]
+        lines += ["", P99_NOTE, "", *paired_lines(result["rows"], tasks), ""]
     text = "\n".join(lines)
     replace_text(folder / "table.md", text, durable=False)
     return text

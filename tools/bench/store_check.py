@@ -5,12 +5,16 @@ Builds one store (3 cameras 480x640x3 JPEG q90 + 30-dim state and action, episod
 
 - layout: the cheap scan `train`, `export` and `eval` run on every open (`require_intact`),
   also on a second store of `--scan-frames` small frames, since its cost is per file
-- zarr, 1 thread: the check as it was, each frame read through zarr one at a time
+- one frame at a time through `EpisodeStore.read`, 1 thread: the old check's loop, but
+  since the store reads camera frames from their chunk files (chunk_files.read_frames) it
+  no longer goes through zarr, so it is not the old check's cost (BENCHMARKS.md "Store
+  check" keeps that from when it did)
 - check_store with 1 worker, then every core, on a thread pool and on a process pool
 
 and extrapolates each to the lab store of issue 10 (112k frames, 3 cameras: 21 minutes
 on one core with the old check). Each timing runs `--repeats` times; the best counts
-(the machine is shared).
+(the machine is shared). The JSON's `cpu_s` is this process's CPU (all threads) and null
+for the process pool, whose forkserver workers are not this process's children.
 
     MUJOCO_GL=egl PYTHONPATH=platform python tools/bench/store_check.py
     python tools/bench/store_check.py --frames 600 --repeats 3 --workers 1 2 4 16
@@ -89,7 +93,8 @@ def scan_at_scale(root: Path, frames: int, episode_len: int, repeats: int) -> di
 
 
 def zarr_one_by_one(store: EpisodeStore) -> None:
-    """The check before this module: every frame read through zarr, one at a time."""
+    """The old check's loop, every frame read one at a time, through `EpisodeStore.read`:
+    once through zarr, now the store's own chunk-file reader for camera frames."""
     for key in CAMERAS:
         for row in range(store.num_frames):
             store.read(key, row, row + 1)
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         with EpisodeStore.open(path) as store:
             decoded = store.num_frames * len(CAMERAS)
             rows = [("layout scan (train/export/eval on open)", 1, "-", best_of(args.repeats, partial(require_intact, store)))]
-            rows.append(("zarr, one frame at a time (the old check)", 1, "-",
+            rows.append(("one frame at a time through EpisodeStore.read (chunk files, not zarr)", 1, "-",
                          best_of(args.repeats, partial(zarr_one_by_one, store))))
             for pool in ("thread", "process"):
                 for workers in counts:
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             # forkserver's workers are its children, not ours: their CPU time is not seen here
             cpu_text = "n/a" if pool == "process" else f"{cpu_ms:.2f}"
             print(f"| {what} | {workers} | {pool} | {seconds:.3f} | {rate} | {cpu_text} | {lab / 60:.2f} min |")
-            results.append({"what": what, "workers": workers, "pool": pool, "seconds": seconds, "cpu_s": cpu,
+            results.append({"what": what, "workers": workers, "pool": pool, "seconds": seconds,
+                            "cpu_s": None if pool == "process" else cpu,
                             "camera_frames_per_s": per_s, "lab_store_minutes": lab / 60})
         if args.scan_frames:
             results.append(scan_at_scale(root, args.scan_frames, args.episode_len, args.repeats))

@@ -217,11 +217,14 @@ class Cost:
     params: int
     chunk_ms: float  # median wall time of one chunk, batch 1, after prepare_inference
     gflops: float  # one chunk (prefix + every Euler step), matmuls and attention (policy/flops.py)
-    chunk_ms_p99: float = 0.0  # 99th percentile of the same timings
+    # 99th percentile of the same timings (numpy's, interpolated): of 100 chunks or fewer
+    # (distill.latency_repeats: 10; the demo's 20) it lies between the two slowest, near the max
+    chunk_ms_p99: float = 0.0
 
 
 def chunk_cost(policy: Policy, observation: dict[str, Any], repeats: int) -> Cost:
-    """Parameters, FLOPs and latency (median and p99 of `repeats` chunks, after one warm-up)
+    """Parameters, FLOPs and latency (median and p99 of `repeats` chunks, after one warm-up;
+    with `repeats` <= 100 the p99 lies between the two slowest chunks: near the maximum)
     of one action chunk for one observation, all on the path the robot runs (the fast
     sampler, `Policy.prepare_inference`): the FLOPs are those of the computation timed, so
     their ratio is the latency ratio arithmetic alone would give (the sampler's folds skip
@@ -334,7 +337,8 @@ def write_report(
     summary["cost"] = {k: vars(v) for k, v in costs.items()}
     t, st = costs["teacher"], costs["student"]
     lines += ["## Cost of one chunk (this CPU, batch 1)", "",
-              "| | parameters | MFLOPs / chunk | latency ms (median) |", "|---|---|---|---|",
+              f"| | parameters | MFLOPs / chunk | latency ms (median of {dcfg.latency_repeats} chunks) |",
+              "|---|---|---|---|",
               f"| teacher | {t.params:,} | {t.gflops * 1e3:.4g} | {t.chunk_ms:.2f} |",
               f"| student | {st.params:,} | {st.gflops * 1e3:.4g} | {st.chunk_ms:.2f} |", "",
               f"Student / teacher: FLOP-ideal latency ratio {st.gflops / t.gflops:.3f}, measured "
