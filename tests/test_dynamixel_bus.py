@@ -248,6 +248,17 @@ def test_missing_port_busy_port_and_wrong_baud(chain):
         slow.verify()
 
 
+def test_a_chain_at_4_5_mbps_is_reached_at_that_rate_only():
+    """Dynamixel's fastest rate (Baud Rate code 7) is missing from dynamixel-sdk's list of
+    rates: a bus configured for it failed to open, "not supported by the port"."""
+    servo = EmulatedServo(1, "XL430-W250", baud=4_500_000)
+    with ServoChain("fast", [servo], baud=4_500_000) as fast:
+        with DynamixelBus("fast", fast.path, 4_500_000, {1: "XL430-W250"}) as bus:
+            assert bus.ping(1) is not None
+        with DynamixelBus("fast", fast.path, 1_000_000, {1: "XL430-W250"}, retries=1) as bus:
+            assert bus.ping(1) is None
+
+
 def test_reboot_and_factory_reset_refusal_through_the_raw_sdk(chain):
     port, packets = PortHandler(chain.path), PacketHandler(2.0)
     assert port.openPort() and port.setBaudRate(1_000_000)
@@ -275,6 +286,81 @@ def test_wire_time_follows_the_baud_rate():
             per_read = (time.perf_counter() - start) / 5
     # 14-byte request + 21-byte reply at 10 bits a byte: at least 6 ms on the wire
     assert per_read >= 35 * 10 / 57_600
+
+
+def test_factory_reply_delays_fit_the_timeout_of_an_adapter_tuned_to_1_ms():
+    """Each servo pauses its Return Delay Time (factory: 0.5 ms) before replying. The
+    timeout counted only the replies' bytes and the USB latency: with the 1 ms latency timer
+    `platform doctor` advises, every sync read of eight factory-set servos (a bimanual or
+    humanoid leader before connect sets the delay to 0) timed out and was retried into
+    "a reply from ID 8 where ID 1 was asked"."""
+    from shallowpi.hardware.dynamixel.port import RETURN_DELAY_MAX_MS
+
+    ids = range(1, 9)
+    servos = [EmulatedServo(i, "XL330-M077") for i in ids]  # return_delay_time 250, as shipped
+    with ServoChain("leader", servos, baud=1_000_000) as leader:
+        bus = DynamixelBus("leader", leader.path, 1_000_000, {i: "XL330-M077" for i in ids}, latency_timer_ms=1.0)
+        with bus:
+            before = bus.tally.failed_tries
+            for _ in range(20):
+                bus.read(["present_position"])
+            failed = bus.tally.failed_tries - before
+            # The deadline the SDK's sync read set: the request's and the replies' wire time,
+            # each reply's largest delay, 2 x 1 ms latency and 2 ms.
+            wire = bus._port.tx_time_per_byte * (14 + 8 + 15 * 8)
+            assert bus._port.packet_timeout == pytest.approx(wire + 8 * RETURN_DELAY_MAX_MS + 4.0) or \
+                bus._port.packet_timeout == 0  # the SDK zeroes it once a wait ran out
+        assert failed <= 2  # a loaded host may still hold the emulator off the CPU now and then
+
+
+def test_ctrl_c_during_an_exchange_leaves_the_port_free_for_torque_off(chain):
+    """The SDK marks the port in use when a packet goes out and frees it only when the
+    exchange ends: a KeyboardInterrupt (Ctrl-C, or SIGTERM as the recorder raises it) while
+    waiting for a reply left it marked, every later exchange failed with "Port is in use!",
+    and the clean-up's torque-off with it: the arm stayed powered."""
+    import os
+    import signal
+
+    with make_bus(chain, retries=3) as bus:
+        bus.set_torque(True)
+        # The first reply never comes: the signal lands in its wait (the end of any one reply's
+        # wait frees the port, so a later servo's would not show it).
+        chain.mute(1)
+        timer = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            bus.read(FIELDS)
+        timer.join()
+        chain.mute(1, False)
+        bus.set_torque(False)
+        assert not any(s.torque for s in chain.servos.values())
+
+
+def test_a_wall_clock_stepped_back_does_not_stretch_a_reply_wait(monkeypatch):
+    """The SDK timed replies on the wall clock: NTP stepping it back (a board without a
+    clock battery) made one wait for a silent servo last the whole step."""
+    import os
+    import tty
+
+    from shallowpi.hardware.dynamixel.port import QuietPortHandler
+
+    main, other = os.openpty()
+    tty.setraw(other)
+    port = QuietPortHandler(os.ttyname(other), latency_timer_ms=1.0)
+    try:
+        port.openPort()
+        port.setBaudRate(1_000_000)
+        port.setPacketTimeout(15)
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() - 3.0)  # the step, just after the request
+        started = time.monotonic()
+        while not port.readPort(15) and not port.isPacketTimeout():
+            pass
+        assert time.monotonic() - started < 0.5
+    finally:
+        port.closePort()
+        os.close(main)
+        os.close(other)
 
 
 class Physics:
@@ -318,10 +404,18 @@ def test_plants_are_pluggable_for_the_simulation_twin():
                                 2: round(0.25 / (2 * 3.141592653589793 / 524_288))}
             bus.set_torque(True)
             assert x.torque and y.torque
+            # Torque on drives to the Goal Position register: at power-on, the present position.
+            assert x.goals == [pytest.approx(0.25, abs=1e-3)] and y.goals == [pytest.approx(0.25, abs=1e-4)]
             bus.write("goal_position", {1: 3072, 2: -131_072})  # a quarter turn each way
-            assert wait_until(lambda: x.goals and y.goals, 2.0)  # writes are not acknowledged
+            assert wait_until(lambda: len(x.goals) > 1 and len(y.goals) > 1, 2.0)  # writes are not acknowledged
             assert x.goals[-1] == pytest.approx(3.141592653589793 / 2)
             assert y.goals[-1] == pytest.approx(-3.141592653589793 / 2)
+            # A goal written with torque off is driven to when torque comes on, however far
+            # the shaft is (a real servo does: the driver writes the present position first).
+            bus.set_torque(False)
+            bus.write("goal_position", {1: 1024})
+            bus.set_torque(True, [1])
+            assert wait_until(lambda: x.goals[-1] == pytest.approx(-3.141592653589793 / 2), 2.0)
     finally:
         chains["twin"].stop()
 

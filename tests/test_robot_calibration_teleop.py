@@ -440,22 +440,28 @@ def test_leader_follower_maps_leader_pose_into_follower_joint_space():
         assert not any(s.torque for s in leader_servos.values())
 
 
-def test_leaders_are_read_in_their_configured_mode_at_calibration_and_teleoperation():
+def test_leaders_are_read_in_their_configured_mode_and_without_reply_delay_at_calibration_and_teleoperation():
     """A leader servo left in extended position mode by another tool counts whole turns that
     position mode (arm.yaml's) drops: calibrated in one mode and read in the other, its joint
-    would be off by turns. Calibration and teleoperation both set the configured mode."""
+    would be off by turns. Calibration and teleoperation both set the configured mode, and
+    Return Delay Time 0 (the factory's 0.5 ms a reply was left on leaders: 4 ms of an
+    eight-servo leader's every read)."""
     from shallowpi.hardware.dynamixel.control_table import OperatingMode
 
     with emulated("arm") as (spec, chains):
         servos = chains["leader"].servos
         for servo in servos.values():
             servo.set("operating_mode", int(OperatingMode.EXTENDED_POSITION))
+        assert {s.get("return_delay_time") for s in servos.values()} == {250}  # as from the factory
         _calibrate_leader(spec, chains)
         assert {s.get("operating_mode") for s in servos.values()} == {int(OperatingMode.POSITION)}
+        assert {s.get("return_delay_time") for s in servos.values()} == {0}
         for servo in servos.values():
             servo.set("operating_mode", int(OperatingMode.EXTENDED_POSITION))
+            servo.set("return_delay_time", 250)
         with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")):
             assert {s.get("operating_mode") for s in servos.values()} == {int(OperatingMode.POSITION)}
+            assert {s.get("return_delay_time") for s in servos.values()} == {0}
             assert not any(s.torque for s in servos.values())
 
 

@@ -22,6 +22,7 @@ from shallowpi.robots.calibration import (
     check_position_limits,
     check_servo_frame,
     check_turn_count,
+    reply_without_delay,
 )
 from shallowpi.robots.spec import JointSpec, LeaderSpec, MotorSpec, RobotSpec
 
@@ -81,8 +82,8 @@ class LeaderFollower:
                 self.buses[name] = DynamixelBus(name, spec.buses[name].port, spec.buses[name].baud, motors)
 
     def connect(self) -> None:
-        """Open each leader's bus, check its servos (`verify`), switch their torque off and
-        set each its configured operating mode, the one `platform calibrate` reads it in
+        """Open each leader's bus, check its servos (`verify`), switch their torque off, set
+        their Return Delay Time to 0 (`reply_without_delay`) and each its configured operating mode, the one `platform calibrate` reads it in
         (a servo left in another mode by another tool counts its position in another frame:
         extended position mode keeps whole turns that position mode drops).
         Raises BusError on a bus or servo fault; PlatformError when a joint's limits, through
@@ -95,6 +96,7 @@ class LeaderFollower:
                 bus.verify()
                 check_servo_frame(self.robot, bus, leader.bus, [m.id for m in leader.motors])
                 bus.set_torque(False)
+                reply_without_delay(bus, [m.id for m in leader.motors])
                 for motor in leader.motors:
                     bus.set_operating_mode(motor.mode, [motor.id])
                     low, high = self._limits[motor.joint]

@@ -465,7 +465,12 @@ class DynamixelBus:
         return None
 
     def _call(self, fn):
-        """Run one SDK call, turning a vanished port into a BusError that says so."""
+        """Run one SDK call, turning a vanished port into a BusError that says so.
+
+        Any other exception out of the call (Ctrl-C, or SIGTERM raised as KeyboardInterrupt,
+        while waiting for a reply) clears the SDK's port-in-use flag, which only a finished
+        exchange clears: left set, every later exchange failed with "Port is in use!", the
+        clean-up's torque-off among them, and the arm stayed powered after the process ended."""
         try:
             return fn()
         except (SerialException, OSError, termios.error) as exc:
@@ -478,6 +483,10 @@ class DynamixelBus:
                 f"{self._where}: the port went away ({_first_line(exc)}); check the USB "
                 "cable and the adapter's power, then reconnect"
             ) from None
+        except BaseException:
+            if self._port is not None:
+                self._port.is_using = False
+            raise
 
     def _retry(self, transact, what: str, ids: list[int], culprit=None, replied: bool = True) -> None:
         """`transact` until it succeeds (`_tries`); BusError naming the servo `culprit()`
@@ -518,11 +527,12 @@ class DynamixelBus:
         and the rest of the exchange drained, so a late reply cannot answer the retry."""
         port = self._port
         drain = getattr(port, "drain", None)
-        if drain is not None and result == COMM_RX_CORRUPT:
-            # The servos after the one that sent a bad reply still answer: wait until the
-            # line has been quiet for a USB latency period (capped: a pty or a tuned U2D2
-            # needs less), so their replies cannot answer the retry. After a timeout the
-            # chain has stopped at the silent servo; the loop's tick is not spent waiting.
+        if drain is not None and result in (COMM_RX_CORRUPT, COMM_RX_TIMEOUT):
+            # The servos after the one that sent a bad reply still answer, and after a
+            # timeout the replies may only be late: wait until the line has been quiet for a
+            # USB latency period (capped: a pty or a tuned U2D2 needs less), so none of them
+            # can answer the retry (it read "a reply from ID 8 where ID 1 was asked" and
+            # advised checking for duplicate IDs). A silent chain costs the quiet period.
             self._call(lambda: drain(min(self.latency_timer_ms, 20.0) / 1000.0 + 0.002))
         # A packet that is not a status packet is skipped by the SDK, which may then time
         # out: the servo did answer, wrongly, so it is named as malformed either way.

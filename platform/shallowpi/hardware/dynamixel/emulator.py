@@ -55,6 +55,7 @@ _MAX_EARLY_S = 0.0005
 MALFORMED = ("short", "empty", "long", "wrong-id", "wrong-instruction")
 _PRESENT_FIELDS = ("present_position", "present_velocity", "present_current", "realtime_tick")
 GOALS = frozenset({"goal_pwm", "goal_current", "goal_velocity", "goal_position"})
+_BOTHER = 0o10000  # Linux's c_cflag speed for a custom rate (asm-generic/termbits.h); Python lacks it
 
 
 def top_speed_rad_s(model: ModelSpec) -> float:
@@ -87,6 +88,7 @@ class EmulatedServo:
             for a in range(fld.address, fld.address + fld.size):
                 self._fields_at[a] = (name, fld)
         self.factory_defaults(baud)
+        self._goal_at_present()
         self.present = True  # False: not on the bus at all
         self.muted = False  # True: executes, never answers
         self.lose_every = 0  # > 0: one reply in this many is lost (ServoChain.flaky)
@@ -98,6 +100,11 @@ class EmulatedServo:
         """Whether the reply about to be sent is lost (every `lose_every`-th; counts it)."""
         self._replies += 1
         return bool(self.lose_every) and self._replies % self.lose_every == 0
+
+    def _goal_at_present(self) -> None:
+        # At power-on a servo's Goal Position reads its Present Position: torque on holds.
+        self._refresh(time.monotonic())
+        self.set("goal_position", self.get("present_position"))
 
     def factory_defaults(self, baud: int) -> None:
         """Zero the table, then load the model's defaults, this servo's ID and `baud`'s code."""
@@ -174,9 +181,10 @@ class EmulatedServo:
         self.memory[address: address + len(data)] = data
         if "torque_enable" in touched and self.torque != was_on:
             self.plant.set_torque(self.torque)
-            if self.torque:  # hold where the shaft is, as a servo does when torque comes on
-                self._refresh(time.monotonic())
-                self.set("goal_position", self.get("present_position"))
+            if self.torque:
+                # A real servo drives to the Goal Position left in its RAM, however stale
+                # (reachy_mini #1136): the driver must write the present position there first.
+                self.plant.set_goal(self.ticks_to_rad(self.get("goal_position")))
         if "goal_position" in touched and self.torque:
             self.plant.set_goal(self.ticks_to_rad(self.get("goal_position")))
         return 0
@@ -186,10 +194,12 @@ class EmulatedServo:
         return self.model.series == "X" and self.get("bus_watchdog") == -1
 
     def reboot(self) -> None:
-        """The REBOOT instruction's effect: latched error cleared, torque off."""
+        """The REBOOT instruction's effect: latched error cleared, torque off, RAM (the Goal
+        Position among it) as at power-on."""
         self.set("torque_enable", 0)
         self.set(self.model.error_field, 0)
         self.plant.set_torque(False)
+        self._goal_at_present()
 
     def inject_error(self, word: str) -> None:
         """Latch a hardware error: the servo drops torque, as its Shutdown setting says (a
@@ -236,7 +246,9 @@ class ServoChain:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line editing until a host configures it
         self.path = os.ttyname(self._slave)
-        self._expected_speed = getattr(termios, f"B{baud}", None)
+        # A rate termios has no constant for (4.5 Mbps) reads as Linux's BOTHER (0o10000):
+        # the custom rate itself is not visible here, only that the host set one.
+        self._expected_speed = getattr(termios, f"B{baud}", _BOTHER)
         self._deframer = p.Deframer()
         self._bus_free_at = 0.0
         self._stop = threading.Event()
@@ -341,8 +353,6 @@ class ServoChain:
                 self.packets_served += 1
 
     def _host_speed_matches(self) -> bool:
-        if self._expected_speed is None:
-            return True
         try:
             speed = termios.tcgetattr(self._slave)[5]
         except termios.error:

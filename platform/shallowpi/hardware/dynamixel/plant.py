@@ -49,7 +49,8 @@ class JointPlant(Protocol):
     """
 
     def set_torque(self, enabled: bool) -> None:
-        """Torque on (hold the current position, then track goals) or off (go limp)."""
+        """Torque on (track goals: the emulator gives its Goal Position register's at once,
+        as a real servo drives to it) or off (go limp)."""
         ...
 
     def set_goal(self, position: float) -> None:
@@ -87,11 +88,10 @@ class TrackingPlant:
         self._lock = threading.Lock()  # the operator's hand and the bus thread both move it
 
     def set_torque(self, enabled: bool) -> None:
-        """Torque on or off; turning it on makes the goal the current position (the servo holds)."""
+        """Torque on or off; the goal is kept (the servo's `set_goal` follows with its
+        register's value when torque comes on, as a real servo drives to it)."""
         with self._lock:
             self._torque = enabled
-            if enabled:
-                self._goal = self._position  # a servo holds where it is when torque comes on
 
     def set_goal(self, position: float) -> None:
         """New goal, rad at the output shaft; followed only while torque is on."""

@@ -8,7 +8,11 @@ wait costs nothing and the reply is seen within microseconds of its arrival.
 
 More things the stock handler does not do:
 - the packet timeout's USB latency allowance is a parameter (the SDK hard-codes 16 ms,
-  the FTDI default; a U2D2 set to 1 ms, or a pty, needs far less), and
+  the FTDI default; a U2D2 set to 1 ms, or a pty, needs far less), and the timeout counts
+  what that slack hid: the request's own time on the wire and each reply's Return Delay
+  Time (factory 0.5 ms a servo: eight servos' sync read overran a 1 ms adapter's timeout);
+- replies are timed on the monotonic clock (the SDK's wall clock, stepped back by NTP on
+  a board without a clock battery, stretched one wait by the whole step);
 - the port is locked with `flock`, so a second process gets "port busy" instead of two
   programs interleaving packets on one bus;
 - the bytes of the exchange in flight are kept (`received`, cleared when the next
@@ -30,6 +34,12 @@ from dynamixel_sdk import PortHandler
 USB_SERIAL_SYSFS = Path("/sys/bus/usb-serial/devices")
 SERIAL_BY_ID = Path("/dev/serial/by-id")  # udev's links, one per USB serial adapter, named by its serial number
 DEFAULT_LATENCY_TIMER_MS = 16.0  # an FTDI adapter's (the U2D2's) driver default, and the SDK's
+# Return Delay Time's largest value, 254 x 2 us (ROBOTIS e-manual, X and Y series): the pause
+# a servo may take before its reply; 250 (0.5 ms) from the factory, 0 once connect sets it.
+RETURN_DELAY_MAX_MS = 0.508
+# Protocol 2.0 instructions whose one packet asks several servos to reply in turn.
+_SYNC_READS = (0x82, 0x8A)  # SYNC_READ, FAST_SYNC_READ: one parameter byte a servo ID
+_BULK_READS = (0x92, 0x9A)  # BULK_READ, FAST_BULK_READ: five parameter bytes a servo
 
 
 def latency_timer_path(port: str, sysfs: Path | None = None) -> Path:
@@ -78,6 +88,7 @@ class QuietPortHandler(PortHandler):
         super().__init__(port_name)
         self.latency_timer_ms = latency_timer_ms
         self.received = bytearray()
+        self._sent_bytes, self._replies = 0, 1  # of the last instruction packet written
 
     def setupPort(self, cflag_baud: int) -> bool:
         """The SDK's setup, then an exclusive non-blocking `flock` on the port.
@@ -93,12 +104,28 @@ class QuietPortHandler(PortHandler):
             raise PortBusyError(f"{self.port_name} is locked by another process") from None
         return ok
 
+    def getCFlagBaud(self, baudrate: int) -> int:
+        """The SDK's list of rates, and Dynamixel's 4.5 Mbps (Baud Rate code 7), which it
+        lacks: pyserial sets any rate the adapter takes (an FTDI U2D2 runs 4.5 Mbps)."""
+        return baudrate if baudrate == 4_500_000 else super().getCFlagBaud(baudrate)
+
+    def getCurrentTime(self) -> float:
+        """Now, in ms, on the monotonic clock (the SDK's reads the wall clock)."""
+        return time.monotonic() * 1000.0
+
+    def writePort(self, packet: list[int] | bytes) -> int:
+        """Write an instruction packet, noting its length and how many replies it asks for."""
+        self._sent_bytes, self._replies = len(packet), _replies_asked(packet)
+        return super().writePort(packet)
+
     def setPacketTimeout(self, packet_length: int) -> None:
-        """Deadline for a reply of `packet_length` bytes: wire time + 2 x latency + 2 ms."""
-        # Same formula as the SDK, with the latency allowance as a parameter.
+        """Deadline (ms) for `packet_length` bytes of replies to the packet just written: the
+        wire time of both, each reply's largest Return Delay Time, 2 x the USB latency and 2 ms.
+        The SDK's formula counts only the replies' bytes, and its 16 ms latency hid the rest."""
         self.packet_start_time = self.getCurrentTime()
         self.packet_timeout = (
-            self.tx_time_per_byte * packet_length + self.latency_timer_ms * 2.0 + 2.0
+            self.tx_time_per_byte * (packet_length + self._sent_bytes)
+            + RETURN_DELAY_MAX_MS * self._replies + self.latency_timer_ms * 2.0 + 2.0
         )
 
     def clearPort(self) -> None:
@@ -133,3 +160,17 @@ class QuietPortHandler(PortHandler):
             self.received += data
             dropped += len(data)
         return dropped
+
+
+def _replies_asked(packet: list[int] | bytes) -> int:
+    """How many status packets a protocol 2.0 instruction packet asks for: one for each
+    servo a sync or bulk read names, one otherwise (a broadcast ping sets its own timeout).
+    Byte stuffing can only lengthen a packet: the count never falls short."""
+    if len(packet) < 8:
+        return 1
+    length = packet[5] | (packet[6] << 8)  # instruction, parameters and CRC
+    if packet[7] in _SYNC_READS:
+        return max(1, length - 7)  # 4 parameter bytes of address and size, then an ID each
+    if packet[7] in _BULK_READS:
+        return max(1, (length - 3) // 5)
+    return 1
