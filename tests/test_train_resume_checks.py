@@ -104,3 +104,25 @@ def test_damaged_files_of_a_run_are_one_line_or_survived(tmp_path, caplog):
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     with pytest.raises(TrainingError, match=r"train_state.safetensors cannot be read .*the checkpoint is damaged"):
         _train(store, run, resume=True, steps=6)
+
+
+def test_a_run_begun_from_our_checkpoint_keeps_its_scenes_when_resumed_without_init(tmp_path):
+    """The checkpoints of a run begun with --init A record A's scenes too (a student
+    distilled from it holds none out); resumed without --init, they named this store's only."""
+    from shallowpi.policy import Policy
+
+    make_store(tmp_path / "a.zarr", episodes=4, length=8, scene_seeds=range(4)).close()
+    make_store(tmp_path / "b.zarr", episodes=4, length=8, scene_seeds=range(100, 104)).close()
+    first = _train(tmp_path / "a.zarr", tmp_path / "first")
+    init = Path(first["checkpoint"])
+
+    def scenes(step: str) -> set[str]:
+        return set(json.loads(Policy.read_metadata(tmp_path / "tuned" / "checkpoints" / step)["scenes"]))
+
+    finetune(tmp_path / "b.zarr", TINY, _cfg(steps=4), tmp_path / "tuned", episodes=[0, 1, 2, 3],
+             make_dataset=chunk_dataset, init_from=init)
+    learned = scenes("step_000004")
+    assert set(json.loads(Policy.read_metadata(init)["scenes"])) < learned
+    shutil.rmtree(tmp_path / "tuned" / "checkpoints" / "step_000004")
+    _train(tmp_path / "b.zarr", tmp_path / "tuned", resume=True, steps=4)
+    assert scenes("step_000004") == learned

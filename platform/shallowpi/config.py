@@ -9,6 +9,7 @@ working directory, and every run writes its resolved config next to its outputs
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import os
 from collections.abc import Callable, Sequence
@@ -80,6 +81,9 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
     for override in overrides:
         _check_override(override)
+    assumed = _train_field_defaults(overrides)
+    # `++` sets a key the preset lacks and overrides one it has.
+    overrides = [f"++{o}" if _key_of(o) in assumed and not o.startswith(("+", "~")) else o for o in overrides]
 
     def composed(chosen: Sequence[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -95,7 +99,11 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         place = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else "a config file"
         raise ConfigError(f"{place}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if len(groups_only) < len(overrides):
-        _check_value_types(cfg, composed(groups_only), overrides)
+        defaults = composed(groups_only)
+        for key, value in assumed.items():  # what the value is checked against where the preset is silent
+            if OmegaConf.select(defaults, key, default=None) is None:
+                OmegaConf.update(defaults, key, value, force_add=True)
+        _check_value_types(cfg, defaults, overrides)
     chosen = next((o.partition("=")[2] for o in overrides if _key_of(o) == "robot"), None)
     if chosen is not None and cfg.robot.get("name") != chosen:
         # The name keys the robot's calibration file, its telemetry socket and its episodes: a
@@ -107,6 +115,31 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
 def _key_of(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
+
+
+# Sections holding TrainConfig's settings (train/trainer.py). A preset names only the ones
+# it sets, yet every field is a setting of the run: `policy.train.seed=1` was refused as an
+# unknown key (tools/bench/train_sweep.py's own example).
+TRAIN_SECTIONS = ("policy.train", "distill.train")
+
+
+def _train_field_defaults(overrides: Sequence[str]) -> dict[str, object]:
+    """{key: TrainConfig's default} for each override of a TrainConfig field in a
+    TRAIN_SECTIONS section, whether or not the preset sets it."""
+    keys = [_key_of(o) for o in overrides if not o.startswith("~")]
+    keys = [k for k in keys if k.rpartition(".")[0] in TRAIN_SECTIONS]
+    if not keys:
+        return {}
+    from shallowpi.train.trainer import TrainConfig  # torch: imported only when such a key is set
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    defaults = {}
+    for key in keys:
+        field = fields.get(key.rpartition(".")[2])
+        if field is not None:
+            value = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+            defaults[key] = list(value) if isinstance(value, tuple) else value
+    return defaults
 
 
 # Keys whose default is null ("the robot's", "half the chunk", ...) and whose value is

@@ -7,7 +7,7 @@
   platform train --dataset kitchen policy.train.steps=300 policy.train.ema=0.999
 
 The run folder holds the resolved config, the train/held-out split, metrics.jsonl,
-TensorBoard logs (tb/) and checkpoints/step_N/ (safetensors). Held-out episodes
+TensorBoard logs (tb/), checkpoints/step_N/ (safetensors) and eval.json. Held-out episodes
 (policy.train.eval_fraction of them, shared among the tasks, each task's last ones) are
 evaluated at the end: see `platform eval`. With a single episode none is held out: a
 warning says so, the evaluation is labelled as one on training episodes, and
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
     Prints the last checkpoint and the held-out evaluation. Raises ConfigError for no
     dataset or an unknown `policy.train` key, StoreError for a missing, damaged or empty
-    store.
+    store, TrainingError for a run folder holding checkpoints without --resume (or none
+    with it) before the store is screened.
     """
     import json
 
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.finetune import finetune
     from shallowpi.train.store_checks import checked_factory
-    from shallowpi.train.trainer import TrainConfig
+    from shallowpi.train.trainer import TrainConfig, check_run_folder
 
     overrides = overrides_from(args)
     if args.steps is not None:
@@ -149,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
     check_train_keys("policy.train", policy_data.get("train", {}))
     train_cfg = TrainConfig(**policy_data.get("train", {}), **run_settings(args))
     run_dir = runs_folder(args) / (args.run_name or f"{store.stem}-{policy_cfg.name}")
+    # Here, as distill does, not only in the trainer: after the store's screening and an
+    # --init's load (minutes at π0 size), a run folder that cannot start or resume was news.
+    check_run_folder(run_dir, args.resume)
     # Mixed frame rates refuse, mixed calibrations warn, NaN/inf are named (or skipped).
     make_dataset = checked_factory(store, episodes, chunk_dataset, train_cfg.skip_nonfinite)
     result = finetune(

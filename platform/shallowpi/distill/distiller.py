@@ -161,7 +161,7 @@ def distill(
     # a teacher trained elsewhere, would otherwise give another one and another data order).
     split, split_note = (_recorded_split(recorded, store, episodes, facts_path) if recorded is not None
                          else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction, tasks))
-    split.check_held_out(store, train_cfg.require_held_out)
+    split.check_held_out(store, train_cfg.require_held_out, train_cfg.eval_fraction)
     taught_by_teacher = (_recorded_teacher_only(recorded, teacher_only or [], facts_path) if recorded is not None
                          else sorted(set(teacher_only or ()) - set(split.train) - set(split.held_out)))
     if taught_by_teacher:

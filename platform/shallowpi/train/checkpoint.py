@@ -83,6 +83,17 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(steps, key=lambda p: int(p.name[5:]), default=None)
 
 
+def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
+    """Remove the run's checkpoints/.tmp_step_* (a save killed mid-write leaves one: at π0
+    size tens of GB, which no later save of another step removed); returns those removed.
+    Only for the holder of the run folder's lock (train/run_lock.py): another trainer's
+    would be a save in progress."""
+    partial = sorted(p for p in (run_dir / "checkpoints").glob(".tmp_step_*") if p.is_dir())
+    for path in partial:
+        shutil.rmtree(path)
+    return partial
+
+
 def trained_for(checkpoint: Path) -> int | None:
     """The step count the checkpoint's run was asked for (`platform train --steps N`, or
     its preset's policy.train.steps), as its training state notes it; None for a checkpoint

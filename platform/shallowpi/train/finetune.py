@@ -49,9 +49,9 @@ class Split:
 
     @classmethod
     def of(cls, episodes: list[int], fraction: float, tasks: Mapping[int, str] | None = None) -> Split:
-        """Hold out round(len(episodes) * fraction) episodes (at least one, if there are two),
-        shared among the tasks in proportion to their episodes (largest remainder), each
-        task's last ones. `tasks`: episode -> task text; None: all episodes one task (the
+        """Hold out round(len(episodes) * fraction) episodes (none for fraction 0, else at least
+        one if there are two), shared among the tasks in proportion to their episodes (largest
+        remainder), each task's last ones. `tasks`: episode -> task text; None: all episodes one task (the
         episodes it lacks form one together). Per task, because a store recorded task by task would
         otherwise hold out only its last task's episodes: the held-out evaluation and the
         distiller's probe would see one task, which would also train on fewer demonstrations.
@@ -61,7 +61,7 @@ class Split:
         episode is left to train on."""
         if not episodes:
             raise TrainingError("the dataset holds no episodes; record some first (platform record)")
-        n_out = 0 if len(episodes) < 2 else max(1, round(len(episodes) * fraction))
+        n_out = 0 if len(episodes) < 2 or fraction == 0 else max(1, round(len(episodes) * fraction))
         if n_out >= len(episodes):
             raise TrainingError(
                 f"policy.train.eval_fraction={fraction} holds out all {len(episodes)} episodes, leaving "
@@ -118,10 +118,18 @@ class Split:
                 f"re-recorded since, which renumbers them): {advice}")
         return now
 
-    def check_held_out(self, store: Path, require: bool) -> None:
-        """Say so when no episode is held out (one episode): the final evaluation then
-        scores training episodes. Raises TrainingError instead when `require`."""
+    def check_held_out(self, store: Path, require: bool, fraction: float | None = None) -> None:
+        """Say so when no episode is held out (one episode, or `fraction` 0: asked for, so
+        said as a plain log line): the final evaluation then scores training episodes.
+        Raises TrainingError instead when `require`."""
         if self.held_out:
+            return
+        if fraction == 0:
+            if require:
+                raise TrainingError("policy.train.eval_fraction=0 holds out no episode, which "
+                                    "policy.train.require_held_out=true refuses; raise the one or drop the other")
+            log.info("policy.train.eval_fraction=0: no episode held out; the final evaluation scores training "
+                     "episodes %s", self.train)
             return
         msg = (
             f"{store.name}: {len(self.train)} episode(s), none held out, so the evaluation scores "
@@ -203,7 +211,7 @@ def finetune(
         if seen := scenes_of(init_from):  # begun from one of ours: its scenes are not held out either
             split, _ = without_seen_scenes(split, store, seen, f"the checkpoint it began from ({init_from})")
         identities = split.identities(store)
-    split.check_held_out(store, train_cfg.require_held_out)
+    split.check_held_out(store, train_cfg.require_held_out, train_cfg.eval_fraction)
     train_set = make_dataset(store, policy_cfg.chunk_len, split.train)
     if len(train_set) == 0:
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
@@ -212,6 +220,10 @@ def finetune(
     policy_cfg = _with_delta_dims(_with_vocabulary(policy_cfg, texts), train_set)
     torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
     policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)
+    # What the run learned so far, through the --init it began from too: resumed without
+    # that flag, its checkpoints must not forget those scenes (a student distilled from it
+    # would hold them out).
+    resumed = latest_checkpoint(run_dir) if resume else None
     # No instruction cut, no two that encode alike: refused before step 0, in one line.
     check_prompts(policy.tokenizer, texts, policy.cfg.max_text_tokens)
     policy.set_stats(train_set.stats(delta_dims=policy.cfg.delta_dims))
@@ -220,7 +232,8 @@ def finetune(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
                       "episodes": json.dumps(identities),
-                      "scenes": json.dumps(sorted({*split.scenes(store).values(), *scenes_of(init_from)})),
+                      "scenes": json.dumps(sorted({*split.scenes(store).values(), *scenes_of(init_from),
+                                                   *scenes_of(resumed)})),
                       **recorded_facts(train_set)},
     )
     if trainer.dist.main:

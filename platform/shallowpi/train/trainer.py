@@ -20,8 +20,10 @@ Run folder layout (never overwritten; a second run into the same folder needs --
     metrics.jsonl               one line per logged step (step, loss, lr, grad_norm, the
                                 objective's named terms)
     tb/                         TensorBoard events
+    eval.json                   the offline evaluation after the last step (train/finetune.py)
     checkpoints/step_000250/    model.safetensors (a Policy), train_state.safetensors
     checkpoints/last            name of the newest complete checkpoint (train/checkpoint.py)
+    .lock                       held by the training process (train/run_lock.py): one at a time
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import refuse_fractional
-from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
+from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint, remove_partial_checkpoints
 from shallowpi.train.distributed import (
     Dist,
     all_reduce_sum,
@@ -55,10 +57,16 @@ from shallowpi.train.errors import TrainingError
 from shallowpi.train.interrupt import StopRequest, TrainingInterrupted
 from shallowpi.train.objective import Objective, step_noise
 from shallowpi.train.progress import ProgressBar
+from shallowpi.train.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 
 __all__ = ["StepBatches", "TrainConfig", "Trainer", "TrainingError", "latest_checkpoint", "lr_at"]
+
+
+# TrainConfig refuses seeds from here on: below it, every generator a run seeds takes the
+# seed (and what step_noise makes of it) as it is.
+MAX_SEED = 2**31
 
 
 @dataclass
@@ -106,8 +114,21 @@ class TrainConfig:
         if not (self.lr >= 0 and self.min_lr >= 0 and self.weight_decay >= 0):  # lr 0: a cut left untrained
             raise TrainingError(f"lr, min_lr and weight_decay must be >= 0 (got {self.lr}, {self.min_lr}, "
                                 f"{self.weight_decay})")
+        if self.min_lr > self.lr:  # the cosine (lr_at) would climb from lr to min_lr instead of decaying
+            raise TrainingError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr}): the schedule decays from lr "
+                                "to min_lr")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise TrainingError(f"ema must be in (0, 1) or null, got {self.ema}")
+        # 0 holds out nothing (the evaluation then scores training episodes, labelled so);
+        # a negative one held out one episode, as the smallest positive one does.
+        if not (isinstance(self.eval_fraction, (int, float)) and 0 <= self.eval_fraction < 1):
+            raise TrainingError(f"eval_fraction must be in [0, 1) (the share of episodes held out), "
+                                f"got {self.eval_fraction}")
+        # A negative seed went through the whole setup, then numpy's generators (data order,
+        # flow times) refused it. Below MAX_SEED, step_noise's seed * 1_000_003 + step stays
+        # far under the 2**64 torch's generator takes, whatever the step count.
+        if not (isinstance(self.seed, int) and 0 <= self.seed < MAX_SEED):
+            raise TrainingError(f"seed must be in [0, {MAX_SEED}), got {self.seed}")
 
 
 def _worker_ignores_sigterm(_worker_id: int) -> None:
@@ -224,8 +245,10 @@ class Trainer:
     Owns the loop: data order, each step's noise and time, the optimiser (the trained
     policy's parameters only), schedule, EMA, gradient clipping, logs (metrics.jsonl,
     TensorBoard, progress bar) and checkpoints. Raises TrainingError for an empty dataset,
-    a run folder that already holds checkpoints (without resume), nothing to resume, an
-    objective with trainable parameters outside its policy, and a non-finite loss.
+    a run folder that another trainer holds or that already holds checkpoints (without
+    resume), nothing to resume, a resumed run already past cfg.steps, an objective with
+    trainable parameters outside its policy, and a non-finite loss. Its main process holds
+    the run folder's lock (train/run_lock.py) from construction until fit ends or `close`.
     """
 
     def __init__(
@@ -253,6 +276,26 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         if len(train_set) == 0:
             raise TrainingError("the training split holds no samples; record more episodes")
+        # One trainer per run folder (the main process holds the lock until fit ends): two
+        # (--resume launched twice, a requeued job while the first lives) cut each other's
+        # metrics.jsonl and deleted each other's checkpoint in the making.
+        self._lock = RunLock(run_dir) if self.dist.main else None
+        try:
+            self._setup(resume, run_metadata or {})
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: bool, run_metadata: dict[str, str]) -> None:
+        """The rest of __init__, under the run folder's lock."""
+        cfg, run_dir, objective, settings = self.cfg, self.run_dir, self.objective, self.settings
+        if self.dist.main:
+            for partial in remove_partial_checkpoints(run_dir):
+                log.warning("removed %s, a checkpoint whose save was cut short", partial)
+            if cfg.warmup_steps >= cfg.steps:
+                log.warning("%s.warmup_steps %d >= steps %d: the learning rate only warms up (to %.3g at the last "
+                            "step) and never decays to min_lr", settings, cfg.warmup_steps, cfg.steps,
+                            lr_at(cfg.steps - 1, cfg))
         existing = check_run_folder(run_dir, resume)
         _check_frozen(objective)
         for name in self.policy.model.dead_parameter_names():
@@ -277,7 +320,7 @@ class Trainer:
         )
         self.checkpoints = Checkpointer(
             run_dir, self.policy, self.optimizer, sharded=cfg.fsdp and self.dist.grouped,
-            main=self.dist.main, metadata=run_metadata or {},
+            main=self.dist.main, metadata=run_metadata,
             # What a step's batch, noise and update depend on: a resume that changed one
             # would not continue the run it names (the step count may grow: the cosine then
             # decays to the new end).
@@ -308,6 +351,9 @@ class Trainer:
         the learning rate jumps (a run finished at 1,500 steps, continued to 9,000, restarts
         near its peak): said, with both rates."""
         cfg, then = self.cfg, self.checkpoints.loaded_notes
+        if self.start_step > cfg.steps:  # fit would train nothing and say nothing
+            raise TrainingError(f"the run is already at step {self.start_step} ({path}), past --steps {cfg.steps} "
+                                f"({self.settings}.steps); give --steps above {self.start_step} to train it further")
         if then.get("ema") is not None and then["ema"] != cfg.ema:
             raise TrainingError(f"{self.settings}.ema={cfg.ema} differs from the run being resumed ({then['ema']}, {path}): "
                                 "its average would be lost or mixed with another rate; resume with it, or start a "
@@ -318,6 +364,11 @@ class Trainer:
             log.warning("%s.steps %d differs from the run being resumed (%d): the schedule now ends at step "
                         "%d, so the learning rate at step %d goes from %.3g to %.3g", self.settings, cfg.steps, steps,
                         cfg.steps, self.start_step, before, lr_at(self.start_step, cfg))
+
+    def close(self) -> None:
+        """Release the run folder's lock (fit does when it ends; so does the process's exit)."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _non_finite_advice(self) -> str:
         lower = f"; check the data, or lower {self.settings}.lr"
@@ -335,7 +386,14 @@ class Trainer:
     # -- the loop
 
     def fit(self) -> dict[str, float]:
-        """Run steps start_step..cfg.steps-1; returns the last step's logged numbers."""
+        """Run steps start_step..cfg.steps-1; returns the last step's logged numbers. The
+        run folder's lock is released when it ends, however it ends."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict[str, float]:
         cfg, d = self.cfg, self.dist
         sampler = StepBatches(len(self.train_set), cfg.batch_size, cfg.seed, self.start_step, cfg.steps, d)
         loader = DataLoader(

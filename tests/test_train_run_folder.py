@@ -1,0 +1,122 @@
+"""A run folder shared by two trainers, a save killed mid-write, a resume past its steps, a
+run folder refused before the long preparatory work (found by a review of the trainer)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import subprocess_env
+from policy_fakes import FakeChunks
+from shallowpi.cli import main
+from shallowpi.policy import Features, Policy, load_preset
+from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.objective import FlowMatchingObjective
+from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError
+from store_fixtures import make_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=4, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=1, save_every=2,
+                log_every=1, workers=0, progress=False, tensorboard=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def _trainer(run: Path, resume: bool = False, **kw) -> Trainer:
+    data = FakeChunks()
+    torch.manual_seed(0)
+    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
+    policy.set_stats(data.stats())
+    return Trainer(FlowMatchingObjective(policy), data, _cfg(**kw), run, resume=resume)
+
+
+def test_a_second_trainer_in_a_run_folder_is_refused_naming_the_first(tmp_path):
+    """`--resume` launched twice, or a requeued job while the first still runs: both trained,
+    each cutting the other's metrics.jsonl and deleting its checkpoint in the making."""
+    first = _trainer(tmp_path)
+    with pytest.raises(TrainingError, match=rf"run folder {tmp_path} is in use by another training process "
+                                            rf"\(pid {os.getpid()} on "):
+        _trainer(tmp_path)
+    first.fit()  # untouched by the refused one; its end lets the next in
+    assert (tmp_path / ".lock").read_text() == ""
+    _trainer(tmp_path, resume=True, steps=6).fit()
+    assert latest_checkpoint(tmp_path).name == "step_000006"
+
+
+def test_the_lock_of_a_killed_trainer_does_not_outlive_it(tmp_path):
+    """A trainer killed outright (SIGKILL, the OOM killer) leaves its pid in the lock file;
+    the kernel dropped its lock, so the next trainer goes ahead."""
+    code = ("import sys, time; from pathlib import Path; from shallowpi.train.run_lock import RunLock; "
+            "lock = RunLock(Path(sys.argv[1])); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=subprocess_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(TrainingError, match=rf"in use by another training process \(pid {holder.pid} on "):
+            _trainer(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / ".lock").read_text().startswith(f"pid {holder.pid} ")
+    _trainer(tmp_path).fit()
+    assert latest_checkpoint(tmp_path).name == "step_000004"
+
+
+def test_a_checkpoint_left_half_written_is_removed_when_the_run_resumes(tmp_path, monkeypatch, caplog):
+    """A save killed mid-write (a second Ctrl-C, SIGKILL after the grace period) left
+    checkpoints/.tmp_step_N for good when the run never saved step N again: tens of GB at π0 size."""
+    import safetensors.torch
+
+    _trainer(tmp_path, steps=2).fit()
+    cut = _trainer(tmp_path, resume=True, steps=6)
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)  # the kill, once the folder is made
+    with pytest.raises(KeyboardInterrupt):
+        cut.save(3)
+    monkeypatch.undo()
+    cut.close()  # what its process's end does
+    partial = tmp_path / "checkpoints" / ".tmp_step_000003"
+    assert partial.is_dir()
+    with caplog.at_level("WARNING", logger="shallowpi.train.trainer"):
+        _trainer(tmp_path, resume=True, steps=6).fit()  # saves steps 4 and 6, never 3
+    assert not partial.exists()
+    assert f"removed {partial}, a checkpoint whose save was cut short" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "last", "step_000002", "step_000004", "step_000006"]
+
+
+def test_a_resume_with_fewer_steps_than_the_run_has_is_refused(tmp_path):
+    """It trained nothing and said nothing. At the run's own step it still goes through
+    (the evaluation after it is what a finished run resumed is for), though the refused
+    trainer is still referenced (by its traceback): a refusal lets go of the run folder."""
+    _trainer(tmp_path, steps=8).fit()
+    with pytest.raises(TrainingError, match=r"^the run is already at step 8 \(.*step_000008\), past --steps 4 "
+                                            r"\(policy.train.steps\); give --steps above 8 to train it further$"
+                       ) as refused:
+        _trainer(tmp_path, resume=True, steps=4)
+    assert _trainer(tmp_path, resume=True, steps=8).fit() == {}
+    assert refused.traceback  # alive until here
+
+
+def test_train_refuses_its_run_folder_before_loading_init_or_screening_the_store(tmp_path, capsys):
+    """The check ran only in the trainer: after the store's screening and the --init
+    checkpoint's load (minutes at π0 size), or their own errors first."""
+    store = tmp_path / "arm.zarr"
+    make_store(store, episodes=2, length=8).close()
+    args = ["train", "--dataset", str(store), "--policy", "tiny", "--runs-dir", str(tmp_path / "runs"),
+            "--run", "r", "--no-progress", "policy.train.steps=2", "policy.train.save_every=2"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--init", str(tmp_path / "no-such-checkpoint")]) == 4
+    err = capsys.readouterr().err
+    assert "already holds checkpoints; pass --resume" in err and "no-such-checkpoint" not in err
