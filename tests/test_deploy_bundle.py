@@ -197,8 +197,16 @@ def test_a_bundle_names_the_code_that_built_it_and_deploy_rebuilds_one_of_other_
     (built.path / MANIFEST).write_text(json.dumps({**manifest, "code_sha256": "0" * 64}))
     assert not Bundle.load(built.path).built_by_this_code  # still verifies: the files are intact
     rebuilt = policy_bundle(args, "torch")
-    assert "it was built by other policy or export code than this" in capsys.readouterr().out
+    assert "it was built by other policy, export or robot-side code than this" in capsys.readouterr().out
     assert rebuilt.built_by_this_code
+    # Robot-side code changed since (deploy/backends/base.py, say): the robot refuses such a
+    # bundle, so the workstation makes it again (it said "(verified)", --bundle-only too, and
+    # the robot kept refusing it), leaving no old copy beside it.
+    manifest = json.loads((rebuilt.path / MANIFEST).read_text())
+    (rebuilt.path / MANIFEST).write_text(json.dumps({**manifest, "runtime_sha256": "1" * 64}))
+    rebuilt = policy_bundle(args, "torch")
+    assert "it was built by other policy, export or robot-side code than this" in capsys.readouterr().out
+    assert rebuilt.runs_here_as_built and not (tmp_path / ".ckpt.bundle.old").exists()
     # The robot side, given the bundle itself. A bundle from before the runtime fingerprint
     # was recorded runs with a warning (and is made again where its checkpoint is).
     manifest = json.loads((rebuilt.path / MANIFEST).read_text())
@@ -233,6 +241,41 @@ def test_a_bundle_names_the_code_that_built_it_and_deploy_rebuilds_one_of_other_
 
     with pytest.raises(ConfigError, match="holds no chunk graph, which the onnxruntime backend runs: rebuild"):
         policy_bundle(argparse.Namespace(policy=built.path, bundle=None), "onnxruntime")
+
+
+def test_a_graph_bundle_run_by_the_torch_backend_needs_this_checkouts_policy_code(tmp_path):
+    """The torch backend runs this checkout's model on the bundle's weights, not its graphs:
+    a bundle with graphs, built by other policy code, ran through it unchecked and unsaid
+    (only a bundle without graphs was refused)."""
+    import argparse
+
+    from shallowpi.commands.deploy_policy import policy_bundle
+    from shallowpi.deploy.bundle import MANIFEST
+    from shallowpi.errors import ConfigError
+
+    built = build_bundle(tiny_checkpoint(tmp_path / "ckpt"), tmp_path / "b", graphs=("chunk",))
+    manifest = json.loads((built.path / MANIFEST).read_text())
+    (built.path / MANIFEST).write_text(json.dumps({**manifest, "code_sha256": "0" * 64, "commit": "abc123"}))
+    on_robot = argparse.Namespace(policy=built.path, bundle=None, sim=None)
+    assert policy_bundle(on_robot, "onnxruntime").graphs  # its graphs run: as built
+    with pytest.raises(ConfigError, match=r"b was built at commit abc123, whose policy code \(the torch backend runs "
+                                          r"this checkout's model on its weights, not its graphs\) differs"):
+        policy_bundle(on_robot, "torch")
+
+
+def test_deploy_settings_no_loop_can_use_are_refused():
+    """NaN passed every range check (nan < 0 is False): a NaN delay killed the inference
+    thread in time.sleep; a whole float warm-up count failed range() after connect."""
+    from shallowpi.deploy.settings import ExecutorConfig
+    from shallowpi.errors import ConfigError
+
+    for key, value in (("injected_delay_s", float("nan")), ("max_inference_s", float("inf")),
+                       ("seam_ticks", float("nan")), ("max_chunk_age_s", "1")):
+        with pytest.raises(ConfigError, match=rf"^deploy.{key} must be a finite number, got "):
+            ExecutorConfig.from_config({key: value})
+    assert ExecutorConfig.from_config({"warmup_runs": 3.0}).warmup_runs == 3
+    with pytest.raises(ConfigError, match=r"^deploy.warmup_runs must be a whole number, got 2.5"):
+        ExecutorConfig.from_config({"warmup_runs": 2.5})
 
 
 def test_deployments_started_together_build_one_bundle_and_share_it(tmp_path, capsys):

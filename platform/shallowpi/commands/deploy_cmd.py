@@ -205,6 +205,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     backend_name = args.backend or (asked.backend if args.bundle_only else profile.backend)
     print(f"--bundle-only: a bundle for {asked.name} ({backend_name}), nothing runs here" if args.bundle_only
           else decision.message, flush=True)
+    # The deploy settings are checked before the bundle: a misspelt strategy was news only
+    # after minutes of export (the target's config, composed again, is what runs).
+    _executor_config(args, base, realtime=bool(args.realtime or not args.sim))
     bundle = policy_bundle(args, backend_name)
     if args.bundle_only:
         at = f" built at commit {bundle.commit}" if bundle.commit else ""

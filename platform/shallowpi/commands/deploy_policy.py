@@ -37,7 +37,7 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
             # --bundle-only approved it for the robot, which then refused it.
             raise ConfigError(f"{args.policy} holds no {', '.join(missing)} graph, which the {backend} backend runs: "
                               f"rebuild it from the checkpoint with --backend {backend} --bundle-only")
-        _check_runtime_code(bundle, on_robot=not getattr(args, "sim", None),
+        _check_runtime_code(bundle, backend, on_robot=not getattr(args, "sim", None),
                             allow=getattr(args, "allow_code_change", False))
         if bundle.runs_here_as_built is None and not bundle.built_by_this_code:  # made before runtime_sha256
             log.warning("%s was built by other policy, export or preprocessing code than this installation's "
@@ -85,25 +85,28 @@ def _verified(out: Path, weights: Path, graphs: tuple[str, ...], quiet: bool = F
     """The bundle at `out` when it holds `weights` with `graphs` and was built by this code;
     else None, saying why it will be rebuilt unless `quiet` (a first look, without the lock,
     may meet a bundle another deployment is building)."""
-    from shallowpi.deploy.bundle import Bundle, BundleError
+    from shallowpi.deploy.bundle import Bundle, BundleError, runtime_fingerprint
 
     if not out.exists():
         return None
     try:
         bundle = Bundle.load(out)
-    except BundleError as exc:
+    except (BundleError, OSError) as exc:  # OSError: a first look while another deployment replaces it
         if not quiet:
             log.warning("rebuilding %s: %s", out, exc)
         return None
     # `weights`: a checkpoint folder, or its model.safetensors given as a file (hashed as
     # weights/model.safetensors, "" never matched and the bundle was rebuilt on every run)
     same = bundle.checkpoint_digest == _sha(weights if weights.is_file() else weights / "model.safetensors")
-    # runtime_digest: a bundle made before it was recorded is made again, to record it
-    if same and all(g in bundle.graphs for g in graphs) and bundle.built_by_this_code and bundle.runtime_digest:
+    # runtime_digest: the robot refuses a bundle whose robot-side code differs from its own
+    # (`_check_runtime_code`), so one built before that code changed is made again here (it
+    # had been "verified" by the workstation and refused by the robot, --bundle-only too).
+    current = bundle.built_by_this_code and bundle.runtime_digest == runtime_fingerprint()
+    if same and all(g in bundle.graphs for g in graphs) and current:
         print(f"bundle {out} (verified)", flush=True)
         return bundle
-    if same and not bundle.built_by_this_code and not quiet:
-        print(f"rebuilding {out}: it was built by other policy or export code than this", flush=True)
+    if same and not current and not quiet:
+        print(f"rebuilding {out}: it was built by other policy, export or robot-side code than this", flush=True)
     return None
 
 
@@ -113,21 +116,29 @@ def _sha(path: Path) -> str:
     return sha256_of(path) if path.is_file() else ""
 
 
-def _check_runtime_code(bundle: Any, on_robot: bool, allow: bool) -> None:
+def _check_runtime_code(bundle: Any, backend: str, on_robot: bool, allow: bool) -> None:
     """A bundle built where the robot-side code (preprocessing, instruction tokens, action
     decoding, selection, inpainting: bundle.RUNTIME_FILES) differs from this checkout's
-    would be fed other inputs, or its actions read otherwise, than it was built for.
-    ConfigError on a robot, naming the commit it was built at, unless `allow`
-    (--allow-code-change); a warning in the twin, and with `allow`."""
-    from shallowpi.deploy.bundle import checkout_commit
+    would be fed other inputs, or its actions read otherwise, than it was built for; run
+    by the `torch` backend, which runs this checkout's model on its weights whatever graphs
+    it holds, its policy code must be this checkout's too. ConfigError on a robot, naming
+    the commit it was built at, unless `allow` (--allow-code-change); a warning in the
+    twin, and with `allow`."""
+    from shallowpi.deploy.bundle import checkout_commit, runtime_fingerprint
     from shallowpi.errors import ConfigError
 
-    if bundle.runs_here_as_built is not False:
+    as_built = bundle.runs_here_as_built
+    through_torch = backend == "torch" and bool(bundle.graphs)
+    if through_torch and bundle.runtime_digest and not bundle.built_by_this_code:
+        as_built = False
+    if as_built is not False:
         return
     built = f"commit {bundle.commit}" if bundle.commit else "a commit it does not record"
     here = checkout_commit() or "a checkout without git"
     what = "robot-side code (preprocessing, instruction tokens, action decoding and selection)" if bundle.graphs \
         else "policy code (a bundle without graphs runs this checkout's model through torch)"
+    if through_torch and bundle.runtime_digest == runtime_fingerprint():
+        what = "policy code (the torch backend runs this checkout's model on its weights, not its graphs)"
     problem = f"{bundle.path.name} was built at {built}, whose {what} differs from this checkout's ({here})"
     if on_robot and not allow:
         raise ConfigError(f"{problem}: check out that commit here, or rebuild the bundle from this checkout "

@@ -58,7 +58,9 @@ GRAPH_NAMES = ("chunk", "prefix", "step")
 
 # What decides a bundle's numbers: the policy's code (the graphs are traced from it), the
 # export, and the robot side's preprocessing, which reads the bundle's config.
-CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py", "deploy/export_reference.py")
+# torch_backend.py computes the reference chunks the robot's backend is checked against.
+CODE_FILES = ("policy/*.py", "deploy/export_onnx.py", "deploy/preprocess.py", "deploy/export_reference.py",
+              "deploy/backends/torch_backend.py")
 # What the robot runs around the graphs, from the bundle's config and stats: the inputs
 # made (cameras, state, instruction tokens) and the actions decoded and chosen.
 RUNTIME_FILES = ("deploy/preprocess.py", "deploy/backends/base.py", "policy/config.py", "policy/tokenizer.py",
@@ -326,11 +328,16 @@ def build_bundle(
         write_manifest(tmp, manifest, version)  # for Bundle.load to read it back; rewritten with the reference
         write_reference(Bundle.load(tmp, check_files=False))  # what the robot's backend must compute
         write_manifest(tmp, manifest, version)
-        if out.exists():
-            shutil.rmtree(out)
         fsync_tree(tmp)  # on the disk before it appears under its name: robots lose power
+        # The old bundle is moved aside, not deleted in place: a kill during a deletion left
+        # a folder without its manifest, which deploy refuses to replace.
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            out.rename(old)
         tmp.rename(out)
         fsync_path(out.parent)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,12 +8,13 @@ Robot-side: imports without torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from shallowpi.errors import ConfigError, refuse_unknown_keys
+from shallowpi.errors import ConfigError, refuse_fractional, refuse_unknown_keys
 from shallowpi.policy.action_selection import ActionSelectionConfig
 from shallowpi.policy.action_selection import Strategy as Selection
 from shallowpi.robots.catch_up import speed_problem
@@ -104,6 +105,14 @@ class ExecutorConfig:
         except ValueError:
             raise ConfigError(f"unknown deploy strategy '{self.strategy}'; choose one of: "
                               f"{', '.join(s.value for s in Strategy)}") from None
+        # NaN passes every comparison's refusal (nan < 0 is False): a NaN delay killed the
+        # inference thread in time.sleep, an infinite watchdog never fires.
+        for name in ("max_frame_age_s", "seam_ticks", "clamp_tolerance", "injected_delay_s", "max_inference_s",
+                     "max_chunk_age_s", "parity_tolerance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"deploy.{name} must be a finite number, got {value!r}")
+        refuse_fractional("deploy", self, ("warmup_runs",))  # range(3.0) failed at warm-up, after connect
         for name in ("max_frame_age_s", "clamp_tolerance", "max_inference_s", "max_chunk_age_s", "parity_tolerance"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"deploy.{name} must be positive, got {getattr(self, name)}")
