@@ -43,6 +43,22 @@ def test_config_show_composes_robot_and_overrides(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["robot"]["name"] == "bimanual"
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`platform doctor | head -1`: the write after head had gone raised BrokenPipeError,
+    a traceback."""
+    import subprocess
+
+    from conftest import platform_cmd, subprocess_env
+
+    # The reader is gone before the first line is written (head, after its lines).
+    proc = subprocess.Popen(platform_cmd("config", "show"), env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=120)[1]
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert proc.returncode == 141
+
+
 def test_a_leading_double_dash_is_dropped(capsys):
     # What `torchrun ... -m shallowpi -- train --run NAME` may hand on (README, several GPUs).
     assert main(["--", "config", "show", "--robot", "humanoid"]) == 0
@@ -64,6 +80,11 @@ def test_a_leading_double_dash_is_dropped(capsys):
         # a count given a fraction: record.episodes=2.5 recorded 3 without a word
         (["config", "show", "record.episodes=2.5"], "record.episodes must be a whole number (its default is 5), not 2.5"),
         (["config", "show", "policy.train=abc"], "policy.train is a section of settings"),
+        # a list given one number, a choice given another word: tracebacks in the optimiser, the recorder
+        (["config", "show", "policy.train.betas=0.9"], "policy.train.betas is a list (its default is"),
+        (["record", "--sim", "direct", "--dataset", "/nonexistent-dir/choice.zarr", "--task", "cube_in_bowl",
+          "record.on_interrupt=maybe", "telemetry.address=/tmp/cli-choice.sock"],
+         "record.on_interrupt must be save or discard, got 'maybe'"),
         (["config", "show", "policy.train.steps=${nowhere.key}"], "cannot set 'policy.train.steps': Interpolation key"),
         (["config", "show", "policy.train.successful_only=maybe"],
          "policy.train.successful_only must be true or false (its default is false), not 'maybe'"),

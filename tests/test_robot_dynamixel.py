@@ -198,8 +198,11 @@ def test_two_buses_on_one_port_two_cameras_on_one_serial_and_a_robot_file_named_
     raw["buses"]["follower"]["port"] = "/dev/null"
     with pytest.raises(ConfigError, match=r"buses 'follower' and 'leader' both name port .*ttyDXL_left \(/dev/null\)"):
         RobotSpec.from_config(raw)
-    with pytest.raises(ConfigError, match=r"^configs/robot/arm.yaml names its robot 'myarm'; set name: arm"):
+    with pytest.raises(ConfigError, match=r"^robot.name=myarm renames the robot 'arm'; its name keys its calibration, "
+                                          r"telemetry and episodes: copy configs/robot/arm.yaml under the new name"):
         config.compose(["robot=arm", "robot.name=myarm"])
+    # The last robot= is the one composed (the first was blamed: arm.yaml, which is fine).
+    assert config.compose(["robot=arm", "robot=humanoid"]).robot.name == "humanoid"
     # Two roles on one camera: the second's start failed as "another process is using it".
     with pytest.raises(ConfigError, match=r"cameras 'front' and 'wrist' both name serial 123; give each role its own"):
         RobotSpec.from_config(config.compose(["robot=arm", "robot.cameras.front.serial=123",

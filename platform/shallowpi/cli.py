@@ -295,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `platform doctor | head`: the reader has gone, which is not an error of ours. stdout
+        # goes to /dev/null so that the flush at exit does not fail on the pipe again (the
+        # Python docs' recipe, "Note on SIGPIPE"); 141 is a shell's status for SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         message = file_system_error(exc, args, _subparser(parser, args.command, words))
         if message is None:

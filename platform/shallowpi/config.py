@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from shallowpi.errors import ConfigError, refuse_renamed_key
@@ -104,10 +104,16 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             if OmegaConf.select(defaults, key, default=None) is None:
                 OmegaConf.update(defaults, key, value, force_add=True)
         _check_value_types(cfg, defaults, overrides)
-    chosen = next((o.partition("=")[2] for o in overrides if _key_of(o) == "robot"), None)
+    # The last `robot=` is the one Hydra applies (the first was compared: `--robot arm
+    # robot=humanoid` blamed arm.yaml, which is fine).
+    chosen = next((o.partition("=")[2] for o in reversed(overrides) if _key_of(o) == "robot"), None)
     if chosen is not None and cfg.robot.get("name") != chosen:
         # The name keys the robot's calibration file, its telemetry socket and its episodes: a
         # copy of arm.yaml still named arm would share the arm's calibration.
+        if any(_key_of(o) == "robot.name" for o in overrides):
+            raise ConfigError(f"robot.name={cfg.robot.get('name')} renames the robot '{chosen}'; its name keys its "
+                              f"calibration, telemetry and episodes: copy configs/robot/{chosen}.yaml under the new "
+                              "name instead")
         raise ConfigError(f"configs/robot/{chosen}.yaml names its robot {cfg.robot.get('name')!r}; "
                           f"set name: {chosen} (the file's name)")
     return cfg
@@ -169,6 +175,11 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
             if not isinstance(value, DictConfig):
                 raise ConfigError(f"{key} is a section of settings (`platform config show` lists its keys), "
                                   f"not {_yaml_scalar(value)}")
+            continue
+        if isinstance(default, ListConfig):  # `policy.train.betas=0.9` failed in the optimiser, a traceback
+            if not isinstance(value, ListConfig):
+                raise ConfigError(f"{key} is a list (its default is {OmegaConf.to_yaml(default).strip()!r} as YAML: "
+                                  f"give it as {key}=[...]), not {_yaml_scalar(value)}")
             continue
         if isinstance(default, bool):
             wanted, fits = "true or false", isinstance(value, bool)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from shallowpi.data.store import EpisodeInfo
-from shallowpi.errors import PlatformError
+from shallowpi.errors import ConfigError, PlatformError
 
 
 class Teleoperator(Protocol):
@@ -92,7 +92,11 @@ class SessionConfig:
                 "episodes >= 1, episode time > 0, reset time >= 0 and fps > 0 (finite) are needed; "
                 f"got {self.episodes}, {self.episode_time_s}, {self.reset_time_s}, {self.fps}"
             )
-        self.on_interrupt = OnInterrupt(self.on_interrupt)
+        try:
+            self.on_interrupt = OnInterrupt(self.on_interrupt)
+        except ValueError:
+            raise ConfigError(f"record.on_interrupt must be {' or '.join(o.value for o in OnInterrupt)}, "
+                              f"got {self.on_interrupt!r}") from None
 
     @property
     def episode_rows(self) -> int:
