@@ -228,7 +228,10 @@ def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
                             (["demo.train=5"], "demo.train is a section of settings (`platform config show` lists "
                                                "its keys), not 5"),
                             # the demo names the robot to every stage: robot= recorded one into another's store
-                            (["robot=humanoid"], "robot=humanoid: the demo picks its robot with --robot NAME")):
+                            (["robot=humanoid"], "robot=humanoid: the demo picks its robot with --robot NAME"),
+                            # the recorder's own DART noise wins over the demo's: checked as the recorder would
+                            (["record.sim_noise=-0.1"], "record.sim_noise must be >= 0 (a fraction of each "
+                                                        "joint's range), got -0.1")):
         assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
@@ -328,3 +331,136 @@ def test_the_demos_training_overrides_compose_whatever_their_values():
     assert "policy.train.ema=null" in words and "policy.train.successful_only=true" in words
     train = config.compose(words).policy.train
     assert (train.ema, train.successful_only, train.batch_size, train.save_every) == (None, True, 8, 25)
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("demo.deploy_backend=cuda", "demo.deploy_backend 'cuda' is not one of: torch, onnxruntime, tensorrt (or null "
+                                 "for the Jetson profile's)"),
+    ("demo.policy=huge", "unknown policy preset 'huge' (demo.policy); choose one of: pi0, small, teacher, tiny"),
+])
+def test_a_backend_or_preset_no_stage_takes_is_refused_before_anything_is_made(tmp_path, capsys, extra, expected):
+    """The stage that takes it refused it: `platform deploy` some 13 minutes into the default
+    run, `platform train` or `distill` after the recording."""
+    code, _ = demo(tmp_path / "arm", extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"error: {expected}", err
+    assert not (tmp_path / "arm").exists()
+
+
+def test_a_given_teacher_in_a_folder_that_trained_one_is_used_and_another_still_refused(first, tmp_path, capsys):
+    """--teacher in a folder where demo.teacher=train left OUT/teacher: the given checkpoint
+    was checked against that training's settings (policy, steps, ...: differences that mean
+    nothing) and the advice was to remove the folder, which may hold the very checkpoint
+    given. What was made from another teacher is still refused, by the teacher's hash in its
+    own settings; and the trained teacher's record stays for demo.teacher=train."""
+    out = tmp_path / "arm"
+    shutil.copytree(first["out"], out)
+    teacher = out / "teacher" / "checkpoints" / "step_000004" / "ema"  # the one the student learned from
+    code, printed = demo(out, "--teacher", str(teacher))
+    assert code == 0, printed[-3000:]
+    assert f"[demo] 2/6 teacher: using the given checkpoint {teacher}" in printed
+    for stage in ("1/6 record", "3/6 student", "5/6 deploy"):
+        assert f"[demo] {stage}: reused " in printed, stage
+    assert printed.count("4/6 evaluate: reused") == 2
+    assert json.loads((out / "demo.json").read_text())["models"][0]["label"] == "teacher (given)"
+    code, printed = demo(out)  # demo.teacher=train again: its teacher/ is reused, not refused
+    assert code == 0 and "[demo] 2/6 teacher: reused " in printed, printed[-3000:]
+    other = out / "teacher" / "checkpoints" / "step_000004"  # its raw weights, not the EMA average
+    capsys.readouterr()
+    code, _ = demo(out, "--teacher", str(other))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {out / 'student6'} was made with other settings "
+                                        "(teacher_sha256 "), err
+    assert "; remove it and what was made from it (" in err and f"{out / 'eval_student.json'}, " in err
+
+
+def test_store_settings_count_for_the_recording_and_the_recorders_bookkeeping_does_not(first, tmp_path, capsys):
+    """`store.image_codec` changes the recorded frames: it was accepted and not applied (every
+    stage reused). The recorder's queue and disk reserve change no frame: they were held
+    against the store."""
+    out = tmp_path / "arm"
+    shutil.copytree(first["out"], out)
+    code, printed = demo(out, "record.queue_mb=64", "record.disk_reserve_mb=8", "store.numeric_chunk_rows=512")
+    assert code == 0, printed[-3000:]
+    for stage in ("1/6 record", "2/6 teacher", "3/6 student", "5/6 deploy"):
+        assert f"[demo] {stage}: reused " in printed, stage
+    capsys.readouterr()
+    code, _ = demo(out, "store.image_codec=blosc-lz4")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {out / 'arm.zarr'} was made with other settings (overrides "
+                                        "+['store.image_codec=blosc-lz4'])"), err
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes").write_text("mine")
+    for out in (tmp_path / "notes", tmp_path / "notes" / "demo"):
+        assert main(["demo", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: --out {out}: a file stands where a folder must be; choose another path"
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
+def test_the_example_in_the_default_profile_composes():
+    """configs/demo/default.yaml's example: demo.train.batch_size=16 was refused as an
+    unknown key (the profile's train: has no batch_size to set)."""
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.commands.demo_stages import DemoConfig
+
+    text = (config.REPO_ROOT / "configs" / "demo" / "default.yaml").read_text()
+    words = next(line for line in text.splitlines() if "platform demo " in line).split("platform demo ", 1)[1].split()
+    settings = DemoConfig.from_dict(OmegaConf.to_container(config.compose(words).demo, resolve=True))
+    assert settings.train == {"ema": 0.995, "batch_size": 16}
+    assert config.compose(settings.train_overrides(settings.teacher_steps)).policy.train.batch_size == 16
+
+
+def test_the_recorders_own_noise_and_size_are_the_ones_reported(tmp_path):
+    """record.sim_noise / record.sim_size given by the user reach the recorder after the
+    demo's own and win; the stage's line and stages.json showed the demo's values."""
+    from shallowpi import config
+    from shallowpi.commands.demo_stages import Demo, DemoConfig
+    from shallowpi.data.features import FeatureKind
+    from shallowpi.data.store import EpisodeStore
+
+    overrides = ["record.sim_noise=0.02", "record.sim_size=24x16", f"telemetry.address={tmp_path}/record.sock"]
+    settings = DemoConfig(episodes=1, record_time_s=0.3, sim_size="32x32").as_recorded(
+        config.compose(overrides).record, overrides)
+    lines: list[str] = []
+    made = Demo(settings, tmp_path / "arm", overrides, tui=False, say=lines.append)
+    made.record()
+    assert "on the simulated arm (24x16, DART noise 0.02), the scripted expert" in lines[0], lines
+    recorded = json.loads((tmp_path / "arm" / "stages.json").read_text())["record"]["settings"]
+    assert (recorded["sim_size"], recorded["sim_noise"]) == ("24x16", 0.02)
+    with EpisodeStore.open(made.store) as store:  # the frames are the recorder's size, as reported
+        assert {f.shape for f in store.features.values() if f.kind is FeatureKind.IMAGE} == {(16, 24, 3)}
+
+
+def test_an_executor_run_that_computed_no_chunk_shows_no_inference_time(tmp_path):
+    """An episode over before the executor's first chunk: its report says 0 ms, which the
+    table printed as the student's inference time."""
+    from shallowpi.commands.demo_summary import picture, summarize, table
+
+    evals = {m: {"robot": "arm", "tasks": [{"task": task, "instruction": task.replace("_", " "), "successes": 0,
+                                           "episodes": [{"seed": 1000}]} for task in TASKS]}
+             for m in ("teacher", "student")}
+    latency = {"teacher": {"layers": 18, "parameters": 1000, "gflops": 1.0, "chunk_ms_p50": 78.0, "chunk_ms_p99": 96.7},
+               "student": {"layers": 6, "parameters": 400, "gflops": 0.3, "chunk_ms_p50": 22.7, "chunk_ms_p99": 24.4}}
+    # `platform deploy --sim --json` of run of 30 ticks that ended before the first chunk came
+    deploy = {"successes": 0, "episodes": 1, "inference_p50_ms": 0.0, "inference_p99_ms": 0.0, "loop_p99_ms": 1097.7,
+              "safety": {}, "per_episode": [{"seed": 1000, "ended": "time limit", "ticks": 30, "latency_ms": []}],
+              "backend": "torch", "strategy": "rtc", "task": "cube_in_bowl"}
+    checkpoints = {"teacher": tmp_path / "t", "student": tmp_path / "s"}
+    summary = summarize(checkpoints, evals, deploy, latency, {}, {"teacher": "train"})
+    deployed = summary["deployed_student"]
+    assert (deployed["chunks"], deployed["inference_p50_ms"], deployed["inference_p99_ms"]) == (0, None, None)
+    line = table(summary).splitlines()[-1]
+    assert line.endswith("inference p50 -, p99 -, loop p99 1097.7 ms"), line
+    picture(summary, tmp_path / "demo.png")  # the executor's bar left out, not drawn at 0 ms
+    assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    timed = {**deploy, "inference_p50_ms": 27.0, "inference_p99_ms": 28.2,
+             "per_episode": [{**deploy["per_episode"][0], "latency_ms": [26.5, 28.2]}]}
+    assert "inference p50 27.0 ms, p99 28.2 ms" in table(summarize(checkpoints, evals, timed, latency, {}, {}))
+    # no speed-up from a time of 0
+    zero = {**latency, "teacher": {**latency["teacher"], "chunk_ms_p50": 0.0}}
+    assert [r["speedup"] for r in summarize(checkpoints, evals, deploy, zero, {}, {})["models"]] == [None, None]

@@ -8,8 +8,9 @@
 # The virtual environment lives outside the checkout, keyed by a hash of pyproject.toml,
 # so a fresh clone (CI clones main anew for every run) reuses the ~6 GB of torch, lerobot
 # and MuJoCo that an earlier run installed, and a changed pyproject.toml gets a new one.
-# SHALLOWPI_VENV overrides the location; SHALLOWPI_PYTHON the interpreter (>= 3.12 for the
-# lerobot extra). `.venv` in the checkout is a link to the venv in use.
+# SHALLOWPI_VENV overrides the location (one folder, brought up to date in place when the
+# dependency lists change); SHALLOWPI_PYTHON the interpreter (>= 3.12 for the lerobot
+# extra). `.venv` in the checkout is a link to the venv in use.
 set -euo pipefail
 
 job="${1:-env}"
@@ -19,6 +20,38 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+# A mistyped job is refused before the install (minutes, on a new machine), not after it.
+case "$job" in
+    run | test | env) ;;
+    *)
+        say "error: unknown job '$job'; choose one of: run, test, env"
+        exit 2
+        ;;
+esac
+
+# One setup at a time per venv (two CI clones at once): the second waits for the first,
+# then finds the venv complete instead of removing it half-built. Held on fd $lock until
+# unlock_venv; the lock file stays beside the venv.
+lock_venv() {
+    mkdir -p "$(dirname "$1")"
+    command -v flock >/dev/null || return 0  # util-linux's, on every Debian: elsewhere unlocked
+    exec {lock}>"$1.lock"
+    if ! flock -n "$lock"; then
+        say "waiting for another setup of $1 to finish"
+        flock "$lock"
+    fi
+}
+unlock_venv() { [[ -z "${lock:-}" ]] || exec {lock}>&-; lock=""; }
+
+# A new venv at $2 from the interpreter $1. The marker comes first: a venv cut short (Ctrl-C
+# in `python -m venv`) is still known as this script's, and replaced by the next run.
+new_venv() {
+    rm -rf "$2"
+    mkdir -p "$2"
+    touch "$2/.shallowpi-setup"
+    "$1" -m venv "$2"
+}
 
 # --- system packages -----------------------------------------------------------------
 # libusb-1.0-0: pyrealsense2's shared library links it. libegl1 + Mesa: MuJoCo renders
@@ -61,25 +94,39 @@ if [[ -d .venv && ! -L .venv ]]; then
     say "error: .venv here is a folder, not the link to the venv this script keeps; move it aside (mv .venv .venv.old)"
     exit 2
 fi
-if [[ ! -f "$venv/.complete" ]]; then
-    # Only a venv this script began (its marker, cut short before .complete) or nothing is
-    # replaced: SHALLOWPI_VENV may name a folder of the user's own.
+lock_venv "$venv"
+# .complete holds the key the venv was installed for: SHALLOWPI_VENV names one folder
+# whatever pyproject.toml says, so a change of the dependency lists must be found there.
+# An empty one is this script's before it wrote the key: in the default location the
+# folder's name is the key.
+installed="$(cat "$venv/.complete" 2>/dev/null || true)"
+[[ -f "$venv/.complete" && -z "$installed" && -z "${SHALLOWPI_VENV:-}" ]] && installed="$key"
+if [[ "$installed" == "$key" ]]; then
+    # Re-point the editable install at this checkout (CI clones into a new folder).
+    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||
+        "$venv/bin/python" -m pip install -q --no-deps -e .
+elif [[ -f "$venv/.complete" && "$("$venv/bin/python" -VV 2>/dev/null)" == "$("$python" -VV)" ]]; then
+    # Installed by this script for other dependency lists (or for ones it did not write
+    # down), on this Python: the full install again in place (pip keeps what still fits; a
+    # new venv would fetch ~6 GB again).
+    # (.complete keeps the old key until it is done: a run cut short updates again.)
+    say "updating $venv: the dependency lists in pyproject.toml changed since its install"
+    "$venv/bin/python" -m pip install -q -e ".[all]"
+    echo "$key" >"$venv/.complete"
+else
+    # Only a venv this script began (its marker: cut short before .complete, or made for
+    # another Python) or nothing is replaced: SHALLOWPI_VENV may name a folder of the user's own.
     if [[ -e "$venv" && ! -f "$venv/.shallowpi-setup" && -n "$(ls -A "$venv" 2>/dev/null)" ]]; then
         say "error: $venv exists and was not made by this script; remove it or point SHALLOWPI_VENV elsewhere"
         exit 2
     fi
     say "creating $venv (first time: ~6 min, ~6 GB; torch comes as a CUDA build)"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    touch "$venv/.shallowpi-setup"
+    new_venv "$python" "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e ".[all]"
-    touch "$venv/.complete"
-else
-    # Re-point the editable install at this checkout (CI clones into a new folder).
-    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||
-        "$venv/bin/python" -m pip install -q --no-deps -e .
+    echo "$key" >"$venv/.complete"
 fi
+unlock_venv
 ln -sfn "$venv" .venv
 export PATH="$venv/bin:$PATH"
 
@@ -95,15 +142,14 @@ for candidate in python3.10 /root/.pyenv/versions/3.10.13/bin/python "$HOME/.pye
 done
 if [[ -n "$py310" && "$job" == test ]]; then
     venv310="${venv%/*}/py310-$key"
+    lock_venv "$venv310"
     if [[ ! -f "$venv310/.complete" ]]; then
         if [[ -e "$venv310" && ! -f "$venv310/.shallowpi-setup" && -n "$(ls -A "$venv310" 2>/dev/null)" ]]; then
             say "error: $venv310 exists and was not made by this script; remove it"
             exit 2
         fi
         say "creating $venv310 (Python 3.10, core install: the robot side)"
-        rm -rf "$venv310"
-        "$py310" -m venv "$venv310"
-        touch "$venv310/.shallowpi-setup"
+        new_venv "$py310" "$venv310"
         "$venv310/bin/python" -m pip install -q --upgrade pip "setuptools>=77"
         "$venv310/bin/python" -m pip install -q -e . pytest pytest-timeout
         touch "$venv310/.complete"
@@ -113,6 +159,7 @@ if [[ -n "$py310" && "$job" == test ]]; then
             "$venv310/bin/python" -m pip install -q --no-deps -e . ||
             { say "error: re-installing the Python 3.10 venv's editable package failed (above)"; exit 1; }
     fi
+    unlock_venv
     export SHALLOWPI_PY310="$venv310/bin/python"
 elif [[ "$job" == test ]]; then
     say "no Python 3.10 here (SHALLOWPI_PY310_INTERPRETER names one): the robot-side tests on JetPack 6's Python are skipped"
@@ -141,9 +188,5 @@ case "$job" in
         rc=$?
         # Exit 5 means pytest collected nothing: that is a failure here, not a pass.
         exit $rc
-        ;;
-    *)
-        say "error: unknown job '$job'; choose one of: run, test, env"
-        exit 2
         ;;
 esac

@@ -43,9 +43,12 @@ import dataclasses
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shallowpi.cli import user_path
+from shallowpi.cli import ready_output, user_path
+
+if TYPE_CHECKING:
+    from shallowpi.commands.demo_stages import DemoConfig
 
 HELP = "the whole loop on the simulated robot: record, teacher, distil, evaluate, deploy, compare"
 
@@ -87,14 +90,19 @@ def run(args: argparse.Namespace) -> int:
     settings = DemoConfig.from_dict(OmegaConf.to_container(cfg.demo, resolve=True))
     if settings.robot not in (robots := config.group_choices("robot")):  # before a folder is made for it
         raise ConfigError(f"unknown robot '{settings.robot}'; choose one of: {', '.join(robots)}")
+    _check_choices(settings, config.group_choices("policy"))
     if args.teacher is not None:  # checked now, as demo.teacher=PATH is, not after the recording
         settings = dataclasses.replace(settings, teacher=str(args.teacher))
     out = (args.out or config.REPO_ROOT / "demo" / f"{settings.robot}-{settings.name}").absolute()
     # The commands get the user's overrides except the demo's own keys (they compose the
     # same config, so demo.* would be harmless, but they are not theirs to read).
     passed = [o for o in args.overrides if not o.partition("=")[0].lstrip("+~").startswith("demo")]
+    settings = settings.as_recorded(cfg.record, passed)
     tui = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
-    demo = Demo(settings, out, passed, tui, given_teacher=settings.given_teacher())
+    given_teacher = settings.given_teacher()
+    # Made once every setting is checked: a file in its place was mkdir's traceback.
+    ready_output(out, "--out", folder=True)
+    demo = Demo(settings, out, passed, tui, given_teacher=given_teacher)
     print(f"[demo] {settings.name} profile on the simulated {settings.robot}, everything under {out}", flush=True)
     quick = settings.name == "quick"
     if quick:
@@ -127,6 +135,21 @@ def run(args: argparse.Namespace) -> int:
         print("[demo] --quick trains far too briefly for these success rates to mean anything; "
               "`platform demo` without --quick runs the default sizes")
     return 0
+
+
+def _check_choices(settings: DemoConfig, policies: list[str]) -> None:
+    """ConfigError, before anything is made, for a policy preset or deploy backend the stage
+    using it would refuse: `platform distill` (or train) after the recording, `platform
+    deploy` some 13 minutes into the default run."""
+    from shallowpi.deploy.backends.base import BACKENDS  # a table of names: imports no backend
+    from shallowpi.errors import ConfigError
+
+    if settings.policy not in policies:
+        raise ConfigError(f"unknown policy preset '{settings.policy}' (demo.policy); choose one of: "
+                          f"{', '.join(policies)}")
+    if settings.deploy_backend is not None and settings.deploy_backend not in BACKENDS:
+        raise ConfigError(f"demo.deploy_backend '{settings.deploy_backend}' is not one of: {', '.join(BACKENDS)} "
+                          "(or null for the Jetson profile's)")
 
 
 def _default_run(quick: Any, config: Any) -> str:

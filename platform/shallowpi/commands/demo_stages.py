@@ -34,7 +34,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,15 @@ log = logging.getLogger(__name__)
 
 STAGES = ("record", "teacher", "student", "evaluate", "deploy", "summary")
 # Settings that change neither the weights nor the measurements: a change of them is no
-# reason to redo a stage (save_every also follows the steps).
+# reason to redo a stage (save_every also follows the steps). The record ones change how the
+# recorder buffers and guards the disk, or what its flags from the demo (--episodes,
+# --reset-time-s) set anyway, or only the robot (its leader arms, calibration, cameras,
+# hold at the end), not a frame of the twin's episodes; nor does the store's chunking.
 BOOKKEEPING = {"policy.train.save_every", "policy.train.log_every", "policy.train.workers",
-               "policy.train.tensorboard", "distill.latency_repeats", "distill.sim_episodes"}
+               "policy.train.tensorboard", "distill.latency_repeats", "distill.sim_episodes",
+               "record.queue_mb", "record.disk_reserve_mb", "record.episodes", "record.reset_time_s",
+               "record.hold_at_end", "record.catch_up_speed", "record.allow_uncalibrated",
+               "record.allow_no_cameras", "store.numeric_chunk_rows"}
 
 
 @dataclass
@@ -140,6 +146,22 @@ class DemoConfig:
             raise ConfigError(f"demo.teacher={self.teacher}: no model.safetensors there; give a checkpoint "
                               "folder, or shipped, or train")
         return folder
+
+    def as_recorded(self, record: Mapping[str, Any], overrides: list[str]) -> DemoConfig:
+        """These settings with the user's `record.sim_size` and `record.sim_noise` where
+        `overrides` set them (`record`: the composed `record:` section). They reach the
+        recorder after the demo's own and win: the record stage's line, stages.json and
+        demo.json show the values the episodes were made with, not the demo's."""
+        given = {o.partition("=")[0].lstrip("+") for o in overrides}
+        wins: dict[str, Any] = {}
+        if "record.sim_size" in given:
+            wins["sim_size"] = str(record["sim_size"])
+        if "record.sim_noise" in given:
+            wins["sim_noise"] = float(record["sim_noise"] or 0.0)  # null is off, as the recorder reads it
+            if wins["sim_noise"] < 0:  # named here: the demo's own check would blame demo.sim_noise
+                raise ConfigError(f"record.sim_noise must be >= 0 (a fraction of each joint's range), "
+                                  f"got {wins['sim_noise']:g}")
+        return replace(self, **wins) if wins else self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DemoConfig:
@@ -333,9 +355,10 @@ class Demo:
 
         cfg = self.cfg
         # What the episodes are: a store of other renders or noise is not extended or reused.
+        # The store's codec and quality are the frames' too: `store.*` counts as `record.*`.
         self.book.require_same("record", {"robot": cfg.robot, "sim_size": cfg.sim_size, "sim_noise": cfg.sim_noise,
                                           "record_time_s": cfg.record_time_s,
-                                          "overrides": self._relevant(self.overrides, ("record", "robot"))},
+                                          "overrides": self._relevant(self.overrides, ("record", "robot", "store"))},
                                self.store, self._made_from_store())
         tasks = make_tasks(cfg.robot)
         have = episodes_per_task(self.store)
@@ -409,7 +432,11 @@ class Demo:
         run = self.out / "teacher"
         if self.given_teacher is not None:
             given = self.given_teacher.expanduser().resolve()
-            self.book.require_same("teacher", {"given": str(given), "sha256": checkpoint_sha256(given)}, run)
+            # Recorded under its own key, not checked against OUT/teacher: a teacher an earlier
+            # run trained there is no part of this one (nor replaced by it; its record stays
+            # for a later demo.teacher=train), and a student or evaluation made from another
+            # teacher is caught by the teacher's hash in their own settings.
+            self.book.begin("given_teacher", {"given": str(given), "sha256": checkpoint_sha256(given)})
             shipped = given == cfg.shipped_teacher().resolve()
             self._line("teacher", f"using the teacher the project ships, {given} (no training; its README.md "
                                   "says how it was made)" if shipped else f"using the given checkpoint {given} (no training)")

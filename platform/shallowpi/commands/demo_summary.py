@@ -69,12 +69,24 @@ def summarize(checkpoints: dict[str, Path], evals: dict[str, dict[str, Any]], de
         lat = latency[name]
         rows.append({"model": name, "label": _label(name, settings), "checkpoint": str(checkpoints[name]), **lat,
                      "tasks": tasks,
-                     "speedup": teacher_ms / lat["chunk_ms_p50"] if lat["chunk_ms_p50"] else None})
+                     "speedup": teacher_ms / lat["chunk_ms_p50"] if lat["chunk_ms_p50"] and teacher_ms else None})
     deployed = {k: deploy.get(k) for k in ("backend", "profile", "strategy", "successes", "episodes",
                                             "inference_p50_ms", "inference_p99_ms", "loop_p99_ms", "safety")}
     deployed["task"] = deploy.get("task")
+    deployed["chunks"] = executor_chunks(deploy)
+    if deployed["chunks"] == 0:
+        # The executor's report says 0 ms when it computed no chunk (an episode over before
+        # the first one came): no time was measured, and none is shown or compared.
+        deployed["inference_p50_ms"] = deployed["inference_p99_ms"] = None
     return {"robot": evals["teacher"].get("robot"), "settings": settings, "models": rows, "deployed_student": deployed,
             "stages": stages}
+
+
+def executor_chunks(deploy: dict[str, Any]) -> int | None:
+    """How many chunks the executor timed over the deployment's episodes (None: a report
+    without its episodes)."""
+    episodes = deploy.get("per_episode")
+    return None if episodes is None else sum(len(e.get("latency_ms") or []) for e in episodes)
 
 
 def _label(model: str, settings: dict[str, Any]) -> str:
@@ -103,9 +115,14 @@ def table(summary: dict[str, Any]) -> str:
     d = summary["deployed_student"]
     if d.get("episodes"):
         lines.append(f"student through the executor ({d['backend']}, {d['strategy']}): success "
-                     f"{rate_with_interval(d['successes'], d['episodes'])}, inference p50 {d['inference_p50_ms']:.1f} "
-                     f"ms, p99 {d['inference_p99_ms']:.1f} ms, loop p99 {d['loop_p99_ms']:.1f} ms")
+                     f"{rate_with_interval(d['successes'], d['episodes'])}, inference p50 {_ms(d['inference_p50_ms'])}, "
+                     f"p99 {_ms(d['inference_p99_ms'])}, loop p99 {d['loop_p99_ms']:.1f} ms")
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    """'27.0 ms'; '-' for a time not measured."""
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def markdown(summary: dict[str, Any], links: dict[str, str]) -> str:
@@ -159,7 +176,7 @@ def picture(summary: dict[str, Any], png: Path) -> None:
     left.legend(loc="upper center", ncol=2, fontsize=8)
     bars = [(r["model"], r["chunk_ms_p50"], r["chunk_ms_p99"], colors[r["model"]]) for r in rows]
     deployed = summary["deployed_student"]
-    if deployed.get("episodes"):
+    if deployed.get("episodes") and deployed.get("inference_p50_ms") is not None:
         bars.append((f"student\n(executor, {deployed['backend']})", deployed["inference_p50_ms"],
                      deployed["inference_p99_ms"], "#c44e52"))
     p50 = [b[1] for b in bars]
