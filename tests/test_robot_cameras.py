@@ -72,7 +72,7 @@ def test_doctor_says_which_role_asks_a_mode_its_camera_does_not_stream():
             "set robot.cameras.left_wrist.fps=30") in lines
     assert "missing: camera 'right_wrist' names RealSense SW-GONE, which is not connected" in lines
     assert not any(line.startswith("note") for line in lines)  # 50 fps keeps up with the 50 Hz loop
-    # A role without a serial is checked against every camera found; a slow role gets a note.
+    # A role without a serial is checked against the camera no other role names; a slow role gets a note.
     spec = RobotSpec.from_config(config.compose(["robot=arm", "robot.cameras.front.fps=15",
                                                  "robot.cameras.wrist.serial=SW-30"]).robot)
     lines = camera_report(spec, devices=lambda: [fast.device, slow.device])
@@ -82,6 +82,31 @@ def test_doctor_says_which_role_asks_a_mode_its_camera_does_not_stream():
     assert lines[-1] == ("note: camera 'front' streams 15 fps, slower than robot 'arm''s 30 Hz loop: about 50% "
                          "of the recorded rows repeat the picture before them")
     assert camera_report(spec, devices=lambda: [])[0] == "missing: no RealSense camera connected"
+
+
+def test_doctor_checks_each_role_on_the_camera_record_gives_it():
+    """A role without a serial is checked on the camera `platform record` gives it (the one
+    connected camera no other role names), never on one another role pins: doctor said
+    "ok" for SW-W's 30 fps to a role that record opens on SW-F. A setup record refuses
+    (two roles without serials, two cameras) is record's error, not "ok"."""
+    from shallowpi.commands.doctor_checks import camera_report
+
+    pinned, free = SoftwareRealSense("SW-W", 64, 48, fps=30), SoftwareRealSense("SW-F", 64, 48, fps=15)
+    devices = lambda: [pinned.device, free.device]  # noqa: E731
+    spec = arm("robot.cameras.wrist.serial=SW-W")
+    assert realsense_cameras(spec, devices=devices)["front"].config.serial == "SW-F"
+    lines = camera_report(spec, devices=devices)
+    assert ("error: camera 'front' asks 64x48 at 30 fps; RealSense SW-F streams 64x48 at 15 fps: "
+            "set robot.cameras.front.fps=15") in lines
+    assert "ok: camera 'wrist' 64x48 at 30 fps is offered by RealSense SW-W" in lines
+    assert not [line for line in lines if "camera 'front'" in line and "SW-W" in line], lines
+    assert any(line.startswith("note: camera 'front': no serial") and "robot.cameras.front.serial=SW-F" in line
+               for line in lines), lines
+    with pytest.raises(CameraError) as refused:
+        realsense_cameras(arm(), devices=devices)
+    lines = camera_report(arm(), devices=devices)
+    assert f"error: {refused.value}" in lines
+    assert not [line for line in lines if line.startswith("ok: camera '")], lines
 
 
 def test_the_one_unnamed_role_takes_the_one_free_camera_and_says_so(caplog):

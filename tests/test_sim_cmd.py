@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +76,48 @@ def test_strip_covers_every_episode_asked_for(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     margin, top = StripWriter.MARGIN_W, StripWriter.TITLE_H + StripWriter.ROLES_H
     assert Image.open(strip).size == (margin + 2 * 64, 2 * (top + 8 * 48))  # one block an episode
+
+
+@pytest.mark.parametrize(("name", "delay_s"), [("SIGINT", 0.0), ("SIGTERM", 0.3)])
+def test_a_signal_mid_run_keeps_the_finished_episodes_video_strip_and_summary(
+        tmp_path: Path, name: str, delay_s: float) -> None:
+    """Ctrl-C or SIGTERM after an episode finished used to lose the video, the strip and the
+    summary (SIGTERM killed the process outright), leaving VIDEO.tmp.mp4. Now the finished
+    episodes keep all three and an episode cut short is said; `platform` exits 130."""
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    video, strip = tmp_path / "run.mp4", tmp_path / "run.png"
+    env = {**os.environ, "PYTHONPATH": str(PLATFORM), "MUJOCO_GL": "egl"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shallowpi", "sim", "--robot", "arm", "--task", "push_block_left",
+         "--episodes", "3", "--size", "32x24", "--video", str(video), "--png", str(strip)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline()  # the first episode's line: it finished
+        assert first.startswith("episode 0 seed 0: "), first + proc.stderr.read()
+        time.sleep(delay_s)  # SIGTERM mid-episode: its frames are in the video already
+        proc.send_signal(getattr(signal, name))
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    out = first + rest
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, out + err
+    steps = [int(n) for n in re.findall(r"^episode \d seed \d: success in (\d+) steps", out, re.M)]
+    assert 1 <= len(steps) < 3, out
+    assert (f"success {len(steps)}/{len(steps)} (100%)" in out
+            and f"stopped after {len(steps)} of 3 episodes" in out), out
+    assert f"video: {video}" in out and f"frames: {strip}" in out, out
+    assert not list(tmp_path.glob("*.tmp*")), list(tmp_path.iterdir())
+    cut = re.search(r"cut short after (\d+) ticks", out)
+    ticks = int(cut.group(1)) if cut else 0
+    capture = cv2.VideoCapture(str(video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == sum(steps) + ticks
+    capture.release()
+    # One block an episode (eight rows), and one for the episode cut short (up to eight).
+    top = StripWriter.TITLE_H + StripWriter.ROLES_H
+    blocks = len(steps) * (top + 8 * 24) + (top + min(8, ticks) * 24 if ticks else 0)
+    assert Image.open(strip).size == (StripWriter.MARGIN_W + 2 * 32, blocks)
 
 
 @pytest.mark.parametrize(

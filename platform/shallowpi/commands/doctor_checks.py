@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,6 +69,12 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                 found = bus.scan()
                 if not found:
                     continue
+                # The scan tries each baud once to stay quick where nothing answers; servos did
+                # answer at this one, so a reply missed now (a busy machine, a flaky servo) is
+                # retried like any bus read.
+                bus.retries = 3
+                answered = _ping_missed(bus, found, spec, port)
+                found = dict(sorted({**found, **answered}.items()))
                 bus.motors = {i: s.model for i, s in found.items() if s.model is not None}
                 errors, unread = _error_bits(bus)
                 # The adapter's own name: a port pinned by it survives USB renumbering.
@@ -75,7 +82,10 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                 lines.append(f"ok: {port} at {baud} baud: {len(found)} servo(s){adapter}")
                 for servo_id, info in found.items():
                     state = ", ".join(errors.get(servo_id, [])) or ("errors unread" if unread else "no errors")
-                    lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {info.firmware}  {state}")
+                    firmware = "?" if info.firmware is None else info.firmware  # a ping of its own does not say
+                    lines.append(f"    ID {servo_id:3d}  {info.model_name:<18} firmware {firmware}  {state}")
+                lines += [f"    warning: ID {i} missed the scan's broadcast ping, then answered a ping of its own: "
+                          "it loses replies" for i in answered]
                 for servo_id, words in errors.items():
                     for word in words:  # a fault latches: the servo refuses torque until rebooted
                         kind = "warning" if word in WARNING_ONLY else "error"
@@ -121,19 +131,37 @@ def latency_timer_note(port: str, sysfs: Path | None = None) -> str | None:
 
 
 def _error_bits(bus: DynamixelBus) -> tuple[dict[int, list[str]], str]:
-    """The hardware error bits of the servos the scan found, or ({}, why) when they could
-    not be read: the servos answered the scan, so what they are is still reported."""
+    """The hardware error bits of the servos found (`bus.motors`), or ({}, why) when they
+    could not be read: the servos answered, so what they are is still reported."""
     from shallowpi.errors import PlatformError
 
     if not bus.motors:
         return {}, ""
-    # The scan tries each baud once to stay quick where nothing answers; these servos did
-    # answer, so a reply missed now (a busy machine) is retried like any bus read.
-    bus.retries = 3
     try:
         return bus.hardware_errors(), ""
     except PlatformError as err:
         return {}, str(err)
+
+
+def _ping_missed(bus: DynamixelBus, found: dict[int, ServoInfo], spec: RobotSpec | None,
+                 port: str) -> dict[int, ServoInfo]:
+    """The configured servos of this port's bus (the one `compare_with_config` compares
+    with) that the scan missed but that answer a ping of their own, retried: the scan's one
+    broadcast ping is never retried, so a servo losing one reply in three read as missing
+    there and was left out of the reply check, which then said none were lost."""
+    if spec is None:
+        return {}
+    name = _bus_at(port, spec) or next(iter(_best_buses(found, spec)), None)
+    missed = [i for i in _expected(spec, name) if i not in found] if name is not None else []
+    # A servo that is not there fails every try: doctor's missing line says so once, not
+    # the bus's warning three times a servo.
+    quiet = logging.getLogger("shallowpi.hardware.dynamixel.bus")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return {i: info for i in missed if (info := bus.ping(i)) is not None}
+    finally:
+        quiet.setLevel(level)
 
 
 REPLY_CHECK_READS = 60  # 2 s of a 30 Hz loop's position reads; ~0.1 s on a sound bus
@@ -142,8 +170,10 @@ REPLY_CHECK_READS = 60  # 2 s of a 30 Hz loop's position reads; ~0.1 s on a soun
 def _reply_check(bus: DynamixelBus, reads: int = REPLY_CHECK_READS) -> list[str]:
     """Read every servo's position `reads` times, as a control loop does, and count the
     tries that got no valid reply (`DynamixelBus.tally`): a servo that loses one reply in
-    three answers every scan and ping on a retry, and shows only here. One line: the count,
-    or a warning naming the servos that lost replies."""
+    three answers every ping on a retry (the scan's broadcast it may miss: `_ping_missed`
+    asks it again), and its losses show only here. Every servo of `bus.motors`, those the
+    scan found and those a ping of their own did. One line: the count, or a warning naming
+    the servos that lost replies."""
     from shallowpi.errors import PlatformError
 
     if not bus.motors:  # only models this driver lacks answered: nothing it can read
@@ -294,8 +324,9 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
 def camera_report(spec: RobotSpec | None = None, devices: Callable[[], Sequence[Any]] | None = None) -> list[str]:
     """One line per connected RealSense (name, serial, firmware), or why none is listed;
     with a robot `spec`, whether each camera role's mode (width x height at fps, RGB8) is
-    one its camera offers, and a note for a role slower than the control loop. `devices`
-    lists the rs.devices (USB by default; tests pass software devices)."""
+    one offered by the camera `platform record` gives that role, and a note for a role
+    slower than the control loop. `devices` lists the rs.devices (USB by default; tests
+    pass software devices)."""
     from shallowpi.hardware.camera import CameraError
     from shallowpi.hardware.realsense import connected_devices, import_rs
 
@@ -327,34 +358,43 @@ def _camera_rate_notes(spec: RobotSpec) -> list[str]:
 
 
 def _camera_mode_checks(spec: RobotSpec, found: Sequence[Any]) -> list[str]:
-    """Whether each role's camera (its pinned serial; without one, every camera found) offers
-    the role's mode; an offered rate to set when it does not. `platform record` would
-    otherwise find out at start."""
-    from shallowpi.hardware.realsense import color_modes, device_serial
+    """Whether each role's camera offers the role's mode; an offered rate to set when it
+    does not. Each role is given its camera as `platform record` gives it (`assign_serials`:
+    its pinned serial, else the one connected camera no other role names), and a setup
+    record refuses is its error line: `platform record` would otherwise find out at start."""
+    from shallowpi.hardware.camera import CameraError
+    from shallowpi.hardware.realsense import assign_serials, color_modes, device_serial
 
     by_serial = {device_serial(d): d for d in found}
     lines = []
+    try:
+        serials, notes = assign_serials({c.role: c.serial for c in spec.cameras}, list(by_serial))
+        lines += [f"note: {note}" for note in notes]
+    except CameraError as err:  # the roles it names get no camera; the pinned ones are still checked
+        serials = {c.role: str(c.serial) for c in spec.cameras if c.serial}
+        lines.append(f"error: {err}")
     for cam in spec.cameras:
-        mode = f"{cam.width}x{cam.height} at {cam.fps} fps"
-        if cam.serial is not None and cam.serial not in by_serial:
-            lines.append(f"missing: camera '{cam.role}' names RealSense {cam.serial}, which is not connected")
+        if cam.role not in serials:
             continue
-        for serial, dev in by_serial.items() if cam.serial is None else [(cam.serial, by_serial[cam.serial])]:
-            modes = color_modes(dev)
-            if (cam.width, cam.height, cam.fps) in modes:
-                lines.append(f"ok: camera '{cam.role}' {mode} is offered by RealSense {serial}")
-                continue
-            rates = sorted(f for w, h, f in modes if (w, h) == (cam.width, cam.height))
-            if not rates:
-                sizes = sorted({f"{w}x{h}" for w, h, _ in modes}, key=lambda t: [int(v) for v in t.split("x")])
-                lines.append(f"error: camera '{cam.role}' asks {cam.width}x{cam.height}, which RealSense {serial} "
-                             f"does not stream in RGB8 (it offers {', '.join(sizes) or 'no RGB8 colour'}); set "
-                             f"robot.cameras.{cam.role}.width= and .height=")
-                continue
-            # The slowest rate that keeps up with the loop, else the fastest there is.
-            suggest = next((f for f in rates if f >= spec.fps), rates[-1])
-            lines.append(f"error: camera '{cam.role}' asks {mode}; RealSense {serial} streams {cam.width}x{cam.height} "
-                         f"at {'/'.join(map(str, rates))} fps: set robot.cameras.{cam.role}.fps={suggest}")
+        serial, mode = serials[cam.role], f"{cam.width}x{cam.height} at {cam.fps} fps"
+        if serial not in by_serial:
+            lines.append(f"missing: camera '{cam.role}' names RealSense {serial}, which is not connected")
+            continue
+        modes = color_modes(by_serial[serial])
+        if (cam.width, cam.height, cam.fps) in modes:
+            lines.append(f"ok: camera '{cam.role}' {mode} is offered by RealSense {serial}")
+            continue
+        rates = sorted(f for w, h, f in modes if (w, h) == (cam.width, cam.height))
+        if not rates:
+            sizes = sorted({f"{w}x{h}" for w, h, _ in modes}, key=lambda t: [int(v) for v in t.split("x")])
+            lines.append(f"error: camera '{cam.role}' asks {cam.width}x{cam.height}, which RealSense {serial} "
+                         f"does not stream in RGB8 (it offers {', '.join(sizes) or 'no RGB8 colour'}); set "
+                         f"robot.cameras.{cam.role}.width= and .height=")
+            continue
+        # The slowest rate that keeps up with the loop, else the fastest there is.
+        suggest = next((f for f in rates if f >= spec.fps), rates[-1])
+        lines.append(f"error: camera '{cam.role}' asks {mode}; RealSense {serial} streams {cam.width}x{cam.height} "
+                     f"at {'/'.join(map(str, rates))} fps: set robot.cameras.{cam.role}.fps={suggest}")
     return lines
 
 

@@ -8,7 +8,8 @@ default: configs/config.yaml's): which bus they are, the configured IDs that did
 answer, wrong models, unexpected IDs, another baud rate. Says whether the robot's
 calibration file covers every motor it drives (leaders too). Lists RealSense cameras with
 their serial numbers (robot.cameras.ROLE.serial) and says whether each camera role's mode
-(width x height at fps) is one its camera streams; names the torch device and
+(width x height at fps) is one its camera streams, the camera `record` would give it (or
+why record would refuse the roles without a serial); names the torch device and
 onnxruntime's execution providers; on a Jetson, its model and power mode. Missing things
 are reported, not errors: doctor always answers.
 

@@ -9,18 +9,30 @@
 Each episode resets the twin from its seed (seeds S, S+1, ...), runs the expert through
 `--sim direct` (the in-process robot: observe, then act, one control period of simulated
 time per tick) and judges success at the end. Cameras render on the CPU with
-MUJOCO_GL=egl at the robot config's camera size unless --size says otherwise.
+MUJOCO_GL=egl at the robot config's camera size unless --size says otherwise. Ctrl-C or
+SIGTERM stops the run keeping the finished episodes' video, strip and summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
 from shallowpi.errors import PlatformError
+
+if TYPE_CHECKING:
+    from shallowpi.robots.sim.episode import EpisodeResult
+    from shallowpi.robots.sim.tasks import Task
+    from shallowpi.robots.sim.twin import TwinSpec
 
 HELP = "run scripted experts in the simulation twin; success rate and steps/s"
 
@@ -58,7 +70,9 @@ def _size(text: str | None) -> tuple[int | None, int | None]:
 
 def run(args: argparse.Namespace) -> int:
     """List the robot's tasks, or run the scripted expert for --episodes and print the
-    success rate and speed (steps/s, times real time). Returns 0.
+    success rate and speed (steps/s, times real time). Returns 0. Ctrl-C, SIGTERM or SIGHUP
+    stops the run with the episodes finished kept: video, strip and summary (then
+    KeyboardInterrupt: `platform` exits 130).
 
     Raises PlatformError without --task, for --video/--png with --no-render or named with
     another suffix than the file they write (--episodes < 1 and a negative --seed do not parse).
@@ -93,43 +107,87 @@ def run(args: argparse.Namespace) -> int:
 
     video = VideoWriter(args.video, spec.fps) if args.video else None
     strip = StripWriter(args.png, roles=cameras, fps=spec.fps) if args.png else None
-    results = []
-    started = time.perf_counter()
-    with DirectSimRobot(spec, cameras=cameras) as robot:
-        for episode in range(args.episodes):
-            seed = args.seed + episode
+    results: list[EpisodeResult] = []
+    started = finished = time.perf_counter()
+    in_flight: int | None = None  # the episode running, None between episodes
+    ticks = frames = 0  # its frames so far; all frames written
+    # Ctrl-C, SIGTERM or an error mid-run: the episodes finished keep their video, strip and
+    # summary (it used to lose all three and leave the video's temporary file behind).
+    try:
+        with _signals_interrupt(), DirectSimRobot(spec, cameras=cameras) as robot:
+            for episode in range(args.episodes):
+                seed = args.seed + episode
+                in_flight, ticks = episode, 0
 
-            def watch(obs: Observation) -> None:
-                images = [obs.frames[role].image for role in cameras]
-                if video is not None:
-                    video.add(images)
+                def watch(obs: Observation) -> None:
+                    nonlocal ticks, frames
+                    images = [obs.frames[role].image for role in cameras]
+                    if video is not None:
+                        video.add(images)
+                    if strip is not None:
+                        strip.add(images)
+                    ticks, frames = ticks + 1, frames + 1
+
+                result = run_episode(robot, task, ScriptedAgent(), seed, watch=watch if cameras else None)
+                results.append(result)
+                in_flight, finished = None, time.perf_counter()
                 if strip is not None:
-                    strip.add(images)
+                    strip.end_episode(f"episode {episode}  seed {seed}  {'success' if result.success else 'FAILED'}  "
+                                      f"{result.sim_seconds:.1f} s")
+                print(
+                    f"episode {episode} seed {seed}: {'success' if result.success else 'FAILED'} "
+                    f"in {result.steps} steps ({result.steps / result.wall_seconds:.0f} steps/s)",
+                    flush=True,
+                )
+    finally:
+        # The frames of an episode cut short are in the video already (it cannot drop them):
+        # the strip shows them too, titled so, and both lines say so.
+        cut = f" (episode {in_flight} cut short after {ticks} ticks)" if in_flight is not None and ticks else ""
+        if strip is not None and cut:
+            strip.end_episode(f"episode {in_flight}  seed {args.seed + in_flight}  stopped")
+        for writer, path, what in ((video, args.video, "video"), (strip, args.png, "frames")):
+            if writer is not None:
+                writer.close()  # moves the finished file onto `path`; nothing without frames
+                if frames:
+                    print(f"{what}: {path}{cut}")
+        print(_summary(robot_name, task, results, finished - started, args.episodes, cameras, spec), flush=True)
+    return 0
 
-            result = run_episode(robot, task, ScriptedAgent(), seed, watch=watch if cameras else None)
-            results.append(result)
-            if strip is not None:
-                strip.end_episode(f"episode {episode}  seed {seed}  {'success' if result.success else 'FAILED'}  "
-                                  f"{result.sim_seconds:.1f} s")
-            print(
-                f"episode {episode} seed {seed}: {'success' if result.success else 'FAILED'} "
-                f"in {result.steps} steps ({result.steps / result.wall_seconds:.0f} steps/s)",
-                flush=True,
-            )
-    wall = time.perf_counter() - started
-    if video is not None:
-        video.close()
-        print(f"video: {args.video}")
-    if strip is not None:
-        strip.close()
-        print(f"frames: {args.png}")
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (the terminal closed) raise KeyboardInterrupt while the episodes
+    run, as Ctrl-C does: by default they end the process at once, with no video, strip or
+    summary. Nothing is installed off the main thread (Python delivers signals only there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _summary(robot_name: str, task: Task, results: list[EpisodeResult], wall: float, episodes: int,
+             cameras: tuple[str, ...], spec: TwinSpec) -> str:
+    """The run's line: success rate and speed over the episodes that finished, in `wall`
+    seconds (to the end of the last); a run stopped early says how many of `episodes` ran."""
+    head = f"{robot_name} / {task.name} ('{task.instruction}')"
+    if not results:
+        return f"{head}: stopped before an episode finished"
     steps = sum(r.steps for r in results)
     sim_seconds = sum(r.sim_seconds for r in results)
     successes = sum(r.success for r in results)
-    print(
-        f"{robot_name} / {task.name} ('{task.instruction}'): success {successes}/{len(results)} "
+    return (
+        f"{head}: success {successes}/{len(results)} "
         f"({100.0 * successes / len(results):.0f}%), {steps / wall:.0f} steps/s, "
         f"{sim_seconds / wall:.2f}x real time, cameras: {', '.join(cameras) or 'off'}"
         + (f" at {spec.render_width}x{spec.render_height}" if cameras else "")
+        + (f"; stopped after {len(results)} of {episodes} episodes" if len(results) < episodes else "")
     )
-    return 0
