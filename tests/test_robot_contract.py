@@ -538,3 +538,68 @@ def test_estop_switches_torque_off_on_every_servo_and_says_it_was_confirmed(tmp_
     assert set(torque["follower"].values()) == {0}
     assert result.fault == "e-stop pressed; torque off, robot is safe"
     assert rec.session.status.message.startswith("E-STOP: torque off, robot is safe")
+
+
+class _Jammed:
+    """A gripper's jaws closed on an object: the shaft stays where it is, whatever the goal
+    (the servo's squeeze is the gap between its goal and that position)."""
+
+    def __init__(self) -> None:
+        from shallowpi.hardware.dynamixel.plant import TrackingPlant
+
+        self.plant = TrackingPlant(max_speed=1e-9)  # never gets anywhere
+
+    def set_torque(self, enabled: bool) -> None:
+        self.plant.set_torque(enabled)
+
+    def set_goal(self, position: float) -> None:
+        self.plant.set_goal(position)
+
+    def read(self, now: float):
+        return self.plant.read(now)
+
+    def move_to(self, position: float) -> None:
+        self.plant.move_to(position)
+
+
+def test_after_a_fault_the_arms_that_hold_keep_their_grip():
+    """Hold re-aimed every servo at its measured position: a gripper squeezing an object
+    (its goal past where the jaws stopped) stopped squeezing and let go of it, on the sound
+    arm after the other's overload, and on the whole robot after a fault not its own (a
+    camera, the disk). The last goal sent is kept; the faulted arm still goes limp."""
+    from dxl_fixtures import robot_spec
+    from shallowpi.hardware.dynamixel.control_table import model_by_name
+    from shallowpi.hardware.dynamixel.emulator import top_speed_rad_s
+    from shallowpi.hardware.dynamixel.motor_bus import ServoFaultError
+    from shallowpi.hardware.dynamixel.plant import TrackingPlant
+
+    gripper = next(m for m in robot_spec("bimanual").motors if m.joint.startswith("right") and "gripper" in m.joint)
+
+    def plant(bus, servo_id, model):
+        return _Jammed() if (bus, servo_id) == (gripper.bus, gripper.id) else \
+            TrackingPlant(max_speed=top_speed_rad_s(model_by_name(model)))
+
+    for fault in ("camera", "overload"):
+        with emulated("bimanual", plant) as (spec, chains):
+            robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+            robot.connect()
+            try:
+                g = spec.joint_names.index(gripper.joint)
+                start = float(robot.observe().state[g])
+                for _ in range(3):  # the goal runs ahead of the jammed jaws (its push: the gap)
+                    robot.observe()
+                    squeeze = float(robot.act({gripper.joint: start + 0.5})[g])
+                assert squeeze > start + 0.05
+                if fault == "camera":
+                    state = robot.hold_or_release(PlatformError("camera 'wrist' gave no frame"))
+                else:
+                    chains["follower_left"].hardware_error(7, "overload")
+                    with pytest.raises(ServoFaultError) as raised:
+                        robot.check_faults()
+                    state = robot.hold_or_release(raised.value)
+                assert state.holding
+                servo = chains[gripper.bus].servos[gripper.id]
+                held = robot._convert[gripper.joint].to_joint(servo.get("goal_position"))
+                assert held == pytest.approx(squeeze, abs=0.01), f"{fault}: the gripper let go"
+            finally:
+                robot.disconnect()

@@ -14,8 +14,9 @@ to the range each follower joint was swept through at calibration), moved at mos
 caller's loop periods: a command a late tick sends right after the one before moves almost nothing,
 where a bound per call let two full steps out within a millisecond; `clock=None`, for the
 simulated stack whose calls are its ticks, bounds each call at one period) and kept within
-`LEAD_TICKS` such steps of the position `observe` measured (that bound only ever pulls a
-goal toward where the joint is), BEFORE any byte reaches a bus. A joint found outside its
+`LEAD_TICKS` steps of the config's top speed of the position `observe` measured (that
+bound stops a goal advancing, never pulls one back: a loaded joint keeps the goal it lags),
+BEFORE any byte reaches a bus. A joint found outside its
 limits at `connect` or `hold` is held where it is, then brought back at that bound, never
 snapped back; joints not named in a partial action hold their last goal. The servos are
 checked for hardware errors once a second of ticks; a fault raises
@@ -142,7 +143,9 @@ class DynamixelRobot(Robot):
         # How far a goal may lead the joint's measured position: a joint held back (by the
         # table, by a hand) must not see its goal run on, the servo pushing ever harder and
         # jumping there at full servo speed when freed (lerobot's `max_relative_target`).
-        self.max_lead = self.LEAD_TICKS * self.max_step
+        # Of the config's own speeds: a slowed run (--speed-scale) moves slower, but a loaded
+        # joint lags its goal as far, and a lead scaled down below that lag held it back.
+        self.max_lead = self.LEAD_TICKS * self.max_step / spec.speed_scale
         self._present: np.ndarray | None = None  # the positions observe() read since the last act()
         self._index = {name: i for i, name in enumerate(spec.joint_names)}
         self._goal: np.ndarray | None = None
@@ -287,8 +290,8 @@ class DynamixelRobot(Robot):
         held there: act() brings it back at the velocity bound), or := `goal` [J], the last
         command kept, clamped as act() clamps: the limits, one velocity step from the current
         goal, and the lead over the position read now (a joint held back by the table or a
-        hand is pushed no harder than act() pushed it; the gap a squeezing gripper or a
-        loaded joint holds is well inside that lead). Then read back.
+        hand is pushed no harder than act() pushed it; a squeezing gripper or a loaded joint
+        keeps the goal it lags). Then read back.
 
         Returns float32[J], the pose held. Raises RobotError for a goal after torque_off()
         (a stale command must not re-arm a robot the operator stopped); SafeStateError if a
@@ -321,7 +324,8 @@ class DynamixelRobot(Robot):
 
     def hold_or_release(self, fault: PlatformError | None = None) -> SafeState:
         """After a fault, bus by bus (an arm, a head): each bus whose servos confirm holding
-        their present position goes on holding; each that cannot (a servo its own
+        the last goal sent (the present position after torque_off(); a gripper keeps its
+        squeeze, a loaded joint its lift) goes on holding; each that cannot (a servo its own
         protection switched off, a bus that does not answer), and the bus a servo `fault`
         names (an alarm that leaves torque on, a low input voltage, is read again within a
         second and would end any wait with everything off), has its torque switched off,
@@ -332,16 +336,20 @@ class DynamixelRobot(Robot):
         known). Raises SafeStateError (`holding` set when some bus holds) when a bus that
         had to go limp did not confirm its torque off (the line says which buses hold)."""
         faulted = fault.bus if isinstance(fault, ServoFaultError) and fault.bus in self.buses else None
+        # What holds keeps its last goal, not the measured pose: a gripper's squeeze is the gap
+        # between the two (re-aimed at where it is, it let go of what it carried), as is the
+        # lift a loaded joint needs. A robot whose torque the operator stopped holds as found.
+        last = None if self._torque_off else self._goal
         if faulted is None:
             try:
-                self.hold()
+                self.hold(last)
                 return SafeState("robot is safe: holding position", holding=True)
             except PlatformError as whole:
                 log.error("robot %s: %s; holding bus by bus", self.name, whole)
         held, released, failed = [], [], []
         for name, bus in self.buses.items():
             try:
-                self._hold_bus(name)
+                self._hold_bus(name, last if name != faulted else None)
                 if name != faulted:
                     held.append(f"'{name}'")
                     continue
@@ -365,12 +373,16 @@ class DynamixelRobot(Robot):
             return SafeState(f"robot is safe: torque off on {'; '.join(released)}", holding=False)
         return SafeState(f"robot is safe: {holding}; torque off on {'; '.join(released)}", holding=True)
 
-    def _hold_bus(self, name: str) -> None:
-        """One bus's servos: goal := present position, read back with their torque; raises
-        PlatformError (or SafeStateError, naming the servos) when it is not confirmed."""
+    def _hold_bus(self, name: str, goal: np.ndarray | None = None) -> None:
+        """One bus's servos: goal := `goal`'s joints (float[J], the last goal sent, kept), or
+        := the present position (None); read back with their torque. Raises PlatformError
+        (or SafeStateError, naming the servos) when it is not confirmed."""
         motors = self._bus_motors[name]
-        ticks = self.buses[name].read(["present_position"], [m.id for m in motors])["present_position"]
-        values = {m.id: int(ticks[m.id]) for m in motors}
+        if goal is None:
+            ticks = self.buses[name].read(["present_position"], [m.id for m in motors])["present_position"]
+            values = {m.id: int(ticks[m.id]) for m in motors}
+        else:
+            values = {m.id: self._convert[m.joint].to_ticks(float(goal[self._index[m.joint]])) for m in motors}
         self.buses[name].write("goal_position", values)
         if wrong := self._unconfirmed({name: values}, torque_on=not self._torque_off):
             raise SafeStateError(", ".join(wrong))
@@ -501,8 +513,9 @@ class DynamixelRobot(Robot):
     def _step_allowed(self) -> np.ndarray:
         """float64[J]: how far each joint's goal may move in this command: `max_velocity` x
         the clock time since the last command, at most `CREDIT_TICKS` of the caller's loop
-        periods (the robot's, or longer for a slower loop); one robot period (`max_step`)
-        with no clock, or for the first command after connect() or hold()."""
+        periods (the robot's, or longer for a slower loop, once three intervals tell it);
+        one robot period (`max_step`) with no clock, or for the first command after
+        connect() or hold()."""
         if self._clock is None:
             return self.max_step
         now = self._clock()
@@ -511,6 +524,8 @@ class DynamixelRobot(Robot):
             return self.max_step
         elapsed = max(now - since, 0.0)
         self._intervals.append(elapsed)
+        if len(self._intervals) < 3:  # a median of one or two intervals is the stall itself
+            return self.max_step * min(elapsed * self.spec.fps, self.CREDIT_TICKS)
         # The credit counts the caller's loop periods, not the robot's: a loop slower than
         # robot.fps (a 30 Hz recording or policy on a 50 Hz humanoid) capped at 1.25 robot
         # periods ran every joint at 75 % of its top speed. The median of the last intervals
@@ -525,9 +540,15 @@ class DynamixelRobot(Robot):
         return previous + np.clip(target - previous, -step, step)
 
     def _led(self, goal: np.ndarray, present: np.ndarray, previous: np.ndarray) -> np.ndarray:
-        """`goal` no more than `max_lead` from the measured `present` (only ever pulled toward
-        it), but never out past a limit to follow a joint forced there."""
-        goal = np.clip(goal, present - self.max_lead, present + self.max_lead)
+        """`goal` advanced no further than `max_lead` beyond the measured `present`, and
+        never pulled back past the `previous` goal: a joint that lags its goal under load (a
+        gripper squeezing, an arm holding a weight) keeps the goal it lags. Pulling it to
+        present + lead each tick, as the bound did, lowered the goal under a loaded joint
+        tick after tick (it settled lower, the next goal lower still: the arm sank to its
+        limit whatever was commanded) and eased a squeezing gripper's grip. Never out past a
+        limit to follow a joint forced there."""
+        goal = np.clip(goal, np.minimum(present - self.max_lead, previous),
+                       np.maximum(present + self.max_lead, previous))
         return np.clip(goal, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
 
     def _need_connection(self) -> np.ndarray:

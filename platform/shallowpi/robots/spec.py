@@ -94,6 +94,8 @@ class RobotSpec:
     buses: Mapping[str, BusSpec]
     motors: tuple[MotorSpec, ...]  # follower, in joint order
     leaders: tuple[LeaderSpec, ...] = field(default=())
+    # The factor `with_speed_scale` applied to every joint's max_velocity (1: the config's).
+    speed_scale: float = 1.0
 
     @property
     def joint_names(self) -> list[str]:
@@ -137,7 +139,7 @@ class RobotSpec:
             )
         buses = {n: BusSpec(n, ports.get(n, b.port), b.baud) for n, b in self.buses.items()}
         _check_ports(buses, f"robot '{self.name}'")
-        return RobotSpec(self.name, self.fps, self.joints, self.cameras, buses, self.motors, self.leaders)
+        return dataclasses.replace(self, buses=buses)
 
     def with_speed_scale(self, scale: float) -> RobotSpec:
         """The same robot with every joint's `max_velocity` times `scale` (0 < scale <= 1): the
@@ -146,7 +148,7 @@ class RobotSpec:
         if not 0 < scale <= 1:
             raise ConfigError(f"a speed scale must be in (0, 1], got {scale:g}")
         joints = tuple(dataclasses.replace(j, max_velocity=j.max_velocity * scale) for j in self.joints)
-        return dataclasses.replace(self, joints=joints)
+        return dataclasses.replace(self, joints=joints, speed_scale=self.speed_scale * scale)
 
     @classmethod
     def from_config(cls, cfg: Any) -> RobotSpec:
