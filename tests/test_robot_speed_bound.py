@@ -125,13 +125,12 @@ def test_a_joint_lagging_its_goal_under_load_rises_when_commanded_at_a_slow_spee
 
     arm = robot_spec("arm")
     wrist = next((m.bus, m.id) for m in arm.motors if m.joint == "wrist_flex")
-    with emulated("arm", plant) as (spec, _):
-        with DynamixelRobot(spec.with_speed_scale(0.1), UNCALIBRATED) as robot:
-            j = spec.joint_names.index("wrist_flex")
-            start = float(robot.observe().state[j])
-            sent = []
-            for _ in range(45):  # 1.5 s at 30 Hz
-                robot.observe()
-                sent.append(float(robot.act({"wrist_flex": start + 0.3})[j]))
-                time.sleep(1 / 30)
-            assert min(sent) >= start - 0.01 and sent[-1] > start + 0.1
+    with emulated("arm", plant) as (spec, _), DynamixelRobot(spec.with_speed_scale(0.1), UNCALIBRATED) as robot:
+        j = spec.joint_names.index("wrist_flex")
+        start = float(robot.observe().state[j])
+        sent = []
+        for _ in range(45):  # 1.5 s at 30 Hz
+            robot.observe()
+            sent.append(float(robot.act({"wrist_flex": start + 0.3})[j]))
+            time.sleep(1 / 30)
+        assert min(sent) >= start - 0.01 and sent[-1] > start + 0.1
