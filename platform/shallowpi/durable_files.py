@@ -12,6 +12,7 @@ rename itself survives. A folder is published the same way: its files synced
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -74,3 +75,30 @@ def replace_bytes(path: str | Path, data: Any, durable: bool = True,
     if durable and sync_folder:
         fsync_path(os.path.dirname(path) or ".")
     return written
+
+
+class FileLockHeld(Exception):
+    """Another process holds a `take_file_lock` lock; `holder` is what it wrote in the file."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def take_file_lock(path: str | Path, holder: str) -> tuple[int, bool]:
+    """An exclusive, non-blocking `flock` on `path` (created if missing), with `holder` (who
+    takes it: "pid N ...") written in the file for a refused process to name. Returns (the
+    fd, whether the file still named an earlier holder: a clean release empties it, so one
+    that died holding it left its name). The kernel drops the lock with the process, however
+    it ends. Raises FileLockHeld when another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        named = os.read(fd, 256).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise FileLockHeld(named) from None
+    died = os.fstat(fd).st_size > 0
+    os.ftruncate(fd, 0)
+    os.write(fd, holder.encode())
+    return fd, died

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.durable_files import replace_text
+from shallowpi.durable_files import FileLockHeld, replace_text, take_file_lock
 from shallowpi.errors import StoreError
 
 LOCK_NAME = ".shallowpi.lock"
@@ -57,18 +57,11 @@ def take_writer_lock(folder: Path) -> tuple[int, bool]:
     holding it (it left its pid in the file, which a clean close empties).
 
     Raises StoreError naming the holder's pid when another process writes the store."""
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-        os.close(fd)
-        raise StoreError(f"{folder.name} is being written by {holder}; wait for it or stop it (a recording: or record "
-                         "into another dataset)") from None
-    died = os.fstat(fd).st_size > 0
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()}".encode())
-    return fd, died
+        return take_file_lock(folder / LOCK_NAME, f"pid {os.getpid()}")
+    except FileLockHeld as held:
+        raise StoreError(f"{folder.name} is being written by {held.holder}; wait for it or stop it (a recording: "
+                         "or record into another dataset)") from None
 
 
 def release_writer_lock(fd: int | None, clean: bool = False) -> None:

@@ -5,8 +5,8 @@ still runs) both trained: each cut the other's metrics.jsonl back to its own res
 and deleted the other's checkpoint in the making. The kernel drops the lock with the
 process, however it ends (SIGKILL, OOM), so a stale lock file never blocks a resume.
 
-Not the store's writer lock (data/durable_io.take_writer_lock): that one raises StoreError
-with advice for a recording, and its pid alone names no one on another node of a cluster.
+The lock itself is durable_files.take_file_lock, as the store's writer lock is; the file
+names host and pid here (a pid alone names no one on another node of a cluster).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import socket
 import weakref
 from pathlib import Path
 
+from shallowpi.durable_files import FileLockHeld, take_file_lock
 from shallowpi.train.errors import TrainingError
 
 LOCK_NAME = ".lock"
@@ -29,18 +30,12 @@ class RunLock:
     holder's pid and host) when another process holds it."""
 
     def __init__(self, run_dir: Path) -> None:
-        path = run_dir / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 256).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise TrainingError(f"run folder {run_dir} is in use by another training process ({holder}); wait for "
-                                f"it to end or stop it (two trainers would overwrite each other's metrics and "
+            fd, _ = take_file_lock(run_dir / LOCK_NAME, f"pid {os.getpid()} on {socket.gethostname()}")
+        except FileLockHeld as held:
+            raise TrainingError(f"run folder {run_dir} is in use by another training process ({held.holder}); wait "
+                                f"for it to end or stop it (two trainers would overwrite each other's metrics and "
                                 f"checkpoints), or pass another --run") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         self._release = weakref.finalize(self, _unlock, fd)
 
     def release(self) -> None:
