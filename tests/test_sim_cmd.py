@@ -91,7 +91,7 @@ def test_a_signal_mid_run_keeps_the_finished_episodes_video_strip_and_summary(
     env = {**os.environ, "PYTHONPATH": str(PLATFORM), "MUJOCO_GL": "egl"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "shallowpi", "sim", "--robot", "arm", "--task", "push_block_left",
-         "--episodes", "3", "--size", "32x24", "--video", str(video), "--png", str(strip)],
+         "--episodes", "12", "--size", "32x24", "--video", str(video), "--png", str(strip)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = proc.stdout.readline()  # the first episode's line: it finished
@@ -103,10 +103,11 @@ def test_a_signal_mid_run_keeps_the_finished_episodes_video_strip_and_summary(
         proc.kill()
     out = first + rest
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, out + err
-    steps = [int(n) for n in re.findall(r"^episode \d seed \d: success in (\d+) steps", out, re.M)]
-    assert 1 <= len(steps) < 3, out
-    assert (f"success {len(steps)}/{len(steps)} (100%)" in out
-            and f"stopped after {len(steps)} of 3 episodes" in out), out
+    ended = re.findall(r"^episode \d+ seed \d+: (success|FAILED) in (\d+) steps", out, re.M)
+    steps = [int(n) for _, n in ended]
+    assert 1 <= len(steps) < 12, out  # twelve: a loaded host reads the first line late
+    wins = sum(outcome == "success" for outcome, _ in ended)
+    assert (f"success {wins}/{len(steps)} (" in out and f"stopped after {len(steps)} of 12 episodes" in out), out
     assert f"video: {video}" in out and f"frames: {strip}" in out, out
     assert not list(tmp_path.glob("*.tmp*")), list(tmp_path.iterdir())
     cut = re.search(r"cut short after (\d+) ticks", out)

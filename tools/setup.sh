@@ -97,10 +97,13 @@ fi
 lock_venv "$venv"
 # .complete holds the key the venv was installed for: SHALLOWPI_VENV names one folder
 # whatever pyproject.toml says, so a change of the dependency lists must be found there.
-# An empty one is this script's before it wrote the key: in the default location the
-# folder's name is the key.
+# An empty one is this script's before it wrote the key: taken as this key's (in the default
+# location the folder's name is the key) and written down, not installed again (online).
 installed="$(cat "$venv/.complete" 2>/dev/null || true)"
-[[ -f "$venv/.complete" && -z "$installed" && -z "${SHALLOWPI_VENV:-}" ]] && installed="$key"
+if [[ -f "$venv/.complete" && -z "$installed" ]]; then
+    installed="$key"
+    echo "$key" >"$venv/.complete"
+fi
 if [[ "$installed" == "$key" ]]; then
     # Re-point the editable install at this checkout (CI clones into a new folder).
     "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>/dev/null ||

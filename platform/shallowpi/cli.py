@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from shallowpi import config
 from shallowpi.errors import PlatformError, written_path
 
 # numpy's OpenBLAS runs every matrix product on a pool of one thread per core whose threads
@@ -296,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe (a child's): a bug, keep the traceback
         # `platform doctor | head`: the reader has gone, which is not an error of ours. stdout
         # goes to /dev/null so that the flush at exit does not fail on the pipe again (the
         # Python docs' recipe, "Note on SIGPIPE"); 141 is a shell's status for SIGPIPE.
@@ -310,6 +313,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end was closed (poll says POLLERR)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):  # no stdout to ask
+        return False
+
+
+def _train_settings() -> dict[str, object]:
+    """TrainConfig's settings and their defaults (train/trainer.py; torch is imported only
+    when an override names policy.train or distill.train)."""
+    import dataclasses
+
+    from shallowpi.train.trainer import TrainConfig
+
+    return {f.name: f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(TrainConfig)}
+
+
+config.OPTIONAL_SETTINGS.update({"policy.train": _train_settings, "distill.train": _train_settings})
 
 
 # Errors of the disk a command writes to, not of the command: what went wrong, in words.

@@ -9,10 +9,9 @@ working directory, and every run writes its resolved config next to its outputs
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import yaml
@@ -81,7 +80,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
     for override in overrides:
         _check_override(override)
-    assumed = _train_field_defaults(overrides)
+    assumed = _optional_defaults(overrides)
     # `++` sets a key the preset lacks and overrides one it has.
     overrides = [f"++{o}" if _key_of(o) in assumed and not o.startswith(("+", "~")) else o for o in overrides]
 
@@ -104,16 +103,17 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             if OmegaConf.select(defaults, key, default=None) is None:
                 OmegaConf.update(defaults, key, value, force_add=True)
         _check_value_types(cfg, defaults, overrides)
+        if any(_key_of(o) == "robot.name" for o in overrides) and cfg.robot.get("name") != defaults.robot.get("name"):
+            # The name keys the robot's calibration file, its telemetry socket and its episodes.
+            raise ConfigError(f"robot.name={cfg.robot.get('name')} renames the robot '{defaults.robot.get('name')}'; "
+                              "its name keys its calibration, telemetry and episodes: copy configs/robot/"
+                              f"{defaults.robot.get('name')}.yaml under the new name instead")
     # The last `robot=` is the one Hydra applies (the first was compared: `--robot arm
     # robot=humanoid` blamed arm.yaml, which is fine).
     chosen = next((o.partition("=")[2] for o in reversed(overrides) if _key_of(o) == "robot"), None)
     if chosen is not None and cfg.robot.get("name") != chosen:
         # The name keys the robot's calibration file, its telemetry socket and its episodes: a
         # copy of arm.yaml still named arm would share the arm's calibration.
-        if any(_key_of(o) == "robot.name" for o in overrides):
-            raise ConfigError(f"robot.name={cfg.robot.get('name')} renames the robot '{chosen}'; its name keys its "
-                              f"calibration, telemetry and episodes: copy configs/robot/{chosen}.yaml under the new "
-                              "name instead")
         raise ConfigError(f"configs/robot/{chosen}.yaml names its robot {cfg.robot.get('name')!r}; "
                           f"set name: {chosen} (the file's name)")
     return cfg
@@ -123,27 +123,23 @@ def _key_of(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
-# Sections holding TrainConfig's settings (train/trainer.py). A preset names only the ones
-# it sets, yet every field is a setting of the run: `policy.train.seed=1` was refused as an
-# unknown key (tools/bench/train_sweep.py's own example).
-TRAIN_SECTIONS = ("policy.train", "distill.train")
+# Settings a section takes though its preset may not name them: {section: () -> {setting:
+# default}}. Filled by the layer that owns them (cli.py: TrainConfig's fields, for
+# policy.train and distill.train; this base module imports no stage), asked only when an
+# override names such a section: `policy.train.seed=1` was refused as an unknown key
+# (tools/bench/train_sweep.py's own example), as no preset lists seed.
+OPTIONAL_SETTINGS: dict[str, Callable[[], Mapping[str, object]]] = {}
 
 
-def _train_field_defaults(overrides: Sequence[str]) -> dict[str, object]:
-    """{key: TrainConfig's default} for each override of a TrainConfig field in a
-    TRAIN_SECTIONS section, whether or not the preset sets it."""
+def _optional_defaults(overrides: Sequence[str]) -> dict[str, object]:
+    """{key: its default} for each override of an OPTIONAL_SETTINGS setting, whether or not
+    the preset sets it."""
     keys = [_key_of(o) for o in overrides if not o.startswith("~")]
-    keys = [k for k in keys if k.rpartition(".")[0] in TRAIN_SECTIONS]
-    if not keys:
-        return {}
-    from shallowpi.train.trainer import TrainConfig  # torch: imported only when such a key is set
-
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    defaults = {}
+    defaults: dict[str, object] = {}
     for key in keys:
-        field = fields.get(key.rpartition(".")[2])
-        if field is not None:
-            value = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        section, _, name = key.rpartition(".")
+        if section in OPTIONAL_SETTINGS and name in (settings := OPTIONAL_SETTINGS[section]()):
+            value = settings[name]
             defaults[key] = list(value) if isinstance(value, tuple) else value
     return defaults
 

@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
         latency, cached = chunk_latency(checkpoints, demo.store, settings.latency_repeats, out / "latency.json")
         result["note"] = "latency reused from latency.json" if cached else ""
         # The settings this run used: --teacher replaces the profile's demo.teacher.
-        summary = summarize(checkpoints, evals, deployed, latency, demo.book.entries, dataclasses.asdict(settings))
+        # A teacher this folder trained before stays in its book, not in this run's stages.
+        stages = {k: v for k, v in demo.book.entries.items() if not (given_teacher is not None and k == "teacher")}
+        summary = summarize(checkpoints, evals, deployed, latency, stages, dataclasses.asdict(settings))
         (out / "demo.json").write_text(json.dumps(summary, indent=2))
         picture(summary, out / "demo.png")
         links = {"recorded demonstrations": str(demo.store), "teacher": str(teacher), "student": str(student),

@@ -145,12 +145,17 @@ def run(args: argparse.Namespace) -> int:
         cut = f" (episode {in_flight} cut short after {ticks} ticks)" if in_flight is not None and ticks else ""
         if strip is not None and cut:
             strip.end_episode(f"episode {in_flight}  seed {args.seed + in_flight}  stopped")
+        written = []
         for writer, path, what in ((video, args.video, "video"), (strip, args.png, "frames")):
             if writer is not None:
                 writer.close()  # moves the finished file onto `path`; nothing without frames
-                if frames:
-                    print(f"{what}: {path}{cut}")
-        print(_summary(robot_name, task, results, finished - started, args.episodes, cameras, spec), flush=True)
+                written += [f"{what}: {path}{cut}"] if frames else []
+        # Every file is closed before anything is printed: after SIGHUP (the terminal gone)
+        # a print raises OSError, which left the strip unwritten.
+        with contextlib.suppress(OSError):
+            for line in written:
+                print(line)
+            print(_summary(robot_name, task, results, finished - started, args.episodes, cameras, spec), flush=True)
     return 0
 
 

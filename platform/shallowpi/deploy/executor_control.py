@@ -309,7 +309,7 @@ class ExecutorControl:
     def _fault(self, exc: PlatformError, report: EpisodeReport, last: np.ndarray | None,
                torque_off: bool = True) -> None:
         """A servo or bus fault (`torque_off`: the robot itself is in question): hold the
-        present pose where it can be confirmed and switch torque off where it cannot, bus by
+        last goal where it can be confirmed and switch torque off where it cannot, bus by
         bus (Robot.hold_or_release: one arm's overloaded gripper no longer drops the sound
         arm, and what it carries); what still holds waits for the operator to end it
         (`held_after_fault`), its alarms read. A camera or inference fault (the robot is

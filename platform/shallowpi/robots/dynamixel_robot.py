@@ -27,8 +27,8 @@ read back after a hold, and each torque-off write is acknowledged by its servo.
 The servos' Bus Watchdog stays off (disarmed at connect if another program armed it): the
 driver talks to the bus only while it controls, so a reset wait or a warm-up would trip
 it, after which the servo refuses goals until the watchdog is cleared. A host that dies
-leaves each servo holding a goal at most `LEAD_TICKS` steps of top speed from where the
-joint was, which the watchdog's stop would barely change.
+leaves each servo holding its last goal, sent no more than `LEAD_TICKS` steps of top speed
+ahead of where the joint was, which the watchdog's stop would barely change.
 
 Cameras are a hook: `cameras` maps a role (configs/robot/*.yaml `cameras:`) to any
 object with `latest()` returning a frame (hardware/camera.py's `Frame`, or a bare image).
