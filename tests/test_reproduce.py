@@ -451,18 +451,20 @@ def test_a_students_store_made_again_otherwise_is_refused_and_not_left(reproduce
     students = reproduce.StudentStore("arm", Demos(), tmp_path / "work", argparse.Namespace(teacher_rollouts=2),
                                       tmp_path / "log.txt", stages)
     made = []
+    seed = [1]
 
-    def make(_teacher, sha, seed):  # stands in for the teacher's rollouts merged after the demonstrations
-        make_store(students.path, episodes=2, seed=seed).close()
-        made.append(seed)
-        return kept | {"teacher_sha256": sha, "fingerprint": stage_cache.store_fingerprint(students.path)}
+    def merge(_robot, _demos, _parts, out, _log):  # stands in for the rollouts merged after the demonstrations
+        make_store(out, episodes=2, seed=seed[0]).close()
+        made.append(seed[0])
+        return {}
 
-    monkeypatch.setattr(students, "_make", lambda t, sha: make(t, sha, seed=1))
+    monkeypatch.setattr(reproduce, "record_rollouts", lambda *args: None)
+    monkeypatch.setattr(reproduce, "with_rollouts", merge)
     for _ in range(2):
         with pytest.raises(SystemExit, match=r"arm_rollouts\.zarr was made again and differs from the store"):
             students.ready(teacher)
-        assert not students.path.exists()
-    monkeypatch.setattr(students, "_make", lambda t, sha: make(t, sha, seed=0))
+        assert not students.path.exists() and not list(tmp_path.glob("*.making"))
+    seed[0] = 0
     assert students.ready(teacher) == students.path and students.path.is_dir()
     assert students.ready(teacher) == students.path and made == [1, 1, 0]  # kept: not made again
 
@@ -531,6 +533,16 @@ def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--teacher", f"arm={tmp_path}", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--teacher arm=" in done.stderr and "holds model.safetensors" in done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--block", "--eval-episodes", "--episodes", "--latency-repeats"])
+def test_counts_below_one_are_refused_before_anything_runs(tmp_path, flag):
+    """--block -50 or --eval-episodes 0 wrote an evaluation of no task, which every later
+    run took as complete; --block 0 failed in range() after the row had trained."""
+    done = subprocess.run([sys.executable, str(SCRIPT), flag, "0", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"argument {flag}: must be at least 1, got 0" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_task_noise_must_name_one_of_the_robots_tasks(tmp_path):

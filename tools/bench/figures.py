@@ -164,6 +164,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for i, figure in enumerate(plan, 1):
         print(f"[{time.strftime('%H:%M:%S')}] {i}/{len(plan)} {figure.name} (~{figure.minutes:g} min) ...", flush=True)
+        # Its old record goes first: run() removes the old results, and an attempt cut short
+        # (Ctrl-C) kept the earlier "exit 0", so the next run skipped it as finished.
+        ledger.pop(figure.name, None)
+        ledger_path.write_text(json.dumps(ledger, indent=2))
         ledger[figure.name] = record = run(figure, args.out)
         ledger_path.write_text(json.dumps(ledger, indent=2))
         if record["returncode"]:

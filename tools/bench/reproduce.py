@@ -70,6 +70,8 @@ the shipped teachers given, every row of both robots takes ~5.7 core-hours.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
 import os
@@ -77,6 +79,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,13 +157,29 @@ class StudentStore:
         self.robot, self.demos, self.work, self.args, self.log, self.stages = robot, demos, work, args, log, stages
         self.path = work / f"{robot}_rollouts.zarr"
 
-    def _make(self, teacher: Path, sha: str) -> dict[str, Any]:
+    def _make(self, teacher: Path, sha: str, kept: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record the teacher's rollouts (parts kept in the work folder) and merge them with
+        the demonstrations into the students' store. It is made beside its place and
+        fingerprinted there, then renamed in: a run cut short while it was fingerprinted (it
+        decodes every frame) had left it in place, and the next run trained on it unchecked.
+        `kept`: the stage's kept fingerprint, which a store made again must match (SystemExit
+        in one line otherwise, the store deleted)."""
         parts = self.work / "rollouts" / sha[:16]  # another teacher's parts are never reused
         demos = self.demos.ready()
         record_rollouts(self.robot, teacher, demos, parts, self.args.teacher_rollouts, self.log)
-        counts = with_rollouts(self.robot, demos, parts, self.path, self.log)
+        making = self.path.with_name(self.path.name + ".making")
+        shutil.rmtree(making, ignore_errors=True)
+        counts = with_rollouts(self.robot, demos, parts, making, self.log)
+        found = store_fingerprint(making)
+        if kept is not None and (differ := [part for part in ("rows", "frames") if found[part] != kept[part]]):
+            shutil.rmtree(making)
+            raise SystemExit(f"{self.path} was made again and differs from the store the kept stages were trained "
+                             f"on in its {' and '.join(differ)} (the teacher's episodes came out otherwise on this "
+                             "machine): use another --results")
+        shutil.rmtree(self.path, ignore_errors=True)  # one a run before this code left unchecked
+        making.rename(self.path)
         print(f"{self.robot}: the teacher's rollouts kept, a task: {rollout_summary(counts)}", flush=True)
-        return {"rollouts": counts, "teacher_sha256": sha, "fingerprint": store_fingerprint(self.path)}
+        return {"rollouts": counts, "teacher_sha256": sha, "fingerprint": found}
 
     def ready(self, teacher: Path) -> Path:
         """The students' store for those cut from the checkpoint `teacher`, made first when
@@ -176,14 +195,7 @@ class StudentStore:
                              "rerun with --redo teacher, or use another --results")
         with self.stages.lock("teacher_rollouts"):
             if not self.path.exists():
-                found = self._make(teacher, sha)["fingerprint"]
-                differ = [part for part in ("rows", "frames") if found[part] != made["fingerprint"][part]]
-                if differ:
-                    # Not left in place: the next run would find it and train on it unchecked.
-                    shutil.rmtree(self.path)
-                    raise SystemExit(f"{self.path} was made again and differs from the store the kept stages were "
-                                     f"trained on in its {' and '.join(differ)} (the teacher's episodes came out "
-                                     "otherwise on this machine): use another --results")
+                self._make(teacher, sha, kept=made["fingerprint"])
             shutil.rmtree(self.work / "rollouts", ignore_errors=True)  # merged and kept: the parts are spent
         return self.path
 
@@ -436,6 +448,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
                     and result.get("judge_sha256") == judge_fingerprint()  # by the same detectors
                     and result.get("episode_time_s") == args.eval_time_s
                     and result.get("render_size") == render_size(args)
+                    and len(result["tasks"]) == len(make_tasks(robot))  # an empty one was "enough"
                     and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
 
         return stages.run(name, lambda: evaluate_row(paths["weights"], trained["weights_sha256"], robot,
@@ -456,8 +469,13 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         made = teacher if name == "teacher" else stages.kept(f"train_{name}")
         done = stages.kept(f"eval_{name}")
+        # As an asked row's evaluation is judged (`enough`): a quick look with a shorter
+        # episode cap, another render size or fewer seeds does not join the full table.
         if (name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]
                 and done.get("judge_sha256") == judge_fingerprint()
+                and done.get("episode_time_s") == args.eval_time_s and done.get("render_size") == render_size(args)
+                and len(done.get("tasks", {})) == len(make_tasks(robot))
+                and all(task["episodes"] >= args.eval_episodes for task in done["tasks"].values())
                 and made.get("teacher_sha256", teacher["weights_sha256"]) == teacher["weights_sha256"]):
             trained[name], evals[name] = made, done
     rows = [ROWS[n] for n in names if n in evals]
@@ -497,12 +515,31 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
+@contextlib.contextmanager
+def results_lock(results: Path) -> Iterator[None]:
+    """Hold the results folder's lock (blocking): one run at a time writes what every run
+    there shares."""
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / ".results.lock", "w") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        yield
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 blocks or seeds made an empty evaluation that a
+    later run took as complete; a negative block size, the same)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--robots", nargs="+", default=["arm", "humanoid"], choices=sorted(ROBOT_ROWS))
     ap.add_argument("--rows", nargs="+", choices=list(ROWS), help="only these rows (default: the robot's)")
     ap.add_argument("--policy", default="teacher", help="the teacher's preset (configs/policy/)")
-    ap.add_argument("--episodes", type=int, default=80, help="demonstrations per task (default 80)")
+    ap.add_argument("--episodes", type=positive, default=80, help="demonstrations per task (default 80)")
     ap.add_argument("--size", default="64x64", help="camera renders WxH (default 64x64)")
     ap.add_argument("--sim-noise", type=float, default=0.005, help="DART noise while recording (default 0.005)")
     ap.add_argument("--task-noise", nargs="*", metavar="TASK=NOISE",
@@ -518,13 +555,14 @@ def main() -> None:
     ap.add_argument("--student-steps", type=int, default=6000,
                     help="each trained student's steps (default 6000: at 2,000 the 6-layer student is "
                          "still 1-8 points under the teacher, BENCHMARKS.md Distillation (c))")
-    ap.add_argument("--eval-episodes", type=int, default=200, help="unseen seeds per task and model (default 200)")
+    ap.add_argument("--eval-episodes", type=positive, default=200, help="unseen seeds per task and model (default 200)")
     ap.add_argument("--eval-time-s", type=float, help="cap each evaluated episode (quick looks only)")
     ap.add_argument("--eval-workers", type=int, default=2, help="evaluation processes (default 2, one a core)")
     ap.add_argument("--record-workers", type=int, default=2,
                     help="recording processes for a store not yet begun (default 2, one a core; the same episodes)")
-    ap.add_argument("--block", type=int, default=50, help="seeds per resumable evaluation block (default 50)")
-    ap.add_argument("--latency-repeats", type=int, default=30, help="interleaved rounds of chunk timing (default 30)")
+    ap.add_argument("--block", type=positive, default=50, help="seeds per resumable evaluation block (default 50)")
+    ap.add_argument("--latency-repeats", type=positive, default=30,
+                    help="interleaved rounds of chunk timing (default 30)")
     ap.add_argument("--retime", action="store_true",
                     help="time every depth's chunk again (after a change to the inference code) and remake the "
                          "table; finished rows are not trained or evaluated again; once: leave it out of later reruns")
@@ -561,15 +599,20 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # training beside evaluation: 2 threads collapse
     exit_on_sigterm()
     args.out.mkdir(parents=True, exist_ok=True)
-    for robot in args.robots:
-        replace_text(args.results / robot / "rows.json", json.dumps(reproduce_robot(robot, args), indent=2),
-                     durable=False)
-    # The table holds every robot the results folder has, whichever run made it (a run of
-    # the humanoid alone must not drop the arm's rows from table.md); each robot's recipe is
-    # its ROBOT/recipe.json.
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "results", "teacher")} | {
         "teachers": {robot: portable(path) for robot, path in args.teachers.items()}}
-    text, paths = report(args.results, last_run=settings)
+    for robot in args.robots:
+        rows = json.dumps(reproduce_robot(robot, args), indent=2)
+        with results_lock(args.results):
+            replace_text(args.results / robot / "rows.json", rows, durable=False)
+    # The table holds every robot the results folder has, whichever run made it (a run of
+    # the humanoid alone must not drop the arm's rows from table.md); each robot's recipe is
+    # its ROBOT/recipe.json. Runs sharing the folder (as the docs suggest) finish together
+    # when one waited on the other's stage: one writes rows.json and the report at a time
+    # (both wrote through one rows.json.partial: a rename failed after hours, or the report
+    # read a torn file).
+    with results_lock(args.results):
+        text, paths = report(args.results, last_run=settings)
     print(text)
     print("wrote " + ", ".join(str(p) for p in paths))
 

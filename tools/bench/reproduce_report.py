@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,9 @@ def plot(results: list[dict[str, Any]], folder: Path) -> list[Path]:
     fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
     for result in results:
         rows = result["rows"]
-        full = sorted((r for r in rows if r["row"] == "teacher" or r["row"].startswith("shallow")),
+        # The teacher and the all-loss students by depth (shallow6f, the humanoid's student of
+        # successful episodes only, is another recipe at 6 layers: not on this line).
+        full = sorted((r for r in rows if r["row"] == "teacher" or re.fullmatch(r"shallow\d+", r["row"])),
                       key=lambda r: r["layers"])
         for task in sorted({t for r in rows for t in r["tasks"]}):
             pts = [(r["layers"], r["tasks"][task]) for r in full if task in r["tasks"]]
