@@ -395,3 +395,120 @@ def test_the_robots_reset_time_is_finite_whichever_way_it_is_given(flag, setting
         _seconds(flag, setting, "reset_time_s", positive=False)
     assert str(raised.value) == expected
     assert _seconds(None, 0.0, "reset_time_s", positive=False) == 0.0
+
+
+def _deploy_tiny(tmp_path: Path, *words: str) -> tuple[int, dict]:
+    """`platform deploy --sim` in this process (so a test can patch the recorder's writer) of
+    a tiny untrained checkpoint reading the arm's front camera only (the twin has front and
+    wrist), with torch, for half-second episodes; its exit code and its --json."""
+    from deploy_fixtures import tiny_checkpoint
+    from shallowpi.cli import parse_command
+
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=7, cameras=("front",))
+    report = tmp_path / "run.json"
+    args = parse_command(["deploy", "--policy", str(ckpt), "--robot", "arm", "--backend", "torch",
+                          "--episode-time-s", "0.5", "--no-tui", "--json", str(report), *words,
+                          f"telemetry.address={tmp_path}/deploy.sock"])
+    code = args.run(args)
+    return code, json.loads(report.read_text())
+
+
+def test_a_recording_disk_found_full_between_episodes_is_a_fault_and_the_run_reports(tmp_path, monkeypatch, capsys):
+    """The writer runs seconds behind the loop, so a commit that fails (the disk full) is
+    often found at the next episode's begin: that raised out of the run (exit 2, no summary,
+    no --json, and on the robot torque off at once). It is a policy-side fault as in a tick:
+    counted, the robot held with torque on (on the robot, until the operator ends it), the
+    summary and --json written."""
+    import errno
+
+    from shallowpi.data import episode_writer
+    from shallowpi.record.writer import BackgroundWriter
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    begin = BackgroundWriter.begin
+
+    def after_the_writer_caught_up(self, *args, **kwargs):
+        deadline = time.monotonic() + 30  # the robot's reset countdown: the writer reaches the commit
+        while self.stats().pending_episodes and self.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return begin(self, *args, **kwargs)
+
+    monkeypatch.setattr(episode_writer.EpisodeWriter, "commit", disk_full)
+    monkeypatch.setattr(BackgroundWriter, "begin", after_the_writer_caught_up)
+    code, data = _deploy_tiny(tmp_path, "--sim", "--episodes", "3", "--record", str(tmp_path / "deployed"))
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert data["safety"]["faults"] == 1 and data["episodes"] == 1 and not data["complete"]
+    assert data["per_episode"][0]["ended"] == "time limit"  # the episode ran; its recording failed after
+    assert "success 0/1 | inference p50" in out and "faults 1" in out
+    assert "[deploy] fault: writing " in out and "the disk is full (ENOSPC)" in out  # FAULT, on the status line
+
+
+def test_the_json_says_the_delay_that_ran_and_that_a_run_a_fault_cut_short_is_incomplete(tmp_path, monkeypatch):
+    """--json's delay_ms was --delay-ms alone (0 for deploy.injected_delay_s=0.05), and
+    `complete` was true for a run whose last episode a fault ended (a recording that fell
+    behind, here), cut short and judged a failure as a stopped one is."""
+    from shallowpi.record.writer import BackgroundWriter, WriterError
+
+    add_frame = BackgroundWriter.add_frame
+    frames = []
+
+    def behind_from_the_tenth(self, *args, **kwargs):
+        frames.append(1)
+        if len(frames) >= 10:
+            raise WriterError("the disk is behind: the writer's queue of 256 frames stayed full for 0.25 s")
+        return add_frame(self, *args, **kwargs)
+
+    monkeypatch.setattr(BackgroundWriter, "add_frame", behind_from_the_tenth)
+    code, data = _deploy_tiny(tmp_path, "--sim", "--episodes", "1", "--record", str(tmp_path / "deployed"),
+                              "deploy.injected_delay_s=0.05")
+    assert code == 1 and data["safety"]["faults"] == 1
+    assert data["delay_ms"] == pytest.approx(50.0)
+    assert data["episodes"] == data["episodes_asked"] == 1 and data["per_episode"][0]["ended"] == "fault"
+    assert data["complete"] is False
+
+
+def test_deploy_stack_records_a_policy_that_reads_fewer_cameras_than_the_robot(tmp_path):
+    """--sim stack rendered every camera of the robot while --record's store holds the
+    policy's: a policy trained on the front camera alone ended each episode as a fault at
+    its first recorded tick ("frame has keys the store does not hold"). The stack twin
+    renders the policy's cameras, as --sim direct does."""
+    code, data = _deploy_tiny(tmp_path, "--sim", "stack", "--episodes", "1", "--record", str(tmp_path / "deployed"))
+    assert code == 0 and data["per_episode"][0]["ended"] == "time limit", data
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        assert len(store) == 1 and store.episodes[0].length == 15  # 0.5 s at 30 Hz
+        assert [k for k in store.features if k.startswith("observation.images.")] == ["observation.images.front"]
+    import argparse
+
+    from shallowpi.commands.deploy_targets import twin_target
+    from shallowpi.deploy.bundle import Bundle
+
+    args = argparse.Namespace(robot="arm", task=None, jetson=None, data_root=None, overrides=[],
+                              episode_time_s=None, sim="stack")
+    target = twin_target(args, Bundle.load(tmp_path / "ckpt.bundle"))
+    assert target.robot.twin_spec.cameras == ("front",) and target.spec.cameras == ("front", "wrist")
+
+
+def test_a_deployment_recording_keeps_the_stores_cameras_of_what_the_robot_observes(tmp_path):
+    """A target observing a camera the policy does not read (the store --record made holds
+    the policy's): the row recorded is the store's, not a fault at the first tick."""
+    from types import SimpleNamespace
+
+    from shallowpi.commands.deploy_recording import DeploymentRecorder
+    from shallowpi.robots.observation import Frame, Observation
+
+    target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
+                             camera_shapes={"front": (16, 16), "wrist": (16, 16)}, calibration_id="cal-x", fps=30.0)
+    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
+    on_tick = recorder.begin("count", "counting", 30.0)
+    for tick in range(3):
+        frames = {role: Frame(np.full((16, 16, 3), tick, np.uint8), tick / 30, tick) for role in ("front", "wrist")}
+        on_tick(Observation(tick / 30, np.zeros(2, np.float32), frames), np.zeros(2, np.float32))
+    recorder.end(None, "time limit")
+    recorder.close()
+    assert recorder.writer.failure is None
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        assert len(store) == 1 and store.episodes[0].length == 3
+        assert store.read_episode(0, ["observation.images.front"])["observation.images.front"][:, 0, 0, 0].tolist() == [0, 1, 2]

@@ -570,3 +570,34 @@ def test_the_warm_up_latency_is_the_first_delay_estimate_except_under_sync(strat
     (after one action of the first, when the warm-up took a chunk's length)."""
     selection = ExecutorConfig(strategy=strategy, realtime=False).selection_for(initial_delay=5)
     assert selection.initial_delay == expected
+
+
+def test_a_chunk_dropped_as_stale_counts_in_the_latency_percentiles_and_the_json():
+    """Latency was recorded only for the chunks kept: the 1.2 s hiccup that got a chunk
+    dropped (deploy.max_chunk_age_s 1.0) vanished from p50/p99, and the drop itself from
+    per_episode, the summary and --json. Every chunk back is timed now, and the drops and
+    chunks are counted there."""
+    from shallowpi.commands.deploy_cmd import _summary
+
+    executor, report, _, _ = run("async", latencies=(0.0, 0.0, 0.0, 1.2, 0.0), realtime=True, ticks=90)
+    assert report.stale_chunks == 1 and report.ended == "time limit"
+    assert len(report.latency_ms) == report.chunks + report.stale_chunks and max(report.latency_ms) >= 1200
+    summary = _summary([report], executor, judged=False)
+    assert summary["inference_p99_ms"] > 500, summary["inference_p99_ms"]  # the kept ones' alone: a few ms
+    assert summary["stale_chunks"] == 1 and summary["chunks"] == report.chunks
+    assert {k: summary["per_episode"][0][k] for k in ("chunks", "stale_chunks")} == {
+        "chunks": report.chunks, "stale_chunks": 1}
+    assert "stale chunks dropped 1" in summary["line"]
+
+
+def test_every_delay_of_the_episode_is_reported_not_only_the_selectors_window():
+    """The episode's delays were the selector's window (its last 10, the estimate's): a
+    spike on the second chunk was gone from per_episode and the episode line's "delay N
+    ticks max" by the episode's end. Each chunk taken but the first (cold) is reported."""
+    from shallowpi.commands.deploy_cmd import _episode_line
+
+    # warm-up twice, the first chunk, then one 0.25 s chunk (8 ticks at 30 Hz), then prompt ones
+    _, report, _, _ = run("async", latencies=(0.0, 0.0, 0.0, 0.25, 0.0), ticks=150)
+    assert report.chunks > 12 and len(report.delays) == report.chunks - 1  # past the window of 10
+    assert report.delays[0] >= 7, report.delays
+    assert f"delay {max(report.delays)} ticks max" in _episode_line(0, 1, report)

@@ -259,21 +259,80 @@ def test_a_backend_still_computing_after_the_episode_is_not_used_again():
     assert "still computing a chunk 1 s after the episode ended" in executor.status.message
 
 
-def test_a_servo_fault_while_holding_after_a_policy_fault_turns_torque_off():
+def test_a_servo_fault_while_holding_after_a_policy_fault_is_handled_as_in_a_tick():
+    """A servo overloading in the hold after a policy fault was e-stopped: every bus limp (a
+    humanoid's sound arm dropped what it held), the run shown as stopped by the operator,
+    the fault uncounted. It is a fault as in a tick: counted, FAULT shown, what confirms
+    holding holds (Robot.hold_or_release) and waits for the operator's stop; a robot left
+    holding nothing is limp, and the wait ends there."""
     from shallowpi.commands.deploy_holds import hold_until_the_operator_ends
+    from shallowpi.telemetry.executor_status import ExecutorState
 
-    robot = CountingRobot()
-    executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
-                        ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-    executor.warm_up("count")
-    assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
-    robot.alarm = "servo 3 on bus arm reports an overload"
-    said: list[str] = []
+    def policy_fault() -> tuple[Executor, CountingRobot]:
+        robot = CountingRobot()
+        executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
+                            ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+        executor.warm_up("count")
+        assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
+        robot.alarm = "servo 3 on bus arm reports an overload"
+        return executor, robot
+
+    executor, robot = policy_fault()
+
+    def operator(status) -> None:  # stops once the overload is shown
+        if executor.safety.faults == 2:
+            executor.stop()
+
     started = time.perf_counter()
-    hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02)
-    assert time.perf_counter() - started < 2.0  # checked once a second, as observe() checks
-    assert executor.estopped and not executor.held_after_fault
-    assert "a servo fault while the robot held: servo 3 on bus arm reports an overload; torque off" in said
+    hold_until_the_operator_ends(executor, operator, [].append, period_s=0.02)
+    assert time.perf_counter() - started < 2.5  # read once a second, as observe() reads
+    assert not executor.estopped and "torque_off" not in robot.calls and robot.calls[-1] == "hold"
+    assert executor.status.state is ExecutorState.FAULT and "overload" in executor.status.message
+    executor, robot = policy_fault()
+    robot.fault_at = robot.ticks  # the overloaded servo let go: its hold is not confirmed
+    threading.Timer(5.0, executor.stop).start()  # an operator, should the wait go on
+    started = time.perf_counter()
+    hold_until_the_operator_ends(executor, lambda status: None, [].append, period_s=0.02)
+    assert time.perf_counter() - started < 2.5 and not executor.held_after_fault  # nothing holds: no wait
+    assert executor.safety.faults == 2 and not executor.estopped and robot.calls[-1] == "torque_off"
+
+
+def test_a_servo_fault_while_the_robot_waits_for_the_operator_is_a_fault_not_an_estop(monkeypatch):
+    """Waiting for Enter before the first move, and holding after the last episode until
+    released, a servo alarm was handled with estop(): every bus limp, the run shown as
+    e-stopped by the operator, the fault uncounted (exit 0, --json faults 0). It is handled
+    as in a tick, as the reset's wait handles it: counted, FAULT shown, what confirms
+    holding holds for the operator (held_after_fault), and the wait ends."""
+    import os
+    import pty
+    import sys
+
+    from shallowpi.commands.deploy_holds import hold_until_released, wait_for_go
+    from shallowpi.telemetry.executor_status import ExecutorState
+
+    main, side = pty.openpty()  # deploy's terminal: nobody presses Enter
+    monkeypatch.setattr(sys, "stdin", os.fdopen(side, "r"))
+    try:
+        for waiting in ("go", "released"):
+            robot = CountingRobot()
+            executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+            executor.warm_up("count")
+            if waiting == "go":
+                robot.alarm = "servo 3 on bus arm reports an overload"
+                started = time.perf_counter()
+                wait_for_go(executor, lambda status: None, [].append, episodes=1, period_s=0.02)
+            else:
+                executor.run_episode("count", 10)
+                executor.done(1)
+                robot.alarm = "servo 3 on bus arm reports an overload"
+                started = time.perf_counter()
+                hold_until_released(executor, lambda status: None, [].append, keys=True, period_s=0.02)
+            assert time.perf_counter() - started < 2.5, waiting
+            assert executor.safety.faults == 1 and executor.stopped and not executor.estopped, waiting
+            assert executor.status.state is ExecutorState.FAULT and "overload" in executor.status.message
+            assert executor.held_after_fault and "torque_off" not in robot.calls, waiting
+    finally:
+        os.close(main)
 
 
 def test_a_second_signal_leaves_at_once_unless_the_robot_holds_after_a_fault():

@@ -469,3 +469,47 @@ def test_on_the_robot_each_episode_starts_from_the_demonstrations_start_pose(tmp
     for index in range(2):
         first = store.read_episode(index)["observation.state"][0]
         assert np.all(np.abs(first - start) <= step + 0.02), (index, first)  # within a tick (and the servo's lag)
+
+
+@pytest.mark.slow
+def test_a_servo_fault_while_the_robot_holds_after_the_last_episode_is_counted_as_a_fault(tmp_path, capsys, monkeypatch):
+    """After the last episode the robot holds until released; a servo overloading there was
+    e-stopped: the run shown as stopped by the operator, exit 0 and --json faults 0. It is
+    a fault as in a tick: counted (exit 1, faults 1), shown, its bus released (the arm's one
+    bus: nothing left holding, so nothing to wait for), and torque is off at the end."""
+    import pty
+    import sys
+
+    from shallowpi.commands.deploy_holds import WAITING_FOR_GO
+    from shallowpi.telemetry.executor_status import ExecutorState
+
+    arm = robot_spec("arm")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",))
+    main, side = pty.openpty()
+    monkeypatch.setattr(sys, "stdin", os.fdopen(side, "r"))
+    report = tmp_path / "run.json"
+    with emulated("arm") as (spec, chains), _FrontCamera() as camera:
+        def overload_in_the_last_hold() -> None:
+            _watch_executor(tmp_path / "deploy.sock", lambda status: status.message == WAITING_FOR_GO)
+            os.write(main, b"\n")
+            _watch_executor(tmp_path / "deploy.sock", lambda status: status.state is ExecutorState.DONE
+                            and "holding with torque on" in status.message)
+            chains["follower"].hardware_error(3, "overload")
+
+        words = [w for w in _deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "1",
+                                          "--episode-time-s", "0.5", "--reset-time-s", "0", "--allow-uncalibrated",
+                                          "--json", str(report))
+                 if w != "--yes"]
+        args = parse_command(words)
+        faulter = threading.Thread(target=overload_in_the_last_hold, daemon=True)
+        faulter.start()
+        code = args.run(args, camera_devices=lambda: [camera.device.device])
+        faulter.join(5)
+        torque_after = [s.torque for s in chains["follower"].servos.values()]
+    os.close(main)
+    out = capsys.readouterr().out
+    assert code == 1, out
+    data = json.loads(report.read_text())
+    assert data["safety"]["faults"] == 1 and data["per_episode"][0]["ended"] == "time limit"
+    assert "[deploy] fault: " in out and "overload" in out and "e-stopped" not in out
+    assert not any(torque_after)

@@ -70,6 +70,10 @@ log = logging.getLogger(__name__)
 
 HELP = "run a policy on the robot or its twin through the on-device executor (bundle, backend, watchdog)"
 
+# How an episode ends short of its time or success (EpisodeReport.ended): a run holding one
+# is not the run asked for (--json "complete").
+CUT_SHORT = ("stopped", "e-stop", "fault")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --policy, the robot and Jetson flags, and the executor's flags."""
@@ -155,7 +159,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     from shallowpi.deploy.executor import Executor
     from shallowpi.deploy.jetson import JetsonProfile, detect, plan
     from shallowpi.deploy.reference import check as check_reference
-    from shallowpi.errors import ConfigError
+    from shallowpi.errors import ConfigError, PlatformError
     from shallowpi.robots.base import ticks_in
     from shallowpi.telemetry.publisher import TelemetryPublisher
 
@@ -323,12 +327,19 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             target.start_episode(seed, waiting)
             if executor.stopped:  # stopped while the robot held for the reset
                 break
-            on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps) if recorder else None
+            try:
+                on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps) if recorder else None
+            except PlatformError as exc:  # the writer failed on an episode before (it runs seconds behind)
+                executor.policy_fault(exc)
+                break
             report = executor.run_episode(target.instruction, ticks_in(target.episode_s, target.fps), seed,
                                           success=target.success_check(),
                                           stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:
-                recorder.end(report.success, report.ended, seed if args.sim else None)
+                try:
+                    recorder.end(report.success, report.ended, seed if args.sim else None)
+                except PlatformError as exc:  # as at begin: a fault with torque on, not an error out of the run
+                    executor.policy_fault(exc, report.sent[-1] if report.sent else None)
             executor.status.successes += bool(report.success)
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))
@@ -337,6 +348,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         executor.done(len(reports))
         if target.on_hardware and not args.yes and not executor.stopped:
             hold_until_released(executor, publish, say, keys=dashboard is not None)
+            if executor.held_after_fault:  # a servo faulted as it held: the sound buses hold on
+                hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
     except BaseException as exc:
         # An error before the first motion (a backend that will not warm up); Ctrl-C at the
         # go question is the operator's word, and turns torque off.
@@ -365,16 +378,18 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     summary = _summary(reports, executor, judged=not target.on_hardware)
     print(summary["line"])
     if args.json:
-        # Stopped early (Ctrl-C, a stop key), the last episode was cut off and judged a failure:
-        # `complete` says whether the run is the one asked for.
-        complete = len(reports) == args.episodes and not any(r.ended in ("stopped", "e-stop") for r in reports)
+        # Stopped early (Ctrl-C, a stop key) or by a fault, the last episode was cut off and
+        # judged a failure: `complete` says whether the run is the one asked for.
+        complete = len(reports) == args.episodes and not any(r.ended in CUT_SHORT for r in reports)
         args.json.write_text(json.dumps({**summary, "episodes_asked": args.episodes, "complete": complete,
                                          "profile": profile.name, "plan": decision.message,
                                          "backend": backend_name, "runs_on": backend.runs_on(),
                                          "parity_std": parity.error_std if parity else None,
                                          "bundle_sha256": bundle.digest, "strategy": exec_cfg.strategy.value,
                                          "rtc_mask": exec_cfg.rtc_mask, "seam_ticks": exec_cfg.seam_ticks,
-                                         "delay_ms": args.delay_ms or 0.0, "speed_scale": args.speed_scale or 1.0,
+                                         # the delay that ran: --delay-ms, else deploy.injected_delay_s
+                                         "delay_ms": float(exec_cfg.injected_delay_s) * 1e3,
+                                         "speed_scale": args.speed_scale or 1.0,
                                          "bundle": str(bundle.path)}, indent=2))
     faults = executor.safety.faults if executor else 0
     return 1 if faults else 0
@@ -502,12 +517,17 @@ def _summary(reports: list[Any], executor: Any, judged: bool) -> dict[str, Any]:
     line = (f"{outcome} | inference p50 {p50:.0f} ms, p99 {p99:.0f} ms | loop p99 "
             f"{loop_p99:.1f} ms, {sum(r.overruns for r in reports)} overruns | safety: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    # Dropped, back past deploy.max_chunk_age_s: the robot held for each (their latencies are in the p99).
+    if stale_chunks := sum(r.stale_chunks for r in reports):
+        line += f", stale chunks dropped {stale_chunks}"
     if exchanges := sum(r.link_exchanges for r in reports):  # a servo bus (not the direct twin)
         line += f" | servo link: {sum(r.link_failed_tries for r in reports)} of {exchanges} exchanges retried"
     return {"line": line, "successes": successes if judged else None, "episodes": len(reports),
             "inference_p50_ms": float(p50),
             "inference_p99_ms": float(p99), "loop_p99_ms": loop_p99, "safety": counts,
+            "chunks": sum(r.chunks for r in reports), "stale_chunks": stale_chunks,
             "per_episode": [{"seed": r.seed, "success": r.success, "ended": r.ended, "ticks": r.ticks,
+                             "chunks": r.chunks, "stale_chunks": r.stale_chunks,
                              "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
                              "max_step": r.max_step,
                              "clamps": r.clamps, "clamped_joints": r.clamped_joints,

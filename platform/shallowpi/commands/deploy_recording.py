@@ -73,6 +73,7 @@ class DeploymentRecorder:
         self.camera_serials = {role: serial for role, serial in camera_serials(getattr(target, "cameras", {})).items()
                                if role in cameras}
         self.path, self._t0 = path, 0.0
+        self._keys = frozenset(self.store.features)  # what each row may hold
         self._next = len(self.store)  # the store index of the next episode begun
         self.calibration_id = target.calibration_id
 
@@ -89,7 +90,10 @@ class DeploymentRecorder:
 
             self._t0 = obs.time_s if self._t0 < 0 else self._t0
             row = lerobot_row(obs, obs.time_s - self._t0)  # on the episode's clock
-            values = {**row.values, "action": np.asarray(sent, np.float32)}
+            # The store's features only: a target may observe a camera the policy does not
+            # read (one the store was not made with), which ended the episode as a fault.
+            values = {key: value for key, value in row.values.items() if key in self._keys}
+            values["action"] = np.asarray(sent, np.float32)
             self.writer.add_frame(values, row.timestamp, row.capture_times, max_wait_s=RECORD_MAX_WAIT_S)
 
         return on_tick

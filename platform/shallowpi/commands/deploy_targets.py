@@ -18,6 +18,7 @@ it succeeded:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -230,7 +231,10 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
         from shallowpi.robots.sim.stack import StackSimRobot
         from shallowpi.robots.spec import RobotSpec
 
-        robot = StackSimRobot(RobotSpec.from_config(cfg.robot), spec)
+        # The policy's cameras only, as direct renders them (and the robot's target opens
+        # them): the store --record makes holds those.
+        rendered = dataclasses.replace(spec, cameras=tuple(bundle.cameras))
+        robot = StackSimRobot(RobotSpec.from_config(cfg.robot), rendered)
     else:
         from shallowpi.robots.sim.direct import DirectSimRobot
 

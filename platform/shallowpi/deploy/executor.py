@@ -265,7 +265,6 @@ class Executor(ExecutorControl):
         # A fault ends an episode as a failure whatever the scene shows (a diverged twin was
         # reset to its load poses by MuJoCo).
         report.success = None if success is None else report.ended != "fault" and success()
-        report.delays = selector.measured_delays
         report.period_p99_ms = clock.percentiles_ms()[1]
         report.overruns = clock.overruns
         link = robot.link_counts().since(self._link_start)
@@ -323,6 +322,13 @@ class Executor(ExecutorControl):
                 f"{self.cfg.max_chunk_age_s:g} s after it was asked for; the backend {self.backend.name} is too slow")
 
     def _deliver(self, selector: ActionSelector, done: Done, report: EpisodeReport) -> bool:
+        """Hand a finished chunk to the selector; True when it was taken (False: asked before
+        the watchdog dropped the chunks, or back too old). Every chunk that comes back is
+        timed, the ones dropped too: a latency p99 of the kept ones alone would hide the
+        hiccups that got them dropped."""
+        if done.error is None:
+            report.latency_ms.append(1e3 * done.latency_s)
+            self._latencies.append(1e3 * done.latency_s)
         if done.request is not selector.pending:  # asked before the watchdog dropped the chunks
             return False
         if done.error is not None:  # the backend's (onnxruntime, TensorRT, torch): the robot is sound
@@ -346,9 +352,11 @@ class Executor(ExecutorControl):
             return False
         selector.deliver(done.request, done.chunk)
         self._unanswered_since = None
+        if report.chunks:  # as the selector's estimate, the first (cold) chunk's is not counted
+            # The episode's every delay: the selector keeps only its window's (delay_window),
+            # where an early spike no longer shows at the episode's end.
+            report.delays.append(selector.tick - done.request.tick)
         report.chunks += 1
-        report.latency_ms.append(1e3 * done.latency_s)
-        self._latencies.append(1e3 * done.latency_s)
         return True
 
     def _ticks(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:

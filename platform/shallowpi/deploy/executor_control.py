@@ -49,9 +49,9 @@ class EpisodeReport:
     success: bool | None
     ticks: int = 0
     steps: int = 0  # actions sent from chunks
-    chunks: int = 0
-    latency_ms: list[float] = field(default_factory=list)
-    delays: list[int] = field(default_factory=list)
+    chunks: int = 0  # taken by the selector (stale_chunks: dropped)
+    latency_ms: list[float] = field(default_factory=list)  # every chunk back, those dropped as stale too
+    delays: list[int] = field(default_factory=list)  # ticks from request to delivery, each chunk taken but the first
     holds: int = 0
     hold_ticks: int = 0
     seam_trips: int = 0
@@ -295,6 +295,14 @@ class ExecutorControl:
         except PlatformError as exc:
             self._fault(exc, report or EpisodeReport(-1, None), None)
 
+    def policy_fault(self, exc: PlatformError, last: np.ndarray | None = None) -> None:
+        """A fault of the policy's side found between episodes (the recording's writer,
+        seconds behind the loop, failing at an episode's begin or end): the robot is sound,
+        so it is handled as one in a tick (`_fault`, torque on): counted, FAULT shown, the
+        robot holding `last` (else its measured pose) until the operator ends it, the run
+        stopped."""
+        self._fault(exc, EpisodeReport(-1, None), last, torque_off=False)
+
     def _observe(self, report: EpisodeReport, last: np.ndarray) -> Observation | None:
         """The robot's observation, or None once its fault is handled: a silent camera
         leaves the servos sound, so it holds `last` with torque on, as for a policy fault
@@ -336,6 +344,8 @@ class ExecutorControl:
             said = f"; robot NOT confirmed safe: {hold_exc}; cut the servo power"
         if holding and not self._stop.is_set():  # a stop asked for already (the same tick) is the operator's word
             self._held_after_fault.set()
+        elif not holding:  # a servo fault in a hold after a fault left nothing holding: nothing to wait for
+            self._held_after_fault.clear()
         self._set(ExecutorState.FAULT, f"fault: {exc}{said}")
         self._stop.set()
 
