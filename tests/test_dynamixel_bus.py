@@ -325,20 +325,25 @@ def test_ctrl_c_during_an_exchange_leaves_the_port_free_for_torque_off(chain):
 
     # Tries enough to outlast a late timer on a loaded host (a read ended by BusError would
     # leave the signal to pytest), with a long wait for each reply and a short drain after
-    # it, so the signal lands in a wait.
-    with make_bus(chain, retries=1000, latency_timer_ms=100.0) as bus:
-        bus.set_torque(True)
-        # The first reply never comes: the signal lands in its wait (the end of any one reply's
-        # wait frees the port, so a later servo's would not show it).
-        chain.mute(1)
-        timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
-        timer.start()
-        with pytest.raises(KeyboardInterrupt):
-            bus.read(FIELDS)
-        timer.join()
-        chain.mute(1, False)
-        bus.set_torque(False)
-        assert not any(s.torque for s in chain.servos.values())
+    # it, so the signal lands in a wait. A pytest-xdist worker ignores SIGINT: Ctrl-C's
+    # handler is put back for the test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with make_bus(chain, retries=100, latency_timer_ms=100.0) as bus:
+            bus.set_torque(True)
+            # The first reply never comes: the signal lands in its wait (the end of any one
+            # reply's wait frees the port, so a later servo's would not show it).
+            chain.mute(1)
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                bus.read(FIELDS)
+            timer.join()
+            chain.mute(1, False)
+            bus.set_torque(False)
+            assert not any(s.torque for s in chain.servos.values())
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_wall_clock_stepped_back_does_not_stretch_a_reply_wait(monkeypatch):

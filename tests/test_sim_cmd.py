@@ -92,7 +92,10 @@ def test_a_signal_mid_run_keeps_the_finished_episodes_video_strip_and_summary(
     proc = subprocess.Popen(
         [sys.executable, "-m", "shallowpi", "sim", "--robot", "arm", "--task", "push_block_left",
          "--episodes", "12", "--size", "32x24", "--video", str(video), "--png", str(strip)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # A pytest-xdist worker ignores SIGINT, and a child inherits that: Python then
+        # installs no Ctrl-C handler. The child starts as from a shell.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stdout.readline()  # the first episode's line: it finished
         assert first.startswith("episode 0 seed 0: "), first + proc.stderr.read()
