@@ -516,11 +516,12 @@ def exit_on_sigterm() -> None:
 
 
 @contextlib.contextmanager
-def results_lock(results: Path) -> Iterator[None]:
-    """Hold the results folder's lock (blocking): one run at a time writes what every run
-    there shares."""
-    results.mkdir(parents=True, exist_ok=True)
-    with open(results / ".results.lock", "w") as file:
+def results_lock(out: Path) -> Iterator[None]:
+    """Hold the lock on what the runs sharing a results folder all write (blocking). Kept
+    in the work folder `out`, beside the stages' locks, as the docs have such runs share
+    both folders (--results holds only what is committed: JSON, the table, the plot)."""
+    (out / "locks").mkdir(parents=True, exist_ok=True)
+    with open(out / "locks" / "results.lock", "w") as file:
         fcntl.flock(file, fcntl.LOCK_EX)
         yield
 
@@ -603,7 +604,7 @@ def main() -> None:
         "teachers": {robot: portable(path) for robot, path in args.teachers.items()}}
     for robot in args.robots:
         rows = json.dumps(reproduce_robot(robot, args), indent=2)
-        with results_lock(args.results):
+        with results_lock(args.out):
             replace_text(args.results / robot / "rows.json", rows, durable=False)
     # The table holds every robot the results folder has, whichever run made it (a run of
     # the humanoid alone must not drop the arm's rows from table.md); each robot's recipe is
@@ -611,7 +612,7 @@ def main() -> None:
     # when one waited on the other's stage: one writes rows.json and the report at a time
     # (both wrote through one rows.json.partial: a rename failed after hours, or the report
     # read a torn file).
-    with results_lock(args.results):
+    with results_lock(args.out):
         text, paths = report(args.results, last_run=settings)
     print(text)
     print("wrote " + ", ".join(str(p) for p in paths))
