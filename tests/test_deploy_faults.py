@@ -320,13 +320,13 @@ def test_a_servo_fault_while_the_robot_waits_for_the_operator_is_a_fault_not_an_
             if waiting == "go":
                 robot.alarm = "servo 3 on bus arm reports an overload"
                 started = time.perf_counter()
-                wait_for_go(executor, lambda status: None, [].append, episodes=1, period_s=0.02)
+                wait_for_go(executor, lambda status: None, episodes=1, period_s=0.02)
             else:
                 executor.run_episode("count", 10)
                 executor.done(1)
                 robot.alarm = "servo 3 on bus arm reports an overload"
                 started = time.perf_counter()
-                hold_until_released(executor, lambda status: None, [].append, keys=True, period_s=0.02)
+                hold_until_released(executor, lambda status: None, keys=True, period_s=0.02)
             assert time.perf_counter() - started < 2.5, waiting
             assert executor.safety.faults == 1 and executor.stopped and not executor.estopped, waiting
             assert executor.status.state is ExecutorState.FAULT and "overload" in executor.status.message

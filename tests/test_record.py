@@ -638,11 +638,11 @@ def test_a_signal_between_the_robots_connect_and_its_session_runs_the_cleanup(si
     """By default SIGTERM and SIGHUP end the process at once: a recorder stopped while it
     created its store (torque already on) left the servos holding with nothing attached.
     From the connect on they raise KeyboardInterrupt, whose cleanup turns torque off."""
-    from shallowpi.commands.record_cmd import _interrupt_on_signals
+    from shallowpi.commands.console import interrupt_on_signals
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        _interrupt_on_signals()
+        interrupt_on_signals()
         with pytest.raises(KeyboardInterrupt, match=f"signal {int(sig)}"):
             signal.raise_signal(sig)
     finally:

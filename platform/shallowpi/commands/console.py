@@ -1,5 +1,6 @@
 """The terminal of a command that drives a robot: `LinePrinter`, progress lines (`--no-tui`)
-printed off the control loop, and `discard_typed_ahead`, before a question.
+printed off the control loop, `discard_typed_ahead`, before a question, and
+`interrupt_on_signals`, SIGTERM and SIGHUP (the terminal closed) taken as Ctrl-C.
 
     printer = LinePrinter()
     printer.say("[deploy] episode 1/3 ...")   # never blocks the caller
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 _END = None  # the queue item that stops the thread
 
@@ -127,3 +129,14 @@ def discard_typed_ahead(stream: TextIO | None = None) -> None:
         import termios  # POSIX; imported here so that the printer needs none
 
         termios.tcflush(fd, termios.TCIFLUSH)
+
+
+def interrupt_on_signals() -> dict[int, Any]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does: by default they end the
+    process at once, with none of the clean-up a command runs for Ctrl-C (torque off, files
+    closed, a summary). Main thread only (Python delivers signals there). Returns the
+    handlers replaced, for `signal.signal` to put back."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}

@@ -306,7 +306,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         say(f"warmed up: {', '.join(f'{1e3 * t:.0f}' for t in warm)} ms; {delay}")
         if target.on_hardware and not args.yes and not executor.stopped:
             printer.flush()
-            wait_for_go(executor, publish, say, args.episodes)
+            wait_for_go(executor, publish, args.episodes)
         if use_tui and not executor.stopped:  # its own process: repaints must not take the GIL from the loop
             from shallowpi.tui.launch import TerminalState, hold_terminal_logs, spawn_dashboard
 
@@ -347,7 +347,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
         executor.done(len(reports))
         if target.on_hardware and not args.yes and not executor.stopped:
-            hold_until_released(executor, publish, say, keys=dashboard is not None)
+            hold_until_released(executor, publish, keys=dashboard is not None)
             if executor.held_after_fault:  # a servo faulted as it held: the sound buses hold on
                 hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
     except BaseException as exc:

@@ -18,7 +18,7 @@ from shallowpi.commands.console import discard_typed_ahead
 WAITING_FOR_GO = "the robot holds: waiting for Enter on deploy's terminal before it first moves"
 
 
-def wait_for_go(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None], episodes: int,
+def wait_for_go(executor: Any, publish: Callable[[Any], None], episodes: int,
                 period_s: float = 0.2) -> None:
     """Before the robot first moves (to the demonstrations' start pose, then the policy):
     wait for Enter on the terminal, the robot holding where it is (torque on since connect).
@@ -53,7 +53,7 @@ def hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], 
     hold_with_torque(executor, publish, lambda: not executor.held_after_fault, period_s)
 
 
-def hold_until_released(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None], keys: bool,
+def hold_until_released(executor: Any, publish: Callable[[Any], None], keys: bool,
                         period_s: float = 0.1) -> None:
     """Every episode ran, and torque going off now would drop the arms wherever the last
     one left them: the robot holds its pose until the operator, supporting it, releases it

@@ -45,7 +45,7 @@ import numpy as np
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from
-from shallowpi.commands.console import LinePrinter, torque_off_line
+from shallowpi.commands.console import LinePrinter, interrupt_on_signals, torque_off_line
 from shallowpi.errors import PlatformError
 
 HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
@@ -191,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
     # connects to anything or creates a store. The status always goes out on it, so
     # `platform monitor --robot R` can attach.
     publisher = TelemetryPublisher.from_config(cfg.telemetry, robot=cfg.robot.name)
-    _interrupt_on_signals()  # from the robot's connect until the session takes the signals over
+    # From the robot's connect until the session takes the signals over (_stop_on_signals):
+    # a recorder killed in between left every servo holding with nothing attached.
+    interrupt_on_signals()
     try:
         rig = build_rig(cfg, args.sim, args.task, seed=args.seed or 0, size=size, realtime=args.realtime)
     except BaseException:
@@ -369,18 +371,6 @@ def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
     robots = set(store.summary.robots)
     if robots and robots != {robot}:
         raise PlatformError(f"{store.path.name} holds episodes of robot {', '.join(sorted(robots))}, not {robot}")
-
-
-def _interrupt_on_signals() -> None:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, until `_stop_on_signals`:
-    by default they end the process at once, and a recorder killed between the robot's
-    connect (torque on) and its session left every servo holding with nothing attached;
-    raised, they run the cleanup that turns torque off."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, interrupt)
 
 
 def _stop_on_signals(session: Any) -> None:
