@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import importlib
 import logging
 import math
@@ -327,6 +328,7 @@ def _stdout_reader_gone() -> bool:
         return False
 
 
+@functools.cache  # asked once for each override that names the section
 def _train_settings() -> dict[str, object]:
     """TrainConfig's settings and their defaults (train/trainer.py; torch is imported only
     when an override names policy.train or distill.train)."""

@@ -259,6 +259,17 @@ def judge_fingerprint() -> str:
     return files_sha256(ROOT, JUDGE_CODE)
 
 
+def judged_as_asked(result: dict[str, Any], sha: str, robot: str, args: argparse.Namespace) -> bool:
+    """Whether a kept evaluation `result` counts for this run: of the weights `sha`, by this
+    checkout's judge code (the same detectors), with the asked episode cap and render size,
+    every task of `robot` (an evaluation of none was taken as complete) and at least
+    `args.eval_episodes` seeds each."""
+    return (result.get("weights_sha256") == sha and result.get("judge_sha256") == judge_fingerprint()
+            and result.get("episode_time_s") == args.eval_time_s and result.get("render_size") == render_size(args)
+            and len(result.get("tasks", {})) == len(make_tasks(robot))
+            and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
+
+
 def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Path, work: Path,
                  args: argparse.Namespace, log: Path) -> dict[str, Any]:
     """Closed-loop success per task on seeds 1000.. 1000 + eval_episodes - 1, in resumable
@@ -443,13 +454,8 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
                                 else weights_of(made, trained, f"{name} needs seeds", redo))
             paths["store"] = store.ready()
 
-        def enough(result: dict[str, Any]) -> bool:  # as many seeds as asked, judged on these weights
-            return (result.get("weights_sha256") == trained["weights_sha256"]  # and episodes as long
-                    and result.get("judge_sha256") == judge_fingerprint()  # by the same detectors
-                    and result.get("episode_time_s") == args.eval_time_s
-                    and result.get("render_size") == render_size(args)
-                    and len(result["tasks"]) == len(make_tasks(robot))  # an empty one was "enough"
-                    and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
+        def enough(result: dict[str, Any]) -> bool:
+            return judged_as_asked(result, trained["weights_sha256"], robot, args)
 
         return stages.run(name, lambda: evaluate_row(paths["weights"], trained["weights_sha256"], robot,
                                                      paths["store"], kept / "eval" / row.name,
@@ -469,13 +475,9 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     for name in names:
         made = teacher if name == "teacher" else stages.kept(f"train_{name}")
         done = stages.kept(f"eval_{name}")
-        # As an asked row's evaluation is judged (`enough`): a quick look with a shorter
-        # episode cap, another render size or fewer seeds does not join the full table.
-        if (name not in asked and made and done and done.get("weights_sha256") == made["weights_sha256"]
-                and done.get("judge_sha256") == judge_fingerprint()
-                and done.get("episode_time_s") == args.eval_time_s and done.get("render_size") == render_size(args)
-                and len(done.get("tasks", {})) == len(make_tasks(robot))
-                and all(task["episodes"] >= args.eval_episodes for task in done["tasks"].values())
+        # Judged as an asked row's evaluation is: a quick look with a shorter episode cap,
+        # another render size or fewer seeds does not join the full table.
+        if (name not in asked and made and done and judged_as_asked(done, made["weights_sha256"], robot, args)
                 and made.get("teacher_sha256", teacher["weights_sha256"]) == teacher["weights_sha256"]):
             trained[name], evals[name] = made, done
     rows = [ROWS[n] for n in names if n in evals]
