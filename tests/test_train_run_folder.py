@@ -120,3 +120,26 @@ def test_train_refuses_its_run_folder_before_loading_init_or_screening_the_store
     assert main([*args, "--init", str(tmp_path / "no-such-checkpoint")]) == 4
     err = capsys.readouterr().err
     assert "already holds checkpoints; pass --resume" in err and "no-such-checkpoint" not in err
+
+
+def test_a_forked_child_neither_holds_the_run_lock_nor_can_release_it(tmp_path):
+    """A DataLoader worker is a fork of the trainer. Its copy of the lock's fd kept the lock
+    held after the trainer was killed (a requeue was refused until the workers noticed, ~5 s),
+    and a release in the child would have let a second trainer in beside the first."""
+    code = ("import os, sys, time; from pathlib import Path; from shallowpi.train.run_lock import RunLock; "
+            "lock = RunLock(Path(sys.argv[1]))\n"
+            "if os.fork() == 0:\n"
+            "    lock.release(); print('child released', flush=True); time.sleep(60); os._exit(0)\n"
+            "time.sleep(60)")
+    trainer = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=subprocess_env(),
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert trainer.stdout.readline() == "child released\n"
+        with pytest.raises(TrainingError, match=rf"in use by another training process \(pid {trainer.pid} on "):
+            _trainer(tmp_path)  # the child's release left the trainer's lock alone
+        trainer.kill()  # the trainer alone dies; its forked child lives on
+        trainer.wait()
+        _trainer(tmp_path).fit()
+    finally:
+        os.killpg(trainer.pid, 9)
+    assert latest_checkpoint(tmp_path).name == "step_000004"

@@ -85,12 +85,33 @@ class FileLockHeld(Exception):
         self.holder = holder
 
 
+# Each lock fd this process took, for the fork hook below. An fd of a process that forked
+# (a DataLoader worker, a multiprocessing pool) is copied into the child, and flock's lock
+# belongs to the open file, not the process: the copy kept the lock held after its taker died
+# (a requeued trainer refused until the workers noticed, ~5 s), and an unlock through it (a
+# finalizer the child ran) released the parent's.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child: close its copies of the parent's lock fds (closing a copy leaves
+    the lock with the parent; only an unlock or the last copy's close drops it)."""
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 def take_file_lock(path: str | Path, holder: str) -> tuple[int, bool]:
     """An exclusive, non-blocking `flock` on `path` (created if missing), with `holder` (who
     takes it: "pid N ...") written in the file for a refused process to name. Returns (the
     fd, whether the file still named an earlier holder: a clean release empties it, so one
     that died holding it left its name). The kernel drops the lock with the process, however
-    it ends. Raises FileLockHeld when another process holds it."""
+    it ends; a forked child does not hold it. Release it with `release_file_lock`. Raises
+    FileLockHeld when another process holds it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -98,7 +119,23 @@ def take_file_lock(path: str | Path, holder: str) -> tuple[int, bool]:
         named = os.read(fd, 256).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise FileLockHeld(named) from None
+    _HELD_LOCKS.add(fd)
     died = os.fstat(fd).st_size > 0
     os.ftruncate(fd, 0)
     os.write(fd, holder.encode())
     return fd, died
+
+
+def release_file_lock(fd: int, clean: bool) -> None:
+    """Release a `take_file_lock` lock and close its fd; `clean`: empty the file first (the
+    holder ended as it should, so the next taker is not told it died). A no-op when released
+    already, or when called in a forked child (the fd there is not the lock)."""
+    if fd not in _HELD_LOCKS:
+        return
+    _HELD_LOCKS.discard(fd)
+    with contextlib.suppress(OSError):
+        if clean:
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    with contextlib.suppress(OSError):
+        os.close(fd)

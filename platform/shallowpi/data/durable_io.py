@@ -9,8 +9,6 @@ that is not empty when taken means the last writer died holding the store.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.durable_files import FileLockHeld, replace_text, take_file_lock
+from shallowpi.durable_files import FileLockHeld, release_file_lock, replace_text, take_file_lock
 from shallowpi.errors import StoreError
 
 LOCK_NAME = ".shallowpi.lock"
@@ -67,8 +65,4 @@ def take_writer_lock(folder: Path) -> tuple[int, bool]:
 def release_writer_lock(fd: int | None, clean: bool = False) -> None:
     """Release the lock; `clean`: the writer closed the store as it should (the pid goes)."""
     if fd is not None:
-        with contextlib.suppress(OSError):
-            if clean:
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        release_file_lock(fd, clean)

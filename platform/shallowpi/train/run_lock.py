@@ -11,14 +11,12 @@ names host and pid here (a pid alone names no one on another node of a cluster).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import socket
 import weakref
 from pathlib import Path
 
-from shallowpi.durable_files import FileLockHeld, take_file_lock
+from shallowpi.durable_files import FileLockHeld, release_file_lock, take_file_lock
 from shallowpi.train.errors import TrainingError
 
 LOCK_NAME = ".lock"
@@ -36,17 +34,10 @@ class RunLock:
             raise TrainingError(f"run folder {run_dir} is in use by another training process ({held.holder}); wait "
                                 f"for it to end or stop it (two trainers would overwrite each other's metrics and "
                                 f"checkpoints), or pass another --run") from None
-        self._release = weakref.finalize(self, _unlock, fd)
+        self._release = weakref.finalize(self, release_file_lock, fd, True)
 
     def release(self) -> None:
         """Let the next trainer in (idempotent). The file stays, emptied: unlinked, a trainer
         that opened it just before would lock the gone file while another locks a new one."""
         self._release()
 
-
-def _unlock(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    with contextlib.suppress(OSError):
-        os.close(fd)
