@@ -43,6 +43,20 @@ def test_config_show_composes_robot_and_overrides(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["robot"]["name"] == "bimanual"
 
 
+def test_config_show_lists_the_training_settings_a_preset_leaves_to_their_defaults(capsys):
+    """The run takes TrainConfig's default where a preset omits a setting (no preset names
+    seed or skip_nonfinite): the resolved config shows it. distill.train stays as written: what it
+    omits is policy.train's value."""
+    from shallowpi.train.trainer import TrainConfig
+
+    assert main(["config", "show", "--policy", "teacher", "policy.train.lr=0.002"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    train = cfg["policy"]["train"]
+    assert (train["seed"], train["skip_nonfinite"], train["lr"]) == (TrainConfig.seed, TrainConfig.skip_nonfinite, 0.002)
+    assert train["steps"] == 9000  # the preset's own value is kept
+    assert cfg["distill"]["train"] == {}
+
+
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
     """`platform doctor | head -1`: the write after head had gone raised BrokenPipeError,
     a traceback."""

@@ -45,5 +45,22 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.robots.spec import RobotSpec
 
     RobotSpec.from_config(cfg.robot)
+    _fill_optional_settings(cfg)
     print(config.to_yaml(cfg), end="")
     return 0
+
+
+def _fill_optional_settings(cfg) -> None:
+    """Put in the settings a section takes with their defaults where its preset leaves them
+    out (policy.train.seed, ...): the run uses them, so the resolved config shows them.
+    distill.train is left as written: what it omits is policy.train's value, not a default."""
+    from omegaconf import OmegaConf, open_dict
+
+    for section, settings in config.OPTIONAL_SETTINGS.items():
+        if section.startswith("distill.") or OmegaConf.select(cfg, section) is None:
+            continue
+        node = OmegaConf.select(cfg, section)
+        with open_dict(node):
+            for name, default in settings().items():
+                if name not in node:
+                    node[name] = list(default) if isinstance(default, tuple) else default
