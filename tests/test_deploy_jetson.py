@@ -155,3 +155,32 @@ def test_doctor_reports_the_same_detection(tmp_path):
     report = jetson_report(root)
     assert report[0] == "ok: NVIDIA Jetson AGX Orin (L4T R36 (release), REVISION: 4.0)"
     assert report[1] == "power mode: 15W" and "`sudo nvpmodel -m 0` (power mode 15W -> MAXN)" in report[2]
+
+
+def test_doctor_warns_when_the_jetpack_or_python_is_not_the_profiles():
+    """configs/jetson's jetpack and python were read nowhere: a robot venv made on another
+    Python than JetPack's finds no GPU wheel, and an Orin still on JetPack 5 has an older
+    TensorRT than the profile's."""
+    from shallowpi.deploy.jetson import software_advice
+
+    orin = JetsonProfile.load("orin")  # JetPack 6, Python 3.10
+    jp6 = Machine(l4t="R36 (release), REVISION: 4.0", compatible=["nvidia,tegra234"])
+    assert software_advice(jp6, orin, (3, 10)) is None
+    assert software_advice(jp6, orin, (3, 12)) == (
+        "Python 3.12 runs this, not JetPack 6's 3.10, the one NVIDIA's onnxruntime-gpu and TensorRT wheels are "
+        "built for: make the robot's venv with the system python3.10")
+    jp5 = Machine(l4t="R35 (release), REVISION: 5.0", compatible=["nvidia,tegra234"])
+    assert software_advice(jp5, orin, (3, 10)) == (
+        "L4T R35 is not JetPack 6's (R36), which the orin profile's TensorRT and wheels are written for")
+    thor = Machine(l4t="R38 (release), REVISION: 2.0", compatible=["nvidia,tegra264"])
+    assert software_advice(thor, JetsonProfile.load("thor"), (3, 12)) is None
+
+
+def test_doctor_reports_the_software_warning(tmp_path):
+    import sys
+
+    from shallowpi.commands.doctor_checks import jetson_report
+
+    root = fake_jetson(tmp_path / "orin", "nvidia,tegra234", "NVIDIA Jetson AGX Orin")
+    warned = [line for line in jetson_report(root) if line.startswith("warning: ")]
+    assert bool(warned) == (sys.version_info[:2] != (3, 10)), warned

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -434,12 +435,15 @@ def onnxruntime_report() -> list[str]:
 def jetson_report(root: Path | None = None) -> list[str]:
     """What deploy/jetson.py reads (L4T, module, power mode, GPU clock), and what to change
     for full speed: one detection for `doctor` and `deploy`."""
-    from shallowpi.deploy.jetson import JetsonProfile, detect, full_speed_advice
+    from shallowpi.deploy.jetson import JetsonProfile, detect, full_speed_advice, software_advice
 
     machine = detect(root or Path("/"))
     if not machine.is_jetson:
         return ["not a Jetson (no /etc/nv_tegra_release)"]
     lines = [f"ok: {machine.describe()}", f"power mode: {machine.power_mode or 'unknown (nvpmodel not found)'}"]
     if machine.module:
-        lines.append(full_speed_advice(machine, JetsonProfile.load(machine.module)))
+        profile = JetsonProfile.load(machine.module)
+        lines.append(full_speed_advice(machine, profile))
+        if advice := software_advice(machine, profile, sys.version_info[:2]):
+            lines.append(f"warning: {advice}")
     return lines

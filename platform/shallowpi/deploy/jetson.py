@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -173,6 +174,29 @@ def full_speed_advice(machine: Machine, profile: JetsonProfile) -> str:
     if not changes:
         return f"{machine.describe()}: full speed ({machine.power_mode}, clocks at maximum)"
     return f"{machine.describe()}: for full speed run " + " and ".join(changes)
+
+
+# JetPack release -> its L4T major release (NVIDIA's JetPack archive).
+L4T_OF_JETPACK = {5: 35, 6: 36, 7: 38}
+
+
+def software_advice(machine: Machine, profile: JetsonProfile, python: tuple[int, int]) -> str | None:
+    """One line when this Jetson's software is not the profile's: an L4T release of another
+    JetPack than `profile.jetpack`, or a `python` (major, minor) other than `profile.python`.
+    NVIDIA's onnxruntime-gpu and TensorRT wheels are built for a JetPack's own Python, so a
+    robot venv on another one finds no GPU provider. None when both match or are unknown."""
+    problems = []
+    release = re.match(r"R(\d+)", machine.l4t or "")
+    expected = L4T_OF_JETPACK.get(profile.jetpack) if profile.jetpack else None
+    if release and expected and int(release.group(1)) != expected:
+        problems.append(f"L4T R{release.group(1)} is not JetPack {profile.jetpack}'s (R{expected}), which the "
+                        f"{profile.name} profile's TensorRT and wheels are written for")
+    running = f"{python[0]}.{python[1]}"
+    if profile.python and running != profile.python:
+        problems.append(f"Python {running} runs this, not JetPack {profile.jetpack}'s {profile.python}, the one "
+                        f"NVIDIA's onnxruntime-gpu and TensorRT wheels are built for: make the robot's venv with "
+                        f"the system python{profile.python}")
+    return "; ".join(problems) or None
 
 
 @dataclass(frozen=True)
