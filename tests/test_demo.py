@@ -229,12 +229,30 @@ def test_unknown_demo_keys_and_bad_sizes_are_one_line(tmp_path, capsys):
                                                "its keys), not 5"),
                             # the demo names the robot to every stage: robot= recorded one into another's store
                             (["robot=humanoid"], "robot=humanoid: the demo picks its robot with --robot NAME"),
+                            # and the preset to train and distil: policy= won over each stage's --policy, so
+                            # stages.json and demo.json named demo.policy's preset while another trained
+                            (["policy=tiny"], "policy=tiny: the demo picks its policy preset with demo.policy=NAME"),
+                            (["+policy=tiny"], "+policy=tiny: the demo picks its policy preset with demo.policy=NAME"),
                             # the recorder's own DART noise wins over the demo's: checked as the recorder would
                             (["record.sim_noise=-0.1"], "record.sim_noise must be >= 0 (a fraction of each "
                                                         "joint's range), got -0.1")):
         assert main(["demo", "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    ["policy.crop_scale=1.0"],  # the teacher preset's (demo.policy, the default recipe's), which `small` lacks
+    ["--robot", "humanoid", "robot.cameras.head.width=320"],  # the humanoid's camera, which the arm lacks
+])
+def test_overrides_are_checked_against_the_robot_and_preset_the_stages_run(tmp_path, capsys, extra):
+    """The demo composed its overrides with the config's default robot and preset, so a key of
+    the ones its stages run was refused as unknown; they pass now, on to the next check (a
+    recorder setting refused before anything is made, so nothing runs here)."""
+    assert main(["demo", "--out", str(tmp_path / "x"), *extra, "record.sim_noise=-0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: record.sim_noise must be >= 0 (a fraction of each joint's range), got -0.1", err
     assert not (tmp_path / "x").exists()
 
 

@@ -397,6 +397,25 @@ def test_without_yes_the_robot_holds_until_enter_is_pressed_on_its_terminal(tmp_
     assert not any(torque_after)
 
 
+def test_the_robots_port_overrides_are_checked_against_the_robot_that_runs(tmp_path):
+    """`--robot humanoid robot.buses.left_arm.port=PATH` (the README's way to name a port) was
+    checked against the default robot's config first and refused ("did you mean
+    robot.buses.leader.port?"): every humanoid or bimanual deploy on renamed ports. Now the
+    humanoid, its ports renamed, reaches its own checks (here: an arm's policy does not fit
+    it, before any port opens); in the twin without --robot the store names the robot, so its
+    keys wait for it."""
+    humanoid = robot_spec("humanoid")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=7, cameras=("head",))  # the tiny preset holds 8 at most
+    ports = [f"robot.buses.{bus}.port={tmp_path}/{bus}" for bus in humanoid.buses]
+    args = parse_command(["deploy", "--policy", str(ckpt), "--robot", "humanoid", "--backend", "torch", "--no-tui",
+                          "--yes", "--task", "wave", *ports, f"telemetry.address={tmp_path}/deploy.sock"])
+    with pytest.raises(PlatformError, match=re.escape("state/action sizes 7/7 but robot 'humanoid' has 19 joints")):
+        args.run(args)
+    args = parse_command(["deploy", "--policy", str(tmp_path / "none"), "--sim", "direct", "--no-tui", *ports])
+    with pytest.raises(PlatformError, match=re.escape(f"no policy at {tmp_path / 'none'}")):
+        args.run(args)
+
+
 def test_camera_aspects_that_letterbox_to_the_same_picture_pass_and_the_flag_runs_another():
     from shallowpi.policy.fit import aspect_mismatch
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import subprocess_env
+from shallowpi.errors import PlatformError
 from shallowpi.telemetry import envelope
 from shallowpi.telemetry.address import (
     Address,
@@ -372,6 +373,54 @@ def test_socket_file_lifecycle(address):
         os.unlink(path)
 
 
+def test_a_publisher_starting_at_a_path_holds_it_from_before_its_check_to_its_close(address):
+    """Two publishers started together both asked `listening()` before either bound, and both
+    bound one path (2 to 10 of 20 tries); the second to exit unlinked the path, and the first
+    recorder ran on with no socket file: no monitor, no dashboard, no E-STOP. A publisher now
+    holds `<path>.lock` from before its check until it closes: one that has taken it but not
+    yet bound (the other of the pair, here) refuses a newcomer, which takes nothing."""
+    from shallowpi.durable_files import release_file_lock, take_file_lock
+
+    fd, _ = take_file_lock(f"{address}.lock", "pid 1 (a publisher between its check and its bind)")
+    try:
+        with pytest.raises(TelemetryError) as info:
+            TelemetryPublisher(address)
+        assert str(info.value) == (f"a recorder is already publishing at {address}; stop it, or pass "
+                                   "telemetry.address=PATH (another socket path) to publish beside it")
+        assert not os.path.lexists(address) and not os.path.lexists(f"{address}.status")
+        assert os.path.exists(f"{address}.lock")  # the holder's
+    finally:
+        release_file_lock(fd, clean=True)
+    os.unlink(f"{address}.lock")
+    with TelemetryPublisher(address):
+        with pytest.raises(TelemetryError, match="already publishing"):
+            TelemetryPublisher(address)
+        assert Path(address).is_socket()  # the refused one took nothing
+    assert sorted(os.listdir(Path(address).parent)) == []  # the lock file goes with the sockets
+
+
+def test_close_removes_only_the_socket_files_this_publisher_bound(address):
+    """A publisher's close unlinked its paths whatever was there by then: a path bound since by
+    another process (as the second of two started together did) lost its socket file while
+    that one ran on. Each file is removed only while it is still the one this publisher made."""
+    publisher = TelemetryPublisher(address)
+    replacements = []
+    for path in (address, f"{address}.status"):
+        os.unlink(path)
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        other.bind(path)  # another process's socket at the path now
+        other.listen(1)
+        replacements.append(other)
+    try:
+        publisher.close()
+        for path in (address, f"{address}.status"):
+            assert Path(path).is_socket(), f"close() removed {path}, which another process had bound"
+        assert not os.path.exists(f"{address}.lock")
+    finally:
+        for other in replacements:
+            other.close()
+
+
 def test_local_mailbox_is_latest_wins_and_ends_on_close():
     mailbox = StatusMailbox(max_hz=0)
     for episode in range(100):
@@ -437,6 +486,47 @@ def test_publisher_on_python310_talks_to_a_subscriber_on_this_python(address):
         out, err = child.communicate(timeout=30)
     assert child.returncode == 0, err
     assert out.strip() == "got next"
+
+
+def test_the_in_process_dashboard_reads_at_the_configured_rate(tmp_path):
+    """`platform record`'s in-process dashboard read its feed at 20 statuses a second whatever
+    telemetry.max_hz said (`local_feed()` took its own default): it now gets the configured
+    rate, as subscribers do."""
+    telemetry = {"address": str(tmp_path / "t.sock"), "max_hz": 4.0}
+    with TelemetryPublisher.from_config(telemetry, robot="arm") as publisher:
+        feed = publisher.local_feed()  # as run_recorder_dashboard's in-process dashboard takes it
+        stop = threading.Event()
+
+        def control_loop() -> None:  # 100 statuses a second
+            episode = 0
+            while not stop.is_set():
+                episode += 1
+                publisher.publish(status(episode))
+                time.sleep(0.01)
+
+        loop = threading.Thread(target=control_loop)
+        loop.start()
+        read, started = 0, time.monotonic()
+        try:
+            for _ in feed:
+                read += 1
+                if time.monotonic() - started >= 1.0:
+                    break
+        finally:
+            stop.set()
+            loop.join()
+    assert 3 <= read <= 6, read  # 4 in a second, and the first at once (it read 21)
+
+
+def test_a_telemetry_rate_not_above_0_is_refused_in_one_line(tmp_path):
+    """telemetry.max_hz=0 (or below) meant "no cap" without a word, and null was a traceback:
+    each is refused in one line naming the key."""
+    for rate, shown in ((0, "0"), (-5.0, "-5.0"), (float("nan"), "nan"), (None, "null")):
+        with pytest.raises(PlatformError) as info:
+            TelemetryPublisher.from_config({"address": str(tmp_path / "u.sock"), "max_hz": rate}, robot="arm")
+        assert str(info.value) == ("telemetry.max_hz must be a number above 0 (the most statuses a second a "
+                                   f"dashboard or monitor is sent), got {shown}")
+        assert os.listdir(tmp_path) == []  # refused before anything was made
 
 
 def test_a_status_updated_in_place_after_publish_is_delivered_as_published(address):

@@ -17,7 +17,7 @@ from dist_checks import crash_traces, leave_group
 from policy_fakes import FakeChunks
 from shallowpi.durable_files import PARTIAL_SUFFIX
 from shallowpi.policy import Features, Policy, load_preset
-from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
 from shallowpi.train.finetune import finetune
 from shallowpi.train.objective import FlowMatchingObjective
 from shallowpi.train.offline_eval import evaluate
@@ -79,10 +79,54 @@ def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, monkeypatc
     root = tmp_path / "checkpoints"
     files = [p for p in (root / "step_000004").rglob("*")]
     assert len([p for p in files if p.is_file()]) >= 3  # weights, train state, EMA weights
-    marker = synced.index(str(root / "last") + PARTIAL_SUFFIX)
+    marker = next(i for i, p in enumerate(synced)  # `last`'s own partial file: last.<pid>.<random>.partial
+                  if p.startswith(str(root / "last") + ".") and p.endswith(PARTIAL_SUFFIX))
     before = {p.replace(".tmp_step_", "step_") for p in synced[:marker]}
     assert {str(p) for p in files} <= before
     assert str(root) in synced[:marker] and str(root) in synced[marker:]  # the rename, then `last`
+
+
+def _stepped_checkpointer(run_dir: Path, data: FakeChunks) -> Checkpointer:
+    """A Checkpointer of the tiny policy after one AdamW step (so the optimiser has state)."""
+    policy = _policy(data)
+    optimizer = torch.optim.AdamW(policy.parameters())
+    sum(p.sum() for p in policy.parameters()).backward()
+    optimizer.step()
+    return Checkpointer(run_dir, policy, optimizer, sharded=False, main=True, metadata={})
+
+
+@pytest.mark.parametrize("size", ["64k", "256k"])  # full in the weights / in the training state
+def test_a_checkpoint_the_disk_cannot_hold_is_one_line_and_leaves_no_partial_folder(tmp_path, size):
+    """A full disk while saving raised safetensors' SafetensorError, not an OSError: the CLI's
+    one line for a full disk missed it (a traceback, exit 1), and the half-written
+    .tmp_step_N/ (tens of GB at π0 size) stayed until a later trainer started."""
+    import argparse
+    import errno
+
+    from disk_fixtures import small_disk
+    from shallowpi.cli import file_system_error
+
+    with small_disk(tmp_path / "disk", size) as disk:
+        checkpointer = _stepped_checkpointer(disk / "run", FakeChunks())
+        with pytest.raises(OSError) as info:
+            checkpointer.save(1)
+        left = sorted(p.name for p in (disk / "run" / "checkpoints").iterdir())
+    partial = disk / "run" / "checkpoints" / ".tmp_step_000001"
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(partial))
+    assert left == [], left  # the space is given back at once
+    said = file_system_error(info.value, argparse.Namespace(runs_dir=str(disk)))
+    assert said == f"cannot write {partial}: no space left on the device; free space there or give --runs-dir on " \
+                   "another disk"
+
+
+def test_a_save_that_fails_for_any_reason_removes_its_partial_folder(tmp_path):
+    """Not only the disk: whatever stops a save after its first file leaves no .tmp_step_N/
+    behind, and the error itself passes unchanged (here: EMA weights of another model)."""
+    checkpointer = _stepped_checkpointer(tmp_path, FakeChunks())
+    with pytest.raises(RuntimeError, match="Missing key"):
+        checkpointer.save(1, ema={"not.a.parameter": torch.zeros(2)}, ema_rate=0.9)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == []
+    assert checkpointer.save(1).name == "step_000001"  # and the step saves once it can
 
 
 class _Interrupt(Exception):

@@ -33,7 +33,8 @@ A second run starts where the first ended: the store only gets the episodes it i
 a finished training or distillation is reused (an interrupted one continues from its last
 checkpoint), an evaluation is reused while its checkpoint and settings are the same.
 Every size is in configs/demo/ (default.yaml, quick.yaml); any `demo.KEY=VALUE` changes
-one, any other `key=value` passes to every command (e.g. telemetry.address=/tmp/d.sock).
+one, any other `key=value` passes to every command (e.g. telemetry.address=/tmp/d.sock),
+except robot= and policy=: the demo sets those itself (--robot, demo.policy).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
     from shallowpi.commands.demo_stages import DemoConfig
 
 HELP = "the whole loop on the simulated robot: record, teacher, distil, evaluate, deploy, compare"
+
+# Config groups the demo sets for every stage itself: {group: how to pick it instead}.
+OWN_GROUPS = {"robot": "robot with --robot NAME (demo.robot=NAME)",
+              "policy": "policy preset with demo.policy=NAME"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,15 +87,23 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # The demo's own settings: profile first, then every user override (demo.* included).
     demo_words = (["demo=quick"] if args.quick else []) + ([f"demo.robot={args.robot}"] if args.robot else [])
-    if picked := [o for o in args.overrides if o.partition("=")[0].lstrip("+~") == "robot"]:
-        # The demo names the robot to every stage itself (its store, tasks, teacher): a robot
-        # group override beside it recorded one robot's episodes into another's store.
-        raise ConfigError(f"{picked[0]}: the demo picks its robot with --robot NAME (demo.robot=NAME)")
-    cfg = config.compose(demo_words + list(args.overrides))
-    settings = DemoConfig.from_dict(OmegaConf.to_container(cfg.demo, resolve=True))
+    for override in args.overrides:
+        # The demo names the robot (its store, tasks, teacher) and the policy preset to every
+        # stage itself, by flag; a group override passed beside the flag wins (the last one
+        # does): robot= recorded one robot's episodes into another's store, policy= trained
+        # another preset than the one stages.json and demo.json name.
+        if (group := override.partition("=")[0].lstrip("+~")) in OWN_GROUPS:
+            raise ConfigError(f"{override}: the demo picks its {OWN_GROUPS[group]}")
+    # The demo's own settings first: they name the robot and the preset every stage runs,
+    # and the other overrides are checked against those, not the config's defaults (the
+    # teacher preset's `policy.crop_scale=1.0` was refused as unknown to `small`, a
+    # humanoid's `robot.cameras.head.width=...` as unknown to the arm).
+    own = [o for o in args.overrides if o.partition("=")[0].lstrip("+~").startswith("demo")]
+    settings = DemoConfig.from_dict(OmegaConf.to_container(config.compose(demo_words + own).demo, resolve=True))
     if settings.robot not in (robots := config.group_choices("robot")):  # before a folder is made for it
         raise ConfigError(f"unknown robot '{settings.robot}'; choose one of: {', '.join(robots)}")
     _check_choices(settings, config.group_choices("policy"))
+    cfg = config.compose([f"robot={settings.robot}", f"policy={settings.policy}", *demo_words, *args.overrides])
     if args.teacher is not None:  # checked now, as demo.teacher=PATH is, not after the recording
         settings = dataclasses.replace(settings, teacher=str(args.teacher))
     out = (args.out or config.REPO_ROOT / "demo" / f"{settings.robot}-{settings.name}").absolute()

@@ -185,8 +185,14 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                           "warns of a bundle built by other code")
     if args.speed_scale is not None and args.speed_scale > 1:
         raise ConfigError(f"--speed-scale must be in (0, 1]: it can only slow the robot, got {args.speed_scale:g}")
-    base = config.compose(overrides_from(argparse.Namespace(jetson=args.jetson, data_root=args.data_root,
-                                                            overrides=args.overrides)))
+    # key=value overrides are checked against the robot that runs: --robot's (the default
+    # robot's refused `robot.buses.left_arm.port=...` for a humanoid); in the twin without
+    # --robot the training store names it, which only the target knows, and its compose
+    # checks the robot's keys then.
+    overrides = (args.overrides if args.robot or not args.sim
+                 else [o for o in args.overrides if not o.lstrip("+~").startswith("robot.")])
+    base = config.compose(overrides_from(argparse.Namespace(robot=args.robot, jetson=args.jetson,
+                                                            data_root=args.data_root, overrides=overrides)))
     args.twin_store = None
     if args.dataset:
         if not args.sim:

@@ -29,6 +29,8 @@ from typing import Any
 
 import zmq
 
+from shallowpi.durable_files import FileLockHeld, release_file_lock, take_file_lock
+from shallowpi.errors import ConfigError
 from shallowpi.telemetry import envelope
 from shallowpi.telemetry.address import (
     Address,
@@ -56,6 +58,30 @@ log = logging.getLogger(__name__)
 _MAX_PENDING_COMMANDS = 256  # commands nobody drains are dropped oldest-first, with a warning
 
 
+def _in_use(path: str) -> TelemetryError:
+    """The one-line error for a socket path another publisher serves (or is binding)."""
+    return TelemetryError(f"a recorder is already publishing at {path}; stop it, or pass "
+                          "telemetry.address=PATH (another socket path) to publish beside it")
+
+
+def _checked_rate(value: Any) -> float:
+    """telemetry.max_hz as a float (statuses a second). ConfigError, one line, unless it is a
+    number above 0: 0 or below read as "no cap" without a word, null was float()'s traceback."""
+    try:
+        rate = float(value)  # a number, or the text of one
+    except (TypeError, ValueError):
+        rate = float("nan")
+    if isinstance(value, bool) or not rate > 0:
+        raise ConfigError("telemetry.max_hz must be a number above 0 (the most statuses a second a dashboard or "
+                          f"monitor is sent), got {'null' if value is None else value}")
+    return rate
+
+
+def _identity(info: os.stat_result) -> tuple[int, int]:
+    """(device, inode): which file a path names, whatever was written in it since."""
+    return info.st_dev, info.st_ino
+
+
 class TelemetryPublisher:
     """Serve the newest status to every subscriber; collect their commands.
 
@@ -64,11 +90,16 @@ class TelemetryPublisher:
     later, on its own thread, so the loop never pays for JSON or sockets. `kind` names
     the status type published (a key of `envelope.STATUS_TYPES`).
 
-    Raises TelemetryError if another publisher serves the address or it cannot be bound.
+    `max_hz` (telemetry.max_hz) caps the statuses a second each subscriber gets, the
+    in-process dashboard's feed (`local_feed`) included.
+
+    Raises TelemetryError if another publisher serves the address or it cannot be bound,
+    ConfigError for a `max_hz` that is not above 0.
     """
 
     def __init__(self, address: str, allow_control: bool = True, max_hz: float = DEFAULT_MAX_HZ,
                  kind: str = "recorder") -> None:
+        max_hz = _checked_rate(max_hz)
         self.address = Address.parse(address)
         self.kind = kind
         envelope.status_type(kind)  # an unknown kind fails here, not in a subscriber
@@ -80,7 +111,8 @@ class TelemetryPublisher:
         # key, which only this user can read (control_key_path); a Unix socket is 0600.
         self._control_key = secrets.token_hex(16)
         self._control_key_file: Path | None = None  # where it is written (TCP only)
-        self.min_interval_s = 1.0 / max_hz if max_hz > 0 else 0.0
+        self.max_hz = max_hz
+        self.min_interval_s = 1.0 / max_hz
         # Written by publish() on the loop's thread, read by the sender: a tuple swap is
         # atomic under the GIL, so neither side takes a lock.
         self._latest: tuple[int, Status, float] | None = None  # (seq, status, time.monotonic() at publish)
@@ -94,11 +126,18 @@ class TelemetryPublisher:
         self._sent_at = 0.0
         self.statuses_sent = 0
         self._stop = threading.Event()
+        # A socket path is this publisher's while it holds `<path>.lock` (taken before the
+        # check and the bind, held until close): asking `listening()` and then binding let
+        # two started together both bind the path.
+        self._lock_fd: int | None = None
+        self._files: dict[str, tuple[int, int]] = {}  # the files it made: {path: (st_dev, st_ino)}
         self._context = zmq.Context()
         try:
             self._bind()
         except BaseException:
             self._context.destroy(linger=0)
+            self._remove_files()
+            self._unlock()
             raise
         self._thread = threading.Thread(target=self._serve, name="telemetry-sender", daemon=True)
         self._thread.start()
@@ -113,7 +152,7 @@ class TelemetryPublisher:
         return cls(
             resolve_address(telemetry.get("address"), robot),
             allow_control=bool(telemetry.get("allow_remote_control", True)),
-            max_hz=float(telemetry.get("max_hz", DEFAULT_MAX_HZ)),
+            max_hz=telemetry.get("max_hz", DEFAULT_MAX_HZ),
             kind=kind,
         )
 
@@ -149,9 +188,11 @@ class TelemetryPublisher:
         """Queue a command from an in-process dashboard (thread-safe): the sink for one."""
         self._queue_command(Request.of(request))
 
-    def local_feed(self, max_hz: float = DEFAULT_MAX_HZ) -> StatusMailbox:
-        """A latest-wins status feed for a dashboard in this process (see StatusMailbox)."""
-        mailbox: StatusMailbox = StatusMailbox(max_hz=max_hz)
+    def local_feed(self, max_hz: float | None = None) -> StatusMailbox:
+        """A latest-wins status feed for a dashboard in this process (see StatusMailbox), at
+        most `max_hz` statuses a second: by default the publisher's own (telemetry.max_hz),
+        as its subscribers get (it was always 20, whatever the config said)."""
+        mailbox: StatusMailbox = StatusMailbox(max_hz=self.max_hz if max_hz is None else max_hz)
         self._mailboxes = [*self._mailboxes, mailbox]  # copy-on-write: publish() iterates it
         if self._latest is not None:
             mailbox.publish(self._latest[1])
@@ -182,9 +223,8 @@ class TelemetryPublisher:
             self._wake_w.close(linger=0)
         if not self._thread.is_alive():
             self._context.term()
-        for path in self._files:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        self._remove_files()
+        self._unlock()  # after the files: a successor binds only once they are gone
 
     def __enter__(self) -> TelemetryPublisher:
         return self
@@ -196,9 +236,10 @@ class TelemetryPublisher:
 
     def _bind(self) -> None:
         address = self.address
-        self._files: list[str] = []
         if address.path is not None:
             status = Address(path=f"{address.path}.status")
+            ensure_private_dir(Path(address.path).parent)  # where the lock file goes
+            self._lock(address.path)
             for taken in (address, status):
                 # libzmq unlinks whatever file is at the path when it binds: never one that is
                 # not a socket (`telemetry.address=~/notes.txt`)...
@@ -207,11 +248,7 @@ class TelemetryPublisher:
                                          "delete it; pass telemetry.address=PATH (a new socket path)")
                 # ... nor a running recorder's: ask first, so a second one never steals it.
                 if listening(taken):
-                    raise TelemetryError(
-                        f"a recorder is already publishing at {taken.path}; stop it, or pass "
-                        "telemetry.address=PATH (another socket path) to publish beside it"
-                    )
-            ensure_private_dir(Path(address.path).parent)
+                    raise _in_use(taken.path)  # type: ignore[arg-type]
         else:
             status = Address(host=address.host, port=0)
         self._router = self._context.socket(zmq.ROUTER)
@@ -227,18 +264,15 @@ class TelemetryPublisher:
         try:
             self._router.bind(address.endpoint)
             if address.path is not None:
-                self._files.append(address.path)
+                self._made(address.path)
                 self._xpub.bind(status.endpoint)
-                self._files.append(status.path)  # type: ignore[arg-type]
-                for path in self._files:
+                self._made(status.path)  # type: ignore[arg-type]
+                for path in (address.path, status.path):
                     os.chmod(path, 0o600)  # only this user may watch or steer the robot
             else:
                 port = self._xpub.bind_to_random_port(status.endpoint.rsplit(":", 1)[0])
                 status = Address(host=address.host, port=port)
-        except (zmq.ZMQError, OSError) as exc:
-            for path in self._files:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+        except (zmq.ZMQError, OSError) as exc:  # __init__ removes what was made
             raise TelemetryError(
                 f"cannot publish telemetry at {address}: {exc}; is another recorder running? "
                 "pass telemetry.address=PATH (another socket path or tcp://127.0.0.1:PORT)"
@@ -269,8 +303,47 @@ class TelemetryPublisher:
         with os.fdopen(descriptor, "w") as file:
             file.write(self._control_key)
         os.replace(aside, path)  # a key a killed publisher left at this port is replaced
-        self._files.append(str(path))
+        self._made(str(path))
         self._control_key_file = path
+
+    def _lock(self, path: str) -> None:
+        """Hold `<path>.lock` (durable_files' flock) until close, or raise the one-line "in
+        use" TelemetryError if another publisher, in this process or another, holds it."""
+        lock = f"{path}.lock"
+        for _ in range(8):
+            try:
+                fd = take_file_lock(lock, f"pid {os.getpid()}")[0]
+            except FileLockHeld:
+                raise _in_use(path) from None
+            # close() unlinks the file before it lets go: a lock taken on that unlinked file
+            # guards nothing (the next publisher makes a new one), so take the new one.
+            with contextlib.suppress(OSError):
+                if _identity(os.fstat(fd)) == _identity(os.stat(lock)):
+                    self._lock_fd = fd
+                    self._made(lock)
+                    return
+            release_file_lock(fd, clean=True)
+        raise _in_use(path)  # another publisher came and went each time: one is starting there
+
+    def _unlock(self) -> None:
+        """Let go of the socket path's lock, if held (its file is removed before, with the others)."""
+        if self._lock_fd is not None:
+            release_file_lock(self._lock_fd, clean=True)
+            self._lock_fd = None
+
+    def _made(self, path: str) -> None:
+        """Record a file this publisher made at `path` (its identity, for close to know it)."""
+        self._files[path] = _identity(os.lstat(path))
+
+    def _remove_files(self) -> None:
+        """Remove the files this publisher made, each only while it is still the one it
+        made: a path another publisher has bound since is that one's (a socket file gone,
+        its recorder runs on unreachable: no monitor, no dashboard, no E-STOP)."""
+        for path, made in self._files.items():
+            with contextlib.suppress(OSError):
+                if _identity(os.lstat(path)) == made:
+                    os.unlink(path)
+        self._files = {}
 
     def _proves(self, message: Mapping[str, Any], secret: str, field: str) -> bool:
         """Whether `message[field]` is `secret` (compared in constant time)."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,7 +160,10 @@ class Checkpointer:
 
     def save(self, step: int, ema: dict[str, Tensor] | None = None, ema_rate: float | None = None) -> Path | None:
         """checkpoints/step_XXXXXX on the main process (None elsewhere). Raises
-        TrainingError if that checkpoint exists (a checkpoint is never overwritten)."""
+        TrainingError if that checkpoint exists (a checkpoint is never overwritten), and
+        OSError naming the temporary folder when the disk refuses a write (full: ENOSPC,
+        EDQUOT), safetensors' own error included; the temporary folder is removed whatever
+        stopped the write."""
         from safetensors.torch import save_file
 
         model_sd, optim_sd = self.full_state()  # collective under FSDP: every rank calls it
@@ -171,24 +176,32 @@ class Checkpointer:
         tmp = ckpt_root / f".tmp_step_{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         meta = {"step": str(step), **self.metadata}
-        snapshot = Policy(self.policy.cfg, self.policy.features)
-        snapshot.load_state_dict(model_sd, strict=True)
-        snapshot.action_mean = self.policy.action_mean  # not a weight: the offline baseline, in the header
-        snapshot.save(tmp, meta)
-        tensors, groups = _flatten_optimizer(optim_sd)
-        if ema is not None:
-            tensors.update({f"ema/{k}": v.cpu().contiguous() for k, v in ema.items()})
-            ema_policy = Policy(self.policy.cfg, self.policy.features)
-            ema_policy.load_state_dict({k: v.cpu() for k, v in ema.items()})
-            ema_policy.action_mean = self.policy.action_mean
-            ema_policy.save(tmp / "ema", {**meta, "ema": str(ema_rate)})
-        save_file(tensors, str(tmp / "train_state.safetensors"),
-                  metadata={"step": str(step), "param_groups": groups, "recipe": json.dumps(self.recipe),
-                            "noted": json.dumps(self.noted)})
-        # Synced before and after the rename: a power cut cannot leave `last` naming a
-        # checkpoint whose files never reached the disk.
-        fsync_tree(tmp)
-        tmp.rename(final)
+        try:
+            snapshot = Policy(self.policy.cfg, self.policy.features)
+            snapshot.load_state_dict(model_sd, strict=True)
+            snapshot.action_mean = self.policy.action_mean  # not a weight: the offline baseline, in the header
+            snapshot.save(tmp, meta)
+            tensors, groups = _flatten_optimizer(optim_sd)
+            if ema is not None:
+                tensors.update({f"ema/{k}": v.cpu().contiguous() for k, v in ema.items()})
+                ema_policy = Policy(self.policy.cfg, self.policy.features)
+                ema_policy.load_state_dict({k: v.cpu() for k, v in ema.items()})
+                ema_policy.action_mean = self.policy.action_mean
+                ema_policy.save(tmp / "ema", {**meta, "ema": str(ema_rate)})
+            save_file(tensors, str(tmp / "train_state.safetensors"),
+                      metadata={"step": str(step), "param_groups": groups, "recipe": json.dumps(self.recipe),
+                                "noted": json.dumps(self.noted)})
+            # Synced before and after the rename: a power cut cannot leave `last` naming a
+            # checkpoint whose files never reached the disk.
+            fsync_tree(tmp)
+            tmp.rename(final)
+        except BaseException as exc:
+            # Half a checkpoint is tens of GB at π0 size: on a full disk it kept the disk
+            # full until a later trainer started (remove_partial_checkpoints).
+            shutil.rmtree(tmp, ignore_errors=True)
+            if (refused := _disk_error(exc, tmp)) is not None:
+                raise refused from None
+            raise
         fsync_path(ckpt_root)
         replace_text(ckpt_root / "last", final.name)
         return final
@@ -245,6 +258,19 @@ class Checkpointer:
         step = int(meta["step"])
         log.info("resumed from %s at step %d", path, step)
         return step, ema
+
+
+def _disk_error(exc: BaseException, path: Path) -> OSError | None:
+    """The OSError a safetensors write reported as its own SafetensorError ("... No space left
+    on device (os error 28)"), naming `path`, so the CLI's one line for a disk that refuses a
+    write (full: ENOSPC, EDQUOT) says it instead of a traceback; None for any other error."""
+    from safetensors import SafetensorError
+
+    found = re.search(r"\(os error (\d+)\)", str(exc)) if isinstance(exc, SafetensorError) else None
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], str]:
