@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from shallowpi.distill.settings import DistillConfig
+from shallowpi.durable_files import replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.evaluate.interval import wilson_interval
 from shallowpi.policy.flops import flop_counter
@@ -350,6 +351,7 @@ def write_report(
 
         lines += ["## Resolved config", "", "```yaml", to_yaml(resolved_config).rstrip(), "```", ""]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
-    (run_dir / "report.json").write_text(json.dumps(summary, indent=2))
+    # Whole or not at all: tools read report.json beside a finished checkpoint.
+    replace_text(path, "\n".join(lines))
+    replace_text(run_dir / "report.json", json.dumps(summary, indent=2))
     return path

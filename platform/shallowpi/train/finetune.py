@@ -255,7 +255,7 @@ def finetune(
         eval_episodes, what = split.eval_episodes()
         report = evaluate(scored, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
         result["eval"] = report.to_dict()
-        (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=2))
+        replace_text(run_dir / "eval.json", json.dumps(result["eval"], indent=2))  # a kill leaves the old one whole
         log.info("%s:\n%s", what, report.table())
     return result
 
