@@ -72,21 +72,11 @@ def test_the_lock_of_a_killed_trainer_does_not_outlive_it(tmp_path):
 def test_a_checkpoint_left_half_written_is_removed_when_the_run_resumes(tmp_path, monkeypatch, caplog):
     """A save killed mid-write (a second Ctrl-C, SIGKILL after the grace period) left
     checkpoints/.tmp_step_N for good when the run never saved step N again: tens of GB at π0 size."""
-    import safetensors.torch
-
     _trainer(tmp_path, steps=2).fit()
-    cut = _trainer(tmp_path, resume=True, steps=6)
-
-    def killed(*_args, **_kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(safetensors.torch, "save_file", killed)  # the kill, once the folder is made
-    with pytest.raises(KeyboardInterrupt):
-        cut.save(3)
-    monkeypatch.undo()
-    cut.close()  # what its process's end does
+    # As SIGKILL leaves a save of step 3 (an exception in the save removes its folder itself).
     partial = tmp_path / "checkpoints" / ".tmp_step_000003"
-    assert partial.is_dir()
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\0" * 1024)
     with caplog.at_level("WARNING", logger="shallowpi.train.trainer"):
         _trainer(tmp_path, resume=True, steps=6).fit()  # saves steps 4 and 6, never 3
     assert not partial.exists()
@@ -143,3 +133,20 @@ def test_a_forked_child_neither_holds_the_run_lock_nor_can_release_it(tmp_path):
     finally:
         os.killpg(trainer.pid, 9)
     assert latest_checkpoint(tmp_path).name == "step_000004"
+
+
+def test_a_last_marker_left_behind_by_a_kill_is_mended(tmp_path, caplog):
+    """A kill between a save's rename and the `last` marker's update left `last` naming the
+    step before, for good: the resume trained nothing and never saved, and deploy --policy
+    .../last or distill --teacher .../last took the older weights."""
+    from shallowpi.train.checkpoint import checkpoint_step
+
+    _trainer(tmp_path, steps=4).fit()
+    marker = tmp_path / "checkpoints" / "last"
+    assert marker.read_text() == "step_000004"
+    marker.write_text("step_000002")  # as the kill leaves it
+    assert checkpoint_step(marker, say=lambda _line: None).name == "step_000004"
+    with caplog.at_level("WARNING", logger="shallowpi.train.trainer"):
+        _trainer(tmp_path, resume=True, steps=4).fit()  # nothing left to train
+    assert marker.read_text() == "step_000004"
+    assert "checkpoints/last now names step_000004, the newest checkpoint" in caplog.text

@@ -53,6 +53,10 @@ def checkpoint_step(path: str | Path, say: Callable[[str], None] = print) -> Pat
     given = Path(path).expanduser()
     if given.is_file() and given.name == "last":
         step = given.parent / given.read_text().strip()
+        # A kill between a save's rename and the marker's update leaves it naming the step
+        # before; the newest complete one is what it stands for.
+        if (newest := latest_checkpoint(given.parent.parent)) is not None and newest.name != step.name:
+            step = newest
     elif given.is_dir() and not (given / "model.safetensors").is_file() and given.name != "ema":
         run = given.parent if given.name == "checkpoints" else given
         step = latest_checkpoint(run) if (run / "checkpoints").is_dir() else None
@@ -94,6 +98,19 @@ def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
     for path in partial:
         shutil.rmtree(path)
     return partial
+
+
+def mend_last_marker(run_dir: Path) -> Path | None:
+    """Point checkpoints/last at the run's newest complete checkpoint when it names another
+    (a kill between a save's rename and the marker's update; a resume that trains no step
+    never saves, so nothing else would mend it). Returns the step it now names, or None
+    when the run has none. Only for the holder of the run folder's lock."""
+    newest = latest_checkpoint(run_dir)
+    marker = run_dir / "checkpoints" / "last"
+    if newest is not None and (not marker.is_file() or marker.read_text().strip() != newest.name):
+        replace_text(marker, newest.name)
+        return newest
+    return None
 
 
 def trained_for(checkpoint: Path) -> int | None:

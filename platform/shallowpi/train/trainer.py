@@ -44,7 +44,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import refuse_fractional
-from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint, remove_partial_checkpoints
+from shallowpi.train.checkpoint import (
+    Checkpointer,
+    latest_checkpoint,
+    mend_last_marker,
+    remove_partial_checkpoints,
+)
 from shallowpi.train.distributed import (
     Dist,
     all_reduce_sum,
@@ -292,6 +297,9 @@ class Trainer:
         if self.dist.main:
             for partial in remove_partial_checkpoints(run_dir):
                 log.warning("removed %s, a checkpoint whose save was cut short", partial)
+            if (mended := mend_last_marker(run_dir)) is not None:
+                log.warning("checkpoints/last now names %s, the newest checkpoint (a save was cut short before "
+                            "naming it)", mended.name)
             if cfg.warmup_steps >= cfg.steps:
                 log.warning("%s.warmup_steps %d >= steps %d: the learning rate only warms up (to %.3g at the last "
                             "step) and never decays to min_lr", settings, cfg.warmup_steps, cfg.steps,
