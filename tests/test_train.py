@@ -59,7 +59,7 @@ def test_checkpoints_are_complete_and_never_overwritten(tmp_path):
     assert Policy.load(latest_checkpoint(tmp_path)).features == Features.from_sample(data[0])
     with pytest.raises(TrainingError, match="--resume"):
         Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path)
-    with pytest.raises(TrainingError, match="nothing to resume"):
+    with pytest.raises(TrainingError, match=r"nothing to resume in .*; run without --resume to start it"):
         Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path / "empty", resume=True)
 
 

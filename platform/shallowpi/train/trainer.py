@@ -237,7 +237,8 @@ def check_run_folder(run_dir: Path, resume: bool) -> Path | None:
     holds none to resume. Commands call it before long preparatory work as well."""
     existing = latest_checkpoint(run_dir)
     if existing is None and resume:
-        raise TrainingError(f"nothing to resume in {run_dir} (no complete checkpoint)")
+        raise TrainingError(f"nothing to resume in {run_dir} (no complete checkpoint: a run stopped before its "
+                            "first save, or none began); run without --resume to start it")
     if existing is not None and not resume:
         raise TrainingError(f"run folder {run_dir} already holds checkpoints; pass --resume to continue it "
                             "or --run NAME for a new run (nothing was overwritten)")
