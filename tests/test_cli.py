@@ -410,13 +410,13 @@ def _run_read_only(folder, *args: str) -> subprocess.CompletedProcess:
     [
         (["record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui", "--dataset", "new",
           "--episodes", "1", "--episode-time-s", "0.2", "--reset-time-s", "0", "record.sim_size=32x32",
-          "telemetry.address={tmp}/t.sock", "--data-root", "{ro}"], "new.zarr.creating: .*--data-root"),
+          "telemetry.address={tmp}/t.sock", "--data-root", "{ro}"], "new.zarr.create.lock: .*--data-root"),
         (["dataset", "merge", "kitchen", "pantry", "--out", "both", "--data-root", "{ro}"],
-         "both.zarr.merging.creating: .*--data-root"),  # built beside its name, moved in whole
+         "both.zarr.create.lock: .*--data-root"),  # claimed, built beside its name, moved in whole
         (["dataset", "delete", "kitchen", "--episode", "0", "--yes", "--data-root", "{ro}"],
          "kitchen.zarr/.shallowpi.lock: .*--data-root"),
         (["dataset", "show", "kitchen", "--out", "{ro}/ep.png", "--data-root", "{ro}"], "ep.png: .*--out"),
-        (["dataset", "export", "kitchen", "--to", "lerobot", "{ro}/lr", "--data-root", "{ro}"], "lr.shallowpi-partial: .*DEST"),
+        (["dataset", "export", "kitchen", "--to", "lerobot", "{ro}/lr", "--data-root", "{ro}"], "lr.create.lock: .*DEST"),
         (["sim", "--robot", "arm", "--task", "cube_in_bowl", "--size", "32x32", "--png", "{ro}/s.png"],
          "s.png.tmp: .*--png"),
         (["train", "--dataset", "kitchen", "--data-root", "{ro}", "--runs-dir", "{ro}/runs", "--policy", "tiny",

@@ -480,3 +480,48 @@ def test_a_depth_camera_is_refused_at_import_not_stored_white(tmp_path):
     with pytest.raises(PlatformError, match=r"depth camera\(s\) observation.images.depth cannot be imported"):
         import_lerobot(tmp_path / "depth", tmp_path / "back.zarr", repo_id="local/depth")
     assert not (tmp_path / "back.zarr").exists()
+
+
+@pytest.mark.slow  # two exports, each encoding in a spawned child
+def test_two_exports_into_one_directory_leave_one_whole_export(tmp_path, monkeypatch):
+    """Two exports into one directory wrote into one fixed `lr.shallowpi-partial`: the second
+    removed the first's files, and the first then failed to move them in (a traceback). The
+    second now waits for the first and is told the directory is taken."""
+    from race_fixtures import pause_first, run_both
+    from shallowpi.data import lerobot_export
+
+    make_store(tmp_path / "src.zarr", episodes=1, length=4).close()
+    out = tmp_path / "lr"
+    # The first stops with its export written and verified, before it moves it in.
+    ran, go_on = pause_first(monkeypatch, lerobot_export, "_move_into_place", before=True)
+
+    def export():
+        return lerobot_export.export_lerobot(tmp_path / "src.zarr", out, repo_id=REPO_ID)
+
+    first, second = run_both(export, export, ran, go_on)
+    assert first == out, first
+    assert isinstance(second, PlatformError) and "already exists" in str(second), second
+    assert "\n" not in str(second)
+    assert (out / "meta" / "info.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr", "src.zarr"]
+
+
+def test_two_imports_into_one_name_leave_one_whole_store(exported, tmp_path, monkeypatch):
+    """Two imports into one new dataset built in one fixed `NAME.zarr.shallowpi-partial`: the
+    second removed the first's half-made store. The second now waits for the first and is
+    told the name is taken (or who holds it, past the wait), in one line."""
+    from race_fixtures import pause_first, run_both
+    from shallowpi.data import lerobot_import
+    from shallowpi.errors import StoreError
+
+    _, source, _ = exported
+    path = tmp_path / "back.zarr"
+    ran, go_on = pause_first(monkeypatch, lerobot_import, "_import_episode")
+    first, second = run_both(lambda: lerobot_import.import_lerobot(source, path, repo_id=REPO_ID),
+                             lambda: lerobot_import.import_lerobot(source, path, repo_id=REPO_ID), ran, go_on)
+    assert first == path, first
+    assert isinstance(second, StoreError) and ("already exists" in str(second) or "is being made by" in str(second))
+    with EpisodeStore.open(path) as store:
+        assert len(store) == 3 and store.check() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["back.zarr"]
+

@@ -1,12 +1,17 @@
 """Files written whole and durably: what every stage that writes a file a later run relies
 on uses (the episode store, checkpoints, calibrations, bundles, run records).
 
-A file is replaced by writing `name.partial`, syncing it and renaming it over `name`: POSIX
-rename is atomic against a killed process, and the sync before it keeps a power cut after
-the rename from leaving an empty file under the name (filesystems without ext4's rename
-heuristic, XFS among them, flush nothing on rename). The folder is synced after, so the
-rename itself survives. A folder is published the same way: its files synced
-(`fsync_tree`), then one rename.
+A file is replaced by writing `name.<pid>.<random>.partial`, syncing it and renaming it over
+`name`: POSIX rename is atomic against a killed process, and the sync before it keeps a
+power cut after the rename from leaving an empty file under the name (filesystems without
+ext4's rename heuristic, XFS among them, flush nothing on rename). The folder is synced
+after, so the rename itself survives. Each write has its own partial file, so two
+processes replacing one file (two deploys caching the same engine) each publish whole
+bytes; sweeps of a killed writer's leftovers match the `.partial` ending. A folder is
+published the same way: its files synced (`fsync_tree`), then one rename.
+
+The file locks beside them (`take_file_lock`, `hold_file_lock`) are `flock`s: the kernel
+drops one with its process, however that ends.
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Callable
+import secrets
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-PARTIAL_SUFFIX = ".partial"
+PARTIAL_SUFFIX = ".partial"  # every partial file's ending (a sweep of a killed writer's leftovers matches it)
+LOCK_POLL_S = 0.05  # how often `hold_file_lock` tries again while another process holds the lock
 
 
 def fsync_path(path: str | Path) -> None:
@@ -50,15 +58,18 @@ def replace_text(path: str | Path, text: str, durable: bool = True, replaced: Ca
 
 def replace_bytes(path: str | Path, data: Any, durable: bool = True,
                   replaced: Callable[[], None] | None = None, sync_folder: bool = True) -> int:
-    """Replace (or create) `path` with `data` (bytes-like) in one rename of `path.partial`,
-    synced first if `durable` and its folder after (unless `sync_folder` is off: a later
-    sync of the folder makes the rename durable); returns the bytes written. After a
-    power cut the name holds the old bytes or the new ones: an unsynced file renamed to a
-    name can come back empty where the filesystem does not flush on rename (XFS; ext4
-    flushes only a rename over an existing name). `replaced` runs right after the rename, before the folder's
+    """Replace (or create) `path` with `data` (bytes-like) in one rename of a partial file
+    of its own (`partial_name`), synced first if `durable` and its folder after (unless
+    `sync_folder` is off: a later sync of the folder makes the rename durable); returns the
+    bytes written. After a power cut the name holds the old bytes or the new ones: an
+    unsynced file renamed to a name can come back empty where the filesystem does not flush
+    on rename (XFS; ext4 flushes only a rename over an existing name). Writers racing on one
+    name each publish their own whole bytes, the last rename winning: with one shared
+    `path.partial` they wrote into one file, published a torn one, and the second rename
+    failed (FileNotFoundError). `replaced` runs right after the rename, before the folder's
     sync: where the rename is a commit point, what it committed is known even if that sync
     then fails. Raises OSError from the write, with the partial file removed."""
-    partial = os.fspath(path) + PARTIAL_SUFFIX
+    partial = partial_name(path)
     try:
         with open(partial, "wb") as out:
             written = out.write(data)
@@ -75,6 +86,12 @@ def replace_bytes(path: str | Path, data: Any, durable: bool = True,
     if durable and sync_folder:
         fsync_path(os.path.dirname(path) or ".")
     return written
+
+
+def partial_name(path: str | Path) -> str:
+    """A name beside `path` that no other write uses: `path.<pid>.<8 hex>.partial`, a plain
+    string (pathlib would intern it: episode_writer's names are made per frame)."""
+    return f"{os.fspath(path)}.{os.getpid()}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
 
 
 class FileLockHeld(Exception):
@@ -139,3 +156,42 @@ def release_file_lock(fd: int, clean: bool) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)
     with contextlib.suppress(OSError):
         os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_file_lock(path: str | Path, holder: str, wait_s: float | None = None,
+                   on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold `take_file_lock`'s lock on `path` for the block, waiting while another process
+    holds it: up to `wait_s` seconds (None: as long as it takes), with `on_wait(holder)` called
+    once when it starts waiting (to say whom for). The file is removed when the block ends, so
+    no lock file stays behind (an engine cache, a data folder): a waiter that got the lock on
+    the removed file sees that the name is another file now, or none, and takes that instead.
+    A holder killed leaves its file, which the next taker removes. Raises FileLockHeld (its
+    `holder`) when `wait_s` passed."""
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            fd, _ = take_file_lock(path, holder)
+        except FileLockHeld as held:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            if not told and on_wait is not None:
+                on_wait(held.holder)
+            told = True
+            time.sleep(LOCK_POLL_S)
+            continue
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            break
+        release_file_lock(fd, clean=False)  # the file of a holder that has finished since we opened it
+    try:
+        yield
+    finally:
+        # Removed before the release, so that no one can take this file after we let go of it.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        release_file_lock(fd, clean=True)

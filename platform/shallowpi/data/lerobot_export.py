@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import shlex
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -168,18 +167,14 @@ def export_lerobot(
         repo_id = repo_id or f"local/{store_path.stem}"
         fps = _dataset_fps(store)
         codec = choose_video_codec(store) if _camera_sizes(store.features) else VIDEO_CODECS[0]
-    staging = _claim_destination(out_dir, "export directory")
     what = f"exporting {store_path.name} ({codec} video encoder)"
-    try:
+    with _claim_destination(out_dir, "export directory") as staging:  # removed with what is left in it
         try:
             run_isolated(_export_into, store_path, staging, repo_id, fps, codec, what=what, progress=progress)
         except ChildCrashed as exc:
             raise ChildCrashed(what, f"{exc.how}; nothing was written to {out_dir} and the store is untouched: "
                                      "run it again, and report it if it repeats") from None
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _move_into_place(staging, out_dir, "export directory")
     return out_dir
 
 

@@ -8,8 +8,6 @@ and import share lives in `shallowpi.data.lerobot_interop`.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,8 @@ from shallowpi.data.lerobot_interop import (
     _video_backend,
     episode_successes,
 )
-from shallowpi.data.store import EpisodeStore, StoreSettings
+from shallowpi.data.store import EpisodeStore, StoreSettings, claim_new
 from shallowpi.data.store_swap import name_taken
-from shallowpi.durable_files import fsync_path
 from shallowpi.errors import PlatformError, StoreError
 
 log = logging.getLogger(__name__)
@@ -119,7 +116,7 @@ def import_lerobot(
     _check_lerobot_dir(src_dir)
     LeRobotDataset = _import_lerobot()
     if name_taken(store_path):
-        raise StoreError(f"{store_path} already exists; choose another dataset name")
+        raise _exists(store_path)
     with _quiet_datasets():
         return _import(LeRobotDataset, src_dir, store_path, repo_id, progress, settings)
 
@@ -159,12 +156,14 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
     # under it; either cut a float64 feature's precision.
     columns = dataset.hf_dataset.with_format("arrow")
 
-    staging = store_path.with_name(store_path.name + STAGING_SUFFIX)
-    shutil.rmtree(staging, ignore_errors=True)
     total = len(dataset)
     _report(progress, 0, total)
-    try:
-        with EpisodeStore.create(staging, features, settings) as store:
+    # Built beside its name and renamed into place whole, under the name's claim: two imports
+    # (or an import and a recording) into one name built in one fixed folder.
+    with claim_new(store_path, suffix=STAGING_SUFFIX) as built:
+        if name_taken(store_path):  # made while this import waited for the claim
+            raise _exists(store_path)
+        with EpisodeStore.create_unpublished(built, features, settings) as store:
             row = 0
             while row < total:
                 episode = int(episode_of_row[row])
@@ -175,12 +174,14 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
                                 None if successes is None else successes[episode])
                 row = stop
                 _report(progress, row, total)
-        os.replace(staging, store_path)  # its episodes were synced as they were committed
-        fsync_path(store_path.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            durable = store.settings.durable
+        # Its episodes were synced as they were committed.
+        EpisodeStore.publish(built, store_path, durable).close()
     return store_path
+
+
+def _exists(store_path: Path) -> StoreError:
+    return StoreError(f"{store_path} already exists; choose another dataset name")
 
 
 def _item(dataset: Any, index: int) -> Any:

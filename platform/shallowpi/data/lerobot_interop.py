@@ -38,19 +38,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from shallowpi.data.features import Feature, FeatureKind
+from shallowpi.data.store import claim_new
 from shallowpi.durable_files import fsync_path, fsync_tree
 from shallowpi.errors import PlatformError
 
 Progress = Callable[[int, int], None]  # (frames done, frames in total)
 
-# Beside the destination while an export or import runs; removed when a run finds one a
-# killed run left. Named as no folder of a user's would be (`exports/run.partial` was).
+# Ends the folder beside the destination while an export or import runs
+# (`NAME.<random>.shallowpi-partial`, one a run); removed when a run into that name finds one
+# a killed run left. Named as no folder of a user's would be (`exports/run.partial` was).
 STAGING_SUFFIX = ".shallowpi-partial"
 
 # lerobot's per-frame success column (lerobot.utils.constants.SUCCESS): true once the
@@ -136,23 +137,33 @@ def lerobot_features(features: Mapping[str, Feature]) -> dict[str, dict[str, Any
     return out
 
 
-def _claim_destination(out_dir: Path, what: str) -> Path:
-    """The staging path beside `out_dir`, after checking `out_dir` is free."""
+def _require_free(out_dir: Path, what: str) -> None:
+    """PlatformError (one line) unless `out_dir` is missing or an empty folder."""
     if out_dir.resolve() == Path.cwd().resolve():  # `.`: a folder the export would have to remove and replace
         raise PlatformError(f"choose a new {what} (a name or a path), not the working folder itself")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise PlatformError(f"{out_dir} already exists; remove it or choose another {what}")
-    staging = out_dir.with_name(out_dir.name + STAGING_SUFFIX)
-    shutil.rmtree(staging, ignore_errors=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return staging
 
 
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename the finished `staging` folder to `out_dir`, its files synced first: a power
-    cut must not leave a complete-looking dataset of empty files."""
-    fsync_tree(staging)
-    if out_dir.exists():
-        out_dir.rmdir()  # checked empty by _claim_destination
-    os.replace(staging, out_dir)
+@contextlib.contextmanager
+def _claim_destination(out_dir: Path, what: str) -> Iterator[Path]:
+    """Where to write what goes to `out_dir` (missing or an empty folder, else PlatformError):
+    a path in a folder beside it of this run's own, under the name's claim (`claim_new`), so
+    that two runs into one destination cannot write into each other's files; the folder goes
+    when the block ends. `_move_into_place` moves the result in."""
+    _require_free(out_dir, what)
+    with claim_new(out_dir, suffix=STAGING_SUFFIX) as built:
+        _require_free(out_dir, what)  # filled while this run waited for the claim
+        yield built
+
+
+def _move_into_place(built: Path, out_dir: Path, what: str) -> None:
+    """Rename the finished `built` folder to `out_dir` (under `_claim_destination`), its
+    files synced first: a power cut must not leave a complete-looking dataset of empty files.
+    PlatformError, nothing replaced, when `out_dir` was filled meanwhile by hand."""
+    fsync_tree(built)
+    _require_free(out_dir, what)
+    with contextlib.suppress(FileNotFoundError):
+        out_dir.rmdir()  # an empty folder made for it: the rename cannot replace a folder
+    os.rename(built, out_dir)
     fsync_path(out_dir.parent)

@@ -48,12 +48,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shallowpi.data import chunk_files, zarr_compat
-from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
+from shallowpi.data.codecs import IMAGE_CODECS, image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.durable_io import (
     file_in,
     read_json,
@@ -78,7 +80,7 @@ from shallowpi.data.store_swap import (
     name_taken,
     remove_swapped_out,
 )
-from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path
+from shallowpi.durable_files import PARTIAL_SUFFIX, FileLockHeld, fsync_path, hold_file_lock
 from shallowpi.errors import StoreEditedError, StoreError
 
 if TYPE_CHECKING:
@@ -86,7 +88,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpisodeInfo", "EpisodeStore", "StoreSettings", "StoreSummary", "check_mixing", "mixed_fps"]
+__all__ = ["EpisodeInfo", "EpisodeStore", "StoreSettings", "StoreSummary", "check_mixing", "claim_new", "mixed_fps",
+           "publish_folder"]
 
 FORMAT_NAME = "shallowpi.episodes"
 # 3: as 2, with the metadata in layout 2 (one file an episode, a small commit record).
@@ -108,6 +111,11 @@ OPEN_TRIES = 3  # a reader opens again when the store changed while it opened (E
 # whatever the stats say: an NFS client may answer a stat from its attribute cache for a
 # minute, while opening a file revalidates it.
 REREAD_S = 0.25
+# A new store (a recording's, a merge's, an import's) is built in `NAME.zarr.<random>.creating`
+# beside its name and renamed into place whole, under `NAME.zarr.create.lock` (`claim_new`).
+CREATING_SUFFIX = ".creating"
+CLAIM_SUFFIX = ".create.lock"
+CLAIM_WAIT_S = 10.0  # how long a maker waits for another making the same name (a create takes ms)
 
 
 @dataclass
@@ -153,9 +161,11 @@ class EpisodeInfo:
 class StoreSettings:
     """How a store writes, fixed at creation and kept in its header.
 
-    `image_codec` is one of codecs.IMAGE_CODECS and `image_quality` its 0-100 quality
-    (jpeg/jpegxl only); `numeric_chunk_rows` is the chunk length along time (rows) of
-    every numeric array. An unknown codec name raises StoreError at `EpisodeStore.create`.
+    `image_codec` is one of codecs.IMAGE_CODECS and `image_quality` its quality, a whole
+    number 0-100 (jpeg/jpegxl only); `numeric_chunk_rows` (>= 1) is the chunk length along
+    time (rows) of every numeric array. Made with a value outside these: StoreError naming
+    the setting (`store.image_quality`, the config key). Whether the codec can encode
+    frames here is checked by encoding one: `EpisodeStore.create`, `check_recordable`.
     """
 
     image_codec: str = "jpeg"
@@ -164,15 +174,82 @@ class StoreSettings:
     image_batch: int = 8  # frames buffered per camera before a write (encoded in parallel)
     durable: bool = True  # fsync before each commit (power-cut safety); off for benchmarks
 
+    def __post_init__(self) -> None:
+        # Unchecked, numeric_chunk_rows=0 was a zarr traceback and -1 one file per row; jpeg
+        # clamped image_quality=150 while the header said 150; jpegxl at -5 failed in the
+        # writer's thread at the first take, the store made.
+        if self.image_codec not in IMAGE_CODECS:
+            raise StoreError(f"store.image_codec '{self.image_codec}' is unknown; choose one of: "
+                             f"{', '.join(IMAGE_CODECS)}")
+        for name, lowest, highest in (("image_quality", 0, 100), ("numeric_chunk_rows", 1, None),
+                                      ("image_batch", 1, None)):
+            value = getattr(self, name)
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if not whole or value < lowest or (highest is not None and value > highest):
+                bound = f"from {lowest} to {highest}" if highest is not None else f">= {lowest}"
+                raise StoreError(f"store.{name} must be a whole number {bound}, got {value!r}")
+
 
 def _settings_of(path: Path, recorded: Mapping[str, Any]) -> StoreSettings:
-    """The header's settings; StoreError (one line) naming a key this version does not know
-    (a store written by a newer shallowpi), which read as "damaged" (a TypeError)."""
+    """The header's settings, as they are; StoreError (one line) naming a key this version
+    does not know (a store written by a newer shallowpi), which read as "damaged" (a
+    TypeError). Not checked as new settings are: a store made before they were (jpeg at
+    image_quality 150, which jpeg clamps) still opens, and its edits keep its settings."""
     known = {f.name for f in dataclasses.fields(StoreSettings)}
     if unknown := sorted(set(recorded) - known):
         raise StoreError(f"{path} was written with store settings this shallowpi does not know ({', '.join(unknown)}): "
                          "a newer version wrote it; upgrade shallowpi to read it")
-    return StoreSettings(**recorded)
+    settings = object.__new__(StoreSettings)
+    for f in dataclasses.fields(StoreSettings):
+        object.__setattr__(settings, f.name, recorded.get(f.name, f.default))
+    return settings
+
+
+@contextlib.contextmanager
+def claim_new(path: Path, suffix: str = CREATING_SUFFIX, wait_s: float | None = None) -> Iterator[Path]:
+    """Make something new under `path` (a store; an export's folder) as the one process doing
+    so: yields where to build it, `path.name` inside a folder made beside `path` for this
+    call alone (`NAME.<random><suffix>`), which `publish_folder` moves to `path`. The folder
+    goes when the block ends, with whatever is left in it.
+
+    Throughout, holds `NAME.create.lock` beside `path` (`hold_file_lock`), which every maker
+    of that name takes, so no two can publish there, and the caller checks under it that the
+    name is free. Under it too, the folders killed makers of the name left are removed: none
+    is anyone's now. Two makers built in one fixed `NAME.creating`, each removing the other's
+    files, and failed with tracebacks or left a half-built store under the name.
+
+    Raises StoreError (one line, naming the holder) when another process holds the name for
+    longer than `wait_s` seconds (default CLAIM_WAIT_S; a merge or import into it takes
+    minutes), and OSError when the folder cannot be made (a read-only or full disk)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + CLAIM_SUFFIX)
+    with contextlib.ExitStack() as claim:
+        try:
+            claim.enter_context(hold_file_lock(lock, f"pid {os.getpid()}",
+                                               wait_s=CLAIM_WAIT_S if wait_s is None else wait_s))
+        except FileLockHeld as held:
+            raise StoreError(f"{path.name} is being made by {held.holder} (a recording, merge, import or export "
+                             "of that name); wait for it to end, or pick another name") from None
+        for leftover in path.parent.glob(glob.escape(path.name) + ".????????" + suffix):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(path.with_name(path.name + suffix), ignore_errors=True)  # an older version's fixed one
+        folder = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=suffix, dir=path.parent))
+        try:
+            yield folder / path.name
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish_folder(built: Path, path: Path, durable: bool) -> None:
+    """Rename `built` (made in a `claim_new` folder, its files synced if `durable`) to `path`,
+    and sync the folder that holds it if `durable`. The caller holds `path`'s claim, under
+    which no other maker can take the name; StoreError (nothing replaced) when something
+    else did meanwhile (a copy by hand): a rename onto an empty folder would replace it."""
+    if name_taken(path):
+        raise StoreError(f"{path} already exists (made meanwhile by another command); nothing was replaced")
+    os.rename(built, path)
+    if durable:
+        fsync_path(path.parent)
 
 
 class EpisodeStore:
@@ -226,36 +303,68 @@ class EpisodeStore:
         settings: StoreSettings | None = None,
         version: int = FORMAT_VERSION,
     ) -> EpisodeStore:
-        """A new, empty store at `path` (which must not exist) for these features.
+        """A new, empty store at `path` (which must not exist) for these features, open for
+        writing.
 
-        `version` 1 is for copies of a format-1 store (compaction), which keep its row
-        convention; anything else writes today's format."""
+        Built beside its name and renamed into place whole, under the name's claim
+        (`claim_new`): of processes creating one store at once, one makes it and the others
+        get the one-line "already exists" (`open_or_create` then opens it). Refused before
+        anything is made, StoreError: features it cannot hold, an image codec that cannot
+        encode their frames. `version` 1 is for copies of a format-1 store (compaction),
+        which keep its row convention; anything else writes today's format."""
         path = Path(path)
         settings = settings or StoreSettings()
-        version = 1 if version < 2 else FORMAT_VERSION
         if name_taken(path):
-            raise StoreError(f"{path} already exists; open it, or pick another dataset name")
+            raise _exists(path)
+        cls._check_new(features, settings)
+        with claim_new(path) as built:
+            if name_taken(path):  # made by another process while this one waited for the claim
+                raise _exists(path)
+            cls._build(built, features, settings, version)
+            return cls.publish(built, path, settings.durable)
+
+    @classmethod
+    def create_unpublished(cls, built: str | os.PathLike[str], features: Mapping[str, Feature],
+                           settings: StoreSettings | None = None, version: int = FORMAT_VERSION) -> EpisodeStore:
+        """A new, empty store at `built` (a path `claim_new` gave), open for writing, for a
+        command that fills a store before it takes its name (a merge, an import): once whole
+        and closed, `publish` moves it there. Checked as `create` checks."""
+        built, settings = Path(built), settings or StoreSettings()
+        cls._check_new(features, settings)
+        cls._build(built, features, settings, version)
+        return cls.open(built, mode="a")
+
+    @classmethod
+    def publish(cls, built: str | os.PathLike[str], path: str | os.PathLike[str], durable: bool) -> EpisodeStore:
+        """Move the closed store at `built` to `path` (`publish_folder`, under its claim) and
+        open it there for writing. Its writer lock is taken before the rename and kept, so
+        no other writer (a recorder that found the name taken) gets in between. StoreError
+        when `path` is taken; nothing is replaced."""
+        built, path = Path(built), Path(path)
+        lock_fd, _ = take_writer_lock(built)
+        try:
+            publish_folder(built, path, durable)
+        except BaseException:
+            release_writer_lock(lock_fd, clean=True)
+            raise
+        return cls.open(path, mode="a", _locked=(lock_fd, False))
+
+    @staticmethod
+    def _check_new(features: Mapping[str, Feature], settings: StoreSettings) -> None:
+        """StoreError (one line) for features a new store cannot hold, or for settings whose
+        image codec cannot encode their frames here (`_check_encodes`)."""
         if TICK_KEY in features or any(k.endswith(TIMESTAMP_SUFFIX) for k in features):
             raise StoreError(f"feature names '{TICK_KEY}' and '*{TIMESTAMP_SUFFIX}' are reserved")
         if not features:
             raise StoreError("a store needs at least one feature")
-        image_codec(settings.image_codec, settings.image_quality)  # validate the name early
-        staging = path.with_name(path.name + ".creating")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            cls._build(staging, features, settings, version)
-        except BaseException:  # a full disk: what was made would hold its space, under a name nothing opens
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        # A store appears under its name complete or not at all.
-        os.replace(staging, path)
-        if settings.durable:
-            fsync_path(path.parent)
-        return cls.open(path, mode="a")
+        _check_encodes(features, settings, "choose another codec or quality")
 
     @classmethod
     def _build(cls, staging: Path, features: Mapping[str, Feature], settings: StoreSettings, version: int) -> None:
-        """The empty store's arrays, metadata and header, written (and synced) at `staging`."""
+        """The empty store's arrays, metadata and header, written (and synced) at `staging`.
+        `version` 1 is for copies of a format-1 store (compaction), which keep its row
+        convention; anything else writes today's format."""
+        version = 1 if version < 2 else FORMAT_VERSION
         group = zarr_compat.open_group(staging, mode="w")
         data = group.require_group("data")
         for key, feature in features.items():
@@ -356,10 +465,16 @@ class EpisodeStore:
     def open_or_create(
         cls, path: str | os.PathLike[str], features: Mapping[str, Feature], settings: StoreSettings | None = None
     ) -> EpisodeStore:
-        """Append to `path` if it exists (same features required), else create it."""
+        """Append to `path` if it exists (same features required), else create it; if
+        another process created it meanwhile, append to that one (StoreError "being written
+        by pid N" while that process writes it)."""
         path = Path(path)
         if not name_taken(path):
-            return cls.create(path, features, settings)
+            try:
+                return cls.create(path, features, settings)
+            except StoreError:
+                if not name_taken(path):  # refused for another reason than a store made meanwhile
+                    raise
         store = cls.open(path, mode="a")
         if dict(features) != store.features:
             store.close()
@@ -382,7 +497,9 @@ class EpisodeStore:
         """New episodes may go into this store only if it pairs rows the way they are
         recorded now and, when given, they share its fps and calibration id (see
         `check_mixing`; `allow_mixed_calibration` lifts the calibration rule, and
-        `allow_mixed_calibration()` records that in the store). Raises StoreError."""
+        `allow_mixed_calibration()` records that in the store), and its settings encode
+        frames here (a store made before settings were checked may hold ones that do not:
+        `_check_encodes`). Raises StoreError."""
         if self.action_offset:
             raise StoreError(
                 f"{self.path.name} is format {self.version} (each action stored with the observation "
@@ -391,6 +508,8 @@ class EpisodeStore:
         check_mixing(self.summary, self.path.name, [] if fps is None else [fps],
                      [] if calibration_id is None else [calibration_id], "this recording",
                      allow_mixed_calibration)
+        _check_encodes(self.features, self.settings, f"{self.path.name} was created with them, before settings "
+                                                     "were checked: record into another dataset")
 
     def allow_mixed_calibration(self) -> None:
         """Record in the store that its episodes may differ in calibration id (one atomic
@@ -800,6 +919,26 @@ class EpisodeStore:
         from shallowpi.data.store_check import check_store  # it reads the store: no import cycle
 
         return check_store(self, decode_images=decode_images).problems
+
+
+def _check_encodes(features: Mapping[str, Feature], settings: StoreSettings, fix: str) -> None:
+    """StoreError (one line, ending in `fix`) when `settings`' image codec cannot encode the
+    frames of `features`' cameras here, tried on one small black frame of each channel
+    count: a setting that fails to encode (jpegxl at a quality it refuses, an imagecodecs
+    built without the codec) failed in the writer's thread at the first take, the store made."""
+    codec = image_codec(settings.image_codec, settings.image_quality)
+    for channels in sorted({f.shape[-1] for f in features.values() if f.kind is FeatureKind.IMAGE}):
+        try:
+            chunk_files.encode_frame(codec, np.zeros((16, 16, channels), np.uint8))
+        except Exception as exc:  # imagecodecs' own errors (JpegxlError, ...), each its own class
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StoreError(f"store.image_codec={settings.image_codec} at store.image_quality="
+                             f"{settings.image_quality} cannot encode camera frames here "
+                             f"({type(exc).__name__}: {first}); {fix}") from exc
+
+
+def _exists(path: Path) -> StoreError:
+    return StoreError(f"{path} already exists; open it, or pick another dataset name")
 
 
 def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int = 0) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from shallowpi.data.store import (
     EpisodeStore,
     StoreSettings,
     check_mixing,
+    claim_new,
 )
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
@@ -36,8 +37,6 @@ from shallowpi.data.store_swap import (
 )
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
-
-MERGING_SUFFIX = ".merging"  # a merge's store until it is whole
 
 
 def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
@@ -58,7 +57,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     _require_old_free(store.path)  # before the copy, not after it
     staging = store.path.with_name(store.path.name + COMPACTING_SUFFIX)
     shutil.rmtree(staging, ignore_errors=True)
-    settings = dataclasses.replace(store.settings)
+    settings = store.settings  # as its header has them: a store made before settings were checked keeps its own
     try:
         with EpisodeStore.create(staging, store.features, settings, version=store.version) as compacted:
             if store.summary.allow_mixed_calibration:
@@ -282,32 +281,28 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
                                    allow_mixed_calibration=held.allow_mixed_calibration or allowed)
     out = Path(out)
     if name_taken(out):
-        raise StoreError(f"{out} already exists; pick another name for the merged dataset")
-    # Made beside `out` and renamed into place whole: a merge killed part-way (kill -9, a
-    # power cut) left a store under the requested name that checked clean and lacked
-    # episodes. A staging folder left by such a merge is no dataset (`*.zarr` only).
-    staging = out.with_name(out.name + MERGING_SUFFIX)
-    shutil.rmtree(staging, ignore_errors=True)
-    merged = EpisodeStore.create(staging, _with_joint_kinds(first.features, sources), first.settings,
-                                 version=first.version)
-    try:
-        if len(held.calibration_ids) > 1 or held.allow_mixed_calibration:
-            merged.allow_mixed_calibration()
-        for source in sources:
-            for i in range(len(source)):
-                append_episode_from(merged, source, i)
-        carry_provenance([s.path for s in sources], merged.path, first.settings.durable)
-        merged.close()
-        if out.exists():  # made meanwhile by another command: keep it, drop this
-            raise StoreError(f"{out} appeared while merging; nothing was replaced")
-        os.replace(staging, out)
-        if first.settings.durable:
-            fsync_path(out.parent)
-    except BaseException:
-        merged.close()
-        shutil.rmtree(staging, ignore_errors=True)  # made here: a rerun finds no half store
-        raise
-    return EpisodeStore.open(out, mode="a")
+        raise _out_exists(out)
+    # Made beside `out` and renamed into place whole, under the name's claim (`claim_new`): a
+    # merge killed part-way (kill -9, a power cut) left a store under the requested name that
+    # checked clean and lacked episodes, and two merges into one name built in one fixed
+    # folder. What a killed merge left (`NAME.zarr.<random>.creating`) is no dataset (`*.zarr`
+    # only), removed by the next command that makes that name; a failed merge removes its own.
+    with claim_new(out) as built:
+        if name_taken(out):  # made while this merge waited for the claim
+            raise _out_exists(out)
+        with EpisodeStore.create_unpublished(built, _with_joint_kinds(first.features, sources), first.settings,
+                                             version=first.version) as merged:
+            if len(held.calibration_ids) > 1 or held.allow_mixed_calibration:
+                merged.allow_mixed_calibration()
+            for source in sources:
+                for i in range(len(source)):
+                    append_episode_from(merged, source, i)
+            carry_provenance([s.path for s in sources], merged.path, first.settings.durable)
+        return EpisodeStore.publish(built, out, first.settings.durable)
+
+
+def _out_exists(out: Path) -> StoreError:
+    return StoreError(f"{out} already exists; pick another name for the merged dataset")
 
 
 def _with_joint_kinds(features: Mapping[str, Feature], sources: Sequence[EpisodeStore]) -> dict[str, Feature]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ import numpy as np
 from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs
-from shallowpi.durable_files import replace_bytes
+from shallowpi.durable_files import hold_file_lock, replace_bytes
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,26 @@ def engine_feeds(feed: Mapping[str, np.ndarray], dtypes: Mapping[str, np.dtype],
     return ready
 
 
+def cached_engine(path: Path, build: Callable[[], bytes]) -> bytes:
+    """The engine cached at `path`, made by `build` (minutes on a Jetson) and cached there
+    first if it is missing.
+
+    One process builds a given engine at a time: the build runs under an `flock` on
+    `<engine>.lock` (removed after), and a second deploy of the same bundle on the same GPU
+    waits for the first (saying for whom) and then loads the engine it cached, instead of
+    building it again beside it. Written whole and synced, or not at all (`replace_bytes`): a
+    build killed mid-write, or a robot switched off just after, must not leave a truncated or
+    empty engine under the name the next start trusts. Raises what `build` raises, and
+    OSError from the cache's disk."""
+    def waiting(holder: str) -> None:
+        log.info("waiting for %s, which is building the TensorRT engine %s", holder, path.name)
+
+    with hold_file_lock(path.with_name(path.name + ".lock"), f"pid {os.getpid()} (deploy)", on_wait=waiting):
+        if not path.is_file():
+            replace_bytes(path, build())
+        return path.read_bytes()
+
+
 def import_tensorrt():
     """The tensorrt module, or BackendError saying what to use instead."""
     try:
@@ -110,14 +130,13 @@ class TensorRTBackend(Backend):
         key = engine_key(bundle.digest, trt.__version__, gpu, precision)
         path = engine_cache_dir(bundle, self.options) / f"{key}.engine"
         logger = trt.Logger(trt.Logger.WARNING)
-        if not path.is_file():
+
+        def build() -> bytes:
             log.info("building a TensorRT engine for %s (%s, %s); minutes on a Jetson", bundle.path, gpu, precision)
-            # Written whole and synced, or not at all: a build killed mid-write, or a robot
-            # switched off just after, must not leave a truncated or empty engine under the
-            # name the next start trusts.
-            replace_bytes(path, self._build(trt, logger, bundle.graphs["chunk"], precision))
+            return self._build(trt, logger, bundle.graphs["chunk"], precision)
+
         runtime = trt.Runtime(logger)
-        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(cached_engine(path, build))
         if self.engine is None:  # TensorRT returns None for an engine of another version or a damaged file
             raise BackendError(f"TensorRT could not load the cached engine {path} (another TensorRT, or damaged); "
                                "delete it and run again to rebuild it")
