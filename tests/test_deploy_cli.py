@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import platform_cmd, subprocess_env
+from shallowpi import config
 from shallowpi.data.store import EpisodeStore
 from shallowpi.errors import ConfigError
 
@@ -268,8 +269,8 @@ def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(chunk_files, "write_frames", slow_disk)
     target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
-                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x", fps=30.0)
-    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
+                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x", fps=30.0, episode_s=20.0)
+    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), config.compose([]), target, ["front"])
     on_tick = recorder.begin("count", "counting", 30.0)
     slowest = 0.0
     for tick in range(40):  # five batches of 8 frames, each 0.2 s to write
@@ -295,10 +296,11 @@ def test_recording_a_deployment_into_demonstrations_warns(tmp_path, caplog):
     from store_fixtures import stamp_episode
 
     target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
-                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x", fps=30.0)
+                             camera_shapes={"front": (16, 16)}, calibration_id="cal-x", fps=30.0, episode_s=20.0)
+    cfg = config.compose([])
 
     def record_one(with_sha: str) -> None:
-        recorder = DeploymentRecorder(str(tmp_path / "mixed.zarr"), None, target, ["front"], policy_sha256=with_sha)
+        recorder = DeploymentRecorder(str(tmp_path / "mixed.zarr"), cfg, target, ["front"], policy_sha256=with_sha)
         on_tick = recorder.begin("count", "counting", 30.0)
         for tick in range(3):
             image = np.zeros((16, 16, 3), np.uint8)
@@ -500,8 +502,9 @@ def test_a_deployment_recording_keeps_the_stores_cameras_of_what_the_robot_obser
     from shallowpi.robots.observation import Frame, Observation
 
     target = SimpleNamespace(joint_names=["j0", "j1"], joint_kinds=["revolute", "gripper"],
-                             camera_shapes={"front": (16, 16), "wrist": (16, 16)}, calibration_id="cal-x", fps=30.0)
-    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), None, target, ["front"])
+                             camera_shapes={"front": (16, 16), "wrist": (16, 16)}, calibration_id="cal-x", fps=30.0,
+                             episode_s=20.0)
+    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), config.compose([]), target, ["front"])
     on_tick = recorder.begin("count", "counting", 30.0)
     for tick in range(3):
         frames = {role: Frame(np.full((16, 16, 3), tick, np.uint8), tick / 30, tick) for role in ("front", "wrist")}

@@ -116,6 +116,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         # copy of arm.yaml still named arm would share the arm's calibration.
         raise ConfigError(f"configs/robot/{chosen}.yaml names its robot {cfg.robot.get('name')!r}; "
                           f"set name: {chosen} (the file's name)")
+    _refuse_unknown_section_keys(cfg)
     return cfg
 
 
@@ -142,6 +143,38 @@ def _optional_defaults(overrides: Sequence[str]) -> dict[str, object]:
             value = settings[name]
             defaults[key] = list(value) if isinstance(value, tuple) else value
     return defaults
+
+
+# The keys of the sections read key by key, not through a settings dataclass that refuses
+# what it does not know (deploy, action_selection, distill, demo, jetson, policy.train do):
+# record (commands/record_cmd.py, record/rig.py, record/settings.py, deploy_targets.py),
+# store (record/settings.py: what a new store is created with) and telemetry
+# (telemetry/publisher.py, monitor_cmd.py). A key outside them, from a `+key=` override or a
+# lab's config.yaml, was taken without a word and meant nothing: `+record.sim_nosie=0.05`
+# recorded clean demonstrations, `allow_remote_contol: false` left remote control on.
+SECTION_KEYS: dict[str, frozenset[str]] = {
+    "record": frozenset({"episodes", "episode_time_s", "reset_time_s", "fps", "on_interrupt", "queue_mb",
+                         "sim_size", "disk_reserve_mb", "allow_no_cameras", "allow_uncalibrated", "catch_up_speed",
+                         "hold_at_end", "sim_noise", "sim_noise_tau_s"}),
+    "store": frozenset({"image_codec", "image_quality", "numeric_chunk_rows"}),
+    "telemetry": frozenset({"address", "allow_remote_control", "max_hz"}),
+}
+
+
+def _refuse_unknown_section_keys(cfg: DictConfig) -> None:
+    """ConfigError (one line, with the nearest known key) for a key of a SECTION_KEYS section
+    that nothing reads, or one renamed (what it became)."""
+    for section, known in SECTION_KEYS.items():
+        given = cfg.get(section)
+        if not isinstance(given, DictConfig):
+            continue
+        for key in given:
+            dotted = f"{section}.{key}"
+            refuse_renamed_key(dotted)
+            if key not in known:
+                near = difflib.get_close_matches(dotted, [f"{section}.{k}" for k in sorted(known)], n=1, cutoff=0.75)
+                hint = f"; did you mean {near[0]}?" if near else ""
+                raise ConfigError(f"unknown config key '{dotted}'{hint} (`platform config show` lists them)")
 
 
 # Keys whose default is null ("the robot's", "half the chunk", ...) and whose value is

@@ -12,9 +12,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# How long a tick may wait for room in the recording's queue (256 frames, ~8 s at 30 Hz)
-# before the episode ends as a fault with torque on: the loop, and the e-stop read with its
-# status, must not stall behind a disk that cannot keep up.
+# How long a tick may wait for room in the recording's queue (record.queue_mb of frames, as
+# `platform record` holds) before the episode ends as a fault with torque on: the loop, and
+# the e-stop read with its status, must not stall behind a disk that cannot keep up.
 RECORD_MAX_WAIT_S = 0.25
 
 
@@ -32,7 +32,10 @@ class DeploymentRecorder:
     frames and syncs them to disk, as when recording demonstrations: a JPEG encode or an
     fsync on the control loop would stall the commands and the e-stop behind it. A queue
     full for RECORD_MAX_WAIT_S, or a failed writer, ends the episode as a fault (the robot
-    holds, torque on) instead of stalling the loop; the frames before it are kept."""
+    holds, torque on) instead of stalling the loop; the frames before it are kept. The store,
+    the queue and the disk's reserve follow `platform record`'s settings (store.*,
+    record.queue_mb, record.disk_reserve_mb): an episode the disk has no room for does not
+    start, so rollouts cannot fill a Jetson's disk."""
 
     def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str],
                  allow_mixed_calibration: bool = False, policy_sha256: str = "") -> None:
@@ -42,23 +45,47 @@ class DeploymentRecorder:
         found at the first tick, it ended an episode with the arm powered, and an old-format
         store took episodes paired a row off. Every episode names the policy that drove it
         (`policy_sha256`, its checkpoint's weights), and a store of recorded demonstrations
-        is taken with a warning: trained on, it would learn from the policy's rollouts."""
+        is taken with a warning: trained on, it would learn from the policy's rollouts.
+
+        `cfg` is the composed config: a new store is created with its store.* settings (an
+        existing one keeps its own, with a warning naming those it differs in), the writer
+        queues record.queue_mb of frames, and DiskSpaceError (one line) refuses a disk whose
+        free space is already below record.disk_reserve_mb, before a store is made; ConfigError
+        for a record.queue_mb or disk_reserve_mb that is not a finite number in range."""
         from shallowpi import config
         from shallowpi.data.features import robot_features
         from shallowpi.data.store import EpisodeStore
+        from shallowpi.record.disk import DiskBudget
+        from shallowpi.record.settings import (
+            check_record_numbers,
+            queue_frames,
+            reserve_bytes,
+            store_settings,
+            warn_other_settings,
+        )
         from shallowpi.record.writer import BackgroundWriter
+        from shallowpi.robots.base import ticks_in
         from shallowpi.robots.cameras import camera_serials
 
+        check_record_numbers(cfg.record, ("queue_mb", "disk_reserve_mb"))
         path = config.resolve_dataset(dataset, config.data_root(cfg))
         shapes = target.camera_shapes  # a property that builds its dict: read once
         features = robot_features(target.joint_names, {role: shapes[role] for role in cameras}, target.joint_kinds)
+        # Each episode runs at most target.episode_s; the estimate of its size is checked
+        # before it begins (`begin`), the reserve now, before a store is made.
+        self.disk = DiskBudget(path, features, max(1, ticks_in(target.episode_s, target.fps)),
+                               reserve_bytes=reserve_bytes(cfg.record))
+        self.disk.require_reserve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.store = EpisodeStore.open_or_create(path, features)
+        self.store = EpisodeStore.open_or_create(path, features, store_settings(cfg.store))
         try:
             self.store.check_recordable(fps=target.fps, calibration_id=target.calibration_id,
                                         allow_mixed_calibration=allow_mixed_calibration)
             if allow_mixed_calibration:
                 self.store.allow_mixed_calibration()
+            warn_other_settings(self.store, cfg.store, f"--record {path.name}")
+            if len(self.store):  # the size of an episode on disk, from the store's last one
+                self.disk.learn(self.store, len(self.store) - 1)
         except BaseException:
             self.store.close()
             raise
@@ -68,7 +95,9 @@ class DeploymentRecorder:
                         "them (each names its policy in extra.policy_sha256), and training on the store would "
                         "learn from them too: give --record another name to keep them apart",
                         path.name, demonstrations)
-        self.writer = BackgroundWriter(self.store)
+        self.writer = BackgroundWriter(self.store,
+                                       capacity_frames=queue_frames(cfg.record.queue_mb, self.store.features),
+                                       on_commit=lambda info: self.disk.learn(self.store, info.index))
         self.policy_sha256 = policy_sha256
         self.camera_serials = {role: serial for role, serial in camera_serials(getattr(target, "cameras", {})).items()
                                if role in cameras}
@@ -79,7 +108,11 @@ class DeploymentRecorder:
 
     def begin(self, task: str, robot: str, fps: float) -> Callable[[Any, np.ndarray], None]:
         """Queue a new episode for the ticks that follow; returns the per-tick callback
-        (which raises the writer's WriterError once it has failed)."""
+        (which raises the writer's WriterError once it has failed). Raises DiskSpaceError,
+        nothing queued, when the disk has no room for the episode beyond the reserve (the
+        episodes the writer still holds count as written), as `platform record` before each
+        take."""
+        self.disk.check_room(self._next, queued=self.writer.stats().pending_episodes)
         self.writer.begin(self._next, task, robot=robot, calibration_id=self.calibration_id, fps=fps,
                           start_time=time.time())
         self._next += 1

@@ -41,8 +41,6 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
-
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from
 from shallowpi.commands.console import LinePrinter, interrupt_on_signals, torque_off_line
@@ -143,16 +141,29 @@ def run(args: argparse.Namespace) -> int:
     without --resume (or is missing with it), --no-cameras or --allow-uncalibrated with
     --sim, a rate above the robot's (it would raise the joints' speed limits, before anything
     connects), a robot without a calibration file and no --allow-uncalibrated (before any port
-    opens), or --fps in simulation; the disk-budget checks raise before a store is created.
+    opens), or --fps in simulation; ConfigError for a record.* number that is not finite or
+    out of range, or with --resume a store.* override the store was not created with (both
+    before anything connects); the disk-budget checks raise before a store is created.
     """
-    from shallowpi.data.store import PROVENANCE_DIR, EpisodeStore, StoreSettings
+    from omegaconf import OmegaConf
+
+    from shallowpi.data.store import PROVENANCE_DIR, EpisodeStore
     from shallowpi.record.disk import DiskBudget
     from shallowpi.record.rig import build_rig, camera_changes, first_seed
     from shallowpi.record.session import RecordingSession, SessionConfig
+    from shallowpi.record.settings import (
+        STORE_KEYS,
+        check_record_numbers,
+        queue_frames,
+        refuse_other_settings,
+        reserve_bytes,
+        store_settings,
+    )
     from shallowpi.record.writer import BackgroundWriter
     from shallowpi.telemetry.publisher import TelemetryPublisher
 
-    cfg = config.compose(overrides_from(args) + (["record.allow_no_cameras=true"] if args.no_cameras else [])
+    overrides = overrides_from(args)
+    cfg = config.compose(overrides + (["record.allow_no_cameras=true"] if args.no_cameras else [])
                          + (["record.allow_uncalibrated=true"] if args.allow_uncalibrated else []))
     dataset = args.dataset or cfg.dataset
     if not dataset:
@@ -178,6 +189,14 @@ def run(args: argparse.Namespace) -> int:
 
     if problem := speed_problem(rec.catch_up_speed, "record.catch_up_speed"):  # before anything connects
         raise PlatformError(problem)
+    check_record_numbers(rec)  # a NaN sim_noise, queue_mb, ...: one line now, not a fault (or a traceback) later
+    settings = store_settings(cfg.store)  # a new store's: a bad one is refused before anything connects
+    if args.resume:
+        # A store writes with the settings it was created with: an explicit store.* override
+        # asking for others would be ignored while the provenance said it applied. Before
+        # anything connects.
+        with EpisodeStore.open(store_path) as existing:
+            refuse_other_settings(existing, cfg.store, {o.partition("=")[0].lstrip("+~") for o in overrides})
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
     fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)  # --fps > 0 (parsed)
     if fps > robot_hz:
@@ -211,8 +230,6 @@ def run(args: argparse.Namespace) -> int:
                 raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
                                     f"use robot.fps={fps:g} instead of --fps")
             rig.clock = type(rig.clock)(fps)
-        settings = StoreSettings(image_codec=cfg.store.image_codec, image_quality=cfg.store.image_quality,
-                                 numeric_chunk_rows=cfg.store.numeric_chunk_rows)
         session_cfg = SessionConfig(
             task=rig.task_text,
             episodes=rec.episodes if args.episodes is None else args.episodes,
@@ -223,8 +240,7 @@ def run(args: argparse.Namespace) -> int:
             # somebody to end it: a dashboard, or Ctrl-C on a terminal
             hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and sys.stdin.isatty(),
         )
-        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows,
-                          reserve_bytes=int(rec.disk_reserve_mb * 1e6))
+        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows, reserve_bytes=reserve_bytes(rec))
         disk.require_reserve()  # before a store is made: a full disk leaves nothing behind
         if args.resume:
             store = EpisodeStore.open(store_path, mode="a")
@@ -243,14 +259,15 @@ def run(args: argparse.Namespace) -> int:
             store = EpisodeStore.create(store_path, rig.features, settings)
         if rig.scene is not None:
             rig.scene.seed = seed
+        for key in STORE_KEYS:  # the provenance names the settings the episodes are written with: the store's
+            OmegaConf.update(cfg, f"store.{key}", getattr(store.settings, key), force_add=True)
         config.save_resolved(cfg, store_path / PROVENANCE_DIR, f"record-{stamp}.yaml")
         if len(store):
             disk.learn(store, len(store) - 1)
         log.info("%s", disk.describe())
         if disk.measured:  # a resumed store: refuse before anything runs (unmeasured, the session warns)
             disk.check_room(len(store))
-        frame_bytes = sum(int(np.prod(f.shape)) * np.dtype(f.dtype).itemsize for f in rig.features.values())
-        writer = BackgroundWriter(store, capacity_frames=max(8, int(rec.queue_mb * 1e6 // frame_bytes)),
+        writer = BackgroundWriter(store, capacity_frames=queue_frames(rec.queue_mb, rig.features),
                                   on_commit=lambda info: disk.learn(store, info.index))
         use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
         reporter = _ProgressLines(session_cfg.episodes, printer)
@@ -303,16 +320,22 @@ def run(args: argparse.Namespace) -> int:
         committed = store.episodes[session.first_episode:]
         total = len(store)
     finally:
-        for close in closers:
-            close()
-        if writer is not None:
-            writer.close()
-        if store is not None:
-            store.close()
-        rig.close(as_found=not ran)
-        printer.close()  # after the robot is off: a stalled stdout must not keep it powered
-        if not args.sim:  # said however the run ended, once rig.close() has turned torque off
-            print(torque_off_line(rig.robot), flush=True)
+        try:
+            # The robot first, as put_away() does, however the run ended (an unexpected error
+            # out of the session too): torque off before the writer drains up to
+            # record.queue_mb of frames, seconds on a disk that is behind, with the follower
+            # holding and nothing reading an E-STOP.
+            rig.close(as_found=not ran)
+            if writer is not None:
+                writer.close()
+            if store is not None:
+                store.close()
+        finally:
+            for close in closers:  # the telemetry: dashboards keep their E-STOP until the robot is off
+                close()
+            printer.close()  # after the robot is off: a stalled stdout must not keep it powered
+            if not args.sim:  # said however the run ended, once rig.close() has turned torque off
+                print(torque_off_line(rig.robot), flush=True)
     print(final_summary(committed, result, store_path, total))
     if result.fault:
         print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)

@@ -25,6 +25,7 @@ clamps; recorded unclamped, a policy learns to ask for it too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -65,8 +66,8 @@ class OUNoise:
     stationary std `sigma` [J], starting from 0 each `reset`."""
 
     def __init__(self, sigma: np.ndarray, tau_s: float, dt: float, seed: int = 0) -> None:
-        if tau_s <= 0 or dt <= 0:
-            raise ConfigError(f"the noise needs a positive correlation time and period, got {tau_s}, {dt}")
+        if not (0 < tau_s < math.inf and 0 < dt < math.inf):  # nan fails a comparison; an infinite tau is no noise
+            raise ConfigError(f"the noise needs a positive, finite correlation time and period, got {tau_s}, {dt}")
         self.sigma = np.asarray(sigma, dtype=np.float64)
         self.decay = np.exp(-dt / tau_s)
         self.rng = np.random.default_rng(seed)
@@ -94,8 +95,9 @@ class NoisyExecution:
     def __init__(self, robot: SimRobot, lower: Sequence[float], upper: Sequence[float], joint_names: Sequence[str],
                  scale: float, tau_s: float, fps: float, max_velocity: Sequence[float], quiet: Sequence[str] = (),
                  seed: int = 0) -> None:
-        if scale < 0:
-            raise ConfigError(f"record.sim_noise must be >= 0 (a fraction of each joint's range), got {scale}")
+        if not 0 <= scale < math.inf:  # nan passed `scale < 0`, and reached the arm as a NaN action
+            raise ConfigError(f"record.sim_noise must be >= 0 and finite (a fraction of each joint's range), "
+                              f"got {scale}")
         self.robot, self.scale = robot, scale
         self.lower, self.upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
         self.tick_step = np.asarray(max_velocity, np.float64) / fps  # [J], the most a goal moves in a tick
