@@ -202,6 +202,75 @@ def test_a_rerun_with_another_recipe_into_the_same_folder_is_refused(reproduce, 
         check(tmp_path / "arm2", teachers={"arm": moved})
 
 
+def test_the_presets_are_part_of_the_recipe_by_content_where_a_folder_records_them(reproduce, tmp_path,
+                                                                                   monkeypatch):
+    """recipe.json named the policy preset, not its content: a preset edited since trained
+    new rows into the kept table. A folder kept before the key existed is not refused."""
+    import argparse
+
+    args = argparse.Namespace(policy="teacher", episodes=80, size="64x64", sim_noise=0.005, task_noise={},
+                              teacher_steps=None, student_steps=2000, set=[], teachers={}, teacher_rollouts=0)
+    folder = tmp_path / "arm"
+    folder.mkdir()
+    reproduce.check_recipe(folder, reproduce.recipe_of("arm", args), reproduce.ADDED_RECIPE_KEYS)
+    kept = json.loads((folder / "recipe.json").read_text())
+    assert kept["presets_sha256"] == reproduce.presets_fingerprint("teacher") != reproduce.presets_fingerprint("small")
+    edited = tmp_path / "checkout"
+    shutil.copytree(ROOT / "configs", edited / "configs")
+    with (edited / "configs" / "policy" / "teacher.yaml").open("a") as preset:
+        preset.write("# edited\n")
+    monkeypatch.setattr(reproduce, "ROOT", edited)
+    with pytest.raises(SystemExit, match="holds stages made with presets_sha256="):
+        reproduce.check_recipe(folder, reproduce.recipe_of("arm", args), reproduce.ADDED_RECIPE_KEYS)
+    (folder / "recipe.json").write_text(json.dumps({k: v for k, v in kept.items() if k != "presets_sha256"}))
+    reproduce.check_recipe(folder, reproduce.recipe_of("arm", args), reproduce.ADDED_RECIPE_KEYS)
+
+
+def test_a_store_fingerprint_covers_the_episodes_labels_where_a_kept_one_has_them(stage_cache, tmp_path):
+    """A re-recording whose success detectors changed has the same arrays; successful_only
+    then trains on another set. A fingerprint kept before the labels were covered is
+    compared on its arrays alone."""
+    from shallowpi.data.store import EpisodeStore
+    from store_fixtures import make_store
+
+    make_store(tmp_path / "a.zarr", episodes=2).close()
+    before = stage_cache.store_fingerprint(tmp_path / "a.zarr")
+    with EpisodeStore.open(tmp_path / "a.zarr", mode="a") as store:
+        store.set_success(1, not store.episode(1).success)
+    after = stage_cache.store_fingerprint(tmp_path / "a.zarr")
+    assert (after["rows"], after["frames"]) == (before["rows"], before["frames"])
+    assert stage_cache.fingerprint_differs(after, before) == ["episodes"]
+    assert stage_cache.fingerprint_differs(after, {k: before[k] for k in ("rows", "frames")}) == []
+
+
+def test_a_block_names_the_judges_support_files_and_is_compared_on_them_where_it_does(reproduce, tmp_path,
+                                                                                      monkeypatch):
+    """The robot configs (the twins' joint speeds), the robot contract, the codec and the
+    evaluation tool also decide an episode; blocks judged since name them, and one judged
+    with others is not this checkout's. Blocks kept before the key are not made stale."""
+    judged = {"judge_sha256": reproduce.judge_fingerprint()}
+    assert reproduce.judged_by_this_code(judged)
+    judged_here = judged | {"judge_support_sha256": reproduce.judge_support_fingerprint()}
+    assert reproduce.judged_by_this_code(judged_here)
+    assert not reproduce.judged_by_this_code(judged | {"judge_support_sha256": "0" * 64})
+    assert not reproduce.judged_by_this_code({"judge_sha256": "0" * 64})
+    checkout = tmp_path / "checkout"
+    for pattern in reproduce.JUDGE_SUPPORT:
+        for path in ROOT.glob(pattern):
+            (checkout / path.relative_to(ROOT)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, checkout / path.relative_to(ROOT))
+    monkeypatch.setattr(reproduce, "ROOT", checkout)
+    reproduce.judge_support_fingerprint.cache_clear()
+    try:
+        assert reproduce.judge_support_fingerprint() == judged_here["judge_support_sha256"]  # names and bytes
+        with (checkout / "configs" / "robot" / "arm.yaml").open("a") as robot:
+            robot.write("# edited\n")
+        reproduce.judge_support_fingerprint.cache_clear()
+        assert not reproduce.judged_by_this_code(judged_here)
+    finally:
+        reproduce.judge_support_fingerprint.cache_clear()
+
+
 def test_each_robot_has_the_papers_rows(reproduce):
     arm = {name: reproduce.ROWS[name] for name in reproduce.ROBOT_ROWS["arm"]}
     assert {r.layers for r in arm.values() if r.name.startswith("shallow")} == {9, 6, 4, 3}

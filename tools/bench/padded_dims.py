@@ -89,7 +89,7 @@ def kept_outcomes(folder: Path, seeds: range, policy: Path) -> dict[str, dict[in
     none holds these seeds; a block judged by other code than this checkout's is said (its
     outcomes are then as-is only if that code judged as this one does)."""
     sys.path.insert(0, str(ROOT / "tools" / "bench"))
-    from reproduce import judge_fingerprint
+    from reproduce import judged_by_this_code
     from stage_cache import weights_sha256
 
     sha = weights_sha256(policy)
@@ -98,7 +98,7 @@ def kept_outcomes(folder: Path, seeds: range, policy: Path) -> dict[str, dict[in
         kept = json.loads(block.read_text())
         if kept.get("weights_sha256") != sha or kept.get("episode_time_s"):
             raise SystemExit(f"{block} judged other weights or capped episodes; compare with {policy}'s own blocks")
-        if kept.get("judge_sha256") != judge_fingerprint():
+        if not judged_by_this_code(kept):
             print(f"note: {block} was judged by other code than this checkout's", flush=True)
         for task in kept["tasks"]:
             for e in task["episodes"]:

@@ -42,7 +42,12 @@ with `--retime` to time the chunks again and remake the table after a change to 
 inference path (latency depends on the code, not on what the rows learned): with every
 row finished, nothing else runs; rows still missing are made as without it. Every result
 names the weights it was made from or judged (sha256): a student of another teacher, or an
-evaluation of other weights, is refused or redone, never mixed into the table. Two runs
+evaluation of other weights, is refused or redone, never mixed into the table. What else
+decides a result is named too: a block, the judge code (JUDGE_CODE) and its support files
+(JUDGE_SUPPORT: the robot configs, the robot contract, the codec, the evaluation tool); the
+store, its arrays and its episodes' labels (stage_cache.store_fingerprint); a folder, the
+presets by content. The support files, the labels and the presets were added after results
+were kept without them, and are compared only where a result names them. Two runs
 with different --rows may share both folders: each stage runs under a lock.
 
 Across machines: --out holds what is big and local (the recorded store, the runs, the log),
@@ -91,6 +96,7 @@ from reproduce_rows import ROBOT_ROWS, ROWS, Row, leaves_out_failed, robot_rows
 from stage_cache import (
     Stages,
     check_recipe,
+    fingerprint_differs,
     portable,
     store_fingerprint,
     weights_of,
@@ -133,7 +139,7 @@ class RecordedStore:
         if not self.checked:
             with self.stages.lock("record"):
                 found = self._record_missing()
-            differ = [part for part in ("rows", "frames") if found[part] != self.fingerprint[part]]
+            differ = fingerprint_differs(found, self.fingerprint)
             if differ:
                 raise SystemExit(
                     f"{self.path} differs from the store the kept stages were made from in its "
@@ -171,7 +177,7 @@ class StudentStore:
         shutil.rmtree(making, ignore_errors=True)
         counts = with_rollouts(self.robot, demos, parts, making, self.log)
         found = store_fingerprint(making)
-        if kept is not None and (differ := [part for part in ("rows", "frames") if found[part] != kept[part]]):
+        if kept is not None and (differ := fingerprint_differs(found, kept)):
             shutil.rmtree(making)
             raise SystemExit(f"{self.path} was made again and differs from the store the kept stages were trained "
                              f"on in its {' and '.join(differ)} (the teacher's episodes came out otherwise on this "
@@ -251,6 +257,17 @@ JUDGE_CODE = ("platform/shallowpi/robots/sim/*.py", "platform/shallowpi/evaluate
               "robots/*/twin.xml", "robots/*/twin.yaml", "robots/common/*.xml")
 
 
+# What also decides an episode's outcome, found after blocks were kept without it: the robot
+# configs (the twins' joint speeds), the robot contract and observation path the twin runs
+# through, the store's image codec applied to renders, and the evaluation's tool. Recorded
+# in every block judged since as judge_support_sha256, compared only where a block has it.
+JUDGE_SUPPORT = ("configs/robot/*.yaml", "platform/shallowpi/robots/spec.py", "platform/shallowpi/robots/base.py",
+                 "platform/shallowpi/robots/observation.py", "platform/shallowpi/data/codecs.py",
+                 "tools/bench/closed_loop.py")
+# Keys of a judged block compared only where the block has them.
+ADDED_JUDGE_KEYS = ("judge_support_sha256",)
+
+
 @functools.cache  # asked for each block and each kept row; the checkout does not change meanwhile
 def judge_fingerprint() -> str:
     """sha256 over the names and bytes of the JUDGE_CODE files of this checkout."""
@@ -259,12 +276,27 @@ def judge_fingerprint() -> str:
     return files_sha256(ROOT, JUDGE_CODE)
 
 
+@functools.cache
+def judge_support_fingerprint() -> str:
+    """sha256 over the names and bytes of the JUDGE_SUPPORT files of this checkout."""
+    from shallowpi.deploy.bundle import files_sha256
+
+    return files_sha256(ROOT, JUDGE_SUPPORT)
+
+
+def judged_by_this_code(result: dict[str, Any]) -> bool:
+    """Whether a kept block or evaluation was judged by this checkout's judge code (and its
+    support files, where it names them)."""
+    return result.get("judge_sha256") == judge_fingerprint() and all(
+        result[key] == judge_support_fingerprint() for key in ADDED_JUDGE_KEYS if key in result)
+
+
 def judged_as_asked(result: dict[str, Any], sha: str, robot: str, args: argparse.Namespace) -> bool:
     """Whether a kept evaluation `result` counts for this run: of the weights `sha`, by this
     checkout's judge code (the same detectors), with the asked episode cap and render size,
     every task of `robot` (an evaluation of none was taken as complete) and at least
     `args.eval_episodes` seeds each."""
-    return (result.get("weights_sha256") == sha and result.get("judge_sha256") == judge_fingerprint()
+    return (result.get("weights_sha256") == sha and judged_by_this_code(result)
             and result.get("episode_time_s") == args.eval_time_s and result.get("render_size") == render_size(args)
             and len(result.get("tasks", {})) == len(make_tasks(robot))
             and all(task["episodes"] >= args.eval_episodes for task in result["tasks"].values()))
@@ -286,7 +318,8 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Pa
     """
     folder.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    made_with = {"weights_sha256": sha, "judge_sha256": judge_fingerprint(), "episode_time_s": args.eval_time_s}
+    made_with = {"weights_sha256": sha, "judge_sha256": judge_fingerprint(),
+                 "judge_support_sha256": judge_support_fingerprint(), "episode_time_s": args.eval_time_s}
     per_task: dict[str, dict[str, Any]] = {}
     size = render_size(args)
     extra = ("--robot", robot, "--dataset", str(store),
@@ -295,7 +328,8 @@ def evaluate_row(checkpoint: Path, sha: str, robot: str, store: Path, folder: Pa
         n = min(args.block, args.eval_episodes - first)
         block = folder / f"seeds_{1000 + first}-{1000 + first + n - 1}.json"
         kept = json.loads(block.read_text()) if block.is_file() else None
-        if kept is not None and (any(kept.get(key) != value for key, value in made_with.items())
+        if kept is not None and (any(kept.get(key) != value for key, value in made_with.items()
+                                     if key in kept or key not in ADDED_JUDGE_KEYS)
                                  or any(r.get("render_size") != size for r in kept["tasks"])):
             print(f"{block} judged other weights, by other code, or other episodes or renders; evaluating it "
                   "again", flush=True)
@@ -359,7 +393,21 @@ def recipe_of(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key) for key in RECIPE} | {
         "task_noise": noise_of(robot, args.task_noise) or None,
         "teacher": weights_sha256(teacher) if teacher else None,
-        "teacher_rollouts": args.teacher_rollouts or None}  # None: as folders made before the flag read
+        "teacher_rollouts": args.teacher_rollouts or None,  # None: as folders made before the flag read
+        # The presets by content, not name (an edited preset would train new rows into the
+        # kept table); compared only where a folder's recipe has it (ADDED_RECIPE_KEYS).
+        "presets_sha256": presets_fingerprint(args.policy)}
+
+
+# Recipe keys compared only where a folder's kept recipe has them (made part of it later).
+ADDED_RECIPE_KEYS = ("presets_sha256",)
+
+
+def presets_fingerprint(policy: str) -> str:
+    """sha256 over the teacher's policy preset and the distillation defaults, as files."""
+    from shallowpi.deploy.bundle import files_sha256
+
+    return files_sha256(ROOT, (f"configs/policy/{policy}.yaml", "configs/distill/default.yaml"))
 
 
 def redo(robot: str, rows: list[str], stages: Stages, work: Path, kept: Path, given_teacher: bool) -> None:
@@ -403,7 +451,7 @@ def reproduce_robot(robot: str, args: argparse.Namespace) -> dict[str, Any]:
     work, kept = args.out / robot, args.results / robot
     for folder in (work, kept):
         folder.mkdir(parents=True, exist_ok=True)
-        check_recipe(folder, recipe_of(robot, args))  # a store or run left in --out is a stage too
+        check_recipe(folder, recipe_of(robot, args), ADDED_RECIPE_KEYS)  # a store or run left in --out is a stage too
     log = work / "log.txt"
     stages = Stages(kept / "stages", work / "locks", robot)
     store = RecordedStore(robot, work / f"{robot}.zarr", args, log, stages)

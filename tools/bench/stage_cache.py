@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -120,17 +120,21 @@ def weights_of(stage: str, result: dict[str, Any], why: str, redo: str) -> Path:
 
 def store_fingerprint(store: Path) -> dict[str, str]:
     """sha256 of every episode's arrays as read back, in episode and key order: "frames"
-    over the camera images (decoded), "rows" over everything else. Two recordings of one
-    recipe give the same ones when the twin, its renderer and the scripted experts are
-    deterministic, as they are here (two recordings compared equal, array by array,
-    2026-12-02); the split says whether the motion or only the pictures differ."""
+    over the camera images (decoded), "rows" over everything else, and "episodes" over what
+    training reads of each episode's metadata (its task, success flag and scene seed: a
+    re-recording whose detectors changed has the same arrays, and successful_only then
+    trains on another set). Two recordings of one recipe give the same ones when the twin,
+    its renderer and the scripted experts are deterministic, as they are here (two recordings
+    compared equal, array by array, 2026-12-02); the split says whether the motion, the
+    pictures or only the labels differ. A fingerprint kept from before "episodes" existed
+    is compared on the parts it has (`fingerprint_differs`)."""
     import hashlib
 
     import numpy as np
 
     from shallowpi.data.store import EpisodeStore
 
-    digests = {"rows": hashlib.sha256(), "frames": hashlib.sha256()}
+    digests = {"rows": hashlib.sha256(), "frames": hashlib.sha256(), "episodes": hashlib.sha256()}
     with EpisodeStore.open(store) as opened:
         for index in range(len(opened)):
             arrays = opened.read_episode(index)
@@ -138,14 +142,24 @@ def store_fingerprint(store: Path) -> dict[str, str]:
                 digest = digests["frames" if key.startswith("observation.images.") else "rows"]
                 digest.update(key.encode())
                 digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+            info = opened.episode(index)
+            digests["episodes"].update(json.dumps([info.task, info.success, info.extra.get("seed")]).encode())
     return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
-def check_recipe(folder: Path, recipe: dict[str, Any]) -> None:
+def fingerprint_differs(found: dict[str, str], kept: dict[str, str]) -> list[str]:
+    """The parts of a kept store fingerprint that `found` does not match; a part the kept one
+    lacks (made before that part existed) is not compared."""
+    return [part for part in found if part in kept and found[part] != kept[part]]
+
+
+def check_recipe(folder: Path, recipe: dict[str, Any], added: Collection[str] = ()) -> None:
     """Write folder/recipe.json (the folder exists) on the first run; on a rerun, SystemExit
     in one line when `recipe` differs from the one the folder's stages were made with (a
-    500-step student must not be read back as the 2,000-step one). Two runs started at once
-    agree on one file: the first puts it in place whole, the other compares."""
+    500-step student must not be read back as the 2,000-step one). The `added` keys (made
+    part of the recipe after folders were kept without them) are compared only where the kept
+    recipe has them. Two runs started at once agree on one file: the first puts it in place
+    whole, the other compares."""
     path = folder / "recipe.json"
     whole = folder / f"recipe.json.{os.getpid()}"
     whole.write_text(json.dumps(recipe, indent=1))
@@ -156,7 +170,7 @@ def check_recipe(folder: Path, recipe: dict[str, Any]) -> None:
         before = json.loads(path.read_text())
     finally:
         whole.unlink()
-    changed = [key for key in recipe if before.get(key) != recipe[key]]
+    changed = [key for key in recipe if (key in before or key not in added) and before.get(key) != recipe[key]]
     if changed:
         key = changed[0]
         raise SystemExit(f"{folder} holds stages made with {key}={before.get(key)!r}, this run asks for "
