@@ -108,15 +108,52 @@ def test_delete_compacts_and_keeps_the_rest_identical(tmp_path):
     assert not (tmp_path / "s.zarr.compacting").exists() and not (tmp_path / "s.zarr.old").exists()
 
 
-def test_interrupted_delete_swap_is_finished_on_open(tmp_path):
+def test_interrupted_delete_swap_is_finished_on_open(tmp_path, caplog):
     store = make_store(tmp_path / "s.zarr", episodes=2, length=5)
     store.close()
     shutil.copytree(tmp_path / "s.zarr", tmp_path / "s.zarr.compacting")
     (tmp_path / "s.zarr.compacting" / ".complete").touch()
     (tmp_path / "s.zarr" / SWAPPED_OUT).touch()  # as the swap marks the store it moves out
     (tmp_path / "s.zarr").rename(tmp_path / "s.zarr.old")  # killed between the two renames
-    assert len(EpisodeStore.open(tmp_path / "s.zarr", mode="a")) == 2
+    with caplog.at_level("WARNING", logger="shallowpi.data.store_swap"):
+        assert len(EpisodeStore.open(tmp_path / "s.zarr", mode="a")) == 2
     assert not (tmp_path / "s.zarr.old").exists()
+    # Said: the user never saw the delete's "deleted" line, and running it again removes others.
+    assert "s.zarr: finished a `dataset delete` cut short between its renames" in caplog.text
+
+
+def test_ctrl_c_in_a_deletes_swap_waits_until_the_delete_has_said_it_is_done(tmp_path, monkeypatch):
+    """Ctrl-C between the swap's renames or before the "deleted" line (as the old copy was
+    removed) printed "interrupted" after the delete had happened; run again, the same
+    command removed the episode that had taken the deleted one's index."""
+    import signal
+
+    from shallowpi.data import store_edit
+
+    store = make_store(tmp_path / "s.zarr", episodes=3, length=5)
+    tasks = [store.episode(i).task for i in range(3)]
+    renames, said = [], []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("s.zarr.old"):  # Ctrl-C lands as the swap's first rename starts
+            os.kill(os.getpid(), signal.SIGINT)
+        if str(dst).endswith((".old", "s.zarr")):
+            renames.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store_edit.os, "replace", replace)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # an xdist worker ignores SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.delete_episodes([1], swapped=lambda: said.append(len(renames)))
+    finally:
+        signal.signal(signal.SIGINT, before)
+        monkeypatch.undo()
+    assert said == [2]  # both renames made, then the line, then the Ctrl-C
+    store.close()
+    with EpisodeStore.open(tmp_path / "s.zarr") as reopened:
+        assert [reopened.episode(i).task for i in range(2)] == [tasks[0], tasks[2]]
 
 
 def test_a_reader_leaves_a_running_deletes_swap_to_it_and_opens_what_it_swaps_in(tmp_path):

@@ -353,8 +353,11 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
         if store.identity != asked:  # renumbered meanwhile: the indices confirmed name other episodes
             raise StoreError(f"{path.name} was edited while the delete waited for its answer; nothing deleted: "
                              "run it again")
-        store.delete_episodes(doomed)
-        print(f"{path.name}: deleted {len(doomed)} episode(s), {len(store)} left")
+        left = len(store) - len(doomed)
+        # Said the moment the copy takes the store's name: an interruption after it (the old
+        # copy's removal) must not read as a delete that did not happen.
+        store.delete_episodes(doomed, swapped=lambda: print(f"{path.name}: deleted {len(doomed)} episode(s), "
+                                                            f"{left} left", flush=True))
     return 0
 
 

@@ -884,11 +884,12 @@ class EpisodeStore:
 
     # --- editing: delete, merge (data/store_edit.py) -------------------------------------
 
-    def delete_episodes(self, indices: Sequence[int]) -> None:
-        """Remove episodes and compact the arrays: see `store_edit.delete_episodes`."""
+    def delete_episodes(self, indices: Sequence[int], swapped: Callable[[], None] | None = None) -> None:
+        """Remove episodes and compact the arrays; `swapped` is called the moment it is done:
+        see `store_edit.delete_episodes`."""
         from shallowpi.data.store_edit import delete_episodes
 
-        delete_episodes(self, indices)
+        delete_episodes(self, indices, swapped)
 
     def drop_last_episode(self) -> EpisodeInfo:
         """Remove the last episode in place, cheaply: see `store_edit.drop_last_episode`."""

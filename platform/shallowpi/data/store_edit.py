@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
@@ -35,12 +35,17 @@ from shallowpi.data.store_swap import (
     name_taken,
     remove_swapped_out,
 )
+from shallowpi.deferred_signals import deferred_signals
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
 
 
-def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
-    """Remove episodes from `store` (open for writing) and compact its arrays.
+def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callable[[], None] | None = None) -> None:
+    """Remove episodes from `store` (open for writing) and compact its arrays. `swapped` is
+    called once the compacted copy has taken the store's name, the moment the delete is
+    done, with Ctrl-C, SIGTERM and SIGHUP held from the first rename until it returns: a
+    command says "deleted" there, so no interruption after the renames leaves a user who
+    runs the delete again (and removes the episode that took the deleted one's index).
 
     Costs a copy of the kept episodes' rows; camera frames are linked (or copied) as their
     encoded bytes. The copy keeps the store's format (and so its row pairing) and what it
@@ -70,7 +75,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int]) -> None:
     carry_provenance([store.path], staging, settings.durable)
     (staging / ".complete").touch()
     fsync_path(staging)
-    _swap_in(store, staging)
+    _swap_in(store, staging, swapped)
 
 
 def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
@@ -131,8 +136,9 @@ def _require_no_take(store: EpisodeStore) -> None:
                          "removing episodes")
 
 
-def _swap_in(store: EpisodeStore, staging: Path) -> None:
-    """Replace the store's folder with `staging` and reopen `store` on it, in place.
+def _swap_in(store: EpisodeStore, staging: Path, swapped: Callable[[], None] | None = None) -> None:
+    """Replace the store's folder with `staging` and reopen `store` on it, in place; call
+    `swapped` after the renames, signals held from the first rename until it returns.
 
     A writer lock is held throughout: the old folder's until the new one's is taken (in
     `staging`, before it moves), so no recorder can take either in between (it took the
@@ -145,17 +151,20 @@ def _swap_in(store: EpisodeStore, staging: Path) -> None:
     if store.settings.durable:  # on the disk before the rename: recovery restores only a marked copy
         fsync_path(store.path)
     new_lock = take_writer_lock(staging)
-    try:
-        os.replace(store.path, old)
-        (staging / ".complete").unlink()
-        os.replace(staging, store.path)
-        if store.settings.durable:  # the renames themselves, before the old copy can go
-            fsync_path(store.path.parent)
-    except BaseException:
-        release_writer_lock(new_lock[0])
-        if store.path.is_dir() and not old.exists():  # nothing moved: the store is as it was
-            (store.path / SWAPPED_OUT).unlink(missing_ok=True)
-        raise
+    with deferred_signals():
+        try:
+            os.replace(store.path, old)
+            (staging / ".complete").unlink()
+            os.replace(staging, store.path)
+            if store.settings.durable:  # the renames themselves, before the old copy can go
+                fsync_path(store.path.parent)
+        except BaseException:
+            release_writer_lock(new_lock[0])
+            if store.path.is_dir() and not old.exists():  # nothing moved: the store is as it was
+                (store.path / SWAPPED_OUT).unlink(missing_ok=True)
+            raise
+        if swapped is not None:
+            swapped()
     release_writer_lock(store._lock_fd, clean=True)  # the old folder's, now beside it
     store._lock_fd = None  # released: a close() after a failure below must not release its number again
     # The new lock goes to the reopened store (released by open() if it fails); the old copy

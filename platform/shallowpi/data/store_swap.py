@@ -8,6 +8,7 @@ it); a swap its delete still runs is left to it.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from shallowpi.data.durable_io import release_writer_lock, take_writer_lock
 from shallowpi.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 COMPACTING_SUFFIX = ".compacting"
 OLD_SUFFIX = ".old"  # a delete's swap moves the store there before the compacted copy goes in
@@ -57,9 +60,13 @@ def finish_interrupted_swap(path: Path, wait_s: float = 10.0) -> None:
                     (staging / ".complete").unlink()
                     os.replace(staging, path)
                     remove_swapped_out(path)
+                    log.warning("%s: finished a `dataset delete` cut short between its renames: the episodes it "
+                                "deleted are gone (running that delete again would remove others)", path.name)
                 elif (old / SWAPPED_OUT).exists() and staging.exists():
                     os.replace(old, path)
                     (path / SWAPPED_OUT).unlink(missing_ok=True)
+                    log.warning("%s: a `dataset delete` was cut short before its copy was complete; the store is "
+                                "as it was, every episode kept", path.name)
                 return
         if time.monotonic() > deadline:
             raise StoreError(f"{path.name} is being swapped in by a running `dataset delete` (its copy "
