@@ -195,10 +195,12 @@ def test_a_durable_store_is_synced_whole_before_it_appears(tmp_path, monkeypatch
     folder it lands in are synced (delayed allocation could otherwise leave an empty
     .zattrs after a power cut); benchmarks' non-durable stores skip it."""
     import shallowpi.data.store as store_module
+    import shallowpi.data.store_claim as store_claim
     from store_fixtures import arm_features
 
     synced: list[str] = []
-    monkeypatch.setattr(store_module, "fsync_path", lambda p: synced.append(str(p)))
+    for module in (store_module, store_claim):  # the build's files; the folder it is published in
+        monkeypatch.setattr(module, "fsync_path", lambda p: synced.append(str(p)))
     EpisodeStore.create(tmp_path / "d.zarr", arm_features(), StoreSettings(durable=True)).close()
     # Built as d.zarr inside a folder of this create's own (`d.zarr.<random>.creating`).
     staged = next(p.removesuffix("/.zattrs") for p in synced

@@ -138,10 +138,10 @@ def test_a_maker_holding_a_name_for_long_is_named_in_one_line(tmp_path, monkeypa
     CLAIM_WAIT_S, then says who holds it, and leaves nothing."""
     import os
 
-    from shallowpi.data import store as store_module
-    from shallowpi.data.store import claim_new
+    from shallowpi.data import store_claim
+    from shallowpi.data.store_claim import claim_new
 
-    monkeypatch.setattr(store_module, "CLAIM_WAIT_S", 0.2)
+    monkeypatch.setattr(store_claim, "CLAIM_WAIT_S", 0.2)
     path = tmp_path / "busy.zarr"
     with claim_new(path):
         with pytest.raises(StoreError) as caught:

@@ -25,7 +25,8 @@ from shallowpi.data.lerobot_interop import (
     _video_backend,
     episode_successes,
 )
-from shallowpi.data.store import EpisodeStore, StoreSettings, claim_new
+from shallowpi.data.store import EpisodeStore, StoreSettings
+from shallowpi.data.store_claim import claim_new
 from shallowpi.data.store_swap import name_taken
 from shallowpi.errors import PlatformError, StoreError
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from shallowpi.data.features import Feature, FeatureKind
-from shallowpi.data.store import claim_new
+from shallowpi.data.store_claim import claim_new
 from shallowpi.durable_files import fsync_path, fsync_tree
 from shallowpi.errors import PlatformError
 

@@ -41,21 +41,20 @@ meta/.zattrs, rewritten at each commit: such stores are read as they are and mov
 layout 2 the first time they are opened for writing (data/store_layout1.py). Beside
 this module: writing one episode (episode_writer.py), atomic JSON and the writer lock
 (durable_io.py; the durable writes are shallowpi/durable_files.py), what may join a
-store (store_rules.py), delete, copy and merge (store_edit.py).
+store (store_rules.py), delete, copy and merge (store_edit.py), the settings a store writes
+with (store_settings.py), and making a new one under its name (store_claim.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import json
 import logging
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shallowpi.data import chunk_files, zarr_compat
-from shallowpi.data.codecs import IMAGE_CODECS, image_codec, numeric_codec, register_image_codecs
+from shallowpi.data.codecs import image_codec, numeric_codec, register_image_codecs
 from shallowpi.data.durable_io import (
     file_in,
     read_json,
@@ -72,7 +71,9 @@ from shallowpi.data.durable_io import (
     write_json,
 )
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
+from shallowpi.data.store_claim import claim_new, publish_folder
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
+from shallowpi.data.store_settings import StoreSettings, check_encodes, settings_from_header
 from shallowpi.data.store_swap import (
     COMPACTING_SUFFIX,
     SWAPPED_OUT,
@@ -80,7 +81,7 @@ from shallowpi.data.store_swap import (
     name_taken,
     remove_swapped_out,
 )
-from shallowpi.durable_files import PARTIAL_SUFFIX, FileLockHeld, fsync_path, hold_file_lock
+from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path
 from shallowpi.errors import StoreEditedError, StoreError
 
 if TYPE_CHECKING:
@@ -88,8 +89,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpisodeInfo", "EpisodeStore", "StoreSettings", "StoreSummary", "check_mixing", "claim_new", "mixed_fps",
-           "publish_folder"]
+__all__ = ["EpisodeInfo", "EpisodeStore", "StoreSettings", "StoreSummary", "check_mixing", "mixed_fps"]
 
 FORMAT_NAME = "shallowpi.episodes"
 # 3: as 2, with the metadata in layout 2 (one file an episode, a small commit record).
@@ -111,11 +111,6 @@ OPEN_TRIES = 3  # a reader opens again when the store changed while it opened (E
 # whatever the stats say: an NFS client may answer a stat from its attribute cache for a
 # minute, while opening a file revalidates it.
 REREAD_S = 0.25
-# A new store (a recording's, a merge's, an import's) is built in `NAME.zarr.<random>.creating`
-# beside its name and renamed into place whole, under `NAME.zarr.create.lock` (`claim_new`).
-CREATING_SUFFIX = ".creating"
-CLAIM_SUFFIX = ".create.lock"
-CLAIM_WAIT_S = 10.0  # how long a maker waits for another making the same name (a create takes ms)
 
 
 @dataclass
@@ -157,101 +152,6 @@ class EpisodeInfo:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-@dataclass(frozen=True)
-class StoreSettings:
-    """How a store writes, fixed at creation and kept in its header.
-
-    `image_codec` is one of codecs.IMAGE_CODECS and `image_quality` its quality, a whole
-    number 0-100 (jpeg/jpegxl only); `numeric_chunk_rows` (>= 1) is the chunk length along
-    time (rows) of every numeric array. Made with a value outside these: StoreError naming
-    the setting (`store.image_quality`, the config key). Whether the codec can encode
-    frames here is checked by encoding one: `EpisodeStore.create`, `check_recordable`.
-    """
-
-    image_codec: str = "jpeg"
-    image_quality: int = 90
-    numeric_chunk_rows: int = 1024
-    image_batch: int = 8  # frames buffered per camera before a write (encoded in parallel)
-    durable: bool = True  # fsync before each commit (power-cut safety); off for benchmarks
-
-    def __post_init__(self) -> None:
-        # Unchecked, numeric_chunk_rows=0 was a zarr traceback and -1 one file per row; jpeg
-        # clamped image_quality=150 while the header said 150; jpegxl at -5 failed in the
-        # writer's thread at the first take, the store made.
-        if self.image_codec not in IMAGE_CODECS:
-            raise StoreError(f"store.image_codec '{self.image_codec}' is unknown; choose one of: "
-                             f"{', '.join(IMAGE_CODECS)}")
-        for name, lowest, highest in (("image_quality", 0, 100), ("numeric_chunk_rows", 1, None),
-                                      ("image_batch", 1, None)):
-            value = getattr(self, name)
-            whole = isinstance(value, int) and not isinstance(value, bool)
-            if not whole or value < lowest or (highest is not None and value > highest):
-                bound = f"from {lowest} to {highest}" if highest is not None else f">= {lowest}"
-                raise StoreError(f"store.{name} must be a whole number {bound}, got {value!r}")
-
-
-def _settings_of(path: Path, recorded: Mapping[str, Any]) -> StoreSettings:
-    """The header's settings, as they are; StoreError (one line) naming a key this version
-    does not know (a store written by a newer shallowpi), which read as "damaged" (a
-    TypeError). Not checked as new settings are: a store made before they were (jpeg at
-    image_quality 150, which jpeg clamps) still opens, and its edits keep its settings."""
-    known = {f.name for f in dataclasses.fields(StoreSettings)}
-    if unknown := sorted(set(recorded) - known):
-        raise StoreError(f"{path} was written with store settings this shallowpi does not know ({', '.join(unknown)}): "
-                         "a newer version wrote it; upgrade shallowpi to read it")
-    settings = object.__new__(StoreSettings)
-    for f in dataclasses.fields(StoreSettings):
-        object.__setattr__(settings, f.name, recorded.get(f.name, f.default))
-    return settings
-
-
-@contextlib.contextmanager
-def claim_new(path: Path, suffix: str = CREATING_SUFFIX, wait_s: float | None = None) -> Iterator[Path]:
-    """Make something new under `path` (a store; an export's folder) as the one process doing
-    so: yields where to build it, `path.name` inside a folder made beside `path` for this
-    call alone (`NAME.<random><suffix>`), which `publish_folder` moves to `path`. The folder
-    goes when the block ends, with whatever is left in it.
-
-    Throughout, holds `NAME.create.lock` beside `path` (`hold_file_lock`), which every maker
-    of that name takes, so no two can publish there, and the caller checks under it that the
-    name is free. Under it too, the folders killed makers of the name left are removed: none
-    is anyone's now. Two makers built in one fixed `NAME.creating`, each removing the other's
-    files, and failed with tracebacks or left a half-built store under the name.
-
-    Raises StoreError (one line, naming the holder) when another process holds the name for
-    longer than `wait_s` seconds (default CLAIM_WAIT_S; a merge or import into it takes
-    minutes), and OSError when the folder cannot be made (a read-only or full disk)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(path.name + CLAIM_SUFFIX)
-    with contextlib.ExitStack() as claim:
-        try:
-            claim.enter_context(hold_file_lock(lock, f"pid {os.getpid()}",
-                                               wait_s=CLAIM_WAIT_S if wait_s is None else wait_s))
-        except FileLockHeld as held:
-            raise StoreError(f"{path.name} is being made by {held.holder} (a recording, merge, import or export "
-                             "of that name); wait for it to end, or pick another name") from None
-        for leftover in path.parent.glob(glob.escape(path.name) + ".????????" + suffix):
-            shutil.rmtree(leftover, ignore_errors=True)
-        shutil.rmtree(path.with_name(path.name + suffix), ignore_errors=True)  # an older version's fixed one
-        folder = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=suffix, dir=path.parent))
-        try:
-            yield folder / path.name
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def publish_folder(built: Path, path: Path, durable: bool) -> None:
-    """Rename `built` (made in a `claim_new` folder, its files synced if `durable`) to `path`,
-    and sync the folder that holds it if `durable`. The caller holds `path`'s claim, under
-    which no other maker can take the name; StoreError (nothing replaced) when something
-    else did meanwhile (a copy by hand): a rename onto an empty folder would replace it."""
-    if name_taken(path):
-        raise StoreError(f"{path} already exists (made meanwhile by another command); nothing was replaced")
-    os.rename(built, path)
-    if durable:
-        fsync_path(path.parent)
-
-
 class EpisodeStore:
     """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`.
 
@@ -275,7 +175,7 @@ class EpisodeStore:
         self.version = int(header.get("version", 1))
         self.layout = int(header.get("layout", 1))
         self.features: dict[str, Feature] = features_from_json(header["features"])
-        self.settings = _settings_of(path, header.get("settings", {}))
+        self.settings = settings_from_header(path, header.get("settings", {}))
         self._created = header.get("created")  # a compacted copy is a new store: a new stamp
         self._edits = 0  # in-place removals of committed rows (the commit record counts them)
         zarr_compat.sync_rewrites(group, self.settings.durable)
@@ -352,12 +252,12 @@ class EpisodeStore:
     @staticmethod
     def _check_new(features: Mapping[str, Feature], settings: StoreSettings) -> None:
         """StoreError (one line) for features a new store cannot hold, or for settings whose
-        image codec cannot encode their frames here (`_check_encodes`)."""
+        image codec cannot encode their frames here (`check_encodes`)."""
         if TICK_KEY in features or any(k.endswith(TIMESTAMP_SUFFIX) for k in features):
             raise StoreError(f"feature names '{TICK_KEY}' and '*{TIMESTAMP_SUFFIX}' are reserved")
         if not features:
             raise StoreError("a store needs at least one feature")
-        _check_encodes(features, settings, "choose another codec or quality")
+        check_encodes(features, settings, "choose another codec or quality")
 
     @classmethod
     def _build(cls, staging: Path, features: Mapping[str, Feature], settings: StoreSettings, version: int) -> None:
@@ -499,7 +399,7 @@ class EpisodeStore:
         `check_mixing`; `allow_mixed_calibration` lifts the calibration rule, and
         `allow_mixed_calibration()` records that in the store), and its settings encode
         frames here (a store made before settings were checked may hold ones that do not:
-        `_check_encodes`). Raises StoreError."""
+        `check_encodes`). Raises StoreError."""
         if self.action_offset:
             raise StoreError(
                 f"{self.path.name} is format {self.version} (each action stored with the observation "
@@ -508,7 +408,7 @@ class EpisodeStore:
         check_mixing(self.summary, self.path.name, [] if fps is None else [fps],
                      [] if calibration_id is None else [calibration_id], "this recording",
                      allow_mixed_calibration)
-        _check_encodes(self.features, self.settings, f"{self.path.name} was created with them, before settings "
+        check_encodes(self.features, self.settings, f"{self.path.name} was created with them, before settings "
                                                      "were checked: record into another dataset")
 
     def allow_mixed_calibration(self) -> None:
@@ -920,22 +820,6 @@ class EpisodeStore:
         from shallowpi.data.store_check import check_store  # it reads the store: no import cycle
 
         return check_store(self, decode_images=decode_images).problems
-
-
-def _check_encodes(features: Mapping[str, Feature], settings: StoreSettings, fix: str) -> None:
-    """StoreError (one line, ending in `fix`) when `settings`' image codec cannot encode the
-    frames of `features`' cameras here, tried on one small black frame of each channel
-    count: a setting that fails to encode (jpegxl at a quality it refuses, an imagecodecs
-    built without the codec) failed in the writer's thread at the first take, the store made."""
-    codec = image_codec(settings.image_codec, settings.image_quality)
-    for channels in sorted({f.shape[-1] for f in features.values() if f.kind is FeatureKind.IMAGE}):
-        try:
-            chunk_files.encode_frame(codec, np.zeros((16, 16, channels), np.uint8))
-        except Exception as exc:  # imagecodecs' own errors (JpegxlError, ...), each its own class
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise StoreError(f"store.image_codec={settings.image_codec} at store.image_quality="
-                             f"{settings.image_quality} cannot encode camera frames here "
-                             f"({type(exc).__name__}: {first}); {fix}") from exc
 
 
 def _exists(path: Path) -> StoreError:

@@ -24,8 +24,8 @@ from shallowpi.data.store import (
     EpisodeStore,
     StoreSettings,
     check_mixing,
-    claim_new,
 )
+from shallowpi.data.store_claim import claim_new
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
 from shallowpi.data.store_swap import (
