@@ -12,6 +12,10 @@ them without the teacher); their header also records the teacher checkpoint's pa
 sha256, the kept layer indices, the loss weights and the attention pairing. The run folder
 adds distill.json: the same facts, the surgery's parameter counts, and how each selection
 strategy's student starts (velocity error against the teacher before training).
+
+The long CPU work outside training (choosing the layers, the report's closed loop) shows
+progress as training does: a bar with an ETA on a terminal, plain lines otherwise, none
+with --no-progress (`TrainConfig.progress`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,7 @@ from shallowpi.train.finetune import (
 )
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.offline_eval import evenly_spaced
+from shallowpi.train.progress import ProgressBar
 from shallowpi.train.trainer import TrainConfig, Trainer, check_run_folder
 
 log = logging.getLogger(__name__)
@@ -113,6 +119,33 @@ def selection_errors(teacher: Policy, k: int, search: Probe, judge: Probe, chose
         v = layer_view(model, kept).velocity(judge.prefix, judge.state, judge.x_t, judge.t)
         out[strategy] = {"layers": kept, "velocity_mse": float(((v - reference).square() * judge.weights).sum() / denom)}
     return out
+
+
+def choice_passes(depth: int, k: int, select: str, strategies: tuple[str, ...]) -> int:
+    """Velocity passes (the full teacher's or a subset of its layers) that choosing `select`'s
+    k layers and comparing `strategies` on held-out windows costs: greedy's search, when
+    it runs (chosen, or compared), 1 + sum(depth .. k+1) (`greedy_layers`), and the
+    comparison one for the teacher plus one per strategy (`selection_errors`)."""
+    searched = select == "greedy" or "greedy" in strategies
+    return (1 + sum(range(k + 1, depth + 1)) if searched else 0) + 1 + len(strategies)
+
+
+@contextmanager
+def teacher_pass_progress(teacher: Policy, total: int, enabled: bool) -> Iterator[ProgressBar]:
+    """A progress bar (ProgressBar: rich on a terminal, else a plain line every 30 s and one
+    at the end; nothing when not `enabled`) counting velocity passes of `teacher`'s model,
+    and of every layer subset viewed from it, while the block runs: the greedy search is
+    minutes on a CPU, silent otherwise. Counted where each pass ends, the action output
+    projection, which every `layer_view` shares with the teacher (student.py's search takes
+    no callback)."""
+    bar = ProgressBar("choosing layers", total, enabled=enabled)
+    hook = teacher.model.action_out_proj.register_forward_hook(lambda *_: bar.step()) if enabled else None
+    try:
+        yield bar
+    finally:
+        if hook is not None:
+            hook.remove()
+        bar.close()
 
 
 def distill(
@@ -199,13 +232,22 @@ def distill(
                         else train_set)
         search = probe_windows(demonstrated, teacher, dcfg.probe_windows)
         judge = probe_windows(eval_set, teacher, dcfg.probe_windows)
-        kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, search)
-        greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
         others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
-        comparison = selection_errors(teacher, dcfg.layers, search, judge, {dcfg.select: kept}, others)
+        dist = init_distributed(device)
+        passes = choice_passes(teacher.cfg.depth, dcfg.layers, dcfg.select, others)
+        compared = [o for o in others if o != dcfg.select]
+        log.info("choosing the student's %d layers (%s%s): %d velocity passes over %d probe windows",
+                 dcfg.layers, dcfg.select, f", compared with {', '.join(compared)}" if compared else "", passes,
+                 dcfg.probe_windows)
+        # Shown as the trainer shows its steps (rank 0, unless --no-progress): before, this
+        # was minutes of silence before the first training line.
+        with teacher_pass_progress(teacher, passes, enabled=dist.main and train_cfg.progress):
+            kept, trace = select_layers(dcfg.select, teacher.model, dcfg.layers, search)
+            greedy = None if trace is None else {"dropped": trace.dropped, "velocity_mse": trace.mse}
+            comparison = selection_errors(teacher, dcfg.layers, search, judge, {dcfg.select: kept}, others)
         # Under torchrun every process must cut the same student: each chose, rank 0's
         # choice is the one every process cuts.
-        kept, greedy, comparison = rank0_value(init_distributed(device), device, (kept, greedy, comparison))
+        kept, greedy, comparison = rank0_value(dist, device, (kept, greedy, comparison))
         # Off the device until the objective runs it: the task-only ablation never does, and
         # at π0 size the teacher and the probes held ~13 GB of the student's GPU for nothing.
         del search, judge
@@ -271,6 +313,7 @@ def distill(
         student = Policy.load(checkpoint_weights(latest_checkpoint(run_dir)))
         result["report"] = str(write_report(
             run_dir, teacher, student, facts, dcfg, eval_set, eval_what, store, resolved_config,
+            progress=train_cfg.progress,
         ))
     return result
 

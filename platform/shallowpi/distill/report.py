@@ -2,14 +2,15 @@
 
 Sections: what was cut (layers, parameter counts, the attention pairing, how each selection
 strategy's student starts); loss per term over steps (loss_terms.png); offline action error
-on held-out episodes, per joint, student and teacher against the ground truth and the
-student against the teacher (action_error.png); closed-loop success of teacher and student
-in the twin on every task of the robot, with 95 % Wilson intervals (success.png); one
-chunk's latency and FLOPs, teacher vs student, the measured ratio beside the FLOP-ideal
-one; the resolved config.
+on held-out episodes, per joint (by name, each in its own unit), student and teacher against
+the ground truth and the student against the teacher (action_error.png); closed-loop success
+of teacher and student in the twin on every task of the robot, with 95 % Wilson intervals
+(success.png); one chunk's latency and FLOPs, teacher vs student, the measured ratio beside
+the FLOP-ideal one; the resolved config.
 
 Everything is measured on the CPU of the machine that ran the distillation (the GPU
-numbers belong to BENCHMARKS.md); closed-loop episodes use seeds 1000.. like `eval --sim`.
+numbers belong to BENCHMARKS.md); closed-loop episodes use seeds 1000.. like `eval --sim`,
+with its progress bar (the run's --no-progress turns it off).
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from shallowpi.data.episode_plot import UNIT_OF_KIND
+from shallowpi.data.features import ACTION_KEY
+from shallowpi.data.store import EpisodeStore
 from shallowpi.distill.settings import DistillConfig
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.evaluate.interval import wilson_interval
+from shallowpi.joints import named_gripper
 from shallowpi.policy.flops import flop_counter
 from shallowpi.policy.model import count_parameters
 from shallowpi.policy.policy import Policy
@@ -82,9 +87,10 @@ def loss_plot(metrics: Path, png: Path) -> dict[str, float]:
 @torch.no_grad()
 def action_errors(teacher: Policy, student: Policy, dataset: Dataset, max_samples: int = 64,
                   seed: int = 0) -> dict[str, list[float]]:
-    """Per-joint mean absolute error (robot units) over non-padded steps of up to
-    `max_samples` evenly spaced windows: teacher and student against the recorded actions,
-    and student against teacher; both sample from the same noise."""
+    """Per-joint mean absolute error (each joint's own unit: rad, m, a gripper's 0-1
+    opening; `ActionJoints`) over non-padded steps of up to `max_samples` evenly spaced
+    windows: teacher and student against the recorded actions, and student against
+    teacher; both sample from the same noise."""
     subset = Subset(dataset, evenly_spaced(len(dataset), max_samples))
     gen = torch.Generator().manual_seed(seed)
     sums = {"teacher_vs_truth": 0.0, "student_vs_truth": 0.0, "student_vs_teacher": 0.0}
@@ -103,20 +109,58 @@ def action_errors(teacher: Policy, student: Policy, dataset: Dataset, max_sample
     return {k: (np.asarray(v) / max(count, 1.0)).tolist() for k, v in sums.items()}
 
 
-def error_plot(errors: dict[str, list[float]], png: Path) -> None:
-    """Write a bar chart of the per-joint errors `action_errors` returned (robot units) to `png`."""
+# The unit of a joint whose kind the store does not say (recorded before kinds were stored,
+# imported) and whose name does not say gripper: revolute (rad) or linear (m), nobody knows.
+UNKNOWN_UNIT = "as recorded"
+
+
+@dataclass
+class ActionJoints:
+    """The action's joints in order: each one's name and the unit its positions (and so its
+    errors) are in: rad (revolute), m (linear), a gripper's opening 0-1, or UNKNOWN_UNIT."""
+
+    names: list[str]
+    units: list[str]
+
+    @classmethod
+    def of_store(cls, store: Path, action_dim: int) -> ActionJoints:
+        """The store's action names and kinds (the robot spec's, as the recorder stored them).
+        A joint whose kind the store does not say is a gripper when its name says so
+        (shallowpi.joints' rule), else of unknown unit; a store without names (or with
+        another count than `action_dim`) gives j0, j1, ... Raises StoreError for a store that
+        cannot be opened."""
+        with EpisodeStore.open(store) as opened:
+            feature = opened.features.get(ACTION_KEY)
+        names = list(feature.names) if feature is not None else []
+        if len(names) != action_dim:
+            return cls([f"j{j}" for j in range(action_dim)], [UNKNOWN_UNIT] * action_dim)
+        kinds = list(feature.kinds) or ["gripper" if named_gripper(n) else "" for n in names]
+        return cls(names, [UNIT_OF_KIND.get(kind, UNKNOWN_UNIT) for kind in kinds])
+
+
+def error_figure(errors: dict[str, list[float]], joints: ActionJoints) -> Any:
+    """A matplotlib Figure: bars of the per-joint errors `action_errors` returned, each
+    joint labelled by its name and unit (its errors are in that unit). Uses the Agg backend."""
     plt = _pyplot()
-    joints = len(errors["teacher_vs_truth"])
-    fig, ax = plt.subplots(figsize=(max(6, joints), 4))
+    count = len(errors["teacher_vs_truth"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * count), 4))
     width = 0.27
     for i, (key, label) in enumerate((("teacher_vs_truth", "teacher vs ground truth"),
                                       ("student_vs_truth", "student vs ground truth"),
                                       ("student_vs_teacher", "student vs teacher"))):
-        ax.bar(np.arange(joints) + (i - 1) * width, errors[key], width, label=label)
-    ax.set_xticks(range(joints), [f"j{j}" for j in range(joints)])
-    ax.set_ylabel("mean absolute error (robot units)")
+        ax.bar(np.arange(count) + (i - 1) * width, errors[key], width, label=label)
+    ax.set_xticks(range(count), [f"{name}\n({unit})" for name, unit in zip(joints.names, joints.units)],
+                  fontsize=8)
+    ax.set_ylabel("mean absolute error (each joint's unit)")
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def error_plot(errors: dict[str, list[float]], joints: ActionJoints, png: Path) -> None:
+    """Write `error_figure` to `png`."""
+    plt = _pyplot()
+    fig = error_figure(errors, joints)
     fig.savefig(png, dpi=100)
     plt.close(fig)
 
@@ -142,8 +186,10 @@ class TaskSuccess:
 def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_seconds: float | None,
                 progress: bool = False) -> list[TaskSuccess]:
     """Every task of the store's robot, each policy `episodes` episodes (seeds 1000..) in
-    the twin, as `platform eval --sim` runs them, at the store's camera size. Raises the
-    twin's one-line errors (no single robot recorded, cameras the twin lacks)."""
+    the twin, as `platform eval --sim` runs them, at the store's camera size; `progress`
+    draws eval --sim's bar (ticks, with an ETA) on stderr for each task and model, plain
+    lines where stderr is no terminal. Raises the twin's one-line errors (no single robot
+    recorded, cameras the twin lacks)."""
     from shallowpi import config
     from shallowpi.data.codecs import image_codec
     from shallowpi.evaluate.sim_checkpoint import (
@@ -173,9 +219,14 @@ def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_sec
     # The renders through the store's image codec, as the training loader decoded the frames
     # (and as `platform eval --sim` feeds them): raw renders are inputs neither model saw.
     codec = image_codec(*target.image_codec) if target.image_codec else None
+    tasks = list(make_tasks(target.robot).values())
+    runs = len(tasks) * len(policies)
     with DirectSimRobot(spec, cameras=any_policy.features.cameras) as robot:
-        for task in make_tasks(target.robot).values():
+        for task in tasks:
             for name, policy in policies.items():
+                # Says whose episodes the bar below counts (eval --sim's bar names no model).
+                log.info("closed loop %d/%d: %s on %s, %d episode(s)", len(results) + 1, runs, name, task.name,
+                         episodes)
                 chunk_policy = CheckpointPolicy(policy, image_codec=codec)
                 selection = ActionSelectionConfig.from_config(cfg.action_selection)
                 selection.replan_every = selection.every(chunk_policy.chunk_len)
@@ -267,8 +318,11 @@ def write_report(
     eval_what: str,
     store: Path,
     resolved_config: Any = None,
+    progress: bool = False,
 ) -> Path:
-    """Measure and write run_dir/report.md (+ PNGs, + report.json); returns its path."""
+    """Measure and write run_dir/report.md (+ PNGs, + report.json); returns its path.
+    `progress`: the closed loop's bars on stderr (minutes of twin episodes; the run's
+    --no-progress / train.progress). Raises StoreError for a store that cannot be opened."""
     teacher.eval()
     student.eval()
     lines = [f"# Distillation report: {run_dir.name}", ""]
@@ -303,21 +357,25 @@ def write_report(
               "Last logged: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()), ""]
 
     errors = action_errors(teacher, student, eval_set)
-    summary["action_error"] = errors
-    error_plot(errors, run_dir / "action_error.png")
+    joints = ActionJoints.of_store(store, len(errors["teacher_vs_truth"]))
+    summary["action_error"] = {"joints": joints.names, "units": joints.units, **errors}
+    error_plot(errors, joints, run_dir / "action_error.png")
     lines += [f"## Offline action error ({eval_what})", "", "![action error](action_error.png)", "",
-              "| joint | teacher vs truth | student vs truth | student vs teacher |", "|---|---|---|---|"]
-    for j in range(len(errors["teacher_vs_truth"])):
-        lines.append(f"| {j} | {errors['teacher_vs_truth'][j]:.4f} | {errors['student_vs_truth'][j]:.4f} | "
+              "| joint | unit | teacher vs truth | student vs truth | student vs teacher |", "|---|---|---|---|---|"]
+    for j, (name, unit) in enumerate(zip(joints.names, joints.units)):
+        lines.append(f"| {name} | {unit} | {errors['teacher_vs_truth'][j]:.4f} | {errors['student_vs_truth'][j]:.4f} | "
                      f"{errors['student_vs_teacher'][j]:.4f} |")
-    lines += ["", "Mean absolute error in the robot's units (radians; grippers 0..1), same noise for both.", ""]
+    lines += ["", "Mean absolute error of each joint in its own unit: rad for a revolute joint, m for a linear "
+              "one, a gripper's opening 0-1 (its calibrated travel); \"as recorded\" where the store does not "
+              "say the joint's kind. Same noise for both.", ""]
 
     lines += ["## Closed loop in the twin", ""]
     if dcfg.sim_episodes == 0:
         lines.append("Not run (distill.sim_episodes=0).")
     else:
         results, why = _guard("closed-loop success", lambda: closed_loop(
-            {"teacher": teacher, "student": student}, store, dcfg.sim_episodes, dcfg.sim_episode_time_s))
+            {"teacher": teacher, "student": student}, store, dcfg.sim_episodes, dcfg.sim_episode_time_s,
+            progress=progress))
         if results is None:
             lines.append(f"Not run: {why}")
         else:

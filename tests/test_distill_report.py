@@ -1,0 +1,136 @@
+"""The distillation report on a store of the arm twin's own joints: its action error named
+per joint in each joint's unit (the arm's shoulder_lift is a linear stage, in metres), and
+`platform distill`'s long CPU work (the layer search, the closed loop in the twin) shown
+with progress unless --no-progress."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shallowpi import config
+from shallowpi.cli import main
+from shallowpi.data import EpisodeStore
+from shallowpi.data.features import robot_features
+from shallowpi.data.store import StoreSettings
+from shallowpi.robots.spec import RobotSpec
+from store_fixtures import make_store
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Greedy, so the layer search runs; one twin episode of 0.1 s per task and model.
+QUICK = ["--policy", "tiny", "--layers", "1", "--select", "greedy", "policy.train.steps=2",
+         "policy.train.save_every=2", "distill.sim_episodes=1", "distill.sim_episode_time_s=0.1",
+         "distill.latency_repeats=1", "distill.probe_windows=2"]
+
+
+def _arm() -> RobotSpec:
+    return RobotSpec.from_config(config.compose(["robot=arm"]).robot)
+
+
+def _arm_store(path: Path, episodes: int = 3, length: int = 12) -> Path:
+    """Synthetic episodes of the arm twin's joints (names and kinds from configs/robot/arm.yaml)
+    and cameras at 40x32: a store the twin can run a policy trained on."""
+    spec = _arm()
+    rng = np.random.default_rng(0)
+    joints = len(spec.joint_names)
+    store = EpisodeStore.create(path, robot_features(spec.joint_names, {"front": (32, 40), "wrist": (32, 40)},
+                                                     spec.joint_kinds), StoreSettings(durable=False))
+    with store:
+        for _ in range(episodes):
+            writer = store.begin_episode("put the red cube in the bowl", robot="arm", calibration_id="cal-test",
+                                         fps=30)
+            for t in range(length):
+                state = (0.1 * np.sin(t / 10.0 + np.arange(joints))).astype(np.float32)
+                image = np.full((32, 40, 3), 16 * t % 256, np.uint8)
+                writer.add_frame({"observation.state": state,
+                                  "action": (state + 0.01 * rng.standard_normal(joints)).astype(np.float32),
+                                  "observation.images.front": image, "observation.images.wrist": image}, t / 30.0)
+            writer.commit(success=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def arm_store(tmp_path_factory) -> Path:
+    return _arm_store(tmp_path_factory.mktemp("distill-report") / "arm.zarr")
+
+
+def _distill(store: Path, run: str, *extra: str) -> int:
+    return main(["distill", "--dataset", str(store), "--runs-dir", str(store.parent / "runs"), "--run", run,
+                 *QUICK, *extra])
+
+
+@pytest.fixture(scope="module")
+def shown(arm_store) -> tuple[Path, str]:
+    """One distillation with progress on (the default): its run folder and what it wrote to
+    stderr, which is no terminal here, so the bars are plain lines."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _distill(arm_store, "shown") == 0
+    return arm_store.parent / "runs" / "shown", err.getvalue()
+
+
+def test_the_action_error_names_each_joint_in_its_unit(shown):
+    run, _ = shown
+    spec = _arm()
+    units = {"revolute": "rad", "linear": "m", "gripper": "opening, 0-1"}
+    # The report's table: one row per joint, by name, in its own unit (not "radians" for all).
+    report = (run / "report.md").read_text()
+    for name, kind in zip(spec.joint_names, spec.joint_kinds):
+        assert f"| {name} | {units[kind]} | " in report, name
+    assert "| shoulder_lift | m | " in report and "| gripper | opening, 0-1 | " in report
+    assert "robot's units (radians" not in report
+    assert "rad for a revolute joint, m for a linear one" in report
+    summary = json.loads((run / "report.json").read_text())["action_error"]
+    assert summary["joints"] == spec.joint_names
+    assert summary["units"] == [units[k] for k in spec.joint_kinds]
+    assert len(summary["student_vs_truth"]) == len(spec.joint_names)
+
+
+def test_the_layer_search_shows_progress(shown):
+    # Greedy, then the three strategies compared: a bar of teacher passes, here plain lines;
+    # depth 2 -> 1 is 1 + 2 passes, and the comparison 1 + 3.
+    _, err = shown
+    assert "choosing layers 7/7 " in err, err
+
+
+def test_the_closed_loop_shows_progress(shown):
+    # eval --sim's bar for each task and model: 3 ticks at 30 Hz in 0.1 s.
+    run, err = shown
+    tasks = {r["task"] for r in json.loads((run / "report.json").read_text())["closed_loop"]}
+    assert tasks and err.count("sim eval 3/3 ") == 2 * len(tasks), err
+
+
+def test_no_progress_draws_no_bar(arm_store, capsys):
+    assert _distill(arm_store, "quiet", "--no-progress") == 0
+    err = capsys.readouterr().err
+    assert (arm_store.parent / "runs" / "quiet" / "success.png").is_file()  # the closed loop ran
+    assert "choosing layers" not in err and "sim eval" not in err, err
+
+
+def test_the_plot_labels_each_joint_by_name_and_unit(arm_store):
+    from shallowpi.distill.report import ActionJoints, error_figure
+
+    errors = {key: [0.1] * 7 for key in ("teacher_vs_truth", "student_vs_truth", "student_vs_teacher")}
+    fig = error_figure(errors, ActionJoints.of_store(arm_store, 7))
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels[:3] == ["shoulder_pan\n(rad)", "shoulder_lift\n(m)", "elbow_flex\n(rad)"]
+    assert labels[-1] == "gripper\n(opening, 0-1)"
+    assert "each joint's unit" in fig.axes[0].get_ylabel()
+
+
+def test_a_store_that_does_not_say_its_joints_kinds_claims_no_unit(tmp_path):
+    """Recorded before kinds were stored (or imported): a name saying gripper is one
+    (shallowpi.joints' rule); rad or m, nobody knows, and the report does not guess."""
+    from shallowpi.distill.report import UNKNOWN_UNIT, ActionJoints
+
+    store = make_store(tmp_path / "old.zarr", episodes=1, length=4)
+    names = list(store.features["action"].names)
+    store.close()
+    store_joints = ActionJoints.of_store(tmp_path / "old.zarr", 6)
+    assert store_joints.names == names and store_joints.units == [UNKNOWN_UNIT] * 6
+    assert ActionJoints.of_store(tmp_path / "old.zarr", 7).names == [f"j{j}" for j in range(7)]
