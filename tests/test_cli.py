@@ -441,6 +441,33 @@ def test_a_read_only_data_root_gives_one_line(args, names, tmp_path):
     assert sorted(p.relative_to(ro) for p in ro.rglob("*")) == before
 
 
+@pytest.mark.parametrize(
+    ("args", "written", "argument"),
+    [
+        (["dataset", "merge", "{tmp}/kitchen.zarr", "{tmp}/pantry.zarr", "--out", "{tmp}/afile/m.zarr"],
+         "afile", "--out"),
+        (["train", "--dataset", "{tmp}/kitchen.zarr", "--runs-dir", "{tmp}/afile", "--policy", "tiny", "--steps", "1",
+          "--device", "cpu", "--no-progress"], "afile", "--runs-dir"),
+        (["dataset", "import", "{tmp}/nothing", "--out", "{tmp}/afile/imp.zarr"], None, None),
+    ],
+    ids=["merge", "train", "import-of-nothing"],
+)
+def test_a_file_where_an_output_folder_must_be_is_one_line(args, written, argument, tmp_path):
+    """`--runs-dir afile`, `--out afile/m.zarr`: the mkdir's FileExistsError (or a write's
+    NotADirectoryError) was a traceback in eleven commands."""
+    make_store(tmp_path / "kitchen.zarr", episodes=2, length=4).close()
+    make_store(tmp_path / "pantry.zarr", episodes=1, length=4).close()
+    (tmp_path / "afile").write_text("notes")
+    result = run(*(a.format(tmp=tmp_path) for a in args))
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode != 0
+    if written is not None:
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: cannot write {tmp_path}/{written}") and line.endswith(
+            f": a file stands where a folder must be; move that file or give another {argument}"), line
+    assert (tmp_path / "afile").read_text() == "notes"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("size", ["48k", "160k"])  # full while the store is made / while frames are linked
 def test_a_merge_onto_a_full_disk_is_one_line_and_leaves_no_folder_taking_space(tmp_path, size):

@@ -362,9 +362,14 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     one boundary turns all of their file-system refusals into the same message.
     """
     reason = FILE_SYSTEM_ERRORS.get(exc.errno or 0)
+    raw = written_path(exc)  # the destination's: a full output disk read as the input store's
+    if reason is None and raw is not None and _file_in_the_way(exc, Path(os.fsdecode(raw))):
+        path = os.fsdecode(raw)
+        argument = _argument_choosing(Path(path), args, parser, inside=True)
+        return (f"cannot write {path}: a file stands where a folder must be; move that file or "
+                f"{f'give another {argument}' if argument else 'choose another location'}")
     if reason is None:
         return None
-    raw = written_path(exc)  # the destination's: a full output disk read as the input store's
     if raw is None:  # zarr's writes, among others, raise without the file's name
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"{reason}: free space on the disk this command writes to, or write to another disk"
@@ -377,10 +382,19 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     return f"cannot write {path}: {reason}; {fix}"
 
 
+def _file_in_the_way(exc: OSError, path: Path) -> bool:
+    """Whether `exc` says a file stands where a folder was to be made or written into:
+    ENOTDIR (a file among `path`'s parents), or EEXIST from making a folder where a file is."""
+    if exc.errno == errno.ENOTDIR:
+        return True
+    return exc.errno == errno.EEXIST and path.exists() and not path.is_dir()
+
+
 def _argument_choosing(path: Path, args: argparse.Namespace,
-                       parser: argparse.ArgumentParser | None) -> str | None:
+                       parser: argparse.ArgumentParser | None, inside: bool = False) -> str | None:
     """How the user named the folder or file that holds `path` (`--data-root`, `DEST`, ...),
-    the deepest one if several do; None if no argument did."""
+    the deepest one if several do; with `inside`, also one named inside `path` (a file in
+    the way of `--out afile/m.zarr`); None if no argument did."""
     spelled = {}
     if parser is not None:
         for action in parser._actions:
@@ -394,7 +408,7 @@ def _argument_choosing(path: Path, args: argparse.Namespace,
         chosen = Path(value).expanduser().absolute()
         # A staging or temporary sibling (`out.partial`, `x.png.tmp`) counts as the file.
         sibling = target.parent == chosen.parent and target.name.startswith(chosen.name)
-        holds = target == chosen or chosen in target.parents or sibling
+        holds = target == chosen or chosen in target.parents or sibling or (inside and target in chosen.parents)
         if holds and (best is None or len(chosen.parts) > best[0]):
             best = (len(chosen.parts), spelled.get(name, "--" + name.replace("_", "-")))
     return best[1] if best else None
