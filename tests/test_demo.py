@@ -62,6 +62,7 @@ def test_every_stage_leaves_its_output_and_says_how_long_it_took(first):
         assert (out / name).is_file(), name
     assert (out / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![teacher vs student](demo.png)" in (out / "demo.md").read_text()
+    assert "\nstudent through the executor (torch, " in (out / "demo.md").read_text()
     stages = json.loads((out / "stages.json").read_text())
     assert all(stages[s]["seconds"] > 0 for s in ("record", "teacher", "student", "eval_teacher", "deploy"))
 
@@ -482,3 +483,97 @@ def test_an_executor_run_that_computed_no_chunk_shows_no_inference_time(tmp_path
     # no speed-up from a time of 0
     zero = {**latency, "teacher": {**latency["teacher"], "chunk_ms_p50": 0.0}}
     assert [r["speedup"] for r in summarize(checkpoints, evals, deploy, zero, {}, {})["models"]] == [None, None]
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    # a misspelt training key recorded 35 s, then `platform train` refused policy.train.bach_size
+    (["+demo.train.bach_size=4"], "unknown demo.train keys ['bach_size']; valid keys: "),
+    # a cut as deep as the teacher: refused by `platform distill`, after the recording (and a
+    # teacher's training with demo.teacher=train), and with distill's --layers, no demo flag
+    (["demo.layers=18"], "demo.layers=18: the teacher (the one trained here, demo.policy=tiny) has 18 layers; "
+                         "a student keeps 1 to 17 of them"),
+    (["--teacher", "{shipped}", "demo.layers=18"],
+     "demo.layers=18: the teacher ({shipped}) has 18 layers; a student keeps 1 to 17 of them"),
+    (["demo.train.ema=1.5"], "the stages' training settings (demo.train, then policy.train.* and "
+                             "distill.train.*): ema must be in (0, 1) or null, got 1.5"),
+    (["+demo.train.batch_size=abc"], "demo.train: policy.train.batch_size must be a number"),
+    # train's --steps and distill's --steps win over it: it meant nothing
+    (["+demo.train.steps=10"], "demo.train.steps: the demo's steps are demo.teacher_steps and demo.student_steps"),
+    (["+demo.train.device=cuda"], "demo.train.device is set by `platform train`'s --device flag"),
+    (["+distill.train.bach_size=4"], "unknown distill.train keys ['bach_size']"),
+    # a student layer the 6-layer cut does not have
+    (["distill.attention_pairs=[[7,10]]"], "attention layer 7 is outside the student's layers 0-5; fix "
+                                           "distill.attention_pairs"),
+])
+def test_training_and_cut_settings_a_later_stage_refuses_are_refused_before_anything_is_made(
+        tmp_path, capsys, extra, expected):
+    from shallowpi.config import REPO_ROOT
+
+    shipped = str(REPO_ROOT / "robots" / "arm" / "teacher")
+    code, printed = demo(tmp_path / "arm", *(word.format(shipped=shipped) for word in extra))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert expected.format(shipped=shipped) in err, err
+    assert not (tmp_path / "arm").exists() and "1/6 record" not in printed
+
+
+def test_a_stage_stopped_by_a_setting_does_not_say_the_same_settings_continue(tmp_path):
+    """A settings error fails the same way again: the advice to rerun with the same settings
+    is for an interruption or a failure a rerun continues."""
+    from shallowpi.commands.demo_stages import Demo, DemoConfig
+    from shallowpi.errors import ConfigError
+
+    lines: list[str] = []
+    made = Demo(DemoConfig(), tmp_path / "arm", [], tui=False, say=lines.append)
+    with pytest.raises(ConfigError), made.stage("student", "distilling"):
+        raise ConfigError("unknown config key 'policy.train.bach_size'")
+    assert lines[-1].startswith("[demo] 3/6 student: stopped after 0 s") and "same settings" not in lines[-1], lines
+    with pytest.raises(KeyboardInterrupt), made.stage("student", "distilling"):
+        raise KeyboardInterrupt
+    assert lines[-1].endswith("`platform demo` with the same settings continues from here"), lines
+
+
+def test_a_student_made_with_other_settings_names_only_what_was_made_from_it(first, capsys):
+    """The teacher's evaluation does not depend on the student: removing it as advised
+    redid the teacher's closed loop for nothing."""
+    out = first["out"]
+    code, _ = demo(out, "demo.student_steps=5")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"error: {out / 'student6'} was made with other settings (steps 4 -> 5); remove it "
+                                 f"and what was made from it ({out / 'eval_student.json'}, "
+                                 f"{out / 'deploy_student.json'}) to redo the student stage, or give another --out"), err
+
+
+def test_demo_md_has_the_deployed_students_line_the_table_prints(tmp_path):
+    """The README says the summary shows the student as the executor ran it: the console
+    table printed it, demo.md left it out."""
+    from shallowpi.commands.demo_summary import markdown, summarize, table
+
+    evals = {m: {"robot": "arm", "tasks": [{"task": task, "instruction": task.replace("_", " "), "successes": 1,
+                                           "episodes": [{"seed": 1000}]} for task in TASKS]}
+             for m in ("teacher", "student")}
+    latency = {"teacher": {"layers": 18, "parameters": 1000, "gflops": 1.0, "chunk_ms_p50": 78.0, "chunk_ms_p99": 96.7},
+               "student": {"layers": 6, "parameters": 400, "gflops": 0.3, "chunk_ms_p50": 22.7, "chunk_ms_p99": 24.4}}
+    deploy = {"successes": 2, "episodes": 2, "inference_p50_ms": 14.5, "inference_p99_ms": 16.0, "loop_p99_ms": 33.4,
+              "safety": {}, "per_episode": [{"seed": 1000, "latency_ms": [14.5, 16.0]}], "backend": "onnxruntime",
+              "strategy": "rtc", "task": "cube_in_bowl"}
+    summary = summarize({"teacher": tmp_path / "t", "student": tmp_path / "s"}, evals, deploy, latency, {}, {})
+    line = table(summary).splitlines()[-1]
+    assert line.startswith("student through the executor (onnxruntime, rtc): success 2/2 "), line
+    assert line.endswith("inference p50 14.5 ms, p99 16.0 ms, loop p99 33.4 ms"), line
+    assert line in markdown(summary, {}).splitlines()
+
+
+def test_a_given_teacher_that_is_no_policy_checkpoint_is_refused_before_anything_is_made(tmp_path, capsys):
+    """Its depth is read from its header to check demo.layers: a safetensors file of other
+    weights has none (distill refused it after the recording)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    (tmp_path / "foreign").mkdir()
+    save_file({"w": np.zeros(1, dtype=np.float32)}, str(tmp_path / "foreign" / "model.safetensors"))
+    code, _ = demo(tmp_path / "arm", "--teacher", str(tmp_path / "foreign"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == (f"error: demo.teacher={tmp_path / 'foreign'}: not a shallowpi policy checkpoint "
+                                 "(format None); give one `platform train` made, or shipped, or train"), err
+    assert not (tmp_path / "arm").exists()

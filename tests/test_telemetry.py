@@ -609,9 +609,16 @@ def test_a_newcomer_is_told_how_old_the_status_it_is_sent_is(tmp_path):
 
 
 @pytest.mark.parametrize(("final", "code", "said"), [
-    (dict(state="stopped", message="e-stopped: torque off", estopped=True), 1, "executor e-stopped: e-stopped"),
-    (dict(state="stopped", message="stopped by the operator; the robot holds its pose"), 0, "executor stopped"),
-    (dict(state="fault", message="fault: servo 3 overload"), 1, "executor ended on a fault"),
+    # The executor's own messages (deploy/executor_control.py) begin with the state's word,
+    # which the last line says already: it ended "executor done: done: 2 episode(s)".
+    (dict(state="stopped", message="e-stopped: torque off", estopped=True), 1, "executor e-stopped: torque off"),
+    (dict(state="stopped", message="stopped by the operator; the robot holds its pose"), 0,
+     "executor stopped by the operator; the robot holds its pose"),
+    (dict(state="done", message="done: 2 episode(s)"), 0, "executor done: 2 episode(s)"),
+    (dict(state="fault", message="fault: servo 3 overload"), 1, "executor ended on a fault: servo 3 overload"),
+    (dict(state="fault", message="stopped by RuntimeError: boom"), 1,
+     "executor ended on a fault: stopped by RuntimeError: boom"),
+    (dict(state="done", message=""), 0, "executor done"),
     (dict(state="running"), 3, "vanished"),
 ])
 def test_monitor_lines_exit_code_says_how_an_executor_ended(final, code, said, capsys):
@@ -620,7 +627,21 @@ def test_monitor_lines_exit_code_says_how_an_executor_ended(final, code, said, c
 
     last = ExecutorStatus(**{**final, "state": ExecutorState(final["state"])})
     assert _say_how_it_ended(last, time.monotonic()) == code
-    assert said in capsys.readouterr().out
+    out = capsys.readouterr().out.strip()
+    assert said in out if code == 3 else out.endswith(f" {said}"), out
+
+
+def test_monitor_lines_name_a_recorders_fault_once(capsys):
+    """The recorder's fault message begins "FAULT:" (record/session.py): the last line said
+    "ended on a fault: FAULT: ..."."""
+    from shallowpi.commands.monitor_cmd import EXIT_FAULT, _say_how_it_ended
+
+    last = RecorderStatus(state=RecorderState.FAULT, message="FAULT: servo 3 overload; robot holds; episodes "
+                                                               "already saved are kept")
+    assert _say_how_it_ended(last, time.monotonic()) == EXIT_FAULT
+    out = capsys.readouterr().out.strip()
+    assert out.endswith(" recorder ended on a fault: servo 3 overload; robot holds; episodes already saved are "
+                        "kept"), out
 
 
 def test_status_envelope_names_its_kind_and_refuses_others():

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any
 from shallowpi.cli import ready_output, user_path
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from shallowpi.commands.demo_stages import DemoConfig
 
 HELP = "the whole loop on the simulated robot: record, teacher, distil, evaluate, deploy, compare"
@@ -113,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.as_recorded(cfg.record, passed)
     tui = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
     given_teacher = settings.given_teacher()
+    _check_training(settings, passed, given_teacher)
     # Made once every setting is checked: a file in its place was mkdir's traceback.
     ready_output(out, "--out", folder=True)
     demo = Demo(settings, out, passed, tui, given_teacher=given_teacher)
@@ -165,6 +168,75 @@ def _check_choices(settings: DemoConfig, policies: list[str]) -> None:
     if settings.deploy_backend is not None and settings.deploy_backend not in BACKENDS:
         raise ConfigError(f"demo.deploy_backend '{settings.deploy_backend}' is not one of: {', '.join(BACKENDS)} "
                           "(or null for the Jetson profile's)")
+
+
+def _check_training(settings: DemoConfig, passed: list[str], given_teacher: Path | None) -> None:
+    """ConfigError, before anything is made, for what `platform train` and `platform distill`
+    would refuse only after the recording (or, with demo.teacher=train, after the teacher's
+    training): a demo.train key TrainConfig lacks, one the stages' own flags set, a value it
+    refuses; demo.layers outside 1 .. depth - 1 of the teacher it cuts (the preset's depth,
+    or the given checkpoint's), or distill.* settings that do not fit that cut. `passed`: the
+    overrides every stage gets."""
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.commands.train_cmd import FLAG_SET_KEYS, check_train_keys
+    from shallowpi.distill.objective import AttentionPairs
+    from shallowpi.distill.settings import DistillConfig
+    from shallowpi.errors import ConfigError, refuse_unknown_keys
+    from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.train.errors import TrainingError
+    from shallowpi.train.trainer import TrainConfig
+
+    for key in settings.train:
+        # The stages pass these flags themselves, after demo.train's overrides: the key would
+        # be refused by train (device, progress) or silently lose to the flag (steps).
+        if key == "steps":
+            raise ConfigError("demo.train.steps: the demo's steps are demo.teacher_steps and demo.student_steps")
+        if key in FLAG_SET_KEYS:
+            raise ConfigError(f"demo.train.{key} is set by `platform train`'s {FLAG_SET_KEYS[key]} flag, "
+                              "which the demo leaves at its default")
+    refuse_unknown_keys("demo.train", settings.train, TrainConfig, exclude={*FLAG_SET_KEYS, "steps"})
+    # The words the teacher and student stages compose (the user's, already composed alone
+    # in `run`, come after the demo's training keys, and --layers after both).
+    try:
+        cfg = config.compose([f"robot={settings.robot}", f"policy={settings.policy}",
+                              *settings.train_overrides(settings.teacher_steps), *passed,
+                              f"distill.layers={settings.layers}"])
+    except ConfigError as exc:  # a demo.train value the config's types refuse
+        raise ConfigError(f"demo.train: {exc}") from None
+    policy = OmegaConf.to_container(cfg.policy, resolve=True)
+    distill = DistillConfig.from_dict(OmegaConf.to_container(cfg.distill, resolve=True))
+    check_train_keys("distill.train", distill.train)
+    try:  # as distill builds them: the teacher's settings, and the student's on top of them
+        TrainConfig(**policy.get("train", {}))
+        TrainConfig(**{**policy.get("train", {}), **distill.train})
+    except TrainingError as exc:
+        raise ConfigError(f"the stages' training settings (demo.train, then policy.train.* and "
+                          f"distill.train.*): {exc}") from None
+    if given_teacher is None:
+        depth = PolicyConfig.from_dict(model_section(policy)).depth
+        teacher = f"the one trained here, demo.policy={settings.policy}"
+    else:
+        depth, teacher = _checkpoint_depth(given_teacher), str(given_teacher)
+    if not 1 <= settings.layers < depth:
+        raise ConfigError(f"demo.layers={settings.layers}: the teacher ({teacher}) has {depth} layers; a student "
+                          f"keeps 1 to {depth - 1} of them")
+    AttentionPairs.check_config(distill.attention_pairs, distill.weights.attention, settings.layers, depth)
+
+
+def _checkpoint_depth(checkpoint: Path) -> int:
+    """The joint layers of a policy checkpoint, from its header (no weights are read).
+    ConfigError for a checkpoint that is no shallowpi policy (the student is cut from one)."""
+    from shallowpi.errors import ConfigError
+    from shallowpi.policy.config import PolicyConfig
+    from shallowpi.policy.policy import FORMAT, Policy
+
+    meta = Policy.read_metadata(checkpoint)
+    if meta.get("format") != FORMAT or "config" not in meta:
+        raise ConfigError(f"demo.teacher={checkpoint}: not a shallowpi policy checkpoint (format "
+                          f"{meta.get('format')!r}); give one `platform train` made, or shipped, or train")
+    return PolicyConfig.from_dict(json.loads(meta["config"])).depth
 
 
 def _default_run(quick: Any, config: Any) -> str:

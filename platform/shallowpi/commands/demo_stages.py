@@ -332,6 +332,11 @@ class Demo:
         result = {"note": ""}
         try:
             yield result
+        except ConfigError:
+            # A setting the stage's command refused: the same settings fail the same way.
+            self._line(stage, f"stopped after {duration(time.perf_counter() - t0)} by a setting it refuses "
+                              "(the error below names it)")
+            raise
         except BaseException:
             self._line(stage, f"stopped after {duration(time.perf_counter() - t0)}; `platform demo` "
                               "with the same settings continues from here")
@@ -400,7 +405,12 @@ class Demo:
         """What the later stages made from the store: the teacher (trained here), the
         student, the evaluations and the deployment."""
         return [self.out / "teacher", self.out / f"student{self.cfg.layers}", self.out / "eval_teacher.json",
-                self.out / "eval_student.json", self.out / "deploy_student.json"]
+                *self._made_from_student()]
+
+    def _made_from_student(self) -> list[Path]:
+        """What the later stages made from the student: its evaluation and its deployment
+        (not the teacher's evaluation, which a new student leaves as it is)."""
+        return [self.out / "eval_student.json", self.out / "deploy_student.json"]
 
     def store_identity(self) -> str | None:
         """The store's creation stamp (None: no store): a store removed and recorded again
@@ -494,7 +504,7 @@ class Demo:
         settings = {"teacher_sha256": checkpoint_sha256(teacher), "layers": cfg.layers, "steps": cfg.student_steps,
                     "episodes": sum(episodes_per_task(self.store).values()), "store": self.store_identity(),
                     "policy": cfg.policy, "overrides": self._relevant(overrides, ("policy", "distill"))}
-        self.book.require_same("student", settings, run, self._made_from_store()[2:])
+        self.book.require_same("student", settings, run, self._made_from_student())
         last = latest_checkpoint(run)
         # Finished: its report written (or, with distill.report=false, the stage's end recorded).
         if step_of(last) >= cfg.student_steps and ((run / "report.md").is_file()

@@ -112,12 +112,21 @@ def table(summary: dict[str, Any]) -> str:
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         lines.append(f"{r.get('label', r['model']):<{name}} {r['layers']:>6} {r['parameters']:>11,}  {cells}  "
                      f"{latency:>18} {speedup:>8}")
-    d = summary["deployed_student"]
-    if d.get("episodes"):
-        lines.append(f"student through the executor ({d['backend']}, {d['strategy']}): success "
-                     f"{rate_with_interval(d['successes'], d['episodes'])}, inference p50 {_ms(d['inference_p50_ms'])}, "
-                     f"p99 {_ms(d['inference_p99_ms'])}, loop p99 {d['loop_p99_ms']:.1f} ms")
+    if executor := executor_line(summary):
+        lines.append(executor)
     return "\n".join(lines)
+
+
+def executor_line(summary: dict[str, Any]) -> str | None:
+    """The deployed student in one line, for the table and demo.md alike: backend, action
+    selection, success with its 95 % interval, inference p50/p99 and loop p99 (ms). None
+    when no episode ran through the executor."""
+    d = summary["deployed_student"]
+    if not d.get("episodes"):
+        return None
+    return (f"student through the executor ({d['backend']}, {d['strategy']}): success "
+            f"{rate_with_interval(d['successes'], d['episodes'])}, inference p50 {_ms(d['inference_p50_ms'])}, "
+            f"p99 {_ms(d['inference_p99_ms'])}, loop p99 {d['loop_p99_ms']:.1f} ms")
 
 
 def _ms(value: float | None) -> str:
@@ -126,7 +135,8 @@ def _ms(value: float | None) -> str:
 
 
 def markdown(summary: dict[str, Any], links: dict[str, str]) -> str:
-    """demo.md: the table as Markdown, the picture and where each stage's report is."""
+    """demo.md: the table as Markdown, the deployed student's line as the console table
+    prints it, the picture and where each stage's report is."""
     rows = summary["models"]
     tasks = [t["task"] for t in rows[0]["tasks"]]
     lines = [f"# Shallow-π demo: {summary['robot']}", "", "![teacher vs student](demo.png)", "",
@@ -138,6 +148,8 @@ def markdown(summary: dict[str, Any], links: dict[str, str]) -> str:
         speedup = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         lines.append(f"| {r.get('label', r['model'])} | {r['layers']} | {r['parameters']:,} | {cells} | "
                      f"{r['chunk_ms_p50']:.1f} / {r['chunk_ms_p99']:.1f} | {speedup} |")
+    if executor := executor_line(summary):
+        lines += ["", executor]
     lines += ["", "Chunk latency: one observation to one action chunk, batch 1, on this machine's CPU "
               "(the torch sampler); success: `platform eval --sim` on unseen seeds (from 1000).", ""]
     lines += [f"- {what}: `{where}`" for what, where in links.items()]

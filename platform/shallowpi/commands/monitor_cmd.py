@@ -204,21 +204,34 @@ def _say_how_it_ended(last: Any, at: float | None) -> int:
 
     what = "executor" if isinstance(last, ExecutorStatus) else "recorder"
     if state == "stopped" and getattr(last, "estopped", False):  # an executor's e-stop: torque went off
-        print(f"{stamp} {what} e-stopped: {last.message}", flush=True)
+        print(f"{stamp} {what} e-stopped{_after('e-stopped', last.message)}", flush=True)
         return EXIT_FAULT
     # done: an executor that ran every episode; a recorder's done still teleoperates, its
     # last word is stopped (a feed that ends on done vanished)
     if state == "stopped" or (state == "done" and what == "executor"):
-        said = f": {last.message}" if what == "executor" and last.message else ""  # e-stopped, or how many ran
+        said = _after(state, last.message) if what == "executor" else ""  # by whom, or how many ran
         print(f"{stamp} {what} {state}{said}", flush=True)
         return EXIT_STOPPED
     if state == "fault":
-        print(f"{stamp} {what} ended on a fault: {last.message}", flush=True)
+        print(f"{stamp} {what} ended on a fault{_after('fault', last.message)}", flush=True)
         return EXIT_FAULT
     seen = (f"its last status ({state}) {time.monotonic() - at:.0f} s ago" if at is not None
             else "no status received")
     print(f"{stamp} {what} vanished without a final status (killed or crashed?); {seen}", flush=True)
     return EXIT_VANISHED
+
+
+def _after(word: str, message: str | None) -> str:
+    """The final status's message to follow `word` on the last line, without the word the
+    message starts with itself: the executor's 'done: 2 episode(s)' after "done" is
+    ': 2 episode(s)', its 'stopped by the operator; ...' after "stopped" ' by the operator;
+    ...', a recorder's 'FAULT: ...' after "fault" ': ...'. '' for no message."""
+    if not message:
+        return ""
+    rest = message[len(word):]
+    if message[:len(word)].lower() == word.lower() and rest[:1] in ("", ":", " "):
+        return rest
+    return f": {message}"
 
 
 def run(args: argparse.Namespace) -> int:
