@@ -85,6 +85,9 @@ def test_a_leading_double_dash_is_dropped(capsys):
         (["config", "show", "--robot", "octopus"], "unknown robot 'octopus'; choose one of: arm, bimanual, humanoid"),
         (["config", "show", "--jetson", "nano"], "unknown jetson 'nano'; choose one of: cpu, cuda, orin, thor"),
         (["config", "show", "wheels.count=4"], "unknown config key 'wheels.count'"),
+        # Hydra's override grammar: its parser's own words, LexerNoViableAltException, were the line.
+        (["config", "show", "dataset=it's"], "cannot read the override \"dataset=it's\" (LexerNoViableAlt"),
+        (["config", "show", "data_root=/tmp/a,b"], "cannot read the override 'data_root=/tmp/a,b' (Ambiguous value"),
         (["config", "show", "policy.trian.steps=5"], "unknown config key 'policy.trian.steps'; did you mean "
                                                      "policy.train.steps?"),
         # The configs are plain YAML: without the check, text reached a comparison in training.

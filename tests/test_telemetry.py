@@ -96,6 +96,12 @@ def test_address_parsing_is_loopback_only(tmp_path):
         Address.parse("tcp://0.0.0.0:7421")
     with pytest.raises(TelemetryError, match="needs a port"):
         Address.parse("tcp://127.0.0.1")
+    # ZeroMQ wraps a port past 65535 (99999 became 34463): the recorder published where no
+    # dashboard or monitor looked, and monitor itself crashed on it.
+    for port in (0, 65536, 99999):
+        with pytest.raises(TelemetryError, match="a TCP port is 1 to 65535"):
+            Address.parse(f"tcp://127.0.0.1:{port}")
+    assert Address.parse("tcp://127.0.0.1:65535").port == 65535
 
 
 def test_status_json_round_trip_ignores_unknown_fields():

@@ -240,6 +240,15 @@ def _one_line_hydra_error(exc: Exception, overrides: Sequence[str], defaults: Ca
     """Hydra's error as one line naming the override at fault; for a key that does not
     exist, the nearest keys that do (`defaults()`: the config as the groups chosen make it)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    from hydra.errors import OverrideParseException
+
+    if isinstance(exc, OverrideParseException) or text.startswith("Ambiguous value for argument"):
+        # Hydra's override grammar: a comma asks for a sweep, and quotes, brackets, braces
+        # and a few more characters are syntax; its own message names the parser's state.
+        bad = next((o for o in overrides if o in str(exc)), None) or getattr(exc, "override", None) or text
+        return (f"cannot read the override {bad!r} ({text}): in key=value a comma, quote, bracket or brace is "
+                "Hydra syntax; quote the value, e.g. 'key=\"it,s\"', or give a path with its flag "
+                "(--data-root, --dataset)")
     for override in overrides:
         key = _key_of(override)
         if f"'{key}'" in str(exc) or f"Could not override '{key}'" in str(exc):
