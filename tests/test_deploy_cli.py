@@ -15,6 +15,7 @@ import pytest
 from conftest import platform_cmd, subprocess_env
 from shallowpi import config
 from shallowpi.data.store import EpisodeStore
+from shallowpi.deploy.executor_control import EpisodeReport
 from shallowpi.errors import ConfigError
 
 SIZE = (40, 32)
@@ -279,7 +280,7 @@ def test_recording_a_deployment_never_waits_on_the_disk(tmp_path, monkeypatch):
         started = time.perf_counter()
         on_tick(obs, np.array([tick + 1, 0.0], np.float32))
         slowest = max(slowest, time.perf_counter() - started)
-    recorder.end(True, "time up")
+    recorder.end(EpisodeReport(0, True, ended="time up"))
     recorder.close()
     assert slowest < 0.05  # a tick's share, not a disk write's 0.2 s
     with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
@@ -306,7 +307,7 @@ def test_recording_a_deployment_into_demonstrations_warns(tmp_path, caplog):
             image = np.zeros((16, 16, 3), np.uint8)
             on_tick(Observation(tick / 30, np.zeros(2, np.float32), {"front": Frame(image, tick / 30, tick)}),
                     np.zeros(2, np.float32))
-        recorder.end(False, "time limit")
+        recorder.end(EpisodeReport(0, False))
         recorder.close()
 
     with caplog.at_level("WARNING", logger="shallowpi"):
@@ -509,9 +510,62 @@ def test_a_deployment_recording_keeps_the_stores_cameras_of_what_the_robot_obser
     for tick in range(3):
         frames = {role: Frame(np.full((16, 16, 3), tick, np.uint8), tick / 30, tick) for role in ("front", "wrist")}
         on_tick(Observation(tick / 30, np.zeros(2, np.float32), frames), np.zeros(2, np.float32))
-    recorder.end(None, "time limit")
+    recorder.end(EpisodeReport(0, None))
     recorder.close()
     assert recorder.writer.failure is None
     with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
         assert len(store) == 1 and store.episodes[0].length == 3
         assert store.read_episode(0, ["observation.images.front"])["observation.images.front"][:, 0, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_a_recorded_deployment_keeps_the_executors_counts_and_its_camera_drivers_drops(tmp_path):
+    """`deploy --sim stack --record`: the episode was committed with dropped_frames 0 by
+    default, never counted, no hold or stale-frame count, and (its cameras looked for
+    before connect made them) no camera serials. Now the stack twin's RealSense drivers,
+    found at the episode's begin, are counted (none dropped here, by their own frame
+    numbers) and named, and the executor's report travels in extra."""
+    code, data = _deploy_tiny(tmp_path, "--sim", "stack", "--episodes", "1", "--record", str(tmp_path / "deployed"))
+    assert code == 0, data
+    (run,) = data["per_episode"]
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        (episode,) = store.episodes
+    extra = episode.extra
+    assert {key: extra.get(key) for key in ("holds", "watchdog_stale_frames", "stale_frames", "repeated_pictures")} \
+        == {"holds": run["holds"], "watchdog_stale_frames": data["safety"]["stale_frames"], "stale_frames": 0,
+            "repeated_pictures": 0}  # a render each tick, of that tick
+    assert extra.get("hold_ticks", 0) >= 1  # the ticks before the first chunk came
+    assert episode.dropped_frames == 0
+    assert extra.get("camera_serials") == {"front": "SIM-front"}  # the drivers, as `record --sim stack` names them
+
+
+def test_record_and_deploy_record_time_a_twin_episode_alike(tmp_path):
+    """The same 0.5 s in the twin, recorded by `platform record` and by `deploy --record`:
+    deploy stored the twin's physics time (0, 0.034, 0.066, ...: whole 2 ms steps) as
+    each row's time, record the tick's (k/30), so the two stores meant different things by
+    `timestamp` and their durations differed. Now both: row k at k/30, the state read and
+    the picture rendered at it."""
+    from shallowpi.data.store import StoreSettings
+    from shallowpi.record.rig import build_rig
+    from shallowpi.record.session import RecordingSession, SessionConfig
+    from shallowpi.record.writer import BackgroundWriter
+
+    code, _ = _deploy_tiny(tmp_path, "--sim", "--episodes", "1", "--record", str(tmp_path / "deployed"))
+    assert code == 0
+    rig = build_rig(config.compose(["robot=arm"]), "direct", "cube_in_bowl", size=(32, 32))
+    recorded = EpisodeStore.create(tmp_path / "recorded.zarr", rig.features, StoreSettings(durable=False))
+    writer = BackgroundWriter(recorded)
+    session = RecordingSession(SessionConfig(task=rig.task_text, episodes=1, episode_time_s=0.5, reset_time_s=0,
+                                             fps=30), rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
+                               scene=rig.scene)
+    try:
+        assert not session.run().fault
+        writer.close()
+    finally:
+        rig.close()
+    keys = ["timestamp", "observation.state.timestamp", "observation.images.front.timestamp"]
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as deployed:
+        for store in (deployed, recorded):
+            times = store.read_episode(0, keys)
+            for key in keys:
+                np.testing.assert_allclose(times[key], np.arange(15) / 30, rtol=0, atol=1e-9, err_msg=key)
+            assert store.episode(0).duration_s == pytest.approx(0.5)

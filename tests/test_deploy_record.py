@@ -15,6 +15,7 @@ from disk_fixtures import small_disk
 from shallowpi import config
 from shallowpi.commands.deploy_recording import DeploymentRecorder
 from shallowpi.data.store import EpisodeStore
+from shallowpi.deploy.executor_control import EpisodeReport
 from shallowpi.errors import ConfigError
 from shallowpi.record.disk import DiskSpaceError, raw_frame_bytes
 from shallowpi.robots.observation import Frame, Observation
@@ -31,7 +32,7 @@ def _record_episode(recorder: DeploymentRecorder, ticks: int = 3) -> None:
     for tick in range(ticks):
         frame = Frame(np.full((16, 16, 3), tick, np.uint8), tick / 30, tick)
         on_tick(Observation(tick / 30, np.zeros(2, np.float32), {"front": frame}), np.zeros(2, np.float32))
-    recorder.end(None, "time limit")
+    recorder.end(EpisodeReport(0, None))
 
 
 def test_a_deployment_recording_queues_record_queue_mb_of_frames(tmp_path):
@@ -110,3 +111,50 @@ def test_a_deployment_recording_refuses_a_queue_or_reserve_out_of_range(tmp_path
     with pytest.raises(ConfigError, match=re.escape(says)):
         DeploymentRecorder(str(tmp_path / "deployed.zarr"), cfg, _target(), ["front"])
     assert not (tmp_path / "deployed.zarr").exists()
+
+
+def test_a_deployment_episode_keeps_its_cameras_drops_and_the_executors_holds(tmp_path):
+    """A real RealSense driver (pyrealsense2's software device) whose frame numbers skip
+    two frames before the episode and two during it. The episode was committed with
+    dropped_frames 0 (the store's default, read as "none dropped" by whoever filters
+    rollouts for retraining) and without the executor's holds or any stale-frame count.
+    Now: the drops during the episode, counted as `platform record` counts a take's; its
+    rows holding a picture over three periods old (extra.stale_frames, record's meaning);
+    the executor's holds, hold ticks and watchdog stale ticks."""
+    pytest.importorskip("pyrealsense2", exc_type=ImportError)
+    from shallowpi.hardware.realsense import RealSenseCamera, RealSenseConfig
+    from shallowpi.hardware.realsense_software import SoftwareRealSense
+
+    device = SoftwareRealSense("SW-front", 16, 16, fps=30)
+    camera = RealSenseCamera(RealSenseConfig("front", "SW-front", 16, 16, 30, warmup_frames=0),
+                             open_device=device.open_device)
+    target = _target()
+    target.cameras = {"front": camera}
+    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), config.compose([]), target, ["front"])
+    try:
+        with camera:
+            last = None
+            for number in (0, 1, 4):  # two lost before the episode: not its drops
+                device.inject(np.full((16, 16, 3), number, np.uint8), frame_number=number)
+                last = camera.latest(newer_than=last).sequence
+            on_tick = recorder.begin("count", "counting", 30.0)
+            for tick, number in enumerate((5, 6, 9, 10)):  # 7 and 8 lost during it
+                device.inject(np.full((16, 16, 3), number, np.uint8), frame_number=number)
+                got = camera.latest(newer_than=last)
+                last = got.sequence
+                # The last row's picture is 0.2 s old at its tick: six periods, stale.
+                seen = got.host_time_s + (0.2 if tick == 3 else 0.0)
+                on_tick(Observation(seen, np.zeros(2, np.float32), {"front": Frame(got.image, got.host_time_s, got.sequence)}),
+                        np.zeros(2, np.float32))
+            report = EpisodeReport(0, None, ticks=4, holds=2, hold_ticks=7, stale_frames=1, ended="time limit")
+            recorder.end(report)
+    finally:
+        recorder.close()
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        episode = store.episode(0)
+        assert episode.length == 4
+        assert episode.dropped_frames == 2
+        assert {key: episode.extra[key] for key in ("holds", "hold_ticks", "watchdog_stale_frames", "stale_frames",
+                                                    "repeated_pictures")} == \
+            {"holds": 2, "hold_ticks": 7, "watchdog_stale_frames": 1, "stale_frames": 1, "repeated_pictures": 0}
+        assert episode.extra["camera_serials"] == {"front": "SW-front"}

@@ -343,7 +343,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                                           stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:
                 try:
-                    recorder.end(report.success, report.ended, seed if args.sim else None)
+                    recorder.end(report, seed if args.sim else None)  # its holds and stale frames too
                 except PlatformError as exc:  # as at begin: a fault with torque on, not an error out of the run
                     executor.policy_fault(exc, report.sent[-1] if report.sent else None)
             executor.status.successes += bool(report.success)

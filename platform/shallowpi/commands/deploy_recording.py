@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from shallowpi.deploy.executor_control import EpisodeReport
+    from shallowpi.record.camera_health import CameraHealth
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,18 @@ def executed(extra: dict[str, Any]) -> bool:
     the policy, or (written before it did) says how it ended without the recorder's loop
     statistics, which every take of `platform record` carries."""
     return "policy_sha256" in extra or ("ended" in extra and "loop_p50_ms" not in extra)
+
+
+def camera_drivers(target: Any, roles: Collection[str]) -> dict[str, Any]:
+    """{role: camera driver} of the target's cameras in `roles`, each counting its dropped
+    frames in `stats.dropped`: the robot's RealSenses (`target.cameras`), the stack twin's
+    software ones (its robot's, made at connect: ask after it); none for the direct twin,
+    whose renders are never dropped (its robot's `cameras` are role names)."""
+    for owner in (target, getattr(target, "robot", None)):
+        cameras = getattr(owner, "cameras", None)
+        if isinstance(cameras, Mapping):
+            return {role: camera for role, camera in cameras.items() if role in roles}
+    return {}
 
 
 class DeploymentRecorder:
@@ -55,6 +71,7 @@ class DeploymentRecorder:
         from shallowpi import config
         from shallowpi.data.features import robot_features
         from shallowpi.data.store import EpisodeStore
+        from shallowpi.record.camera_health import CameraHealth
         from shallowpi.record.disk import DiskBudget
         from shallowpi.record.settings import (
             check_record_numbers,
@@ -99,10 +116,15 @@ class DeploymentRecorder:
                                        capacity_frames=queue_frames(cfg.record.queue_mb, self.store.features),
                                        on_commit=lambda info: self.disk.learn(self.store, info.index))
         self.policy_sha256 = policy_sha256
-        self.camera_serials = {role: serial for role, serial in camera_serials(getattr(target, "cameras", {})).items()
-                               if role in cameras}
-        self.path, self._t0 = path, 0.0
+        self.camera_serials = camera_serials(camera_drivers(target, cameras))  # the stack twin's: at `begin`
+        self.path, self._t0, self._rows = path, 0.0, 0
+        # In the twin a tick is one period of simulated time, as `platform record` stores it.
+        self._simulated = not getattr(target, "on_hardware", True)
         self._keys = frozenset(self.store.features)  # what each row may hold
+        self._target, self._roles = target, frozenset(cameras)
+        # The episode's camera counts, as `platform record` keeps a take's: drops from the
+        # drivers' counters, stale and repeated pictures from the rows (set at `begin`).
+        self.camera_health: CameraHealth = CameraHealth({}, target.fps)
         self._next = len(self.store)  # the store index of the next episode begun
         self.calibration_id = target.calibration_id
 
@@ -111,36 +133,60 @@ class DeploymentRecorder:
         (which raises the writer's WriterError once it has failed). Raises DiskSpaceError,
         nothing queued, when the disk has no room for the episode beyond the reserve (the
         episodes the writer still holds count as written), as `platform record` before each
-        take."""
+        take. Call it after the target connected (the stack twin's cameras are made then)."""
+        from shallowpi.record.camera_health import CameraHealth
+        from shallowpi.robots.cameras import camera_serials
+        from shallowpi.robots.observation import Observation, lerobot_row
+
         self.disk.check_room(self._next, queued=self.writer.stats().pending_episodes)
         self.writer.begin(self._next, task, robot=robot, calibration_id=self.calibration_id, fps=fps,
                           start_time=time.time())
         self._next += 1
-        self._t0 = -1.0
+        self._t0, self._rows = -1.0, 0
+        drivers = camera_drivers(self._target, self._roles)
+        self.camera_serials = camera_serials(drivers)
+        self.camera_health = CameraHealth(drivers, fps)
+        self.camera_health.begin_take()
 
         def on_tick(obs: Any, sent: np.ndarray) -> None:
-            from shallowpi.robots.observation import lerobot_row
-
+            # On the episode's clock, as `platform record` keeps it: on the robot, 0 is the
+            # first observation and each frame keeps its age; in the twin, row k is k periods
+            # (its physics moves in whole 2 ms steps: 1/30 s is 16 or 17 of them).
             self._t0 = obs.time_s if self._t0 < 0 else self._t0
-            row = lerobot_row(obs, obs.time_s - self._t0)  # on the episode's clock
+            row = lerobot_row(obs, self._rows / fps if self._simulated else obs.time_s - self._t0)
+            self._rows += 1
             # The store's features only: a target may observe a camera the policy does not
             # read (one the store was not made with), which ended the episode as a fault.
             values = {key: value for key, value in row.values.items() if key in self._keys}
             values["action"] = np.asarray(sent, np.float32)
             self.writer.add_frame(values, row.timestamp, row.capture_times, max_wait_s=RECORD_MAX_WAIT_S)
+            if obs.frames.keys() - self._roles:  # count the pictures the row holds only
+                obs = Observation(obs.time_s, obs.state, {r: f for r, f in obs.frames.items() if r in self._roles})
+            self.camera_health.count_row(obs)
 
         return on_tick
 
-    def end(self, success: bool | None, ended: str, seed: int | None = None) -> None:
-        """Queue the episode's commit; `ended` (time up, success held, stopped, e-stop, fault)
-        goes in its metadata, so a review tells a stopped episode from a finished one, with the
-        policy, the cameras' serials (as `platform record` stores them) and, in the twin, the scene's `seed` (`eval --sim` and training tell its
-        scenes by it: without it a rollout of a held-out scene could be trained on unseen).
-        Nothing once the writer has failed (`close` says why)."""
+    def end(self, report: EpisodeReport, seed: int | None = None) -> None:
+        """Queue the episode's commit, with the executor's `report` of it: its success, how
+        it `ended` (time up, success held, stopped, e-stop, fault: a review tells a stopped
+        episode from a finished one) and how often the robot held (`holds`, `hold_ticks`;
+        `watchdog_stale_frames`: ticks held on a frame older than deploy.max_frame_age_s).
+        The camera counts are `platform record`'s, with the same meaning in both kinds of
+        store: `dropped_frames` (the drivers' own, during the episode), `extra.stale_frames`
+        (rows whose picture is over three periods old), `extra.repeated_pictures`. With the
+        policy, the cameras' serials and, in the twin, the scene's `seed` (`eval --sim` and
+        training tell its scenes by it: without it a rollout of a held-out scene could be
+        trained on unseen). Nothing once the writer has failed (`close` says why)."""
         if self.writer.failure is None:
-            extra = {"ended": ended, "policy_sha256": self.policy_sha256, **({"seed": seed} if seed is not None else {}),
+            health = self.camera_health
+            extra = {"ended": report.ended, "policy_sha256": self.policy_sha256,
+                     "holds": report.holds, "hold_ticks": report.hold_ticks,
+                     "watchdog_stale_frames": report.stale_frames,
+                     "stale_frames": health.stale_rows, "repeated_pictures": health.repeated_rows,
+                     **({"seed": seed} if seed is not None else {}),
                      **({"camera_serials": self.camera_serials} if self.camera_serials else {})}
-            self.writer.commit(success=success, extra=extra)
+            # Counted, not defaulted: an episode said to have dropped none is trusted for retraining.
+            self.writer.commit(success=report.success, dropped_frames=health.dropped_this_take(), extra=extra)
 
     def close(self) -> None:
         """Write what is queued (an episode `end` did not commit is discarded), close the

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.data.features import ACTION_KEY
+from shallowpi.data.row_ranges import describe_indices
 from shallowpi.errors import PlatformError
 from shallowpi.record.camera_health import CameraHealth
 from shallowpi.record.clock import TickClock, prompt_gil_handover
@@ -132,6 +133,7 @@ class RecordingSession:
         self._episode = 0  # episodes this run has kept so far
         self._frames = 0  # frames of the take in flight
         self._start_tick, self._start_s = 0, 0.0
+        self._zero_s: float | None = None  # the take's first observation's time_s: its episode clock's 0
         self._reset_until = 0.0
         self._held_reset_s = 0.0  # the reset countdown left when p held it
         self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
@@ -202,8 +204,7 @@ class RecordingSession:
                 action = self.teleop.read()
                 sent = self._sent = self.robot.act(self._catching_up(action, observation))
                 if self._recording:
-                    t = self.clock.tick_time(self._start_tick, self._start_s)
-                    self._record_frame(observation, sent, t)
+                    t = self._record_frame(observation, sent)
                     self._frames += 1
                     self.status.episode_time_s = t
                     # The row of the take in flight grows with it on the dashboards.
@@ -414,10 +415,26 @@ class RecordingSession:
         self.status.message = f"recording episode {index} ({episode + 1}/{self.config.episodes} of this run)"
         self._state, self._recording, self._frames = RecorderState.RECORDING, True, 0
         self._start_tick, self._start_s = self.clock.ticks, self.clock.tick_start_s()
+        self._zero_s = None  # set by the take's first observation, after any wait above
         self.status.episode_time_s = 0.0
 
-    def _record_frame(self, observation: Observation, sent: np.ndarray, t: float) -> None:
-        row = lerobot_row(observation, t)  # on the episode clock; each frame keeps its age
+    def _episode_time(self, observation: Observation) -> float:
+        """The row's time on the take's episode clock [s], as `deploy --record` stores its
+        episodes: on the wall clock, the observation's time from the take's first one (after
+        `_begin`, which may wait for the writer), so that every capture time, measured on
+        the robot's clock, lands on it too (from the tick's start, they were early by what
+        the tick did before it observed: at a take's first tick, all of that wait); under
+        simulated time, whole periods, a tick being one period of it (the twin's own clock
+        moves in whole physics steps, 1/30 s being 16 or 17 steps of 2 ms)."""
+        if getattr(self.clock, "simulated", False):
+            return self.clock.tick_time(self._start_tick, self._start_s)
+        if self._zero_s is None:
+            self._zero_s = observation.time_s
+        return observation.time_s - self._zero_s
+
+    def _record_frame(self, observation: Observation, sent: np.ndarray) -> float:
+        """Queue the tick's row with the action `sent`; returns its time [s] (`_episode_time`)."""
+        row = lerobot_row(observation, self._episode_time(observation))  # each frame keeps its age
         waited = self.writer.add_frame({**row.values, ACTION_KEY: np.asarray(sent, np.float32)},
                                        row.timestamp, row.capture_times, give_up=self._estop_while_waiting)
         if waited > 0:
@@ -428,6 +445,7 @@ class RecordingSession:
         if stale_age is not None:
             self.status.message = (f"camera picture {stale_age * 1e3:.0f} ms old: {self.camera_health.stale_rows} "
                                    "rows of this take hold a stale picture (r re-records it)")
+        return row.timestamp
 
     def _end_episode(self, keep: bool, safe: bool = False, ended: str = "") -> None:
         """End the take in flight: hand it to the writer to commit, with how it `ended`
@@ -554,7 +572,10 @@ class RecordingSession:
 
     def _mark_saved(self, committed: int) -> None:
         """The takes the writer has committed since the last look (`committed` in all) are
-        saved, and the message says so; one deleted since (d / r between takes) stays deleted."""
+        saved, and the message says so, all of them: several commits finish between two
+        looks when the disk was behind, or after the loop ended. One deleted since (d / r
+        between takes) stays deleted."""
+        saved: list[EpisodeSummary] = []
         while self._saved_seen < committed and self._saving:
             summary = self._saving.popleft()
             self._saved_seen += 1
@@ -562,11 +583,19 @@ class RecordingSession:
                 continue
             summary.state = "saved"
             self.status.episodes_saved += 1
-            line = f"episode {summary.index} saved ({summary.frames} frames)"
-            # A key's answer given earlier in this tick stays beside it: replaced before it
-            # was published, the operator would never see it.
-            said = self.status.message
-            self.status.message = f"{said}; {line}" if self._answered and said else line
+            saved.append(summary)
+        if not saved:
+            return
+        # All in one message: it is published once after this look, so one message a take
+        # left only the last to be seen (--no-tui prints each message: a script waiting for
+        # "episode 3 saved" waited on).
+        frames = sum(s.frames for s in saved)
+        line = (f"episode {saved[0].index} saved ({frames} frames)" if len(saved) == 1 else
+                f"episodes {describe_indices([s.index for s in saved])} saved ({frames} frames)")
+        # A key's answer given earlier in this tick stays beside it: replaced before it
+        # was published, the operator would never see it.
+        said = self.status.message
+        self.status.message = f"{said}; {line}" if self._answered and said else line
 
     def _mark_lost(self) -> None:
         """After a writer failure: the takes it was given and never committed (the one it
