@@ -577,3 +577,16 @@ def test_a_given_teacher_that_is_no_policy_checkpoint_is_refused_before_anything
     assert code == 2 and err == (f"error: demo.teacher={tmp_path / 'foreign'}: not a shallowpi policy checkpoint "
                                  "(format None); give one `platform train` made, or shipped, or train"), err
     assert not (tmp_path / "arm").exists()
+
+
+def test_a_given_teacher_of_another_robot_is_refused_before_anything_is_made(tmp_path, capsys):
+    """The arm's shipped teacher given for the humanoid recorded the humanoid's store first,
+    then stopped at the student on its state/action sizes."""
+    from shallowpi import config
+
+    teacher = config.REPO_ROOT / "robots" / "arm" / "teacher"
+    code, _ = demo(tmp_path / "hum", "--robot", "humanoid", "--teacher", str(teacher))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: demo.teacher={teacher}: the policy has state/action sizes 7/7 but "
+                                        "robot 'humanoid' has 19 joints; give a teacher trained on this robot's"), err
+    assert not (tmp_path / "hum").exists()

@@ -219,6 +219,7 @@ def _check_training(settings: DemoConfig, passed: list[str], given_teacher: Path
         teacher = f"the one trained here, demo.policy={settings.policy}"
     else:
         depth, teacher = _checkpoint_depth(given_teacher), str(given_teacher)
+        _check_fits_robot(given_teacher, cfg.robot)
     if not 1 <= settings.layers < depth:
         raise ConfigError(f"demo.layers={settings.layers}: the teacher ({teacher}) has {depth} layers; a student "
                           f"keeps 1 to {depth - 1} of them")
@@ -237,6 +238,23 @@ def _checkpoint_depth(checkpoint: Path) -> int:
         raise ConfigError(f"demo.teacher={checkpoint}: not a shallowpi policy checkpoint (format "
                           f"{meta.get('format')!r}); give one `platform train` made, or shipped, or train")
     return PolicyConfig.from_dict(json.loads(meta["config"])).depth
+
+
+def _check_fits_robot(checkpoint: Path, robot: Any) -> None:
+    """ConfigError (one line) when a given teacher cannot drive the demo's robot: its
+    state/action sizes against the robot's joints, its cameras against the robot's roles
+    (policy/fit.py, as eval and deploy ask). Read from the header: an arm's teacher given
+    for the humanoid was found only after the whole recording."""
+    from shallowpi.errors import ConfigError
+    from shallowpi.policy.fit import missing_cameras, size_mismatch
+    from shallowpi.policy.policy import Policy
+
+    features = json.loads(Policy.read_metadata(checkpoint).get("features") or "{}")
+    name = f"robot '{robot.name}'"
+    why = size_mismatch(features.get("state_dim", -1), features.get("action_dim", -1), len(robot.joints), name) \
+        or missing_cameras(features.get("cameras", []), list(robot.get("cameras") or {}), name)
+    if why is not None:
+        raise ConfigError(f"demo.teacher={checkpoint}: {why}; give a teacher trained on this robot's episodes")
 
 
 def _default_run(quick: Any, config: Any) -> str:
