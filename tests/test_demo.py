@@ -455,16 +455,23 @@ def test_the_recorders_own_noise_and_size_are_the_ones_reported(tmp_path):
         assert {f.shape for f in store.features.values() if f.kind is FeatureKind.IMAGE} == {(16, 24, 3)}
 
 
+def _evaluations_and_latency(successes: int) -> tuple[dict, dict]:
+    """What the summary reads of the evaluate stage (each model `successes` of one episode a
+    task) and of the latency stage (teacher 18 layers, student 6), as the demo writes them."""
+    evals = {m: {"robot": "arm", "tasks": [{"task": task, "instruction": task.replace("_", " "),
+                                           "successes": successes, "episodes": [{"seed": 1000}]} for task in TASKS]}
+             for m in ("teacher", "student")}
+    latency = {"teacher": {"layers": 18, "parameters": 1000, "gflops": 1.0, "chunk_ms_p50": 78.0, "chunk_ms_p99": 96.7},
+               "student": {"layers": 6, "parameters": 400, "gflops": 0.3, "chunk_ms_p50": 22.7, "chunk_ms_p99": 24.4}}
+    return evals, latency
+
+
 def test_an_executor_run_that_computed_no_chunk_shows_no_inference_time(tmp_path):
     """An episode over before the executor's first chunk: its report says 0 ms, which the
     table printed as the student's inference time."""
     from shallowpi.commands.demo_summary import picture, summarize, table
 
-    evals = {m: {"robot": "arm", "tasks": [{"task": task, "instruction": task.replace("_", " "), "successes": 0,
-                                           "episodes": [{"seed": 1000}]} for task in TASKS]}
-             for m in ("teacher", "student")}
-    latency = {"teacher": {"layers": 18, "parameters": 1000, "gflops": 1.0, "chunk_ms_p50": 78.0, "chunk_ms_p99": 96.7},
-               "student": {"layers": 6, "parameters": 400, "gflops": 0.3, "chunk_ms_p50": 22.7, "chunk_ms_p99": 24.4}}
+    evals, latency = _evaluations_and_latency(successes=0)
     # `platform deploy --sim --json` of run of 30 ticks that ended before the first chunk came
     deploy = {"successes": 0, "episodes": 1, "inference_p50_ms": 0.0, "inference_p99_ms": 0.0, "loop_p99_ms": 1097.7,
               "safety": {}, "per_episode": [{"seed": 1000, "ended": "time limit", "ticks": 30, "latency_ms": []}],
@@ -549,11 +556,7 @@ def test_demo_md_has_the_deployed_students_line_the_table_prints(tmp_path):
     table printed it, demo.md left it out."""
     from shallowpi.commands.demo_summary import markdown, summarize, table
 
-    evals = {m: {"robot": "arm", "tasks": [{"task": task, "instruction": task.replace("_", " "), "successes": 1,
-                                           "episodes": [{"seed": 1000}]} for task in TASKS]}
-             for m in ("teacher", "student")}
-    latency = {"teacher": {"layers": 18, "parameters": 1000, "gflops": 1.0, "chunk_ms_p50": 78.0, "chunk_ms_p99": 96.7},
-               "student": {"layers": 6, "parameters": 400, "gflops": 0.3, "chunk_ms_p50": 22.7, "chunk_ms_p99": 24.4}}
+    evals, latency = _evaluations_and_latency(successes=1)
     deploy = {"successes": 2, "episodes": 2, "inference_p50_ms": 14.5, "inference_p99_ms": 16.0, "loop_p99_ms": 33.4,
               "safety": {}, "per_episode": [{"seed": 1000, "latency_ms": [14.5, 16.0]}], "backend": "onnxruntime",
               "strategy": "rtc", "task": "cube_in_bowl"}
