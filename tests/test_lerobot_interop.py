@@ -181,6 +181,69 @@ def test_import_of_missing_or_foreign_directories_is_one_line(tmp_path):
     assert not any(p.name.endswith((".zarr", STAGING_SUFFIX)) for p in tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("missing", [
+    "data/chunk-000/file-000.parquet",
+    "videos/observation.images.wrist/chunk-000/file-000.mp4",
+    "meta/episodes/chunk-000/file-000.parquet",
+    "meta/tasks.parquet",
+], ids=["data", "video", "episodes-index", "tasks"])
+def test_an_incomplete_copy_names_its_first_missing_file(exported, tmp_path, missing):
+    """A copy an interrupted rsync left without a file: lerobot went to the hub for it and,
+    offline (as the platform always is), said "unset HF_HUB_OFFLINE", the wrong advice."""
+    import shutil
+
+    from shallowpi.data.lerobot_import import import_lerobot
+
+    _, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / missing).unlink()
+    with pytest.raises(PlatformError) as caught:
+        import_lerobot(copy, tmp_path / "back.zarr", repo_id=REPO_ID)
+    named = "meta/episodes/ (the episodes index)" if missing.startswith("meta/episodes") else missing
+    assert str(caught.value) == f"files missing under {copy} (an incomplete copy?): {named}; copy the dataset again"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_an_index_file_cut_short_and_lerobots_own_hub_call_are_said_as_an_incomplete_copy(exported, tmp_path):
+    """An episodes index cut short by the copy is named; and should lerobot still find a
+    file missing that the check does not know (its hub call, refused offline), the error
+    says files are missing, not "unset HF_HUB_OFFLINE"."""
+    import shutil
+
+    from shallowpi.data.lerobot_import import import_lerobot
+
+    _, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    index = copy / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    whole = index.read_bytes()
+    index.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(PlatformError, match=rf"^{index} does not read \(\w+\): an incomplete copy of {copy}\? "):
+        import_lerobot(copy, tmp_path / "back.zarr", repo_id=REPO_ID)
+    index.write_bytes(whole)
+    info = json.loads((copy / "meta" / "info.json").read_text())
+    # A template of fields the episodes index does not hold: the check leaves its files to lerobot.
+    (copy / "meta" / "info.json").write_text(json.dumps({**info, "data_path": "data/{episode_chunk}.parquet"}))
+    (copy / "data" / "chunk-000" / "file-000.parquet").unlink()
+    with pytest.raises(PlatformError) as caught:
+        import_lerobot(copy, tmp_path / "back.zarr", repo_id=REPO_ID)
+    assert str(caught.value).startswith(f"files missing under {copy} (an incomplete copy?): lerobot found")
+    assert "HF_HUB_OFFLINE" not in str(caught.value)
+
+
+def test_an_export_into_a_store_folder_is_refused(exported, tmp_path):
+    """Made inside a store's folder, an export is what that store's next delete rewrote around."""
+    from shallowpi.data.lerobot_export import export_lerobot
+    from shallowpi.errors import StoreError
+
+    root, _, _ = exported
+    before = sorted(p.name for p in (root / "src.zarr").iterdir())
+    with pytest.raises(StoreError, match=r"src\.zarr/lerobot is inside the dataset .*put the export directory "):
+        export_lerobot(root / "src.zarr", root / "src.zarr" / "lerobot")
+    assert sorted(p.name for p in (root / "src.zarr").iterdir()) == before
+
+
 def test_a_store_is_not_a_lerobot_dataset(exported, tmp_path):
     from shallowpi.data.lerobot_import import import_lerobot
 

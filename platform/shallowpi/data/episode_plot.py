@@ -28,12 +28,14 @@ def flat_joints(state: np.ndarray, action: np.ndarray | None) -> list[int]:
 
 def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: int = 8,
                  units: dict[str, str] | None = None) -> Path:
-    """Write `episode_figure` as a PNG at `out`; returns `out`."""
+    """Write `episode_figure` as a PNG at `out`, whatever its name ends in; returns `out`."""
     import matplotlib.pyplot as plt
 
     fig = episode_figure(store, index, frames_per_strip, units)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    # The format named: from a name alone matplotlib takes it from the suffix, and to a name
+    # without one it adds ".png", writing a file other than the `out` returned.
+    fig.savefig(out, dpi=90, format="png")
     plt.close(fig)
     return out
 

@@ -86,11 +86,14 @@ def view_episode(store: EpisodeStore, index: int, save: Path | None = None,
                  units: dict[str, str] | None = None) -> dict[str, int]:
     """Log episode `index` to the Rerun viewer (spawned) or, with `save`, to an .rrd file.
 
-    Raises PlatformError when there is no display to show a viewer on and no `save`."""
+    Raises PlatformError when there is no display to show a viewer on and no `save`, and
+    when `save` is a folder (Rerun's own error for it was a RuntimeError traceback)."""
     import os
 
     rr = _rerun()
     info = store.episode(index)
+    if save is not None and save.is_dir():
+        raise PlatformError(f"{save} is a folder; name the .rrd file to write, e.g. {save / 'episode.rrd'}")
     if save is None and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise PlatformError("no display to open the Rerun viewer on: pass --save FILE.rrd, then open it with "
                             "`rerun FILE.rrd` where there is one")

@@ -7,6 +7,7 @@ and import share lives in `shallowpi.data.lerobot_interop`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from shallowpi.data.lerobot_interop import (
 )
 from shallowpi.data.store import EpisodeStore, StoreSettings
 from shallowpi.data.store_claim import claim_new
+from shallowpi.data.store_edit import require_outside_stores
 from shallowpi.data.store_swap import name_taken
 from shallowpi.errors import PlatformError, StoreError
 
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 
 # Columns every LeRobotDataset has, filled in by lerobot itself.
 LEROBOT_BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+# lerobot v3's layout under a dataset's root (lerobot.datasets.utils): the tasks table and
+# the episodes index, whose rows name each episode's data and video files by chunk and file.
+TASKS_FILE = "meta/tasks.parquet"
+EPISODES_INDEX_DIR = "meta/episodes"
 
 
 def _check_lerobot_dir(src_dir: Path) -> None:
@@ -41,6 +47,66 @@ def _check_lerobot_dir(src_dir: Path) -> None:
         raise PlatformError(f"no LeRobot dataset at {src_dir}; give the directory that holds meta/info.json")
     if not (src_dir / "meta" / "info.json").is_file():
         raise PlatformError(f"{src_dir} is not a LeRobotDataset (no meta/info.json); give a lerobot v3 dataset directory")
+
+
+def _require_complete(src_dir: Path) -> None:
+    """PlatformError (one line) naming the first file missing from the LeRobotDataset in
+    `src_dir` (an incomplete copy: an interrupted rsync, a partial download): the tasks
+    table, the episodes index, and every file its rows name through info.json's
+    `data_path` and `video_path` templates. lerobot, finding a file missing, asks the hub
+    for it, and offline (as it always is here) says only to unset HF_HUB_OFFLINE.
+
+    Checks only what info.json describes: a dataset it does not describe fully is left to
+    lerobot's own error."""
+    try:
+        info = json.loads((src_dir / "meta" / "info.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PlatformError(f"{src_dir}/meta/info.json does not read ({exc}); copy it again") from None
+    if not isinstance(info, dict) or not str(info.get("codebase_version", "")).startswith("v3"):
+        return  # another layout: lerobot says which versions it reads
+    total = info.get("total_episodes")
+    if not isinstance(total, int) or total <= 0:
+        return
+    if info.get("total_tasks") and not (src_dir / TASKS_FILE).is_file():
+        raise _missing(src_dir, TASKS_FILE)
+    index_files = sorted((src_dir / EPISODES_INDEX_DIR).glob("*/*.parquet"))
+    if not index_files:
+        raise _missing(src_dir, f"{EPISODES_INDEX_DIR}/ (the episodes index)")
+    import pyarrow.parquet as pq  # lerobot's own dependency, as datasets'
+
+    videos = [key for key, spec in (info.get("features") or {}).items()
+              if isinstance(spec, dict) and spec.get("dtype") == "video"]
+    templates = {"data": info.get("data_path")} | {f"videos/{key}": info.get("video_path") for key in videos}
+    needed: dict[str, None] = {}  # each file once, in the order episodes name them
+    episodes = 0
+    for index_file in index_files:
+        try:
+            # The columns that name files, not the per-episode statistics beside them.
+            names = [n for n in pq.read_schema(index_file).names if not n.startswith("stats/")]
+            table = pq.read_table(index_file, columns=names).to_pydict()
+        except Exception as exc:  # pyarrow's own types: a file cut short by the copy
+            raise PlatformError(f"{index_file} does not read ({type(exc).__name__}): an incomplete copy of "
+                                f"{src_dir}? copy the dataset again") from None
+        episodes += len(table.get("episode_index", []))
+        for prefix, template in templates.items():
+            chunks, files = table.get(f"{prefix}/chunk_index"), table.get(f"{prefix}/file_index")
+            if not template or chunks is None or files is None:
+                continue  # not described: lerobot's to judge
+            key = prefix.removeprefix("videos/")
+            for chunk, file in zip(chunks, files):
+                try:
+                    needed[template.format(video_key=key, chunk_index=chunk, file_index=file)] = None
+                except (KeyError, IndexError, ValueError):  # a template of other fields: lerobot's to judge
+                    break
+    for relative in needed:
+        if not (src_dir / relative).is_file():
+            raise _missing(src_dir, relative)
+    if episodes < total:  # a whole file of the index missing
+        raise _missing(src_dir, f"{EPISODES_INDEX_DIR}/ lists {episodes} of the {total} episodes info.json counts")
+
+
+def _missing(src_dir: Path, what: str) -> PlatformError:
+    return PlatformError(f"files missing under {src_dir} (an incomplete copy?): {what}; copy the dataset again")
 
 
 def _names(raw: Any, length: int) -> tuple[str, ...]:
@@ -110,12 +176,15 @@ def import_lerobot(
     Camera frames are decoded by lerobot and re-encoded with the store's image codec
     (`settings`, the store's defaults if None). Raises StoreError, before a store is made,
     for an episode whose video holds fewer or more frames than rows (lerobot would pair its
-    rows with other rows' frames) and for depth cameras (not colour pictures); PlatformError
-    for a folder lerobot cannot read.
+    rows with other rows' frames), for depth cameras (not colour pictures) and for a
+    `store_path` inside a store's folder; PlatformError for a folder lerobot cannot read,
+    naming the first missing file of an incomplete copy.
     """
     src_dir, store_path = Path(src_dir), Path(store_path)
     _check_lerobot_dir(src_dir)
+    require_outside_stores(store_path, "imported dataset")
     LeRobotDataset = _import_lerobot()
+    _require_complete(src_dir)
     if name_taken(store_path):
         raise _exists(store_path)
     with _quiet_datasets():
@@ -130,6 +199,9 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
             video_backend=_video_backend(), return_uint8=True,
         )
     except Exception as exc:
+        if type(exc).__name__ == "OfflineModeIsEnabled":  # lerobot asked the hub for a file it lacks
+            raise _missing(src_dir, "lerobot found some of its files missing and went to the hub for them "
+                                    "(offline here)") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise PlatformError(f"{src_dir} could not be read as a LeRobotDataset: {type(exc).__name__}: {first}") from exc
     if depth := list(getattr(dataset.meta, "depth_keys", []) or []):

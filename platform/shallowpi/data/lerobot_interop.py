@@ -44,6 +44,7 @@ from typing import Any
 
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store_claim import claim_new
+from shallowpi.data.store_edit import require_outside_stores
 from shallowpi.durable_files import fsync_path, fsync_tree
 from shallowpi.errors import PlatformError
 
@@ -138,7 +139,9 @@ def lerobot_features(features: Mapping[str, Feature]) -> dict[str, dict[str, Any
 
 
 def _require_free(out_dir: Path, what: str) -> None:
-    """PlatformError (one line) unless `out_dir` is missing or an empty folder."""
+    """PlatformError (one line) unless `out_dir` is missing or an empty folder; StoreError
+    when it lies inside a store's folder (`require_outside_stores`)."""
+    require_outside_stores(out_dir, what)
     if out_dir.resolve() == Path.cwd().resolve():  # `.`: a folder the export would have to remove and replace
         raise PlatformError(f"choose a new {what} (a name or a path), not the working folder itself")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):

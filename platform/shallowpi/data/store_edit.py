@@ -3,7 +3,10 @@ copy episodes between stores, merge.
 
 Each edit goes through the same crash-safe commit as a recording (data/store.py). A
 delete writes the kept episodes into `<name>.zarr.compacting` beside the store and swaps
-it in with two renames; `EpisodeStore.open` finishes a swap cut between them.
+it in with two renames; `EpisodeStore.open` finishes a swap cut between them. What else
+the store's folder holds (a README, videos, another store) is moved into the compacted
+copy on the way, so a delete removes only episodes; a new store, merge or export is
+refused inside a store's folder (`require_outside_stores`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
-from shallowpi.data.durable_io import release_writer_lock, take_writer_lock
+from shallowpi.data.durable_io import LOCK_NAME, release_writer_lock, take_writer_lock
 from shallowpi.data.features import Feature, FeatureKind
 from shallowpi.data.store import (
     EPISODES_DIR,
@@ -36,8 +39,15 @@ from shallowpi.data.store_swap import (
     remove_swapped_out,
 )
 from shallowpi.deferred_signals import deferred_signals
-from shallowpi.durable_files import fsync_path
+from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path
 from shallowpi.errors import StoreError
+
+COMPLETE = ".complete"  # marks the compacted copy whole: a swap cut short puts it in (store_swap.py)
+# What a store writes at the top of its folder: zarr's group files, its arrays, the episodes'
+# metadata, the sessions' provenance (copied by `carry_provenance`), its writer lock and the
+# swap's marks. Anything else there is the user's, and a delete carries it over.
+STORE_ENTRIES = frozenset({".zattrs", ".zgroup", "data", "meta", EPISODES_DIR, PROVENANCE_DIR, LOCK_NAME,
+                           SWAPPED_OUT, COMPLETE})
 
 
 def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callable[[], None] | None = None) -> None:
@@ -49,7 +59,8 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callab
 
     Costs a copy of the kept episodes' rows; camera frames are linked (or copied) as their
     encoded bytes. The copy keeps the store's format (and so its row pairing) and what it
-    allowed to mix.
+    allowed to mix. What else the store's folder holds (a README, videos, a store nested
+    in it: `foreign_entries`) is renamed into the copy by the swap, not copied.
     Raises StoreError on an index the store does not have, or on damage in a kept episode
     (a chunk file gone, rows that fail their checksums): the rewrite would record what zarr
     reads there (zeros) as data, with fresh checksums. Damage inside the deleted episodes
@@ -73,7 +84,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callab
         shutil.rmtree(staging, ignore_errors=True)
         raise
     carry_provenance([store.path], staging, settings.durable)
-    (staging / ".complete").touch()
+    (staging / COMPLETE).touch()
     fsync_path(staging)
     _swap_in(store, staging, swapped)
 
@@ -144,24 +155,47 @@ def _swap_in(store: EpisodeStore, staging: Path, swapped: Callable[[], None] | N
     `staging`, before it moves), so no recorder can take either in between (it took the
     new store's during the old copy's removal, or wrote beside the delete, its lock on a
     file about to be removed). A crash anywhere leaves what `finish_interrupted_swap` (store_swap.py)
-    completes."""
+    completes.
+
+    The folder's other entries (`foreign_entries`: a README, videos, a store kept in it)
+    are renamed from the moved-out folder into `staging` between the two renames, and only
+    then is the moved-out folder marked the swap's (`SWAPPED_OUT`: a marked copy is
+    removed), so nothing but the store's own files goes with it. `staging` keeps its
+    `.complete` until it has the store's name: a crash between the renames then always
+    finishes the swap (going back would leave the moved entries in the compacted copy,
+    which the next writer removes), and one before the mark leaves an unmarked
+    `NAME.zarr.old` holding what had not moved yet, which nothing removes (the next delete
+    asks for it to be renamed). A failure before the second rename puts everything back;
+    StoreError (one line, the store as it was) for an entry that cannot be renamed (a
+    mount point: copied instead, its files would go with the old folder).
+    """
     old = store.path.with_name(store.path.name + OLD_SUFFIX)
+    durable = store.settings.durable
     _require_old_free(store.path)
-    (store.path / SWAPPED_OUT).touch()  # moves out with the store: whose copy `.old` is
-    if store.settings.durable:  # on the disk before the rename: recovery restores only a marked copy
-        fsync_path(store.path)
+    carry = bool(foreign_entries(store.path))
+    if not carry:  # nothing to take along: marked before, as the moved-out folder must be for recovery
+        _mark_swapped_out(store.path, durable)
     new_lock = take_writer_lock(staging)
+    moved: list[str] = []
     with deferred_signals():
         try:
             os.replace(store.path, old)
-            (staging / ".complete").unlink()
+            # Listed again from the moved-out folder: an entry made after the first listing goes too.
+            for name in foreign_entries(old):
+                _carry_entry(old, staging, name, store.path.name)
+                moved.append(name)
+            if moved or carry:
+                if durable:  # the entries' renames on the disk before the mark lets the old folder go
+                    fsync_path(staging)
+                    fsync_path(old)
+                _mark_swapped_out(old, durable)
             os.replace(staging, store.path)
-            if store.settings.durable:  # the renames themselves, before the old copy can go
+            (store.path / COMPLETE).unlink(missing_ok=True)
+            if durable:  # the renames themselves, before the old copy can go
                 fsync_path(store.path.parent)
         except BaseException:
+            _undo_swap(store.path, old, staging, moved)
             release_writer_lock(new_lock[0])
-            if store.path.is_dir() and not old.exists():  # nothing moved: the store is as it was
-                (store.path / SWAPPED_OUT).unlink(missing_ok=True)
             raise
         if swapped is not None:
             swapped()
@@ -172,6 +206,56 @@ def _swap_in(store: EpisodeStore, staging: Path, swapped: Callable[[], None] | N
     reopened = EpisodeStore.open(store.path, mode="a", _locked=(new_lock[0], False))
     store.__dict__.update(reopened.__dict__)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names at the top of the store folder `folder` that the store did not write (not in
+    `STORE_ENTRIES`, nor a killed write's `<its name>.<...>.partial`): a README, videos, a
+    store kept inside it. A delete carries them into its compacted copy."""
+    def own(name: str) -> bool:
+        return name in STORE_ENTRIES or (name.endswith(PARTIAL_SUFFIX)
+                                         and any(name.startswith(e + ".") for e in STORE_ENTRIES))
+
+    return sorted(entry.name for entry in os.scandir(folder) if not own(entry.name))
+
+
+def _carry_entry(old: Path, staging: Path, name: str, store_name: str) -> None:
+    """Rename `old/name` to `staging/name`; StoreError (one line) when it cannot be: a
+    mount point, or anything not on the store's file system (it would have to be copied,
+    and the old folder's removal would then delete what the mount holds)."""
+    try:
+        os.rename(old / name, staging / name)
+    except OSError as exc:
+        raise StoreError(f"{store_name}: a delete must move {name} (not the store's own) from the store's folder "
+                         f"into its compacted copy and cannot ({exc.strerror}: a mount point?); move it out of "
+                         f"{store_name}, then delete again; nothing was deleted") from None
+
+
+def _mark_swapped_out(folder: Path, durable: bool) -> None:
+    """Mark `folder` as the copy a swap moved out (`SWAPPED_OUT`), which the store's next
+    writer removes; synced when `durable`: recovery restores only a marked copy."""
+    (folder / SWAPPED_OUT).touch()
+    if durable:
+        fsync_path(folder)
+
+
+def _undo_swap(path: Path, old: Path, staging: Path, moved: Sequence[str]) -> None:
+    """Put the store back after a swap that failed before its second rename: the carried
+    entries (`moved`) go back into the moved-out folder, which takes the store's name
+    again, unmarked, and the compacted copy loses its `.complete` (renamed or removed by
+    hand later, the store must not be replaced by it). Nothing is undone after the second
+    rename: the delete is done. Best effort: a failure here leaves what the next open
+    completes (`finish_interrupted_swap`: the copy goes in, the entries with it)."""
+    try:
+        if not path.exists() and old.is_dir():
+            for name in reversed(moved):
+                os.rename(staging / name, old / name)
+            os.replace(old, path)
+        if not old.exists():  # the store is the one it was
+            (path / SWAPPED_OUT).unlink(missing_ok=True)
+            (staging / COMPLETE).unlink(missing_ok=True)
+    except OSError:
+        pass  # the error being raised says what went wrong first
 
 
 def _require_old_free(path: Path) -> None:
@@ -271,6 +355,7 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
     """
     if not sources:
         raise StoreError("nothing to merge")
+    require_outside_stores(Path(out), "merged dataset")
     first = sources[0]
     held = first.summary
     for source in sources:
@@ -308,6 +393,20 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
                     append_episode_from(merged, source, i)
             carry_provenance([s.path for s in sources], merged.path, first.settings.durable)
         return EpisodeStore.publish(built, out, first.settings.durable)
+
+
+def require_outside_stores(path: str | os.PathLike[str], what: str) -> None:
+    """StoreError (one line) when `path`, where a new store, merge, import or export is to be
+    made, lies inside an existing store's folder (one holding `.zgroup`, at any depth): a
+    store there is no dataset of the data root, and whatever edits the outer store rewrites
+    its folder around it. `what` names the output ("merged dataset", "export directory")."""
+    given = Path(path)
+    # Resolved: a symlink into a store's folder leads inside it too. Outermost first: a
+    # store's `meta` and `data` are zarr groups too, and the store is what a delete rewrites.
+    for folder in reversed(given.resolve().parents):
+        if (folder / ".zgroup").is_file():
+            raise StoreError(f"{given} is inside the dataset {folder}; put the {what} beside it, not in its folder "
+                             f"(e.g. {folder.parent / given.name})")
 
 
 def _out_exists(out: Path) -> StoreError:
