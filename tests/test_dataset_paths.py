@@ -26,7 +26,9 @@ def _beside_the_store(folder) -> dict[str, str]:
     (folder / "videos").mkdir()
     (folder / "videos" / "take1.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     (folder / "notes").symlink_to("README.md")
-    make_store(folder / "inner.zarr", episodes=1, length=4, seed=7).close()
+    # Made beside it and moved in by hand (no command makes a store inside another any more).
+    make_store(folder.parent / "inner.zarr", episodes=1, length=4, seed=7).close()
+    os.rename(folder.parent / "inner.zarr", folder / "inner.zarr")
     return {"README.md": "what these takes are\n", "videos/take1.mp4": "\x00\x00\x00\x18ftypmp42",
             "notes": "what these takes are\n"}
 
@@ -140,6 +142,11 @@ def test_no_merge_import_or_export_is_made_inside_a_store_folder(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "a.zarr")  # through a link, the same folder
     with pytest.raises(StoreError, match=r"link/out is inside the dataset .*a\.zarr; put the export directory"):
         _require_free(tmp_path / "link" / "out", "export directory")
+    # A recording's new store (record --dataset a.zarr/sub, deploy --record): every maker claims its name.
+    from store_fixtures import arm_features
+
+    with pytest.raises(StoreError, match=r"a\.zarr/rec\.zarr is inside the dataset .*put the new dataset beside"):
+        EpisodeStore.open_or_create(tmp_path / "a.zarr" / "rec.zarr", arm_features())
     assert sorted(p.name for p in (tmp_path / "a.zarr").iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zarr", "b.zarr", "lerobot", "link"]
 

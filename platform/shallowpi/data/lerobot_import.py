@@ -27,8 +27,7 @@ from shallowpi.data.lerobot_interop import (
     episode_successes,
 )
 from shallowpi.data.store import EpisodeStore, StoreSettings
-from shallowpi.data.store_claim import claim_new
-from shallowpi.data.store_edit import require_outside_stores
+from shallowpi.data.store_claim import claim_new, require_outside_stores
 from shallowpi.data.store_swap import name_taken
 from shallowpi.errors import PlatformError, StoreError
 

@@ -43,8 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from shallowpi.data.features import Feature, FeatureKind
-from shallowpi.data.store_claim import claim_new
-from shallowpi.data.store_edit import require_outside_stores
+from shallowpi.data.store_claim import claim_new, require_outside_stores
 from shallowpi.durable_files import fsync_path, fsync_tree
 from shallowpi.errors import PlatformError
 

@@ -37,9 +37,11 @@ def claim_new(path: Path, suffix: str = CREATING_SUFFIX, wait_s: float | None = 
     is anyone's now. Two makers built in one fixed `NAME.creating`, each removing the other's
     files, and failed with tracebacks or left a half-built store under the name.
 
-    Raises StoreError (one line, naming the holder) when another process holds the name for
+    Raises StoreError (one line) when `path` lies inside a store's folder
+    (`require_outside_stores`), or (naming the holder) when another process holds the name for
     longer than `wait_s` seconds (default CLAIM_WAIT_S; a merge or import into it takes
     minutes), and OSError when the folder cannot be made (a read-only or full disk)."""
+    require_outside_stores(path, "new dataset")  # a recording's, deploy --record's: every maker comes here
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + CLAIM_SUFFIX)
     with contextlib.ExitStack() as claim:
@@ -69,3 +71,17 @@ def publish_folder(built: Path, path: Path, durable: bool) -> None:
     os.rename(built, path)
     if durable:
         fsync_path(path.parent)
+
+
+def require_outside_stores(path: str | os.PathLike[str], what: str) -> None:
+    """StoreError (one line) when `path`, where a new store, merge, import or export is to be
+    made, lies inside an existing store's folder (one holding `.zgroup`, at any depth): a
+    store there is no dataset of the data root, and whatever edits the outer store rewrites
+    its folder around it. `what` names the output ("merged dataset", "export directory")."""
+    given = Path(path)
+    # Resolved: a symlink into a store's folder leads inside it too. Outermost first: a
+    # store's `meta` and `data` are zarr groups too, and the store is what a delete rewrites.
+    for folder in reversed(given.resolve().parents):
+        if (folder / ".zgroup").is_file():
+            raise StoreError(f"{given} is inside the dataset {folder}; put the {what} beside it, not in its folder "
+                             f"(e.g. {folder.parent / given.name})")

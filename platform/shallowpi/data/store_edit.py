@@ -28,7 +28,7 @@ from shallowpi.data.store import (
     StoreSettings,
     check_mixing,
 )
-from shallowpi.data.store_claim import claim_new
+from shallowpi.data.store_claim import claim_new, require_outside_stores
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
 from shallowpi.data.store_swap import (
@@ -393,20 +393,6 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
                     append_episode_from(merged, source, i)
             carry_provenance([s.path for s in sources], merged.path, first.settings.durable)
         return EpisodeStore.publish(built, out, first.settings.durable)
-
-
-def require_outside_stores(path: str | os.PathLike[str], what: str) -> None:
-    """StoreError (one line) when `path`, where a new store, merge, import or export is to be
-    made, lies inside an existing store's folder (one holding `.zgroup`, at any depth): a
-    store there is no dataset of the data root, and whatever edits the outer store rewrites
-    its folder around it. `what` names the output ("merged dataset", "export directory")."""
-    given = Path(path)
-    # Resolved: a symlink into a store's folder leads inside it too. Outermost first: a
-    # store's `meta` and `data` are zarr groups too, and the store is what a delete rewrites.
-    for folder in reversed(given.resolve().parents):
-        if (folder / ".zgroup").is_file():
-            raise StoreError(f"{given} is inside the dataset {folder}; put the {what} beside it, not in its folder "
-                             f"(e.g. {folder.parent / given.name})")
 
 
 def _out_exists(out: Path) -> StoreError:
