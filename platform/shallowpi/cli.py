@@ -85,16 +85,25 @@ def user_path(text: str) -> Path:
     return Path(text).expanduser()
 
 
-def ready_output(path: Path | None, flag: str, *, folder: bool = False) -> Path | None:
+def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: str | None = None,
+                 example: str | None = None) -> Path | None:
     """Make sure a result can be written to `path` before the work that makes it runs:
     `folder` True makes the folder (the episodes' videos), else the file's folder (a JSON
     report). A run of an hour ended in a traceback at its last line, the result lost, when
-    --json named a folder or a path under a file. PlatformError in one line naming `flag`;
-    None passes through (the flag not given)."""
+    --json named a folder or a path under a file. `suffix` (".png"): the format the writer
+    writes whatever the name says, so a name without it is refused (matplotlib added
+    ".png" to one, and the path printed was not the file written); `example`, a file name
+    to suggest inside a folder given instead. PlatformError in one line naming `flag`; None
+    passes through (the flag not given)."""
     if path is None:
         return None
+    path = Path(path)
     if not folder and path.is_dir():
-        raise PlatformError(f"{flag} {path} is a folder; name the file to write, e.g. {path / 'report.json'}")
+        what = f"the {suffix} file" if suffix else "the file"
+        named = path / (example or (f"{path.name}{suffix}" if suffix else "report.json"))
+        raise PlatformError(f"{flag} {path} is a folder; name {what} to write, e.g. {named}")
+    if suffix and path.suffix.lower() != suffix:
+        raise PlatformError(f"{flag} {path}: it writes a {suffix} file; name it so (e.g. {path.stem}{suffix})")
     try:
         (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

@@ -284,7 +284,7 @@ def _show(path: Path, episode: int, out: Path | None) -> int:
     store = EpisodeStore.open(path)
     info = store.episode(episode)
     name = f"{path.stem}_episode{info.index}.png"
-    out = _output_file(out or Path(name), "--out", ".png", name)
+    out = ready_output(out or Path(name), "--out", suffix=".png", example=name)
     print(plot_episode(store, info.index, out, units=joint_units(store, info.robot)))
     return 0
 
@@ -295,28 +295,13 @@ def _view(path: Path, episode: int, save: Path | None) -> int:
 
     store = EpisodeStore.open(path)
     info = store.episode(episode)
-    save = _output_file(save, "--save", ".rrd", f"{path.stem}_episode{info.index}.rrd")
+    save = ready_output(save, "--save", suffix=".rrd", example=f"{path.stem}_episode{info.index}.rrd")
     logged = view_episode(store, info.index, save, units=joint_units(store, info.robot))
     cameras = sum(p.startswith("cameras/") for p in logged)
     joints = len({p.split("/")[1] for p in logged if p.startswith("joints/")})
     where = f"wrote {save} (open it with `rerun {save}`)" if save else "sent to the Rerun viewer"
     print(f"episode {info.index} of {path.name}: {info.length} frames, {cameras} camera(s), {joints} joint(s); {where}")
     return 0
-
-
-def _output_file(path: Path | None, flag: str, suffix: str, example: str) -> Path | None:
-    """`path`, given by `flag` for a file the command writes in the format `suffix` (".png"),
-    checked before the work and its folder made (`ready_output`). PlatformError (one line)
-    for a folder (`example`, a file name, says what to write instead) and for a name not
-    ending in `suffix`: matplotlib added ".png" to a name without it, so the path printed
-    was not the file written. None passes through (the flag not given)."""
-    if path is None:
-        return None
-    if path.is_dir():
-        raise PlatformError(f"{flag} {path} is a folder; name the {suffix} file to write, e.g. {path / example}")
-    if path.suffix.lower() != suffix:  # the writer's format, whatever the name says (as `platform sim --png`)
-        raise PlatformError(f"{flag} {path}: it writes a {suffix} file; name it so (e.g. {path.stem}{suffix})")
-    return ready_output(path, flag)
 
 
 def joint_units(store: EpisodeStore, robot: str) -> dict[str, str]:

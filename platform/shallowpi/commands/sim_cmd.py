@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shallowpi import config
@@ -101,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_render and (args.video or args.png):
         raise PlatformError("--video and --png need the cameras; drop --no-render")
     for flag, path, suffix in (("--png", args.png, ".png"), ("--video", args.video, ".mp4")):
-        if path and not str(path).lower().endswith(suffix):  # the writer's format, whatever the name says
-            raise PlatformError(f"{flag} {path}: it writes a {suffix} file; name it so (e.g. {Path(path).stem}{suffix})")
-        ready_output(path, flag)  # before the episodes run
+        ready_output(path, flag, suffix=suffix)  # before the episodes run
 
     video = VideoWriter(args.video, spec.fps) if args.video else None
     strip = StripWriter(args.png, roles=cameras, fps=spec.fps) if args.png else None
