@@ -76,8 +76,8 @@ class Address:
             host = host.strip("[]")
             if not sep or not port.isdigit():
                 raise TelemetryError(f"telemetry address '{text}' needs a port, e.g. tcp://127.0.0.1:7421")
-            if not 1 <= int(port) <= 65535:  # ZeroMQ wrapped 99999 to 34463: the dashboard found no one there
-                raise TelemetryError(f"telemetry address '{text}': a TCP port is 1 to 65535")
+            if int(port) > 65535:  # ZeroMQ wrapped 99999 to 34463: the dashboard found no one there
+                raise TelemetryError(f"telemetry address '{text}': a TCP port is 1 to 65535 (0: any free one)")
             if host not in ("127.0.0.1", "localhost", "::1"):
                 raise TelemetryError(
                     f"telemetry address '{text}' is not loopback; use tcp://127.0.0.1:PORT "
