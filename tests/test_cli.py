@@ -54,6 +54,7 @@ def test_config_show_lists_the_training_settings_a_preset_leaves_to_their_defaul
     train = cfg["policy"]["train"]
     assert (train["seed"], train["skip_nonfinite"], train["lr"]) == (TrainConfig.seed, TrainConfig.skip_nonfinite, 0.002)
     assert train["steps"] == 9000  # the preset's own value is kept
+    assert "device" not in train and "progress" not in train  # train's flags set them; the config refuses them
     assert cfg["distill"]["train"] == {}
 
 

@@ -202,3 +202,16 @@ def test_show_writes_a_png_at_exactly_the_path_it_prints(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["Episode.PNG"]
+
+
+def test_a_store_a_user_keeps_inside_another_still_has_episodes_deleted(tmp_path):
+    """No command makes a store inside another now, but one moved there by hand is the
+    user's: its delete makes its compacted copy beside it, inside the outer store's folder
+    (refused as "inside the dataset" while every maker was checked)."""
+    make_store(tmp_path / "outer.zarr", episodes=1, length=4).close()
+    make_store(tmp_path / "inner.zarr", episodes=3, length=4, seed=7).close()
+    os.rename(tmp_path / "inner.zarr", tmp_path / "outer.zarr" / "inner.zarr")
+    with EpisodeStore.open(tmp_path / "outer.zarr" / "inner.zarr", mode="a") as inner:
+        inner.delete_episodes([0])
+        assert len(inner) == 2
+

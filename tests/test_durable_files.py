@@ -171,3 +171,31 @@ def test_partial_files_of_a_killed_writer_are_still_swept(tmp_path):
     name = partial_name(tmp_path / "0.0.0.0")
     assert name.endswith(PARTIAL_SUFFIX) and Path(name).parent == tmp_path
     assert Path(name).name.startswith("0.0.0.0.") and partial_name(tmp_path / "0.0.0.0") != name
+
+
+def test_a_lock_whose_holder_cannot_be_written_is_not_kept(tmp_path):
+    """A full disk refused the holder's name after the flock was taken: the lock stayed held
+    by this process, and every later claim of that name in it failed ("being made by
+    another process") after the space was freed."""
+    from disk_fixtures import small_disk
+    from shallowpi.durable_files import _HELD_LOCKS, take_file_lock
+
+    with small_disk(tmp_path / "full", "64k") as full:
+        lock = full / "a.zarr.create.lock"
+        lock.touch()  # the inode exists; the name's bytes are what the full disk refuses
+        filler = full / "filler"
+        with open(filler, "wb", buffering=0) as out:  # unbuffered: the close has nothing left to write
+            try:
+                while True:
+                    out.write(b"\0" * 4096)
+            except OSError:
+                pass
+        held_before = set(_HELD_LOCKS)
+        with pytest.raises(OSError):
+            take_file_lock(lock, "pid 1 " + "x" * 8192)
+        assert set(_HELD_LOCKS) == held_before
+        filler.unlink()
+        fd, _ = take_file_lock(lock, "pid 2")  # the space is back: taken again in this process
+        from shallowpi.durable_files import release_file_lock
+
+        release_file_lock(fd, clean=True)

@@ -137,9 +137,13 @@ def take_file_lock(path: str | Path, holder: str) -> tuple[int, bool]:
         os.close(fd)
         raise FileLockHeld(named) from None
     _HELD_LOCKS.add(fd)
-    died = os.fstat(fd).st_size > 0
-    os.ftruncate(fd, 0)
-    os.write(fd, holder.encode())
+    try:
+        died = os.fstat(fd).st_size > 0
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())
+    except BaseException:  # a full disk refused the name: held anyway, the lock outlived the failure
+        release_file_lock(fd, clean=False)
+        raise
     return fd, died
 
 

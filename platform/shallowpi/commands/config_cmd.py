@@ -56,11 +56,13 @@ def _fill_optional_settings(cfg) -> None:
     distill.train is left as written: what it omits is policy.train's value, not a default."""
     from omegaconf import OmegaConf, open_dict
 
+    from shallowpi.commands.train_cmd import FLAG_SET_KEYS
+
     for section, settings in config.OPTIONAL_SETTINGS.items():
         if section.startswith("distill.") or OmegaConf.select(cfg, section) is None:
             continue
         node = OmegaConf.select(cfg, section)
         with open_dict(node):
             for name, default in settings().items():
-                if name not in node:
+                if name not in node and name not in FLAG_SET_KEYS:  # train's flags set those; the config refuses them
                     node[name] = list(default) if isinstance(default, tuple) else default

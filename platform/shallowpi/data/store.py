@@ -71,7 +71,7 @@ from shallowpi.data.durable_io import (
     write_json,
 )
 from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
-from shallowpi.data.store_claim import claim_new, publish_folder
+from shallowpi.data.store_claim import claim_new, publish_folder, require_outside_stores
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.data.store_settings import StoreSettings, check_encodes, settings_from_header
 from shallowpi.data.store_swap import (
@@ -202,9 +202,12 @@ class EpisodeStore:
         features: Mapping[str, Feature],
         settings: StoreSettings | None = None,
         version: int = FORMAT_VERSION,
+        inside_a_store: bool = False,
     ) -> EpisodeStore:
         """A new, empty store at `path` (which must not exist) for these features, open for
-        writing.
+        writing. Refused inside another store's folder (`require_outside_stores`: a delete
+        of that store rewrote its folder around it), unless `inside_a_store`: a delete's
+        compacted copy of a store a user keeps in another's folder is made beside it there.
 
         Built beside its name and renamed into place whole, under the name's claim
         (`claim_new`): of processes creating one store at once, one makes it and the others
@@ -214,6 +217,8 @@ class EpisodeStore:
         which keep its row convention; anything else writes today's format."""
         path = Path(path)
         settings = settings or StoreSettings()
+        if not inside_a_store:
+            require_outside_stores(path, "new dataset")  # a recording's, deploy --record's
         if name_taken(path):
             raise _exists(path)
         cls._check_new(features, settings)

@@ -37,11 +37,9 @@ def claim_new(path: Path, suffix: str = CREATING_SUFFIX, wait_s: float | None = 
     is anyone's now. Two makers built in one fixed `NAME.creating`, each removing the other's
     files, and failed with tracebacks or left a half-built store under the name.
 
-    Raises StoreError (one line) when `path` lies inside a store's folder
-    (`require_outside_stores`), or (naming the holder) when another process holds the name for
+    Raises StoreError (one line, naming the holder) when another process holds the name for
     longer than `wait_s` seconds (default CLAIM_WAIT_S; a merge or import into it takes
     minutes), and OSError when the folder cannot be made (a read-only or full disk)."""
-    require_outside_stores(path, "new dataset")  # a recording's, deploy --record's: every maker comes here
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + CLAIM_SUFFIX)
     with contextlib.ExitStack() as claim:

@@ -75,7 +75,8 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callab
     shutil.rmtree(staging, ignore_errors=True)
     settings = store.settings  # as its header has them: a store made before settings were checked keeps its own
     try:
-        with EpisodeStore.create(staging, store.features, settings, version=store.version) as compacted:
+        with EpisodeStore.create(staging, store.features, settings, version=store.version,
+                                 inside_a_store=True) as compacted:  # beside a store kept in another's folder
             if store.summary.allow_mixed_calibration:
                 compacted.allow_mixed_calibration()
             for i in keep:
