@@ -325,11 +325,13 @@ def run(args: argparse.Namespace) -> int:
             # out of the session too): torque off before the writer drains up to
             # record.queue_mb of frames, seconds on a disk that is behind, with the follower
             # holding and nothing reading an E-STOP.
-            rig.close(as_found=not ran)
-            if writer is not None:
-                writer.close()
-            if store is not None:
-                store.close()
+            try:
+                rig.close(as_found=not ran)
+            finally:  # a robot that failed to close must not cost the takes still queued
+                if writer is not None:
+                    writer.close()
+                if store is not None:
+                    store.close()
         finally:
             for close in closers:  # the telemetry: dashboards keep their E-STOP until the robot is off
                 close()
