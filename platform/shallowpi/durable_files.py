@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import secrets
 import time
@@ -162,6 +163,24 @@ def release_file_lock(fd: int, clean: bool) -> None:
         os.close(fd)
 
 
+def take_named_lock(path: str | Path, holder: str, tries: int | None = None) -> int:
+    """`take_file_lock` on the file `path` names now, returning its fd. A holder that ends
+    removes its file before letting go (`hold_file_lock`, the telemetry publisher), so a
+    lock won on a file opened just before is a lock on no name: it is let go and the new
+    file taken, up to `tries` times (None: until it holds). Raises FileLockHeld when another
+    process holds it, or (holder "another process") when each of the `tries` came too late."""
+    for _ in itertools.count() if tries is None else range(tries):
+        fd, _ = take_file_lock(path, holder)
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and os.path.samestat(os.fstat(fd), current):
+            return fd
+        release_file_lock(fd, clean=False)  # the file of a holder that has finished since we opened it
+    raise FileLockHeld("another process")
+
+
 @contextlib.contextmanager
 def hold_file_lock(path: str | Path, holder: str, wait_s: float | None = None,
                    on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -169,14 +188,15 @@ def hold_file_lock(path: str | Path, holder: str, wait_s: float | None = None,
     holds it: up to `wait_s` seconds (None: as long as it takes), with `on_wait(holder)` called
     once when it starts waiting (to say whom for). The file is removed when the block ends, so
     no lock file stays behind (an engine cache, a data folder): a waiter that got the lock on
-    the removed file sees that the name is another file now, or none, and takes that instead.
+    the removed file takes the one the name holds now (`take_named_lock`).
     A holder killed leaves its file, which the next taker removes. Raises FileLockHeld (its
     `holder`) when `wait_s` passed."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     told = False
     while True:
         try:
-            fd, _ = take_file_lock(path, holder)
+            fd = take_named_lock(path, holder)
+            break
         except FileLockHeld as held:
             if deadline is not None and time.monotonic() >= deadline:
                 raise
@@ -184,14 +204,6 @@ def hold_file_lock(path: str | Path, holder: str, wait_s: float | None = None,
                 on_wait(held.holder)
             told = True
             time.sleep(LOCK_POLL_S)
-            continue
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        if current is not None and os.path.samestat(os.fstat(fd), current):
-            break
-        release_file_lock(fd, clean=False)  # the file of a holder that has finished since we opened it
     try:
         yield
     finally:

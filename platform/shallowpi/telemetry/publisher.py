@@ -29,7 +29,7 @@ from typing import Any
 
 import zmq
 
-from shallowpi.durable_files import FileLockHeld, release_file_lock, take_file_lock
+from shallowpi.durable_files import FileLockHeld, release_file_lock, take_named_lock
 from shallowpi.errors import ConfigError
 from shallowpi.telemetry import envelope
 from shallowpi.telemetry.address import (
@@ -308,22 +308,15 @@ class TelemetryPublisher:
 
     def _lock(self, path: str) -> None:
         """Hold `<path>.lock` (durable_files' flock) until close, or raise the one-line "in
-        use" TelemetryError if another publisher, in this process or another, holds it."""
+        use" TelemetryError if another publisher, in this process or another, holds it (or
+        one came and went each of 8 tries: one is starting there). close() unlinks the file
+        before it lets go, so the lock is taken on the file the name holds now."""
         lock = f"{path}.lock"
-        for _ in range(8):
-            try:
-                fd = take_file_lock(lock, f"pid {os.getpid()}")[0]
-            except FileLockHeld:
-                raise _in_use(path) from None
-            # close() unlinks the file before it lets go: a lock taken on that unlinked file
-            # guards nothing (the next publisher makes a new one), so take the new one.
-            with contextlib.suppress(OSError):
-                if _identity(os.fstat(fd)) == _identity(os.stat(lock)):
-                    self._lock_fd = fd
-                    self._made(lock)
-                    return
-            release_file_lock(fd, clean=True)
-        raise _in_use(path)  # another publisher came and went each time: one is starting there
+        try:
+            self._lock_fd = take_named_lock(lock, f"pid {os.getpid()}", tries=8)
+        except FileLockHeld:
+            raise _in_use(path) from None
+        self._made(lock)
 
     def _unlock(self) -> None:
         """Let go of the socket path's lock, if held (its file is removed before, with the others)."""
