@@ -403,12 +403,11 @@ def _export(path: Path, dest: Path, repo_id: str | None) -> int:
 
 def _import(source: Path, out: Path, repo_id: str | None, store_cfg: Any) -> int:
     from shallowpi.data.lerobot_import import import_lerobot
-    from shallowpi.data.store import StoreSettings
+    from shallowpi.record.settings import store_settings
 
-    # The store.* settings, as record takes them (they were accepted here and not applied:
-    # frames lerobot decoded from video were always JPEG'd again at quality 90).
-    settings = StoreSettings(image_codec=store_cfg.image_codec, image_quality=store_cfg.image_quality,
-                             numeric_chunk_rows=store_cfg.numeric_chunk_rows)
+    # The store.* settings, read as record and deploy --record read them (they were accepted
+    # here and not applied: frames lerobot decoded from video were always JPEG'd again at quality 90).
+    settings = store_settings(store_cfg)
     with _progress(f"import {source.name}") as progress:
         store_path = import_lerobot(source, out, repo_id=repo_id, progress=progress, settings=settings)
     print(store_path)

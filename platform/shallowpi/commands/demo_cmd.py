@@ -177,12 +177,10 @@ def _check_training(settings: DemoConfig, passed: list[str], given_teacher: Path
     refuses; demo.layers outside 1 .. depth - 1 of the teacher it cuts (the preset's depth,
     or the given checkpoint's), or distill.* settings that do not fit that cut. `passed`: the
     overrides every stage gets."""
-    from omegaconf import OmegaConf
-
     from shallowpi import config
-    from shallowpi.commands.train_cmd import FLAG_SET_KEYS, check_train_keys
+    from shallowpi.commands.distill_cmd import distill_settings
+    from shallowpi.commands.train_cmd import FLAG_SET_KEYS
     from shallowpi.distill.objective import AttentionPairs
-    from shallowpi.distill.settings import DistillConfig
     from shallowpi.errors import ConfigError, refuse_unknown_keys
     from shallowpi.policy.config import PolicyConfig, model_section
     from shallowpi.train.errors import TrainingError
@@ -205,12 +203,8 @@ def _check_training(settings: DemoConfig, passed: list[str], given_teacher: Path
                               f"distill.layers={settings.layers}"])
     except ConfigError as exc:  # a demo.train value the config's types refuse
         raise ConfigError(f"demo.train: {exc}") from None
-    policy = OmegaConf.to_container(cfg.policy, resolve=True)
-    distill = DistillConfig.from_dict(OmegaConf.to_container(cfg.distill, resolve=True))
-    check_train_keys("distill.train", distill.train)
     try:  # as distill builds them: the teacher's settings, and the student's on top of them
-        TrainConfig(**policy.get("train", {}))
-        TrainConfig(**{**policy.get("train", {}), **distill.train})
+        policy, distill, _, _ = distill_settings(cfg, {})
     except TrainingError as exc:
         raise ConfigError(f"the stages' training settings (demo.train, then policy.train.* and "
                           f"distill.train.*): {exc}") from None

@@ -35,11 +35,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shallowpi.cli import add_config_flags, overrides_from, user_path
 from shallowpi.commands.train_cmd import add_training_flags
 from shallowpi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shallowpi.distill.settings import DistillConfig
+    from shallowpi.train.trainer import TrainConfig
 
 # Settings that choose the episodes: the teacher's (policy.train), never the student's alone.
 TEACHERS_EPISODES_KEYS = ("successful_only", "skip_nonfinite")
@@ -76,11 +82,8 @@ def run(args: argparse.Namespace) -> int:
     Returns 0. Raises ConfigError for an unknown key in a `train:` section or no dataset,
     StoreError for a missing, damaged or empty store.
     """
-    from omegaconf import OmegaConf
-
     from shallowpi import config
     from shallowpi.commands.train_cmd import (
-        check_train_keys,
         chunk_dataset,
         episode_tasks,
         resolve_training_store,
@@ -89,13 +92,12 @@ def run(args: argparse.Namespace) -> int:
     )
     from shallowpi.distill.distiller import distill
     from shallowpi.distill.objective import AttentionPairs
-    from shallowpi.distill.settings import DistillConfig
     from shallowpi.distill.student import check_student_depth
     from shallowpi.policy.config import PolicyConfig, model_section
     from shallowpi.train.checkpoint import checkpoint_step, checkpoint_weights, weights_to_use
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
-    from shallowpi.train.trainer import TrainConfig, check_run_folder
+    from shallowpi.train.trainer import check_run_folder
 
     if args.teacher is not None and args.init is not None:  # --init starts the teacher's training, skipped here
         raise ConfigError(f"--init {args.init} starts the teacher's training, and --teacher {args.teacher} is "
@@ -116,18 +118,7 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"distill.{key}={value}")
     cfg = config.compose(overrides)
     store, episodes = resolve_training_store(cfg)
-    policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
-    dcfg = DistillConfig.from_dict(OmegaConf.to_container(cfg.distill, resolve=True))
-    check_train_keys("policy.train", policy_data.get("train", {}))
-    check_train_keys("distill.train", dcfg.train)
-    for key in TEACHERS_EPISODES_KEYS:
-        if key in dcfg.train:  # else accepted, recorded in the checkpoint, and not applied
-            raise ConfigError(f"distill.train.{key}: the student trains on its teacher's episodes, which "
-                              f"policy.train.{key} chooses; set that instead")
-    flags = run_settings(args)
-    teacher_train = TrainConfig(**policy_data.get("train", {}), **flags)
-    student_train = TrainConfig(**{**policy_data.get("train", {}), **dcfg.train,
-                                   **({"steps": dcfg.steps} if dcfg.steps is not None else {}), **flags})
+    policy_data, dcfg, teacher_train, student_train = distill_settings(cfg, run_settings(args))
     failed = _failed_episodes(store, episodes, teacher_train.successful_only) if dcfg.failed_episodes == "teacher" else []
     make_dataset = checked_factory(store, episodes + failed, chunk_dataset, teacher_train.skip_nonfinite)
     runs = runs_folder(args)
@@ -155,6 +146,35 @@ def run(args: argparse.Namespace) -> int:
     if result["report"]:
         print(f"report: {result['report']}")
     return 0
+
+
+def distill_settings(cfg: Any, flags: Mapping[str, Any]) -> tuple[dict[str, Any], DistillConfig, TrainConfig,
+                                                                   TrainConfig]:
+    """What a distillation runs with, from the composed `cfg` and the run's flag settings
+    (`run_settings`: device, progress, ...): (the policy section as a dict, the distill
+    settings, the teacher's training settings, the student's: policy.train, then
+    distill.train and distill.steps over it). `platform demo` asks the same before it
+    records. ConfigError for an unknown or flag-set key in either train section, or a
+    distill.train key that chooses the teacher's episodes; TrainingError for a value
+    TrainConfig refuses."""
+    from omegaconf import OmegaConf
+
+    from shallowpi.commands.train_cmd import check_train_keys
+    from shallowpi.distill.settings import DistillConfig
+    from shallowpi.train.trainer import TrainConfig
+
+    policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
+    dcfg = DistillConfig.from_dict(OmegaConf.to_container(cfg.distill, resolve=True))
+    check_train_keys("policy.train", policy_data.get("train", {}))
+    check_train_keys("distill.train", dcfg.train)
+    for key in TEACHERS_EPISODES_KEYS:
+        if key in dcfg.train:  # else accepted, recorded in the checkpoint, and not applied
+            raise ConfigError(f"distill.train.{key}: the student trains on its teacher's episodes, which "
+                              f"policy.train.{key} chooses; set that instead")
+    teacher_train = TrainConfig(**policy_data.get("train", {}), **flags)
+    student_train = TrainConfig(**{**policy_data.get("train", {}), **dcfg.train,
+                                   **({"steps": dcfg.steps} if dcfg.steps is not None else {}), **flags})
+    return policy_data, dcfg, teacher_train, student_train
 
 
 def _resumed_teacher(run_dir: Path) -> Path | None:
