@@ -107,6 +107,8 @@ def test_import_brings_the_export_back(exported, tmp_path):
     for info, got in zip(source.episodes, back.episodes):
         assert (got.length, got.task, got.robot, got.fps, got.success) == (
             info.length, info.task, info.robot, info.fps, info.success)
+        # LeRobot keeps no count of the frames its cameras lost: not counted, not 0.
+        assert got.dropped_frames is None and got.dropped_summary == "dropped camera frames not counted"
         want_rows, got_rows = source.read_episode(info.index), back.read_episode(got.index)
         for key in ("observation.state", "action"):
             np.testing.assert_array_equal(got_rows[key], want_rows[key])

@@ -237,7 +237,7 @@ def _info(path: Path) -> int:
         # rows whose camera picture was over three periods old (the recorder counts them)
         stale = e.extra.get("stale_frames")
         episodes.add_row(str(e.index), e.task, e.robot, str(e.length), f"{e.fps:g}",
-                         f"{e.duration_s:.1f} s", mark, str(e.dropped_frames),
+                         f"{e.duration_s:.1f} s", mark, "-" if e.dropped_frames is None else str(e.dropped_frames),
                          "-" if stale is None else f"[yellow]{stale}[/yellow]" if stale else "0",
                          e.calibration_id or "-", f"[red]{nonfinite}[/red]" if nonfinite else "-")
     console.print(episodes)

@@ -112,6 +112,6 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
         ax.text(0, 0.5, f"never moved ({len(still)} joint(s)): {held}", fontsize=8, va="center", wrap=True)
     success = {True: "success", False: "failure", None: "unmarked"}[info.success]
     fig.suptitle(f"{store.path.name} episode {index}: \"{info.task}\" - {info.length} frames, "
-                 f"{info.duration_s:.1f} s, {success}, {info.dropped_frames} dropped", fontsize=10)
+                 f"{info.duration_s:.1f} s, {success}, {info.dropped_summary}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title
     return fig

@@ -52,7 +52,7 @@ def log_episode(store: EpisodeStore, index: int, recording: Any, units: dict[str
     recording.log("task", rr.TextDocument(info.task), static=True)
     recording.log("outcome", rr.TextDocument(
         f"{outcome}; episode {index} of {store.path.name}, robot {info.robot or '-'}, {info.length} frames, "
-        f"{info.duration_s:.2f} s, {info.dropped_frames} dropped camera frames"), static=True)
+        f"{info.duration_s:.2f} s, {info.dropped_summary}"), static=True)
 
     joint_features = {key: f for key, f in store.features.items()
                       if key in ("observation.state", "action") and f.kind is FeatureKind.NUMERIC}

@@ -162,7 +162,7 @@ class EpisodeWriter:
     def commit(
         self,
         success: bool | None = None,
-        dropped_frames: int = 0,
+        dropped_frames: int | None = 0,
         extra: Mapping[str, Any] | None = None,
         duration_s: float | None = None,
         expect_checksums: Mapping[str, str] | None = None,
@@ -205,7 +205,7 @@ class EpisodeWriter:
         if duration_s is None:
             duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0
         info = EpisodeInfo(
-            index=len(store), length=self._length, success=success, dropped_frames=int(dropped_frames),
+            index=len(store), length=self._length, success=success, dropped_frames=None if dropped_frames is None else int(dropped_frames),
             duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, nonfinite=nonfinite,
             **self._meta,
         )

@@ -291,4 +291,5 @@ def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: M
         if len(tasks) > 1:  # training reads one task an episode
             log.warning("episode %d changes task mid-episode (%s): it is kept as %r, which training reads for "
                         "every row; the others are in its extra", len(store), " -> ".join(repr(t) for t in tasks), tasks[0])
-        writer.commit(success=success, extra={"tasks": tasks} if len(tasks) > 1 else None)
+        # A LeRobot dataset does not count the frames its cameras lost: None, not 0.
+        writer.commit(success=success, dropped_frames=None, extra={"tasks": tasks} if len(tasks) > 1 else None)

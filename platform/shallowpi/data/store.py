@@ -126,7 +126,7 @@ class EpisodeInfo:
     start_time: float = 0.0  # unix time of the first frame
     duration_s: float = 0.0
     success: bool | None = None
-    dropped_frames: int = 0
+    dropped_frames: int | None = 0  # camera frames the drivers lost; None: not counted (an import)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. loop overruns, frame ages
     checksums: dict[str, str] = field(default_factory=dict)  # sha256 of numeric rows
     # array -> [start, stop) row ranges (within the episode) holding NaN or inf
@@ -139,6 +139,14 @@ class EpisodeInfo:
         (a robot's, an import)."""
         seed = self.extra.get("seed")
         return None if seed is None else (self.task, int(seed))
+
+    @property
+    def dropped_summary(self) -> str:
+        """The camera frames lost, as a user reads it: "3 dropped camera frames", or that
+        they were not counted (an imported episode)."""
+        if self.dropped_frames is None:
+            return "dropped camera frames not counted"
+        return f"{self.dropped_frames} dropped camera frames"
 
     def to_json(self) -> dict[str, Any]:
         """Every field as a JSON-ready dict, as episodes/<index>.json holds it."""
