@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.commands.train_cmd import (
         chunk_dataset,
         episode_tasks,
+        init_checkpoint,
         resolve_training_store,
         run_settings,
         runs_folder,
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                           "already trained: give one of the two")
     # A run folder (or its `last` marker) means its newest checkpoint, as in train, eval and deploy.
     args.teacher = checkpoint_step(args.teacher, say=log.info) if args.teacher is not None else None
-    args.init = checkpoint_step(args.init, say=log.info) if args.init is not None else None
+    args.init = init_checkpoint(args)
     overrides = overrides_from(args)
     if args.teacher is not None and not any(o.partition("=")[0].lstrip("+~") == "policy" for o in overrides):
         # The student trains with its teacher's recipe (batch, learning rate, EMA), not the

@@ -71,6 +71,21 @@ def runs_folder(args: argparse.Namespace) -> Path:
     return Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
 
 
+def init_checkpoint(args: argparse.Namespace) -> Path | None:
+    """The checkpoint --init names (`checkpoint_step`: a run folder means its newest step),
+    or None without --init. ConfigError when nothing is there: a π0 directory's loader would
+    say only that it holds no weights."""
+    from shallowpi.errors import ConfigError
+    from shallowpi.train.checkpoint import checkpoint_step
+
+    if args.init is None:
+        return None
+    if not Path(args.init).exists():
+        raise ConfigError(f"--init {args.init}: no such checkpoint; give a run folder or a step of ours, or a "
+                          "lerobot/openpi π0 directory")
+    return checkpoint_step(args.init, say=log.info)
+
+
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields the flags set (--device, --no-progress)."""
     return {"device": args.device, "progress": not args.no_progress}
@@ -134,12 +149,12 @@ def run(args: argparse.Namespace) -> int:
 
     from shallowpi import config
     from shallowpi.policy.config import PolicyConfig, model_section
-    from shallowpi.train.checkpoint import checkpoint_step
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.finetune import finetune
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig, check_run_folder
 
+    init_from = init_checkpoint(args)
     overrides = overrides_from(args)
     if args.steps is not None:
         overrides.append(f"policy.train.steps={args.steps}")
@@ -158,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     result = finetune(
         store, policy_cfg, train_cfg, run_dir,
         episodes=episodes, make_dataset=make_dataset, tasks=episode_tasks(store), resume=args.resume,
-        init_from=checkpoint_step(args.init, say=log.info) if args.init else None, resolved_config=cfg,
+        init_from=init_from, resolved_config=cfg,
     )
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
     if result.get("checkpoint"):

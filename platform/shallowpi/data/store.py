@@ -336,6 +336,10 @@ class EpisodeStore:
         if not path.exists():
             finish_interrupted_swap(path)
         if not path.exists():
+            # `dataset info notes.txt` looks for notes.txt.zarr: name the file it was given.
+            given = path.with_suffix("") if path.suffix == ".zarr" else None
+            if given is not None and given.is_file():
+                raise StoreError(f"{given} is a file, not a dataset: a store is a folder (NAME.zarr)")
             raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
         if not (path / ".zgroup").is_file():
             raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
