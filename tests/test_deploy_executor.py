@@ -601,3 +601,19 @@ def test_every_delay_of_the_episode_is_reported_not_only_the_selectors_window():
     assert report.chunks > 12 and len(report.delays) == report.chunks - 1  # past the window of 10
     assert report.delays[0] >= 7, report.delays
     assert f"delay {max(report.delays)} ticks max" in _episode_line(0, 1, report)
+
+
+def test_the_chunk_age_on_the_twins_clock_counts_the_ticks_since_its_observation():
+    """On simulated time a 0.1 s chunk arrives ceil(0.1 x 30) = 4 ticks (3 at the least)
+    after its request: the dashboard's chunk age counts whole periods from the observation,
+    those ticks on arrival. It had subtracted the wall latency from the simulated clock:
+    100.2 ms on arrival, a tick and a fraction short."""
+    executor = Executor(CountingRobot(), StepBackend(8, (0.1,)),
+                        ExecutorConfig(strategy="async", realtime=False, seam_ticks=2.0, warmup_runs=2))
+    executor.warm_up("count")
+    ages: list[float] = []  # each tick's status, read as the next tick ends
+    report = executor.run_episode("count", 60,
+                                  on_tick=lambda obs, sent: ages.append(executor.status.chunk_age_ms))
+    periods = np.array(ages[20:]) / (1e3 / 30)
+    np.testing.assert_allclose(periods, np.round(periods), atol=1e-6)
+    assert periods.min() == pytest.approx(min(report.delays)) and min(report.delays) >= 3

@@ -93,6 +93,16 @@ __all__ = ["EpisodeReport", "Executor", "InferenceFault", "policy_input"]
 log = logging.getLogger(__name__)
 
 
+def observed_at(clock: TickClock, selector: ActionSelector, done: Done) -> float:
+    """The time on `clock` (s) of the observation a delivered chunk was computed from, which
+    the dashboard's chunk age counts from. On the twin's simulated clock the chunk came the
+    whole ticks since its request later (lockstep: ceil(latency x fps)); on a wall clock, its
+    measured latency earlier. (Now minus the wall latency on the simulated clock had the age
+    up to a period after delivery; now, under sync on a robot, left out the latency.)"""
+    if clock.simulated:
+        return clock.now() - (selector.tick - done.request.tick) * clock.period
+    return clock.now() - done.latency_s
+
 class Executor(ExecutorControl):
     """Runs a backend on a connected robot. `fps` defaults to the robot's spec.
 
@@ -163,12 +173,12 @@ class Executor(ExecutorControl):
                 try:
                     for done in runner.poll(selector.tick):
                         if self._deliver(selector, done, report):
-                            seam, chunk_time = "new", clock.now() - done.latency_s
+                            seam, chunk_time = "new", observed_at(clock, selector, done)
                     self._check_inference_time(selector)
                     if not stale and selector.wants_chunk():
                         for done in self._request(selector, runner, obs, task, report):  # sync: here and now
                             if self._deliver(selector, done, report):
-                                seam, chunk_time = "new", clock.now()
+                                seam, chunk_time = "new", observed_at(clock, selector, done)
                 except InferenceFault as exc:  # the robot is sound: hold it, keep torque on
                     self._fault(exc, report, last, torque_off=False)
                     break
