@@ -3,6 +3,7 @@ them, and the TensorRT engine cache built under one (without TensorRT: its locki
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -146,6 +147,27 @@ def test_two_deploys_of_one_engine_build_it_once(tmp_path):
     assert loaded == [path.read_bytes()] * 2
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no lock, no partial file
     assert cached_engine(path, build) == loaded[0] and len(builds) == 1  # cached: not built again
+
+
+def test_onnxruntimes_tensorrt_sessions_are_made_under_the_engine_caches_lock(tmp_path):
+    """onnxruntime's TensorRT provider writes its engines into the cache folder itself: the
+    sessions are made under `<cache>.lock`, so a second deploy waits for the first's build
+    (then loads the cached engines) instead of building beside it. Without the provider
+    nothing is locked. (The provider is not in this onnxruntime: the lock is what is tested.)"""
+    from shallowpi.deploy.backends.onnxrt import engine_cache_lock
+    from shallowpi.durable_files import FileLockHeld, hold_file_lock
+
+    cache = tmp_path / "engines" / "0123abcd-trt10 fp16"
+    cache.mkdir(parents=True)
+    lock = cache.with_name(cache.name + ".lock")
+    with engine_cache_lock(["CUDAExecutionProvider", "CPUExecutionProvider"]):
+        assert list(cache.parent.iterdir()) == [cache]
+    trt = [("TensorrtExecutionProvider", {"trt_engine_cache_path": str(cache)}), "CPUExecutionProvider"]
+    with engine_cache_lock(trt):
+        assert lock.read_text() == f"pid {os.getpid()} (deploy)"
+        with pytest.raises(FileLockHeld), hold_file_lock(lock, "pid 2 (deploy)", wait_s=0.1):
+            pass
+    assert not lock.exists()
 
 
 def test_an_engine_build_that_fails_caches_nothing(tmp_path):

@@ -16,7 +16,9 @@ No torch here: this is the robot's backend on a Jetson without a torch wheel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
 from shallowpi.deploy.backends.ort_placement import RECORD_ASSIGNMENT, session_placement
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs
+from shallowpi.durable_files import hold_file_lock
 from shallowpi.policy.inpaint import inpainted_euler
 
 log = logging.getLogger(__name__)
@@ -126,6 +129,22 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
     return chosen
 
 
+def engine_cache_lock(providers: list[Any]) -> contextlib.AbstractContextManager[None]:
+    """Held while sessions are made with TensorRT's provider among `providers`: the flock on
+    `<engine cache>.lock`, as the tensorrt backend builds under (`cached_engine`). The
+    provider writes its engines into the cache itself, unsynchronised; a second deploy of the
+    same bundle would build beside the first, or load an engine file the first is writing.
+    The second waits and then loads the cached engines in seconds. No lock without it."""
+    cache = next((p[1]["trt_engine_cache_path"] for p in providers if not isinstance(p, str)), None)
+    if cache is None:
+        return contextlib.nullcontext()
+
+    def waiting(holder: str) -> None:
+        log.info("waiting for %s, which is building onnxruntime's TensorRT engines in %s", holder, cache)
+
+    return hold_file_lock(Path(cache + ".lock"), f"pid {os.getpid()} (deploy)", on_wait=waiting)
+
+
 class OnnxRuntimeBackend(Backend):
     """The bundle's ONNX graphs in ONNX Runtime sessions (module docstring)."""
 
@@ -168,14 +187,15 @@ class OnnxRuntimeBackend(Backend):
 
         asked = [p if isinstance(p, str) else p[0] for p in providers]
         steps = bundle.config.get("num_steps", 10)
-        if graph == "chunk":
-            self._session = session("chunk")
-            made = self._session
-            sessions = [self._session]
-        else:
-            self._split = SplitGraphs(session("prefix"), session("step"), steps)
-            made = self._split.prefix
-            sessions = [self._split.prefix, self._split.step]
+        with engine_cache_lock(providers):
+            if graph == "chunk":
+                self._session = session("chunk")
+                made = self._session
+                sessions = [self._session]
+            else:
+                self._split = SplitGraphs(session("prefix"), session("step"), steps)
+                made = self._split.prefix
+                sessions = [self._split.prefix, self._split.step]
         # What the session took, not what was asked: one that failed to set up (a TensorRT
         # build error, no CUDA driver) is left out of it.
         self.providers = list(made.get_providers())
