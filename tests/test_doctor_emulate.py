@@ -98,6 +98,32 @@ def test_a_servo_that_misses_the_broadcast_ping_is_pinged_and_its_lost_replies_c
     assert lines[-1] == "    ok: bus 'follower' of robot 'arm': all 7 configured servos answer", text
 
 
+def test_a_bus_whose_only_servo_misses_the_broadcast_ping_is_pinged_at_its_configured_baud():
+    """A bus's only servo losing one reply in three, when it loses the scan's: the scan found
+    no one, and doctor said no servo answered at any baud, without the pings of its own
+    that find it on a bus with others. At the baud the config gives the port, it pings the
+    configured IDs anyway (servo 2's replies 1-5 as in the test above, the scan's the 6th)."""
+    from shallowpi.hardware.dynamixel.bus import DynamixelBus
+
+    with emulated("arm") as (spec, chains):
+        port = spec.buses["follower"].port
+        for servo_id in list(chains["follower"].servos):
+            if servo_id != 2:
+                chains["follower"].remove(servo_id)
+        chains["follower"].flaky(2, every=3)
+        with DynamixelBus("prime", port, BAUD[0], {}, retries=1) as bus:
+            assert bus.ping(2) is not None and bus.ping(2) is not None
+            assert bus.scan() == {}
+            assert bus.ping(2) is not None and bus.ping(2) is not None
+        lines = servo_report([port], BAUD, spec)
+    text = "\n".join(lines)
+    assert spec.buses["follower"].baud == BAUD[0]
+    assert lines[0] == f"ok: {port} at 1000000 baud: 1 servo(s)", text
+    assert ("    warning: ID 2 missed the scan's broadcast ping, then answered a ping of its own: it loses replies"
+            in lines), text
+    assert "    missing: bus 'follower' of robot 'arm' expects ID 1 (" in text
+
+
 def test_doctor_says_when_the_servos_are_not_this_robots():
     with emulated("arm") as (spec, _):
         lines = servo_report([spec.buses["leader"].port], BAUD, robot_spec("bimanual"))

@@ -68,14 +68,17 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
             try:
                 bus.connect()
                 found = bus.scan()
-                if not found:
+                if not found and baud not in configured:
                     continue
                 # The scan tries each baud once to stay quick where nothing answers; servos did
-                # answer at this one, so a reply missed now (a busy machine, a flaky servo) is
-                # retried like any bus read.
+                # answer at this one, or the config says they are at it: a reply missed now (a
+                # busy machine, a flaky servo; the one servo of a bus that lost the scan's
+                # reply) is retried like any bus read.
                 bus.retries = 3
                 answered = _ping_missed(bus, found, spec, port)
                 found = dict(sorted({**found, **answered}.items()))
+                if not found:
+                    continue
                 bus.motors = {i: s.model for i, s in found.items() if s.model is not None}
                 errors, unread = _error_bits(bus)
                 # The adapter's own name: a port pinned by it survives USB renumbering.
