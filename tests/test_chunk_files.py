@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from shallowpi.data import zarr_compat
-from shallowpi.data.chunk_files import FrameLayout, chunk_name, read_frames, write_frames
+from shallowpi.data.chunk_files import (
+    FrameLayout,
+    chunk_name,
+    read_frames,
+    undecodable_frames,
+    write_frames,
+)
 from shallowpi.data.codecs import IMAGE_CODECS, image_codec
 from shallowpi.errors import StoreError
 from store_fixtures import synthetic_frame
@@ -73,6 +79,35 @@ def test_a_frame_that_does_not_decode_names_its_file(tmp_path, rng):
     (folder / chunk_name(2, 3)).write_bytes(image_codec("jpeg", 90).encode(np.zeros((1, 24, 64, 3), np.uint8)))
     with pytest.raises(StoreError, match="does not decode"):
         read_frames(layout, 2, 3)  # a picture of the wrong size is as lost
+
+
+def _cuts(data: bytes, codec_name: str) -> dict[str, bytes]:
+    """A frame's chunk file cut short where its codec still decodes it: libjpeg, anywhere
+    in the scan data after the header (the rest grey), and Blosc-LZ4 by its last 1-5 bytes."""
+    header = data.index(b"\xff\xda") + 2 if codec_name == "jpeg" else len(data) // 2  # after JPEG's SOS
+    return {"by 1 byte": data[:-1], "by 2 bytes (a JPEG's end marker)": data[:-2], "by 5 bytes": data[:-5],
+            "midway through its data": data[: (header + len(data)) // 2]}
+
+
+@pytest.mark.parametrize("codec_name", IMAGE_CODECS)
+def test_a_frame_cut_short_is_refused_though_its_codec_decodes_it(tmp_path, rng, codec_name):
+    """A JPEG frame cut anywhere after its header decoded without an error, at full size,
+    the missing rest grey (128): `dataset check` passed it, and training read it. A cut
+    Blosc-LZ4 frame decoded too (Blosc read past the end of the buffer). Both are named
+    now; JPEG-XL's decoder and the size check caught the others already."""
+    _, folder, layout = _zarr_camera(tmp_path, rng, codec_name)
+    info = json.loads((folder / ".zarray").read_text())
+    path = folder / chunk_name(2, 3)
+    whole = path.read_bytes()
+    for where, cut in _cuts(whole, codec_name).items():
+        path.write_bytes(cut)
+        bad = undecodable_frames(str(folder), range(6), 3, 48 * 64 * 3, info["compressor"])
+        assert [row for row, _ in bad] == [2], (where, bad)
+        with pytest.raises(StoreError, match=r"cam/2\.0\.0\.0 (is cut short|is shorter|does not decode)"):
+            read_frames(layout, 2, 3)  # what training reads
+    path.write_bytes(whole)
+    assert undecodable_frames(str(folder), range(6), 3, 48 * 64 * 3, info["compressor"]) == []
+    read_frames(layout, 0, 6)
 
 
 def test_other_layouts_are_left_to_zarr():

@@ -228,12 +228,50 @@ def test_every_frame_is_decoded_on_a_pool(tmp_path, pool):
     with EpisodeStore.open(path) as store:
         report = check_store(store, workers=2, pool=pool, progress=lambda done, total: seen.append((done, total)))
         quick = check_store(store, decode_images=False)
-    assert [p.split(" does not")[0].split(" decodes")[0] for p in report.problems] == [
+    assert [p.split(" does not")[0].split(" decodes")[0].split(" is cut short")[0] for p in report.problems] == [
         "episode 0: frame 3 of observation.images.front",
         "episode 1: frame 4 of observation.images.wrist",
     ]
     assert seen[0] == (0, 2 * 21) and seen[-1] == (2 * 21, 2 * 21)  # every frame of both cameras
     assert quick.problems == []  # --quick reads each episode's first and last frame only
+
+
+@pytest.mark.bad_store
+def test_a_frame_cut_short_is_named(tmp_path):
+    """A JPEG frame cut anywhere after its header decodes without an error, at full size,
+    the rest grey: `dataset check` (and --quick) said "ok" over a frame cut to a third."""
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=2, length=10).close()
+    front, wrist = _chunk(path, "observation.images.front", "0.0.0.0"), _chunk(path, "observation.images.wrist",
+                                                                           "14.0.0.0")
+    whole = {front: front.read_bytes(), wrist: wrist.read_bytes()}
+    scan = whole[front].index(b"\xff\xda") + 2  # past the header: the entropy-coded data
+    front.write_bytes(whole[front][: (scan + len(whole[front])) // 2])  # episode 0's first: --quick reads it
+    wrist.write_bytes(whole[wrist][:-2])  # just its end marker gone; episode 1's frame 4
+    with EpisodeStore.open(path) as store:
+        full, quick = check_store(store, workers=1), check_store(store, decode_images=False)
+        with pytest.raises(StoreError, match=r"front/0\.0\.0\.0 is cut short"):
+            store.read("observation.images.front", 0, 1)  # a training sample: it read the grey frame
+    assert [p.split(" is cut short")[0] for p in full.problems] == [
+        "episode 0: frame 0 of observation.images.front", "episode 1: frame 4 of observation.images.wrist"]
+    assert full.problems[1].endswith(f"is cut short: its {len(whole[wrist]) - 2} bytes end without JPEG's "
+                                     "end-of-image marker (FF D9)")
+    assert quick.problems == full.problems[:1]
+    checked = _check_cli(path, "--quick")
+    assert checked.returncode == 1 and "frame 0 of observation.images.front is cut short" in checked.stderr
+
+
+def test_quick_says_which_camera_frames_it_decoded(tmp_path):
+    """--quick decodes each episode's first and last camera frame, and said "21 frames
+    verified" of them all."""
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=2, length=10).close()
+    checked = _check_cli(path, "--quick")
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.strip() == ("s.zarr: ok, 2 episodes, 21 frames: numbers verified in all, camera frames "
+                                      "decoded in 4 (each episode's first and last: --quick)")
+    with EpisodeStore.open(path) as store:
+        assert check_store(store).decoded_rows == 21  # without --quick: "21 frames verified"
 
 
 @pytest.mark.bad_store

@@ -89,6 +89,33 @@ def write_frames(folder: str | os.PathLike[str], first_row: int, frames: Sequenc
         future.result()  # re-raises the first failure
 
 
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"  # JPEG's start- and end-of-image markers (SOI, EOI)
+BLOSC_HEADER_BYTES = 16  # version, versionlz, flags, typesize, then uint32 LE nbytes, blocksize, cbytes
+
+
+def cut_short(compressor: dict | None, data: bytes) -> str | None:
+    """What shows that `data`, one frame's chunk file written with the codec `compressor`
+    (its `.zarray` config), holds less than the codec wrote, or None when nothing does.
+
+    Checked before decoding because the codecs decode such a file without an error:
+    libjpeg decodes a JPEG cut anywhere after its header to a whole-size frame, the rest
+    filled grey (128), and Blosc reads past the end of a buffer shorter than its header
+    records (one cut by up to 5 bytes decoded to a whole frame). The JPEG encoder writes
+    the end-of-image marker last, and neither `encode_frame` nor zarr appends anything
+    after it; a Blosc header records the buffer's whole length (`cbytes`). A file that is
+    no JPEG at all is left to the decoder's error. JPEG-XL's decoder refuses a cut
+    codestream itself, and a raw frame is judged by its size."""
+    codec_id = compressor.get("id") if compressor else None
+    if codec_id == "imagecodecs_jpeg" and data.startswith(JPEG_START) and not data.endswith(JPEG_END):
+        return f"is cut short: its {len(data)} bytes end without JPEG's end-of-image marker (FF D9)"
+    if codec_id == "blosc":
+        if len(data) < BLOSC_HEADER_BYTES:
+            return f"is {len(data)} bytes, shorter than a Blosc header"
+        if len(data) < (recorded := int.from_bytes(data[12:16], "little")):
+            return f"is shorter than its Blosc header records: {len(data)} of {recorded} bytes"
+    return None
+
+
 _DECODERS: dict[str, tuple[Codec | None, list[Codec]]] = {}
 
 
@@ -104,7 +131,8 @@ def _decoder(compressor: dict | None, filters: Sequence[dict] | None) -> tuple[C
 def undecodable_frames(folder: str, rows: Sequence[int], frame_ndim: int, frame_nbytes: int,
                        compressor: dict | None, filters: Sequence[dict] | None = None) -> list[tuple[int, str]]:
     """(row, what is wrong) for each of `rows` whose chunk file in `folder` does not decode
-    to a frame of `frame_nbytes` bytes, with the codec named by the array's `.zarray`.
+    to a frame of `frame_nbytes` bytes, with the codec named by the array's `.zarray`, or
+    is cut short although it would decode (`cut_short`).
 
     Reads the files as zarr would, without zarr: a top-level function of plain arguments,
     so a process pool can run it as well as a thread pool (imagecodecs and Blosc release
@@ -116,6 +144,9 @@ def undecodable_frames(folder: str, rows: Sequence[int], frame_ndim: int, frame_
         try:
             with open(path, "rb") as file:
                 data = file.read()
+            if (cut := cut_short(compressor, data)) is not None:
+                bad.append((row, cut))
+                continue
             decoded = codec.decode(data) if codec is not None else data
             for f in reversed(filter_codecs):
                 decoded = f.decode(decoded)
@@ -162,7 +193,7 @@ def read_frame(layout: FrameLayout, row: int) -> np.ndarray:
     """Row `row` decoded, a writable array of `layout.shape`, the same values zarr reads
     (a missing chunk file reads as the fill value, as in zarr: `require_intact` is the
     guard against that). Decodes in the calling thread; StoreError if the file does not
-    decode to one frame."""
+    decode to one frame, or is cut short (`cut_short`: it would decode, partly grey)."""
     codec, _ = _decoder(layout.compressor, None)
     path = layout.chunk_path(row)
     try:
@@ -170,6 +201,8 @@ def read_frame(layout: FrameLayout, row: int) -> np.ndarray:
             data = file.read()
     except FileNotFoundError:
         return np.full(layout.shape, layout.fill_value, layout.dtype)
+    if (cut := cut_short(layout.compressor, data)) is not None:
+        raise StoreError(f"{path} {cut}; `platform dataset check` lists every damaged frame")
     try:
         decoded = ensure_ndarray_like(codec.decode(data) if codec is not None else data)
         frame = decoded.reshape(-1).view(layout.dtype).reshape(layout.shape)

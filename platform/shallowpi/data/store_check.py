@@ -11,7 +11,8 @@ In order, cheapest first:
 3. numbers: each array decodes, matches its checksum from commit time, holds no NaN/inf
    (reported by episode, array and row; stores written before the writer flagged them
    are scanned all the same), tick times never go backwards.
-4. camera frames: each decodes to a whole frame, on every core (`workers`), with a
+4. camera frames: each decodes to a whole frame from a whole file (a JPEG cut short
+   decodes without an error: chunk_files.cut_short), on every core (`workers`), with a
    `progress(done, total)` callback, since a lab store takes minutes.
 
 Everything judged is committed: a check running beside a recording exits clean.
@@ -56,6 +57,9 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)  # one line per tail or writer, not damage
     # episode -> array -> [start, stop) rows (within the episode) holding NaN or inf
     nonfinite: dict[int, dict[str, RowRanges]] = field(default_factory=dict)
+    # Rows whose camera frames were decoded: all of `frames`, or each episode's first and
+    # last without decode_images (--quick); None for a store without cameras.
+    decoded_rows: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -223,8 +227,11 @@ def _check_frames(store: EpisodeStore, files: FileScan, decode_all: bool, worker
         rows = range(store.num_frames)
     else:
         rows = sorted({row for start, stop in spans for row in (start, stop - 1)})
+    cameras = [k for k in store.features if _is_image(store, k) and k in files.rows]
+    if cameras:
+        report.decoded_rows = len(rows)
     tasks = []  # (camera, arguments of chunk_files.undecodable_frames): one frame a chunk
-    for key in [k for k in store.features if _is_image(store, k) and k in files.rows]:
+    for key in cameras:
         info = store.array_info(key)
         frame_nbytes = int(np.prod(info["chunks"])) * np.dtype(info["dtype"]).itemsize
         # Rows the files scan named (no row, or no chunk file) are not read again.
