@@ -110,6 +110,10 @@ def test_a_leading_double_dash_is_dropped(capsys):
         # a lab editing its robot file sees the mistake here, not at the first connect
         (["config", "show", "--robot", "arm", "robot.fps=0"], "configs/robot/arm.yaml: fps is 0; give a whole number"),
         (["dataset", "info", "no_such_dataset"], "no dataset at"),
+        # merge made a JPEG store and exited 0: it copies the frames and settings as they are
+        (["dataset", "merge", "a", "b", "--out", "c", "store.image_codec=blosc-zstd"],
+         "dataset merge does not read store.image_codec (it copies the frames, and the first store's"),
+        (["dataset", "info", "a", "robot.fps=15"], "dataset info does not read robot.fps; drop robot.fps=15"),
         # it looked for /etc/passwd.zarr, and said none was there
         (["dataset", "info", "/etc/passwd"], "/etc/passwd is a file, not a dataset: a store is a folder (NAME.zarr)"),
         # the π0 loader's answer: "no *.safetensors in /nonexistent-init"

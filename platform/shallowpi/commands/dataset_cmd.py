@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
-from shallowpi.errors import PlatformError, StoreError
+from shallowpi.errors import ConfigError, PlatformError, StoreError
 
 if TYPE_CHECKING:
     from shallowpi.data.store import EpisodeStore
@@ -100,7 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "then LeRobotDataset('local/kitchen', root='exports/kitchen-lerobot')")
     export.add_argument("--to", choices=["lerobot"], required=True, help="target format")
     export.add_argument("dest", type=user_path, help="output directory (new, or an empty folder)")
-    export.add_argument("--repo-id", help="LeRobot repo id recorded in the export (default: local/<name>)")
+    export.add_argument("--repo-id", help="the LeRobot repo id the export is written and verified under "
+                        "(default: local/<name>); LeRobot v3 keeps none on disk, so any id loads it")
     imp = sub.add_parser(
         "import", help="import a local LeRobotDataset directory into a new store",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     PlatformError for bad input (e.g. --workers < 1, `merge` with one store, `delete`
     without --yes when stdin is not a terminal).
     """
+    refuse_unread_overrides(args.action, getattr(args, "overrides", []))
     cfg = config.compose(overrides_from(args))
     root = config.data_root(cfg)
 
@@ -142,6 +144,20 @@ def run(args: argparse.Namespace) -> int:
         "import": lambda: _import(args.source, path_of(args.out), args.repo_id, cfg.store),
     }[args.action]
     return handler()
+
+
+def refuse_unread_overrides(action: str, overrides: Sequence[str]) -> None:
+    """ConfigError (one line) for a `key=value` the dataset action does not read: every
+    action reads data_root, `import` also the store.* settings of the store it makes. `merge
+    ... store.image_codec=blosc-zstd` had exited 0 with a JPEG store: merge, like delete,
+    keeps its sources' frames and settings as they are."""
+    read = ("data_root", "store.") if action == "import" else ("data_root",)
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        if not key.startswith(read):
+            keeps = (" (it copies the frames, and the first store's store.* settings, as they are)"
+                     if action == "merge" and key.startswith("store.") else "")
+            raise ConfigError(f"dataset {action} does not read {key}{keeps}; drop {override}")
 
 
 def _console():
