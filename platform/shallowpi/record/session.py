@@ -174,6 +174,7 @@ class RecordingSession:
     def _loop(self) -> SessionResult:
         cfg = self.config
         self.clock.restart()
+        self.clock.end_take()  # no take before the first `_begin`: no period to keep for one
         if cfg.autostart:  # the first episode begins at the first tick, as every other one
             self._state, self._reset_until = RecorderState.RESETTING, self.clock.now()
         while not self._finished:
@@ -457,6 +458,10 @@ class RecordingSession:
         summary, frames = self._take, self._frames
         give_up = None if safe else self._estop_while_waiting
         self._recording = False
+        # Its loop periods and camera drops are the take's: those of the reset after it
+        # belong to no take (the dashboard shows the take's drops until the next begins).
+        self.clock.end_take()
+        self.camera_health.end_take()
         try:
             self._hand_over(summary, frames, keep, give_up, ended)
         except WaitAbandoned:
@@ -486,7 +491,7 @@ class RecordingSession:
             success = self.scene.success() if self.scene is not None else None
             if summary.success is not None:
                 success = summary.success
-            p50, p99 = self.clock.percentiles_ms()
+            p50, p99 = self.clock.take_percentiles_ms()  # every period of the take, as its overruns
             link = self._link_counts().since(self._link_start)
             extra = {"ended": ended, "loop_p50_ms": p50, "loop_p99_ms": p99, "loop_overruns": self.clock.overruns,
                      "link_exchanges": link.exchanges, "link_failed_tries": link.failed_tries,

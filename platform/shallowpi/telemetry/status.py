@@ -76,14 +76,17 @@ class CameraStatus:
     """One camera's health as the recording loop sees it (per camera role)."""
 
     fps: float = 0.0  # measured frame rate
-    dropped: int = 0  # frames lost by the camera (sequence-number gaps) this episode
+    # frames lost by the camera (sequence-number gaps) in the take in flight; between takes,
+    # in the last one (what was stored with it); 0 before the first
+    dropped: int = 0
     age_ms: float = 0.0  # age of the frame used at the last tick
 
 
 @dataclass
 class LoopStatus:
-    """Control-loop timing: the measured tick period's median and 99th percentile, ms; and
-    the servo link's health this episode."""
+    """Control-loop timing: the measured tick period's median and 99th percentile, ms, over
+    the last 600 ticks (what is stored with a take is over every tick of it); and the servo
+    link's health this episode."""
 
     target_hz: float = 30.0
     period_p50_ms: float = 0.0
@@ -108,7 +111,7 @@ class WriterStatus:
     queue_depth: int = 0  # frames waiting to be encoded/written
     queue_capacity: int = 0
     high_water: int = 0
-    mb_per_s: float = 0.0
+    mb_per_s: float = 0.0  # frame data handed to the store over the last 5 s (writer.RATE_WINDOW_S), uncompressed
     backpressure_ms: float = 0.0  # total time the loop waited on a full queue, this episode
     pending_episodes: int = 0  # episodes handed to the writer, not yet committed
 

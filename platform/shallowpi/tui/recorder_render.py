@@ -119,7 +119,9 @@ def keys_line(jog_joints: Sequence[str] = ()) -> Text:
 
 
 def safety(status: RecorderStatus) -> Text:
-    """What needs the operator now, for the top line: fault, back-pressure, camera drops."""
+    """What needs the operator now, for the top line: fault, back-pressure, camera drops
+    (the take's: while it records, "this take"; between takes the last one's, as stored
+    with it; the drops of the reset belong to no take)."""
     text = Text()
     if status.state is RecorderState.FAULT:
         text.append("  FAULT: see below", style="bold #ffffff on #af00af")
@@ -127,7 +129,8 @@ def safety(status: RecorderStatus) -> Text:
         text.append(f"  disk behind: waited {status.writer.backpressure_ms:.0f} ms", style="bold red")
     dropped = sum(cam.dropped for cam in status.cameras.values())
     if dropped:
-        text.append(f"  {dropped} camera frames dropped", style="bold yellow")
+        take = "this take" if status.state is RecorderState.RECORDING else "in the last take"
+        text.append(f"  {dropped} camera frames dropped {take}", style="bold yellow")
     return text
 
 
@@ -187,7 +190,7 @@ def writer(status: RecorderStatus) -> Text:
     text.append("█" * filled, style=style)
     text.append("░" * (BAR_WIDTH - filled), style="dim")
     text.append(f" {w.queue_text}\n")
-    text.append(f"high water {w.high_water}   {w.mb_per_s:.1f} MB/s   episodes pending {w.pending_episodes}\n")
+    text.append(f"high water {w.high_water}   {w.mb_per_s:.1f} MB/s of frames (uncompressed, last 5 s)   episodes pending {w.pending_episodes}\n")
     text.append("backpressure ")
     text.append(f"{w.backpressure_ms:.0f} ms", style="bold red" if w.backpressure_ms else "green")
     if w.backpressure_ms or fill > 0.8:
@@ -233,14 +236,16 @@ def _reset_words(status: RecorderStatus) -> str | None:
 
 
 def clock_text(status: RecorderStatus) -> str:
-    """'t=9.4/20s' while a take runs; between takes the reset's countdown, 'reset 2.5s left'
-    or 'reset held, 5.0s left' (paused): the last take's time is not the next episode's;
-    once every episode is saved (done), what is left to do."""
+    """'t=9.4/20s' while a take runs (the limit as given: 't=2.4/2.5s' for 2.5 s); between
+    takes the reset's countdown, 'reset 2.5s left' or 'reset held, 5.0s left' (paused): the
+    last take's time is not the next episode's; once every episode is saved (done), what is
+    left to do."""
     if (reset := _reset_words(status)) is not None:
         return f"{reset} {status.reset_time_left_s:.1f}s left"
     if status.state is RecorderState.DONE:
         return DONE_WORDS
-    return f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:.0f}s"
+    # :g, not :.0f, which showed a 2.5 s limit as 2 s and one of 0.5 s as 0 s
+    return f"t={status.episode_time_s:.1f}/{status.episode_time_limit_s:g}s"
 
 
 def status_line(status: RecorderStatus) -> str:
