@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -481,7 +482,7 @@ def test_an_executor_run_that_computed_no_chunk_shows_no_inference_time(tmp_path
     deployed = summary["deployed_student"]
     assert (deployed["chunks"], deployed["inference_p50_ms"], deployed["inference_p99_ms"]) == (0, None, None)
     line = table(summary).splitlines()[-1]
-    assert line.endswith("inference p50 -, p99 -, loop p99 1097.7 ms"), line
+    assert line.endswith("inference p50 -, p99 -, sim-time loop, wall p99 1097.7 ms a tick"), line
     picture(summary, tmp_path / "demo.png")  # the executor's bar left out, not drawn at 0 ms
     assert (tmp_path / "demo.png").read_bytes()[:4] == b"\x89PNG"
     timed = {**deploy, "inference_p50_ms": 27.0, "inference_p99_ms": 28.2,
@@ -563,8 +564,65 @@ def test_demo_md_has_the_deployed_students_line_the_table_prints(tmp_path):
     summary = summarize({"teacher": tmp_path / "t", "student": tmp_path / "s"}, evals, deploy, latency, {}, {})
     line = table(summary).splitlines()[-1]
     assert line.startswith("student through the executor (onnxruntime, rtc): success 2/2 "), line
-    assert line.endswith("inference p50 14.5 ms, p99 16.0 ms, loop p99 33.4 ms"), line
+    assert line.endswith("inference p50 14.5 ms, p99 16.0 ms, sim-time loop, wall p99 33.4 ms a tick"), line
     assert line in markdown(summary, {}).splitlines()
+
+
+@pytest.mark.parametrize(("clock", "expected"), [
+    # `deploy --sim`'s JSON on the twin's simulated time: the wall time of a tick, the chunk
+    # computed inside it included (shown as "loop p99 1285.0 ms" for a 30 Hz loop)
+    ({"loop_p99_ms": None, "sim_tick_wall_p99_ms": 1285.0}, ", sim-time loop, wall p99 1285.0 ms a tick"),
+    ({}, ", sim-time loop, wall p99 1285.0 ms a tick"),  # a JSON from before deploy said which clock
+    ({"sim_tick_wall_p99_ms": None}, ", loop p99 1285.0 ms"),  # --realtime: the wall clock's period
+    ({"loop_p99_ms": None, "sim_tick_wall_p99_ms": None}, ""),  # nothing measured: nothing shown
+])
+def test_the_deployed_students_loop_says_on_which_clock_it_was_timed(tmp_path, clock, expected):
+    from shallowpi.commands.demo_summary import markdown, summarize, table
+
+    evals, latency = _evaluations_and_latency(successes=1)
+    deploy = {"successes": 1, "episodes": 1, "inference_p50_ms": 14.5, "inference_p99_ms": 16.0, "loop_p99_ms": 1285.0,
+              "safety": {}, "per_episode": [{"seed": 1000, "latency_ms": [14.5, 16.0]}], "backend": "torch",
+              "strategy": "rtc", "task": "cube_in_bowl", **clock}
+    summary = summarize({"teacher": tmp_path / "t", "student": tmp_path / "s"}, evals, deploy, latency, {}, {})
+    line = table(summary).splitlines()[-1]
+    assert line.endswith(f"inference p50 14.5 ms, p99 16.0 ms{expected}"), line
+    assert line in markdown(summary, {}).splitlines()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_chunk_latency_times_teacher_and_student_in_turns(tmp_path, monkeypatch):
+    """Each model's chunks in one block let a shared CPU's busy stretch fall on one model: a
+    student measured at 1.455x the teacher's time against a FLOP-ideal 0.52. One chunk each
+    a round, no model twice in a row; and a latency.json measured the old way is not reused."""
+    from deploy_fixtures import tiny_checkpoint
+    from shallowpi.commands.demo_summary import chunk_latency
+    from shallowpi.distill.distiller import checkpoint_sha256
+    from shallowpi.policy.policy import Policy
+    from store_fixtures import make_store
+
+    make_store(tmp_path / "arm.zarr", episodes=1, length=4).close()
+    checkpoints = {"teacher": tiny_checkpoint(tmp_path / "teacher", state=6, cameras=("front", "wrist"), depth=2),
+                   "student": tiny_checkpoint(tmp_path / "student", state=6, cameras=("front", "wrist"), depth=1)}
+    chunks: list[int] = []  # the depth of each model's chunk, in the order they ran
+    sample_actions = Policy.sample_actions
+
+    def recorded(self, *args, **kwargs):
+        chunks.append(self.cfg.depth)
+        return sample_actions(self, *args, **kwargs)
+
+    monkeypatch.setattr(Policy, "sample_actions", recorded)
+    cache = tmp_path / "latency.json"
+    models, cached = chunk_latency(checkpoints, tmp_path / "arm.zarr", 4, cache)
+    assert not cached and set(models) == {"teacher", "student"}
+    assert chunks.count(2) == chunks.count(1) == 5  # a warm-up (the FLOP count) and 4 timed chunks each
+    assert all(a != b for a, b in itertools.pairwise(chunks)), chunks
+    assert models["teacher"]["layers"] == 2 and models["student"]["layers"] == 1
+    assert all(m["chunk_ms_p50"] > 0 and m["chunk_ms_p99"] >= m["chunk_ms_p50"] for m in models.values())
+    assert chunk_latency(checkpoints, tmp_path / "arm.zarr", 4, cache) == (models, True)
+    # what the demo cached before: the same checkpoints and repeats, timed in blocks
+    old_key = {name: checkpoint_sha256(path) for name, path in checkpoints.items()} | {"repeats": 4}
+    cache.write_text(json.dumps({"key": old_key, "models": {}}))
+    assert chunk_latency(checkpoints, tmp_path / "arm.zarr", 4, cache)[1] is False
 
 
 def test_a_given_teacher_that_is_no_policy_checkpoint_is_refused_before_anything_is_made(tmp_path, capsys):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 from pathlib import Path
 
@@ -110,6 +111,30 @@ def test_no_progress_draws_no_bar(arm_store, capsys):
     err = capsys.readouterr().err
     assert (arm_store.parent / "runs" / "quiet" / "success.png").is_file()  # the closed loop ran
     assert "choosing layers" not in err and "sim eval" not in err, err
+
+
+def test_the_cost_of_a_chunk_times_teacher_and_student_in_turns(arm_store, monkeypatch):
+    """All the teacher's chunks, then all the student's: a busy stretch of a shared CPU fell
+    on one of them, and a report measured its student at 1.455x the teacher's time against a
+    FLOP-ideal 0.52. The cost section (the report's last measurement) runs one chunk each a
+    round, no model twice in a row."""
+    from shallowpi.policy.policy import Policy
+
+    chunks: list[int] = []  # the depth of each model's chunk, in the order they ran
+    sample_actions = Policy.sample_actions
+
+    def recorded(self, *args, **kwargs):
+        chunks.append(self.cfg.depth)
+        return sample_actions(self, *args, **kwargs)
+
+    monkeypatch.setattr(Policy, "sample_actions", recorded)
+    assert _distill(arm_store, "in-turns", "--no-progress", "distill.sim_episodes=0", "distill.latency_repeats=3") == 0
+    cost = chunks[-8:]  # per model a warm-up (the FLOP count) and 3 timed chunks
+    assert sorted(cost) == [1] * 4 + [2] * 4, chunks
+    assert all(a != b for a, b in itertools.pairwise(cost)), cost
+    measured = json.loads((arm_store.parent / "runs" / "in-turns" / "report.json").read_text())["cost"]
+    assert all(measured[m]["chunk_ms"] > 0 for m in ("teacher", "student"))
+    assert "timed in turns" in (arm_store.parent / "runs" / "in-turns" / "report.md").read_text()
 
 
 def test_the_plot_labels_each_joint_by_name_and_unit(arm_store):

@@ -6,7 +6,8 @@ computation of its untrained cut (same architecture and shapes, other values), s
 the cuts needs no student checkpoint. Two paths, each on one thread with the models
 interleaved chunk by chunk, so load that comes and goes on a shared machine falls on every
 model alike: torch (`Policy.sample_actions` after `prepare_inference`: preprocessing, the
-fast sampler, denormalising; what `platform eval` and the distillation report time) and
+fast sampler, denormalising; what `platform eval` and the distillation report time, in
+the rounds of `shallowpi.distill.timing` that the report and the demo use too) and
 ONNX Runtime (`OnnxChunk`: the exported chunk graph the `cpu` deployment profile runs).
 """
 
@@ -21,6 +22,10 @@ import torch
 
 from shallowpi.data.training import ChunkDataset
 from shallowpi.distill.student import build_student, uniform_layers
+
+# The torch path's rounds are the package's own (what the distillation report and the demo
+# time with), imported from here by latency_ratio.py and reproduce.py.
+from shallowpi.distill.timing import interleaved_chunk_times as interleaved_chunk_times
 from shallowpi.policy.policy import Policy
 
 
@@ -38,22 +43,6 @@ def one_observation(store: Path, policy: Policy) -> dict[str, Any]:
     """The first window of `store`'s first episode as `policy` reads it, without its actions."""
     item = ChunkDataset(store, policy.cfg.chunk_len, episodes=[0])[0]
     return {k: v for k, v in item.items() if k not in ("action", "action_is_pad")}
-
-
-def interleaved_chunk_times(models: Mapping[str, Policy], observation: Mapping[str, Any],
-                            rounds: int) -> dict[str, list[float]]:
-    """Seconds of each model's chunk on `observation`, `rounds` rounds of one chunk a model
-    (from zero noise, so every round computes the same chunk). Warm the models up first
-    (`distill.report.chunk_cost` does, as it counts their FLOPs)."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    with torch.no_grad():
-        for _ in range(rounds):
-            for name, policy in models.items():
-                noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
-                start = time.perf_counter()
-                policy.sample_actions(observation, noise=noise)
-                times[name].append(time.perf_counter() - start)
-    return times
 
 
 class OnnxChunk:

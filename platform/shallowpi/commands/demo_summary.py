@@ -2,9 +2,10 @@
 
 Per model: joint layers, parameters, success on every task of the robot in closed loop
 (`eval --sim`'s counts with their 95 % Wilson interval), one action chunk's latency p50 and
-p99 on this machine (distill/report.py's `chunk_cost`: batch 1, the sampler the robot runs,
-after a warm-up, on a recorded observation) and the speed-up over the teacher; then the
-student as the executor ran it (`deploy --sim`: success, inference p50/p99 on its backend).
+p99 on this machine (distill/report.py's `chunk_costs`: batch 1, the sampler the robot runs,
+after a warm-up, on a recorded observation, teacher and student timed in turns) and the
+speed-up over the teacher; then the student as the executor ran it (`deploy --sim`:
+success, inference p50/p99 on its backend).
 
     OUT/demo.json   every number below (and each stage's settings and wall time)
     OUT/demo.md     the table, the picture, the commands' own reports
@@ -25,29 +26,39 @@ from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 MODELS = ("teacher", "student")
 
 
+# Written into latency.json's key: a cache measured before the models were timed in turns
+# (each model's chunks in one block, which a shared CPU's load swung either way) is
+# measured again.
+TIMING = "interleaved"
+
+
 def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int,
                   cache: Path) -> tuple[dict[str, dict[str, Any]], bool]:
     """Per model: parameters, layers, GFLOPs, chunk latency p50/p99 (ms) on one recorded
-    observation of `store`; and whether that came from `cache` (which is read when it holds
-    these checkpoints and repeats, and written otherwise)."""
+    observation of `store`, the models timed in turns, one chunk each a round
+    (distill/report.py's `chunk_costs`); and whether that came from `cache` (which is read
+    when it holds these checkpoints and repeats, and written otherwise)."""
     from shallowpi.data.training import ChunkDataset
     from shallowpi.distill.distiller import checkpoint_sha256
-    from shallowpi.distill.report import chunk_cost
+    from shallowpi.distill.report import chunk_costs
     from shallowpi.policy.policy import Policy
 
-    key = {name: checkpoint_sha256(path) for name, path in checkpoints.items()} | {"repeats": repeats}
+    key = ({name: checkpoint_sha256(path) for name, path in checkpoints.items()}
+           | {"repeats": repeats, "timing": TIMING})
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
             return cached["models"], True
-    models = {}
-    for name, path in checkpoints.items():
-        policy = Policy.load(path).eval()
-        sample = ChunkDataset(store, policy.cfg.chunk_len, [0])[0]
-        observation = {k: v for k, v in sample.items() if k not in ("action", "action_is_pad")}
-        cost = chunk_cost(policy, observation, repeats)
-        models[name] = {"layers": policy.cfg.depth, "parameters": cost.params, "gflops": cost.gflops,
-                        "chunk_ms_p50": cost.chunk_ms, "chunk_ms_p99": cost.chunk_ms_p99}
+    policies = {name: Policy.load(path).eval() for name, path in checkpoints.items()}
+    # One observation for all: the first episode's first frame (its window's actions, which
+    # depend on the chunk length, are left out).
+    first = next(iter(policies.values()))
+    sample = ChunkDataset(store, first.cfg.chunk_len, [0])[0]
+    observation = {k: v for k, v in sample.items() if k not in ("action", "action_is_pad")}
+    costs = chunk_costs(policies, observation, repeats)
+    models = {name: {"layers": policies[name].cfg.depth, "parameters": cost.params, "gflops": cost.gflops,
+                     "chunk_ms_p50": cost.chunk_ms, "chunk_ms_p99": cost.chunk_ms_p99}
+              for name, cost in costs.items()}
     replace_text(cache, json.dumps({"key": key, "models": models}, indent=2))
     return models, False
 
@@ -71,8 +82,14 @@ def summarize(checkpoints: dict[str, Path], evals: dict[str, dict[str, Any]], de
                      "tasks": tasks,
                      "speedup": teacher_ms / lat["chunk_ms_p50"] if lat["chunk_ms_p50"] and teacher_ms else None})
     deployed = {k: deploy.get(k) for k in ("backend", "profile", "strategy", "successes", "episodes",
-                                            "inference_p50_ms", "inference_p99_ms", "loop_p99_ms", "safety")}
+                                            "inference_p50_ms", "inference_p99_ms", "loop_p99_ms",
+                                            "sim_tick_wall_p99_ms", "safety")}
     deployed["task"] = deploy.get("task")
+    if "sim_tick_wall_p99_ms" not in deploy:
+        # deploy's JSON from before it said on which clock the loop ran: the demo deploys on
+        # the twin's simulated time (--sim, no --realtime), where the loop's "period" is the
+        # wall time a tick took, the chunks computed inside it included; no loop period.
+        deployed["loop_p99_ms"], deployed["sim_tick_wall_p99_ms"] = None, deploy.get("loop_p99_ms")
     deployed["chunks"] = executor_chunks(deploy)
     if deployed["chunks"] == 0:
         # The executor's report says 0 ms when it computed no chunk (an episode over before
@@ -119,14 +136,21 @@ def table(summary: dict[str, Any]) -> str:
 
 def executor_line(summary: dict[str, Any]) -> str | None:
     """The deployed student in one line, for the table and demo.md alike: backend, action
-    selection, success with its 95 % interval, inference p50/p99 and loop p99 (ms). None
-    when no episode ran through the executor."""
+    selection, success with its 95 % interval, inference p50/p99 and the loop's p99 (ms):
+    on the twin's simulated time the wall time of a tick, said so (`deploy` says the same).
+    None when no episode ran through the executor."""
     d = summary["deployed_student"]
     if not d.get("episodes"):
         return None
+    if d.get("sim_tick_wall_p99_ms") is not None:  # the twin's simulated time, as `deploy` says it
+        loop = f", sim-time loop, wall p99 {d['sim_tick_wall_p99_ms']:.1f} ms a tick"
+    elif d.get("loop_p99_ms") is not None:  # the wall clock's (--realtime)
+        loop = f", loop p99 {d['loop_p99_ms']:.1f} ms"
+    else:
+        loop = ""
     return (f"student through the executor ({d['backend']}, {d['strategy']}): success "
             f"{rate_with_interval(d['successes'], d['episodes'])}, inference p50 {_ms(d['inference_p50_ms'])}, "
-            f"p99 {_ms(d['inference_p99_ms'])}, loop p99 {d['loop_p99_ms']:.1f} ms")
+            f"p99 {_ms(d['inference_p99_ms'])}{loop}")
 
 
 def _ms(value: float | None) -> str:
@@ -151,7 +175,8 @@ def markdown(summary: dict[str, Any], links: dict[str, str]) -> str:
     if executor := executor_line(summary):
         lines += ["", executor]
     lines += ["", "Chunk latency: one observation to one action chunk, batch 1, on this machine's CPU "
-              "(the torch sampler); success: `platform eval --sim` on unseen seeds (from 1000).", ""]
+              "(the torch sampler; teacher and student timed in turns, one chunk each a round); success: "
+              "`platform eval --sim` on unseen seeds (from 1000).", ""]
     lines += [f"- {what}: `{where}`" for what, where in links.items()]
     return "\n".join(lines) + "\n"
 

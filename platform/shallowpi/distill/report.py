@@ -18,8 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from shallowpi.data.episode_plot import UNIT_OF_KIND
 from shallowpi.data.features import ACTION_KEY
 from shallowpi.data.store import EpisodeStore
 from shallowpi.distill.settings import DistillConfig
+from shallowpi.distill.timing import interleaved_chunk_times
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.evaluate.interval import wilson_interval
@@ -264,7 +264,7 @@ def success_plot(results: list[TaskSuccess], png: Path) -> None:
 
 @dataclass
 class Cost:
-    """What one action chunk costs a policy at batch 1, measured by `chunk_cost`."""
+    """What one action chunk costs a policy at batch 1, measured by `chunk_costs`."""
 
     params: int
     chunk_ms: float  # median wall time of one chunk, batch 1, after prepare_inference
@@ -274,25 +274,32 @@ class Cost:
     chunk_ms_p99: float = 0.0
 
 
-def chunk_cost(policy: Policy, observation: dict[str, Any], repeats: int) -> Cost:
+def chunk_costs(policies: Mapping[str, Policy], observation: dict[str, Any], repeats: int) -> dict[str, Cost]:
     """Parameters, FLOPs and latency (median and p99 of `repeats` chunks, after one warm-up;
     with `repeats` <= 100 the p99 lies between the two slowest chunks: near the maximum)
-    of one action chunk for one observation, all on the path the robot runs (the fast
-    sampler, `Policy.prepare_inference`): the FLOPs are those of the computation timed, so
-    their ratio is the latency ratio arithmetic alone would give (the sampler's folds skip
-    ~1 % of the reference path's FLOPs, all in the part no layer count removes)."""
-    policy.prepare_inference()
-    noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
-    with torch.no_grad(), flop_counter() as counter:
-        policy.sample_actions(observation, noise=noise)  # also the warm-up
-    flops = counter.get_total_flops()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        policy.sample_actions(observation, noise=noise)
-        times.append(time.perf_counter() - start)
-    return Cost(count_parameters(policy), 1e3 * statistics.median(times), flops / 1e9,
-                1e3 * float(np.percentile(times, 99)))
+    of one action chunk for one observation, for each of `policies`, all on the path the
+    robot runs (the fast sampler, `Policy.prepare_inference`): the FLOPs are those of the
+    computation timed, so their ratio is the latency ratio arithmetic alone would give (the
+    sampler's folds skip ~1 % of the reference path's FLOPs, all in the part no layer count
+    removes). The policies are timed in turns, one chunk each a round
+    (`distill.timing.interleaved_chunk_times`), so their latencies compare on a shared CPU."""
+    flops = {}
+    for name, policy in policies.items():
+        policy.prepare_inference()
+        noise = torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim)
+        with torch.no_grad(), flop_counter() as counter:
+            policy.sample_actions(observation, noise=noise)  # also the warm-up
+        flops[name] = counter.get_total_flops()
+    times = interleaved_chunk_times(policies, observation, repeats)
+    return {name: Cost(count_parameters(policy), 1e3 * statistics.median(times[name]), flops[name] / 1e9,
+                       1e3 * float(np.percentile(times[name], 99)))
+            for name, policy in policies.items()}
+
+
+def chunk_cost(policy: Policy, observation: dict[str, Any], repeats: int) -> Cost:
+    """`chunk_costs` of one policy (its FLOPs and a warm-up with `repeats` 1; comparing
+    latencies of two policies takes `chunk_costs` of both, timed in turns)."""
+    return chunk_costs({"policy": policy}, observation, repeats)["policy"]
 
 
 # ----------------------------------------------------------------------------- the report
@@ -392,7 +399,9 @@ def write_report(
     lines.append("")
 
     sample = {k: v for k, v in eval_set[0].items() if k not in ("action", "action_is_pad")}
-    costs = {name: chunk_cost(p, sample, dcfg.latency_repeats) for name, p in (("teacher", teacher), ("student", student))}
+    # Both timed in turns, one chunk each a round: timed one after the other, a busy stretch
+    # of this (shared) CPU fell on one of them and the measured ratio followed the machine.
+    costs = chunk_costs({"teacher": teacher, "student": student}, sample, dcfg.latency_repeats)
     summary["cost"] = {k: vars(v) for k, v in costs.items()}
     t, st = costs["teacher"], costs["student"]
     lines += ["## Cost of one chunk (this CPU, batch 1)", "",
@@ -403,7 +412,8 @@ def write_report(
               f"Student / teacher: FLOP-ideal latency ratio {st.gflops / t.gflops:.3f}, measured "
               f"{st.chunk_ms / t.chunk_ms:.3f} (parameters {st.params / t.params:.3f}). FLOPs count the "
               "prefix pass and every Euler step (matmuls and attention, policy/flops.py); the vision "
-              "encoder is not cut, so the ideal ratio is above k/L.", ""]
+              "encoder is not cut, so the ideal ratio is above k/L. The two are timed in turns, one chunk "
+              "each a round, so a busy stretch of a shared CPU slows both alike.", ""]
     if resolved_config is not None:
         from shallowpi.config import to_yaml
 
