@@ -81,6 +81,48 @@ def test_a_loop_that_cannot_wait_gets_an_error_instead_of_a_stall(tmp_path, rng,
     assert 2 <= queued < 20 and store.episode(0).length == queued
 
 
+def test_the_rate_is_the_disks_now_not_an_average_since_the_start(tmp_path, rng, monkeypatch):
+    """An average since the writer started (resets included) still showed a fast disk's rate
+    long after the disk had slowed down, and a rate while nothing was written. The rate is
+    the frame data written over the last RATE_WINDOW_S (here 0.5 s)."""
+    from shallowpi.data import chunk_files
+    from shallowpi.record import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "RATE_WINDOW_S", 0.5, raising=False)
+    delay = [0.0]
+    written = chunk_files.write_frames
+
+    def disk(*args, **kwargs):
+        time.sleep(delay[0])
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(chunk_files, "write_frames", disk)
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False, image_batch=1))
+    writer = BackgroundWriter(store, capacity_frames=256)
+    frame_bytes = sum(v.nbytes for v in synthetic_frame(rng, 0).values())
+    writer.begin(0, "fast, then slow")
+    for t in range(60):  # a fast disk
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    while writer.stats().bytes_written < 60 * frame_bytes:
+        time.sleep(0.01)
+    time.sleep(0.6)  # a reset: nothing written for longer than the window
+    assert writer.mb_per_s() == 0.0
+    delay[0] = 0.05  # the disk slows down: a write of 50 ms more
+    for t in range(60, 100):
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    time.sleep(0.5)
+    before = writer.stats().bytes_written
+    time.sleep(0.5)
+    now = writer.stats().bytes_written - before  # bytes written over the last 0.5 s
+    # that pace, to a frame or two at the window's ends; the average since the start was
+    # several times more (60 fast frames in it)
+    assert writer.mb_per_s() == pytest.approx(now / 0.5 / 1e6, abs=2.5 * frame_bytes / 0.5 / 1e6)
+    assert 0 < now < 20 * frame_bytes
+    delay[0] = 0.0
+    writer.discard()
+    writer.close()
+
+
 def test_writer_failure_reaches_the_loop(tmp_path, rng):
     store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False))
     writer = BackgroundWriter(store, capacity_frames=4)

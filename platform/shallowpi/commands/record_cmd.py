@@ -437,5 +437,5 @@ class _ProgressLines:
         self.printer.say(
             f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
             f"{clock_text(status)} | {timing} | writer queue "
-            f"{w.queue_text} (max {w.high_water}), {w.mb_per_s:.1f} MB/s, "
+            f"{w.queue_text} (max {w.high_water}), {w.mb_per_s:.1f} MB/s of frames (last 5 s), "
             f"waited {w.backpressure_ms:.0f} ms")

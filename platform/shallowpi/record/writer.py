@@ -35,6 +35,9 @@ from shallowpi.record.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 COMMITTED_KEPT = 256  # committed episodes the writer remembers (the newest)
+# `mb_per_s` is the rate over this many seconds: what the disk takes now. (An average since
+# the writer started, resets included, showed an hour-old rate after the disk slowed down.)
+RATE_WINDOW_S = 5.0
 
 
 @dataclass
@@ -162,6 +165,9 @@ class BackgroundWriter:
         self._committed: deque[EpisodeInfo] = deque(maxlen=COMMITTED_KEPT)
         self._failure: WriterError | None = None
         self._started = time.monotonic()
+        # (time written, bytes) of each frame written in the last RATE_WINDOW_S, and their sum
+        self._recent: deque[tuple[float, int]] = deque()
+        self._recent_bytes = 0
         self._thread = threading.Thread(target=self._run, name="episode-writer", daemon=True)
         self._thread.start()
 
@@ -226,10 +232,19 @@ class BackgroundWriter:
             return list(self._committed)
 
     def mb_per_s(self) -> float:
-        """Frame bytes handed to the store per second since the writer started, in MB/s
-        (1e6 bytes; uncompressed sizes, not bytes on disk)."""
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        return self.stats().bytes_written / elapsed / 1e6
+        """Frame data handed to the store over the last `RATE_WINDOW_S` seconds (since the
+        writer started, when that is sooner), in MB/s: 1e6 bytes of uncompressed frames, not
+        bytes on disk. 0 once no frame was written that long (between takes)."""
+        now = time.monotonic()
+        with self._lock:
+            self._forget(now)
+            written = self._recent_bytes
+        return written / max(min(RATE_WINDOW_S, now - self._started), 1e-6) / 1e6
+
+    def _forget(self, now: float) -> None:
+        """Drop the frames written before the rate's window (under `_lock`)."""
+        while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
+            self._recent_bytes -= self._recent.popleft()[1]
 
     def close(self, timeout: float | None = None) -> None:
         """Finish everything queued (an open episode is discarded), then stop the thread.
@@ -295,6 +310,10 @@ class BackgroundWriter:
                     writer.add_frame(item.values, item.timestamp, item.capture_times)
                     with self._lock:
                         self._stats.bytes_written += item.nbytes
+                        now = time.monotonic()
+                        self._recent.append((now, item.nbytes))
+                        self._recent_bytes += item.nbytes
+                        self._forget(now)  # bounded when nobody asks for the rate
                 elif isinstance(item, _Commit) and writer is not None:
                     before = len(self.store)
                     try:
