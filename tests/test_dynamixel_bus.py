@@ -12,7 +12,7 @@ from dynamixel_sdk import COMM_SUCCESS, PacketHandler, PortHandler
 
 from dxl_fixtures import assert_losses_on
 from shallowpi.hardware.dynamixel.bus import DynamixelBus, wait_until
-from shallowpi.hardware.dynamixel.control_table import OperatingMode
+from shallowpi.hardware.dynamixel.control_table import ERROR_ADVICE, OperatingMode
 from shallowpi.hardware.dynamixel.emulator import EmulatedServo, ServoChain
 from shallowpi.hardware.dynamixel.motor_bus import BusError, ServoFaultError
 
@@ -158,7 +158,7 @@ def test_hardware_error_bits_raise_with_advice(chain, servo_id, word, words):
         bus.set_torque(True)
         chain.hardware_error(servo_id, word)
         assert bus.hardware_errors() == {servo_id: [words]}
-        with pytest.raises(ServoFaultError, match=f"servo {servo_id} .* reports {words}; .*reboot"):
+        with pytest.raises(ServoFaultError, match=f"servo {servo_id} .* reports {words}; .*then power-cycle the servos$"):
             bus.raise_on_hardware_errors()
         # the status packet's alert bit also surfaces on an acknowledged write
         with pytest.raises(ServoFaultError):
@@ -186,6 +186,50 @@ def test_a_y_servos_battery_warning_is_said_once_not_a_fault(chain, caplog):
         chain.hardware_error(3, "overload")  # a fault still is one
         with pytest.raises(ServoFaultError, match=r"servo 3 .* reports overload"):
             bus.raise_on_hardware_errors()
+
+
+def test_a_warned_servos_later_fault_is_seen_in_the_read_it_happens(chain, caplog):
+    """A Y servo's battery warning raises the alert bit on every reply, as a fault does. The
+    servos that had warned were left out of the alert check for good: an overload after the
+    warning waited for the once-a-second poll of the registers (20 ticks at 30 Hz). Its
+    register is read at each alert; only the warning words are let pass (logged once)."""
+    with make_bus(chain) as bus:
+        bus.set_torque(True)
+        chain.hardware_error(3, "battery warning")
+        caplog.set_level("WARNING")
+        for _ in range(3):
+            bus.read(["present_position"], check_alert=True)  # a warning: no fault
+        assert len([r for r in caplog.records if "battery" in r.getMessage()]) == 1
+        chain.hardware_error(3, "overload")
+        with pytest.raises(ServoFaultError, match=r"servo 3 \(YM080-230-R099-RH\) reports overload"):
+            bus.read(["present_position"], check_alert=True)
+
+
+def test_a_servo_only_warning_takes_torque_and_one_with_a_fault_does_not(chain):
+    """The emulator refused torque-on to a Y servo whose only error was its battery warning,
+    which leaves a real one working (it kept a robot from connecting); a latched fault still
+    keeps torque off until the servos restart."""
+    with make_bus(chain) as bus:
+        chain.hardware_error(3, "battery warning")
+        bus.set_torque(True, [3])
+        assert chain.servos[3].torque
+        bus.set_torque(False, [3])
+        chain.hardware_error(3, "overload")
+        with pytest.raises(ServoFaultError, match=r"servo 3 .* reports overload"):
+            bus.set_torque(True, [3])
+        assert not chain.servos[3].torque
+
+
+def test_fault_advice_says_what_the_operator_can_do_never_a_reboot(chain):
+    """No command of the platform sends a servo REBOOT: advice to "reboot the servo" named
+    nothing a user could do (doctor said "power-cycle it"). A word without advice of its own
+    (a Y servo's encoder error) gets the same."""
+    assert not [word for word, advice in ERROR_ADVICE.items() if "reboot" in advice]
+    chain.hardware_error(3, "encoder error")
+    with make_bus(chain) as bus, pytest.raises(
+            ServoFaultError, match=r"servo 3 \(YM080-230-R099-RH\) reports encoder error; check the servo, then "
+                                   r"power-cycle the servos$"):
+        bus.raise_on_hardware_errors()
 
 
 def test_a_reboot_is_sent_once_and_the_servo_pinged_until_it_answers(chain):

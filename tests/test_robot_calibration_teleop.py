@@ -12,6 +12,7 @@ import pytest
 from dxl_fixtures import centred, emulated, robot_spec
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
+from shallowpi.hardware.dynamixel.motor_bus import ServoFaultError
 from shallowpi.robots.calibration import (
     UNCALIBRATED,
     CalibrationError,
@@ -558,6 +559,32 @@ def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
                                                 r"narrow its limits in the robot config, then `platform calibrate "
                                                 r"--robot arm --arm leader`$"):
             LeaderFollower(spec, near_zero).connect()
+
+
+@pytest.mark.parametrize("word", ["motor encoder error", "electrical shock"])
+def test_a_leader_servo_alarm_stops_teleoperation_and_the_follower_holds(word):
+    """A leader's reads skipped the alarm check and its registers were never read: a leader
+    reporting a motor encoder error (its position untrustworthy) or an electrical shock went
+    on driving the follower, no line said. Its alert bit comes free with the sync read (one
+    exchange a tick, as before); the fault is one line naming the leader arm, and the
+    follower holds as for a leader that stops answering. A leader found so at connect is
+    refused."""
+    with emulated("arm") as (spec, chains):
+        calibration = RobotCalibration(UNCALIBRATED, "arm")
+        with LeaderFollower(spec, calibration) as teleop, DynamixelRobot(spec, calibration) as robot:
+            bus = teleop.buses["leader"]
+            before = bus.tally.exchanges
+            teleop.read()
+            assert bus.tally.exchanges - before == 1
+            chains["leader"].hardware_error(3, word)
+            with pytest.raises(ServoFaultError, match=rf"^leader arm 'leader': bus 'leader' .* servo 3 "
+                                                      rf"\(XL330-M077\) reports {word}; ") as err:
+                teleop.read()
+            assert err.value.bus == "leader" and "\n" not in str(err.value)
+            state = robot.hold_or_release(err.value)
+            assert state.holding and all(s.torque for s in chains["follower"].servos.values())
+        with pytest.raises(ServoFaultError, match=rf"^leader arm 'leader': .* servo 3 .* reports {word}"):
+            LeaderFollower(spec, calibration).connect()
 
 
 def test_gripper_map_clips_to_the_opening_range():

@@ -570,6 +570,75 @@ def test_a_servo_fault_is_seen_in_the_tick_it_happens_not_at_the_next_register_p
                 robot.observe()
 
 
+def test_a_follower_servo_that_restarted_mid_run_is_a_fault_within_a_second_naming_its_joint():
+    """A servo that restarts (a power dip, a loose power lead) answers again at once, torque
+    off, no alarm, its goal at its present position. Each tick read positions alone and the
+    once-a-second poll the error registers alone: a run recorded episodes whose action and
+    state disagreed for that joint, and deploy drove it limp until a hold caught it. The poll
+    reads Torque Enable too: on the X series in the same block as the error register, one
+    exchange a bus."""
+    with emulated("arm") as (spec, chains):
+        robot = DynamixelRobot(spec, UNCALIBRATED)
+        with robot:
+            robot.observe()
+            bus = robot.buses["follower"]
+            before = bus.tally.exchanges
+            robot.check_faults()  # all hold: nothing to say
+            assert bus.tally.exchanges - before == 1  # torque with the alarms, in one read
+            bus.reboot(3)  # what a power-on leaves in a servo's RAM
+            assert not chains["follower"].servos[3].torque and not chains["follower"].servos[3].alert
+            with pytest.raises(ServoFaultError, match=r"bus 'follower' servo 3 \('elbow_flex'\) has torque off without "
+                               r"an alarm: it restarted \(a power dip or a loose power lead\?\)") as err:
+                for _ in range(spec.fps):  # the poll runs once a second of ticks
+                    robot.observe()
+            assert err.value.bus == "follower" and "\n" not in str(err.value)
+
+
+def test_a_deliberate_torque_off_is_not_taken_for_a_restarted_servo():
+    """Servos switched off on purpose (torque_off(), the buses hold_or_release released after
+    a fault) have torque off without an alarm too: not a restart. The buses still holding
+    after a release are watched as before."""
+    with emulated("bimanual") as (spec, chains):
+        robot = DynamixelRobot(spec, UNCALIBRATED)
+        with robot:
+            robot.observe()
+            chains["follower_left"].hardware_error(7, "overload")  # the left gripper
+            with pytest.raises(ServoFaultError) as err:
+                robot.check_faults()
+            state = robot.hold_or_release(err.value)
+            assert state.holding and not any(s.torque for s in chains["follower_left"].servos.values())
+            assert all(s.torque for s in chains["follower_right"].servos.values())
+            robot.check_faults()  # the right arm holds, the left is off as asked: no fault
+            # The right arm holds on for the operator: a servo of it restarting is a fault.
+            robot.buses["follower_right"].reboot(3)
+            with pytest.raises(ServoFaultError, match=r"bus 'follower_right' servo 3 \('right_elbow'\) has torque off"):
+                robot.check_faults()
+            robot.torque_off()
+            robot.check_faults()  # every servo off, as asked
+
+
+def test_a_restarted_y_series_servo_is_found_and_a_battery_warning_is_no_restart(caplog):
+    """The Y series keeps Torque Enable (512) far from its Error Code (153): read apart (an
+    arm bus: the Y servos' two reads and its X gripper's one). A battery warning leaves the
+    servo working and taking torque (the emulator refused it torque-on, as for a fault):
+    neither a fault nor a restart."""
+    with emulated("humanoid") as (spec, chains):
+        chains["left_arm"].hardware_error(2, "battery warning")
+        robot = DynamixelRobot(spec, UNCALIBRATED)
+        caplog.set_level("WARNING")
+        with robot:
+            assert chains["left_arm"].servos[2].torque
+            bus = robot.buses["left_arm"]
+            before = bus.tally.exchanges
+            robot.check_faults()
+            assert bus.tally.exchanges - before == 4  # the three, and the warned servo's register
+            said = [r.getMessage() for r in caplog.records if "battery" in r.getMessage()]
+            assert len(said) == 1 and "servo 2" in said[0]  # at connect, once
+            bus.reboot(4)
+            with pytest.raises(ServoFaultError, match=r"bus 'left_arm' servo 4 \('left_elbow'\) has torque off without"):
+                robot.check_faults()
+
+
 def test_cameras_hook_feeds_observations():
     class StillCamera:
         def latest(self, max_age_s: float | None = None):

@@ -91,12 +91,12 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                 lines += [f"    warning: ID {i} missed the scan's broadcast ping, then answered a ping of its own: "
                           "it loses replies" for i in answered]
                 for servo_id, words in errors.items():
-                    for word in words:  # a fault latches: the servo refuses torque until rebooted
+                    for word in words:  # a fault latches: the servo refuses torque until power-cycled
                         kind = "warning" if word in WARNING_ONLY else "error"
                         lines.append(f"    {kind}: servo {servo_id} reports {word}: "
-                                     f"{ERROR_ADVICE.get(word, 'check the servo, then reboot it')}"
+                                     f"{ERROR_ADVICE.get(word, 'check the servo, then power-cycle the servos')}"
                                      + ("" if kind == "warning" else " (a servo that shut down on it refuses "
-                                        "torque until rebooted: power-cycle it)"))
+                                        "torque until then)"))
                 if unread:
                     lines.append(f"    warning: hardware error bits unread: {unread}")
                 else:

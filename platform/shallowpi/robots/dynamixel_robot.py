@@ -19,7 +19,8 @@ bound stops a goal advancing, never pulls one back: a loaded joint keeps the goa
 BEFORE any byte reaches a bus. A joint found outside its
 limits at `connect` or `hold` is held where it is, then brought back at that bound, never
 snapped back; joints not named in a partial action hold their last goal. The servos are
-checked for hardware errors once a second of ticks; a fault raises
+checked for hardware errors, and for torque off without one (a servo that restarted after
+a power dip), once a second of ticks; a fault raises
 `ServoFaultError` naming the bus, the servo and what to check. `hold()` and
 `torque_off()` (the `Robot` contract, robots/base.py) confirm what they did: goals are
 read back after a hold, and each torque-off write is acknowledged by its servo.
@@ -54,7 +55,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.hardware.camera import CameraTimeout
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import JointConverter
-from shallowpi.hardware.dynamixel.control_table import OperatingMode
+from shallowpi.hardware.dynamixel.control_table import OperatingMode, span
 from shallowpi.hardware.dynamixel.motor_bus import BusError, MotorBus, ServoFaultError
 from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeState, SafeStateError
 from shallowpi.robots.calibration import (
@@ -93,6 +94,9 @@ class DynamixelRobot(Robot):
     # The most control periods of motion one command may make up for: a loop's jitter
     # (a tick a little late, the next on time) keeps its top speed, a stall gains nothing.
     CREDIT_TICKS = 1.25
+    # The widest block `check_faults` reads to take a servo's Torque Enable with its error
+    # register (bytes a servo): the X series' 7 fit, the Y series' 360 do not.
+    NEAR_BYTES = 16
 
     def __init__(
         self,
@@ -150,6 +154,9 @@ class DynamixelRobot(Robot):
         self._index = {name: i for i, name in enumerate(spec.joint_names)}
         self._goal: np.ndarray | None = None
         self._torque_off = False  # set by torque_off(); act() refuses until connect()
+        # torque_off() asked every servo off: none is expected to hold until connect(). After
+        # hold_or_release, `_torque_off` is set too, while the buses it did not release hold.
+        self._switched_off = False
         self._released: set[str] = set()  # buses hold_or_release switched off after a fault
         self._opened: set[str] = set()  # buses connect() opened (a port that closes under one is news)
         self._found_holding: set[str] = set()  # buses the last connect() found holding (a killed run's)
@@ -213,7 +220,7 @@ class DynamixelRobot(Robot):
                     "probably outside its servo's position limits: move it back by hand and connect again")
             for bus in self.buses.values():
                 bus.set_torque(True)
-            self._torque_off = False
+            self._torque_off = self._switched_off = False
             self._released.clear()
         except BaseException:
             self._put_back(found_holding)
@@ -276,7 +283,7 @@ class DynamixelRobot(Robot):
 
         Raises SafeStateError naming every bus that failed (and its first failing servo).
         The buses stay open; act() refuses until connect()."""
-        self._torque_off = True  # first: even a partial failure must stop act()
+        self._torque_off = self._switched_off = True  # first: even a partial failure must stop act()
         failures = self._switch_torque_off(list(self.buses.values()))
         if failures:
             raise SafeStateError(
@@ -455,10 +462,28 @@ class DynamixelRobot(Robot):
 
     def check_faults(self) -> None:
         """Raise ServoFaultError for the first servo that reports a hardware error, bus by bus
-        (not the buses `hold_or_release` released after a fault: limp, their alarm known)."""
+        (not the buses `hold_or_release` released after a fault: limp, their alarm known),
+        then for a servo whose torque is off without an alarm on a bus that holds (every bus
+        but those released, until `torque_off()`). A servo that restarted (a power dip, a
+        loose power lead) answers again at once, torque off, its alarm cleared and its goal
+        at its present position; each tick reads positions alone, and a run went on
+        recording goals that joint never followed. `observe` calls this once a second of
+        ticks: a bus's error registers and Torque Enables in one read where the control
+        table keeps them close (the X series), else in two (`_torque_and_alarms`)."""
+        holding = not self._switched_off
         for name, bus in self.buses.items():
-            if name not in self._released:
-                bus.raise_on_hardware_errors()
+            if name in self._released:
+                continue
+            motors = self._bus_motors[name]
+            torque, alarmed = self._torque_and_alarms(bus, motors, holding)
+            if alarmed:  # the bus names it, with its advice; a warning alone is logged once
+                bus.raise_on_hardware_errors(alarmed)
+            if restarted := [m for m in motors if torque.get(m.id) == 0]:
+                first, more = restarted[0], len(restarted) - 1
+                raise ServoFaultError(
+                    f"robot '{self.name}': bus '{name}' servo {first.id} ('{first.joint}') has torque off without "
+                    "an alarm: it restarted (a power dip or a loose power lead?); check the servo power and its "
+                    f"cable, then connect again{f' ({more} more servo(s) too)' if more else ''}", bus=name)
 
     def link_counts(self) -> LinkCounts:
         """Every bus's exchanges and failed tries, the servos' by joint name (LinkCounts)."""
@@ -569,6 +594,30 @@ class DynamixelRobot(Robot):
                 out[self._index[m.joint]] = self._convert[m.joint].to_joint(ticks[m.id])
         return out
 
+    def _torque_and_alarms(self, bus: MotorBus, motors: list[MotorSpec],
+                           holding: bool) -> tuple[dict[int, int], list[int]]:
+        """({servo id: Torque Enable} of `motors`, only when `holding`; the IDs whose
+        hardware-error register is not zero), in as few reads as the control table allows:
+        an X servo's Torque Enable (64) and Hardware Error Status (70) in one 7-byte block,
+        a Y servo's (512 and its Error Code, 153) in two reads of a byte each, as one block
+        would carry 360 bytes a servo (3.6 ms of a 1 Mbps bus for each)."""
+        reads: dict[tuple[str, ...], list[int]] = {}
+        for m in motors:
+            error = m.model.error_field
+            if holding and span(m.model, ["torque_enable", error])[1] <= self.NEAR_BYTES:
+                reads.setdefault(("torque_enable", error), []).append(m.id)
+            else:
+                reads.setdefault((error,), []).append(m.id)
+                if holding:
+                    reads.setdefault(("torque_enable",), []).append(m.id)
+        torque: dict[int, int] = {}
+        alarmed: set[int] = set()
+        for fields, ids in reads.items():
+            values = bus.read(list(fields), ids)
+            torque.update(values.get("torque_enable", {}))
+            alarmed.update(i for f in fields if f != "torque_enable" for i, v in values[f].items() if v)
+        return torque, sorted(alarmed)
+
     def _send(self, goal: np.ndarray) -> dict[str, dict[int, int]]:
         """Write goals [J] (joint units); returns what went out, {bus: {servo id: ticks}}."""
         sent = {}
@@ -594,8 +643,8 @@ class DynamixelRobot(Robot):
             wrong += [f"bus '{bus_name}' servo {i} reads {back['goal_position'][i]}, sent {v}"
                       for i, v in values.items() if back["goal_position"][i] != v]
             if torque_on:
-                wrong += [f"bus '{bus_name}' servo {i} has torque off (its own protection? see its hardware error)"
-                          for i in values if not back["torque_enable"][i]]
+                wrong += [f"bus '{bus_name}' servo {i} has torque off (its own protection, see its hardware "
+                          "error, or a restart: a power dip?)" for i in values if not back["torque_enable"][i]]
         return wrong
 
     def _switch_torque_off(self, buses: list[MotorBus]) -> list[str]:

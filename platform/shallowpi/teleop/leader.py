@@ -5,17 +5,24 @@ in joint space: leader ticks -> (leader calibration) -> joint value -> follower 
 Grippers map opening to opening (both 0 closed .. 1 open), optionally through a gain
 and offset (a leader handle that never quite closes), then clipped to 0..1.
 Leader torque stays off: they are moved by hand.
+
+A leader servo's alarm is a fault as the follower's are: a "motor encoder error" makes its
+position untrustworthy, and the follower would go on copying it. Each read checks the
+alert bit every status packet carries (free on the sync read; the error register is read
+only when a servo raised it), `connect` reads the registers; a warning the servo keeps
+working through (a Y servo's low backup battery) is logged once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import nearest_turn, unwrap_reading
 from shallowpi.hardware.dynamixel.control_table import OperatingMode
-from shallowpi.hardware.dynamixel.motor_bus import MotorBus
+from shallowpi.hardware.dynamixel.motor_bus import MotorBus, ServoFaultError
 from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.calibration import (
     RobotCalibration,
@@ -25,6 +32,17 @@ from shallowpi.robots.calibration import (
     reply_without_delay,
 )
 from shallowpi.robots.spec import JointSpec, LeaderSpec, MotorSpec, RobotSpec
+
+
+@contextmanager
+def _as_leaders(leader: LeaderSpec) -> Iterator[None]:
+    """A servo fault inside the block said as the leader arm's (the bus's line names a bus
+    and a servo, not that the follower copies it). Its `bus` stays the leader's, which no
+    follower bus is: the follower holds, as for a leader that stops answering."""
+    try:
+        yield
+    except ServoFaultError as fault:
+        raise ServoFaultError(f"leader arm '{leader.name}': {fault}", bus=fault.bus) from None
 
 
 @dataclass(frozen=True)
@@ -86,7 +104,8 @@ class LeaderFollower:
         their Return Delay Time to 0 (`reply_without_delay`) and each its configured operating mode, the one `platform calibrate` reads it in
         (a servo left in another mode by another tool counts its position in another frame:
         extended position mode keeps whole turns that position mode drops).
-        Raises BusError on a bus or servo fault; PlatformError when a joint's limits, through
+        Raises BusError on a bus or servo fault (ServoFaultError for a servo reporting a
+        hardware error, as a follower's at connect); PlatformError when a joint's limits, through
         the leader's calibration, cross the end of its servo's turn (`check_position_limits`),
         or a servo reads in another frame than the calibration's (`check_servo_frame`)."""
         try:
@@ -94,14 +113,18 @@ class LeaderFollower:
                 bus = self.buses[leader.bus]
                 bus.connect()
                 bus.verify()
-                check_servo_frame(self.robot, bus, leader.bus, [m.id for m in leader.motors])
-                bus.set_torque(False)
-                reply_without_delay(bus, [m.id for m in leader.motors])
-                for motor in leader.motors:
-                    bus.set_operating_mode(motor.mode, [motor.id])
-                    low, high = self._limits[motor.joint]
-                    check_position_limits(self.robot, bus, motor, self._convert[motor.joint], low, high, leader=True)
-                self._check_turn_counts(leader, bus)
+                with _as_leaders(leader):
+                    # Before anything is written to it: a leader whose encoder failed is refused.
+                    bus.raise_on_hardware_errors([m.id for m in leader.motors])
+                    check_servo_frame(self.robot, bus, leader.bus, [m.id for m in leader.motors])
+                    bus.set_torque(False)
+                    reply_without_delay(bus, [m.id for m in leader.motors])
+                    for motor in leader.motors:
+                        bus.set_operating_mode(motor.mode, [motor.id])
+                        low, high = self._limits[motor.joint]
+                        check_position_limits(self.robot, bus, motor, self._convert[motor.joint], low, high,
+                                              leader=True)
+                    self._check_turn_counts(leader, bus)
         except BaseException:
             self.disconnect()  # no port left open behind a refusal
             raise
@@ -128,10 +151,15 @@ class LeaderFollower:
     def read(self) -> dict[str, float]:
         """Follower goals by joint name, in joint units (rad, m; grippers 0..1 through
         `gripper_map`), from one position read per leader arm. Raises BusError on a failed
-        read."""
+        read; ServoFaultError when a leader servo's reply raised the alert bit for a
+        hardware error (its error register then read: a motor encoder error leaves its
+        position untrustworthy), which stops the follower as a leader that stops answering
+        does; a warning alone is logged once."""
         action: dict[str, float] = {}
         for leader in self.leaders:
-            ticks = self.buses[leader.bus].read(["present_position"], [m.id for m in leader.motors])["present_position"]
+            with _as_leaders(leader):
+                ticks = self.buses[leader.bus].read(["present_position"], [m.id for m in leader.motors],
+                                                    check_alert=True)["present_position"]
             for m in leader.motors:
                 value = self._convert[m.joint].to_joint(self._unwrapped(m, ticks[m.id]))
                 action[m.joint] = self.gripper_map(value) if self._kinds[m.joint] == "gripper" else value

@@ -247,8 +247,11 @@ class DynamixelBus:
         control table (one block is read), e.g. present current, velocity and position.
         `check_alert`: a reply that raised the alert bit (a hardware error: overload,
         overheating, voltage) has the servo's error register read and raises
-        ServoFaultError, in the tick it happened (a servo only warning, as a Y servo's low
-        backup battery does, is logged once and not read again).
+        ServoFaultError, in the tick it happened. A servo only warning (`WARNING_ONLY`: a Y
+        servo's low backup battery) raises the bit on every reply: it is logged once, and
+        its register is still read at each alert, as only the register tells an overload
+        that follows the warning from the warning (one small read a tick until the battery
+        is replaced; left unread, its overload waited for the once-a-second poll).
         """
         id_list = self._ids(ids)
         layout = tuple((i, *span(self.motors[i], fields)) for i in id_list)
@@ -271,7 +274,7 @@ class DynamixelBus:
 
         self._packets.alerts.clear()
         self._retry(transact, what, id_list, culprit=lambda: self._first_silent(group, id_list))
-        if check_alert and (alerted := sorted(self._packets.alerts & set(id_list) - self._warned)):
+        if check_alert and (alerted := sorted(self._packets.alerts & set(id_list))):
             self.raise_on_hardware_errors(alerted)
         out: dict[str, dict[int, int]] = {f: {} for f in fields}
         for servo_id in id_list:
@@ -583,7 +586,7 @@ class DynamixelBus:
             )
 
     def _fault_message(self, servo_id: int, words: list[str], count: int, verb: str = "reports") -> str:
-        advice = ERROR_ADVICE.get(words[0], "check the servo, then reboot it")
+        advice = ERROR_ADVICE.get(words[0], "check the servo, then power-cycle the servos")
         more = f" ({count - 1} more servo(s) report errors)" if count > 1 else ""
         return (
             f"{self._where}: servo {servo_id} ({self.motors[servo_id].name}) {verb} "

@@ -242,17 +242,20 @@ Y_ERROR_CODES: dict[int, str] = {
 # stop the robot at every connect until the battery is changed.
 WARNING_ONLY = frozenset({"battery warning"})
 
-# What to check for each error word: the fix half of a one-line error.
+# What to check for each error word: the fix half of a one-line error. A servo that shut
+# down on an error keeps it latched and refuses torque until it restarts, and no command of
+# this platform sends it a REBOOT: the advice names what the operator can do, power-cycle
+# the servos (switch their supply off and on).
 ERROR_ADVICE: dict[str, str] = {
     "battery warning": "replace the servo's multi-turn backup battery (it keeps working meanwhile)",
-    "overload": "the joint is blocked or carries too much load; free it, then reboot the servo",
-    "overheating": "let the servo cool and lower its duty; then reboot it",
-    "inverter overheating": "let the servo cool and lower its duty; then reboot it",
-    "motor overheating": "let the servo cool and lower its duty; then reboot it",
+    "overload": "the joint is blocked or carries too much load; free it, then power-cycle the servos",
+    "overheating": "let the servo cool and lower its duty, then power-cycle the servos",
+    "inverter overheating": "let the servo cool and lower its duty, then power-cycle the servos",
+    "motor overheating": "let the servo cool and lower its duty, then power-cycle the servos",
     "input voltage error": "check the power supply voltage",
     "over voltage": "check the power supply voltage",
     "low voltage": "check the power supply voltage",
-    "electrical shock": "check the power wiring and the motor; then reboot the servo",
+    "electrical shock": "check the power wiring and the motor, then power-cycle the servos",
     "motor encoder error": "the encoder failed; the servo needs service",
 }
 

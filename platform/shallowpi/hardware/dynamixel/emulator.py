@@ -137,6 +137,14 @@ class EmulatedServo:
         """True when the hardware-error register is non-zero (replies then carry the alert bit)."""
         return self.get(self.model.error_field) != 0
 
+    @property
+    def faulted(self) -> bool:
+        """True when the hardware-error register holds an error that shut the servo down: not
+        only a warning it keeps working through (`WARNING_ONLY`: a Y servo's low backup
+        battery), which raises the alert bit as well but leaves torque free to go on."""
+        words = self.model.decode_errors(self.get(self.model.error_field))
+        return any(word not in WARNING_ONLY for word in words)
+
     # -- units -------------------------------------------------------------------------
 
     def ticks_to_rad(self, ticks: int) -> float:
@@ -175,8 +183,8 @@ class EmulatedServo:
             goal = self._peek("goal_position", address, data)
             if not self.get("min_position_limit") <= goal <= self.get("max_position_limit"):
                 return p.ERR_DATA_LIMIT
-        if "torque_enable" in touched and self._peek("torque_enable", address, data) and self.alert:
-            return p.ERR_RESULT_FAIL  # a latched hardware error keeps torque off until reboot
+        if "torque_enable" in touched and self._peek("torque_enable", address, data) and self.faulted:
+            return p.ERR_RESULT_FAIL  # a latched hardware error (not a warning) keeps torque off until reboot
         was_on = self.torque
         self.memory[address: address + len(data)] = data
         if "torque_enable" in touched and self.torque != was_on:
