@@ -241,16 +241,17 @@ def test_a_frame_stamped_in_global_time_is_aged_from_its_exposure_not_its_arriva
     """A D400 in librealsense's global time stamps each frame on the host's clock: the
     frame's time on `time.monotonic()` is its exposure, 80 ms before it reached the host
     here (exposure and USB transfer), and 100 ms where the metadata says the readout began
-    20 ms after the middle of the exposure. Frames stamped on the device's own clock, or
-    with a global stamp an hour off (the host's clock stepped), count from arrival."""
+    20 ms after the middle of the exposure. Frames stamped on the device's own clock count
+    from arrival, and so do frames whose global stamps are all an hour off (the host's clock
+    stepped), once that is told from a late frame."""
     import pyrealsense2 as rs
 
     device, cam = make()
 
     def read(**inject: object) -> tuple[float, float, float]:
         """(monotonic before the capture, the frame's host time, monotonic once read)."""
+        before = time.monotonic()  # first: the caller stamped the frame just before (pattern() may take ms)
         image, depth = pattern(0)
-        before = time.monotonic()
         number = device.inject(image, depth, **inject)
         frame = cam.latest(newer_than=number - 1)
         assert frame.sequence == number
@@ -265,14 +266,92 @@ def test_a_frame_stamped_in_global_time_is_aged_from_its_exposure_not_its_arriva
         before, exposed, after = read(timestamp_ms=(time.time() - 0.08) * 1000, global_time=True)
         assert before - 0.1 - 0.005 <= exposed <= after - 0.1 + 0.005
         with caplog.at_level("WARNING", logger="shallowpi.hardware.realsense"):
-            for _ in range(2):
+            # The host's clock stepped an hour: every frame's stamp is an hour off from here. The
+            # first two look an hour late (as a late frame would: stale, never taken as fresh)
+            # until they outnumber the frames before the step; from then on ages count from the
+            # step: the frames on time from their arrival.
+            for i in range(6):
                 before, arrived, after = read(timestamp_ms=(time.time() - 3600) * 1000, global_time=True)
-                assert before <= arrived <= after
-        assert sum("over 1 s from the host's clock" in r.getMessage() for r in caplog.records) == 1
+                if i < 2:
+                    assert before - 3600 - 0.5 <= arrived <= after - 3600 + 0.5
+                else:
+                    assert before <= arrived <= after
+            # Late after the step: 2 s behind the others, so 2 s old.
+            before, exposed, after = read(timestamp_ms=(time.time() - 3602) * 1000, global_time=True)
+            assert before - 2.0 - 0.05 <= exposed <= after - 2.0 + 0.05  # give or take the frames' transfers
+        assert sum("frame after frame (was the clock stepped?)" in r.getMessage() for r in caplog.records) == 1
     device, cam = make()  # read() uses these from here on
     with cam:
         before, arrived, after = read(timestamp_ms=5000.0)  # the device's clock: not the host's
         assert before <= arrived <= after
+
+
+def test_a_frame_that_reached_the_host_late_is_as_old_as_its_stamp_says(caplog) -> None:
+    """A global stamp over 1 s before the frame's arrival was not believed and the frame's age
+    counted from its arrival: exposed 1.2 s or 3 s before it reached the host (the host or its
+    USB stalled), it read 0.05 s old, so the executor's stale-frame watchdog fed the policy
+    that picture as current and the recorder's stale-row count missed it. One frame late among
+    frames on time is late, however late: a stepped clock moves them all."""
+    device, cam = make(depth=False, timeout_s=0.3)
+
+    def inject(late_s: float) -> tuple[float, float, float]:
+        """(monotonic before the capture, the frame's host time, monotonic once read)."""
+        before = time.monotonic()
+        number = device.inject(pattern(0)[0], timestamp_ms=(time.time() - late_s) * 1000, global_time=True)
+        frame = cam.latest(newer_than=number - 1)
+        assert frame.sequence == number
+        return before, frame.host_time_s, time.monotonic()
+
+    with cam:
+        for _ in range(5):
+            inject(0.03)
+        with caplog.at_level("WARNING", logger="shallowpi.hardware.realsense"):
+            for late_s in (1.2, 3.0):
+                before, exposed, after = inject(late_s)
+                assert before - late_s - 0.005 <= exposed <= after - late_s + 0.005
+                with pytest.raises(CameraTimeout, match=r"camera 'head' frame \d+ is stale"):
+                    cam.latest(max_age_s=0.5)  # the executor's watchdog: it holds rather than act on it
+            before, exposed, after = inject(0.03)  # on time again: fresh
+            assert before - 0.03 - 0.005 <= exposed <= after - 0.03 + 0.005
+            assert cam.latest(max_age_s=0.5).host_time_s == exposed
+        late = [r.getMessage() for r in caplog.records if "after its exposure" in r.getMessage()]
+        assert len(late) == 1 and "1.20 s after its exposure" in late[0]  # once for the run of late frames
+
+
+def test_a_frame_that_comes_after_a_newer_one_is_not_published_over_it(caplog) -> None:
+    """Frames out of order (4 before 3) were each published as they came: the older picture
+    replaced the newer one, and the gaps going back and forth counted 4 drops where the
+    published frames skipped 2 numbers. A frame at or behind the newest published is dropped
+    (`stats.late`); its number stays counted as a drop (the loop never had that picture in its
+    time). A counter that goes far back, or keeps behind, restarted: published again."""
+    device, cam = make(depth=False)
+
+    def inject(number: int) -> None:
+        """Inject frame `number` and give the reader time to publish it (one not published
+        leaves the count as it was: 0.3 s, then the next frame; the queue keeps their order)."""
+        seen = cam.stats.frames
+        device.inject(pattern(number)[0], frame_number=number)
+        deadline = time.monotonic() + 0.3
+        while cam.stats.frames == seen and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    with cam:
+        published = []
+        with caplog.at_level("WARNING", logger="shallowpi.hardware.camera"):
+            for number in (0, 1, 2, 4, 3, 5, 6, 8, 7, 9):
+                inject(number)
+                frame = cam.latest()
+                np.testing.assert_array_equal(frame.image, pattern(frame.sequence)[0])
+                published.append(frame.sequence)
+        assert published == [0, 1, 2, 4, 4, 5, 6, 8, 8, 9]  # never back in time
+        assert (cam.stats.frames, cam.stats.dropped, cam.stats.late) == (8, 2, 2)
+        assert sum("came after frame" in r.getMessage() for r in caplog.records) == 1
+        inject(0)  # far back: the device restarted its counter (no re-open): its frames go on
+        assert cam.latest().sequence == 0
+        for number in (1, 2, 3, 0, 1, 2):  # close behind, three in a row: restarted too
+            inject(number)
+        assert cam.latest().sequence == 2
+        assert (cam.stats.frames, cam.stats.dropped, cam.stats.late) == (13, 2, 4)
 
 
 @pytest.mark.parametrize("align_depth", [False, True], ids=["raw", "aligned"])

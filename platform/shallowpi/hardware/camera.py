@@ -4,6 +4,10 @@ A camera's reader thread keeps exactly one frame, the newest; the control loop a
 with `latest()`, which never blocks longer than the camera's timeout and raises a one-line
 error naming the camera when the frame is late or stale. Drivers (RealSense, OpenCV)
 subclass `ThreadedCamera` and only say how to open, read one frame and close.
+
+Frames are published in the order of the device's frame counter: one that comes after a
+newer one (out of order) is never published over it (the loop would see the picture go
+back in time), and drops are counted from forward gaps only.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ import numpy as np
 from shallowpi.errors import PlatformError
 
 log = logging.getLogger(__name__)
+
+# A frame numbered at most this far behind the newest one published came out of order (it
+# is not published); one further behind is a device whose frame counter restarted without
+# a re-open (a firmware reset): its frames are published again from there. No queue on the
+# way (librealsense's keeps two frames) holds a frame back by more.
+MAX_REORDER_FRAMES = 8
+# This many frames in a row behind the newest one published are a counter that restarted,
+# however close to it they are (a device reset two frames after the last re-open).
+RESTART_AFTER_BEHIND = 3
 
 
 class CameraError(PlatformError):
@@ -86,8 +99,9 @@ class Camera(Protocol):
 class CameraStats:
     """Counters kept by the reader thread since construction (not reset by stop/start)."""
 
-    frames: int = 0
-    dropped: int = 0  # gaps in the device's frame counter
+    frames: int = 0  # frames published
+    dropped: int = 0  # frame numbers skipped by the published ones (forward gaps in the device's counter)
+    late: int = 0  # frames that came after a newer one: not published (their number counted in `dropped`)
     reopens: int = 0
     read_errors: int = 0
 
@@ -120,6 +134,7 @@ class ThreadedCamera:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sequence: int | None = None
+        self._behind = 0  # frames in a row numbered at or behind `_last_sequence`
         self._error: str | None = None
 
     # -- to implement ------------------------------------------------------------------
@@ -184,7 +199,7 @@ class ThreadedCamera:
             self._close()
         with self._lock:
             self._frame = None
-            self._last_sequence = None
+            self._last_sequence, self._behind = None, 0
 
     def __enter__(self) -> ThreadedCamera:
         self.start()
@@ -279,9 +294,29 @@ class ThreadedCamera:
             self._close()
 
     def _publish(self, frame: Frame) -> None:
+        """Make `frame` the newest one, unless it is numbered at or behind the newest
+        published (it came out of order): then it is counted in `stats.late` and dropped,
+        so an older picture never replaces a newer one. Its number was counted in
+        `stats.dropped` when the newer frame skipped it, and stays so: the loop never had
+        that picture in its time. A frame far behind (MAX_REORDER_FRAMES), or the
+        RESTART_AFTER_BEHIND-th in a row behind, is a frame counter that restarted: published,
+        no drop counted. Going back and forth had counted each swapped pair twice as drops."""
         with self._lock:
-            if self._last_sequence is not None and frame.sequence > self._last_sequence + 1:
-                self.stats.dropped += frame.sequence - self._last_sequence - 1
+            last = self._last_sequence
+            if last is not None and frame.sequence <= last:
+                self._behind += 1
+                if last - frame.sequence <= MAX_REORDER_FRAMES and self._behind < RESTART_AFTER_BEHIND:
+                    if self.stats.late == 0:  # said once; `stats.late` counts them
+                        log.warning("camera '%s': frame %d came after frame %d (out of order): not published, "
+                                    "counted dropped", self.name, frame.sequence, last)
+                    self.stats.late += 1
+                    return
+                log.warning("camera '%s': its frame counter went back from %d to %d (the device restarted?); "
+                            "counting from there", self.name, last, frame.sequence)
+                last = None
+            self._behind = 0
+            if last is not None and frame.sequence > last + 1:
+                self.stats.dropped += frame.sequence - last - 1
             self._last_sequence = frame.sequence
             self._frame, self._frame_predates_reopen = frame, False
             self.stats.frames += 1
@@ -308,5 +343,5 @@ class ThreadedCamera:
             # A re-opened device restarts its frame counter: not a drop. Its last frame
             # predates the silence: a caller asking for a fresh or a new frame waits for
             # the next one; a plain `latest()` still gets it at once, with its age.
-            self._last_sequence = None
+            self._last_sequence, self._behind = None, 0
             self._frame_predates_reopen = True

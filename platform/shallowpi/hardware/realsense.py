@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +31,12 @@ from shallowpi.hardware.camera import CameraError, Frame, ThreadedCamera
 
 log = logging.getLogger(__name__)
 
-# A global timestamp further from a frame's arrival than this is not believed (the host's
-# clock stepped, or librealsense's device-to-host fit is still settling): that frame's age
-# counts from its arrival instead.
+# Frames whose global timestamps put them over this long before their arrival, or 5 ms
+# after it, one after the other (the median of the last STAMP_WINDOW frames), are stamped
+# on a clock that is not the host's: it stepped, or librealsense's device-to-host fit is
+# still settling (`StampAges`). A single frame that far behind is late: it is that old.
 MAX_BELIEVED_AGE_S = 1.0
+STAMP_WINDOW = 15  # frames: half a second at 30 fps; a step is told once 8 of them are past it
 
 
 def import_rs() -> Any:
@@ -148,9 +152,11 @@ def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str],
     )
 
 
-def exposure_on_host(rs: Any, color: Any, arrived_s: float, arrived_wall_s: float) -> float | None:
-    """`time.monotonic()` (s) at the middle of `color`'s exposure, or None when the frame
-    does not say it on the host's clock.
+def stamp_age(rs: Any, color: Any, arrived_wall_s: float) -> float | None:
+    """Seconds from the middle of `color`'s exposure to `arrived_wall_s` (`time.time()` when
+    the frame reached the host) by its global timestamp, or None when the frame is not
+    stamped on the host's clock. Not judged here: the host's clock may have stepped since
+    librealsense fitted the camera's clock to it (`StampAges` tells).
 
     In the global time domain (on by default for D400 cameras since librealsense 2.23,
     its PR 3909) librealsense maps the device's clock onto the host's system clock by a
@@ -159,9 +165,7 @@ def exposure_on_host(rs: Any, color: Any, arrived_s: float, arrived_wall_s: floa
     (the middle of the exposure) and `frame_timestamp` (us, device clock; librealsense's
     doc/frame_metadata.md) give how much earlier the light was caught, where the kernel
     passes metadata through. `rs`: the pyrealsense2 module (`import_rs`, looked up once by
-    the camera, not at every frame). `arrived_s`/`arrived_wall_s`: `time.monotonic()` and
-    `time.time()` read together when the frame reached the host. A stamp more than
-    `MAX_BELIEVED_AGE_S` old at arrival, or in the future by more than 5 ms, gives None.
+    the camera, not at every frame).
     """
     if color.get_frame_timestamp_domain() != rs.timestamp_domain.global_time:
         return None
@@ -171,10 +175,40 @@ def exposure_on_host(rs: Any, color: Any, arrived_s: float, arrived_wall_s: floa
         readout_us = color.get_frame_metadata(meta.frame_timestamp) - color.get_frame_metadata(meta.sensor_timestamp)
         if 0 <= readout_us < MAX_BELIEVED_AGE_S * 1e6:  # the device counter wraps: ignore a nonsense one
             stamp_s -= readout_us / 1e6
-    age = arrived_wall_s - stamp_s
-    if not -0.005 <= age <= MAX_BELIEVED_AGE_S:
-        return None
-    return arrived_s - max(age, 0.0)
+    return arrived_wall_s - stamp_s
+
+
+class StampAges:
+    """Frame ages (s, at arrival) from their global stamps' ages (`stamp_age`), telling a
+    host clock that stepped from a frame that is late.
+
+    A step moves every frame's stamp age and it stays moved; a late frame (the host or the
+    USB stalled, and the frames queued meanwhile arrive at once) has its own grow. So the
+    stamp ages of the last `window` frames are kept: while their median is believable
+    (within 5 ms in the future .. MAX_BELIEVED_AGE_S), a frame's stamp age is its age,
+    however large (one exposed 3 s before it arrived is 3 s old: stale); once the median is
+    not, the clock stepped (`stepped`) and ages count from it: the typical frame's from its
+    arrival, one further behind by that much more. Until the window holds more frames of
+    the step than from before it, those frames count as old as they look (stale for a
+    moment, rather than a late frame taken as fresh). An age under 0 counts as 0 (arrival).
+    The lower median: half the window late is not a step. Not thread-safe (one reader).
+    """
+
+    def __init__(self, window: int = STAMP_WINDOW) -> None:
+        self._ages: deque[float] = deque(maxlen=window)
+        self.stepped = False  # ages count from the median: the host's clock stepped
+
+    def reset(self) -> None:
+        """Forget the frames so far (a re-opened device: librealsense fits its clock anew)."""
+        self._ages.clear()
+        self.stepped = False
+
+    def age(self, stamp_age_s: float) -> float:
+        """The age at arrival (s, >= 0) of the frame whose stamp is `stamp_age_s` old."""
+        self._ages.append(stamp_age_s)
+        base = statistics.median_low(self._ages)
+        self.stepped = not -0.005 <= base <= MAX_BELIEVED_AGE_S
+        return max(stamp_age_s - base if self.stepped else stamp_age_s, 0.0)
 
 
 def _by_sensor(streams: Sequence[tuple[Any, Any, Any]], rs: Any) -> list[tuple[Any, list[tuple[Any, Any]]]]:
@@ -204,8 +238,9 @@ class RealSenseCamera(ThreadedCamera):
     sensor's scale (m), aligned to color when `align_depth`; `capture_time_s` is the color
     frame's device timestamp (ms -> s), `sequence` its frame counter; `host_time_s` the
     middle of its exposure on `time.monotonic()` where the camera stamps frames in global
-    time (`exposure_on_host`), else its arrival, which leaves out the exposure and the USB
-    transfer (the log says so once). Opening raises
+    time (`stamp_age`; a frame that reached the host late is that old, and after the host's
+    clock stepped the ages count from the step: `StampAges`), else its arrival, which
+    leaves out the exposure and the USB transfer (the log says so once). Opening raises
     CameraError when the serial is not found (via `find_usb_device`), the device lacks the
     configured stream, or a sensor cannot start (e.g. another process holds it).
     """
@@ -230,6 +265,8 @@ class RealSenseCamera(ThreadedCamera):
         self._composer: Any = None
         self._composed: Any = None
         self._arrival_warned = False  # frame ages count from arrival: said once
+        self._stamp_ages = StampAges()
+        self._late_said = False  # a late frame was logged; again after one on time
 
     # -- device ------------------------------------------------------------------------
     def _open(self) -> None:
@@ -246,6 +283,7 @@ class RealSenseCamera(ThreadedCamera):
 
     def _open_streams(self) -> None:
         rs, cfg = self._rs, self.config
+        self._stamp_ages.reset()
         device = self._open_device(cfg.serial)
         color_sensor, color_profile = self._find_stream(device, rs.stream.color, rs.format.rgb8)
         if color_sensor.supports(rs.option.auto_exposure_priority):
@@ -347,20 +385,31 @@ class RealSenseCamera(ThreadedCamera):
         )
 
     def _host_time(self, color: Any, arrived: float, arrived_wall: float) -> float:
-        """The frame's exposure on the host's monotonic clock, else its arrival (said once)."""
-        exposed = exposure_on_host(self._rs, color, arrived, arrived_wall)
-        if exposed is not None:
-            return exposed
-        if not self._arrival_warned:
-            self._arrival_warned = True
-            if color.get_frame_timestamp_domain() == self._rs.timestamp_domain.global_time:
-                log.warning("camera '%s': a global timestamp is over %g s from the host's clock (was the clock "
-                            "stepped?); frame ages count from arrival for such frames, leaving out the exposure "
-                            "and the USB transfer", self.name, MAX_BELIEVED_AGE_S)
-            else:  # the twin's software device, or a camera without global time
+        """The middle of the frame's exposure on the host's monotonic clock (`StampAges`:
+        a late frame is as old as its stamp says, whatever the size; after a clock step the
+        ages count from the step, logged as it is found), else its arrival (said once)."""
+        stamp_age_s = stamp_age(self._rs, color, arrived_wall)
+        if stamp_age_s is None:
+            if not self._arrival_warned:  # the twin's software device, or a camera without global time
+                self._arrival_warned = True
                 log.info("camera '%s' stamps frames in %s: frame ages count from arrival", self.name,
                          color.get_frame_timestamp_domain().name)
-        return arrived
+            return arrived
+        ages, was_stepped = self._stamp_ages, self._stamp_ages.stepped
+        age = ages.age(stamp_age_s)
+        if ages.stepped and not was_stepped:
+            log.warning("camera '%s': its global timestamps are %.1f s from the host's clock, frame after frame (was "
+                        "the clock stepped?); frame ages count from that offset, from arrival for a frame on time",
+                        self.name, stamp_age_s)
+        elif was_stepped and not ages.stepped:
+            log.warning("camera '%s': its global timestamps agree with the host's clock again", self.name)
+        if age > MAX_BELIEVED_AGE_S and not self._late_said:
+            self._late_said = True  # once for a run of late frames (a stall queues a few)
+            log.warning("camera '%s': frame %d reached the host %.2f s after its exposure (the host or its USB "
+                        "stalled?): it counts as that old", self.name, color.get_frame_number(), age)
+        elif age <= MAX_BELIEVED_AGE_S:
+            self._late_said = False
+        return arrived - age
 
     def _matching_depth(self, color: Any, timeout_s: float) -> Any:
         """The depth frame within half a period of `color` in device time, or None (this color
