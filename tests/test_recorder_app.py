@@ -39,13 +39,17 @@ class FakeSession:
         self.stop = threading.Event()
         self.seen: list[Command] = []
         self.thread_name = ""
+        self.status = make_status()
 
     def request_stop(self) -> None:
         self.stop.set()
 
+    def watch_after_end(self) -> None:
+        pass  # a stand-in holds no robot after its fault
+
     def run(self) -> str:
         self.thread_name = threading.current_thread().name
-        status = make_status()
+        status = self.status
         for tick in range(self.max_ticks):
             commands = commands_of(self.publisher)
             self.seen += commands
@@ -191,7 +195,7 @@ class FaultedSession(FakeSession):
         self.shown = shown
 
     def run(self) -> Result:
-        status = make_status()
+        status = self.status
         while not self.shown.wait(0.02):
             self.publisher.publish(status)
         status.state, status.message = RecorderState.FAULT, "FAULT: servo 3: overload"
@@ -282,3 +286,85 @@ def test_a_put_away_that_fails_still_closes_the_feed_and_waits_for_the_dashboard
         _run_with_a_dashboard_on_a_pty(session, publisher, lambda screen, master: None, put_away=put_away)
     assert not (tmp_path / "telemetry.sock").exists(), "the publisher was closed"
     assert len(children) == 1 and children[0].returncode is not None  # waited for, not left on the terminal
+
+
+def test_a_servo_that_faults_while_the_robot_holds_for_the_acknowledgement_is_read_handled_and_shown(
+        tmp_path, monkeypatch):
+    """While a fault waited on the dashboard for its acknowledgement (up to an hour, the robot
+    holding), only the E-STOP was listened for: a held servo that overloaded went limp unseen,
+    the dashboard still saying "robot is safe: holding position", nothing logged, and no
+    status went out (dashboards said STALE). The servos' alarms are read once a second as
+    deploy's holds read them: the fault is handled as in a tick (its bus limp), put in the
+    result's fault line and published, and the status goes on being published."""
+    from dxl_fixtures import emulated
+    from shallowpi.record.fault_hold import FaultHold
+    from shallowpi.robots.calibration import RobotCalibration
+    from shallowpi.robots.dynamixel_robot import DynamixelRobot
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
+
+    monkeypatch.setenv("TERM", "xterm-256color")
+    address = str(tmp_path / "telemetry.sock")
+    publisher = TelemetryPublisher(address)
+    shown = threading.Event()
+    typed: list[bytes] = []
+    overloaded: list[float] = []
+    received: list[tuple[float, str]] = []
+
+    def monitor() -> None:
+        with TelemetrySubscriber(address) as subscriber:
+            received.extend((time.monotonic(), status.message) for status in subscriber)
+
+    with emulated("arm") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        follower = chains["follower"]
+
+        class HoldingAfterFault(FaultedSession):
+            """Ends on a fault with its robot holding (the leader stopped answering, say),
+            watched as RecordingSession.watch_after_end watches its own."""
+
+            def __init__(self) -> None:
+                super().__init__(publisher, shown)
+                robot.hold()
+                self.held: FaultHold | None = None
+
+            def run(self) -> FaultedSession.Result:
+                self.result = super().run()
+                return self.result
+
+            def watch_after_end(self) -> None:
+                if self.held is None:
+                    self.held = FaultHold(robot, self.status, publisher.publish, self.result)
+                self.held.watch()
+
+        def operator(screen: bytearray, master: int) -> None:  # the lift overloads; enter once it is shown
+            if b"RECORDING" in screen:
+                shown.set()
+            if not overloaded and b"Acknowledge" in screen:
+                time.sleep(0.5)
+                follower.hardware_error(2, "overload")
+                overloaded.append(time.monotonic())
+            elif overloaded and not typed and time.monotonic() - overloaded[0] > 10:
+                os.write(master, b"\r")  # never handled: end the wait, the asserts say why
+                typed.append(b"\r")
+            elif overloaded and not typed and "while holding" in session.status.message:
+                time.sleep(1.2)  # the status goes on going out meanwhile
+                os.write(master, b"\r")
+                typed.append(b"\r")
+
+        session = HoldingAfterFault()
+        watcher = threading.Thread(target=monitor, daemon=True)
+        watcher.start()
+        try:
+            result, screen = _run_with_a_dashboard_on_a_pty(session, publisher, operator)
+        finally:
+            robot.disconnect()
+        watcher.join(timeout=10)
+        assert typed == [b"\r"], screen[-2000:].decode(errors="replace")
+        assert result.fault.startswith("servo 3: overload; then, while it held for the acknowledgement: ")
+        assert "servo 2" in result.fault and "torque off on bus 'follower'" in result.fault
+        assert session.status.message.startswith("FAULT while holding for the acknowledgement: ")
+        said = [t for t, message in received if "FAULT while holding" in message]
+        assert said and said[0] - overloaded[0] < 2.0  # read within a second (ALARM_READ_PERIOD_S)
+        # Published again while it waited (a dashboard with none for 2 s says STALE).
+        assert len({t for t, _ in received if t > overloaded[0]}) >= 2

@@ -36,6 +36,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.record.camera_health import CameraHealth
 from shallowpi.record.clock import TickClock, prompt_gil_handover
 from shallowpi.record.disk import DiskBudget
+from shallowpi.record.fault_hold import FaultHold
 from shallowpi.record.session_config import (
     OnInterrupt,
     Scene,
@@ -140,6 +141,7 @@ class RecordingSession:
         self._deferred: list[Request] = []  # commands read during a wait for the writer
         self._sent: np.ndarray | None = None  # the goals act() sent last, where a jog starts
         self._answered = False  # this tick acted on a key, whose answer is the status message
+        self._fault_hold: FaultHold | None = None  # the robot watched while a fault waits (watch_after_end)
 
     @property
     def first_episode(self) -> int:
@@ -155,12 +157,24 @@ class RecordingSession:
         the operator to acknowledge the fault: torque off now, said in the status (published)
         and in the result's fault line."""
         safety = self._torque_off()
+        self._held_after_end().torque_went_off()
         self.result.fault = f"{self.result.fault}; then e-stop pressed: {safety}"
         self.status.message = f"E-STOP: {safety}"
         try:
             self._publish(self.status)
         except Exception:  # a dashboard problem must never keep the e-stop from being told
             log.exception("status publish failed")
+
+    def watch_after_end(self) -> None:
+        """While the session, ended on a fault, holds the robot for the operator to
+        acknowledge it (call it often): its servos' alarms read once a second, a fault
+        handled and shown, the status published again (`FaultHold`)."""
+        self._held_after_end().watch()
+
+    def _held_after_end(self) -> FaultHold:
+        if self._fault_hold is None:
+            self._fault_hold = FaultHold(self.robot, self.status, self._publish, self.result)
+        return self._fault_hold
 
     # --- the loop ----------------------------------------------------------------------
 

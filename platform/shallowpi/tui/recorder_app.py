@@ -54,6 +54,11 @@ class Session(Protocol[ResultT]):
         the fault waits for its acknowledgement)."""
         ...
 
+    def watch_after_end(self) -> None:
+        """While the fault waits for its acknowledgement, the robot holding (called often):
+        read its alarms and publish the status, each when due."""
+        ...
+
 
 def run_recorder_dashboard(
     session: Session[ResultT],
@@ -75,7 +80,8 @@ def run_recorder_dashboard(
     `log_path` as they happen, if given). A dashboard that dies before the session ends
     (killed, crashed) gives the terminal back as it was, and `on_dashboard_lost(why)` is
     called so the caller can go on with plain lines. A session that ends in a fault waits
-    for the operator to acknowledge it on the dashboard. `put_away` (the robot off, the
+    for the operator to acknowledge it on the dashboard, the robot holding, its servos'
+    alarms read and the status published meanwhile (`Session.watch_after_end`). `put_away` (the robot off, the
     writer drained, the final status published) runs once the session has ended, before
     the publisher closes, so the dashboard and monitors see the last takes saved; after a
     fault, once it was acknowledged. `popen` and `headless` are for tests.
@@ -160,7 +166,9 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
 
 def _wait_for_acknowledgement(child: Any, session: Session[Any], publisher: TelemetryPublisher) -> int | None:
     """Wait up to ACKNOWLEDGE_WAIT_S for the dashboard `child` to exit (the fault
-    acknowledged); an E-STOP sent meanwhile turns torque off at once. Returns its exit code
+    acknowledged), the robot holding as the fault left it and watched by the session as
+    deploy's holds watch theirs (`Session.watch_after_end`: alarms read, status published);
+    an E-STOP sent meanwhile turns torque off at once. Returns the dashboard's exit code
     (None: still running, then terminated)."""
     from shallowpi.telemetry.status import Command
 
@@ -168,6 +176,7 @@ def _wait_for_acknowledgement(child: Any, session: Session[Any], publisher: Tele
     while child.poll() is None and time.monotonic() < deadline:
         if any(request.command is Command.ESTOP for request in publisher.commands()):
             session.estop_after_end()
+        session.watch_after_end()
         time.sleep(0.05)
     return wait_dashboard(child, timeout_s=1.0)
 
