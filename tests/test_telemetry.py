@@ -4,6 +4,7 @@ robot, the status envelope."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -582,6 +583,30 @@ def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refus
         with TelemetrySubscriber(default_address("arm")) as still:  # the refused one took nothing
             assert next(iter(still)).episode == 1
     assert list(folder.iterdir()) == []
+
+
+def test_a_monitor_finds_a_recorder_that_started_without_this_logins_runtime_dir(tmp_path, monkeypatch):
+    """A recorder that systemd or cron started publishes in /tmp/shallowpi-UID; an SSH login
+    with $XDG_RUNTIME_DIR set looked only there and found no recorder (the control key was
+    already looked for in both)."""
+    from shallowpi.commands.monitor_cmd import telemetry_address
+    from shallowpi.telemetry.address import live_default_address
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    started_by_systemd = default_address("arm")
+    (tmp_path / "run").mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert default_address("arm") != started_by_systemd
+    with TelemetryPublisher(started_by_systemd) as publisher:
+        publisher.publish(status(3))
+        assert live_default_address("arm") == started_by_systemd
+        assert live_robots() == ["arm"]
+        args = argparse.Namespace(address=None, robot="arm", overrides=[])
+        with TelemetrySubscriber(telemetry_address(args)) as subscriber:
+            assert next(iter(subscriber)).episode == 3
+    assert live_default_address("arm") == default_address("arm")  # none live: this login's folder
 
 
 def test_fallback_folder_of_another_user_is_refused(tmp_path, monkeypatch):

@@ -74,14 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def telemetry_address(args: argparse.Namespace) -> str:
-    """--address, else `telemetry.address`, else the default socket of the robot."""
+    """--address, else `telemetry.address`, else the default socket of the robot where a
+    recorder listens now (`live_default_address`: also the /tmp folder of a recorder that
+    systemd or cron started without this login's $XDG_RUNTIME_DIR)."""
     if getattr(args, "address", None):
         return args.address
     from shallowpi import config
-    from shallowpi.telemetry.address import resolve_address
+    from shallowpi.telemetry.address import live_default_address
 
     cfg = config.compose(overrides_from(args))
-    return resolve_address(cfg.telemetry.address, cfg.robot.name)
+    configured = cfg.telemetry.address
+    if configured and str(configured).strip():
+        return str(configured).strip()
+    return live_default_address(cfg.robot.name)
 
 
 def connect(args: argparse.Namespace, control: bool) -> TelemetrySubscriber:

@@ -43,13 +43,32 @@ def default_address(robot: str) -> str:
     return str(runtime_dir() / f"{name}.sock")
 
 
+def socket_folders() -> list[Path]:
+    """Where a recorder's default socket may be, in order: `runtime_dir`, then this user's
+    /tmp fallback where that differs and is private (a recorder started without
+    $XDG_RUNTIME_DIR, by systemd or cron, publishes there while an SSH login has it set)."""
+    folders = [runtime_dir()]
+    fallback = Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
+    if fallback != folders[0] and fallback.is_dir() and _private(fallback):
+        folders.append(fallback)
+    return folders
+
+
+def live_default_address(robot: str) -> str:
+    """The default socket of `robot` where a recorder listens now, in `socket_folders`'
+    order; else `default_address(robot)`. What a monitor attaches to."""
+    name = Path(default_address(robot)).name
+    for folder in socket_folders():
+        if listening(Address(path=str(folder / name)), timeout_s=0.1):
+            return str(folder / name)
+    return default_address(robot)
+
+
 def live_robots() -> list[str]:
-    """Robots whose recorder publishes on its default socket now (for error messages)."""
-    folder = runtime_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(path.stem for path in folder.glob("*.sock")
-                  if listening(Address(path=str(path)), timeout_s=0.1))
+    """Robots whose recorder publishes on its default socket now, in any of
+    `socket_folders` (for error messages)."""
+    return sorted({path.stem for folder in socket_folders() if folder.is_dir() for path in folder.glob("*.sock")
+                   if listening(Address(path=str(path)), timeout_s=0.1)})
 
 
 def resolve_address(configured: str | None, robot: str) -> str:
@@ -141,11 +160,7 @@ def control_key_paths(address: Address) -> list[Path]:
     """Where a subscriber looks for that key: runtime_dir, then the /tmp fallback of this
     user (a recorder started without $XDG_RUNTIME_DIR, by systemd or cron, keeps it there
     while an SSH login has it set). Only a folder this user owns, private, is read."""
-    fallback = Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
-    paths = [control_key_path(address)]
-    if fallback != runtime_dir() and fallback.is_dir() and _private(fallback):
-        paths.append(control_key_path(address, fallback))
-    return paths
+    return [control_key_path(address, folder) for folder in socket_folders()]
 
 
 def _private(folder: Path) -> bool:
