@@ -166,6 +166,22 @@ def test_warm_up_runs_chunks_before_the_robot_moves(backends, rng, monkeypatch):
     assert asked[0] is None and all(a is not None and 0 < a.weight.max() <= 1 for a in asked[1:]) and len(asked) == 3
 
 
+def test_a_chunk_the_runtime_fails_to_compute_is_one_line_before_the_loop_as_in_it(bundle, rng):
+    """The parity check and the warm-up run chunks before the loop (which makes a backend's
+    failure a fault): onnxruntime's own error types (CUDA out of memory, a TensorRT enqueue
+    failure on a Jetson) went past them as tracebacks. A real one here: a session of the
+    wrong graph, whose inputs the chunk's feed does not have."""
+    import onnxruntime as ort
+
+    backend = make_backend("onnxruntime", bundle, BackendOptions(threads=1))
+    backend._session = ort.InferenceSession(str(bundle.graphs["step"]), providers=["CPUExecutionProvider"])
+    for run in (lambda: backend.infer(observation(rng)), lambda: backend.warm_up(observation(rng), runs=2)):
+        with pytest.raises(BackendError) as failed:
+            run()
+        said = str(failed.value)
+        assert said.startswith("the onnxruntime backend failed to compute a chunk (") and "\n" not in said, said
+
+
 def test_backend_errors_name_the_fix(bundle, tmp_path):
     with pytest.raises(BackendError, match="unknown backend 'tflite'; choose one of: torch, onnxruntime, tensorrt"):
         make_backend("tflite", bundle)

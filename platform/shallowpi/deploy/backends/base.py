@@ -103,7 +103,11 @@ class Backend(ABC):
 
     def infer(self, obs: Mapping[str, Any], inpainting: Inpainting | None = None,
               noise: np.ndarray | None = None) -> np.ndarray:
-        """Observation (lerobot keys + `task`) -> actions float32 [C, A_real], robot units."""
+        """Observation (lerobot keys + `task`) -> actions float32 [C, A_real], robot units.
+        BackendError (one line: the backend and the library's first line) when the library
+        fails to compute the chunk (CUDA out of memory, a TensorRT enqueue failure): the
+        parity check and the warm-up, before the loop, had shown its own exception types as
+        tracebacks; in the loop it is a fault either way."""
         inputs = self.preprocess(obs)
         state = np.asarray(obs[STATE], np.float32)[: self.real_action_dim]  # robot units
         target = np.zeros((1, self.chunk_len, self.action_dim), np.float32)
@@ -113,7 +117,13 @@ class Backend(ABC):
             goal = offsets_from(np.asarray(inpainting.target[:n], np.float32), state, self.delta_mask)
             target[0, :n, : self.real_action_dim] = self.bundle.action_stats.normalize(goal)
             weight[0, :n, 0] = inpainting.weight[:n]
-        x = self._chunk(inputs, self.noise() if noise is None else noise, target, weight)  # [1, C, A]
+        try:
+            x = self._chunk(inputs, self.noise() if noise is None else noise, target, weight)  # [1, C, A]
+        except PlatformError:
+            raise
+        except Exception as exc:  # onnxruntime's, TensorRT's, torch's own error types
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"the {self.name} backend failed to compute a chunk ({why})") from exc
         predicted = self.bundle.action_stats.denormalize(x[0, :, : self.real_action_dim])
         return targets_from(predicted, state, self.delta_mask)
 
