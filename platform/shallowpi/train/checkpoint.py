@@ -12,8 +12,10 @@ complete, then `last` is replaced: a kill or a power cut at any instant leaves t
 checkpoint as the newest.
 Resume takes the newest step folder (`latest_checkpoint`): every one is complete.
 The state is always the full (unsharded) one, keyed by parameter name, so a run resumes
-under any number of processes, with or without FSDP. Only the trained policy is saved:
-an objective's frozen modules are inputs of the run, not its result.
+under any number of processes, with or without FSDP. Under FSDP only rank 0 holds it
+whole, as it saves and as it resumes (it reads the files and broadcasts each tensor to the
+others' shards). Only the trained policy is saved: an objective's frozen modules are inputs
+of the run, not its result.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from torch import Tensor
 
 from shallowpi.durable_files import fsync_path, fsync_tree, replace_text
+from shallowpi.errors import PlatformError
 from shallowpi.policy.policy import Policy
 from shallowpi.train.errors import TrainingError
 
@@ -227,7 +230,58 @@ class Checkpointer:
         """Restore model and optimiser from `path`; returns its step and the saved EMA
         tensors (name -> tensor, empty without EMA). Raises TrainingError when the
         checkpoint's policy config, or a setting of `recipe` it recorded, differs from the
-        run's (checkpoints from before the recipe was kept are not checked)."""
+        run's (checkpoints from before the recipe was kept are not checked).
+
+        Sharded (every process must call): only the main process reads the files, and
+        torch.distributed.checkpoint broadcasts each tensor from it, each process keeping
+        its shard. Read by every process, the whole model and optimiser state were in host
+        memory once per process at resume (8 processes of π0: ~310 GB), where a save gathers
+        them on the main process only: a run that saved could not resume on its node. A
+        failure to read reaches every process, as the same error."""
+        if not self.sharded:
+            model_sd, tensors, meta = self._read(path)
+            self._check_recipe(path, meta)
+            self._load_replicated(model_sd, _unflatten_optimizer(tensors, meta["param_groups"]), device)
+        else:
+            import torch.distributed as dist
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            model_sd, tensors, meta = {}, {}, {}
+            failed: Exception | None = None
+            said: PlatformError | None = None  # what the other processes raise for `failed`
+            if self.main:
+                try:
+                    model_sd, tensors, meta = self._read(path)
+                except Exception as exc:  # every process must leave: the others wait for the tensors
+                    failed = exc
+                    said = exc if isinstance(exc, PlatformError) else TrainingError(f"cannot resume from {path}: {exc}")
+            box: list[Any] = [(said, meta)]  # the metadata only: the tensors go one by one below
+            dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+            said, meta = box[0]
+            if failed is not None:
+                raise failed
+            if said is not None:
+                raise said
+            self._check_recipe(path, meta)
+            optim_sd = _unflatten_optimizer(tensors, meta["param_groups"]) if self.main else {}
+            opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+            set_model_state_dict(self.policy, model_sd, options=opts)
+            set_optimizer_state_dict(self.policy, self.optimizer, optim_sd, options=opts)
+        # Under FSDP the run keeps no EMA (Trainer refuses it), so the tensors on the main
+        # process alone lose nothing.
+        ema = {k[len("ema/"):]: v.to(device) for k, v in tensors.items() if k.startswith("ema/")}
+        step = int(meta["step"])
+        log.info("resumed from %s at step %d", path, step)
+        return step, ema
+
+    def _read(self, path: Path) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, str]]:
+        """The checkpoint's model state, its training state's tensors and that file's
+        metadata, read into host memory. TrainingError for another policy config or a
+        damaged training state; CheckpointError (Policy.load) for damaged weights."""
         from safetensors import safe_open
         from safetensors.torch import load_file
 
@@ -241,40 +295,33 @@ class Checkpointer:
         except Exception as exc:  # safetensors' own error type: a file cut short, or not one
             raise TrainingError(f"{path}/train_state.safetensors cannot be read ({exc}): the checkpoint is damaged "
                                 f"(a copy cut short?); move {path} aside to resume from the step before it") from None
+        return saved.state_dict(), tensors, meta
+
+    def _check_recipe(self, path: Path, meta: dict[str, str]) -> None:
+        """Keep the checkpoint's notes (`loaded_notes`); TrainingError when a setting of
+        `recipe` it recorded differs from the run's."""
         before = json.loads(meta.get("recipe") or "{}")
         self.loaded_notes = json.loads(meta.get("noted") or "{}")
         for key, value in self.recipe.items():
             if key in before and before[key] != value:
                 raise TrainingError(f"{self.settings}.{key}={value!r} differs from the run being resumed ({before[key]!r}, "
                                     f"{path}): resume with the same settings, or start a new run (--run NAME)")
-        optim_sd = _unflatten_optimizer(tensors, meta["param_groups"])
-        if self.sharded:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-                set_optimizer_state_dict,
-            )
 
-            opts = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.policy, saved.state_dict(), options=opts)
-            set_optimizer_state_dict(self.policy, self.optimizer, optim_sd, options=opts)
-        else:
-            self.policy.load_state_dict(saved.state_dict())
-            index = {name: i for i, name in self._param_names().items()}
-            raw = self.optimizer.state_dict()
-            raw["state"] = {
-                index[name]: {k: v.to(device) if k != "step" else v for k, v in entries.items()}
-                for name, entries in optim_sd["state"].items()
-            }
-            # The saved group settings, the implementation flags with them: a run saved before
-            # the trainer's AdamW was fused resumes unfused, and so replays its own loss curve.
-            for group, saved_group in zip(raw["param_groups"], optim_sd["param_groups"]):
-                group.update({k: v for k, v in saved_group.items() if k != "params"})
-            self.optimizer.load_state_dict(raw)
-        ema = {k[len("ema/"):]: v.to(device) for k, v in tensors.items() if k.startswith("ema/")}
-        step = int(meta["step"])
-        log.info("resumed from %s at step %d", path, step)
-        return step, ema
+    def _load_replicated(self, model_sd: dict[str, Tensor], optim_sd: dict[str, Any], device: torch.device) -> None:
+        """Model and optimiser state into a plain or DDP-wrapped policy (every process holds
+        it whole)."""
+        self.policy.load_state_dict(model_sd)
+        index = {name: i for i, name in self._param_names().items()}
+        raw = self.optimizer.state_dict()
+        raw["state"] = {
+            index[name]: {k: v.to(device) if k != "step" else v for k, v in entries.items()}
+            for name, entries in optim_sd["state"].items()
+        }
+        # The saved group settings, the implementation flags with them: a run saved before
+        # the trainer's AdamW was fused resumes unfused, and so replays its own loss curve.
+        for group, saved_group in zip(raw["param_groups"], optim_sd["param_groups"]):
+            group.update({k: v for k, v in saved_group.items() if k != "params"})
+        self.optimizer.load_state_dict(raw)
 
 
 def _disk_error(exc: BaseException, path: Path) -> OSError | None:

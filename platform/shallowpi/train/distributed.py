@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -19,6 +20,14 @@ from shallowpi.errors import PlatformError
 from shallowpi.policy.policy import Policy
 
 T = TypeVar("T")
+
+# How long a collective may wait for a peer before the group gives up, in seconds; the
+# environment variable SHALLOWPI_DIST_TIMEOUT_S sets another. torch's defaults (NCCL: 10
+# minutes) are shorter than a π0 checkpoint's save on rank 0 (~50 GB, synced, while the
+# others wait in the next collective) or its read at resume on slow lab storage, and NCCL's
+# watchdog then kills the job mid-save. A peer that really hung is found this much later.
+DEFAULT_TIMEOUT_S = 3600.0
+TIMEOUT_VARIABLE = "SHALLOWPI_DIST_TIMEOUT_S"
 
 
 @dataclass
@@ -82,7 +91,8 @@ def check_device(name: str) -> str:
 def init_distributed(device: torch.device) -> Dist:
     """Join the process group when launched by torchrun (or anything else that sets RANK,
     WORLD_SIZE and MASTER_ADDR). A single torchrun process joins too, so FSDP runs the same
-    code on one GPU as on eight; a plain `platform train` is not grouped."""
+    code on one GPU as on eight; a plain `platform train` is not grouped. Its collectives
+    wait `group_timeout()` for a peer (PlatformError for a bad SHALLOWPI_DIST_TIMEOUT_S)."""
     if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ):
         return Dist()
     import torch.distributed as dist
@@ -95,8 +105,26 @@ def init_distributed(device: torch.device) -> Dist:
         # close_distributed). Imported first, its defaults are None.
         import torch.distributed.nn  # noqa: F401
 
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=group_timeout())
     return Dist(dist.get_rank(), dist.get_world_size(), grouped=True)
+
+
+def group_timeout() -> timedelta:
+    """How long each collective of the process group waits for the slowest process:
+    SHALLOWPI_DIST_TIMEOUT_S seconds when set, else DEFAULT_TIMEOUT_S (an hour; see there
+    why not torch's 10 minutes). PlatformError in one line for a value that is not a
+    positive number of seconds."""
+    given = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not given:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise PlatformError(f"{TIMEOUT_VARIABLE}={given!r}: give the seconds a process may wait for the others "
+                            f"(default {DEFAULT_TIMEOUT_S:.0f}), a positive number")
+    return timedelta(seconds=seconds)
 
 
 def barrier(d: Dist, device: torch.device) -> None:
@@ -140,7 +168,10 @@ def _forget_mesh_groups() -> None:
     from torch.distributed.device_mesh import DeviceMesh
 
     for obj in gc.get_objects():
-        if isinstance(obj, DeviceMesh):
+        # type(), not isinstance(): isinstance reads an object's __class__ through its own
+        # __getattribute__, and torch.distributed.reduce_op's warns that it is deprecated: every
+        # torchrun run ended with that FutureWarning from each process.
+        if issubclass(type(obj), DeviceMesh):
             registry = getattr(obj, "_pg_registry", None)
             if isinstance(registry, dict):
                 registry.clear()
