@@ -17,6 +17,7 @@ from executor_fakes import (
     StepBackend,
     run,
 )
+from shallowpi.deploy.backends.base import BackendError
 from shallowpi.deploy.executor import Executor
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError
@@ -617,3 +618,19 @@ def test_the_chunk_age_on_the_twins_clock_counts_the_ticks_since_its_observation
     periods = np.array(ages[20:]) / (1e3 / 30)
     np.testing.assert_allclose(periods, np.round(periods), atol=1e-6)
     assert periods.min() == pytest.approx(min(report.delays)) and min(report.delays) >= 3
+
+
+def test_a_backend_slower_warm_than_the_chunk_age_limit_is_refused_before_the_robot_moves():
+    """A backend whose warm chunk takes longer than deploy.max_chunk_age_s has every chunk
+    dropped as too old: the run homed the arm, ran the reset, then faulted after
+    deploy.max_inference_s. The warm-up says so, before anything moves; on the twin's
+    simulated time (no wall-clock age) nothing is refused."""
+    robot = CountingRobot()
+    slow = Executor(robot, StepBackend(8, (0.35,)), ExecutorConfig(
+        strategy="async", realtime=True, warmup_runs=2, max_chunk_age_s=0.3))
+    with pytest.raises(BackendError, match=r"steps takes 0\.\d\d s a chunk warm, over deploy\.max_chunk_age_s 0\.3"):
+        slow.warm_up("count")
+    assert robot.ticks == 0  # nothing sent
+    twin = Executor(CountingRobot(), StepBackend(8, (0.35,)), ExecutorConfig(
+        strategy="async", realtime=False, warmup_runs=2, max_chunk_age_s=0.3))
+    assert len(twin.warm_up("count")) == 2

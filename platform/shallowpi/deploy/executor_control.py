@@ -22,7 +22,7 @@ import numpy as np
 
 from shallowpi.data.codecs import as_stored
 from shallowpi.data.features import IMAGE_PREFIX
-from shallowpi.deploy.backends.base import Backend
+from shallowpi.deploy.backends.base import Backend, BackendError
 from shallowpi.deploy.settings import ExecutorConfig
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.camera import CameraError
@@ -169,8 +169,11 @@ class ExecutorControl:
         The backend computes on a thread (a first TensorRT run may build its engine for
         minutes) while this one publishes the status, so a monitor's stop or e-stop is read,
         and an e-stop turns torque off at once, and reads the servos' alarms once a second
-        (the robot holds, torque on, all that while). Raises what the backend raised, or
-        a servo fault."""
+        (the robot holds, torque on, all that while). Raises what the backend raised, a
+        servo fault, or, on the wall clock, BackendError when the warm chunk takes longer than
+        deploy.max_chunk_age_s: every chunk would come back too old to act on and be dropped,
+        and the run would fault after deploy.max_inference_s, the arm homed and the scene
+        reset for nothing."""
         self._set(ExecutorState.WARMING, f"warming up {self.backend.name}")
         observed = policy_input(self.robot.observe(), task, self.image_codec)
         outcome: dict[str, Any] = {}
@@ -201,6 +204,11 @@ class ExecutorControl:
         if "error" in outcome:
             raise outcome["error"]
         times = outcome["times"]
+        if self.cfg.realtime and (took := times[-1] + self.cfg.injected_delay_s) > self.cfg.max_chunk_age_s:
+            raise BackendError(
+                f"{self.backend.name} takes {took:.2f} s a chunk warm, over deploy.max_chunk_age_s "
+                f"{self.cfg.max_chunk_age_s:g}: every chunk would be dropped as too old to act on; deploy a faster "
+                "backend or profile, or raise deploy.max_chunk_age_s")
         self.initial_delay = max(1, math.ceil((times[-1] + self.cfg.injected_delay_s) * self.fps))
         log.info("%s warm: %.0f ms a chunk, initial delay %d ticks", self.backend.name, 1e3 * times[-1],
                  self.initial_delay)
