@@ -429,9 +429,11 @@ def test_the_last_line_names_the_buses_a_run_never_reached():
         assert torque_off_line(robot).startswith("torque off NOT confirmed (not connected: ")  # nothing reached yet
         with pytest.raises(PlatformError, match="no-such-adapter"):
             robot.connect()
-        robot.disconnect()  # the clean-up's
+        robot.put_back()  # a start's clean-up puts back what the failed connect put back
+        robot.disconnect()
     line = torque_off_line(robot)
     assert "bus 'follower_right': not reached, its servos as found" in line and "support the arm" in line
+    assert line.count("bus 'follower_right'") == 1, line  # it had been named once for each put-back
 
 
 def test_a_bus_that_will_not_go_limp_is_named_beside_those_released_and_those_holding():

@@ -245,14 +245,16 @@ class DynamixelRobot(Robot):
         """A connect that failed: torque off and close every bus, except those found holding,
         closed as they were (still holding: a warning says so, for the operator to support
         the arm before cutting power or connecting again)."""
+        said = [f"bus '{name}': left holding, as a killed run left it" for name in found_holding]
         for name in found_holding:
             self.buses[name].disconnect()  # leaves torque as it is
             self._opened.discard(name)
             log.warning("robot %s: the servos on bus '%s' were holding when this run began and still hold: "
                         "support the arm before cutting the servo power", self.name, name)
-            self.torque_off_failures.append(f"bus '{name}': left holding, as a killed run left it")
-        self.torque_off_failures += [f"bus '{name}': not reached, its servos as found" for name in self.buses
-                                     if name not in self._opened and name not in found_holding]
+        said += [f"bus '{name}': not reached, its servos as found" for name in self.buses
+                 if name not in self._opened and name not in found_holding]
+        # A start's cleanup puts back a robot its failed connect already put back: said once.
+        self.torque_off_failures += [line for line in said if line not in self.torque_off_failures]
         self.disconnect()  # the rest: torque off, then close
 
     def disconnect(self) -> None:
