@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def test_the_plan_names_the_backend_given_and_asks_for_cuda_only_when_it_chooses
     orin = detect(fake_jetson(tmp_path / "orin", "nvidia,tegra234", "NVIDIA Jetson AGX Orin"))
     assert plan("orin", orin, cuda=no_probe).on_target
     assert plan("orin", Machine(), cuda=lambda: False).profile.name == "cpu"
+    # A lab's own profile for its module (configs/jetson/orin_nx.yaml, orin's copied in fp32)
+    # is on target by the SoC it names: by name only orin and thor were, and orin's fp16 ran.
+    lab = dataclasses.replace(JetsonProfile.load("orin"), name="orin_nx", precision="fp32")
+    own = plan(lab, orin, cuda=no_probe)
+    assert own.on_target and own.profile == lab
 
 
 def test_the_command_line_s_jetson_overrides_reach_the_profile(tmp_path):

@@ -224,7 +224,9 @@ def plan(asked: str | JetsonProfile, machine: Machine, cuda: bool | Callable[[],
     if not profile.is_jetson:
         return Plan(profile, f"profile {name}: {backend or profile.backend} on {profile.device} "
                              f"({profile.precision})", True)
-    if machine.is_jetson and machine.module == name:
+    # By the SoC the profile names, not its name: a lab's own profile (orin_nx.yaml, copied
+    # from orin.yaml with fp32) runs on its module, where the name matched only orin or thor.
+    if machine.is_jetson and profile.compatible in machine.compatible:
         return Plan(profile, full_speed_advice(machine, profile), True)
     local = JetsonProfile.load(machine.module or ("cuda" if (cuda() if callable(cuda) else cuda) else "cpu"))
     what = f"{machine.describe()}, not a Jetson {name}" if machine.is_jetson else \
