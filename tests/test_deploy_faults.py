@@ -155,6 +155,49 @@ def test_after_a_policy_fault_the_robot_stays_powered_until_the_operator_ends_it
     assert servo.calls[-1] == "torque_off" and not executor.held_after_fault
 
 
+def test_with_yes_the_hold_after_a_fault_ends_after_its_limit_as_a_stop():
+    """--yes: nobody attends, so the hold after a policy fault lasts deploy.fault_hold_s, then
+    ends as the operator's stop would (deploy turns torque off as it disconnects), said in a
+    line; a stop sooner still ends it sooner."""
+    import threading
+
+    from shallowpi.commands.deploy_holds import hold_until_the_operator_ends
+
+    def faulted() -> tuple[CountingRobot, Executor]:
+        robot = CountingRobot()
+        executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
+                            ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+        executor.warm_up("count")
+        assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
+        return robot, executor
+
+    robot, executor = faulted()
+    said: list[str] = []
+    started = time.perf_counter()
+    hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02, limit_s=0.3)
+    assert 0.3 <= time.perf_counter() - started < 2.0
+    assert executor.stopped and not executor.held_after_fault and executor.safety.faults == 1
+    assert "holds its pose with torque on for 0.3 s (--yes: deploy.fault_hold_s), then torque goes off" in said[0]
+    assert said[1] == "nobody ended the hold in 0.3 s (--yes: deploy.fault_hold_s): torque goes off, exit 1"
+    assert "torque_off" not in robot.calls  # deploy's disconnect turns it off, after the hold
+
+    robot, executor = faulted()
+    said.clear()
+    threading.Timer(0.1, executor.stop).start()  # the operator, before the limit
+    started = time.perf_counter()
+    hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02, limit_s=30.0)
+    assert time.perf_counter() - started < 2.0 and len(said) == 1  # no "nobody ended it" line
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_the_fault_hold_is_a_finite_number_of_seconds(value):
+    from shallowpi.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"deploy\.fault_hold_s must be"):
+        ExecutorConfig(fault_hold_s=value)
+    assert ExecutorConfig(fault_hold_s=0).fault_hold_s == 0
+
+
 def test_a_non_finite_chunk_never_reaches_the_robot():
     class Overflowing(StepBackend):
         def infer(self, obs, inpainting=None):

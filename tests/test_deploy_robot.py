@@ -191,6 +191,50 @@ def test_a_camera_hiccup_holds_the_robot_and_the_episode_goes_on(tmp_path, capsy
     assert data["safety"]["stale_frames"] >= 3 and data["safety"]["holds"] >= 1, data["safety"]
 
 
+def test_with_yes_a_camera_fault_holds_for_the_fault_hold_then_torque_off_and_exit_1(tmp_path, capsys):
+    """`--yes` is for a run nobody attends: after the last episode torque goes off at once,
+    but after a camera fault the robot held with torque on until Ctrl-C, and an overnight
+    script hung with the arm powered. It holds deploy.fault_hold_s, then the run ends:
+    torque off, exit 1, said in a line. (A rescue sends SIGINT, the operator's stop, should
+    the hold never end: the test fails instead of hanging.)"""
+    from shallowpi.telemetry.executor_status import ExecutorState
+
+    arm = robot_spec("arm")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", state=len(arm.joints), cameras=("front",),
+                           meta={"calibrations": json.dumps(["uncalibrated"])})
+    report = tmp_path / "run.json"
+    finished, rescued = threading.Event(), threading.Event()
+    with emulated("arm") as (spec, chains), _FrontCamera() as camera:
+        def camera_gone_mid_episode() -> None:
+            _watch_executor(tmp_path / "deploy.sock", lambda status: status.state is ExecutorState.RUNNING)
+            camera.paused.set()  # for good: a second of silence is a camera fault
+
+        def rescue() -> None:
+            if not finished.wait(45):
+                rescued.set()
+                os.kill(os.getpid(), signal.SIGINT)  # deploy's handler: the operator's stop ends the hold
+
+        args = parse_command(_deploy_words(ckpt, spec, tmp_path, "--task", "wave", "--episodes", "2",
+                                           "--episode-time-s", "5", "--reset-time-s", "0", "--allow-uncalibrated",
+                                           "--json", str(report), "deploy.fault_hold_s=0.5"))
+        threading.Thread(target=camera_gone_mid_episode, daemon=True).start()
+        threading.Thread(target=rescue, daemon=True).start()
+        started = time.monotonic()
+        code = args.run(args, camera_devices=lambda: [camera.device.device])
+        took = time.monotonic() - started
+        finished.set()
+        torque_after = [s.torque for s in chains["follower"].servos.values()]
+    out = capsys.readouterr().out
+    assert not rescued.is_set(), f"the hold after the fault never ended ({took:.0f} s): {out}"
+    assert code == 1, out
+    assert "then torque goes off" in out and "for 0.5 s (--yes: deploy.fault_hold_s)" in out
+    assert "nobody ended the hold in 0.5 s (--yes: deploy.fault_hold_s): torque goes off, exit 1" in out
+    assert not any(torque_after) and "torque is off" in out
+    data = json.loads(report.read_text())
+    assert data["safety"]["faults"] == 1 and data["episodes"] == 1 and data["complete"] is False
+    assert data["per_episode"][0]["ended"] == "fault"
+
+
 @pytest.mark.slow
 def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_stop_ends_it(tmp_path, capsys):
     """During the 30 s hold before the first episode the executor publishes state "reset"

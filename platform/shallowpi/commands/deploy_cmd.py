@@ -30,7 +30,7 @@ waits for Enter before the robot first moves, and after the last episode it hold
 until Enter (or the dashboard's s) releases it: support the arm, torque then goes off
 (--yes: neither wait; torque off at the end). A stop (s, Ctrl-C) turns torque off after
 the run. After a policy or camera fault it holds its pose with torque on until the
-operator stops or e-stops.
+operator stops or e-stops (--yes: for deploy.fault_hold_s, then torque off and exit 1).
 
 --sim direct runs the twin in-process, --sim stack behind emulated servos and software
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
@@ -101,7 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default record.reset_time_s)")
     parser.add_argument("--yes", action="store_true",
                         help="robot: start without asking (by default, once the backend is warm, it waits for Enter "
-                             "before the robot first moves); for a run nobody attends, with an e-stop within reach")
+                             "before the robot first moves); for a run nobody attends, with an e-stop within reach: "
+                             "torque goes off after the last episode, and after a fault once the robot has held "
+                             "deploy.fault_hold_s (exit 1)")
     parser.add_argument("--speed-scale", type=at_least(0, float, above=True), metavar="S",
                         help="robot: every joint's top speed times S (0 < S <= 1; the velocity bound each command "
                              "goes through), e.g. 0.5 for a new policy's first run; a policy then sees its arm lag "
@@ -215,8 +217,14 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     # A bundle made to be copied is for the machine --jetson names, not this one (a CUDA
     # workstation's own backend, torch, would export no graph for the Jetson to run).
     backend_name = args.backend or (asked.backend if args.bundle_only else profile.backend)
+    options = BackendOptions(device=profile.device, precision=profile.precision, providers=profile.providers)
+    plan_line = decision.message
+    if backend_name == "torch" and not args.bundle_only:
+        # The plan names the profile's device and precision; torch here may run others (no
+        # CUDA GPU; towers cast on a GPU only): the line, and --json's "plan", say what runs.
+        plan_line += _torch_runs_otherwise(options)
     print(f"--bundle-only: a bundle for {asked.name} ({backend_name}), nothing runs here" if args.bundle_only
-          else decision.message, flush=True)
+          else plan_line, flush=True)
     # The deploy settings are checked before the bundle: a misspelt strategy was news only
     # after minutes of export (the target's config, composed again, is what runs).
     _executor_config(args, base, realtime=bool(args.realtime or not args.sim))
@@ -234,9 +242,6 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     target = twin_target(args, bundle) if args.sim else robot_target(args, bundle, camera_devices)
     cfg = target.cfg
     exec_cfg = _executor_config(args, cfg, realtime=bool(args.realtime or not args.sim))
-    options = BackendOptions(device=profile.device, precision=profile.precision, providers=profile.providers)
-    if backend_name == "torch" and profile.device == "cuda" and not _has_cuda():
-        options.device = "cpu"
     backend = make_backend(backend_name, bundle, options)
     parity = check_reference(backend, exec_cfg.parity_tolerance)  # before anything connects
     if parity is None and target.on_hardware:
@@ -351,13 +356,17 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             executor.status.successes += bool(report.success)
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))
+        # --yes: nobody attends, so a hold after a fault is bounded as the one after the last
+        # episode is skipped (an overnight script hung with the arm powered until Ctrl-C).
+        fault_hold_s = exec_cfg.fault_hold_s if args.yes else None
         if target.on_hardware and executor.held_after_fault:
-            hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
+            hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None, limit_s=fault_hold_s)
         executor.done(len(reports))
         if target.on_hardware and not args.yes and not executor.stopped:
             hold_until_released(executor, publish, keys=dashboard is not None)
             if executor.held_after_fault:  # a servo faulted as it held: the sound buses hold on
-                hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None)
+                hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None,
+                                             limit_s=fault_hold_s)
     except BaseException as exc:
         # An error before the first motion (a backend that will not warm up); Ctrl-C at the
         # go question is the operator's word, and turns torque off.
@@ -390,7 +399,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         # judged a failure: `complete` says whether the run is the one asked for.
         complete = len(reports) == args.episodes and not any(r.ended in CUT_SHORT for r in reports)
         args.json.write_text(json.dumps({**summary, "episodes_asked": args.episodes, "complete": complete,
-                                         "profile": profile.name, "plan": decision.message,
+                                         "profile": profile.name, "plan": plan_line,
+                                         # what the policy was told, and (the twin) the task judged
+                                         "task": target.task_name, "instruction": target.instruction,
                                          "backend": backend_name, "runs_on": backend.runs_on(),
                                          "parity_std": parity.error_std if parity else None,
                                          "bundle_sha256": bundle.digest, "strategy": exec_cfg.strategy.value,
@@ -414,6 +425,23 @@ def _has_cuda() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def _torch_runs_otherwise(options: Any) -> str:
+    """Where the profile asks torch for CUDA on a machine without it, `options.device`
+    becomes cpu; and torch casts its towers to the asked precision on a GPU only
+    (TorchBackend). '' when torch runs as asked, else the plan line's ending that says what
+    runs instead ("profile cuda: torch on cuda (bf16)" ran on cpu in fp32)."""
+    from shallowpi.deploy.backends.torch_backend import DTYPES, NAMES
+
+    asked = f"{options.device} ({options.precision})"
+    why = ""
+    if options.device == "cuda" and not _has_cuda():
+        options.device, why = "cpu", "torch sees no CUDA GPU here"
+    precision = NAMES[DTYPES[options.precision]] if options.device == "cuda" else "fp32"
+    if (runs := f"{options.device} ({precision})") == asked:
+        return ""
+    return f"; {why or f'torch computes in {precision} on {options.device}'}: it runs on {runs}, not {asked}"
 
 
 def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:

@@ -1,6 +1,7 @@
 """What `platform deploy` does while the robot waits for its operator, holding its pose
 with torque on: before it first moves (Enter), after a fault the servos survive (stop or
-e-stop), after the last episode (released by Enter or the dashboard's s). Each wait goes
+e-stop; with --yes, deploy.fault_hold_s at most), after the last episode (released by Enter
+or the dashboard's s). Each wait goes
 on publishing the executor's status, obeying the dashboard and reading the servos' alarms;
 a wait for Enter first drops what was typed ahead.
 """
@@ -34,7 +35,7 @@ def wait_for_go(executor: Any, publish: Callable[[Any], None], episodes: int,
 
 
 def hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], say: Callable[[str], None],
-                                 keys: bool = True, period_s: float = 0.1) -> None:
+                                 keys: bool = True, period_s: float = 0.1, limit_s: float | None = None) -> None:
     """After a policy-side or camera fault the robot is sound and holds its pose with torque
     on; after a servo or bus fault, the buses that confirmed holding do (the one at fault
     went limp: Robot.hold_or_release). Keep them so (the servos hold their goals) until the
@@ -43,14 +44,23 @@ def hold_until_the_operator_ends(executor: Any, publish: Callable[[Any], None], 
     commands obeyed and the holding servos' alarms read meanwhile (an overload is a fault
     as in a tick: its bus goes limp, the others hold on; the wait ends once none holds).
     `keys`: the dashboard reads s and e (else only Ctrl-C and `platform monitor --control`
-    reach the executor)."""
+    reach the executor). `limit_s` (--yes, deploy.fault_hold_s): nobody attends, so after
+    that many seconds the hold ends as a stop would (said in a line; torque goes off as
+    deploy disconnects), instead of keeping an unattended arm powered until someone comes."""
     fault = executor.status.message.removeprefix("fault: ")
     ways = "stop (s or Ctrl-C: torque off) or e-stop (e)" if keys else \
         "stop with Ctrl-C (torque off), or from `platform monitor --control`"
     held = ("the buses that hold keep their pose with torque on, the others are limp" if "torque off on bus" in fault
             else "the robot holds its pose with torque on")
+    if limit_s is not None:
+        held += f" for {limit_s:g} s (--yes: deploy.fault_hold_s), then torque goes off"
     say(f"stopped on a fault ({fault}); {held}: support it, then {ways}")
-    hold_with_torque(executor, publish, lambda: not executor.held_after_fault, period_s)
+    deadline = None if limit_s is None else time.monotonic() + limit_s
+    hold_with_torque(executor, publish, lambda: not executor.held_after_fault
+                     or (deadline is not None and time.monotonic() >= deadline), period_s)
+    if executor.held_after_fault:  # only the limit ends a hold that still holds
+        say(f"nobody ended the hold in {limit_s:g} s (--yes: deploy.fault_hold_s): torque goes off, exit 1")
+        executor.stop()  # the hold's end, as the operator's stop would: deploy disconnects, torque off
 
 
 def hold_until_released(executor: Any, publish: Callable[[Any], None], keys: bool,

@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from shallowpi.cli import overrides_from
@@ -86,6 +87,11 @@ class TwinTarget(_SpecFacts):
         return str(self.task.instruction)
 
     @property
+    def task_name(self) -> str:
+        """The twin task run, e.g. 'cube_in_bowl' (--json's "task")."""
+        return str(self.task.name)
+
+    @property
     def description(self) -> str:
         """'arm / cube_in_bowl' for the banner line."""
         return f"{self.spec.robot} / {self.task.name}"
@@ -137,6 +143,11 @@ class RobotTarget(_SpecFacts):
     on_hardware = True
     image_codec = None  # live frames go to the policy as they are (the Executor says why)
     _started: list[Any] = field(default_factory=list)
+
+    @property
+    def task_name(self) -> None:
+        """No task name on the robot: --task is the instruction itself."""
+        return None
 
     @property
     def description(self) -> str:
@@ -205,8 +216,6 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     """Robot, task, render size and image codec from the checkpoint's training store, or
     the store `args.twin_store` (--dataset) when given (flags override), checked against the
     policy's features. Raises CheckpointError / SimError in one line."""
-    from pathlib import Path
-
     from shallowpi import config
     from shallowpi.evaluate.sim_checkpoint import check_fits, sim_target
     from shallowpi.policy.policy import Features
@@ -223,9 +232,7 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
     check_fits(Features(**bundle.features), spec, trained_rate(bundle.checkpoint_metadata) or target.fps)
     check_joint_order(bundle.checkpoint_metadata, spec)
-    task = target.tasks[0]
-    if len(target.tasks) > 1:
-        print(f"the store records {len(target.tasks)} tasks; running {task.name} (choose with --task)", flush=True)
+    task = target.tasks[0] if args.task else _trained_task(target, Path(store) if store else None, str(bundle.path))
     seconds = task.seconds if args.episode_time_s is None else min(task.seconds, args.episode_time_s)
     if args.sim == "stack":
         from shallowpi.robots.sim.stack import StackSimRobot
@@ -245,6 +252,39 @@ def twin_target(args: argparse.Namespace, bundle: Any) -> TwinTarget:
 
         codec = image_codec(*target.image_codec)
     return TwinTarget(robot, cfg, spec, task, seconds, codec)
+
+
+def _trained_task(target: Any, store: Path | None, policy: str) -> Any:
+    """Without --task: the first of the twin's tasks (its benchmark tasks, then its check
+    tasks) whose instruction `store`, the training store (or --dataset), recorded, which
+    the policy learned; said in a line with the store's own count of tasks. A store that is
+    gone, names none or recorded none of the twin's: its first task, saying why. The twin's
+    first task whatever the store held ran a policy trained on push_block_left alone on
+    cube_in_bowl, saying "the store records 2 tasks". Raises StoreError for a store that
+    cannot be read (sim_target read it already)."""
+    from shallowpi.evaluate.sim_checkpoint import StoreFacts
+    from shallowpi.robots.sim.tasks import make_tasks
+
+    first = target.tasks[0]
+    choose = "choose with --task"
+    if store is None or not store.exists():
+        why = f"the training store {store} is not here" if store else f"{policy} names no training store"
+        print(f"running {first.name} ({first.instruction!r}), the {target.robot} twin's first task: {why} to say "
+              f"which it learned ({choose})", flush=True)
+        return first
+    recorded = StoreFacts.read(store).tasks
+    known = [t for t in make_tasks(target.robot, checks=True).values() if t.instruction in recorded or t.name in recorded]
+    count = f"{len(recorded)} task{'s' if len(recorded) != 1 else ''}"
+    if not known:
+        shown = "; ".join(repr(t) for t in sorted(recorded)[:5]) or "none"
+        print(f"store {store} records {count}, none of them the {target.robot} twin's ({shown}); running "
+              f"{first.name} ({first.instruction!r}), its first ({choose})", flush=True)
+        return first
+    task = known[0]
+    which = "the task it records" if len(recorded) == 1 else f"the first of them the {target.robot} twin has"
+    print(f"store {store} records {count}; running {task.name} ({task.instruction!r}), {which} ({choose})",
+          flush=True)
+    return task
 
 
 def robot_target(args: argparse.Namespace, bundle: Any, camera_devices: Callable[[], list[Any]] | None = None
@@ -319,8 +359,6 @@ def _check_against_training(bundle: Any, spec: Any, instruction: str, allow_aspe
     ConfigError. The checkpoint records the rate and shapes; older ones are checked against
     their store when this machine has it, which also says in a line when it never recorded
     the instruction."""
-    from pathlib import Path
-
     from shallowpi.data.store import EpisodeStore
     from shallowpi.deploy.preprocess import TextTokens
 

@@ -204,7 +204,9 @@ class ExecutorControl:
         if "error" in outcome:
             raise outcome["error"]
         times = outcome["times"]
-        if self.cfg.realtime and (took := times[-1] + self.cfg.injected_delay_s) > self.cfg.max_chunk_age_s:
+        # (Not after a stop or an e-stop during the warm-up: the run ends on that.)
+        if self.cfg.realtime and not self._stop.is_set() and \
+                (took := times[-1] + self.cfg.injected_delay_s) > self.cfg.max_chunk_age_s:
             raise BackendError(
                 f"{self.backend.name} takes {took:.2f} s a chunk warm, over deploy.max_chunk_age_s "
                 f"{self.cfg.max_chunk_age_s:g}: every chunk would be dropped as too old to act on; deploy a faster "

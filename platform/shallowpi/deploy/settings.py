@@ -83,6 +83,11 @@ class ExecutorConfig:
     parity_tolerance  before anything connects, the backend computes the bundle's reference
                       chunks, plain and inpainted (deploy/reference.py); a difference from the
                       torch policy's above this many action standard deviations refuses the run
+    fault_hold_s      on the robot with --yes (a run nobody attends), how long it holds its
+                      pose with torque on after a fault that leaves it holding (a policy or
+                      camera fault; a servo fault's sound buses) before `platform deploy` turns
+                      torque off and exits 1; without --yes it holds until the operator ends
+                      it (commands/deploy_holds.hold_until_the_operator_ends). Seconds, >= 0
     """
 
     strategy: Strategy | str = Strategy.RTC
@@ -98,6 +103,7 @@ class ExecutorConfig:
     start_speed: float | None = 0.25
     realtime: bool = True
     parity_tolerance: float = 0.05
+    fault_hold_s: float = 10.0
 
     def __post_init__(self) -> None:
         try:
@@ -108,7 +114,7 @@ class ExecutorConfig:
         # NaN passes every comparison's refusal (nan < 0 is False): a NaN delay killed the
         # inference thread in time.sleep, an infinite watchdog never fires.
         for name in ("max_frame_age_s", "seam_ticks", "clamp_tolerance", "injected_delay_s", "max_inference_s",
-                     "max_chunk_age_s", "parity_tolerance"):
+                     "max_chunk_age_s", "parity_tolerance", "fault_hold_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"deploy.{name} must be a finite number, got {value!r}")
@@ -121,8 +127,9 @@ class ExecutorConfig:
                               f"step), got {self.seam_ticks}")
         if self.rtc_mask not in ("soft", "hard"):
             raise ConfigError(f"deploy.rtc_mask must be soft or hard, got '{self.rtc_mask}'")
-        if self.injected_delay_s < 0:
-            raise ConfigError(f"deploy.injected_delay_s must be >= 0, got {self.injected_delay_s}")
+        for name in ("injected_delay_s", "fault_hold_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"deploy.{name} must be >= 0, got {getattr(self, name)}")
         if problem := speed_problem(self.start_speed, "deploy.start_speed"):
             raise ConfigError(problem)
         if self.warmup_runs < 2:  # the first run is the cold one; the last one is measured
