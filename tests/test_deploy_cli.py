@@ -518,6 +518,35 @@ def test_a_deployment_recording_keeps_the_stores_cameras_of_what_the_robot_obser
         assert store.read_episode(0, ["observation.images.front"])["observation.images.front"][:, 0, 0, 0].tolist() == [0, 1, 2]
 
 
+def test_a_terminal_closed_under_a_recorded_deployment_costs_no_episode_and_no_json(tmp_path, monkeypatch):
+    """An SSH session dropped (SIGHUP): from then on every print fails with EIO. The held
+    lines were printed before the recording closed, and the summary before the --json was
+    written: the last episode's queued frames and commit, and the file, went with the
+    process. Now the recording closes and the JSON is written first, and a print the
+    terminal refuses is dropped. The terminal goes here as the robot is put away."""
+    import errno
+    import io
+    import sys
+
+    from shallowpi.commands.deploy_targets import TwinTarget
+
+    class ClosedTerminal(io.TextIOBase):
+        def write(self, text: str) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+    disconnect = TwinTarget.disconnect
+
+    def then_the_terminal_goes(self, *args, **kwargs):
+        disconnect(self, *args, **kwargs)
+        monkeypatch.setattr(sys, "stdout", ClosedTerminal())
+
+    monkeypatch.setattr(TwinTarget, "disconnect", then_the_terminal_goes)
+    code, data = _deploy_tiny(tmp_path, "--sim", "--episodes", "1", "--record", str(tmp_path / "deployed"))
+    assert code == 0 and data["episodes"] == 1
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        assert len(store) == 1 and store.check() == []
+
+
 def test_a_recorded_deployment_keeps_the_executors_counts_and_its_camera_drivers_drops(tmp_path):
     """`deploy --sim stack --record`: the episode was committed with dropped_frames 0 by
     default, never counted, no hold or stale-frame count, and (its cameras looked for

@@ -388,12 +388,15 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                     terminal.restore()  # undo what it left on the terminal before the summary prints
             quiet.close()  # the signal handlers go back only once the robot is off
             printer.close()
-            for line in held_output:
-                print(line)
+            # The recording before any print: a terminal closed under the run (an SSH
+            # session dropped, SIGHUP) fails every print with EIO, and the last episode's
+            # queued frames and commit went with the process.
             if recorder:
                 recorder.close()
+            with contextlib.suppress(OSError):  # the terminal gone: nobody to tell
+                for line in held_output:
+                    print(line)
     summary = _summary(reports, executor, judged=not target.on_hardware, simulated=not exec_cfg.realtime)
-    print(summary["line"])
     if args.json:
         # Stopped early (Ctrl-C, a stop key) or by a fault, the last episode was cut off and
         # judged a failure: `complete` says whether the run is the one asked for.
@@ -410,6 +413,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                                          "delay_ms": float(exec_cfg.injected_delay_s) * 1e3,
                                          "speed_scale": args.speed_scale or 1.0,
                                          "bundle": str(bundle.path)}, indent=2))
+    with contextlib.suppress(OSError):  # after the JSON: a terminal gone must not cost the file
+        print(summary["line"])
     faults = executor.safety.faults if executor else 0
     return 1 if faults else 0
 

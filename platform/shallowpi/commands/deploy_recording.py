@@ -3,6 +3,7 @@ written beside the control loop so that a slow disk never stalls a command or th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -195,7 +196,8 @@ class DeploymentRecorder:
             self.writer.close()
         finally:
             self.store.close()
-        if self.writer.failure is not None:
-            print(f"recording into {self.path} stopped early: {self.writer.failure}")
-        else:
-            print(f"recorded into {self.path}")
+        with contextlib.suppress(OSError):  # a terminal closed under the run: the store is what counts
+            if self.writer.failure is not None:
+                print(f"recording into {self.path} stopped early: {self.writer.failure}")
+            else:
+                print(f"recorded into {self.path}")
