@@ -50,9 +50,13 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
     try:
         from shallowpi.train.checkpoint import checkpoint_step, weights_to_use
     except ImportError as exc:  # the robot's install: bundles only
+        # A checkpoint copied over with its bundle beside it (CKPT.bundle, where --bundle-only
+        # put it): that one runs, named (verifying it against the weights takes the training install).
+        beside = args.bundle or args.policy.with_name(args.policy.name + ".bundle")
+        how = (f"the bundle made from it is beside it: pass --policy {beside}" if (beside / MANIFEST).is_file()
+               else "make it on the workstation with `platform deploy --policy CKPT --bundle-only` and copy it over")
         raise ConfigError(f"{args.policy} is not a deploy bundle (no {MANIFEST}), and making one from a checkpoint "
-                          f"needs the training install ({exc.name} is missing here): make it on the workstation "
-                          "with `platform deploy --policy CKPT --bundle-only` and copy it over") from None
+                          f"needs the training install ({exc.name} is missing here): {how}") from None
 
     args.policy = checkpoint_step(args.policy)  # a run folder's newest: its bundle is named after the step
     weights = weights_to_use(args.policy)  # a step folder's EMA average when the run kept one
