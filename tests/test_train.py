@@ -18,6 +18,7 @@ from policy_fakes import FakeChunks
 from shallowpi.durable_files import PARTIAL_SUFFIX
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
+from shallowpi.train.distributed import close_distributed
 from shallowpi.train.finetune import finetune
 from shallowpi.train.objective import FlowMatchingObjective
 from shallowpi.train.offline_eval import evaluate
@@ -346,7 +347,9 @@ def _ema_fsdp_worker(rank: int, world: int, folder: str, port: int) -> None:
         Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(ema=0.9, fsdp=True), Path(folder) / "run")
     except TrainingError as exc:
         (Path(folder) / f"refused{rank}").write_text(str(exc))
-    leave_group()
+    # Refused before any collective ran (the settings are checked as the group forms): no
+    # gloo thread to see leave, only the group to close.
+    close_distributed()
 
 
 def test_the_newest_complete_step_folder_is_the_checkpoint_even_if_last_was_not_updated(tmp_path):

@@ -112,7 +112,8 @@ def test_train_holds_out_episodes_of_every_task_of_a_store_recorded_task_by_task
 def test_train_on_two_processes_under_torchrun_keeps_its_run_name(store, tmp_path):
     """The README's command for several processes, `--run` included: without the `--` before
     the command, torchrun's own parser takes `--run` for an abbreviation of its `--run-path`
-    and refuses the whole command line."""
+    and refuses the whole command line. The results are printed once, by rank 0 (every rank
+    printed "checkpoint: ...": a script reading it got two lines)."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
               "-m", "shallowpi", "--"]
     args = ["train", "--dataset", str(store), "--policy", "tiny", "--runs-dir", str(tmp_path), "--run", "two",
@@ -121,6 +122,8 @@ def test_train_on_two_processes_under_torchrun_keeps_its_run_name(store, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "two" / "checkpoints" / "step_000002").is_dir()
     assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1]
+    assert [line for line in done.stdout.splitlines() if line.startswith("checkpoint:")] == [
+        f"checkpoint: {tmp_path / 'two' / 'checkpoints' / 'step_000002'}"]
 
 
 def test_one_line_errors(store, tmp_path):

@@ -16,6 +16,7 @@ import importlib
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -273,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A PlatformError prints `error: ...` and returns its `exit_code`; an OSError the disk
     caused (see `file_system_error`) prints one line and returns 2; any other OSError is
-    re-raised with its traceback. Ctrl-C returns 130.
+    re-raised with its traceback. Ctrl-C returns 130. Under torchrun, a collective's error
+    because another process stopped prints one line and returns 1 (`peer_stopped`), and
+    ranks other than 0 log errors only (all, with -v).
     """
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["--"]:
@@ -289,7 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("shallowpi").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # Under torchrun every process runs the command: each of N repeated every line (and a
+    # script reading one got N). Rank 0 says what they do; the others only what goes wrong.
+    launch = launched_rank()
+    others_quiet = launch is not None and launch[0] != 0
+    logging.getLogger("shallowpi").setLevel(
+        logging.DEBUG if args.verbose else logging.ERROR if others_quiet else logging.INFO)
     if not args.verbose:
         # zarr writes through asyncio: when one chunk write fails (a full disk) the others'
         # failures are "never retrieved" and asyncio logs each with a traceback, after the
@@ -323,6 +331,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        message = peer_stopped(exc)
+        if message is None:
+            raise  # not a peer's end: a bug, keep the traceback
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def launched_rank() -> tuple[int, int] | None:
+    """(rank, number of processes) of a process torchrun launched, from the variables it
+    sets (those `init_distributed`, train/distributed.py, joins the group by), read here
+    without importing torch; None outside torchrun."""
+    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= os.environ.keys():
+        return None
+    try:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except ValueError:  # not torchrun's: the group would not form either
+        return None
+
+
+# What a collective raises in a process whose peer has gone: gloo's "[.../gloo/transport/
+# tcp/pair.cc:547] Connection closed by peer [127.0.0.1]:60312" (a RuntimeError), NCCL's
+# errors (torch's DistError and its subclasses).
+_PEER_GONE = re.compile(r"gloo|connection (closed|reset) by peer", re.IGNORECASE)
+
+
+def peer_stopped(exc: RuntimeError) -> str | None:
+    """One line for the error a collective (a barrier, an all-reduce, FSDP's all-gather)
+    raised in one of several torchrun processes because another stopped, whose own error
+    that one has printed; each other rank added 45-65 lines of traceback under it. None
+    outside a run of several processes, or for another RuntimeError (a bug)."""
+    launch = launched_rank()
+    if launch is None or launch[1] < 2:
+        return None
+    dist = sys.modules.get("torch.distributed")  # imported by whatever raised a DistError
+    text = str(exc).strip()
+    collective = dist is not None and isinstance(exc, getattr(dist, "DistError", ()))
+    if not (collective or _PEER_GONE.search(text)):
+        return None
+    # Its first line, without gloo's source location: what this process saw.
+    seen = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]) if text else type(exc).__name__
+    return f"rank {launch[0]}: another training process stopped (its error is above): {seen}"
 
 
 def _stdout_reader_gone() -> bool:

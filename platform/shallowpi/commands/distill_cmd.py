@@ -79,8 +79,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Distil the teacher (given, or trained/reused under runs/) into a k-layer student.
 
-    Returns 0. Raises ConfigError for an unknown key in a `train:` section or no dataset,
-    StoreError for a missing, damaged or empty store.
+    Returns 0; prints the teacher, the student and the report (rank 0 only, under
+    torchrun). Raises ConfigError for an unknown key in a `train:` section or no dataset,
+    StoreError for a missing, damaged or empty store, TrainingError for settings the
+    launched processes cannot train with (`check_launch`: the teacher's, when it is
+    trained here, and the student's), before any teacher is trained.
     """
     from shallowpi import config
     from shallowpi.commands.train_cmd import (
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.train.checkpoint import checkpoint_step, checkpoint_weights, weights_to_use
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
-    from shallowpi.train.trainer import check_run_folder
+    from shallowpi.train.trainer import check_launch, check_run_folder, launched
 
     if args.teacher is not None and args.init is not None:  # --init starts the teacher's training, skipped here
         raise ConfigError(f"--init {args.init} starts the teacher's training, and --teacher {args.teacher} is "
@@ -121,7 +124,6 @@ def run(args: argparse.Namespace) -> int:
     store, episodes = resolve_training_store(cfg)
     policy_data, dcfg, teacher_train, student_train = distill_settings(cfg, run_settings(args))
     failed = _failed_episodes(store, episodes, teacher_train.successful_only) if dcfg.failed_episodes == "teacher" else []
-    make_dataset = checked_factory(store, episodes + failed, chunk_dataset, teacher_train.skip_nonfinite)
     runs = runs_folder(args)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
 
@@ -135,6 +137,15 @@ def run(args: argparse.Namespace) -> int:
                                        f"-student{dcfg.layers}")
     check_run_folder(run_dir, args.resume)
     given = args.teacher if args.teacher is not None else _resumed_teacher(run_dir) if args.resume else None
+    if given is None:  # runs/NAME-P's teacher, when complete; else it is trained (or continued) here
+        given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs)
+    # Under torchrun: what the trainer would refuse of these processes, for the teacher
+    # trained here and for the student, now; not after the teacher's training (an hour at
+    # π0 size) and the choice of layers, or after the student's run folder was written.
+    if given is None:
+        check_launch(teacher_train, "policy.train")
+    check_launch(student_train, "distill.train")
+    make_dataset = checked_factory(store, episodes + failed, chunk_dataset, teacher_train.skip_nonfinite)
     # A step folder's EMA average when the run kept one: the teacher every figure judged.
     tasks = episode_tasks(store)
     teacher = weights_to_use(given or _teacher_run(store, policy_cfg, teacher_train, runs, episodes, tasks,
@@ -142,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     result = distill(store, teacher, dcfg, student_train, run_dir, episodes=episodes, make_dataset=make_dataset,
                      teacher_only=failed, tasks=tasks, resume=args.resume, resolved_config=cfg)
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
+    if not launched().main:  # under torchrun the results are said once, by rank 0
+        return 0
     print(f"teacher: {teacher}")
     print(f"student: {result['checkpoint']} (teacher layers {result['distill']['kept_layers']})")
     if result["report"]:
@@ -209,28 +222,41 @@ def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> lis
     return sorted(set(store_episodes(store)) - set(kept))
 
 
-def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make_dataset, init, cfg) -> Path:
-    """The teacher `platform train` would make: reused when complete (at policy.train.steps,
-    or at the steps its run was asked for), continued when interrupted, trained when
-    absent. Returns its last checkpoint."""
+def _reusable_teacher(store: Path, policy_cfg: Any, train_cfg: TrainConfig,
+                      runs: Path) -> tuple[Path | None, TrainConfig]:
+    """The teacher `platform train` would make (runs/NAME-P) when it is complete, at
+    policy.train.steps or at the steps its run was asked for, and `train_cfg`; else None
+    and the settings to train it, or continue it, with (`_teacher_run`). TrainingError when
+    that run was trained on other episodes (`_check_teacher_data`)."""
     from shallowpi.train.checkpoint import latest_checkpoint, trained_for
+
+    last = latest_checkpoint(runs / f"{store.stem}-{policy_cfg.name}")
+    if last is None:
+        return None, train_cfg
+    _check_teacher_data(last, store)
+    step, asked = int(last.name.removeprefix("step_")), trained_for(last)
+    # Complete at the steps it was trained for (`platform train --steps 300`): reused as
+    # it is, not extended into the user's run folder to the preset's count; interrupted,
+    # continued to those steps.
+    preset = train_cfg.steps
+    train_cfg = dataclasses.replace(train_cfg, steps=min(preset, asked or preset))
+    if step < train_cfg.steps:
+        return None, train_cfg
+    log.info("teacher: reusing %s%s", last, "" if train_cfg.steps == preset else
+             f" (trained for its {asked} steps; `platform train --resume --steps N` trains it further)")
+    return last, train_cfg
+
+
+def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make_dataset, init, cfg) -> Path:
+    """The teacher `platform train` would make, when `_reusable_teacher` has none to reuse:
+    continued when interrupted, trained when absent, with `train_cfg` (the settings
+    `_reusable_teacher` gave). Returns its last checkpoint."""
+    from shallowpi.train.checkpoint import latest_checkpoint
     from shallowpi.train.finetune import finetune
     from shallowpi.train.interrupt import TrainingInterrupted
 
     run_dir = runs / f"{store.stem}-{policy_cfg.name}"
     last = latest_checkpoint(run_dir)
-    if last is not None:
-        _check_teacher_data(last, store)
-        step, asked = int(last.name.removeprefix("step_")), trained_for(last)
-        # Complete at the steps it was trained for (`platform train --steps 300`): reused as
-        # it is, not extended into the user's run folder to the preset's count; interrupted,
-        # continued to those steps.
-        preset = train_cfg.steps
-        train_cfg = dataclasses.replace(train_cfg, steps=min(preset, asked or preset))
-        if step >= train_cfg.steps:
-            log.info("teacher: reusing %s%s", last, "" if train_cfg.steps == preset else
-                     f" (trained for its {asked} steps; `platform train --resume --steps N` trains it further)")
-            return last
     log.info("teacher: %s %s", "continuing" if last else "training", run_dir)
     try:
         finetune(store, policy_cfg, train_cfg, run_dir, episodes=episodes, make_dataset=make_dataset,

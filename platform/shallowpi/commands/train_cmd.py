@@ -138,10 +138,11 @@ def check_train_keys(where: str, keys: Iterable[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Train the policy on the dataset's episodes in runs/NAME (or --run); returns 0.
 
-    Prints the last checkpoint and the held-out evaluation. Raises ConfigError for no
-    dataset or an unknown `policy.train` key, StoreError for a missing, damaged or empty
-    store, TrainingError for a run folder holding checkpoints without --resume (or none
-    with it) before the store is screened.
+    Prints the last checkpoint and the held-out evaluation (rank 0 only, under torchrun).
+    Raises ConfigError for no dataset or an unknown `policy.train` key, StoreError for a
+    missing, damaged or empty store, TrainingError for settings the launched processes
+    cannot train with (`check_launch`) or a run folder holding checkpoints without
+    --resume (or none with it) before the store is screened.
     """
     import json
 
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.finetune import finetune
     from shallowpi.train.store_checks import checked_factory
-    from shallowpi.train.trainer import TrainConfig, check_run_folder
+    from shallowpi.train.trainer import TrainConfig, check_launch, check_run_folder, launched
 
     init_from = init_checkpoint(args)
     overrides = overrides_from(args)
@@ -164,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
     check_train_keys("policy.train", policy_data.get("train", {}))
     train_cfg = TrainConfig(**policy_data.get("train", {}), **run_settings(args))
+    # Under torchrun: what the trainer would refuse of these processes, now, not after the
+    # store's screening, an --init's load and the run folder's first files.
+    check_launch(train_cfg, "policy.train")
     run_dir = runs_folder(args) / (args.run_name or f"{store.stem}-{policy_cfg.name}")
     # Here, as distill does, not only in the trainer: after the store's screening and an
     # --init's load (minutes at π0 size), a run folder that cannot start or resume was news.
@@ -176,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         init_from=init_from, resolved_config=cfg,
     )
     close_distributed()  # under torchrun: join the group's threads before the interpreter exits
+    if not launched().main:  # under torchrun the results are said once, by rank 0
+        return 0
     if result.get("checkpoint"):
         print(f"checkpoint: {result['checkpoint']}")
         if result.get("weights") not in (None, result["checkpoint"]):

@@ -60,7 +60,7 @@ from shallowpi.train.finetune import (
 from shallowpi.train.objective import NoiseSpec, step_noise
 from shallowpi.train.offline_eval import evenly_spaced
 from shallowpi.train.progress import ProgressBar
-from shallowpi.train.trainer import TrainConfig, Trainer, check_run_folder
+from shallowpi.train.trainer import TrainConfig, Trainer, check_launch, check_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,11 @@ def distill(
     Raises CheckpointError for a teacher failing its hash (given, or recorded by the run
     being resumed) or whose features do not match the dataset; ConfigError for k outside
     1..depth-1 or an attention layer outside either model; TrainingError as the trainer does
-    (NaN loss with the term named).
+    (NaN loss with the term named; settings the launched processes cannot train with,
+    before the teacher is loaded).
     """
     check_run_folder(run_dir, resume)  # here, not after the greedy search (hours on a CPU)
+    check_launch(train_cfg, "distill.train")  # so are settings these processes cannot train with
     facts_path = run_dir / "distill.json"
     recorded = json.loads(facts_path.read_text()) if resume and facts_path.is_file() else None
     expected, what = dcfg.teacher_sha256, "distill.teacher_sha256 (--teacher-sha256)"

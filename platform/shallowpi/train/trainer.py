@@ -32,6 +32,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,8 @@ from shallowpi.train.run_lock import RunLock
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StepBatches", "TrainConfig", "Trainer", "TrainingError", "latest_checkpoint", "lr_at"]
+__all__ = ["StepBatches", "TrainConfig", "Trainer", "TrainingError", "check_launch", "check_processes",
+           "latest_checkpoint", "launched", "lr_at"]
 
 
 # TrainConfig refuses seeds from here on: below it, every generator a run seeds takes the
@@ -231,6 +233,40 @@ class StepBatches(Sampler[list[int]]):
 # ----------------------------------------------------------------------------- the trainer
 
 
+def launched() -> Dist:
+    """This process's place among those torchrun launched, read from the variables it sets
+    (RANK, WORLD_SIZE, MASTER_ADDR) without joining their group: the `Dist` that
+    `init_distributed` will give (Dist() outside torchrun, a single torchrun process
+    grouped too). Commands check settings against it before any work."""
+    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ):
+        return Dist()
+    return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), grouped=True)
+
+
+def check_processes(cfg: TrainConfig, settings: str, d: Dist) -> None:
+    """TrainingError (one line naming the `settings` section, e.g. "distill.train") for
+    settings that `d`'s processes cannot train with: a batch_size they cannot share evenly
+    (each takes batch_size / world samples of every step), an EMA with FSDP. The Trainer
+    checks its own settings with it; `check_launch` checks them before a command's work."""
+    if cfg.batch_size % d.world:
+        raise TrainingError(f"{settings}.batch_size {cfg.batch_size} is not divisible by the {d.world} processes "
+                            f"(each takes an equal share of every batch): give a multiple of {d.world}")
+    if cfg.ema and cfg.fsdp and d.grouped:
+        # The average would hold each rank's shards, and a checkpoint only rank 0's.
+        raise TrainingError(f"{settings}.ema is not supported with fsdp yet: turn one of them off "
+                            f"({settings}.ema=null, or {settings}.fsdp=false for plain DDP)")
+
+
+def check_launch(cfg: TrainConfig, settings: str) -> None:
+    """What the Trainer would refuse of `cfg` (the `settings` section) on the processes
+    torchrun launched (`launched`), refused before any work: the device (`pick_device`:
+    --device cuda:N for every process) and `check_processes`. Found by the Trainer, that
+    was after an hour of a teacher's training, or after a student's run folder was
+    written. PlatformError / TrainingError, one line."""
+    pick_device(cfg.device)
+    check_processes(cfg, settings, launched())
+
+
 def check_run_folder(run_dir: Path, resume: bool) -> Path | None:
     """The run folder's newest complete checkpoint, None for a fresh run. TrainingError
     (one line) when it holds checkpoints and `resume` is off (nothing is overwritten), or
@@ -252,8 +288,9 @@ class Trainer:
     policy's parameters only), schedule, EMA, gradient clipping, logs (metrics.jsonl,
     TensorBoard, progress bar) and checkpoints. Raises TrainingError for an empty dataset,
     a run folder that another trainer holds or that already holds checkpoints (without
-    resume), nothing to resume, a resumed run already past cfg.steps, an objective with
-    trainable parameters outside its policy, and a non-finite loss. Its main process holds
+    resume), nothing to resume, a resumed run already past cfg.steps, settings its
+    processes cannot train with (`check_processes`), an objective with trainable
+    parameters outside its policy, and a non-finite loss. Its main process holds
     the run folder's lock (train/run_lock.py) from construction until fit ends or `close`.
     """
 
@@ -275,6 +312,7 @@ class Trainer:
         self.settings, self.init_flag = settings, init_flag
         self.device = pick_device(cfg.device)
         self.dist = init_distributed(self.device)
+        check_processes(cfg, settings, self.dist)  # before anything is moved, made or locked
         self.objective = objective.to(self.device)
         self.policy = objective.policy
         self.noise_spec = objective.noise_spec()
@@ -336,10 +374,6 @@ class Trainer:
             recipe={k: list(v) if k == "betas" else v for k, v in dataclasses.asdict(cfg).items() if k in RECIPE},
             noted={"ema": cfg.ema, "steps": cfg.steps}, settings=settings,
         )
-        if cfg.ema and cfg.fsdp and self.dist.grouped:
-            # The average would hold each rank's shards, and a checkpoint only rank 0's.
-            raise TrainingError(f"{settings}.ema is not supported with fsdp yet: turn one of them off "
-                                f"({settings}.ema=null, or {settings}.fsdp=false for plain DDP)")
         self.start_step, saved_ema = 0, {}
         if existing is not None:
             self.start_step, saved_ema = self.checkpoints.load(existing, self.device)
