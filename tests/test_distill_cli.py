@@ -117,6 +117,19 @@ def test_the_teacher_run_is_reused_not_retrained(distilled, capsys):
     assert f"teacher: {distilled['teacher']}" in capsys.readouterr().out
 
 
+def test_an_init_the_reused_teacher_would_drop_is_refused(distilled, capsys):
+    """--init starts the teacher's training: with a finished teacher in runs/NAME-P, reused,
+    it was dropped without a word ("teacher: reusing ..."), the student cut from a teacher
+    the π0 base never touched."""
+    before = (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns
+    assert _distill(distilled, "--run", "from-init", "--init", str(distilled["teacher"]), "distill.report=false") != 0
+    said = capsys.readouterr().err
+    assert f"--init {distilled['teacher']} starts the teacher's training, and this distill would use the teacher " \
+           in said and ", trained already: drop --init to distil from it" in said, said
+    assert not (distilled["runs"] / "from-init").exists()
+    assert (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns == before
+
+
 def test_resume_replays_the_same_loss_curve(distilled):
     straight = distilled["student"]
     killed = distilled["runs"] / "killed"

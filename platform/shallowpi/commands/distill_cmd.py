@@ -139,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
     given = args.teacher if args.teacher is not None else _resumed_teacher(run_dir) if args.resume else None
     if given is None:  # runs/NAME-P's teacher, when complete; else it is trained (or continued) here
         given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs)
+    if given is not None and args.init is not None:
+        # --init starts a teacher's training, and none is trained here: it was dropped
+        # without a word, the student cut from a teacher the --init never touched.
+        raise ConfigError(f"--init {args.init} starts the teacher's training, and this distill would use the teacher "
+                          f"{given}, trained already: drop --init to distil from it, or pass --runs-dir OTHER to "
+                          "train one from --init there")
     # Under torchrun: what the trainer would refuse of these processes, for the teacher
     # trained here and for the student, now; not after the teacher's training (an hour at
     # π0 size) and the choice of layers, or after the student's run folder was written.

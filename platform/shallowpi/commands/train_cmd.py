@@ -55,7 +55,7 @@ def add_training_flags(parser: argparse.ArgumentParser, *, run: str, resume: str
     meaning depends on the command's run are given; read them back with `runs_folder`
     and `run_settings`."""
     parser.add_argument("--run", dest="run_name", metavar="NAME", help=run)
-    parser.add_argument("--runs-dir", type=user_path, default=None, help="folder holding run folders (default: runs/)")
+    parser.add_argument("--runs-dir", type=user_path, default=None, help="folder holding run folders (default: runs/ in the checkout, from any working folder)")
     parser.add_argument("--resume", action="store_true", help=resume)
     parser.add_argument("--init", type=user_path, help=init)
     parser.add_argument("--steps", type=at_least(1), help=steps)
