@@ -125,9 +125,23 @@ def test_an_init_the_reused_teacher_would_drop_is_refused(distilled, capsys):
     assert _distill(distilled, "--run", "from-init", "--init", str(distilled["teacher"]), "distill.report=false") != 0
     said = capsys.readouterr().err
     assert f"--init {distilled['teacher']} starts the teacher's training, and this distill would use the teacher " \
-           in said and ", trained already: drop --init to distil from it" in said, said
+           in said and ", trained already from no --init: drop --init to distil from it" in said, said
     assert not (distilled["runs"] / "from-init").exists()
     assert (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_teacher_this_init_began_is_reused_when_the_same_command_runs_again(distilled, tmp_path, capsys):
+    """The refusal above must not stop `platform distill ... --init X` run again (its student
+    interrupted, say): the teacher it trained records where it began, and is reused."""
+    runs = tmp_path / "runs"
+    again = ["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), *QUICK,
+             "--init", str(distilled["teacher"]), "distill.report=false", "distill.compare_selections=false"]
+    assert main(again) == 0
+    teacher = runs / "arm-tiny" / "checkpoints" / "step_000004"
+    assert Policy.read_metadata(teacher)["init"] == str(distilled["teacher"].resolve())
+    capsys.readouterr()
+    assert main([*again, "--run", "second"]) == 0
+    assert f"teacher: {teacher}" in capsys.readouterr().out
 
 
 def test_resume_replays_the_same_loss_curve(distilled):

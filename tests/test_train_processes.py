@@ -192,8 +192,9 @@ def test_one_gpu_named_for_every_process_is_refused_before_any_work(store, tmp_p
 
 
 def test_only_a_collective_s_loss_of_a_peer_becomes_one_line(monkeypatch):
-    """gloo's error (a plain RuntimeError) and torch's DistError say another process of the
-    run has gone; any other RuntimeError is a bug and keeps its traceback (None), as does
+    """gloo's "Connection closed by peer" (a plain RuntimeError) and NCCL's aborted
+    communicator say another process of the run has gone; any other error (a bug, a timed-out
+    rendezvous, a hung peer, an NCCL error on every rank) keeps its traceback (None), as does
     every one outside a run of several processes."""
     import torch.distributed as dist
 
@@ -208,6 +209,12 @@ def test_only_a_collective_s_loss_of_a_peer_becomes_one_line(monkeypatch):
     assert peer_stopped(dist.DistBackendError("NCCL communicator was aborted on rank 0.\nmore")) == (
         "rank 1: another training process stopped (its error is above): NCCL communicator was aborted on rank 0.")
     assert peer_stopped(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)")) is None
+    # Failures of their own, which no other process printed: their traceback stays.
+    for own in (dist.DistStoreError("Timed out after 901 seconds waiting for clients. 1/2 clients joined."),
+                dist.DistBackendError("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error"),
+                RuntimeError("Gloo connectFullMesh failed with [../gloo/transport/tcp/pair.cc:144] no error"),
+                RuntimeError("[../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 1800000ms for recv")):
+        assert peer_stopped(own) is None, own
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert peer_stopped(gloo) is None
     monkeypatch.delenv("MASTER_ADDR")

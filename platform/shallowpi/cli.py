@@ -353,22 +353,22 @@ def launched_rank() -> tuple[int, int] | None:
 
 # What a collective raises in a process whose peer has gone: gloo's "[.../gloo/transport/
 # tcp/pair.cc:547] Connection closed by peer [127.0.0.1]:60312" (a RuntimeError), NCCL's
-# errors (torch's DistError and its subclasses).
-_PEER_GONE = re.compile(r"gloo|connection (closed|reset) by peer", re.IGNORECASE)
+# "communicator was aborted" (a DistBackendError). Only these: a rendezvous that timed
+# out, a peer that hung, an NCCL error on every rank are their own error, which no process
+# printed "above", and keep their traceback.
+_PEER_GONE = re.compile(r"connection (closed|reset) by peer|communicator was aborted", re.IGNORECASE)
 
 
 def peer_stopped(exc: RuntimeError) -> str | None:
     """One line for the error a collective (a barrier, an all-reduce, FSDP's all-gather)
     raised in one of several torchrun processes because another stopped, whose own error
     that one has printed; each other rank added 45-65 lines of traceback under it. None
-    outside a run of several processes, or for another RuntimeError (a bug)."""
+    outside a run of several processes, or for another error (`_PEER_GONE`)."""
     launch = launched_rank()
     if launch is None or launch[1] < 2:
         return None
-    dist = sys.modules.get("torch.distributed")  # imported by whatever raised a DistError
     text = str(exc).strip()
-    collective = dist is not None and isinstance(exc, getattr(dist, "DistError", ()))
-    if not (collective or _PEER_GONE.search(text)):
+    if not _PEER_GONE.search(text):
         return None
     # Its first line, without gloo's source location: what this process saw.
     seen = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]) if text else type(exc).__name__

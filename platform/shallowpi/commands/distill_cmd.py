@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.distill.objective import AttentionPairs
     from shallowpi.distill.student import check_student_depth
     from shallowpi.policy.config import PolicyConfig, model_section
+    from shallowpi.policy.policy import Policy
     from shallowpi.train.checkpoint import checkpoint_step, checkpoint_weights, weights_to_use
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.store_checks import checked_factory
@@ -139,12 +140,14 @@ def run(args: argparse.Namespace) -> int:
     given = args.teacher if args.teacher is not None else _resumed_teacher(run_dir) if args.resume else None
     if given is None:  # runs/NAME-P's teacher, when complete; else it is trained (or continued) here
         given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs)
-    if given is not None and args.init is not None:
+    if given is not None and args.init is not None and \
+            (began := Policy.read_metadata(given).get("init")) != str(Path(args.init).resolve()):
         # --init starts a teacher's training, and none is trained here: it was dropped
-        # without a word, the student cut from a teacher the --init never touched.
+        # without a word, the student cut from a teacher the --init never touched. (A
+        # teacher this --init began, rerun or resumed, records it and goes on.)
         raise ConfigError(f"--init {args.init} starts the teacher's training, and this distill would use the teacher "
-                          f"{given}, trained already: drop --init to distil from it, or pass --runs-dir OTHER to "
-                          "train one from --init there")
+                          f"{given}, trained already from {began or 'no --init'}: drop --init to distil from it, or "
+                          "pass --runs-dir OTHER to train one from --init there")
     # Under torchrun: what the trainer would refuse of these processes, for the teacher
     # trained here and for the student, now; not after the teacher's training (an hour at
     # π0 size) and the choice of layers, or after the student's run folder was written.

@@ -228,13 +228,17 @@ def finetune(
     check_prompts(policy.tokenizer, texts, policy.cfg.max_text_tokens)
     policy.set_stats(train_set.stats(delta_dims=policy.cfg.delta_dims))
     run_dir.mkdir(parents=True, exist_ok=True)
+    # What step 0 began from, kept by every checkpoint (a resume without --init keeps the
+    # first start's): distill tells a teacher trained from its --init from another by it.
+    began_from = str(init_from.resolve()) if init_from is not None else \
+        Policy.read_metadata(resumed).get("init") if resumed is not None else None
     trainer = Trainer(
         FlowMatchingObjective(policy), train_set, train_cfg, run_dir, resume=resume,
         run_metadata={"dataset": str(store), "held_out": json.dumps(split.held_out), "train": json.dumps(split.train),
                       "episodes": json.dumps(identities),
                       "scenes": json.dumps(sorted({*split.scenes(store).values(), *scenes_of(init_from),
                                                    *scenes_of(resumed)})),
-                      **recorded_facts(train_set)},
+                      **recorded_facts(train_set), **({"init": began_from} if began_from else {})},
     )
     if trainer.dist.main:
         if resolved_config is not None:
