@@ -132,3 +132,24 @@ def test_a_twin_whose_rig_fails_to_build_is_disconnected(monkeypatch):
     with pytest.raises(ConfigError, match="sim_noise must be >= 0"):
         build_rig(cfg, "direct", "cube_in_bowl", size=(32, 32))
     assert len(disconnected) == 1 and not disconnected[0].is_connected
+
+
+def test_a_fault_waiting_for_its_acknowledgement_reads_the_alarms_through_the_noise(caplog):
+    """record/fault_hold.py reads the held robot's alarms once a second; a noisy recording's
+    robot is this wrapper, which had no check_faults: the read failed with a logged
+    AttributeError on every fault of a `record.sim_noise` run."""
+    from types import SimpleNamespace
+
+    from shallowpi.record.fault_hold import FaultHold
+    from shallowpi.telemetry.status import RecorderStatus
+
+    spec = TwinSpec.from_config(config.compose(["robot=arm"]).robot)
+    with DirectSimRobot(spec, cameras=()) as robot:
+        robot.reset(1000, get_task("arm", "cube_in_bowl"))
+        noisy = NoisyExecution(robot, spec.lower, spec.upper, spec.joint_names, scale=0.02, tau_s=0.5,
+                               fps=spec.fps, max_velocity=spec.max_velocity)
+        published: list[RecorderStatus] = []
+        with caplog.at_level("ERROR"):
+            FaultHold(noisy, RecorderStatus(), published.append, SimpleNamespace(fault="camera front stopped")).watch()
+    assert not caplog.records, caplog.text
+    assert len(published) == 1

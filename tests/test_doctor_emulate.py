@@ -170,7 +170,7 @@ def test_doctor_says_a_servo_with_a_latched_hardware_error_refuses_torque():
         chains["follower"].servos[3].inject_error("overload")
         lines = servo_report([spec.buses["follower"].port], BAUD, robot_spec("arm"))
     assert ("    error: servo 3 reports overload: the joint is blocked or carries too much load; free it, then "
-            "power-cycle the servos (a servo that shut down on it refuses torque until then)") \
+            "power-cycle the servos (a servo that shut down on it refuses torque until the servos are power-cycled)") \
         in lines, "\n".join(lines)
     assert sum(line.lstrip().startswith("error:") for line in lines) == 1
 

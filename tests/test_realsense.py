@@ -265,14 +265,16 @@ def test_a_frame_stamped_in_global_time_is_aged_from_its_exposure_not_its_arriva
         device.color_sensor.set_metadata(meta.frame_timestamp, 1_020_000)  # us: readout 20 ms later
         before, exposed, after = read(timestamp_ms=(time.time() - 0.08) * 1000, global_time=True)
         assert before - 0.1 - 0.005 <= exposed <= after - 0.1 + 0.005
+        for _ in range(8):  # a camera running for a while: its window of stamp ages is settled
+            read(timestamp_ms=(time.time() - 0.08) * 1000, global_time=True)
         with caplog.at_level("WARNING", logger="shallowpi.hardware.realsense"):
             # The host's clock stepped an hour: every frame's stamp is an hour off from here. The
-            # first two look an hour late (as a late frame would: stale, never taken as fresh)
-            # until they outnumber the frames before the step; from then on ages count from the
-            # step: the frames on time from their arrival.
-            for i in range(6):
+            # first seven look an hour late (as a late frame would: stale, never taken as fresh)
+            # until they outnumber the ten frames before the step; from then on ages count from
+            # the step: the frames on time from their arrival.
+            for i in range(10):
                 before, arrived, after = read(timestamp_ms=(time.time() - 3600) * 1000, global_time=True)
-                if i < 2:
+                if i < 7:
                     assert before - 3600 - 0.5 <= arrived <= after - 3600 + 0.5
                 else:
                     assert before <= arrived <= after
@@ -284,6 +286,15 @@ def test_a_frame_stamped_in_global_time_is_aged_from_its_exposure_not_its_arriva
     with cam:
         before, arrived, after = read(timestamp_ms=5000.0)  # the device's clock: not the host's
         assert before <= arrived <= after
+
+
+def test_a_late_frame_just_after_an_open_is_late_not_a_clock_step() -> None:
+    """The window of stamp ages starts empty at each (re)open: a first frame 2.5 s late was
+    its own median, taken for a clock step, and read as fresh (0 s)."""
+    from shallowpi.hardware.realsense import StampAges
+
+    ages = StampAges()
+    assert [ages.age(late) for late in (2.5, 2.5, 0.03)] == [2.5, 2.5, 0.03] and not ages.stepped
 
 
 def test_a_frame_that_reached_the_host_late_is_as_old_as_its_stamp_says(caplog) -> None:

@@ -648,3 +648,34 @@ def test_a_signal_between_the_robots_connect_and_its_session_runs_the_cleanup(si
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+def test_a_terminal_closed_under_a_recording_leaves_its_episodes_and_its_exit_code(tmp_path, monkeypatch):
+    """SIGHUP (an SSH session dropped): every print fails with EIO. The closing lines of
+    `platform record` (the summary) raised it out of a run whose takes were saved: a
+    traceback and exit 1. The prints the terminal refuses are dropped; the exit code says
+    how the run ended."""
+    import errno
+    import io
+    import sys
+
+    from shallowpi.cli import main
+    from shallowpi.data.store import EpisodeStore
+    from shallowpi.record import rig
+
+    class ClosedTerminal(io.TextIOBase):
+        def write(self, text: str) -> int:
+            raise OSError(errno.EIO, "Input/output error")
+
+    close = rig.Rig.close
+
+    def then_the_terminal_goes(self, *args, **kwargs):
+        close(self, *args, **kwargs)
+        monkeypatch.setattr(sys, "stdout", ClosedTerminal())
+
+    monkeypatch.setattr(rig.Rig, "close", then_the_terminal_goes)
+    assert main(["record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--data-root",
+                 str(tmp_path), "--dataset", "d", "--episodes", "1", "--reset-time-s", "0", "--no-tui",
+                 "record.sim_size=64x64", f"telemetry.address={tmp_path}/t.sock"]) == 0
+    with EpisodeStore.open(tmp_path / "d.zarr") as store:
+        assert len(store) == 1 and store.check() == []

@@ -96,7 +96,7 @@ def servo_report(ports: Sequence[str] | None, bauds: Sequence[int], spec: RobotS
                         lines.append(f"    {kind}: servo {servo_id} reports {word}: "
                                      f"{ERROR_ADVICE.get(word, 'check the servo, then power-cycle the servos')}"
                                      + ("" if kind == "warning" else " (a servo that shut down on it refuses "
-                                        "torque until then)"))
+                                        "torque until the servos are power-cycled)"))
                 if unread:
                     lines.append(f"    warning: hardware error bits unread: {unread}")
                 else:

@@ -34,6 +34,7 @@ simulated time, joint states quantised to servo ticks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import signal
@@ -336,13 +337,16 @@ def run(args: argparse.Namespace) -> int:
             for close in closers:  # the telemetry: dashboards keep their E-STOP until the robot is off
                 close()
             printer.close()  # after the robot is off: a stalled stdout must not keep it powered
-            if not args.sim:  # said however the run ended, once rig.close() has turned torque off
-                print(torque_off_line(rig.robot), flush=True)
-    print(final_summary(committed, result, store_path, total))
-    if result.fault:
-        print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
-        return 1
-    return 0
+            # A terminal closed under the run (SIGHUP: EIO on every print) leaves no one to tell;
+            # the takes are on disk by now, and the exit code still says how the run ended.
+            with contextlib.suppress(OSError):
+                if not args.sim:  # said however the run ended, once rig.close() has turned torque off
+                    print(torque_off_line(rig.robot), flush=True)
+    with contextlib.suppress(OSError):
+        print(final_summary(committed, result, store_path, total))
+        if result.fault:
+            print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
+    return 1 if result.fault else 0
 
 
 def final_summary(committed: list[Any], result: Any, store_path: Any, total: int) -> str:

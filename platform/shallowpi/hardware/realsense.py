@@ -190,8 +190,10 @@ class StampAges:
     not, the clock stepped (`stepped`) and ages count from it: the typical frame's from its
     arrival, one further behind by that much more. Until the window holds more frames of
     the step than from before it, those frames count as old as they look (stale for a
-    moment, rather than a late frame taken as fresh). An age under 0 counts as 0 (arrival).
-    The lower median: half the window late is not a step. Not thread-safe (one reader).
+    moment, rather than a late frame taken as fresh), and no step is seen before the window
+    is more than half full (after a (re)open, the first frames' stamp ages are their ages).
+    An age under 0 counts as 0 (arrival). The lower median: half the window late is not a
+    step. Not thread-safe (one reader).
     """
 
     def __init__(self, window: int = STAMP_WINDOW) -> None:
@@ -207,7 +209,10 @@ class StampAges:
         """The age at arrival (s, >= 0) of the frame whose stamp is `stamp_age_s` old."""
         self._ages.append(stamp_age_s)
         base = statistics.median_low(self._ages)
-        self.stepped = not -0.005 <= base <= MAX_BELIEVED_AGE_S
+        # Not before the window is more than half full (a (re)open empties it): a late
+        # first frame alone would be its median, taken for a step, and read as fresh.
+        settled = len(self._ages) > (self._ages.maxlen or 0) // 2
+        self.stepped = settled and not -0.005 <= base <= MAX_BELIEVED_AGE_S
         return max(stamp_age_s - base if self.stepped else stamp_age_s, 0.0)
 
 

@@ -146,6 +146,12 @@ class NoisyExecution:
         """The wrapped robot's torque off."""
         self.robot.torque_off()
 
+    def check_faults(self) -> None:
+        """The wrapped robot's alarms (robots/base.py), read also while a fault waits for its
+        acknowledgement (record/fault_hold.py): without it that read failed on every noisy
+        recording, and `--sim stack`'s emulated servos went unwatched."""
+        self.robot.check_faults()
+
     def link_counts(self) -> LinkCounts:
         """The wrapped robot's servo link counts."""
         return self.robot.link_counts()
