@@ -80,12 +80,12 @@ def telemetry_address(args: argparse.Namespace) -> str:
     if getattr(args, "address", None):
         return args.address
     from shallowpi import config
-    from shallowpi.telemetry.address import live_default_address
+    from shallowpi.telemetry.address import live_default_address, resolve_address
 
     cfg = config.compose(overrides_from(args))
     configured = cfg.telemetry.address
     if configured and str(configured).strip():
-        return str(configured).strip()
+        return resolve_address(configured, cfg.robot.name)
     return live_default_address(cfg.robot.name)
 
 
