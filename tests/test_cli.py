@@ -117,7 +117,6 @@ def test_a_leading_double_dash_is_dropped(capsys):
         # it looked for /etc/passwd.zarr, and said none was there
         (["dataset", "info", "/etc/passwd"], "/etc/passwd is a file, not a dataset: a store is a folder (NAME.zarr)"),
         # the π0 loader's answer: "no *.safetensors in /nonexistent-init"
-        (["train", "--dataset", "x", "--init", "/nonexistent-init"], "--init /nonexistent-init: no such checkpoint"),
         (["distill", "--dataset", "x", "--init", "/nonexistent-init"], "--init /nonexistent-init: no such checkpoint"),
         # torch's answer was a traceback, after the run's folder was made
         (["train", "--dataset", "x", "--device", "tpu"], "argument --device: unknown device 'tpu'; use auto, cpu"),

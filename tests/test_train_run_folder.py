@@ -110,6 +110,10 @@ def test_train_refuses_its_run_folder_before_loading_init_or_screening_the_store
     assert main([*args, "--init", str(tmp_path / "no-such-checkpoint")]) == 4
     err = capsys.readouterr().err
     assert "already holds checkpoints; pass --resume" in err and "no-such-checkpoint" not in err
+    # In a run folder that can start, a --init naming nothing is one line (the π0 loader's
+    # answer had been "no *.safetensors in ...").
+    assert main([*args, "--run", "r2", "--init", str(tmp_path / "no-such-checkpoint")]) == 2
+    assert f"--init {tmp_path / 'no-such-checkpoint'}: no such checkpoint" in capsys.readouterr().err
 
 
 def test_a_forked_child_neither_holds_the_run_lock_nor_can_release_it(tmp_path):

@@ -155,7 +155,6 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi.train.store_checks import checked_factory
     from shallowpi.train.trainer import TrainConfig, check_launch, check_run_folder, launched
 
-    init_from = init_checkpoint(args)
     overrides = overrides_from(args)
     if args.steps is not None:
         overrides.append(f"policy.train.steps={args.steps}")
@@ -172,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     # Here, as distill does, not only in the trainer: after the store's screening and an
     # --init's load (minutes at π0 size), a run folder that cannot start or resume was news.
     check_run_folder(run_dir, args.resume)
+    init_from = init_checkpoint(args)  # after the run folder's check, as its load would come after it
     # Mixed frame rates refuse, mixed calibrations warn, NaN/inf are named (or skipped).
     make_dataset = checked_factory(store, episodes, chunk_dataset, train_cfg.skip_nonfinite)
     result = finetune(
