@@ -8,9 +8,14 @@ that depends on the episode, and the target is drawn into the image as a bright 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from shallowpi.policy import Features, Policy, load_preset
 
 
 class FakeChunks(Dataset):
@@ -83,3 +88,30 @@ class FakeChunks(Dataset):
             key: {"mean": states.mean(0), "std": states.std(0), "min": states.min(0), "max": states.max(0)}
             for key in ("observation.state", "action")
         }
+
+
+def tiny_policy(data: FakeChunks) -> Policy:
+    """The `tiny` preset for `data`'s features, seeded (seed 0) and with its statistics."""
+    torch.manual_seed(0)
+    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
+    policy.set_stats(data.stats())
+    return policy
+
+
+def logged_losses(run: Path) -> list[tuple[int, float]]:
+    """(step, loss) of every line of a run folder's metrics.jsonl."""
+    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def chunk_depths(monkeypatch) -> list[int]:
+    """The depth of each policy whose chunk is computed from now on, in the order they run
+    (`Policy.sample_actions` still runs: only the order is recorded)."""
+    depths: list[int] = []
+    sample_actions = Policy.sample_actions
+
+    def recorded(self, *args, **kwargs):
+        depths.append(self.cfg.depth)
+        return sample_actions(self, *args, **kwargs)
+
+    monkeypatch.setattr(Policy, "sample_actions", recorded)
+    return depths

@@ -595,22 +595,15 @@ def test_the_chunk_latency_times_teacher_and_student_in_turns(tmp_path, monkeypa
     student measured at 1.455x the teacher's time against a FLOP-ideal 0.52. One chunk each
     a round, no model twice in a row; and a latency.json measured the old way is not reused."""
     from deploy_fixtures import tiny_checkpoint
+    from policy_fakes import chunk_depths
     from shallowpi.commands.demo_summary import chunk_latency
     from shallowpi.distill.distiller import checkpoint_sha256
-    from shallowpi.policy.policy import Policy
     from store_fixtures import make_store
 
     make_store(tmp_path / "arm.zarr", episodes=1, length=4).close()
     checkpoints = {"teacher": tiny_checkpoint(tmp_path / "teacher", state=6, cameras=("front", "wrist"), depth=2),
                    "student": tiny_checkpoint(tmp_path / "student", state=6, cameras=("front", "wrist"), depth=1)}
-    chunks: list[int] = []  # the depth of each model's chunk, in the order they ran
-    sample_actions = Policy.sample_actions
-
-    def recorded(self, *args, **kwargs):
-        chunks.append(self.cfg.depth)
-        return sample_actions(self, *args, **kwargs)
-
-    monkeypatch.setattr(Policy, "sample_actions", recorded)
+    chunks = chunk_depths(monkeypatch)  # the depth of each model's chunk, in the order they ran
     cache = tmp_path / "latency.json"
     models, cached = chunk_latency(checkpoints, tmp_path / "arm.zarr", 4, cache)
     assert not cached and set(models) == {"teacher", "student"}

@@ -118,16 +118,9 @@ def test_the_cost_of_a_chunk_times_teacher_and_student_in_turns(arm_store, monke
     on one of them, and a report measured its student at 1.455x the teacher's time against a
     FLOP-ideal 0.52. The cost section (the report's last measurement) runs one chunk each a
     round, no model twice in a row."""
-    from shallowpi.policy.policy import Policy
+    from policy_fakes import chunk_depths
 
-    chunks: list[int] = []  # the depth of each model's chunk, in the order they ran
-    sample_actions = Policy.sample_actions
-
-    def recorded(self, *args, **kwargs):
-        chunks.append(self.cfg.depth)
-        return sample_actions(self, *args, **kwargs)
-
-    monkeypatch.setattr(Policy, "sample_actions", recorded)
+    chunks = chunk_depths(monkeypatch)  # the depth of each model's chunk, in the order they ran
     assert _distill(arm_store, "in-turns", "--no-progress", "distill.sim_episodes=0", "distill.latency_repeats=3") == 0
     cost = chunks[-8:]  # per model a warm-up (the FLOP count) and 3 timed chunks
     assert sorted(cost) == [1] * 4 + [2] * 4, chunks

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dist_checks import crash_traces, leave_group
-from policy_fakes import FakeChunks
+from policy_fakes import FakeChunks, logged_losses, tiny_policy
 from shallowpi.durable_files import PARTIAL_SUFFIX
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import Checkpointer, latest_checkpoint
@@ -33,17 +33,6 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def _policy(data) -> Policy:
-    torch.manual_seed(0)
-    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
-    policy.set_stats(data.stats())
-    return policy
-
-
-def _losses(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
-
-
 def test_schedule_warms_up_then_decays_to_min_lr():
     cfg = _cfg(steps=100, warmup_steps=10, lr=1.0, min_lr=0.1)
     assert lr_at(0, cfg) < lr_at(9, cfg) < 1.0
@@ -53,15 +42,15 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 
 def test_checkpoints_are_complete_and_never_overwritten(tmp_path):
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(), tmp_path).fit()
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir())
     assert ckpts == ["step_000004", "step_000008"]
     assert latest_checkpoint(tmp_path).name == "step_000008"
     assert Policy.load(latest_checkpoint(tmp_path)).features == Features.from_sample(data[0])
     with pytest.raises(TrainingError, match="--resume"):
-        Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path)
+        Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(), tmp_path)
     with pytest.raises(TrainingError, match=r"nothing to resume in .*; run without --resume to start it"):
-        Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path / "empty", resume=True)
+        Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(), tmp_path / "empty", resume=True)
 
 
 def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, monkeypatch):
@@ -76,7 +65,7 @@ def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, ema=0.9), tmp_path).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=4, ema=0.9), tmp_path).fit()
     root = tmp_path / "checkpoints"
     files = [p for p in (root / "step_000004").rglob("*")]
     assert len([p for p in files if p.is_file()]) >= 3  # weights, train state, EMA weights
@@ -89,7 +78,7 @@ def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, monkeypatc
 
 def _stepped_checkpointer(run_dir: Path, data: FakeChunks) -> Checkpointer:
     """A Checkpointer of the tiny policy after one AdamW step (so the optimiser has state)."""
-    policy = _policy(data)
+    policy = tiny_policy(data)
     optimizer = torch.optim.AdamW(policy.parameters())
     sum(p.sum() for p in policy.parameters()).backward()
     optimizer.step()
@@ -152,18 +141,18 @@ def test_interrupted_run_resumes_to_the_same_loss_curve(tmp_path, monkeypatch):
     from disk_fixtures import SyncWatch
 
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(ema=0.9), tmp_path / "straight").fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(ema=0.9), tmp_path / "straight").fit()
     dying = _DiesAt(calls_before_death=4 * 6 + 2)  # dies inside step 6, after the step-4 save
     with pytest.raises(_Interrupt):
-        Trainer(FlowMatchingObjective(_policy(data)), dying, _cfg(ema=0.9), tmp_path / "resumed").fit()
+        Trainer(FlowMatchingObjective(tiny_policy(data)), dying, _cfg(ema=0.9), tmp_path / "resumed").fit()
     assert latest_checkpoint(tmp_path / "resumed").name == "step_000004"
-    assert [s for s, _ in _losses(tmp_path / "resumed")] == [0, 1, 2, 3, 4, 5]
+    assert [s for s, _ in logged_losses(tmp_path / "resumed")] == [0, 1, 2, 3, 4, 5]
     # A fresh process would rebuild the policy from scratch: the checkpoint must carry all state.
     watch = SyncWatch(monkeypatch)
-    Trainer(FlowMatchingObjective(_policy(FakeChunks())), data, _cfg(ema=0.9), tmp_path / "resumed", resume=True).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(FakeChunks())), data, _cfg(ema=0.9), tmp_path / "resumed", resume=True).fit()
     # The log's lines past the checkpoint were cut by replacing it whole (a kill mid-write kept the rest).
     assert watch.rename_to(tmp_path / "resumed" / "metrics.jsonl").unsynced == []
-    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    straight, resumed = logged_losses(tmp_path / "straight"), logged_losses(tmp_path / "resumed")
     assert [s for s, _ in resumed] == list(range(8))
     for (_, a), (_, b) in zip(straight, resumed):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
@@ -205,7 +194,7 @@ def test_sigterm_to_the_process_group_during_a_step_still_saves_it(tmp_path, mon
     monkeypatch.setattr(Trainer, "_step", slow_step)
     data = FakeChunks()
     with pytest.raises(TrainingError, match=r"stopped by SIGTERM after step \d+; checkpoint step_\d+ saved"):
-        Trainer(FlowMatchingObjective(_policy(data)), _SignalToTheGroup(4 * 3 + 1, signal.SIGTERM),
+        Trainer(FlowMatchingObjective(tiny_policy(data)), _SignalToTheGroup(4 * 3 + 1, signal.SIGTERM),
                 _cfg(steps=100, save_every=100, workers=1), tmp_path).fit()
     assert latest_checkpoint(tmp_path) is not None
 
@@ -218,7 +207,7 @@ def test_ctrl_c_reaching_the_loading_workers_still_saves_the_step(tmp_path):
     data = FakeChunks()
     dying = _SignalToTheGroup(4 * 5 + 1, signal.SIGINT, wait_s=1.0)  # inside the batch of step 5
     with pytest.raises(TrainingError, match=r"stopped by SIGINT after step 6; checkpoint step_000006 saved"):
-        Trainer(FlowMatchingObjective(_policy(data)), dying, _cfg(steps=100, save_every=100, workers=1),
+        Trainer(FlowMatchingObjective(tiny_policy(data)), dying, _cfg(steps=100, save_every=100, workers=1),
                 tmp_path).fit()
     assert latest_checkpoint(tmp_path).name == "step_000006"
 
@@ -262,7 +251,7 @@ def test_a_batch_of_windows_wholly_padded_trains_on_without_a_nan(tmp_path):
 
 def test_an_infinite_gradient_under_a_finite_loss_stops_before_the_weights_change(tmp_path):
     data = FakeChunks()
-    policy = _policy(data)
+    policy = tiny_policy(data)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     # an overflow in the backward of one weight (bf16 on a GPU can do this)
     next(p for p in policy.parameters() if p.requires_grad).register_hook(lambda g: torch.full_like(g, float("inf")))
@@ -293,7 +282,7 @@ def test_a_resumed_run_replays_its_random_crops(tmp_path):
         Trainer(FlowMatchingObjective(cropping()), _DiesAt(4 * 6 + 2), _cfg(), tmp_path / "resumed").fit()
     torch.manual_seed(1234)  # another process's generator state
     Trainer(FlowMatchingObjective(cropping()), data, _cfg(), tmp_path / "resumed", resume=True).fit()
-    straight, resumed = _losses(tmp_path / "straight"), _losses(tmp_path / "resumed")
+    straight, resumed = logged_losses(tmp_path / "straight"), logged_losses(tmp_path / "resumed")
     assert [s for s, _ in resumed] == list(range(8))
     for (_, a), (_, b) in zip(straight, resumed):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
@@ -301,13 +290,13 @@ def test_a_resumed_run_replays_its_random_crops(tmp_path):
 
 def test_a_resume_with_other_settings_is_refused_in_one_line_and_more_steps_are_not(tmp_path):
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4), tmp_path).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=4), tmp_path).fit()
     for changed, shown in (({"lr": 1e-3}, "policy.train.lr=0.001 differs from the run being resumed (0.003"),
                            ({"seed": 1}, "policy.train.seed=1 differs"), ({"batch_size": 2}, "batch_size=2 differs")):
         with pytest.raises(TrainingError, match=re.escape(shown)) as err:
-            Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=6, **changed), tmp_path, resume=True)
+            Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=6, **changed), tmp_path, resume=True)
         assert len(str(err.value).splitlines()) == 1
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=6), tmp_path, resume=True).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=6), tmp_path, resume=True).fit()
     assert latest_checkpoint(tmp_path).name == "step_000006"
 
 
@@ -318,8 +307,8 @@ def test_an_average_switched_on_at_resume_starts_from_the_trained_weights(tmp_pa
     from shallowpi.train.trainer import ema_decay
 
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4), tmp_path).fit()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=5, save_every=5, ema=0.9), tmp_path,
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=4), tmp_path).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=5, save_every=5, ema=0.9), tmp_path,
             resume=True).fit()
     root = tmp_path / "checkpoints"
     w4, w5 = (Policy.load(root / s).state_dict() for s in ("step_000004", "step_000005"))
@@ -344,7 +333,7 @@ def _ema_fsdp_worker(rank: int, world: int, folder: str, port: int) -> None:
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     data = FakeChunks()
     try:
-        Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(ema=0.9, fsdp=True), Path(folder) / "run")
+        Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(ema=0.9, fsdp=True), Path(folder) / "run")
     except TrainingError as exc:
         (Path(folder) / f"refused{rank}").write_text(str(exc))
     # Refused before any collective ran (the settings are checked as the group forms): no
@@ -403,7 +392,7 @@ def test_offline_evaluation_spreads_its_samples_over_every_window():
             return super().__getitem__(i)
 
     data = Seen(episodes=4, length=20)
-    report = evaluate(_policy(data), data, max_samples=48)
+    report = evaluate(tiny_policy(data), data, max_samples=48)
     assert report.samples == 48 and len(set(data.read)) == 48
     assert min(data.read) == 0 and max(data.read) == 79
 
@@ -466,7 +455,7 @@ def _ddp_worker(rank: int, world: int, run: str, port: int, fsdp: bool, resume: 
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, save_every=2, fsdp=fsdp), Path(run), resume=resume).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=4, save_every=2, fsdp=fsdp), Path(run), resume=resume).fit()
     leave_group()
 
 
@@ -474,11 +463,11 @@ def _ddp_worker(rank: int, world: int, run: str, port: int, fsdp: bool, resume: 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
 def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path, fsdp):
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, save_every=2), tmp_path / "one").fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=4, save_every=2), tmp_path / "one").fit()
     _spawn_two(tmp_path / "two", fsdp)
-    one = _losses(tmp_path / "one")
-    assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1, 2, 3]
-    for (_, a), (_, b) in zip(one, _losses(tmp_path / "two")):
+    one = logged_losses(tmp_path / "one")
+    assert [s for s, _ in logged_losses(tmp_path / "two")] == [0, 1, 2, 3]
+    for (_, a), (_, b) in zip(one, logged_losses(tmp_path / "two")):
         assert a == pytest.approx(b, rel=1e-4)
     _assert_same_weights(tmp_path / "one", tmp_path / "two", "step_000004")
     if not fsdp:
@@ -491,10 +480,10 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path,
     (checkpoints / "last").write_text("step_000002")
     shutil.copytree(tmp_path / "two", tmp_path / "single")
     _spawn_two(tmp_path / "two", fsdp, resume=True)
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=4, save_every=2, fsdp=True), tmp_path / "single", resume=True).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=4, save_every=2, fsdp=True), tmp_path / "single", resume=True).fit()
     for run in ("two", "single"):
-        assert [s for s, _ in _losses(tmp_path / run)] == [0, 1, 2, 3]
-        for (_, a), (_, b) in zip(one, _losses(tmp_path / run)):
+        assert [s for s, _ in logged_losses(tmp_path / run)] == [0, 1, 2, 3]
+        for (_, a), (_, b) in zip(one, logged_losses(tmp_path / run)):
             assert a == pytest.approx(b, rel=1e-4)
         _assert_same_weights(tmp_path / "one", tmp_path / run, "step_000004")
 
@@ -595,14 +584,14 @@ def test_a_run_started_from_our_checkpoint_resumes_and_says_which_settings_it_ke
         finetune(store, asked, _cfg(steps=4, save_every=2), tmp_path / "tuned", episodes=[0, 1, 2, 3],
                  make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]))
     assert f"keeps its own policy config: policy.crop_scale={tiny.crop_scale!r} (asked 0.8)\n" in caplog.text + "\n"
-    straight = _losses(tmp_path / "tuned")
+    straight = logged_losses(tmp_path / "tuned")
     # Killed after step 2's checkpoint: the resumed run rebuilds the checkpoint's config, not the preset's.
     shutil.rmtree(tmp_path / "tuned" / "checkpoints" / "step_000004")
     (tmp_path / "tuned" / "checkpoints" / "last").write_text("step_000002")
     finetune(store, asked, _cfg(steps=4, save_every=2), tmp_path / "tuned", episodes=[0, 1, 2, 3],
              make_dataset=chunk_dataset, init_from=Path(first["checkpoint"]), resume=True)
     assert Policy.load(tmp_path / "tuned" / "checkpoints" / "step_000004").cfg.crop_scale == tiny.crop_scale
-    resumed = _losses(tmp_path / "tuned")
+    resumed = logged_losses(tmp_path / "tuned")
     assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
     assert [x for _, x in resumed] == pytest.approx([x for _, x in straight], rel=1e-5)
     # Another chunk length cannot be kept like the rest: the windows are cut at the run's

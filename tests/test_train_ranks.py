@@ -18,9 +18,9 @@ import torch
 
 from conftest import subprocess_env
 from dist_checks import crash_traces, leave_group
-from policy_fakes import FakeChunks
+from policy_fakes import FakeChunks, logged_losses, tiny_policy
 from shallowpi.errors import PlatformError
-from shallowpi.policy import Features, Policy, load_preset
+from shallowpi.policy import Policy
 from shallowpi.train import interrupt
 from shallowpi.train.checkpoint import latest_checkpoint
 from shallowpi.train.interrupt import StopRequest, TrainingInterrupted
@@ -34,17 +34,6 @@ def _cfg(**kw) -> TrainConfig:
     base = dict(steps=4, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, save_every=2,
                 log_every=1, workers=0, progress=False, tensorboard=False)
     return TrainConfig(**{**base, **kw})
-
-
-def _policy(data: FakeChunks) -> Policy:
-    torch.manual_seed(0)
-    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
-    policy.set_stats(data.stats())
-    return policy
-
-
-def _losses(run: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
 
 def _free_port() -> int:
@@ -91,7 +80,7 @@ def test_one_stop_delivered_twice_still_saves_the_step(tmp_path, signum):
     data = FakeChunks()
     raised: BaseException | None = None
     try:  # not pytest.raises: a KeyboardInterrupt getting through would end the whole session
-        Trainer(FlowMatchingObjective(_policy(data)), _StopSentTwice(4 * 3 + 1, signum),
+        Trainer(FlowMatchingObjective(tiny_policy(data)), _StopSentTwice(4 * 3 + 1, signum),
                 _cfg(steps=100, save_every=100), tmp_path).fit()
     except BaseException as exc:
         raised = exc
@@ -156,7 +145,7 @@ def test_a_stop_to_the_trainer_and_to_torchrun_saves_the_step(tmp_path):
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
-    logged = _losses(tmp_path / "r")[-1][0] + 1
+    logged = logged_losses(tmp_path / "r")[-1][0] + 1
     assert "stopped by SIGTERM after step" in err, err[-3000:]
     assert latest_checkpoint(tmp_path / "r").name == f"step_{logged:06d}", err[-3000:]
 
@@ -286,7 +275,7 @@ def _resume_worker(rank: int, world: int, run: str, port: int) -> None:
     # The library's own readers, looked up at each call (checkpoint.py, Policy.load).
     safetensors.safe_open, safetensors.torch.load_file = recorded_open, recorded_load
     data = FakeChunks()
-    trainer = Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(fsdp=True), Path(run), resume=True)
+    trainer = Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(fsdp=True), Path(run), resume=True)
     (Path(run) / f"opened{rank}.json").write_text(json.dumps(opened))
     trainer.fit()
     del trainer  # its sharded policy holds the group
@@ -305,7 +294,7 @@ def test_a_sharded_resume_reads_the_checkpoint_on_rank_0_only_and_continues_the_
     import torch.multiprocessing as mp
 
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(), tmp_path / "one").fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(), tmp_path / "one").fit()
     shutil.copytree(tmp_path / "one", tmp_path / "two")
     shutil.rmtree(tmp_path / "two" / "checkpoints" / "step_000004")
     (tmp_path / "two" / "checkpoints" / "last").write_text("step_000002")
@@ -315,8 +304,8 @@ def test_a_sharded_resume_reads_the_checkpoint_on_rank_0_only_and_continues_the_
             for r in (0, 1)]
     assert read[0], "rank 0 read no checkpoint file"
     assert read[1] == [], f"rank 1 read the checkpoint itself: {read[1]}"
-    assert [s for s, _ in _losses(tmp_path / "two")] == [0, 1, 2, 3]
-    for (_, a), (_, b) in zip(_losses(tmp_path / "one"), _losses(tmp_path / "two")):
+    assert [s for s, _ in logged_losses(tmp_path / "two")] == [0, 1, 2, 3]
+    for (_, a), (_, b) in zip(logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")):
         assert a == pytest.approx(b, rel=1e-4)
     w1 = Policy.load(tmp_path / "one" / "checkpoints" / "step_000004").state_dict()
     w2 = Policy.load(tmp_path / "two" / "checkpoints" / "step_000004").state_dict()
@@ -331,7 +320,7 @@ def _failing_resume_worker(rank: int, world: int, run: str, port: int) -> None:
     _join_group(rank, world, port)
     data = FakeChunks()
     try:
-        Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(fsdp=True), Path(run), resume=True)
+        Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(fsdp=True), Path(run), resume=True)
     except TrainingError as exc:
         (Path(run) / f"error{rank}.txt").write_text(str(exc))
     leave_group()
@@ -344,7 +333,7 @@ def test_a_damaged_checkpoint_stops_every_process_of_a_sharded_resume_in_one_lin
     import torch.multiprocessing as mp
 
     data = FakeChunks()
-    Trainer(FlowMatchingObjective(_policy(data)), data, _cfg(steps=2), tmp_path).fit()
+    Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=2), tmp_path).fit()
     state = tmp_path / "checkpoints" / "step_000002" / "train_state.safetensors"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     context = mp.spawn(_failing_resume_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=False)

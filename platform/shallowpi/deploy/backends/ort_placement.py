@@ -52,6 +52,7 @@ class Placement:
 
     @property
     def nodes(self) -> int:
+        """Every node of the bundle's graphs, all providers together."""
         return sum(s.nodes for s in self.shares)
 
     def share(self, provider: str) -> ProviderShare | None:
