@@ -34,3 +34,18 @@ def leave_group() -> None:
     close_distributed()
     left = gloo_threads()
     assert not left, f"gloo threads still running after close_distributed: {left}"
+
+
+def join_within(context, seconds: float, what: str) -> None:
+    """Wait for the processes of `torch.multiprocessing.spawn(..., join=False)` up to
+    `seconds`; past that, kill them and fail the test with `what` (why they may hang)."""
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + seconds
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the processes did not finish in {seconds:g} s ({what})")

@@ -155,6 +155,17 @@ def test_after_a_policy_fault_the_robot_stays_powered_until_the_operator_ends_it
     assert servo.calls[-1] == "torque_off" and not executor.held_after_fault
 
 
+def _after_a_policy_fault() -> tuple[CountingRobot, Executor]:
+    """A robot and its executor after an episode a backend fault ended: held, torque on,
+    waiting for the operator (`held_after_fault`)."""
+    robot = CountingRobot()
+    executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
+                        ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
+    executor.warm_up("count")
+    assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
+    return robot, executor
+
+
 def test_with_yes_the_hold_after_a_fault_ends_after_its_limit_as_a_stop():
     """--yes: nobody attends, so the hold after a policy fault lasts deploy.fault_hold_s, then
     ends as the operator's stop would (deploy turns torque off as it disconnects), said in a
@@ -163,15 +174,7 @@ def test_with_yes_the_hold_after_a_fault_ends_after_its_limit_as_a_stop():
 
     from shallowpi.commands.deploy_holds import hold_until_the_operator_ends
 
-    def faulted() -> tuple[CountingRobot, Executor]:
-        robot = CountingRobot()
-        executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
-                            ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-        executor.warm_up("count")
-        assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
-        return robot, executor
-
-    robot, executor = faulted()
+    robot, executor = _after_a_policy_fault()
     said: list[str] = []
     started = time.perf_counter()
     hold_until_the_operator_ends(executor, lambda status: None, said.append, period_s=0.02, limit_s=0.3)
@@ -181,7 +184,7 @@ def test_with_yes_the_hold_after_a_fault_ends_after_its_limit_as_a_stop():
     assert said[1] == "nobody ended the hold in 0.3 s (--yes: deploy.fault_hold_s): torque goes off, exit 1"
     assert "torque_off" not in robot.calls  # deploy's disconnect turns it off, after the hold
 
-    robot, executor = faulted()
+    robot, executor = _after_a_policy_fault()
     said.clear()
     threading.Timer(0.1, executor.stop).start()  # the operator, before the limit
     started = time.perf_counter()
@@ -312,11 +315,7 @@ def test_a_servo_fault_while_holding_after_a_policy_fault_is_handled_as_in_a_tic
     from shallowpi.telemetry.executor_status import ExecutorState
 
     def policy_fault() -> tuple[Executor, CountingRobot]:
-        robot = CountingRobot()
-        executor = Executor(robot, FailingBackend(8, "TensorRT: engine failed to run"),
-                            ExecutorConfig(strategy="async", realtime=False, warmup_runs=2))
-        executor.warm_up("count")
-        assert executor.run_episode("count", 60).ended == "fault" and executor.held_after_fault
+        robot, executor = _after_a_policy_fault()
         robot.alarm = "servo 3 on bus arm reports an overload"
         return executor, robot
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dist_checks import crash_traces, leave_group
+from dist_checks import crash_traces, join_within, leave_group
 from policy_fakes import FakeChunks, logged_losses, tiny_policy
 from shallowpi.durable_files import PARTIAL_SUFFIX
 from shallowpi.policy import Features, Policy, load_preset
@@ -511,12 +511,7 @@ def test_a_sharded_finetune_ends_with_rank_0_scoring_the_saved_checkpoint(tmp_pa
     import torch.multiprocessing as mp
 
     context = mp.spawn(_finetune_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=False)
-    deadline = time.monotonic() + 240
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the two processes did not finish in 240 s (rank 0 waiting on a collective?)")
+    join_within(context, 240, "rank 0 waiting on a collective?")
     report = json.loads((tmp_path / "eval.json").read_text())
     held_out = json.loads((tmp_path / "run" / "split.json").read_text())["held_out"]
     single = evaluate(Policy.load(latest_checkpoint(tmp_path / "run")),

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import subprocess_env
-from dist_checks import crash_traces, leave_group
+from dist_checks import crash_traces, join_within, leave_group
 from policy_fakes import FakeChunks, logged_losses, tiny_policy
 from shallowpi.errors import PlatformError
 from shallowpi.policy import Policy
@@ -337,12 +337,7 @@ def test_a_damaged_checkpoint_stops_every_process_of_a_sharded_resume_in_one_lin
     state = tmp_path / "checkpoints" / "step_000002" / "train_state.safetensors"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
     context = mp.spawn(_failing_resume_worker, args=(2, str(tmp_path), _free_port()), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the processes did not stop in 120 s (rank 1 waiting for rank 0's tensors?)")
+    join_within(context, 120, "rank 1 waiting for rank 0's tensors?")
     errors = [(tmp_path / f"error{r}.txt").read_text() for r in (0, 1)]
     assert errors[0] == errors[1]
     assert "train_state.safetensors cannot be read" in errors[0] and "the checkpoint is damaged" in errors[0]
