@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from shallowpi import config
 from shallowpi.errors import PlatformError, written_path
+from shallowpi.torchrun_env import torchrun_rank
 
 # numpy's OpenBLAS runs every matrix product on a pool of one thread per core whose threads
 # spin waiting for each other: beside a control loop, an inference thread or a training run
@@ -294,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Under torchrun every process runs the command: each of N repeated every line (and a
     # script reading one got N). Rank 0 says what they do; the others only what goes wrong.
-    launch = launched_rank()
+    launch = torchrun_rank()
     others_quiet = launch is not None and launch[0] != 0
     logging.getLogger("shallowpi").setLevel(
         logging.DEBUG if args.verbose else logging.ERROR if others_quiet else logging.INFO)
@@ -339,18 +340,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def launched_rank() -> tuple[int, int] | None:
-    """(rank, number of processes) of a process torchrun launched, from the variables it
-    sets (those `init_distributed`, train/distributed.py, joins the group by), read here
-    without importing torch; None outside torchrun."""
-    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= os.environ.keys():
-        return None
-    try:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    except ValueError:  # not torchrun's: the group would not form either
-        return None
-
-
 # What a collective raises in a process whose peer has gone: gloo's "[.../gloo/transport/
 # tcp/pair.cc:547] Connection closed by peer [127.0.0.1]:60312" (a RuntimeError), NCCL's
 # "communicator was aborted" (a DistBackendError). Only these: a rendezvous that timed
@@ -364,7 +353,7 @@ def peer_stopped(exc: RuntimeError) -> str | None:
     raised in one of several torchrun processes because another stopped, whose own error
     that one has printed; each other rank added 45-65 lines of traceback under it. None
     outside a run of several processes, or for another error (`_PEER_GONE`)."""
-    launch = launched_rank()
+    launch = torchrun_rank()
     if launch is None or launch[1] < 2:
         return None
     text = str(exc).strip()

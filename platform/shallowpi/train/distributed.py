@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from shallowpi.errors import PlatformError
 from shallowpi.policy.policy import Policy
+from shallowpi.torchrun_env import torchrun_rank
 
 T = TypeVar("T")
 
@@ -93,7 +94,7 @@ def init_distributed(device: torch.device) -> Dist:
     WORLD_SIZE and MASTER_ADDR). A single torchrun process joins too, so FSDP runs the same
     code on one GPU as on eight; a plain `platform train` is not grouped. Its collectives
     wait `group_timeout()` for a peer (PlatformError for a bad SHALLOWPI_DIST_TIMEOUT_S)."""
-    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ):
+    if torchrun_rank() is None:
         return Dist()
     import torch.distributed as dist
 

@@ -32,7 +32,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shallowpi.durable_files import replace_text
 from shallowpi.errors import refuse_fractional
+from shallowpi.torchrun_env import torchrun_rank
 from shallowpi.train.checkpoint import (
     Checkpointer,
     latest_checkpoint,
@@ -238,9 +238,8 @@ def launched() -> Dist:
     (RANK, WORLD_SIZE, MASTER_ADDR) without joining their group: the `Dist` that
     `init_distributed` will give (Dist() outside torchrun, a single torchrun process
     grouped too). Commands check settings against it before any work."""
-    if not {"RANK", "WORLD_SIZE", "MASTER_ADDR"} <= set(os.environ):
-        return Dist()
-    return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), grouped=True)
+    launch = torchrun_rank()
+    return Dist() if launch is None else Dist(*launch, grouped=True)
 
 
 def check_processes(cfg: TrainConfig, settings: str, d: Dist) -> None:
