@@ -586,8 +586,6 @@ class Demo:
                 raise PlatformError(f"the executor stopped during episode {report['episodes']} of "
                                     f"{cfg.deploy_episodes}; run `platform demo` again to deploy")
             result["note"] = f"{report['successes']}/{report['episodes']} successful"
-            report["task"] = task
-            replace_text(path, json.dumps(report, indent=2))
         return report
 
     def _finished(self, stage: str, settings: dict[str, Any], path: Path) -> bool:

@@ -284,7 +284,7 @@ class Executor(ExecutorControl):
         report.success = None if success is None else report.ended != "fault" and success()
         # Every period of the episode, as its overruns: the dashboard's window of the last
         # 600 had forgotten a slow start by the end of a long episode.
-        report.period_p99_ms = clock.take_percentiles_ms()[1]
+        report.period_p50_ms, report.period_p99_ms = clock.take_percentiles_ms()
         report.overruns = clock.overruns
         link = robot.link_counts().since(self._link_start)
         report.link_exchanges, report.link_failed_tries = link.exchanges, link.failed_tries

@@ -65,6 +65,7 @@ class EpisodeReport:
     clamped_joints: dict[str, int] = field(default_factory=dict)  # ticks each joint was clamped
     stale_frames: int = 0
     stale_chunks: int = 0  # dropped: back later than max_chunk_age_s after they were asked for
+    period_p50_ms: float = 0.0  # the loop's period over every tick of the episode
     period_p99_ms: float = 0.0
     overruns: int = 0
     link_exchanges: int = 0  # with the servos, and the tries of those that were retried (LinkCounts)
