@@ -27,6 +27,19 @@ ALARM_READ_PERIOD_S = 1.0
 REPUBLISH_PERIOD_S = 0.5
 
 
+def hold_or_release(robot: Robot, fault: PlatformError | None = None) -> tuple[str, bool]:
+    """`robot.hold_or_release(fault)` as a recording says it: (what the operator is told,
+    whether anything still holds). A failure is logged and said NOT confirmed safe, with
+    what to do; something holds then only where the error says so (SafeStateError.holding)."""
+    try:
+        safe = robot.hold_or_release(fault)
+        return safe.message, safe.holding
+    except PlatformError as error:
+        log.error("robot not confirmed safe: %s", error)
+        return (f"robot NOT confirmed safe: {error}; cut the servo power before going near the robot",
+                isinstance(error, SafeStateError) and error.holding)
+
+
 class FaultHold:
     """A faulted session's robot while the fault waits for its acknowledgement on the
     dashboard (tui/recorder_app.py), up to an hour: the wait had only listened for the E-STOP, so a held servo that overloaded went
@@ -74,13 +87,7 @@ class FaultHold:
             return
         log.error("fault while the robot held for the acknowledgement: %s", fault)
         # As the session's own fault: hold what can hold, the rest limp, said as it says it.
-        try:
-            safe = robot.hold_or_release(fault)
-            safety, self._reading = safe.message, safe.holding
-        except PlatformError as error:
-            log.error("robot not confirmed safe: %s", error)
-            safety = f"robot NOT confirmed safe: {error}; cut the servo power before going near the robot"
-            self._reading = isinstance(error, SafeStateError) and error.holding
+        safety, self._reading = hold_or_release(robot, fault)
         self._result.fault = f"{self._result.fault}; then, while it held for the acknowledgement: {fault}; {safety}"
         status = self._status
         status.message = f"FAULT while holding for the acknowledgement: {fault}; {safety}; episodes already saved are kept"

@@ -36,7 +36,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.record.camera_health import CameraHealth
 from shallowpi.record.clock import TickClock, prompt_gil_handover
 from shallowpi.record.disk import DiskBudget
-from shallowpi.record.fault_hold import FaultHold
+from shallowpi.record.fault_hold import FaultHold, hold_or_release
 from shallowpi.record.session_config import (
     OnInterrupt,
     Scene,
@@ -634,11 +634,7 @@ class RecordingSession:
     def _safe_state(self, fault: PlatformError | None = None) -> str:
         """Hold position, else torque off, bus by bus on a robot of several
         (`Robot.hold_or_release`); says which was confirmed, or what failed and what to do."""
-        try:
-            return self.robot.hold_or_release(fault).message
-        except PlatformError as error:
-            log.error("robot not confirmed safe: %s", error)
-            return f"robot NOT confirmed safe: {error}; cut the servo power before going near the robot"
+        return hold_or_release(self.robot, fault)[0]
 
     def _link_counts(self) -> LinkCounts:
         """The follower's servo links, and the leader arms' where the teleoperator has buses."""
