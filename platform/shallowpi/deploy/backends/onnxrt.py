@@ -129,13 +129,19 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
     return chosen
 
 
+def engine_cache(providers: list[Any]) -> str | None:
+    """The TensorRT provider's engine cache folder among `session_options`' providers, or None
+    without that provider."""
+    return next((p[1]["trt_engine_cache_path"] for p in providers if not isinstance(p, str)), None)
+
+
 def engine_cache_lock(providers: list[Any]) -> contextlib.AbstractContextManager[None]:
     """Held while sessions are made with TensorRT's provider among `providers`: the flock on
     `<engine cache>.lock`, as the tensorrt backend builds under (`cached_engine`). The
     provider writes its engines into the cache itself, unsynchronised; a second deploy of the
     same bundle would build beside the first, or load an engine file the first is writing.
     The second waits and then loads the cached engines in seconds. No lock without it."""
-    cache = next((p[1]["trt_engine_cache_path"] for p in providers if not isinstance(p, str)), None)
+    cache = engine_cache(providers)
     if cache is None:
         return contextlib.nullcontext()
 
@@ -200,7 +206,7 @@ class OnnxRuntimeBackend(Backend):
         # build error, no CUDA driver) is left out of it.
         self.providers = list(made.get_providers())
         if self.providers[:1] != asked[:1]:
-            cache = next((p[1]["trt_engine_cache_path"] for p in providers if not isinstance(p, str)), None)
+            cache = engine_cache(providers)
             log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here%s",
                         self.providers[0], asked[0], asked[0],
                         f" (an engine in its cache {cache} that no longer loads? remove that folder to rebuild it)"
