@@ -22,6 +22,7 @@ from typing import Any
 
 from shallowpi.durable_files import replace_text
 from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
+from shallowpi.tui.panels import loop_timing_text
 
 MODELS = ("teacher", "student")
 
@@ -143,9 +144,9 @@ def executor_line(summary: dict[str, Any]) -> str | None:
     if not d.get("episodes"):
         return None
     if d.get("sim_tick_wall_p99_ms") is not None:  # the twin's simulated time, as `deploy` says it
-        loop = f", sim-time loop, wall p99 {d['sim_tick_wall_p99_ms']:.1f} ms a tick"
+        loop = ", " + loop_timing_text(True, d["sim_tick_wall_p99_ms"])
     elif d.get("loop_p99_ms") is not None:  # the wall clock's (--realtime)
-        loop = f", loop p99 {d['loop_p99_ms']:.1f} ms"
+        loop = ", " + loop_timing_text(False, d["loop_p99_ms"])
     else:
         loop = ""
     return (f"student through the executor ({d['backend']}, {d['strategy']}): success "

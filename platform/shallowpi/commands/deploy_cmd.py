@@ -551,6 +551,8 @@ def _summary(reports: list[Any], executor: Any, judged: bool, simulated: bool = 
     time, where a tick's measured "period" is the wall time it took (the chunks computed
     inside it included) and nothing overruns: said so, as `sim_tick_wall_p99_ms` in the
     JSON, whose `loop_p99_ms` (the loop's period on the wall clock) is then null."""
+    from shallowpi.tui.panels import loop_timing_text
+
     latencies = [x for r in reports for x in r.latency_ms]
     p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (0.0, 0.0)
     successes = sum(bool(r.success) for r in reports)
@@ -558,8 +560,7 @@ def _summary(reports: list[Any], executor: Any, judged: bool, simulated: bool = 
     loop_p99 = max((r.period_p99_ms for r in reports), default=0.0)
     safety = executor.safety if executor else None
     counts = {k: getattr(safety, k, 0) for k in ("clamps", "seam_trips", "holds", "stale_frames", "faults")}
-    timing = (f"sim-time loop, wall p99 {loop_p99:.1f} ms a tick" if simulated
-              else f"loop p99 {loop_p99:.1f} ms, {sum(r.overruns for r in reports)} overruns")
+    timing = loop_timing_text(simulated, loop_p99, overruns=sum(r.overruns for r in reports))
     line = (f"{outcome} | inference p50 {p50:.0f} ms, p99 {p99:.0f} ms | {timing} | safety: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
     # Dropped, back past deploy.max_chunk_age_s: the robot held for each (their latencies are in the p99).

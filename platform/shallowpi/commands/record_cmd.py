@@ -425,6 +425,7 @@ class _ProgressLines:
 
     def publish(self, status: Any) -> None:
         """A status line at most once a second, and one for each new status message."""
+        from shallowpi.tui.panels import loop_timing_text
         from shallowpi.tui.recorder_render import clock_text, run_position
 
         now = time.monotonic()
@@ -435,9 +436,8 @@ class _ProgressLines:
             return
         self._last_line = now
         w, loop = status.writer, status.loop
-        timing = (f"sim-time loop, wall p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms a tick"
-                  if loop.simulated else
-                  f"loop p50 {loop.period_p50_ms:.1f} p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns")
+        timing = loop_timing_text(loop.simulated, loop.period_p99_ms, p50_ms=loop.period_p50_ms,
+                                  overruns=loop.overruns)
         self.printer.say(
             f"[record] episode {status.episode} ({run_position(status)}) {status.state.value} "
             f"{clock_text(status)} | {timing} | writer queue "

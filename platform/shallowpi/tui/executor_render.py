@@ -15,8 +15,7 @@ def status_line(s: ExecutorStatus) -> str:
     """State, episode, inference p50/p99, delay, queue, chunk age, loop p99 (on the twin's
     simulated time, the wall time a tick took, as the recorder's line says it), safety counts."""
     safety, loop = s.safety, s.loop
-    timing = (f"sim-time loop, wall p99 {loop.period_p99_ms:.1f} ms a tick" if loop.simulated
-              else f"loop p99 {loop.period_p99_ms:.1f} ms, {loop.overruns} overruns")
+    timing = panels.loop_timing_text(loop.simulated, loop.period_p99_ms, overruns=loop.overruns)
     return (f"{s.state.value.upper():8} episode {s.episode + 1}/{s.episodes_total} ({_successes(s, 'ok')}) "
             f"{s.strategy} on {s.backend} | inference p50 {s.inference_p50_ms:.0f} p99 {s.inference_p99_ms:.0f} ms, "
             f"delay {s.delay_ticks} ticks, queue {s.queue_depth}, chunk age {s.chunk_age_ms:.0f} ms | {timing}"

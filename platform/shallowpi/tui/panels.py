@@ -45,6 +45,19 @@ def loop(lp: LoopStatus) -> Text:
     return text
 
 
+def loop_timing_text(simulated: bool, p99_ms: float, *, p50_ms: float | None = None,
+                     overruns: int | None = None) -> str:
+    """The control loop's timing in words, for one-line summaries (ms). On the twin's
+    simulated time a tick is one period whatever it takes on the wall clock, so the period
+    is not the wall clock's and nothing overruns: what is given is the wall time a tick took,
+    chunks computed in it included ("sim-time loop, wall p99 33.4 ms a tick"). On the wall
+    clock: the loop's period percentiles and, when given, its overruns."""
+    p50 = f"p50 {p50_ms:.1f} " if p50_ms is not None else ""
+    if simulated:
+        return f"sim-time loop, wall {p50}p99 {p99_ms:.1f} ms a tick"
+    return f"loop {p50}p99 {p99_ms:.1f} ms" + (f", {overruns} overruns" if overruns is not None else "")
+
+
 def link_text(lp: LoopStatus) -> str:
     """'0/1200' or '14/1200, most elbow_flex (12)': failed tries of the episode's exchanges
     with the servos, and the joint whose servo was silent most often."""

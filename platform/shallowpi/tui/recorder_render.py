@@ -254,8 +254,7 @@ def status_line(status: RecorderStatus) -> str:
     w, lp = status.writer, status.loop
     clock = clock_text(status)
     saved = status.episodes_saved
-    loop = (f"sim-time loop, wall p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms a tick" if lp.simulated
-            else f"loop p50 {lp.period_p50_ms:.1f} p99 {lp.period_p99_ms:.1f} ms overruns {lp.overruns}")
+    loop = panels.loop_timing_text(lp.simulated, lp.period_p99_ms, p50_ms=lp.period_p50_ms, overruns=lp.overruns)
     if lp.link_exchanges:
         loop += f" servo retries {panels.link_text(lp)}"
     line = (f"{status.state.value:<9} episode {status.episode} ({run_position(status)}) {clock} | {loop} | "
