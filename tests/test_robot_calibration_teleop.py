@@ -388,17 +388,25 @@ def test_a_leader_gripper_closed_near_the_end_of_its_turn_calibrates_its_real_op
     reads past 4095 from 0: read raw, the sweep took it for a 3,500-tick travel the other
     way, inside the turn, and teleoperation then read the gripper as closed whatever the
     leader did. Unwrapped, the opening is 0.8 rad (~522 ticks) up from 4000, across the end
-    of the turn, which connect refuses: calibrate refuses it first, saving nothing."""
+    of the turn, and teleoperation reads it on across that end too (`_unwrapped`)."""
     with emulated("arm") as (spec, chains):
         tick = spec.leaders[0].motors[0].model.radians_per_tick
         zero = {**ZERO, 7: (4000 - 2048) * tick}
         motors = {m.id: m.model for m in arm_motors(spec, "leader")}
-        with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus, \
-                pytest.raises(PlatformError, match=r"joint 'gripper' limits 0\.\.1 map to ticks 4000\.\.45[12]\d, past "
-                                                   r"servo 7's reading range \(one turn\) 0\.\.4095 on bus 'leader': "
-                                                   r"its travel crosses the end of the servo's turn; re-seat the "
-                                                   r"horn so the joint's mid-travel sits near tick 2048"):
-            calibrate(spec, {"leader": bus}, ScriptedOperator(chains["leader"], zero, opening=0.8), ["leader"])
+        with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus:
+            calibration = calibrate(spec, {"leader": bus}, ScriptedOperator(chains["leader"], zero, opening=0.8),
+                                    ["leader"])
+        entry = calibration.arms["leader"]["gripper"]
+        assert (entry.direction, entry.span_ticks) == (1, pytest.approx(0.8 / tick, abs=2))
+        servo = chains["leader"].servos[7]
+        with LeaderFollower(spec, calibration) as teleop:
+            readings = []
+            for opening in (0.0, 0.04, 0.4, 0.8):  # the last two read from tick 0 up
+                servo.plant.move_to(zero[7] + opening)
+                time.sleep(0.05)
+                readings.append(teleop.read()["gripper"])
+            assert servo.get("present_position") < 1000
+        assert readings == pytest.approx([0.0, 0.05, 0.5, 1.0], abs=0.01)
 
 
 def test_calibrate_refuses_a_follower_sweep_its_servo_cannot_drive():
@@ -544,21 +552,27 @@ def test_a_multi_turn_leader_counting_from_another_turn_is_refused_at_connect():
             chain.stop()
 
 
-def test_leader_limits_that_cross_the_end_of_the_turn_are_refused_at_connect():
-    """Calibrated with its zero near tick 0, a leader's joint range crosses the end of the
-    turn, where its reading jumps from 0 to 4095: refused in one line, as for a follower."""
+def test_a_leader_range_across_the_end_of_the_turn_connects_one_over_a_turn_is_refused():
+    """Calibrated with its zero near tick 0, a leader's range crosses the end of the turn:
+    read on across it (`_unwrapped`), it connects, where the follower's limits (through the
+    leader's zero -1195..2195) were once refused. A leader swept through more than a turn
+    reads alike at two places in its range: refused in one line."""
     from shallowpi.hardware.dynamixel.calibration import MotorCalibration
     from shallowpi.robots.base import PlatformError
 
     with emulated("arm") as (spec, _):
         leader = centred(spec, spec.leaders[0].motors)
-        near_zero = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(500, 1, 0, 4095)}})
-        with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -2\.6\.\.2\.6 map to ticks -1195\.\.2195, "
-                                                r"past servo 1's reading range \(one turn\) 0\.\.4095 on bus "
-                                                r"'leader': its travel crosses the end of the servo's turn; .*, or "
-                                                r"narrow its limits in the robot config, then `platform calibrate "
-                                                r"--robot arm --arm leader`$"):
-            LeaderFollower(spec, near_zero).connect()
+        near_zero = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(500, 1, -1000, 2000)}})
+        with LeaderFollower(spec, near_zero) as teleop:
+            teleop.read()
+        over_a_turn = RobotCalibration("c1", "arm", {"leader": {**leader, "shoulder_pan": MotorCalibration(500, 1, -1000, 3100)}})
+        with pytest.raises(PlatformError, match=r"^robot 'arm': leader joint 'shoulder_pan' was swept through ticks "
+                                                r"-1000\.\.3100 at calibration, more than servo 1's one turn of "
+                                                r"readings \(0\.\.4095\) on bus 'leader': its readings repeat inside "
+                                                r"that range, so none says where the joint is; calibrate it again, "
+                                                r"moving it through less than a turn \(`platform calibrate --robot "
+                                                r"arm --arm leader`\)$"):
+            LeaderFollower(spec, over_a_turn).connect()
 
 
 @pytest.mark.parametrize("word", ["motor encoder error", "electrical shock"])

@@ -34,7 +34,7 @@ from shallowpi.hardware.dynamixel.calibration import (
     nearest_turn,
     unwrap_reading,
 )
-from shallowpi.hardware.dynamixel.control_table import REVERSE_BIT, OperatingMode
+from shallowpi.hardware.dynamixel.control_table import REVERSE_BIT, ModelSpec, OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.spec import JointSpec, MotorSpec, RobotSpec
 
@@ -68,8 +68,10 @@ class RobotCalibration:
         Raises CalibrationError when a calibrated robot's file lacks this motor (an arm never
         calibrated, or a joint added or renamed since): the default zero could sit anywhere
         in a real joint's travel, and the first goal would drive it there; holds another
-        direction for a revolute or linear joint than its config now gives; or was read from
-        another servo ID or model than the config names now."""
+        direction for a revolute or linear joint than its config now gives; was measured as
+        another kind (a gripper's opening span on a joint now revolute or linear, or none on
+        one now a gripper); or was read from another servo ID or model than the config names
+        now."""
         found = self.arms.get(motor.bus, {}).get(motor.joint)
         if found is not None and ((found.servo_id and found.servo_id != motor.id)
                                   or (found.model_number and found.model_number != motor.model.number)):
@@ -81,6 +83,15 @@ class RobotCalibration:
                 f"(model {motor.model.number}); calibrate it again: "
                 f"`platform calibrate --robot {self.robot} --arm {motor.bus}`")
         if found is not None:
+            if (kind == "gripper") != (found.span_ticks > 0):
+                # Only a gripper's sweep records an opening span (`_motor_calibration`). Without
+                # one a gripper reads raw ticks as its 0..1 and every goal maps to the closed
+                # tick; with one, a revolute joint's direction is the gripper's measured opening.
+                was = f"a gripper (span {found.span_ticks} ticks)" if found.span_ticks > 0 else "a revolute or linear joint"
+                raise CalibrationError(
+                    f"joint '{motor.joint}' on arm '{motor.bus}' of robot '{self.robot}' is a {kind} joint in its "
+                    f"config but was calibrated as {was} (calibration {self.id}); recalibrate it: "
+                    f"`platform calibrate --robot {self.robot} --arm {motor.bus}`")
             if kind != "gripper" and found.direction != motor.direction:
                 # The file's direction converts; the config's, changed since, would be ignored
                 # (a mirrored joint "fixed" in the config would move the same wrong way).
@@ -320,24 +331,37 @@ def swept_limits(robot: RobotCalibration, joint: JointSpec, motor: MotorSpec,
     return lower, upper
 
 
+def one_turn(model: ModelSpec) -> tuple[int, int]:
+    """The ticks of one turn about `model`'s centre tick, lowest and highest: what a
+    single-turn servo reads (X series in position mode: 0..4095), and the turn a multi-turn
+    one's count is calibrated in (YM080: -262144..262143, signed about 0)."""
+    half = model.ticks_per_turn // 2
+    return model.center_tick - half, model.center_tick + half - 1
+
+
+def factory_position_limits(model: ModelSpec) -> tuple[int, int]:
+    """`model`'s Min/Max Position Limit registers as they leave the factory (the model
+    table's defaults: X 0..4095, YM080 -262144..262144), else `one_turn`."""
+    lowest, highest = one_turn(model)
+    return (model.defaults.get("min_position_limit", lowest), model.defaults.get("max_position_limit", highest))
+
+
 def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: JointConverter,
-                          lower: float, upper: float, leader: bool = False) -> None:
-    """Raise PlatformError (one line) when a position-mode motor's joint limits `lower`..
-    `upper` (joint units), through its calibration, map past what the servo allows: for a
-    follower, its Min/Max Position Limit registers (a goal past them is refused without a
-    word: a sync write has no reply); for a `leader`, read by hand, the one turn its reading
-    spans (past it the reading wraps, 0 <-> 4095: a joint that jumps across its range).
-    Motors in other modes count whole turns."""
+                          lower: float, upper: float) -> None:
+    """Raise PlatformError (one line) when a position-mode follower motor's joint limits
+    `lower`..`upper` (joint units), through its calibration, map past its Min/Max Position
+    Limit registers: a goal past them is refused without a word (a sync write has no
+    reply). Motors in other modes count whole turns. Leaders, never driven, are checked by
+    `check_leader_range`."""
     if motor.mode != OperatingMode.POSITION:
         return
     low, high = convert.tick_range(lower, upper)
-    if leader:
-        allowed, what = (0, motor.model.ticks_per_turn - 1), "reading range (one turn)"
-    else:
-        allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
-        what = "position limits"
-    full = (0, motor.model.ticks_per_turn - 1)
-    if (low < allowed[0] or high > allowed[1]) and not leader and allowed != full:
+    allowed = bus.read_one(motor.id, "min_position_limit"), bus.read_one(motor.id, "max_position_limit")
+    if allowed[0] <= low and high <= allowed[1]:
+        return
+    # Each model's own: an X turn is 0..4095, a Y servo's signed about 0 (factory +-262144).
+    full = factory_position_limits(motor.model)
+    if allowed[0] > full[0] or allowed[1] < full[1]:
         # The registers, not the horn: another tool (Dynamixel Wizard, lerobot's setup)
         # narrowed them, and re-seating or recalibrating would meet the same refusal.
         raise PlatformError(
@@ -346,17 +370,37 @@ def check_position_limits(robot: str, bus: MotorBus, motor: MotorSpec, convert: 
             f"narrowed from the full turn {full[0]}..{full[1]} (another tool set them): write them back to "
             f"{full[0]} and {full[1]} (EEPROM, torque off; Dynamixel Wizard), or narrow the joint's limits in the "
             "robot config")
-    if low < allowed[0] or high > allowed[1]:
-        # Where the joint's travel falls in the servo's turn is set by how its horn is seated,
-        # not by the calibration: a new calibration alone meets the same end.
+    # Where the joint's travel falls in the servo's turn is set by how its horn is seated,
+    # not by the calibration: a new calibration alone meets the same end.
+    raise PlatformError(
+        f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} map to ticks {low}..{high}, past "
+        f"servo {motor.id}'s position limits {allowed[0]}..{allowed[1]} on bus '{motor.bus}': its travel crosses "
+        f"the end of the servo's turn; re-seat the horn so the joint's mid-travel sits near tick "
+        f"{motor.model.center_tick}, narrow its limits, or sweep less far, then "
+        f"`platform calibrate --robot {robot} --arm {motor.bus}`")
+
+
+def check_leader_range(robot: str, motor: MotorSpec, entry: MotorCalibration) -> None:
+    """Raise PlatformError (one line) when a leader joint's swept range (`entry`'s
+    range_min..range_max: where the operator moved it at calibration, in ticks unwrapped
+    across the turn's end) spans a whole turn or more of a single-turn servo (an X series in
+    position mode, which reads only `one_turn`): its readings repeat inside that range, so
+    a reading cannot say where in it the joint is.
+
+    A leader is moved by hand, never driven: the follower's joint limits and the servo's
+    position limits bound nothing on it. Nor does a range that only crosses the turn's end
+    (tick 4095 -> 0) need refusing: each reading is continued from the last across it
+    (`LeaderFollower._unwrapped`). Multi-turn servos count whole turns (`check_turn_count`)."""
+    if motor.mode != OperatingMode.POSITION or motor.model.series != "X":
+        return
+    lowest, highest = one_turn(motor.model)
+    if entry.range_max - entry.range_min > highest - lowest:
         raise PlatformError(
-            f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} map to ticks {low}..{high}, past "
-            f"servo {motor.id}'s {what} {allowed[0]}..{allowed[1]} on bus '{motor.bus}': its travel crosses the "
-            f"end of the servo's turn; re-seat the horn so the joint's mid-travel sits near tick "
-            f"{motor.model.ticks_per_turn // 2}"
-            + (", or narrow its limits in the robot config," if leader else
-               ", narrow its limits, or sweep less far,")
-            + f" then `platform calibrate --robot {robot} --arm {motor.bus}`")
+            f"robot '{robot}': leader joint '{motor.joint}' was swept through ticks {entry.range_min}.."
+            f"{entry.range_max} at calibration, more than servo {motor.id}'s one turn of readings ({lowest}.."
+            f"{highest}) on bus '{motor.bus}': its readings repeat inside that range, so none says where the "
+            f"joint is; calibrate it again, moving it through less than a turn "
+            f"(`platform calibrate --robot {robot} --arm {motor.bus}`)")
 
 
 def reply_without_delay(bus: MotorBus, ids: Iterable[int]) -> None:
@@ -413,12 +457,13 @@ def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lowe
                 "range by hand and connect again")
         return
     if not low - turn // 2 <= ticks <= high + turn // 2:
+        first, last = one_turn(motor.model)  # the model's own: a Y servo's is signed about 0
         raise PlatformError(
             f"robot '{robot}': joint '{motor.joint}' reads {present:.3g} (tick {ticks}), over half a "
             f"turn outside its limits {lower:g}..{upper:g} (ticks {low}..{high}): servo "
             f"{motor.id} on bus '{motor.bus}' counts from another turn than at calibration (its count "
             "restarts at power-up): re-seat its horn so the travel lies within one turn (ticks "
-            f"0..{turn - 1}) and calibrate it again "
+            f"{first}..{last}) and calibrate it again "
             f"(`platform calibrate --robot {robot} --arm {motor.bus}`)")
 
 
@@ -561,23 +606,26 @@ def with_arms(spec: RobotSpec, previous: RobotCalibration | None,
 
 def _check_drivable(spec: RobotSpec, bus: MotorBus, arm: str, entries: Mapping[str, MotorCalibration]) -> None:
     """Refuse (PlatformError, before anything is saved) an arm calibration that `connect`
-    would refuse: a position-mode joint whose range, through it, crosses what the servo can
-    reach (a follower: its limits narrowed to the sweep, against its position limits; a
-    leader: its config limits, against the one turn it reads)."""
+    would refuse: a follower's position-mode joint whose limits, narrowed to its sweep, map
+    past its servo's position limits (`check_position_limits`); a leader joint swept through
+    more than the one turn its servo reads (`check_leader_range`)."""
     calibration = RobotCalibration("new", spec.name, {arm: dict(entries)})
     joints = {j.name: j for j in spec.joints}
     leader = arm not in spec.follower_buses()
     for motor in arm_motors(spec, arm):
         joint = joints[motor.joint]
+        if leader:  # checked against what it was moved through, not the follower's limits
+            check_leader_range(spec.name, motor, entries[motor.joint])
+            continue
         convert = calibration.converter(motor, joint.kind)
-        lower, upper = (joint.lower, joint.upper) if leader else swept_limits(calibration, joint, motor, convert)
-        check_position_limits(spec.name, bus, motor, convert, lower, upper, leader=leader)
+        check_position_limits(spec.name, bus, motor, convert, *swept_limits(calibration, joint, motor, convert))
 
 
 class _Sweep:
     """One arm's readings through the sweep: each servo's zero-pose tick and the lowest and
-    highest seen since, in position mode unwrapped across the end of the turn (a joint
-    zeroed near tick 4095 and moved past it reads on from 4096, not from 0)."""
+    highest seen since, a single-turn servo's (an X series in position mode) unwrapped across
+    the end of the turn (a joint zeroed near tick 4095 and moved past it reads on from 4096,
+    not from 0)."""
 
     MIN_TRAVEL_TURNS = 1 / 64  # ~5.6 degrees: less is a joint the sweep left out
 
@@ -590,7 +638,8 @@ class _Sweep:
         """Count one reading of every servo."""
         for m in self.motors:
             tick = ticks[m.id]
-            if m.mode == OperatingMode.POSITION:  # the other modes count whole turns themselves
+            if m.mode == OperatingMode.POSITION and m.model.series == "X":
+                # Only these read one turn: the other modes, and a Y in any, count whole turns.
                 tick = unwrap_reading(self._last[m.id], tick, m.model.ticks_per_turn)
             self._last[m.id] = tick
             self.low[m.id], self.high[m.id] = min(self.low[m.id], tick), max(self.high[m.id], tick)

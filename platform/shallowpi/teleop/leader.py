@@ -26,7 +26,7 @@ from shallowpi.hardware.dynamixel.motor_bus import MotorBus, ServoFaultError
 from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.calibration import (
     RobotCalibration,
-    check_position_limits,
+    check_leader_range,
     check_servo_frame,
     check_turn_count,
     reply_without_delay,
@@ -105,9 +105,10 @@ class LeaderFollower:
         (a servo left in another mode by another tool counts its position in another frame:
         extended position mode keeps whole turns that position mode drops).
         Raises BusError on a bus or servo fault (ServoFaultError for a servo reporting a
-        hardware error, as a follower's at connect); PlatformError when a joint's limits, through
-        the leader's calibration, cross the end of its servo's turn (`check_position_limits`),
-        or a servo reads in another frame than the calibration's (`check_servo_frame`)."""
+        hardware error, as a follower's at connect); PlatformError when a joint was swept at
+        calibration through more than the one turn its servo reads (`check_leader_range`), a
+        multi-turn servo counts from another turn (`_check_turn_counts`), or a servo reads in
+        another frame than the calibration's (`check_servo_frame`)."""
         try:
             for leader in self.leaders:
                 bus = self.buses[leader.bus]
@@ -121,9 +122,9 @@ class LeaderFollower:
                     reply_without_delay(bus, [m.id for m in leader.motors])
                     for motor in leader.motors:
                         bus.set_operating_mode(motor.mode, [motor.id])
-                        low, high = self._limits[motor.joint]
-                        check_position_limits(self.robot, bus, motor, self._convert[motor.joint], low, high,
-                                              leader=True)
+                        # Against its own sweep, not the follower's limits: a leader is never
+                        # driven, and a range across the turn's end is read on (`_unwrapped`).
+                        check_leader_range(self.robot, motor, self._convert[motor.joint].calibration)
                     self._check_turn_counts(leader, bus)
         except BaseException:
             self.disconnect()  # no port left open behind a refusal
