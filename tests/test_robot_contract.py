@@ -605,3 +605,146 @@ def test_after_a_fault_the_arms_that_hold_keep_their_grip():
                 assert held == pytest.approx(squeeze, abs=0.01), f"{fault}: the gripper let go"
             finally:
                 robot.disconnect()
+
+
+def _squeezing(name: str, gripper_joint: str):
+    """(plant factory, gripper MotorSpec) for robot `name` whose `gripper_joint` is closed on
+    an object (_Jammed), every other servo tracking its goal at its top speed."""
+    from dxl_fixtures import robot_spec
+    from shallowpi.hardware.dynamixel.control_table import model_by_name
+    from shallowpi.hardware.dynamixel.emulator import top_speed_rad_s
+    from shallowpi.hardware.dynamixel.plant import TrackingPlant
+
+    gripper = next(m for m in robot_spec(name).motors if m.joint == gripper_joint)
+
+    def plant(bus, servo_id, model):
+        return _Jammed() if (bus, servo_id) == (gripper.bus, gripper.id) else \
+            TrackingPlant(max_speed=top_speed_rad_s(model_by_name(model)))
+
+    return plant, gripper
+
+
+def _squeeze(robot: DynamixelRobot, joint: str) -> float:
+    """Close `joint` (a jammed gripper) past where its jaws stopped; the goal sent (joint units)."""
+    g = robot.spec.joint_names.index(joint)
+    start = float(robot.observe().state[g])
+    for _ in range(3):  # the goal runs ahead of the jammed jaws (its push: the gap)
+        robot.observe()
+        squeeze = float(robot.act({joint: start + 0.5})[g])
+    assert squeeze > start + 0.05
+    return squeeze
+
+
+def _release_after_overload(robot: DynamixelRobot, chains, bus: str, servo_id: int) -> None:
+    """`servo_id` on `bus` overloads; the fault is found and handled (Robot.hold_or_release)."""
+    from shallowpi.hardware.dynamixel.motor_bus import ServoFaultError
+
+    chains[bus].hardware_error(servo_id, "overload")
+    with pytest.raises(ServoFaultError) as fault:
+        robot.check_faults()
+    assert robot.hold_or_release(fault.value).holding
+
+
+@pytest.mark.parametrize("second", ["overheating", "silent"])
+def test_a_second_fault_keeps_the_sound_arms_grip_and_never_calls_the_released_arm_holding(second):
+    """The humanoid's left gripper overloads (left_arm limp, right_arm holding its squeeze);
+    while the robot holds for the operator a head/lift servo overheats, or stops answering.
+    That partial release was taken for the operator's torque off: the right gripper was
+    re-aimed at where its jaws sat (it let go), the limp left arm was "held" with its
+    torque unchecked, and the line said "bus 'left_arm', 'right_arm' hold position"."""
+    plant, gripper = _squeezing("humanoid", "right_gripper")
+    with emulated("humanoid", plant) as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        try:
+            squeeze = _squeeze(robot, gripper.joint)
+            _release_after_overload(robot, chains, "left_arm", 8)
+            if second == "overheating":
+                chains["head_lift"].hardware_error(3, "overheating")
+            else:
+                chains["head_lift"].mute(3)
+            with pytest.raises(PlatformError) as then:
+                robot.check_faults()
+            try:
+                state = robot.hold_or_release(then.value)
+                message, holding = state.message, state.holding
+            except SafeStateError as err:  # the silent servo cannot confirm its torque off
+                message, holding = str(err), err.holding
+            servo = chains[gripper.bus].servos[gripper.id]
+            held = robot._convert[gripper.joint].to_joint(servo.get("goal_position"))
+            torque = {bus: {s.get("torque_enable") for s in chains[bus].servos.values()}
+                      for bus in ("left_arm", "right_arm")}
+        finally:
+            robot.disconnect()
+    assert held == pytest.approx(squeeze, abs=0.01), "the sound arm's gripper let go"
+    assert torque == {"left_arm": {0}, "right_arm": {1}}
+    assert holding and "bus 'right_arm' holds position" in message, message
+    assert message.count("'left_arm'") == 1 and "bus 'left_arm' (released after an earlier fault)" in message, message
+    assert "bus 'head_lift' (" in message, message
+
+
+def test_a_hold_after_a_release_keeps_the_sound_arms_grip():
+    """After one arm's overload, a hold of the last command (deploy's, when the robot is
+    sound but the recording fails: Robot.hold(last)) was refused as if the operator had
+    switched torque off, and the run's answer to that switched every arm off. The arm that
+    holds keeps its squeeze; the released one stays limp."""
+    plant, gripper = _squeezing("bimanual", "right_gripper")
+    with emulated("bimanual", plant) as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        try:
+            squeeze = _squeeze(robot, gripper.joint)
+            last = robot._goal.copy()
+            _release_after_overload(robot, chains, "follower_left", 7)
+            sent = robot.hold(last)
+            servo = chains[gripper.bus].servos[gripper.id]
+            held = robot._convert[gripper.joint].to_joint(servo.get("goal_position"))
+            left = {s.get("torque_enable") for s in chains["follower_left"].servos.values()}
+        finally:
+            robot.disconnect()
+    assert held == pytest.approx(squeeze, abs=0.01) and float(sent[spec.joint_names.index(gripper.joint)]) == \
+        pytest.approx(squeeze, abs=0.01), "the sound arm's gripper let go"
+    assert left == {0}
+
+
+def test_a_hold_after_a_release_checks_the_torque_of_the_arm_that_holds():
+    """After one arm's release, hold() wrote goals to every bus and read none's torque: a
+    servo of the sound arm that its own protection switched off was confirmed "holding"."""
+    with emulated("bimanual") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        try:
+            _release_after_overload(robot, chains, "follower_left", 7)
+            robot.hold()  # the right arm holds; the left, limp, is neither written nor "confirmed"
+            chains["follower_right"].hardware_error(3, "overheating")
+            with pytest.raises(SafeStateError, match=r"bus 'follower_right' servo 3 has torque off") as err:
+                robot.hold()
+        finally:
+            robot.disconnect()
+    assert "follower_left" not in str(err.value)
+
+
+def test_a_bus_whose_release_was_not_confirmed_is_tried_again_at_the_next_fault():
+    """The left arm's adapter is gone: its torque off was not confirmed at the first fault.
+    At the next one (the lift overheats) it is not counted among the buses released before
+    (the line would say the robot is safe): it is tried again and named as not switched off."""
+    with emulated("humanoid") as (spec, chains):
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name))
+        robot.connect()
+        try:
+            chains["left_arm"].vanish()
+            with pytest.raises(SafeStateError):
+                robot.hold_or_release()
+            chains["head_lift"].hardware_error(3, "overheating")
+            with pytest.raises(PlatformError) as then:
+                robot.check_faults()
+            with pytest.raises(SafeStateError) as err:
+                robot.hold_or_release(then.value)
+            right = {s.get("torque_enable") for s in chains["right_arm"].servos.values()}
+        finally:
+            robot.disconnect()
+    message = str(err.value)
+    assert err.value.holding and right == {1}
+    assert message.startswith("bus 'left_arm' (its torque off after an earlier fault was not confirmed) did not "
+                              "switch torque off"), message
+    assert "released after an earlier fault" not in message and message.endswith("bus 'right_arm' holds position")

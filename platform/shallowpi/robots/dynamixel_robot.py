@@ -46,7 +46,7 @@ import collections
 import logging
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -153,11 +153,17 @@ class DynamixelRobot(Robot):
         self._present: np.ndarray | None = None  # the positions observe() read since the last act()
         self._index = {name: i for i, name in enumerate(spec.joint_names)}
         self._goal: np.ndarray | None = None
-        self._torque_off = False  # set by torque_off(); act() refuses until connect()
-        # torque_off() asked every servo off: none is expected to hold until connect(). After
-        # hold_or_release, `_torque_off` is set too, while the buses it did not release hold.
+        # Set by torque_off() and by hold_or_release once any bus went limp: act() refuses
+        # until connect(). Not whether servos should hold: a partial release sets it while
+        # the buses it did not release hold on.
+        self._torque_off = False
+        # torque_off() asked every servo off: none is expected to hold until connect(). What
+        # a hold keeps (the last goal, or the pose as found) and whether it checks each
+        # servo's torque go by this, never by `_torque_off`: read so, a second fault re-aimed
+        # the sound arm at where it sagged (a gripper let go) and called a limp arm holding.
         self._switched_off = False
         self._released: set[str] = set()  # buses hold_or_release switched off after a fault
+        self._release_failed: set[str] = set()  # of those, the buses whose torque off was not confirmed
         self._opened: set[str] = set()  # buses connect() opened (a port that closes under one is news)
         self._found_holding: set[str] = set()  # buses the last connect() found holding (a killed run's)
         # What the put-away since the last connect() could not confirm off: until a connect
@@ -222,6 +228,7 @@ class DynamixelRobot(Robot):
                 bus.set_torque(True)
             self._torque_off = self._switched_off = False
             self._released.clear()
+            self._release_failed.clear()
         except BaseException:
             self._put_back(found_holding)
             raise
@@ -300,24 +307,31 @@ class DynamixelRobot(Robot):
         command kept, clamped as act() clamps: the limits, one velocity step from the current
         goal, and the lead over the position read now (a joint held back by the table or a
         hand is pushed no harder than act() pushed it; a squeezing gripper or a loaded joint
-        keeps the goal it lags). Then read back.
+        keeps the goal it lags). Then read back, with each servo's torque unless torque_off()
+        switched it off. The buses `hold_or_release` released after a fault are neither
+        written nor read (their joints keep their last goal in what is returned): limp, they
+        were "confirmed" holding as the torque went unchecked on every bus.
 
         Returns float32[J], the pose held. Raises RobotError for a goal after torque_off()
         (a stale command must not re-arm a robot the operator stopped); SafeStateError if a
         bus fails or a servo's Goal Position does not read back as sent (e.g. it refused the
-        write)."""
+        write) or, torque expected on, a servo has its torque off."""
         previous = self._need_connection()
-        if goal is not None and self._torque_off:
+        if goal is not None and self._switched_off:
             raise RobotError(f"robot '{self.name}': torque is off; hold() its present pose or connect() again")
+        limp = self._released
         try:
-            present = self._read_positions()
+            present = self._read_positions(skip=limp)
+            for name in limp:  # not read: their last goal stands in
+                for m in self._bus_motors[name]:
+                    present[self._index[m.joint]] = previous[self._index[m.joint]]
             hold_present = goal is None
             if goal is None:
                 goal = present  # where it is, limits or not: a hold never moves a joint
             else:
                 goal = self._led(self._bounded(self._as_vector(goal), previous, self._step_allowed()), present,
                                  previous)
-            wrong = self._unconfirmed(self._send(goal), torque_on=not self._torque_off)  # off: asked for
+            wrong = self._unconfirmed(self._send(goal, skip=limp), torque_on=not self._switched_off)  # off: asked for
         except PlatformError as err:
             raise SafeStateError(f"robot '{self.name}': could not hold position: {err}") from None
         if wrong:
@@ -342,14 +356,21 @@ class DynamixelRobot(Robot):
         arm now keeps its pose, and what it carries, for the operator (who ends the run with
         everything off). Returns what was done, naming the buses; act() refuses once any bus
         went limp, and `check_faults` no longer reads the buses released (their alarm is
-        known). Raises SafeStateError (`holding` set when some bus holds) when a bus that
-        had to go limp did not confirm its torque off (the line says which buses hold)."""
+        known). A later fault (one while the robot holds for the operator) leaves the buses
+        released before limp, named as such, and the others keep their last goal; a bus whose
+        torque off was not confirmed then is tried again. Raises SafeStateError (`holding`
+        set when some bus holds) when a bus that had to go limp did not confirm its torque
+        off (the line says which buses hold)."""
         faulted = fault.bus if isinstance(fault, ServoFaultError) and fault.bus in self.buses else None
         # What holds keeps its last goal, not the measured pose: a gripper's squeeze is the gap
         # between the two (re-aimed at where it is, it let go of what it carried), as is the
-        # lift a loaded joint needs. A robot whose torque the operator stopped holds as found.
-        last = None if self._torque_off else self._goal
-        if faulted is None:
+        # lift a loaded joint needs. A robot whose torque the operator stopped holds as found;
+        # a bus released after an earlier fault is no such stop: the buses that hold keep theirs.
+        last = None if self._switched_off else self._goal
+        # Released before, their torque off confirmed: limp, not held again, named as released.
+        earlier = [f"bus '{name}' (released after an earlier fault)" for name in self.buses
+                   if name in self._released and name not in self._release_failed]
+        if faulted is None and not self._released:
             try:
                 self.hold(last)
                 return SafeState("robot is safe: holding position", holding=True)
@@ -357,19 +378,27 @@ class DynamixelRobot(Robot):
                 log.error("robot %s: %s; holding bus by bus", self.name, whole)
         held, released, failed = [], [], []
         for name, bus in self.buses.items():
-            try:
-                self._hold_bus(name, last if name != faulted else None)
-                if name != faulted:
-                    held.append(f"'{name}'")
-                    continue
-                why = "a servo on it reports a fault"
-            except PlatformError as hold_error:
-                why = f"could not hold position: {hold_error}"
+            if name in self._release_failed:
+                why = "its torque off after an earlier fault was not confirmed"
+            elif name in self._released:
+                continue  # in `earlier`
+            else:
+                try:
+                    self._hold_bus(name, last if name != faulted else None)
+                    if name != faulted:
+                        held.append(f"'{name}'")
+                        continue
+                    why = "a servo on it reports a fault"
+                except PlatformError as hold_error:
+                    why = f"could not hold position: {hold_error}"
             self._released.add(name)
             if off_failures := self._switch_torque_off([bus]):
+                self._release_failed.add(name)
                 failed.append(f"bus '{name}' ({why}) did not switch torque off ({'; '.join(off_failures)})")
             else:
+                self._release_failed.discard(name)
                 released.append(f"bus '{name}' ({why})")
+        released += earlier
         if released or failed:
             self._torque_off = True  # a stale command must not re-arm what went limp
         holding = f"bus {', '.join(held)} hold{'s' if len(held) == 1 else ''} position" if held else ""
@@ -393,7 +422,7 @@ class DynamixelRobot(Robot):
         else:
             values = {m.id: self._convert[m.joint].to_ticks(float(goal[self._index[m.joint]])) for m in motors}
         self.buses[name].write("goal_position", values)
-        if wrong := self._unconfirmed({name: values}, torque_on=not self._torque_off):
+        if wrong := self._unconfirmed({name: values}, torque_on=not self._switched_off):
             raise SafeStateError(", ".join(wrong))
         if self._goal is not None:
             for m in motors:
@@ -584,12 +613,15 @@ class DynamixelRobot(Robot):
             raise RobotError(f"robot '{self.name}' is not connected; call connect() first")
         return self._goal
 
-    def _read_positions(self, check_alert: bool = False) -> np.ndarray:
+    def _read_positions(self, check_alert: bool = False, skip: Collection[str] = ()) -> np.ndarray:
         """Joint positions float64[J]; `check_alert`: ServoFaultError when a servo's reply says
         it is faulted (observe: every tick, not only at the once-a-second look at the error
-        registers; a hold reads without it, and finds a limp servo by its torque)."""
+        registers; a hold reads without it, and finds a limp servo by its torque). The buses
+        in `skip` are not read: their joints are left 0 for the caller to fill."""
         out = np.zeros(len(self._index))
         for bus_name, bus in self.buses.items():
+            if bus_name in skip:
+                continue
             motors = self._bus_motors[bus_name]
             ticks = bus.read(["present_position"], [m.id for m in motors], check_alert=check_alert)["present_position"]
             for m in motors:
@@ -620,10 +652,13 @@ class DynamixelRobot(Robot):
             alarmed.update(i for f in fields if f != "torque_enable" for i, v in values[f].items() if v)
         return torque, sorted(alarmed)
 
-    def _send(self, goal: np.ndarray) -> dict[str, dict[int, int]]:
-        """Write goals [J] (joint units); returns what went out, {bus: {servo id: ticks}}."""
+    def _send(self, goal: np.ndarray, skip: Collection[str] = ()) -> dict[str, dict[int, int]]:
+        """Write goals [J] (joint units) to every bus but those in `skip`; returns what went
+        out, {bus: {servo id: ticks}}."""
         sent = {}
         for bus_name, bus in self.buses.items():
+            if bus_name in skip:
+                continue
             values = {
                 m.id: self._convert[m.joint].to_ticks(float(goal[self._index[m.joint]]))
                 for m in self._bus_motors[bus_name]
