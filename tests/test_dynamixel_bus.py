@@ -475,10 +475,11 @@ def test_plants_are_pluggable_for_the_simulation_twin():
 
 
 def test_a_far_position_goal_turns_each_shaft_at_its_models_top_speed(chain):
-    """The driver leaves Profile Velocity at 0: an X servo then turns at its no-load speed
-    (XL430-W250 57 rev/min = 249 ticks of 0.229, XM430-W350 46 = 201; not their Velocity
-    Limit defaults, 265 and 200), a Y servo no faster than its Velocity Limit (2,020 ticks
-    of 0.01 rev/min, the rated speed, under its 32.2 rev/min no-load). Read over the bus
+    """With the factory registers: an X servo's Profile Velocity 0 (no profile) turns it at
+    its no-load speed (XL430-W250 57 rev/min = 249 ticks of 0.229, XM430-W350 46 = 201; not
+    their Velocity Limit defaults, 265 and 200), a Y servo no faster than its Velocity Limit
+    and Profile Velocity (2,020 ticks of 0.01 rev/min each, the rated speed, under its 32.2
+    rev/min no-load; test_servo_profile: what connect makes of them). Read over the bus
     mid-move."""
     with make_bus(chain) as bus:
         bus.set_torque(True)

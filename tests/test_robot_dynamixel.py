@@ -113,6 +113,19 @@ def _robot_config(name: str) -> dict:
     # a linear stage's speed is the servo's times metres_per_rad (57 rev/min x 0.15 m/rad)
     ("arm", lambda r: r["joints"][1].update(max_velocity=1.2),
      r"joint 'shoulder_lift' max_velocity 1.2 m/s is above what its XL430-W250 turns \(57 rev/min = 0.895 m/s "),
+    # a leader's linear joint without metres_per_rad took 1.0: its 0.3 rad went to the follower
+    # as 0.3 m (0.045 m on the 0.15 m/rad stage); on any other joint it is ignored
+    ("arm", lambda r: r["leaders"]["leader"]["motors"]["shoulder_lift"].pop("metres_per_rad"),
+     r"leader motor for linear joint 'shoulder_lift' lacks metres_per_rad; give the metres its stage travels per "
+     r"radian of the servo's turn"),
+    ("arm", lambda r: (r["joints"][1].update(kind="linear"), r["motors"]["shoulder_lift"].pop("metres_per_rad")),
+     r"motor for linear joint 'shoulder_lift' lacks metres_per_rad"),
+    ("arm", lambda r: r["leaders"]["leader"]["motors"]["elbow_flex"].update(metres_per_rad=0.15),
+     r"leader motor for revolute joint 'elbow_flex' has metres_per_rad, which only a linear joint uses; remove it"),
+    ("arm", lambda r: r["motors"]["gripper"].update(metres_per_rad=0.15),
+     r"motor for gripper joint 'gripper' has metres_per_rad, which only a linear joint uses"),
+    ("arm", lambda r: (r["joints"][1].update(kind="revolute"), r["joints"][1].update(upper=1.0, max_velocity=3.0)),
+     r"motor for revolute joint 'shoulder_lift' has metres_per_rad"),
     # the humanoid's 99:1 Y-series arm joints turn 32.2 rev/min, 3.37 rad/s
     ("humanoid", lambda r: r["joints"][3].update(max_velocity=4.3),
      r"joint 'left_elbow' max_velocity 4.3 rad/s is above what its YM080-230-R099-RH turns \(32.2 rev/min = 3.37 "),
@@ -432,13 +445,14 @@ def test_torque_on_by_goal_update_another_tool_set_is_cleared_at_connect(caplog)
     """Drive Mode bit 3 (X series): a Goal Position write turns torque on. The driver writes
     goals with torque off (the present pose before torque-on; a hold after an e-stop), so
     with the bit set another tool left, those writes would power the servo. Connect clears
-    it and says so; the servo's other Drive Mode bits stay."""
+    it and says so, and the time-based profile (bit 2) with it (test_servo_profile: the
+    other bits stay)."""
     with emulated("arm") as (spec, chains):
         wrist = next(m for m in spec.motors if m.joint == "wrist_flex")
         servo = chains["follower"].servos[wrist.id]
         servo.set("drive_mode", 0x08 | 0x04)
         with DynamixelRobot(spec, UNCALIBRATED):
-            assert servo.get("drive_mode") == 0x04
+            assert servo.get("drive_mode") == 0
         assert f"servo {wrist.id} on bus 'follower' had Drive Mode's 'torque on by goal update' set; cleared" \
             in caplog.text
 

@@ -1,22 +1,36 @@
 """What `DynamixelRobot.connect` does to each bus it opened before torque goes on:
 `settle_torque` checks the servos and writes the EEPROM fields this driver needs, keeping
 torque on where a killed run left the servos holding (so that connect need not drop the
-arm), and `configure_servos` sets modes, disarms bus watchdogs, checks the position limits
-and caps the grippers' current.
+arm), and `configure_servos` sets modes, disarms bus watchdogs, switches the motion
+profiles off, checks the position limits and caps the grippers' current.
 
 EEPROM fields can only be written with torque off: `eeprom_fixes` lists what differs from
 what this driver needs, and torque goes off only when there is something to write or the
 servos are not already holding in their configured mode (`holding_as_configured`).
+
+Every speed bound above this layer (act()'s step a tick, the catch-up, the executor's seam
+check) takes a joint's max_velocity for how fast its servo follows a goal. What a servo
+does with a goal is set by registers another tool may have left otherwise (RAM and the Y
+series' Hybrid area keep them until power-off, or for good once saved): a velocity- or
+time-based profile, a Velocity Limit below the joint's speed (the Y series caps its motion
+there; a factory YM080 at 20.2 rev/min, 2.12 rad/s). Connect puts them in the one state
+those bounds assume: no profile (`clear_profiles`, `eeprom_fixes`) and, on the Y series,
+a Velocity Limit at least the joint's speed (`velocity_limit_fix`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 
-from shallowpi.errors import PlatformError
+from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.calibration import JointConverter
-from shallowpi.hardware.dynamixel.control_table import TORQUE_ON_BY_GOAL_UPDATE, OperatingMode
+from shallowpi.hardware.dynamixel.control_table import (
+    PROFILE_TIME_BASED,
+    TORQUE_ON_BY_GOAL_UPDATE,
+    OperatingMode,
+)
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus
 from shallowpi.robots.calibration import check_position_limits, check_servo_frame
 from shallowpi.robots.spec import MotorSpec
@@ -24,23 +38,71 @@ from shallowpi.robots.spec import MotorSpec
 log = logging.getLogger(__name__)
 
 
-def eeprom_fixes(robot: str, bus: MotorBus, bus_name: str, ids: list[int]) -> dict[int, dict[str, int]]:
+def eeprom_fixes(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[MotorSpec]) -> dict[int, dict[str, int]]:
     """{servo id: {EEPROM field: value to write}} for the servos of the bus set otherwise
     than this driver needs (each written only when it differs):
     - Return Delay Time 0: replies without the factory 0.5 ms pause, so ten servos'
       replies fit in the time one would otherwise take;
-    - the X series' Drive Mode without "torque on by goal update"
-      (TORQUE_ON_BY_GOAL_UPDATE), which another tool may have set."""
+    - Drive Mode without a time-based profile (PROFILE_TIME_BASED, X and Y series) and, on
+      the X series, without "torque on by goal update" (TORQUE_ON_BY_GOAL_UPDATE), which
+      another tool may have set; its other bits as they are;
+    - on the Y series, a Velocity Limit the joint's max_velocity fits under
+      (`velocity_limit_fix`), said in one line for the bus.
+    Raises ConfigError for a max_velocity the servo cannot reach, BusError."""
     fixes: dict[int, dict[str, int]] = {}
-    for servo_id in ids:
+    raised: dict[tuple[int, int], list[int]] = {}  # (read, written): the servos
+    for motor in motors:
+        servo_id = motor.id
         if bus.read_one(servo_id, "return_delay_time") != 0:
             fixes.setdefault(servo_id, {})["return_delay_time"] = 0
-        if bus.motors[servo_id].series == "X" and \
-                (mode := bus.read_one(servo_id, "drive_mode")) & TORQUE_ON_BY_GOAL_UPDATE:
+        mode = cleared = bus.read_one(servo_id, "drive_mode")
+        if motor.model.series == "X" and mode & TORQUE_ON_BY_GOAL_UPDATE:
             log.warning("robot %s: servo %d on bus '%s' had Drive Mode's 'torque on by goal update' "
                         "set; cleared (a goal written with torque off would power it)", robot, servo_id, bus_name)
-            fixes.setdefault(servo_id, {})["drive_mode"] = mode & ~TORQUE_ON_BY_GOAL_UPDATE
+            cleared &= ~TORQUE_ON_BY_GOAL_UPDATE
+        if mode & PROFILE_TIME_BASED:
+            log.warning("robot %s: servo %d on bus '%s' had Drive Mode's time-based profile set; cleared (each goal "
+                        "would take the profile's time, however near, and the joint lag its goals)",
+                        robot, servo_id, bus_name)
+            cleared &= ~PROFILE_TIME_BASED
+        if cleared != mode:
+            fixes.setdefault(servo_id, {})["drive_mode"] = cleared
+        if (limit := velocity_limit_fix(robot, bus, bus_name, motor)) is not None:
+            raised.setdefault(limit, []).append(servo_id)
+            fixes.setdefault(servo_id, {})["velocity_limit"] = limit[1]
+    if raised:
+        log.warning("robot %s: Velocity Limit (in 0.01 rev/min) raised to the joints' max_velocity on "
+                    "bus '%s' (below it the servo would lag its goals): %s", robot, bus_name,
+                    "; ".join(f"servo{'s' * (len(ids) > 1)} {', '.join(map(str, ids))} from {old} to {new}"
+                              for (old, new), ids in raised.items()))
     return fixes
+
+
+def velocity_limit_fix(robot: str, bus: MotorBus, bus_name: str, motor: MotorSpec) -> tuple[int, int] | None:
+    """(Velocity Limit read, Velocity Limit to write) when the servo's limit is below the
+    shaft speed its joint's max_velocity asks (`MotorSpec.max_speed_rad_s`); None when it is
+    not, on a gripper, and on the X series, whose Velocity Limit bounds Goal Velocity only.
+    The Y series' caps the servo's motion itself (factory: the YM080's rated 20.2 of its
+    32.2 rev/min at no load), so the joint would lag its goals: it is raised to the speed
+    asked, rounded up to the register's 0.01 rev/min. ConfigError (one line, naming the
+    register and the value another tool or the factory left) when the speed asked is past
+    the servo's no-load speed, which no register setting reaches."""
+    need = motor.max_speed_rad_s
+    if motor.model.series != "Y" or need is None:
+        return None
+    unit = motor.model.velocity_unit_rad_s
+    limit = bus.read_one(motor.id, "velocity_limit")
+    if need <= limit * unit:
+        return None
+    if need > motor.model.no_load_rad_s:
+        address = motor.model.field("velocity_limit").address
+        raise ConfigError(
+            f"robot '{robot}': joint '{motor.joint}' max_velocity asks {need:.3g} rad/s of servo {motor.id} on bus "
+            f"'{bus_name}', above its Velocity Limit({address}) {limit} ({limit * unit:.3g} rad/s) and its "
+            f"{motor.model.name}'s no-load speed ({motor.model.no_load_rpm:g} rev/min = "
+            f"{motor.model.no_load_rad_s:.3g} rad/s), past which the limit is not raised; lower max_velocity in "
+            f"configs/robot/{robot}.yaml")
+    return limit, math.ceil(need / unit - 1e-9)  # 1e-9: a speed at a whole unit is not one unit more
 
 
 def holding_as_configured(robot: str, bus: MotorBus, bus_name: str, modes: Mapping[int, OperatingMode]) -> bool:
@@ -63,7 +125,7 @@ def settle_torque(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[Mot
     bus.verify()
     ids = [m.id for m in motors]
     check_servo_frame(robot, bus, bus_name, ids)
-    fixes = eeprom_fixes(robot, bus, bus_name, ids)
+    fixes = eeprom_fixes(robot, bus, bus_name, motors)
     holding = not fixes and holding_as_configured(robot, bus, bus_name, {m.id: m.mode for m in motors})
     if not holding:
         bus.set_torque(False, ids)
@@ -75,10 +137,11 @@ def settle_torque(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[Mot
 
 def configure_servos(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[MotorSpec],
                      convert: Mapping[str, JointConverter], limits: Mapping[str, tuple[float, float]]) -> None:
-    """Disarm the bus watchdogs, set each servo's operating mode, check that its joint's
-    `limits` (lower, upper; joint units) map inside what the servo allows
-    (`check_position_limits`), cap a current-based servo's push (`cap_current`), and
-    refuse a servo reporting a hardware error. Raises BusError / PlatformError."""
+    """Disarm the bus watchdogs, set each servo's operating mode, switch its motion profile
+    off (`clear_profiles`), check that its joint's `limits` (lower, upper; joint units) map
+    inside what the servo allows (`check_position_limits`), cap a current-based servo's
+    push (`cap_current`), and refuse a servo reporting a hardware error. Raises BusError /
+    PlatformError."""
     for motor in motors:
         # A bus watchdog another program armed would stop the servo after any pause in
         # traffic longer than its period (the reset wait, the warm-up: this driver talks
@@ -92,7 +155,32 @@ def configure_servos(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[
         bus.set_operating_mode(motor.mode, [motor.id])
         check_position_limits(robot, bus, motor, convert[motor.joint], *limits[motor.joint])
         cap_current(robot, bus, motor)
+    # After the modes: the profile registers are RAM, and a mode change may reset RAM.
+    clear_profiles(robot, bus, bus_name, motors)
     bus.raise_on_hardware_errors([m.id for m in motors])
+
+
+def clear_profiles(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[MotorSpec]) -> None:
+    """Profile Acceleration and Profile Velocity 0 on each servo, written where they differ,
+    said in one line for the bus: no profile, so the servo follows each goal as sent, at up
+    to the speed of its motor (X series) or its Velocity Limit (Y, `velocity_limit_fix`),
+    never at a profile's capped speed and acceleration. Both are RAM (the Y series' Hybrid
+    area), kept until power-off: another tool's values (Dynamixel Wizard, a ROS driver)
+    stay in them, and a factory Y servo has a trapezoidal one, 20.2 rev/min at 2.8 rad/s^2.
+    0 is in every model's range (Y: 0 up to the Velocity/Acceleration Limit). Raises BusError."""
+    found: list[str] = []
+    for motor in motors:
+        values = []
+        # Acceleration first: a time-based X profile refuses one over half its Profile Velocity.
+        for field in ("profile_acceleration", "profile_velocity"):
+            if (value := bus.read_one(motor.id, field)) != 0:
+                bus.write_one(motor.id, field, 0)
+            values.append(value)
+        if any(values):
+            found.append(f"servo {motor.id} had {values[1]}/{values[0]}")
+    if found:
+        log.info("robot %s: motion profiles switched off on bus '%s' (Profile Velocity/Acceleration 0): %s",
+                 robot, bus_name, ", ".join(found))
 
 
 def cap_current(robot: str, bus: MotorBus, motor: MotorSpec) -> None:

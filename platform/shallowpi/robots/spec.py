@@ -39,9 +39,13 @@ class JointSpec:
 @dataclass(frozen=True)
 class MotorSpec:
     """The servo of one joint: bus, ID, model, `direction` (+1 or -1), operating mode,
-    metres per shaft radian (linear joints) and, in current-based position mode, the most
-    current [A] it may use (`max_current_a`: what a gripper squeezes with; None leaves the
-    servo's Goal Current, by default its full Current Limit)."""
+    metres per shaft radian (linear joints only; 1.0 unused on the others), in current-based
+    position mode the most current [A] it may use (`max_current_a`: what a gripper squeezes
+    with; None leaves the servo's Goal Current, by default its full Current Limit), and the
+    shaft speed its joint's max_velocity asks of it (`max_speed_rad_s`, rad/s of the output:
+    max_velocity, over metres_per_rad on a linear joint; the config's, before any speed
+    scale; None for a gripper, whose opening's speed depends on its calibration, and for a
+    leader's motor, which only reads)."""
 
     joint: str
     bus: str
@@ -51,6 +55,7 @@ class MotorSpec:
     mode: OperatingMode = OperatingMode.POSITION
     metres_per_rad: float = 1.0
     max_current_a: float | None = None
+    max_speed_rad_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,8 @@ class RobotSpec:
         extra = [n for n in raw_motors if n not in names]
         if extra:
             raise ConfigError(f"{where}: motors for unknown joints: {', '.join(extra)}; joints are: {', '.join(names)}")
-        motors = tuple(_motor(n, raw_motors[n], None, buses, where) for n in names if n in raw_motors)
+        by_name = {j.name: j for j in joints}
+        motors = tuple(_motor(by_name[n], raw_motors[n], None, buses, where) for n in names if n in raw_motors)
         _check_top_speeds(joints, motors, where)
         leaders = []
         led_by: dict[str, str] = {}
@@ -203,7 +209,7 @@ class RobotSpec:
                                       f"'{leader_name}'; each joint has one leader motor")
                 led_by[joint] = leader_name
             leaders.append(LeaderSpec(leader_name, bus, tuple(
-                _motor(n, m, bus, buses, where) for n, m in raw["motors"].items()
+                _motor(by_name[n], m, bus, buses, where) for n, m in raw["motors"].items()
             )))
         _check_ports(buses, where)
         if shared := sorted({leader.bus for leader in leaders} & {m.bus for m in motors}):
@@ -283,8 +289,10 @@ def _check_top_speeds(joints: Sequence[JointSpec], motors: Sequence[MotorSpec], 
     linear joint). Every speed bound downstream (act()'s step a tick, the executor's jump
     check, the catch-up, DART's noise) takes `max_velocity` for what the joint can do; a
     value this far past the servo is a unit slip (deg/s for rad/s: 57x) or a wrong model.
-    Not a proof the joint reaches it under load. A gripper's speed, in open fraction per
-    second, depends on its calibrated span and is not checked here."""
+    Not a proof the joint reaches it under load, nor that the servo's registers let it:
+    connect sets those (`servo_setup.clear_profiles`, `velocity_limit_fix`). A gripper's
+    speed, in open fraction per second, depends on its calibrated span and is not checked
+    here."""
     by_joint = {j.name: j for j in joints}
     for motor in motors:
         joint = by_joint[motor.joint]
@@ -302,7 +310,12 @@ def _check_top_speeds(joints: Sequence[JointSpec], motors: Sequence[MotorSpec], 
 FOLLOWER_MODES = (OperatingMode.POSITION, OperatingMode.EXTENDED_POSITION, OperatingMode.CURRENT_BASED_POSITION)
 
 
-def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[str, BusSpec], where: str) -> MotorSpec:
+def _motor(spec: JointSpec, raw: Mapping[str, Any], bus: str | None, buses: Mapping[str, BusSpec],
+           where: str) -> MotorSpec:
+    """The motor of joint `spec`: a follower's (`bus` None: its own `bus:` key) or a leader
+    arm's (on that arm's `bus`). ConfigError (one line, naming the joint and the key) for
+    anything the servo or the joint could not do as written."""
+    joint = spec.name
     follower = bus is None  # a leader's motors come with their arm's bus
     bus = raw.get("bus", bus)
     if bus not in buses:
@@ -345,11 +358,24 @@ def _motor(joint: str, raw: Mapping[str, Any], bus: str | None, buses: Mapping[s
                               f"mode: current_based_position on a model with Goal Current ({model.name}, {mode.name.lower()})")
         if not float(current) > 0:
             raise ConfigError(f"{where}: motor for '{joint}' has max_current_a {current}; give amperes > 0")
+    # Only a linear joint converts with metres_per_rad, and nothing else says what its shaft's
+    # turn is in metres: left out, 1.0 was taken, and a leader's 0.3 rad went to the follower
+    # as 0.3 m (0.045 m on a 0.15 m/rad stage). On another joint it is ignored: a slip.
+    who = "motor" if follower else "leader motor"
+    if spec.kind == "linear" and "metres_per_rad" not in raw:
+        raise ConfigError(f"{where}: {who} for linear joint '{joint}' lacks metres_per_rad; give the metres its "
+                          "stage travels per radian of the servo's turn (e.g. metres_per_rad: 0.15)")
+    if spec.kind != "linear" and "metres_per_rad" in raw:
+        raise ConfigError(f"{where}: {who} for {spec.kind} joint '{joint}' has metres_per_rad, which only a linear "
+                          "joint uses; remove it (or give the joint kind: linear)")
     if not metres_per_rad > 0:  # 0 divides ticks by zero; a negative one is a direction: 1 or -1 says that
-        raise ConfigError(f"{where}: motor for '{joint}' has metres_per_rad {metres_per_rad:g}; give metres per "
+        raise ConfigError(f"{where}: {who} for '{joint}' has metres_per_rad {metres_per_rad:g}; give metres per "
                           "radian > 0 (a reversed stage is direction: -1)")
+    speed = None
+    if follower and spec.kind in METRIC_UNITS:
+        speed = spec.max_velocity / metres_per_rad if spec.kind == "linear" else spec.max_velocity
     return MotorSpec(joint, bus, servo_id, model, direction, mode, metres_per_rad,
-                     None if current is None else float(current))
+                     None if current is None else float(current), speed)
 
 
 def parse_ports(text: str) -> dict[str, str]:

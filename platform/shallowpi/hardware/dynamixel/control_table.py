@@ -212,6 +212,12 @@ X_HARDWARE_ERROR_BITS: dict[int, str] = {
 # goals this driver writes with torque off (the present pose before torque-on, a hold
 # after an e-stop) would power the servo.
 TORQUE_ON_BY_GOAL_UPDATE = 0x08
+# Drive Mode's bit 2 on the X series (X: Drive Mode(10), firmware 42 on) and the Y series
+# (Drive Mode(32)): "Profile Configuration", 1 a time-based profile. Each goal then takes
+# the profile's time (X: Profile Velocity in ms; Y: Profile Time(252)) however near it is:
+# the servo no longer follows its goals at a speed. 0 is the velocity-based profile, which
+# Profile Velocity 0 switches off.
+PROFILE_TIME_BASED = 0x04
 # Drive Mode's bit 0 on the X and Y series: the servo mirrors its own readings and goals.
 REVERSE_BIT = 0x01
 
@@ -413,6 +419,9 @@ MODELS: dict[int, ModelSpec] = {
                 "model_number": 4150, "firmware_version": 40, "id": 1, "baud_rate": 1,
                 "return_delay_time": 250, "status_return_level": 2, "protocol_type": 2,
                 "operating_mode": 3, "current_limit": 2080, "velocity_limit": 2020,
+                # A velocity-based trapezoidal profile out of the box: 20.2 rev/min (the
+                # rated speed) and 1,610 rev/min^2 (2.8 rad/s^2), each at its limit register.
+                "acceleration_limit": 161, "profile_acceleration": 161, "profile_velocity": 2020,
                 "max_position_limit": 262_144, "min_position_limit": -262_144,
                 "inverter_temperature_limit": 80, "motor_temperature_limit": 60,
                 "max_voltage_limit": 320, "min_voltage_limit": 160,

@@ -22,9 +22,10 @@ Faults, for tests and demos (`ServoChain` methods):
     vanish()                  the port disappears mid-run (USB unplugged)
 
 Motion comes from a `JointPlant` per servo (plant.py): a bounded-speed tracker by
-default, or whatever `plant_factory(bus, id, model_name)` returns, e.g. a MuJoCo
-twin's joint. The servo converts between ticks and shaft radians; the plant never sees
-a control table.
+default, at the speed the servo's registers allow (`top_speed_rad_s`: Profile Velocity,
+and Velocity Limit on the Y series, from the e-manual's factory values), or whatever
+`plant_factory(bus, id, model_name)` returns, e.g. a MuJoCo twin's joint. The servo
+converts between ticks and shaft radians; the plant never sees a control table.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from shallowpi.hardware.dynamixel import protocol as p
 from shallowpi.hardware.dynamixel.control_table import (
     ALERT_BIT,
+    PROFILE_TIME_BASED,
     WARNING_ONLY,
     ModelSpec,
     OperatingMode,
@@ -56,18 +58,32 @@ MALFORMED = ("short", "empty", "long", "wrong-id", "wrong-instruction")
 _PRESENT_FIELDS = ("present_position", "present_velocity", "present_current", "realtime_tick")
 GOALS = frozenset({"goal_pwm", "goal_current", "goal_velocity", "goal_position"})
 _BOTHER = 0o10000  # Linux's c_cflag speed for a custom rate (asm-generic/termbits.h); Python lacks it
+# A Y servo refuses a profile setting above its limit register with a Data Limit Error (Y
+# e-manual: Profile Velocity(244) 0 ~ Velocity Limit(72), Profile Acceleration(240) 0 ~
+# Acceleration Limit(68)). The X series' take 0 ~ 32,767 whatever its limits.
+_Y_PROFILE_LIMITS = {"profile_velocity": "velocity_limit", "profile_acceleration": "acceleration_limit"}
 
 
-def top_speed_rad_s(model: ModelSpec) -> float:
-    """How fast a position goal turns the model's shaft, rad/s of the output. The driver
-    leaves Profile Velocity at 0, which on the X series means no profile at full speed: the
-    motor's no-load speed (the Velocity Limit register bounds only Goal and Profile Velocity
-    there). The Y series' e-manual has Velocity Limit cap the speed of generated trajectories
-    as well, so its shaft stops at the register's default (the rated speed, 20.2 of the
-    YM080's 32.2 rev/min)."""
+def top_speed_rad_s(model: ModelSpec, register: Callable[[str], int] | None = None) -> float:
+    """How fast a position goal turns the model's shaft, rad/s of the output, with the
+    registers `register(field)` reads (default: the factory values, `model.defaults`).
+
+    Profile Velocity 0 is no profile: on the X series the shaft turns at the motor's no-load
+    speed (its Velocity Limit bounds only Goal Velocity there); a non-zero one caps it. The
+    Y series' e-manual has Velocity Limit cap the speed of generated trajectories as well,
+    so a Y shaft stops at the lowest of its no-load speed, its Velocity Limit and its Profile
+    Velocity (factory: both 20.2 of the YM080's 32.2 rev/min). Not modelled: the profile's
+    acceleration (the shaft reaches its speed at once) and a time-based profile (Drive Mode
+    bit 2), whose speed depends on each move's length; X's Profile Velocity is then a time
+    and caps nothing here."""
+    read = register or (lambda name: model.defaults.get(name, 0))
+    top = model.no_load_rad_s
     if model.series == "Y":
-        return min(model.no_load_rad_s, model.defaults["velocity_limit"] * model.velocity_unit_rad_s)
-    return model.no_load_rad_s
+        top = min(top, read("velocity_limit") * model.velocity_unit_rad_s)
+    profile = read("profile_velocity")
+    if profile and not (model.series == "X" and read("drive_mode") & PROFILE_TIME_BASED):
+        top = min(top, profile * model.velocity_unit_rad_s)
+    return top
 
 
 class EmulatedServo:
@@ -77,7 +93,12 @@ class EmulatedServo:
                  baud: int = 1_000_000) -> None:
         self.model = model if isinstance(model, ModelSpec) else model_by_name(model)
         self.id = servo_id
-        self.plant: JointPlant = plant or TrackingPlant(max_speed=top_speed_rad_s(self.model))
+        # The emulator's own plant turns at the speed the live registers allow (set by the
+        # host or a test's hand, `_refresh`); a plant given (a twin's joint) has its own physics.
+        self._tracker: TrackingPlant | None = None
+        if plant is None:
+            plant = self._tracker = TrackingPlant(max_speed=top_speed_rad_s(self.model))
+        self.plant: JointPlant = plant
         self._table = self.model.table
         size = max(f.address + f.size for f in self.model.table.values())
         present = [self.model.field(f) for f in _PRESENT_FIELDS]
@@ -179,6 +200,10 @@ class EmulatedServo:
                 return p.ERR_ACCESS
         if self._watchdog_tripped() and touched.keys() & GOALS:
             return p.ERR_ACCESS  # a tripped bus watchdog leaves the goals read-only until it is cleared
+        if self.model.series == "Y":
+            for name in touched.keys() & _Y_PROFILE_LIMITS.keys():
+                if self._peek(name, address, data) > self.get(_Y_PROFILE_LIMITS[name]):
+                    return p.ERR_DATA_LIMIT
         if "goal_position" in touched and self.get("operating_mode") == OperatingMode.POSITION:
             goal = self._peek("goal_position", address, data)
             if not self.get("min_position_limit") <= goal <= self.get("max_position_limit"):
@@ -224,6 +249,10 @@ class EmulatedServo:
         return fld.from_unsigned(int.from_bytes(merged[fld.address: fld.address + fld.size], "little"))
 
     def _refresh(self, now: float) -> None:
+        if self._tracker is not None:
+            # Read as they are now: a register changed since the last read (by the host or a
+            # test's `set`) bounds the whole interval, as a goal written since does.
+            self._tracker.max_speed = top_speed_rad_s(self.model, self.get)
         state = self.plant.read(now)
         rad_s_per_unit = self.model.velocity_unit_rad_s
         ticks = self.rad_to_ticks(state.position)
