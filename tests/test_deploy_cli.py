@@ -614,3 +614,76 @@ def test_deploy_sim_says_its_loop_timing_is_the_wall_time_of_a_simulated_tick(tm
     assert "loop p99" not in out and "overruns" not in summary
     assert data["loop_p99_ms"] is None and data["sim_tick_wall_p99_ms"] > 0
     assert f"wall p99 {data['sim_tick_wall_p99_ms']:.1f} ms a tick" in summary
+
+
+def test_a_recorded_deployment_waiting_for_a_stalled_disk_obeys_the_dashboards_e_stop(tmp_path, monkeypatch, capsys):
+    """`deploy --record` between episodes waited for its writer with no give_up: on a disk
+    that stalls (a hung USB SSD, an NFS mount) the episode's commit blocked the loop's
+    thread with the robot holding, torque on, no status published (the dashboard STALE)
+    and its e-stop unread; only a double Ctrl-C left. Here the disk stalls at the first
+    frame: the queue fills, the episode ends as a fault (the per-tick bound) and its commit
+    waits. The status goes on being published, the dashboard's e-stop turns torque off at
+    once and ends the wait, and the episode is not kept: nothing of it is half-written."""
+    import threading
+
+    from shallowpi.data import episode_writer
+    from shallowpi.record import settings
+    from shallowpi.robots.sim.direct import DirectSimRobot
+    from shallowpi.telemetry.status import Command
+    from shallowpi.telemetry.subscriber import TelemetrySubscriber
+
+    disk = threading.Event()  # set: the disk answers again
+    add_frame, torque_off = episode_writer.EpisodeWriter.add_frame, DirectSimRobot.torque_off
+    torque_off_at: list[float] = []
+
+    def stalled(self, *args, **kwargs):
+        disk.wait()
+        return add_frame(self, *args, **kwargs)
+
+    def timed_torque_off(self):
+        torque_off_at.append(time.monotonic())
+        torque_off(self)
+
+    monkeypatch.setattr(episode_writer.EpisodeWriter, "add_frame", stalled)
+    monkeypatch.setattr(DirectSimRobot, "torque_off", timed_torque_off)
+    # The smallest queue (record.queue_mb holds whole MB: some 1000 of the twin's 16x16 frames)
+    monkeypatch.setattr(settings, "queue_frames", lambda queue_mb, features: settings.MIN_QUEUE_FRAMES)
+    seen: dict[str, float] = {}
+    socket = tmp_path / "deploy.sock"
+
+    def operator() -> None:  # the dashboard's: e-stop once the run has faulted on the disk
+        try:
+            deadline = time.monotonic() + 120
+            while not socket.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with TelemetrySubscriber(str(socket), control=True) as dashboard:
+                if not any(status.state.value == "fault" for status in dashboard):
+                    return  # the run ended without
+                time.sleep(0.5)  # the commit's wait has begun (the loop's thread is in it)
+                seen["estop"] = time.monotonic()
+                dashboard.send(Command.ESTOP)
+                later = threading.Timer(5.0, disk.set)  # the disk answers again, the wait or not
+                later.daemon = True
+                later.start()
+                for status in dashboard:
+                    if status.estopped:
+                        seen["estopped"] = time.monotonic()
+                        break
+        finally:
+            disk.set()  # once the e-stop is seen (or the run is over): never a test hung on its own stall
+
+    watcher = threading.Thread(target=operator, daemon=True)
+    watcher.start()
+    code, data = _deploy_tiny(tmp_path, "--sim", "--episodes", "2", "--episode-time-s", "2",
+                              "--record", str(tmp_path / "deployed"))
+    watcher.join(10)
+    out = capsys.readouterr().out
+    assert code == 1 and data["per_episode"][0]["ended"] == "fault" and data["episodes"] == 1, out
+    assert "estop" in seen, "the run never faulted on the disk"
+    # At once (the wait asks every 0.1 s), while the disk still stalled: torque off, and the
+    # dashboard shown the e-stop (it had no status for as long as the disk stalled).
+    assert torque_off_at and torque_off_at[0] - seen["estop"] < 2.0, (torque_off_at, seen)
+    assert seen.get("estopped", float("inf")) - seen["estop"] < 2.0, seen
+    assert "not kept: episode 0, whose recording waited for the disk when the run was stopped" in out
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        assert len(store) == 0 and store.check() == []

@@ -174,9 +174,13 @@ def test_a_stale_camera_frame_holds_drops_old_chunks_and_resumes_on_a_fresh_one(
 
 
 def test_the_seam_bound_limits_and_counts_a_jump():
+    class Ahead(StepBackend):  # the episode's first chunk starts at the robot (its opening is the next test's)
+        def infer(self, obs, inpainting=None):
+            self.offset = 5.0 if self.calls >= 3 else 0.0  # after the warm-up's two and the first chunk
+            return super().infer(obs, inpainting)
+
     robot = CountingRobot(max_step=1.0)  # clamps at its top speed, one count a tick
-    backend = StepBackend(8, (0.0,))
-    backend.offset = 5.0  # every chunk starts 5 counts (5 ticks at top speed) beyond the last command
+    backend = Ahead(8, (0.0,))  # every later chunk starts 5 counts (5 ticks at top speed) beyond the last command
     executor = Executor(robot, backend, ExecutorConfig(strategy="async", realtime=False, seam_ticks=2.0, warmup_runs=2))
     executor.warm_up("count")
     report = executor.run_episode("count", 30)
@@ -184,6 +188,49 @@ def test_the_seam_bound_limits_and_counts_a_jump():
     jumps = np.abs(np.diff([float(s[0]) for s in report.sent]))
     assert jumps.max() <= 1.0 + 1e-6  # within a chunk 1 a tick; at each seam a ramp at top speed
     assert report.clamps == 0 and robot.clamped == 0  # the ramp is the seam's, to the end: the robot clamped nothing
+
+
+class Reach(StepBackend):
+    """Every chunk holds one goal: 10 (11 ticks of top speed from the robot's -1), and 20
+    once the robot has reached 10 (a jump of 10 between chunks)."""
+
+    def infer(self, obs, inpainting=None):
+        self.calls += 1
+        self.reached = getattr(self, "reached", False) or float(obs["observation.state"][0]) == 10.0
+        return np.full((self.chunk_len, 2), 20.0 if self.reached else 10.0, np.float32)
+
+
+@pytest.mark.parametrize(("start_speed", "step"), [(0.25, 0.25), (0.5, 0.5), (None, 0.25)])
+def test_an_episodes_far_first_action_is_approached_at_the_start_speed(start_speed, step):
+    """The robot holds its measured pose as the episode starts; a first chunk 11 ticks of top
+    speed away (no start pose homed to, deploy.start_speed null, a policy that does not begin
+    where its demonstrations did) was ramped to at 100 % of top speed, where the homing
+    before it and record's catch-up go at 25 %. Now the opening closes on it at
+    deploy.start_speed (null: record.catch_up_speed's default, 0.25), counted as one seam
+    trip however many chunks arrive on the way; a jump between chunks later still ramps
+    at top speed."""
+    robot = CountingRobot(max_step=1.0)  # clamps at its top speed, one count a tick
+    executor = Executor(robot, Reach(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2,
+                                                          start_speed=start_speed))
+    executor.warm_up("reach")
+    counts: list[tuple[int, int]] = []  # (seam trips, clamps) after each tick
+    said: list[str] = []  # the status message after each tick
+    report = executor.run_episode("reach", int(11 / step) + 40, on_tick=lambda obs, sent: (
+        counts.append((executor.safety.seam_trips, executor.safety.clamps)), said.append(executor.status.message)))
+    values = np.array([float(s[0]) for s in report.sent])
+    moving = np.flatnonzero(values != -1.0)[0]  # held until the first chunk came
+    opening = np.diff(values[moving - 1:])[: int(10 / step)]  # the approach until within a tick of 10
+    np.testing.assert_allclose(opening, step, rtol=1e-5)
+    reached = np.flatnonzero(values == 10.0)[0]
+    assert reached - moving < int(11 / step) + 1  # then the policy's own action, within a tick
+    later = np.diff(values[reached:])
+    assert values[-1] == 20.0 and later.max() == pytest.approx(1.0)  # between chunks: top speed, as before
+    # The opening: one seam trip, its jump the largest, no clamp (the robot took every step asked).
+    assert counts[reached] == (1, 0) and report.max_seam_jump == pytest.approx(11.0)
+    assert report.seam_trips == executor.safety.seam_trips >= 2 and report.holds == 0
+    # On the dashboard as the homing is: the joint furthest and the seconds left, gone once there.
+    assert said[moving].startswith(f"the robot is closing on the policy's first action at {step:.0%} of its top "
+                                   "speed: j0 furthest, about ") and said[reached] == "" == executor.status.message
 
 
 def test_the_seam_bound_is_in_ticks_of_each_joints_top_speed():

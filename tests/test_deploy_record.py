@@ -5,6 +5,7 @@ the store is made, and before each episode)."""
 from __future__ import annotations
 
 import re
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -158,3 +159,164 @@ def test_a_deployment_episode_keeps_its_cameras_drops_and_the_executors_holds(tm
                                                     "repeated_pictures")} == \
             {"holds": 2, "hold_ticks": 7, "watchdog_stale_frames": 1, "stale_frames": 1, "repeated_pictures": 0}
         assert episode.extra["camera_serials"] == {"front": "SW-front"}
+
+
+class _Dashboard:
+    """The executor's `publish` as deploy's dashboard sees it, from `waiting` on (the wait for
+    the disk): counts the statuses, keeps the last, and on the `after`-th calls `then`
+    (the executor's estop or stop, as its keys do; the disk answering again)."""
+
+    def __init__(self, after: int = 3, then=None) -> None:
+        self.waiting, self.after, self.then = False, after, then
+        self.statuses: list = []
+
+    def __call__(self, status) -> None:
+        if self.waiting:
+            self.statuses.append(status.snapshot())
+            if len(self.statuses) == self.after and self.then is not None:
+                self.then()
+
+
+def _on_a_stalled_disk(tmp_path, monkeypatch, dashboard: _Dashboard, fault: bool = True, ticks: int = 9):
+    """`deploy --record` of an executor on a CountingRobot (8x8 front camera) onto a disk that
+    stalls at the episode's first frame, the writer's queue 8 frames: with `fault`, the
+    episode runs until a tick's wait for room (0.25 s) ends it as a fault, torque on;
+    without, it ends by its time after `ticks` ticks (9: the frame the writer holds and 8
+    queued, the queue full). Returns (executor, robot, recorder, report, disk): set `disk`
+    when it answers again."""
+    import threading
+
+    from executor_fakes import CountingRobot, StepBackend
+    from shallowpi.data import episode_writer
+    from shallowpi.deploy.executor import Executor
+    from shallowpi.deploy.settings import ExecutorConfig
+    from shallowpi.record import settings
+
+    disk = threading.Event()
+    add_frame = episode_writer.EpisodeWriter.add_frame
+
+    def stalled(self, *args, **kwargs):
+        disk.wait()
+        return add_frame(self, *args, **kwargs)
+
+    monkeypatch.setattr(episode_writer.EpisodeWriter, "add_frame", stalled)
+    monkeypatch.setattr(settings, "queue_frames", lambda queue_mb, features: settings.MIN_QUEUE_FRAMES)
+    target = _target()
+    target.camera_shapes = {"front": (8, 8)}
+    recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), config.compose([]), target, ["front"])
+    robot = CountingRobot()
+    executor = Executor(robot, StepBackend(8), ExecutorConfig(strategy="async", realtime=False, warmup_runs=2),
+                        publish=dashboard)
+    executor.warm_up("count")
+    on_tick = recorder.begin("count", "counting", 30.0)
+    report = executor.run_episode("count", 60 if fault else ticks, on_tick=on_tick)
+    assert report.ended == ("fault" if fault else "time limit"), report.ended
+    assert executor.held_after_fault is fault and robot.torque
+    return executor, robot, recorder, report, disk
+
+
+def _stored(tmp_path) -> list:
+    with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
+        assert store.check() == []  # nothing half-written
+        return list(store.episodes)
+
+
+def test_the_e_stop_ends_a_recorded_episodes_wait_for_a_stalled_disk(tmp_path, monkeypatch, capsys):
+    """The episode's commit (DeploymentRecorder.end) waited for room with no give_up: on a disk
+    that stalls (a hung USB SSD, NFS) the main thread blocked with the robot holding, torque
+    on, nothing published (the dashboard STALE), its e-stop and the servos' alarms unread.
+    Now the wait publishes the status (the fault's, here) and obeys the e-stop: torque off
+    at once, the wait given up, the episode not kept."""
+    from shallowpi.record.writer import WaitAbandoned
+
+    dashboard = _Dashboard()
+    executor, robot, recorder, report, disk = _on_a_stalled_disk(tmp_path, monkeypatch, dashboard)
+    dashboard.then = executor.estop
+    dashboard.waiting = True
+    try:
+        with pytest.raises(WaitAbandoned):
+            recorder.end(report, give_up=executor.watched_wait("room to keep episode 1's recording"))
+        assert robot.calls[-1] == "torque_off" and not robot.torque
+        assert len(dashboard.statuses) >= 3 and all(s.state.value == "fault" for s in dashboard.statuses)
+        assert dashboard.statuses[-1].estopped and executor.safety.faults == 1
+    finally:
+        disk.set()
+        recorder.close()
+    assert recorder.given_up == [0] and _stored(tmp_path) == []
+    assert "not kept: episode 0, whose recording waited for the disk when the run was stopped" in capsys.readouterr().out
+
+
+def test_a_stopped_or_faulted_episode_waits_on_for_the_disk_and_is_kept(tmp_path, monkeypatch):
+    """An episode a fault (or a stop) ended is to be kept, the frames before it: the wait
+    does not give up on the run's stop that came before it, publishing meanwhile; once the
+    disk answers the commit goes in, and the robot held with torque on throughout."""
+    dashboard = _Dashboard(after=5)
+    executor, robot, recorder, report, disk = _on_a_stalled_disk(tmp_path, monkeypatch, dashboard)
+    dashboard.then = disk.set
+    dashboard.waiting = True
+    try:
+        recorder.end(report, give_up=executor.watched_wait("room to keep episode 1's recording"))
+        assert len(dashboard.statuses) == 5 and robot.torque and executor.held_after_fault
+    finally:
+        disk.set()
+        recorder.close()
+    (episode,) = _stored(tmp_path)
+    assert episode.extra["ended"] == "fault" and 0 < episode.length < report.ticks and recorder.given_up == []
+
+
+@pytest.mark.parametrize("why", ["stop", "servo alarm", "fault_hold_s"])
+def test_a_stop_a_fault_or_the_unattended_limit_ends_the_wait_for_a_stalled_disk(tmp_path, monkeypatch, why):
+    """Stopped since the wait began (the dashboard's s, a servo's alarm read as the robot
+    holds), the wait is given up, the robot holding (a stop; torque goes off as deploy
+    disconnects) or as a servo fault leaves it; with --yes (nobody attends) a hold after a
+    fault ends after deploy.fault_hold_s, as hold_until_the_operator_ends ends it."""
+    from shallowpi.record.writer import WaitAbandoned
+
+    dashboard = _Dashboard()
+    executor, robot, recorder, report, disk = _on_a_stalled_disk(tmp_path, monkeypatch, dashboard,
+                                                                   fault=why == "fault_hold_s")
+
+    def alarm() -> None:  # read within a second (Executor.watch_faults)
+        robot.alarm = "servo 3 on bus arm reports an overload"
+
+    dashboard.then = {"stop": executor.stop, "servo alarm": alarm}.get(why)
+    dashboard.waiting = True
+    began = time.monotonic()
+    try:
+        with pytest.raises(WaitAbandoned):
+            recorder.end(report, give_up=executor.watched_wait("room to keep episode 1's recording",
+                                                               limit_s=0.5 if why == "fault_hold_s" else None))
+        assert executor.stopped and not executor.estopped and robot.torque
+        # A servo fault holds what can hold, for the operator to end (deploy's hold after a fault follows).
+        assert executor.held_after_fault is (why == "servo alarm")
+        assert executor.safety.faults == (0 if why == "stop" else 1)
+        if why == "fault_hold_s":
+            assert 0.5 <= time.monotonic() - began < 2.0
+    finally:
+        disk.set()
+        recorder.close()
+    assert recorder.given_up == [0] and _stored(tmp_path) == []
+
+
+def test_the_e_stop_ends_the_next_episodes_wait_to_begin_on_a_stalled_disk(tmp_path, monkeypatch):
+    """The next episode's begin waited as the commit did: the queue full behind a stalled
+    disk (an 8-tick episode and its commit fill it), the e-stop turns torque off and gives
+    the wait up, nothing begun; the episode before is kept once the disk answers."""
+    from shallowpi.record.writer import WaitAbandoned
+
+    dashboard = _Dashboard()
+    executor, robot, recorder, report, disk = _on_a_stalled_disk(tmp_path, monkeypatch, dashboard, fault=False,
+                                                                   ticks=8)
+    try:
+        recorder.end(report)  # the queue's last place
+        dashboard.then = executor.estop
+        dashboard.waiting = True
+        with pytest.raises(WaitAbandoned):
+            recorder.begin("count", "counting", 30.0, give_up=executor.watched_wait("room to record episode 2"))
+        assert not robot.torque and dashboard.statuses[-1].state.value == "stopped" and dashboard.statuses[-1].estopped
+        assert "the disk is behind: waiting for room to record episode 2" in dashboard.statuses[0].message
+    finally:
+        disk.set()
+        recorder.close()
+    (episode,) = _stored(tmp_path)
+    assert episode.length == 8 and episode.extra["ended"] == "time limit" and recorder.given_up == []

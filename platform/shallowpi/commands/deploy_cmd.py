@@ -31,6 +31,10 @@ until Enter (or the dashboard's s) releases it: support the arm, torque then goe
 (--yes: neither wait; torque off at the end). A stop (s, Ctrl-C) turns torque off after
 the run. After a policy or camera fault it holds its pose with torque on until the
 operator stops or e-stops (--yes: for deploy.fault_hold_s, then torque off and exit 1).
+With --record, a disk that falls behind (a hung USB drive, an NFS mount) keeps the robot
+holding between episodes until the episode's recording is queued; the status goes on, the
+e-stop ends the wait (a stop too, unless one ended that episode), and the episode is then
+not kept.
 
 --sim direct runs the twin in-process, --sim stack behind emulated servos and software
 RealSense cameras (the real drivers). In simulation the loop runs on the twin's time and
@@ -328,6 +332,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             terminal = TerminalState.save()
             dashboard = spawn_dashboard(str(publisher.address), token=publisher.local_token)
         moving = True
+        # --yes: nobody attends, so a hold after a fault is bounded as the one after the last
+        # episode is skipped (an overnight script hung with the arm powered until Ctrl-C).
+        fault_hold_s = exec_cfg.fault_hold_s if args.yes else None
         for episode in range(args.episodes):
             if executor.stopped:
                 break
@@ -340,25 +347,36 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             target.start_episode(seed, waiting)
             if executor.stopped:  # stopped while the robot held for the reset
                 break
-            try:
-                on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps) if recorder else None
-            except PlatformError as exc:  # the writer failed on an episode before (it runs seconds behind)
-                executor.policy_fault(exc)
-                break
+            on_tick = None
+            if recorder:
+                from shallowpi.record.writer import WaitAbandoned  # loaded with the recorder
+
+                # A disk that stalls (a hung USB drive, an NFS mount) holds the writer's queue
+                # full for as long as it likes: the wait for room publishes, obeys the e-stop
+                # and reads the servos' alarms as the executor's own waits do.
+                try:
+                    on_tick = recorder.begin(target.instruction, cfg.robot.name, target.fps,
+                                             give_up=executor.watched_wait(f"room to record episode {episode + 1}"))
+                except WaitAbandoned:  # an e-stop, a stop or a fault while it waited: nothing begun
+                    break
+                except PlatformError as exc:  # the writer failed on an episode before (it runs seconds behind)
+                    executor.policy_fault(exc)
+                    break
             report = executor.run_episode(target.instruction, ticks_in(target.episode_s, target.fps), seed,
                                           success=target.success_check(),
                                           stop_after_success_ticks=int(target.fps), on_tick=on_tick)
             if recorder:
-                try:
-                    recorder.end(report, seed if args.sim else None)  # its holds and stale frames too
+                try:  # its holds and stale frames too
+                    recorder.end(report, seed if args.sim else None,
+                                 give_up=executor.watched_wait(f"room to keep episode {episode + 1}'s recording",
+                                                               limit_s=fault_hold_s))
+                except WaitAbandoned:  # the run stopped while it waited: that episode is not kept (said at close)
+                    pass
                 except PlatformError as exc:  # as at begin: a fault with torque on, not an error out of the run
                     executor.policy_fault(exc, report.sent[-1] if report.sent else None)
             executor.status.successes += bool(report.success)
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))
-        # --yes: nobody attends, so a hold after a fault is bounded as the one after the last
-        # episode is skipped (an overnight script hung with the arm powered until Ctrl-C).
-        fault_hold_s = exec_cfg.fault_hold_s if args.yes else None
         if target.on_hardware and executor.held_after_fault:
             hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None, limit_s=fault_hold_s)
         executor.done(len(reports))

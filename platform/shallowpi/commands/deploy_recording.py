@@ -52,7 +52,10 @@ class DeploymentRecorder:
     holds, torque on) instead of stalling the loop; the frames before it are kept. The store,
     the queue and the disk's reserve follow `platform record`'s settings (store.*,
     record.queue_mb, record.disk_reserve_mb): an episode the disk has no room for does not
-    start, so rollouts cannot fill a Jetson's disk."""
+    start, so rollouts cannot fill a Jetson's disk. Between episodes (`begin`, `end`) the
+    loop waits for room as long as the disk needs, the robot holding, unless the `give_up`
+    it passes ends the wait (Executor.watched_wait: an e-stop, a stop, a fault); an episode
+    whose end was given up is not kept (as `platform record` drops a take an E-STOP cut off)."""
 
     def __init__(self, dataset: str, cfg: Any, target: Any, cameras: list[str],
                  allow_mixed_calibration: bool = False, policy_sha256: str = "") -> None:
@@ -128,21 +131,31 @@ class DeploymentRecorder:
         self.camera_health: CameraHealth = CameraHealth({}, target.fps)
         self._next = len(self.store)  # the store index of the next episode begun
         self.calibration_id = target.calibration_id
+        self.given_up: list[int] = []  # store indexes of the episodes whose `end` was given up: not kept
+        self._open = False  # an episode begun and neither committed nor discarded (its end given up)
 
-    def begin(self, task: str, robot: str, fps: float) -> Callable[[Any, np.ndarray], None]:
+    def begin(self, task: str, robot: str, fps: float,
+              give_up: Callable[[], bool] | None = None) -> Callable[[Any, np.ndarray], None]:
         """Queue a new episode for the ticks that follow; returns the per-tick callback
         (which raises the writer's WriterError once it has failed). Raises DiskSpaceError,
         nothing queued, when the disk has no room for the episode beyond the reserve (the
         episodes the writer still holds count as written), as `platform record` before each
-        take. Call it after the target connected (the stack twin's cameras are made then)."""
+        take. Call it after the target connected (the stack twin's cameras are made then).
+        While the writer's queue is full (the disk behind) it waits for room, asking
+        `give_up` every 0.1 s: True raises the writer's WaitAbandoned, nothing begun."""
         from shallowpi.record.camera_health import CameraHealth
         from shallowpi.robots.cameras import camera_serials
         from shallowpi.robots.observation import Observation, lerobot_row
 
+        if self._open:  # the episode before, whose end was given up: dropped, never half-kept
+            self.writer.discard(give_up=give_up)
+            self._open = False
+            self._next -= 1  # its store index is the next episode's
         self.disk.check_room(self._next, queued=self.writer.stats().pending_episodes)
         self.writer.begin(self._next, task, robot=robot, calibration_id=self.calibration_id, fps=fps,
-                          start_time=time.time())
+                          start_time=time.time(), give_up=give_up)
         self._next += 1
+        self._open = True
         self._t0, self._rows = -1.0, 0
         drivers = camera_drivers(self._target, self._roles)
         self.camera_serials = camera_serials(drivers)
@@ -167,7 +180,7 @@ class DeploymentRecorder:
 
         return on_tick
 
-    def end(self, report: EpisodeReport, seed: int | None = None) -> None:
+    def end(self, report: EpisodeReport, seed: int | None = None, give_up: Callable[[], bool] | None = None) -> None:
         """Queue the episode's commit, with the executor's `report` of it: its success, how
         it `ended` (time up, success held, stopped, e-stop, fault: a review tells a stopped
         episode from a finished one) and how often the robot held (`holds`, `hold_ticks`;
@@ -177,7 +190,14 @@ class DeploymentRecorder:
         (rows whose picture is over three periods old), `extra.repeated_pictures`. With the
         policy, the cameras' serials and, in the twin, the scene's `seed` (`eval --sim` and
         training tell its scenes by it: without it a rollout of a held-out scene could be
-        trained on unseen). Nothing once the writer has failed (`close` says why)."""
+        trained on unseen). Nothing once the writer has failed (`close` says why).
+
+        While the writer's queue is full (the disk behind) it waits for room, asking
+        `give_up` every 0.1 s: True raises the writer's WaitAbandoned, the commit not queued,
+        and the episode is not kept (discarded before the next `begin`, or as the writer
+        closes: nothing of it reaches the store half-written); `close` names it."""
+        from shallowpi.record.writer import WaitAbandoned
+
         if self.writer.failure is None:
             health = self.camera_health
             extra = {"ended": report.ended, "policy_sha256": self.policy_sha256,
@@ -187,7 +207,13 @@ class DeploymentRecorder:
                      **({"seed": seed} if seed is not None else {}),
                      **({"camera_serials": self.camera_serials} if self.camera_serials else {})}
             # Counted, not defaulted: an episode said to have dropped none is trusted for retraining.
-            self.writer.commit(success=report.success, dropped_frames=health.dropped_this_take(), extra=extra)
+            try:
+                self.writer.commit(success=report.success, dropped_frames=health.dropped_this_take(), extra=extra,
+                                   give_up=give_up)
+            except WaitAbandoned:
+                self.given_up.append(self._next - 1)
+                raise
+            self._open = False
 
     def close(self) -> None:
         """Write what is queued (an episode `end` did not commit is discarded), close the
@@ -201,3 +227,6 @@ class DeploymentRecorder:
                 print(f"recording into {self.path} stopped early: {self.writer.failure}")
             else:
                 print(f"recorded into {self.path}")
+            if self.given_up:
+                print(f"not kept: episode {', '.join(map(str, self.given_up))}, whose recording waited for the disk "
+                      "when the run was stopped (the wait given up)")

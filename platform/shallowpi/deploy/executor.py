@@ -40,10 +40,14 @@ Safety: every command goes through Robot.act (limits and velocity); at a seam (t
 action of a newly arrived chunk) a jump from the last command above `seam_ticks` ticks of
 a joint's top speed (max_velocity / fps: one unit for radians, metres and gripper
 openings) is counted, and the commands ramp to the new chunk at top speed until it is
-within a tick; the watchdog holds when no action is due or the stalest camera's frame is older than
-`max_frame_age_s` (stale chunks are dropped: it resumes on a chunk computed from a fresh
-frame); a servo fault holds, then turns torque off; a camera fault (silent past its
-timeout, lost) holds with torque on, the servos being sound; the inference watchdog
+within a tick; at the episode's first seam (the robot at rest on its measured pose, the
+policy's first action far from it) the robot closes on the policy's actions at
+`start_speed` instead, along a straight line in joint space (robots/catch_up.py), as the
+homing before it and `platform record`'s catch-up move; the watchdog holds when no
+action is due or the stalest camera's frame is older than `max_frame_age_s` (stale
+chunks are dropped: it resumes on a chunk computed from a fresh frame); a servo fault
+holds, then turns torque off; a camera fault (silent past its timeout, lost) holds with
+torque on, the servos being sound; the inference watchdog
 (a chunk not back `max_inference_s` after its request, or still computing that long after
 the episode's end), a backend that raises, a chunk that is not finite or not [H, joints]
 (H the first chunk's) and an `on_tick` that raises (a recording whose disk fails or falls
@@ -82,6 +86,7 @@ from shallowpi.errors import PlatformError
 from shallowpi.policy.action_selection import ActionSelector
 from shallowpi.record.clock import SimulatedClock, TickClock, prompt_gil_handover
 from shallowpi.robots.base import Robot
+from shallowpi.robots.catch_up import CatchUp
 from shallowpi.robots.observation import Observation
 from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
 
@@ -91,6 +96,14 @@ if TYPE_CHECKING:
 __all__ = ["EpisodeReport", "Executor", "InferenceFault", "policy_input"]
 
 log = logging.getLogger(__name__)
+
+# The fraction of top speed at which an episode's start closes on a far first action when
+# deploy.start_speed is null: record.catch_up_speed's default (configs/config.yaml), the
+# platform's speed for a robot closing on a far goal before its ordinary control begins.
+# Null start_speed turns off the homing to the demonstrations' start pose (each episode
+# starts where the last one ended); it asks for no top-speed lunge at the first action,
+# which is then as far away as an unhomed robot's pose can be from the policy's plan.
+OPENING_SPEED = 0.25
 
 
 def observed_at(clock: TickClock, selector: ActionSelector, done: Done) -> float:
@@ -130,6 +143,8 @@ class Executor(ExecutorControl):
         # accepted chunk answered yet (a backend whose chunks all come back too old).
         self._unanswered_since: float | None = None
         self._latencies: deque[float] = deque(maxlen=120)
+        self._opening_line = ""  # the episode's opening approach, as the status message last said it
+        self._opening_told = 0  # the episode's tick it was said at
 
     # -- one episode
 
@@ -151,6 +166,7 @@ class Executor(ExecutorControl):
         runner: Any = None
         clock = TickClock(self.fps) if cfg.realtime else SimulatedClock(self.fps)
         self._link_start, self._link_warned = robot.link_counts(), False
+        self._opening_line = ""
         self.status.task = task
         self.status.message, self.status.reset_left_s = "", 0.0  # the warm-up's or the reset's is over
         held = self.hold_measured(report)  # None: a fault, handled; the episode runs no tick
@@ -158,6 +174,7 @@ class Executor(ExecutorControl):
         holding = True  # nothing to send until the first chunk (not a watchdog hold)
         last = held
         seam: str | bool = False  # "new": a chunk just arrived; "limiting": still ramping to it
+        opening: CatchUp | None = None  # the episode's start, closing slowly on the policy's actions
         succeeded, chunk_time = 0, None
         chosen: np.ndarray | None = None  # the last action the selection chose
         stuck = False  # the inference thread still in the backend after the episode
@@ -218,7 +235,16 @@ class Executor(ExecutorControl):
                         sent = robot.act(held)
                     else:
                         action = np.asarray(action, np.float32)
-                        if seam:  # limit every command until the new chunk is within reach
+                        if seam == "new" and not report.steps:  # the episode's first seam, from rest
+                            opening = self._opening(action, last, report)
+                            seam = False
+                        if opening is not None:
+                            # Chunks that arrive meanwhile are planned from where the robot got to:
+                            # their seams are this approach's gap, not jumps of their own (a top-
+                            # speed ramp on each would undo the slow start, and count it again).
+                            action, seam = self._approach(opening, action, last, report.ticks), False
+                            opening = None if opening.done else opening
+                        elif seam:  # limit every command until the new chunk is within reach
                             action, limited = self._bound_seam(action, last, report, first=seam == "new")
                             seam = "limiting" if limited else False
                         sent = robot.act(action)
@@ -388,22 +414,116 @@ class Executor(ExecutorControl):
         the seam's first action, and each command goes one tick at top speed towards the
         chunk (what Robot.act allows, so the ramp is the seam's, not a clamp the policy
         pressed on) until the chunk is within one tick; (command, limited?)."""
+        if first:
+            action, tripped = self._seam_jump(action, last, report, "ramping to the new chunk")
+            if not tripped:
+                return action, False
+        else:
+            action = np.clip(action, self.lower, self.upper)
+            if float(self._ticks(action, last).max()) <= 1.0:
+                return action, False
+        return last + np.clip(action - last, -self.tick_step, self.tick_step), True
+
+    def _seam_jump(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport,
+                   then: str) -> tuple[np.ndarray, bool]:
+        """A seam's first action against the last command: its jump in ticks of top speed
+        kept in `max_seam_jump`, and above `seam_ticks` counted (`seam_trips`) and logged,
+        the joints named, with what `then` happens; (the action clipped to the robot's
+        limits, tripped?)."""
         # Against what the robot will take: a policy pressing past a limit is a clamp, not a seam.
         action = np.clip(action, self.lower, self.upper)
         ticks = self._ticks(action, last)
         jump = float(ticks.max())
-        if first:
-            report.max_seam_jump = max(report.max_seam_jump, jump)
-        if jump <= (self.cfg.seam_ticks if first else 1.0):
+        report.max_seam_jump = max(report.max_seam_jump, jump)
+        if jump <= self.cfg.seam_ticks:
             return action, False
-        if first:
-            report.seam_trips += 1
-            self.safety.seam_trips += 1
-            joints = ", ".join(f"{self.status.joint_names[i]} {ticks[i]:.1f}"
-                               for i in np.flatnonzero(ticks > self.cfg.seam_ticks))
-            log.warning("seam jump above %.1f ticks at top speed (%s): ramping to the new chunk", self.cfg.seam_ticks,
-                        joints)
-        return last + np.clip(action - last, -self.tick_step, self.tick_step), True
+        report.seam_trips += 1
+        self.safety.seam_trips += 1
+        joints = ", ".join(f"{self.status.joint_names[i]} {ticks[i]:.1f}"
+                           for i in np.flatnonzero(ticks > self.cfg.seam_ticks))
+        log.warning("seam jump above %.1f ticks at top speed (%s): %s", self.cfg.seam_ticks, joints, then)
+        return action, True
+
+    def _opening(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport) -> CatchUp | None:
+        """The episode's first seam: the robot holds its measured pose (`last`) and the policy's
+        first `action` is more than `seam_ticks` away (no start pose recorded or homed to, a
+        policy that does not begin where its demonstrations did): counted as a seam, and a
+        CatchUp that closes on the policy's actions at deploy.start_speed of top speed
+        (OPENING_SPEED with start_speed null), as the homing before the episode moves,
+        rather than at the top speed of the ramps between chunks. None when it is within
+        reach."""
+        speed = OPENING_SPEED if self.cfg.start_speed is None else float(self.cfg.start_speed)
+        _, tripped = self._seam_jump(action, last, report,
+                                     f"closing on the policy's first action at {speed:.0%} of top speed")
+        if not tripped:
+            return None
+        # In ticks of Robot.act's own bound (tick_step, at the robot's rate), as the seam ramps:
+        # a step of the approach is never a clamp, whatever the loop's rate.
+        return CatchUp(self.status.joint_names, self.tick_step, self.lower, self.upper, speed, self.fps,
+                       goal="the policy's first action", then="the policy drives")
+
+    def _approach(self, opening: CatchUp, action: np.ndarray, last: np.ndarray, tick: int) -> np.ndarray:
+        """This tick's command (episode tick `tick`) of the episode's opening approach: a slow
+        step from the last one toward `action` (the chunk's, which goes on advancing: a policy
+        whose actions never come within a tick of the robot's is followed at this speed
+        throughout), or `action` itself once every joint is within a tick of it. Its progress
+        is the status message, as homing's."""
+        command = np.asarray(opening(action, last), np.float32)
+        if opening.done:
+            if self.status.message == self._opening_line:  # not a message said since (a link warning)
+                self.status.message = ""
+        elif tick >= self._opening_told + self.fps or not self._opening_line:
+            # At most once a second (a line printer shows each change): each new chunk moves the
+            # goal, and the seconds left with it.
+            self.status.message = self._opening_line = opening.describe()
+            self._opening_told = tick
+        return command
+
+    # -- waits between episodes
+
+    def watched_wait(self, what: str, limit_s: float | None = None) -> Callable[[], bool]:
+        """The `give_up` of a wait between episodes that may last without end, the robot
+        holding its pose with torque on: `what` it waits for, as the dashboard says it (room
+        in `deploy --record`'s queue: BackgroundWriter's waits behind a disk that stalls, a
+        hung USB drive or NFS mount, ask it every 0.1 s). Each call does what the loop's own
+        waits do (a sync chunk's, the inference thread's at an episode's end): publishes the
+        status, so the dashboard shows the wait and its commands are obeyed, turns torque off
+        at once after an e-stop, and reads the servos' alarms once a second (`watch_faults`).
+
+        True, to give the wait up: after an e-stop, or once the run was stopped since the
+        wait began (a stop from the dashboard or a signal, a fault, the operator ending a
+        hold after a fault). A run stopped before it began (an episode a stop or a fault
+        ended, whose recording is still to be kept) waits on for the disk: the e-stop ends
+        that, a signal leaves at once, and `limit_s` (--yes: deploy.fault_hold_s, nobody
+        attends) bounds a hold after a fault, ended then as the operator's stop would."""
+        began = time.monotonic()
+        stopped, held, faults = self.stopped, self.held_after_fault, self.safety.faults
+
+        def give_up() -> bool:
+            status = self.status
+            if status.state is ExecutorState.RUNNING:  # the episode is over: the robot holds
+                status.state = ExecutorState.HOLD
+            if status.state is not ExecutorState.FAULT:  # a fault's own line stays (it may be the disk's)
+                status.message = f"the disk is behind: waiting for {what}; the robot holds, an e-stop gives it up"
+            self._publish(status)  # the dashboard's commands are obeyed as it goes out
+            if self._estop.is_set():
+                self._torque_off()  # now: the wait may never end, and the run is over
+                if status.state is ExecutorState.FAULT:  # the fault stays the run's last word (done())
+                    status.estopped = True
+                    self._publish(status)
+                else:
+                    self._set_stopped()
+                return True
+            self.watch_faults()
+            if (held and limit_s is not None and self.held_after_fault
+                    and time.monotonic() - began >= limit_s):
+                log.warning("nobody ended the hold in %g s (--yes: deploy.fault_hold_s) while waiting for %s: "
+                            "torque goes off", limit_s, what)
+                self.stop()  # the hold's end, as the operator's stop would (hold_until_the_operator_ends)
+            return ((self.stopped and not stopped) or (held and not self.held_after_fault)
+                    or self.safety.faults > faults)
+
+        return give_up
 
     # -- faults and safe states
 

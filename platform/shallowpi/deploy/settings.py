@@ -77,7 +77,9 @@ class ExecutorConfig:
     start_speed       before each episode on the robot, the fraction of its top speed at which
                       it goes to the pose the demonstrations started from (the checkpoint's
                       start_state; robots/catch_up.py), as the twin's episodes begin at its
-                      home pose; null: each episode starts where the last one ended
+                      home pose; null: each episode starts where the last one ended. Also the
+                      speed at which an episode closes on a policy's first action more than
+                      seam_ticks away (record.catch_up_speed's default, 0.25, when null)
     realtime          wall-clock ticks (a robot); False: the twin's simulated time, each
                       chunk arriving ceil(measured latency x fps) ticks after its request
     parity_tolerance  before anything connects, the backend computes the bundle's reference
