@@ -375,6 +375,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
                 except PlatformError as exc:  # as at begin: a fault with torque on, not an error out of the run
                     executor.policy_fault(exc, report.sent[-1] if report.sent else None)
             executor.status.successes += bool(report.success)
+            # Its commands were for the episode (the recording, a fault's hold): the summary reads
+            # none, and a run of hundreds of episodes kept every one (~160 bytes a tick).
+            del report.sent[:-1]
             reports.append(report)
             say(_episode_line(episode, args.episodes, report))
         if target.on_hardware and executor.held_after_fault:
