@@ -458,6 +458,60 @@ def test_verification_refuses_a_video_one_frame_short(exported, tmp_path):
     assert "\n" not in str(refused.value) and not (tmp_path / "back.zarr").exists()
 
 
+@pytest.mark.parametrize("keep", [0, 700], ids=["empty", "cut-short"])
+def test_a_video_that_does_not_read_is_an_incomplete_copy_in_one_line(exported, tmp_path, capsys, keep):
+    """A video an interrupted copy left empty or cut short: PyAV's InvalidDataError (a
+    ValueError, which the CLI takes for a bug) reached the terminal as a traceback, from
+    `dataset import` and from an export's own check."""
+    import shutil
+
+    from shallowpi.cli import main
+    from shallowpi.data.lerobot_verify import verify_lerobot_export
+    from shallowpi.errors import StoreError
+
+    root, out, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    relative = "videos/observation.images.front/chunk-000/file-000.mp4"
+    (copy / relative).write_bytes((copy / relative).read_bytes()[:keep])
+    assert main(["dataset", "import", str(copy), "--out", str(tmp_path / "back"), "--repo-id", REPO_ID]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: files missing under {copy} (an incomplete copy?): {relative} does not read as a video "
+        "(InvalidDataError); copy the dataset again")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+    with EpisodeStore.open(root / "src.zarr") as store, pytest.raises(StoreError) as caught:
+        verify_lerobot_export(store, copy, REPO_ID)
+    assert str(caught.value) == (f"export of src.zarr: {relative} does not read as a video (InvalidDataError); "
+                                 "nothing was exported: run the export again")
+
+
+def test_two_imports_of_one_dataset_hold_one_recording_for_merge_and_training(exported, tmp_path):
+    """Each import stamped its episodes with its own clock: `dataset merge` of two imports
+    of one dataset made 6 episodes of 3, rc 0 (trained on twice, a held-out one's copy in
+    training), and a student distilled on the second import did not know its teacher's
+    episodes. LeRobot keeps no recording time: imports store none, and are named by their
+    numbers, which an export and import back keeps too."""
+    from shallowpi.data.lerobot_import import import_lerobot
+    from shallowpi.errors import StoreError
+    from shallowpi.train.finetune import Split
+
+    root, out, _ = exported
+    first = import_lerobot(out, tmp_path / "first.zarr", repo_id=REPO_ID)
+    second = import_lerobot(out, tmp_path / "second.zarr", repo_id=REPO_ID)
+    with EpisodeStore.open(first) as a, EpisodeStore.open(second) as b:
+        with pytest.raises(StoreError, match=r"^first.zarr episode 0 and second.zarr episode 0 hold the same "
+                                             r"numbers, and one of them has no recording time"):
+            EpisodeStore.merge([a, b], tmp_path / "dup.zarr")
+        assert [e.start_time for e in a.episodes] == [0.0, 0.0, 0.0]  # not known: no "recorded" in a delete's prompt
+        with EpisodeStore.open(root / "src.zarr") as source, pytest.raises(
+                StoreError, match=r"^src.zarr episode 0 and first.zarr episode 0 hold the same numbers"):
+            EpisodeStore.merge([source, a], tmp_path / "round.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.zarr", "second.zarr"]
+    split = Split([0, 1, 2], [])
+    assert split.scenes(first) == split.scenes(second)
+    assert len(set(split.scenes(first).values())) == 3
+
+
 def test_import_into_a_read_only_data_root_is_one_line(exported, tmp_path):
     import subprocess
 

@@ -16,7 +16,7 @@ from shallowpi.data.store import PROVENANCE_DIR, StoreSettings
 from shallowpi.data.store_check import check_store
 from shallowpi.data.store_swap import SWAPPED_OUT
 from shallowpi.errors import StoreError
-from store_fixtures import arm_features, as_layout_1, make_store, synthetic_frame
+from store_fixtures import JOINTS, arm_features, as_layout_1, make_store, synthetic_frame
 
 
 def test_round_trip_numeric_exact_and_images_close(tmp_path, rng):
@@ -375,6 +375,41 @@ def test_merge_keeps_joint_kinds_whichever_store_comes_first(tmp_path):
     for order, name in (([plain, kinded], "pk.zarr"), ([kinded, plain], "kp.zarr")):
         merged = EpisodeStore.merge(order, tmp_path / name)
         assert merged.features["action"].kinds == kinds and merged.features["observation.state"].kinds == kinds
+
+
+def test_other_joint_kinds_are_refused_naming_the_joint_and_unknown_ones_still_join(tmp_path):
+    """Kinds were left out of comparing features so that a store without them (recorded
+    before they were kept, a lerobot import) still matched; two different lists matched
+    too, and the first one stayed: `deploy --record` after a joint's kind was fixed in the
+    robot file stored the new takes under the old kinds, and a merge labelled every episode
+    with the first store's (training's delta-action joints and plot units follow them)."""
+    kinds = ("revolute",) * 5 + ("gripper",)
+    fixed = ("revolute",) * 4 + ("linear", "gripper")
+    make_store(tmp_path / "kinded.zarr", episodes=1, length=5, kinds=kinds).close()
+    make_store(tmp_path / "fixed.zarr", episodes=1, length=5, seed=3, kinds=fixed).close()
+    make_store(tmp_path / "plain.zarr", episodes=1, length=5, seed=5).close()
+    with pytest.raises(StoreError, match=r"^other joint kinds: joint_4 is revolute in kinded.zarr and linear in "
+                                         r"this robot's spec .*; record into another dataset"):
+        EpisodeStore.open_or_create(tmp_path / "kinded.zarr", arm_features(kinds=fixed))
+    assert Feature.vector(JOINTS, kinds=kinds) != Feature.vector(JOINTS, kinds=fixed)
+    assert Feature.vector(JOINTS, kinds=kinds) == Feature.vector(JOINTS) == Feature.vector(JOINTS, kinds=fixed)
+    EpisodeStore.open_or_create(tmp_path / "kinded.zarr", arm_features()).close()  # kinds unknown: as before
+    EpisodeStore.open_or_create(tmp_path / "plain.zarr", arm_features(kinds=fixed)).close()
+    EpisodeStore.open_or_create(tmp_path / "kinded.zarr", arm_features(kinds=kinds)).close()
+
+    def opened(*names: str) -> list[EpisodeStore]:
+        return [EpisodeStore.open(tmp_path / f"{name}.zarr") for name in names]
+
+    refused = r"^other joint kinds: joint_4 is revolute in kinded.zarr and linear in fixed.zarr .*cannot be merged"
+    with pytest.raises(StoreError, match=refused):
+        EpisodeStore.merge(opened("kinded", "fixed"), tmp_path / "kf.zarr")
+    with pytest.raises(StoreError, match=refused):  # a store without kinds between them hides nothing
+        EpisodeStore.merge(opened("kinded", "plain", "fixed"), tmp_path / "kpf.zarr")
+    assert not (tmp_path / "kf.zarr").exists() and not (tmp_path / "kpf.zarr").exists()
+    with EpisodeStore.open(tmp_path / "kinded.zarr", mode="a") as into, pytest.raises(StoreError, match=refused):
+        into.append_episode_from(EpisodeStore.open(tmp_path / "fixed.zarr"), 0)
+    merged = EpisodeStore.merge(opened("plain", "fixed"), tmp_path / "pf.zarr")
+    assert merged.features["action"].kinds == fixed and len(merged) == 2
 
 
 def test_merge_reencodes_when_codecs_differ(tmp_path):

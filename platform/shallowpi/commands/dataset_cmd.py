@@ -18,6 +18,7 @@ A dataset is named (kitchen = <data root>/kitchen.zarr) or given as a path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
-from shallowpi.errors import ConfigError, PlatformError, StoreError
+from shallowpi.errors import ConfigError, PlatformError, StoreEditedError, StoreError
 
 if TYPE_CHECKING:
-    from shallowpi.data.store import EpisodeStore
+    from shallowpi.data.store import EpisodeInfo, EpisodeStore
 
 HELP = "list, inspect, check, plot, edit, export and import recorded datasets"
 
@@ -187,7 +188,6 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
 def _list(root: Path) -> int:
     from rich.table import Table
 
-    from shallowpi.data.store import EpisodeStore
     from shallowpi.data.store_swap import iter_stores
 
     stores = list(iter_stores(root))
@@ -199,9 +199,8 @@ def _list(root: Path) -> int:
         table.add_column(column, justify="right" if column in ("episodes", "frames", "size") else "left")
     for path in stores:
         try:
-            store = EpisodeStore.open(path)
-            episodes = store.episodes  # every metadata file: one that does not read is this store's row only
-        except PlatformError as exc:
+            store, episodes = _read_episodes(path)
+        except PlatformError as exc:  # one that does not read is this store's row only
             table.add_row(path.stem, "-", "-", "-", "-", f"[red]{exc}[/red]", "-")
             continue
         marked = [e.success for e in episodes if e.success is not None]
@@ -214,6 +213,20 @@ def _list(root: Path) -> int:
         )
     _console().print(table)
     return 0
+
+
+def _read_episodes(path: Path) -> tuple[EpisodeStore, list[EpisodeInfo]]:
+    """The store at `path`, open for reading, and every episode's metadata. A store edited
+    while it was read (a recorder's d or r, a delete) is read again, OPEN_TRIES times in
+    all: it is sound, only read across the edit. StoreError for one that does not read."""
+    from shallowpi.data.store import OPEN_TRIES, EpisodeStore
+
+    for _ in range(OPEN_TRIES - 1):
+        store = EpisodeStore.open(path)
+        with contextlib.suppress(StoreEditedError):
+            return store, store.episodes
+    store = EpisodeStore.open(path)
+    return store, store.episodes
 
 
 def _info(path: Path) -> int:
@@ -245,6 +258,8 @@ def _info(path: Path) -> int:
     for index in range(len(store)):
         try:
             e = store.episode(index)
+        except StoreEditedError:  # no damage, but every later row would read so: "open it again"
+            raise
         except StoreError:  # its row says so; the others are listed (`dataset check` names it too)
             episodes.add_row(str(index), "[red]metadata file does not read[/red]", *["-"] * 9)
             continue
@@ -386,16 +401,24 @@ def _delete(path: Path, episodes: list[int], yes: bool) -> int:
 
 
 def _episode_line(store: EpisodeStore, index: int) -> str:
-    """'episode 3: "put the red cube in the bowl", 214 frames, recorded 2026-12-06 07:12, failed'."""
+    """'episode 3: "put the red cube in the bowl", 214 frames, recorded 2026-12-06 07:12, failed'.
+    StoreEditedError when the store was edited since `store` opened: the episode asked
+    about is then another one."""
     import time
 
     try:
         info = store.episode(index)
+    except StoreEditedError:  # not damage: the delete must not be confirmed on this list
+        raise
     except StoreError:
         return f"episode {index}: its metadata file does not read"
     start, stop = store.episode_range(index)
     outcome = {True: ", succeeded", False: ", failed", None: ""}[info.success]
-    when = f", recorded {time.strftime('%Y-%m-%d %H:%M', time.localtime(info.start_time))}" if info.start_time else ""
+    when = ""
+    if info.start_time:  # 0.0: not known (an import)
+        # An import made before imports stored 0.0 holds the time of the import itself.
+        verb = "imported" if info.dropped_frames is None else "recorded"
+        when = f", {verb} {time.strftime('%Y-%m-%d %H:%M', time.localtime(info.start_time))}"
     return f'episode {index}: "{info.task}", {stop - start} frames{when}{outcome}'
 
 

@@ -34,18 +34,20 @@ class Feature:
 
     `dtype` is a numpy dtype name. `kinds` are a joint vector's per-dimension joint kinds
     (JOINT_KINDS) from the robot spec, empty where unknown (stores recorded before they
-    were kept, lerobot imports); they take no part in equality, so such a store still
-    takes new episodes. Raises TypeError for a dtype numpy does not know, StoreError for an
-    image that is not uint8 [H, W, 3] or [H, W, 1], for `names` or `kinds` whose count
-    differs from a vector's length and for an unknown kind. `to_json`/`from_json`
-    round-trip it through the store's header.
+    were kept, lerobot imports). Two features are equal when their dtype, shape, kind and
+    names are, and their joint kinds where both give them: a store without kinds still
+    takes new episodes, a store of other kinds does not (`joint_kind_conflicts` names
+    them). Raises TypeError for a dtype numpy does not know, StoreError for an image that
+    is not uint8 [H, W, 3] or [H, W, 1], for `names` or `kinds` whose count differs from a
+    vector's length and for an unknown kind. `to_json`/`from_json` round-trip it through
+    the store's header.
     """
 
     dtype: str
     shape: tuple[int, ...]
     kind: FeatureKind = FeatureKind.NUMERIC
     names: tuple[str, ...] = field(default=())  # per-dimension labels, e.g. joint names
-    kinds: tuple[str, ...] = field(default=(), compare=False)  # per-dimension joint kinds
+    kinds: tuple[str, ...] = field(default=(), compare=False)  # per-dimension joint kinds: see __eq__
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -64,6 +66,15 @@ class Feature:
         unknown = sorted(set(self.kinds) - set(JOINT_KINDS))
         if unknown:
             raise StoreError(f"unknown joint kind(s) {unknown}; a joint is one of {', '.join(JOINT_KINDS)}")
+
+    def __eq__(self, other: object) -> bool:
+        # Kinds left out of the generated comparison (and the hash) so that unknown kinds
+        # match any; two known lists that differ would put new episodes under the old
+        # kinds (delta-action joints, plot units), so they do not match.
+        if not isinstance(other, Feature):
+            return NotImplemented
+        return ((self.dtype, self.shape, self.kind, self.names) == (other.dtype, other.shape, other.kind, other.names)
+                and (not self.kinds or not other.kinds or self.kinds == other.kinds))
 
     @classmethod
     def image(cls, height: int, width: int, channels: int = 3) -> Feature:
@@ -113,6 +124,36 @@ def robot_features(joint_names: Sequence[str], cameras: Mapping[str, tuple[int, 
     for role, (height, width) in cameras.items():
         features[IMAGE_PREFIX + role] = Feature.image(height, width)
     return features
+
+
+def joint_kind_conflicts(ours: Mapping[str, Feature], theirs: Mapping[str, Feature]) -> dict[str, tuple[str, str]]:
+    """{joint: (its kind in `ours`, its kind in `theirs`)} for every joint of a feature both
+    hold, alike but for kinds that both give and that differ (a joint's `kind:` changed in
+    the robot file since the store was recorded); empty when they agree or either does
+    not say. A joint without a name is named by its position ("joint 3")."""
+    conflicts: dict[str, tuple[str, str]] = {}
+    for key, feature in ours.items():
+        other = theirs.get(key)
+        if other is None or not feature.kinds or not other.kinds or feature.kinds == other.kinds:
+            continue
+        if (feature.dtype, feature.shape, feature.names) != (other.dtype, other.shape, other.names):
+            continue  # another feature altogether: the features' own comparison says so
+        for i, (a, b) in enumerate(zip(feature.kinds, other.kinds)):
+            if a != b:
+                conflicts.setdefault(feature.names[i] if feature.names else f"joint {i}", (a, b))
+    return conflicts
+
+
+def check_joint_kinds(ours: Mapping[str, Feature], ours_name: str, theirs: Mapping[str, Feature],
+                      theirs_name: str, fix: str) -> None:
+    """StoreError (one line) naming each joint whose kind `ours` and `theirs` both give,
+    differently, with both kinds, then `fix`; nothing when they agree or either does not
+    say (a store recorded before kinds were kept, a lerobot import)."""
+    conflicts = joint_kind_conflicts(ours, theirs)
+    if conflicts:
+        joints = ", ".join(f"{joint} is {a} in {ours_name} and {b} in {theirs_name}"
+                           for joint, (a, b) in conflicts.items())
+        raise StoreError(f"other joint kinds: {joints} (a joint's kind: changed in the robot file?); {fix}")
 
 
 def features_to_json(features: Mapping[str, Feature]) -> dict[str, Any]:

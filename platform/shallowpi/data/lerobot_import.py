@@ -39,6 +39,10 @@ LEROBOT_BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "ta
 # the episodes index, whose rows name each episode's data and video files by chunk and file.
 TASKS_FILE = "meta/tasks.parquet"
 EPISODES_INDEX_DIR = "meta/episodes"
+# An imported episode's start_time: not known (`store_edit.start_known`). A merge tells two
+# imports of one dataset, and an import beside the store it was exported from, by their
+# numbers instead (`store_edit.refuse_repeats`); training names them so too.
+UNKNOWN_START_TIME = 0.0
 
 
 def _check_lerobot_dir(src_dir: Path) -> None:
@@ -173,11 +177,13 @@ def import_lerobot(
     (which must not exist); returns `store_path`.
 
     Camera frames are decoded by lerobot and re-encoded with the store's image codec
-    (`settings`, the store's defaults if None). Raises StoreError, before a store is made,
-    for an episode whose video holds fewer or more frames than rows (lerobot would pair its
-    rows with other rows' frames), for depth cameras (not colour pictures) and for a
-    `store_path` inside a store's folder; PlatformError for a folder lerobot cannot read,
-    naming the first missing file of an incomplete copy.
+    (`settings`, the store's defaults if None). Episodes get no start time (0.0: lerobot
+    keeps none), so every import of one dataset holds the same episodes. Raises
+    StoreError, before a store is made, for an episode whose video holds fewer or more
+    frames than rows (lerobot would pair its rows with other rows' frames), for depth
+    cameras (not colour pictures) and for a `store_path` inside a store's folder;
+    PlatformError for a folder lerobot cannot read, naming the first missing file of an
+    incomplete copy, or the first video that does not read (cut short, empty).
     """
     src_dir, store_path = Path(src_dir), Path(store_path)
     _check_lerobot_dir(src_dir)
@@ -210,13 +216,16 @@ def _import(LeRobotDataset: Any, src_dir: Path, store_path: Path, repo_id: str |
     features = store_features(dataset.meta.features)
     if not features:
         raise StoreError(f"{src_dir} has no numeric or camera features to import")
-    from shallowpi.data.lerobot_verify import video_frame_counts
+    from shallowpi.data.lerobot_verify import UnreadableVideo, video_frame_counts
 
-    for position, key, frames, rows, _ in video_frame_counts(dataset, src_dir):
-        if frames != rows:
-            raise StoreError(f"{src_dir}: episode {position} has {rows} rows but its {key} video holds {frames} "
-                             "frames: lerobot would pair its rows with the wrong frames (a frame the encoder "
-                             "dropped); nothing was imported")
+    try:
+        for position, key, frames, rows, _ in video_frame_counts(dataset, src_dir):
+            if frames != rows:
+                raise StoreError(f"{src_dir}: episode {position} has {rows} rows but its {key} video holds {frames} "
+                                 "frames: lerobot would pair its rows with the wrong frames (a frame the encoder "
+                                 "dropped); nothing was imported")
+    except UnreadableVideo as exc:  # cut short or empty: what an interrupted copy leaves
+        raise _missing(src_dir, f"{exc.path.relative_to(src_dir)} does not read as a video ({exc.why})") from None
     successes = episode_successes(dataset)
     if successes is None:
         log.warning("%s has no %s column: every imported episode is unmarked, so "
@@ -278,7 +287,9 @@ def _import_episode(dataset: Any, columns: Any, store: EpisodeStore, features: M
             if feature is None or feature.kind is not FeatureKind.IMAGE}
     first = _item(dataset, start)
     tasks = [str(first.get("task", ""))]
-    writer = store.begin_episode(tasks[0], robot=robot, fps=float(dataset.fps))
+    # lerobot keeps no time of recording: 0.0 says so (the import's own clock made every
+    # import of one dataset look like other recordings, which a merge then took twice).
+    writer = store.begin_episode(tasks[0], robot=robot, fps=float(dataset.fps), start_time=UNKNOWN_START_TIME)
     with writer:  # discards the episode if anything below raises
         for offset, index in enumerate(range(start, stop)):
             item = first if index == start else _item(dataset, index)

@@ -28,6 +28,16 @@ MAX_FRAME_ERROR = 32.0
 NEIGHBOUR_MARGIN = 1.0
 
 
+class UnreadableVideo(StoreError):
+    """A video file PyAV cannot open or read through (cut short, empty, no video stream):
+    `path` is the file, `why` PyAV's error type. Its caller words the fix (copy the dataset
+    again, run the export again)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path} does not read as a video ({why})")
+        self.path, self.why = path, why
+
+
 def verify_lerobot_export(store: EpisodeStore, root: Path, repo_id: str) -> None:
     """Check that the LeRobotDataset at `root` holds `store`'s episodes frame for frame:
     as many episodes and rows, the success marks, every episode's video frames (counted in the mp4, at the
@@ -55,13 +65,17 @@ def verify_lerobot_export(store: EpisodeStore, root: Path, repo_id: str) -> None
             if marks.get(position) != (info.success is True):
                 raise StoreError(f"export of {name}: episode {info.index} is marked {info.success} but its "
                                  f"next.success says {marks.get(position)}")
-    for position, key, frames, rows, seconds in video_frame_counts(dataset, root):
-        if frames != rows or round(seconds * dataset.fps) != rows:
-            raise StoreError(
-                f"export of {name}: episode {episodes[position].index} has {rows} rows but its {key} video "
-                f"holds {frames} frames ({seconds:.3f} s at {dataset.fps} fps); lerobot would pair rows "
-                "with the wrong frames, so nothing was exported: run the export again"
-            )
+    try:
+        for position, key, frames, rows, seconds in video_frame_counts(dataset, root):
+            if frames != rows or round(seconds * dataset.fps) != rows:
+                raise StoreError(
+                    f"export of {name}: episode {episodes[position].index} has {rows} rows but its {key} video "
+                    f"holds {frames} frames ({seconds:.3f} s at {dataset.fps} fps); lerobot would pair rows "
+                    "with the wrong frames, so nothing was exported: run the export again"
+                )
+    except UnreadableVideo as exc:
+        raise StoreError(f"export of {name}: {exc.path.relative_to(root)} does not read as a video ({exc.why}); "
+                         "nothing was exported: run the export again") from None
     sample = np.unique(np.linspace(0, len(episodes) - 1, min(VERIFY_EPISODES, len(episodes))).round().astype(int))
     for position in sample:
         info = episodes[int(position)]
@@ -74,7 +88,8 @@ def video_frame_counts(dataset: Any, root: Path) -> Iterator[tuple[int, str, int
     """For each episode (by position) and video camera of the LeRobotDataset `dataset` at
     `root`: (position, camera, frames its mp4 holds in the episode's span, the episode's
     rows, the span's seconds). A span holding fewer frames than rows makes lerobot pair
-    every later row with the next row's frame (its decoder takes the nearest one)."""
+    every later row with the next row's frame (its decoder takes the nearest one).
+    Raises UnreadableVideo for a video file PyAV cannot read through (cut short, empty)."""
     fps = dataset.fps
     half = 0.5 / fps
     frame_times: dict[Path, np.ndarray] = {}
@@ -92,12 +107,20 @@ def video_frame_counts(dataset: Any, root: Path) -> Iterator[tuple[int, str, int
 
 
 def _frame_times(path: Path) -> np.ndarray:
-    """Presentation times (s) of every frame in an mp4, read from its packets (no decoding)."""
+    """Presentation times (s) of every frame in an mp4, read from its packets (no decoding).
+    UnreadableVideo for a file PyAV cannot read through."""
     import av
 
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        times = [float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None]
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UnreadableVideo(path, "no video stream")
+            stream = container.streams.video[0]
+            times = [float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None]
+    # PyAV's errors are ValueErrors (InvalidDataError) or OSErrors by type: the CLI took
+    # them for a bug and printed a traceback.
+    except (av.error.FFmpegError, OSError) as exc:
+        raise UnreadableVideo(path, type(exc).__name__) from None
     return np.sort(np.asarray(times))
 
 

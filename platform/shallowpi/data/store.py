@@ -70,7 +70,13 @@ from shallowpi.data.durable_io import (
     take_writer_lock,
     write_json,
 )
-from shallowpi.data.features import Feature, FeatureKind, features_from_json, features_to_json
+from shallowpi.data.features import (
+    Feature,
+    FeatureKind,
+    check_joint_kinds,
+    features_from_json,
+    features_to_json,
+)
 from shallowpi.data.store_claim import claim_new, publish_folder, require_outside_stores
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.data.store_settings import StoreSettings, check_encodes, settings_from_header
@@ -382,9 +388,10 @@ class EpisodeStore:
     def open_or_create(
         cls, path: str | os.PathLike[str], features: Mapping[str, Feature], settings: StoreSettings | None = None
     ) -> EpisodeStore:
-        """Append to `path` if it exists (same features required), else create it; if
-        another process created it meanwhile, append to that one (StoreError "being written
-        by pid N" while that process writes it)."""
+        """Append to `path` if it exists (same features required, and the same joint kinds
+        where both the store and `features` give them: StoreError naming each joint and both
+        kinds otherwise), else create it; if another process created it meanwhile, append to
+        that one (StoreError "being written by pid N" while that process writes it)."""
         path = Path(path)
         if not name_taken(path):
             try:
@@ -393,11 +400,13 @@ class EpisodeStore:
                 if not name_taken(path):  # refused for another reason than a store made meanwhile
                     raise
         store = cls.open(path, mode="a")
-        if dict(features) != store.features:
-            store.close()
-            raise StoreError(f"{path} holds other features than this robot records (joints, cameras, frame "
-                             "sizes); record into another dataset")
         try:
+            # Before the features' own comparison, which refuses other kinds without naming them.
+            check_joint_kinds(store.features, path.name, features, "this robot's spec",
+                              "record into another dataset, or give the joint its old kind again")
+            if dict(features) != store.features:
+                raise StoreError(f"{path} holds other features than this robot records (joints, cameras, frame "
+                                 "sizes); record into another dataset")
             store.check_recordable()
         except StoreError:
             store.close()

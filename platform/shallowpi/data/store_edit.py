@@ -19,10 +19,12 @@ from pathlib import Path
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
 from shallowpi.data.durable_io import LOCK_NAME, release_writer_lock, take_writer_lock
-from shallowpi.data.features import Feature, FeatureKind
+from shallowpi.data.features import Feature, FeatureKind, check_joint_kinds
 from shallowpi.data.store import (
     EPISODES_DIR,
     PROVENANCE_DIR,
+    TICK_KEY,
+    TIMESTAMP_SUFFIX,
     EpisodeInfo,
     EpisodeStore,
     StoreSettings,
@@ -274,14 +276,16 @@ def append_episode_from(store: EpisodeStore, source: EpisodeStore, index: int) -
 
     Frames whose encoding matches this store's are linked, or copied where links cannot be
     made, as their encoded bytes (no re-encode).
-    Raises StoreError if the stores differ in features or row pairing, or the episode's
-    fps or calibration may not join `store` (`check_mixing`).
+    Raises StoreError if the stores differ in features (joint kinds included, where both
+    give them) or row pairing, or the episode's fps or calibration may not join `store`
+    (`check_mixing`).
     """
     return _copy_episode(store, source, index, checked=True)
 
 
 def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked: bool) -> EpisodeInfo:
     store._require_writable()
+    _check_joint_kinds(store, source)
     if source.features != store.features:
         raise StoreError(f"{source.path.name} and {store.path.name} hold different features; they cannot be merged")
     check_same_pairing(store, source)
@@ -306,28 +310,48 @@ def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked
 
 def refuse_repeats(sources: Sequence[EpisodeStore], allow_repeated_scenes: bool = False) -> None:
     """StoreError when `sources` hold one episode twice: a store given twice (by path), or
-    one recorded episode in two of them (the same start time, length and checksums: a copy
-    of a store, or a merged store beside one of its parts). Unless `allow_repeated_scenes`,
-    also two twin episodes of one scene (the same task and scene seed, `extra.seed`), as two
-    stores recorded from the same first seed hold: merged, such a scene would be trained on
-    twice and could land on both sides of a held-out split, which would then score what
-    training saw (rollouts of two policies on the same seeds are such scenes on purpose)."""
+    one recorded episode in two of them: the same start time, length and checksums (a copy
+    of a store, or a merged store beside one of its parts) or, where either start time is
+    not known (`start_known`: an import), the same length and numbers (`_numbers`: two
+    imports of one LeRobot dataset, or an import of a store's export beside the store).
+    Unless `allow_repeated_scenes`, also two twin episodes of one scene (the same task and
+    scene seed, `extra.seed`), as two stores recorded from the same first seed hold:
+    merged, such a scene would be trained on twice and could land on both sides of a
+    held-out split, which would then score what training saw (rollouts of two policies on
+    the same seeds are such scenes on purpose). An episode a single store already holds
+    twice is left as it is: the merge adds no copy."""
     paths: dict[Path, str] = {}
-    recorded: dict[tuple, tuple[str, int]] = {}
+    # (start time, length, checksums) of the episodes whose start time is known, and
+    # (length, numbers) of every episode: -> (source position, store name, episode index)
+    recorded: dict[tuple, tuple[int, str, int]] = {}
+    numbers_seen: dict[tuple, list[tuple[bool, int, str, int]]] = {}
     scenes: dict[tuple[str, int], tuple[str, int]] = {}
-    for source in sources:
+    for position, source in enumerate(sources):
         name = source.path.name
         if (where := Path(source.path).resolve()) in paths:
             raise StoreError(f"{name} is given twice: merged, every episode of it would be there twice")
         paths[where] = name
         for info in source.episodes:
-            recording = (info.start_time, info.length, tuple(sorted(info.checksums.items())))
-            if info.checksums and recording in recorded:
-                other, index = recorded[recording]
-                raise StoreError(f"{other} episode {index} and {name} episode {info.index} are one recording "
+            known = start_known(info)
+            same: tuple[int, str, int] | None = None
+            if known and info.checksums:
+                recording = (info.start_time, info.length, tuple(sorted(info.checksums.items())))
+                same = recorded.setdefault(recording, (position, name, info.index))
+                if same[0] == position:
+                    same = None
+            if same is not None:
+                raise StoreError(f"{same[1]} episode {same[2]} and {name} episode {info.index} are one recording "
                                  f"(a copy of a store, or a merged store beside one of its parts): merged, it "
                                  "would be there twice")
-            recorded[recording] = (name, info.index)
+            if numbers := _numbers(info):
+                entries = numbers_seen.setdefault((info.length, numbers), [])
+                for other_known, other_position, other, index in entries:
+                    if other_position != position and not (known and other_known):
+                        raise StoreError(
+                            f"{other} episode {index} and {name} episode {info.index} hold the same numbers, and "
+                            "one of them has no recording time (two imports of one LeRobot dataset, or an import "
+                            "beside the store it was exported from): merged, it would be there twice")
+                entries.append((known, position, name, info.index))
             scene = info.scene
             if scene is None or allow_repeated_scenes:
                 continue
@@ -341,13 +365,31 @@ def refuse_repeats(sources: Sequence[EpisodeStore], allow_repeated_scenes: bool 
             scenes[scene] = (name, info.index)
 
 
+def start_known(info: EpisodeInfo) -> bool:
+    """Whether `info.start_time` says when the episode was recorded. Not for an import: a
+    LeRobot dataset keeps no recording time, so an import stores 0.0; one imported before
+    that holds the import's own clock, and is told by its uncounted dropped frames (None,
+    which only an import writes)."""
+    return bool(info.start_time) and info.dropped_frames is not None
+
+
+def _numbers(info: EpisodeInfo) -> tuple[tuple[str, str], ...]:
+    """The checksums of the episode's numeric features (state, action, ...), sorted: what
+    an export to LeRobot and back keeps bit for bit, unlike the tick and capture times
+    (lerobot derives them from the frame index). Empty for a store of cameras alone,
+    whose times are all its checksums say."""
+    return tuple(sorted((key, value) for key, value in info.checksums.items()
+                        if key != TICK_KEY and not key.endswith(TIMESTAMP_SUFFIX)))
+
+
 def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
           allow_mixed_calibration: bool = False, allow_repeated_scenes: bool = False) -> EpisodeStore:
     """A new store at `out` holding every episode of `sources`, in order.
 
     Refused before anything is written when a source is damaged (`require_intact`), when
-    the sources differ in features, row pairing or fps, in calibration id unless
-    `allow_mixed_calibration` (then recorded in the new store, as it is when a source
+    the sources differ in features (joint kinds included, where two give them: the new
+    store keeps one list, which training and plots read), row pairing or fps, in
+    calibration id unless `allow_mixed_calibration` (then recorded in the new store, as it is when a source
     already allowed it), or when a source's frames would be re-encoded by a lossy codec (the
     new store takes the first source's). A copied episode whose numbers fail their source's
     checksums stops the merge; a merge that fails removes what it made. Refused too when
@@ -364,6 +406,8 @@ def merge(sources: Sequence[EpisodeStore], out: str | os.PathLike[str],
     refuse_repeats(sources, allow_repeated_scenes)
     for k, other in enumerate(sources[1:], start=1):
         check_no_lossy_reencode(first, other)
+        for earlier in sources[:k]:  # a store without kinds between two that differ must not hide them
+            _check_joint_kinds(earlier, other)
         if other.features != first.features:
             keys = sorted({k for k, _ in set(other.features.items()) ^ set(first.features.items())})
             raise StoreError(f"{first.path.name} and {other.path.name} differ in features {', '.join(keys)}; they cannot be merged")
@@ -402,14 +446,22 @@ def _out_exists(out: Path) -> StoreError:
 
 def _with_joint_kinds(features: Mapping[str, Feature], sources: Sequence[EpisodeStore]) -> dict[str, Feature]:
     """`features`, each without joint kinds taking them from the first source that has
-    them: kinds do not take part in comparing features (a lerobot import has none), so a
-    merge whose first store lacked them dropped every other store's."""
+    them: unknown kinds match any (a lerobot import has none), so a merge whose first
+    store lacked them dropped every other store's. Sources that give other kinds were
+    refused before (`_check_joint_kinds`)."""
     out = dict(features)
     for key, feature in features.items():
         if not feature.kinds:
             found = next((s.features[key].kinds for s in sources if s.features[key].kinds), ())
             out[key] = dataclasses.replace(feature, kinds=found)
     return out
+
+
+def _check_joint_kinds(into: EpisodeStore, source: EpisodeStore) -> None:
+    """StoreError naming each joint whose kind `into` and `source` both give, differently:
+    merged, every episode would be labelled with one store's kinds."""
+    check_joint_kinds(into.features, into.path.name, source.features, source.path.name,
+                      "they cannot be merged (a joint's values are in its kind's unit); keep them apart")
 
 
 def check_no_lossy_reencode(into: EpisodeStore, source: EpisodeStore) -> None:

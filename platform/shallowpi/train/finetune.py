@@ -93,10 +93,10 @@ class Split:
 
     def identities(self, store: Path) -> dict[str, str]:
         """{episode index: what that episode is} for every episode of the split: its start
-        time, length and task hashed to 12 hex digits. Recorded with a run (split.json, the
-        checkpoint's header) because the split names episodes by index, and an index names
-        another episode after `dataset delete` compacts the store, or in another store of
-        the same name. Empty for a store that is not on disk."""
+        time, length and task (`_recording`) hashed to 12 hex digits. Recorded with a run
+        (split.json, the checkpoint's header) because the split names episodes by index, and
+        an index names another episode after `dataset delete` compacts the store, or in
+        another store of the same name. Empty for a store that is not on disk."""
         infos = _episode_infos(store, sorted(set(self.train) | set(self.held_out)))
         return {str(i): _digest(_recording(info)) for i, info in infos.items()}
 
@@ -143,9 +143,10 @@ class Split:
         """{episode: its scene, hashed to 12 hex digits} for `episodes` (default: the
         training ones). A twin's episode is its task and scene seed (`extra.seed`): recorded
         again, in this store or another, it is the same scene. Any other is its identity
-        (start time, length, task): the same recording, copied. A checkpoint records its
-        training scenes so that a student distilled from it on another store holds none of
-        them out (distill/distiller.py). Empty for a store that is not on disk."""
+        (`_recording`: start time, length, task): the same recording, copied or imported
+        again. A checkpoint records its training scenes so that a student distilled from it
+        on another store holds none of them out (distill/distiller.py). Empty for a store
+        that is not on disk."""
         infos = _episode_infos(store, self.train if episodes is None else episodes)
         return {i: _digest(f"{info.scene[0]}\0seed {info.scene[1]}" if info.scene is not None
                            else _recording(info)) for i, info in infos.items()}
@@ -169,7 +170,13 @@ def _episode_infos(store: Path, episodes: list[int]) -> dict[int, Any]:
 
 
 def _recording(info: Any) -> str:
-    """What names one recording of an episode: its start time, length and task."""
+    """What names one recording of an episode: its start time, length and task; for an
+    episode imported from LeRobot, which has no start time (0.0, its dropped frames not
+    counted), its length, task and checksums, the same in every import of the dataset
+    (one length and task alone would name many episodes of one import as one, and a
+    student would not hold them out)."""
+    if not info.start_time and info.dropped_frames is None:
+        return f"imported {info.length} {info.task} {sorted(info.checksums.items())}"
     return f"{info.start_time!r} {info.length} {info.task}"
 
 
