@@ -18,7 +18,8 @@ from shallowpi.commands.deploy_recording import DeploymentRecorder
 from shallowpi.data.store import EpisodeStore
 from shallowpi.deploy.executor_control import EpisodeReport
 from shallowpi.errors import ConfigError
-from shallowpi.record.disk import DiskSpaceError, raw_frame_bytes
+from shallowpi.record.disk import DiskSpaceError
+from shallowpi.record.settings import queue_frames
 from shallowpi.robots.observation import Frame, Observation
 
 
@@ -41,9 +42,9 @@ def test_a_deployment_recording_queues_record_queue_mb_of_frames(tmp_path):
     recorder = DeploymentRecorder(str(tmp_path / "deployed.zarr"), config.compose(["record.queue_mb=1"]), _target(),
                                   ["front"])
     recorder.close()
-    # 1 MB of uncompressed 16x16 frames (with the joints and the times): some 1200, not 256
+    # 1 MB of uncompressed 16x16 frames (with the joints, the times and what holds them): some 600, not 256
     capacity = recorder.writer.stats().queue_capacity
-    assert capacity == 1_000_000 // raw_frame_bytes(recorder.store.features) and capacity > 1000, capacity
+    assert capacity == queue_frames(1.0, recorder.store.features) and capacity > 500, capacity
 
 
 def test_a_deployment_recording_writes_with_the_configs_store_settings(tmp_path, caplog):

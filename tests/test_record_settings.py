@@ -147,3 +147,52 @@ def test_an_unexpected_error_out_of_the_session_puts_the_robot_away_before_the_w
     assert names.index("telemetry closed") > names.index("robot off"), names
     at = dict(events)
     assert at["robot off"] - at["error"] < 0.5 < at["writer drained"] - at["error"], events  # the queue was behind
+
+
+def test_the_writer_queue_of_a_recording_without_cameras_holds_what_record_queue_mb_says(tmp_path):
+    """queue_frames counted a frame's data alone: ~80 bytes of joints, while each queued frame
+    held ~10x that in objects (the frame, its dicts, each array's header), so
+    record.queue_mb=512 let ~5 GB into memory before back-pressure. Measured here on the
+    real writer: its queue filled to queue_frames(1 MB) frames, as the loop hands them over
+    (fresh arrays a tick), the writer thread held at the episode's begin."""
+    import threading
+    import tracemalloc
+
+    from shallowpi.data.features import robot_features
+    from shallowpi.record.settings import queue_frames
+    from shallowpi.record.writer import BackgroundWriter
+
+    joints = [f"joint_{i}" for i in range(6)]
+    features = robot_features(joints, {})
+    capacity = queue_frames(1.0, features)
+    store = EpisodeStore.create(tmp_path / "q.zarr", features)
+    held = threading.Event()
+    begin_episode = store.begin_episode
+
+    def begin_held(*args, **kwargs):  # the writer thread waits here; frames pile up behind it
+        held.wait(30)
+        return begin_episode(*args, **kwargs)
+
+    store.begin_episode = begin_held
+    writer = BackgroundWriter(store, capacity_frames=capacity)
+    rng = np.random.default_rng(0)
+    try:
+        writer.begin(0, "held", fps=30)
+        while writer.stats().queue_depth:  # the begin taken off the queue: `capacity` frames fit
+            time.sleep(0.01)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for t in range(capacity):
+                writer.add_frame({"observation.state": rng.random(6, dtype=np.float32),
+                                  "action": rng.random(6, dtype=np.float32)}, t / 30, max_wait_s=1.0)
+            queued = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert writer.stats().queue_depth == capacity
+        assert 0.6e6 < queued <= 1e6, f"{capacity} frames queued take {queued / 1e6:.2f} MB for record.queue_mb=1"
+    finally:
+        held.set()
+        writer.discard()
+        writer.close()
+        store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import re
@@ -79,6 +80,71 @@ def test_a_loop_that_cannot_wait_gets_an_error_instead_of_a_stall(tmp_path, rng,
     writer.commit(success=None)
     writer.close()
     assert 2 <= queued < 20 and store.episode(0).length == queued
+
+
+def test_close_calls_on_wait_while_it_waits_for_the_queue_and_sees_each_commit(tmp_path, rng, monkeypatch):
+    """Closing after a recording waits for every take still queued: seconds on a slow disk,
+    while the recorder published nothing (dashboards and `platform monitor` said STALE, "its
+    loop may be stuck", and a SIGKILL then lost exactly those takes). `on_wait` is called
+    every CLOSE_WAIT_SLICE_S of the wait, the commits counted as they land."""
+    from shallowpi.data import episode_writer
+    from shallowpi.record.writer import CLOSE_WAIT_SLICE_S
+
+    commit = episode_writer.EpisodeWriter.commit
+
+    def slow_commit(self, *args, **kwargs):
+        time.sleep(0.4)  # the fsyncs of a busy SD card
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(episode_writer.EpisodeWriter, "commit", slow_commit)
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False))
+    writer = BackgroundWriter(store, capacity_frames=64)  # all queued at once: ~2.4 s of commits at the close
+    for episode in range(6):
+        writer.begin(episode, "queued", fps=30)
+        for t in range(3):
+            writer.add_frame(synthetic_frame(rng, t), t / 30)
+        writer.commit()
+    looks: list[tuple[float, int]] = []
+    started = time.monotonic()
+    writer.close(on_wait=lambda: looks.append((time.monotonic(), writer.stats().committed_count)))
+    assert not writer.alive and len(store) == 6 and writer.stats().committed_count == 6
+    times = [started, *(at for at, _ in looks), time.monotonic()]
+    assert len(looks) >= 3, looks
+    assert max(b - a for a, b in itertools.pairwise(times)) < CLOSE_WAIT_SLICE_S + 0.3, looks
+    counts = [count for _, count in looks]
+    assert counts == sorted(counts) and counts[0] < counts[-1], looks
+
+
+def test_close_calls_on_wait_while_a_full_queue_has_no_room_for_its_stop(tmp_path, rng):
+    """A disk behind fills the queue (record.queue_mb of frames): the close's stop waits for
+    room before the thread can be joined, the longest part of the wait. The writer thread
+    is held at the episode's begin until the first look, so the queue is full then."""
+    import threading
+
+    store = EpisodeStore.create(tmp_path / "s.zarr", arm_features(), StoreSettings(durable=False))
+    held = threading.Event()
+    begin_episode = store.begin_episode
+
+    def begin_held(*args, **kwargs):
+        held.wait(30)
+        return begin_episode(*args, **kwargs)
+
+    store.begin_episode = begin_held
+    writer = BackgroundWriter(store, capacity_frames=4)
+    writer.begin(0, "open at the close", fps=30)
+    while writer.stats().queue_depth:  # the thread took the begin, and waits in it
+        time.sleep(0.01)
+    for t in range(4):
+        writer.add_frame(synthetic_frame(rng, t), t / 30)
+    depths: list[int] = []
+
+    def look() -> None:
+        depths.append(writer.stats().queue_depth)
+        held.set()
+
+    writer.close(on_wait=look)
+    assert depths[:1] == [4] and not writer.alive and writer.failure is None
+    assert len(store) == 0  # the episode left open was discarded
 
 
 def test_the_rate_is_the_disks_now_not_an_average_since_the_start(tmp_path, rng, monkeypatch):

@@ -40,6 +40,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shallowpi import config
@@ -297,11 +298,13 @@ def run(args: argparse.Namespace) -> int:
         def put_away() -> None:
             # The robot put away (torque off, ports closed) before the writer drains its
             # queue: up to record.queue_mb of frames on a disk that is behind, and nothing
-            # reads the dashboard's E-STOP meanwhile.
+            # reads the dashboard's E-STOP meanwhile. The status goes on meanwhile, each take
+            # said saved as it commits, and the last takes saved: watchers and the lines say
+            # so, not "saving".
             rig.close()
-            writer.close()
-            session.writer_closed()
-            publish(session.status)  # the last takes saved: watchers and the lines say so, not "saving"
+            saving = _SavingStatus(session, writer, rig.robot, publish)
+            writer.close(on_wait=saving)
+            saving.done()
 
         ran = True
         if use_tui:
@@ -318,7 +321,9 @@ def run(args: argparse.Namespace) -> int:
             result.fault = str(writer.failure)
         writer = None
         # The store, not the session's notes: marks and deletes made after saving are in it.
-        committed = store.episodes[session.first_episode:]
+        # This run's episodes only: every episode's metadata is a file read (seconds on a
+        # store of 100k), and an old one unreadable must not cost this run its summary.
+        committed = [store.episode(i) for i in range(session.first_episode, len(store))]
         total = len(store)
     finally:
         try:
@@ -330,7 +335,9 @@ def run(args: argparse.Namespace) -> int:
                 rig.close(as_found=not ran)
             finally:  # a robot that failed to close must not cost the takes still queued
                 if writer is not None:
-                    writer.close()
+                    # An error out of the session: the takes queued are still saved, and said
+                    # so as they commit (the robot was off once it ran, as in put_away).
+                    writer.close(on_wait=_SavingStatus(session, writer, rig.robot, publish) if ran else None)
                 if store is not None:
                     store.close()
         finally:
@@ -379,6 +386,76 @@ def _kept(committed: list[Any], store_path: Any) -> str:
     first, last = committed[0].index, committed[-1].index
     span = f"episode {first}" if first == last else f"episodes {first}-{last}"
     return f"kept {len(committed)} episode(s) of this run: {span} of {store_path.name}"
+
+
+class _SavingStatus:
+    """The recorder's status while the writer saves what it still holds after the loop has
+    ended: `BackgroundWriter.close`'s `on_wait`, called every 0.5 s of a wait of up to
+    record.queue_mb of frames (minutes on a disk that is behind). Nothing went out
+    meanwhile: a dashboard or `platform monitor` froze on the "saving" count and after 2 s
+    said STALE ("its loop may be stuck"), and an operator who believed it and killed the
+    recorder lost exactly the takes still queued. Each call marks the takes committed since
+    the last look saved (their line first, as the loop says it), refreshes the writer's
+    counters, says "robot off; saving N queued take(s)" and publishes; `done()`, after the
+    close, publishes the last word."""
+
+    def __init__(self, session: Any, writer: Any, robot: Any, publish: Callable[[Any], None]) -> None:
+        self._session, self._writer, self._robot, self._publish = session, writer, robot, publish
+        self._waited = False  # whether the close took long enough to call us
+        self._said, self._pending = "", -1  # the message of the last look, and the takes it said queued
+        # After a fault its line stays first: the last status's message is how a monitor
+        # says the recorder ended ("ended on a fault: ...").
+        self._fault = session.status.message if session.result.fault else ""
+
+    def __call__(self) -> None:
+        """One look while the writer drains; never raises (the takes' saving must go on)."""
+        self._waited = True
+        status = self._session.status
+        try:
+            status.message = ""  # the saved takes' line alone, not appended to the last look's
+            # The takes committed so far are marked saved (after a writer failure, those it
+            # never committed lost): the same look as after the close, made while it drains.
+            self._session.writer_closed()
+            saved = status.message
+            self._session.refresh_writer_status()
+            pending = self._saving_count()
+            if saved or pending != self._pending:  # else the last look's words stand (--no-tui prints each new one)
+                saving = f"{self._robot_state()}; saving {pending} queued take(s)"
+                self._said, self._pending = "; ".join(filter(None, [self._fault, saved, saving])), pending
+            status.message = self._said
+            self._publish(status)
+        except Exception:  # a status problem must never stop the saving
+            log.exception("status publish failed")
+
+    def done(self) -> None:
+        """After the close: the takes committed since the last look said saved (or, after a
+        writer failure, those never committed counted lost), and the final status published."""
+        status = self._session.status
+        if self._waited:
+            status.message = ""  # "saving N" is over: the last takes' line, or the end below
+        self._session.writer_closed()
+        if self._waited and not status.message:  # every take was said saved during the wait
+            failure = self._writer.failure
+            status.message = (f"{self._robot_state()}; " + (f"saving stopped: {failure}" if failure is not None
+                                                             else "every queued take saved"))
+        if self._fault and not status.message.startswith(self._fault):
+            status.message = f"{self._fault}; {status.message}"
+        self._session.refresh_writer_status()
+        self._publish(status)
+
+    def _saving_count(self) -> int:
+        """Takes handed over to be kept and not yet committed: the dashboard's rows saving,
+        while the status lists every take of the run (EPISODES_KEPT); past that, the
+        writer's count, which also counts a discard still queued behind them."""
+        status = self._session.status
+        if status.episodes_earlier:
+            return status.writer.pending_episodes
+        return sum(summary.state == "saving" for summary in status.episodes)
+
+    def _robot_state(self) -> str:
+        """What the looks say of the robot: off, or, where its disconnect could not switch a
+        bus off, that it may still hold and what to do (`torque_off_line`)."""
+        return torque_off_line(self._robot) if getattr(self._robot, "torque_off_failures", None) else "robot off"
 
 
 def _catch_up(rig: Any, speed: float | None, fps: float) -> Any:

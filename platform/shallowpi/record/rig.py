@@ -134,8 +134,12 @@ def camera_changes(store: Any, serials: dict[str, str]) -> str | None:
     roles' serials swapped in the config: the wrist view under "front" trains a policy on
     the wrong picture), or a camera replaced. Not an error: a replaced camera is a lab's
     everyday fix."""
-    last = next((e.extra["camera_serials"] for e in reversed(store.episodes)
-                 if isinstance(e.extra.get("camera_serials"), dict)), None)
+    if not serials:  # no camera to compare (--no-cameras, the twin's): nothing can have changed
+        return None
+    # From the newest back, each episode's metadata read only once reached (a file each):
+    # the last one usually says, and an old one unreadable is not read at all.
+    said = (store.episode(i).extra.get("camera_serials") for i in reversed(range(len(store))))
+    last = next((serials_then for serials_then in said if isinstance(serials_then, dict)), None)
     if last is None:
         return None
     changed = [f"'{role}' is {serials[role]}, was {last[role]}" for role in sorted(serials)

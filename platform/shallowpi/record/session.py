@@ -580,10 +580,19 @@ class RecordingSession:
             except PlatformError as exc:
                 log.error("discarding the take in flight failed: %s", exc)
 
+    def refresh_writer_status(self) -> Any:
+        """The writer's counters (queue, high water, MB/s, back-pressure, takes pending) into
+        the status, each tick and while the writer drains after the loop; returns the
+        writer's stats."""
+        stats = self.writer.stats()
+        self.status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
+                                          self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
+        return stats
+
     def writer_closed(self) -> None:
-        """Call once the writer is closed after the run: the takes it committed after the
-        loop ended are marked saved (the final status counts them); if it failed, those it
-        never committed are marked lost and counted."""
+        """Call while the writer drains after the run and once it is closed: the takes it
+        committed after the loop ended are marked saved (the final status counts them); if
+        it failed, those it never committed are marked lost and counted."""
         if self.writer.failure is not None:
             self._mark_lost()
         else:
@@ -673,10 +682,7 @@ class RecordingSession:
         if self._recording and not self._link_warned and (warning := link.warning("this take")):
             log.warning("%s", warning)  # a retried exchange loses nothing, but is a fault in the making
             status.message, self._link_warned = warning, True
-        stats = self.writer.stats()
-        status.writer = WriterStatus(stats.queue_depth, stats.queue_capacity, stats.high_water,
-                                     self.writer.mb_per_s(), stats.backpressure_s * 1e3, stats.pending_episodes)
-        self._mark_saved(stats.committed_count)
+        self._mark_saved(self.refresh_writer_status().committed_count)
         if observation is not None and state is not RecorderState.PAUSED:
             self.camera_health.update(status.cameras, observation, p50)
         elif state is RecorderState.PAUSED:

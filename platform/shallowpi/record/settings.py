@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 # other fields (image_batch, durable) are the code's own (benchmarks, tests), not a lab's.
 STORE_KEYS = tuple(sorted(SECTION_KEYS["store"]))
 MIN_QUEUE_FRAMES = 8  # whatever record.queue_mb says: a camera's batch (StoreSettings.image_batch) fits
+# What a queued frame holds in memory besides its arrays' data, bytes (CPython 3.12, numpy 2,
+# 64-bit; sys.getsizeof of the writer's queued `_Frame` and of what it holds): the object
+# 48 and its __dict__ 104, the values dict 184, the capture-times dict 64, the timestamp
+# float 24, the byte-count int 28, the queue's slot 8; and each array's header 112 (getsizeof
+# of an array less its nbytes). A recording without cameras queues ~80 bytes of joints a
+# frame: counted alone, record.queue_mb=512 let ~5 GB of frames in before back-pressure.
+FRAME_OVERHEAD_BYTES = 460
+ARRAY_OVERHEAD_BYTES = 112
 
 # record.* numbers: {name: (lowest, whether `lowest` itself is allowed, whether null is)}.
 # Null: record.fps is the robot's, record.sim_noise is off.
@@ -91,9 +99,12 @@ def warn_other_settings(store: EpisodeStore, section: Mapping[str, Any], what: s
 
 
 def queue_frames(queue_mb: float, features: Mapping[str, Feature]) -> int:
-    """Frames of `features`, uncompressed, that `queue_mb` (record.queue_mb, MB of 1e6 bytes)
-    holds: the writer's queue, at least MIN_QUEUE_FRAMES."""
-    return max(MIN_QUEUE_FRAMES, int(queue_mb * 1e6 // raw_frame_bytes(features)))
+    """Frames of `features` that `queue_mb` (record.queue_mb, MB of 1e6 bytes) of memory
+    holds: the writer's queue, at least MIN_QUEUE_FRAMES. A frame counts its data
+    uncompressed and the objects around it (FRAME_OVERHEAD_BYTES, ARRAY_OVERHEAD_BYTES a
+    feature): ten times its data for joints alone, nothing much beside a camera's picture."""
+    frame = raw_frame_bytes(features) + FRAME_OVERHEAD_BYTES + ARRAY_OVERHEAD_BYTES * len(features)
+    return max(MIN_QUEUE_FRAMES, int(queue_mb * 1e6 // frame))
 
 
 def reserve_bytes(record: Mapping[str, Any]) -> int:

@@ -38,6 +38,9 @@ COMMITTED_KEPT = 256  # committed episodes the writer remembers (the newest)
 # `mb_per_s` is the rate over this many seconds: what the disk takes now. (An average since
 # the writer started, resets included, showed an hour-old rate after the disk slowed down.)
 RATE_WINDOW_S = 5.0
+# While `close` waits for the queue to drain, its `on_wait` runs this often [s]: well inside
+# the 2 s after which a dashboard or `platform monitor` says a silent recorder is STALE.
+CLOSE_WAIT_SLICE_S = 0.5
 
 
 @dataclass
@@ -246,16 +249,33 @@ class BackgroundWriter:
         while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
             self._recent_bytes -= self._recent.popleft()[1]
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> None:
         """Finish everything queued (an open episode is discarded), then stop the thread.
-        After a failure there is nothing left to finish: `failure` says why."""
+        After a failure there is nothing left to finish: `failure` says why.
+
+        Up to a full queue (record.queue_mb of frames) is written first: seconds, or minutes on
+        a disk that is behind. `on_wait()` is called every CLOSE_WAIT_SLICE_S of that wait (a
+        recorder publishes its status, the saved count rising: a dashboard or `platform
+        monitor` that hears nothing for 2 s says the loop may be stuck, and an operator who
+        believes it and kills the process loses the takes still queued); an error out of it
+        ends the wait, raised, the thread going on. `timeout` [s]: how
+        long the thread's end is waited for once everything is queued (None: as long as it
+        takes); the thread, a daemon, is left behind after it."""
         while self._thread.is_alive():
             try:
-                self._queue.put(_STOP, timeout=0.5)
+                self._queue.put(_STOP, timeout=CLOSE_WAIT_SLICE_S)
                 break
-            except queue.Full:
-                continue
-        self._thread.join(timeout)
+            except queue.Full:  # the disk is behind: the queue drains to make room for the stop
+                if on_wait is not None and self._thread.is_alive():
+                    on_wait()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive():
+            left = CLOSE_WAIT_SLICE_S if deadline is None else min(CLOSE_WAIT_SLICE_S, deadline - time.monotonic())
+            if left <= 0:
+                return
+            self._thread.join(left)
+            if on_wait is not None and self._thread.is_alive():
+                on_wait()
 
     @property
     def alive(self) -> bool:
