@@ -143,3 +143,27 @@ def test_after_a_fault_the_takes_still_saving_are_said_after_the_faults_own_line
     assert len(said) >= 3 and all(m.startswith("E-STOP: torque off, robot is safe; ") for m in said), said
     assert any("saving 2 queued take(s)" in m or "saving 1 queued take(s)" in m for m in said), said
     assert session.status.episodes_saved == len(store) == 3 and "saving" not in said[-1], said
+
+
+def test_a_resume_into_a_store_of_other_joint_kinds_names_the_joint_and_both_kinds(tmp_path):
+    """`record --resume` after a joint's `kind:` changed in the robot file: refused naming the
+    joint (it said only "other features (action, observation.state)"); a store that keeps no
+    kinds still takes the robot's episodes."""
+    from shallowpi.commands.record_cmd import _check_resume
+    from shallowpi.errors import StoreError
+    from store_fixtures import arm_features, make_store
+
+    kinds = ("revolute",) * 5 + ("gripper",)
+    store = make_store(tmp_path / "kinded.zarr", episodes=1, kinds=kinds)
+    try:
+        with pytest.raises(StoreError, match=r"^other joint kinds: \S+ is gripper in kinded.zarr and revolute in "
+                                             r"this robot's spec"):
+            _check_resume(store, arm_features(kinds=("revolute",) * 6), "arm")
+        _check_resume(store, arm_features(kinds=kinds), "arm")
+    finally:
+        store.close()
+    unkinded = make_store(tmp_path / "unkinded.zarr", episodes=1)
+    try:
+        _check_resume(unkinded, arm_features(kinds=kinds), "arm")
+    finally:
+        unkinded.close()

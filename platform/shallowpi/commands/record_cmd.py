@@ -469,6 +469,12 @@ def _catch_up(rig: Any, speed: float | None, fps: float) -> Any:
 
 
 def _check_resume(store: Any, features: dict[str, Any], robot: str) -> None:
+    """Refuse (one line) `--resume` into `store` with other features than this robot's
+    (a joint whose kind changed in the robot file named with both kinds) or of another robot."""
+    from shallowpi.data.features import check_joint_kinds
+
+    check_joint_kinds(store.features, store.path.name, features, "this robot's spec",
+                      "record into another --dataset, or set the kind back in the robot file")
     if store.features != features:
         differ = sorted(set(store.features) ^ set(features)) or sorted(
             k for k in features if store.features.get(k) != features[k])
