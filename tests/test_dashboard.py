@@ -47,7 +47,7 @@ from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
 from shallowpi.tui.launch import spawn_dashboard
 from shallowpi.tui.recorder_dashboard import QuitScreen, RecorderDashboard
-from telemetry_fixtures import commands_of, sent_commands
+from telemetry_fixtures import commands_of, never_stale, sent_commands  # noqa: F401 (autouse)
 
 pytestmark = pytest.mark.timeout(60)
 SIZE = (140, 45)

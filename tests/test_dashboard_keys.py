@@ -17,23 +17,14 @@ from shallowpi.telemetry import keys
 from shallowpi.telemetry.mailbox import StatusMailbox
 from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState
-from shallowpi.tui import stale
 from shallowpi.tui.recorder_dashboard import AcknowledgeScreen, QuitScreen, RecorderDashboard
-from telemetry_fixtures import sent_commands
+from telemetry_fixtures import never_stale, sent_commands  # noqa: F401 (autouse)
 from test_dashboard import make_status, text_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 KEY_COMMANDS = {"n": Command.NEXT, "r": Command.RERECORD, "d": Command.DISCARD, "s": Command.SUCCESS,
                 "f": Command.FAILURE, "p": Command.PAUSE, "right_square_bracket": Command.JOG_NEXT,
                 "plus": Command.JOG_UP, "equals_sign": Command.JOG_UP, "minus": Command.JOG_DOWN}
-
-
-@pytest.fixture(autouse=True)
-def never_stale(monkeypatch):
-    """One status drives each scenario here, whose keys can take longer than STALE_AFTER_S
-    on a loaded machine: the STALE line would replace the key's answer being checked.
-    (Staleness has its own test in test_dashboard.py.)"""
-    monkeypatch.setattr(stale, "STALE_AFTER_S", 3600.0)
 
 
 def run_app(app: RecorderDashboard, scenario, size=(140, 45)) -> None:

@@ -13,7 +13,7 @@ from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, S
 from shallowpi.telemetry.mailbox import StatusMailbox
 from shallowpi.telemetry.status import Command, LoopStatus
 from shallowpi.tui.executor_dashboard import ExecutorDashboard
-from telemetry_fixtures import sent_commands
+from telemetry_fixtures import never_stale, sent_commands  # noqa: F401 (autouse)
 
 
 def make_status(**changes) -> ExecutorStatus:
