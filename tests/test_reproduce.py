@@ -1,4 +1,5 @@
-"""tools/bench/reproduce.py: the Shallow-π reproduction's stages are cached and resume (issue 16)."""
+"""tools/bench/reproduce.py: the Shallow-π reproduction's stages are cached and resume (issue 16).
+With --teacher-rollouts: test_reproduce_rollouts.py."""
 
 from __future__ import annotations
 
@@ -396,24 +397,38 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     Policy.load(trained_here).save(given, {k: v for k, v in meta.items() if k in ("fps", "joint_names", "step")})
     assert "dataset" not in Policy.read_metadata(given)
     work2, kept2 = tmp_path / "work2", tmp_path / "kept2"
-    done = run(given=f"arm={given}", at=(work2, kept2))
+
+    def elsewhere(*changes: str, rows: tuple[str, ...] = ("teacher", "cut6"), redo: tuple[str, ...] = ()):
+        """`run` with the given teacher into work2 and kept2, each row's seeds in one block: one
+        evaluation process a row (splitting into blocks and redoing a stale one: the runs above)."""
+        return run("--block", "2", *changes, rows=rows, given=f"arm={given}", at=(work2, kept2), redo=redo)
+
+    # The demonstrations this machine recorded, in the new work folder: the record stage finds
+    # every episode there and records none (recording again is the new machine's, below).
+    shutil.copytree(work / "arm" / "arm.zarr", work2 / "arm" / "arm.zarr")
+    done = elsewhere()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert stages_run(done)[:3] == ["record", "given_teacher", "eval_teacher"]
+    # The fingerprint the new machine's store is checked against is the first store's.
+    assert json.loads((kept2 / "arm" / "stages" / "record.json").read_text())["fingerprint"] == \
+        json.loads((stages / "record.json").read_text())["fingerprint"]
     given_stage = json.loads((kept2 / "arm" / "stages" / "given_teacher.json").read_text())
     assert stage_cache.local(given_stage["checkpoint"]) == given.resolve()
     # Judged on the twin as its students are, through the store: its size and image codec
     # (with no store named, `eval --sim` rendered at record.sim_size, 224x224, uncoded).
-    for block in (kept2 / "arm" / "eval" / "teacher").glob("seeds_*.json"):
+    blocks2 = sorted((kept2 / "arm" / "eval" / "teacher").glob("seeds_*.json"))
+    assert [b.name for b in blocks2] == ["seeds_1000-1001.json"]
+    for block in blocks2:
         assert [r["render_size"] for r in json.loads(block.read_text())["tasks"]] == [[64, 64]] * 2
 
     # A new machine: the results came along (kept in git), the work folder did not. Nothing
     # is redone; a row added trains alone, on the store recorded again and found the same,
     # and the table holds every row kept, whichever run made it.
     shutil.rmtree(work2)
-    same = run(given=f"arm={given}", at=(work2, kept2))
+    same = elsewhere()
     assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
     assert stages_run(same) == [] and not (work2 / "arm" / "arm.zarr").exists()  # nothing ran, nothing recorded
-    added = run(given=f"arm={given}", at=(work2, kept2), rows=("kd6",))
+    added = elsewhere(rows=("kd6",))
     assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
     assert stages_run(added) == ["train_kd6", "eval_kd6"]  # the chunk timing of depth 6 was kept
     assert (work2 / "arm" / "arm.zarr").is_dir()
@@ -427,7 +442,7 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     other_robot = json.loads((kept2 / "arm" / "rows.json").read_text()) | {"robot": "humanoid"}
     (kept2 / "humanoid").mkdir()
     (kept2 / "humanoid" / "rows.json").write_text(json.dumps(other_robot))
-    again = run(given=f"arm={given}", at=(work2, kept2), rows=("cut6",), redo=("kd6",))
+    again = elsewhere(rows=("cut6",), redo=("kd6",))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert stages_run(again) == ["train_kd6", "eval_kd6"]
     assert len(list((work2 / "arm" / "runs").glob("kd6.replaced-*"))) == 1
@@ -435,107 +450,20 @@ def test_the_whole_loop_on_a_tiny_budget_then_a_rerun_redoes_only_what_is_missin
     assert len((stages2 / "train_kd6.seconds").read_text().split()) == 1
     assert [r["robot"] for r in json.loads((kept2 / "reproduce.json").read_text())["results"]] == ["arm", "humanoid"]
     assert "### humanoid" in (kept2 / "table.md").read_text()
-    # Seeds added to a row whose weights stayed on the first machine: one line, nothing lost.
-    lost = run("--eval-episodes", "4", given=f"arm={given}", at=(work2, kept2))
+    # Seeds added to a row whose weights stayed on the first machine: one line, nothing lost
+    # (the row alone: the teacher's weights are here, its new seeds would be evaluated first).
+    lost = elsewhere("--eval-episodes", "4", rows=("cut6",))
     assert lost.returncode == 1 and "eval_cut6 needs seeds, but train_cut6's checkpoint" in lost.stderr
+    assert stages_run(lost) == [] and [b.name for b in (kept2 / "arm" / "eval" / "cut6").glob("seeds_*.json")] == [
+        "seeds_1000-1001.json"]
     assert "rerun with --redo cut6 to make it again here" in lost.stderr
     # A machine whose twin records another store must not add rows trained on it.
     record_stage = kept2 / "arm" / "stages" / "record.json"
     fingerprint = json.loads(record_stage.read_text())["fingerprint"]
     record_stage.write_text(json.dumps({"fingerprint": fingerprint | {"frames": "f" * 64}, "seconds": 1.0}))
-    other = run(given=f"arm={given}", at=(work2, kept2), rows=("teacher", "task6"))
+    other = elsewhere(rows=("teacher", "task6"))
     assert other.returncode == 1 and "differs from the store the kept stages were made from in its frames" in other.stderr
     assert not (kept2 / "arm" / "stages" / "train_task6.json").exists()
-
-
-def test_students_also_train_on_the_teachers_successful_rollouts(tmp_path):
-    """--teacher-rollouts N: the shipped teacher drives the twin N episodes a task on scenes
-    of its own, and the students train on the demonstrations followed by its successful
-    episodes (the failed ones left out); a new machine makes that store again and finds it
-    the same (the twin, the teacher's sampling on the CPU and the recorder are
-    deterministic). One that differs is refused: the next test."""
-    from shallowpi.data.store import EpisodeStore
-
-    sys.path.insert(0, str(SCRIPT.parent))
-    from teacher_rollouts import first_seed
-
-    work, kept = tmp_path / "work", tmp_path / "kept"
-    cmd = [sys.executable, str(SCRIPT), "--robots", "arm", "--rows", "kd6", "--episodes", "1",
-           "--teacher", f"arm={ROOT / 'robots' / 'arm' / 'teacher'}", "--teacher-rollouts", "2",
-           "--student-steps", "2", "--eval-episodes", "1", "--eval-time-s", "1", "--eval-workers", "1",
-           "--latency-repeats", "1", "--out", str(work), "--results", str(kept),
-           "--set", "policy.train.batch_size=2", "policy.train.warmup_steps=0", "policy.train.workers=0"]
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert stages_run(done) == ["record", "given_teacher", "teacher_rollouts", "train_kd6", "eval_kd6",
-                                "latency_teacher_6"]
-    assert json.loads((kept / "arm" / "recipe.json").read_text())["teacher_rollouts"] == 2
-    counts = json.loads((kept / "arm" / "stages" / "teacher_rollouts.json").read_text())["rollouts"]
-    assert list(counts) == ["cube_in_bowl", "push_block_left"]
-    assert all(c["kept"] + c["failed"] == 2 for c in counts.values()) and sum(c["kept"] for c in counts.values())
-    mixed = work / "arm" / "arm_rollouts.zarr"
-    with EpisodeStore.open(mixed) as store:
-        episodes = store.episodes
-    assert [e.extra["seed"] for e in episodes[:2]] == [0, 1]  # the demonstrations first, as recorded
-    rollouts = episodes[2:]
-    assert len(rollouts) == sum(c["kept"] for c in counts.values()) and all(e.success for e in rollouts)
-    for k, task in enumerate(counts):
-        seeds = [e.extra["seed"] for e in rollouts if e.task == episodes[k].task]
-        assert set(seeds) <= {first_seed(k), first_seed(k) + 1} and len(seeds) == counts[task]["kept"]
-    assert "policy_sha256" in rollouts[0].extra  # marked as a policy's episodes (deploy --record)
-    trained_on = OmegaConf.load(work / "arm" / "runs" / "kd6" / "config.yaml").dataset
-    assert Path(trained_on).resolve() == mixed.resolve()
-    assert not (work / "arm" / "rollouts").exists()  # merged and kept: the parts are spent
-    # A new machine: the results came along, the work folder did not; a row added remakes the
-    # students' store (its stage kept) and finds it the same.
-    shutil.rmtree(work)
-    added = subprocess.run([*cmd[:cmd.index("kd6")], "task6", *cmd[cmd.index("kd6") + 1:]], env=env,
-                           capture_output=True, text=True, timeout=900)
-    assert added.returncode == 0, added.stdout[-3000:] + added.stderr[-3000:]
-    assert stages_run(added) == ["train_task6", "eval_task6"] and mixed.is_dir()
-
-
-def test_a_students_store_made_again_otherwise_is_refused_and_not_left(reproduce, stage_cache, tmp_path,
-                                                                        monkeypatch):
-    """A machine whose teacher drove other episodes (a CPU that rounds otherwise) makes a
-    students' store that differs from the kept stage's: refused in one line, and deleted, so
-    the next run makes and checks it again rather than training on it unchecked (it was left
-    in place before). The same store made again is taken."""
-    import argparse
-
-    from store_fixtures import make_store
-
-    teacher = ROOT / "robots" / "arm" / "teacher"
-    stages = stage_cache.Stages(tmp_path / "stages", tmp_path / "locks", "arm")
-    make_store(tmp_path / "kept.zarr", episodes=2).close()
-    kept = {"rollouts": {}, "teacher_sha256": stage_cache.weights_sha256(teacher),
-            "fingerprint": stage_cache.store_fingerprint(tmp_path / "kept.zarr")}
-    stages.run("teacher_rollouts", lambda: kept)
-
-    class Demos:
-        def ready(self) -> Path:
-            return tmp_path / "demos.zarr"
-
-    students = reproduce.StudentStore("arm", Demos(), tmp_path / "work", argparse.Namespace(teacher_rollouts=2),
-                                      tmp_path / "log.txt", stages)
-    made = []
-    seed = [1]
-
-    def merge(_robot, _demos, _parts, out, _log):  # stands in for the rollouts merged after the demonstrations
-        make_store(out, episodes=2, seed=seed[0]).close()
-        made.append(seed[0])
-        return {}
-
-    monkeypatch.setattr(reproduce, "record_rollouts", lambda *args: None)
-    monkeypatch.setattr(reproduce, "with_rollouts", merge)
-    for _ in range(2):
-        with pytest.raises(SystemExit, match=r"arm_rollouts\.zarr was made again and differs from the store"):
-            students.ready(teacher)
-        assert not students.path.exists() and not list(tmp_path.glob("*.making"))
-    seed[0] = 0
-    assert students.ready(teacher) == students.path and students.path.is_dir()
-    assert students.ready(teacher) == students.path and made == [1, 1, 0]  # kept: not made again
 
 
 def test_the_rollouts_join_the_demonstrations_less_the_teachers_failures(tmp_path):
@@ -598,30 +526,46 @@ def test_a_kept_result_names_its_checkpoint_portably_and_checks_it(stage_cache, 
         stage_cache.weights_of("train_kd6", made, "eval_kd6 needs seeds", "R")
 
 
-def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--teacher", f"arm={tmp_path}", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "--teacher arm=" in done.stderr and "holds model.safetensors" in done.stderr
+def refused(reproduce, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            *argv: str) -> tuple[int, str]:
+    """reproduce.py's main() on the command line `argv`, in this process (a subprocess paid a
+    torch import for each): (exit status, stderr) as the script's own process gives them, a
+    SystemExit message printed and exit status 1. The refusal must come before main() sets
+    anything up for the whole process: its SIGTERM handler is checked not to have been
+    installed (and put back if it was)."""
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *argv])
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            reproduce.main()
+        assert signal.getsignal(signal.SIGTERM) is handler, "refused after exit_on_sigterm(): keep it a subprocess"
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    code, err = stopped.value.code, capsys.readouterr().err
+    return (1, err + f"{code}\n") if isinstance(code, str) else (code, err)
+
+
+def test_a_given_teacher_must_name_a_robot_and_a_checkpoint(reproduce, monkeypatch, capsys, tmp_path):
+    code, err = refused(reproduce, monkeypatch, capsys, "--teacher", f"arm={tmp_path}", "--out", str(tmp_path))
+    assert code == 2 and "--teacher arm=" in err and "holds model.safetensors" in err
 
 
 @pytest.mark.parametrize("flag", ["--block", "--eval-episodes", "--episodes", "--latency-repeats"])
-def test_counts_below_one_are_refused_before_anything_runs(tmp_path, flag):
+def test_counts_below_one_are_refused_before_anything_runs(reproduce, monkeypatch, capsys, tmp_path, flag):
     """--block -50 or --eval-episodes 0 wrote an evaluation of no task, which every later
     run took as complete; --block 0 failed in range() after the row had trained."""
-    done = subprocess.run([sys.executable, str(SCRIPT), flag, "0", "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and f"argument {flag}: must be at least 1, got 0" in done.stderr, done.stderr
+    code, err = refused(reproduce, monkeypatch, capsys, flag, "0", "--out", str(tmp_path / "out"))
+    assert code == 2 and f"argument {flag}: must be at least 1, got 0" in err, err
     assert not (tmp_path / "out").exists()
 
 
-def test_a_task_noise_must_name_one_of_the_robots_tasks(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--robots", "arm", "--task-noise", "handover=0.01",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "--task-noise handover: not a task of arm (tasks: cube_in_bowl" in done.stderr
+def test_a_task_noise_must_name_one_of_the_robots_tasks(reproduce, monkeypatch, capsys, tmp_path):
+    code, err = refused(reproduce, monkeypatch, capsys, "--robots", "arm", "--task-noise", "handover=0.01",
+                        "--out", str(tmp_path))
+    assert code == 1 and "--task-noise handover: not a task of arm (tasks: cube_in_bowl" in err
     for item in ("cube_in_bowl", "cube_in_bowl=nan", "cube_in_bowl=-0.01"):
-        done = subprocess.run([sys.executable, str(SCRIPT), "--task-noise", item, "--out", str(tmp_path)],
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 1 and f"--task-noise {item}: expected TASK=NOISE" in done.stderr
+        code, err = refused(reproduce, monkeypatch, capsys, "--task-noise", item, "--out", str(tmp_path))
+        assert code == 1 and f"--task-noise {item}: expected TASK=NOISE" in err
 
 
 def test_the_distillation_by_data_curve_is_made_from_the_kept_results_alone(tmp_path):
