@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from shallowpi import config
 from shallowpi.errors import ConfigError
@@ -64,3 +65,42 @@ def test_record_refuses_an_unknown_record_key_before_anything_is_made(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown config key 'record.sim_nosie'; did you mean record.sim_noise?"), err
     assert err.count("\n") == 0 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    # a traceback deep in the command, or a setting read as false without a word
+    ("policy.train.steps=null", "policy.train.steps cannot be null: it is a number (its default is 1500)"),
+    ("policy.train.bf16=null", "policy.train.bf16 cannot be null: it is true or false (its default is true)"),
+    ("policy.train.betas=null", "policy.train.betas cannot be null: it is a list (its default is [0.9, 0.95])"),
+    ("+policy.train.seed=null", "policy.train.seed cannot be null: it is a number (its default is 0)"),
+    ("record.episodes=null", "record.episodes cannot be null: it is a number (its default is 5)"),
+    ("record.allow_no_cameras=null", "record.allow_no_cameras cannot be null: it is true or false"),
+    ("deploy.max_frame_age_s=null", "deploy.max_frame_age_s cannot be null: it is a number (its default is 0.25)"),
+    ("deploy.realtime=null", "deploy.realtime cannot be null: it is true or false (its default is true)"),
+    ("telemetry.max_hz=null", "telemetry.max_hz cannot be null: it is a number (its default is 20.0)"),
+    ("store.image_quality=null", "store.image_quality cannot be null: it is a number (its default is 90)"),
+    ("action_selection.delay_window=null", "action_selection.delay_window cannot be null: it is a number"),
+    ("distill.weights=null", "distill.weights cannot be null: it is a section of settings"),
+    ("record=null", "record cannot be null: it is a section of settings"),
+])
+def test_null_where_no_reader_takes_it_is_refused_in_one_line(override, says):
+    import shallowpi.cli  # noqa: F401  (fills OPTIONAL_SETTINGS: policy.train.seed's default)
+
+    with pytest.raises(ConfigError) as refused:
+        config.compose([override])
+    assert str(refused.value).startswith(says) and "\n" not in str(refused.value), refused.value
+
+
+@pytest.mark.parametrize("override", [
+    # null means something to each reader: the robot's rate, no catch-up, the demonstrations'
+    # start pose skipped, no EMA, half the chunk, the steps of the preset, no JetPack check
+    "record.fps=null", "record.catch_up_speed=null", "deploy.start_speed=null", "policy.train.ema=null",
+    "+distill.train.ema=null", "demo.train.ema=null", "action_selection.replan_every=null", "distill.steps=null",
+    "distill.attention_pairs=null", "jetson.jetpack=null", "telemetry.address=null",
+    "robot.cameras.front.serial=null",
+])
+def test_null_where_it_means_something_is_taken(override):
+    import shallowpi.cli  # noqa: F401
+
+    key = override.partition("=")[0].lstrip("+")
+    assert OmegaConf.select(config.compose([override]), key, default="absent") is None

@@ -552,3 +552,210 @@ def test_a_teacher_given_for_its_own_store_edited_since_is_refused(tmp_path, cap
     # every number from the deleted one on (the last, 4, is gone altogether)
     assert f"the teacher {teacher} was trained on other episodes than {store} holds under the numbers " \
            "[0, 1, 2, 3, 4]" in err and "distill without --teacher" in err and "\n" not in err
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+def test_a_reused_teacher_of_another_model_than_asked_is_refused(distilled, capsys):
+    """runs/NAME-P was reused once complete, its episodes and steps checked, never its model:
+    `policy.num_steps=7 policy.vlm.width=64` distilled the teacher's 3 and 32 while
+    config.yaml and the report's resolved config said 7 and 64."""
+    before = (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns
+    assert _distill(distilled, "--run", "wider", "policy.num_steps=7", "policy.vlm.width=64") != 0
+    err = _one_line_error(capsys)
+    assert (f"the teacher at {distilled['teacher']} was trained with another model than this command asks "
+            "(policy.vlm.width=64, the teacher's 32; policy.num_steps=7, the teacher's 3): to distil from it, drop "
+            f"those settings (or pass --teacher {distilled['teacher']}); to train a teacher with them, pass "
+            "--runs-dir OTHER") in err, err
+    assert not (distilled["runs"] / "wider").exists()
+    assert (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_what_training_fills_in_is_no_other_model(tmp_path):
+    """The cameras a teacher was trained with, and the vocabulary and offset dimensions
+    training built where the preset leaves them empty, are not asked for by the preset:
+    they do not make the teacher another model (every `tokenizer: words` teacher would)."""
+    from shallowpi.commands.distill_cmd import _model_differences
+
+    asked = dataclasses.replace(load_preset("tiny"), tokenizer="words", actions="delta")
+    built = dataclasses.replace(asked, vocabulary=["cube", "put", "the"], delta_dims=[0, 1, 2, 3, 4])
+    Policy(built, Features(6, 6, ["front", "wrist"])).save(tmp_path / "teacher")
+    assert _model_differences(tmp_path / "teacher", asked) == []
+    # ... unless asked for otherwise, by name
+    named = dataclasses.replace(asked, delta_dims=[0, 1], num_steps=5)
+    assert _model_differences(tmp_path / "teacher", named) == [
+        "policy.num_steps=5, the teacher's 3", "policy.delta_dims=[0, 1], the teacher's [0, 1, 2, 3, 4]"]
+    assert _model_differences(tmp_path / "teacher", named, ["delta_dims"]) == [
+        "policy.delta_dims=[0, 1], the teacher's [0, 1, 2, 3, 4]"]
+
+
+def test_a_model_override_the_given_teacher_does_not_match_is_refused(distilled, capsys):
+    """The student copies its teacher's model: `--teacher CKPT policy.num_steps=7` was
+    accepted, recorded in config.yaml and the report, and the student sampled in 3 steps."""
+    teacher = distilled["teacher"]
+    assert _distill(distilled, "--run", "given-wider", "--teacher", str(teacher), "policy.num_steps=7") != 0
+    assert _one_line_error(capsys) == (
+        f"error: policy.num_steps=7, the teacher's 3: a student keeps its teacher's model (--teacher: {teacher}), so "
+        "this would be recorded and not applied; drop it (policy.train.* keys set the student's training), or distil "
+        "without --teacher to train a teacher with it")
+    assert _distill(distilled, "--run", "given-wider", "--teacher", str(teacher), "policy.vlm.mlp_dim=128") != 0
+    assert _one_line_error(capsys).startswith("error: policy.vlm.mlp_dim=128, the teacher's 64: ")
+    assert not (distilled["runs"] / "given-wider" / "checkpoints").exists()
+    # The run being resumed recorded its teacher: the same rule without --teacher.
+    resumed = distilled["runs"] / "resumed-wider"
+    shutil.copytree(distilled["student"], resumed)
+    assert _distill(distilled, "--run", "resumed-wider", "--resume", "policy.num_steps=7") != 0
+    assert "a student keeps its teacher's model (the run being resumed: " in _one_line_error(capsys)
+    # What the teacher holds, and the student's training keys, pass.
+    assert _distill(distilled, "--run", "same-model", "--teacher", str(teacher), "policy.num_steps=3",
+                    "policy.train.batch_size=2", "distill.steps=1", "distill.report=false",
+                    "distill.compare_selections=false") == 0
+
+
+def test_episodes_recorded_after_the_teacher_trained_train_the_student(distilled, tmp_path, caplog):
+    """With the teacher's split in force, the episodes it never saw were neither trained on
+    nor held out: a store that grew since was distilled on its old episodes alone. Those
+    of a held-out episode's scene stay out (the student would learn what it is scored on)."""
+    store = tmp_path / "grown.zarr"
+    shutil.copytree(distilled["store"], store)
+    with EpisodeStore.open(store, "a") as writable, EpisodeStore.open(distilled["store"]) as source:
+        writable.append_episode_from(source, 0)  # 4: a scene the teacher trained on
+        writable.append_episode_from(source, 3)  # 5: the held-out episode's scene
+    with caplog.at_level("INFO", logger="shallowpi.distill.distiller"):
+        assert main(["distill", "--dataset", str(store), "--runs-dir", str(tmp_path), "--run", "grown", *QUICK,
+                     "--teacher", str(distilled["teacher"]), "distill.steps=1", "distill.report=false",
+                     "distill.compare_selections=false"]) == 0
+    split = json.loads((tmp_path / "grown" / "distill.json").read_text())["split"]
+    assert (split["train"], split["held_out"]) == ([0, 1, 2, 4], [3])
+    assert json.loads(Policy.read_metadata(tmp_path / "grown" / "checkpoints" / "step_000001")["train"]) == [0, 1, 2, 4]
+    assert ("1 episode(s) recorded after the teacher trained join the student's training; 1 left out: their scenes "
+            "are the held-out episodes'") in caplog.text
+
+
+def test_an_eval_fraction_of_the_student_s_own_is_refused_under_the_teacher_s_split(distilled, capsys):
+    """distill.train.eval_fraction=0.5 was written to config.yaml and held out nothing: the
+    student keeps its teacher's split."""
+    assert _distill(distilled, "--run", "own-fraction", "--teacher", str(distilled["teacher"]),
+                    "distill.train.eval_fraction=0.5") != 0
+    assert _one_line_error(capsys) == (
+        f"error: distill.train.eval_fraction=0.5: the student keeps the split of its teacher {distilled['teacher']} "
+        "(held-out episodes [3]), which policy.train.eval_fraction chose when it trained; drop it")
+    assert not (distilled["runs"] / "own-fraction" / "checkpoints").exists()
+
+
+def test_with_no_episode_held_out_the_selections_are_said_to_be_judged_on_training_windows(distilled, tmp_path):
+    """The comparison of the selection strategies was labelled "held-out" when it scored the
+    training windows greedy had searched on (no episode held out)."""
+    other = tmp_path / "other.zarr"
+    make_store(other, episodes=4, length=12, seed=3).close()
+    assert main(["distill", "--dataset", str(other), "--runs-dir", str(tmp_path), "--run", "all-train", *QUICK,
+                 "--teacher", str(distilled["teacher"]), "distill.steps=1", "distill.train.eval_fraction=0"]) == 0
+    report = (tmp_path / "all-train" / "report.md").read_text()
+    assert ("teacher on probe windows of the training episodes [0, 1, 2, 3] (no held-out episodes), normalised "
+            "units. No episode is held out: greedy is judged on the very windows it searched on.") in report, report
+    assert "held-out probe windows" not in report
+
+
+def test_with_the_attention_term_off_no_pairing_is_recorded(distilled, tmp_path):
+    """distill.weights.attention=0 recorded the default pairing (or a given one, unchecked) in
+    distill.json, the checkpoint's header and the report, as if a loss had used it."""
+    assert _distill(distilled, "--run", "no-attention", "--teacher", str(distilled["teacher"]), "distill.steps=1",
+                    "distill.weights.attention=0", "distill.attention_pairs=[[0,1]]",
+                    "distill.compare_selections=false") == 0
+    run = distilled["runs"] / "no-attention"
+    assert json.loads((run / "distill.json").read_text())["attention_pairs"] == []
+    assert json.loads(Policy.read_metadata(run / "checkpoints" / "step_000001")["attention_pairs"]) == []
+    assert ("- attention pairing [student layer, teacher layer]: off (distill.weights.attention=0)"
+            in (run / "report.md").read_text())
+
+
+@pytest.mark.parametrize(("override", "says"), [
+    ("distill.weights=null", "distill.weights cannot be null: it is a section of settings"),
+    ("distill.weights.task=null", "distill.weights.task cannot be null: it is a number (its default is 1.0)"),
+    ("distill.train=null", "distill.train cannot be null: it is a section of settings"),
+    ("distill.teacher_fraction=null", "distill.teacher_fraction cannot be null: it is a number (its default is 1.0)"),
+    ("distill.probe_windows=null", "distill.probe_windows cannot be null: it is a number (its default is 32)"),
+    ("distill.sim_episodes=null", "distill.sim_episodes cannot be null: it is a number (its default is 10)"),
+    ("distill.report=null", "distill.report cannot be null: it is true or false (its default is true)"),
+    ("distill.compare_selections=null", "distill.compare_selections cannot be null: it is true or false"),
+])
+def test_a_null_distill_setting_is_refused_before_any_teacher_work(distilled, tmp_path, capsys, override, says):
+    """A traceback after the teacher had loaded (weights, the counts, train), or read as
+    false without a word (report, compare_selections)."""
+    assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(tmp_path), *QUICK, override]) == 2
+    assert _one_line_error(capsys).startswith(f"error: {says}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_null_in_a_distill_section_from_a_file_is_refused():
+    """Where a config comes from elsewhere than an override (a lab's distill file, a script)."""
+    from shallowpi.distill.settings import DistillConfig
+    from shallowpi.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^distill\.weights cannot be null \(its default is \{'task': 1\.0"):
+        DistillConfig.from_dict({"weights": None})
+    with pytest.raises(ConfigError, match=r"^distill\.report cannot be null \(its default is true\)$"):
+        DistillConfig.from_dict({"report": None})
+    with pytest.raises(ConfigError, match=r"^distill\.weights\.output cannot be null"):
+        DistillConfig.from_dict({"weights": {"output": None}})
+    assert DistillConfig.from_dict({"steps": None, "attention_pairs": None, "sim_episode_time_s": None}).steps is None
+
+
+def test_a_run_distilled_from_a_teacher_file_resumes_without_naming_it(distilled, tmp_path, caplog):
+    """`--teacher step_N/model.safetensors` is accepted; resuming its run said the file "is
+    gone" (a folder was looked for)."""
+    teacher = distilled["teacher"] / "model.safetensors"
+    common = ["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(tmp_path), "--run", "from-file",
+              *QUICK, "distill.report=false", "distill.compare_selections=false"]
+    assert main([*common, "--teacher", str(teacher)]) == 0
+    run = tmp_path / "from-file"
+    shutil.rmtree(run / "checkpoints" / "step_000004")  # as if killed after step 2's checkpoint
+    (run / "checkpoints" / "last").write_text("step_000002")
+    with caplog.at_level("INFO", logger="shallowpi.commands.distill_cmd"):
+        assert main([*common, "--resume"]) == 0
+    assert f"teacher: {teacher}, as the run being resumed" in caplog.text
+    assert (run / "checkpoints" / "step_000004").is_dir() and not (tmp_path / "arm-tiny").exists()
+
+
+def test_a_sha256_of_a_step_s_own_weights_is_said_to_be_not_its_ema_s(distilled, tmp_path, capsys):
+    """`--teacher step_N` of a run that kept an EMA means its EMA weights (the ones the run is
+    judged by), so a --teacher-sha256 of step_N/model.safetensors was refused as "another
+    checkpoint"; the line now says which file was hashed and what to pass."""
+    from shallowpi.distill.distiller import checkpoint_sha256
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), "--policy", "tiny",
+                 "--no-progress", "policy.train.steps=1", "policy.train.save_every=1", "policy.train.ema=0.9"]) == 0
+    step = runs / "arm-tiny" / "checkpoints" / "step_000001"
+    assert (step / "ema" / "model.safetensors").is_file()
+    capsys.readouterr()
+    own = checkpoint_sha256(step)
+    assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), "--run", "s", *QUICK,
+                 "--teacher", str(step), "--teacher-sha256", own]) != 0
+    err = _one_line_error(capsys)
+    assert (f"teacher checkpoint {step / 'ema'} (the EMA weights of step_000001, the ones its run is judged by, were "
+            f"hashed) has sha256 {checkpoint_sha256(step / 'ema')[:16]}... but distill.teacher_sha256 "
+            f"(--teacher-sha256) expects {own[:16]}..., that of the step's own weights "
+            f"({step / 'model.safetensors'}): pass the EMA file's sha256, or --teacher {step / 'model.safetensors'} "
+            "to distil from the step's own weights") in err, err
+    # ... which distils from those weights
+    assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), "--run", "s", *QUICK,
+                 "--teacher", str(step / "model.safetensors"), "--teacher-sha256", own, "distill.steps=1",
+                 "distill.report=false", "distill.compare_selections=false"]) == 0
+
+
+def test_a_teacher_given_as_its_file_passes_its_scenes_on(distilled, tmp_path):
+    """The student records the scenes its teacher learned (a student distilled from it holds
+    none of them out); a teacher given as its model.safetensors file was looked up as a
+    folder, and its scenes were lost."""
+    other = tmp_path / "other.zarr"
+    make_store(other, episodes=4, length=12, seed=3).close()
+    assert main(["distill", "--dataset", str(other), "--runs-dir", str(tmp_path), "--run", "s", *QUICK,
+                 "--teacher", str(distilled["teacher"] / "model.safetensors"), "distill.steps=1",
+                 "distill.report=false", "distill.compare_selections=false"]) == 0
+    taught = json.loads(Policy.read_metadata(distilled["teacher"])["scenes"])
+    assert set(taught) <= set(json.loads(Policy.read_metadata(tmp_path / "s" / "checkpoints" / "step_000001")["scenes"]))

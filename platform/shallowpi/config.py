@@ -182,13 +182,21 @@ def _refuse_unknown_section_keys(cfg: DictConfig) -> None:
 NUMBER_OR_NULL = ("record.fps", "action_selection.replan_every", "action_selection.rtc_fade", "policy.train.ema",
                   "distill.steps", "distill.sim_episode_time_s", "demo.eval_time_s", "demo.record_time_s",
                   "jetson.memory_gb")
+# Keys whose default is a number (in a config choice, or a lab's) and whose reader takes
+# null too, meaning something: no catch-up, no move to the start pose, no EMA kept, no
+# JetPack checked. Null is refused where the default is a number, a boolean, a section or a
+# list, but for these and NUMBER_OR_NULL.
+NULL_TAKEN = ("record.catch_up_speed", "deploy.start_speed", "distill.train.ema", "demo.train.ema", "jetson.jetpack")
 
 
 def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequence[str]) -> None:
     """ConfigError for an override that puts text where the default is a number (or, for
     NUMBER_OR_NULL, null), or anything but true/false where it is a boolean, or anything but
-    a section where it is one: the configs are plain YAML, so nothing else would stop
-    `policy.train.steps=abc` until a comparison deep in training fails."""
+    a section or a list where it is one; null too, where the default is a number, a boolean,
+    a section or a list, but for NUMBER_OR_NULL and NULL_TAKEN: the configs are plain YAML, so
+    nothing else would stop `policy.train.steps=abc` until a comparison deep in training
+    fails, and `distill.weights=null` was a traceback after the teacher had loaded
+    (`distill.report=null` read as false without a word)."""
     for override in overrides:
         key = _key_of(override)
         if override.startswith("~") or key in groups():
@@ -198,7 +206,12 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
             value = OmegaConf.select(cfg, key, default=None)
         except OmegaConfBaseException as exc:  # an interpolation in the value that does not resolve
             raise ConfigError(f"cannot set '{key}': {str(exc).strip().splitlines()[0]}") from None
-        if value is None or (default is None and key not in NUMBER_OR_NULL):
+        if default is None and key not in NUMBER_OR_NULL:
+            continue
+        if value is None:
+            # Text keys (a port, a backend, a serial) keep null: several read it as "pick one".
+            if (refused := _null_refused(key, default)) is not None:
+                raise ConfigError(refused)
             continue
         if isinstance(default, DictConfig):
             if not isinstance(value, DictConfig):
@@ -227,6 +240,22 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
         if not fits:
             raise ConfigError(f"{key} must be {wanted} (its default is {_yaml_scalar(default)}), "
                               f"not {_yaml_scalar(value)}")
+
+
+def _null_refused(key: str, default: object) -> str | None:
+    """Why `key` cannot be null, its default being `default` (a section, a list, a boolean, a
+    number: none of their readers takes null), or None when it can (text, or a key of
+    NUMBER_OR_NULL or NULL_TAKEN)."""
+    if key in NUMBER_OR_NULL or key in NULL_TAKEN:
+        return None
+    if isinstance(default, DictConfig):
+        return f"{key} cannot be null: it is a section of settings (`platform config show` lists its keys)"
+    if isinstance(default, ListConfig):
+        return f"{key} cannot be null: it is a list (its default is {OmegaConf.to_container(default)})"
+    if isinstance(default, (bool, int, float)):
+        kind = "true or false" if isinstance(default, bool) else "a number"
+        return f"{key} cannot be null: it is {kind} (its default is {_yaml_scalar(default)})"
+    return None
 
 
 def _yaml_scalar(value: object) -> str:

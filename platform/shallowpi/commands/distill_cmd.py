@@ -11,8 +11,11 @@ Without --teacher, the teacher is the run `platform train --dataset NAME --polic
 (runs/NAME-P): reused once complete (at policy.train.steps, or at the steps it was trained
 for, `platform train --steps N`), continued if interrupted (run the same command again,
 without --resume: that flag is the student's), trained first (from --init when given, else
-from scratch) through the same path as `platform train` if absent; `--resume` continues the
-student with the teacher its run recorded. The
+from scratch) through the same path as `platform train` if absent; one trained with another
+model config than P and the `policy.*` overrides ask is refused, in one line. `--resume`
+continues the student with the teacher its run recorded. A student keeps its teacher's
+model config: with a teacher given (or recorded), a `policy.*` model override it does not
+match is refused (`policy.train.*` keys are the student's training, not the model's). The
 student's run folder (default runs/NAME-T-studentK, T the teacher's preset) holds what a
 training run holds (config.yaml, metrics.jsonl with the task/output/attention terms, tb/,
 checkpoints/ as ordinary policy checkpoints that also record the teacher's sha256, the kept
@@ -45,10 +48,15 @@ from shallowpi.errors import ConfigError
 
 if TYPE_CHECKING:
     from shallowpi.distill.settings import DistillConfig
+    from shallowpi.policy.config import PolicyConfig
     from shallowpi.train.trainer import TrainConfig
 
 # Settings that choose the episodes: the teacher's (policy.train), never the student's alone.
 TEACHERS_EPISODES_KEYS = ("successful_only", "skip_nonfinite")
+# Model settings a checkpoint's config holds that training fills in from the data, not the
+# preset's: the cameras it was given (Policy), and the word vocabulary and the offset
+# dimensions where the preset leaves them empty (train/finetune.py). Compared only where asked.
+FILLED_BY_TRAINING = ("num_cameras", "vocabulary", "delta_dims")
 HELP = "distil the teacher into a k-layer student (trains the teacher first if needed)"
 log = logging.getLogger(__name__)
 
@@ -138,8 +146,11 @@ def run(args: argparse.Namespace) -> int:
                                        f"-student{dcfg.layers}")
     check_run_folder(run_dir, args.resume)
     given = args.teacher if args.teacher is not None else _resumed_teacher(run_dir) if args.resume else None
+    if given is not None:  # its model is the student's: a model override it does not match would be dropped
+        _check_teacher_model(given, policy_cfg, overrides, "--teacher" if args.teacher is not None else
+                             "the run being resumed")
     if given is None:  # runs/NAME-P's teacher, when complete; else it is trained (or continued) here
-        given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs)
+        given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs, args.init)
     if given is not None and args.init is not None and \
             (began := Policy.read_metadata(given).get("init")) != str(Path(args.init).resolve()):
         # --init starts a teacher's training, and none is trained here: it was dropped
@@ -212,7 +223,7 @@ def _resumed_teacher(run_dir: Path) -> Path | None:
     if not facts.is_file():  # a run from before distill.json: the teacher is found as for a new run
         return None
     teacher = Path(json.loads(facts.read_text())["teacher"])
-    if not teacher.is_dir():
+    if not teacher.exists():  # a folder, or the model.safetensors file `--teacher` was given as
         raise CheckpointError(f"the run being resumed was distilled from {teacher}, which is gone ({facts}); "
                               "pass --teacher with that checkpoint (its sha256 is checked)")
     log.info("teacher: %s, as the run being resumed (%s)", teacher, facts)
@@ -231,18 +242,26 @@ def _failed_episodes(store: Path, kept: list[int], successful_only: bool) -> lis
     return sorted(set(store_episodes(store)) - set(kept))
 
 
-def _reusable_teacher(store: Path, policy_cfg: Any, train_cfg: TrainConfig,
-                      runs: Path) -> tuple[Path | None, TrainConfig]:
+def _reusable_teacher(store: Path, policy_cfg: PolicyConfig, train_cfg: TrainConfig, runs: Path,
+                      init: Path | None = None) -> tuple[Path | None, TrainConfig]:
     """The teacher `platform train` would make (runs/NAME-P) when it is complete, at
     policy.train.steps or at the steps its run was asked for, and `train_cfg`; else None
     and the settings to train it, or continue it, with (`_teacher_run`). TrainingError when
-    that run was trained on other episodes (`_check_teacher_data`)."""
+    that run was trained on other episodes (`_check_teacher_data`); ConfigError (one line)
+    when its model is not `policy_cfg` (the preset and the `policy.*` overrides asked):
+    reused, the student was cut from it while config.yaml and the report said the model
+    asked. A teacher begun from `init`, one of ours, has that checkpoint's model
+    (`platform train` said so when it trained): the --init check in `run` decides."""
     from shallowpi.train.checkpoint import latest_checkpoint, trained_for
 
     last = latest_checkpoint(runs / f"{store.stem}-{policy_cfg.name}")
     if last is None:
         return None, train_cfg
     _check_teacher_data(last, store)
+    if not _ours(init) and (differ := _model_differences(last, policy_cfg)):
+        raise ConfigError(f"the teacher at {last} was trained with another model than this command asks "
+                          f"({_listed(differ)}): to distil from it, drop those settings (or pass --teacher {last}); "
+                          "to train a teacher with them, pass --runs-dir OTHER")
     step, asked = int(last.name.removeprefix("step_")), trained_for(last)
     # Complete at the steps it was trained for (`platform train --steps 300`): reused as
     # it is, not extended into the user's run folder to the preset's count; interrupted,
@@ -254,6 +273,71 @@ def _reusable_teacher(store: Path, policy_cfg: Any, train_cfg: TrainConfig,
     log.info("teacher: reusing %s%s", last, "" if train_cfg.steps == preset else
              f" (trained for its {asked} steps; `platform train --resume --steps N` trains it further)")
     return last, train_cfg
+
+
+def _check_teacher_model(teacher: Path, policy_cfg: PolicyConfig, overrides: list[str], whose: str) -> None:
+    """ConfigError (one line) when a `policy.*` model override in `overrides` asks for another
+    value than the teacher checkpoint's config holds: the student is cut from the teacher
+    and keeps its model, so the override was recorded in config.yaml and the report and
+    not applied. `whose` names where the teacher came from (--teacher, the run being
+    resumed). `policy.train.*` keys pass: they set the student's training."""
+    keys = [key.removeprefix("policy.") for o in overrides
+            if (key := o.partition("=")[0].lstrip("+~")).startswith("policy.") and key.split(".")[1] != "train"]
+    if keys and (differ := _model_differences(teacher, policy_cfg, keys)):
+        raise ConfigError(f"{_listed(differ)}: a student keeps its teacher's model ({whose}: {teacher}), so this "
+                          "would be recorded and not applied; drop it (policy.train.* keys set the student's "
+                          "training)" + (", or distil without --teacher to train a teacher with it"
+                                         if whose == "--teacher" else ""))
+
+
+def _model_differences(teacher: Path, asked: PolicyConfig, keys: list[str] | None = None) -> list[str]:
+    """The model settings `asked` gives otherwise than `teacher`'s checkpoint header, as
+    "policy.KEY=ASKED, the teacher's VALUE" (nested keys dotted: policy.vlm.width); only
+    those at or under `keys` (e.g. ["vlm.width", "vision"]) when given. Those training fills
+    in (FILLED_BY_TRAINING) count where `asked` names a value. [] when the header cannot be
+    read or names no config (`load_teacher` says so in one line, later)."""
+    import json
+
+    from shallowpi.policy.config import PolicyConfig
+    from shallowpi.policy.policy import Policy
+
+    try:
+        theirs = _dotted(PolicyConfig.from_dict(json.loads(Policy.read_metadata(teacher)["config"])).to_dict())
+    except Exception:  # safetensors raises its own types; any failure means "not readable"
+        return []
+    differ = []
+    for key, value in _dotted(asked.to_dict()).items():
+        if key in FILLED_BY_TRAINING and (key == "num_cameras" or not value):
+            continue  # the data's cameras; a vocabulary, offsets training built for the teacher
+        if keys is not None and not any(key == k or key.startswith(f"{k}.") for k in keys):
+            continue
+        if value != theirs.get(key):
+            differ.append(f"policy.{key}={value!r}, the teacher's {theirs.get(key)!r}")
+    return differ
+
+
+def _dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of nested settings: {"vlm": {"width": 32}} -> {"vlm.width": 32}."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        out.update(_dotted(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value})
+    return out
+
+
+def _listed(items: list[str], most: int = 3) -> str:
+    """The first `most` of `items` joined for a one-line message, '...' after when there are more."""
+    return "; ".join(items[:most]) + ("; ..." if len(items) > most else "")
+
+
+def _ours(checkpoint: Path | None) -> bool:
+    """Whether `checkpoint` (an --init) is one of our policy checkpoints, whose model a run
+    begun from it keeps (`finetune._initial_policy`), not a lerobot/openpi π0 directory."""
+    from shallowpi.policy.policy import Policy
+
+    try:
+        return checkpoint is not None and "format" in Policy.read_metadata(checkpoint)
+    except Exception:  # no model.safetensors, or not a safetensors file: not ours
+        return False
 
 
 def _teacher_run(store, policy_cfg, train_cfg, runs: Path, episodes, tasks, make_dataset, init, cfg) -> Path:

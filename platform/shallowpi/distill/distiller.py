@@ -1,17 +1,20 @@
 """Distil a teacher checkpoint into a k-layer student on one episode store.
 
 `distill` is what `platform distill` runs once it has a teacher: check the teacher (its
-hash, its features against the dataset), take the teacher's train / held-out split, choose
-the layers (greedy measures them on training windows; the strategies are compared on
-held-out ones), cut the student, train it with the
-distillation objective through the one training loop (train/trainer.py: same data order,
-noise, checkpoints, DDP/FSDP, logs), then write the report.
+hash, its features against the dataset), take the teacher's train / held-out split (the
+episodes recorded since it trained join training), choose the layers (greedy measures
+them on training windows; the strategies are compared on held-out ones, or on the
+training ones when none is held out, greedy's search windows then), cut the student,
+train it with the distillation objective through the one training loop
+(train/trainer.py: same data order, noise, checkpoints, DDP/FSDP, logs), then write the
+report.
 
 The student's checkpoints are ordinary policy checkpoints (eval, eval --sim and deploy load
 them without the teacher); their header also records the teacher checkpoint's path and
-sha256, the kept layer indices, the loss weights and the attention pairing. The run folder
-adds distill.json: the same facts, the surgery's parameter counts, and how each selection
-strategy's student starts (velocity error against the teacher before training).
+sha256, the kept layer indices, the loss weights and the attention pairing ([] with the
+attention term off). The run folder adds distill.json: the same facts, the surgery's
+parameter counts, and how each selection strategy's student starts (velocity error
+against the teacher before training).
 
 The long CPU work outside training (choosing the layers, the report's closed loop) shows
 progress as training does: a bar with an ETA on a terminal, plain lines otherwise, none
@@ -54,7 +57,6 @@ from shallowpi.train.finetune import (
     Split,
     recorded_facts,
     run_task_texts,
-    scenes_of,
     without_seen_scenes,
 )
 from shallowpi.train.objective import NoiseSpec, step_noise
@@ -79,9 +81,22 @@ def checkpoint_sha256(checkpoint: Path) -> str:
 
 def load_teacher(checkpoint: Path, expected_sha256: str | None, what: str = "--teacher-sha256") -> tuple[Policy, str]:
     """The teacher policy (eval mode, CPU) and its sha256; CheckpointError if the hash is not
-    the expected one (`what` says where the expectation came from)."""
+    the expected one (`what` says where the expectation came from). For a step folder's EMA
+    average (`checkpoint` .../step_N/ema, which `weights_to_use` picks for step_N) the error
+    says so, and whether the hash expected is that of step_N's own weights."""
     sha = checkpoint_sha256(checkpoint)
     if expected_sha256 is not None and sha != expected_sha256:
+        raw = checkpoint.parent / "model.safetensors"
+        if checkpoint.name == "ema" and raw.is_file():
+            # `--teacher step_N --teacher-sha256 <step_N/model.safetensors'>` named the raw
+            # weights; the EMA average was hashed, as the one the run is judged by.
+            which = "that of" if checkpoint_sha256(raw) == expected_sha256 else "not that of either"
+            raise CheckpointError(
+                f"teacher checkpoint {checkpoint} (the EMA weights of {checkpoint.parent.name}, the ones its run is "
+                f"judged by, were hashed) has sha256 {sha[:16]}... but {what} expects {expected_sha256[:16]}..., "
+                f"{which} the step's own weights ({raw}): pass the EMA file's sha256, or --teacher {raw} to distil "
+                "from the step's own weights"
+            )
         raise CheckpointError(
             f"teacher checkpoint {checkpoint} has sha256 {sha[:16]}... but {what} expects "
             f"{expected_sha256[:16]}...; it changed or is another checkpoint: pass the right one"
@@ -107,9 +122,11 @@ def probe_windows(dataset: Dataset, policy: Policy, count: int, seed: int = 0) -
 def selection_errors(teacher: Policy, k: int, search: Probe, judge: Probe, chosen: dict[str, list[int]],
                      strategies: tuple[str, ...] = SELECTIONS) -> dict[str, dict[str, Any]]:
     """Each of `strategies`' layers and the velocity MSE (normalised units, real dims) of the
-    untrained student against the teacher on `judge` (held-out windows): how each starts.
-    Layers already chosen are reused; greedy, when not, searches on `search` (training
-    windows: a choice made on `judge` would flatter it there), O(depth^2) passes."""
+    untrained student against the teacher on `judge` (held-out windows; with no episode
+    held out, training ones: those `search` holds, so greedy is judged on its own search
+    windows there): how each starts. Layers already chosen are reused; greedy, when not,
+    searches on `search` (training windows: a choice made on `judge` would flatter it
+    there), O(depth^2) passes."""
     model = teacher.model
     reference = model.velocity(judge.prefix, judge.state, judge.x_t, judge.t)
     denom = judge.weights.sum().clamp(min=1.0)
@@ -123,7 +140,7 @@ def selection_errors(teacher: Policy, k: int, search: Probe, judge: Probe, chose
 
 def choice_passes(depth: int, k: int, select: str, strategies: tuple[str, ...]) -> int:
     """Velocity passes (the full teacher's or a subset of its layers) that choosing `select`'s
-    k layers and comparing `strategies` on held-out windows costs: greedy's search, when
+    k layers and comparing `strategies` on the judging windows costs: greedy's search, when
     it runs (chosen, or compared), 1 + sum(depth .. k+1) (`greedy_layers`), and the
     comparison one for the teacher plus one per strategy (`selection_errors`)."""
     searched = select == "greedy" or "greedy" in strategies
@@ -195,7 +212,8 @@ def distill(
     # A resumed run keeps the split it started with (episodes added to the store since, or
     # a teacher trained elsewhere, would otherwise give another one and another data order).
     split, split_note = (_recorded_split(recorded, store, episodes, facts_path) if recorded is not None
-                         else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction, tasks))
+                         else _split_of(teacher_checkpoint, store, episodes, train_cfg.eval_fraction, tasks,
+                                        own_fraction=dcfg.train.get("eval_fraction")))
     split.check_held_out(store, train_cfg.require_held_out, train_cfg.eval_fraction)
     taught_by_teacher = (_recorded_teacher_only(recorded, teacher_only or [], facts_path) if recorded is not None
                          else sorted(set(teacher_only or ()) - set(split.train) - set(split.held_out)))
@@ -233,6 +251,8 @@ def distill(
         demonstrated = (make_dataset(store, teacher.cfg.chunk_len, split.train) if taught_by_teacher
                         else train_set)
         search = probe_windows(demonstrated, teacher, dcfg.probe_windows)
+        # The held-out episodes' windows; with none held out the training ones, the very
+        # windows greedy searched (the report says so: `eval_what`).
         judge = probe_windows(eval_set, teacher, dcfg.probe_windows)
         others = SELECTIONS if dcfg.compare_selections else (dcfg.select,)
         dist = init_distributed(device)
@@ -256,7 +276,9 @@ def distill(
         teacher.cpu()
     student, surgery = build_student(teacher, kept)
     log.info("%s", surgery.summary())
-    pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept)
+    # No pairing with the attention term off: the student, its header and the report would
+    # name a pairing no loss used (a distill.attention_pairs given with it goes unused too).
+    pairs = AttentionPairs.from_config(dcfg.attention_pairs, kept) if dcfg.weights.attention else AttentionPairs()
     objective = DistillationObjective(student, teacher, dcfg.weights, pairs, dcfg.teacher_fraction,
                                       teacher_only=taught_by_teacher)
     facts = {
@@ -277,7 +299,10 @@ def distill(
     }
     # The scenes the student learned, its teacher's included: a student distilled from it in
     # turn holds none of them out either.
-    scenes = sorted({*scenes_of(teacher_checkpoint), *Split(split.train + taught_by_teacher, []).scenes(store).values()})
+    # (From its header: `scenes_of` looks for a folder, and a teacher given as its
+    # model.safetensors file lost its scenes.)
+    taught_scenes = json.loads(Policy.read_metadata(teacher_checkpoint).get("scenes", "[]"))
+    scenes = sorted({*taught_scenes, *Split(split.train + taught_by_teacher, []).scenes(store).values()})
     metadata = {
         "dataset": str(store),
         "held_out": json.dumps(split.held_out),
@@ -370,12 +395,15 @@ def _recorded_teacher_only(recorded: dict[str, Any], failed: list[int], facts_pa
 
 
 def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fraction: float,
-              tasks: Mapping[int, str] | None) -> tuple[Split, str]:
+              tasks: Mapping[int, str] | None, own_fraction: float | None = None) -> tuple[Split, str]:
     """The teacher's own split when it was trained on this store (so the held-out episodes
-    stay unseen by both), else a fresh one less the scenes the teacher trained on (`_unseen`).
-    Either way the student trains only on `episodes` (those policy.train.successful_only
-    keeps, when it is set). With the split, a note for the report on what its held-out
-    episodes are to the teacher ("" for its own split)."""
+    stay unseen by both), with the episodes recorded since it trained added to training
+    (`_with_new_episodes`); else a fresh one (`fraction` held out) less the scenes the
+    teacher trained on (`_unseen`). Either way the student trains only on `episodes`
+    (those policy.train.successful_only keeps, when it is set). With the split, a note for
+    the report on what its held-out episodes are to the teacher ("" for its own split).
+    ConfigError (one line) for `own_fraction` (distill.train.eval_fraction) with the
+    teacher's split in force: it would hold out nothing, recorded in config.yaml all the same."""
     meta = Policy.read_metadata(teacher_checkpoint)
     same = Path(meta.get("dataset", "")).resolve() == store.resolve()
     teacher_split = Split.recorded_in(meta)  # a student as teacher: its teacher-only episodes count as trained
@@ -392,9 +420,33 @@ def _split_of(teacher_checkpoint: Path, store: Path, episodes: list[int], fracti
         else:
             same = teacher_split.identities(store) == recorded
     if same and teacher_split is not None:
-        allowed = set(episodes)
-        return Split([e for e in teacher_split.train if e in allowed], teacher_split.held_out), ""
+        if own_fraction is not None:
+            raise ConfigError(f"distill.train.eval_fraction={own_fraction}: the student keeps the split of its teacher "
+                              f"{teacher_checkpoint} (held-out episodes {teacher_split.held_out}), which "
+                              "policy.train.eval_fraction chose when it trained; drop it")
+        return _with_new_episodes(teacher_split, store, episodes), ""
     return _unseen(Split.of(sorted(episodes), fraction, tasks), store, meta.get("scenes"))
+
+
+def _with_new_episodes(teacher_split: Split, store: Path, episodes: list[int]) -> Split:
+    """The teacher's split for a student training on `episodes`: the teacher's training
+    episodes among them, its held-out ones, and the episodes recorded after it trained
+    (neither trained on nor held out by it, so they hold none of its held-out ones) added to
+    training, but those of a held-out episode's scene (`Split.scenes`: the same twin scene
+    recorded again would score the student on what it learned). Says in a line how many
+    joined and how many were left out."""
+    allowed, seen = set(episodes), {*teacher_split.train, *teacher_split.held_out}
+    taught = [e for e in teacher_split.train if e in allowed]
+    new = [e for e in episodes if e not in seen]
+    if not new:
+        return Split(taught, teacher_split.held_out)
+    held_scenes = set(teacher_split.scenes(store, teacher_split.held_out).values())
+    kept = [e for e, scene in teacher_split.scenes(store, new).items() if scene not in held_scenes] \
+        if held_scenes else new
+    log.info("%d episode(s) recorded after the teacher trained join the student's training%s", len(kept),
+             f"; {len(new) - len(kept)} left out: their scenes are the held-out episodes'" if len(kept) < len(new)
+             else "")
+    return Split(sorted(taught + kept), teacher_split.held_out)
 
 
 def _unseen(split: Split, store: Path, teacher_scenes: str | None) -> tuple[Split, str]:

@@ -341,13 +341,17 @@ def write_report(
         f"- parameters: teacher {s['teacher_params']:,}, student {s['student_params']:,} "
         f"({s['student_params'] / s['teacher_params']:.1%}); {s['copied_params']:,} copied, {s['dropped_params']:,} dropped",
         f"- loss weights: {facts['loss_weights']}",
-        f"- attention pairing [student layer, teacher layer]: {facts['attention_pairs']}",
+        "- attention pairing [student layer, teacher layer]: " + (
+            str(facts["attention_pairs"]) if facts["loss_weights"]["attention"] else "off (distill.weights.attention=0)"),
         *([f"- learned from the teacher alone ({' and '.join(t for t in ('output', 'attention') if facts['loss_weights'][t])}"
            f" terms; marked failed): episodes {facts['split']['teacher_only']}"]
           if facts["split"].get("teacher_only") else []),
         "",
         "How each selection strategy's student starts (before training): velocity MSE against the",
-        "teacher on held-out probe windows, normalised units.", "",
+        f"teacher on probe windows of the {eval_what}, normalised units."
+        # With none held out those are the training windows greedy searched on: its row flatters it.
+        + (" No episode is held out: greedy is judged on the very windows it searched on."
+           if not facts["split"]["held_out"] and "greedy" in facts["selections"] else ""), "",
         "| selection | layers | velocity MSE vs teacher |", "|---|---|---|",
     ]
     for name, row in facts["selections"].items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from shallowpi.distill.objective import LossWeights, check_teacher_fraction
@@ -36,6 +36,14 @@ class DistillConfig:
     latency_repeats: int = 10
 
     def __post_init__(self) -> None:
+        # Null only where null means something (the fields whose default is None): a section
+        # from a lab's file, or a script, reached here as None and failed with a traceback
+        # (weights, train, the counts) or read as false (report, compare_selections).
+        for f in fields(self):
+            if getattr(self, f.name) is None and f.default is not None:  # MISSING for a factory's
+                raise ConfigError(f"distill.{f.name} cannot be null (its default is {_default_of(f)})")
+        if isinstance(self.weights, dict) and (null := [k for k, v in self.weights.items() if v is None]):
+            raise ConfigError(f"distill.weights.{null[0]} cannot be null (a weight; 0 switches the term off)")
         refuse_fractional("distill", self, ("layers", "probe_windows", "steps", "sim_episodes", "latency_repeats"))
         if self.steps is not None and self.steps < 1:  # 0 read as "unset" and fell back to policy.train.steps
             raise ConfigError(f"distill.steps must be >= 1 (or null: the preset's policy.train.steps), got {self.steps}")
@@ -70,3 +78,11 @@ class DistillConfig:
         value."""
         refuse_unknown_keys("distill", data, cls)
         return cls(**data)
+
+
+def _default_of(setting: Any) -> str:
+    """A DistillConfig field's default as the config spells it: true, 32, {} for a section."""
+    if setting.default is MISSING:
+        made = setting.default_factory()
+        return "{}" if isinstance(made, dict) else str(made.to_dict() if hasattr(made, "to_dict") else made)
+    return str(setting.default).lower() if isinstance(setting.default, bool) else str(setting.default)
