@@ -154,3 +154,18 @@ def test_a_last_marker_left_behind_by_a_kill_is_mended(tmp_path, caplog):
         _trainer(tmp_path, resume=True, steps=4).fit()  # nothing left to train
     assert marker.read_text() == "step_000004"
     assert "checkpoints/last now names step_000004, the newest checkpoint" in caplog.text
+
+
+def test_init_given_as_a_checkpoints_model_file_means_its_folder(tmp_path):
+    """`--teacher` takes a checkpoint's model.safetensors; --init given the same file was read
+    as a lerobot/openpi π0 directory (its loader refused it) and lost the checkpoint's scenes."""
+    import argparse
+
+    from shallowpi.commands.train_cmd import init_checkpoint
+
+    step = tmp_path / "runs" / "r" / "checkpoints" / "step_000002"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes(b"weights")
+    assert init_checkpoint(argparse.Namespace(init=str(step / "model.safetensors"))) == step
+    assert init_checkpoint(argparse.Namespace(init=str(step))) == step
+    assert init_checkpoint(argparse.Namespace(init=None)) is None

@@ -72,9 +72,10 @@ def runs_folder(args: argparse.Namespace) -> Path:
 
 
 def init_checkpoint(args: argparse.Namespace) -> Path | None:
-    """The checkpoint --init names (`checkpoint_step`: a run folder means its newest step),
-    or None without --init. ConfigError when nothing is there: a π0 directory's loader would
-    say only that it holds no weights."""
+    """The checkpoint --init names (`checkpoint_step`: a run folder means its newest step; a
+    checkpoint's model.safetensors, as `--teacher` takes it, its folder), or None without
+    --init. ConfigError when nothing is there: a π0 directory's loader would say only that
+    it holds no weights."""
     from shallowpi.errors import ConfigError
     from shallowpi.train.checkpoint import checkpoint_step
 
@@ -83,7 +84,10 @@ def init_checkpoint(args: argparse.Namespace) -> Path | None:
     if not Path(args.init).exists():
         raise ConfigError(f"--init {args.init}: no such checkpoint; give a run folder or a step of ours, or a "
                           "lerobot/openpi π0 directory")
-    return checkpoint_step(args.init, say=log.info)
+    given = Path(args.init).expanduser()
+    if given.is_file() and given.name == "model.safetensors":  # else read as a π0 directory, and refused
+        given = given.parent
+    return checkpoint_step(given, say=log.info)
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
