@@ -41,7 +41,11 @@ def _committed(log: Path) -> dict[int, dict]:
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path):
     store_path, log = tmp_path / "crash.zarr", tmp_path / "commits.jsonl"
-    env = subprocess_env(PYTHONPATH=subprocess_env()["PYTHONPATH"] + ":" + str(Path(__file__).parent))
+    # One server forks each trial's writer with the imports done (an interpreter a trial was
+    # half the test's time); the server must stay single-threaded to fork safely, so numpy's
+    # BLAS pool (a native thread) is kept from starting, as `platform` itself does.
+    env = subprocess_env(PYTHONPATH=subprocess_env()["PYTHONPATH"] + ":" + str(Path(__file__).parent),
+                         OPENBLAS_NUM_THREADS="1")
     chooser = random.Random(1234)
     episodes_seen = []
     waited_for = 0  # commits the test saw before killing: a lower bound on the episodes
@@ -53,45 +57,64 @@ def test_sigkill_at_random_moments_loses_at_most_the_episode_in_flight(tmp_path)
     old.close()
     as_layout_1(store_path)
     unlogged: set[int] = {0, 1}  # committed, then killed before the writer logged it (or not by it)
-    for trial in range(TRIALS):
-        writer = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "crash_writer.py"), str(store_path), str(log), str(trial)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    errors = tmp_path / "writers.err"  # a file, not a pipe: 30 writers' warnings could fill one
+    with errors.open("wb") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "crash_writer.py"), "--fork", str(store_path), str(log)],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+            start_new_session=True,  # its own process group: one kill ends it and its writer
         )
-        assert writer.stdout.readline().strip() == b"ready", writer.stderr.read().decode()[-2000:]
-        # Let it commit 0-2 episodes (so the dataset grows however slow the machine is),
-        # then kill it anywhere: in a frame, an image flush, a commit or the log write.
-        waits = chooser.choice([0, 1, 1, 2])
-        waited_for += waits
-        for _ in range(waits):
-            assert writer.stdout.readline().startswith(b"committed"), writer.stderr.read().decode()[-2000:]
-        time.sleep(chooser.uniform(0.0, 0.5))
-        writer.send_signal(signal.SIGKILL)
-        _, stderr = writer.communicate(timeout=30)
-        assert writer.returncode == -signal.SIGKILL, f"writer died on its own: {stderr.decode()[-2000:]}"
+    try:
+        assert server.stdout.readline().strip() == b"ready", errors.read_text()[-2000:]
+        for trial in range(TRIALS):
+            server.stdin.write(f"{trial}\n".encode())
+            server.stdin.flush()
+            said = server.stdout.readline()
+            assert said.startswith(b"writer "), errors.read_text()[-2000:]
+            pid = int(said.split()[1])
+            assert server.stdout.readline().strip() == b"ready", errors.read_text()[-2000:]
+            # Let it commit 0-2 episodes (so the dataset grows however slow the machine is),
+            # then kill it anywhere: in a frame, an image flush, a commit or the log write.
+            waits = chooser.choice([0, 1, 1, 2])
+            waited_for += waits
+            for _ in range(waits):
+                assert server.stdout.readline().startswith(b"committed"), errors.read_text()[-2000:]
+            time.sleep(chooser.uniform(0.0, 0.5))
+            os.kill(pid, signal.SIGKILL)
+            # The server reaps it and says how it ended, after the lines the writer printed.
+            while (said := server.stdout.readline()).startswith(b"committed"):
+                pass
+            assert said == f"ended {-signal.SIGKILL}\n".encode(), \
+                f"writer died on its own ({said!r}): {errors.read_text()[-2000:]}"
 
-        committed = _committed(log)
-        with EpisodeStore.open(store_path) as reader:  # before recovery: the dead writer's tail is there
-            report = check_store(reader, decode_images=False)
-            assert report.problems == [], report.problems  # a tail is no damage: `dataset check` exits 0
-            assert report.tail is None or report.tail.writer is None
-        store = EpisodeStore.open(store_path, mode="a")  # recovery runs here
-        try:
-            # Logged commits are all there; each kill adds at most one unlogged episode, the
-            # one it interrupted between commit and logging, and that is the newest.
-            new_unlogged = set(range(len(store))) - committed.keys() - unlogged
-            assert new_unlogged <= {len(store) - 1}
-            unlogged |= new_unlogged
-            assert committed.keys() <= set(range(len(store)))
-            assert store.check(decode_images=False) == []  # every frame is decoded once, below
-            assert store.layout == 2
-            assert [digest(store.read_episode(i)) for i in range(2)] == old_digests
-            for index, record in committed.items():
-                assert store.episode(index).length == record["length"]
-                assert digest(store.read_episode(index)) == record["digest"], f"episode {index} changed"
-            episodes_seen.append(len(store))
-        finally:
-            store.close()
+            committed = _committed(log)
+            with EpisodeStore.open(store_path) as reader:  # before recovery: the dead writer's tail is there
+                report = check_store(reader, decode_images=False)
+                assert report.problems == [], report.problems  # a tail is no damage: `dataset check` exits 0
+                assert report.tail is None or report.tail.writer is None
+            store = EpisodeStore.open(store_path, mode="a")  # recovery runs here
+            try:
+                # Logged commits are all there; each kill adds at most one unlogged episode, the
+                # one it interrupted between commit and logging, and that is the newest.
+                new_unlogged = set(range(len(store))) - committed.keys() - unlogged
+                assert new_unlogged <= {len(store) - 1}
+                unlogged |= new_unlogged
+                assert committed.keys() <= set(range(len(store)))
+                assert store.check(decode_images=False) == []  # every frame is decoded once, below
+                assert store.layout == 2
+                assert [digest(store.read_episode(i)) for i in range(2)] == old_digests
+                for index, record in committed.items():
+                    assert store.episode(index).length == record["length"]
+                    assert digest(store.read_episode(index)) == record["digest"], f"episode {index} changed"
+                episodes_seen.append(len(store))
+            finally:
+                store.close()
+        server.stdin.close()  # EOF: the server ends
+        assert server.wait(timeout=30) == 0, errors.read_text()[-2000:]
+    finally:
+        if server.poll() is None:  # a failed assertion: the server and the writer it waits on
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
     with EpisodeStore.open(store_path) as store:
         assert store.check(decode_images=True) == []
     # The kills landed at different moments, so the dataset grew by different amounts.
