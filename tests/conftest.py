@@ -54,6 +54,15 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def own_signals():
+    """`platform record` in-process takes SIGINT, SIGTERM and SIGHUP over: given back after."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+
+
+@pytest.fixture
 def one_torch_thread():
     """Small models on a shared 2-core machine: a second OpenMP thread mostly waits at
     barriers (5-10x slower under load), so policy tests run on one."""

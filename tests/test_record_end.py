@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import signal
 import time
 
 import pytest
@@ -20,15 +19,6 @@ from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.tui.stale import STALE_AFTER_S
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def own_signals():
-    """`platform record` in-process takes SIGINT, SIGTERM and SIGHUP over: given back after."""
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for sig, handler in before.items():
-        signal.signal(sig, handler)
 
 
 def test_statuses_go_on_while_the_writer_saves_the_takes_it_still_holds(tmp_path, monkeypatch, own_signals):

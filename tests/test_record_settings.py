@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import signal
 import time
 
 import numpy as np
@@ -18,15 +17,6 @@ from shallowpi.data import EpisodeStore, chunk_files
 from shallowpi.data.store import PROVENANCE_DIR
 from shallowpi.errors import ConfigError
 from shallowpi.record.dart import NoisyExecution, OUNoise
-
-
-@pytest.fixture
-def own_signals():
-    """`platform record` in-process takes SIGINT, SIGTERM and SIGHUP over: given back after."""
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for sig, handler in before.items():
-        signal.signal(sig, handler)
 
 
 def _record_words(tmp_path, *args: str) -> list[str]:
