@@ -152,3 +152,61 @@ def test_a_store_that_does_not_say_its_joints_kinds_claims_no_unit(tmp_path):
     store_joints = ActionJoints.of_store(tmp_path / "old.zarr", 6)
     assert store_joints.names == names and store_joints.units == [UNKNOWN_UNIT] * 6
     assert ActionJoints.of_store(tmp_path / "old.zarr", 7).names == [f"j{j}" for j in range(7)]
+
+
+def test_a_task_the_policies_cannot_be_told_is_named_and_the_others_kept(arm_store, tmp_path):
+    """A `words` vocabulary holds the store's task texts only: trained on this one-task store,
+    teacher and student refuse the arm's other instruction ("push the blue block to the
+    left"). That refusal ended the whole section, "Not run: ...", the cube_in_bowl results
+    already measured lost; now that task is named with why, and the one that ran is kept."""
+    assert main(["distill", "--dataset", str(arm_store), "--runs-dir", str(tmp_path), "--run", "words", *QUICK,
+                 "--no-progress", "policy.tokenizer=words"]) == 0
+    run = tmp_path / "words"
+    summary = json.loads((run / "report.json").read_text())
+    assert {(r["task"], r["model"]) for r in summary["closed_loop"]} == {("cube_in_bowl", "teacher"),
+                                                                          ("cube_in_bowl", "student")}
+    assert list(summary["closed_loop_not_run"]) == ["push_block_left"]
+    assert "the policy's word vocabulary lacks" in summary["closed_loop_not_run"]["push_block_left"]
+    report = (run / "report.md").read_text()
+    assert "| cube_in_bowl | teacher | " in report and "| cube_in_bowl | student | " in report
+    line = next(x for x in report.splitlines() if x.startswith("- push_block_left: "))
+    assert line.startswith("- push_block_left: the instruction 'push the blue block to the left' has words "), line
+    assert (run / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_task_whose_episodes_fail_keeps_the_results_measured(arm_store, tmp_path, monkeypatch):
+    """A one-line error in one model's episodes on one task (the twin's, say) discarded every
+    result of the section; now that model's line names the task, and the rest stands: the
+    other task of both models, and the teacher on the failed task (its bar alone in the plot)."""
+    from shallowpi.evaluate import sim_eval
+    from shallowpi.robots.sim.twin import SimError
+
+    real = sim_eval.evaluate_in_sim
+    calls = []
+
+    def failing_on_the_second_task(robot, task, policy, *args, **kwargs):
+        calls.append(task.name)
+        if task.name == "push_block_left" and calls.count(task.name) == 2:  # the student's turn
+            raise SimError("the twin went unstable")
+        return real(robot, task, policy, *args, **kwargs)
+
+    monkeypatch.setattr(sim_eval, "evaluate_in_sim", failing_on_the_second_task)
+    assert main(["distill", "--dataset", str(arm_store), "--runs-dir", str(tmp_path), "--run", "failed", *QUICK,
+                 "--no-progress"]) == 0
+    run = tmp_path / "failed"
+    summary = json.loads((run / "report.json").read_text())
+    assert {(r["task"], r["model"]) for r in summary["closed_loop"]} == {
+        ("cube_in_bowl", "teacher"), ("cube_in_bowl", "student"), ("push_block_left", "teacher")}
+    assert summary["closed_loop_not_run"] == {"push_block_left": "student: the twin went unstable"}
+    assert "- push_block_left: student: the twin went unstable" in (run / "report.md").read_text()
+    assert (run / "success.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_closed_loop_that_ran_no_task_says_why_for_each():
+    from shallowpi.distill.report import ClosedLoop, _closed_loop_section
+    from shallowpi.distill.settings import DistillConfig
+
+    why = {"cube_in_bowl": "the instruction 'put the red cube in the bowl' is 30 tokens with BOS, over ...",
+           "push_block_left": "the instruction 'push the blue block to the left' is 33 tokens with BOS, over ..."}
+    lines = _closed_loop_section(ClosedLoop([], why), DistillConfig(), Path("/nonexistent/success.png"))
+    assert lines == ["Not run on any task of the robot:", "", *(f"- {t}: {w}" for t, w in why.items())]

@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     from shallowpi import config
     from shallowpi.commands.train_cmd import (
         chunk_dataset,
+        compose_for_store,
         episode_tasks,
         init_checkpoint,
-        resolve_training_store,
         run_settings,
         runs_folder,
     )
@@ -129,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
                        ("teacher_sha256", args.teacher_sha256)):
         if value is not None:
             overrides.append(f"distill.{key}={value}")
-    cfg = config.compose(overrides)
-    store, episodes = resolve_training_store(cfg)
+    # Composed with the store's robot: config.yaml and the report say which robot the data came from.
+    cfg, store, episodes = compose_for_store(overrides)
     policy_data, dcfg, teacher_train, student_train = distill_settings(cfg, run_settings(args))
     failed = _failed_episodes(store, episodes, teacher_train.successful_only) if dcfg.failed_episodes == "teacher" else []
     runs = runs_folder(args)

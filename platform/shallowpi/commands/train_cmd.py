@@ -122,6 +122,53 @@ def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
     return store, kept
 
 
+def compose_for_store(overrides: list[str]) -> tuple[Any, Path, list[int]]:
+    """The config a training run (`train`, `distill`) runs with and records (config.yaml,
+    the distillation report's resolved config), its store and the episodes to train on
+    (`resolve_training_store`).
+
+    Training reads the robot from the store, never from `robot`; without this the section
+    was the root config's default robot (the arm's joints and cameras in a run trained on
+    humanoid data). So it is the robot the store was recorded on (its commit record's
+    summary), `robot.*` overrides applied to that robot. A store that names no robot's
+    config (several robots, an imported one, or none recorded) gets
+    `robot: {recorded: [names]}`, warned about: no one robot's settings are claimed. An
+    explicit `robot=NAME` is taken only for a store that records none. Raises what
+    `resolve_training_store` raises, and ConfigError for a `robot=` the store contradicts."""
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.data.store import EpisodeStore
+    from shallowpi.errors import ConfigError
+
+    def key(override: str) -> str:
+        return override.partition("=")[0].lstrip("+~")
+
+    # `robot.*` keys belong to the store's robot, not known yet: another's would refuse
+    # them (the humanoid's cameras are unknown to the arm).
+    robots_keys = [o for o in overrides if key(o).startswith("robot.")]
+    first = config.compose([o for o in overrides if o not in robots_keys])
+    store, episodes = resolve_training_store(first)
+    with EpisodeStore.open(store) as opened:
+        recorded = list(opened.summary.robots)
+    asked = next((o.partition("=")[2] for o in reversed(overrides) if key(o) == "robot"), None)
+    if asked is not None and recorded and recorded != [asked]:
+        raise ConfigError(f"robot={asked}: {store} was recorded on {' and '.join(recorded)}; a run records the "
+                          "robot of its data and trains the same without robot=: drop it")
+    robot = asked or (recorded[0] if len(recorded) == 1 else None)
+    if robot in config.group_choices("robot"):
+        if first.robot.get("name") == robot and not robots_keys:
+            return first, store, episodes  # composed already (a store of the default robot)
+        return config.compose([f"robot={robot}", *(o for o in overrides if key(o) != "robot")]), store, episodes
+    # Here no robot= was given (a store recording none takes it): `first` holds all but robot.* keys.
+    what = (f"robots {', '.join(recorded)}" if len(recorded) > 1 else "no robot" if not recorded else
+            f"robot {recorded[0]}, which has no configs/robot/ file")
+    log.warning("%s records %s: the run's config.yaml gives robot.recorded %s, no robot's settings", store, what,
+                recorded)
+    first.robot = OmegaConf.create({"recorded": recorded})
+    return first, store, episodes
+
+
 # TrainConfig fields the command's flags set (run_settings), not a `train:` section.
 FLAG_SET_KEYS = {"device": "--device", "progress": "--no-progress"}
 
@@ -152,7 +199,6 @@ def run(args: argparse.Namespace) -> int:
 
     from omegaconf import OmegaConf
 
-    from shallowpi import config
     from shallowpi.policy.config import PolicyConfig, model_section
     from shallowpi.train.distributed import close_distributed
     from shallowpi.train.finetune import finetune
@@ -162,8 +208,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     if args.steps is not None:
         overrides.append(f"policy.train.steps={args.steps}")
-    cfg = config.compose(overrides)
-    store, episodes = resolve_training_store(cfg)
+    # Composed with the store's robot: config.yaml says which robot the data came from.
+    cfg, store, episodes = compose_for_store(overrides)
     policy_data = OmegaConf.to_container(cfg.policy, resolve=True)
     policy_cfg = PolicyConfig.from_dict(model_section(policy_data))
     check_train_keys("policy.train", policy_data.get("train", {}))

@@ -4,9 +4,10 @@ Sections: what was cut (layers, parameter counts, the attention pairing, how eac
 strategy's student starts); loss per term over steps (loss_terms.png); offline action error
 on held-out episodes, per joint (by name, each in its own unit), student and teacher against
 the ground truth and the student against the teacher (action_error.png); closed-loop success
-of teacher and student in the twin on every task of the robot, with 95 % Wilson intervals
-(success.png); one chunk's latency and FLOPs, teacher vs student, the measured ratio beside
-the FLOP-ideal one; the resolved config.
+of teacher and student in the twin on every task of the robot both can be told, with 95 %
+Wilson intervals (success.png), and a line for each task not run saying why; one chunk's
+latency and FLOPs, teacher vs student, the measured ratio beside the FLOP-ideal one; the
+resolved config.
 
 Everything is measured on the CPU of the machine that ran the distillation (the GPU
 numbers belong to BENCHMARKS.md); closed-loop episodes use seeds 1000.. like `eval --sim`,
@@ -183,12 +184,43 @@ class TaskSuccess:
         return wilson_interval(self.successes, self.episodes)
 
 
+@dataclass
+class ClosedLoop:
+    """What `closed_loop` measured: each model's successes on the tasks that ran, and, by
+    task name, why each other task of the robot (or one model on it) was not run (one line)."""
+
+    results: list[TaskSuccess]
+    not_run: dict[str, str]
+
+
+def instruction_refused(policies: Mapping[str, Policy], text: str) -> str | None:
+    """Why a policy of `policies` cannot be told the instruction `text` (`check_prompt`'s
+    one line: a word its word vocabulary lacks, a prompt it would cut), naming the models
+    when they differ; None when every one can."""
+    from shallowpi.policy.tokenizer import check_prompt
+
+    refused = {}
+    for name, policy in policies.items():
+        try:
+            check_prompt(policy.tokenizer, text, policy.cfg.max_text_tokens)
+        except PlatformError as exc:
+            refused[name] = str(exc)
+    if not refused:
+        return None
+    if len(set(refused.values())) == 1 and len(refused) == len(policies):
+        return next(iter(refused.values()))  # a student reads instructions as its teacher does
+    return "; ".join(f"{name}: {why}" for name, why in refused.items())
+
+
 def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_seconds: float | None,
-                progress: bool = False) -> list[TaskSuccess]:
-    """Every task of the store's robot, each policy `episodes` episodes (seeds 1000..) in
-    the twin, as `platform eval --sim` runs them, at the store's camera size; `progress`
-    draws eval --sim's bar (ticks, with an ETA) on stderr for each task and model, plain
-    lines where stderr is no terminal. Raises the twin's one-line errors (no single robot
+                progress: bool = False) -> ClosedLoop:
+    """Every task of the store's robot whose instruction every policy can be told (a `words`
+    vocabulary holds only the store's task texts: a store of one task knows no other), each
+    policy `episodes` episodes (seeds 1000..) in the twin, as `platform eval --sim` runs
+    them, at the store's camera size; `progress` draws eval --sim's bar (ticks, with an ETA)
+    on stderr for each task and model, plain lines where stderr is no terminal. A task a
+    policy refuses, or whose episodes raise a one-line error, is in `not_run` with why; the
+    tasks that ran keep their results. Raises the twin's one-line errors (no single robot
     recorded, cameras the twin lacks)."""
     from shallowpi import config
     from shallowpi.data.codecs import image_codec
@@ -213,43 +245,60 @@ def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_sec
     cfg = config.compose([f"robot={target.robot}"])
     width, height = target.size or config.parse_size(cfg.record.sim_size, "record.sim_size")
     spec = TwinSpec.from_config(cfg.robot, render_width=width, render_height=height)
-    results = []
     any_policy = next(iter(policies.values()))
     check_fits(any_policy.features, spec, target.fps)
     # The renders through the store's image codec, as the training loader decoded the frames
     # (and as `platform eval --sim` feeds them): raw renders are inputs neither model saw.
     codec = image_codec(*target.image_codec) if target.image_codec else None
-    tasks = list(make_tasks(target.robot).values())
-    runs = len(tasks) * len(policies)
+    # A task is run when every model can be told it, before any episode: one refusal used to
+    # end the section, the tasks already measured lost with it.
+    measured = ClosedLoop([], {})
+    tasks = []
+    for task in make_tasks(target.robot).values():
+        if (why := instruction_refused(policies, task.instruction)) is None:
+            tasks.append(task)
+        else:
+            measured.not_run[task.name] = why
+            log.warning("closed loop: %s not run: %s", task.name, why)
+    if not tasks:
+        return measured
+    runs, done = len(tasks) * len(policies), 0
     with DirectSimRobot(spec, cameras=any_policy.features.cameras) as robot:
         for task in tasks:
             for name, policy in policies.items():
+                done += 1
                 # Says whose episodes the bar below counts (eval --sim's bar names no model).
-                log.info("closed loop %d/%d: %s on %s, %d episode(s)", len(results) + 1, runs, name, task.name,
-                         episodes)
+                log.info("closed loop %d/%d: %s on %s, %d episode(s)", done, runs, name, task.name, episodes)
                 chunk_policy = CheckpointPolicy(policy, image_codec=codec)
                 selection = ActionSelectionConfig.from_config(cfg.action_selection)
                 selection.replan_every = selection.every(chunk_policy.chunk_len)
                 eval_cfg = SimEvalConfig(episodes=episodes, selection=selection, max_seconds=max_seconds)
-                report = evaluate_in_sim(robot, task, chunk_policy, eval_cfg, progress=progress)
-                results.append(TaskSuccess(task.name, name, report.successes, len(report.episodes)))
+                try:
+                    report = evaluate_in_sim(robot, task, chunk_policy, eval_cfg, progress=progress)
+                except PlatformError as exc:  # this task's (or model's) line; the others' results stand
+                    why = f"{name}: {exc}"
+                    measured.not_run[task.name] = "; ".join(filter(None, (measured.not_run.get(task.name), why)))
+                    log.warning("closed loop: %s on %s not run: %s", name, task.name, exc)
+                    continue
+                measured.results.append(TaskSuccess(task.name, name, report.successes, len(report.episodes)))
                 log.info("%s on %s: %d/%d", name, task.name, report.successes, len(report.episodes))
-    return results
+    return measured
 
 
 def success_plot(results: list[TaskSuccess], png: Path) -> None:
     """Write a bar chart of each task's success rate, teacher beside student, with 95 %
-    Wilson error bars, to `png`. Each task needs a row of both models (StopIteration
-    otherwise)."""
+    Wilson error bars, to `png`. A model without a row on a task has no bar there."""
     plt = _pyplot()
     tasks = sorted({r.task for r in results})
     fig, ax = plt.subplots(figsize=(max(5, 2.5 * len(tasks)), 4))
     for i, model in enumerate(("teacher", "student")):
-        rows = [next(r for r in results if r.task == t and r.model == model) for t in tasks]
-        rates = [r.successes / r.episodes for r in rows]
-        lo = [rate - r.interval[0] for rate, r in zip(rates, rows)]
-        hi = [r.interval[1] - rate for rate, r in zip(rates, rows)]
-        ax.bar(np.arange(len(tasks)) + (i - 0.5) * 0.4, rates, 0.4, yerr=[lo, hi], capsize=4, label=model)
+        rows = {r.task: r for r in results if r.model == model}
+        at = [x for x, t in enumerate(tasks) if t in rows]
+        ran = [rows[tasks[x]] for x in at]
+        rates = [r.successes / r.episodes for r in ran]
+        lo = [rate - r.interval[0] for rate, r in zip(rates, ran)]
+        hi = [r.interval[1] - rate for rate, r in zip(rates, ran)]
+        ax.bar(np.asarray(at) + (i - 0.5) * 0.4, rates, 0.4, yerr=[lo, hi], capsize=4, label=model)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate (95 % Wilson interval)")
@@ -313,6 +362,25 @@ def _guard(what: str, fn: Callable[[], Any]) -> tuple[Any, str | None]:
     except PlatformError as exc:
         log.warning("report: %s not measured: %s", what, exc)
         return None, str(exc)
+
+
+def _closed_loop_section(measured: ClosedLoop, dcfg: DistillConfig, png: Path) -> list[str]:
+    """The report's lines of a closed loop that ran on some tasks (or none): the plot
+    (written to `png` when a task ran), the table, then one line per task not run."""
+    lines: list[str] = []
+    if measured.results:
+        success_plot(measured.results, png)
+        cap = f", episodes capped at {dcfg.sim_episode_time_s} s" if dcfg.sim_episode_time_s else ""
+        lines += [f"![success]({png.name})", "",
+                  f"{dcfg.sim_episodes} episode(s) per task and model (seeds 1000..){cap}.", "",
+                  "| task | model | success | 95 % Wilson interval |", "|---|---|---|---|"]
+        for r in measured.results:
+            lo, hi = r.interval
+            lines.append(f"| {r.task} | {r.model} | {r.successes}/{r.episodes} | [{lo:.2f}, {hi:.2f}] |")
+    if measured.not_run:
+        lines += [*([""] if lines else []), "Not run:" if measured.results else "Not run on any task of the robot:",
+                  "", *(f"- {task}: {why}" for task, why in measured.not_run.items())]
+    return lines
 
 
 def write_report(
@@ -384,22 +452,15 @@ def write_report(
     if dcfg.sim_episodes == 0:
         lines.append("Not run (distill.sim_episodes=0).")
     else:
-        results, why = _guard("closed-loop success", lambda: closed_loop(
+        measured, why = _guard("closed-loop success", lambda: closed_loop(
             {"teacher": teacher, "student": student}, store, dcfg.sim_episodes, dcfg.sim_episode_time_s,
             progress=progress))
-        if results is None:
+        if measured is None:
             lines.append(f"Not run: {why}")
         else:
-            success_plot(results, run_dir / "success.png")
-            summary["closed_loop"] = [
-                {**vars(r), "interval": list(r.interval)} for r in results]
-            cap = f", episodes capped at {dcfg.sim_episode_time_s} s" if dcfg.sim_episode_time_s else ""
-            lines += ["![success](success.png)", "",
-                      f"{dcfg.sim_episodes} episode(s) per task and model (seeds 1000..){cap}.", "",
-                      "| task | model | success | 95 % Wilson interval |", "|---|---|---|---|"]
-            for r in results:
-                lo, hi = r.interval
-                lines.append(f"| {r.task} | {r.model} | {r.successes}/{r.episodes} | [{lo:.2f}, {hi:.2f}] |")
+            lines += _closed_loop_section(measured, dcfg, run_dir / "success.png")
+            summary["closed_loop"] = [{**vars(r), "interval": list(r.interval)} for r in measured.results]
+            summary["closed_loop_not_run"] = measured.not_run
     lines.append("")
 
     sample = {k: v for k, v in eval_set[0].items() if k not in ("action", "action_is_pad")}
