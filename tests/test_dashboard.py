@@ -27,6 +27,8 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Static
 
 from conftest import platform_cmd, subprocess_env
+from dxl_fixtures import robot_spec
+from shallowpi import config
 from shallowpi.commands import monitor_cmd
 from shallowpi.telemetry.address import TelemetryError
 from shallowpi.telemetry.mailbox import StatusMailbox
@@ -403,6 +405,32 @@ def test_halfblock_pixels_and_subsampling():
     assert wide.width == 120 and wide.height % 2 == 0 and abs(wide.height - 45) <= 1  # aspect kept
     assert max(len(line) for line in panels.halfblock(wide, max_width=40).plain.splitlines()) == 40
     assert panels.halfblock(Thumbnail(2, 2, "zz")).plain == "bad thumbnail"
+
+
+ROBOTS = sorted(path.stem for path in (config.config_dir() / "robot").glob("*.yaml"))
+
+
+def assert_told_apart(shown: list[str], names: list[str], width: int) -> None:
+    """Each of `shown` is its joint's name, or that name with its middle cut ("…"), within
+    `width` cells, and no two read alike."""
+    assert len(shown) == len(names) and len(set(shown)) == len(names), shown
+    for text, name in zip(shown, names):
+        head, _, tail = text.partition("…")
+        assert len(text) <= width and name.startswith(head) and name.endswith(tail), (text, name, width)
+
+
+def test_long_joint_names_lose_their_middle_and_stay_apart():
+    """Cut at the end, the humanoid's three left shoulder joints all read "left_shoulde…" at
+    80 columns; cut in the middle their ends tell them apart."""
+    names = ["left_shoulder_pitch", "left_shoulder_roll", "left_shoulder_yaw", "lift"]
+    assert render.short_names(names, 13) == ["left_s…_pitch", "left_sh…_roll", "left_sho…_yaw", "lift"]
+    # Alike with their ends kept too (the same head and end): cut elsewhere, both the same way.
+    alike = ["right_shoulder_pitch", "right_wrist_pitch", "right_elbow"]
+    assert render.short_names(alike, 13) == ["right_s…pitch", "right_w…pitch", "right_elbow"]
+    for robot in ROBOTS:
+        names = robot_spec(robot).joint_names
+        for width in range(9, 23):
+            assert_told_apart(render.short_names(names, width), names, width)
 
 
 def serve(publisher: TelemetryPublisher, stop: threading.Event) -> threading.Thread:

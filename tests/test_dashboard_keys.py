@@ -12,6 +12,7 @@ import threading
 import pytest
 from textual.pilot import Pilot
 
+from dxl_fixtures import robot_spec
 from recorder_fixtures import make_session, open_store
 from shallowpi.telemetry import keys
 from shallowpi.telemetry.mailbox import StatusMailbox
@@ -19,7 +20,7 @@ from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState
 from shallowpi.tui.recorder_dashboard import AcknowledgeScreen, QuitScreen, RecorderDashboard
 from telemetry_fixtures import never_stale, sent_commands  # noqa: F401 (autouse)
-from test_dashboard import make_status, text_of, wait_for
+from test_dashboard import ROBOTS, assert_told_apart, make_status, text_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 KEY_COMMANDS = {"n": Command.NEXT, "r": Command.RERECORD, "d": Command.DISCARD, "s": Command.SUCCESS,
@@ -164,7 +165,6 @@ def test_keys_against_a_real_session_do_what_the_store_shows(tmp_path):
 def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
     feed = StatusMailbox(max_hz=0)
     app = RecorderDashboard(feed, lambda command: None)
-    from dxl_fixtures import robot_spec
     from shallowpi.tui import recorder_render as render
 
     many_joints = robot_spec("humanoid").joint_names  # 19, up to 22 characters a name
@@ -196,6 +196,28 @@ def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
         feed.close()
 
     run_app(app, scenario, size=size)
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_the_joint_names_an_80_column_dashboard_shows_tell_every_joint_apart(robot):
+    """Cut at the end to 12 characters and "…", 9 of the humanoid's 19 names read alike at
+    80x24 ("left_shoulde…" for its shoulder's pitch, roll and yaw): cut in the middle now
+    (recorder_render.short_names), and apart."""
+    names = robot_spec(robot).joint_names
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, None, monitor=True)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.RECORDING, joint_names=names, leader=[0.1] * len(names),
+                                 follower=[0.0] * len(names)))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.2)
+        rows = text_of(app, "joints").split("\n")[1:]
+        width = app.query_one("#joints").content_region.width
+        assert_told_apart([row.split()[0] for row in rows], names, width)
+        feed.close()
+
+    run_app(app, scenario, size=(80, 24))
 
 
 def _screen_text(app: RecorderDashboard) -> str:

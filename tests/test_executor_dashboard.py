@@ -8,12 +8,15 @@ import time
 import pytest
 from textual.widgets import Static
 
+from dxl_fixtures import robot_spec
 from shallowpi.commands.monitor_cmd import _dashboard_for
 from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus, SafetyCounts
 from shallowpi.telemetry.mailbox import StatusMailbox
 from shallowpi.telemetry.status import Command, LoopStatus
 from shallowpi.tui.executor_dashboard import ExecutorDashboard
 from telemetry_fixtures import never_stale, sent_commands  # noqa: F401 (autouse)
+from test_dashboard import ROBOTS, assert_told_apart
+from test_dashboard_keys import _screen_text
 
 
 def make_status(**changes) -> ExecutorStatus:
@@ -232,3 +235,114 @@ def test_servo_retries_are_shown_where_there_is_a_bus_and_coloured_when_any_fail
     line = status_line(ExecutorStatus(loop=flaky_loop))
     assert "overruns, servo retries 14/900, most elbow_flex (12) | clamps" in line
     assert "servo" not in status_line(ExecutorStatus())
+
+
+def _humanoid_fault(names: list[str]) -> ExecutorStatus:
+    """A FAULT with the robot's joints, every safety count non-zero and a message."""
+    return make_status(state=ExecutorState.FAULT, robot="humanoid", joint_names=names,
+                       commanded=[0.1] * len(names), measured=[0.0] * len(names),
+                       safety=SafetyCounts(clamps=4, seam_trips=1, holds=2, stale_frames=3, faults=1),
+                       message="FAULT: bus 'right_arm' servo 8 overload")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_small_terminals_show_every_joint_a_row_and_keep_the_safety_counts_and_keys(size):
+    """At 80x24 the humanoid's joint rows (43 cells) wrapped in the 42 the panel had and the
+    panel did not scroll: the first 8 of 19 joints showed, the right arm's, head's and
+    lift's errors never. Each joint is one row now, the rows scroll (the joints box has the
+    focus: arrow and page keys), and the safety counts, the fault and E-STOP stay on screen."""
+    names = robot_spec("humanoid").joint_names
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, lambda request: None)
+
+    async def scenario() -> None:
+        async with app.run_test(size=size) as pilot:
+            feed.publish(_humanoid_fault(names))
+            await until(pilot, lambda: app.status is not None)
+            await pilot.pause(0.2)
+            panel = app.query_one("#joints", Static)
+            rows = text_of(app, "joints").split("\n")
+            assert len(rows) == 1 + len(names) and max(map(len, rows)) <= panel.content_region.width, (size, rows)
+            assert panel.content_region.height == len(rows), (size, panel.content_region)  # none wraps
+            screen = _screen_text(app)
+            for shown in ("FAULT", "servo 8 overload", "E-STOP", "clamps 4", "seam trips 1", "holds 2",
+                          "stale frames 3", "faults 1"):
+                assert shown in screen, (size, shown, screen)
+            right, safety = app.query_one("#right"), app.query_one("#safety")
+            assert right.region.contains_region(safety.region) and safety.region.height == 7, (size, safety.region)
+            for widget_id in ("summary", "message", "feedback"):
+                widget = app.query_one(f"#{widget_id}")
+                assert widget.region.height > 0 and widget.region.bottom <= size[1], (size, widget_id, widget.region)
+            # Every joint's row, error included, on screen: at once, or at the end of the list.
+            joint_rows = [" ".join(row.split()) for row in rows[1:]]
+            seen = {row for row in joint_rows if row in screen}
+            await pilot.press("end")
+            await pilot.pause(0.2)
+            seen |= {row for row in joint_rows if row in _screen_text(app)}
+            assert seen == set(joint_rows), (size, sorted(set(joint_rows) - seen))
+            feed.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_the_joint_names_an_80_column_dashboard_shows_tell_every_joint_apart(robot):
+    """Both dashboards cut long names the same way (recorder_render.short_names): in the
+    middle, kept apart, not "left_shoulde…" three times."""
+    names = robot_spec(robot).joint_names
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, None, monitor=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            feed.publish(_humanoid_fault(names))
+            await until(pilot, lambda: app.status is not None)
+            await pilot.pause(0.2)
+            rows = text_of(app, "joints").split("\n")[1:]
+            width = app.query_one("#joints", Static).content_region.width
+            assert_told_apart([row.split()[0] for row in rows], names, width)
+            feed.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_joint_rows_fit_again_when_the_terminal_is_resized():
+    """The rows are cut to the panel's width, so a resize cuts them again."""
+    names = robot_spec("humanoid").joint_names
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, lambda request: None)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(140, 40)) as pilot:
+            feed.publish(_humanoid_fault(names))
+            await until(pilot, lambda: app.status is not None)
+            await pilot.pause(0.2)
+            assert "right_shoulder_pitch" in text_of(app, "joints")  # room for the whole name
+            await pilot.resize_terminal(80, 24)
+            panel = app.query_one("#joints", Static)
+            await until(pilot, lambda: max(map(len, text_of(app, "joints").split("\n"))) <= panel.content_region.width)
+            rows = text_of(app, "joints").split("\n")
+            assert panel.content_region.width < 56 and max(map(len, rows)) <= panel.content_region.width, rows
+            assert panel.content_region.height == len(rows) == 1 + len(names)
+            feed.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_watch_only_view_at_80_columns_keeps_the_reset_countdown():
+    """The WATCH-ONLY badge wraps the summary's first line at 80 columns; its box was 3 rows,
+    and the fourth, the reset's countdown, was cut."""
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, None, monitor=True)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            feed.publish(make_status(state=ExecutorState.RESET, robot="humanoid", task="put the red cube in the bowl",
+                                     reset_left_s=4.2, message=""))
+            await until(pilot, lambda: app.status is not None)
+            await pilot.pause(0.2)
+            screen = _screen_text(app)
+            assert "WATCH-ONLY" in screen and "the episode starts in 5 s" in screen, screen
+            feed.close()
+
+    asyncio.run(scenario())

@@ -18,8 +18,10 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
+from textual.events import Resize
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
@@ -33,6 +35,23 @@ from shallowpi.tui.status_feed import close_source, pump_statuses
 log = logging.getLogger(__name__)
 
 
+class FittedPanel(Static):
+    """A panel whose text is cut to its width (the joints, the inference): it tells the app
+    when its width changes, as after a terminal resize. (The app's own Resize comes before
+    the layout that gives the panels their new widths.)"""
+
+    class Resized(Message):
+        """A FittedPanel's width changed."""
+
+    _width: int | None = None  # the width its text was last asked for at
+
+    def on_resize(self, event: Resize) -> None:
+        """Say so when the width changed (a new height is only new text)."""
+        if event.size.width != self._width:
+            self._width = event.size.width
+            self.post_message(self.Resized())
+
+
 class ExecutorDashboard(App[None]):
     """Live view of an executor; `e` sends E-STOP and `s` STOP (unless read-only). `q` in the
     dashboard `platform deploy` opened (monitor=False) stops the executor and leaves when it
@@ -41,11 +60,18 @@ class ExecutorDashboard(App[None]):
 
     TITLE = "Shallow-π executor"
     CSS = """
-    #summary { height: 3; padding: 0 1; background: $boost; }
+    /* 3 rows, or more where a line wraps (a WATCH-ONLY badge at 80 columns), not cut. */
+    #summary { height: auto; min-height: 3; padding: 0 1; background: $boost; }
     #body { height: 1fr; }
     #left { width: 3fr; }
-    #right { width: 2fr; min-width: 34; }
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
+    /* A joint a row, scrolling within the body where the robot has more joints than the
+       terminal has rows (the humanoid's 19 at 80x24), so the message line and keys stay. A
+       Static does not scroll its own text (its height is the part shown): its box does. The
+       gutters are kept whether or not a bar shows, so that a row's width does not change. */
+    #joints-box { height: auto; max-height: 100%; }
+    #right { width: 2fr; min-width: 34; overflow-y: auto; }
+    #joints-box, #right { scrollbar-gutter: stable; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 0; }
     #message { height: 1; padding: 0 1; background: $panel; }
     #feedback { height: 1; padding: 0 1; background: $panel; }
     """
@@ -80,26 +106,28 @@ class ExecutorDashboard(App[None]):
         self._logged_errors: set[str] = set()
 
     def compose(self) -> ComposeResult:
-        """The widgets: summary; joints (left); inference, loop and safety (right); the
-        executor's message line; the answer to the last key (kept until the next key: the
-        executor's own messages, a countdown among them, would overwrite it); footer."""
+        """The widgets: summary; joints (left, in a box that scrolls: arrow and page keys, the
+        wheel); safety, inference and loop (right, safety first: on a small terminal the
+        column scrolls and its foot goes off screen); the executor's message line; the
+        answer to the last key (kept until the next key: the executor's own messages, a
+        countdown among them, would overwrite it); footer."""
         yield Static(render.summary(None, True), id="summary")
         with Horizontal(id="body"):
-            with Vertical(id="left"):
-                yield Static("", id="joints", classes="panel")
+            with Vertical(id="left"), VerticalScroll(id="joints-box", classes="panel"):
+                yield FittedPanel("", id="joints")
             with Vertical(id="right"):
-                yield Static("", id="inference", classes="panel")
-                yield Static("", id="loop", classes="panel")
                 yield Static("", id="safety", classes="panel")
+                yield FittedPanel("", id="inference", classes="panel")
+                yield Static("", id="loop", classes="panel")
         yield Static("waiting for the executor's first status…", id="message")
         yield Static("", id="feedback")
         yield Footer()
 
     def on_mount(self) -> None:
         """Title the panels and start reading the source on a worker thread."""
-        for widget_id, title in (("joints", "commanded vs measured"), ("inference", "inference"),
+        for widget_id, title in (("joints-box", "commanded vs measured"), ("inference", "inference"),
                                  ("loop", "control loop"), ("safety", "safety")):
-            self.query_one(f"#{widget_id}", Static).border_title = title
+            self.query_one(f"#{widget_id}").border_title = title
         self._read_source()
         self.set_interval(0.5, self._check_stale)
 
@@ -127,11 +155,15 @@ class ExecutorDashboard(App[None]):
         except Exception as exc:
             # A bug showing this status: say so and keep the view (the executor is fine),
             # rather than let it reach the reader thread and pass for a lost executor.
-            if str(exc) not in self._logged_errors:  # once per distinct error, not 10 Hz
-                self._logged_errors.add(str(exc))
-                log.exception("dashboard: could not show a status")
-            with contextlib.suppress(Exception):
-                self._set("message", Text(f"dashboard error: {exc} (the executor is not affected)", style="bold red"))
+            self._could_not_show(exc)
+
+    def _could_not_show(self, exc: Exception) -> None:
+        """Say on the message line that a status could not be shown (logged once an error)."""
+        if str(exc) not in self._logged_errors:  # once per distinct error, not 10 Hz
+            self._logged_errors.add(str(exc))
+            log.error("dashboard: could not show a status", exc_info=exc)
+        with contextlib.suppress(Exception):
+            self._set("message", Text(f"dashboard error: {exc} (the executor is not affected)", style="bold red"))
 
     def _source_ended(self, error: str = "") -> None:
         self._disconnect_reason = error
@@ -155,8 +187,8 @@ class ExecutorDashboard(App[None]):
             return
         with contextlib.suppress(NoMatches):
             self._set("summary", render.summary(status, self.connected, self.control))
-            self._set("joints", render.joints(status))
-            self._set("inference", render.inference(status))
+            self._set("joints", render.joints(status, panel_width=self._width_of("joints")))
+            self._set("inference", render.inference(status, panel_width=self._width_of("inference")))
             self._set("loop", panels.loop(status.loop))
             self._set("safety", render.safety(status))
             if status.message != self._shown_message:
@@ -180,6 +212,18 @@ class ExecutorDashboard(App[None]):
                 self._set("message", Text(f"{ended}; press q to leave", style="bold"))
             else:
                 self._set("message", Text(f"executor disconnected{reason}; press q to leave", style="bold yellow"))
+
+    def on_fitted_panel_resized(self, _message: FittedPanel.Resized) -> None:
+        """Cut the panels' text again to the width a panel has now (a status that cannot be
+        shown says so, as when it came, rather than end the app)."""
+        try:
+            self.watch_status(self.status)
+        except Exception as exc:
+            self._could_not_show(exc)
+
+    def _width_of(self, widget_id: str) -> int | None:
+        """The cells a panel has for its text; None before the first layout (no limit)."""
+        return self.query_one(f"#{widget_id}", Static).content_region.width or None
 
     def _set(self, widget_id: str, content: Text) -> None:
         self.query_one(f"#{widget_id}", Static).update(content)

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.tui import panels
+from shallowpi.tui.recorder_render import short_names
 
 
 def status_line(s: ExecutorStatus) -> str:
@@ -32,6 +33,9 @@ def _successes(s: ExecutorStatus, word: str) -> str:
 # -- panels of the executor's dashboard (pure: status -> Text, so tests read them) ----------
 
 SPARK = "▁▂▃▄▅▆▇█"
+NUMBERS_WIDTH = 25  # " command measured   error" after the name: 1 + 7 + 1 + 8 + 1 + 7 cells
+NUMBERS_WIDTH_NARROW = 16  # " command   error": the measured column left out (command - error)
+NAME_MIN = 8  # narrower names than this cost the measured column first
 STATE_STYLE = {"running": "bold white on green", "hold": "bold black on yellow", "fault": "bold white on red",
                "warming": "bold black on cyan", "reset": "bold black on cyan", "homing": "bold black on cyan", "stopped": "bold white on blue",
                "done": "bold white on blue"}
@@ -66,27 +70,42 @@ def sparkline(values: list[float], width: int = 40) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * len(SPARK)))] for v in values)
 
 
-def inference(s: ExecutorStatus) -> Text:
-    """Latency sparkline with p50/p99, the delay estimate, queue depth and chunk age."""
+def inference(s: ExecutorStatus, panel_width: int | None = None) -> Text:
+    """Latency sparkline with p50/p99, the delay estimate, queue depth and chunk age, each
+    line within `panel_width` cells (None: no limit): the sparkline is cut to it and the
+    chunk age takes a line of its own where it would not fit beside the queue."""
     text = Text()
-    text.append(sparkline(s.inference_ms) + "\n", style="cyan")
+    text.append(sparkline(s.inference_ms, width=min(panel_width or 40, 40)) + "\n", style="cyan")
     text.append(f"p50 {s.inference_p50_ms:6.1f} ms  p99 {s.inference_p99_ms:6.1f} ms\n")
-    text.append(f"delay {s.delay_ticks} ticks  queue ")
+    queue = f"delay {s.delay_ticks} ticks  queue "
+    text.append(queue)
     text.append(f"{s.queue_depth}", style="bold red" if s.queue_depth == 0 and s.state.value == "running" else "")
-    text.append(f"  chunk age {s.chunk_age_ms:.0f} ms")
+    age = f"chunk age {s.chunk_age_ms:.0f} ms"
+    fits = panel_width is None or len(queue) + len(str(s.queue_depth)) + 2 + len(age) <= panel_width
+    text.append(("  " if fits else "\n") + age)
     return text
 
 
-def joints(s: ExecutorStatus) -> Text:
+def joints(s: ExecutorStatus, panel_width: int | None = None) -> Text:
     """Commanded vs measured per joint, and their difference. While the robot holds for the
-    reset (nothing is read then) the values are those it holds at, read before it."""
+    reset (nothing is read then) the values are those it holds at, read before it.
+
+    Each joint is one row within `panel_width` cells (None: no limit): the names are cut
+    first (in the middle, kept distinct: recorder_render.short_names), then the measured
+    column goes (a wrapped row halved the joints an 80-column terminal showed)."""
     text = Text()
     if s.state.value == "reset":
         text.append("holding: the values read before the reset\n", style="italic")
-    text.append(f"{'joint':<16} {'command':>8} {'measured':>9} {'error':>7}\n", style="bold")
-    for name, cmd, meas in zip(s.joint_names, s.commanded, s.measured):
+    names = list(s.joint_names)
+    width = min(max((len(name) for name in names), default=5), 22)
+    measured = panel_width is None or panel_width - NUMBERS_WIDTH >= min(width, NAME_MIN)
+    if panel_width is not None:
+        width = max(5, min(width, panel_width - (NUMBERS_WIDTH if measured else NUMBERS_WIDTH_NARROW)))
+    text.append(f"{'joint'[:width]:<{width}} {'command':>7}" + (f" {'measured':>8}" if measured else "")
+                + f" {'error':>7}\n", style="bold")
+    for shown, cmd, meas in zip(short_names(names, width), s.commanded, s.measured):
         err = cmd - meas
-        text.append(f"{name[:16]:<16} {cmd:>8.3f} {meas:>9.3f} ")
+        text.append(f"{shown:<{width}} {cmd:>7.3f}" + (f" {meas:>8.3f}" if measured else "") + " ")
         text.append(f"{err:>+7.3f}\n", style="yellow" if abs(err) > 0.2 else "")
     text.rstrip()
     return text
