@@ -9,6 +9,7 @@ Layout (format version 3, zarr format 2; the README's "Dataset format" is the sp
       data/timestamp            [N] float64  the control tick the frame belongs to
       meta/episode_ends         [E] int64    cumulative: episode i is rows ends[i-1]:ends[i]
       meta/.zattrs              {"commit": {"episodes": E, "frames": N, ...}}  the commit record
+                                (with the in-place edits so far and what each kept: `commit_record`)
       episodes/<i>.json         episode i's metadata, written once (set_success rewrites it)
 
 This is Diffusion Policy's replay-buffer layout, so their `ReplayBuffer` (zarr-python 2)
@@ -117,6 +118,13 @@ OPEN_TRIES = 3  # a reader opens again when the store changed while it opened (E
 # whatever the stats say: an NFS client may answer a stat from its attribute cache for a
 # minute, while opening a file revalidates it.
 REREAD_S = 0.25
+# In-place cuts (the recorder's d / r) the commit record lists with the episodes each kept, so a
+# reader can tell a drop of a take it never saw (it reads on) from one of its own episodes. A
+# reader opened before the oldest listed cut cannot tell, and is refused as before the list.
+CUTS_LISTED = 32
+# (since, [(edit number, episodes kept), ...]): every in-place edit numbered above `since` is
+# listed, or followed by a listed one that kept no more episodes (`with_cut`).
+CutLog = tuple[int, list[tuple[int, int]]]
 
 
 @dataclass
@@ -192,6 +200,7 @@ class EpisodeStore:
         self.settings = settings_from_header(path, header.get("settings", {}))
         self._created = header.get("created")  # a compacted copy is a new store: a new stamp
         self._edits = 0  # in-place removals of committed rows (the commit record counts them)
+        self._cuts: CutLog = (0, [])  # what those removals kept (the commit record lists them)
         zarr_compat.sync_rewrites(group, self.settings.durable)
         register_image_codecs()
         self._image_codec = image_codec(self.settings.image_codec, self.settings.image_quality)
@@ -462,6 +471,7 @@ class EpisodeStore:
             raise StoreError(f"{self.path}: meta/.zattrs has no commit record; the store is damaged")
         self._count, self._frames = int(record["episodes"]), int(record["frames"])
         self._edits = int(record.get("edits", 0))
+        self._cuts = cuts_of(record)
         self.summary = StoreSummary.from_json(record)
         ends = self._array("meta/episode_ends")
         if ends.shape[0] < self._count:
@@ -613,8 +623,32 @@ class EpisodeStore:
     def identity(self) -> tuple[Any, int]:
         """Which rows this store's numbering names: its creation stamp (a compacting delete
         swaps in a new store) and its count of in-place edits (the recorder's d / r between
-        takes cut the last episode, whose rows the next take fills again)."""
+        takes cut the last episode, whose rows the next take fills again). Equal identities
+        name the same rows; for whether a store still holds the episodes a reader read, past
+        edits that cut only later ones, see `pin`."""
         return self._created, self._edits
+
+    def pin(self, identity: tuple[Any, int], episodes: int) -> None:
+        """Make this reader read what an earlier reader of the store read: the first
+        `episodes` episodes of the store as it was at `identity` (that reader's `identity`
+        and `len`), for a process that opens the store again (a training set's loader
+        worker). Its length, frames and `identity` become that reader's, and it refuses
+        (`read`) only edits that change those episodes, as that reader does.
+
+        Raises StoreEditedError when the store no longer holds them as they were: another
+        store took its name (a delete), or an in-place cut since took one of them (a d or r
+        of a take that reader read; one of a take recorded after it is no obstacle)."""
+        if self.writable:
+            raise StoreError(f"{self.path.name} is open for writing; only a reader is pinned")
+        created, edits = identity
+        if created != self._created or not kept_since(self._edits, self._cuts, edits, episodes) \
+                or episodes > len(self):
+            raise _edited(self.path)
+        frames = int(self._array("meta/episode_ends")[episodes - 1]) if episodes else 0
+        self._count, self._frames, self._edits = episodes, frames, edits
+        self._ends_loaded = None
+        self._infos = {i: info for i, info in self._infos.items() if i < episodes}
+        self.require_unchanged()  # the ends just read were of the episodes pinned
 
     def require_unchanged(self, error: StoreEditedError | None = None) -> None:
         """Raise `error` (default: the reader's own StoreEditedError) if the store was edited
@@ -633,8 +667,9 @@ class EpisodeStore:
         the reader paired old numbers with new (or no: zero) frames. Looked at on every read:
         two stats (`_stamp`, µs) and, when they moved or REREAD_S passed, the two small files
         that say whether the rows were renumbered (a commit that only appended episodes leaves
-        them as they were); StoreError then. A writer holds the lock: nothing else edits its
-        store."""
+        them as they were, and so does a d / r that cut only episodes past this reader's: the
+        commit record lists what each cut kept); StoreEditedError then. A writer holds the
+        lock: nothing else edits its store."""
         if self.writable:
             return
         stamp = self._stamp()
@@ -642,14 +677,15 @@ class EpisodeStore:
             return
         self._reread_at = time.monotonic()
         try:
-            now = (self._read_header(self.path).get("created"),
-                   int(read_json(self.path / "meta" / ".zattrs").get("commit", {}).get("edits", 0)))
-        except (OSError, ValueError, AttributeError, StoreError):
-            now = None  # mid-swap: the folder is being replaced
-        if now != self.identity:
-            raise StoreEditedError(f"{self.path.name} was edited while this reader had it open (a `platform "
-                                   "dataset delete` numbers its rows anew; a recorder's d or r records the last "
-                                   "episode again): open it again")
+            created = self._read_header(self.path).get("created")
+            # A layout-1 store has no commit record, and is never edited in place.
+            record = read_json(self.path / "meta" / ".zattrs").get("commit", {})
+            kept = created == self._created and kept_since(int(record.get("edits", 0)), cuts_of(record),
+                                                           self._edits, len(self))
+        except (OSError, ValueError, TypeError, AttributeError, StoreError):
+            kept = False  # mid-swap: the folder is being replaced
+        if not kept:
+            raise _edited(self.path)
         self._seen = stamp
 
     def _stamp(self) -> tuple[int, ...] | None:
@@ -768,19 +804,24 @@ class EpisodeStore:
         self._write_commit_record(n + 1, end, summary, replaced=replaced)
 
     def _write_commit_record(self, episodes: int, frames: int, summary: StoreSummary,
-                             replaced: Callable[[], None] | None = None, edits: int | None = None) -> None:
+                             replaced: Callable[[], None] | None = None, edits: int | None = None,
+                             cuts: CutLog | None = None) -> None:
         """Replace meta/.zattrs: the one write that makes episodes visible. This process's
         counts follow the rename itself (then `replaced` runs), so a failure after it (the
         folder's sync) cannot leave a committed episode counted as in flight, and cut.
-        `edits`: the in-place removals so far (default: unchanged; a drop counts one)."""
+        `edits`: the in-place removals so far, `cuts` what they kept (default: unchanged; a
+        drop counts one, `with_cut`)."""
         edits = self._edits if edits is None else edits
+        cuts = self._cuts if cuts is None else cuts
 
         def committed() -> None:
             self._count, self._frames, self.summary, self._edits = episodes, frames, summary, edits
+            self._cuts = cuts
             if replaced is not None:
                 replaced()
 
-        write_json(self.path / "meta" / ".zattrs", {"commit": commit_record(episodes, frames, summary, edits)},
+        write_json(self.path / "meta" / ".zattrs",
+                   {"commit": commit_record(episodes, frames, summary, edits, cuts)},
                    self.settings.durable, replaced=committed)
 
     def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
@@ -852,7 +893,56 @@ def _exists(path: Path) -> StoreError:
     return StoreError(f"{path} already exists; open it, or pick another dataset name")
 
 
-def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int = 0) -> dict[str, Any]:
-    """The value of meta/.zattrs["commit"]: the counts, the in-place edits so far (readers
-    open meanwhile look at it), and what every episode agrees on."""
-    return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **summary.to_json()}
+def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int = 0,
+                  cuts: CutLog = (0, [])) -> dict[str, Any]:
+    """The value of meta/.zattrs["commit"]: the counts, the in-place edits so far and the
+    episodes the latest ones kept (`"cuts": {"since": n, "kept": [[edit, episodes], ...]}`:
+    readers open meanwhile look at them, `kept_since`), and what every episode agrees on."""
+    since, kept = cuts
+    listed = {"cuts": {"since": since, "kept": [[edit, count] for edit, count in kept]}} if kept else {}
+    return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **listed,
+            **summary.to_json()}
+
+
+def cuts_of(record: Mapping[str, Any]) -> CutLog:
+    """The in-place cuts a commit record lists (`commit_record`). A record that lists none,
+    or not the latest edit (written by a version that kept no list, which drops it), lists
+    from its latest edit on: a reader opened before it cannot tell what was cut."""
+    edits = int(record.get("edits", 0))
+    listed = record.get("cuts")
+    try:
+        since, kept = int(listed["since"]), [(int(edit), int(count)) for edit, count in listed["kept"]]
+    except (TypeError, KeyError, ValueError):
+        return edits, []
+    if not kept or kept[-1][0] != edits or since > edits:
+        return edits, []
+    return since, kept
+
+
+def with_cut(cuts: CutLog, edit: int, kept: int) -> CutLog:
+    """`cuts` and in-place edit number `edit`, which left `kept` episodes. An earlier cut
+    that kept as many or more goes: any reader it would refuse, this one refuses too. So
+    the list keeps rising counts, and only its latest CUTS_LISTED: `since` moves up to the
+    last one forgotten, and a reader opened before that is refused (`kept_since`)."""
+    since, listed = cuts
+    listed = [(e, k) for e, k in listed if k < kept] + [(edit, kept)]
+    if len(listed) > CUTS_LISTED:
+        since, listed = listed[-CUTS_LISTED - 1][0], listed[-CUTS_LISTED:]
+    return since, listed
+
+
+def kept_since(edits: int, cuts: CutLog, after: int, episodes: int) -> bool:
+    """Whether a store whose commit record says `edits` in-place edits and `cuts` still
+    holds, as they were, the first `episodes` episodes of a reader that opened it after
+    edit number `after`: no in-place cut since kept fewer (appends never change them).
+    False when the record does not reach back to `after`."""
+    if edits == after:
+        return True
+    since, listed = cuts
+    return since <= after < edits and all(count >= episodes for edit, count in listed if edit > after)
+
+
+def _edited(path: Path) -> StoreEditedError:
+    return StoreEditedError(f"{path.name} was edited while this reader had it open (a `platform dataset delete` "
+                            "numbers its rows anew; a recorder's d or r records the last episode again): open it "
+                            "again")

@@ -29,6 +29,7 @@ from shallowpi.data.store import (
     EpisodeStore,
     StoreSettings,
     check_mixing,
+    with_cut,
 )
 from shallowpi.data.store_claim import claim_new, require_outside_stores
 from shallowpi.data.store_files import require_intact
@@ -100,7 +101,10 @@ def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
     kept). One atomic write of the commit record makes the store one episode shorter;
     what is left past it (its frames, its episode_ends row, its metadata file) is then cut
     exactly as after a killed writer, and a crash in between leaves what the next open
-    cuts the same way. Returns the removed episode's metadata; StoreError on an empty store.
+    cuts the same way. A reader open meanwhile that read this episode is refused at its
+    next read; one opened before it was committed (a training run, beside a recorder's d
+    or r of a take it never saw) reads on: the commit record lists what each drop kept.
+    Returns the removed episode's metadata; StoreError on an empty store.
     """
     _require_no_take(store)
     count = len(store)
@@ -114,7 +118,9 @@ def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:
     end = int(store._ends[count - 2]) if count > 1 else 0
     kept = _summary_without_last(store, count)
     # One more edit: a reader open meanwhile must not read the next take's frames for this one's.
-    store._write_commit_record(count - 1, end, kept, edits=store._edits + 1)
+    # What it kept goes with it: a reader that never saw this episode reads on (`kept_since`).
+    edit = store._edits + 1
+    store._write_commit_record(count - 1, end, kept, edits=edit, cuts=with_cut(store._cuts, edit, count - 1))
     store._infos.pop(count - 1, None)
     store._ends_loaded = None
     # The same cuts as the recovery after a killed writer (`EpisodeStore._recover`), without

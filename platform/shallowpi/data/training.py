@@ -20,7 +20,7 @@ from shallowpi.data.features import FeatureKind
 from shallowpi.data.store import EpisodeStore
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.windows import ChunkWindows
-from shallowpi.errors import StoreError
+from shallowpi.errors import StoreEditedError, StoreError
 from shallowpi.policy.action_space import mask_of, offset_stats
 
 STATE_KEY = "observation.state"
@@ -64,6 +64,7 @@ class ChunkDataset(Dataset):
         self._store: EpisodeStore | None = None
         self._store_pid = -1
         self._identity = store.identity
+        self._episodes_read = len(store)  # the episodes whose numbers and boundaries these are
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -80,16 +81,21 @@ class ChunkDataset(Dataset):
         return {**self.__dict__, "_store": None, "_store_pid": -1}
 
     def _images(self) -> EpisodeStore:
-        """The store to read frames from: this process's own (a loader worker reopens it).
-        Raises StoreError when it is no longer the store whose numbers this dataset holds (a
-        `dataset delete` renumbered it since): the frames would belong to other rows."""
+        """The store to read frames from: this process's own (a loader worker reopens it),
+        pinned to the episodes this dataset read (`EpisodeStore.pin`), so that a recorder's
+        d or r of a take recorded since is no obstacle, here or at a later read.
+        Raises StoreError when it no longer holds those episodes as they were (a `dataset
+        delete` renumbered it since, a d or r cut one of them): the frames would belong to
+        other rows."""
         if self._store is None or self._store_pid != os.getpid():
             store = EpisodeStore.open(self.store_path)
-            if store.identity != self._identity:
+            try:
+                store.pin(self._identity, self._episodes_read)
+            except StoreEditedError:
                 store.close()
                 raise StoreError(f"{self.store_path.name} was edited since training opened it (a `platform dataset "
                                  "delete` numbers its rows anew; a recorder's d or r records the last episode "
-                                 "again): start the run again")
+                                 "again): start the run again") from None
             self._store, self._store_pid = store, os.getpid()
         return self._store
 
