@@ -94,7 +94,7 @@ def test_null_where_no_reader_takes_it_is_refused_in_one_line(override, says):
 @pytest.mark.parametrize("override", [
     # null means something to each reader: the robot's rate, no catch-up, the demonstrations'
     # start pose skipped, no EMA, half the chunk, the steps of the preset, no JetPack check
-    "record.fps=null", "record.catch_up_speed=null", "deploy.start_speed=null", "policy.train.ema=null",
+    "record.fps=null", "record.catch_up_speed=null", "record.sim_noise=null", "deploy.start_speed=null", "policy.train.ema=null",
     "+distill.train.ema=null", "demo.train.ema=null", "action_selection.replan_every=null", "distill.steps=null",
     "distill.attention_pairs=null", "jetson.jetpack=null", "telemetry.address=null",
     "robot.cameras.front.serial=null",

@@ -684,6 +684,6 @@ def test_a_recorded_deployment_waiting_for_a_stalled_disk_obeys_the_dashboards_e
     # dashboard shown the e-stop (it had no status for as long as the disk stalled).
     assert torque_off_at and torque_off_at[0] - seen["estop"] < 2.0, (torque_off_at, seen)
     assert seen.get("estopped", float("inf")) - seen["estop"] < 2.0, seen
-    assert "not kept: episode 0, whose recording waited for the disk when the run was stopped" in out
+    assert "not kept: episode 1 (store index 0) of this run, whose recording waited for the disk when the run was stopped" in out
     with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
         assert len(store) == 0 and store.check() == []

@@ -243,8 +243,8 @@ def test_the_e_stop_ends_a_recorded_episodes_wait_for_a_stalled_disk(tmp_path, m
     finally:
         disk.set()
         recorder.close()
-    assert recorder.given_up == [0] and _stored(tmp_path) == []
-    assert "not kept: episode 0, whose recording waited for the disk when the run was stopped" in capsys.readouterr().out
+    assert recorder.given_up == [(1, 0)] and _stored(tmp_path) == []
+    assert "not kept: episode 1 (store index 0) of this run, whose recording waited for the disk when the run was stopped" in capsys.readouterr().out
 
 
 def test_a_stopped_or_faulted_episode_waits_on_for_the_disk_and_is_kept(tmp_path, monkeypatch):
@@ -296,7 +296,7 @@ def test_a_stop_a_fault_or_the_unattended_limit_ends_the_wait_for_a_stalled_disk
     finally:
         disk.set()
         recorder.close()
-    assert recorder.given_up == [0] and _stored(tmp_path) == []
+    assert recorder.given_up == [(1, 0)] and _stored(tmp_path) == []
 
 
 def test_the_e_stop_ends_the_next_episodes_wait_to_begin_on_a_stalled_disk(tmp_path, monkeypatch):
@@ -321,3 +321,25 @@ def test_the_e_stop_ends_the_next_episodes_wait_to_begin_on_a_stalled_disk(tmp_p
         recorder.close()
     (episode,) = _stored(tmp_path)
     assert episode.length == 8 and episode.extra["ended"] == "time limit" and recorder.given_up == []
+
+
+@pytest.mark.bad_store
+def test_an_old_episodes_damaged_metadata_does_not_refuse_a_deployment_recording(tmp_path):
+    """Opening the store read every episode's metadata (to count the demonstrations among
+    them): one old file unreadable refused the whole deploy, as it cost `record` its summary."""
+    path = tmp_path / "deployed.zarr"
+    cfg = config.compose([])
+    recorder = DeploymentRecorder(str(path), cfg, _target(), ["front"])
+    try:
+        _record_episode(recorder)
+        _record_episode(recorder)
+    finally:
+        recorder.close()
+    (path / "episodes" / "0.json").write_text("{")
+    again = DeploymentRecorder(str(path), cfg, _target(), ["front"])
+    try:
+        _record_episode(again)
+    finally:
+        again.close()
+    with EpisodeStore.open(path) as store:
+        assert len(store) == 3 and store.episode(2).length == 3

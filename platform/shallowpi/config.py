@@ -183,10 +183,11 @@ NUMBER_OR_NULL = ("record.fps", "action_selection.replan_every", "action_selecti
                   "distill.steps", "distill.sim_episode_time_s", "demo.eval_time_s", "demo.record_time_s",
                   "jetson.memory_gb")
 # Keys whose default is a number (in a config choice, or a lab's) and whose reader takes
-# null too, meaning something: no catch-up, no move to the start pose, no EMA kept, no
-# JetPack checked. Null is refused where the default is a number, a boolean, a section or a
+# null too, meaning something: no catch-up, no DART noise, no move to the start pose, no EMA
+# kept, no JetPack checked. Null is refused where the default is a number, a boolean, a section or a
 # list, but for these and NUMBER_OR_NULL.
-NULL_TAKEN = ("record.catch_up_speed", "deploy.start_speed", "distill.train.ema", "demo.train.ema", "jetson.jetpack")
+NULL_TAKEN = ("record.catch_up_speed", "record.sim_noise", "deploy.start_speed", "distill.train.ema", "demo.train.ema",
+              "jetson.jetpack")
 
 
 def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequence[str]) -> None:

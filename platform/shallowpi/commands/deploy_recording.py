@@ -75,6 +75,7 @@ class DeploymentRecorder:
         from shallowpi import config
         from shallowpi.data.features import robot_features
         from shallowpi.data.store import EpisodeStore
+        from shallowpi.errors import StoreError
         from shallowpi.record.camera_health import CameraHealth
         from shallowpi.record.disk import DiskBudget
         from shallowpi.record.settings import (
@@ -110,7 +111,12 @@ class DeploymentRecorder:
         except BaseException:
             self.store.close()
             raise
-        demonstrations = sum(not executed(e.extra) for e in self.store.episodes)
+        demonstrations = 0
+        for index in range(len(self.store)):
+            try:
+                demonstrations += not executed(self.store.episode(index).extra)
+            except StoreError:  # an old episode's metadata damaged: `dataset check` names it; no reason to refuse
+                continue
         if demonstrations:
             log.warning("--record %s: the store holds %d recorded demonstration(s); the policy's episodes join "
                         "them (each names its policy in extra.policy_sha256), and training on the store would "
@@ -131,7 +137,9 @@ class DeploymentRecorder:
         self.camera_health: CameraHealth = CameraHealth({}, target.fps)
         self._next = len(self.store)  # the store index of the next episode begun
         self.calibration_id = target.calibration_id
-        self.given_up: list[int] = []  # store indexes of the episodes whose `end` was given up: not kept
+        # The episodes whose `end` was given up, not kept: (number in this run from 1, store index).
+        self.given_up: list[tuple[int, int]] = []
+        self._begun = 0  # episodes begun in this run
         self._open = False  # an episode begun and neither committed nor discarded (its end given up)
 
     def begin(self, task: str, robot: str, fps: float,
@@ -155,6 +163,7 @@ class DeploymentRecorder:
         self.writer.begin(self._next, task, robot=robot, calibration_id=self.calibration_id, fps=fps,
                           start_time=time.time(), give_up=give_up)
         self._next += 1
+        self._begun += 1
         self._open = True
         self._t0, self._rows = -1.0, 0
         drivers = camera_drivers(self._target, self._roles)
@@ -211,7 +220,7 @@ class DeploymentRecorder:
                 self.writer.commit(success=report.success, dropped_frames=health.dropped_this_take(), extra=extra,
                                    give_up=give_up)
             except WaitAbandoned:
-                self.given_up.append(self._next - 1)
+                self.given_up.append((self._begun, self._next - 1))
                 raise
             self._open = False
 
@@ -228,5 +237,7 @@ class DeploymentRecorder:
             else:
                 print(f"recorded into {self.path}")
             if self.given_up:
-                print(f"not kept: episode {', '.join(map(str, self.given_up))}, whose recording waited for the disk "
-                      "when the run was stopped (the wait given up)")
+                # As deploy's own lines number them (episode 1/3), with where each would have been stored.
+                episodes = ", ".join(f"{run} (store index {index})" for run, index in self.given_up)
+                print(f"not kept: episode {episodes} of this run, whose recording waited for the disk when the run "
+                      "was stopped (the wait given up)")
