@@ -17,6 +17,7 @@ from shallowpi.cli import main
 from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import latest_checkpoint
 from shallowpi.train.objective import FlowMatchingObjective
+from shallowpi.train.run_lock import RunLock
 from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError
 from store_fixtures import make_store
 
@@ -48,6 +49,20 @@ def test_a_second_trainer_in_a_run_folder_is_refused_naming_the_first(tmp_path):
     assert (tmp_path / ".lock").read_text() == ""
     _trainer(tmp_path, resume=True, steps=6).fit()
     assert latest_checkpoint(tmp_path).name == "step_000006"
+
+
+def test_a_held_run_folder_is_refused_with_advice_every_command_can_follow(tmp_path):
+    """`distill` trains its teacher into runs/<teacher>, a folder its --run does not name (that
+    is the student's): "or pass another --run" sent a second distill on the same dataset
+    nowhere."""
+    held = RunLock(tmp_path)
+    try:
+        with pytest.raises(TrainingError) as refused:
+            RunLock(tmp_path)
+    finally:
+        held.release()
+    assert "--run" not in str(refused.value)
+    assert str(refused.value).endswith("run this again when it ends (or stop it), or train into another folder")
 
 
 def test_the_lock_of_a_killed_trainer_does_not_outlive_it(tmp_path):

@@ -31,9 +31,11 @@ class RunLock:
         try:
             fd, _ = take_file_lock(run_dir / LOCK_NAME, f"pid {os.getpid()} on {socket.gethostname()}")
         except FileLockHeld as held:
-            raise TrainingError(f"run folder {run_dir} is in use by another training process ({held.holder}); wait "
-                                f"for it to end or stop it (two trainers would overwrite each other's metrics and "
-                                f"checkpoints), or pass another --run") from None
+            # The advice fits every caller: `distill`'s --run names the student's folder, not
+            # the teacher's it may be refused for ("pass another --run" could not help there).
+            raise TrainingError(f"run folder {run_dir} is in use by another training process ({held.holder}): two "
+                                f"trainers would overwrite each other's metrics and checkpoints; run this again when "
+                                f"it ends (or stop it), or train into another folder") from None
         self._release = weakref.finalize(self, release_file_lock, fd, True)
 
     def release(self) -> None:

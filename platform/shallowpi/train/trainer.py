@@ -43,7 +43,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shallowpi.durable_files import replace_text
-from shallowpi.errors import refuse_fractional
+from shallowpi.errors import PlatformError, refuse_fractional
 from shallowpi.torchrun_env import torchrun_rank
 from shallowpi.train.checkpoint import (
     Checkpointer,
@@ -151,17 +151,54 @@ def _worker_ignores_sigterm(_worker_id: int) -> None:
 
 def _until_stopped(batches: Iterator[tuple[int, Any]], stop: StopRequest) -> Iterator[tuple[int, Any]]:
     """The loader's batches; ends quietly if a stop was requested and fetching then fails
-    (Ctrl-C in a terminal also reaches the loader's workers, which exit)."""
+    (Ctrl-C in a terminal also reaches the loader's workers, which exit). A PlatformError
+    raised in a worker (the store edited or damaged under the run) comes out as its own
+    one-line error (`_unwrapped`)."""
     while True:
         try:
             item = next(batches)
         except StopIteration:
             return
+        except PlatformError as exc:
+            raise _unwrapped(exc) from exc  # the cause keeps the worker's traceback
         except RuntimeError:
             if stop.requested:
                 return
             raise
         yield item
+
+
+def _unwrapped(exc: PlatformError) -> PlatformError:
+    """The error a loader worker raised, out of torch's re-raise of it in the trainer
+    (torch/_utils.py, ExceptionWrapper.reraise: the same class, with the message "Caught X
+    in DataLoader worker process N.\nOriginal Traceback ..." whose last line is the
+    worker's "module.X: <message>"). The CLI printed those ~15 lines as the "one-line"
+    error. `exc` itself when it is not such a re-raise."""
+    text, kind = str(exc), type(exc)
+    if not text.startswith(f"Caught {kind.__name__} in DataLoader worker"):
+        return exc
+    # traceback names the class with its module, but not one of __main__ or builtins.
+    for head in (f"\n{kind.__module__}.{kind.__qualname__}: ", f"\n{kind.__qualname__}: "):
+        at = text.rfind(head)
+        if at >= 0:
+            return kind(text[at + len(head):].rstrip("\n"))
+    return exc
+
+
+def _end_workers(batches: Iterator[Any] | None) -> None:
+    """Shut the loader iterator `batches`' workers down now (nothing for a loader without
+    workers). Left to the iterator's collection they outlived a run that ended in an error:
+    torch's re-raise of a worker's error holds the iterator in a reference cycle, and at
+    exit Python SIGTERMs its daemon children and waits for them, which these workers ignore
+    (`_worker_ignores_sigterm`): `train` printed its error and never exited."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is None:
+        return
+    shutdown()
+    for worker in getattr(batches, "_workers", ()):
+        if worker.is_alive():  # still in a read past torch's join timeout: its SIGTERM was ignored
+            worker.kill()
+            worker.join()
 
 
 def ema_decay(step: int, rate: float) -> float:
@@ -456,12 +493,14 @@ class Trainer:
         done = saved = self.start_step  # steps completed; the step last checkpointed
         self.objective.train()
         stop = StopRequest(enabled=d.world == 1)
+        batches = None
         try:
             with stop:
                 # The loader forks its workers here, inside `stop`, so they inherit its handler:
                 # the terminal's Ctrl-C reaches them too and must not kill the worker whose
                 # batch the step is waiting on (tests/test_train.py, ctrl_c).
-                for step, batch in _until_stopped(enumerate(loader, start=self.start_step), stop):
+                batches = iter(loader)
+                for step, batch in _until_stopped(enumerate(batches, start=self.start_step), stop):
                     last = self._step(step, batch, share)
                     done = step + 1
                     self._log(step, last, metrics_path, writer, progress)
@@ -476,6 +515,7 @@ class Trainer:
                 where = f"; checkpoint step_{done:06d} saved: continue with --resume" if done else ""
                 raise TrainingInterrupted(f"training stopped by {stop.signal_name} after step {done}{where}")
         finally:
+            _end_workers(batches)  # however the run ends: see there
             progress.close()
             if writer is not None:
                 writer.close()
