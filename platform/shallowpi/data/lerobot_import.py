@@ -41,7 +41,8 @@ TASKS_FILE = "meta/tasks.parquet"
 EPISODES_INDEX_DIR = "meta/episodes"
 # An imported episode's start_time: not known (`store_edit.start_known`). A merge tells two
 # imports of one dataset, and an import beside the store it was exported from, by their
-# numbers instead (`store_edit.refuse_repeats`); training names them so too.
+# numbers instead (`store_edit.refuse_repeats`); training names them so too (not those
+# imported before, which held the import's clock: `finetune._recording`).
 UNKNOWN_START_TIME = 0.0
 
 

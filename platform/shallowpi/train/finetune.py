@@ -174,7 +174,10 @@ def _recording(info: Any) -> str:
     episode imported from LeRobot, which has no start time (0.0, its dropped frames not
     counted), its length, task and checksums, the same in every import of the dataset
     (one length and task alone would name many episodes of one import as one, and a
-    student would not hold them out)."""
+    student would not hold them out). An episode imported before imports stored 0.0 keeps
+    the name it had, its import's clock (`store_edit.start_known` tells it an import for
+    merges): a run trained on it still resumes, and two such imports of one dataset stay
+    two recordings here."""
     if not info.start_time and info.dropped_frames is None:
         return f"imported {info.length} {info.task} {sorted(info.checksums.items())}"
     return f"{info.start_time!r} {info.length} {info.task}"
