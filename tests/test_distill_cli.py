@@ -142,6 +142,12 @@ def test_a_teacher_this_init_began_is_reused_when_the_same_command_runs_again(di
     capsys.readouterr()
     assert main([*again, "--run", "second"]) == 0
     assert f"teacher: {teacher}" in capsys.readouterr().out
+    # Its model is the --init's, not the preset's; a model override it does not match is still
+    # refused (it was recorded in config.yaml and not applied).
+    assert main([*again, "--run", "third", "policy.num_steps=7"]) != 0
+    said = capsys.readouterr().err
+    assert "policy.num_steps=7, the teacher's " in said and "(trained from --init: " in said, said
+    assert not (runs / "third").exists()
 
 
 def test_resume_replays_the_same_loss_curve(distilled):

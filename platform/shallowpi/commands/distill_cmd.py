@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
                              "the run being resumed")
     if given is None:  # runs/NAME-P's teacher, when complete; else it is trained (or continued) here
         given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs, args.init)
+        if given is not None and _ours(args.init):  # its model is the --init's: the overrides still must match
+            _check_teacher_model(given, policy_cfg, overrides, "trained from --init")
     if given is not None and args.init is not None and \
             (began := Policy.read_metadata(given).get("init")) != str(Path(args.init).resolve()):
         # --init starts a teacher's training, and none is trained here: it was dropped
