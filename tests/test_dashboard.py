@@ -421,16 +421,42 @@ def assert_told_apart(shown: list[str], names: list[str], width: int) -> None:
 
 def test_long_joint_names_lose_their_middle_and_stay_apart():
     """Cut at the end, the humanoid's three left shoulder joints all read "left_shoulde…" at
-    80 columns; cut in the middle their ends tell them apart."""
+    80 columns; cut in the middle their ends tell them apart (panels.short_names, which
+    both dashboards' joints panels use)."""
     names = ["left_shoulder_pitch", "left_shoulder_roll", "left_shoulder_yaw", "lift"]
-    assert render.short_names(names, 13) == ["left_s…_pitch", "left_sh…_roll", "left_sho…_yaw", "lift"]
+    assert panels.short_names(names, 13) == ["left_s…_pitch", "left_sh…_roll", "left_sho…_yaw", "lift"]
     # Alike with their ends kept too (the same head and end): cut elsewhere, both the same way.
     alike = ["right_shoulder_pitch", "right_wrist_pitch", "right_elbow"]
-    assert render.short_names(alike, 13) == ["right_s…pitch", "right_w…pitch", "right_elbow"]
+    assert panels.short_names(alike, 13) == ["right_s…pitch", "right_w…pitch", "right_elbow"]
     for robot in ROBOTS:
         names = robot_spec(robot).joint_names
         for width in range(9, 23):
-            assert_told_apart(render.short_names(names, width), names, width)
+            assert_told_apart(panels.short_names(names, width), names, width)
+
+
+@pytest.mark.parametrize("panel_width", [29, 34, 35, 36])  # the loop panels at 80 and 100 columns
+def test_the_loop_panel_breaks_its_lines_between_numbers_to_fit_its_width(panel_width):
+    """"period p50  33.30 ms  p99  36.00 ms" is 35 cells and the sim-time lines 44 and 45:
+    Rich wrapped them between any two words in the 29-36 cells the dashboards give the
+    panel. Each line is broken between its numbers, and each number keeps its unit."""
+    servo = LoopStatus(target_hz=30.0, period_p50_ms=33.3, period_p99_ms=36.0, overruns=2, link_exchanges=1200,
+                       link_failed_tries=14, link_worst="right_shoulder_pitch", link_worst_failed=12)
+    sim = LoopStatus(target_hz=30.0, period_p50_ms=70.0, period_p99_ms=71.5, simulated=True)
+    for lp, whole in ((servo, ["loop 30 Hz", "period p50  33.30 ms", "p99  36.00 ms", "overruns 2",
+                               "servo retries 14/1200,", "(12)"]),
+                      (sim, ["loop 30 Hz of simulated time", "(33.3 ms a tick)", "p50  70.00 ms", "p99  71.50 ms",
+                             "no deadline to overrun"])):
+        lines = panels.loop(lp, panel_width=panel_width).plain.split("\n")
+        assert max(map(len, lines)) <= panel_width, (panel_width, lines)
+        for part in whole:  # on one line, not split across two
+            assert any(part in line for line in lines), (panel_width, part, lines)
+    assert panels.loop(servo, panel_width=34).plain.split("\n")[1:3] == ["period p50  33.30 ms", "       p99  36.00 ms"]
+    # Unlimited (and wide enough): a line each, as before.
+    assert panels.loop(servo).plain == panels.loop(servo, panel_width=80).plain == (
+        "loop 30 Hz (33.3 ms)\nperiod p50  33.30 ms  p99  36.00 ms\noverruns 2\n"
+        "servo retries 14/1200, most right_shoulder_pitch (12)")
+    late = panels.loop(LoopStatus(target_hz=30.0, period_p50_ms=33.3, period_p99_ms=40.0), panel_width=29)
+    assert late.get_style_at_offset(Console(), late.plain.index("p99")).color.name == "red"  # still red on its own row
 
 
 def serve(publisher: TelemetryPublisher, stop: threading.Event) -> threading.Thread:

@@ -15,9 +15,11 @@ from textual.pilot import Pilot
 from dxl_fixtures import robot_spec
 from recorder_fixtures import make_session, open_store
 from shallowpi.telemetry import keys
+from shallowpi.telemetry.executor_status import ExecutorState, ExecutorStatus
 from shallowpi.telemetry.mailbox import StatusMailbox
 from shallowpi.telemetry.publisher import TelemetryPublisher
-from shallowpi.telemetry.status import Command, RecorderState
+from shallowpi.telemetry.status import Command, LoopStatus, RecorderState
+from shallowpi.tui.executor_dashboard import ExecutorDashboard
 from shallowpi.tui.recorder_dashboard import AcknowledgeScreen, QuitScreen, RecorderDashboard
 from telemetry_fixtures import never_stale, sent_commands  # noqa: F401 (autouse)
 from test_dashboard import ROBOTS, assert_told_apart, make_status, text_of, wait_for
@@ -182,7 +184,7 @@ def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
         for shown in ("RECORDING", "episode 2", "space", "E-STOP", "jog head_pan", "quit", "disk behind: waited 120 ms",
                       "camera frames dropped", "FAULT: servo 3"):
             assert shown in screen, (size, shown, screen)
-        for name in ("summary", "joints", "episodes", "message", "keys"):  # on screen, whole
+        for name in ("summary", "joints-box", "episodes", "message", "keys"):  # on screen, whole
             widget = app.query_one(f"#{name}")
             assert widget.region.height > 0 and widget.region.bottom <= size[1], (size, name, widget.region)
         # One row a joint: a row wider than the panel wraps, and a small terminal showed half
@@ -202,7 +204,7 @@ def test_small_terminals_keep_every_key_and_the_safety_state_visible(size):
 def test_the_joint_names_an_80_column_dashboard_shows_tell_every_joint_apart(robot):
     """Cut at the end to 12 characters and "…", 9 of the humanoid's 19 names read alike at
     80x24 ("left_shoulde…" for its shoulder's pitch, roll and yaw): cut in the middle now
-    (recorder_render.short_names), and apart."""
+    (panels.short_names), and apart."""
     names = robot_spec(robot).joint_names
     feed = StatusMailbox(max_hz=0)
     app = RecorderDashboard(feed, None, monitor=True)
@@ -218,6 +220,114 @@ def test_the_joint_names_an_80_column_dashboard_shows_tell_every_joint_apart(rob
         feed.close()
 
     run_app(app, scenario, size=(80, 24))
+
+
+def _humanoid_status(state: RecorderState = RecorderState.RECORDING, **changes):
+    """A status of the humanoid's 19 joints, the leader 0.1 ahead of the follower."""
+    names = robot_spec("humanoid").joint_names
+    return make_status(state, joint_names=names, leader=[0.1] * len(names), follower=[0.0] * len(names),
+                       joint_lower=[-1.0] * len(names), joint_upper=[1.0] * len(names), **changes)
+
+
+def test_the_humanoid_at_80x24_shows_every_joint_row_at_once_or_after_end():
+    """The joints panel was a Static 12 rows tall for 20 rows of text whose own
+    `overflow-y: auto` scrolled 2 rows: right_elbow, right_gripper, head_pan, head_tilt and
+    lift were never on screen. Each joint is one row in a box that scrolls (it has the
+    focus: End shows the last rows), and E-STOP and the fault stay on screen."""
+    fault = "FAULT: bus 'right_arm' servo 8 overload"
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda command: None)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(_humanoid_status(RecorderState.FAULT, message=fault))
+        await wait_for(pilot, lambda: isinstance(app.screen, AcknowledgeScreen))
+        await pilot.press("enter")  # the fault's dialog, acknowledged: the dashboard under it
+        await wait_for(pilot, lambda: not isinstance(app.screen, AcknowledgeScreen))
+        await pilot.pause(0.2)
+        panel = app.query_one("#joints")
+        rows = text_of(app, "joints").split("\n")
+        assert len(rows) == 20 and max(map(len, rows)) <= panel.content_region.width, rows
+        assert panel.content_region.height == len(rows), panel.content_region  # none wraps
+        joint_rows = [" ".join(row.split()) for row in rows[1:]]
+        screen = _screen_text(app)
+        seen = {row for row in joint_rows if row in screen}
+        await pilot.press("end")
+        await pilot.pause(0.2)
+        screen = _screen_text(app)
+        seen |= {row for row in joint_rows if row in screen}
+        assert seen == set(joint_rows), sorted(set(joint_rows) - seen)
+        for shown in ("FAULT: see below", fault, "e E-STOP", "q quit"):
+            assert shown in screen, (shown, screen)
+        for widget_id in ("summary", "joints-box", "message", "keys"):
+            widget = app.query_one(f"#{widget_id}")
+            assert widget.region.height > 0 and widget.region.bottom <= 24, (widget_id, widget.region)
+        feed.close()
+
+    run_app(app, scenario, size=(80, 24))
+
+
+def test_a_resize_cuts_the_joint_rows_again_at_the_new_width():
+    """The dashboard's own Resize comes before the layout: the rows were cut to the width
+    the panel had before it (at 140x45 its bars and whole names, wrapping at 80x24)."""
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda command: None)
+
+    def rows_fit() -> bool:
+        width = app.query_one("#joints").content_region.width
+        return max(map(len, text_of(app, "joints").split("\n"))) <= width
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(_humanoid_status())
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.2)
+        assert "right_shoulder_pitch" in text_of(app, "joints") and "position" in text_of(app, "joints")
+        await pilot.resize_terminal(80, 24)
+        await wait_for(pilot, rows_fit, timeout_s=3.0)
+        panel = app.query_one("#joints")
+        assert panel.content_region.width < 40 and panel.content_region.height == 20, panel.content_region
+        await pilot.resize_terminal(140, 45)  # and back: the bars and whole names again
+        await wait_for(pilot, lambda: "position" in text_of(app, "joints"), timeout_s=3.0)
+        assert "right_shoulder_pitch" in text_of(app, "joints") and rows_fit()
+        feed.close()
+
+    run_app(app, scenario, size=(140, 45))
+
+
+SERVO_LOOP = LoopStatus(target_hz=30.0, period_p50_ms=33.3, period_p99_ms=36.0, overruns=2, link_exchanges=1200,
+                        link_failed_tries=14, link_worst="right_shoulder_pitch", link_worst_failed=12)
+SIM_LOOP = LoopStatus(target_hz=30.0, period_p50_ms=70.0, period_p99_ms=71.5, simulated=True)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dashboard", ["recorder", "executor"])
+@pytest.mark.parametrize("loop", [SERVO_LOOP, SIM_LOOP], ids=["servo-bus", "sim-time"])
+def test_the_loop_panel_keeps_a_line_a_row_at_80_and_100_columns(size, dashboard, loop):
+    """In the right column (29 to 36 cells at 80 to 100 columns) "period p50  33.30 ms  p99
+    36.00 ms" (35 cells) and the sim-time lines (44, 45) wrapped between any two words, "ms"
+    alone on a row. Each line is cut to the panel now, between its numbers."""
+    feed = StatusMailbox(max_hz=0)
+    if dashboard == "recorder":
+        app = RecorderDashboard(feed, None, monitor=True)
+        status = make_status(loop=loop)
+    else:
+        app = ExecutorDashboard(feed, None, monitor=True)
+        status = ExecutorStatus(state=ExecutorState.RUNNING, loop=loop)
+
+    async def scenario() -> None:
+        async with app.run_test(size=size) as pilot:
+            feed.publish(status)
+            await wait_for(pilot, lambda: app.status is not None)
+            await pilot.pause(0.2)
+            panel = app.query_one("#loop")
+            lines = text_of(app, "loop").split("\n")
+            assert max(map(len, lines)) <= panel.content_region.width, (panel.content_region, lines)
+            assert panel.content_region.height == len(lines), (panel.content_region, lines)  # none wraps
+            shown = " ".join(text_of(app, "loop").split())
+            for number in ("p50 33.30 ms", "p99 36.00 ms") if not loop.simulated else ("p50 70.00 ms", "p99 71.50 ms"):
+                assert number in shown, shown
+            feed.close()
+
+    asyncio.run(scenario())
 
 
 def _screen_text(app: RecorderDashboard) -> str:

@@ -287,7 +287,7 @@ def test_small_terminals_show_every_joint_a_row_and_keep_the_safety_counts_and_k
 
 @pytest.mark.parametrize("robot", ROBOTS)
 def test_the_joint_names_an_80_column_dashboard_shows_tell_every_joint_apart(robot):
-    """Both dashboards cut long names the same way (recorder_render.short_names): in the
+    """Both dashboards cut long names the same way (panels.short_names): in the
     middle, kept apart, not "left_shoulde…" three times."""
     names = robot_spec(robot).joint_names
     feed = StatusMailbox(max_hz=0)

@@ -18,10 +18,8 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.events import Resize
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
@@ -29,27 +27,11 @@ from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.telemetry.status import Command, Request
 from shallowpi.tui import executor_render as render
 from shallowpi.tui import panels
+from shallowpi.tui.fitted import FittedPanel, ScrollBox
 from shallowpi.tui.stale import StatusAge
 from shallowpi.tui.status_feed import close_source, pump_statuses
 
 log = logging.getLogger(__name__)
-
-
-class FittedPanel(Static):
-    """A panel whose text is cut to its width (the joints, the inference): it tells the app
-    when its width changes, as after a terminal resize. (The app's own Resize comes before
-    the layout that gives the panels their new widths.)"""
-
-    class Resized(Message):
-        """A FittedPanel's width changed."""
-
-    _width: int | None = None  # the width its text was last asked for at
-
-    def on_resize(self, event: Resize) -> None:
-        """Say so when the width changed (a new height is only new text)."""
-        if event.size.width != self._width:
-            self._width = event.size.width
-            self.post_message(self.Resized())
 
 
 class ExecutorDashboard(App[None]):
@@ -66,12 +48,11 @@ class ExecutorDashboard(App[None]):
     #left { width: 3fr; }
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
     /* A joint a row, scrolling within the body where the robot has more joints than the
-       terminal has rows (the humanoid's 19 at 80x24), so the message line and keys stay. A
-       Static does not scroll its own text (its height is the part shown): its box does. The
-       gutters are kept whether or not a bar shows, so that a row's width does not change. */
-    #joints-box { height: auto; max-height: 100%; }
-    #right { width: 2fr; min-width: 34; overflow-y: auto; }
-    #joints-box, #right { scrollbar-gutter: stable; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 0; }
+       terminal has rows (the humanoid's 19 at 80x24), so the message line and keys stay:
+       the joints' box is a fitted.ScrollBox. The right column's gutter is kept whether or
+       not a bar shows, so that its panels' width does not change with the bar. */
+    #right { width: 2fr; min-width: 34; overflow-y: auto;
+             scrollbar-gutter: stable; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 0; }
     #message { height: 1; padding: 0 1; background: $panel; }
     #feedback { height: 1; padding: 0 1; background: $panel; }
     """
@@ -113,12 +94,12 @@ class ExecutorDashboard(App[None]):
         countdown among them, would overwrite it); footer."""
         yield Static(render.summary(None, True), id="summary")
         with Horizontal(id="body"):
-            with Vertical(id="left"), VerticalScroll(id="joints-box", classes="panel"):
+            with Vertical(id="left"), ScrollBox(id="joints-box", classes="panel"):
                 yield FittedPanel("", id="joints")
             with Vertical(id="right"):
                 yield Static("", id="safety", classes="panel")
                 yield FittedPanel("", id="inference", classes="panel")
-                yield Static("", id="loop", classes="panel")
+                yield FittedPanel("", id="loop", classes="panel")
         yield Static("waiting for the executor's first status…", id="message")
         yield Static("", id="feedback")
         yield Footer()
@@ -189,7 +170,7 @@ class ExecutorDashboard(App[None]):
             self._set("summary", render.summary(status, self.connected, self.control))
             self._set("joints", render.joints(status, panel_width=self._width_of("joints")))
             self._set("inference", render.inference(status, panel_width=self._width_of("inference")))
-            self._set("loop", panels.loop(status.loop))
+            self._set("loop", panels.loop(status.loop, panel_width=self._width_of("loop")))
             self._set("safety", render.safety(status))
             if status.message != self._shown_message:
                 self._shown_message = status.message
@@ -223,7 +204,7 @@ class ExecutorDashboard(App[None]):
 
     def _width_of(self, widget_id: str) -> int | None:
         """The cells a panel has for its text; None before the first layout (no limit)."""
-        return self.query_one(f"#{widget_id}", Static).content_region.width or None
+        return self.query_one(f"#{widget_id}", FittedPanel).text_width
 
     def _set(self, widget_id: str, content: Text) -> None:
         self.query_one(f"#{widget_id}", Static).update(content)

@@ -9,7 +9,6 @@ from rich.text import Text
 
 from shallowpi.telemetry.executor_status import ExecutorStatus
 from shallowpi.tui import panels
-from shallowpi.tui.recorder_render import short_names
 
 
 def status_line(s: ExecutorStatus) -> str:
@@ -91,7 +90,7 @@ def joints(s: ExecutorStatus, panel_width: int | None = None) -> Text:
     reset (nothing is read then) the values are those it holds at, read before it.
 
     Each joint is one row within `panel_width` cells (None: no limit): the names are cut
-    first (in the middle, kept distinct: recorder_render.short_names), then the measured
+    first (in the middle, kept distinct: panels.short_names), then the measured
     column goes (a wrapped row halved the joints an 80-column terminal showed)."""
     text = Text()
     if s.state.value == "reset":
@@ -103,7 +102,7 @@ def joints(s: ExecutorStatus, panel_width: int | None = None) -> Text:
         width = max(5, min(width, panel_width - (NUMBERS_WIDTH if measured else NUMBERS_WIDTH_NARROW)))
     text.append(f"{'joint'[:width]:<{width}} {'command':>7}" + (f" {'measured':>8}" if measured else "")
                 + f" {'error':>7}\n", style="bold")
-    for shown, cmd, meas in zip(short_names(names, width), s.commanded, s.measured):
+    for shown, cmd, meas in zip(panels.short_names(names, width), s.commanded, s.measured):
         err = cmd - meas
         text.append(f"{shown:<{width}} {cmd:>7.3f}" + (f" {meas:>8.3f}" if measured else "") + " ")
         text.append(f"{err:>+7.3f}\n", style="yellow" if abs(err) > 0.2 else "")

@@ -2,14 +2,15 @@
 
 Pure functions from the shared status parts (`LoopStatus`, `CameraStatus`, `Thumbnail`)
 to `rich.text.Text`, so tests read them directly and each dashboard puts them in a
-Static. Colours say what needs the operator: red is a problem now (dropped frames, a loop
-over its period), yellow a warning, dim idle.
+Static; and the joint names both joints panels show (`short_names`). Colours say what
+needs the operator: red is a problem now (dropped frames, a loop over its period), yellow
+a warning, dim idle.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -19,29 +20,113 @@ from shallowpi.telemetry.status import CameraStatus, LoopStatus, Thumbnail
 HALF_BLOCK = "▀"  # upper half block: foreground = upper pixel, background = lower pixel
 
 
-def loop(lp: LoopStatus) -> Text:
-    """Target rate and period, measured period p50/p99 (red past 1.1 periods), overruns.
+def short_names(names: Sequence[str], width: int) -> list[str]:
+    """`names` fitted to `width` cells each, and told apart: a long name loses its middle,
+    not its end, e.g. "left_shoulder_pitch" at 13 cells reads "left_s…_pitch" (cutting the
+    end left the humanoid's three shoulder joints all "left_shoulde…"). Where two names
+    would still read alike, those two are cut elsewhere until they differ. Names that fit
+    stay whole; the recorder's and the executor's joints panels both use this."""
+    shown = [_cut_middle(name, width) for name in names]
+    alike: dict[str, set[str]] = {}  # shown text -> the names it stands for
+    for name, text in zip(names, shown):
+        alike.setdefault(text, set()).add(name)
+    for text, group in alike.items():
+        if len(group) < 2:
+            continue
+        taken = set(shown) - {text}
+        for head in _heads(width):  # the same cut for the whole group: their rows line up
+            tried = {name: _cut_middle(name, width, head) for name in group}
+            if len(set(tried.values())) == len(group) and not taken & set(tried.values()):
+                shown = [tried.get(name, old) for name, old in zip(names, shown)]
+                break
+    return shown
+
+
+def _cut_middle(name: str, width: int, head: int | None = None) -> str:
+    """`name` in `width` cells: whole if it fits, else its first `head` characters, "…" and
+    its end. By default the end is its last "_" part (as "_pitch"), up to half the cells."""
+    if len(name) <= width:
+        return name
+    if width < 3:
+        return name[:width]
+    if head is None:
+        last = name[name.rfind("_"):] if "_" in name else ""
+        head = width - 1 - min(len(last), (width - 1) // 2)
+    tail = width - 1 - head
+    return name[:head] + "…" + (name[-tail:] if tail else "")
+
+
+def _heads(width: int) -> list[int]:
+    """The lengths of head `_cut_middle` may keep in `width` cells, the most even cuts first."""
+    middle = (width - 1) // 2
+    return sorted(range(1, width), key=lambda head: (abs(head - middle), -head))
+
+
+# A line of a fitted panel: its parts, each with the separator that goes before it on
+# the same line. Where a part would not fit, the line breaks before it: the separator,
+# less its trailing spaces, ends the line (", " leaves ","), and the part starts the next
+# one after `indent` spaces.
+_Part = tuple[str, Text]
+
+
+def _fitted_line(text: Text, parts: list[_Part], panel_width: int | None, indent: int = 2) -> None:
+    """Append one line made of `parts` to `text`, broken between parts where it would be
+    wider than `panel_width` cells (None: never); Rich would break it between any two
+    words instead ("p99  35.10" at the end of one row, "ms" alone on the next)."""
+    column = 0
+    for i, (separator, part) in enumerate(parts):
+        if i and panel_width is not None and column + len(separator) + part.cell_len > panel_width:
+            text.append(separator.rstrip() + "\n" + " " * indent)
+            column = indent
+        elif i:
+            text.append(separator)
+            column += len(separator)
+        text.append_text(part)
+        column += part.cell_len
+
+
+def loop(lp: LoopStatus, panel_width: int | None = None) -> Text:
+    """Target rate and period, measured period p50/p99 (red past 1.1 periods), overruns,
+    each line within `panel_width` cells (None: no limit; the dashboards' right column has
+    29-36 at 80-100 columns): a line that would not fit breaks between its numbers, not
+    inside one.
 
     On simulated time the measured period is how fast the twin renders, not a deadline
     the loop keeps or misses: the panel says so instead of colouring it as late. With a
     servo bus, a last line counts the exchanges whose tries failed and were retried."""
     period_ms = 1000.0 / lp.target_hz if lp.target_hz else 0.0
     text = Text()
-    text.append("loop ", style="bold")
+    head = Text("loop ", style="bold")
     if lp.simulated:
-        text.append(f"{lp.target_hz:.0f} Hz of simulated time ({period_ms:.1f} ms a tick)\n")
-        text.append(f"wall time a tick p50 {lp.period_p50_ms:6.2f} ms  p99 {lp.period_p99_ms:6.2f} ms\n")
-        text.append("the twin's speed; no deadline to overrun", style="dim")
+        _fitted_line(text, [("", head + Text(f"{lp.target_hz:.0f} Hz of simulated time")),
+                            (" ", Text(f"({period_ms:.1f} ms a tick)"))], panel_width, indent=5)
+        text.append("\n")
+        _fitted_line(text, [("", Text("wall time a tick")), (" ", Text(f"p50 {lp.period_p50_ms:6.2f} ms")),
+                            ("  ", Text(f"p99 {lp.period_p99_ms:6.2f} ms"))], panel_width)
+        text.append("\n")
+        _fitted_line(text, [("", Text("the twin's speed;", style="dim")),
+                            (" ", Text("no deadline to overrun", style="dim"))], panel_width, indent=0)
     else:
-        text.append(f"{lp.target_hz:.0f} Hz ({period_ms:.1f} ms)\n")
-        text.append(f"period p50 {lp.period_p50_ms:6.2f} ms  p99 ")
-        text.append(f"{lp.period_p99_ms:6.2f} ms",
-                    style="bold red" if period_ms and lp.period_p99_ms > 1.1 * period_ms else "")
+        late = bool(period_ms) and lp.period_p99_ms > 1.1 * period_ms
+        _fitted_line(text, [("", head + Text(f"{lp.target_hz:.0f} Hz")), (" ", Text(f"({period_ms:.1f} ms)"))],
+                     panel_width, indent=5)
+        text.append("\n")
+        _fitted_line(text, [("", Text(f"period p50 {lp.period_p50_ms:6.2f} ms")),
+                            ("  ", Text(f"p99 {lp.period_p99_ms:6.2f} ms", style="bold red" if late else ""))],
+                     panel_width, indent=len("period "))  # p99 under p50
         text.append("\noverruns ")
         text.append(f"{lp.overruns}", style="bold red" if lp.overruns else "green")
     if lp.link_exchanges:
-        text.append("\nservo retries ")
-        text.append(link_text(lp), style="bold yellow" if lp.link_failed_tries else "green")
+        text.append("\n")
+        style = "bold yellow" if lp.link_failed_tries else "green"
+        parts: list[_Part] = [("", Text("servo retries ") + Text(f"{lp.link_failed_tries}/{lp.link_exchanges}", style=style))]
+        if lp.link_worst:
+            count = f" ({lp.link_worst_failed})"
+            worst = lp.link_worst  # cut (in its middle) only where it would not fit a line of its own
+            if panel_width is not None:
+                worst = _cut_middle(worst, max(panel_width - 2 - len("most ") - len(count), 3))
+            parts.append((", ", Text(f"most {worst}{count}", style=style)))
+        _fitted_line(text, parts, panel_width)
     return text
 
 

@@ -57,6 +57,7 @@ from shallowpi.telemetry import keys
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus, Request, Thumbnail
 from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
+from shallowpi.tui.fitted import FittedPanel, ScrollBox
 from shallowpi.tui.stale import StatusAge
 from shallowpi.tui.status_feed import close_source, pump_statuses
 
@@ -149,7 +150,9 @@ class RecorderDashboard(App[None]):
     #left { width: 3fr; }
     #right { width: 2fr; min-width: 38; overflow-y: auto; }
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
-    #joints { height: auto; max-height: 70%; overflow-y: auto; }
+    /* A joint a row; the rows scroll in their box (a fitted.ScrollBox: a Static does not
+       scroll its own text) where the robot has more joints than there is room for. */
+    #joints-box { max-height: 70%; }
     #episodes { height: 1fr; min-height: 4; }
     #thumbnail { height: auto; min-height: 3; }
     #message { height: auto; max-height: 2; padding: 0 1; background: $panel; }
@@ -157,7 +160,7 @@ class RecorderDashboard(App[None]):
     /* Small terminals (under 110x36): no thumbnail, joints scroll in what is left, so
        the keys, the state and the writer's back-pressure stay on screen. */
     .-compact #thumbnail { display: none; }
-    .-compact #joints { height: 1fr; max-height: 100%; }
+    .-compact #joints-box { height: 1fr; max-height: 100%; }
     .-compact #episodes { height: auto; max-height: 6; min-height: 3; }
     QuitScreen { align: center middle; }
     #quit-dialog {
@@ -234,27 +237,30 @@ class RecorderDashboard(App[None]):
     # -- layout ------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        """The widgets: summary; joints and episodes (left); thumbnail, cameras, loop and writer
-        (right); message line; keys line."""
+        """The widgets: summary; joints (in a box that scrolls: arrow, page, Home and End keys,
+        the wheel; it has the focus) and episodes (left); thumbnail, cameras, loop and writer
+        (right; the column scrolls); message line; keys line. The panels whose text is cut
+        to their width are FittedPanels: drawn again when their width changes."""
         yield Static(render.summary(None, True, self.control), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="left"):
-                yield Static("", id="joints", classes="panel")
+                with ScrollBox(id="joints-box", classes="panel"):
+                    yield FittedPanel("", id="joints")
                 yield Static("", id="episodes", classes="panel")
             with Vertical(id="right"):
-                yield Static("", id="thumbnail", classes="panel")
+                yield FittedPanel("", id="thumbnail", classes="panel")
                 yield Static("", id="cameras", classes="panel")
-                yield Static("", id="loop", classes="panel")
+                yield FittedPanel("", id="loop", classes="panel")
                 yield Static("", id="writer", classes="panel")
         yield Static("waiting for the recorder's first status…", id="message")
         yield Static(render.keys_line(), id="keys")
 
     def on_mount(self) -> None:
         """Title the panels and start reading the source on a worker thread."""
-        titles = {"joints": "leader vs follower", "episodes": "episodes", "thumbnail": "camera",
+        titles = {"joints-box": "leader vs follower", "episodes": "episodes", "thumbnail": "camera",
                   "cameras": "cameras", "loop": "control loop", "writer": "writer"}
         for widget_id, title in titles.items():
-            self.query_one(f"#{widget_id}", Static).border_title = title
+            self.query_one(f"#{widget_id}").border_title = title
         self._read_source()
         self.set_interval(0.5, self._check_stale)
 
@@ -286,11 +292,15 @@ class RecorderDashboard(App[None]):
         except Exception as exc:
             # A bug showing this status: say so and keep the view (the recorder is fine),
             # rather than let it reach the reader thread and pass for a lost recorder.
-            if str(exc) not in self._logged_errors:  # once per distinct error, not 10 Hz
-                self._logged_errors.add(str(exc))
-                log.exception("dashboard: could not show a status")
-            with contextlib.suppress(Exception):
-                self._show_message(f"dashboard error: {exc} (the recording is not affected)", "bold red")
+            self._could_not_show(exc)
+
+    def _could_not_show(self, exc: Exception) -> None:
+        """Say on the message line that a status could not be shown (logged once an error)."""
+        if str(exc) not in self._logged_errors:  # once per distinct error, not 10 Hz
+            self._logged_errors.add(str(exc))
+            log.error("dashboard: could not show a status", exc_info=exc)
+        with contextlib.suppress(Exception):
+            self._show_message(f"dashboard error: {exc} (the recording is not affected)", "bold red")
 
     def _source_ended(self, error: str) -> None:
         self._disconnect_reason = error
@@ -322,12 +332,11 @@ class RecorderDashboard(App[None]):
 
     def _show_status(self, status: RecorderStatus) -> None:
         self._show_summary()
-        joints_width = self.query_one("#joints", Static).content_region.width or 80
-        self._update("joints", render.joints(status, panel_width=joints_width))
+        self._update("joints", render.joints(status, panel_width=self._width_of("joints")))
         self._update("episodes", render.episodes(status))
         self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz,
                                                paused=status.state is RecorderState.PAUSED))
-        self._update("loop", panels.loop(status.loop))
+        self._update("loop", panels.loop(status.loop, panel_width=self._width_of("loop")))
         self._update("writer", render.writer(status))
         self._update("keys", render.keys_line(status.jog_joints))
         self._show_thumbnail()
@@ -367,14 +376,27 @@ class RecorderDashboard(App[None]):
                 self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
 
     def on_resize(self, event: Resize) -> None:
-        """Compact layout under 110x36 (no thumbnail, joints scroll); repaint the panels, the
-        joints' bars being shown only when wide enough."""
+        """Compact layout under 110x36 (no thumbnail, joints scroll). The panels are drawn
+        again at their new widths when the layout has given them (on_fitted_panel_resized):
+        here, before it, they still have their old ones."""
         compact = event.size.width < 110 or event.size.height < 36
         self.set_class(compact, "-compact")
-        self._shown.pop("joints", None)  # the bars come and go with the width
-        if self.status is not None:
-            with contextlib.suppress(NoMatches):
+
+    def on_fitted_panel_resized(self, _message: FittedPanel.Resized) -> None:
+        """Cut the panels' text again to the width a panel has now (the joints' bars come and
+        go with it); a status that cannot be shown says so, as when it came, rather than
+        end the app."""
+        if self.status is None:
+            return
+        try:
+            with contextlib.suppress(NoMatches):  # the screen is closing
                 self._show_status(self.status)
+        except Exception as exc:
+            self._could_not_show(exc)
+
+    def _width_of(self, widget_id: str) -> int | None:
+        """The cells a fitted panel has for its text; None before the first layout (no limit)."""
+        return self.query_one(f"#{widget_id}", FittedPanel).text_width
 
     def watch_camera_index(self, _index: int) -> None:
         """Show the thumbnail of the newly chosen camera."""
@@ -400,9 +422,9 @@ class RecorderDashboard(App[None]):
         self._update("summary", render.summary(self.status, self.connected, self.control))
 
     def _show_thumbnail(self) -> None:
-        widget = self.query_one("#thumbnail", Static)
+        widget = self.query_one("#thumbnail", FittedPanel)
         thumbnails = self.status.thumbnails if self.status else {}
-        width = max(8, widget.size.width or 48)
+        width = max(8, widget.text_width or 48)
         roles = sorted(thumbnails)
         role = roles[self.camera_index % len(roles)] if roles else ""
         key = (role, width, thumbnails.get(role))

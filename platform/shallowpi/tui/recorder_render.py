@@ -1,8 +1,9 @@
 """The recorder dashboard's own panels: RecorderStatus -> rich Text, one function a panel.
 
 Pure, so tests read them directly; the panels every dashboard shares (loop period,
-cameras, thumbnails) are in panels.py. Colours say what needs the operator: red is a
-problem now (fault, a nearly full write queue), yellow is a warning, dim is idle.
+cameras, thumbnails) and the joint names' cutting (short_names) are in panels.py. Colours
+say what needs the operator: red is a problem now (fault, a nearly full write queue),
+yellow is a warning, dim is idle.
 """
 
 from __future__ import annotations
@@ -134,48 +135,6 @@ def safety(status: RecorderStatus) -> Text:
     return text
 
 
-def short_names(names: Sequence[str], width: int) -> list[str]:
-    """`names` fitted to `width` cells each, and told apart: a long name loses its middle,
-    not its end, e.g. "left_shoulder_pitch" at 13 cells reads "left_s…_pitch" (cutting the
-    end left the humanoid's three shoulder joints all "left_shoulde…"). Where two names
-    would still read alike, those two are cut elsewhere until they differ. Names that fit
-    stay whole; the recorder's and the executor's joints panels both use this."""
-    shown = [_cut_middle(name, width) for name in names]
-    alike: dict[str, set[str]] = {}  # shown text -> the names it stands for
-    for name, text in zip(names, shown):
-        alike.setdefault(text, set()).add(name)
-    for text, group in alike.items():
-        if len(group) < 2:
-            continue
-        taken = set(shown) - {text}
-        for head in _heads(width):  # the same cut for the whole group: their rows line up
-            tried = {name: _cut_middle(name, width, head) for name in group}
-            if len(set(tried.values())) == len(group) and not taken & set(tried.values()):
-                shown = [tried.get(name, old) for name, old in zip(names, shown)]
-                break
-    return shown
-
-
-def _cut_middle(name: str, width: int, head: int | None = None) -> str:
-    """`name` in `width` cells: whole if it fits, else its first `head` characters, "…" and
-    its end. By default the end is its last "_" part (as "_pitch"), up to half the cells."""
-    if len(name) <= width:
-        return name
-    if width < 3:
-        return name[:width]
-    if head is None:
-        last = name[name.rfind("_"):] if "_" in name else ""
-        head = width - 1 - min(len(last), (width - 1) // 2)
-    tail = width - 1 - head
-    return name[:head] + "…" + (name[-tail:] if tail else "")
-
-
-def _heads(width: int) -> list[int]:
-    """The lengths of head `_cut_middle` may keep in `width` cells, the most even cuts first."""
-    middle = (width - 1) // 2
-    return sorted(range(1, width), key=lambda head: (abs(head - middle), -head))
-
-
 def joints(status: RecorderStatus, panel_width: int | None = None) -> Text:
     """Leader (command) vs follower (state) per joint: numbers, error, and a position bar.
 
@@ -194,7 +153,7 @@ def joints(status: RecorderStatus, panel_width: int | None = None) -> Text:
         width = max(5, min(width, panel_width - NUMBERS_WIDTH))
     text.append(f"{'joint'[:width]:<{width}}  {'leader':>7} {'follower':>8} {'error':>6}"
                 + ("  position" if bars else "") + "\n", style="bold")
-    for i, shown in enumerate(short_names(names, width)):
+    for i, shown in enumerate(panels.short_names(names, width)):
         lead = status.leader[i] if i < len(status.leader) else math.nan
         follow = status.follower[i] if i < len(status.follower) else math.nan
         lower = status.joint_lower[i] if i < len(status.joint_lower) else -math.pi
