@@ -807,3 +807,41 @@ def test_a_writer_queue_of_millions_of_frames_reads_as_such():
     assert WriterStatus(queue_depth=40, queue_capacity=64).queue_text == "40/64"
     assert WriterStatus(queue_depth=3, queue_capacity=250_000).queue_text == "3/250k"
     assert WriterStatus(queue_depth=0, queue_capacity=9_142_857).queue_text == "0/9.1M"
+
+
+def test_a_full_command_queue_drained_meanwhile_loses_no_command(address, caplog):
+    """The control loop drains commands() while a dashboard's commands arrive on another
+    thread; with the queue full, the eviction walked the queue as the drain emptied it:
+    'deque mutated during iteration', logged, and the command arriving (an E-STOP as well)
+    lost. Every E-STOP sent comes out of the queue."""
+    with TelemetryPublisher(address) as publisher:
+        stop = time.monotonic() + 3.0
+        sent, drained, failed = [0], [], []
+
+        def send() -> None:
+            try:
+                while time.monotonic() < stop:
+                    for _ in range(300):  # past the queue's cap: the eviction walks it
+                        publisher.submit(Command.NEXT)
+                    publisher.submit(Command.ESTOP)
+                    sent[0] += 1
+            except Exception as exc:  # the fault: the command arriving lost with it
+                failed.append(exc)
+
+        def drain() -> None:
+            while time.monotonic() < stop:
+                drained.extend(publisher.commands())
+
+        threads = [threading.Thread(target=send), threading.Thread(target=drain)]
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # the threads take turns often: the race shows within the seconds
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(switch)
+        drained.extend(publisher.commands())
+    assert failed == [] and "mutated during iteration" not in caplog.text
+    assert sum(r.command is Command.ESTOP for r in drained) == sent[0] > 0

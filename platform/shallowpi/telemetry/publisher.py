@@ -118,6 +118,9 @@ class TelemetryPublisher:
         self._latest: tuple[int, Status, float] | None = None  # (seq, status, time.monotonic() at publish)
         self._seq = 0
         self._commands: collections.deque[Request] = collections.deque()
+        # Queued by the sender thread and in-process dashboards, drained by the control loop:
+        # a full queue's eviction walks it, which a drain beside it broke (the command lost).
+        self._commands_lock = threading.Lock()
         self._mailboxes: list[StatusMailbox] = []
         # The sender thread's state (read elsewhere only as plain ints).
         self._subscribers = 0
@@ -175,12 +178,10 @@ class TelemetryPublisher:
     def commands(self) -> list[Request]:
         """Commands received since the last call, oldest first, each with the state its
         sender's screen showed (never blocks)."""
-        drained = []
-        while True:
-            try:
-                drained.append(self._commands.popleft())
-            except IndexError:
-                return drained
+        with self._commands_lock:
+            drained = list(self._commands)
+            self._commands.clear()
+        return drained
 
     # -- in-process dashboards ---------------------------------------------------------
 
@@ -453,12 +454,15 @@ class TelemetryPublisher:
             self._router.send_multipart([identity, json.dumps(reply).encode()], zmq.NOBLOCK)
 
     def _queue_command(self, command: Request) -> None:
-        if len(self._commands) >= _MAX_PENDING_COMMANDS:
-            # The oldest other than an E-STOP: a flood of commands must not push one out.
-            oldest = next((r for r in self._commands if r.command is not Command.ESTOP), self._commands[0])
-            self._commands.remove(oldest)
+        with self._commands_lock:
+            full = len(self._commands) >= _MAX_PENDING_COMMANDS
+            if full:
+                # The oldest other than an E-STOP: a flood of commands must not push one out.
+                oldest = next((r for r in self._commands if r.command is not Command.ESTOP), self._commands[0])
+                self._commands.remove(oldest)
+            self._commands.append(command)
+        if full:
             log.warning("telemetry: command queue full (nobody drains commands()); dropped the oldest")
-        self._commands.append(command)
 
     def _send_final(self, frame: bytes) -> None:
         """The last status, which no newer one will follow: it waits, up to the close linger,
