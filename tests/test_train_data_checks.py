@@ -318,3 +318,36 @@ def test_the_checkpoint_records_the_pose_the_training_episodes_started_from(tmp_
         firsts = [opened.read("observation.state", *opened.episode_range(e))[0] for e in (0, 1, 2)]
     recorded = json.loads(Policy.read_metadata(Path(result["checkpoint"]))["start_state"])
     np.testing.assert_allclose(recorded, np.median(firsts, axis=0), atol=1e-5)
+
+
+@pytest.mark.bad_store
+@pytest.mark.parametrize(("count", "held_out", "scored"), [
+    (4, [3], "training episodes [0, 1, 2] (no held-out episodes)"),  # refused the run before
+    (8, [6, 7], "held-out episodes [6]"),
+])
+def test_a_wholly_non_finite_held_out_episode_is_left_out_of_the_evaluation_not_the_run(tmp_path, caplog, count,
+                                                                                        held_out, scored):
+    """skip_nonfinite with a held-out episode whose every state is NaN: the held-out
+    dataset, built before step 0, refused the run ("nothing is left to train on") though
+    the training episodes were fine. It is left unscored, named once; never trained on."""
+    every_row = [("observation.state", t) for t in range(12)]
+    store = _store(tmp_path / "nan.zarr", [{}] * (count - 1) + [{"nan": every_row}])
+    make = checked_factory(store, list(range(count)), chunk_dataset, skip_nonfinite=True)
+    with caplog.at_level(logging.WARNING, logger="shallowpi"):
+        run = finetune(store, load_preset("tiny"), _cfg(eval_fraction=0.25), tmp_path / "run",
+                       episodes=list(range(count)), make_dataset=make)
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["held_out"] == held_out
+    assert f"held-out episodes {count - 1} left out of the evaluation: every window of theirs touches a " \
+           "non-finite value" in caplog.text
+    assert run["eval"]["data"] == scored and np.isfinite(run["eval"]["policy_mse"])
+
+
+@pytest.mark.bad_store
+def test_a_wholly_non_finite_training_set_is_still_refused(tmp_path):
+    every_row = [("observation.state", t) for t in range(12)]
+    store = _store(tmp_path / "nan.zarr", [{"nan": every_row}, {}])
+    make = checked_factory(store, [0, 1], chunk_dataset, skip_nonfinite=True)
+    with pytest.raises(TrainingError, match="every window of episodes 0 touches a non-finite value; nothing is left "
+                                            "to train on"):
+        finetune(store, load_preset("tiny"), _cfg(eval_fraction=0.5), tmp_path / "run", episodes=[0, 1],
+                 make_dataset=make)

@@ -109,3 +109,28 @@ def test_any_train_setting_is_an_override_though_the_preset_omits_it(tmp_path, c
 
     with safe_open(str(tmp_path / "r" / "checkpoints" / "step_000002" / "train_state.safetensors"), "pt") as f:
         assert json.loads(f.metadata()["recipe"])["seed"] == 1  # trained with it, not only recorded
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ({"betas": [1.0, 0.95]}, r"^betas must be two numbers in \[0, 1\) .*got \[1.0, 0.95\]$"),
+    ({"betas": [0.9]}, r"^betas must be two numbers in \[0, 1\) .*got \[0.9\]$"),
+    ({"betas": [0.9, -0.1]}, r"^betas must be two numbers in \[0, 1\)"),
+    ({"betas": 0.9}, r"^betas must be two numbers in \[0, 1\)"),
+    ({"workers": -1}, r"^workers must be >= 0 .*got -1$"),
+])
+def test_betas_and_workers_no_optimizer_or_loader_takes_are_refused_before_any_setup(setting, expected):
+    """They gave a traceback from the optimizer (betas) or the loader (workers=-1) after the
+    store's screening and the model's build, workers=-1 after config.yaml and split.json."""
+    with pytest.raises(TrainingError, match=expected):
+        _cfg(**setting)
+    _cfg(betas=[0.0, 0.999], workers=2)  # the ends AdamW takes
+
+
+def test_a_train_extra_section_nothing_reads_is_an_unknown_key():
+    """policy.train.extra was accepted, saved to config.yaml, and never read."""
+    with pytest.raises(ConfigError, match=r"unknown config key 'policy.train.extra'"):
+        config.compose(["policy=tiny", "policy.train.extra={lr_scale: 2}"])
+    with pytest.raises(ConfigError, match=r"policy.train.*extra"):
+        from shallowpi.commands.train_cmd import check_train_keys
+
+        check_train_keys("policy.train", {"extra": {"lr_scale": 2}})

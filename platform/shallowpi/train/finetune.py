@@ -226,14 +226,16 @@ def finetune(
     if len(train_set) == 0:
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
     features = Features.from_sample(train_set[0])
-    texts = run_task_texts(train_set, make_dataset, store, policy_cfg.chunk_len, split)
+    # The held-out episodes the evaluation can score (skip_nonfinite: not one wholly NaN).
+    scored_split = Split(split.train, evaluable_episodes(make_dataset, store, policy_cfg.chunk_len, split.held_out))
+    texts = run_task_texts(train_set, make_dataset, store, policy_cfg.chunk_len, scored_split)
     policy_cfg = _with_delta_dims(_with_vocabulary(policy_cfg, texts), train_set)
-    torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
-    policy = _initial_policy(policy_cfg, features, init_from, run_dir if resume else None)
     # What the run learned so far, through the --init it began from too: resumed without
     # that flag, its checkpoints must not forget those scenes (a student distilled from it
     # would hold them out).
     resumed = latest_checkpoint(run_dir) if resume else None
+    torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
+    policy = _initial_policy(policy_cfg, features, init_from, resumed)
     # No instruction cut, no two that encode alike: refused before step 0, in one line.
     check_prompts(policy.tokenizer, texts, policy.cfg.max_text_tokens)
     policy.set_stats(train_set.stats(delta_dims=policy.cfg.delta_dims))
@@ -254,7 +256,7 @@ def finetune(
         if resolved_config is not None:
             from shallowpi.config import save_resolved
 
-            save_resolved(resolved_config, run_dir)
+            save_resolved(_trained_config(resolved_config, policy_cfg, policy.cfg), run_dir)
         replace_text(split_path, json.dumps({"train": split.train, "held_out": split.held_out,  # resume reads it
                                              "episodes": identities}))
     last = trainer.fit()
@@ -266,7 +268,7 @@ def finetune(
         # one; and a sharded policy's forward would gather from ranks that have left.
         sharded = train_cfg.fsdp and trainer.dist.grouped
         scored = Policy.load(weights, device=trainer.device) if sharded or weights != saved else policy
-        eval_episodes, what = split.eval_episodes()
+        eval_episodes, what = scored_split.eval_episodes()
         report = evaluate(scored, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
         result["eval"] = report.to_dict()
         replace_text(run_dir / "eval.json", json.dumps(result["eval"], indent=2))  # a kill leaves the old one whole
@@ -281,6 +283,14 @@ def run_task_texts(train_set: Any, make_dataset: DatasetFactory, store: Path, ch
     words in a vocabulary of the rest, or go unchecked against the policy's tokens)."""
     held_out = make_dataset(store, chunk_len, split.held_out).task_texts() if split.held_out else []
     return sorted({*train_set.task_texts(), *held_out})
+
+
+def evaluable_episodes(make_dataset: DatasetFactory, store: Path, chunk_len: int, episodes: list[int]) -> list[int]:
+    """The episodes of `episodes` a dataset of `make_dataset` can score: all of them, but for
+    a factory that skips non-finite windows (train/store_checks.py: `evaluable`), those
+    left with one (the others named in one log line)."""
+    evaluable = getattr(make_dataset, "evaluable", None)
+    return evaluable(store, chunk_len, episodes) if evaluable is not None and episodes else episodes
 
 
 def recorded_facts(train_set: Any) -> dict[str, str]:
@@ -350,41 +360,103 @@ def _with_vocabulary(cfg: PolicyConfig, texts: list[str]) -> PolicyConfig:
     return cfg
 
 
+# PolicyConfig keys that follow the data, not the preset: never "asked" otherwise.
+_DATA_KEYS = ("name", "vocabulary", "num_cameras")
+
+
+def _differing(asked: PolicyConfig, kept: PolicyConfig) -> list[str]:
+    """The model keys `asked` (the preset and overrides) sets otherwise than `kept` (the
+    config a checkpoint was trained with), apart from those that follow the data."""
+    return [f.name for f in fields(asked) if f.name not in _DATA_KEYS
+            and getattr(asked, f.name) != getattr(kept, f.name)]
+
+
+def _trained_config(resolved: Any, asked: PolicyConfig, trained: PolicyConfig) -> Any:
+    """`resolved` (the run's composed config) with the `policy` keys the model kept otherwise
+    than asked (an --init of ours, a resumed run's checkpoint) set to the kept values: the
+    run's config.yaml says the model it trained, not the preset it was started with."""
+    from omegaconf import OmegaConf, open_dict
+
+    differ = _differing(asked, trained)
+    if not differ or "policy" not in resolved:
+        return resolved
+    out = OmegaConf.create(OmegaConf.to_container(resolved, resolve=True))  # the caller's stays as composed
+    with open_dict(out):
+        for key in differ:
+            out.policy[key] = trained.to_dict()[key]
+    return out
+
+
 def _initial_policy(
-    cfg: PolicyConfig, features: Features, init_from: Path | None, resuming: Path | None
+    cfg: PolicyConfig, features: Features, init_from: Path | None, resumed: Path | None
 ) -> Policy:
     """The policy step 0 starts from: fresh (`cfg`), one of our checkpoints (`init_from`, with
     its own config), or a lerobot/openpi π0 directory's weights in `cfg`'s model. A resumed
-    run gets the same config its first start had (the trainer then loads its weights), so
-    a run begun from our checkpoint resumes too. TrainingError for an `init_from` that
-    predicts another action space than `cfg`."""
+    run (`resumed`: its newest checkpoint) gets that checkpoint's own config, with or
+    without the --init it began from (`_resumed_policy`; the trainer then loads its
+    weights). TrainingError for an `init_from` that predicts another action space than `cfg`."""
+    if resumed is not None:
+        return _resumed_policy(cfg, features, resumed)
     if init_from is None:
         return Policy(cfg, features)
     if (init_from / "model.safetensors").is_file() and "format" in Policy.read_metadata(init_from):
         start = Policy.load(init_from)
         start.features.check_against(features, "the dataset")
-        if start.cfg.chunk_len != cfg.chunk_len:  # the windows are cut at this run's length
-            raise TrainingError(f"--init {init_from} predicts chunks of {start.cfg.chunk_len} actions but this run "
-                                f"asks for {cfg.chunk_len}; pass policy.chunk_len={start.cfg.chunk_len}")
-        if (start.cfg.actions, start.cfg.delta_dims) != (cfg.actions, cfg.delta_dims):
-            raise TrainingError(
-                f"--init {init_from} predicts {start.cfg.actions} actions (offset dimensions {start.cfg.delta_dims}) "
-                f"but this run asks for {cfg.actions} ({cfg.delta_dims}); pass policy.actions={start.cfg.actions}"
-            )
+        _check_same_windows(cfg, start.cfg, f"--init {init_from}")
         # Its weights fix its model; the keys the preset or an override set otherwise are
         # not applied: said once, not dropped silently.
         # (num_cameras follows the data, the vocabulary the store's texts: neither is asked.)
-        differ = [f.name for f in fields(cfg) if f.name not in ("name", "vocabulary", "num_cameras")
-                  and getattr(cfg, f.name) != getattr(start.cfg, f.name)]
-        if differ and resuming is None:
+        if differ := _differing(cfg, start.cfg):
             log.warning("--init %s keeps its own policy config: %s", init_from, ", ".join(
                 f"policy.{k}={getattr(start.cfg, k)!r} (asked {getattr(cfg, k)!r})" for k in differ))
         return start
-    if resuming is not None:
-        return Policy(cfg, features)
     # A lerobot/openpi π0 directory: take its model, our features and fresh statistics.
     from shallowpi.policy.weights import load_pi0_directory
 
     policy = Policy(cfg, features)
     policy.model.load_state_dict(load_pi0_directory(init_from, policy.cfg).state_dict())
     return policy
+
+
+def _check_same_windows(cfg: PolicyConfig, kept: PolicyConfig, what: str) -> None:
+    """TrainingError (one line) when `kept` (the config of `what`, a checkpoint) predicts
+    chunks of another length or another action space than `cfg` asks: the run's windows
+    and statistics are cut and computed for `cfg`'s (a broadcast error at step 0 otherwise)."""
+    if kept.chunk_len != cfg.chunk_len:
+        raise TrainingError(f"{what} predicts chunks of {kept.chunk_len} actions but this run "
+                            f"asks for {cfg.chunk_len}; pass policy.chunk_len={kept.chunk_len}")
+    if (kept.actions, kept.delta_dims) != (cfg.actions, cfg.delta_dims):
+        raise TrainingError(
+            f"{what} predicts {kept.actions} actions (offset dimensions {kept.delta_dims}) "
+            f"but this run asks for {cfg.actions} ({cfg.delta_dims}); pass policy.actions={kept.actions}"
+        )
+
+
+def _resumed_policy(cfg: PolicyConfig, features: Features, resumed: Path) -> Policy:
+    """A policy in the config `resumed` (a run's newest checkpoint) was trained with, its
+    weights left to the trainer to load. A run begun from one of our checkpoints (--init)
+    trains that checkpoint's config, not the preset's: rebuilt from the preset, its resume
+    was refused as "another policy config" although the command was the same. A run begun
+    otherwise trained the preset's: a model key asked otherwise now is refused in one line
+    (TrainingError), as are another chunk length or action space whatever it began from."""
+    meta = Policy.read_metadata(resumed)
+    kept = PolicyConfig.from_dict(json.loads(meta["config"]))
+    saved_features = Features(**json.loads(meta["features"]))
+    saved_features.check_against(features, "the dataset")
+    _check_same_windows(cfg, kept, f"the run being resumed ({resumed})")
+    differ = ", ".join(f"policy.{k}={getattr(kept, k)!r} (asked {getattr(cfg, k)!r})" for k in _differing(cfg, kept))
+    began = Path(meta["init"]) if "init" in meta else None
+    # A lerobot/openpi directory it began from gave weights only: the model was the preset's.
+    ours = began is not None and (not began.exists() or "format" in _header_of(began))
+    if differ and not ours:
+        raise TrainingError(f"the run being resumed ({resumed}) was trained with another policy config: {differ}; "
+                            "resume with the same preset and overrides, or pass another --run")
+    if differ:
+        log.info("resuming %s in the policy config it trained with (that of --init %s): %s", resumed, began, differ)
+    return Policy(kept, saved_features)
+
+
+def _header_of(path: Path) -> dict[str, str]:
+    """The header of our checkpoint at `path`; {} for anything else (a lerobot/openpi π0
+    directory has no model.safetensors of ours)."""
+    return Policy.read_metadata(path) if (path / "model.safetensors").is_file() else {}

@@ -138,10 +138,34 @@ def screened(make_dataset: DatasetFactory, screen: StoreScreen, skip_nonfinite: 
             "(platform dataset delete) or pass policy.train.skip_nonfinite=true to skip the windows that touch them"
         )
 
-    def make_finite(store: Path, chunk_len: int, episodes: list[int] | None) -> Dataset:
-        return FiniteWindows(make_dataset(store, chunk_len, episodes), screen)
+    return FiniteFactory(make_dataset, screen)
 
-    return make_finite
+
+class FiniteFactory:
+    """A DatasetFactory whose datasets skip the windows touching a non-finite value
+    (`FiniteWindows`), and which says which episodes keep a window to evaluate on."""
+
+    def __init__(self, make_dataset: DatasetFactory, screen: StoreScreen) -> None:
+        self.make_dataset, self.screen = make_dataset, screen
+
+    def __call__(self, store: Path, chunk_len: int, episodes: list[int] | None) -> Dataset:
+        return FiniteWindows(self.make_dataset(store, chunk_len, episodes), self.screen)
+
+    def evaluable(self, store: Path, chunk_len: int, episodes: list[int]) -> list[int]:
+        """The episodes of `episodes` left with a window to score, said in one log line when
+        some are not (every window touches a non-finite value). For the held-out episodes:
+        one wholly NaN refused the whole run before step 0 ("nothing is left to train on")
+        though it was never to be trained on; the split keeps it held out, unscored."""
+        windows = self.make_dataset(store, chunk_len, episodes).windows
+        touching = windows_touching(windows, self.screen.episode_ends, self.screen.bad(STATE_KEY),
+                                    self.screen.bad(ACTION_KEY))
+        # Each window's episode: the one whose rows hold its observation row.
+        kept = set(np.searchsorted(self.screen.episode_ends, windows.rows()[~touching], side="right").tolist())
+        if left := [e for e in episodes if e not in kept]:
+            log.warning("held-out episodes %s left out of the evaluation: every window of theirs touches a "
+                        "non-finite value (policy.train.skip_nonfinite); they are not trained on either",
+                        _episode_list(left))
+        return [e for e in episodes if e in kept]
 
 
 class FiniteWindows(Dataset):

@@ -33,7 +33,7 @@ import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,6 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         refuse_fractional("train", self, ("steps", "batch_size", "warmup_steps", "log_every", "save_every",
@@ -124,6 +123,16 @@ class TrainConfig:
         if self.min_lr > self.lr:  # the cosine (lr_at) would climb from lr to min_lr instead of decaying
             raise TrainingError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr}): the schedule decays from lr "
                                 "to min_lr")
+        # AdamW's decay rates of the gradient's mean and square: [0.9] or 1.0 failed in the
+        # optimizer after the store's screening and the model's build, workers=-1 in the
+        # loader after config.yaml and split.json were written (tracebacks both).
+        if not (isinstance(self.betas, Sequence) and not isinstance(self.betas, str) and len(self.betas) == 2
+                and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in self.betas)):
+            raise TrainingError(f"betas must be two numbers in [0, 1) (AdamW's decay rates of the gradient's mean and "
+                                f"square), got {self.betas}")
+        if not (isinstance(self.workers, int) and self.workers >= 0):
+            raise TrainingError(f"workers must be >= 0 (data loading processes; 0 loads in the training process), "
+                                f"got {self.workers}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise TrainingError(f"ema must be in (0, 1) or null, got {self.ema}")
         # 0 holds out nothing (the evaluation then scores training episodes, labelled so);
