@@ -765,3 +765,19 @@ def test_a_teacher_given_as_its_file_passes_its_scenes_on(distilled, tmp_path):
                  "distill.report=false", "distill.compare_selections=false"]) == 0
     taught = json.loads(Policy.read_metadata(distilled["teacher"])["scenes"])
     assert set(taught) <= set(json.loads(Policy.read_metadata(tmp_path / "s" / "checkpoints" / "step_000001")["scenes"]))
+
+
+@pytest.mark.bad_store
+def test_a_wholly_non_finite_held_out_episode_is_left_out_of_the_students_evaluation(tmp_path, capsys):
+    """skip_nonfinite with a held-out episode whose every state is NaN: the teacher trains
+    (train leaves it unscored) and then the distillation refused the run, building the
+    held-out set before step 0 ("nothing is left to train on")."""
+    from test_train_data_checks import _store
+
+    every_row = [("observation.state", t) for t in range(12)]
+    store = _store(tmp_path / "nan.zarr", [{}] * 3 + [{"nan": every_row}])  # held out alone
+    assert main(["distill", "--dataset", str(store), "--runs-dir", str(tmp_path / "runs"), *QUICK,
+                 "policy.train.skip_nonfinite=true", "policy.train.eval_fraction=0.25",
+                 "distill.report=false", "distill.compare_selections=false"]) == 0, capsys.readouterr().err
+    student = tmp_path / "runs" / "nan-tiny-student1"
+    assert json.loads((student / "split.json").read_text())["held_out"] == [3]

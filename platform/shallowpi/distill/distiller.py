@@ -55,6 +55,7 @@ from shallowpi.train.distributed import init_distributed, pick_device, rank0_val
 from shallowpi.train.finetune import (
     DatasetFactory,
     Split,
+    evaluable_episodes,
     recorded_facts,
     run_task_texts,
     without_seen_scenes,
@@ -228,14 +229,18 @@ def distill(
     # The student reads the teacher's tokens: an instruction of the run's episodes that the
     # teacher's vocabulary lacks, would cut, or encodes as another's is refused here, as
     # `platform train` refuses it.
-    check_prompts(teacher.tokenizer, run_task_texts(train_set, make_dataset, store, teacher.cfg.chunk_len, split),
+    # The held-out episodes the evaluation can score (skip_nonfinite: not one wholly NaN, which
+    # refused the run as `platform train` did).
+    scored_split = Split(split.train, evaluable_episodes(make_dataset, store, teacher.cfg.chunk_len, split.held_out))
+    check_prompts(teacher.tokenizer,
+                  run_task_texts(train_set, make_dataset, store, teacher.cfg.chunk_len, scored_split),
                   teacher.cfg.max_text_tokens)
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
     if taught is not None and rate_mismatch([taught], rate, f"dataset {store.name}"):  # the shared tolerance
         raise CheckpointError(f"teacher {teacher_checkpoint} was trained on episodes recorded at {taught:g} Hz, "
                               f"dataset {store.name} at {rate:g} Hz: its chunks pace actions for another rate")
-    eval_episodes, eval_what = split.eval_episodes()
+    eval_episodes, eval_what = scored_split.eval_episodes()
     eval_what += f"; {split_note}" if split_note else ""
     eval_set = make_dataset(store, teacher.cfg.chunk_len, eval_episodes)
 
