@@ -146,8 +146,13 @@ def test_a_teacher_this_init_began_is_reused_when_the_same_command_runs_again(di
     # refused (it was recorded in config.yaml and not applied).
     assert main([*again, "--run", "third", "policy.num_steps=7"]) != 0
     said = capsys.readouterr().err
-    assert "policy.num_steps=7, the teacher's " in said and "(trained from --init: " in said, said
+    assert "policy.num_steps=7, the teacher's " in said and "(the teacher is trained from --init, " in said, said
     assert not (runs / "third").exists()
+    # Refused before a teacher trains, not only when one is reused.
+    fresh = tmp_path / "fresh"
+    assert main([*again[:again.index("--runs-dir") + 1], str(fresh), *again[again.index("--runs-dir") + 2:],
+                 "policy.num_steps=7"]) != 0
+    assert "policy.num_steps=7, the teacher's " in capsys.readouterr().err and not (fresh / "arm-tiny").exists()
 
 
 def test_resume_replays_the_same_loss_curve(distilled):

@@ -149,10 +149,13 @@ def run(args: argparse.Namespace) -> int:
     if given is not None:  # its model is the student's: a model override it does not match would be dropped
         _check_teacher_model(given, policy_cfg, overrides, "--teacher" if args.teacher is not None else
                              "the run being resumed")
+    if given is None and _ours(args.init):
+        # A teacher begun from one of ours keeps that checkpoint's model, trained here or
+        # reused: an override it does not match would be recorded and not applied. Before
+        # any training (the first run only logged it, and its rerun was refused).
+        _check_teacher_model(args.init, policy_cfg, overrides, "the teacher is trained from --init, whose model it keeps")
     if given is None:  # runs/NAME-P's teacher, when complete; else it is trained (or continued) here
         given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs, args.init)
-        if given is not None and _ours(args.init):  # its model is the --init's: the overrides still must match
-            _check_teacher_model(given, policy_cfg, overrides, "trained from --init")
     if given is not None and args.init is not None and \
             (began := Policy.read_metadata(given).get("init")) != str(Path(args.init).resolve()):
         # --init starts a teacher's training, and none is trained here: it was dropped

@@ -169,7 +169,9 @@ def _until_stopped(batches: Iterator[tuple[int, Any]], stop: StopRequest) -> Ite
         except StopIteration:
             return
         except PlatformError as exc:
-            raise _unwrapped(exc) from exc  # the cause keeps the worker's traceback
+            if (own := _unwrapped(exc)) is exc:  # raised in this process: as it was, its own cause kept
+                raise
+            raise own from exc  # the cause keeps the worker's traceback
         except RuntimeError:
             if stop.requested:
                 return
