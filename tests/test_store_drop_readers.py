@@ -194,3 +194,34 @@ def test_a_training_set_whose_own_episode_was_dropped_stops_with_one_line(tmp_pa
         dataset[len(dataset) - 1]
     with pytest.raises(StoreError, match=r"t1\.zarr was edited since training opened it .* start the run again"):
         worker[0]
+
+
+@pytest.mark.bad_store
+def test_a_skip_nonfinite_run_builds_its_evaluation_set_past_a_dropped_take_it_never_saw(tmp_path):
+    """With skip_nonfinite each dataset is checked against the store's screening, which
+    required the very same edit count: the evaluation set, built after the training, was
+    refused for a recorder's d of a take recorded meanwhile. One that took a screened
+    episode is still refused."""
+    from shallowpi.train.store_checks import checked_factory
+    from test_train_data_checks import _store
+
+    path = _store(tmp_path / "nan.zarr", [{}] * 3 + [{"nan": [("observation.state", 2)]}])
+
+    def chunks(store, chunk_len, episodes):
+        return ChunkDataset(store, chunk_len=chunk_len, episodes=episodes)
+
+    make = checked_factory(path, [0, 1, 2, 3], chunks, True)
+    train = make(path, 4, [0, 1, 2])
+    with EpisodeStore.open(path, mode="a") as store:  # a take recorded and dropped (d), as the recorder does
+        writer = store.begin_episode("reach", robot="arm", calibration_id="cal-a", fps=30)
+        rng = np.random.default_rng(1)
+        for t in range(12):
+            writer.add_frame(synthetic_frame(rng, t), t / 30.0)
+        writer.commit(success=True)
+        store.drop_last_episode()
+    assert len(train) and train[0] is not None
+    assert len(make(path, 4, [3]))  # the evaluation set: its windows clear of the NaN row
+    with EpisodeStore.open(path, mode="a") as store:
+        store.drop_last_episode()  # a screened episode gone
+    with pytest.raises(StoreError, match="edited between its screening and its loading"):
+        make(path, 4, [0])

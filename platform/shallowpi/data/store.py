@@ -640,15 +640,23 @@ class EpisodeStore:
         of a take that reader read; one of a take recorded after it is no obstacle)."""
         if self.writable:
             raise StoreError(f"{self.path.name} is open for writing; only a reader is pinned")
-        created, edits = identity
-        if created != self._created or not kept_since(self._edits, self._cuts, edits, episodes) \
-                or episodes > len(self):
+        if not self.still_holds(identity, episodes):
             raise _edited(self.path)
+        edits = identity[1]
         frames = int(self._array("meta/episode_ends")[episodes - 1]) if episodes else 0
         self._count, self._frames, self._edits = episodes, frames, edits
         self._ends_loaded = None
         self._infos = {i: info for i, info in self._infos.items() if i < episodes}
         self.require_unchanged()  # the ends just read were of the episodes pinned
+
+    def still_holds(self, identity: tuple[Any, int], episodes: int) -> bool:
+        """Whether this store holds, as they were, the first `episodes` episodes of the store at
+        `identity` (an earlier reader's `identity`): the same store (no delete swapped in
+        another), and no in-place cut since took one of them (`kept_since`; a d or r of a
+        take recorded after them is no obstacle)."""
+        created, edits = identity
+        return created == self._created and kept_since(self._edits, self._cuts, edits, episodes) \
+            and episodes <= len(self)
 
     def require_unchanged(self, error: StoreEditedError | None = None) -> None:
         """Raise `error` (default: the reader's own StoreEditedError) if the store was edited

@@ -168,6 +168,21 @@ class FiniteFactory:
         return [e for e in episodes if e in kept]
 
 
+def _screened_rows(dataset: Any, screen: StoreScreen) -> bool:
+    """Whether `dataset` reads the rows `screen` screened: opened at the screen's identity,
+    or since then the store kept every episode the screen saw (a recorder's d or r of a take
+    recorded after the screening cuts none of them: the evaluation set built after hours of
+    training was refused for it)."""
+    identity = getattr(dataset, "identity", None)
+    if identity in (None, screen.identity):
+        return True
+    from shallowpi.data.store import EpisodeStore
+
+    with EpisodeStore.open(screen.store) as store:  # the record now: a cut of the screened episodes stays in it
+        return store.still_holds(screen.identity, len(screen.episode_ends)) and \
+            store.still_holds(identity, len(screen.episode_ends))
+
+
 class FiniteWindows(Dataset):
     """A ChunkDataset without the windows that touch a non-finite state or action row.
 
@@ -176,7 +191,7 @@ class FiniteWindows(Dataset):
     """
 
     def __init__(self, dataset: Any, screen: StoreScreen) -> None:
-        if getattr(dataset, "identity", None) not in (None, screen.identity):
+        if not _screened_rows(dataset, screen):
             # The mask and the statistics would be the screened rows', the samples another
             # store's (a recorder's d or r and a new take in between): a NaN then trained.
             raise StoreError(f"{screen.store.name} was edited between its screening and its loading (a `dataset "
