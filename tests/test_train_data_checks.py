@@ -322,7 +322,8 @@ def test_the_checkpoint_records_the_pose_the_training_episodes_started_from(tmp_
 
 @pytest.mark.bad_store
 @pytest.mark.parametrize(("count", "held_out", "scored"), [
-    (4, [3], "training episodes [0, 1, 2] (no held-out episodes)"),  # refused the run before
+    # refused the run before; then scored the training episodes as if none had been held out
+    (4, [3], "training episodes [0, 1, 2] (held-out episodes [3] have no finite window to score)"),
     (8, [6, 7], "held-out episodes [6]"),
 ])
 def test_a_wholly_non_finite_held_out_episode_is_left_out_of_the_evaluation_not_the_run(tmp_path, caplog, count,
@@ -340,6 +341,17 @@ def test_a_wholly_non_finite_held_out_episode_is_left_out_of_the_evaluation_not_
     assert f"held-out episodes {count - 1} left out of the evaluation: every window of theirs touches a " \
            "non-finite value" in caplog.text
     assert run["eval"]["data"] == scored and np.isfinite(run["eval"]["policy_mse"])
+
+
+@pytest.mark.bad_store
+def test_held_out_episodes_none_of_which_can_be_scored_are_refused_where_held_out_scores_are_required(tmp_path):
+    every_row = [("observation.state", t) for t in range(12)]
+    store = _store(tmp_path / "nan.zarr", [{}] * 3 + [{"nan": every_row}])
+    make = checked_factory(store, list(range(4)), chunk_dataset, skip_nonfinite=True)
+    with pytest.raises(TrainingError, match=r"held-out episodes \[3\] have no window free of non-finite values .*"
+                                            "require_held_out asks for held-out scores"):
+        finetune(store, load_preset("tiny"), _cfg(eval_fraction=0.25, require_held_out=True), tmp_path / "run",
+                 episodes=list(range(4)), make_dataset=make)
 
 
 @pytest.mark.bad_store

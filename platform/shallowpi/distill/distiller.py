@@ -55,9 +55,9 @@ from shallowpi.train.distributed import init_distributed, pick_device, rank0_val
 from shallowpi.train.finetune import (
     DatasetFactory,
     Split,
-    evaluable_episodes,
     recorded_facts,
     run_task_texts,
+    scored_split,
     without_seen_scenes,
 )
 from shallowpi.train.objective import NoiseSpec, step_noise
@@ -231,16 +231,15 @@ def distill(
     # `platform train` refuses it.
     # The held-out episodes the evaluation can score (skip_nonfinite: not one wholly NaN, which
     # refused the run as `platform train` did).
-    scored_split = Split(split.train, evaluable_episodes(make_dataset, store, teacher.cfg.chunk_len, split.held_out))
-    check_prompts(teacher.tokenizer,
-                  run_task_texts(train_set, make_dataset, store, teacher.cfg.chunk_len, scored_split),
+    scoring, scored_what = scored_split(split, make_dataset, store, teacher.cfg.chunk_len, train_cfg.require_held_out)
+    check_prompts(teacher.tokenizer, run_task_texts(train_set, make_dataset, store, teacher.cfg.chunk_len, scoring),
                   teacher.cfg.max_text_tokens)
     rate = train_set.fps()
     taught = trained_rate(Policy.read_metadata(teacher_checkpoint))
     if taught is not None and rate_mismatch([taught], rate, f"dataset {store.name}"):  # the shared tolerance
         raise CheckpointError(f"teacher {teacher_checkpoint} was trained on episodes recorded at {taught:g} Hz, "
                               f"dataset {store.name} at {rate:g} Hz: its chunks pace actions for another rate")
-    eval_episodes, eval_what = scored_split.eval_episodes()
+    eval_episodes, eval_what = scoring.eval_episodes()[0], scored_what
     eval_what += f"; {split_note}" if split_note else ""
     eval_set = make_dataset(store, teacher.cfg.chunk_len, eval_episodes)
 

@@ -227,8 +227,8 @@ def finetune(
         raise TrainingError(f"{store} has no training samples in episodes {split.train}")
     features = Features.from_sample(train_set[0])
     # The held-out episodes the evaluation can score (skip_nonfinite: not one wholly NaN).
-    scored_split = Split(split.train, evaluable_episodes(make_dataset, store, policy_cfg.chunk_len, split.held_out))
-    texts = run_task_texts(train_set, make_dataset, store, policy_cfg.chunk_len, scored_split)
+    scoring, scored_what = scored_split(split, make_dataset, store, policy_cfg.chunk_len, train_cfg.require_held_out)
+    texts = run_task_texts(train_set, make_dataset, store, policy_cfg.chunk_len, scoring)
     policy_cfg = _with_delta_dims(_with_vocabulary(policy_cfg, texts), train_set)
     # What the run learned so far, through the --init it began from too: resumed without
     # that flag, its checkpoints must not forget those scenes (a student distilled from it
@@ -268,7 +268,7 @@ def finetune(
         # one; and a sharded policy's forward would gather from ranks that have left.
         sharded = train_cfg.fsdp and trainer.dist.grouped
         scored = Policy.load(weights, device=trainer.device) if sharded or weights != saved else policy
-        eval_episodes, what = scored_split.eval_episodes()
+        eval_episodes, what = scoring.eval_episodes()[0], scored_what
         report = evaluate(scored, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
         result["eval"] = report.to_dict()
         replace_text(run_dir / "eval.json", json.dumps(result["eval"], indent=2))  # a kill leaves the old one whole
@@ -291,6 +291,24 @@ def evaluable_episodes(make_dataset: DatasetFactory, store: Path, chunk_len: int
     left with one (the others named in one log line)."""
     evaluable = getattr(make_dataset, "evaluable", None)
     return evaluable(store, chunk_len, episodes) if evaluable is not None and episodes else episodes
+
+
+def scored_split(split: Split, make_dataset: DatasetFactory, store: Path, chunk_len: int,
+                 require_held_out: bool) -> tuple[Split, str]:
+    """`split` with only the held-out episodes the evaluation can score (`evaluable_episodes`),
+    and what the evaluation then scores, said plainly. Held-out episodes none of which can be
+    scored leave the training episodes, said so (not "no held-out episodes"); TrainingError
+    under `require_held_out` (policy.train.require_held_out), which asks for held-out scores."""
+    held = evaluable_episodes(make_dataset, store, chunk_len, split.held_out)
+    scored = Split(split.train, held)
+    what = scored.eval_episodes()[1]
+    if split.held_out and not held:
+        if require_held_out:
+            raise TrainingError(f"held-out episodes {split.held_out} have no window free of non-finite values "
+                                "(policy.train.skip_nonfinite), and policy.train.require_held_out asks for held-out "
+                                "scores: record more episodes, or repair or delete those")
+        what = f"training episodes {split.train} (held-out episodes {split.held_out} have no finite window to score)"
+    return scored, what
 
 
 def recorded_facts(train_set: Any) -> dict[str, str]:
