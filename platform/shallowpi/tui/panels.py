@@ -24,8 +24,10 @@ def short_names(names: Sequence[str], width: int) -> list[str]:
     """`names` fitted to `width` cells each, and told apart: a long name loses its middle,
     not its end, e.g. "left_shoulder_pitch" at 13 cells reads "left_s…_pitch" (cutting the
     end left the humanoid's three shoulder joints all "left_shoulde…"). Where two names
-    would still read alike, those two are cut elsewhere until they differ. Names that fit
-    stay whole; the recorder's and the executor's joints panels both use this."""
+    would still read alike, those two are cut elsewhere until they differ: every shipped
+    robot's names stay apart from 8 cells up (an 80-column terminal gives 13-17); below
+    that some may not. Names that fit stay whole; the recorder's and the executor's joints
+    panels both use this."""
     shown = [_cut_middle(name, width) for name in names]
     alike: dict[str, set[str]] = {}  # shown text -> the names it stands for
     for name, text in zip(names, shown):
