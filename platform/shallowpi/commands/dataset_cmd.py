@@ -417,7 +417,7 @@ def _episode_line(store: EpisodeStore, index: int) -> str:
     when = ""
     if info.start_time:  # 0.0: not known (an import)
         # An import made before imports stored 0.0 holds the time of the import itself.
-        verb = "imported" if info.dropped_frames is None else "recorded"
+        verb = "imported" if info.imported else "recorded"
         when = f", {verb} {time.strftime('%Y-%m-%d %H:%M', time.localtime(info.start_time))}"
     return f'episode {index}: "{info.task}", {stop - start} frames{when}{outcome}'
 

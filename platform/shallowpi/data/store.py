@@ -155,10 +155,17 @@ class EpisodeInfo:
         return None if seed is None else (self.task, int(seed))
 
     @property
+    def imported(self) -> bool:
+        """Whether the episode came from a LeRobot dataset (`dataset import`): only an import
+        leaves its dropped frames uncounted (None). Its start_time is 0.0 (LeRobot keeps no
+        recording time), or, imported before imports stored 0.0, the import's own clock."""
+        return self.dropped_frames is None
+
+    @property
     def dropped_summary(self) -> str:
         """The camera frames lost, as a user reads it: "3 dropped camera frames", or that
         they were not counted (an imported episode)."""
-        if self.dropped_frames is None:
+        if self.imported:
             return "dropped camera frames not counted"
         return f"{self.dropped_frames} dropped camera frames"
 

@@ -372,11 +372,9 @@ def refuse_repeats(sources: Sequence[EpisodeStore], allow_repeated_scenes: bool 
 
 
 def start_known(info: EpisodeInfo) -> bool:
-    """Whether `info.start_time` says when the episode was recorded. Not for an import: a
-    LeRobot dataset keeps no recording time, so an import stores 0.0; one imported before
-    that holds the import's own clock, and is told by its uncounted dropped frames (None,
-    which only an import writes)."""
-    return bool(info.start_time) and info.dropped_frames is not None
+    """Whether `info.start_time` says when the episode was recorded: not for an import
+    (`EpisodeInfo.imported`), whose start_time is 0.0 or the import's own clock."""
+    return bool(info.start_time) and not info.imported
 
 
 def _numbers(info: EpisodeInfo) -> tuple[tuple[str, str], ...]:

@@ -178,7 +178,7 @@ def _recording(info: Any) -> str:
     the name it had, its import's clock (`store_edit.start_known` tells it an import for
     merges): a run trained on it still resumes, and two such imports of one dataset stay
     two recordings here."""
-    if not info.start_time and info.dropped_frames is None:
+    if not info.start_time and info.imported:
         return f"imported {info.length} {info.task} {sorted(info.checksums.items())}"
     return f"{info.start_time!r} {info.length} {info.task}"
 
