@@ -337,11 +337,11 @@ def _listed(items: list[str], most: int = 3) -> str:
 def _ours(checkpoint: Path | None) -> bool:
     """Whether `checkpoint` (an --init) is one of our policy checkpoints, whose model a run
     begun from it keeps (`finetune._initial_policy`), not a lerobot/openpi π0 directory."""
-    from shallowpi.policy.policy import Policy
+    from shallowpi.train.finetune import is_our_checkpoint
 
     try:
-        return checkpoint is not None and "format" in Policy.read_metadata(checkpoint)
-    except Exception:  # no model.safetensors, or not a safetensors file: not ours
+        return checkpoint is not None and is_our_checkpoint(checkpoint)
+    except Exception:  # a model.safetensors that is not a safetensors file: not ours
         return False
 
 

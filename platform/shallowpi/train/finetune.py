@@ -417,7 +417,7 @@ def _initial_policy(
         return _resumed_policy(cfg, features, resumed)
     if init_from is None:
         return Policy(cfg, features)
-    if (init_from / "model.safetensors").is_file() and "format" in Policy.read_metadata(init_from):
+    if is_our_checkpoint(init_from):
         start = Policy.load(init_from)
         start.features.check_against(features, "the dataset")
         _check_same_windows(cfg, start.cfg, f"--init {init_from}")
@@ -465,7 +465,7 @@ def _resumed_policy(cfg: PolicyConfig, features: Features, resumed: Path) -> Pol
     differ = ", ".join(f"policy.{k}={getattr(kept, k)!r} (asked {getattr(cfg, k)!r})" for k in _differing(cfg, kept))
     began = Path(meta["init"]) if "init" in meta else None
     # A lerobot/openpi directory it began from gave weights only: the model was the preset's.
-    ours = began is not None and (not began.exists() or "format" in _header_of(began))
+    ours = began is not None and (not began.exists() or is_our_checkpoint(began))
     if differ and not ours:
         raise TrainingError(f"the run being resumed ({resumed}) was trained with another policy config: {differ}; "
                             "resume with the same preset and overrides, or pass another --run")
@@ -474,7 +474,8 @@ def _resumed_policy(cfg: PolicyConfig, features: Features, resumed: Path) -> Pol
     return Policy(kept, saved_features)
 
 
-def _header_of(path: Path) -> dict[str, str]:
-    """The header of our checkpoint at `path`; {} for anything else (a lerobot/openpi π0
-    directory has no model.safetensors of ours)."""
-    return Policy.read_metadata(path) if (path / "model.safetensors").is_file() else {}
+def is_our_checkpoint(path: Path) -> bool:
+    """Whether `path` is one of our policy checkpoints (a model.safetensors whose header
+    names our format), whose model a run begun from it keeps; not a lerobot/openpi π0
+    directory, which gives weights only. A damaged header raises as Policy.read_metadata does."""
+    return (path / "model.safetensors").is_file() and "format" in Policy.read_metadata(path)
