@@ -200,6 +200,17 @@ class Reach(StepBackend):
         return np.full((self.chunk_len, 2), 20.0 if self.reached else 10.0, np.float32)
 
 
+def test_the_opening_speed_is_record_catch_up_speeds_default():
+    """deploy.start_speed null means record.catch_up_speed's default: the executor, which runs
+    on the robot without the config tree, keeps its own copy (OPENING_SPEED), and a change of
+    the configured default that leaves the copy behind would give the two paths that close on
+    a far goal two speeds."""
+    from shallowpi.config import compose
+    from shallowpi.deploy.executor import OPENING_SPEED
+
+    assert OPENING_SPEED == compose().record.catch_up_speed
+
+
 @pytest.mark.parametrize(("start_speed", "step"), [(0.25, 0.25), (0.5, 0.5), (None, 0.25)])
 def test_an_episodes_far_first_action_is_approached_at_the_start_speed(start_speed, step):
     """The robot holds its measured pose as the episode starts; a first chunk 11 ticks of top
