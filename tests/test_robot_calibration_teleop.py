@@ -4,6 +4,7 @@ leader arms mapped into the follower's joint space, keyboard jogging."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -93,10 +94,36 @@ def test_scripted_calibration_records_offsets_ranges_and_gripper_direction(tmp_p
     for text in ("{not json", "[]", '{"id": "a", "robot": "arm", "arms": []}',
                  '{"id": "a", "robot": "arm", "arms": {"follower": [1]}}',
                  '{"id": "a", "robot": "arm", "arms": {"follower": {"gripper": 3}}}',
-                 '{"id": "a", "robot": "arm", "arms": {"follower": {"gripper": {"bogus": 1}}}}'):
+                 '{"id": "a", "robot": "arm", "arms": {"follower": {"gripper": {"homing_offset": "x"}}}}'):
         path.write_text(text)
         with pytest.raises(CalibrationError, match=r"malformed"):
             load_calibration("arm", tmp_path)
+
+
+def test_a_calibration_file_from_a_newer_shallowpi_says_upgrade_not_recalibrate(tmp_path):
+    """A later format, or a field this code does not know (a newer shallowpi's, at the top or
+    in a motor's entry), was called malformed with the advice to calibrate every arm again:
+    that gives a new id, and every store recorded with the old one refuses new takes. It says
+    upgrade now, and names what it does not read; a file without a format is format 1."""
+    spec = robot_spec("arm")
+    _, saved, path = update_calibration(spec, {"follower": centred(spec, spec.motors)}, tmp_path)
+    data = json.loads(path.read_text())
+    assert data["format"] == 1
+    del data["format"]
+    path.write_text(json.dumps(data))
+    assert load_calibration("arm", tmp_path) == saved  # written before the field was
+    motor = next(iter(data["arms"]["follower"]))
+    for edit, named in ((lambda d: d.update(format=2), "format 2"),
+                        (lambda d: d.update(leader_gains={}), "fields leader_gains"),
+                        (lambda d: d["arms"]["follower"][motor].update(backlash_ticks=3), "motor fields backlash_ticks")):
+        changed = json.loads(json.dumps(data))
+        edit(changed)
+        path.write_text(json.dumps(changed))
+        with pytest.raises(CalibrationError) as raised:
+            load_calibration("arm", tmp_path)
+        message = str(raised.value)
+        assert named in message and "upgrade shallowpi" in message and "malformed" not in message
+        assert "do not calibrate again" in message
 
 
 def test_recalibrating_only_a_leader_keeps_the_id_that_episodes_and_policies_carry():
@@ -159,7 +186,13 @@ def test_recalibrating_a_follower_keeps_the_file_it_replaces(tmp_path):
     assert replaced == one and two.id != one.id
     kept = RobotCalibration.from_json(archive_path(one, tmp_path).read_text())
     assert kept == one and archive_path(one, tmp_path).parent == path.parent / "calibrations"
+    # The replaced file is kept as it was, byte for byte, not as this code writes it again.
+    before = path.read_bytes().replace(b"\n", b"\r\n")  # the same calibration, written otherwise
+    path.write_bytes(before)
+    back = {"follower": first["follower"]}
     assert load_calibration("arm", tmp_path) == two
+    _, three, _ = update_calibration(spec, back, tmp_path)
+    assert three.id != two.id and archive_path(two, tmp_path).read_bytes() == before
 
 
 def test_calibrating_a_holding_arm_warns_before_it_goes_limp_and_writes_nothing_before_the_first_enter():
@@ -516,6 +549,34 @@ def test_a_leader_turned_far_past_its_limit_never_reads_as_the_other_end_of_its_
         low, high = (round(2048 + x / tick) for x in (-2.6, 2.6))
         assert low <= raw <= high  # the servo itself reads inside the joint's range there
         assert readings == pytest.approx(list(path), abs=2 * tick)
+
+
+def test_a_leader_turned_over_half_a_turn_during_a_stall_is_read_afresh_not_a_turn_off():
+    """Each reading continues the last the shorter way round, which assumes reads tens of ms
+    apart. The loop stalled (the writer waiting on the disk) while the operator turned the
+    wrist from -2.0 to +2.0 rad: continued, that read -4.28, a whole turn off for the rest of
+    the run (every later reading continues it), the follower pinned at its lower limit and
+    every recorded action that limit. A reading over STALL_S after the last is read as a
+    first one: in range, as read; past the turn's end, in the turn nearest the range."""
+    with emulated("arm") as (spec, chains):
+        roll = next(m for m in spec.leaders[0].motors if m.joint == "wrist_roll")
+        servo = chains["leader"].servos[roll.id]
+        tick = roll.model.radians_per_tick
+        with LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")) as teleop:
+
+            def reads(rad: float, after_s: float = 0.05) -> float:
+                servo.plant.move_to(rad)
+                time.sleep(after_s)
+                return teleop.read()["wrist_roll"]
+
+            assert reads(-2.0) == pytest.approx(-2.0, abs=2 * tick)
+            stall = 2 * LeaderFollower.STALL_S
+            readings = [reads(2.0, stall)] + [reads(rad) for rad in (1.0, 0.0, -1.0, -2.0)]
+            assert readings == pytest.approx([2.0, 1.0, 0.0, -1.0, -2.0], abs=2 * tick)
+            # Past the turn's end (-3.0 reads as +3.28, outside the +-2.6 range) after a
+            # stall: the turn nearest the range, as a first reading is, then continued.
+            readings = [reads(-3.0, stall)] + [reads(rad) for rad in (-2.8, -2.5)]
+            assert readings == pytest.approx([-3.0, -2.8, -2.5], abs=2 * tick)
 
 
 def test_a_multi_turn_leader_counting_from_another_turn_is_refused_at_connect():

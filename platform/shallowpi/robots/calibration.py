@@ -21,11 +21,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shallowpi.durable_files import replace_text
+from shallowpi.durable_files import replace_bytes, replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,
@@ -41,6 +41,12 @@ from shallowpi.robots.spec import JointSpec, MotorSpec, RobotSpec
 log = logging.getLogger(__name__)
 
 UNCALIBRATED = "uncalibrated"
+# The calibration file's format. A reader refuses a later one, and any field it does not
+# know, as a newer shallowpi's: read as malformed, the advice would be to calibrate again,
+# and a new calibration id keeps new takes out of every store recorded in this one.
+CALIBRATION_FORMAT = 1
+_FILE_FIELDS = frozenset({"format", "id", "robot", "created", "arms", "adapters"})
+_MOTOR_FIELDS = frozenset(f.name for f in fields(MotorCalibration))
 SWEEP_MARGIN = 0.02  # of a follower joint's swept range, kept clear of each end (its hard stops)
 Prompt = Callable[[str], object]
 
@@ -160,21 +166,45 @@ class RobotCalibration:
         """The calibration file's text: indented JSON."""
         arms = {a: {j: c.to_dict() for j, c in joints.items()} for a, joints in self.arms.items()}
         adapters = {"adapters": dict(self.adapters)} if self.adapters else {}
-        return json.dumps({"id": self.id, "robot": self.robot, "created": self.created, "arms": arms, **adapters},
-                          indent=2)
+        return json.dumps({"format": CALIBRATION_FORMAT, "id": self.id, "robot": self.robot, "created": self.created,
+                           "arms": arms, **adapters}, indent=2)
 
     @classmethod
     def from_json(cls, text: str, where: str = "calibration") -> RobotCalibration:
-        """From a calibration file's text (`where` names it in errors); raises CalibrationError
-        when it is malformed."""
+        """From a calibration file's text (`where` names it in errors). A file without a
+        format is format 1 (written before the field was).
+
+        Raises CalibrationError when it is malformed, or has what only a newer shallowpi
+        writes (a later format, a field this one does not know: upgrade, do not calibrate
+        again)."""
         try:
             data = json.loads(text)
-            arms = {a: {j: MotorCalibration.from_dict(c) for j, c in joints.items()} for a, joints in data["arms"].items()}
-            adapters = {str(a): str(name) for a, name in (data.get("adapters") or {}).items()}
-            return cls(str(data["id"]), str(data["robot"]), arms, str(data.get("created", "")), adapters)
+            if not (newer := _newer_fields(data)):
+                arms = {a: {j: MotorCalibration.from_dict(c) for j, c in joints.items()}
+                        for a, joints in data["arms"].items()}
+                adapters = {str(a): str(name) for a, name in (data.get("adapters") or {}).items()}
+                return cls(str(data["id"]), str(data["robot"]), arms, str(data.get("created", "")), adapters)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CalibrationError(f"{where} is malformed ({exc}); move it aside (it is read before any arm is "
                                    "calibrated again) and run `platform calibrate` for every arm") from None
+        raise CalibrationError(f"{where} has {newer}, which this shallowpi does not read (a newer shallowpi's file, "
+                               "or an edit by hand): upgrade shallowpi or mend the file; do not calibrate again, "
+                               "which gives a new id that the datasets recorded with this one refuse")
+
+
+def _newer_fields(data: Mapping) -> str:
+    """What in a calibration file's JSON only a newer shallowpi writes, in words ('' when
+    nothing): a later format, unknown top-level fields, unknown fields of a motor."""
+    said = []
+    form = data.get("format", 1)
+    if not (isinstance(form, int) and 1 <= form <= CALIBRATION_FORMAT):
+        said.append(f"format {form!r}; this shallowpi reads format {CALIBRATION_FORMAT}")
+    if unknown := sorted(set(data) - _FILE_FIELDS):
+        said.append(f"fields {', '.join(unknown)}")
+    motors = {key for joints in data["arms"].values() for entry in joints.values() for key in entry}
+    if unknown := sorted(motors - _MOTOR_FIELDS):
+        said.append(f"motor fields {', '.join(unknown)}")
+    return "; ".join(said)
 
 
 def robots_dir() -> Path:
@@ -274,6 +304,8 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
         except OSError as err:
             log.warning("could not lock %s (%s): saving without the lock; another calibrate run of this robot "
                         "saving at this moment could drop an arm", folder / ".calibration.lock", err)
+        path = calibration_path(spec.name, root)
+        original = path.read_bytes() if path.is_file() else b""  # archived as it was, byte for byte
         latest = load_calibration(spec.name, root)
         result = with_arms(spec, latest, measured)
         if adopt:
@@ -295,7 +327,7 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
         if latest.id != UNCALIBRATED and latest != result:
             kept = archive_path(latest, root)
             kept.parent.mkdir(exist_ok=True)
-            replace_text(kept, latest.to_json() + "\n")
+            replace_bytes(kept, original)
         return latest, result, save_calibration(result, root)
     finally:
         os.close(lock)  # releases the lock
