@@ -322,6 +322,32 @@ def test_a_shipped_teacher_fits_its_twin_and_says_how_it_was_made(robot, made_by
     assert config.compose(["demo=default"]).demo.teacher == "shipped"
 
 
+def test_evaluations_deployment_and_timing_made_by_other_code_are_made_again(first, tmp_path):
+    """A demo folder kept across an upgrade reused its evaluations, deployment and chunk
+    timings on the weights and settings alone, so demo.md put the old code's success and
+    latency in the new code's table. They name the code that made them now; the trainings
+    (costly, and made by the weights they leave) are still reused."""
+    out = tmp_path / "arm"
+    shutil.copytree(first["out"], out)
+    stages = json.loads((out / "stages.json").read_text())
+    for stage in ("eval_teacher", "eval_student", "deploy"):
+        assert stages[stage]["settings"]["code"]
+        stages[stage]["settings"]["code"] = "0" * 64  # as an older checkout's sources hash
+    (out / "stages.json").write_text(json.dumps(stages))
+    latency = json.loads((out / "latency.json").read_text())
+    latency["key"]["code"] = "0" * 64
+    (out / "latency.json").write_text(json.dumps(latency))
+    code, printed = demo(out)
+    assert code == 0, printed[-3000:]
+    for stage in ("2/6 teacher", "3/6 student"):
+        assert f"[demo] {stage}: reused " in printed, stage
+    assert "4/6 evaluate: reused" not in printed and printed.count("4/6 evaluate: done in") == 2
+    assert "[demo] 5/6 deploy: done in " in printed
+    assert json.loads((out / "latency.json").read_text())["key"]["code"] != "0" * 64
+    again = json.loads((out / "stages.json").read_text())
+    assert all(again[s]["settings"]["code"] != "0" * 64 for s in ("eval_teacher", "eval_student", "deploy"))
+
+
 def test_a_demo_folder_made_before_a_setting_was_checked_is_reused_and_then_checked(first, tmp_path):
     """stages.json of a run from before the store's stamp was part of the settings: the
     finished stages are reused (the missing key is not held against them) and the stamp is

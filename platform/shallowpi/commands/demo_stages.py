@@ -10,7 +10,8 @@ Every stage first looks at what an earlier run left in OUT and does only what is
 through the commands' own resume paths: the store gets the episodes it is short of
 (`record --resume`, which continues past the stored seeds), an interrupted training or
 distillation continues from its last checkpoint (`--resume`), a finished one is reused, and
-an evaluation's JSON is reused when it finished with this checkpoint, store and settings.
+an evaluation's JSON is reused when it finished with this checkpoint, store, settings and
+code (`results_code`).
 OUT/stages.json records what each stage was made with and how long it took; a trained
 stage whose settings changed since (steps, preset, the store it learned from, the teacher)
 is not silently replaced: the run stops with one line naming the folder to remove and
@@ -27,6 +28,8 @@ back when it returns.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -229,6 +232,27 @@ class StageBook:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         replace_text(self.path, json.dumps(self.entries, indent=2))
+
+
+# What decides an evaluation's, a deployment's or a timing's numbers besides the weights and
+# the settings: the platform's sources (the twins and their success detectors, the
+# evaluation, the policy's inference path, the executor), the robots' configs and the twins'
+# models. A demo folder kept across an upgrade must not put numbers of the old code in the
+# new code's table; those three stages are cheap to run again (about a minute together).
+RESULTS_FILES = ("configs/robot/*.yaml", "robots/*/twin.xml", "robots/*/twin.yaml", "robots/common/*.xml")
+
+
+@functools.cache  # the checkout does not change under a running demo
+def results_code() -> str:
+    """sha256 over the names and bytes of every source file of the installed `shallowpi`
+    package and of `RESULTS_FILES` in the checkout: the code an evaluation, a deployment or a
+    chunk timing of the demo was made by."""
+    import shallowpi
+    from shallowpi.deploy.bundle import files_sha256
+
+    package = Path(shallowpi.__file__).resolve().parent
+    both = files_sha256(package, ("**/*.py",)) + files_sha256(REPO_ROOT, RESULTS_FILES)
+    return hashlib.sha256(both.encode()).hexdigest()
 
 
 def same_settings(before: dict[str, Any], now: dict[str, Any]) -> bool:
@@ -535,7 +559,7 @@ class Demo:
         stage = f"eval_{model}"
         settings = {"sha256": checkpoint_sha256(checkpoint), "episodes": cfg.eval_episodes,
                     "time_s": cfg.eval_time_s, "store": self.store_identity(),  # its renders' size
-                    "overrides": self._relevant(self.overrides, ("action_selection", "robot"))}
+                    "overrides": self._relevant(self.overrides, ("action_selection", "robot")), "code": results_code()}
         if self._finished(stage, settings, path):
             self.reused("evaluate", f"{path}", key=stage)
             return json.loads(path.read_text())
@@ -563,7 +587,7 @@ class Demo:
         cfg = self.cfg
         path = self.out / "deploy_student.json"
         settings = {"sha256": checkpoint_sha256(student), "episodes": cfg.deploy_episodes, "time_s": cfg.eval_time_s,
-                    "backend": cfg.deploy_backend, "store": self.store_identity(),
+                    "backend": cfg.deploy_backend, "store": self.store_identity(), "code": results_code(),
                     "overrides": self._relevant(self.overrides, ("deploy", "action_selection", "jetson", "robot"))}
         if self._finished("deploy", settings, path):
             self.reused("deploy", f"{path}")

@@ -38,14 +38,15 @@ def chunk_latency(checkpoints: dict[str, Path], store: Path, repeats: int,
     """Per model: parameters, layers, GFLOPs, chunk latency p50/p99 (ms) on one recorded
     observation of `store`, the models timed in turns, one chunk each a round
     (distill/report.py's `chunk_costs`); and whether that came from `cache` (which is read
-    when it holds these checkpoints and repeats, and written otherwise)."""
+    when it holds these checkpoints and repeats, timed by this code, and written otherwise)."""
+    from shallowpi.commands.demo_stages import results_code
     from shallowpi.data.training import ChunkDataset
     from shallowpi.distill.distiller import checkpoint_sha256
     from shallowpi.distill.report import chunk_costs
     from shallowpi.policy.policy import Policy
 
     key = ({name: checkpoint_sha256(path) for name, path in checkpoints.items()}
-           | {"repeats": repeats, "timing": TIMING})
+           | {"repeats": repeats, "timing": TIMING, "code": results_code()})
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
