@@ -570,7 +570,7 @@ def test_a_leader_turned_over_half_a_turn_during_a_stall_is_read_afresh_not_a_tu
                 return teleop.read()["wrist_roll"]
 
             assert reads(-2.0) == pytest.approx(-2.0, abs=2 * tick)
-            stall = 2 * LeaderFollower.STALL_S
+            stall = 0.3  # s: twice LeaderFollower.STALL_S
             readings = [reads(2.0, stall)] + [reads(rad) for rad in (1.0, 0.0, -1.0, -2.0)]
             assert readings == pytest.approx([2.0, 1.0, 0.0, -1.0, -2.0], abs=2 * tick)
             # Past the turn's end (-3.0 reads as +3.28, outside the +-2.6 range) after a

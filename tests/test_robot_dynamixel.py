@@ -310,8 +310,9 @@ def test_act_never_exceeds_limits_or_the_velocity_bound():
 
 def test_a_joint_found_outside_its_limits_is_held_there_then_brought_back_at_the_velocity_bound():
     """shoulder_pan rests at 2.9 rad with torque off (limits +-2.6): connect and hold keep it
-    there (they used to clip the goal to 2.6, a 0.3 rad step at the servo's full speed), and
-    act() walks it back inside at max_velocity / fps a tick, never farther out."""
+    there (they used to clip the goal to 2.6, a 0.3 rad step at the servo's full speed), a
+    goal further out leaves it there, and act() walks it back inside at max_velocity / fps
+    a tick, never farther out."""
     with emulated("arm") as (spec, chains):
         servo = chains["follower"].servos[next(m.id for m in spec.motors if m.joint == "shoulder_pan")]
         with DynamixelRobot(spec, UNCALIBRATED, clock=None) as robot:
@@ -322,13 +323,16 @@ def test_a_joint_found_outside_its_limits_is_held_there_then_brought_back_at_the
             robot.connect()
             start = float(robot.observe().state[j])
             assert start > robot.upper[j] + 0.2, start
-            assert float(robot.hold()[j]) == pytest.approx(start, abs=0.01)
-            previous, step = start, float(robot.max_step[j])
+            held = float(robot.hold()[j])
+            assert held == pytest.approx(start, abs=0.01)
+            for action in ({"shoulder_pan": 4.0}, {}):  # further out, or left out: held where it is
+                assert float(robot.act(action)[j]) == pytest.approx(held, abs=1e-6)
+            previous, step = held, float(robot.max_step[j])
             for _ in range(12):
-                sent = float(robot.act({})[j])
+                sent = float(robot.act({"shoulder_pan": 0.0})[j])
                 assert previous - step - 1e-6 <= sent <= previous + 1e-9  # inward, within the bound
                 previous = sent
-            assert previous == pytest.approx(robot.upper[j])
+            assert previous == pytest.approx(held - 12 * step, abs=1e-5) and previous < robot.upper[j]
 
 
 def test_joint_limits_past_the_servos_position_limits_refuse_to_connect_in_one_line():

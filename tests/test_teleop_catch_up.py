@@ -70,6 +70,68 @@ def test_a_goal_past_a_limit_is_caught_up_at_the_limit_and_a_bad_goal_is_one_lin
             _catch_up(speed)
 
 
+def test_a_robot_resting_outside_its_limits_is_ramped_back_from_where_it_is(caplog):
+    """The ramp started from the measured pose clipped to the limits: a shoulder resting at
+    1.5 with limits +-0.5 had its first goal at 0.475, a 1.0 rad step (the robot's velocity
+    bound then took it at top speed), and the operator was told it was 0.50 away. It starts
+    where the robot is, and the line says the real distance."""
+    catch_up = CatchUp(JOINTS, STEP, np.array([-0.5, -3.0, -3.0]), np.array([0.5, 3.0, 3.0]), 0.25, fps=30.0)
+    present = np.array([1.5, 0.0, 0.0])
+    goals = [present]
+    with caplog.at_level("WARNING", logger="shallowpi.robots.catch_up"):
+        while not catch_up.done:
+            goal = catch_up({"shoulder": 0.2, "elbow": 0.0, "gripper": 0.0}, present)
+            assert len(goals) < 100
+            goals.append(np.asarray(goal, np.float64) if not isinstance(goal, dict) else goal)
+    assert "(shoulder is 1.30 away)" in caplog.text
+    ramp = np.stack(goals[:-1])
+    assert np.all(np.abs(np.diff(ramp, axis=0)) <= 0.25 * STEP + 1e-12)  # the slow step, from the first tick
+    assert abs(ramp[-1, 0] - 0.2) <= STEP[0] and len(ramp) - 1 == pytest.approx((1.3 - 0.1) / 0.025, abs=1.5)
+    # A joint the goal leaves out is brought inside its limits on the ramp too.
+    catch_up = CatchUp(JOINTS, STEP, np.array([-0.5, -3.0, -3.0]), np.array([0.5, 3.0, 3.0]), 0.25, fps=30.0)
+    first = np.asarray(catch_up({"elbow": 0.0}, present), np.float64)
+    assert first[0] == pytest.approx(1.5 - 0.25 * STEP[0])
+
+
+def test_on_emulated_servos_a_follower_parked_outside_its_limits_comes_back_at_the_slow_speed():
+    """The pan's limits narrowed to +-0.5 and its follower parked at 1.1: connected, it is
+    held there; the catch-up's ramp back in used to be clipped to the limit by act(), which
+    took the pan there at its top speed (3 rad/s, not 0.25 x 3). Every goal sent now lies
+    between where the pan was and the limit, one slow step a tick, and the measured pan
+    follows at that speed."""
+    from shallowpi.robots.calibration import UNCALIBRATED, RobotCalibration
+    from shallowpi.robots.dynamixel_robot import DynamixelRobot
+    from shallowpi.teleop.leader import LeaderFollower
+
+    with emulated("arm") as (spec, chains):
+        joints = tuple(dataclasses.replace(j, lower=-0.5, upper=0.5) if j.name == "shoulder_pan" else j
+                       for j in spec.joints)
+        spec = dataclasses.replace(spec, joints=joints)
+        calibration = dataclasses.replace(RobotCalibration(UNCALIBRATED, "arm"),
+                                          arms={"follower": centred(spec, spec.motors)})
+        pan = spec.joint_names.index("shoulder_pan")
+        chains["follower"].servos[spec.motors[pan].id].plant.move_to(1.1)
+        chains["leader"].servos[next(m.id for m in spec.leaders[0].motors if m.joint == "shoulder_pan")
+                                ].plant.move_to(0.2)
+        time.sleep(0.05)
+        with LeaderFollower(spec, calibration) as teleop, DynamixelRobot(spec, calibration) as robot:
+            catch_up, clock = CatchUp.for_robot(robot, 0.25), TickClock(30.0)
+            slow = 0.25 * 3.0 / 30.0  # rad a tick
+            sent, measured = [], []
+            while not catch_up.done:
+                state = robot.observe().state
+                measured.append((time.monotonic(), float(state[pan])))
+                sent.append(float(robot.act(catch_up(teleop.read(), state))[pan]))
+                assert len(sent) < 60
+                clock.wait()
+    assert measured[0][1] == pytest.approx(1.1, abs=0.01)
+    ramp = np.array([measured[0][1], *sent[:-1]])  # the last is the leader's own goal
+    assert np.all(np.diff(ramp) <= 0) and np.all(np.diff(ramp) >= -slow - 1e-5)  # inward, never faster
+    assert abs(sent[-1] - 0.2) <= 3.0 / 30.0 + 1e-5 and len(sent) >= 0.8 / slow - 2
+    (t0, p0), (t1, p1) = measured[0], measured[-1]
+    assert p0 - p1 > 0.7 and (p0 - p1) / (t1 - t0) < 0.25 * 3.0 * 1.15  # wall-clock speed, jitter allowed
+
+
 class _StillLeader:
     """A leader arm held still, posed away from the follower."""
 

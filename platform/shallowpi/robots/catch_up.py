@@ -47,9 +47,10 @@ class CatchUp:
     `full_step` float[J]: how far each joint goes in one tick of the loop at its top speed
     (joint units: rad, m, gripper opening); `lower`/`upper`
     float[J]: the limits `act()` clips to (a goal outside them is caught up to where the
-    robot will hold it); `speed` in (0, 1]: the fraction of the top speed; `fps`: the
-    loop's rate, for the seconds told to the operator; `goal` and `then` name
-    the goal and what follows in the operator's line. Raises PlatformError for a speed
+    robot will hold it; a joint resting outside them is ramped back in from where it is,
+    `act()` taking a goal between it and the limit); `speed` in (0, 1]: the fraction of the
+    top speed; `fps`: the loop's rate, for the seconds told to the operator; `goal` and
+    `then` name the goal and what follows in the operator's line. Raises PlatformError for a speed
     outside (0, 1] or vectors of different sizes.
     """
 
@@ -88,12 +89,16 @@ class CatchUp:
     def __call__(self, wanted: Mapping[str, float] | np.ndarray, present: np.ndarray) -> Mapping[str, float] | np.ndarray:
         """This tick's goal: `wanted` itself once caught up, else one slow step from the
         last ramp goal toward it (from `present` float[J], the measured state, on the first
-        tick). Joints `wanted` does not name keep the ramp's goal."""
+        tick). Joints `wanted` does not name keep the ramp's goal (brought inside the limits)."""
         if self.done:
             return wanted
         first = self._goal is None
         if first:
-            self._goal = np.clip(np.asarray(present, np.float64).reshape(-1), self.lower, self.upper)
+            # Where the robot is, limits or not: started from the limit, the ramp's first goal
+            # took a joint resting outside its limits back to the limit at its top speed (the
+            # velocity bound's step a tick, not the ramp's), and the operator was told the
+            # distance from the limit.
+            self._goal = np.asarray(present, np.float64).reshape(-1).copy()
         target = np.clip(self._vector(wanted), self.lower, self.upper)
         self._gap = target - self._goal
         if np.all(np.abs(self._gap) <= self.full_step):

@@ -17,8 +17,10 @@ simulated stack whose calls are its ticks, bounds each call at one period) and k
 `LEAD_TICKS` steps of the config's top speed of the position `observe` measured (that
 bound stops a goal advancing, never pulls one back: a loaded joint keeps the goal it lags),
 BEFORE any byte reaches a bus. A joint found outside its
-limits at `connect` or `hold` is held where it is, then brought back at that bound, never
-snapped back; joints not named in a partial action hold their last goal. The servos are
+limits at `connect` or `hold` is held where it is, never snapped back: a goal for it is
+clipped to between where its goal is and the limit (never further out), so it comes back
+at that bound or slower (a catch-up's ramp, robots/catch_up.py); joints not named in a
+partial action hold their last goal. The servos are
 checked for hardware errors, and for torque off without one (a servo that restarted after
 a power dip), once a second of ticks; a fault raises
 `ServoFaultError` naming the bus, the servo and what to check. `hold()` and
@@ -469,9 +471,10 @@ class DynamixelRobot(Robot):
         return dict(zip(self.spec.joint_names, self._read_positions().tolist()))
 
     def act(self, action: Mapping[str, float] | np.ndarray) -> np.ndarray:
-        """Clamp to the joint limits, the per-tick velocity bound and the lead over the
-        positions `observe()` measured since the last act() (`LEAD_TICKS` ticks of max
-        velocity; a control loop observes every tick); send;
+        """Clamp to the joint limits (a joint whose last goal is outside them: to between
+        that goal and the limit, so it comes back in as slowly as it is sent), the per-tick
+        velocity bound and the lead over the positions `observe()` measured since the last
+        act() (`LEAD_TICKS` ticks of max velocity; a control loop observes every tick); send;
         return what was sent, float32[J]. Raises RobotError when not connected or after
         torque_off(); PlatformError for an unknown joint, a wrong size or a non-finite value."""
         previous = self._need_connection()
@@ -590,9 +593,12 @@ class DynamixelRobot(Robot):
         return self.max_step * min(elapsed, self.CREDIT_TICKS * loop_period) * self.spec.fps
 
     def _bounded(self, target: np.ndarray, previous: np.ndarray, step: np.ndarray) -> np.ndarray:
-        """`target` clipped to the limits, then moved at most `step` [J] from the previous
-        goal: inside the limits when that goal was, else on the way back in."""
-        target = np.clip(target, self.lower, self.upper)
+        """`target` clipped to the limits, or for a joint whose `previous` goal is outside them
+        to between that goal and the limit, then moved at most `step` [J] from it: never
+        further out than the joint already is. Clipped to the limit, a catch-up's slow ramp
+        back in from outside became a step at top speed each tick, the ramp's goals all
+        outside the limits."""
+        target = np.clip(target, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
         return previous + np.clip(target - previous, -step, step)
 
     def _led(self, goal: np.ndarray, present: np.ndarray, previous: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ working through (a Y servo's low backup battery) is logged once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +66,15 @@ class LeaderFollower:
     no leader matches.
     """
 
+    # Seconds between two readings of a joint past which the second is not continued from
+    # the first (`_unwrapped`): the hand may have turned it over half a turn meanwhile. Half
+    # a turn (pi rad) in 0.15 s is 21 rad/s, over three turns a second, faster than a hand
+    # turns a leader joint; 0.15 s is 4.5 periods of a 30 Hz loop (7.5 of a 50 Hz one), so
+    # a late tick is still continued and only a stall (the writer waiting on the disk, a
+    # garbage collection) reads afresh. (A loop slower than 1 / 0.15 s, under 7 Hz, reads
+    # every reading afresh, as the first.)
+    STALL_S = 0.15
+
     def __init__(
         self,
         spec: RobotSpec,
@@ -86,6 +96,7 @@ class LeaderFollower:
         self._limits = {j.name: (j.lower, j.upper) for j in spec.joints}
         self._last_ticks: dict[str, int] = {}  # the last reading of each joint, unwrapped
         self._guessed: set[str] = set()  # joints whose last reading continues a first one's guessed turn
+        self._read_at: dict[str, float] = {}  # time.monotonic() s of each joint's last reading
         self.gripper_map = gripper_map or GripperMap()
         self._kinds = kinds
         self._convert = {m.joint: calibration.converter(m, kinds[m.joint]) for leader in self.leaders for m in leader.motors}
@@ -129,7 +140,7 @@ class LeaderFollower:
         except BaseException:
             self.disconnect()  # no port left open behind a refusal
             raise
-        self._last_ticks, self._guessed = {}, set()
+        self._last_ticks, self._guessed, self._read_at = {}, set(), {}
 
     def link_counts(self) -> LinkCounts:
         """The leader buses' exchanges and failed tries (robots/base.LinkCounts), each servo's
@@ -161,8 +172,9 @@ class LeaderFollower:
             with _as_leaders(leader):
                 ticks = self.buses[leader.bus].read(["present_position"], [m.id for m in leader.motors],
                                                     check_alert=True)["present_position"]
+            read_at = time.monotonic()
             for m in leader.motors:
-                value = self._convert[m.joint].to_joint(self._unwrapped(m, ticks[m.id]))
+                value = self._convert[m.joint].to_joint(self._unwrapped(m, ticks[m.id], read_at))
                 action[m.joint] = self.gripper_map(value) if self._kinds[m.joint] == "gripper" else value
         return action
 
@@ -181,21 +193,28 @@ class LeaderFollower:
             convert = self._convert[motor.joint]
             check_turn_count(self.robot, motor, convert, *self._limits[motor.joint], convert.to_joint(ticks[motor.id]))
 
-    def _unwrapped(self, motor: MotorSpec, ticks: int) -> int:
+    def _unwrapped(self, motor: MotorSpec, ticks: int, read_at: float) -> int:
         """In position mode a servo reads one turn (0..4095): a leader moved by hand past the
         turn's end reads from the other end, which converted is a joint on the far side of its
-        range, and the follower would sweep there. Each reading continues the last one the
-        shorter way round (`unwrap_reading`), in range or not: a wrist roll whose range spans
-        nearly a turn, turned a few degrees past its limit, reads inside the range again, at
-        its other end, and taken as read the follower swung across its whole range at top
-        speed. The first reading has nothing to continue from: inside the range it is taken as
-        read; outside it, in the turn nearest the range (`nearest_turn`: as read, a leader
-        resting just past the turn's end sent the follower to its far limit), a guess that
-        lasts until a reading falls inside the range, which is then taken as read."""
+        range, and the follower would sweep there. Each reading (`ticks`, read at `read_at`,
+        time.monotonic() seconds) continues the last one the shorter way round
+        (`unwrap_reading`), in range or not: a wrist roll whose range spans nearly a turn,
+        turned a few degrees past its limit, reads inside the range again, at its other end,
+        and taken as read the follower swung across its whole range at top speed. The first
+        reading has nothing to continue from: inside the range it is taken as read; outside
+        it, in the turn nearest the range (`nearest_turn`: as read, a leader resting just past
+        the turn's end sent the follower to its far limit), a guess that lasts until a reading
+        falls inside the range, which is then taken as read. A reading over `STALL_S` after
+        the last is read as a first one: continued after a stall in which the hand turned the
+        joint over half a turn, it went the wrong way round and stayed a whole turn off for
+        the rest of the run, the follower pinned at a limit."""
         if motor.mode != OperatingMode.POSITION or motor.model.series != "X":
             return ticks  # the other modes, and the Y series in any, count whole turns themselves
         low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
         last, joint = self._last_ticks.get(motor.joint), motor.joint
+        if last is not None and read_at - self._read_at[joint] > self.STALL_S:
+            last = None  # the shorter way round is no longer the likelier one
+        self._read_at[joint] = read_at
         if last is not None and not (joint in self._guessed and low <= ticks <= high):
             ticks = unwrap_reading(last, ticks, motor.model.ticks_per_turn)
         elif low <= ticks <= high:  # the first reading, or the first in range after a guess: as read
