@@ -322,3 +322,175 @@ def test_a_checkpoint_given_as_its_weights_file_reuses_its_bundle(tmp_path, caps
     again = (policy_bundle(argparse.Namespace(policy=weights, bundle=tmp_path / "ckpt.bundle"), "torch"),
              capsys.readouterr().out)[1]
     assert "(verified)" in again and "building" not in again
+
+
+# A manifest is what makes a bundle's files the builder's: the robot must refuse one that
+# leaves out a file it reads, names a file outside the bundle, or is not a manifest at all
+# (a reviewer's bundle with "files": {} ran `platform deploy --sim` into a KeyError traceback).
+
+
+def _entry(file) -> dict:
+    """A manifest entry that matches `file` as it is now."""
+    from shallowpi.deploy.bundle import sha256_of
+
+    return {"sha256": sha256_of(file), "bytes": file.stat().st_size}
+
+
+def _edit_table(copy, change) -> None:
+    """Rewrite copy's manifest with change(files) applied to its file table."""
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(manifest["files"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _refused(copy, expected: str) -> None:
+    """Bundle.load refuses `copy` in one line matching `expected`, hashing or not."""
+    for check_files in (True, False):
+        with pytest.raises(BundleError, match=expected) as err:
+            Bundle.load(copy, check_files=check_files)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("left_out", ["config.json", "stats.json", "model.safetensors"])
+def test_a_manifest_that_leaves_out_a_file_every_bundle_holds_is_refused(bundle_dir, tmp_path, left_out):
+    """Only the listed files were hashed: a manifest without model.safetensors ran weights
+    nobody built, unchecked."""
+    copy = _copy(bundle_dir, tmp_path)
+    _edit_table(copy, lambda files: files.pop(left_out))
+    (copy / left_out).write_bytes((copy / left_out).read_bytes() + b" ")  # unhashed, it could be anything
+    _refused(copy, rf"manifest .* does not list {left_out}, which every bundle holds .*; rebuild it from its "
+                   r"checkpoint \(`platform deploy --policy CKPT --bundle-only`\)")
+
+
+def test_an_unlisted_reference_is_refused(bundle_dir, tmp_path):
+    """The robot's backend is checked against reference.npz, read by name: unhashed, one
+    edited to match a wrong backend would pass that check."""
+    copy = _copy(bundle_dir, tmp_path)
+    _edit_table(copy, lambda files: files.pop("reference.npz"))
+    _refused(copy, r"reference\.npz is not in the manifest")
+    (copy / "reference.npz").unlink()  # a bundle from before references were kept still loads
+    assert Bundle.load(copy).graphs == {}
+
+
+@pytest.mark.parametrize("how", ["dots", "absolute", "link"])
+def test_a_manifest_name_outside_the_bundle_is_refused(bundle_dir, tmp_path, how):
+    """`graphs/../../../../etc/hostname` with its true sha256 verified, and Bundle.load
+    gave it as a graph: any file on the robot could be read as the bundle's."""
+    import os
+
+    copy = _copy(bundle_dir, tmp_path)
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes(b"not the policy")
+    name = {"dots": "graphs/../../outside.onnx", "absolute": str(outside), "link": "graphs/chunk.onnx"}[how]
+    (copy / "graphs").mkdir()  # the path walks through it
+    if how == "link":
+        (copy / "graphs" / "chunk.onnx").symlink_to(outside)
+    assert os.path.samefile(copy / name, outside)
+    _edit_table(copy, lambda files: files.update({name: _entry(outside)}))
+    _refused(copy, rf"^bundle manifest names '{name}', outside the bundle .*; rebuild it from its checkpoint")
+
+
+def test_a_link_that_stays_inside_the_bundle_is_a_bundle_file(bundle_dir, tmp_path):
+    copy = _copy(bundle_dir, tmp_path)
+    (copy / "graphs").mkdir()
+    (copy / "graphs" / "chunk.onnx").symlink_to(copy / "stats.json")
+    _edit_table(copy, lambda files: files.update({"graphs/chunk.onnx": _entry(copy / "stats.json")}))
+    assert Bundle.load(copy).graphs == {"chunk": copy / "graphs" / "chunk.onnx"}
+
+
+@pytest.mark.parametrize("tokenizer", ["absolute", "unlisted", "policy's own"])
+def test_a_tokenizer_file_the_manifest_does_not_list_is_refused(bundle_dir, tmp_path, tokenizer):
+    """config.json's tokenizer_file was joined to the bundle's path as given: an absolute
+    one, or one the manifest does not list, was read unhashed."""
+    copy = _copy(bundle_dir, tmp_path)
+    elsewhere = tmp_path / "tokenizer.json"
+    elsewhere.write_text("{}")
+    config = json.loads((copy / "config.json").read_text())
+    if tokenizer == "absolute":
+        config["tokenizer_file"] = str(elsewhere)
+    elif tokenizer == "unlisted":
+        (copy / "tokenizer.json").write_text("{}")
+        config["tokenizer_file"] = "tokenizer.json"
+    else:  # a path on the training machine, no copy in the bundle
+        config["policy"]["tokenizer"] = str(elsewhere)
+    (copy / "config.json").write_text(json.dumps(config))
+    _edit_table(copy, lambda files: files.update({"config.json": _entry(copy / "config.json")}))
+    expected = (r"policy reads its tokenizer from '.*tokenizer\.json', a file outside the bundle"
+                if tokenizer == "policy's own" else r"reads its tokenizer from '.*tokenizer\.json', which its manifest "
+                                                    r"does not list")
+    _refused(copy, expected + r".*; rebuild it from its checkpoint")
+
+
+@pytest.mark.parametrize("manifest, expected", [
+    ([], r"holds a JSON list, not a manifest"),
+    ({}, r"is a None vNone bundle"),
+    ({"files": None}, r"has no table of files"),
+    ({"files": []}, r"has no table of files"),
+    ({"files": {"model.safetensors": "abc"}}, r"lists 'model\.safetensors' as 'abc', not"),
+    ({"files": {"model.safetensors": {"sha256": "0" * 64}}}, r"lists 'model\.safetensors' as .*, not"),
+    ({"files": {"model.safetensors": {"sha256": "0" * 64, "bytes": "12"}}}, r"lists 'model\.safetensors' as"),
+    ({"files": {"model.safetensors": {"sha256": None, "bytes": 12}}}, r"lists 'model\.safetensors' as"),
+    ({"files": {"model.safetensors": {"sha256": "0" * 64, "bytes": True}}}, r"lists 'model\.safetensors' as"),
+    ({"files": {}}, r"does not list config\.json, stats\.json, model\.safetensors"),
+])
+def test_a_manifest_of_another_shape_is_refused_in_one_line(bundle_dir, tmp_path, manifest, expected):
+    copy = _copy(bundle_dir, tmp_path)
+    if isinstance(manifest, dict) and manifest:
+        manifest = {"format": "shallowpi-deploy-bundle", "version": 1, **manifest}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    _refused(copy, expected)
+
+
+@pytest.mark.parametrize("file, content", [
+    ("config.json", []),
+    ("config.json", {"policy": {"tokenizer": "bytes"}}),
+    ("config.json", {"policy": "tiny", "features": {}}),
+    ("config.json", b"\xff not json"),
+    ("stats.json", {"action": {"mean": [0.0], "std": [1.0]}}),
+    ("stats.json", {"observation.state": {"mean": ["a"], "std": [1.0]}, "action": {"mean": [0.0], "std": [1.0]}}),
+    ("stats.json", {"observation.state": [0.0], "action": {"mean": [0.0], "std": [1.0]}}),
+    ("stats.json", {"observation.state": {"mean": [0.0, 1.0], "std": [1.0]}, "action": {"mean": [0], "std": [1]}}),
+])
+def test_a_hashed_config_or_stats_of_another_shape_is_refused_in_one_line(bundle_dir, tmp_path, file, content):
+    """Hashed consistently, a hand-made bundle is still not one build_bundle wrote."""
+    copy = _copy(bundle_dir, tmp_path)
+    (copy / file).write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    _edit_table(copy, lambda files: files.update({file: _entry(copy / file)}))
+    _refused(copy, rf"{file}|config\.json or stats\.json.*; rebuild it from its checkpoint")
+
+
+def _deployed_with_no_files_listed(tmp_path):
+    """Deploy arguments for a checkpoint whose bundle (built) then has "files": {}."""
+    import argparse
+
+    from shallowpi.commands.deploy_policy import policy_bundle
+
+    args = argparse.Namespace(policy=tiny_checkpoint(tmp_path / "ckpt"), bundle=tmp_path / "ckpt.bundle")
+    built = policy_bundle(args, "torch")
+    manifest = json.loads((built.path / "manifest.json").read_text())
+    (built.path / "manifest.json").write_text(json.dumps({**manifest, "files": {}}))
+    return args, built
+
+
+def test_deploy_refuses_a_bundle_whose_manifest_lists_no_files_in_one_line(tmp_path):
+    """`platform deploy --policy b.bundle --sim` of a manifest with "files": {} ended in a
+    KeyError traceback."""
+    import argparse
+
+    from shallowpi.commands.deploy_policy import policy_bundle
+
+    _, built = _deployed_with_no_files_listed(tmp_path)
+    with pytest.raises(BundleError, match=r"does not list config\.json, stats\.json, model\.safetensors"):
+        policy_bundle(argparse.Namespace(policy=built.path, bundle=None, sim="direct"), "torch")
+
+
+def test_deploy_of_a_checkpoint_rebuilds_its_bundle_whose_manifest_lists_no_files(tmp_path, capsys):
+    """Beside a checkpoint, the reuse check (_verified) crashed on the same KeyError instead
+    of building the bundle again."""
+    from shallowpi.commands.deploy_policy import policy_bundle
+
+    args, built = _deployed_with_no_files_listed(tmp_path)
+    capsys.readouterr()
+    rebuilt = policy_bundle(args, "torch")
+    assert "building the deploy bundle" in capsys.readouterr().out
+    assert rebuilt.checkpoint_digest == built.checkpoint_digest

@@ -24,7 +24,11 @@ would not be the ones the policy was built for), naming the commit to check out.
 `build_bundle` writes into a sibling temporary folder and renames it into place, so a
 failed export never leaves a half-written bundle. `Bundle.load` recomputes every file's
 size and sha256 against the manifest and refuses a truncated, modified or missing file in
-one line naming it: a robot must not run weights nobody built.
+one line naming it: a robot must not run weights nobody built. So the manifest must list
+every file the robot reads (config, stats, weights; the tokenizer file and reference its
+config and deploy/reference.py read), each named inside the bundle: a name that leaves it
+(absolute, `..`, a link out) would be hashed and read as the bundle's. A manifest or
+config of any other shape is refused in one line too.
 
 This module imports without torch (the robot side); building a bundle needs it.
 """
@@ -38,7 +42,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -54,6 +58,15 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 GRAPH_NAMES = ("chunk", "prefix", "step")
+# The files build_bundle writes into every bundle and Bundle.load reads: a manifest that
+# leaves one out would let it run unhashed. (reference.npz is written always too, but a
+# bundle from before references were kept still runs in the twin: deploy_cmd refuses it
+# on hardware; one that holds it must list it, `verify`.)
+REQUIRED_FILES = ("config.json", "stats.json", "model.safetensors")
+# deploy/reference.py's REFERENCE (that module imports the backends): read by name, not
+# through the manifest.
+REFERENCE_FILE = "reference.npz"
+REBUILD = "rebuild it from its checkpoint (`platform deploy --policy CKPT --bundle-only`)"
 
 
 # What decides a bundle's numbers: the policy's code (the graphs are traced from it), the
@@ -185,24 +198,39 @@ class Bundle:
     def load(cls, path: str | Path, check_files: bool = True) -> Bundle:
         """Verify every file against the manifest, then read the small ones.
 
-        Raises BundleError naming the first missing, truncated or modified file.
-        `check_files=False` skips the hashing, for the builder reading back what it just wrote."""
+        Raises BundleError (one line) naming the first missing, truncated, modified or
+        unlisted file, a name outside the bundle, or a manifest, config or stats of another
+        shape. `check_files=False` skips the hashing (the manifest's shape and names are
+        still checked), for the builder reading back what it just wrote."""
         path = Path(path).expanduser()
-        checked = verify(path) if check_files else None
-        manifest = json.loads((path / MANIFEST).read_text())
-        files = checked if checked is not None else manifest["files"]
-        config = json.loads((path / "config.json").read_text())
-        stats = json.loads((path / "stats.json").read_text())
-        tokenizer = config.get("tokenizer_file")
+        manifest = _read_manifest(path)
+        files: dict[str, dict[str, Any]] = manifest["files"]
+        if check_files:
+            _check_files(path, files)
+        config = _read_json(path / "config.json")
+        stats = _read_json(path / "stats.json")
+        try:
+            policy, features = config["policy"], config["features"]
+            if not isinstance(policy, dict) or not isinstance(features, dict):
+                raise TypeError("policy and features must be objects")
+            tokenizer = _tokenizer(path, config, files)
+            state_stats, action_stats = _stats(stats["observation.state"]), _stats(stats["action"])
+            metadata = config.get("checkpoint_metadata", {})
+            if not isinstance(metadata, dict):
+                raise TypeError("checkpoint_metadata must be an object")
+        except (KeyError, TypeError, ValueError) as exc:
+            # A hand-made bundle can hash consistently and still not be one build_bundle wrote.
+            raise BundleError(f"{path}'s config.json or stats.json is not a bundle's ({type(exc).__name__}: "
+                              f"{_one_line(exc)}); {REBUILD}") from None
         graphs = {Path(name).stem: path / name for name in files if name.startswith("graphs/")}
         return cls(
             path=path,
-            config=config["policy"],
-            features=config["features"],
-            checkpoint_metadata=config.get("checkpoint_metadata", {}),
-            state_stats=_stats(stats["observation.state"]),
-            action_stats=_stats(stats["action"]),
-            tokenizer=str(path / tokenizer) if tokenizer else config["policy"]["tokenizer"],
+            config=policy,
+            features=features,
+            checkpoint_metadata=metadata,
+            state_stats=state_stats,
+            action_stats=action_stats,
+            tokenizer=tokenizer,
             graphs=graphs,
             digest=table_digest(files),
             checkpoint_digest=files["model.safetensors"]["sha256"],
@@ -213,7 +241,42 @@ class Bundle:
 
 
 def _stats(entry: dict[str, list[float]]) -> NormStats:
-    return NormStats(np.asarray(entry["mean"], np.float32), np.asarray(entry["std"], np.float32))
+    """One stats.json entry -> NormStats; TypeError/ValueError for another shape."""
+    mean, std = np.asarray(entry["mean"], np.float32), np.asarray(entry["std"], np.float32)
+    if mean.ndim != 1 or mean.shape != std.shape:
+        raise ValueError(f"mean {mean.shape} and std {std.shape} must be one vector each, of one length")
+    return NormStats(mean, std)
+
+
+def _tokenizer(path: Path, config: dict[str, Any], files: dict[str, dict[str, Any]]) -> str:
+    """The bundle's tokenizer (Bundle.tokenizer): "bytes", "words", or the path of its
+    tokenizer file, which must be one the manifest lists (so it is inside the bundle and
+    hashed). BundleError for a file it does not list, TypeError for another shape."""
+    name = config.get("tokenizer_file")
+    if name:
+        if not isinstance(name, str):
+            raise TypeError(f"tokenizer_file must be a file name, got {name!r}")
+        if name not in files:
+            raise BundleError(f"{path}'s config.json reads its tokenizer from {name!r}, which its manifest does not "
+                              f"list (not hashed, or outside the bundle); {REBUILD}")
+        return str(path / name)
+    spec = config["policy"]["tokenizer"]
+    if spec not in ("bytes", "words"):  # build_bundle copies any other into the bundle (tokenizer_file)
+        raise BundleError(f"{path}'s policy reads its tokenizer from {spec!r}, a file outside the bundle (its "
+                          f"config.json names no tokenizer_file); {REBUILD}")
+    return spec
+
+
+def _read_json(file: Path) -> Any:
+    """A bundle file's JSON; BundleError (one line) where it does not read as JSON."""
+    try:
+        return json.loads(file.read_text())
+    except ValueError as exc:  # UnicodeDecodeError is one too
+        raise BundleError(f"{file} is not valid JSON ({_one_line(exc)}); {REBUILD}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def table_digest(files: dict[str, dict[str, Any]]) -> str:
@@ -222,20 +285,66 @@ def table_digest(files: dict[str, dict[str, Any]]) -> str:
 
 
 def verify(path: Path) -> dict[str, dict[str, Any]]:
-    """The manifest's file table, after checking every file's size and sha256."""
+    """The manifest's file table, after checking its shape and names (`_read_manifest`)
+    and every file's size and sha256. BundleError (one line) naming what is wrong."""
+    files: dict[str, dict[str, Any]] = _read_manifest(path)["files"]
+    _check_files(path, files)
+    return files
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """path/manifest.json, checked without reading the files it lists: of this format, a
+    table {name: {sha256: str, bytes: int}} that lists `REQUIRED_FILES` (and the reference
+    where the bundle holds one), every name inside the bundle. BundleError (one line)."""
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path} is not a deploy bundle (no {MANIFEST}); build one with `platform deploy`")
     try:
         manifest = json.loads(manifest_path.read_text())
     except ValueError as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); rebuild the bundle") from None
+        raise BundleError(f"{manifest_path} is not valid JSON ({_one_line(exc)}); rebuild the bundle") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} holds a JSON {type(manifest).__name__}, not a manifest; {REBUILD}")
     if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE_VERSIONS:
         raise BundleError(
             f"{path} is a {manifest.get('format')!r} v{manifest.get('version')} bundle; this "
             f"platform reads {FORMAT} v{'/'.join(map(str, READABLE_VERSIONS))}: rebuild it from the checkpoint"
         )
-    files: dict[str, dict[str, Any]] = manifest["files"]
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise BundleError(f"{manifest_path} has no table of files ('files': {{name: {{sha256, bytes}}}}); {REBUILD}")
+    root = path.resolve()
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and type(entry.get("bytes")) is int):  # bool is an int, and no size
+            raise BundleError(f"{manifest_path} lists {name!r} as {entry!r}, not {{\"sha256\": hex, \"bytes\": "
+                              f"count}}; {REBUILD}")
+        # A name that leaves the folder would be hashed and read as the bundle's own: an
+        # absolute one, a '..' (graphs/../../etc/x), or a link that points out.
+        relative = PurePosixPath(name)
+        if not name or relative.is_absolute() or ".." in relative.parts or not _inside(root, path / name):
+            raise BundleError(f"bundle manifest names {name!r}, outside the bundle {path}; {REBUILD}")
+    if missing := [name for name in REQUIRED_FILES if name not in files]:
+        raise BundleError(f"bundle manifest {manifest_path} does not list {', '.join(missing)}, which every bundle "
+                          f"holds (it would run unhashed); {REBUILD}")
+    if REFERENCE_FILE not in files and (path / REFERENCE_FILE).exists():
+        # deploy/reference.py checks the robot's backend against it by name: unhashed, a
+        # reference edited to match a wrong backend would pass that check.
+        raise BundleError(f"bundle file {path / REFERENCE_FILE} is not in the manifest (not hashed); {REBUILD}")
+    return manifest
+
+
+def _inside(root: Path, file: Path) -> bool:
+    """Whether `file`, its links followed, lies under `root` (resolved); False for a loop of links."""
+    try:
+        return file.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return False
+
+
+def _check_files(path: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Each listed file's size and sha256 against the table; BundleError naming the first
+    missing, truncated/padded or modified one."""
     for name, entry in files.items():
         file = path / name
         if not file.is_file():
@@ -251,7 +360,6 @@ def verify(path: Path) -> dict[str, dict[str, Any]]:
                 f"bundle file {file} was modified (sha256 differs from the manifest); "
                 "copy it again or rebuild the bundle"
             )
-    return files
 
 
 def write_manifest(path: Path, extra: dict[str, Any] | None = None, version: int = 1) -> dict[str, Any]:
