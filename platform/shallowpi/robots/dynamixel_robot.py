@@ -195,11 +195,15 @@ class DynamixelRobot(Robot):
         present pose. Raises BusError / PlatformError (one line) with each bus as it was
         found: torque off, except on a bus whose servos were found holding (a killed run left
         them so) and were not touched, which goes on holding, said in a warning. One bus
-        failing (an unplugged adapter) dropped another arm a killed run had left holding."""
+        failing (an unplugged adapter) dropped another arm a killed run had left holding.
+        A bus the failure names (a servo's alarm, or the bus that failed while it was set
+        up) goes limp though found holding, as `put_back(fault)` does."""
         found_holding = self._found_holding = set()
         self.torque_off_failures = []
+        setting_up: str | None = None  # the bus being set up: a BusError out of it is that bus's
         try:
             for bus_name, bus in self.buses.items():
+                setting_up = bus_name
                 bus.connect()
                 self._opened.add(bus_name)
                 motors = self._bus_motors[bus_name]
@@ -208,9 +212,10 @@ class DynamixelRobot(Robot):
                 configure_servos(self.name, bus, bus_name, motors, self._convert,
                                  {m.joint: (self.lower[self._index[m.joint]], self.upper[self._index[m.joint]])
                                   for m in motors})
+            setting_up = None
             # Hold the present pose first, so torque-on never jumps: unclipped, as a joint found
             # outside its limits clipped here would be driven back at the servo's full speed;
-            # act() brings it back at the velocity bound.
+            # a goal inside the limits brings it back at the velocity bound.
             self._goal = self._read_positions()
             self._present = self._goal.copy()
             self._commanded_at = None
@@ -231,7 +236,12 @@ class DynamixelRobot(Robot):
             self._torque_off = self._switched_off = False
             self._released.clear()
             self._release_failed.clear()
-        except BaseException:
+        except BaseException as err:
+            # Kept holding, a bus with a servo alarm latched would hold on with nothing to
+            # watch it once this process ends: a Y servo keeps torque on a following error, an
+            # X servo on an error its Shutdown(63) leaves out (the factory's: input voltage).
+            if isinstance(err, BusError) and (named := getattr(err, "bus", "") or setting_up):
+                found_holding.discard(named)  # self._found_holding: a later put_back() knows it too
             self._put_back(found_holding)
             raise
         log.info("robot %s connected (%d joints, calibration %s)", self.name, len(self._motors), self.calibration.id)
@@ -305,7 +315,7 @@ class DynamixelRobot(Robot):
 
     def hold(self, goal: np.ndarray | None = None) -> np.ndarray:
         """Every goal := the present position (`goal` None; a joint outside its limits is
-        held there: act() brings it back at the velocity bound), or := `goal` [J], the last
+        held there: a goal inside the limits brings it back at the velocity bound), or := `goal` [J], the last
         command kept, clamped as act() clamps: the limits, one velocity step from the current
         goal, and the lead over the position read now (a joint held back by the table or a
         hand is pushed no harder than act() pushed it; a squeezing gripper or a loaded joint

@@ -1,5 +1,6 @@
 """What `DynamixelRobot.connect` does to each bus it opened before torque goes on:
-`settle_torque` checks the servos and writes the EEPROM fields this driver needs, keeping
+`settle_torque` checks the servos (each answering every instruction:
+`answer_every_instruction`) and writes the EEPROM fields this driver needs, keeping
 torque on where a killed run left the servos holding (so that connect need not drop the
 arm), and `configure_servos` sets modes, disarms bus watchdogs, switches the motion
 profiles off, checks the position limits and caps the grippers' current.
@@ -31,11 +32,21 @@ from shallowpi.hardware.dynamixel.control_table import (
     TORQUE_ON_BY_GOAL_UPDATE,
     OperatingMode,
 )
-from shallowpi.hardware.dynamixel.motor_bus import MotorBus
+from shallowpi.hardware.dynamixel.motor_bus import BusError, MotorBus
 from shallowpi.robots.calibration import check_position_limits, check_servo_frame
 from shallowpi.robots.spec import MotorSpec
 
 log = logging.getLogger(__name__)
+
+# Startup Configuration(34) bit 0 of the Y series, "Startup Torque On": the servo powers up
+# with torque on, holding where it is. A servo that restarted (a power dip) then reads as
+# holding, and `DynamixelRobot.check_faults`, which knows a restart by torque off without an
+# alarm, would not see it: the run went on recording goals that joint never followed.
+STARTUP_TORQUE_ON = 0x01
+# Status Return Level 2: the servo answers every instruction. Below it (1: reads and pings
+# only; 0: pings only) an acknowledged write is never answered and fails as if the servo were
+# unplugged, though it applied the write.
+ANSWERS_ALL = 2
 
 
 def eeprom_fixes(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[MotorSpec]) -> dict[int, dict[str, int]]:
@@ -47,7 +58,9 @@ def eeprom_fixes(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[Moto
       the X series, without "torque on by goal update" (TORQUE_ON_BY_GOAL_UPDATE), which
       another tool may have set; its other bits as they are;
     - on the Y series, a Velocity Limit the joint's max_velocity fits under
-      (`velocity_limit_fix`), said in one line for the bus.
+      (`velocity_limit_fix`), said in one line for the bus;
+    - on the Y series, Startup Configuration without Startup Torque On (STARTUP_TORQUE_ON),
+      which another tool may have set; its other bits as they are.
     Raises ConfigError for a max_velocity the servo cannot reach, BusError."""
     fixes: dict[int, dict[str, int]] = {}
     raised: dict[tuple[int, int], list[int]] = {}  # (read, written): the servos
@@ -67,6 +80,12 @@ def eeprom_fixes(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[Moto
             cleared &= ~PROFILE_TIME_BASED
         if cleared != mode:
             fixes.setdefault(servo_id, {})["drive_mode"] = cleared
+        startup = bus.read_one(servo_id, "startup_configuration") if motor.model.series == "Y" else 0
+        if startup & STARTUP_TORQUE_ON:
+            log.warning("robot %s: servo %d on bus '%s' had Startup Configuration's 'startup torque on' set; "
+                        "cleared (a servo that restarted would come back holding, and the restart go unseen)",
+                        robot, servo_id, bus_name)
+            fixes.setdefault(servo_id, {})["startup_configuration"] = startup & ~STARTUP_TORQUE_ON
         if (limit := velocity_limit_fix(robot, bus, bus_name, motor)) is not None:
             raised.setdefault(limit, []).append(servo_id)
             fixes.setdefault(servo_id, {})["velocity_limit"] = limit[1]
@@ -105,6 +124,32 @@ def velocity_limit_fix(robot: str, bus: MotorBus, bus_name: str, motor: MotorSpe
     return limit, math.ceil(need / unit - 1e-9)  # 1e-9: a speed at a whole unit is not one unit more
 
 
+def answer_every_instruction(robot: str, bus: MotorBus, bus_name: str, ids: Sequence[int]) -> None:
+    """Status Return Level 2 (ANSWERS_ALL) on each servo of `ids`, just pinged (`verify`).
+    The register is RAM, kept until power-off, and another tool may have lowered it: at 1 the
+    servo answers no write, and each acknowledged write failed "did not answer ... check its
+    power and cable" though the servo had applied it; at 0 it answers no read either. Where
+    the level reads below 2, or no read is answered, 2 is written without waiting for a
+    status (a sync write) and read back; said in one line for the bus. Raises BusError when
+    the servo still does not answer, or reads back another level."""
+    found: list[str] = []
+    for servo_id in ids:
+        try:
+            level = bus.read_one(servo_id, "status_return_level")
+        except BusError:
+            level = None  # it answered the ping: Status Return Level 0 answers nothing else
+        if level is not None and level >= ANSWERS_ALL:
+            continue
+        bus.write("status_return_level", {servo_id: ANSWERS_ALL})
+        if (back := bus.read_one(servo_id, "status_return_level")) != ANSWERS_ALL:
+            raise BusError(f"robot '{robot}': servo {servo_id} on bus '{bus_name}' reads Status Return Level "
+                           f"{back} after {ANSWERS_ALL} was written; check it with `platform doctor`")
+        found.append(f"servo {servo_id} from {'0 (no read answered)' if level is None else level}")
+    if found:
+        log.warning("robot %s: Status Return Level set to %d on bus '%s' (below it a servo answers no write, "
+                    "another tool's setting): %s", robot, ANSWERS_ALL, bus_name, ", ".join(found))
+
+
 def holding_as_configured(robot: str, bus: MotorBus, bus_name: str, modes: Mapping[int, OperatingMode]) -> bool:
     """Whether every servo of the bus ({id: configured operating mode}) has torque on (a run
     before this one, killed, left them holding) in its configured mode (a change is an
@@ -124,6 +169,7 @@ def settle_torque(robot: str, bus: MotorBus, bus_name: str, motors: Sequence[Mot
     and taken up again where it sagged. Raises BusError / PlatformError."""
     bus.verify()
     ids = [m.id for m in motors]
+    answer_every_instruction(robot, bus, bus_name, ids)
     check_servo_frame(robot, bus, bus_name, ids)
     fixes = eeprom_fixes(robot, bus, bus_name, motors)
     holding = not fixes and holding_as_configured(robot, bus, bus_name, {m.id: m.mode for m in motors})

@@ -18,7 +18,8 @@ Faults, for tests and demos (`ServoChain` methods):
                               "short" one byte missing, "empty" the error byte alone,
                               "long" one byte extra, "wrong-id" the next ID's,
                               "wrong-instruction" not a status packet
-    hardware_error(id, word)  "overload", "overheating", ...: alert bit, torque off
+    hardware_error(id, word)  "overload", "overheating", ...: alert bit, torque off where
+                              the error shuts the servo down (X: Shutdown(63); Y: its code)
     vanish()                  the port disappears mid-run (USB unplugged)
 
 Motion comes from a `JointPlant` per servo (plant.py): a bounded-speed tracker by
@@ -43,7 +44,6 @@ from shallowpi.hardware.dynamixel import protocol as p
 from shallowpi.hardware.dynamixel.control_table import (
     ALERT_BIT,
     PROFILE_TIME_BASED,
-    WARNING_ONLY,
     ModelSpec,
     OperatingMode,
     baud_code,
@@ -62,6 +62,13 @@ _BOTHER = 0o10000  # Linux's c_cflag speed for a custom rate (asm-generic/termbi
 # e-manual: Profile Velocity(244) 0 ~ Velocity Limit(72), Profile Acceleration(240) 0 ~
 # Acceleration Limit(68)). The X series' take 0 ~ 32,767 whatever its limits.
 _Y_PROFILE_LIMITS = {"profile_velocity": "velocity_limit", "profile_acceleration": "acceleration_limit"}
+# The Y series' Error Codes that leave torque on ("Torque ON: Y" in the e-manual's Error
+# Code(153) table): the battery warning (9), and following error, bus watchdog error, over
+# speed and position limit reached (17-20), which hold the shaft. Every other code cuts it.
+_Y_TORQUE_KEPT = frozenset({9, 17, 18, 19, 20})
+# Startup Configuration(34) bit 0 of the Y series, "Startup Torque On": the servo powers up
+# (and restarts) with torque on, holding where it is.
+_STARTUP_TORQUE_ON = 0x01
 
 
 def top_speed_rad_s(model: ModelSpec, register: Callable[[str], int] | None = None) -> float:
@@ -160,11 +167,16 @@ class EmulatedServo:
 
     @property
     def faulted(self) -> bool:
-        """True when the hardware-error register holds an error that shut the servo down: not
-        only a warning it keeps working through (`WARNING_ONLY`: a Y servo's low backup
-        battery), which raises the alert bit as well but leaves torque free to go on."""
-        words = self.model.decode_errors(self.get(self.model.error_field))
-        return any(word not in WARNING_ONLY for word in words)
+        """True when the hardware-error register holds an error that shut the servo down
+        (torque off, refused until reboot). An X servo shuts down only on the errors its
+        Shutdown(63) selects (factory 52: overheating, electrical shock, overload; an input
+        voltage or encoder error is reported and the servo works on); a Y servo on every
+        Error Code but those that keep torque on (`_Y_TORQUE_KEPT`: the battery warning, a
+        following error, over speed...). The alert bit is raised either way."""
+        error = self.get(self.model.error_field)
+        if self.model.series == "X":
+            return bool(error & self.get("shutdown"))
+        return error != 0 and error not in _Y_TORQUE_KEPT
 
     # -- units -------------------------------------------------------------------------
 
@@ -227,18 +239,25 @@ class EmulatedServo:
         return self.model.series == "X" and self.get("bus_watchdog") == -1
 
     def reboot(self) -> None:
-        """The REBOOT instruction's effect: latched error cleared, torque off, RAM (the Goal
-        Position among it) as at power-on."""
+        """The REBOOT instruction's effect (a power-on's too): latched error cleared, RAM (the
+        Goal Position among it) as at power-on, torque off, or on holding the present
+        position where a Y servo's Startup Configuration(34) has Startup Torque On (bit 0)."""
         self.set("torque_enable", 0)
         self.set(self.model.error_field, 0)
         self.plant.set_torque(False)
         self._goal_at_present()
+        if self.model.series == "Y" and self.get("startup_configuration") & _STARTUP_TORQUE_ON:
+            self.set("torque_enable", 1)
+            self.plant.set_torque(True)
+            self.plant.set_goal(self.ticks_to_rad(self.get("goal_position")))
 
     def inject_error(self, word: str) -> None:
-        """Latch a hardware error: the servo drops torque, as its Shutdown setting says (a
-        warning that leaves it working, a Y servo's low backup battery, keeps torque on)."""
+        """Latch a hardware error: the servo drops torque where the error shuts it down
+        (`faulted`: an X servo's Shutdown(63) selects it, a Y servo's Error Code does not
+        keep torque); one that does not (an X input voltage error at the factory Shutdown, a
+        Y following error or low backup battery) leaves torque as it is, the alert bit on."""
         self.set(self.model.error_field, self.model.error_value(word))
-        if word not in WARNING_ONLY:
+        if self.faulted:
             self.set("torque_enable", 0)
             self.plant.set_torque(False)
 
@@ -343,7 +362,8 @@ class ServoChain:
         self.servos[servo_id].malformed = kind
 
     def hardware_error(self, servo_id: int, word: str) -> None:
-        """Latch a hardware error ("overload", ...): alert bit on, torque off until reboot.
+        """Latch a hardware error ("overload", ...): alert bit on, and torque off until reboot
+        where the error shuts the servo down (`EmulatedServo.inject_error`).
 
         Raises PlatformError for a word the model cannot report. Safe from any thread.
         """
