@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 
 import numpy as np
@@ -549,6 +550,23 @@ def test_a_leader_turned_far_past_its_limit_never_reads_as_the_other_end_of_its_
         low, high = (round(2048 + x / tick) for x in (-2.6, 2.6))
         assert low <= raw <= high  # the servo itself reads inside the joint's range there
         assert readings == pytest.approx(list(path), abs=2 * tick)
+
+
+def test_a_leader_whose_status_return_level_was_lowered_is_set_back_at_connect(caplog):
+    """Status Return Level is RAM another tool may lower; at 1 a leader servo answers no write,
+    and the torque-off at connect failed 'did not answer ... check its power and cable' though
+    the servo had applied it (at 0 it answers no read either). The leader's connect sets it
+    back, as the follower's does, and says so."""
+    with emulated("arm") as (spec, chains):
+        leader = chains["leader"].servos
+        first, second = sorted(leader)[:2]
+        leader[first].set("status_return_level", 1)
+        leader[second].set("status_return_level", 0)
+        with caplog.at_level(logging.WARNING), LeaderFollower(spec, RobotCalibration(UNCALIBRATED, "arm")) as teleop:
+            assert {s.get("status_return_level") for s in leader.values()} == {2}
+            assert set(teleop.read()) == {m.joint for m in spec.leaders[0].motors}
+        said = [r.getMessage() for r in caplog.records if "Status Return Level set to 2" in r.getMessage()]
+        assert len(said) == 1 and f"servo {first} from 1" in said[0] and f"servo {second} from 0" in said[0]
 
 
 def test_a_leader_turned_over_half_a_turn_during_a_stall_is_read_afresh_not_a_turn_off():

@@ -32,6 +32,7 @@ from shallowpi.robots.calibration import (
     check_turn_count,
     reply_without_delay,
 )
+from shallowpi.robots.servo_setup import answer_every_instruction
 from shallowpi.robots.spec import JointSpec, LeaderSpec, MotorSpec, RobotSpec
 
 
@@ -111,7 +112,8 @@ class LeaderFollower:
                 self.buses[name] = DynamixelBus(name, spec.buses[name].port, spec.buses[name].baud, motors)
 
     def connect(self) -> None:
-        """Open each leader's bus, check its servos (`verify`), switch their torque off, set
+        """Open each leader's bus, check its servos (`verify`; each answering every instruction,
+        `answer_every_instruction`), switch their torque off, set
         their Return Delay Time to 0 (`reply_without_delay`) and each its configured operating mode, the one `platform calibrate` reads it in
         (a servo left in another mode by another tool counts its position in another frame:
         extended position mode keeps whole turns that position mode drops).
@@ -126,6 +128,9 @@ class LeaderFollower:
                 bus.connect()
                 bus.verify()
                 with _as_leaders(leader):
+                    # Before any read or write it must answer: a Status Return Level another tool
+                    # lowered failed them as an unplugged servo (robots/servo_setup.py).
+                    answer_every_instruction(self.robot, bus, leader.bus, [m.id for m in leader.motors])
                     # Before anything is written to it: a leader whose encoder failed is refused.
                     bus.raise_on_hardware_errors([m.id for m in leader.motors])
                     check_servo_frame(self.robot, bus, leader.bus, [m.id for m in leader.motors])
