@@ -255,6 +255,7 @@ def _info(path: Path) -> int:
     for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "stale",
                    "calibration", "NaN/inf"):
         episodes.add_column(column)
+    unlooked = 0  # episodes whose NaN/inf rows were never looked for
     for index in range(len(store)):
         try:
             e = store.episode(index)
@@ -264,14 +265,24 @@ def _info(path: Path) -> int:
             episodes.add_row(str(index), "[red]metadata file does not read[/red]", *["-"] * 9)
             continue
         mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e.success]
-        nonfinite = "; ".join(f"{key} rows {describe_ranges(rows)}" for key, rows in e.nonfinite.items())
+        if e.nonfinite is None:  # recorded before episodes noted them: not "none"
+            unlooked += 1
+            nonfinite = "[yellow]?[/yellow]"
+        elif e.nonfinite:
+            nonfinite = "[red]" + "; ".join(f"{key} rows {describe_ranges(rows)}"
+                                            for key, rows in e.nonfinite.items()) + "[/red]"
+        else:
+            nonfinite = "-"
         # rows whose camera picture was over three periods old (the recorder counts them)
         stale = e.extra.get("stale_frames")
         episodes.add_row(str(e.index), e.task, e.robot, str(e.length), f"{e.fps:g}",
                          f"{e.duration_s:.1f} s", mark, "-" if e.dropped_frames is None else str(e.dropped_frames),
                          "-" if stale is None else f"[yellow]{stale}[/yellow]" if stale else "0",
-                         e.calibration_id or "-", f"[red]{nonfinite}[/red]" if nonfinite else "-")
+                         e.calibration_id or "-", nonfinite)
     console.print(episodes)
+    if unlooked:
+        console.print(f"NaN/inf ?: {unlooked} episode(s) recorded before episodes noted their NaN/inf rows; "
+                      "`platform dataset check` looks for them")
     return 0
 
 

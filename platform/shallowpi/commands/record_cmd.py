@@ -193,14 +193,17 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError(problem)
     check_record_numbers(rec)  # a NaN sim_noise, queue_mb, ...: one line now, not a fault (or a traceback) later
     settings = store_settings(cfg.store)  # a new store's: a bad one is refused before anything connects
+    fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)  # --fps > 0 (parsed)
     if args.resume:
         # A store writes with the settings it was created with: an explicit store.* override
-        # asking for others would be ignored while the provenance said it applied. Before
-        # anything connects.
+        # asking for others would be ignored while the provenance said it applied. And what
+        # the store itself refuses (format 1, another fps), from a reader: before anything
+        # connects, and before the writable open, which moves a layout-1 store to layout 2
+        # for good.
         with EpisodeStore.open(store_path) as existing:
             refuse_other_settings(existing, cfg.store, {o.partition("=")[0].lstrip("+~") for o in overrides})
+            existing.check_recordable(fps=fps, allow_mixed_calibration=args.allow_mixed_calibration)
     size = config.parse_size(rec.sim_size, "record.sim_size") if args.sim else None
-    fps, robot_hz = float(args.fps or rec.fps or cfg.robot.fps), float(cfg.robot.fps)  # --fps > 0 (parsed)
     if fps > robot_hz:
         # Robot.act moves a joint at most max_velocity / robot.fps a call: a faster loop would
         # multiply every joint's speed limit (the executor refuses the same). Before anything

@@ -57,6 +57,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,9 +104,19 @@ FORMAT_NAME = "shallowpi.episodes"
 # 2: row t holds the observation at tick t and the action sent after it (lerobot's order).
 # 1: row t held the action sent at tick t and the observation read after it; still read
 #    (training windows and exports shift its actions by one row), never appended to.
-#    A format-1 store moved to layout 2 keeps version 1: the version names its rows.
 FORMAT_VERSION = 3
 LAYOUT = 2
+# 4: format-1 rows in layout 2, as a format-1 store's header says once it is on layout 2 (its
+#    first write, a delete's or a merge's copy). Above 2, so that a shallowpi from before
+#    layout 2 (which reads up to 2, looks for the episode list and would call the store damaged)
+#    refuses it with "upgrade". Read as version 1 (`EpisodeStore.version` names the rows); a
+#    header of version 1 on layout 2 (written before 4 was) reads the same, and becomes 4 at
+#    its next writable open.
+FORMAT_1_ON_LAYOUT_2 = 4
+READS_VERSIONS_UP_TO = FORMAT_1_ON_LAYOUT_2
+# The header's keys this version writes; others (a newer version's) are carried by every
+# rewrite of the header, as are unknown keys of the commit record and of an episode's file.
+HEADER_KEYS = frozenset({"format", "version", "layout", "features", "settings", "created"})
 TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
 EPISODES_DIR = "episodes"
@@ -143,8 +154,12 @@ class EpisodeInfo:
     dropped_frames: int | None = 0  # camera frames the drivers lost; None: not counted (an import)
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. loop overruns, frame ages
     checksums: dict[str, str] = field(default_factory=dict)  # sha256 of numeric rows
-    # array -> [start, stop) row ranges (within the episode) holding NaN or inf
-    nonfinite: dict[str, list[list[int]]] = field(default_factory=dict)
+    # array -> [start, stop) row ranges (within the episode) holding NaN or inf; {}: none.
+    # None: not looked for (an episode written before the field existed; `dataset check` looks).
+    nonfinite: dict[str, list[list[int]]] | None = None
+    # The file's keys this version does not know (a newer version wrote them), written back
+    # as they were by every rewrite of the file (set_success, a delete's or a merge's copy).
+    unknown: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def scene(self) -> tuple[str, int] | None:
@@ -170,15 +185,23 @@ class EpisodeInfo:
         return f"{self.dropped_frames} dropped camera frames"
 
     def to_json(self) -> dict[str, Any]:
-        """Every field as a JSON-ready dict, as episodes/<index>.json holds it."""
-        return dataclasses.asdict(self)
+        """Every field as a JSON-ready dict, as episodes/<index>.json holds it: the unknown
+        keys beside the known ones, and no `nonfinite` when it was never looked for (as the
+        file was written)."""
+        data = dataclasses.asdict(self)
+        unknown = data.pop("unknown")
+        if self.nonfinite is None:
+            del data["nonfinite"]
+        return {**unknown, **data}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> EpisodeInfo:
-        """From episodes/<i>.json; keys this version does not know are ignored, so a store
-        written by a newer version still reads (TypeError when a required key is missing)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """From episodes/<i>.json; keys this version does not know are kept aside (`unknown`),
+        so a store written by a newer version still reads, and its keys survive a rewrite
+        (TypeError when a required key is missing)."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"unknown"}
+        return cls(**{k: v for k, v in data.items() if k in known},
+                   unknown={k: v for k, v in data.items() if k not in known})
 
 
 class EpisodeStore:
@@ -201,8 +224,11 @@ class EpisodeStore:
         self._seen = self._stamp()  # before anything is read: a change during the opening shows
         self._reread_at = time.monotonic()
         header = self._read_header(path)
-        self.version = int(header.get("version", 1))
+        self._header_version = int(header.get("version", 1))  # as written (FORMAT_1_ON_LAYOUT_2)
+        self.version = 1 if self._header_version == FORMAT_1_ON_LAYOUT_2 else self._header_version
         self.layout = int(header.get("layout", 1))
+        self._header_unknown = {k: v for k, v in header.items() if k not in HEADER_KEYS}
+        self._record_unknown: dict[str, Any] = {}  # the commit record's keys this version does not know
         self.features: dict[str, Feature] = features_from_json(header["features"])
         self.settings = settings_from_header(path, header.get("settings", {}))
         self._created = header.get("created")  # a compacted copy is a new store: a new stamp
@@ -233,6 +259,7 @@ class EpisodeStore:
         settings: StoreSettings | None = None,
         version: int = FORMAT_VERSION,
         inside_a_store: bool = False,
+        copy_of: EpisodeStore | None = None,
     ) -> EpisodeStore:
         """A new, empty store at `path` (which must not exist) for these features, open for
         writing. Refused inside another store's folder (`require_outside_stores`: a delete
@@ -244,7 +271,9 @@ class EpisodeStore:
         get the one-line "already exists" (`open_or_create` then opens it). Refused before
         anything is made, StoreError: features it cannot hold, an image codec that cannot
         encode their frames. `version` 1 is for copies of a format-1 store (compaction),
-        which keep its row convention; anything else writes today's format."""
+        which keep its row convention; anything else writes today's format. `copy_of`: the
+        store this one is a compacted copy of, whose header and commit-record keys this
+        version does not know (a newer one wrote them) the copy keeps."""
         path = Path(path)
         settings = settings or StoreSettings()
         if not inside_a_store:
@@ -255,7 +284,7 @@ class EpisodeStore:
         with claim_new(path) as built:
             if name_taken(path):  # made by another process while this one waited for the claim
                 raise _exists(path)
-            cls._build(built, features, settings, version)
+            cls._build(built, features, settings, version, copy_of)
             return cls.publish(built, path, settings.durable)
 
     @classmethod
@@ -295,11 +324,15 @@ class EpisodeStore:
         check_encodes(features, settings, "choose another codec or quality")
 
     @classmethod
-    def _build(cls, staging: Path, features: Mapping[str, Feature], settings: StoreSettings, version: int) -> None:
+    def _build(cls, staging: Path, features: Mapping[str, Feature], settings: StoreSettings, version: int,
+               copy_of: EpisodeStore | None = None) -> None:
         """The empty store's arrays, metadata and header, written (and synced) at `staging`.
-        `version` 1 is for copies of a format-1 store (compaction), which keep its row
-        convention; anything else writes today's format."""
-        version = 1 if version < 2 else FORMAT_VERSION
+        `version` 1 is for copies of a format-1 store (compaction, a merge), which keep its
+        row convention (header version FORMAT_1_ON_LAYOUT_2); anything else writes today's
+        format. `copy_of`: the store whose unknown header and commit-record keys it keeps."""
+        version = FORMAT_1_ON_LAYOUT_2 if version < 2 or version == FORMAT_1_ON_LAYOUT_2 else FORMAT_VERSION
+        header_unknown = copy_of._header_unknown if copy_of is not None else {}
+        record_unknown = copy_of._record_unknown if copy_of is not None else {}
         group = zarr_compat.open_group(staging, mode="w")
         data = group.require_group("data")
         for key, feature in features.items():
@@ -307,11 +340,12 @@ class EpisodeStore:
         zarr_compat.create_array(data, TICK_KEY, (0,), (settings.numeric_chunk_rows,), "float64", numeric_codec())
         meta = group.require_group("meta")
         zarr_compat.create_array(meta, "episode_ends", (0,), (4096,), "int64", None)
-        meta.attrs.put({"commit": commit_record(0, 0, StoreSummary())})
+        meta.attrs.put({"commit": {**record_unknown, **commit_record(0, 0, StoreSummary())}})
         (staging / EPISODES_DIR).mkdir()
         group.attrs.put(
             {
                 "shallowpi": {
+                    **header_unknown,
                     "format": FORMAT_NAME,
                     "version": version,
                     "layout": LAYOUT,
@@ -346,8 +380,9 @@ class EpisodeStore:
         """Open an existing store: mode "r" reads, "a" also writes (one writer at a time).
 
         Costs the same at any number of episodes, except the first writable open of a
-        layout-1 store (which moves its metadata to layout 2) and one after a writer was
-        killed (which looks for its half-written files). `_locked`: the writer lock taken
+        layout-1 store (which moves its metadata to layout 2, for good: a caller that may
+        refuse the store checks it read-only first, as `open_or_create` does) and one after
+        a writer was killed (which looks for its half-written files). `_locked`: the writer lock taken
         already (fd, died), for a delete's swap, which holds one from start to end.
         `salvage` (mode "a"): open a store whose arrays are cut short of its committed rows
         (refused otherwise), for the delete of the damaged episodes that `require_intact`
@@ -389,6 +424,10 @@ class EpisodeStore:
                     from shallowpi.data.store_layout1 import move_to_layout_2
 
                     move_to_layout_2(store)
+                elif store._header_version == 1:  # moved before FORMAT_1_ON_LAYOUT_2: older readers misread it
+                    from shallowpi.data.store_layout1 import relabel_format_1
+
+                    relabel_format_1(store)
         except StoreError:
             release_writer_lock(lock_fd)
             raise
@@ -415,15 +454,13 @@ class EpisodeStore:
             except StoreError:
                 if not name_taken(path):  # refused for another reason than a store made meanwhile
                     raise
+        # Refused from a reader first: the writable open moves a layout-1 store to layout 2
+        # for good, and a refusal must leave the store as it was.
+        with cls.open(path) as existing:
+            _require_appendable(existing, features)
         store = cls.open(path, mode="a")
         try:
-            # Before the features' own comparison, which refuses other kinds without naming them.
-            check_joint_kinds(store.features, path.name, features, "this robot's spec",
-                              "record into another dataset, or give the joint its old kind again")
-            if dict(features) != store.features:
-                raise StoreError(f"{path} holds other features than this robot records (joints, cameras, frame "
-                                 "sizes); record into another dataset")
-            store.check_recordable()
+            _require_appendable(store, features)  # the store at the name may have been replaced meanwhile
         except StoreError:
             store.close()
             raise
@@ -468,8 +505,13 @@ class EpisodeStore:
                 f"{path} is a zarr store but not a Shallow-π episode store; "
                 "bring a LeRobot dataset in with `platform dataset import`"
             )
-        if int(header.get("version", 0)) > FORMAT_VERSION or int(header.get("layout", 1)) > LAYOUT:
-            raise StoreError(f"{path} has format version {header['version']}; this shallowpi reads up to {FORMAT_VERSION}, upgrade it")
+        version, layout = _header_number(path, header, "version"), _header_number(path, header, "layout")
+        if version > READS_VERSIONS_UP_TO:
+            raise StoreError(f"{path} has format version {version}; this shallowpi reads up to "
+                             f"{READS_VERSIONS_UP_TO}, upgrade it")
+        if layout > LAYOUT:
+            raise StoreError(f"{path} has store layout {layout}; this shallowpi reads layouts up to {LAYOUT}, "
+                             "upgrade it")
         return header
 
     def _read_commit_record(self) -> None:
@@ -478,6 +520,7 @@ class EpisodeStore:
             raise StoreError(f"{self.path}: meta/.zattrs has no commit record; the store is damaged")
         self._count, self._frames = int(record["episodes"]), int(record["frames"])
         self._edits = int(record.get("edits", 0))
+        self._record_unknown = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
         self._cuts = cuts_of(record)
         self.summary = StoreSummary.from_json(record)
         ends = self._array("meta/episode_ends")
@@ -615,16 +658,32 @@ class EpisodeStore:
 
         Raises StoreError for an unknown key, and in a reader when the store was edited
         since it opened, before or while these rows were read (`_require_unchanged`)."""
-        if key not in self._array_names():
+        rows = self._read_unchecked(key, start, stop)
+        self._require_unchanged()  # after reading: an edit during the read shows too
+        return rows
+
+    def read_many(self, keys: Iterable[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """{key: `read(key, start, stop)`} for each of `keys`, the store looked at once, after
+        all are read, not after each (a training sample's cameras: the look is two stats).
+        Raises as `read`; a read that fails in a store edited meanwhile raises the
+        StoreEditedError that a look after the keys read before it would have."""
+        try:
+            out = {key: self._read_unchecked(key, start, stop) for key in keys}
+        except Exception:
+            self._require_unchanged()  # the edit, not what it did to a file, is the news
+            raise
+        self._require_unchanged()  # after reading: an edit during any of the reads shows too
+        return out
+
+    def _read_unchecked(self, key: str, start: int, stop: int) -> np.ndarray:
+        """`read` without the look at whether the store was edited: its caller's to make, after."""
+        if key not in self._array_name_set:
             raise StoreError(f"{self.path.name} has no array '{key}'; it has: {', '.join(self._array_names())}")
         stop = min(stop, self.num_frames)
         layout = self._frame_layout(key)
         if layout is not None and 0 <= start <= stop:
-            rows = chunk_files.read_frames(layout, start, stop)
-        else:
-            rows = np.asarray(self._array(f"data/{key}")[start:stop])
-        self._require_unchanged()  # after reading: an edit during the read shows too
-        return rows
+            return chunk_files.read_frames(layout, start, stop)
+        return np.asarray(self._array(f"data/{key}")[start:stop])
 
     @property
     def identity(self) -> tuple[Any, int]:
@@ -729,7 +788,7 @@ class EpisodeStore:
         """Episode `index`'s rows of `keys` (default: every array, timestamps included):
         {key: [T, *shape]} with T its length. Images are decoded, so this can be large."""
         start, stop = self.episode_range(index)
-        return {key: self.read(key, start, stop) for key in (keys or self._array_names())}
+        return self.read_many(keys or self._array_names(), start, stop)
 
     def _array(self, name: str) -> Any:
         """The zarr array at `name` ("data/<key>", "meta/episode_ends"), looked up once:
@@ -740,10 +799,18 @@ class EpisodeStore:
         return array
 
     def _array_names(self) -> list[str]:
+        """Every array under data/, in order: the tick, then each feature and its timestamps."""
         names = [TICK_KEY]
         for key in self.features:
             names += [key, key + TIMESTAMP_SUFFIX]
         return names
+
+    @cached_property
+    def _array_name_set(self) -> frozenset[str]:
+        """`_array_names` for `read`'s look-up on every sample. Kept for the store object's
+        life: the names follow `features`, read from the header at open, which no commit or
+        edit rewrites (a delete's new store is another folder, which `read` refuses)."""
+        return frozenset(self._array_names())
 
     def resolve_index(self, index: int) -> int:
         """`index` as a position 0..len-1 (a negative one counts from the end), read from
@@ -836,7 +903,7 @@ class EpisodeStore:
                 replaced()
 
         write_json(self.path / "meta" / ".zattrs",
-                   {"commit": commit_record(episodes, frames, summary, edits, cuts)},
+                   {"commit": {**self._record_unknown, **commit_record(episodes, frames, summary, edits, cuts)}},
                    self.settings.durable, replaced=committed)
 
     def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
@@ -860,9 +927,12 @@ class EpisodeStore:
         """Mark an episode successful or failed after the fact (one atomic metadata write)."""
         self._require_writable()
         index = self.resolve_index(index)
-        info = dataclasses.replace(self.episode(index), success=success)
-        write_json(file_in(self.path / EPISODES_DIR, f"{index}.json"), info.to_json(), self.settings.durable)
-        self._remember(index, info)
+        self._rewrite_episode(dataclasses.replace(self.episode(index), success=success))
+
+    def _rewrite_episode(self, info: EpisodeInfo) -> None:
+        """Replace committed episode `info.index`'s metadata file with `info` (one atomic write)."""
+        write_json(file_in(self.path / EPISODES_DIR, f"{info.index}.json"), info.to_json(), self.settings.durable)
+        self._remember(info.index, info)
 
     # --- editing: delete, merge (data/store_edit.py) -------------------------------------
 
@@ -904,6 +974,31 @@ class EpisodeStore:
         return check_store(self, decode_images=decode_images).problems
 
 
+def _require_appendable(store: EpisodeStore, features: Mapping[str, Feature]) -> None:
+    """StoreError (one line) when a recording of `features` may not go into `store`: other
+    features (a joint of another kind named with both), or a store `check_recordable` refuses."""
+    # Before the features' own comparison, which refuses other kinds without naming them.
+    check_joint_kinds(store.features, store.path.name, features, "this robot's spec",
+                      "record into another dataset, or give the joint its old kind again")
+    if dict(features) != store.features:
+        raise StoreError(f"{store.path} holds other features than this robot records (joints, cameras, frame "
+                         "sizes); record into another dataset")
+    store.check_recordable()
+
+
+def _header_number(path: Path, header: Mapping[str, Any], key: str) -> int:
+    """The header's `key` ("version", "layout"; 1 when missing) as an int; StoreError (one
+    line) saying what it holds instead (a hand edit, another program's header)."""
+    value = header.get(key, 1)
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError
+        return int(value)
+    except ValueError:
+        raise StoreError(f"{path}: its header's {key} is {json.dumps(value)}, not a whole number; the store is "
+                         "damaged (or another program wrote its .zattrs)") from None
+
+
 def _exists(path: Path) -> StoreError:
     return StoreError(f"{path} already exists; open it, or pick another dataset name")
 
@@ -917,6 +1012,10 @@ def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int 
     listed = {"cuts": {"since": since, "kept": [[edit, count] for edit, count in kept]}} if kept else {}
     return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **listed,
             **summary.to_json()}
+
+
+# The commit record's keys this version writes (`commit_record`); others are carried forward.
+_RECORD_KEYS = frozenset({"episodes", "frames", "edits", "cuts", *StoreSummary().to_json()})
 
 
 def cuts_of(record: Mapping[str, Any]) -> CutLog:

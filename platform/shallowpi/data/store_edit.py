@@ -78,8 +78,10 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callab
     shutil.rmtree(staging, ignore_errors=True)
     settings = store.settings  # as its header has them: a store made before settings were checked keeps its own
     try:
+        # Beside a store kept in another's folder; with the header and commit-record keys a
+        # newer version wrote, which this one does not know.
         with EpisodeStore.create(staging, store.features, settings, version=store.version,
-                                 inside_a_store=True) as compacted:  # beside a store kept in another's folder
+                                 inside_a_store=True, copy_of=store) as compacted:
             if store.summary.allow_mixed_calibration:
                 compacted.allow_mixed_calibration()
             for i in keep:
@@ -302,8 +304,8 @@ def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked
                    fps=info.fps, start_time=info.start_time)
     try:
         writer.add_frames_from(source, start, stop)
-        return writer.commit(success=info.success, dropped_frames=info.dropped_frames,
-                             extra=info.extra, duration_s=info.duration_s, expect_checksums=info.checksums)
+        copied = writer.commit(success=info.success, dropped_frames=info.dropped_frames,
+                               extra=info.extra, duration_s=info.duration_s, expect_checksums=info.checksums)
     except StoreError as err:
         if writer.is_open:
             writer.discard()
@@ -312,6 +314,12 @@ def _copy_episode(store: EpisodeStore, source: EpisodeStore, index: int, checked
         if writer.is_open:
             writer.discard()
         raise
+    if info.unknown:
+        # The keys a newer version wrote, which the commit (of this version's fields) leaves
+        # out. A second write: a delete's and a merge's copy are published whole, after it.
+        copied = dataclasses.replace(copied, unknown=dict(info.unknown))
+        store._rewrite_episode(copied)
+    return copied
 
 
 def refuse_repeats(sources: Sequence[EpisodeStore], allow_repeated_scenes: bool = False) -> None:

@@ -14,7 +14,14 @@ import numpy as np
 
 from shallowpi.data import store as layout_2
 from shallowpi.data.durable_io import read_json, write_json
-from shallowpi.data.store import EPISODES_DIR, FORMAT_VERSION, LAYOUT, EpisodeInfo, EpisodeStore
+from shallowpi.data.store import (
+    EPISODES_DIR,
+    FORMAT_1_ON_LAYOUT_2,
+    FORMAT_VERSION,
+    LAYOUT,
+    EpisodeInfo,
+    EpisodeStore,
+)
 from shallowpi.data.store_rules import StoreSummary
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
@@ -47,7 +54,8 @@ def move_to_layout_2(store: EpisodeStore) -> None:
     The per-episode files and the commit record go in first, while the header still
     says layout 1 and readers use the list; the header's replace switches layouts. A
     kill before it leaves layout 1 intact, and the next writable open starts over.
-    Format 2 becomes 3; format 1 stays 1 (the version names its row pairing).
+    Format 2 becomes 3; format 1 becomes FORMAT_1_ON_LAYOUT_2 (its rows, which a shallowpi
+    from before layout 2 refuses with "upgrade" instead of finding no episode list).
     """
     layout_2.log.warning("%s: moving the metadata of %d episodes to one file each (store layout 2), once",
                          store.path.name, len(store))
@@ -66,8 +74,20 @@ def move_to_layout_2(store: EpisodeStore) -> None:
     write_json(store.path / "meta" / ".zattrs",
                          {"episodes": [e.to_json() for e in episodes], "commit": record}, durable)
     header = read_json(store.path / ".zattrs")
-    version = 1 if store.version < 2 else FORMAT_VERSION
+    version = FORMAT_1_ON_LAYOUT_2 if store.version < 2 else FORMAT_VERSION
     header["shallowpi"] = {**header["shallowpi"], "version": version, "layout": LAYOUT}
     write_json(store.path / ".zattrs", header, durable)  # <- the switch
-    store.version, store.layout = version, LAYOUT
+    store._header_version, store.layout = version, LAYOUT
+    store.version = 1 if version == FORMAT_1_ON_LAYOUT_2 else version
     store._write_commit_record(len(store), store.num_frames, store.summary)  # drops the old list
+
+
+def relabel_format_1(store: EpisodeStore) -> None:
+    """Give a format-1 store on layout 2 whose header still says version 1 (moved, copied
+    or merged before FORMAT_1_ON_LAYOUT_2 existed) that version, in one atomic write of its
+    header (open for writing): a shallowpi from before layout 2 read version 1 as layout 1,
+    found no episode list and called the store damaged; it now says "upgrade"."""
+    header = read_json(store.path / ".zattrs")
+    header["shallowpi"] = {**header["shallowpi"], "version": FORMAT_1_ON_LAYOUT_2}
+    write_json(store.path / ".zattrs", header, store.settings.durable)
+    store._header_version = FORMAT_1_ON_LAYOUT_2
