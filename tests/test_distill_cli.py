@@ -586,6 +586,48 @@ def test_a_reused_teacher_of_another_model_than_asked_is_refused(distilled, caps
     assert (distilled["teacher"] / "model.safetensors").stat().st_mtime_ns == before
 
 
+def test_a_reused_teacher_of_another_training_recipe_than_asked_is_refused(distilled, capsys):
+    """runs/NAME-P was reused once its episodes, model and steps matched, never its training:
+    a seed sweep's `distill policy.train.seed=7 policy.train.lr=0.01` cut the student from
+    the seed-0 teacher (lr 0.001) while config.yaml said seed 7, lr 0.01. The EMA rate too:
+    the student is cut from a teacher's EMA weights when it kept some, its raw ones when not.
+    The student's own training (distill.train) is no teacher's setting."""
+    teacher = distilled["teacher"]
+    before = (teacher / "model.safetensors").stat().st_mtime_ns
+    assert _distill(distilled, "--run", "seed7", "policy.train.seed=7", "policy.train.lr=0.01") != 0
+    assert _one_line_error(capsys) == (
+        f"error: the teacher at {teacher} was trained with other training settings than this command asks "
+        "(policy.train.lr=0.01, the teacher's 0.001; policy.train.seed=7, the teacher's 0): to distil from it, drop "
+        f"those settings (distill.train.* sets the student's own, or pass --teacher {teacher}); to train a teacher "
+        "with them, pass --runs-dir OTHER")
+    assert _distill(distilled, "--run", "seed7", "policy.train.ema=0.9") != 0
+    assert "asks (policy.train.ema=0.9, the teacher's None): " in _one_line_error(capsys)
+    assert not (distilled["runs"] / "seed7").exists()
+    assert _distill(distilled, "--run", "own-seed", "distill.train.seed=7", "distill.train.lr=0.01", "distill.steps=1",
+                    "distill.report=false", "distill.compare_selections=false") == 0
+    assert json.loads((distilled["runs"] / "own-seed" / "distill.json").read_text())["teacher"] == str(teacher)
+    assert (teacher / "model.safetensors").stat().st_mtime_ns == before
+    assert not (teacher.parent / "step_000006").exists()
+
+
+def test_a_teacher_to_continue_with_another_recipe_is_refused_with_distill_s_advice(distilled, tmp_path, capsys):
+    """Interrupted, runs/NAME-P is continued by the trainer, which refused another seed with
+    its own advice, "start a new run (--run NAME)": in distill --run names the student."""
+    runs = tmp_path / "runs"
+    shutil.copytree(distilled["runs"] / "arm-tiny", runs / "arm-tiny")
+    checkpoints = runs / "arm-tiny" / "checkpoints"
+    shutil.rmtree(checkpoints / "step_000004")  # as if stopped after step 2's checkpoint
+    (checkpoints / "last").write_text("step_000002")
+    assert main(["distill", "--dataset", str(distilled["store"]), "--runs-dir", str(runs), *QUICK,
+                 "policy.train.seed=8"]) != 0
+    assert _one_line_error(capsys) == (
+        f"error: the teacher at {checkpoints / 'step_000002'} was trained with other training settings than this "
+        "command asks (policy.train.seed=8, the teacher's 0): to continue it, drop those settings; to train a "
+        "teacher with them, pass --runs-dir OTHER (or distil from a teacher you give: --teacher CKPT)")
+    assert [p.name for p in checkpoints.glob("step_*")] == ["step_000002"]
+    assert not (runs / "arm-tiny-student1").exists()
+
+
 def test_what_training_fills_in_is_no_other_model(tmp_path):
     """The cameras a teacher was trained with, and the vocabulary and offset dimensions
     training built where the preset leaves them empty, are not asked for by the preset:

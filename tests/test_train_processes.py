@@ -127,12 +127,13 @@ def test_a_rank_whose_peer_stopped_says_so_in_one_line(store, tmp_path):
 def test_distill_says_its_results_and_log_lines_once(store, tmp_path):
     """Every rank printed "teacher:" and "student:" (a script reading them got two of each)
     and logged "teacher: reusing", "choosing the student's layers"... (train's "checkpoint:"
-    line: tests/test_train_cli.py). A reused teacher's own settings are not checked:
-    distill does not train it."""
+    line: tests/test_train_cli.py). A reused teacher's own settings are not checked against
+    these processes (its batch of 3, trained by one): distill does not train it."""
     from shallowpi.cli import main
 
     runs = tmp_path / "runs"
-    assert main(["train", "--dataset", str(store), "--runs-dir", str(runs), *QUICK, "policy.train.steps=2"]) == 0
+    assert main(["train", "--dataset", str(store), "--runs-dir", str(runs), *QUICK, "policy.train.steps=2",
+                 "policy.train.batch_size=3"]) == 0
     checkpoint = runs / "arm-tiny" / "checkpoints" / "step_000002"
 
     done = _torchrun("distill", "--dataset", str(store), "--runs-dir", str(runs), *QUICK, *DISTILL,

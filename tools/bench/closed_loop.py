@@ -178,10 +178,12 @@ def parts_of(store: Path) -> Path:
 
 
 def _record_args(robot: str, task: str, store: Path, episodes: int, size: str, noise: float) -> list[str]:
-    """`platform record` of `episodes` scripted demonstrations of `task` into `store`."""
+    """`platform record` of `episodes` scripted demonstrations of `task` into `store`. A take
+    cut by a stop (run_child's SIGTERM) is discarded, not kept: the rerun's --resume records
+    its seed again in full, as one uninterrupted run would have (`platform demo` does the same)."""
     return ["record", "--robot", robot, "--sim", "direct", "--task", task, "--data-root", str(store.parent),
             "--dataset", store.stem, "--episodes", str(episodes), "--reset-time-s", "0", "--no-tui",
-            f"record.sim_size={size}", f"record.sim_noise={noise}",
+            f"record.sim_size={size}", f"record.sim_noise={noise}", "record.on_interrupt=discard",
             f"telemetry.address=/tmp/closed-loop-{os.getpid()}-{threading.get_ident()}.sock"]
 
 
@@ -216,10 +218,13 @@ def record_parallel(robot: str, store: Path, episodes: int, size: str, noise: fl
     def worker(w: int) -> None:
         for k, name in enumerate(tasks):
             path = part(k, w)
-            missing = shares[w] - sum(episodes_per_task(path).values())
+            have = sum(episodes_per_task(path).values())
+            missing = shares[w] - have
             if missing <= 0 or failed:
                 continue
-            where = ["--resume"] if path.exists() else ["--seed", str(k * episodes + sum(shares[:w]))]
+            # Always the worker's own next seed: a part stopped in its first take exists and is
+            # empty, and --resume alone would continue it from seed 0, another worker's scenes.
+            where = ["--seed", str(k * episodes + sum(shares[:w]) + have), *(["--resume"] if path.exists() else [])]
             done = platform(*_record_args(robot, name, path, missing, size, per_task.get(name, noise)), *where,
                             log=log)
             if done.returncode:

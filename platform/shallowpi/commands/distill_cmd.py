@@ -12,7 +12,9 @@ Without --teacher, the teacher is the run `platform train --dataset NAME --polic
 for, `platform train --steps N`), continued if interrupted (run the same command again,
 without --resume: that flag is the student's), trained first (from --init when given, else
 from scratch) through the same path as `platform train` if absent; one trained with another
-model config than P and the `policy.*` overrides ask is refused, in one line. `--resume`
+model config than P and the `policy.*` overrides ask, or with other training settings (the
+policy.train recipe a resume must keep: seed, batch, learning rate, ...; the EMA rate), is
+refused, in one line (a seed sweep needs a teacher per seed: --runs-dir OTHER). `--resume`
 continues the student with the teacher its run recorded. A student keeps its teacher's
 model config: with a teacher given (or recorded), a `policy.*` model override it does not
 match is refused (`policy.train.*` keys are the student's training, not the model's). The
@@ -256,7 +258,9 @@ def _reusable_teacher(store: Path, policy_cfg: PolicyConfig, train_cfg: TrainCon
     when its model is not `policy_cfg` (the preset and the `policy.*` overrides asked):
     reused, the student was cut from it while config.yaml and the report said the model
     asked. A teacher begun from `init`, one of ours, has that checkpoint's model
-    (`platform train` said so when it trained): the --init check in `run` decides."""
+    (`platform train` said so when it trained): the --init check in `run` decides.
+    ConfigError (one line) when its training settings are not `train_cfg`'s
+    (`_recipe_differences`), complete or to be continued."""
     from shallowpi.train.checkpoint import latest_checkpoint, trained_for
 
     last = latest_checkpoint(runs / f"{store.stem}-{policy_cfg.name}")
@@ -273,11 +277,56 @@ def _reusable_teacher(store: Path, policy_cfg: PolicyConfig, train_cfg: TrainCon
     # continued to those steps.
     preset = train_cfg.steps
     train_cfg = dataclasses.replace(train_cfg, steps=min(preset, asked or preset))
-    if step < train_cfg.steps:
+    complete = step >= train_cfg.steps
+    # Reused, a teacher of another recipe was distilled while config.yaml said this one (a
+    # seed sweep's `policy.train.seed=7` cut every student from the seed-0 teacher); to be
+    # continued, the trainer refused it with advice (--run NAME) that names the student here.
+    if differ := _recipe_differences(last, train_cfg, complete):
+        why = (f"the teacher at {last} was trained with other training settings than this command asks "
+               f"({_listed(differ)}): ")
+        raise ConfigError(why + ("to distil from it, drop those settings (distill.train.* sets the student's own, "
+                                 f"or pass --teacher {last}); to train a teacher with them, pass --runs-dir OTHER"
+                                 if complete else
+                                 "to continue it, drop those settings; to train a teacher with them, pass "
+                                 "--runs-dir OTHER (or distil from a teacher you give: --teacher CKPT)"))
+    if not complete:
         return None, train_cfg
     log.info("teacher: reusing %s%s", last, "" if train_cfg.steps == preset else
              f" (trained for its {asked} steps; `platform train --resume --steps N` trains it further)")
     return last, train_cfg
+
+
+def _recipe_differences(checkpoint: Path, train_cfg: TrainConfig, complete: bool) -> list[str]:
+    """The teacher's training settings (`train_cfg`: policy.train) that differ from those the
+    run at `checkpoint` recorded, as "policy.train.KEY=ASKED, the teacher's VALUE": the
+    recipe a resume must keep (Trainer's RECIPE: seed, batch, learning rate, the episodes'
+    choice, ...), compared as the trainer's resume check compares them
+    (train/checkpoint.recipe_differences), and the EMA rate. The rate of a `complete` teacher must
+    match (distilled are its EMA weights when it kept some, its raw weights when not); one
+    to be continued is refused what the trainer refuses (another rate than the one it
+    kept; switching one on starts the average from the resumed weights). Keys the
+    checkpoint does not record (from before they were kept) pass; [] when its training
+    state cannot be read (the trainer, or the teacher's load, says why)."""
+    import json
+
+    from safetensors import safe_open
+
+    from shallowpi.train.checkpoint import recipe_differences
+    from shallowpi.train.trainer import RECIPE
+
+    try:
+        with safe_open(str(checkpoint / "train_state.safetensors"), framework="pt") as f:
+            meta = f.metadata() or {}
+        recorded, noted = json.loads(meta.get("recipe") or "{}"), json.loads(meta.get("noted") or "{}")
+    except Exception:  # safetensors' own error types: not readable (the trainer, or the teacher's load, says why)
+        return []
+    # As the checkpoint holds them (JSON: betas a list), as the trainer records them.
+    asked = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(train_cfg).items() if k in RECIPE}))
+    differ = [f"policy.train.{key}={value!r}, the teacher's {before!r}"
+              for key, (value, before) in recipe_differences(recorded, asked).items()]
+    if "ema" in noted and noted["ema"] != train_cfg.ema and (complete or noted["ema"] is not None):
+        differ.append(f"policy.train.ema={train_cfg.ema!r}, the teacher's {noted['ema']!r}")
+    return differ
 
 
 def _check_teacher_model(teacher: Path, policy_cfg: PolicyConfig, overrides: list[str], whose: str) -> None:

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,12 +300,10 @@ class Checkpointer:
     def _check_recipe(self, path: Path, meta: dict[str, str]) -> None:
         """Keep the checkpoint's notes (`loaded_notes`); TrainingError when a setting of
         `recipe` it recorded differs from the run's."""
-        before = json.loads(meta.get("recipe") or "{}")
         self.loaded_notes = json.loads(meta.get("noted") or "{}")
-        for key, value in self.recipe.items():
-            if key in before and before[key] != value:
-                raise TrainingError(f"{self.settings}.{key}={value!r} differs from the run being resumed ({before[key]!r}, "
-                                    f"{path}): resume with the same settings, or start a new run (--run NAME)")
+        for key, (value, before) in recipe_differences(json.loads(meta.get("recipe") or "{}"), self.recipe).items():
+            raise TrainingError(f"{self.settings}.{key}={value!r} differs from the run being resumed ({before!r}, "
+                                f"{path}): resume with the same settings, or start a new run (--run NAME)")
 
     def _load_replicated(self, model_sd: dict[str, Tensor], optim_sd: dict[str, Any], device: torch.device) -> None:
         """Model and optimiser state into a plain or DDP-wrapped policy (every process holds
@@ -322,6 +320,13 @@ class Checkpointer:
         for group, saved_group in zip(raw["param_groups"], optim_sd["param_groups"]):
             group.update({k: v for k, v in saved_group.items() if k != "params"})
         self.optimizer.load_state_dict(raw)
+
+
+def recipe_differences(recorded: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (asked, recorded)} for each setting of `recipe` (as JSON holds it: betas a list)
+    that `recorded`, a checkpoint's recipe, holds with another value. A key it does not
+    record (saved before the key was kept) passes."""
+    return {key: (value, recorded[key]) for key, value in recipe.items() if key in recorded and recorded[key] != value}
 
 
 def _disk_error(exc: BaseException, path: Path) -> OSError | None:
