@@ -21,6 +21,7 @@ from shallowpi.errors import ConfigError
 from shallowpi.record.disk import DiskSpaceError
 from shallowpi.record.settings import queue_frames
 from shallowpi.robots.observation import Frame, Observation
+from store_fixtures import as_layout_1
 
 
 def _target(episode_s: float = 20.0) -> SimpleNamespace:
@@ -343,3 +344,25 @@ def test_an_old_episodes_damaged_metadata_does_not_refuse_a_deployment_recording
         again.close()
     with EpisodeStore.open(path) as store:
         assert len(store) == 3 and store.episode(2).length == 3
+
+
+def test_a_store_deploy_record_refuses_is_left_as_it_was(tmp_path):
+    """A store recorded at another rate (or with another calibration) is refused, and was
+    refused only after the writable open had moved a layout-1 store to layout 2 for good:
+    the refusal changed the store it refused. It is refused from a reader now, untouched."""
+    from shallowpi.errors import StoreError
+
+    path = tmp_path / "deployed.zarr"
+    cfg = config.compose([])
+    recorder = DeploymentRecorder(str(path), cfg, _target(), ["front"])
+    try:
+        _record_episode(recorder)
+    finally:
+        recorder.close()
+    as_layout_1(path)
+    before = {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    faster = SimpleNamespace(**{**vars(_target()), "fps": 15.0})
+    with pytest.raises(StoreError, match="fps"):
+        DeploymentRecorder(str(path), cfg, faster, ["front"])
+    after = {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    assert after == before

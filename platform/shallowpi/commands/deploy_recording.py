@@ -99,6 +99,12 @@ class DeploymentRecorder:
                                reserve_bytes=reserve_bytes(cfg.record))
         self.disk.require_reserve()
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            # From a reader first, as record --resume: the writable open moves a layout-1 store
+            # to layout 2 for good, and a refusal must leave the store as it was.
+            with EpisodeStore.open(path) as existing:
+                existing.check_recordable(fps=target.fps, calibration_id=target.calibration_id,
+                                          allow_mixed_calibration=allow_mixed_calibration)
         self.store = EpisodeStore.open_or_create(path, features, store_settings(cfg.store))
         try:
             self.store.check_recordable(fps=target.fps, calibration_id=target.calibration_id,
