@@ -569,13 +569,15 @@ def test_a_leader_whose_status_return_level_was_lowered_is_set_back_at_connect(c
         assert len(said) == 1 and f"servo {first} from 1" in said[0] and f"servo {second} from 0" in said[0]
 
 
-def test_a_leader_turned_over_half_a_turn_during_a_stall_is_read_afresh_not_a_turn_off():
+def test_a_leader_turned_over_half_a_turn_during_a_stall_is_not_read_a_turn_off():
     """Each reading continues the last the shorter way round, which assumes reads tens of ms
     apart. The loop stalled (the writer waiting on the disk) while the operator turned the
     wrist from -2.0 to +2.0 rad: continued, that read -4.28, a whole turn off for the rest of
     the run (every later reading continues it), the follower pinned at its lower limit and
-    every recorded action that limit. A reading over STALL_S after the last is read as a
-    first one: in range, as read; past the turn's end, in the turn nearest the range."""
+    every recorded action that limit. After a stall, a continued reading outside the range
+    that a whole turn puts inside is read there; one held past its limit through a stall,
+    whose other turn is outside the range too, is still continued (read as a first one, it
+    went to the turn nearest the range: the far end, where the follower swung)."""
     with emulated("arm") as (spec, chains):
         roll = next(m for m in spec.leaders[0].motors if m.joint == "wrist_roll")
         servo = chains["leader"].servos[roll.id]
@@ -595,6 +597,9 @@ def test_a_leader_turned_over_half_a_turn_during_a_stall_is_read_afresh_not_a_tu
             # stall: the turn nearest the range, as a first reading is, then continued.
             readings = [reads(-3.0, stall)] + [reads(rad) for rad in (-2.8, -2.5)]
             assert readings == pytest.approx([-3.0, -2.8, -2.5], abs=2 * tick)
+            # Held past +2.6 (3.3 reads as -2.98, outside too) through a stall: still 3.3.
+            readings = [reads(rad) for rad in (0.0, 1.5, 2.4, 2.7, 3.0, 3.3)] + [reads(3.3, stall), reads(3.2)]
+            assert readings[-3:] == pytest.approx([3.3, 3.3, 3.2], abs=2 * tick)
 
 
 def test_a_multi_turn_leader_counting_from_another_turn_is_refused_at_connect():

@@ -67,13 +67,11 @@ class LeaderFollower:
     no leader matches.
     """
 
-    # Seconds between two readings of a joint past which the second is not continued from
-    # the first (`_unwrapped`): the hand may have turned it over half a turn meanwhile. Half
-    # a turn (pi rad) in 0.15 s is 21 rad/s, over three turns a second, faster than a hand
-    # turns a leader joint; 0.15 s is 4.5 periods of a 30 Hz loop (7.5 of a 50 Hz one), so
-    # a late tick is still continued and only a stall (the writer waiting on the disk, a
-    # garbage collection) reads afresh. (A loop slower than 1 / 0.15 s, under 7 Hz, reads
-    # every reading afresh, as the first.)
+    # Seconds between two readings of a joint past which the hand may have turned it over
+    # half a turn (`_unwrapped`): pi rad in 0.15 s is 21 rad/s, over three turns a second,
+    # faster than a hand turns a leader joint; 0.15 s is 4.5 periods of a 30 Hz loop (7.5 of
+    # a 50 Hz one), so a late tick is plainly continued and only a stall (the writer waiting
+    # on the disk, a garbage collection) is looked at again.
     STALL_S = 0.15
 
     def __init__(
@@ -210,18 +208,24 @@ class LeaderFollower:
         it, in the turn nearest the range (`nearest_turn`: as read, a leader resting just past
         the turn's end sent the follower to its far limit), a guess that lasts until a reading
         falls inside the range, which is then taken as read. A reading over `STALL_S` after
-        the last is read as a first one: continued after a stall in which the hand turned the
-        joint over half a turn, it went the wrong way round and stayed a whole turn off for
-        the rest of the run, the follower pinned at a limit."""
+        the last may be over half a turn on (continued the shorter way round after a stall in
+        which the hand turned the joint further, it stayed a whole turn off for the rest of the
+        run, the follower pinned at a limit): continued outside the range where a whole turn
+        on or back puts it inside, it is taken there. Taken as a first reading instead, a
+        joint held past its limit through a short stall read near the other end of its range,
+        and the follower swung there."""
         if motor.mode != OperatingMode.POSITION or motor.model.series != "X":
             return ticks  # the other modes, and the Y series in any, count whole turns themselves
         low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
-        last, joint = self._last_ticks.get(motor.joint), motor.joint
-        if last is not None and read_at - self._read_at[joint] > self.STALL_S:
-            last = None  # the shorter way round is no longer the likelier one
+        last, joint, turn = self._last_ticks.get(motor.joint), motor.joint, motor.model.ticks_per_turn
+        stalled = last is not None and read_at - self._read_at[joint] > self.STALL_S
         self._read_at[joint] = read_at
         if last is not None and not (joint in self._guessed and low <= ticks <= high):
-            ticks = unwrap_reading(last, ticks, motor.model.ticks_per_turn)
+            ticks = unwrap_reading(last, ticks, turn)
+            if stalled and not low <= ticks <= high:
+                # The joint may have turned over half a turn meanwhile: a turn on or back that
+                # lands inside the range is the likelier reading (the hand works in the range).
+                ticks = next((t for t in (ticks - turn, ticks + turn) if low <= t <= high), ticks)
         elif low <= ticks <= high:  # the first reading, or the first in range after a guess: as read
             self._guessed.discard(joint)
         else:
