@@ -37,9 +37,10 @@ def speed_bounded(goal: np.ndarray, last: np.ndarray, tick_step: np.ndarray, low
                   upper: np.ndarray) -> np.ndarray:
     """`goal` [J] moved at most `tick_step` [J] (one control period at top speed) from `last`
     [J], then clipped to the limits [J]: the command bound of the twin's `act()`, which the
-    DART recorder applies to its labels too (record/dart.py). `DynamixelRobot` clips to the
-    limits first so that a goal left outside them walks back in; from a goal inside them
-    both orders give the same command."""
+    DART recorder applies to its labels too (record/dart.py). `DynamixelRobot` clips first,
+    to the limits widened to take in `last`, so that a joint outside them walks back in at
+    this bound when sent a goal inside them; from a goal inside them both orders give the
+    same command."""
     return np.clip(np.clip(goal, last - tick_step, last + tick_step), lower, upper)
 
 
@@ -185,8 +186,8 @@ class Robot(ABC):
 
         goal None: every goal := the present position, for a robot whose last command is
         in question (a fault, a connect, a scene reset by hand). A hardware joint found
-        outside its limits is held where it is (act() brings it back at the velocity
-        bound, never at the servo's full speed); a twin, whose actuators take goals within
+        outside its limits is held where it is (a goal inside them brings it back at the
+        velocity bound, never at the servo's full speed); a twin, whose actuators take goals within
         the limits only, clips.
 
         goal [J]: keep that goal, the last command act() returned, for a robot sound but

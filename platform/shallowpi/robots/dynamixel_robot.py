@@ -196,11 +196,12 @@ class DynamixelRobot(Robot):
         found: torque off, except on a bus whose servos were found holding (a killed run left
         them so) and were not touched, which goes on holding, said in a warning. One bus
         failing (an unplugged adapter) dropped another arm a killed run had left holding.
-        A bus the failure names (a servo's alarm, or the bus that failed while it was set
-        up) goes limp though found holding, as `put_back(fault)` does."""
+        A bus whose servo alarm (ServoFaultError) failed the connect goes limp though found
+        holding, as `put_back(fault)` does; one failing otherwise (a reply lost) goes on
+        holding as it was found."""
         found_holding = self._found_holding = set()
         self.torque_off_failures = []
-        setting_up: str | None = None  # the bus being set up: a BusError out of it is that bus's
+        setting_up: str | None = None  # the bus being set up: an alarm out of it is that bus's
         try:
             for bus_name, bus in self.buses.items():
                 setting_up = bus_name
@@ -240,7 +241,7 @@ class DynamixelRobot(Robot):
             # Kept holding, a bus with a servo alarm latched would hold on with nothing to
             # watch it once this process ends: a Y servo keeps torque on a following error, an
             # X servo on an error its Shutdown(63) leaves out (the factory's: input voltage).
-            if isinstance(err, BusError) and (named := getattr(err, "bus", "") or setting_up):
+            if isinstance(err, ServoFaultError) and (named := getattr(err, "bus", "") or setting_up):
                 found_holding.discard(named)  # self._found_holding: a later put_back() knows it too
             self._put_back(found_holding)
             raise
@@ -608,8 +609,12 @@ class DynamixelRobot(Robot):
         further out than the joint already is. Clipped to the limit, a catch-up's slow ramp
         back in from outside became a step at top speed each tick, the ramp's goals all
         outside the limits."""
-        target = np.clip(target, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
-        return previous + np.clip(target - previous, -step, step)
+        return previous + np.clip(self._in_limits(target, previous) - previous, -step, step)
+
+    def _in_limits(self, goal: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """`goal` clipped to the limits, widened per joint to take in the `previous` goal: no
+        joint's goal goes further outside its limits than it already was."""
+        return np.clip(goal, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
 
     def _led(self, goal: np.ndarray, present: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """`goal` advanced no further than `max_lead` beyond the measured `present`, and
@@ -621,7 +626,7 @@ class DynamixelRobot(Robot):
         limit to follow a joint forced there."""
         goal = np.clip(goal, np.minimum(present - self.max_lead, previous),
                        np.maximum(present + self.max_lead, previous))
-        return np.clip(goal, np.minimum(self.lower, previous), np.maximum(self.upper, previous))
+        return self._in_limits(goal, previous)
 
     def _need_connection(self) -> np.ndarray:
         """The last goal sent; raises if the robot is not connected."""
