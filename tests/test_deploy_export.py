@@ -422,3 +422,60 @@ def test_onnxruntime_says_which_provider_took_the_bundles_nodes(bundle, graph):
     exported = sum(len(onnx.load(bundle.graphs[name], load_external_data=False).graph.node) for name in names)
     assert share.provider == "CPUExecutionProvider" and 0 < share.nodes <= exported  # after the basic fusions
     assert "MatMul" in share.ops and backend.runs_on() == "CPU (fp32)"
+
+
+@pytest.mark.parametrize("graph", ["chunk", "split"])
+def test_an_engine_cache_tensorrt_cannot_read_is_set_aside_not_blamed_on_the_graph(bundle, backends, tmp_path,
+                                                                                   monkeypatch, rng, graph):
+    """A power cut during or just after the TensorRT provider's first build left an empty
+    engine file in its cache: every later deploy failed at session creation (EP_FAIL
+    "could not deserialize engine from cache"), said as "cannot load the bundle's chunk
+    graph ...; upgrade it, or rebuild the bundle", neither of which helps. No TensorRT here:
+    its provider is stood in for around the real sessions (onnxruntime.InferenceSession
+    with the CPU provider); the provider's own failure is onnxruntime's error type and text."""
+    import os
+    from pathlib import Path
+
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import EPFail
+
+    real_session = ort.InferenceSession
+    built: list[Path] = []
+
+    def tensorrt_stand_in(path, sess_options=None, providers=(), **kwargs):
+        cache = next(Path(p[1]["trt_engine_cache_path"]) for p in providers if not isinstance(p, str))
+        engine = cache / f"TensorrtExecutionProvider_TRTKernel_graph_{Path(path).stem}_sm87.engine"
+        if engine.exists() and engine.stat().st_size == 0:
+            raise EPFail(f"[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP could not deserialize engine from cache: "
+                         f"{engine}")
+        if not engine.exists():
+            engine.write_bytes(b"engine")
+            built.append(engine)
+        return real_session(path, sess_options, providers=[p for p in providers if isinstance(p, str)], **kwargs)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", tensorrt_stand_in)
+    options = BackendOptions(providers=("TensorrtExecutionProvider", "CPUExecutionProvider"), graph=graph,
+                             cache_dir=str(tmp_path), threads=1)
+    locked: dict[str, bool] = {}  # path synced -> whether the cache's lock was held then (its file exists)
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        locked[path] = any(Path(path).is_relative_to(e.parent) and Path(f"{e.parent}.lock").exists() for e in built)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    make_backend("onnxruntime", bundle, options)  # the first deploy builds the engines
+    # which the provider writes unsynchronised: synced before a second deploy may read them
+    assert all(locked.get(str(engine)) for engine in built) and locked.get(str(built[0].parent))
+    built[0].write_bytes(b"")  # as a power cut during a build leaves an engine
+    backend = make_backend("onnxruntime", bundle, options)
+    cache = built[0].parent
+    assert (cache.with_name(cache.name + ".unreadable") / built[0].name).read_bytes() == b""
+    assert built[-1].read_bytes() == b"engine" and len(built) == 2 * (1 if graph == "chunk" else 2)
+    obs = observation(rng)
+    reference = "onnxruntime" if graph == "chunk" else "onnxruntime split"
+    backends[reference].reset(3)
+    backend.reset(3)
+    assert np.array_equal(backend.infer(obs), backends[reference].infer(obs))

@@ -48,7 +48,8 @@ class Dist:
 
 def pick_device(name: str) -> torch.device:
     """"auto" is the GPU when there is one; under torchrun each process takes its LOCAL_RANK's.
-    PlatformError (`check_device`) for a device this machine does not have."""
+    A CUDA device becomes the process's current one too. PlatformError (`check_device`)
+    for a device this machine does not have."""
     check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -59,10 +60,15 @@ def pick_device(name: str) -> torch.device:
         raise PlatformError(f"--device {name} names one GPU for every process under torchrun; pass --device cuda "
                             "(each process takes its LOCAL_RANK's), and choose GPUs with CUDA_VISIBLE_DEVICES")
     if name == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device(name)
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        # The current device, not only the one tensors are moved to: the loader pins its
+        # batches (pin_memory) on the current device, and CUDA makes its context there.
+        # Left at 0, `--device cuda:1` put a context and pinned memory on GPU 0, beside
+        # whatever ran there (out of memory, or refused in exclusive mode).
+        torch.cuda.set_device(device)
+    return device
 
 
 def check_device(name: str) -> str:

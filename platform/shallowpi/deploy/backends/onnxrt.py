@@ -9,7 +9,8 @@ The TensorRT provider caches its engines under `cache_dir`, in a folder keyed by
 bundle's digest, the onnxruntime and TensorRT versions and the precision asked
 (tensorrt_backend.engine_cache_dir): the provider names its engine files by subgraph and
 the GPU's compute capability, so after a JetPack upgrade, or an fp32 run after an fp16 one,
-a file of the same name would be another build's.
+a file of the same name would be another build's. It writes them itself, unsynchronised:
+`open_sessions` syncs them, and sets aside a cache it can no longer read.
 
 No torch here: this is the robot's backend on a Jetson without a torch wheel.
 """
@@ -19,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,12 +31,18 @@ from shallowpi.deploy.backends.base import Backend, BackendError, BackendOptions
 from shallowpi.deploy.backends.ort_placement import RECORD_ASSIGNMENT, session_placement
 from shallowpi.deploy.bundle import Bundle
 from shallowpi.deploy.preprocess import ModelInputs
-from shallowpi.durable_files import hold_file_lock
+from shallowpi.durable_files import fsync_path, fsync_tree, hold_file_lock
 from shallowpi.policy.inpaint import inpainted_euler
 
 log = logging.getLogger(__name__)
 
 CHUNK_INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
+# onnxruntime's error (EP_FAIL) when TensorRT cannot read an engine file the provider cached;
+# a hard failure of the session, not a fallback to the next provider.
+ENGINE_UNREADABLE = "TensorRT EP could not deserialize engine from cache"
+SET_ASIDE_SUFFIX = ".unreadable"  # <engine cache><this>: the last cache set aside as unreadable
+
+T = TypeVar("T")
 
 
 class SplitGraphs:
@@ -151,6 +159,60 @@ def engine_cache_lock(providers: list[Any]) -> contextlib.AbstractContextManager
     return hold_file_lock(Path(cache + ".lock"), f"pid {os.getpid()} (deploy)", on_wait=waiting)
 
 
+def open_sessions(make: Callable[[], T], providers: list[Any]) -> T:
+    """`make()`, which opens the backend's sessions with `providers`, under the engine
+    cache's lock (`engine_cache_lock`). With TensorRT's provider among them, the engine
+    files it wrote are synced to disk before the lock is let go.
+
+    The provider writes its engines itself, unsynchronised, and reads a cached one back at
+    every later start: a power cut during the first build (minutes) or just after it left
+    an empty or cut-short file, and every later session failed with onnxruntime's
+    "could not deserialize engine from cache" (a rebuilt bundle keeps its digest, so its
+    cache folder). Such a cache is set aside as `<folder>.unreadable` (replacing one set
+    aside before: kept to look at, at most one folder's worth of disk) and `make()` tried
+    once more, which builds the engines again. BackendError in one line naming the folder
+    to remove when that fails too, or the folder cannot be moved; other errors pass
+    unchanged."""
+    cache = engine_cache(providers)
+    with engine_cache_lock(providers):
+        if cache is None:
+            return make()
+        try:
+            made = make()
+        except Exception as exc:
+            if ENGINE_UNREADABLE not in str(exc):
+                raise
+            aside = Path(cache + SET_ASIDE_SUFFIX)
+            try:
+                shutil.rmtree(aside, ignore_errors=True)
+                Path(cache).rename(aside)
+                Path(cache).mkdir()
+            except OSError as moving:
+                raise BackendError(f"onnxruntime's TensorRT provider cannot read an engine it cached in {cache} "
+                                   f"({_first_line(exc)}), and the folder cannot be moved aside ({moving}); remove "
+                                   "it, and the next deploy builds the engines again (minutes)") from None
+            log.warning("onnxruntime's TensorRT provider cannot read an engine it cached (%s); moved its cache to "
+                        "%s and building the engines again (minutes)", _first_line(exc), aside)
+            try:
+                made = make()
+            except Exception as again:
+                if ENGINE_UNREADABLE not in str(again):
+                    raise
+                raise BackendError(f"onnxruntime's TensorRT provider cannot read the engines it cached in {cache}, "
+                                   f"even built again ({_first_line(again)}); remove that folder, or deploy without "
+                                   "TensorRT (jetson.providers=[CUDAExecutionProvider,CPUExecutionProvider])") \
+                    from None
+        # The engines, and the folder's entries: a power cut after this leaves them whole.
+        fsync_tree(cache)
+        fsync_path(Path(cache).parent)
+        return made
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's first line of text (onnxruntime's run on), or its type's name."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class OnnxRuntimeBackend(Backend):
     """The bundle's ONNX graphs in ONNX Runtime sessions (module docstring)."""
 
@@ -182,10 +244,11 @@ class OnnxRuntimeBackend(Backend):
             try:
                 made = ort.InferenceSession(str(Path(bundle.graphs[name])), so, providers=providers)
             except Exception as exc:  # onnxruntime's own error types (Fail, InvalidGraph, ...)
-                why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise BackendError(f"onnxruntime {ort.__version__} cannot load the bundle's {name} graph ({why}); "
-                                   "an older onnxruntime than the graph needs? upgrade it, or rebuild the bundle") \
-                    from None
+                if ENGINE_UNREADABLE in str(exc):
+                    raise  # its cache, not the graph: open_sessions sets the cache aside and tries again
+                raise BackendError(f"onnxruntime {ort.__version__} cannot load the bundle's {name} graph "
+                                   f"({_first_line(exc)}); an older onnxruntime than the graph needs? upgrade it, "
+                                   "or rebuild the bundle") from None
             # A provider failing later is an error, not a silent rerun on the next provider
             # (the CPU, on a Jetson): the executor then holds the robot and says why.
             made.disable_fallback()
@@ -193,15 +256,12 @@ class OnnxRuntimeBackend(Backend):
 
         asked = [p if isinstance(p, str) else p[0] for p in providers]
         steps = bundle.config.get("num_steps", 10)
-        with engine_cache_lock(providers):
-            if graph == "chunk":
-                self._session = session("chunk")
-                made = self._session
-                sessions = [self._session]
-            else:
-                self._split = SplitGraphs(session("prefix"), session("step"), steps)
-                made = self._split.prefix
-                sessions = [self._split.prefix, self._split.step]
+        sessions: list[Any] = open_sessions(lambda: [session(name) for name in needed], providers)
+        if graph == "chunk":
+            self._session = sessions[0]
+        else:
+            self._split = SplitGraphs(sessions[0], sessions[1], steps)
+        made = sessions[0]
         # What the session took, not what was asked: one that failed to set up (a TensorRT
         # build error, no CUDA driver) is left out of it.
         self.providers = list(made.get_providers())
@@ -222,16 +282,25 @@ class OnnxRuntimeBackend(Backend):
 
     def runs_on(self) -> str:
         """The provider the session runs on, and the precision it computes in (fp16 only
-        through TensorRT with a reduced precision asked; fp32 otherwise), then the nodes
-        another provider took, e.g. "Tensorrt (fp16); 3 of 41 nodes on CPU (NonZero)", or on
-        a GPU provider without the assignment record, that it is unknown."""
+        through TensorRT with a reduced precision asked; fp32 otherwise, with TF32 matmuls
+        through TensorRT), then the nodes another provider took, e.g. "Tensorrt (fp16); 3 of
+        41 nodes on CPU (NonZero)", or on a GPU provider without the assignment record, that
+        it is unknown."""
         first = self.providers[0].removesuffix("ExecutionProvider")
-        reduced = self.providers[0] == "TensorrtExecutionProvider" and self.options.precision != "fp32"
+        if self.providers[0] != "TensorrtExecutionProvider":
+            precision = "fp32"
+        elif self.options.precision != "fp32":
+            precision = "fp16"
+        else:
+            # TensorRT builds TF32 matmuls (10 mantissa bits) unless its builder is told not
+            # to, and onnxruntime's provider has no option to tell it (the tensorrt backend
+            # does: --backend tensorrt computes fp32 in fp32).
+            precision = "fp32, TF32 matmuls"
         if self.placement is not None:
             fallen = self.placement.line(self.providers[0])
         else:  # on the CPU nothing can fall off it
             fallen = "" if first == "CPU" else f"node placement unknown ({self._runtime} records none)"
-        return f"{first} ({'fp16' if reduced else 'fp32'})" + (f"; {fallen}" if fallen else "")
+        return f"{first} ({precision})" + (f"; {fallen}" if fallen else "")
 
     def _chunk(self, inputs: ModelInputs, noise: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
         prefix = {"images": inputs.images, "image_masks": inputs.image_masks,
