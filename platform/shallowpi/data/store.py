@@ -114,8 +114,11 @@ LAYOUT = 2
 #    its next writable open.
 FORMAT_1_ON_LAYOUT_2 = 4
 READS_VERSIONS_UP_TO = FORMAT_1_ON_LAYOUT_2
-# The header's keys this version writes; others (a newer version's) are carried by every
-# rewrite of the header, as are unknown keys of the commit record and of an episode's file.
+# The header's keys this version writes; others (a newer version's: store-wide settings) are
+# carried by every rewrite of the header, as are an episode file's. The commit record's are
+# not: it summarises the store's contents, which this version's commit changes, and a newer
+# version's summary kept past it would describe a store that is gone (`cuts_of` shows how a
+# reader takes a record without its key: the safe way).
 HEADER_KEYS = frozenset({"format", "version", "layout", "features", "settings", "created"})
 TICK_KEY = "timestamp"
 TIMESTAMP_SUFFIX = ".timestamp"
@@ -228,7 +231,6 @@ class EpisodeStore:
         self.version = 1 if self._header_version == FORMAT_1_ON_LAYOUT_2 else self._header_version
         self.layout = int(header.get("layout", 1))
         self._header_unknown = {k: v for k, v in header.items() if k not in HEADER_KEYS}
-        self._record_unknown: dict[str, Any] = {}  # the commit record's keys this version does not know
         self.features: dict[str, Feature] = features_from_json(header["features"])
         self.settings = settings_from_header(path, header.get("settings", {}))
         self._created = header.get("created")  # a compacted copy is a new store: a new stamp
@@ -272,8 +274,8 @@ class EpisodeStore:
         anything is made, StoreError: features it cannot hold, an image codec that cannot
         encode their frames. `version` 1 is for copies of a format-1 store (compaction),
         which keep its row convention; anything else writes today's format. `copy_of`: the
-        store this one is a compacted copy of, whose header and commit-record keys this
-        version does not know (a newer one wrote them) the copy keeps."""
+        store this one is a compacted copy of, whose header keys this version does not know
+        (a newer one wrote them) the copy keeps."""
         path = Path(path)
         settings = settings or StoreSettings()
         if not inside_a_store:
@@ -329,10 +331,9 @@ class EpisodeStore:
         """The empty store's arrays, metadata and header, written (and synced) at `staging`.
         `version` 1 is for copies of a format-1 store (compaction, a merge), which keep its
         row convention (header version FORMAT_1_ON_LAYOUT_2); anything else writes today's
-        format. `copy_of`: the store whose unknown header and commit-record keys it keeps."""
+        format. `copy_of`: the store whose unknown header keys it keeps."""
         version = FORMAT_1_ON_LAYOUT_2 if version < 2 or version == FORMAT_1_ON_LAYOUT_2 else FORMAT_VERSION
         header_unknown = copy_of._header_unknown if copy_of is not None else {}
-        record_unknown = copy_of._record_unknown if copy_of is not None else {}
         group = zarr_compat.open_group(staging, mode="w")
         data = group.require_group("data")
         for key, feature in features.items():
@@ -340,7 +341,7 @@ class EpisodeStore:
         zarr_compat.create_array(data, TICK_KEY, (0,), (settings.numeric_chunk_rows,), "float64", numeric_codec())
         meta = group.require_group("meta")
         zarr_compat.create_array(meta, "episode_ends", (0,), (4096,), "int64", None)
-        meta.attrs.put({"commit": {**record_unknown, **commit_record(0, 0, StoreSummary())}})
+        meta.attrs.put({"commit": commit_record(0, 0, StoreSummary())})
         (staging / EPISODES_DIR).mkdir()
         group.attrs.put(
             {
@@ -520,7 +521,6 @@ class EpisodeStore:
             raise StoreError(f"{self.path}: meta/.zattrs has no commit record; the store is damaged")
         self._count, self._frames = int(record["episodes"]), int(record["frames"])
         self._edits = int(record.get("edits", 0))
-        self._record_unknown = {k: v for k, v in record.items() if k not in _RECORD_KEYS}
         self._cuts = cuts_of(record)
         self.summary = StoreSummary.from_json(record)
         ends = self._array("meta/episode_ends")
@@ -903,7 +903,7 @@ class EpisodeStore:
                 replaced()
 
         write_json(self.path / "meta" / ".zattrs",
-                   {"commit": {**self._record_unknown, **commit_record(episodes, frames, summary, edits, cuts)}},
+                   {"commit": commit_record(episodes, frames, summary, edits, cuts)},
                    self.settings.durable, replaced=committed)
 
     def _fsync_array(self, name: str, start: int, stop: int, chunks: bool = True) -> None:
@@ -1012,10 +1012,6 @@ def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int 
     listed = {"cuts": {"since": since, "kept": [[edit, count] for edit, count in kept]}} if kept else {}
     return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **listed,
             **summary.to_json()}
-
-
-# The commit record's keys this version writes (`commit_record`); others are carried forward.
-_RECORD_KEYS = frozenset({"episodes", "frames", "edits", "cuts", *StoreSummary().to_json()})
 
 
 def cuts_of(record: Mapping[str, Any]) -> CutLog:
