@@ -644,3 +644,49 @@ def test_two_imports_into_one_name_leave_one_whole_store(exported, tmp_path, mon
         assert len(store) == 3 and store.check() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.zarr"]
 
+
+
+def _dataset_with_a_feature_named(root, name: str) -> None:
+    """A LeRobotDataset at `root` (state, action, an image camera) whose camera is then
+    renamed `name` in every file that names it: lerobot itself refuses such a name."""
+    import pyarrow.parquet as pq
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    features = {"observation.state": {"dtype": "float32", "shape": (2,), "names": ["a", "b"]},
+                "action": {"dtype": "float32", "shape": (2,), "names": ["a", "b"]},
+                "cam": {"dtype": "image", "shape": (24, 32, 3), "names": ["height", "width", "channels"]}}
+    dataset = LeRobotDataset.create("local/named", fps=10, features=features, root=root, use_videos=False)
+    for t in range(3):
+        dataset.add_frame({"observation.state": np.zeros(2, np.float32), "action": np.zeros(2, np.float32),
+                           "cam": np.full((24, 32, 3), 9 * t, np.uint8), "task": "x"})
+    dataset.save_episode()
+    dataset.finalize()
+
+    def renamed(text: str) -> str:
+        return text.replace('"cam"', json.dumps(name)).replace("stats/cam/", f"stats/{name}/")
+
+    for file in root.rglob("*"):
+        if file.suffix == ".json":
+            file.write_text(renamed(file.read_text()))
+        elif file.suffix == ".parquet":
+            table = pq.read_table(file)
+            columns = [name if c == "cam" else c.replace("stats/cam/", f"stats/{name}/") for c in table.column_names]
+            metadata = {k: renamed(v.decode()).encode() for k, v in (table.schema.metadata or {}).items()}
+            pq.write_table(table.rename_columns(columns).replace_schema_metadata(metadata), file)
+
+
+def test_an_import_never_writes_outside_its_store_for_a_crafted_feature_name(tmp_path):
+    """info.json's feature names became the store's folders as they were: a camera named
+    "/some/path" had its frames written there."""
+    from shallowpi.data.lerobot_import import import_lerobot
+    from shallowpi.errors import StoreError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _dataset_with_a_feature_named(tmp_path / "crafted", str(elsewhere))
+    with pytest.raises(StoreError) as refused:
+        import_lerobot(tmp_path / "crafted", tmp_path / "back.zarr", repo_id="local/named")
+    assert str(refused.value) == (f"lerobot feature '{elsewhere}' is not a plain name (it holds '/'; no '/' or '..'); "
+                                  "this info.json was not written by lerobot; nothing was imported")
+    assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crafted", "elsewhere"]  # no store, no staging

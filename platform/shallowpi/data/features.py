@@ -7,7 +7,7 @@ Names follow lerobot's convention so datasets move between the two without renam
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,35 @@ from shallowpi.joints import JOINT_KINDS
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.images."
+
+
+def name_problem(key: object) -> str | None:
+    """Why `key` cannot name a feature, or None for a plain name. A feature is stored as
+    the folders `data/<key>` and `data/<key>.timestamp`, and its name becomes a file name
+    in exports: a name with a path separator (or an absolute one) put its chunk files
+    outside the store, and one of dots alone (`..`) or hidden (`.zarray`: zarr's own
+    metadata names) names another folder than its own. Dots inside are lerobot's
+    convention (`observation.images.front`) and stay; a leading '-' would read as an
+    option to the tools a name is handed to."""
+    if not isinstance(key, str) or not key:
+        return "empty" if key == "" else f"a {type(key).__name__}, not text"
+    for bad, what in (("/", "'/'"), ("\\", "'\\'"), ("\0", "a NUL character")):
+        if bad in key:
+            return f"it holds {what}"
+    if key.startswith("."):
+        return "it starts with '.'"
+    if key.startswith("-"):
+        return "it starts with '-'"
+    return None
+
+
+def require_plain_names(keys: Iterable[object], what: str, why: str) -> None:
+    """StoreError (one line) for the first of `keys` that is not a plain feature name
+    (`name_problem`): "<what> '<key>' is not a plain name (<problem>; no '/' or '..'); <why>"."""
+    for key in keys:
+        if (problem := name_problem(key)) is not None:
+            raise StoreError(f"{what} {key!r} is not a plain name ({problem}; no '/' or '..'); {why}")
+
 
 class FeatureKind(str, enum.Enum):
     """How a feature is chunked and compressed (see codecs.py); the value is stored in JSON."""

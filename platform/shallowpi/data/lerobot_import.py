@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.data.features import Feature, FeatureKind
+from shallowpi.data.features import Feature, FeatureKind, require_plain_names
 from shallowpi.data.lerobot_interop import (
     STAGING_SUFFIX,
     SUCCESS_KEY,
@@ -135,7 +135,10 @@ def _image_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
 
 def store_features(lerobot_spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Feature]:
     """lerobot features as store features; bookkeeping and text columns are left out, and
-    so is `next.success`, which becomes the episodes' success marks."""
+    so is `next.success`, which becomes the episodes' success marks. StoreError (one line)
+    for a feature kept whose name is not a plain one (`require_plain_names`): the name
+    becomes the store's folder data/<name>, and one with a '/' (an absolute path, '..')
+    put the frames outside the store; lerobot writes none."""
     features: dict[str, Feature] = {}
     for key, spec in lerobot_spec.items():
         dtype = spec.get("dtype")
@@ -152,6 +155,7 @@ def store_features(lerobot_spec: Mapping[str, Mapping[str, Any]]) -> dict[str, F
         shape = tuple(int(s) for s in spec["shape"])
         names = _names(spec.get("names"), shape[0]) if len(shape) == 1 else ()
         features[key] = Feature(str(np.dtype(dtype)), shape, FeatureKind.NUMERIC, names)
+    require_plain_names(features, "lerobot feature", "this info.json was not written by lerobot; nothing was imported")
     return features
 
 

@@ -78,6 +78,7 @@ from shallowpi.data.features import (
     check_joint_kinds,
     features_from_json,
     features_to_json,
+    require_plain_names,
 )
 from shallowpi.data.store_claim import claim_new, publish_folder, require_outside_stores
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
@@ -126,6 +127,13 @@ EPISODES_DIR = "episodes"
 # How a store's episodes were made: each recording session's resolved config (and its
 # dashboard log), kept beside the arrays and carried by every edit that rewrites the store.
 PROVENANCE_DIR = ".shallowpi"
+# The compressors shallowpi writes its arrays with (codecs.py), by numcodecs id: Blosc for
+# numbers and lossless frames, imagecodecs' JPEG and JPEG-XL for lossy frames; or none (raw
+# bytes); never a filter. zarr and `chunk_files` decode a chunk with whatever its array's
+# `.zarray` names, and numcodecs' "pickle" runs code from the file (numcodecs unpickles it
+# before 0.15.2, 0.16.6 and 0.17.1; the robot's Python 3.10 has 0.13): a store naming
+# another is refused at open (`_require_written_codecs`), before any chunk is read.
+WRITTEN_COMPRESSORS = frozenset({"blosc", "imagecodecs_jpeg", "imagecodecs_jpegxl"})
 WRITER_CACHED_EPISODES = 256  # episode metadata a writable store keeps in memory
 OPEN_TRIES = 3  # a reader opens again when the store changed while it opened (EpisodeStore.open)
 # A reader reads the files that say whether its store was edited at least this often, seconds,
@@ -227,11 +235,15 @@ class EpisodeStore:
         self._seen = self._stamp()  # before anything is read: a change during the opening shows
         self._reread_at = time.monotonic()
         header = self._read_header(path)
+        _require_written_codecs(path)  # before anything reads a chunk, the commit record's ends included
         self._header_version = int(header.get("version", 1))  # as written (FORMAT_1_ON_LAYOUT_2)
         self.version = 1 if self._header_version == FORMAT_1_ON_LAYOUT_2 else self._header_version
         self.layout = int(header.get("layout", 1))
         self._header_unknown = {k: v for k, v in header.items() if k not in HEADER_KEYS}
         self.features: dict[str, Feature] = features_from_json(header["features"])
+        # Each names its folders (data/<name>): a crafted header must not name others.
+        require_plain_names(self.features, f"{path}: its header's feature",
+                            "shallowpi never writes one; refusing this store")
         self.settings = settings_from_header(path, header.get("settings", {}))
         self._created = header.get("created")  # a compacted copy is a new store: a new stamp
         self._edits = 0  # in-place removals of committed rows (the commit record counts them)
@@ -317,10 +329,13 @@ class EpisodeStore:
 
     @staticmethod
     def _check_new(features: Mapping[str, Feature], settings: StoreSettings) -> None:
-        """StoreError (one line) for features a new store cannot hold, or for settings whose
-        image codec cannot encode their frames here (`check_encodes`)."""
+        """StoreError (one line) for features a new store cannot hold (none, a reserved name,
+        one that is not a plain name: `require_plain_names`), or for settings whose image
+        codec cannot encode their frames here (`check_encodes`)."""
         if TICK_KEY in features or any(k.endswith(TIMESTAMP_SUFFIX) for k in features):
             raise StoreError(f"feature names '{TICK_KEY}' and '*{TIMESTAMP_SUFFIX}' are reserved")
+        # A name is its arrays' folders, data/<name>: one with a '/' put them elsewhere.
+        require_plain_names(features, "feature", "a feature is stored as the folder data/<name>; rename it")
         if not features:
             raise StoreError("a store needs at least one feature")
         check_encodes(features, settings, "choose another codec or quality")
@@ -1012,6 +1027,63 @@ def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int 
     listed = {"cuts": {"since": since, "kept": [[edit, count] for edit, count in kept]}} if kept else {}
     return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **listed,
             **summary.to_json()}
+
+def _require_written_codecs(path: Path) -> None:
+    """StoreError (one line) when an array under the store's data/ or meta/ names, in its
+    `.zarray`, a compressor shallowpi never writes (`WRITTEN_COMPRESSORS`) or any filter:
+    a store from elsewhere (shared between labs) whose chunks would be decoded by it, a
+    "pickle" one running code from the file. Also the arrays a `.zmetadata` beside the
+    header describes (shallowpi writes none; zarr-python 3 takes an array's description
+    from it over the array's own). One small JSON read an array (a dozen, at 10 or 100,000
+    episodes alike), no chunk. An array without a readable `.zarray` is left to the reads
+    that need it (`dataset check` names it lost)."""
+    for group in ("data", "meta"):
+        try:
+            entries = sorted(os.scandir(path / group), key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # no such group: the open's own reads say the store is damaged
+        for entry in entries:
+            _require_written_codec(path, f"{group}/{entry.name}", _json_or_none(os.path.join(entry.path, ".zarray")))
+    consolidated = _json_or_none(os.path.join(path, ".zmetadata"))
+    described = consolidated.get("metadata") if isinstance(consolidated, dict) else None
+    for key, info in sorted(described.items()) if isinstance(described, dict) else ():
+        if key.endswith("/.zarray"):
+            _require_written_codec(path, f"{key.removesuffix('/.zarray')} (as .zmetadata describes it)", info)
+
+
+def _json_or_none(path: str) -> Any:
+    """The JSON in the file at `path`; None when it is missing or does not parse."""
+    try:
+        with open(path, "rb") as file:
+            return json.loads(file.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _require_written_codec(path: Path, where: str, info: Any) -> None:
+    """`_require_written_codecs` for the array `where` ("data/<key>") described by `info`,
+    its `.zarray` (None, or not an object: no array, or a lost one; nothing of it is decoded)."""
+    if not isinstance(info, dict):
+        return
+    compressor = info.get("compressor")
+    if compressor is not None:
+        codec_id = compressor.get("id") if isinstance(compressor, dict) else compressor
+        if not isinstance(codec_id, str) or codec_id not in WRITTEN_COMPRESSORS:
+            raise _foreign_codec(path, f"{where} is compressed with", codec_id)
+    filters = info.get("filters")
+    if filters:
+        first = filters[0] if isinstance(filters, list) else filters
+        raise _foreign_codec(path, f"{where} is filtered with", first.get("id") if isinstance(first, dict) else first)
+
+
+def _foreign_codec(path: Path, what: str, codec_id: object) -> StoreError:
+    """The one-line refusal of `_require_written_codecs`: `what` ("data/x is compressed
+    with") the codec `codec_id` (its .zarray's id, whatever its type)."""
+    name = codec_id if isinstance(codec_id, str) else json.dumps(codec_id)
+    danger = ("which would run code from the file" if name == "pickle"
+              else "which zarr would decode its files with (another program's store?)")
+    return StoreError(f"{path}: {what} '{name}', which shallowpi never writes and {danger}; refusing this store")
+
 
 
 def cuts_of(record: Mapping[str, Any]) -> CutLog:

@@ -12,8 +12,10 @@ refused inside a store's folder (`require_outside_stores`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -45,6 +47,8 @@ from shallowpi.deferred_signals import deferred_signals
 from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path
 from shallowpi.errors import StoreError
 
+log = logging.getLogger(__name__)
+
 COMPLETE = ".complete"  # marks the compacted copy whole: a swap cut short puts it in (store_swap.py)
 # What a store writes at the top of its folder: zarr's group files, its arrays, the episodes'
 # metadata, the sessions' provenance (copied by `carry_provenance`), its writer lock and the
@@ -70,6 +74,7 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callab
     is no obstacle: their rows are not read. The store is left as it was.
     """
     _require_no_take(store)
+    require_not_a_link(store.path)
     drop = {store.resolve_index(i) for i in indices}
     keep = [i for i in range(len(store)) if i not in drop]
     require_intact(store, dropping=drop)
@@ -148,6 +153,23 @@ def _summary_without_last(store: EpisodeStore, count: int) -> StoreSummary:
                                     allow_mixed_calibration=store.summary.allow_mixed_calibration)
 
 
+def require_not_a_link(path: Path) -> None:
+    """StoreError (one line) when the store's folder `path` is a symbolic link (datasets/
+    kitchen.zarr -> /mnt/ssd/kitchen.zarr): an edit that swaps a compacted copy in for the
+    folder (a delete) is refused there, and run on the folder the link names.
+
+    Refused, not followed: the swap's crash safety rests on its names beside the store's
+    (`NAME.zarr.compacting`, `NAME.zarr.old`: store_swap.py), which whoever opens `NAME.zarr`
+    next looks for beside the name it was given. Done at the link, the swap renamed the link
+    away and put the copy on the link's disk, leaving every episode in the real folder (the
+    case this refuses). Done at the real folder, a crash between its renames would leave the
+    link dangling and its copies beside the real folder, where an open through the link
+    never looks (nor a reader waits for the running swap): the store would read as gone."""
+    if path.is_symlink():
+        raise StoreError(f"{path.name} is a link to {path.resolve()}: delete there (a delete swaps the store's "
+                         "folder for a compacted copy, and would replace the link); nothing was deleted")
+
+
 def _require_no_take(store: EpisodeStore) -> None:
     """StoreError unless `store` is writable with no episode being recorded: the take's
     writer fixed its first row when it began, so an edit under it would give it another
@@ -182,6 +204,7 @@ def _swap_in(store: EpisodeStore, staging: Path, swapped: Callable[[], None] | N
     """
     old = store.path.with_name(store.path.name + OLD_SUFFIX)
     durable = store.settings.durable
+    require_not_a_link(store.path)
     _require_old_free(store.path)
     carry = bool(foreign_entries(store.path))
     if not carry:  # nothing to take along: marked before, as the moved-out folder must be for recovery
@@ -503,12 +526,25 @@ def carry_provenance(sources: Sequence[Path], into: Path, durable: bool = True) 
     already holds with other contents (two sessions started in the same second, in two
     stores) gets its source store's name added: nothing is overwritten. `durable`: each
     copy and the folder are synced, before the rename that publishes `into` (after a
-    power cut they could otherwise come back empty)."""
+    power cut they could otherwise come back empty).
+
+    Only regular files are copied, a warning naming each other entry: a store received
+    from elsewhere may hold a symbolic link there (`.shallowpi/x.yaml -> ~/.ssh/id_rsa`,
+    or the folder itself), whose target a copy would put into the new store as a file of
+    its own, to be shared on with it. The recorder writes only files there."""
     target = into / PROVENANCE_DIR
     copied = False
     for source in sources:
-        for item in sorted((source / PROVENANCE_DIR).glob("*")):
-            if not item.is_file():
+        folder = source / PROVENANCE_DIR
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            _not_carried(folder, "not a folder of the store's own: a link, or a file")
+            continue
+        for item in sorted(folder.glob("*")):
+            kind = _entry_kind(item)
+            if kind == "missing":  # removed since the listing
+                continue
+            if kind != "file":
+                _not_carried(item, f"a {kind}, not a regular file")
                 continue
             dest = target / item.name
             if dest.exists():
@@ -516,12 +552,30 @@ def carry_provenance(sources: Sequence[Path], into: Path, durable: bool = True) 
                     continue
                 dest = target / f"{item.stem}.{Path(source).stem}{item.suffix}"
             target.mkdir(exist_ok=True)
-            shutil.copyfile(item, dest)
+            shutil.copyfile(item, dest, follow_symlinks=False)  # made a link since it was looked at: no target
             if durable:
                 fsync_path(dest)
             copied = True
     if copied and durable:
         fsync_path(target)
+
+
+def _entry_kind(path: Path) -> str:
+    """What `path` is, the link itself not followed: "file" (regular), "symbolic link",
+    "folder", or "special file" (a FIFO, a socket, a device), or "missing"."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return f"symbolic link to {os.readlink(path)}"
+    return "folder" if stat.S_ISDIR(mode) else "special file"
+
+
+def _not_carried(path: Path, why: str) -> None:
+    log.warning("%s: not copied into the new store: %s (only files the recorder wrote are carried)", path, why)
 
 
 def check_same_pairing(a: EpisodeStore, b: EpisodeStore) -> None:
