@@ -216,6 +216,57 @@ def test_a_graph_onnx_runtime_cannot_run_is_said_in_one_line(tmp_path, monkeypat
                                                                                     "(--verbose)")
 
 
+def _import_cut_by_ctrl_c() -> None:
+    """What Ctrl-C inside a lazy import became: an ImportError raised from the interrupt."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:
+        raise ImportError("cannot import name 'fx' from partially initialized module") from exc
+
+
+def _ctrl_c_swallowed() -> None:
+    """A library's `except BaseException` around Ctrl-C, then an error of its own: no chain."""
+    import os
+    import signal
+    import time
+
+    lost = False
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler runs between bytecodes: here at the latest
+    except KeyboardInterrupt:
+        lost = True
+    if lost:
+        raise RuntimeError("lost")
+
+
+@pytest.mark.parametrize("ctrl_c", [_import_cut_by_ctrl_c, _ctrl_c_swallowed], ids=["in the chain", "swallowed"])
+def test_ctrl_c_the_exporter_catches_is_still_an_interrupt(tmp_path, ctrl_c, own_signals):
+    """torch's export catches Exception: Ctrl-C during a bundle's export was once said as
+    "exporting the chunk graph failed: TorchExportError ...; deploy with --backend torch"
+    (exit 2), not "interrupted" (130). A KeyboardInterrupt anywhere in the exporter's error
+    chain, or one its handler raised during the export, is raised as KeyboardInterrupt."""
+    import signal
+
+    import torch
+
+    from shallowpi.deploy import export_onnx
+
+    class Interrupted(torch.nn.Module):
+        def forward(self, x):
+            ctrl_c()
+            return x * 2
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever pytest runs under
+    raised: BaseException | None = None
+    try:  # not pytest.raises: a KeyboardInterrupt getting through would end the whole session
+        export_onnx._export(Interrupted(), (torch.ones(2),), tmp_path / "chunk.onnx", ["x"], ["y"])
+    except BaseException as exc:
+        raised = exc
+    assert isinstance(raised, KeyboardInterrupt), f"{type(raised).__name__}: {raised}"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's again
+
+
 def test_a_backend_says_where_it_really_runs_not_what_the_profile_asked(bundle, caplog):
     """The Orin profile asks TensorRT, then CUDA, in fp16; an onnxruntime without them (this
     machine's, or a Jetson's whose TensorRT provider fails to build) runs on the CPU in fp32,

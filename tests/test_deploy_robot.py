@@ -235,6 +235,54 @@ def test_with_yes_a_camera_fault_holds_for_the_fault_hold_then_torque_off_and_ex
     assert data["per_episode"][0]["ended"] == "fault"
 
 
+# Run in its own process: without a handler SIGTERM kills the process that gets it.
+_SIGTERM_AFTER_CONNECT = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_deploy_robot import _FrontCamera, _deploy_words
+from deploy_fixtures import tiny_checkpoint
+from dxl_fixtures import emulated, robot_spec
+from shallowpi.cli import parse_command
+from shallowpi.deploy import executor
+
+class SigtermAtItsStart(executor.Executor):  # just after the connect: torque is on
+    def __init__(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        super().__init__(*args, **kwargs)
+
+executor.Executor = SigtermAtItsStart
+tmp = Path({tmp!r})
+ckpt = tiny_checkpoint(tmp / "ckpt", state=len(robot_spec("arm").joints), cameras=("front",))
+with emulated("arm") as (spec, chains), _FrontCamera() as camera:
+    servos = list(chains["follower"].servos.values())
+    args = parse_command(_deploy_words(ckpt, spec, tmp, "--task", "wave", "--allow-uncalibrated"))
+    try:
+        args.run(args, camera_devices=lambda: [camera.device.device])
+    except BaseException as exc:
+        print("raised", type(exc).__name__)
+    print("torque on after the run:", any(s.torque for s in servos))
+    print("SIGTERM handler given back:", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+"""
+
+
+def test_sigterm_between_the_connect_and_the_runs_own_handlers_turns_torque_off(tmp_path):
+    """deploy took the signals over only once its executor was made, after the robot's
+    connect: a SIGTERM (or SIGHUP) in between killed it with every servo holding."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import subprocess_env
+
+    script = _SIGTERM_AFTER_CONNECT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], env=subprocess_env(OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert done.stdout.splitlines()[-3:] == ["raised KeyboardInterrupt", "torque on after the run: False",
+                                             "SIGTERM handler given back: True"], done.stdout + done.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_while_the_robot_holds_for_the_scene_the_dashboard_counts_down_and_a_stop_ends_it(tmp_path, capsys):
     """During the 30 s hold before the first episode the executor publishes state "reset"

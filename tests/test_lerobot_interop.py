@@ -417,6 +417,43 @@ def test_a_child_killed_by_a_signal_is_one_line():
     assert seen == [(1, 2)]
 
 
+def test_sigterm_to_the_export_ends_its_encoder_child_too(tmp_path):
+    """`platform dataset export` died of SIGTERM at once (exit -15, no line) and its encoder
+    child, orphaned, kept encoding into a folder nobody would use (~12 s). Now the command
+    says "interrupted" and ends the child before it exits."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from conftest import platform_cmd, subprocess_env
+
+    make_store(tmp_path / "s.zarr", episodes=3, length=20).close()
+    proc = subprocess.Popen(platform_cmd("dataset", "export", str(tmp_path / "s.zarr"), str(tmp_path / "lr"),
+                                         "--to", "lerobot"),
+                            env=subprocess_env(HF_HUB_OFFLINE="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    parent, children = psutil.Process(proc.pid), []
+    deadline = time.monotonic() + 120
+    while not children and time.monotonic() < deadline and proc.poll() is None:
+        children = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+        time.sleep(0.01)
+    assert children, "the export never started its child"
+    proc.send_signal(signal.SIGTERM)  # the parent alone: a `kill PID`, a service manager's stop
+    proc.wait(timeout=120)
+    # At once: the command ends its child before it exits (an orphan dies only when it next
+    # reports progress to the parent gone, seconds later).
+    running = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # a zombie is dead
+    for child in running:  # not left behind by a failing run
+        child.kill()
+    err = proc.stderr.read()  # after the child's end: it writes to the same stderr
+    assert not running, "the encoder child outlived the command"
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]  # nothing half-written left
+
+
 def _drop_last_frame(video, into):
     """Re-mux `video` without its last frame: what a frame-dropping encoder leaves."""
     import av

@@ -12,13 +12,14 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import platform_cmd, subprocess_env
-from shallowpi.data import EpisodeStore, zarr_compat
+from shallowpi.data import EpisodeStore, chunk_files, store_check, zarr_compat
 from shallowpi.data.store import StoreSettings
 from shallowpi.data.store_check import (
     check_store,
@@ -259,6 +260,40 @@ def test_a_frame_cut_short_is_named(tmp_path):
     assert quick.problems == full.problems[:1]
     checked = _check_cli(path, "--quick")
     assert checked.returncode == 1 and "frame 0 of observation.images.front is cut short" in checked.stderr
+
+
+def test_ctrl_c_during_the_frame_check_leaves_the_queued_batches_undecoded(tmp_path, monkeypatch):
+    """Every decode batch was queued at once and, on Ctrl-C, leaving the pool waited for all
+    of them: a lab store's check said "interrupted" 30 s after Ctrl-C, every batch decoded.
+    Now only the batches already decoding finish. (A slow disk: each batch after the first
+    takes 0.1 s; Ctrl-C as the first one is counted.)"""
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=2, length=10).close()
+    monkeypatch.setattr(store_check, "DECODE_BATCH", 1)  # 42 batches: each frame of both cameras
+    started: list[list[int]] = []
+    decode = chunk_files.undecodable_frames
+
+    def slow_decode(*args):
+        started.append(args[1])
+        if len(started) > 1:
+            time.sleep(0.1)
+        return decode(*args)
+
+    def ctrl_c(done: int, total: int) -> None:
+        if done:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(chunk_files, "undecodable_frames", slow_decode)
+    raised: BaseException | None = None
+    t0 = time.monotonic()
+    with EpisodeStore.open(path) as store:
+        try:  # not pytest.raises: a KeyboardInterrupt getting through would end the whole session
+            check_store(store, workers=2, pool="thread", progress=ctrl_c)
+        except BaseException as exc:
+            raised = exc
+    assert isinstance(raised, KeyboardInterrupt), raised
+    assert len(started) <= 3, f"{len(started)} of 42 batches decoded after Ctrl-C"  # the first, and 2 decoding
+    assert time.monotonic() - t0 < 2.0
 
 
 def test_quick_says_which_camera_frames_it_decoded(tmp_path):

@@ -98,6 +98,23 @@ def test_a_signal_saves_the_step_it_stopped_at_and_resume_continues_there(store,
     assert [s for s, _ in _losses(tmp_path / "stopped")] == list(range(step + 2))
 
 
+def test_sigterm_before_the_first_step_is_one_line(store, tmp_path):
+    """Before the trainer takes the signals over (the store's screening, the policy's build),
+    a scheduler's SIGTERM ended `platform train` at once, with no line at all (exit -15)."""
+    proc = subprocess.Popen(platform_cmd("train", "--dataset", str(store), "--policy", "tiny", "--runs-dir",
+                                         str(tmp_path), "--run", "early", "--no-progress"),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    # The run folder is made (its lock) ~1 s before the first step: the command is running.
+    while not (tmp_path / "early").is_dir() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted"], err
+    assert not (tmp_path / "early" / "metrics.jsonl").exists()  # it was before the first step
+
+
 def test_train_holds_out_episodes_of_every_task_of_a_store_recorded_task_by_task(tmp_path):
     path = tmp_path / "two.zarr"
     make_store(path, episodes=6, length=12, tasks=["put the red cube in the bowl"] * 4 + ["push the block left"] * 2

@@ -90,6 +90,38 @@ def test_one_stop_delivered_twice_still_saves_the_step(tmp_path, signum):
     assert latest_checkpoint(tmp_path).name == "step_000004"
 
 
+class _CopyDuringTheFinalSave(Trainer):
+    """The stop's other copy arriving only as the stop's checkpoint is written (torchrun
+    forwarding it late: a loaded machine, a big rank's save)."""
+
+    signum = signal.SIGTERM
+
+    def save(self, step: int):
+        os.kill(os.getpid(), self.signum)
+        return super().save(step)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_the_stops_other_copy_during_its_save_does_not_stop_the_save(tmp_path, signum, own_signals):
+    """The final save ran after the stop handler was given back: the copy met the command's
+    handler (`platform`'s own: SIGTERM and SIGHUP as Ctrl-C) and raised KeyboardInterrupt
+    inside the save (without it, SIGTERM's default killed the process): no checkpoint."""
+    from shallowpi.commands.console import interrupt_on_signals
+
+    interrupt_on_signals()  # what `platform train` runs under (cli.main); own_signals puts them back
+    trainer = _CopyDuringTheFinalSave(FlowMatchingObjective(tiny_policy(FakeChunks())),
+                                      _StopSentTwice(4 * 3 + 1, signum), _cfg(steps=100, save_every=100), tmp_path)
+    trainer.signum = signum
+    raised: BaseException | None = None
+    try:  # not pytest.raises: a KeyboardInterrupt getting through would end the whole session
+        trainer.fit()
+    except BaseException as exc:
+        raised = exc
+    assert isinstance(raised, TrainingInterrupted), f"stopped by {raised!r}, not after saving its step"
+    assert f"stopped by {signal.Signals(signum).name} after step 4; checkpoint step_000004 saved" in str(raised)
+    assert latest_checkpoint(tmp_path).name == "step_000004"
+
+
 def test_a_second_stop_later_or_another_signal_still_stops_at_once(monkeypatch):
     """A person's second Ctrl-C (pressed because the step is slow) does not wait for it; nor
     does another stop signal right after the first. Both give the default handlers back."""

@@ -17,7 +17,9 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -310,6 +312,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if checkout is not None:
         print(f"warning: this `platform` runs the code in {package.parents[1]}, not this "
               f"checkout's ({checkout}): run `bash tools/setup.sh env` here to use it", file=sys.stderr)
+    # SIGTERM and SIGHUP as Ctrl-C for every command, from its first line: by default they
+    # ended it at once with no line (a train before its first step, a deploy in its bundle's
+    # export, an export whose encoder child ran on). Commands with their own take them over.
+    previous = _interrupt_on_signals()
     try:
         return int(args.run(args) or 0)
     except PlatformError as exc:
@@ -338,6 +344,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise  # not a peer's end: a bug, keep the traceback
         print(f"error: {message}", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in previous.items():  # the caller's again (main called in-process)
+            signal.signal(sig, handler)
+
+
+def _interrupt_on_signals() -> dict[int, Any]:
+    """console.interrupt_on_signals on the main thread (Python delivers signals only there;
+    elsewhere, as a library call from a thread, nothing is installed); the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    from shallowpi.commands.console import interrupt_on_signals
+
+    return interrupt_on_signals()
 
 
 # What a collective raises in a process whose peer has gone: gloo's "[.../gloo/transport/

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
-from shallowpi.commands.console import LinePrinter, torque_off_line
+from shallowpi.commands.console import LinePrinter, interrupt_on_signals, torque_off_line
 from shallowpi.commands.deploy_holds import (
     hold_until_released,
     hold_until_the_operator_ends,
@@ -309,6 +309,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     failure: BaseException | None = None  # ... unless a servo fault is why (its bus goes limp)
     moving = False
     try:
+        # From the robot's connect until the run takes the signals over (_stop_on_signals),
+        # SIGTERM and SIGHUP as Ctrl-C: by default they killed it with torque on. As record does.
+        quiet.callback(_restore_signals, interrupt_on_signals())
         target.connect()
         executor = Executor(robot, backend, exec_cfg, fps=target.fps, publish=publish,
                             image_codec=target.image_codec,  # the twin's store codec, as eval --sim

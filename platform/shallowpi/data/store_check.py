@@ -249,14 +249,22 @@ def _check_frames(store: EpisodeStore, files: FileScan, decode_all: bool, worker
     if not tasks:
         return
     with _executor(pool, min(workers, len(tasks))) as executor:
-        futures = [(key, len(args[1]), executor.submit(chunk_files.undecodable_frames, *args)) for key, args in tasks]
-        for key, count, future in futures:
-            for row, what in future.result():
-                episode = int(np.searchsorted(store.episode_ends, row, side="right"))
-                report.problems.append(f"episode {episode}: frame {row - spans[episode][0]} of {key} {what}")
-            done += count
-            if progress:
-                progress(done, total)
+        try:
+            futures = [(key, len(args[1]), executor.submit(chunk_files.undecodable_frames, *args))
+                       for key, args in tasks]
+            for key, count, future in futures:
+                for row, what in future.result():
+                    episode = int(np.searchsorted(store.episode_ends, row, side="right"))
+                    report.problems.append(f"episode {episode}: frame {row - spans[episode][0]} of {key} {what}")
+                done += count
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            # Ctrl-C (or an error): the with-block's exit waits for every batch still queued
+            # (a lab store's check ran on for 30 s after Ctrl-C before saying "interrupted");
+            # drop them, so it waits only for the `workers` batches already decoding.
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _cores() -> int:

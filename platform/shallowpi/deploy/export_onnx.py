@@ -35,8 +35,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import signal
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,25 +157,77 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Ite
     for noisy in ("onnx_ir", "onnxscript"):  # one INFO line per folded constant
         logging.getLogger(noisy).setLevel(logging.WARNING)
     chatter = io.StringIO()  # the exporter prints progress lines; keep them for the log
+    interrupted: list[int] = []  # signals that raised KeyboardInterrupt during the export
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(chatter), warnings.catch_warnings():
-            # torch's own exporter calls a pytree API that torch deprecates (2.10): not ours to act on.
-            warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated", category=FutureWarning)
-            program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
-                                        input_names=list(inputs), output_names=list(outputs),
-                                        external_data=False, verbose=False, optimize=False)
-        log.debug("%s", chatter.getvalue())
-        _fold(program.model)
-        program.save(str(path))
-        _tidy(path)
-        onnx.checker.check_model(str(path), full_check=True)
+        with _noting_interrupts(interrupted):
+            with torch.no_grad(), contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+                # torch's own exporter calls a pytree API that torch deprecates (2.10): not ours to act on.
+                warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated", category=FutureWarning)
+                program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
+                                            input_names=list(inputs), output_names=list(outputs),
+                                            external_data=False, verbose=False, optimize=False)
+            log.debug("%s", chatter.getvalue())
+            _fold(program.model)
+            program.save(str(path))
+            _tidy(path)
+            onnx.checker.check_model(str(path), full_check=True)
     except ExportError:
         raise
     except Exception as exc:  # the exporter's and the checker's many error types, as one line
         log.debug("%s", chatter.getvalue())
+        if interrupted or _interrupt_in(exc):
+            # Ctrl-C (or SIGTERM under `platform`) that the exporter caught on its way (its
+            # capture catches Exception; one in a lazy import came out as an ImportError):
+            # the user's stop, not an export that failed ("deploy with --backend torch").
+            raise KeyboardInterrupt from exc
         raise ExportError(f"exporting the {path.stem} graph failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}; deploy with --backend torch, or report "
                           "it with the log (--verbose)") from exc
+    if interrupted:  # swallowed whole by something that carried on: stop all the same
+        raise KeyboardInterrupt
+
+
+def _interrupt_in(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is `exc` or anywhere in its chain (`__cause__`,
+    `__context__`, an exception group's members)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        todo += [error.__cause__, error.__context__, *getattr(error, "exceptions", ())]
+    return False
+
+
+@contextlib.contextmanager
+def _noting_interrupts(interrupted: list[int]) -> Iterator[None]:
+    """While the block runs, append to `interrupted` the number of each SIGINT, SIGTERM or
+    SIGHUP whose handler raises KeyboardInterrupt; the handlers run as before. The exporter
+    catches Exception and may lose the interrupt from its chain: this remembers it. Off the
+    main thread (where Python delivers no signals) nothing is installed."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            handler = signal.getsignal(sig)
+            if callable(handler):  # SIG_DFL, SIG_IGN: not a Python handler, left as it is
+
+                def note(signum: int, frame: Any, handler: Callable[[int, Any], Any] = handler) -> None:
+                    try:
+                        handler(signum, frame)
+                    except KeyboardInterrupt:
+                        interrupted.append(signum)
+                        raise
+
+                previous[sig] = signal.signal(sig, note)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _tidy(path: Path) -> None:
@@ -272,6 +326,8 @@ def export_graphs(policy: Policy, out: Path, graphs: Iterable[str] = ("chunk", "
         except ImportError as exc:
             raise ExportError(f"checking the exported graphs needs {exc.name}: pip install 'shallowpi[export]'") from None
         except Exception as exc:  # onnxruntime's own error types (an op it cannot run), as one line
+            if _interrupt_in(exc):  # Ctrl-C inside a lazy import: the user's stop, as in _export
+                raise KeyboardInterrupt from exc
             raise ExportError(f"ONNX Runtime cannot run the exported graphs: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''}; deploy with --backend torch, or "
                               "report it with the log (--verbose)") from exc

@@ -520,11 +520,14 @@ class Trainer:
                         saved = done
                     if stop.requested:
                         break
-            if stop.requested:
-                if done > saved:
-                    self.save(done)
-                where = f"; checkpoint step_{done:06d} saved: continue with --resume" if done else ""
-                raise TrainingInterrupted(f"training stopped by {stop.signal_name} after step {done}{where}")
+                # Still inside `stop`: the request's other copy (a group-wide stop that torchrun
+                # forwards too, interrupt.py) arriving during this save is ignored; after `stop`
+                # it met the default handlers and killed the save it asked for.
+                if stop.requested:
+                    if done > saved:
+                        self.save(done)
+                    where = f"; checkpoint step_{done:06d} saved: continue with --resume" if done else ""
+                    raise TrainingInterrupted(f"training stopped by {stop.signal_name} after step {done}{where}")
         finally:
             _end_workers(batches)  # however the run ends: see there
             progress.close()
