@@ -311,7 +311,7 @@ def _recipe_differences(checkpoint: Path, train_cfg: TrainConfig, complete: bool
 
     from safetensors import safe_open
 
-    from shallowpi.train.checkpoint import recipe_differences
+    from shallowpi.train.checkpoint import ema_change_refused, recipe_differences
     from shallowpi.train.trainer import RECIPE
 
     try:
@@ -324,7 +324,8 @@ def _recipe_differences(checkpoint: Path, train_cfg: TrainConfig, complete: bool
     asked = json.loads(json.dumps({k: v for k, v in dataclasses.asdict(train_cfg).items() if k in RECIPE}))
     differ = [f"policy.train.{key}={value!r}, the teacher's {before!r}"
               for key, (value, before) in recipe_differences(recorded, asked).items()]
-    if "ema" in noted and noted["ema"] != train_cfg.ema and (complete or noted["ema"] is not None):
+    # Complete, the EMA weights are the ones distilled, or the raw ones: the rate must match.
+    if "ema" in noted and (noted["ema"] != train_cfg.ema if complete else ema_change_refused(noted["ema"], train_cfg.ema)):
         differ.append(f"policy.train.ema={train_cfg.ema!r}, the teacher's {noted['ema']!r}")
     return differ
 

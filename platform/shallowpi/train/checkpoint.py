@@ -344,6 +344,13 @@ def recipe_differences(recorded: Mapping[str, Any], recipe: Mapping[str, Any]) -
     return {key: (value, recorded[key]) for key, value in recipe.items() if key in recorded and recorded[key] != value}
 
 
+def ema_change_refused(recorded: float | None, asked: float | None) -> bool:
+    """Whether a resume may not go from the EMA rate a run recorded (its notes) to `asked`:
+    another rate, or none, than one it kept (its average would be lost or mixed with
+    another). Switching one on is allowed: the average starts from the resumed weights."""
+    return recorded is not None and recorded != asked
+
+
 def _disk_error(exc: BaseException, path: Path) -> OSError | None:
     """The OSError a safetensors write reported as its own SafetensorError ("... No space left
     on device (os error 28)"), naming `path`, so the CLI's one line for a disk that refuses a

@@ -47,6 +47,7 @@ from shallowpi.errors import PlatformError, refuse_fractional
 from shallowpi.torchrun_env import torchrun_rank
 from shallowpi.train.checkpoint import (
     Checkpointer,
+    ema_change_refused,
     latest_checkpoint,
     mend_last_marker,
     remove_partial_checkpoints,
@@ -444,7 +445,7 @@ class Trainer:
         if self.start_step > cfg.steps:  # fit would train nothing and say nothing
             raise TrainingError(f"the run is already at step {self.start_step} ({path}), past --steps {cfg.steps} "
                                 f"({self.settings}.steps); give --steps above {self.start_step} to train it further")
-        if then.get("ema") is not None and then["ema"] != cfg.ema:
+        if ema_change_refused(then.get("ema"), cfg.ema):
             raise TrainingError(f"{self.settings}.ema={cfg.ema} differs from the run being resumed ({then['ema']}, {path}): "
                                 "its average would be lost or mixed with another rate; resume with it, or start a "
                                 "new run (--run NAME)")
