@@ -13,11 +13,13 @@ import pytest
 
 
 @contextmanager
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of `size` (e.g. "1m") at `path`, so writers meet a real ENOSPC; needs
-    the right to mount (root), else the calling test is skipped."""
+def small_disk(path: Path, size: str, inodes: int | None = None) -> Iterator[Path]:
+    """Mount a tmpfs of `size` (e.g. "1m") at `path`, so writers meet a real ENOSPC, with
+    at most `inodes` files (its root folder is one) if given; needs the right to mount
+    (root), else the calling test is skipped."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+    options = f"size={size}" + (f",nr_inodes={inodes}" if inodes is not None else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")

@@ -1,7 +1,7 @@
 """Look after recorded datasets (zarr stores under the data root, datasets/ by default).
 
-  platform dataset list                              every store: episodes, frames, size
-  platform dataset info kitchen                      features and the episode table
+  platform dataset list                              every store: episodes, frames (--size: on disk)
+  platform dataset info kitchen                      features and the episode table (--episodes 0-99, --last 20)
   platform dataset check kitchen                     verify every episode (exit 1 on damage)
   platform dataset repair kitchen                    remove a killed recording's uncommitted tail
   platform dataset show kitchen --episode 3          PNG: camera strip + joint plots
@@ -33,6 +33,22 @@ if TYPE_CHECKING:
     from shallowpi.data.store import EpisodeInfo, EpisodeStore
 
 HELP = "list, inspect, check, plot, edit, export and import recorded datasets"
+INFO_ALL_UP_TO = 100  # `dataset info` lists every episode of a store this size or smaller...
+INFO_LAST = 50  # ...else the last this many, unless --episodes or --last says otherwise
+
+
+def episode_span(text: str) -> tuple[int, int | None]:
+    """argparse type for `--episodes`: "A-B" (both shown), "A-" (A to the last) or "A"
+    alone, as (first, last or None); an unreadable or backwards span is one line at parse
+    time."""
+    first, dash, last = text.partition("-")
+    try:
+        span = (int(first), (int(last) if last else None) if dash else int(first))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an episode span: A-B (e.g. 0-99), A- or A") from None
+    if span[0] < 0 or (span[1] is not None and span[1] < span[0]):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an episode span: A-B with 0 <= A <= B")
+    return span
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_config_flags(p)
         return p
 
-    action("list", "list the stores under the data root", store=False,
-           example="platform dataset list --data-root /mnt/ssd/datasets")
-    action("info", "features, metadata and the episode table of a store",
-           example="platform dataset info kitchen   datasets/kitchen.zarr: every episode's task, length, outcome")
+    listing = action("list", "list the stores under the data root", store=False,
+                     example="platform dataset list --data-root /mnt/ssd/datasets")
+    listing.add_argument("--size", action="store_true",
+                         help="also each store's size on disk (looks at every file: a minute for millions of frames)")
+    info = action("info", "features, metadata and the episode table of a store",
+                  example="platform dataset info kitchen   datasets/kitchen.zarr: each episode's task, length, "
+                          f"outcome (the last {INFO_LAST} of a larger store)\n"
+                          "  platform dataset info kitchen --episodes 100-199   those episodes' rows")
+    # A store of thousands of episodes took seconds to print a table nobody scrolls:
+    # beyond INFO_ALL_UP_TO episodes the last INFO_LAST are shown unless asked.
+    shown = info.add_mutually_exclusive_group()
+    shown.add_argument("--episodes", type=episode_span, metavar="A-B",
+                       help=f"the rows of episodes A to B (0-99; 100- to the last; 7 alone; default: all up to "
+                            f"{INFO_ALL_UP_TO} episodes, else the last {INFO_LAST})")
+    shown.add_argument("--last", type=at_least(1), metavar="N", help="the rows of the last N episodes")
     check = action("check", "verify every episode; exits 1 naming what is wrong",
                    example="platform dataset check kitchen --quick   each episode's first and last frame decoded")
     check.add_argument("--quick", action="store_true", help="decode only each episode's first and last frame")
@@ -132,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
         return config.resolve_dataset(name, root)
 
     handler = {
-        "list": lambda: _list(root),
-        "info": lambda: _info(path_of(args.store)),
+        "list": lambda: _list(root, size=args.size),
+        "info": lambda: _info(path_of(args.store), args.episodes, args.last),
         "check": lambda: _check(path_of(args.store), quick=args.quick, workers=args.workers),
         "repair": lambda: _repair(path_of(args.store)),
         "show": lambda: _show(path_of(args.store), args.episode, args.out),
@@ -185,7 +212,9 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _list(root: Path) -> int:
+def _list(root: Path, size: bool = False) -> int:
+    """The table of the stores under `root`; `size`: with each one's size on disk
+    (`EpisodeStore.nbytes_on_disk`, which looks at every file)."""
     from rich.table import Table
 
     from shallowpi.data.store_swap import iter_stores
@@ -195,13 +224,14 @@ def _list(root: Path) -> int:
         print(f"no datasets under {root}; record one with `platform record --dataset NAME`")
         return 0
     table = Table(title=f"datasets in {root}")
-    for column in ("name", "episodes", "frames", "duration", "success", "tasks", "size"):
-        table.add_column(column, justify="right" if column in ("episodes", "frames", "size") else "left")
+    columns = ("name", "episodes", "frames", "duration", "success", "tasks") + (("on disk",) if size else ())
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("episodes", "frames", "on disk") else "left")
     for path in stores:
         try:
             store, episodes = _read_episodes(path)
         except PlatformError as exc:  # one that does not read is this store's row only
-            table.add_row(path.stem, "-", "-", "-", "-", f"[red]{exc}[/red]", "-")
+            table.add_row(path.stem, "-", "-", "-", "-", f"[red]{exc}[/red]", *(["-"] if size else []))
             continue
         marked = [e.success for e in episodes if e.success is not None]
         table.add_row(
@@ -209,9 +239,13 @@ def _list(root: Path) -> int:
             f"{sum(e.duration_s for e in episodes) / 60:.1f} min",
             f"{sum(marked)}/{len(marked)}" if marked else "-",
             "; ".join(sorted({e.task for e in episodes}))[:60],
-            _size(store.nbytes_on_disk()),
+            # Opt-in: it looks at every file (each camera frame is one), minutes for millions.
+            *([_size(store.nbytes_on_disk())] if size else []),
         )
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    if not size:
+        console.print("each store's size on disk: --size (it looks at every file)", highlight=False)
     return 0
 
 
@@ -229,7 +263,11 @@ def _read_episodes(path: Path) -> tuple[EpisodeStore, list[EpisodeInfo]]:
     return store, store.episodes
 
 
-def _info(path: Path) -> int:
+def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | None = None) -> int:
+    """The store's header, features and episode table: the rows of episodes `span` (first,
+    last or None: to the end), or of the `last` N, or by default every episode of a store
+    of up to INFO_ALL_UP_TO, else the last INFO_LAST and a line naming the flag for the
+    rest. PlatformError for a span that starts past the last episode."""
     from rich.table import Table
 
     from shallowpi.data.row_ranges import describe_ranges
@@ -238,7 +276,7 @@ def _info(path: Path) -> int:
     store = EpisodeStore.open(path)
     console = _console()
     console.print(f"[bold]{path}[/bold]  {len(store)} episodes, {store.num_frames} frames, "
-                  f"{_size(store.nbytes_on_disk())}, image codec {store.settings.image_codec} "
+                  f"{_size(store.nbytes_on_disk())} on disk, image codec {store.settings.image_codec} "
                   f"(quality {store.settings.image_quality})")
     if store.summary.allow_mixed_calibration:
         console.print("mixed calibration ids allowed (--allow-mixed-calibration): "
@@ -255,8 +293,9 @@ def _info(path: Path) -> int:
     for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "stale",
                    "calibration", "NaN/inf"):
         episodes.add_column(column)
+    shown = _shown_episodes(path.name, len(store), span, last)
     unlooked = 0  # episodes whose NaN/inf rows were never looked for
-    for index in range(len(store)):
+    for index in shown:
         try:
             e = store.episode(index)
         except StoreEditedError:  # no damage, but every later row would read so: "open it again"
@@ -280,10 +319,26 @@ def _info(path: Path) -> int:
                          "-" if stale is None else f"[yellow]{stale}[/yellow]" if stale else "0",
                          e.calibration_id or "-", nonfinite)
     console.print(episodes)
+    if (hidden := len(store) - len(shown)) > 0:
+        console.print(f"{hidden} of {len(store)} episodes not shown (these are {shown.start}-{shown.stop - 1}): "
+                      f"--episodes A-B shows others, --episodes 0- every one", highlight=False)
     if unlooked:
-        console.print(f"NaN/inf ?: {unlooked} episode(s) recorded before episodes noted their NaN/inf rows; "
-                      "`platform dataset check` looks for them")
+        console.print(f"NaN/inf ?: {unlooked} episode(s){' shown' if hidden > 0 else ''} recorded before episodes "
+                      "noted their NaN/inf rows; `platform dataset check` looks for them")
     return 0
+
+
+def _shown_episodes(name: str, count: int, span: tuple[int, int | None] | None, last: int | None) -> range:
+    """The episodes of a store of `count` whose rows `dataset info` prints (see `_info`)."""
+    if span is not None:
+        first, end = span
+        if first >= count:
+            held = f"episodes 0-{count - 1}" if count else "no episodes"
+            raise PlatformError(f"--episodes starts at episode {first}, and {name} holds {held}")
+        return range(first, count if end is None else min(end + 1, count))
+    if last is None:
+        last = count if count <= INFO_ALL_UP_TO else INFO_LAST
+    return range(max(0, count - last), count)
 
 
 def _check(path: Path, quick: bool, workers: int | None) -> int:

@@ -10,9 +10,11 @@ in-memory one; `platform train` passes one checked by train/store_checks.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -129,7 +131,7 @@ class Split:
                 raise TrainingError("policy.train.eval_fraction=0 holds out no episode, which "
                                     "policy.train.require_held_out=true refuses; raise the one or drop the other")
             log.info("policy.train.eval_fraction=0: no episode held out; the final evaluation scores training "
-                     "episodes %s", self.train)
+                     "episodes %s", _episode_runs(self.train))
             return
         msg = (
             f"{store.name}: {len(self.train)} episode(s), none held out, so the evaluation scores "
@@ -272,7 +274,9 @@ def finetune(
         report = evaluate(scored, make_dataset(store, policy_cfg.chunk_len, eval_episodes), max_samples=128, data=what)
         result["eval"] = report.to_dict()
         replace_text(run_dir / "eval.json", json.dumps(result["eval"], indent=2))  # a kill leaves the old one whole
-        log.info("%s:\n%s", what, report.table())
+        # The table's first line names the episodes, as runs: 250 of them in brackets were
+        # 1,268 characters of one log line. eval.json keeps the lists whole (`_short_lists`).
+        log.info("%s", dataclasses.replace(report, data=_short_lists(what)).table())
     return result
 
 
@@ -338,11 +342,30 @@ def without_seen_scenes(split: Split, store: Path, seen: Iterable[str], who: str
     if not moved:
         return split, ""
     held_out = [e for e in split.held_out if e not in moved]
-    log.info("episodes %s moved from held-out to training: %s trained on their scenes", moved, who)
+    log.info("episodes %s moved from held-out to training: %s trained on their scenes", _episode_runs(moved), who)
     note = f"episodes {moved} not held out: {who} trained on their scenes"
     if not held_out:
         note += f"; none is left unseen by {who}"
     return Split(sorted(split.train + moved), held_out), note
+
+
+def _episode_runs(episodes: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5": episode numbers in a log line, however many
+    (`store_checks._episode_list`, imported here: it imports this module)."""
+    from shallowpi.train.store_checks import _episode_list
+
+    return _episode_list(episodes)
+
+
+_EPISODE_LIST = re.compile(r"\[(\d+(?:, \d+)*)\]")  # a Python list of ints, as the split's descriptions print it
+
+
+def _short_lists(text: str) -> str:
+    """`text` (`Split.eval_episodes`, `scored_split`: "held-out episodes [14, 15, 16]") with
+    each list of episode numbers written as runs ("held-out episodes 14-16"), for a log line.
+    Those descriptions stay whole elsewhere: eval.json, and the reports `platform eval` and
+    distill write, say them alike."""
+    return _EPISODE_LIST.sub(lambda m: _episode_runs([int(n) for n in m.group(1).split(", ")]), text)
 
 
 def scenes_of(checkpoint: Path | None) -> list[str]:
