@@ -63,6 +63,20 @@ def own_signals():
 
 
 @pytest.fixture
+def synced(monkeypatch) -> list[str]:
+    """The paths os.fsync is called on during the test, in order (each still synced)."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return paths
+
+
+@pytest.fixture
 def one_torch_thread():
     """Small models on a shared 2-core machine: a second OpenMP thread mostly waits at
     barriers (5-10x slower under load), so policy tests run on one."""

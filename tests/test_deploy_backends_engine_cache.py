@@ -66,20 +66,6 @@ class TensorrtStandIn:
         return ort.InferenceSession(str(self.graph), providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture
-def synced(monkeypatch) -> list[str]:
-    """The paths os.fsync is called on, in order."""
-    paths: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
-    return paths
-
-
 def test_an_engine_cache_a_power_cut_left_unreadable_is_set_aside_and_the_engines_built_again(tmp_path, synced,
                                                                                              caplog):
     """A power cut during the provider's first build (minutes), or just after it, left an

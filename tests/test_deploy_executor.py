@@ -208,7 +208,7 @@ def test_the_opening_speed_is_record_catch_up_speeds_default():
     from shallowpi.config import compose
     from shallowpi.deploy.executor import OPENING_SPEED
 
-    assert OPENING_SPEED == compose().record.catch_up_speed
+    assert compose().record.catch_up_speed == OPENING_SPEED
 
 
 @pytest.mark.parametrize(("start_speed", "step"), [(0.25, 0.25), (0.5, 0.5), (None, 0.25)])

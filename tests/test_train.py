@@ -53,17 +53,9 @@ def test_checkpoints_are_complete_and_never_overwritten(tmp_path):
         Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(), tmp_path / "empty", resume=True)
 
 
-def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, monkeypatch):
+def test_a_checkpoint_reaches_the_disk_before_last_names_it(tmp_path, synced):
     """A power cut after the rename must not leave `last` naming a folder of empty files:
     every file of the checkpoint and its folders are synced before `last` is replaced."""
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
     data = FakeChunks()
     Trainer(FlowMatchingObjective(tiny_policy(data)), data, _cfg(steps=4, ema=0.9), tmp_path).fit()
     root = tmp_path / "checkpoints"
