@@ -89,6 +89,56 @@ def test_windows_can_start_one_row_after_the_observation():
     assert windows[3].action_rows.tolist() == [4, 5, 6]
 
 
+def _naive_windows(ends: list[int], chunk_len: int, episodes: list[int], offset: int) -> list[tuple]:
+    """Every window spelled out one row at a time: (episode, row, frame, action rows, is_pad)."""
+    out = []
+    for e in episodes:
+        start, stop = (ends[e - 1] if e else 0), ends[e]
+        for frame in range(stop - start):
+            wanted = [start + frame + offset + j for j in range(chunk_len)]
+            out.append((e, start + frame, frame, [min(w, stop - 1) for w in wanted], [w > stop - 1 for w in wanted]))
+    return out
+
+
+@pytest.mark.parametrize("ends, chunk_len, episodes, offset", [
+    ([3, 7], 4, None, 0),                   # chunks longer than an episode pad at its end
+    ([1, 2, 9, 10], 3, None, 1),            # one-row episodes: their window is all padding
+    ([3, 7, 9, 20], 1, [3, 0, 2], 0),       # chosen out of order, a one-action chunk
+    ([5, 5, 12], 8, [2, 1, 0], 1),          # an empty episode (a 0-frame import) holds no window
+    ([4, 8], 2, [], 0),                     # no episode chosen: no window
+])
+def test_one_window_is_the_batch_rows_for_every_index(ends, chunk_len, episodes, offset):
+    """`windows[i]` (one index, a loader's every item) takes its own path in plain ints:
+    the same episode, rows and padding as `chunk_rows` (batches) and as the rows spelled
+    out, for every window: each episode's first and last, and the padded ends."""
+    windows = ChunkWindows(np.array(ends), chunk_len, episodes, action_offset=offset)
+    expected = _naive_windows(ends, chunk_len, list(range(len(ends))) if episodes is None else episodes, offset)
+    assert len(windows) == len(expected)
+    rows, action_rows, is_pad = windows.chunk_rows()
+    for i, (episode, row, frame, actions, pad) in enumerate(expected):
+        window = windows[i]
+        assert (window.episode, window.row, window.frame) == (episode, row, frame), i
+        assert all(type(v) is int for v in (window.episode, window.row, window.frame))
+        assert window.action_rows.tolist() == actions == action_rows[i].tolist(), i
+        assert window.is_pad.tolist() == pad == is_pad[i].tolist(), i
+        assert window.action_rows.dtype == action_rows.dtype and window.is_pad.dtype == np.bool_
+        assert rows[i] == row
+        assert windows[np.int64(i)].row == row  # a numpy index (a sampler's) reads the same
+    for outside in (-1, len(windows)):
+        with pytest.raises(IndexError):
+            windows[outside]
+
+
+def test_each_window_owns_its_arrays():
+    """A sample's tensors share its window's arrays (torch.from_numpy): no two windows may."""
+    windows = ChunkWindows(np.array([6]), chunk_len=3)
+    first, again = windows[0], windows[0]
+    first.action_rows[:] = -1
+    first.is_pad[:] = True
+    assert again.action_rows.tolist() == [0, 1, 2] and not again.is_pad.any()
+    assert windows[0].action_rows.tolist() == [0, 1, 2]
+
+
 def _as_format_1(path) -> None:
     """Rewrite a store's header as one recorded before 2026-11-29 (action before observation)."""
     from shallowpi.data import zarr_compat
@@ -181,3 +231,25 @@ def test_a_training_set_whose_store_a_delete_replaced_stops_with_one_line(tmp_pa
     with pytest.raises(StoreError, match=r"edited since training opened it .* start the run again"):
         worker[0]  # its first frame read opens the store: the new folder
     assert ChunkDataset(tmp_path / "k.zarr", chunk_len=4)[0]["observation.state"].shape == (6,)
+
+
+def test_a_sample_whose_second_camera_a_delete_damaged_is_refused_as_an_edit(tmp_path):
+    """A sample reads its cameras, then looks at the store once (not after each camera):
+    when a later camera's read fails in a store edited meanwhile, the refusal is still the
+    edit's, as the look after the first camera's read gave it, not the damage it left."""
+    from shallowpi.data import EpisodeStore
+    from shallowpi.errors import StoreEditedError
+
+    path = tmp_path / "k.zarr"
+    make_store(path, episodes=3, length=10).close()
+    dataset = ChunkDataset(path, chunk_len=4)
+    assert len(dataset.image_keys) == 2
+    last = len(dataset) - 1
+    assert dataset[last]["episode_index"] == 2  # its store is open in this process now
+    with EpisodeStore.open(path, mode="a") as store:
+        store.delete_episodes([0])
+    row = dataset.windows[last].row  # in the new store, past the end of its rows
+    chunk = path / "data" / dataset.image_keys[-1] / f"{row}.0.0.0"
+    chunk.write_bytes(b"\xff\xd8" + b"\0" * 100)  # a JPEG cut short: its read fails
+    with pytest.raises(StoreEditedError, match="was edited while this reader had it open"):
+        dataset[last]

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numcodecs
 import numpy as np
@@ -120,6 +122,9 @@ _DECODERS: dict[str, tuple[Codec | None, list[Codec]]] = {}
 
 
 def _decoder(compressor: dict | None, filters: Sequence[dict] | None) -> tuple[Codec | None, list[Codec]]:
+    """The codec objects of a `.zarray`'s `compressor` (None: raw bytes) and `filters`, made
+    once per distinct config and shared. Builds a JSON key (µs): look it up once per array,
+    not per frame (`FrameLayout.codec`)."""
     key = json.dumps([compressor, filters], sort_keys=True)
     if key not in _DECODERS:
         register_image_codecs()
@@ -188,13 +193,25 @@ class FrameLayout:
         """Path of the chunk file holding frame `row`."""
         return os.path.join(self.folder, chunk_name(row, len(self.shape)))
 
+    @cached_property
+    def codec(self) -> Codec | None:
+        """The decoder of `compressor` (None: raw bytes), looked up on first use, not per
+        frame: a training sample reads one frame a camera, and `_decoder`'s JSON key cost
+        3-10 µs of each read."""
+        return _decoder(self.compressor, None)[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Without the codec looked up (image codecs do not pickle): a layout handed to a
+        # process pool looks its own up there.
+        return {name: value for name, value in self.__dict__.items() if name != "codec"}
+
 
 def read_frame(layout: FrameLayout, row: int) -> np.ndarray:
     """Row `row` decoded, a writable array of `layout.shape`, the same values zarr reads
     (a missing chunk file reads as the fill value, as in zarr: `require_intact` is the
     guard against that). Decodes in the calling thread; StoreError if the file does not
     decode to one frame, or is cut short (`cut_short`: it would decode, partly grey)."""
-    codec, _ = _decoder(layout.compressor, None)
+    codec = layout.codec
     path = layout.chunk_path(row)
     try:
         with open(path, "rb") as file:

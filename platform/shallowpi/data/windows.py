@@ -9,6 +9,7 @@ so it can be tested exhaustively and reused by any loader.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,9 +58,17 @@ class ChunkWindows:
         self._starts = starts[chosen]
         self._stops = ends[chosen]
         self._offsets = np.concatenate([[0], np.cumsum(self._stops - self._starts)])
+        # One window (`windows[i]`, a loader's every item) in plain ints: numpy's per-call
+        # overhead on one-element arrays cost 5-7x this (chunk_rows keeps batches in numpy).
+        self._len = int(self._offsets[-1])
+        self._offset_list: list[int] = self._offsets.tolist()
+        self._start_list: list[int] = self._starts.tolist()
+        self._stop_list: list[int] = self._stops.tolist()
+        self._episode_list: list[int] = chosen.tolist()
+        self._steps = np.arange(action_offset, action_offset + chunk_len, dtype=np.int64)  # [H]
 
     def __len__(self) -> int:
-        return int(self._offsets[-1])
+        return self._len
 
     @property
     def first_rows(self) -> np.ndarray:
@@ -88,8 +97,13 @@ class ChunkWindows:
         return rows, np.minimum(wanted, last[:, None]), wanted > last[:, None]
 
     def __getitem__(self, index: int) -> Window:
-        if not 0 <= index < len(self):
+        """Window `index` (0..len-1; IndexError otherwise), the same rows as `chunk_rows`."""
+        if not 0 <= index < self._len:
             raise IndexError(index)
-        (row,), (action_rows,), (is_pad,) = self.chunk_rows(np.array([index]))
-        k = int(np.searchsorted(self._offsets, index, side="right") - 1)
-        return Window(int(self.episodes[k]), int(row), int(row - self._starts[k]), action_rows, is_pad)
+        index = int(index)
+        k = bisect_right(self._offset_list, index) - 1  # the chosen episode holding it
+        frame = index - self._offset_list[k]
+        row = self._start_list[k] + frame
+        last = self._stop_list[k] - 1
+        wanted = row + self._steps  # [H]
+        return Window(self._episode_list[k], row, frame, np.minimum(wanted, last), wanted > last)
