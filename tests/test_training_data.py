@@ -253,3 +253,49 @@ def test_a_sample_whose_second_camera_a_delete_damaged_is_refused_as_an_edit(tmp
     chunk.write_bytes(b"\xff\xd8" + b"\0" * 100)  # a JPEG cut short: its read fails
     with pytest.raises(StoreEditedError, match="was edited while this reader had it open"):
         dataset[last]
+
+
+def test_datasets_of_one_store_share_its_numbers_until_it_changes(tmp_path, rng):
+    """A run's training, held-out and final evaluation datasets each read the whole store's
+    state and action again (three copies, 6.8 GB each at 45 M rows): datasets of one store
+    as it is share one copy; a take recorded since is other numbers, read anew."""
+    from shallowpi.data.store import EpisodeStore
+    from store_fixtures import synthetic_frame
+
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=3, length=6).close()
+    train, held_out = ChunkDataset(path, 4, [0, 1]), ChunkDataset(path, 4, [2])
+    assert train._state is held_out._state and train._action is held_out._action
+    with EpisodeStore.open(path, mode="a") as store:
+        writer = store.begin_episode("t", robot="arm", calibration_id="cal-test", fps=30)
+        for t in range(5):
+            writer.add_frame(synthetic_frame(rng, t), t / 30)
+        writer.commit()
+    later = ChunkDataset(path, 4, [3])
+    assert later._state is not train._state and len(later._state) == len(train._state) + 5
+    np.testing.assert_array_equal(later._state[: len(train._state)], train._state)
+
+
+@pytest.mark.bad_store
+def test_a_store_found_whole_is_not_listed_again_until_its_files_change(tmp_path, monkeypatch):
+    """`require_intact` listed every camera's chunk files for each dataset and check of one
+    run's setup (four or five listings: minutes each at tens of millions of frames). A store
+    found whole is taken as whole while its identity, rows and folders are unchanged; a
+    chunk file removed since is still found."""
+    from shallowpi.data import store_files
+    from shallowpi.data.store import EpisodeStore
+
+    path = tmp_path / "s.zarr"
+    make_store(path, episodes=2, length=6).close()
+    listed: list[str] = []
+    real_scan = store_files.scan_files
+    monkeypatch.setattr(store_files, "scan_files", lambda store: listed.append(store.path.name) or real_scan(store))
+    ChunkDataset(path, 4, [0])
+    ChunkDataset(path, 4, [1])
+    with EpisodeStore.open(path) as store:
+        store_files.require_intact(store)
+    assert listed == ["s.zarr"]
+    next((path / "data" / "observation.images.front").glob("0.*")).unlink()
+    with pytest.raises(StoreError, match="chunk file missing"):
+        ChunkDataset(path, 4, [0])
+    assert listed == ["s.zarr", "s.zarr"]
