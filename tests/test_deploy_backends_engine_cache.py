@@ -183,3 +183,25 @@ def test_fp32_through_onnxruntimes_tensorrt_provider_is_said_to_be_tf32_matmuls(
     assert _backend_on(trt, "fp16").runs_on().startswith("Tensorrt (fp16); ")
     assert _backend_on(trt[1:], "fp32").runs_on().startswith("CUDA (fp32); ")
     assert _backend_on(trt[2:], "fp16").runs_on() == "CPU (fp32)"
+
+
+def test_fp32_on_onnxruntimes_cuda_provider_is_computed_in_fp32(monkeypatch):
+    """The CUDA provider takes TF32 matmuls by default (use_tf32) on an Orin or a Thor, so
+    "CUDA (fp32)" was TF32, and the parity check's advice offered fp32 as the exact way out.
+    fp32 asked turns it off; another precision says TF32; the advice on a run already in
+    fp32 on CUDA is the CPU."""
+    from shallowpi.deploy.backends.onnxrt import session_options
+    from shallowpi.deploy.reference import _remedy
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    cuda = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert session_options(cuda, BackendOptions(precision="fp32"), None) == [
+        ("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+    assert session_options(cuda, BackendOptions(precision="fp16"), None) == list(cuda)
+    assert _backend_on(list(cuda), "fp16").runs_on().startswith("CUDA (fp32, TF32 matmuls); ")
+    on_cuda = _backend_on(list(cuda), "fp32")
+    on_cuda.name = "onnxruntime"
+    assert "already computes in fp32 on CUDA" in _remedy(on_cuda)
+    on_trt = _backend_on(["TensorrtExecutionProvider", *cuda], "fp16")
+    on_trt.name = "onnxruntime"
+    assert "jetson.precision=fp32 jetson.providers=[CUDAExecutionProvider,CPUExecutionProvider]" in _remedy(on_trt)

@@ -95,7 +95,7 @@ def test_the_budget_refuses_the_episode_the_inodes_cannot_hold_with_bytes_to_spa
         assert EpisodeStore.open(disk / "s.zarr").check() == []
 
 
-def test_a_file_system_that_counts_no_inodes_is_held_to_its_bytes_alone(tmp_path):
+def test_a_file_system_that_counts_no_inodes_is_held_to_its_bytes_alone(tmp_path, monkeypatch):
     """statvfs's 0 files and 0 free (procfs here; some network and overlay file systems)
     means no count, not no room."""
     from shallowpi.record.disk import free_files
@@ -104,6 +104,22 @@ def test_a_file_system_that_counts_no_inodes_is_held_to_its_bytes_alone(tmp_path
     assert free_files(tmp_path) == os.statvfs(tmp_path).f_favail
     budget = DiskBudget(tmp_path / "s.zarr", arm_features(), episode_rows=ROWS, reserve_bytes=0)
     assert budget.free_files() == os.statvfs(tmp_path).f_favail
+
+    real = os.statvfs
+
+    def counting(files: int):
+        def statvfs(path):  # this disk's bytes, and `files` total and free inodes
+            s = real(path)
+            return os.statvfs_result((s.f_bsize, s.f_frsize, s.f_blocks, s.f_bfree, s.f_bavail, files, files, files,
+                                      s.f_flag, s.f_namemax))
+        return statvfs
+
+    monkeypatch.setattr(os, "statvfs", counting(10**12))  # inodes never the limit: bytes alone
+    by_bytes = budget.episodes_that_fit()
+    monkeypatch.setattr(os, "statvfs", counting(0))  # uncounted: held to its bytes, not refused
+    assert budget.free_files() is None and budget.episodes_that_fit() == by_bytes > 0
+    budget.check_room(0)
+    budget.require_reserve()
 
 
 def test_the_files_of_an_episode_follow_the_stores_numeric_chunk_length():

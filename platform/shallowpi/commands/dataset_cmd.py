@@ -1,7 +1,8 @@
 """Look after recorded datasets (zarr stores under the data root, datasets/ by default).
 
   platform dataset list                              every store: episodes, frames (--size: on disk)
-  platform dataset info kitchen                      features and the episode table (--episodes 0-99, --last 20)
+  platform dataset info kitchen                      features and the episode table (--episodes 0-99, --last 20,
+                                                     --size: on disk)
   platform dataset check kitchen                     verify every episode (exit 1 on damage)
   platform dataset repair kitchen                    remove a killed recording's uncommitted tail
   platform dataset show kitchen --episode 3          PNG: camera strip + joint plots
@@ -80,6 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"the rows of episodes A to B (0-99; 100- to the last; 7 alone; default: all up to "
                             f"{INFO_ALL_UP_TO} episodes, else the last {INFO_LAST})")
     shown.add_argument("--last", type=at_least(1), metavar="N", help="the rows of the last N episodes")
+    info.add_argument("--size", action="store_true",
+                      help="also the store's size on disk (looks at every file: a minute for millions of frames)")
     check = action("check", "verify every episode; exits 1 naming what is wrong",
                    example="platform dataset check kitchen --quick   each episode's first and last frame decoded")
     check.add_argument("--quick", action="store_true", help="decode only each episode's first and last frame")
@@ -160,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     handler = {
         "list": lambda: _list(root, size=args.size),
-        "info": lambda: _info(path_of(args.store), args.episodes, args.last),
+        "info": lambda: _info(path_of(args.store), args.episodes, args.last, args.size),
         "check": lambda: _check(path_of(args.store), quick=args.quick, workers=args.workers),
         "repair": lambda: _repair(path_of(args.store)),
         "show": lambda: _show(path_of(args.store), args.episode, args.out),
@@ -263,7 +266,8 @@ def _read_episodes(path: Path) -> tuple[EpisodeStore, list[EpisodeInfo]]:
     return store, store.episodes
 
 
-def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | None = None) -> int:
+def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | None = None,
+          size: bool = False) -> int:
     """The store's header, features and episode table: the rows of episodes `span` (first,
     last or None: to the end), or of the `last` N, or by default every episode of a store
     of up to INFO_ALL_UP_TO, else the last INFO_LAST and a line naming the flag for the
@@ -274,10 +278,11 @@ def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | No
     from shallowpi.data.store import EpisodeStore
 
     store = EpisodeStore.open(path)
+    shown = _shown_episodes(path.name, len(store), span, last)  # a span past the end: refused before anything
     console = _console()
+    on_disk = f"{_size(store.nbytes_on_disk())} on disk, " if size else ""
     console.print(f"[bold]{path}[/bold]  {len(store)} episodes, {store.num_frames} frames, "
-                  f"{_size(store.nbytes_on_disk())} on disk, image codec {store.settings.image_codec} "
-                  f"(quality {store.settings.image_quality})")
+                  f"{on_disk}image codec {store.settings.image_codec} (quality {store.settings.image_quality})")
     if store.summary.allow_mixed_calibration:
         console.print("mixed calibration ids allowed (--allow-mixed-calibration): "
                       + ", ".join(store.summary.calibration_ids))
@@ -293,7 +298,6 @@ def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | No
     for column in ("#", "task", "robot", "frames", "fps", "duration", "success", "dropped", "stale",
                    "calibration", "NaN/inf"):
         episodes.add_column(column)
-    shown = _shown_episodes(path.name, len(store), span, last)
     unlooked = 0  # episodes whose NaN/inf rows were never looked for
     for index in shown:
         try:
@@ -320,7 +324,7 @@ def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | No
                          e.calibration_id or "-", nonfinite)
     console.print(episodes)
     if (hidden := len(store) - len(shown)) > 0:
-        console.print(f"{hidden} of {len(store)} episodes not shown (these are {shown.start}-{shown.stop - 1}): "
+        console.print(f"episodes {shown.start}-{shown.stop - 1} shown, {hidden} of {len(store)} not: "
                       f"--episodes A-B shows others, --episodes 0- every one", highlight=False)
     if unlooked:
         console.print(f"NaN/inf ?: {unlooked} episode(s){' shown' if hidden > 0 else ''} recorded before episodes "

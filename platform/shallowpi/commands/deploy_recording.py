@@ -95,19 +95,17 @@ class DeploymentRecorder:
         features = robot_features(target.joint_names, {role: shapes[role] for role in cameras}, target.joint_kinds)
         # Each episode runs at most target.episode_s; the estimate of its size is checked
         # before it begins (`begin`), the reserve now, before a store is made.
+        settings = store_settings(cfg.store)
         self.disk = DiskBudget(path, features, max(1, ticks_in(target.episode_s, target.fps)),
-                               reserve_bytes=reserve_bytes(cfg.record))
+                               reserve_bytes=reserve_bytes(cfg.record), numeric_chunk_rows=settings.numeric_chunk_rows)
         self.disk.require_reserve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            # From a reader first, as record --resume: the writable open moves a layout-1 store
-            # to layout 2 for good, and a refusal must leave the store as it was.
-            with EpisodeStore.open(path) as existing:
-                existing.check_recordable(fps=target.fps, calibration_id=target.calibration_id,
-                                          allow_mixed_calibration=allow_mixed_calibration)
-        self.store = EpisodeStore.open_or_create(path, features, store_settings(cfg.store))
+        # Refused from a reader first (open_or_create's `check`): the writable open moves a
+        # layout-1 store to layout 2 for good, and a refusal must leave the store as it was.
+        self.store = EpisodeStore.open_or_create(path, features, settings, check=lambda store: store.check_recordable(
+            fps=target.fps, calibration_id=target.calibration_id, allow_mixed_calibration=allow_mixed_calibration))
         try:
-            self.store.check_recordable(fps=target.fps, calibration_id=target.calibration_id,
+            self.store.check_recordable(fps=target.fps, calibration_id=target.calibration_id,  # a new store too
                                         allow_mixed_calibration=allow_mixed_calibration)
             if allow_mixed_calibration:
                 self.store.allow_mixed_calibration()

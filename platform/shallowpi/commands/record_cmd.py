@@ -245,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
             # somebody to end it: a dashboard, or Ctrl-C on a terminal
             hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and sys.stdin.isatty(),
         )
-        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows, reserve_bytes=reserve_bytes(rec))
+        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows, reserve_bytes=reserve_bytes(rec),
+                          numeric_chunk_rows=settings.numeric_chunk_rows)
         disk.require_reserve()  # before a store is made: a full disk leaves nothing behind
         if args.resume:
             store = EpisodeStore.open(store_path, mode="a")

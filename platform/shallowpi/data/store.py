@@ -457,12 +457,16 @@ class EpisodeStore:
 
     @classmethod
     def open_or_create(
-        cls, path: str | os.PathLike[str], features: Mapping[str, Feature], settings: StoreSettings | None = None
+        cls, path: str | os.PathLike[str], features: Mapping[str, Feature], settings: StoreSettings | None = None,
+        check: Callable[[EpisodeStore], None] | None = None,
     ) -> EpisodeStore:
         """Append to `path` if it exists (same features required, and the same joint kinds
         where both the store and `features` give them: StoreError naming each joint and both
         kinds otherwise), else create it; if another process created it meanwhile, append to
-        that one (StoreError "being written by pid N" while that process writes it)."""
+        that one (StoreError "being written by pid N" while that process writes it).
+        `check`: the caller's own refusal of an existing store (raising StoreError: another
+        fps, another calibration), made with the others from a reader before the writable
+        open, and again after it."""
         path = Path(path)
         if not name_taken(path):
             try:
@@ -474,9 +478,13 @@ class EpisodeStore:
         # for good, and a refusal must leave the store as it was.
         with cls.open(path) as existing:
             _require_appendable(existing, features)
+            if check is not None:
+                check(existing)
         store = cls.open(path, mode="a")
         try:
             _require_appendable(store, features)  # the store at the name may have been replaced meanwhile
+            if check is not None:
+                check(store)
         except StoreError:
             store.close()
             raise

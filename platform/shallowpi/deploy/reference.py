@@ -107,7 +107,12 @@ def _remedy(backend: Any) -> str:
     if backend.name == "tensorrt":
         return "its engine is not the policy; build it in float32 (jetson.precision=fp32) or run --backend onnxruntime"
     if backend.name == "onnxruntime" and backend.providers[0] != "CPUExecutionProvider":
-        # the robot's install has no torch: another backend is no way out there
-        return ("rerun in float32 (jetson.precision=fp32) or without TensorRT (jetson.providers=[CUDAExecutionProvider,"
-                "CPUExecutionProvider]), and report this with the bundle")
+        # The robot's install has no torch: another backend is no way out there. Through
+        # TensorRT fp32 is TF32 (onnxruntime cannot say otherwise); the CUDA provider computes
+        # fp32 asked in fp32.
+        cuda = "jetson.precision=fp32 jetson.providers=[CUDAExecutionProvider,CPUExecutionProvider]"
+        if backend.providers[0] == "CUDAExecutionProvider" and backend.options.precision == "fp32":
+            return "it already computes in fp32 on CUDA: run it on the CPU (jetson.providers=[CPUExecutionProvider]), " \
+                   "and report this with the bundle"
+        return f"rerun in fp32 on the CUDA provider ({cuda}), and report this with the bundle"
     return "run another backend (--backend), and report this with the bundle"

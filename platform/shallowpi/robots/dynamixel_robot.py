@@ -197,8 +197,9 @@ class DynamixelRobot(Robot):
         them so) and were not touched, which goes on holding, said in a warning. One bus
         failing (an unplugged adapter) dropped another arm a killed run had left holding.
         A bus whose servo alarm (ServoFaultError) failed the connect goes limp though found
-        holding, as `put_back(fault)` does; one failing otherwise (a reply lost) goes on
-        holding as it was found."""
+        holding, as `put_back(fault)` does with an alarm; one failing otherwise (a reply
+        lost) goes on holding as it was found (`put_back`, after a connect, switches every
+        bus off for a bus error that names none: the run it ends had taken them over)."""
         found_holding = self._found_holding = set()
         self.torque_off_failures = []
         setting_up: str | None = None  # the bus being set up: an alarm out of it is that bus's

@@ -127,6 +127,10 @@ def session_options(providers: tuple[str, ...], options: BackendOptions, bundle:
                 "trt_engine_cache_enable": True,
                 "trt_engine_cache_path": str(cache),
             }))
+        elif name == "CUDAExecutionProvider" and options.precision == "fp32":
+            # Its matmuls and convolutions take TF32 (10 mantissa bits) by default on Ampere
+            # and later (an Orin, a Thor): fp32 asked is computed in fp32.
+            chosen.append((name, {"use_tf32": "0"}))
         else:
             chosen.append(name)
     if not chosen:
@@ -283,11 +287,13 @@ class OnnxRuntimeBackend(Backend):
     def runs_on(self) -> str:
         """The provider the session runs on, and the precision it computes in (fp16 only
         through TensorRT with a reduced precision asked; fp32 otherwise, with TF32 matmuls
-        through TensorRT), then the nodes another provider took, e.g. "Tensorrt (fp16); 3 of
+        through TensorRT, and through CUDA unless fp32 was asked), then the nodes another provider took, e.g. "Tensorrt (fp16); 3 of
         41 nodes on CPU (NonZero)", or on a GPU provider without the assignment record, that
         it is unknown."""
         first = self.providers[0].removesuffix("ExecutionProvider")
-        if self.providers[0] != "TensorrtExecutionProvider":
+        if self.providers[0] == "CUDAExecutionProvider" and self.options.precision != "fp32":
+            precision = "fp32, TF32 matmuls"  # its default, which fp32 asked turns off (session_options)
+        elif self.providers[0] != "TensorrtExecutionProvider":
             precision = "fp32"
         elif self.options.precision != "fp32":
             precision = "fp16"
