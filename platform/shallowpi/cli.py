@@ -315,7 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM and SIGHUP as Ctrl-C for every command, from its first line: by default they
     # ended it at once with no line (a train before its first step, a deploy in its bundle's
     # export, an export whose encoder child ran on). Commands with their own take them over.
-    previous = _interrupt_on_signals()
+    # Not a monitor (a recorder ends its attached dashboard so, on the terminal they share:
+    # "interrupted" there is noise), nor a rank of several under torchrun (one blocked in a
+    # collective runs no Python handler: the launcher's SIGTERM must end it, not wait for its
+    # SIGKILL).
+    keep = args.command == "monitor" or (launch is not None and launch[1] > 1)
+    previous = {} if keep else _interrupt_on_signals()
     try:
         return int(args.run(args) or 0)
     except PlatformError as exc:

@@ -270,11 +270,8 @@ class OnnxRuntimeBackend(Backend):
         # build error, no CUDA driver) is left out of it.
         self.providers = list(made.get_providers())
         if self.providers[:1] != asked[:1]:
-            cache = engine_cache(providers)
-            log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here%s",
-                        self.providers[0], asked[0], asked[0],
-                        f" (an engine in its cache {cache} that no longer loads? remove that folder to rebuild it)"
-                        if cache and any(Path(cache).iterdir()) else "")
+            log.warning("onnxruntime runs the graphs on %s, not %s: %s could not be set up here",
+                        self.providers[0], asked[0], asked[0])
         self.placement = session_placement(sessions)
         self._runtime = f"onnxruntime {ort.__version__}"
         if self.placement is None:
