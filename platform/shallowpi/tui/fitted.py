@@ -5,7 +5,8 @@ when the width changes, and a list longer than the terminal has rows must scroll
 comes from a plain Static: the app's own Resize arrives before the layout that gives the
 panels their new widths, and a Static does not scroll its own text (its height is the part
 shown; `overflow-y: auto` on it scrolls nothing). `FittedPanel` says when its width
-changed; `ScrollBox` is the box that scrolls one.
+changed; `ScrollBox` is the box that scrolls one. A panel whose list is cut to its rows (the
+recorder's episodes, the newest kept) reads them from `FittedPanel.text_rows`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ class FittedPanel(Static):
     def text_width(self) -> int | None:
         """The cells it has for its text; None before the first layout (no limit)."""
         return self.content_region.width or None
+
+    @property
+    def text_rows(self) -> int | None:
+        """The rows it has for its text: those of its height, or, where its height follows
+        its text (`height: auto`), those its max-height lets it grow to (its height now is
+        that of the text it was last given, fewer lines than it may show); None before the
+        first layout or where nothing limits it."""
+        height, most = self.styles.height, self.styles.max_height
+        if height is not None and height.is_auto:
+            if most is None or not most.is_cells:
+                return None
+            return max(int(most.value) - self.gutter.height, 1)
+        return self.content_region.height or None
 
 
 class ScrollBox(VerticalScroll):

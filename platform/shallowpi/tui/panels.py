@@ -68,13 +68,14 @@ def _heads(width: int) -> list[int]:
 # the same line. Where a part would not fit, the line breaks before it: the separator,
 # less its trailing spaces, ends the line (", " leaves ","), and the part starts the next
 # one after `indent` spaces.
-_Part = tuple[str, Text]
+Part = tuple[str, Text]
 
 
-def _fitted_line(text: Text, parts: list[_Part], panel_width: int | None, indent: int = 2) -> None:
+def fitted_line(text: Text, parts: list[Part], panel_width: int | None, indent: int = 2) -> None:
     """Append one line made of `parts` to `text`, broken between parts where it would be
     wider than `panel_width` cells (None: never); Rich would break it between any two
-    words instead ("p99  35.10" at the end of one row, "ms" alone on the next)."""
+    words instead ("p99  35.10" at the end of one row, "ms" alone on the next). The
+    panels of both dashboards (loop, writer) break their lines with it."""
     column = 0
     for i, (separator, part) in enumerate(parts):
         if i and panel_width is not None and column + len(separator) + part.cell_len > panel_width:
@@ -100,20 +101,20 @@ def loop(lp: LoopStatus, panel_width: int | None = None) -> Text:
     text = Text()
     head = Text("loop ", style="bold")
     if lp.simulated:
-        _fitted_line(text, [("", head + Text(f"{lp.target_hz:.0f} Hz of simulated time")),
+        fitted_line(text, [("", head + Text(f"{lp.target_hz:.0f} Hz of simulated time")),
                             (" ", Text(f"({period_ms:.1f} ms a tick)"))], panel_width, indent=5)
         text.append("\n")
-        _fitted_line(text, [("", Text("wall time a tick")), (" ", Text(f"p50 {lp.period_p50_ms:6.2f} ms")),
+        fitted_line(text, [("", Text("wall time a tick")), (" ", Text(f"p50 {lp.period_p50_ms:6.2f} ms")),
                             ("  ", Text(f"p99 {lp.period_p99_ms:6.2f} ms"))], panel_width)
         text.append("\n")
-        _fitted_line(text, [("", Text("the twin's speed;", style="dim")),
+        fitted_line(text, [("", Text("the twin's speed;", style="dim")),
                             (" ", Text("no deadline to overrun", style="dim"))], panel_width, indent=0)
     else:
         late = bool(period_ms) and lp.period_p99_ms > 1.1 * period_ms
-        _fitted_line(text, [("", head + Text(f"{lp.target_hz:.0f} Hz")), (" ", Text(f"({period_ms:.1f} ms)"))],
+        fitted_line(text, [("", head + Text(f"{lp.target_hz:.0f} Hz")), (" ", Text(f"({period_ms:.1f} ms)"))],
                      panel_width, indent=5)
         text.append("\n")
-        _fitted_line(text, [("", Text(f"period p50 {lp.period_p50_ms:6.2f} ms")),
+        fitted_line(text, [("", Text(f"period p50 {lp.period_p50_ms:6.2f} ms")),
                             ("  ", Text(f"p99 {lp.period_p99_ms:6.2f} ms", style="bold red" if late else ""))],
                      panel_width, indent=len("period "))  # p99 under p50
         text.append("\noverruns ")
@@ -121,14 +122,14 @@ def loop(lp: LoopStatus, panel_width: int | None = None) -> Text:
     if lp.link_exchanges:
         text.append("\n")
         style = "bold yellow" if lp.link_failed_tries else "green"
-        parts: list[_Part] = [("", Text("servo retries ") + Text(f"{lp.link_failed_tries}/{lp.link_exchanges}", style=style))]
+        parts: list[Part] = [("", Text("servo retries ") + Text(f"{lp.link_failed_tries}/{lp.link_exchanges}", style=style))]
         if lp.link_worst:
             count = f" ({lp.link_worst_failed})"
             worst = lp.link_worst  # cut (in its middle) only where it would not fit a line of its own
             if panel_width is not None:
                 worst = _cut_middle(worst, max(panel_width - 2 - len("most ") - len(count), 3))
             parts.append((", ", Text(f"most {worst}{count}", style=style)))
-        _fitted_line(text, parts, panel_width)
+        fitted_line(text, parts, panel_width)
     return text
 
 
@@ -152,16 +153,28 @@ def link_text(lp: LoopStatus) -> str:
     return f"{lp.link_failed_tries}/{lp.link_exchanges}{worst}"
 
 
-def cameras(cams: Mapping[str, CameraStatus], target_hz: float, paused: bool = False) -> Text:
+CAMERA_NUMBERS_WIDTH = 22  # " fps drops age ms" after the role: 1 + 6 + 1 + 6 + 1 + 7 cells
+CAMERA_ROLE_WIDTH = 12  # the role's column where the panel has room
+
+
+def cameras(cams: Mapping[str, CameraStatus], target_hz: float, paused: bool = False,
+            panel_width: int | None = None) -> Text:
     """Per camera: measured fps (yellow under 90 % of the loop's rate), dropped frames,
     and the age of the frame the loop used (yellow past two loop periods). `paused`:
-    nothing is recorded, so no rate is shown (a '-' instead of a stale or idle rate)."""
+    nothing is recorded, so no rate is shown (a '-' instead of a stale or idle rate).
+    A row a camera within `panel_width` cells (None: no limit; the recorder's right column
+    has 32 at 80 columns, 2 short of the 34 a row takes): the role's column narrows, its
+    names cut in the middle (short_names), not the numbers."""
     if not cams:
         return Text("no cameras", style="dim")
+    width = CAMERA_ROLE_WIDTH
+    if panel_width is not None:
+        width = max(4, min(width, panel_width - CAMERA_NUMBERS_WIDTH))
+    roles = short_names([role[:CAMERA_ROLE_WIDTH] for role in cams], width)
     text = Text()
-    text.append(f"{'camera':<12} {'fps':>6} {'drops':>6} {'age ms':>7}\n", style="bold")
-    for role, cam in cams.items():
-        text.append(f"{role[:12]:<12} ")
+    text.append(f"{'camera'[:width]:<{width}} {'fps':>6} {'drops':>6} {'age ms':>7}\n", style="bold")
+    for shown, cam in zip(roles, cams.values()):
+        text.append(f"{shown:<{width}} ")
         if paused:
             text.append(f"{'paused':>6}", style="dim")
         else:

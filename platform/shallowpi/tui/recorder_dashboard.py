@@ -240,20 +240,21 @@ class RecorderDashboard(App[None]):
         """The widgets: summary; joints (in a box that scrolls: arrow, page, Home and End keys,
         the wheel; it has the focus) and episodes (left); thumbnail, cameras, loop and writer
         (right; the column scrolls); message line; keys line. The panels whose text is cut
-        to their width are FittedPanels: drawn again when their width changes."""
-        yield Static(render.summary(None, True, self.control), id="summary")
+        to their width are FittedPanels: drawn again when their width changes; the
+        episodes' list is also cut to its rows, the newest kept."""
+        yield FittedPanel(render.summary(None, True, self.control), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="left"):
                 with ScrollBox(id="joints-box", classes="panel"):
                     yield FittedPanel("", id="joints")
-                yield Static("", id="episodes", classes="panel")
+                yield FittedPanel("", id="episodes", classes="panel")
             with Vertical(id="right"):
                 yield FittedPanel("", id="thumbnail", classes="panel")
-                yield Static("", id="cameras", classes="panel")
+                yield FittedPanel("", id="cameras", classes="panel")
                 yield FittedPanel("", id="loop", classes="panel")
-                yield Static("", id="writer", classes="panel")
+                yield FittedPanel("", id="writer", classes="panel")
         yield Static("waiting for the recorder's first status…", id="message")
-        yield Static(render.keys_line(), id="keys")
+        yield FittedPanel(render.keys_line(), id="keys")
 
     def on_mount(self) -> None:
         """Title the panels and start reading the source on a worker thread."""
@@ -333,12 +334,14 @@ class RecorderDashboard(App[None]):
     def _show_status(self, status: RecorderStatus) -> None:
         self._show_summary()
         self._update("joints", render.joints(status, panel_width=self._width_of("joints")))
-        self._update("episodes", render.episodes(status))
+        episodes = self.query_one("#episodes", FittedPanel)  # the newest that fit its rows
+        self._update("episodes", render.episodes(status, panel_width=episodes.text_width, rows=episodes.text_rows))
         self._update("cameras", panels.cameras(status.cameras, status.loop.target_hz,
-                                               paused=status.state is RecorderState.PAUSED))
+                                               paused=status.state is RecorderState.PAUSED,
+                                               panel_width=self._width_of("cameras")))
         self._update("loop", panels.loop(status.loop, panel_width=self._width_of("loop")))
-        self._update("writer", render.writer(status))
-        self._update("keys", render.keys_line(status.jog_joints))
+        self._update("writer", render.writer(status, panel_width=self._width_of("writer")))
+        self._update("keys", render.keys_line(status.jog_joints, panel_width=self._width_of("keys")))
         self._show_thumbnail()
         if status.message and status.message != self._last_status_message:
             # Shown when it changes, so a key's feedback is not overwritten at 20 Hz.
@@ -419,7 +422,8 @@ class RecorderDashboard(App[None]):
         self.query_one(f"#{widget_id}", Static).update(content, layout=not same_height)
 
     def _show_summary(self) -> None:
-        self._update("summary", render.summary(self.status, self.connected, self.control))
+        self._update("summary", render.summary(self.status, self.connected, self.control,
+                                               panel_width=self._width_of("summary")))
 
     def _show_thumbnail(self) -> None:
         widget = self.query_one("#thumbnail", FittedPanel)

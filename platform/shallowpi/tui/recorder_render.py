@@ -31,6 +31,8 @@ STATE_STYLES: dict[RecorderState, Style] = {
 }
 DISCONNECTED_STYLE = Style(bold=True, color="#ffffff", bgcolor="#262626")
 BAR_WIDTH = 16
+DATASET_SHOWN_MIN = 16  # cells of the dataset's path the top line keeps, its end, however narrow
+QUEUE_BAR_MIN = 4  # the write queue's bar, narrowed to fit a panel: under this many cells, none
 DONE_WORDS = "all recorded: rest the arm, then q or Ctrl-C"  # the clock's place once every episode is saved
 NUMBERS_WIDTH = 25  # "  leader follower  error" after the name: 2 + 7 + 1 + 8 + 1 + 6 cells
 KEYS: list[tuple[str, str]] = [("space", "start/stop"), ("n", "next"), ("r", "re-record"), ("d", "discard"),
@@ -66,32 +68,53 @@ def run_position(status: RecorderStatus) -> str:
     return f"{status.episode - status.first_episode + 1}/{total} of this run"
 
 
-def summary(status: RecorderStatus | None, connected: bool, control: bool) -> Text:
-    """The top line: state, episode n/N, timer against the limit, task, robot, dataset."""
-    text = state_badge(status, connected)
+def summary(status: RecorderStatus | None, connected: bool, control: bool, panel_width: int | None = None) -> Text:
+    """The top lines: state, episode n/N, timer against the limit, what needs the operator
+    (safety); then task, robot, dataset and whether keys act. Each line within
+    `panel_width` cells (None: no limit; 78 at 80 columns) breaks between its facts, not
+    inside one ("disk" at the end of a row and "behind: waited 120 ms" on the next)."""
+    head = state_badge(status, connected)
     if status is None:
-        return text
-    text.append(f"  episode {status.episode}", style="bold")
-    text.append(f" ({run_position(status)})")
+        return head
+    head.append(f"  episode {status.episode}", style="bold")
+    head.append(f" ({run_position(status)})")
     if (reset := _reset_words(status)) is not None:  # between takes: the last one's time is not this episode's
-        text.append(f"  {reset} {_clock(status.reset_time_left_s)} left", style="yellow")
+        clock = Text(f"{reset} {_clock(status.reset_time_left_s)} left", style="yellow")
     elif status.state is RecorderState.DONE:
-        text.append(f"  {DONE_WORDS}", style="bold green")
+        clock = Text(DONE_WORDS, style="bold green")
     else:
-        text.append(f"  {_clock(status.episode_time_s)}", style="bold")
+        clock = Text(_clock(status.episode_time_s), style="bold")
         if status.episode_time_limit_s:
-            text.append(f" / {_clock(status.episode_time_limit_s)}")
-    text.append_text(safety(status))
+            clock.append(f" / {_clock(status.episode_time_limit_s)}")
+    text = Text()
+    panels.fitted_line(text, [("", head), ("  ", clock), *_safety_parts(status)], panel_width)
     text.append("\n")
-    text.append("task: ", style="dim")
-    text.append(status.task or "-", style="italic")
-    text.append("   robot: ", style="dim")
-    text.append(status.robot or "-")
-    text.append("   dataset: ", style="dim")
-    text.append(status.dataset or "-")
-    text.append("   ")
-    text.append("CONTROL" if control else "READ-ONLY", style="bold green" if control else "bold yellow")
+    task, robot, dataset = status.task or "-", status.robot or "-", status.dataset or "-"
+    keys = Text("CONTROL" if control else "READ-ONLY", style="bold green" if control else "bold yellow")
+    line = f"task: {task}   robot: {robot}   dataset: {dataset}   {keys.plain}"
+    if panel_width is not None and len(line) > panel_width:
+        # Two rows at most: the task on its own, cut at its end; the dataset's path loses its
+        # start, not the store's name, to share the second row with the robot and the keys.
+        task = _cut_end(task, panel_width - len("task: "))
+        rest = len(f"robot: {robot}   dataset: ") + 3 + keys.cell_len
+        dataset = _cut_start(dataset, max(panel_width - rest, DATASET_SHOWN_MIN))
+    about: list[panels.Part] = [
+        ("", Text("task: ", style="dim") + Text(task, style="italic")),
+        ("   ", Text("robot: ", style="dim") + Text(robot)),
+        ("   ", Text("dataset: ", style="dim") + Text(dataset)),
+        ("   ", keys)]
+    panels.fitted_line(text, about, panel_width, indent=0)
     return text
+
+
+def _cut_end(words: str, width: int) -> str:
+    """`words` in `width` cells (at least 1): whole if they fit, else their start and "…"."""
+    return words if len(words) <= width else words[:max(width - 1, 0)] + "…"
+
+
+def _cut_start(path: str, width: int) -> str:
+    """`path` in `width` cells (at least 1): whole if it fits, else "…" and its end."""
+    return path if len(path) <= width else "…" + path[len(path) - max(width - 1, 0):]
 
 
 def _bar(value: float, lower: float, upper: float, width: int = BAR_WIDTH) -> int:
@@ -102,20 +125,21 @@ def _bar(value: float, lower: float, upper: float, width: int = BAR_WIDTH) -> in
     return min(int(fraction * width), width - 1)
 
 
-def keys_line(jog_joints: Sequence[str] = ()) -> Text:
-    """Every key and what it does, wrapping onto a second line on a narrow terminal
+def keys_line(jog_joints: Sequence[str] = (), panel_width: int | None = None) -> Text:
+    """Every key and what it does, on a second line where they do not fit `panel_width`
+    cells (None: no limit), broken between two keys, never between a key and what it does
     (what each does in each state: telemetry/keys.py, `platform record --help`). The jog
     keys appear only with `jog_joints`, the joints they move, e.g. "jog head_pan/lift"."""
     entries = list(KEYS)
     if jog_joints:
         names = "/".join(jog_joints) if len(jog_joints) <= JOG_NAMES_SHOWN else f"{len(jog_joints)} joints"
         entries.insert(len(entries) - 1, (JOG_KEYS, f"jog {names}"))
+    parts: list[panels.Part] = []
+    for key, label in entries:
+        part = Text(f" {key} ", style="bold reverse" if key != "e" else "bold #ffffff on #d70000")
+        parts.append(("  " if parts else "", part.append(f" {label}")))
     text = Text()
-    for i, (key, label) in enumerate(entries):
-        if i:
-            text.append("  ")
-        text.append(f" {key} ", style="bold reverse" if key != "e" else "bold #ffffff on #d70000")
-        text.append(f" {label}")
+    panels.fitted_line(text, parts, panel_width, indent=0)
     return text
 
 
@@ -124,15 +148,24 @@ def safety(status: RecorderStatus) -> Text:
     (the take's: while it records, "this take"; between takes the last one's, as stored
     with it; the drops of the reset belong to no take)."""
     text = Text()
+    for separator, part in _safety_parts(status):
+        text.append(separator)
+        text.append_text(part)
+    return text
+
+
+def _safety_parts(status: RecorderStatus) -> list[panels.Part]:
+    """`safety`'s facts, each with the two spaces before it (the top line breaks between them)."""
+    parts: list[panels.Part] = []
     if status.state is RecorderState.FAULT:
-        text.append("  FAULT: see below", style="bold #ffffff on #af00af")
+        parts.append(("  ", Text("FAULT: see below", style="bold #ffffff on #af00af")))
     if status.writer.backpressure_ms:
-        text.append(f"  disk behind: waited {status.writer.backpressure_ms:.0f} ms", style="bold red")
+        parts.append(("  ", Text(f"disk behind: waited {status.writer.backpressure_ms:.0f} ms", style="bold red")))
     dropped = sum(cam.dropped for cam in status.cameras.values())
     if dropped:
         take = "this take" if status.state is RecorderState.RECORDING else "in the last take"
-        text.append(f"  {dropped} camera frames dropped {take}", style="bold yellow")
-    return text
+        parts.append(("  ", Text(f"{dropped} camera frames dropped {take}", style="bold yellow")))
+    return parts
 
 
 def joints(status: RecorderStatus, panel_width: int | None = None) -> Text:
@@ -179,30 +212,52 @@ def joints(status: RecorderStatus, panel_width: int | None = None) -> Text:
     return text
 
 
-def writer(status: RecorderStatus) -> Text:
-    """Write queue depth against capacity, high-water mark, throughput and back-pressure."""
+def writer(status: RecorderStatus, panel_width: int | None = None) -> Text:
+    """Write queue depth against capacity, high-water mark, throughput and back-pressure,
+    each line within `panel_width` cells (None: no limit; the right column has 32 at 80
+    columns): where a line would not fit, the queue's bar narrows (down to QUEUE_BAR_MIN
+    cells, then goes), the rate loses its explanation and a line breaks between its facts,
+    never inside one ("episodes pending" and its count stay together)."""
     w = status.writer
     fill = w.queue_depth / w.queue_capacity if w.queue_capacity else 0.0
     style = "red" if fill > 0.8 else ("yellow" if fill > 0.5 else "green")
-    filled = min(round(fill * BAR_WIDTH), BAR_WIDTH)
+    head = "write queue "
+    bar = BAR_WIDTH
+    if panel_width is not None:
+        bar = min(bar, panel_width - len(head) - 1 - len(w.queue_text))
+        bar = bar if bar >= QUEUE_BAR_MIN else 0
+    filled = min(round(fill * bar), bar)
     text = Text()
-    text.append("write queue ", style="bold")
-    text.append("█" * filled, style=style)
-    text.append("░" * (BAR_WIDTH - filled), style="dim")
-    text.append(f" {w.queue_text}\n")
-    text.append(f"high water {w.high_water}   {w.mb_per_s:.1f} MB/s of frames (uncompressed, last 5 s)   episodes pending {w.pending_episodes}\n")
-    text.append("backpressure ")
-    text.append(f"{w.backpressure_ms:.0f} ms", style="bold red" if w.backpressure_ms else "green")
+    text.append(head, style="bold")
+    if bar:
+        text.append("█" * filled, style=style)
+        text.append("░" * (bar - filled), style="dim")
+        text.append(" ")
+    text.append(f"{w.queue_text}\n")
+    rate = f"{w.mb_per_s:.1f} MB/s"
+    facts: list[panels.Part] = [("", Text(f"high water {w.high_water}")),
+                                ("   ", Text(f"{rate} of frames (uncompressed, last 5 s)")),
+                                ("   ", Text(f"episodes pending {w.pending_episodes}"))]
+    if panel_width is not None and sum(len(sep) + part.cell_len for sep, part in facts) > panel_width:
+        facts[1] = ("   ", Text(rate))  # the words are for a wide panel; the number is what counts
+    panels.fitted_line(text, facts, panel_width, indent=0)
+    text.append("\n")
+    pressure: list[panels.Part] = [("", Text("backpressure ") + Text(
+        f"{w.backpressure_ms:.0f} ms", style="bold red" if w.backpressure_ms else "green"))]
     if w.backpressure_ms or fill > 0.8:
-        text.append("  disk falling behind: the loop waits on the writer", style="bold red")
+        pressure += [("  ", Text("disk falling behind:", style="bold red")),
+                     (" ", Text("the loop waits on the writer", style="bold red"))]
+    panels.fitted_line(text, pressure, panel_width)
     return text
 
 
-def _episode_mark(episode: EpisodeSummary) -> tuple[str, str]:
+def _episode_mark(episode: EpisodeSummary, short: bool = False) -> tuple[str, str]:
+    """(mark, style) of an episode's row; `short`: "✗ LOST" for a lost one, whose row then
+    leaves out its state ("lost": the mark says it)."""
     if episode.state == "discarded":
         return "✗ discarded", "dim strike"
     if episode.state == "lost":
-        return "✗ LOST: not written", "bold red"
+        return "✗ LOST" if short else "✗ LOST: not written", "bold red"
     if episode.success is True:
         return "✓ success", "bold green"
     if episode.success is False:
@@ -210,24 +265,60 @@ def _episode_mark(episode: EpisodeSummary) -> tuple[str, str]:
     return "· unmarked", "dim"
 
 
-def episodes(status: RecorderStatus, last: int = 12) -> Text:
-    """The session's episodes, newest last: index, success mark, frames, length, state."""
+# The episodes' rows, from the widest to the narrowest: (frames shown, short marks). A
+# narrow panel loses the frame count first (the length says the same at the loop's rate),
+# then the words its mark repeats; the index, the mark and the length stay.
+EPISODE_ROW_LAYOUTS: list[tuple[bool, bool]] = [(True, False), (False, False), (False, True)]
+EPISODES_SHOWN = 12  # the newest, where the panel has the rows
+
+
+def episodes(status: RecorderStatus, last: int = EPISODES_SHOWN, panel_width: int | None = None,
+             rows: int | None = None) -> Text:
+    """The session's episodes, newest last: index, success mark, frames, length, state.
+
+    At most `last` episodes, and at most `rows` lines with the count of earlier ones (None:
+    no limit): the newest are shown, the take in flight among them, where a short panel
+    showed the oldest and hid the rest. Each row within `panel_width` cells (None: no
+    limit; the left column has 38 at 80 columns): the least useful columns go first
+    (EPISODE_ROW_LAYOUTS), and a row still too wide is cut at its end ("…").
+    """
     if not status.episodes:
         return Text("no episodes yet", style="dim")
-    text = Text()
-    shown = status.episodes[-last:]
+    limit = last if rows is None else max(1, min(last, rows))
+    shown = status.episodes[-limit:]
     earlier = status.episodes_earlier + len(status.episodes) - len(shown)
+    if earlier and rows is not None and len(shown) >= rows and len(shown) > 1:
+        shown, earlier = shown[1:], earlier + 1  # a row for the count of the earlier ones
+    index_width = max(4, max(len(str(episode.index)) for episode in shown))  # a run past #9999 lines up
+    for frames, short in EPISODE_ROW_LAYOUTS:
+        lines = [_episode_row(episode, index_width, frames, short) for episode in shown]
+        if panel_width is None or max(line.cell_len for line in lines) <= panel_width:
+            break
+    text = Text()
     if earlier:
         text.append(f"… {earlier} earlier\n", style="dim")
-    for episode in shown:
-        mark, style = _episode_mark(episode)
-        text.append(f"#{episode.index:<4d} ")
-        text.append(f"{mark:<11}", style=style)
-        text.append(f" {episode.frames:>5d} fr {episode.duration_s:>5.1f} s ")
-        text.append(episode.state, style="cyan" if episode.state == "saving" else "dim")
+    for line in lines:
+        if panel_width is not None and line.cell_len > panel_width:
+            line.truncate(panel_width, overflow="ellipsis")
+        text.append_text(line)
         text.append("\n")
     text.rstrip()
     return text
+
+
+def _episode_row(episode: EpisodeSummary, index_width: int, frames: bool, short: bool) -> Text:
+    """One episode's row: `frames` with its frame count; `short` with its short mark and,
+    where the mark already says it (discarded, lost), without its state."""
+    mark, style = _episode_mark(episode, short)
+    row = Text(f"#{episode.index:<{index_width}d} ")
+    row.append(f"{mark:<11}", style=style)
+    if frames:
+        row.append(f" {episode.frames:>5d} fr")
+    row.append(f" {episode.duration_s:>5.1f} s")
+    if not (short and episode.state in ("discarded", "lost")):
+        row.append(" ")
+        row.append(episode.state, style="cyan" if episode.state == "saving" else "dim")
+    return row
 
 
 def _reset_words(status: RecorderStatus) -> str | None:
