@@ -1,6 +1,7 @@
 """Training under a process group: one stop signal delivered twice (directly and by
-torchrun), the group's collective timeout, an FSDP resume read by rank 0 alone, and the
-group left without torch's deprecation warning."""
+torchrun), the group's collective timeout, an FSDP resume read by rank 0 alone, a run begun
+from --init whose weights rank 0 alone reads, and the group left without torch's
+deprecation warning."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from conftest import subprocess_env
 from dist_checks import crash_traces, join_within, leave_group
 from policy_fakes import FakeChunks, logged_losses, tiny_policy
 from shallowpi.errors import PlatformError
-from shallowpi.policy import Policy
+from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train import interrupt
 from shallowpi.train.checkpoint import latest_checkpoint
+from shallowpi.train.finetune import finetune
 from shallowpi.train.interrupt import StopRequest, TrainingInterrupted
 from shallowpi.train.objective import FlowMatchingObjective
-from shallowpi.train.trainer import TrainConfig, Trainer
+from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -373,3 +375,114 @@ def test_a_damaged_checkpoint_stops_every_process_of_a_sharded_resume_in_one_lin
     errors = [(tmp_path / f"error{r}.txt").read_text() for r in (0, 1)]
     assert errors[0] == errors[1]
     assert "train_state.safetensors cannot be read" in errors[0] and "the checkpoint is damaged" in errors[0]
+
+
+# -- a run begun from --init
+
+
+def _init_weights(folder: Path, kind: str) -> Path:
+    """The tiny preset's policy for FakeChunks, seeded otherwise than any run here (seed 7):
+    as one of our checkpoints ("ours"), or its model's weights under lerobot's names in a
+    lerobot/openpi π0 directory ("pi0")."""
+    from safetensors.torch import save_file
+
+    from shallowpi.policy.weights import key_mapping
+
+    data = FakeChunks(episodes=8)
+    torch.manual_seed(7)
+    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
+    policy.set_stats(data.stats())
+    if kind == "ours":
+        policy.save(folder)
+    else:
+        folder.mkdir(parents=True)
+        own = policy.model.state_dict()
+        save_file({theirs: own[ours].contiguous() for ours, theirs in key_mapping(policy.cfg).items()},
+                  str(folder / "model.safetensors"))
+    return folder
+
+
+def _tune_from(init: Path, run: Path, fsdp: bool) -> None:
+    """`platform train --init INIT` in short: 2 steps on FakeChunks, checkpointed at step 2."""
+
+    def make(store, chunk, episodes):
+        return FakeChunks(episodes=8, chunk_len=chunk, select=episodes)
+
+    finetune(run / "store.zarr", load_preset("tiny"), _cfg(steps=2, fsdp=fsdp), run, episodes=list(range(8)),
+             make_dataset=make, init_from=init)
+
+
+def _init_worker(rank: int, world: int, init: str, run: str, port: int, fsdp: bool) -> None:
+    """Trains `run` from `init` and writes the weight files this process read whole."""
+    crash_traces()
+    import safetensors.torch
+
+    _join_group(rank, world, port)
+    read: list[str] = []
+    real_load = safetensors.torch.load_file
+
+    def recorded_load(filename, *args, **kwargs):
+        read.append(str(filename))
+        return real_load(filename, *args, **kwargs)
+
+    # The library's own reader, looked up at each call (Policy.load, load_pi0_directory);
+    # a header (safe_open) is not the weights and is not counted.
+    safetensors.torch.load_file = recorded_load
+    _tune_from(Path(init), Path(run), fsdp)
+    (Path(run) / f"read{rank}.json").write_text(json.dumps(read))
+    leave_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "fsdp"), [("ours", False), ("ours", True), ("pi0", True)],
+                         ids=["ours-ddp", "ours-fsdp", "pi0-fsdp"])
+def test_a_run_begun_from_init_reads_its_weights_on_rank_0_only_and_trains_as_one_process(tmp_path, kind, fsdp):
+    """Every process read --init's weights before the wrap, which replaces them with rank
+    0's anyway: at π0 size under 8 GPUs, 8 reads of ~13 GB and a state dict of it per
+    process (~100 GB more host memory on the node). Rank 0 alone reads them; the others
+    take its weights at the wrap (DDP's construction broadcasts them; FSDP's fully_shard
+    broadcasts nothing, so `wrap_policy` does), and the two processes train to the weights
+    one process does."""
+    import torch.multiprocessing as mp
+
+    init = _init_weights(tmp_path / "init", kind)
+    _tune_from(init, tmp_path / "one", fsdp=False)
+    context = mp.spawn(_init_worker, args=(2, str(init), str(tmp_path / "two"), _free_port(), fsdp), nprocs=2,
+                       join=False)
+    join_within(context, 240, "a rank waiting on a collective?")
+
+    weights = str(init / "model.safetensors")
+    read = [json.loads((tmp_path / "two" / f"read{r}.json").read_text()) for r in (0, 1)]
+    assert weights in read[0], f"rank 0 did not read the --init weights: {read[0]}"
+    assert weights not in read[1], f"rank 1 read the --init weights itself: {read[1]}"
+    assert [s for s, _ in logged_losses(tmp_path / "two")] == [0, 1]
+    for (_, a), (_, b) in zip(logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")):
+        assert a == pytest.approx(b, rel=1e-4)
+    w1 = Policy.load(tmp_path / "one" / "checkpoints" / "step_000002").state_dict()
+    w2 = Policy.load(tmp_path / "two" / "checkpoints" / "step_000002").state_dict()
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3, msg=k)
+
+
+@pytest.mark.parametrize("reads", [True, False], ids=["rank0", "other-ranks"])
+def test_a_rank_that_does_not_read_init_builds_its_model_and_refuses_alike(tmp_path, monkeypatch, reads):
+    """A rank that leaves --init's weights to rank 0 still builds the checkpoint's own model
+    (its config and features, from the header) and refuses another chunk length in the same
+    line, without reading the weights."""
+    import dataclasses
+
+    import safetensors.torch
+
+    from shallowpi.train.finetune import _initial_policy
+
+    init = _init_weights(tmp_path / "init", "ours")
+    saved = Policy.load(init)
+    asked = dataclasses.replace(load_preset("tiny"), crop_scale=0.5)  # kept as the checkpoint's
+    real_load, read = safetensors.torch.load_file, []
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda f, *a, **kw: read.append(str(f)) or real_load(f, *a, **kw))
+    built = _initial_policy(asked, saved.features, init, None, reads=reads)
+    assert (built.cfg, built.features) == (saved.cfg, saved.features)
+    with pytest.raises(TrainingError, match=f"--init {init} predicts chunks of {saved.cfg.chunk_len} actions but "
+                                            f"this run asks for 3; pass policy.chunk_len={saved.cfg.chunk_len}"):
+        _initial_policy(dataclasses.replace(asked, chunk_len=3), saved.features, init, None, reads=reads)
+    assert read == ([str(init / "model.safetensors")] if reads else [])

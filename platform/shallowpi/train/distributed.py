@@ -210,12 +210,18 @@ def all_reduce_sum(x: Tensor, d: Dist) -> Tensor:
 def wrap_policy(policy: Policy, d: Dist, fsdp: bool, device: torch.device) -> nn.Module:
     """The module the loop calls: `policy` itself outside a process group, else DDP around
     it, or (fsdp) the policy sharded in place, layer by layer, so only one layer's full
-    weights exist at a time."""
+    weights exist at a time. Wrapped, every process trains rank 0's weights and buffers,
+    whatever its own were (a collective: every process must call): a run begun from --init
+    reads the checkpoint on rank 0 only (finetune._initial_policy)."""
     if not d.grouped:
         return policy
     if fsdp:
         from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+        # fully_shard keeps each process's own slice of its own weights and, unlike FSDP1
+        # (sync_module_states) or DDP, broadcasts nothing: rank 0's go to the others first,
+        # in place, while each still holds the whole model (no second copy).
+        _broadcast_from_rank0(policy)
         # The joint forward enters a Gemma layer through qkv() and finish(), not forward():
         # registered, they gather the layer's weights the way forward() would.
         for layer in policy.model.vision.layers:
@@ -229,4 +235,15 @@ def wrap_policy(policy: Policy, d: Dist, fsdp: bool, device: torch.device) -> nn
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
+    # Its constructor broadcasts rank 0's parameters and buffers to the others (the defaults
+    # init_sync=True, broadcast_buffers=True: keep them).
     return DistributedDataParallel(policy, device_ids=ids)
+
+
+def _broadcast_from_rank0(module: nn.Module) -> None:
+    """Every parameter and buffer of `module` set, in place, to rank 0's (a collective of the
+    default group: every process must call, with a module of the same layout)."""
+    import torch.distributed as dist
+
+    for tensor in (*module.parameters(), *module.buffers()):
+        dist.broadcast(tensor.detach(), src=0)

@@ -32,7 +32,7 @@ from shallowpi.policy.tokenizer import build_vocabulary, check_prompts
 from shallowpi.train.checkpoint import checkpoint_weights, latest_checkpoint
 from shallowpi.train.errors import TrainingError
 from shallowpi.train.objective import FlowMatchingObjective
-from shallowpi.train.trainer import TrainConfig, Trainer
+from shallowpi.train.trainer import TrainConfig, Trainer, launched
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,9 @@ def finetune(
     # would hold them out).
     resumed = latest_checkpoint(run_dir) if resume else None
     torch.manual_seed(train_cfg.seed)  # the initial weights are part of the run's recipe
-    policy = _initial_policy(policy_cfg, features, init_from, resumed)
+    # Under torchrun only rank 0 reads --init's weights: the others' are replaced by rank 0's
+    # as the trainer wraps the policy (train/distributed.py `wrap_policy`).
+    policy = _initial_policy(policy_cfg, features, init_from, resumed, reads=launched().main)
     # No instruction cut, no two that encode alike: refused before step 0, in one line.
     check_prompts(policy.tokenizer, texts, policy.cfg.max_text_tokens)
     policy.set_stats(train_set.stats(delta_dims=policy.cfg.delta_dims))
@@ -429,33 +431,46 @@ def _trained_config(resolved: Any, asked: PolicyConfig, trained: PolicyConfig) -
 
 
 def _initial_policy(
-    cfg: PolicyConfig, features: Features, init_from: Path | None, resumed: Path | None
+    cfg: PolicyConfig, features: Features, init_from: Path | None, resumed: Path | None, *, reads: bool = True
 ) -> Policy:
     """The policy step 0 starts from: fresh (`cfg`), one of our checkpoints (`init_from`, with
     its own config), or a lerobot/openpi π0 directory's weights in `cfg`'s model. A resumed
     run (`resumed`: its newest checkpoint) gets that checkpoint's own config, with or
     without the --init it began from (`_resumed_policy`; the trainer then loads its
-    weights). TrainingError for an `init_from` that predicts another action space than `cfg`."""
+    weights). TrainingError for an `init_from` that predicts another action space than `cfg`.
+
+    `reads`: this process reads `init_from`'s weights (rank 0 of a process group, or a
+    process alone). One that does not (ranks 1..N-1) builds the same model, its config and
+    features read from the checkpoint's header, with fresh weights: the trainer's wrap
+    replaces them with rank 0's (DDP's construction, FSDP's `wrap_policy`). Read by every
+    process, a π0 checkpoint (~13 GB) was read once per GPU, and each held a state dict of
+    it beside its model (8 processes: ~100 GB more host memory on the node) for weights the
+    wrap then overwrote with rank 0's. Each process still checks the header against the data
+    and the run's config, so all of them refuse alike."""
     if resumed is not None:
         return _resumed_policy(cfg, features, resumed)
     if init_from is None:
         return Policy(cfg, features)
     if is_our_checkpoint(init_from):
-        start = Policy.load(init_from)
-        start.features.check_against(features, "the dataset")
-        _check_same_windows(cfg, start.cfg, f"--init {init_from}")
+        meta = Policy.read_metadata(init_from)  # the header only: no weights
+        kept = PolicyConfig.from_dict(json.loads(meta["config"]))
+        saved_features = Features(**json.loads(meta["features"]))
+        saved_features.check_against(features, "the dataset")
+        _check_same_windows(cfg, kept, f"--init {init_from}")
         # Its weights fix its model; the keys the preset or an override set otherwise are
         # not applied: said once, not dropped silently.
         # (num_cameras follows the data, the vocabulary the store's texts: neither is asked.)
-        if differ := _differing(cfg, start.cfg):
+        if differ := _differing(cfg, kept):
             log.warning("--init %s keeps its own policy config: %s", init_from, ", ".join(
-                f"policy.{k}={getattr(start.cfg, k)!r} (asked {getattr(cfg, k)!r})" for k in differ))
-        return start
+                f"policy.{k}={getattr(kept, k)!r} (asked {getattr(cfg, k)!r})" for k in differ))
+        # Policy.load builds Policy(kept, saved_features) too, then reads the weights into it.
+        return Policy.load(init_from) if reads else Policy(kept, saved_features)
     # A lerobot/openpi π0 directory: take its model, our features and fresh statistics.
-    from shallowpi.policy.weights import load_pi0_directory
-
     policy = Policy(cfg, features)
-    policy.model.load_state_dict(load_pi0_directory(init_from, policy.cfg).state_dict())
+    if reads:
+        from shallowpi.policy.weights import load_pi0_directory
+
+        policy.model.load_state_dict(load_pi0_directory(init_from, policy.cfg).state_dict())
     return policy
 
 
