@@ -687,3 +687,27 @@ def test_a_recorded_deployment_waiting_for_a_stalled_disk_obeys_the_dashboards_e
     assert "not kept: episode 1 (store index 0) of this run, whose recording waited for the disk when the run was stopped" in out
     with EpisodeStore.open(tmp_path / "deployed.zarr") as store:
         assert len(store) == 0 and store.check() == []
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_where_torch_runs_otherwise_the_options_asked_are_left_as_they_were(tmp_path, monkeypatch):
+    """`_torch_runs_otherwise` read as a query and set the caller's options.device to cpu:
+    whoever read the options after it saw another device than the profile asked. Now it
+    hands back the options to run with, and the torch backend built on them runs on the CPU."""
+    from deploy_fixtures import tiny_checkpoint
+    from shallowpi.commands import deploy_cmd
+    from shallowpi.deploy.backends import BackendOptions, make_backend
+    from shallowpi.deploy.bundle import build_bundle
+
+    monkeypatch.setattr(deploy_cmd, "_has_cuda", lambda: False)  # a machine without a CUDA GPU, wherever this runs
+    asked = BackendOptions(device="cuda", precision="bf16")
+    decided = deploy_cmd._torch_runs_otherwise(asked)
+    assert asked == BackendOptions(device="cuda", precision="bf16")  # what the profile asked, still
+    runs, line = decided
+    assert runs == BackendOptions(device="cpu", precision="bf16")
+    assert line == "; torch sees no CUDA GPU here: it runs on cpu (fp32), not cuda (bf16)"
+    bundle = build_bundle(tiny_checkpoint(tmp_path / "ckpt"), tmp_path / "bundle", graphs=())
+    assert make_backend("torch", bundle, runs).runs_on() == "cpu (fp32)"
+    # As asked: the very options back, and nothing to say.
+    same = BackendOptions(device="cpu", precision="fp32")
+    assert deploy_cmd._torch_runs_otherwise(same) == (same, "")

@@ -845,3 +845,108 @@ def test_a_full_command_queue_drained_meanwhile_loses_no_command(address, caplog
         drained.extend(publisher.commands())
     assert failed == [] and "mutated during iteration" not in caplog.text
     assert sum(r.command is Command.ESTOP for r in drained) == sent[0] > 0
+
+
+def test_a_dashboard_reconnecting_for_days_leaves_the_grants_bounded_and_the_own_dashboards_estop(tmp_path, monkeypatch):
+    """Every control hello added its DEALER's identity to the granted set for the life of
+    the recorder (a dashboard reconnecting every few seconds for days). Bounded now, and
+    only peers gone are forgotten: the process's own dashboard, connected all along and
+    silent, keeps its E-STOP however many came and went after it."""
+    import zmq
+
+    from shallowpi.telemetry import publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "_MAX_GRANTED", 8, raising=False)  # the bound, small: a fast test
+    address = str(tmp_path / "t.sock")
+    context = zmq.Context()
+    with TelemetryPublisher(address) as publisher, \
+            TelemetrySubscriber(address, control=True, token=publisher.local_token) as own:
+        publisher.publish(status(1))
+        assert own.control
+        for _ in range(40):  # a remote dashboard reconnecting: a new peer each time
+            dealer = context.socket(zmq.DEALER)
+            dealer.connect(f"ipc://{address}")
+            dealer.send(json.dumps({"type": "hello", "protocol": 2, "control": True}).encode())
+            assert dealer.poll(3000) and json.loads(dealer.recv())["control"] is True
+            dealer.close(0)
+            time.sleep(0.01)  # ZeroMQ learns of the leave on its I/O thread
+        assert len(publisher._granted) <= 8
+        own.send(Command.ESTOP)
+        wait_until(lambda: len(publisher._commands) == 1)
+        assert commands_of(publisher) == [Command.ESTOP]
+    context.term()
+
+
+def test_live_peers_holding_every_grant_refuse_the_next_in_its_hello_and_keep_their_own(tmp_path, monkeypatch):
+    # Peers that stay: none loses its grant unawares (a refused command is not said to its
+    # sender); the next one asking is told why in its hello, the own dashboard let in still.
+    from shallowpi.telemetry import publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "_MAX_GRANTED", 3, raising=False)
+    address = str(tmp_path / "t.sock")
+    with TelemetryPublisher(address) as publisher:
+        publisher.publish(status(1))
+        first = TelemetrySubscriber(address, control=True)
+        others = [TelemetrySubscriber(address, control=True) for _ in range(2)]
+        try:
+            with TelemetrySubscriber(address, control=True) as late:
+                assert not late.control and late.refusal == (
+                    "3 subscribers connected now have control, the most this recorder grants: close one of them "
+                    "(or attach read-only)")
+            with TelemetrySubscriber(address, control=True, token=publisher.local_token) as own:
+                assert own.control
+            first.send(Command.ESTOP)
+            wait_until(lambda: len(publisher._commands) == 1)
+            assert commands_of(publisher) == [Command.ESTOP]
+        finally:
+            for sub in (first, *others):
+                sub.close()
+
+
+def test_a_peer_flooding_junk_and_refused_commands_logs_a_line_a_kind_not_one_a_message(tmp_path, caplog):
+    """One warning per message: a misbehaving peer sending junk or commands it may not
+    send, thousands a second, filled the disk with the log."""
+    import logging
+
+    import zmq
+
+    address = str(tmp_path / "t.sock")
+    context = zmq.Context()
+    with TelemetryPublisher(address) as publisher, caplog.at_level(logging.WARNING, "shallowpi.telemetry"):
+        dealer = context.socket(zmq.DEALER)
+        dealer.connect(f"ipc://{address}")
+        for _ in range(300):
+            dealer.send(b"not json")
+            dealer.send(json.dumps({"type": "command", "command": "estop"}).encode())  # never said hello
+        dealer.send(json.dumps({"type": "hello", "protocol": 2}).encode())  # after the flood: all handled
+        assert dealer.poll(5000) and json.loads(dealer.recv())["type"] == "hello"
+        dealer.close(0)
+        lines = [r.getMessage() for r in caplog.records]
+        assert lines == ["telemetry: ignored a message that is not a telemetry message",
+                         "telemetry: ignored a command from a read-only subscriber"]
+        assert commands_of(publisher) == []
+    # At close, what was counted and not logged is said once.
+    lines = [r.getMessage() for r in caplog.records][2:]
+    assert lines == ["telemetry: 299 more warnings like 'junk' not logged",
+                     "telemetry: 299 more warnings like 'read-only' not logged"]
+    context.term()
+
+
+def test_a_warning_kind_held_back_is_counted_in_its_next_line(caplog):
+    import logging
+
+    from shallowpi.telemetry.publisher import _WarningLimiter
+
+    now = [100.0]
+    limiter = _WarningLimiter(every_s=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, "shallowpi.telemetry"):
+        for _ in range(5):
+            limiter.warn("junk", "telemetry: ignored %s", "junk")
+            now[0] += 1.0
+        limiter.warn("other", "telemetry: another kind")
+        now[0] = 112.0
+        limiter.warn("junk", "telemetry: ignored %s", "junk")
+        limiter.flush()  # nothing left to say
+    assert [r.getMessage() for r in caplog.records] == [
+        "telemetry: ignored junk", "telemetry: another kind",
+        "telemetry: ignored junk; 4 more like it in the last 12 s not logged"]

@@ -226,7 +226,8 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     if backend_name == "torch" and not args.bundle_only:
         # The plan names the profile's device and precision; torch here may run others (no
         # CUDA GPU; towers cast on a GPU only): the line, and --json's "plan", say what runs.
-        plan_line += _torch_runs_otherwise(options)
+        options, otherwise = _torch_runs_otherwise(options)
+        plan_line += otherwise
     print(f"--bundle-only: a bundle for {asked.name} ({backend_name}), nothing runs here" if args.bundle_only
           else plan_line, flush=True)
     # The deploy settings are checked before the bundle: a misspelt strategy was news only
@@ -456,21 +457,25 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _torch_runs_otherwise(options: Any) -> str:
-    """Where the profile asks torch for CUDA on a machine without it, `options.device`
-    becomes cpu; and torch casts its towers to the asked precision on a GPU only
-    (TorchBackend). '' when torch runs as asked, else the plan line's ending that says what
-    runs instead ("profile cuda: torch on cuda (bf16)" ran on cpu in fp32)."""
+def _torch_runs_otherwise(options: Any) -> tuple[Any, str]:
+    """What torch runs as, asked `options` (BackendOptions, left as they are): (the options to
+    run with: device cpu where the profile asks CUDA on a machine without it, else `options`
+    itself; the plan line's ending that says what runs instead, '' when torch runs as asked).
+    Torch casts its towers to the asked precision on a GPU only (TorchBackend), so the ending
+    also says fp32 ("profile cuda: torch on cuda (bf16)" ran on cpu in fp32)."""
+    from dataclasses import replace
+
     from shallowpi.deploy.backends.torch_backend import DTYPES, NAMES
 
     asked = f"{options.device} ({options.precision})"
     why = ""
     if options.device == "cuda" and not _has_cuda():
-        options.device, why = "cpu", "torch sees no CUDA GPU here"
+        # A copy: the caller's options still say what the profile asked.
+        options, why = replace(options, device="cpu"), "torch sees no CUDA GPU here"
     precision = NAMES[DTYPES[options.precision]] if options.device == "cuda" else "fp32"
     if (runs := f"{options.device} ({precision})") == asked:
-        return ""
-    return f"; {why or f'torch computes in {precision} on {options.device}'}: it runs on {runs}, not {asked}"
+        return options, ""
+    return options, f"; {why or f'torch computes in {precision} on {options.device}'}: it runs on {runs}, not {asked}"
 
 
 def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:

@@ -12,6 +12,7 @@ was grabbed, or the file position for a video file.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,13 @@ from typing import Any
 import numpy as np
 
 from shallowpi.hardware.camera import CameraError, Frame, ThreadedCamera
+
+log = logging.getLogger(__name__)
+
+# Hz: a camera (or file) reporting a rate this close to the asked one runs at it (29.97 for
+# 30: NTSC-style rates, a float's rounding); further off, frames arrive at another rate
+# than the recording's clock assumes.
+FPS_TOLERANCE = 0.5
 
 
 @dataclass
@@ -47,7 +55,9 @@ class OpenCVCamera(ThreadedCamera):
     """A `ThreadedCamera` over cv2.VideoCapture; frames are uint8 [H, W, 3] RGB, no depth.
 
     Opening raises CameraError when OpenCV is missing, the source cannot be opened, or a
-    device does not deliver the configured width x height (a file's size must match too).
+    device does not deliver the configured width x height or reports another rate than the
+    configured fps (a file's size and rate must match too); a rate reported as 0 (unknown
+    to the driver) is taken as asked.
     """
 
     def __init__(self, config: OpenCVConfig):
@@ -90,6 +100,14 @@ class OpenCVCamera(ThreadedCamera):
                 f"camera '{cfg.name}': {cfg.source} gives {width}x{height}, "
                 f"config asks {cfg.width}x{cfg.height}; set the camera's width/height to match"
             )
+        # A UVC camera without the asked rate takes the nearest mode it has, silently: read
+        # back what it took, as for the size.
+        reported = float(capture.get(cv2.CAP_PROP_FPS))
+        if (problem := fps_mismatch(cfg, reported)) is not None:
+            capture.release()
+            raise CameraError(problem)
+        if reported <= 0:
+            log.debug("camera '%s': %s reports no frame rate; taking the asked %d fps", cfg.name, cfg.source, cfg.fps)
         self._capture = capture
 
     def _read(self, timeout_s: float) -> Frame | None:
@@ -122,3 +140,18 @@ class OpenCVCamera(ThreadedCamera):
         if self._capture is not None:
             self._capture.release()
             self._capture = None
+
+
+def fps_mismatch(cfg: OpenCVConfig, reported: float) -> str | None:
+    """The one-line refusal when `reported` (Hz, what cv2.CAP_PROP_FPS reads back) is a
+    rate more than FPS_TOLERANCE off the configured fps, else None; a report <= 0 means
+    the driver does not know its rate and is taken as asked."""
+    if reported <= 0 or abs(reported - cfg.fps) <= FPS_TOLERANCE:
+        return None
+    if not cfg.source.isdigit() and not cfg.source.startswith("/dev/"):
+        return (f"camera '{cfg.name}': {cfg.source} was recorded at {reported:g} fps, config asks "
+                f"{cfg.fps}; set the camera's fps to the file's")
+    device = f"/dev/video{cfg.source}" if cfg.source.isdigit() else cfg.source
+    return (f"camera '{cfg.name}': {cfg.source} runs at {reported:g} fps, config asks {cfg.fps}; set the "
+            f"camera's fps to a rate it has at {cfg.width}x{cfg.height} (v4l2-ctl -d {device} "
+            "--list-formats-ext lists its modes)")

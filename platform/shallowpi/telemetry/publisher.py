@@ -23,7 +23,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,45 @@ __all__ = ["TelemetryPublisher"]
 log = logging.getLogger(__name__)
 
 _MAX_PENDING_COMMANDS = 256  # commands nobody drains are dropped oldest-first, with a warning
+# Peers granted control held at once. A dashboard that reconnects is a new peer each time
+# (its DEALER's routing id): at this many the ones gone are forgotten (_prune_granted).
+_MAX_GRANTED = 256
+_WARN_EVERY_S = 10.0  # one warning line per kind this often; the ones between are counted
+
+
+class _WarningLimiter:
+    """Warnings of one kind at most once per `every_s` seconds, each line saying how many
+    like it were not logged since the last: a peer flooding junk or refused commands (one
+    warning per message) filled a disk with the log. Thread-safe: the sender thread and
+    in-process dashboards (submit) both warn. `clock`: seconds, monotonic."""
+
+    def __init__(self, every_s: float = _WARN_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}  # kind -> when its last line was logged
+        self._held: dict[str, int] = {}  # kind -> warnings not logged since
+
+    def warn(self, kind: str, message: str, *args: Any) -> None:
+        """Log `message % args` as a warning unless one of `kind` was logged in the last
+        `every_s` seconds (then count it)."""
+        with self._lock:
+            now = self.clock()
+            last = self._last.get(kind)
+            if last is not None and now - last < self.every_s:
+                self._held[kind] = self._held.get(kind, 0) + 1
+                return
+            held, self._last[kind] = self._held.pop(kind, 0), now
+        if held and last is not None:
+            message += f"; {held} more like it in the last {now - last:.0f} s not logged"
+        log.warning(message, *args)
+
+    def flush(self) -> None:
+        """One line per kind for the warnings counted and not yet logged (at close)."""
+        with self._lock:
+            held, self._held = self._held, {}
+        for kind, count in held.items():
+            log.warning("telemetry: %d more warnings like '%s' not logged", count, kind)
 
 
 def _in_use(path: str) -> TelemetryError:
@@ -124,7 +163,11 @@ class TelemetryPublisher:
         self._mailboxes: list[StatusMailbox] = []
         # The sender thread's state (read elsewhere only as plain ints).
         self._subscribers = 0
-        self._granted: set[bytes] = set()  # DEALER identities that asked for control and got it
+        # DEALER identities that asked for control and got it: at most _MAX_GRANTED, those
+        # gone dropped (_prune_granted); a live one is never dropped, or its E-STOP would be
+        # ignored without a word to it (a subscriber is not told of a refused command).
+        self._granted: set[bytes] = set()
+        self._warnings = _WarningLimiter()
         self._sent_seq = -1
         self._sent_at = 0.0
         self.statuses_sent = 0
@@ -226,6 +269,7 @@ class TelemetryPublisher:
             self._context.term()
         self._remove_files()
         self._unlock()  # after the files: a successor binds only once they are gone
+        self._warnings.flush()
 
     def __enter__(self) -> TelemetryPublisher:
         return self
@@ -411,7 +455,8 @@ class TelemetryPublisher:
                 self._handle(*frames)
             except Exception as exc:  # one odd message (nested 30,000 deep, a lone surrogate) must
                 # not end the sender, and every dashboard and E-STOP key with it
-                log.warning("telemetry: ignored a message that could not be handled (%s)", type(exc).__name__)
+                self._warnings.warn("unhandled", "telemetry: ignored a message that could not be handled (%s)",
+                                    type(exc).__name__)
 
     def _handle(self, identity: bytes, raw: bytes) -> None:
         """One message from a subscriber: a hello (answered) or a command (queued when its
@@ -420,7 +465,7 @@ class TelemetryPublisher:
             message = json.loads(raw)
             kind = message["type"]
         except (ValueError, KeyError, TypeError):
-            log.warning("telemetry: ignored a message that is not a telemetry message")
+            self._warnings.warn("junk", "telemetry: ignored a message that is not a telemetry message")
             return
         if kind == "hello":
             self._hello(identity, bool(message.get("control", False)), message)
@@ -428,30 +473,67 @@ class TelemetryPublisher:
             # Over TCP each command proves itself too: a ROUTER numbers its peers in
             # sequence, and a peer may claim a granted one's number once it has left.
             if identity not in self._granted or not self._may_steer(message):
-                log.warning("telemetry: ignored a command from a read-only subscriber")
+                self._warnings.warn("read-only", "telemetry: ignored a command from a read-only subscriber")
                 return
             seen, episode = message.get("seen"), message.get("episode")
             try:
                 request = Request(Command(message.get("command")), seen if isinstance(seen, str) else None,
                                   episode if isinstance(episode, int) else None)
             except ValueError:
-                log.warning("telemetry: ignored unknown command %r", message.get("command"))
+                self._warnings.warn("unknown command", "telemetry: ignored unknown command %r",
+                                    message.get("command"))
                 return
             self._queue_command(request)
 
     def _hello(self, identity: bytes, wants_control: bool, message: Mapping[str, Any]) -> None:
         granted = wants_control and self._may_steer(message)
+        crowded = False
+        if granted and identity not in self._granted and len(self._granted) >= _MAX_GRANTED:
+            self._prune_granted()
+            # Still full, every one of them connected: this peer is told no, rather than a
+            # live one losing its grant unawares. The process's own dashboard (its token) is
+            # let in whatever: its keys are the operator's E-STOP.
+            crowded = len(self._granted) >= _MAX_GRANTED and not self._proves(message, self.local_token, "token")
+            granted = not crowded
         if granted:
             self._granted.add(identity)
         reply: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL, "kind": self.kind,
                                  "status": self._status_address, "control": granted}
-        if wants_control and not granted:
+        if crowded:
+            reply["reason"] = (f"{len(self._granted)} subscribers connected now have control, the most this recorder "
+                               "grants: close one of them (or attach read-only)")
+            self._warnings.warn("crowded", "telemetry: refused control to a subscriber: %d connected have it",
+                                len(self._granted))
+        elif wants_control and not granted:
             reply["reason"] = ("this recorder does not accept remote commands (telemetry.allow_remote_control is false)"
                                if not self.allow_control else
                                f"over TCP only the user running the recorder may send commands, with the key it "
                                f"wrote to that user's {self._control_key_file}")
         with contextlib.suppress(zmq.Again):
             self._router.send_multipart([identity, json.dumps(reply).encode()], zmq.NOBLOCK)
+
+    def _prune_granted(self) -> None:
+        """Forget the peers granted control that have gone (a dashboard that reconnected is a
+        new peer; ZeroMQ does not tell a ROUTER who left). Each is sent a ping with
+        ROUTER_MANDATORY on: a peer gone is refused at once (EHOSTUNREACH), one connected
+        takes it (or its queue is full: EAGAIN) and keeps its grant. A subscriber never
+        reads its control socket after the hello, so a ping costs it a queued message, at
+        most the ROUTER's sndhwm of them."""
+        ping = json.dumps({"type": "ping"}).encode()
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            for identity in list(self._granted):
+                try:
+                    self._router.send_multipart([identity, ping], zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # connected, its queue full: still there
+                except zmq.ZMQError as exc:
+                    if exc.errno != zmq.EHOSTUNREACH:
+                        raise
+                    self._granted.discard(identity)
+        finally:
+            self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # replies to a peer gone are dropped, as before
+        log.debug("telemetry: %d subscribers with control still connected", len(self._granted))
 
     def _queue_command(self, command: Request) -> None:
         with self._commands_lock:
@@ -462,7 +544,8 @@ class TelemetryPublisher:
                 self._commands.remove(oldest)
             self._commands.append(command)
         if full:
-            log.warning("telemetry: command queue full (nobody drains commands()); dropped the oldest")
+            self._warnings.warn("queue full", "telemetry: command queue full (nobody drains commands()); "
+                                "dropped the oldest")
 
     def _send_final(self, frame: bytes) -> None:
         """The last status, which no newer one will follow: it waits, up to the close linger,

@@ -26,6 +26,9 @@ Messages are single JSON frames (CONFLATE keeps single-part messages only):
     publisher -> subscriber   {"type": "hello", "protocol": 2, "kind": "recorder",
                                "status": "<status address>", "control": false, "reason": "..."}
     subscriber -> publisher   {"type": "command", "command": "start", "key": "..."}
+    publisher -> subscriber   {"type": "ping"}  (only to the peers granted control when their
+                               number reaches its bound: one that has gone is dropped; a
+                               reader of the control socket ignores it)
 
 Control: a Unix socket admits this user only (0600); a loopback TCP port admits every
 user of the computer, so there a hello and each command carry the control key the
