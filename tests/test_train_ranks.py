@@ -316,6 +316,16 @@ def _resume_worker(rank: int, world: int, run: str, port: int) -> None:
     leave_group()
 
 
+def _same_run(one: Path, two: Path, step: str) -> None:
+    """The runs in `one` and `two` logged the same losses and saved the same weights at `step`."""
+    for (_, a), (_, b) in zip(logged_losses(one), logged_losses(two)):
+        assert a == pytest.approx(b, rel=1e-4)
+    w1 = Policy.load(one / "checkpoints" / step).state_dict()
+    w2 = Policy.load(two / "checkpoints" / step).state_dict()
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3, msg=k)
+
+
 @pytest.mark.slow
 def test_a_sharded_resume_reads_the_checkpoint_on_rank_0_only_and_continues_the_run(tmp_path):
     """Read by every process, the whole model and optimizer state were in host memory once
@@ -339,12 +349,7 @@ def test_a_sharded_resume_reads_the_checkpoint_on_rank_0_only_and_continues_the_
     assert read[0], "rank 0 read no checkpoint file"
     assert read[1] == [], f"rank 1 read the checkpoint itself: {read[1]}"
     assert [s for s, _ in logged_losses(tmp_path / "two")] == [0, 1, 2, 3]
-    for (_, a), (_, b) in zip(logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")):
-        assert a == pytest.approx(b, rel=1e-4)
-    w1 = Policy.load(tmp_path / "one" / "checkpoints" / "step_000004").state_dict()
-    w2 = Policy.load(tmp_path / "two" / "checkpoints" / "step_000004").state_dict()
-    for k in w1:
-        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3, msg=k)
+    _same_run(tmp_path / "one", tmp_path / "two", "step_000004")
 
 
 def _failing_resume_worker(rank: int, world: int, run: str, port: int) -> None:
@@ -456,12 +461,7 @@ def test_a_run_begun_from_init_reads_its_weights_on_rank_0_only_and_trains_as_on
     assert weights in read[0], f"rank 0 did not read the --init weights: {read[0]}"
     assert weights not in read[1], f"rank 1 read the --init weights itself: {read[1]}"
     assert [s for s, _ in logged_losses(tmp_path / "two")] == [0, 1]
-    for (_, a), (_, b) in zip(logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")):
-        assert a == pytest.approx(b, rel=1e-4)
-    w1 = Policy.load(tmp_path / "one" / "checkpoints" / "step_000002").state_dict()
-    w2 = Policy.load(tmp_path / "two" / "checkpoints" / "step_000002").state_dict()
-    for k in w1:
-        torch.testing.assert_close(w1[k], w2[k], atol=1e-4, rtol=1e-3, msg=k)
+    _same_run(tmp_path / "one", tmp_path / "two", "step_000002")
 
 
 @pytest.mark.parametrize("reads", [True, False], ids=["rank0", "other-ranks"])
