@@ -641,18 +641,23 @@ def test_a_whole_float_given_for_a_count_is_that_count():
     assert composed.telemetry.max_hz == 7.5
 
 
-def test_a_monitor_ended_by_sigterm_says_nothing(tmp_path):
-    """Every command takes SIGTERM as Ctrl-C ("interrupted", exit 130), but not a monitor: a
-    recorder ends its attached dashboard so, on the terminal they share, where the line was
-    noise after the recorder's own summary."""
+@pytest.mark.parametrize("attached", [True, False], ids=["attached", "by-hand"])
+def test_a_recorders_attached_monitor_ended_by_sigterm_says_nothing(tmp_path, attached):
+    """Every command takes SIGTERM as Ctrl-C ("interrupted", exit 130; a full-screen monitor
+    run by hand then leaves its screen), but not a recorder's attached dashboard: the
+    recorder ends it so, on the terminal they share, where the line was noise after the
+    recorder's own summary."""
     import signal
     import time
 
     proc = subprocess.Popen(platform_cmd("monitor", "--lines", "--wait-s", "60", "--address",
-                                         f"ipc://{tmp_path}/none.sock"),
+                                         f"ipc://{tmp_path}/none.sock", *(["--attached"] if attached else [])),
                             env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3)  # past the imports: waiting for a recorder
     assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGTERM and "interrupted" not in out + err, (out, err)
+    if attached:
+        assert proc.returncode == -signal.SIGTERM and "interrupted" not in out + err, (out, err)
+    else:
+        assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", (out, err)

@@ -128,3 +128,18 @@ def test_narrow_panels_drop_the_least_useful_parts_and_break_between_facts():
     assert summary[3].startswith("robot: humanoid   dataset: …") and summary[3].endswith("2026-11-30.zarr   READ-ONLY")
     keys = render.keys_line(["head_pan"], panel_width=78).plain.split("\n")
     assert max(map(len, keys)) <= 78 and keys[1].startswith(" f  failure"), keys
+
+
+def test_a_task_in_wide_characters_is_cut_to_the_cells_it_takes():
+    """A task written in Chinese takes two cells a character: cut by its count of
+    characters, the summary's line still ran past its 78 cells and wrapped."""
+    import dataclasses
+
+    from rich.cells import cell_len
+
+    status = dataclasses.replace(long_run_status(), task="把红色的杯子拿起来放进左边的碗里" * 3,
+                                 dataset="/data/ネットワーク/ロボット/台所の記録-2026-11-30.zarr")
+    summary = render.summary(status, True, False, panel_width=78).plain.split("\n")
+    assert max(map(cell_len, summary)) <= 78, [cell_len(line) for line in summary]
+    assert summary[2].startswith("task: 把红色的杯子") and summary[2].endswith("…")
+    assert summary[3].endswith("2026-11-30.zarr   READ-ONLY")

@@ -74,6 +74,22 @@ def test_record_resume_refuses_a_format_1_store_before_the_robot_connects_or_the
     assert _files(path) == before
 
 
+def test_record_resume_refuses_other_features_before_the_writable_open(tmp_path, capsys, own_signals):
+    """What needs the rig (the features it records, its calibration) was refused only after
+    the writable open, which had moved a layout-1 store to layout 2 for good: the refusal
+    changed the store it refused (review). A reader refuses it now, the store untouched."""
+    path = tmp_path / "old.zarr"
+    make_store(path, episodes=1, length=4).close()  # the arm's joints, 24x32 cameras
+    as_layout_1(path)
+    before = _files(path)
+    code = main(["record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--data-root",
+                 str(tmp_path), "--dataset", "old", "--resume", "--no-tui", "record.sim_size=32x32",
+                 f"telemetry.address={tmp_path}/t.sock"])
+    err = capsys.readouterr().err
+    assert code != 0 and "features" in err, err
+    assert _files(path) == before
+
+
 def test_a_written_format_1_store_is_refused_by_a_shallowpi_from_before_layout_2(tmp_path):
     """A format-1 store on layout 2 kept version 1, which a shallowpi from before layout 2
     read as its own layout and called damaged ("meta/.zattrs has no episode list"). Every

@@ -486,3 +486,27 @@ def test_a_rank_that_does_not_read_init_builds_its_model_and_refuses_alike(tmp_p
                                             f"this run asks for 3; pass policy.chunk_len={saved.cfg.chunk_len}"):
         _initial_policy(dataclasses.replace(asked, chunk_len=3), saved.features, init, None, reads=reads)
     assert read == ([str(init / "model.safetensors")] if reads else [])
+
+
+def test_a_rank_that_does_not_read_init_refuses_weights_of_another_model_or_none(tmp_path):
+    """Rank 0 alone read --init's weights: a file of another model, or a π0 folder with no
+    weights, was refused there while the other ranks went on to wait for it in the group.
+    Each rank checks the weights file's header (names and shapes) and the folder's files."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from shallowpi.train.finetune import _initial_policy
+
+    init = _init_weights(tmp_path / "init", "ours")
+    saved = Policy.load(init)
+    _initial_policy(saved.cfg, saved.features, init, None, reads=False)  # the header fits
+    weights = {k: v.contiguous() for k, v in saved.state_dict().items()}
+    first = next(iter(weights))
+    save_file({**weights, first: torch.zeros(3)}, str(init / "model.safetensors"), metadata=Policy.read_metadata(init))
+    with pytest.raises(TrainingError, match=rf"--init {init}: its weights are not its config's model \(1 tensors "
+                                            rf"differ, e\.g\. {first}\)"):
+        _initial_policy(saved.cfg, saved.features, init, None, reads=False)
+    (tmp_path / "pi0").mkdir()
+    with pytest.raises(TrainingError, match=r"no \*\.safetensors in .*pi0; pass a π0 checkpoint directory"):
+        _initial_policy(dataclasses.replace(saved.cfg), saved.features, tmp_path / "pi0", None, reads=False)

@@ -315,11 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM and SIGHUP as Ctrl-C for every command, from its first line: by default they
     # ended it at once with no line (a train before its first step, a deploy in its bundle's
     # export, an export whose encoder child ran on). Commands with their own take them over.
-    # Not a monitor (a recorder ends its attached dashboard so, on the terminal they share:
-    # "interrupted" there is noise), nor a rank of several under torchrun (one blocked in a
-    # collective runs no Python handler: the launcher's SIGTERM must end it, not wait for its
-    # SIGKILL).
-    keep = args.command == "monitor" or (launch is not None and launch[1] > 1)
+    # Not a recorder's attached dashboard (the recorder ends it so, on the terminal they
+    # share, and restores the terminal itself: "interrupted" there is noise; a monitor run by
+    # hand must leave its full screen as Ctrl-C does), nor a rank of several under torchrun
+    # (one blocked in a collective runs no Python handler: the launcher's SIGTERM must end it,
+    # not wait for its SIGKILL).
+    attached = args.command == "monitor" and getattr(args, "attached", False)
+    keep = attached or (launch is not None and launch[1] > 1)
     previous = {} if keep else _interrupt_on_signals()
     try:
         return int(args.run(args) or 0)

@@ -271,7 +271,8 @@ def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | No
     """The store's header, features and episode table: the rows of episodes `span` (first,
     last or None: to the end), or of the `last` N, or by default every episode of a store
     of up to INFO_ALL_UP_TO, else the last INFO_LAST and a line naming the flag for the
-    rest. PlatformError for a span that starts past the last episode."""
+    rest. `size`: the header says the store's size on disk too (`nbytes_on_disk` looks at
+    every file). PlatformError for a span that starts past the last episode."""
     from rich.table import Table
 
     from shallowpi.data.row_ranges import describe_ranges

@@ -104,6 +104,7 @@ class DeploymentRecorder:
         # layout-1 store to layout 2 for good, and a refusal must leave the store as it was.
         self.store = EpisodeStore.open_or_create(path, features, settings, check=lambda store: store.check_recordable(
             fps=target.fps, calibration_id=target.calibration_id, allow_mixed_calibration=allow_mixed_calibration))
+        self.disk.numeric_chunk_rows = self.store.settings.numeric_chunk_rows  # its own, episodes or none
         try:
             self.store.check_recordable(fps=target.fps, calibration_id=target.calibration_id,  # a new store too
                                         allow_mixed_calibration=allow_mixed_calibration)

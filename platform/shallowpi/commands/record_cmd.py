@@ -249,10 +249,17 @@ def run(args: argparse.Namespace) -> int:
                           numeric_chunk_rows=settings.numeric_chunk_rows)
         disk.require_reserve()  # before a store is made: a full disk leaves nothing behind
         if args.resume:
+            # What needs the rig (its features, its calibration), refused from a reader too:
+            # the writable open moves a layout-1 store to layout 2 for good.
+            with EpisodeStore.open(store_path) as existing:
+                _check_resume(existing, rig.features, cfg.robot.name)
+                existing.check_recordable(fps=fps, calibration_id=rig.calibration_id,
+                                          allow_mixed_calibration=args.allow_mixed_calibration)
             store = EpisodeStore.open(store_path, mode="a")
-            _check_resume(store, rig.features, cfg.robot.name)
+            _check_resume(store, rig.features, cfg.robot.name)  # the store at the name may have been replaced
             store.check_recordable(fps=fps, calibration_id=rig.calibration_id,
                                    allow_mixed_calibration=args.allow_mixed_calibration)
+            disk.numeric_chunk_rows = store.settings.numeric_chunk_rows  # its own, episodes or none
             if args.allow_mixed_calibration:
                 store.allow_mixed_calibration()
             if (changed := camera_changes(store, rig.camera_serials)) is not None:

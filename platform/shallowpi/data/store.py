@@ -485,7 +485,7 @@ class EpisodeStore:
             _require_appendable(store, features)  # the store at the name may have been replaced meanwhile
             if check is not None:
                 check(store)
-        except StoreError:
+        except BaseException:  # the caller's check may raise anything: the writer's lock goes back
             store.close()
             raise
         return store

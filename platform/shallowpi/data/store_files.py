@@ -179,12 +179,16 @@ _INTACT: set[tuple[Any, ...]] = set()
 
 def _intact_key(store: EpisodeStore) -> tuple[Any, ...] | None:
     """What `require_intact`'s memo keys a reader's store by; None for a writer's (its
-    files are changing) or a folder that cannot be looked at."""
+    files are changing), a folder that cannot be looked at, or an array whose chunk files
+    lie in nested folders ("/" separated, a store made elsewhere: a file removed there
+    changes only its own folder's time)."""
     if store.writable:
         return None
     try:
+        if any((store.array_info(name).get("dimension_separator") or ".") != "." for name in array_names(store)):
+            return None
         stamps = tuple(os.stat(store.path / "data" / name).st_mtime_ns for name in array_names(store))
-    except OSError:
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     return str(store.path.resolve()), store.identity, store.num_frames, stamps
 

@@ -446,7 +446,11 @@ def _initial_policy(
     process, a π0 checkpoint (~13 GB) was read once per GPU, and each held a state dict of
     it beside its model (8 processes: ~100 GB more host memory on the node) for weights the
     wrap then overwrote with rank 0's. Each process still checks the header against the data
-    and the run's config, so all of them refuse alike."""
+    and the run's config, and what the weights file's header says of it (our checkpoint's
+    tensor names and shapes: `_require_weights_fit`; a π0 directory's *.safetensors), so all
+    of them refuse a wrong path, model or action space alike. What only reading the weights
+    finds (a π0 file of another model, a damaged tensor) rank 0 alone raises; torchrun then
+    ends the others."""
     if resumed is not None:
         return _resumed_policy(cfg, features, resumed)
     if init_from is None:
@@ -463,15 +467,39 @@ def _initial_policy(
         if differ := _differing(cfg, kept):
             log.warning("--init %s keeps its own policy config: %s", init_from, ", ".join(
                 f"policy.{k}={getattr(kept, k)!r} (asked {getattr(cfg, k)!r})" for k in differ))
+        if reads:
+            return Policy.load(init_from)
         # Policy.load builds Policy(kept, saved_features) too, then reads the weights into it.
-        return Policy.load(init_from) if reads else Policy(kept, saved_features)
+        policy = Policy(kept, saved_features)
+        _require_weights_fit(init_from, policy)
+        return policy
     # A lerobot/openpi π0 directory: take its model, our features and fresh statistics.
     policy = Policy(cfg, features)
+    if not reads and not any(init_from.glob("*.safetensors")):  # as load_pi0_directory refuses on rank 0
+        raise TrainingError(f"no *.safetensors in {init_from}; pass a π0 checkpoint directory")
     if reads:
         from shallowpi.policy.weights import load_pi0_directory
 
         policy.model.load_state_dict(load_pi0_directory(init_from, policy.cfg).state_dict())
     return policy
+
+
+def _require_weights_fit(checkpoint: Path, policy: Policy) -> None:
+    """TrainingError (one line) unless `checkpoint`'s model.safetensors names the tensors of
+    `policy`'s state and their shapes, read from its header alone (no weight read): what
+    Policy.load, on the rank that reads them, refuses for a file of another model."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors' own error types: not a readable weights file
+        raise TrainingError(f"--init {checkpoint}: its model.safetensors does not read ({exc})") from None
+    wanted = {key: tuple(value.shape) for key, value in policy.state_dict().items()}
+    if shapes != wanted:
+        differ = sorted(k for k in shapes.keys() | wanted.keys() if shapes.get(k) != wanted.get(k))
+        raise TrainingError(f"--init {checkpoint}: its weights are not its config's model ({len(differ)} tensors "
+                            f"differ, e.g. {differ[0]}); the checkpoint is damaged or was edited")
 
 
 def _check_same_windows(cfg: PolicyConfig, kept: PolicyConfig, what: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from rich.cells import cell_len, set_cell_size
 from rich.style import Style
 from rich.text import Text
 
@@ -92,11 +93,11 @@ def summary(status: RecorderStatus | None, connected: bool, control: bool, panel
     task, robot, dataset = status.task or "-", status.robot or "-", status.dataset or "-"
     keys = Text("CONTROL" if control else "READ-ONLY", style="bold green" if control else "bold yellow")
     line = f"task: {task}   robot: {robot}   dataset: {dataset}   {keys.plain}"
-    if panel_width is not None and len(line) > panel_width:
+    if panel_width is not None and cell_len(line) > panel_width:
         # Two rows at most: the task on its own, cut at its end; the dataset's path loses its
         # start, not the store's name, to share the second row with the robot and the keys.
         task = _cut_end(task, panel_width - len("task: "))
-        rest = len(f"robot: {robot}   dataset: ") + 3 + keys.cell_len
+        rest = cell_len(f"robot: {robot}   dataset: ") + 3 + keys.cell_len
         dataset = _cut_start(dataset, max(panel_width - rest, DATASET_SHOWN_MIN))
     about: list[panels.Part] = [
         ("", Text("task: ", style="dim") + Text(task, style="italic")),
@@ -108,13 +109,22 @@ def summary(status: RecorderStatus | None, connected: bool, control: bool, panel
 
 
 def _cut_end(words: str, width: int) -> str:
-    """`words` in `width` cells (at least 1): whole if they fit, else their start and "…"."""
-    return words if len(words) <= width else words[:max(width - 1, 0)] + "…"
+    """`words` in `width` cells (at least 1; a wide character, CJK, takes two): whole if
+    they fit, else their start and "…"."""
+    if cell_len(words) <= width:
+        return words
+    return set_cell_size(words, max(width - 1, 0)).rstrip(" ") + "…"  # padded where a wide one did not fit
 
 
 def _cut_start(path: str, width: int) -> str:
-    """`path` in `width` cells (at least 1): whole if it fits, else "…" and its end."""
-    return path if len(path) <= width else "…" + path[len(path) - max(width - 1, 0):]
+    """`path` in `width` cells (at least 1; a wide character takes two): whole if it fits,
+    else "…" and its end."""
+    if cell_len(path) <= width:
+        return path
+    kept, cells = len(path), 0
+    while kept > 0 and cells + cell_len(path[kept - 1]) <= width - 1:
+        kept, cells = kept - 1, cells + cell_len(path[kept - 1])
+    return "…" + path[kept:]
 
 
 def _bar(value: float, lower: float, upper: float, width: int = BAR_WIDTH) -> int:
