@@ -83,8 +83,8 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callab
     shutil.rmtree(staging, ignore_errors=True)
     settings = store.settings  # as its header has them: a store made before settings were checked keeps its own
     try:
-        # Beside a store kept in another's folder; with the header and commit-record keys a
-        # newer version wrote, which this one does not know.
+        # Beside a store kept in another's folder; with the header keys a newer version wrote,
+        # which this one does not know (its commit record summarises what the copy changes).
         with EpisodeStore.create(staging, store.features, settings, version=store.version,
                                  inside_a_store=True, copy_of=store) as compacted:
             if store.summary.allow_mixed_calibration:
