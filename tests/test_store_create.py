@@ -3,6 +3,7 @@ maker leaves, and the settings a store may be created with."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import traceback
 from pathlib import Path
@@ -221,3 +222,32 @@ def test_a_codec_that_cannot_encode_is_refused_before_any_take(tmp_path):
     from shallowpi.data.features import robot_features
 
     EpisodeStore.create(tmp_path / "numbers.zarr", robot_features(["j0"], {}), settings).close()
+
+
+def test_a_failed_build_leaves_no_folder_while_a_writer_thread_finishes(tmp_path):
+    """A merge that failed on a full disk raised while zarr's writer thread finished the
+    chunk writes it had begun: their files made the claim's removal fail (ENOTEMPTY,
+    ignored), and `both.zarr.<random>.creating` stayed, taking space (seen under load).
+    The removal goes on until the folder is gone."""
+    import threading
+    import time
+
+    from shallowpi.data.store_claim import claim_new
+
+    started, stop = threading.Event(), threading.Event()
+
+    def late_writes(folder):
+        started.set()
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:  # files appearing as the folder is removed
+            with contextlib.suppress(OSError):
+                (folder / f"chunk{time.monotonic_ns()}").write_bytes(b"x")
+        stop.set()
+
+    with pytest.raises(OSError, match="No space"), claim_new(tmp_path / "both.zarr") as built:
+        built.mkdir()
+        threading.Thread(target=late_writes, args=(built.parent,), daemon=True).start()
+        started.wait()
+        raise OSError(28, "No space left on device")
+    stop.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -20,6 +20,7 @@ import re
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -344,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return PlatformError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        # An interrupt inside zarr's synchronous wrapper leaves the coroutines it had made
+        # unawaited, and Python warns of each as it collects them, after the one line.
+        warnings.filterwarnings("ignore", message=r"coroutine .* was never awaited", category=RuntimeWarning)
         return 130
     except RuntimeError as exc:
         message = peer_stopped(exc)

@@ -10,6 +10,7 @@ import glob
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,7 +57,19 @@ def claim_new(path: Path, suffix: str = CREATING_SUFFIX, wait_s: float | None = 
         try:
             yield folder / path.name
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(folder)
+
+
+def _remove(folder: Path, tries: int = 20) -> None:
+    """Remove `folder` and what is in it, again while something still writes there: a build
+    that failed on a full disk raises while zarr's writer thread finishes the chunk writes it
+    had begun, whose files made the removal's last rmdir fail (ENOTEMPTY, ignored), and the
+    folder stayed, taking space under a name nothing opens (seen under load)."""
+    for _ in range(tries):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.05)
 
 
 def publish_folder(built: Path, path: Path, durable: bool) -> None:
