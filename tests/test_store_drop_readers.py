@@ -126,7 +126,7 @@ def test_the_list_of_drops_stays_short_and_never_lets_a_cut_reader_read_on():
     Against the whole history: a reader is let on only when no drop since its opening took
     one of its episodes, and is refused only when that happened or its opening is older
     than the list."""
-    from shallowpi.data.store import CUTS_LISTED, kept_since, with_cut
+    from shallowpi.data.store_cuts import CUTS_LISTED, kept_since, with_cut
 
     rng = np.random.default_rng(0)
     cuts: tuple[int, list[tuple[int, int]]] = (0, [])

@@ -43,7 +43,9 @@ layout 2 the first time they are opened for writing (data/store_layout1.py). Bes
 this module: writing one episode (episode_writer.py), atomic JSON and the writer lock
 (durable_io.py; the durable writes are shallowpi/durable_files.py), what may join a
 store (store_rules.py), delete, copy and merge (store_edit.py), the settings a store writes
-with (store_settings.py), and making a new one under its name (store_claim.py).
+with (store_settings.py), making a new one under its name (store_claim.py), the codecs an
+open lets its arrays name (store_codecs.py), and the commit record with its log of in-place
+cuts (store_cuts.py).
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ from shallowpi.data.features import (
     require_plain_names,
 )
 from shallowpi.data.store_claim import claim_new, publish_folder, require_outside_stores
+from shallowpi.data.store_codecs import require_written_codecs
+from shallowpi.data.store_cuts import CutLog, commit_record, cuts_of, kept_since
 from shallowpi.data.store_rules import StoreSummary, check_mixing, mixed_fps
 from shallowpi.data.store_settings import StoreSettings, check_encodes, settings_from_header
 from shallowpi.data.store_swap import (
@@ -127,26 +131,12 @@ EPISODES_DIR = "episodes"
 # How a store's episodes were made: each recording session's resolved config (and its
 # dashboard log), kept beside the arrays and carried by every edit that rewrites the store.
 PROVENANCE_DIR = ".shallowpi"
-# The compressors shallowpi writes its arrays with (codecs.py), by numcodecs id: Blosc for
-# numbers and lossless frames, imagecodecs' JPEG and JPEG-XL for lossy frames; or none (raw
-# bytes); never a filter. zarr and `chunk_files` decode a chunk with whatever its array's
-# `.zarray` names, and numcodecs' "pickle" runs code from the file (numcodecs unpickles it
-# before 0.15.2, 0.16.6 and 0.17.1; the robot's Python 3.10 has 0.13): a store naming
-# another is refused at open (`_require_written_codecs`), before any chunk is read.
-WRITTEN_COMPRESSORS = frozenset({"blosc", "imagecodecs_jpeg", "imagecodecs_jpegxl"})
 WRITER_CACHED_EPISODES = 256  # episode metadata a writable store keeps in memory
 OPEN_TRIES = 3  # a reader opens again when the store changed while it opened (EpisodeStore.open)
 # A reader reads the files that say whether its store was edited at least this often, seconds,
 # whatever the stats say: an NFS client may answer a stat from its attribute cache for a
 # minute, while opening a file revalidates it.
 REREAD_S = 0.25
-# In-place cuts (the recorder's d / r) the commit record lists with the episodes each kept, so a
-# reader can tell a drop of a take it never saw (it reads on) from one of its own episodes. A
-# reader opened before the oldest listed cut cannot tell, and is refused as before the list.
-CUTS_LISTED = 32
-# (since, [(edit number, episodes kept), ...]): every in-place edit numbered above `since` is
-# listed, or followed by a listed one that kept no more episodes (`with_cut`).
-CutLog = tuple[int, list[tuple[int, int]]]
 
 
 @dataclass
@@ -235,7 +225,7 @@ class EpisodeStore:
         self._seen = self._stamp()  # before anything is read: a change during the opening shows
         self._reread_at = time.monotonic()
         header = self._read_header(path)
-        _require_written_codecs(path)  # before anything reads a chunk, the commit record's ends included
+        require_written_codecs(path)  # before anything reads a chunk, the commit record's ends included
         self._header_version = int(header.get("version", 1))  # as written (FORMAT_1_ON_LAYOUT_2)
         self.version = 1 if self._header_version == FORMAT_1_ON_LAYOUT_2 else self._header_version
         self.layout = int(header.get("layout", 1))
@@ -1040,63 +1030,6 @@ def _require_appendable(store: EpisodeStore, features: Mapping[str, Feature]) ->
     store.check_recordable()
 
 
-def _require_written_codecs(path: Path) -> None:
-    """StoreError (one line) when an array under the store's data/ or meta/ names, in its
-    `.zarray`, a compressor shallowpi never writes (`WRITTEN_COMPRESSORS`) or any filter:
-    a store from elsewhere (shared between labs) whose chunks would be decoded by it, a
-    "pickle" one running code from the file. Also the arrays a `.zmetadata` beside the
-    header describes (shallowpi writes none; zarr-python 3 takes an array's description
-    from it over the array's own). One small JSON read an array (a dozen, at 10 or 100,000
-    episodes alike), no chunk. An array without a readable `.zarray` is left to the reads
-    that need it (`dataset check` names it lost)."""
-    for group in ("data", "meta"):
-        try:
-            entries = sorted(os.scandir(path / group), key=lambda entry: entry.name)
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # no such group: the open's own reads say the store is damaged
-        for entry in entries:
-            _require_written_codec(path, f"{group}/{entry.name}", _json_or_none(os.path.join(entry.path, ".zarray")))
-    consolidated = _json_or_none(os.path.join(path, ".zmetadata"))
-    described = consolidated.get("metadata") if isinstance(consolidated, dict) else None
-    for key, info in sorted(described.items()) if isinstance(described, dict) else ():
-        if key.endswith("/.zarray"):
-            _require_written_codec(path, f"{key.removesuffix('/.zarray')} (as .zmetadata describes it)", info)
-
-
-def _json_or_none(path: str) -> Any:
-    """The JSON in the file at `path`; None when it is missing or does not parse."""
-    try:
-        with open(path, "rb") as file:
-            return json.loads(file.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _require_written_codec(path: Path, where: str, info: Any) -> None:
-    """`_require_written_codecs` for the array `where` ("data/<key>") described by `info`,
-    its `.zarray` (None, or not an object: no array, or a lost one; nothing of it is decoded)."""
-    if not isinstance(info, dict):
-        return
-    compressor = info.get("compressor")
-    if compressor is not None:
-        codec_id = compressor.get("id") if isinstance(compressor, dict) else compressor
-        if not isinstance(codec_id, str) or codec_id not in WRITTEN_COMPRESSORS:
-            raise _foreign_codec(path, f"{where} is compressed with", codec_id)
-    filters = info.get("filters")
-    if filters:
-        first = filters[0] if isinstance(filters, list) else filters
-        raise _foreign_codec(path, f"{where} is filtered with", first.get("id") if isinstance(first, dict) else first)
-
-
-def _foreign_codec(path: Path, what: str, codec_id: object) -> StoreError:
-    """The one-line refusal of `_require_written_codecs`: `what` ("data/x is compressed
-    with") the codec `codec_id` (its .zarray's id, whatever its type)."""
-    name = codec_id if isinstance(codec_id, str) else json.dumps(codec_id)
-    danger = ("which would run code from the file" if name == "pickle"
-              else "which zarr would decode its files with (another program's store?)")
-    return StoreError(f"{path}: {what} '{name}', which shallowpi never writes and {danger}; refusing this store")
-
-
 def _header_number(path: Path, header: Mapping[str, Any], key: str) -> int:
     """The header's `key` ("version", "layout"; 1 when missing) as an int; StoreError (one
     line) saying what it holds instead (a hand edit, another program's header)."""
@@ -1112,55 +1045,6 @@ def _header_number(path: Path, header: Mapping[str, Any], key: str) -> int:
 
 def _exists(path: Path) -> StoreError:
     return StoreError(f"{path} already exists; open it, or pick another dataset name")
-
-
-def commit_record(episodes: int, frames: int, summary: StoreSummary, edits: int = 0,
-                  cuts: CutLog = (0, [])) -> dict[str, Any]:
-    """The value of meta/.zattrs["commit"]: the counts, the in-place edits so far and the
-    episodes the latest ones kept (`"cuts": {"since": n, "kept": [[edit, episodes], ...]}`:
-    readers open meanwhile look at them, `kept_since`), and what every episode agrees on."""
-    since, kept = cuts
-    listed = {"cuts": {"since": since, "kept": [[edit, count] for edit, count in kept]}} if kept else {}
-    return {"episodes": episodes, "frames": frames, **({"edits": edits} if edits else {}), **listed,
-            **summary.to_json()}
-
-
-def cuts_of(record: Mapping[str, Any]) -> CutLog:
-    """The in-place cuts a commit record lists (`commit_record`). A record that lists none,
-    or not the latest edit (written by a version that kept no list, which drops it), lists
-    from its latest edit on: a reader opened before it cannot tell what was cut."""
-    edits = int(record.get("edits", 0))
-    listed = record.get("cuts")
-    try:
-        since, kept = int(listed["since"]), [(int(edit), int(count)) for edit, count in listed["kept"]]
-    except (TypeError, KeyError, ValueError):
-        return edits, []
-    if not kept or kept[-1][0] != edits or since > edits:
-        return edits, []
-    return since, kept
-
-
-def with_cut(cuts: CutLog, edit: int, kept: int) -> CutLog:
-    """`cuts` and in-place edit number `edit`, which left `kept` episodes. An earlier cut
-    that kept as many or more goes: any reader it would refuse, this one refuses too. So
-    the list keeps rising counts, and only its latest CUTS_LISTED: `since` moves up to the
-    last one forgotten, and a reader opened before that is refused (`kept_since`)."""
-    since, listed = cuts
-    listed = [(e, k) for e, k in listed if k < kept] + [(edit, kept)]
-    if len(listed) > CUTS_LISTED:
-        since, listed = listed[-CUTS_LISTED - 1][0], listed[-CUTS_LISTED:]
-    return since, listed
-
-
-def kept_since(edits: int, cuts: CutLog, after: int, episodes: int) -> bool:
-    """Whether a store whose commit record says `edits` in-place edits and `cuts` still
-    holds, as they were, the first `episodes` episodes of a reader that opened it after
-    edit number `after`: no in-place cut since kept fewer (appends never change them).
-    False when the record does not reach back to `after`."""
-    if edits == after:
-        return True
-    since, listed = cuts
-    return since <= after < edits and all(count >= episodes for edit, count in listed if edit > after)
 
 
 def _edited(path: Path) -> StoreEditedError:

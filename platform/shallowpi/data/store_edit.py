@@ -31,11 +31,11 @@ from shallowpi.data.store import (
     EpisodeStore,
     StoreSettings,
     check_mixing,
-    with_cut,
 )
 from shallowpi.data.store_claim import claim_new, require_outside_stores
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
+from shallowpi.data.store_cuts import with_cut
 from shallowpi.data.store_swap import (
     COMPACTING_SUFFIX,
     OLD_SUFFIX,

@@ -22,6 +22,7 @@ from shallowpi.data.store import (
     EpisodeInfo,
     EpisodeStore,
 )
+from shallowpi.data.store_cuts import commit_record
 from shallowpi.data.store_rules import StoreSummary
 from shallowpi.durable_files import fsync_path
 from shallowpi.errors import StoreError
@@ -70,7 +71,7 @@ def move_to_layout_2(store: EpisodeStore) -> None:
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(fsync_path, (folder / f"{info.index}.json" for info in episodes)))
         fsync_path(folder)
-    record = layout_2.commit_record(len(store), store.num_frames, store.summary)
+    record = commit_record(len(store), store.num_frames, store.summary)
     write_json(store.path / "meta" / ".zattrs",
                          {"episodes": [e.to_json() for e in episodes], "commit": record}, durable)
     header = read_json(store.path / ".zattrs")
