@@ -3,6 +3,7 @@ is never taken as leave to run code, write outside the store, or copy what a lin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -255,3 +256,166 @@ def test_merge_and_delete_copy_no_link_out_of_a_stores_provenance(tmp_path, capl
     for store in (merged, a, b):
         store.close()
 
+
+
+def _swapped_after_its_look(monkeypatch, swap) -> None:
+    """The race, made deterministic: `swap(path)` runs right after carry_provenance's look
+    at each entry (`_entry_kind`, the lstat), before the entry is opened or copied, as a
+    store's sender (or another process on the same disk) could change it then."""
+    from shallowpi.data import store_edit
+
+    look = store_edit._entry_kind
+
+    def look_then_swap(path: Path) -> str:
+        kind = look(path)
+        swap(path)
+        return kind
+
+    monkeypatch.setattr(store_edit, "_entry_kind", look_then_swap)
+
+
+def _carry_in_time(sources: list[Path], into: Path, fifos: tuple[Path, ...] = ()) -> None:
+    """carry_provenance, durable, failing the test if it has not returned in 5 s; a read
+    left waiting on one of `fifos` is then released (a writer opens and closes it)."""
+    import threading
+
+    from shallowpi.data.store_edit import carry_provenance
+
+    errors: list[BaseException] = []
+
+    def carry() -> None:
+        try:
+            carry_provenance(sources, into, durable=True)
+        except BaseException as error:  # reported by the test's thread
+            errors.append(error)
+
+    worker = threading.Thread(target=carry, daemon=True)
+    worker.start()
+    worker.join(5)
+    if worker.is_alive() and fifos:
+        for fifo in fifos:
+            with contextlib.suppress(OSError):  # ENXIO: no one waits on this one
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(10)
+        raise AssertionError(f"carry_provenance waited on a FIFO: {', '.join(map(str, fifos))}")
+    assert not worker.is_alive()
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize("swapped_in, held", [("link to a file", False), ("FIFO", False), ("link to a FIFO", False),
+                                               ("FIFO", True), ("link to a FIFO", True)])
+def test_a_provenance_file_swapped_for_a_link_or_fifo_after_its_look_is_not_carried(tmp_path, monkeypatch,
+                                                                                     caplog, swapped_in, held):
+    """A file that became a symbolic link between carry_provenance's lstat and its copy
+    went into the new store as that link (`copyfile(follow_symlinks=False)`); a FIFO (or a
+    link to one) failed the merge or delete (shutil's SpecialFileError), and where the new
+    store already `held` the name, the comparison's read of it waited forever."""
+    secret = tmp_path / "home" / "secret"
+    secret.parent.mkdir()
+    secret.write_text("the lab's private key")
+    fifo = tmp_path / "home" / "pipe"
+    os.mkfifo(fifo)
+    source = tmp_path / "a.zarr"
+    (source / PROVENANCE_DIR).mkdir(parents=True)
+    (source / PROVENANCE_DIR / "record-20261204-131500.yaml").write_text("record: {}\n")
+    (source / PROVENANCE_DIR / "x.yaml").write_text("record: {}\n")
+    into = tmp_path / "ab.zarr"
+    (into / PROVENANCE_DIR).mkdir(parents=True)
+    if held:  # carried already, from another store of the merge
+        (into / PROVENANCE_DIR / "x.yaml").write_text("record: {}\n")
+
+    def swap(path: Path) -> None:
+        if path.name != "x.yaml":
+            return
+        path.unlink()
+        if swapped_in == "FIFO":
+            os.mkfifo(path)
+        else:
+            path.symlink_to(secret if swapped_in == "link to a file" else fifo)
+
+    _swapped_after_its_look(monkeypatch, swap)
+    with caplog.at_level(logging.WARNING, logger="shallowpi.data.store_edit"):
+        _carry_in_time([source], into, (fifo, source / PROVENANCE_DIR / "x.yaml"))
+    carried = into / PROVENANCE_DIR
+    assert sorted(p.name for p in carried.iterdir()) == ["record-20261204-131500.yaml"] + ["x.yaml"] * held
+    assert not any(p.is_symlink() for p in carried.iterdir())
+    assert (carried / "record-20261204-131500.yaml").read_text() == "record: {}\n"
+    assert f"{source / PROVENANCE_DIR / 'x.yaml'}: not copied into the new store: not a regular file when opened" \
+        in caplog.text
+
+
+def test_a_provenance_folder_swapped_for_a_link_after_its_look_carries_none_of_the_links_files(tmp_path,
+                                                                                                  monkeypatch):
+    """The folder checked (not a link), then swapped for a link to another folder holding the
+    same names: the files named were read through the link, the other folder's copied."""
+    secrets = tmp_path / "home"
+    secrets.mkdir()
+    (secrets / "record-20261204-131500.yaml").write_text("the lab's private key")
+    source = tmp_path / "a.zarr"
+    folder = source / PROVENANCE_DIR
+    folder.mkdir(parents=True)
+    (folder / "record-20261204-131500.yaml").write_text("record: {}\n")
+    into = tmp_path / "ab.zarr"
+    into.mkdir()
+
+    def swap(path: Path) -> None:
+        if not folder.is_symlink():
+            folder.rename(source / "moved")
+            folder.symlink_to(secrets, target_is_directory=True)
+
+    _swapped_after_its_look(monkeypatch, swap)
+    _carry_in_time([source], into)
+    assert [p.read_text() for p in (into / PROVENANCE_DIR).iterdir()] == ["record: {}\n"]
+
+
+# --- chunk files: a frame moves as its own file, never as what a link names -----------------
+
+def _chunk_linked_to_secret(tmp_path: Path) -> tuple[EpisodeStore, Path, Path]:
+    """A received store (open for writing) whose first front frame's chunk file is a symbolic
+    link to a secret; returns the store, the link and the secret."""
+    secret = tmp_path / "home" / "secret"
+    secret.parent.mkdir()
+    secret.write_bytes(b"the lab's private key")
+    make_store(tmp_path / "shared.zarr", episodes=2, length=5).close()
+    chunk = tmp_path / "shared.zarr" / "data" / "observation.images.front" / "0.0.0.0"
+    chunk.unlink()
+    chunk.symlink_to(secret)
+    return EpisodeStore.open(tmp_path / "shared.zarr", mode="a"), chunk, secret
+
+
+def _no_link_to(folder: Path, secret: Path) -> bool:
+    """Whether nothing under `folder` is a link, or holds `secret`'s bytes."""
+    return not any(p.is_symlink() or (p.is_file() and p.read_bytes() == secret.read_bytes())
+                   for p in folder.rglob("*"))
+
+
+@pytest.mark.bad_store
+def test_a_delete_refuses_a_chunk_file_that_is_a_link(tmp_path):
+    """A kept frame's chunk that was a symbolic link went into the compacted copy as that link
+    (os.link links a link itself): the store then named whatever file the link did."""
+    store, chunk, secret = _chunk_linked_to_secret(tmp_path)
+    with store, pytest.raises(StoreError) as refused:
+        store.delete_episodes([1])
+    assert str(refused.value) == f"shared.zarr episode 0: {chunk} is a link, not a chunk this store wrote; refusing"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "shared.zarr"]  # no .compacting left
+    assert chunk.is_symlink() and secret.read_bytes() == b"the lab's private key"
+    with EpisodeStore.open(tmp_path / "shared.zarr") as store:
+        assert len(store) == 2  # nothing deleted
+
+
+@pytest.mark.bad_store
+def test_a_merge_onto_another_file_system_refuses_a_chunk_file_that_is_a_link(tmp_path):
+    """Where a link cannot be made (the new store on another file system), the chunk was
+    copied, the link followed: the secret's bytes went into the merged store as a frame."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        if os.stat(elsewhere).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("/dev/shm is on the test's own file system here")
+        store, chunk, secret = _chunk_linked_to_secret(tmp_path)
+        other = make_store(tmp_path / "other.zarr", episodes=1, length=5)
+        with store, other, pytest.raises(StoreError) as refused:
+            EpisodeStore.merge([store, other], Path(elsewhere) / "merged.zarr")
+        assert str(refused.value) == f"shared.zarr episode 0: {chunk} is a link, not a chunk this store wrote; refusing"
+        assert _no_link_to(Path(elsewhere), secret)

@@ -10,9 +10,11 @@ the commit, which records their sha256 and any NaN/inf rows in the episode's met
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -123,10 +125,14 @@ class EpisodeWriter:
         store = self._store
         same_encoding = source.array_info(key)["compressor"] == store.array_info(key)["compressor"]
         if not same_encoding:
-            for row in range(start, stop):
-                self._images[key].append(source.read(key, row, row + 1)[0])
-                if len(self._images[key]) >= store.settings.image_batch:
-                    self._flush_images(key)
+            # A batch of rows a read: each read looks at whether the source was edited (two
+            # stats), and the frames of one batch are what the buffer holds at most anyway.
+            batch = store.settings.image_batch
+            for block in range(start, stop, batch):
+                for frame in source.read(key, block, min(block + batch, stop)):
+                    self._images[key].append(frame)
+                    if len(self._images[key]) >= batch:
+                        self._flush_images(key)
             return
         self._flush_images(key)
         array = store._array(f"data/{key}")
@@ -233,12 +239,48 @@ def _link_or_copy(src: str, dst: str) -> bool:
     """Make `dst` hold `src`'s bytes: a hard link where the file system allows one (True),
     else a copy (False). A frame's chunk file is written once and only ever replaced, never
     changed in place, so two stores may share it; linking spares a merge or a delete one
-    copy and one fsync of every frame (a merge of 200 bimanual episodes moves ~330,000)."""
+    copy and one fsync of every frame (a merge of 200 bimanual episodes moves ~330,000).
+
+    Raises StoreError when `src` is not a regular file: a received store may hold a
+    symbolic link for a chunk, which a link would put into the new store as that link and a
+    copy would replace with its target's bytes (`~/.ssh/id_rsa` as a frame, shared on with
+    the store). Neither the link nor the copy follows one made since the look (`os.link`
+    without following, then a look at what was linked; the copy from what was opened)."""
+    _require_chunk_file(src, os.lstat(src).st_mode)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(dst)  # a partial file an interrupted edit left
     try:
-        os.link(src, dst)
-        return True
+        os.link(src, dst, follow_symlinks=False)
     except OSError:  # another file system, or links not supported
-        shutil.copyfile(src, dst)
+        _copy_chunk_file(src, dst)
         return False
+    try:
+        _require_chunk_file(src, os.lstat(dst).st_mode)  # dst is what was linked, and ours
+    except StoreError:
+        os.unlink(dst)
+        raise
+    return True
+
+
+def _copy_chunk_file(src: str, dst: str) -> None:
+    """Copy the regular file `src` to `dst`, from the file opened (never through a link, nor
+    waiting on a FIFO); StoreError as `_require_chunk_file`."""
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENXIO):  # a link; a socket
+            raise
+        _require_chunk_file(src, stat.S_IFLNK if error.errno == errno.ELOOP else stat.S_IFSOCK)
+        raise
+    with os.fdopen(fd, "rb") as chunk:
+        _require_chunk_file(src, os.fstat(fd).st_mode)
+        with open(dst, "wb") as out:
+            shutil.copyfileobj(chunk, out)
+
+
+def _require_chunk_file(src: str, mode: int) -> None:
+    """Raise StoreError, naming `src`, unless `mode` (its lstat or fstat) is a regular file's."""
+    if stat.S_ISREG(mode):
+        return
+    kind = "a link" if stat.S_ISLNK(mode) else "not a regular file"
+    raise StoreError(f"{src} is {kind}, not a chunk this store wrote; refusing")

@@ -220,7 +220,7 @@ def _export_into(store_path: Path, staging: Path, repo_id: str, fps: int, codec:
                 start, stop = store.episode_range(info.index)
                 for block in range(start, stop, READ_BLOCK):
                     end = min(block + READ_BLOCK, stop)
-                    rows = {k: store.read(k, block, end) for k in keys}
+                    rows = store.read_many(keys, block, end)  # the store looked at once, not once a key
                     if store.action_offset and "action" in rows:
                         rows["action"] = _following_actions(store, block, end, stop)
                     if marked:

@@ -12,12 +12,14 @@ refused inside a store's folder (`require_outside_stores`).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import shutil
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
 from shallowpi.data.durable_io import LOCK_NAME, release_writer_lock, take_writer_lock
@@ -33,9 +35,9 @@ from shallowpi.data.store import (
     check_mixing,
 )
 from shallowpi.data.store_claim import claim_new, require_outside_stores
+from shallowpi.data.store_cuts import with_cut
 from shallowpi.data.store_files import require_intact
 from shallowpi.data.store_rules import StoreSummary
-from shallowpi.data.store_cuts import with_cut
 from shallowpi.data.store_swap import (
     COMPACTING_SUFFIX,
     OLD_SUFFIX,
@@ -531,33 +533,114 @@ def carry_provenance(sources: Sequence[Path], into: Path, durable: bool = True) 
     Only regular files are copied, a warning naming each other entry: a store received
     from elsewhere may hold a symbolic link there (`.shallowpi/x.yaml -> ~/.ssh/id_rsa`,
     or the folder itself), whose target a copy would put into the new store as a file of
-    its own, to be shared on with it. The recorder writes only files there."""
+    its own, to be shared on with it. The recorder writes only files there. What is read
+    is what was checked: the folder and each file are opened without following a link
+    and looked at through what was opened (`_open_folder`, `_open_regular`), so an entry
+    swapped for a link or a FIFO after the listing is not carried, and nothing waits on
+    a FIFO."""
     target = into / PROVENANCE_DIR
     copied = False
     for source in sources:
         folder = source / PROVENANCE_DIR
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            _not_carried(folder, "not a folder of the store's own: a link, or a file")
+        folder_fd = _open_folder(folder)
+        if folder_fd is None:
             continue
-        for item in sorted(folder.glob("*")):
-            kind = _entry_kind(item)
-            if kind == "missing":  # removed since the listing
-                continue
-            if kind != "file":
-                _not_carried(item, f"a {kind}, not a regular file")
-                continue
-            dest = target / item.name
-            if dest.exists():
-                if dest.read_bytes() == item.read_bytes():
+        try:
+            for name in sorted(os.listdir(folder_fd)):
+                item = folder / name
+                kind = _entry_kind(item)
+                if kind == "missing":  # removed since the listing
                     continue
-                dest = target / f"{item.stem}.{Path(source).stem}{item.suffix}"
-            target.mkdir(exist_ok=True)
-            shutil.copyfile(item, dest, follow_symlinks=False)  # made a link since it was looked at: no target
-            if durable:
-                fsync_path(dest)
-            copied = True
+                if kind != "file":
+                    _not_carried(item, f"a {kind}, not a regular file")
+                    continue
+                copied = _carry_file(item, folder_fd, target, f"{item.stem}.{Path(source).stem}{item.suffix}",
+                                     durable) or copied
+        finally:
+            os.close(folder_fd)
     if copied and durable:
         fsync_path(target)
+
+
+# Opened for reading without following a link in the last step, nor waiting (a FIFO's open
+# waits for a writer), nor taking a terminal as the process's own.
+_NO_FOLLOW_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def _open_folder(folder: Path) -> int | None:
+    """A file descriptor of the folder `folder`, opened without following a link; None
+    (warned) when it is a link or not a folder, or (silently) when there is none. Its
+    entries are then opened through it: a folder swapped for a link after this open
+    leaves what is read where it was."""
+    try:
+        return os.open(folder, _NO_FOLLOW_READ | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENOTDIR):  # a link; a file
+            raise
+        _not_carried(folder, "not a folder of the store's own: a link, or a file")
+        return None
+
+
+def _open_regular(item: Path, folder_fd: int) -> BinaryIO | None:
+    """`item` (named in the folder open as `folder_fd`) open for reading, if it is a regular
+    file; else None, warned (a symbolic link or a FIFO swapped in since it was looked at),
+    or None and silent when it is gone. Its type is that of the file opened (fstat), not of
+    a name looked at before: nothing is read through a link, and a FIFO is not read."""
+    try:
+        fd = os.open(item.name, _NO_FOLLOW_READ, dir_fd=folder_fd)
+    except FileNotFoundError:  # removed since it was looked at
+        return None
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.ENXIO):  # a link; a socket
+            raise
+        _not_carried(item, _SWAPPED)
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO (opened without waiting), a device
+        os.close(fd)
+        _not_carried(item, _SWAPPED)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+_SWAPPED = "not a regular file when opened (a link or a special file put there since it was listed)"
+
+
+def _carry_file(item: Path, folder_fd: int, target: Path, renamed: str, durable: bool) -> bool:
+    """Copy the regular file `item` into the folder `target`, by its name, or as `renamed`
+    when `target` holds that name with other contents; `durable`: the copy is synced.
+    Returns whether a file was written (False: `item` is no longer a regular file, or
+    `target` already holds it)."""
+    source = _open_regular(item, folder_fd)
+    if source is None:
+        return False
+    with source:
+        dest = target / item.name
+        if dest.exists():
+            if _same_contents(source, dest):
+                return False
+            source.seek(0)
+            dest = target / renamed
+        target.mkdir(exist_ok=True)
+        with open(dest, "wb") as out:
+            shutil.copyfileobj(source, out)
+            if durable:
+                out.flush()
+                os.fsync(out.fileno())
+    return True
+
+
+def _same_contents(source: BinaryIO, other: Path) -> bool:
+    """Whether the open file `source` (read from where it stands) holds the bytes of the
+    file `other`; read in blocks, as a session's log may be long."""
+    with open(other, "rb") as theirs:
+        while True:
+            block = source.read(1 << 20)
+            if block != theirs.read(1 << 20):
+                return False
+            if not block:
+                return True
 
 
 def _entry_kind(path: Path) -> str:
