@@ -227,8 +227,8 @@ def test_a_codec_that_cannot_encode_is_refused_before_any_take(tmp_path):
 def test_a_failed_build_leaves_no_folder_while_a_writer_thread_finishes(tmp_path):
     """A merge that failed on a full disk raised while zarr's writer thread finished the
     chunk writes it had begun: their files made the claim's removal fail (ENOTEMPTY,
-    ignored), and `both.zarr.<random>.creating` stayed, taking space (seen under load).
-    The removal goes on until the folder is gone."""
+    ignored), or a late one made the folders again after it, and `both.zarr.<random>.creating`
+    stayed, taking space (seen under load). The removal goes on until the folder stays gone."""
     import threading
     import time
 
@@ -241,7 +241,9 @@ def test_a_failed_build_leaves_no_folder_while_a_writer_thread_finishes(tmp_path
         end = time.monotonic() + 0.3
         while time.monotonic() < end:  # files appearing as the folder is removed
             with contextlib.suppress(OSError):
-                (folder / f"chunk{time.monotonic_ns()}").write_bytes(b"x")
+                chunk = folder / "both.zarr" / "data" / f"chunk{time.monotonic_ns()}"
+                chunk.parent.mkdir(parents=True, exist_ok=True)  # as zarr's local store writes a chunk
+                chunk.write_bytes(b"x")
         stop.set()
 
     with pytest.raises(OSError, match="No space"), claim_new(tmp_path / "both.zarr") as built:

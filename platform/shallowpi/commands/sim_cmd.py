@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
 from shallowpi.commands.console import interrupt_on_signals
+from shallowpi.deferred_signals import deferred_signals
 from shallowpi.errors import PlatformError
 
 if TYPE_CHECKING:
@@ -119,11 +120,14 @@ def run(args: argparse.Namespace) -> int:
                 def watch(obs: Observation) -> None:
                     nonlocal ticks, frames
                     images = [obs.frames[role].image for role in cameras]
-                    if video is not None:
-                        video.add(images)
-                    if strip is not None:
-                        strip.add(images)
-                    ticks, frames = ticks + 1, frames + 1
+                    # One step: a signal between the video's frame and the count said one
+                    # tick fewer than the video held (a SIGTERM mid-run, under load).
+                    with deferred_signals():
+                        if video is not None:
+                            video.add(images)
+                        if strip is not None:
+                            strip.add(images)
+                        ticks, frames = ticks + 1, frames + 1
 
                 result = run_episode(robot, task, ScriptedAgent(), seed, watch=watch if cameras else None)
                 results.append(result)

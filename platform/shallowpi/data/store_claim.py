@@ -56,20 +56,26 @@ def claim_new(path: Path, suffix: str = CREATING_SUFFIX, wait_s: float | None = 
         folder = Path(tempfile.mkdtemp(prefix=path.name + ".", suffix=suffix, dir=path.parent))
         try:
             yield folder / path.name
-        finally:
-            _remove(folder)
+        except BaseException:
+            _remove(folder, settle_s=0.5)
+            raise
+        shutil.rmtree(folder, ignore_errors=True)  # published: the empty folder it was built in
 
 
-def _remove(folder: Path, tries: int = 20) -> None:
-    """Remove `folder` and what is in it, again while something still writes there: a build
-    that failed on a full disk raises while zarr's writer thread finishes the chunk writes it
-    had begun, whose files made the removal's last rmdir fail (ENOTEMPTY, ignored), and the
-    folder stayed, taking space under a name nothing opens (seen under load)."""
-    for _ in range(tries):
+def _remove(folder: Path, settle_s: float, limit_s: float = 5.0) -> None:
+    """Remove `folder` and what is in it, and again until it has stayed gone `settle_s`
+    seconds (at most `limit_s`): a build that failed on a full disk raises while zarr's
+    writer thread finishes the chunk writes it had begun, and a late one made its folders
+    again (or the removal's last rmdir met its file: ENOTEMPTY, ignored), leaving the folder
+    taking space under a name nothing opens (seen under load)."""
+    deadline = time.monotonic() + limit_s
+    while True:
         shutil.rmtree(folder, ignore_errors=True)
-        if not folder.exists():
+        quiet_until = time.monotonic() + settle_s
+        while not folder.exists() and time.monotonic() < quiet_until:
+            time.sleep(0.05)
+        if not folder.exists() or time.monotonic() > deadline:
             return
-        time.sleep(0.05)
 
 
 def publish_folder(built: Path, path: Path, durable: bool) -> None:
