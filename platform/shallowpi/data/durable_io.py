@@ -1,5 +1,6 @@
 """The store's own file operations beside the durable writes (shallowpi/durable_files.py):
-atomic JSON, row checksums, plain-string paths, the writer lock.
+atomic JSON, row checksums, plain-string paths, the writer lock, a received file opened
+only if it is a regular file.
 
 `EpisodeStore` (data/store.py) orders its writes so that one atomic rename is the commit
 point; these and durable_files' writes are the pieces it orders. The writer lock is an
@@ -9,12 +10,14 @@ that is not empty when taken means the last writer died holding the store.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,6 +51,40 @@ def read_json(path: str | Path) -> Any:
     """The JSON value in `path` (FileNotFoundError, json.JSONDecodeError as raised)."""
     with open(path) as file:
         return json.load(file)
+
+
+class NotRegularFile(OSError):
+    """What `open_regular` found instead of a regular file: `kind` is "a link" or "not a
+    regular file" (a FIFO, a socket, a device, a folder)."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(f"{path} is {kind}")
+        self.kind = kind
+
+
+# Opened for reading without following a link in the last step, nor waiting (a FIFO's open
+# waits for a writer), nor taking a terminal as the process's own.
+_NO_FOLLOW_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def open_regular(path: str | os.PathLike[str], dir_fd: int | None = None) -> BinaryIO:
+    """`path` (relative to the folder open as `dir_fd`, when given) open for reading, if it
+    is a regular file. A store received from elsewhere may hold a symbolic link or a FIFO
+    where a file of ours belongs: its type is that of the file opened (fstat), not of a name
+    looked at before, so nothing is read through a link and no read waits on a FIFO.
+    Raises NotRegularFile for anything else, FileNotFoundError when it is gone."""
+    try:
+        fd = os.open(path, _NO_FOLLOW_READ, dir_fd=dir_fd)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # the last step is a link
+            raise NotRegularFile(path, "a link") from None
+        if error.errno == errno.ENXIO:  # a socket
+            raise NotRegularFile(path, "not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFile(path, "not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def take_writer_lock(folder: Path) -> tuple[int, bool]:

@@ -10,7 +10,6 @@ the commit, which records their sha256 and any NaN/inf rows in the episode's met
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shallowpi.data import chunk_files
-from shallowpi.data.durable_io import checksum, file_in
+from shallowpi.data.durable_io import NotRegularFile, checksum, file_in, open_regular
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.nonfinite import nonfinite_ranges
 from shallowpi.data.row_ranges import describe_ranges
@@ -264,18 +263,13 @@ def _link_or_copy(src: str, dst: str) -> bool:
 
 def _copy_chunk_file(src: str, dst: str) -> None:
     """Copy the regular file `src` to `dst`, from the file opened (never through a link, nor
-    waiting on a FIFO); StoreError as `_require_chunk_file`."""
+    waiting on a FIFO: `open_regular`); StoreError as `_require_chunk_file`."""
     try:
-        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as error:
-        if error.errno not in (errno.ELOOP, errno.ENXIO):  # a link; a socket
-            raise
-        _require_chunk_file(src, stat.S_IFLNK if error.errno == errno.ELOOP else stat.S_IFSOCK)
-        raise
-    with os.fdopen(fd, "rb") as chunk:
-        _require_chunk_file(src, os.fstat(fd).st_mode)
-        with open(dst, "wb") as out:
-            shutil.copyfileobj(chunk, out)
+        chunk = open_regular(src)
+    except NotRegularFile as error:
+        raise StoreError(f"{src} is {error.kind}, not a chunk this store wrote; refusing") from None
+    with chunk, open(dst, "wb") as out:
+        shutil.copyfileobj(chunk, out)
 
 
 def _require_chunk_file(src: str, mode: int) -> None:

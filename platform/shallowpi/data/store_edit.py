@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from shallowpi.data.codecs import LOSSLESS_IMAGE_CODECS
-from shallowpi.data.durable_io import LOCK_NAME, release_writer_lock, take_writer_lock
+from shallowpi.data.durable_io import (
+    LOCK_NAME,
+    NotRegularFile,
+    open_regular,
+    release_writer_lock,
+    take_writer_lock,
+)
 from shallowpi.data.features import Feature, FeatureKind, check_joint_kinds
 from shallowpi.data.store import (
     EPISODES_DIR,
@@ -562,18 +568,13 @@ def carry_provenance(sources: Sequence[Path], into: Path, durable: bool = True) 
         fsync_path(target)
 
 
-# Opened for reading without following a link in the last step, nor waiting (a FIFO's open
-# waits for a writer), nor taking a terminal as the process's own.
-_NO_FOLLOW_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-
-
 def _open_folder(folder: Path) -> int | None:
     """A file descriptor of the folder `folder`, opened without following a link; None
     (warned) when it is a link or not a folder, or (silently) when there is none. Its
     entries are then opened through it: a folder swapped for a link after this open
     leaves what is read where it was."""
     try:
-        return os.open(folder, _NO_FOLLOW_READ | os.O_DIRECTORY)
+        return os.open(folder, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_DIRECTORY)
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -585,23 +586,15 @@ def _open_folder(folder: Path) -> int | None:
 
 def _open_regular(item: Path, folder_fd: int) -> BinaryIO | None:
     """`item` (named in the folder open as `folder_fd`) open for reading, if it is a regular
-    file; else None, warned (a symbolic link or a FIFO swapped in since it was looked at),
-    or None and silent when it is gone. Its type is that of the file opened (fstat), not of
-    a name looked at before: nothing is read through a link, and a FIFO is not read."""
+    file (`open_regular`); else None, warned (a symbolic link or a FIFO swapped in since it
+    was looked at), or None and silent when it is gone."""
     try:
-        fd = os.open(item.name, _NO_FOLLOW_READ, dir_fd=folder_fd)
+        return open_regular(item.name, dir_fd=folder_fd)
     except FileNotFoundError:  # removed since it was looked at
         return None
-    except OSError as error:
-        if error.errno not in (errno.ELOOP, errno.ENXIO):  # a link; a socket
-            raise
+    except NotRegularFile:
         _not_carried(item, _SWAPPED)
         return None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO (opened without waiting), a device
-        os.close(fd)
-        _not_carried(item, _SWAPPED)
-        return None
-    return os.fdopen(fd, "rb")
 
 
 _SWAPPED = "not a regular file when opened (a link or a special file put there since it was listed)"
