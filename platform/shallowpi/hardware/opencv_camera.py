@@ -46,6 +46,11 @@ class OpenCVConfig:
     max_failures: int = 10
     loop_file: bool = False  # restart a video file at its end (for soak tests)
 
+    @property
+    def is_file(self) -> bool:
+        """Whether `source` is a video file, not a device (an index or /dev/videoN)."""
+        return not self.source.isdigit() and not self.source.startswith("/dev/")
+
     def __post_init__(self) -> None:
         if self.width <= 0 or self.height <= 0 or self.fps <= 0:
             raise CameraError(f"camera '{self.name}': width, height and fps must be positive")
@@ -70,7 +75,7 @@ class OpenCVCamera(ThreadedCamera):
         self.config = config
         self._capture: Any = None
         self._count = 0
-        self._is_file = not config.source.isdigit() and not config.source.startswith("/dev/")
+        self._is_file = config.is_file
 
     def _open(self) -> None:
         try:
@@ -148,7 +153,7 @@ def fps_mismatch(cfg: OpenCVConfig, reported: float) -> str | None:
     the driver does not know its rate and is taken as asked."""
     if reported <= 0 or abs(reported - cfg.fps) <= FPS_TOLERANCE:
         return None
-    if not cfg.source.isdigit() and not cfg.source.startswith("/dev/"):
+    if cfg.is_file:
         return (f"camera '{cfg.name}': {cfg.source} was recorded at {reported:g} fps, config asks "
                 f"{cfg.fps}; set the camera's fps to the file's")
     device = f"/dev/video{cfg.source}" if cfg.source.isdigit() else cfg.source
