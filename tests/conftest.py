@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +48,16 @@ def stop_while_training(cmd: list[str], metrics: Path, env: dict[str, str], sig:
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err
+
+
+@pytest.fixture
+def short_dir():
+    """A private folder with a short path under /tmp, for socket paths: pytest's tmp_path
+    grows with its run counter (/tmp/pytest-of-root/pytest-1000/popen-gw0/<test name>/)
+    until a socket path in it no longer fits sun_path's 108 bytes."""
+    folder = tempfile.mkdtemp(prefix="sp-", dir="/tmp")  # mode 0700
+    yield Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -24,9 +24,8 @@ def record_cmd(tmp_path, robot: str, dataset: str, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_before_its_store(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
+def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_before_its_store(tmp_path, short_dir):
+    run = short_dir  # $XDG_RUNTIME_DIR: short, as /run/user/UID is (a deep one: test_telemetry)
     env = subprocess_env(XDG_RUNTIME_DIR=str(run))
     socket_path = run / "shallowpi" / "arm.sock"
     # A long reset keeps the first recorder running (in wall-clock time) through the test.

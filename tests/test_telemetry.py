@@ -560,15 +560,15 @@ def test_default_address_is_per_user_and_robot(tmp_path, monkeypatch):
     assert resolve_address(f"{tmp_path}/x.sock", "arm") == f"{tmp_path}/x.sock"
 
 
-def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refused(tmp_path, monkeypatch):
+def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refused(short_dir, monkeypatch):
     from shallowpi import config
 
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_dir))
     telemetry = config.compose([]).telemetry
     assert telemetry.address is None  # the default: per user and robot
     with TelemetryPublisher.from_config(telemetry, robot="arm") as arm, \
             TelemetryPublisher.from_config(telemetry, robot="humanoid") as humanoid:
-        folder = tmp_path / "shallowpi"
+        folder = short_dir / "shallowpi"
         assert oct(folder.stat().st_mode & 0o777) == "0o700"
         assert {str(arm.address), str(humanoid.address)} == {str(folder / "arm.sock"), str(folder / "humanoid.sock")}
         assert live_robots() == ["arm", "humanoid"]
@@ -607,6 +607,68 @@ def test_a_monitor_finds_a_recorder_that_started_without_this_logins_runtime_dir
         with TelemetrySubscriber(telemetry_address(args)) as subscriber:
             assert next(iter(subscriber)).episode == 3
     assert live_default_address("arm") == default_address("arm")  # none live: this login's folder
+
+
+def test_a_runtime_folder_too_deep_for_a_socket_path_publishes_in_the_tmp_folder_and_is_found_there(
+        tmp_path, short_dir, monkeypatch):
+    """A socket path holds at most 108 bytes (sun_path), and a recorder's default one sits
+    in $XDG_RUNTIME_DIR: a deep one (CI's pytest folders reached it) failed every recorder
+    with ZeroMQ's "longer than 107 characters ... is another recorder running?". The
+    default moves to this user's /tmp folder, where a monitor looks too."""
+    from shallowpi.telemetry.address import MAX_SOCKET_PATH_BYTES, live_default_address
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", str(short_dir))
+    fallback = short_dir / f"shallowpi-{os.getuid()}"
+    assert default_address("humanoid") == str(fallback / "humanoid.sock")
+    with TelemetryPublisher(default_address("humanoid")) as publisher:
+        publisher.publish(status(4))
+        assert live_default_address("humanoid") == str(fallback / "humanoid.sock")
+        assert live_robots() == ["humanoid"]
+        with TelemetrySubscriber(live_default_address("humanoid")) as subscriber:
+            assert next(iter(subscriber)).episode == 4
+    assert list(fallback.iterdir()) == []
+    # Short enough, the runtime folder is used, to the byte.
+    fits = tmp_path / "f"
+    fits.mkdir()
+    name = "r" * (MAX_SOCKET_PATH_BYTES - len(f"{fits}/shallowpi/.sock"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(fits))
+    assert default_address(name) == str(fits / "shallowpi" / f"{name}.sock")
+    assert default_address(name + "r") == str(fallback / f"{name}r.sock")
+
+
+def test_a_socket_path_too_long_to_bind_is_refused_in_one_line_before_anything_is_made(short_dir):
+    from shallowpi.telemetry.address import MAX_SOCKET_PATH_BYTES
+
+    folder = short_dir / "sockets"
+    path = folder / ("x" * (MAX_SOCKET_PATH_BYTES - len(f"{folder}/.sock") + 1) + ".sock")
+    with pytest.raises(TelemetryError) as info:
+        TelemetryPublisher(str(path))
+    assert str(info.value) == (
+        f"telemetry socket path {path} is {MAX_SOCKET_PATH_BYTES + 1} bytes; a Unix socket path can be at "
+        f"most {MAX_SOCKET_PATH_BYTES} here (the kernel's limit, less '.status' for its twin): pass a shorter "
+        "telemetry.address=PATH, or tcp://127.0.0.1:PORT")
+    assert not folder.exists()
+    one_shorter = folder / path.name[1:]
+    with TelemetryPublisher(str(one_shorter)) as publisher:  # the longest that binds, twin and all
+        publisher.publish(status(1))
+        with TelemetrySubscriber(str(one_shorter)) as subscriber:
+            assert next(iter(subscriber)).episode == 1
+
+
+def test_a_fallback_folder_open_to_others_is_refused_when_a_deep_runtime_folder_sends_the_socket_there(
+        tmp_path, short_dir, monkeypatch):
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
+    monkeypatch.setattr(tempfile, "tempdir", str(short_dir))
+    shared = short_dir / f"shallowpi-{os.getuid()}"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(TelemetryError, match=r"is not private to this user.*telemetry.address=PATH"):
+        TelemetryPublisher(default_address("arm"))
 
 
 def test_fallback_folder_of_another_user_is_refused(tmp_path, monkeypatch):

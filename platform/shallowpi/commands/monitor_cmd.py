@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def telemetry_address(args: argparse.Namespace) -> str:
     """--address, else `telemetry.address`, else the default socket of the robot where a
     recorder listens now (`live_default_address`: also the /tmp folder of a recorder that
-    systemd or cron started without this login's $XDG_RUNTIME_DIR)."""
+    systemd or cron started without this login's $XDG_RUNTIME_DIR, or whose runtime folder
+    was too deep for a socket path)."""
     if getattr(args, "address", None):
         return args.address
     from shallowpi import config

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,28 +28,65 @@ class TelemetryError(PlatformError):
     """No publisher at the address, a bad address, or a command from a read-only monitor."""
 
 
+STATUS_SUFFIX = ".status"
+"""A publisher at a socket PATH serves its statuses at PATH + STATUS_SUFFIX."""
+
+# sockaddr_un.sun_path: 108 bytes on Linux, 104 on macOS and the BSDs, its closing NUL
+# included. A longer path cannot be bound at all (libzmq says so only at bind).
+_SUN_PATH_BYTES = 108 if sys.platform.startswith("linux") else 104
+MAX_SOCKET_PATH_BYTES = _SUN_PATH_BYTES - 1 - len(STATUS_SUFFIX)
+"""The longest socket path a publisher can serve: its status twin must fit sun_path too."""
+
+
 def runtime_dir() -> Path:
     """This user's folder for telemetry sockets: $XDG_RUNTIME_DIR/shallowpi (per user,
-    tmpfs, mode 0700), else /tmp/shallowpi-<uid>."""
+    tmpfs, mode 0700), else `fallback_dir`."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         return Path(xdg) / "shallowpi"
+    return fallback_dir()
+
+
+def fallback_dir() -> Path:
+    """This user's telemetry folder in the temporary folder, /tmp/shallowpi-<uid>: where
+    $XDG_RUNTIME_DIR is unset or too deep for a socket path."""
     return Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
+
+
+def socket_path_fits(path: str | Path) -> bool:
+    """Whether a publisher can serve `path` and its status twin (MAX_SOCKET_PATH_BYTES)."""
+    return len(os.fsencode(str(path))) <= MAX_SOCKET_PATH_BYTES
+
+
+def require_socket_path_fits(path: str | Path) -> None:
+    """TelemetryError, one line, for a socket path too long to bind (`socket_path_fits`):
+    ZeroMQ said so only at bind, worded as if another recorder held it."""
+    size = len(os.fsencode(str(path)))
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise TelemetryError(
+            f"telemetry socket path {path} is {size} bytes; a Unix socket path can be at most "
+            f"{MAX_SOCKET_PATH_BYTES} here (the kernel's limit, less '{STATUS_SUFFIX}' for its twin): pass a "
+            "shorter telemetry.address=PATH, or tcp://127.0.0.1:PORT"
+        )
 
 
 def default_address(robot: str) -> str:
     """The socket a recorder of `robot` publishes on by default: one per user and robot,
-    so two robots recorded from one computer (or two users) never collide."""
+    so two robots recorded from one computer (or two users) never collide. In `runtime_dir`,
+    or in `fallback_dir` where that path would be too long for a socket (a deep
+    $XDG_RUNTIME_DIR); `socket_folders` lets a monitor find it in either."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", robot or "robot")
-    return str(runtime_dir() / f"{name}.sock")
+    path = runtime_dir() / f"{name}.sock"
+    return str(path if socket_path_fits(path) else fallback_dir() / path.name)
 
 
 def socket_folders() -> list[Path]:
     """Where a recorder's default socket may be, in order: `runtime_dir`, then this user's
-    /tmp fallback where that differs and is private (a recorder started without
-    $XDG_RUNTIME_DIR, by systemd or cron, publishes there while an SSH login has it set)."""
+    `fallback_dir` where that differs and is private (a recorder started without
+    $XDG_RUNTIME_DIR, by systemd or cron, or whose runtime folder is too deep for a socket
+    path, publishes there while an SSH login has it set)."""
     folders = [runtime_dir()]
-    fallback = Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
+    fallback = fallback_dir()
     if fallback != folders[0] and fallback.is_dir() and _private(fallback):
         folders.append(fallback)
     return folders
@@ -170,9 +208,10 @@ def _private(folder: Path) -> bool:
 
 
 def ensure_private_dir(folder: Path) -> None:
-    """Create the socket folder (0700); refuse the shared /tmp fallback if another user owns it."""
+    """Create the socket folder (0700); refuse this user's telemetry folder (`runtime_dir`
+    or the shared /tmp's `fallback_dir`) if another user owns it or may enter it."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder == runtime_dir() and not _private(folder):
+    if folder in (runtime_dir(), fallback_dir()) and not _private(folder):
         info = folder.stat()
         raise TelemetryError(
             f"{folder} is not private to this user (owner uid {info.st_uid}, mode "

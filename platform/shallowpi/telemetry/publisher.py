@@ -33,12 +33,14 @@ from shallowpi.durable_files import FileLockHeld, release_file_lock, take_named_
 from shallowpi.errors import ConfigError
 from shallowpi.telemetry import envelope
 from shallowpi.telemetry.address import (
+    STATUS_SUFFIX,
     Address,
     TelemetryError,
     control_key_path,
     ensure_private_dir,
     listening,
     loopback_ipv6,
+    require_socket_path_fits,
     resolve_address,
 )
 from shallowpi.telemetry.envelope import Status
@@ -282,7 +284,8 @@ class TelemetryPublisher:
     def _bind(self) -> None:
         address = self.address
         if address.path is not None:
-            status = Address(path=f"{address.path}.status")
+            require_socket_path_fits(address.path)
+            status = Address(path=f"{address.path}{STATUS_SUFFIX}")
             ensure_private_dir(Path(address.path).parent)  # where the lock file goes
             self._lock(address.path)
             for taken in (address, status):
