@@ -21,6 +21,7 @@ import pytest
 
 from conftest import subprocess_env
 from shallowpi.errors import PlatformError
+from shallowpi.telemetry import address as address_module
 from shallowpi.telemetry import envelope
 from shallowpi.telemetry.address import (
     Address,
@@ -555,7 +556,7 @@ def test_default_address_is_per_user_and_robot(tmp_path, monkeypatch):
     assert default_address("arm") == str(tmp_path / "shallowpi" / "arm.sock")
     assert default_address("humanoid") != default_address("arm")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert default_address("arm") == f"{tempfile.gettempdir()}/shallowpi-{os.getuid()}/arm.sock"
+    assert default_address("arm") == f"/tmp/shallowpi-{os.getuid()}/arm.sock"
     assert resolve_address(None, "arm") == default_address("arm")
     assert resolve_address(f"{tmp_path}/x.sock", "arm") == f"{tmp_path}/x.sock"
 
@@ -592,7 +593,7 @@ def test_a_monitor_finds_a_recorder_that_started_without_this_logins_runtime_dir
     from shallowpi.commands.monitor_cmd import telemetry_address
     from shallowpi.telemetry.address import live_default_address
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(address_module, "SHARED_TMP", tmp_path / "tmp")
     (tmp_path / "tmp").mkdir()
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     started_by_systemd = default_address("arm")
@@ -620,7 +621,7 @@ def test_a_runtime_folder_too_deep_for_a_socket_path_publishes_in_the_tmp_folder
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
-    monkeypatch.setattr(tempfile, "tempdir", str(short_dir))
+    monkeypatch.setattr(address_module, "SHARED_TMP", short_dir)
     fallback = short_dir / f"shallowpi-{os.getuid()}"
     assert default_address("humanoid") == str(fallback / "humanoid.sock")
     with TelemetryPublisher(default_address("humanoid")) as publisher:
@@ -663,7 +664,7 @@ def test_a_fallback_folder_open_to_others_is_refused_when_a_deep_runtime_folder_
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
-    monkeypatch.setattr(tempfile, "tempdir", str(short_dir))
+    monkeypatch.setattr(address_module, "SHARED_TMP", short_dir)
     shared = short_dir / f"shallowpi-{os.getuid()}"
     shared.mkdir()
     shared.chmod(0o777)
@@ -671,9 +672,21 @@ def test_a_fallback_folder_open_to_others_is_refused_when_a_deep_runtime_folder_
         TelemetryPublisher(default_address("arm"))
 
 
+def test_the_fallback_folder_is_in_tmp_itself_whatever_tmpdir_a_login_sets(tmp_path, short_dir, monkeypatch):
+    """A recorder systemd started has no $TMPDIR; an SSH login's PAM (libpam-tmpdir) sets
+    one per user. Both must name the same fallback folder, or the monitor finds nobody."""
+    monkeypatch.setattr(address_module, "SHARED_TMP", short_dir)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    started_by_systemd = default_address("arm")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read $TMPDIR afresh
+    assert tempfile.gettempdir() == str(tmp_path)
+    assert default_address("arm") == started_by_systemd == str(short_dir / f"shallowpi-{os.getuid()}" / "arm.sock")
+
+
 def test_fallback_folder_of_another_user_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(address_module, "SHARED_TMP", tmp_path)
     shared = tmp_path / f"shallowpi-{os.getuid()}"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)  # as if someone else made it world-writable for us

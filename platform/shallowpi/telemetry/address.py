@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +46,16 @@ def runtime_dir() -> Path:
     return fallback_dir()
 
 
+SHARED_TMP = Path("/tmp")
+"""The fallback's parent: /tmp itself, not $TMPDIR (`tempfile.gettempdir`), which a login's
+PAM (libpam-tmpdir) sets per user while a recorder systemd started has none: the two must
+agree on the folder, or the monitor finds no recorder."""
+
+
 def fallback_dir() -> Path:
-    """This user's telemetry folder in the temporary folder, /tmp/shallowpi-<uid>: where
+    """This user's telemetry folder in the shared /tmp, /tmp/shallowpi-<uid>: where
     $XDG_RUNTIME_DIR is unset or too deep for a socket path."""
-    return Path(tempfile.gettempdir()) / f"shallowpi-{os.getuid()}"
+    return SHARED_TMP / f"shallowpi-{os.getuid()}"
 
 
 def socket_path_fits(path: str | Path) -> bool:
