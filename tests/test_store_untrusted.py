@@ -258,6 +258,27 @@ def test_merge_and_delete_copy_no_link_out_of_a_stores_provenance(tmp_path, capl
 
 
 
+def test_provenance_files_of_one_name_from_stores_of_one_name_are_all_kept(tmp_path):
+    """Two labs' `kitchen` stores beside a third, each with a session log of the same
+    second: the second copy was renamed after its store's stem, and the third overwrote it
+    under that same name (one session's record lost from the merge)."""
+    stores = []
+    for lab in ("a", "b", "c"):
+        (tmp_path / lab).mkdir()
+        store = make_store(tmp_path / lab / "kitchen.zarr", episodes=1, length=5, task=f"task {lab}")
+        (store.path / PROVENANCE_DIR).mkdir()
+        (store.path / PROVENANCE_DIR / "record-20261204-131500.log").write_text(f"lab {lab}\n")
+        stores.append(store)
+    merged = EpisodeStore.merge(stores, tmp_path / "all.zarr")
+    kept = {p.name: p.read_text() for p in (merged.path / PROVENANCE_DIR).iterdir()}
+    assert kept == {"record-20261204-131500.log": "lab a\n", "record-20261204-131500.kitchen.log": "lab b\n",
+                    "record-20261204-131500.kitchen.2.log": "lab c\n"}
+    again = EpisodeStore.merge(stores, tmp_path / "again.zarr")  # an identical file is not copied twice
+    assert len(list((again.path / PROVENANCE_DIR).iterdir())) == 3
+    for store in (merged, again, *stores):
+        store.close()
+
+
 def _swapped_after_its_look(monkeypatch, swap) -> None:
     """The race, made deterministic: `swap(path)` runs right after carry_provenance's look
     at each entry (`_entry_kind`, the lstat), before the entry is opened or copied, as a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import shutil
@@ -601,27 +602,38 @@ _SWAPPED = "not a regular file when opened (a link or a special file put there s
 
 
 def _carry_file(item: Path, folder_fd: int, target: Path, renamed: str, durable: bool) -> bool:
-    """Copy the regular file `item` into the folder `target`, by its name, or as `renamed`
-    when `target` holds that name with other contents; `durable`: the copy is synced.
-    Returns whether a file was written (False: `item` is no longer a regular file, or
-    `target` already holds it)."""
+    """Copy the regular file `item` into the folder `target`, by its name, else as `renamed`,
+    else as `renamed` numbered (NAME.2.yaml, ...): the first name `target` does not hold
+    with other contents. Nothing there is overwritten: two sources of one stem (two labs'
+    `kitchen`) with a session of the same second each keep theirs. `durable`: the copy is
+    synced. Returns whether a file was written (False: `item` is no longer a regular file,
+    or `target` already holds it)."""
     source = _open_regular(item, folder_fd)
     if source is None:
         return False
     with source:
-        dest = target / item.name
-        if dest.exists():
-            if _same_contents(source, dest):
-                return False
-            source.seek(0)
-            dest = target / renamed
         target.mkdir(exist_ok=True)
-        with open(dest, "wb") as out:
-            shutil.copyfileobj(source, out)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-    return True
+        stem, suffix = os.path.splitext(renamed)
+        names = itertools.chain((item.name, renamed), (f"{stem}.{n}{suffix}" for n in itertools.count(2)))
+        for name in names:
+            dest = target / name
+            if dest.exists():
+                same = _same_contents(source, dest)
+                source.seek(0)
+                if same:
+                    return False
+                continue
+            try:
+                out = open(dest, "xb")  # noqa: SIM115  ("x": a name taken since the look is not overwritten)
+            except FileExistsError:
+                continue
+            with out:
+                shutil.copyfileobj(source, out)
+                if durable:
+                    out.flush()
+                    os.fsync(out.fileno())
+            return True
+    raise AssertionError("unreachable: the numbered names are endless")
 
 
 def _same_contents(source: BinaryIO, other: Path) -> bool:
