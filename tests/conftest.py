@@ -50,6 +50,19 @@ def stop_while_training(cmd: list[str], metrics: Path, env: dict[str, str], sig:
     return proc.returncode, err
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_telemetry_folder():
+    """Every default telemetry socket and control key of this worker's tests in a private
+    folder of its own (SHALLOWPI_TELEMETRY_DIR, inherited by subprocesses): never beside
+    a recorder this user runs while CI does (in /tmp/shallowpi-UID, which a monitor also
+    searches), nor another worker's. Tests of those folders take it away."""
+    folder = tempfile.mkdtemp(prefix="sp-tel-", dir="/tmp")
+    os.environ["SHALLOWPI_TELEMETRY_DIR"] = folder
+    yield Path(folder)
+    os.environ.pop("SHALLOWPI_TELEMETRY_DIR", None)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
 def short_dir():
     """A private folder with a short path under /tmp, for socket paths: pytest's tmp_path

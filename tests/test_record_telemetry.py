@@ -25,9 +25,11 @@ def record_cmd(tmp_path, robot: str, dataset: str, *args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_before_its_store(tmp_path, short_dir):
-    run = short_dir  # $XDG_RUNTIME_DIR: short, as /run/user/UID is (a deep one: test_telemetry)
-    env = subprocess_env(XDG_RUNTIME_DIR=str(run))
-    socket_path = run / "shallowpi" / "arm.sock"
+    # The user's telemetry folder: this test's own (a recorder of this user running beside
+    # the tests must not be found); how it is chosen from $XDG_RUNTIME_DIR or /tmp: test_telemetry.
+    folder = short_dir
+    env = subprocess_env(SHALLOWPI_TELEMETRY_DIR=str(folder))
+    socket_path = folder / "arm.sock"
     # A long reset keeps the first recorder running (in wall-clock time) through the test.
     first = subprocess.Popen(record_cmd(tmp_path, "arm", "first", "--realtime", "--episodes", "3",
                                         "--episode-time-s", "1", "--reset-time-s", "120"),
@@ -50,7 +52,7 @@ def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_befor
                                 capture_output=True, text=True, timeout=60)
         assert nobody.returncode == 2
         assert nobody.stderr.strip() == (
-            f"error: no recorder is publishing at {run / 'shallowpi' / 'humanoid.sock'}; start "
+            f"error: no recorder is publishing at {folder / 'humanoid.sock'}; start "
             "`platform record` (or `platform deploy`) first (recording now: arm; attach with `platform monitor "
             "--robot arm`)")
 
@@ -77,4 +79,4 @@ def test_recorders_of_two_robots_at_once_and_a_second_of_one_robot_refused_befor
             first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)
     assert first.returncode == 0
-    assert list((run / "shallowpi").iterdir()) == []  # every recorder removed its sockets
+    assert list(folder.iterdir()) == []  # every recorder removed its sockets

@@ -551,17 +551,62 @@ def test_a_status_updated_in_place_after_publish_is_delivered_as_published(addre
     assert set(received.cameras) == {"head"}
 
 
-def test_default_address_is_per_user_and_robot(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert default_address("arm") == str(tmp_path / "shallowpi" / "arm.sock")
+@pytest.fixture
+def system_folders(short_dir, monkeypatch) -> Path:
+    """The folders a user's shell gives: no SHALLOWPI_TELEMETRY_DIR (the tests' own, set in
+    conftest), no $XDG_RUNTIME_DIR until a test sets one, and the /tmp fallback's parent
+    (`SHARED_TMP`) a fresh private folder, short enough for socket paths: returned."""
+    monkeypatch.delenv(address_module.TELEMETRY_DIR_ENV, raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    shared_tmp = short_dir / "tmp"
+    shared_tmp.mkdir()
+    monkeypatch.setattr(address_module, "SHARED_TMP", shared_tmp)
+    return shared_tmp
+
+
+def test_default_address_is_per_user_and_robot(system_folders, short_dir, monkeypatch):
+    assert default_address("arm") == f"{system_folders}/shallowpi-{os.getuid()}/arm.sock"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_dir))
+    assert default_address("arm") == str(short_dir / "shallowpi" / "arm.sock")
     assert default_address("humanoid") != default_address("arm")
-    monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert default_address("arm") == f"/tmp/shallowpi-{os.getuid()}/arm.sock"
     assert resolve_address(None, "arm") == default_address("arm")
-    assert resolve_address(f"{tmp_path}/x.sock", "arm") == f"{tmp_path}/x.sock"
+    assert resolve_address(f"{short_dir}/x.sock", "arm") == f"{short_dir}/x.sock"
+    monkeypatch.setattr(address_module, "SHARED_TMP", Path("/tmp"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert default_address("arm") == f"/tmp/shallowpi-{os.getuid()}/arm.sock"  # the real one, named
 
 
-def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refused(short_dir, monkeypatch):
+def test_a_telemetry_folder_named_in_the_environment_is_the_only_one(system_folders, short_dir, monkeypatch):
+    """SHALLOWPI_TELEMETRY_DIR: a service's recorders and the logins' monitors agree on one
+    folder, and no other is searched (the tests rely on it to never meet the user's own
+    recorders in /tmp/shallowpi-UID)."""
+    from shallowpi.telemetry.address import live_default_address, socket_folders
+
+    fallback = system_folders / f"shallowpi-{os.getuid()}"
+    with TelemetryPublisher(str(fallback / "arm.sock")) as stranger:  # the user's own recorder
+        stranger.publish(status(1))
+        assert live_robots() == ["arm"]
+        chosen = short_dir / "lab"
+        monkeypatch.setenv(address_module.TELEMETRY_DIR_ENV, str(chosen))
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_dir))
+        assert socket_folders() == [chosen]
+        assert live_robots() == []
+        assert live_default_address("arm") == default_address("arm") == str(chosen / "arm.sock")
+        with TelemetryPublisher(default_address("arm")) as ours:
+            ours.publish(status(2))
+            assert live_robots() == ["arm"]
+            with TelemetrySubscriber(live_default_address("arm")) as subscriber:
+                assert next(iter(subscriber)).episode == 2
+        assert oct(chosen.stat().st_mode & 0o777) == "0o700"
+    deep = short_dir / ("d" * 100)
+    monkeypatch.setenv(address_module.TELEMETRY_DIR_ENV, str(deep))
+    assert default_address("arm") == str(deep / "arm.sock")  # named outright: kept, and refused at bind
+    with pytest.raises(TelemetryError, match="a Unix socket path can be at most"):
+        TelemetryPublisher(default_address("arm"))
+
+
+def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refused(system_folders, short_dir,
+                                                                                  monkeypatch):
     from shallowpi import config
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_dir))
@@ -586,19 +631,17 @@ def test_publishers_of_two_robots_run_at_once_and_a_second_of_one_robot_is_refus
     assert list(folder.iterdir()) == []
 
 
-def test_a_monitor_finds_a_recorder_that_started_without_this_logins_runtime_dir(tmp_path, monkeypatch):
+def test_a_monitor_finds_a_recorder_that_started_without_this_logins_runtime_dir(system_folders, short_dir,
+                                                                                 monkeypatch):
     """A recorder that systemd or cron started publishes in /tmp/shallowpi-UID; an SSH login
     with $XDG_RUNTIME_DIR set looked only there and found no recorder (the control key was
     already looked for in both)."""
     from shallowpi.commands.monitor_cmd import telemetry_address
     from shallowpi.telemetry.address import live_default_address
 
-    monkeypatch.setattr(address_module, "SHARED_TMP", tmp_path / "tmp")
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     started_by_systemd = default_address("arm")
-    (tmp_path / "run").mkdir()
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    (short_dir / "run").mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(short_dir / "run"))
     assert default_address("arm") != started_by_systemd
     with TelemetryPublisher(started_by_systemd) as publisher:
         publisher.publish(status(3))
@@ -611,7 +654,7 @@ def test_a_monitor_finds_a_recorder_that_started_without_this_logins_runtime_dir
 
 
 def test_a_runtime_folder_too_deep_for_a_socket_path_publishes_in_the_tmp_folder_and_is_found_there(
-        tmp_path, short_dir, monkeypatch):
+        tmp_path, system_folders, monkeypatch):
     """A socket path holds at most 108 bytes (sun_path), and a recorder's default one sits
     in $XDG_RUNTIME_DIR: a deep one (CI's pytest folders reached it) failed every recorder
     with ZeroMQ's "longer than 107 characters ... is another recorder running?". The
@@ -621,8 +664,7 @@ def test_a_runtime_folder_too_deep_for_a_socket_path_publishes_in_the_tmp_folder
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
-    monkeypatch.setattr(address_module, "SHARED_TMP", short_dir)
-    fallback = short_dir / f"shallowpi-{os.getuid()}"
+    fallback = system_folders / f"shallowpi-{os.getuid()}"
     assert default_address("humanoid") == str(fallback / "humanoid.sock")
     with TelemetryPublisher(default_address("humanoid")) as publisher:
         publisher.publish(status(4))
@@ -632,7 +674,7 @@ def test_a_runtime_folder_too_deep_for_a_socket_path_publishes_in_the_tmp_folder
             assert next(iter(subscriber)).episode == 4
     assert list(fallback.iterdir()) == []
     # Short enough, the runtime folder is used, to the byte.
-    fits = tmp_path / "f"
+    fits = system_folders / "f"
     fits.mkdir()
     name = "r" * (MAX_SOCKET_PATH_BYTES - len(f"{fits}/shallowpi/.sock"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(fits))
@@ -660,34 +702,29 @@ def test_a_socket_path_too_long_to_bind_is_refused_in_one_line_before_anything_i
 
 
 def test_a_fallback_folder_open_to_others_is_refused_when_a_deep_runtime_folder_sends_the_socket_there(
-        tmp_path, short_dir, monkeypatch):
+        tmp_path, system_folders, monkeypatch):
     deep = tmp_path / ("d" * 120)
     deep.mkdir()
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(deep))
-    monkeypatch.setattr(address_module, "SHARED_TMP", short_dir)
-    shared = short_dir / f"shallowpi-{os.getuid()}"
+    shared = system_folders / f"shallowpi-{os.getuid()}"
     shared.mkdir()
     shared.chmod(0o777)
     with pytest.raises(TelemetryError, match=r"is not private to this user.*telemetry.address=PATH"):
         TelemetryPublisher(default_address("arm"))
 
 
-def test_the_fallback_folder_is_in_tmp_itself_whatever_tmpdir_a_login_sets(tmp_path, short_dir, monkeypatch):
+def test_the_fallback_folder_is_in_tmp_itself_whatever_tmpdir_a_login_sets(tmp_path, system_folders, monkeypatch):
     """A recorder systemd started has no $TMPDIR; an SSH login's PAM (libpam-tmpdir) sets
     one per user. Both must name the same fallback folder, or the monitor finds nobody."""
-    monkeypatch.setattr(address_module, "SHARED_TMP", short_dir)
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     started_by_systemd = default_address("arm")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # read $TMPDIR afresh
     assert tempfile.gettempdir() == str(tmp_path)
-    assert default_address("arm") == started_by_systemd == str(short_dir / f"shallowpi-{os.getuid()}" / "arm.sock")
+    assert default_address("arm") == started_by_systemd == str(system_folders / f"shallowpi-{os.getuid()}" / "arm.sock")
 
 
-def test_fallback_folder_of_another_user_is_refused(tmp_path, monkeypatch):
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
-    monkeypatch.setattr(address_module, "SHARED_TMP", tmp_path)
-    shared = tmp_path / f"shallowpi-{os.getuid()}"
+def test_fallback_folder_of_another_user_is_refused(system_folders):
+    shared = system_folders / f"shallowpi-{os.getuid()}"
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)  # as if someone else made it world-writable for us
     with pytest.raises(TelemetryError, match=r"is not private to this user.*telemetry.address=PATH"):

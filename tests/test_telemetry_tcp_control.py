@@ -13,6 +13,7 @@ import time
 import pytest
 import zmq
 
+from shallowpi.telemetry import address as address_module
 from shallowpi.telemetry.address import control_key_path
 from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState, RecorderStatus
@@ -37,6 +38,7 @@ def private_dir(tmp_path, monkeypatch):
     """This test's user's private runtime folder (XDG_RUNTIME_DIR), not the real one."""
     folder = tmp_path / "run-me"
     folder.mkdir(mode=0o700)
+    monkeypatch.delenv(address_module.TELEMETRY_DIR_ENV, raising=False)  # the tests' own (conftest)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
     return folder
 
@@ -110,11 +112,9 @@ def test_a_unix_socket_needs_no_key_and_a_killed_publishers_key_is_replaced(priv
 def test_a_monitor_finds_the_key_of_a_recorder_started_without_xdg_runtime_dir(private_dir, tmp_path, monkeypatch):
     """A recorder started by systemd or cron has no $XDG_RUNTIME_DIR and keeps its key in
     the /tmp fallback folder; the operator's SSH login has it set, and looked only there."""
-    from shallowpi.telemetry import address
-
     fallback = tmp_path / "tmp"
     fallback.mkdir()
-    monkeypatch.setattr(address, "SHARED_TMP", fallback)
+    monkeypatch.setattr(address_module, "SHARED_TMP", fallback)
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     with TelemetryPublisher("tcp://127.0.0.1:0") as publisher:
         assert control_key_path(publisher.address).parent == fallback / f"shallowpi-{os.getuid()}"
@@ -129,11 +129,9 @@ def test_a_key_left_by_a_killed_recorder_does_not_hide_the_live_one(private_dir,
     """A recorder killed on a fixed port left its key in the SSH login's folder; the one now
     publishing there runs under systemd (no XDG_RUNTIME_DIR) and wrote its key to the /tmp
     fallback. The monitor tries each key it can read and is granted control."""
-    from shallowpi.telemetry import address
-
     fallback = tmp_path / "tmp"
     fallback.mkdir()
-    monkeypatch.setattr(address, "SHARED_TMP", fallback)
+    monkeypatch.setattr(address_module, "SHARED_TMP", fallback)
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     with TelemetryPublisher("tcp://127.0.0.1:0") as publisher:
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(private_dir))  # the SSH login's

@@ -37,9 +37,19 @@ MAX_SOCKET_PATH_BYTES = _SUN_PATH_BYTES - 1 - len(STATUS_SUFFIX)
 """The longest socket path a publisher can serve: its status twin must fit sun_path too."""
 
 
+TELEMETRY_DIR_ENV = "SHALLOWPI_TELEMETRY_DIR"
+"""An environment variable naming the one folder for this user's default sockets and
+control keys, in place of $XDG_RUNTIME_DIR/shallowpi and the /tmp fallback: for a lab that
+runs its recorders as a service and its monitors from logins, and for tests, which must
+not meet the user's own recorders."""
+
+
 def runtime_dir() -> Path:
-    """This user's folder for telemetry sockets: $XDG_RUNTIME_DIR/shallowpi (per user,
-    tmpfs, mode 0700), else `fallback_dir`."""
+    """This user's folder for telemetry sockets: $SHALLOWPI_TELEMETRY_DIR if set, else
+    $XDG_RUNTIME_DIR/shallowpi (per user, tmpfs, mode 0700), else `fallback_dir`."""
+    chosen = os.environ.get(TELEMETRY_DIR_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         return Path(xdg) / "shallowpi"
@@ -79,18 +89,24 @@ def default_address(robot: str) -> str:
     """The socket a recorder of `robot` publishes on by default: one per user and robot,
     so two robots recorded from one computer (or two users) never collide. In `runtime_dir`,
     or in `fallback_dir` where that path would be too long for a socket (a deep
-    $XDG_RUNTIME_DIR); `socket_folders` lets a monitor find it in either."""
+    $XDG_RUNTIME_DIR); `socket_folders` lets a monitor find it in either. A folder named
+    by $SHALLOWPI_TELEMETRY_DIR is used as it is (too deep: the publisher says so)."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", robot or "robot")
     path = runtime_dir() / f"{name}.sock"
-    return str(path if socket_path_fits(path) else fallback_dir() / path.name)
+    if socket_path_fits(path) or os.environ.get(TELEMETRY_DIR_ENV):  # a folder named outright is kept
+        return str(path)
+    return str(fallback_dir() / path.name)
 
 
 def socket_folders() -> list[Path]:
     """Where a recorder's default socket may be, in order: `runtime_dir`, then this user's
     `fallback_dir` where that differs and is private (a recorder started without
     $XDG_RUNTIME_DIR, by systemd or cron, or whose runtime folder is too deep for a socket
-    path, publishes there while an SSH login has it set)."""
+    path, publishes there while an SSH login has it set). Only `runtime_dir` where
+    $SHALLOWPI_TELEMETRY_DIR names it."""
     folders = [runtime_dir()]
+    if os.environ.get(TELEMETRY_DIR_ENV):
+        return folders
     fallback = fallback_dir()
     if fallback != folders[0] and fallback.is_dir() and _private(fallback):
         folders.append(fallback)
