@@ -649,6 +649,12 @@ def test_platform_monitor_lines_says_stale_and_tells_a_vanished_recorder_from_a_
         publisher.publish(make_status())
         child = subprocess.Popen(platform_cmd("monitor", "--address", address, "--lines"),
                                  env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Fresh once the monitor has joined: its start-up (over 2 s on a loaded machine) must
+        # not age the first status it is sent past STALE_AFTER_S.
+        deadline = time.monotonic() + 60
+        while publisher.subscriber_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        publisher.publish(make_status())
         lines = [child.stdout.readline() for _ in range(5)]  # one a second, nothing new after the first
     out, err = child.communicate(timeout=30)
     assert not lines[0].split(" ", 1)[1].startswith("STALE") and re.search(r"STALE: no status for \d+ s; last: recording", lines[4]), lines
