@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from, ready_output, user_path
 from shallowpi.errors import ConfigError, PlatformError, StoreEditedError, StoreError
+from shallowpi.terminal import is_interactive, is_terminal
 
 if TYPE_CHECKING:
     from shallowpi.data.store import EpisodeInfo, EpisodeStore
@@ -195,12 +196,30 @@ def _console():
     from rich.console import Console
 
     # Piped output (scripts, grep) gets full rows instead of rich's 80-column wrap.
-    return Console(width=None if sys.stdout.isatty() else 200)
+    return Console(width=None if is_terminal(sys.stdout) else 200)
+
+
+# Seconds between the plain progress lines of a terminal rich cannot draw on live (TERM=dumb).
+PLAIN_EVERY_S = 10.0
 
 
 @contextmanager
 def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar with ETA; yields a `(done, total)` callback."""
+    """A progress bar with ETA on stderr; yields a `(done, total)` callback. On a terminal
+    rich cannot redraw (TERM=dumb: it would show nothing until the end, a long check looking
+    hung) a plain line every PLAIN_EVERY_S seconds instead; nothing without a terminal
+    (scripts and logs read stdout's results and stderr's problems)."""
+    if not is_interactive(sys.stderr):
+        if not is_terminal(sys.stderr):
+            yield lambda done, total: None
+            return
+        from shallowpi.train.progress import PlainLines
+
+        lines = PlainLines(description, None, 0, PLAIN_EVERY_S, sys.stderr)
+        yield lambda done, total: lines.update(done, total=total)
+        lines.close()  # not on an error: its message, not a last count, is what is left
+        return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -210,7 +229,7 @@ def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
     )
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False, disable=not sys.stderr.isatty()) as bar:
+    with Progress(*columns, transient=False, console=Console(file=sys.stderr)) as bar:
         task = bar.add_task(description, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -436,7 +455,7 @@ def joint_units(store: EpisodeStore, robot: str) -> dict[str, str]:
 
 def _delete(path: Path, episodes: list[int], yes: bool) -> int:
     from shallowpi.data.store import EpisodeStore
-    if not yes and not sys.stdin.isatty():
+    if not yes and not is_terminal(sys.stdin):
         raise PlatformError("deleting episodes needs confirmation; pass --yes")
     # Asked on a reader: a writer's open cuts a killed recording's tail and moves an old
     # layout, which an answer of no must not have done.

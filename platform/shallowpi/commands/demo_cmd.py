@@ -47,6 +47,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shallowpi.cli import ready_output, user_path
+from shallowpi.terminal import is_terminal
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     # same config, so demo.* would be harmless, but they are not theirs to read).
     passed = [o for o in args.overrides if not o.partition("=")[0].lstrip("+~").startswith("demo")]
     settings = settings.as_recorded(cfg.record, passed)
-    tui = not args.no_tui and sys.stdin.isatty() and sys.stdout.isatty()
+    tui = not args.no_tui and is_terminal(sys.stdin) and is_terminal(sys.stdout)
     given_teacher = settings.given_teacher()
     _check_training(settings, passed, given_teacher)
     # Made once every setting is checked: a file in its place was mkdir's traceback.

@@ -71,6 +71,7 @@ from shallowpi.commands.deploy_holds import (
 )
 from shallowpi.commands.deploy_policy import policy_bundle, start_state_of
 from shallowpi.commands.deploy_recording import DeploymentRecorder
+from shallowpi.terminal import is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
               f"copy it to the robot, run that commit's code there, and deploy with --policy {bundle.path.name}",
               flush=True)
         return 0
-    if not args.sim and not args.yes and not sys.stdin.isatty():  # before any port opens
+    if not args.sim and not args.yes and not is_terminal(sys.stdin):  # before any port opens
         raise ConfigError("on the robot deploy waits for Enter before the robot first moves, and stdin is not a "
                           "terminal: run it in one, or pass --yes for a run nobody attends (keep an e-stop within "
                           "reach)")
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     except BaseException:
         publisher.close()
         raise
-    use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+    use_tui = not args.no_tui and is_terminal(sys.stdout) and is_terminal(sys.stdin)
     printer = LinePrinter()  # from here on lines are queued: stdout must never stall the loop
     lines = _Lines(args.episodes, printer)
     executor: Executor | None = None

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from shallowpi.cli import at_least, overrides_from
 from shallowpi.errors import PlatformError
+from shallowpi.terminal import is_terminal
 
 if TYPE_CHECKING:  # imported inside the functions: `platform --help` stays light
     from textual.app import App
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     Returns 0 after the dashboard; with lines, the code of how the recorder ended
     (EXIT_STOPPED, EXIT_FAULT or EXIT_VANISHED).
     """
-    if args.lines or not sys.stdout.isatty():
+    if args.lines or not is_terminal(sys.stdout):
         return print_lines(args)
     from shallowpi.tui.launch import hold_terminal_logs
 

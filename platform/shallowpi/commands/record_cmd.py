@@ -47,6 +47,7 @@ from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from
 from shallowpi.commands.console import LinePrinter, interrupt_on_signals, torque_off_line
 from shallowpi.errors import PlatformError
+from shallowpi.terminal import is_terminal
 
 HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
             calibration_id=rig.calibration_id, camera_serials=rig.camera_serials, autostart=True,
             # somebody to end it: a dashboard, or Ctrl-C on a terminal
-            hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and sys.stdin.isatty(),
+            hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and is_terminal(sys.stdin),
         )
         disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows, reserve_bytes=reserve_bytes(rec),
                           numeric_chunk_rows=settings.numeric_chunk_rows)
@@ -282,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
             disk.check_room(len(store))
         writer = BackgroundWriter(store, capacity_frames=queue_frames(rec.queue_mb, rig.features),
                                   on_commit=lambda info: disk.learn(store, info.index))
-        use_tui = not args.no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+        use_tui = not args.no_tui and is_terminal(sys.stdout) and is_terminal(sys.stdin)
         reporter = _ProgressLines(session_cfg.episodes, printer)
         reporter.on = not use_tui  # and from the moment a dashboard dies
 

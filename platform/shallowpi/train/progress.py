@@ -1,10 +1,12 @@
 """The progress bar of long policy work (training, evaluation in the twin): done of total,
 elapsed, ETA and one free-text field for the current numbers. rich, on stderr, so a
-command's stdout keeps only its results; silent when disabled (other ranks, tests, logs).
+command's stdout keeps only its results; silent when disabled (other ranks, tests, logs)
+or when stderr is closed (`2>&-`).
 
-Without a terminal (a log file, CI, `platform demo` piped) rich draws nothing until the
-end, so a 10-minute training would look hung: there, a plain line every `every_s` says
-the same (done of total, elapsed, ETA, the numbers)."""
+Where rich cannot draw live (a log file, CI, `platform demo` piped, and a terminal with
+TERM=dumb: Emacs' shell, some IDE consoles) it draws nothing until the end, so a 10-minute
+training would look hung: there, a plain line every `every_s` says the same (done of
+total, elapsed, ETA, the numbers)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ import sys
 import time
 from typing import Any, TextIO
 
+from shallowpi.terminal import is_interactive
+
 
 class ProgressBar:
-    """A rich progress bar on stderr, started on construction; a no-op when not `enabled`.
-    Where stderr is not a terminal: a plain line every `every_s` seconds instead.
+    """A rich progress bar on stderr, started on construction; a no-op when not `enabled`
+    or when there is no stderr. Where rich cannot draw live on it (no terminal, or
+    TERM=dumb): a plain line every `every_s` seconds instead.
 
     `completed` is kept either way, so callers can read it back. Call `close()` (in a
     `finally`) to stop the bar's refresh thread and leave the terminal clean.
@@ -25,12 +30,13 @@ class ProgressBar:
                  every_s: float = 30.0, stream: TextIO | None = None) -> None:
         self.completed = completed
         self._bar: Any = None
-        self._lines: _PlainLines | None = None
-        if not enabled:
+        self._lines: PlainLines | None = None
+        stream = stream if stream is not None else sys.stderr
+        if not enabled or stream is None:  # None: stderr closed at start, nowhere to show it
             return
-        stream = stream or sys.stderr
-        if not stream.isatty():
-            self._lines = _PlainLines(label, total, completed, every_s, stream)
+        # Not "is it a tty": on a TERM=dumb terminal rich's bar shows nothing until stop().
+        if not is_interactive(stream):
+            self._lines = PlainLines(label, total, completed, every_s, stream)
             return
         from rich.console import Console
         from rich.progress import (
@@ -75,17 +81,21 @@ class ProgressBar:
             self._lines.close()
 
 
-class _PlainLines:
-    """`label done/total, elapsed, eta, info` every `every_s` seconds, and once at the end."""
+class PlainLines:
+    """`label done/total, elapsed, eta, info` every `every_s` seconds, and once at the end:
+    the progress bar where rich cannot draw one live. `total` None: not known yet (`?`)."""
 
-    def __init__(self, label: str, total: int, start: int, every_s: float, stream: TextIO) -> None:
+    def __init__(self, label: str, total: int | None, start: int, every_s: float, stream: TextIO) -> None:
         self.label, self.total, self.start, self.every_s, self.stream = label, total, start, every_s, stream
         self.t0 = self.last = time.monotonic()
         self.done, self.info, self.printed = start, "", start
 
-    def update(self, completed: int, info: str | None) -> None:
-        """As `Progress.update`; prints when `every_s` have passed since the last line."""
+    def update(self, completed: int, info: str | None = None, total: int | None = None) -> None:
+        """As `Progress.update` (`completed` absolute; `total`, when given, replaces the
+        total); prints when `every_s` seconds have passed since the last line."""
         self.done, self.info = completed, self.info if info is None else info
+        if total is not None:
+            self.total = total
         if time.monotonic() - self.last >= self.every_s:
             self._print()
 
@@ -98,9 +108,10 @@ class _PlainLines:
         self.last, self.printed = time.monotonic(), self.done
         elapsed = self.last - self.t0
         rate = (self.done - self.start) / elapsed if elapsed > 0 else 0.0
-        eta = f"{_clock((self.total - self.done) / rate)}" if rate > 0 else "?"
+        eta = f"{_clock((self.total - self.done) / rate)}" if rate > 0 and self.total is not None else "?"
         info = f" {self.info}" if self.info else ""
-        print(f"{self.label} {self.done}/{self.total} {_clock(elapsed)} eta {eta}{info}", file=self.stream, flush=True)
+        total = "?" if self.total is None else self.total
+        print(f"{self.label} {self.done}/{total} {_clock(elapsed)} eta {eta}{info}", file=self.stream, flush=True)
 
 
 def _clock(seconds: float) -> str:
