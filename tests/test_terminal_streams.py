@@ -231,3 +231,32 @@ def test_dataset_progress_on_a_dumb_terminal_prints_plain_lines_while_it_runs(mo
             progress(2, 5)
             shown = _shown(master)  # before the end
     assert "check demo 2/5 0:00:00 eta " in shown, repr(shown)
+
+
+def test_record_with_stdout_closed_records_without_a_traceback(tmp_path, short_dir):
+    """`record >&-`: the line printer's thread died on sys.stdout None with a traceback on
+    stderr (the take itself was saved)."""
+    done = subprocess.run(
+        platform_cmd("record", "--robot", "arm", "--sim", "direct", "--task", "cube_in_bowl", "--no-tui",
+                     "--data-root", str(tmp_path), "--dataset", "d", "--episodes", "1", "--episode-time-s", "0.5",
+                     "--reset-time-s", "0", "record.sim_size=32x32", f"telemetry.address={short_dir}/t.sock"),
+        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=subprocess_env(), timeout=300,
+        preexec_fn=_closing(1))
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0, done.stderr
+    with EpisodeStore.open(tmp_path / "d.zarr") as store:
+        assert len(store) == 1
+
+
+def test_calibrate_with_stdin_closed_says_so_in_one_line(tmp_path):
+    """input() with fd 0 closed raises RuntimeError ("lost sys.stdin"), not EOFError: a
+    traceback where a closed stdin had its own line."""
+    with emulated("arm") as (spec, _chains):
+        ports = ",".join(f"{name}={bus.port}" for name, bus in spec.buses.items())
+        done = subprocess.run(platform_cmd("calibrate", "--robot", "arm", "--ports", ports),
+                              env=subprocess_env(SHALLOWPI_ROBOTS_DIR=str(tmp_path)), capture_output=True, text=True,
+                              timeout=120, preexec_fn=_closing(0))
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("error: calibration asks questions: run it in a terminal "
+                                                           "(stdin closed)"), done.stderr

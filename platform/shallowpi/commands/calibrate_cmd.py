@@ -144,6 +144,6 @@ def _ask(message: str) -> None:
     discard_typed_ahead()  # an Enter typed ahead would skip a step (the arm's support among them)
     try:
         input(message + " ")
-    except EOFError:
+    except (EOFError, RuntimeError):  # RuntimeError: "lost sys.stdin", started with it closed (<&-)
         print()  # end the prompt's line: the error is a line of its own
         raise PlatformError("calibration asks questions: run it in a terminal (stdin closed)") from None

@@ -108,6 +108,8 @@ class LinePrinter:
             if dropped:
                 line = f"{line}  ({dropped} line(s) before this dropped: stdout was not read fast enough)"
             stream = self._stream or sys.stdout
+            if stream is None:  # started with stdout closed (>&-): nowhere to show them
+                return
             try:
                 stream.write(line + "\n")
                 stream.flush()
