@@ -180,6 +180,7 @@ def _refuse_unknown_section_keys(cfg: DictConfig) -> None:
 # Keys whose default is null ("the robot's", "half the chunk", ...) and whose value is
 # otherwise a number: `_check_value_types` cannot learn that from the default.
 NUMBER_OR_NULL = ("record.fps", "action_selection.replan_every", "action_selection.rtc_fade", "policy.train.ema",
+                  "policy.train.keep_last",
                   "distill.steps", "distill.sim_episode_time_s", "demo.eval_time_s", "demo.record_time_s",
                   "jetson.memory_gb")
 # Keys whose default is a number (in a config choice, or a lab's) and whose reader takes

@@ -54,7 +54,7 @@ STAGES = ("record", "teacher", "student", "evaluate", "deploy", "summary")
 # recorder buffers and guards the disk, or what its flags from the demo (--episodes,
 # --reset-time-s) set anyway, or only the robot (its leader arms, calibration, cameras,
 # hold at the end), not a frame of the twin's episodes; nor does the store's chunking.
-BOOKKEEPING = {"policy.train.save_every", "policy.train.log_every", "policy.train.workers",
+BOOKKEEPING = {"policy.train.save_every", "policy.train.keep_last", "policy.train.log_every", "policy.train.workers",
                "policy.train.tensorboard", "distill.latency_repeats", "distill.sim_episodes",
                "record.queue_mb", "record.disk_reserve_mb", "record.episodes", "record.reset_time_s",
                "record.hold_at_end", "record.catch_up_speed", "record.allow_uncalibrated",

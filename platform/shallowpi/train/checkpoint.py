@@ -11,6 +11,10 @@ A checkpoint is written into a hidden temporary folder, synced to disk and renam
 complete, then `last` is replaced: a kill or a power cut at any instant leaves the previous
 checkpoint as the newest.
 Resume takes the newest step folder (`latest_checkpoint`): every one is complete.
+With `keep_last` (policy.train.keep_last) a save then removes the step folders older than
+the newest keep_last (`prune_checkpoints`): a π0 checkpoint is ~50 GB, and a default run's
+30 saves would write ~1.5 TB. Before each save, a disk with less free space than the previous checkpoint
+took is said in one line (`space_warning`), before the save fails on it.
 The state is always the full (unsharded) one, keyed by parameter name, so a run resumes
 under any number of processes, with or without FSDP. Under FSDP only rank 0 holds it
 whole, as it saves and as it resumes (it reads the files and broadcasts each tensor to the
@@ -82,14 +86,103 @@ def weights_to_use(checkpoint: str | Path, say: Callable[[str], None] = print) -
     return chosen
 
 
+def _complete_steps(root: Path) -> list[Path]:
+    """The complete step_N folders of a checkpoints/ folder `root` (a step number and a
+    training state), newest first."""
+    steps = [p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / "train_state.safetensors").is_file()]
+    return sorted(steps, key=lambda p: int(p.name[5:]), reverse=True)
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run folder, or None. A step folder appears only
     by renaming a finished one into place, so every step_* folder is complete: the newest is
     taken even when a kill came between that rename and the `last` marker's update (the
     marker alone would resume from the step before, then refuse to overwrite this one)."""
+    steps = _complete_steps(run_dir / "checkpoints")
+    return steps[0] if steps else None
+
+
+# A step folder being removed is first renamed to this prefix + its name (`prune_checkpoints`).
+PRUNED_PREFIX = ".pruned_"
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove the run's complete step folders older than its newest `keep_last`: never the
+    one checkpoints/last names, nor those in `keep`, nor a step folder without training
+    state (not one a save made: a copy, a user's own). Returns the step folders removed.
+
+    Each is first renamed to checkpoints/.pruned_step_N, the renames synced, then deleted: a
+    kill or a power cut mid-removal leaves a hidden folder (`remove_pruned` finishes it),
+    never a step_N folder with files missing that a resume, `eval` or a learning curve would
+    take for a checkpoint. Only for the holder of the run folder's lock, once the newest
+    checkpoint is durable and `last` names it. OSError from a rename or a removal passes
+    through."""
     root = run_dir / "checkpoints"
-    steps = [p for p in root.glob("step_*") if p.name[5:].isdigit() and (p / "train_state.safetensors").is_file()]
-    return max(steps, key=lambda p: int(p.name[5:]), default=None)
+    marker = root / "last"
+    named = marker.read_text().strip() if marker.is_file() else None
+    steps = _complete_steps(root)
+    spared = {p.name for p in steps[:keep_last]} | {p.name for p in keep} | {named}
+    doomed = [p for p in steps if p.name not in spared]
+    remove_pruned(run_dir)  # a leftover of a cut removal, perhaps of one of these names
+    hidden = []
+    for path in doomed:
+        hidden.append(root / f"{PRUNED_PREFIX}{path.name}")
+        path.rename(hidden[-1])
+    if hidden:
+        # The renames reach the disk before any removal: a power cut must not bring back a
+        # step_N folder whose files the removal had already unlinked.
+        fsync_path(root)
+    for path in hidden:
+        shutil.rmtree(path)
+    return doomed
+
+
+def remove_pruned(run_dir: Path) -> list[Path]:
+    """Remove the run's checkpoints/.pruned_step_* (`prune_checkpoints` killed mid-removal
+    leaves one: at π0 size tens of GB); returns those removed. Only for the holder of the
+    run folder's lock."""
+    pruned = sorted(p for p in (run_dir / "checkpoints").glob(f"{PRUNED_PREFIX}step_*") if p.is_dir())
+    for path in pruned:
+        shutil.rmtree(path)
+    return pruned
+
+
+# The free space a save wants beyond the previous checkpoint's size: the next one is the
+# same size, give or take its metadata.
+SPACE_MARGIN = 1.1
+
+
+def checkpoint_bytes(checkpoint: Path) -> int:
+    """Bytes of the files under a checkpoint folder (weights, training state, EMA)."""
+    return sum(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes an unprivileged process may still write on the file system of `path` (one
+    statvfs), or None where it does not count them (0 blocks in all: some network and
+    overlay file systems). OSError from `os.statvfs` passes through."""
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize if stat.f_blocks else None
+
+
+def space_warning(run_dir: Path, previous: int | None, free: int | None, settings: str = "policy.train") -> str | None:
+    """The line to say before a save into `run_dir` when `free` bytes on its disk are below
+    `previous` (the bytes of the run's previous checkpoint) with SPACE_MARGIN: that save
+    would likely fail for lack of space. None when there is room, or nothing to judge by
+    (no previous checkpoint, a file system that does not count its free space)."""
+    if previous is None or free is None or free >= previous * SPACE_MARGIN:
+        return None
+    return (f"{run_dir}: {_bytes(free)} free on its disk, less than a checkpoint takes ({_bytes(previous)} the last "
+            f"one, {SPACE_MARGIN - 1:.0%} margin): the next save may fail for lack of space; free some, or keep "
+            f"fewer checkpoints ({settings}.keep_last=N)")
+
+
+def _bytes(n: int) -> str:
+    """'51.2 GB', '28.3 MB', '402.5 kB', '512 B'."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
 def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
@@ -172,6 +265,12 @@ class Checkpointer:
     noted: dict[str, Any] = field(default_factory=dict)
     loaded_notes: dict[str, Any] = field(default_factory=dict)
     settings: str = "policy.train"  # the config section a refused recipe key is named under
+    # Step folders a save keeps (the newest N; `prune_checkpoints`); None keeps every one.
+    keep_last: int | None = None
+    # The bytes of the run's previous checkpoint (None: not measured yet), and whether the
+    # last save was said to lack space (said again only after a save found room).
+    _previous_bytes: int | None = field(default=None, init=False, repr=False)
+    _short_said: bool = field(default=False, init=False, repr=False)
 
     def full_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Full model and optimiser state, optimiser entries keyed by parameter name."""
@@ -204,7 +303,10 @@ class Checkpointer:
         TrainingError if that checkpoint exists (a checkpoint is never overwritten), and
         OSError naming the temporary folder when the disk refuses a write (full: ENOSPC,
         EDQUOT), safetensors' own error included; the temporary folder is removed whatever
-        stopped the write."""
+        stopped the write. Before writing, warns once (until a save finds room again) when
+        the disk's free space is below the previous checkpoint's size (`space_warning`);
+        after `last` names the new one, removes the step folders beyond `keep_last`
+        (`prune_checkpoints`; a failed removal is a warning, the run goes on)."""
         from safetensors.torch import save_file
 
         model_sd, optim_sd = self.full_state()  # collective under FSDP: every rank calls it
@@ -214,6 +316,7 @@ class Checkpointer:
         final = ckpt_root / f"step_{step:06d}"
         if final.exists():
             raise TrainingError(f"{final} exists; refusing to overwrite a checkpoint")
+        self._check_space()
         tmp = ckpt_root / f".tmp_step_{step:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         meta = {"step": str(step), **self.metadata}
@@ -239,7 +342,32 @@ class Checkpointer:
             raise
         fsync_path(ckpt_root)
         replace_text(ckpt_root / "last", final.name)
+        self._previous_bytes = checkpoint_bytes(final)
+        if self.keep_last is not None:
+            # After the new checkpoint and `last` are durable: a kill here leaves it loadable.
+            try:
+                prune_checkpoints(self.run_dir, self.keep_last, keep=(final,))
+            except OSError as exc:  # the checkpoint is saved: not a reason to stop the run
+                log.warning("could not remove the checkpoints beyond %s.keep_last=%d in %s (%s); the run goes on",
+                            self.settings, self.keep_last, ckpt_root, exc)
         return final
+
+    def _check_space(self) -> None:
+        """Warn (`space_warning`) when the run's disk holds less free space than its previous
+        checkpoint took: one statvfs a save, the previous size measured once (a resumed
+        run's newest checkpoint) and then kept from each save."""
+        if self._previous_bytes is None and (previous := latest_checkpoint(self.run_dir)) is not None:
+            self._previous_bytes = checkpoint_bytes(previous)
+        if self._previous_bytes is None:  # a run's first save: nothing to judge by
+            return
+        try:
+            free = free_bytes(self.run_dir)
+        except OSError:  # nothing to judge by; the save itself says what the disk refuses
+            free = None
+        said = space_warning(self.run_dir, self._previous_bytes, free, self.settings)
+        if said is not None and not self._short_said:
+            log.warning("%s", said)
+        self._short_said = said is not None
 
     def load(self, path: Path, device: torch.device) -> tuple[int, dict[str, Tensor]]:
         """Restore model and optimiser from `path`; returns its step and the saved EMA

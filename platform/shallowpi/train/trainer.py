@@ -21,7 +21,8 @@ Run folder layout (never overwritten; a second run into the same folder needs --
                                 objective's named terms)
     tb/                         TensorBoard events
     eval.json                   the offline evaluation after the last step (train/finetune.py)
-    checkpoints/step_000250/    model.safetensors (a Policy), train_state.safetensors
+    checkpoints/step_000250/    model.safetensors (a Policy), train_state.safetensors (the
+                                newest `keep_last` kept when set)
     checkpoints/last            name of the newest complete checkpoint (train/checkpoint.py)
     .lock                       held by the training process (train/run_lock.py): one at a time
 """
@@ -51,6 +52,7 @@ from shallowpi.train.checkpoint import (
     latest_checkpoint,
     mend_last_marker,
     remove_partial_checkpoints,
+    remove_pruned,
 )
 from shallowpi.train.distributed import (
     Dist,
@@ -98,6 +100,10 @@ class TrainConfig:
     successful_only: bool = False
     log_every: int = 10
     save_every: int = 250
+    # Checkpoints kept: after each save only the newest keep_last step folders stay (and the
+    # one checkpoints/last names); None keeps every one. A π0 checkpoint is ~50 GB: the 30
+    # saves of a default run, all kept, would write ~1.5 TB and die of a full disk hours in.
+    keep_last: int | None = None
     workers: int = 1
     fsdp: bool = False
     bf16: bool = True  # autocast matmuls to bfloat16 on CUDA (weights and optimizer stay float32)
@@ -108,12 +114,16 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         refuse_fractional("train", self, ("steps", "batch_size", "warmup_steps", "log_every", "save_every",
-                                          "workers", "seed"), TrainingError)
+                                          "keep_last", "workers", "seed"), TrainingError)
         if self.steps < 1 or self.batch_size < 1:
             raise TrainingError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
         if self.log_every < 1 or self.save_every < 1 or self.warmup_steps < 0:
             raise TrainingError(f"log_every and save_every must be >= 1, warmup_steps >= 0 (got {self.log_every}, "
                                 f"{self.save_every}, {self.warmup_steps})")
+        # 0 reads as "keep none", yet the one `last` names always stays: refused, not taken as 1.
+        if self.keep_last is not None and self.keep_last < 1:
+            raise TrainingError(f"keep_last must be >= 1 (the newest checkpoints kept) or null (keep every one), "
+                                f"got {self.keep_last}")
         # grad_clip 0 read as "no clipping" scaled every gradient to 0: hours of steps that
         # changed the weights by weight decay alone, under a normal-looking grad_norm.
         if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
@@ -384,6 +394,9 @@ class Trainer:
         if self.dist.main:
             for partial in remove_partial_checkpoints(run_dir):
                 log.warning("removed %s, a checkpoint whose save was cut short", partial)
+            for pruned in remove_pruned(run_dir):
+                log.warning("removed %s, an old checkpoint whose removal (%s.keep_last) was cut short", pruned,
+                            settings)
             if (mended := mend_last_marker(run_dir)) is not None:
                 log.warning("checkpoints/last now names %s, the newest checkpoint (a save was cut short before "
                             "naming it)", mended.name)
@@ -420,7 +433,7 @@ class Trainer:
             # would not continue the run it names (the step count may grow: the cosine then
             # decays to the new end).
             recipe={k: list(v) if k == "betas" else v for k, v in dataclasses.asdict(cfg).items() if k in RECIPE},
-            noted={"ema": cfg.ema, "steps": cfg.steps}, settings=settings,
+            noted={"ema": cfg.ema, "steps": cfg.steps}, settings=settings, keep_last=cfg.keep_last,
         )
         self.start_step, saved_ema = 0, {}
         if existing is not None:
