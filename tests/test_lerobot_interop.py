@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -89,6 +90,19 @@ def test_progress_counts_every_frame(exported):
     _, _, calls = exported
     assert calls[0] == (0, 27) and calls[-1] == (27, 27)
     assert [done for done, _ in calls] == list(range(28))
+
+
+def test_every_exported_file_gets_the_umask_s_mode(exported):
+    """lerobot encodes each video into a NamedTemporaryFile (0600) and moves it in: an
+    export's videos were the user's alone while its other files had the umask's mode (664
+    in a lab's group-shared folder under umask 002)."""
+    _, out, _ = exported
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert list(out.rglob("*.mp4"))
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert {name: oct(mode) for name, mode in modes.items()
+            if mode != (0o777 if (out / name).is_dir() else 0o666) & ~mask} == {}
 
 
 def test_import_brings_the_export_back(exported, tmp_path):

@@ -28,6 +28,9 @@ from typing import Any
 
 PARTIAL_SUFFIX = ".partial"  # every partial file's ending (a sweep of a killed writer's leftovers matches it)
 LOCK_POLL_S = 0.05  # how often `hold_file_lock` tries again while another process holds the lock
+# A lock file's mode before the umask: what open() gives any new file (the umask alone decides
+# who shares it), since every taker opens it read-write.
+LOCK_MODE = 0o666
 
 
 def fsync_path(path: str | Path) -> None:
@@ -89,6 +92,35 @@ def replace_bytes(path: str | Path, data: Any, durable: bool = True,
     return written
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux says it (/proc/self/status,
+    since 4.7); elsewhere set and put back at once, which a thread making a file in between
+    would see."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def give_umask_modes(folder: str | Path) -> None:
+    """Give `folder` and everything under it the modes a plain open() and mkdir() give now
+    (0o666 and 0o777, less the umask): what a library wrote through a temporary file
+    (mkstemp's 0o600, mkdtemp's 0o700, kept by the move into place) is then shared as the
+    user's other files are. Links are left alone."""
+    mask = current_umask()
+    for root, folders, files in os.walk(folder):
+        for name in files:
+            if not os.path.islink(path := os.path.join(root, name)):
+                os.chmod(path, 0o666 & ~mask)
+        for name in folders:
+            if not os.path.islink(path := os.path.join(root, name)):
+                os.chmod(path, 0o777 & ~mask)
+    os.chmod(folder, 0o777 & ~mask)
+
+
 def partial_name(path: str | Path) -> str:
     """A name beside `path` that no other write uses: `path.<pid>.<8 hex>.partial`, a plain
     string (pathlib would intern it: episode_writer's names are made per frame)."""
@@ -129,8 +161,12 @@ def take_file_lock(path: str | Path, holder: str) -> tuple[int, bool]:
     fd, whether the file still named an earlier holder: a clean release empties it, so one
     that died holding it left its name). The kernel drops the lock with the process, however
     it ends; a forked child does not hold it. Release it with `release_file_lock`. Raises
-    FileLockHeld when another process holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    FileLockHeld when another process holds it.
+
+    Made with mode LOCK_MODE, which the umask narrows as it does the files the lock guards:
+    a lock made 0o644 in a group-shared folder (setgid, umask 002) was the one file there
+    another member could not open read-write, and their `record --resume` was refused."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, LOCK_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

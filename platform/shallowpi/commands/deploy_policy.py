@@ -6,15 +6,17 @@ robot goes before each episode: Executor.go_to_start).
 from __future__ import annotations
 
 import argparse
-import fcntl
+import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from shallowpi.durable_files import hold_file_lock
 from shallowpi.errors import PlatformError
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,9 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
     into one at `args.bundle` (reused while it verifies, holds the graph `backend` runs and
     was built by this code; deployments started together build it once). Raises ConfigError
     (one line) for no policy there, a bundle without that graph, a --bundle folder that is
-    not a bundle, or a checkpoint on an install without training; BundleError and
-    ExportError as building does."""
+    not a bundle, a bundle to build in a folder this user may not write (a colleague's
+    checkpoint: said after why it is built), or a checkpoint on an install without
+    training; BundleError and ExportError as building does."""
     from shallowpi.deploy.bundle import MANIFEST, Bundle, code_fingerprint
     from shallowpi.errors import ConfigError
 
@@ -71,9 +74,21 @@ def policy_bundle(args: argparse.Namespace, backend: str) -> Any:
     # for that build and reuse it, instead of building into the same folder at once.
     if (bundle := _verified(out, weights, graphs, quiet=True)) is not None:
         return bundle
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(f".{out.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with contextlib.ExitStack() as held:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            # hold_file_lock removes the lock file when done, without a window in which a
+            # waiter holds a lock on a name no longer there (each `.CKPT.bundle.lock` stayed).
+            held.enter_context(hold_file_lock(out.with_name(f".{out.name}.lock"), f"pid {os.getpid()} (deploy)",
+                                              on_wait=lambda holder: print(f"waiting for {holder}, which is building "
+                                                                           f"{out}", flush=True)))
+        except PermissionError as exc:  # a colleague's checkpoint folder: say why first, then where else
+            if (bundle := _verified(out, weights, graphs)) is not None:  # its owner rebuilt it meanwhile
+                return bundle
+            where = "another --bundle folder" if args.bundle else "--bundle DIR, a folder of yours,"
+            refused = Path(os.fsdecode(exc.filename)).parent if exc.filename else out.parent  # the lock's folder
+            raise ConfigError(f"cannot build the bundle at {out}: {refused} is not writable by this user; pass "
+                              f"{where} to build it there") from None
         if (bundle := _verified(out, weights, graphs)) is not None:  # built while this one waited
             return bundle
         from shallowpi.deploy.bundle import build_bundle
@@ -109,8 +124,11 @@ def _verified(out: Path, weights: Path, graphs: tuple[str, ...], quiet: bool = F
     if same and all(g in bundle.graphs for g in graphs) and current:
         print(f"bundle {out} (verified)", flush=True)
         return bundle
-    if same and not current and not quiet:
-        print(f"rebuilding {out}: it was built by other policy, export or robot-side code than this", flush=True)
+    if not quiet:
+        why = ("it holds other weights than the checkpoint's" if not same
+               else "it was built by other policy, export or robot-side code than this" if not current
+               else f"it holds no {', '.join(g for g in graphs if g not in bundle.graphs)} graph")
+        print(f"rebuilding {out}: {why}", flush=True)
     return None
 
 

@@ -33,6 +33,7 @@ from shallowpi.data.lerobot_verify import verify_lerobot_export
 from shallowpi.data.row_ranges import describe_indices, describe_ranges
 from shallowpi.data.store import EpisodeStore
 from shallowpi.data.store_files import require_intact
+from shallowpi.durable_files import give_umask_modes
 from shallowpi.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,9 @@ def export_lerobot(
         except ChildCrashed as exc:
             raise ChildCrashed(what, f"{exc.how}; nothing was written to {out_dir} and the store is untouched: "
                                      "run it again, and report it if it repeats") from None
+        # lerobot encodes each video into a NamedTemporaryFile (0600) and moves it in: the
+        # export's videos were the user's alone, whatever the umask gave its other files.
+        give_umask_modes(staging)
         _move_into_place(staging, out_dir, "export directory")
     return out_dir
 

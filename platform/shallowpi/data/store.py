@@ -396,16 +396,19 @@ class EpisodeStore:
         path = Path(path)
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
-        if not path.exists():
-            finish_interrupted_swap(path)
-        if not path.exists():
-            # `dataset info notes.txt` looks for notes.txt.zarr: name the file it was given.
-            given = path.with_suffix("") if path.suffix == ".zarr" else None
-            if given is not None and given.is_file():
-                raise StoreError(f"{given} is a file, not a dataset: a store is a folder (NAME.zarr)")
-            raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
-        if not (path / ".zgroup").is_file():
-            raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
+        try:
+            if not path.exists():
+                finish_interrupted_swap(path)
+            if not path.exists():
+                # `dataset info notes.txt` looks for notes.txt.zarr: name the file it was given.
+                given = path.with_suffix("") if path.suffix == ".zarr" else None
+                if given is not None and given.is_file():
+                    raise StoreError(f"{given} is a file, not a dataset: a store is a folder (NAME.zarr)")
+                raise StoreError(f"no dataset at {path}; record one with `platform record --dataset NAME`")
+            if not (path / ".zgroup").is_file():
+                raise StoreError(f"{path} is not a zarr store (no .zgroup); is it the right path?")
+        except PermissionError as exc:  # a colleague's 0700 store: theirs, not damaged, not ours to write
+            raise _unreadable(path, exc) from None
         lock_fd, died = (_locked or take_writer_lock(path)) if mode == "a" else (None, False)
         try:
             for _ in range(OPEN_TRIES):
@@ -437,6 +440,11 @@ class EpisodeStore:
         except StoreError:
             release_writer_lock(lock_fd)
             raise
+        except PermissionError as exc:  # a reader: a 0600 file inside it, another user's, is no damage
+            release_writer_lock(lock_fd)
+            if mode == "a":
+                raise  # a writer's refusal names the file it could not write (cli.file_system_error)
+            raise _unreadable(path, exc) from None
         except Exception as exc:  # zarr/json errors on a damaged store
             release_writer_lock(lock_fd)
             raise StoreError(f"{path} is damaged: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
@@ -1041,6 +1049,26 @@ def _header_number(path: Path, header: Mapping[str, Any], key: str) -> int:
     except ValueError:
         raise StoreError(f"{path}: its header's {key} is {json.dumps(value)}, not a whole number; the store is "
                          "damaged (or another program wrote its .zattrs)") from None
+
+
+def _unreadable(path: Path, exc: PermissionError) -> StoreError:
+    """The one line for a store this user may not read (EACCES from a look inside it): whose
+    it is and its mode, read from the store's folder, or from the file that refused when
+    that is another one inside it (a 0600 file in a shared store). It was said as "cannot
+    write" (`dataset list` then printed no table) or as damage: an intact store of someone
+    else's, taken for one to repair."""
+    refused = Path(os.fsdecode(exc.filename)) if exc.filename is not None else path
+    if not refused.is_relative_to(path):
+        refused = path
+    # The file that refused, or the deepest folder on its way that this user may look at
+    # (`.zgroup` in a 0700 store cannot be looked at: the store's folder is what refuses).
+    for named in (refused, *[p for p in refused.parents if p.is_relative_to(path)]):
+        with contextlib.suppress(OSError):
+            st = named.stat()
+            inside = f"{named.relative_to(path)}: " if named != path else ""
+            return StoreError(f"{path} is not readable by this user ({inside}owner uid {st.st_uid}, mode "
+                              f"{oct(st.st_mode & 0o7777)}); ask its owner")
+    return StoreError(f"{path} is not readable by this user ({exc.strerror}); ask its owner")
 
 
 def _exists(path: Path) -> StoreError:

@@ -43,6 +43,19 @@ Progress = Callable[[int, int], None]  # (frames done, frames in total)
 # Frames a worker decodes per task: large enough to amortise the hand-off, small enough
 # for a smooth progress bar.
 DECODE_BATCH = 64
+# What a file of the store that this user may not read is called: no damage, and no case
+# for `dataset delete` (the episode is sound, as its owner sees it).
+UNREADABLE = "not readable by this user: ask its owner (or check as them)"
+
+
+def _denied(exc: BaseException) -> bool:
+    """Whether `exc` is, or was raised from, a PermissionError (zarr may wrap a read's)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, PermissionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass
@@ -133,8 +146,12 @@ def _episode_infos(store: EpisodeStore, report: CheckReport) -> list[EpisodeInfo
     for index in range(len(store)):
         try:
             infos.append(store.episode(index))
-        except StoreError:
+        except StoreError as exc:
             infos.append(None)
+            if _denied(exc):  # sound, only not ours: deleting it would lose it
+                report.problems.append(f"episode {index}: its metadata file (episodes/{index}.json) is {UNREADABLE}, "
+                                       "so its rows are not judged")
+                continue
             report.problems.append(f"episode {index}: its metadata file (episodes/{index}.json) does not read, so "
                                    f"its rows are not judged; `platform dataset delete` it to keep the rest")
     return infos
@@ -194,8 +211,9 @@ def _check_numeric(store: EpisodeStore, name: str, files: FileScan, infos: list[
             raise
         except Exception as exc:  # any codec or zarr error: these rows are unreadable
             lost.append([start, stop])
-            report.problems.append(f"data/{name}: rows {describe_ranges([[start, stop]])} do not decode "
-                                   f"({type(exc).__name__})")
+            rows = f"data/{name}: rows {describe_ranges([[start, stop]])}"
+            report.problems.append(f"{rows} are {UNREADABLE}" if _denied(exc)
+                                   else f"{rows} do not decode ({type(exc).__name__})")
     for episode, (start, stop) in zip(infos, _episode_spans(store.episode_ends)):
         if episode is None or stop > end or any(a < stop and start < b for a, b in lost):
             continue  # already named as missing or undecodable

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from shallowpi.durable_files import replace_bytes, replace_text
+from shallowpi.durable_files import LOCK_MODE, replace_bytes, replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.hardware.dynamixel.calibration import (
     JointConverter,
@@ -297,7 +297,9 @@ def update_calibration(spec: RobotSpec, measured: Mapping[str, Mapping[str, Moto
 
     folder = calibration_path(spec.name, root).parent
     folder.mkdir(parents=True, exist_ok=True)
-    lock = os.open(folder / ".calibration.lock", os.O_RDWR | os.O_CREAT, 0o644)  # writable: NFS locks need it
+    # Read-write: NFS locks need it. LOCK_MODE before the umask, as the calibration files
+    # get: made 0o644, a lab's shared calibrations folder (umask 002) refused the next member.
+    lock = os.open(folder / ".calibration.lock", os.O_RDWR | os.O_CREAT, LOCK_MODE)
     try:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # waits for another run's save (milliseconds)
