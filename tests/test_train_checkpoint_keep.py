@@ -155,3 +155,23 @@ def test_keep_last_is_a_preset_setting_recorded_in_the_run_config(tmp_path, caps
     assert config.OmegaConf.load(tmp_path / "r" / "config.yaml").policy.train.keep_last == 1
     assert _kept(tmp_path / "r") == ["last", "step_000003"]
     assert json.loads((tmp_path / "r" / "eval.json").read_text())  # the evaluation after the last step read it
+
+
+def test_a_checkpoints_files_take_the_umasks_mode_so_colleagues_can_read_them(tmp_path):
+    """safetensors writes through a temporary file of mode 0600: model.safetensors and the
+    training state were the trainer's alone, whatever the umask gave the run's other files,
+    and a colleague's eval, distill or deploy of the run was refused."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        run = tmp_path / "run"
+        _trainer(run, steps=1, ema=0.9).fit()
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(run)): oct(stat.S_IMODE(p.stat().st_mode))
+             for p in (run / "checkpoints" / "step_000001").rglob("*") if p.is_file()}
+    assert {name: mode for name, mode in modes.items() if mode != "0o644"} == {}
+    assert {"checkpoints/step_000001/model.safetensors", "checkpoints/step_000001/train_state.safetensors",
+            "checkpoints/step_000001/ema/model.safetensors"} <= set(modes)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from shallowpi.durable_files import fsync_path, fsync_tree, replace_text
+from shallowpi.durable_files import fsync_path, fsync_tree, give_umask_modes, replace_text
 from shallowpi.errors import PlatformError
 from shallowpi.policy.policy import Policy
 from shallowpi.train.errors import TrainingError
@@ -329,6 +329,9 @@ class Checkpointer:
             save_file(tensors, str(tmp / "train_state.safetensors"),
                       metadata={"step": str(step), "param_groups": groups, "recipe": json.dumps(self.recipe),
                                 "noted": json.dumps(self.noted)})
+            # safetensors writes through a temporary file of mode 0600: the weights were the
+            # trainer's alone, and a colleague's eval, distill or deploy of the run refused.
+            give_umask_modes(tmp)
             # Synced before and after the rename: a power cut cannot leave `last` naming a
             # checkpoint whose files never reached the disk.
             fsync_tree(tmp)
