@@ -10,6 +10,7 @@ are sugar for overrides and any `key=value` argument passes through as a Hydra o
 from __future__ import annotations
 
 import argparse
+import codecs
 import errno
 import functools
 import importlib
@@ -98,11 +99,14 @@ def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: 
     --json named a folder or a path under a file. `suffix` (".png"): the format the writer
     writes whatever the name says, so a name without it is refused (matplotlib added
     ".png" to one, and the path printed was not the file written); `example`, a file name
-    to suggest inside a folder given instead. PlatformError in one line naming `flag`; None
+    to suggest inside a folder given instead. A name in `path` longer than its file system
+    takes (`name_over_limit`) is refused too. PlatformError in one line naming `flag`; None
     passes through (the flag not given)."""
     if path is None:
         return None
     path = Path(path)
+    if (too_long := name_over_limit(path)) is not None:  # else is_dir() raised ENAMETOOLONG, a traceback
+        raise PlatformError(f"{flag} {path}: {too_long[1]}; give a shorter one")
     if not folder and path.is_dir():
         what = f"the {suffix} file" if suffix else "the file"
         named = path / (example or (f"{path.name}{suffix}" if suffix else "report.json"))
@@ -282,6 +286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     because another process stopped prints one line and returns 1 (`peer_stopped`), and
     ranks other than 0 log errors only (all, with -v).
     """
+    _survive_any_encoding()
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # A terminal left in a removed clone or worktree: every command (Hydra's compose asks
+        # for it) ended in a FileNotFoundError traceback.
+        print("error: the working folder no longer exists (it was deleted or replaced); cd to an existing "
+              "folder and run the command again", file=sys.stderr)
+        return PlatformError.exit_code
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["--"]:
         # `torchrun ... -m shallowpi -- train --run NAME`: the `--` keeps torchrun's own parser
@@ -358,6 +371,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for sig, handler in previous.items():  # the caller's again (main called in-process)
             signal.signal(sig, handler)
+
+
+# Text the platform prints that an ASCII stream cannot take: 'π' in the help texts, the
+# box drawing of tables, '…', 'ü' in a path.
+_NON_ASCII_SAMPLE = "π│┃…ü"
+
+
+def _survive_any_encoding() -> None:
+    """Make stdout and stderr write what their encoding cannot encode as backslash escapes
+    (`\\u03c0`), not raise: on an ASCII stream (LC_ALL=C without UTF-8 mode,
+    PYTHONIOENCODING=ascii, a cron job's) `platform --help` was a UnicodeEncodeError
+    traceback at its first 'π'. A file name's undecodable bytes (surrogateescape, as Python
+    writes them under the C locale) are written as they were. A stream that takes the text,
+    or cannot be reconfigured (a test's capture), is left as it is."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if encoding is None or not hasattr(stream, "reconfigure"):
+            continue
+        try:
+            _NON_ASCII_SAMPLE.encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            codecs.register_error(_ESCAPE_ERRORS, _escape_unencodable)
+            stream.reconfigure(errors=_ESCAPE_ERRORS)
+
+
+_ESCAPE_ERRORS = "shallowpi-escape"
+
+
+def _escape_unencodable(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """The error handler of `_survive_any_encoding`: a file name's undecodable byte back as
+    that byte (surrogateescape), any other character as its backslash escape."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    char = exc.object[exc.start]
+    if "\udc80" <= char <= "\udcff":
+        return bytes([ord(char) - 0xDC00]), exc.start + 1
+    return codecs.backslashreplace_errors(UnicodeEncodeError(exc.encoding, exc.object, exc.start, exc.start + 1,
+                                                             exc.reason))
 
 
 def _interrupt_on_signals() -> dict[int, Any]:
@@ -441,6 +492,8 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     """
     reason = FILE_SYSTEM_ERRORS.get(exc.errno or 0)
     raw = written_path(exc)  # the destination's: a full output disk read as the input store's
+    if exc.errno == errno.ENAMETOOLONG:
+        return _name_too_long(exc, args, parser)
     if reason is None and raw is not None and _file_in_the_way(exc, Path(os.fsdecode(raw))):
         path = os.fsdecode(raw)
         argument = _argument_choosing(Path(path), args, parser, inside=True)
@@ -460,6 +513,50 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     return f"cannot write {path}: {reason}; {fix}"
 
 
+def _name_too_long(exc: OSError, args: argparse.Namespace, parser: argparse.ArgumentParser | None) -> str:
+    """One line for ENAMETOOLONG: the path, its name over the file system's limit and that
+    limit in bytes (`name_max`), or the whole path's over PC_PATH_MAX, and the argument that
+    chose it. A name of 240 letters was `OSError: [Errno 36] File name too long` with a
+    traceback, from whichever call first touched it or a name made beside it."""
+    from shallowpi.data.store_swap import name_bytes
+
+    raw = written_path(exc)
+    if raw is None:
+        return "a file name is longer than this file system takes (ENAMETOOLONG); choose shorter names"
+    path = Path(os.fsdecode(raw))
+    if (too_long := name_over_limit(path)) is not None:
+        # The argument whose own name is the long one (`--out`, or a name made from it): a
+        # --data-root holding a dataset's long name is not what to shorten.
+        argument = _argument_choosing(too_long[0], args, parser, own=True)
+        return f"cannot use {path}: {too_long[1]}; {f'give a shorter {argument}' if argument else 'choose a shorter name'}"
+    argument = _argument_choosing(path, args, parser)
+    try:
+        most = os.pathconf("/", "PC_PATH_MAX")  # the kernel's, the same on every file system
+    except (OSError, ValueError):
+        most = None
+    return (f"cannot use {path}: the path is {name_bytes(str(path))} bytes, longer than this system takes "
+            f"({f'at most {most}' if most else exc.strerror}); {f'give {argument}' if argument else 'choose'} a "
+            "path in a shallower folder")
+
+
+def name_over_limit(path: Path) -> tuple[Path, str] | None:
+    """The outermost of `path` and its folders whose name is longer than the file system
+    holding it takes (`name_max`, in bytes), and that, in words with both lengths; None when
+    every name fits."""
+    from shallowpi.data.store_swap import name_bytes, name_max
+
+    for named in reversed([path, *path.parents]):
+        if name_bytes(named.name) > (limit := name_max(named.parent)):
+            return named, (f"the name {_shortened(named.name)} is {name_bytes(named.name)} bytes, and this file "
+                           f"system takes at most {limit} in a name (UTF-8 counts bytes)")
+    return None
+
+
+def _shortened(name: str, keep: int = 24) -> str:
+    """`name` for a message: whole when short, else its start and end around '...'."""
+    return name if len(name) <= 2 * keep + 3 else f"{name[:keep]}...{name[-keep:]}"
+
+
 def _file_in_the_way(exc: OSError, path: Path) -> bool:
     """Whether `exc` says a file stands where a folder was to be made or written into:
     ENOTDIR (a file among `path`'s parents), or EEXIST from making a folder where a file is."""
@@ -468,11 +565,12 @@ def _file_in_the_way(exc: OSError, path: Path) -> bool:
     return exc.errno == errno.EEXIST and path.exists() and not path.is_dir()
 
 
-def _argument_choosing(path: Path, args: argparse.Namespace,
-                       parser: argparse.ArgumentParser | None, inside: bool = False) -> str | None:
+def _argument_choosing(path: Path, args: argparse.Namespace, parser: argparse.ArgumentParser | None,
+                       inside: bool = False, own: bool = False) -> str | None:
     """How the user named the folder or file that holds `path` (`--data-root`, `DEST`, ...),
     the deepest one if several do; with `inside`, also one named inside `path` (a file in
-    the way of `--out afile/m.zarr`); None if no argument did."""
+    the way of `--out afile/m.zarr`); with `own`, only one naming `path` itself (or a
+    staging sibling of it), not a folder above it; None if no argument did."""
     spelled = {}
     if parser is not None:
         for action in parser._actions:
@@ -486,7 +584,8 @@ def _argument_choosing(path: Path, args: argparse.Namespace,
         chosen = Path(value).expanduser().absolute()
         # A staging or temporary sibling (`out.partial`, `x.png.tmp`) counts as the file.
         sibling = target.parent == chosen.parent and target.name.startswith(chosen.name)
-        holds = target == chosen or chosen in target.parents or sibling or (inside and target in chosen.parents)
+        holds = target == chosen or sibling or (not own and chosen in target.parents) or (
+            inside and target in chosen.parents)
         if holds and (best is None or len(chosen.parts) > best[0]):
             best = (len(chosen.parts), spelled.get(name, "--" + name.replace("_", "-")))
     return best[1] if best else None

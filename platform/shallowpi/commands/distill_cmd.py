@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         compose_for_store,
         episode_tasks,
         init_checkpoint,
+        run_folder,
         run_settings,
         runs_folder,
     )
@@ -144,8 +145,8 @@ def run(args: argparse.Namespace) -> int:
     # The student's run folder is known before any teacher is trained (a teacher trained
     # here is of --policy's preset), and checked first: a student that cannot start or
     # resume there is refused before an hour of teacher training, not after.
-    run_dir = runs / (args.run_name or f"{store.stem}-{_preset_of(args.teacher) if args.teacher else policy_cfg.name}"
-                                       f"-student{dcfg.layers}")
+    run_dir = run_folder(args, f"{store.stem}-{_preset_of(args.teacher) if args.teacher else policy_cfg.name}"
+                               f"-student{dcfg.layers}")
     check_run_folder(run_dir, args.resume)
     given = args.teacher if args.teacher is not None else _resumed_teacher(run_dir) if args.resume else None
     if given is not None:  # its model is the student's: a model override it does not match would be dropped
@@ -157,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         # any training (the first run only logged it, and its rerun was refused).
         _check_teacher_model(args.init, policy_cfg, overrides, "the teacher is trained from --init, whose model it keeps")
     if given is None:  # runs/NAME-P's teacher, when complete; else it is trained (or continued) here
+        run_folder(args, f"{store.stem}-{policy_cfg.name}", "the teacher")  # a name too long: one line, not its mkdir's
         given, teacher_train = _reusable_teacher(store, policy_cfg, teacher_train, runs, args.init)
     if given is not None and args.init is not None and \
             (began := Policy.read_metadata(given).get("init")) != str(Path(args.init).resolve()):

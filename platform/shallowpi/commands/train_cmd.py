@@ -30,7 +30,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from shallowpi.cli import add_config_flags, at_least, device_name, overrides_from, user_path
+from shallowpi.cli import (
+    add_config_flags,
+    at_least,
+    device_name,
+    name_over_limit,
+    overrides_from,
+    user_path,
+)
 
 HELP = "train or fine-tune the π0 teacher on a dataset"
 log = logging.getLogger(__name__)
@@ -69,6 +76,28 @@ def runs_folder(args: argparse.Namespace) -> Path:
     from shallowpi import config
 
     return Path(args.runs_dir) if args.runs_dir else config.REPO_ROOT / "runs"
+
+
+def run_folder(args: argparse.Namespace, default: str, whose: str = "the run") -> Path:
+    """`whose` folder: --run NAME, else `default` (the store's and the preset's names), under
+    `runs_folder`. ConfigError (one line) when a name in it is longer than the file system
+    takes (`name_over_limit`, in bytes), before the store's screening, an --init's load or
+    any file: the folder's mkdir was ENAMETOOLONG's traceback after them. A run makes
+    nothing beside its folder (its lock, its checkpoints' .tmp_step_N, its files' .partial
+    copies are inside it, under names of their own length), so that limit is its name's."""
+    from shallowpi.errors import ConfigError
+
+    runs = runs_folder(args)
+    named = args.run_name if whose == "the run" else None
+    run_dir = runs / (named or default)
+    too_long = name_over_limit(run_dir)
+    if too_long is None:
+        return run_dir
+    part, why = too_long
+    fix = ("give a shorter --runs-dir" if part in (runs, *runs.parents) else "give a shorter --run" if named else
+           "pass --run NAME with a shorter name" if whose == "the run" else
+           "pass --teacher CKPT, or give the dataset a shorter name")
+    raise ConfigError(f"{whose}'s folder {run_dir}: {why}; {fix}")
 
 
 def init_checkpoint(args: argparse.Namespace) -> Path | None:
@@ -217,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     # Under torchrun: what the trainer would refuse of these processes, now, not after the
     # store's screening, an --init's load and the run folder's first files.
     check_launch(train_cfg, "policy.train")
-    run_dir = runs_folder(args) / (args.run_name or f"{store.stem}-{policy_cfg.name}")
+    run_dir = run_folder(args, f"{store.stem}-{policy_cfg.name}")
     # Here, as distill does, not only in the trainer: after the store's screening and an
     # --init's load (minutes at π0 size), a run folder that cannot start or resume was news.
     check_run_folder(run_dir, args.resume)

@@ -14,7 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from shallowpi.data.store_swap import name_taken
+from shallowpi.data.store_swap import (
+    COMPACTING_SUFFIX,
+    OLD_SUFFIX,
+    name_bytes,
+    name_max,
+    name_taken,
+)
 from shallowpi.durable_files import FileLockHeld, fsync_path, hold_file_lock
 from shallowpi.errors import StoreError
 
@@ -23,6 +29,49 @@ from shallowpi.errors import StoreError
 CREATING_SUFFIX = ".creating"
 CLAIM_SUFFIX = ".create.lock"
 CLAIM_WAIT_S = 10.0  # how long a maker waits for another making the same name (a create takes ms)
+TEMP_NAME_CHARS = 8  # the random part tempfile.mkdtemp puts between its prefix and suffix
+STORE_SUFFIX = ".zarr"
+
+
+def working_names(name: str, suffix: str = CREATING_SUFFIX) -> list[str]:
+    """Every name `claim_new(path, suffix)` makes beside a `path` called `name`, the name
+    itself among them; for a store (`NAME.zarr`), also those the edits of its life make beside
+    it: a delete's swap (`NAME.zarr.old`) and its compacted copy, a new store made as
+    `NAME.zarr.compacting` through `claim_new` in its turn. That last one's folder,
+    `NAME.zarr.compacting.XXXXXXXX.creating`, is the longest: 29 bytes over the name."""
+    names = [name, name + CLAIM_SUFFIX, f"{name}.{'X' * TEMP_NAME_CHARS}{suffix}"]
+    if name.endswith(STORE_SUFFIX):
+        names += [name + OLD_SUFFIX, *working_names(name + COMPACTING_SUFFIX)]
+    return names
+
+
+def require_name_fits(path: Path, suffix: str = CREATING_SUFFIX) -> None:
+    """StoreError (one line) when a name `claim_new(path, suffix)` would make, or a later edit
+    of the store at `path` would, is longer than the file system of `path`'s folder takes
+    (`name_max`; UTF-8 names count in bytes), giving the longest name that fits. Before
+    anything is made: `NAME.zarr.create.lock` was made and the build's folder failed
+    (ENAMETOOLONG, a traceback), or a store was made that no delete could edit. A delete's
+    compacted copy (`NAME.zarr.compacting`) is judged as the store it copies: its name is
+    what the user can change."""
+    copy_of = path.name.endswith(STORE_SUFFIX + COMPACTING_SUFFIX)
+    store = path.with_name(path.name.removesuffix(COMPACTING_SUFFIX)) if copy_of else path
+    limit = name_max(path.parent)
+    longest = max(working_names(store.name, suffix), key=name_bytes)
+    if name_bytes(longest) <= limit:
+        return
+    own = name_bytes(store.name)
+    added = name_bytes(longest) - own  # the same bytes whatever the name: its working suffixes
+    is_store = store.name.endswith(STORE_SUFFIX)
+    named = len(store.name) - len(STORE_SUFFIX) if is_store else len(store.name)
+    made = (f"a delete builds its copy beside it as NAME{longest[named:]}" if copy_of else
+            f"a store is made and edited beside its name as NAME{longest[named:]}" if is_store else
+            f"it is made beside its name as NAME{longest[named:]}")
+    most = limit - added - (len(STORE_SUFFIX) if is_store else 0)
+    fix = (f"rename the store to at most {most} bytes before {STORE_SUFFIX} (no episode was deleted)" if copy_of else
+           f"give a dataset name of at most {most} bytes before {STORE_SUFFIX}" if is_store else
+           f"give a name of at most {most} bytes")
+    raise StoreError(f"{store}: the name is {own} bytes, too long here: {made}, and this file system takes at most "
+                     f"{limit} bytes in a name; {fix} (UTF-8 counts bytes)")
 
 
 @contextlib.contextmanager
@@ -40,7 +89,9 @@ def claim_new(path: Path, suffix: str = CREATING_SUFFIX, wait_s: float | None = 
 
     Raises StoreError (one line, naming the holder) when another process holds the name for
     longer than `wait_s` seconds (default CLAIM_WAIT_S; a merge or import into it takes
-    minutes), and OSError when the folder cannot be made (a read-only or full disk)."""
+    minutes) or when a name it makes is too long (`require_name_fits`, before anything is
+    made), and OSError when the folder cannot be made (a read-only or full disk)."""
+    require_name_fits(path, suffix)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + CLAIM_SUFFIX)
     with contextlib.ExitStack() as claim:

@@ -24,12 +24,43 @@ log = logging.getLogger(__name__)
 COMPACTING_SUFFIX = ".compacting"
 OLD_SUFFIX = ".old"  # a delete's swap moves the store there before the compacted copy goes in
 SWAPPED_OUT = ".swapped-out"  # marks that folder as the swap's, not a copy someone named so by hand
+NAME_MAX_FALLBACK = 255  # bytes in one name where the file system cannot be asked (ext4's, xfs's, tmpfs's)
+
+
+def name_max(folder: Path) -> int:
+    """The most bytes one file or folder name may hold in `folder`: pathconf's PC_NAME_MAX of
+    its nearest existing ancestor (`folder` may be yet to be made), NAME_MAX_FALLBACK where
+    that cannot be asked. A longer name is ENAMETOOLONG in every call that touches it, an
+    `exists()` among them."""
+    for place in (folder, *folder.parents):
+        try:
+            limit = os.pathconf(place, "PC_NAME_MAX")
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not made yet: its parent's file system is where it would be
+        except (OSError, ValueError):
+            break
+        return limit if limit > 0 else NAME_MAX_FALLBACK  # -1: no limit said
+    return NAME_MAX_FALLBACK
+
+
+def name_bytes(name: str) -> int:
+    """`name`'s length as the file system counts it: bytes, as encoded (UTF-8: `ü` is 2)."""
+    return len(os.fsencode(name))
+
+
+def name_fits(path: Path) -> bool:
+    """Whether `path`'s own name is short enough for the file system of its folder."""
+    return name_bytes(path.name) <= name_max(path.parent)
 
 
 def name_taken(path: Path) -> bool:
     """Whether a store (or a delete's swap cut between its two renames, finished here) holds
     `path`: what every command that makes a store there asks first. A new store beside a
-    cut swap's copies would be taken for them, and the next edit would remove the last."""
+    cut swap's copies would be taken for them, and the next edit would remove the last.
+    False for a name longer than the file system takes (nothing can be there): the maker's
+    claim (`claim_new`) refuses it in one line, where asking was ENAMETOOLONG's traceback."""
+    if not name_fits(path):
+        return False
     if not path.exists():
         finish_interrupted_swap(path)
     return path.exists()
@@ -52,6 +83,8 @@ def finish_interrupted_swap(path: Path, wait_s: float = 10.0) -> None:
     """
     staging = path.with_name(path.name + COMPACTING_SUFFIX)
     old = path.with_name(path.name + OLD_SUFFIX)
+    if not name_fits(staging):
+        return  # no delete can have made its copy under a name this file system cannot hold
     deadline = time.monotonic() + wait_s
     while not path.exists():
         with _copy_lock(staging) as ours:
