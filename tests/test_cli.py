@@ -101,7 +101,7 @@ def test_a_leading_double_dash_is_dropped(capsys):
         # a list given one number, a choice given another word: tracebacks in the optimiser, the recorder
         (["config", "show", "policy.train.betas=0.9"], "policy.train.betas is a list (its default is"),
         (["record", "--sim", "direct", "--dataset", "/nonexistent-dir/choice.zarr", "--task", "cube_in_bowl",
-          "record.on_interrupt=maybe", "telemetry.address=/tmp/cli-choice.sock"],
+          "record.on_interrupt=maybe"],
          "record.on_interrupt must be save or discard, got 'maybe'"),
         (["config", "show", "policy.train.steps=${nowhere.key}"], "cannot set 'policy.train.steps': Interpolation key"),
         (["config", "show", "policy.train.successful_only=maybe"],

@@ -134,3 +134,23 @@ def test_a_resume_refused_after_the_robot_connected_leaves_an_arm_found_holding_
     assert refused.returncode != 0 and "recorded with other features" in refused.stderr, refused.stderr[-2000:]
     assert torque == {1}, "the refusal dropped the arm a killed run had left holding"
     assert "torque off NOT confirmed (bus 'follower': left holding, as a killed run left it)" in refused.stdout
+
+
+def test_a_setting_the_session_refuses_is_refused_before_the_robot_is_touched(tmp_path):
+    """record.on_interrupt=maybe (or record.episodes=0) was refused only once the robot had
+    connected (its torque switched on) and the telemetry socket was bound, when the session
+    was configured: a typo is now one line with no packet sent to a servo."""
+    with emulated("arm") as (spec, chains):
+        ports = [f"robot.buses.{name}.port={bus.port}" for name, bus in spec.buses.items()]
+        for setting, said in (("record.on_interrupt=maybe", "record.on_interrupt must be save or discard"),
+                              ("record.reset_time_s=-1", "reset time >= 0")):
+            refused = subprocess.run(
+                platform_cmd("record", "--robot", "arm", *ports, "--dataset", "d", "--data-root", str(tmp_path),
+                             "--task", "wave", "--no-tui", "--no-cameras", "--allow-uncalibrated", setting,
+                             f"telemetry.address={tmp_path}/t.sock"),
+                env=subprocess_env(SHALLOWPI_ROBOTS_DIR=str(tmp_path / "robots")), stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 2 and said in refused.stderr, refused.stderr[-2000:]
+        served = {name: chain.packets_served for name, chain in chains.items()}
+    assert served == {name: 0 for name in served}, "the refused runs talked to the servos"
+    assert not (tmp_path / "t.sock").exists() and not (tmp_path / "d.zarr").exists()

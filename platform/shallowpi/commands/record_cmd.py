@@ -212,6 +212,15 @@ def run(args: argparse.Namespace) -> int:
         raise PlatformError(f"--fps/record.fps {fps:g} is faster than robot '{cfg.robot.name}' runs ({robot_hz:g} Hz), "
                             f"which would raise its joints' speed limits by {fps / robot_hz:.2g}x; set "
                             f"robot.fps={fps:g} to record faster")
+    session_numbers = dict(
+        episodes=rec.episodes if args.episodes is None else args.episodes,
+        episode_time_s=rec.episode_time_s if args.episode_time_s is None else args.episode_time_s,
+        reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
+        fps=fps, on_interrupt=rec.on_interrupt)
+    # What the session refuses (record.on_interrupt=maybe, record.episodes=0), refused now: a
+    # robot's connect switches its torque on, and a socket bound here was held through the
+    # twin's build by a command that was to fail anyway.
+    SessionConfig(task="", **session_numbers)
     # The telemetry socket first: a second recorder of this robot fails here, before it
     # connects to anything or creates a store. The status always goes out on it, so
     # `platform monitor --robot R` can attach.
@@ -237,11 +246,7 @@ def run(args: argparse.Namespace) -> int:
                                     f"use robot.fps={fps:g} instead of --fps")
             rig.clock = type(rig.clock)(fps)
         session_cfg = SessionConfig(
-            task=rig.task_text,
-            episodes=rec.episodes if args.episodes is None else args.episodes,
-            episode_time_s=rec.episode_time_s if args.episode_time_s is None else args.episode_time_s,
-            reset_time_s=rec.reset_time_s if args.reset_time_s is None else args.reset_time_s,
-            fps=fps, on_interrupt=rec.on_interrupt, robot=cfg.robot.name, dataset=store_path.stem,
+            task=rig.task_text, **session_numbers, robot=cfg.robot.name, dataset=store_path.stem,
             calibration_id=rig.calibration_id, camera_serials=rig.camera_serials, autostart=True,
             # somebody to end it: a dashboard, or Ctrl-C on a terminal
             hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and is_terminal(sys.stdin),
