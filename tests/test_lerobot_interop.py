@@ -451,7 +451,7 @@ def test_sigterm_to_the_export_ends_its_encoder_child_too(tmp_path):
     parent, children = psutil.Process(proc.pid), []
     deadline = time.monotonic() + 120
     while not children and time.monotonic() < deadline and proc.poll() is None:
-        children = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+        children = [c for c in parent.children() if "shallowpi.data.isolated" in " ".join(c.cmdline())]
         time.sleep(0.01)
     assert children, "the export never started its child"
     proc.send_signal(signal.SIGTERM)  # the parent alone: a `kill PID`, a service manager's stop

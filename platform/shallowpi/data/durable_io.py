@@ -43,8 +43,32 @@ def file_in(folder: str | os.PathLike[str], name: str) -> str:
 
 
 def write_json(path: str | Path, value: Any, durable: bool, replaced: Callable[[], None] | None = None) -> None:
-    """Replace `path` with `value` as JSON in one rename (`replace_text`)."""
-    replace_text(path, json.dumps(value), durable, replaced)
+    """Replace `path` with `value` as JSON in one rename (`replace_text`). numpy scalars
+    are written as the Python numbers they hold (a script's `np.bool_` success mark, an
+    `np.int64` seed); StoreError, before anything is written, for a value JSON cannot hold."""
+    replace_text(path, _json_text(value, str(path)), durable, replaced)
+
+
+def json_ready(value: Any, what: str) -> Any:
+    """`value` as it will read back from its JSON file: numpy scalars as Python numbers,
+    tuples as lists, number keys as strings. Raises StoreError naming `what` (one line) for
+    anything JSON cannot hold (a set, an array, an object), so a caller can refuse it
+    before it writes anything."""
+    return json.loads(_json_text(value, what))
+
+
+def _json_text(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, default=_numpy_scalar)
+    except (TypeError, ValueError) as exc:  # json's "not JSON serializable", a circular reference
+        raise StoreError(f"{what} cannot be stored as JSON: {exc}") from None
+
+
+def _numpy_scalar(value: Any) -> Any:
+    """json's `default` hook: a numpy scalar as the Python number it holds; TypeError otherwise."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def read_json(path: str | Path) -> Any:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shallowpi.data import chunk_files
-from shallowpi.data.durable_io import NotRegularFile, checksum, file_in, open_regular
+from shallowpi.data.durable_io import NotRegularFile, checksum, file_in, json_ready, open_regular
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.nonfinite import nonfinite_ranges
 from shallowpi.data.row_ranges import describe_ranges
@@ -82,7 +82,8 @@ class EpisodeWriter:
         capture_times: Mapping[str, float] | None = None,
     ) -> None:
         """Append one frame: a value for every feature, the tick time (s since the episode
-        began) and, per feature, when it was captured (defaults to the tick time)."""
+        began) and, per feature, when it was captured (defaults to the tick time). The
+        values are copied: the caller may reuse its arrays for the next frame."""
         self._require_open()
         features = self._store.features
         missing = features.keys() - values.keys()
@@ -94,6 +95,8 @@ class EpisodeWriter:
         capture_times = capture_times or {}
         # Every value checked before any is appended: a StoreError leaves the episode's
         # arrays row-aligned, so a caller that goes on cannot shift one key against another.
+        # Each a copy of its own (`check_value`): what is held until the commit or the next
+        # batch of frames must not be the caller's buffer, which it may refill for the next frame.
         checked = {key: feature.check_value(key, values[key]) for key, feature in features.items()}
         self._numeric[TICK_KEY].append(np.float64(timestamp))
         for key, feature in features.items():
@@ -181,6 +184,10 @@ class EpisodeWriter:
         self._require_open()
         if self._length == 0:
             raise StoreError("cannot commit an episode with no frames; discard it instead")
+        # Refused before anything is written, the writer left open: a value the metadata
+        # file cannot hold failed only at its write, after the rows, as a bare TypeError.
+        success = _success_mark(success)
+        extra = json_ready(dict(extra or {}), "the episode's extra")
         store = self._store
         end = self._start + self._length
         checksums: dict[str, str] = {}
@@ -211,7 +218,7 @@ class EpisodeWriter:
             duration_s = float(ticks[-1] - ticks[0]) + 1.0 / self._meta["fps"] if len(ticks) else 0.0
         info = EpisodeInfo(
             index=len(store), length=self._length, success=success, dropped_frames=None if dropped_frames is None else int(dropped_frames),
-            duration_s=float(duration_s), extra=dict(extra or {}), checksums=checksums, nonfinite=nonfinite,
+            duration_s=float(duration_s), extra=extra, checksums=checksums, nonfinite=nonfinite,
             **self._meta,
         )
         store._commit(info, end)
@@ -232,6 +239,15 @@ class EpisodeWriter:
     def _require_open(self) -> None:
         if not self.is_open:
             raise StoreError("this episode was already committed or discarded")
+
+
+def _success_mark(success: object) -> bool | None:
+    """An episode's success mark as stored: True, False or None (unmarked). A numpy bool
+    (`np.bool_`, what a comparison of arrays gives) counts as the bool it holds; anything
+    else is a StoreError, not a guess (`bool("no")` is True)."""
+    if success is None or isinstance(success, (bool, np.bool_)):
+        return None if success is None else bool(success)
+    raise StoreError(f"success must be True, False or None (unmarked), not {type(success).__name__} {success!r}")
 
 
 def _link_or_copy(src: str, dst: str) -> bool:

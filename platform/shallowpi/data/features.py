@@ -131,15 +131,18 @@ class Feature:
                    tuple(data.get("kinds", ())))
 
     def check_value(self, key: str, value: np.ndarray) -> np.ndarray:
-        """`value` as this feature's dtype, or a one-line error naming the key."""
+        """A copy of `value` in this feature's dtype, or a one-line error naming the key.
+
+        Always a copy of its own (one memcpy, the dtype cast included): the episode writer
+        holds the numbers until its commit and camera frames for a batch, and a caller that
+        refills one buffer every frame (a script's preallocated array) would otherwise have
+        its last value stored in every row held."""
         array = np.asarray(value)
         if array.shape != self.shape:
             raise StoreError(f"frame value '{key}' has shape {array.shape}, the store expects {self.shape}")
-        if array.dtype != np.dtype(self.dtype):
-            if self.kind is FeatureKind.IMAGE:
-                raise StoreError(f"frame value '{key}' is {array.dtype}, images must be uint8")
-            array = array.astype(self.dtype)
-        return array
+        if array.dtype != np.dtype(self.dtype) and self.kind is FeatureKind.IMAGE:
+            raise StoreError(f"frame value '{key}' is {array.dtype}, images must be uint8")
+        return np.array(array, dtype=self.dtype, copy=True)
 
 
 def robot_features(joint_names: Sequence[str], cameras: Mapping[str, tuple[int, int]],

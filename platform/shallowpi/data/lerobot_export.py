@@ -58,7 +58,10 @@ def _dataset_fps(store: EpisodeStore) -> int:
 
 # lerobot's default codec first; H.264 takes the small sizes SVT-AV1 crashes on.
 VIDEO_CODECS = ("libsvtav1", "h264")
-_refusals: dict[tuple[str, int, int], str | None] = {}  # probed once a process
+# Probed once a process: an encoder's answer for a size is the same at every try. A probe
+# whose child ended for outside causes (`died_of_outside_causes`) gave no answer and is
+# never kept: cached, it refused that size for the life of a notebook's kernel.
+_refusals: dict[tuple[str, int, int], str | None] = {}
 
 
 def _camera_sizes(features: Mapping[str, Feature]) -> dict[str, tuple[int, int]]:
@@ -70,9 +73,11 @@ def choose_video_codec(store: EpisodeStore) -> str:
     """The first of VIDEO_CODECS that encodes every camera size of `store`, asked of the
     encoder itself in a child process (see shallowpi.data.video_probe: SVT-AV1 dies of
     SIGFPE below 25 pixels of width, libx264 refuses odd sizes). Raises StoreError naming
-    the cameras and sizes when none does."""
+    the cameras and sizes when none does, ChildCrashed when a probe's child ended with no
+    answer for outside causes (killed, or it could not start): nothing is written then."""
     from lerobot.configs.video import RGBEncoderConfig
 
+    from shallowpi.data.isolated import ChildCrashed, died_of_outside_causes
     from shallowpi.data.video_probe import encoder_refusal
 
     sizes = _camera_sizes(store.features)
@@ -82,7 +87,13 @@ def choose_video_codec(store: EpisodeStore) -> str:
         options = encoder.get_codec_options(as_strings=True)
         for width, height in sorted(set(sizes.values())):
             if (codec, width, height) not in _refusals:
-                _refusals[codec, width, height] = encoder_refusal(codec, encoder.pix_fmt, options, width, height)
+                refusal = encoder_refusal(codec, encoder.pix_fmt, options, width, height)
+                if refusal is not None and died_of_outside_causes(refusal):
+                    # Said as the crash it is: as a refusal it read "no video encoder takes
+                    # 64x64 ... record at an even width and height of at least 32x32".
+                    raise ChildCrashed(f"checking the {codec} video encoder at {width}x{height} for {store.path.name}",
+                                       f"{refusal}; nothing was exported: run it again, and report it if it repeats")
+                _refusals[codec, width, height] = refusal
         refused = {k: _refusals[(codec, w, h)] for k, (w, h) in sizes.items() if _refusals[(codec, w, h)]}
         if not refused:
             if codec != VIDEO_CODECS[0]:

@@ -24,8 +24,10 @@ work itself lives beside this module:
   its frames is; without one every episode is imported unmarked.
 
 lerobot is the optional `lerobot` extra (Python >= 3.12), imported only through
-`_import_lerobot` when an export or import starts. Everything is local: `HF_HUB_OFFLINE`
-is forced on before lerobot is imported, and a directory that is not a LeRobotDataset is
+`_import_lerobot` when an export or import starts. Everything is local: huggingface_hub and
+datasets are held offline while lerobot works (`_offline_hub`, inside `_quiet_datasets`),
+whatever `HF_HUB_OFFLINE` says and whenever huggingface_hub was imported, and put back
+after (a notebook's own hub use is its own); a directory that is not a LeRobotDataset is
 refused before lerobot could think of fetching it from a hub.
 
 Export and import write beside their destination and rename it into place at the end, so
@@ -65,11 +67,8 @@ class LerobotMissingError(PlatformError):
 
 
 def _import_lerobot() -> Any:
-    """The LeRobotDataset class, offline, or a one-line error saying how to get it."""
-    # huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported. Forced, not a
-    # default: a user's HF_HUB_OFFLINE=0 let lerobot download a missing file into the source
-    # folder from the hub (nothing loads from a hub here).
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    """The LeRobotDataset class, or a one-line error saying how to get it. Use it inside
+    `_quiet_datasets`, which holds the hub offline (`_offline_hub`)."""
     # SVT-AV1 prints its whole configuration to stderr for every video unless told not to.
     os.environ.setdefault("SVT_LOG", "1")
     try:
@@ -95,16 +94,47 @@ def _video_backend() -> str:
 @contextlib.contextmanager
 def _quiet_datasets() -> Any:
     """Hide the progress bar Hugging Face datasets draws for each parquet pass while we
-    work (the caller draws its own through `progress`), then put things back."""
+    work (the caller draws its own through `progress`), and hold the hub offline
+    (`_offline_hub`), then put things back. Every use of lerobot's datasets is inside it."""
     import datasets
 
     was_disabled = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try:
-        yield
+        with _offline_hub():
+            yield
     finally:
         if not was_disabled:
             datasets.enable_progress_bars()
+
+
+@contextlib.contextmanager
+def _offline_hub() -> Iterator[None]:
+    """huggingface_hub and datasets offline for the block, then as they were: nothing is
+    fetched from a hub here. Forced, not a default: a user's HF_HUB_OFFLINE=0 let lerobot
+    download a missing file into the source folder from the hub.
+
+    Set where they are read when a request is made, not only in the environment, which
+    each reads once, at its import (huggingface_hub's `constants.HF_HUB_OFFLINE`, behind the
+    `is_offline_mode()` every request of its HTTP client checks; datasets' copy of it in
+    `datasets.config`): setting `HF_HUB_OFFLINE` did nothing in a process that had imported
+    huggingface_hub first, and left every other process offline for good. The variable is
+    set too for the block, for any process lerobot starts."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    saved = (constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
+             os.environ.get("HF_HUB_OFFLINE"))
+    constants.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, env = saved
+        if env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = env
 
 
 def _report(progress: Progress | None, done: int, total: int) -> None:

@@ -57,6 +57,7 @@ import logging
 import os
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -205,13 +206,49 @@ class EpisodeInfo:
                    unknown={k: v for k, v in data.items() if k not in known})
 
 
+class _WriterLock:
+    """A writable store's writer lock (`take_writer_lock`'s fd, None for a reader or once
+    released). Once `guard`ed, collected while still held (a script's or a notebook's store
+    never closed: `del store`, a cell run again) it is released as an unclean close
+    releases it: the pid stays in the lock file, so the next writer looks for what was left
+    half-written (`_recover`); a store never closed is never taken for a clean close. Apart
+    from the store object because a delete's swap hands the lock from one store object to
+    another (`store_edit._swap_in`): the guard goes with the lock, not with an object."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self._guard: weakref.finalize | None = None
+
+    def guard(self) -> None:
+        """Release the lock, unclean, when this object is collected still holding it."""
+        if self.fd is not None and self._guard is None:
+            self._guard = weakref.finalize(self, _release_unclosed, self.fd, os.getpid())
+
+    def forget(self) -> int | None:
+        """The fd, for the caller to release (None: nothing held); unguarded, so that a
+        number the kernel gives out again is never released by a late guard."""
+        if self._guard is not None:
+            self._guard.detach()
+            self._guard = None
+        fd, self.fd = self.fd, None
+        return fd
+
+
+def _release_unclosed(fd: int, pid: int) -> None:
+    # Only in the process that took it: a forked child's copy of the number is not the
+    # lock (durable_files closes those at the fork) and may be a lock of the child's own.
+    if os.getpid() == pid:
+        release_writer_lock(fd, clean=False)
+
+
 class EpisodeStore:
     """A dataset of episodes. Open with `EpisodeStore.open` or `EpisodeStore.create`.
 
     Rows are frames: `read(key, start, stop)` returns [stop - start, *feature.shape] (stop
     clipped to `num_frames`), and
     episode i is rows `episode_range(i)`. A store opened with mode "a" holds an exclusive
-    `flock` on it until `close()` (one writer per store, any number of readers). Errors are
+    `flock` on it until `close()` (one writer per store, any number of readers), or until
+    the object is collected unclosed, which releases it as a writer that died would. Errors are
     StoreError with a one-line message naming the store and, for damage, what is wrong.
     """
 
@@ -219,7 +256,7 @@ class EpisodeStore:
         self.path = path
         self._group = group
         self.writable = writable
-        self._lock_fd = lock_fd
+        self._lock = _WriterLock(lock_fd)  # guarded by `open` once the store is open
         self._writer: EpisodeWriter | None = None
         self._stamped = (os.fspath(path), os.fspath(path / "meta" / ".zattrs"))  # what _stamp stats, as str
         self._seen = self._stamp()  # before anything is read: a change during the opening shows
@@ -437,6 +474,9 @@ class EpisodeStore:
                     from shallowpi.data.store_layout1 import relabel_format_1
 
                     relabel_format_1(store)
+            # Open: from here a store dropped unclosed lets go of its lock (a failure above
+            # released it at once, below; a guard would release its number twice).
+            store._lock.guard()
         except StoreError:
             release_writer_lock(lock_fd)
             raise
@@ -584,8 +624,18 @@ class EpisodeStore:
                 self._writer.discard()
                 clean = True
         finally:
-            release_writer_lock(self._lock_fd, clean=clean)
-            self._lock_fd = None
+            release_writer_lock(self._lock.forget(), clean=clean)
+
+    @property
+    def _lock_fd(self) -> int | None:
+        """The writer lock's fd; None for a reader, or once released."""
+        return self._lock.fd
+
+    @_lock_fd.setter
+    def _lock_fd(self, fd: int | None) -> None:
+        # A delete's swap releases the lock itself and sets None (store_edit._swap_in).
+        self._lock.forget()
+        self._lock = _WriterLock(fd)
 
     def __enter__(self) -> EpisodeStore:
         return self

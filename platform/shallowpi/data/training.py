@@ -124,7 +124,11 @@ class ChunkDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         window = self.windows[index]
         item: dict[str, Any] = {
-            STATE_KEY: torch.from_numpy(self._state[window.row]),
+            # A copy of the row: `_state` is the per-process cache every dataset of this store
+            # shares (`_NUMBERS`), and an in-place transform of a sample (`x -= mean`) through a
+            # view rewrote it for them all, their stats included. The actions are copies already
+            # (gathered by an index array), as are the frames (read per sample).
+            STATE_KEY: torch.from_numpy(self._state[window.row].copy()),
             ACTION_KEY: torch.from_numpy(self._action[window.action_rows]),
             "action_is_pad": torch.from_numpy(window.is_pad),
             "task": self.tasks[window.episode],

@@ -29,14 +29,17 @@ from shallowpi.durable_files import PARTIAL_SUFFIX, fsync_path, replace_bytes
 
 ZARR_MAJOR = int(zarr.__version__.split(".")[0])
 
-if ZARR_MAJOR >= 3:
-    # zarr 3 skips chunks equal to the fill value, and to know, compares every chunk
-    # with it before encoding: ~6 ms for one 480x640x3 frame, more than the JPEG
-    # encode. Camera frames are never all fill value, so the check only costs (it
-    # cut store writes from ~90 to ~35 frames/s; see BENCHMARKS.md). zarr 2 writes
-    # every chunk by default. The setting is per process and only read at write time.
-    zarr.config.set({"array.write_empty_chunks": True})
+# zarr 3 skips chunks equal to the fill value, and to know, compares every chunk with it
+# before encoding: ~6 ms for one 480x640x3 frame, more than the JPEG encode. Camera frames
+# are never all fill value, so the check only costs (it cut store writes from ~90 to ~35
+# frames/s; see BENCHMARKS.md); and a chunk of numbers that is all zeros (a robot at rest
+# at its zero pose) would be no file, which `require_intact` cannot tell from a lost one.
+# So the store's arrays write every chunk, as zarr 2 does by default: set on each array
+# the store creates or opens (`create_array`, `open_group`'s members), never in zarr's
+# process-wide config, which belongs to the program that imports shallowpi.
+ARRAY_CONFIG = {"write_empty_chunks": True}
 
+if ZARR_MAJOR >= 3:
     import asyncio
 
     from zarr.storage import LocalStore
@@ -83,12 +86,28 @@ else:
                 fsync_path(fn)
 
 
+if ZARR_MAJOR >= 3:
+    class StoreGroup(zarr.Group):
+        """zarr 3's Group, except that an array looked up in it (`group["data/<key>"]`)
+        writes every chunk (ARRAY_CONFIG). An array's runtime config is fixed when it is
+        opened, from zarr's global config unless given; `Array.with_config` is not in
+        every zarr 3 this runs on (3.1.0 has none), so the array is made again from what
+        the lookup read, with the config given: no second read of its metadata."""
+
+        def __getitem__(self, path: str) -> Any:
+            node = super().__getitem__(path)
+            if not isinstance(node, zarr.Array):
+                return node
+            inner = node._async_array
+            return zarr.Array(type(inner)(metadata=inner.metadata, store_path=inner.store_path, config=ARRAY_CONFIG))
+
+
 def open_group(path: Path, mode: str) -> Any:
     """The zarr group at `path`, in zarr format 2 whichever zarr-python is installed, on a
     local store that syncs each file it replaces before the rename (module docstring)."""
     if ZARR_MAJOR >= 3:
         store = SyncedRewritesLocalStore(str(path), read_only=mode == "r")
-        return zarr.open_group(store, mode=mode, zarr_format=2)
+        return StoreGroup(zarr.open_group(store, mode=mode, zarr_format=2)._async_group)
     return zarr.open_group(SyncedRewritesDirectoryStore(str(path)), mode=mode)
 
 
@@ -101,11 +120,12 @@ def sync_rewrites(group: Any, synced: bool) -> None:
 def create_array(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
                  dtype: str, compressor: Any) -> Any:
     """A zarr format 2 array with one numcodecs `compressor` (None: raw), fill value 0
-    and '.'-separated chunk keys (`data/<key>/0.0.0`), the layout both versions read."""
+    and '.'-separated chunk keys (`data/<key>/0.0.0`), the layout both versions read,
+    that writes every chunk (ARRAY_CONFIG)."""
     if ZARR_MAJOR >= 3:
         return group.create_array(
             name, shape=shape, chunks=chunks, dtype=dtype, compressors=compressor,
-            fill_value=0,
+            fill_value=0, config=ARRAY_CONFIG,
         )
     return group.create_dataset(
         name, shape=shape, chunks=chunks, dtype=dtype, compressor=compressor, fill_value=0,
