@@ -157,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(".bench/loader.json"))
     args = parser.parse_args(argv)
 
-    from shallowpi.data.lerobot_export import export_lerobot  # sets HF_HUB_OFFLINE
+    # A benchmark is its own process: offline for all of it, LeRobotDataset's reads below
+    # included (shallowpi's lerobot calls are offline only while they run).
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from shallowpi.data.lerobot_export import export_lerobot
     from shallowpi.data.lerobot_interop import _video_backend
     from shallowpi.data.training import ChunkDataset
 
