@@ -132,14 +132,14 @@ def test_otherwise_start_up_fails_naming_the_roles_and_the_fix(connected):
         realsense_cameras(arm(), devices=lambda: devices)  # two roles, no serials
     message = str(err.value)
     assert "\n" not in message
-    assert "camera 'front', 'wrist'" in message and "robot.cameras.front.serial=SERIAL" in message
+    assert "camera 'front', 'wrist'" in message and "'robot.cameras.front.serial=\"SERIAL\"'" in message
     assert "platform doctor" in message and "--no-cameras" in message
     assert ("no unassigned RealSense is connected" in message) if connected == 0 else (f"{connected} unassigned" in message)
 
 
 def test_zero_cameras_connected_for_one_unnamed_role():
     with pytest.raises(CameraError, match=r"camera 'front' of the robot config has no serial and no unassigned "
-                                          r"RealSense is connected; set robot.cameras.front.serial=SERIAL"):
+                                          r"RealSense is connected; set 'robot.cameras.front.serial=\"SERIAL\"'"):
         realsense_cameras(arm("robot.cameras.wrist.serial=SW-W"), devices=lambda: [])
 
 

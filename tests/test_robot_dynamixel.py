@@ -217,9 +217,9 @@ def test_two_buses_on_one_port_two_cameras_on_one_serial_and_a_robot_file_named_
     # The last robot= is the one composed (the first was blamed: arm.yaml, which is fine).
     assert config.compose(["robot=arm", "robot=humanoid"]).robot.name == "humanoid"
     # Two roles on one camera: the second's start failed as "another process is using it".
-    with pytest.raises(ConfigError, match=r"cameras 'front' and 'wrist' both name serial 123; give each role its own"):
-        RobotSpec.from_config(config.compose(["robot=arm", "robot.cameras.front.serial=123",
-                                              "robot.cameras.wrist.serial=123"]).robot)
+    with pytest.raises(ConfigError, match=r"cameras 'front' and 'wrist' both name serial 0123; give each role its own"):
+        RobotSpec.from_config(config.compose(["robot=arm", "robot.cameras.front.serial=0123",
+                                              "robot.cameras.wrist.serial=0123"]).robot)
 
 
 def test_two_leader_arms_daisy_chained_on_one_bus_are_both_read_and_a_leader_on_a_follower_bus_is_refused():

@@ -350,7 +350,7 @@ def camera_report(spec: RobotSpec | None = None, devices: Callable[[], Sequence[
                 if dev.supports(getattr(rs.camera_info, k))}
         lines.append(f"ok: {info.get('name', '?')} serial {info.get('serial_number', '?')} "
                      f"firmware {info.get('firmware_version', '?')}")
-    lines.append("a camera role records this camera with robot.cameras.ROLE.serial=SERIAL")
+    lines.append("a camera role records this camera with 'robot.cameras.ROLE.serial=\"SERIAL\"'")
     return lines + (_camera_mode_checks(spec, found) if spec is not None else []) + notes
 
 

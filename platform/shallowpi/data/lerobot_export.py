@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 
 # Rows read from the store at once per camera: bounds memory on long episodes.
 READ_BLOCK = 64
+# A joint vector's per-joint kinds (revolute, linear, gripper) in its info.json feature entry,
+# read back by `lerobot_import`. lerobot has no field for them (it keeps an entry's other keys
+# and reads none), and without them an import took a gripper for a revolute joint: trained
+# as an offset under policy.actions=delta, plotted in rad.
+KINDS_KEY = "shallowpi_joint_kinds"
 
 
 def _dataset_fps(store: EpisodeStore) -> int:
@@ -208,6 +213,9 @@ def _export_into(store_path: Path, staging: Path, repo_id: str, fps: int, codec:
         keys = list(store.features)
         marked = any(e.success is not None for e in store.episodes)
         features = lerobot_features(store.features) | ({SUCCESS_KEY: SUCCESS_FEATURE} if marked else {})
+        for key, feature in store.features.items():
+            if feature.kinds:  # lerobot keeps the entry's other keys in info.json and reads none of them
+                features[key] = {**features[key], KINDS_KEY: list(feature.kinds)}
         total, done = store.num_frames, 0
         _report(progress, 0, total)
         dataset = LeRobotDataset.create(

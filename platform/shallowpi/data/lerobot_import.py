@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.data.features import Feature, FeatureKind, require_plain_names
+from shallowpi.data.lerobot_export import KINDS_KEY
 from shallowpi.data.lerobot_interop import (
     STAGING_SUFFIX,
     SUCCESS_KEY,
@@ -30,6 +31,7 @@ from shallowpi.data.store import EpisodeStore, StoreSettings
 from shallowpi.data.store_claim import claim_new, require_outside_stores
 from shallowpi.data.store_swap import name_taken
 from shallowpi.errors import PlatformError, StoreError
+from shallowpi.joints import JOINT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,21 @@ def _names(raw: Any, length: int) -> tuple[str, ...]:
     return ()
 
 
+def _kinds(key: str, spec: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The joint kinds an export wrote into the feature's entry (`KINDS_KEY`); () where it
+    wrote none (lerobot's own datasets), as before kinds were exported. StoreError (one
+    line) for kinds that do not fit the feature: a list per dimension of revolute, linear
+    or gripper."""
+    kinds = spec.get(KINDS_KEY)
+    if kinds is None:
+        return ()
+    if (not isinstance(kinds, list) or len(shape) != 1 or len(kinds) != shape[0]
+            or not all(kind in JOINT_KINDS for kind in kinds)):
+        raise StoreError(f"info.json's {key} has {KINDS_KEY} {kinds!r}; give one of {', '.join(JOINT_KINDS)} per "
+                         f"entry of its shape {list(shape)}, or remove it (nothing was imported)")
+    return tuple(kinds)
+
+
 def _image_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
     """(height, width, channels), whichever order lerobot's names say the shape is in."""
     shape = tuple(int(s) for s in spec["shape"])
@@ -134,11 +151,12 @@ def _image_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def store_features(lerobot_spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Feature]:
-    """lerobot features as store features; bookkeeping and text columns are left out, and
-    so is `next.success`, which becomes the episodes' success marks. StoreError (one line)
-    for a feature kept whose name is not a plain one (`require_plain_names`): the name
-    becomes the store's folder data/<name>, and one with a '/' (an absolute path, '..')
-    put the frames outside the store; lerobot writes none."""
+    """lerobot features as store features, with the joint kinds an export wrote (`_kinds`);
+    bookkeeping and text columns are left out, and so is `next.success`, which becomes the
+    episodes' success marks. StoreError (one line) for a feature kept whose name is not a
+    plain one (`require_plain_names`): the name becomes the store's folder data/<name>, and
+    one with a '/' (an absolute path, '..') put the frames outside the store; lerobot
+    writes none."""
     features: dict[str, Feature] = {}
     for key, spec in lerobot_spec.items():
         dtype = spec.get("dtype")
@@ -154,7 +172,7 @@ def store_features(lerobot_spec: Mapping[str, Mapping[str, Any]]) -> dict[str, F
             continue
         shape = tuple(int(s) for s in spec["shape"])
         names = _names(spec.get("names"), shape[0]) if len(shape) == 1 else ()
-        features[key] = Feature(str(np.dtype(dtype)), shape, FeatureKind.NUMERIC, names)
+        features[key] = Feature(str(np.dtype(dtype)), shape, FeatureKind.NUMERIC, names, _kinds(key, spec, shape))
     require_plain_names(features, "lerobot feature", "this info.json was not written by lerobot; nothing was imported")
     return features
 

@@ -147,7 +147,7 @@ def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str],
         found = "no unassigned RealSense is connected"
     raise CameraError(
         f"camera {roles} of the robot config {'has' if len(unset) == 1 else 'have'} no serial and {found}; "
-        f"set robot.cameras.{unset[0]}.serial=SERIAL{' (one per role)' if len(unset) > 1 else ''} "
+        f"set 'robot.cameras.{unset[0]}.serial=\"SERIAL\"'{' (one per role)' if len(unset) > 1 else ''} "
         "(`platform doctor` lists the serials)" + (f", {otherwise}" if otherwise else "")
     )
 

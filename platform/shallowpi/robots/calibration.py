@@ -476,8 +476,13 @@ def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lowe
       position mode) that reads more than half a turn outside its limits: such a servo
       restarts its turn count at power-up, so a travel calibrated across the end of a turn
       (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn, a
-      gripper into its end stop. (A multi-turn joint whose limits span more than half a
-      turn, a lift on a screw, is not covered: a turn off can read in range.)"""
+      gripper into its end stop. A turn off is caught only where it reads outside that
+      margin: on a joint whose limits span under half a turn. One whose limits span more
+      than a whole turn (a lift on a lead screw) is refused when its config is read
+      (`spec_check.check_turn_span`) unless its motor says `turns_homed_externally: true`,
+      the lab's word that the servo comes up counting as at calibration; between half a
+      turn and one, a travel calibrated across the end of a turn can read a turn off in
+      range, which the margin cannot tell either."""
     low, high = convert.tick_range(lower, upper)
     ticks, turn = convert.to_ticks(present), motor.model.ticks_per_turn
     if motor.mode == OperatingMode.POSITION and motor.model.series == "X":

@@ -21,7 +21,7 @@ from typing import Any
 from shallowpi.errors import ConfigError, PlatformError
 from shallowpi.hardware.dynamixel.control_table import ModelSpec, OperatingMode, model_by_name
 from shallowpi.joints import METRIC_UNITS, named_gripper
-from shallowpi.robots.spec_check import check_robot_config
+from shallowpi.robots.spec_check import HOMED_KEY, check_baud, check_robot_config, check_turn_span
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,8 @@ class RobotSpec:
             buses = {n: BusSpec(n, str(b["port"]), int(b["baud"])) for n, b in (data.get("buses") or {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: malformed joints/cameras/buses entry ({exc})") from None
+        for bus_spec in buses.values():
+            check_baud(bus_spec.name, bus_spec.baud, where)
         names = [j.name for j in joints]
         for j in joints:
             if not j.lower < j.upper or j.max_velocity <= 0:
@@ -371,6 +373,11 @@ def _motor(spec: JointSpec, raw: Mapping[str, Any], bus: str | None, buses: Mapp
     if not metres_per_rad > 0:  # 0 divides ticks by zero; a negative one is a direction: 1 or -1 says that
         raise ConfigError(f"{where}: {who} for '{joint}' has metres_per_rad {metres_per_rad:g}; give metres per "
                           "radian > 0 (a reversed stage is direction: -1)")
+    # The same split as calibration.check_turn_count's: only an X series in position mode
+    # reads a single turn; every other position reading counts turns from power-up.
+    multi_turn = not (mode == OperatingMode.POSITION and model.series == "X")
+    check_turn_span(who, joint, spec.kind, spec.lower, spec.upper, metres_per_rad, multi_turn,
+                    raw.get(HOMED_KEY, False), where)
     speed = None
     if follower and spec.kind in METRIC_UNITS:
         speed = spec.max_velocity / metres_per_rad if spec.kind == "linear" else spec.max_velocity

@@ -12,10 +12,12 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shallowpi.errors import ConfigError
-from shallowpi.joints import JOINT_KINDS
+from shallowpi.errors import ConfigError, PlatformError
+from shallowpi.hardware.dynamixel.control_table import BAUD_CODES, baud_code
+from shallowpi.joints import JOINT_KINDS, METRIC_UNITS
 
-_MOTOR = {"bus", "id", "model", "direction", "mode", "metres_per_rad", "max_current_a"}
+HOMED_KEY = "turns_homed_externally"
+_MOTOR = {"bus", "id", "model", "direction", "mode", "metres_per_rad", "max_current_a", HOMED_KEY}
 KEYS: dict[str, frozenset[str]] = {
     "robot": frozenset({"name", "fps", "joints", "cameras", "buses", "motors", "leaders"}),
     "joint": frozenset({"name", "lower", "upper", "max_velocity", "kind"}),
@@ -31,8 +33,10 @@ KEYS: dict[str, frozenset[str]] = {
 def check_robot_config(data: Mapping[str, Any], where: str) -> None:
     """ConfigError (one line: the file, the entry, the key) for a key the robot config
     does not know at any level, an entry that is not a mapping, a joint kind outside
-    JOINT_KINDS, a non-finite limit or velocity bound, or a rate or camera size that is not
-    a positive whole number. `data` is the robot node as plain containers."""
+    JOINT_KINDS, a non-finite limit or velocity bound, a rate or camera size that is not
+    a positive whole number, or a camera serial that is not text (`_check_serial`). `data`
+    is the robot node as plain containers. (`RobotSpec.from_config` calls `check_baud` and
+    `check_turn_span` on what it reads.)"""
     _known(data, "robot", "", where)
     joints = data.get("joints")
     if not isinstance(joints, list) or not joints:
@@ -60,6 +64,8 @@ def check_robot_config(data: Mapping[str, Any], where: str) -> None:
             _positive_int(camera.get(key), f"camera '{role}' {key}", where)
         if "fps" in camera:
             _positive_int(camera["fps"], f"camera '{role}' fps", where)
+    for role, camera in _entries(data, "cameras", where):
+        _check_serial(camera.get("serial"), role, where)
     # Two roles on one camera: the second's open fails as "another process is using it".
     pinned: dict[str, str] = {}
     for role, camera in _entries(data, "cameras", where):
@@ -80,6 +86,75 @@ def check_robot_config(data: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: leader '{leader}' needs bus: (one of buses:) and motors: (joint -> servo)")
         for joint, motor in arm["motors"].items():
             _known(motor, "leader motor", f"leader '{leader}' motor of '{joint}'", where)
+
+
+def _check_serial(serial: Any, role: str, where: str) -> None:
+    """ConfigError (one line) for a camera serial that is not text: YAML reads unquoted
+    digits as a number, and digits after a leading 0 as octal (`serial: 036522070660` is
+    4115165616), so the camera looked for was another one ("RealSense 4115165616 not
+    found"). Which way a number was written cannot be told once read: every number is
+    refused, with the quoted forms (a Hydra override keeps a leading 0 as text, but reads
+    other digits as a number too)."""
+    if serial is None or isinstance(serial, str):
+        return
+    if isinstance(serial, int) and not isinstance(serial, bool) and serial > 0:
+        # The octal reading is the one a RealSense serial (12 digits, often from 0) meets.
+        quoted = f'serial: "0{serial:o}" if it was written 0{serial:o}, else serial: "{serial}"'
+    else:
+        quoted = f'serial: "{serial}"'
+    raise ConfigError(f"{where}: camera '{role}' serial was read as {serial!r}, not text (YAML reads unquoted "
+                      "digits as a number, and digits after a leading 0 as octal); quote it as `platform "
+                      f"doctor` lists it: {quoted} (on the command line 'robot.cameras.{role}.serial=\"SERIAL\"')")
+
+
+def check_baud(bus: str, baud: int, where: str) -> None:
+    """ConfigError (one line) naming `bus` and the rates a Dynamixel takes when `baud` (bits
+    per second) is not one of them (`baud_code`): the ports would be opened, and torque
+    switched on elsewhere, before the first exchange failed on it."""
+    try:
+        baud_code(baud)
+    except PlatformError:
+        raise ConfigError(f"{where}: bus '{bus}' has baud {baud}, which no Dynamixel takes; give one of "
+                          f"{', '.join(map(str, BAUD_CODES.values()))} (new servos answer at 57600)") from None
+
+
+def check_turn_span(who: str, joint: str, kind: str, lower: float, upper: float, metres_per_rad: float,
+                    multi_turn: bool, homed_externally: Any, where: str) -> None:
+    """ConfigError (one line) for a multi-turn motor (`multi_turn`: it counts whole turns,
+    as an X series in extended or current-based position mode does, a Y series in position
+    mode) whose joint's limits `lower`..`upper` (rad; m on a linear joint, over
+    `metres_per_rad` to the shaft's radians; the direction only mirrors them) span more than
+    one turn of its shaft, unless its motor entry says `turns_homed_externally: true`.
+
+    Such a servo's turn count restarts at power-up, so after a power cycle it reads whole
+    turns off, inside the joint's limits, and connect cannot tell which turn it is on: a lift
+    on a lead screw read 0.024 m at 0.15 m, and the next goal drove it into its top stop.
+    `turns_homed_externally: true` is a lab's word that it brings the servo up counting as at
+    calibration (e.g. powered up at the same end stop each time). Also refused: that key
+    with another value than true or false, or on a single-turn motor (an X series in
+    position mode reads one turn, and has no count to lose). A gripper's travel in turns is
+    its calibrated span, which a config does not hold: not checked here."""
+    who = f"{who} for '{joint}'"
+    if not isinstance(homed_externally, bool):
+        raise ConfigError(f"{where}: {who} has {HOMED_KEY} {homed_externally!r}; give true or false")
+    if not multi_turn:
+        if homed_externally:
+            raise ConfigError(f"{where}: {who} has {HOMED_KEY}, but its servo reads within one turn in position "
+                              "mode and keeps no turn count to home; remove it")
+        return
+    if kind not in METRIC_UNITS or homed_externally:
+        return
+    turn = 2 * math.pi * (metres_per_rad if kind == "linear" else 1.0)  # one shaft turn, in joint units
+    turns = (upper - lower) / turn
+    if turns <= 1:
+        return
+    unit = METRIC_UNITS[kind]
+    raise ConfigError(
+        f"{where}: {who} turns {turns:.2f} times across the joint's limits {lower:g}..{upper:g} {unit} (one turn "
+        f"is {turn:.4g} {unit}), and its turn count restarts at power-up, so connect cannot tell which turn it is "
+        f"on (a whole turn off reads inside the limits, and the first goal drives the joint into a stop): narrow "
+        f"the limits to one turn, or, if your lab brings the servo up on the turn it was calibrated on, say so "
+        f"with {HOMED_KEY}: true in its motor entry")
 
 
 def _entries(data: Mapping[str, Any], key: str, where: str) -> Iterable[tuple[str, Any]]:
