@@ -430,7 +430,7 @@ def _run_read_only(folder, *args: str) -> subprocess.CompletedProcess:
         (["dataset", "show", "kitchen", "--out", "{ro}/ep.png", "--data-root", "{ro}"], "ep.png: .*--out"),
         (["dataset", "export", "kitchen", "--to", "lerobot", "{ro}/lr", "--data-root", "{ro}"], "lr.create.lock: .*DEST"),
         (["sim", "--robot", "arm", "--task", "cube_in_bowl", "--size", "32x32", "--png", "{ro}/s.png"],
-         "s.png.tmp: .*--png"),
+         "s.png: .*--png"),  # refused before the episode runs (ready_output), not at its .tmp after
         (["train", "--dataset", "kitchen", "--data-root", "{ro}", "--runs-dir", "{ro}/runs", "--policy", "tiny",
           "--steps", "1", "--device", "cpu", "--no-progress"], "runs: .*--runs-dir"),
     ],

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 import warnings
@@ -100,8 +101,9 @@ def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: 
     writes whatever the name says, so a name without it is refused (matplotlib added
     ".png" to one, and the path printed was not the file written); `example`, a file name
     to suggest inside a folder given instead. A name in `path` longer than its file system
-    takes (`name_over_limit`) is refused too. PlatformError in one line naming `flag`; None
-    passes through (the flag not given)."""
+    takes (`name_over_limit`) is refused too, and a folder this user may not make files in
+    (read-only, a colleague's: `_write_refused`). PlatformError in one line naming `flag`;
+    None passes through (the flag not given)."""
     if path is None:
         return None
     path = Path(path)
@@ -113,13 +115,48 @@ def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: 
         raise PlatformError(f"{flag} {path} is a folder; name {what} to write, e.g. {named}")
     if suffix and path.suffix.lower() != suffix:
         raise PlatformError(f"{flag} {path}: it writes a {suffix} file; name it so (e.g. {path.stem}{suffix})")
+    where = path if folder else path.parent
     try:
-        (path if folder else path.parent).mkdir(parents=True, exist_ok=True)
+        where.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise PlatformError(f"{flag} {path}: a file stands where a folder must be; choose another path") from None
     except OSError as exc:
         raise PlatformError(f"{flag} {path}: cannot make its folder ({exc.strerror})") from None
+    # mkdir(exist_ok) passes an existing folder whatever its modes or mount: a deploy --json
+    # into a read-only or a colleague's folder ran its whole episode, then lost the result.
+    refused = _write_refused(where)
+    if refused is not None:
+        reason = FILE_SYSTEM_ERRORS.get(refused.errno or 0, refused.strerror)
+        whose = f"{'' if folder else 'its folder: '}{_owner_and_mode(where)}"
+        detail = f" ({whose})" if refused.errno in (errno.EACCES, errno.EPERM) else ""
+        raise PlatformError(f"cannot write {path}: {reason}{detail}; make it writable or give {flag} on another disk")
     return path
+
+
+def _write_refused(folder: Path) -> OSError | None:
+    """The OSError that making a file in `folder` meets (EROFS, EACCES, ENOSPC...), None
+    when a file can be made there. Asked by making one under a unique hidden name and
+    removing it: os.access sees neither an NFS server's root squash nor an ACL's refusal,
+    and a folder's write bit says nothing of its mount."""
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".shallowpi-probe-", dir=folder)
+    except OSError as exc:
+        return exc
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def _owner_and_mode(path: Path) -> str:
+    """'owner uid 1234, mode 0o2755' of `path`, for a refusal that names it; its error's
+    words where it cannot be looked at either."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return f"owner uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}"
 
 
 def device_name(text: str) -> str:
@@ -506,11 +543,29 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
             return f"{reason}: free space on the disk this command writes to, or write to another disk"
         return f"{reason} ({exc.strerror}); choose a writable location"
     path = os.fsdecode(raw)
+    if exc.errno in (errno.EACCES, errno.EPERM) and exc.filename2 is None and _unreadable(Path(path)):
+        # A failed open or look of an existing file this user may not read (a colleague's
+        # 0600 episode, chunk or config): said as "cannot write ... make it writable", a
+        # `train` or `dataset info` that wrote nothing sent them to change the wrong thing.
+        return f"cannot read {path}: {reason} ({_owner_and_mode(Path(path))}); ask its owner"
     argument = _argument_choosing(Path(path), args, parser)
     where = f"give {argument} on another disk" if argument else "choose another location"
     fix = f"free space there or {where}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
         f"make it writable or {where}")
     return f"cannot write {path}: {reason}; {fix}"
+
+
+def _unreadable(path: Path) -> bool:
+    """Whether `path` exists and this user may not read it (a folder: list and enter it).
+    A refusal naming it was then a read's, or an open for both (a lock's O_RDWR), which
+    needs the read too: a write into a folder, or of a file this user may read, names a
+    file that is yet to be made or is readable. Asked with the real ids, as `platform` runs."""
+    try:
+        st = path.lstat()
+    except OSError:  # not there, or its folder may not be looked in: no read of it can tell
+        return False
+    wanted = os.R_OK | os.X_OK if stat.S_ISDIR(st.st_mode) else os.R_OK
+    return not os.access(path, wanted)
 
 
 def _name_too_long(exc: OSError, args: argparse.Namespace, parser: argparse.ArgumentParser | None) -> str:

@@ -324,8 +324,11 @@ def _info(path: Path, span: tuple[int, int | None] | None = None, last: int | No
             e = store.episode(index)
         except StoreEditedError:  # no damage, but every later row would read so: "open it again"
             raise
-        except StoreError:  # its row says so; the others are listed (`dataset check` names it too)
-            episodes.add_row(str(index), "[red]metadata file does not read[/red]", *["-"] * 9)
+        except StoreError as exc:  # its row says so; the others are listed (`dataset check` names it too)
+            from shallowpi.data.store_check import permission_denied
+
+            what = "metadata file not readable by this user" if permission_denied(exc) else "metadata file does not read"
+            episodes.add_row(str(index), f"[red]{what}[/red]", *["-"] * 9)
             continue
         mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e.success]
         if e.nonfinite is None:  # recorded before episodes noted them: not "none"
@@ -500,8 +503,10 @@ def _episode_line(store: EpisodeStore, index: int) -> str:
         info = store.episode(index)
     except StoreEditedError:  # not damage: the delete must not be confirmed on this list
         raise
-    except StoreError:
-        return f"episode {index}: its metadata file does not read"
+    except StoreError as exc:
+        from shallowpi.data.store_check import UNREADABLE, permission_denied
+
+        return f"episode {index}: its metadata file {'is ' + UNREADABLE if permission_denied(exc) else 'does not read'}"
     start, stop = store.episode_range(index)
     outcome = {True: ", succeeded", False: ", failed", None: ""}[info.success]
     when = ""

@@ -133,11 +133,19 @@ def _decoder(compressor: dict | None, filters: Sequence[dict] | None) -> tuple[C
     return _DECODERS[key]
 
 
+# What a file of the store that this user may not read is called (a frame here; an
+# episode's metadata or rows in `dataset check` and `dataset info`): no damage, and no case
+# for `dataset delete` (the episode is sound, as its owner sees it).
+UNREADABLE = "not readable by this user: ask its owner (or check as them)"
+NOT_READABLE = f"is {UNREADABLE}"
+
+
 def undecodable_frames(folder: str, rows: Sequence[int], frame_ndim: int, frame_nbytes: int,
                        compressor: dict | None, filters: Sequence[dict] | None = None) -> list[tuple[int, str]]:
     """(row, what is wrong) for each of `rows` whose chunk file in `folder` does not decode
     to a frame of `frame_nbytes` bytes, with the codec named by the array's `.zarray`, or
-    is cut short although it would decode (`cut_short`).
+    is cut short although it would decode (`cut_short`), or may not be read by this user
+    (`NOT_READABLE`: a colleague's file, not damage).
 
     Reads the files as zarr would, without zarr: a top-level function of plain arguments,
     so a process pool can run it as well as a thread pool (imagecodecs and Blosc release
@@ -158,6 +166,9 @@ def undecodable_frames(folder: str, rows: Sequence[int], frame_ndim: int, frame_
             nbytes = ensure_ndarray_like(decoded).nbytes
         except FileNotFoundError:
             bad.append((row, "is missing"))
+            continue
+        except PermissionError:  # a colleague's file: sound, only not this user's to read
+            bad.append((row, NOT_READABLE))
             continue
         except Exception as exc:  # any codec error means the same: this frame is lost
             bad.append((row, f"does not decode ({type(exc).__name__})"))

@@ -706,6 +706,8 @@ class EpisodeStore:
         path = file_in(self.path / EPISODES_DIR, f"{index}.json")
         try:
             info = EpisodeInfo.from_json(read_json(path))
+        except PermissionError as exc:  # sound, only not this user's: no damage (`dataset check` says so too)
+            raise _unreadable(self.path, exc) from exc
         except (OSError, ValueError, TypeError) as exc:
             raise StoreError(f"{self.path}: metadata of episode {index} ({EPISODES_DIR}/{index}.json) "
                              f"does not read ({type(exc).__name__}); the store is damaged") from exc

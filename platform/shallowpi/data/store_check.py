@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from shallowpi.data import chunk_files
+from shallowpi.data.chunk_files import UNREADABLE
 from shallowpi.data.features import FeatureKind
 from shallowpi.data.nonfinite import nonfinite_ranges
 from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
@@ -43,12 +44,9 @@ Progress = Callable[[int, int], None]  # (frames done, frames in total)
 # Frames a worker decodes per task: large enough to amortise the hand-off, small enough
 # for a smooth progress bar.
 DECODE_BATCH = 64
-# What a file of the store that this user may not read is called: no damage, and no case
-# for `dataset delete` (the episode is sound, as its owner sees it).
-UNREADABLE = "not readable by this user: ask its owner (or check as them)"
 
 
-def _denied(exc: BaseException) -> bool:
+def permission_denied(exc: BaseException) -> bool:
     """Whether `exc` is, or was raised from, a PermissionError (zarr may wrap a read's)."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -148,7 +146,7 @@ def _episode_infos(store: EpisodeStore, report: CheckReport) -> list[EpisodeInfo
             infos.append(store.episode(index))
         except StoreError as exc:
             infos.append(None)
-            if _denied(exc):  # sound, only not ours: deleting it would lose it
+            if permission_denied(exc):  # sound, only not ours: deleting it would lose it
                 report.problems.append(f"episode {index}: its metadata file (episodes/{index}.json) is {UNREADABLE}, "
                                        "so its rows are not judged")
                 continue
@@ -212,7 +210,7 @@ def _check_numeric(store: EpisodeStore, name: str, files: FileScan, infos: list[
         except Exception as exc:  # any codec or zarr error: these rows are unreadable
             lost.append([start, stop])
             rows = f"data/{name}: rows {describe_ranges([[start, stop]])}"
-            report.problems.append(f"{rows} are {UNREADABLE}" if _denied(exc)
+            report.problems.append(f"{rows} are {UNREADABLE}" if permission_denied(exc)
                                    else f"{rows} do not decode ({type(exc).__name__})")
     for episode, (start, stop) in zip(infos, _episode_spans(store.episode_ends)):
         if episode is None or stop > end or any(a < stop and start < b for a, b in lost):

@@ -11,6 +11,7 @@ refused inside a store's folder (`require_outside_stores`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import itertools
@@ -105,8 +106,59 @@ def delete_episodes(store: EpisodeStore, indices: Sequence[int], swapped: Callab
         raise
     carry_provenance([store.path], staging, settings.durable)
     (staging / COMPLETE).touch()
+    take_modes_of(store.path, staging)
     fsync_path(staging)
     _swap_in(store, staging, swapped)
+
+
+def take_modes_of(original: Path, copy: Path) -> None:
+    """Give every folder and file of `copy` (a delete's compacted copy of the store at
+    `original`) the mode bits (setgid included) and group of its namesake in `original`,
+    as `cp -p` would; one without a namesake (an episode's new number) those of the
+    store's folder, or of its `.zgroup` for a file. Owner and group follow too where this
+    user may set them (root; a group this user is in), else stay this user's.
+
+    The copy is made under the deleting user's umask: a group member's delete under umask
+    022 of a colleague's setgid 2775 store, files 664, left it 2755 and 644, theirs, and its
+    owner could no longer record into it. A camera frame linked from the store (one file
+    with its namesake) is left as it is: its modes are the store's already."""
+    top = original.lstat()
+    probe = original / ".zgroup"
+    file_like = probe.lstat() if probe.is_file() else None
+    _same_modes(copy, copy.lstat(), top, top)
+    for folder, folders, files in os.walk(copy):
+        for name in (*folders, *files):
+            path = Path(folder, name)
+            made = path.lstat()
+            try:
+                namesake = (original / path.relative_to(copy)).lstat()
+            except OSError:  # not in the store (a new number, or a file of the copy's own)
+                namesake = None
+            if namesake is None or stat.S_IFMT(namesake.st_mode) != stat.S_IFMT(made.st_mode):
+                namesake = top if stat.S_ISDIR(made.st_mode) else file_like
+            if namesake is not None and not stat.S_ISLNK(made.st_mode):
+                _same_modes(path, made, namesake, top)
+
+
+def _same_modes(path: Path, made: os.stat_result, like: os.stat_result, top: os.stat_result) -> None:
+    """`path` (as `made` says it is) given `like`'s owner, group and mode bits, each where
+    this user may set it: a group this user is not in is left as made (the store's
+    folder's then, when this user is in that group), an owner only root may give."""
+    if made.st_ino == like.st_ino and made.st_dev == like.st_dev:
+        return  # the store's own file, linked: nothing of it is the copy's
+    chowned = False
+    if (made.st_uid, made.st_gid) != (like.st_uid, like.st_gid):
+        for uid, gid in ((like.st_uid, like.st_gid), (-1, like.st_gid), (-1, top.st_gid)):
+            try:
+                os.chown(path, uid, gid, follow_symlinks=False)
+            except PermissionError:  # not root, or not a member of that group: try less
+                continue
+            chowned = True
+            break
+    # After a chown, which clears a file's setuid and setgid bits, always.
+    if chowned or stat.S_IMODE(like.st_mode) != stat.S_IMODE(made.st_mode):
+        with contextlib.suppress(PermissionError):  # not this user's (cannot be: it made the copy)
+            os.chmod(path, stat.S_IMODE(like.st_mode))
 
 
 def drop_last_episode(store: EpisodeStore) -> EpisodeInfo:

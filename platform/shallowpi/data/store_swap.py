@@ -8,15 +8,18 @@ it); a swap its delete still runs is left to it.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shallowpi.data.durable_io import release_writer_lock, take_writer_lock
+from shallowpi.data.durable_io import LOCK_NAME, release_writer_lock, take_writer_lock
 from shallowpi.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -110,7 +113,10 @@ def finish_interrupted_swap(path: Path, wait_s: float = 10.0) -> None:
 @contextmanager
 def _copy_lock(staging: Path) -> Iterator[bool]:
     """True, holding the compacted copy's writer lock (`take_writer_lock`) for the duration,
-    when no live delete holds it, or there is no copy; False while a delete runs its swap."""
+    when no live delete holds it, or there is no copy; False while a delete runs its swap.
+    For a user who may not take it read-write (EACCES, EROFS): False while a delete holds
+    it, True (nothing held) when there is no cut swap to finish, else StoreError (one line:
+    the swap is its owner's to finish)."""
     if not staging.is_dir():
         yield True
         return
@@ -119,10 +125,55 @@ def _copy_lock(staging: Path) -> Iterator[bool]:
     except (StoreError, FileNotFoundError):  # a running delete holds it, or its copy moved in meanwhile
         yield False
         return
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # A reader who may not write here (a colleague's store, a read-only mount) cannot
+        # take the lock read-write, and erred at once with "cannot write .../.shallowpi.lock"
+        # while a delete ran its swap. Whether one does is asked with a shared lock, as
+        # `store_files.writer_holding` asks it: then wait as any reader does.
+        if _lock_held(staging):
+            yield False
+            return
+        store = staging.name.removesuffix(COMPACTING_SUFFIX)
+        if not (staging / ".complete").exists() and not (staging.with_name(store + OLD_SUFFIX) / SWAPPED_OUT).exists():
+            yield True  # no swap to finish (a copy left by a delete cut before its renames): nothing is written
+            return
+        raise StoreError(f"{store}: a `dataset delete` was cut short between its two renames and this user may "
+                         f"not finish it ({staging / LOCK_NAME}: {exc.strerror}; {_whose(staging)}); the store's "
+                         "owner must open it (e.g. `platform dataset info`) to finish the cut delete") from None
     try:
         yield True
     finally:
         release_writer_lock(fd)  # not clean, as the killed delete's was: the store's next writer sweeps
+
+
+def _lock_held(staging: Path) -> bool:
+    """Whether a process holds the writer lock of the compacted copy `staging` now, asked
+    with a shared lock through a read-only open (nothing is created, no write is needed).
+    False when there is no lock file, or it cannot be read either: no delete is seen."""
+    try:
+        fd = os.open(staging / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _whose(folder: Path) -> str:
+    """'owner uid 1234, mode 0o2775' of `folder`, or why it cannot be said."""
+    try:
+        st = folder.stat()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return f"owner uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}"
 
 
 def remove_swapped_out(path: Path) -> None:
