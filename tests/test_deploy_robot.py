@@ -100,6 +100,8 @@ def test_without_sim_the_executor_drives_the_servos_and_records_what_it_sent(tmp
     for episode in (1, 2):  # the robot holds before the first episode too
         assert f"set the scene: episode {episode} starts in 0.3 s" in out
     assert out.count(": not judged (") == 2 and "2 episodes, success not judged" in out
+    # No seed on the robot: it picks the twin's scenes, and means nothing for the one in front of it.
+    assert "episode 1/2: not judged (" in out and "episode 2/2: not judged (" in out, out
     assert not any(torque_after), "torque stayed on after the deploy ended"
     assert "torque is off: the arms no longer hold their pose" in out  # and the operator is told
     store = EpisodeStore.open(tmp_path / "deployed.zarr")

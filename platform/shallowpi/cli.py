@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import errno
 import functools
 import importlib
@@ -263,7 +264,7 @@ def build_parser() -> Parser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for name, module_name in COMMANDS.items():
@@ -276,7 +277,24 @@ def build_parser() -> Parser:
         )
         module.add_arguments(command)
         command.set_defaults(run=module.run)
+        _accept_verbose(command)
     return parser
+
+
+VERBOSE_HELP = "log debug messages, and print an error's traceback (the exceptions it wraps included)"
+
+
+def _accept_verbose(parser: argparse.ArgumentParser) -> None:
+    """-v/--verbose after the subcommand too (`platform deploy ... -v`), at every level of
+    nested subcommands (`platform dataset check NAME -v`): only the top level took it, and a
+    flag added at the end of a failed command line was refused as unrecognized. Its default
+    is left unset (SUPPRESS): a subcommand's False would overwrite the top level's True."""
+    if "--verbose" not in parser._option_string_actions:
+        parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for nested in action.choices.values():
+                _accept_verbose(nested)
 
 
 def _split_overrides(extra: list[str]) -> tuple[list[str], list[str]]:
@@ -314,6 +332,38 @@ def other_checkout(cwd: Path, package: Path) -> Path | None:
     return None
 
 
+class LogFormatter(logging.Formatter):
+    """`2026-12-07T18:22:01.123+01:00 WARNING shallowpi.x: message`: the date and the local
+    time with its UTC offset (ISO 8601), on stderr and in the log files a recording or a
+    deployment keeps. A time of day alone could not be placed in a log read days later, nor
+    beside a robot's or a server's log kept in UTC."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The record's time as ISO 8601, local, to the millisecond, with the UTC offset."""
+        from datetime import datetime
+
+        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """--verbose: `exc`'s traceback on stderr before its one line, with the exceptions it wraps
+    (the one line of a StoreError "is damaged: ValueError: ..." keeps only their first line).
+    A `raise ... from None` hid the one it replaced from the one line; -v is asked to show it."""
+    import traceback
+
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__suppress_context__ = False
+        link = link.__cause__ or link.__context__
+    with contextlib.suppress(OSError):
+        traceback.print_exception(exc, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `platform ARGV...` (default: sys.argv[1:]) and return the exit code.
 
@@ -341,11 +391,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_command(words, parser)
     # Our own messages at INFO; other libraries only when something is wrong (or -v).
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # basicConfig's (not a test's capture)
+            handler.setFormatter(LogFormatter())
     # Under torchrun every process runs the command: each of N repeated every line (and a
     # script reading one got N). Rank 0 says what they do; the others only what goes wrong.
     launch = torchrun_rank()
@@ -377,6 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except PlatformError as exc:
+        if args.verbose:
+            _print_traceback(exc)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
@@ -391,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = file_system_error(exc, args, _subparser(parser, args.command, words))
         if message is None:
             raise  # not the user's disk: a bug, keep the traceback
+        if args.verbose:
+            _print_traceback(exc)
         print(f"error: {message}", file=sys.stderr)
         return PlatformError.exit_code
     except KeyboardInterrupt:
@@ -403,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = peer_stopped(exc)
         if message is None:
             raise  # not a peer's end: a bug, keep the traceback
+        if args.verbose:
+            _print_traceback(exc)
         print(f"error: {message}", file=sys.stderr)
         return 1
     finally:

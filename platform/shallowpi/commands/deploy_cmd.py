@@ -6,7 +6,7 @@
   platform deploy --policy CKPT --sim --backend torch --record deployed --json run.json
   platform deploy --policy CKPT --backend onnxruntime --bundle-only   the bundle alone, on the workstation
   platform deploy --policy CKPT.bundle --jetson orin --robot arm --task "put the red cube in the bowl" \\
-      robot.cameras.front.serial=SERIAL                 on the robot, the bundle built beforehand
+      'robot.cameras.front.serial="SERIAL"'             on the robot, the bundle built beforehand
 
 What happens: the Jetson profile (configs/jetson/, --jetson) is checked against this
 machine (one line: what to change for full speed, or that this is not that Jetson and the
@@ -19,7 +19,9 @@ watchdog holding position when no action is due or a frame is stale, a bound on 
 at each chunk seam. It prints success, inference latency, the loop's period (on the twin's
 simulated time, the wall time a tick took instead, chunks computed in it included: no
 period the loop keeps) and the safety counts; the live status goes out as telemetry
-(`platform monitor` attaches).
+(`platform monitor` attaches). Its log, and the lines it prints, go to a file as they happen,
+with the dashboard or without: beside --json (run.json: run.log), else in deploy-logs/ beside
+the bundle.
 
 Without --sim it drives the robot of --robot (configs/robot/) on its configured ports
 (override them as robot.buses.NAME.port=PATH) with its RealSense cameras, on the wall
@@ -149,7 +151,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "existing one must hold this robot's features at its rate and calibration)")
     parser.add_argument("--allow-mixed-calibration", action="store_true",
                         help="let --record add episodes of another calibration id to a dataset; recorded in the store")
-    parser.add_argument("--json", type=user_path, help="also write the report as JSON here")
+    parser.add_argument("--json", type=user_path, help="also write the report as JSON here, and the run's log beside "
+                        "it (run.json: run.log; without --json, deploy-logs/ beside the bundle)")
     parser.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
 
 
@@ -158,10 +161,36 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     print a summary. `camera_devices` lists the RealSense devices on the robot (default:
     USB; tests pass pyrealsense2 software devices).
 
-    Returns 1 when the safety layer counted a fault, else 0. Raises ConfigError for
-    --episodes < 1 or a policy that does not fit the robot, and the drivers' one-line
-    errors. The robot is disconnected (torque off) and telemetry closed however it ends.
+    Returns 1 when the safety layer counted a fault, or --record's writer failed (an
+    episode's recording lost), else 0. Raises ConfigError for --episodes < 1 or a policy
+    that does not fit the robot, and the drivers' one-line errors. The robot is
+    disconnected (torque off) and telemetry closed however it ends. Once the bundle is
+    ready the run keeps a log file (`_log_path`): every log record, the lines it prints,
+    and what ended it, on disk as they happen.
     """
+    from shallowpi.tui.launch import RUN_LOG
+
+    with contextlib.ExitStack() as logs:
+        try:
+            return _run(args, camera_devices, logs)
+        except BaseException:
+            # In the file only (nothing without one): the terminal gets main's one line.
+            logging.getLogger(RUN_LOG).exception("the deployment ended on an error")
+            raise
+
+
+def _log_path(args: argparse.Namespace, bundle_path: Path) -> Path:
+    """Where a deployment keeps its log: beside --json (run.json: run.log), else in a
+    deploy-logs/ folder beside the bundle (CKPT.bundle's folder, where it was built or copied
+    to), one deploy-<date>-<time>.log per run."""
+    if args.json:
+        return args.json.with_suffix(".log") if args.json.suffix != ".log" else args.json.with_name(f"{args.json.name}.log")
+    return bundle_path.parent / "deploy-logs" / f"deploy-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
+def _run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None,
+         logs: contextlib.ExitStack) -> int:
+    """`run`, its log file entered on `logs` once the bundle is ready."""
     from shallowpi import config
     from shallowpi.commands.deploy_targets import robot_target, twin_target
     from shallowpi.deploy.backends import BackendOptions, make_backend
@@ -241,6 +270,13 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
               f"copy it to the robot, run that commit's code there, and deploy with --policy {bundle.path.name}",
               flush=True)
         return 0
+    from shallowpi.tui.launch import RUN_LOG, log_to_file
+
+    # On disk from here: the dashboard's terminal holds its lines in memory until the end, which
+    # a SIGKILL or a native crash never reaches.
+    logs.enter_context(log_to_file(_log_path(args, bundle.path)))
+    run_log = logging.getLogger(RUN_LOG)  # the lines it prints, in the file only (the terminal has them)
+    run_log.info("deploy %s (%s) on %s: %s", bundle.path, backend_name, "the twin" if args.sim else "the robot", plan_line)
     if not args.sim and not args.yes and not is_terminal(sys.stdin):  # before any port opens
         raise ConfigError("on the robot deploy waits for Enter before the robot first moves, and stdin is not a "
                           "terminal: run it in one, or pass --yes for a run nobody attends (keep an e-stop within "
@@ -279,6 +315,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     held_output: list[str] = []  # episode lines wait while the dashboard owns the terminal
 
     def say(line: str) -> None:
+        run_log.info("%s", line)  # between episodes, not a tick's: the loop may write a line to the file
         if dashboard is not None:
             held_output.append(line)
         else:
@@ -305,6 +342,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
         return executor.stopped
 
     reports = []
+    recording = None  # what --record kept and lost, once its writer closed (RecordingOutcome)
     quiet = contextlib.ExitStack()
     putting_away = threading.Event()
     failed_before_motion = False  # a run that fails before the robot first moves leaves it as found
@@ -384,7 +422,7 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             # none, and a run of hundreds of episodes kept every one (~160 bytes a tick).
             del report.sent[:-1]
             reports.append(report)
-            say(_episode_line(episode, args.episodes, report))
+            say(_episode_line(episode, args.episodes, report, seeded=not target.on_hardware))
         if target.on_hardware and executor.held_after_fault:
             hold_until_the_operator_ends(executor, publish, say, keys=dashboard is not None, limit_s=fault_hold_s)
         executor.done(len(reports))
@@ -404,7 +442,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             putting_away.set()  # a signal from here on waits for torque off instead of cutting it short
             target.disconnect(as_found=failed_before_motion, fault=failure)  # first: torque off whatever else the cleanup meets
             if target.on_hardware:
-                held_output.append(torque_off_line(target.robot))  # printed below, however the run ended
+                torque = torque_off_line(target.robot)
+                run_log.info("%s", torque)
+                held_output.append(torque)  # printed below, however the run ended
         finally:
             publisher.close()
             if dashboard is not None:
@@ -418,16 +458,22 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
             # session dropped, SIGHUP) fails every print with EIO, and the last episode's
             # queued frames and commit went with the process.
             if recorder:
-                recorder.close()
+                recording = recorder.close()
             with contextlib.suppress(OSError):  # the terminal gone: nobody to tell
                 for line in held_output:
                     print(line)
-    summary = _summary(reports, executor, judged=not target.on_hardware, simulated=not exec_cfg.realtime)
+    summary = _summary(reports, executor, judged=not target.on_hardware, simulated=not exec_cfg.realtime,
+                       seeded=not target.on_hardware)
+    run_log.info("%s", summary["line"])
     if args.json:
         # Stopped early (Ctrl-C, a stop key) or by a fault, the last episode was cut off and
-        # judged a failure: `complete` says whether the run is the one asked for.
-        complete = len(reports) == args.episodes and not any(r.ended in CUT_SHORT for r in reports)
+        # judged a failure: `complete` says whether the run is the one asked for. An episode
+        # whose recording was lost (a commit that failed after the loop: `end` only queues it)
+        # leaves it incomplete too.
+        complete = (len(reports) == args.episodes and not any(r.ended in CUT_SHORT for r in reports)
+                    and (recording is None or recording.ok))
         args.json.write_text(json.dumps({**summary, "episodes_asked": args.episodes, "complete": complete,
+                                         "recording": recording.as_json() if recording else None,
                                          "profile": profile.name, "plan": plan_line,
                                          # what the policy was told, and (the twin) the task judged
                                          "task": target.task_name, "instruction": target.instruction,
@@ -442,7 +488,9 @@ def run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | None
     with contextlib.suppress(OSError):  # after the JSON: a terminal gone must not cost the file
         print(summary["line"])
     faults = executor.safety.faults if executor else 0
-    return 1 if faults else 0
+    # A recording that failed (said on stderr as the recorder closed) fails the run as
+    # `platform record` does: a script must not take the episodes for kept.
+    return 1 if faults or (recording is not None and recording.failure is not None) else 0
 
 
 def _sysroot() -> Path:
@@ -556,10 +604,13 @@ def _restore_signals(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-def _episode_line(index: int, total: int, r: Any) -> str:
+def _episode_line(index: int, total: int, r: Any, seeded: bool = True) -> str:
+    """One episode's line; `seeded`: the twin, whose scene the seed picks (on the robot the
+    scene is the one in front of it: no seed said)."""
     result = "not judged" if r.success is None else "success" if r.success else "FAIL"
     lat = np.percentile(r.latency_ms, [50, 99]) if r.latency_ms else (0.0, 0.0)
-    return (f"episode {index + 1}/{total} seed {r.seed}: {result} ({r.ended}, {r.ticks} ticks) | "
+    seed = f" seed {r.seed}" if seeded else ""
+    return (f"episode {index + 1}/{total}{seed}: {result} ({r.ended}, {r.ticks} ticks) | "
             f"{r.chunks} chunks, inference p50 {lat[0]:.0f} p99 {lat[1]:.0f} ms, delay "
             f"{max(r.delays, default=0)} ticks max | holds {r.holds}, seam trips {r.seam_trips}, "
             f"clamps {r.clamps}{_by_joint(r.clamped_joints)}, stale frames {r.stale_frames}"
@@ -575,9 +626,11 @@ def _by_joint(counts: dict[str, int], shown: int = 3) -> str:
     return " (" + ", ".join(f"{name} {n}" for name, n in top) + (", ..." if len(counts) > shown else "") + ")"
 
 
-def _summary(reports: list[Any], executor: Any, judged: bool, simulated: bool = False) -> dict[str, Any]:
+def _summary(reports: list[Any], executor: Any, judged: bool, simulated: bool = False,
+             seeded: bool = True) -> dict[str, Any]:
     """The run's closing line and its JSON; `judged`: success was detected (the twin), so
-    `successes` is a count, else None. `simulated`: the loop ran on the twin's simulated
+    `successes` is a count, else None. `seeded`: the twin's scenes were picked by the
+    episodes' seeds, else (the robot) each episode's "seed" is None. `simulated`: the loop ran on the twin's simulated
     time, where a tick's measured "period" is the wall time it took (the chunks computed
     inside it included) and nothing overruns: said so, as `sim_tick_wall_p99_ms` in the
     JSON, whose `loop_p99_ms` (the loop's period on the wall clock) is then null."""
@@ -603,7 +656,7 @@ def _summary(reports: list[Any], executor: Any, judged: bool, simulated: bool = 
             "inference_p99_ms": float(p99), "loop_p99_ms": None if simulated else loop_p99,
             "sim_tick_wall_p99_ms": loop_p99 if simulated else None, "safety": counts,
             "chunks": sum(r.chunks for r in reports), "stale_chunks": stale_chunks,
-            "per_episode": [{"seed": r.seed, "success": r.success, "ended": r.ended, "ticks": r.ticks,
+            "per_episode": [{"seed": r.seed if seeded else None, "success": r.success, "ended": r.ended, "ticks": r.ticks,
                              "chunks": r.chunks, "stale_chunks": r.stale_chunks,
                              "holds": r.holds, "seam_trips": r.seam_trips, "max_seam_jump": r.max_seam_jump,
                              "max_step": r.max_step,

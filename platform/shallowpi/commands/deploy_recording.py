@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +43,29 @@ def camera_drivers(target: Any, roles: Collection[str]) -> dict[str, Any]:
         if isinstance(cameras, Mapping):
             return {role: camera for role, camera in cameras.items() if role in roles}
     return {}
+
+
+@dataclass(frozen=True)
+class RecordingOutcome:
+    """What `--record` kept of this run, once the recorder closed: the store's `path`, the
+    episodes of this run committed to it (`kept`), those that ended and are not in it (`lost`:
+    the writer failed before their commit, or their commit's wait for the disk was given up),
+    and why the writer stopped (`failure`, None when it did not). The exit code and --json's
+    "complete" read it: a run whose recording failed is not the run asked for."""
+
+    path: Path
+    kept: int
+    lost: int
+    failure: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Every episode that ended is in the store, and the writer never failed."""
+        return self.failure is None and self.lost == 0
+
+    def as_json(self) -> dict[str, Any]:
+        """--json's "recording" object."""
+        return {"path": str(self.path), "kept": self.kept, "lost": self.lost, "failure": self.failure}
 
 
 class DeploymentRecorder:
@@ -145,6 +171,7 @@ class DeploymentRecorder:
         # The episodes whose `end` was given up, not kept: (number in this run from 1, store index).
         self.given_up: list[tuple[int, int]] = []
         self._begun = 0  # episodes begun in this run
+        self._ended = 0  # episodes of this run handed to `end`: each to be kept (RecordingOutcome counts them)
         self._open = False  # an episode begun and neither committed nor discarded (its end given up)
 
     def begin(self, task: str, robot: str, fps: float,
@@ -212,6 +239,7 @@ class DeploymentRecorder:
         closes: nothing of it reaches the store half-written); `close` names it."""
         from shallowpi.record.writer import WaitAbandoned
 
+        self._ended += 1  # to be kept: one the writer failed before is counted lost at `close`
         if self.writer.failure is None:
             health = self.camera_health
             extra = {"ended": report.ended, "policy_sha256": self.policy_sha256,
@@ -229,16 +257,27 @@ class DeploymentRecorder:
                 raise
             self._open = False
 
-    def close(self) -> None:
+    def close(self) -> RecordingOutcome:
         """Write what is queued (an episode `end` did not commit is discarded), close the
-        store and say where it is, or why the writer stopped early."""
+        store and say where it is; returns what this run kept and lost. A writer that stopped
+        early (a commit that failed after the last episode: `end` only queues it) is said on
+        stderr as an error with the episodes it lost; the caller makes it the exit code."""
         try:
             self.writer.close()
         finally:
             self.store.close()
+        failure = self.writer.failure
+        kept = self.writer.stats().committed_count
+        outcome = RecordingOutcome(self.path, kept, max(0, self._ended - kept),
+                                   None if failure is None else str(failure))
+        # In the log too (a dashboard's run keeps it in a file: the terminal's lines go with it).
+        if failure is not None:
+            log.error("recording into %s stopped early: %s; %d episode(s) of this run lost, %d kept",
+                      self.path, failure, outcome.lost, kept)
         with contextlib.suppress(OSError):  # a terminal closed under the run: the store is what counts
-            if self.writer.failure is not None:
-                print(f"recording into {self.path} stopped early: {self.writer.failure}")
+            if failure is not None:
+                print(f"error: recording into {self.path} stopped early: {failure}; {outcome.lost} episode(s) of "
+                      f"this run LOST, {kept} kept", file=sys.stderr, flush=True)
             else:
                 print(f"recorded into {self.path}")
             if self.given_up:
@@ -246,3 +285,4 @@ class DeploymentRecorder:
                 episodes = ", ".join(f"{run} (store index {index})" for run, index in self.given_up)
                 print(f"not kept: episode {episodes} of this run, whose recording waited for the disk when the run "
                       "was stopped (the wait given up)")
+        return outcome

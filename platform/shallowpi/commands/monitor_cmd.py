@@ -186,7 +186,7 @@ def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
                 for status in subscriber:  # `at`: when it was published (a newcomer's may be old)
                     latest["status"], latest["at"] = status, time.monotonic() - status.age_s
             except Exception as exc:  # a status it cannot read (EnvelopeError, ...): one line, not a traceback
-                print(f"{time.strftime('%H:%M:%S')} error: {exc}", flush=True)
+                print(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} error: {exc}", flush=True)
             finally:
                 ended.set()
 
@@ -198,14 +198,14 @@ def print_lines(args: argparse.Namespace, interval_s: float = 1.0) -> int:
                 continue
             age = time.monotonic() - latest["at"]
             stale = f"STALE: no status for {age:.0f} s; last: " if age > STALE_AFTER_S else ""
-            print(f"{time.strftime('%H:%M:%S')} {stale}{status_line(status)}", flush=True)
+            print(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {stale}{status_line(status)}", flush=True)
             printed = status
         last = latest.get("status")
     return _say_how_it_ended(last, latest.get("at"))
 
 
 def _say_how_it_ended(last: Any, at: float | None) -> int:
-    stamp = time.strftime("%H:%M:%S")
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     state = getattr(getattr(last, "state", None), "value", None)
     from shallowpi.telemetry.executor_status import ExecutorStatus
 

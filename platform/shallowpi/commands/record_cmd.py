@@ -1,7 +1,7 @@
 """Teleoperate and record episodes into a zarr dataset.
 
   platform record --robot arm --dataset kitchen --task "put the red cube in the bowl" --episodes 50 \\
-      robot.cameras.front.serial=SERIAL      on the robot (serials: `platform doctor`; see below)
+      'robot.cameras.front.serial="SERIAL"'  on the robot (serials: `platform doctor`; see below)
   platform record --robot humanoid --dataset sim_humanoid --sim direct --task cube_in_bowl --episodes 5 --no-tui
   platform record --robot arm --dataset sim_arm --sim stack --task cube_in_bowl --episodes 2 --no-tui
   platform record --robot arm --dataset kitchen --task "put the red cube in the bowl" --resume --episodes 10
@@ -164,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from shallowpi.record.writer import BackgroundWriter
     from shallowpi.telemetry.publisher import TelemetryPublisher
+    from shallowpi.tui.launch import RUN_LOG, log_to_file
 
     overrides = overrides_from(args)
     cfg = config.compose(overrides + (["record.allow_no_cameras=true"] if args.no_cameras else [])
@@ -238,139 +239,159 @@ def run(args: argparse.Namespace) -> int:
     closers: list[Any] = [publisher.close]
     printer = LinePrinter()  # --no-tui lines: the recording loop never waits on stdout
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    # record-<stamp>.log in the store's .shallowpi/, with the dashboard or without (--no-tui under
+    # systemd or nohup kept none): its handler from the store's making to the session's last line.
+    logs = contextlib.ExitStack()
+    lines = logging.getLogger(RUN_LOG)  # the file only: the terminal has these lines already
     try:
-        if fps != rig.clock.hz:
-            if rig.clock.simulated:
-                # The twin steps one period of its own rate per tick; change both together.
-                raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
-                                    f"use robot.fps={fps:g} instead of --fps")
-            rig.clock = type(rig.clock)(fps)
-        session_cfg = SessionConfig(
-            task=rig.task_text, **session_numbers, robot=cfg.robot.name, dataset=store_path.stem,
-            calibration_id=rig.calibration_id, camera_serials=rig.camera_serials, autostart=True,
-            # somebody to end it: a dashboard, or Ctrl-C on a terminal
-            hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and is_terminal(sys.stdin),
-        )
-        disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows, reserve_bytes=reserve_bytes(rec),
-                          numeric_chunk_rows=settings.numeric_chunk_rows)
-        disk.require_reserve()  # before a store is made: a full disk leaves nothing behind
-        if args.resume:
-            # What needs the rig (its features, its calibration), refused from a reader too:
-            # the writable open moves a layout-1 store to layout 2 for good.
-            with EpisodeStore.open(store_path) as existing:
-                _check_resume(existing, rig.features, cfg.robot.name)
-                existing.check_recordable(fps=fps, calibration_id=rig.calibration_id,
-                                          allow_mixed_calibration=args.allow_mixed_calibration)
-            store = EpisodeStore.open(store_path, mode="a")
-            _check_resume(store, rig.features, cfg.robot.name)  # the store at the name may have been replaced
-            store.check_recordable(fps=fps, calibration_id=rig.calibration_id,
-                                   allow_mixed_calibration=args.allow_mixed_calibration)
-            disk.numeric_chunk_rows = store.settings.numeric_chunk_rows  # its own, episodes or none
-            if args.allow_mixed_calibration:
-                store.allow_mixed_calibration()
-            if (changed := camera_changes(store, rig.camera_serials)) is not None:
-                log.warning("%s", changed)
-        # Simulation: every episode of a store gets its own scene. A refused --seed is refused
-        # before a new store is made: one left behind empty would block the rerun it advises.
-        seed = None if rig.scene is None else first_seed(store, args.seed, session_cfg.episodes)
-        if store is None:
-            store_path.parent.mkdir(parents=True, exist_ok=True)
-            store = EpisodeStore.create(store_path, rig.features, settings)
-        if rig.scene is not None:
-            rig.scene.seed = seed
-        for key in STORE_KEYS:  # the provenance names the settings the episodes are written with: the store's
-            OmegaConf.update(cfg, f"store.{key}", getattr(store.settings, key), force_add=True)
-        config.save_resolved(cfg, store_path / PROVENANCE_DIR, f"record-{stamp}.yaml")
-        if len(store):
-            disk.learn(store, len(store) - 1)
-        log.info("%s", disk.describe())
-        if disk.measured:  # a resumed store: refuse before anything runs (unmeasured, the session warns)
-            disk.check_room(len(store))
-        writer = BackgroundWriter(store, capacity_frames=queue_frames(rec.queue_mb, rig.features),
-                                  on_commit=lambda info: disk.learn(store, info.index))
-        use_tui = not args.no_tui and is_terminal(sys.stdout) and is_terminal(sys.stdin)
-        reporter = _ProgressLines(session_cfg.episodes, printer)
-        reporter.on = not use_tui  # and from the moment a dashboard dies
-
-        def publish(status: Any) -> None:
-            publisher.publish(status)
-            if reporter.on:
-                reporter.publish(status)
-
-        # The dying dashboard took the local token with it: with remote control off, a new
-        # `monitor --control` is refused like any other, and only Ctrl-C is left.
-        attach = ("`platform monitor --control` attaches a dashboard" if cfg.telemetry.allow_remote_control else
-                  "telemetry.allow_remote_control=false: a new `platform monitor` can watch but not drive it")
-
-        def dashboard_lost(why: str) -> None:
-            printer.say(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; {attach})")
-            reporter.on = True
-
-        session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
-                                   scene=rig.scene, cameras=rig.cameras, publish=publish,
-                                   commands=publisher.commands, joint_limits=rig.joint_limits, disk=disk,
-                                   catch_up=_catch_up(rig, rec.catch_up_speed, fps))
-        _stop_on_signals(session)
-
-        def put_away() -> None:
-            # The robot put away (torque off, ports closed) before the writer drains its
-            # queue: up to record.queue_mb of frames on a disk that is behind, and nothing
-            # reads the dashboard's E-STOP meanwhile. The status goes on meanwhile, each take
-            # said saved as it commits, and the last takes saved: watchers and the lines say
-            # so, not "saving".
-            rig.close()
-            saving = _SavingStatus(session, writer, rig.robot, publish)
-            writer.close(on_wait=saving)
-            saving.done()
-
-        ran = True
-        if use_tui:
-            from shallowpi.tui.recorder_app import run_recorder_dashboard
-
-            # put away before the dashboard's feed closes, so it (and any monitor) sees "saved"
-            result = run_recorder_dashboard(session, publisher, on_dashboard_lost=dashboard_lost,
-                                            log_path=store_path / PROVENANCE_DIR / f"record-{stamp}.log",
-                                            put_away=put_away)
-        else:
-            result = session.run()
-            put_away()
-        if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
-            result.fault = str(writer.failure)
-        writer = None
-        # The store, not the session's notes: marks and deletes made after saving are in it.
-        # This run's episodes only: every episode's metadata is a file read (seconds on a
-        # store of 100k), and an old one unreadable must not cost this run its summary.
-        committed = [store.episode(i) for i in range(session.first_episode, len(store))]
-        total = len(store)
-    finally:
         try:
-            # The robot first, as put_away() does, however the run ended (an unexpected error
-            # out of the session too): torque off before the writer drains up to
-            # record.queue_mb of frames, seconds on a disk that is behind, with the follower
-            # holding and nothing reading an E-STOP.
-            try:
-                rig.close(as_found=not ran)
-            finally:  # a robot that failed to close must not cost the takes still queued
-                if writer is not None:
-                    # An error out of the session: the takes queued are still saved, and said
-                    # so as they commit (the robot was off once it ran, as in put_away).
-                    writer.close(on_wait=_SavingStatus(session, writer, rig.robot, publish) if ran else None)
-                if store is not None:
-                    store.close()
+            if fps != rig.clock.hz:
+                if rig.clock.simulated:
+                    # The twin steps one period of its own rate per tick; change both together.
+                    raise PlatformError(f"in simulation the loop runs at the robot's rate ({rig.clock.hz:g} Hz); "
+                                        f"use robot.fps={fps:g} instead of --fps")
+                rig.clock = type(rig.clock)(fps)
+            session_cfg = SessionConfig(
+                task=rig.task_text, **session_numbers, robot=cfg.robot.name, dataset=store_path.stem,
+                calibration_id=rig.calibration_id, camera_serials=rig.camera_serials, autostart=True,
+                # somebody to end it: a dashboard, or Ctrl-C on a terminal
+                hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and is_terminal(sys.stdin),
+            )
+            disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows, reserve_bytes=reserve_bytes(rec),
+                              numeric_chunk_rows=settings.numeric_chunk_rows)
+            disk.require_reserve()  # before a store is made: a full disk leaves nothing behind
+            if args.resume:
+                # What needs the rig (its features, its calibration), refused from a reader too:
+                # the writable open moves a layout-1 store to layout 2 for good.
+                with EpisodeStore.open(store_path) as existing:
+                    _check_resume(existing, rig.features, cfg.robot.name)
+                    existing.check_recordable(fps=fps, calibration_id=rig.calibration_id,
+                                              allow_mixed_calibration=args.allow_mixed_calibration)
+                store = EpisodeStore.open(store_path, mode="a")
+                _check_resume(store, rig.features, cfg.robot.name)  # the store at the name may have been replaced
+                store.check_recordable(fps=fps, calibration_id=rig.calibration_id,
+                                       allow_mixed_calibration=args.allow_mixed_calibration)
+                disk.numeric_chunk_rows = store.settings.numeric_chunk_rows  # its own, episodes or none
+                if args.allow_mixed_calibration:
+                    store.allow_mixed_calibration()
+                if (changed := camera_changes(store, rig.camera_serials)) is not None:
+                    log.warning("%s", changed)
+            # Simulation: every episode of a store gets its own scene. A refused --seed is refused
+            # before a new store is made: one left behind empty would block the rerun it advises.
+            seed = None if rig.scene is None else first_seed(store, args.seed, session_cfg.episodes)
+            if store is None:
+                store_path.parent.mkdir(parents=True, exist_ok=True)
+                store = EpisodeStore.create(store_path, rig.features, settings)
+            if rig.scene is not None:
+                rig.scene.seed = seed
+            for key in STORE_KEYS:  # the provenance names the settings the episodes are written with: the store's
+                OmegaConf.update(cfg, f"store.{key}", getattr(store.settings, key), force_add=True)
+            config.save_resolved(cfg, store_path / PROVENANCE_DIR, f"record-{stamp}.yaml")
+            logs.enter_context(log_to_file(store_path / PROVENANCE_DIR / f"record-{stamp}.log"))
+            if len(store):
+                disk.learn(store, len(store) - 1)
+            log.info("%s", disk.describe())
+            if disk.measured:  # a resumed store: refuse before anything runs (unmeasured, the session warns)
+                disk.check_room(len(store))
+            writer = BackgroundWriter(store, capacity_frames=queue_frames(rec.queue_mb, rig.features),
+                                      on_commit=lambda info: disk.learn(store, info.index))
+            use_tui = not args.no_tui and is_terminal(sys.stdout) and is_terminal(sys.stdin)
+            reporter = _ProgressLines(session_cfg.episodes, printer)
+            reporter.on = not use_tui  # and from the moment a dashboard dies
+
+            def publish(status: Any) -> None:
+                publisher.publish(status)
+                if reporter.on:
+                    reporter.publish(status)
+
+            # The dying dashboard took the local token with it: with remote control off, a new
+            # `monitor --control` is refused like any other, and only Ctrl-C is left.
+            attach = ("`platform monitor --control` attaches a dashboard" if cfg.telemetry.allow_remote_control else
+                      "telemetry.allow_remote_control=false: a new `platform monitor` can watch but not drive it")
+
+            def dashboard_lost(why: str) -> None:
+                printer.say(f"[record] {why}; the recording goes on with these lines (Ctrl-C stops it; {attach})")
+                reporter.on = True
+
+            session = RecordingSession(session_cfg, rig.robot, rig.teleop, writer, rig.clock, rig.joint_names,
+                                       scene=rig.scene, cameras=rig.cameras, publish=publish,
+                                       commands=publisher.commands, joint_limits=rig.joint_limits, disk=disk,
+                                       catch_up=_catch_up(rig, rec.catch_up_speed, fps))
+            _stop_on_signals(session)
+
+            def put_away() -> None:
+                # The robot put away (torque off, ports closed) before the writer drains its
+                # queue: up to record.queue_mb of frames on a disk that is behind, and nothing
+                # reads the dashboard's E-STOP meanwhile. The status goes on meanwhile, each take
+                # said saved as it commits, and the last takes saved: watchers and the lines say
+                # so, not "saving".
+                rig.close()
+                saving = _SavingStatus(session, writer, rig.robot, publish)
+                writer.close(on_wait=saving)
+                saving.done()
+
+            ran = True
+            if use_tui:
+                from shallowpi.tui.recorder_app import run_recorder_dashboard
+
+                # put away before the dashboard's feed closes, so it (and any monitor) sees "saved"
+                result = run_recorder_dashboard(session, publisher, on_dashboard_lost=dashboard_lost,
+                                                put_away=put_away)  # its log file: `logs`, above
+            else:
+                result = session.run()
+                put_away()
+            if writer.failure is not None and not result.fault:  # the last commit failed after the loop ended
+                result.fault = str(writer.failure)
+            writer = None
+            # The store, not the session's notes: marks and deletes made after saving are in it.
+            # This run's episodes only: every episode's metadata is a file read (seconds on a
+            # store of 100k), and an old one unreadable must not cost this run its summary.
+            committed = [store.episode(i) for i in range(session.first_episode, len(store))]
+            total = len(store)
         finally:
-            for close in closers:  # the telemetry: dashboards keep their E-STOP until the robot is off
-                close()
-            printer.close()  # after the robot is off: a stalled stdout must not keep it powered
-            # A terminal closed under the run (SIGHUP: EIO on every print) leaves no one to tell;
-            # the takes are on disk by now, and the exit code still says how the run ended.
-            with contextlib.suppress(OSError):
-                if not args.sim:  # said however the run ended, once rig.close() has turned torque off
-                    print(torque_off_line(rig.robot), flush=True)
-    with contextlib.suppress(OSError):
-        print(final_summary(committed, result, store_path, total))
-        if result.fault:
-            print(f"error: recording stopped: {result.fault}; {_kept(committed, store_path)}", file=sys.stderr)
-    return 1 if result.fault else 0
+            try:
+                # The robot first, as put_away() does, however the run ended (an unexpected error
+                # out of the session too): torque off before the writer drains up to
+                # record.queue_mb of frames, seconds on a disk that is behind, with the follower
+                # holding and nothing reading an E-STOP.
+                try:
+                    rig.close(as_found=not ran)
+                finally:  # a robot that failed to close must not cost the takes still queued
+                    if writer is not None:
+                        # An error out of the session: the takes queued are still saved, and said
+                        # so as they commit (the robot was off once it ran, as in put_away).
+                        writer.close(on_wait=_SavingStatus(session, writer, rig.robot, publish) if ran else None)
+                    if store is not None:
+                        store.close()
+            finally:
+                for close in closers:  # the telemetry: dashboards keep their E-STOP until the robot is off
+                    close()
+                printer.close()  # after the robot is off: a stalled stdout must not keep it powered
+                # A terminal closed under the run (SIGHUP: EIO on every print) leaves no one to tell;
+                # the takes are on disk by now, and the exit code still says how the run ended.
+                with contextlib.suppress(OSError):
+                    if not args.sim:  # said however the run ended, once rig.close() has turned torque off
+                        torque = torque_off_line(rig.robot)
+                        lines.info("%s", torque)
+                        print(torque, flush=True)
+        summary = final_summary(committed, result, store_path, total)
+        stopped = f"recording stopped: {result.fault}; {_kept(committed, store_path)}" if result.fault else ""
+        with contextlib.suppress(OSError):
+            print(summary)
+            if stopped:
+                print(f"error: {stopped}", file=sys.stderr)
+        # The session's end in its log file too (the terminal's copy is gone with the terminal).
+        lines.info("%s", summary)
+        if stopped:
+            lines.error("%s", stopped)
+        return 1 if result.fault else 0
+    except BaseException:
+        # What ended the session, with its traceback, in the file only: the terminal gets the
+        # one-line error from main (an unexpected one its traceback there too).
+        lines.exception("the recording ended on an error")
+        raise
+    finally:
+        logs.close()
 
 
 def final_summary(committed: list[Any], result: Any, store_path: Any, total: int) -> str:

@@ -157,6 +157,7 @@ class RecordingSession:
         the operator to acknowledge the fault: torque off now, said in the status (published)
         and in the result's fault line."""
         safety = self._torque_off()
+        log.error("E-STOP pressed while the robot held after the fault: %s", safety)  # the log says what ended it
         self._held_after_end().torque_went_off()
         self.result.fault = f"{self.result.fault}; then e-stop pressed: {safety}"
         self.status.message = f"E-STOP: {safety}"
@@ -567,6 +568,9 @@ class RecordingSession:
 
     def _estop(self) -> None:
         safety = self._torque_off()
+        # In the log as a fault is: the status and the result's line alone left the
+        # recorder's log file without what ended the session.
+        log.error("E-STOP pressed: %s%s", safety, "; the take in flight is discarded" if self._recording else "")
         self._drop_take()
         self.result.fault = f"e-stop pressed; {safety}"
         self.status.message = f"E-STOP: {safety}; episodes already saved are kept"

@@ -128,16 +128,72 @@ def _fd(given: Any, default: Any) -> int | None:
         return None
 
 
+# Where the lines a command prints are kept in its log file as well (deploy's episode lines,
+# record's summary): a logger that does not propagate, so they are not said twice on a terminal
+# that printed them already; `log_to_file` gives it the file while it runs.
+RUN_LOG = "shallowpi.run"
+logging.getLogger(RUN_LOG).propagate = False
+logging.getLogger(RUN_LOG).setLevel(logging.INFO)  # each line, whatever level the rest logs at
+logging.getLogger(RUN_LOG).addHandler(logging.NullHandler())  # no file: nowhere (not logging's stderr last resort)
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[Path | None]:
+    """Every log record (and RUN_LOG's lines) also appended to `path` while in the block,
+    dated (cli.LogFormatter); yields `path`, or None when the file cannot be made (said once
+    as a warning: a log file is no reason to refuse a run). On disk as they happen, so a run
+    killed (SIGKILL, a native crash) or run headless (systemd, nohup) leaves its record; a
+    dashboard's run held them only in memory, printed at its end."""
+    from shallowpi.cli import LogFormatter
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("no log file for this run: cannot write %s (%s)", path,
+                                            exc.strerror or type(exc).__name__)
+        yield None
+        return
+    handler.setFormatter(LogFormatter())
+    root, lines = logging.getLogger(), logging.getLogger(RUN_LOG)
+    root.addHandler(handler)
+    lines.addHandler(handler)
+    try:
+        yield path
+    finally:
+        lines.removeHandler(handler)
+        root.removeHandler(handler)
+        handler.close()
+
+
 class _HeldRecords(logging.Handler):
-    """Keeps the last records while the dashboard owns the terminal."""
+    """Keeps the last records while the dashboard owns the terminal, counting those dropped."""
 
     def __init__(self, capacity: int = 2000) -> None:
         super().__init__()
         self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=capacity)
+        self.dropped = 0  # the oldest records that made room for newer ones
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Keep `record`; the oldest is dropped beyond `capacity`."""
+        """Keep `record`; the oldest is dropped (and counted) beyond `capacity`."""
+        if len(self.records) == self.records.maxlen:
+            self.dropped += 1
         self.records.append(record)
+
+    def dropped_record(self) -> logging.LogRecord | None:
+        """A record saying how many were dropped, and which log file has them all (a
+        FileHandler on the root logger), to print before the kept ones; None if none was."""
+        if not self.dropped:
+            return None
+        files = [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+        where = f"; {files[0]} has them all" if files else ""
+        first = self.records[0] if self.records else None
+        record = logging.LogRecord(__name__, logging.WARNING, __file__, 0,
+                                   "%d earlier log record(s) were dropped while the dashboard ran (it keeps the last "
+                                   "%d)%s", (self.dropped, self.records.maxlen, where), None)
+        if first is not None:  # placed where the gap is
+            record.created, record.msecs = first.created, first.msecs
+        return record
 
 
 def _writes_to_terminal(handler: logging.Handler) -> bool:
@@ -154,7 +210,9 @@ def _writes_to_terminal(handler: logging.Handler) -> bool:
 def hold_terminal_logs(log_path: Path | None = None) -> Iterator[None]:
     """Log records bound for the terminal are held (and go to `log_path`), then printed.
 
-    A log line written while a full-screen dashboard draws would tear its screen.
+    A log line written while a full-screen dashboard draws would tear its screen. Only the
+    last 2000 are held: when older ones were dropped, a first line says how many, and which
+    log file (`log_path`, or one `log_to_file` attached) has them all.
     """
     root = logging.getLogger()
     terminal = [h for h in root.handlers if _writes_to_terminal(h)]
@@ -164,19 +222,22 @@ def hold_terminal_logs(log_path: Path | None = None) -> Iterator[None]:
         root.removeHandler(handler)
     root.addHandler(held)
     if log_path is not None:
+        from shallowpi.cli import LogFormatter
+
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_path)
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        file_handler = logging.FileHandler(log_path, encoding="utf-8")
+        file_handler.setFormatter(LogFormatter())
         root.addHandler(file_handler)
     try:
         yield
     finally:
         root.removeHandler(held)
+        dropped = held.dropped_record()  # named with the log file while it is still attached
         if file_handler is not None:
             root.removeHandler(file_handler)
             file_handler.close()
         for handler in terminal:
             root.addHandler(handler)
-            for record in held.records:
+            for record in ([dropped] if dropped else []) + list(held.records):
                 if record.levelno >= handler.level:
                     handler.handle(record)
