@@ -98,6 +98,27 @@ def tiny_policy(data: FakeChunks) -> Policy:
     return policy
 
 
+def tiny_train_config(**settings):
+    """A TrainConfig for a few seconds of training on FakeChunks: 4 steps of batch 4, a
+    checkpoint every 2, on the main process, no progress bar nor TensorBoard; `settings`
+    override any of it."""
+    from shallowpi.train.trainer import TrainConfig
+
+    base = dict(steps=4, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=1, save_every=2,
+                log_every=1, workers=0, progress=False, tensorboard=False)
+    return TrainConfig(**{**base, **settings})
+
+
+def tiny_trainer(run: Path, resume: bool = False, **settings):
+    """A Trainer of `tiny_policy` on FakeChunks into the run folder `run`, configured by
+    `tiny_train_config(**settings)`."""
+    from shallowpi.train.objective import FlowMatchingObjective
+    from shallowpi.train.trainer import Trainer
+
+    data = FakeChunks()
+    return Trainer(FlowMatchingObjective(tiny_policy(data)), data, tiny_train_config(**settings), run, resume=resume)
+
+
 def logged_losses(run: Path) -> list[tuple[int, float]]:
     """(step, loss) of every line of a run folder's metrics.jsonl."""
     return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]

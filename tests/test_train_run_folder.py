@@ -6,36 +6,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import subprocess_env
-from policy_fakes import FakeChunks
+from policy_fakes import tiny_trainer
 from shallowpi.cli import main
-from shallowpi.policy import Features, Policy, load_preset
 from shallowpi.train.checkpoint import latest_checkpoint
-from shallowpi.train.objective import FlowMatchingObjective
 from shallowpi.train.run_lock import RunLock
-from shallowpi.train.trainer import TrainConfig, Trainer, TrainingError
+from shallowpi.train.trainer import TrainingError
 from store_fixtures import make_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _cfg(**kw) -> TrainConfig:
-    base = dict(steps=4, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=1, save_every=2,
-                log_every=1, workers=0, progress=False, tensorboard=False)
-    return TrainConfig(**{**base, **kw})
-
-
-def _trainer(run: Path, resume: bool = False, **kw) -> Trainer:
-    data = FakeChunks()
-    torch.manual_seed(0)
-    policy = Policy(load_preset("tiny"), Features.from_sample(data[0]))
-    policy.set_stats(data.stats())
-    return Trainer(FlowMatchingObjective(policy), data, _cfg(**kw), run, resume=resume)
+_trainer = tiny_trainer
 
 
 def test_a_second_trainer_in_a_run_folder_is_refused_naming_the_first(tmp_path):
