@@ -5,6 +5,7 @@ global state (zarr's config, the hub's offline mode) as the program had it."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -130,7 +131,7 @@ def test_a_store_keeps_its_lock_across_a_delete_until_it_is_closed_or_dropped(tm
     store = make_store(path, episodes=3, length=5)
     store.delete_episodes([0])
     gc.collect()
-    with pytest.raises(StoreError, match="being written by pid"):
+    with pytest.raises(StoreError, match="is open for writing in this process already"):
         EpisodeStore.open(path, "a")
     del store
     gc.collect()
@@ -283,12 +284,16 @@ def test_an_encoder_probe_killed_from_outside_is_said_and_never_cached(tmp_path,
     me, killed = psutil.Process(), []
 
     def kill_the_first_child() -> None:
+        # The probe's child only: an earlier test's forkserver or resource tracker may be a
+        # child of this process too.
         deadline = time.monotonic() + 60
         while not killed and time.monotonic() < deadline:
             for child in me.children():
-                child.kill()
-                killed.append(child.pid)
-                return
+                with contextlib.suppress(psutil.Error):
+                    if "shallowpi.data.isolated" in " ".join(child.cmdline()):
+                        child.kill()
+                        killed.append(child.pid)
+                        return
             time.sleep(0.002)
 
     watcher = threading.Thread(target=kill_the_first_child)
@@ -304,3 +309,34 @@ def test_an_encoder_probe_killed_from_outside_is_said_and_never_cached(tmp_path,
     assert lerobot_export._refusals == {}
     with EpisodeStore.open(path) as store:
         assert lerobot_export.choose_video_codec(store) == "libsvtav1"  # asked again, not remembered
+
+
+def test_an_episode_marked_1_by_an_older_script_survives_a_delete(tmp_path):
+    """A script's `commit(success=1)` was stored as 1 by older versions; a delete or merge
+    copies each episode through commit, which took only bools and refused the store."""
+    with make_store(tmp_path / "s.zarr", episodes=3, length=5) as store:
+        meta = tmp_path / "s.zarr" / "episodes" / "2.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "success": 1}))
+    with EpisodeStore.open(tmp_path / "s.zarr", "a") as store:
+        store.delete_episodes([0])
+        assert len(store) == 2 and store.episode(1).success is True
+
+
+def test_modes_given_after_a_library_write_keep_a_shared_folders_setgid_bit(tmp_path):
+    """give_umask_modes set each folder's mode outright: a lab's setgid 2775 export or
+    checkpoint came out 0775, and what members wrote into it later lost the lab's group."""
+    from shallowpi.durable_files import give_umask_modes
+
+    top = tmp_path / "export"
+    (top / "videos").mkdir(parents=True)
+    (top / "videos" / "a.mp4").write_bytes(b"")
+    for folder in (top, top / "videos"):
+        folder.chmod(0o2700)
+    (top / "videos" / "a.mp4").chmod(0o600)
+    previous = os.umask(0o002)
+    try:
+        give_umask_modes(top)
+    finally:
+        os.umask(previous)
+    assert {p.name: oct(p.stat().st_mode & 0o7777) for p in (top, top / "videos", top / "videos" / "a.mp4")} == {
+        "export": "0o2775", "videos": "0o2775", "a.mp4": "0o664"}

@@ -100,7 +100,7 @@ def test_doctor_checks_each_role_on_the_camera_record_gives_it():
             "set robot.cameras.front.fps=15") in lines
     assert "ok: camera 'wrist' 64x48 at 30 fps is offered by RealSense SW-W" in lines
     assert not [line for line in lines if "camera 'front'" in line and "SW-W" in line], lines
-    assert any(line.startswith("note: camera 'front': no serial") and "robot.cameras.front.serial=SW-F" in line
+    assert any(line.startswith("note: camera 'front': no serial") and "'robot.cameras.front.serial=\"SW-F\"' pins it" in line
                for line in lines), lines
     with pytest.raises(CameraError) as refused:
         realsense_cameras(arm(), devices=devices)
@@ -116,7 +116,7 @@ def test_the_one_unnamed_role_takes_the_one_free_camera_and_says_so(caplog):
     cameras = realsense_cameras(spec, devices=lambda: [wrist.device, front.device])
     assert {role: c.config.serial for role, c in cameras.items()} == {"front": "SW-F", "wrist": "SW-W"}
     assert any("camera 'front'" in r.getMessage() and "SW-F" in r.getMessage()
-               and "robot.cameras.front.serial=SW-F" in r.getMessage() for r in caplog.records)
+               and "'robot.cameras.front.serial=\"SW-F\"' pins it" in r.getMessage() for r in caplog.records)
     camera = cameras["front"]
     camera.warmup_frames = 0  # a software device has no auto-exposure to settle
     with camera:  # the camera it chose is the one that streams

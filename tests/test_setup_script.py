@@ -238,7 +238,8 @@ def test_the_test_jobs_update_in_place_installs_the_dependencies_alone(setup):
 
 
 def test_pruning_keeps_the_two_last_used_venvs_of_other_keys(setup):
-    """Old venv-*/py310-* folders (6+ GB each) had never been removed."""
+    """Old venv-*/py310-* folders (6+ GB each) had never been removed; one a running job
+    may still use (set up within two days) is kept."""
     setup.cache.mkdir(parents=True)
     now = time.time()
 
@@ -252,11 +253,12 @@ def test_pruning_keeps_the_two_last_used_venvs_of_other_keys(setup):
         os.utime(path / ".last-used", (now - hours_ago * 3600,) * 2)
         return path
 
-    kept = [old_venv("venv-00000000000a", 1), old_venv("venv-00000000000b", 2)]
-    removed = [old_venv("venv-00000000000c", 3), old_venv("venv-00000000000d", 4)]
-    in_use = old_venv("venv-00000000000e", 5)  # its lock held by another setup
-    foreign = old_venv("venv-00000000000f", 6, marker=False)  # not made by setup.sh
-    py310_removed = [old_venv(f"py310-00000000000{i}", 10 + i) for i in range(3)]
+    kept = [old_venv("venv-00000000000a", 1), old_venv("venv-00000000000b", 2),
+            old_venv("venv-000000000009", 47)]  # beyond the two, but set up within two days: a job may run on it
+    removed = [old_venv("venv-00000000000c", 49), old_venv("venv-00000000000d", 50)]
+    in_use = old_venv("venv-00000000000e", 51)  # its lock held by another setup
+    foreign = old_venv("venv-00000000000f", 52, marker=False)  # not made by setup.sh
+    py310_removed = [old_venv(f"py310-00000000000{i}", 60 + i) for i in range(3)]
     unrelated = setup.cache / "r_roll40_seed2"
     unrelated.mkdir()
 

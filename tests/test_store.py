@@ -435,7 +435,7 @@ def test_check_names_a_corrupted_episode(tmp_path):
 
 def test_one_writer_at_a_time(tmp_path):
     store = make_store(tmp_path / "s.zarr", episodes=1, length=3)
-    with pytest.raises(StoreError, match="being written by pid"):
+    with pytest.raises(StoreError, match="is open for writing in this process already"):
         EpisodeStore.open(tmp_path / "s.zarr", mode="a")
     store.close()
     EpisodeStore.open(tmp_path / "s.zarr", mode="a").close()

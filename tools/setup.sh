@@ -116,10 +116,14 @@ new_venv() {
 
 # The venvs of other keys that this script made (its marker) in folder $1 named $2-<key>,
 # except $3 (the one in use) and the $keep_other last used (by .last-used, stamped on each
-# use; by .complete, or the folder, for one made before the stamps): removed, each ~6 GB. One whose lock another setup holds is in use and skipped; without
-# flock nothing tells that, so nothing is removed. The lock files stay: removing one while
-# a setup waits on it would let the next setup lock a new file and build alongside it.
+# use; by .complete, or the folder, for one made before the stamps): removed, each ~6 GB,
+# once unused for $prune_after_s. One whose lock another setup holds is in use and
+# skipped; a job that setup started (pytest, the main job) holds none, so an age is what
+# keeps its venv: a venv set up within two days is never removed. Without flock nothing
+# tells a setup in progress, so nothing is removed. The lock files stay: removing one
+# while a setup waits on it would let the next setup lock a new file and build alongside it.
 keep_other=2
+prune_after_s=$((2 * 24 * 3600))
 last_use() { stat -c %Y "$1/.last-used" 2>/dev/null || stat -c %Y "$1/.complete" 2>/dev/null || stat -c %Y "$1"; }
 prune_venvs() {
     local dir="$1" prefix="$2" current="$3" path line fd used
@@ -128,7 +132,7 @@ prune_venvs() {
     listed="$(for path in "$dir/$prefix"-????????????; do
         [[ -d "$path" && ! -L "$path" && -f "$path/.shallowpi-setup" && "$path" != "$current" ]] || continue
         printf '%s %s\n' "$(last_use "$path")" "$path"
-    done | sort -rn | tail -n +$((keep_other + 1)))"
+    done | sort -rn | tail -n +$((keep_other + 1)) | awk -v before="$(($(date +%s) - prune_after_s))" '$1 < before')"
     while IFS= read -r line; do
         [[ -n "$line" ]] || continue
         used="${line%% *}"

@@ -109,16 +109,20 @@ def give_umask_modes(folder: str | Path) -> None:
     """Give `folder` and everything under it the modes a plain open() and mkdir() give now
     (0o666 and 0o777, less the umask): what a library wrote through a temporary file
     (mkstemp's 0o600, mkdtemp's 0o700, kept by the move into place) is then shared as the
-    user's other files are. Links are left alone."""
+    user's other files are. Links are left alone, and a folder's setgid bit is kept: in a
+    lab's shared 2775 folder what is written later inside must keep the lab's group."""
     mask = current_umask()
+
+    def give(path: str, mode: int) -> None:
+        if not os.path.islink(path):
+            os.chmod(path, (os.stat(path).st_mode & 0o7000) | (mode & ~mask))
+
     for root, folders, files in os.walk(folder):
         for name in files:
-            if not os.path.islink(path := os.path.join(root, name)):
-                os.chmod(path, 0o666 & ~mask)
+            give(os.path.join(root, name), 0o666)
         for name in folders:
-            if not os.path.islink(path := os.path.join(root, name)):
-                os.chmod(path, 0o777 & ~mask)
-    os.chmod(folder, 0o777 & ~mask)
+            give(os.path.join(root, name), 0o777)
+    give(str(folder), 0o777)
 
 
 def partial_name(path: str | Path) -> str:

@@ -47,6 +47,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shallowpi.cli import ready_output, user_path
+from shallowpi.durable_files import replace_text
 from shallowpi.terminal import is_terminal
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         # A teacher this folder trained before stays in its book, not in this run's stages.
         stages = {k: v for k, v in demo.book.entries.items() if not (given_teacher is not None and k == "teacher")}
         summary = summarize(checkpoints, evals, deployed, latency, stages, dataclasses.asdict(settings))
-        (out / "demo.json").write_text(json.dumps(summary, indent=2))
+        replace_text(out / "demo.json", json.dumps(summary, indent=2))  # renamed over: never a half-written one
         picture(summary, out / "demo.png")
         links = {"recorded demonstrations": str(demo.store), "teacher": str(teacher), "student": str(student),
                  "distillation report": str(out / f"student{settings.layers}" / "report.md"),

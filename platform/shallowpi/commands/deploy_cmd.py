@@ -73,6 +73,7 @@ from shallowpi.commands.deploy_holds import (
 )
 from shallowpi.commands.deploy_policy import policy_bundle, start_state_of
 from shallowpi.commands.deploy_recording import DeploymentRecorder
+from shallowpi.durable_files import replace_text
 from shallowpi.terminal import is_terminal
 
 log = logging.getLogger(__name__)
@@ -472,7 +473,10 @@ def _run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | Non
         # leaves it incomplete too.
         complete = (len(reports) == args.episodes and not any(r.ended in CUT_SHORT for r in reports)
                     and (recording is None or recording.ok))
-        args.json.write_text(json.dumps({**summary, "episodes_asked": args.episodes, "complete": complete,
+        # Written aside and renamed over: a file of that name this user may not write (a
+        # colleague's run.json in a shared folder the output check found writable) is
+        # replaced, not the lost end of a run that drove the robot.
+        replace_text(args.json, json.dumps({**summary, "episodes_asked": args.episodes, "complete": complete,
                                          "recording": recording.as_json() if recording else None,
                                          "profile": profile.name, "plan": plan_line,
                                          # what the policy was told, and (the twin) the task judged

@@ -171,7 +171,7 @@ class DeploymentRecorder:
         # The episodes whose `end` was given up, not kept: (number in this run from 1, store index).
         self.given_up: list[tuple[int, int]] = []
         self._begun = 0  # episodes begun in this run
-        self._ended = 0  # episodes of this run handed to `end`: each to be kept (RecordingOutcome counts them)
+        self._ended = 0  # episodes of this run with rows handed to `end`: each to be kept (RecordingOutcome)
         self._open = False  # an episode begun and neither committed nor discarded (its end given up)
 
     def begin(self, task: str, robot: str, fps: float,
@@ -239,7 +239,11 @@ class DeploymentRecorder:
         closes: nothing of it reaches the store half-written); `close` names it."""
         from shallowpi.record.writer import WaitAbandoned
 
-        self._ended += 1  # to be kept: one the writer failed before is counted lost at `close`
+        # To be kept: one the writer failed before is counted lost at `close`. One of no rows
+        # (a start position never reached, a stop before the first tick) the writer drops by
+        # design: not lost.
+        if self._rows:
+            self._ended += 1
         if self.writer.failure is None:
             health = self.camera_health
             extra = {"ended": report.ended, "policy_sha256": self.policy_sha256,

@@ -115,10 +115,15 @@ def take_writer_lock(folder: Path) -> tuple[int, bool]:
     """Take the store's writer lock; returns its fd and whether the last writer died
     holding it (it left its pid in the file, which a clean close empties).
 
-    Raises StoreError naming the holder's pid when another process writes the store."""
+    Raises StoreError naming the holder's pid when another process writes the store, or
+    saying so when this process does (a store opened for writing and not closed: a
+    notebook's cell run again opens anew while its variable still holds the first)."""
     try:
         return take_file_lock(folder / LOCK_NAME, f"pid {os.getpid()}")
     except FileLockHeld as held:
+        if held.holder == f"pid {os.getpid()}":
+            raise StoreError(f"{folder.name} is open for writing in this process already (a store opened with "
+                             "mode 'a' and not closed); close() that one first, or use it") from None
         raise StoreError(f"{folder.name} is being written by {held.holder}; wait for it or stop it (a recording: "
                          "or record into another dataset)") from None
 

@@ -243,10 +243,14 @@ class EpisodeWriter:
 
 def _success_mark(success: object) -> bool | None:
     """An episode's success mark as stored: True, False or None (unmarked). A numpy bool
-    (`np.bool_`, what a comparison of arrays gives) counts as the bool it holds; anything
-    else is a StoreError, not a guess (`bool("no")` is True)."""
+    (`np.bool_`, what a comparison of arrays gives) counts as the bool it holds, and so do
+    the integers 0 and 1 (a script's `success=1`, stored as such by older versions, which a
+    delete or merge copies back through here); anything else is a StoreError, not a guess
+    (`bool("no")` is True)."""
     if success is None or isinstance(success, (bool, np.bool_)):
         return None if success is None else bool(success)
+    if isinstance(success, (int, np.integer)) and success in (0, 1):
+        return bool(success)
     raise StoreError(f"success must be True, False or None (unmarked), not {type(success).__name__} {success!r}")
 
 

@@ -209,7 +209,7 @@ class EpisodeInfo:
 class _WriterLock:
     """A writable store's writer lock (`take_writer_lock`'s fd, None for a reader or once
     released). Once `guard`ed, collected while still held (a script's or a notebook's store
-    never closed: `del store`, a cell run again) it is released as an unclean close
+    never closed: `del store`, its variable given another value) it is released as an unclean close
     releases it: the pid stays in the lock file, so the next writer looks for what was left
     half-written (`_recover`); a store never closed is never taken for a clean close. Apart
     from the store object because a delete's swap hands the lock from one store object to

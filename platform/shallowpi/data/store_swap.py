@@ -132,7 +132,10 @@ def _copy_lock(staging: Path) -> Iterator[bool]:
         # take the lock read-write, and erred at once with "cannot write .../.shallowpi.lock"
         # while a delete ran its swap. Whether one does is asked with a shared lock, as
         # `store_files.writer_holding` asks it: then wait as any reader does.
-        if _lock_held(staging):
+        if _lock_held(staging) or not staging.is_dir():
+            # Held: a delete runs its swap. Gone: its copy moved in since this call looked
+            # (its lock file with it, so the look above found none): the caller looks again,
+            # as after a lock taken in vain, and finds the store.
             yield False
             return
         store = staging.name.removesuffix(COMPACTING_SUFFIX)

@@ -139,7 +139,7 @@ def assign_serials(wanted: Mapping[str, str | None], connected: Sequence[str],
         role, serial = unset[0], free[0]
         serials[role] = serial
         return serials, [f"camera '{role}': no serial in the robot config; using the one RealSense connected "
-                         f"that no other role names ({serial}); robot.cameras.{role}.serial={serial} pins it"]
+                         f"that no other role names ({serial}); 'robot.cameras.{role}.serial=\"{serial}\"' pins it"]
     roles = ", ".join(f"'{r}'" for r in unset)
     if free:
         found = f"{len(free)} unassigned RealSense(s) are connected ({', '.join(free)})"

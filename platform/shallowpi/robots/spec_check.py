@@ -98,13 +98,15 @@ def _check_serial(serial: Any, role: str, where: str) -> None:
     if serial is None or isinstance(serial, str):
         return
     if isinstance(serial, int) and not isinstance(serial, bool) and serial > 0:
-        # The octal reading is the one a RealSense serial (12 digits, often from 0) meets.
-        quoted = f'serial: "0{serial:o}" if it was written 0{serial:o}, else serial: "{serial}"'
+        # The octal reading is the one a RealSense serial (12 digits, often from 0) meets in
+        # a YAML file; on the command line Hydra keeps a leading 0 as text.
+        quoted = f'serial: "0{serial:o}" if it was written 0{serial:o} there, else serial: "{serial}"'
     else:
         quoted = f'serial: "{serial}"'
-    raise ConfigError(f"{where}: camera '{role}' serial was read as {serial!r}, not text (YAML reads unquoted "
-                      "digits as a number, and digits after a leading 0 as octal); quote it as `platform "
-                      f"doctor` lists it: {quoted} (on the command line 'robot.cameras.{role}.serial=\"SERIAL\"')")
+    raise ConfigError(f"camera '{role}' serial was read as {serial!r}, not text, from {where} or a "
+                      f"robot.cameras.{role}.serial override (unquoted digits are a number, and in YAML digits "
+                      "after a leading 0 are octal); quote it as `platform doctor` lists it: on the command line "
+                      f"'robot.cameras.{role}.serial=\"SERIAL\"', in the file {quoted}")
 
 
 def check_baud(bus: str, baud: int, where: str) -> None:
