@@ -81,3 +81,19 @@ def stamp_episode(path: Path, index: int, **fields) -> None:
                 for i in range(record["episodes"])]
     summary = StoreSummary.of_episodes(episodes, record.get("allow_mixed_calibration", False))
     meta.write_text(json.dumps({"commit": {**record, **summary.to_json()}}))
+
+
+def die_holding_lock(store: EpisodeStore) -> None:
+    """`store`'s writer dies: the kernel drops its lock and closes its fd, its pid stays in
+    the lock file, and the store object lets go of it without a release. The number leaves
+    durable_files' list of held locks too: left there, it was closed again by the next
+    fork's hook in the child (a subprocess's pipe by then, which failed with EBADF) and by
+    the store's collection."""
+    import os
+
+    from shallowpi.durable_files import _HELD_LOCKS
+
+    fd = store._lock_fd
+    store._lock_fd = None
+    _HELD_LOCKS.discard(fd)
+    os.close(fd)

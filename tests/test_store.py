@@ -16,7 +16,14 @@ from shallowpi.data.store import PROVENANCE_DIR, StoreSettings
 from shallowpi.data.store_check import check_store
 from shallowpi.data.store_swap import SWAPPED_OUT
 from shallowpi.errors import StoreError
-from store_fixtures import JOINTS, arm_features, as_layout_1, make_store, synthetic_frame
+from store_fixtures import (
+    JOINTS,
+    arm_features,
+    as_layout_1,
+    die_holding_lock,
+    make_store,
+    synthetic_frame,
+)
 
 
 def test_round_trip_numeric_exact_and_images_close(tmp_path, rng):
@@ -77,9 +84,7 @@ def test_discard_and_uncommitted_tail_leave_committed_episodes(tmp_path, rng):
     writer = store.begin_episode("killed mid-episode")
     for t in range(30):
         writer.add_frame(synthetic_frame(rng, t), t / 30)
-    store._lock_fd, lock = None, store._lock_fd  # simulate a dead writer: lock released
-    import os
-    os.close(lock)
+    die_holding_lock(store)  # simulate a dead writer: lock released
     assert store._group["data/observation.images.front"].shape[0] > 41
     reader = EpisodeStore.open(tmp_path / "s.zarr")
     assert len(reader) == 2  # readers ignore the tail

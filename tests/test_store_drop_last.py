@@ -3,12 +3,10 @@ crash-safe, and the store takes the next episode at the same index."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from shallowpi.data import EpisodeStore
-from store_fixtures import make_store, synthetic_frame
+from store_fixtures import die_holding_lock, make_store, synthetic_frame
 
 
 def test_drop_last_episode_in_place_and_record_the_next_at_its_index(tmp_path):
@@ -35,8 +33,7 @@ def test_a_crash_after_the_commit_record_is_cut_by_the_next_open(tmp_path):
     store = make_store(tmp_path / "s.zarr", episodes=2, length=10)
     # The one atomic write, then "die" before the tail is cut.
     store._write_commit_record(1, int(store.episode_ends[0]), store.summary)
-    os.close(store._lock_fd)  # the process died: the kernel drops its lock, its pid stays in the file
-    store._lock_fd = None
+    die_holding_lock(store)  # the process died: the kernel drops its lock, its pid stays in the file
     reopened = EpisodeStore.open(tmp_path / "s.zarr", mode="a")
     assert len(reopened) == 1 and reopened.check() == []
 
