@@ -19,7 +19,7 @@ TIERS = {
     "record": 3, "distill": 3, "deploy": 3,
     "commands": 4, "cli": 4, "__main__": 4,
 }
-BASE = {"errors", "config", "joints", "durable_files", "deferred_signals", "torchrun_env", "__init__"}
+BASE = {"errors", "config", "joints", "durable_files", "deferred_signals", "torchrun_env", "terminal", "log_format", "__init__"}
 # Beside the stages: only the recorder, executor and commands (tier >= 3) publish or show
 # status; telemetry and tui import only each other and the base.
 BESIDE = {"telemetry", "tui"}

@@ -5,6 +5,7 @@ says so in one line, not a traceback; the results and log lines are said once, b
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def _ours(stderr: str) -> list[str]:
     """The lines of stderr the platform printed: its errors, log lines and any traceback
     of a rank (torch prefixes those with [rankN]:), not torchrun's own report."""
     return [line for line in stderr.splitlines()
-            if line.startswith(("error:", "[rank")) or " shallowpi." in line[:40]]
+            if line.startswith(("error:", "[rank")) or re.match(r"\S+ [A-Z]+ shallowpi\.", line)]
 
 
 def test_distill_refuses_an_ema_with_fsdp_before_training_the_teacher(store, tmp_path):

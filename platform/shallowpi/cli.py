@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 from shallowpi import config
 from shallowpi.errors import PlatformError, written_path
+from shallowpi.log_format import LogFormatter
 from shallowpi.torchrun_env import torchrun_rank
 
 # numpy's OpenBLAS runs every matrix product on a pool of one thread per core whose threads
@@ -330,22 +331,6 @@ def other_checkout(cwd: Path, package: Path) -> Path | None:
         if (ours / "__init__.py").is_file() and (folder / "pyproject.toml").is_file():
             return None if ours.resolve() == package.resolve() else folder
     return None
-
-
-class LogFormatter(logging.Formatter):
-    """`2026-12-07T18:22:01.123+01:00 WARNING shallowpi.x: message`: the date and the local
-    time with its UTC offset (ISO 8601), on stderr and in the log files a recording or a
-    deployment keeps. A time of day alone could not be placed in a log read days later, nor
-    beside a robot's or a server's log kept in UTC."""
-
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """The record's time as ISO 8601, local, to the millisecond, with the UTC offset."""
-        from datetime import datetime
-
-        return datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
 
 
 def _print_traceback(exc: BaseException) -> None:

@@ -145,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
     # The student's run folder is known before any teacher is trained (a teacher trained
     # here is of --policy's preset), and checked first: a student that cannot start or
     # resume there is refused before an hour of teacher training, not after.
-    run_dir = run_folder(args, f"{store.stem}-{_preset_of(args.teacher) if args.teacher else policy_cfg.name}"
-                               f"-student{dcfg.layers}")
+    # The default name only without --run: naming the teacher's preset reads its checkpoint.
+    run_dir = run_folder(args, "" if args.run_name else (
+        f"{store.stem}-{_preset_of(args.teacher) if args.teacher else policy_cfg.name}-student{dcfg.layers}"))
     check_run_folder(run_dir, args.resume)
     given = args.teacher if args.teacher is not None else _resumed_teacher(run_dir) if args.resume else None
     if given is not None:  # its model is the student's: a model override it does not match would be dropped

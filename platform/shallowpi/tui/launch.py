@@ -140,11 +140,11 @@ logging.getLogger(RUN_LOG).addHandler(logging.NullHandler())  # no file: nowhere
 @contextlib.contextmanager
 def log_to_file(path: Path) -> Iterator[Path | None]:
     """Every log record (and RUN_LOG's lines) also appended to `path` while in the block,
-    dated (cli.LogFormatter); yields `path`, or None when the file cannot be made (said once
+    dated (log_format.LogFormatter); yields `path`, or None when the file cannot be made (said once
     as a warning: a log file is no reason to refuse a run). On disk as they happen, so a run
     killed (SIGKILL, a native crash) or run headless (systemd, nohup) leaves its record; a
     dashboard's run held them only in memory, printed at its end."""
-    from shallowpi.cli import LogFormatter
+    from shallowpi.log_format import LogFormatter
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +222,7 @@ def hold_terminal_logs(log_path: Path | None = None) -> Iterator[None]:
         root.removeHandler(handler)
     root.addHandler(held)
     if log_path is not None:
-        from shallowpi.cli import LogFormatter
+        from shallowpi.log_format import LogFormatter
 
         log_path.parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_path, encoding="utf-8")
