@@ -95,5 +95,5 @@ def die_holding_lock(store: EpisodeStore) -> None:
 
     fd = store._lock_fd
     store._lock_fd = None
-    _HELD_LOCKS.discard(fd)
+    _HELD_LOCKS.pop(fd, None)
     os.close(fd)

@@ -221,3 +221,27 @@ def test_a_lock_whose_holder_cannot_be_written_is_not_kept(tmp_path):
         from shallowpi.durable_files import release_file_lock
 
         release_file_lock(fd, clean=True)
+
+
+def test_a_lock_number_closed_elsewhere_and_given_out_again_is_never_closed_as_the_lock(tmp_path):
+    """A lock fd closed behind its holder's back (a double close anywhere in the process)
+    stayed listed as held: its number, given out again to a pipe, was closed in the child of
+    every Popen with preexec_fn (the fork hook), which failed with EBADF, and a release
+    closed the pipe in the process itself."""
+    import subprocess
+    import sys
+
+    from shallowpi.durable_files import release_file_lock, take_file_lock
+
+    fd, _ = take_file_lock(tmp_path / "x.lock", "pid 1")
+    os.close(fd)  # closed elsewhere: the Popen's own pipes take the number
+    done = subprocess.run([sys.executable, "-c", "print('ran')"], capture_output=True, text=True,
+                          preexec_fn=lambda: None, timeout=60)
+    assert done.stdout == "ran\n"
+    read, write = os.pipe()  # the lowest free numbers: the lock's among them
+    assert fd in (read, write)
+    release_file_lock(fd, clean=False)
+    os.write(write, b"still open")
+    assert os.read(read, 64) == b"still open"
+    os.close(read)
+    os.close(write)

@@ -144,15 +144,30 @@ class FileLockHeld(Exception):
 # belongs to the open file, not the process: the copy kept the lock held after its taker died
 # (a requeued trainer refused until the workers noticed, ~5 s), and an unlock through it (a
 # finalizer the child ran) released the parent's.
-_HELD_LOCKS: set[int] = set()
+# Each number maps to its lock file's (st_dev, st_ino): a number is only closed here while it
+# is still that file. Closed elsewhere (a double close in any library of the process, a test
+# "killing" a writer), the number is given out again, to a pipe say, and closing it as a lock
+# closed that: a Popen with preexec_fn, which runs the fork hook, failed with EBADF in CI.
+_HELD_LOCKS: dict[int, tuple[int, int]] = {}
+
+
+def _still_the_lock(fd: int, identity: tuple[int, int]) -> bool:
+    """Whether the number `fd` still names the lock file it was taken on (`identity`)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
 
 
 def _close_inherited_locks() -> None:
     """In a forked child: close its copies of the parent's lock fds (closing a copy leaves
-    the lock with the parent; only an unlock or the last copy's close drops it)."""
-    for fd in _HELD_LOCKS:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    the lock with the parent; only an unlock or the last copy's close drops it), each only
+    while it is still that lock's file."""
+    for fd, identity in _HELD_LOCKS.items():
+        if _still_the_lock(fd, identity):
+            with contextlib.suppress(OSError):
+                os.close(fd)
     _HELD_LOCKS.clear()
 
 
@@ -177,9 +192,10 @@ def take_file_lock(path: str | Path, holder: str) -> tuple[int, bool]:
         named = os.read(fd, 256).decode(errors="replace").strip() or "another process"
         os.close(fd)
         raise FileLockHeld(named) from None
-    _HELD_LOCKS.add(fd)
+    st = os.fstat(fd)
+    _HELD_LOCKS[fd] = (st.st_dev, st.st_ino)
     try:
-        died = os.fstat(fd).st_size > 0
+        died = st.st_size > 0
         os.ftruncate(fd, 0)
         os.write(fd, holder.encode())
     except BaseException:  # a full disk refused the name: held anyway, the lock outlived the failure
@@ -191,10 +207,12 @@ def take_file_lock(path: str | Path, holder: str) -> tuple[int, bool]:
 def release_file_lock(fd: int, clean: bool) -> None:
     """Release a `take_file_lock` lock and close its fd; `clean`: empty the file first (the
     holder ended as it should, so the next taker is not told it died). A no-op when released
-    already, or when called in a forked child (the fd there is not the lock)."""
-    if fd not in _HELD_LOCKS:
+    already, or when called in a forked child (the fd there is not the lock), or when the
+    number no longer names the lock's file (closed elsewhere and given out again: closing it
+    would close another file's)."""
+    identity = _HELD_LOCKS.pop(fd, None)
+    if identity is None or not _still_the_lock(fd, identity):
         return
-    _HELD_LOCKS.discard(fd)
     with contextlib.suppress(OSError):
         if clean:
             os.ftruncate(fd, 0)
