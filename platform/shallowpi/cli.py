@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shallowpi import config
+from shallowpi.durable_files import owner_and_mode
 from shallowpi.errors import PlatformError, written_path
 from shallowpi.log_format import LogFormatter
 from shallowpi.torchrun_env import torchrun_rank
@@ -129,7 +130,7 @@ def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: 
     refused = _write_refused(where)
     if refused is not None:
         reason = FILE_SYSTEM_ERRORS.get(refused.errno or 0, refused.strerror)
-        whose = f"{'' if folder else 'its folder: '}{_owner_and_mode(where)}"
+        whose = f"{'' if folder else 'its folder: '}{owner_and_mode(where)}"
         detail = f" ({whose})" if refused.errno in (errno.EACCES, errno.EPERM) else ""
         raise PlatformError(f"cannot write {path}: {reason}{detail}; make it writable or give {flag} on another disk")
     return path
@@ -149,16 +150,6 @@ def _write_refused(folder: Path) -> OSError | None:
     os.close(fd)
     os.unlink(probe)
     return None
-
-
-def _owner_and_mode(path: Path) -> str:
-    """'owner uid 1234, mode 0o2755' of `path`, for a refusal that names it; its error's
-    words where it cannot be looked at either."""
-    try:
-        st = path.stat()
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    return f"owner uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}"
 
 
 def device_name(text: str) -> str:
@@ -587,7 +578,7 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
         # A failed open or look of an existing file this user may not read (a colleague's
         # 0600 episode, chunk or config): said as "cannot write ... make it writable", a
         # `train` or `dataset info` that wrote nothing sent them to change the wrong thing.
-        return f"cannot read {path}: {reason} ({_owner_and_mode(Path(path))}); ask its owner"
+        return f"cannot read {path}: {reason} ({owner_and_mode(Path(path))}); ask its owner"
     argument = _argument_choosing(Path(path), args, parser)
     where = f"give {argument} on another disk" if argument else "choose another location"
     fix = f"free space there or {where}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (

@@ -21,6 +21,7 @@ import fcntl
 import itertools
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,6 +124,16 @@ def give_umask_modes(folder: str | Path) -> None:
         for name in folders:
             give(os.path.join(root, name), 0o777)
     give(str(folder), 0o777)
+
+
+def owner_and_mode(path: str | Path) -> str:
+    """'owner uid 1234, mode 0o2775' of `path`, for a refusal that names whose a file or
+    folder is; the error's words where it cannot be looked at either."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return f"owner uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}"
 
 
 def partial_name(path: str | Path) -> str:

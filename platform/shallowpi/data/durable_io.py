@@ -11,6 +11,7 @@ that is not empty when taken means the last writer died holding the store.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -126,6 +127,25 @@ def take_writer_lock(folder: Path) -> tuple[int, bool]:
                              "mode 'a' and not closed); close() that one first, or use it") from None
         raise StoreError(f"{folder.name} is being written by {held.holder}; wait for it or stop it (a recording: "
                          "or record into another dataset)") from None
+
+
+def writer_holding(path: Path) -> str | None:
+    """'pid 1234' if a writer holds the store's (or a delete's compacted copy's) lock at
+    `path` now, else None: asked with a shared lock through a read-only open, so nothing is
+    created and no write access is needed. OSError other than a missing lock file passes."""
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 64).decode(errors="replace").strip() or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def release_writer_lock(fd: int | None, clean: bool = False) -> None:

@@ -14,7 +14,6 @@ committed episode, so neither is damage.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import os
 import shlex
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.data.durable_io import LOCK_NAME
+from shallowpi.data.durable_io import writer_holding
 from shallowpi.data.row_ranges import RowRanges, describe_indices, describe_ranges
 from shallowpi.data.store import TICK_KEY, TIMESTAMP_SUFFIX, EpisodeStore
 from shallowpi.durable_files import PARTIAL_SUFFIX
@@ -82,23 +81,6 @@ class FileScan:
     tail: Tail = field(default_factory=Tail)
     rows: dict[str, int] = field(default_factory=dict)  # array -> rows on disk (readable arrays)
     missing: dict[str, RowRanges] = field(default_factory=dict)  # array -> committed rows without a chunk file
-
-
-def writer_holding(path: Path) -> str | None:
-    """'pid 1234' if a writer holds the store's lock now, else None (nothing is created)."""
-    try:
-        fd = os.open(path / LOCK_NAME, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return os.read(fd, 64).decode(errors="replace").strip() or "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 def scan_files(store: EpisodeStore) -> FileScan:

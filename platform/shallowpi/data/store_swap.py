@@ -9,17 +9,21 @@ it); a swap its delete still runs is left to it.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import shutil
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shallowpi.data.durable_io import LOCK_NAME, release_writer_lock, take_writer_lock
+from shallowpi.data.durable_io import (
+    LOCK_NAME,
+    release_writer_lock,
+    take_writer_lock,
+    writer_holding,
+)
+from shallowpi.durable_files import owner_and_mode
 from shallowpi.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -131,7 +135,7 @@ def _copy_lock(staging: Path) -> Iterator[bool]:
         # A reader who may not write here (a colleague's store, a read-only mount) cannot
         # take the lock read-write, and erred at once with "cannot write .../.shallowpi.lock"
         # while a delete ran its swap. Whether one does is asked with a shared lock, as
-        # `store_files.writer_holding` asks it: then wait as any reader does.
+        # `durable_io.writer_holding` asks it: then wait as any reader does.
         if _lock_held(staging) or not staging.is_dir():
             # Held: a delete runs its swap. Gone: its copy moved in since this call looked
             # (its lock file with it, so the look above found none): the caller looks again,
@@ -143,7 +147,7 @@ def _copy_lock(staging: Path) -> Iterator[bool]:
             yield True  # no swap to finish (a copy left by a delete cut before its renames): nothing is written
             return
         raise StoreError(f"{store}: a `dataset delete` was cut short between its two renames and this user may "
-                         f"not finish it ({staging / LOCK_NAME}: {exc.strerror}; {_whose(staging)}); the store's "
+                         f"not finish it ({staging / LOCK_NAME}: {exc.strerror}; {owner_and_mode(staging)}); the store's "
                          "owner must open it (e.g. `platform dataset info`) to finish the cut delete") from None
     try:
         yield True
@@ -152,31 +156,12 @@ def _copy_lock(staging: Path) -> Iterator[bool]:
 
 
 def _lock_held(staging: Path) -> bool:
-    """Whether a process holds the writer lock of the compacted copy `staging` now, asked
-    with a shared lock through a read-only open (nothing is created, no write is needed).
-    False when there is no lock file, or it cannot be read either: no delete is seen."""
+    """Whether a process holds the writer lock of the compacted copy `staging` now
+    (`writer_holding`); False when its lock file cannot be read either: no delete is seen."""
     try:
-        fd = os.open(staging / LOCK_NAME, os.O_RDONLY)
+        return writer_holding(staging) is not None
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _whose(folder: Path) -> str:
-    """'owner uid 1234, mode 0o2775' of `folder`, or why it cannot be said."""
-    try:
-        st = folder.stat()
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    return f"owner uid {st.st_uid}, mode {oct(stat.S_IMODE(st.st_mode))}"
 
 
 def remove_swapped_out(path: Path) -> None:
