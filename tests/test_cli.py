@@ -661,3 +661,31 @@ def test_a_recorders_attached_monitor_ended_by_sigterm_says_nothing(tmp_path, at
         assert proc.returncode == -signal.SIGTERM and "interrupted" not in out + err, (out, err)
     else:
         assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", (out, err)
+
+
+def test_python_m_shallowpi_exits_with_mains_code_after_an_interrupt_main_handled(tmp_path):
+    """A KeyboardInterrupt that left code exec'd from a string (a signal landing in a
+    dataclass's generated __init__ during an import) and that main then handled still made
+    `python -m shallowpi` die of SIGINT at exit (-2), whatever main returned: CI's `train`
+    stopped by SIGTERM printed "interrupted" and ended -2, not 130."""
+    # `platform --help`, whose last act is to handle a KeyboardInterrupt raised in exec'd text.
+    (tmp_path / "interrupted_import.py").write_text(
+        "import runpy\n"
+        "import shallowpi.cli\n"
+        "real_main = shallowpi.cli.main\n"
+        "def main(argv=None):\n"
+        "    try:\n"
+        "        return real_main(argv)\n"
+        "    finally:\n"
+        "        try:\n"
+        "            exec('raise KeyboardInterrupt')\n"
+        "        except KeyboardInterrupt:\n"
+        "            pass\n"
+        "shallowpi.cli.main = main\n"
+        "runpy.run_module('shallowpi', run_name='__main__', alter_sys=True)\n")
+    env = subprocess_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-m", "interrupted_import", "--help"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert "examples:" in done.stdout
