@@ -21,7 +21,7 @@ import pytest
 
 from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.telemetry.status import Command, RecorderState
-from shallowpi.tui.launch import hold_terminal_logs
+from shallowpi.tui.launch import hold_terminal_logs, log_to_file
 from shallowpi.tui.recorder_app import run_recorder_dashboard
 from telemetry_fixtures import commands_of
 from test_dashboard import make_status
@@ -85,9 +85,8 @@ def terminal_log_handler():
 def test_in_process_dashboard_ends_with_the_session(tmp_path):
     publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
     session = FakeSession(publisher, max_ticks=40)
-    with terminal_log_handler() as terminal:
-        result = run_recorder_dashboard(session, publisher, in_process=True, headless=True,
-                                        log_path=tmp_path / "record.log")
+    with terminal_log_handler() as terminal, log_to_file(tmp_path / "record.log"):
+        result = run_recorder_dashboard(session, publisher, in_process=True, headless=True)
         assert result == "ran 39 ticks"
         assert session.thread_name == "control-loop"
     assert not (tmp_path / "telemetry.sock").exists(), "the publisher was closed"

@@ -207,35 +207,24 @@ def _writes_to_terminal(handler: logging.Handler) -> bool:
 
 
 @contextlib.contextmanager
-def hold_terminal_logs(log_path: Path | None = None) -> Iterator[None]:
-    """Log records bound for the terminal are held (and go to `log_path`), then printed.
+def hold_terminal_logs() -> Iterator[None]:
+    """Log records bound for the terminal are held, then printed.
 
     A log line written while a full-screen dashboard draws would tear its screen. Only the
     last 2000 are held: when older ones were dropped, a first line says how many, and which
-    log file (`log_path`, or one `log_to_file` attached) has them all.
+    log file (one `log_to_file` attached) has them all.
     """
     root = logging.getLogger()
     terminal = [h for h in root.handlers if _writes_to_terminal(h)]
     held = _HeldRecords()
-    file_handler = None
     for handler in terminal:
         root.removeHandler(handler)
     root.addHandler(held)
-    if log_path is not None:
-        from shallowpi.log_format import LogFormatter
-
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_path, encoding="utf-8")
-        file_handler.setFormatter(LogFormatter())
-        root.addHandler(file_handler)
     try:
         yield
     finally:
         root.removeHandler(held)
-        dropped = held.dropped_record()  # named with the log file while it is still attached
-        if file_handler is not None:
-            root.removeHandler(file_handler)
-            file_handler.close()
+        dropped = held.dropped_record()
         for handler in terminal:
             root.addHandler(handler)
             for record in ([dropped] if dropped else []) + list(held.records):

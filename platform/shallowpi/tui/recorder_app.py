@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from shallowpi.telemetry.publisher import TelemetryPublisher
@@ -65,7 +64,6 @@ def run_recorder_dashboard(
     publisher: TelemetryPublisher,
     *,
     in_process: bool = False,
-    log_path: Path | None = None,
     popen: Mapping[str, Any] | None = None,
     headless: bool = False,
     on_dashboard_lost: Callable[[str], None] | None = None,
@@ -76,8 +74,8 @@ def run_recorder_dashboard(
     The session must publish to and take commands from `publisher`. When the session
     ends, the publisher is closed, which ends the dashboard. A dashboard that crashes or
     is closed early leaves the session running headless. While the dashboard owns the
-    terminal, log records meant for it are held and printed afterwards (and written to
-    `log_path` as they happen, if given). A dashboard that dies before the session ends
+    terminal, log records meant for it are held and printed afterwards (a log file that
+    `tui.launch.log_to_file` attached gets them as they happen). A dashboard that dies before the session ends
     (killed, crashed) gives the terminal back as it was, and `on_dashboard_lost(why)` is
     called so the caller can go on with plain lines. A session that ends in a fault waits
     for the operator to acknowledge it on the dashboard, the robot holding, its servos'
@@ -86,7 +84,7 @@ def run_recorder_dashboard(
     the publisher closes, so the dashboard and monitors see the last takes saved; after a
     fault, once it was acknowledged. `popen` and `headless` are for tests.
     """
-    with hold_terminal_logs(log_path):
+    with hold_terminal_logs():
         if in_process:
             return _run_in_process(session, publisher, headless=headless, put_away=put_away)
         return _run_with_child(session, publisher, popen or {}, on_dashboard_lost, put_away)
