@@ -288,6 +288,52 @@ def test_a_frame_stamped_in_global_time_is_aged_from_its_exposure_not_its_arriva
         assert before <= arrived <= after
 
 
+def test_a_host_clock_step_is_not_a_camera_gone_silent() -> None:
+    """NTP stepping the host's clock (a Jetson without a clock battery, synced after boot)
+    ages a global-time camera's next frames by the step (stale for a moment, as StampAges
+    means), but they did arrive: the robot's observe() had judged silence by that age and
+    ended a recording or a deployment with "camera 'front' has sent no frame for 3600 s"."""
+    from dxl_fixtures import emulated
+    from shallowpi.robots.calibration import RobotCalibration
+    from shallowpi.robots.dynamixel_robot import DynamixelRobot
+
+    step_s = [0.0]  # how far the host's clock stepped ahead of the camera's stamps
+    with emulated("arm") as (spec, _chains):
+        device = SoftwareRealSense("SW-front", W, H, fps=30, depth=False)
+        cam = RealSenseCamera(RealSenseConfig("front", "SW-front", W, H, 30, depth=False, warmup_frames=0),
+                              open_device=device.open_device)
+        robot = DynamixelRobot(spec, RobotCalibration("uncalibrated", spec.name), cameras={"front": cam})
+        stop = threading.Event()
+
+        def feed() -> None:
+            i = 0
+            while not stop.is_set():
+                device.inject(pattern(i)[0], timestamp_ms=(time.time() - 0.03 - step_s[0]) * 1000, global_time=True)
+                i += 1
+                time.sleep(1 / 30)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        with cam:
+            feeder.start()
+            robot.connect()
+            try:
+                for _ in range(15):  # a camera running for a while: its window of stamp ages settled
+                    robot.observe()
+                    time.sleep(1 / 30)
+                step_s[0] = 3600.0
+                time.sleep(0.1)
+                stale = robot.observe().frames["front"]  # no CameraTimeout
+                assert time.monotonic() - stale.time_s > 3000  # still aged by its stamp: held as stale
+                stop.set()
+                feeder.join()
+                time.sleep(robot.camera_timeout_s + 0.2)
+                with pytest.raises(CameraTimeout, match="has sent no frame for"):  # silence is still a fault
+                    robot.observe()
+            finally:
+                stop.set()
+                robot.disconnect()
+
+
 def test_a_late_frame_just_after_an_open_is_late_not_a_clock_step() -> None:
     """The window of stamp ages starts empty at each (re)open: a first frame 2.5 s late was
     its own median, taken for a clock step, and read as fresh (0 s)."""

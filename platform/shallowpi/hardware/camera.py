@@ -50,7 +50,10 @@ class Frame:
     image), or None. sequence: the device's frame counter (gaps are dropped frames).
     host_time_s: `time.monotonic()` of the capture where the camera says when it exposed
     the frame on the host's clock (a RealSense in global time), else when the frame
-    reached the host; frame ages and staleness count from it.
+    reached the host; frame ages and staleness count from it. arrived_s: `time.monotonic()`
+    when it reached the host (None: `host_time_s` is that); whether a camera still sends
+    counts from it, so that a host clock step, which ages a global-time frame by the step
+    for a few frames, is not taken for a camera gone silent.
     """
 
     image: np.ndarray
@@ -59,6 +62,7 @@ class Frame:
     host_time_s: float
     depth: np.ndarray | None = None
     depth_scale_m: float = 0.001
+    arrived_s: float | None = None
 
     def depth_m(self) -> np.ndarray | None:
         """Depth in metres (float32), or None for a color-only camera."""

@@ -387,6 +387,7 @@ class RealSenseCamera(ThreadedCamera):
             capture_time_s=color.get_timestamp() / 1000.0,
             sequence=int(color.get_frame_number()),
             host_time_s=host_time,
+            arrived_s=arrived,
         )
 
     def _host_time(self, color: Any, arrived: float, arrived_wall: float) -> float:

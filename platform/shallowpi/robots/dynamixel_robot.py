@@ -452,8 +452,8 @@ class DynamixelRobot(Robot):
 
         Never waits for a fresh frame (a stalled control loop is not a hold: the executor
         holds on stale frames itself). Raises CameraTimeout, naming the camera, when its
-        newest frame is older than `camera_timeout_s` (a camera that stopped must end the
-        episode, not repeat its last picture); ServoFaultError on a servo fault."""
+        newest frame reached the host more than `camera_timeout_s` ago (a camera that stopped
+        must end the episode, not repeat its last picture); ServoFaultError on a servo fault."""
         self._need_connection()
         self._ticks += 1
         if self._ticks % self._fault_check_every == 0:
@@ -465,7 +465,11 @@ class DynamixelRobot(Robot):
         for role, camera in self.cameras.items():
             got = camera.latest()
             captured = float(getattr(got, "host_time_s", now))
-            silent = time.monotonic() - captured
+            # Silence counts from the newest frame's arrival, not its capture: after a host
+            # clock step a global-time camera's frames look as old as the step (stale, and
+            # held so), yet it is sending.
+            arrived = getattr(got, "arrived_s", None)
+            silent = time.monotonic() - (captured if arrived is None else float(arrived))
             if silent > self.camera_timeout_s:
                 # The driver's own error, when reads fail: not the cable's fault then.
                 why = f" (its driver: {error})" if (error := getattr(camera, "last_error", None)) else ""
