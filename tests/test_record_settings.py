@@ -186,3 +186,17 @@ def test_the_writer_queue_of_a_recording_without_cameras_holds_what_record_queue
         writer.discard()
         writer.close()
         store.close()
+
+
+def test_a_session_in_the_same_second_as_the_last_keeps_that_ones_provenance(tmp_path, monkeypatch):
+    """Provenance files are named by the session's second: a recorder restarted within it
+    (systemd's restart loop; the hour a DST change repeats) wrote record-<stamp>.yaml over
+    the last session's config. The next free name is numbered instead."""
+    from shallowpi.commands import record_cmd
+
+    monkeypatch.setattr(record_cmd.time, "strftime", lambda fmt, *when: "20261207-120000")
+    names = []
+    for _ in range(3):
+        names.append(record_cmd.session_stamp(tmp_path))
+        (tmp_path / f"record-{names[-1]}.yaml").write_text("settings\n")
+    assert names == ["20261207-120000", "20261207-120000-2", "20261207-120000-3"]

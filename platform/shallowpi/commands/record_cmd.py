@@ -41,6 +41,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from shallowpi import config
@@ -238,7 +239,6 @@ def run(args: argparse.Namespace) -> int:
     ran = False  # the session began: its end turns torque off; a refusal before it leaves the robot as found
     closers: list[Any] = [publisher.close]
     printer = LinePrinter()  # --no-tui lines: the recording loop never waits on stdout
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     # record-<stamp>.log in the store's .shallowpi/, with the dashboard or without (--no-tui under
     # systemd or nohup kept none): its handler from the store's making to the session's last line.
     logs = contextlib.ExitStack()
@@ -286,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
                 rig.scene.seed = seed
             for key in STORE_KEYS:  # the provenance names the settings the episodes are written with: the store's
                 OmegaConf.update(cfg, f"store.{key}", getattr(store.settings, key), force_add=True)
+            stamp = session_stamp(store_path / PROVENANCE_DIR)
             config.save_resolved(cfg, store_path / PROVENANCE_DIR, f"record-{stamp}.yaml")
             logs.enter_context(log_to_file(store_path / PROVENANCE_DIR / f"record-{stamp}.log"))
             if len(store):
@@ -392,6 +393,20 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         logs.close()
+
+
+def session_stamp(provenance: Path) -> str:
+    """This session's name among the store's provenance files (`record-<stamp>.yaml` and
+    `.log` in `provenance`): the local date and time to the second, numbered (`-2`, `-3`...)
+    when a session of that second has its files there already, whose config this one's
+    would otherwise have replaced (a restart loop under systemd; the hour a DST change
+    repeats)."""
+    base = time.strftime("%Y%m%d-%H%M%S")
+    stamp, n = base, 1
+    while (provenance / f"record-{stamp}.yaml").exists():
+        n += 1
+        stamp = f"{base}-{n}"
+    return stamp
 
 
 def final_summary(committed: list[Any], result: Any, store_path: Any, total: int) -> str:
