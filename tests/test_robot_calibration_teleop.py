@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 
 import numpy as np
@@ -455,6 +456,73 @@ def test_calibrate_refuses_a_follower_sweep_its_servo_cannot_drive():
                 pytest.raises(PlatformError, match=r"joint 'shoulder_pan' limits -0\.96[.\d]*\.\.0\.96[.\d]* map to ticks 3\d{3}\.\.4\d{3}, past "
                                                    r"servo 1's position limits 0\.\.4095 on bus 'follower'"):
             calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"], zero), ["follower"])
+
+def test_calibrate_refuses_a_multi_turn_travel_across_the_end_of_the_turn_counted_at_power_up():
+    """arm.yaml's follower gripper (current-based position mode) counts turns, from ticks
+    0..4095 at power-up: closed at ~tick 4000 and opened 0.8 rad (~522 ticks) it was saved
+    across that turn's end, and after a power cycle part of its travel read a whole turn off,
+    which connect could let through. Calibrate says so before saving, as it says what
+    connect would refuse; closed elsewhere in the turn, the same opening calibrates."""
+    with emulated("arm") as (spec, chains):
+        tick = spec.motors[0].model.radians_per_tick
+        motors = {m.id: m.model for m in arm_motors(spec, "follower")}
+        with DynamixelBus("follower", spec.buses["follower"].port, 1_000_000, motors) as bus:
+            with pytest.raises(PlatformError) as err:
+                calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"], {**ZERO, 7: (4000 - 2048) * tick},
+                                                                    opening=0.8), ["follower"])
+            assert re.fullmatch(r"robot 'arm': joint 'gripper' limits 0\.\.1 occupy ticks 40\d\d\.\.45\d\d of servo 7 on "
+                                r"bus 'follower', across the end of the turn its count restarts in at power-up "
+                                r"\(0\.\.4095\): .* re-seat its horn so the travel lies within ticks 0\.\.4095, then "
+                                r"`platform calibrate --robot arm --arm follower`", str(err.value)), str(err.value)
+            calibration = calibrate(spec, {"follower": bus}, ScriptedOperator(chains["follower"], opening=0.8),
+                                    ["follower"])
+        assert calibration.arms["follower"]["gripper"].span_ticks == pytest.approx(0.8 / tick, abs=2)
+
+
+def test_a_multi_turn_leader_travel_across_the_end_of_its_power_up_turn_is_refused():
+    """A leader gripper in extended position mode (a GELLO-style trigger) counts turns from
+    0..4095 at power-up: closed at ~tick 4000 and opened 0.8 rad, part of its travel reads a
+    turn off after a power cycle and sends the follower there. Refused at calibration and at
+    connect. What is checked is the leader's limits narrowed to its sweep (`leader_limits`):
+    a multi-turn shoulder zeroed at tick 3000, whose +-2.6 rad config limits would reach
+    tick 4695, swept through 2200..3800 only, connects."""
+    from omegaconf import OmegaConf
+
+    from shallowpi import config
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+    from shallowpi.hardware.dynamixel.emulator import build_chains
+    from shallowpi.robots.spec import RobotSpec
+
+    raw = OmegaConf.to_container(config.compose(["robot=arm"]).robot, resolve=True)
+    for joint in ("gripper", "shoulder_pan"):
+        raw["leaders"]["leader"]["motors"][joint]["mode"] = "extended_position"
+    spec = RobotSpec.from_config(raw)
+    chains = build_chains(spec.bus_motors())
+    try:
+        spec = spec.with_ports({bus: chain.path for bus, chain in chains.items()})
+        tick = spec.leaders[0].motors[0].model.radians_per_tick
+        motors = {m.id: m.model for m in arm_motors(spec, "leader")}
+        said = (r"robot 'arm': joint 'gripper' limits 0\.\.1 occupy ticks 40\d\d\.\.45\d\d of servo 7 on bus 'leader', "
+                r"across the end of the turn its count restarts in at power-up \(0\.\.4095\)")
+        with DynamixelBus("leader", spec.buses["leader"].port, 1_000_000, motors) as bus, \
+                pytest.raises(PlatformError, match=said):
+            calibrate(spec, {"leader": bus}, ScriptedOperator(chains["leader"], {**ZERO, 7: (4000 - 2048) * tick},
+                                                              opening=0.8), ["leader"])
+        entries = centred(spec, spec.leaders[0].motors)
+        across = RobotCalibration("c1", "arm", {"leader": {**entries, "gripper": MotorCalibration(4000, 1, 4000, 4522, 522)}})
+        chains["leader"].servos[7].plant.move_to((4100 - 2048) * tick)
+        time.sleep(0.05)
+        with pytest.raises(PlatformError, match=said):
+            LeaderFollower(spec, across).connect()
+        narrow = RobotCalibration("c1", "arm", {"leader": {**entries, "shoulder_pan": MotorCalibration(3000, 1, 2200, 3800)}})
+        chains["leader"].servos[1].plant.move_to((3400 - 2048) * tick)
+        time.sleep(0.05)
+        with LeaderFollower(spec, narrow) as teleop:
+            assert teleop.read()["shoulder_pan"] == pytest.approx(400 * tick, abs=2 * tick)
+    finally:
+        for chain in chains.values():
+            chain.stop()
+
 
 def test_leader_follower_maps_leader_pose_into_follower_joint_space():
     with emulated("arm") as (spec, chains):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -423,6 +424,102 @@ def test_a_multi_turn_gripper_counting_from_another_turn_keeps_torque_off():
         with DynamixelRobot(spec, UNCALIBRATED) as robot:
             assert robot.observe().state[spec.joint_names.index("left_gripper")] == pytest.approx(0.3 / (math.pi / 2),
                                                                                                  abs=0.01)
+
+
+@contextmanager
+def _extended_pan(homed: bool = False):
+    """arm.yaml with shoulder_pan's XL430 in extended position mode (a multi-turn count that
+    restarts inside ticks 0..4095 at power-up; `turns_homed_externally: true` where
+    `homed`), on emulated chains, calibrated with its zero at tick 4300 and swept through
+    ticks 2946..5654: limits (the sweep less 2 % at each end) at ticks 3000..5600, 0.63 of a
+    turn across the end of the turn. Yields (spec, chains, calibration)."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+
+    raw = _robot_config("arm")
+    raw["motors"]["shoulder_pan"].update(mode="extended_position")
+    if homed:
+        raw["motors"]["shoulder_pan"]["turns_homed_externally"] = True
+    spec = RobotSpec.from_config(raw)
+    chains = build_chains(spec.bus_motors())
+    try:
+        spec = spec.with_ports({bus: chain.path for bus, chain in chains.items()})
+        calibration = RobotCalibration("c1", "arm", {"follower": {**centred(spec, spec.motors),
+                                                                  "shoulder_pan": MotorCalibration(4300, 1, 2946, 5654)}})
+        yield spec, chains, calibration
+    finally:
+        for chain in chains.values():
+            chain.stop()
+
+
+def test_a_multi_turn_joint_whose_limits_cross_the_end_of_its_power_up_turn_keeps_torque_off():
+    """An extended-position-mode servo counts from tick 0..4095 at power-up: shoulder_pan,
+    limits at ticks 3000..5600 (0.63 turn), at tick 5500 read 1404 after a power cycle, less
+    than half a turn below its limits, which connect let through: the robot took the joint
+    for 1596 ticks below its lower limit, and the first goal clipped into the limits drove
+    it the long way, about a turn, into its stop. Connect refuses such a travel whatever
+    the pose, in one line, torque off."""
+    with _extended_pan() as (spec, chains, calibration):
+        servo = chains["follower"].servos[1]
+        for tick in (5500 - 4096, 5500):  # after a power cycle, then the same pose as calibrated
+            servo.plant.move_to(servo.ticks_to_rad(tick))
+            time.sleep(0.05)
+            with pytest.raises(PlatformError) as err:
+                DynamixelRobot(spec, calibration).connect()
+            assert re.fullmatch(
+                r"robot 'arm': joint 'shoulder_pan' limits -1\.99\d*\.\.1\.99\d* occupy ticks 3000\.\.5600 of servo 1 "
+                r"on bus 'follower', across the end of the turn its count restarts in at power-up \(0\.\.4095\): "
+                r"after a power cycle part of that travel reads a whole turn off, and a goal from there drives the "
+                r"joint about a turn, into a stop; re-seat its horn so the travel lies within ticks 0\.\.4095, then "
+                r"`platform calibrate --robot arm --arm follower`", str(err.value)), str(err.value)
+            assert not any(s.torque for s in chains["follower"].servos.values())
+
+
+def test_a_multi_turn_joint_the_lab_homes_connects_across_the_end_of_its_turn():
+    """`turns_homed_externally: true` is the lab's word that the servo comes up counting as
+    at calibration: the motor carries it, and the same travel across the turn's end
+    connects, reading the joint where it is."""
+    with _extended_pan(homed=True) as (spec, chains, calibration):
+        assert spec.motors[0].turns_homed_externally and not spec.motors[1].turns_homed_externally
+        servo = chains["follower"].servos[1]
+        servo.plant.move_to(servo.ticks_to_rad(5500))
+        time.sleep(0.05)
+        with DynamixelRobot(spec, calibration) as robot:
+            assert robot.observe().state[0] == pytest.approx(1200 * 2 * np.pi / 4096, abs=0.01)
+
+
+def test_a_multi_turn_gripper_within_its_power_up_turn_reads_true_after_any_power_cycle():
+    """bimanual.yaml's grippers count turns (current-based position mode) from ticks
+    0..4095 at power-up. Closed at tick 3000 with a 2600-tick opening, the travel crosses
+    that turn's end: after a power cycle the gripper at tick 5500 read 1404, an opening of
+    -0.61, within half a turn of its limits, and the first goal (closed, 3000) drove it
+    1596 ticks on, past its open stop. Refused at every pose now; with the horn re-seated
+    (closed at tick 500) the travel lies within the turn, and after a power cycle anywhere
+    in it the gripper connects and reads its real opening."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+
+    def power_cycle(servo, tick: int) -> None:
+        """The shaft at `tick` of the calibration's count, as the servo counts it after a
+        power-up: within its first turn, 0..4095."""
+        servo.plant.move_to(servo.ticks_to_rad(tick % 4096))
+        time.sleep(0.05)
+
+    with emulated("bimanual") as (spec, chains):
+        entries = centred(spec, spec.motors)
+        arms = {bus: {m.joint: entries[m.joint] for m in spec.motors if m.bus == bus} for bus in spec.follower_buses()}
+        servo, g = chains["follower_left"].servos[7], spec.joint_names.index("left_gripper")
+        for closed, refused in ((3000, True), (500, False)):
+            calibration = RobotCalibration("c1", "bimanual", {**arms, "follower_left": {
+                **arms["follower_left"], "left_gripper": MotorCalibration(closed, 1, closed, closed + 2600, 2600)}})
+            for opening in (0.0, 0.5, 0.96):
+                power_cycle(servo, closed + round(opening * 2600))
+                if refused:
+                    with pytest.raises(PlatformError, match=r"joint 'left_gripper' limits 0\.\.1 occupy ticks 3000\.\.5600 "
+                                                            r"of servo 7 on bus 'follower_left', across the end of the turn"):
+                        DynamixelRobot(spec, calibration).connect()
+                    assert not any(s.torque for c in chains.values() for s in c.servos.values())
+                    continue
+                with DynamixelRobot(spec, calibration) as robot:
+                    assert robot.observe().state[g] == pytest.approx(opening, abs=0.002)
 
 
 def test_connect_keeps_torque_off_when_a_servo_refuses_the_present_pose_as_its_goal():

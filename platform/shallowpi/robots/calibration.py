@@ -424,8 +424,10 @@ def check_leader_range(robot: str, motor: MotorSpec, entry: MotorCalibration) ->
     A leader is moved by hand, never driven: the follower's joint limits and the servo's
     position limits bound nothing on it. Nor does a range that only crosses the turn's end
     (tick 4095 -> 0) need refusing: each reading is continued from the last across it
-    (`LeaderFollower._unwrapped`). Multi-turn servos count whole turns (`check_turn_count`)."""
-    if motor.mode != OperatingMode.POSITION or motor.model.series != "X":
+    (`LeaderFollower._unwrapped`). Multi-turn servos count whole turns: their travel must
+    lie in the turn their count restarts in (`check_turn_travel`), their reading near it
+    (`check_turn_count`)."""
+    if counts_turns(motor):
         return
     lowest, highest = one_turn(motor.model)
     if entry.range_max - entry.range_min > highest - lowest:
@@ -472,20 +474,22 @@ def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lowe
       the other way round (a zero calibrated near the turn's end), and the servo, which
       cannot cross its turn's end, would drive it back the long way, nearly a whole turn
       (`nearest_turn`);
-    - a multi-turn motor (extended or current-based position mode; a Y series in any
-      position mode) that reads more than half a turn outside its limits: such a servo
-      restarts its turn count at power-up, so a travel calibrated across the end of a turn
-      (tick 4095 -> 0) can read a whole turn off, and act() would drive the joint a turn, a
-      gripper into its end stop. A turn off is caught only where it reads outside that
-      margin: on a joint whose limits span under half a turn. One whose limits span more
-      than a whole turn (a lift on a lead screw) is refused when its config is read
-      (`spec_check.check_turn_span`) unless its motor says `turns_homed_externally: true`,
-      the lab's word that the servo comes up counting as at calibration; between half a
-      turn and one, a travel calibrated across the end of a turn can read a turn off in
-      range, which the margin cannot tell either."""
+    - a multi-turn motor (`counts_turns`: extended or current-based position mode; a Y
+      series in any position mode) that reads more than half a turn outside its limits: it
+      counts from another turn than at calibration, and act() would drive the joint a turn,
+      a gripper into its end stop.
+    A multi-turn servo restarts its count at power-up inside `one_turn` (X: 0..4095). Its
+    joint reads exactly after a power cycle only where its limits lie inside that turn,
+    which `check_turn_travel` requires (called beside this one, before any torque): limits
+    across the turn's end can read a turn off less than half a turn outside them (limits
+    spanning half a turn to one), which this margin lets through. The margin still catches
+    a motor whose lab homes its turns (`turns_homed_externally: true`, which
+    `check_turn_travel` takes at its word; its limits may span more than a turn, which
+    `spec_check.check_turn_span` otherwise refuses with the config) brought up on another
+    turn, and a joint moved far outside its limits."""
     low, high = convert.tick_range(lower, upper)
     ticks, turn = convert.to_ticks(present), motor.model.ticks_per_turn
-    if motor.mode == OperatingMode.POSITION and motor.model.series == "X":
+    if not counts_turns(motor):
         if nearest_turn(ticks, low, high, turn) != ticks:
             raise PlatformError(
                 f"robot '{robot}': joint '{motor.joint}' reads tick {ticks}, outside its limits "
@@ -504,6 +508,59 @@ def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lowe
             "restarts at power-up): re-seat its horn so the travel lies within one turn (ticks "
             f"{first}..{last}) and calibrate it again "
             f"(`platform calibrate --robot {robot} --arm {motor.bus}`)")
+
+
+def counts_turns(motor: MotorSpec) -> bool:
+    """Whether `motor`'s position reading counts whole turns, restarting inside `one_turn`
+    at power-up: every position reading but an X series' in plain position mode, which
+    reads one turn (extended or current-based position mode on an X; a Y in any mode)."""
+    return not (motor.mode == OperatingMode.POSITION and motor.model.series == "X")
+
+
+def check_turn_travel(robot: str, motor: MotorSpec, convert: JointConverter, lower: float, upper: float) -> None:
+    """PlatformError (one line) when a multi-turn motor's (`counts_turns`) joint limits
+    `lower`..`upper` (joint units; a follower's narrowed to its sweep, `swept_limits`, a
+    leader's `leader_limits`) map, through its calibration `convert`, to ticks outside
+    `one_turn(model)` (X: 0..4095; YM080: -262144..262143): the turn its count restarts in
+    at power-up. Part of such a travel reads a whole turn off after a power cycle, and where
+    the limits span half a turn to one that reading can land less than half a turn outside
+    them, which `check_turn_count` lets through: the first goal clipped into the limits
+    drives the joint the long way, about a turn, into a stop (a leader sends its follower
+    there). Inside that turn, a joint inside its limits reads exactly after any power cycle.
+
+    Not checked: a single-turn motor (an X series in position mode: `check_position_limits`
+    bounds a follower's travel in its one turn, a leader's is read on across the turn's end),
+    nor one whose motor entry says `turns_homed_externally: true`, the lab's word that it
+    comes up counting as at calibration. `connect` (follower and leader) and `calibrate`
+    (before saving) call it."""
+    if not counts_turns(motor) or motor.turns_homed_externally:
+        return
+    low, high = convert.tick_range(lower, upper)
+    first, last = one_turn(motor.model)  # the model's own: a Y servo's is signed about 0
+    if first <= low and high <= last:
+        return
+    # Where the travel falls in the servo's turn is set by how its horn is seated: a new
+    # calibration alone would measure the same ticks.
+    raise PlatformError(
+        f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} occupy ticks {low}..{high} of servo "
+        f"{motor.id} on bus '{motor.bus}', across the end of the turn its count restarts in at power-up "
+        f"({first}..{last}): after a power cycle part of that travel reads a whole turn off, and a goal from there "
+        f"drives the joint about a turn, into a stop; re-seat its horn so the travel lies within ticks "
+        f"{first}..{last}, then `platform calibrate --robot {robot} --arm {motor.bus}`")
+
+
+def leader_limits(joint: JointSpec, convert: JointConverter) -> tuple[float, float]:
+    """A leader joint's limits (joint units) for `check_turn_travel`: `joint`'s config
+    limits narrowed to the range its calibration's sweep moved it through (`convert`'s
+    range_min..range_max), where the hand takes it; the config's where the two do not
+    overlap. Without the follower's margin (`swept_limits`): a leader is never driven. Its
+    config limits are the follower's, one number for every arm built to it: checked whole,
+    a leader zeroed a horn spline off its servo's centre was refused for a travel it never
+    makes."""
+    entry = convert.calibration
+    low, high = sorted((convert.to_joint(entry.range_min), convert.to_joint(entry.range_max)))
+    lower, upper = max(low, float(joint.lower)), min(high, float(joint.upper))
+    return (lower, upper) if lower < upper else (float(joint.lower), float(joint.upper))
 
 
 def servo_frame_shift(bus: MotorBus, servo_id: int) -> str | None:
@@ -647,17 +704,23 @@ def _check_drivable(spec: RobotSpec, bus: MotorBus, arm: str, entries: Mapping[s
     """Refuse (PlatformError, before anything is saved) an arm calibration that `connect`
     would refuse: a follower's position-mode joint whose limits, narrowed to its sweep, map
     past its servo's position limits (`check_position_limits`); a leader joint swept through
-    more than the one turn its servo reads (`check_leader_range`)."""
+    more than the one turn its servo reads (`check_leader_range`); a multi-turn joint whose
+    limits (a leader's `leader_limits`) cross the end of the turn its count restarts in at
+    power-up (`check_turn_travel`): said at calibration, not at the next connect after a
+    power cycle."""
     calibration = RobotCalibration("new", spec.name, {arm: dict(entries)})
     joints = {j.name: j for j in spec.joints}
     leader = arm not in spec.follower_buses()
     for motor in arm_motors(spec, arm):
         joint = joints[motor.joint]
+        convert = calibration.converter(motor, joint.kind)
         if leader:  # checked against what it was moved through, not the follower's limits
             check_leader_range(spec.name, motor, entries[motor.joint])
+            check_turn_travel(spec.name, motor, convert, *leader_limits(joint, convert))
             continue
-        convert = calibration.converter(motor, joint.kind)
-        check_position_limits(spec.name, bus, motor, convert, *swept_limits(calibration, joint, motor, convert))
+        limits = swept_limits(calibration, joint, motor, convert)
+        check_position_limits(spec.name, bus, motor, convert, *limits)
+        check_turn_travel(spec.name, motor, convert, *limits)
 
 
 class _Sweep:
@@ -677,7 +740,7 @@ class _Sweep:
         """Count one reading of every servo."""
         for m in self.motors:
             tick = ticks[m.id]
-            if m.mode == OperatingMode.POSITION and m.model.series == "X":
+            if not counts_turns(m):
                 # Only these read one turn: the other modes, and a Y in any, count whole turns.
                 tick = unwrap_reading(self._last[m.id], tick, m.model.ticks_per_turn)
             self._last[m.id] = tick

@@ -63,6 +63,7 @@ from shallowpi.robots.base import LinkCounts, Robot, RobotError, SafeState, Safe
 from shallowpi.robots.calibration import (
     RobotCalibration,
     check_turn_count,
+    check_turn_travel,
     swept_limits,
 )
 from shallowpi.robots.observation import Frame, Observation
@@ -191,7 +192,9 @@ class DynamixelRobot(Robot):
 
     def connect(self) -> None:
         """Open every bus, check IDs and models and that each servo reads in the frame the
-        calibration was taken in (`check_servo_frame`), set modes, torque on holding the
+        calibration was taken in (`check_servo_frame`), that each multi-turn joint's limits
+        lie in the turn its servo counts in after power-up (`check_turn_travel`) and it reads
+        near them (`check_turn_count`), set modes, torque on holding the
         present pose. Raises BusError / PlatformError (one line) with each bus as it was
         found: torque off, except on a bus whose servos were found holding (a killed run left
         them so) and were not touched, which goes on holding, said in a warning. One bus
@@ -224,6 +227,10 @@ class DynamixelRobot(Robot):
             self._intervals.clear()
             for motor in self.spec.motors:
                 i = self._index[motor.joint]
+                # A travel across the end of the turn a multi-turn servo counts in after power-up
+                # can read a turn off inside the margin check_turn_count allows: refused whatever
+                # the pose, before the reading is judged.
+                check_turn_travel(self.name, motor, self._convert[motor.joint], self.lower[i], self.upper[i])
                 check_turn_count(self.name, motor, self._convert[motor.joint], self.lower[i], self.upper[i],
                                  self._goal[i])
             # A goal the servo refused (a joint moved by hand past its servo's position

@@ -56,6 +56,10 @@ class MotorSpec:
     metres_per_rad: float = 1.0
     max_current_a: float | None = None
     max_speed_rad_s: float | None = None
+    # The config's `turns_homed_externally: true`: the lab brings this multi-turn servo up
+    # counting as at calibration, so its travel may cross the end of the turn its count
+    # restarts in (`calibration.check_turn_travel` then lets it).
+    turns_homed_externally: bool = False
 
 
 @dataclass(frozen=True)
@@ -382,7 +386,8 @@ def _motor(spec: JointSpec, raw: Mapping[str, Any], bus: str | None, buses: Mapp
     if follower and spec.kind in METRIC_UNITS:
         speed = spec.max_velocity / metres_per_rad if spec.kind == "linear" else spec.max_velocity
     return MotorSpec(joint, bus, servo_id, model, direction, mode, metres_per_rad,
-                     None if current is None else float(current), speed)
+                     None if current is None else float(current), speed,
+                     turns_homed_externally=raw.get(HOMED_KEY, False))
 
 
 def parse_ports(text: str) -> dict[str, str]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from shallowpi.hardware.dynamixel.bus import DynamixelBus
 from shallowpi.hardware.dynamixel.calibration import nearest_turn, unwrap_reading
-from shallowpi.hardware.dynamixel.control_table import OperatingMode
 from shallowpi.hardware.dynamixel.motor_bus import MotorBus, ServoFaultError
 from shallowpi.robots.base import LinkCounts
 from shallowpi.robots.calibration import (
@@ -30,6 +29,9 @@ from shallowpi.robots.calibration import (
     check_leader_range,
     check_servo_frame,
     check_turn_count,
+    check_turn_travel,
+    counts_turns,
+    leader_limits,
     reply_without_delay,
 )
 from shallowpi.robots.servo_setup import answer_every_instruction
@@ -92,6 +94,7 @@ class LeaderFollower:
         calibration.check_adapters(spec, {leader.bus for leader in self.leaders})  # before any port opens
         kinds = {j.name: j.kind for j in spec.joints}
         self.robot = spec.name
+        self._joints = {j.name: j for j in spec.joints}
         self._limits = {j.name: (j.lower, j.upper) for j in spec.joints}
         self._last_ticks: dict[str, int] = {}  # the last reading of each joint, unwrapped
         self._guessed: set[str] = set()  # joints whose last reading continues a first one's guessed turn
@@ -118,7 +121,8 @@ class LeaderFollower:
         Raises BusError on a bus or servo fault (ServoFaultError for a servo reporting a
         hardware error, as a follower's at connect); PlatformError when a joint was swept at
         calibration through more than the one turn its servo reads (`check_leader_range`), a
-        multi-turn servo counts from another turn (`_check_turn_counts`), or a servo reads in
+        multi-turn servo's travel crosses the end of the turn it counts in after power-up or
+        it counts from another turn (`_check_turn_counts`), or a servo reads in
         another frame than the calibration's (`check_servo_frame`)."""
         try:
             for leader in self.leaders:
@@ -182,15 +186,21 @@ class LeaderFollower:
         return action
 
     def _check_turn_counts(self, leader: LeaderSpec, bus: MotorBus) -> None:
-        """PlatformError (one line) for a multi-turn leader servo (extended or current-based
-        position mode, a Y series) reading over half a turn outside its joint's limits: its
-        count restarted at power-up in another turn than at calibration, and it would send
-        the follower a turn off, to a limit (`check_turn_count`, as the followers are
-        checked). A single-turn one past its turn's end is read in the nearest turn instead
+        """PlatformError (one line) for a multi-turn leader servo (`counts_turns`: extended
+        or current-based position mode, a Y series) whose joint's limits, narrowed to its
+        sweep (`leader_limits`), cross the end of the turn its count restarts in at power-up
+        (`check_turn_travel`: part of that travel reads a turn off, which can land inside the
+        margin below), or that reads over half a turn outside its joint's limits: its count
+        restarted at power-up in another turn than at calibration. Either would send the
+        follower a turn off, to a limit (`check_turn_count`, as the followers are checked).
+        A single-turn one past its turn's end is read in the nearest turn instead
         (`_unwrapped`)."""
-        multi = [m for m in leader.motors if not (m.mode == OperatingMode.POSITION and m.model.series == "X")]
+        multi = [m for m in leader.motors if counts_turns(m)]
         if not multi:
             return
+        for motor in multi:  # whatever the pose: before the reading is judged
+            convert = self._convert[motor.joint]
+            check_turn_travel(self.robot, motor, convert, *leader_limits(self._joints[motor.joint], convert))
         ticks = bus.read(["present_position"], [m.id for m in multi])["present_position"]
         for motor in multi:
             convert = self._convert[motor.joint]
@@ -214,7 +224,7 @@ class LeaderFollower:
         on or back puts it inside, it is taken there. Taken as a first reading instead, a
         joint held past its limit through a short stall read near the other end of its range,
         and the follower swung there."""
-        if motor.mode != OperatingMode.POSITION or motor.model.series != "X":
+        if counts_turns(motor):
             return ticks  # the other modes, and the Y series in any, count whole turns themselves
         low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
         last, joint, turn = self._last_ticks.get(motor.joint), motor.joint, motor.model.ticks_per_turn
