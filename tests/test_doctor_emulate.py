@@ -161,6 +161,15 @@ def test_doctor_says_which_motors_the_calibration_lacks(tmp_path):
     assert "joint 'shoulder_lift' was swept through" in lines[0] and "outside its config limits" in lines[0]
     assert "joint 'elbow_flex' on arm 'follower' of robot 'arm' has direction 1 in its config" in lines[1]
     assert "joint 'wrist_yaw' on arm 'follower' of robot 'arm' was calibrated on servo 9" in lines[2]
+    # The gripper (current-based position mode: its count restarts at power-up) closed at tick
+    # 3600 and opened 1000 ticks on: its travel crosses the end of the servo's turn, which
+    # connect refuses; doctor said "ok".
+    follower = dict(both["follower"])
+    follower["gripper"] = dataclasses.replace(follower["gripper"], homing_offset=3600, range_min=3600,
+                                              range_max=4600, span_ticks=1000)
+    save_calibration(RobotCalibration("arm-c4", "arm", {**both, "follower": follower}), tmp_path)
+    (line,) = calibration_report(arm, tmp_path)
+    assert line.startswith("error: robot 'arm': joint 'gripper' limits ") and "across the end of the turn" in line, line
 
 
 def test_doctor_says_a_servo_with_a_latched_hardware_error_refuses_torque():

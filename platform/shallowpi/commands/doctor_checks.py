@@ -280,13 +280,16 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
     leaders, and whether connect would take each entry: `RobotCalibration.converter` refuses
     a calibrated robot's missing motor, a direction changed in the config since, an entry
     read from another servo ID or model; `swept_limits` a follower's sweep outside its
-    config limits; `check_adapters` a bus on another USB adapter than it was calibrated
-    through. `root` is the robots folder (default `robots_dir()`)."""
+    config limits; `check_turn_travel` a multi-turn joint's travel across the end of the
+    turn its servo counts in after power-up; `check_adapters` a bus on another USB adapter
+    than it was calibrated through. `root` is the robots folder (default `robots_dir()`)."""
     from shallowpi.errors import PlatformError
     from shallowpi.robots.calibration import (
         UNCALIBRATED,
         CalibrationError,
         calibration_path,
+        check_turn_travel,
+        leader_limits,
         load_calibration,
         swept_limits,
     )
@@ -311,8 +314,9 @@ def calibration_report(spec: RobotSpec, root: Path | None = None) -> list[str]:
             joint = joints[m.joint]
             try:
                 convert = calibration.converter(m, joint.kind)
-                if m.bus in followers:
-                    swept_limits(calibration, joint, m, convert)
+                limits = (swept_limits(calibration, joint, m, convert) if m.bus in followers
+                          else leader_limits(joint, convert))
+                check_turn_travel(spec.name, m, convert, *limits)
             except PlatformError as err:
                 lines.append(f"error: {err}")
     for bus in spec.buses:  # two arms' adapters swapped since calibration (USB renumbered them)
