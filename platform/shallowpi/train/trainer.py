@@ -63,7 +63,7 @@ from shallowpi.train.distributed import (
     wrap_policy,
 )
 from shallowpi.train.errors import TrainingError
-from shallowpi.train.interrupt import StopRequest, TrainingInterrupted
+from shallowpi.train.interrupt import SIGNALS, StopRequest, TrainingInterrupted
 from shallowpi.train.objective import Objective, step_noise
 from shallowpi.train.progress import ProgressBar
 from shallowpi.train.run_lock import RunLock
@@ -158,15 +158,19 @@ class TrainConfig:
             raise TrainingError(f"seed must be in [0, {MAX_SEED}), got {self.seed}")
 
 
-def _worker_ignores_sigterm(_worker_id: int) -> None:
-    """In each loader worker: SIGTERM is the trainer's to handle. A SIGTERM to the process
-    group (SLURM's scancel or preemption, a service stopped) killed the workers through
-    torch's own handler, and the trainer, busy in a step, died of "DataLoader worker killed
-    by signal" without saving. The workers still end with the loader, or with the trainer
+def _worker_leaves_stops_to_the_trainer(_worker_id: int) -> None:
+    """In each loader worker: SIGINT, SIGTERM and SIGHUP are the trainer's to handle
+    (`StopRequest`). A SIGTERM to the process group (SLURM's scancel or preemption, a service
+    stopped) killed the workers through torch's own handler, and the trainer, busy in a step,
+    died of "DataLoader worker killed by signal" without saving; a terminal's Ctrl-C killed
+    the worker whose batch the step waited on, and the run stopped a step early. Set here,
+    not inherited from the trainer through fork: Python 3.14 starts workers by forkserver,
+    with the default handlers. The workers still end with the loader, or with the trainer
     (torch's workers watch their parent)."""
     import signal
 
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _until_stopped(batches: Iterator[tuple[int, Any]], stop: StopRequest) -> Iterator[tuple[int, Any]]:
@@ -212,7 +216,7 @@ def _end_workers(batches: Iterator[Any] | None) -> None:
     workers). Left to the iterator's collection they outlived a run that ended in an error:
     torch's re-raise of a worker's error holds the iterator in a reference cycle, and at
     exit Python SIGTERMs its daemon children and waits for them, which these workers ignore
-    (`_worker_ignores_sigterm`): `train` printed its error and never exited."""
+    (`_worker_leaves_stops_to_the_trainer`): `train` printed its error and never exited."""
     shutdown = getattr(batches, "_shutdown_workers", None)
     if shutdown is None:
         return
@@ -506,7 +510,7 @@ class Trainer:
             num_workers=cfg.workers,
             persistent_workers=False,
             pin_memory=self.device.type == "cuda",
-            worker_init_fn=_worker_ignores_sigterm,
+            worker_init_fn=_worker_leaves_stops_to_the_trainer,
         )
         metrics_path = self.run_dir / "metrics.jsonl"
         writer = self._tensorboard() if d.main else None
@@ -521,9 +525,9 @@ class Trainer:
         batches = None
         try:
             with stop:
-                # The loader forks its workers here, inside `stop`, so they inherit its handler:
-                # the terminal's Ctrl-C reaches them too and must not kill the worker whose
-                # batch the step is waiting on (tests/test_train.py, ctrl_c).
+                # The terminal's Ctrl-C reaches the loader's workers too: each ignores it
+                # (`_worker_leaves_stops_to_the_trainer`), so none dies with the batch the step
+                # waits on (tests/test_train.py, ctrl_c).
                 batches = iter(loader)
                 for step, batch in _until_stopped(enumerate(batches, start=self.start_step), stop):
                     last = self._step(step, batch, share)
