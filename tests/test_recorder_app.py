@@ -10,11 +10,13 @@ import logging
 import os
 import pty
 import select
+import signal
 import struct
 import termios
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -182,6 +184,44 @@ def test_child_dashboard_on_a_terminal_quits_the_session(tmp_path, monkeypatch):
     assert result.startswith("ran ") and session.thread_name == "MainThread"
 
 
+def _dashboard_of(parent: int) -> int | None:
+    """The pid of `parent`'s dashboard child (`monitor --attached`), or None."""
+    for entry in Path("/proc").iterdir():
+        try:
+            stat, cmdline = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"--attached" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def test_a_dashboard_stopped_by_the_kernel_counts_as_lost_and_the_run_goes_on_with_lines(tmp_path, monkeypatch):
+    """`platform record ... &` (or a group sent to the background): the dashboard child is
+    stopped (SIGTTOU, state T) and poll() says it runs, so the recording went on blind, its
+    logs held, with no "dashboard lost". A stopped dashboard is lost: killed, and said."""
+    monkeypatch.setenv("TERM", "xterm-256color")
+    publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
+    session = FakeSession(publisher, max_ticks=500)  # ~10 s, ended early once the loss is said
+    lost: list[str] = []
+    stopped: list[int] = []
+
+    def job_control(screen: bytearray, master: int) -> None:  # stops the dashboard once it shows
+        if not stopped and b"RECORDING" in screen and (pid := _dashboard_of(os.getpid())) is not None:
+            os.kill(pid, signal.SIGSTOP)  # as the kernel's SIGTTOU does
+            stopped.append(pid)
+
+    def dashboard_lost(why: str) -> None:
+        lost.append(why)
+        session.request_stop()
+
+    result, screen = _run_with_a_dashboard_on_a_pty(session, publisher, job_control, on_dashboard_lost=dashboard_lost)
+    assert stopped, screen[-2000:].decode(errors="replace")
+    assert lost and "the dashboard was stopped" in lost[0], lost
+    assert not Path(f"/proc/{stopped[0]}").exists()  # killed and reaped, not left stopped
+    assert result.startswith("ran ")
+
+
 class FaultedSession(FakeSession):
     """Records until its dashboard shows (`shown`), then ends with a fault: the dashboard
     then waits for the operator's key."""
@@ -207,8 +247,6 @@ class FaultedSession(FakeSession):
 def test_a_fault_waiting_for_its_key_ends_at_sigterm(tmp_path, monkeypatch):
     """A scheduler's SIGTERM (or a closed terminal's SIGHUP) while the fault waits on the
     dashboard for its acknowledgement ends the wait, not an hour later."""
-    import signal
-
     monkeypatch.setenv("TERM", "xterm-256color")
     publisher = TelemetryPublisher(str(tmp_path / "telemetry.sock"))
     before = signal.getsignal(signal.SIGTERM)

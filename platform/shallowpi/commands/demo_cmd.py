@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from shallowpi.cli import ready_output, user_path
 from shallowpi.durable_files import replace_text
-from shallowpi.terminal import is_terminal
+from shallowpi.terminal import why_no_dashboard
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     # same config, so demo.* would be harmless, but they are not theirs to read).
     passed = [o for o in args.overrides if not o.partition("=")[0].lstrip("+~").startswith("demo")]
     settings = settings.as_recorded(cfg.record, passed)
-    tui = not args.no_tui and is_terminal(sys.stdin) and is_terminal(sys.stdout)
+    # The deploy stage's dashboard, where the terminal can take one (not from the background).
+    tui = not args.no_tui and why_no_dashboard(sys.stdin, sys.stdout) is None
     given_teacher = settings.given_teacher()
     _check_training(settings, passed, given_teacher)
     # Made once every setting is checked: a file in its place was mkdir's traceback.

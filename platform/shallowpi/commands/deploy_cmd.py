@@ -74,7 +74,7 @@ from shallowpi.commands.deploy_holds import (
 from shallowpi.commands.deploy_policy import policy_bundle, start_state_of
 from shallowpi.commands.deploy_recording import DeploymentRecorder
 from shallowpi.durable_files import replace_text
-from shallowpi.terminal import is_terminal
+from shallowpi.terminal import is_terminal, why_no_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def _run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | Non
               f"copy it to the robot, run that commit's code there, and deploy with --policy {bundle.path.name}",
               flush=True)
         return 0
-    from shallowpi.tui.launch import RUN_LOG, log_to_file
+    from shallowpi.tui.launch import RUN_LOG, dashboard_lost, log_to_file
 
     # On disk from here: the dashboard's terminal holds its lines in memory until the end, which
     # a SIGKILL or a native crash never reaches.
@@ -307,8 +307,14 @@ def _run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | Non
     except BaseException:
         publisher.close()
         raise
-    use_tui = not args.no_tui and is_terminal(sys.stdout) and is_terminal(sys.stdin)
+    # The dashboard child is given the terminal as its stderr (launch.spawn_dashboard): ours
+    # may be a file. A terminal it cannot take (stdin no terminal, this run in the background)
+    # is said once, then plain lines.
+    no_dashboard = "" if args.no_tui else why_no_dashboard(sys.stdin, sys.stdout)
+    use_tui = no_dashboard is None
     printer = LinePrinter()  # from here on lines are queued: stdout must never stall the loop
+    if no_dashboard:
+        printer.say(f"[deploy] plain lines, no dashboard: {no_dashboard}")
     lines = _Lines(args.episodes, printer)
     executor: Executor | None = None
     dashboard = None
@@ -327,8 +333,9 @@ def _run(args: argparse.Namespace, camera_devices: Callable[[], list[Any]] | Non
         publisher.publish(status)
         for request in publisher.commands():
             _obey(executor, request.command)
-        if dashboard is not None and dashboard.poll() is not None:  # one waitpid a tick
-            dashboard = _dashboard_lost(dashboard, terminal, executor, held_output, printer.say)
+        # one waitid a tick: exited, or stopped by the kernel (a run put in the background)
+        if dashboard is not None and (why := dashboard_lost(dashboard)) is not None:
+            dashboard = _dashboard_lost(why, terminal, executor, held_output, printer.say)
         if dashboard is None:
             lines.publish(status)
 
@@ -548,17 +555,14 @@ def _executor_config(args: argparse.Namespace, cfg: Any, realtime: bool) -> Any:
     return ExecutorConfig.from_config(section, selection)
 
 
-def _dashboard_lost(dashboard: Any, terminal: Any, executor: Any, held_output: list[str],
+def _dashboard_lost(why: str, terminal: Any, executor: Any, held_output: list[str],
                     say: Callable[[str], None]) -> None:
     """The deploy's dashboard exited while the executor runs (`q` when read-only, a crash, a
-    kill): the operator has lost the view and the keys, so the executor stops (and the run
-    ends with torque off), the terminal is put back as it was, and the held lines go to
-    `say` (queued: this runs on the loop). Returns None, the dashboard's new value."""
-    from shallowpi.tui.launch import describe_exit
-
-    code = dashboard.returncode
+    kill) or was stopped by the kernel (`why`, from launch.dashboard_lost): the operator has
+    lost the view and the keys, so the executor stops (and the run ends with torque off),
+    the terminal is put back as it was, and the held lines go to `say` (queued: this runs
+    on the loop). Returns None, the dashboard's new value."""
     terminal.restore()
-    why = describe_exit(code)
     if executor is not None and not executor.stopped:
         executor.stop()
         why += "; stopping the executor (torque goes off as it ends: support the arm)"

@@ -27,7 +27,9 @@ different: `q` there stops the executor, which holds the robot, then leaves.)
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
 import threading
 import time
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from shallowpi.cli import at_least, overrides_from
 from shallowpi.errors import PlatformError
-from shallowpi.terminal import is_terminal
+from shallowpi.terminal import why_no_dashboard
 
 if TYPE_CHECKING:  # imported inside the functions: `platform --help` stays light
     from textual.app import App
@@ -242,16 +244,74 @@ def _after(word: str, message: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Show the dashboard, or print status lines with --lines or when stdout is no terminal.
+    """Show the dashboard, or print status lines with --lines, when stdout is no terminal,
+    or when the terminal cannot take the dashboard (`why_no_dashboard`, said in one line).
 
     Returns 0 after the dashboard; with lines, the code of how the recorder ended
     (EXIT_STOPPED, EXIT_FAULT or EXIT_VANISHED).
     """
-    if args.lines or not is_terminal(sys.stdout):
+    if args.lines:
+        return print_lines(args)
+    # Textual draws on stderr: with it in a file (`2>err.log`) the dashboard went there and
+    # the terminal stayed blank; from the background of the terminal it was stopped at once.
+    why = why_no_dashboard(sys.stdin, sys.stdout, sys.stderr, draws_on_stderr=True)
+    if why is not None:
+        if why:  # a terminal is watching: say once why it gets lines
+            print(f"plain status lines, no dashboard: {why}", flush=True)
         return print_lines(args)
     from shallowpi.tui.launch import hold_terminal_logs
 
     app = build_app(args)
     with hold_terminal_logs():  # a log line written over the dashboard would tear it
-        app.run()
+        _run_app(app, signals=not getattr(args, "attached", False))
     return 0
+
+
+def _run_app(app: App, signals: bool) -> None:
+    """Run the dashboard `app` to its end on an event loop of its own. With `signals` (on the
+    main thread), SIGTERM, SIGHUP and SIGINT end it as its quit key does, then raise
+    KeyboardInterrupt (the command's "interrupted", exit 130); a second one raises at once.
+
+    Raised by the handler wherever the loop was, the interrupt could skip Textual's
+    shutdown: tasks destroyed pending, tracebacks after "interrupted", and 2 runs in 13 that
+    never exited (a reader thread waiting on the stopped loop). The recorder's own
+    dashboard (`--attached`) keeps the default: its recorder ends it, and restores the
+    terminal itself."""
+    from shallowpi.tui.status_feed import close_source
+
+    loop = asyncio.new_event_loop()
+    received: list[int] = []
+
+    def end(signum: int, frame: Any) -> None:
+        if received:  # the app did not end after the first: stop it where it is
+            raise KeyboardInterrupt(f"signal {signum}")
+        received.append(signum)
+        loop.call_soon_threadsafe(app.exit)  # wakes the loop: the app leaves on its own thread
+
+    main = threading.current_thread() is threading.main_thread()
+    replaced = ({sig: signal.signal(sig, end) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+                if signals and main else {})
+    try:
+        app.run(loop=loop)
+    finally:
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
+        close_source(getattr(app, "source", None))  # the App does as it unmounts, unless cut short
+        _close_loop(loop)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on `loop` and close it, as asyncio.run does; never raises."""
+    try:
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except Exception:  # the app's own error is the one to see
+        pass
+    finally:
+        loop.close()

@@ -48,7 +48,7 @@ from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from
 from shallowpi.commands.console import LinePrinter, interrupt_on_signals, torque_off_line
 from shallowpi.errors import PlatformError
-from shallowpi.terminal import is_terminal
+from shallowpi.terminal import is_terminal, why_no_dashboard
 
 HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
 log = logging.getLogger(__name__)
@@ -296,7 +296,13 @@ def run(args: argparse.Namespace) -> int:
                 disk.check_room(len(store))
             writer = BackgroundWriter(store, capacity_frames=queue_frames(rec.queue_mb, rig.features),
                                       on_commit=lambda info: disk.learn(store, info.index))
-            use_tui = not args.no_tui and is_terminal(sys.stdout) and is_terminal(sys.stdin)
+            # The dashboard child is given the terminal as its stderr (launch.spawn_dashboard):
+            # ours may be a file. A terminal it cannot take (stdin no terminal, this run in the
+            # background) is said once, then plain lines.
+            no_dashboard = "" if args.no_tui else why_no_dashboard(sys.stdin, sys.stdout)
+            use_tui = no_dashboard is None
+            if no_dashboard:
+                printer.say(f"[record] plain lines, no dashboard: {no_dashboard}")
             reporter = _ProgressLines(session_cfg.episodes, printer)
             reporter.on = not use_tui  # and from the moment a dashboard dies
 

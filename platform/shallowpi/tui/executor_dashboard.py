@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from rich.text import Text
-from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -29,7 +28,7 @@ from shallowpi.tui import executor_render as render
 from shallowpi.tui import panels
 from shallowpi.tui.fitted import FittedPanel, ScrollBox
 from shallowpi.tui.stale import StatusAge
-from shallowpi.tui.status_feed import close_source, pump_statuses
+from shallowpi.tui.status_feed import close_source, start_reading
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +113,17 @@ class ExecutorDashboard(App[None]):
 
     def _check_stale(self) -> None:
         """Say STALE once the executor has sent nothing for a while: not while it warms up
-        (an engine build takes minutes, no status meanwhile) nor after its end."""
+        (an engine build takes minutes, no status meanwhile) nor after its end. A fault
+        too: its hold publishes on (commands/deploy_holds.py), so a quiet one is a hung
+        executor, and its E-STOP key may reach nothing that acts on it."""
         status = self.status
-        if status is None or not self.connected or status.state.value in ("warming", "fault", "stopped", "done"):
+        if status is None or not self.connected or status.state.value in ("warming", "stopped", "done"):
             return
         if (note := self._age.note("executor")) is not None:
             self._set("message", Text(note, style="bold red"))
 
-    @work(thread=True, exit_on_error=False, name="telemetry reader")
     def _read_source(self) -> None:
-        pump_statuses(self, self.source, self._receive, self._source_ended)
+        start_reading(self, self.source, self._receive, self._source_ended)
 
     def _receive(self, status: ExecutorStatus) -> None:
         if not self.is_running:

@@ -30,6 +30,7 @@ from typing import Any
 
 import shallowpi
 from shallowpi.telemetry.transport import LOCAL_CONTROL_ENV
+from shallowpi.terminal import in_background
 
 
 def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0, token: str | None = None,
@@ -42,7 +43,8 @@ def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0, to
     unseen (the recorder goes on with plain lines, the executor stops).
     `token`: the publisher's `local_token`, so that this dashboard keeps its keys (E-STOP)
     where telemetry.allow_remote_control=false refuses other monitors.
-    `popen` goes to subprocess.Popen (tests give it a pseudo-terminal as stdin/stdout).
+    `popen` goes to subprocess.Popen (tests give it a pseudo-terminal as stdin/stdout); the
+    child's stderr is its stdout unless `popen` names one.
     """
     command = [sys.executable, "-m", "shallowpi", "monitor", "--address", address, "--attached",
                "--wait-s", str(wait_s)]
@@ -54,6 +56,10 @@ def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0, to
     env.pop(LOCAL_CONTROL_ENV, None)
     if token:
         env[LOCAL_CONTROL_ENV] = token
+    # Textual draws on stderr (its Linux driver writes to sys.__stderr__): with the caller's
+    # stderr in a file (`platform record ... 2>err.log`) the dashboard went into the file and
+    # the terminal stayed blank. Its stderr is its stdout, the terminal, unless a test says.
+    popen.setdefault("stderr", subprocess.STDOUT)
     # Same process group as the recorder, which must stay the terminal's foreground group:
     # a background group that reads the terminal is stopped (SIGTTIN). Textual turns off
     # the terminal's signal keys, so Ctrl-C reaches the dashboard as a key, not a signal.
@@ -63,6 +69,28 @@ def spawn_dashboard(address: str, control: bool = True, wait_s: float = 10.0, to
 def describe_exit(code: int) -> str:
     """A dashboard child's exit status in words: 'exited (code N)' or 'was killed (signal N)'."""
     return f"the dashboard exited (code {code})" if code >= 0 else f"the dashboard was killed (signal {-code})"
+
+
+def dashboard_lost(process: subprocess.Popen) -> str | None:
+    """Why the dashboard `process` shows nothing any more, or None while it runs: it exited
+    (`describe_exit`), or it is stopped (SIGTTOU or SIGTTIN: its process group went to the
+    background of the terminal; SIGSTOP), which `poll()` does not see: the run then went
+    on blind, its log lines held. A stopped one is killed (and reaped), its terminal given
+    back by the caller; the run goes on with plain lines."""
+    code = process.poll()
+    if code is not None:
+        return describe_exit(code)
+    try:  # WNOWAIT: asked again on the next check, the stop is still reported
+        stopped = os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped meanwhile
+        return None if process.poll() is None else describe_exit(process.returncode)
+    if stopped is None or stopped.si_code not in (os.CLD_STOPPED, os.CLD_TRAPPED):
+        return None
+    with contextlib.suppress(OSError):
+        process.kill()
+    process.wait()
+    return (f"the dashboard was stopped (signal {stopped.si_status}: is this run in the background of "
+            f"its terminal?) and was ended")
 
 
 def wait_dashboard(process: subprocess.Popen, timeout_s: float = 5.0) -> int | None:
@@ -79,10 +107,12 @@ def wait_dashboard(process: subprocess.Popen, timeout_s: float = 5.0) -> int | N
 
 
 # What a full-screen app switches on and must switch off again: the alternate screen, a
-# hidden cursor, mouse reporting (all modes), bracketed paste, focus events, and the kitty
-# keyboard protocol. Written when the dashboard died without its own clean-up.
+# hidden cursor, mouse reporting (all modes), bracketed paste, focus events, the kitty
+# keyboard protocol, in-band resize reports (mode 2048); and what it switches off: line
+# wrap (Textual writes \x1b[?7l; left off, every long line of the shell is cut at the
+# right edge). Written when the dashboard died without its own clean-up.
 _RESET_SEQUENCES = ("\x1b[?1049l\x1b[?25h\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l"
-                    "\x1b[?2004l\x1b[?1004l\x1b[<u\x1b[0m\r\n")
+                    "\x1b[?2004l\x1b[?1004l\x1b[?2048l\x1b[?7h\x1b[<u\x1b[0m\r\n")
 
 
 @dataclass
@@ -108,7 +138,12 @@ class TerminalState:
         return cls(in_fd, out_fd, attributes)
 
     def restore(self) -> None:
-        """Put the saved modes back and leave the dashboard's screen; never raises."""
+        """Put the saved modes back and leave the dashboard's screen; never raises. Not on
+        a terminal another process group has in the foreground now (this run was put in
+        the background): its modes are that group's (a shell's), and changing them would
+        stop this process (SIGTTOU)."""
+        if in_background(self.in_fd) or in_background(self.out_fd):
+            return
         if self.attributes is not None and self.in_fd is not None:
             with contextlib.suppress(termios.error, OSError):
                 termios.tcsetattr(self.in_fd, termios.TCSAFLUSH, self.attributes)

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 from shallowpi.telemetry.publisher import TelemetryPublisher
 from shallowpi.tui.launch import (
     TerminalState,
-    describe_exit,
+    dashboard_lost,
     hold_terminal_logs,
     spawn_dashboard,
     wait_dashboard,
@@ -101,14 +101,15 @@ def _run_with_child(session: Session[ResultT], publisher: TelemetryPublisher, po
     session_over = threading.Event()
 
     def watch() -> None:
-        """The dashboard gone while the session runs: restore the terminal, say so."""
+        """The dashboard gone while the session runs (exited, or stopped by the kernel: a
+        stopped one shows nothing either, and poll() says it runs): restore the terminal,
+        say so."""
         while not session_over.wait(0.1):
-            code = child.poll()
-            if code is None:
+            why = dashboard_lost(child)
+            if why is None:
                 continue
             if not session_over.is_set():
                 terminal.restore()
-                why = describe_exit(code)
                 log.warning("%s; the recording goes on", why)
                 if on_dashboard_lost is not None:
                     on_dashboard_lost(why)
@@ -171,7 +172,9 @@ def _wait_for_acknowledgement(child: Any, session: Session[Any], publisher: Tele
     from shallowpi.telemetry.status import Command
 
     deadline = time.monotonic() + ACKNOWLEDGE_WAIT_S
-    while child.poll() is None and time.monotonic() < deadline:
+    # A dashboard stopped by the kernel (a run put in the background) acknowledges nothing:
+    # counted as gone, as an exited one, not waited on for the hour.
+    while dashboard_lost(child) is None and time.monotonic() < deadline:
         if any(request.command is Command.ESTOP for request in publisher.commands()):
             session.estop_after_end()
         session.watch_after_end()

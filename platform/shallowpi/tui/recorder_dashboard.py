@@ -28,8 +28,9 @@ Three ways to run it, all supported and tested:
 - `platform monitor` from another terminal, over a `TelemetrySubscriber`: when the
   recorder stops, the dashboard says "recorder disconnected" and stays until `q`.
 
-Threads: the source is read in a `@work(thread=True)` worker, which hands each status to
-the UI thread with `call_from_thread`; widgets are touched only on the UI thread, through
+Threads: the source is read on a daemon thread (status_feed.start_reading: not a Textual
+worker, which exit would wait for), which hands each status to the UI thread with
+`call_from_thread`; widgets are touched only on the UI thread, through
 the `status` reactive and its watcher.
 """
 
@@ -43,7 +44,6 @@ from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from rich.text import Text
-from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical
@@ -59,7 +59,7 @@ from shallowpi.tui import panels
 from shallowpi.tui import recorder_render as render
 from shallowpi.tui.fitted import FittedPanel, ScrollBox
 from shallowpi.tui.stale import StatusAge
-from shallowpi.tui.status_feed import close_source, pump_statuses
+from shallowpi.tui.status_feed import close_source, start_reading
 
 log = logging.getLogger(__name__)
 
@@ -266,20 +266,22 @@ class RecorderDashboard(App[None]):
         self.set_interval(0.5, self._check_stale)
 
     def _check_stale(self) -> None:
-        """Say STALE once the recorder has sent nothing for a while (not after its end)."""
+        """Say STALE once the recorder has sent nothing for a while (not after its end).
+        A fault too: while it waits for its acknowledgement the recorder republishes it
+        (record/fault_hold.py), so a quiet one is a recorder hung there, and its E-STOP key
+        may reach nothing that acts on it."""
         status = self.status
-        if status is None or self._source_over or status.state in (RecorderState.FAULT, RecorderState.STOPPED):
+        if status is None or self._source_over or status.state is RecorderState.STOPPED:
             return
         if (note := self._age.note("recorder")) is not None:
             self._show_message(note, "bold red")
 
     # -- the source, on a worker thread ------------------------------------------------
 
-    @work(thread=True, exit_on_error=False, name="telemetry reader")
     def _read_source(self) -> None:
         # At most refresh_hz repaints: a repaint is ~10-30 ms of Python on the UI thread,
         # and in `platform record` that thread shares the GIL with the loop.
-        pump_statuses(self, self.source, self._receive, self._source_ended, 1.0 / self.refresh_hz)
+        start_reading(self, self.source, self._receive, self._source_ended, 1.0 / self.refresh_hz)
 
     def _receive(self, status: RecorderStatus) -> None:
         if not self.is_running:
