@@ -1,22 +1,31 @@
 """The recorder dashboard at 80x24 and 120x40 with a long run (episodes past #99, hundreds
 earlier), a writer falling behind with a deep queue, a long task and a dataset's path: no
 panel's line wraps (a wrapped line pushed the newest episodes out of their panel and split
-numbers from their labels), and what the operator needs is still on screen."""
+numbers from their labels), and what the operator needs is still on screen. In the small
+terminals of a tmux split (40x24, 80x12, 40x12) the state, the message line and the keys
+stay on screen and the columns do not cover each other; at 80x24 the layout is as before."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
+from textual.app import App
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widget import Widget
+from textual.widgets import Footer, Static
 
+from shallowpi.telemetry.executor_status import ExecutorState
 from shallowpi.telemetry.mailbox import StatusMailbox
 from shallowpi.telemetry.status import EpisodeSummary, RecorderState, RecorderStatus, WriterStatus
 from shallowpi.tui import recorder_render as render
-from shallowpi.tui.recorder_dashboard import RecorderDashboard
+from shallowpi.tui.executor_dashboard import ExecutorDashboard
+from shallowpi.tui.recorder_dashboard import AcknowledgeScreen, QuitScreen, RecorderDashboard
 from telemetry_fixtures import never_stale  # noqa: F401 (autouse)
 from test_dashboard import make_status, text_of, wait_for
+from test_dashboard_keys import _screen_text
+from test_executor_dashboard import make_status as executor_status
 
 pytestmark = pytest.mark.timeout(60)
 STATES = ["saved", "discarded", "lost", "saving", "deleted"]
@@ -143,3 +152,223 @@ def test_a_task_in_wide_characters_is_cut_to_the_cells_it_takes():
     assert max(map(cell_len, summary)) <= 78, [cell_len(line) for line in summary]
     assert summary[2].startswith("task: 把红色的杯子") and summary[2].endswith("…")
     assert summary[3].endswith("2026-11-30.zarr   READ-ONLY")
+
+
+# -- Small terminals: a tmux split side by side (40x24, 60x24), one above the other (80x12),
+# or both (40x12). Docked: the state (the summary's first row), the message line and the
+# keys (E-STOP, quit); the body has what they leave.
+
+SMALL = [(40, 24), (80, 12), (40, 12)]
+
+
+def _size_id(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def assert_uncovered(app: App, widget: Widget, size: tuple[int, int]) -> None:
+    """Every cell of `widget` on the screen, and drawn by it (or by a widget inside it), not
+    by another laid over it: at 40x24 the right column (min-width 38) covered the left."""
+    region = widget.region
+    assert region.area > 0 and app.screen.region.contains_region(region), (size, widget.id, region)
+    for y in range(region.y, region.bottom):
+        for x in range(region.x, region.right):
+            shown, _ = app.screen.get_widget_at(x, y)
+            assert shown is widget or widget in shown.ancestors, (size, widget.id, (x, y), shown)
+
+
+def run_dashboard(app: App, size: tuple[int, int], scenario: Callable[[Pilot], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await scenario(pilot)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("size", SMALL, ids=_size_id)
+def test_the_recorders_state_message_and_keys_stay_on_screen_in_a_small_terminal(size):
+    """At 40x12 the summary (8 rows at 40 columns), the body and the keys (4 rows) did not
+    fit: the screen scrolled and the keys line, E-STOP and quit with it, fell off its foot.
+    The summary and the foot (message, keys) are docked now; the summary's first row, with
+    the state, the message and every row of the keys are on screen, not covered."""
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda request: None)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.RECORDING, message="FAULT: servo 3 overload"))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.3)
+        for widget_id in ("summary", "message", "keys"):
+            assert_uncovered(app, app.query_one(f"#{widget_id}"), size)
+        keys = app.query_one("#keys", Static)
+        assert keys.content_region.height == text_of(app, "keys").count("\n") + 1, size  # every row of keys
+        assert app.query_one("#summary").region.y == 0 and keys.region.bottom == size[1], size
+        screen = _screen_text(app)
+        for shown in ("RECORDING", "FAULT: servo 3 overload", "E-STOP", "quit"):
+            assert shown in screen, (size, shown, screen)
+        feed.close()
+
+    run_dashboard(app, size, scenario)
+
+
+@pytest.mark.parametrize("size", SMALL, ids=_size_id)
+def test_the_executors_state_message_and_keys_stay_on_screen_in_a_small_terminal(size):
+    """The executor's too: its summary docked above; its message, the answer to the last
+    key and the footer's keys (E-STOP, quit) docked below, the fault's words on a second
+    row where one does not hold them (they were cut at 40 columns)."""
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, lambda request: None)
+    message = "FAULT: bus 'right_arm' servo 8 overload"
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(executor_status(state=ExecutorState.FAULT, message=message))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.3)
+        for widget in (app.query_one("#summary"), app.query_one("#message"), app.query_one("#feedback"),
+                       app.query_one(Footer)):
+            assert_uncovered(app, widget, size)
+        assert app.query_one(Footer).region.bottom == size[1], size
+        screen = _screen_text(app)
+        for shown in ("FAULT", message, "E-STOP", "quit"):
+            assert shown in screen, (size, shown, screen)
+        feed.close()
+
+    run_dashboard(app, size, scenario)
+
+
+@pytest.mark.parametrize("size", [(40, 24), (60, 24)], ids=_size_id)
+def test_in_a_side_by_side_split_the_columns_stack_and_every_joint_row_shows_whole(size):
+    """At 40x24 the right column, 38 cells at least, lay over the left one: the joints and
+    the episodes could not be seen. At 60x24 the left had 20 cells, and each joint's row
+    (30 at least) wrapped over two lines. Under 76 columns the columns stack, the joints
+    first: each joint a row, whole, then the episodes, none covered."""
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda request: None)
+
+    async def scenario(pilot: Pilot) -> None:
+        status = make_status(RecorderState.RECORDING)
+        feed.publish(status)
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.3)
+        joints = app.query_one("#joints", Static)
+        rows = text_of(app, "joints").split("\n")
+        assert len(rows) == 1 + len(status.joint_names), rows
+        assert max(map(len, rows)) <= joints.content_region.width, (size, joints.content_region, rows)
+        assert joints.content_region.height == len(rows), (size, joints.content_region)  # none wraps
+        for widget_id in ("joints-box", "episodes"):
+            assert_uncovered(app, app.query_one(f"#{widget_id}"), size)
+        screen = _screen_text(app)
+        for row in rows[1:] + text_of(app, "episodes").split("\n"):
+            assert " ".join(row.split()) in screen, (size, row, screen)
+        feed.close()
+
+    run_dashboard(app, size, scenario)
+
+
+def test_in_a_side_by_side_split_the_executors_columns_stack():
+    """The executor's right column (34 cells at least) lay over its joints at 40x24."""
+    feed = StatusMailbox(max_hz=0)
+    app = ExecutorDashboard(feed, lambda request: None)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(executor_status())
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.3)
+        assert_uncovered(app, app.query_one("#joints-box"), (40, 24))
+        joints = app.query_one("#joints", Static)
+        rows = text_of(app, "joints").split("\n")
+        assert joints.content_region.height == len(rows) == 3, (joints.content_region, rows)
+        screen = _screen_text(app)
+        for row in rows:
+            assert " ".join(row.split()) in screen, (row, screen)
+        feed.close()
+
+    run_dashboard(app, (40, 24), scenario)
+
+
+def test_in_a_short_terminal_the_episodes_give_way_to_the_joints():
+    """At 80x12 the episodes' list kept its 3 rows and its border, and the joints' box got
+    none for its rows: a border, no joint. Under 16 rows the list goes (the summary keeps
+    the episode's number and the run's count) and the joints have the rows."""
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda request: None)
+
+    async def scenario(pilot: Pilot) -> None:
+        status = make_status(RecorderState.RECORDING)
+        feed.publish(status)
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.pause(0.3)
+        box = app.query_one("#joints-box")
+        rows = text_of(app, "joints").split("\n")
+        assert len(rows) == 1 + len(status.joint_names), rows
+        assert box.content_region.height >= len(rows), box.content_region  # the rows the box shows
+        assert_uncovered(app, box, (80, 12))
+        screen = _screen_text(app)
+        for row in rows:
+            assert " ".join(row.split()) in screen, (row, screen)
+        assert not app.query_one("#episodes").display
+        feed.close()
+
+    run_dashboard(app, (80, 12), scenario)
+
+
+@pytest.mark.parametrize("dashboard", ["recorder", "executor"])
+def test_any_size_down_to_one_cell_and_back_leaves_the_80x24_layout_as_it_was(dashboard):
+    """Resized through 1x1, 2x30, 5x2, 40x12 and 200x60 (a status shown at each), the dashboard
+    runs on; back at 80x24 its columns are side by side again, the summary at the top and
+    the keys on the last row, as before the small terminals."""
+    feed = StatusMailbox(max_hz=0)
+    recorder = dashboard == "recorder"
+    app: App = RecorderDashboard(feed, lambda request: None) if recorder else ExecutorDashboard(feed, lambda r: None)
+
+    def status(i: int) -> object:
+        return make_status(RecorderState.RECORDING, episode_time_s=float(i)) if recorder else executor_status(episode=i)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(status(0))
+        await wait_for(pilot, lambda: app.status is not None)
+        for i, size in enumerate([(1, 1), (2, 30), (5, 2), (40, 12), (200, 60), (80, 24)], start=1):
+            await pilot.resize_terminal(*size)
+            feed.publish(status(i))
+            await pilot.pause(0.2)
+            assert app.is_running, size
+        left, right = app.query_one("#left"), app.query_one("#right")
+        assert left.region.right <= right.region.x and left.region.y == right.region.y, (left.region, right.region)
+        assert app.query_one("#summary").region.y == 0
+        keys = app.query_one("#keys") if recorder else app.query_one(Footer)
+        assert keys.region.bottom == 24, keys.region
+        for widget_id in ("left", "right"):
+            assert_uncovered(app, app.query_one(f"#{widget_id}"), (80, 24))
+        feed.close()
+
+    run_dashboard(app, (80, 24), scenario)
+
+
+def test_the_fault_and_quit_dialogs_fit_a_small_terminal():
+    """At 40x12 the fault's dialog (14 rows) was centred past both edges, its title (E-STOP
+    or FAULT) above the top and its button below the foot, and the quit dialog (72 cells)
+    ran off the right edge with its question. Both keep within the screen now, scrolling
+    in themselves, the fault's title kept in view."""
+    feed = StatusMailbox(max_hz=0)
+    app = RecorderDashboard(feed, lambda request: None, monitor=True)
+    size = (40, 12)
+
+    async def scenario(pilot: Pilot) -> None:
+        feed.publish(make_status(RecorderState.RECORDING))
+        await wait_for(pilot, lambda: app.status is not None)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: isinstance(app.screen, QuitScreen))
+        await pilot.pause(0.2)
+        assert app.screen.region.contains_region(app.screen.query_one("#quit-dialog").region)
+        assert_uncovered(app, app.screen.query_one("#quit-question"), size)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: not isinstance(app.screen, QuitScreen))
+        feed.publish(make_status(RecorderState.FAULT, message="FAULT: servo 3 (left_elbow) overload alarm; torque held"))
+        await wait_for(pilot, lambda: isinstance(app.screen, AcknowledgeScreen))
+        await pilot.pause(0.3)
+        assert app.screen.region.contains_region(app.screen.query_one("#ack-dialog").region)
+        assert_uncovered(app, app.screen.query_one("#ack-title"), size)
+        assert "FAULT: the recording stopped" in _screen_text(app)
+        assert_uncovered(app, app.screen.query_one("#ack"), size)  # the button, focused, in view
+        feed.close()
+
+    run_dashboard(app, size, scenario)

@@ -19,6 +19,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import Footer, Static
 
@@ -32,6 +33,13 @@ from shallowpi.tui.status_feed import close_source, start_reading
 
 log = logging.getLogger(__name__)
 
+RIGHT_MIN_WIDTH = 34  # the right column's cells (its CSS min-width): the inference's p50/p99 line
+# Side by side only from here (63 columns): a joint's row at its narrowest (an 8-cell name,
+# narrower ones may read alike: panels.short_names; command and error) in its box (border,
+# padding, scroll gutter: 5 cells) beside the right column.
+NARROW_BELOW = render.NAME_MIN + render.NUMBERS_WIDTH_NARROW + 5 + RIGHT_MIN_WIDTH
+SHORT_BELOW = 16  # rows: under this the summary keeps no blank row
+
 
 class ExecutorDashboard(App[None]):
     """Live view of an executor; `e` sends E-STOP and `s` STOP (unless read-only). `q` in the
@@ -41,8 +49,15 @@ class ExecutorDashboard(App[None]):
 
     TITLE = "Shallow-π executor"
     CSS = """
-    /* 3 rows, or more where a line wraps (a WATCH-ONLY badge at 80 columns), not cut. */
-    #summary { height: auto; min-height: 3; padding: 0 1; background: $boost; }
+    /* Docked, whatever the terminal's size: the summary (the state) at the top; the
+       executor's message (faults, STALE), the answer to the last key and the keys (E-STOP,
+       quit) at the bottom. The body has what they leave: it gives way, they are never
+       scrolled off or covered. The summary: 3 rows, or more where a line wraps (a
+       WATCH-ONLY badge at 80 columns), not cut; at most half the rows. */
+    #summary { dock: top; width: 100%; height: auto; min-height: 3; max-height: 50%;
+               padding: 0 1; background: $boost; }
+    #foot { dock: bottom; width: 100%; height: auto; }
+    #foot Footer { dock: none; }
     #body { height: 1fr; }
     #left { width: 3fr; }
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
@@ -50,10 +65,22 @@ class ExecutorDashboard(App[None]):
        terminal has rows (the humanoid's 19 at 80x24), so the message line and keys stay:
        the joints' box is a fitted.ScrollBox. The right column's gutter is kept whether or
        not a bar shows, so that its panels' width does not change with the bar. */
-    #right { width: 2fr; min-width: 34; overflow-y: auto;
+    #right { width: 2fr; min-width: 34; overflow-y: auto;  /* RIGHT_MIN_WIDTH */
              scrollbar-gutter: stable; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 0; }
-    #message { height: 1; padding: 0 1; background: $panel; }
+    /* A fault's or STALE's words on a second row where one does not hold them (40 columns). */
+    #message { height: auto; min-height: 1; max-height: 2; padding: 0 1; background: $panel; }
     #feedback { height: 1; padding: 0 1; background: $panel; }
+    /* Narrow terminals (a tmux side split; under NARROW_BELOW columns a joint's row and the
+       right column's 34 cells do not both fit): the columns stack, the joints first, and
+       the body scrolls (the wheel). Side by side the right column covered the joints. */
+    .-narrow #body { layout: vertical; overflow-x: hidden; overflow-y: auto; }
+    .-narrow #left, .-narrow #right { width: 100%; min-width: 0; height: auto; overflow-y: hidden; }
+    .-narrow #right { scrollbar-gutter: auto; }
+    .-narrow #joints-box { max-height: 50vh; }
+    /* Short terminals (a top/bottom split; under SHORT_BELOW rows): the summary's blank third
+       row goes to the body. The inference and the loop, the least vital, are at the foot of
+       their column, which scrolls: they give way first, the safety counts stay. */
+    .-short #summary { min-height: 0; }
     """
     # One `q`, two meanings: check_action shows the one that applies (the deploy's own
     # dashboard stops the robot it leaves; a monitor only detaches).
@@ -88,9 +115,10 @@ class ExecutorDashboard(App[None]):
     def compose(self) -> ComposeResult:
         """The widgets: summary; joints (left, in a box that scrolls: arrow and page keys, the
         wheel); safety, inference and loop (right, safety first: on a small terminal the
-        column scrolls and its foot goes off screen); the executor's message line; the
-        answer to the last key (kept until the next key: the executor's own messages, a
-        countdown among them, would overwrite it); footer."""
+        column scrolls and its foot goes off screen; under the joints where the columns
+        stack); the executor's message line; the answer to the last key (kept until the
+        next key: the executor's own messages, a countdown among them, would overwrite it);
+        footer. The summary is docked above, the last three below: on screen at any size."""
         yield Static(render.summary(None, True), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="left"), ScrollBox(id="joints-box", classes="panel"):
@@ -99,9 +127,10 @@ class ExecutorDashboard(App[None]):
                 yield Static("", id="safety", classes="panel")
                 yield FittedPanel("", id="inference", classes="panel")
                 yield FittedPanel("", id="loop", classes="panel")
-        yield Static("waiting for the executor's first status…", id="message")
-        yield Static("", id="feedback")
-        yield Footer()
+        with Vertical(id="foot"):
+            yield Static("waiting for the executor's first status…", id="message")
+            yield Static("", id="feedback")
+            yield Footer()
 
     def on_mount(self) -> None:
         """Title the panels and start reading the source on a worker thread."""
@@ -193,6 +222,14 @@ class ExecutorDashboard(App[None]):
                 self._set("message", Text(f"{ended}; press q to leave", style="bold"))
             else:
                 self._set("message", Text(f"executor disconnected{reason}; press q to leave", style="bold yellow"))
+
+    def on_resize(self, event: Resize) -> None:
+        """The columns stacked under NARROW_BELOW columns; no blank summary row under
+        SHORT_BELOW rows. The panels are cut to their new widths once the layout has given
+        them (on_fitted_panel_resized)."""
+        width, height = event.size
+        self.set_class(width < NARROW_BELOW, "-narrow")
+        self.set_class(height < SHORT_BELOW, "-short")
 
     def on_fitted_panel_resized(self, _message: FittedPanel.Resized) -> None:
         """Cut the panels' text again to the width a panel has now (a status that cannot be

@@ -29,8 +29,8 @@ Three ways to run it, all supported and tested:
   recorder stops, the dashboard says "recorder disconnected" and stays until `q`.
 
 Threads: the source is read on a daemon thread (status_feed.start_reading: not a Textual
-worker, which exit would wait for), which hands each status to the UI thread with
-`call_from_thread`; widgets are touched only on the UI thread, through
+worker, which exit would wait for), which hands each status to the UI thread as a posted
+callback; widgets are touched only on the UI thread, through
 the `status` reactive and its watcher.
 """
 
@@ -64,6 +64,13 @@ from shallowpi.tui.status_feed import close_source, start_reading
 log = logging.getLogger(__name__)
 
 CommandSink = Callable[[Request], None]
+
+RIGHT_MIN_WIDTH = 38  # the right column's cells (its CSS min-width): a camera's row, 34, in its panel
+# Side by side only from here (76 columns): a joint's row with its name in 8 cells (narrower,
+# names may read alike: panels.short_names) in its box (border, padding, scroll gutter:
+# 5 cells) beside the right column.
+NARROW_BELOW = 8 + render.NUMBERS_WIDTH + 5 + RIGHT_MIN_WIDTH
+SHORT_BELOW = 16  # rows: under this the episodes' list gives way to the joints
 
 
 class QuitScreen(ModalScreen[str]):
@@ -145,23 +152,40 @@ class RecorderDashboard(App[None]):
     TITLE = "Shallow-π recorder"
     CSS = """
     Screen { layout: vertical; }
-    #summary { height: auto; padding: 0 1; background: $boost; }
+    /* Docked, whatever the terminal's size: the summary (the state on its first row, and
+       what needs the operator) at the top; the message line (faults, STALE) and the keys
+       (E-STOP, quit) at the bottom. The body has what they leave: it gives way, they are
+       never scrolled off or covered. The summary takes at most half the rows (8 lines at
+       40 columns), so that the two never meet down to 40x12. */
+    #summary { dock: top; width: 100%; height: auto; max-height: 50%; padding: 0 1; background: $boost; }
+    #foot { dock: bottom; width: 100%; height: auto; }
     #body { height: 1fr; }
     #left { width: 3fr; }
-    #right { width: 2fr; min-width: 38; overflow-y: auto; }
+    #right { width: 2fr; min-width: 38; overflow-y: auto; }  /* RIGHT_MIN_WIDTH */
     .panel { border: round $primary-darken-2; padding: 0 1; height: auto; }
     /* A joint a row; the rows scroll in their box (a fitted.ScrollBox: a Static does not
        scroll its own text) where the robot has more joints than there is room for. */
     #joints-box { max-height: 70%; }
     #episodes { height: 1fr; min-height: 4; }
     #thumbnail { height: auto; min-height: 3; }
-    #message { height: auto; max-height: 2; padding: 0 1; background: $panel; }
+    #message { height: auto; min-height: 1; max-height: 2; padding: 0 1; background: $panel; }
     #keys { height: auto; padding: 0 1; background: $boost; }
     /* Small terminals (under 110x36): no thumbnail, joints scroll in what is left, so
        the keys, the state and the writer's back-pressure stay on screen. */
     .-compact #thumbnail { display: none; }
     .-compact #joints-box { height: 1fr; max-height: 100%; }
     .-compact #episodes { height: auto; max-height: 6; min-height: 3; }
+    /* Narrow terminals (a tmux side split; under NARROW_BELOW columns a joint's row and the
+       right column's 38 cells do not both fit): the columns stack, the joints first, then
+       the episodes, cameras, loop and writer, and the body scrolls (the wheel). Side by side
+       the right column covered the left, or a joint's row wrapped over two lines. */
+    .-narrow #body { layout: vertical; overflow-x: hidden; overflow-y: auto; }
+    .-narrow #left, .-narrow #right { width: 100%; min-width: 0; height: auto; overflow-y: hidden; }
+    .-narrow #joints-box { height: auto; max-height: 50vh; }
+    /* Short terminals (a top/bottom split; under SHORT_BELOW rows): the episodes' list gives
+       way to the joints. It is history (the summary keeps the episode's number and the
+       run's count); the joints are the take going on now. */
+    .-short #episodes { display: none; }
     QuitScreen { align: center middle; }
     #quit-dialog {
         grid-size: 1 2; grid-rows: auto 3; padding: 1 2; width: 72; height: auto;
@@ -174,6 +198,12 @@ class RecorderDashboard(App[None]):
         padding: 1 2; width: 90%; max-width: 100; height: auto;
         border: thick $error; background: $surface;
     }
+    /* Within the screen, scrolling in itself where it is taller (40x12): centred in a
+       smaller screen it ran off both edges, its title (E-STOP or FAULT) off the top. */
+    #quit-dialog, #ack-dialog { max-height: 100%; overflow-y: auto; }
+    #quit-dialog { max-width: 100%; }
+    .-short #quit-dialog, .-short #ack-dialog { padding: 0 1; }
+    .-short #ack-title { dock: top; }  /* kept in view when the dialog scrolls to its button */
     #ack-title { text-style: bold; color: $text; background: $error; width: 100%; padding: 0 1; }
     #ack-message { margin: 1 0; width: 100%; }
     #ack-consequence { margin: 0 0 1 0; width: 100%; text-style: bold; }
@@ -239,9 +269,10 @@ class RecorderDashboard(App[None]):
     def compose(self) -> ComposeResult:
         """The widgets: summary; joints (in a box that scrolls: arrow, page, Home and End keys,
         the wheel; it has the focus) and episodes (left); thumbnail, cameras, loop and writer
-        (right; the column scrolls); message line; keys line. The panels whose text is cut
-        to their width are FittedPanels: drawn again when their width changes; the
-        episodes' list is also cut to its rows, the newest kept."""
+        (right; the column scrolls); message line and keys line (docked below, with the
+        summary docked above: on screen at any size). The panels whose text is cut to their
+        width are FittedPanels: drawn again when their width changes; the episodes' list is
+        also cut to its rows, the newest kept."""
         yield FittedPanel(render.summary(None, True, self.control), id="summary")
         with Horizontal(id="body"):
             with Vertical(id="left"):
@@ -253,8 +284,9 @@ class RecorderDashboard(App[None]):
                 yield FittedPanel("", id="cameras", classes="panel")
                 yield FittedPanel("", id="loop", classes="panel")
                 yield FittedPanel("", id="writer", classes="panel")
-        yield Static("waiting for the recorder's first status…", id="message")
-        yield FittedPanel(render.keys_line(), id="keys")
+        with Vertical(id="foot"):
+            yield Static("waiting for the recorder's first status…", id="message")
+            yield FittedPanel(render.keys_line(), id="keys")
 
     def on_mount(self) -> None:
         """Title the panels and start reading the source on a worker thread."""
@@ -368,24 +400,29 @@ class RecorderDashboard(App[None]):
 
     def watch_connected(self, connected: bool) -> None:
         """Refresh the summary; when the source has ended, say how: the recorder stopped,
-        ended on a fault, or disconnected (with the error, if the source broke)."""
-        self._show_summary()
-        if not connected:
-            reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
-            tail = "" if self.exit_when_source_ends else "; press q to leave"
-            if self.status is not None and self.status.state is RecorderState.STOPPED and not reason:
-                self._show_message(f"recorder stopped{tail}", "bold")
-            elif self.status is not None and self.status.state is RecorderState.FAULT:
-                self._show_message(f"recorder ended on a fault: {self.status.message}{tail}", "bold red")
-            else:
-                self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
+        ended on a fault, or disconnected (with the error, if the source broke). Nothing
+        when the screen is closing (the source ended as the app left)."""
+        with contextlib.suppress(NoMatches):
+            self._show_summary()
+            if not connected:
+                reason = f" ({self._disconnect_reason})" if self._disconnect_reason else ""
+                tail = "" if self.exit_when_source_ends else "; press q to leave"
+                if self.status is not None and self.status.state is RecorderState.STOPPED and not reason:
+                    self._show_message(f"recorder stopped{tail}", "bold")
+                elif self.status is not None and self.status.state is RecorderState.FAULT:
+                    self._show_message(f"recorder ended on a fault: {self.status.message}{tail}", "bold red")
+                else:
+                    self._show_message(f"recorder disconnected{reason}{tail}", "bold yellow")
 
     def on_resize(self, event: Resize) -> None:
-        """Compact layout under 110x36 (no thumbnail, joints scroll). The panels are drawn
-        again at their new widths when the layout has given them (on_fitted_panel_resized):
-        here, before it, they still have their old ones."""
-        compact = event.size.width < 110 or event.size.height < 36
-        self.set_class(compact, "-compact")
+        """Compact layout under 110x36 (no thumbnail, joints scroll); the columns stacked
+        under NARROW_BELOW columns; no episodes' list under SHORT_BELOW rows. The panels are
+        drawn again at their new widths when the layout has given them
+        (on_fitted_panel_resized): here, before it, they still have their old ones."""
+        width, height = event.size
+        self.set_class(width < 110 or height < 36, "-compact")
+        self.set_class(width < NARROW_BELOW, "-narrow")
+        self.set_class(height < SHORT_BELOW, "-short")
 
     def on_fitted_panel_resized(self, _message: FittedPanel.Resized) -> None:
         """Cut the panels' text again to the width a panel has now (the joints' bars come and
