@@ -34,7 +34,8 @@ Progress = Callable[[int, int], None]
 # so that this module and the work's own import as they do in the parent.
 _CHILD_CODE = ("import sys; from multiprocessing.connection import Connection; "
                "work = Connection(int(sys.argv[1]), writable=False); sys.path[:] = work.recv(); "
-               "from shallowpi.data.isolated import _child_start; _child_start(work, int(sys.argv[2]))")
+               "from shallowpi.data.isolated import _child_start; "
+               "_child_start(work, int(sys.argv[2]), int(sys.argv[3]))")
 
 
 class ChildCrashed(PlatformError):
@@ -63,8 +64,8 @@ def run_isolated(target: Callable[..., Any], *args: Any, what: str,
     try:
         # The child's own stdin, stdout and stderr are ours (the encoder's messages show); it
         # may start processes of its own (lerobot's encoders can).
-        child = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(work_read), str(answer_write)],
-                                 pass_fds=(work_read, answer_write))
+        child = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(work_read), str(answer_write),
+                                  str(os.getpid())], pass_fds=(work_read, answer_write))
     except BaseException:
         for fd in (work_read, work_write, answer_read, answer_write):
             os.close(fd)
@@ -131,8 +132,10 @@ def _death(exitcode: int | None) -> str:
     return f"exited with status {exitcode} without an answer"
 
 
-def _child_start(work: Connection, answer_fd: int) -> None:
-    """The child's side, run by _CHILD_CODE: the work from `work`, its answer to `answer_fd`."""
+def _child_start(work: Connection, answer_fd: int, parent: int) -> None:
+    """The child's side, run by _CHILD_CODE: the work from `work`, its answer to `answer_fd`;
+    ended with its `parent` (pid) where the system can say so (`_die_with_parent`)."""
+    _die_with_parent(parent)
     sender = Connection(answer_fd, readable=False)
     try:
         target, args = pickle.loads(work.recv_bytes())
@@ -143,6 +146,21 @@ def _child_start(work: Connection, answer_fd: int) -> None:
     finally:
         work.close()
     _child_main(sender, target, args)
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel SIGKILL this child when its parent dies (prctl's
+    PR_SET_PDEATHSIG), and exit now if `parent` is gone already (it died before the call).
+    A parent killed with -9 (an OOM kill) left its child encoding a camera's video for
+    minutes, with nobody to use it, then printing a BrokenPipeError traceback on the
+    terminal. Elsewhere the progress calls notice the parent gone (`_child_main`)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
