@@ -56,3 +56,26 @@ def test_the_child_ends_with_its_parent_killed_mid_work(tmp_path):
         if not _gone(child):
             os.kill(child, signal.SIGKILL)
     assert not done_file.exists()
+
+
+def test_a_process_pool_check_from_a_script_without_a_main_guard_is_one_store_error(tmp_path):
+    """check_store(pool="process") starts forkserver workers, which run the caller's
+    `__main__` again: a script without its main guard had 84 lines of two tracebacks
+    (RuntimeError, then BrokenProcessPool) for one cause."""
+    from store_fixtures import make_store
+
+    make_store(tmp_path / "s.zarr", episodes=2, length=8).close()
+    script = tmp_path / "check_it.py"
+    script.write_text(
+        "from shallowpi.data import EpisodeStore\n"
+        "from shallowpi.data.store_check import check_store\n"
+        "from shallowpi.errors import StoreError\n"
+        f"store = EpisodeStore.open({str(tmp_path / 's.zarr')!r})\n"
+        "try:\n"
+        "    check_store(store, decode_images=True, workers=2, pool='process')\n"
+        "except StoreError as exc:\n"
+        "    print('StoreError:', exc)\n")
+    done = subprocess.run([sys.executable, str(script)], env=subprocess_env(), capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    said = [line for line in done.stdout.splitlines() if line.startswith("StoreError:")]
+    assert said and "a decoding process of the check of s.zarr died" in said[-1], (done.stdout, done.stderr[-2000:])

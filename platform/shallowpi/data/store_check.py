@@ -24,6 +24,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
@@ -88,11 +89,13 @@ def check_store(
     """Verify every committed episode of `store`.
 
     `decode_images`: every camera frame (else each episode's first and last);
-    `workers`: decoders at once (default: every core); `pool`: "thread" or "process";
-    `progress(done, total)` counts camera frames. Raises nothing for damage: it is all
-    in the report, each line naming the array, episode and rows. Raises StoreEditedError
-    when the store was edited during the check (a delete, a recorder's d or r): the rows
-    read before and after the edit are of two stores, and their mismatch is no damage.
+    `workers`: decoders at once (default: every core); `pool`: "thread" or "process"
+    (forkserver workers, which import the caller's `__main__` again: a script needs its
+    `if __name__ == "__main__":` guard); `progress(done, total)` counts camera frames.
+    Raises nothing for damage: it is all in the report, each line naming the array, episode
+    and rows. Raises StoreEditedError when the store was edited during the check (a delete,
+    a recorder's d or r): the rows read before and after the edit are of two stores, and
+    their mismatch is no damage; StoreError (one line) when a process worker died.
     """
     report = CheckReport(len(store), store.num_frames)
     files = scan_files(store)
@@ -275,11 +278,15 @@ def _check_frames(store: EpisodeStore, files: FileScan, decode_all: bool, worker
                 done += count
                 if progress:
                     progress(done, total)
-        except BaseException:
+        except BaseException as exc:
             # Ctrl-C (or an error): the with-block's exit waits for every batch still queued
             # (a lab store's check ran on for 30 s after Ctrl-C before saying "interrupted");
             # drop them, so it waits only for the `workers` batches already decoding.
             executor.shutdown(wait=False, cancel_futures=True)
+            if isinstance(exc, BrokenProcessPool):  # 84 lines of two tracebacks, for one cause
+                raise StoreError(f"a decoding process of the check of {store.path.name} died (killed, out of "
+                                 "memory, or a script without `if __name__ == \"__main__\":` ran again in it); "
+                                 "check again with pool=\"thread\"") from exc
             raise
 
 
