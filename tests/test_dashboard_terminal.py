@@ -210,6 +210,32 @@ def test_monitor_ends_interrupted_soon_after_each_sigterm(publishing):
             terminal.close()
 
 
+def test_a_second_sigterm_during_the_monitors_shutdown_still_gives_the_terminal_back(publishing):
+    """`kill` twice (or `pkill` run twice): the second signal cut Textual's shutdown short,
+    and the terminal was left raw, without echo, on the dashboard's screen."""
+    terminal = Pty()
+    before = termios.tcgetattr(terminal.slave)
+    monitor = _monitor_lines(str(publishing.address), platform_cmd("monitor", "--address", str(publishing.address)),
+                             terminal, terminal.slave)
+    try:
+        assert terminal.read_until(lambda screen: b"RECORDING" in screen, 30), terminal.text()[-500:]
+        mark = len(terminal.screen)
+        monitor.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        monitor.send_signal(signal.SIGTERM)
+        terminal.read_until(lambda screen, process=monitor: process.poll() is not None, 10)
+        terminal.read_until(lambda screen: False, 0.2)
+        assert monitor.returncode == 130, (monitor.returncode, terminal.text(mark)[-800:])
+        modes = termios.tcgetattr(terminal.slave)
+        assert modes[3] & termios.ECHO and modes[3] & termios.ICANON and modes[3] == before[3], modes
+        assert b"\x1b[?1049l" in terminal.screen[mark:]  # off the dashboard's screen
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+            monitor.wait()
+        terminal.close()
+
+
 def test_a_recorder_gone_quiet_in_a_fault_is_called_stale():
     """While a fault waits for its acknowledgement the recorder republishes it every 0.5 s
     (record/fault_hold.py): a quiet one is a recorder hung there, and the E-STOP key may

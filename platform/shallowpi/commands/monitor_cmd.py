@@ -274,18 +274,28 @@ def _run_app(app: App, signals: bool) -> None:
 
     Raised by the handler wherever the loop was, the interrupt could skip Textual's
     shutdown: tasks destroyed pending, tracebacks after "interrupted", and 2 runs in 13 that
-    never exited (a reader thread waiting on the stopped loop). The recorder's own
-    dashboard (`--attached`) keeps the default: its recorder ends it, and restores the
-    terminal itself."""
+    never exited (a reader thread waiting on the stopped loop). A second signal cuts that
+    shutdown short, so the terminal's modes are put back here (it was left raw, on the
+    dashboard's screen). A shutdown still running `SHUTDOWN_S` after the first signal ends
+    the process (`_end_now`): a terminal that closed (SIGHUP) can block Textual's writer
+    thread for ever. The recorder's own dashboard (`--attached`) keeps the default: its
+    recorder ends it, and restores the terminal itself."""
+    from shallowpi.tui.launch import TerminalState
     from shallowpi.tui.status_feed import close_source
 
     loop = asyncio.new_event_loop()
     received: list[int] = []
+    watchdogs: list[threading.Timer] = []
+    terminal = TerminalState.save(sys.stdin, sys.__stderr__)  # Textual draws on stderr
 
     def end(signum: int, frame: Any) -> None:
         if received:  # the app did not end after the first: stop it where it is
             raise KeyboardInterrupt(f"signal {signum}")
         received.append(signum)
+        watchdog = threading.Timer(SHUTDOWN_S, _end_now, args=(terminal, signum))
+        watchdog.daemon = True
+        watchdog.start()
+        watchdogs.append(watchdog)
         loop.call_soon_threadsafe(app.exit)  # wakes the loop: the app leaves on its own thread
 
     main = threading.current_thread() is threading.main_thread()
@@ -293,13 +303,30 @@ def _run_app(app: App, signals: bool) -> None:
                 if signals and main else {})
     try:
         app.run(loop=loop)
+    except KeyboardInterrupt:
+        terminal.restore()  # the second signal cut Textual's own restore short
+        raise
     finally:
+        for watchdog in watchdogs:
+            watchdog.cancel()
         for sig, handler in replaced.items():
             signal.signal(sig, handler)
         close_source(getattr(app, "source", None))  # the App does as it unmounts, unless cut short
         _close_loop(loop)
     if received:
         raise KeyboardInterrupt(f"signal {received[0]}")
+
+
+# Seconds the dashboard has to end after a signal before the process ends itself.
+SHUTDOWN_S = 5.0
+
+
+def _end_now(terminal: Any, signum: int) -> None:
+    """The dashboard did not end `SHUTDOWN_S` after signal `signum` (its terminal closed
+    under it, its writer blocked): put the terminal's modes back where it still exists and
+    end the process, as the signal's default would (exit 128 + signum)."""
+    terminal.restore()
+    os._exit(128 + signum)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
