@@ -48,7 +48,7 @@ from shallowpi import config
 from shallowpi.cli import add_config_flags, at_least, overrides_from
 from shallowpi.commands.console import LinePrinter, interrupt_on_signals, torque_off_line
 from shallowpi.errors import PlatformError
-from shallowpi.terminal import is_terminal, why_no_dashboard
+from shallowpi.terminal import in_background, is_terminal, why_no_dashboard
 
 HELP = "teleoperate and record episodes (real robot, --sim direct or --sim stack)"
 log = logging.getLogger(__name__)
@@ -255,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
                 task=rig.task_text, **session_numbers, robot=cfg.robot.name, dataset=store_path.stem,
                 calibration_id=rig.calibration_id, camera_serials=rig.camera_serials, autostart=True,
                 # somebody to end it: a dashboard, or Ctrl-C on a terminal
-                hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and is_terminal(sys.stdin),
+                hold_at_end=bool(rec.get("hold_at_end", True)) and not args.sim and is_terminal(sys.stdin)
+                and not in_background(sys.stdin),  # Ctrl-C cannot reach a job run with &
             )
             disk = DiskBudget(store_path, rig.features, session_cfg.episode_rows, reserve_bytes=reserve_bytes(rec),
                               numeric_chunk_rows=settings.numeric_chunk_rows)
