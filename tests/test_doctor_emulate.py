@@ -169,7 +169,7 @@ def test_doctor_says_which_motors_the_calibration_lacks(tmp_path):
                                               range_max=4600, span_ticks=1000)
     save_calibration(RobotCalibration("arm-c4", "arm", {**both, "follower": follower}), tmp_path)
     (line,) = calibration_report(arm, tmp_path)
-    assert line.startswith("error: robot 'arm': joint 'gripper' limits ") and "across the end of the turn" in line, line
+    assert line.startswith("error: robot 'arm': joint 'gripper' travels through ticks ") and "across the end of the turn" in line, line
 
 
 def test_doctor_says_a_servo_with_a_latched_hardware_error_refuses_torque():

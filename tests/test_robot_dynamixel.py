@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from contextlib import contextmanager
@@ -427,12 +428,12 @@ def test_a_multi_turn_gripper_counting_from_another_turn_keeps_torque_off():
 
 
 @contextmanager
-def _extended_pan(homed: bool = False):
+def _extended_pan(homed: bool = False, zero: int = 4300, sweep: tuple[int, int] = (2946, 5654)):
     """arm.yaml with shoulder_pan's XL430 in extended position mode (a multi-turn count that
     restarts inside ticks 0..4095 at power-up; `turns_homed_externally: true` where
-    `homed`), on emulated chains, calibrated with its zero at tick 4300 and swept through
-    ticks 2946..5654: limits (the sweep less 2 % at each end) at ticks 3000..5600, 0.63 of a
-    turn across the end of the turn. Yields (spec, chains, calibration)."""
+    `homed`), on emulated chains, calibrated with its zero at tick `zero` and swept through
+    ticks `sweep`; by default 2946..5654: limits (the sweep less 2 % at each end) at ticks
+    3000..5600, 0.63 of a turn across the end of the turn. Yields (spec, chains, calibration)."""
     from shallowpi.hardware.dynamixel.calibration import MotorCalibration
 
     raw = _robot_config("arm")
@@ -444,7 +445,7 @@ def _extended_pan(homed: bool = False):
     try:
         spec = spec.with_ports({bus: chain.path for bus, chain in chains.items()})
         calibration = RobotCalibration("c1", "arm", {"follower": {**centred(spec, spec.motors),
-                                                                  "shoulder_pan": MotorCalibration(4300, 1, 2946, 5654)}})
+                                                                  "shoulder_pan": MotorCalibration(zero, 1, *sweep)}})
         yield spec, chains, calibration
     finally:
         for chain in chains.values():
@@ -466,12 +467,47 @@ def test_a_multi_turn_joint_whose_limits_cross_the_end_of_its_power_up_turn_keep
             with pytest.raises(PlatformError) as err:
                 DynamixelRobot(spec, calibration).connect()
             assert re.fullmatch(
-                r"robot 'arm': joint 'shoulder_pan' limits -1\.99\d*\.\.1\.99\d* occupy ticks 3000\.\.5600 of servo 1 "
-                r"on bus 'follower', across the end of the turn its count restarts in at power-up \(0\.\.4095\): "
-                r"after a power cycle part of that travel reads a whole turn off, and a goal from there drives the "
-                r"joint about a turn, into a stop; re-seat its horn so the travel lies within ticks 0\.\.4095, then "
-                r"`platform calibrate --robot arm --arm follower`", str(err.value)), str(err.value)
+                r"robot 'arm': joint 'shoulder_pan' travels through ticks 2946\.\.5654 of servo 1 on bus 'follower' "
+                r"\(its limits -1\.99\d*\.\.1\.99\d* and its calibration's sweep\), across the end of the turn its "
+                r"count restarts in at power-up \(0\.\.4095\): after a power cycle part of that travel reads a whole "
+                r"turn off, and a goal from there drives the joint about a turn, into a stop; re-seat its horn so the "
+                r"travel lies within ticks 0\.\.4095, then `platform calibrate --robot arm --arm follower` \(or, if "
+                r"your lab brings it up on the turn it was calibrated on, say so with turns_homed_externally: true in "
+                r"its motor entry\)", str(err.value)), str(err.value)
             assert not any(s.torque for s in chains["follower"].servos.values())
+
+
+def test_a_multi_turn_joint_resting_at_its_stop_past_the_turn_s_end_keeps_torque_off():
+    """The travel judged is the whole sweep, not the limits narrowed to it: shoulder_pan
+    swept through ticks 2000..4110 has its limits at 2042..4068, inside the power-up turn,
+    but a limp arm rests at its hard stop, tick 4110, which reads 14 after a power cycle:
+    connect took the joint for -4.58 rad where it stood at +1.70."""
+    with _extended_pan(zero=3000, sweep=(2000, 4110)) as (spec, chains, calibration):
+        servo = chains["follower"].servos[1]
+        servo.plant.move_to(servo.ticks_to_rad(4110 - 4096))  # at the stop, after a power cycle
+        time.sleep(0.05)
+        with pytest.raises(PlatformError, match=r"joint 'shoulder_pan' travels through ticks 2000\.\.4110 of servo 1"):
+            DynamixelRobot(spec, calibration).connect()
+        assert not any(s.torque for s in chains["follower"].servos.values())
+
+
+def test_a_y_series_joint_keeps_its_turn_count_so_its_travel_may_cross_the_turn_s_end():
+    """A Y series keeps its multi-turn count through power-off (its Multi-turn Backup
+    Battery): the humanoid's wrist roll zeroed 0.3 rad off its servo's centre and swept
+    +-3.2 rad about it crosses the end of the turn about the centre, and is no fault."""
+    from shallowpi.hardware.dynamixel.calibration import MotorCalibration
+    from shallowpi.robots.calibration import check_turn_travel, swept_limits
+
+    spec = robot_spec("humanoid")
+    motor = next(m for m in spec.motors if m.joint == "left_wrist_roll")
+    joint = next(j for j in spec.joints if j.name == motor.joint)
+    per_rad = motor.model.ticks_per_turn / (2 * math.pi)
+    zero = round(0.3 * per_rad)
+    entry = MotorCalibration(zero, 1, zero - round(3.2 * per_rad), zero + round(3.2 * per_rad))
+    calibration = RobotCalibration("c1", "humanoid", {"left_arm": {**centred(spec, spec.motors), motor.joint: entry}})
+    convert = calibration.converter(motor, joint.kind)
+    assert entry.range_max > motor.model.ticks_per_turn // 2  # past the end of the turn about the centre
+    check_turn_travel("humanoid", motor, convert, *swept_limits(calibration, joint, motor, convert))
 
 
 def test_a_multi_turn_joint_the_lab_homes_connects_across_the_end_of_its_turn():
@@ -513,8 +549,9 @@ def test_a_multi_turn_gripper_within_its_power_up_turn_reads_true_after_any_powe
             for opening in (0.0, 0.5, 0.96):
                 power_cycle(servo, closed + round(opening * 2600))
                 if refused:
-                    with pytest.raises(PlatformError, match=r"joint 'left_gripper' limits 0\.\.1 occupy ticks 3000\.\.5600 "
-                                                            r"of servo 7 on bus 'follower_left', across the end of the turn"):
+                    with pytest.raises(PlatformError, match=r"joint 'left_gripper' travels through ticks 3000\.\.5600 of "
+                                                            r"servo 7 on bus 'follower_left' \(its limits 0\.\.1 and its "
+                                                            r"calibration's sweep\), across the end of the turn"):
                         DynamixelRobot(spec, calibration).connect()
                     assert not any(s.torque for c in chains.values() for s in c.servos.values())
                     continue

@@ -517,36 +517,52 @@ def counts_turns(motor: MotorSpec) -> bool:
     return not (motor.mode == OperatingMode.POSITION and motor.model.series == "X")
 
 
+def restarts_turn_count(motor: MotorSpec) -> bool:
+    """Whether `motor` counts whole turns (`counts_turns`) and loses that count at power-off,
+    coming up inside `one_turn`: an X series in extended or current-based position mode. A
+    Y series keeps its multi-turn count through power-off on its Multi-turn Backup Battery
+    (ROBOTIS e-Manual, YM070/YM080 pages), and reports a battery fault when it could not."""
+    return counts_turns(motor) and motor.model.series != "Y"
+
+
 def check_turn_travel(robot: str, motor: MotorSpec, convert: JointConverter, lower: float, upper: float) -> None:
-    """PlatformError (one line) when a multi-turn motor's (`counts_turns`) joint limits
-    `lower`..`upper` (joint units; a follower's narrowed to its sweep, `swept_limits`, a
-    leader's `leader_limits`) map, through its calibration `convert`, to ticks outside
-    `one_turn(model)` (X: 0..4095; YM080: -262144..262143): the turn its count restarts in
-    at power-up. Part of such a travel reads a whole turn off after a power cycle, and where
-    the limits span half a turn to one that reading can land less than half a turn outside
-    them, which `check_turn_count` lets through: the first goal clipped into the limits
-    drives the joint the long way, about a turn, into a stop (a leader sends its follower
-    there). Inside that turn, a joint inside its limits reads exactly after any power cycle.
+    """PlatformError (one line) when the travel of a motor whose count restarts at power-up
+    (`restarts_turn_count`) does not lie in `one_turn(model)` (X: 0..4095), the turn it
+    counts in after a power cycle. The travel is the joint limits `lower`..`upper` (joint
+    units; a follower's narrowed to its sweep, `swept_limits`, a leader's `leader_limits`)
+    through its calibration `convert`, with the whole sweep the calibration recorded
+    (`range_min`..`range_max`): a limp arm rests at its hard stop, past the narrowed limits,
+    and that is where it is powered up. Part of a travel across the turn's end reads a whole
+    turn off after a power cycle, and where the travel spans half a turn to one that reading
+    can land less than half a turn outside the limits, which `check_turn_count` lets
+    through: the first goal clipped into the limits drives the joint the long way, about a
+    turn, into a stop (a leader sends its follower there). Inside that turn, a joint inside
+    its travel reads exactly after any power cycle.
 
     Not checked: a single-turn motor (an X series in position mode: `check_position_limits`
     bounds a follower's travel in its one turn, a leader's is read on across the turn's end),
-    nor one whose motor entry says `turns_homed_externally: true`, the lab's word that it
-    comes up counting as at calibration. `connect` (follower and leader) and `calibrate`
-    (before saving) call it."""
-    if not counts_turns(motor) or motor.turns_homed_externally:
+    a Y series (its count survives power-off), nor a motor whose entry says
+    `turns_homed_externally: true`, the lab's word that it comes up counting as at
+    calibration. `connect` (follower and leader), `calibrate` (before saving) and `doctor`
+    call it."""
+    if not restarts_turn_count(motor) or motor.turns_homed_externally:
         return
     low, high = convert.tick_range(lower, upper)
-    first, last = one_turn(motor.model)  # the model's own: a Y servo's is signed about 0
+    entry = convert.calibration
+    low, high = min(low, entry.range_min), max(high, entry.range_max)
+    first, last = one_turn(motor.model)
     if first <= low and high <= last:
         return
     # Where the travel falls in the servo's turn is set by how its horn is seated: a new
     # calibration alone would measure the same ticks.
     raise PlatformError(
-        f"robot '{robot}': joint '{motor.joint}' limits {lower:g}..{upper:g} occupy ticks {low}..{high} of servo "
-        f"{motor.id} on bus '{motor.bus}', across the end of the turn its count restarts in at power-up "
-        f"({first}..{last}): after a power cycle part of that travel reads a whole turn off, and a goal from there "
-        f"drives the joint about a turn, into a stop; re-seat its horn so the travel lies within ticks "
-        f"{first}..{last}, then `platform calibrate --robot {robot} --arm {motor.bus}`")
+        f"robot '{robot}': joint '{motor.joint}' travels through ticks {low}..{high} of servo {motor.id} on bus "
+        f"'{motor.bus}' (its limits {lower:g}..{upper:g} and its calibration's sweep), across the end of the turn "
+        f"its count restarts in at power-up ({first}..{last}): after a power cycle part of that travel reads a "
+        f"whole turn off, and a goal from there drives the joint about a turn, into a stop; re-seat its horn so "
+        f"the travel lies within ticks {first}..{last}, then `platform calibrate --robot {robot} --arm "
+        f"{motor.bus}` (or, if your lab brings it up on the turn it was calibrated on, say so with "
+        f"turns_homed_externally: true in its motor entry)")
 
 
 def leader_limits(joint: JointSpec, convert: JointConverter) -> tuple[float, float]:
