@@ -378,10 +378,11 @@ def _motor(spec: JointSpec, raw: Mapping[str, Any], bus: str | None, buses: Mapp
         raise ConfigError(f"{where}: {who} for '{joint}' has metres_per_rad {metres_per_rad:g}; give metres per "
                           "radian > 0 (a reversed stage is direction: -1)")
     # The same split as calibration.check_turn_count's: only an X series in position mode
-    # reads a single turn; every other position reading counts turns from power-up.
+    # reads a single turn; every other position reading counts turns, from power-up on an
+    # X, through power-off on a Y (its backup battery keeps the count).
     multi_turn = not (mode == OperatingMode.POSITION and model.series == "X")
     check_turn_span(who, joint, spec.kind, spec.lower, spec.upper, metres_per_rad, multi_turn,
-                    raw.get(HOMED_KEY, False), where)
+                    raw.get(HOMED_KEY, False), where, keeps_count=model.series == "Y")
     speed = None
     if follower and spec.kind in METRIC_UNITS:
         speed = spec.max_velocity / metres_per_rad if spec.kind == "linear" else spec.max_velocity

@@ -121,21 +121,24 @@ def check_baud(bus: str, baud: int, where: str) -> None:
 
 
 def check_turn_span(who: str, joint: str, kind: str, lower: float, upper: float, metres_per_rad: float,
-                    multi_turn: bool, homed_externally: Any, where: str) -> None:
+                    multi_turn: bool, homed_externally: Any, where: str, keeps_count: bool = False) -> None:
     """ConfigError (one line) for a multi-turn motor (`multi_turn`: it counts whole turns,
     as an X series in extended or current-based position mode does, a Y series in position
     mode) whose joint's limits `lower`..`upper` (rad; m on a linear joint, over
     `metres_per_rad` to the shaft's radians; the direction only mirrors them) span more than
     one turn of its shaft, unless its motor entry says `turns_homed_externally: true`.
 
-    Such a servo's turn count restarts at power-up, so after a power cycle it reads whole
+    Such a servo's turn count restarts at power-up (but a Y series', `keeps_count`, below),
+    so after a power cycle it reads whole
     turns off, inside the joint's limits, and connect cannot tell which turn it is on: a lift
     on a lead screw read 0.024 m at 0.15 m, and the next goal drove it into its top stop.
     `turns_homed_externally: true` is a lab's word that it brings the servo up counting as at
     calibration (e.g. powered up at the same end stop each time). Also refused: that key
     with another value than true or false, or on a single-turn motor (an X series in
     position mode reads one turn, and has no count to lose). A gripper's travel in turns is
-    its calibrated span, which a config does not hold: not checked here."""
+    its calibrated span, which a config does not hold: not checked here. Nor a motor that
+    `keeps_count` through power-off: a Y series, on its Multi-turn Backup Battery (ROBOTIS
+    e-Manual), where the key is the lab's to give or not."""
     who = f"{who} for '{joint}'"
     if not isinstance(homed_externally, bool):
         raise ConfigError(f"{where}: {who} has {HOMED_KEY} {homed_externally!r}; give true or false")
@@ -144,7 +147,7 @@ def check_turn_span(who: str, joint: str, kind: str, lower: float, upper: float,
             raise ConfigError(f"{where}: {who} has {HOMED_KEY}, but its servo reads within one turn in position "
                               "mode and keeps no turn count to home; remove it")
         return
-    if kind not in METRIC_UNITS or homed_externally:
+    if kind not in METRIC_UNITS or homed_externally or keeps_count:
         return
     turn = 2 * math.pi * (metres_per_rad if kind == "linear" else 1.0)  # one shaft turn, in joint units
     turns = (upper - lower) / turn
