@@ -165,8 +165,10 @@ def _worker_leaves_stops_to_the_trainer(_worker_id: int) -> None:
     died of "DataLoader worker killed by signal" without saving; a terminal's Ctrl-C killed
     the worker whose batch the step waited on, and the run stopped a step early. Set here,
     not inherited from the trainer through fork: Python 3.14 starts workers by forkserver,
-    with the default handlers. The workers still end with the loader, or with the trainer
-    (torch's workers watch their parent)."""
+    with the default handlers. There a SIGTERM or SIGHUP to the whole process group also
+    ends the forkserver process, the workers' parent, and torch's workers end with their
+    parent: the run then saves the step before the one it waited on (one step lost, the
+    checkpoint whole). The workers still end with the loader, or with the trainer."""
     import signal
 
     for sig in SIGNALS:
