@@ -233,7 +233,7 @@ def test_the_test_jobs_update_in_place_installs_the_dependencies_alone(setup):
     assert updated.returncode == 0, updated.stderr
     (update,) = setup.pip_calls(own / "bin" / "python")
     assert "-e" not in update and ".[all]" not in update
-    assert "tqdm>=4" in update and "numpy>=1.26" in update and "torch>=2.4" in update
+    assert "tqdm>=4" in update and "numpy>=1.26" in update and "torch>=2.6" in update
     assert not any(requirement.startswith("shallowpi") for requirement in update)
 
 
