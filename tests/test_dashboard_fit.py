@@ -70,9 +70,7 @@ def test_no_panel_line_wraps_and_the_key_facts_stay(size):
     status = long_run_status()
 
     async def scenario(pilot: Pilot) -> None:
-        feed.publish(status)
-        await wait_for(pilot, lambda: app.status is not None)
-        await pilot.pause(0.3)
+        await show_status(pilot, app, feed, status)
         for widget_id, facts in FACTS.items():
             widget = app.query_one(f"#{widget_id}", Static)
             lines = text_of(app, widget_id).split("\n")
@@ -176,6 +174,13 @@ def assert_uncovered(app: App, widget: Widget, size: tuple[int, int]) -> None:
             assert shown is widget or widget in shown.ancestors, (size, widget.id, (x, y), shown)
 
 
+async def show_status(pilot: Pilot, app: App, feed: StatusMailbox, status: object) -> None:
+    """Publish `status` on `feed` and wait until `app` has it and has laid it out."""
+    feed.publish(status)
+    await wait_for(pilot, lambda: app.status is not None)
+    await pilot.pause(0.3)
+
+
 def run_dashboard(app: App, size: tuple[int, int], scenario: Callable[[Pilot], Awaitable[None]]) -> None:
     async def main() -> None:
         async with app.run_test(size=size) as pilot:
@@ -194,9 +199,7 @@ def test_the_recorders_state_message_and_keys_stay_on_screen_in_a_small_terminal
     app = RecorderDashboard(feed, lambda request: None)
 
     async def scenario(pilot: Pilot) -> None:
-        feed.publish(make_status(RecorderState.RECORDING, message="FAULT: servo 3 overload"))
-        await wait_for(pilot, lambda: app.status is not None)
-        await pilot.pause(0.3)
+        await show_status(pilot, app, feed, make_status(RecorderState.RECORDING, message="FAULT: servo 3 overload"))
         for widget_id in ("summary", "message", "keys"):
             assert_uncovered(app, app.query_one(f"#{widget_id}"), size)
         keys = app.query_one("#keys", Static)
@@ -220,9 +223,7 @@ def test_the_executors_state_message_and_keys_stay_on_screen_in_a_small_terminal
     message = "FAULT: bus 'right_arm' servo 8 overload"
 
     async def scenario(pilot: Pilot) -> None:
-        feed.publish(executor_status(state=ExecutorState.FAULT, message=message))
-        await wait_for(pilot, lambda: app.status is not None)
-        await pilot.pause(0.3)
+        await show_status(pilot, app, feed, executor_status(state=ExecutorState.FAULT, message=message))
         for widget in (app.query_one("#summary"), app.query_one("#message"), app.query_one("#feedback"),
                        app.query_one(Footer)):
             assert_uncovered(app, widget, size)
@@ -246,9 +247,7 @@ def test_in_a_side_by_side_split_the_columns_stack_and_every_joint_row_shows_who
 
     async def scenario(pilot: Pilot) -> None:
         status = make_status(RecorderState.RECORDING)
-        feed.publish(status)
-        await wait_for(pilot, lambda: app.status is not None)
-        await pilot.pause(0.3)
+        await show_status(pilot, app, feed, status)
         joints = app.query_one("#joints", Static)
         rows = text_of(app, "joints").split("\n")
         assert len(rows) == 1 + len(status.joint_names), rows
@@ -270,9 +269,7 @@ def test_in_a_side_by_side_split_the_executors_columns_stack():
     app = ExecutorDashboard(feed, lambda request: None)
 
     async def scenario(pilot: Pilot) -> None:
-        feed.publish(executor_status())
-        await wait_for(pilot, lambda: app.status is not None)
-        await pilot.pause(0.3)
+        await show_status(pilot, app, feed, executor_status())
         assert_uncovered(app, app.query_one("#joints-box"), (40, 24))
         joints = app.query_one("#joints", Static)
         rows = text_of(app, "joints").split("\n")
@@ -294,9 +291,7 @@ def test_in_a_short_terminal_the_episodes_give_way_to_the_joints():
 
     async def scenario(pilot: Pilot) -> None:
         status = make_status(RecorderState.RECORDING)
-        feed.publish(status)
-        await wait_for(pilot, lambda: app.status is not None)
-        await pilot.pause(0.3)
+        await show_status(pilot, app, feed, status)
         box = app.query_one("#joints-box")
         rows = text_of(app, "joints").split("\n")
         assert len(rows) == 1 + len(status.joint_names), rows

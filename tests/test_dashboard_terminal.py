@@ -236,44 +236,30 @@ def test_a_second_sigterm_during_the_monitors_shutdown_still_gives_the_terminal_
         terminal.close()
 
 
-def test_a_recorder_gone_quiet_in_a_fault_is_called_stale():
+@pytest.mark.parametrize("source", ["recorder", "executor"])
+def test_a_source_gone_quiet_in_a_fault_is_called_stale(source):
     """While a fault waits for its acknowledgement the recorder republishes it every 0.5 s
-    (record/fault_hold.py): a quiet one is a recorder hung there, and the E-STOP key may
-    reach nothing. The dashboard said nothing of it in FAULT."""
+    (record/fault_hold.py), and the executor's fault hold publishes on
+    (commands/deploy_holds.py): a quiet one is hung there, and the E-STOP key may reach
+    nothing. The dashboards said nothing of it in FAULT."""
     import asyncio
 
     feed = StatusMailbox(max_hz=0)
-    app = RecorderDashboard(feed, [].append)
+    if source == "recorder":
+        app = RecorderDashboard(feed, [].append)
+        fault = make_status(RecorderState.FAULT, message="FAULT: servo 3 overload")
+    else:
+        app = ExecutorDashboard(feed, [].append)
+        fault = make_executor_status(state=ExecutorState.FAULT, message="fault: servo 7 overload")
 
     async def main() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            feed.publish(make_status(RecorderState.FAULT, message="FAULT: servo 3 overload"))
+            feed.publish(fault)
             deadline = time.monotonic() + 10
             while app.status is None and time.monotonic() < deadline:
                 await pilot.pause(0.05)
             await pilot.pause(STALE_AFTER_S + 1.0)
-            assert text_of(app, "message").startswith("STALE: no status from the recorder for ")
-            feed.close()
-
-    asyncio.run(main())
-
-
-def test_an_executor_gone_quiet_in_a_fault_is_called_stale():
-    """The executor's fault hold publishes on (commands/deploy_holds.py): quiet there, it
-    is hung, and the dashboard must say so as in any other state but warming up."""
-    import asyncio
-
-    feed = StatusMailbox(max_hz=0)
-    app = ExecutorDashboard(feed, [].append)
-
-    async def main() -> None:
-        async with app.run_test(size=(120, 40)) as pilot:
-            feed.publish(make_executor_status(state=ExecutorState.FAULT, message="fault: servo 7 overload"))
-            deadline = time.monotonic() + 10
-            while app.status is None and time.monotonic() < deadline:
-                await pilot.pause(0.05)
-            await pilot.pause(STALE_AFTER_S + 1.0)
-            assert text_of(app, "message").startswith("STALE: no status from the executor for ")
+            assert text_of(app, "message").startswith(f"STALE: no status from the {source} for ")
             feed.close()
 
     asyncio.run(main())
