@@ -427,7 +427,7 @@ def check_leader_range(robot: str, motor: MotorSpec, entry: MotorCalibration) ->
     (`LeaderFollower._unwrapped`). Multi-turn servos count whole turns: their travel must
     lie in the turn their count restarts in (`check_turn_travel`), their reading near it
     (`check_turn_count`)."""
-    if counts_turns(motor):
+    if motor.counts_turns:
         return
     lowest, highest = one_turn(motor.model)
     if entry.range_max - entry.range_min > highest - lowest:
@@ -474,7 +474,7 @@ def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lowe
       the other way round (a zero calibrated near the turn's end), and the servo, which
       cannot cross its turn's end, would drive it back the long way, nearly a whole turn
       (`nearest_turn`);
-    - a multi-turn motor (`counts_turns`: extended or current-based position mode; a Y
+    - a multi-turn motor (`MotorSpec.counts_turns`: extended or current-based position mode; a Y
       series in any position mode) that reads more than half a turn outside its limits: it
       counts from another turn than at calibration, and act() would drive the joint a turn,
       a gripper into its end stop.
@@ -489,7 +489,7 @@ def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lowe
     turn, and a joint moved far outside its limits."""
     low, high = convert.tick_range(lower, upper)
     ticks, turn = convert.to_ticks(present), motor.model.ticks_per_turn
-    if not counts_turns(motor):
+    if not motor.counts_turns:
         if nearest_turn(ticks, low, high, turn) != ticks:
             raise PlatformError(
                 f"robot '{robot}': joint '{motor.joint}' reads tick {ticks}, outside its limits "
@@ -510,24 +510,9 @@ def check_turn_count(robot: str, motor: MotorSpec, convert: JointConverter, lowe
             f"(`platform calibrate --robot {robot} --arm {motor.bus}`)")
 
 
-def counts_turns(motor: MotorSpec) -> bool:
-    """Whether `motor`'s position reading counts whole turns, restarting inside `one_turn`
-    at power-up: every position reading but an X series' in plain position mode, which
-    reads one turn (extended or current-based position mode on an X; a Y in any mode)."""
-    return not (motor.mode == OperatingMode.POSITION and motor.model.series == "X")
-
-
-def restarts_turn_count(motor: MotorSpec) -> bool:
-    """Whether `motor` counts whole turns (`counts_turns`) and loses that count at power-off,
-    coming up inside `one_turn`: an X series in extended or current-based position mode. A
-    Y series keeps its multi-turn count through power-off on its Multi-turn Backup Battery
-    (ROBOTIS e-Manual, YM070/YM080 pages), and reports a battery fault when it could not."""
-    return counts_turns(motor) and motor.model.series != "Y"
-
-
 def check_turn_travel(robot: str, motor: MotorSpec, convert: JointConverter, lower: float, upper: float) -> None:
     """PlatformError (one line) when the travel of a motor whose count restarts at power-up
-    (`restarts_turn_count`) does not lie in `one_turn(model)` (X: 0..4095), the turn it
+    (`MotorSpec.restarts_turn_count`) does not lie in `one_turn(model)` (X: 0..4095), the turn it
     counts in after a power cycle. The travel is the joint limits `lower`..`upper` (joint
     units; a follower's narrowed to its sweep, `swept_limits`, a leader's `leader_limits`)
     through its calibration `convert`, with the whole sweep the calibration recorded
@@ -545,7 +530,7 @@ def check_turn_travel(robot: str, motor: MotorSpec, convert: JointConverter, low
     `turns_homed_externally: true`, the lab's word that it comes up counting as at
     calibration. `connect` (follower and leader), `calibrate` (before saving) and `doctor`
     call it."""
-    if not restarts_turn_count(motor) or motor.turns_homed_externally:
+    if not motor.restarts_turn_count or motor.turns_homed_externally:
         return
     low, high = convert.tick_range(lower, upper)
     entry = convert.calibration
@@ -756,7 +741,7 @@ class _Sweep:
         """Count one reading of every servo."""
         for m in self.motors:
             tick = ticks[m.id]
-            if not counts_turns(m):
+            if not m.counts_turns:
                 # Only these read one turn: the other modes, and a Y in any, count whole turns.
                 tick = unwrap_reading(self._last[m.id], tick, m.model.ticks_per_turn)
             self._last[m.id] = tick

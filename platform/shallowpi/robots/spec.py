@@ -61,6 +61,22 @@ class MotorSpec:
     # restarts in (`calibration.check_turn_travel` then lets it).
     turns_homed_externally: bool = False
 
+    @property
+    def counts_turns(self) -> bool:
+        """Whether its position reading counts whole turns: every position mode but an X
+        series' plain position mode, which reads one turn (extended or current-based
+        position mode on an X; a Y in any mode)."""
+        return not (self.mode == OperatingMode.POSITION and self.model.series == "X")
+
+    @property
+    def restarts_turn_count(self) -> bool:
+        """Whether it counts whole turns and loses that count at power-off, coming up inside
+        one turn (`calibration.one_turn`): an X series in extended or current-based position
+        mode. A Y series keeps its multi-turn count through power-off on its Multi-turn
+        Backup Battery (ROBOTIS e-Manual, YM070/YM080 pages), and reports a battery fault
+        when it could not."""
+        return self.counts_turns and self.model.series != "Y"
+
 
 @dataclass(frozen=True)
 class BusSpec:
@@ -377,18 +393,15 @@ def _motor(spec: JointSpec, raw: Mapping[str, Any], bus: str | None, buses: Mapp
     if not metres_per_rad > 0:  # 0 divides ticks by zero; a negative one is a direction: 1 or -1 says that
         raise ConfigError(f"{where}: {who} for '{joint}' has metres_per_rad {metres_per_rad:g}; give metres per "
                           "radian > 0 (a reversed stage is direction: -1)")
-    # The same split as calibration.check_turn_count's: only an X series in position mode
-    # reads a single turn; every other position reading counts turns, from power-up on an
-    # X, through power-off on a Y (its backup battery keeps the count).
-    multi_turn = not (mode == OperatingMode.POSITION and model.series == "X")
-    check_turn_span(who, joint, spec.kind, spec.lower, spec.upper, metres_per_rad, multi_turn,
-                    raw.get(HOMED_KEY, False), where, keeps_count=model.series == "Y")
     speed = None
     if follower and spec.kind in METRIC_UNITS:
         speed = spec.max_velocity / metres_per_rad if spec.kind == "linear" else spec.max_velocity
-    return MotorSpec(joint, bus, servo_id, model, direction, mode, metres_per_rad,
-                     None if current is None else float(current), speed,
-                     turns_homed_externally=raw.get(HOMED_KEY, False))
+    homed = raw.get(HOMED_KEY, False)
+    motor = MotorSpec(joint, bus, servo_id, model, direction, mode, metres_per_rad,
+                      None if current is None else float(current), speed, turns_homed_externally=homed is True)
+    check_turn_span(who, joint, spec.kind, spec.lower, spec.upper, metres_per_rad, motor.counts_turns, homed, where,
+                    keeps_count=not motor.restarts_turn_count)
+    return motor
 
 
 def parse_ports(text: str) -> dict[str, str]:

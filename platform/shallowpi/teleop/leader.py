@@ -30,7 +30,6 @@ from shallowpi.robots.calibration import (
     check_servo_frame,
     check_turn_count,
     check_turn_travel,
-    counts_turns,
     leader_limits,
     reply_without_delay,
 )
@@ -186,7 +185,7 @@ class LeaderFollower:
         return action
 
     def _check_turn_counts(self, leader: LeaderSpec, bus: MotorBus) -> None:
-        """PlatformError (one line) for a multi-turn leader servo (`counts_turns`: extended
+        """PlatformError (one line) for a multi-turn leader servo (`MotorSpec.counts_turns`: extended
         or current-based position mode, a Y series) whose joint's limits, narrowed to its
         sweep (`leader_limits`), cross the end of the turn its count restarts in at power-up
         (`check_turn_travel`: part of that travel reads a turn off, which can land inside the
@@ -195,7 +194,7 @@ class LeaderFollower:
         follower a turn off, to a limit (`check_turn_count`, as the followers are checked).
         A single-turn one past its turn's end is read in the nearest turn instead
         (`_unwrapped`)."""
-        multi = [m for m in leader.motors if counts_turns(m)]
+        multi = [m for m in leader.motors if m.counts_turns]
         if not multi:
             return
         for motor in multi:  # whatever the pose: before the reading is judged
@@ -224,7 +223,7 @@ class LeaderFollower:
         on or back puts it inside, it is taken there. Taken as a first reading instead, a
         joint held past its limit through a short stall read near the other end of its range,
         and the follower swung there."""
-        if counts_turns(motor):
+        if motor.counts_turns:
             return ticks  # the other modes, and the Y series in any, count whole turns themselves
         low, high = self._convert[motor.joint].tick_range(*self._limits[motor.joint])
         last, joint, turn = self._last_ticks.get(motor.joint), motor.joint, motor.model.ticks_per_turn
