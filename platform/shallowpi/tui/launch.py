@@ -76,20 +76,22 @@ def dashboard_lost(process: subprocess.Popen) -> str | None:
     (`describe_exit`), or it is stopped (SIGTTOU or SIGTTIN: its process group went to the
     background of the terminal; SIGSTOP), which `poll()` does not see: the run then went
     on blind, its log lines held. A stopped one is killed (and reaped), its terminal given
-    back by the caller; the run goes on with plain lines."""
-    code = process.poll()
-    if code is not None:
-        return describe_exit(code)
-    try:  # WNOWAIT: asked again on the next check, the stop is still reported
-        stopped = os.waitid(os.P_PID, process.pid, os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:  # reaped meanwhile
+    back by the caller; the run goes on with plain lines. One system call while it runs
+    (deploy asks every tick)."""
+    if process.returncode is not None:
+        return describe_exit(process.returncode)
+    try:  # WNOWAIT: nothing is reaped here; Popen reaps an exited one below, as poll() would
+        seen = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped meanwhile, by Popen on another thread
         return None if process.poll() is None else describe_exit(process.returncode)
-    if stopped is None or stopped.si_code not in (os.CLD_STOPPED, os.CLD_TRAPPED):
+    if seen is None:
         return None
+    if seen.si_code not in (os.CLD_STOPPED, os.CLD_TRAPPED):
+        return describe_exit(process.wait())
     with contextlib.suppress(OSError):
         process.kill()
     process.wait()
-    return (f"the dashboard was stopped (signal {stopped.si_status}: is this run in the background of "
+    return (f"the dashboard was stopped (signal {seen.si_status}: is this run in the background of "
             f"its terminal?) and was ended")
 
 
