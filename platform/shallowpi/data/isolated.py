@@ -145,7 +145,7 @@ def _child_start(work: Connection, answer_fd: int, parent: int) -> None:
         return
     finally:
         work.close()
-    _child_main(sender, target, args)
+    _child_main(sender, target, args, parent)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -163,8 +163,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    parent = os.getppid()
+def _child_main(sender: Any, target: Callable[..., Any], args: tuple[Any, ...], parent: int) -> None:
 
     def progress(done: int, total: int) -> None:
         if os.getppid() != parent:  # the parent was killed (-9): nobody will use the work
