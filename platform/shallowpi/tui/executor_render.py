@@ -34,7 +34,7 @@ def _successes(s: ExecutorStatus, word: str) -> str:
 SPARK = "▁▂▃▄▅▆▇█"
 NUMBERS_WIDTH = 25  # " command measured   error" after the name: 1 + 7 + 1 + 8 + 1 + 7 cells
 NUMBERS_WIDTH_NARROW = 16  # " command   error": the measured column left out (command - error)
-NAME_MIN = 8  # narrower names than this cost the measured column first
+NAME_MIN = panels.NAME_MIN  # narrower names than this cost the measured column first
 STATE_STYLE = {"running": "bold white on green", "hold": "bold black on yellow", "fault": "bold white on red",
                "warming": "bold black on cyan", "reset": "bold black on cyan", "homing": "bold black on cyan", "stopped": "bold white on blue",
                "done": "bold white on blue"}

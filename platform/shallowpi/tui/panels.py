@@ -20,6 +20,11 @@ from shallowpi.telemetry.status import CameraStatus, LoopStatus, Thumbnail
 HALF_BLOCK = "▀"  # upper half block: foreground = upper pixel, background = lower pixel
 
 
+# The narrowest a joint's name is shown in where every shipped robot's names still read
+# apart (`short_names`): the joints panels give up other columns before going under it.
+NAME_MIN = 8
+
+
 def short_names(names: Sequence[str], width: int) -> list[str]:
     """`names` fitted to `width` cells each, and told apart: a long name loses its middle,
     not its end, e.g. "left_shoulder_pitch" at 13 cells reads "left_s…_pitch" (cutting the

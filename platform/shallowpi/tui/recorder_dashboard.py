@@ -69,7 +69,7 @@ RIGHT_MIN_WIDTH = 38  # the right column's cells (its CSS min-width): a camera's
 # Side by side only from here (76 columns): a joint's row with its name in 8 cells (narrower,
 # names may read alike: panels.short_names) in its box (border, padding, scroll gutter:
 # 5 cells) beside the right column.
-NARROW_BELOW = 8 + render.NUMBERS_WIDTH + 5 + RIGHT_MIN_WIDTH
+NARROW_BELOW = panels.NAME_MIN + render.NUMBERS_WIDTH + 5 + RIGHT_MIN_WIDTH
 SHORT_BELOW = 16  # rows: under this the episodes' list gives way to the joints
 
 
