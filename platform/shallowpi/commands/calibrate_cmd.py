@@ -4,11 +4,11 @@ For each arm (a follower or leader bus), with torque off, you are asked to
   1. put every joint at its zero pose (where the robot config's joint angles are 0) and
      close the gripper, then press Enter;
   2. move every joint through its whole range and open the gripper fully, then press Enter.
-A joint that barely moved in step 2 is refused, named, as is one whose servo counts whole
-turns (extended or current-based position mode, a Y series) with its travel across the end
-of the turn that count restarts in at power-up (an X series' ticks 0..4095): after a power
+A joint that barely moved in step 2 is refused, named, as is one whose servo restarts its
+turn count at power-up (an X series in extended or current-based position mode) with its
+travel across the end of the turn that count restarts in (ticks 0..4095): after a power
 cycle part of it would read a turn off; re-seat the horn and calibrate again (not checked
-where the motor says turns_homed_externally: true). The range each follower joint was
+where the motor says turns_homed_externally: true; a Y series keeps its count). The range each follower joint was
 swept through, less 2 % at each end (clear of the hard stops), bounds its goals from then
 on (within the config's limits), so sweep as far as the joint may safely go. Which way a
 joint turns is the config's `direction:` (each motor's); only a gripper's opening

@@ -185,12 +185,12 @@ class LeaderFollower:
         return action
 
     def _check_turn_counts(self, leader: LeaderSpec, bus: MotorBus) -> None:
-        """PlatformError (one line) for a multi-turn leader servo (`MotorSpec.counts_turns`: extended
-        or current-based position mode, a Y series) whose joint's limits, narrowed to its
-        sweep (`leader_limits`), cross the end of the turn its count restarts in at power-up
-        (`check_turn_travel`: part of that travel reads a turn off, which can land inside the
-        margin below), or that reads over half a turn outside its joint's limits: its count
-        restarted at power-up in another turn than at calibration. Either would send the
+        """PlatformError (one line) for a multi-turn leader servo (`MotorSpec.counts_turns`:
+        extended or current-based position mode, a Y series) whose travel crosses the end of
+        the turn its count restarts in at power-up (an X series': `check_turn_travel`, on
+        `leader_limits` and the sweep; part of that travel reads a turn off, which can land
+        inside the margin below), or that reads over half a turn outside its joint's limits:
+        it counts from another turn than at calibration. Either would send the
         follower a turn off, to a limit (`check_turn_count`, as the followers are checked).
         A single-turn one past its turn's end is read in the nearest turn instead
         (`_unwrapped`)."""
