@@ -255,6 +255,7 @@ class ExecutorControl:
                 return False
             try:
                 last = np.asarray(self.robot.act(catch_up(self.start_state, obs.state)), np.float32)
+                clock.command_sent()  # after a slow frame, the next command a period on (TickClock)
             except PlatformError as exc:
                 self._fault(exc, report, last)
                 return False

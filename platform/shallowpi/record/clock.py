@@ -47,7 +47,9 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 class TickClock:
     """Fixed-rate ticks on the monotonic clock. A late tick counts as an overrun and the
-    schedule restarts from now (no burst of catch-up ticks).
+    schedule restarts from now (no burst of catch-up ticks); a loop that commands a robot
+    says when its command went out (`command_sent`), so that a late one is not followed at
+    once by the next.
 
     Each period is kept twice: in a window of the last `window` (the live display), and
     in the take's whole record, from `reset_stats` (or the clock's start) to `end_take`,
@@ -94,6 +96,20 @@ class TickClock:
         self._last = now
         self._deadline += self.period
         self.ticks += 1
+
+    def command_sent(self) -> None:
+        """The tick's command has just gone out. A tick that ran past the next one's due time
+        (a sync chunk computed in it, a slow camera read before its command) would otherwise
+        start the next tick at once, and its command would follow this one by a millisecond:
+        a robot that bounds each step by the time since the last command (Robot.act) would
+        take almost none of it. So the next tick is then due one period from now, and the
+        late tick counts as an overrun once (past `wait`'s tolerance, as there)."""
+        now = time.monotonic()
+        if now <= self._deadline:
+            return
+        if now > self._deadline + 0.1 * self.period:
+            self.overruns += 1
+        self._deadline = now + self.period
 
     def _measured(self, period_s: float) -> None:
         """Keep a tick's measured period: in the live window and, during a take, its record."""
@@ -170,6 +186,12 @@ class SimulatedClock(TickClock):
         self._measured(now - self._last)
         self._last = now
         self.ticks += 1
+
+    def command_sent(self) -> None:
+        """Paced (`realtime`) as `TickClock.command_sent`; otherwise nothing: simulated time
+        has no late tick."""
+        if self.realtime:
+            super().command_sent()
 
     def tick_start_s(self) -> float:
         """Simulated time at the current tick's start: ticks * period (s)."""

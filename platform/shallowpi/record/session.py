@@ -219,6 +219,7 @@ class RecordingSession:
                 observation = self.robot.observe()
                 action = self.teleop.read()
                 sent = self._sent = self.robot.act(self._catching_up(action, observation))
+                self.clock.command_sent()  # after a slow frame, the next command a period on (TickClock)
                 if self._recording:
                     t = self._record_frame(observation, sent)
                     self._frames += 1
