@@ -184,10 +184,46 @@ def test_the_seam_bound_limits_and_counts_a_jump():
     executor = Executor(robot, backend, ExecutorConfig(strategy="async", realtime=False, seam_ticks=2.0, warmup_runs=2))
     executor.warm_up("count")
     report = executor.run_episode("count", 30)
-    assert report.seam_trips >= 2 and report.max_seam_jump > 5.0
+    # One ramp, never closed: each chunk starts 5 beyond the robot, which ramps at the plan's own
+    # speed; those arriving during it continue it (the next test), counted once.
+    assert report.seam_trips == 1 and report.max_seam_jump > 5.0
     jumps = np.abs(np.diff([float(s[0]) for s in report.sent]))
     assert jumps.max() <= 1.0 + 1e-6  # within a chunk 1 a tick; at each seam a ramp at top speed
     assert report.clamps == 0 and robot.clamped == 0  # the ramp is the seam's, to the end: the robot clamped nothing
+
+
+def test_chunks_arriving_during_a_seams_ramp_continue_it_and_count_no_trip_of_their_own():
+    """The policy changes its plan once, by 10 ticks; under rtc every later chunk is
+    inpainted to agree with that plan, not with the robot still ramping to it. Each chunk
+    that arrived during the ramp had counted the gap left as a trip of its own (4 trips,
+    10, 8, 6 and 4 ticks, for one ramp), inflating the safety count the strategies are
+    compared by; a chunk that departs from the plan during the ramp still counts."""
+    class Replan(StepBackend):
+        def __init__(self, chunk_len: int, detour: float | None) -> None:
+            super().__init__(chunk_len, (0.0,))
+            self.detour = detour
+
+        def infer(self, obs, inpainting=None):
+            self.calls += 1
+            joints = len(obs["observation.state"])
+            if self.calls == 6 and self.detour is not None:  # mid-ramp, a plan of its own
+                return np.full((self.chunk_len, joints), self.detour, np.float32)
+            if inpainting is not None and self.calls > 4:  # agree with the chunk in force
+                return np.asarray(inpainting.target, np.float32)
+            return np.full((self.chunk_len, joints), 0.0 if self.calls < 4 else 10.0, np.float32)
+
+    for detour, trips in ((None, 1), (-5.0, 2)):
+        robot = CountingRobot()
+        robot.position[:] = 0
+        executor = Executor(robot, Replan(8, detour), ExecutorConfig(
+            strategy="rtc", realtime=False, warmup_runs=2, seam_ticks=2.0, rtc_mask="hard",
+            selection=ActionSelectionConfig(replan_every=2)))
+        executor.warm_up("x")
+        report = executor.run_episode("x", 30)
+        values = [float(s[0]) for s in report.sent]
+        assert np.abs(np.diff(values)).max() <= 1.0 + 1e-6  # one ramp at top speed, whatever arrives
+        assert report.seam_trips == executor.safety.seam_trips == trips, (detour, values)
+        assert report.max_seam_jump == pytest.approx(10.0 if detour is None else 15.0, abs=1.0)
 
 
 class Reach(StepBackend):

@@ -40,7 +40,8 @@ Safety: every command goes through Robot.act (limits and velocity); at a seam (t
 action of a newly arrived chunk) a jump from the last command above `seam_ticks` ticks of
 a joint's top speed (max_velocity / fps: one unit for radians, metres and gripper
 openings) is counted, and the commands ramp to the new chunk at top speed until it is
-within a tick; at the episode's first seam (the robot at rest on its measured pose, the
+within a tick (a chunk arriving during that ramp moves its goal, and counts as a jump
+only by how far it departs from the plan being ramped to); at the episode's first seam (the robot at rest on its measured pose, the
 policy's first action far from it) the robot closes on the policy's actions at
 `start_speed` instead, along a straight line in joint space (robots/catch_up.py), as the
 homing before it and `platform record`'s catch-up move; the watchdog holds when no
@@ -104,6 +105,12 @@ log = logging.getLogger(__name__)
 # starts where the last one ended); it asks for no top-speed lunge at the first action,
 # which is then as far away as an unhomed robot's pose can be from the policy's plan.
 OPENING_SPEED = 0.25
+
+
+def _arrived(seam: str | bool) -> str:
+    """The seam state once a chunk is delivered: "moved" while a ramp to the last one is still
+    limiting the commands (it goes on, to the new chunk), else "new"."""
+    return "moved" if seam in ("limiting", "moved") else "new"
 
 
 def observed_at(clock: TickClock, selector: ActionSelector, done: Done) -> float:
@@ -173,7 +180,9 @@ class Executor(ExecutorControl):
         self._unanswered_since = None
         holding = True  # nothing to send until the first chunk (not a watchdog hold)
         last = held
-        seam: str | bool = False  # "new": a chunk just arrived; "limiting": still ramping to it
+        # "new": a chunk just arrived; "limiting": still ramping to it; "moved": a chunk arrived
+        # during that ramp (the ramp goes on, to it)
+        seam: str | bool = False
         opening: CatchUp | None = None  # the episode's start, closing slowly on the policy's actions
         succeeded, chunk_time = 0, None
         chosen: np.ndarray | None = None  # the last action the selection chose
@@ -197,12 +206,12 @@ class Executor(ExecutorControl):
                 try:
                     for done in runner.poll(selector.tick):
                         if self._deliver(selector, done, report):
-                            seam, chunk_time = "new", observed_at(clock, selector, done)
+                            seam, chunk_time = _arrived(seam), observed_at(clock, selector, done)
                     self._check_inference_time(selector)
                     if not stale and selector.wants_chunk():
                         for done in self._request(selector, runner, obs, task, report):  # sync: here and now
                             if self._deliver(selector, done, report):
-                                seam, chunk_time = "new", observed_at(clock, selector, done)
+                                seam, chunk_time = _arrived(seam), observed_at(clock, selector, done)
                 except InferenceFault as exc:  # the robot is sound: hold it, keep torque on
                     self._fault(exc, report, last, torque_off=False)
                     break
@@ -217,6 +226,7 @@ class Executor(ExecutorControl):
                         selector = ActionSelector(cfg.selection_for(selector.delay_estimate))
                         self._unanswered_since = None  # the camera's wait, not the backend's
                 action = None if stale else selector.next_action()
+                planned = chosen  # the plan the robot was following (a ramp's goal)
                 if action is not None:
                     if chosen is not None:
                         report.max_step = max(report.max_step, float(self._ticks(action, chosen).max()))
@@ -245,7 +255,7 @@ class Executor(ExecutorControl):
                             action, seam = self._approach(opening, action, last, report.ticks), False
                             opening = None if opening.done else opening
                         elif seam:  # limit every command until the new chunk is within reach
-                            action, limited = self._bound_seam(action, last, report, first=seam == "new")
+                            action, limited = self._bound_seam(action, last, report, str(seam), planned)
                             seam = "limiting" if limited else False
                         sent = robot.act(action)
                         report.steps += 1
@@ -261,6 +271,7 @@ class Executor(ExecutorControl):
                     self._fault(exc, report, last)
                     break
                 last = np.asarray(sent, np.float32)
+                clock.command_sent()  # a late command (a sync chunk, a slow frame): the next one a period on
                 report.sent.append(last)
                 report.ticks += 1
                 if on_tick is not None:
@@ -408,17 +419,23 @@ class Executor(ExecutorControl):
         """Each joint's change from b to a, in ticks of its top speed, [J]."""
         return np.abs(np.asarray(a) - np.asarray(b)) / self.tick_step
 
-    def _bound_seam(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport,
-                    first: bool) -> tuple[np.ndarray, bool]:
+    def _bound_seam(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport, seam: str,
+                    planned: np.ndarray | None) -> tuple[np.ndarray, bool]:
         """A jump from the last command above `seam_ticks` ticks of top speed: counted at
-        the seam's first action, and each command goes one tick at top speed towards the
-        chunk (what Robot.act allows, so the ramp is the seam's, not a clamp the policy
-        pressed on) until the chunk is within one tick; (command, limited?)."""
-        if first:
+        the seam's first action (`seam` "new"), and each command goes one tick at top speed
+        towards the chunk (what Robot.act allows, so the ramp is the seam's, not a clamp the
+        policy pressed on) until the chunk is within one tick ("limiting"). A chunk that
+        arrives during the ramp ("moved") moves its goal: the gap the ramp has not closed yet
+        is the jump already counted (under rtc the new chunk is inpainted to agree with the
+        old plan, not with the ramped robot), so it counts only by its own departure from
+        the action `planned` before it. (command, limited?)."""
+        if seam == "new":
             action, tripped = self._seam_jump(action, last, report, "ramping to the new chunk")
             if not tripped:
                 return action, False
         else:
+            if seam == "moved" and planned is not None:
+                self._seam_jump(action, planned, report, "the ramp goes on to the new chunk")
             action = np.clip(action, self.lower, self.upper)
             if float(self._ticks(action, last).max()) <= 1.0:
                 return action, False
