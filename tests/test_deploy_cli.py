@@ -711,3 +711,7 @@ def test_where_torch_runs_otherwise_the_options_asked_are_left_as_they_were(tmp_
     # As asked: the very options back, and nothing to say.
     same = BackendOptions(device="cpu", precision="fp32")
     assert deploy_cmd._torch_runs_otherwise(same) == (same, "")
+    # A numbered GPU (jetson.device=cuda:0) as well: it got through, the plan line said torch
+    # ran on cuda:0 in bf16, and the run stopped on advice (--device cpu) deploy has no flag for.
+    numbered, line = deploy_cmd._torch_runs_otherwise(BackendOptions(device="cuda:0", precision="bf16"))
+    assert numbered.device == "cpu" and line.endswith("it runs on cpu (fp32), not cuda:0 (bf16)")

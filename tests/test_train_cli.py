@@ -176,3 +176,14 @@ def test_offline_eval_refuses_a_split_whose_numbers_name_other_episodes_now(tmp_
                         env=ENV, capture_output=True, text=True, timeout=120)
     assert ev.returncode != 0 and "Traceback" not in ev.stderr
     assert "was trained on other episodes than" in ev.stderr and "held-out episodes cannot be told apart" in ev.stderr
+
+
+def test_without_a_dataset_the_error_names_the_data_root_it_looks_in(tmp_path):
+    """The line said "a store under datasets/" whatever --data-root or $SHALLOWPI_DATA_ROOT
+    pointed at."""
+    from shallowpi.commands.train_cmd import resolve_training_store
+    from shallowpi.config import compose
+    from shallowpi.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"a store under {tmp_path / 'labdata'}"):
+        resolve_training_store(compose(overrides=[f"data_root={tmp_path / 'labdata'}"]))

@@ -529,10 +529,10 @@ def _torch_runs_otherwise(options: Any) -> tuple[Any, str]:
 
     asked = f"{options.device} ({options.precision})"
     why = ""
-    if options.device == "cuda" and not _has_cuda():
+    if options.device.split(":")[0] == "cuda" and not _has_cuda():  # cuda:0 as well
         # A copy: the caller's options still say what the profile asked.
         options, why = replace(options, device="cpu"), "torch sees no CUDA GPU here"
-    precision = NAMES[DTYPES[options.precision]] if options.device == "cuda" else "fp32"
+    precision = NAMES[DTYPES[options.precision]] if options.device.split(":")[0] == "cuda" else "fp32"
     if (runs := f"{options.device} ({precision})") == asked:
         return options, ""
     return options, f"; {why or f'torch computes in {precision} on {options.device}'}: it runs on {runs}, not {asked}"

@@ -133,7 +133,7 @@ def resolve_training_store(cfg: Any) -> tuple[Path, list[int]]:
     from shallowpi.errors import ConfigError, StoreError
 
     if not cfg.get("dataset"):
-        raise ConfigError("no dataset given; pass --dataset NAME (a store under datasets/) or a path")
+        raise ConfigError(f"no dataset given; pass --dataset NAME (a store under {config.data_root(cfg)}) or a path")
     store = config.resolve_dataset(cfg.dataset, config.data_root(cfg))
     episodes = store_episodes(store)
     if not cfg.policy.get("train", {}).get("successful_only", False):

@@ -60,7 +60,8 @@ class TorchBackend(Backend):
         super().__init__(bundle, options)
         device = torch.device(self.options.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendError(f"device {device} asked for but torch sees no CUDA GPU; use --device cpu")
+            raise BackendError(f"device {device} asked for (jetson.device) but torch sees no CUDA GPU; "
+                               "run on the CPU with jetson.device=cpu")
         if self.options.threads:
             torch.set_num_threads(self.options.threads)
         model = load_model(bundle.weights, device)
