@@ -107,7 +107,8 @@ def test_the_free_space_warning_decision():
     said = checkpoint.space_warning(run, previous=50 * gb, free=40 * gb)
     assert said == ("/runs/kitchen-pi0: 40.0 GB free on its disk, less than a checkpoint takes (50.0 GB the last "
                     "one, 10% margin): the next save may fail for lack of space; free some, or keep fewer "
-                    "checkpoints (policy.train.keep_last=N)")
+                    "checkpoints (policy.train.keep_last=N; keep_last=N needs room for N + 1, the old removed only "
+                    "after the new one is saved)")
     assert checkpoint.space_warning(run, previous=50 * gb, free=54 * gb) is not None  # inside the margin
     assert checkpoint.space_warning(run, previous=50 * gb, free=56 * gb) is None
     assert checkpoint.space_warning(run, previous=None, free=1) is None  # no checkpoint yet to judge by

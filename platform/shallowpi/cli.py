@@ -105,7 +105,7 @@ def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: 
     ".png" to one, and the path printed was not the file written); `example`, a file name
     to suggest inside a folder given instead. A name in `path` longer than its file system
     takes (`name_over_limit`) is refused too, and a folder this user may not make files in
-    (read-only, a colleague's: `_write_refused`). PlatformError in one line naming `flag`;
+    (read-only, a colleague's, a full disk's: `_write_refused`). PlatformError in one line naming `flag`;
     None passes through (the flag not given)."""
     if path is None:
         return None
@@ -130,25 +130,57 @@ def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: 
     refused = _write_refused(where)
     if refused is not None:
         reason = FILE_SYSTEM_ERRORS.get(refused.errno or 0, refused.strerror)
-        whose = f"{'' if folder else 'its folder: '}{owner_and_mode(where)}"
-        detail = f" ({whose})" if refused.errno in (errno.EACCES, errno.EPERM) else ""
-        raise PlatformError(f"cannot write {path}: {reason}{detail}; make it writable or give {flag} on another disk")
+        if refused.errno in (errno.EACCES, errno.EPERM):
+            detail = f" ({'' if folder else 'its folder: '}{owner_and_mode(where)})"
+        elif refused.errno in (errno.ENOSPC, errno.EDQUOT):  # the folder, and what is free there where measured
+            measured = refused.strerror if refused.strerror != os.strerror(refused.errno) else None
+            detail = f" ({where}{f': {measured}' if measured else ''})"
+        else:
+            detail = ""
+        fix = "free space there" if refused.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+        raise PlatformError(f"cannot write {path}: {reason}{detail}; {fix} or give {flag} on another disk")
     return path
 
 
+# Free bytes below which an output's folder is refused as full (`ready_output`): more than a
+# report or a plot takes, where a disk that still takes the probe's byte ends the run's
+# result half written (an hour of deploy episodes, the --json last).
+OUTPUT_FREE_FLOOR = 1 << 20
+
+
 def _write_refused(folder: Path) -> OSError | None:
-    """The OSError that making a file in `folder` meets (EROFS, EACCES, ENOSPC...), None
-    when a file can be made there. Asked by making one under a unique hidden name and
-    removing it: os.access sees neither an NFS server's root squash nor an ACL's refusal,
-    and a folder's write bit says nothing of its mount."""
+    """The OSError that writing a file in `folder` meets (EROFS, EACCES, ENOSPC, EDQUOT...),
+    None when one can be written there. Asked by making one under a unique hidden name,
+    writing and syncing a byte, and removing it: os.access sees neither an NFS server's root
+    squash nor an ACL's refusal, a folder's write bit says nothing of its mount, and an
+    empty file takes no block (a full disk made one, then lost the result at the run's end;
+    an NFS quota says so at the sync). Under OUTPUT_FREE_FLOOR free (statvfs, where the file
+    system counts it) is ENOSPC too, its strerror saying what is free."""
     import tempfile
 
     try:
         fd, probe = tempfile.mkstemp(prefix=".shallowpi-probe-", dir=folder)
     except OSError as exc:
         return exc
-    os.close(fd)
-    os.unlink(probe)
+    try:
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    try:
+        stat_ = os.statvfs(folder)
+    except OSError:  # nothing to judge by: the byte was written
+        return None
+    free = stat_.f_bavail * stat_.f_frsize
+    if stat_.f_blocks and free < OUTPUT_FREE_FLOOR:  # 0 blocks: a file system that does not count (network, overlay)
+        return OSError(errno.ENOSPC, f"{free // 1024} KiB free, under the {OUTPUT_FREE_FLOOR >> 20} MiB an output needs",
+                       str(folder))
     return None
 
 

@@ -42,8 +42,20 @@ def fsync_path(path: str | Path) -> None:
         return
     try:
         os.fsync(fd)
+    except OSError as exc:  # an fsync's EIO or ENOSPC (NFS) names no file
+        raise naming(exc, path) from exc
     finally:
         os.close(fd)
+
+
+def naming(exc: OSError, path: str | Path) -> OSError:
+    """`exc`, or where it names no file (a write's or close's ENOSPC, EDQUOT, EIO: Python
+    gives the file object's errors no name) the same error naming `path`, so the CLI's one
+    line says which disk refused (`cli.file_system_error`) instead of "free space on the
+    disk this command writes to". Raise it `from exc`."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path))
 
 
 def fsync_tree(folder: str | Path) -> None:
@@ -73,7 +85,8 @@ def replace_bytes(path: str | Path, data: Any, durable: bool = True,
     `path.partial` they wrote into one file, published a torn one, and the second rename
     failed (FileNotFoundError). `replaced` runs right after the rename, before the folder's
     sync: where the rename is a commit point, what it committed is known even if that sync
-    then fails. Raises OSError from the write, with the partial file removed."""
+    then fails. Raises OSError from the write, with the partial file removed, naming `path`
+    where the failed call named no file (`naming`: a full disk's ENOSPC from write or close)."""
     partial = partial_name(path)
     try:
         with open(partial, "wb") as out:
@@ -82,9 +95,11 @@ def replace_bytes(path: str | Path, data: Any, durable: bool = True,
                 out.flush()
                 os.fsync(out.fileno())
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
+        if isinstance(exc, OSError) and (named := naming(exc, path)) is not exc:
+            raise named from exc
         raise
     if replaced is not None:
         replaced()

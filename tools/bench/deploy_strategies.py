@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # closed_loop puts this checkout's platform/ on sys.path for the shallowpi import after it.
 from closed_loop import ROOT, platform_env
 
+from shallowpi.durable_files import replace_text
 from shallowpi.evaluate.interval import rate_with_interval, seed_by_seed
 from shallowpi.robots.sim.tasks import make_tasks
 
@@ -128,7 +129,9 @@ def main() -> None:
         differ = [k for k in made if kept.get(k) != made[k]] or ["platform (not a git checkout)"]
         raise SystemExit(f"{args.out} holds {len(cells_kept)} cells made with other {', '.join(differ)}; "
                          "delete them or give this run its own --out")
-    marker.write_text(json.dumps(made, indent=2))
+    # Replaced whole, never truncated in place: a full disk left half a marker, and the next
+    # run died on its JSON with a traceback.
+    replace_text(marker, json.dumps(made, indent=2), durable=False)
     tasks = list(make_tasks(args.robot))
     common = ["--backend", args.backend, "--robot", args.robot]
     overrides = tuple(args.set)
@@ -195,7 +198,7 @@ def main() -> None:
               "provenance": made,
               "episodes": args.episodes,
               "minutes": minutes, "load_average": os.getloadavg(), "rows": rows}
-    (args.out / "deploy_strategies.json").write_text(json.dumps(result, indent=2))
+    replace_text(args.out / "deploy_strategies.json", json.dumps(result, indent=2), durable=False)
     print(f"wrote {args.out / 'deploy_strategies.json'}")
 
 

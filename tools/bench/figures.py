@@ -34,6 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "platform"))  # this checkout's shallowpi, for its atomic writer
+
+from shallowpi.durable_files import replace_text  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -166,10 +169,12 @@ def main() -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {i}/{len(plan)} {figure.name} (~{figure.minutes:g} min) ...", flush=True)
         # Its old record goes first: run() removes the old results, and an attempt cut short
         # (Ctrl-C) kept the earlier "exit 0", so the next run skipped it as finished.
+        # Replaced whole, never truncated in place: a full disk left half a ledger, and the
+        # next run died on its JSON with a traceback.
         ledger.pop(figure.name, None)
-        ledger_path.write_text(json.dumps(ledger, indent=2))
+        replace_text(ledger_path, json.dumps(ledger, indent=2), durable=False)
         ledger[figure.name] = record = run(figure, args.out)
-        ledger_path.write_text(json.dumps(ledger, indent=2))
+        replace_text(ledger_path, json.dumps(ledger, indent=2), durable=False)
         if record["returncode"]:
             print(f"  failed (exit {record['returncode']}): see {args.out / figure.name}.txt", flush=True)
     print("\n| figure | section | wall s | exit | load before / after |\n|---|---|---:|---:|---|")

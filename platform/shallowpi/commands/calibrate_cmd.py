@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from shallowpi.cli import add_config_flags, overrides_from
+from shallowpi.cli import add_config_flags, overrides_from, ready_output
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
     """Calibrate the chosen arms (default: every arm with motors) and save the result.
 
     Returns 0. Raises ConfigError for an --arm the robot lacks, PlatformError when stdin is
-    closed (the steps wait for Enter); the buses' own errors pass through. Torque is off and
-    every bus closed however it ends.
+    closed (the steps wait for Enter) or, before any bus opens, when the calibration's folder
+    cannot be written (read-only, full: `ready_output`); the buses' own errors pass through,
+    and a save's OSError after the measured calibration is printed (JSON, to recover it).
+    Torque is off and every bus closed however it ends.
     """
     from contextlib import ExitStack
 
@@ -67,9 +69,11 @@ def run(args: argparse.Namespace) -> int:
         UNCALIBRATED,
         archive_path,
         arm_motors,
+        calibration_path,
         load_calibration,
         measure_arms,
         update_calibration,
+        with_arms,
     )
     from shallowpi.robots.spec import RobotSpec, parse_ports
 
@@ -84,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"robot '{spec.name}' has no arm {', '.join(map(repr, unknown))}; arms: "
                           f"{', '.join(with_motors)}")
     previous = load_calibration(spec.name)  # a file of another robot is refused before any sweep
+    # A read-only or full folder was first met at the save, after the operator's sweep of
+    # every arm: the work was thrown away. Its probe writes a byte, before any bus opens.
+    ready_output(calibration_path(spec.name).parent, "SHALLOWPI_ROBOTS_DIR", folder=True)
     if args.adapter_only:
         if previous.id == UNCALIBRATED:
             from shallowpi.errors import ConfigError
@@ -129,7 +136,15 @@ def run(args: argparse.Namespace) -> int:
                 log.warning("calibrate stopped before its first answer: the arms' torque is left as found (an arm "
                             "a killed run left holding still holds: support it before cutting the servo power)")
             raise
-    latest, result, path = update_calibration(spec, measured)
+    try:
+        latest, result, path = update_calibration(spec, measured)
+    except OSError:
+        # The disk filled (or went read-only) during the sweep: the measurement is not lost
+        # with it. The file as it would have been saved, to put at its path by hand.
+        print(f"the calibration was measured but could not be saved; to keep it, write this to "
+              f"{calibration_path(spec.name)} (or try again once the disk takes it):", flush=True)
+        print(with_arms(spec, previous, measured).to_json(), flush=True)
+        raise
     if latest != previous:  # another run saved meanwhile: its arms are kept, not overwritten
         kept = sorted(a for a in latest.arms if a not in measured and latest.arms[a] != previous.arms.get(a))
         print(f"the calibration file changed during this run ({previous.id} -> {latest.id}); kept its "

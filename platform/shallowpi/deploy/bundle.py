@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.durable_files import fsync_path, fsync_tree
+from shallowpi.durable_files import fsync_path, fsync_tree, naming
 from shallowpi.errors import PlatformError
 
 FORMAT = "shallowpi-deploy-bundle"
@@ -364,14 +364,20 @@ def _check_files(path: Path, files: dict[str, dict[str, Any]]) -> None:
 
 def write_manifest(path: Path, extra: dict[str, Any] | None = None, version: int = 1) -> dict[str, Any]:
     """Hash every file under `path` (but the manifest) into path/manifest.json, as a bundle
-    of format `version` (2 for a policy that predicts offsets: FORMAT_VERSION's comment)."""
+    of format `version` (2 for a policy that predicts offsets: FORMAT_VERSION's comment).
+    OSError from the write names the manifest (`naming`: a full disk's names no file)."""
     files = {
         str(f.relative_to(path)): {"sha256": sha256_of(f), "bytes": f.stat().st_size}
         for f in sorted(path.rglob("*"))
         if f.is_file() and f.name != MANIFEST
     }
     manifest = {"format": FORMAT, "version": version, "files": files, **(extra or {})}
-    (path / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    try:
+        (path / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    except OSError as exc:
+        if (named := naming(exc, path / MANIFEST)) is exc:
+            raise
+        raise named from exc
     return manifest
 
 
@@ -387,7 +393,10 @@ def build_bundle(
     `graphs` names which graphs to export (see export_onnx.py); () exports none (the torch
     backend needs none). `num_steps` (Euler steps a chunk) overrides the policy's for every
     backend and graph. Raises BundleError if `out` exists and `overwrite` is False,
-    CheckpointError for a checkpoint that does not load, ExportError if an export fails.
+    CheckpointError for a checkpoint that does not load, ExportError if an export fails,
+    OSError naming the file, else `out`, when the disk refuses a write (`naming`: a full
+    disk's ENOSPC from write_text or a copy names none, and the CLI's line could not say
+    which disk).
     """
     from shallowpi.deploy.export_onnx import export_graphs
     from shallowpi.deploy.export_reference import write_reference
@@ -446,7 +455,9 @@ def build_bundle(
         tmp.rename(out)
         fsync_path(out.parent)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and (named := naming(exc, out)) is not exc:
+            raise named from exc
         raise
     return Bundle.load(out)

@@ -33,8 +33,10 @@ does; the folding takes ~3 s and leaves no CastLike behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
+import os
 import signal
 import threading
 import warnings
@@ -180,6 +182,13 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Ite
             # capture catches Exception; one in a lazy import came out as an ImportError):
             # the user's stop, not an export that failed ("deploy with --backend torch").
             raise KeyboardInterrupt from exc
+        if (refused := _disk_refusal(exc, path)) is exc:
+            raise
+        if refused is not None:
+            # A full or read-only disk (the saved graph, the exporter's temporary files) is
+            # the disk's to fix, said by the CLI in one line naming it: not an exporter bug
+            # to deploy around with --backend torch.
+            raise refused from exc
         raise ExportError(f"exporting the {path.stem} graph failed: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}; deploy with --backend torch, or report "
                           "it with the log (--verbose)") from exc
@@ -187,9 +196,9 @@ def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, inputs: Ite
         raise KeyboardInterrupt
 
 
-def _interrupt_in(exc: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is `exc` or anywhere in its chain (`__cause__`,
-    `__context__`, an exception group's members)."""
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and every error in its chain (`__cause__`, `__context__`, an exception group's
+    members), each once."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -197,10 +206,27 @@ def _interrupt_in(exc: BaseException) -> bool:
         if error is None or id(error) in seen:
             continue
         seen.add(id(error))
-        if isinstance(error, KeyboardInterrupt):
-            return True
+        yield error
         todo += [error.__cause__, error.__context__, *getattr(error, "exceptions", ())]
-    return False
+
+
+def _interrupt_in(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is `exc` or anywhere in its chain (`_chain`)."""
+    return any(isinstance(error, KeyboardInterrupt) for error in _chain(exc))
+
+
+def _disk_refusal(exc: BaseException, path: Path) -> OSError | None:
+    """The OSError in `exc`'s chain that the file system caused (`cli.FILE_SYSTEM_ERRORS`:
+    full, read-only, refused; and EIO), naming the file it was for, else `path` (a save's
+    ENOSPC from a write names none); None when the export failed otherwise."""
+    from shallowpi.cli import FILE_SYSTEM_ERRORS
+
+    for error in _chain(exc):
+        if isinstance(error, OSError) and error.errno in (*FILE_SYSTEM_ERRORS, errno.EIO):
+            if error.filename is not None:
+                return error
+            return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+    return None
 
 
 @contextlib.contextmanager

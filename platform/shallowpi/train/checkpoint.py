@@ -13,7 +13,8 @@ checkpoint as the newest.
 Resume takes the newest step folder (`latest_checkpoint`): every one is complete.
 With `keep_last` (policy.train.keep_last) a save then removes the step folders older than
 the newest keep_last (`prune_checkpoints`): a π0 checkpoint is ~50 GB, and a default run's
-30 saves would write ~1.5 TB. Before each save, a disk with less free space than the previous checkpoint
+30 saves would write ~1.5 TB. The old ones go only after the new one is whole (a failed save
+must leave the newest kept), so the disk needs room for keep_last + 1 checkpoints. Before each save, a disk with less free space than the previous checkpoint
 took is said in one line (`space_warning`), before the save fails on it.
 The state is always the full (unsharded) one, keyed by parameter name, so a run resumes
 under any number of processes, with or without FSDP. Under FSDP only rank 0 holds it
@@ -165,16 +166,25 @@ def free_bytes(path: Path) -> int | None:
     return stat.f_bavail * stat.f_frsize if stat.f_blocks else None
 
 
-def space_warning(run_dir: Path, previous: int | None, free: int | None, settings: str = "policy.train") -> str | None:
+def space_warning(run_dir: Path, previous: int | None, free: int | None, settings: str = "policy.train",
+                  keep_last: int | None = None) -> str | None:
     """The line to say before a save into `run_dir` when `free` bytes on its disk are below
     `previous` (the bytes of the run's previous checkpoint) with SPACE_MARGIN: that save
     would likely fail for lack of space. None when there is room, or nothing to judge by
-    (no previous checkpoint, a file system that does not count its free space)."""
+    (no previous checkpoint, a file system that does not count its free space). `keep_last`:
+    the run's setting; the old checkpoints go only after the new one is saved, so keeping
+    fewer helps only above 1 (keep_last=N needs room for N + 1)."""
     if previous is None or free is None or free >= previous * SPACE_MARGIN:
         return None
+    if keep_last == 1:  # already the fewest: the one kept and the one being saved must both fit
+        fix = (f"free some ({settings}.keep_last=1 keeps one, but the previous is removed only after the new one is "
+               "saved: the disk needs room for two)")
+    else:
+        kept = f"{settings}.keep_last={keep_last}" if keep_last else f"{settings}.keep_last=N"
+        fix = (f"free some, or keep fewer checkpoints ({kept}; keep_last=N needs room for N + 1, the old removed only "
+               "after the new one is saved)")
     return (f"{run_dir}: {_bytes(free)} free on its disk, less than a checkpoint takes ({_bytes(previous)} the last "
-            f"one, {SPACE_MARGIN - 1:.0%} margin): the next save may fail for lack of space; free some, or keep "
-            f"fewer checkpoints ({settings}.keep_last=N)")
+            f"one, {SPACE_MARGIN - 1:.0%} margin): the next save may fail for lack of space; {fix}")
 
 
 def _bytes(n: int) -> str:
@@ -266,6 +276,7 @@ class Checkpointer:
     loaded_notes: dict[str, Any] = field(default_factory=dict)
     settings: str = "policy.train"  # the config section a refused recipe key is named under
     # Step folders a save keeps (the newest N; `prune_checkpoints`); None keeps every one.
+    # The disk needs room for N + 1: the old ones are removed after the new one is whole.
     keep_last: int | None = None
     # The bytes of the run's previous checkpoint (None: not measured yet), and whether the
     # last save was said to lack space (said again only after a save found room).
@@ -367,7 +378,7 @@ class Checkpointer:
             free = free_bytes(self.run_dir)
         except OSError:  # nothing to judge by; the save itself says what the disk refuses
             free = None
-        said = space_warning(self.run_dir, self._previous_bytes, free, self.settings)
+        said = space_warning(self.run_dir, self._previous_bytes, free, self.settings, self.keep_last)
         if said is not None and not self._short_said:
             log.warning("%s", said)
         self._short_said = said is not None

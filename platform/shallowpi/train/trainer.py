@@ -618,7 +618,7 @@ class Trainer:
                 torch._foreach_lerp_(*self._ema_pairs, weight)
         return {"loss": reported, "lr": lr_at(step, cfg), "grad_norm": float(grad_norm), **dict(zip(names, means[1:]))}
 
-    def _tensorboard(self):
+    def _tensorboard(self) -> _TensorBoard | None:
         if not self.cfg.tensorboard:
             return None
         try:
@@ -626,7 +626,50 @@ class Trainer:
         except ImportError:
             log.warning("tensorboard is not installed (training extra); no TensorBoard logs")
             return None
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.start_step)
+        folder = self.run_dir / "tb"
+        try:
+            return _TensorBoard(SummaryWriter(str(folder), purge_step=self.start_step), folder)
+        except OSError as exc:  # a full or read-only disk: the run goes on without the view
+            log.warning("no TensorBoard logs for this run: cannot write %s (%s); metrics.jsonl has every logged step",
+                        folder, exc.strerror or exc)
+            return None
+
+
+class _TensorBoard:
+    """The run's TensorBoard writer, whose first failure (a full disk: OSError from
+    add_scalar, raised again from its writing thread, or from close) is one warning that
+    switches it off for the run. TensorBoard is a view of metrics.jsonl, no reason to end a
+    training run; and its close in `fit`'s finally raised the full disk's error over the one
+    that ended the run (a checkpoint's, naming its path)."""
+
+    def __init__(self, writer: Any, folder: Path) -> None:
+        self.writer: Any = writer  # None once it failed or closed
+        self.folder = folder
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        """Log `value` under `tag` at `step`; nothing once TensorBoard is off."""
+        if self.writer is None:
+            return
+        try:
+            self.writer.add_scalar(tag, value, step)
+        except OSError as exc:
+            # Its thread died with the error: closing it would put to a queue nobody reads.
+            self.writer = None
+            self._said(exc)
+
+    def close(self) -> None:
+        """Flush and close the writer; never raises (a failure is the one warning)."""
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return
+        try:
+            writer.close()
+        except OSError as exc:
+            self._said(exc)
+
+    def _said(self, exc: OSError) -> None:
+        log.warning("TensorBoard logs in %s stopped: %s; training goes on without them (metrics.jsonl has every "
+                    "logged step)", self.folder, exc.strerror or exc)
 
 
 def _check_frozen(objective: Objective) -> None:

@@ -180,12 +180,14 @@ def log_to_file(path: Path) -> Iterator[Path | None]:
     dated (log_format.LogFormatter); yields `path`, or None when the file cannot be made (said once
     as a warning: a log file is no reason to refuse a run). On disk as they happen, so a run
     killed (SIGKILL, a native crash) or run headless (systemd, nohup) leaves its record; a
-    dashboard's run held them only in memory, printed at its end."""
+    dashboard's run held them only in memory, printed at its end. A file that cannot be written
+    past its creation (a full disk) is said once and left (`_LogFile`): neither its failed
+    writes nor its close reach the run or its exit status."""
     from shallowpi.log_format import LogFormatter
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = _LogFile(path)
     except OSError as exc:
         logging.getLogger(__name__).warning("no log file for this run: cannot write %s (%s)", path,
                                             exc.strerror or type(exc).__name__)
@@ -201,6 +203,47 @@ def log_to_file(path: Path) -> Iterator[Path | None]:
         lines.removeHandler(handler)
         root.removeHandler(handler)
         handler.close()
+
+
+class _LogFile(logging.FileHandler):
+    """A run's log file that, once a write to it fails (ENOSPC, EDQUOT, EIO), says so once in
+    one line, "log file X: <reason>; no longer written", and takes no more records. Python's
+    own handler printed "--- Logging error ---" and a traceback for every record (over the
+    dashboard), and its close raised the full buffer's OSError out of `log_to_file`, a
+    deploy that failed with exit 1 then ending in a traceback with exit 2."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.failed = False  # a write failed: records go nowhere from then on
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write `record`, unless a write failed before."""
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A failed write (an OSError) ends the file, said once; anything else (a log call's
+        bad arguments, a bug) is logging's usual report."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)
+            return
+        self._give_up(exc)
+
+    def close(self) -> None:
+        """Close the file; never raises: the unwritten rest of a full disk's buffer is said
+        (once) and dropped, so the run's own error and exit status stand."""
+        try:
+            super().close()  # its descriptor is closed even when the last flush fails
+        except OSError as exc:
+            self._give_up(exc)
+
+    def _give_up(self, exc: OSError) -> None:
+        if self.failed:
+            return
+        self.failed = True  # first: the line below reaches this handler too (on the root logger)
+        logging.getLogger(__name__).warning("log file %s: %s; no longer written", self.baseFilename,
+                                            exc.strerror or type(exc).__name__)
 
 
 class _HeldRecords(logging.Handler):
