@@ -509,6 +509,8 @@ def test_a_merge_onto_a_full_disk_is_one_line_and_leaves_no_folder_taking_space(
         ("EACCES", "permission denied; make it writable or give --out on another disk"),
         ("ENOSPC", "no space left on the device; free space there or give --out on another disk"),
         ("EDQUOT", "the disk quota is exceeded; free space there or give --out on another disk"),
+        # a file past FAT32's 4 GiB (a USB stick) or `ulimit -f` had ended in a traceback
+        ("EFBIG", "the file is larger than the file system (or ulimit -f) allows; give --out on another disk"),
     ],
 )
 def test_file_system_refusals_name_the_path_and_the_flag(code, expected, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+import shallowpi.cli  # noqa: F401  registers policy.train, distill.train and demo.train (OPTIONAL_SETTINGS)
 from shallowpi import config
 from shallowpi.errors import ConfigError
 
@@ -20,6 +21,9 @@ from shallowpi.errors import ConfigError
     ("+telemetry.allow_remote_contol=false",
      "unknown config key 'telemetry.allow_remote_contol'; did you mean telemetry.allow_remote_control?"),
     ("+store.durable=false", "unknown config key 'store.durable' (`platform config show` lists them)"),
+    # a section of settings no preset lists: its own keys are the ones near (it had said
+    # policy.train.batch_size, another setting)
+    ("demo.train.batchsize=16", "unknown config key 'demo.train.batchsize'; did you mean demo.train.batch_size?"),
 ])
 def test_an_added_key_nothing_reads_is_refused_in_one_line(override, says):
     with pytest.raises(ConfigError) as refused:
@@ -84,8 +88,6 @@ def test_record_refuses_an_unknown_record_key_before_anything_is_made(tmp_path, 
     ("record=null", "record cannot be null: it is a section of settings"),
 ])
 def test_null_where_no_reader_takes_it_is_refused_in_one_line(override, says):
-    import shallowpi.cli  # noqa: F401  (fills OPTIONAL_SETTINGS: policy.train.seed's default)
-
     with pytest.raises(ConfigError) as refused:
         config.compose([override])
     assert str(refused.value).startswith(says) and "\n" not in str(refused.value), refused.value
@@ -100,7 +102,11 @@ def test_null_where_no_reader_takes_it_is_refused_in_one_line(override, says):
     "robot.cameras.front.serial=null",
 ])
 def test_null_where_it_means_something_is_taken(override):
-    import shallowpi.cli  # noqa: F401
-
     key = override.partition("=")[0].lstrip("+")
     assert OmegaConf.select(config.compose([override]), key, default="absent") is None
+
+
+def test_demo_train_takes_a_training_key_without_a_plus():
+    """configs/demo/default.yaml's profile sets no batch_size under demo.train: the key was
+    refused unless written +demo.train.batch_size, and the hint pointed at policy.train."""
+    assert config.compose(["demo.train.batch_size=16"]).demo.train.batch_size == 16

@@ -520,6 +520,39 @@ def test_an_executor_run_that_computed_no_chunk_shows_no_inference_time(tmp_path
     assert [r["speedup"] for r in summarize(checkpoints, evals, deploy, zero, {}, {})["models"]] == [None, None]
 
 
+
+def test_the_latency_panel_says_where_each_bar_ran_and_labels_a_short_bar_above_it(tmp_path, monkeypatch):
+    """The panel said "on this CPU" over an executor bar that ran on demo.deploy_backend (a
+    GPU's with tensorrt), and wrote a short bar's value in white, inside a bar lower than
+    the text, on the white background."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from shallowpi.commands.demo_summary import picture, summarize
+
+    evals, latency = _evaluations_and_latency(successes=1)
+    deploy = {"successes": 1, "episodes": 1, "inference_p50_ms": 3.0, "inference_p99_ms": 3.4, "loop_p99_ms": 33.4,
+              "safety": {}, "per_episode": [{"seed": 1000, "latency_ms": [3.0, 3.4]}], "backend": "tensorrt",
+              "runs_on": "cuda (fp16)", "strategy": "rtc", "task": "cube_in_bowl"}
+    summary = summarize({"teacher": tmp_path / "t", "student": tmp_path / "s"}, evals, deploy, latency, {}, {})
+    figures = []
+    # The figure as picture drew it: savefig (which writes the PNG all the same) keeps a reference.
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k))[1])
+    picture(summary, tmp_path / "demo.png")
+    (right,) = [ax for ax in figures[0].axes if ax.get_ylabel().startswith("one action chunk")]
+    assert "CPU" not in right.get_title() and right.get_title() == "chunk latency on this machine"
+    labels = [t.get_text() for t in right.get_xticklabels()]
+    assert labels == ["teacher\n(torch, CPU)", "student\n(torch, CPU)", "student, executor\n(tensorrt, cuda (fp16))"]
+    values = {t.get_text().split("\n")[0]: t for t in right.texts}
+    executor = values["3 ms"]
+    assert executor.get_position()[1] >= 3.4 and matplotlib.colors.to_hex(executor.get_color()) == "#000000"
+    teacher = values["78 ms"]  # a tall bar keeps its label inside, white on its colour
+    assert teacher.get_position()[1] < 78.0 and matplotlib.colors.to_hex(teacher.get_color()) == "#ffffff"
+    plt.close(figures[0])
+
+
 @pytest.mark.parametrize(("extra", "expected"), [
     # a misspelt training key recorded 35 s, then `platform train` refused policy.train.bach_size
     (["+demo.train.bach_size=4"], "unknown demo.train keys ['bach_size']; valid keys: "),
@@ -531,7 +564,7 @@ def test_an_executor_run_that_computed_no_chunk_shows_no_inference_time(tmp_path
      "demo.layers=18: the teacher ({shipped}) has 18 layers; a student keeps 1 to 17 of them"),
     (["demo.train.ema=1.5"], "the stages' training settings (demo.train, then policy.train.* and "
                              "distill.train.*): ema must be in (0, 1) or null, got 1.5"),
-    (["+demo.train.batch_size=abc"], "demo.train: policy.train.batch_size must be a number"),
+    (["+demo.train.batch_size=abc"], "demo.train.batch_size must be a number (its default is 32), not 'abc'"),
     # train's --steps and distill's --steps win over it: it meant nothing
     (["+demo.train.steps=10"], "demo.train.steps: the demo's steps are demo.teacher_steps and demo.student_steps"),
     (["+demo.train.device=cuda"], "demo.train.device is set by `platform train`'s --device flag"),

@@ -569,7 +569,10 @@ def _train_settings() -> dict[str, object]:
             for f in dataclasses.fields(TrainConfig)}
 
 
-config.OPTIONAL_SETTINGS.update({"policy.train": _train_settings, "distill.train": _train_settings})
+# demo.train as well: `demo.train.batch_size=16` had been refused with "did you mean
+# policy.train.batch_size?", another setting (the demo's profile sets no train key).
+config.OPTIONAL_SETTINGS.update({"policy.train": _train_settings, "distill.train": _train_settings,
+                                 "demo.train": _train_settings})
 
 
 # Errors of the disk a command writes to, not of the command: what went wrong, in words.
@@ -579,6 +582,8 @@ FILE_SYSTEM_ERRORS = {
     errno.EPERM: "operation not permitted",
     errno.ENOSPC: "no space left on the device",
     errno.EDQUOT: "the disk quota is exceeded",
+    # FAT32's 4 GiB a file (a lab's USB stick), or the shell's `ulimit -f`
+    errno.EFBIG: "the file is larger than the file system (or ulimit -f) allows",
 }
 
 
@@ -604,6 +609,8 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     if raw is None:  # zarr's writes, among others, raise without the file's name
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"{reason}: free space on the disk this command writes to, or write to another disk"
+        if exc.errno == errno.EFBIG:
+            return f"{reason}: write to another disk (ext4, exFAT)"
         return f"{reason} ({exc.strerror}); choose a writable location"
     path = os.fsdecode(raw)
     if exc.errno in (errno.EACCES, errno.EPERM) and exc.filename2 is None and _unreadable(Path(path)):
@@ -613,8 +620,8 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
         return f"cannot read {path}: {reason} ({owner_and_mode(Path(path))}); ask its owner"
     argument = _argument_choosing(Path(path), args, parser)
     where = f"give {argument} on another disk" if argument else "choose another location"
-    fix = f"free space there or {where}" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
-        f"make it writable or {where}")
+    fix = (f"free space there or {where}" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+           else where if exc.errno == errno.EFBIG else f"make it writable or {where}")
     return f"cannot write {path}: {reason}; {fix}"
 
 

@@ -289,7 +289,12 @@ def _one_line_hydra_error(exc: Exception, overrides: Sequence[str], defaults: Ca
                 return f"unknown config key '{key}'; top-level keys are: {', '.join(known)}"
             with contextlib.suppress(Exception):  # the hint is a courtesy: Hydra's text stands without it
                 if OmegaConf.select(base := defaults(), key, default=_MISSING) is _MISSING:
-                    near = difflib.get_close_matches(key, _dotted_keys(base), n=1, cutoff=0.75)
+                    section = key.rpartition(".")[0]
+                    # A section of settings no preset lists (demo.train): its own settings, not
+                    # the nearest key elsewhere ("did you mean policy.train.batch_size?").
+                    candidates = ([f"{section}.{name}" for name in OPTIONAL_SETTINGS[section]()]
+                                  if section in OPTIONAL_SETTINGS else _dotted_keys(base))
+                    near = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
                     hint = f"; did you mean {near[0]}?" if near else ""
                     return f"unknown config key '{key}'{hint} (`platform config show` lists them)"
             return f"cannot set '{key}': {text} (see `platform config show`)"
