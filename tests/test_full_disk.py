@@ -373,3 +373,32 @@ def test_the_free_space_warning_says_keep_last_needs_room_for_one_more():
     assert checkpoint.space_warning(run, 50 * gb, 40 * gb, "policy.train", keep_last=3).endswith(
         "free some, or keep fewer checkpoints (policy.train.keep_last=3; keep_last=N needs room for N + 1, the old "
         "removed only after the new one is saved)")
+
+
+def test_a_metrics_line_the_disk_refuses_names_metrics_jsonl(tmp_path):
+    """The metrics.jsonl append's ENOSPC (EFBIG here) from the write named no file: the CLI
+    could only say "free space on the disk this command writes to"."""
+    code = """if True:
+        import sys
+        from pathlib import Path
+        import torch
+        torch.set_num_threads(1)
+        from policy_fakes import FakeChunks, tiny_policy
+        from shallowpi.train.objective import FlowMatchingObjective
+        from shallowpi.train.trainer import TrainConfig, Trainer
+        run = Path(sys.argv[1])
+        cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, save_every=100, log_every=1,
+                          workers=0, progress=False, tensorboard=False)
+        try:
+            Trainer(FlowMatchingObjective(tiny_policy(FakeChunks())), FakeChunks(), cfg, run).fit()
+        except OSError as exc:
+            print("raised", exc.errno, exc.filename)
+    """
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-B", "-c", code, str(run)], capture_output=True, text=True, timeout=300,
+                          env=subprocess_env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
+                                                                       subprocess_env()["PYTHONPATH"]])),
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300, resource.RLIM_INFINITY)),
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"raised {errno.EFBIG} {run / 'metrics.jsonl'}"], (done.stdout, done.stderr)
