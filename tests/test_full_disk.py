@@ -321,12 +321,11 @@ def test_deploy_strategies_provenance_whose_write_fails_keeps_its_last_whole_ver
 
 # -- 7: TensorBoard --------------------------------------------------------------------------
 
-def test_tensorboard_on_a_full_disk_is_one_warning_and_never_hides_the_checkpoints_error(tmp_path):
-    """TensorBoard's writer raised the full disk's OSError from add_scalar (the run ended
-    over a view of metrics.jsonl) and again from its close in fit's finally, over the
-    checkpoint's error that named its path. Here the event file fills first (its limit: 1 KB
-    a file), then the last checkpoint fails: that is the error, TensorBoard one warning."""
-    code = """if True:
+def _train_under_a_file_limit(run: Path, limit_bytes: int, tensorboard: bool) -> subprocess.CompletedProcess:
+    """Six steps of a tiny policy into `run`, every file it writes capped at `limit_bytes`
+    (EFBIG past it); its stdout says "raised ERRNO FILENAME" for the OSError that ended it,
+    logging's warnings on its stderr."""
+    code = f"""if True:
         import logging, sys
         from pathlib import Path
         import torch
@@ -337,18 +336,27 @@ def test_tensorboard_on_a_full_disk_is_one_warning_and_never_hides_the_checkpoin
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
         run = Path(sys.argv[1])
         cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, save_every=6, log_every=1,
-                          workers=0, progress=False, tensorboard=True)
+                          workers=0, progress=False, tensorboard={tensorboard})
         try:
             Trainer(FlowMatchingObjective(tiny_policy(FakeChunks())), FakeChunks(), cfg, run).fit()
         except OSError as exc:
             print("raised", exc.errno, exc.filename)
     """
-    run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-B", "-c", code, str(run)], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-B", "-c", code, str(run)], capture_output=True, text=True, timeout=300,
                           env=subprocess_env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
                                                                        subprocess_env()["PYTHONPATH"]])),
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1000, resource.RLIM_INFINITY)),
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                                (limit_bytes, resource.RLIM_INFINITY)),
                           check=False)
+
+
+def test_tensorboard_on_a_full_disk_is_one_warning_and_never_hides_the_checkpoints_error(tmp_path):
+    """TensorBoard's writer raised the full disk's OSError from add_scalar (the run ended
+    over a view of metrics.jsonl) and again from its close in fit's finally, over the
+    checkpoint's error that named its path. Here the event file fills first (its limit: 1 KB
+    a file), then the last checkpoint fails: that is the error, TensorBoard one warning."""
+    run = tmp_path / "run"
+    done = _train_under_a_file_limit(run, 1000, tensorboard=True)
     assert done.returncode == 0, done.stderr
     [raised] = done.stdout.splitlines()
     assert raised.startswith(f"raised {errno.EFBIG} {run / 'checkpoints'}"), raised
@@ -356,6 +364,15 @@ def test_tensorboard_on_a_full_disk_is_one_warning_and_never_hides_the_checkpoin
     warnings = [line for line in done.stderr.splitlines() if "TensorBoard" in line]
     assert warnings == [f"WARNING TensorBoard logs in {run / 'tb'} stopped: File too large; training goes on without "
                         "them (metrics.jsonl has every logged step)"], done.stderr
+
+
+def test_a_metrics_line_the_disk_refuses_names_metrics_jsonl(tmp_path):
+    """The metrics.jsonl append's ENOSPC (EFBIG here) from the write named no file: the CLI
+    could only say "free space on the disk this command writes to"."""
+    run = tmp_path / "run"
+    done = _train_under_a_file_limit(run, 300, tensorboard=False)  # two lines' worth
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"raised {errno.EFBIG} {run / 'metrics.jsonl'}"], (done.stdout, done.stderr)
 
 
 # -- 8: keep_last and the free-space warning -------------------------------------------------
@@ -374,31 +391,3 @@ def test_the_free_space_warning_says_keep_last_needs_room_for_one_more():
         "free some, or keep fewer checkpoints (policy.train.keep_last=3; keep_last=N needs room for N + 1, the old "
         "removed only after the new one is saved)")
 
-
-def test_a_metrics_line_the_disk_refuses_names_metrics_jsonl(tmp_path):
-    """The metrics.jsonl append's ENOSPC (EFBIG here) from the write named no file: the CLI
-    could only say "free space on the disk this command writes to"."""
-    code = """if True:
-        import sys
-        from pathlib import Path
-        import torch
-        torch.set_num_threads(1)
-        from policy_fakes import FakeChunks, tiny_policy
-        from shallowpi.train.objective import FlowMatchingObjective
-        from shallowpi.train.trainer import TrainConfig, Trainer
-        run = Path(sys.argv[1])
-        cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=2, save_every=100, log_every=1,
-                          workers=0, progress=False, tensorboard=False)
-        try:
-            Trainer(FlowMatchingObjective(tiny_policy(FakeChunks())), FakeChunks(), cfg, run).fit()
-        except OSError as exc:
-            print("raised", exc.errno, exc.filename)
-    """
-    run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-B", "-c", code, str(run)], capture_output=True, text=True, timeout=300,
-                          env=subprocess_env(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent),
-                                                                       subprocess_env()["PYTHONPATH"]])),
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (300, resource.RLIM_INFINITY)),
-                          check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"raised {errno.EFBIG} {run / 'metrics.jsonl'}"], (done.stdout, done.stderr)
