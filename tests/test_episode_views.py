@@ -4,6 +4,7 @@ every camera and every joint's state and action on the episode's time line)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -90,3 +91,63 @@ def test_view_saves_a_rerun_recording_holding_every_camera_and_joint(tmp_path):
                           timeout=300)
     assert bare.returncode != 0 and len(bare.stderr.strip().splitlines()) == 1
     assert "no display" in bare.stderr and "--save FILE.rrd" in bare.stderr
+
+
+def episode_store(path, length: int, edit=None):
+    """One episode of `length` frames; `edit(frame, t)` changes a frame before it is written."""
+    rng = np.random.default_rng(0)
+    store = EpisodeStore.create(path, arm_features(), StoreSettings(durable=False))
+    writer = store.begin_episode("wave", robot="arm", fps=30)
+    for t in range(length):
+        frame = synthetic_frame(rng, t)
+        frame = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in frame.items()}
+        if edit:
+            edit(frame, t)
+        writer.add_frame(frame, t / 30)
+    writer.commit(success=True)
+    return store
+
+
+@pytest.mark.bad_store  # NaN and inf on purpose
+def test_show_says_which_joints_hold_nan_or_inf_rather_than_leaving_the_line_out(tmp_path):
+    """A joint whose state is NaN was drawn as its action alone, as if the state had never
+    been recorded: the title names the rows (`dataset info`'s words) and the axis says so."""
+    import matplotlib.pyplot as plt
+
+    def spoil(frame, t):
+        frame["observation.state"][0] = np.nan  # joint_0's state, every row
+        if t == 3:
+            frame["action"][2] = np.inf  # joint_2's action, one row
+
+    store = episode_store(tmp_path / "nan.zarr", 25, spoil)
+    fig = episode_figure(store, 0)
+    assert fig._suptitle.get_text().endswith("\nNaN/inf: observation.state rows 0-24; action rows 3")
+    corners = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in fig.axes if ax.get_lines()}
+    assert corners["joint_0"] == ["state NaN/inf"] and corners["joint_2"] == ["action NaN/inf"]
+    assert all(corners[j] == [] for j in ("joint_1", "joint_3", "joint_4", "joint_5"))
+    plt.close(fig)
+    # An episode recorded before episodes noted their NaN rows: the plotted arrays say.
+    meta = next((tmp_path / "nan.zarr").rglob("episodes/0.json"))
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "nonfinite"}))
+    with EpisodeStore.open(tmp_path / "nan.zarr") as older:
+        assert older.episode(0).nonfinite is None
+        fig = episode_figure(older, 0)
+    assert fig._suptitle.get_text().endswith("\nNaN/inf: observation.state rows 0-24; action rows 3")
+    plt.close(fig)
+    clean = episode_figure(episode_store(tmp_path / "clean.zarr", 25), 0)
+    assert "NaN" not in clean._suptitle.get_text()
+    plt.close(clean)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_show_marks_each_sample_of_a_short_episode(tmp_path, length):
+    """A one-frame episode drew lines of one point: empty axes. Each sample is marked."""
+    import matplotlib.pyplot as plt
+
+    fig = episode_figure(episode_store(tmp_path / "short.zarr", length), 0)
+    lines = [line for ax in fig.axes for line in ax.get_lines()]
+    assert len(lines) == 12  # state and action of 6 joints
+    for line in lines:
+        assert line.get_marker() not in ("None", "", None, " ")
+        assert list(line.get_markevery()) == [True] * length
+    plt.close(fig)

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "platform"))
@@ -36,6 +37,53 @@ def load(folder: Path, robot: str) -> tuple[int, dict[str, dict]]:
     return int(data["last_run"]["episodes"]), {r["row"]: r for r in result["rows"]}
 
 
+def seeds_text(counts: set[int]) -> str:
+    """'200' for one episode count, '100-200' for several: the unseen seeds each point scored."""
+    low, high = min(counts), max(counts)
+    return f"{low}" if low == high else f"{low}-{high}"
+
+
+def figure(table: list[dict], teacher: dict, teacher_episodes: int, robot: str) -> Any:
+    """The curve: per depth of PAIRS the runs have (rows) and per task of the `teacher` row
+    (columns), the distilled and the task-only students' success (%, Wilson 95 % whiskers)
+    against the demonstrations a task of `table` (main's points), over the teacher's interval
+    as a band labelled with its layers and `teacher_episodes` (demonstrations a task of the
+    run it comes from); the y label says how many seeds the points scored, the title names
+    `robot`. Switches matplotlib to its Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(teacher["tasks"])
+    depths = [d for d, pair in PAIRS.items() if any(p["row"] in pair for p in table)]
+    fig, grid = plt.subplots(len(depths), len(tasks), figsize=(5 * len(tasks), 4 * len(depths)), sharey=True,
+                             squeeze=False)
+    band = f"teacher ({teacher['layers']} layers, {teacher_episodes} a task), 95 % interval"
+    for axes, depth in zip(grid, depths):
+        for ax, task in zip(axes, tasks):
+            t = teacher["tasks"][task]
+            low, high = wilson_interval(t["successes"], t["episodes"])
+            ax.axhspan(100 * low, 100 * high, color="0.85", label=band)
+            for row, colour in zip(PAIRS[depth], ("C0", "C1")):
+                points = [p for p in table if p["row"] == row and p["task"] == task]
+                xs = [p["episodes"] for p in points]
+                ys = [100 * p["successes"] / p["n"] for p in points]
+                errs = [[y - 100 * p["interval95"][0] for y, p in zip(ys, points)],
+                        [100 * p["interval95"][1] - y for y, p in zip(ys, points)]]
+                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colour, label=ROWS[row])
+            ax.set_title(f"{task}, {depth}-layer students")
+            ax.set_xlabel("demonstrations a task the students train on")
+            ax.set_xticks(sorted({p["episodes"] for p in table}))
+            ax.grid(alpha=0.3)
+        seeds = {p["n"] for p in table if p["row"] in PAIRS[depth]}
+        axes[0].set_ylabel(f"closed-loop success, % of {seeds_text(seeds)} unseen seeds")
+        axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{robot}: students of one teacher, distillation vs the task loss alone, by the students' data")
+    fig.tight_layout()
+    return fig
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", type=Path, help="reproduce.py --results folders, one per --episodes")
@@ -46,7 +94,8 @@ def main() -> None:
     args = ap.parse_args()
 
     runs = sorted((load(folder, args.robot) for folder in args.results), key=lambda run: run[0])
-    teacher = load(args.teacher_from, args.robot)[1]["teacher"]
+    teacher_episodes, teacher_rows = load(args.teacher_from, args.robot)
+    teacher = teacher_rows["teacher"]
     tasks = list(teacher["tasks"])
     table: list[dict] = []
     print("| demonstrations a task | model | " + " | ".join(tasks) + " |")
@@ -70,36 +119,12 @@ def main() -> None:
                 print(f"|   | {depth} layers, seeds only distillation against only the task loss solved: {compared} |"
                       + " |" * (len(tasks) - 1))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
+    fig = figure(table, teacher, teacher_episodes, args.robot)
     import matplotlib.pyplot as plt
 
-    depths = [d for d, pair in PAIRS.items() if any(p["row"] in pair for p in table)]
-    fig, grid = plt.subplots(len(depths), len(tasks), figsize=(5 * len(tasks), 4 * len(depths)), sharey=True,
-                             squeeze=False)
-    for axes, depth in zip(grid, depths):
-        for ax, task in zip(axes, tasks):
-            t = teacher["tasks"][task]
-            low, high = wilson_interval(t["successes"], t["episodes"])
-            ax.axhspan(100 * low, 100 * high, color="0.85", label="teacher (18 layers, 120 a task), 95 % interval")
-            for row, colour in zip(PAIRS[depth], ("C0", "C1")):
-                points = [p for p in table if p["row"] == row and p["task"] == task]
-                xs = [p["episodes"] for p in points]
-                ys = [100 * p["successes"] / p["n"] for p in points]
-                errs = [[y - 100 * p["interval95"][0] for y, p in zip(ys, points)],
-                        [100 * p["interval95"][1] - y for y, p in zip(ys, points)]]
-                ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, color=colour, label=ROWS[row])
-            ax.set_title(f"{task}, {depth}-layer students")
-            ax.set_xlabel("demonstrations a task the students train on")
-            ax.set_xticks(sorted({p["episodes"] for p in table}))
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel("closed-loop success, % of 200 unseen seeds")
-        axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("Students of one teacher: distillation vs the task loss alone, by the students' data")
-    fig.tight_layout()
     args.to.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.to, dpi=110)
+    plt.close(fig)
     args.to.with_suffix(".json").write_text(json.dumps(table, indent=1))
     print(f"wrote {args.to} and {args.to.with_suffix('.json')}")
 

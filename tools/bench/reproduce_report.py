@@ -12,6 +12,7 @@ Every robot with a ROBOT/rows.json in the folder is in the table, whichever run 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import sys
@@ -84,47 +85,68 @@ def paired_lines(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
 
 
 def plot(results: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """success_vs_layers.png (all-loss students and the teacher, task-only as open markers) and
-    latency_vs_layers.png (measured p50 beside the FLOP-ideal line from the teacher)."""
+    """Write `figure` to `folder`/reproduce.png; returns [its path]."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(results)
+    png = folder / "reproduce.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return [png]
+
+
+MARKERS = ("o", "s", "^", "D", "v")  # one a task of a robot, the robot's colour for all
+
+
+def figure(results: list[dict[str, Any]]) -> Any:
+    """Success vs layers (all-loss students and the teacher, task-only as open markers) beside
+    latency vs layers (measured p50 solid, the FLOP-ideal line from the teacher dashed). One
+    colour a robot in both panels (a marker a task); x ticks at the layer counts present; the
+    latency axis from 0 ms. Switches matplotlib to its Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_s, ax_l) = plt.subplots(1, 2, figsize=(11, 4))
-    for result in results:
+    layers: set[int] = set()
+    for n, result in enumerate(results):
+        colour = f"C{n}"
         rows = result["rows"]
         # The teacher and the all-loss students by depth (shallow6f, the humanoid's student of
         # successful episodes only, is another recipe at 6 layers: not on this line).
         full = sorted((r for r in rows if r["row"] == "teacher" or re.fullmatch(r"shallow\d+", r["row"])),
                       key=lambda r: r["layers"])
-        for task in sorted({t for r in rows for t in r["tasks"]}):
+        for task, marker in zip(sorted({t for r in rows for t in r["tasks"]}), itertools.cycle(MARKERS)):
             pts = [(r["layers"], r["tasks"][task]) for r in full if task in r["tasks"]]
             rate = [t["successes"] / t["episodes"] for _, t in pts]
             lo = [rt - t["interval95"][0] for rt, (_, t) in zip(rate, pts)]
             hi = [t["interval95"][1] - rt for rt, (_, t) in zip(rate, pts)]
-            line = ax_s.errorbar([k for k, _ in pts], rate, yerr=[lo, hi], marker="o", capsize=3,
-                                 label=f"{result['robot']} {task}")
+            ax_s.errorbar([k for k, _ in pts], rate, yerr=[lo, hi], marker=marker, capsize=3, color=colour,
+                          label=f"{result['robot']} {task}")
+            layers.update(k for k, _ in pts)
             task_only = [(r["layers"], r["tasks"][task]) for r in rows if r["row"].startswith("task") and task in r["tasks"]]
             if task_only:
                 ax_s.scatter([k for k, _ in task_only], [t["successes"] / t["episodes"] for _, t in task_only],
-                             facecolors="none", edgecolors=line[0].get_color(), s=60)
+                             marker=marker, facecolors="none", edgecolors=colour, s=60)
+                layers.update(k for k, _ in task_only)
         teacher = next((r for r in rows if r["row"] == "teacher"), None)
-        ax_l.plot([r["layers"] for r in full], [r["p50_ms"] for r in full], "o-", label=f"{result['robot']} measured p50")
+        ax_l.plot([r["layers"] for r in full], [r["p50_ms"] for r in full], "o-", color=colour,
+                  label=f"{result['robot']} measured p50")
+        layers.update(r["layers"] for r in full)
         if teacher:
             ax_l.plot([r["layers"] for r in full], [teacher["p50_ms"] * r["gflops"] / teacher["gflops"] for r in full],
-                      "--", label=f"{result['robot']} FLOP-ideal")
+                      "--", color=colour, label=f"{result['robot']} FLOP-ideal")
     ax_s.set(xlabel="joint layers kept (of the teacher's)", ylabel="closed-loop success",
              title="success vs layers (open: task loss only)", ylim=(-0.02, 1.02))
     ax_l.set(xlabel="joint layers kept", ylabel="ms per chunk (this CPU, 1 thread)", title="latency vs layers")
+    ax_l.set_ylim(bottom=0)  # a ratio read off the plot needs the zero
     for ax in (ax_s, ax_l):
+        ax.set_xticks(sorted(layers))  # whole layers: a single depth's axis ticked 3.80, 3.85, ...
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    png = folder / "reproduce.png"
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return [png]
+    return fig
 
 
 def gather(folder: Path) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from shallowpi.evaluate.interval import rate_with_interval, wilson_interval
 from shallowpi.tui.panels import loop_timing_text
 
 MODELS = ("teacher", "student")
+SHORT_BAR = 0.25  # a latency bar below this fraction of the panel's top has its label above it
 
 
 # Written into latency.json's key: a cache measured before the models were timed in turns
@@ -83,7 +84,7 @@ def summarize(checkpoints: dict[str, Path], evals: dict[str, dict[str, Any]], de
         rows.append({"model": name, "label": _label(name, settings), "checkpoint": str(checkpoints[name]), **lat,
                      "tasks": tasks,
                      "speedup": teacher_ms / lat["chunk_ms_p50"] if lat["chunk_ms_p50"] and teacher_ms else None})
-    deployed = {k: deploy.get(k) for k in ("backend", "profile", "strategy", "successes", "episodes",
+    deployed = {k: deploy.get(k) for k in ("backend", "runs_on", "profile", "strategy", "successes", "episodes",
                                             "inference_p50_ms", "inference_p99_ms", "loop_p99_ms",
                                             "sim_tick_wall_p99_ms", "safety")}
     deployed["task"] = deploy.get("task")
@@ -213,21 +214,31 @@ def picture(summary: dict[str, Any], png: Path) -> None:
     left.set_ylabel("success rate (95 % Wilson interval)")
     left.set_title(f"closed loop in the {summary['robot']} twin, {seeds} unseen seed{'s' if seeds != 1 else ''} a task")
     left.legend(loc="upper center", ncol=2, fontsize=8)
-    bars = [(r["model"], r["chunk_ms_p50"], r["chunk_ms_p99"], colors[r["model"]]) for r in rows]
+    # Teacher and student are timed by the torch sampler on the CPU (chunk_latency); the
+    # executor on its backend, which may be a GPU's (demo.deploy_backend): each bar says where.
+    bars = [(f"{r['model']}\n(torch, CPU)", r["chunk_ms_p50"], r["chunk_ms_p99"], colors[r["model"]]) for r in rows]
     deployed = summary["deployed_student"]
     if deployed.get("episodes") and deployed.get("inference_p50_ms") is not None:
-        bars.append((f"student\n(executor, {deployed['backend']})", deployed["inference_p50_ms"],
-                     deployed["inference_p99_ms"], "#c44e52"))
+        where = ", ".join(filter(None, (deployed["backend"], deployed.get("runs_on"))))
+        bars.append((f"student, executor\n({where})", deployed["inference_p50_ms"], deployed["inference_p99_ms"],
+                     "#c44e52"))
     p50 = [b[1] for b in bars]
-    right.bar(range(len(bars)), p50, 0.6, yerr=[[0] * len(bars), [b[2] - b[1] for b in bars]], capsize=5,
-              color=[b[3] for b in bars])
+    p99 = [b[2] for b in bars]
+    right.bar(range(len(bars)), p50, 0.6, yerr=[[0] * len(bars), [high - low for low, high in zip(p50, p99)]],
+              capsize=5, color=[b[3] for b in bars])
+    top = max(p99, default=0.0) or 1.0
+    right.set_ylim(0, 1.2 * top)  # room above the longest whisker for a short bar's label
     for i, value in enumerate(p50):
         # The speed-up compares like with like: the student's sampler against the teacher's.
         speedup = f"\n{rows[i]['speedup']:.1f}x" if 0 < i < len(rows) and rows[i]["speedup"] else ""
-        right.text(i, value / 2, f"{value:.0f} ms{speedup}", ha="center", va="center", color="white", fontsize=9)
+        text = f"{value:.0f} ms{speedup}"
+        if value >= SHORT_BAR * top:  # inside the bar, white on its colour
+            right.text(i, value / 2, text, ha="center", va="center", color="white", fontsize=9)
+        else:  # a short bar has no room for it: above its whisker, on the white background
+            right.text(i, p99[i] + 0.02 * top, text, ha="center", va="bottom", color="black", fontsize=9)
     right.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
     right.set_ylabel("one action chunk, ms (p50, whisker p99)")
-    right.set_title("chunk latency on this CPU")
+    right.set_title("chunk latency on this machine")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)

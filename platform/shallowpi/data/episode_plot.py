@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 
 from shallowpi.data.features import FeatureKind
+from shallowpi.data.nonfinite import nonfinite_ranges
+from shallowpi.data.row_ranges import describe_ranges
 from shallowpi.data.store import TICK_KEY, EpisodeStore
 from shallowpi.joints import METRIC_UNITS
 
 UNIT_OF_KIND = {**METRIC_UNITS, "gripper": "opening, 0-1"}
 FLAT = 1e-3  # a joint whose state and action span less than this never moved: one line of text
+FEW = 10  # an episode of this many frames or fewer has each sample marked (a 1-frame line draws nothing)
 
 
 def flat_joints(state: np.ndarray, action: np.ndarray | None) -> list[int]:
@@ -24,6 +27,23 @@ def flat_joints(state: np.ndarray, action: np.ndarray | None) -> list[int]:
     if len(values) == 0:
         return []
     return [j for j in range(values.shape[1]) if float(np.ptp(values[:, j])) < FLAT]
+
+
+def marked(values: np.ndarray) -> np.ndarray:
+    """[T] bool: the samples of `values` [T] to mark: every one in an episode of FEW frames or
+    fewer (lines of a point or two are invisible or look like a whole recording), else the
+    finite samples with no finite neighbour (between NaNs a line has nothing to join)."""
+    finite = np.isfinite(values)
+    if len(values) <= FEW:
+        return finite
+    before = np.concatenate([[False], finite[:-1]])
+    after = np.concatenate([finite[1:], [False]])
+    return finite & ~before & ~after
+
+
+def nonfinite_text(nonfinite: dict[str, list[list[int]]]) -> str:
+    """'observation.state rows 0-24; action rows 3' (as `dataset info` lists them); '' for none."""
+    return "; ".join(f"{key} rows {describe_ranges(rows)}" for key, rows in nonfinite.items())
 
 
 def plot_episode(store: EpisodeStore, index: int, out: Path, frames_per_strip: int = 8,
@@ -46,9 +66,13 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
     time in seconds), then state (solid) and action (dashed) per joint against time in
     seconds, each y axis in the joint's unit (`units`: joint name -> unit; "joint units"
     where unknown). Joints that never moved are listed in one line of text, with their
-    value, instead of as flat plots. Uses matplotlib's Agg backend (switches the process
-    to it). Raises StoreError for an episode the store does not have (negative indices
-    count from the end)."""
+    value, instead of as flat plots. Each sample is marked in an episode of FEW frames or
+    fewer. NaN/inf rows (the episode's `nonfinite`, as `dataset info` lists them; found in
+    the plotted arrays for an episode recorded before that was noted) are named in the
+    title, and each joint holding one says "state NaN/inf" (or action) in its corner: the
+    line has a gap there, or is not drawn at all. Uses matplotlib's Agg backend (switches
+    the process to it). Raises StoreError for an episode the store does not have (negative
+    indices count from the end)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,9 +118,16 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
     for n, j in enumerate(moving):
         r, c = divmod(n, plot_cols)
         ax = fig.add_subplot(grid[len(cameras) + r, c * span : (c + 1) * span])
-        ax.plot(ticks, state[:, j], lw=1.2, label="state")
+        ax.plot(ticks, state[:, j], lw=1.2, label="state", marker="o", ms=3, markevery=list(marked(state[:, j])))
         if action is not None:
-            ax.plot(ticks, action[:, j], lw=1.0, ls="--", label="action")
+            ax.plot(ticks, action[:, j], lw=1.0, ls="--", label="action", marker="x", ms=4,
+                    markevery=list(marked(action[:, j])))
+        # A NaN or inf is a gap (or the whole line) matplotlib leaves out without a word.
+        broken = [kind for kind, values in (("state", state), ("action", action))
+                  if values is not None and not np.isfinite(values[:, j]).all()]
+        if broken:
+            ax.text(0.99, 0.97, "\n".join(f"{kind} NaN/inf" for kind in broken), transform=ax.transAxes,
+                    ha="right", va="top", fontsize=7, color="red")
         ax.set_title(joint_names[j], fontsize=8)
         ax.set_xlabel("time (s)", fontsize=7)
         ax.set_ylabel(units.get(joint_names[j], "joint units"), fontsize=7)
@@ -111,7 +142,12 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
                          for j in still)
         ax.text(0, 0.5, f"never moved ({len(still)} joint(s)): {held}", fontsize=8, va="center", wrap=True)
     success = {True: "success", False: "failure", None: "unmarked"}[info.success]
+    nonfinite = info.nonfinite
+    if nonfinite is None:  # recorded before episodes noted them: what the plotted arrays hold
+        nonfinite = {key: ranges for key, values in ((state_key, state), ("action", action))
+                     if key and values is not None and (ranges := nonfinite_ranges(values))}
+    bad = f"\nNaN/inf: {nonfinite_text(nonfinite)}" if nonfinite else ""
     fig.suptitle(f"{store.path.name} episode {index}: \"{info.task}\" - {info.length} frames, "
-                 f"{info.duration_s:.1f} s, {success}, {info.dropped_summary}", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the title
+                 f"{info.duration_s:.1f} s, {success}, {info.dropped_summary}{bad}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94 if bad else 0.97))  # room for the title (two lines with NaN/inf)
     return fig

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,29 +57,50 @@ def _pyplot():
 # ----------------------------------------------------------------------------- losses
 
 
-def loss_plot(metrics: Path, png: Path) -> dict[str, float]:
-    """Each logged term (and the weighted total) over steps; returns the last values."""
+def loss_plot(metrics: Path, png: Path, run: str | None = None) -> dict[str, float]:
+    """Write `loss_figure` to `png`; returns the last logged value of each term."""
+    plt = _pyplot()
+    fig, last = loss_figure(metrics, run)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return last
+
+
+def loss_figure(metrics: Path, run: str | None = None) -> tuple[Any, dict[str, float]]:
+    """Each logged term of `metrics` (metrics.jsonl) and the weighted total over steps, titled
+    with the run's name (`run`, default the folder `metrics` is in), and the last values. The
+    squared-error terms (task, output; the total is their weighted sum with the attention
+    term's) are per action element, the attention term a mean KL divergence per action query
+    (nats; heads and paired layers averaged, distill/objective.py): a panel of its own, in
+    its own unit."""
     from shallowpi.train.trainer import read_metrics
 
     rows, _ = read_metrics(metrics)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    has_attention = any("attention" in r for r in rows)
+    fig, axes = plt.subplots(1, 2 if has_attention else 1, figsize=(11 if has_attention else 7, 4), squeeze=False)
+    errors = axes[0][0]
     last = {}
     for key in ("loss", "task", "output", "attention"):
         points = [(r["step"], r[key]) for r in rows if key in r]
         if points:
             steps, values = zip(*points)
-            ax.plot(steps, values, label="total (weighted)" if key == "loss" else key)
+            ax = axes[0][1] if key == "attention" else errors
+            total = "total (weighted, the attention KL's included)" if has_attention else "total (weighted)"
+            ax.plot(steps, values, label=total if key == "loss" else key,
+                    color="C3" if key == "attention" else None)
             last[key] = values[-1]
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("per action element")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    for ax in axes[0]:
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    errors.set_ylabel("squared error per action element")
+    if has_attention:
+        axes[0][1].set_ylabel("KL(teacher || student) per action query, nats", fontsize=9)
+    fig.suptitle(f"distillation losses: {run or metrics.parent.name}")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    return last
+    return fig, last
 
 
 # ----------------------------------------------------------------------------- offline error
@@ -191,6 +212,7 @@ class ClosedLoop:
 
     results: list[TaskSuccess]
     not_run: dict[str, str]
+    robot: str = ""  # whose twin ran them (the plot's title)
 
 
 def instruction_refused(policies: Mapping[str, Policy], text: str) -> str | None:
@@ -252,7 +274,7 @@ def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_sec
     codec = image_codec(*target.image_codec) if target.image_codec else None
     # A task is run when every model can be told it, before any episode: one refusal used to
     # end the section, the tasks already measured lost with it.
-    measured = ClosedLoop([], {})
+    measured = ClosedLoop([], {}, target.robot)
     tasks = []
     for task in make_tasks(target.robot).values():
         if (why := instruction_refused(policies, task.instruction)) is None:
@@ -285,27 +307,51 @@ def closed_loop(policies: dict[str, Policy], store: Path, episodes: int, max_sec
     return measured
 
 
-def success_plot(results: list[TaskSuccess], png: Path) -> None:
-    """Write a bar chart of each task's success rate, teacher beside student, with 95 %
-    Wilson error bars, to `png`. A model without a row on a task has no bar there."""
+def success_plot(results: list[TaskSuccess], png: Path, robot: str = "", not_run: Iterable[str] = ()) -> None:
+    """Write `success_figure` to `png`."""
     plt = _pyplot()
-    tasks = sorted({r.task for r in results})
-    fig, ax = plt.subplots(figsize=(max(5, 2.5 * len(tasks)), 4))
+    fig = success_figure(results, robot, not_run)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def success_figure(results: list[TaskSuccess], robot: str = "", not_run: Iterable[str] = ()) -> Any:
+    """A bar chart of each task's success rate, teacher beside student, with 95 % Wilson
+    error bars and k/n above each bar, the tasks in the order of `results` (the report's
+    table), then those of `not_run` (tasks no model ran on); "not run" in the slot of a
+    model without a row on a task. Titled with `robot` and the episodes a task and model;
+    the legend above the axes, clear of a 100 % bar."""
+    plt = _pyplot()
+    tasks = list(dict.fromkeys([*(r.task for r in results), *not_run]))
+    fig, ax = plt.subplots(figsize=(max(5, 2.5 * len(tasks)), 4.4))
+    width = 0.4
     for i, model in enumerate(("teacher", "student")):
         rows = {r.task: r for r in results if r.model == model}
         at = [x for x, t in enumerate(tasks) if t in rows]
         ran = [rows[tasks[x]] for x in at]
-        rates = [r.successes / r.episodes for r in ran]
+        rates = [r.successes / r.episodes if r.episodes else 0.0 for r in ran]
         lo = [rate - r.interval[0] for rate, r in zip(rates, ran)]
         hi = [r.interval[1] - rate for rate, r in zip(rates, ran)]
-        ax.bar(np.asarray(at) + (i - 0.5) * 0.4, rates, 0.4, yerr=[lo, hi], capsize=4, label=model)
+        offset = (i - 0.5) * width
+        ax.bar(np.asarray(at) + offset, rates, width, yerr=[lo, hi], capsize=4, label=model, color=f"C{i}")
+        for x, r in zip(at, ran):
+            ax.text(x + offset, r.interval[1] + 0.01, f"{r.successes}/{r.episodes}", ha="center", va="bottom",
+                    fontsize=8)
+        for x in (x for x, t in enumerate(tasks) if t not in rows):
+            ax.text(x + offset, 0.02, "not run", ha="center", va="bottom", rotation=90, fontsize=8, color="0.4")
     ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylim(0, 1.05)
+    ax.set_xlim(-0.6, len(tasks) - 0.4)  # a last task without bars keeps its slots
+    ax.set_ylim(0, 1.12)  # room above 100 % for the counts
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("success rate (95 % Wilson interval)")
-    ax.legend()
+    counts = sorted({r.episodes for r in results})
+    each = (f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}") if counts else "no"
+    ax.set_title(f"closed loop in the {robot + ' ' if robot else ''}twin, {each} episode"
+                 f"{'' if counts == [1] else 's'} a task and model", fontsize=10)
+    # Outside the axes: inside, "best" put it over a 100 % bar's top and its count.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 # ----------------------------------------------------------------------------- cost
@@ -369,7 +415,7 @@ def _closed_loop_section(measured: ClosedLoop, dcfg: DistillConfig, png: Path) -
     (written to `png` when a task ran), the table, then one line per task not run."""
     lines: list[str] = []
     if measured.results:
-        success_plot(measured.results, png)
+        success_plot(measured.results, png, measured.robot, measured.not_run)
         cap = f", episodes capped at {dcfg.sim_episode_time_s} s" if dcfg.sim_episode_time_s else ""
         lines += [f"![success]({png.name})", "",
                   f"{dcfg.sim_episodes} episode(s) per task and model (seeds 1000..){cap}.", "",
