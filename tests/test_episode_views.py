@@ -150,4 +150,9 @@ def test_show_marks_each_sample_of_a_short_episode(tmp_path, length):
     for line in lines:
         assert line.get_marker() not in ("None", "", None, " ")
         assert list(line.get_markevery()) == [True] * length
+    # Its frames' times told apart (two frames 33 ms apart were both "t = 0.0 s"), its length
+    # in words ("1 frames").
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("t = ")]
+    assert titles == [f"t = {t / 30:.2f} s" for t in range(length)] if length > 1 else ["t = 0.0 s"], titles
+    assert f"- {length} frame{'' if length == 1 else 's'}, " in fig._suptitle.get_text()
     plt.close(fig)

@@ -104,6 +104,10 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
                             height_ratios=[1.2] * len(cameras) + [1.5] * plot_rows + [0.3] * text_rows)
     ticks = store.read(TICK_KEY, start, stop)
     picks = np.unique(np.linspace(start, stop - 1, frames_per_strip).round().astype(int))
+    # Tenths where the strip's frames are that far apart; a short episode's (two frames at
+    # 30 Hz, 33 ms apart) were all titled "t = 0.0 s".
+    gaps = np.diff(ticks[picks - start])
+    digits = 1 if not gaps.size or gaps.min() >= 0.1 else 2 if gaps.min() >= 0.01 else 3
     for row, key in enumerate(cameras):
         for col, frame_row in enumerate(picks):
             ax = fig.add_subplot(grid[row, col])
@@ -113,7 +117,7 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
             if col == 0:
                 ax.set_ylabel(key.removeprefix("observation.images."), fontsize=8)
             if row == 0:
-                ax.set_title(f"t = {ticks[frame_row - start]:.1f} s", fontsize=8)
+                ax.set_title(f"t = {ticks[frame_row - start]:.{digits}f} s", fontsize=8)
     span = max(frames_per_strip, plot_cols) // plot_cols
     for n, j in enumerate(moving):
         r, c = divmod(n, plot_cols)
@@ -147,7 +151,7 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
         nonfinite = {key: ranges for key, values in ((state_key, state), ("action", action))
                      if key and values is not None and (ranges := nonfinite_ranges(values))}
     bad = f"\nNaN/inf: {nonfinite_text(nonfinite)}" if nonfinite else ""
-    fig.suptitle(f"{store.path.name} episode {index}: \"{info.task}\" - {info.length} frames, "
+    fig.suptitle(f"{store.path.name} episode {index}: \"{info.task}\" - {info.length} frame{'' if info.length == 1 else 's'}, "
                  f"{info.duration_s:.1f} s, {success}, {info.dropped_summary}{bad}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.94 if bad else 0.97))  # room for the title (two lines with NaN/inf)
     return fig
