@@ -110,3 +110,22 @@ def test_demo_train_takes_a_training_key_without_a_plus():
     """configs/demo/default.yaml's profile sets no batch_size under demo.train: the key was
     refused unless written +demo.train.batch_size, and the hint pointed at policy.train."""
     assert config.compose(["demo.train.batch_size=16"]).demo.train.batch_size == 16
+
+
+def test_a_section_layered_over_policy_train_states_no_default_of_its_own(capsys):
+    """demo.train and distill.train take any policy.train key; what they leave out is their
+    preset's value. `config show` had filled demo.train with TrainConfig's defaults (steps
+    1500, warmup_steps 100: not what the demo trains with, and steps a key it refuses), and
+    `demo.train.warmup_steps=abc` said "its default is 100" where the demo's preset has 200."""
+    from shallowpi.commands import config_cmd
+
+    for key in ("demo.train.warmup_steps", "distill.train.warmup_steps"):
+        with pytest.raises(ConfigError) as refused:
+            config.compose([f"{key}=abc"])
+        assert str(refused.value) == f"{key} must be a number, not 'abc'"
+    with pytest.raises(ConfigError, match=r"^policy\.train\.warmup_steps must be a number \(its default is \d+\)"):
+        config.compose(["policy.train.warmup_steps=abc"])
+    cfg = config.compose([])
+    config_cmd._fill_optional_settings(cfg)
+    assert OmegaConf.to_container(cfg.demo.train) == OmegaConf.to_container(config.compose([]).demo.train)
+    assert "seed" in cfg.policy.train  # the section of its own, filled

@@ -564,7 +564,7 @@ def test_the_latency_panel_says_where_each_bar_ran_and_labels_a_short_bar_above_
      "demo.layers=18: the teacher ({shipped}) has 18 layers; a student keeps 1 to 17 of them"),
     (["demo.train.ema=1.5"], "the stages' training settings (demo.train, then policy.train.* and "
                              "distill.train.*): ema must be in (0, 1) or null, got 1.5"),
-    (["+demo.train.batch_size=abc"], "demo.train.batch_size must be a number (its default is 32), not 'abc'"),
+    (["+demo.train.batch_size=abc"], "demo.train.batch_size must be a number, not 'abc'"),
     # train's --steps and distill's --steps win over it: it meant nothing
     (["+demo.train.steps=10"], "demo.train.steps: the demo's steps are demo.teacher_steps and demo.student_steps"),
     (["+demo.train.device=cuda"], "demo.train.device is set by `platform train`'s --device flag"),

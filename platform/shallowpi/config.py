@@ -222,8 +222,8 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
             continue
         if isinstance(default, ListConfig):  # `policy.train.betas=0.9` failed in the optimiser, a traceback
             if not isinstance(value, ListConfig):
-                raise ConfigError(f"{key} is a list (its default is {OmegaConf.to_yaml(default).strip()!r} as YAML: "
-                                  f"give it as {key}=[...]), not {_yaml_scalar(value)}")
+                shown = "" if _its_default(key, "") == "" else f"its default is {OmegaConf.to_yaml(default).strip()!r} as YAML: "
+                raise ConfigError(f"{key} is a list ({shown}give it as {key}=[...]), not {_yaml_scalar(value)}")
             continue
         if isinstance(default, bool):
             wanted, fits = "true or false", isinstance(value, bool)
@@ -231,7 +231,7 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
             # A count: `record.episodes=2.5` recorded 3 without a word, `store.numeric_chunk_rows=2e3`
             # failed in zarr with a traceback. A whole float (2e3) is the count it names.
             if not value.is_integer():
-                raise ConfigError(f"{key} must be a whole number (its default is {default}), not {value:g}")
+                raise ConfigError(f"{key} must be a whole number{_its_default(key, str(default))}, not {value:g}")
             OmegaConf.update(cfg, key, int(value), merge=False)
             continue
         elif default is None or isinstance(default, (int, float)):
@@ -240,8 +240,20 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
         else:
             continue
         if not fits:
-            raise ConfigError(f"{key} must be {wanted} (its default is {_yaml_scalar(default)}), "
+            raise ConfigError(f"{key} must be {wanted}{_its_default(key, _yaml_scalar(default))}, "
                               f"not {_yaml_scalar(value)}")
+
+
+# Sections layered over the policy preset's train section: what they leave out is the
+# preset's value, not TrainConfig's default, so no default of theirs is worth stating.
+LAYERED_OVER_POLICY_TRAIN = ("distill.train", "demo.train")
+
+
+def _its_default(key: str, shown: str) -> str:
+    """" (its default is SHOWN)", as the messages of `_check_value_types` word it; "" for a
+    key of a section layered over policy.train (`demo.train.warmup_steps=abc` said "its
+    default is 100": TrainConfig's, where the demo trains with its preset's 200)."""
+    return "" if key.rpartition(".")[0] in LAYERED_OVER_POLICY_TRAIN else f" (its default is {shown})"
 
 
 def _null_refused(key: str, default: object) -> str | None:
@@ -253,10 +265,10 @@ def _null_refused(key: str, default: object) -> str | None:
     if isinstance(default, DictConfig):
         return f"{key} cannot be null: it is a section of settings (`platform config show` lists its keys)"
     if isinstance(default, ListConfig):
-        return f"{key} cannot be null: it is a list (its default is {OmegaConf.to_container(default)})"
+        return f"{key} cannot be null: it is a list{_its_default(key, str(OmegaConf.to_container(default)))}"
     if isinstance(default, (bool, int, float)):
         kind = "true or false" if isinstance(default, bool) else "a number"
-        return f"{key} cannot be null: it is {kind} (its default is {_yaml_scalar(default)})"
+        return f"{key} cannot be null: it is {kind}{_its_default(key, _yaml_scalar(default))}"
     return None
 
 

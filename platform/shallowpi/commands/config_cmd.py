@@ -53,13 +53,14 @@ def run(args: argparse.Namespace) -> int:
 def _fill_optional_settings(cfg) -> None:
     """Put in the settings a section takes with their defaults where its preset leaves them
     out (policy.train.seed, ...): the run uses them, so the resolved config shows them.
-    distill.train is left as written: what it omits is policy.train's value, not a default."""
+    distill.train and demo.train are left as written: what they omit is their policy preset's
+    train value, not a default (config.LAYERED_OVER_POLICY_TRAIN)."""
     from omegaconf import OmegaConf, open_dict
 
     from shallowpi.commands.train_cmd import FLAG_SET_KEYS
 
     for section, settings in config.OPTIONAL_SETTINGS.items():
-        if section.startswith("distill.") or OmegaConf.select(cfg, section) is None:
+        if section in config.LAYERED_OVER_POLICY_TRAIN or OmegaConf.select(cfg, section) is None:
             continue
         node = OmegaConf.select(cfg, section)
         with open_dict(node):
