@@ -42,6 +42,39 @@ def test_after_a_late_command_the_next_tick_is_a_period_away_and_the_overrun_cou
     assert 0.005 < time.monotonic() - before < 0.0125 and clock.overruns == 1
 
 
+def test_a_command_just_inside_the_period_is_not_followed_at_once_either():
+    """Commands go out at the start of their ticks; one goes out 16 ms into a 20 ms tick
+    (before the deadline): the next tick started 4 ms later, its command with it."""
+    clock = TickClock(50)  # 20 ms periods
+    clock.restart()
+    for _ in range(5):  # the usual: a command as the tick starts
+        clock.wait()
+        clock.command_sent()
+    clock.wait()
+    time.sleep(0.016)
+    clock.command_sent()
+    sent = time.monotonic()
+    clock.wait()
+    assert time.monotonic() - sent >= 0.018
+    assert clock.overruns == 1
+
+
+def test_a_late_tick_counts_one_overrun_however_late_it_ends():
+    """A late command (counted), then a slow write after it, past the new due time too: one
+    tick, one overrun (it had counted two)."""
+    clock = TickClock(100)
+    clock.restart()
+    clock.wait()
+    time.sleep(0.03)
+    clock.command_sent()
+    time.sleep(0.03)  # the recording's write, after the command
+    clock.wait()
+    assert clock.overruns == 1
+    clock.command_sent()
+    clock.wait()
+    assert clock.overruns == 1
+
+
 def test_the_twins_clock_has_no_late_command():
     clock = SimulatedClock(HZ)
     clock.wait()

@@ -9,6 +9,7 @@ reported with it (`take_percentiles_ms`).
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
 import time
 from array import array
@@ -16,6 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 
 LOOP_SWITCH_INTERVAL_S = 0.001  # the GIL hand-over bound while a wall-clock loop runs
+COMMAND_OFFSETS = 15  # the last commands' offsets into their ticks that TickClock.command_sent keeps
 
 
 @contextlib.contextmanager
@@ -71,18 +73,22 @@ class TickClock:
         self._last = time.monotonic()  # when the current tick began
         self._deadline = self._last + self.period
         self._percentiles: tuple[int, float, float] | None = None  # (at tick, p50 ms, p99 ms)
+        self._offsets: deque[float] = deque(maxlen=COMMAND_OFFSETS)  # when into their ticks commands went [s]
+        self._counted = False  # the current tick's overrun is counted (by command_sent)
 
     def restart(self) -> None:
         """The loop starts now: the current tick begins now and the next is due one period
         later (the time spent connecting before the loop is no overrun)."""
         self._last = time.monotonic()
         self._deadline = self._last + self.period
+        self._counted = False
 
     def wait(self) -> None:
         """Sleep until the next tick is due; measures the period that just ended."""
         now = time.monotonic()
         if now > self._deadline + 0.1 * self.period:
-            self.overruns += 1
+            if not self._counted:  # counted once a tick, here or by command_sent
+                self.overruns += 1
             self._deadline = now
         else:
             # Sleep most of the way, then spin the last half millisecond: sleep() wakes late.
@@ -95,21 +101,28 @@ class TickClock:
         self._measured(now - self._last)
         self._last = now
         self._deadline += self.period
+        self._counted = False
         self.ticks += 1
 
     def command_sent(self) -> None:
-        """The tick's command has just gone out. A tick that ran past the next one's due time
-        (a sync chunk computed in it, a slow camera read before its command) would otherwise
-        start the next tick at once, and its command would follow this one by a millisecond:
-        a robot that bounds each step by the time since the last command (Robot.act) would
-        take almost none of it. So the next tick is then due one period from now, and the
-        late tick counts as an overrun once (past `wait`'s tolerance, as there)."""
+        """The tick's command has just gone out. A tick whose command went out late (a sync
+        chunk computed in it, a slow camera read before it) would otherwise have the next
+        tick start at once, or within a few ms, and its command follow this one by as
+        little: a robot that bounds each step by the time since the last command (Robot.act)
+        would take almost none of it. So when the next command, sent as far into its tick as
+        commands usually are (the median of the last COMMAND_OFFSETS), would come less than
+        half a period after this one, the next tick is due a period after this command, less
+        that usual offset; the tick, longer than the period by over half of it, counts as an
+        overrun (once: `wait` does not count it again)."""
         now = time.monotonic()
-        if now <= self._deadline:
+        usual = statistics.median(self._offsets) if self._offsets else 0.0
+        self._offsets.append(now - self._last)
+        if self._deadline + usual - now >= 0.5 * self.period:
             return
-        if now > self._deadline + 0.1 * self.period:
+        self._deadline = now + self.period - usual
+        if not self._counted:
             self.overruns += 1
-        self._deadline = now + self.period
+            self._counted = True
 
     def _measured(self, period_s: float) -> None:
         """Keep a tick's measured period: in the live window and, during a take, its record."""
