@@ -427,29 +427,33 @@ class Executor(ExecutorControl):
         policy pressed on) until the chunk is within one tick ("limiting"). A chunk that
         arrives during the ramp ("moved") moves its goal: the gap the ramp has not closed yet
         is the jump already counted (under rtc the new chunk is inpainted to agree with the
-        old plan, not with the ramped robot), so it counts only by its own departure from
-        the action `planned` before it. (command, limited?)."""
+        old plan, not with the ramped robot), so it counts only where it departs both from
+        the action `planned` before it and from the last command (a chunk computed from the
+        robot's state, under sync or async, or after a stale frame's hold, starts where the
+        robot is). (command, limited?)."""
         if seam == "new":
             action, tripped = self._seam_jump(action, last, report, "ramping to the new chunk")
             if not tripped:
                 return action, False
         else:
             if seam == "moved" and planned is not None:
-                self._seam_jump(action, planned, report, "the ramp goes on to the new chunk")
+                self._seam_jump(action, last, report, "the ramp goes on to the new chunk", also=planned)
             action = np.clip(action, self.lower, self.upper)
             if float(self._ticks(action, last).max()) <= 1.0:
                 return action, False
         return last + np.clip(action - last, -self.tick_step, self.tick_step), True
 
     def _seam_jump(self, action: np.ndarray, last: np.ndarray, report: EpisodeReport,
-                   then: str) -> tuple[np.ndarray, bool]:
-        """A seam's first action against the last command: its jump in ticks of top speed
-        kept in `max_seam_jump`, and above `seam_ticks` counted (`seam_trips`) and logged,
-        the joints named, with what `then` happens; (the action clipped to the robot's
-        limits, tripped?)."""
+                   then: str, also: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+        """A seam's first action against the last command (and `also`: each joint's jump the
+        smaller of the two): its jump in ticks of top speed kept in `max_seam_jump`, and
+        above `seam_ticks` counted (`seam_trips`) and logged, the joints named, with what
+        `then` happens; (the action clipped to the robot's limits, tripped?)."""
         # Against what the robot will take: a policy pressing past a limit is a clamp, not a seam.
         action = np.clip(action, self.lower, self.upper)
         ticks = self._ticks(action, last)
+        if also is not None:
+            ticks = np.minimum(ticks, self._ticks(action, also))
         jump = float(ticks.max())
         report.max_seam_jump = max(report.max_seam_jump, jump)
         if jump <= self.cfg.seam_ticks:
