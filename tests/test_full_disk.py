@@ -133,8 +133,8 @@ def test_an_output_on_a_disk_without_a_byte_free_is_refused_before_the_work(tmp_
     """
     done = run_limited(code, 0, str(tmp_path / "runs" / "run.json"))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (f"cannot write {tmp_path / 'runs' / 'run.json'}: File too large; make it writable "
-                                   "or give --json on another disk")
+    assert done.stdout.strip() == (f"cannot write {tmp_path / 'runs' / 'run.json'}: the file is larger than the file "
+                                   "system (or ulimit -f) allows; give --json on another disk")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["runs"]
 
 
@@ -235,8 +235,8 @@ def test_calibrate_refuses_a_folder_it_cannot_write_before_any_bus_opens(tmp_pat
     had swept every arm. It is probed first: here the ports do not even exist."""
     done = _calibrate(tmp_path / "robots", 0, f"follower={tmp_path / 'no-port'},leader={tmp_path / 'no-port2'}")
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == (f"error: cannot write {tmp_path / 'robots' / 'arm'}: File too large; make it "
-                                   "writable or give SHALLOWPI_ROBOTS_DIR on another disk")
+    assert done.stderr.strip() == (f"error: cannot write {tmp_path / 'robots' / 'arm'}: the file is larger than the "
+                                   "file system (or ulimit -f) allows; give SHALLOWPI_ROBOTS_DIR on another disk")
     assert done.stdout == ""
 
 

@@ -137,8 +137,9 @@ def ready_output(path: Path | None, flag: str, *, folder: bool = False, suffix: 
             detail = f" ({where}{f': {measured}' if measured else ''})"
         else:
             detail = ""
-        fix = "free space there" if refused.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
-        raise PlatformError(f"cannot write {path}: {reason}{detail}; {fix} or give {flag} on another disk")
+        fix = ("free space there or " if refused.errno in (errno.ENOSPC, errno.EDQUOT)
+               else "" if refused.errno in (errno.EFBIG, errno.EIO) else "make it writable or ")
+        raise PlatformError(f"cannot write {path}: {reason}{detail}; {fix}give {flag} on another disk")
     return path
 
 
@@ -584,6 +585,8 @@ FILE_SYSTEM_ERRORS = {
     errno.EDQUOT: "the disk quota is exceeded",
     # FAT32's 4 GiB a file (a lab's USB stick), or the shell's `ulimit -f`
     errno.EFBIG: "the file is larger than the file system (or ulimit -f) allows",
+    # a failing SD card, USB stick or cable (a Jetson's storage): the device's, not the code's
+    errno.EIO: "an I/O error on the device (see dmesg)",
 }
 
 
@@ -611,6 +614,8 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
             return f"{reason}: free space on the disk this command writes to, or write to another disk"
         if exc.errno == errno.EFBIG:
             return f"{reason}: write to another disk (ext4, exFAT)"
+        if exc.errno == errno.EIO:  # a terminal closed under the run fails its prints so, naming nothing
+            return None
         return f"{reason} ({exc.strerror}); choose a writable location"
     path = os.fsdecode(raw)
     if exc.errno in (errno.EACCES, errno.EPERM) and exc.filename2 is None and _unreadable(Path(path)):
@@ -621,7 +626,7 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
     argument = _argument_choosing(Path(path), args, parser)
     where = f"give {argument} on another disk" if argument else "choose another location"
     fix = (f"free space there or {where}" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-           else where if exc.errno == errno.EFBIG else f"make it writable or {where}")
+           else where if exc.errno in (errno.EFBIG, errno.EIO) else f"make it writable or {where}")
     return f"cannot write {path}: {reason}; {fix}"
 
 
