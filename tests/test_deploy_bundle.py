@@ -67,8 +67,14 @@ def test_no_manifest_or_another_format_is_refused(bundle_dir, tmp_path):
         Bundle.load(tmp_path)
     copy = _copy(bundle_dir, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
-    (copy / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format": "another-bundle"}))
     with pytest.raises(BundleError, match="rebuild it"):
+        Bundle.load(copy)
+    # Newer than this checkout reads (a workstation updated, the robot not): rebuilding it there
+    # makes the same version again; the robot's code is what is behind, and the line says so.
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "version": 99, "commit": "abc1234"}))
+    with pytest.raises(BundleError, match=r"v99 bundle, built by newer code \(commit abc1234\); this platform reads "
+                                          r"v1/2: update this checkout to the code that built it$"):
         Bundle.load(copy)
 
 

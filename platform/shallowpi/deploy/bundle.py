@@ -305,7 +305,14 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise BundleError(f"{manifest_path} is not valid JSON ({_one_line(exc)}); rebuild the bundle") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{manifest_path} holds a JSON {type(manifest).__name__}, not a manifest; {REBUILD}")
-    if manifest.get("format") != FORMAT or manifest.get("version") not in READABLE_VERSIONS:
+    version = manifest.get("version")
+    if manifest.get("format") == FORMAT and type(version) is int and version > max(READABLE_VERSIONS):
+        # Rebuilding on the machine that built it makes the same version again: this
+        # checkout is the one behind (a robot not yet updated).
+        built = f" (commit {manifest['commit']})" if manifest.get("commit") else ""
+        raise BundleError(f"{path} is a {FORMAT} v{version} bundle, built by newer code{built}; this platform reads "
+                          f"v{'/'.join(map(str, READABLE_VERSIONS))}: update this checkout to the code that built it")
+    if manifest.get("format") != FORMAT or version not in READABLE_VERSIONS:
         raise BundleError(
             f"{path} is a {manifest.get('format')!r} v{manifest.get('version')} bundle; this "
             f"platform reads {FORMAT} v{'/'.join(map(str, READABLE_VERSIONS))}: rebuild it from the checkpoint"
