@@ -6,6 +6,9 @@ the export itself refuses a graph whose parity exceeds 1e-4 (export_onnx.PARITY_
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -284,14 +287,18 @@ def test_a_backend_says_where_it_really_runs_not_what_the_profile_asked(bundle, 
     assert torch_backend.runs_on() == "cpu (fp32)"  # casts are for a GPU: the CPU computes in fp32
 
 
-def test_tensorrt_engines_are_keyed_by_bundle_version_gpu_and_precision():
-    from shallowpi.deploy.backends.tensorrt_backend import engine_key
+def test_tensorrt_engines_are_keyed_by_bundle_version_gpu_precision_and_the_code_that_builds_them():
+    """The builder too: a bundle copied unchanged keeps its digest across a code update on
+    the robot, and an engine built before a change of the build's flags was reused."""
+    from shallowpi.deploy.backends import tensorrt_backend
+    from shallowpi.deploy.backends.tensorrt_backend import builder_digest, engine_key
 
-    base = ("a" * 64, "10.3.0", "Orin", "fp16")
+    base = ("a" * 64, "10.3.0", "Orin (16 SMs)", "fp16", builder_digest())
     keys = {engine_key(*base)}
-    for i, other in enumerate(("b" * 64, "10.4.0", "Thor", "bf16")):
+    for i, other in enumerate(("b" * 64, "10.4.0", "Orin (8 SMs)", "bf16", "c" * 64)):
         keys.add(engine_key(*base[:i], other, *base[i + 1 :]))
-    assert len(keys) == 5 and engine_key(*base) == engine_key(*base)
+    assert len(keys) == 6 and engine_key(*base) == engine_key(*base)
+    assert builder_digest() == hashlib.sha256(Path(tensorrt_backend.__file__).read_bytes()).hexdigest()
 
 
 def test_onnxruntimes_engine_cache_is_keyed_by_the_runtime_versions_too(bundle, tmp_path):

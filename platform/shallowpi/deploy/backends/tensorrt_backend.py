@@ -33,9 +33,17 @@ log = logging.getLogger(__name__)
 INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "target", "weight")
 
 
-def engine_key(bundle_digest: str, trt_version: str, gpu: str, precision: str) -> str:
-    """The cache name of an engine: changes whenever any of the four does."""
-    return hashlib.sha256(f"{bundle_digest}|{trt_version}|{gpu}|{precision}".encode()).hexdigest()[:24]
+def builder_digest() -> str:
+    """sha256 of this file, which builds the engines (`_build`: its flags, TF32 off for
+    fp32): a bundle copied unchanged keeps its digest across a `git pull` on the robot, and
+    an engine built by the code before would be reused by the code after."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def engine_key(bundle_digest: str, trt_version: str, gpu: str, precision: str, builder: str = "") -> str:
+    """The cache name of an engine: changes whenever any of the five does (`builder`:
+    `builder_digest`)."""
+    return hashlib.sha256(f"{bundle_digest}|{trt_version}|{gpu}|{precision}|{builder}".encode()).hexdigest()[:24]
 
 
 def engine_cache_dir(bundle: Bundle, options: BackendOptions, runtime: str = "") -> Path:
@@ -125,9 +133,12 @@ class TensorRTBackend(Backend):
                                "rebuild it from the checkpoint: platform deploy --policy CKPT --backend tensorrt "
                                "--bundle-only")
         self._torch, self._trt = torch, trt
-        gpu = torch.cuda.get_device_name()
+        # With its SM count: Jetson modules of one family may share a name (an engine is tuned
+        # to the GPU it was built on, and a cloned disk image carries the cache to another).
+        device = torch.cuda.get_device_properties(torch.cuda.current_device())
+        gpu = f"{device.name} ({device.multi_processor_count} SMs)"
         precision = self.options.precision
-        key = engine_key(bundle.digest, trt.__version__, gpu, precision)
+        key = engine_key(bundle.digest, trt.__version__, gpu, precision, builder_digest())
         path = engine_cache_dir(bundle, self.options) / f"{key}.engine"
         logger = trt.Logger(trt.Logger.WARNING)
 
