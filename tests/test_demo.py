@@ -704,3 +704,23 @@ def test_a_given_teacher_of_another_robot_is_refused_before_anything_is_made(tmp
     assert code == 2 and err.startswith(f"error: demo.teacher={teacher}: the policy has state/action sizes 7/7 but "
                                         "robot 'humanoid' has 19 joints; give a teacher trained on this robot's"), err
     assert not (tmp_path / "hum").exists()
+
+
+def test_the_results_fingerprint_follows_the_config_folder_in_use(tmp_path, monkeypatch):
+    """The demo reuses an evaluation or a deployment made by the same code and settings. It
+    hashed the checkout's configs/robot only: a lab's copy (SHALLOWPI_CONFIG_DIR) edited to
+    another fps, or config.yaml's deploy section, left the fingerprint and the old results."""
+    import shutil
+
+    from shallowpi import config
+    from shallowpi.commands.demo_stages import results_code
+
+    shutil.copytree(config.config_dir(), tmp_path / "configs")
+    monkeypatch.setenv("SHALLOWPI_CONFIG_DIR", str(tmp_path / "configs"))
+    seen = [results_code.__wrapped__()]
+    for name, old, new in (("robot/arm.yaml", "fps: 30", "fps: 15"), ("config.yaml", "deploy:", "deploy:  ")):
+        path = tmp_path / "configs" / name
+        assert old in path.read_text()
+        path.write_text(path.read_text().replace(old, new, 1))
+        seen.append(results_code.__wrapped__())
+    assert len(set(seen)) == 3

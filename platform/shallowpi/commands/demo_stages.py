@@ -239,20 +239,27 @@ class StageBook:
 # evaluation, the policy's inference path, the executor), the robots' configs and the twins'
 # models. A demo folder kept across an upgrade must not put numbers of the old code in the
 # new code's table; those three stages are cheap to run again (about a minute together).
-RESULTS_FILES = ("configs/robot/*.yaml", "robots/*/twin.xml", "robots/*/twin.yaml", "robots/common/*.xml")
+RESULTS_FILES = ("robots/*/twin.xml", "robots/*/twin.yaml", "robots/common/*.xml")
+# Read from the config folder in use (SHALLOWPI_CONFIG_DIR, a lab's copy), not the checkout's:
+# the robot's settings, and config.yaml's action_selection and deploy sections the evaluation
+# and the deployment run with. The checkout's configs/robot alone missed a lab's edit of fps.
+RESULTS_CONFIGS = ("config.yaml", "robot/*.yaml", "jetson/*.yaml")
 
 
 @functools.cache  # the checkout does not change under a running demo
 def results_code() -> str:
     """sha256 over the names and bytes of every source file of the installed `shallowpi`
-    package and of `RESULTS_FILES` in the checkout: the code an evaluation, a deployment or a
+    package, of `RESULTS_FILES` in the checkout and of `RESULTS_CONFIGS` in the config folder
+    in use (`config.config_dir`): the code and settings an evaluation, a deployment or a
     chunk timing of the demo was made by."""
     import shallowpi
+    from shallowpi.config import config_dir
     from shallowpi.deploy.bundle import files_sha256
 
     package = Path(shallowpi.__file__).resolve().parent
-    both = files_sha256(package, ("**/*.py",)) + files_sha256(REPO_ROOT, RESULTS_FILES)
-    return hashlib.sha256(both.encode()).hexdigest()
+    every = (files_sha256(package, ("**/*.py",)) + files_sha256(REPO_ROOT, RESULTS_FILES)
+             + files_sha256(config_dir(), RESULTS_CONFIGS))
+    return hashlib.sha256(every.encode()).hexdigest()
 
 
 def same_settings(before: dict[str, Any], now: dict[str, Any]) -> bool:
