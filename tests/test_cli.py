@@ -695,3 +695,31 @@ def test_python_m_shallowpi_exits_with_mains_code_after_an_interrupt_main_handle
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr)
     assert "examples:" in done.stdout
+
+
+def test_a_missing_optional_dependency_is_one_line_naming_the_extra(tmp_path):
+    """A core install (no torch) ended `platform train` in a ModuleNotFoundError traceback,
+    where a missing MuJoCo or lerobot was one line."""
+    code = ("import sys; sys.modules['torch'] = None\n"  # `import torch` raises ModuleNotFoundError
+            "from shallowpi.cli import main\n"
+            f"sys.exit(main(['train', '--dataset', {str(tmp_path / 'none.zarr')!r}, '--runs-dir', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("error: platform train needs the train extra (torch is not installed): "
+                                   "pip install -e '.[train]'")
+
+
+def test_a_package_installed_without_its_checkout_refuses_in_one_line(tmp_path, monkeypatch, capsys):
+    """`pip install .` (or a wheel) carries no configs/ or robots/: a record with
+    SHALLOWPI_CONFIG_DIR set failed on the twin, and its datasets/ went into the Python
+    installation's lib folder. Every command but doctor now says so first."""
+    from shallowpi import cli, config
+
+    monkeypatch.setattr(config, "REPO_ROOT", tmp_path / "lib" / "python3.12")
+    assert cli.main(["dataset", "list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: shallowpi is installed at ") and err.endswith(
+        "install it from the clone with `pip install -e .` (bash tools/setup.sh env)"), err
+    monkeypatch.undo()
+    assert config.outside_a_checkout() is None  # this checkout

@@ -431,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # not wait for its SIGKILL).
     attached = args.command == "monitor" and getattr(args, "attached", False)
     keep = attached or (launch is not None and launch[1] > 1)
+    if args.command != "doctor" and (outside := config.outside_a_checkout()) is not None:  # doctor always answers
+        print(f"error: {outside}", file=sys.stderr)
+        return PlatformError.exit_code
     previous = {} if keep else _interrupt_on_signals()
     try:
         return int(args.run(args) or 0)
@@ -447,6 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python docs' recipe, "Note on SIGPIPE"); 141 is a shell's status for SIGPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise  # not an optional dependency: a bug, keep the traceback
+        if args.verbose:
+            _print_traceback(exc)
+        print(f"error: platform {args.command} needs the {extra} extra ({exc.name} is not installed): "
+              f"pip install -e '.[{extra}]'", file=sys.stderr)
+        return PlatformError.exit_code
     except OSError as exc:
         message = file_system_error(exc, args, _subparser(parser, args.command, words))
         if message is None:
@@ -575,6 +587,13 @@ def _train_settings() -> dict[str, object]:
 config.OPTIONAL_SETTINGS.update({"policy.train": _train_settings, "distill.train": _train_settings,
                                  "demo.train": _train_settings})
 
+
+# The optional dependencies a command may import, by module, and the pyproject extra that
+# installs each: a core install (no torch) ended `platform train` in a ModuleNotFoundError
+# traceback, where a missing MuJoCo or lerobot was one line.
+EXTRAS = {"torch": "train", "safetensors": "train", "tensorboard": "train", "onnx": "export",
+          "onnxruntime": "export", "onnxscript": "export", "mujoco": "sim", "cv2": "opencv",
+          "pyrealsense2": "realsense", "lerobot": "lerobot", "rerun": "viz"}
 
 # Errors of the disk a command writes to, not of the command: what went wrong, in words.
 FILE_SYSTEM_ERRORS = {

@@ -24,6 +24,18 @@ from shallowpi.errors import ConfigError, refuse_renamed_key
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def outside_a_checkout() -> str | None:
+    """Why this `shallowpi` cannot run here, in one line, or None: installed as a package
+    (`pip install .`, a wheel) it has no checkout beside it, so no robots/ (the twins, the
+    shipped teachers) and no configs/, and its default datasets/, runs/ and calibrations
+    would land inside the Python installation, lost with it."""
+    if (REPO_ROOT / "robots").is_dir() and (REPO_ROOT / "pyproject.toml").is_file():
+        return None
+    return (f"shallowpi is installed at {Path(__file__).resolve().parent} without its checkout (configs/, robots/ "
+            "with the twins and the shipped teachers, datasets/ and runs/ beside them); install it from the clone "
+            "with `pip install -e .` (bash tools/setup.sh env)")
+
+
 def config_dir() -> Path:
     """Where the Hydra configs live: $SHALLOWPI_CONFIG_DIR, else the checkout's configs/."""
     path = Path(os.environ.get("SHALLOWPI_CONFIG_DIR", REPO_ROOT / "configs")).resolve()
