@@ -5,6 +5,7 @@ answers "ignored while <state>" and changes nothing. Episodes are numbered by st
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import pytest
 
@@ -141,6 +142,7 @@ def test_r_and_d_while_recording_discard_the_take(tmp_path):
     script = {10: [Command.RERECORD], 20: [Command.DISCARD]}
     session, _, store, seen = run_script(tmp_path, script, episodes=1, reset_time_s=1.0)
     assert at(seen, 10)[1] is RecorderState.RECORDING  # again at once
+    assert at(seen, 10)[2] == "episode 0: take discarded; recording it again"  # not only "recording episode 0"
     assert at(seen, 20)[1] is RecorderState.RESETTING  # after the reset
     assert session.result.discarded == 2 and len(store) == 1
     assert store.episode(0).length == session.status.episodes[-1].frames >= EPISODE_TICKS - 1
@@ -517,3 +519,63 @@ def test_a_key_pressed_on_one_take_does_not_act_on_the_next_in_the_same_state(tm
         Request(Command.SUCCESS, RecorderState.RECORDING.value, 1)]}, episodes=2, reset_time_s=0.0,
         store_name="again.zarr")
     assert [e.success for e in store.episodes] == [None, True]
+
+
+def test_space_or_p_pressed_on_a_take_that_hit_its_time_limit_does_not_cut_the_next_short(tmp_path):
+    """Without a reset take 1 begins the tick after take 0 hits its time limit, both screens
+    RECORDING: a space or p pressed on take 0's screen (a tenth of a second behind) ended
+    take 1 after a few rows and saved those as an episode, counted among those asked for.
+    Refused now, saying take 0 had ended; pressed on take 1's screen, space acts."""
+    script = {EPISODE_TICKS + 2: [Request(Command.STOP, RecorderState.RECORDING.value, 0)],
+              EPISODE_TICKS + 4: [Request(Command.PAUSE, RecorderState.RECORDING.value, 0)],
+              EPISODE_TICKS + 10: [Request(Command.STOP, RecorderState.RECORDING.value, 1)]}
+    _session, _, store, seen = run_script(tmp_path, script, episodes=2, reset_time_s=0.0)
+    for tick, key in ((EPISODE_TICKS + 2, "space"), (EPISODE_TICKS + 4, "p")):
+        state, message, episode = at(seen, tick)[1:]
+        assert state is RecorderState.RECORDING and episode == 1, (key, state, episode)
+        assert message.startswith(f"{key} ignored: take 0, on whose screen it was pressed, had already ended "
+                                  "at its time limit; nothing changed"), message
+    assert [e.length for e in store.episodes] == [EPISODE_TICKS, 10]  # take 1 ended by its own space
+    assert [e.extra["ended"] for e in store.episodes] == ["time limit", "stopped"]
+    # Between takes p holds or resumes the reset whichever episode the screen showed.
+    assert keys.overtaken(Request(Command.PAUSE, "resetting", 2), RecorderState.RESETTING, 1) is None
+    assert keys.overtaken(Request(Command.PAUSE, "paused", 2), RecorderState.PAUSED, 1) is None
+
+
+def test_r_between_takes_says_the_saved_episode_was_deleted(tmp_path, caplog):
+    """r during the reset deletes episode 0 from the store and records it again: the answer
+    that said so was replaced in the same tick by "recording episode 0", so neither the
+    screen, the --no-tui lines nor the run's log told that a saved episode was gone."""
+    with caplog.at_level(logging.INFO, logger="shallowpi.record.session"):
+        session, _, store, seen = run_script(tmp_path, {40: [Command.RERECORD]}, episodes=2)
+    assert at(seen, 40)[1] is RecorderState.RECORDING and at(seen, 40)[3] == 0
+    assert at(seen, 40)[2] == "episode 0 deleted from the store; recording it again"
+    logged = [r.getMessage() for r in caplog.records if r.name == "shallowpi.record.session"]
+    assert "episode 0 deleted from the store; recording it again" in logged
+    assert len(store) == 2 and session.result.deleted == 1
+
+
+@pytest.mark.parametrize("seen", [RecorderState.RESETTING, RecorderState.PAUSED], ids=lambda s: s.value)
+def test_s_pressed_between_takes_arriving_once_the_next_take_began_marks_the_episode_saved_last(tmp_path, seen):
+    """s on the screen of the reset (or a pause) after episode 0, which shows episode 1 as
+    the next, means "mark episode 0". Arriving just after take 1 began it was refused with
+    "press it again", which would mark take 1: episode 0's mark was lost. It marks episode 0."""
+    # 1 s takes, 1 s resets: episode 0 saved at tick 30, episode 1 recording from tick 60
+    script = {62: [Request(Command.SUCCESS, seen.value, 1)], 70: [Command.QUIT]}
+    _session, _, store, seen_ = run_script(tmp_path, script, episodes=3, reset_time_s=1.0)
+    assert at(seen_, 61)[1] is RecorderState.RECORDING and at(seen_, 62)[3] == 1
+    assert "episode 0 marked successful in the store" in at(seen_, 62)[2]
+    assert [e.success for e in store.episodes] == [True, None]  # take 1, saved on q, unmarked
+
+
+def test_s_after_the_episode_saved_last_was_deleted_says_so(tmp_path):
+    """After a d between takes, s said "no episode of this run is saved" though episode 0
+    was: it names the deleted one, and so does a second d."""
+    # episode 0 saved at tick 30, episode 1 recorded from tick 60 and saved at tick 90
+    script = {95: [Command.DISCARD], 97: [Command.SUCCESS], 99: [Command.DISCARD], 101: [Command.QUIT]}
+    session, _, store, seen = run_script(tmp_path, script, episodes=3, reset_time_s=1.0)
+    assert "episode 1 deleted from the store" in at(seen, 95)[2]
+    gone = "episode 1, the one this run saved last, was deleted from the store"
+    assert at(seen, 97)[2].startswith(f"nothing to mark: {gone}"), at(seen, 97)[2]
+    assert at(seen, 99)[2].startswith(f"nothing to delete: {gone}"), at(seen, 99)[2]
+    assert len(store) == 1 and session.result.deleted == 1 and store.episode(0).success is None

@@ -138,6 +138,8 @@ class RecordingSession:
         self._reset_until = 0.0
         self._held_reset_s = 0.0  # the reset countdown left when p held it
         self._last_saved: EpisodeSummary | None = None  # what d / r / s / f act on between takes
+        self._deleted: EpisodeSummary | None = None  # the one d / r deleted last, for their answers
+        self._ended: tuple[int, str] | None = None  # the take ended last: its store index, how it ended
         self._deferred: list[Request] = []  # commands read during a wait for the writer
         self._sent: np.ndarray | None = None  # the goals act() sent last, where a jog starts
         self._answered = False  # this tick acted on a key, whose answer is the status message
@@ -255,7 +257,8 @@ class RecordingSession:
         if keys.effect(command, state) is None:
             self.status.message = keys.ignored(command, state)
             return False
-        overtaken = keys.overtaken(request, state, self._shown_episode)
+        ended = self._ended[1] if self._ended is not None and self._ended[0] == request.episode else None
+        overtaken = keys.overtaken(request, state, self._shown_episode, ended)
         meant = self._meant_mark(request) if overtaken is not None else None
         if overtaken is not None and meant is None:
             self.status.message = overtaken
@@ -275,11 +278,11 @@ class RecordingSession:
             self._reset(RecorderState.RESETTING)
         elif command is Command.RERECORD and state is RecorderState.RECORDING:
             self._end_episode(keep=False)
-            self._begin()
+            self._begin_again(": take discarded")
         elif command in (Command.DISCARD, Command.RERECORD):
             if self._delete_last_saved():
                 if command is Command.RERECORD:
-                    self._begin()
+                    self._begin_again(" deleted from the store")
                 elif state is RecorderState.DONE:  # one episode short again
                     self._reset(RecorderState.RESETTING)
         elif command in (Command.SUCCESS, Command.FAILURE):
@@ -302,15 +305,23 @@ class RecordingSession:
             self.status.message = teleop.step(1 if request.command is Command.JOG_UP else -1, holding)
 
     def _meant_mark(self, request: Request) -> EpisodeSummary | None:
-        """The episode s / f pressed on a take's recording screen means once that take has
-        been saved: "mark the take" then is "mark that episode" now, between takes or with
-        the next take already recording (no reset). None unless it is the episode saved
-        last (a d or r came between: the key is refused)."""
-        if (request.command not in (Command.SUCCESS, Command.FAILURE) or request.episode is None
-                or request.seen != RecorderState.RECORDING.value):
+        """The episode s / f pressed on another state's screen means, where the recorder
+        has moved on since: on a take's recording screen, that take once it has been saved
+        ("mark the take" then is "mark that episode" now, between takes or with the next
+        take already recording, no reset); on the screen of a reset or a pause, which shows
+        the episode to record next, the one saved before it, though the next take has begun
+        since ("mark the episode saved last" then, "mark the take" now). None unless that
+        is still the episode saved last (a d or r came between: the key is refused)."""
+        if request.command not in (Command.SUCCESS, Command.FAILURE) or request.episode is None:
+            return None
+        if request.seen == RecorderState.RECORDING.value:
+            shown = request.episode
+        elif request.seen in (RecorderState.RESETTING.value, RecorderState.PAUSED.value):
+            shown = request.episode - 1  # they show the next episode; kept ones are numbered in order
+        else:
             return None
         target = self._last_saved
-        if target is not None and target.index == request.episode and target.state in ("saving", "saved"):
+        if target is not None and target.index == shown and target.state in ("saving", "saved"):
             return target
         return None
 
@@ -366,17 +377,27 @@ class RecordingSession:
         False (and says why) if there is none."""
         summary = self._last_saved
         if summary is None:
-            self.status.message = ("nothing to delete: no episode of this run is saved"
-                                   + (" (the last one was deleted already)" if self.result.deleted else ""))
+            self.status.message = f"nothing to delete: {self._nothing_saved_last()}"
             return False
         self.writer.delete(summary.index, give_up=self._estop_while_waiting)  # after its commit: in order
         self.status.episodes_saved -= summary.state == "saved"
         summary.state = "deleted"
-        self._last_saved = None
+        self._last_saved, self._deleted = None, summary
         self._episode -= 1
         self.result.deleted += 1
         self.status.message = f"episode {summary.index} deleted from the store; it will be recorded again"
+        # A committed episode gone: the run's log says so, not only the screen.
+        log.info("episode %d deleted from the store (%d frames)", summary.index, summary.frames)
         return True
+
+    def _nothing_saved_last(self) -> str:
+        """Why d, r, s or f between takes find no episode saved last: this run saved none
+        yet, or the one it saved last was deleted (earlier ones stay saved, and unmarkable
+        from here: only the episode saved last is)."""
+        if self._deleted is None:
+            return "no episode of this run is saved"
+        return (f"episode {self._deleted.index}, the one this run saved last, was deleted from the store; "
+                "only the episode saved last can be deleted or marked")
 
     @property
     def _store_index(self) -> int:
@@ -435,6 +456,15 @@ class RecordingSession:
         self._zero_s = None  # set by the take's first observation, after any wait above
         self.status.episode_time_s = 0.0
 
+    def _begin_again(self, what: str) -> None:
+        """r: record the episode whose take was discarded, or which was deleted from the
+        store, again now; the answer says `what` became of it: _begin's own "recording
+        episode N" would hide it from the screen, the --no-tui lines and the log."""
+        self._begin()
+        if self._recording:  # else the catch-up's line says why nothing began
+            self.status.message = f"episode {self._take.index}{what}; recording it again"
+            log.info("%s", self.status.message)
+
     def _episode_time(self, observation: Observation) -> float:
         """The row's time on the take's episode clock [s], as `deploy --record` stores its
         episodes: on the wall clock, the observation's time from the take's first one (after
@@ -474,6 +504,7 @@ class RecordingSession:
         summary, frames = self._take, self._frames
         give_up = None if safe else self._estop_while_waiting
         self._recording = False
+        self._ended = (summary.index, ended if keep and frames > 0 else "discarded")  # a late key's answer says it
         # Its loop periods and camera drops are the take's: those of the reset after it
         # belong to no take (the dashboard shows the take's drops until the next begins).
         self.clock.end_take()
@@ -537,7 +568,7 @@ class RecordingSession:
         summary = summary or (self._take if self._recording else self._last_saved)
         word = "successful" if success else "failed"
         if summary is None:
-            self.status.message = "nothing to mark: no episode of this run is saved"
+            self.status.message = f"nothing to mark: {self._nothing_saved_last()}"
             return
         if summary.state in ("saving", "saved"):
             self.writer.mark(summary.index, success, give_up=self._estop_while_waiting)  # after its commit

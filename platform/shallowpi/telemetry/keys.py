@@ -111,15 +111,23 @@ def ignored(command: Command, state: RecorderState) -> str:
 STATE_VALUES = frozenset(s.value for s in RecorderState)
 # Keys that act on one episode (the take in flight, or the episode saved last).
 ON_AN_EPISODE = (Command.SUCCESS, Command.FAILURE, Command.DISCARD, Command.RERECORD)
+# Keys that end the take in flight (space saves it, p saves it and holds): pressed on the
+# screen of a take that had ended meanwhile, they would cut the next one short.
+ON_A_TAKE = (Command.STOP, Command.PAUSE)
+# How a take ended (`extra.ended`), as the answer to a key meant for it says it.
+_ENDED = {"time limit": " at its time limit", "expert done": " when the expert was done"}
 
 
-def overtaken(request: Request, state: RecorderState, episode: int | None = None) -> str | None:
+def overtaken(request: Request, state: RecorderState, episode: int | None = None,
+              ended: str | None = None) -> str | None:
     """Why `request` must not act in `state` at `episode` (the one the recorder's status
     shows now), or None where it may: its key was pressed on a screen showing another
     state, and means something else now; or it acts on an episode and was pressed on the
     screen of another (with no reset between takes the recorder can be on the next take in
-    the same state, and s, f, d or r would land on it). An E-STOP and a quit always act.
-    The answer names what the key was for, and what it would do now."""
+    the same state, and s, f, d or r would land on it, space or p end it after a few rows
+    and save those as an episode). `ended` is how the take that screen showed ended
+    (`extra.ended`: "time limit", "stopped"...), where the recorder knows it. An E-STOP and
+    a quit always act. The answer names what the key was for, and what it would do now."""
     command, seen = request.command, request.seen
     if command in EVERY_STATE:
         return None
@@ -131,9 +139,16 @@ def overtaken(request: Request, state: RecorderState, episode: int | None = None
         if meant != now and now is not None:  # else the same act, or none (which says "ignored" on its own)
             return (f"{KEY[command]} ignored: pressed while {shown.value} ({meant or 'no effect there'}), "
                     f"the recorder is {state.value} now, where it would {now}; press it again to do that")
-    if command in ON_AN_EPISODE and None not in (request.episode, episode) and request.episode != episode:
+    if None in (request.episode, episode) or request.episode == episode:
+        return None
+    if command in ON_AN_EPISODE:
         return (f"{KEY[command]} ignored: pressed on the screen of episode {request.episode}, the recorder is "
                 f"at episode {episode} now; press it again to {effect(command, state)}")
+    if command in ON_A_TAKE and state is RECORDING:  # between takes p holds or resumes the reset, whichever episode
+        how = _ENDED.get(ended, f" ({ended})") if ended else ""
+        return (f"{KEY[command]} ignored: take {request.episode}, on whose screen it was pressed, had already "
+                f"ended{how}; nothing changed, the recorder is recording episode {episode} now; "
+                f"press it again to {effect(command, state)}")
     return None
 
 
