@@ -511,8 +511,6 @@ def test_a_merge_onto_a_full_disk_is_one_line_and_leaves_no_folder_taking_space(
         ("EDQUOT", "the disk quota is exceeded; free space there or give --out on another disk"),
         # a file past FAT32's 4 GiB (a USB stick) or `ulimit -f` had ended in a traceback
         ("EFBIG", "the file is larger than the file system (or ulimit -f) allows; give --out on another disk"),
-        # a failing SD card (a Jetson's): EIO, the device's error, not a traceback
-        ("EIO", "an I/O error on the device (see dmesg); give --out on another disk"),
     ],
 )
 def test_file_system_refusals_name_the_path_and_the_flag(code, expected, tmp_path):
@@ -527,7 +525,12 @@ def test_file_system_refusals_name_the_path_and_the_flag(code, expected, tmp_pat
     error = OSError(getattr(errno, code), "whatever", str(tmp_path / "x.png.tmp"))
     assert file_system_error(error, args, parser) == f"cannot write {tmp_path}/x.png.tmp: {expected}"
     assert file_system_error(OSError(errno.EBADF, "Bad file descriptor", "/x"), args, parser) is None  # a bug: traceback
-    # EIO naming no file is a closed terminal's print (SIGHUP), not a disk: no advice about disks
+    # A failing SD card (a Jetson's): EIO names the file, a read's as often as a write's, so
+    # neither "cannot write" nor the output flag; naming no file it is a closed terminal's
+    # print (SIGHUP), not a disk: its traceback stays.
+    assert file_system_error(OSError(errno.EIO, "Input/output error", "/media/sd/d.zarr/zarr.json"), args,
+                             parser) == ("I/O error on /media/sd/d.zarr/zarr.json (see dmesg): the device or its "
+                                         "cable is failing; check it, or use another disk")
     assert file_system_error(OSError(errno.EIO, "Input/output error"), args, parser) is None
 
 

@@ -451,9 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except ModuleNotFoundError as exc:
-        extra = EXTRAS.get((exc.name or "").partition(".")[0])
-        if extra is None:
-            raise  # not an optional dependency: a bug, keep the traceback
+        extra = EXTRAS.get(exc.name or "")
+        if extra is None:  # not an optional dependency, or a part missing from an installed one
+            raise  # (JetPack's torch without torch.distributed): keep the traceback, which shows it
         if args.verbose:
             _print_traceback(exc)
         print(f"error: platform {args.command} needs the {extra} extra ({exc.name} is not installed): "
@@ -605,7 +605,7 @@ FILE_SYSTEM_ERRORS = {
     # FAT32's 4 GiB a file (a lab's USB stick), or the shell's `ulimit -f`
     errno.EFBIG: "the file is larger than the file system (or ulimit -f) allows",
     # a failing SD card, USB stick or cable (a Jetson's storage): the device's, not the code's
-    errno.EIO: "an I/O error on the device (see dmesg)",
+    errno.EIO: "an I/O error on the device (see dmesg): the device or its cable is failing",
 }
 
 
@@ -637,6 +637,8 @@ def file_system_error(exc: OSError, args: argparse.Namespace,
             return None
         return f"{reason} ({exc.strerror}); choose a writable location"
     path = os.fsdecode(raw)
+    if exc.errno == errno.EIO:  # a read's as often as a write's: no "cannot write", no output flag
+        return f"I/O error on {path} (see dmesg): the device or its cable is failing; check it, or use another disk"
     if exc.errno in (errno.EACCES, errno.EPERM) and exc.filename2 is None and _unreadable(Path(path)):
         # A failed open or look of an existing file this user may not read (a colleague's
         # 0600 episode, chunk or config): said as "cannot write ... make it writable", a
