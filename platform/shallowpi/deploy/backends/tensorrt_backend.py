@@ -34,10 +34,14 @@ INPUTS = ("images", "image_masks", "tokens", "token_masks", "state", "noise", "t
 
 
 def builder_digest() -> str:
-    """sha256 of this file, which builds the engines (`_build`: its flags, TF32 off for
-    fp32): a bundle copied unchanged keeps its digest across a `git pull` on the robot, and
-    an engine built by the code before would be reused by the code after."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    """sha256 of the source of `TensorRTBackend._build`, which builds the engines (its flags,
+    TF32 off for fp32): a bundle copied unchanged keeps its digest across a `git pull` on the
+    robot, and an engine built by the code before would be reused by the code after. The
+    method's source only: an edit elsewhere in this file costs no rebuild (minutes on a
+    Jetson)."""
+    import inspect
+
+    return hashlib.sha256(inspect.getsource(TensorRTBackend._build).encode()).hexdigest()
 
 
 def engine_key(bundle_digest: str, trt_version: str, gpu: str, precision: str, builder: str = "") -> str:
