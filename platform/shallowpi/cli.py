@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from shallowpi import config
 from shallowpi.durable_files import owner_and_mode
-from shallowpi.errors import PlatformError, written_path
+from shallowpi.errors import FILE_SYSTEM_ERRORS, PlatformError, written_path
 from shallowpi.log_format import LogFormatter
 from shallowpi.torchrun_env import torchrun_rank
 
@@ -595,18 +595,6 @@ EXTRAS = {"torch": "train", "safetensors": "train", "tensorboard": "train", "onn
           "onnxruntime": "export", "onnxscript": "export", "mujoco": "sim", "cv2": "opencv",
           "pyrealsense2": "realsense", "lerobot": "lerobot", "rerun": "viz"}
 
-# Errors of the disk a command writes to, not of the command: what went wrong, in words.
-FILE_SYSTEM_ERRORS = {
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "the disk quota is exceeded",
-    # FAT32's 4 GiB a file (a lab's USB stick), or the shell's `ulimit -f`
-    errno.EFBIG: "the file is larger than the file system (or ulimit -f) allows",
-    # a failing SD card, USB stick or cable (a Jetson's storage): the device's, not the code's
-    errno.EIO: "an I/O error on the device (see dmesg): the device or its cable is failing",
-}
 
 
 def file_system_error(exc: OSError, args: argparse.Namespace,

@@ -7,7 +7,22 @@ traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import dataclasses
+import errno
 from collections.abc import Iterable
+
+# Errors of the disk a command writes to, not of the command: what went wrong, in words (the
+# CLI's one line, cli.file_system_error; an export's refusal, deploy/export_onnx.py).
+FILE_SYSTEM_ERRORS = {
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    # FAT32's 4 GiB a file (a lab's USB stick), or the shell's `ulimit -f`
+    errno.EFBIG: "the file is larger than the file system (or ulimit -f) allows",
+    # a failing SD card, USB stick or cable (a Jetson's storage): the device's, not the code's
+    errno.EIO: "an I/O error on the device (see dmesg): the device or its cable is failing",
+}
 
 
 class PlatformError(Exception):

@@ -107,7 +107,7 @@ def episode_figure(store: EpisodeStore, index: int, frames_per_strip: int = 8,
     # Tenths where the strip's frames are that far apart; a short episode's (two frames at
     # 30 Hz, 33 ms apart) were all titled "t = 0.0 s".
     gaps = np.diff(ticks[picks - start])
-    digits = 1 if not gaps.size or gaps.min() >= 0.1 else 2 if gaps.min() >= 0.01 else 3
+    digits = 1 if not gaps.size or gaps.min() >= 0.095 else 2 if gaps.min() >= 0.0095 else 3  # 3 frames at 30 Hz: 0.0999..
     for row, key in enumerate(cameras):
         for col, frame_row in enumerate(picks):
             ax = fig.add_subplot(grid[row, col])

@@ -33,7 +33,6 @@ does; the folding takes ~3 s and leaves no CastLike behind.
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import logging
 import os
@@ -48,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from shallowpi.errors import PlatformError
+from shallowpi.errors import FILE_SYSTEM_ERRORS, PlatformError
 from shallowpi.policy.action_selection import rtc_weights
 from shallowpi.policy.model import KVCache, Pi0Model
 from shallowpi.policy.policy import Policy
@@ -216,13 +215,11 @@ def _interrupt_in(exc: BaseException) -> bool:
 
 
 def _disk_refusal(exc: BaseException, path: Path) -> OSError | None:
-    """The OSError in `exc`'s chain that the file system caused (`cli.FILE_SYSTEM_ERRORS`:
-    full, read-only, refused; and EIO), naming the file it was for, else `path` (a save's
+    """The OSError in `exc`'s chain that the file system caused (`errors.FILE_SYSTEM_ERRORS`:
+    full, read-only, refused, failing), naming the file it was for, else `path` (a save's
     ENOSPC from a write names none); None when the export failed otherwise."""
-    from shallowpi.cli import FILE_SYSTEM_ERRORS
-
     for error in _chain(exc):
-        if isinstance(error, OSError) and error.errno in (*FILE_SYSTEM_ERRORS, errno.EIO):
+        if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRORS:
             if error.filename is not None:
                 return error
             return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
