@@ -41,9 +41,8 @@ def fsync_path(path: str | Path) -> None:
     except FileNotFoundError:
         return
     try:
-        os.fsync(fd)
-    except OSError as exc:  # an fsync's EIO or ENOSPC (NFS) names no file
-        raise naming(exc, path) from exc
+        with errors_named(path):  # an fsync's EIO or ENOSPC (NFS) names no file
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -56,6 +55,19 @@ def naming(exc: OSError, path: str | Path) -> OSError:
     if exc.filename is not None or exc.errno is None:
         return exc
     return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path))
+
+
+@contextlib.contextmanager
+def errors_named(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside that names no file is raised again naming `path` (`naming`),
+    from the original; one that names a file passes as it is (not `from` itself)."""
+    try:
+        yield
+    except OSError as exc:
+        named = naming(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
 
 
 def fsync_tree(folder: str | Path) -> None:

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from shallowpi.durable_files import fsync_path, fsync_tree, naming
+from shallowpi.durable_files import errors_named, fsync_path, fsync_tree, naming
 from shallowpi.errors import PlatformError
 
 FORMAT = "shallowpi-deploy-bundle"
@@ -379,12 +379,8 @@ def write_manifest(path: Path, extra: dict[str, Any] | None = None, version: int
         if f.is_file() and f.name != MANIFEST
     }
     manifest = {"format": FORMAT, "version": version, "files": files, **(extra or {})}
-    try:
+    with errors_named(path / MANIFEST):
         (path / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    except OSError as exc:
-        if (named := naming(exc, path / MANIFEST)) is exc:
-            raise
-        raise named from exc
     return manifest
 
 

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from shallowpi.durable_files import naming, replace_text
+from shallowpi.durable_files import errors_named, replace_text
 from shallowpi.errors import PlatformError, refuse_fractional
 from shallowpi.torchrun_env import torchrun_rank
 from shallowpi.train.checkpoint import (
@@ -563,11 +563,8 @@ class Trainer:
         """metrics.jsonl and TensorBoard every log_every steps; the progress bar every step."""
         cfg = self.cfg
         if self.dist.main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-            try:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps({"step": step, **last}) + "\n")
-            except OSError as exc:  # a full disk's ENOSPC from the write names no file
-                raise naming(exc, metrics_path) from exc
+            with errors_named(metrics_path), metrics_path.open("a") as f:  # a full disk's ENOSPC names no file
+                f.write(json.dumps({"step": step, **last}) + "\n")
             if writer is not None:
                 for key, value in last.items():
                     writer.add_scalar(f"train/{key}", value, step)
