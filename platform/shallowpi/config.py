@@ -234,7 +234,7 @@ def _check_value_types(cfg: DictConfig, defaults: DictConfig, overrides: Sequenc
             continue
         if isinstance(default, ListConfig):  # `policy.train.betas=0.9` failed in the optimiser, a traceback
             if not isinstance(value, ListConfig):
-                shown = "" if _its_default(key, "") == "" else f"its default is {OmegaConf.to_yaml(default).strip()!r} as YAML: "
+                shown = "" if _layered(key) else f"its default is {OmegaConf.to_yaml(default).strip()!r} as YAML: "
                 raise ConfigError(f"{key} is a list ({shown}give it as {key}=[...]), not {_yaml_scalar(value)}")
             continue
         if isinstance(default, bool):
@@ -265,7 +265,12 @@ def _its_default(key: str, shown: str) -> str:
     """" (its default is SHOWN)", as the messages of `_check_value_types` word it; "" for a
     key of a section layered over policy.train (`demo.train.warmup_steps=abc` said "its
     default is 100": TrainConfig's, where the demo trains with its preset's 200)."""
-    return "" if key.rpartition(".")[0] in LAYERED_OVER_POLICY_TRAIN else f" (its default is {shown})"
+    return "" if _layered(key) else f" (its default is {shown})"
+
+
+def _layered(key: str) -> bool:
+    """Whether `key` is a setting of a section layered over policy.train (no default of its own)."""
+    return key.rpartition(".")[0] in LAYERED_OVER_POLICY_TRAIN
 
 
 def _null_refused(key: str, default: object) -> str | None:
